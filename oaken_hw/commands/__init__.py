@@ -1,0 +1,1 @@
+"""Subcommands of the ``oaken-hw`` command line, one module per family."""
