@@ -1,0 +1,135 @@
+"""FP16 input conversion: sanitize and convert exactly to signed integer "units" of 2^-24.
+
+This is the hardware form of :func:`oaken_hw.model.numerics.sanitize` and
+:func:`~oaken_hw.model.numerics.fp16_to_units`. Every finite FP16 value (subnormals included)
+is an integer number of units, at most ``65504 * 2^24 = 2047 << 29 < 2^40`` in magnitude, so
+a 40-bit magnitude and a 41-bit signed value hold it exactly. No arithmetic is needed: the
+value is the significand ``(1024 | mantissa)`` (``mantissa`` alone for subnormals) shifted
+left by ``exponent - 1`` (0 for subnormals).
+
+Besides the :class:`FP16ToUnits` component, the module offers the same logic as plain
+expression builders (:func:`fp16_sanitize`, :func:`fp16_to_units`,
+:func:`units_to_fp16_exact`) so that a caller can put it inside its own pipeline stage.
+"""
+
+from amaranth.hdl import C, Cat, Const, Module, Mux, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
+           "fp16_sanitize", "fp16_to_units", "fp16_magnitude_units", "units_to_fp16_exact",
+           "FP16ToUnits"]
+
+#: fractional bits of a unit (LSB = 2^-24, the smallest FP16 subnormal)
+FRAC_BITS = 24
+#: width of the magnitude of a finite FP16 value in units (2047 << 29 < 2^40)
+MAG_WIDTH = 40
+#: width of a signed value in units
+UNITS_WIDTH = MAG_WIDTH + 1
+#: shape of a signed value in units
+UNITS_SHAPE = signed(UNITS_WIDTH)
+#: bit pattern of +65504 (the largest finite FP16) without its sign bit
+FP16_MAX_BITS = 0x7BFF
+
+
+def fp16_sanitize(bits):
+    """Sanitize an FP16 bit pattern as the golden model does.
+
+    NaN becomes +0, +-Inf become +-65504, -0 becomes +0; finite values are kept.
+
+    Parameters
+    ----------
+    bits : Value, 16 bits
+
+    Returns
+    -------
+    clean : Value, 16 bits
+    bad : Value, 1 bit
+        The input was NaN or infinite.
+    """
+    exp, man, sign = bits[10:15], bits[0:10], bits[15]
+    special = exp == 0x1F
+    nan = special & (man != 0)
+    inf = special & (man == 0)
+    neg_zero = bits == 0x8000
+    clean = Mux(nan | neg_zero, C(0, 16),
+                Mux(inf, Cat(C(FP16_MAX_BITS, 15), sign), bits))
+    return clean, special
+
+
+def fp16_magnitude_units(bits):
+    """Magnitude of a finite FP16 bit pattern in units (unsigned, :data:`MAG_WIDTH` bits).
+
+    The result is meaningless for NaN/Inf patterns: sanitize first.
+    """
+    exp, man = bits[10:15], bits[0:10]
+    normal = exp != 0
+    significand = Cat(man, normal)                      # 11 bits: hidden bit for normals
+    shift = Mux(normal, exp - 1, 0)[:5]                 # 0..29
+    return (significand << shift)[:MAG_WIDTH]
+
+
+def fp16_to_units(bits):
+    """Exact signed value of a finite FP16 bit pattern in units (:data:`UNITS_SHAPE`)."""
+    mag = fp16_magnitude_units(bits)
+    return Mux(bits[15], -mag, mag).as_signed()[:UNITS_WIDTH].as_signed()
+
+
+def units_to_fp16_exact(mag, sign=0):
+    """FP16 bit pattern of ``+-mag`` units where ``mag`` is *exactly* an FP16 value.
+
+    Used for the steps and the inner minimum, which are FP16 values by construction (a
+    value that is not one is truncated to its 11 leading bits; no rounding is done).
+
+    Parameters
+    ----------
+    mag : Value, unsigned, at most :data:`MAG_WIDTH` significant bits
+    sign : Value or int, 1 bit
+        Ignored when ``mag`` is 0, so that zero is always +0.
+    """
+    width = len(mag)
+    # bit length of mag: a priority encoder
+    bitlen = C(0, 6)
+    for i in range(width):
+        bitlen = Mux(mag[i], i + 1, bitlen)
+    normal = bitlen > 10
+    shift = (bitlen - 11)[:6]
+    man_normal = (mag >> shift)[:10]
+    exp = Mux(normal, (bitlen - 10)[:5], 0)
+    man = Mux(normal, man_normal, mag[:10])
+    return Cat(man, exp, Const(sign, 1) if isinstance(sign, int) else sign & (mag != 0))
+
+
+class FP16ToUnits(wiring.Component):
+    """Combinational FP16 sanitizer and converter (latency 0).
+
+    Ports
+    -----
+    i : In(16)
+        FP16 bit pattern.
+    clean : Out(16)
+        Sanitized bit pattern (NaN -> +0, +-Inf -> +-65504, -0 -> +0).
+    units : Out(signed(41))
+        Exact value of ``clean`` in units of 2^-24.
+    bad : Out(1)
+        ``i`` was NaN or infinite.
+
+    Attributes
+    ----------
+    latency : int
+        0: the outputs follow the input in the same cycle; register them in the caller.
+    """
+
+    i: In(16)
+    clean: Out(16)
+    units: Out(UNITS_SHAPE)
+    bad: Out(1)
+
+    latency = 0
+
+    def elaborate(self, platform):
+        m = Module()
+        clean, bad = fp16_sanitize(self.i)
+        m.d.comb += [self.clean.eq(clean), self.bad.eq(bad),
+                     self.units.eq(fp16_to_units(clean))]
+        return m

@@ -1,0 +1,135 @@
+"""The threshold table: four FP16 thresholds per (layer, K/V), written through a stream.
+
+One engine serves every layer of a model: the thresholds that calibration produced for each
+layer and for K and V are written here once, and each vector's header selects its entry.
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .fp16 import fp16_to_units
+from .header import field_width
+
+__all__ = ["thresholds_layout", "threshold_write_layout", "ThresholdReadSignature",
+           "ThresholdTable"]
+
+
+def thresholds_layout():
+    """Four FP16 bit patterns, LSB first: ``o_lo``, ``i_lo``, ``i_hi``, ``o_hi``."""
+    return data.StructLayout({"o_lo": 16, "i_lo": 16, "i_hi": 16, "o_hi": 16})
+
+
+def threshold_write_layout(layers):
+    """Payload of a configuration write: ``layer``, ``kv`` (0 = K, 1 = V), ``t``."""
+    return data.StructLayout({
+        "layer": unsigned(field_width(layers)),
+        "kv": unsigned(1),
+        "t": thresholds_layout(),
+    })
+
+
+class ThresholdReadSignature(wiring.Signature):
+    """A synchronous read port of the table, from the reader's side.
+
+    Members: ``en`` (Out), ``layer`` (Out), ``kv`` (Out), ``data`` (In,
+    :func:`thresholds_layout`). ``data`` is the entry addressed in the cycle where ``en`` was
+    high; it holds while ``en`` is low (latency 1).
+    """
+
+    def __init__(self, layers):
+        super().__init__({
+            "en": Out(1),
+            "layer": Out(field_width(layers)),
+            "kv": Out(1),
+            "data": In(thresholds_layout()),
+        })
+
+
+class ThresholdTable(wiring.Component):
+    """``layers x 2`` entries of four FP16 thresholds in a :class:`Memory`.
+
+    A write (stream ``write``, always ready) is stored only if its four thresholds are
+    finite FP16 values ordered ``T_o_lo <= T_i_lo <= T_i_hi <= T_o_hi`` (compared as exact
+    values, so ``-0 == +0``, as :func:`oaken_hw.model.quantizer.check_thresholds`) and its
+    layer is below ``layers``. Otherwise it is dropped and ``error`` is set until
+    ``clear_error``. The table resets to all-zero thresholds (a valid entry: every nonzero
+    input is then an outer element).
+
+    Parameters
+    ----------
+    layers : int
+        Decoder layers (``cfg.model.layers``).
+    read_ports : int
+        Independent read ports (e.g. one for the quantizer, one for the dequantizer).
+
+    Attributes
+    ----------
+    write : In(stream.Signature(threshold_write_layout(layers)))
+    read : array of ``read_ports`` × In(ThresholdReadSignature(layers))
+        Synchronous read: ``data`` one cycle after ``en``; reads are transparent to a write
+        in the same cycle.
+    error : Out(1)
+        Sticky: a write was rejected.
+    clear_error : In(1)
+    read_latency : int
+        1.
+    """
+
+    read_latency = 1
+
+    def __init__(self, *, layers, read_ports=1):
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers must be a positive integer, not {layers!r}")
+        if isinstance(read_ports, bool) or not isinstance(read_ports, int) or read_ports < 1:
+            raise ValueError(f"read_ports must be a positive integer, not {read_ports!r}")
+        self.layers = layers
+        self.read_ports = read_ports
+        super().__init__({
+            "write": In(stream.Signature(threshold_write_layout(layers))),
+            "read": In(ThresholdReadSignature(layers)).array(read_ports),
+            "error": Out(1),
+            "clear_error": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lw = field_width(self.layers)
+        m.submodules.mem = mem = Memory(shape=thresholds_layout(), depth=2 * self.layers,
+                                        init=[])
+        wp = mem.write_port()
+
+        t = self.write.payload.t
+        words = [t.o_lo, t.i_lo, t.i_hi, t.o_hi]
+        finite = Signal()
+        ordered = Signal()
+        in_range = Signal()
+        units = [fp16_to_units(w) for w in words]
+        m.d.comb += [
+            finite.eq(~(words[0][10:15].all() | words[1][10:15].all()
+                        | words[2][10:15].all() | words[3][10:15].all())),
+            ordered.eq((units[0] <= units[1]) & (units[1] <= units[2]) & (units[2] <= units[3])),
+            in_range.eq(self.write.payload.layer < self.layers),
+            self.write.ready.eq(1),
+        ]
+        ok = finite & ordered & in_range
+        m.d.comb += [
+            wp.addr.eq(self.write.payload.layer * 2 + self.write.payload.kv),
+            wp.data.eq(t),
+            wp.en.eq(self.write.valid & ok),
+        ]
+        with m.If(self.clear_error):
+            m.d.sync += self.error.eq(0)
+        with m.If(self.write.valid & ~ok):
+            m.d.sync += self.error.eq(1)
+
+        for i in range(self.read_ports):
+            rp = mem.read_port(transparent_for=(wp,))
+            port = self.read[i]
+            m.d.comb += [
+                rp.en.eq(port.en),
+                rp.addr.eq(port.layer * 2 + port.kv),
+                port.data.eq(rp.data),
+            ]
+        return m

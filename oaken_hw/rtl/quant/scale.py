@@ -1,0 +1,197 @@
+"""The steps of a vector: middle split and ``step_for`` (the paper's "scale" block).
+
+``step = roundup_fp16(ceil(extent * ceil(2^R / levels) / 2^R))`` with ``R = RECIP_BITS`` of the
+model (read from it)
+(:func:`oaken_hw.model.quantizer.step_for`): a small reciprocal table, one multiply, a
+ceiling shift and a round-up to 11 significant bits, so no divider is needed.
+
+The middle split (:func:`~oaken_hw.model.quantizer.middle_split`) is the exact argmin over
+all ``codes + 1`` splits in the model. Because the step ``a / n`` of the splits where the
+lower side binds falls with ``n`` and the step ``b / (codes - n)`` of those where the upper
+side binds rises with ``n``, and the upper side binds exactly from
+``n1 = ceil(codes * a / (a + b))`` on (``a * (codes - n) <= b * n``), only two candidates
+can win: the largest valid ``n < n1`` (``hi_n`` when ``n1 = codes``) and the smallest
+valid ``n >= n1``. The circuit computes ``n1`` with a short restoring division (the
+quotient has ``middle_bits + 1`` bits), compares the two candidates' steps by cross
+multiplication with their small code counts, and breaks ties towards the smaller ``n`` as
+the model does. ``tests/rtl/quant/test_scale.py`` checks this against the model.
+"""
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ...model.quantizer import RECIP_BITS
+from ...model.quantizer import reciprocal as _model_reciprocal
+from ..common.fp16 import MAG_WIDTH, units_to_fp16_exact
+from .classifier import MAG_SHAPE
+
+__all__ = ["Scale", "reciprocal", "split_reference"]
+
+#: a step is below 2^40 (a valid FP16 value); intermediate results get some headroom
+_STEP_WIDTH = MAG_WIDTH + 2
+
+
+def reciprocal(n):
+    """The golden model's table entry ``ceil(2^RECIP_BITS / n)`` as a Python int."""
+    return int(_model_reciprocal(n))
+
+
+def split_reference(a, b, has_lo, has_hi, codes):
+    """Python mirror of the two-candidate split circuit (for tests): ``(n_lo, extent, levels)``."""
+    s = a + b
+    n1 = 0 if s == 0 else -(-codes * a // s)
+    lo_n, hi_n = int(has_lo), codes - int(has_hi)
+    nl = hi_n if n1 == codes else min(n1 - 1, hi_n)
+    lower_ok = n1 >= 1 and nl >= max(lo_n, 1)
+    nu = max(n1, lo_n)
+    upper_ok = nu <= codes - 1
+    if upper_ok and (not lower_ok or b * nl < a * (codes - nu)):
+        return nu, b, codes - nu
+    return nl, a, nl
+
+
+def _roundup_fp16(m, c, width):
+    """Smallest FP16 value (in units) >= ``c`` (unsigned): keep 11 significant bits."""
+    bitlen = Const(0, 7)
+    for i in range(width):
+        bitlen = Mux(c[i], i + 1, bitlen)
+    shift = Mux(bitlen > 11, bitlen - 11, 0)[:6]
+    mask = Signal(width)
+    m.d.comb += mask.eq(((Const(1, width + 1) << shift) - 1)[:width])
+    return ((c + mask)[:width + 1] & ~mask)[:width + 1]
+
+
+class Scale(wiring.Component):
+    """Middle split and the three steps of a vector, pipelined at one vector per cycle.
+
+    Parameters
+    ----------
+    middle_bits : int
+    tag_width : int
+        Bits of a side-band word carried along with each vector (header, block counts...).
+
+    Attributes
+    ----------
+    valid : In(1)
+    a, b : In(41)
+        Largest lower / upper middle magnitude.
+    has_lo, has_hi : In(1)
+    outer_max, inner_ext : In(41)
+    tag : In(tag_width)
+    o_valid : Out(1)
+        ``latency`` cycles after ``valid``.
+    n_lo : Out(range(codes + 1))
+    delta_mid, delta_inner, delta_outer : Out(16)
+        FP16 bit patterns of the steps.
+    o_tag : Out(tag_width)
+    latency : int
+    """
+
+    latency = 6
+
+    def __init__(self, *, middle_bits, tag_width=1):
+        if isinstance(middle_bits, bool) or not isinstance(middle_bits, int) \
+                or not 2 <= middle_bits <= 7:
+            raise ValueError(f"middle_bits must be an integer in [2, 7], not {middle_bits!r}")
+        if isinstance(tag_width, bool) or not isinstance(tag_width, int) or tag_width < 1:
+            raise ValueError(f"tag_width must be a positive integer, not {tag_width!r}")
+        self.middle_bits = middle_bits
+        self.codes = 1 << middle_bits
+        self.tag_width = tag_width
+        super().__init__({
+            "valid": In(1),
+            "a": In(MAG_SHAPE), "b": In(MAG_SHAPE), "has_lo": In(1), "has_hi": In(1),
+            "outer_max": In(MAG_SHAPE), "inner_ext": In(MAG_SHAPE),
+            "tag": In(tag_width),
+            "o_valid": Out(1),
+            "n_lo": Out(range(self.codes + 1)),
+            "delta_mid": Out(16), "delta_inner": Out(16), "delta_outer": Out(16),
+            "o_tag": Out(tag_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        codes, mb = self.codes, self.middle_bits
+        nw = mb + 1                      # bits of a split 0..codes
+        W = MAG_WIDTH + 1
+
+        def stage(name, value, shape=None):
+            s = Signal(shape if shape is not None else len(value), name=name)
+            m.d.sync += s.eq(value)
+            return s
+
+        # --- stages 1a, 1b: n1 = ceil(codes * a / (a + b)) by restoring division, half of
+        # the quotient bits in each stage ------------------------------------------------
+        a, b = self.a, self.b
+        rw = W + nw + 1
+        den = Signal(W + 1, name="div_den")
+        m.d.comb += den.eq(a + b)
+        rem = Const(0, rw) | (a << mb)
+        q = []
+        split = nw // 2
+        s1a = {k: stage(f"s1a_{k}", v) for k, v in dict(
+            valid=self.valid, a=a, b=b, has_lo=self.has_lo, has_hi=self.has_hi,
+            outer=self.outer_max, inner=self.inner_ext, tag=self.tag).items()}
+        for k in reversed(range(nw)):
+            if k == split - 1:
+                # pipeline register in the middle of the division
+                rem = stage("s1a_rem", rem, rw)
+                den = stage("s1a_den", den)
+                q = [stage(f"s1a_q{i}", bit, 1) for i, bit in enumerate(q)]
+            trial = den << k
+            ge = rem >= trial
+            q.append(ge)
+            nrem = Signal(rw, name=f"div_rem{k}")
+            m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
+            rem = nrem
+        quot = Const(0, nw)
+        for bit in q:
+            quot = (quot << 1 | bit)[:nw]
+        n1 = Mux(den == 0, 0, quot + (rem != 0))[:nw + 1]
+        s1 = {k: stage(f"s1_{k}", v) for k, v in s1a.items()}
+        s1_n1 = stage("s1_n1", n1, nw + 1)
+
+        # --- stage 2: the two candidates and the choice -------------------------------------
+        hi_n = (codes - s1["has_hi"])[:nw + 1]
+        lo_n = s1["has_lo"]
+        n1m1 = (s1_n1 - 1)[:nw + 1]
+        nl = Mux(s1_n1 == codes, hi_n, Mux(n1m1 < hi_n, n1m1, hi_n))[:nw]
+        # max(lo_n, 1) = 1: a lower-binding split needs at least one code
+        lower_ok = (s1_n1 >= 1) & (nl >= 1)
+        nu = Mux(s1_n1 > lo_n, s1_n1, lo_n)[:nw + 1]
+        upper_ok = nu <= codes - 1
+        mu = (codes - nu)[:nw]
+        upper_wins = upper_ok & (~lower_ok | (s1["b"] * nl < s1["a"] * mu))
+        s2 = {k: stage(f"s2_{k}", s1[k]) for k in ("valid", "outer", "inner", "tag")}
+        s2_nlo = stage("s2_nlo", Mux(upper_wins, nu[:nw], nl), nw)
+        s2_ext = stage("s2_ext", Mux(upper_wins, s1["b"], s1["a"]), MAG_SHAPE)
+        s2_lev = stage("s2_lev", Mux(upper_wins, mu, nl), nw)
+
+        # --- stage 3: extent x reciprocal ---------------------------------------------------
+        # padded to a power of two so that the emitted case statement is complete
+        recip = Array(Const(reciprocal(n), RECIP_BITS + 1) for n in range(1 << nw))
+        pw = W + RECIP_BITS + 1
+        s3 = {k: stage(f"s3_{k}", s2[k]) for k in ("valid", "tag")}
+        s3_nlo = stage("s3_nlo", s2_nlo)
+        p_mid = stage("s3_p_mid", s2_ext * recip[s2_lev], pw)
+        p_in = stage("s3_p_in", s2["inner"] * reciprocal(2 * codes), pw)
+        p_out = stage("s3_p_out", s2["outer"] * reciprocal(codes), pw)
+
+        # --- stage 4: ceiling shift, round up to an FP16 value ------------------------------
+        cw = pw - RECIP_BITS
+        s4 = {k: stage(f"s4_{k}", s3[k]) for k in ("valid", "tag")}
+        s4_nlo = stage("s4_nlo", s3_nlo)
+        steps = []
+        for name, p in (("mid", p_mid), ("in", p_in), ("out", p_out)):
+            c = ((p + ((1 << RECIP_BITS) - 1)) >> RECIP_BITS)[:cw]
+            steps.append(stage(f"s4_step_{name}", _roundup_fp16(m, c, cw), _STEP_WIDTH))
+
+        # --- stage 5: FP16 bit patterns -----------------------------------------------------
+        m.d.sync += [
+            self.o_valid.eq(s4["valid"]), self.o_tag.eq(s4["tag"]), self.n_lo.eq(s4_nlo),
+            self.delta_mid.eq(units_to_fp16_exact(steps[0])),
+            self.delta_inner.eq(units_to_fp16_exact(steps[1])),
+            self.delta_outer.eq(units_to_fp16_exact(steps[2])),
+        ]
+        return m

@@ -1,0 +1,269 @@
+"""The quantization engine's sub-blocks against the golden model's functions."""
+
+import gc
+import itertools
+import random
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
+from amaranth.sim import Simulator
+
+from oaken_hw.model.numerics import fp16_bits, fp16_to_units
+from oaken_hw.model.quantizer import (INNER, MIDDLE, OUTER, classify, middle_split,
+                                      step_for)
+from oaken_hw.rtl.quant import Classifier, Encoder, Extents, Packer, Scale
+from oaken_hw.rtl.quant.scale import split_reference
+
+BIG = (1 << 41) - 1
+
+
+def _bits(units):
+    return int(fp16_bits(np.ldexp(np.float64(units), -24).astype(np.float16)))
+
+
+@pytest.mark.parametrize("codes", [4, 8, 16, 32])
+def test_split_reference_exhaustive_small(codes):
+    """The two-candidate split equals the model's argmin for every small extent pair."""
+    a, b, lo, hi = [], [], [], []
+    for x, y, hl, hh in itertools.product(range(40), range(40), (0, 1), (0, 1)):
+        if (x and not hl) or (y and not hh):
+            continue
+        a.append(x); b.append(y); lo.append(hl); hi.append(hh)
+    n, e, l = middle_split(a, b, lo, hi, codes)
+    for k in range(len(a)):
+        assert split_reference(a[k], b[k], lo[k], hi[k], codes) == (n[k], e[k], l[k])
+
+
+def test_split_reference_random_large():
+    rng = np.random.default_rng(11)
+    N = 50000
+    a = rng.integers(0, 1 << 41, N)
+    b = np.where(rng.random(N) < 0.5, rng.integers(0, 1 << 41, N),
+                 a * rng.integers(1, 64, N) // rng.integers(1, 64, N))
+    b = np.minimum(b, BIG)
+    lo, hi = rng.random(N) < 0.9, rng.random(N) < 0.9
+    a, b = np.where(lo, a, 0), np.where(hi, b, 0)
+    for codes in (16, 128):
+        n, e, l = middle_split(a, b, lo, hi, codes)
+        for k in range(0, N, 7):
+            assert split_reference(int(a[k]), int(b[k]), bool(lo[k]), bool(hi[k]), codes) \
+                == (n[k], e[k], l[k])
+
+
+def _scale_cases(rng, n):
+    pick = lambda: rng.choice([rng.randrange(1 << 41), rng.randrange(4), rng.randrange(1 << 20),
+                               BIG, 1 << rng.randrange(41), rng.randrange(2048)])
+    cases = [(0, 0, 0, 0, 0, 0), (0, 0, 1, 1, 0, 0), (BIG, BIG, 1, 1, BIG, BIG),
+             (BIG, 0, 1, 0, 0, 1), (0, BIG, 0, 1, 1, 0), (1, 0, 1, 1, 0, 0), (0, 1, 1, 1, 0, 0)]
+    for _ in range(n):
+        hl, hh = rng.random() < 0.85, rng.random() < 0.85
+        a = pick() if hl else 0
+        b = pick() if hh else 0
+        if rng.random() < 0.3 and hl and hh:
+            b = a * rng.randrange(1, 40) // rng.randrange(1, 40)   # near a crossover
+        cases.append((a, min(b, BIG), int(hl), int(hh), pick(), pick()))
+    return cases
+
+
+@pytest.mark.parametrize("middle_bits", [4, 3])
+def test_scale_matches_model(middle_bits):
+    codes = 1 << middle_bits
+    dut = Scale(middle_bits=middle_bits, tag_width=12)
+    cases = _scale_cases(random.Random(middle_bits), 400)
+    want = []
+    for a, b, hl, hh, o, i in cases:
+        n, e, l = middle_split(a, b, bool(hl), bool(hh), codes)
+        want.append((int(n), _bits(step_for(e, l)), _bits(step_for(i, 2 * codes)),
+                     _bits(step_for(o, codes))))
+    got, tags = [], []
+
+    async def bench(ctx):
+        sent_at = []
+        cycle = 0
+        queue = list(range(len(cases)))
+        while len(got) < len(cases):
+            send = bool(queue) and cycle % 4 != 3
+            if send:
+                a, b, hl, hh, o, i = cases[queue[0]]
+                for port, v in ((dut.a, a), (dut.b, b), (dut.has_lo, hl), (dut.has_hi, hh),
+                                (dut.outer_max, o), (dut.inner_ext, i), (dut.tag, queue[0])):
+                    ctx.set(port, v)
+                sent_at.append(cycle)
+                queue.pop(0)
+            ctx.set(dut.valid, send)
+            await ctx.tick()
+            cycle += 1
+            if ctx.get(dut.o_valid):
+                got.append((ctx.get(dut.n_lo), ctx.get(dut.delta_mid),
+                            ctx.get(dut.delta_inner), ctx.get(dut.delta_outer)))
+                tags.append(ctx.get(dut.o_tag))
+                assert cycle - sent_at[len(got) - 1] == Scale.latency
+            assert cycle < 3 * len(cases) + 20
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert tags == list(range(len(cases)))
+    for k, c in enumerate(cases):
+        assert got[k] == want[k], c
+
+
+def test_classifier_matches_model():
+    lanes = 8
+    dut = Classifier(lanes=lanes)
+    rng = np.random.default_rng(5)
+    sets = [[-2, -0.1, 0.1, 2], [0, 0, 0, 0], [-1, 0.25, 0.25, 1], [0.5, 1, 1.5, 3],
+            [-65504, -65504, 65504, 65504], [0, 0, 0, 2], [-2, 0.5, 0.5, 0.5]]
+    vals = np.concatenate([rng.standard_normal(200) * 2, [0, -65504, 65504, 0.1, -0.1, 2, -2,
+                                                          0.25, 1, 3, 0.5, 1.5, 6e-8]])
+    trials = []
+    for t in sets:
+        tu = fp16_to_units(np.array(t, np.float16))
+        xs = fp16_to_units(vals.astype(np.float16))
+        for k in range(0, len(xs), lanes):
+            chunk = np.resize(xs[k:k + lanes], lanes)
+            g, u = classify(chunk[None, :], tu[None, :])
+            pivot = np.select([(g == MIDDLE) & ~u, (g == MIDDLE) & u, (g == OUTER) & ~u,
+                               g == OUTER], [tu[1], tu[2], tu[0], tu[3]], default=0)
+            trials.append((tu, chunk, g[0], u[0], np.abs(chunk - pivot)[0]))
+
+    async def bench(ctx):
+        for tu, chunk, g, u, mag in trials:
+            for k in range(4):
+                ctx.set(dut.t[k], int(tu[k]))
+            for i in range(lanes):
+                ctx.set(dut.x[i], int(chunk[i]))
+            ctx.set(dut.inner_min, 0)
+            for i in range(lanes):
+                assert ctx.get(dut.group[i]) == g[i]
+                assert ctx.get(dut.upper[i]) == u[i]
+                assert ctx.get(dut.mag[i]) == mag[i]
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _model_codes(mag, group, upper, n_lo, deltas, mb):
+    codes = 1 << mb
+    d = deltas[0] if group == MIDDLE else deltas[1] if group == INNER else deltas[2]
+    levels = (2 * codes if group == INNER else codes if group == OUTER
+              else (codes - n_lo if upper else n_lo))
+    j = 0 if d == 0 else min(mag // d, levels - 1)
+    code = (n_lo + j if upper else n_lo - 1 - j) if group == MIDDLE else j
+    high = int(upper) if group == OUTER else (code >> mb if group == INNER else 0)
+    return code & (codes - 1), high
+
+
+def test_encoder_matches_model():
+    lanes, mb = 4, 4
+    dut = Encoder(lanes=lanes, middle_bits=mb)
+    rng = random.Random(9)
+    step_pool = [0, 1, 2, 3, 1023, 1024, 2047, 3 << 20, 2047 << 29, 5 << 12, 1 << 35]
+    trials = []
+    for _ in range(300):
+        deltas = [rng.choice(step_pool) for _ in range(3)]
+        n_lo = rng.randrange(1, 16)
+        lanes_in = []
+        for _ in range(lanes):
+            g = rng.choice([MIDDLE, INNER, OUTER])
+            u = rng.random() < 0.5 if g != INNER else False
+            d = deltas[0] if g == MIDDLE else deltas[1] if g == INNER else deltas[2]
+            mag = rng.choice([rng.randrange(1 << 41), rng.randrange(0, 40 * max(d, 1)),
+                              d * rng.randrange(0, 40), 0, (1 << 41) - 1])
+            mag = min(mag, (1 << 41) - 1)           # |x - pivot| < 2^41 always
+            lanes_in.append((g, u, mag))
+        trials.append((deltas, n_lo, lanes_in))
+
+    async def bench(ctx):
+        pending = []
+        for k in range(len(trials) + Encoder.latency):
+            if k < len(trials):
+                deltas, n_lo, lanes_in = trials[k]
+                ctx.set(dut.delta_mid, _bits(deltas[0]))
+                ctx.set(dut.delta_inner, _bits(deltas[1]))
+                ctx.set(dut.delta_outer, _bits(deltas[2]))
+                ctx.set(dut.n_lo, n_lo)
+                for i, (g, u, mag) in enumerate(lanes_in):
+                    ctx.set(dut.group[i], g); ctx.set(dut.upper[i], u); ctx.set(dut.mag[i], mag)
+            ctx.set(dut.en, 1)
+            await ctx.tick()
+            # a stall cycle: outputs must hold
+            ctx.set(dut.en, 0)
+            before = [ctx.get(dut.dense[i]) for i in range(lanes)]
+            await ctx.tick()
+            assert before == [ctx.get(dut.dense[i]) for i in range(lanes)]
+            if k >= Encoder.latency - 1 and k - (Encoder.latency - 1) < len(trials):
+                deltas, n_lo, lanes_in = trials[k - (Encoder.latency - 1)]
+                for i, (g, u, mag) in enumerate(lanes_in):
+                    dense, high = _model_codes(mag, g, u, n_lo, deltas, mb)
+                    assert ctx.get(dut.dense[i]) == dense, (deltas, n_lo, g, u, mag)
+                    assert ctx.get(dut.high[i]) == high
+                    assert ctx.get(dut.outlier[i]) == (g != MIDDLE)
+                    assert ctx.get(dut.outer[i]) == (g == OUTER)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("lanes, block", [(8, 64), (4, 4), (16, 16)])
+def test_packer_compacts_in_index_order(lanes, block):
+    dut = Packer(lanes=lanes, middle_bits=4, sparse_block=block)
+    rng = random.Random(lanes)
+    ib = block.bit_length() - 1
+    bpb = block // lanes
+
+    async def bench(ctx):
+        for trial in range(150):
+            p = rng.choice([0.0, 0.1, 0.5, 1.0])
+            out = [rng.random() < p for _ in range(lanes)]
+            outer = [rng.random() < 0.5 for _ in range(lanes)]
+            high = [rng.random() < 0.5 for _ in range(lanes)]
+            dense = [rng.randrange(16) for _ in range(lanes)]
+            bib = rng.randrange(bpb)
+            ctx.set(dut.beat_in_block, bib)
+            for i in range(lanes):
+                ctx.set(dut.outlier[i], out[i]); ctx.set(dut.outer[i], outer[i])
+                ctx.set(dut.high[i], high[i]); ctx.set(dut.dense[i], dense[i])
+            ctx.set(dut.en, 1)
+            await ctx.tick()
+            want = [(bib * lanes + i) | outer[i] << ib | high[i] << (ib + 1)
+                    for i in range(lanes) if out[i]]
+            cnt = ctx.get(dut.count)
+            assert cnt == len(want)
+            got = [ctx.get(dut.sparse[k]) for k in range(lanes)]
+            assert got == want + [0] * (lanes - cnt)
+            assert ctx.get(dut.dense_word) == sum(d << (4 * i) for i, d in enumerate(dense))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("cls, kw, name", [
+    (Scale, {"middle_bits": 9}, "middle_bits"),
+    (Scale, {"middle_bits": 4, "tag_width": 0}, "tag_width"),
+    (Encoder, {"lanes": 0, "middle_bits": 4}, "lanes"),
+    (Packer, {"lanes": 8, "middle_bits": 4, "sparse_block": 12}, "sparse_block"),
+    (Extents, {"lanes": 16, "beats": 12, "sparse_block": 8}, "sparse_block"),
+    (Classifier, {"lanes": -1}, "lanes"),
+])
+def test_blocks_validate_parameters(cls, kw, name):
+    expect_value_error(lambda: cls(**kw), name)
+
+
+def expect_value_error(make, name):
+    """``make()`` raises a ValueError naming ``name`` (and the half-built component is
+    collected here, so its UnusedElaboratable warning does not leak into other tests)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=name) as info:
+            make()
+        del info
+        gc.collect()

@@ -1,0 +1,162 @@
+"""rtl/common: FP16 conversion and the threshold table against the golden model."""
+
+import gc
+import random
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from oaken_hw.model.numerics import fp16_bits, fp16_from_bits, fp16_to_units, sanitize
+from oaken_hw.model.quantizer import check_thresholds
+from oaken_hw.rtl.common import FP16ToUnits, ThresholdTable, units_to_fp16_exact
+
+
+def _patterns():
+    rng = random.Random(3)
+    pats = {0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x7BFF, 0xFBFF, 0x7C00, 0xFC00,
+            0x7C01, 0xFE00, 0x7FFF, 0xFFFF, 0x3C00, 0xBC00}
+    for e in range(32):
+        for s in (0, 1):
+            for man in (0, 1, 0x155, 0x3FF, rng.randrange(1024), rng.randrange(1024)):
+                pats.add(s << 15 | e << 10 | man)
+    return sorted(pats)
+
+
+def test_fp16_to_units_matches_model():
+    dut = FP16ToUnits()
+    pats = _patterns()
+    x = fp16_from_bits(np.array(pats, np.uint16))
+    clean, bad = sanitize(x)
+    want_units = fp16_to_units(clean)
+    want_clean = fp16_bits(clean)
+    got = []
+
+    async def bench(ctx):
+        for p in pats:
+            ctx.set(dut.i, p)
+            got.append((ctx.get(dut.clean), ctx.get(dut.units), ctx.get(dut.bad)))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    for k, p in enumerate(pats):
+        assert got[k] == (int(want_clean[k]), int(want_units[k]), int(bad[k])), hex(p)
+
+
+class _Enc(wiring.Component):
+    mag: In(42)
+    sign: In(1)
+    o: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.o.eq(units_to_fp16_exact(self.mag, self.sign))
+        return m
+
+
+def test_units_to_fp16_exact_roundtrip():
+    dut = _Enc()
+    pats = [p for p in _patterns() if (p >> 10) & 0x1F != 0x1F]
+    vals = fp16_to_units(fp16_from_bits(np.array(pats, np.uint16)))
+    got = []
+
+    async def bench(ctx):
+        for v in vals:
+            ctx.set(dut.mag, abs(int(v)))
+            ctx.set(dut.sign, int(v < 0))
+            got.append(ctx.get(dut.o))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    for p, g in zip(pats, got):
+        assert g == (0 if p == 0x8000 else p), hex(p)   # -0 encodes as +0
+
+
+def _write(ctx, dut, layer, kv, bits):
+    raw = layer | kv << dut.write.payload.shape()["kv"].offset
+    raw |= sum(b << (16 * k) for k, b in enumerate(bits)) << dut.write.payload.shape()["t"].offset
+    ctx.set(dut.write.payload.as_value(), raw)
+    ctx.set(dut.write.valid, 1)
+
+
+def _valid_thresholds(t):
+    try:
+        check_thresholds(fp16_from_bits(np.array(t, np.uint16)))
+        return True
+    except ValueError:
+        return False
+
+
+def test_threshold_table_writes_reads_and_rejects():
+    layers = 5
+    dut = ThresholdTable(layers=layers, read_ports=2)
+    rng = np.random.default_rng(7)
+    model = {(l, kv): [0, 0, 0, 0] for l in range(layers) for kv in range(2)}
+    specials = [0x7C00, 0xFC00, 0x7E00, 0x7C01]            # inf, -inf, nan
+    writes = []
+    for _ in range(120):
+        l, kv = int(rng.integers(0, layers + 2)), int(rng.integers(0, 2))  # some out of range
+        t = np.sort(rng.standard_normal(4) * 3).astype(np.float16)
+        bits = [int(b) for b in fp16_bits(t)]
+        k = rng.integers(0, 6)
+        if k == 0:
+            bits[rng.integers(0, 4)] = specials[rng.integers(0, 4)]
+        elif k == 1:
+            bits = bits[::-1]                                   # wrong order
+        elif k == 2:
+            bits = [0x8000, 0x0000, 0x8000, 0x0000]             # -0 == +0: valid
+        writes.append((l, kv, bits))
+    errors_seen = []
+
+    async def bench(ctx):
+        for l, kv, bits in writes:
+            ok = l < layers and _valid_thresholds(bits)
+            ctx.set(dut.clear_error, 1)
+            await ctx.tick()
+            ctx.set(dut.clear_error, 0)
+            assert ctx.get(dut.error) == 0
+            _write(ctx, dut, l, kv, bits)
+            await ctx.tick()
+            ctx.set(dut.write.valid, 0)
+            assert ctx.get(dut.error) == (not ok)
+            errors_seen.append(not ok)
+            if ok:
+                model[(l, kv)] = bits
+            # read every entry on both ports
+            for (ml, mkv), want in model.items():
+                for p in range(2):
+                    ctx.set(dut.read[p].en, 1)
+                    ctx.set(dut.read[p].layer, ml)
+                    ctx.set(dut.read[p].kv, mkv)
+                await ctx.tick()
+                for p in range(2):
+                    d = ctx.get(dut.read[p].data)
+                    got = [d.o_lo, d.i_lo, d.i_hi, d.o_hi]
+                    assert got == want, (ml, mkv)
+                    ctx.set(dut.read[p].en, 0)
+            # the error is sticky
+            await ctx.tick()
+            assert ctx.get(dut.error) == (not ok)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert any(errors_seen) and not all(errors_seen)
+
+
+@pytest.mark.parametrize("kw, name", [({"layers": 0}, "layers"),
+                                      ({"layers": 4, "read_ports": 0}, "read_ports")])
+def test_threshold_table_validates(kw, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=name) as info:
+            ThresholdTable(**kw)
+        del info
+        gc.collect()
