@@ -1,0 +1,85 @@
+"""The free list: a ring of free page numbers, one allocation and one release per cycle."""
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["FreeList"]
+
+
+class FreeList(wiring.Component):
+    """FIFO of free pages, full at reset (``0, 1, ..., pages - 1`` in that order).
+
+    Allocation takes the oldest free page; release appends at the tail. A FIFO rather than a
+    stack: it spreads reuse over the pool, and its read and write ends never share an address
+    when both move in one cycle, so one memory with one read and one write port serves an
+    allocation and a release every cycle.
+
+    Parameters
+    ----------
+    pages : int
+        Pages in the pool, a power of two >= 2 (the ring pointers wrap by overflow).
+
+    Attributes
+    ----------
+    alloc : Out(stream.Signature(unsigned(page_bits)))
+        The next free page; valid whenever a page is free. A transfer allocates it.
+    release : In(stream.Signature(unsigned(page_bits)))
+        A page to return; ready unless the ring is full (which a correct MMU never sees).
+    count : Out(range(pages + 1))
+        Free pages.
+    storage_bits : int
+        Bits of the ring memory.
+    """
+
+    def __init__(self, *, pages):
+        if not isinstance(pages, int) or pages < 2 or pages & (pages - 1):
+            raise ValueError(f"pages must be a power of two >= 2, not {pages!r}")
+        self.pages = pages
+        self.page_bits = (pages - 1).bit_length()
+        self.storage_bits = pages * self.page_bits
+        super().__init__({
+            "alloc": Out(stream.Signature(unsigned(self.page_bits))),
+            "release": In(stream.Signature(unsigned(self.page_bits))),
+            "count": Out(range(pages + 1), init=pages),
+        })
+
+    def _advance(self, head):
+        """The head pointer after an allocation (a hook for the fault-injection tests)."""
+        return head + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ring = ring = Memory(shape=unsigned(self.page_bits), depth=self.pages,
+                                          init=range(self.pages))
+        wr = ring.write_port()
+        # transparent: a page released into an empty ring is readable the next cycle
+        rd = ring.read_port(transparent_for=(wr,))
+
+        head = Signal(self.page_bits)
+        tail = Signal(self.page_bits)
+        count = Signal(range(self.pages + 1), init=self.pages)
+        pop = self.alloc.valid & self.alloc.ready
+        push = self.release.valid & self.release.ready
+        new_head = Signal(self.page_bits)
+        m.d.comb += new_head.eq(Mux(pop, self._advance(head), head))
+
+        m.d.comb += [
+            # the read port always presents the page at the (next) head
+            rd.addr.eq(new_head),
+            self.alloc.valid.eq(count != 0),
+            self.alloc.payload.eq(rd.data),
+            self.release.ready.eq(count != self.pages),
+            wr.addr.eq(tail),
+            wr.data.eq(self.release.payload),
+            wr.en.eq(push),
+            self.count.eq(count),
+        ]
+        m.d.sync += [
+            head.eq(new_head),
+            count.eq(count + push - pop),
+        ]
+        with m.If(push):
+            m.d.sync += tail.eq(tail + 1)
+        return m

@@ -1,0 +1,529 @@
+"""The MMU controller: append, read and free over the page tables and the free list."""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .free_list import FreeList
+from .layout import Kind, MMULayout, Op, Status
+from .page_table import PageTable
+
+__all__ = ["append_layout", "cmd_layout", "record_layout", "group_state_layout",
+           "ObservationSignature", "MMU"]
+
+
+def append_layout(L):
+    """Payload of the ``append`` port: one token of one group, sparse byte count per head."""
+    return data.StructLayout({
+        "seq": L.seq_bits,
+        "layer": L.layer_bits,
+        "kv": 1,
+        "pos": L.token_bits,
+        "counts": data.ArrayLayout(L.count_bits, L.heads),
+    })
+
+
+def cmd_layout(L):
+    """Payload of the ``cmd`` port: a read (``op`` = READ) or a free (``op`` = FREE)."""
+    return data.StructLayout({
+        "op": 1,
+        "kind": 2,
+        "seq": L.seq_bits,
+        "layer": L.layer_bits,
+        "kv": 1,
+        "head": L.head_bits,
+        "lo": L.range_bits,
+        "hi": L.range_bits,
+    })
+
+
+def record_layout(L):
+    """Payload of both response streams (see :class:`oaken_hw.mmu.model.Record`)."""
+    return data.StructLayout({
+        "kind": 2,
+        "head": L.head_bits,
+        "addr": L.addr_bits,
+        "length": L.len_bits,
+        "status": 3,
+    })
+
+
+def group_state_layout(L):
+    """One word of the group-state memory: tokens of the group, bytes of each sparse stream."""
+    return data.StructLayout({
+        "n": L.token_bits,
+        "sb": data.ArrayLayout(L.sbytes_bits, L.heads),
+    })
+
+
+class ObservationSignature(wiring.Signature):
+    """Internal events exported for verification (unused logic is removed by synthesis).
+
+    Members: ``alloc``/``release`` strobes with the page and the stream id
+    (:meth:`MMULayout.stream_id`); ``seq``/``group`` of the command being executed;
+    ``free_done`` strobe with ``free_seq``; the ``live`` bit of every sequence.
+    """
+
+    def __init__(self, L):
+        sid = max(1, (L.stream_ids - 1).bit_length())
+        super().__init__({
+            "alloc": Out(1), "alloc_page": Out(L.page_bits), "alloc_sid": Out(sid),
+            "release": Out(1), "release_page": Out(L.page_bits), "release_sid": Out(sid),
+            "seq": Out(L.seq_bits), "group": Out(range(L.groups)),
+            "free_done": Out(1), "free_seq": Out(L.seq_bits),
+            "live": Out(L.sequences),
+        })
+
+
+class MMU(wiring.Component):
+    """Paged memory management of the compressed KV cache.
+
+    Two command ports so that a stalled append never blocks the free that would unstall it:
+    ``append`` (the write path) and ``cmd`` (reads and frees). One command executes at a time;
+    ``cmd`` has priority. Each command produces zero or more burst records and then exactly
+    one ``STATUS`` record, on ``wr_out`` for appends and on ``rd_out`` for ``cmd``. The
+    semantics are those of :class:`oaken_hw.mmu.model.MMUModel`.
+
+    Parameters
+    ----------
+    cfg : OakenConfig
+        The configuration.
+    free_list : type, optional
+        Free-list class; only fault-injection tests pass anything but :class:`FreeList`.
+
+    Attributes
+    ----------
+    append : In(stream.Signature(append_layout))
+    cmd : In(stream.Signature(cmd_layout))
+    wr_out, rd_out : Out(stream.Signature(record_layout))
+    out_of_pages : Out(1)
+        High while an accepted append waits for free pages (``append.ready`` is low then).
+    free_pages : Out(range(pages + 1))
+    obs : Out(ObservationSignature)
+    layout : MMULayout
+    storage_bits : dict of str to int
+        Bits of every memory, by name.
+    append_cycles : int
+        Cycles from accepting an append to its status record with no output stall
+        (``2 * heads + vectors + 5``), plus one per sparse record that crosses a page.
+    read_latency : int
+        Cycles from accepting a read to its first burst; then one burst per cycle.
+    """
+
+    read_latency = 3
+
+    def __init__(self, *, cfg, free_list=FreeList):
+        self.layout = L = MMULayout(cfg)
+        if not (isinstance(free_list, type) and issubclass(free_list, FreeList)):
+            raise ValueError(f"free_list must be a FreeList subclass, not {free_list!r}")
+        self._free_list_cls = free_list
+        self.storage_bits = L.storage_bits
+        self.append_cycles = L.slots + 5
+        super().__init__({
+            "append": In(stream.Signature(append_layout(L))),
+            "cmd": In(stream.Signature(cmd_layout(L))),
+            "wr_out": Out(stream.Signature(record_layout(L))),
+            "rd_out": Out(stream.Signature(record_layout(L))),
+            "out_of_pages": Out(1),
+            "free_pages": Out(range(L.pages + 1)),
+            "obs": Out(ObservationSignature(L)),
+        })
+
+    def elaborate(self, platform):
+        L = self.layout
+        H, V, G, P, S = L.heads, L.vectors, L.groups, L.page_bytes, L.slots
+        shift = L.page_shift
+        m = Module()
+
+        m.submodules.free_list = fl = self._free_list_cls(pages=L.pages)
+        sg = L.sequences * G
+        m.submodules.dense_table = dtab = PageTable(streams=sg * H, entries=L.dense_entries,
+                                                    page_bits=L.page_bits)
+        m.submodules.sparse_table = stab = PageTable(streams=sg * H, entries=L.sparse_entries,
+                                                     page_bits=L.page_bits)
+        m.submodules.meta_table = mtab = PageTable(streams=sg * V, entries=L.meta_entries,
+                                                   page_bits=L.page_bits)
+        tables = (dtab, stab, mtab)
+        # one word per group: its token count and the running byte count of every head's
+        # sparse stream, so that one read gives an append everything it checks
+        gs_layout = group_state_layout(L)
+        m.submodules.group_state = gsm = Memory(shape=gs_layout, depth=sg, init=[])
+        gs_rd, gs_wr = gsm.read_port(), gsm.write_port()
+
+        live = Signal(L.sequences)
+        pending = Signal()      # an accepted append waits for pages
+        retry = Signal()        # a free completed since the append stalled
+        from_cmd = Signal()     # the command executing came from `cmd`
+        ap = Signal(append_layout(L))
+        cm = Signal(cmd_layout(L))
+        fg = Signal(range(G))   # group walked by a free
+
+        seq = Signal(L.seq_bits)
+        grp = Signal(range(G))
+        m.d.comb += [
+            seq.eq(Mux(from_cmd, cm.seq, ap.seq)),
+            grp.eq(Mux(from_cmd,
+                       Mux(cm.op == Op.FREE, fg, cm.layer * 2 + cm.kv),
+                       ap.layer * 2 + ap.kv)),
+        ]
+        gidx = Signal(range(sg))            # (seq, group)
+        m.d.comb += gidx.eq(seq * G + grp)
+        gs = gs_rd.data                     # the group's word, one cycle after gidx
+
+        n = Signal(L.token_bits)            # tokens of the group
+        sb = Array(Signal(L.sbytes_bits, name=f"sb{h}") for h in range(H))
+        counts = Array(ap.counts[h] for h in range(H))
+        pg0 = Array(Signal(L.page_bits, name=f"pg0_{j}") for j in range(S))
+        pg1 = Array(Signal(L.page_bits, name=f"pg1_{h}") for h in range(H))
+        j = Signal(range(S + 1))            # slot being resolved (append) or walked (free)
+        frag = Signal()                     # emitting the second sparse fragment
+        status = Signal(3)
+        # read cursor: logical byte range [a, b), entry e shown by the table's read port
+        a = Signal(L.range_bits + shift + 1)
+        b = Signal(L.range_bits + shift + 1)
+        e = Signal(L.range_bits + 1)
+        npg = Signal(L.range_bits + 1)      # pages of the stream a free walks
+        lat = Signal()                      # the table read of slot j-1 lands this cycle
+        lat_tab = Signal(2)
+
+        def sid(kind_slot):
+            return gidx * S + kind_slot
+
+        m.d.comb += [
+            gs_rd.addr.eq(gidx),
+            gs_wr.addr.eq(gidx),
+            self.out_of_pages.eq(pending),
+            self.free_pages.eq(fl.count),
+            self.obs.seq.eq(seq),
+            self.obs.group.eq(grp),
+            self.obs.live.eq(live),
+            self.obs.alloc.eq(fl.alloc.valid & fl.alloc.ready),
+            self.obs.alloc_page.eq(fl.alloc.payload),
+            self.obs.alloc_sid.eq(sid(j)),
+            self.obs.release.eq(fl.release.valid & fl.release.ready),
+            self.obs.release_page.eq(fl.release.payload),
+            self.obs.release_sid.eq(sid(j)),
+            self.obs.free_seq.eq(cm.seq),
+        ]
+
+        # -- slots: j < H dense head j, j < 2H sparse head j-H, else metadata vector j-2H --
+        def slot_fields(k):
+            dense = k < H
+            sparse = (k >= H) & (k < 2 * H)
+            idx = Signal(range(max(H, V)), name="slot_idx")
+            m.d.comb += idx.eq(Mux(dense, k, Mux(sparse, k - H, k - 2 * H)))
+            tab = Signal(2, name="slot_tab")
+            m.d.comb += tab.eq(Mux(dense, 0, Mux(sparse, 1, 2)))
+            return dense, sparse, idx, tab
+
+        is_dense, is_sparse, in_slot, slot_tab = slot_fields(j)
+        d_new = (n & (L.dense_tpp - 1)) == 0
+        m_new = (n & (L.meta_tpp - 1)) == 0
+
+        def sparse_split(s_, c_):
+            off = s_ & (P - 1)
+            first_new = (c_ != 0) & (off == 0)
+            second = (c_ != 0) & (off + c_ > P)
+            return off, first_new, second, Mux(second, P - off, c_)
+
+        s_cur, c_cur = sb[in_slot], counts[in_slot]
+        s_off, s_first_new, s_second, _ = sparse_split(s_cur, c_cur)
+
+        # checks of the append, straight from the group's word
+        need = Signal(range(S + 1))
+        need_terms = []
+        gs_new_d = (gs.n & (L.dense_tpp - 1)) == 0
+        for h in range(H):
+            _, fn, sec, _ = sparse_split(gs.sb[h], counts[h])
+            need_terms += [gs_new_d, fn | sec]
+        need_terms += [(gs.n & (L.meta_tpp - 1)) == 0] * V
+        m.d.comb += need.eq(sum(need_terms))
+        cap_bad = Signal()
+        m.d.comb += cap_bad.eq((gs.n >= L.max_tokens)
+                               | Cat(*[gs.sb[h] + counts[h] > L.sparse_capacity
+                                       for h in range(H)]).any())
+        field_bad = Signal()
+        m.d.comb += field_bad.eq((ap.layer >= L.layers)
+                                 | Cat(*[counts[h] > L.head_dim for h in range(H)]).any())
+
+        # -- table ports --------------------------------------------------------------------
+        for tab, k in ((dtab, "dense"), (stab, "sparse"), (mtab, "meta")):
+            m.d.comb += [tab.r_stream.eq(gidx * (V if k == "meta" else H) + in_slot),
+                         tab.w_stream.eq(gidx * (V if k == "meta" else H) + in_slot),
+                         tab.w_data.eq(fl.alloc.payload)]
+        tab_data = Array([dtab.r_data, stab.r_data, mtab.r_data])
+
+        # -- response -----------------------------------------------------------------------
+        rec = Signal(record_layout(L))
+        rec_valid = Signal()
+        m.d.comb += [
+            self.wr_out.payload.eq(rec), self.rd_out.payload.eq(rec),
+            self.wr_out.valid.eq(rec_valid & ~from_cmd),
+            self.rd_out.valid.eq(rec_valid & from_cmd),
+        ]
+        rec_ready = Mux(from_cmd, self.rd_out.ready, self.wr_out.ready)
+
+        def page_addr(page, offset):
+            return Cat(Const(0, shift), page) | offset
+
+        def emit_status(code):
+            m.d.sync += status.eq(code)
+            m.next = "STATUS"
+
+        # read command quantities
+        r_sparse = cm.kind == Kind.SPARSE
+        r_meta = cm.kind == Kind.META
+        r_idx = Signal(range(max(H, V)))
+        m.d.comb += r_idx.eq(Mux(r_meta, 0, cm.head) if V == 1 else cm.head)
+
+        def r_bytes(tokens_or_bytes):
+            return Mux(r_sparse, tokens_or_bytes,
+                       Mux(r_meta, tokens_or_bytes << (L.meta_slot.bit_length() - 1),
+                           tokens_or_bytes << (L.dense_slot.bit_length() - 1)))
+
+        r_tab = Mux(r_sparse, 1, Mux(r_meta, 2, 0))
+
+        def dense_pages(tokens):
+            return (tokens + L.dense_tpp - 1) >> (L.dense_tpp.bit_length() - 1)
+
+        def meta_pages(tokens):
+            return (tokens + L.meta_tpp - 1) >> (L.meta_tpp.bit_length() - 1)
+
+        def free_next_slot():
+            with m.If(j == S - 1):
+                with m.If(fg == G - 1):
+                    m.d.comb += self.obs.free_done.eq(1)
+                    m.d.sync += [live.bit_select(cm.seq, 1).eq(0), retry.eq(1)]
+                    emit_status(Status.OK)
+                with m.Else():
+                    # read the next group's word now: it is valid in its first F_CNT
+                    m.d.comb += gs_rd.addr.eq(seq * G + fg + 1)
+                    m.d.sync += [fg.eq(fg + 1), j.eq(0)]
+                    m.next = "F_CNT"
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
+                m.next = "F_CNT"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.sync += [j.eq(0), frag.eq(0), lat.eq(0)]
+                with m.If(self.cmd.valid):
+                    m.d.comb += self.cmd.ready.eq(1)
+                    m.d.sync += [cm.eq(self.cmd.payload), from_cmd.eq(1), fg.eq(0)]
+                    m.next = "C_LOOK"
+                with m.Elif(pending):
+                    with m.If(retry):
+                        m.d.sync += [from_cmd.eq(0), retry.eq(0)]
+                        m.next = "A_LOOK"
+                with m.Elif(self.append.valid):
+                    m.d.comb += self.append.ready.eq(1)
+                    m.d.sync += [ap.eq(self.append.payload), from_cmd.eq(0)]
+                    m.next = "A_LOOK"
+
+            # ---------------------------------------------------------------- append
+            with m.State("A_LOOK"):
+                # the group's word is being read; the field checks need no memory
+                with m.If(ap.seq >= L.sequences):
+                    emit_status(Status.UNKNOWN_SEQ)
+                with m.Elif(field_bad):
+                    emit_status(Status.BAD_FIELD)
+                with m.Else():
+                    m.next = "A_CHK"
+            with m.State("A_CHK"):
+                m.d.sync += n.eq(gs.n)
+                m.d.sync += [sb[h].eq(gs.sb[h]) for h in range(H)]
+                with m.If(ap.pos != gs.n):
+                    emit_status(Status.BAD_POSITION)
+                with m.Elif(cap_bad):
+                    emit_status(Status.CAPACITY)
+                with m.Elif(need > fl.count):
+                    # hold the append; `cmd` keeps being served so a free can unstall it
+                    m.d.sync += pending.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [pending.eq(0), j.eq(0), frag.eq(0), lat.eq(0)]
+                    m.next = "A_RUN"
+            with m.State("A_RUN"):
+                # A two-stage pipeline over the slots: the page of slot j is resolved
+                # (allocated, or read from its table) while the records of slot j-1 are
+                # emitted; an output stall or a second sparse fragment holds the resolve.
+                pd, ps_, pidx, ptab = slot_fields(j - 1)
+                p_page = Mux(lat, tab_data[lat_tab], pg0[j - 1])
+                with m.If(lat):
+                    m.d.sync += [pg0[j - 1].eq(tab_data[lat_tab]), lat.eq(0)]
+                p_s, p_c = sb[pidx], counts[pidx]
+                p_off, _, p_second, p_first_len = sparse_split(p_s, p_c)
+                emitted = Signal()          # slot j-1 is done with this cycle
+                with m.If(j == 0):
+                    m.d.comb += emitted.eq(1)
+                with m.Elif(pd):
+                    m.d.comb += [
+                        rec_valid.eq(1), rec.kind.eq(Kind.DENSE), rec.head.eq(pidx),
+                        rec.addr.eq(page_addr(p_page, (n & (L.dense_tpp - 1)) * L.dense_slot)),
+                        rec.length.eq(L.dense_bytes),
+                        emitted.eq(rec_ready),
+                    ]
+                with m.Elif(ps_):
+                    m.d.comb += [rec.kind.eq(Kind.SPARSE), rec.head.eq(pidx)]
+                    with m.If(~frag):
+                        m.d.comb += [rec_valid.eq(p_c != 0),
+                                     rec.addr.eq(page_addr(p_page, p_off)),
+                                     rec.length.eq(p_first_len)]
+                        with m.If(rec_ready & p_second):
+                            m.d.sync += frag.eq(1)
+                        m.d.comb += emitted.eq((rec_ready | (p_c == 0)) & ~p_second)
+                    with m.Else():
+                        m.d.comb += [rec_valid.eq(1),
+                                     rec.addr.eq(page_addr(pg1[pidx], 0)),
+                                     rec.length.eq(p_c - p_first_len),
+                                     emitted.eq(rec_ready)]
+                with m.Else():
+                    m.d.comb += [
+                        rec_valid.eq(1), rec.kind.eq(Kind.META), rec.head.eq(pidx),
+                        rec.addr.eq(page_addr(p_page, (n & (L.meta_tpp - 1)) * L.meta_slot)),
+                        rec.length.eq(L.meta_bytes),
+                        emitted.eq(rec_ready),
+                    ]
+
+                with m.If(emitted):
+                    m.d.sync += [frag.eq(0), j.eq(j + 1)]
+                    with m.If(j == S):
+                        # commit the counters; the tables and free list are already done
+                        m.d.comb += [gs_wr.en.eq(1), gs_wr.data.n.eq(n + 1)]
+                        m.d.comb += [gs_wr.data.sb[h].eq(sb[h] + counts[h]) for h in range(H)]
+                        m.d.sync += live.bit_select(ap.seq, 1).eq(1)
+                        emit_status(Status.OK)
+                    with m.Elif(is_dense | ~is_sparse):
+                        new = Mux(is_dense, d_new, m_new)
+                        entry = Mux(is_dense, n >> (L.dense_tpp.bit_length() - 1),
+                                    n >> (L.meta_tpp.bit_length() - 1))
+                        for t in (dtab, mtab):
+                            m.d.comb += [t.r_entry.eq(entry), t.w_entry.eq(entry)]
+                        with m.If(new):
+                            m.d.comb += fl.alloc.ready.eq(1)
+                            with m.If(is_dense):
+                                m.d.comb += dtab.w_en.eq(1)
+                            with m.Else():
+                                m.d.comb += mtab.w_en.eq(1)
+                            m.d.sync += pg0[j].eq(fl.alloc.payload)
+                        with m.Else():
+                            m.d.sync += [lat.eq(1), lat_tab.eq(slot_tab)]
+                    with m.Else():
+                        entry = s_cur >> shift
+                        m.d.comb += [stab.r_entry.eq(entry),
+                                     stab.w_entry.eq(Mux(s_first_new, entry, entry + 1))]
+                        with m.If(s_first_new):
+                            m.d.comb += [fl.alloc.ready.eq(1), stab.w_en.eq(1)]
+                            m.d.sync += pg0[j].eq(fl.alloc.payload)
+                        with m.Elif(c_cur != 0):
+                            m.d.sync += [lat.eq(1), lat_tab.eq(slot_tab)]
+                            with m.If(s_second):
+                                m.d.comb += [fl.alloc.ready.eq(1), stab.w_en.eq(1)]
+                                m.d.sync += pg1[in_slot].eq(fl.alloc.payload)
+
+            # ---------------------------------------------------------------- cmd
+            with m.State("C_LOOK"):
+                with m.If((cm.seq >= L.sequences) | ~live.bit_select(cm.seq, 1)):
+                    emit_status(Status.UNKNOWN_SEQ)
+                with m.Elif(cm.op == Op.FREE):
+                    m.next = "F_GRP"
+                with m.Elif((cm.layer >= L.layers) | (cm.head >= H)
+                            | (cm.kind == Kind.STATUS)):
+                    emit_status(Status.BAD_FIELD)
+                with m.Else():
+                    m.next = "R_CHK"
+            with m.State("R_CHK"):
+                limit = Mux(r_sparse, gs.sb[cm.head[:max(1, (H - 1).bit_length())]], gs.n)
+                lo_b = r_bytes(cm.lo)
+                m.d.sync += [a.eq(lo_b), b.eq(r_bytes(cm.hi)), e.eq(lo_b >> shift),
+                             j.eq(r_tab)]
+                for t in tables:
+                    m.d.comb += t.r_entry.eq(lo_b >> shift)
+                m.d.comb += [dtab.r_stream.eq(gidx * H + r_idx),
+                             stab.r_stream.eq(gidx * H + r_idx),
+                             mtab.r_stream.eq(gidx * V + r_idx)]
+                with m.If((cm.lo > cm.hi) | (cm.hi > limit)):
+                    emit_status(Status.BAD_RANGE)
+                with m.Elif(cm.lo == cm.hi):
+                    emit_status(Status.OK)
+                with m.Else():
+                    m.next = "R_EMIT"
+            with m.State("R_EMIT"):
+                off = a & (P - 1)
+                room = P - off
+                left = b - a
+                length = Mux(room < left, room, left)
+                m.d.comb += [
+                    rec_valid.eq(1),
+                    rec.kind.eq(cm.kind), rec.head.eq(r_idx),
+                    rec.addr.eq(page_addr(tab_data[j[:2]], off)),
+                    rec.length.eq(length),
+                    dtab.r_stream.eq(gidx * H + r_idx),
+                    stab.r_stream.eq(gidx * H + r_idx),
+                    mtab.r_stream.eq(gidx * V + r_idx),
+                ]
+                # the table read port runs one entry ahead when the burst leaves
+                for t in tables:
+                    m.d.comb += t.r_entry.eq(Mux(rec_ready, e + 1, e))
+                with m.If(rec_ready):
+                    m.d.sync += [a.eq(a + length), e.eq(e + 1)]
+                    with m.If(a + length == b):
+                        emit_status(Status.OK)
+
+            # ---------------------------------------------------------------- free
+            with m.State("F_GRP"):
+                # the first group's word is read now, valid in the first F_CNT
+                m.d.sync += j.eq(0)
+                m.next = "F_CNT"
+            with m.State("F_CNT"):
+                # one cycle per stream: its page count, and the read of its entry 0
+                n_now = Mux(j == 0, gs.n, n)
+                cnt = Signal.like(npg)
+                m.d.comb += cnt.eq(Mux(is_dense, dense_pages(n_now),
+                                       Mux(is_sparse, (sb[in_slot] + P - 1) >> shift,
+                                           meta_pages(n_now))))
+                m.d.sync += n.eq(n_now)
+                with m.If(j == 0):
+                    # zero the group's counters: this invalidates all of its entries
+                    m.d.comb += [gs_wr.en.eq(1), gs_wr.data.eq(0)]
+                    m.d.sync += [sb[h].eq(gs.sb[h]) for h in range(H)]
+                for t in tables:
+                    m.d.comb += t.r_entry.eq(0)
+                m.d.sync += [npg.eq(cnt), e.eq(0)]
+                with m.If(cnt == 0):
+                    free_next_slot()
+                with m.Else():
+                    m.next = "F_WALK"
+            with m.State("F_WALK"):
+                m.d.comb += [fl.release.valid.eq(1), fl.release.payload.eq(tab_data[slot_tab])]
+                for t in tables:
+                    m.d.comb += t.r_entry.eq(Mux(fl.release.ready, e + 1, e))
+                # the next stream of the group, prefetched during this one's last page so
+                # that the walk goes on without a bubble
+                k_dense, k_sparse, k_idx, _ = slot_fields(j + 1)
+                k_cnt = Signal.like(npg)
+                m.d.comb += k_cnt.eq(Mux(k_dense, dense_pages(n),
+                                         Mux(k_sparse, (sb[k_idx] + P - 1) >> shift,
+                                             meta_pages(n))))
+                with m.If(fl.release.ready):
+                    m.d.sync += e.eq(e + 1)
+                    with m.If(e + 1 == npg):
+                        with m.If((j != S - 1) & (k_cnt != 0)):
+                            m.d.comb += [dtab.r_stream.eq(gidx * H + k_idx),
+                                         stab.r_stream.eq(gidx * H + k_idx),
+                                         mtab.r_stream.eq(gidx * V + k_idx)]
+                            for t in tables:
+                                m.d.comb += t.r_entry.eq(0)
+                            m.d.sync += [j.eq(j + 1), e.eq(0), npg.eq(k_cnt)]
+                        with m.Else():
+                            free_next_slot()
+
+            with m.State("STATUS"):
+                m.d.comb += [rec_valid.eq(1), rec.kind.eq(Kind.STATUS), rec.status.eq(status)]
+                with m.If(~from_cmd):
+                    # a held append that ends in an error is done with, too
+                    m.d.sync += pending.eq(0)
+                with m.If(rec_ready):
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,180 @@
+"""The Amaranth MMU against the golden model: every record of every command, bit for bit."""
+
+import pytest
+
+from oaken_hw.config import config_from_dict, default_config
+from oaken_hw.mmu import MMU, Kind, MMUModel
+
+from mmu_harness import (Append, Free, Read, check, head_scope_config, plan, simulate,
+                         small_config)
+from test_mmu_formal import tiny_config
+
+
+@pytest.mark.parametrize("seed, p_valid, p_ready", [
+    (11, 0.7, 0.7),
+    (12, 1.0, 0.3),     # the consumers stall a lot
+    (13, 0.3, 1.0),     # sparse commands, no output stalls
+])
+def test_random_layer_scope(seed, p_valid, p_ready):
+    cfg = small_config()
+    cmds = plan(cfg, 260, seed=seed)
+    run = simulate(cfg, cmds, seed=seed, p_valid=p_valid, p_ready=p_ready)
+    _, tally = check(cfg, cmds, run)
+    # the run exercised what it claims to
+    assert tally["OK"] > 150 and tally["stalls"] > 0
+    assert tally.get("BAD_POSITION", 0) and tally.get("UNKNOWN_SEQ", 0)
+    assert tally.get("BAD_RANGE", 0)
+
+
+def test_random_head_scope():
+    cfg = head_scope_config()
+    cmds = plan(cfg, 200, seed=21, p_free=0.08)
+    run = simulate(cfg, cmds, seed=21)
+    _, tally = check(cfg, cmds, run)
+    assert tally["OK"] > 150
+
+
+@pytest.mark.parametrize("cfg, n", [
+    # one head, one sequence (seq id 1 is unknown), 16-byte pages: a metadata slot per page
+    pytest.param(config_from_dict({
+        "model": {"layers": 3, "kv_heads": 1, "head_dim": 16},
+        "quant": {"sparse_block": 16, "lanes": 16},
+        "mmu": {"sequences": 1, "max_tokens": 40, "pages": 16, "page_bytes": 16,
+                "sparse_pages": 5}}), 150, id="single"),
+    # the configuration of the formal proofs: the pool runs out on every second append
+    pytest.param(tiny_config(), 50, id="formal"),
+])
+def test_random_corner_configs(cfg, n):
+    cmds = plan(cfg, n, seed=4)
+    run = simulate(cfg, cmds, seed=4, order_slack=40)
+    _, tally = check(cfg, cmds, run)
+    assert tally["OK"] > n // 2
+
+
+def test_exhaustion_and_recovery():
+    """Fill the pool; the next append stalls with out_of_pages until a free of another
+    sequence returns pages, then completes on exactly the pages the model predicts."""
+    cfg = small_config()
+    model = MMUModel(cfg)
+    cmds, t = [], 0
+    while True:
+        c = Append(1, t % 2, (t // 2) % 2, t // 4, [32, 17])
+        if c.apply(model) is None:
+            break
+        cmds.append(c)
+        t += 1
+    cmds.append(c)                          # this one waits for pages
+    cmds.append(Read(1, 0, 0, 0, Kind.DENSE, 0, 1))
+    cmds.append(Free(1))                    # releases everything: the append resumes
+    cmds.append(Append(1, 0, 0, 0, [1, 1]))
+    cmds.append(Free(1))
+    run = simulate(cfg, cmds, seed=5, order_slack=400)
+    _, tally = check(cfg, cmds, run)
+    assert tally["stalls"] == 1
+    stalled = len(cmds) - 5
+    assert run.oop_cycles and min(run.oop_cycles) >= run.accepted[stalled]
+    assert run.completed[stalled] > run.completed[stalled + 2]      # after the free
+
+
+def test_invalid_commands_and_capacity():
+    cfg = small_config(pages=64)
+    L = MMUModel(cfg).layout
+    cmds = [Free(0), Append(3, 0, 0, 0, [0, 0]), Append(0, 0, 0, 1, [0, 0]),
+            Append(0, 1, 0, 0, [33, 0]), Read(0, 0, 0, 0, Kind.DENSE, 0, 0)]
+    cmds += [Append(0, 1, 1, t, [0, 0]) for t in range(L.max_tokens + 1)]     # one too many
+    cmds += [Append(2, 0, 0, t, [L.head_dim, 0]) for t in range(9)]           # sparse full
+    cmds += [Read(0, 1, 1, 1, Kind.DENSE, 3, L.max_tokens), Read(0, 1, 1, 1, Kind.DENSE, 0, 17),
+             Read(0, 1, 1, 1, Kind.STATUS, 0, 1), Read(2, 0, 0, 0, Kind.SPARSE, 5, 256),
+             Read(2, 0, 0, 0, Kind.SPARSE, 5, 257), Read(3, 0, 0, 0, Kind.META, 0, 0),
+             Free(0), Free(0), Free(2), Read(2, 0, 0, 0, Kind.META, 0, 0)]
+    run = simulate(cfg, cmds, seed=3)
+    _, tally = check(cfg, cmds, run)
+    for st in ("UNKNOWN_SEQ", "BAD_FIELD", "BAD_POSITION", "BAD_RANGE", "CAPACITY"):
+        assert tally.get(st, 0) > 0, st
+
+
+def _observe_rates(cfg, cmds):
+    """Run with no stalls; per command: cycles from acceptance to the status record, and the
+    cycles on which the MMU allocated and released pages."""
+    dut = MMU(cfg=cfg)
+    allocs, releases = [], []
+
+    async def monitor(ctx):
+        cyc = 0
+        async for _, _, a, r in ctx.tick().sample(dut.obs.alloc, dut.obs.release):
+            if a:
+                allocs.append(cyc)
+            if r:
+                releases.append(cyc)
+            cyc += 1
+
+    run = simulate(cfg, cmds, seed=0, p_valid=1.0, p_ready=1.0, dut=dut, monitors=[monitor])
+    check(cfg, cmds, run)
+    run.dut = dut
+    return run, allocs, releases
+
+
+def test_rates_default_config():
+    """The rates reported in docs/mmu.md, measured on the default configuration: one
+    allocation per cycle, one read burst per cycle, one released page per cycle."""
+    cfg = default_config()
+    L = MMUModel(cfg).layout
+    n = 40
+    # every head crosses a sparse page at token 16: a 7-allocation append
+    cmds = [Append(0, 0, 0, t, [64, 64, 64]) for t in range(n)]
+    cmds += [Read(0, 0, 0, 1, Kind.DENSE, 0, n), Read(0, 0, 0, 2, Kind.SPARSE, 0, 64 * n),
+             Read(0, 0, 0, 0, Kind.META, 0, n), Free(0)]
+    run, allocs, releases = _observe_rates(cfg, cmds)
+    lat = [run.completed[i] - run.accepted[i] + 1 for i in range(len(cmds))]
+    # appends take a fixed number of cycles, whatever they allocate
+    assert len(set(lat[:n])) == 1
+    append_cycles = lat[0]
+    # accept, group-word read, check, one cycle per slot + 1 (resolve/emit pipeline), status
+    assert append_cycles == run.dut.append_cycles == L.slots + 5
+    # the 7 allocations of the first append fall on consecutive cycles
+    assert allocs[:7] == list(range(allocs[0], allocs[0] + 7))
+    # reads: fixed latency, then one burst per cycle, then the status
+    for i in range(n, n + 3):
+        bursts = len(run.records[i]) - 1
+        assert lat[i] == run.dut.read_latency + bursts + 1
+    # free: one page per cycle; one extra cycle per group (its counters are read), and one
+    # per stream that is empty or follows an empty one (nothing to prefetch during)
+    model = MMUModel(cfg)
+    for c in cmds[:-1]:
+        c.apply(model)
+    extra = 0
+    for g in range(L.groups):
+        per_slot = [len(model.tables[k][0][g][i]) for k, num in
+                    (("dense", L.heads), ("sparse", L.heads), ("meta", L.vectors))
+                    for i in range(num)]
+        extra += 1 + sum(1 for k in range(1, L.slots)
+                         if per_slot[k] == 0 or per_slot[k - 1] == 0)
+    free_cycles = lat[-1]
+    pages = len(releases)
+    assert pages == len(model.owned)
+    assert free_cycles == pages + extra + 4      # + accept, look-up, first read, status
+    gaps = [b - a for a, b in zip(releases, releases[1:])]
+    assert gaps.count(1) == pages - 1            # group 0 is the only one with pages
+    print(f"\nappend {append_cycles} cycles; read 4 + 1/burst; "
+          f"free {free_cycles} cycles for {pages} pages")
+
+
+def test_free_rate_every_stream_in_use():
+    """One token in every group of the default configuration, so every stream holds a page:
+    the free returns them at one per cycle with one extra cycle per group."""
+    cfg = default_config()
+    L = MMUModel(cfg).layout
+    cmds = [Append(3, g // 2, g % 2, 0, [1 + g % 64, 64, 5]) for g in range(L.groups)]
+    cmds.append(Free(3))
+    run, allocs, releases = _observe_rates(cfg, cmds)
+    pages = len(releases)
+    assert pages == L.groups * L.slots
+    assert run.completed[len(cmds) - 1] - run.accepted[len(cmds) - 1] + 1 \
+        == pages + L.groups + 4
+    print(f"\nfree of {pages} pages in {pages + L.groups + 4} cycles")
+
+
+def test_verilog_emits():
+    from amaranth.back import verilog
+    text = verilog.convert(MMU(cfg=small_config()), emit_src=False, name="oaken_mmu")
+    assert "module oaken_mmu" in text and "append__valid" in text
