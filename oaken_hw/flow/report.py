@@ -1,0 +1,223 @@
+"""Reading the tools' machine-readable reports into one result record.
+
+Two reports are read, never a log:
+
+* Yosys ``stat -json`` after synthesis: cell counts per module. The component keeps its
+  own module inside the harness (see :mod:`.harness`), so its figures exclude the harness.
+* nextpnr ``--report``: achieved Fmax per clock, whole-chip utilisation (harness included)
+  and the critical path.
+
+Counting rules (what ``lut``, ``ff``, ``dsp`` and ``bram`` mean on each family):
+
+========  ==========================  =============  ==================  ===================
+family    lut                         ff             dsp                 bram
+========  ==========================  =============  ==================  ===================
+ecp5      LUT4 + 2 x CCU2C (LUT4      TRELLIS_FF     MULT18X18D + ALU54B DP16KD (18 Kb)
+          sites; a carry cell fills 2)
+ice40     SB_LUT4                     SB_DFF*        SB_MAC16            SB_RAM40_4K (4 Kb)
+xc7       LUT1..LUT6                  FD*            DSP48E1             RAMB18E1 + 2 x
+                                                                         RAMB36E1 (18 Kb)
+========  ==========================  =============  ==================  ===================
+
+Distributed RAM and shift-register LUTs (``TRELLIS_DPR16X4``, ``RAM32M``, ``SRL16E``...)
+are counted separately as ``lutram``; every raw cell count is kept in ``cells``.
+A report that lacks a field the flow needs raises :class:`~.tools.FlowError`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .tools import FlowError
+
+__all__ = ["Counts", "CriticalPath", "Result", "count_cells", "parse_yosys_stat",
+           "parse_nextpnr_report"]
+
+
+@dataclass
+class Counts:
+    """Resource counts of one module, by the rules of the module docstring."""
+
+    lut: int = 0
+    ff: int = 0
+    dsp: int = 0
+    bram: int = 0
+    lutram: int = 0
+    cells: dict = field(default_factory=dict)
+
+
+def _sum(cells, names=(), prefixes=()):
+    return sum(n for c, n in cells.items()
+               if c in names or any(c.startswith(p) for p in prefixes))
+
+
+def count_cells(cells, family):
+    """:class:`Counts` from a ``{cell type: count}`` mapping of one module."""
+    cells = {c.lstrip("\\"): int(n) for c, n in cells.items()}
+    if family == "ecp5":
+        return Counts(lut=_sum(cells, ("LUT4",)) + 2 * _sum(cells, ("CCU2C",)),
+                      ff=_sum(cells, ("TRELLIS_FF",)),
+                      dsp=_sum(cells, ("MULT18X18D", "ALU54B")),
+                      bram=_sum(cells, ("DP16KD", "PDPW16KD")),
+                      lutram=_sum(cells, ("TRELLIS_DPR16X4",)), cells=cells)
+    if family == "ice40":
+        return Counts(lut=_sum(cells, ("SB_LUT4",)),
+                      ff=_sum(cells, prefixes=("SB_DFF",)),
+                      dsp=_sum(cells, ("SB_MAC16",)),
+                      bram=_sum(cells, ("SB_RAM40_4K",)),
+                      lutram=0, cells=cells)
+    if family == "xc7":
+        return Counts(lut=_sum(cells, tuple(f"LUT{k}" for k in range(1, 7))),
+                      ff=_sum(cells, ("FDRE", "FDSE", "FDCE", "FDPE", "FDRE_1", "FDSE_1",
+                                      "FDCE_1", "FDPE_1")),
+                      dsp=_sum(cells, ("DSP48E1",)),
+                      bram=_sum(cells, ("RAMB18E1",)) + 2 * _sum(cells, ("RAMB36E1",)),
+                      lutram=_sum(cells, prefixes=("RAM32", "RAM64", "RAM128", "RAM256",
+                                                   "SRL")),
+                      cells=cells)
+    raise ValueError(f"unknown FPGA family {family!r}")
+
+
+def _load(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FlowError(f"cannot read the {what} {path}: {e}") from None
+
+
+def parse_yosys_stat(path, family, *, top, dut):
+    """Counts of the component module ``dut`` and of the harness ``top`` (its own cells).
+
+    Parameters
+    ----------
+    path : path
+        Output of Yosys ``stat -json``.
+    family : str
+    top, dut : str
+        Module names (without Yosys' leading backslash).
+
+    Returns
+    -------
+    (Counts, Counts)
+        The component's and the harness's.
+    """
+    report = _load(path, "Yosys statistics")
+    modules = {name.lstrip("\\"): m for name, m in report.get("modules", {}).items()}
+    out = []
+    for name in (dut, top):
+        if name not in modules or "num_cells_by_type" not in modules[name]:
+            raise FlowError(f"{path}: no cell counts for module {name!r} "
+                            f"(modules: {sorted(modules)})")
+        cells = {c: n for c, n in modules[name]["num_cells_by_type"].items()
+                 if c.lstrip("\\") not in modules}          # a submodule instance is no cell
+        out.append(count_cells(cells, family))
+    return tuple(out)
+
+
+@dataclass
+class CriticalPath:
+    """The worst register-to-register path that nextpnr reports."""
+
+    start: str
+    end: str
+    delay_ns: float
+    logic_ns: float
+    routing_ns: float
+    logic_levels: int
+
+
+def parse_nextpnr_report(path):
+    """Fmax, utilisation and critical path from a nextpnr ``--report`` JSON.
+
+    Returns
+    -------
+    dict
+        ``fmax_mhz`` (worst clock, float), ``constraint_mhz``, ``clocks``
+        (``{net: {"achieved", "constraint"}}``), ``utilization``
+        (``{bel type: {"used", "available"}}``, only the used ones) and ``critical_path``
+        (:class:`CriticalPath` or ``None``).
+    """
+    report = _load(path, "nextpnr report")
+    clocks = report.get("fmax")
+    if not clocks:
+        raise FlowError(f"{path}: no 'fmax' entry: the design has no constrained clock "
+                        f"or nextpnr did not finish")
+    try:
+        worst = min(clocks, key=lambda c: clocks[c]["achieved"])
+        fmax = float(clocks[worst]["achieved"])
+        constraint = float(clocks[worst].get("constraint", 0.0)) or None
+        util = {bel: {"used": int(u["used"]), "available": int(u["available"])}
+                for bel, u in report["utilization"].items() if int(u["used"])}
+    except (KeyError, TypeError, ValueError) as e:
+        raise FlowError(f"{path}: unexpected nextpnr report layout ({e!r})") from None
+    crit = None
+    for cp in report.get("critical_paths", []):
+        segs = cp.get("path") or []
+        if not segs:
+            continue
+        by = lambda kind: sum(float(s["delay"]) for s in segs if s["type"] == kind)
+        cand = CriticalPath(
+            start=segs[0]["from"]["cell"], end=segs[-1]["to"]["cell"],
+            delay_ns=round(sum(float(s["delay"]) for s in segs), 3),
+            logic_ns=round(by("logic") + by("clk-to-q") + by("setup"), 3),
+            routing_ns=round(by("routing"), 3),
+            logic_levels=sum(1 for s in segs if s["type"] == "logic"))
+        if crit is None or cand.delay_ns > crit.delay_ns:
+            crit = cand
+    return {"fmax_mhz": round(fmax, 2), "constraint_mhz": constraint and round(constraint, 2),
+            "clocks": clocks, "utilization": util, "critical_path": crit}
+
+
+@dataclass
+class Result:
+    """What the flow measured for one design on one target.
+
+    ``fmax_mhz`` is ``None`` only for a synthesis-only target (``xc7``); every other field
+    comes from a report that was read, never a default.
+
+    Attributes
+    ----------
+    name, target : str
+    fmax_mhz : float or None
+        Achieved Fmax of the routed harnessed design (worst clock).
+    lut, ff, dsp, bram, lutram : int
+        The component's post-synthesis counts (harness excluded).
+    harness : dict
+        The harness's own post-synthesis counts (same keys).
+    pnr : dict or None
+        Whole-chip utilisation after place-and-route (``{bel: {"used", "available"}}``).
+    constraint_mhz : float or None
+    critical_path : dict or None
+    seed : int or None
+    tools : dict
+        Tool name -> version line.
+    seconds : dict
+        Wall-clock time per step.
+    cells : dict
+        Raw cell counts of the component.
+    """
+
+    name: str
+    target: str
+    fmax_mhz: float | None
+    lut: int
+    ff: int
+    dsp: int
+    bram: int
+    lutram: int
+    harness: dict
+    pnr: dict | None
+    constraint_mhz: float | None
+    critical_path: dict | None
+    seed: int | None
+    tools: dict
+    seconds: dict
+    cells: dict
+
+    def to_dict(self):
+        return asdict(self)
+
+    def to_json(self, **kw):
+        return json.dumps(self.to_dict(), **kw)

