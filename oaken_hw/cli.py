@@ -14,6 +14,9 @@ import sys
 # modules that add subcommands, in the order they appear in --help
 COMMAND_MODULES = [
     "oaken_hw.commands.model",
+    "oaken_hw.commands.generate",
+    "oaken_hw.flow.commands",
+    "oaken_hw.accuracy.commands",
 ]
 
 
@@ -22,7 +25,9 @@ class CommandError(Exception):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="oaken-hw", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="oaken-hw", description="Oaken KV-cache compression engine: golden model, "
+        "calibration, Verilog generation, FPGA flow and accuracy tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

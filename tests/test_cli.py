@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import TOPICS, TUTORIAL
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+TOPICS = DATA / "smollm2_pydoc_topics_64tok.npz"
+TUTORIAL = DATA / "smollm2_pydocs_tutorial_64tok.npz"
 
 
 def run(*args):

