@@ -173,8 +173,10 @@ def load_model(spec=None, threads=None):
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    torch, transformers = require_eval()
+    # the user's model argument is checked before the extra, so that a wrong path is
+    # reported as such on any install
     folder, gguf, arch, desc = resolve_model(spec)
+    torch, transformers = require_eval()
     if threads:
         torch.set_num_threads(int(threads))
     transformers.utils.logging.disable_progress_bar()

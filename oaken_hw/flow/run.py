@@ -130,8 +130,11 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     if target.has_pnr:
         say(f"{tag}: place and route ({target.nextpnr} {' '.join(target.nextpnr_args)}, "
             f"seed {seed})")
+        # the tools see the host file system through WebAssembly preopens that need not
+        # include the constraints folder (a clone under /tmp, say): hand them a local copy
+        shutil.copyfile(constraints, work / constraints.name)
         args = [*target.nextpnr_args, "--json", "synth.json",
-                target.constraints_flag, str(constraints),
+                target.constraints_flag, constraints.name,
                 "--seed", str(seed), "--timing-allow-fail", "--report", "report.json"]
         seconds["pnr"] = round(run_tool(target.nextpnr, args, cwd=work,
                                         log=work / "nextpnr.log", progress=progress,
