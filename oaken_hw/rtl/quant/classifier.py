@@ -54,7 +54,27 @@ def _lanes_layout(shape, lanes):
     return data.ArrayLayout(shape, lanes)
 
 
-class Classifier(wiring.Component):
+class _LaneShift(wiring.Component):
+    """Ports shared by :class:`Classifier` and :class:`GroupShift`; ``_sides`` says whether
+    ``group`` and ``upper`` are computed here (``Out``) or given (``In``)."""
+
+    _sides = Out
+
+    def __init__(self, *, lanes):
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        self.lanes = lanes
+        super().__init__({
+            "x": In(_lanes_layout(UNITS_SHAPE, lanes)),
+            "t": In(_lanes_layout(UNITS_SHAPE, 4)),
+            "inner_min": In(UNITS_SHAPE),
+            "group": self._sides(_lanes_layout(GROUP_SHAPE, lanes)),
+            "upper": self._sides(_lanes_layout(1, lanes)),
+            "mag": Out(_lanes_layout(MAG_SHAPE, lanes)),
+        })
+
+
+class Classifier(_LaneShift):
     """Combinational comparators and group shift for ``lanes`` values (latency 0).
 
     Parameters
@@ -77,19 +97,6 @@ class Classifier(wiring.Component):
 
     latency = 0
 
-    def __init__(self, *, lanes):
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.lanes = lanes
-        super().__init__({
-            "x": In(_lanes_layout(UNITS_SHAPE, lanes)),
-            "t": In(_lanes_layout(UNITS_SHAPE, 4)),
-            "inner_min": In(UNITS_SHAPE),
-            "group": Out(_lanes_layout(GROUP_SHAPE, lanes)),
-            "upper": Out(_lanes_layout(1, lanes)),
-            "mag": Out(_lanes_layout(MAG_SHAPE, lanes)),
-        })
-
     def elaborate(self, platform):
         m = Module()
         t = [self.t[k] for k in range(4)]
@@ -101,7 +108,7 @@ class Classifier(wiring.Component):
         return m
 
 
-class GroupShift(wiring.Component):
+class GroupShift(_LaneShift):
     """Combinational group shift of ``lanes`` already classified values (latency 0).
 
     The second pass of the engine stores the group and side of every element and repeats
@@ -115,19 +122,7 @@ class GroupShift(wiring.Component):
     """
 
     latency = 0
-
-    def __init__(self, *, lanes):
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.lanes = lanes
-        super().__init__({
-            "x": In(_lanes_layout(UNITS_SHAPE, lanes)),
-            "t": In(_lanes_layout(UNITS_SHAPE, 4)),
-            "inner_min": In(UNITS_SHAPE),
-            "group": In(_lanes_layout(GROUP_SHAPE, lanes)),
-            "upper": In(_lanes_layout(1, lanes)),
-            "mag": Out(_lanes_layout(MAG_SHAPE, lanes)),
-        })
+    _sides = In
 
     def elaborate(self, platform):
         m = Module()
