@@ -16,32 +16,27 @@ from oaken_hw.rtl.dequant.engine import engine_out_layout
 from oaken_hw.rtl.dequant.unpacker import dense_layout, meta_layout, sparse_layout
 
 from harness import available, build, pack as pack_payload, play, unpack as unpack_payload
-from workload import workload
+from workload import header, threshold_writes, workload
 
 
 def run_engine(sim, n_vectors, seed, tmp_path, p=0.7):
     cfg = default_config()
     dut = DequantEngine(cfg=cfg)
     bdir = build(dut, "dequant_engine", sim)
-    x, layer, kv, th = workload(cfg, max(n_vectors - 4 * 30 * 64, 64), seed)
-    x, layer, kv = x[:n_vectors], layer[:n_vectors], kv[:n_vectors]
+    x, layer, kv, th = workload(cfg, n_vectors, seed)
     n, lanes, beats = len(x), cfg.quant.lanes, cfg.beats_per_vector
     img = pack(quantize(x, th[layer, kv], cfg), cfg)
     dec, malformed = unpack(img, cfg)
     want = dequantize(dec, th[layer, kv], cfg).view(np.uint16)
 
-    th_bits = th.view(np.uint16)
-    writes = [pack_payload(dut.thresholds.payload.shape(), {
-        "layer": l, "kv": k, "t": dict(zip(("o_lo", "i_lo", "i_hi", "o_hi"), th_bits[l, k]))})
-        for l in range(cfg.model.layers) for k in range(2)]
+    writes = threshold_writes(dut.thresholds.payload.shape(), th, pack_payload)
     dense_bits = lanes * cfg.quant.middle_bits
     metas, denses, sparses = [], [], []
     offsets = img.sparse_offsets
     for i in range(n):
-        header = {"seq": i % cfg.mmu.sequences, "layer": layer[i], "kv": kv[i],
-                  "pos": i % cfg.mmu.max_tokens}
         metas.append(pack_payload(meta_layout(cfg), {
-            "data": int.from_bytes(img.meta[i].tobytes(), "little"), "header": header}))
+            "data": int.from_bytes(img.meta[i].tobytes(), "little"),
+            "header": header(cfg, i, layer, kv)}))
         d = int.from_bytes(img.dense[i].tobytes(), "little")
         denses += [pack_payload(dense_layout(cfg), {
             "data": (d >> (b * dense_bits)) & ((1 << dense_bits) - 1), "last": b == beats - 1})

@@ -14,24 +14,19 @@ from oaken_hw.model import pack, quantize
 from oaken_hw.rtl.quant import QuantEngine
 
 from harness import available, build, pack as pack_payload, play, unpack as unpack_payload
-from workload import workload
+from workload import header, threshold_writes, workload
 
 
 def run_engine(sim, n_vectors, seed, tmp_path, p=0.7):
     cfg = default_config()
     dut = QuantEngine(cfg=cfg)
     bdir = build(dut, "quant_engine", sim)
-    x, layer, kv, th = workload(cfg, max(n_vectors - 4 * 30 * 64, 64), seed)
-    x, layer, kv = x[:n_vectors], layer[:n_vectors], kv[:n_vectors]
+    x, layer, kv, th = workload(cfg, n_vectors, seed)
     n, lanes, beats = len(x), cfg.quant.lanes, cfg.beats_per_vector
-    th_bits = th.view(np.uint16)
-    writes = [pack_payload(dut.thresholds.payload.shape(), {
-        "layer": l, "kv": k, "t": dict(zip(("o_lo", "i_lo", "i_hi", "o_hi"), th_bits[l, k]))})
-        for l in range(cfg.model.layers) for k in range(2)]
+    writes = threshold_writes(dut.thresholds.payload.shape(), th, pack_payload)
     xb = x.view(np.uint16)
     beats_in = [pack_payload(dut.in_layout, {
-        "header": {"seq": i % cfg.mmu.sequences, "layer": layer[i], "kv": kv[i],
-                   "pos": i % cfg.mmu.max_tokens},
+        "header": header(cfg, i, layer, kv),
         "data": xb[i, b * lanes:(b + 1) * lanes]}) for i in range(n) for b in range(beats)]
     res = play(bdir, "quant_engine", sim, {
         "seed": seed, "p_valid": p, "p_ready": p,
