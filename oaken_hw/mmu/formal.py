@@ -3,8 +3,10 @@
 
 The harness drives every input of the MMU with a free value each cycle (``AnySeq``): commands
 of any content on both ports, with any valid pattern, and any ready pattern on both outputs.
-The only assumption is that reset is not asserted after the initial state (the memories
-have no reset, so a mid-run reset is outside the MMU's contract).
+The run starts in the power-up state, so it includes the initialisation walk. By default
+reset is assumed low after the initial state; with ``reset=True`` reset is a free input too
+(a reset at any step, after which the ghost state, a sync register like the MMU's, is empty
+again), which checks that the walk after a mid-run reset leaves a consistent pool.
 
 Ghost state: ``owner[p]`` is 0 for a free page and ``stream id + 1`` for an owned one,
 updated from the MMU's allocation and release events. Properties checked every cycle:
@@ -48,11 +50,14 @@ class MMUProof(Elaboratable):
         A small configuration (every page and stream becomes state of the proof).
     free_list : type
         Free-list class handed to the MMU (fault-injection tests pass a broken one).
+    reset : bool
+        Leave the ``sync`` reset free (``True``) instead of assuming it low.
     """
 
-    def __init__(self, *, cfg, free_list=FreeList):
+    def __init__(self, *, cfg, free_list=FreeList, reset=False):
         self.dut = MMU(cfg=cfg, free_list=free_list)
         self.layout = self.dut.layout
+        self.reset = bool(reset)
 
     def elaborate(self, platform):
         m = Module()
@@ -60,7 +65,8 @@ class MMUProof(Elaboratable):
         L = self.layout
         obs = dut.obs
 
-        m.d.comb += Assume(~ResetSignal())
+        if not self.reset:
+            m.d.comb += Assume(~ResetSignal())
         for port in (dut.append, dut.cmd):
             m.d.comb += [port.valid.eq(AnySeq(1)),
                          port.payload.eq(AnySeq(len(port.payload.as_value())))]

@@ -16,6 +16,14 @@ class FreeList(wiring.Component):
     when both move in one cycle, so one memory with one read and one write port serves an
     allocation and a release every cycle.
 
+    Reset: a ``sync`` reset resets the pointers, but a memory keeps its contents, so after a
+    reset in the middle of traffic the ring could hold stale and duplicate pages. The free
+    list therefore walks the ring after every reset (and at power-up, where it rewrites the
+    ``init`` contents with the same values): one write per cycle, ``ring[i] = i``, through
+    the release write port. During the walk (:attr:`init_cycles` = ``pages`` cycles)
+    ``ready`` and ``alloc.valid`` are low and ``release.ready`` is low; ``count`` already
+    reads ``pages`` (the pool is whole, it is only not served yet).
+
     Parameters
     ----------
     pages : int
@@ -28,9 +36,14 @@ class FreeList(wiring.Component):
     release : In(stream.Signature(unsigned(page_bits)))
         A page to return; ready unless the ring is full (which a correct MMU never sees).
     count : Out(range(pages + 1))
-        Free pages.
+        Free pages (``pages`` from reset on, also during the initialisation walk).
+    ready : Out(1)
+        High once the initialisation walk is done, :attr:`init_cycles` cycles after reset.
     storage_bits : int
         Bits of the ring memory.
+    init_cycles : int
+        Cycles of the walk after reset (``pages``): ``ready`` is high from the
+        ``init_cycles``-th cycle on (counting the first cycle out of reset as 0).
     """
 
     def __init__(self, *, pages):
@@ -39,10 +52,12 @@ class FreeList(wiring.Component):
         self.pages = pages
         self.page_bits = (pages - 1).bit_length()
         self.storage_bits = pages * self.page_bits
+        self.init_cycles = pages
         super().__init__({
             "alloc": Out(stream.Signature(unsigned(self.page_bits))),
             "release": In(stream.Signature(unsigned(self.page_bits))),
             "count": Out(range(pages + 1), init=pages),
+            "ready": Out(1),
         })
 
     def _advance(self, head):
@@ -60,6 +75,9 @@ class FreeList(wiring.Component):
         head = Signal(self.page_bits)
         tail = Signal(self.page_bits)
         count = Signal(range(self.pages + 1), init=self.pages)
+        # the initialisation walk: ring[walk] = walk, one entry per cycle
+        walk = Signal(self.page_bits)
+        done = Signal()
         pop = self.alloc.valid & self.alloc.ready
         push = self.release.valid & self.release.ready
         new_head = Signal(self.page_bits)
@@ -68,14 +86,19 @@ class FreeList(wiring.Component):
         m.d.comb += [
             # the read port always presents the page at the (next) head
             rd.addr.eq(new_head),
-            self.alloc.valid.eq(count != 0),
+            self.alloc.valid.eq(done & (count != 0)),
             self.alloc.payload.eq(rd.data),
-            self.release.ready.eq(count != self.pages),
-            wr.addr.eq(tail),
-            wr.data.eq(self.release.payload),
-            wr.en.eq(push),
+            self.release.ready.eq(done & (count != self.pages)),
+            wr.addr.eq(Mux(done, tail, walk)),
+            wr.data.eq(Mux(done, self.release.payload, walk)),
+            wr.en.eq(push | ~done),
             self.count.eq(count),
+            self.ready.eq(done),
         ]
+        with m.If(~done):
+            m.d.sync += walk.eq(walk + 1)
+            with m.If(walk == self.pages - 1):
+                m.d.sync += done.eq(1)
         m.d.sync += [
             head.eq(new_head),
             count.eq(count + push - pop),

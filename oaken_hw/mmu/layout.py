@@ -90,6 +90,10 @@ class MMULayout:
         The same for the metadata stream.
     sparse_entries : int
         Page-table entries per sparse stream; ``sparse_capacity`` is their bytes.
+    to_end : int
+        ``(1 << range_bits) - 1``, all ones in a read's ``hi``: a ``SPARSE`` read with this
+        ``hi`` reads up to the bytes written so far in the head's sparse stream. It is never
+        a byte count (it is odd and above ``sparse_capacity``, which is even).
     slots : int
         Streams per group, in the MMU's canonical order: dense heads, sparse heads, metadata
         vectors (``2 * heads + vectors``). Allocation, response and free order follow it.
@@ -144,6 +148,10 @@ class MMULayout:
         self.token_bits = _bits(m.max_tokens)          # 0 .. max_tokens
         self.sbytes_bits = _bits(self.sparse_capacity)  # 0 .. sparse capacity
         self.range_bits = max(self.token_bits, self.sbytes_bits)
+        self.to_end = (1 << self.range_bits) - 1
+        if self.to_end <= self.sparse_capacity:
+            raise ValueError(f"a read's all-ones hi ({self.to_end}) must lie above the sparse "
+                             f"capacity ({self.sparse_capacity}) to mean 'to the end'")
         self.addr_bits = self.page_bits + self.page_shift
         self.len_bits = _bits(m.page_bytes)
         self.stream_ids = self.sequences * self.groups * self.slots

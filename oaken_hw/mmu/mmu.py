@@ -85,6 +85,13 @@ class MMU(wiring.Component):
     one ``STATUS`` record, on ``wr_out`` for appends and on ``rd_out`` for ``cmd``. The
     semantics are those of :class:`oaken_hw.mmu.model.MMUModel`.
 
+    Reset (at power-up and after any ``sync`` reset) returns the MMU to the state of a fresh
+    :class:`~oaken_hw.mmu.model.MMUModel`: the free list rewrites its ring to ``0 .. pages -
+    1`` and the MMU zeroes every word of its group-state memory, one word per cycle, at the
+    same time. ``append.ready`` and ``cmd.ready`` stay low (and ``ready`` low) for
+    :attr:`init_cycles` cycles. The page tables need no walk: an entry is valid only below
+    the counts, which the walk zeroes.
+
     Parameters
     ----------
     cfg : OakenConfig
@@ -100,6 +107,9 @@ class MMU(wiring.Component):
     out_of_pages : Out(1)
         High while an accepted append waits for free pages (``append.ready`` is low then).
     free_pages : Out(range(pages + 1))
+        ``pages`` from reset on (also during the initialisation walk).
+    ready : Out(1)
+        High once the initialisation walks after reset are done.
     obs : Out(ObservationSignature)
     layout : MMULayout
     storage_bits : dict of str to int
@@ -109,6 +119,10 @@ class MMU(wiring.Component):
         (``2 * heads + vectors + 5``), plus one per sparse record that crosses a page.
     read_latency : int
         Cycles from accepting a read to its first burst; then one burst per cycle.
+    init_cycles : int
+        Cycles of the initialisation after reset, ``max(pages, sequences * groups)``:
+        ``ready`` is high, and a command can be accepted, from the ``init_cycles``-th cycle
+        out of reset on (counting the first as 0).
     """
 
     read_latency = 3
@@ -120,6 +134,7 @@ class MMU(wiring.Component):
         self._free_list_cls = free_list
         self.storage_bits = L.storage_bits
         self.append_cycles = L.slots + 5
+        self.init_cycles = max(L.pages, L.sequences * L.groups)
         super().__init__({
             "append": In(stream.Signature(append_layout(L))),
             "cmd": In(stream.Signature(cmd_layout(L))),
@@ -127,6 +142,7 @@ class MMU(wiring.Component):
             "rd_out": Out(stream.Signature(record_layout(L))),
             "out_of_pages": Out(1),
             "free_pages": Out(range(L.pages + 1)),
+            "ready": Out(1),
             "obs": Out(ObservationSignature(L)),
         })
 
@@ -150,6 +166,16 @@ class MMU(wiring.Component):
         gs_layout = group_state_layout(L)
         m.submodules.group_state = gsm = Memory(shape=gs_layout, depth=sg, init=[])
         gs_rd, gs_wr = gsm.read_port(), gsm.write_port()
+
+        # the initialisation walk of the group state (the free list walks its ring itself)
+        gs_walk = Signal(range(sg))
+        gs_done = Signal()
+        ready = Signal()
+        m.d.comb += [ready.eq(gs_done & fl.ready), self.ready.eq(ready)]
+        with m.If(~gs_done):
+            m.d.sync += gs_walk.eq(gs_walk + 1)
+            with m.If(gs_walk == sg - 1):
+                m.d.sync += gs_done.eq(1)
 
         live = Signal(L.sequences)
         pending = Signal()      # an accepted append waits for pages
@@ -308,7 +334,9 @@ class MMU(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.sync += [j.eq(0), frag.eq(0), lat.eq(0)]
-                with m.If(self.cmd.valid):
+                with m.If(~ready):
+                    pass                # initialising after reset: nothing is accepted
+                with m.Elif(self.cmd.valid):
                     m.d.comb += self.cmd.ready.eq(1)
                     m.d.sync += [cm.eq(self.cmd.payload), from_cmd.eq(1), fg.eq(0)]
                     m.next = "C_LOOK"
@@ -435,17 +463,20 @@ class MMU(wiring.Component):
                     m.next = "R_CHK"
             with m.State("R_CHK"):
                 limit = Mux(r_sparse, gs.sb[cm.head[:max(1, (H - 1).bit_length())]], gs.n)
+                # a sparse read with an all-ones hi reads to the end of what was written
+                hi = Signal(L.range_bits)
+                m.d.comb += hi.eq(Mux(r_sparse & (cm.hi == L.to_end), limit, cm.hi))
                 lo_b = r_bytes(cm.lo)
-                m.d.sync += [a.eq(lo_b), b.eq(r_bytes(cm.hi)), e.eq(lo_b >> shift),
+                m.d.sync += [a.eq(lo_b), b.eq(r_bytes(hi)), e.eq(lo_b >> shift),
                              j.eq(r_tab)]
                 for t in tables:
                     m.d.comb += t.r_entry.eq(lo_b >> shift)
                 m.d.comb += [dtab.r_stream.eq(gidx * H + r_idx),
                              stab.r_stream.eq(gidx * H + r_idx),
                              mtab.r_stream.eq(gidx * V + r_idx)]
-                with m.If((cm.lo > cm.hi) | (cm.hi > limit)):
+                with m.If((cm.lo > hi) | (hi > limit)):
                     emit_status(Status.BAD_RANGE)
-                with m.Elif(cm.lo == cm.hi):
+                with m.Elif(cm.lo == hi):
                     emit_status(Status.OK)
                 with m.Else():
                     m.next = "R_EMIT"
@@ -526,4 +557,9 @@ class MMU(wiring.Component):
                     m.d.sync += pending.eq(0)
                 with m.If(rec_ready):
                     m.next = "IDLE"
+
+        # the walk shares the group state's write port: the FSM stays in IDLE, which never
+        # writes it, until the walk is done
+        with m.If(~gs_done):
+            m.d.comb += [gs_wr.addr.eq(gs_walk), gs_wr.data.eq(0), gs_wr.en.eq(1)]
         return m

@@ -205,6 +205,9 @@ class MMUModel:
         lo, hi : int
             Half-open range: tokens for ``DENSE`` and ``META``, bytes of the head's sparse
             stream for ``SPARSE`` (the reader sums the per-block counts of the metadata).
+            For ``SPARSE``, ``hi`` = :attr:`MMULayout.to_end` (all ones) means the bytes
+            written so far: the read covers ``[lo, sbytes)``. Other kinds give it no
+            meaning (it is out of range unless it is a legal token count).
 
         Returns
         -------
@@ -226,6 +229,8 @@ class MMUModel:
         if kind == Kind.SPARSE:
             limit, unit, idx = self.sbytes[seq][g][head], 1, head
             table = self.tables["sparse"][seq][g][head]
+            if hi == L.to_end:
+                hi = limit
         else:
             idx = head if kind == Kind.DENSE else L.meta_vector(head)
             limit = self.tokens[seq][g]

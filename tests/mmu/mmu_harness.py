@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from oaken_hw.config import config_from_dict
@@ -82,12 +83,14 @@ class Free:
         return model.free_sequence(self.seq)
 
 
-def plan(cfg, n, *, seed, p_free=0.04, p_read=0.3, p_bad=0.08, burst_bias=0.5):
+def plan(cfg, n, *, seed, p_free=0.04, p_read=0.3, p_bad=0.08, burst_bias=0.5,
+         p_to_end=0.15):
     """A random command sequence, mostly valid against a planning model.
 
     Appends get random outlier counts (mostly few, sometimes ``head_dim``); reads ask for
-    random in-range windows of random streams; frees release a random live sequence, and more
-    often when the planning model runs out of pages. ``p_bad`` of the commands are invalid
+    random in-range windows of random streams (``p_to_end`` of the sparse ones with the
+    all-ones ``hi``, "to the end of the stream"); frees release a random live sequence, and
+    more often when the planning model runs out of pages. ``p_bad`` of the commands are invalid
     (unknown sequence, skipped position, out-of-range fields and windows, double free).
     """
     rng = random.Random(seed)
@@ -141,6 +144,10 @@ def plan(cfg, n, *, seed, p_free=0.04, p_read=0.3, p_bad=0.08, burst_bias=0.5):
                 pm.tokens[s][2 * layer + kv]
             lo = rng.randrange(lim + 1)
             hi = rng.choice([lim, rng.randrange(lo, lim + 1)])
+            if kind == Kind.SPARSE and rng.random() < p_to_end:
+                # "to the end of the stream"; now and then from beyond it (BAD_RANGE)
+                hi = L.to_end
+                lo = lim + 1 if rng.random() < 0.2 else lo
             c = Read(s, layer, kv, h, kind, lo, hi)
         else:
             # bias towards continuing a few groups so that streams grow long
@@ -171,14 +178,86 @@ class Run:
     records: dict = field(default_factory=dict)      # command index -> list of records
     oop_cycles: list = field(default_factory=list)   # cycles with out_of_pages high
     cycles: int = 0
+    pre_reset: list = field(default_factory=list)    # statuses seen before a reset
 
 
 def _rec(v):
     return (int(v.kind), int(v.head), int(v.addr), int(v.length), int(v.status))
 
 
+async def _initialise(ctx, dut, first):
+    """Wait out the initialisation walk after reset, with the first command of each port
+    offered (``first``: {port: payload or None}): nothing may be accepted, ``free_pages``
+    reads ``pages`` throughout, and ``ready`` rises after exactly ``dut.init_cycles``."""
+    pages = dut.layout.pages
+    for k in range(dut.init_cycles + 1):
+        for port, pl in ((dut.append, first.get("a")), (dut.cmd, first.get("c"))):
+            ctx.set(port.valid, pl is not None and k < dut.init_cycles)
+            if pl is not None:
+                ctx.set(port.payload, pl)
+        rdy, ar, cr, fp = ctx.get(dut.ready), ctx.get(dut.append.ready), \
+            ctx.get(dut.cmd.ready), ctx.get(dut.free_pages)
+        assert rdy == (k == dut.init_cycles), f"ready {rdy} at init cycle {k}"
+        assert fp == pages, f"free_pages {fp} at init cycle {k}"
+        if k < dut.init_cycles:
+            assert not ar and not cr, f"a command accepted at init cycle {k}"
+            await ctx.tick()
+    for port in (dut.append, dut.cmd):
+        ctx.set(port.valid, 0)
+
+
+async def _play_then_reset(ctx, dut, rst, cmds, *, rng, min_done):
+    """Play ``cmds`` (ignoring the responses) until ``min_done`` commands have completed and
+    at least one free released pages, then assert ``rst`` for one cycle while a command is
+    in flight. Returns the statuses seen before the reset."""
+    queues = {"a": [i for i, c in enumerate(cmds) if isinstance(c, Append)],
+              "c": [i for i, c in enumerate(cmds) if not isinstance(c, Append)]}
+    nxt = {"a": 0, "c": 0}
+    offered = {"a": False, "c": False}
+    accepted = done = freed = 0
+    seen = []
+    for _ in range(200_000):
+        for p, port in (("a", dut.append), ("c", dut.cmd)):
+            q, o = queues[p], "c" if p == "a" else "a"
+            # in plan order across the ports (a held append is accepted already)
+            in_order = nxt[p] < len(q) and (nxt[o] == len(queues[o])
+                                            or queues[o][nxt[o]] > q[nxt[p]])
+            if offered[p] or (in_order and rng.random() < 0.8):
+                offered[p] = True
+                ctx.set(port.valid, 1)
+                ctx.set(port.payload, cmds[q[nxt[p]]].payload())
+            else:
+                ctx.set(port.valid, 0)
+        ctx.set(dut.wr_out.ready, rng.random() < 0.7)
+        ctx.set(dut.rd_out.ready, rng.random() < 0.7)
+        in_flight = accepted > done
+        if in_flight and done >= min_done and freed and rng.random() < 0.3:
+            for port in (dut.append, dut.cmd):
+                ctx.set(port.valid, 0)
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            return seen
+        (_, _, av, ar, cv, cr, wv, wr, wp, rv, rr, rp, rel) = await ctx.tick().sample(
+            dut.append.valid, dut.append.ready, dut.cmd.valid, dut.cmd.ready,
+            dut.wr_out.valid, dut.wr_out.ready, dut.wr_out.payload,
+            dut.rd_out.valid, dut.rd_out.ready, dut.rd_out.payload, dut.obs.release)
+        freed += rel
+        for p, v, r in (("a", av, ar), ("c", cv, cr)):
+            if v and r:
+                nxt[p] += 1
+                offered[p] = False
+                accepted += 1
+        for v, r, pl in ((wv, wr, wp), (rv, rr, rp)):
+            if v and r and pl.kind == Kind.STATUS:
+                done += 1
+                seen.append(Status(int(pl.status)).name)
+    raise AssertionError(f"the commands before the reset never reached a reset point "
+                         f"(accepted {accepted}, done {done}, pages freed {freed})")
+
+
 def simulate(cfg, cmds, *, seed=0, p_valid=0.7, p_ready=0.7, max_cycles=400_000,
-             dut=None, order_slack=150, monitors=()):
+             dut=None, order_slack=150, monitors=(), pre_reset=None):
     """Run ``cmds`` through the RTL with random valid gaps and random ready on both outputs.
 
     Appends go to the ``append`` port and reads/frees to ``cmd``, each port in plan order. A
@@ -186,14 +265,32 @@ def simulate(cfg, cmds, *, seed=0, p_valid=0.7, p_ready=0.7, max_cycles=400_000,
     (or after ``order_slack`` cycles without progress, so a stalled append cannot deadlock
     the free it waits for); the real interleaving is recorded, not assumed. ``monitors``
     are extra simulator processes (``async def f(ctx)``) that observe ``dut``.
+
+    The run starts with the initialisation walk after power-up (checked by
+    :func:`_initialise`; cycle 0 of the run is the first cycle ``ready`` is high).
+    ``pre_reset`` = ``(commands, min_done)``: first play those commands until ``min_done``
+    completed and a free released pages, reset in the middle of a command, and wait out the
+    walk again; ``cmds`` then run on the reset MMU (the statuses seen before the reset are
+    ``run.pre_reset``).
     """
     rng = random.Random(seed)
     dut = dut or MMU(cfg=cfg)
     ports = {"a": [i for i, c in enumerate(cmds) if isinstance(c, Append)],
              "c": [i for i, c in enumerate(cmds) if not isinstance(c, Append)]}
     run = Run()
+    # an explicit clock domain, so that the bench can drive its reset
+    top = Module()
+    top.domains.sync = cd_sync = ClockDomain("sync")
+    top.submodules.dut = dut
 
     async def tb(ctx):
+        first = {p: cmds[q[0]].payload() for p, q in ports.items() if q}
+        if pre_reset is not None:
+            await _initialise(ctx, dut, {})
+            pre_cmds, min_done = pre_reset
+            run.pre_reset = await _play_then_reset(ctx, dut, cd_sync.rst, pre_cmds,
+                                                   rng=rng, min_done=min_done)
+        await _initialise(ctx, dut, first)
         nxt = {"a": 0, "c": 0}
         done_out = {"w": 0, "r": 0}
         bufs = {"w": [], "r": []}
@@ -264,7 +361,7 @@ def simulate(cfg, cmds, *, seed=0, p_valid=0.7, p_ready=0.7, max_cycles=400_000,
                                      f"(accepted {nxt}, completed {done_out})")
         run.cycles = cycle
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     for mon in monitors:

@@ -2,7 +2,8 @@
 
 The harness and its properties are in :mod:`oaken_hw.mmu.formal`. k-induction does not close
 on this design (the ring and table memories admit unreachable contents that no small k
-excludes), so the properties are checked by bounded model checking from reset; ``COVER``
+excludes), so the properties are checked by bounded model checking from the power-up state
+(the initialisation walk takes the first 4 steps); ``COVER``
 shows that every property's trigger, including a page re-allocated after a free, is reached.
 """
 
@@ -19,12 +20,15 @@ from oaken_hw.mmu.formal import MMUProof, run_sby
 pytestmark = pytest.mark.skipif(shutil.which("yowasp-sby") is None,
                                 reason="yowasp-sby is not installed")
 
-#: BMC depth: an append and a complete free of its sequence fit (the free completes at step
-#: 17 in the cover traces); ``OAKEN_MMU_BMC_DEPTH=24`` also covers the re-allocation of a
-#: freed page (step 23) and passes in ~2 CPU minutes.
-BMC_DEPTH = int(os.environ.get("OAKEN_MMU_BMC_DEPTH", 20))
-#: cover depth: enough for append, free and a re-allocation of a freed page (step 23)
-COVER_DEPTH = 30
+#: BMC depth: the initialisation walk (4 steps), then an append and a complete free of its
+#: sequence (the free completes at step 21 in the cover traces); ``OAKEN_MMU_BMC_DEPTH=28``
+#: also covers the re-allocation of a freed page (step 27). ``OAKEN_MMU_BMC_RESET=1`` leaves
+#: reset free as well (a reset at any step; ~45 CPU seconds at depth 24).
+BMC_DEPTH = int(os.environ.get("OAKEN_MMU_BMC_DEPTH", 24))
+BMC_RESET = os.environ.get("OAKEN_MMU_BMC_RESET", "0") == "1"
+#: cover depth: enough for the walk, append, free and a re-allocation of a freed page
+#: (step 27)
+COVER_DEPTH = 34
 
 
 def tiny_config():
@@ -52,8 +56,8 @@ def _fail(log):
 
 
 def test_bmc_properties_hold(tmp_path):
-    ok, log = run_sby(MMUProof(cfg=tiny_config()), mode="bmc", depth=BMC_DEPTH,
-                      workdir=tmp_path)
+    ok, log = run_sby(MMUProof(cfg=tiny_config(), reset=BMC_RESET), mode="bmc",
+                      depth=BMC_DEPTH, workdir=tmp_path)
     assert ok, _fail(log)
 
 

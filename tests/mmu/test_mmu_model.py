@@ -80,6 +80,38 @@ def test_windows_are_slices_of_the_whole():
                 assert part == whole[lo * unit:h2 * unit]
 
 
+@pytest.mark.parametrize("cfg", [small_config(), head_scope_config(), default_config()],
+                         ids=["layer", "head", "default"])
+def test_sparse_read_to_end(cfg):
+    """A SPARSE read with hi = to_end is the read up to the bytes written so far; lo beyond
+    them is BAD_RANGE; the value means nothing to DENSE and META reads."""
+    model = MMUModel(cfg)
+    L = model.layout
+    assert L.to_end == (1 << L.range_bits) - 1
+    assert L.to_end % 2 == 1 and L.sparse_capacity % 2 == 0 and L.to_end > L.sparse_capacity
+    rng = random.Random(5)
+    for t in range(10):
+        counts = [rng.choice([0, 1, L.head_dim, rng.randrange(L.head_dim + 1)])
+                  for _ in range(L.heads)]
+        assert model.append(1, 0, 1, t, counts)[-1].status == Status.OK
+    for h in range(L.heads):
+        sb = model.sbytes[1][1][h]
+        for lo in sorted({0, 1, sb // 2, max(0, sb - 1), sb}):
+            before = _state(model)
+            assert model.read(1, 0, 1, h, Kind.SPARSE, lo, L.to_end) == \
+                model.read(1, 0, 1, h, Kind.SPARSE, lo, sb)
+            assert _state(model) == before
+        for lo in (sb + 1, L.to_end):
+            assert model.read(1, 0, 1, h, Kind.SPARSE, lo, L.to_end)[-1].status == \
+                Status.BAD_RANGE
+        for kind in (Kind.DENSE, Kind.META):
+            assert model.read(1, 0, 1, h, kind, 0, L.to_end)[-1].status == Status.BAD_RANGE
+    # an empty stream of a live sequence: an empty read; an unknown sequence: UNKNOWN_SEQ
+    assert [tuple(r) for r in model.read(1, 0, 0, 0, Kind.SPARSE, 0, L.to_end)] == \
+        [(Kind.STATUS, 0, 0, 0, Status.OK)]
+    assert model.read(0, 0, 1, 0, Kind.SPARSE, 0, L.to_end)[-1].status == Status.UNKNOWN_SEQ
+
+
 def test_exhaustion_stalls_without_change_and_free_recovers():
     cfg = small_config()
     model = MMUModel(cfg)

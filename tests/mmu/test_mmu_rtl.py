@@ -3,7 +3,7 @@
 import pytest
 
 from oaken_hw.config import config_from_dict, default_config
-from oaken_hw.mmu import MMU, Kind, MMUModel
+from oaken_hw.mmu import MMU, Kind, MMUModel, Status
 
 from mmu_harness import (Append, Free, Read, check, head_scope_config, plan, simulate,
                          small_config)
@@ -91,6 +91,64 @@ def test_invalid_commands_and_capacity():
     _, tally = check(cfg, cmds, run)
     for st in ("UNKNOWN_SEQ", "BAD_FIELD", "BAD_POSITION", "BAD_RANGE", "CAPACITY"):
         assert tally.get(st, 0) > 0, st
+
+
+def test_reset_mid_stream_is_power_up():
+    """A reset in the middle of activity (after allocations, frees and reads, while a
+    command is in flight) returns the MMU to its power-up state: the commands after it give
+    exactly the records of a fresh model. The walk is checked too: nothing is accepted and
+    ``free_pages`` reads ``pages`` for ``init_cycles`` cycles, then ``ready`` rises."""
+    cfg = small_config()
+    L = MMUModel(cfg).layout
+    before = plan(cfg, 90, seed=31)
+    # from power-up: position 0 of groups that held tokens before the reset (stale counters
+    # would give BAD_POSITION), pages in the order 0, 1, ... (a stale ring would not), reads
+    # of sequences that were live (UNKNOWN_SEQ), then random traffic
+    cmds = [Read(s, 0, 0, 0, Kind.DENSE, 0, 0) for s in range(L.sequences)]
+    cmds += [Append(s, g // 2, g % 2, 0, [g, 0]) for s in range(2) for g in range(L.groups)]
+    cmds += [Read(1, 1, 1, 0, Kind.SPARSE, 0, L.to_end), Free(0), Free(1)]
+    cmds += plan(cfg, 120, seed=32)
+    run = simulate(cfg, cmds, seed=33, pre_reset=(before, 40), max_cycles=40_000)
+    _, tally = check(cfg, cmds, run)
+    assert run.pre_reset.count("OK") >= 30
+    assert [r[2] >> L.page_shift for r in run.records[L.sequences][:-1]] == [0, 1, 2]
+    assert tally["OK"] > 90 and tally["UNKNOWN_SEQ"] >= L.sequences
+
+
+def test_sparse_read_to_end():
+    """``hi`` = ``to_end`` on a SPARSE read reads ``[lo, bytes written)``; ``lo`` beyond the
+    written bytes is BAD_RANGE; DENSE and META reads give it no meaning (BAD_RANGE)."""
+    cfg = small_config(pages=64)
+    L = MMUModel(cfg).layout
+    assert L.to_end == (1 << L.range_bits) - 1 > L.sparse_capacity and L.to_end % 2
+    counts = [[32, 0], [17, 0], [0, 0], [31, 5], [32, 1]]      # head 0 crosses pages
+    cmds = [Append(2, 1, 0, t, c) for t, c in enumerate(counts)]
+    s0 = sum(c[0] for c in counts)
+    E = L.to_end
+    reads = [Read(2, 1, 0, 0, Kind.SPARSE, lo, E) for lo in (0, 1, 63, 64, 100, s0, s0 + 1)]
+    reads += [Read(2, 1, 0, 1, Kind.SPARSE, 0, E), Read(2, 1, 0, 1, Kind.SPARSE, 6, E),
+              Read(2, 1, 0, 1, Kind.SPARSE, 7, E),
+              Read(2, 1, 1, 0, Kind.SPARSE, 0, E),                  # an empty group: OK
+              Read(2, 1, 0, 0, Kind.DENSE, 0, E), Read(2, 1, 0, 1, Kind.META, 0, E),
+              Read(2, 1, 0, 0, Kind.SPARSE, E, E)]
+    cmds += reads + [Free(2), Read(2, 1, 0, 0, Kind.SPARSE, 0, E)]
+    run = simulate(cfg, cmds, seed=9)
+    check(cfg, cmds, run)
+    # each sparse read to the end equals the read with the explicit range on a model that
+    # holds the same streams; beyond the end, and for DENSE and META, it is BAD_RANGE
+    ref = MMUModel(cfg)
+    for c in cmds[:len(counts)]:
+        c.apply(ref)
+    for k, r in enumerate(reads):
+        got = run.records[len(counts) + k]
+        written = ref.sbytes[2][2 + r.kv][r.head]
+        if r.kind == Kind.SPARSE and r.lo <= written:
+            want = ref.read(2, 1, r.kv, r.head, Kind.SPARSE, r.lo, written)
+            assert got == [tuple(x) for x in want], r
+        else:
+            assert got == [(Kind.STATUS, 0, 0, 0, Status.BAD_RANGE)], r
+    assert s0 == 112 and len(run.records[len(counts)][:-1]) == 2       # two pages
+    assert run.records[len(cmds) - 1][-1][4] == Status.UNKNOWN_SEQ
 
 
 def _observe_rates(cfg, cmds):
