@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
            "fp16_sanitize", "fp16_to_units", "fp16_magnitude_units", "units_to_fp16_exact",
-           "FP16ToUnits"]
+           "fp16_key", "fp16_key_to_bits", "FP16ToUnits"]
 
 #: fractional bits of a unit (LSB = 2^-24, the smallest FP16 subnormal)
 FRAC_BITS = 24
@@ -55,6 +55,21 @@ def fp16_sanitize(bits):
     clean = Mux(nan | neg_zero, C(0, 16),
                 Mux(inf, Cat(C(FP16_MAX_BITS, 15), sign), bits))
     return clean, special
+
+
+def fp16_key(bits):
+    """Order key of a finite FP16 bit pattern: an unsigned 16-bit value that compares as
+    the FP16 values do (sign-magnitude is monotone: flip the magnitude of negatives, set
+    the top bit of non-negatives). ``-0`` is mapped to the key of ``+0``, so equal values
+    have equal keys and comparisons are exact."""
+    sign, mag = bits[15] & (bits[:15] != 0), bits[:15]
+    return Cat(Mux(sign, ~mag, mag), ~sign)
+
+
+def fp16_key_to_bits(key):
+    """Inverse of :func:`fp16_key` (gives ``+0`` for zero)."""
+    neg = ~key[15]
+    return Cat(Mux(neg, ~key[:15], key[:15]), neg)
 
 
 def fp16_magnitude_units(bits):

@@ -4,12 +4,12 @@ One engine serves every layer of a model: the thresholds that calibration produc
 layer and for K and V are written here once, and each vector's header selects its entry.
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .fp16 import fp16_to_units
+from .fp16 import fp16_key
 from .header import field_width
 
 __all__ = ["thresholds_layout", "threshold_write_layout", "ThresholdReadSignature",
@@ -50,12 +50,17 @@ class ThresholdReadSignature(wiring.Signature):
 class ThresholdTable(wiring.Component):
     """``layers x 2`` entries of four FP16 thresholds in a :class:`Memory`.
 
-    A write (stream ``write``, always ready) is stored only if its four thresholds are
-    finite FP16 values ordered ``T_o_lo <= T_i_lo <= T_i_hi <= T_o_hi`` (compared as exact
-    values, so ``-0 == +0``, as :func:`oaken_hw.model.quantizer.check_thresholds`) and its
-    layer is below ``layers``. Otherwise it is dropped and ``error`` is set until
-    ``clear_error``. The table resets to all-zero thresholds (a valid entry: every nonzero
-    input is then an outer element).
+    A write (stream ``write``, ready whenever ``ready`` is) is stored only if its four
+    thresholds are finite FP16 values ordered ``T_o_lo <= T_i_lo <= T_i_hi <= T_o_hi``
+    (compared as exact values, so ``-0 == +0``, as
+    :func:`oaken_hw.model.quantizer.check_thresholds`) and its layer is below ``layers``.
+    Otherwise it is dropped and ``error`` is set until ``clear_error``.
+
+    The table resets to all-zero thresholds (a valid entry: every nonzero input is then an
+    outer element), at power-up and after any ``sync`` reset: a memory keeps its contents
+    across a reset, so the table walks its entries and writes zero into each, one per cycle
+    through the write port, for :attr:`init_cycles` = ``2 * layers`` cycles. Meanwhile
+    ``ready`` and ``write.ready`` are low and every read returns zero.
 
     Parameters
     ----------
@@ -73,8 +78,13 @@ class ThresholdTable(wiring.Component):
     error : Out(1)
         Sticky: a write was rejected.
     clear_error : In(1)
+    ready : Out(1)
+        High once the initialisation walk after reset is done.
     read_latency : int
         1.
+    init_cycles : int
+        ``2 * layers``: ``ready`` is high from the ``init_cycles``-th cycle out of reset on
+        (counting the first as 0).
     """
 
     read_latency = 1
@@ -86,50 +96,70 @@ class ThresholdTable(wiring.Component):
             raise ValueError(f"read_ports must be a positive integer, not {read_ports!r}")
         self.layers = layers
         self.read_ports = read_ports
+        self.init_cycles = 2 * layers
         super().__init__({
             "write": In(stream.Signature(threshold_write_layout(layers))),
             "read": In(ThresholdReadSignature(layers)).array(read_ports),
             "error": Out(1),
             "clear_error": In(1),
+            "ready": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         lw = field_width(self.layers)
-        m.submodules.mem = mem = Memory(shape=thresholds_layout(), depth=2 * self.layers,
-                                        init=[])
+        depth = 2 * self.layers
+        m.submodules.mem = mem = Memory(shape=thresholds_layout(), depth=depth, init=[])
         wp = mem.write_port()
+
+        # the initialisation walk: entry `walk` := 0, one per cycle
+        walk = Signal(range(depth))
+        done = Signal()
+        with m.If(~done):
+            m.d.sync += walk.eq(walk + 1)
+            with m.If(walk == depth - 1):
+                m.d.sync += done.eq(1)
 
         t = self.write.payload.t
         words = [t.o_lo, t.i_lo, t.i_hi, t.o_hi]
         finite = Signal()
         ordered = Signal()
         in_range = Signal()
-        units = [fp16_to_units(w) for w in words]
+        # ordered as exact values: on the 16-bit order keys (exact for finite values, -0 ==
+        # +0), not on 41-bit units (three 41-bit comparators on the write path)
+        keys = [fp16_key(w) for w in words]
         m.d.comb += [
             finite.eq(~(words[0][10:15].all() | words[1][10:15].all()
                         | words[2][10:15].all() | words[3][10:15].all())),
-            ordered.eq((units[0] <= units[1]) & (units[1] <= units[2]) & (units[2] <= units[3])),
+            ordered.eq((keys[0] <= keys[1]) & (keys[1] <= keys[2]) & (keys[2] <= keys[3])),
             in_range.eq(self.write.payload.layer < self.layers),
-            self.write.ready.eq(1),
+            self.write.ready.eq(done),
+            self.ready.eq(done),
         ]
         ok = finite & ordered & in_range
+        take = self.write.valid & done
         m.d.comb += [
-            wp.addr.eq(self.write.payload.layer * 2 + self.write.payload.kv),
-            wp.data.eq(t),
-            wp.en.eq(self.write.valid & ok),
+            wp.addr.eq(Mux(done, self.write.payload.layer * 2 + self.write.payload.kv, walk)),
+            wp.data.eq(Mux(done, t.as_value(), 0)),
+            wp.en.eq(Mux(done, take & ok, 1)),
         ]
         with m.If(self.clear_error):
             m.d.sync += self.error.eq(0)
-        with m.If(self.write.valid & ~ok):
+        with m.If(take & ~ok):
             m.d.sync += self.error.eq(1)
 
         for i in range(self.read_ports):
             rp = mem.read_port(transparent_for=(wp,))
             port = self.read[i]
+            # a read made during the walk returns zero (the entry's value after reset) even
+            # if the walk has not reached that entry yet; it holds while `en` is low, like
+            # the port's data register. Zero also before the first read after reset.
+            zero = Signal(init=1, name=f"zero{i}")
+            with m.If(port.en):
+                m.d.sync += zero.eq(~done)
             m.d.comb += [
                 rp.en.eq(port.en),
                 rp.addr.eq(port.layer * 2 + port.kv),
-                port.data.eq(rp.data),
+                port.data.eq(Mux(zero, 0, rp.data)),
             ]
         return m

@@ -14,20 +14,25 @@ and the output is the FP16 nearest (ties to even, saturating) to
 FP16 value ``sig << sh`` units, so the level is a small product ``(2j + 1) * sig``
 (``middle_bits + 2`` by 11 bits) shifted left by ``sh <= 29``; ``|N| < 2^(middle_bits + 43)``.
 
-Pipeline (whole-pipeline stall, ``advance = ~o.valid | o.ready``)::
+Pipeline (free running; ``i.ready`` while an output FIFO slot is free for every beat in
+flight)::
 
-    i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (pivot, level per lane)
-      ─► P3 (N = 2 pivot +- level) ─► P4 (|N|, saturation, shift) ─► P5 = o (FP16)
+    i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (thresholds registered;
+      per lane pivot index, 2j + 1, step parts) ─► P3 (five pivots in units; (2j + 1) * sig)
+      ─► P4 (pivot, level per lane) ─► P5 (N = 2 pivot +- level) ─► P6 (|N|, saturation,
+      shift) ─► P7 (kept bits, guard, sticky) ─► P8 (FP16) ─► output FIFO ─► o
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..common.fp16 import UNITS_SHAPE, UNITS_WIDTH, fp16_to_units
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
-from .fp16_round import prepared_layout, round_finish, round_prepare
+from .fp16_round import (prepared_layout, round_pack, round_prepare, round_select,
+                         selected_layout)
 from .unpacker import beat_layout, errors_layout
 
 __all__ = ["out_layout", "Dequantizer"]
@@ -59,12 +64,17 @@ class Dequantizer(wiring.Component):
         beat (addressed by its header's ``layer`` and ``kv``); the data must hold while
         ``en`` is low, as :class:`ThresholdTable`'s does.
     latency : int
-        5: cycles from a beat's transfer on ``i`` to ``valid`` on ``o`` when not stalled.
+        10: cycles from a beat's transfer on ``i`` to ``valid`` on ``o`` (``o`` is the output
+        of a FIFO; ``i.ready`` falls when ``out_depth`` beats are in flight or waiting).
     level_width, sum_width : int
         Widths of the level ``(2j + 1) * step`` (unsigned) and of ``N`` (signed).
     """
 
-    latency = 5
+    #: P1 .. P8 and the output FIFO (write to read: 2)
+    latency = 10
+    #: output FIFO depth: every beat from its acceptance to its transfer on ``o`` holds a
+    #: slot, and a credit comes back the cycle after the transfer
+    out_depth = latency + 3
 
     def __init__(self, *, cfg):
         self.cfg = cfg
@@ -85,8 +95,14 @@ class Dequantizer(wiring.Component):
         side_layout = data.StructLayout({"valid": 1, "header": header_layout(cfg), "last": 1,
                                          "malformed": 1, "errors": errors_layout()})
 
-        adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        # A free-running pipeline into an output FIFO: a beat is accepted only when a FIFO
+        # slot is reserved for it (a credit counter), so the consumer's `ready` reaches
+        # neither the pipeline's registers (no stall fanout) nor a long path.
+        adv = Const(1, 1)
+        fire_in = self.i.valid & self.i.ready
+        fire_out = self.o.valid & self.o.ready
+        used = Signal(range(self.out_depth + 1))
+        m.d.sync += used.eq(used + fire_in - fire_out)
         # the thresholds are read once per vector, with its first beat, and held (the
         # table's read data holds while `en` is low), so that a table write while a
         # vector is being decoded cannot give it two sets of thresholds
@@ -94,8 +110,8 @@ class Dequantizer(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += first.eq(self.i.payload.last)
         m.d.comb += [
-            self.i.ready.eq(adv),
-            self.table.en.eq(adv & first),
+            self.i.ready.eq(used < self.out_depth),
+            self.table.en.eq(self.i.ready & first),
             self.table.layer.eq(self.i.payload.header.layer),
             self.table.kv.eq(self.i.payload.header.kv),
         ]
@@ -104,53 +120,77 @@ class Dequantizer(wiring.Component):
         p1 = Signal(beat_layout(cfg), name="p1")
         p1_v = Signal()
         with m.If(adv):
-            m.d.sync += [p1.eq(self.i.payload), p1_v.eq(self.i.valid)]
+            m.d.sync += [p1.eq(self.i.payload), p1_v.eq(fire_in)]
         side1 = Signal(side_layout)
         m.d.comb += [side1.valid.eq(p1_v), side1.header.eq(p1.header), side1.last.eq(p1.last),
                      side1.malformed.eq(p1.malformed), side1.errors.eq(p1.errors)]
 
-        # --- S1: pivot and level ------------------------------------------------------
-        t = self.table.data
-        pivots = {}
-        for name, word in (("o_lo", t.o_lo), ("i_lo", t.i_lo), ("i_hi", t.i_hi),
-                           ("o_hi", t.o_hi), ("inner_min", p1.inner_min)):
-            u = Signal(UNITS_SHAPE, name=f"pivot_{name}")
-            m.d.comb += u.eq(fp16_to_units(word))
-            pivots[name] = u
+        # --- P2: the table's read data registered at the block RAM's output (its clock-to-
+        # output delay leaves no room for logic behind it); per lane the pivot's index,
+        # j, the step's parts ---------------------------------------------------------------
+        t2 = Signal.like(self.table.data, name="t2")
+        p2 = Signal(beat_layout(cfg), name="p2")
+        side2 = Signal(side_layout)
+        with m.If(adv):
+            m.d.sync += [t2.eq(self.table.data), p2.eq(p1), side2.eq(side1)]
         steps = {}
         for name in ("delta_mid", "delta_inner", "delta_outer"):
             w = getattr(p1, name)
             exp = w[10:15]
             # a step is non-negative (the unpacker zeroes malformed vectors), its sign unused
             steps[name] = (Cat(w[:10], exp != 0), Mux(exp == 0, 0, exp - 1)[:5])
-
-        p2_pivot = [Signal(signed(UNITS_WIDTH + 1), name=f"p2_pivot{k}") for k in range(lanes)]
-        p2_level = [Signal(unsigned(LW), name=f"p2_level{k}") for k in range(lanes)]
+        # pivot index: 0 o_lo, 1 i_lo, 2 i_hi, 3 o_hi, 4 inner_min
+        p2_sel = [Signal(3, name=f"p2_sel{k}") for k in range(lanes)]
+        p2_odd = [Signal(mb + 2, name=f"p2_odd{k}") for k in range(lanes)]
+        p2_sig = [Signal(11, name=f"p2_sig{k}") for k in range(lanes)]
+        p2_sh = [Signal(5, name=f"p2_sh{k}") for k in range(lanes)]
         p2_upper = Signal(lanes)
-        side2 = Signal(side_layout)
         n_lo = p1.n_lo
         for k in range(lanes):
             code = p1.code[k]
             outlier, outer, high = p1.outlier[k], p1.outer[k], p1.high[k]
-            inner = outlier & ~outer
             mid_upper = code >= n_lo
             j_mid = Mux(mid_upper, code - n_lo, n_lo - 1 - code)[:mb]
             j = Mux(~outlier, j_mid, Mux(outer, code, Cat(code, high)))[:mb + 1]
             upper = Mux(~outlier, mid_upper, Mux(outer, high, 1))
-            pivot = Mux(~outlier, Mux(mid_upper, pivots["i_hi"], pivots["i_lo"]),
-                        Mux(outer, Mux(high, pivots["o_hi"], pivots["o_lo"]),
-                            pivots["inner_min"]))
+            sel = Mux(~outlier, Mux(mid_upper, 2, 1), Mux(outer, Mux(high, 3, 0), 4))
             sig = Mux(~outlier, steps["delta_mid"][0],
                       Mux(outer, steps["delta_outer"][0], steps["delta_inner"][0]))
             sh = Mux(~outlier, steps["delta_mid"][1],
                      Mux(outer, steps["delta_outer"][1], steps["delta_inner"][1]))
-            odd = Cat(Const(1, 1), j)                     # 2j + 1
             with m.If(adv):
-                m.d.sync += [p2_pivot[k].eq(pivot << 1),
-                             p2_level[k].eq(((odd * sig) << sh)[:LW]),
-                             p2_upper[k].eq(upper)]
+                m.d.sync += [p2_sel[k].eq(sel), p2_odd[k].eq(Cat(Const(1, 1), j)),   # 2j + 1
+                             p2_sig[k].eq(sig), p2_sh[k].eq(sh), p2_upper[k].eq(upper)]
+
+        # --- P3: the vector's five pivots in units (once, not per lane); per lane the
+        # small product (2j + 1) * sig ----------------------------------------------------
+        p3_piv = [Signal(UNITS_SHAPE, name=f"p3_piv{i}") for i in range(5)]
+        words = (t2.o_lo, t2.i_lo, t2.i_hi, t2.o_hi, p2.inner_min)
+        p3_sel = [Signal(3, name=f"p3_sel{k}") for k in range(lanes)]
+        p3_prod = [Signal(mb + 2 + 11, name=f"p3_prod{k}") for k in range(lanes)]
+        p3_sh = [Signal(5, name=f"p3_sh{k}") for k in range(lanes)]
+        p3_upper = Signal(lanes)
+        side3a = Signal(side_layout)
         with m.If(adv):
-            m.d.sync += side2.eq(side1)
+            m.d.sync += [p3_piv[i].eq(fp16_to_units(w)) for i, w in enumerate(words)]
+            m.d.sync += [side3a.eq(side2), p3_upper.eq(p2_upper)]
+            for k in range(lanes):
+                m.d.sync += [p3_sel[k].eq(p2_sel[k]), p3_prod[k].eq(p2_odd[k] * p2_sig[k]),
+                             p3_sh[k].eq(p2_sh[k])]
+
+        # --- P4: per lane the pivot (doubled: half units) and the level -------------------
+        p2_pivot = [Signal(signed(UNITS_WIDTH + 1), name=f"p4_pivot{k}") for k in range(lanes)]
+        p2_level = [Signal(unsigned(LW), name=f"p4_level{k}") for k in range(lanes)]
+        p4_upper = Signal(lanes)
+        side4a = Signal(side_layout)
+        piv = Array(p3_piv + [p3_piv[4]] * 3)
+        with m.If(adv):
+            m.d.sync += [side4a.eq(side3a), p4_upper.eq(p3_upper)]
+            for k in range(lanes):
+                m.d.sync += [p2_pivot[k].eq(piv[p3_sel[k]] << 1),
+                             p2_level[k].eq((p3_prod[k] << p3_sh[k])[:LW])]
+        p2_upper = p4_upper
+        side2 = side4a
 
         # --- S2: N = 2 pivot +- level -------------------------------------------------
         p3_n = [Signal(signed(NW), name=f"p3_n{k}") for k in range(lanes)]
@@ -171,13 +211,30 @@ class Dequantizer(wiring.Component):
             with m.If(adv):
                 m.d.sync += [p4[k].mag.eq(prep["mag"]), p4[k].shift.eq(prep["shift"]),
                              p4[k].neg.eq(prep["neg"]), p4[k].sat.eq(prep["sat"])]
-        o = self.o.payload
+        # P7: kept bits, guard and sticky; P8: round and pack
+        p5 = [Signal(selected_layout(NW), name=f"p5_{k}") for k in range(lanes)]
+        side5 = Signal(side_layout)
         with m.If(adv):
-            m.d.sync += [self.o.valid.eq(side4.valid), o.header.eq(side4.header),
-                         o.last.eq(side4.last), o.malformed.eq(side4.malformed),
-                         o.errors.eq(side4.errors)]
+            m.d.sync += side5.eq(side4)
         for k in range(lanes):
-            bits = round_finish(m, p4[k], 25, name=f"fin{k}")
+            sel = round_select(m, p4[k], 25, name=f"sel{k}")
+            with m.If(adv):
+                m.d.sync += [getattr(p5[k], f).eq(sel[f]) for f in
+                             ("kept", "guard", "sticky", "shift", "neg", "sat")]
+        ov = Signal()
+        o = Signal(out_layout(cfg))
+        with m.If(adv):
+            m.d.sync += [ov.eq(side5.valid), o.header.eq(side5.header),
+                         o.last.eq(side5.last), o.malformed.eq(side5.malformed),
+                         o.errors.eq(side5.errors)]
+        for k in range(lanes):
+            bits = round_pack(m, p5[k], 25, name=f"fin{k}")
             with m.If(adv):
                 m.d.sync += o.data[k].eq(bits)
+
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=out_layout(cfg).size,
+                                                    depth=self.out_depth)
+        m.d.comb += [fifo.w_en.eq(ov), fifo.w_data.eq(o),
+                     self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.o.ready)]
         return m

@@ -103,7 +103,8 @@ class DequantEngine(wiring.Component):
                                            "last": 1, "malformed": 1})))
         ``beats_per_vector`` beats per vector, ``last`` on the final one.
     thresholds : In(stream.Signature(threshold_write_layout(layers)))
-        (``table="internal"``) threshold table writes; see :class:`ThresholdTable`.
+        (``table="internal"``) threshold table writes (ready except during the table's
+        ``2 * layers``-cycle initialisation after reset); see :class:`ThresholdTable`.
     table : Out(ThresholdReadSignature(layers))
         (``table="external"``) read port of a shared threshold table.
     status : Out(DequantStatusSignature())

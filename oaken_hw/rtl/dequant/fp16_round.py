@@ -22,7 +22,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["prepared_layout", "round_prepare", "round_finish", "FP16Round"]
+__all__ = ["prepared_layout", "selected_layout", "round_prepare", "round_select",
+           "round_pack", "round_finish", "FP16Round"]
 
 #: largest finite FP16 significand and exponent field
 _MAX_SIG, _MAX_EXP = 2047, 30
@@ -84,29 +85,37 @@ def round_prepare(m, n, frac_bits=25, name="rnd"):
     return {"mag": mag, "shift": shift, "neg": neg, "sat": sat}
 
 
-def round_finish(m, p, frac_bits=25, name="rnd"):
-    """Second half: round ``mag >> shift`` to nearest even and pack the FP16 bit pattern.
+def selected_layout(width):
+    """What :func:`round_select` hands to :func:`round_pack` for ``signed(width)`` input."""
+    return data.StructLayout({
+        "kept": 12, "guard": 1, "sticky": 1,
+        "shift": unsigned(max(width, 1).bit_length()), "neg": 1, "sat": 1,
+    })
 
-    Parameters
-    ----------
-    m : Module
-    p : dict or View of :func:`prepared_layout`
-    frac_bits : int
-        As given to :func:`round_prepare`.
-    """
-    mag, shift, neg, sat = p["mag"], p["shift"], p["neg"], p["sat"]
+
+def round_select(m, p, frac_bits=25, name="rnd"):
+    """Second part: the 12 kept bits ``mag >> shift``, the guard and the sticky bit."""
+    mag, shift = p["mag"], p["shift"]
     width = len(mag)
-    s = frac_bits - 24
     kept = Signal(12, name=f"{name}_kept")
     guard = Signal(name=f"{name}_guard")
     sticky = Signal(name=f"{name}_sticky")
-    q = Signal(12, name=f"{name}_q")
-    sig = Signal(11, name=f"{name}_sig")
     m.d.comb += kept.eq((mag >> shift)[:12])
     # guard bit mag[shift - 1] and sticky OR of mag[0:shift - 1]: a mux and a thermometer
     # mask (cheaper than shifting the discarded bits out)
     m.d.comb += guard.eq(Mux(shift == 0, 0, (Cat(Const(0, 1), mag) >> shift)[0]))
     m.d.comb += sticky.eq(Cat(*[mag[i] & (shift > i + 1) for i in range(width)]).any())
+    return {"kept": kept, "guard": guard, "sticky": sticky, "shift": shift,
+            "neg": p["neg"], "sat": p["sat"]}
+
+
+def round_pack(m, r, frac_bits=25, name="rnd"):
+    """Last part: round to nearest even and pack the FP16 bit pattern."""
+    kept, guard, sticky = r["kept"], r["guard"], r["sticky"]
+    shift, neg, sat = r["shift"], r["neg"], r["sat"]
+    s = frac_bits - 24
+    q = Signal(12, name=f"{name}_q")
+    sig = Signal(11, name=f"{name}_sig")
     m.d.comb += q.eq((kept + (guard & (sticky | kept[0])))[:12])
     carry = q[11]                                  # rounding carried into a new binade
     m.d.comb += sig.eq(Mux(carry, 1024, q[:11])[:11])
@@ -116,6 +125,21 @@ def round_finish(m, p, frac_bits=25, name="rnd"):
     nonzero = bits != 0
     bits = Mux(sat, Const((_MAX_EXP << 10) | 0x3FF, 15), bits)
     return Cat(bits, neg & (nonzero | sat))
+
+
+def round_finish(m, p, frac_bits=25, name="rnd"):
+    """Second half: round ``mag >> shift`` to nearest even and pack the FP16 bit pattern
+    (:func:`round_select` then :func:`round_pack`, for callers that do not register
+    between them).
+
+    Parameters
+    ----------
+    m : Module
+    p : dict or View of :func:`prepared_layout`
+    frac_bits : int
+        As given to :func:`round_prepare`.
+    """
+    return round_pack(m, round_select(m, p, frac_bits, name), frac_bits, name)
 
 
 class FP16Round(wiring.Component):

@@ -46,10 +46,9 @@ class Encoder(wiring.Component):
     high : Out(ArrayLayout(1, lanes))
     outlier, outer : Out(ArrayLayout(1, lanes))
     latency : int
-        2 (``en`` cycles).
+        ``en`` cycles: the step's selection, the shift, the division (two quotient bits
+        per stage), the code.
     """
-
-    latency = 2
 
     def __init__(self, *, lanes, middle_bits):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -59,6 +58,8 @@ class Encoder(wiring.Component):
             raise ValueError(f"middle_bits must be an integer in [2, 7], not {middle_bits!r}")
         self.lanes, self.middle_bits = lanes, middle_bits
         self.codes = 1 << middle_bits
+        # selection (1) + shift (1) + division stages + code (1)
+        self.latency = 2 + -(-(middle_bits + 1) // 2) + 1
         L = lambda s: data.ArrayLayout(s, lanes)
         super().__init__({
             "en": In(1),
@@ -75,42 +76,72 @@ class Encoder(wiring.Component):
         qb = mb + 1                               # quotient bits: j < 2 * codes
         rw = 11 + qb                              # remainder width below saturation
         parts = [step_parts(d) for d in (self.delta_mid, self.delta_inner, self.delta_outer)]
-        n_lo = self.n_lo
-        n_lo1 = Signal.like(n_lo, name="n_lo1")
 
-        # stage 1: shift, saturating restoring division, clamp
+        def reg(value, name, shape=None):
+            r = Signal(shape if shape is not None else len(value), name=name)
+            with m.If(self.en):
+                m.d.sync += r.eq(value)
+            return r
+
+        # the vector's n_lo travels with the lanes
+        n_lo = [self.n_lo]
+        for k in range(self.latency - 1):
+            n_lo.append(reg(n_lo[-1], f"n_lo{k + 1}", len(self.n_lo)))
+
         for i in range(self.lanes):
-            g, u, mag = self.group[i], self.upper[i], self.mag[i]
-            d, s = Signal(11, name=f"d{i}"), Signal(5, name=f"s{i}")
+            g, u = self.group[i], self.upper[i]
+            # stage 1: the step's parts and the side's top code, selected by the group
+            d = Mux(g == MIDDLE, parts[0][0], Mux(g == INNER, parts[1][0], parts[2][0]))
+            sv = Mux(g == MIDDLE, parts[0][1], Mux(g == INNER, parts[1][1], parts[2][1]))
+            levels = Mux(g == INNER, 2 * codes,
+                         Mux(g == OUTER, codes, Mux(u, codes - n_lo[0], n_lo[0])))[:qb + 1]
+            mag = reg(self.mag[i], f"mag{i}")
+            s = reg(sv, f"s{i}", 5)
+            dd = reg(d, f"d{i}_0", 11)
+            top = reg((levels - 1)[:qb], f"top{i}_0", qb)
+            gg, uu = reg(g, f"g{i}_0", GROUP_SHAPE), reg(u, f"u{i}_0", 1)
+
+            # stage 2: mag >> s (only the low rw bits and whether any higher bit is set
+            # are kept)
+            # (a thermometer mask of s for the high part is cheaper, but makes Yosys 0.69's
+            # abc9 fail with "Assert `count_id(wire->name) == 0'" in the whole engine)
             t = Signal(len(mag), name=f"t{i}")
-            m.d.comb += [
-                d.eq(Mux(g == MIDDLE, parts[0][0], Mux(g == INNER, parts[1][0], parts[2][0]))),
-                s.eq(Mux(g == MIDDLE, parts[0][1], Mux(g == INNER, parts[1][1], parts[2][1]))),
-                t.eq(mag >> s),
-            ]
-            sat = (t[rw:] != 0) | (t[:rw] >= (d << qb))
-            rem = t[:rw]
+            m.d.comb += t.eq(mag >> s)
+            rem = reg(t[:rw], f"rem{i}_in")
+            hi = reg(t[rw:] != 0, f"hi{i}")
+            dd = reg(dd, f"d{i}", 11)
+            top = reg(top, f"top{i}", qb)
+            gg, uu = reg(gg, f"g{i}_1", GROUP_SHAPE), reg(uu, f"u{i}_1", 1)
+
+            # stages 2..: restoring division, two quotient bits per stage
+            sat = hi | (rem >= (dd << qb))
             q = []
-            for k in reversed(range(qb)):
-                trial = d << k
-                ge = rem >= trial
-                q.append(ge)
-                nrem = Signal(rw, name=f"rem{i}_{k}")
-                m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
-                rem = nrem
+            ks = list(reversed(range(qb)))
+            for st in range(0, qb, 2):
+                for k in ks[st:st + 2]:
+                    trial = dd << k
+                    ge = rem >= trial
+                    q.append(ge)
+                    nrem = Signal(rw, name=f"rem{i}_{k}")
+                    m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
+                    rem = nrem
+                if st + 2 < qb:
+                    n = st // 2 + 2
+                    rem = reg(rem, f"rem{i}_s{n}")
+                    q = [reg(b, f"q{i}_{j}_s{n}", 1) for j, b in enumerate(q)]
+                    sat = reg(sat, f"sat{i}_s{n}", 1)
+                    dd = reg(dd, f"d{i}_s{n}", 11)
+                    top = reg(top, f"top{i}_s{n}", qb)
+                    gg, uu = reg(gg, f"g{i}_s{n}", GROUP_SHAPE), reg(uu, f"u{i}_s{n}", 1)
             quot = Cat(*reversed(q))
             quot = Mux(sat, (1 << qb) - 1, quot)
-            levels = Mux(g == INNER, 2 * codes,
-                         Mux(g == OUTER, codes, Mux(u, codes - n_lo, n_lo)))[:qb + 1]
-            top = (levels - 1)[:qb]
-            j = Mux(d == 0, 0, Mux(quot > top, top, quot))
-            j1, g1, u1 = Signal(qb, name=f"j{i}"), Signal(GROUP_SHAPE, name=f"g{i}"), \
-                Signal(name=f"u{i}")
-            with m.If(self.en):
-                m.d.sync += [j1.eq(j), g1.eq(g), u1.eq(u)]
+            j = Mux(dd == 0, 0, Mux(quot > top, top, quot))
+            j1 = reg(j, f"j{i}", qb)
+            g1, u1 = reg(gg, f"g{i}", GROUP_SHAPE), reg(uu, f"u{i}", 1)
 
-            # stage 2: code, dense slot, extra bit
-            code = Mux(g1 == MIDDLE, Mux(u1, n_lo1 + j1, n_lo1 - 1 - j1), j1)[:qb]
+            # last stage: code, dense slot, extra bit
+            nl = n_lo[-1]
+            code = Mux(g1 == MIDDLE, Mux(u1, nl + j1, nl - 1 - j1), j1)[:qb]
             with m.If(self.en):
                 m.d.sync += [
                     self.dense[i].eq(code[:mb]),
@@ -118,6 +149,4 @@ class Encoder(wiring.Component):
                     self.outlier[i].eq(g1 != MIDDLE),
                     self.outer[i].eq(g1 == OUTER),
                 ]
-        with m.If(self.en):
-            m.d.sync += n_lo1.eq(n_lo)
         return m

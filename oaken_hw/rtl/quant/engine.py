@@ -37,13 +37,14 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ...config import OakenConfig
-from ..common.fp16 import UNITS_SHAPE, fp16_sanitize, fp16_to_units, units_to_fp16_exact
+from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, fp16_key, fp16_key_to_bits,
+                           fp16_magnitude_units, fp16_sanitize, fp16_to_units)
 from ..common.header import header_layout
 from ..common.threshold_table import (ThresholdReadSignature, ThresholdTable,
                                       threshold_write_layout, thresholds_layout)
-from .classifier import GROUP_SHAPE, Classifier, GroupShift
+from .classifier import GROUP_SHAPE, PIVOT_SHAPE, Classifier, GroupShift, fold_pivots
 from .encoder import Encoder
-from .extents import Extents
+from .extents import Extents, popcount
 from .packer import Packer, meta_record
 from .scale import Scale
 
@@ -119,7 +120,8 @@ class QuantEngine(wiring.Component):
         NaN/Inf elements. It leaves the last pipeline stage together with the vector's first
         dense and sparse beats, so a consumer may wait for it before draining those.
     thresholds : In(stream.Signature(threshold_write_layout(layers)))
-        (``table="internal"``) threshold table writes (always ready); see
+        (``table="internal"``) threshold table writes (ready except during the table's
+        ``2 * layers``-cycle initialisation after reset); see
         :class:`~oaken_hw.rtl.common.ThresholdTable`.
     table : Out(ThresholdReadSignature(layers))
         (``table="external"``) read port of a shared threshold table; the engine reads it at
@@ -150,8 +152,16 @@ class QuantEngine(wiring.Component):
         # last beat accepted -> P1 -> P2 -> P3 -> Extents -> Scale -> info FIFO (write to
         # read: 2) = the first replayed beat issued; then the ring read (1), the group-shift
         # register (1), Encoder, Packer and an output FIFO (write to read: 2)
-        self.fill_latency = 3 + Extents.latency + Scale.latency + 2
-        self.latency = self.fill_latency + 2 + Encoder.latency + Packer.latency + 2
+        ext, enc = self._new_extents(), self._new_encoder()
+        ext._MustUse__silence = enc._MustUse__silence = True     # only asked for latencies
+        self.fill_latency = 4 + ext.latency + Scale.latency_for(self.middle_bits) + 2
+        # issue -> q0 (ring read) -> q1 (its register) -> q2 (units) -> q3 (group shift)
+        # -> Encoder -> Packer -> output FIFO (write to read: 2)
+        pass2 = 4 + enc.latency + Packer.latency
+        self.latency = self.fill_latency + pass2 + 2
+        # every beat from its issue to the consumer's transfer holds a slot; a credit comes
+        # back the cycle after the transfer
+        self.out_depth = pass2 + 4
         need = self.beats + self.fill_latency + 2
         if buffer_beats is None:
             buffer_beats = 1 << (need - 1).bit_length()
@@ -187,6 +197,12 @@ class QuantEngine(wiring.Component):
         ports["status"] = Out(StatusSignature())
         super().__init__(ports)
 
+    def _new_extents(self):
+        return Extents(lanes=self.lanes, beats=self.beats, sparse_block=self.sparse_block)
+
+    def _new_encoder(self):
+        return Encoder(lanes=self.lanes, middle_bits=self.middle_bits)
+
     def elaborate(self, platform):
         m = Module()
         n, B, D = self.lanes, self.beats, self.buffer_beats
@@ -218,7 +234,7 @@ class QuantEngine(wiring.Component):
                      rd.layer.eq(self.i.payload.header.layer),
                      rd.kv.eq(self.i.payload.header.kv)]
 
-        # --- P1: sanitize and convert ----------------------------------------------------
+        # --- P1: the beat (the table's read data arrives with it) --------------------------
         p1_v = Signal()
         p1_first, p1_last = Signal(), Signal()
         p1_beat = Signal(range(max(2, B)))
@@ -228,67 +244,77 @@ class QuantEngine(wiring.Component):
                      p1_beat.eq(in_beat), p1_hdr.eq(self.i.payload.header),
                      p1_x.eq(self.i.payload.data)]
         thr_latched = Signal(thresholds_layout())
-        thr = Signal(thresholds_layout())
-        m.d.comb += thr.eq(Mux(p1_first, rd.data, thr_latched))
         with m.If(p1_v & p1_first):
             m.d.sync += thr_latched.eq(rd.data)
 
+        # --- P2: sanitize, order keys; the thresholds registered right at the block RAM's
+        # output (its clock-to-output delay leaves no room for logic behind it) ----------
         p2_v = Signal()
         p2_first, p2_last = Signal(), Signal()
         p2_beat = Signal(range(max(2, B)))
         p2_hdr = Signal(self.header_layout)
-        p2_clean = Signal(data.ArrayLayout(16, n))
-        p2_x = Signal(data.ArrayLayout(UNITS_SHAPE, n))
+        p2_key = Signal(data.ArrayLayout(16, n))
         p2_bad = Signal(range(n + 1))
-        p2_tu = Signal(data.ArrayLayout(UNITS_SHAPE, 4))
+        p2_thr = Signal(thresholds_layout())
         bad_bits = []
         for k in range(n):
             clean, bad = fp16_sanitize(p1_x[k])
             bad_bits.append(bad)
-            m.d.sync += [p2_clean[k].eq(clean), p2_x[k].eq(fp16_to_units(clean))]
-        thr_words = [thr.o_lo, thr.i_lo, thr.i_hi, thr.o_hi]
+            m.d.sync += p2_key[k].eq(fp16_key(clean))
         m.d.sync += [p2_v.eq(p1_v), p2_first.eq(p1_first), p2_last.eq(p1_last),
                      p2_beat.eq(p1_beat), p2_hdr.eq(p1_hdr),
-                     p2_bad.eq(Mux(p1_v, sum(bad_bits), 0))]
-        m.d.sync += [p2_tu[k].eq(fp16_to_units(w)) for k, w in enumerate(thr_words)]
+                     p2_bad.eq(Mux(p1_v, popcount(bad_bits), 0)),
+                     p2_thr.eq(Mux(p1_first, rd.data, thr_latched))]
 
-        # --- P2: classify ------------------------------------------------------------------
-        m.submodules.classifier = cls = Classifier(lanes=n)
-        m.d.comb += [cls.x.eq(p2_x), cls.t.eq(p2_tu), cls.inner_min.eq(0)]
-
-        # P3 register: the comparators and the subtractor take a cycle of their own
+        # --- P3: the thresholds as keys and in units -------------------------------------
         p3_v, p3_first, p3_last = Signal(), Signal(), Signal()
         p3_beat = Signal.like(p2_beat)
         p3_hdr = Signal(self.header_layout)
-        p3_clean = Signal.like(p2_clean)
-        p3_x = Signal.like(p2_x)
+        p3_key = Signal.like(p2_key)
         p3_bad = Signal.like(p2_bad)
-        p3_tu = Signal.like(p2_tu)
-        p3_group = Signal.like(cls.group)
-        p3_upper = Signal.like(cls.upper)
-        p3_mag = Signal.like(cls.mag)
+        p3_tk = Signal(data.ArrayLayout(16, 4))
+        p3_tu = Signal(data.ArrayLayout(UNITS_SHAPE, 4))
+        thr_words = [p2_thr.o_lo, p2_thr.i_lo, p2_thr.i_hi, p2_thr.o_hi]
         m.d.sync += [p3_v.eq(p2_v), p3_first.eq(p2_first), p3_last.eq(p2_last),
-                     p3_beat.eq(p2_beat), p3_hdr.eq(p2_hdr), p3_clean.eq(p2_clean),
-                     p3_x.eq(p2_x), p3_bad.eq(p2_bad), p3_tu.eq(p2_tu),
-                     p3_group.eq(cls.group), p3_upper.eq(cls.upper), p3_mag.eq(cls.mag)]
+                     p3_beat.eq(p2_beat), p3_hdr.eq(p2_hdr), p3_key.eq(p2_key),
+                     p3_bad.eq(p2_bad)]
+        m.d.sync += [p3_tk[k].eq(fp16_key(w)) for k, w in enumerate(thr_words)]
+        m.d.sync += [p3_tu[k].eq(fp16_to_units(w)) for k, w in enumerate(thr_words)]
 
-        # --- P3: write the ring, reduce ----------------------------------------------------
+        # --- P4: classify (16-bit key comparators) ---------------------------------------
+        m.submodules.classifier = cls = Classifier(lanes=n)
+        m.d.comb += [cls.x.eq(p3_key), cls.t.eq(p3_tk)]
+        p4_v, p4_first, p4_last = Signal(), Signal(), Signal()
+        p4_beat = Signal.like(p2_beat)
+        p4_hdr = Signal(self.header_layout)
+        p4_key = Signal.like(p2_key)
+        p4_bad = Signal.like(p2_bad)
+        p4_tu = Signal.like(p3_tu)
+        p4_group = Signal.like(cls.group)
+        p4_upper = Signal.like(cls.upper)
+        m.d.sync += [p4_v.eq(p3_v), p4_first.eq(p3_first), p4_last.eq(p3_last),
+                     p4_beat.eq(p3_beat), p4_hdr.eq(p3_hdr), p4_key.eq(p3_key),
+                     p4_bad.eq(p3_bad), p4_tu.eq(p3_tu),
+                     p4_group.eq(cls.group), p4_upper.eq(cls.upper)]
+
+        # --- write the ring, reduce ------------------------------------------------------
+        # the ring keeps the order key (a bijection of the sanitized FP16 pattern)
         ring_elem = data.StructLayout({"x": 16, "group": GROUP_SHAPE, "upper": 1})
         m.submodules.ring = ring = Memory(shape=data.ArrayLayout(ring_elem, n), depth=D,
                                           init=[])
         wp = ring.write_port()
         wr_ptr = Signal(range(D))
-        m.d.comb += [wp.addr.eq(wr_ptr), wp.en.eq(p3_v)]
+        m.d.comb += [wp.addr.eq(wr_ptr), wp.en.eq(p4_v)]
         for k in range(n):
-            m.d.comb += [wp.data[k].x.eq(p3_clean[k]), wp.data[k].group.eq(p3_group[k]),
-                         wp.data[k].upper.eq(p3_upper[k])]
-        with m.If(p3_v):
+            m.d.comb += [wp.data[k].x.eq(p4_key[k]), wp.data[k].group.eq(p4_group[k]),
+                         wp.data[k].upper.eq(p4_upper[k])]
+        with m.If(p4_v):
             m.d.sync += wr_ptr.eq(wr_ptr + 1)
 
-        m.submodules.extents = ext = Extents(lanes=n, beats=B, sparse_block=self.sparse_block)
-        m.d.comb += [ext.valid.eq(p3_v), ext.first.eq(p3_first), ext.last.eq(p3_last),
-                     ext.beat.eq(p3_beat), ext.x.eq(p3_x), ext.group.eq(p3_group),
-                     ext.upper.eq(p3_upper), ext.mag.eq(p3_mag)]
+        m.submodules.extents = ext = self._new_extents()
+        m.d.comb += [ext.valid.eq(p4_v), ext.first.eq(p4_first), ext.last.eq(p4_last),
+                     ext.beat.eq(p4_beat), ext.x.eq(p4_key), ext.t.eq(p4_tu),
+                     ext.group.eq(p4_group), ext.upper.eq(p4_upper)]
 
         # per-vector side band: header, thresholds, NaN/Inf count (taken at the last beat
         # and delayed to meet the extents)
@@ -296,19 +322,18 @@ class QuantEngine(wiring.Component):
                                          "tu": data.ArrayLayout(UNITS_SHAPE, 4),
                                          "bad": range(V + 1)})
         hdr_l = Signal(self.header_layout)
-        tu_l = Signal(data.ArrayLayout(UNITS_SHAPE, 4))
         bad_acc = Signal(range(V + 1))
-        bad_vec = (Mux(p3_first, 0, bad_acc) + p3_bad)[:len(bad_acc)]
-        with m.If(p3_v):
+        bad_vec = (Mux(p4_first, 0, bad_acc) + p4_bad)[:len(bad_acc)]
+        with m.If(p4_v):
             m.d.sync += bad_acc.eq(bad_vec)
-            with m.If(p3_first):
-                m.d.sync += [hdr_l.eq(p3_hdr), tu_l.eq(p3_tu)]
+            with m.If(p4_first):
+                m.d.sync += hdr_l.eq(p4_hdr)
         side = Signal(side_layout)
-        m.d.comb += [side.header.eq(Mux(p3_first, p3_hdr, hdr_l)),
-                     side.tu.eq(Mux(p3_first, p3_tu, tu_l)),
+        m.d.comb += [side.header.eq(Mux(p4_first, p4_hdr, hdr_l)),
+                     side.tu.eq(p4_tu),
                      side.bad.eq(bad_vec)]
         side_d = side
-        for k in range(Extents.latency):
+        for k in range(ext.latency):
             nxt = Signal(side_layout, name=f"side_d{k}")
             m.d.sync += nxt.eq(side_d)
             side_d = nxt
@@ -316,8 +341,8 @@ class QuantEngine(wiring.Component):
         # status: NaN/Inf counter
         with m.If(self.status.clear):
             m.d.sync += [self.status.bad_input.eq(0), self.status.bad_count.eq(0)]
-        with m.Elif(p3_v & (p3_bad != 0)):
-            total = self.status.bad_count + p3_bad
+        with m.Elif(p4_v & (p4_bad != 0)):
+            total = self.status.bad_count + p4_bad
             m.d.sync += [self.status.bad_input.eq(1),
                          self.status.bad_count.eq(Mux(total[32:] != 0, 0xFFFF_FFFF, total))]
 
@@ -353,8 +378,7 @@ class QuantEngine(wiring.Component):
         imin = ext.inner_min
         m.d.comb += [
             w_side.side.eq(side_d), w_side.counts.eq(ext.counts),
-            w_side.inner_min.eq(units_to_fp16_exact(Mux(imin < 0, -imin, imin)[:40],
-                                                    imin < 0)),
+            w_side.inner_min.eq(ext.inner_min_fp16),
             w_side.inner_min_u.eq(imin),
             side_fifo.w_data.eq(w_side), side_fifo.w_en.eq(ext.done),
             w_steps.n_lo.eq(sc.n_lo), w_steps.delta_mid.eq(sc.delta_mid),
@@ -373,29 +397,37 @@ class QuantEngine(wiring.Component):
         ]
 
         # --- pass 2 ----------------------------------------------------------------------
-        adv = Signal()
+        # A free-running pipeline: a beat is issued only when every output FIFO that it
+        # will write has a slot reserved for it (credit counters), so nothing downstream
+        # ever stalls and no stall signal fans out to the pipeline's registers.
         rp = ring.read_port()
         rd_ptr = Signal(range(D))
         rd_beat = Signal(range(max(2, B)))
+        OD = self.out_depth
+        cnt_d, cnt_s, cnt_m = (Signal(range(OD + 1), name=f"cred_{k}") for k in "dsm")
         issue = Signal()
-        # the side record was written Scale.latency cycles before the steps: it is there
-        m.d.comb += [issue.eq(adv & info.r_rdy & side_fifo.r_rdy), freed.eq(issue),
+        room = (cnt_d < OD) & (cnt_s < OD) & ((rd_beat != 0) | (cnt_m < OD))
+        m.d.comb += [issue.eq(info.r_rdy & side_fifo.r_rdy & room), freed.eq(issue),
                      side_fifo.r_en.eq(issue & (rd_beat == B - 1)),
-                     rp.addr.eq(rd_ptr), rp.en.eq(adv),
-                     info.r_en.eq(issue & (rd_beat == B - 1))]
+                     info.r_en.eq(issue & (rd_beat == B - 1)),
+                     rp.addr.eq(rd_ptr), rp.en.eq(1)]
         with m.If(issue):
             m.d.sync += [rd_ptr.eq(rd_ptr + 1),
                          rd_beat.eq(Mux(rd_beat == B - 1, 0, rd_beat + 1))]
+        d_out = self.dense.valid & self.dense.ready
+        s_out = self.sparse.valid & self.sparse.ready
+        m_out = self.meta.valid & self.meta.ready
+        m.d.sync += [cnt_d.eq(cnt_d + issue - d_out), cnt_s.eq(cnt_s + issue - s_out),
+                     cnt_m.eq(cnt_m + (issue & (rd_beat == 0)) - m_out)]
 
         band_layout = data.StructLayout({
             "valid": 1, "first": 1, "last": 1, "bib": range(max(2, bpb)),
             "meta": self.meta_layout})
         q0 = Signal(band_layout)
         q0_info = Signal(info_layout)
-        with m.If(adv):
-            m.d.sync += [q0.valid.eq(issue), q0.first.eq(rd_beat == 0),
-                         q0.last.eq(rd_beat == B - 1), q0.bib.eq(rd_beat % bpb),
-                         q0_info.eq(head)]
+        m.d.sync += [q0.valid.eq(issue), q0.first.eq(rd_beat == 0),
+                     q0.last.eq(rd_beat == B - 1), q0.bib.eq(rd_beat % bpb),
+                     q0_info.eq(head)]
         # the meta record of the vector (used with its first beat)
         m.d.comb += [
             q0.meta.header.eq(q0_info.side.header), q0.meta.bad_inputs.eq(q0_info.side.bad),
@@ -404,59 +436,76 @@ class QuantEngine(wiring.Component):
                                         q0_info.n_lo,
                                         [q0_info.counts[k] for k in range(self.blocks)])),
         ]
-
-        m.submodules.shift = gs = GroupShift(lanes=n)
-        # thresholds and inner minimum travel in units: no converters needed here
-        m.d.comb += [gs.t.eq(q0_info.side.tu), gs.inner_min.eq(q0_info.inner_min_u)]
-        for k in range(n):
-            m.d.comb += [gs.x[k].eq(fp16_to_units(rp.data[k].x)),
-                         gs.group[k].eq(rp.data[k].group), gs.upper[k].eq(rp.data[k].upper)]
-
-        # a register between the group shift and the divider
-        qs = Signal(band_layout, name="qs")
-        qs_info = Signal(data.StructLayout({          # what the Encoder needs
+        # what the lanes need of the vector
+        lane_info = data.StructLayout({
+            "tu": data.ArrayLayout(UNITS_SHAPE, 4), "inner_min_u": UNITS_SHAPE,
             "n_lo": info_layout["n_lo"].shape, "delta_mid": 16, "delta_inner": 16,
-            "delta_outer": 16}))
-        qs_group, qs_upper, qs_mag = (Signal.like(gs.group), Signal.like(gs.upper),
-                                      Signal.like(gs.mag))
-        with m.If(adv):
-            m.d.sync += [qs.eq(q0), qs_group.eq(gs.group), qs_upper.eq(gs.upper),
-                         qs_mag.eq(gs.mag), qs_info.n_lo.eq(q0_info.n_lo),
-                         qs_info.delta_mid.eq(q0_info.delta_mid),
-                         qs_info.delta_inner.eq(q0_info.delta_inner),
-                         qs_info.delta_outer.eq(q0_info.delta_outer)]
+            "delta_outer": 16})
 
-        m.submodules.encoder = enc = Encoder(lanes=n, middle_bits=self.middle_bits)
-        m.d.comb += [enc.en.eq(adv), enc.group.eq(qs_group), enc.upper.eq(qs_upper),
-                     enc.mag.eq(qs_mag), enc.n_lo.eq(qs_info.n_lo),
-                     enc.delta_mid.eq(qs_info.delta_mid),
-                     enc.delta_inner.eq(qs_info.delta_inner),
-                     enc.delta_outer.eq(qs_info.delta_outer)]
-        band = qs
-        for k in range(Encoder.latency):
-            nxt = Signal(band_layout, name=f"q{k + 1}")
-            with m.If(adv):
-                m.d.sync += nxt.eq(band)
-            band = nxt
+        def delay(value, name, n=1):
+            for k in range(n):
+                r = Signal(value.shape(), name=f"{name}{k}")
+                m.d.sync += r.eq(value)
+                value = r
+            return value
+
+        # q1: the ring's read data registered at the block RAM's output
+        q1 = delay(q0, "q1_")
+        q1_info = Signal(lane_info)
+        m.d.sync += [q1_info.tu.eq(q0_info.side.tu), q1_info.inner_min_u.eq(q0_info.inner_min_u),
+                     q1_info.n_lo.eq(q0_info.n_lo), q1_info.delta_mid.eq(q0_info.delta_mid),
+                     q1_info.delta_inner.eq(q0_info.delta_inner),
+                     q1_info.delta_outer.eq(q0_info.delta_outer)]
+        q1_data = Signal.like(rp.data)
+        m.d.sync += q1_data.eq(rp.data)
+
+        # q2: the values in units
+        q2 = delay(q1, "q2_")
+        q2_info = delay(q1_info, "q2_info")
+        q2_xmag = Signal(data.ArrayLayout(MAG_WIDTH, n))
+        q2_xneg = Signal(data.ArrayLayout(1, n))
+        q2_group = Signal(data.ArrayLayout(GROUP_SHAPE, n))
+        q2_upper = Signal(data.ArrayLayout(1, n))
+        for k in range(n):
+            bits = fp16_key_to_bits(q1_data[k].x)
+            m.d.sync += [q2_xmag[k].eq(fp16_magnitude_units(bits)), q2_xneg[k].eq(bits[15]),
+                         q2_group[k].eq(q1_data[k].group), q2_upper[k].eq(q1_data[k].upper)]
+        q2_p = Signal(data.ArrayLayout(PIVOT_SHAPE, 5))
+        folded = fold_pivots([q1_info.tu[k] for k in range(4)], q1_info.inner_min_u)
+        m.d.sync += [q2_p[k].eq(v) for k, v in enumerate(folded)]
+
+        # q3: the group shift (inner minimum now known)
+        m.submodules.shift = gs = GroupShift(lanes=n)
+        m.d.comb += [gs.p.eq(q2_p), gs.x_mag.eq(q2_xmag), gs.x_neg.eq(q2_xneg),
+                     gs.group.eq(q2_group), gs.upper.eq(q2_upper)]
+        q3 = delay(q2, "q3_")
+        q3_info = delay(q2_info, "q3_info")
+        q3_group, q3_upper, q3_mag = (Signal.like(gs.group), Signal.like(gs.upper),
+                                      Signal.like(gs.mag))
+        m.d.sync += [q3_group.eq(gs.group), q3_upper.eq(gs.upper), q3_mag.eq(gs.mag)]
+
+        m.submodules.encoder = enc = self._new_encoder()
+        m.d.comb += [enc.en.eq(1), enc.group.eq(q3_group), enc.upper.eq(q3_upper),
+                     enc.mag.eq(q3_mag), enc.n_lo.eq(q3_info.n_lo),
+                     enc.delta_mid.eq(q3_info.delta_mid),
+                     enc.delta_inner.eq(q3_info.delta_inner),
+                     enc.delta_outer.eq(q3_info.delta_outer)]
+        band = delay(q3, "qe_", enc.latency)
 
         m.submodules.packer = pk = Packer(lanes=n, middle_bits=self.middle_bits,
                                           sparse_block=self.sparse_block)
-        m.d.comb += [pk.en.eq(adv), pk.beat_in_block.eq(band.bib), pk.dense.eq(enc.dense),
+        m.d.comb += [pk.en.eq(1), pk.beat_in_block.eq(band.bib), pk.dense.eq(enc.dense),
                      pk.high.eq(enc.high), pk.outlier.eq(enc.outlier), pk.outer.eq(enc.outer)]
-        last = Signal(band_layout, name="q_last")
-        with m.If(adv):
-            m.d.sync += last.eq(band)
+        last = delay(band, "qp_", Packer.latency)
 
-        # --- output FIFOs ----------------------------------------------------------------
+        # --- output FIFOs (a slot is reserved for every beat in flight) ------------------
         m.submodules.dense_fifo = dfifo = SyncFIFOBuffered(width=self.dense_layout.size,
-                                                           depth=4)
+                                                           depth=OD)
         m.submodules.sparse_fifo = sfifo = SyncFIFOBuffered(width=self.sparse_layout.size,
-                                                            depth=4)
+                                                            depth=OD)
         m.submodules.meta_fifo = mfifo = SyncFIFOBuffered(width=self.meta_layout.size,
-                                                          depth=4)
-        m.d.comb += adv.eq(~last.valid | (dfifo.w_rdy & sfifo.w_rdy
-                                          & (~last.first | mfifo.w_rdy)))
-        push = last.valid & adv
+                                                          depth=OD)
+        push = last.valid
         d_w = Signal(self.dense_layout)
         s_w = Signal(self.sparse_layout)
         m.d.comb += [

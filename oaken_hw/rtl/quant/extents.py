@@ -4,19 +4,25 @@ For every vector: the largest middle magnitude on the lower side (``a``) and on 
 side (``b``) and whether each side has elements, the largest outer magnitude, the inner
 group's minimum and extent (max - min of the inner values), and the outlier count of every
 sparse block (the framing bytes of the metadata record).
+
+The magnitudes are not reduced element by element: every side of every group lies on one
+side of its pivot (lower sides at or below it, upper sides at or above it), so the largest
+magnitude of a side is ``pivot - min(x)`` or ``max(x) - pivot`` over that side. The lanes
+therefore reduce 16-bit order keys of the FP16 values (:func:`~..common.fp16.fp16_key`,
+exact), and only the per-vector results are converted to units and subtracted.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.fp16 import MAG_WIDTH, UNITS_SHAPE
+from ..common.fp16 import UNITS_SHAPE, fp16_key_to_bits, fp16_to_units
 from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
 
-__all__ = ["Extents", "reduce_tree"]
+__all__ = ["Extents", "reduce_tree", "popcount"]
 
-# larger than every value in units (|x| < 2^40)
-_BIG = (1 << MAG_WIDTH) - 1
+#: tree levels between two pipeline registers of the lane reductions
+LEVELS_PER_STAGE = 2
 
 
 def reduce_tree(m, values, op, shape=None):
@@ -37,6 +43,17 @@ def reduce_tree(m, values, op, shape=None):
     return values[0]
 
 
+def popcount(bits):
+    """Number of set bits, as a balanced adder tree (not a chain of ``len(bits)`` adders)."""
+    vals = [b for b in bits]
+    while len(vals) > 1:
+        nxt = [vals[i] + vals[i + 1] for i in range(0, len(vals) - 1, 2)]
+        if len(vals) % 2:
+            nxt.append(vals[-1])
+        vals = nxt
+    return vals[0]
+
+
 def _max(a, b):
     return Mux(a > b, a, b)
 
@@ -49,8 +66,13 @@ class Extents(wiring.Component):
     """Per-vector min/max reductions over a vector's beats.
 
     Beats enter with ``valid``; ``first``/``last`` mark a vector's first and last beat and
-    ``beat`` is the beat's index in its vector. Two cycles after a ``last`` beat, ``done``
-    is high for one cycle with the vector's results (they hold until the next ``done``).
+    ``beat`` is the beat's index in its vector. ``latency`` cycles after a ``last`` beat,
+    ``done`` is high for one cycle with the vector's results (they hold until the next
+    ``done``).
+
+    Pipeline: the lane reductions (a register every :data:`LEVELS_PER_STAGE` tree levels),
+    the accumulation over the beats, the conversion of the vector's keys to units, the
+    subtraction of the pivots, the larger of the two outer sides.
 
     Parameters
     ----------
@@ -61,9 +83,11 @@ class Extents(wiring.Component):
     ----------
     valid, first, last : In(1)
     beat : In(range(beats))
-    x : In(ArrayLayout(signed(41), lanes))
-        Values in units (for the inner group).
-    group, upper, mag : In(ArrayLayout)
+    x : In(ArrayLayout(16, lanes))
+        Order keys of the (sanitized) values.
+    t : In(ArrayLayout(signed(41), 4))
+        The vector's thresholds in units; read with the ``last`` beat.
+    group, upper : In(ArrayLayout)
         From the :class:`~.classifier.Classifier`.
     done : Out(1)
     a, b, outer_max, inner_ext : Out(41)
@@ -71,13 +95,13 @@ class Extents(wiring.Component):
         The middle group has lower / upper elements.
     inner_min : Out(signed(41))
         0 when the vector has no inner element.
+    inner_min_fp16 : Out(16)
+        The same as an FP16 bit pattern (+0 when there is no inner element).
     counts : Out(ArrayLayout(8, blocks))
         Outliers per sparse block.
     latency : int
-        2: cycles from a ``last`` beat to ``done``.
+        Cycles from a ``last`` beat to ``done``: ``tree_stages + 4``.
     """
-
-    latency = 2
 
     def __init__(self, *, lanes, beats, sparse_block):
         for name, v in (("lanes", lanes), ("beats", beats), ("sparse_block", sparse_block)):
@@ -89,17 +113,21 @@ class Extents(wiring.Component):
         self.lanes, self.beats, self.sparse_block = lanes, beats, sparse_block
         self.blocks = lanes * beats // sparse_block
         self.beats_per_block = sparse_block // lanes
+        levels = (lanes - 1).bit_length()
+        self.tree_stages = -(-levels // LEVELS_PER_STAGE)
+        self.latency = self.tree_stages + 4
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1),
             "beat": In(range(max(2, beats))),
-            "x": In(data.ArrayLayout(UNITS_SHAPE, lanes)),
+            "x": In(data.ArrayLayout(16, lanes)),
+            "t": In(data.ArrayLayout(UNITS_SHAPE, 4)),
             "group": In(data.ArrayLayout(GROUP_SHAPE, lanes)),
             "upper": In(data.ArrayLayout(1, lanes)),
-            "mag": In(data.ArrayLayout(MAG_SHAPE, lanes)),
             "done": Out(1),
             "a": Out(MAG_SHAPE), "b": Out(MAG_SHAPE), "has_lo": Out(1), "has_hi": Out(1),
             "outer_max": Out(MAG_SHAPE),
-            "inner_min": Out(UNITS_SHAPE), "inner_ext": Out(MAG_SHAPE),
+            "inner_min": Out(UNITS_SHAPE), "inner_min_fp16": Out(16),
+            "inner_ext": Out(MAG_SHAPE),
             "counts": Out(data.ArrayLayout(8, self.blocks)),
         })
 
@@ -108,67 +136,114 @@ class Extents(wiring.Component):
         n = self.lanes
         g = [self.group[i] for i in range(n)]
         u = [self.upper[i] for i in range(n)]
-        mag = [self.mag[i] for i in range(n)]
         x = [self.x[i] for i in range(n)]
         lo_mid = [(g[i] == MIDDLE) & ~u[i] for i in range(n)]
         hi_mid = [(g[i] == MIDDLE) & u[i] for i in range(n)]
         inner = [g[i] == INNER for i in range(n)]
-        outer = [g[i] == OUTER for i in range(n)]
+        lo_out = [(g[i] == OUTER) & ~u[i] for i in range(n)]
+        hi_out = [(g[i] == OUTER) & u[i] for i in range(n)]
+        HI, LO = Const(0xFFFF, 16), Const(0, 16)   # neutral elements of min / max
 
-        # stage 1: reductions over the lanes of one beat
-        r = {
-            "valid": Signal(), "first": Signal(), "last": Signal(),
-            "block": Signal(range(max(2, self.blocks))),
-            "a": Signal(MAG_SHAPE), "b": Signal(MAG_SHAPE), "o": Signal(MAG_SHAPE),
-            "imin": Signal(UNITS_SHAPE), "imax": Signal(UNITS_SHAPE),
-            "has_lo": Signal(), "has_hi": Signal(), "has_in": Signal(),
-            "count": Signal(range(n + 1)),
-        }
-        sel = lambda v, c, other: Mux(c, v, other)
-        m.d.sync += [
-            r["valid"].eq(self.valid), r["first"].eq(self.first), r["last"].eq(self.last),
-            r["block"].eq(self.beat // self.beats_per_block),
-            r["a"].eq(reduce_tree(m, [sel(mag[i], lo_mid[i], 0) for i in range(n)], _max, MAG_SHAPE)),
-            r["b"].eq(reduce_tree(m, [sel(mag[i], hi_mid[i], 0) for i in range(n)], _max, MAG_SHAPE)),
-            r["o"].eq(reduce_tree(m, [sel(mag[i], outer[i], 0) for i in range(n)], _max, MAG_SHAPE)),
-            r["imin"].eq(reduce_tree(m, [sel(x[i], inner[i], Const(_BIG, UNITS_SHAPE))
-                                      for i in range(n)], _min, UNITS_SHAPE)),
-            r["imax"].eq(reduce_tree(m, [sel(x[i], inner[i], Const(-_BIG, UNITS_SHAPE))
-                                      for i in range(n)], _max, UNITS_SHAPE)),
-            r["has_lo"].eq(reduce_tree(m, lo_mid, lambda p, q: p | q, 1)),
-            r["has_hi"].eq(reduce_tree(m, hi_mid, lambda p, q: p | q, 1)),
-            r["has_in"].eq(reduce_tree(m, inner, lambda p, q: p | q, 1)),
-            r["count"].eq(sum(~(gi == MIDDLE) for gi in g)),
-        ]
+        # the six reductions: (name, mask, op, neutral)
+        specs = [("lo", lo_mid, _min, HI), ("hi", hi_mid, _max, LO),
+                 ("olo", lo_out, _min, HI), ("ohi", hi_out, _max, LO),
+                 ("imin", inner, _min, HI), ("imax", inner, _max, LO)]
+        cur = {name: [Mux(mask[i], x[i], neu) for i in range(n)]
+               for name, mask, _, neu in specs}
+        flags = {name: [mask[i] for i in range(n)] for name, mask, _, _ in specs}
+        side = {"valid": self.valid, "first": self.first, "last": self.last,
+                "block": (self.beat // self.beats_per_block) if self.blocks > 1 else Const(0, 1),
+                "count": popcount([~(gi == MIDDLE) for gi in g]),
+                "t": self.t}
 
-        # stage 2: accumulate over the beats of the vector
-        acc_a, acc_b, acc_o = Signal(MAG_SHAPE), Signal(MAG_SHAPE), Signal(MAG_SHAPE)
-        acc_imin, acc_imax = Signal(UNITS_SHAPE), Signal(UNITS_SHAPE)
-        acc_lo, acc_hi, acc_in = Signal(), Signal(), Signal()
+        # --- lane reductions, LEVELS_PER_STAGE tree levels per register stage -----------
+        for st in range(self.tree_stages):
+            for name, _, op, _ in specs:
+                vals, fl = cur[name], flags[name]
+                for _ in range(LEVELS_PER_STAGE):
+                    if len(vals) > 1:
+                        nv = [op(vals[i], vals[i + 1]) for i in range(0, len(vals) - 1, 2)]
+                        nf = [fl[i] | fl[i + 1] for i in range(0, len(fl) - 1, 2)]
+                        if len(vals) % 2:
+                            nv.append(vals[-1]); nf.append(fl[-1])
+                        vals, fl = nv, nf
+                regs = [Signal(16, name=f"t{st}_{name}{i}") for i in range(len(vals))]
+                fregs = [Signal(name=f"t{st}_has_{name}{i}") for i in range(len(fl))]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, vals)]
+                m.d.sync += [r.eq(v) for r, v in zip(fregs, fl)]
+                cur[name], flags[name] = regs, fregs
+            nside = {}
+            for k, v in side.items():
+                r = Signal(v.shape(), name=f"t{st}_{k}")
+                m.d.sync += r.eq(v)
+                nside[k] = r
+            side = nside
+        r = {name: cur[name][0] for name, *_ in specs}
+        rf = {name: flags[name][0] for name, *_ in specs}
+
+        # --- accumulate over the beats of the vector --------------------------------------
+        f = side["first"]
+        acc = {name: Signal(16, name=f"acc_{name}") for name, *_ in specs}
+        acc_f = {name: Signal(name=f"acc_has_{name}") for name, *_ in specs}
         acc_cnt = [Signal(8, name=f"acc_cnt{k}") for k in range(self.blocks)]
-        f = r["first"]
-        nxt_a = Mux(f | (r["a"] > acc_a), r["a"], acc_a)
-        nxt_b = Mux(f | (r["b"] > acc_b), r["b"], acc_b)
-        nxt_o = Mux(f | (r["o"] > acc_o), r["o"], acc_o)
-        nxt_imin = Mux(f | (r["imin"] < acc_imin), r["imin"], acc_imin)
-        nxt_imax = Mux(f | (r["imax"] > acc_imax), r["imax"], acc_imax)
-        nxt_lo = r["has_lo"] | (~f & acc_lo)
-        nxt_hi = r["has_hi"] | (~f & acc_hi)
-        nxt_in = r["has_in"] | (~f & acc_in)
-        nxt_cnt = [(Mux(f, 0, acc_cnt[k]) + Mux(r["block"] == k, r["count"], 0))[:8]
+        nxt = {name: Mux(f, r[name], op(acc[name], r[name])) for name, _, op, _ in specs}
+        nxt_f = {name: rf[name] | (~f & acc_f[name]) for name, *_ in specs}
+        nxt_cnt = [(Mux(f, 0, acc_cnt[k]) + Mux(side["block"] == k, side["count"], 0))[:8]
                    for k in range(self.blocks)]
-        with m.If(r["valid"]):
-            m.d.sync += [acc_a.eq(nxt_a), acc_b.eq(nxt_b), acc_o.eq(nxt_o),
-                         acc_imin.eq(nxt_imin), acc_imax.eq(nxt_imax),
-                         acc_lo.eq(nxt_lo), acc_hi.eq(nxt_hi), acc_in.eq(nxt_in)]
+        with m.If(side["valid"]):
+            m.d.sync += [acc[k].eq(nxt[k]) for k in acc]
+            m.d.sync += [acc_f[k].eq(nxt_f[k]) for k in acc_f]
             m.d.sync += [acc_cnt[k].eq(nxt_cnt[k]) for k in range(self.blocks)]
-        m.d.sync += self.done.eq(r["valid"] & r["last"])
-        with m.If(r["valid"] & r["last"]):
+        v1 = Signal()
+        k1 = {name: Signal(16, name=f"v1_{name}") for name, *_ in specs}
+        f1 = {name: Signal(name=f"v1_has_{name}") for name, *_ in specs}
+        c1 = [Signal(8, name=f"v1_cnt{k}") for k in range(self.blocks)]
+        t1 = Signal.like(self.t, name="v1_t")
+        m.d.sync += v1.eq(side["valid"] & side["last"])
+        with m.If(side["valid"] & side["last"]):
+            m.d.sync += [k1[k].eq(nxt[k]) for k in k1] + [f1[k].eq(nxt_f[k]) for k in f1]
+            m.d.sync += [c1[k].eq(nxt_cnt[k]) for k in range(self.blocks)]
+            m.d.sync += t1.eq(side["t"])
+
+        # --- the vector's keys in units ------------------------------------------------
+        v2 = Signal()
+        u2 = {name: Signal(UNITS_SHAPE, name=f"v2_{name}") for name, *_ in specs}
+        f2 = {name: Signal(name=f"v2_has_{name}") for name, *_ in specs}
+        c2 = [Signal(8, name=f"v2_cnt{k}") for k in range(self.blocks)]
+        t2 = Signal.like(self.t, name="v2_t")
+        imin_bits2 = Signal(16)
+        m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(fp16_key_to_bits(k1["imin"]))]
+        m.d.sync += [u2[k].eq(fp16_to_units(fp16_key_to_bits(k1[k]))) for k in u2]
+        m.d.sync += [f2[k].eq(f1[k]) for k in f2] + [c2[k].eq(c1[k]) for k in range(self.blocks)]
+
+        # --- pivots subtracted -----------------------------------------------------------
+        t_olo, t_ilo, t_ihi, t_ohi = (t2[k] for k in range(4))
+        v3 = Signal()
+        o_lo3, o_hi3 = Signal(MAG_SHAPE), Signal(MAG_SHAPE)
+        a3, b3, ext3 = Signal(MAG_SHAPE), Signal(MAG_SHAPE), Signal(MAG_SHAPE)
+        imin3, imin_bits3 = Signal(UNITS_SHAPE), Signal(16)
+        lo3, hi3 = Signal(), Signal()
+        c3 = [Signal(8, name=f"v3_cnt{k}") for k in range(self.blocks)]
+        m.d.sync += [
+            v3.eq(v2), lo3.eq(f2["lo"]), hi3.eq(f2["hi"]),
+            a3.eq(Mux(f2["lo"], t_ilo - u2["lo"], 0)),
+            b3.eq(Mux(f2["hi"], u2["hi"] - t_ihi, 0)),
+            o_lo3.eq(Mux(f2["olo"], t_olo - u2["olo"], 0)),
+            o_hi3.eq(Mux(f2["ohi"], u2["ohi"] - t_ohi, 0)),
+            imin3.eq(Mux(f2["imin"], u2["imin"], 0)),
+            imin_bits3.eq(Mux(f2["imin"], imin_bits2, 0)),
+            ext3.eq(Mux(f2["imin"], u2["imax"] - u2["imin"], 0)),
+        ]
+        m.d.sync += [c3[k].eq(c2[k]) for k in range(self.blocks)]
+
+        # --- outputs ---------------------------------------------------------------------
+        m.d.sync += self.done.eq(v3)
+        with m.If(v3):
             m.d.sync += [
-                self.a.eq(nxt_a), self.b.eq(nxt_b), self.outer_max.eq(nxt_o),
-                self.has_lo.eq(nxt_lo), self.has_hi.eq(nxt_hi),
-                self.inner_min.eq(Mux(nxt_in, nxt_imin, 0)),
-                self.inner_ext.eq(Mux(nxt_in, (nxt_imax - nxt_imin)[:MAG_WIDTH + 1], 0)),
+                self.a.eq(a3), self.b.eq(b3), self.has_lo.eq(lo3), self.has_hi.eq(hi3),
+                self.outer_max.eq(_max(o_lo3, o_hi3)),
+                self.inner_min.eq(imin3), self.inner_min_fp16.eq(imin_bits3),
+                self.inner_ext.eq(ext3),
             ]
-            m.d.sync += [self.counts[k].eq(nxt_cnt[k]) for k in range(self.blocks)]
+            m.d.sync += [self.counts[k].eq(c3[k]) for k in range(self.blocks)]
         return m

@@ -12,7 +12,20 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Packer", "meta_record", "compact"]
+
+__all__ = ["Packer", "meta_record", "compact", "prefix_sums"]
+
+
+def prefix_sums(bits):
+    """Inclusive prefix sums ``popcount(bits[:i+1])`` by a Sklansky network: ``log2(n)``
+    levels of small adders (a ripple of ``n`` adders would be ``n`` levels deep)."""
+    s = [b for b in bits]
+    n, span = len(s), 1
+    while span < n:
+        s = [s[i] + s[(i // span) * span - 1] if (i // span) % 2 else s[i]
+             for i in range(n)]
+        span *= 2
+    return s
 
 
 def compact(m, valid, entries, width=8):
@@ -49,7 +62,7 @@ def meta_record(delta_mid, delta_inner, inner_min, delta_outer, n_lo, counts):
 
 
 class Packer(wiring.Component):
-    """Dense word and compacted sparse bytes of a beat; one register stage advanced by
+    """Dense word and compacted sparse bytes of a beat; two register stages advanced by
     ``en``.
 
     Parameters
@@ -68,10 +81,10 @@ class Packer(wiring.Component):
         The beat's sparse bytes in positions ``0 .. count-1``; the rest are 0.
     count : Out(range(lanes + 1))
     latency : int
-        1.
+        2: the target positions, the selection.
     """
 
-    latency = 1
+    latency = 2
 
     def __init__(self, *, lanes, middle_bits, sparse_block):
         for name, v in (("lanes", lanes), ("middle_bits", middle_bits),
@@ -98,18 +111,39 @@ class Packer(wiring.Component):
         m = Module()
         n, ib = self.lanes, self.index_bits
         lane_bits = (n - 1).bit_length()
-        entries = []
+
+        def reg(value, name):
+            r = Signal(len(value), name=name)
+            with m.If(self.en):
+                m.d.sync += r.eq(value)
+            return r
+
+        # stage 1: each entry's target position popcount(outlier[:i]) (a prefix count),
+        # registered so that the AND-OR selection has a cycle of its own
+        entries, valid, pos = [], [], []
         for i in range(n):
             index = Cat(Const(i, lane_bits), self.beat_in_block)[:ib] if lane_bits \
                 else self.beat_in_block[:ib]
             if lane_bits >= ib:
                 index = Const(i, ib)
-            entries.append(Cat(index, self.outer[i], self.high[i], Const(0, 6 - ib)))
-        outs, count = compact(m, [self.outlier[i] for i in range(n)], entries)
+            entries.append(reg(Cat(index, self.outer[i], self.high[i], Const(0, 6 - ib)),
+                               f"entry{i}"))
+            valid.append(reg(self.outlier[i], f"outlier{i}"))
+        incl = prefix_sums([self.outlier[i] for i in range(n)])   # popcount(outlier[:i+1])
+        for i in range(n):
+            pos.append(reg(incl[i - 1] if i else Const(0, 1), f"pos{i}"))
+        dense = reg(Cat(*(self.dense[i] for i in range(n))), "dense1")
+        count = reg(incl[n - 1], "count1")
+
+        # stage 2: the one-hot AND-OR selection
+        outs = []
+        for k in range(n):
+            terms = [Mux(valid[i] & (pos[i] == k), entries[i], 0) for i in range(k, n)]
+            acc = terms[0]
+            for t in terms[1:]:
+                acc = acc | t
+            outs.append(acc[:8])
         with m.If(self.en):
-            m.d.sync += [
-                self.dense_word.eq(Cat(*(self.dense[i] for i in range(n)))),
-                self.count.eq(count),
-            ]
+            m.d.sync += [self.dense_word.eq(dense), self.count.eq(count)]
             m.d.sync += [self.sparse[k].eq(outs[k]) for k in range(n)]
         return m

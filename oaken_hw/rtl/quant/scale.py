@@ -88,7 +88,11 @@ class Scale(wiring.Component):
     latency : int
     """
 
-    latency = 6
+    @staticmethod
+    def latency_for(middle_bits):
+        """Input register, the division (``middle_bits + 1`` stages), candidates, products,
+        choice, reciprocal, multiply, ceiling, round-up, FP16."""
+        return 1 + (middle_bits + 1) + 8
 
     def __init__(self, *, middle_bits, tag_width=1):
         if isinstance(middle_bits, bool) or not isinstance(middle_bits, int) \
@@ -98,6 +102,7 @@ class Scale(wiring.Component):
             raise ValueError(f"tag_width must be a positive integer, not {tag_width!r}")
         self.middle_bits = middle_bits
         self.codes = 1 << middle_bits
+        self.latency = self.latency_for(middle_bits)
         self.tag_width = tag_width
         super().__init__({
             "valid": In(1),
@@ -121,38 +126,34 @@ class Scale(wiring.Component):
             m.d.sync += s.eq(value)
             return s
 
-        # --- stages 1a, 1b: n1 = ceil(codes * a / (a + b)) by restoring division, half of
-        # the quotient bits in each stage ------------------------------------------------
+        # --- stages 1..nw: n1 = ceil(codes * a / (a + b)) by restoring division, one
+        # quotient bit per stage (each step is a 48-bit compare-subtract) -----------------
         a, b = self.a, self.b
         rw = W + nw + 1
-        den = Signal(W + 1, name="div_den")
-        m.d.comb += den.eq(a + b)
-        rem = Const(0, rw) | (a << mb)
-        q = []
-        split = nw // 2
-        s1a = {k: stage(f"s1a_{k}", v) for k, v in dict(
+        carry = {k: stage(f"s0_{k}", v) for k, v in dict(
             valid=self.valid, a=a, b=b, has_lo=self.has_lo, has_hi=self.has_hi,
             outer=self.outer_max, inner=self.inner_ext, tag=self.tag).items()}
+        den = stage("s0_den", a + b, W + 1)
+        rem = stage("s0_rem", Const(0, rw) | (a << mb), rw)
+        q = []
         for k in reversed(range(nw)):
-            if k == split - 1:
-                # pipeline register in the middle of the division
-                rem = stage("s1a_rem", rem, rw)
-                den = stage("s1a_den", den)
-                q = [stage(f"s1a_q{i}", bit, 1) for i, bit in enumerate(q)]
             trial = den << k
             ge = rem >= trial
-            q.append(ge)
             nrem = Signal(rw, name=f"div_rem{k}")
             m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
-            rem = nrem
+            n = nw - k
+            q = [stage(f"s{n}_q{i}", bit, 1) for i, bit in enumerate(q + [ge])]
+            rem = stage(f"s{n}_rem", nrem, rw)
+            den = stage(f"s{n}_den", den)
+            carry = {key: stage(f"s{n}_{key}", v) for key, v in carry.items()}
         quot = Const(0, nw)
         for bit in q:
             quot = (quot << 1 | bit)[:nw]
         n1 = Mux(den == 0, 0, quot + (rem != 0))[:nw + 1]
-        s1 = {k: stage(f"s1_{k}", v) for k, v in s1a.items()}
-        s1_n1 = stage("s1_n1", n1, nw + 1)
 
-        # --- stage 2: the two candidates and the choice -------------------------------------
+        # --- the two candidates -------------------------------------------------------------
+        s1 = carry
+        s1_n1 = n1
         hi_n = (codes - s1["has_hi"])[:nw + 1]
         lo_n = s1["has_lo"]
         n1m1 = (s1_n1 - 1)[:nw + 1]
@@ -162,34 +163,52 @@ class Scale(wiring.Component):
         nu = Mux(s1_n1 > lo_n, s1_n1, lo_n)[:nw + 1]
         upper_ok = nu <= codes - 1
         mu = (codes - nu)[:nw]
-        upper_wins = upper_ok & (~lower_ok | (s1["b"] * nl < s1["a"] * mu))
-        s2 = {k: stage(f"s2_{k}", s1[k]) for k in ("valid", "outer", "inner", "tag")}
-        s2_nlo = stage("s2_nlo", Mux(upper_wins, nu[:nw], nl), nw)
-        s2_ext = stage("s2_ext", Mux(upper_wins, s1["b"], s1["a"]), MAG_SHAPE)
-        s2_lev = stage("s2_lev", Mux(upper_wins, mu, nl), nw)
+        c = {k: stage(f"c_{k}", s1[k]) for k in ("valid", "outer", "inner", "tag", "a", "b")}
+        c_nl, c_nu, c_mu = stage("c_nl", nl, nw), stage("c_nu", nu[:nw], nw), stage("c_mu", mu, nw)
+        c_lok, c_uok = stage("c_lok", lower_ok, 1), stage("c_uok", upper_ok, 1)
 
-        # --- stage 3: extent x reciprocal ---------------------------------------------------
+        # --- their steps cross-multiplied (41 x 5-bit products: DSP blocks, a stage of
+        # their own) ----------------------------------------------------------------------
+        def small_product(x, n, name):
+            return stage(name, x * n, W + nw)
+        pw_ = {k: stage(f"p_{k}", c[k]) for k in ("valid", "outer", "inner", "tag", "a", "b")}
+        p_bl = small_product(c["b"], c_nl, "p_bl")
+        p_am = small_product(c["a"], c_mu, "p_am")
+        p_nl, p_nu, p_mu = stage("p_nl", c_nl), stage("p_nu", c_nu), stage("p_mu", c_mu)
+        p_lok, p_uok = stage("p_lok", c_lok), stage("p_uok", c_uok)
+        upper_wins = p_uok & (~p_lok | (p_bl < p_am))
+        s2 = {k: stage(f"s2_{k}", pw_[k]) for k in ("valid", "outer", "inner", "tag")}
+        s2_nlo = stage("s2_nlo", Mux(upper_wins, p_nu, p_nl), nw)
+        s2_ext = stage("s2_ext", Mux(upper_wins, pw_["b"], pw_["a"]), MAG_SHAPE)
+        s2_lev = stage("s2_lev", Mux(upper_wins, p_mu, p_nl), nw)
+
+        # --- extent x reciprocal (the table looked up a stage before the multiply) -------
         # padded to a power of two so that the emitted case statement is complete
         recip = Array(Const(reciprocal(n), RECIP_BITS + 1) for n in range(1 << nw))
         pw = W + RECIP_BITS + 1
-        s3 = {k: stage(f"s3_{k}", s2[k]) for k in ("valid", "tag")}
-        s3_nlo = stage("s3_nlo", s2_nlo)
-        p_mid = stage("s3_p_mid", s2_ext * recip[s2_lev], pw)
-        p_in = stage("s3_p_in", s2["inner"] * reciprocal(2 * codes), pw)
-        p_out = stage("s3_p_out", s2["outer"] * reciprocal(codes), pw)
+        r = {k: stage(f"r_{k}", s2[k]) for k in ("valid", "tag", "outer", "inner")}
+        r_nlo, r_ext = stage("r_nlo", s2_nlo), stage("r_ext", s2_ext)
+        r_rec = stage("r_rec", recip[s2_lev], RECIP_BITS + 1)
+        s3 = {k: stage(f"s3_{k}", r[k]) for k in ("valid", "tag")}
+        s3_nlo = stage("s3_nlo", r_nlo)
+        p_mid = stage("s3_p_mid", r_ext * r_rec, pw)
+        p_in = stage("s3_p_in", r["inner"] * reciprocal(2 * codes), pw)
+        p_out = stage("s3_p_out", r["outer"] * reciprocal(codes), pw)
 
-        # --- stage 4: ceiling shift, round up to an FP16 value ------------------------------
+        # --- ceiling shift, then round up to an FP16 value (a stage each) -----------------
         cw = pw - RECIP_BITS
         s4 = {k: stage(f"s4_{k}", s3[k]) for k in ("valid", "tag")}
         s4_nlo = stage("s4_nlo", s3_nlo)
-        steps = []
-        for name, p in (("mid", p_mid), ("in", p_in), ("out", p_out)):
-            c = ((p + ((1 << RECIP_BITS) - 1)) >> RECIP_BITS)[:cw]
-            steps.append(stage(f"s4_step_{name}", _roundup_fp16(m, c, cw), _STEP_WIDTH))
+        cs = [stage(f"s4_c_{name}", ((p + ((1 << RECIP_BITS) - 1)) >> RECIP_BITS)[:cw], cw)
+              for name, p in (("mid", p_mid), ("in", p_in), ("out", p_out))]
+        s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
+        s5_nlo = stage("s5_nlo", s4_nlo)
+        steps = [stage(f"s5_step_{name}", _roundup_fp16(m, c_, cw), _STEP_WIDTH)
+                 for name, c_ in zip(("mid", "in", "out"), cs)]
 
-        # --- stage 5: FP16 bit patterns -----------------------------------------------------
+        # --- FP16 bit patterns -----------------------------------------------------------
         m.d.sync += [
-            self.o_valid.eq(s4["valid"]), self.o_tag.eq(s4["tag"]), self.n_lo.eq(s4_nlo),
+            self.o_valid.eq(s5["valid"]), self.o_tag.eq(s5["tag"]), self.n_lo.eq(s5_nlo),
             self.delta_mid.eq(units_to_fp16_exact(steps[0])),
             self.delta_inner.eq(units_to_fp16_exact(steps[1])),
             self.delta_outer.eq(units_to_fp16_exact(steps[2])),

@@ -232,6 +232,8 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
                 tv = pack_fields(tl, o_lo=t[0], i_lo=t[1], i_hi=t[2], o_hi=t[3])
                 ctx.set(tw.payload.as_value(), pack_fields(twl, layer=l, kv=kv, t=tv))
                 ctx.set(tw.valid, 1)
+                while not ctx.get(tw.ready):    # the table's initialisation walk
+                    await ctx.tick()
                 await ctx.tick()
         ctx.set(tw.valid, 0)
         await ctx.tick()

@@ -61,6 +61,8 @@ def run_roundtrip(cfg, x, where, table, *, stall_in, stall_out, seed):
                     ctx.set(eng.thresholds.payload.as_value(),
                             (l << wl["layer"][0]) | (kv << wl["kv"][0]) | (t << wl["t"][0]))
                     ctx.set(eng.thresholds.valid, 1)
+                    while not ctx.get(eng.thresholds.ready):    # table initialisation
+                        await ctx.tick()
                     await ctx.tick()
             ctx.set(eng.thresholds.valid, 0)
         idx, cycles = 0, 0

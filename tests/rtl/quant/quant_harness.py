@@ -104,18 +104,27 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
     orngs = {key: random.Random(f"{seed}-{key}") for _, key, _ in outs}
 
     # one process drives every stream: one settle per cycle keeps amaranth.sim fast
-    async def bench(ctx):
+    async def write_table(ctx):
+        # the table takes no write during its initialisation walk after reset (ready low)
+        ticks = 0
         for (l, kv, tb) in writes:
             t = sum(w << (16 * k) for k, w in enumerate(tb))
             raw = (l << wl["layer"][0]) | (kv << wl["kv"][0]) | (t << wl["t"][0])
             ctx.set(eng.thresholds.payload.as_value(), raw)
             ctx.set(eng.thresholds.valid, 1)
+            while not ctx.get(eng.thresholds.ready):
+                await ctx.tick()
+                ticks += 1
             await ctx.tick()
+            ticks += 1
         ctx.set(eng.thresholds.valid, 0)
-        cycle = len(writes)
+        return ticks
+
+    async def bench(ctx):
+        cycle = await write_table(ctx)
         if pre_reset_cycles:
-            # garbage traffic, then a reset in the middle of it: the engine must start clean
-            # (the threshold table is a memory and keeps its contents)
+            # garbage traffic, then a reset in the middle of it: the engine must start clean,
+            # and the threshold table is back to zeros, so it is written again
             for _ in range(pre_reset_cycles):
                 ctx.set(eng.i.valid, rng.random() < 0.8)
                 ctx.set(eng.i.payload.as_value(), rng.getrandbits(len(eng.i.payload.as_value())))
@@ -129,6 +138,7 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
             await ctx.tick()
             ctx.set(cd_sync.rst, 0)
             cycle += pre_reset_cycles + 1
+            cycle += await write_table(ctx)
         idx = 0
         while idx < len(beats) or any(len(res[k]) < c for _, k, c in outs):
             want = idx < len(beats) and rng.random() >= stall_in

@@ -7,13 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
-from amaranth.hdl import UnusedElaboratable
+from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.sim import Simulator
 
 from oaken_hw.model.numerics import fp16_bits, fp16_to_units
 from oaken_hw.model.quantizer import (INNER, MIDDLE, OUTER, classify, middle_split,
                                       step_for)
-from oaken_hw.rtl.quant import Classifier, Encoder, Extents, Packer, Scale
+from oaken_hw.rtl.quant import Classifier, Encoder, Extents, GroupShift, Packer, Scale
 from oaken_hw.rtl.quant.scale import split_reference
 
 BIG = (1 << 41) - 1
@@ -99,7 +99,7 @@ def test_scale_matches_model(middle_bits):
                 got.append((ctx.get(dut.n_lo), ctx.get(dut.delta_mid),
                             ctx.get(dut.delta_inner), ctx.get(dut.delta_outer)))
                 tags.append(ctx.get(dut.o_tag))
-                assert cycle - sent_at[len(got) - 1] == Scale.latency
+                assert cycle - sent_at[len(got) - 1] == dut.latency
             assert cycle < 3 * len(cases) + 20
 
     sim = Simulator(dut)
@@ -111,38 +111,59 @@ def test_scale_matches_model(middle_bits):
         assert got[k] == want[k], c
 
 
-def test_classifier_matches_model():
+def _key(bits):
+    """The order key of an FP16 bit pattern (as ``fp16_key``)."""
+    bits = int(bits)
+    mag = bits & 0x7FFF
+    return (~mag) & 0x7FFF if bits >> 15 and mag else 0x8000 | mag
+
+
+def test_classifier_and_group_shift_match_model():
     lanes = 8
-    dut = Classifier(lanes=lanes)
+    cls = Classifier(lanes=lanes)
+    gs = GroupShift(lanes=lanes)
+    m = Module()
+    m.submodules.cls, m.submodules.gs = cls, gs
     rng = np.random.default_rng(5)
     sets = [[-2, -0.1, 0.1, 2], [0, 0, 0, 0], [-1, 0.25, 0.25, 1], [0.5, 1, 1.5, 3],
-            [-65504, -65504, 65504, 65504], [0, 0, 0, 2], [-2, 0.5, 0.5, 0.5]]
+            [-65504, -65504, 65504, 65504], [0, 0, 0, 2], [-2, 0.5, 0.5, 0.5],
+            [-0.0, -0.0, 0, 1], [-1, -0.0, -0.0, -0.0]]
     vals = np.concatenate([rng.standard_normal(200) * 2, [0, -65504, 65504, 0.1, -0.1, 2, -2,
-                                                          0.25, 1, 3, 0.5, 1.5, 6e-8]])
+                                                          0.25, 1, 3, 0.5, 1.5, 6e-8, -6e-8]])
     trials = []
     for t in sets:
-        tu = fp16_to_units(np.array(t, np.float16))
-        xs = fp16_to_units(vals.astype(np.float16))
-        for k in range(0, len(xs), lanes):
-            chunk = np.resize(xs[k:k + lanes], lanes)
+        th = np.array(t, np.float16)
+        tu = fp16_to_units(th)
+        xs16 = vals.astype(np.float16)
+        for k in range(0, len(xs16), lanes):
+            chunk16 = np.resize(xs16[k:k + lanes], lanes)
+            chunk = fp16_to_units(chunk16)
             g, u = classify(chunk[None, :], tu[None, :])
+            inner = chunk[g[0] == INNER]
+            imin = int(inner.min()) if len(inner) else 0
             pivot = np.select([(g == MIDDLE) & ~u, (g == MIDDLE) & u, (g == OUTER) & ~u,
-                               g == OUTER], [tu[1], tu[2], tu[0], tu[3]], default=0)
-            trials.append((tu, chunk, g[0], u[0], np.abs(chunk - pivot)[0]))
+                               g == OUTER], [tu[1], tu[2], tu[0], tu[3]], default=imin)
+            trials.append((th, tu, chunk16, chunk, imin, g[0], u[0],
+                           np.abs(chunk - pivot)[0]))
 
     async def bench(ctx):
-        for tu, chunk, g, u, mag in trials:
+        for th, tu, chunk16, chunk, imin, g, u, mag in trials:
             for k in range(4):
-                ctx.set(dut.t[k], int(tu[k]))
+                ctx.set(cls.t[k], _key(th.view(np.uint16)[k]))
             for i in range(lanes):
-                ctx.set(dut.x[i], int(chunk[i]))
-            ctx.set(dut.inner_min, 0)
+                ctx.set(cls.x[i], _key(chunk16.view(np.uint16)[i]))
+                ctx.set(gs.x_mag[i], abs(int(chunk[i])))
+                ctx.set(gs.x_neg[i], int(chunk[i] < 0))
+                ctx.set(gs.group[i], int(g[i]))
+                ctx.set(gs.upper[i], int(u[i]))
+            for k, v in enumerate([tu[0], tu[1], -tu[2], -tu[3], -imin]):
+                ctx.set(gs.p[k], int(v))
             for i in range(lanes):
-                assert ctx.get(dut.group[i]) == g[i]
-                assert ctx.get(dut.upper[i]) == u[i]
-                assert ctx.get(dut.mag[i]) == mag[i]
+                assert ctx.get(cls.group[i]) == g[i]
+                assert ctx.get(cls.upper[i]) == u[i]
+                assert ctx.get(gs.mag[i]) == mag[i]
 
-    sim = Simulator(dut)
+    sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
 
@@ -180,7 +201,7 @@ def test_encoder_matches_model():
 
     async def bench(ctx):
         pending = []
-        for k in range(len(trials) + Encoder.latency):
+        for k in range(len(trials) + dut.latency):
             if k < len(trials):
                 deltas, n_lo, lanes_in = trials[k]
                 ctx.set(dut.delta_mid, _bits(deltas[0]))
@@ -196,8 +217,8 @@ def test_encoder_matches_model():
             before = [ctx.get(dut.dense[i]) for i in range(lanes)]
             await ctx.tick()
             assert before == [ctx.get(dut.dense[i]) for i in range(lanes)]
-            if k >= Encoder.latency - 1 and k - (Encoder.latency - 1) < len(trials):
-                deltas, n_lo, lanes_in = trials[k - (Encoder.latency - 1)]
+            if k >= dut.latency - 1 and k - (dut.latency - 1) < len(trials):
+                deltas, n_lo, lanes_in = trials[k - (dut.latency - 1)]
                 for i, (g, u, mag) in enumerate(lanes_in):
                     dense, high = _model_codes(mag, g, u, n_lo, deltas, mb)
                     assert ctx.get(dut.dense[i]) == dense, (deltas, n_lo, g, u, mag)
@@ -232,6 +253,12 @@ def test_packer_compacts_in_index_order(lanes, block):
                 ctx.set(dut.high[i], high[i]); ctx.set(dut.dense[i], dense[i])
             ctx.set(dut.en, 1)
             await ctx.tick()
+            # a stall cycle in the middle: nothing moves
+            ctx.set(dut.en, 0)
+            await ctx.tick()
+            ctx.set(dut.en, 1)
+            for _ in range(dut.latency - 1):
+                await ctx.tick()
             want = [(bib * lanes + i) | outer[i] << ib | high[i] << (ib + 1)
                     for i in range(lanes) if out[i]]
             cnt = ctx.get(dut.count)

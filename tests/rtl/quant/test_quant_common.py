@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.hdl import ClockDomain, Module, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -85,6 +85,44 @@ def _write(ctx, dut, layer, kv, bits):
     ctx.set(dut.write.valid, 1)
 
 
+async def _read_all(ctx, dut, port=0):
+    """Every entry through read port ``port``: {(layer, kv): [o_lo, i_lo, i_hi, o_hi]}."""
+    got = {}
+    for l in range(dut.layers):
+        for kv in range(2):
+            ctx.set(dut.read[port].en, 1)
+            ctx.set(dut.read[port].layer, l)
+            ctx.set(dut.read[port].kv, kv)
+            await ctx.tick()
+            ctx.set(dut.read[port].en, 0)
+            d = ctx.get(dut.read[port].data)
+            got[(l, kv)] = [d.o_lo, d.i_lo, d.i_hi, d.o_hi]
+    return got
+
+
+async def _initialise(ctx, dut, pending=None):
+    """The walk after reset: ``ready`` and ``write.ready`` low for ``init_cycles`` cycles
+    (a write offered meanwhile, ``pending``, is not taken and sets no error), reads during
+    the walk return zero on every entry; then ``ready`` rises."""
+    assert dut.init_cycles == 2 * dut.layers
+    for k in range(dut.init_cycles):
+        if pending is not None:
+            _write(ctx, dut, *pending)
+        assert not ctx.get(dut.ready) and not ctx.get(dut.write.ready), k
+        # read port 0 walks the entries backwards: ahead of the walk, still zero
+        e = 2 * dut.layers - 1 - k
+        ctx.set(dut.read[0].en, 1)
+        ctx.set(dut.read[0].layer, e // 2)
+        ctx.set(dut.read[0].kv, e % 2)
+        await ctx.tick()
+        d = ctx.get(dut.read[0].data)
+        assert [d.o_lo, d.i_lo, d.i_hi, d.o_hi] == [0] * 4, (k, e)
+        assert not ctx.get(dut.error)
+    ctx.set(dut.read[0].en, 0)
+    ctx.set(dut.write.valid, 0)
+    assert ctx.get(dut.ready) and ctx.get(dut.write.ready)
+
+
 def _valid_thresholds(t):
     try:
         check_thresholds(fp16_from_bits(np.array(t, np.uint16)))
@@ -115,6 +153,7 @@ def test_threshold_table_writes_reads_and_rejects():
     errors_seen = []
 
     async def bench(ctx):
+        await _initialise(ctx, dut)
         for l, kv, bits in writes:
             ok = l < layers and _valid_thresholds(bits)
             ctx.set(dut.clear_error, 1)
@@ -149,6 +188,54 @@ def test_threshold_table_writes_reads_and_rejects():
     sim.add_testbench(bench)
     sim.run()
     assert any(errors_seen) and not all(errors_seen)
+
+
+def test_threshold_table_reset_mid_run_reads_zeros():
+    """A reset after writes (with a write offered at that moment) returns the table to its
+    power-up state: the walk zeroes every entry, reads give zeros on both ports, and the
+    table then takes writes again."""
+    layers = 3
+    dut = ThresholdTable(layers=layers, read_ports=2)
+    top = Module()
+    top.domains.sync = cd_sync = ClockDomain("sync")
+    top.submodules.dut = dut
+    rng = np.random.default_rng(11)
+    tables = [{(l, kv): [int(b) for b in fp16_bits(np.sort(rng.standard_normal(4))
+                                                    .astype(np.float16))]
+               for l in range(layers) for kv in range(2)} for _ in range(2)]
+    zeros = {(l, kv): [0] * 4 for l in range(layers) for kv in range(2)}
+
+    async def bench(ctx):
+        await _initialise(ctx, dut)
+        assert await _read_all(ctx, dut) == zeros
+        for (l, kv), bits in tables[0].items():
+            _write(ctx, dut, l, kv, bits)
+            await ctx.tick()
+        ctx.set(dut.write.valid, 0)
+        assert await _read_all(ctx, dut, 1) == tables[0]
+        # a rejected write, so that the sticky error is set before the reset
+        _write(ctx, dut, 0, 0, [0x3C00, 0, 0, 0])
+        await ctx.tick()
+        assert ctx.get(dut.error)
+        _write(ctx, dut, 1, 1, tables[1][(1, 1)])
+        ctx.set(cd_sync.rst, 1)
+        await ctx.tick()
+        ctx.set(cd_sync.rst, 0)
+        assert not ctx.get(dut.error)
+        await _initialise(ctx, dut, pending=(1, 1, tables[1][(1, 1)]))
+        assert await _read_all(ctx, dut, 0) == zeros
+        assert await _read_all(ctx, dut, 1) == zeros
+        for (l, kv), bits in tables[1].items():
+            _write(ctx, dut, l, kv, bits)
+            await ctx.tick()
+        ctx.set(dut.write.valid, 0)
+        assert await _read_all(ctx, dut, 1) == tables[1]
+        assert not ctx.get(dut.error)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 @pytest.mark.parametrize("kw, name", [({"layers": 0}, "layers"),
