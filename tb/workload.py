@@ -7,7 +7,7 @@ import numpy as np
 from oaken_hw.calibrate import calibrate
 from oaken_hw.model import to_vectors
 
-DATA = Path(__file__).parent.parent / "tests" / "data"
+DATA = Path(__file__).parent.parent / "oaken_hw" / "data"
 
 
 def workload(cfg, n_vectors, seed):

@@ -7,7 +7,7 @@ import pytest
 
 from oaken_hw.config import default_config
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "oaken_hw" / "data"
 TOPICS = DATA / "smollm2_pydoc_topics_64tok.npz"
 TUTORIAL = DATA / "smollm2_pydocs_tutorial_64tok.npz"
 

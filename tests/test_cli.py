@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-DATA = __import__("pathlib").Path(__file__).parent / "data"
+DATA = __import__("pathlib").Path(__file__).parent.parent / "oaken_hw" / "data"
 TOPICS = DATA / "smollm2_pydoc_topics_64tok.npz"
 TUTORIAL = DATA / "smollm2_pydocs_tutorial_64tok.npz"
 
