@@ -15,7 +15,10 @@ import sys
 COMMAND_MODULES = [
     "oaken_hw.commands.model",
     "oaken_hw.commands.generate",
+    "oaken_hw.engine.commands",
     "oaken_hw.flow.commands",
+    "oaken_hw.flow.build",
+    "oaken_hw.flow.results",
     "oaken_hw.accuracy.commands",
 ]
 

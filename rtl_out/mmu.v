@@ -2,124 +2,124 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready, clk, rst, append__ready, cmd__ready, wr_out__payload, wr_out__valid, rd_out__payload, rd_out__valid, out_of_pages, free_pages, obs__alloc, obs__alloc_page, obs__alloc_sid, obs__release, obs__release_page, obs__release_sid
-, obs__seq, obs__group, obs__free_done, obs__free_seq, obs__live, append__payload);
+module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready, clk, rst, append__ready, cmd__ready, wr_out__payload, wr_out__valid, rd_out__payload, rd_out__valid, out_of_pages, free_pages, ready, obs__alloc, obs__alloc_page, obs__alloc_sid, obs__release, obs__release_page
+, obs__release_sid, obs__seq, obs__group, obs__free_done, obs__free_seq, obs__live, append__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire [10:0] \$10 ;
-  wire \$100 ;
-  wire [3:0] \$101 ;
+  wire [3:0] \$100 ;
+  wire \$101 ;
   wire [3:0] \$102 ;
-  wire \$103 ;
-  wire [3:0] \$104 ;
-  wire \$105 ;
+  wire [3:0] \$103 ;
+  wire \$104 ;
+  wire [3:0] \$105 ;
   wire \$106 ;
-  wire [3:0] \$107 ;
-  wire [4:0] \$108 ;
-  wire [3:0] \$109 ;
+  wire \$107 ;
+  wire [3:0] \$108 ;
+  wire [4:0] \$109 ;
   wire [11:0] \$11 ;
-  wire [4:0] \$110 ;
-  wire [5:0] \$1106 ;
+  wire [3:0] \$110 ;
   wire [4:0] \$111 ;
   wire [4:0] \$112 ;
-  wire [3:0] \$113 ;
-  wire \$114 ;
-  wire [3:0] \$115 ;
-  wire \$116 ;
-  wire [3:0] \$117 ;
-  wire \$118 ;
+  wire [4:0] \$113 ;
+  wire [5:0] \$1137 ;
+  wire [3:0] \$114 ;
+  wire \$115 ;
+  wire [3:0] \$116 ;
+  wire \$117 ;
+  wire [3:0] \$118 ;
   wire \$119 ;
   wire [10:0] \$12 ;
-  wire [1:0] \$120 ;
+  wire \$120 ;
   wire [1:0] \$121 ;
-  wire \$122 ;
-  wire [3:0] \$123 ;
-  wire \$124 ;
-  wire [3:0] \$125 ;
-  wire \$126 ;
-  wire [3:0] \$127 ;
-  wire \$128 ;
+  wire [1:0] \$122 ;
+  wire \$123 ;
+  wire [3:0] \$124 ;
+  wire \$125 ;
+  wire [3:0] \$126 ;
+  wire \$127 ;
+  wire [3:0] \$128 ;
   wire \$129 ;
   wire [11:0] \$13 ;
-  reg [13:0] \$130 ;
-  wire [3:0] \$131 ;
-  reg [13:0] \$132 ;
-  wire [13:0] \$133 ;
-  wire [9:0] \$134 ;
-  wire [15:0] \$135 ;
-  wire [23:0] \$136 ;
-  wire \$137 ;
+  wire \$130 ;
+  reg [13:0] \$131 ;
+  wire [3:0] \$132 ;
+  reg [13:0] \$133 ;
+  wire [13:0] \$134 ;
+  wire [9:0] \$135 ;
+  wire [15:0] \$136 ;
+  wire [23:0] \$137 ;
   wire \$138 ;
-  reg [6:0] \$139 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  reg [13:0] \$141 ;
-  wire [3:0] \$142 ;
-  reg [13:0] \$143 ;
-  wire [13:0] \$144 ;
-  reg [13:0] \$145 ;
-  wire [13:0] \$146 ;
-  wire [23:0] \$147 ;
-  reg [6:0] \$148 ;
-  wire \$149 ;
+  reg [6:0] \$140 ;
+  wire \$141 ;
+  reg [13:0] \$142 ;
+  wire [3:0] \$143 ;
+  reg [13:0] \$144 ;
+  wire [13:0] \$145 ;
+  reg [13:0] \$146 ;
+  wire [13:0] \$147 ;
+  wire [23:0] \$148 ;
+  reg [6:0] \$149 ;
   wire \$15 ;
-  reg [13:0] \$150 ;
-  wire [13:0] \$151 ;
-  reg [6:0] \$152 ;
-  wire [14:0] \$153 ;
-  wire \$154 ;
+  wire \$150 ;
+  reg [13:0] \$151 ;
+  wire [13:0] \$152 ;
+  reg [6:0] \$153 ;
+  wire [14:0] \$154 ;
   wire \$155 ;
-  reg [13:0] \$156 ;
-  wire [13:0] \$157 ;
-  wire [14:0] \$158 ;
-  reg [6:0] \$159 ;
+  wire \$156 ;
+  reg [13:0] \$157 ;
+  wire [13:0] \$158 ;
+  wire [14:0] \$159 ;
   wire \$16 ;
-  wire [14:0] \$160 ;
-  wire \$161 ;
-  reg [6:0] \$162 ;
-  wire \$163 ;
+  reg [6:0] \$160 ;
+  wire [14:0] \$161 ;
+  wire \$162 ;
+  reg [6:0] \$163 ;
   wire \$164 ;
-  reg [6:0] \$165 ;
-  wire \$166 ;
-  reg [13:0] \$167 ;
-  wire [13:0] \$168 ;
-  reg [6:0] \$169 ;
+  wire \$165 ;
+  reg [6:0] \$166 ;
+  wire \$167 ;
+  reg [13:0] \$168 ;
+  wire [13:0] \$169 ;
   wire \$17 ;
-  wire [14:0] \$170 ;
-  wire \$171 ;
+  reg [6:0] \$170 ;
+  wire [14:0] \$171 ;
   wire \$172 ;
   wire \$173 ;
   wire \$174 ;
-  reg [13:0] \$175 ;
-  wire [23:0] \$176 ;
-  reg [6:0] \$177 ;
+  wire \$175 ;
+  reg [13:0] \$176 ;
+  wire [23:0] \$177 ;
   reg [6:0] \$178 ;
-  wire \$179 ;
+  reg [6:0] \$179 ;
   wire [3:0] \$18 ;
-  reg [13:0] \$180 ;
-  wire [13:0] \$181 ;
-  reg [6:0] \$182 ;
-  wire [14:0] \$183 ;
-  wire \$184 ;
+  wire \$180 ;
+  reg [13:0] \$181 ;
+  wire [13:0] \$182 ;
+  reg [6:0] \$183 ;
+  wire [14:0] \$184 ;
   wire \$185 ;
-  reg [13:0] \$186 ;
-  wire [13:0] \$187 ;
-  wire [14:0] \$188 ;
-  reg [6:0] \$189 ;
+  wire \$186 ;
+  reg [13:0] \$187 ;
+  wire [13:0] \$188 ;
+  wire [14:0] \$189 ;
   wire [3:0] \$19 ;
-  wire [14:0] \$190 ;
-  wire [15:0] \$191 ;
-  wire \$192 ;
-  reg [13:0] \$193 ;
-  wire [3:0] \$194 ;
-  reg [13:0] \$195 ;
-  wire [13:0] \$196 ;
-  wire [9:0] \$197 ;
-  wire [14:0] \$198 ;
-  wire [23:0] \$199 ;
+  reg [6:0] \$190 ;
+  wire [14:0] \$191 ;
+  wire [15:0] \$192 ;
+  wire \$193 ;
+  reg [13:0] \$194 ;
+  wire [3:0] \$195 ;
+  reg [13:0] \$196 ;
+  wire [13:0] \$197 ;
+  wire [9:0] \$198 ;
+  wire [14:0] \$199 ;
   wire [6:0] \$2 ;
   wire [3:0] \$20 ;
-  wire \$200 ;
+  wire [23:0] \$200 ;
   wire \$201 ;
   wire \$202 ;
   wire \$203 ;
@@ -127,239 +127,239 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire [10:0] \$208 ;
-  wire [14:0] \$209 ;
+  wire \$208 ;
+  wire [10:0] \$209 ;
   wire [3:0] \$21 ;
   wire [14:0] \$210 ;
   wire [14:0] \$211 ;
-  wire \$212 ;
-  wire [9:0] \$213 ;
+  wire [14:0] \$212 ;
+  wire \$213 ;
   wire [9:0] \$214 ;
   wire [9:0] \$215 ;
-  wire \$216 ;
-  wire [9:0] \$217 ;
+  wire [9:0] \$216 ;
+  wire \$217 ;
   wire [9:0] \$218 ;
   wire [9:0] \$219 ;
   wire \$22 ;
-  wire \$220 ;
-  wire [9:0] \$221 ;
+  wire [9:0] \$220 ;
+  wire \$221 ;
   wire [9:0] \$222 ;
   wire [9:0] \$223 ;
-  wire \$224 ;
-  wire [9:0] \$225 ;
+  wire [9:0] \$224 ;
+  wire \$225 ;
   wire [9:0] \$226 ;
   wire [9:0] \$227 ;
-  wire \$228 ;
-  wire [9:0] \$229 ;
+  wire [9:0] \$228 ;
+  wire \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  wire [9:0] \$231 ;
-  wire \$232 ;
+  wire [9:0] \$230 ;
+  wire \$231 ;
+  wire [9:0] \$232 ;
   wire \$233 ;
   wire \$234 ;
-  reg [13:0] \$235 ;
-  wire [13:0] \$236 ;
-  reg [6:0] \$237 ;
-  wire \$238 ;
-  reg [13:0] \$239 ;
+  wire \$235 ;
+  reg [13:0] \$236 ;
+  wire [13:0] \$237 ;
+  reg [6:0] \$238 ;
+  wire \$239 ;
   wire \$24 ;
-  wire [13:0] \$240 ;
-  wire \$241 ;
+  reg [13:0] \$240 ;
+  wire [13:0] \$241 ;
   wire \$242 ;
-  reg [13:0] \$243 ;
-  wire [13:0] \$244 ;
-  reg [13:0] \$245 ;
-  wire [13:0] \$246 ;
-  wire [14:0] \$247 ;
+  wire \$243 ;
+  reg [13:0] \$244 ;
+  wire [13:0] \$245 ;
+  reg [13:0] \$246 ;
+  wire [13:0] \$247 ;
   wire [14:0] \$248 ;
-  reg [6:0] \$249 ;
+  wire [14:0] \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  reg [13:0] \$251 ;
-  wire [13:0] \$252 ;
-  wire \$253 ;
+  reg [6:0] \$250 ;
+  wire \$251 ;
+  reg [13:0] \$252 ;
+  wire [13:0] \$253 ;
   wire \$254 ;
-  reg [6:0] \$255 ;
-  wire \$256 ;
-  reg [6:0] \$257 ;
-  wire \$258 ;
-  reg [13:0] \$259 ;
+  wire \$255 ;
+  reg [6:0] \$256 ;
+  wire \$257 ;
+  reg [6:0] \$258 ;
+  wire \$259 ;
   wire [1:0] \$26 ;
-  wire [13:0] \$260 ;
-  reg [6:0] \$261 ;
-  wire [14:0] \$262 ;
-  wire \$263 ;
+  reg [13:0] \$260 ;
+  wire [13:0] \$261 ;
+  reg [6:0] \$262 ;
+  wire [14:0] \$263 ;
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
-  wire [20:0] \$267 ;
-  wire [20:0] \$268 ;
-  wire [20:0] \$269 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [9:0] \$27 ;
-  wire [20:0] \$270 ;
-  wire [20:0] \$271 ;
-  wire \$272 ;
+  wire [13:0] \$270 ;
+  wire [13:0] \$271 ;
+  wire [13:0] \$272 ;
   wire \$273 ;
-  wire [20:0] \$274 ;
+  wire \$274 ;
   wire [20:0] \$275 ;
   wire [20:0] \$276 ;
   wire [20:0] \$277 ;
   wire [20:0] \$278 ;
-  wire \$279 ;
+  wire [20:0] \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire [20:0] \$281 ;
+  wire \$281 ;
   wire [20:0] \$282 ;
   wire [20:0] \$283 ;
   wire [20:0] \$284 ;
   wire [20:0] \$285 ;
-  wire [9:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [9:0] \$288 ;
-  wire [10:0] \$289 ;
+  wire [20:0] \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire [20:0] \$289 ;
   wire [1:0] \$29 ;
-  wire [8:0] \$290 ;
-  wire [9:0] \$291 ;
-  reg [13:0] \$292 ;
-  wire [24:0] \$293 ;
-  wire [24:0] \$294 ;
-  wire [24:0] \$295 ;
-  wire [25:0] \$296 ;
-  wire [25:0] \$297 ;
-  wire \$298 ;
-  wire [24:0] \$299 ;
+  wire [20:0] \$290 ;
+  wire [20:0] \$291 ;
+  wire [20:0] \$292 ;
+  wire [20:0] \$293 ;
+  wire [9:0] \$294 ;
+  wire [10:0] \$295 ;
+  wire [9:0] \$296 ;
+  wire [10:0] \$297 ;
+  wire [8:0] \$298 ;
+  wire [9:0] \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  wire [25:0] \$300 ;
-  wire [25:0] \$301 ;
-  wire [25:0] \$302 ;
-  wire [9:0] \$303 ;
-  wire [10:0] \$304 ;
-  wire [9:0] \$305 ;
-  wire [10:0] \$306 ;
-  wire [8:0] \$307 ;
-  wire [9:0] \$308 ;
-  wire \$309 ;
+  reg [13:0] \$300 ;
+  wire [24:0] \$301 ;
+  wire [24:0] \$302 ;
+  wire [24:0] \$303 ;
+  wire [25:0] \$304 ;
+  wire [25:0] \$305 ;
+  wire \$306 ;
+  wire [24:0] \$307 ;
+  wire [25:0] \$308 ;
+  wire [25:0] \$309 ;
   wire [13:0] \$31 ;
-  wire [15:0] \$310 ;
-  wire [15:0] \$311 ;
-  wire \$312 ;
-  wire [15:0] \$313 ;
-  wire [15:0] \$314 ;
-  wire \$315 ;
-  wire [15:0] \$316 ;
-  wire [15:0] \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire [25:0] \$310 ;
+  wire [9:0] \$311 ;
+  wire [10:0] \$312 ;
+  wire [9:0] \$313 ;
+  wire [10:0] \$314 ;
+  wire [8:0] \$315 ;
+  wire [9:0] \$316 ;
+  wire \$317 ;
+  wire [15:0] \$318 ;
+  wire [15:0] \$319 ;
   wire \$32 ;
-  wire [9:0] \$320 ;
-  wire [10:0] \$321 ;
-  wire [11:0] \$322 ;
-  wire [11:0] \$323 ;
-  wire \$324 ;
-  wire \$325 ;
+  wire \$320 ;
+  wire [15:0] \$321 ;
+  wire [15:0] \$322 ;
+  wire \$323 ;
+  wire [15:0] \$324 ;
+  wire [15:0] \$325 ;
   wire \$326 ;
-  reg [13:0] \$327 ;
-  wire [14:0] \$328 ;
-  wire [15:0] \$329 ;
+  wire \$327 ;
+  wire [9:0] \$328 ;
+  wire [10:0] \$329 ;
   wire \$33 ;
-  wire [15:0] \$330 ;
-  wire \$331 ;
-  wire [9:0] \$332 ;
-  wire [10:0] \$333 ;
-  wire [11:0] \$334 ;
-  wire [11:0] \$335 ;
-  wire [15:0] \$336 ;
+  wire [11:0] \$330 ;
+  wire [11:0] \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  reg [13:0] \$335 ;
+  wire [14:0] \$336 ;
   wire [15:0] \$337 ;
-  wire \$338 ;
+  wire [15:0] \$338 ;
   wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire [7:0] \$342 ;
-  wire [8:0] \$343 ;
-  wire [9:0] \$344 ;
-  reg [13:0] \$345 ;
-  wire [15:0] \$346 ;
-  wire [15:0] \$347 ;
-  wire [15:0] \$348 ;
-  wire [15:0] \$349 ;
+  wire [9:0] \$340 ;
+  wire [10:0] \$341 ;
+  wire [11:0] \$342 ;
+  wire [11:0] \$343 ;
+  wire [15:0] \$344 ;
+  wire [15:0] \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire [13:0] \$35 ;
-  wire [15:0] \$350 ;
-  wire [15:0] \$351 ;
-  wire [3:0] \$352 ;
-  wire \$353 ;
-  wire [3:0] \$354 ;
-  wire [3:0] \$355 ;
-  wire \$356 ;
-  wire [3:0] \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire [7:0] \$350 ;
+  wire [8:0] \$351 ;
+  wire [9:0] \$352 ;
+  reg [13:0] \$353 ;
+  wire [15:0] \$354 ;
+  wire [15:0] \$355 ;
+  wire [15:0] \$356 ;
+  wire [15:0] \$357 ;
+  wire [15:0] \$358 ;
+  wire [15:0] \$359 ;
   wire [14:0] \$36 ;
   wire [3:0] \$360 ;
-  wire [4:0] \$361 ;
+  wire \$361 ;
   wire [3:0] \$362 ;
-  wire [4:0] \$363 ;
-  wire [4:0] \$364 ;
-  wire [4:0] \$365 ;
-  wire [3:0] \$366 ;
+  wire [3:0] \$363 ;
+  wire \$364 ;
+  wire [3:0] \$365 ;
+  wire \$366 ;
   wire \$367 ;
   wire [3:0] \$368 ;
-  wire \$369 ;
+  wire [4:0] \$369 ;
   wire \$37 ;
   wire [3:0] \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire [1:0] \$373 ;
-  wire [1:0] \$374 ;
-  wire [3:0] \$375 ;
-  wire \$376 ;
-  wire [10:0] \$377 ;
-  wire [11:0] \$378 ;
-  wire [11:0] \$379 ;
+  wire [4:0] \$371 ;
+  wire [4:0] \$372 ;
+  wire [4:0] \$373 ;
+  wire [3:0] \$374 ;
+  wire \$375 ;
+  wire [3:0] \$376 ;
+  wire \$377 ;
+  wire [3:0] \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [3:0] \$380 ;
-  wire \$381 ;
-  wire [3:0] \$382 ;
-  wire \$383 ;
+  wire \$380 ;
+  wire [1:0] \$381 ;
+  wire [1:0] \$382 ;
+  wire [3:0] \$383 ;
   wire \$384 ;
-  reg [13:0] \$385 ;
-  wire [14:0] \$386 ;
-  wire [15:0] \$387 ;
-  wire [15:0] \$388 ;
-  wire [10:0] \$389 ;
+  wire [10:0] \$385 ;
+  wire [11:0] \$386 ;
+  wire [11:0] \$387 ;
+  wire [3:0] \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [11:0] \$390 ;
-  wire [11:0] \$391 ;
-  wire [15:0] \$392 ;
-  wire [15:0] \$393 ;
-  wire [15:0] \$394 ;
-  wire \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire [9:0] \$399 ;
+  wire [3:0] \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  reg [13:0] \$393 ;
+  wire [14:0] \$394 ;
+  wire [15:0] \$395 ;
+  wire [15:0] \$396 ;
+  wire [10:0] \$397 ;
+  wire [11:0] \$398 ;
+  wire [11:0] \$399 ;
   wire [7:0] \$4 ;
   wire [2:0] \$40 ;
-  wire [10:0] \$400 ;
-  wire [9:0] \$401 ;
-  wire [10:0] \$402 ;
-  wire [8:0] \$403 ;
-  wire [9:0] \$404 ;
+  wire [15:0] \$400 ;
+  wire [15:0] \$401 ;
+  wire [15:0] \$402 ;
+  wire \$403 ;
+  wire \$404 ;
   wire \$405 ;
   wire \$406 ;
-  wire [7:0] \$407 ;
-  wire [8:0] \$408 ;
+  wire [9:0] \$407 ;
+  wire [10:0] \$408 ;
   wire [9:0] \$409 ;
   wire [9:0] \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
+  wire [10:0] \$410 ;
+  wire [8:0] \$411 ;
+  wire [9:0] \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire \$417 ;
+  wire [7:0] \$415 ;
+  wire [8:0] \$416 ;
+  wire [9:0] \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
@@ -367,89 +367,89 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
-  reg [13:0] \$424 ;
-  wire [3:0] \$425 ;
+  wire \$424 ;
+  wire \$425 ;
   wire \$426 ;
-  wire [3:0] \$427 ;
+  wire \$427 ;
   wire \$428 ;
-  wire [3:0] \$429 ;
+  wire \$429 ;
   wire [3:0] \$43 ;
   wire \$430 ;
-  wire [3:0] \$431 ;
+  wire [8:0] \$431 ;
   wire \$432 ;
   wire \$433 ;
   wire \$434 ;
   wire \$435 ;
-  reg [6:0] \$436 ;
-  wire \$437 ;
-  reg [13:0] \$438 ;
-  wire [13:0] \$439 ;
+  wire \$436 ;
+  reg [13:0] \$437 ;
+  wire [3:0] \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  reg [6:0] \$440 ;
-  wire [14:0] \$441 ;
-  wire \$442 ;
+  wire [3:0] \$440 ;
+  wire \$441 ;
+  wire [3:0] \$442 ;
   wire \$443 ;
-  wire \$444 ;
-  wire [3:0] \$445 ;
+  wire [3:0] \$444 ;
+  wire \$445 ;
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
-  wire \$449 ;
+  reg [6:0] \$449 ;
   wire [13:0] \$45 ;
   wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
-  wire [9:0] \$454 ;
+  reg [13:0] \$451 ;
+  wire [13:0] \$452 ;
+  reg [6:0] \$453 ;
+  wire [14:0] \$454 ;
   wire \$455 ;
-  wire [9:0] \$456 ;
+  wire \$456 ;
   wire \$457 ;
-  wire \$458 ;
-  reg [6:0] \$459 ;
+  wire [3:0] \$458 ;
+  wire \$459 ;
   wire \$46 ;
   wire \$460 ;
-  reg [13:0] \$461 ;
-  wire [13:0] \$462 ;
+  wire \$461 ;
+  wire \$462 ;
   wire \$463 ;
   wire \$464 ;
-  reg [6:0] \$465 ;
+  wire \$465 ;
   wire \$466 ;
-  reg [6:0] \$467 ;
+  wire [9:0] \$467 ;
   wire \$468 ;
-  reg [13:0] \$469 ;
+  wire [9:0] \$469 ;
   wire \$47 ;
-  wire [13:0] \$470 ;
-  reg [6:0] \$471 ;
-  wire [14:0] \$472 ;
+  wire \$470 ;
+  wire \$471 ;
+  reg [6:0] \$472 ;
   wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
+  reg [13:0] \$474 ;
+  wire [13:0] \$475 ;
   wire \$476 ;
   wire \$477 ;
-  wire \$478 ;
+  reg [6:0] \$478 ;
   wire \$479 ;
   wire \$48 ;
-  wire \$480 ;
+  reg [6:0] \$480 ;
   wire \$481 ;
-  wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
+  reg [13:0] \$482 ;
+  wire [13:0] \$483 ;
+  reg [6:0] \$484 ;
+  wire [14:0] \$485 ;
   wire \$486 ;
-  wire [20:0] \$487 ;
-  wire [20:0] \$488 ;
-  wire [20:0] \$489 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire [13:0] \$49 ;
-  wire [20:0] \$490 ;
+  wire \$490 ;
   wire \$491 ;
   wire \$492 ;
-  wire [20:0] \$493 ;
-  wire [20:0] \$494 ;
-  wire [20:0] \$495 ;
-  wire [20:0] \$496 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
   wire \$497 ;
   wire \$498 ;
-  wire [20:0] \$499 ;
+  wire \$499 ;
   wire [6:0] \$5 ;
   wire [14:0] \$50 ;
   wire [20:0] \$500 ;
@@ -458,99 +458,114 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [20:0] \$503 ;
   wire \$504 ;
   wire \$505 ;
-  wire [1:0] \$506 ;
-  wire [1:0] \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  wire [20:0] \$506 ;
+  wire [20:0] \$507 ;
+  wire [20:0] \$508 ;
+  wire [20:0] \$509 ;
   wire \$51 ;
-  wire [13:0] \$510 ;
-  wire [13:0] \$511 ;
-  wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire [24:0] \$516 ;
-  wire [25:0] \$517 ;
-  wire [25:0] \$518 ;
-  wire \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire [20:0] \$512 ;
+  wire [20:0] \$513 ;
+  wire [20:0] \$514 ;
+  wire [20:0] \$515 ;
+  wire [20:0] \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire [1:0] \$519 ;
   wire \$52 ;
-  wire [24:0] \$520 ;
-  wire [25:0] \$521 ;
-  wire [25:0] \$522 ;
-  wire [25:0] \$523 ;
-  wire [26:0] \$524 ;
-  wire [15:0] \$525 ;
-  wire [24:0] \$526 ;
-  wire [25:0] \$527 ;
-  wire [25:0] \$528 ;
-  wire \$529 ;
+  wire [1:0] \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire [13:0] \$523 ;
+  wire [13:0] \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire [24:0] \$529 ;
   wire \$53 ;
-  wire [24:0] \$530 ;
+  wire [25:0] \$530 ;
   wire [25:0] \$531 ;
-  wire [25:0] \$532 ;
-  wire [25:0] \$533 ;
-  wire [26:0] \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire [9:0] \$537 ;
-  wire \$538 ;
-  wire \$539 ;
+  wire \$532 ;
+  wire [24:0] \$533 ;
+  wire [25:0] \$534 ;
+  wire [25:0] \$535 ;
+  wire [25:0] \$536 ;
+  wire [26:0] \$537 ;
+  wire [15:0] \$538 ;
+  wire [24:0] \$539 ;
   wire [4:0] \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire [6:0] \$542 ;
-  wire [3:0] \$543 ;
-  wire [15:0] \$544 ;
-  wire [15:0] \$545 ;
-  wire \$546 ;
-  wire \$547 ;
+  wire [25:0] \$540 ;
+  wire [25:0] \$541 ;
+  wire \$542 ;
+  wire [24:0] \$543 ;
+  wire [25:0] \$544 ;
+  wire [25:0] \$545 ;
+  wire [25:0] \$546 ;
+  wire [26:0] \$547 ;
   wire \$548 ;
   wire \$549 ;
   wire [9:0] \$55 ;
-  wire [3:0] \$550 ;
+  wire [9:0] \$550 ;
   wire \$551 ;
   wire \$552 ;
-  wire [6:0] \$553 ;
-  wire [3:0] \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  reg [2:0] \$557 ;
-  reg \$558 ;
-  reg \$559 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire [6:0] \$555 ;
+  wire [3:0] \$556 ;
+  wire [15:0] \$557 ;
+  wire [15:0] \$558 ;
+  wire \$559 ;
   wire \$56 ;
-  reg [40:0] \$560 ;
-  reg \$561 ;
-  reg [5:0] \$562 ;
-  reg [3:0] \$563 ;
-  reg \$564 ;
-  reg [38:0] \$565 ;
-  reg [2:0] \$566 ;
-  reg [9:0] \$567 ;
-  reg [13:0] \$568 ;
-  reg [13:0] \$569 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire [3:0] \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire [6:0] \$566 ;
+  wire [3:0] \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire [5:0] \$57 ;
-  reg [13:0] \$570 ;
+  reg [7:0] \$570 ;
   reg \$571 ;
-  reg [13:0] \$572 ;
-  reg [13:0] \$573 ;
-  reg [13:0] \$574 ;
-  reg [13:0] \$575 ;
-  reg [13:0] \$576 ;
-  reg [13:0] \$577 ;
-  reg [13:0] \$578 ;
-  reg [3:0] \$579 ;
+  reg [2:0] \$572 ;
+  reg \$573 ;
+  reg \$574 ;
+  reg [40:0] \$575 ;
+  reg \$576 ;
+  reg [5:0] \$577 ;
+  reg [3:0] \$578 ;
+  reg \$579 ;
   wire \$58 ;
-  reg [1:0] \$580 ;
-  reg [13:0] \$581 ;
-  reg [13:0] \$582 ;
+  reg [38:0] \$580 ;
+  reg [2:0] \$581 ;
+  reg [9:0] \$582 ;
   reg [13:0] \$583 ;
-  reg [24:0] \$584 ;
-  reg [24:0] \$585 ;
-  reg [14:0] \$586 ;
-  reg [14:0] \$587 ;
+  reg [13:0] \$584 ;
+  reg [13:0] \$585 ;
+  reg \$586 ;
+  reg [13:0] \$587 ;
+  reg [13:0] \$588 ;
+  reg [13:0] \$589 ;
   wire [13:0] \$59 ;
+  reg [13:0] \$590 ;
+  reg [13:0] \$591 ;
+  reg [13:0] \$592 ;
+  reg [13:0] \$593 ;
+  reg [3:0] \$594 ;
+  reg [1:0] \$595 ;
+  reg [13:0] \$596 ;
+  reg [13:0] \$597 ;
+  reg [13:0] \$598 ;
+  reg [24:0] \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
+  reg [24:0] \$600 ;
+  reg [14:0] \$601 ;
+  reg [14:0] \$602 ;
   wire \$61 ;
   wire \$62 ;
   wire [13:0] \$63 ;
@@ -581,6 +596,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [10:0] \$86 ;
   wire [9:0] \$87 ;
   wire [10:0] \$88 ;
+  wire [5:0] \$882 ;
   wire [9:0] \$89 ;
   wire [8:0] \$9 ;
   wire [10:0] \$90 ;
@@ -592,16 +608,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [9:0] \$96 ;
   wire \$97 ;
   wire \$98 ;
-  wire [3:0] \$99 ;
+  wire \$99 ;
   reg [7:0] \$signature__addr ;
-  wire [7:0] \$signature__addr$35 ;
+  reg [7:0] \$signature__addr$39 ;
   wire [51:0] \$signature__data ;
-  reg [51:0] \$signature__data$89 ;
-  wire [9:0] \$signature__data$89.n ;
-  wire [41:0] \$signature__data$89.sb ;
-  wire [13:0] \$signature__data$89.sb[0] ;
-  wire [13:0] \$signature__data$89.sb[1] ;
-  wire [13:0] \$signature__data$89.sb[2] ;
+  reg [51:0] \$signature__data$93 ;
+  wire [9:0] \$signature__data$93.n ;
+  wire [41:0] \$signature__data$93.sb ;
+  wire [13:0] \$signature__data$93.sb[0] ;
+  wire [13:0] \$signature__data$93.sb[1] ;
+  wire [13:0] \$signature__data$93.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
@@ -675,6 +691,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [3:0] fsm_state = 4'h0;
   wire [7:0] gidx;
   wire [5:0] grp;
+  reg gs_done = 1'h0;
+  reg [7:0] gs_walk = 8'h00;
+  reg [13:0] hi;
   reg [2:0] j = 3'h0;
   reg [14:0] k_cnt;
   reg lat = 1'h0;
@@ -721,15 +740,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
   wire [13:0] r_data;
-  wire [13:0] \r_data$78 ;
-  wire [13:0] \r_data$79 ;
+  wire [13:0] \r_data$82 ;
+  wire [13:0] \r_data$83 ;
   reg [3:0] r_entry;
-  reg [2:0] \r_entry$92 ;
+  reg [2:0] \r_entry$100 ;
   reg [2:0] \r_entry$96 ;
   wire [1:0] r_idx;
   reg [9:0] r_stream;
-  reg [9:0] \r_stream$55 ;
-  reg [7:0] \r_stream$58 ;
+  reg [9:0] \r_stream$59 ;
+  reg [7:0] \r_stream$62 ;
   output [41:0] rd_out__payload;
   wire [41:0] rd_out__payload;
   wire [23:0] \rd_out__payload.addr ;
@@ -741,6 +760,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire rd_out__ready;
   output rd_out__valid;
   wire rd_out__valid;
+  output ready;
+  wire ready;
+  wire \ready$28 ;
+  wire \ready$30 ;
   wire [41:0] rec;
   wire [23:0] \rec.addr ;
   wire [1:0] \rec.head ;
@@ -759,24 +782,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$103 ;
-  reg [1:0] \slot_idx$65 ;
+  reg [1:0] \slot_idx$108 ;
+  reg [1:0] \slot_idx$69 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$104 ;
-  reg [1:0] \slot_tab$66 ;
+  reg [1:0] \slot_tab$109 ;
+  reg [1:0] \slot_tab$70 ;
   reg [2:0] status = 3'h0;
   wire [13:0] w_data;
-  wire [13:0] \w_data$57 ;
-  wire [13:0] \w_data$60 ;
+  wire [13:0] \w_data$61 ;
+  wire [13:0] \w_data$64 ;
   reg w_en;
-  reg \w_en$95 ;
-  reg \w_en$98 ;
+  reg \w_en$102 ;
+  reg \w_en$99 ;
   reg [3:0] w_entry;
-  reg [2:0] \w_entry$93 ;
+  reg [2:0] \w_entry$101 ;
   reg [2:0] \w_entry$97 ;
   wire [9:0] w_stream;
-  wire [9:0] \w_stream$56 ;
-  wire [7:0] \w_stream$59 ;
+  wire [9:0] \w_stream$60 ;
+  wire [7:0] \w_stream$63 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -1033,202 +1056,234 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      group_state[\$9 [7:0]] <= \$signature__data$89 ;
+      group_state[\$signature__addr$39 ] <= \$signature__data$93 ;
   end
   reg [51:0] _0_;
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
   assign \$signature__data  = _0_;
-  assign \$404  = \$403  + \slot_idx$103 ;
-  assign \$405  = j == 3'h6;
-  assign \$406  = fg == 6'h3b;
-  assign \$407  = obs__seq * 6'h3c;
-  assign \$408  = \$407  + fg;
-  assign \$409  = \$408  + 1'h1;
-  assign \$410  = ! fsm_state;
-  assign \$411  = fsm_state == 1'h1;
-  assign \$412  = fsm_state == 2'h2;
-  assign \$413  = fsm_state == 2'h3;
-  assign \$414  = fsm_state == 3'h4;
-  assign \$415  = fsm_state == 3'h5;
-  assign \$416  = fsm_state == 3'h6;
-  assign \$417  = fsm_state == 3'h7;
-  assign \$418  = fsm_state == 4'h8;
-  assign \$419  = fsm_state == 4'h9;
-  assign \$420  = fsm_state == 4'ha;
-  assign \$421  = ap[1:0] >= 3'h4;
-  assign \$422  = ap[17:8] != \$signature__data [9:0];
-  assign \$423  = \$71 [2:0] > free_pages;
-  assign \$425  = j - 1'h1;
-  assign \$426  = ! j;
-  assign \$427  = j - 1'h1;
-  assign \$428  = $signed(\$427 ) < $signed(3'h3);
-  assign \$429  = j - 1'h1;
-  assign \$430  = $signed(\$429 ) >= $signed(3'h3);
-  assign \$431  = j - 1'h1;
-  assign \$432  = $signed(\$431 ) < $signed(4'h6);
-  assign \$433  = \$430  & \$432 ;
-  assign \$434  = ~ frag;
-  assign \$435  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$437  = | \$436 ;
-  assign \$441  = \$439  + \$440 ;
-  assign \$442  = \$441  > 11'h400;
-  assign \$443  = \$437  & \$442 ;
-  assign \$444  = \$435  & \$443 ;
-  assign \$445  = j + 1'h1;
-  assign \$446  = j == 3'h7;
-  assign \$447  = j < 2'h3;
-  assign \$448  = j >= 2'h3;
-  assign \$449  = j < 3'h6;
-  assign \$450  = \$448  & \$449 ;
-  assign \$451  = ~ \$450 ;
-  assign \$452  = \$447  | \$451 ;
-  assign \$453  = j < 2'h3;
-  assign \$455  = ! \$454 ;
-  assign \$457  = ! \$456 ;
-  assign \$458  = \$453  ? \$455  : \$457 ;
-  assign \$460  = | \$459 ;
-  assign \$463  = ! \$462 ;
-  assign \$464  = \$460  & \$463 ;
-  assign \$466  = | \$465 ;
-  assign \$468  = | \$467 ;
-  assign \$472  = \$470  + \$471 ;
-  assign \$473  = \$472  > 11'h400;
-  assign \$474  = \$468  & \$473 ;
-  assign \$475  = cm[4:3] >= 3'h4;
-  assign \$476  = obs__live >> cm[4:3];
-  assign \$477  = ~ \$476 ;
-  assign \$478  = \$475  | \$477 ;
-  assign \$480  = cm[9:5] >= 5'h1e;
-  assign \$481  = cm[12:11] >= 2'h3;
-  assign \$482  = \$480  | \$481 ;
-  assign \$483  = cm[2:1] == 2'h3;
-  assign \$484  = \$482  | \$483 ;
-  assign \$485  = cm[2:1] == 1'h1;
-  assign \$486  = cm[2:1] == 2'h2;
-  assign \$489  = \$486  ? \$487  : \$488 ;
-  assign \$490  = \$485  ? { 7'h00, cm[26:13] } : \$489 ;
-  assign \$491  = cm[2:1] == 1'h1;
-  assign \$492  = cm[2:1] == 2'h2;
-  assign \$495  = \$492  ? \$493  : \$494 ;
-  assign \$496  = \$491  ? { 7'h00, cm[40:27] } : \$495 ;
-  assign \$497  = cm[2:1] == 1'h1;
-  assign \$498  = cm[2:1] == 2'h2;
-  assign \$501  = \$498  ? \$499  : \$500 ;
-  assign \$502  = \$497  ? { 7'h00, cm[26:13] } : \$501 ;
+  assign \$386  = \$385  - 1'h1;
+  assign \$388  = j + 1'h1;
+  assign \$389  = \$388  >= 2'h3;
+  assign \$390  = j + 1'h1;
+  assign \$391  = \$390  < 3'h6;
+  assign \$392  = \$389  & \$391 ;
+  assign \$394  = \$393  + 11'h400;
+  assign \$395  = \$394  - 1'h1;
+  assign \$397  = n + 7'h40;
+  assign \$398  = \$397  - 1'h1;
+  assign \$400  = \$392  ? \$396  : { \$399 [11], \$399 [11], \$399 [11], \$399 [11], \$399  };
+  assign \$401  = \$384  ? { \$387 [11], \$387 [11], \$387 [11], \$387 [11], \$387  } : \$400 ;
+  assign \$402  = e + 1'h1;
+  assign \$403  = \$402  == npg;
+  assign \$404  = j != 3'h6;
+  assign \$405  = | k_cnt;
+  assign \$406  = \$404  & \$405 ;
+  assign \$407  = \$9 [7:0] * 2'h3;
+  assign \$408  = \$407  + \slot_idx$108 ;
+  assign \$409  = \$9 [7:0] * 2'h3;
+  assign \$410  = \$409  + \slot_idx$108 ;
+  assign \$411  = \$9 [7:0] * 1'h1;
+  assign \$412  = \$411  + \slot_idx$108 ;
+  assign \$413  = j == 3'h6;
+  assign \$414  = fg == 6'h3b;
+  assign \$415  = obs__seq * 6'h3c;
+  assign \$416  = \$415  + fg;
+  assign \$417  = \$416  + 1'h1;
+  assign \$418  = ~ gs_done;
+  assign \$419  = ! fsm_state;
+  assign \$420  = fsm_state == 1'h1;
+  assign \$421  = fsm_state == 2'h2;
+  assign \$422  = fsm_state == 2'h3;
+  assign \$423  = fsm_state == 3'h4;
+  assign \$424  = fsm_state == 3'h5;
+  assign \$425  = fsm_state == 3'h6;
+  assign \$426  = fsm_state == 3'h7;
+  assign \$427  = fsm_state == 4'h8;
+  assign \$428  = fsm_state == 4'h9;
+  assign \$429  = fsm_state == 4'ha;
+  assign \$430  = ~ gs_done;
+  assign \$431  = gs_walk + 1'h1;
+  assign \$432  = gs_walk == 8'hef;
+  assign \$433  = ~ ready;
+  assign \$434  = ap[1:0] >= 3'h4;
+  assign \$435  = ap[17:8] != \$signature__data [9:0];
+  assign \$436  = \$71 [2:0] > free_pages;
+  assign \$438  = j - 1'h1;
+  assign \$439  = ! j;
+  assign \$440  = j - 1'h1;
+  assign \$441  = $signed(\$440 ) < $signed(3'h3);
+  assign \$442  = j - 1'h1;
+  assign \$443  = $signed(\$442 ) >= $signed(3'h3);
+  assign \$444  = j - 1'h1;
+  assign \$445  = $signed(\$444 ) < $signed(4'h6);
+  assign \$446  = \$443  & \$445 ;
+  assign \$447  = ~ frag;
+  assign \$448  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$450  = | \$449 ;
+  assign \$454  = \$452  + \$453 ;
+  assign \$455  = \$454  > 11'h400;
+  assign \$456  = \$450  & \$455 ;
+  assign \$457  = \$448  & \$456 ;
+  assign \$458  = j + 1'h1;
+  assign \$459  = j == 3'h7;
+  assign \$460  = j < 2'h3;
+  assign \$461  = j >= 2'h3;
+  assign \$462  = j < 3'h6;
+  assign \$463  = \$461  & \$462 ;
+  assign \$464  = ~ \$463 ;
+  assign \$465  = \$460  | \$464 ;
+  assign \$466  = j < 2'h3;
+  assign \$468  = ! \$467 ;
+  assign \$470  = ! \$469 ;
+  assign \$471  = \$466  ? \$468  : \$470 ;
+  assign \$473  = | \$472 ;
+  assign \$476  = ! \$475 ;
+  assign \$477  = \$473  & \$476 ;
+  assign \$479  = | \$478 ;
+  assign \$481  = | \$480 ;
+  assign \$485  = \$483  + \$484 ;
+  assign \$486  = \$485  > 11'h400;
+  assign \$487  = \$481  & \$486 ;
+  assign \$488  = cm[4:3] >= 3'h4;
+  assign \$489  = obs__live >> cm[4:3];
+  assign \$490  = ~ \$489 ;
+  assign \$491  = \$488  | \$490 ;
+  assign \$493  = cm[9:5] >= 5'h1e;
+  assign \$494  = cm[12:11] >= 2'h3;
+  assign \$495  = \$493  | \$494 ;
+  assign \$496  = cm[2:1] == 2'h3;
+  assign \$497  = \$495  | \$496 ;
+  assign \$498  = cm[2:1] == 1'h1;
+  assign \$499  = cm[2:1] == 2'h2;
+  assign \$502  = \$499  ? \$500  : \$501 ;
+  assign \$503  = \$498  ? { 7'h00, cm[26:13] } : \$502 ;
   assign \$504  = cm[2:1] == 1'h1;
   assign \$505  = cm[2:1] == 2'h2;
-  assign \$506  = \$505  ? 2'h2 : 2'h0;
-  assign \$507  = \$504  ? 2'h1 : \$506 ;
-  assign \$508  = cm[26:13] > cm[40:27];
-  assign \$509  = cm[2:1] == 1'h1;
-  assign \$1106  = cm[12:11] * 4'he;
-  assign \$510  = \$signature__data [51:10] >> \$1106 ;
-  assign \$511  = \$509  ? \$510  : { 4'h0, \$signature__data [9:0] };
-  assign \$512  = cm[40:27] > \$511 ;
-  assign \$513  = \$508  | \$512 ;
-  assign \$514  = cm[26:13] == cm[40:27];
-  assign \$515  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$517  = 11'h400 - \$516 ;
-  assign \$518  = b - a;
-  assign \$519  = $signed(\$517 ) < $signed(\$518 );
-  assign \$521  = 11'h400 - \$520 ;
-  assign \$522  = b - a;
-  assign \$523  = \$519  ? \$521  : \$522 ;
-  assign \$524  = $signed({ 1'h0, a }) + $signed(\$523 );
-  assign \$525  = e + 1'h1;
-  assign \$527  = 11'h400 - \$526 ;
-  assign \$528  = b - a;
-  assign \$529  = $signed(\$527 ) < $signed(\$528 );
-  assign \$531  = 11'h400 - \$530 ;
-  assign \$532  = b - a;
-  assign \$533  = \$529  ? \$531  : \$532 ;
-  assign \$534  = $signed({ 1'h0, a }) + $signed(\$533 );
-  assign \$535  = \$534  == b;
-  assign \$536  = ! j;
-  assign \$537  = \$536  ? \$signature__data [9:0] : n;
-  assign \$538  = ! j;
-  assign \$539  = ! cnt;
-  assign \$540  = j == 3'h6;
-  assign \$541  = fg == 6'h3b;
-  assign \$542  = fg + 1'h1;
-  assign \$543  = j + 1'h1;
-  assign \$544  = e + 1'h1;
-  assign \$545  = e + 1'h1;
-  assign \$546  = \$545  == npg;
-  assign \$547  = j != 3'h6;
-  assign \$548  = | k_cnt;
-  assign \$549  = \$547  & \$548 ;
-  assign \$550  = j + 1'h1;
-  assign \$551  = j == 3'h6;
-  assign \$552  = fg == 6'h3b;
-  assign \$553  = fg + 1'h1;
-  assign \$554  = j + 1'h1;
-  assign \$555  = ~ from_cmd;
-  assign \$556  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$508  = \$505  ? \$506  : \$507 ;
+  assign \$509  = \$504  ? { 7'h00, hi } : \$508 ;
+  assign \$510  = cm[2:1] == 1'h1;
+  assign \$511  = cm[2:1] == 2'h2;
+  assign \$514  = \$511  ? \$512  : \$513 ;
+  assign \$515  = \$510  ? { 7'h00, cm[26:13] } : \$514 ;
+  assign \$517  = cm[2:1] == 1'h1;
+  assign \$518  = cm[2:1] == 2'h2;
+  assign \$519  = \$518  ? 2'h2 : 2'h0;
+  assign \$520  = \$517  ? 2'h1 : \$519 ;
+  assign \$521  = cm[26:13] > hi;
+  assign \$522  = cm[2:1] == 1'h1;
+  assign \$1137  = cm[12:11] * 4'he;
+  assign \$523  = \$signature__data [51:10] >> \$1137 ;
+  assign \$524  = \$522  ? \$523  : { 4'h0, \$signature__data [9:0] };
+  assign \$525  = hi > \$524 ;
+  assign \$526  = \$521  | \$525 ;
+  assign \$527  = cm[26:13] == hi;
+  assign \$528  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$530  = 11'h400 - \$529 ;
+  assign \$531  = b - a;
+  assign \$532  = $signed(\$530 ) < $signed(\$531 );
+  assign \$534  = 11'h400 - \$533 ;
+  assign \$535  = b - a;
+  assign \$536  = \$532  ? \$534  : \$535 ;
+  assign \$537  = $signed({ 1'h0, a }) + $signed(\$536 );
+  assign \$538  = e + 1'h1;
+  assign \$540  = 11'h400 - \$539 ;
+  assign \$541  = b - a;
+  assign \$542  = $signed(\$540 ) < $signed(\$541 );
+  assign \$544  = 11'h400 - \$543 ;
+  assign \$545  = b - a;
+  assign \$546  = \$542  ? \$544  : \$545 ;
+  assign \$547  = $signed({ 1'h0, a }) + $signed(\$546 );
+  assign \$548  = \$547  == b;
+  assign \$549  = ! j;
+  assign \$550  = \$549  ? \$signature__data [9:0] : n;
+  assign \$551  = ! j;
+  assign \$552  = ! cnt;
+  assign \$553  = j == 3'h6;
+  assign \$554  = fg == 6'h3b;
+  assign \$555  = fg + 1'h1;
+  assign \$556  = j + 1'h1;
+  assign \$557  = e + 1'h1;
+  assign \$558  = e + 1'h1;
+  assign \$559  = \$558  == npg;
+  assign \$560  = j != 3'h6;
+  assign \$561  = | k_cnt;
+  assign \$562  = \$560  & \$561 ;
+  assign \$563  = j + 1'h1;
+  assign \$564  = j == 3'h6;
+  assign \$565  = fg == 6'h3b;
+  assign \$566  = fg + 1'h1;
+  assign \$567  = j + 1'h1;
+  assign \$568  = ~ from_cmd;
+  assign \$569  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    j <= \$557 ;
+    gs_walk <= \$570 ;
   always @(posedge clk)
-    frag <= \$558 ;
+    gs_done <= \$571 ;
   always @(posedge clk)
-    lat <= \$559 ;
+    j <= \$572 ;
   always @(posedge clk)
-    cm <= \$560 ;
+    frag <= \$573 ;
   always @(posedge clk)
-    from_cmd <= \$561 ;
+    lat <= \$574 ;
   always @(posedge clk)
-    fg <= \$562 ;
+    cm <= \$575 ;
   always @(posedge clk)
-    fsm_state <= \$563 ;
+    from_cmd <= \$576 ;
   always @(posedge clk)
-    retry <= \$564 ;
+    fg <= \$577 ;
   always @(posedge clk)
-    ap <= \$565 ;
+    fsm_state <= \$578 ;
   always @(posedge clk)
-    status <= \$566 ;
+    retry <= \$579 ;
   always @(posedge clk)
-    n <= \$567 ;
+    ap <= \$580 ;
   always @(posedge clk)
-    sb0 <= \$568 ;
+    status <= \$581 ;
   always @(posedge clk)
-    sb1 <= \$569 ;
+    n <= \$582 ;
   always @(posedge clk)
-    sb2 <= \$570 ;
+    sb0 <= \$583 ;
   always @(posedge clk)
-    out_of_pages <= \$571 ;
+    sb1 <= \$584 ;
   always @(posedge clk)
-    pg0_0 <= \$572 ;
+    sb2 <= \$585 ;
   always @(posedge clk)
-    pg0_1 <= \$573 ;
+    out_of_pages <= \$586 ;
   always @(posedge clk)
-    pg0_2 <= \$574 ;
+    pg0_0 <= \$587 ;
   always @(posedge clk)
-    pg0_3 <= \$575 ;
+    pg0_1 <= \$588 ;
   always @(posedge clk)
-    pg0_4 <= \$576 ;
+    pg0_2 <= \$589 ;
   always @(posedge clk)
-    pg0_5 <= \$577 ;
+    pg0_3 <= \$590 ;
   always @(posedge clk)
-    pg0_6 <= \$578 ;
+    pg0_4 <= \$591 ;
   always @(posedge clk)
-    obs__live <= \$579 ;
+    pg0_5 <= \$592 ;
   always @(posedge clk)
-    lat_tab <= \$580 ;
+    pg0_6 <= \$593 ;
   always @(posedge clk)
-    pg1_0 <= \$581 ;
+    obs__live <= \$594 ;
   always @(posedge clk)
-    pg1_1 <= \$582 ;
+    lat_tab <= \$595 ;
   always @(posedge clk)
-    pg1_2 <= \$583 ;
+    pg1_0 <= \$596 ;
   always @(posedge clk)
-    a <= \$584 ;
+    pg1_1 <= \$597 ;
   always @(posedge clk)
-    b <= \$585 ;
+    pg1_2 <= \$598 ;
   always @(posedge clk)
-    e <= \$586 ;
+    a <= \$599 ;
   always @(posedge clk)
-    npg <= \$587 ;
+    b <= \$600 ;
+  always @(posedge clk)
+    e <= \$601 ;
+  always @(posedge clk)
+    npg <= \$602 ;
+  assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
   assign \$3  = \$2  + cm[10];
@@ -1325,229 +1380,216 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign rd_out__valid = rec_valid & from_cmd;
   assign \$98  = cm[2:1] == 2'h2;
   assign r_idx = \$98  ? 2'h0 : cm[12:11];
-  assign \$99  = j - 1'h1;
-  assign \$100  = $signed(\$99 ) < $signed(3'h3);
-  assign \$101  = j - 1'h1;
+  assign \$99  = ~ ready;
+  assign \$100  = j - 1'h1;
+  assign \$101  = $signed(\$100 ) < $signed(3'h3);
   assign \$102  = j - 1'h1;
-  assign \$103  = $signed(\$102 ) >= $signed(3'h3);
-  assign \$104  = j - 1'h1;
-  assign \$105  = $signed(\$104 ) < $signed(4'h6);
-  assign \$106  = \$103  & \$105 ;
-  assign \$107  = j - 1'h1;
-  assign \$108  = $signed(\$107 ) - $signed(3'h3);
-  assign \$109  = j - 1'h1;
-  assign \$110  = $signed(\$109 ) - $signed(4'h6);
-  assign \$111  = \$106  ? \$108  : \$110 ;
-  assign \$112  = \$100  ? { \$101 [3], \$101  } : \$111 ;
-  assign \$113  = j - 1'h1;
-  assign \$114  = $signed(\$113 ) < $signed(3'h3);
-  assign \$115  = j - 1'h1;
-  assign \$116  = $signed(\$115 ) >= $signed(3'h3);
-  assign \$117  = j - 1'h1;
-  assign \$118  = $signed(\$117 ) < $signed(4'h6);
-  assign \$119  = \$116  & \$118 ;
-  assign \$120  = \$119  ? 2'h1 : 2'h2;
-  assign \$121  = \$114  ? 2'h0 : \$120 ;
-  assign \$122  = ! j;
-  assign \$123  = j - 1'h1;
-  assign \$124  = $signed(\$123 ) < $signed(3'h3);
-  assign \$125  = j - 1'h1;
-  assign \$126  = $signed(\$125 ) >= $signed(3'h3);
-  assign \$127  = j - 1'h1;
-  assign \$128  = $signed(\$127 ) < $signed(4'h6);
-  assign \$129  = \$126  & \$128 ;
-  assign \$131  = j - 1'h1;
-  assign \$133  = lat ? \$130  : \$132 ;
-  assign \$135  = \$134  * 6'h20;
-  assign \$136  = { \$133 , 10'h000 } | { 8'h00, \$135  };
-  assign \$137  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$138  = ~ frag;
-  assign \$140  = | \$139 ;
-  assign \$142  = j - 1'h1;
-  assign \$144  = lat ? \$141  : \$143 ;
-  assign \$147  = { \$144 , 10'h000 } | { 10'h000, \$146  };
-  assign \$149  = | \$148 ;
-  assign \$153  = \$151  + \$152 ;
-  assign \$154  = \$153  > 11'h400;
-  assign \$155  = \$149  & \$154 ;
-  assign \$158  = 11'h400 - \$157 ;
-  assign \$160  = \$155  ? \$158  : { 8'h00, \$159  };
-  assign \$161  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$163  = ! \$162 ;
-  assign \$164  = \$161  | \$163 ;
-  assign \$166  = | \$165 ;
-  assign \$170  = \$168  + \$169 ;
-  assign \$171  = \$170  > 11'h400;
-  assign \$172  = \$166  & \$171 ;
-  assign \$173  = ~ \$172 ;
-  assign \$174  = \$164  & \$173 ;
-  assign \$179  = | \$178 ;
-  assign \$183  = \$181  + \$182 ;
-  assign \$184  = \$183  > 11'h400;
-  assign \$185  = \$179  & \$184 ;
-  assign \$188  = 11'h400 - \$187 ;
-  assign \$190  = \$185  ? \$188  : { 8'h00, \$189  };
-  assign \$191  = $signed({ 1'h0, \$177  }) - $signed(\$190 );
-  assign \$192  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$194  = j - 1'h1;
-  assign \$196  = lat ? \$193  : \$195 ;
-  assign \$198  = \$197  * 5'h10;
-  assign \$199  = { \$196 , 10'h000 } | { 9'h000, \$198  };
-  assign \$200  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$201  = j == 3'h7;
-  assign \$202  = j < 2'h3;
-  assign \$203  = j >= 2'h3;
-  assign \$204  = j < 3'h6;
-  assign \$205  = \$203  & \$204 ;
-  assign \$206  = ~ \$205 ;
-  assign \$207  = \$202  | \$206 ;
-  assign \$208  = n + 1'h1;
-  assign \$209  = sb0 + ap[24:18];
-  assign \$210  = sb1 + ap[31:25];
-  assign \$211  = sb2 + ap[38:32];
-  assign \$212  = j < 2'h3;
-  assign \$215  = \$212  ? \$213  : \$214 ;
-  assign \$216  = j < 2'h3;
-  assign \$219  = \$216  ? \$217  : \$218 ;
-  assign \$220  = j < 2'h3;
-  assign \$223  = \$220  ? \$221  : \$222 ;
-  assign \$224  = j < 2'h3;
-  assign \$227  = \$224  ? \$225  : \$226 ;
-  assign \$228  = j < 2'h3;
-  assign \$230  = ! \$229 ;
-  assign \$232  = ! \$231 ;
-  assign \$233  = \$228  ? \$230  : \$232 ;
-  assign \$234  = j < 2'h3;
-  assign \$238  = | \$237 ;
-  assign \$241  = ! \$240 ;
-  assign \$242  = \$238  & \$241 ;
-  assign \$247  = \$246  + 1'h1;
-  assign \$248  = \$242  ? { 1'h0, \$244  } : \$247 ;
-  assign \$250  = | \$249 ;
-  assign \$253  = ! \$252 ;
-  assign \$254  = \$250  & \$253 ;
-  assign \$256  = | \$255 ;
-  assign \$258  = | \$257 ;
-  assign \$262  = \$260  + \$261 ;
-  assign \$263  = \$262  > 11'h400;
-  assign \$264  = \$258  & \$263 ;
-  assign \$265  = cm[2:1] == 1'h1;
-  assign \$266  = cm[2:1] == 2'h2;
-  assign \$269  = \$266  ? \$267  : \$268 ;
-  assign \$270  = \$265  ? { 7'h00, cm[26:13] } : \$269 ;
-  assign \$272  = cm[2:1] == 1'h1;
-  assign \$273  = cm[2:1] == 2'h2;
-  assign \$276  = \$273  ? \$274  : \$275 ;
-  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
-  assign \$279  = cm[2:1] == 1'h1;
-  assign \$280  = cm[2:1] == 2'h2;
-  assign \$283  = \$280  ? \$281  : \$282 ;
-  assign \$284  = \$279  ? { 7'h00, cm[26:13] } : \$283 ;
-  assign \$286  = \$9 [7:0] * 2'h3;
-  assign \$287  = \$286  + r_idx;
-  assign \$288  = \$9 [7:0] * 2'h3;
-  assign \$289  = \$288  + r_idx;
-  assign \$290  = \$9 [7:0] * 1'h1;
-  assign \$291  = \$290  + r_idx;
-  assign \$294  = { 1'h0, \$292 , 10'h000 } | \$293 ;
-  assign \$296  = 11'h400 - \$295 ;
-  assign \$297  = b - a;
-  assign \$298  = $signed(\$296 ) < $signed(\$297 );
-  assign \$300  = 11'h400 - \$299 ;
-  assign \$301  = b - a;
-  assign \$302  = \$298  ? \$300  : \$301 ;
-  assign \$303  = \$9 [7:0] * 2'h3;
-  assign \$304  = \$303  + r_idx;
-  assign \$305  = \$9 [7:0] * 2'h3;
-  assign \$306  = \$305  + r_idx;
-  assign \$307  = \$9 [7:0] * 1'h1;
-  assign \$308  = \$307  + r_idx;
-  assign \$309  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$310  = e + 1'h1;
-  assign \$311  = \$309  ? \$310  : { 1'h0, e };
-  assign \$312  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$313  = e + 1'h1;
-  assign \$314  = \$312  ? \$313  : { 1'h0, e };
-  assign \$315  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$316  = e + 1'h1;
-  assign \$317  = \$315  ? \$316  : { 1'h0, e };
-  assign \$318  = j < 2'h3;
-  assign \$319  = ! j;
-  assign \$320  = \$319  ? \$signature__data [9:0] : n;
-  assign \$321  = \$320  + 6'h20;
-  assign \$322  = \$321  - 1'h1;
-  assign \$324  = j >= 2'h3;
-  assign \$325  = j < 3'h6;
-  assign \$326  = \$324  & \$325 ;
-  assign \$328  = \$327  + 11'h400;
-  assign \$329  = \$328  - 1'h1;
-  assign \$331  = ! j;
-  assign \$332  = \$331  ? \$signature__data [9:0] : n;
-  assign \$333  = \$332  + 7'h40;
-  assign \$334  = \$333  - 1'h1;
-  assign \$336  = \$326  ? \$330  : { \$335 [11], \$335 [11], \$335 [11], \$335 [11], \$335  };
-  assign \$337  = \$318  ? { \$323 [11], \$323 [11], \$323 [11], \$323 [11], \$323  } : \$336 ;
-  assign \$338  = ! j;
-  assign \$339  = ! cnt;
-  assign \$340  = j == 3'h6;
-  assign \$341  = fg == 6'h3b;
-  assign \$342  = obs__seq * 6'h3c;
-  assign \$343  = \$342  + fg;
-  assign \$344  = \$343  + 1'h1;
-  assign \$346  = e + 1'h1;
-  assign \$347  = release__ready ? \$346  : { 1'h0, e };
-  assign \$348  = e + 1'h1;
-  assign \$349  = release__ready ? \$348  : { 1'h0, e };
-  assign \$350  = e + 1'h1;
-  assign \$351  = release__ready ? \$350  : { 1'h0, e };
-  assign \$352  = j + 1'h1;
-  assign \$353  = \$352  < 2'h3;
-  assign \$354  = j + 1'h1;
-  assign \$355  = j + 1'h1;
-  assign \$356  = \$355  >= 2'h3;
-  assign \$357  = j + 1'h1;
-  assign \$358  = \$357  < 3'h6;
-  assign \$359  = \$356  & \$358 ;
+  assign \$103  = j - 1'h1;
+  assign \$104  = $signed(\$103 ) >= $signed(3'h3);
+  assign \$105  = j - 1'h1;
+  assign \$106  = $signed(\$105 ) < $signed(4'h6);
+  assign \$107  = \$104  & \$106 ;
+  assign \$108  = j - 1'h1;
+  assign \$109  = $signed(\$108 ) - $signed(3'h3);
+  assign \$110  = j - 1'h1;
+  assign \$111  = $signed(\$110 ) - $signed(4'h6);
+  assign \$112  = \$107  ? \$109  : \$111 ;
+  assign \$113  = \$101  ? { \$102 [3], \$102  } : \$112 ;
+  assign \$114  = j - 1'h1;
+  assign \$115  = $signed(\$114 ) < $signed(3'h3);
+  assign \$116  = j - 1'h1;
+  assign \$117  = $signed(\$116 ) >= $signed(3'h3);
+  assign \$118  = j - 1'h1;
+  assign \$119  = $signed(\$118 ) < $signed(4'h6);
+  assign \$120  = \$117  & \$119 ;
+  assign \$121  = \$120  ? 2'h1 : 2'h2;
+  assign \$122  = \$115  ? 2'h0 : \$121 ;
+  assign \$123  = ! j;
+  assign \$124  = j - 1'h1;
+  assign \$125  = $signed(\$124 ) < $signed(3'h3);
+  assign \$126  = j - 1'h1;
+  assign \$127  = $signed(\$126 ) >= $signed(3'h3);
+  assign \$128  = j - 1'h1;
+  assign \$129  = $signed(\$128 ) < $signed(4'h6);
+  assign \$130  = \$127  & \$129 ;
+  assign \$132  = j - 1'h1;
+  assign \$134  = lat ? \$131  : \$133 ;
+  assign \$136  = \$135  * 6'h20;
+  assign \$137  = { \$134 , 10'h000 } | { 8'h00, \$136  };
+  assign \$138  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$139  = ~ frag;
+  assign \$141  = | \$140 ;
+  assign \$143  = j - 1'h1;
+  assign \$145  = lat ? \$142  : \$144 ;
+  assign \$148  = { \$145 , 10'h000 } | { 10'h000, \$147  };
+  assign \$150  = | \$149 ;
+  assign \$154  = \$152  + \$153 ;
+  assign \$155  = \$154  > 11'h400;
+  assign \$156  = \$150  & \$155 ;
+  assign \$159  = 11'h400 - \$158 ;
+  assign \$161  = \$156  ? \$159  : { 8'h00, \$160  };
+  assign \$162  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$164  = ! \$163 ;
+  assign \$165  = \$162  | \$164 ;
+  assign \$167  = | \$166 ;
+  assign \$171  = \$169  + \$170 ;
+  assign \$172  = \$171  > 11'h400;
+  assign \$173  = \$167  & \$172 ;
+  assign \$174  = ~ \$173 ;
+  assign \$175  = \$165  & \$174 ;
+  assign \$180  = | \$179 ;
+  assign \$184  = \$182  + \$183 ;
+  assign \$185  = \$184  > 11'h400;
+  assign \$186  = \$180  & \$185 ;
+  assign \$189  = 11'h400 - \$188 ;
+  assign \$191  = \$186  ? \$189  : { 8'h00, \$190  };
+  assign \$192  = $signed({ 1'h0, \$178  }) - $signed(\$191 );
+  assign \$193  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$195  = j - 1'h1;
+  assign \$197  = lat ? \$194  : \$196 ;
+  assign \$199  = \$198  * 5'h10;
+  assign \$200  = { \$197 , 10'h000 } | { 9'h000, \$199  };
+  assign \$201  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$202  = j == 3'h7;
+  assign \$203  = j < 2'h3;
+  assign \$204  = j >= 2'h3;
+  assign \$205  = j < 3'h6;
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = ~ \$206 ;
+  assign \$208  = \$203  | \$207 ;
+  assign \$209  = n + 1'h1;
+  assign \$210  = sb0 + ap[24:18];
+  assign \$211  = sb1 + ap[31:25];
+  assign \$212  = sb2 + ap[38:32];
+  assign \$213  = j < 2'h3;
+  assign \$216  = \$213  ? \$214  : \$215 ;
+  assign \$217  = j < 2'h3;
+  assign \$220  = \$217  ? \$218  : \$219 ;
+  assign \$221  = j < 2'h3;
+  assign \$224  = \$221  ? \$222  : \$223 ;
+  assign \$225  = j < 2'h3;
+  assign \$228  = \$225  ? \$226  : \$227 ;
+  assign \$229  = j < 2'h3;
+  assign \$231  = ! \$230 ;
+  assign \$233  = ! \$232 ;
+  assign \$234  = \$229  ? \$231  : \$233 ;
+  assign \$235  = j < 2'h3;
+  assign \$239  = | \$238 ;
+  assign \$242  = ! \$241 ;
+  assign \$243  = \$239  & \$242 ;
+  assign \$248  = \$247  + 1'h1;
+  assign \$249  = \$243  ? { 1'h0, \$245  } : \$248 ;
+  assign \$251  = | \$250 ;
+  assign \$254  = ! \$253 ;
+  assign \$255  = \$251  & \$254 ;
+  assign \$257  = | \$256 ;
+  assign \$259  = | \$258 ;
+  assign \$263  = \$261  + \$262 ;
+  assign \$264  = \$263  > 11'h400;
+  assign \$265  = \$259  & \$264 ;
+  assign \$266  = cm[2:1] == 1'h1;
+  assign \$267  = cm[40:27] == 14'h3fff;
+  assign \$268  = \$266  & \$267 ;
+  assign \$269  = cm[2:1] == 1'h1;
+  assign \$882  = cm[12:11] * 4'he;
+  assign \$270  = \$signature__data [51:10] >> \$882 ;
+  assign \$271  = \$269  ? \$270  : { 4'h0, \$signature__data [9:0] };
+  assign \$272  = \$268  ? \$271  : cm[40:27];
+  assign \$273  = cm[2:1] == 1'h1;
+  assign \$274  = cm[2:1] == 2'h2;
+  assign \$277  = \$274  ? \$275  : \$276 ;
+  assign \$278  = \$273  ? { 7'h00, cm[26:13] } : \$277 ;
+  assign \$280  = cm[2:1] == 1'h1;
+  assign \$281  = cm[2:1] == 2'h2;
+  assign \$284  = \$281  ? \$282  : \$283 ;
+  assign \$285  = \$280  ? { 7'h00, cm[26:13] } : \$284 ;
+  assign \$287  = cm[2:1] == 1'h1;
+  assign \$288  = cm[2:1] == 2'h2;
+  assign \$291  = \$288  ? \$289  : \$290 ;
+  assign \$292  = \$287  ? { 7'h00, cm[26:13] } : \$291 ;
+  assign \$294  = \$9 [7:0] * 2'h3;
+  assign \$295  = \$294  + r_idx;
+  assign \$296  = \$9 [7:0] * 2'h3;
+  assign \$297  = \$296  + r_idx;
+  assign \$298  = \$9 [7:0] * 1'h1;
+  assign \$299  = \$298  + r_idx;
+  assign \$302  = { 1'h0, \$300 , 10'h000 } | \$301 ;
+  assign \$304  = 11'h400 - \$303 ;
+  assign \$305  = b - a;
+  assign \$306  = $signed(\$304 ) < $signed(\$305 );
+  assign \$308  = 11'h400 - \$307 ;
+  assign \$309  = b - a;
+  assign \$310  = \$306  ? \$308  : \$309 ;
+  assign \$311  = \$9 [7:0] * 2'h3;
+  assign \$312  = \$311  + r_idx;
+  assign \$313  = \$9 [7:0] * 2'h3;
+  assign \$314  = \$313  + r_idx;
+  assign \$315  = \$9 [7:0] * 1'h1;
+  assign \$316  = \$315  + r_idx;
+  assign \$317  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$318  = e + 1'h1;
+  assign \$319  = \$317  ? \$318  : { 1'h0, e };
+  assign \$320  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$321  = e + 1'h1;
+  assign \$322  = \$320  ? \$321  : { 1'h0, e };
+  assign \$323  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$324  = e + 1'h1;
+  assign \$325  = \$323  ? \$324  : { 1'h0, e };
+  assign \$326  = j < 2'h3;
+  assign \$327  = ! j;
+  assign \$328  = \$327  ? \$signature__data [9:0] : n;
+  assign \$329  = \$328  + 6'h20;
+  assign \$330  = \$329  - 1'h1;
+  assign \$332  = j >= 2'h3;
+  assign \$333  = j < 3'h6;
+  assign \$334  = \$332  & \$333 ;
+  assign \$336  = \$335  + 11'h400;
+  assign \$337  = \$336  - 1'h1;
+  assign \$339  = ! j;
+  assign \$340  = \$339  ? \$signature__data [9:0] : n;
+  assign \$341  = \$340  + 7'h40;
+  assign \$342  = \$341  - 1'h1;
+  assign \$344  = \$334  ? \$338  : { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  };
+  assign \$345  = \$326  ? { \$331 [11], \$331 [11], \$331 [11], \$331 [11], \$331  } : \$344 ;
+  assign \$346  = ! j;
+  assign \$347  = ! cnt;
+  assign \$348  = j == 3'h6;
+  assign \$349  = fg == 6'h3b;
+  assign \$350  = obs__seq * 6'h3c;
+  assign \$351  = \$350  + fg;
+  assign \$352  = \$351  + 1'h1;
+  assign \$354  = e + 1'h1;
+  assign \$355  = release__ready ? \$354  : { 1'h0, e };
+  assign \$356  = e + 1'h1;
+  assign \$357  = release__ready ? \$356  : { 1'h0, e };
+  assign \$358  = e + 1'h1;
+  assign \$359  = release__ready ? \$358  : { 1'h0, e };
   assign \$360  = j + 1'h1;
-  assign \$361  = \$360  - 2'h3;
+  assign \$361  = \$360  < 2'h3;
   assign \$362  = j + 1'h1;
-  assign \$363  = \$362  - 3'h6;
-  assign \$364  = \$359  ? \$361  : \$363 ;
-  assign \$365  = \$353  ? { 1'h0, \$354  } : \$364 ;
-  assign \$366  = j + 1'h1;
-  assign \$367  = \$366  < 2'h3;
+  assign \$363  = j + 1'h1;
+  assign \$364  = \$363  >= 2'h3;
+  assign \$365  = j + 1'h1;
+  assign \$366  = \$365  < 3'h6;
+  assign \$367  = \$364  & \$366 ;
   assign \$368  = j + 1'h1;
-  assign \$369  = \$368  >= 2'h3;
+  assign \$369  = \$368  - 2'h3;
   assign \$370  = j + 1'h1;
-  assign \$371  = \$370  < 3'h6;
-  assign \$372  = \$369  & \$371 ;
-  assign \$373  = \$372  ? 2'h1 : 2'h2;
-  assign \$374  = \$367  ? 2'h0 : \$373 ;
-  assign \$375  = j + 1'h1;
-  assign \$376  = \$375  < 2'h3;
-  assign \$377  = n + 6'h20;
-  assign \$378  = \$377  - 1'h1;
-  assign \$380  = j + 1'h1;
-  assign \$381  = \$380  >= 2'h3;
-  assign \$382  = j + 1'h1;
-  assign \$383  = \$382  < 3'h6;
-  assign \$384  = \$381  & \$383 ;
-  assign \$386  = \$385  + 11'h400;
-  assign \$387  = \$386  - 1'h1;
-  assign \$389  = n + 7'h40;
-  assign \$390  = \$389  - 1'h1;
-  assign \$392  = \$384  ? \$388  : { \$391 [11], \$391 [11], \$391 [11], \$391 [11], \$391  };
-  assign \$393  = \$376  ? { \$379 [11], \$379 [11], \$379 [11], \$379 [11], \$379  } : \$392 ;
-  assign \$394  = e + 1'h1;
-  assign \$395  = \$394  == npg;
-  assign \$396  = j != 3'h6;
-  assign \$397  = | k_cnt;
-  assign \$398  = \$396  & \$397 ;
-  assign \$399  = \$9 [7:0] * 2'h3;
-  assign \$400  = \$399  + \slot_idx$103 ;
-  assign \$401  = \$9 [7:0] * 2'h3;
-  assign \$402  = \$401  + \slot_idx$103 ;
-  assign \$403  = \$9 [7:0] * 1'h1;
+  assign \$371  = \$370  - 3'h6;
+  assign \$372  = \$367  ? \$369  : \$371 ;
+  assign \$373  = \$361  ? { 1'h0, \$362  } : \$372 ;
+  assign \$374  = j + 1'h1;
+  assign \$375  = \$374  < 2'h3;
+  assign \$376  = j + 1'h1;
+  assign \$377  = \$376  >= 2'h3;
+  assign \$378  = j + 1'h1;
+  assign \$379  = \$378  < 3'h6;
+  assign \$380  = \$377  & \$379 ;
+  assign \$381  = \$380  ? 2'h1 : 2'h2;
+  assign \$382  = \$375  ? 2'h0 : \$381 ;
+  assign \$383  = j + 1'h1;
+  assign \$384  = \$383  < 2'h3;
+  assign \$385  = n + 6'h20;
   \mmu.dense_table  dense_table (
     .clk(clk),
     .r_data(r_data),
@@ -1565,151 +1607,164 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     .alloc__valid(alloc__valid),
     .clk(clk),
     .count(free_pages),
+    .done(\ready$30 ),
+    .release__payload(obs__release_page),
     .release__ready(release__ready),
     .release__valid(release__valid),
-    .rst(rst),
-    .wr__data(obs__release_page)
+    .rst(rst)
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .r_data(\r_data$79 ),
-    .r_entry(\r_entry$92 ),
-    .r_stream(\r_stream$58 ),
+    .r_data(\r_data$83 ),
+    .r_entry(\r_entry$96 ),
+    .r_stream(\r_stream$62 ),
     .rst(rst),
-    .w_entry(\w_entry$93 ),
+    .w_entry(\w_entry$97 ),
     .w_stream(\$96 [7:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$95 )
+    .wr__en(\w_en$99 )
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .r_data(\r_data$78 ),
-    .r_entry(\r_entry$96 ),
-    .r_stream(\r_stream$55 ),
+    .r_data(\r_data$82 ),
+    .r_entry(\r_entry$100 ),
+    .r_stream(\r_stream$59 ),
     .rst(rst),
-    .w_entry(\w_entry$97 ),
+    .w_entry(\w_entry$101 ),
     .w_stream(\$92 [9:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$98 )
+    .wr__en(\w_en$102 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = 14'h0000;
+    \$393  = 14'h0000;
+    casez (\slot_idx$108 )
+      2'h0:
+          \$393  = sb0;
+      2'h1:
+          \$393  = sb1;
+      2'h2:
+          \$393  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$437  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$424  = r_data;
+          \$437  = r_data;
       2'h1:
-          \$424  = \r_data$78 ;
+          \$437  = \r_data$82 ;
       2'h2:
-          \$424  = \r_data$79 ;
+          \$437  = \r_data$83 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = 7'h00;
-    casez (\slot_idx$65 )
+    \$449  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$436  = ap[24:18];
+          \$449  = ap[24:18];
       2'h1:
-          \$436  = ap[31:25];
+          \$449  = ap[31:25];
       2'h2:
-          \$436  = ap[38:32];
+          \$449  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$451  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$438  = sb0;
+          \$451  = sb0;
       2'h1:
-          \$438  = sb1;
+          \$451  = sb1;
       2'h2:
-          \$438  = sb2;
+          \$451  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = 7'h00;
-    casez (\slot_idx$65 )
+    \$453  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$440  = ap[24:18];
+          \$453  = ap[24:18];
       2'h1:
-          \$440  = ap[31:25];
+          \$453  = ap[31:25];
       2'h2:
-          \$440  = ap[38:32];
+          \$453  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = 7'h00;
+    \$472  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$459  = ap[24:18];
+          \$472  = ap[24:18];
       2'h1:
-          \$459  = ap[31:25];
+          \$472  = ap[31:25];
       2'h2:
-          \$459  = ap[38:32];
+          \$472  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = 14'h0000;
+    \$474  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$461  = sb0;
+          \$474  = sb0;
       2'h1:
-          \$461  = sb1;
+          \$474  = sb1;
       2'h2:
-          \$461  = sb2;
+          \$474  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = 7'h00;
+    \$478  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$465  = ap[24:18];
+          \$478  = ap[24:18];
       2'h1:
-          \$465  = ap[31:25];
+          \$478  = ap[31:25];
       2'h2:
-          \$465  = ap[38:32];
+          \$478  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = 7'h00;
+    \$480  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$467  = ap[24:18];
+          \$480  = ap[24:18];
       2'h1:
-          \$467  = ap[31:25];
+          \$480  = ap[31:25];
       2'h2:
-          \$467  = ap[38:32];
+          \$480  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = 14'h0000;
+    \$482  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$469  = sb0;
+          \$482  = sb0;
       2'h1:
-          \$469  = sb1;
+          \$482  = sb1;
       2'h2:
-          \$469  = sb2;
+          \$482  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = 7'h00;
+    \$484  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$471  = ap[24:18];
+          \$484  = ap[24:18];
       2'h1:
-          \$471  = ap[31:25];
+          \$484  = ap[31:25];
       2'h2:
-          \$471  = ap[38:32];
+          \$484  = ap[38:32];
     endcase
   end
   always @* begin
@@ -1733,32 +1788,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$339 ) begin
-            if (\$340 ) begin
+          if (\$347 ) begin
+            if (\$348 ) begin
               (* full_case = 32'd1 *)
-              if (\$341 ) begin
+              if (\$349 ) begin
               end else begin
-                \$signature__addr  = \$344 [7:0];
+                \$signature__addr  = \$352 [7:0];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$395 ) begin
+            if (\$403 ) begin
               (* full_case = 32'd1 *)
-              if (\$398 ) begin
+              if (\$406 ) begin
               end else begin
-                if (\$405 ) begin
+                if (\$413 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$406 ) begin
+                  if (\$414 ) begin
                   end else begin
-                    \$signature__addr  = \$409 [7:0];
+                    \$signature__addr  = \$417 [7:0];
                   end
                 end
               end
             end
           end
     endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$signature__addr$39  = \$9 [7:0];
+    if (\$418 ) begin
+      \$signature__addr$39  = gs_walk;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1775,18 +1837,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          r_stream = \$287 [9:0];
+          r_stream = \$295 [9:0];
       4'h8:
-          r_stream = \$304 [9:0];
+          r_stream = \$312 [9:0];
       4'h6:
           /* empty */;
       4'h9:
           /* empty */;
       4'ha:
           if (release__ready) begin
-            if (\$395 ) begin
-              if (\$398 ) begin
-                r_stream = \$400 [9:0];
+            if (\$403 ) begin
+              if (\$406 ) begin
+                r_stream = \$408 [9:0];
               end
             end
           end
@@ -1794,7 +1856,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \r_stream$55  = \$90 [9:0];
+    \r_stream$59  = \$90 [9:0];
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -1807,18 +1869,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \r_stream$55  = \$289 [9:0];
+          \r_stream$59  = \$297 [9:0];
       4'h8:
-          \r_stream$55  = \$306 [9:0];
+          \r_stream$59  = \$314 [9:0];
       4'h6:
           /* empty */;
       4'h9:
           /* empty */;
       4'ha:
           if (release__ready) begin
-            if (\$395 ) begin
-              if (\$398 ) begin
-                \r_stream$55  = \$402 [9:0];
+            if (\$403 ) begin
+              if (\$406 ) begin
+                \r_stream$59  = \$410 [9:0];
               end
             end
           end
@@ -1826,7 +1888,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \r_stream$58  = \$94 [7:0];
+    \r_stream$62  = \$94 [7:0];
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -1839,18 +1901,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \r_stream$58  = \$291 [7:0];
+          \r_stream$62  = \$299 [7:0];
       4'h8:
-          \r_stream$58  = \$308 [7:0];
+          \r_stream$62  = \$316 [7:0];
       4'h6:
           /* empty */;
       4'h9:
           /* empty */;
       4'ha:
           if (release__ready) begin
-            if (\$395 ) begin
-              if (\$398 ) begin
-                \r_stream$58  = \$404 [7:0];
+            if (\$403 ) begin
+              if (\$406 ) begin
+                \r_stream$62  = \$412 [7:0];
               end
             end
           end
@@ -1861,7 +1923,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (cmd__valid) begin
+          if (\$99 ) begin
+          end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
     endcase
@@ -1871,7 +1934,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (cmd__valid) begin
+          if (\$99 ) begin
+          end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
             append__ready = 1'h1;
@@ -1880,7 +1944,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$65  = 2'h0;
+    \slot_idx$69  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -1889,12 +1953,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$65  = \$112 [1:0];
+          \slot_idx$69  = \$113 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$66  = 2'h0;
+    \slot_tab$70  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -1903,7 +1967,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$66  = \$121 ;
+          \slot_tab$70  = \$122 ;
     endcase
   end
   always @* begin
@@ -1918,19 +1982,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$122 ) begin
+          if (\$123 ) begin
             emitted = 1'h1;
-          end else if (\$124 ) begin
-            emitted = \$137 ;
-          end else if (\$129 ) begin
+          end else if (\$125 ) begin
+            emitted = \$138 ;
+          end else if (\$130 ) begin
             (* full_case = 32'd1 *)
-            if (\$138 ) begin
-              emitted = \$174 ;
+            if (\$139 ) begin
+              emitted = \$175 ;
             end else begin
-              emitted = \$192 ;
+              emitted = \$193 ;
             end
           end else begin
-            emitted = \$200 ;
+            emitted = \$201 ;
           end
     endcase
   end
@@ -1946,13 +2010,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$122 ) begin
-          end else if (\$124 ) begin
+          if (\$123 ) begin
+          end else if (\$125 ) begin
             rec_valid = 1'h1;
-          end else if (\$129 ) begin
+          end else if (\$130 ) begin
             (* full_case = 32'd1 *)
-            if (\$138 ) begin
-              rec_valid = \$140 ;
+            if (\$139 ) begin
+              rec_valid = \$141 ;
             end else begin
               rec_valid = 1'h1;
             end
@@ -1987,27 +2051,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$122 ) begin
-          end else if (\$124 ) begin
+          if (\$123 ) begin
+          end else if (\$125 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$65 ;
-            wr_out__payload[27:4] = \$136 ;
+            wr_out__payload[3:2] = \slot_idx$69 ;
+            wr_out__payload[27:4] = \$137 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$129 ) begin
+          end else if (\$130 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$65 ;
+            wr_out__payload[3:2] = \slot_idx$69 ;
             (* full_case = 32'd1 *)
-            if (\$138 ) begin
-              wr_out__payload[27:4] = \$147 ;
-              wr_out__payload[38:28] = \$160 [10:0];
+            if (\$139 ) begin
+              wr_out__payload[27:4] = \$148 ;
+              wr_out__payload[38:28] = \$161 [10:0];
             end else begin
-              wr_out__payload[27:4] = \$176 ;
-              wr_out__payload[38:28] = \$191 [10:0];
+              wr_out__payload[27:4] = \$177 ;
+              wr_out__payload[38:28] = \$192 [10:0];
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$65 ;
-            wr_out__payload[27:4] = \$199 ;
+            wr_out__payload[3:2] = \slot_idx$69 ;
+            wr_out__payload[27:4] = \$200 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -2018,8 +2082,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$294 [23:0];
-          wr_out__payload[38:28] = \$302 [10:0];
+          wr_out__payload[27:4] = \$302 [23:0];
+          wr_out__payload[38:28] = \$310 [10:0];
         end
       4'h6:
           /* empty */;
@@ -2046,7 +2110,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$201 ) begin
+            if (\$202 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -2059,14 +2123,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$338 ) begin
+          if (\$346 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
+    if (\$418 ) begin
+      \$signature__en  = 1'h1;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$signature__data$89  = 52'h0000000000000;
+    \$signature__data$93  = 52'h0000000000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2076,11 +2143,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$201 ) begin
-              \$signature__data$89 [9:0] = \$208 [9:0];
-              \$signature__data$89 [23:10] = \$209 [13:0];
-              \$signature__data$89 [37:24] = \$210 [13:0];
-              \$signature__data$89 [51:38] = \$211 [13:0];
+            if (\$202 ) begin
+              \$signature__data$93 [9:0] = \$209 [9:0];
+              \$signature__data$93 [23:10] = \$210 [13:0];
+              \$signature__data$93 [37:24] = \$211 [13:0];
+              \$signature__data$93 [51:38] = \$212 [13:0];
             end
           end
       4'h1:
@@ -2092,10 +2159,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$338 ) begin
-            \$signature__data$89  = 52'h0000000000000;
+          if (\$346 ) begin
+            \$signature__data$93  = 52'h0000000000000;
           end
     endcase
+    if (\$418 ) begin
+      \$signature__data$93  = 52'h0000000000000;
+    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -2109,27 +2179,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              r_entry = \$215 [3:0];
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              r_entry = \$216 [3:0];
             end
           end
       4'h1:
           /* empty */;
       4'h7:
-          r_entry = \$271 [3:0];
+          r_entry = \$279 [3:0];
       4'h8:
-          r_entry = \$311 [3:0];
+          r_entry = \$319 [3:0];
       4'h6:
           /* empty */;
       4'h9:
           r_entry = 4'h0;
       4'ha:
         begin
-          r_entry = \$347 [3:0];
+          r_entry = \$355 [3:0];
           if (release__ready) begin
-            if (\$395 ) begin
-              if (\$398 ) begin
+            if (\$403 ) begin
+              if (\$406 ) begin
                 r_entry = 4'h0;
               end
             end
@@ -2149,146 +2219,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              w_entry = \$219 [3:0];
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \r_entry$92  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              \r_entry$92  = \$223 [2:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_entry$92  = \$285 [2:0];
-      4'h8:
-          \r_entry$92  = \$317 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          \r_entry$92  = 3'h0;
-      4'ha:
-        begin
-          \r_entry$92  = \$351 [2:0];
-          if (release__ready) begin
-            if (\$395 ) begin
-              if (\$398 ) begin
-                \r_entry$92  = 3'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_entry$93  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              \w_entry$93  = \$227 [2:0];
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    alloc__ready = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              if (\$233 ) begin
-                alloc__ready = 1'h1;
-              end
-            end else begin
-              if (\$254 ) begin
-                alloc__ready = 1'h1;
-              end else if (\$256 ) begin
-                if (\$264 ) begin
-                  alloc__ready = 1'h1;
-                end
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    w_en = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              if (\$233 ) begin
-                if (\$234 ) begin
-                  w_en = 1'h1;
-                end
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$95  = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-              if (\$233 ) begin
-                (* full_case = 32'd1 *)
-                if (\$234 ) begin
-                end else begin
-                  \w_en$95  = 1'h1;
-                end
-              end
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              w_entry = \$220 [3:0];
             end
           end
     endcase
@@ -2305,29 +2238,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-            end else begin
-              \r_entry$96  = \$236 [2:0];
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              \r_entry$96  = \$224 [2:0];
             end
           end
       4'h1:
           /* empty */;
       4'h7:
-          \r_entry$96  = \$278 [2:0];
+          \r_entry$96  = \$293 [2:0];
       4'h8:
-          \r_entry$96  = \$314 [2:0];
+          \r_entry$96  = \$325 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           \r_entry$96  = 3'h0;
       4'ha:
         begin
-          \r_entry$96  = \$349 [2:0];
+          \r_entry$96  = \$359 [2:0];
           if (release__ready) begin
-            if (\$395 ) begin
-              if (\$398 ) begin
+            if (\$403 ) begin
+              if (\$406 ) begin
                 \r_entry$96  = 3'h0;
               end
             end
@@ -2347,18 +2278,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$201 ) begin
-            end else if (\$207 ) begin
-            end else begin
-              \w_entry$97  = \$248 [2:0];
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              \w_entry$97  = \$228 [2:0];
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$98  = 1'h0;
+    alloc__ready = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2369,18 +2298,177 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$201 ) begin
-            end else if (\$207 ) begin
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              if (\$234 ) begin
+                alloc__ready = 1'h1;
+              end
             end else begin
-              if (\$254 ) begin
-                \w_en$98  = 1'h1;
-              end else if (\$256 ) begin
-                if (\$264 ) begin
-                  \w_en$98  = 1'h1;
+              if (\$255 ) begin
+                alloc__ready = 1'h1;
+              end else if (\$257 ) begin
+                if (\$265 ) begin
+                  alloc__ready = 1'h1;
                 end
               end
             end
           end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    w_en = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              if (\$234 ) begin
+                if (\$235 ) begin
+                  w_en = 1'h1;
+                end
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \w_en$99  = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+              if (\$234 ) begin
+                (* full_case = 32'd1 *)
+                if (\$235 ) begin
+                end else begin
+                  \w_en$99  = 1'h1;
+                end
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \r_entry$100  = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            (* full_case = 32'd1 *)
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+            end else begin
+              \r_entry$100  = \$237 [2:0];
+            end
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \r_entry$100  = \$286 [2:0];
+      4'h8:
+          \r_entry$100  = \$322 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          \r_entry$100  = 3'h0;
+      4'ha:
+        begin
+          \r_entry$100  = \$357 [2:0];
+          if (release__ready) begin
+            if (\$403 ) begin
+              if (\$406 ) begin
+                \r_entry$100  = 3'h0;
+              end
+            end
+          end
+        end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \w_entry$101  = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            (* full_case = 32'd1 *)
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+            end else begin
+              \w_entry$101  = \$249 [2:0];
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \w_en$102  = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            (* full_case = 32'd1 *)
+            if (\$202 ) begin
+            end else if (\$208 ) begin
+            end else begin
+              if (\$255 ) begin
+                \w_en$102  = 1'h1;
+              end else if (\$257 ) begin
+                if (\$265 ) begin
+                  \w_en$102  = 1'h1;
+                end
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    hi = 14'h0000;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          hi = \$272 ;
     endcase
   end
   always @* begin
@@ -2404,7 +2492,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$337 [14:0];
+          cnt = \$345 [14:0];
     endcase
   end
   always @* begin
@@ -2428,21 +2516,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$339 ) begin
-            if (\$340 ) begin
-              if (\$341 ) begin
+          if (\$347 ) begin
+            if (\$348 ) begin
+              if (\$349 ) begin
                 obs__free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$395 ) begin
+            if (\$403 ) begin
               (* full_case = 32'd1 *)
-              if (\$398 ) begin
+              if (\$406 ) begin
               end else begin
-                if (\$405 ) begin
-                  if (\$406 ) begin
+                if (\$413 ) begin
+                  if (\$414 ) begin
                     obs__free_done = 1'h1;
                   end
                 end
@@ -2500,12 +2588,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          obs__release_page = \$345 ;
+          obs__release_page = \$353 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$103  = 2'h0;
+    \slot_idx$108  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2526,12 +2614,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$103  = \$365 [1:0];
+          \slot_idx$108  = \$373 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$104  = 2'h0;
+    \slot_tab$109  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2552,7 +2640,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$104  = \$374 ;
+          \slot_tab$109  = \$382 ;
     endcase
   end
   always @* begin
@@ -2578,649 +2666,677 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$393 [14:0];
+          k_cnt = \$401 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$557  = j;
-    casez (fsm_state)
-      4'h0:
-          \$557  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$422 ) begin
-          end else if (cap_bad) begin
-          end else if (\$423 ) begin
-          end else begin
-            \$557  = 3'h0;
-          end
-      4'h5:
-          if (emitted) begin
-            \$557  = \$445 [2:0];
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$557  = { 1'h0, \$507  };
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$557  = 3'h0;
-      4'h9:
-          if (\$539 ) begin
-            (* full_case = 32'd1 *)
-            if (\$540 ) begin
-              (* full_case = 32'd1 *)
-              if (\$541 ) begin
-              end else begin
-                \$557  = 3'h0;
-              end
-            end else begin
-              \$557  = \$543 [2:0];
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$546 ) begin
-              (* full_case = 32'd1 *)
-              if (\$549 ) begin
-                \$557  = \$550 [2:0];
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$551 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$552 ) begin
-                  end else begin
-                    \$557  = 3'h0;
-                  end
-                end else begin
-                  \$557  = \$554 [2:0];
-                end
-              end
-            end
-          end
-    endcase
+    \$570  = gs_walk;
+    if (\$430 ) begin
+      \$570  = \$431 [7:0];
+    end
     if (rst) begin
-      \$557  = 3'h0;
+      \$570  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$558  = frag;
-    casez (fsm_state)
-      4'h0:
-          \$558  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$422 ) begin
-          end else if (cap_bad) begin
-          end else if (\$423 ) begin
-          end else begin
-            \$558  = 1'h0;
-          end
-      4'h5:
-        begin
-          if (\$426 ) begin
-          end else if (\$428 ) begin
-          end else if (\$433 ) begin
-            if (\$434 ) begin
-              if (\$444 ) begin
-                \$558  = 1'h1;
-              end
-            end
-          end
-          if (emitted) begin
-            \$558  = 1'h0;
-          end
-        end
-    endcase
-    if (rst) begin
-      \$558  = 1'h0;
+    \$571  = gs_done;
+    if (\$430 ) begin
+      if (\$432 ) begin
+        \$571  = 1'h1;
+      end
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$559  = lat;
-    casez (fsm_state)
-      4'h0:
-          \$559  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$422 ) begin
-          end else if (cap_bad) begin
-          end else if (\$423 ) begin
-          end else begin
-            \$559  = 1'h0;
-          end
-      4'h5:
-        begin
-          if (lat) begin
-            \$559  = 1'h0;
-          end
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              (* full_case = 32'd1 *)
-              if (\$458 ) begin
-              end else begin
-                \$559  = 1'h1;
-              end
-            end else begin
-              if (\$464 ) begin
-              end else if (\$466 ) begin
-                \$559  = 1'h1;
-              end
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$559  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$560  = cm;
-    casez (fsm_state)
-      4'h0:
-          if (cmd__valid) begin
-            \$560  = cmd__payload;
-          end
-    endcase
-    if (rst) begin
-      \$560  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$561  = from_cmd;
-    casez (fsm_state)
-      4'h0:
-          if (cmd__valid) begin
-            \$561  = 1'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$561  = 1'h0;
-            end
-          end else if (append__valid) begin
-            \$561  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$561  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$562  = fg;
-    casez (fsm_state)
-      4'h0:
-          if (cmd__valid) begin
-            \$562  = 6'h00;
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$539 ) begin
-            if (\$540 ) begin
-              (* full_case = 32'd1 *)
-              if (\$541 ) begin
-              end else begin
-                \$562  = \$542 [5:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$546 ) begin
-              (* full_case = 32'd1 *)
-              if (\$549 ) begin
-              end else begin
-                if (\$551 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$552 ) begin
-                  end else begin
-                    \$562  = \$553 [5:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$562  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$563  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (cmd__valid) begin
-            \$563  = 4'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$563  = 4'h2;
-            end
-          end else if (append__valid) begin
-            \$563  = 4'h2;
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$421 ) begin
-            \$563  = 4'h3;
-          end else if (field_bad) begin
-            \$563  = 4'h3;
-          end else begin
-            \$563  = 4'h4;
-          end
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$422 ) begin
-            \$563  = 4'h3;
-          end else if (cap_bad) begin
-            \$563  = 4'h3;
-          end else if (\$423 ) begin
-            \$563  = 4'h0;
-          end else begin
-            \$563  = 4'h5;
-          end
-      4'h5:
-          if (emitted) begin
-            if (\$446 ) begin
-              \$563  = 4'h3;
-            end
-          end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (\$478 ) begin
-            \$563  = 4'h3;
-          end else if (\$479 ) begin
-            \$563  = 4'h6;
-          end else if (\$484 ) begin
-            \$563  = 4'h3;
-          end else begin
-            \$563  = 4'h7;
-          end
-      4'h7:
-          (* full_case = 32'd1 *)
-          if (\$513 ) begin
-            \$563  = 4'h3;
-          end else if (\$514 ) begin
-            \$563  = 4'h3;
-          end else begin
-            \$563  = 4'h8;
-          end
-      4'h8:
-          if (\$515 ) begin
-            if (\$535 ) begin
-              \$563  = 4'h3;
-            end
-          end
-      4'h6:
-          \$563  = 4'h9;
-      4'h9:
-          (* full_case = 32'd1 *)
-          if (\$539 ) begin
-            (* full_case = 32'd1 *)
-            if (\$540 ) begin
-              (* full_case = 32'd1 *)
-              if (\$541 ) begin
-                \$563  = 4'h3;
-              end else begin
-                \$563  = 4'h9;
-              end
-            end else begin
-              \$563  = 4'h9;
-            end
-          end else begin
-            \$563  = 4'ha;
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$546 ) begin
-              (* full_case = 32'd1 *)
-              if (\$549 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$551 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$552 ) begin
-                    \$563  = 4'h3;
-                  end else begin
-                    \$563  = 4'h9;
-                  end
-                end else begin
-                  \$563  = 4'h9;
-                end
-              end
-            end
-          end
-      4'h3:
-          if (\$556 ) begin
-            \$563  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$563  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$564  = retry;
-    casez (fsm_state)
-      4'h0:
-          if (cmd__valid) begin
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$564  = 1'h0;
-            end
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$539 ) begin
-            if (\$540 ) begin
-              if (\$541 ) begin
-                \$564  = 1'h1;
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$546 ) begin
-              (* full_case = 32'd1 *)
-              if (\$549 ) begin
-              end else begin
-                if (\$551 ) begin
-                  if (\$552 ) begin
-                    \$564  = 1'h1;
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$564  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$565  = ap;
-    casez (fsm_state)
-      4'h0:
-          if (cmd__valid) begin
-          end else if (out_of_pages) begin
-          end else if (append__valid) begin
-            \$565  = append__payload;
-          end
-    endcase
-    if (rst) begin
-      \$565  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$566  = status;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          if (\$421 ) begin
-            \$566  = 3'h1;
-          end else if (field_bad) begin
-            \$566  = 3'h2;
-          end
-      4'h4:
-          if (\$422 ) begin
-            \$566  = 3'h3;
-          end else if (cap_bad) begin
-            \$566  = 3'h5;
-          end
-      4'h5:
-          if (emitted) begin
-            if (\$446 ) begin
-              \$566  = 3'h0;
-            end
-          end
-      4'h1:
-          if (\$478 ) begin
-            \$566  = 3'h1;
-          end else if (\$479 ) begin
-          end else if (\$484 ) begin
-            \$566  = 3'h2;
-          end
-      4'h7:
-          if (\$513 ) begin
-            \$566  = 3'h4;
-          end else if (\$514 ) begin
-            \$566  = 3'h0;
-          end
-      4'h8:
-          if (\$515 ) begin
-            if (\$535 ) begin
-              \$566  = 3'h0;
-            end
-          end
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$539 ) begin
-            if (\$540 ) begin
-              if (\$541 ) begin
-                \$566  = 3'h0;
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$546 ) begin
-              (* full_case = 32'd1 *)
-              if (\$549 ) begin
-              end else begin
-                if (\$551 ) begin
-                  if (\$552 ) begin
-                    \$566  = 3'h0;
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$566  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$567  = n;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$567  = \$signature__data [9:0];
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          \$567  = \$537 ;
-    endcase
-    if (rst) begin
-      \$567  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$568  = sb0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$568  = \$signature__data [23:10];
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$538 ) begin
-            \$568  = \$signature__data [23:10];
-          end
-    endcase
-    if (rst) begin
-      \$568  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = sb1;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$569  = \$signature__data [37:24];
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$538 ) begin
-            \$569  = \$signature__data [37:24];
-          end
-    endcase
-    if (rst) begin
-      \$569  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$570  = sb2;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$570  = \$signature__data [51:38];
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$538 ) begin
-            \$570  = \$signature__data [51:38];
-          end
-    endcase
-    if (rst) begin
-      \$570  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = out_of_pages;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$422 ) begin
-          end else if (cap_bad) begin
-          end else if (\$423 ) begin
-            \$571  = 1'h1;
-          end else begin
-            \$571  = 1'h0;
-          end
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h3:
-          if (\$555 ) begin
-            \$571  = 1'h0;
-          end
-    endcase
     if (rst) begin
       \$571  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$572  = pg0_0;
+    \$572  = j;
+    casez (fsm_state)
+      4'h0:
+          \$572  = 3'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$435 ) begin
+          end else if (cap_bad) begin
+          end else if (\$436 ) begin
+          end else begin
+            \$572  = 3'h0;
+          end
+      4'h5:
+          if (emitted) begin
+            \$572  = \$458 [2:0];
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$572  = { 1'h0, \$520  };
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$572  = 3'h0;
+      4'h9:
+          if (\$552 ) begin
+            (* full_case = 32'd1 *)
+            if (\$553 ) begin
+              (* full_case = 32'd1 *)
+              if (\$554 ) begin
+              end else begin
+                \$572  = 3'h0;
+              end
+            end else begin
+              \$572  = \$556 [2:0];
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$559 ) begin
+              (* full_case = 32'd1 *)
+              if (\$562 ) begin
+                \$572  = \$563 [2:0];
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$564 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$565 ) begin
+                  end else begin
+                    \$572  = 3'h0;
+                  end
+                end else begin
+                  \$572  = \$567 [2:0];
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$572  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$573  = frag;
+    casez (fsm_state)
+      4'h0:
+          \$573  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$435 ) begin
+          end else if (cap_bad) begin
+          end else if (\$436 ) begin
+          end else begin
+            \$573  = 1'h0;
+          end
+      4'h5:
+        begin
+          if (\$439 ) begin
+          end else if (\$441 ) begin
+          end else if (\$446 ) begin
+            if (\$447 ) begin
+              if (\$457 ) begin
+                \$573  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$573  = 1'h0;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$573  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$574  = lat;
+    casez (fsm_state)
+      4'h0:
+          \$574  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$435 ) begin
+          end else if (cap_bad) begin
+          end else if (\$436 ) begin
+          end else begin
+            \$574  = 1'h0;
+          end
+      4'h5:
+        begin
+          if (lat) begin
+            \$574  = 1'h0;
+          end
+          if (emitted) begin
+            (* full_case = 32'd1 *)
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              (* full_case = 32'd1 *)
+              if (\$471 ) begin
+              end else begin
+                \$574  = 1'h1;
+              end
+            end else begin
+              if (\$477 ) begin
+              end else if (\$479 ) begin
+                \$574  = 1'h1;
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$575  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$433 ) begin
+          end else if (cmd__valid) begin
+            \$575  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$575  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$576  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$433 ) begin
+          end else if (cmd__valid) begin
+            \$576  = 1'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$576  = 1'h0;
+            end
+          end else if (append__valid) begin
+            \$576  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$576  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$577  = fg;
+    casez (fsm_state)
+      4'h0:
+          if (\$433 ) begin
+          end else if (cmd__valid) begin
+            \$577  = 6'h00;
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$552 ) begin
+            if (\$553 ) begin
+              (* full_case = 32'd1 *)
+              if (\$554 ) begin
+              end else begin
+                \$577  = \$555 [5:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$559 ) begin
+              (* full_case = 32'd1 *)
+              if (\$562 ) begin
+              end else begin
+                if (\$564 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$565 ) begin
+                  end else begin
+                    \$577  = \$566 [5:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$577  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$578  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$433 ) begin
+          end else if (cmd__valid) begin
+            \$578  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$578  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$578  = 4'h2;
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$434 ) begin
+            \$578  = 4'h3;
+          end else if (field_bad) begin
+            \$578  = 4'h3;
+          end else begin
+            \$578  = 4'h4;
+          end
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$435 ) begin
+            \$578  = 4'h3;
+          end else if (cap_bad) begin
+            \$578  = 4'h3;
+          end else if (\$436 ) begin
+            \$578  = 4'h0;
+          end else begin
+            \$578  = 4'h5;
+          end
+      4'h5:
+          if (emitted) begin
+            if (\$459 ) begin
+              \$578  = 4'h3;
+            end
+          end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$491 ) begin
+            \$578  = 4'h3;
+          end else if (\$492 ) begin
+            \$578  = 4'h6;
+          end else if (\$497 ) begin
+            \$578  = 4'h3;
+          end else begin
+            \$578  = 4'h7;
+          end
+      4'h7:
+          (* full_case = 32'd1 *)
+          if (\$526 ) begin
+            \$578  = 4'h3;
+          end else if (\$527 ) begin
+            \$578  = 4'h3;
+          end else begin
+            \$578  = 4'h8;
+          end
+      4'h8:
+          if (\$528 ) begin
+            if (\$548 ) begin
+              \$578  = 4'h3;
+            end
+          end
+      4'h6:
+          \$578  = 4'h9;
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (\$552 ) begin
+            (* full_case = 32'd1 *)
+            if (\$553 ) begin
+              (* full_case = 32'd1 *)
+              if (\$554 ) begin
+                \$578  = 4'h3;
+              end else begin
+                \$578  = 4'h9;
+              end
+            end else begin
+              \$578  = 4'h9;
+            end
+          end else begin
+            \$578  = 4'ha;
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$559 ) begin
+              (* full_case = 32'd1 *)
+              if (\$562 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$564 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$565 ) begin
+                    \$578  = 4'h3;
+                  end else begin
+                    \$578  = 4'h9;
+                  end
+                end else begin
+                  \$578  = 4'h9;
+                end
+              end
+            end
+          end
+      4'h3:
+          if (\$569 ) begin
+            \$578  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$578  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$579  = retry;
+    casez (fsm_state)
+      4'h0:
+          if (\$433 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$579  = 1'h0;
+            end
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$552 ) begin
+            if (\$553 ) begin
+              if (\$554 ) begin
+                \$579  = 1'h1;
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$559 ) begin
+              (* full_case = 32'd1 *)
+              if (\$562 ) begin
+              end else begin
+                if (\$564 ) begin
+                  if (\$565 ) begin
+                    \$579  = 1'h1;
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$579  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$580  = ap;
+    casez (fsm_state)
+      4'h0:
+          if (\$433 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+          end else if (append__valid) begin
+            \$580  = append__payload;
+          end
+    endcase
+    if (rst) begin
+      \$580  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$581  = status;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (\$434 ) begin
+            \$581  = 3'h1;
+          end else if (field_bad) begin
+            \$581  = 3'h2;
+          end
+      4'h4:
+          if (\$435 ) begin
+            \$581  = 3'h3;
+          end else if (cap_bad) begin
+            \$581  = 3'h5;
+          end
+      4'h5:
+          if (emitted) begin
+            if (\$459 ) begin
+              \$581  = 3'h0;
+            end
+          end
+      4'h1:
+          if (\$491 ) begin
+            \$581  = 3'h1;
+          end else if (\$492 ) begin
+          end else if (\$497 ) begin
+            \$581  = 3'h2;
+          end
+      4'h7:
+          if (\$526 ) begin
+            \$581  = 3'h4;
+          end else if (\$527 ) begin
+            \$581  = 3'h0;
+          end
+      4'h8:
+          if (\$528 ) begin
+            if (\$548 ) begin
+              \$581  = 3'h0;
+            end
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$552 ) begin
+            if (\$553 ) begin
+              if (\$554 ) begin
+                \$581  = 3'h0;
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$559 ) begin
+              (* full_case = 32'd1 *)
+              if (\$562 ) begin
+              end else begin
+                if (\$564 ) begin
+                  if (\$565 ) begin
+                    \$581  = 3'h0;
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$581  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$582  = n;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$582  = \$signature__data [9:0];
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$582  = \$550 ;
+    endcase
+    if (rst) begin
+      \$582  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$583  = sb0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$583  = \$signature__data [23:10];
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$551 ) begin
+            \$583  = \$signature__data [23:10];
+          end
+    endcase
+    if (rst) begin
+      \$583  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$584  = sb1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$584  = \$signature__data [37:24];
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$551 ) begin
+            \$584  = \$signature__data [37:24];
+          end
+    endcase
+    if (rst) begin
+      \$584  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$585  = sb2;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$585  = \$signature__data [51:38];
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$551 ) begin
+            \$585  = \$signature__data [51:38];
+          end
+    endcase
+    if (rst) begin
+      \$585  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$586  = out_of_pages;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$435 ) begin
+          end else if (cap_bad) begin
+          end else if (\$436 ) begin
+            \$586  = 1'h1;
+          end else begin
+            \$586  = 1'h0;
+          end
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h3:
+          if (\$568 ) begin
+            \$586  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$586  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$587  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3231,26 +3347,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
-                  \$572  = \$424 ;
+                  \$587  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
-                      \$572  = obs__alloc_page;
+                      \$587  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
-                      \$572  = obs__alloc_page;
+                      \$587  = obs__alloc_page;
                 endcase
               end
             end
@@ -3258,12 +3374,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$572  = 14'h0000;
+      \$587  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = pg0_1;
+    \$588  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3274,32 +3390,32 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
                   /* empty */;
               4'h1:
-                  \$573  = \$424 ;
+                  \$588  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$573  = obs__alloc_page;
+                      \$588  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$573  = obs__alloc_page;
+                      \$588  = obs__alloc_page;
                 endcase
               end
             end
@@ -3307,12 +3423,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$573  = 14'h0000;
+      \$588  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$574  = pg0_2;
+    \$589  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3323,38 +3439,38 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
                   /* empty */;
               4'h1:
                   /* empty */;
               4'h2:
-                  \$574  = \$424 ;
+                  \$589  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$574  = obs__alloc_page;
+                      \$589  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$574  = obs__alloc_page;
+                      \$589  = obs__alloc_page;
                 endcase
               end
             end
@@ -3362,12 +3478,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$574  = 14'h0000;
+      \$589  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = pg0_3;
+    \$590  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3378,7 +3494,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -3386,14 +3502,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               4'h2:
                   /* empty */;
               4'h3:
-                  \$575  = \$424 ;
+                  \$590  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3402,11 +3518,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$575  = obs__alloc_page;
+                      \$590  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3415,7 +3531,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$575  = obs__alloc_page;
+                      \$590  = obs__alloc_page;
                 endcase
               end
             end
@@ -3423,12 +3539,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$575  = 14'h0000;
+      \$590  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = pg0_4;
+    \$591  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3439,7 +3555,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -3449,14 +3565,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               4'h3:
                   /* empty */;
               4'h4:
-                  \$576  = \$424 ;
+                  \$591  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3467,11 +3583,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$576  = obs__alloc_page;
+                      \$591  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3482,7 +3598,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$576  = obs__alloc_page;
+                      \$591  = obs__alloc_page;
                 endcase
               end
             end
@@ -3490,12 +3606,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$576  = 14'h0000;
+      \$591  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = pg0_5;
+    \$592  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3506,7 +3622,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -3518,14 +3634,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               4'h4:
                   /* empty */;
               4'h5:
-                  \$577  = \$424 ;
+                  \$592  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3538,11 +3654,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$577  = obs__alloc_page;
+                      \$592  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3555,7 +3671,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$577  = obs__alloc_page;
+                      \$592  = obs__alloc_page;
                 endcase
               end
             end
@@ -3563,12 +3679,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$577  = 14'h0000;
+      \$592  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = pg0_6;
+    \$593  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3579,7 +3695,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
         begin
           if (lat) begin
-            casez (\$425 )
+            casez (\$438 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -3593,14 +3709,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               4'h5:
                   /* empty */;
               4'h6:
-                  \$578  = \$424 ;
+                  \$593  = \$437 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
-              if (\$458 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
+              if (\$471 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3615,11 +3731,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$578  = obs__alloc_page;
+                      \$593  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$464 ) begin
+              if (\$477 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3634,7 +3750,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$578  = obs__alloc_page;
+                      \$593  = obs__alloc_page;
                 endcase
               end
             end
@@ -3642,12 +3758,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$578  = 14'h0000;
+      \$593  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = obs__live;
+    \$594  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3657,17 +3773,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$446 ) begin
+            if (\$459 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$579 [0] = 1'h1;
+                    \$594 [0] = 1'h1;
                 2'h1:
-                    \$579 [1] = 1'h1;
+                    \$594 [1] = 1'h1;
                 2'h2:
-                    \$579 [2] = 1'h1;
+                    \$594 [2] = 1'h1;
                 2'h3:
-                    \$579 [3] = 1'h1;
+                    \$594 [3] = 1'h1;
               endcase
             end
           end
@@ -3680,41 +3796,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$539 ) begin
-            if (\$540 ) begin
-              if (\$541 ) begin
+          if (\$552 ) begin
+            if (\$553 ) begin
+              if (\$554 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$579 [0] = 1'h0;
+                      \$594 [0] = 1'h0;
                   2'h1:
-                      \$579 [1] = 1'h0;
+                      \$594 [1] = 1'h0;
                   2'h2:
-                      \$579 [2] = 1'h0;
+                      \$594 [2] = 1'h0;
                   2'h3:
-                      \$579 [3] = 1'h0;
+                      \$594 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$546 ) begin
+            if (\$559 ) begin
               (* full_case = 32'd1 *)
-              if (\$549 ) begin
+              if (\$562 ) begin
               end else begin
-                if (\$551 ) begin
-                  if (\$552 ) begin
+                if (\$564 ) begin
+                  if (\$565 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$579 [0] = 1'h0;
+                          \$594 [0] = 1'h0;
                       2'h1:
-                          \$579 [1] = 1'h0;
+                          \$594 [1] = 1'h0;
                       2'h2:
-                          \$579 [2] = 1'h0;
+                          \$594 [2] = 1'h0;
                       2'h3:
-                          \$579 [3] = 1'h0;
+                          \$594 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -3723,12 +3839,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$579  = 4'h0;
+      \$594  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = lat_tab;
+    \$595  = lat_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3739,28 +3855,28 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
               (* full_case = 32'd1 *)
-              if (\$458 ) begin
+              if (\$471 ) begin
               end else begin
-                \$580  = slot_tab;
+                \$595  = slot_tab;
               end
             end else begin
-              if (\$464 ) begin
-              end else if (\$466 ) begin
-                \$580  = slot_tab;
+              if (\$477 ) begin
+              end else if (\$479 ) begin
+                \$595  = slot_tab;
               end
             end
           end
     endcase
     if (rst) begin
-      \$580  = 2'h0;
+      \$595  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = pg1_0;
+    \$596  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3771,15 +3887,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
             end else begin
-              if (\$464 ) begin
-              end else if (\$466 ) begin
-                if (\$474 ) begin
+              if (\$477 ) begin
+              end else if (\$479 ) begin
+                if (\$487 ) begin
                   casez (\$21 [1:0])
                     2'h0:
-                        \$581  = obs__alloc_page;
+                        \$596  = obs__alloc_page;
                   endcase
                 end
               end
@@ -3787,12 +3903,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$581  = 14'h0000;
+      \$596  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = pg1_1;
+    \$597  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3803,17 +3919,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
             end else begin
-              if (\$464 ) begin
-              end else if (\$466 ) begin
-                if (\$474 ) begin
+              if (\$477 ) begin
+              end else if (\$479 ) begin
+                if (\$487 ) begin
                   casez (\$21 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
-                        \$582  = obs__alloc_page;
+                        \$597  = obs__alloc_page;
                   endcase
                 end
               end
@@ -3821,12 +3937,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$582  = 14'h0000;
+      \$597  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = pg1_2;
+    \$598  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3837,19 +3953,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$446 ) begin
-            end else if (\$452 ) begin
+            if (\$459 ) begin
+            end else if (\$465 ) begin
             end else begin
-              if (\$464 ) begin
-              end else if (\$466 ) begin
-                if (\$474 ) begin
+              if (\$477 ) begin
+              end else if (\$479 ) begin
+                if (\$487 ) begin
                   casez (\$21 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
                         /* empty */;
                     2'h2:
-                        \$583  = obs__alloc_page;
+                        \$598  = obs__alloc_page;
                   endcase
                 end
               end
@@ -3857,12 +3973,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$583  = 14'h0000;
+      \$598  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = a;
+    \$599  = a;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3875,19 +3991,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$584  = { 4'h0, \$490  };
+          \$599  = { 4'h0, \$503  };
       4'h8:
-          if (\$515 ) begin
-            \$584  = \$524 [24:0];
+          if (\$528 ) begin
+            \$599  = \$537 [24:0];
           end
     endcase
     if (rst) begin
-      \$584  = 25'h0000000;
+      \$599  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = b;
+    \$600  = b;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3900,15 +4016,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$585  = { 4'h0, \$496  };
+          \$600  = { 4'h0, \$509  };
     endcase
     if (rst) begin
-      \$585  = 25'h0000000;
+      \$600  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = e;
+    \$601  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3921,32 +4037,32 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$586  = \$503 [14:0];
+          \$601  = \$516 [14:0];
       4'h8:
-          if (\$515 ) begin
-            \$586  = \$525 [14:0];
+          if (\$528 ) begin
+            \$601  = \$538 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$586  = 15'h0000;
+          \$601  = 15'h0000;
       4'ha:
           if (release__ready) begin
-            \$586  = \$544 [14:0];
-            if (\$546 ) begin
-              if (\$549 ) begin
-                \$586  = 15'h0000;
+            \$601  = \$557 [14:0];
+            if (\$559 ) begin
+              if (\$562 ) begin
+                \$601  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$586  = 15'h0000;
+      \$601  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = npg;
+    \$602  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3965,244 +4081,232 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$587  = cnt;
+          \$602  = cnt;
       4'ha:
           if (release__ready) begin
-            if (\$546 ) begin
-              if (\$549 ) begin
-                \$587  = k_cnt;
+            if (\$559 ) begin
+              if (\$562 ) begin
+                \$602  = k_cnt;
               end
             end
           end
     endcase
     if (rst) begin
-      \$587  = 15'h0000;
+      \$602  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$130  = 14'h0000;
+    \$131  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$130  = r_data;
+          \$131  = r_data;
       2'h1:
-          \$130  = \r_data$78 ;
+          \$131  = \r_data$82 ;
       2'h2:
-          \$130  = \r_data$79 ;
+          \$131  = \r_data$83 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$132  = 14'h0000;
-    casez (\$131 )
+    \$133  = 14'h0000;
+    casez (\$132 )
       4'h0:
-          \$132  = pg0_0;
+          \$133  = pg0_0;
       4'h1:
-          \$132  = pg0_1;
+          \$133  = pg0_1;
       4'h2:
-          \$132  = pg0_2;
+          \$133  = pg0_2;
       4'h3:
-          \$132  = pg0_3;
+          \$133  = pg0_3;
       4'h4:
-          \$132  = pg0_4;
+          \$133  = pg0_4;
       4'h5:
-          \$132  = pg0_5;
+          \$133  = pg0_5;
       4'h6:
-          \$132  = pg0_6;
+          \$133  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$139  = 7'h00;
-    casez (\slot_idx$65 )
+    \$140  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$139  = ap[24:18];
+          \$140  = ap[24:18];
       2'h1:
-          \$139  = ap[31:25];
+          \$140  = ap[31:25];
       2'h2:
-          \$139  = ap[38:32];
+          \$140  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$141  = 14'h0000;
+    \$142  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$141  = r_data;
+          \$142  = r_data;
       2'h1:
-          \$141  = \r_data$78 ;
+          \$142  = \r_data$82 ;
       2'h2:
-          \$141  = \r_data$79 ;
+          \$142  = \r_data$83 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$143  = 14'h0000;
-    casez (\$142 )
+    \$144  = 14'h0000;
+    casez (\$143 )
       4'h0:
-          \$143  = pg0_0;
+          \$144  = pg0_0;
       4'h1:
-          \$143  = pg0_1;
+          \$144  = pg0_1;
       4'h2:
-          \$143  = pg0_2;
+          \$144  = pg0_2;
       4'h3:
-          \$143  = pg0_3;
+          \$144  = pg0_3;
       4'h4:
-          \$143  = pg0_4;
+          \$144  = pg0_4;
       4'h5:
-          \$143  = pg0_5;
+          \$144  = pg0_5;
       4'h6:
-          \$143  = pg0_6;
+          \$144  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$145  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$146  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$145  = sb0;
+          \$146  = sb0;
       2'h1:
-          \$145  = sb1;
+          \$146  = sb1;
       2'h2:
-          \$145  = sb2;
+          \$146  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$148  = 7'h00;
-    casez (\slot_idx$65 )
+    \$149  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$148  = ap[24:18];
+          \$149  = ap[24:18];
       2'h1:
-          \$148  = ap[31:25];
+          \$149  = ap[31:25];
       2'h2:
-          \$148  = ap[38:32];
+          \$149  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$150  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$151  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$150  = sb0;
+          \$151  = sb0;
       2'h1:
-          \$150  = sb1;
+          \$151  = sb1;
       2'h2:
-          \$150  = sb2;
+          \$151  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$152  = 7'h00;
-    casez (\slot_idx$65 )
+    \$153  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$152  = ap[24:18];
+          \$153  = ap[24:18];
       2'h1:
-          \$152  = ap[31:25];
+          \$153  = ap[31:25];
       2'h2:
-          \$152  = ap[38:32];
+          \$153  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$157  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$156  = sb0;
+          \$157  = sb0;
       2'h1:
-          \$156  = sb1;
+          \$157  = sb1;
       2'h2:
-          \$156  = sb2;
+          \$157  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$159  = 7'h00;
-    casez (\slot_idx$65 )
+    \$160  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$159  = ap[24:18];
+          \$160  = ap[24:18];
       2'h1:
-          \$159  = ap[31:25];
+          \$160  = ap[31:25];
       2'h2:
-          \$159  = ap[38:32];
+          \$160  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$162  = 7'h00;
-    casez (\slot_idx$65 )
+    \$163  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$162  = ap[24:18];
+          \$163  = ap[24:18];
       2'h1:
-          \$162  = ap[31:25];
+          \$163  = ap[31:25];
       2'h2:
-          \$162  = ap[38:32];
+          \$163  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$165  = 7'h00;
-    casez (\slot_idx$65 )
+    \$166  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$165  = ap[24:18];
+          \$166  = ap[24:18];
       2'h1:
-          \$165  = ap[31:25];
+          \$166  = ap[31:25];
       2'h2:
-          \$165  = ap[38:32];
+          \$166  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$167  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$168  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$167  = sb0;
+          \$168  = sb0;
       2'h1:
-          \$167  = sb1;
+          \$168  = sb1;
       2'h2:
-          \$167  = sb2;
+          \$168  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$169  = 7'h00;
-    casez (\slot_idx$65 )
+    \$170  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$169  = ap[24:18];
+          \$170  = ap[24:18];
       2'h1:
-          \$169  = ap[31:25];
+          \$170  = ap[31:25];
       2'h2:
-          \$169  = ap[38:32];
+          \$170  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$175  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$176  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$175  = pg1_0;
+          \$176  = pg1_0;
       2'h1:
-          \$175  = pg1_1;
+          \$176  = pg1_1;
       2'h2:
-          \$175  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$177  = 7'h00;
-    casez (\slot_idx$65 )
-      2'h0:
-          \$177  = ap[24:18];
-      2'h1:
-          \$177  = ap[31:25];
-      2'h2:
-          \$177  = ap[38:32];
+          \$176  = pg1_2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$178  = 7'h00;
-    casez (\slot_idx$65 )
+    casez (\slot_idx$69 )
       2'h0:
           \$178  = ap[24:18];
       2'h1:
@@ -4213,268 +4317,268 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$180  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$179  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$180  = sb0;
+          \$179  = ap[24:18];
       2'h1:
-          \$180  = sb1;
+          \$179  = ap[31:25];
       2'h2:
-          \$180  = sb2;
+          \$179  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$182  = 7'h00;
-    casez (\slot_idx$65 )
+    \$181  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$182  = ap[24:18];
+          \$181  = sb0;
       2'h1:
-          \$182  = ap[31:25];
+          \$181  = sb1;
       2'h2:
-          \$182  = ap[38:32];
+          \$181  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = 14'h0000;
-    casez (\slot_idx$65 )
+    \$183  = 7'h00;
+    casez (\slot_idx$69 )
       2'h0:
-          \$186  = sb0;
+          \$183  = ap[24:18];
       2'h1:
-          \$186  = sb1;
+          \$183  = ap[31:25];
       2'h2:
-          \$186  = sb2;
+          \$183  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$189  = 7'h00;
-    casez (\slot_idx$65 )
+    \$187  = 14'h0000;
+    casez (\slot_idx$69 )
       2'h0:
-          \$189  = ap[24:18];
+          \$187  = sb0;
       2'h1:
-          \$189  = ap[31:25];
+          \$187  = sb1;
       2'h2:
-          \$189  = ap[38:32];
+          \$187  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = 14'h0000;
+    \$190  = 7'h00;
+    casez (\slot_idx$69 )
+      2'h0:
+          \$190  = ap[24:18];
+      2'h1:
+          \$190  = ap[31:25];
+      2'h2:
+          \$190  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$194  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$193  = r_data;
+          \$194  = r_data;
       2'h1:
-          \$193  = \r_data$78 ;
+          \$194  = \r_data$82 ;
       2'h2:
-          \$193  = \r_data$79 ;
+          \$194  = \r_data$83 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = 14'h0000;
-    casez (\$194 )
+    \$196  = 14'h0000;
+    casez (\$195 )
       4'h0:
-          \$195  = pg0_0;
+          \$196  = pg0_0;
       4'h1:
-          \$195  = pg0_1;
+          \$196  = pg0_1;
       4'h2:
-          \$195  = pg0_2;
+          \$196  = pg0_2;
       4'h3:
-          \$195  = pg0_3;
+          \$196  = pg0_3;
       4'h4:
-          \$195  = pg0_4;
+          \$196  = pg0_4;
       4'h5:
-          \$195  = pg0_5;
+          \$196  = pg0_5;
       4'h6:
-          \$195  = pg0_6;
+          \$196  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = 14'h0000;
+    \$236  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$235  = sb0;
+          \$236  = sb0;
       2'h1:
-          \$235  = sb1;
+          \$236  = sb1;
       2'h2:
-          \$235  = sb2;
+          \$236  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = 7'h00;
+    \$238  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$237  = ap[24:18];
+          \$238  = ap[24:18];
       2'h1:
-          \$237  = ap[31:25];
+          \$238  = ap[31:25];
       2'h2:
-          \$237  = ap[38:32];
+          \$238  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = 14'h0000;
+    \$240  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$239  = sb0;
+          \$240  = sb0;
       2'h1:
-          \$239  = sb1;
+          \$240  = sb1;
       2'h2:
-          \$239  = sb2;
+          \$240  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = 14'h0000;
+    \$244  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$243  = sb0;
+          \$244  = sb0;
       2'h1:
-          \$243  = sb1;
+          \$244  = sb1;
       2'h2:
-          \$243  = sb2;
+          \$244  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = 14'h0000;
+    \$246  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$245  = sb0;
+          \$246  = sb0;
       2'h1:
-          \$245  = sb1;
+          \$246  = sb1;
       2'h2:
-          \$245  = sb2;
+          \$246  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = 7'h00;
+    \$250  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$249  = ap[24:18];
+          \$250  = ap[24:18];
       2'h1:
-          \$249  = ap[31:25];
+          \$250  = ap[31:25];
       2'h2:
-          \$249  = ap[38:32];
+          \$250  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = 14'h0000;
+    \$252  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$251  = sb0;
+          \$252  = sb0;
       2'h1:
-          \$251  = sb1;
+          \$252  = sb1;
       2'h2:
-          \$251  = sb2;
+          \$252  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$255  = 7'h00;
+    \$256  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$255  = ap[24:18];
+          \$256  = ap[24:18];
       2'h1:
-          \$255  = ap[31:25];
+          \$256  = ap[31:25];
       2'h2:
-          \$255  = ap[38:32];
+          \$256  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$257  = 7'h00;
+    \$258  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$257  = ap[24:18];
+          \$258  = ap[24:18];
       2'h1:
-          \$257  = ap[31:25];
+          \$258  = ap[31:25];
       2'h2:
-          \$257  = ap[38:32];
+          \$258  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = 14'h0000;
+    \$260  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$259  = sb0;
+          \$260  = sb0;
       2'h1:
-          \$259  = sb1;
+          \$260  = sb1;
       2'h2:
-          \$259  = sb2;
+          \$260  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = 7'h00;
+    \$262  = 7'h00;
     casez (\$21 [1:0])
       2'h0:
-          \$261  = ap[24:18];
+          \$262  = ap[24:18];
       2'h1:
-          \$261  = ap[31:25];
+          \$262  = ap[31:25];
       2'h2:
-          \$261  = ap[38:32];
+          \$262  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = 14'h0000;
+    \$300  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$292  = r_data;
+          \$300  = r_data;
       2'h1:
-          \$292  = \r_data$78 ;
+          \$300  = \r_data$82 ;
       2'h2:
-          \$292  = \r_data$79 ;
+          \$300  = \r_data$83 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = 14'h0000;
+    \$335  = 14'h0000;
     casez (\$21 [1:0])
       2'h0:
-          \$327  = sb0;
+          \$335  = sb0;
       2'h1:
-          \$327  = sb1;
+          \$335  = sb1;
       2'h2:
-          \$327  = sb2;
+          \$335  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = 14'h0000;
+    \$353  = 14'h0000;
     casez (slot_tab)
       2'h0:
-          \$345  = r_data;
+          \$353  = r_data;
       2'h1:
-          \$345  = \r_data$78 ;
+          \$353  = \r_data$82 ;
       2'h2:
-          \$345  = \r_data$79 ;
+          \$353  = \r_data$83 ;
     endcase
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = 14'h0000;
-    casez (\slot_idx$103 )
-      2'h0:
-          \$385  = sb0;
-      2'h1:
-          \$385  = sb1;
-      2'h2:
-          \$385  = sb2;
-    endcase
-  end
+  assign \ready$28  = ready;
   assign seq = obs__seq;
   assign grp = \$7 [5:0];
   assign gidx = \$9 [7:0];
-  assign \$signature__addr$35  = \$9 [7:0];
   assign pending = out_of_pages;
   assign count = free_pages;
   assign live = obs__live;
@@ -4484,10 +4588,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign need = \$71 [2:0];
   assign w_stream = \$88 [9:0];
   assign w_data = obs__alloc_page;
-  assign \w_stream$56  = \$92 [9:0];
-  assign \w_data$57  = obs__alloc_page;
-  assign \w_stream$59  = \$96 [7:0];
-  assign \w_data$60  = obs__alloc_page;
+  assign \w_stream$60  = \$92 [9:0];
+  assign \w_data$61  = obs__alloc_page;
+  assign \w_stream$63  = \$96 [7:0];
+  assign \w_data$64  = obs__alloc_page;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign obs__alloc_sid = \$11 [10:0];
@@ -4546,11 +4650,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \rec.addr  = wr_out__payload[27:4];
   assign \rec.length  = wr_out__payload[38:28];
   assign \rec.status  = wr_out__payload[41:39];
-  assign \$signature__data$89.n  = \$signature__data$89 [9:0];
-  assign \$signature__data$89.sb  = \$signature__data$89 [51:10];
-  assign \$signature__data$89.sb[0]  = \$signature__data$89 [23:10];
-  assign \$signature__data$89.sb[1]  = \$signature__data$89 [37:24];
-  assign \$signature__data$89.sb[2]  = \$signature__data$89 [51:38];
+  assign \$signature__data$93.n  = \$signature__data$93 [9:0];
+  assign \$signature__data$93.sb  = \$signature__data$93 [51:10];
+  assign \$signature__data$93.sb[0]  = \$signature__data$93 [23:10];
+  assign \$signature__data$93.sb[1]  = \$signature__data$93 [37:24];
+  assign \$signature__data$93.sb[2]  = \$signature__data$93 [51:38];
   assign \$1  = cm[0];
   assign \$27 [9:5] = 5'h00;
   assign \$27 [4:0] = \$signature__data [4:0];
@@ -4572,91 +4676,91 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$63 [9:0] = \$signature__data [47:38];
   assign \$69 [9:6] = 4'h0;
   assign \$69 [5:0] = \$signature__data [5:0];
-  assign \$134 [9:5] = 5'h00;
-  assign \$134 [4:0] = n[4:0];
-  assign \$146 [13:10] = 4'h0;
-  assign \$146 [9:0] = \$145 [9:0];
-  assign \$151 [13:10] = 4'h0;
-  assign \$151 [9:0] = \$150 [9:0];
-  assign \$157 [13:10] = 4'h0;
-  assign \$157 [9:0] = \$156 [9:0];
-  assign \$168 [13:10] = 4'h0;
-  assign \$168 [9:0] = \$167 [9:0];
-  assign \$176  = { \$175 , 10'h000 };
-  assign \$181 [13:10] = 4'h0;
-  assign \$181 [9:0] = \$180 [9:0];
-  assign \$187 [13:10] = 4'h0;
-  assign \$187 [9:0] = \$186 [9:0];
-  assign \$197 [9:6] = 4'h0;
-  assign \$197 [5:0] = n[5:0];
-  assign \$213  = { 5'h00, n[9:5] };
-  assign \$214  = { 6'h00, n[9:6] };
-  assign \$217  = { 5'h00, n[9:5] };
-  assign \$218  = { 6'h00, n[9:6] };
-  assign \$221  = { 5'h00, n[9:5] };
-  assign \$222  = { 6'h00, n[9:6] };
-  assign \$225  = { 5'h00, n[9:5] };
-  assign \$226  = { 6'h00, n[9:6] };
-  assign \$229 [9:5] = 5'h00;
-  assign \$229 [4:0] = n[4:0];
-  assign \$231 [9:6] = 4'h0;
-  assign \$231 [5:0] = n[5:0];
-  assign \$236  = { 10'h000, \$235 [13:10] };
-  assign \$240 [13:10] = 4'h0;
-  assign \$240 [9:0] = \$239 [9:0];
-  assign \$244  = { 10'h000, \$243 [13:10] };
-  assign \$246  = { 10'h000, \$245 [13:10] };
-  assign \$252 [13:10] = 4'h0;
-  assign \$252 [9:0] = \$251 [9:0];
-  assign \$260 [13:10] = 4'h0;
-  assign \$260 [9:0] = \$259 [9:0];
-  assign \$267  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$268  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$271  = { 10'h000, \$270 [20:10] };
-  assign \$274  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$275  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$278  = { 10'h000, \$277 [20:10] };
-  assign \$281  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$282  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$285  = { 10'h000, \$284 [20:10] };
-  assign \$293 [24:10] = 15'h0000;
-  assign \$293 [9:0] = a[9:0];
-  assign \$295 [24:10] = 15'h0000;
-  assign \$295 [9:0] = a[9:0];
-  assign \$299 [24:10] = 15'h0000;
-  assign \$299 [9:0] = a[9:0];
-  assign \$323  = { \$322 [11], \$322 [11], \$322 [11], \$322 [11], \$322 [11], \$322 [11:5] };
-  assign \$330  = { \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15], \$329 [15:10] };
-  assign \$335  = { \$334 [11], \$334 [11], \$334 [11], \$334 [11], \$334 [11], \$334 [11], \$334 [11:6] };
-  assign \$379  = { \$378 [11], \$378 [11], \$378 [11], \$378 [11], \$378 [11], \$378 [11:5] };
-  assign \$388  = { \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15], \$387 [15:10] };
-  assign \$391  = { \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11:6] };
-  assign \$439 [13:10] = 4'h0;
-  assign \$439 [9:0] = \$438 [9:0];
-  assign \$454 [9:5] = 5'h00;
-  assign \$454 [4:0] = n[4:0];
-  assign \$456 [9:6] = 4'h0;
-  assign \$456 [5:0] = n[5:0];
-  assign \$462 [13:10] = 4'h0;
-  assign \$462 [9:0] = \$461 [9:0];
-  assign \$470 [13:10] = 4'h0;
-  assign \$470 [9:0] = \$469 [9:0];
-  assign \$479  = cm[0];
-  assign \$487  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$488  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$493  = { 3'h0, cm[40:27], 4'h0 };
-  assign \$494  = { 2'h0, cm[40:27], 5'h00 };
-  assign \$499  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$500  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$503  = { 10'h000, \$502 [20:10] };
-  assign \$516 [24:10] = 15'h0000;
-  assign \$516 [9:0] = a[9:0];
-  assign \$520 [24:10] = 15'h0000;
-  assign \$520 [9:0] = a[9:0];
-  assign \$526 [24:10] = 15'h0000;
-  assign \$526 [9:0] = a[9:0];
-  assign \$530 [24:10] = 15'h0000;
-  assign \$530 [9:0] = a[9:0];
+  assign \$135 [9:5] = 5'h00;
+  assign \$135 [4:0] = n[4:0];
+  assign \$147 [13:10] = 4'h0;
+  assign \$147 [9:0] = \$146 [9:0];
+  assign \$152 [13:10] = 4'h0;
+  assign \$152 [9:0] = \$151 [9:0];
+  assign \$158 [13:10] = 4'h0;
+  assign \$158 [9:0] = \$157 [9:0];
+  assign \$169 [13:10] = 4'h0;
+  assign \$169 [9:0] = \$168 [9:0];
+  assign \$177  = { \$176 , 10'h000 };
+  assign \$182 [13:10] = 4'h0;
+  assign \$182 [9:0] = \$181 [9:0];
+  assign \$188 [13:10] = 4'h0;
+  assign \$188 [9:0] = \$187 [9:0];
+  assign \$198 [9:6] = 4'h0;
+  assign \$198 [5:0] = n[5:0];
+  assign \$214  = { 5'h00, n[9:5] };
+  assign \$215  = { 6'h00, n[9:6] };
+  assign \$218  = { 5'h00, n[9:5] };
+  assign \$219  = { 6'h00, n[9:6] };
+  assign \$222  = { 5'h00, n[9:5] };
+  assign \$223  = { 6'h00, n[9:6] };
+  assign \$226  = { 5'h00, n[9:5] };
+  assign \$227  = { 6'h00, n[9:6] };
+  assign \$230 [9:5] = 5'h00;
+  assign \$230 [4:0] = n[4:0];
+  assign \$232 [9:6] = 4'h0;
+  assign \$232 [5:0] = n[5:0];
+  assign \$237  = { 10'h000, \$236 [13:10] };
+  assign \$241 [13:10] = 4'h0;
+  assign \$241 [9:0] = \$240 [9:0];
+  assign \$245  = { 10'h000, \$244 [13:10] };
+  assign \$247  = { 10'h000, \$246 [13:10] };
+  assign \$253 [13:10] = 4'h0;
+  assign \$253 [9:0] = \$252 [9:0];
+  assign \$261 [13:10] = 4'h0;
+  assign \$261 [9:0] = \$260 [9:0];
+  assign \$275  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$276  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$279  = { 10'h000, \$278 [20:10] };
+  assign \$282  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$283  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$286  = { 10'h000, \$285 [20:10] };
+  assign \$289  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$290  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$293  = { 10'h000, \$292 [20:10] };
+  assign \$301 [24:10] = 15'h0000;
+  assign \$301 [9:0] = a[9:0];
+  assign \$303 [24:10] = 15'h0000;
+  assign \$303 [9:0] = a[9:0];
+  assign \$307 [24:10] = 15'h0000;
+  assign \$307 [9:0] = a[9:0];
+  assign \$331  = { \$330 [11], \$330 [11], \$330 [11], \$330 [11], \$330 [11], \$330 [11:5] };
+  assign \$338  = { \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15:10] };
+  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:6] };
+  assign \$387  = { \$386 [11], \$386 [11], \$386 [11], \$386 [11], \$386 [11], \$386 [11:5] };
+  assign \$396  = { \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15:10] };
+  assign \$399  = { \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11:6] };
+  assign \$452 [13:10] = 4'h0;
+  assign \$452 [9:0] = \$451 [9:0];
+  assign \$467 [9:5] = 5'h00;
+  assign \$467 [4:0] = n[4:0];
+  assign \$469 [9:6] = 4'h0;
+  assign \$469 [5:0] = n[5:0];
+  assign \$475 [13:10] = 4'h0;
+  assign \$475 [9:0] = \$474 [9:0];
+  assign \$483 [13:10] = 4'h0;
+  assign \$483 [9:0] = \$482 [9:0];
+  assign \$492  = cm[0];
+  assign \$500  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$501  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$506  = { 3'h0, hi, 4'h0 };
+  assign \$507  = { 2'h0, hi, 5'h00 };
+  assign \$512  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$513  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$516  = { 10'h000, \$515 [20:10] };
+  assign \$529 [24:10] = 15'h0000;
+  assign \$529 [9:0] = a[9:0];
+  assign \$533 [24:10] = 15'h0000;
+  assign \$533 [9:0] = a[9:0];
+  assign \$539 [24:10] = 15'h0000;
+  assign \$539 [9:0] = a[9:0];
+  assign \$543 [24:10] = 15'h0000;
+  assign \$543 [9:0] = a[9:0];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16232,18 +16336,27 @@ module \mmu.dense_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_e
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, wr__data, count, clk);
+module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, release__payload, done, count, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  reg [13:0] \$10 ;
-  reg [14:0] \$11 ;
-  reg [13:0] \$12 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire [15:0] \$12 ;
+  wire \$13 ;
+  wire [16:0] \$14 ;
+  wire \$15 ;
+  wire [14:0] \$16 ;
+  reg [13:0] \$17 ;
+  reg \$18 ;
+  reg [13:0] \$19 ;
   wire [14:0] \$2 ;
+  reg [14:0] \$20 ;
+  reg [13:0] \$21 ;
   wire [14:0] \$3 ;
   wire \$4 ;
-  wire [15:0] \$5 ;
+  wire \$5 ;
   wire \$6 ;
-  wire [16:0] \$7 ;
+  wire \$7 ;
   wire \$8 ;
   wire [14:0] \$9 ;
   output [13:0] alloc__payload;
@@ -16257,11 +16370,16 @@ module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc_
   output [14:0] count;
   reg [14:0] count = 15'h4000;
   (* init = 15'h4000 *)
-  wire [14:0] \count$15 ;
+  wire [14:0] \count$17 ;
+  output done;
+  reg done = 1'h0;
   reg [13:0] head = 14'h0000;
   wire [13:0] new_head;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
+  (* init = 1'h0 *)
+  wire ready;
+  input [13:0] release__payload;
   wire [13:0] release__payload;
   output release__ready;
   wire release__ready;
@@ -16269,10 +16387,9 @@ module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc_
   wire release__valid;
   input rst;
   wire rst;
-  (* init = 14'h0000 *)
-  wire [13:0] tail;
-  reg [13:0] wr__addr = 14'h0000;
-  input [13:0] wr__data;
+  reg [13:0] tail = 14'h0000;
+  reg [13:0] walk = 14'h0000;
+  wire [13:0] wr__addr;
   wire [13:0] wr__data;
   wire wr__en;
   reg [13:0] ring [16383:0];
@@ -32674,51 +32791,85 @@ module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc_
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
-  assign alloc__valid = | count;
-  assign release__ready = count != 15'h4000;
-  assign wr__en = release__valid & release__ready;
-  assign \$4  = release__valid & release__ready;
-  assign \$5  = count + \$4 ;
-  assign \$6  = alloc__valid & alloc__ready;
-  assign \$7  = \$5  - \$6 ;
-  assign \$8  = release__valid & release__ready;
-  assign \$9  = wr__addr + 1'h1;
+  assign \$4  = | count;
+  assign alloc__valid = done & \$4 ;
+  assign \$5  = count != 15'h4000;
+  assign release__ready = done & \$5 ;
+  assign wr__addr = done ? tail : walk;
+  assign wr__data = done ? release__payload : walk;
+  assign \$6  = release__valid & release__ready;
+  assign \$7  = ~ done;
+  assign wr__en = \$6  | \$7 ;
+  assign \$8  = ~ done;
+  assign \$9  = walk + 1'h1;
+  assign \$10  = walk == 14'h3fff;
+  assign \$11  = release__valid & release__ready;
+  assign \$12  = count + \$11 ;
+  assign \$13  = alloc__valid & alloc__ready;
+  assign \$14  = \$12  - \$13 ;
+  assign \$15  = release__valid & release__ready;
+  assign \$16  = tail + 1'h1;
   always @(posedge clk)
-    head <= \$10 ;
+    walk <= \$17 ;
   always @(posedge clk)
-    count <= \$11 ;
+    done <= \$18 ;
   always @(posedge clk)
-    wr__addr <= \$12 ;
+    head <= \$19 ;
+  always @(posedge clk)
+    count <= \$20 ;
+  always @(posedge clk)
+    tail <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$10  = \$3 [13:0];
-    if (rst) begin
-      \$10  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$11  = \$7 [14:0];
-    if (rst) begin
-      \$11  = 15'h4000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$12  = wr__addr;
+    \$17  = walk;
     if (\$8 ) begin
-      \$12  = \$9 [13:0];
+      \$17  = \$9 [13:0];
     end
     if (rst) begin
-      \$12  = 14'h0000;
+      \$17  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$18  = done;
+    if (\$8 ) begin
+      if (\$10 ) begin
+        \$18  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$18  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$19  = \$3 [13:0];
+    if (rst) begin
+      \$19  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$20  = \$14 [14:0];
+    if (rst) begin
+      \$20  = 15'h4000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$21  = tail;
+    if (\$15 ) begin
+      \$21  = \$16 [13:0];
+    end
+    if (rst) begin
+      \$21  = 14'h0000;
     end
   end
   assign new_head = \$3 [13:0];
   assign rd__addr = \$3 [13:0];
   assign rd__data = alloc__payload;
-  assign tail = wr__addr;
-  assign release__payload = wr__data;
-  assign \count$15  = count;
+  assign \count$17  = count;
+  assign ready = done;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -60,6 +60,11 @@ def get_design(name):
         raise ValueError(f"unknown design {name!r}; choose from {', '.join(DESIGNS)}") from None
 
 
+def _oaken_engine(cfg):
+    from oaken_hw.engine.top import OakenEngine
+    return OakenEngine(cfg=cfg)
+
+
 def _quant_engine(cfg):
     from oaken_hw.rtl.quant import QuantEngine
     return QuantEngine(cfg=cfg)
@@ -80,6 +85,9 @@ def _int4_baseline(cfg):
     return Int4Quantizer(lanes=cfg.quant.lanes, vector_len=cfg.vector_len)
 
 
+register("oaken_engine", _oaken_engine, role="top",
+         description="the whole engine: write path (quantizer, MMU append, memory writes), "
+                     "read path (MMU reads, memory reads, dequantizer), configuration")
 register("quant_engine", _quant_engine,
          description="quantization engine: FP16 vectors in, dense / sparse / meta streams out")
 register("dequant_engine", _dequant_engine,
@@ -88,5 +96,3 @@ register("mmu", _mmu, description="MMU: page tables and free list for dense, spa
 register("int4_baseline", _int4_baseline, role="reference",
          description="plain per-vector INT4 min/max quantizer (no outlier handling), "
                      "quant.lanes lanes, vector_len elements")
-
-# The full engine (issue 6) registers here with role="top" when it exists.

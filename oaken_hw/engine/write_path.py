@@ -1,0 +1,287 @@
+"""The write path: the quantizer's three streams, the MMU append, and the memory writes."""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..mmu.layout import Kind, MMULayout, Status
+from ..mmu.mmu import append_layout, record_layout
+from .byte_queue import ByteQueue
+from .ports import EnginePorts
+
+__all__ = ["WritePath"]
+
+
+def head_counts(cfg, meta_data):
+    """Sparse bytes of every head: the sum of its blocks' counts in a meta record (Values)."""
+    q = cfg.quant
+    per_head = cfg.model.head_dim // q.sparse_block
+    first = 9                                          # the counts follow 4 FP16 and n_lo
+    out = []
+    for h in range(cfg.model.kv_heads):
+        total = Const(0, 1)
+        for b in range(h * per_head, (h + 1) * per_head):
+            total = total + meta_data[8 * (first + b):8 * (first + b + 1)]
+        out.append(total)
+    return out
+
+
+class WritePath(wiring.Component):
+    """Writes each quantized vector where the MMU puts it.
+
+    The meta record (which leaves the quantizer with the vector's first beats) starts the
+    MMU append at once; its burst records then arrive in the canonical order (dense of every
+    head, sparse of every head, meta, status) and each is turned into memory beats from the
+    matching buffer: dense beats regrouped to the memory width, sparse bytes through a
+    :class:`ByteQueue` and rotated to the burst's byte offset (byte enables on the bytes
+    written only), the meta record in its slot's lanes. A failed append writes nothing: its
+    vector's buffered data is dropped. ``done`` carries one status per vector after its last
+    memory beat was accepted.
+
+    Parameters
+    ----------
+    cfg : OakenConfig
+    dense_layout, sparse_layout, meta_layout : data.Layout
+        The quantization engine's output payloads.
+
+    Attributes
+    ----------
+    dense, sparse, meta : In(stream.Signature(...))
+        From the quantization engine.
+    append : Out(stream.Signature(append_layout))
+    records : In(stream.Signature(record_layout))
+        The MMU's ``wr_out``.
+    wmem_cmd, wmem_wdata : Out(stream.Signature(...))
+        The memory write port (:class:`EnginePorts`).
+    done : Out(stream.Signature(EnginePorts.write_done))
+    """
+
+    def __init__(self, *, cfg, dense_layout, sparse_layout, meta_layout):
+        self.cfg = cfg
+        self.L = L = MMULayout(cfg)
+        self.P = P = EnginePorts(cfg)
+        self.dense_layout = dense_layout
+        super().__init__({
+            "dense": In(stream.Signature(dense_layout)),
+            "sparse": In(stream.Signature(sparse_layout)),
+            "meta": In(stream.Signature(meta_layout)),
+            "append": Out(stream.Signature(append_layout(L))),
+            "records": In(stream.Signature(record_layout(L))),
+            "wmem_cmd": Out(stream.Signature(P.mem_cmd)),
+            "wmem_wdata": Out(stream.Signature(P.mem_wdata)),
+            "done": Out(stream.Signature(P.write_done)),
+        })
+
+    def elaborate(self, platform):
+        cfg, L, P = self.cfg, self.L, self.P
+        m = Module()
+        N = P.beat_bytes
+        s = N.bit_length() - 1
+        lanes = cfg.quant.lanes
+        dbits = lanes * cfg.quant.middle_bits
+        ratio = 8 * N // dbits
+        vec_dense_beats = L.heads * L.dense_bytes // N
+        bpv = cfg.beats_per_vector
+
+        # ---------------------------------------------------------------- meta: start the append
+        info_layout = data.StructLayout({
+            "seq": L.seq_bits, "layer": L.layer_bits, "kv": 1, "pos": P.write_done["pos"].shape,
+            "sparse": range(cfg.vector_len + 1)})
+        m.submodules.meta_fifo = meta_fifo = SyncFIFOBuffered(width=L.meta_bytes * 8, depth=4)
+        m.submodules.info_fifo = info_fifo = SyncFIFOBuffered(width=info_layout.size, depth=4)
+        hdr = self.meta.payload.header
+        counts = head_counts(cfg, self.meta.payload.data)
+        room = meta_fifo.w_rdy & info_fifo.w_rdy
+        info_in = data.View(info_layout, info_fifo.w_data)
+        m.d.comb += [
+            self.append.valid.eq(self.meta.valid & room),
+            self.append.payload.seq.eq(hdr.seq),
+            self.append.payload.layer.eq(hdr.layer),
+            self.append.payload.kv.eq(hdr.kv),
+            self.append.payload.pos.eq(hdr.pos),
+            self.meta.ready.eq(self.append.ready & room),
+            meta_fifo.w_data.eq(self.meta.payload.data),
+            info_in.seq.eq(hdr.seq), info_in.layer.eq(hdr.layer), info_in.kv.eq(hdr.kv),
+            info_in.pos.eq(hdr.pos),
+            info_in.sparse.eq(sum(counts)),
+            meta_fifo.w_en.eq(self.meta.valid & self.meta.ready),
+            info_fifo.w_en.eq(self.meta.valid & self.meta.ready),
+        ]
+        for h, c in enumerate(counts):
+            m.d.comb += self.append.payload.counts[h].eq(c)
+
+        # ---------------------------------------------------------------- dense: regroup to N bytes
+        m.submodules.dense_fifo = dense_fifo = SyncFIFOBuffered(
+            width=8 * N, depth=2 * vec_dense_beats + 4)
+        if ratio == 1:
+            m.d.comb += [dense_fifo.w_data.eq(self.dense.payload.data),
+                         dense_fifo.w_en.eq(self.dense.valid),
+                         self.dense.ready.eq(dense_fifo.w_rdy)]
+        else:
+            part = Signal(dbits * (ratio - 1))
+            k = Signal(range(ratio))
+            full = k == ratio - 1
+            m.d.comb += [self.dense.ready.eq(~full | dense_fifo.w_rdy),
+                         dense_fifo.w_data.eq(Cat(part, self.dense.payload.data)),
+                         dense_fifo.w_en.eq(self.dense.valid & full)]
+            with m.If(self.dense.valid & self.dense.ready):
+                m.d.sync += [part.eq(Cat(part[dbits:], self.dense.payload.data)),
+                             k.eq(Mux(full, 0, k + 1))]
+
+        # ---------------------------------------------------------------- sparse: bytes queue
+        sw = lanes * 8 + len(Signal(range(lanes + 1)))
+        m.submodules.sparse_fifo = sparse_fifo = SyncFIFOBuffered(width=sw, depth=2 * bpv + 8)
+        m.submodules.bytes = bq = ByteQueue(in_bytes=lanes, out_bytes=N)
+        m.d.comb += [
+            sparse_fifo.w_data.eq(Cat(self.sparse.payload.data, self.sparse.payload.count)),
+            sparse_fifo.w_en.eq(self.sparse.valid),
+            self.sparse.ready.eq(sparse_fifo.w_rdy),
+            bq.i.valid.eq(sparse_fifo.r_rdy),
+            bq.i.payload.eq(sparse_fifo.r_data),
+            sparse_fifo.r_en.eq(bq.i.ready),
+        ]
+
+        # ---------------------------------------------------------------- records -> beats
+        # The OK status of an append is folded into its last record (`end`), so it costs the
+        # writer no cycle: a record is held until the next one shows whether it was the last.
+        # A failed append sends its status alone; it goes through as it is.
+        entry = data.StructLayout({"rec": record_layout(L), "end": 1})
+        m.submodules.rec_fifo = rec_fifo = SyncFIFOBuffered(width=entry.size, depth=8)
+        incoming = self.records.payload
+        held = data.Signal(record_layout(L))
+        held_v = Signal()
+        is_status = incoming.kind == Kind.STATUS
+        push = data.View(entry, rec_fifo.w_data)
+        m.d.comb += [
+            self.records.ready.eq(rec_fifo.w_rdy),
+            rec_fifo.w_en.eq(self.records.valid & (held_v | is_status)),
+            push.rec.eq(Mux(held_v, held, incoming)),
+            push.end.eq(~held_v | is_status),
+        ]
+        with m.If(self.records.valid & self.records.ready):
+            m.d.sync += [held.eq(incoming), held_v.eq(~is_status)]
+        ent = data.View(entry, rec_fifo.r_data)
+        rec = ent.rec
+
+        # the output beat register, forked into the command and data streams
+        cmd_pend, data_pend = Signal(), Signal()
+        o_addr = Signal(P.addr_bits)
+        o_data = Signal(8 * N)
+        o_be = Signal(N)
+        out_free = Signal()
+        m.d.comb += [
+            out_free.eq((~cmd_pend | self.wmem_cmd.ready) & (~data_pend | self.wmem_wdata.ready)),
+            self.wmem_cmd.valid.eq(cmd_pend),
+            self.wmem_cmd.payload.we.eq(1),
+            self.wmem_cmd.payload.addr.eq(o_addr),
+            self.wmem_wdata.valid.eq(data_pend),
+            self.wmem_wdata.payload.data.eq(o_data),
+            self.wmem_wdata.payload.we.eq(o_be),
+        ]
+        with m.If(self.wmem_cmd.ready):
+            m.d.sync += cmd_pend.eq(0)
+        with m.If(self.wmem_wdata.ready):
+            m.d.sync += data_pend.eq(0)
+        fire = Signal()
+        b_addr = Signal(P.addr_bits)
+        b_data = Signal(8 * N)
+        b_be = Signal(N)
+        b_end = Signal()
+        o_end = Signal()                 # the beat is its vector's last
+        with m.If(fire):
+            m.d.sync += [cmd_pend.eq(1), data_pend.eq(1), o_end.eq(b_end),
+                         o_addr.eq(b_addr), o_data.eq(b_data), o_be.eq(b_be)]
+        # the vector is written when both halves of its last beat have been taken
+        written = Signal()
+        m.d.comb += written.eq(o_end & (cmd_pend | data_pend) & out_free)
+
+        # the status of each vector, in order
+        m.submodules.done_fifo = done_fifo = SyncFIFOBuffered(width=P.write_done.size, depth=4)
+        m.d.comb += [self.done.valid.eq(done_fifo.r_rdy),
+                     self.done.payload.eq(done_fifo.r_data),
+                     done_fifo.r_en.eq(self.done.ready)]
+        info = data.View(info_layout, info_fifo.r_data)
+        done_in = data.View(P.write_done, done_fifo.w_data)
+        m.d.comb += [done_in.seq.eq(info.seq), done_in.layer.eq(info.layer),
+                     done_in.kv.eq(info.kv), done_in.pos.eq(info.pos),
+                     done_in.status.eq(Mux(written, Status.OK, rec.status))]
+        with m.If(written):
+            m.d.comb += [done_fifo.w_en.eq(1), info_fifo.r_en.eq(1)]
+
+        off = Signal(L.len_bits)                 # bytes of the current record already written
+        addr = Signal(L.addr_bits)
+        lane = Signal(s) if s else Const(0, 1)
+        left = Signal(L.len_bits)
+        take = Signal(range(N + 1))
+        m.d.comb += [addr.eq(rec.addr + off), left.eq(rec.length - off)]
+        if s:
+            m.d.comb += lane.eq(addr[:s])
+        m.d.comb += [take.eq(Mux(N - lane < left, N - lane, left)), b_addr.eq(addr >> s)]
+        ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
+        m.d.comb += ones.eq((Const(1, N + 1) << take) - 1)
+        rec_last = Signal()
+        m.d.comb += rec_last.eq(take == left)
+
+        drop_dense = Signal(range(vec_dense_beats + 1))
+        drop_sparse = Signal(range(cfg.vector_len + 1))
+        drop_meta = Signal()
+
+        with m.FSM():
+            with m.State("RECORD"):
+                with m.If(rec_fifo.r_rdy):
+                    with m.Switch(rec.kind):
+                        with m.Case(Kind.DENSE):
+                            m.d.comb += [b_data.eq(dense_fifo.r_data), b_be.eq((1 << N) - 1),
+                                         fire.eq(out_free & dense_fifo.r_rdy)]
+                            m.d.comb += dense_fifo.r_en.eq(fire)
+                        with m.Case(Kind.SPARSE):
+                            m.d.comb += [
+                                b_data.eq((bq.head.as_value() << (lane * 8))[:8 * N]),
+                                b_be.eq((ones << lane)[:N]),
+                                fire.eq(out_free & (bq.fill >= take)),
+                            ]
+                            with m.If(fire):
+                                m.d.comb += bq.take.eq(take)
+                        with m.Case(Kind.META):
+                            m.d.comb += [
+                                b_data.eq((meta_fifo.r_data << (lane * 8))[:8 * N]),
+                                b_be.eq(Const((1 << L.meta_bytes) - 1, N) << lane),
+                                # room for the status pushed when the beat is taken
+                                fire.eq(out_free & meta_fifo.r_rdy & done_fifo.w_rdy),
+                                meta_fifo.r_en.eq(fire),
+                                b_end.eq(ent.end),
+                            ]
+                        with m.Case(Kind.STATUS):
+                            # only failed appends get here; none of their beats is pending,
+                            # so the status FIFO has one writer at a time
+                            go = info_fifo.r_rdy & done_fifo.w_rdy & ~cmd_pend & ~data_pend
+                            with m.If(go):
+                                m.d.comb += [done_fifo.w_en.eq(1), info_fifo.r_en.eq(1),
+                                             rec_fifo.r_en.eq(1)]
+                            with m.If(go & (rec.status != Status.OK)):
+                                m.d.sync += [drop_dense.eq(vec_dense_beats),
+                                             drop_sparse.eq(info.sparse), drop_meta.eq(1)]
+                                m.next = "DROP"
+                    with m.If(fire):
+                        with m.If(rec_last):
+                            m.d.comb += rec_fifo.r_en.eq(1)
+                            m.d.sync += off.eq(0)
+                        with m.Else():
+                            m.d.sync += off.eq(off + take)
+            with m.State("DROP"):
+                # a failed append: its vector's data was buffered but has nowhere to go
+                with m.If((drop_dense != 0) & dense_fifo.r_rdy):
+                    m.d.comb += dense_fifo.r_en.eq(1)
+                    m.d.sync += drop_dense.eq(drop_dense - 1)
+                gone = Signal(range(N + 1))
+                m.d.comb += gone.eq(Mux(drop_sparse < N, drop_sparse, N))
+                with m.If(bq.fill >= gone):
+                    m.d.comb += bq.take.eq(gone)
+                    m.d.sync += drop_sparse.eq(drop_sparse - gone)
+                with m.If(drop_meta & meta_fifo.r_rdy):
+                    m.d.comb += meta_fifo.r_en.eq(1)
+                    m.d.sync += drop_meta.eq(0)
+                with m.If((drop_dense == 0) & (drop_sparse == 0) & ~drop_meta):
+                    m.next = "RECORD"
+        return m

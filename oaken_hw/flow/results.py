@@ -1,0 +1,128 @@
+"""``oaken-hw results``: regenerate ``docs/results.md`` from real tool runs.
+
+Each *point* (a configuration and a target) is run through the simulation self-check (the
+sustained beats per cycle of the engine's write and read paths on Verilator) and through
+``oaken-hw synth`` for every registered design. Its report is saved as
+``docs/results/<point>.json``; the Markdown is rendered from all saved reports, so a point
+can be re-run alone (``--points``) and ``--render-only`` rebuilds the page without tools.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["POINTS", "run_point", "render", "register"]
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+#: name -> (configuration file relative to the repository or None for the default, target)
+POINTS = {
+    "default": (None, "ecp5-85k"),
+    "lanes4": ("configs/lanes4.toml", "ecp5-85k"),
+    "ice40-2lane": ("configs/ice40-2lane.toml", "ice40-up5k"),
+}
+
+
+def run_point(name, *, seed=1, vectors=2000, out_dir):
+    """Run one point; write and return its JSON report."""
+    from ..config import load_config
+    from ..engine.sim import simulate
+    from .commands import synth_report
+    cfg_file, target = POINTS[name]
+    cfg = load_config(None if cfg_file is None else REPO / cfg_file)
+    print(f"[results] {name}: self-check and throughput on Verilator", file=sys.stderr)
+    sim = simulate(cfg, simulator="verilator", vectors=vectors, seed=seed)
+    if sim["mismatches"]:
+        raise ValueError(f"point {name}: {sim['mismatches']} mismatches in the self-check")
+    print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
+    report = synth_report(cfg, target, seed=seed)
+    report["point"] = name
+    report["config_file"] = cfg_file
+    report["sim"] = {k: sim[k] for k in ("vectors", "mismatches", "write_beats_per_cycle",
+                                         "read_beats_per_cycle")}
+    out = Path(out_dir) / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _f(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def render(reports):
+    """The Markdown page for a list of point reports."""
+    lines = ["# Results: area, Fmax and throughput from real tool runs", "",
+             "Regenerate with `oaken-hw results` (every point; `--points NAME` for one, "
+             "`--render-only` to rebuild this page from `docs/results/*.json`). Each point is "
+             "a configuration and a target; every design runs through the flow of "
+             "`docs/flow.md` (Yosys synthesis, nextpnr place-and-route inside the I/O "
+             "harness) and the engine through a Verilator self-check against the golden "
+             "model that also measures its sustained beats per cycle (always-ready memory).",
+             ""]
+    for r in reports:
+        cfg, sim, comps = r["config"], r["sim"], r["components"]
+        lines += [f"## {r['point']}: {cfg['lanes']} lanes, {r['target']}",
+                  "", f"Configuration: {r['config_file'] or 'the embedded default'}; "
+                  f"vector length {cfg['vector_len']}; seed {r['seed']}.", "",
+                  "| design | role | LUT | FF | DSP | BRAM | Fmax (MHz) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for name, c in comps.items():
+            lines.append(f"| {name} | {c['role']} | {_f(c['lut'], 'd')} | {_f(c['ff'], 'd')} "
+                         f"| {_f(c['dsp'], 'd')} | {_f(c['bram'], 'd')} "
+                         f"| {_f(c['fmax_mhz'], '.1f')} |")
+        lines.append("")
+        q, b = comps.get("quant_engine"), comps.get("int4_baseline")
+        if q and b and b["lut"]:
+            lines.append(f"Quantization engine / plain INT4 quantizer area: "
+                         f"{q['lut'] / b['lut']:.2f}x LUT, Fmax {_f(q['fmax_mhz'], '.1f')} vs "
+                         f"{_f(b['fmax_mhz'], '.1f')} MHz.")
+        top = comps.get("oaken_engine")
+        if top and top["fmax_mhz"]:
+            for side in ("write", "read"):
+                bpc = sim[f"{side}_beats_per_cycle"]
+                if bpc:
+                    eps = top["fmax_mhz"] * 1e6 * cfg["lanes"] * bpc
+                    lines.append(f"Engine {side} path: {bpc:.3f} beats/cycle, "
+                                 f"{eps / 1e9:.2f} G elements/s, {2 * eps / 1e9:.2f} GB/s of "
+                                 f"FP16 KV at {top['fmax_mhz']:.1f} MHz.")
+        for name, c in comps.items():
+            cp = c.get("critical_path")
+            if cp:
+                lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "
+                             f"{cp['delay_ns']:.2f} ns, {cp['logic_levels']} logic levels.")
+        tools = next(iter(comps.values()))["tools"]
+        lines += ["", "Tools: " + "; ".join(f"{k} {v}" for k, v in tools.items()), ""]
+    return "\n".join(lines)
+
+
+def _cmd(args):
+    out_dir = Path(args.json_dir)
+    names = args.points.split(",") if args.points else list(POINTS)
+    for n in names:
+        if n not in POINTS:
+            raise ValueError(f"unknown point {n!r}; choose from {', '.join(POINTS)}")
+    if not args.render_only:
+        for n in names:
+            run_point(n, seed=args.seed, vectors=args.vectors, out_dir=out_dir)
+    reports = [json.loads((out_dir / f"{n}.json").read_text())
+               for n in POINTS if (out_dir / f"{n}.json").is_file()]
+    if not reports:
+        raise ValueError(f"no point reports in {out_dir}")
+    Path(args.output).write_text(render(reports))
+    print(f"wrote {args.output} from {len(reports)} point(s)")
+
+
+def register(sub):
+    p = sub.add_parser("results", help="regenerate docs/results.md from real tool runs "
+                                       "(long: every point is placed and routed)")
+    p.add_argument("--points", help=f"comma-separated points (default all: {', '.join(POINTS)})")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--vectors", type=int, default=2000, help="self-check vectors per point")
+    p.add_argument("--json-dir", default="docs/results", help="per-point JSON reports")
+    p.add_argument("-o", "--output", default="docs/results.md")
+    p.add_argument("--render-only", action="store_true",
+                   help="rebuild the page from the saved reports, run no tool")
+    p.set_defaults(func=_cmd)
