@@ -10,6 +10,7 @@ enables, byte enables), the final memory image and the status counters.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -45,9 +46,7 @@ def build(cfg, sim, cache=None):
     Builds are cached per Verilog text under ``cache`` (default ``$OAKEN_SIM_CACHE`` or
     ``~/.cache/oaken-hw/sim_build``).
     """
-    from cocotb_tools.runner import get_runner
-
-    from ..verilog import emit_verilog, verilator_env
+    from ..verilog import emit_verilog
     from .top import OakenEngine
     if sim not in ("verilator", "icarus"):
         raise ValueError(f"simulator must be 'verilator' or 'icarus', not {sim!r}")
@@ -60,6 +59,18 @@ def build(cfg, sim, cache=None):
     if (out / "built.ok").exists():
         return out
     out.mkdir(parents=True, exist_ok=True)
+    # parallel test workers may want the same build: one builds, the others wait for it
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "built.ok").exists():
+            _build(text, out, sim)
+    return out
+
+
+def _build(text, out, sim):
+    from cocotb_tools.runner import get_runner
+
+    from ..verilog import verilator_env
     src = out / f"{TOP}.v"
     src.write_text(text)
     saved = dict(os.environ)
@@ -75,7 +86,6 @@ def build(cfg, sim, cache=None):
         os.environ.clear()
         os.environ.update(saved)
     (out / "built.ok").write_text("ok")
-    return out
 
 
 def run_plan(build_dir, sim, plan, workdir):
