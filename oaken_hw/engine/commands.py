@@ -12,7 +12,8 @@ def cmd_sim(args):
     from .sim import describe, simulate
     cfg = load_config(args.config)
     res = simulate(cfg, simulator=args.simulator, vectors=args.vectors, seed=args.seed,
-                   kv=args.kv, thresholds=args.thresholds, workdir=args.workdir)
+                   kv=args.kv, thresholds=args.thresholds, workdir=args.workdir,
+                   scenario=args.scenario)
     if args.json:
         print(json.dumps(res, indent=1, default=str))
     else:
@@ -34,7 +35,12 @@ def register(sub):
     p.add_argument("--kv", help="KV .npz with 'k' and 'v' shaped (layers, heads, tokens, "
                    "head_dim) (default: random heavy-tailed vectors)")
     p.add_argument("--thresholds", help="thresholds JSON from `oaken-hw calibrate` (with --kv)")
-    p.add_argument("--vectors", type=int, default=2000, help="vectors to write (default 2000)")
+    p.add_argument("--scenario", default="default", choices=["default", "throughput"],
+                   help="default: every feature with random stalls (and short always-ready "
+                   "measure phases); throughput: one long history, always ready")
+    p.add_argument("--vectors", type=int, default=2000,
+                   help="vectors to write (default 2000); with --scenario throughput, the "
+                   "history length in tokens")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", help="keep the plan, result and simulator log here")
     p.add_argument("--json", action="store_true", help="print one JSON object")

