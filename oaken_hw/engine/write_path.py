@@ -76,11 +76,9 @@ class WritePath(wiring.Component):
     def elaborate(self, platform):
         cfg, L, P = self.cfg, self.L, self.P
         m = Module()
-        N = P.beat_bytes
-        s = N.bit_length() - 1
+        N, s = P.beat_bytes, P.beat_shift
         lanes = cfg.quant.lanes
-        dbits = lanes * cfg.quant.middle_bits
-        ratio = 8 * N // dbits
+        dbits, ratio = P.dense_bits, P.dense_ratio
         vec_dense_beats = L.heads * L.dense_bytes // N
         bpv = cfg.beats_per_vector
 

@@ -6,29 +6,7 @@ import pytest
 from dequant_harness import SMALL, check, encode, run, thresholds_for
 from oaken_hw.config import default_config
 from oaken_hw.rtl.dequant import DequantEngine
-from oaken_hw.verilog import emit_verilog, verilator_lint
-
-
-#: Verilator warnings that the Amaranth -> Yosys -> Verilog flow produces by construction
-#: (the project's INT4 baseline shows the same categories); everything else must be clean.
-WAIVERS = (
-    # Amaranth gives every register its reset value as a declaration initializer.
-    "PROCASSINIT",
-    # Amaranth emits a named wire for every struct field / array element of a port or
-    # signal (for readable waveforms) and for the bits it drops when slicing an adder's
-    # carry or a comparison operand; logic reads the flat vectors, so these look unused.
-    "UNUSEDSIGNAL",
-    # Yosys' write_verilog emits each cell's operands at their natural widths (e.g.
-    # `cnt > 1'h0`, `!sel[3:0]` for a reduce-not); Verilog's extension rules give exactly
-    # Amaranth's semantics, which the simulation tests check bit for bit.
-    "WIDTHEXPAND", "WIDTHTRUNC",
-    # Amaranth switches (FSM states, Array indexing) become `case` statements without a
-    # `default` for the unreachable encodings; every signal is assigned before the case,
-    # so no latch and no X results.
-    "CASEINCOMPLETE",
-    # One Verilog file holds all submodules; only the top is named like the file.
-    "DECLFILENAME",
-)
+from oaken_hw.verilog import LINT_WAIVERS, emit_verilog, verilator_lint
 
 
 def _stream(cfg, x, th, table, where, mode):
@@ -78,6 +56,6 @@ def test_one_beat_per_cycle_for_any_outlier_count_and_latency(cfg):
 
 def test_verilator_lint_is_clean_apart_from_the_waivers(cfg):
     text = emit_verilog(DequantEngine(cfg=cfg), "oaken_dequant_engine")
-    problems = verilator_lint(text, "oaken_dequant_engine", waivers=WAIVERS)
+    problems = verilator_lint(text, "oaken_dequant_engine", waivers=LINT_WAIVERS)
     # verilator prints a final "%Error: Exiting due to N warning(s)" only when N > 0
     assert problems == [], "\n".join(problems[:20])
