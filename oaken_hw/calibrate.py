@@ -66,9 +66,10 @@ def calibrate(tensor, ratios=(0.04, 0.90, 0.06), chunk_tokens=64):
     return th
 
 
-def save_thresholds(path, k, v, *, ratios, key="k", source=None, chunk_tokens=None):
-    """Write K and V thresholds ``(layers, 4)`` as JSON."""
-    data = {"format": THRESHOLDS_FORMAT, "ratios": list(ratios), "key": key,
+def save_thresholds(path, k, v, *, k_ratios, v_ratios, key="k", source=None, chunk_tokens=None):
+    """Write K and V thresholds ``(layers, 4)`` as JSON, with the shares they were profiled for."""
+    data = {"format": THRESHOLDS_FORMAT,
+            "ratios": {"k": list(k_ratios), "v": list(v_ratios)}, "key": key,
             "source": source, "chunk_tokens": chunk_tokens, "layers": int(len(k)),
             "order": ["T_o_lo", "T_i_lo", "T_i_hi", "T_o_hi"],
             "k": np.asarray(k, np.float16).astype(float).tolist(),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ModelGeometry", "QuantConfig", "MMUConfig", "MemoryConfig", "OakenConfig",
-           "load_config", "default_config"]
+           "load_config", "default_config", "check_ratios"]
 
 
 def _is_pow2(n):
@@ -27,6 +27,19 @@ def _check_int(name, value, lo, hi=None):
     if value < lo or (hi is not None and value > hi):
         allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise ValueError(f"{name} must be an integer {allowed}, not {value}")
+
+
+def check_ratios(name, r):
+    """Calibration shares (outer, middle, inner) as floats; ``ValueError`` naming ``name``."""
+    if (not isinstance(r, (tuple, list)) or len(r) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)):
+        raise ValueError(f"{name} must be three numbers (outer, middle, inner), not {r!r}")
+    shares = tuple(float(v) for v in r)
+    if not all(0.0 <= v <= 1.0 and math.isfinite(v) for v in shares) \
+            or abs(sum(shares) - 1.0) > 1e-9 or shares[1] <= 0.0:
+        raise ValueError(f"{name} must be three shares in [0, 1] with a positive "
+                         f"middle share that sum to 1, not {r!r}")
+    return shares
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,11 @@ class QuantConfig:
     scope : {"layer", "head"}
         Extent of one quantization vector: one token's K (or V) of one layer across all KV
         heads, or one head only.
-    ratios : tuple of float
+    ratios : tuple of float, or dict
         Shares of the outer, middle and inner groups used by calibration; they sum to 1.
+        Three numbers apply to K and V alike; a table ``{"k": (...), "v": (...)}`` gives
+        each its own. Stored as ``(k_shares, v_shares)``; read it with :meth:`ratios_for`.
+        Calibration is the only user: the hardware reads thresholds, not shares.
     middle_bits : int
         Width of every element's dense slot and of the middle codes.
     outlier_bits : int
@@ -76,7 +92,7 @@ class QuantConfig:
     """
 
     scope: str = "layer"
-    ratios: tuple = (0.04, 0.90, 0.06)
+    ratios: tuple | dict = ((0.08, 0.86, 0.06), (0.02, 0.94, 0.04))
     middle_bits: int = 4
     outlier_bits: int = 5
     sparse_block: int = 64
@@ -86,14 +102,17 @@ class QuantConfig:
         if self.scope not in ("layer", "head"):
             raise ValueError(f"quant.scope must be 'layer' or 'head', not {self.scope!r}")
         r = self.ratios
-        if (not isinstance(r, (tuple, list)) or len(r) != 3
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)):
-            raise ValueError(f"quant.ratios must be three numbers (outer, middle, inner), not {r!r}")
-        object.__setattr__(self, "ratios", tuple(float(v) for v in r))
-        if not all(0.0 <= v <= 1.0 and math.isfinite(v) for v in self.ratios) \
-                or abs(sum(self.ratios) - 1.0) > 1e-9 or self.ratios[1] <= 0.0:
-            raise ValueError(f"quant.ratios must be three shares in [0, 1] with a positive "
-                             f"middle share that sum to 1, not {r!r}")
+        if isinstance(r, dict):
+            if set(r) != {"k", "v"}:
+                raise ValueError(f"quant.ratios as a table must have exactly the keys 'k' and "
+                                 f"'v', not {sorted(r)}")
+            pair = (check_ratios("quant.ratios.k", r["k"]), check_ratios("quant.ratios.v", r["v"]))
+        elif (isinstance(r, tuple) and len(r) == 2
+              and all(isinstance(x, tuple) and len(x) == 3 for x in r)):
+            pair = (check_ratios("quant.ratios.k", r[0]), check_ratios("quant.ratios.v", r[1]))
+        else:
+            pair = (check_ratios("quant.ratios", r),) * 2
+        object.__setattr__(self, "ratios", pair)
         _check_int("quant.middle_bits", self.middle_bits, 2, 7)
         if self.outlier_bits != self.middle_bits + 1:
             raise ValueError(f"quant.outlier_bits must be middle_bits + 1 = {self.middle_bits + 1} "
@@ -105,6 +124,12 @@ class QuantConfig:
         if not _is_pow2(self.lanes) or self.lanes > self.sparse_block:
             raise ValueError(f"quant.lanes must be a power of two <= sparse_block "
                              f"({self.sparse_block}), not {self.lanes!r}")
+
+    def ratios_for(self, kind):
+        """The calibration shares (outer, middle, inner) of ``kind`` ("k" or "v")."""
+        if kind not in ("k", "v"):
+            raise ValueError(f"kind must be 'k' or 'v', not {kind!r}")
+        return self.ratios[0 if kind == "k" else 1]
 
     @property
     def index_bits(self):
@@ -232,7 +257,7 @@ class OakenConfig:
     def to_dict(self):
         """The configuration as plain data (TOML-shaped)."""
         d = dataclasses.asdict(self)
-        d["quant"]["ratios"] = list(d["quant"]["ratios"])
+        d["quant"]["ratios"] = {"k": list(self.quant.ratios[0]), "v": list(self.quant.ratios[1])}
         return d
 
 
@@ -258,7 +283,7 @@ def config_from_dict(data):
         if extra:
             raise ValueError(f"unknown parameter(s) {', '.join(f'{name}.{k}' for k in sorted(extra))}; "
                              f"allowed in [{name}]: {', '.join(sorted(allowed))}")
-        if "ratios" in values and isinstance(values["ratios"], list):
+        if isinstance(values.get("ratios"), list):
             values = {**values, "ratios": tuple(values["ratios"])}
         sections[name] = cls(**values)
     return OakenConfig(**sections)

@@ -23,6 +23,8 @@ def test_toml_overrides_only_what_it_names(tmp_path):
     ({"model": {"head_dim": 48}}, "model.head_dim"),
     ({"quant": {"scope": "token"}}, "quant.scope"),
     ({"quant": {"ratios": [0.5, 0.6, 0.1]}}, "quant.ratios"),
+    ({"quant": {"ratios": {"k": [0.04, 0.9, 0.06]}}}, "quant.ratios"),
+    ({"quant": {"ratios": {"k": [0.04, 0.9, 0.06], "v": [0.9, 0.9, 0.1]}}}, "quant.ratios.v"),
     ({"quant": {"middle_bits": 9}}, "quant.middle_bits"),
     ({"quant": {"outlier_bits": 6}}, "quant.outlier_bits"),
     ({"quant": {"sparse_block": 128}}, "quant.sparse_block"),
@@ -44,3 +46,16 @@ def test_bad_toml_is_a_value_error(tmp_path):
     p.write_text("[quant\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load_config(p)
+
+
+def test_ratios_per_kind_or_shared(tmp_path):
+    cfg = default_config()
+    assert cfg.quant.ratios_for("k") == (0.08, 0.86, 0.06)
+    assert cfg.quant.ratios_for("v") == (0.02, 0.94, 0.04)
+    p = tmp_path / "c.toml"
+    p.write_text("[quant]\nratios = [0.04, 0.90, 0.06]\n")   # replaces the default's table whole
+    shared = load_config(p).quant
+    assert shared.ratios_for("k") == shared.ratios_for("v") == (0.04, 0.9, 0.06)
+    assert config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="kind"):
+        cfg.quant.ratios_for("q")

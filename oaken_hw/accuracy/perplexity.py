@@ -165,13 +165,14 @@ class Oaken(Method):
 
     def calibrate(self, kv, info):
         from ..calibrate import calibrate
-        from ..config import config_from_dict
-        self.cfg = config_from_dict({"model": {"layers": info["layers"],
-                                               "kv_heads": info["kv_heads"],
-                                               "head_dim": info["head_dim"]}})
-        ratios = self.cfg.quant.ratios
-        self.th_k = calibrate(kv["k"], ratios=ratios, chunk_tokens=self.chunk_tokens)
-        self.th_v = calibrate(kv["v"], ratios=ratios, chunk_tokens=self.chunk_tokens)
+        import dataclasses
+
+        from ..config import ModelGeometry, load_config
+        self.cfg = dataclasses.replace(load_config(), model=ModelGeometry(
+            layers=info["layers"], kv_heads=info["kv_heads"], head_dim=info["head_dim"]))
+        q = self.cfg.quant
+        self.th_k = calibrate(kv["k"], ratios=q.ratios_for("k"), chunk_tokens=self.chunk_tokens)
+        self.th_v = calibrate(kv["v"], ratios=q.ratios_for("v"), chunk_tokens=self.chunk_tokens)
 
     def _rt(self, x, th, layer, acc, which):
         from ..model import roundtrip_kv
@@ -296,6 +297,7 @@ def run_accuracy(model, info, eval_ids, calib_ids, methods=DEFAULT_METHODS, wind
              "seconds": round(time.time() - t1, 1)}
         if isinstance(m, Oaken):
             r["outer_share"], r["inner_share"] = m.outlier_shares()
+            r["calib_ratios"] = {kind: list(m.cfg.quant.ratios_for(kind)) for kind in "kv"}
         ref = results["fp16"]["ppl"] if results else r["ppl"]
         r["delta_pct"] = 100.0 * (r["ppl"] / ref - 1.0)
         results[m.name] = r

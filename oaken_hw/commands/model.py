@@ -10,20 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from ..calibrate import calibrate, load_thresholds, save_thresholds
-from ..config import ModelGeometry, load_config
+from ..config import ModelGeometry, check_ratios, load_config
 from ..model.kv import roundtrip_kv, sqnr_db
 from ..model.reference import int4_per_token_head
 
 
-def _ratios(text):
+def _ratios(option, text):
+    """``--ratios``-style shares, checked as the configuration checks them."""
     try:
         r = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--ratios must be three comma-separated numbers, not {text!r}") from None
-    if len(r) != 3:
-        raise ValueError(f"--ratios must be three comma-separated numbers (outer,middle,inner), "
-                         f"not {text!r}")
-    return r
+        raise ValueError(f"{option} must be three comma-separated numbers, not {text!r}") from None
+    return check_ratios(option, r)
 
 
 def load_kv(path, key):
@@ -58,16 +56,17 @@ def config_for(tensor, config_path):
 
 def cmd_calibrate(args):
     k, v, _ = load_kv(args.kv, args.key)
-    ratios = _ratios(args.ratios) if args.ratios else load_config(args.config).quant.ratios
-    if not (len(ratios) == 3 and all(0 <= r <= 1 for r in ratios)
-            and abs(sum(ratios) - 1) < 1e-6 and ratios[1] > 0):
-        raise ValueError(f"--ratios must be three shares in [0, 1] summing to 1, not {ratios}")
-    th_k = calibrate(k, ratios, args.chunk_tokens)
-    th_v = calibrate(v, ratios, args.chunk_tokens)
-    save_thresholds(args.output, th_k, th_v, ratios=ratios, key=args.key,
+    quant = load_config(args.config).quant
+    both = _ratios("--ratios", args.ratios) if args.ratios else None
+    k_ratios = _ratios("--k-ratios", args.k_ratios) if args.k_ratios else both or quant.ratios_for("k")
+    v_ratios = _ratios("--v-ratios", args.v_ratios) if args.v_ratios else both or quant.ratios_for("v")
+    th_k = calibrate(k, k_ratios, args.chunk_tokens)
+    th_v = calibrate(v, v_ratios, args.chunk_tokens)
+    save_thresholds(args.output, th_k, th_v, k_ratios=k_ratios, v_ratios=v_ratios, key=args.key,
                     source=Path(args.kv).name, chunk_tokens=args.chunk_tokens)
+    show = lambda r: ",".join(f"{x:g}" for x in r)
     print(f"wrote {args.output}: {len(th_k)} layers, K ({args.key}) and V thresholds, "
-          f"ratios {','.join(f'{r:g}' for r in ratios)}")
+          f"ratios K {show(k_ratios)}, V {show(v_ratios)}")
 
 
 def cmd_eval(args):
@@ -105,7 +104,10 @@ def register(sub):
     p = sub.add_parser("calibrate", help="profile per-layer K and V thresholds from a KV .npz")
     p.add_argument("kv", help="KV tensors (.npz with K and 'v' shaped (layers, heads, tokens, head_dim))")
     p.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
-    p.add_argument("--ratios", help="outer,middle,inner shares (default from the configuration: 0.04,0.90,0.06)")
+    p.add_argument("--ratios", help="outer,middle,inner shares of K and V (default from the "
+                   "configuration: quant.k_ratios and quant.v_ratios)")
+    p.add_argument("--k-ratios", help="outer,middle,inner shares of K only (overrides --ratios)")
+    p.add_argument("--v-ratios", help="outer,middle,inner shares of V only (overrides --ratios)")
     p.add_argument("--key", default="k", choices=["k", "k_pre"], help="which key array (default k)")
     p.add_argument("--chunk-tokens", type=int, default=64, help="tokens per calibration chunk (default 64)")
     p.add_argument("--config", help="configuration TOML (default: embedded)")

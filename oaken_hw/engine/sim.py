@@ -240,7 +240,7 @@ def bundled_kv(cfg, workdir):
     calibration text (``oaken_hw/data/README.md``: 64 tokens of SmolLM2-135M, 30 layers, 3
     heads, 64 channels). A smaller configuration gets the first ``layers``, ``kv_heads`` and
     ``head_dim`` of both (so a small engine still sees real value distributions). Writes
-    ``kv.npz`` and ``thresholds.json`` (calibrated with ``cfg.quant.ratios``) into
+    ``kv.npz`` and ``thresholds.json`` (calibrated with the configuration's K and V shares) into
     ``workdir``; returns their paths for :func:`simulate`.
     """
     import numpy as np
@@ -259,9 +259,9 @@ def bundled_kv(cfg, workdir):
     kv_path = Path(workdir) / "kv.npz"
     np.savez(kv_path, k=cut(kv["k"]), v=cut(kv["v"]))
     th_path = Path(workdir) / "thresholds.json"
-    r = cfg.quant.ratios
-    save_thresholds(th_path, calibrate(cut(calib["k"]), r), calibrate(cut(calib["v"]), r),
-                    ratios=r, source="oaken_hw/data/smollm2_pydoc_topics_64tok.npz")
+    rk, rv = cfg.quant.ratios_for("k"), cfg.quant.ratios_for("v")
+    save_thresholds(th_path, calibrate(cut(calib["k"]), rk), calibrate(cut(calib["v"]), rv),
+                    k_ratios=rk, v_ratios=rv, source="oaken_hw/data/smollm2_pydoc_topics_64tok.npz")
     return kv_path, th_path
 
 

@@ -47,7 +47,7 @@ def test_file_round_trip_and_errors(tmp_path):
     k = np.array([[-2, -0.1, 0.1, 2], [-3, 0, 0.5, 4]], np.float16)
     v = k / 2
     p = tmp_path / "th.json"
-    save_thresholds(p, k, v, ratios=(0.04, 0.9, 0.06), source="x.npz", chunk_tokens=64)
+    save_thresholds(p, k, v, k_ratios=(0.04, 0.9, 0.06), v_ratios=(0.04, 0.9, 0.06), source="x.npz", chunk_tokens=64)
     k2, v2, meta = load_thresholds(p)
     assert np.array_equal(k2, k) and np.array_equal(v2, v) and meta["layers"] == 2
 
