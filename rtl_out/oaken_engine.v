@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$28487$183 (\$29 ),
+    .\port$29771$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$29364$0 (\$30 ),
+    .\port$30648$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$28487$183 (\$29 ),
+    .\port$29771$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$28487$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$29771$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$28487$183 ;
-  wire [5:0] \port$28487$183 ;
+  output [5:0] \port$29771$183 ;
+  wire [5:0] \port$29771$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$28487$183  = i__payload[188:183];
+  assign \port$29771$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -37008,55 +37008,55 @@ module \oaken_engine.dequant.unpacker.inserter (rst, r_en, \r_en$10 , i__ready, 
   assign \$2423  = \$2420  | \$2422 ;
   \oaken_engine.dequant.unpacker.inserter.fifo  fifo (
     .clk(clk),
-    .\port$10181$0 (\$210 ),
-    .\port$10214$0 (\$243 ),
-    .\port$10247$0 (\$276 ),
-    .\port$10280$0 (\$309 ),
-    .\port$10313$0 (\$342 ),
-    .\port$10346$0 (\$375 ),
-    .\port$10379$0 (\$408 ),
-    .\port$10412$0 (\$441 ),
-    .\port$10445$0 (\$474 ),
-    .\port$10478$0 (\$507 ),
-    .\port$10511$0 (\$540 ),
-    .\port$10544$0 (\$573 ),
-    .\port$10577$0 (\$606 ),
-    .\port$10610$0 (\$639 ),
-    .\port$10643$0 (\$672 ),
-    .\port$10676$0 (\$705 ),
-    .\port$10725$0 (\$754 ),
-    .\port$10774$0 (\$803 ),
-    .\port$10823$0 (\$852 ),
-    .\port$10872$0 (\$901 ),
-    .\port$10921$0 (\$950 ),
-    .\port$10970$0 (\$999 ),
-    .\port$11019$0 (\$1048 ),
-    .\port$11068$0 (\$1097 ),
-    .\port$11117$0 (\$1146 ),
-    .\port$11166$0 (\$1195 ),
-    .\port$11215$0 (\$1244 ),
-    .\port$11264$0 (\$1293 ),
-    .\port$11313$0 (\$1342 ),
-    .\port$11362$0 (\$1391 ),
-    .\port$11411$0 (\$1440 ),
-    .\port$11460$0 (\$1489 ),
-    .\port$11509$0 (\$1538 ),
-    .\port$11558$0 (\$1587 ),
-    .\port$11607$0 (\$1636 ),
-    .\port$11656$0 (\$1685 ),
-    .\port$11705$0 (\$1734 ),
-    .\port$11754$0 (\$1783 ),
-    .\port$11803$0 (\$1832 ),
-    .\port$11852$0 (\$1881 ),
-    .\port$11901$0 (\$1930 ),
-    .\port$11950$0 (\$1979 ),
-    .\port$11999$0 (\$2028 ),
-    .\port$12048$0 (\$2077 ),
-    .\port$12097$0 (\$2126 ),
-    .\port$12146$0 (\$2175 ),
-    .\port$12195$0 (\$2224 ),
-    .\port$12244$0 (\$2273 ),
-    .\port$12246$0 (\$2275 [1:0]),
+    .\port$11465$0 (\$210 ),
+    .\port$11498$0 (\$243 ),
+    .\port$11531$0 (\$276 ),
+    .\port$11564$0 (\$309 ),
+    .\port$11597$0 (\$342 ),
+    .\port$11630$0 (\$375 ),
+    .\port$11663$0 (\$408 ),
+    .\port$11696$0 (\$441 ),
+    .\port$11729$0 (\$474 ),
+    .\port$11762$0 (\$507 ),
+    .\port$11795$0 (\$540 ),
+    .\port$11828$0 (\$573 ),
+    .\port$11861$0 (\$606 ),
+    .\port$11894$0 (\$639 ),
+    .\port$11927$0 (\$672 ),
+    .\port$11960$0 (\$705 ),
+    .\port$12009$0 (\$754 ),
+    .\port$12058$0 (\$803 ),
+    .\port$12107$0 (\$852 ),
+    .\port$12156$0 (\$901 ),
+    .\port$12205$0 (\$950 ),
+    .\port$12254$0 (\$999 ),
+    .\port$12303$0 (\$1048 ),
+    .\port$12352$0 (\$1097 ),
+    .\port$12401$0 (\$1146 ),
+    .\port$12450$0 (\$1195 ),
+    .\port$12499$0 (\$1244 ),
+    .\port$12548$0 (\$1293 ),
+    .\port$12597$0 (\$1342 ),
+    .\port$12646$0 (\$1391 ),
+    .\port$12695$0 (\$1440 ),
+    .\port$12744$0 (\$1489 ),
+    .\port$12793$0 (\$1538 ),
+    .\port$12842$0 (\$1587 ),
+    .\port$12891$0 (\$1636 ),
+    .\port$12940$0 (\$1685 ),
+    .\port$12989$0 (\$1734 ),
+    .\port$13038$0 (\$1783 ),
+    .\port$13087$0 (\$1832 ),
+    .\port$13136$0 (\$1881 ),
+    .\port$13185$0 (\$1930 ),
+    .\port$13234$0 (\$1979 ),
+    .\port$13283$0 (\$2028 ),
+    .\port$13332$0 (\$2077 ),
+    .\port$13381$0 (\$2126 ),
+    .\port$13430$0 (\$2175 ),
+    .\port$13479$0 (\$2224 ),
+    .\port$13528$0 (\$2273 ),
+    .\port$13530$0 (\$2275 [1:0]),
     .r_data(o__payload),
     .r_en(r_en),
     .r_rdy(o__valid),
@@ -40541,9 +40541,9 @@ module \oaken_engine.dequant.unpacker.inserter (rst, r_en, \r_en$10 , i__ready, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$10181$0 , \port$10214$0 , \port$10247$0 , \port$10280$0 , \port$10313$0 , \port$10346$0 , \port$10379$0 , \port$10412$0 , \port$10445$0 , \port$10478$0 , \port$10511$0 , \port$10544$0 , \port$10577$0 , \port$10610$0 , \port$10643$0 , \port$10676$0 , \port$10725$0 , \port$10774$0 
-, \port$10823$0 , \port$10872$0 , \port$10921$0 , \port$10970$0 , \port$11019$0 , \port$11068$0 , \port$11117$0 , \port$11166$0 , \port$11215$0 , \port$11264$0 , \port$11313$0 , \port$11362$0 , \port$11411$0 , \port$11460$0 , \port$11509$0 , \port$11558$0 , \port$11607$0 , \port$11656$0 , \port$11705$0 , \port$11754$0 , \port$11803$0 
-, \port$11852$0 , \port$11901$0 , \port$11950$0 , \port$11999$0 , \port$12048$0 , \port$12097$0 , \port$12146$0 , \port$12195$0 , \port$12244$0 , \port$12246$0 , w_rdy, r_data, r_rdy, clk);
+module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$11465$0 , \port$11498$0 , \port$11531$0 , \port$11564$0 , \port$11597$0 , \port$11630$0 , \port$11663$0 , \port$11696$0 , \port$11729$0 , \port$11762$0 , \port$11795$0 , \port$11828$0 , \port$11861$0 , \port$11894$0 , \port$11927$0 , \port$11960$0 , \port$12009$0 , \port$12058$0 
+, \port$12107$0 , \port$12156$0 , \port$12205$0 , \port$12254$0 , \port$12303$0 , \port$12352$0 , \port$12401$0 , \port$12450$0 , \port$12499$0 , \port$12548$0 , \port$12597$0 , \port$12646$0 , \port$12695$0 , \port$12744$0 , \port$12793$0 , \port$12842$0 , \port$12891$0 , \port$12940$0 , \port$12989$0 , \port$13038$0 , \port$13087$0 
+, \port$13136$0 , \port$13185$0 , \port$13234$0 , \port$13283$0 , \port$13332$0 , \port$13381$0 , \port$13430$0 , \port$13479$0 , \port$13528$0 , \port$13530$0 , w_rdy, r_data, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -40585,104 +40585,104 @@ module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$1018
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input \port$10181$0 ;
-  wire \port$10181$0 ;
-  input \port$10214$0 ;
-  wire \port$10214$0 ;
-  input \port$10247$0 ;
-  wire \port$10247$0 ;
-  input \port$10280$0 ;
-  wire \port$10280$0 ;
-  input \port$10313$0 ;
-  wire \port$10313$0 ;
-  input \port$10346$0 ;
-  wire \port$10346$0 ;
-  input \port$10379$0 ;
-  wire \port$10379$0 ;
-  input \port$10412$0 ;
-  wire \port$10412$0 ;
-  input \port$10445$0 ;
-  wire \port$10445$0 ;
-  input \port$10478$0 ;
-  wire \port$10478$0 ;
-  input \port$10511$0 ;
-  wire \port$10511$0 ;
-  input \port$10544$0 ;
-  wire \port$10544$0 ;
-  input \port$10577$0 ;
-  wire \port$10577$0 ;
-  input \port$10610$0 ;
-  wire \port$10610$0 ;
-  input \port$10643$0 ;
-  wire \port$10643$0 ;
-  input \port$10676$0 ;
-  wire \port$10676$0 ;
-  input \port$10725$0 ;
-  wire \port$10725$0 ;
-  input \port$10774$0 ;
-  wire \port$10774$0 ;
-  input \port$10823$0 ;
-  wire \port$10823$0 ;
-  input \port$10872$0 ;
-  wire \port$10872$0 ;
-  input \port$10921$0 ;
-  wire \port$10921$0 ;
-  input \port$10970$0 ;
-  wire \port$10970$0 ;
-  input \port$11019$0 ;
-  wire \port$11019$0 ;
-  input \port$11068$0 ;
-  wire \port$11068$0 ;
-  input \port$11117$0 ;
-  wire \port$11117$0 ;
-  input \port$11166$0 ;
-  wire \port$11166$0 ;
-  input \port$11215$0 ;
-  wire \port$11215$0 ;
-  input \port$11264$0 ;
-  wire \port$11264$0 ;
-  input \port$11313$0 ;
-  wire \port$11313$0 ;
-  input \port$11362$0 ;
-  wire \port$11362$0 ;
-  input \port$11411$0 ;
-  wire \port$11411$0 ;
-  input \port$11460$0 ;
-  wire \port$11460$0 ;
-  input \port$11509$0 ;
-  wire \port$11509$0 ;
-  input \port$11558$0 ;
-  wire \port$11558$0 ;
-  input \port$11607$0 ;
-  wire \port$11607$0 ;
-  input \port$11656$0 ;
-  wire \port$11656$0 ;
-  input \port$11705$0 ;
-  wire \port$11705$0 ;
-  input \port$11754$0 ;
-  wire \port$11754$0 ;
-  input \port$11803$0 ;
-  wire \port$11803$0 ;
-  input \port$11852$0 ;
-  wire \port$11852$0 ;
-  input \port$11901$0 ;
-  wire \port$11901$0 ;
-  input \port$11950$0 ;
-  wire \port$11950$0 ;
-  input \port$11999$0 ;
-  wire \port$11999$0 ;
-  input \port$12048$0 ;
-  wire \port$12048$0 ;
-  input \port$12097$0 ;
-  wire \port$12097$0 ;
-  input \port$12146$0 ;
-  wire \port$12146$0 ;
-  input \port$12195$0 ;
-  wire \port$12195$0 ;
-  input \port$12244$0 ;
-  wire \port$12244$0 ;
-  input [1:0] \port$12246$0 ;
-  wire [1:0] \port$12246$0 ;
+  input \port$11465$0 ;
+  wire \port$11465$0 ;
+  input \port$11498$0 ;
+  wire \port$11498$0 ;
+  input \port$11531$0 ;
+  wire \port$11531$0 ;
+  input \port$11564$0 ;
+  wire \port$11564$0 ;
+  input \port$11597$0 ;
+  wire \port$11597$0 ;
+  input \port$11630$0 ;
+  wire \port$11630$0 ;
+  input \port$11663$0 ;
+  wire \port$11663$0 ;
+  input \port$11696$0 ;
+  wire \port$11696$0 ;
+  input \port$11729$0 ;
+  wire \port$11729$0 ;
+  input \port$11762$0 ;
+  wire \port$11762$0 ;
+  input \port$11795$0 ;
+  wire \port$11795$0 ;
+  input \port$11828$0 ;
+  wire \port$11828$0 ;
+  input \port$11861$0 ;
+  wire \port$11861$0 ;
+  input \port$11894$0 ;
+  wire \port$11894$0 ;
+  input \port$11927$0 ;
+  wire \port$11927$0 ;
+  input \port$11960$0 ;
+  wire \port$11960$0 ;
+  input \port$12009$0 ;
+  wire \port$12009$0 ;
+  input \port$12058$0 ;
+  wire \port$12058$0 ;
+  input \port$12107$0 ;
+  wire \port$12107$0 ;
+  input \port$12156$0 ;
+  wire \port$12156$0 ;
+  input \port$12205$0 ;
+  wire \port$12205$0 ;
+  input \port$12254$0 ;
+  wire \port$12254$0 ;
+  input \port$12303$0 ;
+  wire \port$12303$0 ;
+  input \port$12352$0 ;
+  wire \port$12352$0 ;
+  input \port$12401$0 ;
+  wire \port$12401$0 ;
+  input \port$12450$0 ;
+  wire \port$12450$0 ;
+  input \port$12499$0 ;
+  wire \port$12499$0 ;
+  input \port$12548$0 ;
+  wire \port$12548$0 ;
+  input \port$12597$0 ;
+  wire \port$12597$0 ;
+  input \port$12646$0 ;
+  wire \port$12646$0 ;
+  input \port$12695$0 ;
+  wire \port$12695$0 ;
+  input \port$12744$0 ;
+  wire \port$12744$0 ;
+  input \port$12793$0 ;
+  wire \port$12793$0 ;
+  input \port$12842$0 ;
+  wire \port$12842$0 ;
+  input \port$12891$0 ;
+  wire \port$12891$0 ;
+  input \port$12940$0 ;
+  wire \port$12940$0 ;
+  input \port$12989$0 ;
+  wire \port$12989$0 ;
+  input \port$13038$0 ;
+  wire \port$13038$0 ;
+  input \port$13087$0 ;
+  wire \port$13087$0 ;
+  input \port$13136$0 ;
+  wire \port$13136$0 ;
+  input \port$13185$0 ;
+  wire \port$13185$0 ;
+  input \port$13234$0 ;
+  wire \port$13234$0 ;
+  input \port$13283$0 ;
+  wire \port$13283$0 ;
+  input \port$13332$0 ;
+  wire \port$13332$0 ;
+  input \port$13381$0 ;
+  wire \port$13381$0 ;
+  input \port$13430$0 ;
+  wire \port$13430$0 ;
+  input \port$13479$0 ;
+  wire \port$13479$0 ;
+  input \port$13528$0 ;
+  wire \port$13528$0 ;
+  input [1:0] \port$13530$0 ;
+  wire [1:0] \port$13530$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [49:0] r_data;
@@ -40726,7 +40726,7 @@ module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$1018
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$12246$0 , \port$12244$0 , \port$12195$0 , \port$12146$0 , \port$12097$0 , \port$12048$0 , \port$11999$0 , \port$11950$0 , \port$11901$0 , \port$11852$0 , \port$11803$0 , \port$11754$0 , \port$11705$0 , \port$11656$0 , \port$11607$0 , \port$11558$0 , \port$11509$0 , \port$11460$0 , \port$11411$0 , \port$11362$0 , \port$11313$0 , \port$11264$0 , \port$11215$0 , \port$11166$0 , \port$11117$0 , \port$11068$0 , \port$11019$0 , \port$10970$0 , \port$10921$0 , \port$10872$0 , \port$10823$0 , \port$10774$0 , \port$10725$0 , \port$10676$0 , \port$10643$0 , \port$10610$0 , \port$10577$0 , \port$10544$0 , \port$10511$0 , \port$10478$0 , \port$10445$0 , \port$10412$0 , \port$10379$0 , \port$10346$0 , \port$10313$0 , \port$10280$0 , \port$10247$0 , \port$10214$0 , \port$10181$0  };
+      storage[w_port__addr] <= { \port$13530$0 , \port$13528$0 , \port$13479$0 , \port$13430$0 , \port$13381$0 , \port$13332$0 , \port$13283$0 , \port$13234$0 , \port$13185$0 , \port$13136$0 , \port$13087$0 , \port$13038$0 , \port$12989$0 , \port$12940$0 , \port$12891$0 , \port$12842$0 , \port$12793$0 , \port$12744$0 , \port$12695$0 , \port$12646$0 , \port$12597$0 , \port$12548$0 , \port$12499$0 , \port$12450$0 , \port$12401$0 , \port$12352$0 , \port$12303$0 , \port$12254$0 , \port$12205$0 , \port$12156$0 , \port$12107$0 , \port$12058$0 , \port$12009$0 , \port$11960$0 , \port$11927$0 , \port$11894$0 , \port$11861$0 , \port$11828$0 , \port$11795$0 , \port$11762$0 , \port$11729$0 , \port$11696$0 , \port$11663$0 , \port$11630$0 , \port$11597$0 , \port$11564$0 , \port$11531$0 , \port$11498$0 , \port$11465$0  };
   end
   reg [49:0] _0_;
   always @(posedge clk) begin
@@ -40825,8 +40825,8 @@ module \oaken_engine.dequant.unpacker.inserter.fifo (rst, r_en, w_en, \port$1018
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$12246$0 , \port$12244$0 , \port$12195$0 , \port$12146$0 , \port$12097$0 , \port$12048$0 , \port$11999$0 , \port$11950$0 , \port$11901$0 , \port$11852$0 , \port$11803$0 , \port$11754$0 , \port$11705$0 , \port$11656$0 , \port$11607$0 , \port$11558$0 , \port$11509$0 , \port$11460$0 , \port$11411$0 , \port$11362$0 , \port$11313$0 , \port$11264$0 , \port$11215$0 , \port$11166$0 , \port$11117$0 , \port$11068$0 , \port$11019$0 , \port$10970$0 , \port$10921$0 , \port$10872$0 , \port$10823$0 , \port$10774$0 , \port$10725$0 , \port$10676$0 , \port$10643$0 , \port$10610$0 , \port$10577$0 , \port$10544$0 , \port$10511$0 , \port$10478$0 , \port$10445$0 , \port$10412$0 , \port$10379$0 , \port$10346$0 , \port$10313$0 , \port$10280$0 , \port$10247$0 , \port$10214$0 , \port$10181$0  };
-  assign w_data = { \port$12246$0 , \port$12244$0 , \port$12195$0 , \port$12146$0 , \port$12097$0 , \port$12048$0 , \port$11999$0 , \port$11950$0 , \port$11901$0 , \port$11852$0 , \port$11803$0 , \port$11754$0 , \port$11705$0 , \port$11656$0 , \port$11607$0 , \port$11558$0 , \port$11509$0 , \port$11460$0 , \port$11411$0 , \port$11362$0 , \port$11313$0 , \port$11264$0 , \port$11215$0 , \port$11166$0 , \port$11117$0 , \port$11068$0 , \port$11019$0 , \port$10970$0 , \port$10921$0 , \port$10872$0 , \port$10823$0 , \port$10774$0 , \port$10725$0 , \port$10676$0 , \port$10643$0 , \port$10610$0 , \port$10577$0 , \port$10544$0 , \port$10511$0 , \port$10478$0 , \port$10445$0 , \port$10412$0 , \port$10379$0 , \port$10346$0 , \port$10313$0 , \port$10280$0 , \port$10247$0 , \port$10214$0 , \port$10181$0  };
+  assign w_port__data = { \port$13530$0 , \port$13528$0 , \port$13479$0 , \port$13430$0 , \port$13381$0 , \port$13332$0 , \port$13283$0 , \port$13234$0 , \port$13185$0 , \port$13136$0 , \port$13087$0 , \port$13038$0 , \port$12989$0 , \port$12940$0 , \port$12891$0 , \port$12842$0 , \port$12793$0 , \port$12744$0 , \port$12695$0 , \port$12646$0 , \port$12597$0 , \port$12548$0 , \port$12499$0 , \port$12450$0 , \port$12401$0 , \port$12352$0 , \port$12303$0 , \port$12254$0 , \port$12205$0 , \port$12156$0 , \port$12107$0 , \port$12058$0 , \port$12009$0 , \port$11960$0 , \port$11927$0 , \port$11894$0 , \port$11861$0 , \port$11828$0 , \port$11795$0 , \port$11762$0 , \port$11729$0 , \port$11696$0 , \port$11663$0 , \port$11630$0 , \port$11597$0 , \port$11564$0 , \port$11531$0 , \port$11498$0 , \port$11465$0  };
+  assign w_data = { \port$13530$0 , \port$13528$0 , \port$13479$0 , \port$13430$0 , \port$13381$0 , \port$13332$0 , \port$13283$0 , \port$13234$0 , \port$13185$0 , \port$13136$0 , \port$13087$0 , \port$13038$0 , \port$12989$0 , \port$12940$0 , \port$12891$0 , \port$12842$0 , \port$12793$0 , \port$12744$0 , \port$12695$0 , \port$12646$0 , \port$12597$0 , \port$12548$0 , \port$12499$0 , \port$12450$0 , \port$12401$0 , \port$12352$0 , \port$12303$0 , \port$12254$0 , \port$12205$0 , \port$12156$0 , \port$12107$0 , \port$12058$0 , \port$12009$0 , \port$11960$0 , \port$11927$0 , \port$11894$0 , \port$11861$0 , \port$11828$0 , \port$11795$0 , \port$11762$0 , \port$11729$0 , \port$11696$0 , \port$11663$0 , \port$11630$0 , \port$11597$0 , \port$11564$0 , \port$11531$0 , \port$11498$0 , \port$11465$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -86938,7 +86938,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$26640$205 (q3_info0[257:205]),
+    .\port$27924$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -90046,7 +90046,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \oaken_engine.quant.encoder (rst, \port$27924$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -92369,8 +92369,8 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$26640$205 ;
-  wire [52:0] \port$26640$205 ;
+  input [52:0] \port$27924$205 ;
+  wire [52:0] \port$27924$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -92824,29 +92824,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$26640$205 [19:15];
-  assign \$3  = \port$26640$205 [19:15] - 1'h1;
+  assign \$2  = | \port$27924$205 [19:15];
+  assign \$3  = \port$27924$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$26640$205 [35:31];
-  assign \$7  = \port$26640$205 [35:31] - 1'h1;
+  assign \$6  = | \port$27924$205 [35:31];
+  assign \$7  = \port$27924$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$26640$205 [51:47];
-  assign \$10  = \port$26640$205 [51:47] - 1'h1;
+  assign \$9  = | \port$27924$205 [51:47];
+  assign \$10  = \port$27924$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$26640$205 [19:15];
+  assign \$15  = | \port$27924$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$26640$205 [35:31];
-  assign \$18  = | \port$26640$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$26640$205 [30:21] } : { \$18 , \port$26640$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$26640$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$27924$205 [35:31];
+  assign \$18  = | \port$27924$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$27924$205 [30:21] } : { \$18 , \port$27924$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$27924$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$26640$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$23  = 5'h10 - \port$27924$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$27924$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -92884,29 +92884,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$26640$205 [19:15];
-  assign \$70  = \port$26640$205 [19:15] - 1'h1;
+  assign \$69  = | \port$27924$205 [19:15];
+  assign \$70  = \port$27924$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$26640$205 [35:31];
-  assign \$74  = \port$26640$205 [35:31] - 1'h1;
+  assign \$73  = | \port$27924$205 [35:31];
+  assign \$74  = \port$27924$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$26640$205 [51:47];
-  assign \$77  = \port$26640$205 [51:47] - 1'h1;
+  assign \$76  = | \port$27924$205 [51:47];
+  assign \$77  = \port$27924$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$26640$205 [19:15];
+  assign \$82  = | \port$27924$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$26640$205 [35:31];
-  assign \$85  = | \port$26640$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$26640$205 [30:21] } : { \$85 , \port$26640$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$26640$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$27924$205 [35:31];
+  assign \$85  = | \port$27924$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$27924$205 [30:21] } : { \$85 , \port$27924$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$27924$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$26640$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$90  = 5'h10 - \port$27924$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$27924$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -92944,29 +92944,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$26640$205 [19:15];
-  assign \$137  = \port$26640$205 [19:15] - 1'h1;
+  assign \$136  = | \port$27924$205 [19:15];
+  assign \$137  = \port$27924$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$26640$205 [35:31];
-  assign \$141  = \port$26640$205 [35:31] - 1'h1;
+  assign \$140  = | \port$27924$205 [35:31];
+  assign \$141  = \port$27924$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$26640$205 [51:47];
-  assign \$144  = \port$26640$205 [51:47] - 1'h1;
+  assign \$143  = | \port$27924$205 [51:47];
+  assign \$144  = \port$27924$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$26640$205 [19:15];
+  assign \$149  = | \port$27924$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$26640$205 [35:31];
-  assign \$152  = | \port$26640$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$26640$205 [30:21] } : { \$152 , \port$26640$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$26640$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$27924$205 [35:31];
+  assign \$152  = | \port$27924$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$27924$205 [30:21] } : { \$152 , \port$27924$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$27924$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$26640$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$157  = 5'h10 - \port$27924$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$27924$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -93004,29 +93004,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$26640$205 [19:15];
-  assign \$204  = \port$26640$205 [19:15] - 1'h1;
+  assign \$203  = | \port$27924$205 [19:15];
+  assign \$204  = \port$27924$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$26640$205 [35:31];
-  assign \$208  = \port$26640$205 [35:31] - 1'h1;
+  assign \$207  = | \port$27924$205 [35:31];
+  assign \$208  = \port$27924$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$26640$205 [51:47];
-  assign \$211  = \port$26640$205 [51:47] - 1'h1;
+  assign \$210  = | \port$27924$205 [51:47];
+  assign \$211  = \port$27924$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$26640$205 [19:15];
+  assign \$216  = | \port$27924$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$26640$205 [35:31];
-  assign \$219  = | \port$26640$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$26640$205 [30:21] } : { \$219 , \port$26640$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$26640$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$27924$205 [35:31];
+  assign \$219  = | \port$27924$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$27924$205 [30:21] } : { \$219 , \port$27924$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$27924$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$26640$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$224  = 5'h10 - \port$27924$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$27924$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -93064,29 +93064,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$26640$205 [19:15];
-  assign \$271  = \port$26640$205 [19:15] - 1'h1;
+  assign \$270  = | \port$27924$205 [19:15];
+  assign \$271  = \port$27924$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$26640$205 [35:31];
-  assign \$275  = \port$26640$205 [35:31] - 1'h1;
+  assign \$274  = | \port$27924$205 [35:31];
+  assign \$275  = \port$27924$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$26640$205 [51:47];
-  assign \$278  = \port$26640$205 [51:47] - 1'h1;
+  assign \$277  = | \port$27924$205 [51:47];
+  assign \$278  = \port$27924$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$26640$205 [19:15];
+  assign \$283  = | \port$27924$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$26640$205 [35:31];
-  assign \$286  = | \port$26640$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$26640$205 [30:21] } : { \$286 , \port$26640$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$26640$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$27924$205 [35:31];
+  assign \$286  = | \port$27924$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$27924$205 [30:21] } : { \$286 , \port$27924$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$27924$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$26640$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$291  = 5'h10 - \port$27924$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$27924$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -93124,29 +93124,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$26640$205 [19:15];
-  assign \$338  = \port$26640$205 [19:15] - 1'h1;
+  assign \$337  = | \port$27924$205 [19:15];
+  assign \$338  = \port$27924$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$26640$205 [35:31];
-  assign \$342  = \port$26640$205 [35:31] - 1'h1;
+  assign \$341  = | \port$27924$205 [35:31];
+  assign \$342  = \port$27924$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$26640$205 [51:47];
-  assign \$345  = \port$26640$205 [51:47] - 1'h1;
+  assign \$344  = | \port$27924$205 [51:47];
+  assign \$345  = \port$27924$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$26640$205 [19:15];
+  assign \$350  = | \port$27924$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$26640$205 [35:31];
-  assign \$353  = | \port$26640$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$26640$205 [30:21] } : { \$353 , \port$26640$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$26640$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$27924$205 [35:31];
+  assign \$353  = | \port$27924$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$27924$205 [30:21] } : { \$353 , \port$27924$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$27924$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$26640$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$358  = 5'h10 - \port$27924$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$27924$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -93184,29 +93184,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$26640$205 [19:15];
-  assign \$405  = \port$26640$205 [19:15] - 1'h1;
+  assign \$404  = | \port$27924$205 [19:15];
+  assign \$405  = \port$27924$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$26640$205 [35:31];
-  assign \$409  = \port$26640$205 [35:31] - 1'h1;
+  assign \$408  = | \port$27924$205 [35:31];
+  assign \$409  = \port$27924$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$26640$205 [51:47];
-  assign \$412  = \port$26640$205 [51:47] - 1'h1;
+  assign \$411  = | \port$27924$205 [51:47];
+  assign \$412  = \port$27924$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$26640$205 [19:15];
+  assign \$417  = | \port$27924$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$26640$205 [35:31];
-  assign \$420  = | \port$26640$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$26640$205 [30:21] } : { \$420 , \port$26640$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$26640$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$27924$205 [35:31];
+  assign \$420  = | \port$27924$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$27924$205 [30:21] } : { \$420 , \port$27924$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$27924$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$26640$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$425  = 5'h10 - \port$27924$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$27924$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -93244,29 +93244,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$26640$205 [19:15];
-  assign \$472  = \port$26640$205 [19:15] - 1'h1;
+  assign \$471  = | \port$27924$205 [19:15];
+  assign \$472  = \port$27924$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$26640$205 [35:31];
-  assign \$476  = \port$26640$205 [35:31] - 1'h1;
+  assign \$475  = | \port$27924$205 [35:31];
+  assign \$476  = \port$27924$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$26640$205 [51:47];
-  assign \$479  = \port$26640$205 [51:47] - 1'h1;
+  assign \$478  = | \port$27924$205 [51:47];
+  assign \$479  = \port$27924$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$26640$205 [19:15];
+  assign \$484  = | \port$27924$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$26640$205 [35:31];
-  assign \$487  = | \port$26640$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$26640$205 [30:21] } : { \$487 , \port$26640$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$26640$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$27924$205 [35:31];
+  assign \$487  = | \port$27924$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$27924$205 [30:21] } : { \$487 , \port$27924$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$27924$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$26640$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$492  = 5'h10 - \port$27924$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$27924$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -93304,29 +93304,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$26640$205 [19:15];
-  assign \$539  = \port$26640$205 [19:15] - 1'h1;
+  assign \$538  = | \port$27924$205 [19:15];
+  assign \$539  = \port$27924$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$26640$205 [35:31];
-  assign \$543  = \port$26640$205 [35:31] - 1'h1;
+  assign \$542  = | \port$27924$205 [35:31];
+  assign \$543  = \port$27924$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$26640$205 [51:47];
-  assign \$546  = \port$26640$205 [51:47] - 1'h1;
+  assign \$545  = | \port$27924$205 [51:47];
+  assign \$546  = \port$27924$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$26640$205 [19:15];
+  assign \$551  = | \port$27924$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$26640$205 [35:31];
-  assign \$554  = | \port$26640$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$26640$205 [30:21] } : { \$554 , \port$26640$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$26640$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$27924$205 [35:31];
+  assign \$554  = | \port$27924$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$27924$205 [30:21] } : { \$554 , \port$27924$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$27924$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$26640$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$559  = 5'h10 - \port$27924$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$27924$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -93364,29 +93364,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$26640$205 [19:15];
-  assign \$606  = \port$26640$205 [19:15] - 1'h1;
+  assign \$605  = | \port$27924$205 [19:15];
+  assign \$606  = \port$27924$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$26640$205 [35:31];
-  assign \$610  = \port$26640$205 [35:31] - 1'h1;
+  assign \$609  = | \port$27924$205 [35:31];
+  assign \$610  = \port$27924$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$26640$205 [51:47];
-  assign \$613  = \port$26640$205 [51:47] - 1'h1;
+  assign \$612  = | \port$27924$205 [51:47];
+  assign \$613  = \port$27924$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$26640$205 [19:15];
+  assign \$618  = | \port$27924$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$26640$205 [35:31];
-  assign \$621  = | \port$26640$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$26640$205 [30:21] } : { \$621 , \port$26640$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$26640$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$27924$205 [35:31];
+  assign \$621  = | \port$27924$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$27924$205 [30:21] } : { \$621 , \port$27924$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$27924$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$26640$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$626  = 5'h10 - \port$27924$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$27924$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -93424,29 +93424,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$26640$205 [19:15];
-  assign \$673  = \port$26640$205 [19:15] - 1'h1;
+  assign \$672  = | \port$27924$205 [19:15];
+  assign \$673  = \port$27924$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$26640$205 [35:31];
-  assign \$677  = \port$26640$205 [35:31] - 1'h1;
+  assign \$676  = | \port$27924$205 [35:31];
+  assign \$677  = \port$27924$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$26640$205 [51:47];
-  assign \$680  = \port$26640$205 [51:47] - 1'h1;
+  assign \$679  = | \port$27924$205 [51:47];
+  assign \$680  = \port$27924$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$26640$205 [19:15];
+  assign \$685  = | \port$27924$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$26640$205 [35:31];
-  assign \$688  = | \port$26640$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$26640$205 [30:21] } : { \$688 , \port$26640$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$26640$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$27924$205 [35:31];
+  assign \$688  = | \port$27924$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$27924$205 [30:21] } : { \$688 , \port$27924$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$27924$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$26640$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$693  = 5'h10 - \port$27924$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$27924$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -93484,29 +93484,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$26640$205 [19:15];
-  assign \$740  = \port$26640$205 [19:15] - 1'h1;
+  assign \$739  = | \port$27924$205 [19:15];
+  assign \$740  = \port$27924$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$26640$205 [35:31];
-  assign \$744  = \port$26640$205 [35:31] - 1'h1;
+  assign \$743  = | \port$27924$205 [35:31];
+  assign \$744  = \port$27924$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$26640$205 [51:47];
-  assign \$747  = \port$26640$205 [51:47] - 1'h1;
+  assign \$746  = | \port$27924$205 [51:47];
+  assign \$747  = \port$27924$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$26640$205 [19:15];
+  assign \$752  = | \port$27924$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$26640$205 [35:31];
-  assign \$755  = | \port$26640$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$26640$205 [30:21] } : { \$755 , \port$26640$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$26640$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$27924$205 [35:31];
+  assign \$755  = | \port$27924$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$27924$205 [30:21] } : { \$755 , \port$27924$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$27924$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$26640$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$760  = 5'h10 - \port$27924$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$27924$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -93544,29 +93544,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$26640$205 [19:15];
-  assign \$807  = \port$26640$205 [19:15] - 1'h1;
+  assign \$806  = | \port$27924$205 [19:15];
+  assign \$807  = \port$27924$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$26640$205 [35:31];
-  assign \$811  = \port$26640$205 [35:31] - 1'h1;
+  assign \$810  = | \port$27924$205 [35:31];
+  assign \$811  = \port$27924$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$26640$205 [51:47];
-  assign \$814  = \port$26640$205 [51:47] - 1'h1;
+  assign \$813  = | \port$27924$205 [51:47];
+  assign \$814  = \port$27924$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$26640$205 [19:15];
+  assign \$819  = | \port$27924$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$26640$205 [35:31];
-  assign \$822  = | \port$26640$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$26640$205 [30:21] } : { \$822 , \port$26640$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$26640$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$27924$205 [35:31];
+  assign \$822  = | \port$27924$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$27924$205 [30:21] } : { \$822 , \port$27924$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$27924$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$26640$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$827  = 5'h10 - \port$27924$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$27924$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -93604,29 +93604,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$26640$205 [19:15];
-  assign \$874  = \port$26640$205 [19:15] - 1'h1;
+  assign \$873  = | \port$27924$205 [19:15];
+  assign \$874  = \port$27924$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$26640$205 [35:31];
-  assign \$878  = \port$26640$205 [35:31] - 1'h1;
+  assign \$877  = | \port$27924$205 [35:31];
+  assign \$878  = \port$27924$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$26640$205 [51:47];
-  assign \$881  = \port$26640$205 [51:47] - 1'h1;
+  assign \$880  = | \port$27924$205 [51:47];
+  assign \$881  = \port$27924$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$26640$205 [19:15];
+  assign \$886  = | \port$27924$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$26640$205 [35:31];
-  assign \$889  = | \port$26640$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$26640$205 [30:21] } : { \$889 , \port$26640$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$26640$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$27924$205 [35:31];
+  assign \$889  = | \port$27924$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$27924$205 [30:21] } : { \$889 , \port$27924$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$27924$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$26640$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$894  = 5'h10 - \port$27924$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$27924$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -93664,29 +93664,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$26640$205 [19:15];
-  assign \$941  = \port$26640$205 [19:15] - 1'h1;
+  assign \$940  = | \port$27924$205 [19:15];
+  assign \$941  = \port$27924$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$26640$205 [35:31];
-  assign \$945  = \port$26640$205 [35:31] - 1'h1;
+  assign \$944  = | \port$27924$205 [35:31];
+  assign \$945  = \port$27924$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$26640$205 [51:47];
-  assign \$948  = \port$26640$205 [51:47] - 1'h1;
+  assign \$947  = | \port$27924$205 [51:47];
+  assign \$948  = \port$27924$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$26640$205 [19:15];
+  assign \$953  = | \port$27924$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$26640$205 [35:31];
-  assign \$956  = | \port$26640$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$26640$205 [30:21] } : { \$956 , \port$26640$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$26640$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$27924$205 [35:31];
+  assign \$956  = | \port$27924$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$27924$205 [30:21] } : { \$956 , \port$27924$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$27924$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$26640$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$961  = 5'h10 - \port$27924$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$27924$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -93724,29 +93724,29 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$26640$205 [19:15];
-  assign \$1008  = \port$26640$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$27924$205 [19:15];
+  assign \$1008  = \port$27924$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$26640$205 [35:31];
-  assign \$1012  = \port$26640$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$27924$205 [35:31];
+  assign \$1012  = \port$27924$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$26640$205 [51:47];
-  assign \$1015  = \port$26640$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$27924$205 [51:47];
+  assign \$1015  = \port$27924$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$26640$205 [19:15];
+  assign \$1020  = | \port$27924$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$26640$205 [35:31];
-  assign \$1023  = | \port$26640$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$26640$205 [30:21] } : { \$1023 , \port$26640$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$26640$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$27924$205 [35:31];
+  assign \$1023  = | \port$27924$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$27924$205 [30:21] } : { \$1023 , \port$27924$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$27924$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$26640$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$26640$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$27924$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$27924$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -95115,7 +95115,7 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$26640$205 [4:0];
+    \$1473  = \port$27924$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -98933,10 +98933,10 @@ module \oaken_engine.quant.encoder (rst, \port$26640$205 , group, upper, mag, de
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$26640$205 [4:0];
-  assign delta_outer = \port$26640$205 [52:37];
-  assign delta_inner = \port$26640$205 [36:21];
-  assign delta_mid = \port$26640$205 [20:5];
+  assign n_lo = \port$27924$205 [4:0];
+  assign delta_outer = \port$27924$205 [52:37];
+  assign delta_inner = \port$27924$205 [36:21];
+  assign delta_mid = \port$27924$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -108130,385 +108130,1666 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire [41:0] \$1 ;
   wire [42:0] \$10 ;
   wire [5:0] \$100 ;
-  wire [6:0] \$1000 ;
-  wire [6:0] \$1001 ;
-  wire [6:0] \$1002 ;
-  wire [6:0] \$1003 ;
-  wire [6:0] \$1004 ;
-  wire [6:0] \$1005 ;
-  wire [6:0] \$1006 ;
-  wire [6:0] \$1007 ;
-  wire [6:0] \$1008 ;
-  wire [6:0] \$1009 ;
+  wire \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire [5:0] \$101 ;
-  wire [6:0] \$1010 ;
-  wire [6:0] \$1011 ;
-  wire [6:0] \$1012 ;
-  wire [6:0] \$1013 ;
-  wire [6:0] \$1014 ;
-  wire [6:0] \$1015 ;
-  wire [6:0] \$1016 ;
-  wire [6:0] \$1017 ;
-  wire [6:0] \$1018 ;
-  wire [6:0] \$1019 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire \$1013 ;
+  wire \$1014 ;
+  wire \$1015 ;
+  wire \$1016 ;
+  wire \$1017 ;
+  wire \$1018 ;
+  wire \$1019 ;
   wire [5:0] \$102 ;
-  wire [6:0] \$1020 ;
-  wire [6:0] \$1021 ;
-  wire [6:0] \$1022 ;
-  wire [6:0] \$1023 ;
-  wire [6:0] \$1024 ;
-  wire [6:0] \$1025 ;
-  wire [6:0] \$1026 ;
-  wire [6:0] \$1027 ;
-  wire [6:0] \$1028 ;
-  wire [6:0] \$1029 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire \$1028 ;
+  wire \$1029 ;
   wire [5:0] \$103 ;
-  wire [6:0] \$1030 ;
+  wire \$1030 ;
   wire \$1031 ;
-  wire [6:0] \$1032 ;
-  wire [6:0] \$1033 ;
-  wire [6:0] \$1034 ;
-  wire [6:0] \$1035 ;
-  wire [6:0] \$1036 ;
-  wire [6:0] \$1037 ;
-  wire [6:0] \$1038 ;
-  wire [6:0] \$1039 ;
+  wire \$1032 ;
+  wire \$1033 ;
+  wire \$1034 ;
+  wire \$1035 ;
+  wire \$1036 ;
+  wire \$1037 ;
+  wire \$1038 ;
+  wire \$1039 ;
   wire [5:0] \$104 ;
-  wire [6:0] \$1040 ;
-  wire [6:0] \$1041 ;
-  wire [6:0] \$1042 ;
-  wire [6:0] \$1043 ;
-  wire [6:0] \$1044 ;
-  wire [6:0] \$1045 ;
-  wire [6:0] \$1046 ;
-  wire [6:0] \$1047 ;
-  wire [6:0] \$1048 ;
-  wire [6:0] \$1049 ;
+  wire \$1040 ;
+  wire \$1041 ;
+  wire \$1042 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire \$1045 ;
+  wire \$1046 ;
+  wire \$1047 ;
+  wire \$1048 ;
+  wire \$1049 ;
   wire [5:0] \$105 ;
-  wire [6:0] \$1050 ;
-  wire [6:0] \$1051 ;
-  wire [6:0] \$1052 ;
-  wire [6:0] \$1053 ;
-  wire [6:0] \$1054 ;
-  wire [6:0] \$1055 ;
-  wire [6:0] \$1056 ;
-  wire [6:0] \$1057 ;
-  wire [6:0] \$1058 ;
-  wire [6:0] \$1059 ;
+  wire \$1050 ;
+  wire \$1051 ;
+  wire \$1052 ;
+  wire \$1053 ;
+  wire \$1054 ;
+  wire \$1055 ;
+  wire \$1056 ;
+  wire \$1057 ;
+  wire \$1058 ;
+  wire \$1059 ;
   wire \$106 ;
-  wire [6:0] \$1060 ;
-  wire [6:0] \$1061 ;
-  wire [6:0] \$1062 ;
-  wire [6:0] \$1063 ;
-  wire [6:0] \$1064 ;
-  wire [6:0] \$1065 ;
-  wire [6:0] \$1066 ;
-  wire [6:0] \$1067 ;
-  wire [6:0] \$1068 ;
-  wire [6:0] \$1069 ;
+  wire \$1060 ;
+  wire \$1061 ;
+  wire \$1062 ;
+  wire \$1063 ;
+  wire \$1064 ;
+  wire \$1065 ;
+  wire \$1066 ;
+  wire \$1067 ;
+  wire \$1068 ;
+  wire \$1069 ;
   wire [5:0] \$107 ;
-  wire [6:0] \$1070 ;
-  wire [6:0] \$1071 ;
-  wire [6:0] \$1072 ;
-  wire [6:0] \$1073 ;
-  wire [7:0] \$1074 ;
-  wire [7:0] \$1075 ;
-  wire [105:0] \$1076 ;
-  wire [106:0] \$1077 ;
-  reg \$1078 ;
-  reg [40:0] \$1079 ;
+  wire \$1070 ;
+  wire \$1071 ;
+  wire \$1072 ;
+  wire \$1073 ;
+  wire \$1074 ;
+  wire \$1075 ;
+  wire \$1076 ;
+  wire \$1077 ;
+  wire \$1078 ;
+  wire \$1079 ;
   wire [5:0] \$108 ;
-  reg [40:0] \$1080 ;
-  reg \$1081 ;
-  reg \$1082 ;
-  reg [40:0] \$1083 ;
-  reg [40:0] \$1084 ;
-  reg \$1085 ;
-  reg [41:0] \$1086 ;
-  reg [46:0] \$1087 ;
-  reg \$1088 ;
-  reg [46:0] \$1089 ;
+  wire \$1080 ;
+  wire \$1081 ;
+  wire \$1082 ;
+  wire \$1083 ;
+  wire \$1084 ;
+  wire \$1085 ;
+  wire \$1086 ;
+  wire \$1087 ;
+  wire \$1088 ;
+  wire \$1089 ;
   wire \$109 ;
-  reg [41:0] \$1090 ;
-  reg \$1091 ;
-  reg [40:0] \$1092 ;
-  reg [40:0] \$1093 ;
-  reg \$1094 ;
-  reg \$1095 ;
-  reg [40:0] \$1096 ;
-  reg [40:0] \$1097 ;
-  reg \$1098 ;
-  reg \$1099 ;
+  wire \$1090 ;
+  wire \$1091 ;
+  wire \$1092 ;
+  wire \$1093 ;
+  wire \$1094 ;
+  wire \$1095 ;
+  wire \$1096 ;
+  wire \$1097 ;
+  wire \$1098 ;
+  wire \$1099 ;
   wire \$11 ;
   wire \$110 ;
-  reg \$1100 ;
-  reg [46:0] \$1101 ;
-  reg [41:0] \$1102 ;
-  reg \$1103 ;
-  reg [40:0] \$1104 ;
-  reg [40:0] \$1105 ;
-  reg \$1106 ;
-  reg \$1107 ;
-  reg [40:0] \$1108 ;
-  reg [40:0] \$1109 ;
+  wire \$1100 ;
+  wire \$1101 ;
+  wire \$1102 ;
+  wire \$1103 ;
+  wire \$1104 ;
+  wire \$1105 ;
+  wire \$1106 ;
+  wire \$1107 ;
+  wire \$1108 ;
+  wire \$1109 ;
   wire [5:0] \$111 ;
-  reg \$1110 ;
-  reg \$1111 ;
-  reg \$1112 ;
-  reg \$1113 ;
-  reg [46:0] \$1114 ;
-  reg [41:0] \$1115 ;
-  reg \$1116 ;
-  reg [40:0] \$1117 ;
-  reg [40:0] \$1118 ;
-  reg \$1119 ;
+  wire \$1110 ;
+  wire \$1111 ;
+  wire \$1112 ;
+  wire \$1113 ;
+  wire \$1114 ;
+  wire \$1115 ;
+  wire \$1116 ;
+  wire \$1117 ;
+  wire \$1118 ;
+  wire \$1119 ;
   wire [5:0] \$112 ;
-  reg \$1120 ;
-  reg [40:0] \$1121 ;
-  reg [40:0] \$1122 ;
-  reg \$1123 ;
-  reg \$1124 ;
-  reg \$1125 ;
-  reg \$1126 ;
-  reg \$1127 ;
-  reg [46:0] \$1128 ;
-  reg [41:0] \$1129 ;
+  wire \$1120 ;
+  wire \$1121 ;
+  wire \$1122 ;
+  wire \$1123 ;
+  wire \$1124 ;
+  wire \$1125 ;
+  wire \$1126 ;
+  wire \$1127 ;
+  wire \$1128 ;
+  wire \$1129 ;
   wire [5:0] \$113 ;
-  reg \$1130 ;
-  reg [40:0] \$1131 ;
-  reg [40:0] \$1132 ;
-  reg \$1133 ;
-  reg \$1134 ;
-  reg [40:0] \$1135 ;
-  reg [40:0] \$1136 ;
-  reg \$1137 ;
-  reg \$1138 ;
-  reg \$1139 ;
+  wire \$1130 ;
+  wire \$1131 ;
+  wire \$1132 ;
+  wire \$1133 ;
+  wire \$1134 ;
+  wire \$1135 ;
+  wire \$1136 ;
+  wire \$1137 ;
+  wire \$1138 ;
+  wire \$1139 ;
   wire [5:0] \$114 ;
-  reg \$1140 ;
-  reg \$1141 ;
-  reg \$1142 ;
-  reg [46:0] \$1143 ;
-  reg [41:0] \$1144 ;
-  reg \$1145 ;
-  reg [40:0] \$1146 ;
-  reg [40:0] \$1147 ;
-  reg \$1148 ;
-  reg \$1149 ;
+  wire \$1140 ;
+  wire \$1141 ;
+  wire \$1142 ;
+  wire \$1143 ;
+  wire \$1144 ;
+  wire \$1145 ;
+  wire \$1146 ;
+  wire \$1147 ;
+  wire \$1148 ;
+  wire \$1149 ;
   wire [5:0] \$115 ;
-  reg [40:0] \$1150 ;
-  reg [40:0] \$1151 ;
-  reg \$1152 ;
-  reg \$1153 ;
-  reg [40:0] \$1154 ;
-  reg [40:0] \$1155 ;
-  reg \$1156 ;
-  reg [40:0] \$1157 ;
-  reg [40:0] \$1158 ;
-  reg [4:0] \$1159 ;
+  wire \$1150 ;
+  wire \$1151 ;
+  wire \$1152 ;
+  wire \$1153 ;
+  wire \$1154 ;
+  wire \$1155 ;
+  wire \$1156 ;
+  wire \$1157 ;
+  wire \$1158 ;
+  wire \$1159 ;
   wire [5:0] \$116 ;
-  reg [4:0] \$1160 ;
-  reg [4:0] \$1161 ;
-  reg \$1162 ;
-  reg \$1163 ;
-  reg \$1164 ;
-  reg [40:0] \$1165 ;
-  reg [40:0] \$1166 ;
-  reg \$1167 ;
-  reg [40:0] \$1168 ;
-  reg [40:0] \$1169 ;
+  wire \$1160 ;
+  wire \$1161 ;
+  wire \$1162 ;
+  wire \$1163 ;
+  wire \$1164 ;
+  wire \$1165 ;
+  wire \$1166 ;
+  wire \$1167 ;
+  wire \$1168 ;
+  wire \$1169 ;
   wire [5:0] \$117 ;
-  reg [45:0] \$1170 ;
-  reg [45:0] \$1171 ;
-  reg [4:0] \$1172 ;
-  reg [4:0] \$1173 ;
-  reg [4:0] \$1174 ;
-  reg \$1175 ;
-  reg \$1176 ;
-  reg \$1177 ;
-  reg [40:0] \$1178 ;
-  reg [40:0] \$1179 ;
+  wire \$1170 ;
+  wire \$1171 ;
+  wire \$1172 ;
+  wire \$1173 ;
+  wire \$1174 ;
+  wire \$1175 ;
+  wire \$1176 ;
+  wire \$1177 ;
+  wire \$1178 ;
+  wire \$1179 ;
   wire [5:0] \$118 ;
-  reg \$1180 ;
-  reg [4:0] \$1181 ;
-  reg [40:0] \$1182 ;
-  reg [4:0] \$1183 ;
-  reg \$1184 ;
-  reg \$1185 ;
-  reg [40:0] \$1186 ;
-  reg [40:0] \$1187 ;
-  reg [4:0] \$1188 ;
-  reg [40:0] \$1189 ;
+  wire \$1180 ;
+  wire \$1181 ;
+  wire \$1182 ;
+  wire \$1183 ;
+  wire \$1184 ;
+  wire \$1185 ;
+  wire \$1186 ;
+  wire \$1187 ;
+  wire \$1188 ;
+  wire \$1189 ;
   wire [5:0] \$119 ;
-  reg [20:0] \$1190 ;
-  reg \$1191 ;
-  reg \$1192 ;
-  reg [4:0] \$1193 ;
-  reg [61:0] \$1194 ;
-  reg [61:0] \$1195 ;
-  reg [61:0] \$1196 ;
-  reg \$1197 ;
-  reg \$1198 ;
-  reg [4:0] \$1199 ;
+  wire \$1190 ;
+  wire \$1191 ;
+  wire \$1192 ;
+  wire \$1193 ;
+  wire \$1194 ;
+  wire \$1195 ;
+  wire \$1196 ;
+  wire \$1197 ;
+  wire \$1198 ;
+  wire \$1199 ;
   wire [42:0] \$12 ;
   wire [5:0] \$120 ;
-  reg [41:0] \$1200 ;
-  reg [41:0] \$1201 ;
-  reg [41:0] \$1202 ;
-  reg \$1203 ;
-  reg \$1204 ;
-  reg [4:0] \$1205 ;
-  reg [41:0] \$1206 ;
-  reg [41:0] \$1207 ;
-  reg [41:0] \$1208 ;
-  reg \$1209 ;
+  wire \$1200 ;
+  wire \$1201 ;
+  wire \$1202 ;
+  wire \$1203 ;
+  wire \$1204 ;
+  wire \$1205 ;
+  wire \$1206 ;
+  wire \$1207 ;
+  wire \$1208 ;
+  wire \$1209 ;
   wire \$121 ;
-  reg \$1210 ;
-  reg [4:0] \$1211 ;
-  reg [15:0] \$1212 ;
-  reg [15:0] \$1213 ;
-  reg [15:0] \$1214 ;
+  wire \$1210 ;
+  wire \$1211 ;
+  wire \$1212 ;
+  wire \$1213 ;
+  wire \$1214 ;
+  wire \$1215 ;
+  wire \$1216 ;
+  wire \$1217 ;
+  wire \$1218 ;
+  wire \$1219 ;
   wire [5:0] \$122 ;
+  wire \$1220 ;
+  wire \$1221 ;
+  wire \$1222 ;
+  wire \$1223 ;
+  wire \$1224 ;
+  wire \$1225 ;
+  wire \$1226 ;
+  wire \$1227 ;
+  wire \$1228 ;
+  wire \$1229 ;
   wire [5:0] \$123 ;
+  wire \$1230 ;
+  wire \$1231 ;
+  wire [6:0] \$1232 ;
+  wire [41:0] \$1233 ;
+  wire [9:0] \$1234 ;
+  wire \$1235 ;
+  wire \$1236 ;
+  wire \$1237 ;
+  wire \$1238 ;
+  wire \$1239 ;
   wire [5:0] \$124 ;
+  wire \$1240 ;
+  wire \$1241 ;
+  wire \$1242 ;
+  wire \$1243 ;
+  wire \$1244 ;
+  wire \$1245 ;
+  wire \$1246 ;
+  wire \$1247 ;
+  wire \$1248 ;
+  wire \$1249 ;
   wire [6:0] \$125 ;
+  wire \$1250 ;
+  wire \$1251 ;
+  wire \$1252 ;
+  wire \$1253 ;
+  wire \$1254 ;
+  wire \$1255 ;
+  wire \$1256 ;
+  wire \$1257 ;
+  wire \$1258 ;
+  wire \$1259 ;
   wire \$126 ;
+  wire \$1260 ;
+  wire \$1261 ;
+  wire \$1262 ;
+  wire \$1263 ;
+  wire \$1264 ;
+  wire \$1265 ;
+  wire \$1266 ;
+  wire \$1267 ;
+  wire \$1268 ;
+  wire \$1269 ;
   wire [5:0] \$127 ;
+  wire \$1270 ;
+  wire \$1271 ;
+  wire \$1272 ;
+  wire \$1273 ;
+  wire \$1274 ;
+  wire \$1275 ;
+  wire \$1276 ;
+  wire \$1277 ;
+  wire \$1278 ;
+  wire \$1279 ;
   wire [5:0] \$128 ;
+  wire \$1280 ;
+  wire \$1281 ;
+  wire \$1282 ;
+  wire \$1283 ;
+  wire \$1284 ;
+  wire \$1285 ;
+  wire \$1286 ;
+  wire \$1287 ;
+  wire \$1288 ;
+  wire \$1289 ;
   wire [5:0] \$129 ;
+  wire \$1290 ;
+  wire \$1291 ;
+  wire \$1292 ;
+  wire \$1293 ;
+  wire \$1294 ;
+  wire \$1295 ;
+  wire \$1296 ;
+  wire \$1297 ;
+  wire \$1298 ;
+  wire \$1299 ;
   wire \$13 ;
   wire [5:0] \$130 ;
+  wire \$1300 ;
+  wire \$1301 ;
+  wire \$1302 ;
+  wire \$1303 ;
+  wire \$1304 ;
+  wire \$1305 ;
+  wire \$1306 ;
+  wire \$1307 ;
+  wire \$1308 ;
+  wire \$1309 ;
   wire [5:0] \$131 ;
+  wire \$1310 ;
+  wire \$1311 ;
+  wire \$1312 ;
+  wire \$1313 ;
+  wire \$1314 ;
+  wire \$1315 ;
+  wire \$1316 ;
+  wire \$1317 ;
+  wire \$1318 ;
+  wire \$1319 ;
   wire [5:0] \$132 ;
+  wire \$1320 ;
+  wire \$1321 ;
+  wire \$1322 ;
+  wire \$1323 ;
+  wire \$1324 ;
+  wire \$1325 ;
+  wire \$1326 ;
+  wire \$1327 ;
+  wire \$1328 ;
+  wire \$1329 ;
   wire [5:0] \$133 ;
+  wire \$1330 ;
+  wire \$1331 ;
+  wire \$1332 ;
+  wire \$1333 ;
+  wire \$1334 ;
+  wire \$1335 ;
+  wire \$1336 ;
+  wire \$1337 ;
+  wire \$1338 ;
+  wire \$1339 ;
   wire [5:0] \$134 ;
+  wire \$1340 ;
+  wire \$1341 ;
+  wire \$1342 ;
+  wire \$1343 ;
+  wire \$1344 ;
+  wire \$1345 ;
+  wire \$1346 ;
+  wire \$1347 ;
+  wire \$1348 ;
+  wire \$1349 ;
   wire [5:0] \$135 ;
+  wire \$1350 ;
+  wire \$1351 ;
+  wire \$1352 ;
+  wire \$1353 ;
+  wire \$1354 ;
+  wire \$1355 ;
+  wire \$1356 ;
+  wire \$1357 ;
+  wire \$1358 ;
+  wire \$1359 ;
   wire [5:0] \$136 ;
+  wire \$1360 ;
+  wire \$1361 ;
+  wire \$1362 ;
+  wire \$1363 ;
+  wire \$1364 ;
+  wire \$1365 ;
+  wire \$1366 ;
+  wire \$1367 ;
+  wire \$1368 ;
+  wire \$1369 ;
   wire \$137 ;
+  wire \$1370 ;
+  wire \$1371 ;
+  wire \$1372 ;
+  wire \$1373 ;
+  wire \$1374 ;
+  wire \$1375 ;
+  wire \$1376 ;
+  wire \$1377 ;
+  wire \$1378 ;
+  wire \$1379 ;
   wire [5:0] \$138 ;
+  wire \$1380 ;
+  wire \$1381 ;
+  wire \$1382 ;
+  wire \$1383 ;
+  wire \$1384 ;
+  wire \$1385 ;
+  wire \$1386 ;
+  wire \$1387 ;
+  wire \$1388 ;
+  wire \$1389 ;
   wire [5:0] \$139 ;
+  wire \$1390 ;
+  wire \$1391 ;
+  wire \$1392 ;
+  wire \$1393 ;
+  wire \$1394 ;
+  wire \$1395 ;
+  wire \$1396 ;
+  wire \$1397 ;
+  wire \$1398 ;
+  wire \$1399 ;
   wire \$14 ;
   wire \$140 ;
+  wire \$1400 ;
+  wire \$1401 ;
+  wire \$1402 ;
+  wire \$1403 ;
+  wire \$1404 ;
+  wire \$1405 ;
+  wire \$1406 ;
+  wire \$1407 ;
+  wire \$1408 ;
+  wire \$1409 ;
   wire \$141 ;
+  wire \$1410 ;
+  wire \$1411 ;
+  wire \$1412 ;
+  wire \$1413 ;
+  wire \$1414 ;
+  wire \$1415 ;
+  wire \$1416 ;
+  wire \$1417 ;
+  wire \$1418 ;
+  wire \$1419 ;
   wire [5:0] \$142 ;
+  wire \$1420 ;
+  wire \$1421 ;
+  wire \$1422 ;
+  wire \$1423 ;
+  wire \$1424 ;
+  wire \$1425 ;
+  wire \$1426 ;
+  wire \$1427 ;
+  wire \$1428 ;
+  wire \$1429 ;
   wire [5:0] \$143 ;
+  wire \$1430 ;
+  wire \$1431 ;
+  wire \$1432 ;
+  wire \$1433 ;
+  wire \$1434 ;
+  wire \$1435 ;
+  wire \$1436 ;
+  wire \$1437 ;
+  wire \$1438 ;
+  wire \$1439 ;
   wire [5:0] \$144 ;
+  wire \$1440 ;
+  wire \$1441 ;
+  wire \$1442 ;
+  wire \$1443 ;
+  wire \$1444 ;
+  wire \$1445 ;
+  wire \$1446 ;
+  wire \$1447 ;
+  wire \$1448 ;
+  wire \$1449 ;
   wire [5:0] \$145 ;
+  wire \$1450 ;
+  wire \$1451 ;
+  wire \$1452 ;
+  wire \$1453 ;
+  wire \$1454 ;
+  wire \$1455 ;
+  wire \$1456 ;
+  wire \$1457 ;
+  wire \$1458 ;
+  wire \$1459 ;
   wire [5:0] \$146 ;
+  wire \$1460 ;
+  wire \$1461 ;
+  wire \$1462 ;
+  wire \$1463 ;
+  wire \$1464 ;
+  wire \$1465 ;
+  wire \$1466 ;
+  wire \$1467 ;
+  wire \$1468 ;
+  wire \$1469 ;
   wire [5:0] \$147 ;
+  wire \$1470 ;
+  wire \$1471 ;
+  wire \$1472 ;
+  wire \$1473 ;
+  wire \$1474 ;
+  wire \$1475 ;
+  wire \$1476 ;
+  wire \$1477 ;
+  wire \$1478 ;
+  wire \$1479 ;
   wire [5:0] \$148 ;
+  wire \$1480 ;
+  wire \$1481 ;
+  wire \$1482 ;
+  wire \$1483 ;
+  wire \$1484 ;
+  wire \$1485 ;
+  wire \$1486 ;
+  wire \$1487 ;
+  wire \$1488 ;
+  wire \$1489 ;
   wire [5:0] \$149 ;
+  wire \$1490 ;
+  wire \$1491 ;
+  wire \$1492 ;
+  wire \$1493 ;
+  wire \$1494 ;
+  wire \$1495 ;
+  wire \$1496 ;
+  wire \$1497 ;
+  wire \$1498 ;
+  wire \$1499 ;
   wire [5:0] \$15 ;
   wire [5:0] \$150 ;
+  wire \$1500 ;
+  wire \$1501 ;
+  wire \$1502 ;
+  wire \$1503 ;
+  wire \$1504 ;
+  wire \$1505 ;
+  wire \$1506 ;
+  wire \$1507 ;
+  wire \$1508 ;
+  wire \$1509 ;
   wire [5:0] \$151 ;
+  wire \$1510 ;
+  wire \$1511 ;
+  wire \$1512 ;
+  wire \$1513 ;
+  wire \$1514 ;
+  wire \$1515 ;
+  wire \$1516 ;
+  wire \$1517 ;
+  wire \$1518 ;
+  wire \$1519 ;
   wire \$152 ;
+  wire \$1520 ;
+  wire \$1521 ;
+  wire \$1522 ;
+  wire \$1523 ;
+  wire \$1524 ;
+  wire \$1525 ;
+  wire \$1526 ;
+  wire \$1527 ;
+  wire \$1528 ;
+  wire \$1529 ;
   wire [5:0] \$153 ;
+  wire \$1530 ;
+  wire \$1531 ;
+  wire \$1532 ;
+  wire \$1533 ;
+  wire \$1534 ;
+  wire \$1535 ;
+  wire \$1536 ;
+  wire \$1537 ;
+  wire \$1538 ;
+  wire \$1539 ;
   wire [5:0] \$154 ;
+  wire \$1540 ;
+  wire \$1541 ;
+  wire \$1542 ;
+  wire \$1543 ;
+  wire \$1544 ;
+  wire \$1545 ;
+  wire \$1546 ;
+  wire \$1547 ;
+  wire \$1548 ;
+  wire \$1549 ;
   wire \$155 ;
+  wire \$1550 ;
+  wire \$1551 ;
+  wire \$1552 ;
+  wire \$1553 ;
+  wire \$1554 ;
+  wire \$1555 ;
+  wire \$1556 ;
+  wire [6:0] \$1557 ;
+  wire [4:0] \$1558 ;
+  wire \$1559 ;
   wire [5:0] \$156 ;
+  wire \$1560 ;
+  wire \$1561 ;
+  wire \$1562 ;
+  wire \$1563 ;
+  wire \$1564 ;
+  wire \$1565 ;
+  wire \$1566 ;
+  wire \$1567 ;
+  wire \$1568 ;
+  wire \$1569 ;
   wire \$157 ;
+  wire \$1570 ;
+  wire \$1571 ;
+  wire \$1572 ;
+  wire \$1573 ;
+  wire \$1574 ;
+  wire \$1575 ;
+  wire \$1576 ;
+  wire \$1577 ;
+  wire \$1578 ;
+  wire \$1579 ;
   wire [5:0] \$158 ;
+  wire \$1580 ;
+  wire \$1581 ;
+  wire \$1582 ;
+  wire \$1583 ;
+  wire \$1584 ;
+  wire \$1585 ;
+  wire \$1586 ;
+  wire \$1587 ;
+  wire \$1588 ;
+  wire \$1589 ;
   wire [5:0] \$159 ;
+  wire \$1590 ;
+  wire \$1591 ;
+  wire \$1592 ;
+  wire \$1593 ;
+  wire \$1594 ;
+  wire \$1595 ;
+  wire \$1596 ;
+  wire \$1597 ;
+  wire \$1598 ;
+  wire \$1599 ;
   wire [5:0] \$16 ;
   wire [5:0] \$160 ;
+  wire \$1600 ;
+  wire \$1601 ;
+  wire \$1602 ;
+  wire \$1603 ;
+  wire \$1604 ;
+  wire \$1605 ;
+  wire \$1606 ;
+  wire \$1607 ;
+  wire \$1608 ;
+  wire \$1609 ;
   wire [5:0] \$161 ;
+  wire \$1610 ;
+  wire \$1611 ;
+  wire \$1612 ;
+  wire \$1613 ;
+  wire \$1614 ;
+  wire \$1615 ;
+  wire \$1616 ;
+  wire \$1617 ;
+  wire \$1618 ;
+  wire \$1619 ;
   wire [5:0] \$162 ;
+  wire \$1620 ;
+  wire \$1621 ;
+  wire \$1622 ;
+  wire \$1623 ;
+  wire \$1624 ;
+  wire \$1625 ;
+  wire \$1626 ;
+  wire \$1627 ;
+  wire \$1628 ;
+  wire \$1629 ;
   wire [5:0] \$163 ;
+  wire \$1630 ;
+  wire \$1631 ;
+  wire \$1632 ;
+  wire \$1633 ;
+  wire \$1634 ;
+  wire \$1635 ;
+  wire \$1636 ;
+  wire \$1637 ;
+  wire \$1638 ;
+  wire \$1639 ;
   wire [5:0] \$164 ;
+  wire \$1640 ;
+  wire \$1641 ;
+  wire \$1642 ;
+  wire \$1643 ;
+  wire \$1644 ;
+  wire \$1645 ;
+  wire \$1646 ;
+  wire \$1647 ;
+  wire \$1648 ;
+  wire \$1649 ;
   wire [5:0] \$165 ;
+  wire \$1650 ;
+  wire \$1651 ;
+  wire \$1652 ;
+  wire \$1653 ;
+  wire \$1654 ;
+  wire \$1655 ;
+  wire \$1656 ;
+  wire \$1657 ;
+  wire \$1658 ;
+  wire \$1659 ;
   wire [5:0] \$166 ;
+  wire \$1660 ;
+  wire \$1661 ;
+  wire \$1662 ;
+  wire \$1663 ;
+  wire \$1664 ;
+  wire \$1665 ;
+  wire \$1666 ;
+  wire \$1667 ;
+  wire \$1668 ;
+  wire \$1669 ;
   wire [5:0] \$167 ;
+  wire \$1670 ;
+  wire \$1671 ;
+  wire \$1672 ;
+  wire \$1673 ;
+  wire \$1674 ;
+  wire \$1675 ;
+  wire \$1676 ;
+  wire \$1677 ;
+  wire \$1678 ;
+  wire \$1679 ;
   wire \$168 ;
+  wire \$1680 ;
+  wire \$1681 ;
+  wire \$1682 ;
+  wire \$1683 ;
+  wire \$1684 ;
+  wire \$1685 ;
+  wire \$1686 ;
+  wire \$1687 ;
+  wire \$1688 ;
+  wire \$1689 ;
   wire [5:0] \$169 ;
+  wire \$1690 ;
+  wire \$1691 ;
+  wire \$1692 ;
+  wire \$1693 ;
+  wire \$1694 ;
+  wire \$1695 ;
+  wire \$1696 ;
+  wire \$1697 ;
+  wire \$1698 ;
+  wire \$1699 ;
   wire [5:0] \$17 ;
   wire [5:0] \$170 ;
+  wire \$1700 ;
+  wire \$1701 ;
+  wire \$1702 ;
+  wire \$1703 ;
+  wire \$1704 ;
+  wire \$1705 ;
+  wire \$1706 ;
+  wire \$1707 ;
+  wire \$1708 ;
+  wire \$1709 ;
   wire [6:0] \$171 ;
+  wire \$1710 ;
+  wire \$1711 ;
+  wire \$1712 ;
+  wire \$1713 ;
+  wire \$1714 ;
+  wire \$1715 ;
+  wire \$1716 ;
+  wire \$1717 ;
+  wire \$1718 ;
+  wire \$1719 ;
   wire [5:0] \$172 ;
+  wire \$1720 ;
+  wire \$1721 ;
+  wire \$1722 ;
+  wire \$1723 ;
+  wire \$1724 ;
+  wire \$1725 ;
+  wire \$1726 ;
+  wire \$1727 ;
+  wire \$1728 ;
+  wire \$1729 ;
   wire \$173 ;
+  wire \$1730 ;
+  wire \$1731 ;
+  wire \$1732 ;
+  wire \$1733 ;
+  wire \$1734 ;
+  wire \$1735 ;
+  wire \$1736 ;
+  wire \$1737 ;
+  wire \$1738 ;
+  wire \$1739 ;
   wire \$174 ;
+  wire \$1740 ;
+  wire \$1741 ;
+  wire \$1742 ;
+  wire \$1743 ;
+  wire \$1744 ;
+  wire \$1745 ;
+  wire \$1746 ;
+  wire \$1747 ;
+  wire \$1748 ;
+  wire \$1749 ;
   wire [5:0] \$175 ;
+  wire \$1750 ;
+  wire \$1751 ;
+  wire \$1752 ;
+  wire \$1753 ;
+  wire \$1754 ;
+  wire \$1755 ;
+  wire \$1756 ;
+  wire \$1757 ;
+  wire \$1758 ;
+  wire \$1759 ;
   wire [5:0] \$176 ;
+  wire \$1760 ;
+  wire \$1761 ;
+  wire \$1762 ;
+  wire \$1763 ;
+  wire \$1764 ;
+  wire \$1765 ;
+  wire \$1766 ;
+  wire \$1767 ;
+  wire \$1768 ;
+  wire \$1769 ;
   wire [5:0] \$177 ;
+  wire \$1770 ;
+  wire \$1771 ;
+  wire \$1772 ;
+  wire \$1773 ;
+  wire \$1774 ;
+  wire \$1775 ;
+  wire \$1776 ;
+  wire \$1777 ;
+  wire \$1778 ;
+  wire \$1779 ;
   wire [5:0] \$178 ;
+  wire \$1780 ;
+  wire \$1781 ;
+  wire \$1782 ;
+  wire \$1783 ;
+  wire \$1784 ;
+  wire \$1785 ;
+  wire \$1786 ;
+  wire \$1787 ;
+  wire \$1788 ;
+  wire \$1789 ;
   wire [5:0] \$179 ;
+  wire \$1790 ;
+  wire \$1791 ;
+  wire \$1792 ;
+  wire \$1793 ;
+  wire \$1794 ;
+  wire \$1795 ;
+  wire \$1796 ;
+  wire \$1797 ;
+  wire \$1798 ;
+  wire \$1799 ;
   wire [5:0] \$18 ;
   wire [5:0] \$180 ;
+  wire \$1800 ;
+  wire \$1801 ;
+  wire \$1802 ;
+  wire \$1803 ;
+  wire \$1804 ;
+  wire \$1805 ;
+  wire \$1806 ;
+  wire \$1807 ;
+  wire \$1808 ;
+  wire \$1809 ;
   wire [5:0] \$181 ;
+  wire \$1810 ;
+  wire \$1811 ;
+  wire \$1812 ;
+  wire \$1813 ;
+  wire \$1814 ;
+  wire \$1815 ;
+  wire \$1816 ;
+  wire \$1817 ;
+  wire \$1818 ;
+  wire \$1819 ;
   wire [5:0] \$182 ;
+  wire \$1820 ;
+  wire \$1821 ;
+  wire \$1822 ;
+  wire \$1823 ;
+  wire \$1824 ;
+  wire \$1825 ;
+  wire \$1826 ;
+  wire \$1827 ;
+  wire \$1828 ;
+  wire \$1829 ;
   wire [5:0] \$183 ;
+  wire \$1830 ;
+  wire \$1831 ;
+  wire \$1832 ;
+  wire \$1833 ;
+  wire \$1834 ;
+  wire \$1835 ;
+  wire \$1836 ;
+  wire \$1837 ;
+  wire \$1838 ;
+  wire \$1839 ;
   wire [5:0] \$184 ;
+  wire \$1840 ;
+  wire \$1841 ;
+  wire \$1842 ;
+  wire \$1843 ;
+  wire \$1844 ;
+  wire \$1845 ;
+  wire \$1846 ;
+  wire \$1847 ;
+  wire \$1848 ;
+  wire \$1849 ;
   wire \$185 ;
+  wire \$1850 ;
+  wire \$1851 ;
+  wire \$1852 ;
+  wire \$1853 ;
+  wire \$1854 ;
+  wire \$1855 ;
+  wire \$1856 ;
+  wire \$1857 ;
+  wire \$1858 ;
+  wire \$1859 ;
   wire [5:0] \$186 ;
+  wire \$1860 ;
+  wire \$1861 ;
+  wire \$1862 ;
+  wire \$1863 ;
+  wire \$1864 ;
+  wire \$1865 ;
+  wire \$1866 ;
+  wire \$1867 ;
+  wire \$1868 ;
+  wire \$1869 ;
   wire [5:0] \$187 ;
+  wire \$1870 ;
+  wire \$1871 ;
+  wire \$1872 ;
+  wire \$1873 ;
+  wire \$1874 ;
+  wire \$1875 ;
+  wire \$1876 ;
+  wire \$1877 ;
+  wire \$1878 ;
+  wire \$1879 ;
   wire [6:0] \$188 ;
+  wire \$1880 ;
+  wire [6:0] \$1881 ;
+  wire [41:0] \$1882 ;
+  wire [9:0] \$1883 ;
+  wire \$1884 ;
+  wire \$1885 ;
+  wire \$1886 ;
+  wire \$1887 ;
+  wire \$1888 ;
+  wire \$1889 ;
   wire [5:0] \$189 ;
+  wire \$1890 ;
+  wire \$1891 ;
+  wire \$1892 ;
+  wire \$1893 ;
+  wire \$1894 ;
+  wire \$1895 ;
+  wire \$1896 ;
+  wire \$1897 ;
+  wire \$1898 ;
+  wire \$1899 ;
   wire [5:0] \$19 ;
   wire [5:0] \$190 ;
+  wire \$1900 ;
+  wire \$1901 ;
+  wire \$1902 ;
+  wire \$1903 ;
+  wire \$1904 ;
+  wire \$1905 ;
+  wire \$1906 ;
+  wire \$1907 ;
+  wire \$1908 ;
+  wire \$1909 ;
   wire [5:0] \$191 ;
+  wire \$1910 ;
+  wire \$1911 ;
+  wire \$1912 ;
+  wire \$1913 ;
+  wire \$1914 ;
+  wire \$1915 ;
+  wire \$1916 ;
+  wire \$1917 ;
+  wire \$1918 ;
+  wire \$1919 ;
   wire \$192 ;
+  wire \$1920 ;
+  wire \$1921 ;
+  wire \$1922 ;
+  wire \$1923 ;
+  wire \$1924 ;
+  wire \$1925 ;
+  wire \$1926 ;
+  wire \$1927 ;
+  wire \$1928 ;
+  wire \$1929 ;
   wire \$193 ;
+  wire \$1930 ;
+  wire \$1931 ;
+  wire \$1932 ;
+  wire \$1933 ;
+  wire \$1934 ;
+  wire \$1935 ;
+  wire \$1936 ;
+  wire \$1937 ;
+  wire \$1938 ;
+  wire \$1939 ;
   wire \$194 ;
+  wire \$1940 ;
+  wire \$1941 ;
+  wire \$1942 ;
+  wire \$1943 ;
+  wire \$1944 ;
+  wire \$1945 ;
+  wire \$1946 ;
+  wire \$1947 ;
+  wire \$1948 ;
+  wire \$1949 ;
   wire [5:0] \$195 ;
+  wire \$1950 ;
+  wire \$1951 ;
+  wire \$1952 ;
+  wire \$1953 ;
+  wire \$1954 ;
+  wire \$1955 ;
+  wire \$1956 ;
+  wire \$1957 ;
+  wire \$1958 ;
+  wire \$1959 ;
   wire [5:0] \$196 ;
+  wire \$1960 ;
+  wire \$1961 ;
+  wire \$1962 ;
+  wire \$1963 ;
+  wire \$1964 ;
+  wire \$1965 ;
+  wire \$1966 ;
+  wire \$1967 ;
+  wire \$1968 ;
+  wire \$1969 ;
   wire [5:0] \$197 ;
+  wire \$1970 ;
+  wire \$1971 ;
+  wire \$1972 ;
+  wire \$1973 ;
+  wire \$1974 ;
+  wire \$1975 ;
+  wire \$1976 ;
+  wire \$1977 ;
+  wire \$1978 ;
+  wire \$1979 ;
   wire [5:0] \$198 ;
+  wire \$1980 ;
+  wire \$1981 ;
+  wire \$1982 ;
+  wire \$1983 ;
+  wire \$1984 ;
+  wire \$1985 ;
+  wire \$1986 ;
+  wire \$1987 ;
+  wire \$1988 ;
+  wire \$1989 ;
   wire [5:0] \$199 ;
+  wire \$1990 ;
+  wire \$1991 ;
+  wire \$1992 ;
+  wire \$1993 ;
+  wire \$1994 ;
+  wire \$1995 ;
+  wire \$1996 ;
+  wire \$1997 ;
+  wire \$1998 ;
+  wire \$1999 ;
   wire [47:0] \$2 ;
   wire [5:0] \$20 ;
   wire [5:0] \$200 ;
+  wire \$2000 ;
+  wire \$2001 ;
+  wire \$2002 ;
+  wire \$2003 ;
+  wire \$2004 ;
+  wire \$2005 ;
+  wire \$2006 ;
+  wire \$2007 ;
+  wire \$2008 ;
+  wire \$2009 ;
   wire [5:0] \$201 ;
+  wire \$2010 ;
+  wire \$2011 ;
+  wire \$2012 ;
+  wire \$2013 ;
+  wire \$2014 ;
+  wire \$2015 ;
+  wire \$2016 ;
+  wire \$2017 ;
+  wire \$2018 ;
+  wire \$2019 ;
   wire [5:0] \$202 ;
+  wire \$2020 ;
+  wire \$2021 ;
+  wire \$2022 ;
+  wire \$2023 ;
+  wire \$2024 ;
+  wire \$2025 ;
+  wire \$2026 ;
+  wire \$2027 ;
+  wire \$2028 ;
+  wire \$2029 ;
   wire [5:0] \$203 ;
+  wire \$2030 ;
+  wire \$2031 ;
+  wire \$2032 ;
+  wire \$2033 ;
+  wire \$2034 ;
+  wire \$2035 ;
+  wire \$2036 ;
+  wire \$2037 ;
+  wire \$2038 ;
+  wire \$2039 ;
   wire [5:0] \$204 ;
+  wire \$2040 ;
+  wire \$2041 ;
+  wire \$2042 ;
+  wire \$2043 ;
+  wire \$2044 ;
+  wire \$2045 ;
+  wire \$2046 ;
+  wire \$2047 ;
+  wire \$2048 ;
+  wire \$2049 ;
   wire \$205 ;
+  wire \$2050 ;
+  wire \$2051 ;
+  wire \$2052 ;
+  wire \$2053 ;
+  wire \$2054 ;
+  wire \$2055 ;
+  wire \$2056 ;
+  wire \$2057 ;
+  wire \$2058 ;
+  wire \$2059 ;
   wire [5:0] \$206 ;
+  wire \$2060 ;
+  wire \$2061 ;
+  wire \$2062 ;
+  wire \$2063 ;
+  wire \$2064 ;
+  wire \$2065 ;
+  wire \$2066 ;
+  wire \$2067 ;
+  wire \$2068 ;
+  wire \$2069 ;
   wire [5:0] \$207 ;
+  wire \$2070 ;
+  wire \$2071 ;
+  wire \$2072 ;
+  wire \$2073 ;
+  wire \$2074 ;
+  wire \$2075 ;
+  wire \$2076 ;
+  wire \$2077 ;
+  wire \$2078 ;
+  wire \$2079 ;
   wire \$208 ;
+  wire \$2080 ;
+  wire \$2081 ;
+  wire \$2082 ;
+  wire \$2083 ;
+  wire \$2084 ;
+  wire \$2085 ;
+  wire \$2086 ;
+  wire \$2087 ;
+  wire \$2088 ;
+  wire \$2089 ;
   wire \$209 ;
+  wire \$2090 ;
+  wire \$2091 ;
+  wire \$2092 ;
+  wire \$2093 ;
+  wire \$2094 ;
+  wire \$2095 ;
+  wire \$2096 ;
+  wire \$2097 ;
+  wire \$2098 ;
+  wire \$2099 ;
   wire [5:0] \$21 ;
   wire [5:0] \$210 ;
+  wire \$2100 ;
+  wire \$2101 ;
+  wire \$2102 ;
+  wire \$2103 ;
+  wire \$2104 ;
+  wire \$2105 ;
+  wire \$2106 ;
+  wire \$2107 ;
+  wire \$2108 ;
+  wire \$2109 ;
   wire [5:0] \$211 ;
+  wire \$2110 ;
+  wire \$2111 ;
+  wire \$2112 ;
+  wire \$2113 ;
+  wire \$2114 ;
+  wire \$2115 ;
+  wire \$2116 ;
+  wire \$2117 ;
+  wire \$2118 ;
+  wire \$2119 ;
   wire [5:0] \$212 ;
+  wire \$2120 ;
+  wire \$2121 ;
+  wire \$2122 ;
+  wire \$2123 ;
+  wire \$2124 ;
+  wire \$2125 ;
+  wire \$2126 ;
+  wire \$2127 ;
+  wire \$2128 ;
+  wire \$2129 ;
   wire [5:0] \$213 ;
+  wire \$2130 ;
+  wire \$2131 ;
+  wire \$2132 ;
+  wire \$2133 ;
+  wire \$2134 ;
+  wire \$2135 ;
+  wire \$2136 ;
+  wire \$2137 ;
+  wire \$2138 ;
+  wire \$2139 ;
   wire [5:0] \$214 ;
+  wire \$2140 ;
+  wire \$2141 ;
+  wire \$2142 ;
+  wire \$2143 ;
+  wire \$2144 ;
+  wire \$2145 ;
+  wire \$2146 ;
+  wire \$2147 ;
+  wire \$2148 ;
+  wire \$2149 ;
   wire [5:0] \$215 ;
+  wire \$2150 ;
+  wire \$2151 ;
+  wire \$2152 ;
+  wire \$2153 ;
+  wire \$2154 ;
+  wire \$2155 ;
+  wire \$2156 ;
+  wire \$2157 ;
+  wire \$2158 ;
+  wire \$2159 ;
   wire [5:0] \$216 ;
+  wire \$2160 ;
+  wire \$2161 ;
+  wire \$2162 ;
+  wire \$2163 ;
+  wire \$2164 ;
+  wire \$2165 ;
+  wire \$2166 ;
+  wire \$2167 ;
+  wire \$2168 ;
+  wire \$2169 ;
   wire [5:0] \$217 ;
+  wire \$2170 ;
+  wire \$2171 ;
+  wire \$2172 ;
+  wire \$2173 ;
+  wire \$2174 ;
+  wire \$2175 ;
+  wire \$2176 ;
+  wire \$2177 ;
+  wire \$2178 ;
+  wire \$2179 ;
   wire [5:0] \$218 ;
+  wire \$2180 ;
+  wire \$2181 ;
+  wire \$2182 ;
+  wire \$2183 ;
+  wire \$2184 ;
+  wire \$2185 ;
+  wire \$2186 ;
+  wire \$2187 ;
+  wire \$2188 ;
+  wire \$2189 ;
   wire [5:0] \$219 ;
+  wire \$2190 ;
+  wire \$2191 ;
+  wire \$2192 ;
+  wire \$2193 ;
+  wire \$2194 ;
+  wire \$2195 ;
+  wire \$2196 ;
+  wire \$2197 ;
+  wire \$2198 ;
+  wire \$2199 ;
   wire [5:0] \$22 ;
   wire \$220 ;
+  wire \$2200 ;
+  wire \$2201 ;
+  wire \$2202 ;
+  wire \$2203 ;
+  wire \$2204 ;
+  wire \$2205 ;
+  wire [6:0] \$2206 ;
+  wire [4:0] \$2207 ;
+  wire [48:0] \$2208 ;
+  wire \$2209 ;
   wire [5:0] \$221 ;
+  wire [48:0] \$2210 ;
+  wire [49:0] \$2211 ;
+  wire [49:0] \$2212 ;
+  wire [44:0] \$2213 ;
+  wire \$2214 ;
+  wire [44:0] \$2215 ;
+  wire [47:0] \$2216 ;
+  wire [47:0] \$2217 ;
+  wire [44:0] \$2218 ;
+  wire \$2219 ;
   wire [5:0] \$222 ;
+  wire [44:0] \$2220 ;
+  wire [47:0] \$2221 ;
+  wire [47:0] \$2222 ;
+  wire [42:0] \$2223 ;
+  wire \$2224 ;
+  wire [42:0] \$2225 ;
+  wire [47:0] \$2226 ;
+  wire [47:0] \$2227 ;
+  wire [42:0] \$2228 ;
+  wire \$2229 ;
   wire [5:0] \$223 ;
+  wire [42:0] \$2230 ;
+  wire [47:0] \$2231 ;
+  wire [47:0] \$2232 ;
+  wire \$2233 ;
+  wire \$2234 ;
+  wire \$2235 ;
+  wire \$2236 ;
+  wire \$2237 ;
+  wire \$2238 ;
+  wire \$2239 ;
   wire \$224 ;
+  wire \$2240 ;
+  wire \$2241 ;
+  wire \$2242 ;
+  wire \$2243 ;
+  wire \$2244 ;
+  wire \$2245 ;
+  wire \$2246 ;
+  wire \$2247 ;
+  wire \$2248 ;
+  wire \$2249 ;
   wire [45:0] \$225 ;
+  wire \$2250 ;
+  wire \$2251 ;
+  wire \$2252 ;
+  wire \$2253 ;
+  wire \$2254 ;
+  wire \$2255 ;
+  wire \$2256 ;
+  wire \$2257 ;
+  wire \$2258 ;
+  wire \$2259 ;
   wire [45:0] \$226 ;
+  wire \$2260 ;
+  wire \$2261 ;
+  wire \$2262 ;
+  wire \$2263 ;
+  wire \$2264 ;
+  wire \$2265 ;
+  wire \$2266 ;
+  wire \$2267 ;
+  wire \$2268 ;
+  wire \$2269 ;
   wire \$227 ;
+  wire \$2270 ;
+  wire \$2271 ;
+  wire \$2272 ;
+  wire \$2273 ;
+  wire \$2274 ;
+  wire \$2275 ;
+  wire \$2276 ;
+  wire \$2277 ;
+  wire \$2278 ;
+  wire \$2279 ;
   wire \$228 ;
+  wire \$2280 ;
+  wire \$2281 ;
+  wire \$2282 ;
+  wire \$2283 ;
+  wire \$2284 ;
+  wire \$2285 ;
+  wire \$2286 ;
+  wire \$2287 ;
+  wire \$2288 ;
+  wire \$2289 ;
   wire \$229 ;
+  wire \$2290 ;
+  wire \$2291 ;
+  wire \$2292 ;
+  wire \$2293 ;
+  wire \$2294 ;
+  wire \$2295 ;
+  wire \$2296 ;
+  wire \$2297 ;
+  wire \$2298 ;
+  wire \$2299 ;
   wire [5:0] \$23 ;
   wire \$230 ;
+  wire \$2300 ;
+  wire \$2301 ;
+  wire \$2302 ;
+  wire \$2303 ;
+  wire \$2304 ;
+  wire \$2305 ;
+  wire \$2306 ;
+  wire \$2307 ;
+  wire \$2308 ;
+  wire \$2309 ;
   wire [4:0] \$231 ;
+  wire \$2310 ;
+  wire \$2311 ;
+  wire \$2312 ;
+  wire \$2313 ;
+  wire \$2314 ;
+  wire \$2315 ;
+  wire \$2316 ;
+  wire \$2317 ;
+  wire \$2318 ;
+  wire \$2319 ;
   wire \$232 ;
+  wire \$2320 ;
+  wire \$2321 ;
+  wire \$2322 ;
+  wire \$2323 ;
+  wire \$2324 ;
+  wire \$2325 ;
+  wire \$2326 ;
+  wire \$2327 ;
+  wire \$2328 ;
+  wire \$2329 ;
   wire \$233 ;
+  wire \$2330 ;
+  wire \$2331 ;
+  wire \$2332 ;
+  wire \$2333 ;
+  wire \$2334 ;
+  wire \$2335 ;
+  wire \$2336 ;
+  wire \$2337 ;
+  wire \$2338 ;
+  wire \$2339 ;
   wire \$234 ;
+  wire \$2340 ;
+  wire \$2341 ;
+  wire \$2342 ;
+  wire \$2343 ;
+  wire \$2344 ;
+  wire \$2345 ;
+  wire \$2346 ;
+  wire \$2347 ;
+  wire \$2348 ;
+  wire \$2349 ;
   wire \$235 ;
+  wire \$2350 ;
+  wire \$2351 ;
+  wire \$2352 ;
+  wire \$2353 ;
+  wire \$2354 ;
+  wire \$2355 ;
+  wire \$2356 ;
+  wire \$2357 ;
+  wire \$2358 ;
+  reg \$2359 ;
   wire [40:0] \$236 ;
+  reg [40:0] \$2360 ;
+  reg [40:0] \$2361 ;
+  reg \$2362 ;
+  reg \$2363 ;
+  reg [40:0] \$2364 ;
+  reg [40:0] \$2365 ;
+  reg \$2366 ;
+  reg [41:0] \$2367 ;
+  reg [46:0] \$2368 ;
+  reg \$2369 ;
   wire \$237 ;
+  reg [46:0] \$2370 ;
+  reg [41:0] \$2371 ;
+  reg \$2372 ;
+  reg [40:0] \$2373 ;
+  reg [40:0] \$2374 ;
+  reg \$2375 ;
+  reg \$2376 ;
+  reg [40:0] \$2377 ;
+  reg [40:0] \$2378 ;
+  reg \$2379 ;
   wire \$238 ;
+  reg \$2380 ;
+  reg \$2381 ;
+  reg [46:0] \$2382 ;
+  reg [41:0] \$2383 ;
+  reg \$2384 ;
+  reg [40:0] \$2385 ;
+  reg [40:0] \$2386 ;
+  reg \$2387 ;
+  reg \$2388 ;
+  reg [40:0] \$2389 ;
   wire \$239 ;
+  reg [40:0] \$2390 ;
+  reg \$2391 ;
+  reg \$2392 ;
+  reg \$2393 ;
+  reg \$2394 ;
+  reg [46:0] \$2395 ;
+  reg [41:0] \$2396 ;
+  reg \$2397 ;
+  reg [40:0] \$2398 ;
+  reg [40:0] \$2399 ;
   wire [5:0] \$24 ;
   wire \$240 ;
+  reg \$2400 ;
+  reg \$2401 ;
+  reg [40:0] \$2402 ;
+  reg [40:0] \$2403 ;
+  reg \$2404 ;
+  reg \$2405 ;
+  reg \$2406 ;
+  reg \$2407 ;
+  reg \$2408 ;
+  reg [46:0] \$2409 ;
   wire [4:0] \$241 ;
+  reg [41:0] \$2410 ;
+  reg \$2411 ;
+  reg [40:0] \$2412 ;
+  reg [40:0] \$2413 ;
+  reg \$2414 ;
+  reg \$2415 ;
+  reg [40:0] \$2416 ;
+  reg [40:0] \$2417 ;
+  reg \$2418 ;
+  reg \$2419 ;
   reg [20:0] \$242 ;
+  reg \$2420 ;
+  reg \$2421 ;
+  reg \$2422 ;
+  reg \$2423 ;
+  reg [46:0] \$2424 ;
+  reg [41:0] \$2425 ;
+  reg \$2426 ;
+  reg [40:0] \$2427 ;
+  reg [40:0] \$2428 ;
+  reg \$2429 ;
   wire [61:0] \$243 ;
+  reg \$2430 ;
+  reg [40:0] \$2431 ;
+  reg [40:0] \$2432 ;
+  reg \$2433 ;
+  reg \$2434 ;
+  reg [40:0] \$2435 ;
+  reg [40:0] \$2436 ;
+  reg \$2437 ;
+  reg [40:0] \$2438 ;
+  reg [40:0] \$2439 ;
   wire [56:0] \$244 ;
+  reg [4:0] \$2440 ;
+  reg [4:0] \$2441 ;
+  reg [4:0] \$2442 ;
+  reg \$2443 ;
+  reg \$2444 ;
+  reg \$2445 ;
+  reg [40:0] \$2446 ;
+  reg [40:0] \$2447 ;
+  reg \$2448 ;
+  reg [40:0] \$2449 ;
   wire [57:0] \$245 ;
+  reg [40:0] \$2450 ;
+  reg [45:0] \$2451 ;
+  reg [45:0] \$2452 ;
+  reg [4:0] \$2453 ;
+  reg [4:0] \$2454 ;
+  reg [4:0] \$2455 ;
+  reg \$2456 ;
+  reg \$2457 ;
+  reg \$2458 ;
+  reg [40:0] \$2459 ;
   wire [62:0] \$246 ;
+  reg [40:0] \$2460 ;
+  reg \$2461 ;
+  reg [4:0] \$2462 ;
+  reg [40:0] \$2463 ;
+  reg [4:0] \$2464 ;
+  reg \$2465 ;
+  reg \$2466 ;
+  reg [40:0] \$2467 ;
+  reg [40:0] \$2468 ;
+  reg [4:0] \$2469 ;
   wire [62:0] \$247 ;
+  reg [40:0] \$2470 ;
+  reg [20:0] \$2471 ;
+  reg \$2472 ;
+  reg \$2473 ;
+  reg [4:0] \$2474 ;
+  reg [61:0] \$2475 ;
+  reg [61:0] \$2476 ;
+  reg [61:0] \$2477 ;
+  reg \$2478 ;
+  reg \$2479 ;
   wire [62:0] \$248 ;
+  reg [4:0] \$2480 ;
+  reg [41:0] \$2481 ;
+  reg [41:0] \$2482 ;
+  reg [41:0] \$2483 ;
+  reg \$2484 ;
+  reg \$2485 ;
+  reg [4:0] \$2486 ;
+  reg [41:0] \$2487 ;
+  reg [41:0] \$2488 ;
+  reg [41:0] \$2489 ;
   wire [62:0] \$249 ;
+  reg \$2490 ;
+  reg \$2491 ;
+  reg [4:0] \$2492 ;
+  reg [15:0] \$2493 ;
+  reg [15:0] \$2494 ;
+  reg [15:0] \$2495 ;
   wire \$25 ;
   wire [62:0] \$250 ;
   wire [62:0] \$251 ;
@@ -108522,825 +109803,825 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire [41:0] \$259 ;
   wire [5:0] \$26 ;
   wire [42:0] \$260 ;
-  wire [5:0] \$261 ;
-  wire [5:0] \$262 ;
-  wire [5:0] \$263 ;
-  wire [5:0] \$264 ;
-  wire [5:0] \$265 ;
-  wire [5:0] \$266 ;
-  wire [5:0] \$267 ;
-  wire [5:0] \$268 ;
-  wire [5:0] \$269 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [5:0] \$27 ;
-  wire [5:0] \$270 ;
-  wire [5:0] \$271 ;
-  wire [5:0] \$272 ;
-  wire [5:0] \$273 ;
-  wire [5:0] \$274 ;
-  wire [5:0] \$275 ;
-  wire [5:0] \$276 ;
-  wire [5:0] \$277 ;
-  wire [5:0] \$278 ;
-  wire [5:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [5:0] \$280 ;
-  wire [5:0] \$281 ;
-  wire [5:0] \$282 ;
-  wire [5:0] \$283 ;
-  wire [5:0] \$284 ;
-  wire [5:0] \$285 ;
-  wire [5:0] \$286 ;
-  wire [5:0] \$287 ;
-  wire [5:0] \$288 ;
-  wire [5:0] \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [5:0] \$29 ;
-  wire [5:0] \$290 ;
-  wire [5:0] \$291 ;
-  wire [5:0] \$292 ;
-  wire [5:0] \$293 ;
-  wire [5:0] \$294 ;
-  wire [5:0] \$295 ;
-  wire [5:0] \$296 ;
-  wire [5:0] \$297 ;
-  wire [5:0] \$298 ;
-  wire [5:0] \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire [47:0] \$3 ;
   wire \$30 ;
-  wire [5:0] \$300 ;
-  wire [5:0] \$301 ;
-  wire [5:0] \$302 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
   wire \$303 ;
-  wire [5:0] \$304 ;
-  wire [5:0] \$305 ;
-  wire [5:0] \$306 ;
-  wire [5:0] \$307 ;
-  wire [5:0] \$308 ;
-  wire [5:0] \$309 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [5:0] \$31 ;
-  wire [5:0] \$310 ;
-  wire [5:0] \$311 ;
-  wire [5:0] \$312 ;
-  wire [5:0] \$313 ;
-  wire [5:0] \$314 ;
-  wire [5:0] \$315 ;
-  wire [5:0] \$316 ;
-  wire [5:0] \$317 ;
-  wire [5:0] \$318 ;
-  wire [5:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [5:0] \$32 ;
-  wire [5:0] \$320 ;
-  wire [5:0] \$321 ;
-  wire [5:0] \$322 ;
-  wire [5:0] \$323 ;
-  wire [5:0] \$324 ;
-  wire [5:0] \$325 ;
-  wire [5:0] \$326 ;
-  wire [5:0] \$327 ;
-  wire [5:0] \$328 ;
-  wire [5:0] \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire [5:0] \$33 ;
-  wire [5:0] \$330 ;
-  wire [5:0] \$331 ;
-  wire [5:0] \$332 ;
-  wire [5:0] \$333 ;
-  wire [5:0] \$334 ;
-  wire [5:0] \$335 ;
-  wire [5:0] \$336 ;
-  wire [5:0] \$337 ;
-  wire [5:0] \$338 ;
-  wire [5:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire [5:0] \$34 ;
-  wire [5:0] \$340 ;
-  wire [5:0] \$341 ;
-  wire [5:0] \$342 ;
-  wire [5:0] \$343 ;
-  wire [5:0] \$344 ;
-  wire [5:0] \$345 ;
-  wire [6:0] \$346 ;
-  wire [41:0] \$347 ;
-  wire [9:0] \$348 ;
-  wire [5:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire [5:0] \$35 ;
-  wire [5:0] \$350 ;
-  wire [5:0] \$351 ;
-  wire [5:0] \$352 ;
-  wire [5:0] \$353 ;
-  wire [5:0] \$354 ;
-  wire [5:0] \$355 ;
-  wire [5:0] \$356 ;
-  wire [5:0] \$357 ;
-  wire [5:0] \$358 ;
-  wire [5:0] \$359 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire [5:0] \$36 ;
-  wire [5:0] \$360 ;
-  wire [5:0] \$361 ;
-  wire [5:0] \$362 ;
-  wire [5:0] \$363 ;
-  wire [5:0] \$364 ;
-  wire [5:0] \$365 ;
-  wire [5:0] \$366 ;
-  wire [5:0] \$367 ;
-  wire [5:0] \$368 ;
-  wire [5:0] \$369 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire [5:0] \$37 ;
-  wire [5:0] \$370 ;
-  wire [5:0] \$371 ;
-  wire [5:0] \$372 ;
-  wire [5:0] \$373 ;
-  wire [5:0] \$374 ;
-  wire [5:0] \$375 ;
-  wire [5:0] \$376 ;
-  wire [5:0] \$377 ;
-  wire [5:0] \$378 ;
-  wire [5:0] \$379 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire [5:0] \$38 ;
-  wire [5:0] \$380 ;
-  wire [5:0] \$381 ;
-  wire [5:0] \$382 ;
-  wire [5:0] \$383 ;
-  wire [5:0] \$384 ;
-  wire [5:0] \$385 ;
-  wire [5:0] \$386 ;
-  wire [5:0] \$387 ;
-  wire [5:0] \$388 ;
-  wire [5:0] \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire [5:0] \$39 ;
-  wire [5:0] \$390 ;
+  wire \$390 ;
   wire \$391 ;
-  wire [5:0] \$392 ;
-  wire [5:0] \$393 ;
-  wire [5:0] \$394 ;
-  wire [5:0] \$395 ;
-  wire [5:0] \$396 ;
-  wire [5:0] \$397 ;
-  wire [5:0] \$398 ;
-  wire [5:0] \$399 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [48:0] \$4 ;
   wire [5:0] \$40 ;
-  wire [5:0] \$400 ;
-  wire [5:0] \$401 ;
-  wire [5:0] \$402 ;
-  wire [5:0] \$403 ;
-  wire [5:0] \$404 ;
-  wire [5:0] \$405 ;
-  wire [5:0] \$406 ;
-  wire [5:0] \$407 ;
-  wire [5:0] \$408 ;
-  wire [5:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
-  wire [5:0] \$410 ;
-  wire [5:0] \$411 ;
-  wire [5:0] \$412 ;
-  wire [5:0] \$413 ;
-  wire [5:0] \$414 ;
-  wire [5:0] \$415 ;
-  wire [5:0] \$416 ;
-  wire [5:0] \$417 ;
-  wire [5:0] \$418 ;
-  wire [5:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire [5:0] \$42 ;
-  wire [5:0] \$420 ;
-  wire [5:0] \$421 ;
-  wire [5:0] \$422 ;
-  wire [5:0] \$423 ;
-  wire [5:0] \$424 ;
-  wire [5:0] \$425 ;
-  wire [5:0] \$426 ;
-  wire [5:0] \$427 ;
-  wire [5:0] \$428 ;
-  wire [5:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [5:0] \$43 ;
-  wire [5:0] \$430 ;
-  wire [5:0] \$431 ;
-  wire [5:0] \$432 ;
-  wire [5:0] \$433 ;
-  wire [6:0] \$434 ;
-  wire [4:0] \$435 ;
-  wire [5:0] \$436 ;
-  wire [5:0] \$437 ;
-  wire [5:0] \$438 ;
-  wire [5:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire [6:0] \$44 ;
-  wire [5:0] \$440 ;
-  wire [5:0] \$441 ;
-  wire [5:0] \$442 ;
-  wire [5:0] \$443 ;
-  wire [5:0] \$444 ;
-  wire [5:0] \$445 ;
-  wire [5:0] \$446 ;
-  wire [5:0] \$447 ;
-  wire [5:0] \$448 ;
-  wire [5:0] \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire [5:0] \$45 ;
-  wire [5:0] \$450 ;
-  wire [5:0] \$451 ;
-  wire [5:0] \$452 ;
-  wire [5:0] \$453 ;
-  wire [5:0] \$454 ;
-  wire [5:0] \$455 ;
-  wire [5:0] \$456 ;
-  wire [5:0] \$457 ;
-  wire [5:0] \$458 ;
-  wire [5:0] \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [5:0] \$460 ;
-  wire [5:0] \$461 ;
-  wire [5:0] \$462 ;
-  wire [5:0] \$463 ;
-  wire [5:0] \$464 ;
-  wire [5:0] \$465 ;
-  wire [5:0] \$466 ;
-  wire [5:0] \$467 ;
-  wire [5:0] \$468 ;
-  wire [5:0] \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
-  wire [5:0] \$470 ;
-  wire [5:0] \$471 ;
-  wire [5:0] \$472 ;
-  wire [5:0] \$473 ;
-  wire [5:0] \$474 ;
-  wire [5:0] \$475 ;
-  wire [5:0] \$476 ;
-  wire [5:0] \$477 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
   wire \$478 ;
-  wire [5:0] \$479 ;
+  wire \$479 ;
   wire [5:0] \$48 ;
-  wire [5:0] \$480 ;
-  wire [5:0] \$481 ;
-  wire [5:0] \$482 ;
-  wire [5:0] \$483 ;
-  wire [5:0] \$484 ;
-  wire [5:0] \$485 ;
-  wire [5:0] \$486 ;
-  wire [5:0] \$487 ;
-  wire [5:0] \$488 ;
-  wire [5:0] \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire [5:0] \$49 ;
-  wire [5:0] \$490 ;
-  wire [5:0] \$491 ;
-  wire [5:0] \$492 ;
-  wire [5:0] \$493 ;
-  wire [5:0] \$494 ;
-  wire [5:0] \$495 ;
-  wire [5:0] \$496 ;
-  wire [5:0] \$497 ;
-  wire [5:0] \$498 ;
-  wire [5:0] \$499 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire \$5 ;
   wire [5:0] \$50 ;
-  wire [5:0] \$500 ;
-  wire [5:0] \$501 ;
-  wire [5:0] \$502 ;
-  wire [5:0] \$503 ;
-  wire [5:0] \$504 ;
-  wire [5:0] \$505 ;
-  wire [5:0] \$506 ;
-  wire [5:0] \$507 ;
-  wire [5:0] \$508 ;
-  wire [5:0] \$509 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire [5:0] \$51 ;
-  wire [5:0] \$510 ;
-  wire [5:0] \$511 ;
-  wire [5:0] \$512 ;
-  wire [5:0] \$513 ;
-  wire [5:0] \$514 ;
-  wire [5:0] \$515 ;
-  wire [5:0] \$516 ;
-  wire [5:0] \$517 ;
-  wire [5:0] \$518 ;
-  wire [5:0] \$519 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire [5:0] \$52 ;
-  wire [5:0] \$520 ;
-  wire [6:0] \$521 ;
-  wire [41:0] \$522 ;
-  wire [9:0] \$523 ;
-  wire [5:0] \$524 ;
-  wire [5:0] \$525 ;
-  wire [5:0] \$526 ;
-  wire [5:0] \$527 ;
-  wire [5:0] \$528 ;
-  wire [5:0] \$529 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire [5:0] \$53 ;
-  wire [5:0] \$530 ;
-  wire [5:0] \$531 ;
-  wire [5:0] \$532 ;
-  wire [5:0] \$533 ;
-  wire [5:0] \$534 ;
-  wire [5:0] \$535 ;
-  wire [5:0] \$536 ;
-  wire [5:0] \$537 ;
-  wire [5:0] \$538 ;
-  wire [5:0] \$539 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire [5:0] \$54 ;
-  wire [5:0] \$540 ;
-  wire [5:0] \$541 ;
-  wire [5:0] \$542 ;
-  wire [5:0] \$543 ;
-  wire [5:0] \$544 ;
-  wire [5:0] \$545 ;
-  wire [5:0] \$546 ;
-  wire [5:0] \$547 ;
-  wire [5:0] \$548 ;
-  wire [5:0] \$549 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire [5:0] \$55 ;
-  wire [5:0] \$550 ;
-  wire [5:0] \$551 ;
-  wire [5:0] \$552 ;
-  wire [5:0] \$553 ;
-  wire [5:0] \$554 ;
-  wire [5:0] \$555 ;
-  wire [5:0] \$556 ;
-  wire [5:0] \$557 ;
-  wire [5:0] \$558 ;
-  wire [5:0] \$559 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire [5:0] \$56 ;
-  wire [5:0] \$560 ;
-  wire [5:0] \$561 ;
-  wire [5:0] \$562 ;
-  wire [5:0] \$563 ;
-  wire [5:0] \$564 ;
-  wire [5:0] \$565 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
   wire \$566 ;
-  wire [5:0] \$567 ;
-  wire [5:0] \$568 ;
-  wire [5:0] \$569 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire [5:0] \$57 ;
-  wire [5:0] \$570 ;
-  wire [5:0] \$571 ;
-  wire [5:0] \$572 ;
-  wire [5:0] \$573 ;
-  wire [5:0] \$574 ;
-  wire [5:0] \$575 ;
-  wire [5:0] \$576 ;
-  wire [5:0] \$577 ;
-  wire [5:0] \$578 ;
-  wire [5:0] \$579 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  wire [5:0] \$580 ;
-  wire [5:0] \$581 ;
-  wire [5:0] \$582 ;
-  wire [5:0] \$583 ;
-  wire [5:0] \$584 ;
-  wire [5:0] \$585 ;
-  wire [5:0] \$586 ;
-  wire [5:0] \$587 ;
-  wire [5:0] \$588 ;
-  wire [5:0] \$589 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire [6:0] \$583 ;
+  wire [41:0] \$584 ;
+  wire [9:0] \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire [5:0] \$59 ;
-  wire [5:0] \$590 ;
-  wire [5:0] \$591 ;
-  wire [5:0] \$592 ;
-  wire [5:0] \$593 ;
-  wire [5:0] \$594 ;
-  wire [5:0] \$595 ;
-  wire [5:0] \$596 ;
-  wire [5:0] \$597 ;
-  wire [5:0] \$598 ;
-  wire [5:0] \$599 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire [44:0] \$6 ;
   wire [5:0] \$60 ;
-  wire [5:0] \$600 ;
-  wire [5:0] \$601 ;
-  wire [5:0] \$602 ;
-  wire [5:0] \$603 ;
-  wire [5:0] \$604 ;
-  wire [5:0] \$605 ;
-  wire [5:0] \$606 ;
-  wire [5:0] \$607 ;
-  wire [5:0] \$608 ;
-  wire [6:0] \$609 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire [6:0] \$61 ;
-  wire [4:0] \$610 ;
-  wire [5:0] \$611 ;
-  wire [5:0] \$612 ;
-  wire [5:0] \$613 ;
-  wire [5:0] \$614 ;
-  wire [5:0] \$615 ;
-  wire [5:0] \$616 ;
-  wire [5:0] \$617 ;
-  wire [5:0] \$618 ;
-  wire [5:0] \$619 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire [5:0] \$62 ;
-  wire [5:0] \$620 ;
-  wire [5:0] \$621 ;
-  wire [5:0] \$622 ;
-  wire [5:0] \$623 ;
-  wire [5:0] \$624 ;
-  wire [5:0] \$625 ;
-  wire [5:0] \$626 ;
-  wire [5:0] \$627 ;
-  wire [5:0] \$628 ;
-  wire [5:0] \$629 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire [5:0] \$63 ;
-  wire [5:0] \$630 ;
-  wire [5:0] \$631 ;
-  wire [5:0] \$632 ;
-  wire [5:0] \$633 ;
-  wire [5:0] \$634 ;
-  wire [5:0] \$635 ;
-  wire [5:0] \$636 ;
-  wire [5:0] \$637 ;
-  wire [5:0] \$638 ;
-  wire [5:0] \$639 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire [5:0] \$64 ;
-  wire [5:0] \$640 ;
-  wire [5:0] \$641 ;
-  wire [5:0] \$642 ;
-  wire [5:0] \$643 ;
-  wire [5:0] \$644 ;
-  wire [5:0] \$645 ;
-  wire [5:0] \$646 ;
-  wire [5:0] \$647 ;
-  wire [5:0] \$648 ;
-  wire [5:0] \$649 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
-  wire [5:0] \$650 ;
-  wire [5:0] \$651 ;
-  wire [5:0] \$652 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
   wire \$653 ;
-  wire [5:0] \$654 ;
-  wire [5:0] \$655 ;
-  wire [5:0] \$656 ;
-  wire [5:0] \$657 ;
-  wire [5:0] \$658 ;
-  wire [5:0] \$659 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire [5:0] \$66 ;
-  wire [5:0] \$660 ;
-  wire [5:0] \$661 ;
-  wire [5:0] \$662 ;
-  wire [5:0] \$663 ;
-  wire [5:0] \$664 ;
-  wire [5:0] \$665 ;
-  wire [5:0] \$666 ;
-  wire [5:0] \$667 ;
-  wire [5:0] \$668 ;
-  wire [5:0] \$669 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire [5:0] \$67 ;
-  wire [5:0] \$670 ;
-  wire [5:0] \$671 ;
-  wire [5:0] \$672 ;
-  wire [5:0] \$673 ;
-  wire [5:0] \$674 ;
-  wire [5:0] \$675 ;
-  wire [5:0] \$676 ;
-  wire [5:0] \$677 ;
-  wire [5:0] \$678 ;
-  wire [5:0] \$679 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire [5:0] \$68 ;
-  wire [5:0] \$680 ;
-  wire [5:0] \$681 ;
-  wire [5:0] \$682 ;
-  wire [5:0] \$683 ;
-  wire [5:0] \$684 ;
-  wire [5:0] \$685 ;
-  wire [5:0] \$686 ;
-  wire [5:0] \$687 ;
-  wire [5:0] \$688 ;
-  wire [5:0] \$689 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire [5:0] \$69 ;
-  wire [5:0] \$690 ;
-  wire [5:0] \$691 ;
-  wire [5:0] \$692 ;
-  wire [5:0] \$693 ;
-  wire [5:0] \$694 ;
-  wire [5:0] \$695 ;
-  wire [6:0] \$696 ;
-  wire [41:0] \$697 ;
-  wire [9:0] \$698 ;
-  wire [5:0] \$699 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire \$7 ;
   wire [5:0] \$70 ;
-  wire [5:0] \$700 ;
-  wire [5:0] \$701 ;
-  wire [5:0] \$702 ;
-  wire [5:0] \$703 ;
-  wire [5:0] \$704 ;
-  wire [5:0] \$705 ;
-  wire [5:0] \$706 ;
-  wire [5:0] \$707 ;
-  wire [5:0] \$708 ;
-  wire [5:0] \$709 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire [5:0] \$71 ;
-  wire [5:0] \$710 ;
-  wire [5:0] \$711 ;
-  wire [5:0] \$712 ;
-  wire [5:0] \$713 ;
-  wire [5:0] \$714 ;
-  wire [5:0] \$715 ;
-  wire [5:0] \$716 ;
-  wire [5:0] \$717 ;
-  wire [5:0] \$718 ;
-  wire [5:0] \$719 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
   wire [5:0] \$72 ;
-  wire [5:0] \$720 ;
-  wire [5:0] \$721 ;
-  wire [5:0] \$722 ;
-  wire [5:0] \$723 ;
-  wire [5:0] \$724 ;
-  wire [5:0] \$725 ;
-  wire [5:0] \$726 ;
-  wire [5:0] \$727 ;
-  wire [5:0] \$728 ;
-  wire [5:0] \$729 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
   wire [5:0] \$73 ;
-  wire [5:0] \$730 ;
-  wire [5:0] \$731 ;
-  wire [5:0] \$732 ;
-  wire [5:0] \$733 ;
-  wire [5:0] \$734 ;
-  wire [5:0] \$735 ;
-  wire [5:0] \$736 ;
-  wire [5:0] \$737 ;
-  wire [5:0] \$738 ;
-  wire [5:0] \$739 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire [5:0] \$74 ;
-  wire [5:0] \$740 ;
+  wire \$740 ;
   wire \$741 ;
-  wire [5:0] \$742 ;
-  wire [5:0] \$743 ;
-  wire [5:0] \$744 ;
-  wire [5:0] \$745 ;
-  wire [5:0] \$746 ;
-  wire [5:0] \$747 ;
-  wire [5:0] \$748 ;
-  wire [5:0] \$749 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire [5:0] \$75 ;
-  wire [5:0] \$750 ;
-  wire [5:0] \$751 ;
-  wire [5:0] \$752 ;
-  wire [5:0] \$753 ;
-  wire [5:0] \$754 ;
-  wire [5:0] \$755 ;
-  wire [5:0] \$756 ;
-  wire [5:0] \$757 ;
-  wire [5:0] \$758 ;
-  wire [5:0] \$759 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire [5:0] \$760 ;
-  wire [5:0] \$761 ;
-  wire [5:0] \$762 ;
-  wire [5:0] \$763 ;
-  wire [5:0] \$764 ;
-  wire [5:0] \$765 ;
-  wire [5:0] \$766 ;
-  wire [5:0] \$767 ;
-  wire [5:0] \$768 ;
-  wire [5:0] \$769 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire [5:0] \$77 ;
-  wire [5:0] \$770 ;
-  wire [5:0] \$771 ;
-  wire [5:0] \$772 ;
-  wire [5:0] \$773 ;
-  wire [5:0] \$774 ;
-  wire [5:0] \$775 ;
-  wire [5:0] \$776 ;
-  wire [5:0] \$777 ;
-  wire [5:0] \$778 ;
-  wire [5:0] \$779 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire [5:0] \$78 ;
-  wire [5:0] \$780 ;
-  wire [5:0] \$781 ;
-  wire [5:0] \$782 ;
-  wire [5:0] \$783 ;
-  wire [6:0] \$784 ;
-  wire [4:0] \$785 ;
-  wire [48:0] \$786 ;
+  wire \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire \$783 ;
+  wire \$784 ;
+  wire \$785 ;
+  wire \$786 ;
   wire \$787 ;
-  wire [48:0] \$788 ;
-  wire [49:0] \$789 ;
+  wire \$788 ;
+  wire \$789 ;
   wire \$79 ;
-  wire [49:0] \$790 ;
-  wire [44:0] \$791 ;
+  wire \$790 ;
+  wire \$791 ;
   wire \$792 ;
-  wire [44:0] \$793 ;
-  wire [47:0] \$794 ;
-  wire [47:0] \$795 ;
-  wire [44:0] \$796 ;
+  wire \$793 ;
+  wire \$794 ;
+  wire \$795 ;
+  wire \$796 ;
   wire \$797 ;
-  wire [44:0] \$798 ;
-  wire [47:0] \$799 ;
+  wire \$798 ;
+  wire \$799 ;
   wire [44:0] \$8 ;
   wire \$80 ;
-  wire [47:0] \$800 ;
-  wire [42:0] \$801 ;
+  wire \$800 ;
+  wire \$801 ;
   wire \$802 ;
-  wire [42:0] \$803 ;
-  wire [47:0] \$804 ;
-  wire [47:0] \$805 ;
-  wire [42:0] \$806 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
   wire \$807 ;
-  wire [42:0] \$808 ;
-  wire [47:0] \$809 ;
+  wire \$808 ;
+  wire \$809 ;
   wire [5:0] \$81 ;
-  wire [47:0] \$810 ;
-  wire [6:0] \$811 ;
-  wire [6:0] \$812 ;
-  wire [6:0] \$813 ;
-  wire [6:0] \$814 ;
-  wire [6:0] \$815 ;
-  wire [6:0] \$816 ;
-  wire [6:0] \$817 ;
-  wire [6:0] \$818 ;
-  wire [6:0] \$819 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire \$812 ;
+  wire \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  wire \$816 ;
+  wire \$817 ;
+  wire \$818 ;
+  wire \$819 ;
   wire [5:0] \$82 ;
-  wire [6:0] \$820 ;
-  wire [6:0] \$821 ;
-  wire [6:0] \$822 ;
-  wire [6:0] \$823 ;
-  wire [6:0] \$824 ;
-  wire [6:0] \$825 ;
-  wire [6:0] \$826 ;
-  wire [6:0] \$827 ;
-  wire [6:0] \$828 ;
-  wire [6:0] \$829 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire \$829 ;
   wire [5:0] \$83 ;
-  wire [6:0] \$830 ;
-  wire [6:0] \$831 ;
-  wire [6:0] \$832 ;
-  wire [6:0] \$833 ;
-  wire [6:0] \$834 ;
-  wire [6:0] \$835 ;
-  wire [6:0] \$836 ;
-  wire [6:0] \$837 ;
-  wire [6:0] \$838 ;
-  wire [6:0] \$839 ;
+  wire \$830 ;
+  wire \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire \$837 ;
+  wire \$838 ;
+  wire \$839 ;
   wire [5:0] \$84 ;
-  wire [6:0] \$840 ;
-  wire [6:0] \$841 ;
-  wire [6:0] \$842 ;
-  wire [6:0] \$843 ;
-  wire [6:0] \$844 ;
-  wire [6:0] \$845 ;
-  wire [6:0] \$846 ;
-  wire [6:0] \$847 ;
-  wire [6:0] \$848 ;
-  wire [6:0] \$849 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
+  wire \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire \$848 ;
+  wire \$849 ;
   wire [5:0] \$85 ;
-  wire [6:0] \$850 ;
-  wire [6:0] \$851 ;
-  wire [6:0] \$852 ;
+  wire \$850 ;
+  wire \$851 ;
+  wire \$852 ;
   wire \$853 ;
-  wire [6:0] \$854 ;
-  wire [6:0] \$855 ;
-  wire [6:0] \$856 ;
-  wire [6:0] \$857 ;
-  wire [6:0] \$858 ;
-  wire [6:0] \$859 ;
+  wire \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire \$859 ;
   wire [5:0] \$86 ;
-  wire [6:0] \$860 ;
-  wire [6:0] \$861 ;
-  wire [6:0] \$862 ;
-  wire [6:0] \$863 ;
-  wire [6:0] \$864 ;
-  wire [6:0] \$865 ;
-  wire [6:0] \$866 ;
-  wire [6:0] \$867 ;
-  wire [6:0] \$868 ;
-  wire [6:0] \$869 ;
+  wire \$860 ;
+  wire \$861 ;
+  wire \$862 ;
+  wire \$863 ;
+  wire \$864 ;
+  wire \$865 ;
+  wire \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire \$869 ;
   wire [5:0] \$87 ;
-  wire [6:0] \$870 ;
-  wire [6:0] \$871 ;
-  wire [6:0] \$872 ;
-  wire [6:0] \$873 ;
-  wire [6:0] \$874 ;
-  wire [6:0] \$875 ;
-  wire [6:0] \$876 ;
-  wire [6:0] \$877 ;
-  wire [6:0] \$878 ;
-  wire [6:0] \$879 ;
+  wire \$870 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
+  wire \$876 ;
+  wire \$877 ;
+  wire \$878 ;
+  wire \$879 ;
   wire [5:0] \$88 ;
-  wire [6:0] \$880 ;
-  wire [6:0] \$881 ;
-  wire [6:0] \$882 ;
-  wire [6:0] \$883 ;
-  wire [6:0] \$884 ;
-  wire [6:0] \$885 ;
-  wire [6:0] \$886 ;
-  wire [6:0] \$887 ;
-  wire [6:0] \$888 ;
-  wire [6:0] \$889 ;
+  wire \$880 ;
+  wire \$881 ;
+  wire \$882 ;
+  wire \$883 ;
+  wire \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire \$887 ;
+  wire \$888 ;
+  wire \$889 ;
   wire [5:0] \$89 ;
-  wire [6:0] \$890 ;
-  wire [6:0] \$891 ;
-  wire [6:0] \$892 ;
-  wire [6:0] \$893 ;
-  wire [6:0] \$894 ;
-  wire [6:0] \$895 ;
-  wire [7:0] \$896 ;
-  wire [7:0] \$897 ;
-  wire [105:0] \$898 ;
-  wire [106:0] \$899 ;
+  wire \$890 ;
+  wire \$891 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire \$894 ;
+  wire \$895 ;
+  wire \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
   wire \$9 ;
   wire [5:0] \$90 ;
-  wire [6:0] \$900 ;
-  wire [6:0] \$901 ;
-  wire [6:0] \$902 ;
-  wire [6:0] \$903 ;
-  wire [6:0] \$904 ;
-  wire [6:0] \$905 ;
-  wire [6:0] \$906 ;
-  wire [6:0] \$907 ;
+  wire \$900 ;
+  wire \$901 ;
+  wire \$902 ;
+  wire \$903 ;
+  wire \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
   wire [6:0] \$908 ;
-  wire [6:0] \$909 ;
+  wire [4:0] \$909 ;
   wire \$91 ;
-  wire [6:0] \$910 ;
-  wire [6:0] \$911 ;
-  wire [6:0] \$912 ;
-  wire [6:0] \$913 ;
-  wire [6:0] \$914 ;
-  wire [6:0] \$915 ;
-  wire [6:0] \$916 ;
-  wire [6:0] \$917 ;
-  wire [6:0] \$918 ;
-  wire [6:0] \$919 ;
+  wire \$910 ;
+  wire \$911 ;
+  wire \$912 ;
+  wire \$913 ;
+  wire \$914 ;
+  wire \$915 ;
+  wire \$916 ;
+  wire \$917 ;
+  wire \$918 ;
+  wire \$919 ;
   wire [5:0] \$92 ;
-  wire [6:0] \$920 ;
-  wire [6:0] \$921 ;
-  wire [6:0] \$922 ;
-  wire [6:0] \$923 ;
-  wire [6:0] \$924 ;
-  wire [6:0] \$925 ;
-  wire [6:0] \$926 ;
-  wire [6:0] \$927 ;
-  wire [6:0] \$928 ;
-  wire [6:0] \$929 ;
+  wire \$920 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire \$923 ;
+  wire \$924 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire \$927 ;
+  wire \$928 ;
+  wire \$929 ;
   wire [5:0] \$93 ;
-  wire [6:0] \$930 ;
-  wire [6:0] \$931 ;
-  wire [6:0] \$932 ;
-  wire [6:0] \$933 ;
-  wire [6:0] \$934 ;
-  wire [6:0] \$935 ;
-  wire [6:0] \$936 ;
-  wire [6:0] \$937 ;
-  wire [6:0] \$938 ;
-  wire [6:0] \$939 ;
+  wire \$930 ;
+  wire \$931 ;
+  wire \$932 ;
+  wire \$933 ;
+  wire \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  wire \$939 ;
   wire [5:0] \$94 ;
-  wire [6:0] \$940 ;
-  wire [6:0] \$941 ;
+  wire \$940 ;
+  wire \$941 ;
   wire \$942 ;
-  wire [6:0] \$943 ;
-  wire [6:0] \$944 ;
-  wire [6:0] \$945 ;
-  wire [6:0] \$946 ;
-  wire [6:0] \$947 ;
-  wire [6:0] \$948 ;
-  wire [6:0] \$949 ;
+  wire \$943 ;
+  wire \$944 ;
+  wire \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  wire [6:0] \$950 ;
-  wire [6:0] \$951 ;
-  wire [6:0] \$952 ;
-  wire [6:0] \$953 ;
-  wire [6:0] \$954 ;
-  wire [6:0] \$955 ;
-  wire [6:0] \$956 ;
-  wire [6:0] \$957 ;
-  wire [6:0] \$958 ;
-  wire [6:0] \$959 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire \$952 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire \$957 ;
+  wire \$958 ;
+  wire \$959 ;
   wire [5:0] \$96 ;
-  wire [6:0] \$960 ;
-  wire [6:0] \$961 ;
-  wire [6:0] \$962 ;
-  wire [6:0] \$963 ;
-  wire [6:0] \$964 ;
-  wire [6:0] \$965 ;
-  wire [6:0] \$966 ;
-  wire [6:0] \$967 ;
-  wire [6:0] \$968 ;
-  wire [6:0] \$969 ;
+  wire \$960 ;
+  wire \$961 ;
+  wire \$962 ;
+  wire \$963 ;
+  wire \$964 ;
+  wire \$965 ;
+  wire \$966 ;
+  wire \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire [5:0] \$97 ;
-  wire [6:0] \$970 ;
-  wire [6:0] \$971 ;
-  wire [6:0] \$972 ;
-  wire [6:0] \$973 ;
-  wire [6:0] \$974 ;
-  wire [6:0] \$975 ;
-  wire [6:0] \$976 ;
-  wire [6:0] \$977 ;
-  wire [6:0] \$978 ;
-  wire [6:0] \$979 ;
+  wire \$970 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
+  wire \$977 ;
+  wire \$978 ;
+  wire \$979 ;
   wire [5:0] \$98 ;
-  wire [6:0] \$980 ;
-  wire [6:0] \$981 ;
-  wire [6:0] \$982 ;
-  wire [6:0] \$983 ;
-  wire [6:0] \$984 ;
-  wire [7:0] \$985 ;
-  wire [7:0] \$986 ;
-  wire [105:0] \$987 ;
-  wire [106:0] \$988 ;
-  wire [6:0] \$989 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire \$982 ;
+  wire \$983 ;
+  wire \$984 ;
+  wire \$985 ;
+  wire \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire [5:0] \$99 ;
-  wire [6:0] \$990 ;
-  wire [6:0] \$991 ;
-  wire [6:0] \$992 ;
-  wire [6:0] \$993 ;
-  wire [6:0] \$994 ;
-  wire [6:0] \$995 ;
-  wire [6:0] \$996 ;
-  wire [6:0] \$997 ;
-  wire [6:0] \$998 ;
-  wire [6:0] \$999 ;
+  wire \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   input [40:0] a;
   wire [40:0] a;
   input [40:0] b;
@@ -109672,1096 +110953,2356 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$246  = s3_p_mid + 20'hfffff;
   assign \$248  = s3_p_in + 20'hfffff;
   assign \$250  = s3_p_out + 20'hfffff;
-  assign \$252  = s4_c_mid + \$899 [41:0];
-  assign \$253  = ~ \$899 [41:0];
+  assign \$252  = s4_c_mid + mask;
+  assign \$253  = ~ mask;
   assign \$254  = \$252  & { 1'h0, \$253  };
-  assign \$255  = s4_c_in + \$988 [41:0];
-  assign \$256  = ~ \$988 [41:0];
+  assign \$255  = s4_c_in + \mask$146 ;
+  assign \$256  = ~ \mask$146 ;
   assign \$257  = \$255  & { 1'h0, \$256  };
-  assign \$258  = s4_c_out + \$1077 [41:0];
-  assign \$259  = ~ \$1077 [41:0];
+  assign \$258  = s4_c_out + \mask$148 ;
+  assign \$259  = ~ \mask$148 ;
   assign \$260  = \$258  & { 1'h0, \$259  };
-  assign \$261  = s5_step_mid[0] ? 6'h01 : 6'h00;
-  assign \$262  = s5_step_mid[1] ? 6'h02 : \$261 ;
-  assign \$263  = s5_step_mid[2] ? 6'h03 : \$262 ;
-  assign \$264  = s5_step_mid[3] ? 6'h04 : \$263 ;
-  assign \$265  = s5_step_mid[4] ? 6'h05 : \$264 ;
-  assign \$266  = s5_step_mid[5] ? 6'h06 : \$265 ;
-  assign \$267  = s5_step_mid[6] ? 6'h07 : \$266 ;
-  assign \$268  = s5_step_mid[7] ? 6'h08 : \$267 ;
-  assign \$269  = s5_step_mid[8] ? 6'h09 : \$268 ;
-  assign \$270  = s5_step_mid[9] ? 6'h0a : \$269 ;
-  assign \$271  = s5_step_mid[10] ? 6'h0b : \$270 ;
-  assign \$272  = s5_step_mid[11] ? 6'h0c : \$271 ;
-  assign \$273  = s5_step_mid[12] ? 6'h0d : \$272 ;
-  assign \$274  = s5_step_mid[13] ? 6'h0e : \$273 ;
-  assign \$275  = s5_step_mid[14] ? 6'h0f : \$274 ;
-  assign \$276  = s5_step_mid[15] ? 6'h10 : \$275 ;
-  assign \$277  = s5_step_mid[16] ? 6'h11 : \$276 ;
-  assign \$278  = s5_step_mid[17] ? 6'h12 : \$277 ;
-  assign \$279  = s5_step_mid[18] ? 6'h13 : \$278 ;
-  assign \$280  = s5_step_mid[19] ? 6'h14 : \$279 ;
-  assign \$281  = s5_step_mid[20] ? 6'h15 : \$280 ;
-  assign \$282  = s5_step_mid[21] ? 6'h16 : \$281 ;
-  assign \$283  = s5_step_mid[22] ? 6'h17 : \$282 ;
-  assign \$284  = s5_step_mid[23] ? 6'h18 : \$283 ;
-  assign \$285  = s5_step_mid[24] ? 6'h19 : \$284 ;
-  assign \$286  = s5_step_mid[25] ? 6'h1a : \$285 ;
-  assign \$287  = s5_step_mid[26] ? 6'h1b : \$286 ;
-  assign \$288  = s5_step_mid[27] ? 6'h1c : \$287 ;
-  assign \$289  = s5_step_mid[28] ? 6'h1d : \$288 ;
-  assign \$290  = s5_step_mid[29] ? 6'h1e : \$289 ;
-  assign \$291  = s5_step_mid[30] ? 6'h1f : \$290 ;
-  assign \$292  = s5_step_mid[31] ? 6'h20 : \$291 ;
-  assign \$293  = s5_step_mid[32] ? 6'h21 : \$292 ;
-  assign \$294  = s5_step_mid[33] ? 6'h22 : \$293 ;
-  assign \$295  = s5_step_mid[34] ? 6'h23 : \$294 ;
-  assign \$296  = s5_step_mid[35] ? 6'h24 : \$295 ;
-  assign \$297  = s5_step_mid[36] ? 6'h25 : \$296 ;
-  assign \$298  = s5_step_mid[37] ? 6'h26 : \$297 ;
-  assign \$299  = s5_step_mid[38] ? 6'h27 : \$298 ;
-  assign \$300  = s5_step_mid[39] ? 6'h28 : \$299 ;
-  assign \$301  = s5_step_mid[40] ? 6'h29 : \$300 ;
-  assign \$302  = s5_step_mid[41] ? 6'h2a : \$301 ;
-  assign \$303  = \$302  > 4'ha;
-  assign \$304  = s5_step_mid[0] ? 6'h01 : 6'h00;
-  assign \$305  = s5_step_mid[1] ? 6'h02 : \$304 ;
-  assign \$306  = s5_step_mid[2] ? 6'h03 : \$305 ;
-  assign \$307  = s5_step_mid[3] ? 6'h04 : \$306 ;
-  assign \$308  = s5_step_mid[4] ? 6'h05 : \$307 ;
-  assign \$309  = s5_step_mid[5] ? 6'h06 : \$308 ;
-  assign \$310  = s5_step_mid[6] ? 6'h07 : \$309 ;
-  assign \$311  = s5_step_mid[7] ? 6'h08 : \$310 ;
-  assign \$312  = s5_step_mid[8] ? 6'h09 : \$311 ;
-  assign \$313  = s5_step_mid[9] ? 6'h0a : \$312 ;
-  assign \$314  = s5_step_mid[10] ? 6'h0b : \$313 ;
-  assign \$315  = s5_step_mid[11] ? 6'h0c : \$314 ;
-  assign \$316  = s5_step_mid[12] ? 6'h0d : \$315 ;
-  assign \$317  = s5_step_mid[13] ? 6'h0e : \$316 ;
-  assign \$318  = s5_step_mid[14] ? 6'h0f : \$317 ;
-  assign \$319  = s5_step_mid[15] ? 6'h10 : \$318 ;
-  assign \$320  = s5_step_mid[16] ? 6'h11 : \$319 ;
-  assign \$321  = s5_step_mid[17] ? 6'h12 : \$320 ;
-  assign \$322  = s5_step_mid[18] ? 6'h13 : \$321 ;
-  assign \$323  = s5_step_mid[19] ? 6'h14 : \$322 ;
-  assign \$324  = s5_step_mid[20] ? 6'h15 : \$323 ;
-  assign \$325  = s5_step_mid[21] ? 6'h16 : \$324 ;
-  assign \$326  = s5_step_mid[22] ? 6'h17 : \$325 ;
-  assign \$327  = s5_step_mid[23] ? 6'h18 : \$326 ;
-  assign \$328  = s5_step_mid[24] ? 6'h19 : \$327 ;
-  assign \$329  = s5_step_mid[25] ? 6'h1a : \$328 ;
-  assign \$330  = s5_step_mid[26] ? 6'h1b : \$329 ;
-  assign \$331  = s5_step_mid[27] ? 6'h1c : \$330 ;
-  assign \$332  = s5_step_mid[28] ? 6'h1d : \$331 ;
-  assign \$333  = s5_step_mid[29] ? 6'h1e : \$332 ;
-  assign \$334  = s5_step_mid[30] ? 6'h1f : \$333 ;
-  assign \$335  = s5_step_mid[31] ? 6'h20 : \$334 ;
-  assign \$336  = s5_step_mid[32] ? 6'h21 : \$335 ;
-  assign \$337  = s5_step_mid[33] ? 6'h22 : \$336 ;
-  assign \$338  = s5_step_mid[34] ? 6'h23 : \$337 ;
-  assign \$339  = s5_step_mid[35] ? 6'h24 : \$338 ;
-  assign \$340  = s5_step_mid[36] ? 6'h25 : \$339 ;
-  assign \$341  = s5_step_mid[37] ? 6'h26 : \$340 ;
-  assign \$342  = s5_step_mid[38] ? 6'h27 : \$341 ;
-  assign \$343  = s5_step_mid[39] ? 6'h28 : \$342 ;
-  assign \$344  = s5_step_mid[40] ? 6'h29 : \$343 ;
-  assign \$345  = s5_step_mid[41] ? 6'h2a : \$344 ;
-  assign \$346  = \$345  - 4'hb;
-  assign \$347  = s5_step_mid >> \$346 [5:0];
-  assign \$348  = \$303  ? \$347 [9:0] : s5_step_mid[9:0];
-  assign \$349  = s5_step_mid[0] ? 6'h01 : 6'h00;
-  assign \$350  = s5_step_mid[1] ? 6'h02 : \$349 ;
-  assign \$351  = s5_step_mid[2] ? 6'h03 : \$350 ;
-  assign \$352  = s5_step_mid[3] ? 6'h04 : \$351 ;
-  assign \$353  = s5_step_mid[4] ? 6'h05 : \$352 ;
-  assign \$354  = s5_step_mid[5] ? 6'h06 : \$353 ;
-  assign \$355  = s5_step_mid[6] ? 6'h07 : \$354 ;
-  assign \$356  = s5_step_mid[7] ? 6'h08 : \$355 ;
-  assign \$357  = s5_step_mid[8] ? 6'h09 : \$356 ;
-  assign \$358  = s5_step_mid[9] ? 6'h0a : \$357 ;
-  assign \$359  = s5_step_mid[10] ? 6'h0b : \$358 ;
-  assign \$360  = s5_step_mid[11] ? 6'h0c : \$359 ;
-  assign \$361  = s5_step_mid[12] ? 6'h0d : \$360 ;
-  assign \$362  = s5_step_mid[13] ? 6'h0e : \$361 ;
-  assign \$363  = s5_step_mid[14] ? 6'h0f : \$362 ;
-  assign \$364  = s5_step_mid[15] ? 6'h10 : \$363 ;
-  assign \$365  = s5_step_mid[16] ? 6'h11 : \$364 ;
-  assign \$366  = s5_step_mid[17] ? 6'h12 : \$365 ;
-  assign \$367  = s5_step_mid[18] ? 6'h13 : \$366 ;
-  assign \$368  = s5_step_mid[19] ? 6'h14 : \$367 ;
-  assign \$369  = s5_step_mid[20] ? 6'h15 : \$368 ;
-  assign \$370  = s5_step_mid[21] ? 6'h16 : \$369 ;
-  assign \$371  = s5_step_mid[22] ? 6'h17 : \$370 ;
-  assign \$372  = s5_step_mid[23] ? 6'h18 : \$371 ;
-  assign \$373  = s5_step_mid[24] ? 6'h19 : \$372 ;
-  assign \$374  = s5_step_mid[25] ? 6'h1a : \$373 ;
-  assign \$375  = s5_step_mid[26] ? 6'h1b : \$374 ;
-  assign \$376  = s5_step_mid[27] ? 6'h1c : \$375 ;
-  assign \$377  = s5_step_mid[28] ? 6'h1d : \$376 ;
-  assign \$378  = s5_step_mid[29] ? 6'h1e : \$377 ;
-  assign \$379  = s5_step_mid[30] ? 6'h1f : \$378 ;
-  assign \$380  = s5_step_mid[31] ? 6'h20 : \$379 ;
-  assign \$381  = s5_step_mid[32] ? 6'h21 : \$380 ;
-  assign \$382  = s5_step_mid[33] ? 6'h22 : \$381 ;
-  assign \$383  = s5_step_mid[34] ? 6'h23 : \$382 ;
-  assign \$384  = s5_step_mid[35] ? 6'h24 : \$383 ;
-  assign \$385  = s5_step_mid[36] ? 6'h25 : \$384 ;
-  assign \$386  = s5_step_mid[37] ? 6'h26 : \$385 ;
-  assign \$387  = s5_step_mid[38] ? 6'h27 : \$386 ;
-  assign \$388  = s5_step_mid[39] ? 6'h28 : \$387 ;
-  assign \$389  = s5_step_mid[40] ? 6'h29 : \$388 ;
-  assign \$390  = s5_step_mid[41] ? 6'h2a : \$389 ;
-  assign \$391  = \$390  > 4'ha;
-  assign \$392  = s5_step_mid[0] ? 6'h01 : 6'h00;
-  assign \$393  = s5_step_mid[1] ? 6'h02 : \$392 ;
-  assign \$394  = s5_step_mid[2] ? 6'h03 : \$393 ;
-  assign \$395  = s5_step_mid[3] ? 6'h04 : \$394 ;
-  assign \$396  = s5_step_mid[4] ? 6'h05 : \$395 ;
-  assign \$397  = s5_step_mid[5] ? 6'h06 : \$396 ;
-  assign \$398  = s5_step_mid[6] ? 6'h07 : \$397 ;
-  assign \$399  = s5_step_mid[7] ? 6'h08 : \$398 ;
-  assign \$400  = s5_step_mid[8] ? 6'h09 : \$399 ;
-  assign \$401  = s5_step_mid[9] ? 6'h0a : \$400 ;
-  assign \$402  = s5_step_mid[10] ? 6'h0b : \$401 ;
-  assign \$403  = s5_step_mid[11] ? 6'h0c : \$402 ;
-  assign \$404  = s5_step_mid[12] ? 6'h0d : \$403 ;
-  assign \$405  = s5_step_mid[13] ? 6'h0e : \$404 ;
-  assign \$406  = s5_step_mid[14] ? 6'h0f : \$405 ;
-  assign \$407  = s5_step_mid[15] ? 6'h10 : \$406 ;
-  assign \$408  = s5_step_mid[16] ? 6'h11 : \$407 ;
-  assign \$409  = s5_step_mid[17] ? 6'h12 : \$408 ;
-  assign \$410  = s5_step_mid[18] ? 6'h13 : \$409 ;
-  assign \$411  = s5_step_mid[19] ? 6'h14 : \$410 ;
-  assign \$412  = s5_step_mid[20] ? 6'h15 : \$411 ;
-  assign \$413  = s5_step_mid[21] ? 6'h16 : \$412 ;
-  assign \$414  = s5_step_mid[22] ? 6'h17 : \$413 ;
-  assign \$415  = s5_step_mid[23] ? 6'h18 : \$414 ;
-  assign \$416  = s5_step_mid[24] ? 6'h19 : \$415 ;
-  assign \$417  = s5_step_mid[25] ? 6'h1a : \$416 ;
-  assign \$418  = s5_step_mid[26] ? 6'h1b : \$417 ;
-  assign \$419  = s5_step_mid[27] ? 6'h1c : \$418 ;
-  assign \$420  = s5_step_mid[28] ? 6'h1d : \$419 ;
-  assign \$421  = s5_step_mid[29] ? 6'h1e : \$420 ;
-  assign \$422  = s5_step_mid[30] ? 6'h1f : \$421 ;
-  assign \$423  = s5_step_mid[31] ? 6'h20 : \$422 ;
-  assign \$424  = s5_step_mid[32] ? 6'h21 : \$423 ;
-  assign \$425  = s5_step_mid[33] ? 6'h22 : \$424 ;
-  assign \$426  = s5_step_mid[34] ? 6'h23 : \$425 ;
-  assign \$427  = s5_step_mid[35] ? 6'h24 : \$426 ;
-  assign \$428  = s5_step_mid[36] ? 6'h25 : \$427 ;
-  assign \$429  = s5_step_mid[37] ? 6'h26 : \$428 ;
-  assign \$430  = s5_step_mid[38] ? 6'h27 : \$429 ;
-  assign \$431  = s5_step_mid[39] ? 6'h28 : \$430 ;
-  assign \$432  = s5_step_mid[40] ? 6'h29 : \$431 ;
-  assign \$433  = s5_step_mid[41] ? 6'h2a : \$432 ;
-  assign \$434  = \$433  - 4'ha;
-  assign \$435  = \$391  ? \$434 [4:0] : 5'h00;
-  assign \$436  = s5_step_in[0] ? 6'h01 : 6'h00;
-  assign \$437  = s5_step_in[1] ? 6'h02 : \$436 ;
-  assign \$438  = s5_step_in[2] ? 6'h03 : \$437 ;
-  assign \$439  = s5_step_in[3] ? 6'h04 : \$438 ;
-  assign \$440  = s5_step_in[4] ? 6'h05 : \$439 ;
-  assign \$441  = s5_step_in[5] ? 6'h06 : \$440 ;
-  assign \$442  = s5_step_in[6] ? 6'h07 : \$441 ;
-  assign \$443  = s5_step_in[7] ? 6'h08 : \$442 ;
-  assign \$444  = s5_step_in[8] ? 6'h09 : \$443 ;
-  assign \$445  = s5_step_in[9] ? 6'h0a : \$444 ;
-  assign \$446  = s5_step_in[10] ? 6'h0b : \$445 ;
-  assign \$447  = s5_step_in[11] ? 6'h0c : \$446 ;
-  assign \$448  = s5_step_in[12] ? 6'h0d : \$447 ;
-  assign \$449  = s5_step_in[13] ? 6'h0e : \$448 ;
-  assign \$450  = s5_step_in[14] ? 6'h0f : \$449 ;
-  assign \$451  = s5_step_in[15] ? 6'h10 : \$450 ;
-  assign \$452  = s5_step_in[16] ? 6'h11 : \$451 ;
-  assign \$453  = s5_step_in[17] ? 6'h12 : \$452 ;
-  assign \$454  = s5_step_in[18] ? 6'h13 : \$453 ;
-  assign \$455  = s5_step_in[19] ? 6'h14 : \$454 ;
-  assign \$456  = s5_step_in[20] ? 6'h15 : \$455 ;
-  assign \$457  = s5_step_in[21] ? 6'h16 : \$456 ;
-  assign \$458  = s5_step_in[22] ? 6'h17 : \$457 ;
-  assign \$459  = s5_step_in[23] ? 6'h18 : \$458 ;
-  assign \$460  = s5_step_in[24] ? 6'h19 : \$459 ;
-  assign \$461  = s5_step_in[25] ? 6'h1a : \$460 ;
-  assign \$462  = s5_step_in[26] ? 6'h1b : \$461 ;
-  assign \$463  = s5_step_in[27] ? 6'h1c : \$462 ;
-  assign \$464  = s5_step_in[28] ? 6'h1d : \$463 ;
-  assign \$465  = s5_step_in[29] ? 6'h1e : \$464 ;
-  assign \$466  = s5_step_in[30] ? 6'h1f : \$465 ;
-  assign \$467  = s5_step_in[31] ? 6'h20 : \$466 ;
-  assign \$468  = s5_step_in[32] ? 6'h21 : \$467 ;
-  assign \$469  = s5_step_in[33] ? 6'h22 : \$468 ;
-  assign \$470  = s5_step_in[34] ? 6'h23 : \$469 ;
-  assign \$471  = s5_step_in[35] ? 6'h24 : \$470 ;
-  assign \$472  = s5_step_in[36] ? 6'h25 : \$471 ;
-  assign \$473  = s5_step_in[37] ? 6'h26 : \$472 ;
-  assign \$474  = s5_step_in[38] ? 6'h27 : \$473 ;
-  assign \$475  = s5_step_in[39] ? 6'h28 : \$474 ;
-  assign \$476  = s5_step_in[40] ? 6'h29 : \$475 ;
-  assign \$477  = s5_step_in[41] ? 6'h2a : \$476 ;
-  assign \$478  = \$477  > 4'ha;
-  assign \$479  = s5_step_in[0] ? 6'h01 : 6'h00;
-  assign \$480  = s5_step_in[1] ? 6'h02 : \$479 ;
-  assign \$481  = s5_step_in[2] ? 6'h03 : \$480 ;
-  assign \$482  = s5_step_in[3] ? 6'h04 : \$481 ;
-  assign \$483  = s5_step_in[4] ? 6'h05 : \$482 ;
-  assign \$484  = s5_step_in[5] ? 6'h06 : \$483 ;
-  assign \$485  = s5_step_in[6] ? 6'h07 : \$484 ;
-  assign \$486  = s5_step_in[7] ? 6'h08 : \$485 ;
-  assign \$487  = s5_step_in[8] ? 6'h09 : \$486 ;
-  assign \$488  = s5_step_in[9] ? 6'h0a : \$487 ;
-  assign \$489  = s5_step_in[10] ? 6'h0b : \$488 ;
-  assign \$490  = s5_step_in[11] ? 6'h0c : \$489 ;
-  assign \$491  = s5_step_in[12] ? 6'h0d : \$490 ;
-  assign \$492  = s5_step_in[13] ? 6'h0e : \$491 ;
-  assign \$493  = s5_step_in[14] ? 6'h0f : \$492 ;
-  assign \$494  = s5_step_in[15] ? 6'h10 : \$493 ;
-  assign \$495  = s5_step_in[16] ? 6'h11 : \$494 ;
-  assign \$496  = s5_step_in[17] ? 6'h12 : \$495 ;
-  assign \$497  = s5_step_in[18] ? 6'h13 : \$496 ;
-  assign \$498  = s5_step_in[19] ? 6'h14 : \$497 ;
-  assign \$499  = s5_step_in[20] ? 6'h15 : \$498 ;
-  assign \$500  = s5_step_in[21] ? 6'h16 : \$499 ;
-  assign \$501  = s5_step_in[22] ? 6'h17 : \$500 ;
-  assign \$502  = s5_step_in[23] ? 6'h18 : \$501 ;
-  assign \$503  = s5_step_in[24] ? 6'h19 : \$502 ;
-  assign \$504  = s5_step_in[25] ? 6'h1a : \$503 ;
-  assign \$505  = s5_step_in[26] ? 6'h1b : \$504 ;
-  assign \$506  = s5_step_in[27] ? 6'h1c : \$505 ;
-  assign \$507  = s5_step_in[28] ? 6'h1d : \$506 ;
-  assign \$508  = s5_step_in[29] ? 6'h1e : \$507 ;
-  assign \$509  = s5_step_in[30] ? 6'h1f : \$508 ;
-  assign \$510  = s5_step_in[31] ? 6'h20 : \$509 ;
-  assign \$511  = s5_step_in[32] ? 6'h21 : \$510 ;
-  assign \$512  = s5_step_in[33] ? 6'h22 : \$511 ;
-  assign \$513  = s5_step_in[34] ? 6'h23 : \$512 ;
-  assign \$514  = s5_step_in[35] ? 6'h24 : \$513 ;
-  assign \$515  = s5_step_in[36] ? 6'h25 : \$514 ;
-  assign \$516  = s5_step_in[37] ? 6'h26 : \$515 ;
-  assign \$517  = s5_step_in[38] ? 6'h27 : \$516 ;
-  assign \$518  = s5_step_in[39] ? 6'h28 : \$517 ;
-  assign \$519  = s5_step_in[40] ? 6'h29 : \$518 ;
-  assign \$520  = s5_step_in[41] ? 6'h2a : \$519 ;
-  assign \$521  = \$520  - 4'hb;
-  assign \$522  = s5_step_in >> \$521 [5:0];
-  assign \$523  = \$478  ? \$522 [9:0] : s5_step_in[9:0];
-  assign \$524  = s5_step_in[0] ? 6'h01 : 6'h00;
-  assign \$525  = s5_step_in[1] ? 6'h02 : \$524 ;
-  assign \$526  = s5_step_in[2] ? 6'h03 : \$525 ;
-  assign \$527  = s5_step_in[3] ? 6'h04 : \$526 ;
-  assign \$528  = s5_step_in[4] ? 6'h05 : \$527 ;
-  assign \$529  = s5_step_in[5] ? 6'h06 : \$528 ;
-  assign \$530  = s5_step_in[6] ? 6'h07 : \$529 ;
-  assign \$531  = s5_step_in[7] ? 6'h08 : \$530 ;
-  assign \$532  = s5_step_in[8] ? 6'h09 : \$531 ;
-  assign \$533  = s5_step_in[9] ? 6'h0a : \$532 ;
-  assign \$534  = s5_step_in[10] ? 6'h0b : \$533 ;
-  assign \$535  = s5_step_in[11] ? 6'h0c : \$534 ;
-  assign \$536  = s5_step_in[12] ? 6'h0d : \$535 ;
-  assign \$537  = s5_step_in[13] ? 6'h0e : \$536 ;
-  assign \$538  = s5_step_in[14] ? 6'h0f : \$537 ;
-  assign \$539  = s5_step_in[15] ? 6'h10 : \$538 ;
-  assign \$540  = s5_step_in[16] ? 6'h11 : \$539 ;
-  assign \$541  = s5_step_in[17] ? 6'h12 : \$540 ;
-  assign \$542  = s5_step_in[18] ? 6'h13 : \$541 ;
-  assign \$543  = s5_step_in[19] ? 6'h14 : \$542 ;
-  assign \$544  = s5_step_in[20] ? 6'h15 : \$543 ;
-  assign \$545  = s5_step_in[21] ? 6'h16 : \$544 ;
-  assign \$546  = s5_step_in[22] ? 6'h17 : \$545 ;
-  assign \$547  = s5_step_in[23] ? 6'h18 : \$546 ;
-  assign \$548  = s5_step_in[24] ? 6'h19 : \$547 ;
-  assign \$549  = s5_step_in[25] ? 6'h1a : \$548 ;
-  assign \$550  = s5_step_in[26] ? 6'h1b : \$549 ;
-  assign \$551  = s5_step_in[27] ? 6'h1c : \$550 ;
-  assign \$552  = s5_step_in[28] ? 6'h1d : \$551 ;
-  assign \$553  = s5_step_in[29] ? 6'h1e : \$552 ;
-  assign \$554  = s5_step_in[30] ? 6'h1f : \$553 ;
-  assign \$555  = s5_step_in[31] ? 6'h20 : \$554 ;
-  assign \$556  = s5_step_in[32] ? 6'h21 : \$555 ;
-  assign \$557  = s5_step_in[33] ? 6'h22 : \$556 ;
-  assign \$558  = s5_step_in[34] ? 6'h23 : \$557 ;
-  assign \$559  = s5_step_in[35] ? 6'h24 : \$558 ;
-  assign \$560  = s5_step_in[36] ? 6'h25 : \$559 ;
-  assign \$561  = s5_step_in[37] ? 6'h26 : \$560 ;
-  assign \$562  = s5_step_in[38] ? 6'h27 : \$561 ;
-  assign \$563  = s5_step_in[39] ? 6'h28 : \$562 ;
-  assign \$564  = s5_step_in[40] ? 6'h29 : \$563 ;
-  assign \$565  = s5_step_in[41] ? 6'h2a : \$564 ;
-  assign \$566  = \$565  > 4'ha;
-  assign \$567  = s5_step_in[0] ? 6'h01 : 6'h00;
-  assign \$568  = s5_step_in[1] ? 6'h02 : \$567 ;
-  assign \$569  = s5_step_in[2] ? 6'h03 : \$568 ;
-  assign \$570  = s5_step_in[3] ? 6'h04 : \$569 ;
-  assign \$571  = s5_step_in[4] ? 6'h05 : \$570 ;
-  assign \$572  = s5_step_in[5] ? 6'h06 : \$571 ;
-  assign \$573  = s5_step_in[6] ? 6'h07 : \$572 ;
-  assign \$574  = s5_step_in[7] ? 6'h08 : \$573 ;
-  assign \$575  = s5_step_in[8] ? 6'h09 : \$574 ;
-  assign \$576  = s5_step_in[9] ? 6'h0a : \$575 ;
-  assign \$577  = s5_step_in[10] ? 6'h0b : \$576 ;
-  assign \$578  = s5_step_in[11] ? 6'h0c : \$577 ;
-  assign \$579  = s5_step_in[12] ? 6'h0d : \$578 ;
-  assign \$580  = s5_step_in[13] ? 6'h0e : \$579 ;
-  assign \$581  = s5_step_in[14] ? 6'h0f : \$580 ;
-  assign \$582  = s5_step_in[15] ? 6'h10 : \$581 ;
-  assign \$583  = s5_step_in[16] ? 6'h11 : \$582 ;
-  assign \$584  = s5_step_in[17] ? 6'h12 : \$583 ;
-  assign \$585  = s5_step_in[18] ? 6'h13 : \$584 ;
-  assign \$586  = s5_step_in[19] ? 6'h14 : \$585 ;
-  assign \$587  = s5_step_in[20] ? 6'h15 : \$586 ;
-  assign \$588  = s5_step_in[21] ? 6'h16 : \$587 ;
-  assign \$589  = s5_step_in[22] ? 6'h17 : \$588 ;
-  assign \$590  = s5_step_in[23] ? 6'h18 : \$589 ;
-  assign \$591  = s5_step_in[24] ? 6'h19 : \$590 ;
-  assign \$592  = s5_step_in[25] ? 6'h1a : \$591 ;
-  assign \$593  = s5_step_in[26] ? 6'h1b : \$592 ;
-  assign \$594  = s5_step_in[27] ? 6'h1c : \$593 ;
-  assign \$595  = s5_step_in[28] ? 6'h1d : \$594 ;
-  assign \$596  = s5_step_in[29] ? 6'h1e : \$595 ;
-  assign \$597  = s5_step_in[30] ? 6'h1f : \$596 ;
-  assign \$598  = s5_step_in[31] ? 6'h20 : \$597 ;
-  assign \$599  = s5_step_in[32] ? 6'h21 : \$598 ;
-  assign \$600  = s5_step_in[33] ? 6'h22 : \$599 ;
-  assign \$601  = s5_step_in[34] ? 6'h23 : \$600 ;
-  assign \$602  = s5_step_in[35] ? 6'h24 : \$601 ;
-  assign \$603  = s5_step_in[36] ? 6'h25 : \$602 ;
-  assign \$604  = s5_step_in[37] ? 6'h26 : \$603 ;
-  assign \$605  = s5_step_in[38] ? 6'h27 : \$604 ;
-  assign \$606  = s5_step_in[39] ? 6'h28 : \$605 ;
-  assign \$607  = s5_step_in[40] ? 6'h29 : \$606 ;
-  assign \$608  = s5_step_in[41] ? 6'h2a : \$607 ;
-  assign \$609  = \$608  - 4'ha;
-  assign \$610  = \$566  ? \$609 [4:0] : 5'h00;
-  assign \$611  = s5_step_out[0] ? 6'h01 : 6'h00;
-  assign \$612  = s5_step_out[1] ? 6'h02 : \$611 ;
-  assign \$613  = s5_step_out[2] ? 6'h03 : \$612 ;
-  assign \$614  = s5_step_out[3] ? 6'h04 : \$613 ;
-  assign \$615  = s5_step_out[4] ? 6'h05 : \$614 ;
-  assign \$616  = s5_step_out[5] ? 6'h06 : \$615 ;
-  assign \$617  = s5_step_out[6] ? 6'h07 : \$616 ;
-  assign \$618  = s5_step_out[7] ? 6'h08 : \$617 ;
-  assign \$619  = s5_step_out[8] ? 6'h09 : \$618 ;
-  assign \$620  = s5_step_out[9] ? 6'h0a : \$619 ;
-  assign \$621  = s5_step_out[10] ? 6'h0b : \$620 ;
-  assign \$622  = s5_step_out[11] ? 6'h0c : \$621 ;
-  assign \$623  = s5_step_out[12] ? 6'h0d : \$622 ;
-  assign \$624  = s5_step_out[13] ? 6'h0e : \$623 ;
-  assign \$625  = s5_step_out[14] ? 6'h0f : \$624 ;
-  assign \$626  = s5_step_out[15] ? 6'h10 : \$625 ;
-  assign \$627  = s5_step_out[16] ? 6'h11 : \$626 ;
-  assign \$628  = s5_step_out[17] ? 6'h12 : \$627 ;
-  assign \$629  = s5_step_out[18] ? 6'h13 : \$628 ;
-  assign \$630  = s5_step_out[19] ? 6'h14 : \$629 ;
-  assign \$631  = s5_step_out[20] ? 6'h15 : \$630 ;
-  assign \$632  = s5_step_out[21] ? 6'h16 : \$631 ;
-  assign \$633  = s5_step_out[22] ? 6'h17 : \$632 ;
-  assign \$634  = s5_step_out[23] ? 6'h18 : \$633 ;
-  assign \$635  = s5_step_out[24] ? 6'h19 : \$634 ;
-  assign \$636  = s5_step_out[25] ? 6'h1a : \$635 ;
-  assign \$637  = s5_step_out[26] ? 6'h1b : \$636 ;
-  assign \$638  = s5_step_out[27] ? 6'h1c : \$637 ;
-  assign \$639  = s5_step_out[28] ? 6'h1d : \$638 ;
-  assign \$640  = s5_step_out[29] ? 6'h1e : \$639 ;
-  assign \$641  = s5_step_out[30] ? 6'h1f : \$640 ;
-  assign \$642  = s5_step_out[31] ? 6'h20 : \$641 ;
-  assign \$643  = s5_step_out[32] ? 6'h21 : \$642 ;
-  assign \$644  = s5_step_out[33] ? 6'h22 : \$643 ;
-  assign \$645  = s5_step_out[34] ? 6'h23 : \$644 ;
-  assign \$646  = s5_step_out[35] ? 6'h24 : \$645 ;
-  assign \$647  = s5_step_out[36] ? 6'h25 : \$646 ;
-  assign \$648  = s5_step_out[37] ? 6'h26 : \$647 ;
-  assign \$649  = s5_step_out[38] ? 6'h27 : \$648 ;
-  assign \$650  = s5_step_out[39] ? 6'h28 : \$649 ;
-  assign \$651  = s5_step_out[40] ? 6'h29 : \$650 ;
-  assign \$652  = s5_step_out[41] ? 6'h2a : \$651 ;
-  assign \$653  = \$652  > 4'ha;
-  assign \$654  = s5_step_out[0] ? 6'h01 : 6'h00;
-  assign \$655  = s5_step_out[1] ? 6'h02 : \$654 ;
-  assign \$656  = s5_step_out[2] ? 6'h03 : \$655 ;
-  assign \$657  = s5_step_out[3] ? 6'h04 : \$656 ;
-  assign \$658  = s5_step_out[4] ? 6'h05 : \$657 ;
-  assign \$659  = s5_step_out[5] ? 6'h06 : \$658 ;
-  assign \$660  = s5_step_out[6] ? 6'h07 : \$659 ;
-  assign \$661  = s5_step_out[7] ? 6'h08 : \$660 ;
-  assign \$662  = s5_step_out[8] ? 6'h09 : \$661 ;
-  assign \$663  = s5_step_out[9] ? 6'h0a : \$662 ;
-  assign \$664  = s5_step_out[10] ? 6'h0b : \$663 ;
-  assign \$665  = s5_step_out[11] ? 6'h0c : \$664 ;
-  assign \$666  = s5_step_out[12] ? 6'h0d : \$665 ;
-  assign \$667  = s5_step_out[13] ? 6'h0e : \$666 ;
-  assign \$668  = s5_step_out[14] ? 6'h0f : \$667 ;
-  assign \$669  = s5_step_out[15] ? 6'h10 : \$668 ;
-  assign \$670  = s5_step_out[16] ? 6'h11 : \$669 ;
-  assign \$671  = s5_step_out[17] ? 6'h12 : \$670 ;
-  assign \$672  = s5_step_out[18] ? 6'h13 : \$671 ;
-  assign \$673  = s5_step_out[19] ? 6'h14 : \$672 ;
-  assign \$674  = s5_step_out[20] ? 6'h15 : \$673 ;
-  assign \$675  = s5_step_out[21] ? 6'h16 : \$674 ;
-  assign \$676  = s5_step_out[22] ? 6'h17 : \$675 ;
-  assign \$677  = s5_step_out[23] ? 6'h18 : \$676 ;
-  assign \$678  = s5_step_out[24] ? 6'h19 : \$677 ;
-  assign \$679  = s5_step_out[25] ? 6'h1a : \$678 ;
-  assign \$680  = s5_step_out[26] ? 6'h1b : \$679 ;
-  assign \$681  = s5_step_out[27] ? 6'h1c : \$680 ;
-  assign \$682  = s5_step_out[28] ? 6'h1d : \$681 ;
-  assign \$683  = s5_step_out[29] ? 6'h1e : \$682 ;
-  assign \$684  = s5_step_out[30] ? 6'h1f : \$683 ;
-  assign \$685  = s5_step_out[31] ? 6'h20 : \$684 ;
-  assign \$686  = s5_step_out[32] ? 6'h21 : \$685 ;
-  assign \$687  = s5_step_out[33] ? 6'h22 : \$686 ;
-  assign \$688  = s5_step_out[34] ? 6'h23 : \$687 ;
-  assign \$689  = s5_step_out[35] ? 6'h24 : \$688 ;
-  assign \$690  = s5_step_out[36] ? 6'h25 : \$689 ;
-  assign \$691  = s5_step_out[37] ? 6'h26 : \$690 ;
-  assign \$692  = s5_step_out[38] ? 6'h27 : \$691 ;
-  assign \$693  = s5_step_out[39] ? 6'h28 : \$692 ;
-  assign \$694  = s5_step_out[40] ? 6'h29 : \$693 ;
-  assign \$695  = s5_step_out[41] ? 6'h2a : \$694 ;
-  assign \$696  = \$695  - 4'hb;
-  assign \$697  = s5_step_out >> \$696 [5:0];
-  assign \$698  = \$653  ? \$697 [9:0] : s5_step_out[9:0];
-  assign \$699  = s5_step_out[0] ? 6'h01 : 6'h00;
-  assign \$700  = s5_step_out[1] ? 6'h02 : \$699 ;
-  assign \$701  = s5_step_out[2] ? 6'h03 : \$700 ;
-  assign \$702  = s5_step_out[3] ? 6'h04 : \$701 ;
-  assign \$703  = s5_step_out[4] ? 6'h05 : \$702 ;
-  assign \$704  = s5_step_out[5] ? 6'h06 : \$703 ;
-  assign \$705  = s5_step_out[6] ? 6'h07 : \$704 ;
-  assign \$706  = s5_step_out[7] ? 6'h08 : \$705 ;
-  assign \$707  = s5_step_out[8] ? 6'h09 : \$706 ;
-  assign \$708  = s5_step_out[9] ? 6'h0a : \$707 ;
-  assign \$709  = s5_step_out[10] ? 6'h0b : \$708 ;
-  assign \$710  = s5_step_out[11] ? 6'h0c : \$709 ;
-  assign \$711  = s5_step_out[12] ? 6'h0d : \$710 ;
-  assign \$712  = s5_step_out[13] ? 6'h0e : \$711 ;
-  assign \$713  = s5_step_out[14] ? 6'h0f : \$712 ;
-  assign \$714  = s5_step_out[15] ? 6'h10 : \$713 ;
-  assign \$715  = s5_step_out[16] ? 6'h11 : \$714 ;
-  assign \$716  = s5_step_out[17] ? 6'h12 : \$715 ;
-  assign \$717  = s5_step_out[18] ? 6'h13 : \$716 ;
-  assign \$718  = s5_step_out[19] ? 6'h14 : \$717 ;
-  assign \$719  = s5_step_out[20] ? 6'h15 : \$718 ;
-  assign \$720  = s5_step_out[21] ? 6'h16 : \$719 ;
-  assign \$721  = s5_step_out[22] ? 6'h17 : \$720 ;
-  assign \$722  = s5_step_out[23] ? 6'h18 : \$721 ;
-  assign \$723  = s5_step_out[24] ? 6'h19 : \$722 ;
-  assign \$724  = s5_step_out[25] ? 6'h1a : \$723 ;
-  assign \$725  = s5_step_out[26] ? 6'h1b : \$724 ;
-  assign \$726  = s5_step_out[27] ? 6'h1c : \$725 ;
-  assign \$727  = s5_step_out[28] ? 6'h1d : \$726 ;
-  assign \$728  = s5_step_out[29] ? 6'h1e : \$727 ;
-  assign \$729  = s5_step_out[30] ? 6'h1f : \$728 ;
-  assign \$730  = s5_step_out[31] ? 6'h20 : \$729 ;
-  assign \$731  = s5_step_out[32] ? 6'h21 : \$730 ;
-  assign \$732  = s5_step_out[33] ? 6'h22 : \$731 ;
-  assign \$733  = s5_step_out[34] ? 6'h23 : \$732 ;
-  assign \$734  = s5_step_out[35] ? 6'h24 : \$733 ;
-  assign \$735  = s5_step_out[36] ? 6'h25 : \$734 ;
-  assign \$736  = s5_step_out[37] ? 6'h26 : \$735 ;
-  assign \$737  = s5_step_out[38] ? 6'h27 : \$736 ;
-  assign \$738  = s5_step_out[39] ? 6'h28 : \$737 ;
-  assign \$739  = s5_step_out[40] ? 6'h29 : \$738 ;
-  assign \$740  = s5_step_out[41] ? 6'h2a : \$739 ;
-  assign \$741  = \$740  > 4'ha;
-  assign \$742  = s5_step_out[0] ? 6'h01 : 6'h00;
-  assign \$743  = s5_step_out[1] ? 6'h02 : \$742 ;
-  assign \$744  = s5_step_out[2] ? 6'h03 : \$743 ;
-  assign \$745  = s5_step_out[3] ? 6'h04 : \$744 ;
-  assign \$746  = s5_step_out[4] ? 6'h05 : \$745 ;
-  assign \$747  = s5_step_out[5] ? 6'h06 : \$746 ;
-  assign \$748  = s5_step_out[6] ? 6'h07 : \$747 ;
-  assign \$749  = s5_step_out[7] ? 6'h08 : \$748 ;
-  assign \$750  = s5_step_out[8] ? 6'h09 : \$749 ;
-  assign \$751  = s5_step_out[9] ? 6'h0a : \$750 ;
-  assign \$752  = s5_step_out[10] ? 6'h0b : \$751 ;
-  assign \$753  = s5_step_out[11] ? 6'h0c : \$752 ;
-  assign \$754  = s5_step_out[12] ? 6'h0d : \$753 ;
-  assign \$755  = s5_step_out[13] ? 6'h0e : \$754 ;
-  assign \$756  = s5_step_out[14] ? 6'h0f : \$755 ;
-  assign \$757  = s5_step_out[15] ? 6'h10 : \$756 ;
-  assign \$758  = s5_step_out[16] ? 6'h11 : \$757 ;
-  assign \$759  = s5_step_out[17] ? 6'h12 : \$758 ;
-  assign \$760  = s5_step_out[18] ? 6'h13 : \$759 ;
-  assign \$761  = s5_step_out[19] ? 6'h14 : \$760 ;
-  assign \$762  = s5_step_out[20] ? 6'h15 : \$761 ;
-  assign \$763  = s5_step_out[21] ? 6'h16 : \$762 ;
-  assign \$764  = s5_step_out[22] ? 6'h17 : \$763 ;
-  assign \$765  = s5_step_out[23] ? 6'h18 : \$764 ;
-  assign \$766  = s5_step_out[24] ? 6'h19 : \$765 ;
-  assign \$767  = s5_step_out[25] ? 6'h1a : \$766 ;
-  assign \$768  = s5_step_out[26] ? 6'h1b : \$767 ;
-  assign \$769  = s5_step_out[27] ? 6'h1c : \$768 ;
-  assign \$770  = s5_step_out[28] ? 6'h1d : \$769 ;
-  assign \$771  = s5_step_out[29] ? 6'h1e : \$770 ;
-  assign \$772  = s5_step_out[30] ? 6'h1f : \$771 ;
-  assign \$773  = s5_step_out[31] ? 6'h20 : \$772 ;
-  assign \$774  = s5_step_out[32] ? 6'h21 : \$773 ;
-  assign \$775  = s5_step_out[33] ? 6'h22 : \$774 ;
-  assign \$776  = s5_step_out[34] ? 6'h23 : \$775 ;
-  assign \$777  = s5_step_out[35] ? 6'h24 : \$776 ;
-  assign \$778  = s5_step_out[36] ? 6'h25 : \$777 ;
-  assign \$779  = s5_step_out[37] ? 6'h26 : \$778 ;
-  assign \$780  = s5_step_out[38] ? 6'h27 : \$779 ;
-  assign \$781  = s5_step_out[39] ? 6'h28 : \$780 ;
-  assign \$782  = s5_step_out[40] ? 6'h29 : \$781 ;
-  assign \$783  = s5_step_out[41] ? 6'h2a : \$782 ;
-  assign \$784  = \$783  - 4'ha;
-  assign \$785  = \$741  ? \$784 [4:0] : 5'h00;
-  assign \$787  = s0_rem >= \$786 ;
-  assign \$789  = s0_rem - \$788 ;
-  assign \$790  = \$787  ? \$789  : { 3'h0, s0_rem };
-  assign \$792  = s1_rem >= \$791 ;
-  assign \$794  = s1_rem - \$793 ;
-  assign \$795  = \$792  ? \$794  : { 1'h0, s1_rem };
-  assign \$797  = s2_rem >= \$796 ;
-  assign \$799  = s2_rem - \$798 ;
-  assign \$800  = \$797  ? \$799  : { 1'h0, s2_rem };
-  assign \$802  = s3_rem >= \$801 ;
-  assign \$804  = s3_rem - \$803 ;
-  assign \$805  = \$802  ? \$804  : { 1'h0, s3_rem };
-  assign \$807  = s4_rem >= \$806 ;
-  assign \$809  = s4_rem - \$808 ;
-  assign \$810  = \$807  ? \$809  : { 1'h0, s4_rem };
-  assign \$811  = s4_c_mid[0] ? 7'h01 : 7'h00;
-  assign \$812  = s4_c_mid[1] ? 7'h02 : \$811 ;
-  assign \$813  = s4_c_mid[2] ? 7'h03 : \$812 ;
-  assign \$814  = s4_c_mid[3] ? 7'h04 : \$813 ;
-  assign \$815  = s4_c_mid[4] ? 7'h05 : \$814 ;
-  assign \$816  = s4_c_mid[5] ? 7'h06 : \$815 ;
-  assign \$817  = s4_c_mid[6] ? 7'h07 : \$816 ;
-  assign \$818  = s4_c_mid[7] ? 7'h08 : \$817 ;
-  assign \$819  = s4_c_mid[8] ? 7'h09 : \$818 ;
-  assign \$820  = s4_c_mid[9] ? 7'h0a : \$819 ;
-  assign \$821  = s4_c_mid[10] ? 7'h0b : \$820 ;
-  assign \$822  = s4_c_mid[11] ? 7'h0c : \$821 ;
-  assign \$823  = s4_c_mid[12] ? 7'h0d : \$822 ;
-  assign \$824  = s4_c_mid[13] ? 7'h0e : \$823 ;
-  assign \$825  = s4_c_mid[14] ? 7'h0f : \$824 ;
-  assign \$826  = s4_c_mid[15] ? 7'h10 : \$825 ;
-  assign \$827  = s4_c_mid[16] ? 7'h11 : \$826 ;
-  assign \$828  = s4_c_mid[17] ? 7'h12 : \$827 ;
-  assign \$829  = s4_c_mid[18] ? 7'h13 : \$828 ;
-  assign \$830  = s4_c_mid[19] ? 7'h14 : \$829 ;
-  assign \$831  = s4_c_mid[20] ? 7'h15 : \$830 ;
-  assign \$832  = s4_c_mid[21] ? 7'h16 : \$831 ;
-  assign \$833  = s4_c_mid[22] ? 7'h17 : \$832 ;
-  assign \$834  = s4_c_mid[23] ? 7'h18 : \$833 ;
-  assign \$835  = s4_c_mid[24] ? 7'h19 : \$834 ;
-  assign \$836  = s4_c_mid[25] ? 7'h1a : \$835 ;
-  assign \$837  = s4_c_mid[26] ? 7'h1b : \$836 ;
-  assign \$838  = s4_c_mid[27] ? 7'h1c : \$837 ;
-  assign \$839  = s4_c_mid[28] ? 7'h1d : \$838 ;
-  assign \$840  = s4_c_mid[29] ? 7'h1e : \$839 ;
-  assign \$841  = s4_c_mid[30] ? 7'h1f : \$840 ;
-  assign \$842  = s4_c_mid[31] ? 7'h20 : \$841 ;
-  assign \$843  = s4_c_mid[32] ? 7'h21 : \$842 ;
-  assign \$844  = s4_c_mid[33] ? 7'h22 : \$843 ;
-  assign \$845  = s4_c_mid[34] ? 7'h23 : \$844 ;
-  assign \$846  = s4_c_mid[35] ? 7'h24 : \$845 ;
-  assign \$847  = s4_c_mid[36] ? 7'h25 : \$846 ;
-  assign \$848  = s4_c_mid[37] ? 7'h26 : \$847 ;
-  assign \$849  = s4_c_mid[38] ? 7'h27 : \$848 ;
-  assign \$850  = s4_c_mid[39] ? 7'h28 : \$849 ;
-  assign \$851  = s4_c_mid[40] ? 7'h29 : \$850 ;
-  assign \$852  = s4_c_mid[41] ? 7'h2a : \$851 ;
-  assign \$853  = \$852  > 4'hb;
-  assign \$854  = s4_c_mid[0] ? 7'h01 : 7'h00;
-  assign \$855  = s4_c_mid[1] ? 7'h02 : \$854 ;
-  assign \$856  = s4_c_mid[2] ? 7'h03 : \$855 ;
-  assign \$857  = s4_c_mid[3] ? 7'h04 : \$856 ;
-  assign \$858  = s4_c_mid[4] ? 7'h05 : \$857 ;
-  assign \$859  = s4_c_mid[5] ? 7'h06 : \$858 ;
-  assign \$860  = s4_c_mid[6] ? 7'h07 : \$859 ;
-  assign \$861  = s4_c_mid[7] ? 7'h08 : \$860 ;
-  assign \$862  = s4_c_mid[8] ? 7'h09 : \$861 ;
-  assign \$863  = s4_c_mid[9] ? 7'h0a : \$862 ;
-  assign \$864  = s4_c_mid[10] ? 7'h0b : \$863 ;
-  assign \$865  = s4_c_mid[11] ? 7'h0c : \$864 ;
-  assign \$866  = s4_c_mid[12] ? 7'h0d : \$865 ;
-  assign \$867  = s4_c_mid[13] ? 7'h0e : \$866 ;
-  assign \$868  = s4_c_mid[14] ? 7'h0f : \$867 ;
-  assign \$869  = s4_c_mid[15] ? 7'h10 : \$868 ;
-  assign \$870  = s4_c_mid[16] ? 7'h11 : \$869 ;
-  assign \$871  = s4_c_mid[17] ? 7'h12 : \$870 ;
-  assign \$872  = s4_c_mid[18] ? 7'h13 : \$871 ;
-  assign \$873  = s4_c_mid[19] ? 7'h14 : \$872 ;
-  assign \$874  = s4_c_mid[20] ? 7'h15 : \$873 ;
-  assign \$875  = s4_c_mid[21] ? 7'h16 : \$874 ;
-  assign \$876  = s4_c_mid[22] ? 7'h17 : \$875 ;
-  assign \$877  = s4_c_mid[23] ? 7'h18 : \$876 ;
-  assign \$878  = s4_c_mid[24] ? 7'h19 : \$877 ;
-  assign \$879  = s4_c_mid[25] ? 7'h1a : \$878 ;
-  assign \$880  = s4_c_mid[26] ? 7'h1b : \$879 ;
-  assign \$881  = s4_c_mid[27] ? 7'h1c : \$880 ;
-  assign \$882  = s4_c_mid[28] ? 7'h1d : \$881 ;
-  assign \$883  = s4_c_mid[29] ? 7'h1e : \$882 ;
-  assign \$884  = s4_c_mid[30] ? 7'h1f : \$883 ;
-  assign \$885  = s4_c_mid[31] ? 7'h20 : \$884 ;
-  assign \$886  = s4_c_mid[32] ? 7'h21 : \$885 ;
-  assign \$887  = s4_c_mid[33] ? 7'h22 : \$886 ;
-  assign \$888  = s4_c_mid[34] ? 7'h23 : \$887 ;
-  assign \$889  = s4_c_mid[35] ? 7'h24 : \$888 ;
-  assign \$890  = s4_c_mid[36] ? 7'h25 : \$889 ;
-  assign \$891  = s4_c_mid[37] ? 7'h26 : \$890 ;
-  assign \$892  = s4_c_mid[38] ? 7'h27 : \$891 ;
-  assign \$893  = s4_c_mid[39] ? 7'h28 : \$892 ;
-  assign \$894  = s4_c_mid[40] ? 7'h29 : \$893 ;
-  assign \$895  = s4_c_mid[41] ? 7'h2a : \$894 ;
-  assign \$896  = \$895  - 4'hb;
-  assign \$897  = \$853  ? \$896  : 8'h00;
-  assign \$898  = 1'h1 << \$897 [5:0];
-  assign \$899  = \$898  - 1'h1;
-  assign \$900  = s4_c_in[0] ? 7'h01 : 7'h00;
-  assign \$901  = s4_c_in[1] ? 7'h02 : \$900 ;
-  assign \$902  = s4_c_in[2] ? 7'h03 : \$901 ;
-  assign \$903  = s4_c_in[3] ? 7'h04 : \$902 ;
-  assign \$904  = s4_c_in[4] ? 7'h05 : \$903 ;
-  assign \$905  = s4_c_in[5] ? 7'h06 : \$904 ;
-  assign \$906  = s4_c_in[6] ? 7'h07 : \$905 ;
-  assign \$907  = s4_c_in[7] ? 7'h08 : \$906 ;
-  assign \$908  = s4_c_in[8] ? 7'h09 : \$907 ;
-  assign \$909  = s4_c_in[9] ? 7'h0a : \$908 ;
-  assign \$910  = s4_c_in[10] ? 7'h0b : \$909 ;
-  assign \$911  = s4_c_in[11] ? 7'h0c : \$910 ;
-  assign \$912  = s4_c_in[12] ? 7'h0d : \$911 ;
-  assign \$913  = s4_c_in[13] ? 7'h0e : \$912 ;
-  assign \$914  = s4_c_in[14] ? 7'h0f : \$913 ;
-  assign \$915  = s4_c_in[15] ? 7'h10 : \$914 ;
-  assign \$916  = s4_c_in[16] ? 7'h11 : \$915 ;
-  assign \$917  = s4_c_in[17] ? 7'h12 : \$916 ;
-  assign \$918  = s4_c_in[18] ? 7'h13 : \$917 ;
-  assign \$919  = s4_c_in[19] ? 7'h14 : \$918 ;
-  assign \$920  = s4_c_in[20] ? 7'h15 : \$919 ;
-  assign \$921  = s4_c_in[21] ? 7'h16 : \$920 ;
-  assign \$922  = s4_c_in[22] ? 7'h17 : \$921 ;
-  assign \$923  = s4_c_in[23] ? 7'h18 : \$922 ;
-  assign \$924  = s4_c_in[24] ? 7'h19 : \$923 ;
-  assign \$925  = s4_c_in[25] ? 7'h1a : \$924 ;
-  assign \$926  = s4_c_in[26] ? 7'h1b : \$925 ;
-  assign \$927  = s4_c_in[27] ? 7'h1c : \$926 ;
-  assign \$928  = s4_c_in[28] ? 7'h1d : \$927 ;
-  assign \$929  = s4_c_in[29] ? 7'h1e : \$928 ;
-  assign \$930  = s4_c_in[30] ? 7'h1f : \$929 ;
-  assign \$931  = s4_c_in[31] ? 7'h20 : \$930 ;
-  assign \$932  = s4_c_in[32] ? 7'h21 : \$931 ;
-  assign \$933  = s4_c_in[33] ? 7'h22 : \$932 ;
-  assign \$934  = s4_c_in[34] ? 7'h23 : \$933 ;
-  assign \$935  = s4_c_in[35] ? 7'h24 : \$934 ;
-  assign \$936  = s4_c_in[36] ? 7'h25 : \$935 ;
-  assign \$937  = s4_c_in[37] ? 7'h26 : \$936 ;
-  assign \$938  = s4_c_in[38] ? 7'h27 : \$937 ;
-  assign \$939  = s4_c_in[39] ? 7'h28 : \$938 ;
-  assign \$940  = s4_c_in[40] ? 7'h29 : \$939 ;
-  assign \$941  = s4_c_in[41] ? 7'h2a : \$940 ;
-  assign \$942  = \$941  > 4'hb;
-  assign \$943  = s4_c_in[0] ? 7'h01 : 7'h00;
-  assign \$944  = s4_c_in[1] ? 7'h02 : \$943 ;
-  assign \$945  = s4_c_in[2] ? 7'h03 : \$944 ;
-  assign \$946  = s4_c_in[3] ? 7'h04 : \$945 ;
-  assign \$947  = s4_c_in[4] ? 7'h05 : \$946 ;
-  assign \$948  = s4_c_in[5] ? 7'h06 : \$947 ;
-  assign \$949  = s4_c_in[6] ? 7'h07 : \$948 ;
-  assign \$950  = s4_c_in[7] ? 7'h08 : \$949 ;
-  assign \$951  = s4_c_in[8] ? 7'h09 : \$950 ;
-  assign \$952  = s4_c_in[9] ? 7'h0a : \$951 ;
-  assign \$953  = s4_c_in[10] ? 7'h0b : \$952 ;
-  assign \$954  = s4_c_in[11] ? 7'h0c : \$953 ;
-  assign \$955  = s4_c_in[12] ? 7'h0d : \$954 ;
-  assign \$956  = s4_c_in[13] ? 7'h0e : \$955 ;
-  assign \$957  = s4_c_in[14] ? 7'h0f : \$956 ;
-  assign \$958  = s4_c_in[15] ? 7'h10 : \$957 ;
-  assign \$959  = s4_c_in[16] ? 7'h11 : \$958 ;
-  assign \$960  = s4_c_in[17] ? 7'h12 : \$959 ;
-  assign \$961  = s4_c_in[18] ? 7'h13 : \$960 ;
-  assign \$962  = s4_c_in[19] ? 7'h14 : \$961 ;
-  assign \$963  = s4_c_in[20] ? 7'h15 : \$962 ;
-  assign \$964  = s4_c_in[21] ? 7'h16 : \$963 ;
-  assign \$965  = s4_c_in[22] ? 7'h17 : \$964 ;
-  assign \$966  = s4_c_in[23] ? 7'h18 : \$965 ;
-  assign \$967  = s4_c_in[24] ? 7'h19 : \$966 ;
-  assign \$968  = s4_c_in[25] ? 7'h1a : \$967 ;
-  assign \$969  = s4_c_in[26] ? 7'h1b : \$968 ;
-  assign \$970  = s4_c_in[27] ? 7'h1c : \$969 ;
-  assign \$971  = s4_c_in[28] ? 7'h1d : \$970 ;
-  assign \$972  = s4_c_in[29] ? 7'h1e : \$971 ;
-  assign \$973  = s4_c_in[30] ? 7'h1f : \$972 ;
-  assign \$974  = s4_c_in[31] ? 7'h20 : \$973 ;
-  assign \$975  = s4_c_in[32] ? 7'h21 : \$974 ;
-  assign \$976  = s4_c_in[33] ? 7'h22 : \$975 ;
-  assign \$977  = s4_c_in[34] ? 7'h23 : \$976 ;
-  assign \$978  = s4_c_in[35] ? 7'h24 : \$977 ;
-  assign \$979  = s4_c_in[36] ? 7'h25 : \$978 ;
-  assign \$980  = s4_c_in[37] ? 7'h26 : \$979 ;
-  assign \$981  = s4_c_in[38] ? 7'h27 : \$980 ;
-  assign \$982  = s4_c_in[39] ? 7'h28 : \$981 ;
-  assign \$983  = s4_c_in[40] ? 7'h29 : \$982 ;
-  assign \$984  = s4_c_in[41] ? 7'h2a : \$983 ;
-  assign \$985  = \$984  - 4'hb;
-  assign \$986  = \$942  ? \$985  : 8'h00;
-  assign \$987  = 1'h1 << \$986 [5:0];
-  assign \$988  = \$987  - 1'h1;
-  assign \$989  = s4_c_out[0] ? 7'h01 : 7'h00;
-  assign \$990  = s4_c_out[1] ? 7'h02 : \$989 ;
-  assign \$991  = s4_c_out[2] ? 7'h03 : \$990 ;
-  assign \$992  = s4_c_out[3] ? 7'h04 : \$991 ;
-  assign \$993  = s4_c_out[4] ? 7'h05 : \$992 ;
-  assign \$994  = s4_c_out[5] ? 7'h06 : \$993 ;
-  assign \$995  = s4_c_out[6] ? 7'h07 : \$994 ;
-  assign \$996  = s4_c_out[7] ? 7'h08 : \$995 ;
-  assign \$997  = s4_c_out[8] ? 7'h09 : \$996 ;
-  assign \$998  = s4_c_out[9] ? 7'h0a : \$997 ;
-  assign \$999  = s4_c_out[10] ? 7'h0b : \$998 ;
-  assign \$1000  = s4_c_out[11] ? 7'h0c : \$999 ;
-  assign \$1001  = s4_c_out[12] ? 7'h0d : \$1000 ;
-  assign \$1002  = s4_c_out[13] ? 7'h0e : \$1001 ;
-  assign \$1003  = s4_c_out[14] ? 7'h0f : \$1002 ;
-  assign \$1004  = s4_c_out[15] ? 7'h10 : \$1003 ;
-  assign \$1005  = s4_c_out[16] ? 7'h11 : \$1004 ;
-  assign \$1006  = s4_c_out[17] ? 7'h12 : \$1005 ;
-  assign \$1007  = s4_c_out[18] ? 7'h13 : \$1006 ;
-  assign \$1008  = s4_c_out[19] ? 7'h14 : \$1007 ;
-  assign \$1009  = s4_c_out[20] ? 7'h15 : \$1008 ;
-  assign \$1010  = s4_c_out[21] ? 7'h16 : \$1009 ;
-  assign \$1011  = s4_c_out[22] ? 7'h17 : \$1010 ;
-  assign \$1012  = s4_c_out[23] ? 7'h18 : \$1011 ;
-  assign \$1013  = s4_c_out[24] ? 7'h19 : \$1012 ;
-  assign \$1014  = s4_c_out[25] ? 7'h1a : \$1013 ;
-  assign \$1015  = s4_c_out[26] ? 7'h1b : \$1014 ;
-  assign \$1016  = s4_c_out[27] ? 7'h1c : \$1015 ;
-  assign \$1017  = s4_c_out[28] ? 7'h1d : \$1016 ;
-  assign \$1018  = s4_c_out[29] ? 7'h1e : \$1017 ;
-  assign \$1019  = s4_c_out[30] ? 7'h1f : \$1018 ;
-  assign \$1020  = s4_c_out[31] ? 7'h20 : \$1019 ;
-  assign \$1021  = s4_c_out[32] ? 7'h21 : \$1020 ;
-  assign \$1022  = s4_c_out[33] ? 7'h22 : \$1021 ;
-  assign \$1023  = s4_c_out[34] ? 7'h23 : \$1022 ;
-  assign \$1024  = s4_c_out[35] ? 7'h24 : \$1023 ;
-  assign \$1025  = s4_c_out[36] ? 7'h25 : \$1024 ;
-  assign \$1026  = s4_c_out[37] ? 7'h26 : \$1025 ;
-  assign \$1027  = s4_c_out[38] ? 7'h27 : \$1026 ;
-  assign \$1028  = s4_c_out[39] ? 7'h28 : \$1027 ;
-  assign \$1029  = s4_c_out[40] ? 7'h29 : \$1028 ;
-  assign \$1030  = s4_c_out[41] ? 7'h2a : \$1029 ;
-  assign \$1031  = \$1030  > 4'hb;
-  assign \$1032  = s4_c_out[0] ? 7'h01 : 7'h00;
-  assign \$1033  = s4_c_out[1] ? 7'h02 : \$1032 ;
-  assign \$1034  = s4_c_out[2] ? 7'h03 : \$1033 ;
-  assign \$1035  = s4_c_out[3] ? 7'h04 : \$1034 ;
-  assign \$1036  = s4_c_out[4] ? 7'h05 : \$1035 ;
-  assign \$1037  = s4_c_out[5] ? 7'h06 : \$1036 ;
-  assign \$1038  = s4_c_out[6] ? 7'h07 : \$1037 ;
-  assign \$1039  = s4_c_out[7] ? 7'h08 : \$1038 ;
-  assign \$1040  = s4_c_out[8] ? 7'h09 : \$1039 ;
-  assign \$1041  = s4_c_out[9] ? 7'h0a : \$1040 ;
-  assign \$1042  = s4_c_out[10] ? 7'h0b : \$1041 ;
-  assign \$1043  = s4_c_out[11] ? 7'h0c : \$1042 ;
-  assign \$1044  = s4_c_out[12] ? 7'h0d : \$1043 ;
-  assign \$1045  = s4_c_out[13] ? 7'h0e : \$1044 ;
-  assign \$1046  = s4_c_out[14] ? 7'h0f : \$1045 ;
-  assign \$1047  = s4_c_out[15] ? 7'h10 : \$1046 ;
-  assign \$1048  = s4_c_out[16] ? 7'h11 : \$1047 ;
-  assign \$1049  = s4_c_out[17] ? 7'h12 : \$1048 ;
-  assign \$1050  = s4_c_out[18] ? 7'h13 : \$1049 ;
-  assign \$1051  = s4_c_out[19] ? 7'h14 : \$1050 ;
-  assign \$1052  = s4_c_out[20] ? 7'h15 : \$1051 ;
-  assign \$1053  = s4_c_out[21] ? 7'h16 : \$1052 ;
-  assign \$1054  = s4_c_out[22] ? 7'h17 : \$1053 ;
-  assign \$1055  = s4_c_out[23] ? 7'h18 : \$1054 ;
-  assign \$1056  = s4_c_out[24] ? 7'h19 : \$1055 ;
-  assign \$1057  = s4_c_out[25] ? 7'h1a : \$1056 ;
-  assign \$1058  = s4_c_out[26] ? 7'h1b : \$1057 ;
-  assign \$1059  = s4_c_out[27] ? 7'h1c : \$1058 ;
-  assign \$1060  = s4_c_out[28] ? 7'h1d : \$1059 ;
-  assign \$1061  = s4_c_out[29] ? 7'h1e : \$1060 ;
-  assign \$1062  = s4_c_out[30] ? 7'h1f : \$1061 ;
-  assign \$1063  = s4_c_out[31] ? 7'h20 : \$1062 ;
-  assign \$1064  = s4_c_out[32] ? 7'h21 : \$1063 ;
-  assign \$1065  = s4_c_out[33] ? 7'h22 : \$1064 ;
-  assign \$1066  = s4_c_out[34] ? 7'h23 : \$1065 ;
-  assign \$1067  = s4_c_out[35] ? 7'h24 : \$1066 ;
-  assign \$1068  = s4_c_out[36] ? 7'h25 : \$1067 ;
-  assign \$1069  = s4_c_out[37] ? 7'h26 : \$1068 ;
-  assign \$1070  = s4_c_out[38] ? 7'h27 : \$1069 ;
-  assign \$1071  = s4_c_out[39] ? 7'h28 : \$1070 ;
-  assign \$1072  = s4_c_out[40] ? 7'h29 : \$1071 ;
-  assign \$1073  = s4_c_out[41] ? 7'h2a : \$1072 ;
-  assign \$1074  = \$1073  - 4'hb;
-  assign \$1075  = \$1031  ? \$1074  : 8'h00;
-  assign \$1076  = 1'h1 << \$1075 [5:0];
-  assign \$1077  = \$1076  - 1'h1;
-  always @(posedge clk)
-    s0_valid <= \$1078 ;
-  always @(posedge clk)
-    s0_a <= \$1079 ;
-  always @(posedge clk)
-    s0_b <= \$1080 ;
-  always @(posedge clk)
-    s0_has_lo <= \$1081 ;
-  always @(posedge clk)
-    s0_has_hi <= \$1082 ;
-  always @(posedge clk)
-    s0_outer <= \$1083 ;
-  always @(posedge clk)
-    s0_inner <= \$1084 ;
-  always @(posedge clk)
-    s0_tag <= \$1085 ;
-  always @(posedge clk)
-    s0_den <= \$1086 ;
-  always @(posedge clk)
-    s0_rem <= \$1087 ;
-  always @(posedge clk)
-    s1_q0 <= \$1088 ;
-  always @(posedge clk)
-    s1_rem <= \$1089 ;
-  always @(posedge clk)
-    s1_den <= \$1090 ;
-  always @(posedge clk)
-    s1_valid <= \$1091 ;
-  always @(posedge clk)
-    s1_a <= \$1092 ;
-  always @(posedge clk)
-    s1_b <= \$1093 ;
-  always @(posedge clk)
-    s1_has_lo <= \$1094 ;
-  always @(posedge clk)
-    s1_has_hi <= \$1095 ;
-  always @(posedge clk)
-    s1_outer <= \$1096 ;
-  always @(posedge clk)
-    s1_inner <= \$1097 ;
-  always @(posedge clk)
-    s1_tag <= \$1098 ;
-  always @(posedge clk)
-    s2_q0 <= \$1099 ;
-  always @(posedge clk)
-    s2_q1 <= \$1100 ;
-  always @(posedge clk)
-    s2_rem <= \$1101 ;
-  always @(posedge clk)
-    s2_den <= \$1102 ;
-  always @(posedge clk)
-    s2_valid <= \$1103 ;
-  always @(posedge clk)
-    s2_a <= \$1104 ;
-  always @(posedge clk)
-    s2_b <= \$1105 ;
-  always @(posedge clk)
-    s2_has_lo <= \$1106 ;
-  always @(posedge clk)
-    s2_has_hi <= \$1107 ;
-  always @(posedge clk)
-    s2_outer <= \$1108 ;
-  always @(posedge clk)
-    s2_inner <= \$1109 ;
-  always @(posedge clk)
-    s2_tag <= \$1110 ;
-  always @(posedge clk)
-    s3_q0 <= \$1111 ;
-  always @(posedge clk)
-    s3_q1 <= \$1112 ;
-  always @(posedge clk)
-    s3_q2 <= \$1113 ;
-  always @(posedge clk)
-    s3_rem <= \$1114 ;
-  always @(posedge clk)
-    s3_den <= \$1115 ;
-  always @(posedge clk)
-    s3_valid <= \$1116 ;
-  always @(posedge clk)
-    s3_a <= \$1117 ;
-  always @(posedge clk)
-    s3_b <= \$1118 ;
-  always @(posedge clk)
-    s3_has_lo <= \$1119 ;
-  always @(posedge clk)
-    s3_has_hi <= \$1120 ;
-  always @(posedge clk)
-    s3_outer <= \$1121 ;
-  always @(posedge clk)
-    s3_inner <= \$1122 ;
-  always @(posedge clk)
-    s3_tag <= \$1123 ;
-  always @(posedge clk)
-    s4_q0 <= \$1124 ;
-  always @(posedge clk)
-    s4_q1 <= \$1125 ;
-  always @(posedge clk)
-    s4_q2 <= \$1126 ;
-  always @(posedge clk)
-    s4_q3 <= \$1127 ;
-  always @(posedge clk)
-    s4_rem <= \$1128 ;
-  always @(posedge clk)
-    s4_den <= \$1129 ;
-  always @(posedge clk)
-    s4_valid <= \$1130 ;
-  always @(posedge clk)
-    s4_a <= \$1131 ;
-  always @(posedge clk)
-    s4_b <= \$1132 ;
-  always @(posedge clk)
-    s4_has_lo <= \$1133 ;
-  always @(posedge clk)
-    s4_has_hi <= \$1134 ;
-  always @(posedge clk)
-    s4_outer <= \$1135 ;
-  always @(posedge clk)
-    s4_inner <= \$1136 ;
-  always @(posedge clk)
-    s4_tag <= \$1137 ;
-  always @(posedge clk)
-    s5_q0 <= \$1138 ;
-  always @(posedge clk)
-    s5_q1 <= \$1139 ;
-  always @(posedge clk)
-    s5_q2 <= \$1140 ;
-  always @(posedge clk)
-    s5_q3 <= \$1141 ;
-  always @(posedge clk)
-    s5_q4 <= \$1142 ;
-  always @(posedge clk)
-    s5_rem <= \$1143 ;
-  always @(posedge clk)
-    s5_den <= \$1144 ;
-  always @(posedge clk)
-    s5_valid <= \$1145 ;
-  always @(posedge clk)
-    s5_a <= \$1146 ;
-  always @(posedge clk)
-    s5_b <= \$1147 ;
-  always @(posedge clk)
-    s5_has_lo <= \$1148 ;
-  always @(posedge clk)
-    s5_has_hi <= \$1149 ;
-  always @(posedge clk)
-    s5_outer <= \$1150 ;
-  always @(posedge clk)
-    s5_inner <= \$1151 ;
-  always @(posedge clk)
-    s5_tag <= \$1152 ;
-  always @(posedge clk)
-    c_valid <= \$1153 ;
-  always @(posedge clk)
-    c_outer <= \$1154 ;
-  always @(posedge clk)
-    c_inner <= \$1155 ;
-  always @(posedge clk)
-    c_tag <= \$1156 ;
-  always @(posedge clk)
-    c_a <= \$1157 ;
-  always @(posedge clk)
-    c_b <= \$1158 ;
-  always @(posedge clk)
-    c_nl <= \$1159 ;
-  always @(posedge clk)
-    c_nu <= \$1160 ;
-  always @(posedge clk)
-    c_mu <= \$1161 ;
-  always @(posedge clk)
-    c_lok <= \$1162 ;
-  always @(posedge clk)
-    c_uok <= \$1163 ;
-  always @(posedge clk)
-    p_valid <= \$1164 ;
-  always @(posedge clk)
-    p_outer <= \$1165 ;
-  always @(posedge clk)
-    p_inner <= \$1166 ;
-  always @(posedge clk)
-    p_tag <= \$1167 ;
-  always @(posedge clk)
-    p_a <= \$1168 ;
-  always @(posedge clk)
-    p_b <= \$1169 ;
-  always @(posedge clk)
-    p_bl <= \$1170 ;
-  always @(posedge clk)
-    p_am <= \$1171 ;
-  always @(posedge clk)
-    p_nl <= \$1172 ;
-  always @(posedge clk)
-    p_nu <= \$1173 ;
-  always @(posedge clk)
-    p_mu <= \$1174 ;
-  always @(posedge clk)
-    p_lok <= \$1175 ;
-  always @(posedge clk)
-    p_uok <= \$1176 ;
-  always @(posedge clk)
-    \s2_valid$114  <= \$1177 ;
-  always @(posedge clk)
-    \s2_outer$115  <= \$1178 ;
-  always @(posedge clk)
-    \s2_inner$116  <= \$1179 ;
-  always @(posedge clk)
-    \s2_tag$117  <= \$1180 ;
-  always @(posedge clk)
-    s2_nlo <= \$1181 ;
-  always @(posedge clk)
-    s2_ext <= \$1182 ;
-  always @(posedge clk)
-    s2_lev <= \$1183 ;
-  always @(posedge clk)
-    r_valid <= \$1184 ;
-  always @(posedge clk)
-    r_tag <= \$1185 ;
-  always @(posedge clk)
-    r_outer <= \$1186 ;
-  always @(posedge clk)
-    r_inner <= \$1187 ;
-  always @(posedge clk)
-    r_nlo <= \$1188 ;
-  always @(posedge clk)
-    r_ext <= \$1189 ;
-  always @(posedge clk)
-    r_rec <= \$1190 ;
-  always @(posedge clk)
-    \s3_valid$128  <= \$1191 ;
-  always @(posedge clk)
-    \s3_tag$129  <= \$1192 ;
-  always @(posedge clk)
-    s3_nlo <= \$1193 ;
-  always @(posedge clk)
-    s3_p_mid <= \$1194 ;
-  always @(posedge clk)
-    s3_p_in <= \$1195 ;
-  always @(posedge clk)
-    s3_p_out <= \$1196 ;
-  always @(posedge clk)
-    \s4_valid$134  <= \$1197 ;
-  always @(posedge clk)
-    \s4_tag$135  <= \$1198 ;
-  always @(posedge clk)
-    s4_nlo <= \$1199 ;
-  always @(posedge clk)
-    s4_c_mid <= \$1200 ;
-  always @(posedge clk)
-    s4_c_in <= \$1201 ;
-  always @(posedge clk)
-    s4_c_out <= \$1202 ;
-  always @(posedge clk)
-    \s5_valid$140  <= \$1203 ;
-  always @(posedge clk)
-    \s5_tag$141  <= \$1204 ;
-  always @(posedge clk)
-    s5_nlo <= \$1205 ;
-  always @(posedge clk)
-    s5_step_mid <= \$1206 ;
-  always @(posedge clk)
-    s5_step_in <= \$1207 ;
-  always @(posedge clk)
-    s5_step_out <= \$1208 ;
-  always @(posedge clk)
-    o_valid <= \$1209 ;
-  always @(posedge clk)
-    o_tag <= \$1210 ;
-  always @(posedge clk)
-    n_lo <= \$1211 ;
-  always @(posedge clk)
-    delta_mid <= \$1212 ;
-  always @(posedge clk)
-    delta_inner <= \$1213 ;
-  always @(posedge clk)
-    delta_outer <= \$1214 ;
+  assign \$261  = | s5_step_mid[41:10];
+  assign \$262  = | s5_step_mid[41:1];
+  assign \$263  = ~ \$262 ;
+  assign \$264  = s5_step_mid[0] & \$263 ;
+  assign \$265  = | s5_step_mid[41:3];
+  assign \$266  = ~ \$265 ;
+  assign \$267  = s5_step_mid[2] & \$266 ;
+  assign \$268  = | s5_step_mid[41:5];
+  assign \$269  = ~ \$268 ;
+  assign \$270  = s5_step_mid[4] & \$269 ;
+  assign \$271  = | s5_step_mid[41:7];
+  assign \$272  = ~ \$271 ;
+  assign \$273  = s5_step_mid[6] & \$272 ;
+  assign \$274  = | s5_step_mid[41:9];
+  assign \$275  = ~ \$274 ;
+  assign \$276  = s5_step_mid[8] & \$275 ;
+  assign \$277  = | s5_step_mid[41:11];
+  assign \$278  = ~ \$277 ;
+  assign \$279  = s5_step_mid[10] & \$278 ;
+  assign \$280  = | s5_step_mid[41:13];
+  assign \$281  = ~ \$280 ;
+  assign \$282  = s5_step_mid[12] & \$281 ;
+  assign \$283  = | s5_step_mid[41:15];
+  assign \$284  = ~ \$283 ;
+  assign \$285  = s5_step_mid[14] & \$284 ;
+  assign \$286  = | s5_step_mid[41:17];
+  assign \$287  = ~ \$286 ;
+  assign \$288  = s5_step_mid[16] & \$287 ;
+  assign \$289  = | s5_step_mid[41:19];
+  assign \$290  = ~ \$289 ;
+  assign \$291  = s5_step_mid[18] & \$290 ;
+  assign \$292  = | s5_step_mid[41:21];
+  assign \$293  = ~ \$292 ;
+  assign \$294  = s5_step_mid[20] & \$293 ;
+  assign \$295  = | s5_step_mid[41:23];
+  assign \$296  = ~ \$295 ;
+  assign \$297  = s5_step_mid[22] & \$296 ;
+  assign \$298  = | s5_step_mid[41:25];
+  assign \$299  = ~ \$298 ;
+  assign \$300  = s5_step_mid[24] & \$299 ;
+  assign \$301  = | s5_step_mid[41:27];
+  assign \$302  = ~ \$301 ;
+  assign \$303  = s5_step_mid[26] & \$302 ;
+  assign \$304  = | s5_step_mid[41:29];
+  assign \$305  = ~ \$304 ;
+  assign \$306  = s5_step_mid[28] & \$305 ;
+  assign \$307  = | s5_step_mid[41:31];
+  assign \$308  = ~ \$307 ;
+  assign \$309  = s5_step_mid[30] & \$308 ;
+  assign \$310  = | s5_step_mid[41:33];
+  assign \$311  = ~ \$310 ;
+  assign \$312  = s5_step_mid[32] & \$311 ;
+  assign \$313  = | s5_step_mid[41:35];
+  assign \$314  = ~ \$313 ;
+  assign \$315  = s5_step_mid[34] & \$314 ;
+  assign \$316  = | s5_step_mid[41:37];
+  assign \$317  = ~ \$316 ;
+  assign \$318  = s5_step_mid[36] & \$317 ;
+  assign \$319  = | s5_step_mid[41:39];
+  assign \$320  = ~ \$319 ;
+  assign \$321  = s5_step_mid[38] & \$320 ;
+  assign \$323  = ~ \$322 ;
+  assign \$324  = s5_step_mid[40] & \$323 ;
+  assign \$325  = | { \$324 , \$321 , \$318 , \$315 , \$312 , \$309 , \$306 , \$303 , \$300 , \$297 , \$294 , \$291 , \$288 , \$285 , \$282 , \$279 , \$276 , \$273 , \$270 , \$267 , \$264  };
+  assign \$326  = | s5_step_mid[41:2];
+  assign \$327  = ~ \$326 ;
+  assign \$328  = s5_step_mid[1] & \$327 ;
+  assign \$329  = | s5_step_mid[41:3];
+  assign \$330  = ~ \$329 ;
+  assign \$331  = s5_step_mid[2] & \$330 ;
+  assign \$332  = | s5_step_mid[41:6];
+  assign \$333  = ~ \$332 ;
+  assign \$334  = s5_step_mid[5] & \$333 ;
+  assign \$335  = | s5_step_mid[41:7];
+  assign \$336  = ~ \$335 ;
+  assign \$337  = s5_step_mid[6] & \$336 ;
+  assign \$338  = | s5_step_mid[41:10];
+  assign \$339  = ~ \$338 ;
+  assign \$340  = s5_step_mid[9] & \$339 ;
+  assign \$341  = | s5_step_mid[41:11];
+  assign \$342  = ~ \$341 ;
+  assign \$343  = s5_step_mid[10] & \$342 ;
+  assign \$344  = | s5_step_mid[41:14];
+  assign \$345  = ~ \$344 ;
+  assign \$346  = s5_step_mid[13] & \$345 ;
+  assign \$347  = | s5_step_mid[41:15];
+  assign \$348  = ~ \$347 ;
+  assign \$349  = s5_step_mid[14] & \$348 ;
+  assign \$350  = | s5_step_mid[41:18];
+  assign \$351  = ~ \$350 ;
+  assign \$352  = s5_step_mid[17] & \$351 ;
+  assign \$353  = | s5_step_mid[41:19];
+  assign \$354  = ~ \$353 ;
+  assign \$355  = s5_step_mid[18] & \$354 ;
+  assign \$356  = | s5_step_mid[41:22];
+  assign \$357  = ~ \$356 ;
+  assign \$358  = s5_step_mid[21] & \$357 ;
+  assign \$359  = | s5_step_mid[41:23];
+  assign \$360  = ~ \$359 ;
+  assign \$361  = s5_step_mid[22] & \$360 ;
+  assign \$362  = | s5_step_mid[41:26];
+  assign \$363  = ~ \$362 ;
+  assign \$364  = s5_step_mid[25] & \$363 ;
+  assign \$365  = | s5_step_mid[41:27];
+  assign \$366  = ~ \$365 ;
+  assign \$367  = s5_step_mid[26] & \$366 ;
+  assign \$368  = | s5_step_mid[41:30];
+  assign \$369  = ~ \$368 ;
+  assign \$370  = s5_step_mid[29] & \$369 ;
+  assign \$371  = | s5_step_mid[41:31];
+  assign \$372  = ~ \$371 ;
+  assign \$373  = s5_step_mid[30] & \$372 ;
+  assign \$374  = | s5_step_mid[41:34];
+  assign \$375  = ~ \$374 ;
+  assign \$376  = s5_step_mid[33] & \$375 ;
+  assign \$377  = | s5_step_mid[41:35];
+  assign \$378  = ~ \$377 ;
+  assign \$379  = s5_step_mid[34] & \$378 ;
+  assign \$380  = | s5_step_mid[41:38];
+  assign \$381  = ~ \$380 ;
+  assign \$382  = s5_step_mid[37] & \$381 ;
+  assign \$383  = | s5_step_mid[41:39];
+  assign \$384  = ~ \$383 ;
+  assign \$385  = s5_step_mid[38] & \$384 ;
+  assign \$386  = | { s5_step_mid[41], \$385 , \$382 , \$379 , \$376 , \$373 , \$370 , \$367 , \$364 , \$361 , \$358 , \$355 , \$352 , \$349 , \$346 , \$343 , \$340 , \$337 , \$334 , \$331 , \$328  };
+  assign \$387  = | s5_step_mid[41:4];
+  assign \$388  = ~ \$387 ;
+  assign \$389  = s5_step_mid[3] & \$388 ;
+  assign \$390  = | s5_step_mid[41:5];
+  assign \$391  = ~ \$390 ;
+  assign \$392  = s5_step_mid[4] & \$391 ;
+  assign \$393  = | s5_step_mid[41:6];
+  assign \$394  = ~ \$393 ;
+  assign \$395  = s5_step_mid[5] & \$394 ;
+  assign \$396  = | s5_step_mid[41:7];
+  assign \$397  = ~ \$396 ;
+  assign \$398  = s5_step_mid[6] & \$397 ;
+  assign \$399  = | s5_step_mid[41:12];
+  assign \$400  = ~ \$399 ;
+  assign \$401  = s5_step_mid[11] & \$400 ;
+  assign \$402  = | s5_step_mid[41:13];
+  assign \$403  = ~ \$402 ;
+  assign \$404  = s5_step_mid[12] & \$403 ;
+  assign \$405  = | s5_step_mid[41:14];
+  assign \$406  = ~ \$405 ;
+  assign \$407  = s5_step_mid[13] & \$406 ;
+  assign \$408  = | s5_step_mid[41:15];
+  assign \$409  = ~ \$408 ;
+  assign \$410  = s5_step_mid[14] & \$409 ;
+  assign \$411  = | s5_step_mid[41:20];
+  assign \$412  = ~ \$411 ;
+  assign \$413  = s5_step_mid[19] & \$412 ;
+  assign \$414  = | s5_step_mid[41:21];
+  assign \$415  = ~ \$414 ;
+  assign \$416  = s5_step_mid[20] & \$415 ;
+  assign \$417  = | s5_step_mid[41:22];
+  assign \$418  = ~ \$417 ;
+  assign \$419  = s5_step_mid[21] & \$418 ;
+  assign \$420  = | s5_step_mid[41:23];
+  assign \$421  = ~ \$420 ;
+  assign \$422  = s5_step_mid[22] & \$421 ;
+  assign \$423  = | s5_step_mid[41:28];
+  assign \$424  = ~ \$423 ;
+  assign \$425  = s5_step_mid[27] & \$424 ;
+  assign \$426  = | s5_step_mid[41:29];
+  assign \$427  = ~ \$426 ;
+  assign \$428  = s5_step_mid[28] & \$427 ;
+  assign \$429  = | s5_step_mid[41:30];
+  assign \$430  = ~ \$429 ;
+  assign \$431  = s5_step_mid[29] & \$430 ;
+  assign \$432  = | s5_step_mid[41:31];
+  assign \$433  = ~ \$432 ;
+  assign \$434  = s5_step_mid[30] & \$433 ;
+  assign \$435  = | s5_step_mid[41:36];
+  assign \$436  = ~ \$435 ;
+  assign \$437  = s5_step_mid[35] & \$436 ;
+  assign \$438  = | s5_step_mid[41:37];
+  assign \$439  = ~ \$438 ;
+  assign \$440  = s5_step_mid[36] & \$439 ;
+  assign \$441  = | s5_step_mid[41:38];
+  assign \$442  = ~ \$441 ;
+  assign \$443  = s5_step_mid[37] & \$442 ;
+  assign \$444  = | s5_step_mid[41:39];
+  assign \$445  = ~ \$444 ;
+  assign \$446  = s5_step_mid[38] & \$445 ;
+  assign \$447  = | { \$446 , \$443 , \$440 , \$437 , \$434 , \$431 , \$428 , \$425 , \$422 , \$419 , \$416 , \$413 , \$410 , \$407 , \$404 , \$401 , \$398 , \$395 , \$392 , \$389  };
+  assign \$448  = | s5_step_mid[41:8];
+  assign \$449  = ~ \$448 ;
+  assign \$450  = s5_step_mid[7] & \$449 ;
+  assign \$451  = | s5_step_mid[41:9];
+  assign \$452  = ~ \$451 ;
+  assign \$453  = s5_step_mid[8] & \$452 ;
+  assign \$454  = | s5_step_mid[41:10];
+  assign \$455  = ~ \$454 ;
+  assign \$456  = s5_step_mid[9] & \$455 ;
+  assign \$457  = | s5_step_mid[41:11];
+  assign \$458  = ~ \$457 ;
+  assign \$459  = s5_step_mid[10] & \$458 ;
+  assign \$460  = | s5_step_mid[41:12];
+  assign \$461  = ~ \$460 ;
+  assign \$462  = s5_step_mid[11] & \$461 ;
+  assign \$463  = | s5_step_mid[41:13];
+  assign \$464  = ~ \$463 ;
+  assign \$465  = s5_step_mid[12] & \$464 ;
+  assign \$466  = | s5_step_mid[41:14];
+  assign \$467  = ~ \$466 ;
+  assign \$468  = s5_step_mid[13] & \$467 ;
+  assign \$469  = | s5_step_mid[41:15];
+  assign \$470  = ~ \$469 ;
+  assign \$471  = s5_step_mid[14] & \$470 ;
+  assign \$472  = | s5_step_mid[41:24];
+  assign \$473  = ~ \$472 ;
+  assign \$474  = s5_step_mid[23] & \$473 ;
+  assign \$475  = | s5_step_mid[41:25];
+  assign \$476  = ~ \$475 ;
+  assign \$477  = s5_step_mid[24] & \$476 ;
+  assign \$478  = | s5_step_mid[41:26];
+  assign \$479  = ~ \$478 ;
+  assign \$480  = s5_step_mid[25] & \$479 ;
+  assign \$481  = | s5_step_mid[41:27];
+  assign \$482  = ~ \$481 ;
+  assign \$483  = s5_step_mid[26] & \$482 ;
+  assign \$484  = | s5_step_mid[41:28];
+  assign \$485  = ~ \$484 ;
+  assign \$486  = s5_step_mid[27] & \$485 ;
+  assign \$487  = | s5_step_mid[41:29];
+  assign \$488  = ~ \$487 ;
+  assign \$489  = s5_step_mid[28] & \$488 ;
+  assign \$490  = | s5_step_mid[41:30];
+  assign \$491  = ~ \$490 ;
+  assign \$492  = s5_step_mid[29] & \$491 ;
+  assign \$493  = | s5_step_mid[41:31];
+  assign \$494  = ~ \$493 ;
+  assign \$495  = s5_step_mid[30] & \$494 ;
+  assign \$496  = | s5_step_mid[41:40];
+  assign \$497  = ~ \$496 ;
+  assign \$498  = s5_step_mid[39] & \$497 ;
+  assign \$500  = ~ \$499 ;
+  assign \$501  = s5_step_mid[40] & \$500 ;
+  assign \$502  = | { s5_step_mid[41], \$501 , \$498 , \$495 , \$492 , \$489 , \$486 , \$483 , \$480 , \$477 , \$474 , \$471 , \$468 , \$465 , \$462 , \$459 , \$456 , \$453 , \$450  };
+  assign \$503  = | s5_step_mid[41:16];
+  assign \$504  = ~ \$503 ;
+  assign \$505  = s5_step_mid[15] & \$504 ;
+  assign \$506  = | s5_step_mid[41:17];
+  assign \$507  = ~ \$506 ;
+  assign \$508  = s5_step_mid[16] & \$507 ;
+  assign \$509  = | s5_step_mid[41:18];
+  assign \$510  = ~ \$509 ;
+  assign \$511  = s5_step_mid[17] & \$510 ;
+  assign \$512  = | s5_step_mid[41:19];
+  assign \$513  = ~ \$512 ;
+  assign \$514  = s5_step_mid[18] & \$513 ;
+  assign \$515  = | s5_step_mid[41:20];
+  assign \$516  = ~ \$515 ;
+  assign \$517  = s5_step_mid[19] & \$516 ;
+  assign \$518  = | s5_step_mid[41:21];
+  assign \$519  = ~ \$518 ;
+  assign \$520  = s5_step_mid[20] & \$519 ;
+  assign \$521  = | s5_step_mid[41:22];
+  assign \$522  = ~ \$521 ;
+  assign \$523  = s5_step_mid[21] & \$522 ;
+  assign \$524  = | s5_step_mid[41:23];
+  assign \$525  = ~ \$524 ;
+  assign \$526  = s5_step_mid[22] & \$525 ;
+  assign \$527  = | s5_step_mid[41:24];
+  assign \$528  = ~ \$527 ;
+  assign \$529  = s5_step_mid[23] & \$528 ;
+  assign \$530  = | s5_step_mid[41:25];
+  assign \$531  = ~ \$530 ;
+  assign \$532  = s5_step_mid[24] & \$531 ;
+  assign \$533  = | s5_step_mid[41:26];
+  assign \$534  = ~ \$533 ;
+  assign \$535  = s5_step_mid[25] & \$534 ;
+  assign \$536  = | s5_step_mid[41:27];
+  assign \$537  = ~ \$536 ;
+  assign \$538  = s5_step_mid[26] & \$537 ;
+  assign \$539  = | s5_step_mid[41:28];
+  assign \$540  = ~ \$539 ;
+  assign \$541  = s5_step_mid[27] & \$540 ;
+  assign \$542  = | s5_step_mid[41:29];
+  assign \$543  = ~ \$542 ;
+  assign \$544  = s5_step_mid[28] & \$543 ;
+  assign \$545  = | s5_step_mid[41:30];
+  assign \$546  = ~ \$545 ;
+  assign \$547  = s5_step_mid[29] & \$546 ;
+  assign \$548  = | s5_step_mid[41:31];
+  assign \$549  = ~ \$548 ;
+  assign \$550  = s5_step_mid[30] & \$549 ;
+  assign \$551  = | { \$550 , \$547 , \$544 , \$541 , \$538 , \$535 , \$532 , \$529 , \$526 , \$523 , \$520 , \$517 , \$514 , \$511 , \$508 , \$505  };
+  assign \$552  = | s5_step_mid[41:32];
+  assign \$553  = ~ \$552 ;
+  assign \$554  = s5_step_mid[31] & \$553 ;
+  assign \$555  = | s5_step_mid[41:33];
+  assign \$556  = ~ \$555 ;
+  assign \$557  = s5_step_mid[32] & \$556 ;
+  assign \$558  = | s5_step_mid[41:34];
+  assign \$559  = ~ \$558 ;
+  assign \$560  = s5_step_mid[33] & \$559 ;
+  assign \$561  = | s5_step_mid[41:35];
+  assign \$562  = ~ \$561 ;
+  assign \$563  = s5_step_mid[34] & \$562 ;
+  assign \$564  = | s5_step_mid[41:36];
+  assign \$565  = ~ \$564 ;
+  assign \$566  = s5_step_mid[35] & \$565 ;
+  assign \$567  = | s5_step_mid[41:37];
+  assign \$568  = ~ \$567 ;
+  assign \$569  = s5_step_mid[36] & \$568 ;
+  assign \$570  = | s5_step_mid[41:38];
+  assign \$571  = ~ \$570 ;
+  assign \$572  = s5_step_mid[37] & \$571 ;
+  assign \$573  = | s5_step_mid[41:39];
+  assign \$574  = ~ \$573 ;
+  assign \$575  = s5_step_mid[38] & \$574 ;
+  assign \$576  = | s5_step_mid[41:40];
+  assign \$577  = ~ \$576 ;
+  assign \$578  = s5_step_mid[39] & \$577 ;
+  assign \$580  = ~ \$579 ;
+  assign \$581  = s5_step_mid[40] & \$580 ;
+  assign \$582  = | { s5_step_mid[41], \$581 , \$578 , \$575 , \$572 , \$569 , \$566 , \$563 , \$560 , \$557 , \$554  };
+  assign \$583  = { \$582 , \$551 , \$502 , \$447 , \$386 , \$325  } - 4'hb;
+  assign \$584  = s5_step_mid >> \$583 [5:0];
+  assign \$585  = \$261  ? \$584 [9:0] : s5_step_mid[9:0];
+  assign \$586  = | s5_step_mid[41:10];
+  assign \$587  = | s5_step_mid[41:1];
+  assign \$588  = ~ \$587 ;
+  assign \$589  = s5_step_mid[0] & \$588 ;
+  assign \$590  = | s5_step_mid[41:3];
+  assign \$591  = ~ \$590 ;
+  assign \$592  = s5_step_mid[2] & \$591 ;
+  assign \$593  = | s5_step_mid[41:5];
+  assign \$594  = ~ \$593 ;
+  assign \$595  = s5_step_mid[4] & \$594 ;
+  assign \$596  = | s5_step_mid[41:7];
+  assign \$597  = ~ \$596 ;
+  assign \$598  = s5_step_mid[6] & \$597 ;
+  assign \$599  = | s5_step_mid[41:9];
+  assign \$600  = ~ \$599 ;
+  assign \$601  = s5_step_mid[8] & \$600 ;
+  assign \$602  = | s5_step_mid[41:11];
+  assign \$603  = ~ \$602 ;
+  assign \$604  = s5_step_mid[10] & \$603 ;
+  assign \$605  = | s5_step_mid[41:13];
+  assign \$606  = ~ \$605 ;
+  assign \$607  = s5_step_mid[12] & \$606 ;
+  assign \$608  = | s5_step_mid[41:15];
+  assign \$609  = ~ \$608 ;
+  assign \$610  = s5_step_mid[14] & \$609 ;
+  assign \$611  = | s5_step_mid[41:17];
+  assign \$612  = ~ \$611 ;
+  assign \$613  = s5_step_mid[16] & \$612 ;
+  assign \$614  = | s5_step_mid[41:19];
+  assign \$615  = ~ \$614 ;
+  assign \$616  = s5_step_mid[18] & \$615 ;
+  assign \$617  = | s5_step_mid[41:21];
+  assign \$618  = ~ \$617 ;
+  assign \$619  = s5_step_mid[20] & \$618 ;
+  assign \$620  = | s5_step_mid[41:23];
+  assign \$621  = ~ \$620 ;
+  assign \$622  = s5_step_mid[22] & \$621 ;
+  assign \$623  = | s5_step_mid[41:25];
+  assign \$624  = ~ \$623 ;
+  assign \$625  = s5_step_mid[24] & \$624 ;
+  assign \$626  = | s5_step_mid[41:27];
+  assign \$627  = ~ \$626 ;
+  assign \$628  = s5_step_mid[26] & \$627 ;
+  assign \$629  = | s5_step_mid[41:29];
+  assign \$630  = ~ \$629 ;
+  assign \$631  = s5_step_mid[28] & \$630 ;
+  assign \$632  = | s5_step_mid[41:31];
+  assign \$633  = ~ \$632 ;
+  assign \$634  = s5_step_mid[30] & \$633 ;
+  assign \$635  = | s5_step_mid[41:33];
+  assign \$636  = ~ \$635 ;
+  assign \$637  = s5_step_mid[32] & \$636 ;
+  assign \$638  = | s5_step_mid[41:35];
+  assign \$639  = ~ \$638 ;
+  assign \$640  = s5_step_mid[34] & \$639 ;
+  assign \$641  = | s5_step_mid[41:37];
+  assign \$642  = ~ \$641 ;
+  assign \$643  = s5_step_mid[36] & \$642 ;
+  assign \$644  = | s5_step_mid[41:39];
+  assign \$645  = ~ \$644 ;
+  assign \$646  = s5_step_mid[38] & \$645 ;
+  assign \$648  = ~ \$647 ;
+  assign \$649  = s5_step_mid[40] & \$648 ;
+  assign \$650  = | { \$649 , \$646 , \$643 , \$640 , \$637 , \$634 , \$631 , \$628 , \$625 , \$622 , \$619 , \$616 , \$613 , \$610 , \$607 , \$604 , \$601 , \$598 , \$595 , \$592 , \$589  };
+  assign \$651  = | s5_step_mid[41:2];
+  assign \$652  = ~ \$651 ;
+  assign \$653  = s5_step_mid[1] & \$652 ;
+  assign \$654  = | s5_step_mid[41:3];
+  assign \$655  = ~ \$654 ;
+  assign \$656  = s5_step_mid[2] & \$655 ;
+  assign \$657  = | s5_step_mid[41:6];
+  assign \$658  = ~ \$657 ;
+  assign \$659  = s5_step_mid[5] & \$658 ;
+  assign \$660  = | s5_step_mid[41:7];
+  assign \$661  = ~ \$660 ;
+  assign \$662  = s5_step_mid[6] & \$661 ;
+  assign \$663  = | s5_step_mid[41:10];
+  assign \$664  = ~ \$663 ;
+  assign \$665  = s5_step_mid[9] & \$664 ;
+  assign \$666  = | s5_step_mid[41:11];
+  assign \$667  = ~ \$666 ;
+  assign \$668  = s5_step_mid[10] & \$667 ;
+  assign \$669  = | s5_step_mid[41:14];
+  assign \$670  = ~ \$669 ;
+  assign \$671  = s5_step_mid[13] & \$670 ;
+  assign \$672  = | s5_step_mid[41:15];
+  assign \$673  = ~ \$672 ;
+  assign \$674  = s5_step_mid[14] & \$673 ;
+  assign \$675  = | s5_step_mid[41:18];
+  assign \$676  = ~ \$675 ;
+  assign \$677  = s5_step_mid[17] & \$676 ;
+  assign \$678  = | s5_step_mid[41:19];
+  assign \$679  = ~ \$678 ;
+  assign \$680  = s5_step_mid[18] & \$679 ;
+  assign \$681  = | s5_step_mid[41:22];
+  assign \$682  = ~ \$681 ;
+  assign \$683  = s5_step_mid[21] & \$682 ;
+  assign \$684  = | s5_step_mid[41:23];
+  assign \$685  = ~ \$684 ;
+  assign \$686  = s5_step_mid[22] & \$685 ;
+  assign \$687  = | s5_step_mid[41:26];
+  assign \$688  = ~ \$687 ;
+  assign \$689  = s5_step_mid[25] & \$688 ;
+  assign \$690  = | s5_step_mid[41:27];
+  assign \$691  = ~ \$690 ;
+  assign \$692  = s5_step_mid[26] & \$691 ;
+  assign \$693  = | s5_step_mid[41:30];
+  assign \$694  = ~ \$693 ;
+  assign \$695  = s5_step_mid[29] & \$694 ;
+  assign \$696  = | s5_step_mid[41:31];
+  assign \$697  = ~ \$696 ;
+  assign \$698  = s5_step_mid[30] & \$697 ;
+  assign \$699  = | s5_step_mid[41:34];
+  assign \$700  = ~ \$699 ;
+  assign \$701  = s5_step_mid[33] & \$700 ;
+  assign \$702  = | s5_step_mid[41:35];
+  assign \$703  = ~ \$702 ;
+  assign \$704  = s5_step_mid[34] & \$703 ;
+  assign \$705  = | s5_step_mid[41:38];
+  assign \$706  = ~ \$705 ;
+  assign \$707  = s5_step_mid[37] & \$706 ;
+  assign \$708  = | s5_step_mid[41:39];
+  assign \$709  = ~ \$708 ;
+  assign \$710  = s5_step_mid[38] & \$709 ;
+  assign \$711  = | { s5_step_mid[41], \$710 , \$707 , \$704 , \$701 , \$698 , \$695 , \$692 , \$689 , \$686 , \$683 , \$680 , \$677 , \$674 , \$671 , \$668 , \$665 , \$662 , \$659 , \$656 , \$653  };
+  assign \$712  = | s5_step_mid[41:4];
+  assign \$713  = ~ \$712 ;
+  assign \$714  = s5_step_mid[3] & \$713 ;
+  assign \$715  = | s5_step_mid[41:5];
+  assign \$716  = ~ \$715 ;
+  assign \$717  = s5_step_mid[4] & \$716 ;
+  assign \$718  = | s5_step_mid[41:6];
+  assign \$719  = ~ \$718 ;
+  assign \$720  = s5_step_mid[5] & \$719 ;
+  assign \$721  = | s5_step_mid[41:7];
+  assign \$722  = ~ \$721 ;
+  assign \$723  = s5_step_mid[6] & \$722 ;
+  assign \$724  = | s5_step_mid[41:12];
+  assign \$725  = ~ \$724 ;
+  assign \$726  = s5_step_mid[11] & \$725 ;
+  assign \$727  = | s5_step_mid[41:13];
+  assign \$728  = ~ \$727 ;
+  assign \$729  = s5_step_mid[12] & \$728 ;
+  assign \$730  = | s5_step_mid[41:14];
+  assign \$731  = ~ \$730 ;
+  assign \$732  = s5_step_mid[13] & \$731 ;
+  assign \$733  = | s5_step_mid[41:15];
+  assign \$734  = ~ \$733 ;
+  assign \$735  = s5_step_mid[14] & \$734 ;
+  assign \$736  = | s5_step_mid[41:20];
+  assign \$737  = ~ \$736 ;
+  assign \$738  = s5_step_mid[19] & \$737 ;
+  assign \$739  = | s5_step_mid[41:21];
+  assign \$740  = ~ \$739 ;
+  assign \$741  = s5_step_mid[20] & \$740 ;
+  assign \$742  = | s5_step_mid[41:22];
+  assign \$743  = ~ \$742 ;
+  assign \$744  = s5_step_mid[21] & \$743 ;
+  assign \$745  = | s5_step_mid[41:23];
+  assign \$746  = ~ \$745 ;
+  assign \$747  = s5_step_mid[22] & \$746 ;
+  assign \$748  = | s5_step_mid[41:28];
+  assign \$749  = ~ \$748 ;
+  assign \$750  = s5_step_mid[27] & \$749 ;
+  assign \$751  = | s5_step_mid[41:29];
+  assign \$752  = ~ \$751 ;
+  assign \$753  = s5_step_mid[28] & \$752 ;
+  assign \$754  = | s5_step_mid[41:30];
+  assign \$755  = ~ \$754 ;
+  assign \$756  = s5_step_mid[29] & \$755 ;
+  assign \$757  = | s5_step_mid[41:31];
+  assign \$758  = ~ \$757 ;
+  assign \$759  = s5_step_mid[30] & \$758 ;
+  assign \$760  = | s5_step_mid[41:36];
+  assign \$761  = ~ \$760 ;
+  assign \$762  = s5_step_mid[35] & \$761 ;
+  assign \$763  = | s5_step_mid[41:37];
+  assign \$764  = ~ \$763 ;
+  assign \$765  = s5_step_mid[36] & \$764 ;
+  assign \$766  = | s5_step_mid[41:38];
+  assign \$767  = ~ \$766 ;
+  assign \$768  = s5_step_mid[37] & \$767 ;
+  assign \$769  = | s5_step_mid[41:39];
+  assign \$770  = ~ \$769 ;
+  assign \$771  = s5_step_mid[38] & \$770 ;
+  assign \$772  = | { \$771 , \$768 , \$765 , \$762 , \$759 , \$756 , \$753 , \$750 , \$747 , \$744 , \$741 , \$738 , \$735 , \$732 , \$729 , \$726 , \$723 , \$720 , \$717 , \$714  };
+  assign \$773  = | s5_step_mid[41:8];
+  assign \$774  = ~ \$773 ;
+  assign \$775  = s5_step_mid[7] & \$774 ;
+  assign \$776  = | s5_step_mid[41:9];
+  assign \$777  = ~ \$776 ;
+  assign \$778  = s5_step_mid[8] & \$777 ;
+  assign \$779  = | s5_step_mid[41:10];
+  assign \$780  = ~ \$779 ;
+  assign \$781  = s5_step_mid[9] & \$780 ;
+  assign \$782  = | s5_step_mid[41:11];
+  assign \$783  = ~ \$782 ;
+  assign \$784  = s5_step_mid[10] & \$783 ;
+  assign \$785  = | s5_step_mid[41:12];
+  assign \$786  = ~ \$785 ;
+  assign \$787  = s5_step_mid[11] & \$786 ;
+  assign \$788  = | s5_step_mid[41:13];
+  assign \$789  = ~ \$788 ;
+  assign \$790  = s5_step_mid[12] & \$789 ;
+  assign \$791  = | s5_step_mid[41:14];
+  assign \$792  = ~ \$791 ;
+  assign \$793  = s5_step_mid[13] & \$792 ;
+  assign \$794  = | s5_step_mid[41:15];
+  assign \$795  = ~ \$794 ;
+  assign \$796  = s5_step_mid[14] & \$795 ;
+  assign \$797  = | s5_step_mid[41:24];
+  assign \$798  = ~ \$797 ;
+  assign \$799  = s5_step_mid[23] & \$798 ;
+  assign \$800  = | s5_step_mid[41:25];
+  assign \$801  = ~ \$800 ;
+  assign \$802  = s5_step_mid[24] & \$801 ;
+  assign \$803  = | s5_step_mid[41:26];
+  assign \$804  = ~ \$803 ;
+  assign \$805  = s5_step_mid[25] & \$804 ;
+  assign \$806  = | s5_step_mid[41:27];
+  assign \$807  = ~ \$806 ;
+  assign \$808  = s5_step_mid[26] & \$807 ;
+  assign \$809  = | s5_step_mid[41:28];
+  assign \$810  = ~ \$809 ;
+  assign \$811  = s5_step_mid[27] & \$810 ;
+  assign \$812  = | s5_step_mid[41:29];
+  assign \$813  = ~ \$812 ;
+  assign \$814  = s5_step_mid[28] & \$813 ;
+  assign \$815  = | s5_step_mid[41:30];
+  assign \$816  = ~ \$815 ;
+  assign \$817  = s5_step_mid[29] & \$816 ;
+  assign \$818  = | s5_step_mid[41:31];
+  assign \$819  = ~ \$818 ;
+  assign \$820  = s5_step_mid[30] & \$819 ;
+  assign \$821  = | s5_step_mid[41:40];
+  assign \$822  = ~ \$821 ;
+  assign \$823  = s5_step_mid[39] & \$822 ;
+  assign \$825  = ~ \$824 ;
+  assign \$826  = s5_step_mid[40] & \$825 ;
+  assign \$827  = | { s5_step_mid[41], \$826 , \$823 , \$820 , \$817 , \$814 , \$811 , \$808 , \$805 , \$802 , \$799 , \$796 , \$793 , \$790 , \$787 , \$784 , \$781 , \$778 , \$775  };
+  assign \$828  = | s5_step_mid[41:16];
+  assign \$829  = ~ \$828 ;
+  assign \$830  = s5_step_mid[15] & \$829 ;
+  assign \$831  = | s5_step_mid[41:17];
+  assign \$832  = ~ \$831 ;
+  assign \$833  = s5_step_mid[16] & \$832 ;
+  assign \$834  = | s5_step_mid[41:18];
+  assign \$835  = ~ \$834 ;
+  assign \$836  = s5_step_mid[17] & \$835 ;
+  assign \$837  = | s5_step_mid[41:19];
+  assign \$838  = ~ \$837 ;
+  assign \$839  = s5_step_mid[18] & \$838 ;
+  assign \$840  = | s5_step_mid[41:20];
+  assign \$841  = ~ \$840 ;
+  assign \$842  = s5_step_mid[19] & \$841 ;
+  assign \$843  = | s5_step_mid[41:21];
+  assign \$844  = ~ \$843 ;
+  assign \$845  = s5_step_mid[20] & \$844 ;
+  assign \$846  = | s5_step_mid[41:22];
+  assign \$847  = ~ \$846 ;
+  assign \$848  = s5_step_mid[21] & \$847 ;
+  assign \$849  = | s5_step_mid[41:23];
+  assign \$850  = ~ \$849 ;
+  assign \$851  = s5_step_mid[22] & \$850 ;
+  assign \$852  = | s5_step_mid[41:24];
+  assign \$853  = ~ \$852 ;
+  assign \$854  = s5_step_mid[23] & \$853 ;
+  assign \$855  = | s5_step_mid[41:25];
+  assign \$856  = ~ \$855 ;
+  assign \$857  = s5_step_mid[24] & \$856 ;
+  assign \$858  = | s5_step_mid[41:26];
+  assign \$859  = ~ \$858 ;
+  assign \$860  = s5_step_mid[25] & \$859 ;
+  assign \$861  = | s5_step_mid[41:27];
+  assign \$862  = ~ \$861 ;
+  assign \$863  = s5_step_mid[26] & \$862 ;
+  assign \$864  = | s5_step_mid[41:28];
+  assign \$865  = ~ \$864 ;
+  assign \$866  = s5_step_mid[27] & \$865 ;
+  assign \$867  = | s5_step_mid[41:29];
+  assign \$868  = ~ \$867 ;
+  assign \$869  = s5_step_mid[28] & \$868 ;
+  assign \$870  = | s5_step_mid[41:30];
+  assign \$871  = ~ \$870 ;
+  assign \$872  = s5_step_mid[29] & \$871 ;
+  assign \$873  = | s5_step_mid[41:31];
+  assign \$874  = ~ \$873 ;
+  assign \$875  = s5_step_mid[30] & \$874 ;
+  assign \$876  = | { \$875 , \$872 , \$869 , \$866 , \$863 , \$860 , \$857 , \$854 , \$851 , \$848 , \$845 , \$842 , \$839 , \$836 , \$833 , \$830  };
+  assign \$877  = | s5_step_mid[41:32];
+  assign \$878  = ~ \$877 ;
+  assign \$879  = s5_step_mid[31] & \$878 ;
+  assign \$880  = | s5_step_mid[41:33];
+  assign \$881  = ~ \$880 ;
+  assign \$882  = s5_step_mid[32] & \$881 ;
+  assign \$883  = | s5_step_mid[41:34];
+  assign \$884  = ~ \$883 ;
+  assign \$885  = s5_step_mid[33] & \$884 ;
+  assign \$886  = | s5_step_mid[41:35];
+  assign \$887  = ~ \$886 ;
+  assign \$888  = s5_step_mid[34] & \$887 ;
+  assign \$889  = | s5_step_mid[41:36];
+  assign \$890  = ~ \$889 ;
+  assign \$891  = s5_step_mid[35] & \$890 ;
+  assign \$892  = | s5_step_mid[41:37];
+  assign \$893  = ~ \$892 ;
+  assign \$894  = s5_step_mid[36] & \$893 ;
+  assign \$895  = | s5_step_mid[41:38];
+  assign \$896  = ~ \$895 ;
+  assign \$897  = s5_step_mid[37] & \$896 ;
+  assign \$898  = | s5_step_mid[41:39];
+  assign \$899  = ~ \$898 ;
+  assign \$900  = s5_step_mid[38] & \$899 ;
+  assign \$901  = | s5_step_mid[41:40];
+  assign \$902  = ~ \$901 ;
+  assign \$903  = s5_step_mid[39] & \$902 ;
+  assign \$905  = ~ \$904 ;
+  assign \$906  = s5_step_mid[40] & \$905 ;
+  assign \$907  = | { s5_step_mid[41], \$906 , \$903 , \$900 , \$897 , \$894 , \$891 , \$888 , \$885 , \$882 , \$879  };
+  assign \$908  = { \$907 , \$876 , \$827 , \$772 , \$711 , \$650  } - 4'ha;
+  assign \$909  = \$586  ? \$908 [4:0] : 5'h00;
+  assign \$910  = | s5_step_in[41:10];
+  assign \$911  = | s5_step_in[41:1];
+  assign \$912  = ~ \$911 ;
+  assign \$913  = s5_step_in[0] & \$912 ;
+  assign \$914  = | s5_step_in[41:3];
+  assign \$915  = ~ \$914 ;
+  assign \$916  = s5_step_in[2] & \$915 ;
+  assign \$917  = | s5_step_in[41:5];
+  assign \$918  = ~ \$917 ;
+  assign \$919  = s5_step_in[4] & \$918 ;
+  assign \$920  = | s5_step_in[41:7];
+  assign \$921  = ~ \$920 ;
+  assign \$922  = s5_step_in[6] & \$921 ;
+  assign \$923  = | s5_step_in[41:9];
+  assign \$924  = ~ \$923 ;
+  assign \$925  = s5_step_in[8] & \$924 ;
+  assign \$926  = | s5_step_in[41:11];
+  assign \$927  = ~ \$926 ;
+  assign \$928  = s5_step_in[10] & \$927 ;
+  assign \$929  = | s5_step_in[41:13];
+  assign \$930  = ~ \$929 ;
+  assign \$931  = s5_step_in[12] & \$930 ;
+  assign \$932  = | s5_step_in[41:15];
+  assign \$933  = ~ \$932 ;
+  assign \$934  = s5_step_in[14] & \$933 ;
+  assign \$935  = | s5_step_in[41:17];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = s5_step_in[16] & \$936 ;
+  assign \$938  = | s5_step_in[41:19];
+  assign \$939  = ~ \$938 ;
+  assign \$940  = s5_step_in[18] & \$939 ;
+  assign \$941  = | s5_step_in[41:21];
+  assign \$942  = ~ \$941 ;
+  assign \$943  = s5_step_in[20] & \$942 ;
+  assign \$944  = | s5_step_in[41:23];
+  assign \$945  = ~ \$944 ;
+  assign \$946  = s5_step_in[22] & \$945 ;
+  assign \$947  = | s5_step_in[41:25];
+  assign \$948  = ~ \$947 ;
+  assign \$949  = s5_step_in[24] & \$948 ;
+  assign \$950  = | s5_step_in[41:27];
+  assign \$951  = ~ \$950 ;
+  assign \$952  = s5_step_in[26] & \$951 ;
+  assign \$953  = | s5_step_in[41:29];
+  assign \$954  = ~ \$953 ;
+  assign \$955  = s5_step_in[28] & \$954 ;
+  assign \$956  = | s5_step_in[41:31];
+  assign \$957  = ~ \$956 ;
+  assign \$958  = s5_step_in[30] & \$957 ;
+  assign \$959  = | s5_step_in[41:33];
+  assign \$960  = ~ \$959 ;
+  assign \$961  = s5_step_in[32] & \$960 ;
+  assign \$962  = | s5_step_in[41:35];
+  assign \$963  = ~ \$962 ;
+  assign \$964  = s5_step_in[34] & \$963 ;
+  assign \$965  = | s5_step_in[41:37];
+  assign \$966  = ~ \$965 ;
+  assign \$967  = s5_step_in[36] & \$966 ;
+  assign \$968  = | s5_step_in[41:39];
+  assign \$969  = ~ \$968 ;
+  assign \$970  = s5_step_in[38] & \$969 ;
+  assign \$972  = ~ \$971 ;
+  assign \$973  = s5_step_in[40] & \$972 ;
+  assign \$974  = | { \$973 , \$970 , \$967 , \$964 , \$961 , \$958 , \$955 , \$952 , \$949 , \$946 , \$943 , \$940 , \$937 , \$934 , \$931 , \$928 , \$925 , \$922 , \$919 , \$916 , \$913  };
+  assign \$975  = | s5_step_in[41:2];
+  assign \$976  = ~ \$975 ;
+  assign \$977  = s5_step_in[1] & \$976 ;
+  assign \$978  = | s5_step_in[41:3];
+  assign \$979  = ~ \$978 ;
+  assign \$980  = s5_step_in[2] & \$979 ;
+  assign \$981  = | s5_step_in[41:6];
+  assign \$982  = ~ \$981 ;
+  assign \$983  = s5_step_in[5] & \$982 ;
+  assign \$984  = | s5_step_in[41:7];
+  assign \$985  = ~ \$984 ;
+  assign \$986  = s5_step_in[6] & \$985 ;
+  assign \$987  = | s5_step_in[41:10];
+  assign \$988  = ~ \$987 ;
+  assign \$989  = s5_step_in[9] & \$988 ;
+  assign \$990  = | s5_step_in[41:11];
+  assign \$991  = ~ \$990 ;
+  assign \$992  = s5_step_in[10] & \$991 ;
+  assign \$993  = | s5_step_in[41:14];
+  assign \$994  = ~ \$993 ;
+  assign \$995  = s5_step_in[13] & \$994 ;
+  assign \$996  = | s5_step_in[41:15];
+  assign \$997  = ~ \$996 ;
+  assign \$998  = s5_step_in[14] & \$997 ;
+  assign \$999  = | s5_step_in[41:18];
+  assign \$1000  = ~ \$999 ;
+  assign \$1001  = s5_step_in[17] & \$1000 ;
+  assign \$1002  = | s5_step_in[41:19];
+  assign \$1003  = ~ \$1002 ;
+  assign \$1004  = s5_step_in[18] & \$1003 ;
+  assign \$1005  = | s5_step_in[41:22];
+  assign \$1006  = ~ \$1005 ;
+  assign \$1007  = s5_step_in[21] & \$1006 ;
+  assign \$1008  = | s5_step_in[41:23];
+  assign \$1009  = ~ \$1008 ;
+  assign \$1010  = s5_step_in[22] & \$1009 ;
+  assign \$1011  = | s5_step_in[41:26];
+  assign \$1012  = ~ \$1011 ;
+  assign \$1013  = s5_step_in[25] & \$1012 ;
+  assign \$1014  = | s5_step_in[41:27];
+  assign \$1015  = ~ \$1014 ;
+  assign \$1016  = s5_step_in[26] & \$1015 ;
+  assign \$1017  = | s5_step_in[41:30];
+  assign \$1018  = ~ \$1017 ;
+  assign \$1019  = s5_step_in[29] & \$1018 ;
+  assign \$1020  = | s5_step_in[41:31];
+  assign \$1021  = ~ \$1020 ;
+  assign \$1022  = s5_step_in[30] & \$1021 ;
+  assign \$1023  = | s5_step_in[41:34];
+  assign \$1024  = ~ \$1023 ;
+  assign \$1025  = s5_step_in[33] & \$1024 ;
+  assign \$1026  = | s5_step_in[41:35];
+  assign \$1027  = ~ \$1026 ;
+  assign \$1028  = s5_step_in[34] & \$1027 ;
+  assign \$1029  = | s5_step_in[41:38];
+  assign \$1030  = ~ \$1029 ;
+  assign \$1031  = s5_step_in[37] & \$1030 ;
+  assign \$1032  = | s5_step_in[41:39];
+  assign \$1033  = ~ \$1032 ;
+  assign \$1034  = s5_step_in[38] & \$1033 ;
+  assign \$1035  = | { s5_step_in[41], \$1034 , \$1031 , \$1028 , \$1025 , \$1022 , \$1019 , \$1016 , \$1013 , \$1010 , \$1007 , \$1004 , \$1001 , \$998 , \$995 , \$992 , \$989 , \$986 , \$983 , \$980 , \$977  };
+  assign \$1036  = | s5_step_in[41:4];
+  assign \$1037  = ~ \$1036 ;
+  assign \$1038  = s5_step_in[3] & \$1037 ;
+  assign \$1039  = | s5_step_in[41:5];
+  assign \$1040  = ~ \$1039 ;
+  assign \$1041  = s5_step_in[4] & \$1040 ;
+  assign \$1042  = | s5_step_in[41:6];
+  assign \$1043  = ~ \$1042 ;
+  assign \$1044  = s5_step_in[5] & \$1043 ;
+  assign \$1045  = | s5_step_in[41:7];
+  assign \$1046  = ~ \$1045 ;
+  assign \$1047  = s5_step_in[6] & \$1046 ;
+  assign \$1048  = | s5_step_in[41:12];
+  assign \$1049  = ~ \$1048 ;
+  assign \$1050  = s5_step_in[11] & \$1049 ;
+  assign \$1051  = | s5_step_in[41:13];
+  assign \$1052  = ~ \$1051 ;
+  assign \$1053  = s5_step_in[12] & \$1052 ;
+  assign \$1054  = | s5_step_in[41:14];
+  assign \$1055  = ~ \$1054 ;
+  assign \$1056  = s5_step_in[13] & \$1055 ;
+  assign \$1057  = | s5_step_in[41:15];
+  assign \$1058  = ~ \$1057 ;
+  assign \$1059  = s5_step_in[14] & \$1058 ;
+  assign \$1060  = | s5_step_in[41:20];
+  assign \$1061  = ~ \$1060 ;
+  assign \$1062  = s5_step_in[19] & \$1061 ;
+  assign \$1063  = | s5_step_in[41:21];
+  assign \$1064  = ~ \$1063 ;
+  assign \$1065  = s5_step_in[20] & \$1064 ;
+  assign \$1066  = | s5_step_in[41:22];
+  assign \$1067  = ~ \$1066 ;
+  assign \$1068  = s5_step_in[21] & \$1067 ;
+  assign \$1069  = | s5_step_in[41:23];
+  assign \$1070  = ~ \$1069 ;
+  assign \$1071  = s5_step_in[22] & \$1070 ;
+  assign \$1072  = | s5_step_in[41:28];
+  assign \$1073  = ~ \$1072 ;
+  assign \$1074  = s5_step_in[27] & \$1073 ;
+  assign \$1075  = | s5_step_in[41:29];
+  assign \$1076  = ~ \$1075 ;
+  assign \$1077  = s5_step_in[28] & \$1076 ;
+  assign \$1078  = | s5_step_in[41:30];
+  assign \$1079  = ~ \$1078 ;
+  assign \$1080  = s5_step_in[29] & \$1079 ;
+  assign \$1081  = | s5_step_in[41:31];
+  assign \$1082  = ~ \$1081 ;
+  assign \$1083  = s5_step_in[30] & \$1082 ;
+  assign \$1084  = | s5_step_in[41:36];
+  assign \$1085  = ~ \$1084 ;
+  assign \$1086  = s5_step_in[35] & \$1085 ;
+  assign \$1087  = | s5_step_in[41:37];
+  assign \$1088  = ~ \$1087 ;
+  assign \$1089  = s5_step_in[36] & \$1088 ;
+  assign \$1090  = | s5_step_in[41:38];
+  assign \$1091  = ~ \$1090 ;
+  assign \$1092  = s5_step_in[37] & \$1091 ;
+  assign \$1093  = | s5_step_in[41:39];
+  assign \$1094  = ~ \$1093 ;
+  assign \$1095  = s5_step_in[38] & \$1094 ;
+  assign \$1096  = | { \$1095 , \$1092 , \$1089 , \$1086 , \$1083 , \$1080 , \$1077 , \$1074 , \$1071 , \$1068 , \$1065 , \$1062 , \$1059 , \$1056 , \$1053 , \$1050 , \$1047 , \$1044 , \$1041 , \$1038  };
+  assign \$1097  = | s5_step_in[41:8];
+  assign \$1098  = ~ \$1097 ;
+  assign \$1099  = s5_step_in[7] & \$1098 ;
+  assign \$1100  = | s5_step_in[41:9];
+  assign \$1101  = ~ \$1100 ;
+  assign \$1102  = s5_step_in[8] & \$1101 ;
+  assign \$1103  = | s5_step_in[41:10];
+  assign \$1104  = ~ \$1103 ;
+  assign \$1105  = s5_step_in[9] & \$1104 ;
+  assign \$1106  = | s5_step_in[41:11];
+  assign \$1107  = ~ \$1106 ;
+  assign \$1108  = s5_step_in[10] & \$1107 ;
+  assign \$1109  = | s5_step_in[41:12];
+  assign \$1110  = ~ \$1109 ;
+  assign \$1111  = s5_step_in[11] & \$1110 ;
+  assign \$1112  = | s5_step_in[41:13];
+  assign \$1113  = ~ \$1112 ;
+  assign \$1114  = s5_step_in[12] & \$1113 ;
+  assign \$1115  = | s5_step_in[41:14];
+  assign \$1116  = ~ \$1115 ;
+  assign \$1117  = s5_step_in[13] & \$1116 ;
+  assign \$1118  = | s5_step_in[41:15];
+  assign \$1119  = ~ \$1118 ;
+  assign \$1120  = s5_step_in[14] & \$1119 ;
+  assign \$1121  = | s5_step_in[41:24];
+  assign \$1122  = ~ \$1121 ;
+  assign \$1123  = s5_step_in[23] & \$1122 ;
+  assign \$1124  = | s5_step_in[41:25];
+  assign \$1125  = ~ \$1124 ;
+  assign \$1126  = s5_step_in[24] & \$1125 ;
+  assign \$1127  = | s5_step_in[41:26];
+  assign \$1128  = ~ \$1127 ;
+  assign \$1129  = s5_step_in[25] & \$1128 ;
+  assign \$1130  = | s5_step_in[41:27];
+  assign \$1131  = ~ \$1130 ;
+  assign \$1132  = s5_step_in[26] & \$1131 ;
+  assign \$1133  = | s5_step_in[41:28];
+  assign \$1134  = ~ \$1133 ;
+  assign \$1135  = s5_step_in[27] & \$1134 ;
+  assign \$1136  = | s5_step_in[41:29];
+  assign \$1137  = ~ \$1136 ;
+  assign \$1138  = s5_step_in[28] & \$1137 ;
+  assign \$1139  = | s5_step_in[41:30];
+  assign \$1140  = ~ \$1139 ;
+  assign \$1141  = s5_step_in[29] & \$1140 ;
+  assign \$1142  = | s5_step_in[41:31];
+  assign \$1143  = ~ \$1142 ;
+  assign \$1144  = s5_step_in[30] & \$1143 ;
+  assign \$1145  = | s5_step_in[41:40];
+  assign \$1146  = ~ \$1145 ;
+  assign \$1147  = s5_step_in[39] & \$1146 ;
+  assign \$1149  = ~ \$1148 ;
+  assign \$1150  = s5_step_in[40] & \$1149 ;
+  assign \$1151  = | { s5_step_in[41], \$1150 , \$1147 , \$1144 , \$1141 , \$1138 , \$1135 , \$1132 , \$1129 , \$1126 , \$1123 , \$1120 , \$1117 , \$1114 , \$1111 , \$1108 , \$1105 , \$1102 , \$1099  };
+  assign \$1152  = | s5_step_in[41:16];
+  assign \$1153  = ~ \$1152 ;
+  assign \$1154  = s5_step_in[15] & \$1153 ;
+  assign \$1155  = | s5_step_in[41:17];
+  assign \$1156  = ~ \$1155 ;
+  assign \$1157  = s5_step_in[16] & \$1156 ;
+  assign \$1158  = | s5_step_in[41:18];
+  assign \$1159  = ~ \$1158 ;
+  assign \$1160  = s5_step_in[17] & \$1159 ;
+  assign \$1161  = | s5_step_in[41:19];
+  assign \$1162  = ~ \$1161 ;
+  assign \$1163  = s5_step_in[18] & \$1162 ;
+  assign \$1164  = | s5_step_in[41:20];
+  assign \$1165  = ~ \$1164 ;
+  assign \$1166  = s5_step_in[19] & \$1165 ;
+  assign \$1167  = | s5_step_in[41:21];
+  assign \$1168  = ~ \$1167 ;
+  assign \$1169  = s5_step_in[20] & \$1168 ;
+  assign \$1170  = | s5_step_in[41:22];
+  assign \$1171  = ~ \$1170 ;
+  assign \$1172  = s5_step_in[21] & \$1171 ;
+  assign \$1173  = | s5_step_in[41:23];
+  assign \$1174  = ~ \$1173 ;
+  assign \$1175  = s5_step_in[22] & \$1174 ;
+  assign \$1176  = | s5_step_in[41:24];
+  assign \$1177  = ~ \$1176 ;
+  assign \$1178  = s5_step_in[23] & \$1177 ;
+  assign \$1179  = | s5_step_in[41:25];
+  assign \$1180  = ~ \$1179 ;
+  assign \$1181  = s5_step_in[24] & \$1180 ;
+  assign \$1182  = | s5_step_in[41:26];
+  assign \$1183  = ~ \$1182 ;
+  assign \$1184  = s5_step_in[25] & \$1183 ;
+  assign \$1185  = | s5_step_in[41:27];
+  assign \$1186  = ~ \$1185 ;
+  assign \$1187  = s5_step_in[26] & \$1186 ;
+  assign \$1188  = | s5_step_in[41:28];
+  assign \$1189  = ~ \$1188 ;
+  assign \$1190  = s5_step_in[27] & \$1189 ;
+  assign \$1191  = | s5_step_in[41:29];
+  assign \$1192  = ~ \$1191 ;
+  assign \$1193  = s5_step_in[28] & \$1192 ;
+  assign \$1194  = | s5_step_in[41:30];
+  assign \$1195  = ~ \$1194 ;
+  assign \$1196  = s5_step_in[29] & \$1195 ;
+  assign \$1197  = | s5_step_in[41:31];
+  assign \$1198  = ~ \$1197 ;
+  assign \$1199  = s5_step_in[30] & \$1198 ;
+  assign \$1200  = | { \$1199 , \$1196 , \$1193 , \$1190 , \$1187 , \$1184 , \$1181 , \$1178 , \$1175 , \$1172 , \$1169 , \$1166 , \$1163 , \$1160 , \$1157 , \$1154  };
+  assign \$1201  = | s5_step_in[41:32];
+  assign \$1202  = ~ \$1201 ;
+  assign \$1203  = s5_step_in[31] & \$1202 ;
+  assign \$1204  = | s5_step_in[41:33];
+  assign \$1205  = ~ \$1204 ;
+  assign \$1206  = s5_step_in[32] & \$1205 ;
+  assign \$1207  = | s5_step_in[41:34];
+  assign \$1208  = ~ \$1207 ;
+  assign \$1209  = s5_step_in[33] & \$1208 ;
+  assign \$1210  = | s5_step_in[41:35];
+  assign \$1211  = ~ \$1210 ;
+  assign \$1212  = s5_step_in[34] & \$1211 ;
+  assign \$1213  = | s5_step_in[41:36];
+  assign \$1214  = ~ \$1213 ;
+  assign \$1215  = s5_step_in[35] & \$1214 ;
+  assign \$1216  = | s5_step_in[41:37];
+  assign \$1217  = ~ \$1216 ;
+  assign \$1218  = s5_step_in[36] & \$1217 ;
+  assign \$1219  = | s5_step_in[41:38];
+  assign \$1220  = ~ \$1219 ;
+  assign \$1221  = s5_step_in[37] & \$1220 ;
+  assign \$1222  = | s5_step_in[41:39];
+  assign \$1223  = ~ \$1222 ;
+  assign \$1224  = s5_step_in[38] & \$1223 ;
+  assign \$1225  = | s5_step_in[41:40];
+  assign \$1226  = ~ \$1225 ;
+  assign \$1227  = s5_step_in[39] & \$1226 ;
+  assign \$1229  = ~ \$1228 ;
+  assign \$1230  = s5_step_in[40] & \$1229 ;
+  assign \$1231  = | { s5_step_in[41], \$1230 , \$1227 , \$1224 , \$1221 , \$1218 , \$1215 , \$1212 , \$1209 , \$1206 , \$1203  };
+  assign \$1232  = { \$1231 , \$1200 , \$1151 , \$1096 , \$1035 , \$974  } - 4'hb;
+  assign \$1233  = s5_step_in >> \$1232 [5:0];
+  assign \$1234  = \$910  ? \$1233 [9:0] : s5_step_in[9:0];
+  assign \$1235  = | s5_step_in[41:10];
+  assign \$1236  = | s5_step_in[41:1];
+  assign \$1237  = ~ \$1236 ;
+  assign \$1238  = s5_step_in[0] & \$1237 ;
+  assign \$1239  = | s5_step_in[41:3];
+  assign \$1240  = ~ \$1239 ;
+  assign \$1241  = s5_step_in[2] & \$1240 ;
+  assign \$1242  = | s5_step_in[41:5];
+  assign \$1243  = ~ \$1242 ;
+  assign \$1244  = s5_step_in[4] & \$1243 ;
+  assign \$1245  = | s5_step_in[41:7];
+  assign \$1246  = ~ \$1245 ;
+  assign \$1247  = s5_step_in[6] & \$1246 ;
+  assign \$1248  = | s5_step_in[41:9];
+  assign \$1249  = ~ \$1248 ;
+  assign \$1250  = s5_step_in[8] & \$1249 ;
+  assign \$1251  = | s5_step_in[41:11];
+  assign \$1252  = ~ \$1251 ;
+  assign \$1253  = s5_step_in[10] & \$1252 ;
+  assign \$1254  = | s5_step_in[41:13];
+  assign \$1255  = ~ \$1254 ;
+  assign \$1256  = s5_step_in[12] & \$1255 ;
+  assign \$1257  = | s5_step_in[41:15];
+  assign \$1258  = ~ \$1257 ;
+  assign \$1259  = s5_step_in[14] & \$1258 ;
+  assign \$1260  = | s5_step_in[41:17];
+  assign \$1261  = ~ \$1260 ;
+  assign \$1262  = s5_step_in[16] & \$1261 ;
+  assign \$1263  = | s5_step_in[41:19];
+  assign \$1264  = ~ \$1263 ;
+  assign \$1265  = s5_step_in[18] & \$1264 ;
+  assign \$1266  = | s5_step_in[41:21];
+  assign \$1267  = ~ \$1266 ;
+  assign \$1268  = s5_step_in[20] & \$1267 ;
+  assign \$1269  = | s5_step_in[41:23];
+  assign \$1270  = ~ \$1269 ;
+  assign \$1271  = s5_step_in[22] & \$1270 ;
+  assign \$1272  = | s5_step_in[41:25];
+  assign \$1273  = ~ \$1272 ;
+  assign \$1274  = s5_step_in[24] & \$1273 ;
+  assign \$1275  = | s5_step_in[41:27];
+  assign \$1276  = ~ \$1275 ;
+  assign \$1277  = s5_step_in[26] & \$1276 ;
+  assign \$1278  = | s5_step_in[41:29];
+  assign \$1279  = ~ \$1278 ;
+  assign \$1280  = s5_step_in[28] & \$1279 ;
+  assign \$1281  = | s5_step_in[41:31];
+  assign \$1282  = ~ \$1281 ;
+  assign \$1283  = s5_step_in[30] & \$1282 ;
+  assign \$1284  = | s5_step_in[41:33];
+  assign \$1285  = ~ \$1284 ;
+  assign \$1286  = s5_step_in[32] & \$1285 ;
+  assign \$1287  = | s5_step_in[41:35];
+  assign \$1288  = ~ \$1287 ;
+  assign \$1289  = s5_step_in[34] & \$1288 ;
+  assign \$1290  = | s5_step_in[41:37];
+  assign \$1291  = ~ \$1290 ;
+  assign \$1292  = s5_step_in[36] & \$1291 ;
+  assign \$1293  = | s5_step_in[41:39];
+  assign \$1294  = ~ \$1293 ;
+  assign \$1295  = s5_step_in[38] & \$1294 ;
+  assign \$1297  = ~ \$1296 ;
+  assign \$1298  = s5_step_in[40] & \$1297 ;
+  assign \$1299  = | { \$1298 , \$1295 , \$1292 , \$1289 , \$1286 , \$1283 , \$1280 , \$1277 , \$1274 , \$1271 , \$1268 , \$1265 , \$1262 , \$1259 , \$1256 , \$1253 , \$1250 , \$1247 , \$1244 , \$1241 , \$1238  };
+  assign \$1300  = | s5_step_in[41:2];
+  assign \$1301  = ~ \$1300 ;
+  assign \$1302  = s5_step_in[1] & \$1301 ;
+  assign \$1303  = | s5_step_in[41:3];
+  assign \$1304  = ~ \$1303 ;
+  assign \$1305  = s5_step_in[2] & \$1304 ;
+  assign \$1306  = | s5_step_in[41:6];
+  assign \$1307  = ~ \$1306 ;
+  assign \$1308  = s5_step_in[5] & \$1307 ;
+  assign \$1309  = | s5_step_in[41:7];
+  assign \$1310  = ~ \$1309 ;
+  assign \$1311  = s5_step_in[6] & \$1310 ;
+  assign \$1312  = | s5_step_in[41:10];
+  assign \$1313  = ~ \$1312 ;
+  assign \$1314  = s5_step_in[9] & \$1313 ;
+  assign \$1315  = | s5_step_in[41:11];
+  assign \$1316  = ~ \$1315 ;
+  assign \$1317  = s5_step_in[10] & \$1316 ;
+  assign \$1318  = | s5_step_in[41:14];
+  assign \$1319  = ~ \$1318 ;
+  assign \$1320  = s5_step_in[13] & \$1319 ;
+  assign \$1321  = | s5_step_in[41:15];
+  assign \$1322  = ~ \$1321 ;
+  assign \$1323  = s5_step_in[14] & \$1322 ;
+  assign \$1324  = | s5_step_in[41:18];
+  assign \$1325  = ~ \$1324 ;
+  assign \$1326  = s5_step_in[17] & \$1325 ;
+  assign \$1327  = | s5_step_in[41:19];
+  assign \$1328  = ~ \$1327 ;
+  assign \$1329  = s5_step_in[18] & \$1328 ;
+  assign \$1330  = | s5_step_in[41:22];
+  assign \$1331  = ~ \$1330 ;
+  assign \$1332  = s5_step_in[21] & \$1331 ;
+  assign \$1333  = | s5_step_in[41:23];
+  assign \$1334  = ~ \$1333 ;
+  assign \$1335  = s5_step_in[22] & \$1334 ;
+  assign \$1336  = | s5_step_in[41:26];
+  assign \$1337  = ~ \$1336 ;
+  assign \$1338  = s5_step_in[25] & \$1337 ;
+  assign \$1339  = | s5_step_in[41:27];
+  assign \$1340  = ~ \$1339 ;
+  assign \$1341  = s5_step_in[26] & \$1340 ;
+  assign \$1342  = | s5_step_in[41:30];
+  assign \$1343  = ~ \$1342 ;
+  assign \$1344  = s5_step_in[29] & \$1343 ;
+  assign \$1345  = | s5_step_in[41:31];
+  assign \$1346  = ~ \$1345 ;
+  assign \$1347  = s5_step_in[30] & \$1346 ;
+  assign \$1348  = | s5_step_in[41:34];
+  assign \$1349  = ~ \$1348 ;
+  assign \$1350  = s5_step_in[33] & \$1349 ;
+  assign \$1351  = | s5_step_in[41:35];
+  assign \$1352  = ~ \$1351 ;
+  assign \$1353  = s5_step_in[34] & \$1352 ;
+  assign \$1354  = | s5_step_in[41:38];
+  assign \$1355  = ~ \$1354 ;
+  assign \$1356  = s5_step_in[37] & \$1355 ;
+  assign \$1357  = | s5_step_in[41:39];
+  assign \$1358  = ~ \$1357 ;
+  assign \$1359  = s5_step_in[38] & \$1358 ;
+  assign \$1360  = | { s5_step_in[41], \$1359 , \$1356 , \$1353 , \$1350 , \$1347 , \$1344 , \$1341 , \$1338 , \$1335 , \$1332 , \$1329 , \$1326 , \$1323 , \$1320 , \$1317 , \$1314 , \$1311 , \$1308 , \$1305 , \$1302  };
+  assign \$1361  = | s5_step_in[41:4];
+  assign \$1362  = ~ \$1361 ;
+  assign \$1363  = s5_step_in[3] & \$1362 ;
+  assign \$1364  = | s5_step_in[41:5];
+  assign \$1365  = ~ \$1364 ;
+  assign \$1366  = s5_step_in[4] & \$1365 ;
+  assign \$1367  = | s5_step_in[41:6];
+  assign \$1368  = ~ \$1367 ;
+  assign \$1369  = s5_step_in[5] & \$1368 ;
+  assign \$1370  = | s5_step_in[41:7];
+  assign \$1371  = ~ \$1370 ;
+  assign \$1372  = s5_step_in[6] & \$1371 ;
+  assign \$1373  = | s5_step_in[41:12];
+  assign \$1374  = ~ \$1373 ;
+  assign \$1375  = s5_step_in[11] & \$1374 ;
+  assign \$1376  = | s5_step_in[41:13];
+  assign \$1377  = ~ \$1376 ;
+  assign \$1378  = s5_step_in[12] & \$1377 ;
+  assign \$1379  = | s5_step_in[41:14];
+  assign \$1380  = ~ \$1379 ;
+  assign \$1381  = s5_step_in[13] & \$1380 ;
+  assign \$1382  = | s5_step_in[41:15];
+  assign \$1383  = ~ \$1382 ;
+  assign \$1384  = s5_step_in[14] & \$1383 ;
+  assign \$1385  = | s5_step_in[41:20];
+  assign \$1386  = ~ \$1385 ;
+  assign \$1387  = s5_step_in[19] & \$1386 ;
+  assign \$1388  = | s5_step_in[41:21];
+  assign \$1389  = ~ \$1388 ;
+  assign \$1390  = s5_step_in[20] & \$1389 ;
+  assign \$1391  = | s5_step_in[41:22];
+  assign \$1392  = ~ \$1391 ;
+  assign \$1393  = s5_step_in[21] & \$1392 ;
+  assign \$1394  = | s5_step_in[41:23];
+  assign \$1395  = ~ \$1394 ;
+  assign \$1396  = s5_step_in[22] & \$1395 ;
+  assign \$1397  = | s5_step_in[41:28];
+  assign \$1398  = ~ \$1397 ;
+  assign \$1399  = s5_step_in[27] & \$1398 ;
+  assign \$1400  = | s5_step_in[41:29];
+  assign \$1401  = ~ \$1400 ;
+  assign \$1402  = s5_step_in[28] & \$1401 ;
+  assign \$1403  = | s5_step_in[41:30];
+  assign \$1404  = ~ \$1403 ;
+  assign \$1405  = s5_step_in[29] & \$1404 ;
+  assign \$1406  = | s5_step_in[41:31];
+  assign \$1407  = ~ \$1406 ;
+  assign \$1408  = s5_step_in[30] & \$1407 ;
+  assign \$1409  = | s5_step_in[41:36];
+  assign \$1410  = ~ \$1409 ;
+  assign \$1411  = s5_step_in[35] & \$1410 ;
+  assign \$1412  = | s5_step_in[41:37];
+  assign \$1413  = ~ \$1412 ;
+  assign \$1414  = s5_step_in[36] & \$1413 ;
+  assign \$1415  = | s5_step_in[41:38];
+  assign \$1416  = ~ \$1415 ;
+  assign \$1417  = s5_step_in[37] & \$1416 ;
+  assign \$1418  = | s5_step_in[41:39];
+  assign \$1419  = ~ \$1418 ;
+  assign \$1420  = s5_step_in[38] & \$1419 ;
+  assign \$1421  = | { \$1420 , \$1417 , \$1414 , \$1411 , \$1408 , \$1405 , \$1402 , \$1399 , \$1396 , \$1393 , \$1390 , \$1387 , \$1384 , \$1381 , \$1378 , \$1375 , \$1372 , \$1369 , \$1366 , \$1363  };
+  assign \$1422  = | s5_step_in[41:8];
+  assign \$1423  = ~ \$1422 ;
+  assign \$1424  = s5_step_in[7] & \$1423 ;
+  assign \$1425  = | s5_step_in[41:9];
+  assign \$1426  = ~ \$1425 ;
+  assign \$1427  = s5_step_in[8] & \$1426 ;
+  assign \$1428  = | s5_step_in[41:10];
+  assign \$1429  = ~ \$1428 ;
+  assign \$1430  = s5_step_in[9] & \$1429 ;
+  assign \$1431  = | s5_step_in[41:11];
+  assign \$1432  = ~ \$1431 ;
+  assign \$1433  = s5_step_in[10] & \$1432 ;
+  assign \$1434  = | s5_step_in[41:12];
+  assign \$1435  = ~ \$1434 ;
+  assign \$1436  = s5_step_in[11] & \$1435 ;
+  assign \$1437  = | s5_step_in[41:13];
+  assign \$1438  = ~ \$1437 ;
+  assign \$1439  = s5_step_in[12] & \$1438 ;
+  assign \$1440  = | s5_step_in[41:14];
+  assign \$1441  = ~ \$1440 ;
+  assign \$1442  = s5_step_in[13] & \$1441 ;
+  assign \$1443  = | s5_step_in[41:15];
+  assign \$1444  = ~ \$1443 ;
+  assign \$1445  = s5_step_in[14] & \$1444 ;
+  assign \$1446  = | s5_step_in[41:24];
+  assign \$1447  = ~ \$1446 ;
+  assign \$1448  = s5_step_in[23] & \$1447 ;
+  assign \$1449  = | s5_step_in[41:25];
+  assign \$1450  = ~ \$1449 ;
+  assign \$1451  = s5_step_in[24] & \$1450 ;
+  assign \$1452  = | s5_step_in[41:26];
+  assign \$1453  = ~ \$1452 ;
+  assign \$1454  = s5_step_in[25] & \$1453 ;
+  assign \$1455  = | s5_step_in[41:27];
+  assign \$1456  = ~ \$1455 ;
+  assign \$1457  = s5_step_in[26] & \$1456 ;
+  assign \$1458  = | s5_step_in[41:28];
+  assign \$1459  = ~ \$1458 ;
+  assign \$1460  = s5_step_in[27] & \$1459 ;
+  assign \$1461  = | s5_step_in[41:29];
+  assign \$1462  = ~ \$1461 ;
+  assign \$1463  = s5_step_in[28] & \$1462 ;
+  assign \$1464  = | s5_step_in[41:30];
+  assign \$1465  = ~ \$1464 ;
+  assign \$1466  = s5_step_in[29] & \$1465 ;
+  assign \$1467  = | s5_step_in[41:31];
+  assign \$1468  = ~ \$1467 ;
+  assign \$1469  = s5_step_in[30] & \$1468 ;
+  assign \$1470  = | s5_step_in[41:40];
+  assign \$1471  = ~ \$1470 ;
+  assign \$1472  = s5_step_in[39] & \$1471 ;
+  assign \$1474  = ~ \$1473 ;
+  assign \$1475  = s5_step_in[40] & \$1474 ;
+  assign \$1476  = | { s5_step_in[41], \$1475 , \$1472 , \$1469 , \$1466 , \$1463 , \$1460 , \$1457 , \$1454 , \$1451 , \$1448 , \$1445 , \$1442 , \$1439 , \$1436 , \$1433 , \$1430 , \$1427 , \$1424  };
+  assign \$1477  = | s5_step_in[41:16];
+  assign \$1478  = ~ \$1477 ;
+  assign \$1479  = s5_step_in[15] & \$1478 ;
+  assign \$1480  = | s5_step_in[41:17];
+  assign \$1481  = ~ \$1480 ;
+  assign \$1482  = s5_step_in[16] & \$1481 ;
+  assign \$1483  = | s5_step_in[41:18];
+  assign \$1484  = ~ \$1483 ;
+  assign \$1485  = s5_step_in[17] & \$1484 ;
+  assign \$1486  = | s5_step_in[41:19];
+  assign \$1487  = ~ \$1486 ;
+  assign \$1488  = s5_step_in[18] & \$1487 ;
+  assign \$1489  = | s5_step_in[41:20];
+  assign \$1490  = ~ \$1489 ;
+  assign \$1491  = s5_step_in[19] & \$1490 ;
+  assign \$1492  = | s5_step_in[41:21];
+  assign \$1493  = ~ \$1492 ;
+  assign \$1494  = s5_step_in[20] & \$1493 ;
+  assign \$1495  = | s5_step_in[41:22];
+  assign \$1496  = ~ \$1495 ;
+  assign \$1497  = s5_step_in[21] & \$1496 ;
+  assign \$1498  = | s5_step_in[41:23];
+  assign \$1499  = ~ \$1498 ;
+  assign \$1500  = s5_step_in[22] & \$1499 ;
+  assign \$1501  = | s5_step_in[41:24];
+  assign \$1502  = ~ \$1501 ;
+  assign \$1503  = s5_step_in[23] & \$1502 ;
+  assign \$1504  = | s5_step_in[41:25];
+  assign \$1505  = ~ \$1504 ;
+  assign \$1506  = s5_step_in[24] & \$1505 ;
+  assign \$1507  = | s5_step_in[41:26];
+  assign \$1508  = ~ \$1507 ;
+  assign \$1509  = s5_step_in[25] & \$1508 ;
+  assign \$1510  = | s5_step_in[41:27];
+  assign \$1511  = ~ \$1510 ;
+  assign \$1512  = s5_step_in[26] & \$1511 ;
+  assign \$1513  = | s5_step_in[41:28];
+  assign \$1514  = ~ \$1513 ;
+  assign \$1515  = s5_step_in[27] & \$1514 ;
+  assign \$1516  = | s5_step_in[41:29];
+  assign \$1517  = ~ \$1516 ;
+  assign \$1518  = s5_step_in[28] & \$1517 ;
+  assign \$1519  = | s5_step_in[41:30];
+  assign \$1520  = ~ \$1519 ;
+  assign \$1521  = s5_step_in[29] & \$1520 ;
+  assign \$1522  = | s5_step_in[41:31];
+  assign \$1523  = ~ \$1522 ;
+  assign \$1524  = s5_step_in[30] & \$1523 ;
+  assign \$1525  = | { \$1524 , \$1521 , \$1518 , \$1515 , \$1512 , \$1509 , \$1506 , \$1503 , \$1500 , \$1497 , \$1494 , \$1491 , \$1488 , \$1485 , \$1482 , \$1479  };
+  assign \$1526  = | s5_step_in[41:32];
+  assign \$1527  = ~ \$1526 ;
+  assign \$1528  = s5_step_in[31] & \$1527 ;
+  assign \$1529  = | s5_step_in[41:33];
+  assign \$1530  = ~ \$1529 ;
+  assign \$1531  = s5_step_in[32] & \$1530 ;
+  assign \$1532  = | s5_step_in[41:34];
+  assign \$1533  = ~ \$1532 ;
+  assign \$1534  = s5_step_in[33] & \$1533 ;
+  assign \$1535  = | s5_step_in[41:35];
+  assign \$1536  = ~ \$1535 ;
+  assign \$1537  = s5_step_in[34] & \$1536 ;
+  assign \$1538  = | s5_step_in[41:36];
+  assign \$1539  = ~ \$1538 ;
+  assign \$1540  = s5_step_in[35] & \$1539 ;
+  assign \$1541  = | s5_step_in[41:37];
+  assign \$1542  = ~ \$1541 ;
+  assign \$1543  = s5_step_in[36] & \$1542 ;
+  assign \$1544  = | s5_step_in[41:38];
+  assign \$1545  = ~ \$1544 ;
+  assign \$1546  = s5_step_in[37] & \$1545 ;
+  assign \$1547  = | s5_step_in[41:39];
+  assign \$1548  = ~ \$1547 ;
+  assign \$1549  = s5_step_in[38] & \$1548 ;
+  assign \$1550  = | s5_step_in[41:40];
+  assign \$1551  = ~ \$1550 ;
+  assign \$1552  = s5_step_in[39] & \$1551 ;
+  assign \$1554  = ~ \$1553 ;
+  assign \$1555  = s5_step_in[40] & \$1554 ;
+  assign \$1556  = | { s5_step_in[41], \$1555 , \$1552 , \$1549 , \$1546 , \$1543 , \$1540 , \$1537 , \$1534 , \$1531 , \$1528  };
+  assign \$1557  = { \$1556 , \$1525 , \$1476 , \$1421 , \$1360 , \$1299  } - 4'ha;
+  assign \$1558  = \$1235  ? \$1557 [4:0] : 5'h00;
+  assign \$1559  = | s5_step_out[41:10];
+  assign \$1560  = | s5_step_out[41:1];
+  assign \$1561  = ~ \$1560 ;
+  assign \$1562  = s5_step_out[0] & \$1561 ;
+  assign \$1563  = | s5_step_out[41:3];
+  assign \$1564  = ~ \$1563 ;
+  assign \$1565  = s5_step_out[2] & \$1564 ;
+  assign \$1566  = | s5_step_out[41:5];
+  assign \$1567  = ~ \$1566 ;
+  assign \$1568  = s5_step_out[4] & \$1567 ;
+  assign \$1569  = | s5_step_out[41:7];
+  assign \$1570  = ~ \$1569 ;
+  assign \$1571  = s5_step_out[6] & \$1570 ;
+  assign \$1572  = | s5_step_out[41:9];
+  assign \$1573  = ~ \$1572 ;
+  assign \$1574  = s5_step_out[8] & \$1573 ;
+  assign \$1575  = | s5_step_out[41:11];
+  assign \$1576  = ~ \$1575 ;
+  assign \$1577  = s5_step_out[10] & \$1576 ;
+  assign \$1578  = | s5_step_out[41:13];
+  assign \$1579  = ~ \$1578 ;
+  assign \$1580  = s5_step_out[12] & \$1579 ;
+  assign \$1581  = | s5_step_out[41:15];
+  assign \$1582  = ~ \$1581 ;
+  assign \$1583  = s5_step_out[14] & \$1582 ;
+  assign \$1584  = | s5_step_out[41:17];
+  assign \$1585  = ~ \$1584 ;
+  assign \$1586  = s5_step_out[16] & \$1585 ;
+  assign \$1587  = | s5_step_out[41:19];
+  assign \$1588  = ~ \$1587 ;
+  assign \$1589  = s5_step_out[18] & \$1588 ;
+  assign \$1590  = | s5_step_out[41:21];
+  assign \$1591  = ~ \$1590 ;
+  assign \$1592  = s5_step_out[20] & \$1591 ;
+  assign \$1593  = | s5_step_out[41:23];
+  assign \$1594  = ~ \$1593 ;
+  assign \$1595  = s5_step_out[22] & \$1594 ;
+  assign \$1596  = | s5_step_out[41:25];
+  assign \$1597  = ~ \$1596 ;
+  assign \$1598  = s5_step_out[24] & \$1597 ;
+  assign \$1599  = | s5_step_out[41:27];
+  assign \$1600  = ~ \$1599 ;
+  assign \$1601  = s5_step_out[26] & \$1600 ;
+  assign \$1602  = | s5_step_out[41:29];
+  assign \$1603  = ~ \$1602 ;
+  assign \$1604  = s5_step_out[28] & \$1603 ;
+  assign \$1605  = | s5_step_out[41:31];
+  assign \$1606  = ~ \$1605 ;
+  assign \$1607  = s5_step_out[30] & \$1606 ;
+  assign \$1608  = | s5_step_out[41:33];
+  assign \$1609  = ~ \$1608 ;
+  assign \$1610  = s5_step_out[32] & \$1609 ;
+  assign \$1611  = | s5_step_out[41:35];
+  assign \$1612  = ~ \$1611 ;
+  assign \$1613  = s5_step_out[34] & \$1612 ;
+  assign \$1614  = | s5_step_out[41:37];
+  assign \$1615  = ~ \$1614 ;
+  assign \$1616  = s5_step_out[36] & \$1615 ;
+  assign \$1617  = | s5_step_out[41:39];
+  assign \$1618  = ~ \$1617 ;
+  assign \$1619  = s5_step_out[38] & \$1618 ;
+  assign \$1621  = ~ \$1620 ;
+  assign \$1622  = s5_step_out[40] & \$1621 ;
+  assign \$1623  = | { \$1622 , \$1619 , \$1616 , \$1613 , \$1610 , \$1607 , \$1604 , \$1601 , \$1598 , \$1595 , \$1592 , \$1589 , \$1586 , \$1583 , \$1580 , \$1577 , \$1574 , \$1571 , \$1568 , \$1565 , \$1562  };
+  assign \$1624  = | s5_step_out[41:2];
+  assign \$1625  = ~ \$1624 ;
+  assign \$1626  = s5_step_out[1] & \$1625 ;
+  assign \$1627  = | s5_step_out[41:3];
+  assign \$1628  = ~ \$1627 ;
+  assign \$1629  = s5_step_out[2] & \$1628 ;
+  assign \$1630  = | s5_step_out[41:6];
+  assign \$1631  = ~ \$1630 ;
+  assign \$1632  = s5_step_out[5] & \$1631 ;
+  assign \$1633  = | s5_step_out[41:7];
+  assign \$1634  = ~ \$1633 ;
+  assign \$1635  = s5_step_out[6] & \$1634 ;
+  assign \$1636  = | s5_step_out[41:10];
+  assign \$1637  = ~ \$1636 ;
+  assign \$1638  = s5_step_out[9] & \$1637 ;
+  assign \$1639  = | s5_step_out[41:11];
+  assign \$1640  = ~ \$1639 ;
+  assign \$1641  = s5_step_out[10] & \$1640 ;
+  assign \$1642  = | s5_step_out[41:14];
+  assign \$1643  = ~ \$1642 ;
+  assign \$1644  = s5_step_out[13] & \$1643 ;
+  assign \$1645  = | s5_step_out[41:15];
+  assign \$1646  = ~ \$1645 ;
+  assign \$1647  = s5_step_out[14] & \$1646 ;
+  assign \$1648  = | s5_step_out[41:18];
+  assign \$1649  = ~ \$1648 ;
+  assign \$1650  = s5_step_out[17] & \$1649 ;
+  assign \$1651  = | s5_step_out[41:19];
+  assign \$1652  = ~ \$1651 ;
+  assign \$1653  = s5_step_out[18] & \$1652 ;
+  assign \$1654  = | s5_step_out[41:22];
+  assign \$1655  = ~ \$1654 ;
+  assign \$1656  = s5_step_out[21] & \$1655 ;
+  assign \$1657  = | s5_step_out[41:23];
+  assign \$1658  = ~ \$1657 ;
+  assign \$1659  = s5_step_out[22] & \$1658 ;
+  assign \$1660  = | s5_step_out[41:26];
+  assign \$1661  = ~ \$1660 ;
+  assign \$1662  = s5_step_out[25] & \$1661 ;
+  assign \$1663  = | s5_step_out[41:27];
+  assign \$1664  = ~ \$1663 ;
+  assign \$1665  = s5_step_out[26] & \$1664 ;
+  assign \$1666  = | s5_step_out[41:30];
+  assign \$1667  = ~ \$1666 ;
+  assign \$1668  = s5_step_out[29] & \$1667 ;
+  assign \$1669  = | s5_step_out[41:31];
+  assign \$1670  = ~ \$1669 ;
+  assign \$1671  = s5_step_out[30] & \$1670 ;
+  assign \$1672  = | s5_step_out[41:34];
+  assign \$1673  = ~ \$1672 ;
+  assign \$1674  = s5_step_out[33] & \$1673 ;
+  assign \$1675  = | s5_step_out[41:35];
+  assign \$1676  = ~ \$1675 ;
+  assign \$1677  = s5_step_out[34] & \$1676 ;
+  assign \$1678  = | s5_step_out[41:38];
+  assign \$1679  = ~ \$1678 ;
+  assign \$1680  = s5_step_out[37] & \$1679 ;
+  assign \$1681  = | s5_step_out[41:39];
+  assign \$1682  = ~ \$1681 ;
+  assign \$1683  = s5_step_out[38] & \$1682 ;
+  assign \$1684  = | { s5_step_out[41], \$1683 , \$1680 , \$1677 , \$1674 , \$1671 , \$1668 , \$1665 , \$1662 , \$1659 , \$1656 , \$1653 , \$1650 , \$1647 , \$1644 , \$1641 , \$1638 , \$1635 , \$1632 , \$1629 , \$1626  };
+  assign \$1685  = | s5_step_out[41:4];
+  assign \$1686  = ~ \$1685 ;
+  assign \$1687  = s5_step_out[3] & \$1686 ;
+  assign \$1688  = | s5_step_out[41:5];
+  assign \$1689  = ~ \$1688 ;
+  assign \$1690  = s5_step_out[4] & \$1689 ;
+  assign \$1691  = | s5_step_out[41:6];
+  assign \$1692  = ~ \$1691 ;
+  assign \$1693  = s5_step_out[5] & \$1692 ;
+  assign \$1694  = | s5_step_out[41:7];
+  assign \$1695  = ~ \$1694 ;
+  assign \$1696  = s5_step_out[6] & \$1695 ;
+  assign \$1697  = | s5_step_out[41:12];
+  assign \$1698  = ~ \$1697 ;
+  assign \$1699  = s5_step_out[11] & \$1698 ;
+  assign \$1700  = | s5_step_out[41:13];
+  assign \$1701  = ~ \$1700 ;
+  assign \$1702  = s5_step_out[12] & \$1701 ;
+  assign \$1703  = | s5_step_out[41:14];
+  assign \$1704  = ~ \$1703 ;
+  assign \$1705  = s5_step_out[13] & \$1704 ;
+  assign \$1706  = | s5_step_out[41:15];
+  assign \$1707  = ~ \$1706 ;
+  assign \$1708  = s5_step_out[14] & \$1707 ;
+  assign \$1709  = | s5_step_out[41:20];
+  assign \$1710  = ~ \$1709 ;
+  assign \$1711  = s5_step_out[19] & \$1710 ;
+  assign \$1712  = | s5_step_out[41:21];
+  assign \$1713  = ~ \$1712 ;
+  assign \$1714  = s5_step_out[20] & \$1713 ;
+  assign \$1715  = | s5_step_out[41:22];
+  assign \$1716  = ~ \$1715 ;
+  assign \$1717  = s5_step_out[21] & \$1716 ;
+  assign \$1718  = | s5_step_out[41:23];
+  assign \$1719  = ~ \$1718 ;
+  assign \$1720  = s5_step_out[22] & \$1719 ;
+  assign \$1721  = | s5_step_out[41:28];
+  assign \$1722  = ~ \$1721 ;
+  assign \$1723  = s5_step_out[27] & \$1722 ;
+  assign \$1724  = | s5_step_out[41:29];
+  assign \$1725  = ~ \$1724 ;
+  assign \$1726  = s5_step_out[28] & \$1725 ;
+  assign \$1727  = | s5_step_out[41:30];
+  assign \$1728  = ~ \$1727 ;
+  assign \$1729  = s5_step_out[29] & \$1728 ;
+  assign \$1730  = | s5_step_out[41:31];
+  assign \$1731  = ~ \$1730 ;
+  assign \$1732  = s5_step_out[30] & \$1731 ;
+  assign \$1733  = | s5_step_out[41:36];
+  assign \$1734  = ~ \$1733 ;
+  assign \$1735  = s5_step_out[35] & \$1734 ;
+  assign \$1736  = | s5_step_out[41:37];
+  assign \$1737  = ~ \$1736 ;
+  assign \$1738  = s5_step_out[36] & \$1737 ;
+  assign \$1739  = | s5_step_out[41:38];
+  assign \$1740  = ~ \$1739 ;
+  assign \$1741  = s5_step_out[37] & \$1740 ;
+  assign \$1742  = | s5_step_out[41:39];
+  assign \$1743  = ~ \$1742 ;
+  assign \$1744  = s5_step_out[38] & \$1743 ;
+  assign \$1745  = | { \$1744 , \$1741 , \$1738 , \$1735 , \$1732 , \$1729 , \$1726 , \$1723 , \$1720 , \$1717 , \$1714 , \$1711 , \$1708 , \$1705 , \$1702 , \$1699 , \$1696 , \$1693 , \$1690 , \$1687  };
+  assign \$1746  = | s5_step_out[41:8];
+  assign \$1747  = ~ \$1746 ;
+  assign \$1748  = s5_step_out[7] & \$1747 ;
+  assign \$1749  = | s5_step_out[41:9];
+  assign \$1750  = ~ \$1749 ;
+  assign \$1751  = s5_step_out[8] & \$1750 ;
+  assign \$1752  = | s5_step_out[41:10];
+  assign \$1753  = ~ \$1752 ;
+  assign \$1754  = s5_step_out[9] & \$1753 ;
+  assign \$1755  = | s5_step_out[41:11];
+  assign \$1756  = ~ \$1755 ;
+  assign \$1757  = s5_step_out[10] & \$1756 ;
+  assign \$1758  = | s5_step_out[41:12];
+  assign \$1759  = ~ \$1758 ;
+  assign \$1760  = s5_step_out[11] & \$1759 ;
+  assign \$1761  = | s5_step_out[41:13];
+  assign \$1762  = ~ \$1761 ;
+  assign \$1763  = s5_step_out[12] & \$1762 ;
+  assign \$1764  = | s5_step_out[41:14];
+  assign \$1765  = ~ \$1764 ;
+  assign \$1766  = s5_step_out[13] & \$1765 ;
+  assign \$1767  = | s5_step_out[41:15];
+  assign \$1768  = ~ \$1767 ;
+  assign \$1769  = s5_step_out[14] & \$1768 ;
+  assign \$1770  = | s5_step_out[41:24];
+  assign \$1771  = ~ \$1770 ;
+  assign \$1772  = s5_step_out[23] & \$1771 ;
+  assign \$1773  = | s5_step_out[41:25];
+  assign \$1774  = ~ \$1773 ;
+  assign \$1775  = s5_step_out[24] & \$1774 ;
+  assign \$1776  = | s5_step_out[41:26];
+  assign \$1777  = ~ \$1776 ;
+  assign \$1778  = s5_step_out[25] & \$1777 ;
+  assign \$1779  = | s5_step_out[41:27];
+  assign \$1780  = ~ \$1779 ;
+  assign \$1781  = s5_step_out[26] & \$1780 ;
+  assign \$1782  = | s5_step_out[41:28];
+  assign \$1783  = ~ \$1782 ;
+  assign \$1784  = s5_step_out[27] & \$1783 ;
+  assign \$1785  = | s5_step_out[41:29];
+  assign \$1786  = ~ \$1785 ;
+  assign \$1787  = s5_step_out[28] & \$1786 ;
+  assign \$1788  = | s5_step_out[41:30];
+  assign \$1789  = ~ \$1788 ;
+  assign \$1790  = s5_step_out[29] & \$1789 ;
+  assign \$1791  = | s5_step_out[41:31];
+  assign \$1792  = ~ \$1791 ;
+  assign \$1793  = s5_step_out[30] & \$1792 ;
+  assign \$1794  = | s5_step_out[41:40];
+  assign \$1795  = ~ \$1794 ;
+  assign \$1796  = s5_step_out[39] & \$1795 ;
+  assign \$1798  = ~ \$1797 ;
+  assign \$1799  = s5_step_out[40] & \$1798 ;
+  assign \$1800  = | { s5_step_out[41], \$1799 , \$1796 , \$1793 , \$1790 , \$1787 , \$1784 , \$1781 , \$1778 , \$1775 , \$1772 , \$1769 , \$1766 , \$1763 , \$1760 , \$1757 , \$1754 , \$1751 , \$1748  };
+  assign \$1801  = | s5_step_out[41:16];
+  assign \$1802  = ~ \$1801 ;
+  assign \$1803  = s5_step_out[15] & \$1802 ;
+  assign \$1804  = | s5_step_out[41:17];
+  assign \$1805  = ~ \$1804 ;
+  assign \$1806  = s5_step_out[16] & \$1805 ;
+  assign \$1807  = | s5_step_out[41:18];
+  assign \$1808  = ~ \$1807 ;
+  assign \$1809  = s5_step_out[17] & \$1808 ;
+  assign \$1810  = | s5_step_out[41:19];
+  assign \$1811  = ~ \$1810 ;
+  assign \$1812  = s5_step_out[18] & \$1811 ;
+  assign \$1813  = | s5_step_out[41:20];
+  assign \$1814  = ~ \$1813 ;
+  assign \$1815  = s5_step_out[19] & \$1814 ;
+  assign \$1816  = | s5_step_out[41:21];
+  assign \$1817  = ~ \$1816 ;
+  assign \$1818  = s5_step_out[20] & \$1817 ;
+  assign \$1819  = | s5_step_out[41:22];
+  assign \$1820  = ~ \$1819 ;
+  assign \$1821  = s5_step_out[21] & \$1820 ;
+  assign \$1822  = | s5_step_out[41:23];
+  assign \$1823  = ~ \$1822 ;
+  assign \$1824  = s5_step_out[22] & \$1823 ;
+  assign \$1825  = | s5_step_out[41:24];
+  assign \$1826  = ~ \$1825 ;
+  assign \$1827  = s5_step_out[23] & \$1826 ;
+  assign \$1828  = | s5_step_out[41:25];
+  assign \$1829  = ~ \$1828 ;
+  assign \$1830  = s5_step_out[24] & \$1829 ;
+  assign \$1831  = | s5_step_out[41:26];
+  assign \$1832  = ~ \$1831 ;
+  assign \$1833  = s5_step_out[25] & \$1832 ;
+  assign \$1834  = | s5_step_out[41:27];
+  assign \$1835  = ~ \$1834 ;
+  assign \$1836  = s5_step_out[26] & \$1835 ;
+  assign \$1837  = | s5_step_out[41:28];
+  assign \$1838  = ~ \$1837 ;
+  assign \$1839  = s5_step_out[27] & \$1838 ;
+  assign \$1840  = | s5_step_out[41:29];
+  assign \$1841  = ~ \$1840 ;
+  assign \$1842  = s5_step_out[28] & \$1841 ;
+  assign \$1843  = | s5_step_out[41:30];
+  assign \$1844  = ~ \$1843 ;
+  assign \$1845  = s5_step_out[29] & \$1844 ;
+  assign \$1846  = | s5_step_out[41:31];
+  assign \$1847  = ~ \$1846 ;
+  assign \$1848  = s5_step_out[30] & \$1847 ;
+  assign \$1849  = | { \$1848 , \$1845 , \$1842 , \$1839 , \$1836 , \$1833 , \$1830 , \$1827 , \$1824 , \$1821 , \$1818 , \$1815 , \$1812 , \$1809 , \$1806 , \$1803  };
+  assign \$1850  = | s5_step_out[41:32];
+  assign \$1851  = ~ \$1850 ;
+  assign \$1852  = s5_step_out[31] & \$1851 ;
+  assign \$1853  = | s5_step_out[41:33];
+  assign \$1854  = ~ \$1853 ;
+  assign \$1855  = s5_step_out[32] & \$1854 ;
+  assign \$1856  = | s5_step_out[41:34];
+  assign \$1857  = ~ \$1856 ;
+  assign \$1858  = s5_step_out[33] & \$1857 ;
+  assign \$1859  = | s5_step_out[41:35];
+  assign \$1860  = ~ \$1859 ;
+  assign \$1861  = s5_step_out[34] & \$1860 ;
+  assign \$1862  = | s5_step_out[41:36];
+  assign \$1863  = ~ \$1862 ;
+  assign \$1864  = s5_step_out[35] & \$1863 ;
+  assign \$1865  = | s5_step_out[41:37];
+  assign \$1866  = ~ \$1865 ;
+  assign \$1867  = s5_step_out[36] & \$1866 ;
+  assign \$1868  = | s5_step_out[41:38];
+  assign \$1869  = ~ \$1868 ;
+  assign \$1870  = s5_step_out[37] & \$1869 ;
+  assign \$1871  = | s5_step_out[41:39];
+  assign \$1872  = ~ \$1871 ;
+  assign \$1873  = s5_step_out[38] & \$1872 ;
+  assign \$1874  = | s5_step_out[41:40];
+  assign \$1875  = ~ \$1874 ;
+  assign \$1876  = s5_step_out[39] & \$1875 ;
+  assign \$1878  = ~ \$1877 ;
+  assign \$1879  = s5_step_out[40] & \$1878 ;
+  assign \$1880  = | { s5_step_out[41], \$1879 , \$1876 , \$1873 , \$1870 , \$1867 , \$1864 , \$1861 , \$1858 , \$1855 , \$1852  };
+  assign \$1881  = { \$1880 , \$1849 , \$1800 , \$1745 , \$1684 , \$1623  } - 4'hb;
+  assign \$1882  = s5_step_out >> \$1881 [5:0];
+  assign \$1883  = \$1559  ? \$1882 [9:0] : s5_step_out[9:0];
+  assign \$1884  = | s5_step_out[41:10];
+  assign \$1885  = | s5_step_out[41:1];
+  assign \$1886  = ~ \$1885 ;
+  assign \$1887  = s5_step_out[0] & \$1886 ;
+  assign \$1888  = | s5_step_out[41:3];
+  assign \$1889  = ~ \$1888 ;
+  assign \$1890  = s5_step_out[2] & \$1889 ;
+  assign \$1891  = | s5_step_out[41:5];
+  assign \$1892  = ~ \$1891 ;
+  assign \$1893  = s5_step_out[4] & \$1892 ;
+  assign \$1894  = | s5_step_out[41:7];
+  assign \$1895  = ~ \$1894 ;
+  assign \$1896  = s5_step_out[6] & \$1895 ;
+  assign \$1897  = | s5_step_out[41:9];
+  assign \$1898  = ~ \$1897 ;
+  assign \$1899  = s5_step_out[8] & \$1898 ;
+  assign \$1900  = | s5_step_out[41:11];
+  assign \$1901  = ~ \$1900 ;
+  assign \$1902  = s5_step_out[10] & \$1901 ;
+  assign \$1903  = | s5_step_out[41:13];
+  assign \$1904  = ~ \$1903 ;
+  assign \$1905  = s5_step_out[12] & \$1904 ;
+  assign \$1906  = | s5_step_out[41:15];
+  assign \$1907  = ~ \$1906 ;
+  assign \$1908  = s5_step_out[14] & \$1907 ;
+  assign \$1909  = | s5_step_out[41:17];
+  assign \$1910  = ~ \$1909 ;
+  assign \$1911  = s5_step_out[16] & \$1910 ;
+  assign \$1912  = | s5_step_out[41:19];
+  assign \$1913  = ~ \$1912 ;
+  assign \$1914  = s5_step_out[18] & \$1913 ;
+  assign \$1915  = | s5_step_out[41:21];
+  assign \$1916  = ~ \$1915 ;
+  assign \$1917  = s5_step_out[20] & \$1916 ;
+  assign \$1918  = | s5_step_out[41:23];
+  assign \$1919  = ~ \$1918 ;
+  assign \$1920  = s5_step_out[22] & \$1919 ;
+  assign \$1921  = | s5_step_out[41:25];
+  assign \$1922  = ~ \$1921 ;
+  assign \$1923  = s5_step_out[24] & \$1922 ;
+  assign \$1924  = | s5_step_out[41:27];
+  assign \$1925  = ~ \$1924 ;
+  assign \$1926  = s5_step_out[26] & \$1925 ;
+  assign \$1927  = | s5_step_out[41:29];
+  assign \$1928  = ~ \$1927 ;
+  assign \$1929  = s5_step_out[28] & \$1928 ;
+  assign \$1930  = | s5_step_out[41:31];
+  assign \$1931  = ~ \$1930 ;
+  assign \$1932  = s5_step_out[30] & \$1931 ;
+  assign \$1933  = | s5_step_out[41:33];
+  assign \$1934  = ~ \$1933 ;
+  assign \$1935  = s5_step_out[32] & \$1934 ;
+  assign \$1936  = | s5_step_out[41:35];
+  assign \$1937  = ~ \$1936 ;
+  assign \$1938  = s5_step_out[34] & \$1937 ;
+  assign \$1939  = | s5_step_out[41:37];
+  assign \$1940  = ~ \$1939 ;
+  assign \$1941  = s5_step_out[36] & \$1940 ;
+  assign \$1942  = | s5_step_out[41:39];
+  assign \$1943  = ~ \$1942 ;
+  assign \$1944  = s5_step_out[38] & \$1943 ;
+  assign \$1946  = ~ \$1945 ;
+  assign \$1947  = s5_step_out[40] & \$1946 ;
+  assign \$1948  = | { \$1947 , \$1944 , \$1941 , \$1938 , \$1935 , \$1932 , \$1929 , \$1926 , \$1923 , \$1920 , \$1917 , \$1914 , \$1911 , \$1908 , \$1905 , \$1902 , \$1899 , \$1896 , \$1893 , \$1890 , \$1887  };
+  assign \$1949  = | s5_step_out[41:2];
+  assign \$1950  = ~ \$1949 ;
+  assign \$1951  = s5_step_out[1] & \$1950 ;
+  assign \$1952  = | s5_step_out[41:3];
+  assign \$1953  = ~ \$1952 ;
+  assign \$1954  = s5_step_out[2] & \$1953 ;
+  assign \$1955  = | s5_step_out[41:6];
+  assign \$1956  = ~ \$1955 ;
+  assign \$1957  = s5_step_out[5] & \$1956 ;
+  assign \$1958  = | s5_step_out[41:7];
+  assign \$1959  = ~ \$1958 ;
+  assign \$1960  = s5_step_out[6] & \$1959 ;
+  assign \$1961  = | s5_step_out[41:10];
+  assign \$1962  = ~ \$1961 ;
+  assign \$1963  = s5_step_out[9] & \$1962 ;
+  assign \$1964  = | s5_step_out[41:11];
+  assign \$1965  = ~ \$1964 ;
+  assign \$1966  = s5_step_out[10] & \$1965 ;
+  assign \$1967  = | s5_step_out[41:14];
+  assign \$1968  = ~ \$1967 ;
+  assign \$1969  = s5_step_out[13] & \$1968 ;
+  assign \$1970  = | s5_step_out[41:15];
+  assign \$1971  = ~ \$1970 ;
+  assign \$1972  = s5_step_out[14] & \$1971 ;
+  assign \$1973  = | s5_step_out[41:18];
+  assign \$1974  = ~ \$1973 ;
+  assign \$1975  = s5_step_out[17] & \$1974 ;
+  assign \$1976  = | s5_step_out[41:19];
+  assign \$1977  = ~ \$1976 ;
+  assign \$1978  = s5_step_out[18] & \$1977 ;
+  assign \$1979  = | s5_step_out[41:22];
+  assign \$1980  = ~ \$1979 ;
+  assign \$1981  = s5_step_out[21] & \$1980 ;
+  assign \$1982  = | s5_step_out[41:23];
+  assign \$1983  = ~ \$1982 ;
+  assign \$1984  = s5_step_out[22] & \$1983 ;
+  assign \$1985  = | s5_step_out[41:26];
+  assign \$1986  = ~ \$1985 ;
+  assign \$1987  = s5_step_out[25] & \$1986 ;
+  assign \$1988  = | s5_step_out[41:27];
+  assign \$1989  = ~ \$1988 ;
+  assign \$1990  = s5_step_out[26] & \$1989 ;
+  assign \$1991  = | s5_step_out[41:30];
+  assign \$1992  = ~ \$1991 ;
+  assign \$1993  = s5_step_out[29] & \$1992 ;
+  assign \$1994  = | s5_step_out[41:31];
+  assign \$1995  = ~ \$1994 ;
+  assign \$1996  = s5_step_out[30] & \$1995 ;
+  assign \$1997  = | s5_step_out[41:34];
+  assign \$1998  = ~ \$1997 ;
+  assign \$1999  = s5_step_out[33] & \$1998 ;
+  assign \$2000  = | s5_step_out[41:35];
+  assign \$2001  = ~ \$2000 ;
+  assign \$2002  = s5_step_out[34] & \$2001 ;
+  assign \$2003  = | s5_step_out[41:38];
+  assign \$2004  = ~ \$2003 ;
+  assign \$2005  = s5_step_out[37] & \$2004 ;
+  assign \$2006  = | s5_step_out[41:39];
+  assign \$2007  = ~ \$2006 ;
+  assign \$2008  = s5_step_out[38] & \$2007 ;
+  assign \$2009  = | { s5_step_out[41], \$2008 , \$2005 , \$2002 , \$1999 , \$1996 , \$1993 , \$1990 , \$1987 , \$1984 , \$1981 , \$1978 , \$1975 , \$1972 , \$1969 , \$1966 , \$1963 , \$1960 , \$1957 , \$1954 , \$1951  };
+  assign \$2010  = | s5_step_out[41:4];
+  assign \$2011  = ~ \$2010 ;
+  assign \$2012  = s5_step_out[3] & \$2011 ;
+  assign \$2013  = | s5_step_out[41:5];
+  assign \$2014  = ~ \$2013 ;
+  assign \$2015  = s5_step_out[4] & \$2014 ;
+  assign \$2016  = | s5_step_out[41:6];
+  assign \$2017  = ~ \$2016 ;
+  assign \$2018  = s5_step_out[5] & \$2017 ;
+  assign \$2019  = | s5_step_out[41:7];
+  assign \$2020  = ~ \$2019 ;
+  assign \$2021  = s5_step_out[6] & \$2020 ;
+  assign \$2022  = | s5_step_out[41:12];
+  assign \$2023  = ~ \$2022 ;
+  assign \$2024  = s5_step_out[11] & \$2023 ;
+  assign \$2025  = | s5_step_out[41:13];
+  assign \$2026  = ~ \$2025 ;
+  assign \$2027  = s5_step_out[12] & \$2026 ;
+  assign \$2028  = | s5_step_out[41:14];
+  assign \$2029  = ~ \$2028 ;
+  assign \$2030  = s5_step_out[13] & \$2029 ;
+  assign \$2031  = | s5_step_out[41:15];
+  assign \$2032  = ~ \$2031 ;
+  assign \$2033  = s5_step_out[14] & \$2032 ;
+  assign \$2034  = | s5_step_out[41:20];
+  assign \$2035  = ~ \$2034 ;
+  assign \$2036  = s5_step_out[19] & \$2035 ;
+  assign \$2037  = | s5_step_out[41:21];
+  assign \$2038  = ~ \$2037 ;
+  assign \$2039  = s5_step_out[20] & \$2038 ;
+  assign \$2040  = | s5_step_out[41:22];
+  assign \$2041  = ~ \$2040 ;
+  assign \$2042  = s5_step_out[21] & \$2041 ;
+  assign \$2043  = | s5_step_out[41:23];
+  assign \$2044  = ~ \$2043 ;
+  assign \$2045  = s5_step_out[22] & \$2044 ;
+  assign \$2046  = | s5_step_out[41:28];
+  assign \$2047  = ~ \$2046 ;
+  assign \$2048  = s5_step_out[27] & \$2047 ;
+  assign \$2049  = | s5_step_out[41:29];
+  assign \$2050  = ~ \$2049 ;
+  assign \$2051  = s5_step_out[28] & \$2050 ;
+  assign \$2052  = | s5_step_out[41:30];
+  assign \$2053  = ~ \$2052 ;
+  assign \$2054  = s5_step_out[29] & \$2053 ;
+  assign \$2055  = | s5_step_out[41:31];
+  assign \$2056  = ~ \$2055 ;
+  assign \$2057  = s5_step_out[30] & \$2056 ;
+  assign \$2058  = | s5_step_out[41:36];
+  assign \$2059  = ~ \$2058 ;
+  assign \$2060  = s5_step_out[35] & \$2059 ;
+  assign \$2061  = | s5_step_out[41:37];
+  assign \$2062  = ~ \$2061 ;
+  assign \$2063  = s5_step_out[36] & \$2062 ;
+  assign \$2064  = | s5_step_out[41:38];
+  assign \$2065  = ~ \$2064 ;
+  assign \$2066  = s5_step_out[37] & \$2065 ;
+  assign \$2067  = | s5_step_out[41:39];
+  assign \$2068  = ~ \$2067 ;
+  assign \$2069  = s5_step_out[38] & \$2068 ;
+  assign \$2070  = | { \$2069 , \$2066 , \$2063 , \$2060 , \$2057 , \$2054 , \$2051 , \$2048 , \$2045 , \$2042 , \$2039 , \$2036 , \$2033 , \$2030 , \$2027 , \$2024 , \$2021 , \$2018 , \$2015 , \$2012  };
+  assign \$2071  = | s5_step_out[41:8];
+  assign \$2072  = ~ \$2071 ;
+  assign \$2073  = s5_step_out[7] & \$2072 ;
+  assign \$2074  = | s5_step_out[41:9];
+  assign \$2075  = ~ \$2074 ;
+  assign \$2076  = s5_step_out[8] & \$2075 ;
+  assign \$2077  = | s5_step_out[41:10];
+  assign \$2078  = ~ \$2077 ;
+  assign \$2079  = s5_step_out[9] & \$2078 ;
+  assign \$2080  = | s5_step_out[41:11];
+  assign \$2081  = ~ \$2080 ;
+  assign \$2082  = s5_step_out[10] & \$2081 ;
+  assign \$2083  = | s5_step_out[41:12];
+  assign \$2084  = ~ \$2083 ;
+  assign \$2085  = s5_step_out[11] & \$2084 ;
+  assign \$2086  = | s5_step_out[41:13];
+  assign \$2087  = ~ \$2086 ;
+  assign \$2088  = s5_step_out[12] & \$2087 ;
+  assign \$2089  = | s5_step_out[41:14];
+  assign \$2090  = ~ \$2089 ;
+  assign \$2091  = s5_step_out[13] & \$2090 ;
+  assign \$2092  = | s5_step_out[41:15];
+  assign \$2093  = ~ \$2092 ;
+  assign \$2094  = s5_step_out[14] & \$2093 ;
+  assign \$2095  = | s5_step_out[41:24];
+  assign \$2096  = ~ \$2095 ;
+  assign \$2097  = s5_step_out[23] & \$2096 ;
+  assign \$2098  = | s5_step_out[41:25];
+  assign \$2099  = ~ \$2098 ;
+  assign \$2100  = s5_step_out[24] & \$2099 ;
+  assign \$2101  = | s5_step_out[41:26];
+  assign \$2102  = ~ \$2101 ;
+  assign \$2103  = s5_step_out[25] & \$2102 ;
+  assign \$2104  = | s5_step_out[41:27];
+  assign \$2105  = ~ \$2104 ;
+  assign \$2106  = s5_step_out[26] & \$2105 ;
+  assign \$2107  = | s5_step_out[41:28];
+  assign \$2108  = ~ \$2107 ;
+  assign \$2109  = s5_step_out[27] & \$2108 ;
+  assign \$2110  = | s5_step_out[41:29];
+  assign \$2111  = ~ \$2110 ;
+  assign \$2112  = s5_step_out[28] & \$2111 ;
+  assign \$2113  = | s5_step_out[41:30];
+  assign \$2114  = ~ \$2113 ;
+  assign \$2115  = s5_step_out[29] & \$2114 ;
+  assign \$2116  = | s5_step_out[41:31];
+  assign \$2117  = ~ \$2116 ;
+  assign \$2118  = s5_step_out[30] & \$2117 ;
+  assign \$2119  = | s5_step_out[41:40];
+  assign \$2120  = ~ \$2119 ;
+  assign \$2121  = s5_step_out[39] & \$2120 ;
+  assign \$2123  = ~ \$2122 ;
+  assign \$2124  = s5_step_out[40] & \$2123 ;
+  assign \$2125  = | { s5_step_out[41], \$2124 , \$2121 , \$2118 , \$2115 , \$2112 , \$2109 , \$2106 , \$2103 , \$2100 , \$2097 , \$2094 , \$2091 , \$2088 , \$2085 , \$2082 , \$2079 , \$2076 , \$2073  };
+  assign \$2126  = | s5_step_out[41:16];
+  assign \$2127  = ~ \$2126 ;
+  assign \$2128  = s5_step_out[15] & \$2127 ;
+  assign \$2129  = | s5_step_out[41:17];
+  assign \$2130  = ~ \$2129 ;
+  assign \$2131  = s5_step_out[16] & \$2130 ;
+  assign \$2132  = | s5_step_out[41:18];
+  assign \$2133  = ~ \$2132 ;
+  assign \$2134  = s5_step_out[17] & \$2133 ;
+  assign \$2135  = | s5_step_out[41:19];
+  assign \$2136  = ~ \$2135 ;
+  assign \$2137  = s5_step_out[18] & \$2136 ;
+  assign \$2138  = | s5_step_out[41:20];
+  assign \$2139  = ~ \$2138 ;
+  assign \$2140  = s5_step_out[19] & \$2139 ;
+  assign \$2141  = | s5_step_out[41:21];
+  assign \$2142  = ~ \$2141 ;
+  assign \$2143  = s5_step_out[20] & \$2142 ;
+  assign \$2144  = | s5_step_out[41:22];
+  assign \$2145  = ~ \$2144 ;
+  assign \$2146  = s5_step_out[21] & \$2145 ;
+  assign \$2147  = | s5_step_out[41:23];
+  assign \$2148  = ~ \$2147 ;
+  assign \$2149  = s5_step_out[22] & \$2148 ;
+  assign \$2150  = | s5_step_out[41:24];
+  assign \$2151  = ~ \$2150 ;
+  assign \$2152  = s5_step_out[23] & \$2151 ;
+  assign \$2153  = | s5_step_out[41:25];
+  assign \$2154  = ~ \$2153 ;
+  assign \$2155  = s5_step_out[24] & \$2154 ;
+  assign \$2156  = | s5_step_out[41:26];
+  assign \$2157  = ~ \$2156 ;
+  assign \$2158  = s5_step_out[25] & \$2157 ;
+  assign \$2159  = | s5_step_out[41:27];
+  assign \$2160  = ~ \$2159 ;
+  assign \$2161  = s5_step_out[26] & \$2160 ;
+  assign \$2162  = | s5_step_out[41:28];
+  assign \$2163  = ~ \$2162 ;
+  assign \$2164  = s5_step_out[27] & \$2163 ;
+  assign \$2165  = | s5_step_out[41:29];
+  assign \$2166  = ~ \$2165 ;
+  assign \$2167  = s5_step_out[28] & \$2166 ;
+  assign \$2168  = | s5_step_out[41:30];
+  assign \$2169  = ~ \$2168 ;
+  assign \$2170  = s5_step_out[29] & \$2169 ;
+  assign \$2171  = | s5_step_out[41:31];
+  assign \$2172  = ~ \$2171 ;
+  assign \$2173  = s5_step_out[30] & \$2172 ;
+  assign \$2174  = | { \$2173 , \$2170 , \$2167 , \$2164 , \$2161 , \$2158 , \$2155 , \$2152 , \$2149 , \$2146 , \$2143 , \$2140 , \$2137 , \$2134 , \$2131 , \$2128  };
+  assign \$2175  = | s5_step_out[41:32];
+  assign \$2176  = ~ \$2175 ;
+  assign \$2177  = s5_step_out[31] & \$2176 ;
+  assign \$2178  = | s5_step_out[41:33];
+  assign \$2179  = ~ \$2178 ;
+  assign \$2180  = s5_step_out[32] & \$2179 ;
+  assign \$2181  = | s5_step_out[41:34];
+  assign \$2182  = ~ \$2181 ;
+  assign \$2183  = s5_step_out[33] & \$2182 ;
+  assign \$2184  = | s5_step_out[41:35];
+  assign \$2185  = ~ \$2184 ;
+  assign \$2186  = s5_step_out[34] & \$2185 ;
+  assign \$2187  = | s5_step_out[41:36];
+  assign \$2188  = ~ \$2187 ;
+  assign \$2189  = s5_step_out[35] & \$2188 ;
+  assign \$2190  = | s5_step_out[41:37];
+  assign \$2191  = ~ \$2190 ;
+  assign \$2192  = s5_step_out[36] & \$2191 ;
+  assign \$2193  = | s5_step_out[41:38];
+  assign \$2194  = ~ \$2193 ;
+  assign \$2195  = s5_step_out[37] & \$2194 ;
+  assign \$2196  = | s5_step_out[41:39];
+  assign \$2197  = ~ \$2196 ;
+  assign \$2198  = s5_step_out[38] & \$2197 ;
+  assign \$2199  = | s5_step_out[41:40];
+  assign \$2200  = ~ \$2199 ;
+  assign \$2201  = s5_step_out[39] & \$2200 ;
+  assign \$2203  = ~ \$2202 ;
+  assign \$2204  = s5_step_out[40] & \$2203 ;
+  assign \$2205  = | { s5_step_out[41], \$2204 , \$2201 , \$2198 , \$2195 , \$2192 , \$2189 , \$2186 , \$2183 , \$2180 , \$2177  };
+  assign \$2206  = { \$2205 , \$2174 , \$2125 , \$2070 , \$2009 , \$1948  } - 4'ha;
+  assign \$2207  = \$1884  ? \$2206 [4:0] : 5'h00;
+  assign \$2209  = s0_rem >= \$2208 ;
+  assign \$2211  = s0_rem - \$2210 ;
+  assign \$2212  = \$2209  ? \$2211  : { 3'h0, s0_rem };
+  assign \$2214  = s1_rem >= \$2213 ;
+  assign \$2216  = s1_rem - \$2215 ;
+  assign \$2217  = \$2214  ? \$2216  : { 1'h0, s1_rem };
+  assign \$2219  = s2_rem >= \$2218 ;
+  assign \$2221  = s2_rem - \$2220 ;
+  assign \$2222  = \$2219  ? \$2221  : { 1'h0, s2_rem };
+  assign \$2224  = s3_rem >= \$2223 ;
+  assign \$2226  = s3_rem - \$2225 ;
+  assign \$2227  = \$2224  ? \$2226  : { 1'h0, s3_rem };
+  assign \$2229  = s4_rem >= \$2228 ;
+  assign \$2231  = s4_rem - \$2230 ;
+  assign \$2232  = \$2229  ? \$2231  : { 1'h0, s4_rem };
+  assign \$2233  = | s4_c_mid;
+  assign \$2234  = | s4_c_mid[41:1];
+  assign \$2235  = | s4_c_mid[41:2];
+  assign \$2236  = | s4_c_mid[41:3];
+  assign \$2237  = | s4_c_mid[41:4];
+  assign \$2238  = | s4_c_mid[41:5];
+  assign \$2239  = | s4_c_mid[41:6];
+  assign \$2240  = | s4_c_mid[41:7];
+  assign \$2241  = | s4_c_mid[41:8];
+  assign \$2242  = | s4_c_mid[41:9];
+  assign \$2243  = | s4_c_mid[41:10];
+  assign \$2244  = | s4_c_mid[41:11];
+  assign \$2245  = | s4_c_mid[41:12];
+  assign \$2246  = | s4_c_mid[41:13];
+  assign \$2247  = | s4_c_mid[41:14];
+  assign \$2248  = | s4_c_mid[41:15];
+  assign \$2249  = | s4_c_mid[41:16];
+  assign \$2250  = | s4_c_mid[41:17];
+  assign \$2251  = | s4_c_mid[41:18];
+  assign \$2252  = | s4_c_mid[41:19];
+  assign \$2253  = | s4_c_mid[41:20];
+  assign \$2254  = | s4_c_mid[41:21];
+  assign \$2255  = | s4_c_mid[41:22];
+  assign \$2256  = | s4_c_mid[41:23];
+  assign \$2257  = | s4_c_mid[41:24];
+  assign \$2258  = | s4_c_mid[41:25];
+  assign \$2259  = | s4_c_mid[41:26];
+  assign \$2260  = | s4_c_mid[41:27];
+  assign \$2261  = | s4_c_mid[41:28];
+  assign \$2262  = | s4_c_mid[41:29];
+  assign \$2263  = | s4_c_mid[41:30];
+  assign \$2264  = | s4_c_mid[41:31];
+  assign \$2265  = | s4_c_mid[41:32];
+  assign \$2266  = | s4_c_mid[41:33];
+  assign \$2267  = | s4_c_mid[41:34];
+  assign \$2268  = | s4_c_mid[41:35];
+  assign \$2269  = | s4_c_mid[41:36];
+  assign \$2270  = | s4_c_mid[41:37];
+  assign \$2271  = | s4_c_mid[41:38];
+  assign \$2272  = | s4_c_mid[41:39];
+  assign \$2273  = | s4_c_mid[41:40];
+  assign \$2275  = | s4_c_in;
+  assign \$2276  = | s4_c_in[41:1];
+  assign \$2277  = | s4_c_in[41:2];
+  assign \$2278  = | s4_c_in[41:3];
+  assign \$2279  = | s4_c_in[41:4];
+  assign \$2280  = | s4_c_in[41:5];
+  assign \$2281  = | s4_c_in[41:6];
+  assign \$2282  = | s4_c_in[41:7];
+  assign \$2283  = | s4_c_in[41:8];
+  assign \$2284  = | s4_c_in[41:9];
+  assign \$2285  = | s4_c_in[41:10];
+  assign \$2286  = | s4_c_in[41:11];
+  assign \$2287  = | s4_c_in[41:12];
+  assign \$2288  = | s4_c_in[41:13];
+  assign \$2289  = | s4_c_in[41:14];
+  assign \$2290  = | s4_c_in[41:15];
+  assign \$2291  = | s4_c_in[41:16];
+  assign \$2292  = | s4_c_in[41:17];
+  assign \$2293  = | s4_c_in[41:18];
+  assign \$2294  = | s4_c_in[41:19];
+  assign \$2295  = | s4_c_in[41:20];
+  assign \$2296  = | s4_c_in[41:21];
+  assign \$2297  = | s4_c_in[41:22];
+  assign \$2298  = | s4_c_in[41:23];
+  assign \$2299  = | s4_c_in[41:24];
+  assign \$2300  = | s4_c_in[41:25];
+  assign \$2301  = | s4_c_in[41:26];
+  assign \$2302  = | s4_c_in[41:27];
+  assign \$2303  = | s4_c_in[41:28];
+  assign \$2304  = | s4_c_in[41:29];
+  assign \$2305  = | s4_c_in[41:30];
+  assign \$2306  = | s4_c_in[41:31];
+  assign \$2307  = | s4_c_in[41:32];
+  assign \$2308  = | s4_c_in[41:33];
+  assign \$2309  = | s4_c_in[41:34];
+  assign \$2310  = | s4_c_in[41:35];
+  assign \$2311  = | s4_c_in[41:36];
+  assign \$2312  = | s4_c_in[41:37];
+  assign \$2313  = | s4_c_in[41:38];
+  assign \$2314  = | s4_c_in[41:39];
+  assign \$2315  = | s4_c_in[41:40];
+  assign \$2317  = | s4_c_out;
+  assign \$2318  = | s4_c_out[41:1];
+  assign \$2319  = | s4_c_out[41:2];
+  assign \$2320  = | s4_c_out[41:3];
+  assign \$2321  = | s4_c_out[41:4];
+  assign \$2322  = | s4_c_out[41:5];
+  assign \$2323  = | s4_c_out[41:6];
+  assign \$2324  = | s4_c_out[41:7];
+  assign \$2325  = | s4_c_out[41:8];
+  assign \$2326  = | s4_c_out[41:9];
+  assign \$2327  = | s4_c_out[41:10];
+  assign \$2328  = | s4_c_out[41:11];
+  assign \$2329  = | s4_c_out[41:12];
+  assign \$2330  = | s4_c_out[41:13];
+  assign \$2331  = | s4_c_out[41:14];
+  assign \$2332  = | s4_c_out[41:15];
+  assign \$2333  = | s4_c_out[41:16];
+  assign \$2334  = | s4_c_out[41:17];
+  assign \$2335  = | s4_c_out[41:18];
+  assign \$2336  = | s4_c_out[41:19];
+  assign \$2337  = | s4_c_out[41:20];
+  assign \$2338  = | s4_c_out[41:21];
+  assign \$2339  = | s4_c_out[41:22];
+  assign \$2340  = | s4_c_out[41:23];
+  assign \$2341  = | s4_c_out[41:24];
+  assign \$2342  = | s4_c_out[41:25];
+  assign \$2343  = | s4_c_out[41:26];
+  assign \$2344  = | s4_c_out[41:27];
+  assign \$2345  = | s4_c_out[41:28];
+  assign \$2346  = | s4_c_out[41:29];
+  assign \$2347  = | s4_c_out[41:30];
+  assign \$2348  = | s4_c_out[41:31];
+  assign \$2349  = | s4_c_out[41:32];
+  assign \$2350  = | s4_c_out[41:33];
+  assign \$2351  = | s4_c_out[41:34];
+  assign \$2352  = | s4_c_out[41:35];
+  assign \$2353  = | s4_c_out[41:36];
+  assign \$2354  = | s4_c_out[41:37];
+  assign \$2355  = | s4_c_out[41:38];
+  assign \$2356  = | s4_c_out[41:39];
+  assign \$2357  = | s4_c_out[41:40];
+  always @(posedge clk)
+    s0_valid <= \$2359 ;
+  always @(posedge clk)
+    s0_a <= \$2360 ;
+  always @(posedge clk)
+    s0_b <= \$2361 ;
+  always @(posedge clk)
+    s0_has_lo <= \$2362 ;
+  always @(posedge clk)
+    s0_has_hi <= \$2363 ;
+  always @(posedge clk)
+    s0_outer <= \$2364 ;
+  always @(posedge clk)
+    s0_inner <= \$2365 ;
+  always @(posedge clk)
+    s0_tag <= \$2366 ;
+  always @(posedge clk)
+    s0_den <= \$2367 ;
+  always @(posedge clk)
+    s0_rem <= \$2368 ;
+  always @(posedge clk)
+    s1_q0 <= \$2369 ;
+  always @(posedge clk)
+    s1_rem <= \$2370 ;
+  always @(posedge clk)
+    s1_den <= \$2371 ;
+  always @(posedge clk)
+    s1_valid <= \$2372 ;
+  always @(posedge clk)
+    s1_a <= \$2373 ;
+  always @(posedge clk)
+    s1_b <= \$2374 ;
+  always @(posedge clk)
+    s1_has_lo <= \$2375 ;
+  always @(posedge clk)
+    s1_has_hi <= \$2376 ;
+  always @(posedge clk)
+    s1_outer <= \$2377 ;
+  always @(posedge clk)
+    s1_inner <= \$2378 ;
+  always @(posedge clk)
+    s1_tag <= \$2379 ;
+  always @(posedge clk)
+    s2_q0 <= \$2380 ;
+  always @(posedge clk)
+    s2_q1 <= \$2381 ;
+  always @(posedge clk)
+    s2_rem <= \$2382 ;
+  always @(posedge clk)
+    s2_den <= \$2383 ;
+  always @(posedge clk)
+    s2_valid <= \$2384 ;
+  always @(posedge clk)
+    s2_a <= \$2385 ;
+  always @(posedge clk)
+    s2_b <= \$2386 ;
+  always @(posedge clk)
+    s2_has_lo <= \$2387 ;
+  always @(posedge clk)
+    s2_has_hi <= \$2388 ;
+  always @(posedge clk)
+    s2_outer <= \$2389 ;
+  always @(posedge clk)
+    s2_inner <= \$2390 ;
+  always @(posedge clk)
+    s2_tag <= \$2391 ;
+  always @(posedge clk)
+    s3_q0 <= \$2392 ;
+  always @(posedge clk)
+    s3_q1 <= \$2393 ;
+  always @(posedge clk)
+    s3_q2 <= \$2394 ;
+  always @(posedge clk)
+    s3_rem <= \$2395 ;
+  always @(posedge clk)
+    s3_den <= \$2396 ;
+  always @(posedge clk)
+    s3_valid <= \$2397 ;
+  always @(posedge clk)
+    s3_a <= \$2398 ;
+  always @(posedge clk)
+    s3_b <= \$2399 ;
+  always @(posedge clk)
+    s3_has_lo <= \$2400 ;
+  always @(posedge clk)
+    s3_has_hi <= \$2401 ;
+  always @(posedge clk)
+    s3_outer <= \$2402 ;
+  always @(posedge clk)
+    s3_inner <= \$2403 ;
+  always @(posedge clk)
+    s3_tag <= \$2404 ;
+  always @(posedge clk)
+    s4_q0 <= \$2405 ;
+  always @(posedge clk)
+    s4_q1 <= \$2406 ;
+  always @(posedge clk)
+    s4_q2 <= \$2407 ;
+  always @(posedge clk)
+    s4_q3 <= \$2408 ;
+  always @(posedge clk)
+    s4_rem <= \$2409 ;
+  always @(posedge clk)
+    s4_den <= \$2410 ;
+  always @(posedge clk)
+    s4_valid <= \$2411 ;
+  always @(posedge clk)
+    s4_a <= \$2412 ;
+  always @(posedge clk)
+    s4_b <= \$2413 ;
+  always @(posedge clk)
+    s4_has_lo <= \$2414 ;
+  always @(posedge clk)
+    s4_has_hi <= \$2415 ;
+  always @(posedge clk)
+    s4_outer <= \$2416 ;
+  always @(posedge clk)
+    s4_inner <= \$2417 ;
+  always @(posedge clk)
+    s4_tag <= \$2418 ;
+  always @(posedge clk)
+    s5_q0 <= \$2419 ;
+  always @(posedge clk)
+    s5_q1 <= \$2420 ;
+  always @(posedge clk)
+    s5_q2 <= \$2421 ;
+  always @(posedge clk)
+    s5_q3 <= \$2422 ;
+  always @(posedge clk)
+    s5_q4 <= \$2423 ;
+  always @(posedge clk)
+    s5_rem <= \$2424 ;
+  always @(posedge clk)
+    s5_den <= \$2425 ;
+  always @(posedge clk)
+    s5_valid <= \$2426 ;
+  always @(posedge clk)
+    s5_a <= \$2427 ;
+  always @(posedge clk)
+    s5_b <= \$2428 ;
+  always @(posedge clk)
+    s5_has_lo <= \$2429 ;
+  always @(posedge clk)
+    s5_has_hi <= \$2430 ;
+  always @(posedge clk)
+    s5_outer <= \$2431 ;
+  always @(posedge clk)
+    s5_inner <= \$2432 ;
+  always @(posedge clk)
+    s5_tag <= \$2433 ;
+  always @(posedge clk)
+    c_valid <= \$2434 ;
+  always @(posedge clk)
+    c_outer <= \$2435 ;
+  always @(posedge clk)
+    c_inner <= \$2436 ;
+  always @(posedge clk)
+    c_tag <= \$2437 ;
+  always @(posedge clk)
+    c_a <= \$2438 ;
+  always @(posedge clk)
+    c_b <= \$2439 ;
+  always @(posedge clk)
+    c_nl <= \$2440 ;
+  always @(posedge clk)
+    c_nu <= \$2441 ;
+  always @(posedge clk)
+    c_mu <= \$2442 ;
+  always @(posedge clk)
+    c_lok <= \$2443 ;
+  always @(posedge clk)
+    c_uok <= \$2444 ;
+  always @(posedge clk)
+    p_valid <= \$2445 ;
+  always @(posedge clk)
+    p_outer <= \$2446 ;
+  always @(posedge clk)
+    p_inner <= \$2447 ;
+  always @(posedge clk)
+    p_tag <= \$2448 ;
+  always @(posedge clk)
+    p_a <= \$2449 ;
+  always @(posedge clk)
+    p_b <= \$2450 ;
+  always @(posedge clk)
+    p_bl <= \$2451 ;
+  always @(posedge clk)
+    p_am <= \$2452 ;
+  always @(posedge clk)
+    p_nl <= \$2453 ;
+  always @(posedge clk)
+    p_nu <= \$2454 ;
+  always @(posedge clk)
+    p_mu <= \$2455 ;
+  always @(posedge clk)
+    p_lok <= \$2456 ;
+  always @(posedge clk)
+    p_uok <= \$2457 ;
+  always @(posedge clk)
+    \s2_valid$114  <= \$2458 ;
+  always @(posedge clk)
+    \s2_outer$115  <= \$2459 ;
+  always @(posedge clk)
+    \s2_inner$116  <= \$2460 ;
+  always @(posedge clk)
+    \s2_tag$117  <= \$2461 ;
+  always @(posedge clk)
+    s2_nlo <= \$2462 ;
+  always @(posedge clk)
+    s2_ext <= \$2463 ;
+  always @(posedge clk)
+    s2_lev <= \$2464 ;
+  always @(posedge clk)
+    r_valid <= \$2465 ;
+  always @(posedge clk)
+    r_tag <= \$2466 ;
+  always @(posedge clk)
+    r_outer <= \$2467 ;
+  always @(posedge clk)
+    r_inner <= \$2468 ;
+  always @(posedge clk)
+    r_nlo <= \$2469 ;
+  always @(posedge clk)
+    r_ext <= \$2470 ;
+  always @(posedge clk)
+    r_rec <= \$2471 ;
+  always @(posedge clk)
+    \s3_valid$128  <= \$2472 ;
+  always @(posedge clk)
+    \s3_tag$129  <= \$2473 ;
+  always @(posedge clk)
+    s3_nlo <= \$2474 ;
+  always @(posedge clk)
+    s3_p_mid <= \$2475 ;
+  always @(posedge clk)
+    s3_p_in <= \$2476 ;
+  always @(posedge clk)
+    s3_p_out <= \$2477 ;
+  always @(posedge clk)
+    \s4_valid$134  <= \$2478 ;
+  always @(posedge clk)
+    \s4_tag$135  <= \$2479 ;
+  always @(posedge clk)
+    s4_nlo <= \$2480 ;
+  always @(posedge clk)
+    s4_c_mid <= \$2481 ;
+  always @(posedge clk)
+    s4_c_in <= \$2482 ;
+  always @(posedge clk)
+    s4_c_out <= \$2483 ;
+  always @(posedge clk)
+    \s5_valid$140  <= \$2484 ;
+  always @(posedge clk)
+    \s5_tag$141  <= \$2485 ;
+  always @(posedge clk)
+    s5_nlo <= \$2486 ;
+  always @(posedge clk)
+    s5_step_mid <= \$2487 ;
+  always @(posedge clk)
+    s5_step_in <= \$2488 ;
+  always @(posedge clk)
+    s5_step_out <= \$2489 ;
+  always @(posedge clk)
+    o_valid <= \$2490 ;
+  always @(posedge clk)
+    o_tag <= \$2491 ;
+  always @(posedge clk)
+    n_lo <= \$2492 ;
+  always @(posedge clk)
+    delta_mid <= \$2493 ;
+  always @(posedge clk)
+    delta_inner <= \$2494 ;
+  always @(posedge clk)
+    delta_outer <= \$2495 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     (* full_case = 32'd1 *)
@@ -110834,972 +113375,969 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1078  = valid;
+    \$2359  = valid;
     if (rst) begin
-      \$1078  = 1'h0;
+      \$2359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1079  = a;
+    \$2360  = a;
     if (rst) begin
-      \$1079  = 41'h00000000000;
+      \$2360  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1080  = b;
+    \$2361  = b;
     if (rst) begin
-      \$1080  = 41'h00000000000;
+      \$2361  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1081  = has_lo;
+    \$2362  = has_lo;
     if (rst) begin
-      \$1081  = 1'h0;
+      \$2362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1082  = has_hi;
+    \$2363  = has_hi;
     if (rst) begin
-      \$1082  = 1'h0;
+      \$2363  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1083  = outer_max;
+    \$2364  = outer_max;
     if (rst) begin
-      \$1083  = 41'h00000000000;
+      \$2364  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1084  = inner_ext;
+    \$2365  = inner_ext;
     if (rst) begin
-      \$1084  = 41'h00000000000;
+      \$2365  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1085  = 1'h0;
+    \$2366  = 1'h0;
     if (rst) begin
-      \$1085  = 1'h0;
+      \$2366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1086  = \$1 ;
+    \$2367  = \$1 ;
     if (rst) begin
-      \$1086  = 42'h00000000000;
+      \$2367  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1087  = \$3 [46:0];
+    \$2368  = \$3 [46:0];
     if (rst) begin
-      \$1087  = 47'h000000000000;
+      \$2368  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1088  = \$5 ;
+    \$2369  = \$5 ;
     if (rst) begin
-      \$1088  = 1'h0;
+      \$2369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1089  = \$790 [46:0];
+    \$2370  = \$2212 [46:0];
     if (rst) begin
-      \$1089  = 47'h000000000000;
+      \$2370  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1090  = s0_den;
+    \$2371  = s0_den;
     if (rst) begin
-      \$1090  = 42'h00000000000;
+      \$2371  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1091  = s0_valid;
+    \$2372  = s0_valid;
     if (rst) begin
-      \$1091  = 1'h0;
+      \$2372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1092  = s0_a;
+    \$2373  = s0_a;
     if (rst) begin
-      \$1092  = 41'h00000000000;
+      \$2373  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1093  = s0_b;
+    \$2374  = s0_b;
     if (rst) begin
-      \$1093  = 41'h00000000000;
+      \$2374  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1094  = s0_has_lo;
+    \$2375  = s0_has_lo;
     if (rst) begin
-      \$1094  = 1'h0;
+      \$2375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1095  = s0_has_hi;
+    \$2376  = s0_has_hi;
     if (rst) begin
-      \$1095  = 1'h0;
+      \$2376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1096  = s0_outer;
+    \$2377  = s0_outer;
     if (rst) begin
-      \$1096  = 41'h00000000000;
+      \$2377  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1097  = s0_inner;
+    \$2378  = s0_inner;
     if (rst) begin
-      \$1097  = 41'h00000000000;
+      \$2378  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1098  = s0_tag;
+    \$2379  = s0_tag;
     if (rst) begin
-      \$1098  = 1'h0;
+      \$2379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1099  = s1_q0;
+    \$2380  = s1_q0;
     if (rst) begin
-      \$1099  = 1'h0;
+      \$2380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1100  = \$7 ;
+    \$2381  = \$7 ;
     if (rst) begin
-      \$1100  = 1'h0;
+      \$2381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1101  = \$795 [46:0];
+    \$2382  = \$2217 [46:0];
     if (rst) begin
-      \$1101  = 47'h000000000000;
+      \$2382  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1102  = s1_den;
+    \$2383  = s1_den;
     if (rst) begin
-      \$1102  = 42'h00000000000;
+      \$2383  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1103  = s1_valid;
+    \$2384  = s1_valid;
     if (rst) begin
-      \$1103  = 1'h0;
+      \$2384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1104  = s1_a;
+    \$2385  = s1_a;
     if (rst) begin
-      \$1104  = 41'h00000000000;
+      \$2385  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1105  = s1_b;
+    \$2386  = s1_b;
     if (rst) begin
-      \$1105  = 41'h00000000000;
+      \$2386  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1106  = s1_has_lo;
+    \$2387  = s1_has_lo;
     if (rst) begin
-      \$1106  = 1'h0;
+      \$2387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1107  = s1_has_hi;
+    \$2388  = s1_has_hi;
     if (rst) begin
-      \$1107  = 1'h0;
+      \$2388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1108  = s1_outer;
+    \$2389  = s1_outer;
     if (rst) begin
-      \$1108  = 41'h00000000000;
+      \$2389  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1109  = s1_inner;
+    \$2390  = s1_inner;
     if (rst) begin
-      \$1109  = 41'h00000000000;
+      \$2390  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1110  = s1_tag;
+    \$2391  = s1_tag;
     if (rst) begin
-      \$1110  = 1'h0;
+      \$2391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1111  = s2_q0;
+    \$2392  = s2_q0;
     if (rst) begin
-      \$1111  = 1'h0;
+      \$2392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1112  = s2_q1;
+    \$2393  = s2_q1;
     if (rst) begin
-      \$1112  = 1'h0;
+      \$2393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1113  = \$9 ;
+    \$2394  = \$9 ;
     if (rst) begin
-      \$1113  = 1'h0;
+      \$2394  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1114  = \$800 [46:0];
+    \$2395  = \$2222 [46:0];
     if (rst) begin
-      \$1114  = 47'h000000000000;
+      \$2395  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1115  = s2_den;
+    \$2396  = s2_den;
     if (rst) begin
-      \$1115  = 42'h00000000000;
+      \$2396  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1116  = s2_valid;
+    \$2397  = s2_valid;
     if (rst) begin
-      \$1116  = 1'h0;
+      \$2397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1117  = s2_a;
+    \$2398  = s2_a;
     if (rst) begin
-      \$1117  = 41'h00000000000;
+      \$2398  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1118  = s2_b;
+    \$2399  = s2_b;
     if (rst) begin
-      \$1118  = 41'h00000000000;
+      \$2399  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1119  = s2_has_lo;
+    \$2400  = s2_has_lo;
     if (rst) begin
-      \$1119  = 1'h0;
+      \$2400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1120  = s2_has_hi;
+    \$2401  = s2_has_hi;
     if (rst) begin
-      \$1120  = 1'h0;
+      \$2401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1121  = s2_outer;
+    \$2402  = s2_outer;
     if (rst) begin
-      \$1121  = 41'h00000000000;
+      \$2402  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1122  = s2_inner;
+    \$2403  = s2_inner;
     if (rst) begin
-      \$1122  = 41'h00000000000;
+      \$2403  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1123  = s2_tag;
+    \$2404  = s2_tag;
     if (rst) begin
-      \$1123  = 1'h0;
+      \$2404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1124  = s3_q0;
+    \$2405  = s3_q0;
     if (rst) begin
-      \$1124  = 1'h0;
+      \$2405  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1125  = s3_q1;
+    \$2406  = s3_q1;
     if (rst) begin
-      \$1125  = 1'h0;
+      \$2406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1126  = s3_q2;
+    \$2407  = s3_q2;
     if (rst) begin
-      \$1126  = 1'h0;
+      \$2407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1127  = \$11 ;
+    \$2408  = \$11 ;
     if (rst) begin
-      \$1127  = 1'h0;
+      \$2408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1128  = \$805 [46:0];
+    \$2409  = \$2227 [46:0];
     if (rst) begin
-      \$1128  = 47'h000000000000;
+      \$2409  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1129  = s3_den;
+    \$2410  = s3_den;
     if (rst) begin
-      \$1129  = 42'h00000000000;
+      \$2410  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1130  = s3_valid;
+    \$2411  = s3_valid;
     if (rst) begin
-      \$1130  = 1'h0;
+      \$2411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1131  = s3_a;
+    \$2412  = s3_a;
     if (rst) begin
-      \$1131  = 41'h00000000000;
+      \$2412  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1132  = s3_b;
+    \$2413  = s3_b;
     if (rst) begin
-      \$1132  = 41'h00000000000;
+      \$2413  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1133  = s3_has_lo;
+    \$2414  = s3_has_lo;
     if (rst) begin
-      \$1133  = 1'h0;
+      \$2414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1134  = s3_has_hi;
+    \$2415  = s3_has_hi;
     if (rst) begin
-      \$1134  = 1'h0;
+      \$2415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1135  = s3_outer;
+    \$2416  = s3_outer;
     if (rst) begin
-      \$1135  = 41'h00000000000;
+      \$2416  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1136  = s3_inner;
+    \$2417  = s3_inner;
     if (rst) begin
-      \$1136  = 41'h00000000000;
+      \$2417  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1137  = s3_tag;
+    \$2418  = s3_tag;
     if (rst) begin
-      \$1137  = 1'h0;
+      \$2418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1138  = s4_q0;
+    \$2419  = s4_q0;
     if (rst) begin
-      \$1138  = 1'h0;
+      \$2419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1139  = s4_q1;
+    \$2420  = s4_q1;
     if (rst) begin
-      \$1139  = 1'h0;
+      \$2420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1140  = s4_q2;
+    \$2421  = s4_q2;
     if (rst) begin
-      \$1140  = 1'h0;
+      \$2421  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1141  = s4_q3;
+    \$2422  = s4_q3;
     if (rst) begin
-      \$1141  = 1'h0;
+      \$2422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1142  = \$13 ;
+    \$2423  = \$13 ;
     if (rst) begin
-      \$1142  = 1'h0;
+      \$2423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1143  = \$810 [46:0];
+    \$2424  = \$2232 [46:0];
     if (rst) begin
-      \$1143  = 47'h000000000000;
+      \$2424  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1144  = s4_den;
+    \$2425  = s4_den;
     if (rst) begin
-      \$1144  = 42'h00000000000;
+      \$2425  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1145  = s4_valid;
+    \$2426  = s4_valid;
     if (rst) begin
-      \$1145  = 1'h0;
+      \$2426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1146  = s4_a;
+    \$2427  = s4_a;
     if (rst) begin
-      \$1146  = 41'h00000000000;
+      \$2427  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1147  = s4_b;
+    \$2428  = s4_b;
     if (rst) begin
-      \$1147  = 41'h00000000000;
+      \$2428  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1148  = s4_has_lo;
+    \$2429  = s4_has_lo;
     if (rst) begin
-      \$1148  = 1'h0;
+      \$2429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1149  = s4_has_hi;
+    \$2430  = s4_has_hi;
     if (rst) begin
-      \$1149  = 1'h0;
+      \$2430  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1150  = s4_outer;
+    \$2431  = s4_outer;
     if (rst) begin
-      \$1150  = 41'h00000000000;
+      \$2431  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1151  = s4_inner;
+    \$2432  = s4_inner;
     if (rst) begin
-      \$1151  = 41'h00000000000;
+      \$2432  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1152  = s4_tag;
+    \$2433  = s4_tag;
     if (rst) begin
-      \$1152  = 1'h0;
+      \$2433  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1153  = s5_valid;
+    \$2434  = s5_valid;
     if (rst) begin
-      \$1153  = 1'h0;
+      \$2434  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1154  = s5_outer;
+    \$2435  = s5_outer;
     if (rst) begin
-      \$1154  = 41'h00000000000;
+      \$2435  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1155  = s5_inner;
+    \$2436  = s5_inner;
     if (rst) begin
-      \$1155  = 41'h00000000000;
+      \$2436  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1156  = s5_tag;
+    \$2437  = s5_tag;
     if (rst) begin
-      \$1156  = 1'h0;
+      \$2437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1157  = s5_a;
+    \$2438  = s5_a;
     if (rst) begin
-      \$1157  = 41'h00000000000;
+      \$2438  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1158  = s5_b;
+    \$2439  = s5_b;
     if (rst) begin
-      \$1158  = 41'h00000000000;
+      \$2439  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1159  = \$64 [4:0];
+    \$2440  = \$64 [4:0];
     if (rst) begin
-      \$1159  = 5'h00;
+      \$2440  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1160  = \$94 [4:0];
+    \$2441  = \$94 [4:0];
     if (rst) begin
-      \$1160  = 5'h00;
+      \$2441  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1161  = \$125 [4:0];
+    \$2442  = \$125 [4:0];
     if (rst) begin
-      \$1161  = 5'h00;
+      \$2442  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1162  = \$193 ;
+    \$2443  = \$193 ;
     if (rst) begin
-      \$1162  = 1'h0;
+      \$2443  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1163  = \$224 ;
+    \$2444  = \$224 ;
     if (rst) begin
-      \$1163  = 1'h0;
+      \$2444  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1164  = c_valid;
+    \$2445  = c_valid;
     if (rst) begin
-      \$1164  = 1'h0;
+      \$2445  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1165  = c_outer;
+    \$2446  = c_outer;
     if (rst) begin
-      \$1165  = 41'h00000000000;
+      \$2446  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1166  = c_inner;
+    \$2447  = c_inner;
     if (rst) begin
-      \$1166  = 41'h00000000000;
+      \$2447  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1167  = c_tag;
+    \$2448  = c_tag;
     if (rst) begin
-      \$1167  = 1'h0;
+      \$2448  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1168  = c_a;
+    \$2449  = c_a;
     if (rst) begin
-      \$1168  = 41'h00000000000;
+      \$2449  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1169  = c_b;
+    \$2450  = c_b;
     if (rst) begin
-      \$1169  = 41'h00000000000;
+      \$2450  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1170  = \$225 ;
+    \$2451  = \$225 ;
     if (rst) begin
-      \$1170  = 46'h000000000000;
+      \$2451  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1171  = \$226 ;
+    \$2452  = \$226 ;
     if (rst) begin
-      \$1171  = 46'h000000000000;
+      \$2452  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1172  = c_nl;
+    \$2453  = c_nl;
     if (rst) begin
-      \$1172  = 5'h00;
+      \$2453  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1173  = c_nu;
+    \$2454  = c_nu;
     if (rst) begin
-      \$1173  = 5'h00;
+      \$2454  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1174  = c_mu;
+    \$2455  = c_mu;
     if (rst) begin
-      \$1174  = 5'h00;
+      \$2455  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1175  = c_lok;
+    \$2456  = c_lok;
     if (rst) begin
-      \$1175  = 1'h0;
+      \$2456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1176  = c_uok;
+    \$2457  = c_uok;
     if (rst) begin
-      \$1176  = 1'h0;
+      \$2457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1177  = p_valid;
+    \$2458  = p_valid;
     if (rst) begin
-      \$1177  = 1'h0;
+      \$2458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1178  = p_outer;
+    \$2459  = p_outer;
     if (rst) begin
-      \$1178  = 41'h00000000000;
+      \$2459  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1179  = p_inner;
+    \$2460  = p_inner;
     if (rst) begin
-      \$1179  = 41'h00000000000;
+      \$2460  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1180  = p_tag;
+    \$2461  = p_tag;
     if (rst) begin
-      \$1180  = 1'h0;
+      \$2461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1181  = \$231 ;
+    \$2462  = \$231 ;
     if (rst) begin
-      \$1181  = 5'h00;
+      \$2462  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1182  = \$236 ;
+    \$2463  = \$236 ;
     if (rst) begin
-      \$1182  = 41'h00000000000;
+      \$2463  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1183  = \$241 ;
+    \$2464  = \$241 ;
     if (rst) begin
-      \$1183  = 5'h00;
+      \$2464  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1184  = \s2_valid$114 ;
+    \$2465  = \s2_valid$114 ;
     if (rst) begin
-      \$1184  = 1'h0;
+      \$2465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1185  = \s2_tag$117 ;
+    \$2466  = \s2_tag$117 ;
     if (rst) begin
-      \$1185  = 1'h0;
+      \$2466  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1186  = \s2_outer$115 ;
+    \$2467  = \s2_outer$115 ;
     if (rst) begin
-      \$1186  = 41'h00000000000;
+      \$2467  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1187  = \s2_inner$116 ;
+    \$2468  = \s2_inner$116 ;
     if (rst) begin
-      \$1187  = 41'h00000000000;
+      \$2468  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1188  = s2_nlo;
+    \$2469  = s2_nlo;
     if (rst) begin
-      \$1188  = 5'h00;
+      \$2469  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1189  = s2_ext;
+    \$2470  = s2_ext;
     if (rst) begin
-      \$1189  = 41'h00000000000;
+      \$2470  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1190  = \$242 ;
+    \$2471  = \$242 ;
     if (rst) begin
-      \$1190  = 21'h000000;
+      \$2471  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1191  = r_valid;
+    \$2472  = r_valid;
     if (rst) begin
-      \$1191  = 1'h0;
+      \$2472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1192  = r_tag;
+    \$2473  = r_tag;
     if (rst) begin
-      \$1192  = 1'h0;
+      \$2473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1193  = r_nlo;
+    \$2474  = r_nlo;
     if (rst) begin
-      \$1193  = 5'h00;
+      \$2474  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1194  = \$243 ;
+    \$2475  = \$243 ;
     if (rst) begin
-      \$1194  = 62'h0000000000000000;
+      \$2475  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1195  = { 5'h00, \$244  };
+    \$2476  = { 5'h00, \$244  };
     if (rst) begin
-      \$1195  = 62'h0000000000000000;
+      \$2476  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1196  = { 4'h0, \$245  };
+    \$2477  = { 4'h0, \$245  };
     if (rst) begin
-      \$1196  = 62'h0000000000000000;
+      \$2477  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1197  = \s3_valid$128 ;
+    \$2478  = \s3_valid$128 ;
     if (rst) begin
-      \$1197  = 1'h0;
+      \$2478  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1198  = \s3_tag$129 ;
+    \$2479  = \s3_tag$129 ;
     if (rst) begin
-      \$1198  = 1'h0;
+      \$2479  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1199  = s3_nlo;
+    \$2480  = s3_nlo;
     if (rst) begin
-      \$1199  = 5'h00;
+      \$2480  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1200  = \$247 [41:0];
+    \$2481  = \$247 [41:0];
     if (rst) begin
-      \$1200  = 42'h00000000000;
+      \$2481  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1201  = \$249 [41:0];
+    \$2482  = \$249 [41:0];
     if (rst) begin
-      \$1201  = 42'h00000000000;
+      \$2482  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1202  = \$251 [41:0];
+    \$2483  = \$251 [41:0];
     if (rst) begin
-      \$1202  = 42'h00000000000;
+      \$2483  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1203  = \s4_valid$134 ;
+    \$2484  = \s4_valid$134 ;
     if (rst) begin
-      \$1203  = 1'h0;
+      \$2484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1204  = \s4_tag$135 ;
+    \$2485  = \s4_tag$135 ;
     if (rst) begin
-      \$1204  = 1'h0;
+      \$2485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1205  = s4_nlo;
+    \$2486  = s4_nlo;
     if (rst) begin
-      \$1205  = 5'h00;
+      \$2486  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1206  = \$254 [41:0];
+    \$2487  = \$254 [41:0];
     if (rst) begin
-      \$1206  = 42'h00000000000;
+      \$2487  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1207  = \$257 [41:0];
+    \$2488  = \$257 [41:0];
     if (rst) begin
-      \$1207  = 42'h00000000000;
+      \$2488  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1208  = \$260 [41:0];
+    \$2489  = \$260 [41:0];
     if (rst) begin
-      \$1208  = 42'h00000000000;
+      \$2489  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1209  = \s5_valid$140 ;
+    \$2490  = \s5_valid$140 ;
     if (rst) begin
-      \$1209  = 1'h0;
+      \$2490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1210  = \s5_tag$141 ;
+    \$2491  = \s5_tag$141 ;
     if (rst) begin
-      \$1210  = 1'h0;
+      \$2491  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1211  = s5_nlo;
+    \$2492  = s5_nlo;
     if (rst) begin
-      \$1211  = 5'h00;
+      \$2492  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1212  = { 1'h0, \$435 , \$348  };
+    \$2493  = { 1'h0, \$909 , \$585  };
     if (rst) begin
-      \$1212  = 16'h0000;
+      \$2493  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1213  = { 1'h0, \$610 , \$523  };
+    \$2494  = { 1'h0, \$1558 , \$1234  };
     if (rst) begin
-      \$1213  = 16'h0000;
+      \$2494  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$1214  = { 1'h0, \$785 , \$698  };
+    \$2495  = { 1'h0, \$2207 , \$1883  };
     if (rst) begin
-      \$1214  = 16'h0000;
+      \$2495  = 16'h0000;
     end
   end
   assign tag = 1'h0;
-  assign div_rem4 = \$790 [46:0];
-  assign div_rem3 = \$795 [46:0];
-  assign div_rem2 = \$800 [46:0];
-  assign div_rem1 = \$805 [46:0];
-  assign div_rem0 = \$810 [46:0];
-  assign mask = \$899 [41:0];
-  assign \mask$146  = \$988 [41:0];
-  assign \mask$148  = \$1077 [41:0];
+  assign div_rem4 = \$2212 [46:0];
+  assign div_rem3 = \$2217 [46:0];
+  assign div_rem2 = \$2222 [46:0];
+  assign div_rem1 = \$2227 [46:0];
+  assign div_rem0 = \$2232 [46:0];
   assign \$2  = { 3'h0, a, 4'h0 };
   assign \$3  = \$2 ;
   assign \$4  = { 3'h0, s0_den, 4'h0 };
@@ -111875,16 +114413,40 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$247  = { 20'h00000, \$246 [62:20] };
   assign \$249  = { 20'h00000, \$248 [62:20] };
   assign \$251  = { 20'h00000, \$250 [62:20] };
-  assign \$786  = { 3'h0, s0_den, 4'h0 };
-  assign \$788  = { 3'h0, s0_den, 4'h0 };
-  assign \$791  = { s1_den, 3'h0 };
-  assign \$793  = { s1_den, 3'h0 };
-  assign \$796  = { 1'h0, s2_den, 2'h0 };
-  assign \$798  = { 1'h0, s2_den, 2'h0 };
-  assign \$801  = { s3_den, 1'h0 };
-  assign \$803  = { s3_den, 1'h0 };
-  assign \$806  = { 1'h0, s4_den };
-  assign \$808  = { 1'h0, s4_den };
+  assign \$2274  = s4_c_mid[41];
+  assign mask = { 11'h000, s4_c_mid[41], \$2273 , \$2272 , \$2271 , \$2270 , \$2269 , \$2268 , \$2267 , \$2266 , \$2265 , \$2264 , \$2263 , \$2262 , \$2261 , \$2260 , \$2259 , \$2258 , \$2257 , \$2256 , \$2255 , \$2254 , \$2253 , \$2252 , \$2251 , \$2250 , \$2249 , \$2248 , \$2247 , \$2246 , \$2245 , \$2244  };
+  assign \$2316  = s4_c_in[41];
+  assign \mask$146  = { 11'h000, s4_c_in[41], \$2315 , \$2314 , \$2313 , \$2312 , \$2311 , \$2310 , \$2309 , \$2308 , \$2307 , \$2306 , \$2305 , \$2304 , \$2303 , \$2302 , \$2301 , \$2300 , \$2299 , \$2298 , \$2297 , \$2296 , \$2295 , \$2294 , \$2293 , \$2292 , \$2291 , \$2290 , \$2289 , \$2288 , \$2287 , \$2286  };
+  assign \$2358  = s4_c_out[41];
+  assign \mask$148  = { 11'h000, s4_c_out[41], \$2357 , \$2356 , \$2355 , \$2354 , \$2353 , \$2352 , \$2351 , \$2350 , \$2349 , \$2348 , \$2347 , \$2346 , \$2345 , \$2344 , \$2343 , \$2342 , \$2341 , \$2340 , \$2339 , \$2338 , \$2337 , \$2336 , \$2335 , \$2334 , \$2333 , \$2332 , \$2331 , \$2330 , \$2329 , \$2328  };
+  assign \$322  = s5_step_mid[41];
+  assign \$499  = s5_step_mid[41];
+  assign \$579  = s5_step_mid[41];
+  assign \$647  = s5_step_mid[41];
+  assign \$824  = s5_step_mid[41];
+  assign \$904  = s5_step_mid[41];
+  assign \$971  = s5_step_in[41];
+  assign \$1148  = s5_step_in[41];
+  assign \$1228  = s5_step_in[41];
+  assign \$1296  = s5_step_in[41];
+  assign \$1473  = s5_step_in[41];
+  assign \$1553  = s5_step_in[41];
+  assign \$1620  = s5_step_out[41];
+  assign \$1797  = s5_step_out[41];
+  assign \$1877  = s5_step_out[41];
+  assign \$1945  = s5_step_out[41];
+  assign \$2122  = s5_step_out[41];
+  assign \$2202  = s5_step_out[41];
+  assign \$2208  = { 3'h0, s0_den, 4'h0 };
+  assign \$2210  = { 3'h0, s0_den, 4'h0 };
+  assign \$2213  = { s1_den, 3'h0 };
+  assign \$2215  = { s1_den, 3'h0 };
+  assign \$2218  = { 1'h0, s2_den, 2'h0 };
+  assign \$2220  = { 1'h0, s2_den, 2'h0 };
+  assign \$2223  = { s3_den, 1'h0 };
+  assign \$2225  = { s3_den, 1'h0 };
+  assign \$2228  = { 1'h0, s4_den };
+  assign \$2230  = { 1'h0, s4_den };
   assign \$16  = { 5'h00, s5_q0 };
   assign \$32  = { 5'h00, s5_q0 };
   assign \$49  = { 5'h00, s5_q0 };
@@ -113085,7 +115647,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$29364$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+, \port$30648$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -113455,8 +116017,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$29364$0 ;
-  wire [2:0] \port$29364$0 ;
+  output [2:0] \port$30648$0 ;
+  wire [2:0] \port$30648$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -113895,7 +116457,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.dense_beats  dense_beats (
     .clk(clk),
     .\port$0$390 (rmem_rdata__payload),
-    .\port$26127$3 (\r_data$67 [3]),
+    .\port$27411$3 (\r_data$67 [3]),
     .r_data(\r_data$133 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -115056,7 +117618,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$29364$0  = \$210 ;
+  assign \port$30648$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -115791,7 +118353,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_beats (clk, rst, \port$26127$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$27411$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -115835,8 +118397,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$26127$3 , w_rdy, r_d
   wire [2:0] level;
   input [127:0] \port$0$390 ;
   wire [127:0] \port$0$390 ;
-  input \port$26127$3 ;
-  wire \port$26127$3 ;
+  input \port$27411$3 ;
+  wire \port$27411$3 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -115868,7 +118430,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$26127$3 , w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$26127$3 , \port$0$390  };
+      storage[w_port__addr] <= { \port$27411$3 , \port$0$390  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -115967,8 +118529,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$26127$3 , w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$26127$3 , \port$0$390  };
-  assign w_data = { \port$26127$3 , \port$0$390  };
+  assign w_port__data = { \port$27411$3 , \port$0$390  };
+  assign w_data = { \port$27411$3 , \port$0$390  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -117391,7 +119953,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$28487$183 , \port$0$4 );
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$29771$183 , \port$0$4 );
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -117489,8 +120051,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$28487$183 ;
-  wire [5:0] \port$28487$183 ;
+  input [5:0] \port$29771$183 ;
+  wire [5:0] \port$29771$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -117701,8 +120263,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$28487$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$28487$183 [5];
+  assign \$77  = \port$29771$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$29771$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -117726,7 +120288,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$28487$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$29771$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
@@ -117786,7 +120348,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$28487$183 [4:0];
+  assign read__1__layer = \port$29771$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -117795,7 +120357,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$28487$183 [5];
+  assign read__1__kv = \port$29771$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -118280,8 +120842,8 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$29264$0 (part),
-    .\port$7985$0 (dense__payload[63:0]),
+    .\port$30548$0 (part),
+    .\port$9269$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -119398,7 +121960,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$7985$0 , w_en, w_rdy, r_data, r_en, \port$29264$0 , r_rdy, clk);
+module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$30548$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -119440,10 +122002,10 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7985$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$29264$0 ;
-  wire [63:0] \port$29264$0 ;
-  input [63:0] \port$7985$0 ;
-  wire [63:0] \port$7985$0 ;
+  input [63:0] \port$30548$0 ;
+  wire [63:0] \port$30548$0 ;
+  input [63:0] \port$9269$0 ;
+  wire [63:0] \port$9269$0 ;
   (* init = 4'h0 *)
   wire [3:0] produce;
   output [127:0] r_data;
@@ -119487,7 +122049,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7985$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$7985$0 , \port$29264$0  };
+      storage[w_port__addr] <= { \port$9269$0 , \port$30548$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -119586,8 +122148,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$7985$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$7985$0 , \port$29264$0  };
-  assign w_data = { \port$7985$0 , \port$29264$0  };
+  assign w_port__data = { \port$9269$0 , \port$30548$0  };
+  assign w_data = { \port$9269$0 , \port$30548$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -60,7 +60,7 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
     components = {}
     for d in designs:
         kw = {} if progress is None else {"progress": progress}
-        res = synthesize(d.factory(cfg), target, name=d.name, seed=seed,
+        res = synthesize(d.factory(cfg), target, name=d.name, seed=seed, split=d.split,
                          workdir=None if workdir is None else f"{workdir}/{d.name}", **kw)
         components[d.name] = {"role": d.role, **_entry(res)}
     tops = [d.name for d in designs if d.role == "top"] or \

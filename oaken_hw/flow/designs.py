@@ -29,19 +29,23 @@ class Design:
         ``factory(cfg: OakenConfig) -> wiring.Component`` (clocked by ``sync``).
     role : {"top", "component", "reference"}
     description : str
+    split : bool
+        Synthesize the design's blocks (its direct submodules) as modules of their own
+        (:func:`oaken_hw.flow.run.synthesize`).
     """
 
     name: str
     factory: Callable
     role: str
     description: str
+    split: bool = False
 
 
 #: All registered designs, in registration order (the order of the report).
 DESIGNS: dict[str, Design] = {}
 
 
-def register(name, factory, *, role="component", description=""):
+def register(name, factory, *, role="component", description="", split=False):
     """Add a design to :data:`DESIGNS`; ``ValueError`` on a duplicate or a second top."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -49,7 +53,7 @@ def register(name, factory, *, role="component", description=""):
         raise ValueError(f"design {name!r} is already registered")
     if role == "top" and any(d.role == "top" for d in DESIGNS.values()):
         raise ValueError(f"only one design can be the top; {name!r} would be a second")
-    DESIGNS[name] = Design(name, factory, role, description)
+    DESIGNS[name] = Design(name, factory, role, description, split)
     return DESIGNS[name]
 
 
@@ -85,7 +89,7 @@ def _int4_baseline(cfg):
     return Int4Quantizer(lanes=cfg.quant.lanes, vector_len=cfg.vector_len)
 
 
-register("oaken_engine", _oaken_engine, role="top",
+register("oaken_engine", _oaken_engine, role="top", split=True,
          description="the whole engine: write path (quantizer, MMU append, memory writes), "
                      "read path (MMU reads, memory reads, dequantizer), configuration")
 register("quant_engine", _quant_engine,

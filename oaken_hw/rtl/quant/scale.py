@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...model.quantizer import RECIP_BITS
 from ...model.quantizer import reciprocal as _model_reciprocal
-from ..common.fp16 import MAG_WIDTH, units_to_fp16_exact
+from ..common.fp16 import MAG_WIDTH, smear_down, units_to_fp16_exact
 from .classifier import MAG_SHAPE
 
 __all__ = ["Scale", "reciprocal", "split_reference"]
@@ -52,13 +52,13 @@ def split_reference(a, b, has_lo, has_hi, codes):
 
 
 def _roundup_fp16(m, c, width):
-    """Smallest FP16 value (in units) >= ``c`` (unsigned): keep 11 significant bits."""
-    bitlen = Const(0, 7)
-    for i in range(width):
-        bitlen = Mux(c[i], i + 1, bitlen)
-    shift = Mux(bitlen > 11, bitlen - 11, 0)[:6]
+    """Smallest FP16 value (in units) >= ``c`` (unsigned): keep 11 significant bits.
+
+    The bits below the 11 leading ones are those with a set bit 11 or more places above
+    them: ``smear_down(c) >> 11``, with no encoder or shifter in between.
+    """
     mask = Signal(width)
-    m.d.comb += mask.eq(((Const(1, width + 1) << shift) - 1)[:width])
+    m.d.comb += mask.eq(smear_down(c) >> 11)
     return ((c + mask)[:width + 1] & ~mask)[:width + 1]
 
 

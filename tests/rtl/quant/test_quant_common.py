@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 from oaken_hw.model.numerics import fp16_bits, fp16_from_bits, fp16_to_units, sanitize
 from oaken_hw.model.quantizer import check_thresholds
 from oaken_hw.rtl.common import FP16ToUnits, ThresholdTable, units_to_fp16_exact
+from oaken_hw.rtl.common.fp16 import bit_length, smear_down
 
 
 def _patterns():
@@ -76,6 +77,38 @@ def test_units_to_fp16_exact_roundtrip():
     sim.run()
     for p, g in zip(pats, got):
         assert g == (0 if p == 0x8000 else p), hex(p)   # -0 encodes as +0
+
+
+class _BitLength(wiring.Component):
+    x: In(48)
+    n: Out(6)
+    mask: Out(48)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.n.eq(bit_length(self.x)), self.mask.eq(smear_down(self.x))]
+        return m
+
+
+def test_bit_length_and_smear_down():
+    """The log-depth encoders against Python's int.bit_length on corners and random words."""
+    rng = np.random.default_rng(3)
+    xs = [0, 1, 2, 3, (1 << 48) - 1, 1 << 47] + [1 << k for k in range(48)] \
+        + [(1 << k) - 1 for k in range(1, 48)] \
+        + [int(v) >> int(s) for v, s in zip(rng.integers(0, 1 << 48, 200, dtype=np.uint64),
+                                             rng.integers(0, 48, 200))]
+    dut = _BitLength()
+
+    async def bench(ctx):
+        for x in xs:
+            ctx.set(dut.x, x)
+            n = x.bit_length()
+            assert ctx.get(dut.n) == n, hex(x)
+            assert ctx.get(dut.mask) == (1 << n) - 1, hex(x)
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def _write(ctx, dut, layer, kv, bits):
