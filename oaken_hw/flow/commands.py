@@ -45,12 +45,17 @@ def _entry(result):
     return d
 
 
-def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None):
+def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None,
+                 keep_going=False):
     """Run the flow on the named designs; return the JSON-shaped report.
 
     The top-level ``fmax_mhz``/``lut``/``ff``/``dsp``/``bram`` are those of the design
     registered with role ``"top"`` when it was run, else of the only design run; with
     several designs and no top they are ``None`` and ``top`` says so.
+
+    With ``keep_going`` a design whose flow fails (a :class:`FlowError`: say, it does not
+    fit the device) does not stop the others: its entry has ``None`` figures and the
+    error message under ``"error"``. Without it the error propagates.
     """
     target = get_target(target)
     names = list(names) if names else list(DESIGNS)
@@ -60,8 +65,15 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
     components = {}
     for d in designs:
         kw = {} if progress is None else {"progress": progress}
-        res = synthesize(d.factory(cfg), target, name=d.name, seed=seed, split=d.split,
-                         workdir=None if workdir is None else f"{workdir}/{d.name}", **kw)
+        try:
+            res = synthesize(d.factory(cfg), target, name=d.name, seed=seed, split=d.split,
+                             workdir=None if workdir is None else f"{workdir}/{d.name}", **kw)
+        except FlowError as e:
+            if not keep_going:
+                raise
+            components[d.name] = {"role": d.role, "target": target.name,
+                                  **{k: None for k in REPORT_KEYS[1:]}, "error": str(e)}
+            continue
         components[d.name] = {"role": d.role, **_entry(res)}
     tops = [d.name for d in designs if d.role == "top"] or \
            ([designs[0].name] if len(designs) == 1 else [])

