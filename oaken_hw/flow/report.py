@@ -26,9 +26,8 @@ A report that lacks a field the flow needs raises :class:`~.tools.FlowError`.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
