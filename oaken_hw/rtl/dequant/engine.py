@@ -150,12 +150,12 @@ class DequantEngine(wiring.Component):
             raise ValueError(f"table must be 'internal' or 'external', not {table!r}")
         self.buffer_beats, self.vectors, self.table_kind = buffer_beats, vectors, table
         # the first sparse beat waits 2 cycles for the meta's framing (FIFO), the K-th
-        # follows K - 1 cycles later, the framer and the window register it (2), the
-        # final row's verdict crosses its FIFO (2); then the Dequantizer pipeline
+        # follows K - 1 cycles later, the framer and the inserter's queue register it (2),
+        # the final row's verdict crosses its FIFO (2); then the Dequantizer pipeline
         self.pipeline_latency = Dequantizer.latency
         self.latency = 2 + (K - 1) + 2 + 2 + Dequantizer.latency
         # the last dense beat's verdict crosses its FIFO (2), or a one-beat sparse list
-        # passes the meta FIFO, framer, window and verdict FIFO (2 + 2 + 2)
+        # passes the meta FIFO, framer, inserter and verdict FIFO (2 + 2 + 2)
         self.min_latency = max((K - 1) + 2, 2 + 2 + 2) + Dequantizer.latency
 
         layers = cfg.model.layers

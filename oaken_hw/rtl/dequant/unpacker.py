@@ -29,7 +29,7 @@ dense vector is padded, a long one cut at its ``last``; the sparse path always c
 to ``last``.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -294,21 +294,57 @@ class SparseFramer(wiring.Component):
         return m
 
 
+def _two_or_more(bits):
+    """Whether at least two of ``bits`` are set (a tree of (any, two) pairs, no adder)."""
+    pairs = [(b, Const(0, 1)) for b in bits]
+    while len(pairs) > 1:
+        nxt = [(a1 | a2, t1 | t2 | (a1 & a2))
+               for (a1, t1), (a2, t2) in zip(pairs[::2], pairs[1::2])]
+        pairs = nxt + pairs[len(nxt) * 2:]
+    return pairs[0][1]
+
+
+def _first_run(mask, last):
+    """The entries of ``mask`` up to and including its first one with ``last`` set."""
+    return Cat(*[mask[j] & ~Cat(*[mask[i] & last[i] for i in range(j)]).any() if j else mask[0]
+                 for j in range(len(mask))])
+
+
 class ZeroInserter(wiring.Component):
     """The zero-inserting shifter: increasing sparse positions to one row per output beat.
 
-    A window of ``3 * lanes`` entries holds the entries of the current vector (and of the
-    next one behind them). Row ``k`` takes the leading entries whose position is below
-    ``(k + 1) * lanes`` and puts each at lane ``position % lanes`` (the other lanes get a
-    zero: not an outlier). The row can be emitted once no later entry can still belong to
-    it: the vector's end was seen, or a later entry is already in the window, or the row is
-    full. The final row waits for the vector's end.
+    Row ``k`` of a vector holds its entries with position in ``[k * lanes, (k+1) * lanes)``,
+    each at lane ``position % lanes`` (the other lanes get a zero: not an outlier). Positions
+    increase inside a vector, so a row is a run of consecutive entries, and the inserter
+    works on runs rather than on positions::
 
-    The rows between row ``k`` and the next entry's row are empty: they leave with row
-    ``k`` as a run length (``empty_after``) and the merge expands them. So the inserter
-    spends one cycle per *non-empty* row, and a stretch of empty rows never makes it fall
-    behind the input (which it otherwise would with one sparse beat per dense beat, where
-    an empty row is only known empty when a later entry arrives).
+        i ──► tag ──► beat queue (3 beats) ──► row stage ──► row FIFO ──► o
+                                                        └──► verdict FIFO ──► verdict
+
+    **Tag.** Every entry gets ``last`` (the vector's next entry is in a later row, or there
+    is none) and the run of empty rows after its row (``next row - row - 1``, or
+    ``beats - 1 - row`` after the vector's final entry). Inside a beat that compares
+    neighbours; the tag of a beat's final entry needs the vector's next non-empty beat (or
+    its ``end``), so the beat waits in the queue, *open*, until that arrives and *closes*
+    it. A vector's first beat whose first entry is in a row ``r > 0`` carries a *lead*: an
+    empty row 0 with ``r - 1`` empty rows after it; a vector without entries becomes a
+    beat with only a lead (``beats - 1`` empty rows). Empty beats before the end carry
+    nothing and are dropped. The queue lets the input go on while the row stage spends a
+    cycle on a lead row; ``i.ready`` is just "queue not full".
+
+    **Row stage.** Holds the oldest closed beat (an open head closes "in flight" when the
+    beat that closes it is at the input) and emits one row per cycle: the remaining
+    entries up to the first ``last`` flag. The row's entry mask and the "one / two rows
+    left" flags are registers, the next mask is a priority encode of registered flags: no
+    row number, adder or comparator lies in the stage's loop. A beat's entries after its
+    final ``last`` belong to a row that goes on in the next beat; they are kept as lane
+    bits and merged into that beat's first row. A beat without any ``last`` (possible only
+    when beats split rows) costs a cycle without a row.
+
+    The rows between a row and the next entry's row are empty: they leave with it as a run
+    length (``empty_after``) and the merge expands them, so the inserter spends one cycle
+    per *non-empty* row (and one per lead), and a stretch of empty rows never makes it
+    fall behind the input.
 
     Attributes
     ----------
@@ -317,9 +353,15 @@ class ZeroInserter(wiring.Component):
         Per vector, rows with ``empty_after`` empty rows after each, ``beats`` rows in all,
         from a FIFO of ``depth`` entries.
     verdict : Out(stream.Signature(2))
-        ``order``, ``sparse`` of each vector, pushed the cycle after its end is absorbed
-        (from then on its remaining rows leave one per cycle).
+        ``order``, ``sparse`` of each vector, pushed once its final beat is in the row
+        stage, in a cycle in which the stage emits one of its rows: from then on its
+        remaining rows leave one per cycle.
     """
+
+    #: beats in the queue: the open one, a closed one waiting for the row stage, and one
+    #: to ride out a lead row without stopping the input (``i.ready`` only looks at the
+    #: fill, not at what the row stage does in the same cycle)
+    queue_beats = 3
 
     def __init__(self, *, cfg, depth, vectors):
         self.cfg, self.depth, self.vectors = cfg, depth, vectors
@@ -334,119 +376,230 @@ class ZeroInserter(wiring.Component):
         cfg = self.cfg
         lanes, K = cfg.quant.lanes, cfg.beats_per_vector
         ll = lanes.bit_length() - 1
-        C = 3 * lanes
-        el = _entry_layout(cfg)
+        rw = _bits(cfg.vector_len - 1) - ll                 # row number bits
+        rl = _row_layout(cfg)
+        ew = Shape.cast(rl["empty_after"].shape).width     # run length bits
+        D = self.queue_beats
 
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=_row_layout(cfg).size,
-                                                    depth=self.depth)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=rl.size, depth=self.depth)
         m.submodules.vfifo = vfifo = SyncFIFOBuffered(width=2, depth=self.vectors)
         m.d.comb += [self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data),
                      fifo.r_en.eq(self.o.ready),
                      self.verdict.valid.eq(vfifo.r_rdy), self.verdict.payload.eq(vfifo.r_data),
                      vfifo.r_en.eq(self.verdict.ready)]
 
-        win = [Signal(el, name=f"win{s}") for s in range(C)]
-        cur_n = Signal(range(C + 1))      # leading window entries of the current vector
-        nxt_n = Signal(range(C + 1))      # entries of the next vector behind them
-        cur_end, nxt_end = Signal(), Signal()
-        row = Signal(range(max(2, K)))
-
-        # the row: leading current entries with position < (row + 1) * lanes (a prefix,
-        # as positions increase); "<=" rather than "==" on the row number so that nothing
-        # can ever get stuck in the window
-        cand = []
-        for s in range(lanes):
-            c = Signal(name=f"cand{s}")
-            m.d.comb += c.eq((s < cur_n) & ((win[s].pos >> ll) <= row))
-            cand.append(c)
-        # their number, from the prefix's end (one-hot to binary, no adder)
-        c = Signal(range(lanes + 1))
-        ends = [(cand[k - 1] if k else 1) & (~cand[k] if k < lanes else 1)
-                for k in range(lanes + 1)]
-        m.d.comb += c.eq(Cat(*[Cat(*[ends[k] for k in range(lanes + 1) if k >> b & 1]).any()
-                               for b in range(len(c))]))
-        outlier, outer, high = [], [], []
-        for lane in range(lanes):
-            hits = [cand[s] & (win[s].pos[:ll] == lane) if ll else cand[s]
-                    for s in range(lanes)]
-            outlier.append(Cat(*hits).any())
-            outer.append(Cat(*[h & win[s].outer for s, h in enumerate(hits)]).any())
-            high.append(Cat(*[h & win[s].high for s, h in enumerate(hits)]).any())
-
-        # Row `row` is complete when the vector's end is in, or a later entry is (entries
-        # after the candidates are in later rows), or it is full (not the final row: that
-        # one waits for the end). The rows up to the next entry's row are empty; they go
-        # out with this one as a run length, so that an empty stretch costs no cycles.
-        # (the candidates are a prefix of the window, so these tests need no count)
-        more = Signal()
-        m.d.comb += more.eq(Cat(*[(s < cur_n) & ~cand[s] for s in range(lanes)],
-                                (cur_n > lanes) & cand[lanes - 1]).any())
-        decide = cur_end | more | (cand[lanes - 1] & (row != K - 1))
-        next_pos = Array([w.pos for w in win[:lanes + 1]])[c]
-        next_row = Signal(range(K + 1))
-        m.d.comb += next_row.eq(Mux(more, next_pos >> ll, Mux(cur_end, K, row + 1)))
-        emit = Signal()
-        m.d.comb += emit.eq(decide & fifo.w_rdy)
-        emit_final = emit & (next_row == K)
-        take = Signal(range(lanes + 1))
-        m.d.comb += take.eq(Mux(emit, c, 0))
-        wcnt = cur_n + nxt_n
-        # The verdict goes out one cycle after the vector's end is absorbed (when every
-        # remaining row of the vector can be emitted, one per cycle), not with the final
-        # row: the merge may start the vector then and finds each row in time, however
-        # long the rows had to wait for later entries before the end was known.
+        # --- tag the input beat ------------------------------------------------------------
+        slot_layout = data.StructLayout({
+            "lane": data.ArrayLayout(max(1, ll), lanes), "outer": lanes, "high": lanes,
+            "val": lanes,       # entry j is present: j < n
+            "last": lanes,      # last of its row, as far as the beat tells (not the final one)
+            "empty": data.ArrayLayout(ew, lanes),            # run after it, where "last"
+            "first": lanes,     # the beat's first row (does not depend on the final entry)
+            "one": 1, "two": 1,                              # one / two "last" in the beat
+            "sfx": lanes,       # after the final "last": the row may go on in the next beat
+            "lead": 1, "lead_empty": ew,
+            "closed": 1,        # the final entry's tag is known:
+            "tlast": 1, "tempty": ew,
+            "end": 1, "verdict": 2,
+        })
         inp = self.i.payload
         fire = self.i.valid & self.i.ready
-        pend = Signal()
-        pend_v = Signal(2)
-        m.d.sync += [pend.eq(fire & inp.end), pend_v.eq(Cat(inp.order, inp.sparse))]
-        m.d.comb += [
-            fifo.w_en.eq(emit),
-            fifo.w_data.eq(Cat(Cat(*outlier), Cat(*outer), Cat(*high),
-                               (next_row - row - 1)[:len(next_row)])),
-            vfifo.w_en.eq(pend), vfifo.w_data.eq(pend_v),
-            self.i.ready.eq((wcnt - take <= C - lanes) & ~nxt_end
-                            & (vfifo.level + pend < self.vectors)),
-        ]
-        with m.If(emit):
-            m.d.sync += row.eq(Mux(emit_final, 0, next_row))
-
-        to_cur = fire & ~cur_end
-        to_nxt = fire & cur_end
-        # The next window: the incoming entries appended behind the current fill (which
-        # does not depend on this cycle's row), then everything shifted down by `take`,
-        # selected one-hot from the candidate prefix: the window's one-cycle recurrence
-        # (window -> row compare -> shift -> window) carries no counter or adder.
-        ext = []
-        for x in range(C + lanes):
-            j = (x - wcnt).as_signed()
-            incoming = Array([inp.entry[k] for k in range(lanes)])[j[:max(1, ll)] if lanes > 1
-                                                                     else 0]
-            e = Signal(el, name=f"ext{x}")
-            if x < C:
-                m.d.comb += e.eq(Mux((x < wcnt) | ~fire, win[x], incoming))
-            else:
-                m.d.comb += e.eq(incoming)
-            ext.append(e)
-        # take >= k  <=>  emit and candidate k-1 (a prefix)
-        ge = [emit] + [emit & cand[k - 1] for k in range(1, lanes + 1)] + [Const(0, 1)]
-        sel = [ge[k] & ~ge[k + 1] if k else ~ge[1] for k in range(lanes + 1)]
-        for s in range(C):
-            acc = 0
+        has = inp.n.any()
+        row = [inp.entry[j].pos[ll:] for j in range(lanes)]
+        val = Signal(lanes, name="in_val")
+        ilast = Signal(lanes, name="in_last")
+        with m.Switch(inp.n):                 # a table, not a comparator per entry
             for k in range(lanes + 1):
-                acc = acc | Mux(sel[k], ext[s + k].as_value(), 0)
-            m.d.sync += win[s].eq(acc)
+                with m.Case(k):
+                    m.d.comb += val.eq((1 << k) - 1)
+        m.d.comb += ilast.eq(Cat(*[val[j + 1] & (row[j + 1] != row[j])
+                                   for j in range(lanes - 1)]))
+        final_in = Cat(*[val[j] & (~val[j + 1] if j < lanes - 1 else 1) for j in range(lanes)])
+        final_row_in = Signal(rw, name="in_final_row")
+        m.d.comb += final_row_in.eq(Cat(*[Cat(*[final_in[j] & row[j][b]
+                                                for j in range(lanes)]).any()
+                                          for b in range(rw)]))
 
-        cur_n_mid = cur_n - take + Mux(to_cur, inp.n, 0)
-        cur_end_mid = cur_end | (to_cur & inp.end)
-        nxt_n_mid = nxt_n + Mux(to_nxt, inp.n, 0)
-        nxt_end_mid = nxt_end | (to_nxt & inp.end)
-        with m.If(emit_final):
-            m.d.sync += [cur_n.eq(nxt_n_mid), cur_end.eq(nxt_end_mid),
-                         nxt_n.eq(0), nxt_end.eq(0)]
-        with m.Else():
-            m.d.sync += [cur_n.eq(cur_n_mid), cur_end.eq(cur_end_mid),
-                         nxt_n.eq(nxt_n_mid), nxt_end.eq(nxt_end_mid)]
+        started = Signal(name="started")    # the vector has a beat in the queue: its open one
+        open_row = Signal(rw, name="open_row")    # row of that beat's final entry
+
+        new = Signal(slot_layout, name="new")
+        m.d.comb += [
+            new.outer.eq(Cat(*[inp.entry[j].outer for j in range(lanes)])),
+            new.high.eq(Cat(*[inp.entry[j].high for j in range(lanes)])),
+            new.val.eq(val), new.last.eq(ilast), new.first.eq(_first_run(val, ilast)),
+            new.one.eq(ilast.any()), new.two.eq(_two_or_more(ilast)),
+            new.sfx.eq(Cat(*[val[j] & ~ilast[j:].any() for j in range(lanes)])),
+            new.lead.eq(~started & (~has | (row[0] != 0))),
+            new.lead_empty.eq(Mux(has, row[0] - 1, K - 1)[:ew]),
+            new.closed.eq(inp.end), new.tlast.eq(1), new.tempty.eq((K - 1 - final_row_in)[:ew]),
+            new.end.eq(inp.end), new.verdict.eq(Cat(inp.order, inp.sparse)),
+        ]
+        for j in range(lanes):
+            m.d.comb += [new.lane[j].eq(inp.entry[j].pos[:ll] if ll else 0),
+                         new.empty[j].eq((row[j + 1] - row[j] - 1)[:ew] if j < lanes - 1 else 0)]
+
+        # closing the open beat: by the vector's next non-empty beat, or by its end
+        close = Signal(name="close")
+        close_last = Signal(name="close_last")
+        close_empty = Signal(ew, name="close_empty")
+        close_end = Signal(name="close_end")
+        m.d.comb += [
+            close.eq(fire & started & (has | inp.end)),
+            close_last.eq(~has | (row[0] != open_row)),
+            close_empty.eq(Mux(has, row[0] - open_row - 1, K - 1 - open_row)[:ew]),
+            close_end.eq(~has & inp.end),
+        ]
+        push = fire & (has | (inp.end & ~started))
+        with m.If(fire):
+            m.d.sync += started.eq(~inp.end & (started | has))
+            with m.If(has):
+                m.d.sync += open_row.eq(final_row_in)
+
+        # --- the beat queue (one-hot pointers; only the newest beat can be open) ---------
+        slots = [Signal(slot_layout, name=f"q{s}") for s in range(D)]
+        wp = Signal(D, init=1, name="q_wp")
+        rp = Signal(D, init=1, name="q_rp")
+        count = Signal(range(D + 1), name="q_count")
+        newest = Cat(wp[1:], wp[0])           # one behind the write pointer
+        pop = Signal(name="pop")
+        m.d.comb += self.i.ready.eq(count != D)
+        for s in range(D):
+            # the slot at the write pointer is free unless the queue is full: it takes the
+            # input whether or not it is pushed (so that its enable is a flip-flop's)
+            with m.If(self.i.ready & wp[s]):
+                m.d.sync += slots[s].eq(new)
+            with m.Elif(close & newest[s]):
+                m.d.sync += [slots[s].closed.eq(1), slots[s].tlast.eq(close_last),
+                             slots[s].tempty.eq(close_empty)]
+                with m.If(close_end):
+                    m.d.sync += [slots[s].end.eq(1),
+                                 slots[s].verdict.eq(Cat(inp.order, inp.sparse))]
+        with m.If(push):
+            m.d.sync += wp.eq(Cat(wp[-1], wp[:-1]))
+        with m.If(pop):
+            m.d.sync += rp.eq(Cat(rp[-1], rp[:-1]))
+        m.d.sync += count.eq(count + push - pop)
+
+        head = Signal(slot_layout, name="head")
+        sel = 0
+        for s in range(D):
+            sel = sel | Mux(rp[s], slots[s].as_value(), 0)
+        m.d.comb += head.eq(sel)
+        # The head is open when it is the only beat and its vector has not ended; then it
+        # closes in flight, when the beat that closes it is at the input. The final
+        # entry's tag only matters to the final entry, so the beat's first row is known
+        # without it.
+        head_ok = (count > 1) | ((count == 1) & (~started | close))
+        h_tlast = Signal(name="h_tlast")
+        h_tempty = Signal(ew, name="h_tempty")
+        h_end = Signal(name="h_end")
+        h_verdict = Signal(2, name="h_verdict")
+        m.d.comb += [
+            h_tlast.eq(Mux(head.closed, head.tlast, close_last) & head.val[0]),
+            h_tempty.eq(Mux(head.closed, head.tempty, close_empty)),
+            h_end.eq(head.end | (~head.closed & close_end)),
+            h_verdict.eq(Mux(head.closed, head.verdict, Cat(inp.order, inp.sparse))),
+        ]
+        h_final = [head.val[j] & (~head.val[j + 1] if j < lanes - 1 else 1)
+                   for j in range(lanes)]
+
+        # --- the row stage -----------------------------------------------------------------
+        bv = Signal(name="b_valid")                       # holds a beat
+        # each entry's lane, one-hot: the placement is then an AND-OR of flip-flops
+        b_lane = [Signal(lanes, name=f"b_lane{j}") for j in range(lanes)]
+        b_outer, b_high = Signal(lanes, name="b_outer"), Signal(lanes, name="b_high")
+        b_last = Signal(lanes, name="b_last")
+        b_empty = [Signal(ew, name=f"b_empty{j}") for j in range(lanes)]
+        b_rem = Signal(lanes, name="b_rem")               # entries not emitted yet
+        b_row = Signal(lanes, name="b_row")               # those of the row it emits next
+        b_one, b_two = Signal(name="b_one"), Signal(name="b_two")   # rows closed in b_rem
+        b_sfx = Signal(lanes, name="b_sfx")
+        b_lead, b_lead_empty = Signal(name="b_lead"), Signal(ew, name="b_lead_empty")
+        b_nil, b_end = Signal(name="b_nil"), Signal(name="b_end")
+        acc_o, acc_g, acc_h = (Signal(lanes, name=f"acc_{x}") for x in "ogh")   # open row
+
+        def place(mask):
+            mg, mh = mask & b_outer, mask & b_high
+            o, g, h = [], [], []
+            for lane in range(lanes):
+                o.append(Cat(*[mask[j] & b_lane[j][lane] for j in range(lanes)]).any())
+                g.append(Cat(*[mg[j] & b_lane[j][lane] for j in range(lanes)]).any())
+                h.append(Cat(*[mh[j] & b_lane[j][lane] for j in range(lanes)]).any())
+            return Cat(*o), Cat(*g), Cat(*h)
+
+        row_o, row_g, row_h = place(b_row)
+        sfx_o, sfx_g, sfx_h = place(b_sfx)
+        run = Signal(ew, name="run")
+        fin = b_row & b_last
+        m.d.comb += run.eq(Mux(b_lead, b_lead_empty,
+                               Cat(*[Cat(*[fin[j] & b_empty[j][b] for j in range(lanes)]).any()
+                                     for b in range(ew)])))
+        rest = Signal(lanes, name="b_rest")               # after this row
+        m.d.comb += rest.eq(b_rem & ~b_row)
+
+        emit = Signal(name="emit")
+        consume = Signal(name="consume")
+        load = Signal(name="load")
+        lead_mask = Cat(*[~b_lead] * lanes)
+        m.d.comb += [
+            emit.eq(bv & (b_lead | b_one) & fifo.w_rdy),
+            consume.eq(bv & Mux(b_lead, b_nil & fifo.w_rdy,
+                                Mux(b_one, ~b_two & fifo.w_rdy, 1))),
+            fifo.w_en.eq(emit),
+            fifo.w_data.eq(Cat((row_o | acc_o) & lead_mask, (row_g | acc_g) & lead_mask,
+                               (row_h | acc_h) & lead_mask, run)),
+        ]
+
+        # The verdict goes out when the vector's final beat enters the row stage while
+        # the stage emits a row of the same vector (then every remaining row of the vector
+        # leaves one per cycle from this cycle on), else one cycle later, with its first
+        # row. The merge may start the vector then and finds each row in time. (A beat
+        # that becomes final in flight, by the vector's empty final beat, always takes
+        # the later push: the early one is then a function of flip-flops only.)
+        late = Signal(name="late")
+        late_v = Signal(2, name="late_v")
+        early = emit & ~b_end
+        # (room for a verdict is asked of every beat, not only of final ones: then it is
+        # a function of flip-flops only)
+        room = vfifo.level + late < self.vectors
+        take = (~bv | consume) & room
+        load_end = (count != 0) & head.end & take      # = load & head.end (then closed)
+        m.d.comb += [
+            load.eq(head_ok & take), pop.eq(load),
+            vfifo.w_en.eq((load_end & early) | late),
+            vfifo.w_data.eq(Mux(late, late_v, head.verdict)),
+        ]
+        m.d.sync += [late.eq(load & h_end & ~(load_end & early)), late_v.eq(h_verdict)]
+
+        with m.If(emit & b_lead):
+            m.d.sync += b_lead.eq(0)
+        with m.If(emit & ~b_lead):
+            m.d.sync += [b_rem.eq(rest), b_row.eq(_first_run(rest, b_last)),
+                         b_one.eq(b_two), b_two.eq(_two_or_more(rest & b_last)),
+                         acc_o.eq(0), acc_g.eq(0), acc_h.eq(0)]
+        with m.If(consume):
+            # the row that goes on into the next beat: this beat's trailing entries (merged
+            # with the open row when this beat closed no row)
+            keep = ~b_one & ~b_lead
+            m.d.sync += [acc_o.eq(sfx_o | Mux(keep, acc_o, 0)),
+                         acc_g.eq(sfx_g | Mux(keep, acc_g, 0)),
+                         acc_h.eq(sfx_h | Mux(keep, acc_h, 0)),
+                         bv.eq(0)]
+        with m.If(load):
+            m.d.sync += [
+                bv.eq(1),
+                b_outer.eq(head.outer), b_high.eq(head.high),
+                b_last.eq(head.last | Mux(h_tlast, Cat(*h_final), 0)),
+                b_rem.eq(head.val), b_row.eq(head.first),
+                b_one.eq(head.one | h_tlast), b_two.eq(head.two | (head.one & h_tlast)),
+                b_sfx.eq(Mux(h_tlast, 0, head.sfx)),
+                b_lead.eq(head.lead), b_lead_empty.eq(head.lead_empty),
+                b_nil.eq(~head.val[0]), b_end.eq(h_end),
+            ]
+            for j in range(lanes):
+                m.d.sync += [b_lane[j].eq(1 << head.lane[j] if ll else 1),
+                             b_empty[j].eq(Mux(h_final[j], h_tempty, head.empty[j]))]
         return m
 
 
