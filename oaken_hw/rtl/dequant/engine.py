@@ -21,7 +21,7 @@ from ..common.header import header_layout
 from ..common.threshold_table import (ThresholdReadSignature, ThresholdTable,
                                       threshold_write_layout)
 from .dequantizer import Dequantizer, out_layout
-from .unpacker import Unpacker, dense_layout, meta_layout, sparse_layout
+from .unpacker import SparseFramer, Unpacker, dense_layout, meta_layout, sparse_layout
 
 __all__ = ["DequantEngine", "DequantStatusSignature", "engine_out_layout"]
 
@@ -150,13 +150,14 @@ class DequantEngine(wiring.Component):
             raise ValueError(f"table must be 'internal' or 'external', not {table!r}")
         self.buffer_beats, self.vectors, self.table_kind = buffer_beats, vectors, table
         # the first sparse beat waits 2 cycles for the meta's framing (FIFO), the K-th
-        # follows K - 1 cycles later, the framer and the inserter's queue register it (2),
-        # the final row's verdict crosses its FIFO (2); then the Dequantizer pipeline
+        # follows K - 1 cycles later, the framer's stages (2) and the inserter's queue (1)
+        # register it, the final row's verdict crosses its FIFO (2); then the Dequantizer
+        sf = SparseFramer.latency + 1
         self.pipeline_latency = Dequantizer.latency
-        self.latency = 2 + (K - 1) + 2 + 2 + Dequantizer.latency
+        self.latency = 2 + (K - 1) + sf + 2 + Dequantizer.latency
         # the last dense beat's verdict crosses its FIFO (2), or a one-beat sparse list
-        # passes the meta FIFO, framer, inserter and verdict FIFO (2 + 2 + 2)
-        self.min_latency = max((K - 1) + 2, 2 + 2 + 2) + Dequantizer.latency
+        # passes the meta FIFO, framer, inserter and verdict FIFO (2 + 3 + 2)
+        self.min_latency = max((K - 1) + 2, 2 + sf + 2) + Dequantizer.latency
 
         layers = cfg.model.layers
         ports = {

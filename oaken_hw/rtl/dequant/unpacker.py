@@ -29,7 +29,7 @@ dense vector is padded, a long one cut at its ``last``; the sparse path always c
 to ``last``.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -195,6 +195,17 @@ class DenseFramer(wiring.Component):
         return m
 
 
+def _thermometer(bits):
+    """The number of set bits of a thermometer code (``bits[k]`` implies ``bits[k-1]``).
+
+    The index of its 1 -> 0 edge, OR-encoded: no adder.
+    """
+    n = len(bits)
+    edge = [(bits[t - 1] if t else 1) & (~bits[t] if t < n else 1) for t in range(n + 1)]
+    return Cat(*[Cat(*[edge[t] for t in range(n + 1) if (t >> k) & 1]).any()
+                 for k in range(_bits(n))])
+
+
 class SparseFramer(wiring.Component):
     """Gives every sparse byte its element position and checks the sparse list.
 
@@ -203,7 +214,26 @@ class SparseFramer(wiring.Component):
     sits at element ``b * sparse_block + index``. Only a strictly increasing run of
     positions is forwarded: once an entry is out of order, or beyond the sum of the counts,
     no further entry of the vector goes on, so that the :class:`ZeroInserter` always sees
-    increasing positions inside the vector. One register stage; one beat per cycle.
+    increasing positions inside the vector. One beat per cycle, two register stages (each
+    advances when the next one has room, so a stall stops only what is behind it)::
+
+        i, frame ──► A: blocks, positions, steps, byte count ──► B: order, run, n ──► o
+
+    **Stage A** works from the ``base`` register (bytes of the vector before the beat):
+    one subtraction ``prefix[b] - base`` per block, shared by the beat's bytes; byte ``j``
+    is in block ``b`` or later when it is ``<= j``, a compare with a small constant (a few
+    LUTs). The prefixes do not decrease, so these bits are a thermometer code, turned into
+    the block number without an adder; ``total - base`` likewise says which bytes lie
+    within the counts. The blocks also give each byte's *step* (``pos[j] > pos[j-1]``:
+    another block, or a greater index). The stage's loop is just ``base + count`` (with
+    the saturation). The frame is used only here, so the beat that takes it (the vector's
+    ``last``) consumes it, exactly once per vector.
+
+    **Stage B** holds the order state: ``prev``, the position of the previous beat's final
+    byte (forwarded or not), and the sticky ``order`` flag. Its one compare is
+    ``pos[0] > prev``; the forwarded run is the AND prefix of the registered steps and
+    "within" bits, and its length ``n`` the OR-encode of the one-hot end of the run, not
+    a sum.
 
     Attributes
     ----------
@@ -216,6 +246,9 @@ class SparseFramer(wiring.Component):
         beat, with ``order`` (indices not increasing) and ``sparse`` (byte count differs
         from the counts' sum).
     """
+
+    #: register stages from ``i`` to ``o``
+    latency = 2
 
     def __init__(self, *, cfg):
         self.cfg = cfg
@@ -234,62 +267,96 @@ class SparseFramer(wiring.Component):
         bw = fw + 1                       # delivered-byte counter, saturating
         sat = (1 << bw) - 1
         frame = self.frame.payload
+        inp = self.i.payload
 
-        base = Signal(bw)                 # bytes of this vector before the current beat
-        prev = Signal(pw)                 # position of the last forwarded entry
-        have_prev = Signal()
-        order = Signal()                  # sticky: an entry was out of order
-
-        adv = ~self.o.valid | self.o.ready
+        # --- handshake: each stage advances when the next one has room -------------------
+        a_valid = Signal(name="a_valid")
+        adv_b = ~self.o.valid | self.o.ready
+        adv_a = ~a_valid | adv_b
         fire = self.i.valid & self.i.ready
-        m.d.comb += [self.i.ready.eq(adv & self.frame.valid),
-                     self.frame.ready.eq(fire & self.i.payload.last)]
+        fire_b = a_valid & adv_b
+        m.d.comb += [self.i.ready.eq(adv_a & self.frame.valid),
+                     self.frame.ready.eq(fire & inp.last)]
 
-        count = Mux(self.i.payload.count > lanes, lanes, self.i.payload.count)
-        pos, ok, bad = [], [], []
-        for j in range(lanes):
-            byte = self.i.payload.data[j]
-            o = base + j
-            valid = j < count
-            within = o < frame.total
-            p = Signal(pw, name=f"pos{j}")
-            if nblk > 1:
-                blk = sum((o >= frame.prefix[b - 1]) for b in range(1, nblk))
-                m.d.comb += p.eq(Cat(byte[:ib], blk))
-            else:
-                m.d.comb += p.eq(byte[:ib])
-            inc = (~have_prev | (p > prev)) if j == 0 else (p > pos[j - 1])
-            pos.append(p)
-            ok.append(valid & within & inc)
-            bad.append(valid & within & ~inc)
-        fwd, run = [], ~order
-        for j in range(lanes):
-            run = run & ok[j]
-            f = Signal(name=f"fwd{j}")
-            m.d.comb += f.eq(run)
-            fwd.append(f)
-        n_fwd = sum(fwd)
-        beat_bad = Cat(*bad).any()
+        # --- stage A: blocks and positions -------------------------------------------------
+        base = Signal(bw)                 # bytes of this vector before the current beat
+        count = Mux(inp.count > lanes, lanes, inp.count)
+        # o = base + j >= prefix  <=>  prefix - base <= j: one subtraction per block, shared
+        # by the beat's bytes; the per-byte part compares it with a small constant, which
+        # is a few LUTs (sign, high bits zero, low bits) rather than another carry chain
+        lb = _bits(lanes - 1)
+        d_blk = [Signal(signed(bw + 1), name=f"d_blk{b}") for b in range(nblk - 1)]
+        d_tot = Signal(signed(bw + 1), name="d_tot")
+        m.d.comb += [d_tot.eq(frame.total - base),
+                     *[d_blk[b].eq(frame.prefix[b] - base) for b in range(nblk - 1)]]
+
+        def at_most(d, j):                # d <= j for 0 <= j < 2 ** lb
+            lo = d[:lb]
+            return d[-1] | (~d[lb:-1].any() & Cat(*[lo == v for v in range(j + 1)]).any())
+
+        a_pos = [Signal(pw, name=f"a_pos{j}") for j in range(lanes)]
+        a_gh = [Signal(2, name=f"a_gh{j}") for j in range(lanes)]    # group bit, high bit
+        a_ok = Signal(lanes, name="a_ok")         # present and within the counts' sum
+        a_fin = Signal(lanes, name="a_fin")       # the beat's final byte, one-hot
+        a_end, a_sparse = Signal(name="a_end"), Signal(name="a_sparse")
         total = base + count
         delivered = Mux(total > sat, sat, total)[:bw]
-        last_pos = Array(pos)[(count - 1)[:max(1, (lanes - 1).bit_length())]]
 
-        with m.If(adv):
-            m.d.sync += self.o.valid.eq(fire)
+        with m.If(adv_a):
+            m.d.sync += a_valid.eq(fire)
+        # pos[j] > pos[j-1] inside the beat, also here: the bytes' blocks never decrease
+        # (o grows with j), and sparse_block = 2 ** ib, so a position is (block, index) in
+        # lexicographic order: greater is "another block, or a greater index"
+        a_step = Signal(lanes, name="a_step")
+        therm = [Cat(*[at_most(d_blk[b], j) for b in range(nblk - 1)]) for j in range(lanes)]
         with m.If(fire):
+            for j in range(lanes):
+                byte = inp.data[j]
+                if nblk > 1:
+                    m.d.sync += a_pos[j].eq(Cat(byte[:ib], _thermometer(therm[j])))
+                else:
+                    m.d.sync += a_pos[j].eq(byte[:ib])
+                if j:
+                    other = (therm[j] != therm[j - 1]) if nblk > 1 else 0
+                    m.d.sync += a_step[j].eq(other | (byte[:ib] > inp.data[j - 1][:ib]))
+                m.d.sync += [a_gh[j].eq(byte[ib:ib + 2]),
+                             a_ok[j].eq((count > j) & ~at_most(d_tot, j)),
+                             a_fin[j].eq(count == j + 1)]
+            m.d.sync += [a_end.eq(inp.last), a_sparse.eq(delivered != frame.total)]
+            m.d.sync += base.eq(Mux(inp.last, 0, delivered))
+
+        # --- stage B: order, the forwarded run ---------------------------------------------
+        prev = Signal(pw)                 # position of the previous beat's final byte
+        have_prev = Signal()
+        order = Signal()                  # sticky: an entry was out of order
+        inc = Cat(~have_prev | (a_pos[0] > prev), a_step[1:])
+        beat_bad = (a_ok & ~inc).any()
+        # the forwarded entries are a prefix (the run): n is where it ends, one-hot encoded
+        run, edge = ~order, []
+        for j in range(lanes):
+            edge.append(run & ~(a_ok[j] & inc[j]))      # entry j is the first not forwarded
+            run = run & a_ok[j] & inc[j]
+        edge.append(run)                                # all forwarded
+        n_fwd = Cat(*[Cat(*[edge[k] for k in range(lanes + 1) if (k >> b) & 1]).any()
+                      for b in range(_bits(lanes))])
+        last_pos = Signal(pw, name="last_pos")
+        m.d.comb += last_pos.eq(Cat(*[Cat(*[a_fin[j] & a_pos[j][k] for j in range(lanes)]).any()
+                                      for k in range(pw)]))
+
+        with m.If(adv_b):
+            m.d.sync += self.o.valid.eq(a_valid)
+        with m.If(fire_b):
             p = self.o.payload
             for j in range(lanes):
-                byte = self.i.payload.data[j]
-                m.d.sync += [p.entry[j].pos.eq(pos[j]), p.entry[j].outer.eq(byte[ib]),
-                             p.entry[j].high.eq(byte[ib + 1])]
-            m.d.sync += [p.n.eq(n_fwd), p.end.eq(self.i.payload.last),
-                         p.order.eq(order | beat_bad),
-                         p.sparse.eq(delivered != frame.total)]
-            with m.If(self.i.payload.last):
-                m.d.sync += [base.eq(0), have_prev.eq(0), order.eq(0)]
+                m.d.sync += [p.entry[j].pos.eq(a_pos[j]), p.entry[j].outer.eq(a_gh[j][0]),
+                             p.entry[j].high.eq(a_gh[j][1])]
+            m.d.sync += [p.n.eq(n_fwd), p.end.eq(a_end), p.order.eq(order | beat_bad),
+                         p.sparse.eq(a_sparse)]
+            with m.If(a_end):
+                m.d.sync += [have_prev.eq(0), order.eq(0)]
             with m.Else():
-                m.d.sync += [base.eq(delivered), order.eq(order | beat_bad)]
-                with m.If(count != 0):
+                m.d.sync += order.eq(order | beat_bad)
+                with m.If(a_fin.any()):
                     m.d.sync += [prev.eq(last_pos), have_prev.eq(1)]
         return m
 
