@@ -147,7 +147,7 @@ def parse_nextpnr_report(path):
         ``fmax_mhz`` (worst clock, float), ``constraint_mhz``, ``clocks``
         (``{net: {"achieved", "constraint"}}``), ``utilization``
         (``{bel type: {"used", "available"}}``, only the used ones) and ``critical_path``
-        (:class:`CriticalPath` or ``None``).
+        (:class:`CriticalPath` of the worst clock's register-to-register path, or ``None``).
     """
     report = _load(path, "nextpnr report")
     clocks = report.get("fmax")
@@ -165,7 +165,9 @@ def parse_nextpnr_report(path):
     crit = None
     for cp in report.get("critical_paths", []):
         segs = cp.get("path") or []
-        if not segs:
+        # the worst clock's own register-to-register path; the cross-domain entries
+        # ("<async>": the reset and I/O pins of the harness) do not set Fmax
+        if not segs or worst not in str(cp.get("from", "")) or worst not in str(cp.get("to", "")):
             continue
         by = lambda kind: sum(float(s["delay"]) for s in segs if s["type"] == kind)
         cand = CriticalPath(

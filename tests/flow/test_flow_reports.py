@@ -115,3 +115,17 @@ def test_child_modules_lists_one_level_below_the_component():
     text = "\n".join(f"module \\{n}" for n in
                      (TOP_NAME, DUT, f"{DUT}.quant", f"{DUT}.quant.scale", f"{DUT}.mmu"))
     assert child_modules(text) == [f"{DUT}.quant", f"{DUT}.mmu"]
+
+
+def test_critical_path_is_the_worst_clocks_own(tmp_path):
+    """An ``<async>`` path (the harness's reset pin) may be longer; it does not set Fmax."""
+    seg = lambda delay: {"type": "logic", "delay": delay, "from": {"cell": "a"}, "to": {"cell": "b"}}
+    clk = "posedge $glbnet$clk"
+    rep = {"fmax": {"$glbnet$clk": {"achieved": 100.0, "constraint": 150.0}},
+           "utilization": {"TRELLIS_COMB": {"used": 1, "available": 2}},
+           "critical_paths": [{"from": "<async>", "to": clk, "path": [seg(12.9)]},
+                              {"from": clk, "to": clk, "path": [seg(10.0)]},
+                              {"from": clk, "to": "<async>", "path": [seg(1.0)]}]}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(rep))
+    assert parse_nextpnr_report(path)["critical_path"].delay_ns == 10.0
