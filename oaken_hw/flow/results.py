@@ -5,7 +5,9 @@ Verilator (the default scenario on random vectors, then ``--scenario throughput`
 bundled real keys for the sustained beats per cycle of the write and read paths) and through
 ``oaken-hw synth`` for every registered design. Its report is saved as
 ``docs/results/<point>.json``; the Markdown is rendered from all saved reports, so a point
-can be re-run alone (``--points``) and ``--render-only`` rebuilds the page without tools.
+can be re-run alone (``--points``), some designs of a point can be re-run into its saved
+report (``--designs``: after a change to one block, or to run a point's designs in parallel
+processes), and ``--render-only`` rebuilds the page without tools.
 """
 
 from __future__ import annotations
@@ -27,14 +29,69 @@ POINTS = {
 }
 
 
-def run_point(name, *, seed=1, vectors=2000, out_dir):
-    """Run one point; write and return its JSON report."""
+def run_point(name, *, seed=1, vectors=2000, out_dir, designs=None):
+    """Run one point; write and return its JSON report.
+
+    Parameters
+    ----------
+    designs : list of str or None
+        Run only these designs and merge them into the point's saved report, which keeps
+        its other designs and, when it has one, its simulation section (the simulation
+        does not depend on which designs are synthesized). ``None`` runs everything and
+        replaces the saved report. The saved report is re-read just before the merge, so
+        several processes can run different designs of one point.
+    """
     from ..config import load_config
-    from ..engine.sim import bundled_kv, simulate
-    from .build import SUSTAINED_TOKENS
     from .commands import synth_report
     cfg_file, target = POINTS[name]
     cfg = load_config(None if cfg_file is None else REPO / cfg_file)
+    out = Path(out_dir) / f"{name}.json"
+    head = {"point": name, "config_file": cfg_file, "target": target, "seed": seed,
+            "config": {"lanes": cfg.quant.lanes, "vector_len": cfg.vector_len}}
+    saved = _saved(out, head) if designs else None
+    if not (saved and saved.get("sim")):
+        # saved at once: a long synthesis that follows must not lose it
+        sim = _self_check(name, cfg, seed, vectors)
+        saved = _write(out, {**head, "components": {}, **(saved or {}), "sim": sim},
+                       merge=bool(designs))
+    print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
+    report = synth_report(cfg, target, names=designs, seed=seed, keep_going=True)
+    return _write(out, {**report, **head, "sim": saved["sim"]}, merge=bool(designs))
+
+
+def _saved(out, head):
+    """The saved report of a point, if any; ``ValueError`` if it is of another setup."""
+    if not out.is_file():
+        return None
+    saved = json.loads(out.read_text())
+    if any(saved.get(k) != v for k, v in head.items() if k != "config_file"):
+        raise ValueError(f"point {head['point']}: the saved report {out} has another "
+                         f"configuration, target or seed; re-run the whole point")
+    return saved
+
+
+def _write(out, report, *, merge):
+    """Write a point's report; with ``merge``, over the components saved there now."""
+    from .commands import REPORT_KEYS
+    from .designs import DESIGNS
+    saved = _saved(out, {k: report[k] for k in ("point", "target", "seed", "config")}) \
+        if merge else None
+    if saved:
+        comps = {**saved["components"], **report["components"]}
+        report["components"] = {d: comps[d] for d in DESIGNS if d in comps}
+    top = next((d for d, c in report["components"].items() if c["role"] == "top"), None)
+    report["top"] = top
+    for key in REPORT_KEYS[1:]:
+        report[key] = report["components"][top][key] if top else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _self_check(name, cfg, seed, vectors):
+    """The Verilator self-check and the sustained rates of a point (its ``sim`` section)."""
+    from ..engine.sim import bundled_kv, simulate
+    from .build import SUSTAINED_TOKENS
     print(f"[results] {name}: self-check and throughput on Verilator", file=sys.stderr)
     check = simulate(cfg, simulator="verilator", vectors=vectors, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,17 +101,9 @@ def run_point(name, *, seed=1, vectors=2000, out_dir):
     for run in (check, sim):
         if run["mismatches"]:
             raise ValueError(f"point {name}: {run['mismatches']} mismatches in the self-check")
-    print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
-    report = synth_report(cfg, target, seed=seed, keep_going=True)
-    report["point"] = name
-    report["config_file"] = cfg_file
-    report["sim"] = {"vectors": check["vectors"], "mismatches": check["mismatches"],
-                     "write_beats_per_cycle": sim["write_beats_per_cycle"],
-                     "read_beats_per_cycle": sim["read_beats_per_cycle"]}
-    out = Path(out_dir) / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    return {"vectors": check["vectors"], "mismatches": check["mismatches"],
+            "write_beats_per_cycle": sim["write_beats_per_cycle"],
+            "read_beats_per_cycle": sim["read_beats_per_cycle"]}
 
 
 def _f(v, spec):
@@ -121,9 +170,15 @@ def _cmd(args):
     for n in names:
         if n not in POINTS:
             raise ValueError(f"unknown point {n!r}; choose from {', '.join(POINTS)}")
+    designs = args.designs.split(",") if args.designs else None
+    if designs:
+        from .designs import get_design
+        for d in designs:
+            get_design(d)                                   # ValueError on an unknown name
     if not args.render_only:
         for n in names:
-            run_point(n, seed=args.seed, vectors=args.vectors, out_dir=out_dir)
+            run_point(n, seed=args.seed, vectors=args.vectors, out_dir=out_dir,
+                      designs=designs)
     reports = [json.loads((out_dir / f"{n}.json").read_text())
                for n in POINTS if (out_dir / f"{n}.json").is_file()]
     if not reports:
@@ -136,6 +191,8 @@ def register(sub):
     p = sub.add_parser("results", help="regenerate docs/results.md from real tool runs "
                                        "(long: every point is placed and routed)")
     p.add_argument("--points", help=f"comma-separated points (default all: {', '.join(POINTS)})")
+    p.add_argument("--designs", help="comma-separated designs to re-run, merged into each "
+                                     "point's saved report (default: every design)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--vectors", type=int, default=2000, help="self-check vectors per point")
     p.add_argument("--json-dir", default="docs/results", help="per-point JSON reports")

@@ -63,3 +63,30 @@ def test_keep_going_records_a_failed_design_and_runs_the_rest(monkeypatch):
     assert rep["components"]["mmu"]["lut"] is None and rep["components"]["quant_engine"]["lut"] == 1
     with pytest.raises(FlowError, match="does not fit"):
         commands.synth_report(default_config(), "ecp5-85k", names=names)
+
+
+def test_designs_rerun_merges_into_the_saved_point(monkeypatch, tmp_path):
+    from oaken_hw.flow import results
+    calls = []
+
+    def fake_report(cfg, target, *, names, seed, keep_going):
+        calls.append(names)
+        names = names or ["oaken_engine", "quant_engine", "int4_baseline"]
+        comps = {n: _comp("top" if n == "oaken_engine" else "component", 10 * len(calls), 99.0)
+                 for n in names}
+        return {"target": target, "top": "oaken_engine" if "oaken_engine" in comps else None,
+                "lut": None, "components": comps, "seed": seed,
+                "config": {"lanes": cfg.quant.lanes, "vector_len": cfg.vector_len}}
+
+    sims = []
+    monkeypatch.setattr(commands, "synth_report", fake_report)
+    monkeypatch.setattr(results, "_self_check",
+                        lambda *a: sims.append(a) or {"vectors": 1, "mismatches": 0})
+    results.run_point("default", out_dir=tmp_path)
+    rep = results.run_point("default", out_dir=tmp_path, designs=["quant_engine"])
+    assert calls == [None, ["quant_engine"]] and len(sims) == 1      # the saved sim is kept
+    assert list(rep["components"]) == ["oaken_engine", "quant_engine", "int4_baseline"]
+    assert rep["components"]["quant_engine"]["lut"] == 20            # re-run
+    assert rep["components"]["oaken_engine"]["lut"] == 10 == rep["lut"]   # kept, still the top
+    with pytest.raises(ValueError, match="another configuration"):
+        results.run_point("default", out_dir=tmp_path, designs=["mmu"], seed=2)
