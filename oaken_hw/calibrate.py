@@ -16,7 +16,7 @@ import numpy as np
 from .model.quantizer import check_thresholds
 from .model.numerics import sanitize
 
-__all__ = ["quantile_levels", "calibrate", "save_thresholds", "load_thresholds",
+__all__ = ["quantile_levels", "calibrate", "calibrate_kv", "save_thresholds", "load_thresholds",
            "THRESHOLDS_FORMAT"]
 
 THRESHOLDS_FORMAT = "oaken-thresholds/1"
@@ -64,6 +64,27 @@ def calibrate(tensor, ratios=(0.04, 0.90, 0.06), chunk_tokens=64):
     th = np.mean(per_chunk, axis=0).astype(np.float16)
     check_thresholds(th)
     return th
+
+
+def calibrate_kv(k, v, quant, *, k_ratios=None, v_ratios=None, chunk_tokens=64):
+    """K and V thresholds, each profiled for its own shares.
+
+    Parameters
+    ----------
+    k, v : array_like of float16, shape (layers, heads, tokens, head_dim)
+    quant : QuantConfig
+        Gives the shares not overridden (:meth:`~oaken_hw.config.QuantConfig.ratios_for`).
+    k_ratios, v_ratios : (outer, middle, inner) shares or None
+
+    Returns
+    -------
+    th_k, th_v, k_ratios, v_ratios
+        The thresholds ``(layers, 4)`` and the shares they were profiled for.
+    """
+    k_ratios = quant.ratios_for("k") if k_ratios is None else tuple(k_ratios)
+    v_ratios = quant.ratios_for("v") if v_ratios is None else tuple(v_ratios)
+    return (calibrate(k, k_ratios, chunk_tokens), calibrate(v, v_ratios, chunk_tokens),
+            k_ratios, v_ratios)
 
 
 def save_thresholds(path, k, v, *, k_ratios, v_ratios, key="k", source=None, chunk_tokens=None):

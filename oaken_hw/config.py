@@ -254,6 +254,12 @@ class OakenConfig:
         # four FP16 words, the middle split byte, one count byte per sparse block
         return 9 + self.blocks_per_vector
 
+    def with_geometry(self, shape):
+        """This configuration for KV tensors shaped ``(layers, kv_heads, tokens, head_dim)``."""
+        layers, kv_heads, _, head_dim = shape
+        return dataclasses.replace(self, model=ModelGeometry(
+            layers=layers, kv_heads=kv_heads, head_dim=head_dim))
+
     def to_dict(self):
         """The configuration as plain data (TOML-shaped)."""
         d = dataclasses.asdict(self)

@@ -164,15 +164,11 @@ class Oaken(Method):
         self.fractions = {"k": [], "v": []}
 
     def calibrate(self, kv, info):
-        from ..calibrate import calibrate
-        import dataclasses
-
-        from ..config import ModelGeometry, load_config
-        self.cfg = dataclasses.replace(load_config(), model=ModelGeometry(
-            layers=info["layers"], kv_heads=info["kv_heads"], head_dim=info["head_dim"]))
-        q = self.cfg.quant
-        self.th_k = calibrate(kv["k"], ratios=q.ratios_for("k"), chunk_tokens=self.chunk_tokens)
-        self.th_v = calibrate(kv["v"], ratios=q.ratios_for("v"), chunk_tokens=self.chunk_tokens)
+        from ..calibrate import calibrate_kv
+        from ..config import load_config
+        self.cfg = load_config().with_geometry(kv["k"].shape)
+        self.th_k, self.th_v, _, _ = calibrate_kv(kv["k"], kv["v"], self.cfg.quant,
+                                                  chunk_tokens=self.chunk_tokens)
 
     def _rt(self, x, th, layer, acc, which):
         from ..model import roundtrip_kv

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..calibrate import calibrate, load_thresholds, save_thresholds
-from ..config import ModelGeometry, check_ratios, load_config
+from ..calibrate import calibrate_kv, load_thresholds, save_thresholds
+from ..config import check_ratios, load_config
 from ..model.kv import roundtrip_kv, sqnr_db
 from ..model.reference import int4_per_token_head
 
@@ -47,21 +46,14 @@ def load_kv(path, key):
     return arrays[key], arrays["v"], data.files
 
 
-def config_for(tensor, config_path):
-    """The configuration with its model geometry taken from the tensor."""
-    cfg = load_config(config_path)
-    nl, nh, _, hd = tensor.shape
-    return dataclasses.replace(cfg, model=ModelGeometry(layers=nl, kv_heads=nh, head_dim=hd))
-
-
 def cmd_calibrate(args):
     k, v, _ = load_kv(args.kv, args.key)
     quant = load_config(args.config).quant
     both = _ratios("--ratios", args.ratios) if args.ratios else None
-    k_ratios = _ratios("--k-ratios", args.k_ratios) if args.k_ratios else both or quant.ratios_for("k")
-    v_ratios = _ratios("--v-ratios", args.v_ratios) if args.v_ratios else both or quant.ratios_for("v")
-    th_k = calibrate(k, k_ratios, args.chunk_tokens)
-    th_v = calibrate(v, v_ratios, args.chunk_tokens)
+    th_k, th_v, k_ratios, v_ratios = calibrate_kv(
+        k, v, quant, chunk_tokens=args.chunk_tokens,
+        k_ratios=_ratios("--k-ratios", args.k_ratios) if args.k_ratios else both,
+        v_ratios=_ratios("--v-ratios", args.v_ratios) if args.v_ratios else both)
     save_thresholds(args.output, th_k, th_v, k_ratios=k_ratios, v_ratios=v_ratios, key=args.key,
                     source=Path(args.kv).name, chunk_tokens=args.chunk_tokens)
     show = lambda r: ",".join(f"{x:g}" for x in r)
@@ -72,7 +64,7 @@ def cmd_calibrate(args):
 def cmd_eval(args):
     k, v, files = load_kv(args.kv, args.key)
     th_k, th_v, _ = load_thresholds(args.thresholds)
-    cfg = config_for(k, args.config)
+    cfg = load_config(args.config).with_geometry(k.shape)
     report, dumped = {}, {}
     t0 = time.perf_counter()
     for name, tensor, th in (("k", k, th_k), ("v", v, th_v)):

@@ -245,7 +245,7 @@ def bundled_kv(cfg, workdir):
     """
     import numpy as np
 
-    from ..calibrate import calibrate, save_thresholds
+    from ..calibrate import calibrate_kv, save_thresholds
     data = Path(__file__).resolve().parent.parent / "data"
     g = cfg.model
     cut = lambda a: a[:g.layers, :g.kv_heads, :, :g.head_dim]
@@ -259,9 +259,9 @@ def bundled_kv(cfg, workdir):
     kv_path = Path(workdir) / "kv.npz"
     np.savez(kv_path, k=cut(kv["k"]), v=cut(kv["v"]))
     th_path = Path(workdir) / "thresholds.json"
-    rk, rv = cfg.quant.ratios_for("k"), cfg.quant.ratios_for("v")
-    save_thresholds(th_path, calibrate(cut(calib["k"]), rk), calibrate(cut(calib["v"]), rv),
-                    k_ratios=rk, v_ratios=rv, source="oaken_hw/data/smollm2_pydoc_topics_64tok.npz")
+    th_k, th_v, rk, rv = calibrate_kv(cut(calib["k"]), cut(calib["v"]), cfg.quant)
+    save_thresholds(th_path, th_k, th_v, k_ratios=rk, v_ratios=rv,
+                    source="oaken_hw/data/smollm2_pydoc_topics_64tok.npz")
     return kv_path, th_path
 
 

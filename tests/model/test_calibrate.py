@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from oaken_hw.calibrate import calibrate, load_thresholds, quantile_levels, save_thresholds
+from oaken_hw.calibrate import (calibrate, calibrate_kv, load_thresholds, quantile_levels,
+                                save_thresholds)
+from oaken_hw.config import default_config
 from oaken_hw.model import roundtrip_kv
 
 
@@ -17,6 +19,19 @@ def test_quantiles_split_gaussian_data_by_the_ratios():
     outer = ((x <= th[:, :1]) | (x >= th[:, 3:])).mean(axis=1)
     inner = ((x > th[:, 1:2]) & (x < th[:, 2:3])).mean(axis=1)
     assert np.allclose(outer, 0.04, atol=0.004) and np.allclose(inner, 0.06, atol=0.004)
+
+
+def test_calibrate_kv_profiles_k_and_v_for_their_own_shares():
+    rng = np.random.default_rng(2)
+    k, v = rng.standard_normal((2, 2, 1, 64, 32)).astype(np.float16)
+    quant = default_config().quant
+    assert quant.ratios_for("k") != quant.ratios_for("v")          # the default differs
+    th_k, th_v, rk, rv = calibrate_kv(k, v, quant, chunk_tokens=16)
+    assert (rk, rv) == (quant.ratios_for("k"), quant.ratios_for("v"))
+    assert np.array_equal(th_k, calibrate(k, rk, 16)) and np.array_equal(th_v, calibrate(v, rv, 16))
+    th_k, th_v, rk, rv = calibrate_kv(k, v, quant, k_ratios=(0.2, 0.6, 0.2), chunk_tokens=16)
+    assert rk == (0.2, 0.6, 0.2) and rv == quant.ratios_for("v")
+    assert np.array_equal(th_k, calibrate(k, rk, 16))
 
 
 def test_chunks_are_averaged_with_lower_and_higher_quantiles():
