@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -147,7 +146,7 @@ def verilator_lint(verilog_text, top, waivers=()):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"{top}.v"
         src.write_text(verilog_text)
-        cmd = [exe, "--lint-only", "-Wall", f"--top-module", top,
+        cmd = [exe, "--lint-only", "-Wall", "--top-module", top,
                *(f"-Wno-{w}" for w in waivers), str(src)]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
     lines = [l for l in (res.stdout + res.stderr).splitlines()

@@ -13,7 +13,7 @@ from oaken_hw.config import default_config
 from oaken_hw.model import dequantize, pack, quantize, unpack
 from oaken_hw.rtl.dequant import DequantEngine
 from oaken_hw.rtl.dequant.engine import engine_out_layout
-from oaken_hw.rtl.dequant.unpacker import dense_layout, meta_layout, sparse_layout
+from oaken_hw.rtl.dequant.streams import dense_layout, meta_layout, sparse_layout
 
 from harness import available, build, pack as pack_payload, play, unpack as unpack_payload
 from workload import header, threshold_writes, workload

@@ -8,7 +8,7 @@ from ..mmu.layout import MMULayout, Status
 from ..mmu.mmu import MMU
 from ..rtl.common.threshold_table import ThresholdTable
 from ..rtl.dequant import DequantEngine
-from ..rtl.dequant.unpacker import dense_layout, meta_layout, sparse_layout
+from ..rtl.dequant.streams import dense_layout, meta_layout, sparse_layout
 from ..rtl.quant import QuantEngine
 from .model import check_engine_config, head_view_config
 from .ports import EnginePorts

@@ -1,6 +1,6 @@
 """One page table: the pages of many equal-length streams, in logical order."""
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -143,7 +143,6 @@ def test_exhaustion_stalls_without_change_and_free_recovers():
 def test_invalid_commands_change_nothing():
     cfg = small_config()
     model = MMUModel(cfg)
-    L = model.layout
     for t in range(3):
         model.append(0, 0, 1, t, [4, 40 % 33])
     cases = [

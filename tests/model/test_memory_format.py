@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from oaken_hw.model import INNER, MIDDLE, OUTER, pack, quantize, unpack
+from oaken_hw.model import MIDDLE, pack, quantize, unpack
 from oaken_hw.model.memory_format import effective_bits
 from oaken_hw.model.numerics import fp16_bits
 

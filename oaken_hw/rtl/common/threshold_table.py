@@ -109,7 +109,6 @@ class ThresholdTable(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lw = field_width(self.layers)
         depth = 2 * self.layers
         m.submodules.mem = mem = Memory(shape=thresholds_layout(), depth=depth, init=[])
         wp = mem.write_port()

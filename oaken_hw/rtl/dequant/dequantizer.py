@@ -33,7 +33,7 @@ from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
 from .fp16_round import (prepared_layout, round_pack, round_prepare, round_select,
                          selected_layout)
-from .unpacker import beat_layout, errors_layout
+from .streams import beat_layout, errors_layout
 
 __all__ = ["out_layout", "Dequantizer"]
 

@@ -20,8 +20,10 @@ from ...config import OakenConfig
 from ..common.header import header_layout
 from ..common.threshold_table import (ThresholdReadSignature, ThresholdTable,
                                       threshold_write_layout)
-from .dequantizer import Dequantizer, out_layout
-from .unpacker import SparseFramer, Unpacker, dense_layout, meta_layout, sparse_layout
+from .dequantizer import Dequantizer
+from .sparse import SparseFramer
+from .streams import dense_layout, meta_layout, sparse_layout
+from .unpacker import Unpacker
 
 __all__ = ["DequantEngine", "DequantStatusSignature", "engine_out_layout"]
 

@@ -12,7 +12,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.fp16 import UNITS_SHAPE, UNITS_WIDTH
+from ..common.fp16 import UNITS_WIDTH
 
 __all__ = ["MIDDLE", "INNER", "OUTER", "GROUP_SHAPE", "MAG_SHAPE", "PIVOT_SHAPE", "classify",
            "fold_pivots", "group_shift", "Classifier", "GroupShift"]

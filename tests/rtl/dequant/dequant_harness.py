@@ -72,7 +72,6 @@ def thresholds_for(rng, layers):
 def dense_beats(cfg, dense_bytes_row):
     """A vector's dense bytes as beats of ``lanes * middle_bits`` bits (LSB first)."""
     q = cfg.quant
-    beat_bytes = q.lanes * q.middle_bits // 8
     value = int.from_bytes(bytes(dense_bytes_row), "little")
     bits = q.lanes * q.middle_bits
     K = cfg.beats_per_vector

@@ -7,7 +7,6 @@ real KV, every way of cutting the sparse list into beats, random stalls on every
 """
 
 import numpy as np
-import pytest
 
 from amaranth.hdl import Fragment
 

@@ -33,7 +33,7 @@ def _dense_bytes(cfg, v):
 def breakers(cfg):
     """(name, status flag, function Vec -> broken Vec or None when not applicable)."""
     q = cfg.quant
-    block, ib, K = q.sparse_block, q.index_bits, cfg.beats_per_vector
+    block, K = q.sparse_block, cfg.beats_per_vector
     nblk = cfg.blocks_per_vector
 
     def with_meta(v, **changes):

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from dequant_harness import SMALL
 from oaken_hw.config import default_config
-from oaken_hw.rtl.dequant.unpacker import ZeroInserter
+from oaken_hw.rtl.dequant.sparse import ZeroInserter
 
 
 def model_rows(cfg, positions):
@@ -72,7 +72,6 @@ def random_vector(cfg, rng):
 @pytest.mark.parametrize("stall", [0.0, 0.3])
 def test_rows_run_lengths_and_verdict_timing(cfg, stall):
     rng = np.random.default_rng(7 + int(stall * 10))
-    lanes = cfg.quant.lanes
     dut = ZeroInserter(cfg=cfg, depth=2 * cfg.beats_per_vector + 8, vectors=5)
     vecs = [random_vector(cfg, rng) for _ in range(60)]
     il = dut.i.payload.shape()

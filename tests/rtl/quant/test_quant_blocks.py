@@ -200,7 +200,6 @@ def test_encoder_matches_model():
         trials.append((deltas, n_lo, lanes_in))
 
     async def bench(ctx):
-        pending = []
         for k in range(len(trials) + dut.latency):
             if k < len(trials):
                 deltas, n_lo, lanes_in = trials[k]
