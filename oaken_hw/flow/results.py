@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["POINTS", "run_point", "render", "register"]
+__all__ = ["POINTS", "run_point", "render", "register", "revision"]
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -56,7 +56,24 @@ def run_point(name, *, seed=1, vectors=2000, out_dir, designs=None):
                        merge=bool(designs))
     print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
     report = synth_report(cfg, target, names=designs, seed=seed, keep_going=True)
+    rev = revision()
+    for comp in report["components"].values():
+        comp["revision"] = rev
     return _write(out, {**report, **head, "sim": saved["sim"]}, merge=bool(designs))
+
+
+def revision():
+    """``git`` revision of the generator (``-dirty`` with local changes under ``oaken_hw/``),
+    or ``None`` outside a git checkout: each design's report says what it measured."""
+    import subprocess
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=8", "HEAD"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "oaken_hw"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
 
 
 def _saved(out, head):
@@ -127,12 +144,12 @@ def render(reports):
         lines += [f"## {r['point']}: {cfg['lanes']} lanes, {r['target']}",
                   "", f"Configuration: {r['config_file'] or 'the embedded default'}; "
                   f"vector length {cfg['vector_len']}; seed {r['seed']}.", "",
-                  "| design | role | LUT | FF | DSP | BRAM | Fmax (MHz) |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| design | role | LUT | FF | DSP | BRAM | Fmax (MHz) | revision |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
         for name, c in comps.items():
             lines.append(f"| {name} | {c['role']} | {_f(c['lut'], 'd')} | {_f(c['ff'], 'd')} "
                          f"| {_f(c['dsp'], 'd')} | {_f(c['bram'], 'd')} "
-                         f"| {_f(c['fmax_mhz'], '.1f')} |")
+                         f"| {_f(c['fmax_mhz'], '.1f')} | {c.get('revision') or '-'} |")
         lines.append("")
         for name, c in comps.items():
             if c.get("error"):

@@ -31,7 +31,7 @@ def test_render_lists_every_design_ratio_rates_and_failures():
                                    "    ERROR: Unable to place cell 'x'"},
                   "int4_baseline": _comp("reference", 200, 150.0)}}
     page = render([report])
-    assert "| quant_engine | component | 300 |" in page and "| mmu | component | - |" in page
+    assert "| quant_engine | component | 300 |" in page and "| 120.0 | - |" in page and "| mmu | component | - |" in page
     assert "1.50x LUT" in page                           # 300 / 200
     # 100 MHz x 16 lanes x 0.5 beats/cycle = 0.8 G elements/s, 1.6 GB/s of FP16
     assert "0.80 G elements/s, 1.60 GB/s" in page and "1.60 G elements/s" in page
@@ -88,5 +88,6 @@ def test_designs_rerun_merges_into_the_saved_point(monkeypatch, tmp_path):
     assert list(rep["components"]) == ["oaken_engine", "quant_engine", "int4_baseline"]
     assert rep["components"]["quant_engine"]["lut"] == 20            # re-run
     assert rep["components"]["oaken_engine"]["lut"] == 10 == rep["lut"]   # kept, still the top
+    assert rep["components"]["quant_engine"]["revision"] == results.revision()
     with pytest.raises(ValueError, match="another configuration"):
         results.run_point("default", out_dir=tmp_path, designs=["mmu"], seed=2)
