@@ -423,6 +423,26 @@ def throughput_scenario(cfg, tokens, seed, *, kv=None, thresholds=None):
     return b
 
 
+def tokens_in_pages(cfg, sequences):
+    """The most tokens (at least 2) that ``sequences`` sequences can all hold at once.
+
+    Every group of every sequence needs its dense and metadata pages, and each sparse
+    stream is counted at its capacity (``mmu.sparse_pages``), whatever the data: a plan of
+    this many tokens never leaves the engine out of pages before its frees.
+    """
+    from ..mmu.layout import MMULayout
+    L = MMULayout(cfg)
+
+    def pages(t):
+        return sequences * L.groups * (L.heads * (-(-t // L.dense_tpp) + L.sparse_entries)
+                                       + L.vectors * -(-t // L.meta_tpp))
+
+    t = cfg.mmu.max_tokens
+    while t > 2 and pages(t) > L.pages:
+        t -= 1
+    return t
+
+
 def default_scenario(cfg, vectors, seed, *, kv=None, thresholds=None, measure=True,
                      stream=None):
     """The scenario of ``oaken-hw sim``: several sequences interleaved, every layer, K and V.
@@ -442,7 +462,8 @@ def default_scenario(cfg, vectors, seed, *, kv=None, thresholds=None, measure=Tr
     Parameters
     ----------
     vectors : int
-        Vectors to write (the scenario rounds to whole tokens of every sequence).
+        Vectors to write (the scenario rounds to whole tokens of every sequence, at most
+        :func:`tokens_in_pages`: a small MMU caps the self-check, it does not fail it).
     kv : (k, v) per-token arrays from :func:`kv_vectors`, or None for random vectors
     thresholds : (layers, 2, 4) FP16 or None (random)
 
@@ -456,7 +477,7 @@ def default_scenario(cfg, vectors, seed, *, kv=None, thresholds=None, measure=Tr
     th = random_thresholds(cfg, seed) if thresholds is None else np.asarray(thresholds, np.float16)
     seqs = list(range(mm.sequences))
     per_token = len(seqs) * g.layers * 2
-    tokens = max(2, min(-(-vectors // per_token), mm.max_tokens))
+    tokens = max(2, min(-(-vectors // per_token), tokens_in_pages(cfg, len(seqs))))
     if kv is None:
         pool = random_vectors(cfg, tokens * per_token, seed)
         src = lambda s, l, k, t, i: pool[i]

@@ -1,6 +1,7 @@
 """The engine bench's pytest side without a simulator: plans, the comparison and the CLI."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from oaken_hw.cli import main
 from oaken_hw.config import default_config
 from oaken_hw.engine.scenario import (PlanBuilder, default_scenario, throughput_scenario,
-                                      unpack_payload)
+                                      tokens_in_pages, unpack_payload)
 from oaken_hw.engine.sim import compare, describe, throughput
 
 
@@ -66,6 +67,17 @@ def test_compare_accepts_the_model_and_names_the_first_mismatch(scenario):
     mem = [x for x in m if x["port"] == "mem"][0]
     assert mem["field"] == "byte_enables" and mem["index"] == 3
     assert "expected" in describe(m[0])
+
+
+def test_a_small_mmu_caps_the_scenario_instead_of_failing_it():
+    # configs/ice40-2lane.toml: 2 sequences x 8 groups, 64 pages of 256 bytes; a dense or
+    # metadata page holds 16 tokens and each sparse stream may take 2 pages. At 16 tokens
+    # a group needs 1 + 2 + 1 pages (2 x 8 x 4 = 64: all of them); at 17, 2 + 2 + 2.
+    from oaken_hw.config import load_config
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "ice40-2lane.toml")
+    assert tokens_in_pages(cfg, 2) == 16 and tokens_in_pages(default_config(), 4) == 384
+    b = default_scenario(cfg, 2000, seed=1)          # 125 tokens asked: capped, not refused
+    assert max(b.written(s, 0, 0) for s in range(2)) <= 16
 
 
 def test_builder_refuses_timing_dependent_phases():
