@@ -55,8 +55,9 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
     several designs and no top they are ``None`` and ``top`` says so.
 
     With ``keep_going`` a design whose flow fails (a :class:`FlowError`: say, it does not
-    fit the device) does not stop the others: its entry has ``None`` figures and the
-    error message under ``"error"``. Without it the error propagates.
+    fit the device) does not stop the others: its entry has the error message under
+    ``"error"``, its synthesis figures when only place-and-route failed, and ``None``
+    for the rest. Without it the error propagates.
     """
     target = get_target(target)
     names = list(names) if names else list(DESIGNS)
@@ -73,7 +74,8 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
             if not keep_going:
                 raise
             components[d.name] = {"role": d.role, "target": target.name,
-                                  **{k: None for k in REPORT_KEYS[1:]}, "error": str(e)}
+                                  **{k: None for k in REPORT_KEYS[1:]}, **(e.synthesis or {}),
+                                  "error": str(e)}
             continue
         components[d.name] = {"role": d.role, **_entry(res)}
     tops = [d.name for d in designs if d.role == "top"] or \

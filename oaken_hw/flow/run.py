@@ -183,9 +183,15 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         args = [*target.nextpnr_args, "--json", "synth.json",
                 target.constraints_flag, constraints.name,
                 "--seed", str(seed), "--timing-allow-fail", "--report", "report.json"]
-        seconds["pnr"] = round(run_tool(target.nextpnr, args, cwd=work,
-                                        log=work / "nextpnr.log", progress=progress,
-                                        nice=True), 1)
+        try:
+            seconds["pnr"] = round(run_tool(target.nextpnr, args, cwd=work,
+                                            log=work / "nextpnr.log", progress=progress,
+                                            nice=True), 1)
+        except FlowError as e:
+            # the synthesis figures stand even when the design does not fit or route
+            e.synthesis = {"lut": comp.lut, "ff": comp.ff, "dsp": comp.dsp, "bram": comp.bram,
+                           "lutram": comp.lutram, "synth_options": options}
+            raise
         rep = parse_nextpnr_report(work / "report.json")
         fmax, constraint, pnr = rep["fmax_mhz"], rep["constraint_mhz"], rep["utilization"]
         crit = rep["critical_path"] and asdict(rep["critical_path"])

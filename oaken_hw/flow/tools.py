@@ -30,7 +30,12 @@ class FlowError(Exception):
     """A tool is missing, failed, or wrote a report the flow cannot read.
 
     The message names the tool and, for a failed run, ends with the tool's last lines.
+    ``synthesis`` holds the design's synthesis figures (``lut``, ``ff``, ``dsp``, ``bram``,
+    ``lutram``, ``synth_options``) when synthesis succeeded and place-and-route failed,
+    else ``None``.
     """
+
+    synthesis = None
 
 
 def stderr_progress(message):

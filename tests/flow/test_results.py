@@ -58,6 +58,11 @@ def test_keep_going_records_a_failed_design_and_runs_the_rest(monkeypatch):
         ran.append(name)
         if name == "mmu":
             raise FlowError("nextpnr failed: does not fit")
+        if name == "int4_baseline":                     # synthesized, then did not route
+            e = FlowError("nextpnr failed: unroutable")
+            e.synthesis = {"lut": 7, "ff": 8, "dsp": 0, "bram": 1, "lutram": 0,
+                           "synth_options": ""}
+            raise e
         return Fake()
 
     monkeypatch.setattr(commands, "synthesize", fake_synth)
@@ -68,6 +73,8 @@ def test_keep_going_records_a_failed_design_and_runs_the_rest(monkeypatch):
     assert ran == names
     assert rep["components"]["mmu"]["error"].startswith("nextpnr failed")
     assert rep["components"]["mmu"]["lut"] is None and rep["components"]["quant_engine"]["lut"] == 1
+    base = rep["components"]["int4_baseline"]
+    assert base["lut"] == 7 and base["fmax_mhz"] is None and "unroutable" in base["error"]
     with pytest.raises(FlowError, match="does not fit"):
         commands.synth_report(default_config(), "ecp5-85k", names=names)
 
