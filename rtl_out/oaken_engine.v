@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$26548$183 (\$29 ),
+    .\port$26571$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$27509$0 (\$30 ),
+    .\port$27538$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$26548$183 (\$29 ),
+    .\port$26571$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26548$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26571$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$26548$183 ;
-  wire [5:0] \port$26548$183 ;
+  output [5:0] \port$26571$183 ;
+  wire [5:0] \port$26571$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$26548$183  = i__payload[188:183];
+  assign \port$26571$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -35001,247 +35001,246 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire [10:0] \$10 ;
-  wire [3:0] \$100 ;
+  wire [11:0] \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
-  wire [3:0] \$103 ;
+  wire \$102 ;
+  wire \$103 ;
   wire \$104 ;
-  wire [3:0] \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire [3:0] \$108 ;
-  wire [4:0] \$109 ;
+  wire [7:0] \$105 ;
+  wire [8:0] \$106 ;
+  wire [9:0] \$107 ;
+  wire [7:0] \$108 ;
+  wire [6:0] \$109 ;
   wire [11:0] \$11 ;
-  wire [3:0] \$110 ;
-  wire [4:0] \$111 ;
-  wire [4:0] \$112 ;
-  wire [4:0] \$113 ;
-  wire [5:0] \$1137 ;
-  wire [3:0] \$114 ;
-  wire \$115 ;
-  wire [3:0] \$116 ;
-  wire \$117 ;
-  wire [3:0] \$118 ;
-  wire \$119 ;
-  wire [10:0] \$12 ;
-  wire \$120 ;
-  wire [1:0] \$121 ;
-  wire [1:0] \$122 ;
-  wire \$123 ;
+  wire [8:0] \$110 ;
+  wire [9:0] \$111 ;
+  wire [9:0] \$112 ;
+  wire [7:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire [8:0] \$115 ;
+  wire [9:0] \$116 ;
+  wire [7:0] \$117 ;
+  wire [6:0] \$118 ;
+  wire [8:0] \$119 ;
+  wire \$12 ;
+  wire [9:0] \$120 ;
+  wire [3:0] \$121 ;
+  wire \$122 ;
+  wire [3:0] \$123 ;
   wire [3:0] \$124 ;
   wire \$125 ;
   wire [3:0] \$126 ;
   wire \$127 ;
-  wire [3:0] \$128 ;
-  wire \$129 ;
-  wire [11:0] \$13 ;
-  wire \$130 ;
-  reg [13:0] \$131 ;
-  wire [3:0] \$132 ;
-  reg [13:0] \$133 ;
-  wire [13:0] \$134 ;
-  wire [9:0] \$135 ;
-  wire [15:0] \$136 ;
-  wire [23:0] \$137 ;
+  wire \$128 ;
+  wire [3:0] \$129 ;
+  wire \$13 ;
+  wire [4:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire [4:0] \$132 ;
+  wire [4:0] \$133 ;
+  wire [4:0] \$134 ;
+  wire [3:0] \$135 ;
+  wire \$136 ;
+  wire [3:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [3:0] \$139 ;
   wire \$14 ;
-  reg [6:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  reg [13:0] \$142 ;
-  wire [3:0] \$143 ;
-  reg [13:0] \$144 ;
-  wire [13:0] \$145 ;
-  reg [13:0] \$146 ;
-  wire [13:0] \$147 ;
-  wire [23:0] \$148 ;
-  reg [6:0] \$149 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire \$144 ;
+  wire [3:0] \$145 ;
+  wire \$146 ;
+  wire [3:0] \$147 ;
+  wire \$148 ;
+  wire [3:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
-  reg [13:0] \$151 ;
-  wire [13:0] \$152 ;
-  reg [6:0] \$153 ;
-  wire [14:0] \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  reg [13:0] \$157 ;
-  wire [13:0] \$158 ;
-  wire [14:0] \$159 ;
-  wire \$16 ;
-  reg [6:0] \$160 ;
-  wire [14:0] \$161 ;
+  wire \$151 ;
+  reg [13:0] \$152 ;
+  wire [3:0] \$153 ;
+  reg [13:0] \$154 ;
+  wire [13:0] \$155 ;
+  wire [9:0] \$156 ;
+  wire [15:0] \$157 ;
+  wire [23:0] \$158 ;
+  wire \$159 ;
+  wire [3:0] \$16 ;
+  wire \$160 ;
+  reg [6:0] \$161 ;
   wire \$162 ;
-  reg [6:0] \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  reg [6:0] \$166 ;
-  wire \$167 ;
-  reg [13:0] \$168 ;
-  wire [13:0] \$169 ;
-  wire \$17 ;
+  reg [13:0] \$163 ;
+  wire [3:0] \$164 ;
+  reg [13:0] \$165 ;
+  wire [13:0] \$166 ;
+  reg [13:0] \$167 ;
+  wire [13:0] \$168 ;
+  wire [23:0] \$169 ;
+  wire [3:0] \$17 ;
   reg [6:0] \$170 ;
-  wire [14:0] \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  reg [13:0] \$176 ;
-  wire [23:0] \$177 ;
-  reg [6:0] \$178 ;
-  reg [6:0] \$179 ;
+  wire \$171 ;
+  reg [13:0] \$172 ;
+  wire [13:0] \$173 ;
+  reg [6:0] \$174 ;
+  wire [14:0] \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  reg [13:0] \$178 ;
+  wire [13:0] \$179 ;
   wire [3:0] \$18 ;
-  wire \$180 ;
-  reg [13:0] \$181 ;
-  wire [13:0] \$182 ;
-  reg [6:0] \$183 ;
-  wire [14:0] \$184 ;
+  wire [14:0] \$180 ;
+  reg [6:0] \$181 ;
+  wire [14:0] \$182 ;
+  wire \$183 ;
+  reg [6:0] \$184 ;
   wire \$185 ;
   wire \$186 ;
-  reg [13:0] \$187 ;
-  wire [13:0] \$188 ;
-  wire [14:0] \$189 ;
+  reg [6:0] \$187 ;
+  wire \$188 ;
+  reg [13:0] \$189 ;
   wire [3:0] \$19 ;
-  reg [6:0] \$190 ;
-  wire [14:0] \$191 ;
-  wire [15:0] \$192 ;
+  wire [13:0] \$190 ;
+  reg [6:0] \$191 ;
+  wire [14:0] \$192 ;
   wire \$193 ;
-  reg [13:0] \$194 ;
-  wire [3:0] \$195 ;
-  reg [13:0] \$196 ;
-  wire [13:0] \$197 ;
-  wire [9:0] \$198 ;
-  wire [14:0] \$199 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  reg [13:0] \$197 ;
+  wire [23:0] \$198 ;
+  reg [6:0] \$199 ;
   wire [6:0] \$2 ;
-  wire [3:0] \$20 ;
-  wire [23:0] \$200 ;
+  wire \$20 ;
+  reg [6:0] \$200 ;
   wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
+  reg [13:0] \$202 ;
+  wire [13:0] \$203 ;
+  reg [6:0] \$204 ;
+  wire [14:0] \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire \$208 ;
-  wire [10:0] \$209 ;
-  wire [3:0] \$21 ;
+  reg [13:0] \$208 ;
+  wire [13:0] \$209 ;
+  wire \$21 ;
   wire [14:0] \$210 ;
-  wire [14:0] \$211 ;
+  reg [6:0] \$211 ;
   wire [14:0] \$212 ;
-  wire \$213 ;
-  wire [9:0] \$214 ;
-  wire [9:0] \$215 ;
-  wire [9:0] \$216 ;
-  wire \$217 ;
-  wire [9:0] \$218 ;
+  wire [15:0] \$213 ;
+  wire \$214 ;
+  reg [13:0] \$215 ;
+  wire [3:0] \$216 ;
+  reg [13:0] \$217 ;
+  wire [13:0] \$218 ;
   wire [9:0] \$219 ;
   wire \$22 ;
-  wire [9:0] \$220 ;
-  wire \$221 ;
-  wire [9:0] \$222 ;
+  wire [14:0] \$220 ;
+  wire [23:0] \$221 ;
+  wire \$222 ;
   wire [9:0] \$223 ;
   wire [9:0] \$224 ;
-  wire \$225 ;
+  wire [9:0] \$225 ;
   wire [9:0] \$226 ;
-  wire [9:0] \$227 ;
-  wire [9:0] \$228 ;
-  wire \$229 ;
+  reg [13:0] \$227 ;
+  wire [13:0] \$228 ;
+  reg [6:0] \$229 ;
   wire \$23 ;
-  wire [9:0] \$230 ;
-  wire \$231 ;
-  wire [9:0] \$232 ;
+  wire \$230 ;
+  reg [13:0] \$231 ;
+  wire [13:0] \$232 ;
   wire \$233 ;
   wire \$234 ;
-  wire \$235 ;
-  reg [13:0] \$236 ;
-  wire [13:0] \$237 ;
-  reg [6:0] \$238 ;
-  wire \$239 ;
-  wire \$24 ;
-  reg [13:0] \$240 ;
-  wire [13:0] \$241 ;
+  reg [13:0] \$235 ;
+  wire [13:0] \$236 ;
+  reg [13:0] \$237 ;
+  wire [13:0] \$238 ;
+  wire [14:0] \$239 ;
+  wire [1:0] \$24 ;
+  wire [14:0] \$240 ;
+  wire \$241 ;
   wire \$242 ;
   wire \$243 ;
-  reg [13:0] \$244 ;
-  wire [13:0] \$245 ;
-  reg [13:0] \$246 ;
-  wire [13:0] \$247 ;
-  wire [14:0] \$248 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire [10:0] \$248 ;
   wire [14:0] \$249 ;
-  wire \$25 ;
-  reg [6:0] \$250 ;
-  wire \$251 ;
-  reg [13:0] \$252 ;
-  wire [13:0] \$253 ;
+  wire [9:0] \$25 ;
+  wire [14:0] \$250 ;
+  wire [14:0] \$251 ;
+  wire \$252 ;
+  wire [9:0] \$253 ;
   wire \$254 ;
-  wire \$255 ;
-  reg [6:0] \$256 ;
+  wire [9:0] \$255 ;
+  wire \$256 ;
   wire \$257 ;
-  reg [6:0] \$258 ;
-  wire \$259 ;
-  wire [1:0] \$26 ;
-  reg [13:0] \$260 ;
-  wire [13:0] \$261 ;
-  reg [6:0] \$262 ;
-  wire [14:0] \$263 ;
+  wire \$258 ;
+  reg [6:0] \$259 ;
+  wire \$26 ;
+  wire \$260 ;
+  reg [13:0] \$261 ;
+  wire [13:0] \$262 ;
+  wire \$263 ;
   wire \$264 ;
-  wire \$265 ;
+  reg [6:0] \$265 ;
   wire \$266 ;
-  wire \$267 ;
+  reg [6:0] \$267 ;
   wire \$268 ;
-  wire \$269 ;
-  wire [9:0] \$27 ;
+  reg [13:0] \$269 ;
+  wire [1:0] \$27 ;
   wire [13:0] \$270 ;
-  wire [13:0] \$271 ;
-  wire [13:0] \$272 ;
+  reg [6:0] \$271 ;
+  wire [14:0] \$272 ;
   wire \$273 ;
   wire \$274 ;
-  wire [20:0] \$275 ;
-  wire [20:0] \$276 ;
-  wire [20:0] \$277 ;
-  wire [20:0] \$278 ;
-  wire [20:0] \$279 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  reg [13:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire [20:0] \$282 ;
-  wire [20:0] \$283 ;
+  wire [13:0] \$280 ;
+  wire [13:0] \$281 ;
+  wire \$282 ;
+  wire \$283 ;
   wire [20:0] \$284 ;
   wire [20:0] \$285 ;
   wire [20:0] \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire [20:0] \$289 ;
-  wire [1:0] \$29 ;
-  wire [20:0] \$290 ;
+  wire [20:0] \$287 ;
+  wire [20:0] \$288 ;
+  wire \$289 ;
+  wire [13:0] \$29 ;
+  wire \$290 ;
   wire [20:0] \$291 ;
   wire [20:0] \$292 ;
   wire [20:0] \$293 ;
-  wire [9:0] \$294 ;
-  wire [10:0] \$295 ;
-  wire [9:0] \$296 ;
-  wire [10:0] \$297 ;
-  wire [8:0] \$298 ;
-  wire [9:0] \$299 ;
+  wire [20:0] \$294 ;
+  wire [20:0] \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire [20:0] \$298 ;
+  wire [20:0] \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  reg [13:0] \$300 ;
-  wire [24:0] \$301 ;
-  wire [24:0] \$302 ;
-  wire [24:0] \$303 ;
-  wire [25:0] \$304 ;
-  wire [25:0] \$305 ;
-  wire \$306 ;
-  wire [24:0] \$307 ;
+  wire [20:0] \$300 ;
+  wire [20:0] \$301 ;
+  wire [20:0] \$302 ;
+  reg [13:0] \$303 ;
+  wire [24:0] \$304 ;
+  wire [24:0] \$305 ;
+  wire [24:0] \$306 ;
+  wire [25:0] \$307 ;
   wire [25:0] \$308 ;
-  wire [25:0] \$309 ;
-  wire [13:0] \$31 ;
-  wire [25:0] \$310 ;
-  wire [9:0] \$311 ;
-  wire [10:0] \$312 ;
-  wire [9:0] \$313 ;
-  wire [10:0] \$314 ;
-  wire [8:0] \$315 ;
-  wire [9:0] \$316 ;
+  wire \$309 ;
+  wire \$31 ;
+  wire [24:0] \$310 ;
+  wire [25:0] \$311 ;
+  wire [25:0] \$312 ;
+  wire [25:0] \$313 ;
+  wire \$314 ;
+  wire [15:0] \$315 ;
+  wire [15:0] \$316 ;
   wire \$317 ;
   wire [15:0] \$318 ;
   wire [15:0] \$319 ;
@@ -35249,111 +35248,111 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$320 ;
   wire [15:0] \$321 ;
   wire [15:0] \$322 ;
-  wire \$323 ;
-  wire [15:0] \$324 ;
-  wire [15:0] \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire [9:0] \$328 ;
-  wire [10:0] \$329 ;
-  wire \$33 ;
-  wire [11:0] \$330 ;
-  wire [11:0] \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  reg [13:0] \$335 ;
-  wire [14:0] \$336 ;
-  wire [15:0] \$337 ;
+  wire [8:0] \$323 ;
+  wire \$324 ;
+  wire [10:0] \$325 ;
+  wire [11:0] \$326 ;
+  wire [11:0] \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire [13:0] \$33 ;
+  wire \$330 ;
+  reg [13:0] \$331 ;
+  wire [14:0] \$332 ;
+  wire [15:0] \$333 ;
+  wire [15:0] \$334 ;
+  wire [10:0] \$335 ;
+  wire [11:0] \$336 ;
+  wire [11:0] \$337 ;
   wire [15:0] \$338 ;
-  wire \$339 ;
-  wire \$34 ;
-  wire [9:0] \$340 ;
-  wire [10:0] \$341 ;
-  wire [11:0] \$342 ;
-  wire [11:0] \$343 ;
-  wire [15:0] \$344 ;
-  wire [15:0] \$345 ;
-  wire \$346 ;
+  wire [15:0] \$339 ;
+  wire [14:0] \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire [8:0] \$344 ;
+  reg [13:0] \$345 ;
+  wire [3:0] \$346 ;
   wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
-  wire [13:0] \$35 ;
-  wire [7:0] \$350 ;
-  wire [8:0] \$351 ;
-  wire [9:0] \$352 ;
-  reg [13:0] \$353 ;
-  wire [15:0] \$354 ;
-  wire [15:0] \$355 ;
-  wire [15:0] \$356 ;
-  wire [15:0] \$357 ;
-  wire [15:0] \$358 ;
-  wire [15:0] \$359 ;
-  wire [14:0] \$36 ;
+  wire [3:0] \$348 ;
+  wire [3:0] \$349 ;
+  wire \$35 ;
+  wire \$350 ;
+  wire [3:0] \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire [3:0] \$354 ;
+  wire [4:0] \$355 ;
+  wire [3:0] \$356 ;
+  wire [4:0] \$357 ;
+  wire [4:0] \$358 ;
+  wire [4:0] \$359 ;
+  wire \$36 ;
   wire [3:0] \$360 ;
   wire \$361 ;
   wire [3:0] \$362 ;
-  wire [3:0] \$363 ;
-  wire \$364 ;
-  wire [3:0] \$365 ;
+  wire \$363 ;
+  wire [3:0] \$364 ;
+  wire \$365 ;
   wire \$366 ;
-  wire \$367 ;
-  wire [3:0] \$368 ;
-  wire [4:0] \$369 ;
+  wire [1:0] \$367 ;
+  wire [1:0] \$368 ;
+  wire [15:0] \$369 ;
   wire \$37 ;
-  wire [3:0] \$370 ;
-  wire [4:0] \$371 ;
-  wire [4:0] \$372 ;
-  wire [4:0] \$373 ;
-  wire [3:0] \$374 ;
+  wire \$370 ;
+  wire [15:0] \$371 ;
+  wire [15:0] \$372 ;
+  wire [15:0] \$373 ;
+  wire [15:0] \$374 ;
   wire \$375 ;
-  wire [3:0] \$376 ;
-  wire \$377 ;
-  wire [3:0] \$378 ;
-  wire \$379 ;
-  wire \$38 ;
+  wire [15:0] \$376 ;
+  wire [15:0] \$377 ;
+  wire [15:0] \$378 ;
+  wire [15:0] \$379 ;
+  wire [2:0] \$38 ;
   wire \$380 ;
-  wire [1:0] \$381 ;
-  wire [1:0] \$382 ;
-  wire [3:0] \$383 ;
-  wire \$384 ;
-  wire [10:0] \$385 ;
-  wire [11:0] \$386 ;
-  wire [11:0] \$387 ;
-  wire [3:0] \$388 ;
-  wire \$389 ;
-  wire \$39 ;
-  wire [3:0] \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  reg [13:0] \$393 ;
-  wire [14:0] \$394 ;
-  wire [15:0] \$395 ;
-  wire [15:0] \$396 ;
-  wire [10:0] \$397 ;
-  wire [11:0] \$398 ;
-  wire [11:0] \$399 ;
+  wire [15:0] \$381 ;
+  wire [15:0] \$382 ;
+  wire [15:0] \$383 ;
+  wire [15:0] \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire [3:0] \$387 ;
+  wire \$388 ;
+  wire [10:0] \$389 ;
+  wire [9:0] \$39 ;
+  wire [11:0] \$390 ;
+  wire [11:0] \$391 ;
+  wire [3:0] \$392 ;
+  wire \$393 ;
+  wire [3:0] \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  reg [13:0] \$397 ;
+  wire [14:0] \$398 ;
+  wire [15:0] \$399 ;
   wire [7:0] \$4 ;
-  wire [2:0] \$40 ;
+  wire \$40 ;
   wire [15:0] \$400 ;
-  wire [15:0] \$401 ;
-  wire [15:0] \$402 ;
-  wire \$403 ;
-  wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  wire [9:0] \$407 ;
-  wire [10:0] \$408 ;
-  wire [9:0] \$409 ;
-  wire [9:0] \$41 ;
-  wire [10:0] \$410 ;
-  wire [8:0] \$411 ;
-  wire [9:0] \$412 ;
+  wire [10:0] \$401 ;
+  wire [11:0] \$402 ;
+  wire [11:0] \$403 ;
+  wire [15:0] \$404 ;
+  wire [15:0] \$405 ;
+  wire [15:0] \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
+  wire [3:0] \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire [7:0] \$415 ;
-  wire [8:0] \$416 ;
-  wire [9:0] \$417 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
@@ -35363,255 +35362,278 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
-  wire \$426 ;
+  wire [8:0] \$426 ;
   wire \$427 ;
-  wire \$428 ;
-  wire \$429 ;
-  wire [3:0] \$43 ;
-  wire \$430 ;
-  wire [8:0] \$431 ;
+  wire [13:0] \$428 ;
+  wire [12:0] \$429 ;
+  wire [13:0] \$43 ;
+  wire [11:0] \$430 ;
+  wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
-  wire \$436 ;
-  reg [13:0] \$437 ;
-  wire [3:0] \$438 ;
-  wire \$439 ;
+  wire [7:0] \$433 ;
+  wire [8:0] \$434 ;
+  wire [9:0] \$435 ;
+  wire [7:0] \$436 ;
+  wire [6:0] \$437 ;
+  wire [8:0] \$438 ;
+  wire [9:0] \$439 ;
   wire \$44 ;
-  wire [3:0] \$440 ;
-  wire \$441 ;
-  wire [3:0] \$442 ;
-  wire \$443 ;
-  wire [3:0] \$444 ;
-  wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  reg [6:0] \$449 ;
-  wire [13:0] \$45 ;
+  wire [9:0] \$440 ;
+  wire [7:0] \$441 ;
+  wire [6:0] \$442 ;
+  wire [8:0] \$443 ;
+  wire [9:0] \$444 ;
+  wire [7:0] \$445 ;
+  wire [6:0] \$446 ;
+  wire [8:0] \$447 ;
+  wire [9:0] \$448 ;
+  wire \$449 ;
+  wire \$45 ;
   wire \$450 ;
-  reg [13:0] \$451 ;
-  wire [13:0] \$452 ;
-  reg [6:0] \$453 ;
-  wire [14:0] \$454 ;
-  wire \$455 ;
+  wire \$451 ;
+  reg [13:0] \$452 ;
+  wire [3:0] \$453 ;
+  wire \$454 ;
+  wire [3:0] \$455 ;
   wire \$456 ;
-  wire \$457 ;
-  wire [3:0] \$458 ;
-  wire \$459 ;
+  wire [3:0] \$457 ;
+  wire \$458 ;
+  wire [3:0] \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
-  wire \$464 ;
+  reg [6:0] \$464 ;
   wire \$465 ;
-  wire \$466 ;
-  wire [9:0] \$467 ;
-  wire \$468 ;
-  wire [9:0] \$469 ;
-  wire \$47 ;
+  reg [13:0] \$466 ;
+  wire [13:0] \$467 ;
+  reg [6:0] \$468 ;
+  wire [14:0] \$469 ;
+  wire [13:0] \$47 ;
   wire \$470 ;
   wire \$471 ;
-  reg [6:0] \$472 ;
-  wire \$473 ;
-  reg [13:0] \$474 ;
-  wire [13:0] \$475 ;
+  wire \$472 ;
+  wire [3:0] \$473 ;
+  wire \$474 ;
+  wire \$475 ;
   wire \$476 ;
   wire \$477 ;
-  reg [6:0] \$478 ;
+  wire \$478 ;
   wire \$479 ;
-  wire \$48 ;
-  reg [6:0] \$480 ;
+  wire [14:0] \$48 ;
+  wire \$480 ;
   wire \$481 ;
-  reg [13:0] \$482 ;
-  wire [13:0] \$483 ;
-  reg [6:0] \$484 ;
-  wire [14:0] \$485 ;
+  wire [9:0] \$482 ;
+  wire \$483 ;
+  wire [9:0] \$484 ;
+  wire \$485 ;
   wire \$486 ;
-  wire \$487 ;
+  reg [6:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
-  wire [13:0] \$49 ;
-  wire \$490 ;
+  reg [13:0] \$489 ;
+  wire \$49 ;
+  wire [13:0] \$490 ;
   wire \$491 ;
   wire \$492 ;
-  wire \$493 ;
+  reg [6:0] \$493 ;
   wire \$494 ;
-  wire \$495 ;
+  reg [6:0] \$495 ;
   wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  reg [13:0] \$497 ;
+  wire [13:0] \$498 ;
+  reg [6:0] \$499 ;
   wire [6:0] \$5 ;
-  wire [14:0] \$50 ;
-  wire [20:0] \$500 ;
-  wire [20:0] \$501 ;
-  wire [20:0] \$502 ;
-  wire [20:0] \$503 ;
+  wire \$50 ;
+  wire [14:0] \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
   wire \$504 ;
   wire \$505 ;
-  wire [20:0] \$506 ;
-  wire [20:0] \$507 ;
-  wire [20:0] \$508 ;
-  wire [20:0] \$509 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
   wire \$510 ;
   wire \$511 ;
-  wire [20:0] \$512 ;
-  wire [20:0] \$513 ;
-  wire [20:0] \$514 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
   wire [20:0] \$515 ;
   wire [20:0] \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire [1:0] \$519 ;
-  wire \$52 ;
-  wire [1:0] \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire [13:0] \$523 ;
-  wire [13:0] \$524 ;
+  wire [20:0] \$517 ;
+  wire [20:0] \$518 ;
+  wire \$519 ;
+  wire [4:0] \$52 ;
+  wire \$520 ;
+  wire [20:0] \$521 ;
+  wire [20:0] \$522 ;
+  wire [20:0] \$523 ;
+  wire [20:0] \$524 ;
   wire \$525 ;
   wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire [24:0] \$529 ;
-  wire \$53 ;
-  wire [25:0] \$530 ;
-  wire [25:0] \$531 ;
+  wire [20:0] \$527 ;
+  wire [20:0] \$528 ;
+  wire [20:0] \$529 ;
+  wire [9:0] \$53 ;
+  wire [20:0] \$530 ;
+  wire [20:0] \$531 ;
   wire \$532 ;
-  wire [24:0] \$533 ;
-  wire [25:0] \$534 ;
-  wire [25:0] \$535 ;
-  wire [25:0] \$536 ;
-  wire [26:0] \$537 ;
-  wire [15:0] \$538 ;
-  wire [24:0] \$539 ;
-  wire [4:0] \$54 ;
-  wire [25:0] \$540 ;
-  wire [25:0] \$541 ;
+  wire \$533 ;
+  wire [1:0] \$534 ;
+  wire [1:0] \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  reg [13:0] \$538 ;
+  wire [13:0] \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
   wire \$542 ;
-  wire [24:0] \$543 ;
-  wire [25:0] \$544 ;
+  wire \$543 ;
+  wire [24:0] \$544 ;
   wire [25:0] \$545 ;
   wire [25:0] \$546 ;
-  wire [26:0] \$547 ;
-  wire \$548 ;
-  wire \$549 ;
-  wire [9:0] \$55 ;
-  wire [9:0] \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire [6:0] \$555 ;
-  wire [3:0] \$556 ;
-  wire [15:0] \$557 ;
-  wire [15:0] \$558 ;
-  wire \$559 ;
+  wire \$547 ;
+  wire [24:0] \$548 ;
+  wire [25:0] \$549 ;
+  wire [5:0] \$55 ;
+  wire [25:0] \$550 ;
+  wire [25:0] \$551 ;
+  wire [26:0] \$552 ;
+  wire [15:0] \$553 ;
+  wire [24:0] \$554 ;
+  wire [25:0] \$555 ;
+  wire [25:0] \$556 ;
+  wire \$557 ;
+  wire [24:0] \$558 ;
+  wire [25:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire [3:0] \$563 ;
+  wire [25:0] \$560 ;
+  wire [25:0] \$561 ;
+  wire [26:0] \$562 ;
+  wire \$563 ;
   wire \$564 ;
   wire \$565 ;
-  wire [6:0] \$566 ;
-  wire [3:0] \$567 ;
-  wire \$568 ;
-  wire \$569 ;
-  wire [5:0] \$57 ;
-  reg [7:0] \$570 ;
-  reg \$571 ;
-  reg [2:0] \$572 ;
-  reg \$573 ;
-  reg \$574 ;
-  reg [40:0] \$575 ;
-  reg \$576 ;
-  reg [5:0] \$577 ;
-  reg [3:0] \$578 ;
-  reg \$579 ;
+  wire \$566 ;
+  wire [8:0] \$567 ;
+  wire [14:0] \$568 ;
+  wire [13:0] \$569 ;
+  wire [13:0] \$57 ;
+  wire [11:0] \$570 ;
+  wire [6:0] \$571 ;
+  wire [3:0] \$572 ;
+  wire [15:0] \$573 ;
+  wire [15:0] \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire [3:0] \$579 ;
   wire \$58 ;
-  reg [38:0] \$580 ;
-  reg [2:0] \$581 ;
-  reg [9:0] \$582 ;
-  reg [13:0] \$583 ;
-  reg [13:0] \$584 ;
-  reg [13:0] \$585 ;
-  reg \$586 ;
-  reg [13:0] \$587 ;
-  reg [13:0] \$588 ;
-  reg [13:0] \$589 ;
-  wire [13:0] \$59 ;
-  reg [13:0] \$590 ;
-  reg [13:0] \$591 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire [8:0] \$582 ;
+  wire [14:0] \$583 ;
+  wire [13:0] \$584 ;
+  wire [11:0] \$585 ;
+  wire [6:0] \$586 ;
+  wire [3:0] \$587 ;
+  wire \$588 ;
+  wire \$589 ;
+  wire \$59 ;
+  reg [7:0] \$590 ;
+  reg \$591 ;
   reg [13:0] \$592 ;
-  reg [13:0] \$593 ;
-  reg [3:0] \$594 ;
-  reg [1:0] \$595 ;
-  reg [13:0] \$596 ;
-  reg [13:0] \$597 ;
-  reg [13:0] \$598 ;
-  reg [24:0] \$599 ;
+  reg [12:0] \$593 ;
+  reg [10:0] \$594 ;
+  reg [2:0] \$595 ;
+  reg \$596 ;
+  reg \$597 ;
+  reg [40:0] \$598 ;
+  reg \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  reg [24:0] \$600 ;
-  reg [14:0] \$601 ;
-  reg [14:0] \$602 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire [13:0] \$63 ;
-  wire [14:0] \$64 ;
+  reg [5:0] \$600 ;
+  reg [7:0] \$601 ;
+  reg [3:0] \$602 ;
+  reg \$603 ;
+  reg [38:0] \$604 ;
+  reg [9:0] \$605 ;
+  reg [13:0] \$606 ;
+  reg [13:0] \$607 ;
+  reg [13:0] \$608 ;
+  reg [2:0] \$609 ;
+  wire [13:0] \$61 ;
+  reg \$610 ;
+  reg [13:0] \$611 ;
+  reg [13:0] \$612 ;
+  reg [13:0] \$613 ;
+  reg [13:0] \$614 ;
+  reg [13:0] \$615 ;
+  reg [13:0] \$616 ;
+  reg [13:0] \$617 ;
+  reg [3:0] \$618 ;
+  reg [1:0] \$619 ;
+  wire [14:0] \$62 ;
+  reg [13:0] \$620 ;
+  reg [13:0] \$621 ;
+  reg [13:0] \$622 ;
+  reg [24:0] \$623 ;
+  reg [24:0] \$624 ;
+  reg [14:0] \$625 ;
+  reg [14:0] \$626 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire [6:0] \$68 ;
-  wire [9:0] \$69 ;
+  wire [6:0] \$66 ;
+  wire [9:0] \$67 ;
+  wire \$68 ;
+  wire [7:0] \$69 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  wire [7:0] \$71 ;
+  wire [14:0] \$71 ;
   wire \$72 ;
   wire [14:0] \$73 ;
   wire \$74 ;
   wire [14:0] \$75 ;
   wire \$76 ;
-  wire [14:0] \$77 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [7:0] \$8 ;
+  wire [10:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire [9:0] \$85 ;
-  wire [10:0] \$86 ;
-  wire [9:0] \$87 ;
-  wire [10:0] \$88 ;
-  wire [5:0] \$882 ;
-  wire [9:0] \$89 ;
-  wire [8:0] \$9 ;
-  wire [10:0] \$90 ;
-  wire [9:0] \$91 ;
-  wire [10:0] \$92 ;
-  wire [8:0] \$93 ;
-  wire [9:0] \$94 ;
-  wire [8:0] \$95 ;
-  wire [9:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  reg [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire [14:0] \$85 ;
+  reg [5:0] \$86 ;
+  wire [5:0] \$87 ;
+  wire [14:0] \$88 ;
+  reg [4:0] \$89 ;
+  wire [11:0] \$9 ;
+  wire [4:0] \$90 ;
+  wire [13:0] \$91 ;
+  reg [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [13:0] \$94 ;
+  reg [2:0] \$95 ;
+  wire [2:0] \$96 ;
+  wire [11:0] \$97 ;
+  reg [2:0] \$98 ;
+  wire [2:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$12 ;
-  wire [51:0] \$signature__data ;
-  reg [51:0] \$signature__data$88 ;
-  wire [9:0] \$signature__data$88.n ;
-  wire [41:0] \$signature__data$88.sb ;
-  wire [13:0] \$signature__data$88.sb[0] ;
-  wire [13:0] \$signature__data$88.sb[1] ;
-  wire [13:0] \$signature__data$88.sb[2] ;
+  reg [51:0] \$signature__data ;
+  wire [51:0] \$signature__data$118 ;
+  wire [9:0] \$signature__data$118.n ;
+  wire [41:0] \$signature__data$118.sb ;
+  wire [13:0] \$signature__data$118.sb[0] ;
+  wire [13:0] \$signature__data$118.sb[1] ;
+  wire [13:0] \$signature__data$118.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
@@ -35674,6 +35696,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire cmd__valid;
   reg [14:0] cnt;
   wire [14:0] count;
+  reg [13:0] dense_base = 14'h0000;
+  reg [3:0] dense_r_entry;
+  reg [3:0] dense_w_entry;
   reg [14:0] e = 15'h0000;
   reg emitted;
   reg [5:0] fg = 6'h00;
@@ -35683,7 +35708,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [14:0] free_pages;
   reg from_cmd = 1'h0;
   reg [3:0] fsm_state = 4'h0;
-  wire [7:0] gidx;
+  reg [7:0] gidx = 8'h00;
   wire [5:0] grp;
   reg gs_done = 1'h0;
   reg [7:0] gs_walk = 8'h00;
@@ -35694,6 +35719,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [1:0] lat_tab = 2'h0;
   (* init = 4'h0 *)
   wire [3:0] live;
+  reg [10:0] meta_base = 11'h000;
+  reg [2:0] meta_r_entry;
+  reg [2:0] meta_w_entry;
   reg [9:0] n = 10'h000;
   wire [2:0] need;
   reg [14:0] npg = 15'h0000;
@@ -35722,16 +35750,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] pg1_0 = 14'h0000;
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
+  wire [13:0] r_addr;
+  wire [12:0] \r_addr$51 ;
+  wire [10:0] \r_addr$57 ;
   wire [13:0] r_data;
-  wire [13:0] \r_data$75 ;
-  wire [13:0] \r_data$76 ;
-  reg [3:0] r_entry;
-  reg [2:0] \r_entry$91 ;
-  reg [2:0] \r_entry$95 ;
+  wire [13:0] \r_data$91 ;
+  wire [13:0] \r_data$92 ;
   wire [1:0] r_idx;
-  reg [9:0] r_stream;
-  reg [9:0] \r_stream$44 ;
-  reg [7:0] \r_stream$47 ;
   wire [41:0] rd_out__payload;
   wire [23:0] \rd_out__payload.addr ;
   wire [1:0] \rd_out__payload.head ;
@@ -35764,24 +35789,25 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$104 ;
-  reg [1:0] \slot_idx$62 ;
+  reg [1:0] \slot_idx$110 ;
+  reg [1:0] \slot_idx$78 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$105 ;
-  reg [1:0] \slot_tab$63 ;
+  reg [1:0] \slot_tab$111 ;
+  reg [1:0] \slot_tab$79 ;
+  reg [12:0] sparse_base = 13'h0000;
+  reg [2:0] sparse_r_entry;
+  reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
+  reg [1:0] t_idx;
+  wire [13:0] w_addr;
+  wire [12:0] \w_addr$54 ;
+  wire [10:0] \w_addr$60 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$46 ;
-  wire [13:0] \w_data$49 ;
+  wire [13:0] \w_data$56 ;
+  wire [13:0] \w_data$62 ;
   reg w_en;
-  reg \w_en$94 ;
-  reg \w_en$97 ;
-  reg [3:0] w_entry;
-  reg [2:0] \w_entry$92 ;
-  reg [2:0] \w_entry$96 ;
-  wire [9:0] w_stream;
-  wire [9:0] \w_stream$45 ;
-  wire [7:0] \w_stream$48 ;
+  reg \w_en$102 ;
+  reg \w_en$103 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -36038,233 +36064,280 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      group_state[\$signature__addr$12 ] <= \$signature__data$88 ;
+      group_state[\$signature__addr$12 ] <= \$signature__data ;
   end
   reg [51:0] _0_;
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data  = _0_;
-  assign \$386  = \$385  - 1'h1;
-  assign \$388  = j + 1'h1;
-  assign \$389  = \$388  >= 2'h3;
-  assign \$390  = j + 1'h1;
-  assign \$391  = \$390  < 3'h6;
-  assign \$392  = \$389  & \$391 ;
-  assign \$394  = \$393  + 11'h400;
-  assign \$395  = \$394  - 1'h1;
-  assign \$397  = n + 7'h40;
-  assign \$398  = \$397  - 1'h1;
-  assign \$400  = \$392  ? \$396  : { \$399 [11], \$399 [11], \$399 [11], \$399 [11], \$399  };
-  assign \$401  = \$384  ? { \$387 [11], \$387 [11], \$387 [11], \$387 [11], \$387  } : \$400 ;
-  assign \$402  = e + 1'h1;
-  assign \$403  = \$402  == npg;
-  assign \$404  = j != 3'h6;
-  assign \$405  = | k_cnt;
-  assign \$406  = \$404  & \$405 ;
-  assign \$407  = \$9 [7:0] * 2'h3;
-  assign \$408  = \$407  + \slot_idx$104 ;
-  assign \$409  = \$9 [7:0] * 2'h3;
-  assign \$410  = \$409  + \slot_idx$104 ;
-  assign \$411  = \$9 [7:0] * 1'h1;
-  assign \$412  = \$411  + \slot_idx$104 ;
-  assign \$413  = j == 3'h6;
-  assign \$414  = fg == 6'h3b;
-  assign \$415  = seq * 6'h3c;
-  assign \$416  = \$415  + fg;
-  assign \$417  = \$416  + 1'h1;
-  assign \$418  = ~ gs_done;
-  assign \$419  = ! fsm_state;
-  assign \$420  = fsm_state == 1'h1;
-  assign \$421  = fsm_state == 2'h2;
-  assign \$422  = fsm_state == 2'h3;
-  assign \$423  = fsm_state == 3'h4;
-  assign \$424  = fsm_state == 3'h5;
-  assign \$425  = fsm_state == 3'h6;
-  assign \$426  = fsm_state == 3'h7;
-  assign \$427  = fsm_state == 4'h8;
-  assign \$428  = fsm_state == 4'h9;
-  assign \$429  = fsm_state == 4'ha;
-  assign \$430  = ~ gs_done;
-  assign \$431  = gs_walk + 1'h1;
-  assign \$432  = gs_walk == 8'hef;
-  assign \$433  = ~ ready;
-  assign \$434  = ap[1:0] >= 3'h4;
-  assign \$435  = ap[17:8] != \$signature__data [9:0];
-  assign \$436  = \$71 [2:0] > free_pages;
-  assign \$438  = j - 1'h1;
-  assign \$439  = ! j;
-  assign \$440  = j - 1'h1;
-  assign \$441  = $signed(\$440 ) < $signed(3'h3);
-  assign \$442  = j - 1'h1;
-  assign \$443  = $signed(\$442 ) >= $signed(3'h3);
-  assign \$444  = j - 1'h1;
-  assign \$445  = $signed(\$444 ) < $signed(4'h6);
-  assign \$446  = \$443  & \$445 ;
-  assign \$447  = ~ frag;
-  assign \$448  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$450  = | \$449 ;
-  assign \$454  = \$452  + \$453 ;
-  assign \$455  = \$454  > 11'h400;
-  assign \$456  = \$450  & \$455 ;
-  assign \$457  = \$448  & \$456 ;
-  assign \$458  = j + 1'h1;
-  assign \$459  = j == 3'h7;
-  assign \$460  = j < 2'h3;
-  assign \$461  = j >= 2'h3;
-  assign \$462  = j < 3'h6;
-  assign \$463  = \$461  & \$462 ;
-  assign \$464  = ~ \$463 ;
-  assign \$465  = \$460  | \$464 ;
-  assign \$466  = j < 2'h3;
-  assign \$468  = ! \$467 ;
-  assign \$470  = ! \$469 ;
-  assign \$471  = \$466  ? \$468  : \$470 ;
-  assign \$473  = | \$472 ;
-  assign \$476  = ! \$475 ;
-  assign \$477  = \$473  & \$476 ;
-  assign \$479  = | \$478 ;
-  assign \$481  = | \$480 ;
-  assign \$485  = \$483  + \$484 ;
-  assign \$486  = \$485  > 11'h400;
-  assign \$487  = \$481  & \$486 ;
-  assign \$488  = cm[4:3] >= 3'h4;
-  assign \$489  = obs__live >> cm[4:3];
-  assign \$490  = ~ \$489 ;
-  assign \$491  = \$488  | \$490 ;
-  assign \$493  = cm[9:5] >= 5'h1e;
-  assign \$494  = cm[12:11] >= 2'h3;
-  assign \$495  = \$493  | \$494 ;
-  assign \$496  = cm[2:1] == 2'h3;
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = cm[2:1] == 1'h1;
-  assign \$499  = cm[2:1] == 2'h2;
-  assign \$502  = \$499  ? \$500  : \$501 ;
-  assign \$503  = \$498  ? { 7'h00, cm[26:13] } : \$502 ;
-  assign \$504  = cm[2:1] == 1'h1;
-  assign \$505  = cm[2:1] == 2'h2;
-  assign \$508  = \$505  ? \$506  : \$507 ;
-  assign \$509  = \$504  ? { 7'h00, hi } : \$508 ;
-  assign \$510  = cm[2:1] == 1'h1;
-  assign \$511  = cm[2:1] == 2'h2;
-  assign \$514  = \$511  ? \$512  : \$513 ;
-  assign \$515  = \$510  ? { 7'h00, cm[26:13] } : \$514 ;
-  assign \$517  = cm[2:1] == 1'h1;
-  assign \$518  = cm[2:1] == 2'h2;
-  assign \$519  = \$518  ? 2'h2 : 2'h0;
-  assign \$520  = \$517  ? 2'h1 : \$519 ;
-  assign \$521  = cm[26:13] > hi;
-  assign \$522  = cm[2:1] == 1'h1;
-  assign \$1137  = cm[12:11] * 4'he;
-  assign \$523  = \$signature__data [51:10] >> \$1137 ;
-  assign \$524  = \$522  ? \$523  : { 4'h0, \$signature__data [9:0] };
-  assign \$525  = hi > \$524 ;
-  assign \$526  = \$521  | \$525 ;
-  assign \$527  = cm[26:13] == hi;
-  assign \$528  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$530  = 11'h400 - \$529 ;
-  assign \$531  = b - a;
-  assign \$532  = $signed(\$530 ) < $signed(\$531 );
-  assign \$534  = 11'h400 - \$533 ;
-  assign \$535  = b - a;
-  assign \$536  = \$532  ? \$534  : \$535 ;
-  assign \$537  = $signed({ 1'h0, a }) + $signed(\$536 );
-  assign \$538  = e + 1'h1;
-  assign \$540  = 11'h400 - \$539 ;
-  assign \$541  = b - a;
-  assign \$542  = $signed(\$540 ) < $signed(\$541 );
-  assign \$544  = 11'h400 - \$543 ;
-  assign \$545  = b - a;
-  assign \$546  = \$542  ? \$544  : \$545 ;
-  assign \$547  = $signed({ 1'h0, a }) + $signed(\$546 );
-  assign \$548  = \$547  == b;
-  assign \$549  = ! j;
-  assign \$550  = \$549  ? \$signature__data [9:0] : n;
-  assign \$551  = ! j;
-  assign \$552  = ! cnt;
-  assign \$553  = j == 3'h6;
-  assign \$554  = fg == 6'h3b;
-  assign \$555  = fg + 1'h1;
-  assign \$556  = j + 1'h1;
-  assign \$557  = e + 1'h1;
-  assign \$558  = e + 1'h1;
-  assign \$559  = \$558  == npg;
-  assign \$560  = j != 3'h6;
-  assign \$561  = | k_cnt;
-  assign \$562  = \$560  & \$561 ;
-  assign \$563  = j + 1'h1;
-  assign \$564  = j == 3'h6;
-  assign \$565  = fg == 6'h3b;
-  assign \$566  = fg + 1'h1;
-  assign \$567  = j + 1'h1;
-  assign \$568  = ~ from_cmd;
-  assign \$569  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$signature__data$118  = _0_;
+  assign \$364  = j + 1'h1;
+  assign \$365  = \$364  < 3'h6;
+  assign \$366  = \$363  & \$365 ;
+  assign \$367  = \$366  ? 2'h1 : 2'h2;
+  assign \$368  = \$361  ? 2'h0 : \$367 ;
+  assign \$369  = e + 1'h1;
+  assign \$370  = \$369  == npg;
+  assign \$371  = e + 1'h1;
+  assign \$372  = \$370  ? 16'h0000 : \$371 ;
+  assign \$373  = release__ready ? \$372  : { 1'h0, e };
+  assign \$374  = e + 1'h1;
+  assign \$375  = \$374  == npg;
+  assign \$376  = e + 1'h1;
+  assign \$377  = \$375  ? 16'h0000 : \$376 ;
+  assign \$378  = release__ready ? \$377  : { 1'h0, e };
+  assign \$379  = e + 1'h1;
+  assign \$380  = \$379  == npg;
+  assign \$381  = e + 1'h1;
+  assign \$382  = \$380  ? 16'h0000 : \$381 ;
+  assign \$383  = release__ready ? \$382  : { 1'h0, e };
+  assign \$384  = e + 1'h1;
+  assign \$385  = \$384  == npg;
+  assign \$386  = release__ready & \$385 ;
+  assign \$387  = j + 1'h1;
+  assign \$388  = \$387  < 2'h3;
+  assign \$389  = n + 6'h20;
+  assign \$390  = \$389  - 1'h1;
+  assign \$392  = j + 1'h1;
+  assign \$393  = \$392  >= 2'h3;
+  assign \$394  = j + 1'h1;
+  assign \$395  = \$394  < 3'h6;
+  assign \$396  = \$393  & \$395 ;
+  assign \$398  = \$397  + 11'h400;
+  assign \$399  = \$398  - 1'h1;
+  assign \$401  = n + 7'h40;
+  assign \$402  = \$401  - 1'h1;
+  assign \$404  = \$396  ? \$400  : { \$403 [11], \$403 [11], \$403 [11], \$403 [11], \$403  };
+  assign \$405  = \$388  ? { \$391 [11], \$391 [11], \$391 [11], \$391 [11], \$391  } : \$404 ;
+  assign \$406  = e + 1'h1;
+  assign \$407  = \$406  == npg;
+  assign \$408  = j != 3'h6;
+  assign \$409  = | k_cnt;
+  assign \$410  = \$408  & \$409 ;
+  assign \$411  = j == 3'h6;
+  assign \$412  = fg == 6'h3b;
+  assign \$413  = ~ gs_done;
+  assign \$414  = ! fsm_state;
+  assign \$415  = fsm_state == 1'h1;
+  assign \$416  = fsm_state == 2'h2;
+  assign \$417  = fsm_state == 2'h3;
+  assign \$418  = fsm_state == 3'h4;
+  assign \$419  = fsm_state == 3'h5;
+  assign \$420  = fsm_state == 3'h6;
+  assign \$421  = fsm_state == 3'h7;
+  assign \$422  = fsm_state == 4'h8;
+  assign \$423  = fsm_state == 4'h9;
+  assign \$424  = fsm_state == 4'ha;
+  assign \$425  = ~ gs_done;
+  assign \$426  = gs_walk + 1'h1;
+  assign \$427  = gs_walk == 8'hef;
+  assign \$428  = gidx * 6'h30;
+  assign \$429  = gidx * 5'h18;
+  assign \$430  = gidx * 4'h8;
+  assign \$431  = ~ ready;
+  assign \$433  = cmd__payload[4:3] * 6'h3c;
+  assign \$434  = \$433  + 1'h0;
+  assign \$435  = \$434  + 1'h0;
+  assign \$436  = cmd__payload[4:3] * 6'h3c;
+  assign \$437  = cmd__payload[9:5] * 2'h2;
+  assign \$438  = \$436  + \$437 ;
+  assign \$439  = \$438  + cmd__payload[10];
+  assign \$440  = \$432  ? \$435  : \$439 ;
+  assign \$441  = ap[1:0] * 6'h3c;
+  assign \$442  = ap[6:2] * 2'h2;
+  assign \$443  = \$441  + \$442 ;
+  assign \$444  = \$443  + ap[7];
+  assign \$445  = append__payload[1:0] * 6'h3c;
+  assign \$446  = append__payload[6:2] * 2'h2;
+  assign \$447  = \$445  + \$446 ;
+  assign \$448  = \$447  + append__payload[7];
+  assign \$449  = ap[1:0] >= 3'h4;
+  assign \$450  = ap[17:8] != n;
+  assign \$451  = \$69 [2:0] > free_pages;
+  assign \$453  = j - 1'h1;
+  assign \$454  = ! j;
+  assign \$455  = j - 1'h1;
+  assign \$456  = $signed(\$455 ) < $signed(3'h3);
+  assign \$457  = j - 1'h1;
+  assign \$458  = $signed(\$457 ) >= $signed(3'h3);
+  assign \$459  = j - 1'h1;
+  assign \$460  = $signed(\$459 ) < $signed(4'h6);
+  assign \$461  = \$458  & \$460 ;
+  assign \$462  = ~ frag;
+  assign \$463  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$465  = | \$464 ;
+  assign \$469  = \$467  + \$468 ;
+  assign \$470  = \$469  > 11'h400;
+  assign \$471  = \$465  & \$470 ;
+  assign \$472  = \$463  & \$471 ;
+  assign \$473  = j + 1'h1;
+  assign \$474  = j == 3'h7;
+  assign \$475  = j < 2'h3;
+  assign \$476  = j >= 2'h3;
+  assign \$477  = j < 3'h6;
+  assign \$478  = \$476  & \$477 ;
+  assign \$479  = ~ \$478 ;
+  assign \$480  = \$475  | \$479 ;
+  assign \$481  = j < 2'h3;
+  assign \$483  = ! \$482 ;
+  assign \$485  = ! \$484 ;
+  assign \$486  = \$481  ? \$483  : \$485 ;
+  assign \$488  = | \$487 ;
+  assign \$491  = ! \$490 ;
+  assign \$492  = \$488  & \$491 ;
+  assign \$494  = | \$493 ;
+  assign \$496  = | \$495 ;
+  assign \$500  = \$498  + \$499 ;
+  assign \$501  = \$500  > 11'h400;
+  assign \$502  = \$496  & \$501 ;
+  assign \$503  = cm[4:3] >= 3'h4;
+  assign \$504  = obs__live >> cm[4:3];
+  assign \$505  = ~ \$504 ;
+  assign \$506  = \$503  | \$505 ;
+  assign \$508  = cm[9:5] >= 5'h1e;
+  assign \$509  = cm[12:11] >= 2'h3;
+  assign \$510  = \$508  | \$509 ;
+  assign \$511  = cm[2:1] == 2'h3;
+  assign \$512  = \$510  | \$511 ;
+  assign \$513  = cm[2:1] == 1'h1;
+  assign \$514  = cm[2:1] == 2'h2;
+  assign \$517  = \$514  ? \$515  : \$516 ;
+  assign \$518  = \$513  ? { 7'h00, cm[26:13] } : \$517 ;
+  assign \$519  = cm[2:1] == 1'h1;
+  assign \$520  = cm[2:1] == 2'h2;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = \$519  ? { 7'h00, hi } : \$523 ;
+  assign \$525  = cm[2:1] == 1'h1;
+  assign \$526  = cm[2:1] == 2'h2;
+  assign \$529  = \$526  ? \$527  : \$528 ;
+  assign \$530  = \$525  ? { 7'h00, cm[26:13] } : \$529 ;
+  assign \$532  = cm[2:1] == 1'h1;
+  assign \$533  = cm[2:1] == 2'h2;
+  assign \$534  = \$533  ? 2'h2 : 2'h0;
+  assign \$535  = \$532  ? 2'h1 : \$534 ;
+  assign \$536  = cm[26:13] > hi;
+  assign \$537  = cm[2:1] == 1'h1;
+  assign \$539  = \$537  ? \$538  : { 4'h0, n };
+  assign \$540  = hi > \$539 ;
+  assign \$541  = \$536  | \$540 ;
+  assign \$542  = cm[26:13] == hi;
+  assign \$543  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$545  = 11'h400 - \$544 ;
+  assign \$546  = b - a;
+  assign \$547  = $signed(\$545 ) < $signed(\$546 );
+  assign \$549  = 11'h400 - \$548 ;
+  assign \$550  = b - a;
+  assign \$551  = \$547  ? \$549  : \$550 ;
+  assign \$552  = $signed({ 1'h0, a }) + $signed(\$551 );
+  assign \$553  = e + 1'h1;
+  assign \$555  = 11'h400 - \$554 ;
+  assign \$556  = b - a;
+  assign \$557  = $signed(\$555 ) < $signed(\$556 );
+  assign \$559  = 11'h400 - \$558 ;
+  assign \$560  = b - a;
+  assign \$561  = \$557  ? \$559  : \$560 ;
+  assign \$562  = $signed({ 1'h0, a }) + $signed(\$561 );
+  assign \$563  = \$562  == b;
+  assign \$564  = ! cnt;
+  assign \$565  = j == 3'h6;
+  assign \$566  = fg == 6'h3b;
+  assign \$567  = gidx + 1'h1;
+  assign \$568  = dense_base + 6'h30;
+  assign \$569  = sparse_base + 5'h18;
+  assign \$570  = meta_base + 4'h8;
+  assign \$571  = fg + 1'h1;
+  assign \$572  = j + 1'h1;
+  assign \$573  = e + 1'h1;
+  assign \$574  = e + 1'h1;
+  assign \$575  = \$574  == npg;
+  assign \$576  = j != 3'h6;
+  assign \$577  = | k_cnt;
+  assign \$578  = \$576  & \$577 ;
+  assign \$579  = j + 1'h1;
+  assign \$580  = j == 3'h6;
+  assign \$581  = fg == 6'h3b;
+  assign \$582  = gidx + 1'h1;
+  assign \$583  = dense_base + 6'h30;
+  assign \$584  = sparse_base + 5'h18;
+  assign \$585  = meta_base + 4'h8;
+  assign \$586  = fg + 1'h1;
+  assign \$587  = j + 1'h1;
+  assign \$588  = ~ from_cmd;
+  assign \$589  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$570 ;
+    gs_walk <= \$590 ;
   always @(posedge clk)
-    gs_done <= \$571 ;
+    gs_done <= \$591 ;
   always @(posedge clk)
-    j <= \$572 ;
+    dense_base <= \$592 ;
   always @(posedge clk)
-    frag <= \$573 ;
+    sparse_base <= \$593 ;
   always @(posedge clk)
-    lat <= \$574 ;
+    meta_base <= \$594 ;
   always @(posedge clk)
-    cm <= \$575 ;
+    j <= \$595 ;
   always @(posedge clk)
-    from_cmd <= \$576 ;
+    frag <= \$596 ;
   always @(posedge clk)
-    fg <= \$577 ;
+    lat <= \$597 ;
   always @(posedge clk)
-    fsm_state <= \$578 ;
+    cm <= \$598 ;
   always @(posedge clk)
-    retry <= \$579 ;
+    from_cmd <= \$599 ;
   always @(posedge clk)
-    ap <= \$580 ;
+    fg <= \$600 ;
   always @(posedge clk)
-    status <= \$581 ;
+    gidx <= \$601 ;
   always @(posedge clk)
-    n <= \$582 ;
+    fsm_state <= \$602 ;
   always @(posedge clk)
-    sb0 <= \$583 ;
+    retry <= \$603 ;
   always @(posedge clk)
-    sb1 <= \$584 ;
+    ap <= \$604 ;
   always @(posedge clk)
-    sb2 <= \$585 ;
+    n <= \$605 ;
   always @(posedge clk)
-    out_of_pages <= \$586 ;
+    sb0 <= \$606 ;
   always @(posedge clk)
-    pg0_0 <= \$587 ;
+    sb1 <= \$607 ;
   always @(posedge clk)
-    pg0_1 <= \$588 ;
+    sb2 <= \$608 ;
   always @(posedge clk)
-    pg0_2 <= \$589 ;
+    status <= \$609 ;
   always @(posedge clk)
-    pg0_3 <= \$590 ;
+    out_of_pages <= \$610 ;
   always @(posedge clk)
-    pg0_4 <= \$591 ;
+    pg0_0 <= \$611 ;
   always @(posedge clk)
-    pg0_5 <= \$592 ;
+    pg0_1 <= \$612 ;
   always @(posedge clk)
-    pg0_6 <= \$593 ;
+    pg0_2 <= \$613 ;
   always @(posedge clk)
-    obs__live <= \$594 ;
+    pg0_3 <= \$614 ;
   always @(posedge clk)
-    lat_tab <= \$595 ;
+    pg0_4 <= \$615 ;
   always @(posedge clk)
-    pg1_0 <= \$596 ;
+    pg0_5 <= \$616 ;
   always @(posedge clk)
-    pg1_1 <= \$597 ;
+    pg0_6 <= \$617 ;
   always @(posedge clk)
-    pg1_2 <= \$598 ;
+    obs__live <= \$618 ;
   always @(posedge clk)
-    a <= \$599 ;
+    lat_tab <= \$619 ;
   always @(posedge clk)
-    b <= \$600 ;
+    pg1_0 <= \$620 ;
   always @(posedge clk)
-    e <= \$601 ;
+    pg1_1 <= \$621 ;
   always @(posedge clk)
-    npg <= \$602 ;
+    pg1_2 <= \$622 ;
+  always @(posedge clk)
+    a <= \$623 ;
+  always @(posedge clk)
+    b <= \$624 ;
+  always @(posedge clk)
+    e <= \$625 ;
+  always @(posedge clk)
+    npg <= \$626 ;
   assign ready = gs_done & \ready$2 ;
   assign seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -36273,313 +36346,278 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$5  = ap[6:2] * 2'h2;
   assign \$6  = \$5  + ap[7];
   assign \$7  = from_cmd ? \$4  : \$6 ;
-  assign \$8  = seq * 6'h3c;
-  assign \$9  = \$8  + \$7 [5:0];
   assign obs__alloc = alloc__valid & alloc__ready;
-  assign \$10  = \$9 [7:0] * 3'h7;
-  assign \$11  = \$10  + j;
+  assign \$8  = gidx * 3'h7;
+  assign \$9  = \$8  + j;
   assign obs__release = release__valid & release__ready;
-  assign \$12  = \$9 [7:0] * 3'h7;
-  assign \$13  = \$12  + j;
-  assign \$14  = j < 2'h3;
-  assign \$15  = j >= 2'h3;
-  assign \$16  = j < 3'h6;
-  assign \$17  = \$15  & \$16 ;
-  assign \$18  = j - 2'h3;
-  assign \$19  = j - 3'h6;
-  assign \$20  = \$17  ? \$18  : \$19 ;
-  assign \$21  = \$14  ? { 1'h0, j } : \$20 ;
-  assign \$22  = j < 2'h3;
-  assign \$23  = j >= 2'h3;
-  assign \$24  = j < 3'h6;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = \$25  ? 2'h1 : 2'h2;
-  assign slot_tab = \$22  ? 2'h0 : \$26 ;
-  assign \$28  = ! \$27 ;
-  assign \$29  = 1'h0 + \$28 ;
-  assign \$30  = | ap[24:18];
-  assign \$32  = ! \$31 ;
-  assign \$33  = \$30  & \$32 ;
-  assign \$34  = | ap[24:18];
-  assign \$36  = \$35  + ap[24:18];
-  assign \$37  = \$36  > 11'h400;
-  assign \$38  = \$34  & \$37 ;
-  assign \$39  = \$33  | \$38 ;
-  assign \$40  = \$29  + \$39 ;
-  assign \$42  = ! \$41 ;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = | ap[31:25];
-  assign \$46  = ! \$45 ;
-  assign \$47  = \$44  & \$46 ;
-  assign \$48  = | ap[31:25];
-  assign \$50  = \$49  + ap[31:25];
-  assign \$51  = \$50  > 11'h400;
-  assign \$52  = \$48  & \$51 ;
-  assign \$53  = \$47  | \$52 ;
-  assign \$54  = \$43  + \$53 ;
-  assign \$56  = ! \$55 ;
-  assign \$57  = \$54  + \$56 ;
-  assign \$58  = | ap[38:32];
-  assign \$60  = ! \$59 ;
-  assign \$61  = \$58  & \$60 ;
-  assign \$62  = | ap[38:32];
-  assign \$64  = \$63  + ap[38:32];
-  assign \$65  = \$64  > 11'h400;
-  assign \$66  = \$62  & \$65 ;
-  assign \$67  = \$61  | \$66 ;
-  assign \$68  = \$57  + \$67 ;
-  assign \$70  = ! \$69 ;
-  assign \$71  = \$68  + \$70 ;
-  assign \$72  = \$signature__data [9:0] >= 10'h200;
-  assign \$73  = \$signature__data [23:10] + ap[24:18];
+  assign \$10  = gidx * 3'h7;
+  assign \$11  = \$10  + j;
+  assign \$12  = j < 2'h3;
+  assign \$13  = j >= 2'h3;
+  assign \$14  = j < 3'h6;
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = j - 2'h3;
+  assign \$17  = j - 3'h6;
+  assign \$18  = \$15  ? \$16  : \$17 ;
+  assign \$19  = \$12  ? { 1'h0, j } : \$18 ;
+  assign \$20  = j < 2'h3;
+  assign \$21  = j >= 2'h3;
+  assign \$22  = j < 3'h6;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = \$23  ? 2'h1 : 2'h2;
+  assign slot_tab = \$20  ? 2'h0 : \$24 ;
+  assign \$26  = ! \$25 ;
+  assign \$27  = 1'h0 + \$26 ;
+  assign \$28  = | ap[24:18];
+  assign \$30  = ! \$29 ;
+  assign \$31  = \$28  & \$30 ;
+  assign \$32  = | ap[24:18];
+  assign \$34  = \$33  + ap[24:18];
+  assign \$35  = \$34  > 11'h400;
+  assign \$36  = \$32  & \$35 ;
+  assign \$37  = \$31  | \$36 ;
+  assign \$38  = \$27  + \$37 ;
+  assign \$40  = ! \$39 ;
+  assign \$41  = \$38  + \$40 ;
+  assign \$42  = | ap[31:25];
+  assign \$44  = ! \$43 ;
+  assign \$45  = \$42  & \$44 ;
+  assign \$46  = | ap[31:25];
+  assign \$48  = \$47  + ap[31:25];
+  assign \$49  = \$48  > 11'h400;
+  assign \$50  = \$46  & \$49 ;
+  assign \$51  = \$45  | \$50 ;
+  assign \$52  = \$41  + \$51 ;
+  assign \$54  = ! \$53 ;
+  assign \$55  = \$52  + \$54 ;
+  assign \$56  = | ap[38:32];
+  assign \$58  = ! \$57 ;
+  assign \$59  = \$56  & \$58 ;
+  assign \$60  = | ap[38:32];
+  assign \$62  = \$61  + ap[38:32];
+  assign \$63  = \$62  > 11'h400;
+  assign \$64  = \$60  & \$63 ;
+  assign \$65  = \$59  | \$64 ;
+  assign \$66  = \$55  + \$65 ;
+  assign \$68  = ! \$67 ;
+  assign \$69  = \$66  + \$68 ;
+  assign \$70  = n >= 10'h200;
+  assign \$71  = sb0 + ap[24:18];
+  assign \$72  = \$71  > 14'h2000;
+  assign \$73  = sb1 + ap[31:25];
   assign \$74  = \$73  > 14'h2000;
-  assign \$75  = \$signature__data [37:24] + ap[31:25];
+  assign \$75  = sb2 + ap[38:32];
   assign \$76  = \$75  > 14'h2000;
-  assign \$77  = \$signature__data [51:38] + ap[38:32];
-  assign \$78  = \$77  > 14'h2000;
-  assign \$79  = | { \$78 , \$76 , \$74  };
-  assign cap_bad = \$72  | \$79 ;
-  assign \$80  = ap[6:2] >= 5'h1e;
-  assign \$81  = ap[24:18] > 7'h40;
-  assign \$82  = ap[31:25] > 7'h40;
-  assign \$83  = ap[38:32] > 7'h40;
-  assign \$84  = | { \$83 , \$82 , \$81  };
-  assign field_bad = \$80  | \$84 ;
-  assign \$85  = \$9 [7:0] * 2'h3;
-  assign \$86  = \$85  + \$21 [1:0];
-  assign \$87  = \$9 [7:0] * 2'h3;
-  assign \$88  = \$87  + \$21 [1:0];
-  assign \$89  = \$9 [7:0] * 2'h3;
-  assign \$90  = \$89  + \$21 [1:0];
-  assign \$91  = \$9 [7:0] * 2'h3;
-  assign \$92  = \$91  + \$21 [1:0];
-  assign \$93  = \$9 [7:0] * 1'h1;
-  assign \$94  = \$93  + \$21 [1:0];
-  assign \$95  = \$9 [7:0] * 1'h1;
-  assign \$96  = \$95  + \$21 [1:0];
-  assign \$97  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$97 ;
+  assign \$77  = | { \$76 , \$74 , \$72  };
+  assign cap_bad = \$70  | \$77 ;
+  assign \$78  = ap[6:2] >= 5'h1e;
+  assign \$79  = ap[24:18] > 7'h40;
+  assign \$80  = ap[31:25] > 7'h40;
+  assign \$81  = ap[38:32] > 7'h40;
+  assign \$82  = | { \$81 , \$80 , \$79  };
+  assign field_bad = \$78  | \$82 ;
+  assign \$85  = dense_base + { \$84 , dense_r_entry };
+  assign \$88  = dense_base + { \$87 , dense_w_entry };
+  assign \$91  = sparse_base + { \$90 , sparse_r_entry };
+  assign \$94  = sparse_base + { \$93 , sparse_w_entry };
+  assign \$97  = meta_base + { \$96 , meta_r_entry };
+  assign \$100  = meta_base + { \$99 , meta_w_entry };
+  assign \$101  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$101 ;
   assign rd_out__valid = rec_valid & from_cmd;
-  assign \$98  = cm[2:1] == 2'h2;
-  assign r_idx = \$98  ? 2'h0 : cm[12:11];
-  assign \$99  = ~ ready;
-  assign \$100  = j - 1'h1;
-  assign \$101  = $signed(\$100 ) < $signed(3'h3);
-  assign \$102  = j - 1'h1;
-  assign \$103  = j - 1'h1;
-  assign \$104  = $signed(\$103 ) >= $signed(3'h3);
-  assign \$105  = j - 1'h1;
-  assign \$106  = $signed(\$105 ) < $signed(4'h6);
-  assign \$107  = \$104  & \$106 ;
-  assign \$108  = j - 1'h1;
-  assign \$109  = $signed(\$108 ) - $signed(3'h3);
-  assign \$110  = j - 1'h1;
-  assign \$111  = $signed(\$110 ) - $signed(4'h6);
-  assign \$112  = \$107  ? \$109  : \$111 ;
-  assign \$113  = \$101  ? { \$102 [3], \$102  } : \$112 ;
-  assign \$114  = j - 1'h1;
-  assign \$115  = $signed(\$114 ) < $signed(3'h3);
-  assign \$116  = j - 1'h1;
-  assign \$117  = $signed(\$116 ) >= $signed(3'h3);
-  assign \$118  = j - 1'h1;
-  assign \$119  = $signed(\$118 ) < $signed(4'h6);
-  assign \$120  = \$117  & \$119 ;
-  assign \$121  = \$120  ? 2'h1 : 2'h2;
-  assign \$122  = \$115  ? 2'h0 : \$121 ;
-  assign \$123  = ! j;
+  assign \$102  = cm[2:1] == 2'h2;
+  assign r_idx = \$102  ? 2'h0 : cm[12:11];
+  assign \$103  = ~ ready;
+  assign \$105  = cmd__payload[4:3] * 6'h3c;
+  assign \$106  = \$105  + 1'h0;
+  assign \$107  = \$106  + 1'h0;
+  assign \$108  = cmd__payload[4:3] * 6'h3c;
+  assign \$109  = cmd__payload[9:5] * 2'h2;
+  assign \$110  = \$108  + \$109 ;
+  assign \$111  = \$110  + cmd__payload[10];
+  assign \$112  = \$104  ? \$107  : \$111 ;
+  assign \$113  = ap[1:0] * 6'h3c;
+  assign \$114  = ap[6:2] * 2'h2;
+  assign \$115  = \$113  + \$114 ;
+  assign \$116  = \$115  + ap[7];
+  assign \$117  = append__payload[1:0] * 6'h3c;
+  assign \$118  = append__payload[6:2] * 2'h2;
+  assign \$119  = \$117  + \$118 ;
+  assign \$120  = \$119  + append__payload[7];
+  assign \$121  = j - 1'h1;
+  assign \$122  = $signed(\$121 ) < $signed(3'h3);
+  assign \$123  = j - 1'h1;
   assign \$124  = j - 1'h1;
-  assign \$125  = $signed(\$124 ) < $signed(3'h3);
+  assign \$125  = $signed(\$124 ) >= $signed(3'h3);
   assign \$126  = j - 1'h1;
-  assign \$127  = $signed(\$126 ) >= $signed(3'h3);
-  assign \$128  = j - 1'h1;
-  assign \$129  = $signed(\$128 ) < $signed(4'h6);
-  assign \$130  = \$127  & \$129 ;
-  assign \$132  = j - 1'h1;
-  assign \$134  = lat ? \$131  : \$133 ;
-  assign \$136  = \$135  * 6'h20;
-  assign \$137  = { \$134 , 10'h000 } | { 8'h00, \$136  };
-  assign \$138  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$139  = ~ frag;
-  assign \$141  = | \$140 ;
-  assign \$143  = j - 1'h1;
-  assign \$145  = lat ? \$142  : \$144 ;
-  assign \$148  = { \$145 , 10'h000 } | { 10'h000, \$147  };
-  assign \$150  = | \$149 ;
-  assign \$154  = \$152  + \$153 ;
-  assign \$155  = \$154  > 11'h400;
-  assign \$156  = \$150  & \$155 ;
-  assign \$159  = 11'h400 - \$158 ;
-  assign \$161  = \$156  ? \$159  : { 8'h00, \$160  };
-  assign \$162  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$164  = ! \$163 ;
-  assign \$165  = \$162  | \$164 ;
-  assign \$167  = | \$166 ;
-  assign \$171  = \$169  + \$170 ;
-  assign \$172  = \$171  > 11'h400;
-  assign \$173  = \$167  & \$172 ;
-  assign \$174  = ~ \$173 ;
-  assign \$175  = \$165  & \$174 ;
-  assign \$180  = | \$179 ;
-  assign \$184  = \$182  + \$183 ;
-  assign \$185  = \$184  > 11'h400;
-  assign \$186  = \$180  & \$185 ;
-  assign \$189  = 11'h400 - \$188 ;
-  assign \$191  = \$186  ? \$189  : { 8'h00, \$190  };
-  assign \$192  = $signed({ 1'h0, \$178  }) - $signed(\$191 );
-  assign \$193  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$195  = j - 1'h1;
-  assign \$197  = lat ? \$194  : \$196 ;
-  assign \$199  = \$198  * 5'h10;
-  assign \$200  = { \$197 , 10'h000 } | { 9'h000, \$199  };
-  assign \$201  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$202  = j == 3'h7;
-  assign \$203  = j < 2'h3;
-  assign \$204  = j >= 2'h3;
-  assign \$205  = j < 3'h6;
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = ~ \$206 ;
-  assign \$208  = \$203  | \$207 ;
-  assign \$209  = n + 1'h1;
-  assign \$210  = sb0 + ap[24:18];
-  assign \$211  = sb1 + ap[31:25];
-  assign \$212  = sb2 + ap[38:32];
-  assign \$213  = j < 2'h3;
-  assign \$216  = \$213  ? \$214  : \$215 ;
-  assign \$217  = j < 2'h3;
-  assign \$220  = \$217  ? \$218  : \$219 ;
-  assign \$221  = j < 2'h3;
-  assign \$224  = \$221  ? \$222  : \$223 ;
-  assign \$225  = j < 2'h3;
-  assign \$228  = \$225  ? \$226  : \$227 ;
-  assign \$229  = j < 2'h3;
-  assign \$231  = ! \$230 ;
+  assign \$127  = $signed(\$126 ) < $signed(4'h6);
+  assign \$128  = \$125  & \$127 ;
+  assign \$129  = j - 1'h1;
+  assign \$130  = $signed(\$129 ) - $signed(3'h3);
+  assign \$131  = j - 1'h1;
+  assign \$132  = $signed(\$131 ) - $signed(4'h6);
+  assign \$133  = \$128  ? \$130  : \$132 ;
+  assign \$134  = \$122  ? { \$123 [3], \$123  } : \$133 ;
+  assign \$135  = j - 1'h1;
+  assign \$136  = $signed(\$135 ) < $signed(3'h3);
+  assign \$137  = j - 1'h1;
+  assign \$138  = $signed(\$137 ) >= $signed(3'h3);
+  assign \$139  = j - 1'h1;
+  assign \$140  = $signed(\$139 ) < $signed(4'h6);
+  assign \$141  = \$138  & \$140 ;
+  assign \$142  = \$141  ? 2'h1 : 2'h2;
+  assign \$143  = \$136  ? 2'h0 : \$142 ;
+  assign \$144  = ! j;
+  assign \$145  = j - 1'h1;
+  assign \$146  = $signed(\$145 ) < $signed(3'h3);
+  assign \$147  = j - 1'h1;
+  assign \$148  = $signed(\$147 ) >= $signed(3'h3);
+  assign \$149  = j - 1'h1;
+  assign \$150  = $signed(\$149 ) < $signed(4'h6);
+  assign \$151  = \$148  & \$150 ;
+  assign \$153  = j - 1'h1;
+  assign \$155  = lat ? \$152  : \$154 ;
+  assign \$157  = \$156  * 6'h20;
+  assign \$158  = { \$155 , 10'h000 } | { 8'h00, \$157  };
+  assign \$159  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$160  = ~ frag;
+  assign \$162  = | \$161 ;
+  assign \$164  = j - 1'h1;
+  assign \$166  = lat ? \$163  : \$165 ;
+  assign \$169  = { \$166 , 10'h000 } | { 10'h000, \$168  };
+  assign \$171  = | \$170 ;
+  assign \$175  = \$173  + \$174 ;
+  assign \$176  = \$175  > 11'h400;
+  assign \$177  = \$171  & \$176 ;
+  assign \$180  = 11'h400 - \$179 ;
+  assign \$182  = \$177  ? \$180  : { 8'h00, \$181  };
+  assign \$183  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$185  = ! \$184 ;
+  assign \$186  = \$183  | \$185 ;
+  assign \$188  = | \$187 ;
+  assign \$192  = \$190  + \$191 ;
+  assign \$193  = \$192  > 11'h400;
+  assign \$194  = \$188  & \$193 ;
+  assign \$195  = ~ \$194 ;
+  assign \$196  = \$186  & \$195 ;
+  assign \$201  = | \$200 ;
+  assign \$205  = \$203  + \$204 ;
+  assign \$206  = \$205  > 11'h400;
+  assign \$207  = \$201  & \$206 ;
+  assign \$210  = 11'h400 - \$209 ;
+  assign \$212  = \$207  ? \$210  : { 8'h00, \$211  };
+  assign \$213  = $signed({ 1'h0, \$199  }) - $signed(\$212 );
+  assign \$214  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$216  = j - 1'h1;
+  assign \$218  = lat ? \$215  : \$217 ;
+  assign \$220  = \$219  * 5'h10;
+  assign \$221  = { \$218 , 10'h000 } | { 9'h000, \$220  };
+  assign \$222  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$230  = | \$229 ;
   assign \$233  = ! \$232 ;
-  assign \$234  = \$229  ? \$231  : \$233 ;
-  assign \$235  = j < 2'h3;
-  assign \$239  = | \$238 ;
-  assign \$242  = ! \$241 ;
-  assign \$243  = \$239  & \$242 ;
-  assign \$248  = \$247  + 1'h1;
-  assign \$249  = \$243  ? { 1'h0, \$245  } : \$248 ;
-  assign \$251  = | \$250 ;
+  assign \$234  = \$230  & \$233 ;
+  assign \$239  = \$238  + 1'h1;
+  assign \$240  = \$234  ? { 1'h0, \$236  } : \$239 ;
+  assign \$241  = j == 3'h7;
+  assign \$242  = j < 2'h3;
+  assign \$243  = j >= 2'h3;
+  assign \$244  = j < 3'h6;
+  assign \$245  = \$243  & \$244 ;
+  assign \$246  = ~ \$245 ;
+  assign \$247  = \$242  | \$246 ;
+  assign \$248  = n + 1'h1;
+  assign \$249  = sb0 + ap[24:18];
+  assign \$250  = sb1 + ap[31:25];
+  assign \$251  = sb2 + ap[38:32];
+  assign \$252  = j < 2'h3;
   assign \$254  = ! \$253 ;
-  assign \$255  = \$251  & \$254 ;
-  assign \$257  = | \$256 ;
-  assign \$259  = | \$258 ;
-  assign \$263  = \$261  + \$262 ;
-  assign \$264  = \$263  > 11'h400;
-  assign \$265  = \$259  & \$264 ;
-  assign \$266  = cm[2:1] == 1'h1;
-  assign \$267  = cm[40:27] == 14'h3fff;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = cm[2:1] == 1'h1;
-  assign \$882  = cm[12:11] * 4'he;
-  assign \$270  = \$signature__data [51:10] >> \$882 ;
-  assign \$271  = \$269  ? \$270  : { 4'h0, \$signature__data [9:0] };
-  assign \$272  = \$268  ? \$271  : cm[40:27];
-  assign \$273  = cm[2:1] == 1'h1;
-  assign \$274  = cm[2:1] == 2'h2;
-  assign \$277  = \$274  ? \$275  : \$276 ;
-  assign \$278  = \$273  ? { 7'h00, cm[26:13] } : \$277 ;
-  assign \$280  = cm[2:1] == 1'h1;
-  assign \$281  = cm[2:1] == 2'h2;
-  assign \$284  = \$281  ? \$282  : \$283 ;
-  assign \$285  = \$280  ? { 7'h00, cm[26:13] } : \$284 ;
-  assign \$287  = cm[2:1] == 1'h1;
-  assign \$288  = cm[2:1] == 2'h2;
-  assign \$291  = \$288  ? \$289  : \$290 ;
-  assign \$292  = \$287  ? { 7'h00, cm[26:13] } : \$291 ;
-  assign \$294  = \$9 [7:0] * 2'h3;
-  assign \$295  = \$294  + r_idx;
-  assign \$296  = \$9 [7:0] * 2'h3;
-  assign \$297  = \$296  + r_idx;
-  assign \$298  = \$9 [7:0] * 1'h1;
-  assign \$299  = \$298  + r_idx;
-  assign \$302  = { 1'h0, \$300 , 10'h000 } | \$301 ;
-  assign \$304  = 11'h400 - \$303 ;
-  assign \$305  = b - a;
-  assign \$306  = $signed(\$304 ) < $signed(\$305 );
-  assign \$308  = 11'h400 - \$307 ;
-  assign \$309  = b - a;
-  assign \$310  = \$306  ? \$308  : \$309 ;
-  assign \$311  = \$9 [7:0] * 2'h3;
-  assign \$312  = \$311  + r_idx;
-  assign \$313  = \$9 [7:0] * 2'h3;
-  assign \$314  = \$313  + r_idx;
-  assign \$315  = \$9 [7:0] * 1'h1;
-  assign \$316  = \$315  + r_idx;
+  assign \$256  = ! \$255 ;
+  assign \$257  = \$252  ? \$254  : \$256 ;
+  assign \$258  = j < 2'h3;
+  assign \$260  = | \$259 ;
+  assign \$263  = ! \$262 ;
+  assign \$264  = \$260  & \$263 ;
+  assign \$266  = | \$265 ;
+  assign \$268  = | \$267 ;
+  assign \$272  = \$270  + \$271 ;
+  assign \$273  = \$272  > 11'h400;
+  assign \$274  = \$268  & \$273 ;
+  assign \$275  = cm[2:1] == 1'h1;
+  assign \$276  = cm[40:27] == 14'h3fff;
+  assign \$277  = \$275  & \$276 ;
+  assign \$278  = cm[2:1] == 1'h1;
+  assign \$280  = \$278  ? \$279  : { 4'h0, n };
+  assign \$281  = \$277  ? \$280  : cm[40:27];
+  assign \$282  = cm[2:1] == 1'h1;
+  assign \$283  = cm[2:1] == 2'h2;
+  assign \$286  = \$283  ? \$284  : \$285 ;
+  assign \$287  = \$282  ? { 7'h00, cm[26:13] } : \$286 ;
+  assign \$289  = cm[2:1] == 1'h1;
+  assign \$290  = cm[2:1] == 2'h2;
+  assign \$293  = \$290  ? \$291  : \$292 ;
+  assign \$294  = \$289  ? { 7'h00, cm[26:13] } : \$293 ;
+  assign \$296  = cm[2:1] == 1'h1;
+  assign \$297  = cm[2:1] == 2'h2;
+  assign \$300  = \$297  ? \$298  : \$299 ;
+  assign \$301  = \$296  ? { 7'h00, cm[26:13] } : \$300 ;
+  assign \$305  = { 1'h0, \$303 , 10'h000 } | \$304 ;
+  assign \$307  = 11'h400 - \$306 ;
+  assign \$308  = b - a;
+  assign \$309  = $signed(\$307 ) < $signed(\$308 );
+  assign \$311  = 11'h400 - \$310 ;
+  assign \$312  = b - a;
+  assign \$313  = \$309  ? \$311  : \$312 ;
+  assign \$314  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$315  = e + 1'h1;
+  assign \$316  = \$314  ? \$315  : { 1'h0, e };
   assign \$317  = from_cmd ? rd_out__ready : wr_out__ready;
   assign \$318  = e + 1'h1;
   assign \$319  = \$317  ? \$318  : { 1'h0, e };
   assign \$320  = from_cmd ? rd_out__ready : wr_out__ready;
   assign \$321  = e + 1'h1;
   assign \$322  = \$320  ? \$321  : { 1'h0, e };
-  assign \$323  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$324  = e + 1'h1;
-  assign \$325  = \$323  ? \$324  : { 1'h0, e };
-  assign \$326  = j < 2'h3;
-  assign \$327  = ! j;
-  assign \$328  = \$327  ? \$signature__data [9:0] : n;
-  assign \$329  = \$328  + 6'h20;
-  assign \$330  = \$329  - 1'h1;
-  assign \$332  = j >= 2'h3;
-  assign \$333  = j < 3'h6;
-  assign \$334  = \$332  & \$333 ;
-  assign \$336  = \$335  + 11'h400;
-  assign \$337  = \$336  - 1'h1;
-  assign \$339  = ! j;
-  assign \$340  = \$339  ? \$signature__data [9:0] : n;
-  assign \$341  = \$340  + 7'h40;
-  assign \$342  = \$341  - 1'h1;
-  assign \$344  = \$334  ? \$338  : { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  };
-  assign \$345  = \$326  ? { \$331 [11], \$331 [11], \$331 [11], \$331 [11], \$331  } : \$344 ;
-  assign \$346  = ! j;
-  assign \$347  = ! cnt;
-  assign \$348  = j == 3'h6;
-  assign \$349  = fg == 6'h3b;
-  assign \$350  = seq * 6'h3c;
-  assign \$351  = \$350  + fg;
-  assign \$352  = \$351  + 1'h1;
-  assign \$354  = e + 1'h1;
-  assign \$355  = release__ready ? \$354  : { 1'h0, e };
-  assign \$356  = e + 1'h1;
-  assign \$357  = release__ready ? \$356  : { 1'h0, e };
-  assign \$358  = e + 1'h1;
-  assign \$359  = release__ready ? \$358  : { 1'h0, e };
+  assign \$323  = gidx + 1'h1;
+  assign \$324  = j < 2'h3;
+  assign \$325  = n + 6'h20;
+  assign \$326  = \$325  - 1'h1;
+  assign \$328  = j >= 2'h3;
+  assign \$329  = j < 3'h6;
+  assign \$330  = \$328  & \$329 ;
+  assign \$332  = \$331  + 11'h400;
+  assign \$333  = \$332  - 1'h1;
+  assign \$335  = n + 7'h40;
+  assign \$336  = \$335  - 1'h1;
+  assign \$338  = \$330  ? \$334  : { \$337 [11], \$337 [11], \$337 [11], \$337 [11], \$337  };
+  assign \$339  = \$324  ? { \$327 [11], \$327 [11], \$327 [11], \$327 [11], \$327  } : \$338 ;
+  assign \$340  = ! j;
+  assign \$341  = ! cnt;
+  assign \$342  = j == 3'h6;
+  assign \$343  = fg == 6'h3b;
+  assign \$344  = gidx + 1'h1;
+  assign \$346  = j + 1'h1;
+  assign \$347  = \$346  < 2'h3;
+  assign \$348  = j + 1'h1;
+  assign \$349  = j + 1'h1;
+  assign \$350  = \$349  >= 2'h3;
+  assign \$351  = j + 1'h1;
+  assign \$352  = \$351  < 3'h6;
+  assign \$353  = \$350  & \$352 ;
+  assign \$354  = j + 1'h1;
+  assign \$355  = \$354  - 2'h3;
+  assign \$356  = j + 1'h1;
+  assign \$357  = \$356  - 3'h6;
+  assign \$358  = \$353  ? \$355  : \$357 ;
+  assign \$359  = \$347  ? { 1'h0, \$348  } : \$358 ;
   assign \$360  = j + 1'h1;
   assign \$361  = \$360  < 2'h3;
   assign \$362  = j + 1'h1;
-  assign \$363  = j + 1'h1;
-  assign \$364  = \$363  >= 2'h3;
-  assign \$365  = j + 1'h1;
-  assign \$366  = \$365  < 3'h6;
-  assign \$367  = \$364  & \$366 ;
-  assign \$368  = j + 1'h1;
-  assign \$369  = \$368  - 2'h3;
-  assign \$370  = j + 1'h1;
-  assign \$371  = \$370  - 3'h6;
-  assign \$372  = \$367  ? \$369  : \$371 ;
-  assign \$373  = \$361  ? { 1'h0, \$362  } : \$372 ;
-  assign \$374  = j + 1'h1;
-  assign \$375  = \$374  < 2'h3;
-  assign \$376  = j + 1'h1;
-  assign \$377  = \$376  >= 2'h3;
-  assign \$378  = j + 1'h1;
-  assign \$379  = \$378  < 3'h6;
-  assign \$380  = \$377  & \$379 ;
-  assign \$381  = \$380  ? 2'h1 : 2'h2;
-  assign \$382  = \$375  ? 2'h0 : \$381 ;
-  assign \$383  = j + 1'h1;
-  assign \$384  = \$383  < 2'h3;
-  assign \$385  = n + 6'h20;
+  assign \$363  = \$362  >= 2'h3;
   \oaken_engine.mmu.dense_table  dense_table (
     .clk(clk),
     .r_data(r_data),
-    .r_entry(r_entry),
-    .r_stream(r_stream),
+    .rd__addr(\$85 [13:0]),
     .rst(rst),
-    .w_entry(w_entry),
-    .w_stream(\$88 [9:0]),
+    .wr__addr(\$88 [13:0]),
     .wr__data(obs__alloc_page),
     .wr__en(w_en)
   );
@@ -36597,164 +36635,181 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   );
   \oaken_engine.mmu.meta_table  meta_table (
     .clk(clk),
-    .r_data(\r_data$76 ),
-    .r_entry(\r_entry$91 ),
-    .r_stream(\r_stream$47 ),
+    .r_data(\r_data$92 ),
+    .rd__addr(\$97 [10:0]),
     .rst(rst),
-    .w_entry(\w_entry$92 ),
-    .w_stream(\$96 [7:0]),
+    .wr__addr(\$100 [10:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$94 )
+    .wr__en(\w_en$102 )
   );
   \oaken_engine.mmu.sparse_table  sparse_table (
     .clk(clk),
-    .r_data(\r_data$75 ),
-    .r_entry(\r_entry$95 ),
-    .r_stream(\r_stream$44 ),
+    .r_data(\r_data$91 ),
+    .rd__addr(\$91 [12:0]),
     .rst(rst),
-    .w_entry(\w_entry$96 ),
-    .w_stream(\$92 [9:0]),
+    .wr__addr(\$94 [12:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$97 )
+    .wr__en(\w_en$103 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$393  = 14'h0000;
-    casez (\slot_idx$104 )
+    \$397  = 14'h0000;
+    casez (\slot_idx$110 )
       2'h0:
-          \$393  = sb0;
+          \$397  = sb0;
       2'h1:
-          \$393  = sb1;
+          \$397  = sb1;
       2'h2:
-          \$393  = sb2;
+          \$397  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$437  = 14'h0000;
+    \$452  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$437  = r_data;
+          \$452  = r_data;
       2'h1:
-          \$437  = \r_data$75 ;
+          \$452  = \r_data$91 ;
       2'h2:
-          \$437  = \r_data$76 ;
+          \$452  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$449  = 7'h00;
-    casez (\slot_idx$62 )
+    \$464  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$449  = ap[24:18];
+          \$464  = ap[24:18];
       2'h1:
-          \$449  = ap[31:25];
+          \$464  = ap[31:25];
       2'h2:
-          \$449  = ap[38:32];
+          \$464  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$451  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$466  = 14'h0000;
+    casez (\slot_idx$78 )
       2'h0:
-          \$451  = sb0;
+          \$466  = sb0;
       2'h1:
-          \$451  = sb1;
+          \$466  = sb1;
       2'h2:
-          \$451  = sb2;
+          \$466  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$453  = 7'h00;
-    casez (\slot_idx$62 )
+    \$468  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$453  = ap[24:18];
+          \$468  = ap[24:18];
       2'h1:
-          \$453  = ap[31:25];
+          \$468  = ap[31:25];
       2'h2:
-          \$453  = ap[38:32];
+          \$468  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$472  = 7'h00;
-    casez (\$21 [1:0])
+    \$487  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$472  = ap[24:18];
+          \$487  = ap[24:18];
       2'h1:
-          \$472  = ap[31:25];
+          \$487  = ap[31:25];
       2'h2:
-          \$472  = ap[38:32];
+          \$487  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$474  = 14'h0000;
-    casez (\$21 [1:0])
+    \$489  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$474  = sb0;
+          \$489  = sb0;
       2'h1:
-          \$474  = sb1;
+          \$489  = sb1;
       2'h2:
-          \$474  = sb2;
+          \$489  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$478  = 7'h00;
-    casez (\$21 [1:0])
+    \$493  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$478  = ap[24:18];
+          \$493  = ap[24:18];
       2'h1:
-          \$478  = ap[31:25];
+          \$493  = ap[31:25];
       2'h2:
-          \$478  = ap[38:32];
+          \$493  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$480  = 7'h00;
-    casez (\$21 [1:0])
+    \$495  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$480  = ap[24:18];
+          \$495  = ap[24:18];
       2'h1:
-          \$480  = ap[31:25];
+          \$495  = ap[31:25];
       2'h2:
-          \$480  = ap[38:32];
+          \$495  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$482  = 14'h0000;
-    casez (\$21 [1:0])
+    \$497  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$482  = sb0;
+          \$497  = sb0;
       2'h1:
-          \$482  = sb1;
+          \$497  = sb1;
       2'h2:
-          \$482  = sb2;
+          \$497  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$484  = 7'h00;
-    casez (\$21 [1:0])
+    \$499  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$484  = ap[24:18];
+          \$499  = ap[24:18];
       2'h1:
-          \$484  = ap[31:25];
+          \$499  = ap[31:25];
       2'h2:
-          \$484  = ap[38:32];
+          \$499  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr  = \$9 [7:0];
+    \$538  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$538  = sb0;
+      2'h1:
+          \$538  = sb1;
+      2'h2:
+          \$538  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+          if (\$103 ) begin
+          end else if (cmd__valid) begin
+            \$signature__addr  = \$112 [7:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$signature__addr  = \$116 [7:0];
+            end
+          end else if (append__valid) begin
+            \$signature__addr  = \$120 [7:0];
+          end
       4'h2:
           /* empty */;
       4'h4:
@@ -36770,43 +36825,21 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$347 ) begin
-            if (\$348 ) begin
-              (* full_case = 32'd1 *)
-              if (\$349 ) begin
-              end else begin
-                \$signature__addr  = \$352 [7:0];
-              end
-            end
-          end
+          \$signature__addr  = \$323 [7:0];
       4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              (* full_case = 32'd1 *)
-              if (\$406 ) begin
-              end else begin
-                if (\$413 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$414 ) begin
-                  end else begin
-                    \$signature__addr  = \$417 [7:0];
-                  end
-                end
-              end
-            end
-          end
+          \$signature__addr  = \$344 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr$12  = \$9 [7:0];
-    if (\$418 ) begin
+    \$signature__addr$12  = gidx;
+    if (\$413 ) begin
       \$signature__addr$12  = gs_walk;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    r_stream = \$86 [9:0];
+    t_idx = \$19 [1:0];
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -36819,84 +36852,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          r_stream = \$295 [9:0];
+          t_idx = r_idx;
       4'h8:
-          r_stream = \$312 [9:0];
+          t_idx = r_idx;
       4'h6:
           /* empty */;
       4'h9:
           /* empty */;
       4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                r_stream = \$408 [9:0];
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_stream$44  = \$90 [9:0];
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_stream$44  = \$297 [9:0];
-      4'h8:
-          \r_stream$44  = \$314 [9:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_stream$44  = \$410 [9:0];
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_stream$47  = \$94 [7:0];
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_stream$47  = \$299 [7:0];
-      4'h8:
-          \r_stream$47  = \$316 [7:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_stream$47  = \$412 [7:0];
-              end
-            end
+          if (\$386 ) begin
+            t_idx = \slot_idx$110 ;
           end
     endcase
   end
@@ -36905,7 +36870,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$99 ) begin
+          if (\$103 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -36916,7 +36881,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$99 ) begin
+          if (\$103 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -36926,7 +36891,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$62  = 2'h0;
+    \slot_idx$78  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -36935,12 +36900,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$62  = \$113 [1:0];
+          \slot_idx$78  = \$134 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$63  = 2'h0;
+    \slot_tab$79  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -36949,7 +36914,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$63  = \$122 ;
+          \slot_tab$79  = \$143 ;
     endcase
   end
   always @* begin
@@ -36964,19 +36929,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$123 ) begin
+          if (\$144 ) begin
             emitted = 1'h1;
-          end else if (\$125 ) begin
-            emitted = \$138 ;
-          end else if (\$130 ) begin
+          end else if (\$146 ) begin
+            emitted = \$159 ;
+          end else if (\$151 ) begin
             (* full_case = 32'd1 *)
-            if (\$139 ) begin
-              emitted = \$175 ;
+            if (\$160 ) begin
+              emitted = \$196 ;
             end else begin
-              emitted = \$193 ;
+              emitted = \$214 ;
             end
           end else begin
-            emitted = \$201 ;
+            emitted = \$222 ;
           end
     endcase
   end
@@ -36992,13 +36957,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$123 ) begin
-          end else if (\$125 ) begin
+          if (\$144 ) begin
+          end else if (\$146 ) begin
             rec_valid = 1'h1;
-          end else if (\$130 ) begin
+          end else if (\$151 ) begin
             (* full_case = 32'd1 *)
-            if (\$139 ) begin
-              rec_valid = \$141 ;
+            if (\$160 ) begin
+              rec_valid = \$162 ;
             end else begin
               rec_valid = 1'h1;
             end
@@ -37033,27 +36998,27 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$123 ) begin
-          end else if (\$125 ) begin
+          if (\$144 ) begin
+          end else if (\$146 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$62 ;
-            wr_out__payload[27:4] = \$137 ;
+            wr_out__payload[3:2] = \slot_idx$78 ;
+            wr_out__payload[27:4] = \$158 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$130 ) begin
+          end else if (\$151 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$62 ;
+            wr_out__payload[3:2] = \slot_idx$78 ;
             (* full_case = 32'd1 *)
-            if (\$139 ) begin
-              wr_out__payload[27:4] = \$148 ;
-              wr_out__payload[38:28] = \$161 [10:0];
+            if (\$160 ) begin
+              wr_out__payload[27:4] = \$169 ;
+              wr_out__payload[38:28] = \$182 [10:0];
             end else begin
-              wr_out__payload[27:4] = \$177 ;
-              wr_out__payload[38:28] = \$192 [10:0];
+              wr_out__payload[27:4] = \$198 ;
+              wr_out__payload[38:28] = \$213 [10:0];
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$62 ;
-            wr_out__payload[27:4] = \$200 ;
+            wr_out__payload[3:2] = \slot_idx$78 ;
+            wr_out__payload[27:4] = \$221 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -37064,8 +37029,8 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$302 [23:0];
-          wr_out__payload[38:28] = \$310 [10:0];
+          wr_out__payload[27:4] = \$305 [23:0];
+          wr_out__payload[38:28] = \$313 [10:0];
         end
       4'h6:
           /* empty */;
@@ -37082,6 +37047,126 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    dense_r_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          dense_r_entry = \$223 [3:0];
+      4'h1:
+          /* empty */;
+      4'h7:
+          dense_r_entry = \$288 [3:0];
+      4'h8:
+          dense_r_entry = \$316 [3:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          dense_r_entry = 4'h0;
+      4'ha:
+          dense_r_entry = \$373 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    dense_w_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          dense_w_entry = \$224 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    meta_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          meta_r_entry = \$225 [2:0];
+      4'h1:
+          /* empty */;
+      4'h7:
+          meta_r_entry = \$302 [2:0];
+      4'h8:
+          meta_r_entry = \$322 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          meta_r_entry = 3'h0;
+      4'ha:
+          meta_r_entry = \$383 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    meta_w_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          meta_w_entry = \$226 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    sparse_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          sparse_r_entry = \$228 [2:0];
+      4'h1:
+          /* empty */;
+      4'h7:
+          sparse_r_entry = \$295 [2:0];
+      4'h8:
+          sparse_r_entry = \$319 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          sparse_r_entry = 3'h0;
+      4'ha:
+          sparse_r_entry = \$378 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    sparse_w_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          sparse_w_entry = \$240 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__en  = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -37092,7 +37177,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
+            if (\$241 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -37105,17 +37190,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$346 ) begin
+          if (\$340 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$418 ) begin
+    if (\$413 ) begin
       \$signature__en  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__data$88  = 52'h0000000000000;
+    \$signature__data  = 52'h0000000000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37125,11 +37210,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
-              \$signature__data$88 [9:0] = \$209 [9:0];
-              \$signature__data$88 [23:10] = \$210 [13:0];
-              \$signature__data$88 [37:24] = \$211 [13:0];
-              \$signature__data$88 [51:38] = \$212 [13:0];
+            if (\$241 ) begin
+              \$signature__data [9:0] = \$248 [9:0];
+              \$signature__data [23:10] = \$249 [13:0];
+              \$signature__data [37:24] = \$250 [13:0];
+              \$signature__data [51:38] = \$251 [13:0];
             end
           end
       4'h1:
@@ -37141,131 +37226,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$346 ) begin
-            \$signature__data$88  = 52'h0000000000000;
+          if (\$340 ) begin
+            \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$418 ) begin
-      \$signature__data$88  = 52'h0000000000000;
+    if (\$413 ) begin
+      \$signature__data  = 52'h0000000000000;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    r_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              r_entry = \$216 [3:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          r_entry = \$279 [3:0];
-      4'h8:
-          r_entry = \$319 [3:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          r_entry = 4'h0;
-      4'ha:
-        begin
-          r_entry = \$355 [3:0];
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                r_entry = 4'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    w_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              w_entry = \$220 [3:0];
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_entry$91  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              \r_entry$91  = \$224 [2:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_entry$91  = \$293 [2:0];
-      4'h8:
-          \r_entry$91  = \$325 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          \r_entry$91  = 3'h0;
-      4'ha:
-        begin
-          \r_entry$91  = \$359 [2:0];
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_entry$91  = 3'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_entry$92  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              \w_entry$92  = \$228 [2:0];
-            end
-          end
-    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
@@ -37280,16 +37247,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              if (\$234 ) begin
+            if (\$241 ) begin
+            end else if (\$247 ) begin
+              if (\$257 ) begin
                 alloc__ready = 1'h1;
               end
             end else begin
-              if (\$255 ) begin
+              if (\$264 ) begin
                 alloc__ready = 1'h1;
-              end else if (\$257 ) begin
-                if (\$265 ) begin
+              end else if (\$266 ) begin
+                if (\$274 ) begin
                   alloc__ready = 1'h1;
                 end
               end
@@ -37309,10 +37276,10 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              if (\$234 ) begin
-                if (\$235 ) begin
+            if (\$241 ) begin
+            end else if (\$247 ) begin
+              if (\$257 ) begin
+                if (\$258 ) begin
                   w_en = 1'h1;
                 end
               end
@@ -37322,7 +37289,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$94  = 1'h0;
+    \w_en$102  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37332,13 +37299,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              if (\$234 ) begin
+            if (\$241 ) begin
+            end else if (\$247 ) begin
+              if (\$257 ) begin
                 (* full_case = 32'd1 *)
-                if (\$235 ) begin
+                if (\$258 ) begin
                 end else begin
-                  \w_en$94  = 1'h1;
+                  \w_en$102  = 1'h1;
                 end
               end
             end
@@ -37347,7 +37314,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_entry$95  = 3'h0;
+    \w_en$103  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37358,77 +37325,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
+            if (\$241 ) begin
+            end else if (\$247 ) begin
             end else begin
-              \r_entry$95  = \$237 [2:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_entry$95  = \$286 [2:0];
-      4'h8:
-          \r_entry$95  = \$322 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          \r_entry$95  = 3'h0;
-      4'ha:
-        begin
-          \r_entry$95  = \$357 [2:0];
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_entry$95  = 3'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_entry$96  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-            end else begin
-              \w_entry$96  = \$249 [2:0];
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$97  = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-            end else begin
-              if (\$255 ) begin
-                \w_en$97  = 1'h1;
-              end else if (\$257 ) begin
-                if (\$265 ) begin
-                  \w_en$97  = 1'h1;
+              if (\$264 ) begin
+                \w_en$103  = 1'h1;
+              end else if (\$266 ) begin
+                if (\$274 ) begin
+                  \w_en$103  = 1'h1;
                 end
               end
             end
@@ -37450,7 +37354,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$272 ;
+          hi = \$281 ;
     endcase
   end
   always @* begin
@@ -37474,7 +37378,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$345 [14:0];
+          cnt = \$339 [14:0];
     endcase
   end
   always @* begin
@@ -37498,21 +37402,21 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$347 ) begin
-            if (\$348 ) begin
-              if (\$349 ) begin
+          if (\$341 ) begin
+            if (\$342 ) begin
+              if (\$343 ) begin
                 obs__free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$403 ) begin
+            if (\$407 ) begin
               (* full_case = 32'd1 *)
-              if (\$406 ) begin
+              if (\$410 ) begin
               end else begin
-                if (\$413 ) begin
-                  if (\$414 ) begin
+                if (\$411 ) begin
+                  if (\$412 ) begin
                     obs__free_done = 1'h1;
                   end
                 end
@@ -37570,12 +37474,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          obs__release_page = \$353 ;
+          obs__release_page = \$345 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$104  = 2'h0;
+    \slot_idx$110  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37596,12 +37500,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$104  = \$373 [1:0];
+          \slot_idx$110  = \$359 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$105  = 2'h0;
+    \slot_tab$111  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37622,7 +37526,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$105  = \$382 ;
+          \slot_tab$111  = \$368 ;
     endcase
   end
   always @* begin
@@ -37648,218 +37552,371 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$401 [14:0];
+          k_cnt = \$405 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$570  = gs_walk;
-    if (\$430 ) begin
-      \$570  = \$431 [7:0];
+    \$590  = gs_walk;
+    if (\$425 ) begin
+      \$590  = \$426 [7:0];
     end
     if (rst) begin
-      \$570  = 8'h00;
+      \$590  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$571  = gs_done;
-    if (\$430 ) begin
-      if (\$432 ) begin
-        \$571  = 1'h1;
+    \$591  = gs_done;
+    if (\$425 ) begin
+      if (\$427 ) begin
+        \$591  = 1'h1;
       end
     end
     if (rst) begin
-      \$571  = 1'h0;
+      \$591  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$572  = j;
+    \$592  = \$428 ;
     casez (fsm_state)
       4'h0:
-          \$572  = 3'h0;
+          /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$435 ) begin
-          end else if (cap_bad) begin
-          end else if (\$436 ) begin
-          end else begin
-            \$572  = 3'h0;
-          end
+          /* empty */;
       4'h5:
-          if (emitted) begin
-            \$572  = \$458 [2:0];
-          end
+          /* empty */;
       4'h1:
           /* empty */;
       4'h7:
-          \$572  = { 1'h0, \$520  };
+          /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$572  = 3'h0;
+          /* empty */;
       4'h9:
-          if (\$552 ) begin
-            (* full_case = 32'd1 *)
-            if (\$553 ) begin
+          if (\$564 ) begin
+            if (\$565 ) begin
               (* full_case = 32'd1 *)
-              if (\$554 ) begin
+              if (\$566 ) begin
               end else begin
-                \$572  = 3'h0;
+                \$592  = \$568 [13:0];
               end
-            end else begin
-              \$572  = \$556 [2:0];
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$575 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
-                \$572  = \$563 [2:0];
+              if (\$578 ) begin
               end else begin
-                (* full_case = 32'd1 *)
-                if (\$564 ) begin
+                if (\$580 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$565 ) begin
+                  if (\$581 ) begin
                   end else begin
-                    \$572  = 3'h0;
+                    \$592  = \$583 [13:0];
                   end
-                end else begin
-                  \$572  = \$567 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$572  = 3'h0;
+      \$592  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$573  = frag;
+    \$593  = \$429 ;
     casez (fsm_state)
       4'h0:
-          \$573  = 1'h0;
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$593  = \$569 [12:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$593  = \$584 [12:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$593  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$594  = \$430 [10:0];
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$594  = \$570 [10:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$594  = \$585 [10:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$594  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$595  = j;
+    casez (fsm_state)
+      4'h0:
+          \$595  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$435 ) begin
+          if (\$450 ) begin
           end else if (cap_bad) begin
-          end else if (\$436 ) begin
+          end else if (\$451 ) begin
           end else begin
-            \$573  = 1'h0;
+            \$595  = 3'h0;
+          end
+      4'h5:
+          if (emitted) begin
+            \$595  = \$473 [2:0];
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$595  = { 1'h0, \$535  };
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$595  = 3'h0;
+      4'h9:
+          if (\$564 ) begin
+            (* full_case = 32'd1 *)
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$595  = 3'h0;
+              end
+            end else begin
+              \$595  = \$572 [2:0];
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+                \$595  = \$579 [2:0];
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$595  = 3'h0;
+                  end
+                end else begin
+                  \$595  = \$587 [2:0];
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$595  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$596  = frag;
+    casez (fsm_state)
+      4'h0:
+          \$596  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$450 ) begin
+          end else if (cap_bad) begin
+          end else if (\$451 ) begin
+          end else begin
+            \$596  = 1'h0;
           end
       4'h5:
         begin
-          if (\$439 ) begin
-          end else if (\$441 ) begin
-          end else if (\$446 ) begin
-            if (\$447 ) begin
-              if (\$457 ) begin
-                \$573  = 1'h1;
+          if (\$454 ) begin
+          end else if (\$456 ) begin
+          end else if (\$461 ) begin
+            if (\$462 ) begin
+              if (\$472 ) begin
+                \$596  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$573  = 1'h0;
+            \$596  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$573  = 1'h0;
+      \$596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$574  = lat;
+    \$597  = lat;
     casez (fsm_state)
       4'h0:
-          \$574  = 1'h0;
+          \$597  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$435 ) begin
+          if (\$450 ) begin
           end else if (cap_bad) begin
-          end else if (\$436 ) begin
+          end else if (\$451 ) begin
           end else begin
-            \$574  = 1'h0;
+            \$597  = 1'h0;
           end
       4'h5:
         begin
           if (lat) begin
-            \$574  = 1'h0;
+            \$597  = 1'h0;
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
               (* full_case = 32'd1 *)
-              if (\$471 ) begin
+              if (\$486 ) begin
               end else begin
-                \$574  = 1'h1;
+                \$597  = 1'h1;
               end
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                \$574  = 1'h1;
+              if (\$492 ) begin
+              end else if (\$494 ) begin
+                \$597  = 1'h1;
               end
             end
           end
         end
     endcase
     if (rst) begin
-      \$574  = 1'h0;
+      \$597  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$575  = cm;
+    \$598  = cm;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$431 ) begin
           end else if (cmd__valid) begin
-            \$575  = cmd__payload;
+            \$598  = cmd__payload;
           end
     endcase
     if (rst) begin
-      \$575  = 41'h00000000000;
+      \$598  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$576  = from_cmd;
+    \$599  = from_cmd;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$431 ) begin
           end else if (cmd__valid) begin
-            \$576  = 1'h1;
+            \$599  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$576  = 1'h0;
+              \$599  = 1'h0;
             end
           end else if (append__valid) begin
-            \$576  = 1'h0;
+            \$599  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$576  = 1'h0;
+      \$599  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$577  = fg;
+    \$600  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$431 ) begin
           end else if (cmd__valid) begin
-            \$577  = 6'h00;
+            \$600  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -37876,26 +37933,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
+          if (\$564 ) begin
+            if (\$565 ) begin
               (* full_case = 32'd1 *)
-              if (\$554 ) begin
+              if (\$566 ) begin
               end else begin
-                \$577  = \$555 [5:0];
+                \$600  = \$571 [5:0];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$575 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$578 ) begin
               end else begin
-                if (\$564 ) begin
+                if (\$580 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$565 ) begin
+                  if (\$581 ) begin
                   end else begin
-                    \$577  = \$566 [5:0];
+                    \$600  = \$586 [5:0];
                   end
                 end
               end
@@ -37903,134 +37960,194 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$577  = 6'h00;
+      \$600  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$578  = fsm_state;
+    \$601  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$431 ) begin
           end else if (cmd__valid) begin
-            \$578  = 4'h1;
+            \$601  = \$440 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$578  = 4'h2;
+              \$601  = \$444 [7:0];
             end
           end else if (append__valid) begin
-            \$578  = 4'h2;
+            \$601  = \$448 [7:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$601  = \$567 [7:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$601  = \$582 [7:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$601  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$602  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$431 ) begin
+          end else if (cmd__valid) begin
+            \$602  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$602  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$602  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$434 ) begin
-            \$578  = 4'h3;
+          if (\$449 ) begin
+            \$602  = 4'h3;
           end else if (field_bad) begin
-            \$578  = 4'h3;
+            \$602  = 4'h3;
           end else begin
-            \$578  = 4'h4;
+            \$602  = 4'h4;
           end
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$435 ) begin
-            \$578  = 4'h3;
+          if (\$450 ) begin
+            \$602  = 4'h3;
           end else if (cap_bad) begin
-            \$578  = 4'h3;
-          end else if (\$436 ) begin
-            \$578  = 4'h0;
+            \$602  = 4'h3;
+          end else if (\$451 ) begin
+            \$602  = 4'h0;
           end else begin
-            \$578  = 4'h5;
+            \$602  = 4'h5;
           end
       4'h5:
           if (emitted) begin
-            if (\$459 ) begin
-              \$578  = 4'h3;
+            if (\$474 ) begin
+              \$602  = 4'h3;
             end
           end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$491 ) begin
-            \$578  = 4'h3;
-          end else if (\$492 ) begin
-            \$578  = 4'h6;
-          end else if (\$497 ) begin
-            \$578  = 4'h3;
+          if (\$506 ) begin
+            \$602  = 4'h3;
+          end else if (\$507 ) begin
+            \$602  = 4'h6;
+          end else if (\$512 ) begin
+            \$602  = 4'h3;
           end else begin
-            \$578  = 4'h7;
+            \$602  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$526 ) begin
-            \$578  = 4'h3;
-          end else if (\$527 ) begin
-            \$578  = 4'h3;
+          if (\$541 ) begin
+            \$602  = 4'h3;
+          end else if (\$542 ) begin
+            \$602  = 4'h3;
           end else begin
-            \$578  = 4'h8;
+            \$602  = 4'h8;
           end
       4'h8:
-          if (\$528 ) begin
-            if (\$548 ) begin
-              \$578  = 4'h3;
+          if (\$543 ) begin
+            if (\$563 ) begin
+              \$602  = 4'h3;
             end
           end
       4'h6:
-          \$578  = 4'h9;
+          \$602  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$552 ) begin
+          if (\$564 ) begin
             (* full_case = 32'd1 *)
-            if (\$553 ) begin
+            if (\$565 ) begin
               (* full_case = 32'd1 *)
-              if (\$554 ) begin
-                \$578  = 4'h3;
+              if (\$566 ) begin
+                \$602  = 4'h3;
               end else begin
-                \$578  = 4'h9;
+                \$602  = 4'h9;
               end
             end else begin
-              \$578  = 4'h9;
+              \$602  = 4'h9;
             end
           end else begin
-            \$578  = 4'ha;
+            \$602  = 4'ha;
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$575 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$578 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$564 ) begin
+                if (\$580 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$565 ) begin
-                    \$578  = 4'h3;
+                  if (\$581 ) begin
+                    \$602  = 4'h3;
                   end else begin
-                    \$578  = 4'h9;
+                    \$602  = 4'h9;
                   end
                 end else begin
-                  \$578  = 4'h9;
+                  \$602  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$569 ) begin
-            \$578  = 4'h0;
+          if (\$589 ) begin
+            \$602  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$578  = 4'h0;
+      \$602  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$579  = retry;
+    \$603  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$431 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$579  = 1'h0;
+              \$603  = 1'h0;
             end
           end
       4'h2:
@@ -38048,22 +38165,22 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
-              if (\$554 ) begin
-                \$579  = 1'h1;
+          if (\$564 ) begin
+            if (\$565 ) begin
+              if (\$566 ) begin
+                \$603  = 1'h1;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$575 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$578 ) begin
               end else begin
-                if (\$564 ) begin
-                  if (\$565 ) begin
-                    \$579  = 1'h1;
+                if (\$580 ) begin
+                  if (\$581 ) begin
+                    \$603  = 1'h1;
                   end
                 end
               end
@@ -38071,87 +38188,66 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$579  = 1'h0;
+      \$603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$580  = ap;
+    \$604  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$431 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$580  = append__payload;
+            \$604  = append__payload;
           end
     endcase
     if (rst) begin
-      \$580  = 39'h0000000000;
+      \$604  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$581  = status;
+    \$605  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$434 ) begin
-            \$581  = 3'h1;
-          end else if (field_bad) begin
-            \$581  = 3'h2;
-          end
+          \$605  = \$signature__data$118 [9:0];
       4'h4:
-          if (\$435 ) begin
-            \$581  = 3'h3;
-          end else if (cap_bad) begin
-            \$581  = 3'h5;
-          end
-      4'h5:
-          if (emitted) begin
-            if (\$459 ) begin
-              \$581  = 3'h0;
-            end
-          end
-      4'h1:
-          if (\$491 ) begin
-            \$581  = 3'h1;
-          end else if (\$492 ) begin
-          end else if (\$497 ) begin
-            \$581  = 3'h2;
-          end
-      4'h7:
-          if (\$526 ) begin
-            \$581  = 3'h4;
-          end else if (\$527 ) begin
-            \$581  = 3'h0;
-          end
-      4'h8:
-          if (\$528 ) begin
-            if (\$548 ) begin
-              \$581  = 3'h0;
-            end
-          end
-      4'h6:
           /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$605  = \$signature__data$118 [9:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$605  = \$signature__data$118 [9:0];
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
-              if (\$554 ) begin
-                \$581  = 3'h0;
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$605  = \$signature__data$118 [9:0];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$575 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$578 ) begin
               end else begin
-                if (\$564 ) begin
-                  if (\$565 ) begin
-                    \$581  = 3'h0;
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$605  = \$signature__data$118 [9:0];
                   end
                 end
               end
@@ -38159,126 +38255,237 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$581  = 3'h0;
+      \$605  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$582  = n;
+    \$606  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$606  = \$signature__data$118 [23:10];
       4'h4:
-          \$582  = \$signature__data [9:0];
+          /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$606  = \$signature__data$118 [23:10];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$606  = \$signature__data$118 [23:10];
       4'h9:
-          \$582  = \$550 ;
-    endcase
-    if (rst) begin
-      \$582  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$583  = sb0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$583  = \$signature__data [23:10];
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$551 ) begin
-            \$583  = \$signature__data [23:10];
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$606  = \$signature__data$118 [23:10];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$606  = \$signature__data$118 [23:10];
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$583  = 14'h0000;
+      \$606  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$584  = sb1;
+    \$607  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$607  = \$signature__data$118 [37:24];
       4'h4:
-          \$584  = \$signature__data [37:24];
+          /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$607  = \$signature__data$118 [37:24];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$607  = \$signature__data$118 [37:24];
       4'h9:
-          if (\$551 ) begin
-            \$584  = \$signature__data [37:24];
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$607  = \$signature__data$118 [37:24];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$607  = \$signature__data$118 [37:24];
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$584  = 14'h0000;
+      \$607  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$585  = sb2;
+    \$608  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$608  = \$signature__data$118 [51:38];
       4'h4:
-          \$585  = \$signature__data [51:38];
+          /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$608  = \$signature__data$118 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$608  = \$signature__data$118 [51:38];
       4'h9:
-          if (\$551 ) begin
-            \$585  = \$signature__data [51:38];
+          if (\$564 ) begin
+            if (\$565 ) begin
+              (* full_case = 32'd1 *)
+              if (\$566 ) begin
+              end else begin
+                \$608  = \$signature__data$118 [51:38];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$581 ) begin
+                  end else begin
+                    \$608  = \$signature__data$118 [51:38];
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$585  = 14'h0000;
+      \$608  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$586  = out_of_pages;
+    \$609  = status;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (\$449 ) begin
+            \$609  = 3'h1;
+          end else if (field_bad) begin
+            \$609  = 3'h2;
+          end
+      4'h4:
+          if (\$450 ) begin
+            \$609  = 3'h3;
+          end else if (cap_bad) begin
+            \$609  = 3'h5;
+          end
+      4'h5:
+          if (emitted) begin
+            if (\$474 ) begin
+              \$609  = 3'h0;
+            end
+          end
+      4'h1:
+          if (\$506 ) begin
+            \$609  = 3'h1;
+          end else if (\$507 ) begin
+          end else if (\$512 ) begin
+            \$609  = 3'h2;
+          end
+      4'h7:
+          if (\$541 ) begin
+            \$609  = 3'h4;
+          end else if (\$542 ) begin
+            \$609  = 3'h0;
+          end
+      4'h8:
+          if (\$543 ) begin
+            if (\$563 ) begin
+              \$609  = 3'h0;
+            end
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$564 ) begin
+            if (\$565 ) begin
+              if (\$566 ) begin
+                \$609  = 3'h0;
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$575 ) begin
+              (* full_case = 32'd1 *)
+              if (\$578 ) begin
+              end else begin
+                if (\$580 ) begin
+                  if (\$581 ) begin
+                    \$609  = 3'h0;
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$609  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$610  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38286,12 +38493,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$435 ) begin
+          if (\$450 ) begin
           end else if (cap_bad) begin
-          end else if (\$436 ) begin
-            \$586  = 1'h1;
+          end else if (\$451 ) begin
+            \$610  = 1'h1;
           end else begin
-            \$586  = 1'h0;
+            \$610  = 1'h0;
           end
       4'h5:
           /* empty */;
@@ -38308,17 +38515,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'ha:
           /* empty */;
       4'h3:
-          if (\$568 ) begin
-            \$586  = 1'h0;
+          if (\$588 ) begin
+            \$610  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$586  = 1'h0;
+      \$610  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$587  = pg0_0;
+    \$611  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38329,26 +38536,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
-                  \$587  = \$437 ;
+                  \$611  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
-                      \$587  = obs__alloc_page;
+                      \$611  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
-                      \$587  = obs__alloc_page;
+                      \$611  = obs__alloc_page;
                 endcase
               end
             end
@@ -38356,12 +38563,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$587  = 14'h0000;
+      \$611  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$588  = pg0_1;
+    \$612  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38372,32 +38579,32 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
                   /* empty */;
               4'h1:
-                  \$588  = \$437 ;
+                  \$612  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$588  = obs__alloc_page;
+                      \$612  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$588  = obs__alloc_page;
+                      \$612  = obs__alloc_page;
                 endcase
               end
             end
@@ -38405,12 +38612,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$588  = 14'h0000;
+      \$612  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$589  = pg0_2;
+    \$613  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38421,38 +38628,38 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
                   /* empty */;
               4'h1:
                   /* empty */;
               4'h2:
-                  \$589  = \$437 ;
+                  \$613  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$589  = obs__alloc_page;
+                      \$613  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$589  = obs__alloc_page;
+                      \$613  = obs__alloc_page;
                 endcase
               end
             end
@@ -38460,12 +38667,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$589  = 14'h0000;
+      \$613  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = pg0_3;
+    \$614  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38476,7 +38683,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38484,14 +38691,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h2:
                   /* empty */;
               4'h3:
-                  \$590  = \$437 ;
+                  \$614  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38500,11 +38707,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$590  = obs__alloc_page;
+                      \$614  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38513,7 +38720,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$590  = obs__alloc_page;
+                      \$614  = obs__alloc_page;
                 endcase
               end
             end
@@ -38521,12 +38728,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$590  = 14'h0000;
+      \$614  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = pg0_4;
+    \$615  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38537,7 +38744,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38547,14 +38754,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h3:
                   /* empty */;
               4'h4:
-                  \$591  = \$437 ;
+                  \$615  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38565,11 +38772,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$591  = obs__alloc_page;
+                      \$615  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38580,7 +38787,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$591  = obs__alloc_page;
+                      \$615  = obs__alloc_page;
                 endcase
               end
             end
@@ -38588,12 +38795,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$591  = 14'h0000;
+      \$615  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = pg0_5;
+    \$616  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38604,7 +38811,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38616,14 +38823,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h4:
                   /* empty */;
               4'h5:
-                  \$592  = \$437 ;
+                  \$616  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38636,11 +38843,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$592  = obs__alloc_page;
+                      \$616  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38653,7 +38860,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$592  = obs__alloc_page;
+                      \$616  = obs__alloc_page;
                 endcase
               end
             end
@@ -38661,12 +38868,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$592  = 14'h0000;
+      \$616  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = pg0_6;
+    \$617  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38677,7 +38884,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$453 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38691,14 +38898,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h5:
                   /* empty */;
               4'h6:
-                  \$593  = \$437 ;
+                  \$617  = \$452 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
+              if (\$486 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38713,11 +38920,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$593  = obs__alloc_page;
+                      \$617  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$492 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38732,7 +38939,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$593  = obs__alloc_page;
+                      \$617  = obs__alloc_page;
                 endcase
               end
             end
@@ -38740,12 +38947,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$593  = 14'h0000;
+      \$617  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = obs__live;
+    \$618  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38755,17 +38962,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$459 ) begin
+            if (\$474 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$594 [0] = 1'h1;
+                    \$618 [0] = 1'h1;
                 2'h1:
-                    \$594 [1] = 1'h1;
+                    \$618 [1] = 1'h1;
                 2'h2:
-                    \$594 [2] = 1'h1;
+                    \$618 [2] = 1'h1;
                 2'h3:
-                    \$594 [3] = 1'h1;
+                    \$618 [3] = 1'h1;
               endcase
             end
           end
@@ -38778,41 +38985,41 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
-              if (\$554 ) begin
+          if (\$564 ) begin
+            if (\$565 ) begin
+              if (\$566 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$594 [0] = 1'h0;
+                      \$618 [0] = 1'h0;
                   2'h1:
-                      \$594 [1] = 1'h0;
+                      \$618 [1] = 1'h0;
                   2'h2:
-                      \$594 [2] = 1'h0;
+                      \$618 [2] = 1'h0;
                   2'h3:
-                      \$594 [3] = 1'h0;
+                      \$618 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$575 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$578 ) begin
               end else begin
-                if (\$564 ) begin
-                  if (\$565 ) begin
+                if (\$580 ) begin
+                  if (\$581 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$594 [0] = 1'h0;
+                          \$618 [0] = 1'h0;
                       2'h1:
-                          \$594 [1] = 1'h0;
+                          \$618 [1] = 1'h0;
                       2'h2:
-                          \$594 [2] = 1'h0;
+                          \$618 [2] = 1'h0;
                       2'h3:
-                          \$594 [3] = 1'h0;
+                          \$618 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -38821,12 +39028,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$594  = 4'h0;
+      \$618  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = lat_tab;
+    \$619  = lat_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38837,28 +39044,28 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
               (* full_case = 32'd1 *)
-              if (\$471 ) begin
+              if (\$486 ) begin
               end else begin
-                \$595  = slot_tab;
+                \$619  = slot_tab;
               end
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                \$595  = slot_tab;
+              if (\$492 ) begin
+              end else if (\$494 ) begin
+                \$619  = slot_tab;
               end
             end
           end
     endcase
     if (rst) begin
-      \$595  = 2'h0;
+      \$619  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = pg1_0;
+    \$620  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38869,15 +39076,15 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                if (\$487 ) begin
-                  casez (\$21 [1:0])
+              if (\$492 ) begin
+              end else if (\$494 ) begin
+                if (\$502 ) begin
+                  casez (\$19 [1:0])
                     2'h0:
-                        \$596  = obs__alloc_page;
+                        \$620  = obs__alloc_page;
                   endcase
                 end
               end
@@ -38885,12 +39092,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$596  = 14'h0000;
+      \$620  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = pg1_1;
+    \$621  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38901,17 +39108,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                if (\$487 ) begin
-                  casez (\$21 [1:0])
+              if (\$492 ) begin
+              end else if (\$494 ) begin
+                if (\$502 ) begin
+                  casez (\$19 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
-                        \$597  = obs__alloc_page;
+                        \$621  = obs__alloc_page;
                   endcase
                 end
               end
@@ -38919,12 +39126,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$597  = 14'h0000;
+      \$621  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = pg1_2;
+    \$622  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38935,19 +39142,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$474 ) begin
+            end else if (\$480 ) begin
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                if (\$487 ) begin
-                  casez (\$21 [1:0])
+              if (\$492 ) begin
+              end else if (\$494 ) begin
+                if (\$502 ) begin
+                  casez (\$19 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
                         /* empty */;
                     2'h2:
-                        \$598  = obs__alloc_page;
+                        \$622  = obs__alloc_page;
                   endcase
                 end
               end
@@ -38955,12 +39162,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$598  = 14'h0000;
+      \$622  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = a;
+    \$623  = a;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38973,19 +39180,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$599  = { 4'h0, \$503  };
+          \$623  = { 4'h0, \$518  };
       4'h8:
-          if (\$528 ) begin
-            \$599  = \$537 [24:0];
+          if (\$543 ) begin
+            \$623  = \$552 [24:0];
           end
     endcase
     if (rst) begin
-      \$599  = 25'h0000000;
+      \$623  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = b;
+    \$624  = b;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38998,15 +39205,15 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$600  = { 4'h0, \$509  };
+          \$624  = { 4'h0, \$524  };
     endcase
     if (rst) begin
-      \$600  = 25'h0000000;
+      \$624  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = e;
+    \$625  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39019,32 +39226,32 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$601  = \$516 [14:0];
+          \$625  = \$531 [14:0];
       4'h8:
-          if (\$528 ) begin
-            \$601  = \$538 [14:0];
+          if (\$543 ) begin
+            \$625  = \$553 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$601  = 15'h0000;
+          \$625  = 15'h0000;
       4'ha:
           if (release__ready) begin
-            \$601  = \$557 [14:0];
-            if (\$559 ) begin
-              if (\$562 ) begin
-                \$601  = 15'h0000;
+            \$625  = \$573 [14:0];
+            if (\$575 ) begin
+              if (\$578 ) begin
+                \$625  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$601  = 15'h0000;
+      \$625  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = npg;
+    \$626  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39063,208 +39270,176 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          \$602  = cnt;
+          \$626  = cnt;
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
-              if (\$562 ) begin
-                \$602  = k_cnt;
+            if (\$575 ) begin
+              if (\$578 ) begin
+                \$626  = k_cnt;
               end
             end
           end
     endcase
     if (rst) begin
-      \$602  = 15'h0000;
+      \$626  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$131  = 14'h0000;
+    \$83  = 6'h00;
+    casez (t_idx)
+      2'h0:
+          \$83  = 6'h00;
+      2'h1:
+          \$83  = 6'h10;
+      2'h2:
+          \$83  = 6'h20;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$86  = 6'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$86  = 6'h00;
+      2'h1:
+          \$86  = 6'h10;
+      2'h2:
+          \$86  = 6'h20;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$89  = 5'h00;
+    casez (t_idx)
+      2'h0:
+          \$89  = 5'h00;
+      2'h1:
+          \$89  = 5'h08;
+      2'h2:
+          \$89  = 5'h10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$92  = 5'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$92  = 5'h00;
+      2'h1:
+          \$92  = 5'h08;
+      2'h2:
+          \$92  = 5'h10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$95  = 3'h0;
+    casez (t_idx)
+      2'h0:
+          \$95  = 3'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$98  = 3'h0;
+    casez (\$19 [1:0])
+      2'h0:
+          \$98  = 3'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$152  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$131  = r_data;
+          \$152  = r_data;
       2'h1:
-          \$131  = \r_data$75 ;
+          \$152  = \r_data$91 ;
       2'h2:
-          \$131  = \r_data$76 ;
+          \$152  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$133  = 14'h0000;
-    casez (\$132 )
+    \$154  = 14'h0000;
+    casez (\$153 )
       4'h0:
-          \$133  = pg0_0;
+          \$154  = pg0_0;
       4'h1:
-          \$133  = pg0_1;
+          \$154  = pg0_1;
       4'h2:
-          \$133  = pg0_2;
+          \$154  = pg0_2;
       4'h3:
-          \$133  = pg0_3;
+          \$154  = pg0_3;
       4'h4:
-          \$133  = pg0_4;
+          \$154  = pg0_4;
       4'h5:
-          \$133  = pg0_5;
+          \$154  = pg0_5;
       4'h6:
-          \$133  = pg0_6;
+          \$154  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$140  = 7'h00;
-    casez (\slot_idx$62 )
+    \$161  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$140  = ap[24:18];
+          \$161  = ap[24:18];
       2'h1:
-          \$140  = ap[31:25];
+          \$161  = ap[31:25];
       2'h2:
-          \$140  = ap[38:32];
+          \$161  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$142  = 14'h0000;
+    \$163  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$142  = r_data;
+          \$163  = r_data;
       2'h1:
-          \$142  = \r_data$75 ;
+          \$163  = \r_data$91 ;
       2'h2:
-          \$142  = \r_data$76 ;
+          \$163  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$144  = 14'h0000;
-    casez (\$143 )
+    \$165  = 14'h0000;
+    casez (\$164 )
       4'h0:
-          \$144  = pg0_0;
+          \$165  = pg0_0;
       4'h1:
-          \$144  = pg0_1;
+          \$165  = pg0_1;
       4'h2:
-          \$144  = pg0_2;
+          \$165  = pg0_2;
       4'h3:
-          \$144  = pg0_3;
+          \$165  = pg0_3;
       4'h4:
-          \$144  = pg0_4;
+          \$165  = pg0_4;
       4'h5:
-          \$144  = pg0_5;
+          \$165  = pg0_5;
       4'h6:
-          \$144  = pg0_6;
+          \$165  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$146  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$167  = 14'h0000;
+    casez (\slot_idx$78 )
       2'h0:
-          \$146  = sb0;
+          \$167  = sb0;
       2'h1:
-          \$146  = sb1;
+          \$167  = sb1;
       2'h2:
-          \$146  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$149  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$149  = ap[24:18];
-      2'h1:
-          \$149  = ap[31:25];
-      2'h2:
-          \$149  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$151  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$151  = sb0;
-      2'h1:
-          \$151  = sb1;
-      2'h2:
-          \$151  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$153  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$153  = ap[24:18];
-      2'h1:
-          \$153  = ap[31:25];
-      2'h2:
-          \$153  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$157  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$157  = sb0;
-      2'h1:
-          \$157  = sb1;
-      2'h2:
-          \$157  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$160  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$160  = ap[24:18];
-      2'h1:
-          \$160  = ap[31:25];
-      2'h2:
-          \$160  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$163  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$163  = ap[24:18];
-      2'h1:
-          \$163  = ap[31:25];
-      2'h2:
-          \$163  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$166  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$166  = ap[24:18];
-      2'h1:
-          \$166  = ap[31:25];
-      2'h2:
-          \$166  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$168  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$168  = sb0;
-      2'h1:
-          \$168  = sb1;
-      2'h2:
-          \$168  = sb2;
+          \$167  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$170  = 7'h00;
-    casez (\slot_idx$62 )
+    casez (\slot_idx$78 )
       2'h0:
           \$170  = ap[24:18];
       2'h1:
@@ -39275,309 +39450,419 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$176  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$172  = 14'h0000;
+    casez (\slot_idx$78 )
       2'h0:
-          \$176  = pg1_0;
+          \$172  = sb0;
       2'h1:
-          \$176  = pg1_1;
+          \$172  = sb1;
       2'h2:
-          \$176  = pg1_2;
+          \$172  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = 7'h00;
-    casez (\slot_idx$62 )
+    \$174  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$178  = ap[24:18];
+          \$174  = ap[24:18];
       2'h1:
-          \$178  = ap[31:25];
+          \$174  = ap[31:25];
       2'h2:
-          \$178  = ap[38:32];
+          \$174  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$179  = 7'h00;
-    casez (\slot_idx$62 )
+    \$178  = 14'h0000;
+    casez (\slot_idx$78 )
       2'h0:
-          \$179  = ap[24:18];
+          \$178  = sb0;
       2'h1:
-          \$179  = ap[31:25];
+          \$178  = sb1;
       2'h2:
-          \$179  = ap[38:32];
+          \$178  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$181  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$181  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$181  = sb0;
+          \$181  = ap[24:18];
       2'h1:
-          \$181  = sb1;
+          \$181  = ap[31:25];
       2'h2:
-          \$181  = sb2;
+          \$181  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$183  = 7'h00;
-    casez (\slot_idx$62 )
+    \$184  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$183  = ap[24:18];
+          \$184  = ap[24:18];
       2'h1:
-          \$183  = ap[31:25];
+          \$184  = ap[31:25];
       2'h2:
-          \$183  = ap[38:32];
+          \$184  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$187  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$187  = 7'h00;
+    casez (\slot_idx$78 )
       2'h0:
-          \$187  = sb0;
+          \$187  = ap[24:18];
       2'h1:
-          \$187  = sb1;
+          \$187  = ap[31:25];
       2'h2:
-          \$187  = sb2;
+          \$187  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$190  = 7'h00;
-    casez (\slot_idx$62 )
+    \$189  = 14'h0000;
+    casez (\slot_idx$78 )
       2'h0:
-          \$190  = ap[24:18];
+          \$189  = sb0;
       2'h1:
-          \$190  = ap[31:25];
+          \$189  = sb1;
       2'h2:
-          \$190  = ap[38:32];
+          \$189  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$194  = 14'h0000;
+    \$191  = 7'h00;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$191  = ap[24:18];
+      2'h1:
+          \$191  = ap[31:25];
+      2'h2:
+          \$191  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$197  = 14'h0000;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$197  = pg1_0;
+      2'h1:
+          \$197  = pg1_1;
+      2'h2:
+          \$197  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$199  = 7'h00;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$199  = ap[24:18];
+      2'h1:
+          \$199  = ap[31:25];
+      2'h2:
+          \$199  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$200  = 7'h00;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$200  = ap[24:18];
+      2'h1:
+          \$200  = ap[31:25];
+      2'h2:
+          \$200  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$202  = 14'h0000;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$202  = sb0;
+      2'h1:
+          \$202  = sb1;
+      2'h2:
+          \$202  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$204  = 7'h00;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$204  = ap[24:18];
+      2'h1:
+          \$204  = ap[31:25];
+      2'h2:
+          \$204  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$208  = 14'h0000;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$208  = sb0;
+      2'h1:
+          \$208  = sb1;
+      2'h2:
+          \$208  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$211  = 7'h00;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$211  = ap[24:18];
+      2'h1:
+          \$211  = ap[31:25];
+      2'h2:
+          \$211  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$215  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$194  = r_data;
+          \$215  = r_data;
       2'h1:
-          \$194  = \r_data$75 ;
+          \$215  = \r_data$91 ;
       2'h2:
-          \$194  = \r_data$76 ;
+          \$215  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$196  = 14'h0000;
-    casez (\$195 )
+    \$217  = 14'h0000;
+    casez (\$216 )
       4'h0:
-          \$196  = pg0_0;
+          \$217  = pg0_0;
       4'h1:
-          \$196  = pg0_1;
+          \$217  = pg0_1;
       4'h2:
-          \$196  = pg0_2;
+          \$217  = pg0_2;
       4'h3:
-          \$196  = pg0_3;
+          \$217  = pg0_3;
       4'h4:
-          \$196  = pg0_4;
+          \$217  = pg0_4;
       4'h5:
-          \$196  = pg0_5;
+          \$217  = pg0_5;
       4'h6:
-          \$196  = pg0_6;
+          \$217  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$236  = 14'h0000;
-    casez (\$21 [1:0])
+    \$227  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$236  = sb0;
+          \$227  = sb0;
       2'h1:
-          \$236  = sb1;
+          \$227  = sb1;
       2'h2:
-          \$236  = sb2;
+          \$227  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$238  = 7'h00;
-    casez (\$21 [1:0])
+    \$229  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$238  = ap[24:18];
+          \$229  = ap[24:18];
       2'h1:
-          \$238  = ap[31:25];
+          \$229  = ap[31:25];
       2'h2:
-          \$238  = ap[38:32];
+          \$229  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$240  = 14'h0000;
-    casez (\$21 [1:0])
+    \$231  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$240  = sb0;
+          \$231  = sb0;
       2'h1:
-          \$240  = sb1;
+          \$231  = sb1;
       2'h2:
-          \$240  = sb2;
+          \$231  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$244  = 14'h0000;
-    casez (\$21 [1:0])
+    \$235  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$244  = sb0;
+          \$235  = sb0;
       2'h1:
-          \$244  = sb1;
+          \$235  = sb1;
       2'h2:
-          \$244  = sb2;
+          \$235  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$246  = 14'h0000;
-    casez (\$21 [1:0])
+    \$237  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$246  = sb0;
+          \$237  = sb0;
       2'h1:
-          \$246  = sb1;
+          \$237  = sb1;
       2'h2:
-          \$246  = sb2;
+          \$237  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$250  = 7'h00;
-    casez (\$21 [1:0])
+    \$259  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$250  = ap[24:18];
+          \$259  = ap[24:18];
       2'h1:
-          \$250  = ap[31:25];
+          \$259  = ap[31:25];
       2'h2:
-          \$250  = ap[38:32];
+          \$259  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$252  = 14'h0000;
-    casez (\$21 [1:0])
+    \$261  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$252  = sb0;
+          \$261  = sb0;
       2'h1:
-          \$252  = sb1;
+          \$261  = sb1;
       2'h2:
-          \$252  = sb2;
+          \$261  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$256  = 7'h00;
-    casez (\$21 [1:0])
+    \$265  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$256  = ap[24:18];
+          \$265  = ap[24:18];
       2'h1:
-          \$256  = ap[31:25];
+          \$265  = ap[31:25];
       2'h2:
-          \$256  = ap[38:32];
+          \$265  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$258  = 7'h00;
-    casez (\$21 [1:0])
+    \$267  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$258  = ap[24:18];
+          \$267  = ap[24:18];
       2'h1:
-          \$258  = ap[31:25];
+          \$267  = ap[31:25];
       2'h2:
-          \$258  = ap[38:32];
+          \$267  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$260  = 14'h0000;
-    casez (\$21 [1:0])
+    \$269  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$260  = sb0;
+          \$269  = sb0;
       2'h1:
-          \$260  = sb1;
+          \$269  = sb1;
       2'h2:
-          \$260  = sb2;
+          \$269  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$262  = 7'h00;
-    casez (\$21 [1:0])
+    \$271  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$262  = ap[24:18];
+          \$271  = ap[24:18];
       2'h1:
-          \$262  = ap[31:25];
+          \$271  = ap[31:25];
       2'h2:
-          \$262  = ap[38:32];
+          \$271  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$300  = 14'h0000;
+    \$279  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$279  = sb0;
+      2'h1:
+          \$279  = sb1;
+      2'h2:
+          \$279  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$303  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$300  = r_data;
+          \$303  = r_data;
       2'h1:
-          \$300  = \r_data$75 ;
+          \$303  = \r_data$91 ;
       2'h2:
-          \$300  = \r_data$76 ;
+          \$303  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$335  = 14'h0000;
-    casez (\$21 [1:0])
+    \$331  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$335  = sb0;
+          \$331  = sb0;
       2'h1:
-          \$335  = sb1;
+          \$331  = sb1;
       2'h2:
-          \$335  = sb2;
+          \$331  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$353  = 14'h0000;
+    \$345  = 14'h0000;
     casez (slot_tab)
       2'h0:
-          \$353  = r_data;
+          \$345  = r_data;
       2'h1:
-          \$353  = \r_data$75 ;
+          \$345  = \r_data$91 ;
       2'h2:
-          \$353  = \r_data$76 ;
+          \$345  = \r_data$92 ;
     endcase
   end
   assign \ready$3  = ready;
   assign grp = \$7 [5:0];
-  assign gidx = \$9 [7:0];
   assign pending = out_of_pages;
   assign count = free_pages;
   assign obs__seq = seq;
   assign obs__group = \$7 [5:0];
   assign live = obs__live;
   assign alloc__payload = obs__alloc_page;
-  assign obs__alloc_sid = \$11 [10:0];
+  assign obs__alloc_sid = \$9 [10:0];
   assign release__payload = obs__release_page;
-  assign obs__release_sid = \$13 [10:0];
+  assign obs__release_sid = \$11 [10:0];
   assign obs__free_seq = cm[4:3];
-  assign slot_idx = \$21 [1:0];
-  assign need = \$71 [2:0];
-  assign w_stream = \$88 [9:0];
+  assign slot_idx = \$19 [1:0];
+  assign need = \$69 [2:0];
+  assign r_addr = \$85 [13:0];
+  assign w_addr = \$88 [13:0];
   assign w_data = obs__alloc_page;
-  assign \w_stream$45  = \$92 [9:0];
-  assign \w_data$46  = obs__alloc_page;
-  assign \w_stream$48  = \$96 [7:0];
-  assign \w_data$49  = obs__alloc_page;
+  assign \r_addr$51  = \$91 [12:0];
+  assign \w_addr$54  = \$94 [12:0];
+  assign \w_data$56  = obs__alloc_page;
+  assign \r_addr$57  = \$97 [10:0];
+  assign \w_addr$60  = \$100 [10:0];
+  assign \w_data$62  = obs__alloc_page;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign \ap.seq  = ap[1:0];
@@ -39596,11 +39881,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \cm.head  = cm[12:11];
   assign \cm.lo  = cm[26:13];
   assign \cm.hi  = cm[40:27];
-  assign \$signature__data.n  = \$signature__data [9:0];
-  assign \$signature__data.sb  = \$signature__data [51:10];
-  assign \$signature__data.sb[0]  = \$signature__data [23:10];
-  assign \$signature__data.sb[1]  = \$signature__data [37:24];
-  assign \$signature__data.sb[2]  = \$signature__data [51:38];
   assign \wr_out__payload.kind  = wr_out__payload[1:0];
   assign \wr_out__payload.head  = wr_out__payload[3:2];
   assign \wr_out__payload.addr  = wr_out__payload[27:4];
@@ -39616,11 +39896,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \rd_out__payload.addr  = wr_out__payload[27:4];
   assign \rd_out__payload.length  = wr_out__payload[38:28];
   assign \rd_out__payload.status  = wr_out__payload[41:39];
-  assign \$signature__data$88.n  = \$signature__data$88 [9:0];
-  assign \$signature__data$88.sb  = \$signature__data$88 [51:10];
-  assign \$signature__data$88.sb[0]  = \$signature__data$88 [23:10];
-  assign \$signature__data$88.sb[1]  = \$signature__data$88 [37:24];
-  assign \$signature__data$88.sb[2]  = \$signature__data$88 [51:38];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -39637,138 +39912,144 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \append__payload.counts[0]  = append__payload[24:18];
   assign \append__payload.counts[1]  = append__payload[31:25];
   assign \append__payload.counts[2]  = append__payload[38:32];
+  assign \$signature__data.n  = \$signature__data [9:0];
+  assign \$signature__data.sb  = \$signature__data [51:10];
+  assign \$signature__data.sb[0]  = \$signature__data [23:10];
+  assign \$signature__data.sb[1]  = \$signature__data [37:24];
+  assign \$signature__data.sb[2]  = \$signature__data [51:38];
+  assign \$signature__data$118.n  = \$signature__data$118 [9:0];
+  assign \$signature__data$118.sb  = \$signature__data$118 [51:10];
+  assign \$signature__data$118.sb[0]  = \$signature__data$118 [23:10];
+  assign \$signature__data$118.sb[1]  = \$signature__data$118 [37:24];
+  assign \$signature__data$118.sb[2]  = \$signature__data$118 [51:38];
   assign \$1  = cm[0];
-  assign \$27 [9:5] = 5'h00;
-  assign \$27 [4:0] = \$signature__data [4:0];
-  assign \$31 [13:10] = 4'h0;
-  assign \$31 [9:0] = \$signature__data [19:10];
-  assign \$35 [13:10] = 4'h0;
-  assign \$35 [9:0] = \$signature__data [19:10];
-  assign \$41 [9:5] = 5'h00;
-  assign \$41 [4:0] = \$signature__data [4:0];
-  assign \$45 [13:10] = 4'h0;
-  assign \$45 [9:0] = \$signature__data [33:24];
-  assign \$49 [13:10] = 4'h0;
-  assign \$49 [9:0] = \$signature__data [33:24];
-  assign \$55 [9:5] = 5'h00;
-  assign \$55 [4:0] = \$signature__data [4:0];
-  assign \$59 [13:10] = 4'h0;
-  assign \$59 [9:0] = \$signature__data [47:38];
-  assign \$63 [13:10] = 4'h0;
-  assign \$63 [9:0] = \$signature__data [47:38];
-  assign \$69 [9:6] = 4'h0;
-  assign \$69 [5:0] = \$signature__data [5:0];
-  assign \$135 [9:5] = 5'h00;
-  assign \$135 [4:0] = n[4:0];
-  assign \$147 [13:10] = 4'h0;
-  assign \$147 [9:0] = \$146 [9:0];
-  assign \$152 [13:10] = 4'h0;
-  assign \$152 [9:0] = \$151 [9:0];
-  assign \$158 [13:10] = 4'h0;
-  assign \$158 [9:0] = \$157 [9:0];
-  assign \$169 [13:10] = 4'h0;
-  assign \$169 [9:0] = \$168 [9:0];
-  assign \$177  = { \$176 , 10'h000 };
-  assign \$182 [13:10] = 4'h0;
-  assign \$182 [9:0] = \$181 [9:0];
-  assign \$188 [13:10] = 4'h0;
-  assign \$188 [9:0] = \$187 [9:0];
-  assign \$198 [9:6] = 4'h0;
-  assign \$198 [5:0] = n[5:0];
-  assign \$214  = { 5'h00, n[9:5] };
-  assign \$215  = { 6'h00, n[9:6] };
-  assign \$218  = { 5'h00, n[9:5] };
-  assign \$219  = { 6'h00, n[9:6] };
-  assign \$222  = { 5'h00, n[9:5] };
-  assign \$223  = { 6'h00, n[9:6] };
-  assign \$226  = { 5'h00, n[9:5] };
-  assign \$227  = { 6'h00, n[9:6] };
-  assign \$230 [9:5] = 5'h00;
-  assign \$230 [4:0] = n[4:0];
-  assign \$232 [9:6] = 4'h0;
-  assign \$232 [5:0] = n[5:0];
-  assign \$237  = { 10'h000, \$236 [13:10] };
-  assign \$241 [13:10] = 4'h0;
-  assign \$241 [9:0] = \$240 [9:0];
-  assign \$245  = { 10'h000, \$244 [13:10] };
-  assign \$247  = { 10'h000, \$246 [13:10] };
-  assign \$253 [13:10] = 4'h0;
-  assign \$253 [9:0] = \$252 [9:0];
-  assign \$261 [13:10] = 4'h0;
-  assign \$261 [9:0] = \$260 [9:0];
-  assign \$275  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$276  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$279  = { 10'h000, \$278 [20:10] };
-  assign \$282  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$283  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$286  = { 10'h000, \$285 [20:10] };
-  assign \$289  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$290  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$293  = { 10'h000, \$292 [20:10] };
-  assign \$301 [24:10] = 15'h0000;
-  assign \$301 [9:0] = a[9:0];
-  assign \$303 [24:10] = 15'h0000;
-  assign \$303 [9:0] = a[9:0];
-  assign \$307 [24:10] = 15'h0000;
-  assign \$307 [9:0] = a[9:0];
-  assign \$331  = { \$330 [11], \$330 [11], \$330 [11], \$330 [11], \$330 [11], \$330 [11:5] };
-  assign \$338  = { \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15:10] };
-  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:6] };
-  assign \$387  = { \$386 [11], \$386 [11], \$386 [11], \$386 [11], \$386 [11], \$386 [11:5] };
-  assign \$396  = { \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15:10] };
-  assign \$399  = { \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11:6] };
-  assign \$452 [13:10] = 4'h0;
-  assign \$452 [9:0] = \$451 [9:0];
-  assign \$467 [9:5] = 5'h00;
-  assign \$467 [4:0] = n[4:0];
-  assign \$469 [9:6] = 4'h0;
-  assign \$469 [5:0] = n[5:0];
-  assign \$475 [13:10] = 4'h0;
-  assign \$475 [9:0] = \$474 [9:0];
-  assign \$483 [13:10] = 4'h0;
-  assign \$483 [9:0] = \$482 [9:0];
-  assign \$492  = cm[0];
-  assign \$500  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$501  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$506  = { 3'h0, hi, 4'h0 };
-  assign \$507  = { 2'h0, hi, 5'h00 };
-  assign \$512  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$513  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$516  = { 10'h000, \$515 [20:10] };
-  assign \$529 [24:10] = 15'h0000;
-  assign \$529 [9:0] = a[9:0];
-  assign \$533 [24:10] = 15'h0000;
-  assign \$533 [9:0] = a[9:0];
-  assign \$539 [24:10] = 15'h0000;
-  assign \$539 [9:0] = a[9:0];
-  assign \$543 [24:10] = 15'h0000;
-  assign \$543 [9:0] = a[9:0];
+  assign \$25 [9:5] = 5'h00;
+  assign \$25 [4:0] = n[4:0];
+  assign \$29 [13:10] = 4'h0;
+  assign \$29 [9:0] = sb0[9:0];
+  assign \$33 [13:10] = 4'h0;
+  assign \$33 [9:0] = sb0[9:0];
+  assign \$39 [9:5] = 5'h00;
+  assign \$39 [4:0] = n[4:0];
+  assign \$43 [13:10] = 4'h0;
+  assign \$43 [9:0] = sb1[9:0];
+  assign \$47 [13:10] = 4'h0;
+  assign \$47 [9:0] = sb1[9:0];
+  assign \$53 [9:5] = 5'h00;
+  assign \$53 [4:0] = n[4:0];
+  assign \$57 [13:10] = 4'h0;
+  assign \$57 [9:0] = sb2[9:0];
+  assign \$61 [13:10] = 4'h0;
+  assign \$61 [9:0] = sb2[9:0];
+  assign \$67 [9:6] = 4'h0;
+  assign \$67 [5:0] = n[5:0];
+  assign \$84  = { 4'h0, \$83 [5:4] };
+  assign \$87  = { 4'h0, \$86 [5:4] };
+  assign \$90  = { 3'h0, \$89 [4:3] };
+  assign \$93  = { 3'h0, \$92 [4:3] };
+  assign \$96  = 3'h0;
+  assign \$99  = 3'h0;
+  assign \$104  = cmd__payload[0];
+  assign \$156 [9:5] = 5'h00;
+  assign \$156 [4:0] = n[4:0];
+  assign \$168 [13:10] = 4'h0;
+  assign \$168 [9:0] = \$167 [9:0];
+  assign \$173 [13:10] = 4'h0;
+  assign \$173 [9:0] = \$172 [9:0];
+  assign \$179 [13:10] = 4'h0;
+  assign \$179 [9:0] = \$178 [9:0];
+  assign \$190 [13:10] = 4'h0;
+  assign \$190 [9:0] = \$189 [9:0];
+  assign \$198  = { \$197 , 10'h000 };
+  assign \$203 [13:10] = 4'h0;
+  assign \$203 [9:0] = \$202 [9:0];
+  assign \$209 [13:10] = 4'h0;
+  assign \$209 [9:0] = \$208 [9:0];
+  assign \$219 [9:6] = 4'h0;
+  assign \$219 [5:0] = n[5:0];
+  assign \$223  = { 5'h00, n[9:5] };
+  assign \$224  = { 5'h00, n[9:5] };
+  assign \$225  = { 6'h00, n[9:6] };
+  assign \$226  = { 6'h00, n[9:6] };
+  assign \$228  = { 10'h000, \$227 [13:10] };
+  assign \$232 [13:10] = 4'h0;
+  assign \$232 [9:0] = \$231 [9:0];
+  assign \$236  = { 10'h000, \$235 [13:10] };
+  assign \$238  = { 10'h000, \$237 [13:10] };
+  assign \$253 [9:5] = 5'h00;
+  assign \$253 [4:0] = n[4:0];
+  assign \$255 [9:6] = 4'h0;
+  assign \$255 [5:0] = n[5:0];
+  assign \$262 [13:10] = 4'h0;
+  assign \$262 [9:0] = \$261 [9:0];
+  assign \$270 [13:10] = 4'h0;
+  assign \$270 [9:0] = \$269 [9:0];
+  assign \$284  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$285  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$288  = { 10'h000, \$287 [20:10] };
+  assign \$291  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$292  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$295  = { 10'h000, \$294 [20:10] };
+  assign \$298  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$299  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$302  = { 10'h000, \$301 [20:10] };
+  assign \$304 [24:10] = 15'h0000;
+  assign \$304 [9:0] = a[9:0];
+  assign \$306 [24:10] = 15'h0000;
+  assign \$306 [9:0] = a[9:0];
+  assign \$310 [24:10] = 15'h0000;
+  assign \$310 [9:0] = a[9:0];
+  assign \$327  = { \$326 [11], \$326 [11], \$326 [11], \$326 [11], \$326 [11], \$326 [11:5] };
+  assign \$334  = { \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15:10] };
+  assign \$337  = { \$336 [11], \$336 [11], \$336 [11], \$336 [11], \$336 [11], \$336 [11], \$336 [11:6] };
+  assign \$391  = { \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11:5] };
+  assign \$400  = { \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15:10] };
+  assign \$403  = { \$402 [11], \$402 [11], \$402 [11], \$402 [11], \$402 [11], \$402 [11], \$402 [11:6] };
+  assign \$432  = cmd__payload[0];
+  assign \$467 [13:10] = 4'h0;
+  assign \$467 [9:0] = \$466 [9:0];
+  assign \$482 [9:5] = 5'h00;
+  assign \$482 [4:0] = n[4:0];
+  assign \$484 [9:6] = 4'h0;
+  assign \$484 [5:0] = n[5:0];
+  assign \$490 [13:10] = 4'h0;
+  assign \$490 [9:0] = \$489 [9:0];
+  assign \$498 [13:10] = 4'h0;
+  assign \$498 [9:0] = \$497 [9:0];
+  assign \$507  = cm[0];
+  assign \$515  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$516  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$521  = { 3'h0, hi, 4'h0 };
+  assign \$522  = { 2'h0, hi, 5'h00 };
+  assign \$527  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$528  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$531  = { 10'h000, \$530 [20:10] };
+  assign \$544 [24:10] = 15'h0000;
+  assign \$544 [9:0] = a[9:0];
+  assign \$548 [24:10] = 15'h0000;
+  assign \$548 [9:0] = a[9:0];
+  assign \$554 [24:10] = 15'h0000;
+  assign \$554 [9:0] = a[9:0];
+  assign \$558 [24:10] = 15'h0000;
+  assign \$558 [9:0] = a[9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.dense_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_entry, wr__en, clk);
-  wire [14:0] \$1 ;
-  wire [15:0] \$2 ;
-  wire [14:0] \$3 ;
-  wire [15:0] \$4 ;
+module \oaken_engine.mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   input clk;
   wire clk;
+  wire [13:0] r_addr;
   output [13:0] r_data;
   wire [13:0] r_data;
-  input [3:0] r_entry;
-  wire [3:0] r_entry;
-  input [9:0] r_stream;
-  wire [9:0] r_stream;
+  input [13:0] rd__addr;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
   wire rst;
+  wire [13:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [3:0] w_entry;
-  wire [3:0] w_entry;
-  input [9:0] w_stream;
-  wire [9:0] w_stream;
+  input [13:0] wr__addr;
   wire [13:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -51299,20 +51580,16 @@ module \oaken_engine.mmu.dense_table (rst, w_stream, wr__data, r_data, r_stream,
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[\$4 [13:0]] <= wr__data;
+      mem[wr__addr] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[\$2 [13:0]];
+    _0_ <= mem[rd__addr];
   end
   assign r_data = _0_;
-  assign \$1  = r_stream * 5'h10;
-  assign \$2  = \$1  + r_entry;
-  assign \$3  = w_stream * 5'h10;
-  assign \$4  = \$3  + w_entry;
-  assign rd__addr = \$2 [13:0];
+  assign r_addr = rd__addr;
   assign rd__data = r_data;
-  assign wr__addr = \$4 [13:0];
+  assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -67855,29 +68132,21 @@ module \oaken_engine.mmu.free_list (rst, alloc__valid, release__ready, alloc__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.meta_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_entry, wr__en, clk);
-  wire [11:0] \$1 ;
-  wire [12:0] \$2 ;
-  wire [11:0] \$3 ;
-  wire [12:0] \$4 ;
+module \oaken_engine.mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   input clk;
   wire clk;
+  wire [10:0] r_addr;
   output [13:0] r_data;
   wire [13:0] r_data;
-  input [2:0] r_entry;
-  wire [2:0] r_entry;
-  input [7:0] r_stream;
-  wire [7:0] r_stream;
+  input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
   wire rst;
+  wire [10:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [2:0] w_entry;
-  wire [2:0] w_entry;
-  input [7:0] w_stream;
-  wire [7:0] w_stream;
+  input [10:0] wr__addr;
   wire [10:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -69808,48 +70077,36 @@ module \oaken_engine.mmu.meta_table (rst, w_stream, wr__data, r_data, r_stream, 
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[\$4 [10:0]] <= wr__data;
+      mem[wr__addr] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[\$2 [10:0]];
+    _0_ <= mem[rd__addr];
   end
   assign r_data = _0_;
-  assign \$1  = r_stream * 4'h8;
-  assign \$2  = \$1  + r_entry;
-  assign \$3  = w_stream * 4'h8;
-  assign \$4  = \$3  + w_entry;
-  assign rd__addr = \$2 [10:0];
+  assign r_addr = rd__addr;
   assign rd__data = r_data;
-  assign wr__addr = \$4 [10:0];
+  assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.sparse_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_entry, wr__en, clk);
-  wire [13:0] \$1 ;
-  wire [14:0] \$2 ;
-  wire [13:0] \$3 ;
-  wire [14:0] \$4 ;
+module \oaken_engine.mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   input clk;
   wire clk;
+  wire [12:0] r_addr;
   output [13:0] r_data;
   wire [13:0] r_data;
-  input [2:0] r_entry;
-  wire [2:0] r_entry;
-  input [9:0] r_stream;
-  wire [9:0] r_stream;
+  input [12:0] rd__addr;
   wire [12:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
   wire rst;
+  wire [12:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [2:0] w_entry;
-  wire [2:0] w_entry;
-  input [9:0] w_stream;
-  wire [9:0] w_stream;
+  input [12:0] wr__addr;
   wire [12:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -75620,20 +75877,16 @@ module \oaken_engine.mmu.sparse_table (rst, w_stream, wr__data, r_data, r_stream
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[\$4 [12:0]] <= wr__data;
+      mem[wr__addr] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[\$2 [12:0]];
+    _0_ <= mem[rd__addr];
   end
   assign r_data = _0_;
-  assign \$1  = r_stream * 4'h8;
-  assign \$2  = \$1  + r_entry;
-  assign \$3  = w_stream * 4'h8;
-  assign \$4  = \$3  + w_entry;
-  assign rd__addr = \$2 [12:0];
+  assign r_addr = rd__addr;
   assign rd__data = r_data;
-  assign wr__addr = \$4 [12:0];
+  assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -80737,7 +80990,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$24701$205 (q3_info0[257:205]),
+    .\port$24724$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -83845,7 +84098,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -86168,8 +86421,8 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$24701$205 ;
-  wire [52:0] \port$24701$205 ;
+  input [52:0] \port$24724$205 ;
+  wire [52:0] \port$24724$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -86623,29 +86876,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$24701$205 [19:15];
-  assign \$3  = \port$24701$205 [19:15] - 1'h1;
+  assign \$2  = | \port$24724$205 [19:15];
+  assign \$3  = \port$24724$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$24701$205 [35:31];
-  assign \$7  = \port$24701$205 [35:31] - 1'h1;
+  assign \$6  = | \port$24724$205 [35:31];
+  assign \$7  = \port$24724$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$24701$205 [51:47];
-  assign \$10  = \port$24701$205 [51:47] - 1'h1;
+  assign \$9  = | \port$24724$205 [51:47];
+  assign \$10  = \port$24724$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$24701$205 [19:15];
+  assign \$15  = | \port$24724$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$24701$205 [35:31];
-  assign \$18  = | \port$24701$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$24701$205 [30:21] } : { \$18 , \port$24701$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$24701$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$24724$205 [35:31];
+  assign \$18  = | \port$24724$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$24724$205 [30:21] } : { \$18 , \port$24724$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$24724$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$24701$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$23  = 5'h10 - \port$24724$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24724$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -86683,29 +86936,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$24701$205 [19:15];
-  assign \$70  = \port$24701$205 [19:15] - 1'h1;
+  assign \$69  = | \port$24724$205 [19:15];
+  assign \$70  = \port$24724$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$24701$205 [35:31];
-  assign \$74  = \port$24701$205 [35:31] - 1'h1;
+  assign \$73  = | \port$24724$205 [35:31];
+  assign \$74  = \port$24724$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$24701$205 [51:47];
-  assign \$77  = \port$24701$205 [51:47] - 1'h1;
+  assign \$76  = | \port$24724$205 [51:47];
+  assign \$77  = \port$24724$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$24701$205 [19:15];
+  assign \$82  = | \port$24724$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$24701$205 [35:31];
-  assign \$85  = | \port$24701$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$24701$205 [30:21] } : { \$85 , \port$24701$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$24701$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$24724$205 [35:31];
+  assign \$85  = | \port$24724$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$24724$205 [30:21] } : { \$85 , \port$24724$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$24724$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$24701$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$90  = 5'h10 - \port$24724$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24724$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -86743,29 +86996,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$24701$205 [19:15];
-  assign \$137  = \port$24701$205 [19:15] - 1'h1;
+  assign \$136  = | \port$24724$205 [19:15];
+  assign \$137  = \port$24724$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$24701$205 [35:31];
-  assign \$141  = \port$24701$205 [35:31] - 1'h1;
+  assign \$140  = | \port$24724$205 [35:31];
+  assign \$141  = \port$24724$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$24701$205 [51:47];
-  assign \$144  = \port$24701$205 [51:47] - 1'h1;
+  assign \$143  = | \port$24724$205 [51:47];
+  assign \$144  = \port$24724$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$24701$205 [19:15];
+  assign \$149  = | \port$24724$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$24701$205 [35:31];
-  assign \$152  = | \port$24701$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$24701$205 [30:21] } : { \$152 , \port$24701$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$24701$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$24724$205 [35:31];
+  assign \$152  = | \port$24724$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$24724$205 [30:21] } : { \$152 , \port$24724$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$24724$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$24701$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$157  = 5'h10 - \port$24724$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24724$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -86803,29 +87056,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$24701$205 [19:15];
-  assign \$204  = \port$24701$205 [19:15] - 1'h1;
+  assign \$203  = | \port$24724$205 [19:15];
+  assign \$204  = \port$24724$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$24701$205 [35:31];
-  assign \$208  = \port$24701$205 [35:31] - 1'h1;
+  assign \$207  = | \port$24724$205 [35:31];
+  assign \$208  = \port$24724$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$24701$205 [51:47];
-  assign \$211  = \port$24701$205 [51:47] - 1'h1;
+  assign \$210  = | \port$24724$205 [51:47];
+  assign \$211  = \port$24724$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$24701$205 [19:15];
+  assign \$216  = | \port$24724$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$24701$205 [35:31];
-  assign \$219  = | \port$24701$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$24701$205 [30:21] } : { \$219 , \port$24701$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$24701$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$24724$205 [35:31];
+  assign \$219  = | \port$24724$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$24724$205 [30:21] } : { \$219 , \port$24724$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$24724$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$24701$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$224  = 5'h10 - \port$24724$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24724$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -86863,29 +87116,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$24701$205 [19:15];
-  assign \$271  = \port$24701$205 [19:15] - 1'h1;
+  assign \$270  = | \port$24724$205 [19:15];
+  assign \$271  = \port$24724$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$24701$205 [35:31];
-  assign \$275  = \port$24701$205 [35:31] - 1'h1;
+  assign \$274  = | \port$24724$205 [35:31];
+  assign \$275  = \port$24724$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$24701$205 [51:47];
-  assign \$278  = \port$24701$205 [51:47] - 1'h1;
+  assign \$277  = | \port$24724$205 [51:47];
+  assign \$278  = \port$24724$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$24701$205 [19:15];
+  assign \$283  = | \port$24724$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$24701$205 [35:31];
-  assign \$286  = | \port$24701$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$24701$205 [30:21] } : { \$286 , \port$24701$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$24701$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$24724$205 [35:31];
+  assign \$286  = | \port$24724$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$24724$205 [30:21] } : { \$286 , \port$24724$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$24724$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$24701$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$291  = 5'h10 - \port$24724$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24724$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -86923,29 +87176,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$24701$205 [19:15];
-  assign \$338  = \port$24701$205 [19:15] - 1'h1;
+  assign \$337  = | \port$24724$205 [19:15];
+  assign \$338  = \port$24724$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$24701$205 [35:31];
-  assign \$342  = \port$24701$205 [35:31] - 1'h1;
+  assign \$341  = | \port$24724$205 [35:31];
+  assign \$342  = \port$24724$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$24701$205 [51:47];
-  assign \$345  = \port$24701$205 [51:47] - 1'h1;
+  assign \$344  = | \port$24724$205 [51:47];
+  assign \$345  = \port$24724$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$24701$205 [19:15];
+  assign \$350  = | \port$24724$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$24701$205 [35:31];
-  assign \$353  = | \port$24701$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$24701$205 [30:21] } : { \$353 , \port$24701$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$24701$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$24724$205 [35:31];
+  assign \$353  = | \port$24724$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$24724$205 [30:21] } : { \$353 , \port$24724$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$24724$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$24701$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$358  = 5'h10 - \port$24724$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24724$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -86983,29 +87236,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$24701$205 [19:15];
-  assign \$405  = \port$24701$205 [19:15] - 1'h1;
+  assign \$404  = | \port$24724$205 [19:15];
+  assign \$405  = \port$24724$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$24701$205 [35:31];
-  assign \$409  = \port$24701$205 [35:31] - 1'h1;
+  assign \$408  = | \port$24724$205 [35:31];
+  assign \$409  = \port$24724$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$24701$205 [51:47];
-  assign \$412  = \port$24701$205 [51:47] - 1'h1;
+  assign \$411  = | \port$24724$205 [51:47];
+  assign \$412  = \port$24724$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$24701$205 [19:15];
+  assign \$417  = | \port$24724$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$24701$205 [35:31];
-  assign \$420  = | \port$24701$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$24701$205 [30:21] } : { \$420 , \port$24701$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$24701$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$24724$205 [35:31];
+  assign \$420  = | \port$24724$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$24724$205 [30:21] } : { \$420 , \port$24724$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$24724$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$24701$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$425  = 5'h10 - \port$24724$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24724$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -87043,29 +87296,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$24701$205 [19:15];
-  assign \$472  = \port$24701$205 [19:15] - 1'h1;
+  assign \$471  = | \port$24724$205 [19:15];
+  assign \$472  = \port$24724$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$24701$205 [35:31];
-  assign \$476  = \port$24701$205 [35:31] - 1'h1;
+  assign \$475  = | \port$24724$205 [35:31];
+  assign \$476  = \port$24724$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$24701$205 [51:47];
-  assign \$479  = \port$24701$205 [51:47] - 1'h1;
+  assign \$478  = | \port$24724$205 [51:47];
+  assign \$479  = \port$24724$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$24701$205 [19:15];
+  assign \$484  = | \port$24724$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$24701$205 [35:31];
-  assign \$487  = | \port$24701$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$24701$205 [30:21] } : { \$487 , \port$24701$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$24701$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$24724$205 [35:31];
+  assign \$487  = | \port$24724$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$24724$205 [30:21] } : { \$487 , \port$24724$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$24724$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$24701$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$492  = 5'h10 - \port$24724$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24724$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -87103,29 +87356,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$24701$205 [19:15];
-  assign \$539  = \port$24701$205 [19:15] - 1'h1;
+  assign \$538  = | \port$24724$205 [19:15];
+  assign \$539  = \port$24724$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$24701$205 [35:31];
-  assign \$543  = \port$24701$205 [35:31] - 1'h1;
+  assign \$542  = | \port$24724$205 [35:31];
+  assign \$543  = \port$24724$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$24701$205 [51:47];
-  assign \$546  = \port$24701$205 [51:47] - 1'h1;
+  assign \$545  = | \port$24724$205 [51:47];
+  assign \$546  = \port$24724$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$24701$205 [19:15];
+  assign \$551  = | \port$24724$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$24701$205 [35:31];
-  assign \$554  = | \port$24701$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$24701$205 [30:21] } : { \$554 , \port$24701$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$24701$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$24724$205 [35:31];
+  assign \$554  = | \port$24724$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$24724$205 [30:21] } : { \$554 , \port$24724$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$24724$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$24701$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$559  = 5'h10 - \port$24724$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24724$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -87163,29 +87416,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$24701$205 [19:15];
-  assign \$606  = \port$24701$205 [19:15] - 1'h1;
+  assign \$605  = | \port$24724$205 [19:15];
+  assign \$606  = \port$24724$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$24701$205 [35:31];
-  assign \$610  = \port$24701$205 [35:31] - 1'h1;
+  assign \$609  = | \port$24724$205 [35:31];
+  assign \$610  = \port$24724$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$24701$205 [51:47];
-  assign \$613  = \port$24701$205 [51:47] - 1'h1;
+  assign \$612  = | \port$24724$205 [51:47];
+  assign \$613  = \port$24724$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$24701$205 [19:15];
+  assign \$618  = | \port$24724$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$24701$205 [35:31];
-  assign \$621  = | \port$24701$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$24701$205 [30:21] } : { \$621 , \port$24701$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$24701$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$24724$205 [35:31];
+  assign \$621  = | \port$24724$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$24724$205 [30:21] } : { \$621 , \port$24724$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$24724$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$24701$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$626  = 5'h10 - \port$24724$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24724$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -87223,29 +87476,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$24701$205 [19:15];
-  assign \$673  = \port$24701$205 [19:15] - 1'h1;
+  assign \$672  = | \port$24724$205 [19:15];
+  assign \$673  = \port$24724$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$24701$205 [35:31];
-  assign \$677  = \port$24701$205 [35:31] - 1'h1;
+  assign \$676  = | \port$24724$205 [35:31];
+  assign \$677  = \port$24724$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$24701$205 [51:47];
-  assign \$680  = \port$24701$205 [51:47] - 1'h1;
+  assign \$679  = | \port$24724$205 [51:47];
+  assign \$680  = \port$24724$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$24701$205 [19:15];
+  assign \$685  = | \port$24724$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$24701$205 [35:31];
-  assign \$688  = | \port$24701$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$24701$205 [30:21] } : { \$688 , \port$24701$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$24701$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$24724$205 [35:31];
+  assign \$688  = | \port$24724$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$24724$205 [30:21] } : { \$688 , \port$24724$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$24724$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$24701$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$693  = 5'h10 - \port$24724$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24724$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -87283,29 +87536,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$24701$205 [19:15];
-  assign \$740  = \port$24701$205 [19:15] - 1'h1;
+  assign \$739  = | \port$24724$205 [19:15];
+  assign \$740  = \port$24724$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$24701$205 [35:31];
-  assign \$744  = \port$24701$205 [35:31] - 1'h1;
+  assign \$743  = | \port$24724$205 [35:31];
+  assign \$744  = \port$24724$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$24701$205 [51:47];
-  assign \$747  = \port$24701$205 [51:47] - 1'h1;
+  assign \$746  = | \port$24724$205 [51:47];
+  assign \$747  = \port$24724$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$24701$205 [19:15];
+  assign \$752  = | \port$24724$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$24701$205 [35:31];
-  assign \$755  = | \port$24701$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$24701$205 [30:21] } : { \$755 , \port$24701$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$24701$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$24724$205 [35:31];
+  assign \$755  = | \port$24724$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$24724$205 [30:21] } : { \$755 , \port$24724$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$24724$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$24701$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$760  = 5'h10 - \port$24724$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24724$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -87343,29 +87596,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$24701$205 [19:15];
-  assign \$807  = \port$24701$205 [19:15] - 1'h1;
+  assign \$806  = | \port$24724$205 [19:15];
+  assign \$807  = \port$24724$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$24701$205 [35:31];
-  assign \$811  = \port$24701$205 [35:31] - 1'h1;
+  assign \$810  = | \port$24724$205 [35:31];
+  assign \$811  = \port$24724$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$24701$205 [51:47];
-  assign \$814  = \port$24701$205 [51:47] - 1'h1;
+  assign \$813  = | \port$24724$205 [51:47];
+  assign \$814  = \port$24724$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$24701$205 [19:15];
+  assign \$819  = | \port$24724$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$24701$205 [35:31];
-  assign \$822  = | \port$24701$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$24701$205 [30:21] } : { \$822 , \port$24701$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$24701$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$24724$205 [35:31];
+  assign \$822  = | \port$24724$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$24724$205 [30:21] } : { \$822 , \port$24724$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$24724$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$24701$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$827  = 5'h10 - \port$24724$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24724$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -87403,29 +87656,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$24701$205 [19:15];
-  assign \$874  = \port$24701$205 [19:15] - 1'h1;
+  assign \$873  = | \port$24724$205 [19:15];
+  assign \$874  = \port$24724$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$24701$205 [35:31];
-  assign \$878  = \port$24701$205 [35:31] - 1'h1;
+  assign \$877  = | \port$24724$205 [35:31];
+  assign \$878  = \port$24724$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$24701$205 [51:47];
-  assign \$881  = \port$24701$205 [51:47] - 1'h1;
+  assign \$880  = | \port$24724$205 [51:47];
+  assign \$881  = \port$24724$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$24701$205 [19:15];
+  assign \$886  = | \port$24724$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$24701$205 [35:31];
-  assign \$889  = | \port$24701$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$24701$205 [30:21] } : { \$889 , \port$24701$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$24701$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$24724$205 [35:31];
+  assign \$889  = | \port$24724$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$24724$205 [30:21] } : { \$889 , \port$24724$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$24724$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$24701$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$894  = 5'h10 - \port$24724$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24724$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -87463,29 +87716,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$24701$205 [19:15];
-  assign \$941  = \port$24701$205 [19:15] - 1'h1;
+  assign \$940  = | \port$24724$205 [19:15];
+  assign \$941  = \port$24724$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$24701$205 [35:31];
-  assign \$945  = \port$24701$205 [35:31] - 1'h1;
+  assign \$944  = | \port$24724$205 [35:31];
+  assign \$945  = \port$24724$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$24701$205 [51:47];
-  assign \$948  = \port$24701$205 [51:47] - 1'h1;
+  assign \$947  = | \port$24724$205 [51:47];
+  assign \$948  = \port$24724$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$24701$205 [19:15];
+  assign \$953  = | \port$24724$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$24701$205 [35:31];
-  assign \$956  = | \port$24701$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$24701$205 [30:21] } : { \$956 , \port$24701$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$24701$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$24724$205 [35:31];
+  assign \$956  = | \port$24724$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$24724$205 [30:21] } : { \$956 , \port$24724$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$24724$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$24701$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$961  = 5'h10 - \port$24724$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24724$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -87523,29 +87776,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$24701$205 [19:15];
-  assign \$1008  = \port$24701$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$24724$205 [19:15];
+  assign \$1008  = \port$24724$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$24701$205 [35:31];
-  assign \$1012  = \port$24701$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$24724$205 [35:31];
+  assign \$1012  = \port$24724$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$24701$205 [51:47];
-  assign \$1015  = \port$24701$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$24724$205 [51:47];
+  assign \$1015  = \port$24724$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$24701$205 [19:15];
+  assign \$1020  = | \port$24724$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$24701$205 [35:31];
-  assign \$1023  = | \port$24701$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$24701$205 [30:21] } : { \$1023 , \port$24701$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$24701$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$24724$205 [35:31];
+  assign \$1023  = | \port$24724$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$24724$205 [30:21] } : { \$1023 , \port$24724$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$24724$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$24701$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$24724$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24724$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -88914,7 +89167,7 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$24701$205 [4:0];
+    \$1473  = \port$24724$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -92732,10 +92985,10 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$24701$205 [4:0];
-  assign delta_outer = \port$24701$205 [52:37];
-  assign delta_inner = \port$24701$205 [36:21];
-  assign delta_mid = \port$24701$205 [20:5];
+  assign n_lo = \port$24724$205 [4:0];
+  assign delta_outer = \port$24724$205 [52:37];
+  assign delta_inner = \port$24724$205 [36:21];
+  assign delta_mid = \port$24724$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -109446,7 +109699,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$27509$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+, \port$27538$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -109816,8 +110069,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$27509$0 ;
-  wire [2:0] \port$27509$0 ;
+  output [2:0] \port$27538$0 ;
+  wire [2:0] \port$27538$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -110256,7 +110509,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.dense_beats  dense_beats (
     .clk(clk),
     .\port$0$390 (rmem_rdata__payload),
-    .\port$24188$3 (\r_data$67 [3]),
+    .\port$24211$3 (\r_data$67 [3]),
     .r_data(\r_data$133 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -111417,7 +111670,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$27509$0  = \$210 ;
+  assign \port$27538$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -112152,7 +112405,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$24211$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -112196,8 +112449,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_d
   wire [2:0] level;
   input [127:0] \port$0$390 ;
   wire [127:0] \port$0$390 ;
-  input \port$24188$3 ;
-  wire \port$24188$3 ;
+  input \port$24211$3 ;
+  wire \port$24211$3 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -112229,7 +112482,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$24188$3 , \port$0$390  };
+      storage[w_port__addr] <= { \port$24211$3 , \port$0$390  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -112328,8 +112581,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$24188$3 , \port$0$390  };
-  assign w_data = { \port$24188$3 , \port$0$390  };
+  assign w_port__data = { \port$24211$3 , \port$0$390  };
+  assign w_data = { \port$24211$3 , \port$0$390  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -113752,7 +114005,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26548$183 , \port$0$4 );
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26571$183 , \port$0$4 );
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -113850,8 +114103,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$26548$183 ;
-  wire [5:0] \port$26548$183 ;
+  input [5:0] \port$26571$183 ;
+  wire [5:0] \port$26571$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -114062,8 +114315,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$26548$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$26548$183 [5];
+  assign \$77  = \port$26571$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$26571$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -114087,7 +114340,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$26548$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$26571$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
@@ -114147,7 +114400,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$26548$183 [4:0];
+  assign read__1__layer = \port$26571$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -114156,7 +114409,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$26548$183 [5];
+  assign read__1__kv = \port$26571$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -114641,7 +114894,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$27409$0 (part),
+    .\port$27438$0 (part),
     .\port$9269$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
@@ -115759,7 +116012,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$27409$0 , r_rdy, clk);
+module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$27438$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -115801,8 +116054,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$27409$0 ;
-  wire [63:0] \port$27409$0 ;
+  input [63:0] \port$27438$0 ;
+  wire [63:0] \port$27438$0 ;
   input [63:0] \port$9269$0 ;
   wire [63:0] \port$9269$0 ;
   (* init = 4'h0 *)
@@ -115848,7 +116101,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9269$0 , \port$27409$0  };
+      storage[w_port__addr] <= { \port$9269$0 , \port$27438$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -115947,8 +116200,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9269$0 , \port$27409$0  };
-  assign w_data = { \port$9269$0 , \port$27409$0  };
+  assign w_port__data = { \port$9269$0 , \port$27438$0  };
+  assign w_data = { \port$9269$0 , \port$27438$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
