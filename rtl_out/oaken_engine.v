@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$26571$183 (\$29 ),
+    .\port$26567$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$27538$0 (\$30 ),
+    .\port$27546$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$26571$183 (\$29 ),
+    .\port$26567$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26571$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26567$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$26571$183 ;
-  wire [5:0] \port$26571$183 ;
+  output [5:0] \port$26567$183 ;
+  wire [5:0] \port$26567$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$26571$183  = i__payload[188:183];
+  assign \port$26567$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -35006,20 +35006,20 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$102 ;
   wire \$103 ;
   wire \$104 ;
-  wire [7:0] \$105 ;
+  reg [7:0] \$105 ;
   wire [8:0] \$106 ;
   wire [9:0] \$107 ;
-  wire [7:0] \$108 ;
+  reg [7:0] \$108 ;
   wire [6:0] \$109 ;
   wire [11:0] \$11 ;
   wire [8:0] \$110 ;
   wire [9:0] \$111 ;
   wire [9:0] \$112 ;
-  wire [7:0] \$113 ;
+  reg [7:0] \$113 ;
   wire [6:0] \$114 ;
   wire [8:0] \$115 ;
   wire [9:0] \$116 ;
-  wire [7:0] \$117 ;
+  reg [7:0] \$117 ;
   wire [6:0] \$118 ;
   wire [8:0] \$119 ;
   wire \$12 ;
@@ -35068,410 +35068,410 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$159 ;
   wire [3:0] \$16 ;
   wire \$160 ;
-  reg [6:0] \$161 ;
-  wire \$162 ;
+  reg [13:0] \$161 ;
+  wire [3:0] \$162 ;
   reg [13:0] \$163 ;
-  wire [3:0] \$164 ;
-  reg [13:0] \$165 ;
-  wire [13:0] \$166 ;
-  reg [13:0] \$167 ;
-  wire [13:0] \$168 ;
-  wire [23:0] \$169 ;
+  wire [13:0] \$164 ;
+  wire [23:0] \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire [3:0] \$17 ;
-  reg [6:0] \$170 ;
-  wire \$171 ;
-  reg [13:0] \$172 ;
-  wire [13:0] \$173 ;
-  reg [6:0] \$174 ;
-  wire [14:0] \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  reg [13:0] \$178 ;
-  wire [13:0] \$179 ;
+  wire \$170 ;
+  reg [13:0] \$171 ;
+  wire [23:0] \$172 ;
+  wire \$173 ;
+  reg [13:0] \$174 ;
+  wire [3:0] \$175 ;
+  reg [13:0] \$176 ;
+  wire [13:0] \$177 ;
+  wire [9:0] \$178 ;
+  wire [14:0] \$179 ;
   wire [3:0] \$18 ;
-  wire [14:0] \$180 ;
-  reg [6:0] \$181 ;
-  wire [14:0] \$182 ;
-  wire \$183 ;
-  reg [6:0] \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  reg [6:0] \$187 ;
-  wire \$188 ;
-  reg [13:0] \$189 ;
+  wire [23:0] \$180 ;
+  wire \$181 ;
+  wire [9:0] \$182 ;
+  wire [9:0] \$183 ;
+  wire [9:0] \$184 ;
+  wire [9:0] \$185 ;
+  reg [13:0] \$186 ;
+  wire [13:0] \$187 ;
+  reg [6:0] \$188 ;
+  wire \$189 ;
   wire [3:0] \$19 ;
-  wire [13:0] \$190 ;
-  reg [6:0] \$191 ;
-  wire [14:0] \$192 ;
+  reg [13:0] \$190 ;
+  wire [13:0] \$191 ;
+  wire \$192 ;
   wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  reg [13:0] \$197 ;
-  wire [23:0] \$198 ;
-  reg [6:0] \$199 ;
+  reg [13:0] \$194 ;
+  wire [13:0] \$195 ;
+  reg [13:0] \$196 ;
+  wire [13:0] \$197 ;
+  wire [14:0] \$198 ;
+  wire [14:0] \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  reg [6:0] \$200 ;
+  wire \$200 ;
   wire \$201 ;
-  reg [13:0] \$202 ;
-  wire [13:0] \$203 ;
-  reg [6:0] \$204 ;
-  wire [14:0] \$205 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  reg [13:0] \$208 ;
-  wire [13:0] \$209 ;
+  wire [10:0] \$207 ;
+  wire [14:0] \$208 ;
+  wire [14:0] \$209 ;
   wire \$21 ;
   wire [14:0] \$210 ;
-  reg [6:0] \$211 ;
-  wire [14:0] \$212 ;
-  wire [15:0] \$213 ;
-  wire \$214 ;
-  reg [13:0] \$215 ;
-  wire [3:0] \$216 ;
-  reg [13:0] \$217 ;
-  wire [13:0] \$218 ;
-  wire [9:0] \$219 ;
+  wire \$211 ;
+  wire [9:0] \$212 ;
+  wire \$213 ;
+  wire [9:0] \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  reg [6:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [14:0] \$220 ;
-  wire [23:0] \$221 ;
+  reg [13:0] \$220 ;
+  wire [13:0] \$221 ;
   wire \$222 ;
-  wire [9:0] \$223 ;
-  wire [9:0] \$224 ;
-  wire [9:0] \$225 ;
-  wire [9:0] \$226 ;
-  reg [13:0] \$227 ;
-  wire [13:0] \$228 ;
-  reg [6:0] \$229 ;
+  wire \$223 ;
+  reg [6:0] \$224 ;
+  wire \$225 ;
+  reg [6:0] \$226 ;
+  wire \$227 ;
+  reg [13:0] \$228 ;
+  wire [13:0] \$229 ;
   wire \$23 ;
-  wire \$230 ;
-  reg [13:0] \$231 ;
-  wire [13:0] \$232 ;
+  reg [6:0] \$230 ;
+  wire [14:0] \$231 ;
+  wire \$232 ;
   wire \$233 ;
   wire \$234 ;
-  reg [13:0] \$235 ;
-  wire [13:0] \$236 ;
-  reg [13:0] \$237 ;
-  wire [13:0] \$238 ;
-  wire [14:0] \$239 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  reg [13:0] \$238 ;
+  wire [13:0] \$239 ;
   wire [1:0] \$24 ;
-  wire [14:0] \$240 ;
+  wire [13:0] \$240 ;
   wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire [10:0] \$248 ;
-  wire [14:0] \$249 ;
+  wire [20:0] \$243 ;
+  wire [20:0] \$244 ;
+  wire [20:0] \$245 ;
+  wire [20:0] \$246 ;
+  wire [20:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire [9:0] \$25 ;
-  wire [14:0] \$250 ;
-  wire [14:0] \$251 ;
-  wire \$252 ;
-  wire [9:0] \$253 ;
-  wire \$254 ;
-  wire [9:0] \$255 ;
+  wire [20:0] \$250 ;
+  wire [20:0] \$251 ;
+  wire [20:0] \$252 ;
+  wire [20:0] \$253 ;
+  wire [20:0] \$254 ;
+  wire \$255 ;
   wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  reg [6:0] \$259 ;
+  wire [20:0] \$257 ;
+  wire [20:0] \$258 ;
+  wire [20:0] \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  reg [13:0] \$261 ;
-  wire [13:0] \$262 ;
-  wire \$263 ;
+  wire [20:0] \$260 ;
+  wire [20:0] \$261 ;
+  reg [13:0] \$262 ;
+  wire [23:0] \$263 ;
   wire \$264 ;
-  reg [6:0] \$265 ;
+  wire [24:0] \$265 ;
   wire \$266 ;
-  reg [6:0] \$267 ;
-  wire \$268 ;
-  reg [13:0] \$269 ;
+  wire [15:0] \$267 ;
+  wire [15:0] \$268 ;
+  wire \$269 ;
   wire [1:0] \$27 ;
-  wire [13:0] \$270 ;
-  reg [6:0] \$271 ;
-  wire [14:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
+  wire [15:0] \$270 ;
+  wire [15:0] \$271 ;
+  wire \$272 ;
+  wire [15:0] \$273 ;
+  wire [15:0] \$274 ;
+  wire [8:0] \$275 ;
   wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  reg [13:0] \$279 ;
+  wire [10:0] \$277 ;
+  wire [11:0] \$278 ;
+  wire [11:0] \$279 ;
   wire \$28 ;
-  wire [13:0] \$280 ;
-  wire [13:0] \$281 ;
+  wire \$280 ;
+  wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  wire [20:0] \$284 ;
-  wire [20:0] \$285 ;
-  wire [20:0] \$286 ;
-  wire [20:0] \$287 ;
-  wire [20:0] \$288 ;
-  wire \$289 ;
+  reg [13:0] \$283 ;
+  wire [14:0] \$284 ;
+  wire [15:0] \$285 ;
+  wire [15:0] \$286 ;
+  wire [10:0] \$287 ;
+  wire [11:0] \$288 ;
+  wire [11:0] \$289 ;
   wire [13:0] \$29 ;
-  wire \$290 ;
-  wire [20:0] \$291 ;
-  wire [20:0] \$292 ;
-  wire [20:0] \$293 ;
-  wire [20:0] \$294 ;
-  wire [20:0] \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire [20:0] \$298 ;
-  wire [20:0] \$299 ;
+  wire [15:0] \$290 ;
+  wire [15:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire [8:0] \$296 ;
+  reg [13:0] \$297 ;
+  wire [3:0] \$298 ;
+  wire \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  wire [20:0] \$300 ;
-  wire [20:0] \$301 ;
-  wire [20:0] \$302 ;
-  reg [13:0] \$303 ;
-  wire [24:0] \$304 ;
-  wire [24:0] \$305 ;
-  wire [24:0] \$306 ;
-  wire [25:0] \$307 ;
-  wire [25:0] \$308 ;
-  wire \$309 ;
+  wire [3:0] \$300 ;
+  wire [3:0] \$301 ;
+  wire \$302 ;
+  wire [3:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire [3:0] \$306 ;
+  wire [4:0] \$307 ;
+  wire [3:0] \$308 ;
+  wire [4:0] \$309 ;
   wire \$31 ;
-  wire [24:0] \$310 ;
-  wire [25:0] \$311 ;
-  wire [25:0] \$312 ;
-  wire [25:0] \$313 ;
-  wire \$314 ;
-  wire [15:0] \$315 ;
-  wire [15:0] \$316 ;
+  wire [4:0] \$310 ;
+  wire [4:0] \$311 ;
+  wire [3:0] \$312 ;
+  wire \$313 ;
+  wire [3:0] \$314 ;
+  wire \$315 ;
+  wire [3:0] \$316 ;
   wire \$317 ;
-  wire [15:0] \$318 ;
-  wire [15:0] \$319 ;
+  wire \$318 ;
+  wire [1:0] \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [1:0] \$320 ;
   wire [15:0] \$321 ;
-  wire [15:0] \$322 ;
-  wire [8:0] \$323 ;
-  wire \$324 ;
-  wire [10:0] \$325 ;
-  wire [11:0] \$326 ;
-  wire [11:0] \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire \$322 ;
+  wire [15:0] \$323 ;
+  wire [15:0] \$324 ;
+  wire [15:0] \$325 ;
+  wire [15:0] \$326 ;
+  wire \$327 ;
+  wire [15:0] \$328 ;
+  wire [15:0] \$329 ;
   wire [13:0] \$33 ;
-  wire \$330 ;
-  reg [13:0] \$331 ;
-  wire [14:0] \$332 ;
+  wire [15:0] \$330 ;
+  wire [15:0] \$331 ;
+  wire \$332 ;
   wire [15:0] \$333 ;
   wire [15:0] \$334 ;
-  wire [10:0] \$335 ;
-  wire [11:0] \$336 ;
-  wire [11:0] \$337 ;
-  wire [15:0] \$338 ;
-  wire [15:0] \$339 ;
+  wire [15:0] \$335 ;
+  wire [15:0] \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire [3:0] \$339 ;
   wire [14:0] \$34 ;
   wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire [8:0] \$344 ;
-  reg [13:0] \$345 ;
+  wire [10:0] \$341 ;
+  wire [11:0] \$342 ;
+  wire [11:0] \$343 ;
+  wire [3:0] \$344 ;
+  wire \$345 ;
   wire [3:0] \$346 ;
   wire \$347 ;
-  wire [3:0] \$348 ;
-  wire [3:0] \$349 ;
+  wire \$348 ;
+  reg [13:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire [3:0] \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire [3:0] \$354 ;
-  wire [4:0] \$355 ;
-  wire [3:0] \$356 ;
-  wire [4:0] \$357 ;
-  wire [4:0] \$358 ;
-  wire [4:0] \$359 ;
+  wire [14:0] \$350 ;
+  wire [15:0] \$351 ;
+  wire [15:0] \$352 ;
+  wire [10:0] \$353 ;
+  wire [11:0] \$354 ;
+  wire [11:0] \$355 ;
+  wire [15:0] \$356 ;
+  wire [15:0] \$357 ;
+  wire [15:0] \$358 ;
+  wire \$359 ;
   wire \$36 ;
-  wire [3:0] \$360 ;
+  wire \$360 ;
   wire \$361 ;
-  wire [3:0] \$362 ;
+  wire \$362 ;
   wire \$363 ;
-  wire [3:0] \$364 ;
+  wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [1:0] \$367 ;
-  wire [1:0] \$368 ;
-  wire [15:0] \$369 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
   wire \$370 ;
-  wire [15:0] \$371 ;
-  wire [15:0] \$372 ;
-  wire [15:0] \$373 ;
-  wire [15:0] \$374 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
   wire \$375 ;
-  wire [15:0] \$376 ;
-  wire [15:0] \$377 ;
-  wire [15:0] \$378 ;
-  wire [15:0] \$379 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire [8:0] \$378 ;
+  wire \$379 ;
   wire [2:0] \$38 ;
-  wire \$380 ;
-  wire [15:0] \$381 ;
-  wire [15:0] \$382 ;
-  wire [15:0] \$383 ;
-  wire [15:0] \$384 ;
-  wire \$385 ;
-  wire \$386 ;
-  wire [3:0] \$387 ;
-  wire \$388 ;
-  wire [10:0] \$389 ;
+  wire [13:0] \$380 ;
+  wire [12:0] \$381 ;
+  wire [11:0] \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  reg [7:0] \$385 ;
+  wire [8:0] \$386 ;
+  wire [9:0] \$387 ;
+  reg [7:0] \$388 ;
+  wire [6:0] \$389 ;
   wire [9:0] \$39 ;
-  wire [11:0] \$390 ;
-  wire [11:0] \$391 ;
-  wire [3:0] \$392 ;
-  wire \$393 ;
-  wire [3:0] \$394 ;
-  wire \$395 ;
-  wire \$396 ;
-  reg [13:0] \$397 ;
-  wire [14:0] \$398 ;
-  wire [15:0] \$399 ;
+  wire [8:0] \$390 ;
+  wire [9:0] \$391 ;
+  wire [9:0] \$392 ;
+  reg [7:0] \$393 ;
+  wire [6:0] \$394 ;
+  wire [8:0] \$395 ;
+  wire [9:0] \$396 ;
+  reg [7:0] \$397 ;
+  wire [6:0] \$398 ;
+  wire [8:0] \$399 ;
   wire [7:0] \$4 ;
   wire \$40 ;
-  wire [15:0] \$400 ;
-  wire [10:0] \$401 ;
-  wire [11:0] \$402 ;
-  wire [11:0] \$403 ;
-  wire [15:0] \$404 ;
-  wire [15:0] \$405 ;
-  wire [15:0] \$406 ;
-  wire \$407 ;
+  wire [9:0] \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  reg [13:0] \$404 ;
+  wire [3:0] \$405 ;
+  wire \$406 ;
+  wire [3:0] \$407 ;
   wire \$408 ;
-  wire \$409 ;
+  wire [3:0] \$409 ;
   wire [3:0] \$41 ;
   wire \$410 ;
-  wire \$411 ;
+  wire [3:0] \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
-  wire \$419 ;
+  wire [3:0] \$417 ;
+  reg [13:0] \$418 ;
+  wire [13:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  reg [6:0] \$420 ;
   wire \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire [8:0] \$426 ;
+  reg [13:0] \$422 ;
+  wire [13:0] \$423 ;
+  reg [6:0] \$424 ;
+  wire [14:0] \$425 ;
+  wire \$426 ;
   wire \$427 ;
-  wire [13:0] \$428 ;
-  wire [12:0] \$429 ;
+  reg [6:0] \$428 ;
+  wire \$429 ;
   wire [13:0] \$43 ;
-  wire [11:0] \$430 ;
+  reg [6:0] \$430 ;
   wire \$431 ;
-  wire \$432 ;
-  wire [7:0] \$433 ;
-  wire [8:0] \$434 ;
-  wire [9:0] \$435 ;
-  wire [7:0] \$436 ;
-  wire [6:0] \$437 ;
-  wire [8:0] \$438 ;
-  wire [9:0] \$439 ;
+  reg [13:0] \$432 ;
+  wire [13:0] \$433 ;
+  reg [6:0] \$434 ;
+  wire [14:0] \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  reg [13:0] \$438 ;
+  wire [13:0] \$439 ;
   wire \$44 ;
-  wire [9:0] \$440 ;
-  wire [7:0] \$441 ;
-  wire [6:0] \$442 ;
-  wire [8:0] \$443 ;
-  wire [9:0] \$444 ;
-  wire [7:0] \$445 ;
-  wire [6:0] \$446 ;
-  wire [8:0] \$447 ;
-  wire [9:0] \$448 ;
-  wire \$449 ;
+  wire [14:0] \$440 ;
+  reg [6:0] \$441 ;
+  wire [14:0] \$442 ;
+  reg [6:0] \$443 ;
+  reg [6:0] \$444 ;
+  wire \$445 ;
+  reg [13:0] \$446 ;
+  wire [13:0] \$447 ;
+  reg [6:0] \$448 ;
+  wire [14:0] \$449 ;
   wire \$45 ;
   wire \$450 ;
   wire \$451 ;
   reg [13:0] \$452 ;
-  wire [3:0] \$453 ;
-  wire \$454 ;
-  wire [3:0] \$455 ;
-  wire \$456 ;
-  wire [3:0] \$457 ;
+  wire [13:0] \$453 ;
+  wire [14:0] \$454 ;
+  reg [6:0] \$455 ;
+  wire [14:0] \$456 ;
+  wire [15:0] \$457 ;
   wire \$458 ;
-  wire [3:0] \$459 ;
+  wire \$459 ;
   wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
   wire \$463 ;
-  reg [6:0] \$464 ;
+  wire \$464 ;
   wire \$465 ;
-  reg [13:0] \$466 ;
-  wire [13:0] \$467 ;
-  reg [6:0] \$468 ;
-  wire [14:0] \$469 ;
+  wire [9:0] \$466 ;
+  wire \$467 ;
+  wire [9:0] \$468 ;
+  wire \$469 ;
   wire [13:0] \$47 ;
   wire \$470 ;
-  wire \$471 ;
+  reg [6:0] \$471 ;
   wire \$472 ;
-  wire [3:0] \$473 ;
-  wire \$474 ;
+  reg [13:0] \$473 ;
+  wire [13:0] \$474 ;
   wire \$475 ;
   wire \$476 ;
-  wire \$477 ;
+  reg [6:0] \$477 ;
   wire \$478 ;
-  wire \$479 ;
+  reg [6:0] \$479 ;
   wire [14:0] \$48 ;
   wire \$480 ;
-  wire \$481 ;
-  wire [9:0] \$482 ;
-  wire \$483 ;
-  wire [9:0] \$484 ;
+  reg [13:0] \$481 ;
+  wire [13:0] \$482 ;
+  reg [6:0] \$483 ;
+  wire [14:0] \$484 ;
   wire \$485 ;
   wire \$486 ;
-  reg [6:0] \$487 ;
+  wire \$487 ;
   wire \$488 ;
-  reg [13:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
-  wire [13:0] \$490 ;
+  wire \$490 ;
   wire \$491 ;
   wire \$492 ;
-  reg [6:0] \$493 ;
+  wire \$493 ;
   wire \$494 ;
-  reg [6:0] \$495 ;
+  wire \$495 ;
   wire \$496 ;
-  reg [13:0] \$497 ;
-  wire [13:0] \$498 ;
-  reg [6:0] \$499 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire [20:0] \$499 ;
   wire [6:0] \$5 ;
   wire \$50 ;
-  wire [14:0] \$500 ;
-  wire \$501 ;
-  wire \$502 ;
+  wire [20:0] \$500 ;
+  wire [20:0] \$501 ;
+  wire [20:0] \$502 ;
   wire \$503 ;
   wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  wire [20:0] \$505 ;
+  wire [20:0] \$506 ;
+  wire [20:0] \$507 ;
+  wire [20:0] \$508 ;
+  wire [21:0] \$509 ;
   wire \$51 ;
   wire \$510 ;
   wire \$511 ;
-  wire \$512 ;
-  wire \$513 ;
-  wire \$514 ;
+  wire [20:0] \$512 ;
+  wire [20:0] \$513 ;
+  wire [20:0] \$514 ;
   wire [20:0] \$515 ;
   wire [20:0] \$516 ;
-  wire [20:0] \$517 ;
-  wire [20:0] \$518 ;
-  wire \$519 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire [20:0] \$519 ;
   wire [4:0] \$52 ;
-  wire \$520 ;
+  wire [20:0] \$520 ;
   wire [20:0] \$521 ;
   wire [20:0] \$522 ;
   wire [20:0] \$523 ;
-  wire [20:0] \$524 ;
+  wire [21:0] \$524 ;
   wire \$525 ;
   wire \$526 ;
   wire [20:0] \$527 ;
@@ -35493,29 +35493,29 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
-  wire [24:0] \$544 ;
-  wire [25:0] \$545 ;
+  wire \$544 ;
+  wire [24:0] \$545 ;
   wire [25:0] \$546 ;
-  wire \$547 ;
-  wire [24:0] \$548 ;
-  wire [25:0] \$549 ;
+  wire [15:0] \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire [5:0] \$55 ;
-  wire [25:0] \$550 ;
-  wire [25:0] \$551 ;
-  wire [26:0] \$552 ;
-  wire [15:0] \$553 ;
-  wire [24:0] \$554 ;
-  wire [25:0] \$555 ;
-  wire [25:0] \$556 ;
-  wire \$557 ;
-  wire [24:0] \$558 ;
-  wire [25:0] \$559 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire [8:0] \$552 ;
+  wire [14:0] \$553 ;
+  wire [13:0] \$554 ;
+  wire [11:0] \$555 ;
+  wire [6:0] \$556 ;
+  wire [3:0] \$557 ;
+  wire [15:0] \$558 ;
+  wire [15:0] \$559 ;
   wire \$56 ;
-  wire [25:0] \$560 ;
-  wire [25:0] \$561 ;
-  wire [26:0] \$562 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
   wire \$563 ;
-  wire \$564 ;
+  wire [3:0] \$564 ;
   wire \$565 ;
   wire \$566 ;
   wire [8:0] \$567 ;
@@ -35525,66 +35525,57 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [11:0] \$570 ;
   wire [6:0] \$571 ;
   wire [3:0] \$572 ;
-  wire [15:0] \$573 ;
-  wire [15:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
-  wire \$578 ;
-  wire [3:0] \$579 ;
+  wire \$573 ;
+  wire \$574 ;
+  reg [7:0] \$575 ;
+  reg \$576 ;
+  reg [13:0] \$577 ;
+  reg [12:0] \$578 ;
+  reg [10:0] \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire [8:0] \$582 ;
-  wire [14:0] \$583 ;
-  wire [13:0] \$584 ;
-  wire [11:0] \$585 ;
-  wire [6:0] \$586 ;
-  wire [3:0] \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  reg [2:0] \$580 ;
+  reg \$581 ;
+  reg \$582 ;
+  reg [40:0] \$583 ;
+  reg \$584 ;
+  reg [5:0] \$585 ;
+  reg [7:0] \$586 ;
+  reg [3:0] \$587 ;
+  reg \$588 ;
+  reg [38:0] \$589 ;
   wire \$59 ;
-  reg [7:0] \$590 ;
-  reg \$591 ;
+  reg [9:0] \$590 ;
+  reg [13:0] \$591 ;
   reg [13:0] \$592 ;
-  reg [12:0] \$593 ;
-  reg [10:0] \$594 ;
-  reg [2:0] \$595 ;
-  reg \$596 ;
-  reg \$597 ;
-  reg [40:0] \$598 ;
-  reg \$599 ;
+  reg [13:0] \$593 ;
+  reg [2:0] \$594 ;
+  reg \$595 ;
+  reg [13:0] \$596 ;
+  reg [13:0] \$597 ;
+  reg [13:0] \$598 ;
+  reg [13:0] \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  reg [5:0] \$600 ;
-  reg [7:0] \$601 ;
-  reg [3:0] \$602 ;
-  reg \$603 ;
-  reg [38:0] \$604 ;
-  reg [9:0] \$605 ;
-  reg [13:0] \$606 ;
-  reg [13:0] \$607 ;
-  reg [13:0] \$608 ;
-  reg [2:0] \$609 ;
+  reg [13:0] \$600 ;
+  reg [13:0] \$601 ;
+  reg [13:0] \$602 ;
+  reg [9:0] \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg [10:0] \$606 ;
+  reg [10:0] \$607 ;
+  reg [3:0] \$608 ;
+  reg [1:0] \$609 ;
   wire [13:0] \$61 ;
-  reg \$610 ;
+  reg [13:0] \$610 ;
   reg [13:0] \$611 ;
   reg [13:0] \$612 ;
-  reg [13:0] \$613 ;
-  reg [13:0] \$614 ;
-  reg [13:0] \$615 ;
-  reg [13:0] \$616 ;
-  reg [13:0] \$617 ;
-  reg [3:0] \$618 ;
-  reg [1:0] \$619 ;
+  reg [24:0] \$613 ;
+  reg [9:0] \$614 ;
+  reg [10:0] \$615 ;
+  reg [14:0] \$616 ;
+  reg [14:0] \$617 ;
   wire [14:0] \$62 ;
-  reg [13:0] \$620 ;
-  reg [13:0] \$621 ;
-  reg [13:0] \$622 ;
-  reg [24:0] \$623 ;
-  reg [24:0] \$624 ;
-  reg [14:0] \$625 ;
-  reg [14:0] \$626 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
@@ -35628,19 +35619,18 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$12 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$118 ;
-  wire [9:0] \$signature__data$118.n ;
-  wire [41:0] \$signature__data$118.sb ;
-  wire [13:0] \$signature__data$118.sb[0] ;
-  wire [13:0] \$signature__data$118.sb[1] ;
-  wire [13:0] \$signature__data$118.sb[2] ;
+  wire [51:0] \$signature__data$124 ;
+  wire [9:0] \$signature__data$124.n ;
+  wire [41:0] \$signature__data$124.sb ;
+  wire [13:0] \$signature__data$124.sb[0] ;
+  wire [13:0] \$signature__data$124.sb[1] ;
+  wire [13:0] \$signature__data$124.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
   wire [13:0] \$signature__data.sb[1] ;
   wire [13:0] \$signature__data.sb[2] ;
   reg \$signature__en ;
-  reg [24:0] a = 25'h0000000;
   wire [13:0] alloc__payload;
   reg alloc__ready;
   wire alloc__valid;
@@ -35667,7 +35657,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg append__ready;
   input append__valid;
   wire append__valid;
-  reg [24:0] b = 25'h0000000;
   wire cap_bad;
   input clk;
   wire clk;
@@ -35738,6 +35727,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [1:0] obs__seq;
   output out_of_pages;
   reg out_of_pages = 1'h0;
+  reg p_c_nz = 1'h0;
+  reg [10:0] p_first_len = 11'h000;
+  reg [9:0] p_off = 10'h000;
+  reg p_second = 1'h0;
+  reg [10:0] p_second_len = 11'h000;
   (* init = 1'h0 *)
   wire pending;
   reg [13:0] pg0_0 = 14'h0000;
@@ -35757,6 +35751,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [13:0] \r_data$91 ;
   wire [13:0] \r_data$92 ;
   wire [1:0] r_idx;
+  reg [24:0] r_left = 25'h0000000;
+  reg [9:0] r_off = 10'h000;
+  reg [10:0] r_room = 11'h000;
   wire [41:0] rd_out__payload;
   wire [23:0] \rd_out__payload.addr ;
   wire [1:0] \rd_out__payload.head ;
@@ -35789,10 +35786,10 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$110 ;
+  reg [1:0] \slot_idx$116 ;
   reg [1:0] \slot_idx$78 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$111 ;
+  reg [1:0] \slot_tab$117 ;
   reg [1:0] \slot_tab$79 ;
   reg [12:0] sparse_base = 13'h0000;
   reg [2:0] sparse_r_entry;
@@ -35806,8 +35803,8 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [13:0] \w_data$56 ;
   wire [13:0] \w_data$62 ;
   reg w_en;
-  reg \w_en$102 ;
-  reg \w_en$103 ;
+  reg \w_en$107 ;
+  reg \w_en$108 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -36070,143 +36067,110 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$118  = _0_;
-  assign \$364  = j + 1'h1;
-  assign \$365  = \$364  < 3'h6;
-  assign \$366  = \$363  & \$365 ;
-  assign \$367  = \$366  ? 2'h1 : 2'h2;
-  assign \$368  = \$361  ? 2'h0 : \$367 ;
-  assign \$369  = e + 1'h1;
-  assign \$370  = \$369  == npg;
-  assign \$371  = e + 1'h1;
-  assign \$372  = \$370  ? 16'h0000 : \$371 ;
-  assign \$373  = release__ready ? \$372  : { 1'h0, e };
-  assign \$374  = e + 1'h1;
-  assign \$375  = \$374  == npg;
-  assign \$376  = e + 1'h1;
-  assign \$377  = \$375  ? 16'h0000 : \$376 ;
-  assign \$378  = release__ready ? \$377  : { 1'h0, e };
-  assign \$379  = e + 1'h1;
-  assign \$380  = \$379  == npg;
-  assign \$381  = e + 1'h1;
-  assign \$382  = \$380  ? 16'h0000 : \$381 ;
-  assign \$383  = release__ready ? \$382  : { 1'h0, e };
-  assign \$384  = e + 1'h1;
-  assign \$385  = \$384  == npg;
-  assign \$386  = release__ready & \$385 ;
-  assign \$387  = j + 1'h1;
-  assign \$388  = \$387  < 2'h3;
-  assign \$389  = n + 6'h20;
-  assign \$390  = \$389  - 1'h1;
-  assign \$392  = j + 1'h1;
-  assign \$393  = \$392  >= 2'h3;
-  assign \$394  = j + 1'h1;
-  assign \$395  = \$394  < 3'h6;
-  assign \$396  = \$393  & \$395 ;
-  assign \$398  = \$397  + 11'h400;
-  assign \$399  = \$398  - 1'h1;
-  assign \$401  = n + 7'h40;
-  assign \$402  = \$401  - 1'h1;
-  assign \$404  = \$396  ? \$400  : { \$403 [11], \$403 [11], \$403 [11], \$403 [11], \$403  };
-  assign \$405  = \$388  ? { \$391 [11], \$391 [11], \$391 [11], \$391 [11], \$391  } : \$404 ;
-  assign \$406  = e + 1'h1;
-  assign \$407  = \$406  == npg;
-  assign \$408  = j != 3'h6;
-  assign \$409  = | k_cnt;
-  assign \$410  = \$408  & \$409 ;
-  assign \$411  = j == 3'h6;
-  assign \$412  = fg == 6'h3b;
-  assign \$413  = ~ gs_done;
-  assign \$414  = ! fsm_state;
-  assign \$415  = fsm_state == 1'h1;
-  assign \$416  = fsm_state == 2'h2;
-  assign \$417  = fsm_state == 2'h3;
-  assign \$418  = fsm_state == 3'h4;
-  assign \$419  = fsm_state == 3'h5;
-  assign \$420  = fsm_state == 3'h6;
-  assign \$421  = fsm_state == 3'h7;
-  assign \$422  = fsm_state == 4'h8;
-  assign \$423  = fsm_state == 4'h9;
-  assign \$424  = fsm_state == 4'ha;
-  assign \$425  = ~ gs_done;
-  assign \$426  = gs_walk + 1'h1;
-  assign \$427  = gs_walk == 8'hef;
-  assign \$428  = gidx * 6'h30;
-  assign \$429  = gidx * 5'h18;
-  assign \$430  = gidx * 4'h8;
-  assign \$431  = ~ ready;
-  assign \$433  = cmd__payload[4:3] * 6'h3c;
-  assign \$434  = \$433  + 1'h0;
-  assign \$435  = \$434  + 1'h0;
-  assign \$436  = cmd__payload[4:3] * 6'h3c;
-  assign \$437  = cmd__payload[9:5] * 2'h2;
-  assign \$438  = \$436  + \$437 ;
-  assign \$439  = \$438  + cmd__payload[10];
-  assign \$440  = \$432  ? \$435  : \$439 ;
-  assign \$441  = ap[1:0] * 6'h3c;
-  assign \$442  = ap[6:2] * 2'h2;
-  assign \$443  = \$441  + \$442 ;
-  assign \$444  = \$443  + ap[7];
-  assign \$445  = append__payload[1:0] * 6'h3c;
-  assign \$446  = append__payload[6:2] * 2'h2;
-  assign \$447  = \$445  + \$446 ;
-  assign \$448  = \$447  + append__payload[7];
-  assign \$449  = ap[1:0] >= 3'h4;
-  assign \$450  = ap[17:8] != n;
-  assign \$451  = \$69 [2:0] > free_pages;
-  assign \$453  = j - 1'h1;
-  assign \$454  = ! j;
-  assign \$455  = j - 1'h1;
-  assign \$456  = $signed(\$455 ) < $signed(3'h3);
-  assign \$457  = j - 1'h1;
-  assign \$458  = $signed(\$457 ) >= $signed(3'h3);
-  assign \$459  = j - 1'h1;
-  assign \$460  = $signed(\$459 ) < $signed(4'h6);
-  assign \$461  = \$458  & \$460 ;
-  assign \$462  = ~ frag;
-  assign \$463  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$465  = | \$464 ;
-  assign \$469  = \$467  + \$468 ;
-  assign \$470  = \$469  > 11'h400;
-  assign \$471  = \$465  & \$470 ;
-  assign \$472  = \$463  & \$471 ;
-  assign \$473  = j + 1'h1;
-  assign \$474  = j == 3'h7;
-  assign \$475  = j < 2'h3;
-  assign \$476  = j >= 2'h3;
-  assign \$477  = j < 3'h6;
-  assign \$478  = \$476  & \$477 ;
-  assign \$479  = ~ \$478 ;
-  assign \$480  = \$475  | \$479 ;
-  assign \$481  = j < 2'h3;
-  assign \$483  = ! \$482 ;
-  assign \$485  = ! \$484 ;
-  assign \$486  = \$481  ? \$483  : \$485 ;
-  assign \$488  = | \$487 ;
-  assign \$491  = ! \$490 ;
-  assign \$492  = \$488  & \$491 ;
-  assign \$494  = | \$493 ;
-  assign \$496  = | \$495 ;
-  assign \$500  = \$498  + \$499 ;
-  assign \$501  = \$500  > 11'h400;
-  assign \$502  = \$496  & \$501 ;
-  assign \$503  = cm[4:3] >= 3'h4;
-  assign \$504  = obs__live >> cm[4:3];
-  assign \$505  = ~ \$504 ;
-  assign \$506  = \$503  | \$505 ;
-  assign \$508  = cm[9:5] >= 5'h1e;
-  assign \$509  = cm[12:11] >= 2'h3;
-  assign \$510  = \$508  | \$509 ;
-  assign \$511  = cm[2:1] == 2'h3;
-  assign \$512  = \$510  | \$511 ;
-  assign \$513  = cm[2:1] == 1'h1;
-  assign \$514  = cm[2:1] == 2'h2;
-  assign \$517  = \$514  ? \$515  : \$516 ;
-  assign \$518  = \$513  ? { 7'h00, cm[26:13] } : \$517 ;
-  assign \$519  = cm[2:1] == 1'h1;
-  assign \$520  = cm[2:1] == 2'h2;
-  assign \$523  = \$520  ? \$521  : \$522 ;
-  assign \$524  = \$519  ? { 7'h00, hi } : \$523 ;
+  assign \$signature__data$124  = _0_;
+  assign \$373  = fsm_state == 3'h7;
+  assign \$374  = fsm_state == 4'h8;
+  assign \$375  = fsm_state == 4'h9;
+  assign \$376  = fsm_state == 4'ha;
+  assign \$377  = ~ gs_done;
+  assign \$378  = gs_walk + 1'h1;
+  assign \$379  = gs_walk == 8'hef;
+  assign \$380  = gidx * 6'h30;
+  assign \$381  = gidx * 5'h18;
+  assign \$382  = gidx * 4'h8;
+  assign \$383  = ~ ready;
+  assign \$386  = \$385  + 1'h0;
+  assign \$387  = \$386  + 1'h0;
+  assign \$389  = cmd__payload[9:5] * 2'h2;
+  assign \$390  = \$388  + \$389 ;
+  assign \$391  = \$390  + cmd__payload[10];
+  assign \$392  = \$384  ? \$387  : \$391 ;
+  assign \$394  = ap[6:2] * 2'h2;
+  assign \$395  = \$393  + \$394 ;
+  assign \$396  = \$395  + ap[7];
+  assign \$398  = append__payload[6:2] * 2'h2;
+  assign \$399  = \$397  + \$398 ;
+  assign \$400  = \$399  + append__payload[7];
+  assign \$401  = ap[1:0] >= 3'h4;
+  assign \$402  = ap[17:8] != n;
+  assign \$403  = \$69 [2:0] > free_pages;
+  assign \$405  = j - 1'h1;
+  assign \$406  = ! j;
+  assign \$407  = j - 1'h1;
+  assign \$408  = $signed(\$407 ) < $signed(3'h3);
+  assign \$409  = j - 1'h1;
+  assign \$410  = $signed(\$409 ) >= $signed(3'h3);
+  assign \$411  = j - 1'h1;
+  assign \$412  = $signed(\$411 ) < $signed(4'h6);
+  assign \$413  = \$410  & \$412 ;
+  assign \$414  = ~ frag;
+  assign \$415  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$416  = \$415  & p_second;
+  assign \$417  = j + 1'h1;
+  assign \$421  = | \$420 ;
+  assign \$425  = \$423  + \$424 ;
+  assign \$426  = \$425  > 11'h400;
+  assign \$427  = \$421  & \$426 ;
+  assign \$429  = | \$428 ;
+  assign \$431  = | \$430 ;
+  assign \$435  = \$433  + \$434 ;
+  assign \$436  = \$435  > 11'h400;
+  assign \$437  = \$431  & \$436 ;
+  assign \$440  = 11'h400 - \$439 ;
+  assign \$442  = \$437  ? \$440  : { 8'h00, \$441  };
+  assign \$445  = | \$444 ;
+  assign \$449  = \$447  + \$448 ;
+  assign \$450  = \$449  > 11'h400;
+  assign \$451  = \$445  & \$450 ;
+  assign \$454  = 11'h400 - \$453 ;
+  assign \$456  = \$451  ? \$454  : { 8'h00, \$455  };
+  assign \$457  = $signed({ 1'h0, \$443  }) - $signed(\$456 );
+  assign \$458  = j == 3'h7;
+  assign \$459  = j < 2'h3;
+  assign \$460  = j >= 2'h3;
+  assign \$461  = j < 3'h6;
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ \$462 ;
+  assign \$464  = \$459  | \$463 ;
+  assign \$465  = j < 2'h3;
+  assign \$467  = ! \$466 ;
+  assign \$469  = ! \$468 ;
+  assign \$470  = \$465  ? \$467  : \$469 ;
+  assign \$472  = | \$471 ;
+  assign \$475  = ! \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$478  = | \$477 ;
+  assign \$480  = | \$479 ;
+  assign \$484  = \$482  + \$483 ;
+  assign \$485  = \$484  > 11'h400;
+  assign \$486  = \$480  & \$485 ;
+  assign \$487  = cm[4:3] >= 3'h4;
+  assign \$488  = obs__live >> cm[4:3];
+  assign \$489  = ~ \$488 ;
+  assign \$490  = \$487  | \$489 ;
+  assign \$492  = cm[9:5] >= 5'h1e;
+  assign \$493  = cm[12:11] >= 2'h3;
+  assign \$494  = \$492  | \$493 ;
+  assign \$495  = cm[2:1] == 2'h3;
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = cm[2:1] == 1'h1;
+  assign \$498  = cm[2:1] == 2'h2;
+  assign \$501  = \$498  ? \$499  : \$500 ;
+  assign \$502  = \$497  ? { 7'h00, hi } : \$501 ;
+  assign \$503  = cm[2:1] == 1'h1;
+  assign \$504  = cm[2:1] == 2'h2;
+  assign \$507  = \$504  ? \$505  : \$506 ;
+  assign \$508  = \$503  ? { 7'h00, cm[26:13] } : \$507 ;
+  assign \$509  = \$502  - \$508 ;
+  assign \$510  = cm[2:1] == 1'h1;
+  assign \$511  = cm[2:1] == 2'h2;
+  assign \$514  = \$511  ? \$512  : \$513 ;
+  assign \$515  = \$510  ? { 7'h00, cm[26:13] } : \$514 ;
+  assign \$517  = cm[2:1] == 1'h1;
+  assign \$518  = cm[2:1] == 2'h2;
+  assign \$521  = \$518  ? \$519  : \$520 ;
+  assign \$522  = \$517  ? { 7'h00, cm[26:13] } : \$521 ;
+  assign \$524  = 11'h400 - \$523 ;
   assign \$525  = cm[2:1] == 1'h1;
   assign \$526  = cm[2:1] == 2'h2;
   assign \$529  = \$526  ? \$527  : \$528 ;
@@ -36222,23 +36186,27 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$541  = \$536  | \$540 ;
   assign \$542  = cm[26:13] == hi;
   assign \$543  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$545  = 11'h400 - \$544 ;
-  assign \$546  = b - a;
-  assign \$547  = $signed(\$545 ) < $signed(\$546 );
-  assign \$549  = 11'h400 - \$548 ;
-  assign \$550  = b - a;
-  assign \$551  = \$547  ? \$549  : \$550 ;
-  assign \$552  = $signed({ 1'h0, a }) + $signed(\$551 );
-  assign \$553  = e + 1'h1;
-  assign \$555  = 11'h400 - \$554 ;
-  assign \$556  = b - a;
-  assign \$557  = $signed(\$555 ) < $signed(\$556 );
-  assign \$559  = 11'h400 - \$558 ;
-  assign \$560  = b - a;
-  assign \$561  = \$557  ? \$559  : \$560 ;
-  assign \$562  = $signed({ 1'h0, a }) + $signed(\$561 );
-  assign \$563  = \$562  == b;
-  assign \$564  = ! cnt;
+  assign \$544  = r_left <= r_room;
+  assign \$545  = \$544  ? r_left : { 14'h0000, r_room };
+  assign \$546  = r_left - \$545 ;
+  assign \$547  = e + 1'h1;
+  assign \$548  = r_left <= r_room;
+  assign \$549  = ! cnt;
+  assign \$550  = j == 3'h6;
+  assign \$551  = fg == 6'h3b;
+  assign \$552  = gidx + 1'h1;
+  assign \$553  = dense_base + 6'h30;
+  assign \$554  = sparse_base + 5'h18;
+  assign \$555  = meta_base + 4'h8;
+  assign \$556  = fg + 1'h1;
+  assign \$557  = j + 1'h1;
+  assign \$558  = e + 1'h1;
+  assign \$559  = e + 1'h1;
+  assign \$560  = \$559  == npg;
+  assign \$561  = j != 3'h6;
+  assign \$562  = | k_cnt;
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = j + 1'h1;
   assign \$565  = j == 3'h6;
   assign \$566  = fg == 6'h3b;
   assign \$567  = gidx + 1'h1;
@@ -36247,97 +36215,94 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$570  = meta_base + 4'h8;
   assign \$571  = fg + 1'h1;
   assign \$572  = j + 1'h1;
-  assign \$573  = e + 1'h1;
-  assign \$574  = e + 1'h1;
-  assign \$575  = \$574  == npg;
-  assign \$576  = j != 3'h6;
-  assign \$577  = | k_cnt;
-  assign \$578  = \$576  & \$577 ;
-  assign \$579  = j + 1'h1;
-  assign \$580  = j == 3'h6;
-  assign \$581  = fg == 6'h3b;
-  assign \$582  = gidx + 1'h1;
-  assign \$583  = dense_base + 6'h30;
-  assign \$584  = sparse_base + 5'h18;
-  assign \$585  = meta_base + 4'h8;
-  assign \$586  = fg + 1'h1;
-  assign \$587  = j + 1'h1;
-  assign \$588  = ~ from_cmd;
-  assign \$589  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$573  = ~ from_cmd;
+  assign \$574  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$590 ;
+    gs_walk <= \$575 ;
   always @(posedge clk)
-    gs_done <= \$591 ;
+    gs_done <= \$576 ;
   always @(posedge clk)
-    dense_base <= \$592 ;
+    dense_base <= \$577 ;
   always @(posedge clk)
-    sparse_base <= \$593 ;
+    sparse_base <= \$578 ;
   always @(posedge clk)
-    meta_base <= \$594 ;
+    meta_base <= \$579 ;
   always @(posedge clk)
-    j <= \$595 ;
+    j <= \$580 ;
   always @(posedge clk)
-    frag <= \$596 ;
+    frag <= \$581 ;
   always @(posedge clk)
-    lat <= \$597 ;
+    lat <= \$582 ;
   always @(posedge clk)
-    cm <= \$598 ;
+    cm <= \$583 ;
   always @(posedge clk)
-    from_cmd <= \$599 ;
+    from_cmd <= \$584 ;
   always @(posedge clk)
-    fg <= \$600 ;
+    fg <= \$585 ;
   always @(posedge clk)
-    gidx <= \$601 ;
+    gidx <= \$586 ;
   always @(posedge clk)
-    fsm_state <= \$602 ;
+    fsm_state <= \$587 ;
   always @(posedge clk)
-    retry <= \$603 ;
+    retry <= \$588 ;
   always @(posedge clk)
-    ap <= \$604 ;
+    ap <= \$589 ;
   always @(posedge clk)
-    n <= \$605 ;
+    n <= \$590 ;
   always @(posedge clk)
-    sb0 <= \$606 ;
+    sb0 <= \$591 ;
   always @(posedge clk)
-    sb1 <= \$607 ;
+    sb1 <= \$592 ;
   always @(posedge clk)
-    sb2 <= \$608 ;
+    sb2 <= \$593 ;
   always @(posedge clk)
-    status <= \$609 ;
+    status <= \$594 ;
   always @(posedge clk)
-    out_of_pages <= \$610 ;
+    out_of_pages <= \$595 ;
   always @(posedge clk)
-    pg0_0 <= \$611 ;
+    pg0_0 <= \$596 ;
   always @(posedge clk)
-    pg0_1 <= \$612 ;
+    pg0_1 <= \$597 ;
   always @(posedge clk)
-    pg0_2 <= \$613 ;
+    pg0_2 <= \$598 ;
   always @(posedge clk)
-    pg0_3 <= \$614 ;
+    pg0_3 <= \$599 ;
   always @(posedge clk)
-    pg0_4 <= \$615 ;
+    pg0_4 <= \$600 ;
   always @(posedge clk)
-    pg0_5 <= \$616 ;
+    pg0_5 <= \$601 ;
   always @(posedge clk)
-    pg0_6 <= \$617 ;
+    pg0_6 <= \$602 ;
   always @(posedge clk)
-    obs__live <= \$618 ;
+    p_off <= \$603 ;
   always @(posedge clk)
-    lat_tab <= \$619 ;
+    p_second <= \$604 ;
   always @(posedge clk)
-    pg1_0 <= \$620 ;
+    p_c_nz <= \$605 ;
   always @(posedge clk)
-    pg1_1 <= \$621 ;
+    p_first_len <= \$606 ;
   always @(posedge clk)
-    pg1_2 <= \$622 ;
+    p_second_len <= \$607 ;
   always @(posedge clk)
-    a <= \$623 ;
+    obs__live <= \$608 ;
   always @(posedge clk)
-    b <= \$624 ;
+    lat_tab <= \$609 ;
   always @(posedge clk)
-    e <= \$625 ;
+    pg1_0 <= \$610 ;
   always @(posedge clk)
-    npg <= \$626 ;
+    pg1_1 <= \$611 ;
+  always @(posedge clk)
+    pg1_2 <= \$612 ;
+  always @(posedge clk)
+    r_left <= \$613 ;
+  always @(posedge clk)
+    r_off <= \$614 ;
+  always @(posedge clk)
+    r_room <= \$615 ;
+  always @(posedge clk)
+    e <= \$616 ;
+  always @(posedge clk)
+    npg <= \$617 ;
   assign ready = gs_done & \ready$2 ;
   assign seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -36428,19 +36393,15 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$102  = cm[2:1] == 2'h2;
   assign r_idx = \$102  ? 2'h0 : cm[12:11];
   assign \$103  = ~ ready;
-  assign \$105  = cmd__payload[4:3] * 6'h3c;
   assign \$106  = \$105  + 1'h0;
   assign \$107  = \$106  + 1'h0;
-  assign \$108  = cmd__payload[4:3] * 6'h3c;
   assign \$109  = cmd__payload[9:5] * 2'h2;
   assign \$110  = \$108  + \$109 ;
   assign \$111  = \$110  + cmd__payload[10];
   assign \$112  = \$104  ? \$107  : \$111 ;
-  assign \$113  = ap[1:0] * 6'h3c;
   assign \$114  = ap[6:2] * 2'h2;
   assign \$115  = \$113  + \$114 ;
   assign \$116  = \$115  + ap[7];
-  assign \$117  = append__payload[1:0] * 6'h3c;
   assign \$118  = append__payload[6:2] * 2'h2;
   assign \$119  = \$117  + \$118 ;
   assign \$120  = \$119  + append__payload[7];
@@ -36481,137 +36442,168 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$158  = { \$155 , 10'h000 } | { 8'h00, \$157  };
   assign \$159  = from_cmd ? rd_out__ready : wr_out__ready;
   assign \$160  = ~ frag;
-  assign \$162  = | \$161 ;
-  assign \$164  = j - 1'h1;
-  assign \$166  = lat ? \$163  : \$165 ;
-  assign \$169  = { \$166 , 10'h000 } | { 10'h000, \$168  };
-  assign \$171  = | \$170 ;
-  assign \$175  = \$173  + \$174 ;
-  assign \$176  = \$175  > 11'h400;
-  assign \$177  = \$171  & \$176 ;
-  assign \$180  = 11'h400 - \$179 ;
-  assign \$182  = \$177  ? \$180  : { 8'h00, \$181  };
-  assign \$183  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$185  = ! \$184 ;
-  assign \$186  = \$183  | \$185 ;
-  assign \$188  = | \$187 ;
-  assign \$192  = \$190  + \$191 ;
-  assign \$193  = \$192  > 11'h400;
-  assign \$194  = \$188  & \$193 ;
-  assign \$195  = ~ \$194 ;
-  assign \$196  = \$186  & \$195 ;
-  assign \$201  = | \$200 ;
-  assign \$205  = \$203  + \$204 ;
-  assign \$206  = \$205  > 11'h400;
-  assign \$207  = \$201  & \$206 ;
-  assign \$210  = 11'h400 - \$209 ;
-  assign \$212  = \$207  ? \$210  : { 8'h00, \$211  };
-  assign \$213  = $signed({ 1'h0, \$199  }) - $signed(\$212 );
-  assign \$214  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$216  = j - 1'h1;
-  assign \$218  = lat ? \$215  : \$217 ;
-  assign \$220  = \$219  * 5'h10;
-  assign \$221  = { \$218 , 10'h000 } | { 9'h000, \$220  };
-  assign \$222  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$230  = | \$229 ;
-  assign \$233  = ! \$232 ;
-  assign \$234  = \$230  & \$233 ;
-  assign \$239  = \$238  + 1'h1;
-  assign \$240  = \$234  ? { 1'h0, \$236  } : \$239 ;
-  assign \$241  = j == 3'h7;
-  assign \$242  = j < 2'h3;
-  assign \$243  = j >= 2'h3;
-  assign \$244  = j < 3'h6;
-  assign \$245  = \$243  & \$244 ;
-  assign \$246  = ~ \$245 ;
-  assign \$247  = \$242  | \$246 ;
-  assign \$248  = n + 1'h1;
-  assign \$249  = sb0 + ap[24:18];
-  assign \$250  = sb1 + ap[31:25];
-  assign \$251  = sb2 + ap[38:32];
-  assign \$252  = j < 2'h3;
-  assign \$254  = ! \$253 ;
-  assign \$256  = ! \$255 ;
-  assign \$257  = \$252  ? \$254  : \$256 ;
-  assign \$258  = j < 2'h3;
-  assign \$260  = | \$259 ;
-  assign \$263  = ! \$262 ;
-  assign \$264  = \$260  & \$263 ;
-  assign \$266  = | \$265 ;
-  assign \$268  = | \$267 ;
-  assign \$272  = \$270  + \$271 ;
-  assign \$273  = \$272  > 11'h400;
-  assign \$274  = \$268  & \$273 ;
-  assign \$275  = cm[2:1] == 1'h1;
-  assign \$276  = cm[40:27] == 14'h3fff;
-  assign \$277  = \$275  & \$276 ;
-  assign \$278  = cm[2:1] == 1'h1;
-  assign \$280  = \$278  ? \$279  : { 4'h0, n };
-  assign \$281  = \$277  ? \$280  : cm[40:27];
-  assign \$282  = cm[2:1] == 1'h1;
-  assign \$283  = cm[2:1] == 2'h2;
-  assign \$286  = \$283  ? \$284  : \$285 ;
-  assign \$287  = \$282  ? { 7'h00, cm[26:13] } : \$286 ;
-  assign \$289  = cm[2:1] == 1'h1;
-  assign \$290  = cm[2:1] == 2'h2;
-  assign \$293  = \$290  ? \$291  : \$292 ;
-  assign \$294  = \$289  ? { 7'h00, cm[26:13] } : \$293 ;
-  assign \$296  = cm[2:1] == 1'h1;
-  assign \$297  = cm[2:1] == 2'h2;
-  assign \$300  = \$297  ? \$298  : \$299 ;
-  assign \$301  = \$296  ? { 7'h00, cm[26:13] } : \$300 ;
-  assign \$305  = { 1'h0, \$303 , 10'h000 } | \$304 ;
-  assign \$307  = 11'h400 - \$306 ;
-  assign \$308  = b - a;
-  assign \$309  = $signed(\$307 ) < $signed(\$308 );
-  assign \$311  = 11'h400 - \$310 ;
-  assign \$312  = b - a;
-  assign \$313  = \$309  ? \$311  : \$312 ;
-  assign \$314  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$315  = e + 1'h1;
-  assign \$316  = \$314  ? \$315  : { 1'h0, e };
-  assign \$317  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$318  = e + 1'h1;
-  assign \$319  = \$317  ? \$318  : { 1'h0, e };
-  assign \$320  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$162  = j - 1'h1;
+  assign \$164  = lat ? \$161  : \$163 ;
+  assign \$165  = { \$164 , 10'h000 } | { 14'h0000, p_off };
+  assign \$166  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$167  = ~ p_c_nz;
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = ~ p_second;
+  assign \$170  = \$168  & \$169 ;
+  assign \$173  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$175  = j - 1'h1;
+  assign \$177  = lat ? \$174  : \$176 ;
+  assign \$179  = \$178  * 5'h10;
+  assign \$180  = { \$177 , 10'h000 } | { 9'h000, \$179  };
+  assign \$181  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$189  = | \$188 ;
+  assign \$192  = ! \$191 ;
+  assign \$193  = \$189  & \$192 ;
+  assign \$198  = \$197  + 1'h1;
+  assign \$199  = \$193  ? { 1'h0, \$195  } : \$198 ;
+  assign \$200  = j == 3'h7;
+  assign \$201  = j < 2'h3;
+  assign \$202  = j >= 2'h3;
+  assign \$203  = j < 3'h6;
+  assign \$204  = \$202  & \$203 ;
+  assign \$205  = ~ \$204 ;
+  assign \$206  = \$201  | \$205 ;
+  assign \$207  = n + 1'h1;
+  assign \$208  = sb0 + ap[24:18];
+  assign \$209  = sb1 + ap[31:25];
+  assign \$210  = sb2 + ap[38:32];
+  assign \$211  = j < 2'h3;
+  assign \$213  = ! \$212 ;
+  assign \$215  = ! \$214 ;
+  assign \$216  = \$211  ? \$213  : \$215 ;
+  assign \$217  = j < 2'h3;
+  assign \$219  = | \$218 ;
+  assign \$222  = ! \$221 ;
+  assign \$223  = \$219  & \$222 ;
+  assign \$225  = | \$224 ;
+  assign \$227  = | \$226 ;
+  assign \$231  = \$229  + \$230 ;
+  assign \$232  = \$231  > 11'h400;
+  assign \$233  = \$227  & \$232 ;
+  assign \$234  = cm[2:1] == 1'h1;
+  assign \$235  = cm[40:27] == 14'h3fff;
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = cm[2:1] == 1'h1;
+  assign \$239  = \$237  ? \$238  : { 4'h0, n };
+  assign \$240  = \$236  ? \$239  : cm[40:27];
+  assign \$241  = cm[2:1] == 1'h1;
+  assign \$242  = cm[2:1] == 2'h2;
+  assign \$245  = \$242  ? \$243  : \$244 ;
+  assign \$246  = \$241  ? { 7'h00, cm[26:13] } : \$245 ;
+  assign \$248  = cm[2:1] == 1'h1;
+  assign \$249  = cm[2:1] == 2'h2;
+  assign \$252  = \$249  ? \$250  : \$251 ;
+  assign \$253  = \$248  ? { 7'h00, cm[26:13] } : \$252 ;
+  assign \$255  = cm[2:1] == 1'h1;
+  assign \$256  = cm[2:1] == 2'h2;
+  assign \$259  = \$256  ? \$257  : \$258 ;
+  assign \$260  = \$255  ? { 7'h00, cm[26:13] } : \$259 ;
+  assign \$263  = { \$262 , 10'h000 } | { 14'h0000, r_off };
+  assign \$264  = r_left <= r_room;
+  assign \$265  = \$264  ? r_left : { 14'h0000, r_room };
+  assign \$266  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$267  = e + 1'h1;
+  assign \$268  = \$266  ? \$267  : { 1'h0, e };
+  assign \$269  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$270  = e + 1'h1;
+  assign \$271  = \$269  ? \$270  : { 1'h0, e };
+  assign \$272  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$273  = e + 1'h1;
+  assign \$274  = \$272  ? \$273  : { 1'h0, e };
+  assign \$275  = gidx + 1'h1;
+  assign \$276  = j < 2'h3;
+  assign \$277  = n + 6'h20;
+  assign \$278  = \$277  - 1'h1;
+  assign \$280  = j >= 2'h3;
+  assign \$281  = j < 3'h6;
+  assign \$282  = \$280  & \$281 ;
+  assign \$284  = \$283  + 11'h400;
+  assign \$285  = \$284  - 1'h1;
+  assign \$287  = n + 7'h40;
+  assign \$288  = \$287  - 1'h1;
+  assign \$290  = \$282  ? \$286  : { \$289 [11], \$289 [11], \$289 [11], \$289 [11], \$289  };
+  assign \$291  = \$276  ? { \$279 [11], \$279 [11], \$279 [11], \$279 [11], \$279  } : \$290 ;
+  assign \$292  = ! j;
+  assign \$293  = ! cnt;
+  assign \$294  = j == 3'h6;
+  assign \$295  = fg == 6'h3b;
+  assign \$296  = gidx + 1'h1;
+  assign \$298  = j + 1'h1;
+  assign \$299  = \$298  < 2'h3;
+  assign \$300  = j + 1'h1;
+  assign \$301  = j + 1'h1;
+  assign \$302  = \$301  >= 2'h3;
+  assign \$303  = j + 1'h1;
+  assign \$304  = \$303  < 3'h6;
+  assign \$305  = \$302  & \$304 ;
+  assign \$306  = j + 1'h1;
+  assign \$307  = \$306  - 2'h3;
+  assign \$308  = j + 1'h1;
+  assign \$309  = \$308  - 3'h6;
+  assign \$310  = \$305  ? \$307  : \$309 ;
+  assign \$311  = \$299  ? { 1'h0, \$300  } : \$310 ;
+  assign \$312  = j + 1'h1;
+  assign \$313  = \$312  < 2'h3;
+  assign \$314  = j + 1'h1;
+  assign \$315  = \$314  >= 2'h3;
+  assign \$316  = j + 1'h1;
+  assign \$317  = \$316  < 3'h6;
+  assign \$318  = \$315  & \$317 ;
+  assign \$319  = \$318  ? 2'h1 : 2'h2;
+  assign \$320  = \$313  ? 2'h0 : \$319 ;
   assign \$321  = e + 1'h1;
-  assign \$322  = \$320  ? \$321  : { 1'h0, e };
-  assign \$323  = gidx + 1'h1;
-  assign \$324  = j < 2'h3;
-  assign \$325  = n + 6'h20;
-  assign \$326  = \$325  - 1'h1;
-  assign \$328  = j >= 2'h3;
-  assign \$329  = j < 3'h6;
-  assign \$330  = \$328  & \$329 ;
-  assign \$332  = \$331  + 11'h400;
-  assign \$333  = \$332  - 1'h1;
-  assign \$335  = n + 7'h40;
-  assign \$336  = \$335  - 1'h1;
-  assign \$338  = \$330  ? \$334  : { \$337 [11], \$337 [11], \$337 [11], \$337 [11], \$337  };
-  assign \$339  = \$324  ? { \$327 [11], \$327 [11], \$327 [11], \$327 [11], \$327  } : \$338 ;
-  assign \$340  = ! j;
-  assign \$341  = ! cnt;
-  assign \$342  = j == 3'h6;
-  assign \$343  = fg == 6'h3b;
-  assign \$344  = gidx + 1'h1;
+  assign \$322  = \$321  == npg;
+  assign \$323  = e + 1'h1;
+  assign \$324  = \$322  ? 16'h0000 : \$323 ;
+  assign \$325  = release__ready ? \$324  : { 1'h0, e };
+  assign \$326  = e + 1'h1;
+  assign \$327  = \$326  == npg;
+  assign \$328  = e + 1'h1;
+  assign \$329  = \$327  ? 16'h0000 : \$328 ;
+  assign \$330  = release__ready ? \$329  : { 1'h0, e };
+  assign \$331  = e + 1'h1;
+  assign \$332  = \$331  == npg;
+  assign \$333  = e + 1'h1;
+  assign \$334  = \$332  ? 16'h0000 : \$333 ;
+  assign \$335  = release__ready ? \$334  : { 1'h0, e };
+  assign \$336  = e + 1'h1;
+  assign \$337  = \$336  == npg;
+  assign \$338  = release__ready & \$337 ;
+  assign \$339  = j + 1'h1;
+  assign \$340  = \$339  < 2'h3;
+  assign \$341  = n + 6'h20;
+  assign \$342  = \$341  - 1'h1;
+  assign \$344  = j + 1'h1;
+  assign \$345  = \$344  >= 2'h3;
   assign \$346  = j + 1'h1;
-  assign \$347  = \$346  < 2'h3;
-  assign \$348  = j + 1'h1;
-  assign \$349  = j + 1'h1;
-  assign \$350  = \$349  >= 2'h3;
-  assign \$351  = j + 1'h1;
-  assign \$352  = \$351  < 3'h6;
-  assign \$353  = \$350  & \$352 ;
-  assign \$354  = j + 1'h1;
-  assign \$355  = \$354  - 2'h3;
-  assign \$356  = j + 1'h1;
-  assign \$357  = \$356  - 3'h6;
-  assign \$358  = \$353  ? \$355  : \$357 ;
-  assign \$359  = \$347  ? { 1'h0, \$348  } : \$358 ;
-  assign \$360  = j + 1'h1;
-  assign \$361  = \$360  < 2'h3;
-  assign \$362  = j + 1'h1;
-  assign \$363  = \$362  >= 2'h3;
+  assign \$347  = \$346  < 3'h6;
+  assign \$348  = \$345  & \$347 ;
+  assign \$350  = \$349  + 11'h400;
+  assign \$351  = \$350  - 1'h1;
+  assign \$353  = n + 7'h40;
+  assign \$354  = \$353  - 1'h1;
+  assign \$356  = \$348  ? \$352  : { \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355  };
+  assign \$357  = \$340  ? { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  } : \$356 ;
+  assign \$358  = e + 1'h1;
+  assign \$359  = \$358  == npg;
+  assign \$360  = j != 3'h6;
+  assign \$361  = | k_cnt;
+  assign \$362  = \$360  & \$361 ;
+  assign \$363  = j == 3'h6;
+  assign \$364  = fg == 6'h3b;
+  assign \$365  = ~ gs_done;
+  assign \$366  = ! fsm_state;
+  assign \$367  = fsm_state == 1'h1;
+  assign \$368  = fsm_state == 2'h2;
+  assign \$369  = fsm_state == 2'h3;
+  assign \$370  = fsm_state == 3'h4;
+  assign \$371  = fsm_state == 3'h5;
+  assign \$372  = fsm_state == 3'h6;
   \oaken_engine.mmu.dense_table  dense_table (
     .clk(clk),
     .r_data(r_data),
@@ -36640,7 +36632,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     .rst(rst),
     .wr__addr(\$100 [10:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$102 )
+    .wr__en(\w_en$107 )
   );
   \oaken_engine.mmu.sparse_table  sparse_table (
     .clk(clk),
@@ -36649,138 +36641,338 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     .rst(rst),
     .wr__addr(\$94 [12:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$103 )
+    .wr__en(\w_en$108 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$397  = 14'h0000;
-    casez (\slot_idx$110 )
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
       2'h0:
-          \$397  = sb0;
+          \$385  = 8'h00;
       2'h1:
-          \$397  = sb1;
+          \$385  = 8'h3c;
       2'h2:
-          \$397  = sb2;
+          \$385  = 8'h78;
+      2'h3:
+          \$385  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$388  = 8'h00;
+      2'h1:
+          \$388  = 8'h3c;
+      2'h2:
+          \$388  = 8'h78;
+      2'h3:
+          \$388  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$393  = 8'h00;
+      2'h1:
+          \$393  = 8'h3c;
+      2'h2:
+          \$393  = 8'h78;
+      2'h3:
+          \$393  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
+      2'h0:
+          \$397  = 8'h00;
+      2'h1:
+          \$397  = 8'h3c;
+      2'h2:
+          \$397  = 8'h78;
+      2'h3:
+          \$397  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$404  = 14'h0000;
+    casez (lat_tab)
+      2'h0:
+          \$404  = r_data;
+      2'h1:
+          \$404  = \r_data$91 ;
+      2'h2:
+          \$404  = \r_data$92 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$418  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$418  = sb0;
+      2'h1:
+          \$418  = sb1;
+      2'h2:
+          \$418  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$420  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$420  = ap[24:18];
+      2'h1:
+          \$420  = ap[31:25];
+      2'h2:
+          \$420  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$422  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$422  = sb0;
+      2'h1:
+          \$422  = sb1;
+      2'h2:
+          \$422  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$424  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$424  = ap[24:18];
+      2'h1:
+          \$424  = ap[31:25];
+      2'h2:
+          \$424  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$428  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$428  = ap[24:18];
+      2'h1:
+          \$428  = ap[31:25];
+      2'h2:
+          \$428  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$430  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$430  = ap[24:18];
+      2'h1:
+          \$430  = ap[31:25];
+      2'h2:
+          \$430  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$432  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$432  = sb0;
+      2'h1:
+          \$432  = sb1;
+      2'h2:
+          \$432  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$434  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$434  = ap[24:18];
+      2'h1:
+          \$434  = ap[31:25];
+      2'h2:
+          \$434  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$438  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$438  = sb0;
+      2'h1:
+          \$438  = sb1;
+      2'h2:
+          \$438  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$441  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$441  = ap[24:18];
+      2'h1:
+          \$441  = ap[31:25];
+      2'h2:
+          \$441  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$443  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$443  = ap[24:18];
+      2'h1:
+          \$443  = ap[31:25];
+      2'h2:
+          \$443  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$444  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$444  = ap[24:18];
+      2'h1:
+          \$444  = ap[31:25];
+      2'h2:
+          \$444  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$446  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$446  = sb0;
+      2'h1:
+          \$446  = sb1;
+      2'h2:
+          \$446  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$448  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$448  = ap[24:18];
+      2'h1:
+          \$448  = ap[31:25];
+      2'h2:
+          \$448  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$452  = 14'h0000;
-    casez (lat_tab)
-      2'h0:
-          \$452  = r_data;
-      2'h1:
-          \$452  = \r_data$91 ;
-      2'h2:
-          \$452  = \r_data$92 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$464  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$464  = ap[24:18];
-      2'h1:
-          \$464  = ap[31:25];
-      2'h2:
-          \$464  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$466  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$466  = sb0;
-      2'h1:
-          \$466  = sb1;
-      2'h2:
-          \$466  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$468  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$468  = ap[24:18];
-      2'h1:
-          \$468  = ap[31:25];
-      2'h2:
-          \$468  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$487  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$487  = ap[24:18];
+          \$452  = sb0;
       2'h1:
-          \$487  = ap[31:25];
+          \$452  = sb1;
       2'h2:
-          \$487  = ap[38:32];
+          \$452  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$489  = 14'h0000;
+    \$455  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$489  = sb0;
+          \$455  = ap[24:18];
       2'h1:
-          \$489  = sb1;
+          \$455  = ap[31:25];
       2'h2:
-          \$489  = sb2;
+          \$455  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$493  = 7'h00;
+    \$471  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$493  = ap[24:18];
+          \$471  = ap[24:18];
       2'h1:
-          \$493  = ap[31:25];
+          \$471  = ap[31:25];
       2'h2:
-          \$493  = ap[38:32];
+          \$471  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$495  = 7'h00;
+    \$473  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$495  = ap[24:18];
+          \$473  = sb0;
       2'h1:
-          \$495  = ap[31:25];
+          \$473  = sb1;
       2'h2:
-          \$495  = ap[38:32];
+          \$473  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$497  = 14'h0000;
+    \$477  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$497  = sb0;
+          \$477  = ap[24:18];
       2'h1:
-          \$497  = sb1;
+          \$477  = ap[31:25];
       2'h2:
-          \$497  = sb2;
+          \$477  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$499  = 7'h00;
+    \$479  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$499  = ap[24:18];
+          \$479  = ap[24:18];
       2'h1:
-          \$499  = ap[31:25];
+          \$479  = ap[31:25];
       2'h2:
-          \$499  = ap[38:32];
+          \$479  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$481  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$481  = sb0;
+      2'h1:
+          \$481  = sb1;
+      2'h2:
+          \$481  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$483  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$483  = ap[24:18];
+      2'h1:
+          \$483  = ap[31:25];
+      2'h2:
+          \$483  = ap[38:32];
     endcase
   end
   always @* begin
@@ -36825,15 +37017,15 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$323 [7:0];
+          \$signature__addr  = \$275 [7:0];
       4'ha:
-          \$signature__addr  = \$344 [7:0];
+          \$signature__addr  = \$296 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr$12  = gidx;
-    if (\$413 ) begin
+    if (\$365 ) begin
       \$signature__addr$12  = gs_walk;
     end
   end
@@ -36860,8 +37052,8 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          if (\$386 ) begin
-            t_idx = \slot_idx$110 ;
+          if (\$338 ) begin
+            t_idx = \slot_idx$116 ;
           end
     endcase
   end
@@ -36936,12 +37128,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end else if (\$151 ) begin
             (* full_case = 32'd1 *)
             if (\$160 ) begin
-              emitted = \$196 ;
+              emitted = \$170 ;
             end else begin
-              emitted = \$214 ;
+              emitted = \$173 ;
             end
           end else begin
-            emitted = \$222 ;
+            emitted = \$181 ;
           end
     endcase
   end
@@ -36963,7 +37155,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end else if (\$151 ) begin
             (* full_case = 32'd1 *)
             if (\$160 ) begin
-              rec_valid = \$162 ;
+              rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
             end
@@ -37009,16 +37201,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
             wr_out__payload[3:2] = \slot_idx$78 ;
             (* full_case = 32'd1 *)
             if (\$160 ) begin
-              wr_out__payload[27:4] = \$169 ;
-              wr_out__payload[38:28] = \$182 [10:0];
+              wr_out__payload[27:4] = \$165 ;
+              wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$198 ;
-              wr_out__payload[38:28] = \$213 [10:0];
+              wr_out__payload[27:4] = \$172 ;
+              wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
             wr_out__payload[3:2] = \slot_idx$78 ;
-            wr_out__payload[27:4] = \$221 ;
+            wr_out__payload[27:4] = \$180 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -37029,8 +37221,8 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$305 [23:0];
-          wr_out__payload[38:28] = \$313 [10:0];
+          wr_out__payload[27:4] = \$263 ;
+          wr_out__payload[38:28] = \$265 [10:0];
         end
       4'h6:
           /* empty */;
@@ -37056,19 +37248,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          dense_r_entry = \$223 [3:0];
+          dense_r_entry = \$182 [3:0];
       4'h1:
           /* empty */;
       4'h7:
-          dense_r_entry = \$288 [3:0];
+          dense_r_entry = \$247 [3:0];
       4'h8:
-          dense_r_entry = \$316 [3:0];
+          dense_r_entry = \$268 [3:0];
       4'h6:
           /* empty */;
       4'h9:
           dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$373 [3:0];
+          dense_r_entry = \$325 [3:0];
     endcase
   end
   always @* begin
@@ -37082,7 +37274,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$224 [3:0];
+          dense_w_entry = \$183 [3:0];
     endcase
   end
   always @* begin
@@ -37096,19 +37288,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          meta_r_entry = \$225 [2:0];
+          meta_r_entry = \$184 [2:0];
       4'h1:
           /* empty */;
       4'h7:
-          meta_r_entry = \$302 [2:0];
+          meta_r_entry = \$261 [2:0];
       4'h8:
-          meta_r_entry = \$322 [2:0];
+          meta_r_entry = \$274 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$383 [2:0];
+          meta_r_entry = \$335 [2:0];
     endcase
   end
   always @* begin
@@ -37122,7 +37314,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$226 [2:0];
+          meta_w_entry = \$185 [2:0];
     endcase
   end
   always @* begin
@@ -37136,19 +37328,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          sparse_r_entry = \$228 [2:0];
+          sparse_r_entry = \$187 [2:0];
       4'h1:
           /* empty */;
       4'h7:
-          sparse_r_entry = \$295 [2:0];
+          sparse_r_entry = \$254 [2:0];
       4'h8:
-          sparse_r_entry = \$319 [2:0];
+          sparse_r_entry = \$271 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$378 [2:0];
+          sparse_r_entry = \$330 [2:0];
     endcase
   end
   always @* begin
@@ -37162,7 +37354,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$240 [2:0];
+          sparse_w_entry = \$199 [2:0];
     endcase
   end
   always @* begin
@@ -37177,7 +37369,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$241 ) begin
+            if (\$200 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -37190,11 +37382,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$340 ) begin
+          if (\$292 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$413 ) begin
+    if (\$365 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -37210,11 +37402,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$241 ) begin
-              \$signature__data [9:0] = \$248 [9:0];
-              \$signature__data [23:10] = \$249 [13:0];
-              \$signature__data [37:24] = \$250 [13:0];
-              \$signature__data [51:38] = \$251 [13:0];
+            if (\$200 ) begin
+              \$signature__data [9:0] = \$207 [9:0];
+              \$signature__data [23:10] = \$208 [13:0];
+              \$signature__data [37:24] = \$209 [13:0];
+              \$signature__data [51:38] = \$210 [13:0];
             end
           end
       4'h1:
@@ -37226,11 +37418,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$340 ) begin
+          if (\$292 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$413 ) begin
+    if (\$365 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -37247,16 +37439,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$241 ) begin
-            end else if (\$247 ) begin
-              if (\$257 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
+              if (\$216 ) begin
                 alloc__ready = 1'h1;
               end
             end else begin
-              if (\$264 ) begin
+              if (\$223 ) begin
                 alloc__ready = 1'h1;
-              end else if (\$266 ) begin
-                if (\$274 ) begin
+              end else if (\$225 ) begin
+                if (\$233 ) begin
                   alloc__ready = 1'h1;
                 end
               end
@@ -37276,10 +37468,10 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$241 ) begin
-            end else if (\$247 ) begin
-              if (\$257 ) begin
-                if (\$258 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
+              if (\$216 ) begin
+                if (\$217 ) begin
                   w_en = 1'h1;
                 end
               end
@@ -37289,7 +37481,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$102  = 1'h0;
+    \w_en$107  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37299,13 +37491,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$241 ) begin
-            end else if (\$247 ) begin
-              if (\$257 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
+              if (\$216 ) begin
                 (* full_case = 32'd1 *)
-                if (\$258 ) begin
+                if (\$217 ) begin
                 end else begin
-                  \w_en$102  = 1'h1;
+                  \w_en$107  = 1'h1;
                 end
               end
             end
@@ -37314,7 +37506,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$103  = 1'h0;
+    \w_en$108  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37325,14 +37517,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$241 ) begin
-            end else if (\$247 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
             end else begin
-              if (\$264 ) begin
-                \w_en$103  = 1'h1;
-              end else if (\$266 ) begin
-                if (\$274 ) begin
-                  \w_en$103  = 1'h1;
+              if (\$223 ) begin
+                \w_en$108  = 1'h1;
+              end else if (\$225 ) begin
+                if (\$233 ) begin
+                  \w_en$108  = 1'h1;
                 end
               end
             end
@@ -37354,7 +37546,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$281 ;
+          hi = \$240 ;
     endcase
   end
   always @* begin
@@ -37378,7 +37570,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$339 [14:0];
+          cnt = \$291 [14:0];
     endcase
   end
   always @* begin
@@ -37402,21 +37594,21 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$341 ) begin
-            if (\$342 ) begin
-              if (\$343 ) begin
+          if (\$293 ) begin
+            if (\$294 ) begin
+              if (\$295 ) begin
                 obs__free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$407 ) begin
+            if (\$359 ) begin
               (* full_case = 32'd1 *)
-              if (\$410 ) begin
+              if (\$362 ) begin
               end else begin
-                if (\$411 ) begin
-                  if (\$412 ) begin
+                if (\$363 ) begin
+                  if (\$364 ) begin
                     obs__free_done = 1'h1;
                   end
                 end
@@ -37474,12 +37666,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          obs__release_page = \$345 ;
+          obs__release_page = \$297 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$110  = 2'h0;
+    \slot_idx$116  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37500,12 +37692,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$110  = \$359 [1:0];
+          \slot_idx$116  = \$311 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$111  = 2'h0;
+    \slot_tab$117  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37526,7 +37718,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$111  = \$368 ;
+          \slot_tab$117  = \$320 ;
     endcase
   end
   always @* begin
@@ -37552,34 +37744,34 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$405 [14:0];
+          k_cnt = \$357 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = gs_walk;
-    if (\$425 ) begin
-      \$590  = \$426 [7:0];
+    \$575  = gs_walk;
+    if (\$377 ) begin
+      \$575  = \$378 [7:0];
     end
     if (rst) begin
-      \$590  = 8'h00;
+      \$575  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = gs_done;
-    if (\$425 ) begin
-      if (\$427 ) begin
-        \$591  = 1'h1;
+    \$576  = gs_done;
+    if (\$377 ) begin
+      if (\$379 ) begin
+        \$576  = 1'h1;
       end
     end
     if (rst) begin
-      \$591  = 1'h0;
+      \$576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = \$428 ;
+    \$577  = \$380 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37598,26 +37790,758 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
+          if (\$549 ) begin
+            if (\$550 ) begin
               (* full_case = 32'd1 *)
-              if (\$566 ) begin
+              if (\$551 ) begin
               end else begin
-                \$592  = \$568 [13:0];
+                \$577  = \$553 [13:0];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$575 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$578 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$580 ) begin
+                if (\$565 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$581 ) begin
+                  if (\$566 ) begin
                   end else begin
-                    \$592  = \$583 [13:0];
+                    \$577  = \$568 [13:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$577  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$578  = \$381 ;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$578  = \$554 [12:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$578  = \$569 [12:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$578  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$579  = \$382 [10:0];
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$579  = \$555 [10:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$579  = \$570 [10:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$579  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$580  = j;
+    casez (fsm_state)
+      4'h0:
+          \$580  = 3'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+          end else if (cap_bad) begin
+          end else if (\$403 ) begin
+          end else begin
+            \$580  = 3'h0;
+          end
+      4'h5:
+          if (emitted) begin
+            \$580  = \$417 [2:0];
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$580  = { 1'h0, \$535  };
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$580  = 3'h0;
+      4'h9:
+          if (\$549 ) begin
+            (* full_case = 32'd1 *)
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$580  = 3'h0;
+              end
+            end else begin
+              \$580  = \$557 [2:0];
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+                \$580  = \$564 [2:0];
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$580  = 3'h0;
+                  end
+                end else begin
+                  \$580  = \$572 [2:0];
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$580  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$581  = frag;
+    casez (fsm_state)
+      4'h0:
+          \$581  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+          end else if (cap_bad) begin
+          end else if (\$403 ) begin
+          end else begin
+            \$581  = 1'h0;
+          end
+      4'h5:
+        begin
+          if (\$406 ) begin
+          end else if (\$408 ) begin
+          end else if (\$413 ) begin
+            if (\$414 ) begin
+              if (\$416 ) begin
+                \$581  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$581  = 1'h0;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$581  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$582  = lat;
+    casez (fsm_state)
+      4'h0:
+          \$582  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+          end else if (cap_bad) begin
+          end else if (\$403 ) begin
+          end else begin
+            \$582  = 1'h0;
+          end
+      4'h5:
+        begin
+          if (lat) begin
+            \$582  = 1'h0;
+          end
+          if (emitted) begin
+            (* full_case = 32'd1 *)
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              (* full_case = 32'd1 *)
+              if (\$470 ) begin
+              end else begin
+                \$582  = 1'h1;
+              end
+            end else begin
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                \$582  = 1'h1;
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$582  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$583  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$583  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$583  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$584  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$584  = 1'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$584  = 1'h0;
+            end
+          end else if (append__valid) begin
+            \$584  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$584  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$585  = fg;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$585  = 6'h00;
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$585  = \$556 [5:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$585  = \$571 [5:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$585  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$586  = gidx;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$586  = \$392 [7:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$586  = \$396 [7:0];
+            end
+          end else if (append__valid) begin
+            \$586  = \$400 [7:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$586  = \$552 [7:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$586  = \$567 [7:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$586  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$587  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$587  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$587  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$587  = 4'h2;
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$401 ) begin
+            \$587  = 4'h3;
+          end else if (field_bad) begin
+            \$587  = 4'h3;
+          end else begin
+            \$587  = 4'h4;
+          end
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+            \$587  = 4'h3;
+          end else if (cap_bad) begin
+            \$587  = 4'h3;
+          end else if (\$403 ) begin
+            \$587  = 4'h0;
+          end else begin
+            \$587  = 4'h5;
+          end
+      4'h5:
+          if (emitted) begin
+            if (\$458 ) begin
+              \$587  = 4'h3;
+            end
+          end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$490 ) begin
+            \$587  = 4'h3;
+          end else if (\$491 ) begin
+            \$587  = 4'h6;
+          end else if (\$496 ) begin
+            \$587  = 4'h3;
+          end else begin
+            \$587  = 4'h7;
+          end
+      4'h7:
+          (* full_case = 32'd1 *)
+          if (\$541 ) begin
+            \$587  = 4'h3;
+          end else if (\$542 ) begin
+            \$587  = 4'h3;
+          end else begin
+            \$587  = 4'h8;
+          end
+      4'h8:
+          if (\$543 ) begin
+            if (\$548 ) begin
+              \$587  = 4'h3;
+            end
+          end
+      4'h6:
+          \$587  = 4'h9;
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (\$549 ) begin
+            (* full_case = 32'd1 *)
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+                \$587  = 4'h3;
+              end else begin
+                \$587  = 4'h9;
+              end
+            end else begin
+              \$587  = 4'h9;
+            end
+          end else begin
+            \$587  = 4'ha;
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                    \$587  = 4'h3;
+                  end else begin
+                    \$587  = 4'h9;
+                  end
+                end else begin
+                  \$587  = 4'h9;
+                end
+              end
+            end
+          end
+      4'h3:
+          if (\$574 ) begin
+            \$587  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$587  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$588  = retry;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$588  = 1'h0;
+            end
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              if (\$551 ) begin
+                \$588  = 1'h1;
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  if (\$566 ) begin
+                    \$588  = 1'h1;
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$588  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$589  = ap;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+          end else if (append__valid) begin
+            \$589  = append__payload;
+          end
+    endcase
+    if (rst) begin
+      \$589  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$590  = n;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$590  = \$signature__data$124 [9:0];
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$590  = \$signature__data$124 [9:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$590  = \$signature__data$124 [9:0];
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$590  = \$signature__data$124 [9:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$590  = \$signature__data$124 [9:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$590  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$591  = sb0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$591  = \$signature__data$124 [23:10];
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$591  = \$signature__data$124 [23:10];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$591  = \$signature__data$124 [23:10];
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$591  = \$signature__data$124 [23:10];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$591  = \$signature__data$124 [23:10];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$591  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$592  = sb1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$592  = \$signature__data$124 [37:24];
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$592  = \$signature__data$124 [37:24];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$592  = \$signature__data$124 [37:24];
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$592  = \$signature__data$124 [37:24];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$592  = \$signature__data$124 [37:24];
                   end
                 end
               end
@@ -37630,45 +38554,45 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = \$429 ;
+    \$593  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$593  = \$signature__data$124 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$593  = \$signature__data$124 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$593  = \$signature__data$124 [51:38];
       4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
+          if (\$549 ) begin
+            if (\$550 ) begin
               (* full_case = 32'd1 *)
-              if (\$566 ) begin
+              if (\$551 ) begin
               end else begin
-                \$593  = \$569 [12:0];
+                \$593  = \$signature__data$124 [51:38];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$575 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$578 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$580 ) begin
+                if (\$565 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$581 ) begin
+                  if (\$566 ) begin
                   end else begin
-                    \$593  = \$584 [12:0];
+                    \$593  = \$signature__data$124 [51:38];
                   end
                 end
               end
@@ -37676,803 +38600,71 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$593  = 13'h0000;
+      \$593  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = \$430 [10:0];
+    \$594  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$594  = \$570 [10:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$594  = \$585 [10:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$594  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = j;
-    casez (fsm_state)
-      4'h0:
-          \$595  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$450 ) begin
-          end else if (cap_bad) begin
-          end else if (\$451 ) begin
-          end else begin
-            \$595  = 3'h0;
-          end
-      4'h5:
-          if (emitted) begin
-            \$595  = \$473 [2:0];
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$595  = { 1'h0, \$535  };
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$595  = 3'h0;
-      4'h9:
-          if (\$564 ) begin
-            (* full_case = 32'd1 *)
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$595  = 3'h0;
-              end
-            end else begin
-              \$595  = \$572 [2:0];
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-                \$595  = \$579 [2:0];
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$595  = 3'h0;
-                  end
-                end else begin
-                  \$595  = \$587 [2:0];
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$595  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = frag;
-    casez (fsm_state)
-      4'h0:
-          \$596  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$450 ) begin
-          end else if (cap_bad) begin
-          end else if (\$451 ) begin
-          end else begin
-            \$596  = 1'h0;
-          end
-      4'h5:
-        begin
-          if (\$454 ) begin
-          end else if (\$456 ) begin
-          end else if (\$461 ) begin
-            if (\$462 ) begin
-              if (\$472 ) begin
-                \$596  = 1'h1;
-              end
-            end
-          end
-          if (emitted) begin
-            \$596  = 1'h0;
-          end
-        end
-    endcase
-    if (rst) begin
-      \$596  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = lat;
-    casez (fsm_state)
-      4'h0:
-          \$597  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$450 ) begin
-          end else if (cap_bad) begin
-          end else if (\$451 ) begin
-          end else begin
-            \$597  = 1'h0;
-          end
-      4'h5:
-        begin
-          if (lat) begin
-            \$597  = 1'h0;
-          end
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              (* full_case = 32'd1 *)
-              if (\$486 ) begin
-              end else begin
-                \$597  = 1'h1;
-              end
-            end else begin
-              if (\$492 ) begin
-              end else if (\$494 ) begin
-                \$597  = 1'h1;
-              end
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$597  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = cm;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-            \$598  = cmd__payload;
-          end
-    endcase
-    if (rst) begin
-      \$598  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = from_cmd;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-            \$599  = 1'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$599  = 1'h0;
-            end
-          end else if (append__valid) begin
-            \$599  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$599  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = fg;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-            \$600  = 6'h00;
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$600  = \$571 [5:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$600  = \$586 [5:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$600  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = gidx;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-            \$601  = \$440 [7:0];
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$601  = \$444 [7:0];
-            end
-          end else if (append__valid) begin
-            \$601  = \$448 [7:0];
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$601  = \$567 [7:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$601  = \$582 [7:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$601  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-            \$602  = 4'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$602  = 4'h2;
-            end
-          end else if (append__valid) begin
-            \$602  = 4'h2;
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$449 ) begin
-            \$602  = 4'h3;
+          if (\$401 ) begin
+            \$594  = 3'h1;
           end else if (field_bad) begin
-            \$602  = 4'h3;
-          end else begin
-            \$602  = 4'h4;
+            \$594  = 3'h2;
           end
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$450 ) begin
-            \$602  = 4'h3;
+          if (\$402 ) begin
+            \$594  = 3'h3;
           end else if (cap_bad) begin
-            \$602  = 4'h3;
-          end else if (\$451 ) begin
-            \$602  = 4'h0;
-          end else begin
-            \$602  = 4'h5;
+            \$594  = 3'h5;
           end
       4'h5:
           if (emitted) begin
-            if (\$474 ) begin
-              \$602  = 4'h3;
+            if (\$458 ) begin
+              \$594  = 3'h0;
             end
           end
       4'h1:
-          (* full_case = 32'd1 *)
-          if (\$506 ) begin
-            \$602  = 4'h3;
-          end else if (\$507 ) begin
-            \$602  = 4'h6;
-          end else if (\$512 ) begin
-            \$602  = 4'h3;
-          end else begin
-            \$602  = 4'h7;
-          end
-      4'h7:
-          (* full_case = 32'd1 *)
-          if (\$541 ) begin
-            \$602  = 4'h3;
-          end else if (\$542 ) begin
-            \$602  = 4'h3;
-          end else begin
-            \$602  = 4'h8;
-          end
-      4'h8:
-          if (\$543 ) begin
-            if (\$563 ) begin
-              \$602  = 4'h3;
-            end
-          end
-      4'h6:
-          \$602  = 4'h9;
-      4'h9:
-          (* full_case = 32'd1 *)
-          if (\$564 ) begin
-            (* full_case = 32'd1 *)
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-                \$602  = 4'h3;
-              end else begin
-                \$602  = 4'h9;
-              end
-            end else begin
-              \$602  = 4'h9;
-            end
-          end else begin
-            \$602  = 4'ha;
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                    \$602  = 4'h3;
-                  end else begin
-                    \$602  = 4'h9;
-                  end
-                end else begin
-                  \$602  = 4'h9;
-                end
-              end
-            end
-          end
-      4'h3:
-          if (\$589 ) begin
-            \$602  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$602  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$603  = retry;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$603  = 1'h0;
-            end
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              if (\$566 ) begin
-                \$603  = 1'h1;
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  if (\$581 ) begin
-                    \$603  = 1'h1;
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$603  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$604  = ap;
-    casez (fsm_state)
-      4'h0:
-          if (\$431 ) begin
-          end else if (cmd__valid) begin
-          end else if (out_of_pages) begin
-          end else if (append__valid) begin
-            \$604  = append__payload;
-          end
-    endcase
-    if (rst) begin
-      \$604  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$605  = n;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$605  = \$signature__data$118 [9:0];
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$605  = \$signature__data$118 [9:0];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$605  = \$signature__data$118 [9:0];
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$605  = \$signature__data$118 [9:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$605  = \$signature__data$118 [9:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$605  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$606  = sb0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$606  = \$signature__data$118 [23:10];
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$606  = \$signature__data$118 [23:10];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$606  = \$signature__data$118 [23:10];
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$606  = \$signature__data$118 [23:10];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$606  = \$signature__data$118 [23:10];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$606  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$607  = sb1;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$607  = \$signature__data$118 [37:24];
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$607  = \$signature__data$118 [37:24];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$607  = \$signature__data$118 [37:24];
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$607  = \$signature__data$118 [37:24];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$607  = \$signature__data$118 [37:24];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$607  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$608  = sb2;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$608  = \$signature__data$118 [51:38];
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$608  = \$signature__data$118 [51:38];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$608  = \$signature__data$118 [51:38];
-      4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              (* full_case = 32'd1 *)
-              if (\$566 ) begin
-              end else begin
-                \$608  = \$signature__data$118 [51:38];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$575 ) begin
-              (* full_case = 32'd1 *)
-              if (\$578 ) begin
-              end else begin
-                if (\$580 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$581 ) begin
-                  end else begin
-                    \$608  = \$signature__data$118 [51:38];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$608  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$609  = status;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          if (\$449 ) begin
-            \$609  = 3'h1;
-          end else if (field_bad) begin
-            \$609  = 3'h2;
-          end
-      4'h4:
-          if (\$450 ) begin
-            \$609  = 3'h3;
-          end else if (cap_bad) begin
-            \$609  = 3'h5;
-          end
-      4'h5:
-          if (emitted) begin
-            if (\$474 ) begin
-              \$609  = 3'h0;
-            end
-          end
-      4'h1:
-          if (\$506 ) begin
-            \$609  = 3'h1;
-          end else if (\$507 ) begin
-          end else if (\$512 ) begin
-            \$609  = 3'h2;
+          if (\$490 ) begin
+            \$594  = 3'h1;
+          end else if (\$491 ) begin
+          end else if (\$496 ) begin
+            \$594  = 3'h2;
           end
       4'h7:
           if (\$541 ) begin
-            \$609  = 3'h4;
+            \$594  = 3'h4;
           end else if (\$542 ) begin
-            \$609  = 3'h0;
+            \$594  = 3'h0;
           end
       4'h8:
           if (\$543 ) begin
-            if (\$563 ) begin
-              \$609  = 3'h0;
+            if (\$548 ) begin
+              \$594  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              if (\$566 ) begin
-                \$609  = 3'h0;
+          if (\$549 ) begin
+            if (\$550 ) begin
+              if (\$551 ) begin
+                \$594  = 3'h0;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$575 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$578 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$580 ) begin
-                  if (\$581 ) begin
-                    \$609  = 3'h0;
+                if (\$565 ) begin
+                  if (\$566 ) begin
+                    \$594  = 3'h0;
                   end
                 end
               end
@@ -38480,12 +38672,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$609  = 3'h0;
+      \$594  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$610  = out_of_pages;
+    \$595  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38493,12 +38685,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$450 ) begin
+          if (\$402 ) begin
           end else if (cap_bad) begin
-          end else if (\$451 ) begin
-            \$610  = 1'h1;
+          end else if (\$403 ) begin
+            \$595  = 1'h1;
           end else begin
-            \$610  = 1'h0;
+            \$595  = 1'h0;
           end
       4'h5:
           /* empty */;
@@ -38515,17 +38707,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'ha:
           /* empty */;
       4'h3:
-          if (\$588 ) begin
-            \$610  = 1'h0;
+          if (\$573 ) begin
+            \$595  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$610  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$611  = pg0_0;
+    \$596  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38536,26 +38728,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
-                  \$611  = \$452 ;
+                  \$596  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
-                      \$611  = obs__alloc_page;
+                      \$596  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
-                      \$611  = obs__alloc_page;
+                      \$596  = obs__alloc_page;
                 endcase
               end
             end
@@ -38563,12 +38755,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$611  = 14'h0000;
+      \$596  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$612  = pg0_1;
+    \$597  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38579,32 +38771,32 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
-                  \$612  = \$452 ;
+                  \$597  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$612  = obs__alloc_page;
+                      \$597  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$612  = obs__alloc_page;
+                      \$597  = obs__alloc_page;
                 endcase
               end
             end
@@ -38612,12 +38804,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$612  = 14'h0000;
+      \$597  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$613  = pg0_2;
+    \$598  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38628,38 +38820,38 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
                   /* empty */;
               4'h2:
-                  \$613  = \$452 ;
+                  \$598  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$613  = obs__alloc_page;
+                      \$598  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$613  = obs__alloc_page;
+                      \$598  = obs__alloc_page;
                 endcase
               end
             end
@@ -38667,12 +38859,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$613  = 14'h0000;
+      \$598  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$614  = pg0_3;
+    \$599  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38683,7 +38875,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38691,14 +38883,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h2:
                   /* empty */;
               4'h3:
-                  \$614  = \$452 ;
+                  \$599  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38707,11 +38899,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$614  = obs__alloc_page;
+                      \$599  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38720,7 +38912,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$614  = obs__alloc_page;
+                      \$599  = obs__alloc_page;
                 endcase
               end
             end
@@ -38728,12 +38920,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$614  = 14'h0000;
+      \$599  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$615  = pg0_4;
+    \$600  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38744,7 +38936,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38754,14 +38946,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h3:
                   /* empty */;
               4'h4:
-                  \$615  = \$452 ;
+                  \$600  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38772,11 +38964,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$615  = obs__alloc_page;
+                      \$600  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38787,7 +38979,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$615  = obs__alloc_page;
+                      \$600  = obs__alloc_page;
                 endcase
               end
             end
@@ -38795,12 +38987,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$615  = 14'h0000;
+      \$600  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$616  = pg0_5;
+    \$601  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38811,7 +39003,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38823,14 +39015,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h4:
                   /* empty */;
               4'h5:
-                  \$616  = \$452 ;
+                  \$601  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38843,11 +39035,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$616  = obs__alloc_page;
+                      \$601  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38860,7 +39052,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$616  = obs__alloc_page;
+                      \$601  = obs__alloc_page;
                 endcase
               end
             end
@@ -38868,12 +39060,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$616  = 14'h0000;
+      \$601  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$617  = pg0_6;
+    \$602  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38884,7 +39076,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$453 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38898,14 +39090,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h5:
                   /* empty */;
               4'h6:
-                  \$617  = \$452 ;
+                  \$602  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
-              if (\$486 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38920,11 +39112,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$617  = obs__alloc_page;
+                      \$602  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$492 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38939,7 +39131,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$617  = obs__alloc_page;
+                      \$602  = obs__alloc_page;
                 endcase
               end
             end
@@ -38947,12 +39139,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$617  = 14'h0000;
+      \$602  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$618  = obs__live;
+    \$603  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38962,17 +39154,112 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$474 ) begin
+            \$603  = \$419 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$603  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$604  = p_second;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$604  = \$427 ;
+          end
+    endcase
+    if (rst) begin
+      \$604  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$605  = p_c_nz;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$605  = \$429 ;
+          end
+    endcase
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$606  = p_first_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$606  = \$442 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$606  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$607  = p_second_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$607  = \$457 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$607  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$608  = obs__live;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$458 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$618 [0] = 1'h1;
+                    \$608 [0] = 1'h1;
                 2'h1:
-                    \$618 [1] = 1'h1;
+                    \$608 [1] = 1'h1;
                 2'h2:
-                    \$618 [2] = 1'h1;
+                    \$608 [2] = 1'h1;
                 2'h3:
-                    \$618 [3] = 1'h1;
+                    \$608 [3] = 1'h1;
               endcase
             end
           end
@@ -38985,41 +39272,41 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$564 ) begin
-            if (\$565 ) begin
-              if (\$566 ) begin
+          if (\$549 ) begin
+            if (\$550 ) begin
+              if (\$551 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$618 [0] = 1'h0;
+                      \$608 [0] = 1'h0;
                   2'h1:
-                      \$618 [1] = 1'h0;
+                      \$608 [1] = 1'h0;
                   2'h2:
-                      \$618 [2] = 1'h0;
+                      \$608 [2] = 1'h0;
                   2'h3:
-                      \$618 [3] = 1'h0;
+                      \$608 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$575 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$578 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$580 ) begin
-                  if (\$581 ) begin
+                if (\$565 ) begin
+                  if (\$566 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$618 [0] = 1'h0;
+                          \$608 [0] = 1'h0;
                       2'h1:
-                          \$618 [1] = 1'h0;
+                          \$608 [1] = 1'h0;
                       2'h2:
-                          \$618 [2] = 1'h0;
+                          \$608 [2] = 1'h0;
                       2'h3:
-                          \$618 [3] = 1'h0;
+                          \$608 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -39028,12 +39315,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$618  = 4'h0;
+      \$608  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$619  = lat_tab;
+    \$609  = lat_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39044,28 +39331,28 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
               (* full_case = 32'd1 *)
-              if (\$486 ) begin
+              if (\$470 ) begin
               end else begin
-                \$619  = slot_tab;
+                \$609  = slot_tab;
               end
             end else begin
-              if (\$492 ) begin
-              end else if (\$494 ) begin
-                \$619  = slot_tab;
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                \$609  = slot_tab;
               end
             end
           end
     endcase
     if (rst) begin
-      \$619  = 2'h0;
+      \$609  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$620  = pg1_0;
+    \$610  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39076,15 +39363,15 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
             end else begin
-              if (\$492 ) begin
-              end else if (\$494 ) begin
-                if (\$502 ) begin
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                if (\$486 ) begin
                   casez (\$19 [1:0])
                     2'h0:
-                        \$620  = obs__alloc_page;
+                        \$610  = obs__alloc_page;
                   endcase
                 end
               end
@@ -39092,12 +39379,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$620  = 14'h0000;
+      \$610  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$621  = pg1_1;
+    \$611  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39108,17 +39395,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
             end else begin
-              if (\$492 ) begin
-              end else if (\$494 ) begin
-                if (\$502 ) begin
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                if (\$486 ) begin
                   casez (\$19 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
-                        \$621  = obs__alloc_page;
+                        \$611  = obs__alloc_page;
                   endcase
                 end
               end
@@ -39126,12 +39413,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$621  = 14'h0000;
+      \$611  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$622  = pg1_2;
+    \$612  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39142,19 +39429,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$474 ) begin
-            end else if (\$480 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
             end else begin
-              if (\$492 ) begin
-              end else if (\$494 ) begin
-                if (\$502 ) begin
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                if (\$486 ) begin
                   casez (\$19 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
                         /* empty */;
                     2'h2:
-                        \$622  = obs__alloc_page;
+                        \$612  = obs__alloc_page;
                   endcase
                 end
               end
@@ -39162,12 +39449,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$622  = 14'h0000;
+      \$612  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$623  = a;
+    \$613  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39180,19 +39467,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$623  = { 4'h0, \$518  };
+          \$613  = { \$509 [21], \$509 [21], \$509 [21], \$509  };
       4'h8:
           if (\$543 ) begin
-            \$623  = \$552 [24:0];
+            \$613  = \$546 [24:0];
           end
     endcase
     if (rst) begin
-      \$623  = 25'h0000000;
+      \$613  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$624  = b;
+    \$614  = r_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39205,53 +39492,82 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$624  = { 4'h0, \$524  };
-    endcase
-    if (rst) begin
-      \$624  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$625  = e;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$625  = \$531 [14:0];
+          \$614  = \$516 [9:0];
       4'h8:
           if (\$543 ) begin
-            \$625  = \$553 [14:0];
+            \$614  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$614  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$615  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$615  = \$524 [10:0];
+      4'h8:
+          if (\$543 ) begin
+            \$615  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$615  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$616  = e;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$616  = \$531 [14:0];
+      4'h8:
+          if (\$543 ) begin
+            \$616  = \$547 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$625  = 15'h0000;
+          \$616  = 15'h0000;
       4'ha:
           if (release__ready) begin
-            \$625  = \$573 [14:0];
-            if (\$575 ) begin
-              if (\$578 ) begin
-                \$625  = 15'h0000;
+            \$616  = \$558 [14:0];
+            if (\$560 ) begin
+              if (\$563 ) begin
+                \$616  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$625  = 15'h0000;
+      \$616  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$626  = npg;
+    \$617  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39270,18 +39586,18 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          \$626  = cnt;
+          \$617  = cnt;
       4'ha:
           if (release__ready) begin
-            if (\$575 ) begin
-              if (\$578 ) begin
-                \$626  = k_cnt;
+            if (\$560 ) begin
+              if (\$563 ) begin
+                \$617  = k_cnt;
               end
             end
           end
     endcase
     if (rst) begin
-      \$626  = 15'h0000;
+      \$617  = 15'h0000;
     end
   end
   always @* begin
@@ -39350,6 +39666,62 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$105  = 8'h00;
+      2'h1:
+          \$105  = 8'h3c;
+      2'h2:
+          \$105  = 8'h78;
+      2'h3:
+          \$105  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$108  = 8'h00;
+      2'h1:
+          \$108  = 8'h3c;
+      2'h2:
+          \$108  = 8'h78;
+      2'h3:
+          \$108  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$113  = 8'h00;
+      2'h1:
+          \$113  = 8'h3c;
+      2'h2:
+          \$113  = 8'h78;
+      2'h3:
+          \$113  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
+      2'h0:
+          \$117  = 8'h00;
+      2'h1:
+          \$117  = 8'h3c;
+      2'h2:
+          \$117  = 8'h78;
+      2'h3:
+          \$117  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$152  = 14'h0000;
     casez (lat_tab)
       2'h0:
@@ -39382,462 +39754,270 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$161  = 7'h00;
-    casez (\slot_idx$78 )
+    \$161  = 14'h0000;
+    casez (lat_tab)
       2'h0:
-          \$161  = ap[24:18];
+          \$161  = r_data;
       2'h1:
-          \$161  = ap[31:25];
+          \$161  = \r_data$91 ;
       2'h2:
-          \$161  = ap[38:32];
+          \$161  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$163  = 14'h0000;
+    casez (\$162 )
+      4'h0:
+          \$163  = pg0_0;
+      4'h1:
+          \$163  = pg0_1;
+      4'h2:
+          \$163  = pg0_2;
+      4'h3:
+          \$163  = pg0_3;
+      4'h4:
+          \$163  = pg0_4;
+      4'h5:
+          \$163  = pg0_5;
+      4'h6:
+          \$163  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$171  = 14'h0000;
+    casez (\slot_idx$78 )
+      2'h0:
+          \$171  = pg1_0;
+      2'h1:
+          \$171  = pg1_1;
+      2'h2:
+          \$171  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$174  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$163  = r_data;
+          \$174  = r_data;
       2'h1:
-          \$163  = \r_data$91 ;
+          \$174  = \r_data$91 ;
       2'h2:
-          \$163  = \r_data$92 ;
+          \$174  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$165  = 14'h0000;
-    casez (\$164 )
+    \$176  = 14'h0000;
+    casez (\$175 )
       4'h0:
-          \$165  = pg0_0;
+          \$176  = pg0_0;
       4'h1:
-          \$165  = pg0_1;
+          \$176  = pg0_1;
       4'h2:
-          \$165  = pg0_2;
+          \$176  = pg0_2;
       4'h3:
-          \$165  = pg0_3;
+          \$176  = pg0_3;
       4'h4:
-          \$165  = pg0_4;
+          \$176  = pg0_4;
       4'h5:
-          \$165  = pg0_5;
+          \$176  = pg0_5;
       4'h6:
-          \$165  = pg0_6;
+          \$176  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$167  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$167  = sb0;
-      2'h1:
-          \$167  = sb1;
-      2'h2:
-          \$167  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$170  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$170  = ap[24:18];
-      2'h1:
-          \$170  = ap[31:25];
-      2'h2:
-          \$170  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$172  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$172  = sb0;
-      2'h1:
-          \$172  = sb1;
-      2'h2:
-          \$172  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$174  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$174  = ap[24:18];
-      2'h1:
-          \$174  = ap[31:25];
-      2'h2:
-          \$174  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$178  = sb0;
-      2'h1:
-          \$178  = sb1;
-      2'h2:
-          \$178  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$181  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$181  = ap[24:18];
-      2'h1:
-          \$181  = ap[31:25];
-      2'h2:
-          \$181  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$184  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$184  = ap[24:18];
-      2'h1:
-          \$184  = ap[31:25];
-      2'h2:
-          \$184  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$187  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$187  = ap[24:18];
-      2'h1:
-          \$187  = ap[31:25];
-      2'h2:
-          \$187  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$189  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$189  = sb0;
-      2'h1:
-          \$189  = sb1;
-      2'h2:
-          \$189  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$191  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$191  = ap[24:18];
-      2'h1:
-          \$191  = ap[31:25];
-      2'h2:
-          \$191  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$197  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$197  = pg1_0;
-      2'h1:
-          \$197  = pg1_1;
-      2'h2:
-          \$197  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$199  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$199  = ap[24:18];
-      2'h1:
-          \$199  = ap[31:25];
-      2'h2:
-          \$199  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$200  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$200  = ap[24:18];
-      2'h1:
-          \$200  = ap[31:25];
-      2'h2:
-          \$200  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$202  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$202  = sb0;
-      2'h1:
-          \$202  = sb1;
-      2'h2:
-          \$202  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$204  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$204  = ap[24:18];
-      2'h1:
-          \$204  = ap[31:25];
-      2'h2:
-          \$204  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$208  = 14'h0000;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$208  = sb0;
-      2'h1:
-          \$208  = sb1;
-      2'h2:
-          \$208  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$211  = 7'h00;
-    casez (\slot_idx$78 )
-      2'h0:
-          \$211  = ap[24:18];
-      2'h1:
-          \$211  = ap[31:25];
-      2'h2:
-          \$211  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$215  = 14'h0000;
-    casez (lat_tab)
-      2'h0:
-          \$215  = r_data;
-      2'h1:
-          \$215  = \r_data$91 ;
-      2'h2:
-          \$215  = \r_data$92 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$217  = 14'h0000;
-    casez (\$216 )
-      4'h0:
-          \$217  = pg0_0;
-      4'h1:
-          \$217  = pg0_1;
-      4'h2:
-          \$217  = pg0_2;
-      4'h3:
-          \$217  = pg0_3;
-      4'h4:
-          \$217  = pg0_4;
-      4'h5:
-          \$217  = pg0_5;
-      4'h6:
-          \$217  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$227  = 14'h0000;
+    \$186  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$227  = sb0;
+          \$186  = sb0;
       2'h1:
-          \$227  = sb1;
+          \$186  = sb1;
       2'h2:
-          \$227  = sb2;
+          \$186  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$229  = 7'h00;
+    \$188  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$229  = ap[24:18];
+          \$188  = ap[24:18];
       2'h1:
-          \$229  = ap[31:25];
+          \$188  = ap[31:25];
       2'h2:
-          \$229  = ap[38:32];
+          \$188  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$231  = 14'h0000;
+    \$190  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$231  = sb0;
+          \$190  = sb0;
       2'h1:
-          \$231  = sb1;
+          \$190  = sb1;
       2'h2:
-          \$231  = sb2;
+          \$190  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$235  = 14'h0000;
+    \$194  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$235  = sb0;
+          \$194  = sb0;
       2'h1:
-          \$235  = sb1;
+          \$194  = sb1;
       2'h2:
-          \$235  = sb2;
+          \$194  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$237  = 14'h0000;
+    \$196  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$237  = sb0;
+          \$196  = sb0;
       2'h1:
-          \$237  = sb1;
+          \$196  = sb1;
       2'h2:
-          \$237  = sb2;
+          \$196  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$259  = 7'h00;
+    \$218  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$259  = ap[24:18];
+          \$218  = ap[24:18];
       2'h1:
-          \$259  = ap[31:25];
+          \$218  = ap[31:25];
       2'h2:
-          \$259  = ap[38:32];
+          \$218  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$261  = 14'h0000;
+    \$220  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$261  = sb0;
+          \$220  = sb0;
       2'h1:
-          \$261  = sb1;
+          \$220  = sb1;
       2'h2:
-          \$261  = sb2;
+          \$220  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$265  = 7'h00;
+    \$224  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$265  = ap[24:18];
+          \$224  = ap[24:18];
       2'h1:
-          \$265  = ap[31:25];
+          \$224  = ap[31:25];
       2'h2:
-          \$265  = ap[38:32];
+          \$224  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$267  = 7'h00;
+    \$226  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$267  = ap[24:18];
+          \$226  = ap[24:18];
       2'h1:
-          \$267  = ap[31:25];
+          \$226  = ap[31:25];
       2'h2:
-          \$267  = ap[38:32];
+          \$226  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$269  = 14'h0000;
+    \$228  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$269  = sb0;
+          \$228  = sb0;
       2'h1:
-          \$269  = sb1;
+          \$228  = sb1;
       2'h2:
-          \$269  = sb2;
+          \$228  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$271  = 7'h00;
+    \$230  = 7'h00;
     casez (\$19 [1:0])
       2'h0:
-          \$271  = ap[24:18];
+          \$230  = ap[24:18];
       2'h1:
-          \$271  = ap[31:25];
+          \$230  = ap[31:25];
       2'h2:
-          \$271  = ap[38:32];
+          \$230  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$279  = 14'h0000;
+    \$238  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$279  = sb0;
+          \$238  = sb0;
       2'h1:
-          \$279  = sb1;
+          \$238  = sb1;
       2'h2:
-          \$279  = sb2;
+          \$238  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$303  = 14'h0000;
+    \$262  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$303  = r_data;
+          \$262  = r_data;
       2'h1:
-          \$303  = \r_data$91 ;
+          \$262  = \r_data$91 ;
       2'h2:
-          \$303  = \r_data$92 ;
+          \$262  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$331  = 14'h0000;
+    \$283  = 14'h0000;
     casez (\$19 [1:0])
       2'h0:
-          \$331  = sb0;
+          \$283  = sb0;
       2'h1:
-          \$331  = sb1;
+          \$283  = sb1;
       2'h2:
-          \$331  = sb2;
+          \$283  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$345  = 14'h0000;
+    \$297  = 14'h0000;
     casez (slot_tab)
       2'h0:
-          \$345  = r_data;
+          \$297  = r_data;
       2'h1:
-          \$345  = \r_data$91 ;
+          \$297  = \r_data$91 ;
       2'h2:
-          \$345  = \r_data$92 ;
+          \$297  = \r_data$92 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$349  = 14'h0000;
+    casez (\slot_idx$116 )
+      2'h0:
+          \$349  = sb0;
+      2'h1:
+          \$349  = sb1;
+      2'h2:
+          \$349  = sb2;
     endcase
   end
   assign \ready$3  = ready;
@@ -39917,11 +40097,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$118.n  = \$signature__data$118 [9:0];
-  assign \$signature__data$118.sb  = \$signature__data$118 [51:10];
-  assign \$signature__data$118.sb[0]  = \$signature__data$118 [23:10];
-  assign \$signature__data$118.sb[1]  = \$signature__data$118 [37:24];
-  assign \$signature__data$118.sb[2]  = \$signature__data$118 [51:38];
+  assign \$signature__data$124.n  = \$signature__data$124 [9:0];
+  assign \$signature__data$124.sb  = \$signature__data$124 [51:10];
+  assign \$signature__data$124.sb[0]  = \$signature__data$124 [23:10];
+  assign \$signature__data$124.sb[1]  = \$signature__data$124 [37:24];
+  assign \$signature__data$124.sb[2]  = \$signature__data$124 [51:38];
   assign \$1  = cm[0];
   assign \$25 [9:5] = 5'h00;
   assign \$25 [4:0] = n[4:0];
@@ -39952,86 +40132,78 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$104  = cmd__payload[0];
   assign \$156 [9:5] = 5'h00;
   assign \$156 [4:0] = n[4:0];
-  assign \$168 [13:10] = 4'h0;
-  assign \$168 [9:0] = \$167 [9:0];
-  assign \$173 [13:10] = 4'h0;
-  assign \$173 [9:0] = \$172 [9:0];
-  assign \$179 [13:10] = 4'h0;
-  assign \$179 [9:0] = \$178 [9:0];
-  assign \$190 [13:10] = 4'h0;
-  assign \$190 [9:0] = \$189 [9:0];
-  assign \$198  = { \$197 , 10'h000 };
-  assign \$203 [13:10] = 4'h0;
-  assign \$203 [9:0] = \$202 [9:0];
-  assign \$209 [13:10] = 4'h0;
-  assign \$209 [9:0] = \$208 [9:0];
-  assign \$219 [9:6] = 4'h0;
-  assign \$219 [5:0] = n[5:0];
-  assign \$223  = { 5'h00, n[9:5] };
-  assign \$224  = { 5'h00, n[9:5] };
-  assign \$225  = { 6'h00, n[9:6] };
-  assign \$226  = { 6'h00, n[9:6] };
-  assign \$228  = { 10'h000, \$227 [13:10] };
-  assign \$232 [13:10] = 4'h0;
-  assign \$232 [9:0] = \$231 [9:0];
-  assign \$236  = { 10'h000, \$235 [13:10] };
-  assign \$238  = { 10'h000, \$237 [13:10] };
-  assign \$253 [9:5] = 5'h00;
-  assign \$253 [4:0] = n[4:0];
-  assign \$255 [9:6] = 4'h0;
-  assign \$255 [5:0] = n[5:0];
-  assign \$262 [13:10] = 4'h0;
-  assign \$262 [9:0] = \$261 [9:0];
-  assign \$270 [13:10] = 4'h0;
-  assign \$270 [9:0] = \$269 [9:0];
-  assign \$284  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$285  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$288  = { 10'h000, \$287 [20:10] };
-  assign \$291  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$292  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$295  = { 10'h000, \$294 [20:10] };
-  assign \$298  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$299  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$302  = { 10'h000, \$301 [20:10] };
-  assign \$304 [24:10] = 15'h0000;
-  assign \$304 [9:0] = a[9:0];
-  assign \$306 [24:10] = 15'h0000;
-  assign \$306 [9:0] = a[9:0];
-  assign \$310 [24:10] = 15'h0000;
-  assign \$310 [9:0] = a[9:0];
-  assign \$327  = { \$326 [11], \$326 [11], \$326 [11], \$326 [11], \$326 [11], \$326 [11:5] };
-  assign \$334  = { \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15], \$333 [15:10] };
-  assign \$337  = { \$336 [11], \$336 [11], \$336 [11], \$336 [11], \$336 [11], \$336 [11], \$336 [11:6] };
-  assign \$391  = { \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11], \$390 [11:5] };
-  assign \$400  = { \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15], \$399 [15:10] };
-  assign \$403  = { \$402 [11], \$402 [11], \$402 [11], \$402 [11], \$402 [11], \$402 [11], \$402 [11:6] };
-  assign \$432  = cmd__payload[0];
-  assign \$467 [13:10] = 4'h0;
-  assign \$467 [9:0] = \$466 [9:0];
-  assign \$482 [9:5] = 5'h00;
-  assign \$482 [4:0] = n[4:0];
-  assign \$484 [9:6] = 4'h0;
-  assign \$484 [5:0] = n[5:0];
-  assign \$490 [13:10] = 4'h0;
-  assign \$490 [9:0] = \$489 [9:0];
-  assign \$498 [13:10] = 4'h0;
-  assign \$498 [9:0] = \$497 [9:0];
-  assign \$507  = cm[0];
-  assign \$515  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$516  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$521  = { 3'h0, hi, 4'h0 };
-  assign \$522  = { 2'h0, hi, 5'h00 };
+  assign \$172  = { \$171 , 10'h000 };
+  assign \$178 [9:6] = 4'h0;
+  assign \$178 [5:0] = n[5:0];
+  assign \$182  = { 5'h00, n[9:5] };
+  assign \$183  = { 5'h00, n[9:5] };
+  assign \$184  = { 6'h00, n[9:6] };
+  assign \$185  = { 6'h00, n[9:6] };
+  assign \$187  = { 10'h000, \$186 [13:10] };
+  assign \$191 [13:10] = 4'h0;
+  assign \$191 [9:0] = \$190 [9:0];
+  assign \$195  = { 10'h000, \$194 [13:10] };
+  assign \$197  = { 10'h000, \$196 [13:10] };
+  assign \$212 [9:5] = 5'h00;
+  assign \$212 [4:0] = n[4:0];
+  assign \$214 [9:6] = 4'h0;
+  assign \$214 [5:0] = n[5:0];
+  assign \$221 [13:10] = 4'h0;
+  assign \$221 [9:0] = \$220 [9:0];
+  assign \$229 [13:10] = 4'h0;
+  assign \$229 [9:0] = \$228 [9:0];
+  assign \$243  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$244  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$247  = { 10'h000, \$246 [20:10] };
+  assign \$250  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$251  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$254  = { 10'h000, \$253 [20:10] };
+  assign \$257  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$258  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$261  = { 10'h000, \$260 [20:10] };
+  assign \$279  = { \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11:5] };
+  assign \$286  = { \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15:10] };
+  assign \$289  = { \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11:6] };
+  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:5] };
+  assign \$352  = { \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15:10] };
+  assign \$355  = { \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11:6] };
+  assign \$384  = cmd__payload[0];
+  assign \$419 [13:10] = 4'h0;
+  assign \$419 [9:0] = \$418 [9:0];
+  assign \$423 [13:10] = 4'h0;
+  assign \$423 [9:0] = \$422 [9:0];
+  assign \$433 [13:10] = 4'h0;
+  assign \$433 [9:0] = \$432 [9:0];
+  assign \$439 [13:10] = 4'h0;
+  assign \$439 [9:0] = \$438 [9:0];
+  assign \$447 [13:10] = 4'h0;
+  assign \$447 [9:0] = \$446 [9:0];
+  assign \$453 [13:10] = 4'h0;
+  assign \$453 [9:0] = \$452 [9:0];
+  assign \$466 [9:5] = 5'h00;
+  assign \$466 [4:0] = n[4:0];
+  assign \$468 [9:6] = 4'h0;
+  assign \$468 [5:0] = n[5:0];
+  assign \$474 [13:10] = 4'h0;
+  assign \$474 [9:0] = \$473 [9:0];
+  assign \$482 [13:10] = 4'h0;
+  assign \$482 [9:0] = \$481 [9:0];
+  assign \$491  = cm[0];
+  assign \$499  = { 3'h0, hi, 4'h0 };
+  assign \$500  = { 2'h0, hi, 5'h00 };
+  assign \$505  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$506  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$512  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$513  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$516 [20:10] = 11'h000;
+  assign \$516 [9:0] = \$515 [9:0];
+  assign \$519  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$520  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$523 [20:10] = 11'h000;
+  assign \$523 [9:0] = \$522 [9:0];
   assign \$527  = { 3'h0, cm[26:13], 4'h0 };
   assign \$528  = { 2'h0, cm[26:13], 5'h00 };
   assign \$531  = { 10'h000, \$530 [20:10] };
-  assign \$544 [24:10] = 15'h0000;
-  assign \$544 [9:0] = a[9:0];
-  assign \$548 [24:10] = 15'h0000;
-  assign \$548 [9:0] = a[9:0];
-  assign \$554 [24:10] = 15'h0000;
-  assign \$554 [9:0] = a[9:0];
-  assign \$558 [24:10] = 15'h0000;
-  assign \$558 [9:0] = a[9:0];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -80990,7 +81162,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$24724$205 (q3_info0[257:205]),
+    .\port$24720$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -84098,7 +84270,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \oaken_engine.quant.encoder (rst, \port$24720$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -86421,8 +86593,8 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$24724$205 ;
-  wire [52:0] \port$24724$205 ;
+  input [52:0] \port$24720$205 ;
+  wire [52:0] \port$24720$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -86876,29 +87048,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$24724$205 [19:15];
-  assign \$3  = \port$24724$205 [19:15] - 1'h1;
+  assign \$2  = | \port$24720$205 [19:15];
+  assign \$3  = \port$24720$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$24724$205 [35:31];
-  assign \$7  = \port$24724$205 [35:31] - 1'h1;
+  assign \$6  = | \port$24720$205 [35:31];
+  assign \$7  = \port$24720$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$24724$205 [51:47];
-  assign \$10  = \port$24724$205 [51:47] - 1'h1;
+  assign \$9  = | \port$24720$205 [51:47];
+  assign \$10  = \port$24720$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$24724$205 [19:15];
+  assign \$15  = | \port$24720$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$24724$205 [35:31];
-  assign \$18  = | \port$24724$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$24724$205 [30:21] } : { \$18 , \port$24724$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$24724$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$24720$205 [35:31];
+  assign \$18  = | \port$24720$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$24720$205 [30:21] } : { \$18 , \port$24720$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$24720$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$24724$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$23  = 5'h10 - \port$24720$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24720$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -86936,29 +87108,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$24724$205 [19:15];
-  assign \$70  = \port$24724$205 [19:15] - 1'h1;
+  assign \$69  = | \port$24720$205 [19:15];
+  assign \$70  = \port$24720$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$24724$205 [35:31];
-  assign \$74  = \port$24724$205 [35:31] - 1'h1;
+  assign \$73  = | \port$24720$205 [35:31];
+  assign \$74  = \port$24720$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$24724$205 [51:47];
-  assign \$77  = \port$24724$205 [51:47] - 1'h1;
+  assign \$76  = | \port$24720$205 [51:47];
+  assign \$77  = \port$24720$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$24724$205 [19:15];
+  assign \$82  = | \port$24720$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$24724$205 [35:31];
-  assign \$85  = | \port$24724$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$24724$205 [30:21] } : { \$85 , \port$24724$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$24724$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$24720$205 [35:31];
+  assign \$85  = | \port$24720$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$24720$205 [30:21] } : { \$85 , \port$24720$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$24720$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$24724$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$90  = 5'h10 - \port$24720$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24720$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -86996,29 +87168,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$24724$205 [19:15];
-  assign \$137  = \port$24724$205 [19:15] - 1'h1;
+  assign \$136  = | \port$24720$205 [19:15];
+  assign \$137  = \port$24720$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$24724$205 [35:31];
-  assign \$141  = \port$24724$205 [35:31] - 1'h1;
+  assign \$140  = | \port$24720$205 [35:31];
+  assign \$141  = \port$24720$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$24724$205 [51:47];
-  assign \$144  = \port$24724$205 [51:47] - 1'h1;
+  assign \$143  = | \port$24720$205 [51:47];
+  assign \$144  = \port$24720$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$24724$205 [19:15];
+  assign \$149  = | \port$24720$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$24724$205 [35:31];
-  assign \$152  = | \port$24724$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$24724$205 [30:21] } : { \$152 , \port$24724$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$24724$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$24720$205 [35:31];
+  assign \$152  = | \port$24720$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$24720$205 [30:21] } : { \$152 , \port$24720$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$24720$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$24724$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$157  = 5'h10 - \port$24720$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24720$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -87056,29 +87228,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$24724$205 [19:15];
-  assign \$204  = \port$24724$205 [19:15] - 1'h1;
+  assign \$203  = | \port$24720$205 [19:15];
+  assign \$204  = \port$24720$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$24724$205 [35:31];
-  assign \$208  = \port$24724$205 [35:31] - 1'h1;
+  assign \$207  = | \port$24720$205 [35:31];
+  assign \$208  = \port$24720$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$24724$205 [51:47];
-  assign \$211  = \port$24724$205 [51:47] - 1'h1;
+  assign \$210  = | \port$24720$205 [51:47];
+  assign \$211  = \port$24720$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$24724$205 [19:15];
+  assign \$216  = | \port$24720$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$24724$205 [35:31];
-  assign \$219  = | \port$24724$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$24724$205 [30:21] } : { \$219 , \port$24724$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$24724$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$24720$205 [35:31];
+  assign \$219  = | \port$24720$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$24720$205 [30:21] } : { \$219 , \port$24720$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$24720$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$24724$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$224  = 5'h10 - \port$24720$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24720$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -87116,29 +87288,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$24724$205 [19:15];
-  assign \$271  = \port$24724$205 [19:15] - 1'h1;
+  assign \$270  = | \port$24720$205 [19:15];
+  assign \$271  = \port$24720$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$24724$205 [35:31];
-  assign \$275  = \port$24724$205 [35:31] - 1'h1;
+  assign \$274  = | \port$24720$205 [35:31];
+  assign \$275  = \port$24720$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$24724$205 [51:47];
-  assign \$278  = \port$24724$205 [51:47] - 1'h1;
+  assign \$277  = | \port$24720$205 [51:47];
+  assign \$278  = \port$24720$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$24724$205 [19:15];
+  assign \$283  = | \port$24720$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$24724$205 [35:31];
-  assign \$286  = | \port$24724$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$24724$205 [30:21] } : { \$286 , \port$24724$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$24724$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$24720$205 [35:31];
+  assign \$286  = | \port$24720$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$24720$205 [30:21] } : { \$286 , \port$24720$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$24720$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$24724$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$291  = 5'h10 - \port$24720$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24720$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -87176,29 +87348,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$24724$205 [19:15];
-  assign \$338  = \port$24724$205 [19:15] - 1'h1;
+  assign \$337  = | \port$24720$205 [19:15];
+  assign \$338  = \port$24720$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$24724$205 [35:31];
-  assign \$342  = \port$24724$205 [35:31] - 1'h1;
+  assign \$341  = | \port$24720$205 [35:31];
+  assign \$342  = \port$24720$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$24724$205 [51:47];
-  assign \$345  = \port$24724$205 [51:47] - 1'h1;
+  assign \$344  = | \port$24720$205 [51:47];
+  assign \$345  = \port$24720$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$24724$205 [19:15];
+  assign \$350  = | \port$24720$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$24724$205 [35:31];
-  assign \$353  = | \port$24724$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$24724$205 [30:21] } : { \$353 , \port$24724$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$24724$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$24720$205 [35:31];
+  assign \$353  = | \port$24720$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$24720$205 [30:21] } : { \$353 , \port$24720$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$24720$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$24724$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$358  = 5'h10 - \port$24720$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24720$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -87236,29 +87408,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$24724$205 [19:15];
-  assign \$405  = \port$24724$205 [19:15] - 1'h1;
+  assign \$404  = | \port$24720$205 [19:15];
+  assign \$405  = \port$24720$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$24724$205 [35:31];
-  assign \$409  = \port$24724$205 [35:31] - 1'h1;
+  assign \$408  = | \port$24720$205 [35:31];
+  assign \$409  = \port$24720$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$24724$205 [51:47];
-  assign \$412  = \port$24724$205 [51:47] - 1'h1;
+  assign \$411  = | \port$24720$205 [51:47];
+  assign \$412  = \port$24720$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$24724$205 [19:15];
+  assign \$417  = | \port$24720$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$24724$205 [35:31];
-  assign \$420  = | \port$24724$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$24724$205 [30:21] } : { \$420 , \port$24724$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$24724$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$24720$205 [35:31];
+  assign \$420  = | \port$24720$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$24720$205 [30:21] } : { \$420 , \port$24720$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$24720$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$24724$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$425  = 5'h10 - \port$24720$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24720$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -87296,29 +87468,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$24724$205 [19:15];
-  assign \$472  = \port$24724$205 [19:15] - 1'h1;
+  assign \$471  = | \port$24720$205 [19:15];
+  assign \$472  = \port$24720$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$24724$205 [35:31];
-  assign \$476  = \port$24724$205 [35:31] - 1'h1;
+  assign \$475  = | \port$24720$205 [35:31];
+  assign \$476  = \port$24720$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$24724$205 [51:47];
-  assign \$479  = \port$24724$205 [51:47] - 1'h1;
+  assign \$478  = | \port$24720$205 [51:47];
+  assign \$479  = \port$24720$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$24724$205 [19:15];
+  assign \$484  = | \port$24720$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$24724$205 [35:31];
-  assign \$487  = | \port$24724$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$24724$205 [30:21] } : { \$487 , \port$24724$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$24724$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$24720$205 [35:31];
+  assign \$487  = | \port$24720$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$24720$205 [30:21] } : { \$487 , \port$24720$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$24720$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$24724$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$492  = 5'h10 - \port$24720$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24720$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -87356,29 +87528,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$24724$205 [19:15];
-  assign \$539  = \port$24724$205 [19:15] - 1'h1;
+  assign \$538  = | \port$24720$205 [19:15];
+  assign \$539  = \port$24720$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$24724$205 [35:31];
-  assign \$543  = \port$24724$205 [35:31] - 1'h1;
+  assign \$542  = | \port$24720$205 [35:31];
+  assign \$543  = \port$24720$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$24724$205 [51:47];
-  assign \$546  = \port$24724$205 [51:47] - 1'h1;
+  assign \$545  = | \port$24720$205 [51:47];
+  assign \$546  = \port$24720$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$24724$205 [19:15];
+  assign \$551  = | \port$24720$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$24724$205 [35:31];
-  assign \$554  = | \port$24724$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$24724$205 [30:21] } : { \$554 , \port$24724$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$24724$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$24720$205 [35:31];
+  assign \$554  = | \port$24720$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$24720$205 [30:21] } : { \$554 , \port$24720$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$24720$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$24724$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$559  = 5'h10 - \port$24720$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24720$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -87416,29 +87588,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$24724$205 [19:15];
-  assign \$606  = \port$24724$205 [19:15] - 1'h1;
+  assign \$605  = | \port$24720$205 [19:15];
+  assign \$606  = \port$24720$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$24724$205 [35:31];
-  assign \$610  = \port$24724$205 [35:31] - 1'h1;
+  assign \$609  = | \port$24720$205 [35:31];
+  assign \$610  = \port$24720$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$24724$205 [51:47];
-  assign \$613  = \port$24724$205 [51:47] - 1'h1;
+  assign \$612  = | \port$24720$205 [51:47];
+  assign \$613  = \port$24720$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$24724$205 [19:15];
+  assign \$618  = | \port$24720$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$24724$205 [35:31];
-  assign \$621  = | \port$24724$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$24724$205 [30:21] } : { \$621 , \port$24724$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$24724$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$24720$205 [35:31];
+  assign \$621  = | \port$24720$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$24720$205 [30:21] } : { \$621 , \port$24720$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$24720$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$24724$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$626  = 5'h10 - \port$24720$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24720$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -87476,29 +87648,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$24724$205 [19:15];
-  assign \$673  = \port$24724$205 [19:15] - 1'h1;
+  assign \$672  = | \port$24720$205 [19:15];
+  assign \$673  = \port$24720$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$24724$205 [35:31];
-  assign \$677  = \port$24724$205 [35:31] - 1'h1;
+  assign \$676  = | \port$24720$205 [35:31];
+  assign \$677  = \port$24720$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$24724$205 [51:47];
-  assign \$680  = \port$24724$205 [51:47] - 1'h1;
+  assign \$679  = | \port$24720$205 [51:47];
+  assign \$680  = \port$24720$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$24724$205 [19:15];
+  assign \$685  = | \port$24720$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$24724$205 [35:31];
-  assign \$688  = | \port$24724$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$24724$205 [30:21] } : { \$688 , \port$24724$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$24724$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$24720$205 [35:31];
+  assign \$688  = | \port$24720$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$24720$205 [30:21] } : { \$688 , \port$24720$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$24720$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$24724$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$693  = 5'h10 - \port$24720$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24720$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -87536,29 +87708,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$24724$205 [19:15];
-  assign \$740  = \port$24724$205 [19:15] - 1'h1;
+  assign \$739  = | \port$24720$205 [19:15];
+  assign \$740  = \port$24720$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$24724$205 [35:31];
-  assign \$744  = \port$24724$205 [35:31] - 1'h1;
+  assign \$743  = | \port$24720$205 [35:31];
+  assign \$744  = \port$24720$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$24724$205 [51:47];
-  assign \$747  = \port$24724$205 [51:47] - 1'h1;
+  assign \$746  = | \port$24720$205 [51:47];
+  assign \$747  = \port$24720$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$24724$205 [19:15];
+  assign \$752  = | \port$24720$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$24724$205 [35:31];
-  assign \$755  = | \port$24724$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$24724$205 [30:21] } : { \$755 , \port$24724$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$24724$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$24720$205 [35:31];
+  assign \$755  = | \port$24720$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$24720$205 [30:21] } : { \$755 , \port$24720$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$24720$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$24724$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$760  = 5'h10 - \port$24720$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24720$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -87596,29 +87768,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$24724$205 [19:15];
-  assign \$807  = \port$24724$205 [19:15] - 1'h1;
+  assign \$806  = | \port$24720$205 [19:15];
+  assign \$807  = \port$24720$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$24724$205 [35:31];
-  assign \$811  = \port$24724$205 [35:31] - 1'h1;
+  assign \$810  = | \port$24720$205 [35:31];
+  assign \$811  = \port$24720$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$24724$205 [51:47];
-  assign \$814  = \port$24724$205 [51:47] - 1'h1;
+  assign \$813  = | \port$24720$205 [51:47];
+  assign \$814  = \port$24720$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$24724$205 [19:15];
+  assign \$819  = | \port$24720$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$24724$205 [35:31];
-  assign \$822  = | \port$24724$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$24724$205 [30:21] } : { \$822 , \port$24724$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$24724$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$24720$205 [35:31];
+  assign \$822  = | \port$24720$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$24720$205 [30:21] } : { \$822 , \port$24720$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$24720$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$24724$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$827  = 5'h10 - \port$24720$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24720$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -87656,29 +87828,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$24724$205 [19:15];
-  assign \$874  = \port$24724$205 [19:15] - 1'h1;
+  assign \$873  = | \port$24720$205 [19:15];
+  assign \$874  = \port$24720$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$24724$205 [35:31];
-  assign \$878  = \port$24724$205 [35:31] - 1'h1;
+  assign \$877  = | \port$24720$205 [35:31];
+  assign \$878  = \port$24720$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$24724$205 [51:47];
-  assign \$881  = \port$24724$205 [51:47] - 1'h1;
+  assign \$880  = | \port$24720$205 [51:47];
+  assign \$881  = \port$24720$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$24724$205 [19:15];
+  assign \$886  = | \port$24720$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$24724$205 [35:31];
-  assign \$889  = | \port$24724$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$24724$205 [30:21] } : { \$889 , \port$24724$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$24724$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$24720$205 [35:31];
+  assign \$889  = | \port$24720$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$24720$205 [30:21] } : { \$889 , \port$24720$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$24720$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$24724$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$894  = 5'h10 - \port$24720$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24720$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -87716,29 +87888,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$24724$205 [19:15];
-  assign \$941  = \port$24724$205 [19:15] - 1'h1;
+  assign \$940  = | \port$24720$205 [19:15];
+  assign \$941  = \port$24720$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$24724$205 [35:31];
-  assign \$945  = \port$24724$205 [35:31] - 1'h1;
+  assign \$944  = | \port$24720$205 [35:31];
+  assign \$945  = \port$24720$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$24724$205 [51:47];
-  assign \$948  = \port$24724$205 [51:47] - 1'h1;
+  assign \$947  = | \port$24720$205 [51:47];
+  assign \$948  = \port$24720$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$24724$205 [19:15];
+  assign \$953  = | \port$24720$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$24724$205 [35:31];
-  assign \$956  = | \port$24724$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$24724$205 [30:21] } : { \$956 , \port$24724$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$24724$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$24720$205 [35:31];
+  assign \$956  = | \port$24720$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$24720$205 [30:21] } : { \$956 , \port$24720$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$24720$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$24724$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$961  = 5'h10 - \port$24720$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24720$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -87776,29 +87948,29 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$24724$205 [19:15];
-  assign \$1008  = \port$24724$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$24720$205 [19:15];
+  assign \$1008  = \port$24720$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$24724$205 [35:31];
-  assign \$1012  = \port$24724$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$24720$205 [35:31];
+  assign \$1012  = \port$24720$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$24724$205 [51:47];
-  assign \$1015  = \port$24724$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$24720$205 [51:47];
+  assign \$1015  = \port$24720$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$24724$205 [19:15];
+  assign \$1020  = | \port$24720$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$24724$205 [35:31];
-  assign \$1023  = | \port$24724$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$24724$205 [30:21] } : { \$1023 , \port$24724$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$24724$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$24720$205 [35:31];
+  assign \$1023  = | \port$24720$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$24720$205 [30:21] } : { \$1023 , \port$24720$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$24720$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$24724$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24724$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$24720$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24720$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -89167,7 +89339,7 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$24724$205 [4:0];
+    \$1473  = \port$24720$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -92985,10 +93157,10 @@ module \oaken_engine.quant.encoder (rst, \port$24724$205 , group, upper, mag, de
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$24724$205 [4:0];
-  assign delta_outer = \port$24724$205 [52:37];
-  assign delta_inner = \port$24724$205 [36:21];
-  assign delta_mid = \port$24724$205 [20:5];
+  assign n_lo = \port$24720$205 [4:0];
+  assign delta_outer = \port$24720$205 [52:37];
+  assign delta_inner = \port$24720$205 [36:21];
+  assign delta_mid = \port$24720$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -109699,7 +109871,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$27538$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+, \port$27546$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -110069,8 +110241,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$27538$0 ;
-  wire [2:0] \port$27538$0 ;
+  output [2:0] \port$27546$0 ;
+  wire [2:0] \port$27546$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -110509,7 +110681,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.dense_beats  dense_beats (
     .clk(clk),
     .\port$0$390 (rmem_rdata__payload),
-    .\port$24211$3 (\r_data$67 [3]),
+    .\port$24207$3 (\r_data$67 [3]),
     .r_data(\r_data$133 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -111670,7 +111842,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$27538$0  = \$210 ;
+  assign \port$27546$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -112405,7 +112577,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_beats (clk, rst, \port$24211$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$24207$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -112449,8 +112621,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24211$3 , w_rdy, r_d
   wire [2:0] level;
   input [127:0] \port$0$390 ;
   wire [127:0] \port$0$390 ;
-  input \port$24211$3 ;
-  wire \port$24211$3 ;
+  input \port$24207$3 ;
+  wire \port$24207$3 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -112482,7 +112654,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24211$3 , w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$24211$3 , \port$0$390  };
+      storage[w_port__addr] <= { \port$24207$3 , \port$0$390  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -112581,8 +112753,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24211$3 , w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$24211$3 , \port$0$390  };
-  assign w_data = { \port$24211$3 , \port$0$390  };
+  assign w_port__data = { \port$24207$3 , \port$0$390  };
+  assign w_data = { \port$24207$3 , \port$0$390  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -114005,7 +114177,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26571$183 , \port$0$4 );
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26567$183 , \port$0$4 );
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -114103,8 +114275,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$26571$183 ;
-  wire [5:0] \port$26571$183 ;
+  input [5:0] \port$26567$183 ;
+  wire [5:0] \port$26567$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -114315,8 +114487,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$26571$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$26571$183 [5];
+  assign \$77  = \port$26567$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$26567$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -114340,7 +114512,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$26571$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$26567$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
@@ -114400,7 +114572,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$26571$183 [4:0];
+  assign read__1__layer = \port$26567$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -114409,7 +114581,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$26571$183 [5];
+  assign read__1__kv = \port$26567$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -114894,7 +115066,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$27438$0 (part),
+    .\port$27446$0 (part),
     .\port$9269$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
@@ -116012,7 +116184,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$27438$0 , r_rdy, clk);
+module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$27446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -116054,8 +116226,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$27438$0 ;
-  wire [63:0] \port$27438$0 ;
+  input [63:0] \port$27446$0 ;
+  wire [63:0] \port$27446$0 ;
   input [63:0] \port$9269$0 ;
   wire [63:0] \port$9269$0 ;
   (* init = 4'h0 *)
@@ -116101,7 +116273,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9269$0 , \port$27438$0  };
+      storage[w_port__addr] <= { \port$9269$0 , \port$27446$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -116200,8 +116372,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9269$0 , \port$27438$0  };
-  assign w_data = { \port$9269$0 , \port$27438$0  };
+  assign w_port__data = { \port$9269$0 , \port$27446$0  };
+  assign w_data = { \port$9269$0 , \port$27446$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
