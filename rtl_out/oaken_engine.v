@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$26548$183 (\$29 ),
+    .\port$26567$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$27509$0 (\$30 ),
+    .\port$27546$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$26548$183 (\$29 ),
+    .\port$26567$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26548$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26567$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$26548$183 ;
-  wire [5:0] \port$26548$183 ;
+  output [5:0] \port$26567$183 ;
+  wire [5:0] \port$26567$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$26548$183  = i__payload[188:183];
+  assign \port$26567$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -35001,404 +35001,403 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire [10:0] \$10 ;
-  wire [3:0] \$100 ;
+  wire [11:0] \$100 ;
   wire \$101 ;
-  wire [3:0] \$102 ;
-  wire [3:0] \$103 ;
+  wire \$102 ;
+  wire \$103 ;
   wire \$104 ;
-  wire [3:0] \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire [3:0] \$108 ;
-  wire [4:0] \$109 ;
+  reg [7:0] \$105 ;
+  wire [8:0] \$106 ;
+  wire [9:0] \$107 ;
+  reg [7:0] \$108 ;
+  wire [6:0] \$109 ;
   wire [11:0] \$11 ;
-  wire [3:0] \$110 ;
-  wire [4:0] \$111 ;
-  wire [4:0] \$112 ;
-  wire [4:0] \$113 ;
-  wire [5:0] \$1137 ;
-  wire [3:0] \$114 ;
-  wire \$115 ;
-  wire [3:0] \$116 ;
-  wire \$117 ;
-  wire [3:0] \$118 ;
-  wire \$119 ;
-  wire [10:0] \$12 ;
-  wire \$120 ;
-  wire [1:0] \$121 ;
-  wire [1:0] \$122 ;
-  wire \$123 ;
+  wire [8:0] \$110 ;
+  wire [9:0] \$111 ;
+  wire [9:0] \$112 ;
+  reg [7:0] \$113 ;
+  wire [6:0] \$114 ;
+  wire [8:0] \$115 ;
+  wire [9:0] \$116 ;
+  reg [7:0] \$117 ;
+  wire [6:0] \$118 ;
+  wire [8:0] \$119 ;
+  wire \$12 ;
+  wire [9:0] \$120 ;
+  wire [3:0] \$121 ;
+  wire \$122 ;
+  wire [3:0] \$123 ;
   wire [3:0] \$124 ;
   wire \$125 ;
   wire [3:0] \$126 ;
   wire \$127 ;
-  wire [3:0] \$128 ;
-  wire \$129 ;
-  wire [11:0] \$13 ;
-  wire \$130 ;
-  reg [13:0] \$131 ;
-  wire [3:0] \$132 ;
-  reg [13:0] \$133 ;
-  wire [13:0] \$134 ;
-  wire [9:0] \$135 ;
-  wire [15:0] \$136 ;
-  wire [23:0] \$137 ;
+  wire \$128 ;
+  wire [3:0] \$129 ;
+  wire \$13 ;
+  wire [4:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire [4:0] \$132 ;
+  wire [4:0] \$133 ;
+  wire [4:0] \$134 ;
+  wire [3:0] \$135 ;
+  wire \$136 ;
+  wire [3:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
+  wire [3:0] \$139 ;
   wire \$14 ;
-  reg [6:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  reg [13:0] \$142 ;
-  wire [3:0] \$143 ;
-  reg [13:0] \$144 ;
-  wire [13:0] \$145 ;
-  reg [13:0] \$146 ;
-  wire [13:0] \$147 ;
-  wire [23:0] \$148 ;
-  reg [6:0] \$149 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire \$144 ;
+  wire [3:0] \$145 ;
+  wire \$146 ;
+  wire [3:0] \$147 ;
+  wire \$148 ;
+  wire [3:0] \$149 ;
   wire \$15 ;
   wire \$150 ;
-  reg [13:0] \$151 ;
-  wire [13:0] \$152 ;
-  reg [6:0] \$153 ;
-  wire [14:0] \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  reg [13:0] \$157 ;
-  wire [13:0] \$158 ;
-  wire [14:0] \$159 ;
-  wire \$16 ;
-  reg [6:0] \$160 ;
-  wire [14:0] \$161 ;
-  wire \$162 ;
-  reg [6:0] \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  reg [6:0] \$166 ;
+  wire \$151 ;
+  reg [13:0] \$152 ;
+  wire [3:0] \$153 ;
+  reg [13:0] \$154 ;
+  wire [13:0] \$155 ;
+  wire [9:0] \$156 ;
+  wire [15:0] \$157 ;
+  wire [23:0] \$158 ;
+  wire \$159 ;
+  wire [3:0] \$16 ;
+  wire \$160 ;
+  reg [13:0] \$161 ;
+  wire [3:0] \$162 ;
+  reg [13:0] \$163 ;
+  wire [13:0] \$164 ;
+  wire [23:0] \$165 ;
+  wire \$166 ;
   wire \$167 ;
-  reg [13:0] \$168 ;
-  wire [13:0] \$169 ;
-  wire \$17 ;
-  reg [6:0] \$170 ;
-  wire [14:0] \$171 ;
-  wire \$172 ;
+  wire \$168 ;
+  wire \$169 ;
+  wire [3:0] \$17 ;
+  wire \$170 ;
+  reg [13:0] \$171 ;
+  wire [23:0] \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
+  reg [13:0] \$174 ;
+  wire [3:0] \$175 ;
   reg [13:0] \$176 ;
-  wire [23:0] \$177 ;
-  reg [6:0] \$178 ;
-  reg [6:0] \$179 ;
+  wire [13:0] \$177 ;
+  wire [9:0] \$178 ;
+  wire [14:0] \$179 ;
   wire [3:0] \$18 ;
-  wire \$180 ;
-  reg [13:0] \$181 ;
-  wire [13:0] \$182 ;
-  reg [6:0] \$183 ;
-  wire [14:0] \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  reg [13:0] \$187 ;
-  wire [13:0] \$188 ;
-  wire [14:0] \$189 ;
+  wire [23:0] \$180 ;
+  wire \$181 ;
+  wire [9:0] \$182 ;
+  wire [9:0] \$183 ;
+  wire [9:0] \$184 ;
+  wire [9:0] \$185 ;
+  reg [13:0] \$186 ;
+  wire [13:0] \$187 ;
+  reg [6:0] \$188 ;
+  wire \$189 ;
   wire [3:0] \$19 ;
-  reg [6:0] \$190 ;
-  wire [14:0] \$191 ;
-  wire [15:0] \$192 ;
+  reg [13:0] \$190 ;
+  wire [13:0] \$191 ;
+  wire \$192 ;
   wire \$193 ;
   reg [13:0] \$194 ;
-  wire [3:0] \$195 ;
+  wire [13:0] \$195 ;
   reg [13:0] \$196 ;
   wire [13:0] \$197 ;
-  wire [9:0] \$198 ;
+  wire [14:0] \$198 ;
   wire [14:0] \$199 ;
   wire [6:0] \$2 ;
-  wire [3:0] \$20 ;
-  wire [23:0] \$200 ;
+  wire \$20 ;
+  wire \$200 ;
   wire \$201 ;
   wire \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire [10:0] \$209 ;
-  wire [3:0] \$21 ;
+  wire [10:0] \$207 ;
+  wire [14:0] \$208 ;
+  wire [14:0] \$209 ;
+  wire \$21 ;
   wire [14:0] \$210 ;
-  wire [14:0] \$211 ;
-  wire [14:0] \$212 ;
+  wire \$211 ;
+  wire [9:0] \$212 ;
   wire \$213 ;
   wire [9:0] \$214 ;
-  wire [9:0] \$215 ;
-  wire [9:0] \$216 ;
+  wire \$215 ;
+  wire \$216 ;
   wire \$217 ;
-  wire [9:0] \$218 ;
-  wire [9:0] \$219 ;
+  reg [6:0] \$218 ;
+  wire \$219 ;
   wire \$22 ;
-  wire [9:0] \$220 ;
-  wire \$221 ;
-  wire [9:0] \$222 ;
-  wire [9:0] \$223 ;
-  wire [9:0] \$224 ;
+  reg [13:0] \$220 ;
+  wire [13:0] \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  reg [6:0] \$224 ;
   wire \$225 ;
-  wire [9:0] \$226 ;
-  wire [9:0] \$227 ;
-  wire [9:0] \$228 ;
-  wire \$229 ;
+  reg [6:0] \$226 ;
+  wire \$227 ;
+  reg [13:0] \$228 ;
+  wire [13:0] \$229 ;
   wire \$23 ;
-  wire [9:0] \$230 ;
-  wire \$231 ;
-  wire [9:0] \$232 ;
+  reg [6:0] \$230 ;
+  wire [14:0] \$231 ;
+  wire \$232 ;
   wire \$233 ;
   wire \$234 ;
   wire \$235 ;
-  reg [13:0] \$236 ;
-  wire [13:0] \$237 ;
-  reg [6:0] \$238 ;
-  wire \$239 ;
-  wire \$24 ;
-  reg [13:0] \$240 ;
-  wire [13:0] \$241 ;
+  wire \$236 ;
+  wire \$237 ;
+  reg [13:0] \$238 ;
+  wire [13:0] \$239 ;
+  wire [1:0] \$24 ;
+  wire [13:0] \$240 ;
+  wire \$241 ;
   wire \$242 ;
-  wire \$243 ;
-  reg [13:0] \$244 ;
-  wire [13:0] \$245 ;
-  reg [13:0] \$246 ;
-  wire [13:0] \$247 ;
-  wire [14:0] \$248 ;
-  wire [14:0] \$249 ;
-  wire \$25 ;
-  reg [6:0] \$250 ;
-  wire \$251 ;
-  reg [13:0] \$252 ;
-  wire [13:0] \$253 ;
-  wire \$254 ;
+  wire [20:0] \$243 ;
+  wire [20:0] \$244 ;
+  wire [20:0] \$245 ;
+  wire [20:0] \$246 ;
+  wire [20:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
+  wire [9:0] \$25 ;
+  wire [20:0] \$250 ;
+  wire [20:0] \$251 ;
+  wire [20:0] \$252 ;
+  wire [20:0] \$253 ;
+  wire [20:0] \$254 ;
   wire \$255 ;
-  reg [6:0] \$256 ;
-  wire \$257 ;
-  reg [6:0] \$258 ;
-  wire \$259 ;
-  wire [1:0] \$26 ;
-  reg [13:0] \$260 ;
-  wire [13:0] \$261 ;
-  reg [6:0] \$262 ;
-  wire [14:0] \$263 ;
+  wire \$256 ;
+  wire [20:0] \$257 ;
+  wire [20:0] \$258 ;
+  wire [20:0] \$259 ;
+  wire \$26 ;
+  wire [20:0] \$260 ;
+  wire [20:0] \$261 ;
+  reg [13:0] \$262 ;
+  wire [23:0] \$263 ;
   wire \$264 ;
-  wire \$265 ;
+  wire [24:0] \$265 ;
   wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
+  wire [15:0] \$267 ;
+  wire [15:0] \$268 ;
   wire \$269 ;
-  wire [9:0] \$27 ;
-  wire [13:0] \$270 ;
-  wire [13:0] \$271 ;
-  wire [13:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [20:0] \$275 ;
-  wire [20:0] \$276 ;
-  wire [20:0] \$277 ;
-  wire [20:0] \$278 ;
-  wire [20:0] \$279 ;
+  wire [1:0] \$27 ;
+  wire [15:0] \$270 ;
+  wire [15:0] \$271 ;
+  wire \$272 ;
+  wire [15:0] \$273 ;
+  wire [15:0] \$274 ;
+  wire [8:0] \$275 ;
+  wire \$276 ;
+  wire [10:0] \$277 ;
+  wire [11:0] \$278 ;
+  wire [11:0] \$279 ;
   wire \$28 ;
   wire \$280 ;
   wire \$281 ;
-  wire [20:0] \$282 ;
-  wire [20:0] \$283 ;
-  wire [20:0] \$284 ;
-  wire [20:0] \$285 ;
-  wire [20:0] \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire [20:0] \$289 ;
-  wire [1:0] \$29 ;
-  wire [20:0] \$290 ;
-  wire [20:0] \$291 ;
-  wire [20:0] \$292 ;
-  wire [20:0] \$293 ;
-  wire [9:0] \$294 ;
-  wire [10:0] \$295 ;
-  wire [9:0] \$296 ;
-  wire [10:0] \$297 ;
-  wire [8:0] \$298 ;
-  wire [9:0] \$299 ;
+  wire \$282 ;
+  reg [13:0] \$283 ;
+  wire [14:0] \$284 ;
+  wire [15:0] \$285 ;
+  wire [15:0] \$286 ;
+  wire [10:0] \$287 ;
+  wire [11:0] \$288 ;
+  wire [11:0] \$289 ;
+  wire [13:0] \$29 ;
+  wire [15:0] \$290 ;
+  wire [15:0] \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire [8:0] \$296 ;
+  reg [13:0] \$297 ;
+  wire [3:0] \$298 ;
+  wire \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  reg [13:0] \$300 ;
-  wire [24:0] \$301 ;
-  wire [24:0] \$302 ;
-  wire [24:0] \$303 ;
-  wire [25:0] \$304 ;
-  wire [25:0] \$305 ;
-  wire \$306 ;
-  wire [24:0] \$307 ;
-  wire [25:0] \$308 ;
-  wire [25:0] \$309 ;
-  wire [13:0] \$31 ;
-  wire [25:0] \$310 ;
-  wire [9:0] \$311 ;
-  wire [10:0] \$312 ;
-  wire [9:0] \$313 ;
-  wire [10:0] \$314 ;
-  wire [8:0] \$315 ;
-  wire [9:0] \$316 ;
+  wire [3:0] \$300 ;
+  wire [3:0] \$301 ;
+  wire \$302 ;
+  wire [3:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire [3:0] \$306 ;
+  wire [4:0] \$307 ;
+  wire [3:0] \$308 ;
+  wire [4:0] \$309 ;
+  wire \$31 ;
+  wire [4:0] \$310 ;
+  wire [4:0] \$311 ;
+  wire [3:0] \$312 ;
+  wire \$313 ;
+  wire [3:0] \$314 ;
+  wire \$315 ;
+  wire [3:0] \$316 ;
   wire \$317 ;
-  wire [15:0] \$318 ;
-  wire [15:0] \$319 ;
+  wire \$318 ;
+  wire [1:0] \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [1:0] \$320 ;
   wire [15:0] \$321 ;
-  wire [15:0] \$322 ;
-  wire \$323 ;
+  wire \$322 ;
+  wire [15:0] \$323 ;
   wire [15:0] \$324 ;
   wire [15:0] \$325 ;
-  wire \$326 ;
+  wire [15:0] \$326 ;
   wire \$327 ;
-  wire [9:0] \$328 ;
-  wire [10:0] \$329 ;
-  wire \$33 ;
-  wire [11:0] \$330 ;
-  wire [11:0] \$331 ;
+  wire [15:0] \$328 ;
+  wire [15:0] \$329 ;
+  wire [13:0] \$33 ;
+  wire [15:0] \$330 ;
+  wire [15:0] \$331 ;
   wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  reg [13:0] \$335 ;
-  wire [14:0] \$336 ;
-  wire [15:0] \$337 ;
-  wire [15:0] \$338 ;
-  wire \$339 ;
-  wire \$34 ;
-  wire [9:0] \$340 ;
+  wire [15:0] \$333 ;
+  wire [15:0] \$334 ;
+  wire [15:0] \$335 ;
+  wire [15:0] \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire [3:0] \$339 ;
+  wire [14:0] \$34 ;
+  wire \$340 ;
   wire [10:0] \$341 ;
   wire [11:0] \$342 ;
   wire [11:0] \$343 ;
-  wire [15:0] \$344 ;
-  wire [15:0] \$345 ;
-  wire \$346 ;
+  wire [3:0] \$344 ;
+  wire \$345 ;
+  wire [3:0] \$346 ;
   wire \$347 ;
   wire \$348 ;
-  wire \$349 ;
-  wire [13:0] \$35 ;
-  wire [7:0] \$350 ;
-  wire [8:0] \$351 ;
-  wire [9:0] \$352 ;
-  reg [13:0] \$353 ;
-  wire [15:0] \$354 ;
-  wire [15:0] \$355 ;
+  reg [13:0] \$349 ;
+  wire \$35 ;
+  wire [14:0] \$350 ;
+  wire [15:0] \$351 ;
+  wire [15:0] \$352 ;
+  wire [10:0] \$353 ;
+  wire [11:0] \$354 ;
+  wire [11:0] \$355 ;
   wire [15:0] \$356 ;
   wire [15:0] \$357 ;
   wire [15:0] \$358 ;
-  wire [15:0] \$359 ;
-  wire [14:0] \$36 ;
-  wire [3:0] \$360 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
   wire \$361 ;
-  wire [3:0] \$362 ;
-  wire [3:0] \$363 ;
+  wire \$362 ;
+  wire \$363 ;
   wire \$364 ;
-  wire [3:0] \$365 ;
+  wire \$365 ;
   wire \$366 ;
   wire \$367 ;
-  wire [3:0] \$368 ;
-  wire [4:0] \$369 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [3:0] \$370 ;
-  wire [4:0] \$371 ;
-  wire [4:0] \$372 ;
-  wire [4:0] \$373 ;
-  wire [3:0] \$374 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
   wire \$375 ;
-  wire [3:0] \$376 ;
+  wire \$376 ;
   wire \$377 ;
-  wire [3:0] \$378 ;
+  wire [8:0] \$378 ;
   wire \$379 ;
-  wire \$38 ;
-  wire \$380 ;
-  wire [1:0] \$381 ;
-  wire [1:0] \$382 ;
-  wire [3:0] \$383 ;
+  wire [2:0] \$38 ;
+  wire [13:0] \$380 ;
+  wire [12:0] \$381 ;
+  wire [11:0] \$382 ;
+  wire \$383 ;
   wire \$384 ;
-  wire [10:0] \$385 ;
-  wire [11:0] \$386 ;
-  wire [11:0] \$387 ;
-  wire [3:0] \$388 ;
-  wire \$389 ;
-  wire \$39 ;
-  wire [3:0] \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  reg [13:0] \$393 ;
-  wire [14:0] \$394 ;
-  wire [15:0] \$395 ;
-  wire [15:0] \$396 ;
-  wire [10:0] \$397 ;
-  wire [11:0] \$398 ;
-  wire [11:0] \$399 ;
+  reg [7:0] \$385 ;
+  wire [8:0] \$386 ;
+  wire [9:0] \$387 ;
+  reg [7:0] \$388 ;
+  wire [6:0] \$389 ;
+  wire [9:0] \$39 ;
+  wire [8:0] \$390 ;
+  wire [9:0] \$391 ;
+  wire [9:0] \$392 ;
+  reg [7:0] \$393 ;
+  wire [6:0] \$394 ;
+  wire [8:0] \$395 ;
+  wire [9:0] \$396 ;
+  reg [7:0] \$397 ;
+  wire [6:0] \$398 ;
+  wire [8:0] \$399 ;
   wire [7:0] \$4 ;
-  wire [2:0] \$40 ;
-  wire [15:0] \$400 ;
-  wire [15:0] \$401 ;
-  wire [15:0] \$402 ;
+  wire \$40 ;
+  wire [9:0] \$400 ;
+  wire \$401 ;
+  wire \$402 ;
   wire \$403 ;
-  wire \$404 ;
-  wire \$405 ;
+  reg [13:0] \$404 ;
+  wire [3:0] \$405 ;
   wire \$406 ;
-  wire [9:0] \$407 ;
-  wire [10:0] \$408 ;
-  wire [9:0] \$409 ;
-  wire [9:0] \$41 ;
-  wire [10:0] \$410 ;
-  wire [8:0] \$411 ;
-  wire [9:0] \$412 ;
+  wire [3:0] \$407 ;
+  wire \$408 ;
+  wire [3:0] \$409 ;
+  wire [3:0] \$41 ;
+  wire \$410 ;
+  wire [3:0] \$411 ;
+  wire \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire [7:0] \$415 ;
-  wire [8:0] \$416 ;
-  wire [9:0] \$417 ;
-  wire \$418 ;
-  wire \$419 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire [3:0] \$417 ;
+  reg [13:0] \$418 ;
+  wire [13:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  reg [6:0] \$420 ;
   wire \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
+  reg [13:0] \$422 ;
+  wire [13:0] \$423 ;
+  reg [6:0] \$424 ;
+  wire [14:0] \$425 ;
   wire \$426 ;
   wire \$427 ;
-  wire \$428 ;
+  reg [6:0] \$428 ;
   wire \$429 ;
-  wire [3:0] \$43 ;
-  wire \$430 ;
-  wire [8:0] \$431 ;
-  wire \$432 ;
-  wire \$433 ;
-  wire \$434 ;
-  wire \$435 ;
+  wire [13:0] \$43 ;
+  reg [6:0] \$430 ;
+  wire \$431 ;
+  reg [13:0] \$432 ;
+  wire [13:0] \$433 ;
+  reg [6:0] \$434 ;
+  wire [14:0] \$435 ;
   wire \$436 ;
-  reg [13:0] \$437 ;
-  wire [3:0] \$438 ;
-  wire \$439 ;
+  wire \$437 ;
+  reg [13:0] \$438 ;
+  wire [13:0] \$439 ;
   wire \$44 ;
-  wire [3:0] \$440 ;
-  wire \$441 ;
-  wire [3:0] \$442 ;
-  wire \$443 ;
-  wire [3:0] \$444 ;
+  wire [14:0] \$440 ;
+  reg [6:0] \$441 ;
+  wire [14:0] \$442 ;
+  reg [6:0] \$443 ;
+  reg [6:0] \$444 ;
   wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  reg [6:0] \$449 ;
-  wire [13:0] \$45 ;
+  reg [13:0] \$446 ;
+  wire [13:0] \$447 ;
+  reg [6:0] \$448 ;
+  wire [14:0] \$449 ;
+  wire \$45 ;
   wire \$450 ;
-  reg [13:0] \$451 ;
-  wire [13:0] \$452 ;
-  reg [6:0] \$453 ;
+  wire \$451 ;
+  reg [13:0] \$452 ;
+  wire [13:0] \$453 ;
   wire [14:0] \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire \$457 ;
-  wire [3:0] \$458 ;
+  reg [6:0] \$455 ;
+  wire [14:0] \$456 ;
+  wire [15:0] \$457 ;
+  wire \$458 ;
   wire \$459 ;
   wire \$46 ;
   wire \$460 ;
@@ -35407,33 +35406,33 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$463 ;
   wire \$464 ;
   wire \$465 ;
-  wire \$466 ;
-  wire [9:0] \$467 ;
-  wire \$468 ;
-  wire [9:0] \$469 ;
-  wire \$47 ;
+  wire [9:0] \$466 ;
+  wire \$467 ;
+  wire [9:0] \$468 ;
+  wire \$469 ;
+  wire [13:0] \$47 ;
   wire \$470 ;
-  wire \$471 ;
-  reg [6:0] \$472 ;
-  wire \$473 ;
-  reg [13:0] \$474 ;
-  wire [13:0] \$475 ;
+  reg [6:0] \$471 ;
+  wire \$472 ;
+  reg [13:0] \$473 ;
+  wire [13:0] \$474 ;
+  wire \$475 ;
   wire \$476 ;
-  wire \$477 ;
-  reg [6:0] \$478 ;
-  wire \$479 ;
-  wire \$48 ;
-  reg [6:0] \$480 ;
-  wire \$481 ;
-  reg [13:0] \$482 ;
-  wire [13:0] \$483 ;
-  reg [6:0] \$484 ;
-  wire [14:0] \$485 ;
+  reg [6:0] \$477 ;
+  wire \$478 ;
+  reg [6:0] \$479 ;
+  wire [14:0] \$48 ;
+  wire \$480 ;
+  reg [13:0] \$481 ;
+  wire [13:0] \$482 ;
+  reg [6:0] \$483 ;
+  wire [14:0] \$484 ;
+  wire \$485 ;
   wire \$486 ;
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
-  wire [13:0] \$49 ;
+  wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
@@ -35443,19 +35442,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire \$496 ;
   wire \$497 ;
   wire \$498 ;
-  wire \$499 ;
+  wire [20:0] \$499 ;
   wire [6:0] \$5 ;
-  wire [14:0] \$50 ;
+  wire \$50 ;
   wire [20:0] \$500 ;
   wire [20:0] \$501 ;
   wire [20:0] \$502 ;
-  wire [20:0] \$503 ;
+  wire \$503 ;
   wire \$504 ;
-  wire \$505 ;
+  wire [20:0] \$505 ;
   wire [20:0] \$506 ;
   wire [20:0] \$507 ;
   wire [20:0] \$508 ;
-  wire [20:0] \$509 ;
+  wire [21:0] \$509 ;
   wire \$51 ;
   wire \$510 ;
   wire \$511 ;
@@ -35466,159 +35465,172 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [20:0] \$516 ;
   wire \$517 ;
   wire \$518 ;
-  wire [1:0] \$519 ;
-  wire \$52 ;
-  wire [1:0] \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire [13:0] \$523 ;
-  wire [13:0] \$524 ;
+  wire [20:0] \$519 ;
+  wire [4:0] \$52 ;
+  wire [20:0] \$520 ;
+  wire [20:0] \$521 ;
+  wire [20:0] \$522 ;
+  wire [20:0] \$523 ;
+  wire [21:0] \$524 ;
   wire \$525 ;
   wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire [24:0] \$529 ;
-  wire \$53 ;
-  wire [25:0] \$530 ;
-  wire [25:0] \$531 ;
+  wire [20:0] \$527 ;
+  wire [20:0] \$528 ;
+  wire [20:0] \$529 ;
+  wire [9:0] \$53 ;
+  wire [20:0] \$530 ;
+  wire [20:0] \$531 ;
   wire \$532 ;
-  wire [24:0] \$533 ;
-  wire [25:0] \$534 ;
-  wire [25:0] \$535 ;
-  wire [25:0] \$536 ;
-  wire [26:0] \$537 ;
-  wire [15:0] \$538 ;
-  wire [24:0] \$539 ;
-  wire [4:0] \$54 ;
-  wire [25:0] \$540 ;
-  wire [25:0] \$541 ;
+  wire \$533 ;
+  wire [1:0] \$534 ;
+  wire [1:0] \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  reg [13:0] \$538 ;
+  wire [13:0] \$539 ;
+  wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
   wire \$542 ;
-  wire [24:0] \$543 ;
-  wire [25:0] \$544 ;
-  wire [25:0] \$545 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire [24:0] \$545 ;
   wire [25:0] \$546 ;
-  wire [26:0] \$547 ;
+  wire [15:0] \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire [9:0] \$55 ;
-  wire [9:0] \$550 ;
+  wire [5:0] \$55 ;
+  wire \$550 ;
   wire \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire [6:0] \$555 ;
-  wire [3:0] \$556 ;
-  wire [15:0] \$557 ;
+  wire [8:0] \$552 ;
+  wire [14:0] \$553 ;
+  wire [13:0] \$554 ;
+  wire [11:0] \$555 ;
+  wire [6:0] \$556 ;
+  wire [3:0] \$557 ;
   wire [15:0] \$558 ;
-  wire \$559 ;
+  wire [15:0] \$559 ;
   wire \$56 ;
   wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  wire [3:0] \$563 ;
-  wire \$564 ;
+  wire \$563 ;
+  wire [3:0] \$564 ;
   wire \$565 ;
-  wire [6:0] \$566 ;
-  wire [3:0] \$567 ;
-  wire \$568 ;
-  wire \$569 ;
-  wire [5:0] \$57 ;
-  reg [7:0] \$570 ;
-  reg \$571 ;
-  reg [2:0] \$572 ;
-  reg \$573 ;
-  reg \$574 ;
-  reg [40:0] \$575 ;
+  wire \$566 ;
+  wire [8:0] \$567 ;
+  wire [14:0] \$568 ;
+  wire [13:0] \$569 ;
+  wire [13:0] \$57 ;
+  wire [11:0] \$570 ;
+  wire [6:0] \$571 ;
+  wire [3:0] \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  reg [7:0] \$575 ;
   reg \$576 ;
-  reg [5:0] \$577 ;
-  reg [3:0] \$578 ;
-  reg \$579 ;
+  reg [13:0] \$577 ;
+  reg [12:0] \$578 ;
+  reg [10:0] \$579 ;
   wire \$58 ;
-  reg [38:0] \$580 ;
-  reg [2:0] \$581 ;
-  reg [9:0] \$582 ;
-  reg [13:0] \$583 ;
-  reg [13:0] \$584 ;
-  reg [13:0] \$585 ;
-  reg \$586 ;
-  reg [13:0] \$587 ;
-  reg [13:0] \$588 ;
-  reg [13:0] \$589 ;
-  wire [13:0] \$59 ;
-  reg [13:0] \$590 ;
+  reg [2:0] \$580 ;
+  reg \$581 ;
+  reg \$582 ;
+  reg [40:0] \$583 ;
+  reg \$584 ;
+  reg [5:0] \$585 ;
+  reg [7:0] \$586 ;
+  reg [3:0] \$587 ;
+  reg \$588 ;
+  reg [38:0] \$589 ;
+  wire \$59 ;
+  reg [9:0] \$590 ;
   reg [13:0] \$591 ;
   reg [13:0] \$592 ;
   reg [13:0] \$593 ;
-  reg [3:0] \$594 ;
-  reg [1:0] \$595 ;
+  reg [2:0] \$594 ;
+  reg \$595 ;
   reg [13:0] \$596 ;
   reg [13:0] \$597 ;
   reg [13:0] \$598 ;
-  reg [24:0] \$599 ;
+  reg [13:0] \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  reg [24:0] \$600 ;
-  reg [14:0] \$601 ;
-  reg [14:0] \$602 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire [13:0] \$63 ;
-  wire [14:0] \$64 ;
+  reg [13:0] \$600 ;
+  reg [13:0] \$601 ;
+  reg [13:0] \$602 ;
+  reg [9:0] \$603 ;
+  reg \$604 ;
+  reg \$605 ;
+  reg [10:0] \$606 ;
+  reg [10:0] \$607 ;
+  reg [3:0] \$608 ;
+  reg [1:0] \$609 ;
+  wire [13:0] \$61 ;
+  reg [13:0] \$610 ;
+  reg [13:0] \$611 ;
+  reg [13:0] \$612 ;
+  reg [24:0] \$613 ;
+  reg [9:0] \$614 ;
+  reg [10:0] \$615 ;
+  reg [14:0] \$616 ;
+  reg [14:0] \$617 ;
+  wire [14:0] \$62 ;
+  wire \$63 ;
+  wire \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire \$67 ;
-  wire [6:0] \$68 ;
-  wire [9:0] \$69 ;
+  wire [6:0] \$66 ;
+  wire [9:0] \$67 ;
+  wire \$68 ;
+  wire [7:0] \$69 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  wire [7:0] \$71 ;
+  wire [14:0] \$71 ;
   wire \$72 ;
   wire [14:0] \$73 ;
   wire \$74 ;
   wire [14:0] \$75 ;
   wire \$76 ;
-  wire [14:0] \$77 ;
+  wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [7:0] \$8 ;
+  wire [10:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire [9:0] \$85 ;
-  wire [10:0] \$86 ;
-  wire [9:0] \$87 ;
-  wire [10:0] \$88 ;
-  wire [5:0] \$882 ;
-  wire [9:0] \$89 ;
-  wire [8:0] \$9 ;
-  wire [10:0] \$90 ;
-  wire [9:0] \$91 ;
-  wire [10:0] \$92 ;
-  wire [8:0] \$93 ;
-  wire [9:0] \$94 ;
-  wire [8:0] \$95 ;
-  wire [9:0] \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  reg [5:0] \$83 ;
+  wire [5:0] \$84 ;
+  wire [14:0] \$85 ;
+  reg [5:0] \$86 ;
+  wire [5:0] \$87 ;
+  wire [14:0] \$88 ;
+  reg [4:0] \$89 ;
+  wire [11:0] \$9 ;
+  wire [4:0] \$90 ;
+  wire [13:0] \$91 ;
+  reg [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [13:0] \$94 ;
+  reg [2:0] \$95 ;
+  wire [2:0] \$96 ;
+  wire [11:0] \$97 ;
+  reg [2:0] \$98 ;
+  wire [2:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$12 ;
-  wire [51:0] \$signature__data ;
-  reg [51:0] \$signature__data$88 ;
-  wire [9:0] \$signature__data$88.n ;
-  wire [41:0] \$signature__data$88.sb ;
-  wire [13:0] \$signature__data$88.sb[0] ;
-  wire [13:0] \$signature__data$88.sb[1] ;
-  wire [13:0] \$signature__data$88.sb[2] ;
+  reg [51:0] \$signature__data ;
+  wire [51:0] \$signature__data$124 ;
+  wire [9:0] \$signature__data$124.n ;
+  wire [41:0] \$signature__data$124.sb ;
+  wire [13:0] \$signature__data$124.sb[0] ;
+  wire [13:0] \$signature__data$124.sb[1] ;
+  wire [13:0] \$signature__data$124.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
   wire [13:0] \$signature__data.sb[1] ;
   wire [13:0] \$signature__data.sb[2] ;
   reg \$signature__en ;
-  reg [24:0] a = 25'h0000000;
   wire [13:0] alloc__payload;
   reg alloc__ready;
   wire alloc__valid;
@@ -35645,7 +35657,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg append__ready;
   input append__valid;
   wire append__valid;
-  reg [24:0] b = 25'h0000000;
   wire cap_bad;
   input clk;
   wire clk;
@@ -35674,6 +35685,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire cmd__valid;
   reg [14:0] cnt;
   wire [14:0] count;
+  reg [13:0] dense_base = 14'h0000;
+  reg [3:0] dense_r_entry;
+  reg [3:0] dense_w_entry;
   reg [14:0] e = 15'h0000;
   reg emitted;
   reg [5:0] fg = 6'h00;
@@ -35683,7 +35697,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [14:0] free_pages;
   reg from_cmd = 1'h0;
   reg [3:0] fsm_state = 4'h0;
-  wire [7:0] gidx;
+  reg [7:0] gidx = 8'h00;
   wire [5:0] grp;
   reg gs_done = 1'h0;
   reg [7:0] gs_walk = 8'h00;
@@ -35694,6 +35708,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [1:0] lat_tab = 2'h0;
   (* init = 4'h0 *)
   wire [3:0] live;
+  reg [10:0] meta_base = 11'h000;
+  reg [2:0] meta_r_entry;
+  reg [2:0] meta_w_entry;
   reg [9:0] n = 10'h000;
   wire [2:0] need;
   reg [14:0] npg = 15'h0000;
@@ -35710,6 +35727,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [1:0] obs__seq;
   output out_of_pages;
   reg out_of_pages = 1'h0;
+  reg p_c_nz = 1'h0;
+  reg [10:0] p_first_len = 11'h000;
+  reg [9:0] p_off = 10'h000;
+  reg p_second = 1'h0;
+  reg [10:0] p_second_len = 11'h000;
   (* init = 1'h0 *)
   wire pending;
   reg [13:0] pg0_0 = 14'h0000;
@@ -35722,16 +35744,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] pg1_0 = 14'h0000;
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
+  wire [13:0] r_addr;
+  wire [12:0] \r_addr$51 ;
+  wire [10:0] \r_addr$57 ;
   wire [13:0] r_data;
-  wire [13:0] \r_data$75 ;
-  wire [13:0] \r_data$76 ;
-  reg [3:0] r_entry;
-  reg [2:0] \r_entry$91 ;
-  reg [2:0] \r_entry$95 ;
+  wire [13:0] \r_data$91 ;
+  wire [13:0] \r_data$92 ;
   wire [1:0] r_idx;
-  reg [9:0] r_stream;
-  reg [9:0] \r_stream$44 ;
-  reg [7:0] \r_stream$47 ;
+  reg [24:0] r_left = 25'h0000000;
+  reg [9:0] r_off = 10'h000;
+  reg [10:0] r_room = 11'h000;
   wire [41:0] rd_out__payload;
   wire [23:0] \rd_out__payload.addr ;
   wire [1:0] \rd_out__payload.head ;
@@ -35764,24 +35786,25 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$104 ;
-  reg [1:0] \slot_idx$62 ;
+  reg [1:0] \slot_idx$116 ;
+  reg [1:0] \slot_idx$78 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$105 ;
-  reg [1:0] \slot_tab$63 ;
+  reg [1:0] \slot_tab$117 ;
+  reg [1:0] \slot_tab$79 ;
+  reg [12:0] sparse_base = 13'h0000;
+  reg [2:0] sparse_r_entry;
+  reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
+  reg [1:0] t_idx;
+  wire [13:0] w_addr;
+  wire [12:0] \w_addr$54 ;
+  wire [10:0] \w_addr$60 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$46 ;
-  wire [13:0] \w_data$49 ;
+  wire [13:0] \w_data$56 ;
+  wire [13:0] \w_data$62 ;
   reg w_en;
-  reg \w_en$94 ;
-  reg \w_en$97 ;
-  reg [3:0] w_entry;
-  reg [2:0] \w_entry$92 ;
-  reg [2:0] \w_entry$96 ;
-  wire [9:0] w_stream;
-  wire [9:0] \w_stream$45 ;
-  wire [7:0] \w_stream$48 ;
+  reg \w_en$107 ;
+  reg \w_en$108 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -36038,233 +36061,248 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @(posedge clk) begin
     if (\$signature__en )
-      group_state[\$signature__addr$12 ] <= \$signature__data$88 ;
+      group_state[\$signature__addr$12 ] <= \$signature__data ;
   end
   reg [51:0] _0_;
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data  = _0_;
-  assign \$386  = \$385  - 1'h1;
-  assign \$388  = j + 1'h1;
-  assign \$389  = \$388  >= 2'h3;
-  assign \$390  = j + 1'h1;
-  assign \$391  = \$390  < 3'h6;
-  assign \$392  = \$389  & \$391 ;
-  assign \$394  = \$393  + 11'h400;
-  assign \$395  = \$394  - 1'h1;
-  assign \$397  = n + 7'h40;
-  assign \$398  = \$397  - 1'h1;
-  assign \$400  = \$392  ? \$396  : { \$399 [11], \$399 [11], \$399 [11], \$399 [11], \$399  };
-  assign \$401  = \$384  ? { \$387 [11], \$387 [11], \$387 [11], \$387 [11], \$387  } : \$400 ;
-  assign \$402  = e + 1'h1;
-  assign \$403  = \$402  == npg;
-  assign \$404  = j != 3'h6;
-  assign \$405  = | k_cnt;
-  assign \$406  = \$404  & \$405 ;
-  assign \$407  = \$9 [7:0] * 2'h3;
-  assign \$408  = \$407  + \slot_idx$104 ;
-  assign \$409  = \$9 [7:0] * 2'h3;
-  assign \$410  = \$409  + \slot_idx$104 ;
-  assign \$411  = \$9 [7:0] * 1'h1;
-  assign \$412  = \$411  + \slot_idx$104 ;
-  assign \$413  = j == 3'h6;
-  assign \$414  = fg == 6'h3b;
-  assign \$415  = seq * 6'h3c;
-  assign \$416  = \$415  + fg;
-  assign \$417  = \$416  + 1'h1;
-  assign \$418  = ~ gs_done;
-  assign \$419  = ! fsm_state;
-  assign \$420  = fsm_state == 1'h1;
-  assign \$421  = fsm_state == 2'h2;
-  assign \$422  = fsm_state == 2'h3;
-  assign \$423  = fsm_state == 3'h4;
-  assign \$424  = fsm_state == 3'h5;
-  assign \$425  = fsm_state == 3'h6;
-  assign \$426  = fsm_state == 3'h7;
-  assign \$427  = fsm_state == 4'h8;
-  assign \$428  = fsm_state == 4'h9;
-  assign \$429  = fsm_state == 4'ha;
-  assign \$430  = ~ gs_done;
-  assign \$431  = gs_walk + 1'h1;
-  assign \$432  = gs_walk == 8'hef;
-  assign \$433  = ~ ready;
-  assign \$434  = ap[1:0] >= 3'h4;
-  assign \$435  = ap[17:8] != \$signature__data [9:0];
-  assign \$436  = \$71 [2:0] > free_pages;
-  assign \$438  = j - 1'h1;
-  assign \$439  = ! j;
-  assign \$440  = j - 1'h1;
-  assign \$441  = $signed(\$440 ) < $signed(3'h3);
-  assign \$442  = j - 1'h1;
-  assign \$443  = $signed(\$442 ) >= $signed(3'h3);
-  assign \$444  = j - 1'h1;
-  assign \$445  = $signed(\$444 ) < $signed(4'h6);
-  assign \$446  = \$443  & \$445 ;
-  assign \$447  = ~ frag;
-  assign \$448  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$450  = | \$449 ;
-  assign \$454  = \$452  + \$453 ;
-  assign \$455  = \$454  > 11'h400;
-  assign \$456  = \$450  & \$455 ;
-  assign \$457  = \$448  & \$456 ;
-  assign \$458  = j + 1'h1;
-  assign \$459  = j == 3'h7;
-  assign \$460  = j < 2'h3;
-  assign \$461  = j >= 2'h3;
-  assign \$462  = j < 3'h6;
-  assign \$463  = \$461  & \$462 ;
-  assign \$464  = ~ \$463 ;
-  assign \$465  = \$460  | \$464 ;
-  assign \$466  = j < 2'h3;
-  assign \$468  = ! \$467 ;
-  assign \$470  = ! \$469 ;
-  assign \$471  = \$466  ? \$468  : \$470 ;
-  assign \$473  = | \$472 ;
-  assign \$476  = ! \$475 ;
-  assign \$477  = \$473  & \$476 ;
-  assign \$479  = | \$478 ;
-  assign \$481  = | \$480 ;
-  assign \$485  = \$483  + \$484 ;
-  assign \$486  = \$485  > 11'h400;
-  assign \$487  = \$481  & \$486 ;
-  assign \$488  = cm[4:3] >= 3'h4;
-  assign \$489  = obs__live >> cm[4:3];
-  assign \$490  = ~ \$489 ;
-  assign \$491  = \$488  | \$490 ;
-  assign \$493  = cm[9:5] >= 5'h1e;
-  assign \$494  = cm[12:11] >= 2'h3;
-  assign \$495  = \$493  | \$494 ;
-  assign \$496  = cm[2:1] == 2'h3;
-  assign \$497  = \$495  | \$496 ;
-  assign \$498  = cm[2:1] == 1'h1;
-  assign \$499  = cm[2:1] == 2'h2;
-  assign \$502  = \$499  ? \$500  : \$501 ;
-  assign \$503  = \$498  ? { 7'h00, cm[26:13] } : \$502 ;
-  assign \$504  = cm[2:1] == 1'h1;
-  assign \$505  = cm[2:1] == 2'h2;
-  assign \$508  = \$505  ? \$506  : \$507 ;
-  assign \$509  = \$504  ? { 7'h00, hi } : \$508 ;
+  assign \$signature__data$124  = _0_;
+  assign \$373  = fsm_state == 3'h7;
+  assign \$374  = fsm_state == 4'h8;
+  assign \$375  = fsm_state == 4'h9;
+  assign \$376  = fsm_state == 4'ha;
+  assign \$377  = ~ gs_done;
+  assign \$378  = gs_walk + 1'h1;
+  assign \$379  = gs_walk == 8'hef;
+  assign \$380  = gidx * 6'h30;
+  assign \$381  = gidx * 5'h18;
+  assign \$382  = gidx * 4'h8;
+  assign \$383  = ~ ready;
+  assign \$386  = \$385  + 1'h0;
+  assign \$387  = \$386  + 1'h0;
+  assign \$389  = cmd__payload[9:5] * 2'h2;
+  assign \$390  = \$388  + \$389 ;
+  assign \$391  = \$390  + cmd__payload[10];
+  assign \$392  = \$384  ? \$387  : \$391 ;
+  assign \$394  = ap[6:2] * 2'h2;
+  assign \$395  = \$393  + \$394 ;
+  assign \$396  = \$395  + ap[7];
+  assign \$398  = append__payload[6:2] * 2'h2;
+  assign \$399  = \$397  + \$398 ;
+  assign \$400  = \$399  + append__payload[7];
+  assign \$401  = ap[1:0] >= 3'h4;
+  assign \$402  = ap[17:8] != n;
+  assign \$403  = \$69 [2:0] > free_pages;
+  assign \$405  = j - 1'h1;
+  assign \$406  = ! j;
+  assign \$407  = j - 1'h1;
+  assign \$408  = $signed(\$407 ) < $signed(3'h3);
+  assign \$409  = j - 1'h1;
+  assign \$410  = $signed(\$409 ) >= $signed(3'h3);
+  assign \$411  = j - 1'h1;
+  assign \$412  = $signed(\$411 ) < $signed(4'h6);
+  assign \$413  = \$410  & \$412 ;
+  assign \$414  = ~ frag;
+  assign \$415  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$416  = \$415  & p_second;
+  assign \$417  = j + 1'h1;
+  assign \$421  = | \$420 ;
+  assign \$425  = \$423  + \$424 ;
+  assign \$426  = \$425  > 11'h400;
+  assign \$427  = \$421  & \$426 ;
+  assign \$429  = | \$428 ;
+  assign \$431  = | \$430 ;
+  assign \$435  = \$433  + \$434 ;
+  assign \$436  = \$435  > 11'h400;
+  assign \$437  = \$431  & \$436 ;
+  assign \$440  = 11'h400 - \$439 ;
+  assign \$442  = \$437  ? \$440  : { 8'h00, \$441  };
+  assign \$445  = | \$444 ;
+  assign \$449  = \$447  + \$448 ;
+  assign \$450  = \$449  > 11'h400;
+  assign \$451  = \$445  & \$450 ;
+  assign \$454  = 11'h400 - \$453 ;
+  assign \$456  = \$451  ? \$454  : { 8'h00, \$455  };
+  assign \$457  = $signed({ 1'h0, \$443  }) - $signed(\$456 );
+  assign \$458  = j == 3'h7;
+  assign \$459  = j < 2'h3;
+  assign \$460  = j >= 2'h3;
+  assign \$461  = j < 3'h6;
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ~ \$462 ;
+  assign \$464  = \$459  | \$463 ;
+  assign \$465  = j < 2'h3;
+  assign \$467  = ! \$466 ;
+  assign \$469  = ! \$468 ;
+  assign \$470  = \$465  ? \$467  : \$469 ;
+  assign \$472  = | \$471 ;
+  assign \$475  = ! \$474 ;
+  assign \$476  = \$472  & \$475 ;
+  assign \$478  = | \$477 ;
+  assign \$480  = | \$479 ;
+  assign \$484  = \$482  + \$483 ;
+  assign \$485  = \$484  > 11'h400;
+  assign \$486  = \$480  & \$485 ;
+  assign \$487  = cm[4:3] >= 3'h4;
+  assign \$488  = obs__live >> cm[4:3];
+  assign \$489  = ~ \$488 ;
+  assign \$490  = \$487  | \$489 ;
+  assign \$492  = cm[9:5] >= 5'h1e;
+  assign \$493  = cm[12:11] >= 2'h3;
+  assign \$494  = \$492  | \$493 ;
+  assign \$495  = cm[2:1] == 2'h3;
+  assign \$496  = \$494  | \$495 ;
+  assign \$497  = cm[2:1] == 1'h1;
+  assign \$498  = cm[2:1] == 2'h2;
+  assign \$501  = \$498  ? \$499  : \$500 ;
+  assign \$502  = \$497  ? { 7'h00, hi } : \$501 ;
+  assign \$503  = cm[2:1] == 1'h1;
+  assign \$504  = cm[2:1] == 2'h2;
+  assign \$507  = \$504  ? \$505  : \$506 ;
+  assign \$508  = \$503  ? { 7'h00, cm[26:13] } : \$507 ;
+  assign \$509  = \$502  - \$508 ;
   assign \$510  = cm[2:1] == 1'h1;
   assign \$511  = cm[2:1] == 2'h2;
   assign \$514  = \$511  ? \$512  : \$513 ;
   assign \$515  = \$510  ? { 7'h00, cm[26:13] } : \$514 ;
   assign \$517  = cm[2:1] == 1'h1;
   assign \$518  = cm[2:1] == 2'h2;
-  assign \$519  = \$518  ? 2'h2 : 2'h0;
-  assign \$520  = \$517  ? 2'h1 : \$519 ;
-  assign \$521  = cm[26:13] > hi;
-  assign \$522  = cm[2:1] == 1'h1;
-  assign \$1137  = cm[12:11] * 4'he;
-  assign \$523  = \$signature__data [51:10] >> \$1137 ;
-  assign \$524  = \$522  ? \$523  : { 4'h0, \$signature__data [9:0] };
-  assign \$525  = hi > \$524 ;
-  assign \$526  = \$521  | \$525 ;
-  assign \$527  = cm[26:13] == hi;
-  assign \$528  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$530  = 11'h400 - \$529 ;
-  assign \$531  = b - a;
-  assign \$532  = $signed(\$530 ) < $signed(\$531 );
-  assign \$534  = 11'h400 - \$533 ;
-  assign \$535  = b - a;
-  assign \$536  = \$532  ? \$534  : \$535 ;
-  assign \$537  = $signed({ 1'h0, a }) + $signed(\$536 );
-  assign \$538  = e + 1'h1;
-  assign \$540  = 11'h400 - \$539 ;
-  assign \$541  = b - a;
-  assign \$542  = $signed(\$540 ) < $signed(\$541 );
-  assign \$544  = 11'h400 - \$543 ;
-  assign \$545  = b - a;
-  assign \$546  = \$542  ? \$544  : \$545 ;
-  assign \$547  = $signed({ 1'h0, a }) + $signed(\$546 );
-  assign \$548  = \$547  == b;
-  assign \$549  = ! j;
-  assign \$550  = \$549  ? \$signature__data [9:0] : n;
-  assign \$551  = ! j;
-  assign \$552  = ! cnt;
-  assign \$553  = j == 3'h6;
-  assign \$554  = fg == 6'h3b;
-  assign \$555  = fg + 1'h1;
-  assign \$556  = j + 1'h1;
-  assign \$557  = e + 1'h1;
+  assign \$521  = \$518  ? \$519  : \$520 ;
+  assign \$522  = \$517  ? { 7'h00, cm[26:13] } : \$521 ;
+  assign \$524  = 11'h400 - \$523 ;
+  assign \$525  = cm[2:1] == 1'h1;
+  assign \$526  = cm[2:1] == 2'h2;
+  assign \$529  = \$526  ? \$527  : \$528 ;
+  assign \$530  = \$525  ? { 7'h00, cm[26:13] } : \$529 ;
+  assign \$532  = cm[2:1] == 1'h1;
+  assign \$533  = cm[2:1] == 2'h2;
+  assign \$534  = \$533  ? 2'h2 : 2'h0;
+  assign \$535  = \$532  ? 2'h1 : \$534 ;
+  assign \$536  = cm[26:13] > hi;
+  assign \$537  = cm[2:1] == 1'h1;
+  assign \$539  = \$537  ? \$538  : { 4'h0, n };
+  assign \$540  = hi > \$539 ;
+  assign \$541  = \$536  | \$540 ;
+  assign \$542  = cm[26:13] == hi;
+  assign \$543  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$544  = r_left <= r_room;
+  assign \$545  = \$544  ? r_left : { 14'h0000, r_room };
+  assign \$546  = r_left - \$545 ;
+  assign \$547  = e + 1'h1;
+  assign \$548  = r_left <= r_room;
+  assign \$549  = ! cnt;
+  assign \$550  = j == 3'h6;
+  assign \$551  = fg == 6'h3b;
+  assign \$552  = gidx + 1'h1;
+  assign \$553  = dense_base + 6'h30;
+  assign \$554  = sparse_base + 5'h18;
+  assign \$555  = meta_base + 4'h8;
+  assign \$556  = fg + 1'h1;
+  assign \$557  = j + 1'h1;
   assign \$558  = e + 1'h1;
-  assign \$559  = \$558  == npg;
-  assign \$560  = j != 3'h6;
-  assign \$561  = | k_cnt;
-  assign \$562  = \$560  & \$561 ;
-  assign \$563  = j + 1'h1;
-  assign \$564  = j == 3'h6;
-  assign \$565  = fg == 6'h3b;
-  assign \$566  = fg + 1'h1;
-  assign \$567  = j + 1'h1;
-  assign \$568  = ~ from_cmd;
-  assign \$569  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$559  = e + 1'h1;
+  assign \$560  = \$559  == npg;
+  assign \$561  = j != 3'h6;
+  assign \$562  = | k_cnt;
+  assign \$563  = \$561  & \$562 ;
+  assign \$564  = j + 1'h1;
+  assign \$565  = j == 3'h6;
+  assign \$566  = fg == 6'h3b;
+  assign \$567  = gidx + 1'h1;
+  assign \$568  = dense_base + 6'h30;
+  assign \$569  = sparse_base + 5'h18;
+  assign \$570  = meta_base + 4'h8;
+  assign \$571  = fg + 1'h1;
+  assign \$572  = j + 1'h1;
+  assign \$573  = ~ from_cmd;
+  assign \$574  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$570 ;
+    gs_walk <= \$575 ;
   always @(posedge clk)
-    gs_done <= \$571 ;
+    gs_done <= \$576 ;
   always @(posedge clk)
-    j <= \$572 ;
+    dense_base <= \$577 ;
   always @(posedge clk)
-    frag <= \$573 ;
+    sparse_base <= \$578 ;
   always @(posedge clk)
-    lat <= \$574 ;
+    meta_base <= \$579 ;
   always @(posedge clk)
-    cm <= \$575 ;
+    j <= \$580 ;
   always @(posedge clk)
-    from_cmd <= \$576 ;
+    frag <= \$581 ;
   always @(posedge clk)
-    fg <= \$577 ;
+    lat <= \$582 ;
   always @(posedge clk)
-    fsm_state <= \$578 ;
+    cm <= \$583 ;
   always @(posedge clk)
-    retry <= \$579 ;
+    from_cmd <= \$584 ;
   always @(posedge clk)
-    ap <= \$580 ;
+    fg <= \$585 ;
   always @(posedge clk)
-    status <= \$581 ;
+    gidx <= \$586 ;
   always @(posedge clk)
-    n <= \$582 ;
+    fsm_state <= \$587 ;
   always @(posedge clk)
-    sb0 <= \$583 ;
+    retry <= \$588 ;
   always @(posedge clk)
-    sb1 <= \$584 ;
+    ap <= \$589 ;
   always @(posedge clk)
-    sb2 <= \$585 ;
+    n <= \$590 ;
   always @(posedge clk)
-    out_of_pages <= \$586 ;
+    sb0 <= \$591 ;
   always @(posedge clk)
-    pg0_0 <= \$587 ;
+    sb1 <= \$592 ;
   always @(posedge clk)
-    pg0_1 <= \$588 ;
+    sb2 <= \$593 ;
   always @(posedge clk)
-    pg0_2 <= \$589 ;
+    status <= \$594 ;
   always @(posedge clk)
-    pg0_3 <= \$590 ;
+    out_of_pages <= \$595 ;
   always @(posedge clk)
-    pg0_4 <= \$591 ;
+    pg0_0 <= \$596 ;
   always @(posedge clk)
-    pg0_5 <= \$592 ;
+    pg0_1 <= \$597 ;
   always @(posedge clk)
-    pg0_6 <= \$593 ;
+    pg0_2 <= \$598 ;
   always @(posedge clk)
-    obs__live <= \$594 ;
+    pg0_3 <= \$599 ;
   always @(posedge clk)
-    lat_tab <= \$595 ;
+    pg0_4 <= \$600 ;
   always @(posedge clk)
-    pg1_0 <= \$596 ;
+    pg0_5 <= \$601 ;
   always @(posedge clk)
-    pg1_1 <= \$597 ;
+    pg0_6 <= \$602 ;
   always @(posedge clk)
-    pg1_2 <= \$598 ;
+    p_off <= \$603 ;
   always @(posedge clk)
-    a <= \$599 ;
+    p_second <= \$604 ;
   always @(posedge clk)
-    b <= \$600 ;
+    p_c_nz <= \$605 ;
   always @(posedge clk)
-    e <= \$601 ;
+    p_first_len <= \$606 ;
   always @(posedge clk)
-    npg <= \$602 ;
+    p_second_len <= \$607 ;
+  always @(posedge clk)
+    obs__live <= \$608 ;
+  always @(posedge clk)
+    lat_tab <= \$609 ;
+  always @(posedge clk)
+    pg1_0 <= \$610 ;
+  always @(posedge clk)
+    pg1_1 <= \$611 ;
+  always @(posedge clk)
+    pg1_2 <= \$612 ;
+  always @(posedge clk)
+    r_left <= \$613 ;
+  always @(posedge clk)
+    r_off <= \$614 ;
+  always @(posedge clk)
+    r_room <= \$615 ;
+  always @(posedge clk)
+    e <= \$616 ;
+  always @(posedge clk)
+    npg <= \$617 ;
   assign ready = gs_done & \ready$2 ;
   assign seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -36273,313 +36311,305 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$5  = ap[6:2] * 2'h2;
   assign \$6  = \$5  + ap[7];
   assign \$7  = from_cmd ? \$4  : \$6 ;
-  assign \$8  = seq * 6'h3c;
-  assign \$9  = \$8  + \$7 [5:0];
   assign obs__alloc = alloc__valid & alloc__ready;
-  assign \$10  = \$9 [7:0] * 3'h7;
-  assign \$11  = \$10  + j;
+  assign \$8  = gidx * 3'h7;
+  assign \$9  = \$8  + j;
   assign obs__release = release__valid & release__ready;
-  assign \$12  = \$9 [7:0] * 3'h7;
-  assign \$13  = \$12  + j;
-  assign \$14  = j < 2'h3;
-  assign \$15  = j >= 2'h3;
-  assign \$16  = j < 3'h6;
-  assign \$17  = \$15  & \$16 ;
-  assign \$18  = j - 2'h3;
-  assign \$19  = j - 3'h6;
-  assign \$20  = \$17  ? \$18  : \$19 ;
-  assign \$21  = \$14  ? { 1'h0, j } : \$20 ;
-  assign \$22  = j < 2'h3;
-  assign \$23  = j >= 2'h3;
-  assign \$24  = j < 3'h6;
-  assign \$25  = \$23  & \$24 ;
-  assign \$26  = \$25  ? 2'h1 : 2'h2;
-  assign slot_tab = \$22  ? 2'h0 : \$26 ;
-  assign \$28  = ! \$27 ;
-  assign \$29  = 1'h0 + \$28 ;
-  assign \$30  = | ap[24:18];
-  assign \$32  = ! \$31 ;
-  assign \$33  = \$30  & \$32 ;
-  assign \$34  = | ap[24:18];
-  assign \$36  = \$35  + ap[24:18];
-  assign \$37  = \$36  > 11'h400;
-  assign \$38  = \$34  & \$37 ;
-  assign \$39  = \$33  | \$38 ;
-  assign \$40  = \$29  + \$39 ;
-  assign \$42  = ! \$41 ;
-  assign \$43  = \$40  + \$42 ;
-  assign \$44  = | ap[31:25];
-  assign \$46  = ! \$45 ;
-  assign \$47  = \$44  & \$46 ;
-  assign \$48  = | ap[31:25];
-  assign \$50  = \$49  + ap[31:25];
-  assign \$51  = \$50  > 11'h400;
-  assign \$52  = \$48  & \$51 ;
-  assign \$53  = \$47  | \$52 ;
-  assign \$54  = \$43  + \$53 ;
-  assign \$56  = ! \$55 ;
-  assign \$57  = \$54  + \$56 ;
-  assign \$58  = | ap[38:32];
-  assign \$60  = ! \$59 ;
-  assign \$61  = \$58  & \$60 ;
-  assign \$62  = | ap[38:32];
-  assign \$64  = \$63  + ap[38:32];
-  assign \$65  = \$64  > 11'h400;
-  assign \$66  = \$62  & \$65 ;
-  assign \$67  = \$61  | \$66 ;
-  assign \$68  = \$57  + \$67 ;
-  assign \$70  = ! \$69 ;
-  assign \$71  = \$68  + \$70 ;
-  assign \$72  = \$signature__data [9:0] >= 10'h200;
-  assign \$73  = \$signature__data [23:10] + ap[24:18];
+  assign \$10  = gidx * 3'h7;
+  assign \$11  = \$10  + j;
+  assign \$12  = j < 2'h3;
+  assign \$13  = j >= 2'h3;
+  assign \$14  = j < 3'h6;
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = j - 2'h3;
+  assign \$17  = j - 3'h6;
+  assign \$18  = \$15  ? \$16  : \$17 ;
+  assign \$19  = \$12  ? { 1'h0, j } : \$18 ;
+  assign \$20  = j < 2'h3;
+  assign \$21  = j >= 2'h3;
+  assign \$22  = j < 3'h6;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = \$23  ? 2'h1 : 2'h2;
+  assign slot_tab = \$20  ? 2'h0 : \$24 ;
+  assign \$26  = ! \$25 ;
+  assign \$27  = 1'h0 + \$26 ;
+  assign \$28  = | ap[24:18];
+  assign \$30  = ! \$29 ;
+  assign \$31  = \$28  & \$30 ;
+  assign \$32  = | ap[24:18];
+  assign \$34  = \$33  + ap[24:18];
+  assign \$35  = \$34  > 11'h400;
+  assign \$36  = \$32  & \$35 ;
+  assign \$37  = \$31  | \$36 ;
+  assign \$38  = \$27  + \$37 ;
+  assign \$40  = ! \$39 ;
+  assign \$41  = \$38  + \$40 ;
+  assign \$42  = | ap[31:25];
+  assign \$44  = ! \$43 ;
+  assign \$45  = \$42  & \$44 ;
+  assign \$46  = | ap[31:25];
+  assign \$48  = \$47  + ap[31:25];
+  assign \$49  = \$48  > 11'h400;
+  assign \$50  = \$46  & \$49 ;
+  assign \$51  = \$45  | \$50 ;
+  assign \$52  = \$41  + \$51 ;
+  assign \$54  = ! \$53 ;
+  assign \$55  = \$52  + \$54 ;
+  assign \$56  = | ap[38:32];
+  assign \$58  = ! \$57 ;
+  assign \$59  = \$56  & \$58 ;
+  assign \$60  = | ap[38:32];
+  assign \$62  = \$61  + ap[38:32];
+  assign \$63  = \$62  > 11'h400;
+  assign \$64  = \$60  & \$63 ;
+  assign \$65  = \$59  | \$64 ;
+  assign \$66  = \$55  + \$65 ;
+  assign \$68  = ! \$67 ;
+  assign \$69  = \$66  + \$68 ;
+  assign \$70  = n >= 10'h200;
+  assign \$71  = sb0 + ap[24:18];
+  assign \$72  = \$71  > 14'h2000;
+  assign \$73  = sb1 + ap[31:25];
   assign \$74  = \$73  > 14'h2000;
-  assign \$75  = \$signature__data [37:24] + ap[31:25];
+  assign \$75  = sb2 + ap[38:32];
   assign \$76  = \$75  > 14'h2000;
-  assign \$77  = \$signature__data [51:38] + ap[38:32];
-  assign \$78  = \$77  > 14'h2000;
-  assign \$79  = | { \$78 , \$76 , \$74  };
-  assign cap_bad = \$72  | \$79 ;
-  assign \$80  = ap[6:2] >= 5'h1e;
-  assign \$81  = ap[24:18] > 7'h40;
-  assign \$82  = ap[31:25] > 7'h40;
-  assign \$83  = ap[38:32] > 7'h40;
-  assign \$84  = | { \$83 , \$82 , \$81  };
-  assign field_bad = \$80  | \$84 ;
-  assign \$85  = \$9 [7:0] * 2'h3;
-  assign \$86  = \$85  + \$21 [1:0];
-  assign \$87  = \$9 [7:0] * 2'h3;
-  assign \$88  = \$87  + \$21 [1:0];
-  assign \$89  = \$9 [7:0] * 2'h3;
-  assign \$90  = \$89  + \$21 [1:0];
-  assign \$91  = \$9 [7:0] * 2'h3;
-  assign \$92  = \$91  + \$21 [1:0];
-  assign \$93  = \$9 [7:0] * 1'h1;
-  assign \$94  = \$93  + \$21 [1:0];
-  assign \$95  = \$9 [7:0] * 1'h1;
-  assign \$96  = \$95  + \$21 [1:0];
-  assign \$97  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$97 ;
+  assign \$77  = | { \$76 , \$74 , \$72  };
+  assign cap_bad = \$70  | \$77 ;
+  assign \$78  = ap[6:2] >= 5'h1e;
+  assign \$79  = ap[24:18] > 7'h40;
+  assign \$80  = ap[31:25] > 7'h40;
+  assign \$81  = ap[38:32] > 7'h40;
+  assign \$82  = | { \$81 , \$80 , \$79  };
+  assign field_bad = \$78  | \$82 ;
+  assign \$85  = dense_base + { \$84 , dense_r_entry };
+  assign \$88  = dense_base + { \$87 , dense_w_entry };
+  assign \$91  = sparse_base + { \$90 , sparse_r_entry };
+  assign \$94  = sparse_base + { \$93 , sparse_w_entry };
+  assign \$97  = meta_base + { \$96 , meta_r_entry };
+  assign \$100  = meta_base + { \$99 , meta_w_entry };
+  assign \$101  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$101 ;
   assign rd_out__valid = rec_valid & from_cmd;
-  assign \$98  = cm[2:1] == 2'h2;
-  assign r_idx = \$98  ? 2'h0 : cm[12:11];
-  assign \$99  = ~ ready;
-  assign \$100  = j - 1'h1;
-  assign \$101  = $signed(\$100 ) < $signed(3'h3);
-  assign \$102  = j - 1'h1;
-  assign \$103  = j - 1'h1;
-  assign \$104  = $signed(\$103 ) >= $signed(3'h3);
-  assign \$105  = j - 1'h1;
-  assign \$106  = $signed(\$105 ) < $signed(4'h6);
-  assign \$107  = \$104  & \$106 ;
-  assign \$108  = j - 1'h1;
-  assign \$109  = $signed(\$108 ) - $signed(3'h3);
-  assign \$110  = j - 1'h1;
-  assign \$111  = $signed(\$110 ) - $signed(4'h6);
-  assign \$112  = \$107  ? \$109  : \$111 ;
-  assign \$113  = \$101  ? { \$102 [3], \$102  } : \$112 ;
-  assign \$114  = j - 1'h1;
-  assign \$115  = $signed(\$114 ) < $signed(3'h3);
-  assign \$116  = j - 1'h1;
-  assign \$117  = $signed(\$116 ) >= $signed(3'h3);
-  assign \$118  = j - 1'h1;
-  assign \$119  = $signed(\$118 ) < $signed(4'h6);
-  assign \$120  = \$117  & \$119 ;
-  assign \$121  = \$120  ? 2'h1 : 2'h2;
-  assign \$122  = \$115  ? 2'h0 : \$121 ;
-  assign \$123  = ! j;
+  assign \$102  = cm[2:1] == 2'h2;
+  assign r_idx = \$102  ? 2'h0 : cm[12:11];
+  assign \$103  = ~ ready;
+  assign \$106  = \$105  + 1'h0;
+  assign \$107  = \$106  + 1'h0;
+  assign \$109  = cmd__payload[9:5] * 2'h2;
+  assign \$110  = \$108  + \$109 ;
+  assign \$111  = \$110  + cmd__payload[10];
+  assign \$112  = \$104  ? \$107  : \$111 ;
+  assign \$114  = ap[6:2] * 2'h2;
+  assign \$115  = \$113  + \$114 ;
+  assign \$116  = \$115  + ap[7];
+  assign \$118  = append__payload[6:2] * 2'h2;
+  assign \$119  = \$117  + \$118 ;
+  assign \$120  = \$119  + append__payload[7];
+  assign \$121  = j - 1'h1;
+  assign \$122  = $signed(\$121 ) < $signed(3'h3);
+  assign \$123  = j - 1'h1;
   assign \$124  = j - 1'h1;
-  assign \$125  = $signed(\$124 ) < $signed(3'h3);
+  assign \$125  = $signed(\$124 ) >= $signed(3'h3);
   assign \$126  = j - 1'h1;
-  assign \$127  = $signed(\$126 ) >= $signed(3'h3);
-  assign \$128  = j - 1'h1;
-  assign \$129  = $signed(\$128 ) < $signed(4'h6);
-  assign \$130  = \$127  & \$129 ;
-  assign \$132  = j - 1'h1;
-  assign \$134  = lat ? \$131  : \$133 ;
-  assign \$136  = \$135  * 6'h20;
-  assign \$137  = { \$134 , 10'h000 } | { 8'h00, \$136  };
-  assign \$138  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$139  = ~ frag;
-  assign \$141  = | \$140 ;
-  assign \$143  = j - 1'h1;
-  assign \$145  = lat ? \$142  : \$144 ;
-  assign \$148  = { \$145 , 10'h000 } | { 10'h000, \$147  };
-  assign \$150  = | \$149 ;
-  assign \$154  = \$152  + \$153 ;
-  assign \$155  = \$154  > 11'h400;
-  assign \$156  = \$150  & \$155 ;
-  assign \$159  = 11'h400 - \$158 ;
-  assign \$161  = \$156  ? \$159  : { 8'h00, \$160  };
-  assign \$162  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$164  = ! \$163 ;
-  assign \$165  = \$162  | \$164 ;
-  assign \$167  = | \$166 ;
-  assign \$171  = \$169  + \$170 ;
-  assign \$172  = \$171  > 11'h400;
-  assign \$173  = \$167  & \$172 ;
-  assign \$174  = ~ \$173 ;
-  assign \$175  = \$165  & \$174 ;
-  assign \$180  = | \$179 ;
-  assign \$184  = \$182  + \$183 ;
-  assign \$185  = \$184  > 11'h400;
-  assign \$186  = \$180  & \$185 ;
-  assign \$189  = 11'h400 - \$188 ;
-  assign \$191  = \$186  ? \$189  : { 8'h00, \$190  };
-  assign \$192  = $signed({ 1'h0, \$178  }) - $signed(\$191 );
-  assign \$193  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$195  = j - 1'h1;
-  assign \$197  = lat ? \$194  : \$196 ;
-  assign \$199  = \$198  * 5'h10;
-  assign \$200  = { \$197 , 10'h000 } | { 9'h000, \$199  };
-  assign \$201  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$202  = j == 3'h7;
-  assign \$203  = j < 2'h3;
-  assign \$204  = j >= 2'h3;
-  assign \$205  = j < 3'h6;
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = ~ \$206 ;
-  assign \$208  = \$203  | \$207 ;
-  assign \$209  = n + 1'h1;
-  assign \$210  = sb0 + ap[24:18];
-  assign \$211  = sb1 + ap[31:25];
-  assign \$212  = sb2 + ap[38:32];
-  assign \$213  = j < 2'h3;
-  assign \$216  = \$213  ? \$214  : \$215 ;
+  assign \$127  = $signed(\$126 ) < $signed(4'h6);
+  assign \$128  = \$125  & \$127 ;
+  assign \$129  = j - 1'h1;
+  assign \$130  = $signed(\$129 ) - $signed(3'h3);
+  assign \$131  = j - 1'h1;
+  assign \$132  = $signed(\$131 ) - $signed(4'h6);
+  assign \$133  = \$128  ? \$130  : \$132 ;
+  assign \$134  = \$122  ? { \$123 [3], \$123  } : \$133 ;
+  assign \$135  = j - 1'h1;
+  assign \$136  = $signed(\$135 ) < $signed(3'h3);
+  assign \$137  = j - 1'h1;
+  assign \$138  = $signed(\$137 ) >= $signed(3'h3);
+  assign \$139  = j - 1'h1;
+  assign \$140  = $signed(\$139 ) < $signed(4'h6);
+  assign \$141  = \$138  & \$140 ;
+  assign \$142  = \$141  ? 2'h1 : 2'h2;
+  assign \$143  = \$136  ? 2'h0 : \$142 ;
+  assign \$144  = ! j;
+  assign \$145  = j - 1'h1;
+  assign \$146  = $signed(\$145 ) < $signed(3'h3);
+  assign \$147  = j - 1'h1;
+  assign \$148  = $signed(\$147 ) >= $signed(3'h3);
+  assign \$149  = j - 1'h1;
+  assign \$150  = $signed(\$149 ) < $signed(4'h6);
+  assign \$151  = \$148  & \$150 ;
+  assign \$153  = j - 1'h1;
+  assign \$155  = lat ? \$152  : \$154 ;
+  assign \$157  = \$156  * 6'h20;
+  assign \$158  = { \$155 , 10'h000 } | { 8'h00, \$157  };
+  assign \$159  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$160  = ~ frag;
+  assign \$162  = j - 1'h1;
+  assign \$164  = lat ? \$161  : \$163 ;
+  assign \$165  = { \$164 , 10'h000 } | { 14'h0000, p_off };
+  assign \$166  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$167  = ~ p_c_nz;
+  assign \$168  = \$166  | \$167 ;
+  assign \$169  = ~ p_second;
+  assign \$170  = \$168  & \$169 ;
+  assign \$173  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$175  = j - 1'h1;
+  assign \$177  = lat ? \$174  : \$176 ;
+  assign \$179  = \$178  * 5'h10;
+  assign \$180  = { \$177 , 10'h000 } | { 9'h000, \$179  };
+  assign \$181  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$189  = | \$188 ;
+  assign \$192  = ! \$191 ;
+  assign \$193  = \$189  & \$192 ;
+  assign \$198  = \$197  + 1'h1;
+  assign \$199  = \$193  ? { 1'h0, \$195  } : \$198 ;
+  assign \$200  = j == 3'h7;
+  assign \$201  = j < 2'h3;
+  assign \$202  = j >= 2'h3;
+  assign \$203  = j < 3'h6;
+  assign \$204  = \$202  & \$203 ;
+  assign \$205  = ~ \$204 ;
+  assign \$206  = \$201  | \$205 ;
+  assign \$207  = n + 1'h1;
+  assign \$208  = sb0 + ap[24:18];
+  assign \$209  = sb1 + ap[31:25];
+  assign \$210  = sb2 + ap[38:32];
+  assign \$211  = j < 2'h3;
+  assign \$213  = ! \$212 ;
+  assign \$215  = ! \$214 ;
+  assign \$216  = \$211  ? \$213  : \$215 ;
   assign \$217  = j < 2'h3;
-  assign \$220  = \$217  ? \$218  : \$219 ;
-  assign \$221  = j < 2'h3;
-  assign \$224  = \$221  ? \$222  : \$223 ;
-  assign \$225  = j < 2'h3;
-  assign \$228  = \$225  ? \$226  : \$227 ;
-  assign \$229  = j < 2'h3;
-  assign \$231  = ! \$230 ;
-  assign \$233  = ! \$232 ;
-  assign \$234  = \$229  ? \$231  : \$233 ;
-  assign \$235  = j < 2'h3;
-  assign \$239  = | \$238 ;
-  assign \$242  = ! \$241 ;
-  assign \$243  = \$239  & \$242 ;
-  assign \$248  = \$247  + 1'h1;
-  assign \$249  = \$243  ? { 1'h0, \$245  } : \$248 ;
-  assign \$251  = | \$250 ;
-  assign \$254  = ! \$253 ;
-  assign \$255  = \$251  & \$254 ;
-  assign \$257  = | \$256 ;
-  assign \$259  = | \$258 ;
-  assign \$263  = \$261  + \$262 ;
-  assign \$264  = \$263  > 11'h400;
-  assign \$265  = \$259  & \$264 ;
-  assign \$266  = cm[2:1] == 1'h1;
-  assign \$267  = cm[40:27] == 14'h3fff;
-  assign \$268  = \$266  & \$267 ;
-  assign \$269  = cm[2:1] == 1'h1;
-  assign \$882  = cm[12:11] * 4'he;
-  assign \$270  = \$signature__data [51:10] >> \$882 ;
-  assign \$271  = \$269  ? \$270  : { 4'h0, \$signature__data [9:0] };
-  assign \$272  = \$268  ? \$271  : cm[40:27];
-  assign \$273  = cm[2:1] == 1'h1;
-  assign \$274  = cm[2:1] == 2'h2;
-  assign \$277  = \$274  ? \$275  : \$276 ;
-  assign \$278  = \$273  ? { 7'h00, cm[26:13] } : \$277 ;
-  assign \$280  = cm[2:1] == 1'h1;
-  assign \$281  = cm[2:1] == 2'h2;
-  assign \$284  = \$281  ? \$282  : \$283 ;
-  assign \$285  = \$280  ? { 7'h00, cm[26:13] } : \$284 ;
-  assign \$287  = cm[2:1] == 1'h1;
-  assign \$288  = cm[2:1] == 2'h2;
-  assign \$291  = \$288  ? \$289  : \$290 ;
-  assign \$292  = \$287  ? { 7'h00, cm[26:13] } : \$291 ;
-  assign \$294  = \$9 [7:0] * 2'h3;
-  assign \$295  = \$294  + r_idx;
-  assign \$296  = \$9 [7:0] * 2'h3;
-  assign \$297  = \$296  + r_idx;
-  assign \$298  = \$9 [7:0] * 1'h1;
-  assign \$299  = \$298  + r_idx;
-  assign \$302  = { 1'h0, \$300 , 10'h000 } | \$301 ;
-  assign \$304  = 11'h400 - \$303 ;
-  assign \$305  = b - a;
-  assign \$306  = $signed(\$304 ) < $signed(\$305 );
-  assign \$308  = 11'h400 - \$307 ;
-  assign \$309  = b - a;
-  assign \$310  = \$306  ? \$308  : \$309 ;
-  assign \$311  = \$9 [7:0] * 2'h3;
-  assign \$312  = \$311  + r_idx;
-  assign \$313  = \$9 [7:0] * 2'h3;
-  assign \$314  = \$313  + r_idx;
-  assign \$315  = \$9 [7:0] * 1'h1;
-  assign \$316  = \$315  + r_idx;
-  assign \$317  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$318  = e + 1'h1;
-  assign \$319  = \$317  ? \$318  : { 1'h0, e };
-  assign \$320  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$219  = | \$218 ;
+  assign \$222  = ! \$221 ;
+  assign \$223  = \$219  & \$222 ;
+  assign \$225  = | \$224 ;
+  assign \$227  = | \$226 ;
+  assign \$231  = \$229  + \$230 ;
+  assign \$232  = \$231  > 11'h400;
+  assign \$233  = \$227  & \$232 ;
+  assign \$234  = cm[2:1] == 1'h1;
+  assign \$235  = cm[40:27] == 14'h3fff;
+  assign \$236  = \$234  & \$235 ;
+  assign \$237  = cm[2:1] == 1'h1;
+  assign \$239  = \$237  ? \$238  : { 4'h0, n };
+  assign \$240  = \$236  ? \$239  : cm[40:27];
+  assign \$241  = cm[2:1] == 1'h1;
+  assign \$242  = cm[2:1] == 2'h2;
+  assign \$245  = \$242  ? \$243  : \$244 ;
+  assign \$246  = \$241  ? { 7'h00, cm[26:13] } : \$245 ;
+  assign \$248  = cm[2:1] == 1'h1;
+  assign \$249  = cm[2:1] == 2'h2;
+  assign \$252  = \$249  ? \$250  : \$251 ;
+  assign \$253  = \$248  ? { 7'h00, cm[26:13] } : \$252 ;
+  assign \$255  = cm[2:1] == 1'h1;
+  assign \$256  = cm[2:1] == 2'h2;
+  assign \$259  = \$256  ? \$257  : \$258 ;
+  assign \$260  = \$255  ? { 7'h00, cm[26:13] } : \$259 ;
+  assign \$263  = { \$262 , 10'h000 } | { 14'h0000, r_off };
+  assign \$264  = r_left <= r_room;
+  assign \$265  = \$264  ? r_left : { 14'h0000, r_room };
+  assign \$266  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$267  = e + 1'h1;
+  assign \$268  = \$266  ? \$267  : { 1'h0, e };
+  assign \$269  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$270  = e + 1'h1;
+  assign \$271  = \$269  ? \$270  : { 1'h0, e };
+  assign \$272  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$273  = e + 1'h1;
+  assign \$274  = \$272  ? \$273  : { 1'h0, e };
+  assign \$275  = gidx + 1'h1;
+  assign \$276  = j < 2'h3;
+  assign \$277  = n + 6'h20;
+  assign \$278  = \$277  - 1'h1;
+  assign \$280  = j >= 2'h3;
+  assign \$281  = j < 3'h6;
+  assign \$282  = \$280  & \$281 ;
+  assign \$284  = \$283  + 11'h400;
+  assign \$285  = \$284  - 1'h1;
+  assign \$287  = n + 7'h40;
+  assign \$288  = \$287  - 1'h1;
+  assign \$290  = \$282  ? \$286  : { \$289 [11], \$289 [11], \$289 [11], \$289 [11], \$289  };
+  assign \$291  = \$276  ? { \$279 [11], \$279 [11], \$279 [11], \$279 [11], \$279  } : \$290 ;
+  assign \$292  = ! j;
+  assign \$293  = ! cnt;
+  assign \$294  = j == 3'h6;
+  assign \$295  = fg == 6'h3b;
+  assign \$296  = gidx + 1'h1;
+  assign \$298  = j + 1'h1;
+  assign \$299  = \$298  < 2'h3;
+  assign \$300  = j + 1'h1;
+  assign \$301  = j + 1'h1;
+  assign \$302  = \$301  >= 2'h3;
+  assign \$303  = j + 1'h1;
+  assign \$304  = \$303  < 3'h6;
+  assign \$305  = \$302  & \$304 ;
+  assign \$306  = j + 1'h1;
+  assign \$307  = \$306  - 2'h3;
+  assign \$308  = j + 1'h1;
+  assign \$309  = \$308  - 3'h6;
+  assign \$310  = \$305  ? \$307  : \$309 ;
+  assign \$311  = \$299  ? { 1'h0, \$300  } : \$310 ;
+  assign \$312  = j + 1'h1;
+  assign \$313  = \$312  < 2'h3;
+  assign \$314  = j + 1'h1;
+  assign \$315  = \$314  >= 2'h3;
+  assign \$316  = j + 1'h1;
+  assign \$317  = \$316  < 3'h6;
+  assign \$318  = \$315  & \$317 ;
+  assign \$319  = \$318  ? 2'h1 : 2'h2;
+  assign \$320  = \$313  ? 2'h0 : \$319 ;
   assign \$321  = e + 1'h1;
-  assign \$322  = \$320  ? \$321  : { 1'h0, e };
-  assign \$323  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$324  = e + 1'h1;
-  assign \$325  = \$323  ? \$324  : { 1'h0, e };
-  assign \$326  = j < 2'h3;
-  assign \$327  = ! j;
-  assign \$328  = \$327  ? \$signature__data [9:0] : n;
-  assign \$329  = \$328  + 6'h20;
-  assign \$330  = \$329  - 1'h1;
-  assign \$332  = j >= 2'h3;
-  assign \$333  = j < 3'h6;
-  assign \$334  = \$332  & \$333 ;
-  assign \$336  = \$335  + 11'h400;
-  assign \$337  = \$336  - 1'h1;
-  assign \$339  = ! j;
-  assign \$340  = \$339  ? \$signature__data [9:0] : n;
-  assign \$341  = \$340  + 7'h40;
+  assign \$322  = \$321  == npg;
+  assign \$323  = e + 1'h1;
+  assign \$324  = \$322  ? 16'h0000 : \$323 ;
+  assign \$325  = release__ready ? \$324  : { 1'h0, e };
+  assign \$326  = e + 1'h1;
+  assign \$327  = \$326  == npg;
+  assign \$328  = e + 1'h1;
+  assign \$329  = \$327  ? 16'h0000 : \$328 ;
+  assign \$330  = release__ready ? \$329  : { 1'h0, e };
+  assign \$331  = e + 1'h1;
+  assign \$332  = \$331  == npg;
+  assign \$333  = e + 1'h1;
+  assign \$334  = \$332  ? 16'h0000 : \$333 ;
+  assign \$335  = release__ready ? \$334  : { 1'h0, e };
+  assign \$336  = e + 1'h1;
+  assign \$337  = \$336  == npg;
+  assign \$338  = release__ready & \$337 ;
+  assign \$339  = j + 1'h1;
+  assign \$340  = \$339  < 2'h3;
+  assign \$341  = n + 6'h20;
   assign \$342  = \$341  - 1'h1;
-  assign \$344  = \$334  ? \$338  : { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  };
-  assign \$345  = \$326  ? { \$331 [11], \$331 [11], \$331 [11], \$331 [11], \$331  } : \$344 ;
-  assign \$346  = ! j;
-  assign \$347  = ! cnt;
-  assign \$348  = j == 3'h6;
-  assign \$349  = fg == 6'h3b;
-  assign \$350  = seq * 6'h3c;
-  assign \$351  = \$350  + fg;
-  assign \$352  = \$351  + 1'h1;
-  assign \$354  = e + 1'h1;
-  assign \$355  = release__ready ? \$354  : { 1'h0, e };
-  assign \$356  = e + 1'h1;
-  assign \$357  = release__ready ? \$356  : { 1'h0, e };
+  assign \$344  = j + 1'h1;
+  assign \$345  = \$344  >= 2'h3;
+  assign \$346  = j + 1'h1;
+  assign \$347  = \$346  < 3'h6;
+  assign \$348  = \$345  & \$347 ;
+  assign \$350  = \$349  + 11'h400;
+  assign \$351  = \$350  - 1'h1;
+  assign \$353  = n + 7'h40;
+  assign \$354  = \$353  - 1'h1;
+  assign \$356  = \$348  ? \$352  : { \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355  };
+  assign \$357  = \$340  ? { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  } : \$356 ;
   assign \$358  = e + 1'h1;
-  assign \$359  = release__ready ? \$358  : { 1'h0, e };
-  assign \$360  = j + 1'h1;
-  assign \$361  = \$360  < 2'h3;
-  assign \$362  = j + 1'h1;
-  assign \$363  = j + 1'h1;
-  assign \$364  = \$363  >= 2'h3;
-  assign \$365  = j + 1'h1;
-  assign \$366  = \$365  < 3'h6;
-  assign \$367  = \$364  & \$366 ;
-  assign \$368  = j + 1'h1;
-  assign \$369  = \$368  - 2'h3;
-  assign \$370  = j + 1'h1;
-  assign \$371  = \$370  - 3'h6;
-  assign \$372  = \$367  ? \$369  : \$371 ;
-  assign \$373  = \$361  ? { 1'h0, \$362  } : \$372 ;
-  assign \$374  = j + 1'h1;
-  assign \$375  = \$374  < 2'h3;
-  assign \$376  = j + 1'h1;
-  assign \$377  = \$376  >= 2'h3;
-  assign \$378  = j + 1'h1;
-  assign \$379  = \$378  < 3'h6;
-  assign \$380  = \$377  & \$379 ;
-  assign \$381  = \$380  ? 2'h1 : 2'h2;
-  assign \$382  = \$375  ? 2'h0 : \$381 ;
-  assign \$383  = j + 1'h1;
-  assign \$384  = \$383  < 2'h3;
-  assign \$385  = n + 6'h20;
+  assign \$359  = \$358  == npg;
+  assign \$360  = j != 3'h6;
+  assign \$361  = | k_cnt;
+  assign \$362  = \$360  & \$361 ;
+  assign \$363  = j == 3'h6;
+  assign \$364  = fg == 6'h3b;
+  assign \$365  = ~ gs_done;
+  assign \$366  = ! fsm_state;
+  assign \$367  = fsm_state == 1'h1;
+  assign \$368  = fsm_state == 2'h2;
+  assign \$369  = fsm_state == 2'h3;
+  assign \$370  = fsm_state == 3'h4;
+  assign \$371  = fsm_state == 3'h5;
+  assign \$372  = fsm_state == 3'h6;
   \oaken_engine.mmu.dense_table  dense_table (
     .clk(clk),
     .r_data(r_data),
-    .r_entry(r_entry),
-    .r_stream(r_stream),
+    .rd__addr(\$85 [13:0]),
     .rst(rst),
-    .w_entry(w_entry),
-    .w_stream(\$88 [9:0]),
+    .wr__addr(\$88 [13:0]),
     .wr__data(obs__alloc_page),
     .wr__en(w_en)
   );
@@ -36597,164 +36627,381 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   );
   \oaken_engine.mmu.meta_table  meta_table (
     .clk(clk),
-    .r_data(\r_data$76 ),
-    .r_entry(\r_entry$91 ),
-    .r_stream(\r_stream$47 ),
+    .r_data(\r_data$92 ),
+    .rd__addr(\$97 [10:0]),
     .rst(rst),
-    .w_entry(\w_entry$92 ),
-    .w_stream(\$96 [7:0]),
+    .wr__addr(\$100 [10:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$94 )
+    .wr__en(\w_en$107 )
   );
   \oaken_engine.mmu.sparse_table  sparse_table (
     .clk(clk),
-    .r_data(\r_data$75 ),
-    .r_entry(\r_entry$95 ),
-    .r_stream(\r_stream$44 ),
+    .r_data(\r_data$91 ),
+    .rd__addr(\$91 [12:0]),
     .rst(rst),
-    .w_entry(\w_entry$96 ),
-    .w_stream(\$92 [9:0]),
+    .wr__addr(\$94 [12:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$97 )
+    .wr__en(\w_en$108 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$393  = 14'h0000;
-    casez (\slot_idx$104 )
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
       2'h0:
-          \$393  = sb0;
+          \$385  = 8'h00;
       2'h1:
-          \$393  = sb1;
+          \$385  = 8'h3c;
       2'h2:
-          \$393  = sb2;
+          \$385  = 8'h78;
+      2'h3:
+          \$385  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$437  = 14'h0000;
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$388  = 8'h00;
+      2'h1:
+          \$388  = 8'h3c;
+      2'h2:
+          \$388  = 8'h78;
+      2'h3:
+          \$388  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$393  = 8'h00;
+      2'h1:
+          \$393  = 8'h3c;
+      2'h2:
+          \$393  = 8'h78;
+      2'h3:
+          \$393  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
+      2'h0:
+          \$397  = 8'h00;
+      2'h1:
+          \$397  = 8'h3c;
+      2'h2:
+          \$397  = 8'h78;
+      2'h3:
+          \$397  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$404  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$437  = r_data;
+          \$404  = r_data;
       2'h1:
-          \$437  = \r_data$75 ;
+          \$404  = \r_data$91 ;
       2'h2:
-          \$437  = \r_data$76 ;
+          \$404  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$449  = 7'h00;
-    casez (\slot_idx$62 )
+    \$418  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$449  = ap[24:18];
+          \$418  = sb0;
       2'h1:
-          \$449  = ap[31:25];
+          \$418  = sb1;
       2'h2:
-          \$449  = ap[38:32];
+          \$418  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$451  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$420  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$451  = sb0;
+          \$420  = ap[24:18];
       2'h1:
-          \$451  = sb1;
+          \$420  = ap[31:25];
       2'h2:
-          \$451  = sb2;
+          \$420  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$453  = 7'h00;
-    casez (\slot_idx$62 )
+    \$422  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$453  = ap[24:18];
+          \$422  = sb0;
       2'h1:
-          \$453  = ap[31:25];
+          \$422  = sb1;
       2'h2:
-          \$453  = ap[38:32];
+          \$422  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$472  = 7'h00;
-    casez (\$21 [1:0])
+    \$424  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$472  = ap[24:18];
+          \$424  = ap[24:18];
       2'h1:
-          \$472  = ap[31:25];
+          \$424  = ap[31:25];
       2'h2:
-          \$472  = ap[38:32];
+          \$424  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$474  = 14'h0000;
-    casez (\$21 [1:0])
+    \$428  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$474  = sb0;
+          \$428  = ap[24:18];
       2'h1:
-          \$474  = sb1;
+          \$428  = ap[31:25];
       2'h2:
-          \$474  = sb2;
+          \$428  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$478  = 7'h00;
-    casez (\$21 [1:0])
+    \$430  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$478  = ap[24:18];
+          \$430  = ap[24:18];
       2'h1:
-          \$478  = ap[31:25];
+          \$430  = ap[31:25];
       2'h2:
-          \$478  = ap[38:32];
+          \$430  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$480  = 7'h00;
-    casez (\$21 [1:0])
+    \$432  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$480  = ap[24:18];
+          \$432  = sb0;
       2'h1:
-          \$480  = ap[31:25];
+          \$432  = sb1;
       2'h2:
-          \$480  = ap[38:32];
+          \$432  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$482  = 14'h0000;
-    casez (\$21 [1:0])
+    \$434  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$482  = sb0;
+          \$434  = ap[24:18];
       2'h1:
-          \$482  = sb1;
+          \$434  = ap[31:25];
       2'h2:
-          \$482  = sb2;
+          \$434  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$484  = 7'h00;
-    casez (\$21 [1:0])
+    \$438  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$484  = ap[24:18];
+          \$438  = sb0;
       2'h1:
-          \$484  = ap[31:25];
+          \$438  = sb1;
       2'h2:
-          \$484  = ap[38:32];
+          \$438  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr  = \$9 [7:0];
+    \$441  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$441  = ap[24:18];
+      2'h1:
+          \$441  = ap[31:25];
+      2'h2:
+          \$441  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$443  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$443  = ap[24:18];
+      2'h1:
+          \$443  = ap[31:25];
+      2'h2:
+          \$443  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$444  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$444  = ap[24:18];
+      2'h1:
+          \$444  = ap[31:25];
+      2'h2:
+          \$444  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$446  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$446  = sb0;
+      2'h1:
+          \$446  = sb1;
+      2'h2:
+          \$446  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$448  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$448  = ap[24:18];
+      2'h1:
+          \$448  = ap[31:25];
+      2'h2:
+          \$448  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$452  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$452  = sb0;
+      2'h1:
+          \$452  = sb1;
+      2'h2:
+          \$452  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$455  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$455  = ap[24:18];
+      2'h1:
+          \$455  = ap[31:25];
+      2'h2:
+          \$455  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$471  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$471  = ap[24:18];
+      2'h1:
+          \$471  = ap[31:25];
+      2'h2:
+          \$471  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$473  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$473  = sb0;
+      2'h1:
+          \$473  = sb1;
+      2'h2:
+          \$473  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$477  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$477  = ap[24:18];
+      2'h1:
+          \$477  = ap[31:25];
+      2'h2:
+          \$477  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$479  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$479  = ap[24:18];
+      2'h1:
+          \$479  = ap[31:25];
+      2'h2:
+          \$479  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$481  = 14'h0000;
+    casez (\$19 [1:0])
+      2'h0:
+          \$481  = sb0;
+      2'h1:
+          \$481  = sb1;
+      2'h2:
+          \$481  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$483  = 7'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$483  = ap[24:18];
+      2'h1:
+          \$483  = ap[31:25];
+      2'h2:
+          \$483  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$538  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$538  = sb0;
+      2'h1:
+          \$538  = sb1;
+      2'h2:
+          \$538  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+          if (\$103 ) begin
+          end else if (cmd__valid) begin
+            \$signature__addr  = \$112 [7:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$signature__addr  = \$116 [7:0];
+            end
+          end else if (append__valid) begin
+            \$signature__addr  = \$120 [7:0];
+          end
       4'h2:
           /* empty */;
       4'h4:
@@ -36770,43 +37017,21 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$347 ) begin
-            if (\$348 ) begin
-              (* full_case = 32'd1 *)
-              if (\$349 ) begin
-              end else begin
-                \$signature__addr  = \$352 [7:0];
-              end
-            end
-          end
+          \$signature__addr  = \$275 [7:0];
       4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              (* full_case = 32'd1 *)
-              if (\$406 ) begin
-              end else begin
-                if (\$413 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$414 ) begin
-                  end else begin
-                    \$signature__addr  = \$417 [7:0];
-                  end
-                end
-              end
-            end
-          end
+          \$signature__addr  = \$296 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__addr$12  = \$9 [7:0];
-    if (\$418 ) begin
+    \$signature__addr$12  = gidx;
+    if (\$365 ) begin
       \$signature__addr$12  = gs_walk;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    r_stream = \$86 [9:0];
+    t_idx = \$19 [1:0];
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -36819,84 +37044,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          r_stream = \$295 [9:0];
+          t_idx = r_idx;
       4'h8:
-          r_stream = \$312 [9:0];
+          t_idx = r_idx;
       4'h6:
           /* empty */;
       4'h9:
           /* empty */;
       4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                r_stream = \$408 [9:0];
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_stream$44  = \$90 [9:0];
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_stream$44  = \$297 [9:0];
-      4'h8:
-          \r_stream$44  = \$314 [9:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_stream$44  = \$410 [9:0];
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_stream$47  = \$94 [7:0];
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_stream$47  = \$299 [7:0];
-      4'h8:
-          \r_stream$47  = \$316 [7:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_stream$47  = \$412 [7:0];
-              end
-            end
+          if (\$338 ) begin
+            t_idx = \slot_idx$116 ;
           end
     endcase
   end
@@ -36905,7 +37062,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$99 ) begin
+          if (\$103 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -36916,7 +37073,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$99 ) begin
+          if (\$103 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -36926,7 +37083,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$62  = 2'h0;
+    \slot_idx$78  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -36935,12 +37092,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$62  = \$113 [1:0];
+          \slot_idx$78  = \$134 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$63  = 2'h0;
+    \slot_tab$79  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -36949,7 +37106,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$63  = \$122 ;
+          \slot_tab$79  = \$143 ;
     endcase
   end
   always @* begin
@@ -36964,19 +37121,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$123 ) begin
+          if (\$144 ) begin
             emitted = 1'h1;
-          end else if (\$125 ) begin
-            emitted = \$138 ;
-          end else if (\$130 ) begin
+          end else if (\$146 ) begin
+            emitted = \$159 ;
+          end else if (\$151 ) begin
             (* full_case = 32'd1 *)
-            if (\$139 ) begin
-              emitted = \$175 ;
+            if (\$160 ) begin
+              emitted = \$170 ;
             end else begin
-              emitted = \$193 ;
+              emitted = \$173 ;
             end
           end else begin
-            emitted = \$201 ;
+            emitted = \$181 ;
           end
     endcase
   end
@@ -36992,13 +37149,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$123 ) begin
-          end else if (\$125 ) begin
+          if (\$144 ) begin
+          end else if (\$146 ) begin
             rec_valid = 1'h1;
-          end else if (\$130 ) begin
+          end else if (\$151 ) begin
             (* full_case = 32'd1 *)
-            if (\$139 ) begin
-              rec_valid = \$141 ;
+            if (\$160 ) begin
+              rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
             end
@@ -37033,27 +37190,27 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$123 ) begin
-          end else if (\$125 ) begin
+          if (\$144 ) begin
+          end else if (\$146 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$62 ;
-            wr_out__payload[27:4] = \$137 ;
+            wr_out__payload[3:2] = \slot_idx$78 ;
+            wr_out__payload[27:4] = \$158 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$130 ) begin
+          end else if (\$151 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$62 ;
+            wr_out__payload[3:2] = \slot_idx$78 ;
             (* full_case = 32'd1 *)
-            if (\$139 ) begin
-              wr_out__payload[27:4] = \$148 ;
-              wr_out__payload[38:28] = \$161 [10:0];
+            if (\$160 ) begin
+              wr_out__payload[27:4] = \$165 ;
+              wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$177 ;
-              wr_out__payload[38:28] = \$192 [10:0];
+              wr_out__payload[27:4] = \$172 ;
+              wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$62 ;
-            wr_out__payload[27:4] = \$200 ;
+            wr_out__payload[3:2] = \slot_idx$78 ;
+            wr_out__payload[27:4] = \$180 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -37064,8 +37221,8 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$302 [23:0];
-          wr_out__payload[38:28] = \$310 [10:0];
+          wr_out__payload[27:4] = \$263 ;
+          wr_out__payload[38:28] = \$265 [10:0];
         end
       4'h6:
           /* empty */;
@@ -37082,6 +37239,126 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    dense_r_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          dense_r_entry = \$182 [3:0];
+      4'h1:
+          /* empty */;
+      4'h7:
+          dense_r_entry = \$247 [3:0];
+      4'h8:
+          dense_r_entry = \$268 [3:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          dense_r_entry = 4'h0;
+      4'ha:
+          dense_r_entry = \$325 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    dense_w_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          dense_w_entry = \$183 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    meta_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          meta_r_entry = \$184 [2:0];
+      4'h1:
+          /* empty */;
+      4'h7:
+          meta_r_entry = \$261 [2:0];
+      4'h8:
+          meta_r_entry = \$274 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          meta_r_entry = 3'h0;
+      4'ha:
+          meta_r_entry = \$335 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    meta_w_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          meta_w_entry = \$185 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    sparse_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          sparse_r_entry = \$187 [2:0];
+      4'h1:
+          /* empty */;
+      4'h7:
+          sparse_r_entry = \$254 [2:0];
+      4'h8:
+          sparse_r_entry = \$271 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          sparse_r_entry = 3'h0;
+      4'ha:
+          sparse_r_entry = \$330 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    sparse_w_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          sparse_w_entry = \$199 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__en  = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -37092,7 +37369,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
+            if (\$200 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -37105,17 +37382,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$346 ) begin
+          if (\$292 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$418 ) begin
+    if (\$365 ) begin
       \$signature__en  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$signature__data$88  = 52'h0000000000000;
+    \$signature__data  = 52'h0000000000000;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37125,11 +37402,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
-              \$signature__data$88 [9:0] = \$209 [9:0];
-              \$signature__data$88 [23:10] = \$210 [13:0];
-              \$signature__data$88 [37:24] = \$211 [13:0];
-              \$signature__data$88 [51:38] = \$212 [13:0];
+            if (\$200 ) begin
+              \$signature__data [9:0] = \$207 [9:0];
+              \$signature__data [23:10] = \$208 [13:0];
+              \$signature__data [37:24] = \$209 [13:0];
+              \$signature__data [51:38] = \$210 [13:0];
             end
           end
       4'h1:
@@ -37141,131 +37418,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$346 ) begin
-            \$signature__data$88  = 52'h0000000000000;
+          if (\$292 ) begin
+            \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$418 ) begin
-      \$signature__data$88  = 52'h0000000000000;
+    if (\$365 ) begin
+      \$signature__data  = 52'h0000000000000;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    r_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              r_entry = \$216 [3:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          r_entry = \$279 [3:0];
-      4'h8:
-          r_entry = \$319 [3:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          r_entry = 4'h0;
-      4'ha:
-        begin
-          r_entry = \$355 [3:0];
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                r_entry = 4'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    w_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              w_entry = \$220 [3:0];
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_entry$91  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              \r_entry$91  = \$224 [2:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_entry$91  = \$293 [2:0];
-      4'h8:
-          \r_entry$91  = \$325 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          \r_entry$91  = 3'h0;
-      4'ha:
-        begin
-          \r_entry$91  = \$359 [2:0];
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_entry$91  = 3'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_entry$92  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              \w_entry$92  = \$228 [2:0];
-            end
-          end
-    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
@@ -37280,16 +37439,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              if (\$234 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
+              if (\$216 ) begin
                 alloc__ready = 1'h1;
               end
             end else begin
-              if (\$255 ) begin
+              if (\$223 ) begin
                 alloc__ready = 1'h1;
-              end else if (\$257 ) begin
-                if (\$265 ) begin
+              end else if (\$225 ) begin
+                if (\$233 ) begin
                   alloc__ready = 1'h1;
                 end
               end
@@ -37309,10 +37468,10 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              if (\$234 ) begin
-                if (\$235 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
+              if (\$216 ) begin
+                if (\$217 ) begin
                   w_en = 1'h1;
                 end
               end
@@ -37322,7 +37481,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$94  = 1'h0;
+    \w_en$107  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37332,13 +37491,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-              if (\$234 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
+              if (\$216 ) begin
                 (* full_case = 32'd1 *)
-                if (\$235 ) begin
+                if (\$217 ) begin
                 end else begin
-                  \w_en$94  = 1'h1;
+                  \w_en$107  = 1'h1;
                 end
               end
             end
@@ -37347,7 +37506,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \r_entry$95  = 3'h0;
+    \w_en$108  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37358,77 +37517,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
+            if (\$200 ) begin
+            end else if (\$206 ) begin
             end else begin
-              \r_entry$95  = \$237 [2:0];
-            end
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \r_entry$95  = \$286 [2:0];
-      4'h8:
-          \r_entry$95  = \$322 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          \r_entry$95  = 3'h0;
-      4'ha:
-        begin
-          \r_entry$95  = \$357 [2:0];
-          if (release__ready) begin
-            if (\$403 ) begin
-              if (\$406 ) begin
-                \r_entry$95  = 3'h0;
-              end
-            end
-          end
-        end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_entry$96  = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-            end else begin
-              \w_entry$96  = \$249 [2:0];
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$97  = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$202 ) begin
-            end else if (\$208 ) begin
-            end else begin
-              if (\$255 ) begin
-                \w_en$97  = 1'h1;
-              end else if (\$257 ) begin
-                if (\$265 ) begin
-                  \w_en$97  = 1'h1;
+              if (\$223 ) begin
+                \w_en$108  = 1'h1;
+              end else if (\$225 ) begin
+                if (\$233 ) begin
+                  \w_en$108  = 1'h1;
                 end
               end
             end
@@ -37450,7 +37546,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$272 ;
+          hi = \$240 ;
     endcase
   end
   always @* begin
@@ -37474,7 +37570,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$345 [14:0];
+          cnt = \$291 [14:0];
     endcase
   end
   always @* begin
@@ -37498,21 +37594,21 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$347 ) begin
-            if (\$348 ) begin
-              if (\$349 ) begin
+          if (\$293 ) begin
+            if (\$294 ) begin
+              if (\$295 ) begin
                 obs__free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$403 ) begin
+            if (\$359 ) begin
               (* full_case = 32'd1 *)
-              if (\$406 ) begin
+              if (\$362 ) begin
               end else begin
-                if (\$413 ) begin
-                  if (\$414 ) begin
+                if (\$363 ) begin
+                  if (\$364 ) begin
                     obs__free_done = 1'h1;
                   end
                 end
@@ -37570,12 +37666,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          obs__release_page = \$353 ;
+          obs__release_page = \$297 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$104  = 2'h0;
+    \slot_idx$116  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37596,12 +37692,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$104  = \$373 [1:0];
+          \slot_idx$116  = \$311 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$105  = 2'h0;
+    \slot_tab$117  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37622,7 +37718,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$105  = \$382 ;
+          \slot_tab$117  = \$320 ;
     endcase
   end
   always @* begin
@@ -37648,219 +37744,37 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$401 [14:0];
+          k_cnt = \$357 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$570  = gs_walk;
-    if (\$430 ) begin
-      \$570  = \$431 [7:0];
+    \$575  = gs_walk;
+    if (\$377 ) begin
+      \$575  = \$378 [7:0];
     end
     if (rst) begin
-      \$570  = 8'h00;
+      \$575  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$571  = gs_done;
-    if (\$430 ) begin
-      if (\$432 ) begin
-        \$571  = 1'h1;
+    \$576  = gs_done;
+    if (\$377 ) begin
+      if (\$379 ) begin
+        \$576  = 1'h1;
       end
     end
-    if (rst) begin
-      \$571  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$572  = j;
-    casez (fsm_state)
-      4'h0:
-          \$572  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$435 ) begin
-          end else if (cap_bad) begin
-          end else if (\$436 ) begin
-          end else begin
-            \$572  = 3'h0;
-          end
-      4'h5:
-          if (emitted) begin
-            \$572  = \$458 [2:0];
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$572  = { 1'h0, \$520  };
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$572  = 3'h0;
-      4'h9:
-          if (\$552 ) begin
-            (* full_case = 32'd1 *)
-            if (\$553 ) begin
-              (* full_case = 32'd1 *)
-              if (\$554 ) begin
-              end else begin
-                \$572  = 3'h0;
-              end
-            end else begin
-              \$572  = \$556 [2:0];
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$559 ) begin
-              (* full_case = 32'd1 *)
-              if (\$562 ) begin
-                \$572  = \$563 [2:0];
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$564 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$565 ) begin
-                  end else begin
-                    \$572  = 3'h0;
-                  end
-                end else begin
-                  \$572  = \$567 [2:0];
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$572  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$573  = frag;
-    casez (fsm_state)
-      4'h0:
-          \$573  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$435 ) begin
-          end else if (cap_bad) begin
-          end else if (\$436 ) begin
-          end else begin
-            \$573  = 1'h0;
-          end
-      4'h5:
-        begin
-          if (\$439 ) begin
-          end else if (\$441 ) begin
-          end else if (\$446 ) begin
-            if (\$447 ) begin
-              if (\$457 ) begin
-                \$573  = 1'h1;
-              end
-            end
-          end
-          if (emitted) begin
-            \$573  = 1'h0;
-          end
-        end
-    endcase
-    if (rst) begin
-      \$573  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$574  = lat;
-    casez (fsm_state)
-      4'h0:
-          \$574  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$435 ) begin
-          end else if (cap_bad) begin
-          end else if (\$436 ) begin
-          end else begin
-            \$574  = 1'h0;
-          end
-      4'h5:
-        begin
-          if (lat) begin
-            \$574  = 1'h0;
-          end
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              (* full_case = 32'd1 *)
-              if (\$471 ) begin
-              end else begin
-                \$574  = 1'h1;
-              end
-            end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                \$574  = 1'h1;
-              end
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$574  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$575  = cm;
-    casez (fsm_state)
-      4'h0:
-          if (\$433 ) begin
-          end else if (cmd__valid) begin
-            \$575  = cmd__payload;
-          end
-    endcase
-    if (rst) begin
-      \$575  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$576  = from_cmd;
-    casez (fsm_state)
-      4'h0:
-          if (\$433 ) begin
-          end else if (cmd__valid) begin
-            \$576  = 1'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$576  = 1'h0;
-            end
-          end else if (append__valid) begin
-            \$576  = 1'h0;
-          end
-    endcase
     if (rst) begin
       \$576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$577  = fg;
+    \$577  = \$380 ;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
-          end else if (cmd__valid) begin
-            \$577  = 6'h00;
-          end
+          /* empty */;
       4'h2:
           /* empty */;
       4'h4:
@@ -37876,26 +37790,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
+          if (\$549 ) begin
+            if (\$550 ) begin
               (* full_case = 32'd1 *)
-              if (\$554 ) begin
+              if (\$551 ) begin
               end else begin
-                \$577  = \$555 [5:0];
+                \$577  = \$553 [13:0];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$564 ) begin
+                if (\$565 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$565 ) begin
+                  if (\$566 ) begin
                   end else begin
-                    \$577  = \$566 [5:0];
+                    \$577  = \$568 [13:0];
                   end
                 end
               end
@@ -37903,134 +37817,529 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$577  = 6'h00;
+      \$577  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$578  = fsm_state;
+    \$578  = \$381 ;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
-          end else if (cmd__valid) begin
-            \$578  = 4'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$578  = 4'h2;
-            end
-          end else if (append__valid) begin
-            \$578  = 4'h2;
-          end
+          /* empty */;
       4'h2:
-          (* full_case = 32'd1 *)
-          if (\$434 ) begin
-            \$578  = 4'h3;
-          end else if (field_bad) begin
-            \$578  = 4'h3;
-          end else begin
-            \$578  = 4'h4;
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$578  = \$554 [12:0];
+              end
+            end
           end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$578  = \$569 [12:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$578  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$579  = \$382 [10:0];
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$579  = \$555 [10:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$579  = \$570 [10:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$579  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$580  = j;
+    casez (fsm_state)
+      4'h0:
+          \$580  = 3'h0;
+      4'h2:
+          /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$435 ) begin
-            \$578  = 4'h3;
+          if (\$402 ) begin
           end else if (cap_bad) begin
-            \$578  = 4'h3;
-          end else if (\$436 ) begin
-            \$578  = 4'h0;
+          end else if (\$403 ) begin
           end else begin
-            \$578  = 4'h5;
+            \$580  = 3'h0;
           end
       4'h5:
           if (emitted) begin
-            if (\$459 ) begin
-              \$578  = 4'h3;
-            end
+            \$580  = \$417 [2:0];
           end
       4'h1:
-          (* full_case = 32'd1 *)
-          if (\$491 ) begin
-            \$578  = 4'h3;
-          end else if (\$492 ) begin
-            \$578  = 4'h6;
-          end else if (\$497 ) begin
-            \$578  = 4'h3;
-          end else begin
-            \$578  = 4'h7;
-          end
+          /* empty */;
       4'h7:
-          (* full_case = 32'd1 *)
-          if (\$526 ) begin
-            \$578  = 4'h3;
-          end else if (\$527 ) begin
-            \$578  = 4'h3;
-          end else begin
-            \$578  = 4'h8;
-          end
+          \$580  = { 1'h0, \$535  };
       4'h8:
-          if (\$528 ) begin
-            if (\$548 ) begin
-              \$578  = 4'h3;
-            end
-          end
+          /* empty */;
       4'h6:
-          \$578  = 4'h9;
+          \$580  = 3'h0;
       4'h9:
-          (* full_case = 32'd1 *)
-          if (\$552 ) begin
+          if (\$549 ) begin
             (* full_case = 32'd1 *)
-            if (\$553 ) begin
+            if (\$550 ) begin
               (* full_case = 32'd1 *)
-              if (\$554 ) begin
-                \$578  = 4'h3;
+              if (\$551 ) begin
               end else begin
-                \$578  = 4'h9;
+                \$580  = 3'h0;
               end
             end else begin
-              \$578  = 4'h9;
+              \$580  = \$557 [2:0];
             end
-          end else begin
-            \$578  = 4'ha;
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$563 ) begin
+                \$580  = \$564 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$564 ) begin
+                if (\$565 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$565 ) begin
-                    \$578  = 4'h3;
+                  if (\$566 ) begin
                   end else begin
-                    \$578  = 4'h9;
+                    \$580  = 3'h0;
                   end
                 end else begin
-                  \$578  = 4'h9;
+                  \$580  = \$572 [2:0];
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$580  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$581  = frag;
+    casez (fsm_state)
+      4'h0:
+          \$581  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+          end else if (cap_bad) begin
+          end else if (\$403 ) begin
+          end else begin
+            \$581  = 1'h0;
+          end
+      4'h5:
+        begin
+          if (\$406 ) begin
+          end else if (\$408 ) begin
+          end else if (\$413 ) begin
+            if (\$414 ) begin
+              if (\$416 ) begin
+                \$581  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$581  = 1'h0;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$581  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$582  = lat;
+    casez (fsm_state)
+      4'h0:
+          \$582  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+          end else if (cap_bad) begin
+          end else if (\$403 ) begin
+          end else begin
+            \$582  = 1'h0;
+          end
+      4'h5:
+        begin
+          if (lat) begin
+            \$582  = 1'h0;
+          end
+          if (emitted) begin
+            (* full_case = 32'd1 *)
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              (* full_case = 32'd1 *)
+              if (\$470 ) begin
+              end else begin
+                \$582  = 1'h1;
+              end
+            end else begin
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                \$582  = 1'h1;
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$582  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$583  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$583  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$583  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$584  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$584  = 1'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$584  = 1'h0;
+            end
+          end else if (append__valid) begin
+            \$584  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$584  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$585  = fg;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$585  = 6'h00;
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$585  = \$556 [5:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$585  = \$571 [5:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$585  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$586  = gidx;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$586  = \$392 [7:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$586  = \$396 [7:0];
+            end
+          end else if (append__valid) begin
+            \$586  = \$400 [7:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$586  = \$552 [7:0];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$586  = \$567 [7:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$586  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$587  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$383 ) begin
+          end else if (cmd__valid) begin
+            \$587  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$587  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$587  = 4'h2;
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$401 ) begin
+            \$587  = 4'h3;
+          end else if (field_bad) begin
+            \$587  = 4'h3;
+          end else begin
+            \$587  = 4'h4;
+          end
+      4'h4:
+          (* full_case = 32'd1 *)
+          if (\$402 ) begin
+            \$587  = 4'h3;
+          end else if (cap_bad) begin
+            \$587  = 4'h3;
+          end else if (\$403 ) begin
+            \$587  = 4'h0;
+          end else begin
+            \$587  = 4'h5;
+          end
+      4'h5:
+          if (emitted) begin
+            if (\$458 ) begin
+              \$587  = 4'h3;
+            end
+          end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$490 ) begin
+            \$587  = 4'h3;
+          end else if (\$491 ) begin
+            \$587  = 4'h6;
+          end else if (\$496 ) begin
+            \$587  = 4'h3;
+          end else begin
+            \$587  = 4'h7;
+          end
+      4'h7:
+          (* full_case = 32'd1 *)
+          if (\$541 ) begin
+            \$587  = 4'h3;
+          end else if (\$542 ) begin
+            \$587  = 4'h3;
+          end else begin
+            \$587  = 4'h8;
+          end
+      4'h8:
+          if (\$543 ) begin
+            if (\$548 ) begin
+              \$587  = 4'h3;
+            end
+          end
+      4'h6:
+          \$587  = 4'h9;
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (\$549 ) begin
+            (* full_case = 32'd1 *)
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+                \$587  = 4'h3;
+              end else begin
+                \$587  = 4'h9;
+              end
+            end else begin
+              \$587  = 4'h9;
+            end
+          end else begin
+            \$587  = 4'ha;
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                    \$587  = 4'h3;
+                  end else begin
+                    \$587  = 4'h9;
+                  end
+                end else begin
+                  \$587  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$569 ) begin
-            \$578  = 4'h0;
+          if (\$574 ) begin
+            \$587  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$578  = 4'h0;
+      \$587  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$579  = retry;
+    \$588  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$383 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$579  = 1'h0;
+              \$588  = 1'h0;
             end
           end
       4'h2:
@@ -38048,22 +38357,22 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
-              if (\$554 ) begin
-                \$579  = 1'h1;
+          if (\$549 ) begin
+            if (\$550 ) begin
+              if (\$551 ) begin
+                \$588  = 1'h1;
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$564 ) begin
-                  if (\$565 ) begin
-                    \$579  = 1'h1;
+                if (\$565 ) begin
+                  if (\$566 ) begin
+                    \$588  = 1'h1;
                   end
                 end
               end
@@ -38071,87 +38380,66 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$579  = 1'h0;
+      \$588  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$580  = ap;
+    \$589  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$433 ) begin
+          if (\$383 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$580  = append__payload;
+            \$589  = append__payload;
           end
     endcase
     if (rst) begin
-      \$580  = 39'h0000000000;
+      \$589  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$581  = status;
+    \$590  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$434 ) begin
-            \$581  = 3'h1;
-          end else if (field_bad) begin
-            \$581  = 3'h2;
-          end
+          \$590  = \$signature__data$124 [9:0];
       4'h4:
-          if (\$435 ) begin
-            \$581  = 3'h3;
-          end else if (cap_bad) begin
-            \$581  = 3'h5;
-          end
-      4'h5:
-          if (emitted) begin
-            if (\$459 ) begin
-              \$581  = 3'h0;
-            end
-          end
-      4'h1:
-          if (\$491 ) begin
-            \$581  = 3'h1;
-          end else if (\$492 ) begin
-          end else if (\$497 ) begin
-            \$581  = 3'h2;
-          end
-      4'h7:
-          if (\$526 ) begin
-            \$581  = 3'h4;
-          end else if (\$527 ) begin
-            \$581  = 3'h0;
-          end
-      4'h8:
-          if (\$528 ) begin
-            if (\$548 ) begin
-              \$581  = 3'h0;
-            end
-          end
-      4'h6:
           /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$590  = \$signature__data$124 [9:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$590  = \$signature__data$124 [9:0];
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
-              if (\$554 ) begin
-                \$581  = 3'h0;
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$590  = \$signature__data$124 [9:0];
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$564 ) begin
-                  if (\$565 ) begin
-                    \$581  = 3'h0;
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$590  = \$signature__data$124 [9:0];
                   end
                 end
               end
@@ -38159,126 +38447,237 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$581  = 3'h0;
+      \$590  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$582  = n;
+    \$591  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$591  = \$signature__data$124 [23:10];
       4'h4:
-          \$582  = \$signature__data [9:0];
+          /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$591  = \$signature__data$124 [23:10];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$591  = \$signature__data$124 [23:10];
       4'h9:
-          \$582  = \$550 ;
-    endcase
-    if (rst) begin
-      \$582  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$583  = sb0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$583  = \$signature__data [23:10];
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$551 ) begin
-            \$583  = \$signature__data [23:10];
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$591  = \$signature__data$124 [23:10];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$591  = \$signature__data$124 [23:10];
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$583  = 14'h0000;
+      \$591  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$584  = sb1;
+    \$592  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$592  = \$signature__data$124 [37:24];
       4'h4:
-          \$584  = \$signature__data [37:24];
+          /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$592  = \$signature__data$124 [37:24];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$592  = \$signature__data$124 [37:24];
       4'h9:
-          if (\$551 ) begin
-            \$584  = \$signature__data [37:24];
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$592  = \$signature__data$124 [37:24];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$592  = \$signature__data$124 [37:24];
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$584  = 14'h0000;
+      \$592  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$585  = sb2;
+    \$593  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          \$593  = \$signature__data$124 [51:38];
       4'h4:
-          \$585  = \$signature__data [51:38];
+          /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$593  = \$signature__data$124 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          /* empty */;
+          \$593  = \$signature__data$124 [51:38];
       4'h9:
-          if (\$551 ) begin
-            \$585  = \$signature__data [51:38];
+          if (\$549 ) begin
+            if (\$550 ) begin
+              (* full_case = 32'd1 *)
+              if (\$551 ) begin
+              end else begin
+                \$593  = \$signature__data$124 [51:38];
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$566 ) begin
+                  end else begin
+                    \$593  = \$signature__data$124 [51:38];
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$585  = 14'h0000;
+      \$593  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$586  = out_of_pages;
+    \$594  = status;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (\$401 ) begin
+            \$594  = 3'h1;
+          end else if (field_bad) begin
+            \$594  = 3'h2;
+          end
+      4'h4:
+          if (\$402 ) begin
+            \$594  = 3'h3;
+          end else if (cap_bad) begin
+            \$594  = 3'h5;
+          end
+      4'h5:
+          if (emitted) begin
+            if (\$458 ) begin
+              \$594  = 3'h0;
+            end
+          end
+      4'h1:
+          if (\$490 ) begin
+            \$594  = 3'h1;
+          end else if (\$491 ) begin
+          end else if (\$496 ) begin
+            \$594  = 3'h2;
+          end
+      4'h7:
+          if (\$541 ) begin
+            \$594  = 3'h4;
+          end else if (\$542 ) begin
+            \$594  = 3'h0;
+          end
+      4'h8:
+          if (\$543 ) begin
+            if (\$548 ) begin
+              \$594  = 3'h0;
+            end
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$549 ) begin
+            if (\$550 ) begin
+              if (\$551 ) begin
+                \$594  = 3'h0;
+              end
+            end
+          end
+      4'ha:
+          if (release__ready) begin
+            if (\$560 ) begin
+              (* full_case = 32'd1 *)
+              if (\$563 ) begin
+              end else begin
+                if (\$565 ) begin
+                  if (\$566 ) begin
+                    \$594  = 3'h0;
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$594  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$595  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38286,12 +38685,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h4:
           (* full_case = 32'd1 *)
-          if (\$435 ) begin
+          if (\$402 ) begin
           end else if (cap_bad) begin
-          end else if (\$436 ) begin
-            \$586  = 1'h1;
+          end else if (\$403 ) begin
+            \$595  = 1'h1;
           end else begin
-            \$586  = 1'h0;
+            \$595  = 1'h0;
           end
       4'h5:
           /* empty */;
@@ -38308,17 +38707,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'ha:
           /* empty */;
       4'h3:
-          if (\$568 ) begin
-            \$586  = 1'h0;
+          if (\$573 ) begin
+            \$595  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$586  = 1'h0;
+      \$595  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$587  = pg0_0;
+    \$596  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38329,26 +38728,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
-                  \$587  = \$437 ;
+                  \$596  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
-                      \$587  = obs__alloc_page;
+                      \$596  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
-                      \$587  = obs__alloc_page;
+                      \$596  = obs__alloc_page;
                 endcase
               end
             end
@@ -38356,12 +38755,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$587  = 14'h0000;
+      \$596  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$588  = pg0_1;
+    \$597  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38372,32 +38771,32 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
-                  \$588  = \$437 ;
+                  \$597  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$588  = obs__alloc_page;
+                      \$597  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$588  = obs__alloc_page;
+                      \$597  = obs__alloc_page;
                 endcase
               end
             end
@@ -38405,12 +38804,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$588  = 14'h0000;
+      \$597  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$589  = pg0_2;
+    \$598  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38421,38 +38820,38 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
                   /* empty */;
               4'h2:
-                  \$589  = \$437 ;
+                  \$598  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$589  = obs__alloc_page;
+                      \$598  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$589  = obs__alloc_page;
+                      \$598  = obs__alloc_page;
                 endcase
               end
             end
@@ -38460,12 +38859,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$589  = 14'h0000;
+      \$598  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = pg0_3;
+    \$599  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38476,7 +38875,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38484,14 +38883,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h2:
                   /* empty */;
               4'h3:
-                  \$590  = \$437 ;
+                  \$599  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38500,11 +38899,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$590  = obs__alloc_page;
+                      \$599  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38513,7 +38912,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$590  = obs__alloc_page;
+                      \$599  = obs__alloc_page;
                 endcase
               end
             end
@@ -38521,12 +38920,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$590  = 14'h0000;
+      \$599  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = pg0_4;
+    \$600  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38537,7 +38936,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38547,14 +38946,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h3:
                   /* empty */;
               4'h4:
-                  \$591  = \$437 ;
+                  \$600  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38565,11 +38964,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$591  = obs__alloc_page;
+                      \$600  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38580,7 +38979,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$591  = obs__alloc_page;
+                      \$600  = obs__alloc_page;
                 endcase
               end
             end
@@ -38588,12 +38987,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$591  = 14'h0000;
+      \$600  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = pg0_5;
+    \$601  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38604,7 +39003,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38616,14 +39015,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h4:
                   /* empty */;
               4'h5:
-                  \$592  = \$437 ;
+                  \$601  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38636,11 +39035,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$592  = obs__alloc_page;
+                      \$601  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38653,7 +39052,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$592  = obs__alloc_page;
+                      \$601  = obs__alloc_page;
                 endcase
               end
             end
@@ -38661,12 +39060,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$592  = 14'h0000;
+      \$601  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = pg0_6;
+    \$602  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38677,7 +39076,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
         begin
           if (lat) begin
-            casez (\$438 )
+            casez (\$405 )
               4'h0:
                   /* empty */;
               4'h1:
@@ -38691,14 +39090,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
               4'h5:
                   /* empty */;
               4'h6:
-                  \$593  = \$437 ;
+                  \$602  = \$404 ;
             endcase
           end
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
-              if (\$471 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
+              if (\$470 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38713,11 +39112,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$593  = obs__alloc_page;
+                      \$602  = obs__alloc_page;
                 endcase
               end
             end else begin
-              if (\$477 ) begin
+              if (\$476 ) begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38732,7 +39131,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$593  = obs__alloc_page;
+                      \$602  = obs__alloc_page;
                 endcase
               end
             end
@@ -38740,12 +39139,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$593  = 14'h0000;
+      \$602  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = obs__live;
+    \$603  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38755,17 +39154,112 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$459 ) begin
+            \$603  = \$419 [9:0];
+          end
+    endcase
+    if (rst) begin
+      \$603  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$604  = p_second;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$604  = \$427 ;
+          end
+    endcase
+    if (rst) begin
+      \$604  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$605  = p_c_nz;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$605  = \$429 ;
+          end
+    endcase
+    if (rst) begin
+      \$605  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$606  = p_first_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$606  = \$442 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$606  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$607  = p_second_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$607  = \$457 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$607  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$608  = obs__live;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$458 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$594 [0] = 1'h1;
+                    \$608 [0] = 1'h1;
                 2'h1:
-                    \$594 [1] = 1'h1;
+                    \$608 [1] = 1'h1;
                 2'h2:
-                    \$594 [2] = 1'h1;
+                    \$608 [2] = 1'h1;
                 2'h3:
-                    \$594 [3] = 1'h1;
+                    \$608 [3] = 1'h1;
               endcase
             end
           end
@@ -38778,41 +39272,41 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$552 ) begin
-            if (\$553 ) begin
-              if (\$554 ) begin
+          if (\$549 ) begin
+            if (\$550 ) begin
+              if (\$551 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$594 [0] = 1'h0;
+                      \$608 [0] = 1'h0;
                   2'h1:
-                      \$594 [1] = 1'h0;
+                      \$608 [1] = 1'h0;
                   2'h2:
-                      \$594 [2] = 1'h0;
+                      \$608 [2] = 1'h0;
                   2'h3:
-                      \$594 [3] = 1'h0;
+                      \$608 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
-              if (\$562 ) begin
+              if (\$563 ) begin
               end else begin
-                if (\$564 ) begin
-                  if (\$565 ) begin
+                if (\$565 ) begin
+                  if (\$566 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$594 [0] = 1'h0;
+                          \$608 [0] = 1'h0;
                       2'h1:
-                          \$594 [1] = 1'h0;
+                          \$608 [1] = 1'h0;
                       2'h2:
-                          \$594 [2] = 1'h0;
+                          \$608 [2] = 1'h0;
                       2'h3:
-                          \$594 [3] = 1'h0;
+                          \$608 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -38821,12 +39315,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$594  = 4'h0;
+      \$608  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = lat_tab;
+    \$609  = lat_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38837,28 +39331,28 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
               (* full_case = 32'd1 *)
-              if (\$471 ) begin
+              if (\$470 ) begin
               end else begin
-                \$595  = slot_tab;
+                \$609  = slot_tab;
               end
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                \$595  = slot_tab;
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                \$609  = slot_tab;
               end
             end
           end
     endcase
     if (rst) begin
-      \$595  = 2'h0;
+      \$609  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = pg1_0;
+    \$610  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38869,15 +39363,15 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                if (\$487 ) begin
-                  casez (\$21 [1:0])
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                if (\$486 ) begin
+                  casez (\$19 [1:0])
                     2'h0:
-                        \$596  = obs__alloc_page;
+                        \$610  = obs__alloc_page;
                   endcase
                 end
               end
@@ -38885,12 +39379,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$596  = 14'h0000;
+      \$610  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = pg1_1;
+    \$611  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38901,17 +39395,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                if (\$487 ) begin
-                  casez (\$21 [1:0])
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                if (\$486 ) begin
+                  casez (\$19 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
-                        \$597  = obs__alloc_page;
+                        \$611  = obs__alloc_page;
                   endcase
                 end
               end
@@ -38919,12 +39413,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$597  = 14'h0000;
+      \$611  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = pg1_2;
+    \$612  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38935,19 +39429,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           if (emitted) begin
             (* full_case = 32'd1 *)
-            if (\$459 ) begin
-            end else if (\$465 ) begin
+            if (\$458 ) begin
+            end else if (\$464 ) begin
             end else begin
-              if (\$477 ) begin
-              end else if (\$479 ) begin
-                if (\$487 ) begin
-                  casez (\$21 [1:0])
+              if (\$476 ) begin
+              end else if (\$478 ) begin
+                if (\$486 ) begin
+                  casez (\$19 [1:0])
                     2'h0:
                         /* empty */;
                     2'h1:
                         /* empty */;
                     2'h2:
-                        \$598  = obs__alloc_page;
+                        \$612  = obs__alloc_page;
                   endcase
                 end
               end
@@ -38955,12 +39449,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$598  = 14'h0000;
+      \$612  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = a;
+    \$613  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38973,19 +39467,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$599  = { 4'h0, \$503  };
+          \$613  = { \$509 [21], \$509 [21], \$509 [21], \$509  };
       4'h8:
-          if (\$528 ) begin
-            \$599  = \$537 [24:0];
+          if (\$543 ) begin
+            \$613  = \$546 [24:0];
           end
     endcase
     if (rst) begin
-      \$599  = 25'h0000000;
+      \$613  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = b;
+    \$614  = r_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -38998,15 +39492,19 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$600  = { 4'h0, \$509  };
+          \$614  = \$516 [9:0];
+      4'h8:
+          if (\$543 ) begin
+            \$614  = 10'h000;
+          end
     endcase
     if (rst) begin
-      \$600  = 25'h0000000;
+      \$614  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = e;
+    \$615  = r_room;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39019,32 +39517,57 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          \$601  = \$516 [14:0];
+          \$615  = \$524 [10:0];
       4'h8:
-          if (\$528 ) begin
-            \$601  = \$538 [14:0];
+          if (\$543 ) begin
+            \$615  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$615  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$616  = e;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$616  = \$531 [14:0];
+      4'h8:
+          if (\$543 ) begin
+            \$616  = \$547 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$601  = 15'h0000;
+          \$616  = 15'h0000;
       4'ha:
           if (release__ready) begin
-            \$601  = \$557 [14:0];
-            if (\$559 ) begin
-              if (\$562 ) begin
-                \$601  = 15'h0000;
+            \$616  = \$558 [14:0];
+            if (\$560 ) begin
+              if (\$563 ) begin
+                \$616  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$601  = 15'h0000;
+      \$616  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = npg;
+    \$617  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39063,521 +39586,463 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          \$602  = cnt;
+          \$617  = cnt;
       4'ha:
           if (release__ready) begin
-            if (\$559 ) begin
-              if (\$562 ) begin
-                \$602  = k_cnt;
+            if (\$560 ) begin
+              if (\$563 ) begin
+                \$617  = k_cnt;
               end
             end
           end
     endcase
     if (rst) begin
-      \$602  = 15'h0000;
+      \$617  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$131  = 14'h0000;
+    \$83  = 6'h00;
+    casez (t_idx)
+      2'h0:
+          \$83  = 6'h00;
+      2'h1:
+          \$83  = 6'h10;
+      2'h2:
+          \$83  = 6'h20;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$86  = 6'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$86  = 6'h00;
+      2'h1:
+          \$86  = 6'h10;
+      2'h2:
+          \$86  = 6'h20;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$89  = 5'h00;
+    casez (t_idx)
+      2'h0:
+          \$89  = 5'h00;
+      2'h1:
+          \$89  = 5'h08;
+      2'h2:
+          \$89  = 5'h10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$92  = 5'h00;
+    casez (\$19 [1:0])
+      2'h0:
+          \$92  = 5'h00;
+      2'h1:
+          \$92  = 5'h08;
+      2'h2:
+          \$92  = 5'h10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$95  = 3'h0;
+    casez (t_idx)
+      2'h0:
+          \$95  = 3'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$98  = 3'h0;
+    casez (\$19 [1:0])
+      2'h0:
+          \$98  = 3'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$105  = 8'h00;
+      2'h1:
+          \$105  = 8'h3c;
+      2'h2:
+          \$105  = 8'h78;
+      2'h3:
+          \$105  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$108  = 8'h00;
+      2'h1:
+          \$108  = 8'h3c;
+      2'h2:
+          \$108  = 8'h78;
+      2'h3:
+          \$108  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$113  = 8'h00;
+      2'h1:
+          \$113  = 8'h3c;
+      2'h2:
+          \$113  = 8'h78;
+      2'h3:
+          \$113  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
+      2'h0:
+          \$117  = 8'h00;
+      2'h1:
+          \$117  = 8'h3c;
+      2'h2:
+          \$117  = 8'h78;
+      2'h3:
+          \$117  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$152  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$131  = r_data;
+          \$152  = r_data;
       2'h1:
-          \$131  = \r_data$75 ;
+          \$152  = \r_data$91 ;
       2'h2:
-          \$131  = \r_data$76 ;
+          \$152  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$133  = 14'h0000;
-    casez (\$132 )
+    \$154  = 14'h0000;
+    casez (\$153 )
       4'h0:
-          \$133  = pg0_0;
+          \$154  = pg0_0;
       4'h1:
-          \$133  = pg0_1;
+          \$154  = pg0_1;
       4'h2:
-          \$133  = pg0_2;
+          \$154  = pg0_2;
       4'h3:
-          \$133  = pg0_3;
+          \$154  = pg0_3;
       4'h4:
-          \$133  = pg0_4;
+          \$154  = pg0_4;
       4'h5:
-          \$133  = pg0_5;
+          \$154  = pg0_5;
       4'h6:
-          \$133  = pg0_6;
+          \$154  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$140  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$140  = ap[24:18];
-      2'h1:
-          \$140  = ap[31:25];
-      2'h2:
-          \$140  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$142  = 14'h0000;
+    \$161  = 14'h0000;
     casez (lat_tab)
       2'h0:
-          \$142  = r_data;
+          \$161  = r_data;
       2'h1:
-          \$142  = \r_data$75 ;
+          \$161  = \r_data$91 ;
       2'h2:
-          \$142  = \r_data$76 ;
+          \$161  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$144  = 14'h0000;
-    casez (\$143 )
+    \$163  = 14'h0000;
+    casez (\$162 )
       4'h0:
-          \$144  = pg0_0;
+          \$163  = pg0_0;
       4'h1:
-          \$144  = pg0_1;
+          \$163  = pg0_1;
       4'h2:
-          \$144  = pg0_2;
+          \$163  = pg0_2;
       4'h3:
-          \$144  = pg0_3;
+          \$163  = pg0_3;
       4'h4:
-          \$144  = pg0_4;
+          \$163  = pg0_4;
       4'h5:
-          \$144  = pg0_5;
+          \$163  = pg0_5;
       4'h6:
-          \$144  = pg0_6;
+          \$163  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$146  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$171  = 14'h0000;
+    casez (\slot_idx$78 )
       2'h0:
-          \$146  = sb0;
+          \$171  = pg1_0;
       2'h1:
-          \$146  = sb1;
+          \$171  = pg1_1;
       2'h2:
-          \$146  = sb2;
+          \$171  = pg1_2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$149  = 7'h00;
-    casez (\slot_idx$62 )
+    \$174  = 14'h0000;
+    casez (lat_tab)
       2'h0:
-          \$149  = ap[24:18];
+          \$174  = r_data;
       2'h1:
-          \$149  = ap[31:25];
+          \$174  = \r_data$91 ;
       2'h2:
-          \$149  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$151  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$151  = sb0;
-      2'h1:
-          \$151  = sb1;
-      2'h2:
-          \$151  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$153  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$153  = ap[24:18];
-      2'h1:
-          \$153  = ap[31:25];
-      2'h2:
-          \$153  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$157  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$157  = sb0;
-      2'h1:
-          \$157  = sb1;
-      2'h2:
-          \$157  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$160  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$160  = ap[24:18];
-      2'h1:
-          \$160  = ap[31:25];
-      2'h2:
-          \$160  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$163  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$163  = ap[24:18];
-      2'h1:
-          \$163  = ap[31:25];
-      2'h2:
-          \$163  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$166  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$166  = ap[24:18];
-      2'h1:
-          \$166  = ap[31:25];
-      2'h2:
-          \$166  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$168  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$168  = sb0;
-      2'h1:
-          \$168  = sb1;
-      2'h2:
-          \$168  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$170  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$170  = ap[24:18];
-      2'h1:
-          \$170  = ap[31:25];
-      2'h2:
-          \$170  = ap[38:32];
+          \$174  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$176  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$176  = pg1_0;
-      2'h1:
-          \$176  = pg1_1;
-      2'h2:
-          \$176  = pg1_2;
+    casez (\$175 )
+      4'h0:
+          \$176  = pg0_0;
+      4'h1:
+          \$176  = pg0_1;
+      4'h2:
+          \$176  = pg0_2;
+      4'h3:
+          \$176  = pg0_3;
+      4'h4:
+          \$176  = pg0_4;
+      4'h5:
+          \$176  = pg0_5;
+      4'h6:
+          \$176  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = 7'h00;
-    casez (\slot_idx$62 )
+    \$186  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$178  = ap[24:18];
+          \$186  = sb0;
       2'h1:
-          \$178  = ap[31:25];
+          \$186  = sb1;
       2'h2:
-          \$178  = ap[38:32];
+          \$186  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$179  = 7'h00;
-    casez (\slot_idx$62 )
+    \$188  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$179  = ap[24:18];
+          \$188  = ap[24:18];
       2'h1:
-          \$179  = ap[31:25];
+          \$188  = ap[31:25];
       2'h2:
-          \$179  = ap[38:32];
+          \$188  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$181  = 14'h0000;
-    casez (\slot_idx$62 )
+    \$190  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$181  = sb0;
+          \$190  = sb0;
       2'h1:
-          \$181  = sb1;
+          \$190  = sb1;
       2'h2:
-          \$181  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$183  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$183  = ap[24:18];
-      2'h1:
-          \$183  = ap[31:25];
-      2'h2:
-          \$183  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$187  = 14'h0000;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$187  = sb0;
-      2'h1:
-          \$187  = sb1;
-      2'h2:
-          \$187  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$190  = 7'h00;
-    casez (\slot_idx$62 )
-      2'h0:
-          \$190  = ap[24:18];
-      2'h1:
-          \$190  = ap[31:25];
-      2'h2:
-          \$190  = ap[38:32];
+          \$190  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$194  = 14'h0000;
-    casez (lat_tab)
+    casez (\$19 [1:0])
       2'h0:
-          \$194  = r_data;
+          \$194  = sb0;
       2'h1:
-          \$194  = \r_data$75 ;
+          \$194  = sb1;
       2'h2:
-          \$194  = \r_data$76 ;
+          \$194  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$196  = 14'h0000;
-    casez (\$195 )
-      4'h0:
-          \$196  = pg0_0;
-      4'h1:
-          \$196  = pg0_1;
-      4'h2:
-          \$196  = pg0_2;
-      4'h3:
-          \$196  = pg0_3;
-      4'h4:
-          \$196  = pg0_4;
-      4'h5:
-          \$196  = pg0_5;
-      4'h6:
-          \$196  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$236  = 14'h0000;
-    casez (\$21 [1:0])
+    casez (\$19 [1:0])
       2'h0:
-          \$236  = sb0;
+          \$196  = sb0;
       2'h1:
-          \$236  = sb1;
+          \$196  = sb1;
       2'h2:
-          \$236  = sb2;
+          \$196  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$238  = 7'h00;
-    casez (\$21 [1:0])
+    \$218  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$238  = ap[24:18];
+          \$218  = ap[24:18];
       2'h1:
-          \$238  = ap[31:25];
+          \$218  = ap[31:25];
       2'h2:
-          \$238  = ap[38:32];
+          \$218  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$240  = 14'h0000;
-    casez (\$21 [1:0])
+    \$220  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$240  = sb0;
+          \$220  = sb0;
       2'h1:
-          \$240  = sb1;
+          \$220  = sb1;
       2'h2:
-          \$240  = sb2;
+          \$220  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$244  = 14'h0000;
-    casez (\$21 [1:0])
+    \$224  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$244  = sb0;
+          \$224  = ap[24:18];
       2'h1:
-          \$244  = sb1;
+          \$224  = ap[31:25];
       2'h2:
-          \$244  = sb2;
+          \$224  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$246  = 14'h0000;
-    casez (\$21 [1:0])
+    \$226  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$246  = sb0;
+          \$226  = ap[24:18];
       2'h1:
-          \$246  = sb1;
+          \$226  = ap[31:25];
       2'h2:
-          \$246  = sb2;
+          \$226  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$250  = 7'h00;
-    casez (\$21 [1:0])
+    \$228  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$250  = ap[24:18];
+          \$228  = sb0;
       2'h1:
-          \$250  = ap[31:25];
+          \$228  = sb1;
       2'h2:
-          \$250  = ap[38:32];
+          \$228  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$252  = 14'h0000;
-    casez (\$21 [1:0])
+    \$230  = 7'h00;
+    casez (\$19 [1:0])
       2'h0:
-          \$252  = sb0;
+          \$230  = ap[24:18];
       2'h1:
-          \$252  = sb1;
+          \$230  = ap[31:25];
       2'h2:
-          \$252  = sb2;
+          \$230  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$256  = 7'h00;
-    casez (\$21 [1:0])
+    \$238  = 14'h0000;
+    casez (cm[12:11])
       2'h0:
-          \$256  = ap[24:18];
+          \$238  = sb0;
       2'h1:
-          \$256  = ap[31:25];
+          \$238  = sb1;
       2'h2:
-          \$256  = ap[38:32];
+          \$238  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$258  = 7'h00;
-    casez (\$21 [1:0])
-      2'h0:
-          \$258  = ap[24:18];
-      2'h1:
-          \$258  = ap[31:25];
-      2'h2:
-          \$258  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$260  = 14'h0000;
-    casez (\$21 [1:0])
-      2'h0:
-          \$260  = sb0;
-      2'h1:
-          \$260  = sb1;
-      2'h2:
-          \$260  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$262  = 7'h00;
-    casez (\$21 [1:0])
-      2'h0:
-          \$262  = ap[24:18];
-      2'h1:
-          \$262  = ap[31:25];
-      2'h2:
-          \$262  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$300  = 14'h0000;
+    \$262  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$300  = r_data;
+          \$262  = r_data;
       2'h1:
-          \$300  = \r_data$75 ;
+          \$262  = \r_data$91 ;
       2'h2:
-          \$300  = \r_data$76 ;
+          \$262  = \r_data$92 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$335  = 14'h0000;
-    casez (\$21 [1:0])
+    \$283  = 14'h0000;
+    casez (\$19 [1:0])
       2'h0:
-          \$335  = sb0;
+          \$283  = sb0;
       2'h1:
-          \$335  = sb1;
+          \$283  = sb1;
       2'h2:
-          \$335  = sb2;
+          \$283  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$353  = 14'h0000;
+    \$297  = 14'h0000;
     casez (slot_tab)
       2'h0:
-          \$353  = r_data;
+          \$297  = r_data;
       2'h1:
-          \$353  = \r_data$75 ;
+          \$297  = \r_data$91 ;
       2'h2:
-          \$353  = \r_data$76 ;
+          \$297  = \r_data$92 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$349  = 14'h0000;
+    casez (\slot_idx$116 )
+      2'h0:
+          \$349  = sb0;
+      2'h1:
+          \$349  = sb1;
+      2'h2:
+          \$349  = sb2;
     endcase
   end
   assign \ready$3  = ready;
   assign grp = \$7 [5:0];
-  assign gidx = \$9 [7:0];
   assign pending = out_of_pages;
   assign count = free_pages;
   assign obs__seq = seq;
   assign obs__group = \$7 [5:0];
   assign live = obs__live;
   assign alloc__payload = obs__alloc_page;
-  assign obs__alloc_sid = \$11 [10:0];
+  assign obs__alloc_sid = \$9 [10:0];
   assign release__payload = obs__release_page;
-  assign obs__release_sid = \$13 [10:0];
+  assign obs__release_sid = \$11 [10:0];
   assign obs__free_seq = cm[4:3];
-  assign slot_idx = \$21 [1:0];
-  assign need = \$71 [2:0];
-  assign w_stream = \$88 [9:0];
+  assign slot_idx = \$19 [1:0];
+  assign need = \$69 [2:0];
+  assign r_addr = \$85 [13:0];
+  assign w_addr = \$88 [13:0];
   assign w_data = obs__alloc_page;
-  assign \w_stream$45  = \$92 [9:0];
-  assign \w_data$46  = obs__alloc_page;
-  assign \w_stream$48  = \$96 [7:0];
-  assign \w_data$49  = obs__alloc_page;
+  assign \r_addr$51  = \$91 [12:0];
+  assign \w_addr$54  = \$94 [12:0];
+  assign \w_data$56  = obs__alloc_page;
+  assign \r_addr$57  = \$97 [10:0];
+  assign \w_addr$60  = \$100 [10:0];
+  assign \w_data$62  = obs__alloc_page;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign \ap.seq  = ap[1:0];
@@ -39596,11 +40061,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \cm.head  = cm[12:11];
   assign \cm.lo  = cm[26:13];
   assign \cm.hi  = cm[40:27];
-  assign \$signature__data.n  = \$signature__data [9:0];
-  assign \$signature__data.sb  = \$signature__data [51:10];
-  assign \$signature__data.sb[0]  = \$signature__data [23:10];
-  assign \$signature__data.sb[1]  = \$signature__data [37:24];
-  assign \$signature__data.sb[2]  = \$signature__data [51:38];
   assign \wr_out__payload.kind  = wr_out__payload[1:0];
   assign \wr_out__payload.head  = wr_out__payload[3:2];
   assign \wr_out__payload.addr  = wr_out__payload[27:4];
@@ -39616,11 +40076,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \rd_out__payload.addr  = wr_out__payload[27:4];
   assign \rd_out__payload.length  = wr_out__payload[38:28];
   assign \rd_out__payload.status  = wr_out__payload[41:39];
-  assign \$signature__data$88.n  = \$signature__data$88 [9:0];
-  assign \$signature__data$88.sb  = \$signature__data$88 [51:10];
-  assign \$signature__data$88.sb[0]  = \$signature__data$88 [23:10];
-  assign \$signature__data$88.sb[1]  = \$signature__data$88 [37:24];
-  assign \$signature__data$88.sb[2]  = \$signature__data$88 [51:38];
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -39637,138 +40092,136 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \append__payload.counts[0]  = append__payload[24:18];
   assign \append__payload.counts[1]  = append__payload[31:25];
   assign \append__payload.counts[2]  = append__payload[38:32];
+  assign \$signature__data.n  = \$signature__data [9:0];
+  assign \$signature__data.sb  = \$signature__data [51:10];
+  assign \$signature__data.sb[0]  = \$signature__data [23:10];
+  assign \$signature__data.sb[1]  = \$signature__data [37:24];
+  assign \$signature__data.sb[2]  = \$signature__data [51:38];
+  assign \$signature__data$124.n  = \$signature__data$124 [9:0];
+  assign \$signature__data$124.sb  = \$signature__data$124 [51:10];
+  assign \$signature__data$124.sb[0]  = \$signature__data$124 [23:10];
+  assign \$signature__data$124.sb[1]  = \$signature__data$124 [37:24];
+  assign \$signature__data$124.sb[2]  = \$signature__data$124 [51:38];
   assign \$1  = cm[0];
-  assign \$27 [9:5] = 5'h00;
-  assign \$27 [4:0] = \$signature__data [4:0];
-  assign \$31 [13:10] = 4'h0;
-  assign \$31 [9:0] = \$signature__data [19:10];
-  assign \$35 [13:10] = 4'h0;
-  assign \$35 [9:0] = \$signature__data [19:10];
-  assign \$41 [9:5] = 5'h00;
-  assign \$41 [4:0] = \$signature__data [4:0];
-  assign \$45 [13:10] = 4'h0;
-  assign \$45 [9:0] = \$signature__data [33:24];
-  assign \$49 [13:10] = 4'h0;
-  assign \$49 [9:0] = \$signature__data [33:24];
-  assign \$55 [9:5] = 5'h00;
-  assign \$55 [4:0] = \$signature__data [4:0];
-  assign \$59 [13:10] = 4'h0;
-  assign \$59 [9:0] = \$signature__data [47:38];
-  assign \$63 [13:10] = 4'h0;
-  assign \$63 [9:0] = \$signature__data [47:38];
-  assign \$69 [9:6] = 4'h0;
-  assign \$69 [5:0] = \$signature__data [5:0];
-  assign \$135 [9:5] = 5'h00;
-  assign \$135 [4:0] = n[4:0];
-  assign \$147 [13:10] = 4'h0;
-  assign \$147 [9:0] = \$146 [9:0];
-  assign \$152 [13:10] = 4'h0;
-  assign \$152 [9:0] = \$151 [9:0];
-  assign \$158 [13:10] = 4'h0;
-  assign \$158 [9:0] = \$157 [9:0];
-  assign \$169 [13:10] = 4'h0;
-  assign \$169 [9:0] = \$168 [9:0];
-  assign \$177  = { \$176 , 10'h000 };
-  assign \$182 [13:10] = 4'h0;
-  assign \$182 [9:0] = \$181 [9:0];
-  assign \$188 [13:10] = 4'h0;
-  assign \$188 [9:0] = \$187 [9:0];
-  assign \$198 [9:6] = 4'h0;
-  assign \$198 [5:0] = n[5:0];
-  assign \$214  = { 5'h00, n[9:5] };
-  assign \$215  = { 6'h00, n[9:6] };
-  assign \$218  = { 5'h00, n[9:5] };
-  assign \$219  = { 6'h00, n[9:6] };
-  assign \$222  = { 5'h00, n[9:5] };
-  assign \$223  = { 6'h00, n[9:6] };
-  assign \$226  = { 5'h00, n[9:5] };
-  assign \$227  = { 6'h00, n[9:6] };
-  assign \$230 [9:5] = 5'h00;
-  assign \$230 [4:0] = n[4:0];
-  assign \$232 [9:6] = 4'h0;
-  assign \$232 [5:0] = n[5:0];
-  assign \$237  = { 10'h000, \$236 [13:10] };
-  assign \$241 [13:10] = 4'h0;
-  assign \$241 [9:0] = \$240 [9:0];
-  assign \$245  = { 10'h000, \$244 [13:10] };
-  assign \$247  = { 10'h000, \$246 [13:10] };
-  assign \$253 [13:10] = 4'h0;
-  assign \$253 [9:0] = \$252 [9:0];
-  assign \$261 [13:10] = 4'h0;
-  assign \$261 [9:0] = \$260 [9:0];
-  assign \$275  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$276  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$279  = { 10'h000, \$278 [20:10] };
-  assign \$282  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$283  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$286  = { 10'h000, \$285 [20:10] };
-  assign \$289  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$290  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$293  = { 10'h000, \$292 [20:10] };
-  assign \$301 [24:10] = 15'h0000;
-  assign \$301 [9:0] = a[9:0];
-  assign \$303 [24:10] = 15'h0000;
-  assign \$303 [9:0] = a[9:0];
-  assign \$307 [24:10] = 15'h0000;
-  assign \$307 [9:0] = a[9:0];
-  assign \$331  = { \$330 [11], \$330 [11], \$330 [11], \$330 [11], \$330 [11], \$330 [11:5] };
-  assign \$338  = { \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15], \$337 [15:10] };
-  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:6] };
-  assign \$387  = { \$386 [11], \$386 [11], \$386 [11], \$386 [11], \$386 [11], \$386 [11:5] };
-  assign \$396  = { \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15], \$395 [15:10] };
-  assign \$399  = { \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11], \$398 [11:6] };
-  assign \$452 [13:10] = 4'h0;
-  assign \$452 [9:0] = \$451 [9:0];
-  assign \$467 [9:5] = 5'h00;
-  assign \$467 [4:0] = n[4:0];
-  assign \$469 [9:6] = 4'h0;
-  assign \$469 [5:0] = n[5:0];
-  assign \$475 [13:10] = 4'h0;
-  assign \$475 [9:0] = \$474 [9:0];
-  assign \$483 [13:10] = 4'h0;
-  assign \$483 [9:0] = \$482 [9:0];
-  assign \$492  = cm[0];
-  assign \$500  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$501  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$506  = { 3'h0, hi, 4'h0 };
-  assign \$507  = { 2'h0, hi, 5'h00 };
+  assign \$25 [9:5] = 5'h00;
+  assign \$25 [4:0] = n[4:0];
+  assign \$29 [13:10] = 4'h0;
+  assign \$29 [9:0] = sb0[9:0];
+  assign \$33 [13:10] = 4'h0;
+  assign \$33 [9:0] = sb0[9:0];
+  assign \$39 [9:5] = 5'h00;
+  assign \$39 [4:0] = n[4:0];
+  assign \$43 [13:10] = 4'h0;
+  assign \$43 [9:0] = sb1[9:0];
+  assign \$47 [13:10] = 4'h0;
+  assign \$47 [9:0] = sb1[9:0];
+  assign \$53 [9:5] = 5'h00;
+  assign \$53 [4:0] = n[4:0];
+  assign \$57 [13:10] = 4'h0;
+  assign \$57 [9:0] = sb2[9:0];
+  assign \$61 [13:10] = 4'h0;
+  assign \$61 [9:0] = sb2[9:0];
+  assign \$67 [9:6] = 4'h0;
+  assign \$67 [5:0] = n[5:0];
+  assign \$84  = { 4'h0, \$83 [5:4] };
+  assign \$87  = { 4'h0, \$86 [5:4] };
+  assign \$90  = { 3'h0, \$89 [4:3] };
+  assign \$93  = { 3'h0, \$92 [4:3] };
+  assign \$96  = 3'h0;
+  assign \$99  = 3'h0;
+  assign \$104  = cmd__payload[0];
+  assign \$156 [9:5] = 5'h00;
+  assign \$156 [4:0] = n[4:0];
+  assign \$172  = { \$171 , 10'h000 };
+  assign \$178 [9:6] = 4'h0;
+  assign \$178 [5:0] = n[5:0];
+  assign \$182  = { 5'h00, n[9:5] };
+  assign \$183  = { 5'h00, n[9:5] };
+  assign \$184  = { 6'h00, n[9:6] };
+  assign \$185  = { 6'h00, n[9:6] };
+  assign \$187  = { 10'h000, \$186 [13:10] };
+  assign \$191 [13:10] = 4'h0;
+  assign \$191 [9:0] = \$190 [9:0];
+  assign \$195  = { 10'h000, \$194 [13:10] };
+  assign \$197  = { 10'h000, \$196 [13:10] };
+  assign \$212 [9:5] = 5'h00;
+  assign \$212 [4:0] = n[4:0];
+  assign \$214 [9:6] = 4'h0;
+  assign \$214 [5:0] = n[5:0];
+  assign \$221 [13:10] = 4'h0;
+  assign \$221 [9:0] = \$220 [9:0];
+  assign \$229 [13:10] = 4'h0;
+  assign \$229 [9:0] = \$228 [9:0];
+  assign \$243  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$244  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$247  = { 10'h000, \$246 [20:10] };
+  assign \$250  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$251  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$254  = { 10'h000, \$253 [20:10] };
+  assign \$257  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$258  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$261  = { 10'h000, \$260 [20:10] };
+  assign \$279  = { \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11:5] };
+  assign \$286  = { \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15:10] };
+  assign \$289  = { \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11:6] };
+  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:5] };
+  assign \$352  = { \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15:10] };
+  assign \$355  = { \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11:6] };
+  assign \$384  = cmd__payload[0];
+  assign \$419 [13:10] = 4'h0;
+  assign \$419 [9:0] = \$418 [9:0];
+  assign \$423 [13:10] = 4'h0;
+  assign \$423 [9:0] = \$422 [9:0];
+  assign \$433 [13:10] = 4'h0;
+  assign \$433 [9:0] = \$432 [9:0];
+  assign \$439 [13:10] = 4'h0;
+  assign \$439 [9:0] = \$438 [9:0];
+  assign \$447 [13:10] = 4'h0;
+  assign \$447 [9:0] = \$446 [9:0];
+  assign \$453 [13:10] = 4'h0;
+  assign \$453 [9:0] = \$452 [9:0];
+  assign \$466 [9:5] = 5'h00;
+  assign \$466 [4:0] = n[4:0];
+  assign \$468 [9:6] = 4'h0;
+  assign \$468 [5:0] = n[5:0];
+  assign \$474 [13:10] = 4'h0;
+  assign \$474 [9:0] = \$473 [9:0];
+  assign \$482 [13:10] = 4'h0;
+  assign \$482 [9:0] = \$481 [9:0];
+  assign \$491  = cm[0];
+  assign \$499  = { 3'h0, hi, 4'h0 };
+  assign \$500  = { 2'h0, hi, 5'h00 };
+  assign \$505  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$506  = { 2'h0, cm[26:13], 5'h00 };
   assign \$512  = { 3'h0, cm[26:13], 4'h0 };
   assign \$513  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$516  = { 10'h000, \$515 [20:10] };
-  assign \$529 [24:10] = 15'h0000;
-  assign \$529 [9:0] = a[9:0];
-  assign \$533 [24:10] = 15'h0000;
-  assign \$533 [9:0] = a[9:0];
-  assign \$539 [24:10] = 15'h0000;
-  assign \$539 [9:0] = a[9:0];
-  assign \$543 [24:10] = 15'h0000;
-  assign \$543 [9:0] = a[9:0];
+  assign \$516 [20:10] = 11'h000;
+  assign \$516 [9:0] = \$515 [9:0];
+  assign \$519  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$520  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$523 [20:10] = 11'h000;
+  assign \$523 [9:0] = \$522 [9:0];
+  assign \$527  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$528  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$531  = { 10'h000, \$530 [20:10] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.dense_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_entry, wr__en, clk);
-  wire [14:0] \$1 ;
-  wire [15:0] \$2 ;
-  wire [14:0] \$3 ;
-  wire [15:0] \$4 ;
+module \oaken_engine.mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   input clk;
   wire clk;
+  wire [13:0] r_addr;
   output [13:0] r_data;
   wire [13:0] r_data;
-  input [3:0] r_entry;
-  wire [3:0] r_entry;
-  input [9:0] r_stream;
-  wire [9:0] r_stream;
+  input [13:0] rd__addr;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
   wire rst;
+  wire [13:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [3:0] w_entry;
-  wire [3:0] w_entry;
-  input [9:0] w_stream;
-  wire [9:0] w_stream;
+  input [13:0] wr__addr;
   wire [13:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -51299,20 +51752,16 @@ module \oaken_engine.mmu.dense_table (rst, w_stream, wr__data, r_data, r_stream,
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[\$4 [13:0]] <= wr__data;
+      mem[wr__addr] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[\$2 [13:0]];
+    _0_ <= mem[rd__addr];
   end
   assign r_data = _0_;
-  assign \$1  = r_stream * 5'h10;
-  assign \$2  = \$1  + r_entry;
-  assign \$3  = w_stream * 5'h10;
-  assign \$4  = \$3  + w_entry;
-  assign rd__addr = \$2 [13:0];
+  assign r_addr = rd__addr;
   assign rd__data = r_data;
-  assign wr__addr = \$4 [13:0];
+  assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -67855,29 +68304,21 @@ module \oaken_engine.mmu.free_list (rst, alloc__valid, release__ready, alloc__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.meta_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_entry, wr__en, clk);
-  wire [11:0] \$1 ;
-  wire [12:0] \$2 ;
-  wire [11:0] \$3 ;
-  wire [12:0] \$4 ;
+module \oaken_engine.mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   input clk;
   wire clk;
+  wire [10:0] r_addr;
   output [13:0] r_data;
   wire [13:0] r_data;
-  input [2:0] r_entry;
-  wire [2:0] r_entry;
-  input [7:0] r_stream;
-  wire [7:0] r_stream;
+  input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
   wire rst;
+  wire [10:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [2:0] w_entry;
-  wire [2:0] w_entry;
-  input [7:0] w_stream;
-  wire [7:0] w_stream;
+  input [10:0] wr__addr;
   wire [10:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -69808,48 +70249,36 @@ module \oaken_engine.mmu.meta_table (rst, w_stream, wr__data, r_data, r_stream, 
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[\$4 [10:0]] <= wr__data;
+      mem[wr__addr] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[\$2 [10:0]];
+    _0_ <= mem[rd__addr];
   end
   assign r_data = _0_;
-  assign \$1  = r_stream * 4'h8;
-  assign \$2  = \$1  + r_entry;
-  assign \$3  = w_stream * 4'h8;
-  assign \$4  = \$3  + w_entry;
-  assign rd__addr = \$2 [10:0];
+  assign r_addr = rd__addr;
   assign rd__data = r_data;
-  assign wr__addr = \$4 [10:0];
+  assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.sparse_table (rst, w_stream, wr__data, r_data, r_stream, r_entry, w_entry, wr__en, clk);
-  wire [13:0] \$1 ;
-  wire [14:0] \$2 ;
-  wire [13:0] \$3 ;
-  wire [14:0] \$4 ;
+module \oaken_engine.mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   input clk;
   wire clk;
+  wire [12:0] r_addr;
   output [13:0] r_data;
   wire [13:0] r_data;
-  input [2:0] r_entry;
-  wire [2:0] r_entry;
-  input [9:0] r_stream;
-  wire [9:0] r_stream;
+  input [12:0] rd__addr;
   wire [12:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
   wire rst;
+  wire [12:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [2:0] w_entry;
-  wire [2:0] w_entry;
-  input [9:0] w_stream;
-  wire [9:0] w_stream;
+  input [12:0] wr__addr;
   wire [12:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -75620,20 +76049,16 @@ module \oaken_engine.mmu.sparse_table (rst, w_stream, wr__data, r_data, r_stream
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[\$4 [12:0]] <= wr__data;
+      mem[wr__addr] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[\$2 [12:0]];
+    _0_ <= mem[rd__addr];
   end
   assign r_data = _0_;
-  assign \$1  = r_stream * 4'h8;
-  assign \$2  = \$1  + r_entry;
-  assign \$3  = w_stream * 4'h8;
-  assign \$4  = \$3  + w_entry;
-  assign rd__addr = \$2 [12:0];
+  assign r_addr = rd__addr;
   assign rd__data = r_data;
-  assign wr__addr = \$4 [12:0];
+  assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -80737,7 +81162,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$24701$205 (q3_info0[257:205]),
+    .\port$24720$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -83845,7 +84270,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \oaken_engine.quant.encoder (rst, \port$24720$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -86168,8 +86593,8 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$24701$205 ;
-  wire [52:0] \port$24701$205 ;
+  input [52:0] \port$24720$205 ;
+  wire [52:0] \port$24720$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -86623,29 +87048,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$24701$205 [19:15];
-  assign \$3  = \port$24701$205 [19:15] - 1'h1;
+  assign \$2  = | \port$24720$205 [19:15];
+  assign \$3  = \port$24720$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$24701$205 [35:31];
-  assign \$7  = \port$24701$205 [35:31] - 1'h1;
+  assign \$6  = | \port$24720$205 [35:31];
+  assign \$7  = \port$24720$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$24701$205 [51:47];
-  assign \$10  = \port$24701$205 [51:47] - 1'h1;
+  assign \$9  = | \port$24720$205 [51:47];
+  assign \$10  = \port$24720$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$24701$205 [19:15];
+  assign \$15  = | \port$24720$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$24701$205 [35:31];
-  assign \$18  = | \port$24701$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$24701$205 [30:21] } : { \$18 , \port$24701$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$24701$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$24720$205 [35:31];
+  assign \$18  = | \port$24720$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$24720$205 [30:21] } : { \$18 , \port$24720$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$24720$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$24701$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$23  = 5'h10 - \port$24720$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24720$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -86683,29 +87108,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$24701$205 [19:15];
-  assign \$70  = \port$24701$205 [19:15] - 1'h1;
+  assign \$69  = | \port$24720$205 [19:15];
+  assign \$70  = \port$24720$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$24701$205 [35:31];
-  assign \$74  = \port$24701$205 [35:31] - 1'h1;
+  assign \$73  = | \port$24720$205 [35:31];
+  assign \$74  = \port$24720$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$24701$205 [51:47];
-  assign \$77  = \port$24701$205 [51:47] - 1'h1;
+  assign \$76  = | \port$24720$205 [51:47];
+  assign \$77  = \port$24720$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$24701$205 [19:15];
+  assign \$82  = | \port$24720$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$24701$205 [35:31];
-  assign \$85  = | \port$24701$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$24701$205 [30:21] } : { \$85 , \port$24701$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$24701$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$24720$205 [35:31];
+  assign \$85  = | \port$24720$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$24720$205 [30:21] } : { \$85 , \port$24720$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$24720$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$24701$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$90  = 5'h10 - \port$24720$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24720$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -86743,29 +87168,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$24701$205 [19:15];
-  assign \$137  = \port$24701$205 [19:15] - 1'h1;
+  assign \$136  = | \port$24720$205 [19:15];
+  assign \$137  = \port$24720$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$24701$205 [35:31];
-  assign \$141  = \port$24701$205 [35:31] - 1'h1;
+  assign \$140  = | \port$24720$205 [35:31];
+  assign \$141  = \port$24720$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$24701$205 [51:47];
-  assign \$144  = \port$24701$205 [51:47] - 1'h1;
+  assign \$143  = | \port$24720$205 [51:47];
+  assign \$144  = \port$24720$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$24701$205 [19:15];
+  assign \$149  = | \port$24720$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$24701$205 [35:31];
-  assign \$152  = | \port$24701$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$24701$205 [30:21] } : { \$152 , \port$24701$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$24701$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$24720$205 [35:31];
+  assign \$152  = | \port$24720$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$24720$205 [30:21] } : { \$152 , \port$24720$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$24720$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$24701$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$157  = 5'h10 - \port$24720$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24720$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -86803,29 +87228,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$24701$205 [19:15];
-  assign \$204  = \port$24701$205 [19:15] - 1'h1;
+  assign \$203  = | \port$24720$205 [19:15];
+  assign \$204  = \port$24720$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$24701$205 [35:31];
-  assign \$208  = \port$24701$205 [35:31] - 1'h1;
+  assign \$207  = | \port$24720$205 [35:31];
+  assign \$208  = \port$24720$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$24701$205 [51:47];
-  assign \$211  = \port$24701$205 [51:47] - 1'h1;
+  assign \$210  = | \port$24720$205 [51:47];
+  assign \$211  = \port$24720$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$24701$205 [19:15];
+  assign \$216  = | \port$24720$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$24701$205 [35:31];
-  assign \$219  = | \port$24701$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$24701$205 [30:21] } : { \$219 , \port$24701$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$24701$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$24720$205 [35:31];
+  assign \$219  = | \port$24720$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$24720$205 [30:21] } : { \$219 , \port$24720$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$24720$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$24701$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$224  = 5'h10 - \port$24720$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24720$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -86863,29 +87288,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$24701$205 [19:15];
-  assign \$271  = \port$24701$205 [19:15] - 1'h1;
+  assign \$270  = | \port$24720$205 [19:15];
+  assign \$271  = \port$24720$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$24701$205 [35:31];
-  assign \$275  = \port$24701$205 [35:31] - 1'h1;
+  assign \$274  = | \port$24720$205 [35:31];
+  assign \$275  = \port$24720$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$24701$205 [51:47];
-  assign \$278  = \port$24701$205 [51:47] - 1'h1;
+  assign \$277  = | \port$24720$205 [51:47];
+  assign \$278  = \port$24720$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$24701$205 [19:15];
+  assign \$283  = | \port$24720$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$24701$205 [35:31];
-  assign \$286  = | \port$24701$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$24701$205 [30:21] } : { \$286 , \port$24701$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$24701$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$24720$205 [35:31];
+  assign \$286  = | \port$24720$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$24720$205 [30:21] } : { \$286 , \port$24720$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$24720$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$24701$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$291  = 5'h10 - \port$24720$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24720$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -86923,29 +87348,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$24701$205 [19:15];
-  assign \$338  = \port$24701$205 [19:15] - 1'h1;
+  assign \$337  = | \port$24720$205 [19:15];
+  assign \$338  = \port$24720$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$24701$205 [35:31];
-  assign \$342  = \port$24701$205 [35:31] - 1'h1;
+  assign \$341  = | \port$24720$205 [35:31];
+  assign \$342  = \port$24720$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$24701$205 [51:47];
-  assign \$345  = \port$24701$205 [51:47] - 1'h1;
+  assign \$344  = | \port$24720$205 [51:47];
+  assign \$345  = \port$24720$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$24701$205 [19:15];
+  assign \$350  = | \port$24720$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$24701$205 [35:31];
-  assign \$353  = | \port$24701$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$24701$205 [30:21] } : { \$353 , \port$24701$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$24701$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$24720$205 [35:31];
+  assign \$353  = | \port$24720$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$24720$205 [30:21] } : { \$353 , \port$24720$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$24720$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$24701$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$358  = 5'h10 - \port$24720$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24720$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -86983,29 +87408,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$24701$205 [19:15];
-  assign \$405  = \port$24701$205 [19:15] - 1'h1;
+  assign \$404  = | \port$24720$205 [19:15];
+  assign \$405  = \port$24720$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$24701$205 [35:31];
-  assign \$409  = \port$24701$205 [35:31] - 1'h1;
+  assign \$408  = | \port$24720$205 [35:31];
+  assign \$409  = \port$24720$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$24701$205 [51:47];
-  assign \$412  = \port$24701$205 [51:47] - 1'h1;
+  assign \$411  = | \port$24720$205 [51:47];
+  assign \$412  = \port$24720$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$24701$205 [19:15];
+  assign \$417  = | \port$24720$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$24701$205 [35:31];
-  assign \$420  = | \port$24701$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$24701$205 [30:21] } : { \$420 , \port$24701$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$24701$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$24720$205 [35:31];
+  assign \$420  = | \port$24720$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$24720$205 [30:21] } : { \$420 , \port$24720$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$24720$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$24701$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$425  = 5'h10 - \port$24720$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24720$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -87043,29 +87468,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$24701$205 [19:15];
-  assign \$472  = \port$24701$205 [19:15] - 1'h1;
+  assign \$471  = | \port$24720$205 [19:15];
+  assign \$472  = \port$24720$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$24701$205 [35:31];
-  assign \$476  = \port$24701$205 [35:31] - 1'h1;
+  assign \$475  = | \port$24720$205 [35:31];
+  assign \$476  = \port$24720$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$24701$205 [51:47];
-  assign \$479  = \port$24701$205 [51:47] - 1'h1;
+  assign \$478  = | \port$24720$205 [51:47];
+  assign \$479  = \port$24720$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$24701$205 [19:15];
+  assign \$484  = | \port$24720$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$24701$205 [35:31];
-  assign \$487  = | \port$24701$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$24701$205 [30:21] } : { \$487 , \port$24701$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$24701$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$24720$205 [35:31];
+  assign \$487  = | \port$24720$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$24720$205 [30:21] } : { \$487 , \port$24720$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$24720$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$24701$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$492  = 5'h10 - \port$24720$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24720$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -87103,29 +87528,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$24701$205 [19:15];
-  assign \$539  = \port$24701$205 [19:15] - 1'h1;
+  assign \$538  = | \port$24720$205 [19:15];
+  assign \$539  = \port$24720$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$24701$205 [35:31];
-  assign \$543  = \port$24701$205 [35:31] - 1'h1;
+  assign \$542  = | \port$24720$205 [35:31];
+  assign \$543  = \port$24720$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$24701$205 [51:47];
-  assign \$546  = \port$24701$205 [51:47] - 1'h1;
+  assign \$545  = | \port$24720$205 [51:47];
+  assign \$546  = \port$24720$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$24701$205 [19:15];
+  assign \$551  = | \port$24720$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$24701$205 [35:31];
-  assign \$554  = | \port$24701$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$24701$205 [30:21] } : { \$554 , \port$24701$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$24701$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$24720$205 [35:31];
+  assign \$554  = | \port$24720$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$24720$205 [30:21] } : { \$554 , \port$24720$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$24720$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$24701$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$559  = 5'h10 - \port$24720$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24720$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -87163,29 +87588,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$24701$205 [19:15];
-  assign \$606  = \port$24701$205 [19:15] - 1'h1;
+  assign \$605  = | \port$24720$205 [19:15];
+  assign \$606  = \port$24720$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$24701$205 [35:31];
-  assign \$610  = \port$24701$205 [35:31] - 1'h1;
+  assign \$609  = | \port$24720$205 [35:31];
+  assign \$610  = \port$24720$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$24701$205 [51:47];
-  assign \$613  = \port$24701$205 [51:47] - 1'h1;
+  assign \$612  = | \port$24720$205 [51:47];
+  assign \$613  = \port$24720$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$24701$205 [19:15];
+  assign \$618  = | \port$24720$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$24701$205 [35:31];
-  assign \$621  = | \port$24701$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$24701$205 [30:21] } : { \$621 , \port$24701$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$24701$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$24720$205 [35:31];
+  assign \$621  = | \port$24720$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$24720$205 [30:21] } : { \$621 , \port$24720$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$24720$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$24701$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$626  = 5'h10 - \port$24720$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24720$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -87223,29 +87648,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$24701$205 [19:15];
-  assign \$673  = \port$24701$205 [19:15] - 1'h1;
+  assign \$672  = | \port$24720$205 [19:15];
+  assign \$673  = \port$24720$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$24701$205 [35:31];
-  assign \$677  = \port$24701$205 [35:31] - 1'h1;
+  assign \$676  = | \port$24720$205 [35:31];
+  assign \$677  = \port$24720$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$24701$205 [51:47];
-  assign \$680  = \port$24701$205 [51:47] - 1'h1;
+  assign \$679  = | \port$24720$205 [51:47];
+  assign \$680  = \port$24720$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$24701$205 [19:15];
+  assign \$685  = | \port$24720$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$24701$205 [35:31];
-  assign \$688  = | \port$24701$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$24701$205 [30:21] } : { \$688 , \port$24701$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$24701$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$24720$205 [35:31];
+  assign \$688  = | \port$24720$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$24720$205 [30:21] } : { \$688 , \port$24720$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$24720$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$24701$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$693  = 5'h10 - \port$24720$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24720$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -87283,29 +87708,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$24701$205 [19:15];
-  assign \$740  = \port$24701$205 [19:15] - 1'h1;
+  assign \$739  = | \port$24720$205 [19:15];
+  assign \$740  = \port$24720$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$24701$205 [35:31];
-  assign \$744  = \port$24701$205 [35:31] - 1'h1;
+  assign \$743  = | \port$24720$205 [35:31];
+  assign \$744  = \port$24720$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$24701$205 [51:47];
-  assign \$747  = \port$24701$205 [51:47] - 1'h1;
+  assign \$746  = | \port$24720$205 [51:47];
+  assign \$747  = \port$24720$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$24701$205 [19:15];
+  assign \$752  = | \port$24720$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$24701$205 [35:31];
-  assign \$755  = | \port$24701$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$24701$205 [30:21] } : { \$755 , \port$24701$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$24701$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$24720$205 [35:31];
+  assign \$755  = | \port$24720$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$24720$205 [30:21] } : { \$755 , \port$24720$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$24720$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$24701$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$760  = 5'h10 - \port$24720$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24720$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -87343,29 +87768,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$24701$205 [19:15];
-  assign \$807  = \port$24701$205 [19:15] - 1'h1;
+  assign \$806  = | \port$24720$205 [19:15];
+  assign \$807  = \port$24720$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$24701$205 [35:31];
-  assign \$811  = \port$24701$205 [35:31] - 1'h1;
+  assign \$810  = | \port$24720$205 [35:31];
+  assign \$811  = \port$24720$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$24701$205 [51:47];
-  assign \$814  = \port$24701$205 [51:47] - 1'h1;
+  assign \$813  = | \port$24720$205 [51:47];
+  assign \$814  = \port$24720$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$24701$205 [19:15];
+  assign \$819  = | \port$24720$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$24701$205 [35:31];
-  assign \$822  = | \port$24701$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$24701$205 [30:21] } : { \$822 , \port$24701$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$24701$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$24720$205 [35:31];
+  assign \$822  = | \port$24720$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$24720$205 [30:21] } : { \$822 , \port$24720$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$24720$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$24701$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$827  = 5'h10 - \port$24720$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24720$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -87403,29 +87828,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$24701$205 [19:15];
-  assign \$874  = \port$24701$205 [19:15] - 1'h1;
+  assign \$873  = | \port$24720$205 [19:15];
+  assign \$874  = \port$24720$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$24701$205 [35:31];
-  assign \$878  = \port$24701$205 [35:31] - 1'h1;
+  assign \$877  = | \port$24720$205 [35:31];
+  assign \$878  = \port$24720$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$24701$205 [51:47];
-  assign \$881  = \port$24701$205 [51:47] - 1'h1;
+  assign \$880  = | \port$24720$205 [51:47];
+  assign \$881  = \port$24720$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$24701$205 [19:15];
+  assign \$886  = | \port$24720$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$24701$205 [35:31];
-  assign \$889  = | \port$24701$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$24701$205 [30:21] } : { \$889 , \port$24701$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$24701$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$24720$205 [35:31];
+  assign \$889  = | \port$24720$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$24720$205 [30:21] } : { \$889 , \port$24720$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$24720$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$24701$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$894  = 5'h10 - \port$24720$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24720$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -87463,29 +87888,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$24701$205 [19:15];
-  assign \$941  = \port$24701$205 [19:15] - 1'h1;
+  assign \$940  = | \port$24720$205 [19:15];
+  assign \$941  = \port$24720$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$24701$205 [35:31];
-  assign \$945  = \port$24701$205 [35:31] - 1'h1;
+  assign \$944  = | \port$24720$205 [35:31];
+  assign \$945  = \port$24720$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$24701$205 [51:47];
-  assign \$948  = \port$24701$205 [51:47] - 1'h1;
+  assign \$947  = | \port$24720$205 [51:47];
+  assign \$948  = \port$24720$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$24701$205 [19:15];
+  assign \$953  = | \port$24720$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$24701$205 [35:31];
-  assign \$956  = | \port$24701$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$24701$205 [30:21] } : { \$956 , \port$24701$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$24701$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$24720$205 [35:31];
+  assign \$956  = | \port$24720$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$24720$205 [30:21] } : { \$956 , \port$24720$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$24720$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$24701$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$961  = 5'h10 - \port$24720$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24720$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -87523,29 +87948,29 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$24701$205 [19:15];
-  assign \$1008  = \port$24701$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$24720$205 [19:15];
+  assign \$1008  = \port$24720$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$24701$205 [35:31];
-  assign \$1012  = \port$24701$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$24720$205 [35:31];
+  assign \$1012  = \port$24720$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$24701$205 [51:47];
-  assign \$1015  = \port$24701$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$24720$205 [51:47];
+  assign \$1015  = \port$24720$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$24701$205 [19:15];
+  assign \$1020  = | \port$24720$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$24701$205 [35:31];
-  assign \$1023  = | \port$24701$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$24701$205 [30:21] } : { \$1023 , \port$24701$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$24701$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$24720$205 [35:31];
+  assign \$1023  = | \port$24720$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$24720$205 [30:21] } : { \$1023 , \port$24720$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$24720$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$24701$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24701$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$24720$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24720$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -88914,7 +89339,7 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$24701$205 [4:0];
+    \$1473  = \port$24720$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -92732,10 +93157,10 @@ module \oaken_engine.quant.encoder (rst, \port$24701$205 , group, upper, mag, de
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$24701$205 [4:0];
-  assign delta_outer = \port$24701$205 [52:37];
-  assign delta_inner = \port$24701$205 [36:21];
-  assign delta_mid = \port$24701$205 [20:5];
+  assign n_lo = \port$24720$205 [4:0];
+  assign delta_outer = \port$24720$205 [52:37];
+  assign delta_inner = \port$24720$205 [36:21];
+  assign delta_mid = \port$24720$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -109446,7 +109871,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$27509$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+, \port$27546$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -109816,8 +110241,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$27509$0 ;
-  wire [2:0] \port$27509$0 ;
+  output [2:0] \port$27546$0 ;
+  wire [2:0] \port$27546$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -110256,7 +110681,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.dense_beats  dense_beats (
     .clk(clk),
     .\port$0$390 (rmem_rdata__payload),
-    .\port$24188$3 (\r_data$67 [3]),
+    .\port$24207$3 (\r_data$67 [3]),
     .r_data(\r_data$133 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -111417,7 +111842,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$27509$0  = \$210 ;
+  assign \port$27546$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -112152,7 +112577,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$24207$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -112196,8 +112621,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_d
   wire [2:0] level;
   input [127:0] \port$0$390 ;
   wire [127:0] \port$0$390 ;
-  input \port$24188$3 ;
-  wire \port$24188$3 ;
+  input \port$24207$3 ;
+  wire \port$24207$3 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -112229,7 +112654,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$24188$3 , \port$0$390  };
+      storage[w_port__addr] <= { \port$24207$3 , \port$0$390  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -112328,8 +112753,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24188$3 , w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$24188$3 , \port$0$390  };
-  assign w_data = { \port$24188$3 , \port$0$390  };
+  assign w_port__data = { \port$24207$3 , \port$0$390  };
+  assign w_data = { \port$24207$3 , \port$0$390  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -113752,7 +114177,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26548$183 , \port$0$4 );
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26567$183 , \port$0$4 );
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -113850,8 +114275,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$26548$183 ;
-  wire [5:0] \port$26548$183 ;
+  input [5:0] \port$26567$183 ;
+  wire [5:0] \port$26567$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -114062,8 +114487,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$26548$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$26548$183 [5];
+  assign \$77  = \port$26567$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$26567$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -114087,7 +114512,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$26548$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$26567$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
@@ -114147,7 +114572,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$26548$183 [4:0];
+  assign read__1__layer = \port$26567$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -114156,7 +114581,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$26548$183 [5];
+  assign read__1__kv = \port$26567$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -114641,7 +115066,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$27409$0 (part),
+    .\port$27446$0 (part),
     .\port$9269$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
@@ -115759,7 +116184,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$27409$0 , r_rdy, clk);
+module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_data, r_en, \port$27446$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -115801,8 +116226,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$27409$0 ;
-  wire [63:0] \port$27409$0 ;
+  input [63:0] \port$27446$0 ;
+  wire [63:0] \port$27446$0 ;
   input [63:0] \port$9269$0 ;
   wire [63:0] \port$9269$0 ;
   (* init = 4'h0 *)
@@ -115848,7 +116273,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9269$0 , \port$27409$0  };
+      storage[w_port__addr] <= { \port$9269$0 , \port$27446$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -115947,8 +116372,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9269$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9269$0 , \port$27409$0  };
-  assign w_data = { \port$9269$0 , \port$27409$0  };
+  assign w_port__data = { \port$9269$0 , \port$27446$0  };
+  assign w_data = { \port$9269$0 , \port$27446$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -161,6 +161,8 @@ class MMU(wiring.Component):
         m.submodules.meta_table = mtab = PageTable(streams=sg * V, entries=L.meta_entries,
                                                    page_bits=L.page_bits)
         tables = (dtab, stab, mtab)
+        named = ((dtab, "dense"), (stab, "sparse"), (mtab, "meta"))
+        streams_per_group = {dtab: H, stab: H, mtab: V}
         # one word per group: its token count and the running byte count of every head's
         # sparse stream, so that one read gives an append everything it checks
         gs_layout = group_state_layout(L)
@@ -193,9 +195,31 @@ class MMU(wiring.Component):
                        Mux(cm.op == Op.FREE, fg, cm.layer * 2 + cm.kv),
                        ap.layer * 2 + ap.kv)),
         ]
-        gidx = Signal(range(sg))            # (seq, group)
-        m.d.comb += gidx.eq(seq * G + grp)
-        gs = gs_rd.data                     # the group's word, one cycle after gidx
+        # (seq, group) of the executing command, a register: it changes only when a command
+        # is accepted (computed from the incoming payload) and when a free walks on to the
+        # next group (+1), so no per-cycle path multiplies by G
+        gidx = Signal(range(sg))
+
+        # seq * G on the acceptance path: a table of the multiples (one LUT level for up to
+        # 64 sequences) instead of a multiplier (a MULT18X18D there took 3.9 ns)
+        if L.seq_bits <= 6:
+            seq_times_g = Array(Const(s_ * G, range(max(1, (1 << L.seq_bits) * G)))
+                                for s_ in range(1 << L.seq_bits))
+        else:
+            seq_times_g = None
+
+        def group_index(seq_, layer_, kv_):
+            base_ = seq_times_g[seq_] if seq_times_g is not None else seq_ * G
+            return base_ + layer_ * 2 + kv_
+        # The group's word, one cycle after its address. A block RAM's data arrives late in
+        # the cycle, so it only ever goes straight into registers (n and sb below): the word
+        # of a new command is read as it is accepted and registered in A_LOOK/C_LOOK, and a
+        # free reads the next group's word ahead, during the current group's walk.
+        gs = gs_rd.data
+
+        def load_group_word():
+            m.d.sync += n.eq(gs.n)
+            m.d.sync += [sb[h].eq(gs.sb[h]) for h in range(H)]
 
         n = Signal(L.token_bits)            # tokens of the group
         sb = Array(Signal(L.sbytes_bits, name=f"sb{h}") for h in range(H))
@@ -205,15 +229,18 @@ class MMU(wiring.Component):
         j = Signal(range(S + 1))            # slot being resolved (append) or walked (free)
         frag = Signal()                     # emitting the second sparse fragment
         status = Signal(3)
-        # read cursor: logical byte range [a, b), entry e shown by the table's read port
-        a = Signal(L.range_bits + shift + 1)
-        b = Signal(L.range_bits + shift + 1)
+        # read cursor, kept so that a burst's length is one compare of registers: bytes
+        # left, room and offset in the current page, entry e shown by the table's read port
+        r_left = Signal(L.range_bits + shift + 1)
+        r_room = Signal(range(P + 1))
+        r_off = Signal(range(P))
         e = Signal(L.range_bits + 1)
         npg = Signal(L.range_bits + 1)      # pages of the stream a free walks
         lat = Signal()                      # the table read of slot j-1 lands this cycle
         lat_tab = Signal(2)
 
         def sid(kind_slot):
+            # observation only (unused logic, removed by synthesis)
             return gidx * S + kind_slot
 
         m.d.comb += [
@@ -256,29 +283,63 @@ class MMU(wiring.Component):
         s_cur, c_cur = sb[in_slot], counts[in_slot]
         s_off, s_first_new, s_second, _ = sparse_split(s_cur, c_cur)
 
-        # checks of the append, straight from the group's word
+        # checks of the append, from the group's word registered in A_LOOK
         need = Signal(range(S + 1))
         need_terms = []
-        gs_new_d = (gs.n & (L.dense_tpp - 1)) == 0
         for h in range(H):
-            _, fn, sec, _ = sparse_split(gs.sb[h], counts[h])
-            need_terms += [gs_new_d, fn | sec]
-        need_terms += [(gs.n & (L.meta_tpp - 1)) == 0] * V
+            _, fn, sec, _ = sparse_split(sb[h], counts[h])
+            need_terms += [d_new, fn | sec]
+        need_terms += [m_new] * V
         m.d.comb += need.eq(sum(need_terms))
         cap_bad = Signal()
-        m.d.comb += cap_bad.eq((gs.n >= L.max_tokens)
-                               | Cat(*[gs.sb[h] + counts[h] > L.sparse_capacity
+        m.d.comb += cap_bad.eq((n >= L.max_tokens)
+                               | Cat(*[sb[h] + counts[h] > L.sparse_capacity
                                        for h in range(H)]).any())
         field_bad = Signal()
         m.d.comb += field_bad.eq((ap.layer >= L.layers)
                                  | Cat(*[counts[h] > L.head_dim for h in range(H)]).any())
 
         # -- table ports --------------------------------------------------------------------
-        for tab, k in ((dtab, "dense"), (stab, "sparse"), (mtab, "meta")):
-            m.d.comb += [tab.r_stream.eq(gidx * (V if k == "meta" else H) + in_slot),
-                         tab.w_stream.eq(gidx * (V if k == "meta" else H) + in_slot),
+        # The flat address of (gidx, stream index t_idx, entry) in a table is
+        # base + t_idx * entries + entry. `base` (the group's first entry) is a register that
+        # follows gidx one cycle later: gidx is set on acceptance and the tables are first
+        # used two cycles later (A_RUN, R_CHK, F_CNT); the free walk steps both at once. The
+        # stream index is below max(H, V), so t_idx * entries is a small constant table.
+        t_idx = Signal(range(max(H, V)))    # stream within the group of the table reads
+        m.d.comb += t_idx.eq(in_slot)
+        r_entry = {t: Signal(range(t.entries), name=f"{k}_r_entry") for t, k in named}
+        w_entry = {t: Signal(range(t.entries), name=f"{k}_w_entry") for t, k in named}
+        base = {}
+        for tab, k in named:
+            per_group = streams_per_group[tab] * tab.entries
+            base[tab] = b_ = Signal(range(sg * per_group), name=f"{k}_base")
+            m.d.sync += b_.eq(gidx * per_group)     # overridden by the free walk's step
+            # t_idx beyond the table's streams (a dense slot seen by the metadata table)
+            # picks the last stream: that read is never used
+            offsets = Array(Const(tab.addr(i, 0), range(per_group))
+                            for i in range(streams_per_group[tab]))
+
+            def local(idx, entry, tab=tab, offsets=offsets):
+                # with a power-of-two stride the stream index and entry are just wires
+                if tab.entries & (tab.entries - 1) == 0:
+                    return Cat(entry, offsets[idx] >> (tab.entries.bit_length() - 1))
+                return offsets[idx] + entry
+            m.d.comb += [tab.r_addr.eq(b_ + local(t_idx, r_entry[tab])),
+                         tab.w_addr.eq(b_ + local(in_slot, w_entry[tab])),
                          tab.w_data.eq(fl.alloc.payload)]
         tab_data = Array([dtab.r_data, stab.r_data, mtab.r_data])
+
+        def accept_group(g_):
+            """A command of group ``g_`` starts: its word is read now, registered next cycle."""
+            m.d.comb += gs_rd.addr.eq(g_)
+            m.d.sync += gidx.eq(g_)
+
+        def next_group():
+            """The free walks on to group ``gidx + 1``, whose word the walk has been reading."""
+            load_group_word()
+            m.d.sync += gidx.eq(gidx + 1)
+            for tab in tables:
+                m.d.sync += base[tab].eq(base[tab] + streams_per_group[tab] * tab.entries)
 
         # -- response -----------------------------------------------------------------------
         rec = Signal(record_layout(L))
@@ -323,8 +384,7 @@ class MMU(wiring.Component):
                     m.d.sync += [live.bit_select(cm.seq, 1).eq(0), retry.eq(1)]
                     emit_status(Status.OK)
                 with m.Else():
-                    # read the next group's word now: it is valid in its first F_CNT
-                    m.d.comb += gs_rd.addr.eq(seq * G + fg + 1)
+                    next_group()
                     m.d.sync += [fg.eq(fg + 1), j.eq(0)]
                     m.next = "F_CNT"
             with m.Else():
@@ -338,20 +398,28 @@ class MMU(wiring.Component):
                     pass                # initialising after reset: nothing is accepted
                 with m.Elif(self.cmd.valid):
                     m.d.comb += self.cmd.ready.eq(1)
-                    m.d.sync += [cm.eq(self.cmd.payload), from_cmd.eq(1), fg.eq(0)]
+                    c_ = self.cmd.payload
+                    m.d.sync += [cm.eq(c_), from_cmd.eq(1), fg.eq(0)]
+                    accept_group(Mux(c_.op == Op.FREE, group_index(c_.seq, 0, 0),
+                                     group_index(c_.seq, c_.layer, c_.kv)))
                     m.next = "C_LOOK"
                 with m.Elif(pending):
                     with m.If(retry):
                         m.d.sync += [from_cmd.eq(0), retry.eq(0)]
+                        accept_group(group_index(ap.seq, ap.layer, ap.kv))
                         m.next = "A_LOOK"
                 with m.Elif(self.append.valid):
                     m.d.comb += self.append.ready.eq(1)
-                    m.d.sync += [ap.eq(self.append.payload), from_cmd.eq(0)]
+                    a_ = self.append.payload
+                    m.d.sync += [ap.eq(a_), from_cmd.eq(0)]
+                    accept_group(group_index(a_.seq, a_.layer, a_.kv))
                     m.next = "A_LOOK"
 
             # ---------------------------------------------------------------- append
             with m.State("A_LOOK"):
-                # the group's word is being read; the field checks need no memory
+                # the group's word (read at acceptance) is registered; the field checks need
+                # no memory
+                load_group_word()
                 with m.If(ap.seq >= L.sequences):
                     emit_status(Status.UNKNOWN_SEQ)
                 with m.Elif(field_bad):
@@ -359,9 +427,7 @@ class MMU(wiring.Component):
                 with m.Else():
                     m.next = "A_CHK"
             with m.State("A_CHK"):
-                m.d.sync += n.eq(gs.n)
-                m.d.sync += [sb[h].eq(gs.sb[h]) for h in range(H)]
-                with m.If(ap.pos != gs.n):
+                with m.If(ap.pos != n):
                     emit_status(Status.BAD_POSITION)
                 with m.Elif(cap_bad):
                     emit_status(Status.CAPACITY)
@@ -380,8 +446,14 @@ class MMU(wiring.Component):
                 p_page = Mux(lat, tab_data[lat_tab], pg0[j - 1])
                 with m.If(lat):
                     m.d.sync += [pg0[j - 1].eq(tab_data[lat_tab]), lat.eq(0)]
-                p_s, p_c = sb[pidx], counts[pidx]
-                p_off, _, p_second, p_first_len = sparse_split(p_s, p_c)
+                # slot j-1's sparse split, registered when slot j-1 was resolved, so that
+                # its record is not computed from sb and counts on the output path
+                p_off = Signal(range(P), name="p_off")
+                p_second = Signal(name="p_second")
+                p_c_nz = Signal(name="p_c_nz")
+                p_first_len = Signal(range(P + 1), name="p_first_len")
+                p_second_len = Signal(range(P + 1), name="p_second_len")
+                _, _, _, s_first_len = sparse_split(s_cur, c_cur)
                 emitted = Signal()          # slot j-1 is done with this cycle
                 with m.If(j == 0):
                     m.d.comb += emitted.eq(1)
@@ -395,16 +467,16 @@ class MMU(wiring.Component):
                 with m.Elif(ps_):
                     m.d.comb += [rec.kind.eq(Kind.SPARSE), rec.head.eq(pidx)]
                     with m.If(~frag):
-                        m.d.comb += [rec_valid.eq(p_c != 0),
+                        m.d.comb += [rec_valid.eq(p_c_nz),
                                      rec.addr.eq(page_addr(p_page, p_off)),
                                      rec.length.eq(p_first_len)]
                         with m.If(rec_ready & p_second):
                             m.d.sync += frag.eq(1)
-                        m.d.comb += emitted.eq((rec_ready | (p_c == 0)) & ~p_second)
+                        m.d.comb += emitted.eq((rec_ready | ~p_c_nz) & ~p_second)
                     with m.Else():
                         m.d.comb += [rec_valid.eq(1),
                                      rec.addr.eq(page_addr(pg1[pidx], 0)),
-                                     rec.length.eq(p_c - p_first_len),
+                                     rec.length.eq(p_second_len),
                                      emitted.eq(rec_ready)]
                 with m.Else():
                     m.d.comb += [
@@ -414,8 +486,20 @@ class MMU(wiring.Component):
                         emitted.eq(rec_ready),
                     ]
 
+                # slot j's entries, whether or not it is resolved this cycle: the table
+                # addresses then depend on registers only, not on the output's ready
+                d_entry = n >> (L.dense_tpp.bit_length() - 1)
+                m_entry = n >> (L.meta_tpp.bit_length() - 1)
+                s_entry = s_cur >> shift
+                m.d.comb += [r_entry[dtab].eq(d_entry), w_entry[dtab].eq(d_entry),
+                             r_entry[mtab].eq(m_entry), w_entry[mtab].eq(m_entry),
+                             r_entry[stab].eq(s_entry),
+                             w_entry[stab].eq(Mux(s_first_new, s_entry, s_entry + 1))]
                 with m.If(emitted):
-                    m.d.sync += [frag.eq(0), j.eq(j + 1)]
+                    m.d.sync += [frag.eq(0), j.eq(j + 1),
+                                 p_off.eq(s_off), p_second.eq(s_second), p_c_nz.eq(c_cur != 0),
+                                 p_first_len.eq(s_first_len),
+                                 p_second_len.eq(c_cur - s_first_len)]
                     with m.If(j == S):
                         # commit the counters; the tables and free list are already done
                         m.d.comb += [gs_wr.en.eq(1), gs_wr.data.n.eq(n + 1)]
@@ -424,10 +508,6 @@ class MMU(wiring.Component):
                         emit_status(Status.OK)
                     with m.Elif(is_dense | ~is_sparse):
                         new = Mux(is_dense, d_new, m_new)
-                        entry = Mux(is_dense, n >> (L.dense_tpp.bit_length() - 1),
-                                    n >> (L.meta_tpp.bit_length() - 1))
-                        for t in (dtab, mtab):
-                            m.d.comb += [t.r_entry.eq(entry), t.w_entry.eq(entry)]
                         with m.If(new):
                             m.d.comb += fl.alloc.ready.eq(1)
                             with m.If(is_dense):
@@ -438,9 +518,6 @@ class MMU(wiring.Component):
                         with m.Else():
                             m.d.sync += [lat.eq(1), lat_tab.eq(slot_tab)]
                     with m.Else():
-                        entry = s_cur >> shift
-                        m.d.comb += [stab.r_entry.eq(entry),
-                                     stab.w_entry.eq(Mux(s_first_new, entry, entry + 1))]
                         with m.If(s_first_new):
                             m.d.comb += [fl.alloc.ready.eq(1), stab.w_en.eq(1)]
                             m.d.sync += pg0[j].eq(fl.alloc.payload)
@@ -452,6 +529,7 @@ class MMU(wiring.Component):
 
             # ---------------------------------------------------------------- cmd
             with m.State("C_LOOK"):
+                load_group_word()       # for a read's range check (a free reloads it)
                 with m.If((cm.seq >= L.sequences) | ~live.bit_select(cm.seq, 1)):
                     emit_status(Status.UNKNOWN_SEQ)
                 with m.Elif(cm.op == Op.FREE):
@@ -462,18 +540,17 @@ class MMU(wiring.Component):
                 with m.Else():
                     m.next = "R_CHK"
             with m.State("R_CHK"):
-                limit = Mux(r_sparse, gs.sb[cm.head[:max(1, (H - 1).bit_length())]], gs.n)
+                limit = Mux(r_sparse, sb[cm.head[:max(1, (H - 1).bit_length())]], n)
                 # a sparse read with an all-ones hi reads to the end of what was written
                 hi = Signal(L.range_bits)
                 m.d.comb += hi.eq(Mux(r_sparse & (cm.hi == L.to_end), limit, cm.hi))
                 lo_b = r_bytes(cm.lo)
-                m.d.sync += [a.eq(lo_b), b.eq(r_bytes(hi)), e.eq(lo_b >> shift),
+                m.d.sync += [r_left.eq(r_bytes(hi) - lo_b), r_off.eq(lo_b & (P - 1)),
+                             r_room.eq(P - (lo_b & (P - 1))), e.eq(lo_b >> shift),
                              j.eq(r_tab)]
                 for t in tables:
-                    m.d.comb += t.r_entry.eq(lo_b >> shift)
-                m.d.comb += [dtab.r_stream.eq(gidx * H + r_idx),
-                             stab.r_stream.eq(gidx * H + r_idx),
-                             mtab.r_stream.eq(gidx * V + r_idx)]
+                    m.d.comb += r_entry[t].eq(lo_b >> shift)
+                m.d.comb += t_idx.eq(r_idx)
                 with m.If((cm.lo > hi) | (hi > limit)):
                     emit_status(Status.BAD_RANGE)
                 with m.Elif(cm.lo == hi):
@@ -481,71 +558,72 @@ class MMU(wiring.Component):
                 with m.Else():
                     m.next = "R_EMIT"
             with m.State("R_EMIT"):
-                off = a & (P - 1)
-                room = P - off
-                left = b - a
-                length = Mux(room < left, room, left)
+                last_burst = r_left <= r_room
+                length = Mux(last_burst, r_left, r_room)
                 m.d.comb += [
                     rec_valid.eq(1),
                     rec.kind.eq(cm.kind), rec.head.eq(r_idx),
-                    rec.addr.eq(page_addr(tab_data[j[:2]], off)),
+                    rec.addr.eq(page_addr(tab_data[j[:2]], r_off)),
                     rec.length.eq(length),
-                    dtab.r_stream.eq(gidx * H + r_idx),
-                    stab.r_stream.eq(gidx * H + r_idx),
-                    mtab.r_stream.eq(gidx * V + r_idx),
+                    t_idx.eq(r_idx),
                 ]
                 # the table read port runs one entry ahead when the burst leaves
                 for t in tables:
-                    m.d.comb += t.r_entry.eq(Mux(rec_ready, e + 1, e))
+                    m.d.comb += r_entry[t].eq(Mux(rec_ready, e + 1, e))
                 with m.If(rec_ready):
-                    m.d.sync += [a.eq(a + length), e.eq(e + 1)]
-                    with m.If(a + length == b):
+                    # every burst after the first starts a page
+                    m.d.sync += [r_left.eq(r_left - length), r_off.eq(0), r_room.eq(P),
+                                 e.eq(e + 1)]
+                    with m.If(last_burst):
                         emit_status(Status.OK)
 
             # ---------------------------------------------------------------- free
             with m.State("F_GRP"):
-                # the first group's word is read now, valid in the first F_CNT
+                # the first group's word is registered now (read again at gidx in C_LOOK)
+                load_group_word()
                 m.d.sync += j.eq(0)
                 m.next = "F_CNT"
             with m.State("F_CNT"):
+                # the walk reads the next group's word all along: it is on gs_rd.data from
+                # the group's second cycle on, and a group takes at least S > 1 cycles
+                m.d.comb += gs_rd.addr.eq(gidx + 1)
                 # one cycle per stream: its page count, and the read of its entry 0
-                n_now = Mux(j == 0, gs.n, n)
                 cnt = Signal.like(npg)
-                m.d.comb += cnt.eq(Mux(is_dense, dense_pages(n_now),
+                m.d.comb += cnt.eq(Mux(is_dense, dense_pages(n),
                                        Mux(is_sparse, (sb[in_slot] + P - 1) >> shift,
-                                           meta_pages(n_now))))
-                m.d.sync += n.eq(n_now)
+                                           meta_pages(n))))
                 with m.If(j == 0):
                     # zero the group's counters: this invalidates all of its entries
                     m.d.comb += [gs_wr.en.eq(1), gs_wr.data.eq(0)]
-                    m.d.sync += [sb[h].eq(gs.sb[h]) for h in range(H)]
                 for t in tables:
-                    m.d.comb += t.r_entry.eq(0)
+                    m.d.comb += r_entry[t].eq(0)
                 m.d.sync += [npg.eq(cnt), e.eq(0)]
                 with m.If(cnt == 0):
                     free_next_slot()
                 with m.Else():
                     m.next = "F_WALK"
             with m.State("F_WALK"):
+                m.d.comb += gs_rd.addr.eq(gidx + 1)
                 m.d.comb += [fl.release.valid.eq(1), fl.release.payload.eq(tab_data[slot_tab])]
-                for t in tables:
-                    m.d.comb += t.r_entry.eq(Mux(fl.release.ready, e + 1, e))
                 # the next stream of the group, prefetched during this one's last page so
-                # that the walk goes on without a bubble
+                # that the walk goes on without a bubble. The address does not wait for
+                # k_cnt: when the next stream is empty (or there is none) the read is unused,
+                # as F_CNT reads the entry 0 of its stream again.
                 k_dense, k_sparse, k_idx, _ = slot_fields(j + 1)
+                last = e + 1 == npg
+                for t in tables:
+                    m.d.comb += r_entry[t].eq(Mux(fl.release.ready,
+                                                  Mux(last, 0, e + 1), e))
+                with m.If(fl.release.ready & last):
+                    m.d.comb += t_idx.eq(k_idx)
                 k_cnt = Signal.like(npg)
                 m.d.comb += k_cnt.eq(Mux(k_dense, dense_pages(n),
                                          Mux(k_sparse, (sb[k_idx] + P - 1) >> shift,
                                              meta_pages(n))))
                 with m.If(fl.release.ready):
                     m.d.sync += e.eq(e + 1)
-                    with m.If(e + 1 == npg):
+                    with m.If(last):
                         with m.If((j != S - 1) & (k_cnt != 0)):
-                            m.d.comb += [dtab.r_stream.eq(gidx * H + k_idx),
-                                         stab.r_stream.eq(gidx * H + k_idx),
-                                         mtab.r_stream.eq(gidx * V + k_idx)]
-                            for t in tables:
-                                m.d.comb += t.r_entry.eq(0)
                             m.d.sync += [j.eq(j + 1), e.eq(0), npg.eq(k_cnt)]
                         with m.Else():
                             free_next_slot()

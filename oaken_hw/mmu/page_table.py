@@ -12,7 +12,9 @@ class PageTable(wiring.Component):
     """Entry ``(stream, entry)`` holds the physical page of the stream's logical page ``entry``.
 
     Stored flat at ``stream * entries + entry``: depth ``streams * entries`` exactly, no
-    power-of-two padding. Which entries are valid is not stored here: entry ``i`` of a stream
+    power-of-two padding. The ports take that flat address (:meth:`addr`): the table does
+    no arithmetic, so that the MMU can keep each stream's base in a register and add only
+    the entry on its per-cycle path (a multiplier there limited the clock). Which entries are valid is not stored here: entry ``i`` of a stream
     is valid iff ``i`` is below the stream's page count, which the MMU derives from its token
     and byte counters; zeroing those counters invalidates a whole stream at once.
 
@@ -27,10 +29,12 @@ class PageTable(wiring.Component):
 
     Attributes
     ----------
-    r_stream, r_entry : In
-        Read address; ``r_data`` shows that entry one cycle later (:attr:`latency`).
-    w_stream, w_entry, w_data, w_en : In
-        Write port; a read of the entry being written returns the old page.
+    r_addr : In(range(depth))
+        Flat read address; ``r_data`` shows that entry one cycle later (:attr:`latency`).
+    w_addr, w_data, w_en : In
+        Write port (flat address); a read of the entry being written returns the old page.
+    depth : int
+        Entries of the table, ``streams * entries``.
     storage_bits : int
         Bits of the table memory.
     latency : int
@@ -47,14 +51,26 @@ class PageTable(wiring.Component):
         self.depth = streams * entries
         self.storage_bits = self.depth * page_bits
         super().__init__({
-            "r_stream": In(range(streams)),
-            "r_entry": In(range(entries)),
+            "r_addr": In(range(self.depth)),
             "r_data": Out(unsigned(page_bits)),
-            "w_stream": In(range(streams)),
-            "w_entry": In(range(entries)),
+            "w_addr": In(range(self.depth)),
             "w_data": In(unsigned(page_bits)),
             "w_en": In(1),
         })
+
+    def addr(self, stream, entry):
+        """Flat address of ``entry`` of ``stream`` (Python ints or Amaranth values).
+
+        Parameters
+        ----------
+        stream, entry : int or Value
+
+        Returns
+        -------
+        int or Value
+            ``stream * entries + entry``.
+        """
+        return stream * self.entries + entry
 
     def elaborate(self, platform):
         m = Module()
@@ -63,9 +79,9 @@ class PageTable(wiring.Component):
         rd = mem.read_port()
         wr = mem.write_port()
         m.d.comb += [
-            rd.addr.eq(self.r_stream * self.entries + self.r_entry),
+            rd.addr.eq(self.r_addr),
             self.r_data.eq(rd.data),
-            wr.addr.eq(self.w_stream * self.entries + self.w_entry),
+            wr.addr.eq(self.w_addr),
             wr.data.eq(self.w_data),
             wr.en.eq(self.w_en),
         ]
