@@ -14,9 +14,10 @@ class PageTable(wiring.Component):
     Stored flat at ``stream * entries + entry``: depth ``streams * entries`` exactly, no
     power-of-two padding. The ports take that flat address (:meth:`addr`): the table does
     no arithmetic, so that the MMU can keep each stream's base in a register and add only
-    the entry on its per-cycle path (a multiplier there limited the clock). Which entries are valid is not stored here: entry ``i`` of a stream
-    is valid iff ``i`` is below the stream's page count, which the MMU derives from its token
-    and byte counters; zeroing those counters invalidates a whole stream at once.
+    the entry on its per-cycle path (a multiplier there limited the clock). Which entries
+    are valid is not stored here: entry ``i`` of a stream is valid iff ``i`` is below the
+    stream's page count, which the MMU derives from its token and byte counters; zeroing
+    those counters invalidates a whole stream at once.
 
     Parameters
     ----------
