@@ -13,6 +13,7 @@ processes), and ``--render-only`` rebuilds the page without tools.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -135,6 +136,12 @@ def _fill(c):
     return f"{100 * use[1] / use[2]:.0f} %" if use else "-"
 
 
+def _over_full(line):
+    """Whether a nextpnr utilisation line says a resource is used beyond 100 %."""
+    m = re.search(r"(\d+)/\s*(\d+)\s+\d+%", line)
+    return bool(m) and int(m.group(1)) > int(m.group(2))
+
+
 def _minutes(c):
     sec = c.get("seconds") or {}
     total = sum(sec.get(k, 0) for k in ("elaborate", "synth", "pnr"))
@@ -173,12 +180,15 @@ def render(reports):
                          f"| {_f(c['fmax_mhz'], '.1f')} | {_fill(c)} | {_minutes(c)} "
                          f"| {c.get('revision') or '-'} |")
         lines.append("")
+        from .designs import DESIGNS
+        missing = [d for d in DESIGNS if d not in comps]
+        if missing:
+            lines += [f"Not in this point's report: {', '.join(missing)} (not run, or its run "
+                      f"did not finish; `docs/flow.md` says which).", ""]
         for name, c in comps.items():
             if c.get("error"):
                 tail = [l.strip() for l in c["error"].splitlines()[1:]]
-                said = [l for l in tail
-                        if "ERROR" in l or "utilisation" in l.lower() or "%" in l][-6:] \
-                    or tail[-3:]
+                said = [l for l in tail if "ERROR" in l or _over_full(l)][-6:] or tail[-3:]
                 lines += [f"{name} did not complete: {c['error'].splitlines()[0]}", "",
                           "```", *said, "```", ""]
         q, b = comps.get("quant_engine"), comps.get("int4_baseline")

