@@ -14,7 +14,8 @@ can win: the largest valid ``n < n1`` (``hi_n`` when ``n1 = codes``) and the sma
 valid ``n >= n1``. The circuit computes ``n1`` with a short restoring division (the
 quotient has ``middle_bits + 1`` bits), compares the two candidates' steps by cross
 multiplication with their small code counts, and breaks ties towards the smaller ``n`` as
-the model does. ``tests/rtl/quant/test_scale.py`` checks this against the model.
+the model does. ``test_scale_matches_model`` in ``tests/rtl/quant/test_quant_blocks.py``
+checks this against the model.
 """
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal
@@ -134,22 +135,30 @@ class Scale(wiring.Component):
             valid=self.valid, a=a, b=b, has_lo=self.has_lo, has_hi=self.has_hi,
             outer=self.outer_max, inner=self.inner_ext, tag=self.tag).items()}
         den = stage("s0_den", a + b, W + 1)
+        # a + b == 0 from the inputs, so that no wide reduction follows the last stage
+        carry["den_zero"] = stage("s0_den_zero", (a == 0) & (b == 0), 1)
         rem = stage("s0_rem", Const(0, rw) | (a << mb), rw)
         q = []
         for k in reversed(range(nw)):
             trial = den << k
             ge = rem >= trial
-            nrem = Signal(rw, name=f"div_rem{k}")
-            m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
             n = nw - k
             q = [stage(f"s{n}_q{i}", bit, 1) for i, bit in enumerate(q + [ge])]
-            rem = stage(f"s{n}_rem", nrem, rw)
-            den = stage(f"s{n}_den", den)
             carry = {key: stage(f"s{n}_{key}", v) for key, v in carry.items()}
+            if k:
+                nrem = Signal(rw, name=f"div_rem{k}")
+                m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
+                rem = stage(f"s{n}_rem", nrem, rw)
+                den = stage(f"s{n}_den", den)
+            else:
+                # Only "is the last remainder non-zero" is needed (the ceiling). Taken from
+                # equality tests that run beside the compare, not from the subtraction's
+                # result, it keeps the 48-bit carry chain off the path into the candidates.
+                inexact = stage(f"s{n}_inexact", Mux(ge, rem != trial, rem != 0), 1)
         quot = Const(0, nw)
         for bit in q:
             quot = (quot << 1 | bit)[:nw]
-        n1 = Mux(den == 0, 0, quot + (rem != 0))[:nw + 1]
+        n1 = Mux(carry.pop("den_zero"), 0, quot + inexact)[:nw + 1]
 
         # --- the two candidates -------------------------------------------------------------
         s1 = carry
