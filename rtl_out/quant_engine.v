@@ -5127,7 +5127,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$9432$205 (q3_info0[257:205]),
+    .\port$9441$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$121 )
   );
@@ -8266,7 +8266,7 @@ module \quant_engine.dense_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \quant_engine.encoder (rst, \port$9441$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -10589,8 +10589,8 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$9432$205 ;
-  wire [52:0] \port$9432$205 ;
+  input [52:0] \port$9441$205 ;
+  wire [52:0] \port$9441$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -11044,29 +11044,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$9432$205 [19:15];
-  assign \$3  = \port$9432$205 [19:15] - 1'h1;
+  assign \$2  = | \port$9441$205 [19:15];
+  assign \$3  = \port$9441$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$9432$205 [35:31];
-  assign \$7  = \port$9432$205 [35:31] - 1'h1;
+  assign \$6  = | \port$9441$205 [35:31];
+  assign \$7  = \port$9441$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$9432$205 [51:47];
-  assign \$10  = \port$9432$205 [51:47] - 1'h1;
+  assign \$9  = | \port$9441$205 [51:47];
+  assign \$10  = \port$9441$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$9432$205 [19:15];
+  assign \$15  = | \port$9441$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$9432$205 [35:31];
-  assign \$18  = | \port$9432$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$9432$205 [30:21] } : { \$18 , \port$9432$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$9432$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$9441$205 [35:31];
+  assign \$18  = | \port$9441$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$9441$205 [30:21] } : { \$18 , \port$9441$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$9441$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$9432$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$23  = 5'h10 - \port$9441$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$9441$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -11104,29 +11104,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$9432$205 [19:15];
-  assign \$70  = \port$9432$205 [19:15] - 1'h1;
+  assign \$69  = | \port$9441$205 [19:15];
+  assign \$70  = \port$9441$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$9432$205 [35:31];
-  assign \$74  = \port$9432$205 [35:31] - 1'h1;
+  assign \$73  = | \port$9441$205 [35:31];
+  assign \$74  = \port$9441$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$9432$205 [51:47];
-  assign \$77  = \port$9432$205 [51:47] - 1'h1;
+  assign \$76  = | \port$9441$205 [51:47];
+  assign \$77  = \port$9441$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$9432$205 [19:15];
+  assign \$82  = | \port$9441$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$9432$205 [35:31];
-  assign \$85  = | \port$9432$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$9432$205 [30:21] } : { \$85 , \port$9432$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$9432$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$9441$205 [35:31];
+  assign \$85  = | \port$9441$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$9441$205 [30:21] } : { \$85 , \port$9441$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$9441$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$9432$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$90  = 5'h10 - \port$9441$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$9441$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -11164,29 +11164,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$9432$205 [19:15];
-  assign \$137  = \port$9432$205 [19:15] - 1'h1;
+  assign \$136  = | \port$9441$205 [19:15];
+  assign \$137  = \port$9441$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$9432$205 [35:31];
-  assign \$141  = \port$9432$205 [35:31] - 1'h1;
+  assign \$140  = | \port$9441$205 [35:31];
+  assign \$141  = \port$9441$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$9432$205 [51:47];
-  assign \$144  = \port$9432$205 [51:47] - 1'h1;
+  assign \$143  = | \port$9441$205 [51:47];
+  assign \$144  = \port$9441$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$9432$205 [19:15];
+  assign \$149  = | \port$9441$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$9432$205 [35:31];
-  assign \$152  = | \port$9432$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$9432$205 [30:21] } : { \$152 , \port$9432$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$9432$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$9441$205 [35:31];
+  assign \$152  = | \port$9441$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$9441$205 [30:21] } : { \$152 , \port$9441$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$9441$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$9432$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$157  = 5'h10 - \port$9441$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$9441$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -11224,29 +11224,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$9432$205 [19:15];
-  assign \$204  = \port$9432$205 [19:15] - 1'h1;
+  assign \$203  = | \port$9441$205 [19:15];
+  assign \$204  = \port$9441$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$9432$205 [35:31];
-  assign \$208  = \port$9432$205 [35:31] - 1'h1;
+  assign \$207  = | \port$9441$205 [35:31];
+  assign \$208  = \port$9441$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$9432$205 [51:47];
-  assign \$211  = \port$9432$205 [51:47] - 1'h1;
+  assign \$210  = | \port$9441$205 [51:47];
+  assign \$211  = \port$9441$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$9432$205 [19:15];
+  assign \$216  = | \port$9441$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$9432$205 [35:31];
-  assign \$219  = | \port$9432$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$9432$205 [30:21] } : { \$219 , \port$9432$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$9432$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$9441$205 [35:31];
+  assign \$219  = | \port$9441$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$9441$205 [30:21] } : { \$219 , \port$9441$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$9441$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$9432$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$224  = 5'h10 - \port$9441$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$9441$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -11284,29 +11284,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$9432$205 [19:15];
-  assign \$271  = \port$9432$205 [19:15] - 1'h1;
+  assign \$270  = | \port$9441$205 [19:15];
+  assign \$271  = \port$9441$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$9432$205 [35:31];
-  assign \$275  = \port$9432$205 [35:31] - 1'h1;
+  assign \$274  = | \port$9441$205 [35:31];
+  assign \$275  = \port$9441$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$9432$205 [51:47];
-  assign \$278  = \port$9432$205 [51:47] - 1'h1;
+  assign \$277  = | \port$9441$205 [51:47];
+  assign \$278  = \port$9441$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$9432$205 [19:15];
+  assign \$283  = | \port$9441$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$9432$205 [35:31];
-  assign \$286  = | \port$9432$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$9432$205 [30:21] } : { \$286 , \port$9432$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$9432$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$9441$205 [35:31];
+  assign \$286  = | \port$9441$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$9441$205 [30:21] } : { \$286 , \port$9441$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$9441$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$9432$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$291  = 5'h10 - \port$9441$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$9441$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -11344,29 +11344,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$9432$205 [19:15];
-  assign \$338  = \port$9432$205 [19:15] - 1'h1;
+  assign \$337  = | \port$9441$205 [19:15];
+  assign \$338  = \port$9441$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$9432$205 [35:31];
-  assign \$342  = \port$9432$205 [35:31] - 1'h1;
+  assign \$341  = | \port$9441$205 [35:31];
+  assign \$342  = \port$9441$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$9432$205 [51:47];
-  assign \$345  = \port$9432$205 [51:47] - 1'h1;
+  assign \$344  = | \port$9441$205 [51:47];
+  assign \$345  = \port$9441$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$9432$205 [19:15];
+  assign \$350  = | \port$9441$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$9432$205 [35:31];
-  assign \$353  = | \port$9432$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$9432$205 [30:21] } : { \$353 , \port$9432$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$9432$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$9441$205 [35:31];
+  assign \$353  = | \port$9441$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$9441$205 [30:21] } : { \$353 , \port$9441$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$9441$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$9432$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$358  = 5'h10 - \port$9441$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$9441$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -11404,29 +11404,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$9432$205 [19:15];
-  assign \$405  = \port$9432$205 [19:15] - 1'h1;
+  assign \$404  = | \port$9441$205 [19:15];
+  assign \$405  = \port$9441$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$9432$205 [35:31];
-  assign \$409  = \port$9432$205 [35:31] - 1'h1;
+  assign \$408  = | \port$9441$205 [35:31];
+  assign \$409  = \port$9441$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$9432$205 [51:47];
-  assign \$412  = \port$9432$205 [51:47] - 1'h1;
+  assign \$411  = | \port$9441$205 [51:47];
+  assign \$412  = \port$9441$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$9432$205 [19:15];
+  assign \$417  = | \port$9441$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$9432$205 [35:31];
-  assign \$420  = | \port$9432$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$9432$205 [30:21] } : { \$420 , \port$9432$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$9432$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$9441$205 [35:31];
+  assign \$420  = | \port$9441$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$9441$205 [30:21] } : { \$420 , \port$9441$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$9441$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$9432$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$425  = 5'h10 - \port$9441$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$9441$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -11464,29 +11464,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$9432$205 [19:15];
-  assign \$472  = \port$9432$205 [19:15] - 1'h1;
+  assign \$471  = | \port$9441$205 [19:15];
+  assign \$472  = \port$9441$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$9432$205 [35:31];
-  assign \$476  = \port$9432$205 [35:31] - 1'h1;
+  assign \$475  = | \port$9441$205 [35:31];
+  assign \$476  = \port$9441$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$9432$205 [51:47];
-  assign \$479  = \port$9432$205 [51:47] - 1'h1;
+  assign \$478  = | \port$9441$205 [51:47];
+  assign \$479  = \port$9441$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$9432$205 [19:15];
+  assign \$484  = | \port$9441$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$9432$205 [35:31];
-  assign \$487  = | \port$9432$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$9432$205 [30:21] } : { \$487 , \port$9432$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$9432$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$9441$205 [35:31];
+  assign \$487  = | \port$9441$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$9441$205 [30:21] } : { \$487 , \port$9441$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$9441$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$9432$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$492  = 5'h10 - \port$9441$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$9441$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -11524,29 +11524,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$9432$205 [19:15];
-  assign \$539  = \port$9432$205 [19:15] - 1'h1;
+  assign \$538  = | \port$9441$205 [19:15];
+  assign \$539  = \port$9441$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$9432$205 [35:31];
-  assign \$543  = \port$9432$205 [35:31] - 1'h1;
+  assign \$542  = | \port$9441$205 [35:31];
+  assign \$543  = \port$9441$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$9432$205 [51:47];
-  assign \$546  = \port$9432$205 [51:47] - 1'h1;
+  assign \$545  = | \port$9441$205 [51:47];
+  assign \$546  = \port$9441$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$9432$205 [19:15];
+  assign \$551  = | \port$9441$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$9432$205 [35:31];
-  assign \$554  = | \port$9432$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$9432$205 [30:21] } : { \$554 , \port$9432$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$9432$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$9441$205 [35:31];
+  assign \$554  = | \port$9441$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$9441$205 [30:21] } : { \$554 , \port$9441$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$9441$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$9432$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$559  = 5'h10 - \port$9441$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$9441$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -11584,29 +11584,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$9432$205 [19:15];
-  assign \$606  = \port$9432$205 [19:15] - 1'h1;
+  assign \$605  = | \port$9441$205 [19:15];
+  assign \$606  = \port$9441$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$9432$205 [35:31];
-  assign \$610  = \port$9432$205 [35:31] - 1'h1;
+  assign \$609  = | \port$9441$205 [35:31];
+  assign \$610  = \port$9441$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$9432$205 [51:47];
-  assign \$613  = \port$9432$205 [51:47] - 1'h1;
+  assign \$612  = | \port$9441$205 [51:47];
+  assign \$613  = \port$9441$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$9432$205 [19:15];
+  assign \$618  = | \port$9441$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$9432$205 [35:31];
-  assign \$621  = | \port$9432$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$9432$205 [30:21] } : { \$621 , \port$9432$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$9432$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$9441$205 [35:31];
+  assign \$621  = | \port$9441$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$9441$205 [30:21] } : { \$621 , \port$9441$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$9441$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$9432$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$626  = 5'h10 - \port$9441$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$9441$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -11644,29 +11644,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$9432$205 [19:15];
-  assign \$673  = \port$9432$205 [19:15] - 1'h1;
+  assign \$672  = | \port$9441$205 [19:15];
+  assign \$673  = \port$9441$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$9432$205 [35:31];
-  assign \$677  = \port$9432$205 [35:31] - 1'h1;
+  assign \$676  = | \port$9441$205 [35:31];
+  assign \$677  = \port$9441$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$9432$205 [51:47];
-  assign \$680  = \port$9432$205 [51:47] - 1'h1;
+  assign \$679  = | \port$9441$205 [51:47];
+  assign \$680  = \port$9441$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$9432$205 [19:15];
+  assign \$685  = | \port$9441$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$9432$205 [35:31];
-  assign \$688  = | \port$9432$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$9432$205 [30:21] } : { \$688 , \port$9432$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$9432$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$9441$205 [35:31];
+  assign \$688  = | \port$9441$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$9441$205 [30:21] } : { \$688 , \port$9441$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$9441$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$9432$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$693  = 5'h10 - \port$9441$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$9441$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -11704,29 +11704,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$9432$205 [19:15];
-  assign \$740  = \port$9432$205 [19:15] - 1'h1;
+  assign \$739  = | \port$9441$205 [19:15];
+  assign \$740  = \port$9441$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$9432$205 [35:31];
-  assign \$744  = \port$9432$205 [35:31] - 1'h1;
+  assign \$743  = | \port$9441$205 [35:31];
+  assign \$744  = \port$9441$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$9432$205 [51:47];
-  assign \$747  = \port$9432$205 [51:47] - 1'h1;
+  assign \$746  = | \port$9441$205 [51:47];
+  assign \$747  = \port$9441$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$9432$205 [19:15];
+  assign \$752  = | \port$9441$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$9432$205 [35:31];
-  assign \$755  = | \port$9432$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$9432$205 [30:21] } : { \$755 , \port$9432$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$9432$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$9441$205 [35:31];
+  assign \$755  = | \port$9441$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$9441$205 [30:21] } : { \$755 , \port$9441$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$9441$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$9432$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$760  = 5'h10 - \port$9441$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$9441$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -11764,29 +11764,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$9432$205 [19:15];
-  assign \$807  = \port$9432$205 [19:15] - 1'h1;
+  assign \$806  = | \port$9441$205 [19:15];
+  assign \$807  = \port$9441$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$9432$205 [35:31];
-  assign \$811  = \port$9432$205 [35:31] - 1'h1;
+  assign \$810  = | \port$9441$205 [35:31];
+  assign \$811  = \port$9441$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$9432$205 [51:47];
-  assign \$814  = \port$9432$205 [51:47] - 1'h1;
+  assign \$813  = | \port$9441$205 [51:47];
+  assign \$814  = \port$9441$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$9432$205 [19:15];
+  assign \$819  = | \port$9441$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$9432$205 [35:31];
-  assign \$822  = | \port$9432$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$9432$205 [30:21] } : { \$822 , \port$9432$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$9432$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$9441$205 [35:31];
+  assign \$822  = | \port$9441$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$9441$205 [30:21] } : { \$822 , \port$9441$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$9441$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$9432$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$827  = 5'h10 - \port$9441$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$9441$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -11824,29 +11824,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$9432$205 [19:15];
-  assign \$874  = \port$9432$205 [19:15] - 1'h1;
+  assign \$873  = | \port$9441$205 [19:15];
+  assign \$874  = \port$9441$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$9432$205 [35:31];
-  assign \$878  = \port$9432$205 [35:31] - 1'h1;
+  assign \$877  = | \port$9441$205 [35:31];
+  assign \$878  = \port$9441$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$9432$205 [51:47];
-  assign \$881  = \port$9432$205 [51:47] - 1'h1;
+  assign \$880  = | \port$9441$205 [51:47];
+  assign \$881  = \port$9441$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$9432$205 [19:15];
+  assign \$886  = | \port$9441$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$9432$205 [35:31];
-  assign \$889  = | \port$9432$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$9432$205 [30:21] } : { \$889 , \port$9432$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$9432$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$9441$205 [35:31];
+  assign \$889  = | \port$9441$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$9441$205 [30:21] } : { \$889 , \port$9441$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$9441$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$9432$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$894  = 5'h10 - \port$9441$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$9441$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -11884,29 +11884,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$9432$205 [19:15];
-  assign \$941  = \port$9432$205 [19:15] - 1'h1;
+  assign \$940  = | \port$9441$205 [19:15];
+  assign \$941  = \port$9441$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$9432$205 [35:31];
-  assign \$945  = \port$9432$205 [35:31] - 1'h1;
+  assign \$944  = | \port$9441$205 [35:31];
+  assign \$945  = \port$9441$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$9432$205 [51:47];
-  assign \$948  = \port$9432$205 [51:47] - 1'h1;
+  assign \$947  = | \port$9441$205 [51:47];
+  assign \$948  = \port$9441$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$9432$205 [19:15];
+  assign \$953  = | \port$9441$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$9432$205 [35:31];
-  assign \$956  = | \port$9432$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$9432$205 [30:21] } : { \$956 , \port$9432$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$9432$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$9441$205 [35:31];
+  assign \$956  = | \port$9441$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$9441$205 [30:21] } : { \$956 , \port$9441$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$9441$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$9432$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$961  = 5'h10 - \port$9441$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$9441$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -11944,29 +11944,29 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$9432$205 [19:15];
-  assign \$1008  = \port$9432$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$9441$205 [19:15];
+  assign \$1008  = \port$9441$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$9432$205 [35:31];
-  assign \$1012  = \port$9432$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$9441$205 [35:31];
+  assign \$1012  = \port$9441$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$9432$205 [51:47];
-  assign \$1015  = \port$9432$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$9441$205 [51:47];
+  assign \$1015  = \port$9441$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$9432$205 [19:15];
+  assign \$1020  = | \port$9441$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$9432$205 [35:31];
-  assign \$1023  = | \port$9432$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$9432$205 [30:21] } : { \$1023 , \port$9432$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$9432$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$9441$205 [35:31];
+  assign \$1023  = | \port$9441$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$9441$205 [30:21] } : { \$1023 , \port$9441$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$9441$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$9432$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$9432$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$9441$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$9441$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -13335,7 +13335,7 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$1473  = \port$9432$205 [4:0];
+    \$1473  = \port$9441$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -17153,10 +17153,10 @@ module \quant_engine.encoder (rst, \port$9432$205 , group, upper, mag, dense, hi
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$9432$205 [4:0];
-  assign delta_outer = \port$9432$205 [52:37];
-  assign delta_inner = \port$9432$205 [36:21];
-  assign delta_mid = \port$9432$205 [20:5];
+  assign n_lo = \port$9441$205 [4:0];
+  assign delta_outer = \port$9441$205 [52:37];
+  assign delta_inner = \port$9441$205 [36:21];
+  assign delta_mid = \port$9441$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -26588,9 +26588,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1212 ;
   wire \$1213 ;
   wire \$1214 ;
-  wire [6:0] \$1215 ;
-  wire [41:0] \$1216 ;
-  wire [9:0] \$1217 ;
+  wire \$1215 ;
+  wire \$1216 ;
+  wire \$1217 ;
   wire \$1218 ;
   wire \$1219 ;
   wire [5:0] \$122 ;
@@ -26598,9 +26598,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1221 ;
   wire \$1222 ;
   wire \$1223 ;
-  wire \$1224 ;
-  wire \$1225 ;
-  wire \$1226 ;
+  wire [6:0] \$1224 ;
+  wire [41:0] \$1225 ;
+  wire [9:0] \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
@@ -26949,8 +26949,8 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1538 ;
   wire \$1539 ;
   wire [5:0] \$154 ;
-  wire [6:0] \$1540 ;
-  wire [4:0] \$1541 ;
+  wire \$1540 ;
+  wire \$1541 ;
   wire \$1542 ;
   wire \$1543 ;
   wire \$1544 ;
@@ -26958,9 +26958,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1546 ;
   wire \$1547 ;
   wire \$1548 ;
-  wire \$1549 ;
+  wire [6:0] \$1549 ;
   wire [5:0] \$155 ;
-  wire \$1550 ;
+  wire [4:0] \$1550 ;
   wire \$1551 ;
   wire \$1552 ;
   wire \$1553 ;
@@ -27308,9 +27308,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1861 ;
   wire \$1862 ;
   wire \$1863 ;
-  wire [6:0] \$1864 ;
-  wire [41:0] \$1865 ;
-  wire [9:0] \$1866 ;
+  wire \$1864 ;
+  wire \$1865 ;
+  wire \$1866 ;
   wire \$1867 ;
   wire \$1868 ;
   wire \$1869 ;
@@ -27318,9 +27318,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1870 ;
   wire \$1871 ;
   wire \$1872 ;
-  wire \$1873 ;
-  wire \$1874 ;
-  wire \$1875 ;
+  wire [6:0] \$1873 ;
+  wire [41:0] \$1874 ;
+  wire [9:0] \$1875 ;
   wire \$1876 ;
   wire \$1877 ;
   wire \$1878 ;
@@ -27669,41 +27669,41 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2186 ;
   wire \$2187 ;
   wire \$2188 ;
-  wire [6:0] \$2189 ;
+  wire \$2189 ;
   wire [40:0] \$219 ;
-  wire [4:0] \$2190 ;
-  wire [48:0] \$2191 ;
+  wire \$2190 ;
+  wire \$2191 ;
   wire \$2192 ;
-  wire [48:0] \$2193 ;
-  wire [49:0] \$2194 ;
-  wire [49:0] \$2195 ;
-  wire [44:0] \$2196 ;
+  wire \$2193 ;
+  wire \$2194 ;
+  wire \$2195 ;
+  wire \$2196 ;
   wire \$2197 ;
-  wire [44:0] \$2198 ;
-  wire [47:0] \$2199 ;
+  wire [6:0] \$2198 ;
+  wire [4:0] \$2199 ;
   wire \$22 ;
   wire \$220 ;
-  wire [47:0] \$2200 ;
-  wire [44:0] \$2201 ;
-  wire \$2202 ;
-  wire [44:0] \$2203 ;
-  wire [47:0] \$2204 ;
-  wire [47:0] \$2205 ;
-  wire [42:0] \$2206 ;
-  wire \$2207 ;
-  wire [42:0] \$2208 ;
+  wire [48:0] \$2200 ;
+  wire \$2201 ;
+  wire [48:0] \$2202 ;
+  wire [49:0] \$2203 ;
+  wire [49:0] \$2204 ;
+  wire [44:0] \$2205 ;
+  wire \$2206 ;
+  wire [44:0] \$2207 ;
+  wire [47:0] \$2208 ;
   wire [47:0] \$2209 ;
   wire \$221 ;
-  wire [47:0] \$2210 ;
+  wire [44:0] \$2210 ;
   wire \$2211 ;
-  wire \$2212 ;
-  wire \$2213 ;
-  wire \$2214 ;
-  wire \$2215 ;
+  wire [44:0] \$2212 ;
+  wire [47:0] \$2213 ;
+  wire [47:0] \$2214 ;
+  wire [42:0] \$2215 ;
   wire \$2216 ;
-  wire \$2217 ;
-  wire \$2218 ;
-  wire \$2219 ;
+  wire [42:0] \$2217 ;
+  wire [47:0] \$2218 ;
+  wire [47:0] \$2219 ;
   wire \$222 ;
   wire \$2220 ;
   wire \$2221 ;
@@ -27748,7 +27748,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2257 ;
   wire \$2258 ;
   wire \$2259 ;
-  wire [61:0] \$226 ;
+  wire [38:0] \$226 ;
   wire \$2260 ;
   wire \$2261 ;
   wire \$2262 ;
@@ -27759,7 +27759,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2267 ;
   wire \$2268 ;
   wire \$2269 ;
-  wire [56:0] \$227 ;
+  wire [38:0] \$227 ;
   wire \$2270 ;
   wire \$2271 ;
   wire \$2272 ;
@@ -27770,7 +27770,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2277 ;
   wire \$2278 ;
   wire \$2279 ;
-  wire [57:0] \$228 ;
+  wire [25:0] \$228 ;
   wire \$2280 ;
   wire \$2281 ;
   wire \$2282 ;
@@ -27781,7 +27781,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2287 ;
   wire \$2288 ;
   wire \$2289 ;
-  wire [62:0] \$229 ;
+  wire [56:0] \$229 ;
   wire \$2290 ;
   wire \$2291 ;
   wire \$2292 ;
@@ -27793,7 +27793,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2298 ;
   wire \$2299 ;
   wire [5:0] \$23 ;
-  wire [62:0] \$230 ;
+  wire [57:0] \$230 ;
   wire \$2300 ;
   wire \$2301 ;
   wire \$2302 ;
@@ -27804,7 +27804,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2307 ;
   wire \$2308 ;
   wire \$2309 ;
-  wire [62:0] \$231 ;
+  wire [39:0] \$231 ;
   wire \$2310 ;
   wire \$2311 ;
   wire \$2312 ;
@@ -27815,7 +27815,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2317 ;
   wire \$2318 ;
   wire \$2319 ;
-  wire [62:0] \$232 ;
+  wire [40:0] \$232 ;
   wire \$2320 ;
   wire \$2321 ;
   wire \$2322 ;
@@ -27826,7 +27826,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2327 ;
   wire \$2328 ;
   wire \$2329 ;
-  wire [62:0] \$233 ;
+  wire [69:0] \$233 ;
   wire \$2330 ;
   wire \$2331 ;
   wire \$2332 ;
@@ -27834,169 +27834,180 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$2334 ;
   wire \$2335 ;
   wire \$2336 ;
-  reg \$2337 ;
-  reg [40:0] \$2338 ;
-  reg [40:0] \$2339 ;
-  wire [62:0] \$234 ;
-  reg \$2340 ;
-  reg \$2341 ;
-  reg [40:0] \$2342 ;
-  reg [40:0] \$2343 ;
-  reg \$2344 ;
-  reg [41:0] \$2345 ;
+  wire \$2337 ;
+  wire \$2338 ;
+  wire \$2339 ;
+  wire [70:0] \$234 ;
+  wire \$2340 ;
+  wire \$2341 ;
+  wire \$2342 ;
+  wire \$2343 ;
+  wire \$2344 ;
+  wire \$2345 ;
   reg \$2346 ;
-  reg [46:0] \$2347 ;
-  reg \$2348 ;
+  reg [40:0] \$2347 ;
+  reg [40:0] \$2348 ;
   reg \$2349 ;
-  wire [42:0] \$235 ;
-  reg [40:0] \$2350 ;
+  wire [88:0] \$235 ;
+  reg \$2350 ;
   reg [40:0] \$2351 ;
-  reg \$2352 ;
+  reg [40:0] \$2352 ;
   reg \$2353 ;
-  reg [40:0] \$2354 ;
-  reg [40:0] \$2355 ;
-  reg \$2356 ;
+  reg [41:0] \$2354 ;
+  reg \$2355 ;
+  reg [46:0] \$2356 ;
   reg \$2357 ;
-  reg [46:0] \$2358 ;
-  reg [41:0] \$2359 ;
-  wire [41:0] \$236 ;
-  reg \$2360 ;
+  reg \$2358 ;
+  reg [40:0] \$2359 ;
+  wire [89:0] \$236 ;
+  reg [40:0] \$2360 ;
   reg \$2361 ;
   reg \$2362 ;
   reg [40:0] \$2363 ;
   reg [40:0] \$2364 ;
   reg \$2365 ;
   reg \$2366 ;
-  reg [40:0] \$2367 ;
-  reg [40:0] \$2368 ;
+  reg [46:0] \$2367 ;
+  reg [41:0] \$2368 ;
   reg \$2369 ;
-  wire [42:0] \$237 ;
+  wire [89:0] \$237 ;
   reg \$2370 ;
-  reg [46:0] \$2371 ;
-  reg [41:0] \$2372 ;
-  reg \$2373 ;
+  reg \$2371 ;
+  reg [40:0] \$2372 ;
+  reg [40:0] \$2373 ;
   reg \$2374 ;
   reg \$2375 ;
-  reg \$2376 ;
+  reg [40:0] \$2376 ;
   reg [40:0] \$2377 ;
-  reg [40:0] \$2378 ;
+  reg \$2378 ;
   reg \$2379 ;
-  wire [42:0] \$238 ;
-  reg \$2380 ;
-  reg [40:0] \$2381 ;
-  reg [40:0] \$2382 ;
+  wire [62:0] \$238 ;
+  reg [46:0] \$2380 ;
+  reg [41:0] \$2381 ;
+  reg \$2382 ;
   reg \$2383 ;
   reg \$2384 ;
-  reg [46:0] \$2385 ;
-  reg [41:0] \$2386 ;
-  reg \$2387 ;
+  reg \$2385 ;
+  reg [40:0] \$2386 ;
+  reg [40:0] \$2387 ;
   reg \$2388 ;
   reg \$2389 ;
-  wire [41:0] \$239 ;
-  reg \$2390 ;
-  reg \$2391 ;
-  reg [40:0] \$2392 ;
-  reg [40:0] \$2393 ;
-  reg \$2394 ;
-  reg \$2395 ;
-  reg [40:0] \$2396 ;
-  reg [40:0] \$2397 ;
+  wire [63:0] \$239 ;
+  reg [40:0] \$2390 ;
+  reg [40:0] \$2391 ;
+  reg \$2392 ;
+  reg \$2393 ;
+  reg [46:0] \$2394 ;
+  reg [41:0] \$2395 ;
+  reg \$2396 ;
+  reg \$2397 ;
   reg \$2398 ;
   reg \$2399 ;
   wire [5:0] \$24 ;
-  wire [42:0] \$240 ;
-  reg [46:0] \$2400 ;
-  reg [41:0] \$2401 ;
-  reg \$2402 ;
+  wire [63:0] \$240 ;
+  reg \$2400 ;
+  reg [40:0] \$2401 ;
+  reg [40:0] \$2402 ;
   reg \$2403 ;
   reg \$2404 ;
-  reg \$2405 ;
-  reg \$2406 ;
+  reg [40:0] \$2405 ;
+  reg [40:0] \$2406 ;
   reg \$2407 ;
-  reg [40:0] \$2408 ;
-  reg [40:0] \$2409 ;
-  wire [42:0] \$241 ;
-  reg \$2410 ;
+  reg \$2408 ;
+  reg [46:0] \$2409 ;
+  wire [62:0] \$241 ;
+  reg [41:0] \$2410 ;
   reg \$2411 ;
-  reg [40:0] \$2412 ;
-  reg [40:0] \$2413 ;
+  reg \$2412 ;
+  reg \$2413 ;
   reg \$2414 ;
   reg \$2415 ;
   reg \$2416 ;
-  reg \$2417 ;
+  reg [40:0] \$2417 ;
   reg [40:0] \$2418 ;
-  reg [40:0] \$2419 ;
-  wire [41:0] \$242 ;
+  reg \$2419 ;
+  wire [63:0] \$242 ;
   reg \$2420 ;
   reg [40:0] \$2421 ;
   reg [40:0] \$2422 ;
-  reg [4:0] \$2423 ;
-  reg [4:0] \$2424 ;
-  reg [4:0] \$2425 ;
+  reg \$2423 ;
+  reg \$2424 ;
+  reg \$2425 ;
   reg \$2426 ;
-  reg \$2427 ;
-  reg \$2428 ;
-  reg [40:0] \$2429 ;
-  wire [42:0] \$243 ;
+  reg [40:0] \$2427 ;
+  reg [40:0] \$2428 ;
+  reg \$2429 ;
+  wire [63:0] \$243 ;
   reg [40:0] \$2430 ;
-  reg \$2431 ;
-  reg [40:0] \$2432 ;
-  reg [40:0] \$2433 ;
-  reg [45:0] \$2434 ;
-  reg [45:0] \$2435 ;
-  reg [4:0] \$2436 ;
-  reg [4:0] \$2437 ;
-  reg [4:0] \$2438 ;
-  reg \$2439 ;
-  wire \$244 ;
+  reg [40:0] \$2431 ;
+  reg [4:0] \$2432 ;
+  reg [4:0] \$2433 ;
+  reg [4:0] \$2434 ;
+  reg \$2435 ;
+  reg \$2436 ;
+  reg \$2437 ;
+  reg [40:0] \$2438 ;
+  reg [40:0] \$2439 ;
+  wire [42:0] \$244 ;
   reg \$2440 ;
-  reg \$2441 ;
+  reg [40:0] \$2441 ;
   reg [40:0] \$2442 ;
-  reg [40:0] \$2443 ;
-  reg \$2444 ;
+  reg [45:0] \$2443 ;
+  reg [45:0] \$2444 ;
   reg [4:0] \$2445 ;
-  reg [40:0] \$2446 ;
+  reg [4:0] \$2446 ;
   reg [4:0] \$2447 ;
   reg \$2448 ;
   reg \$2449 ;
-  wire \$245 ;
-  reg [40:0] \$2450 ;
+  wire [41:0] \$245 ;
+  reg \$2450 ;
   reg [40:0] \$2451 ;
-  reg [4:0] \$2452 ;
-  reg [40:0] \$2453 ;
-  reg [20:0] \$2454 ;
-  reg \$2455 ;
-  reg \$2456 ;
-  reg [4:0] \$2457 ;
-  reg [61:0] \$2458 ;
-  reg [61:0] \$2459 ;
-  wire \$246 ;
-  reg [61:0] \$2460 ;
-  reg \$2461 ;
-  reg \$2462 ;
-  reg [4:0] \$2463 ;
-  reg [41:0] \$2464 ;
-  reg [41:0] \$2465 ;
-  reg [41:0] \$2466 ;
-  reg \$2467 ;
-  reg \$2468 ;
-  reg [4:0] \$2469 ;
-  wire \$247 ;
-  reg [41:0] \$2470 ;
-  reg [41:0] \$2471 ;
-  reg [41:0] \$2472 ;
+  reg [40:0] \$2452 ;
+  reg \$2453 ;
+  reg [4:0] \$2454 ;
+  reg [40:0] \$2455 ;
+  reg [4:0] \$2456 ;
+  reg \$2457 ;
+  reg \$2458 ;
+  reg [40:0] \$2459 ;
+  wire [42:0] \$246 ;
+  reg [40:0] \$2460 ;
+  reg [4:0] \$2461 ;
+  reg [40:0] \$2462 ;
+  reg [20:0] \$2463 ;
+  reg \$2464 ;
+  reg \$2465 ;
+  reg [4:0] \$2466 ;
+  reg [38:0] \$2467 ;
+  reg [38:0] \$2468 ;
+  reg [25:0] \$2469 ;
+  wire [42:0] \$247 ;
+  reg [61:0] \$2470 ;
+  reg [61:0] \$2471 ;
+  reg \$2472 ;
   reg \$2473 ;
-  reg \$2474 ;
-  reg [4:0] \$2475 ;
-  reg [15:0] \$2476 ;
-  reg [15:0] \$2477 ;
-  reg [15:0] \$2478 ;
-  wire \$248 ;
-  wire \$249 ;
+  reg [4:0] \$2474 ;
+  reg [41:0] \$2475 ;
+  reg [41:0] \$2476 ;
+  reg [41:0] \$2477 ;
+  reg \$2478 ;
+  reg \$2479 ;
+  wire [41:0] \$248 ;
+  reg [4:0] \$2480 ;
+  reg [41:0] \$2481 ;
+  reg [41:0] \$2482 ;
+  reg [41:0] \$2483 ;
+  reg \$2484 ;
+  reg \$2485 ;
+  reg [4:0] \$2486 ;
+  reg [15:0] \$2487 ;
+  reg [15:0] \$2488 ;
+  reg [15:0] \$2489 ;
+  wire [42:0] \$249 ;
   wire [5:0] \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
+  wire [42:0] \$250 ;
+  wire [41:0] \$251 ;
+  wire [42:0] \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
@@ -28344,9 +28355,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$563 ;
   wire \$564 ;
   wire \$565 ;
-  wire [6:0] \$566 ;
-  wire [41:0] \$567 ;
-  wire [9:0] \$568 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
   wire \$569 ;
   wire [5:0] \$57 ;
   wire \$570 ;
@@ -28354,9 +28365,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$572 ;
   wire \$573 ;
   wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
+  wire [6:0] \$575 ;
+  wire [41:0] \$576 ;
+  wire [9:0] \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire [5:0] \$58 ;
@@ -28705,8 +28716,8 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$889 ;
   wire [5:0] \$89 ;
   wire \$890 ;
-  wire [6:0] \$891 ;
-  wire [4:0] \$892 ;
+  wire \$891 ;
+  wire \$892 ;
   wire \$893 ;
   wire \$894 ;
   wire \$895 ;
@@ -28716,8 +28727,8 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$899 ;
   wire [44:0] \$9 ;
   wire [5:0] \$90 ;
-  wire \$900 ;
-  wire \$901 ;
+  wire [6:0] \$900 ;
+  wire [4:0] \$901 ;
   wire \$902 ;
   wire \$903 ;
   wire \$904 ;
@@ -28859,8 +28870,8 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   input [40:0] inner_ext;
   wire [40:0] inner_ext;
   wire [41:0] mask;
-  wire [41:0] \mask$150 ;
   wire [41:0] \mask$152 ;
+  wire [41:0] \mask$154 ;
   output [4:0] n_lo;
   reg [4:0] n_lo = 5'h00;
   reg o_tag = 1'h0;
@@ -28943,7 +28954,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg [4:0] s3_nlo = 5'h00;
   reg [40:0] s3_outer = 41'h00000000000;
   reg [61:0] s3_p_in = 62'h0000000000000000;
-  reg [61:0] s3_p_mid = 62'h0000000000000000;
+  reg [38:0] s3_p_mid0 = 39'h0000000000;
+  reg [38:0] s3_p_mid18 = 39'h0000000000;
+  reg [25:0] s3_p_mid36 = 26'h0000000;
   reg [61:0] s3_p_out = 62'h0000000000000000;
   reg s3_q0 = 1'h0;
   reg s3_q1 = 1'h0;
@@ -28971,9 +28984,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s4_q3 = 1'h0;
   reg [46:0] s4_rem = 47'h000000000000;
   reg s4_tag = 1'h0;
-  reg \s4_tag$139  = 1'h0;
+  reg \s4_tag$141  = 1'h0;
   reg s4_valid = 1'h0;
-  reg \s4_valid$138  = 1'h0;
+  reg \s4_valid$140  = 1'h0;
   reg [40:0] s5_a = 41'h00000000000;
   reg [40:0] s5_b = 41'h00000000000;
   reg s5_den_zero = 1'h0;
@@ -28992,9 +29005,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg [41:0] s5_step_mid = 42'h00000000000;
   reg [41:0] s5_step_out = 42'h00000000000;
   reg s5_tag = 1'h0;
-  reg \s5_tag$145  = 1'h0;
+  reg \s5_tag$147  = 1'h0;
   reg s5_valid = 1'h0;
-  reg \s5_valid$144  = 1'h0;
+  reg \s5_valid$146  = 1'h0;
   wire tag;
   input valid;
   wire valid;
@@ -29135,2369 +29148,2377 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$222  = \$220  | \$221 ;
   assign \$223  = p_uok & \$222 ;
   assign \$224  = \$223  ? p_mu : p_nl;
-  assign \$226  = r_ext * r_rec;
-  assign \$227  = r_inner * 16'h8000;
-  assign \$228  = r_outer * 17'h10000;
-  assign \$229  = s3_p_mid + 20'hfffff;
-  assign \$231  = s3_p_in + 20'hfffff;
-  assign \$233  = s3_p_out + 20'hfffff;
-  assign \$235  = s4_c_mid + mask;
-  assign \$236  = ~ mask;
-  assign \$237  = \$235  & { 1'h0, \$236  };
-  assign \$238  = s4_c_in + \mask$150 ;
-  assign \$239  = ~ \mask$150 ;
-  assign \$240  = \$238  & { 1'h0, \$239  };
-  assign \$241  = s4_c_out + \mask$152 ;
-  assign \$242  = ~ \mask$152 ;
-  assign \$243  = \$241  & { 1'h0, \$242  };
-  assign \$244  = | s5_step_mid[41:10];
-  assign \$245  = | s5_step_mid[41:1];
-  assign \$246  = ~ \$245 ;
-  assign \$247  = s5_step_mid[0] & \$246 ;
-  assign \$248  = | s5_step_mid[41:3];
-  assign \$249  = ~ \$248 ;
-  assign \$250  = s5_step_mid[2] & \$249 ;
-  assign \$251  = | s5_step_mid[41:5];
-  assign \$252  = ~ \$251 ;
-  assign \$253  = s5_step_mid[4] & \$252 ;
-  assign \$254  = | s5_step_mid[41:7];
+  assign \$226  = r_ext[17:0] * r_rec;
+  assign \$227  = r_ext[35:18] * r_rec;
+  assign \$228  = r_ext[40:36] * r_rec;
+  assign \$229  = r_inner * 16'h8000;
+  assign \$230  = r_outer * 17'h10000;
+  assign \$232  = 20'hfffff + \$231 ;
+  assign \$234  = \$232  + \$233 ;
+  assign \$236  = \$234  + \$235 ;
+  assign \$239  = 20'hfffff + \$238 ;
+  assign \$242  = 20'hfffff + \$241 ;
+  assign \$244  = s4_c_mid + mask;
+  assign \$245  = ~ mask;
+  assign \$246  = \$244  & { 1'h0, \$245  };
+  assign \$247  = s4_c_in + \mask$152 ;
+  assign \$248  = ~ \mask$152 ;
+  assign \$249  = \$247  & { 1'h0, \$248  };
+  assign \$250  = s4_c_out + \mask$154 ;
+  assign \$251  = ~ \mask$154 ;
+  assign \$252  = \$250  & { 1'h0, \$251  };
+  assign \$253  = | s5_step_mid[41:10];
+  assign \$254  = | s5_step_mid[41:1];
   assign \$255  = ~ \$254 ;
-  assign \$256  = s5_step_mid[6] & \$255 ;
-  assign \$257  = | s5_step_mid[41:9];
+  assign \$256  = s5_step_mid[0] & \$255 ;
+  assign \$257  = | s5_step_mid[41:3];
   assign \$258  = ~ \$257 ;
-  assign \$259  = s5_step_mid[8] & \$258 ;
-  assign \$260  = | s5_step_mid[41:11];
+  assign \$259  = s5_step_mid[2] & \$258 ;
+  assign \$260  = | s5_step_mid[41:5];
   assign \$261  = ~ \$260 ;
-  assign \$262  = s5_step_mid[10] & \$261 ;
-  assign \$263  = | s5_step_mid[41:13];
+  assign \$262  = s5_step_mid[4] & \$261 ;
+  assign \$263  = | s5_step_mid[41:7];
   assign \$264  = ~ \$263 ;
-  assign \$265  = s5_step_mid[12] & \$264 ;
-  assign \$266  = | s5_step_mid[41:15];
+  assign \$265  = s5_step_mid[6] & \$264 ;
+  assign \$266  = | s5_step_mid[41:9];
   assign \$267  = ~ \$266 ;
-  assign \$268  = s5_step_mid[14] & \$267 ;
-  assign \$269  = | s5_step_mid[41:17];
+  assign \$268  = s5_step_mid[8] & \$267 ;
+  assign \$269  = | s5_step_mid[41:11];
   assign \$270  = ~ \$269 ;
-  assign \$271  = s5_step_mid[16] & \$270 ;
-  assign \$272  = | s5_step_mid[41:19];
+  assign \$271  = s5_step_mid[10] & \$270 ;
+  assign \$272  = | s5_step_mid[41:13];
   assign \$273  = ~ \$272 ;
-  assign \$274  = s5_step_mid[18] & \$273 ;
-  assign \$275  = | s5_step_mid[41:21];
+  assign \$274  = s5_step_mid[12] & \$273 ;
+  assign \$275  = | s5_step_mid[41:15];
   assign \$276  = ~ \$275 ;
-  assign \$277  = s5_step_mid[20] & \$276 ;
-  assign \$278  = | s5_step_mid[41:23];
+  assign \$277  = s5_step_mid[14] & \$276 ;
+  assign \$278  = | s5_step_mid[41:17];
   assign \$279  = ~ \$278 ;
-  assign \$280  = s5_step_mid[22] & \$279 ;
-  assign \$281  = | s5_step_mid[41:25];
+  assign \$280  = s5_step_mid[16] & \$279 ;
+  assign \$281  = | s5_step_mid[41:19];
   assign \$282  = ~ \$281 ;
-  assign \$283  = s5_step_mid[24] & \$282 ;
-  assign \$284  = | s5_step_mid[41:27];
+  assign \$283  = s5_step_mid[18] & \$282 ;
+  assign \$284  = | s5_step_mid[41:21];
   assign \$285  = ~ \$284 ;
-  assign \$286  = s5_step_mid[26] & \$285 ;
-  assign \$287  = | s5_step_mid[41:29];
+  assign \$286  = s5_step_mid[20] & \$285 ;
+  assign \$287  = | s5_step_mid[41:23];
   assign \$288  = ~ \$287 ;
-  assign \$289  = s5_step_mid[28] & \$288 ;
-  assign \$290  = | s5_step_mid[41:31];
+  assign \$289  = s5_step_mid[22] & \$288 ;
+  assign \$290  = | s5_step_mid[41:25];
   assign \$291  = ~ \$290 ;
-  assign \$292  = s5_step_mid[30] & \$291 ;
-  assign \$293  = | s5_step_mid[41:33];
+  assign \$292  = s5_step_mid[24] & \$291 ;
+  assign \$293  = | s5_step_mid[41:27];
   assign \$294  = ~ \$293 ;
-  assign \$295  = s5_step_mid[32] & \$294 ;
-  assign \$296  = | s5_step_mid[41:35];
+  assign \$295  = s5_step_mid[26] & \$294 ;
+  assign \$296  = | s5_step_mid[41:29];
   assign \$297  = ~ \$296 ;
-  assign \$298  = s5_step_mid[34] & \$297 ;
-  assign \$299  = | s5_step_mid[41:37];
+  assign \$298  = s5_step_mid[28] & \$297 ;
+  assign \$299  = | s5_step_mid[41:31];
   assign \$300  = ~ \$299 ;
-  assign \$301  = s5_step_mid[36] & \$300 ;
-  assign \$302  = | s5_step_mid[41:39];
+  assign \$301  = s5_step_mid[30] & \$300 ;
+  assign \$302  = | s5_step_mid[41:33];
   assign \$303  = ~ \$302 ;
-  assign \$304  = s5_step_mid[38] & \$303 ;
+  assign \$304  = s5_step_mid[32] & \$303 ;
+  assign \$305  = | s5_step_mid[41:35];
   assign \$306  = ~ \$305 ;
-  assign \$307  = s5_step_mid[40] & \$306 ;
-  assign \$308  = | { \$307 , \$304 , \$301 , \$298 , \$295 , \$292 , \$289 , \$286 , \$283 , \$280 , \$277 , \$274 , \$271 , \$268 , \$265 , \$262 , \$259 , \$256 , \$253 , \$250 , \$247  };
-  assign \$309  = | s5_step_mid[41:2];
-  assign \$310  = ~ \$309 ;
-  assign \$311  = s5_step_mid[1] & \$310 ;
-  assign \$312  = | s5_step_mid[41:3];
-  assign \$313  = ~ \$312 ;
-  assign \$314  = s5_step_mid[2] & \$313 ;
-  assign \$315  = | s5_step_mid[41:6];
-  assign \$316  = ~ \$315 ;
-  assign \$317  = s5_step_mid[5] & \$316 ;
-  assign \$318  = | s5_step_mid[41:7];
+  assign \$307  = s5_step_mid[34] & \$306 ;
+  assign \$308  = | s5_step_mid[41:37];
+  assign \$309  = ~ \$308 ;
+  assign \$310  = s5_step_mid[36] & \$309 ;
+  assign \$311  = | s5_step_mid[41:39];
+  assign \$312  = ~ \$311 ;
+  assign \$313  = s5_step_mid[38] & \$312 ;
+  assign \$315  = ~ \$314 ;
+  assign \$316  = s5_step_mid[40] & \$315 ;
+  assign \$317  = | { \$316 , \$313 , \$310 , \$307 , \$304 , \$301 , \$298 , \$295 , \$292 , \$289 , \$286 , \$283 , \$280 , \$277 , \$274 , \$271 , \$268 , \$265 , \$262 , \$259 , \$256  };
+  assign \$318  = | s5_step_mid[41:2];
   assign \$319  = ~ \$318 ;
-  assign \$320  = s5_step_mid[6] & \$319 ;
-  assign \$321  = | s5_step_mid[41:10];
+  assign \$320  = s5_step_mid[1] & \$319 ;
+  assign \$321  = | s5_step_mid[41:3];
   assign \$322  = ~ \$321 ;
-  assign \$323  = s5_step_mid[9] & \$322 ;
-  assign \$324  = | s5_step_mid[41:11];
+  assign \$323  = s5_step_mid[2] & \$322 ;
+  assign \$324  = | s5_step_mid[41:6];
   assign \$325  = ~ \$324 ;
-  assign \$326  = s5_step_mid[10] & \$325 ;
-  assign \$327  = | s5_step_mid[41:14];
+  assign \$326  = s5_step_mid[5] & \$325 ;
+  assign \$327  = | s5_step_mid[41:7];
   assign \$328  = ~ \$327 ;
-  assign \$329  = s5_step_mid[13] & \$328 ;
-  assign \$330  = | s5_step_mid[41:15];
+  assign \$329  = s5_step_mid[6] & \$328 ;
+  assign \$330  = | s5_step_mid[41:10];
   assign \$331  = ~ \$330 ;
-  assign \$332  = s5_step_mid[14] & \$331 ;
-  assign \$333  = | s5_step_mid[41:18];
+  assign \$332  = s5_step_mid[9] & \$331 ;
+  assign \$333  = | s5_step_mid[41:11];
   assign \$334  = ~ \$333 ;
-  assign \$335  = s5_step_mid[17] & \$334 ;
-  assign \$336  = | s5_step_mid[41:19];
+  assign \$335  = s5_step_mid[10] & \$334 ;
+  assign \$336  = | s5_step_mid[41:14];
   assign \$337  = ~ \$336 ;
-  assign \$338  = s5_step_mid[18] & \$337 ;
-  assign \$339  = | s5_step_mid[41:22];
+  assign \$338  = s5_step_mid[13] & \$337 ;
+  assign \$339  = | s5_step_mid[41:15];
   assign \$340  = ~ \$339 ;
-  assign \$341  = s5_step_mid[21] & \$340 ;
-  assign \$342  = | s5_step_mid[41:23];
+  assign \$341  = s5_step_mid[14] & \$340 ;
+  assign \$342  = | s5_step_mid[41:18];
   assign \$343  = ~ \$342 ;
-  assign \$344  = s5_step_mid[22] & \$343 ;
-  assign \$345  = | s5_step_mid[41:26];
+  assign \$344  = s5_step_mid[17] & \$343 ;
+  assign \$345  = | s5_step_mid[41:19];
   assign \$346  = ~ \$345 ;
-  assign \$347  = s5_step_mid[25] & \$346 ;
-  assign \$348  = | s5_step_mid[41:27];
+  assign \$347  = s5_step_mid[18] & \$346 ;
+  assign \$348  = | s5_step_mid[41:22];
   assign \$349  = ~ \$348 ;
-  assign \$350  = s5_step_mid[26] & \$349 ;
-  assign \$351  = | s5_step_mid[41:30];
+  assign \$350  = s5_step_mid[21] & \$349 ;
+  assign \$351  = | s5_step_mid[41:23];
   assign \$352  = ~ \$351 ;
-  assign \$353  = s5_step_mid[29] & \$352 ;
-  assign \$354  = | s5_step_mid[41:31];
+  assign \$353  = s5_step_mid[22] & \$352 ;
+  assign \$354  = | s5_step_mid[41:26];
   assign \$355  = ~ \$354 ;
-  assign \$356  = s5_step_mid[30] & \$355 ;
-  assign \$357  = | s5_step_mid[41:34];
+  assign \$356  = s5_step_mid[25] & \$355 ;
+  assign \$357  = | s5_step_mid[41:27];
   assign \$358  = ~ \$357 ;
-  assign \$359  = s5_step_mid[33] & \$358 ;
-  assign \$360  = | s5_step_mid[41:35];
+  assign \$359  = s5_step_mid[26] & \$358 ;
+  assign \$360  = | s5_step_mid[41:30];
   assign \$361  = ~ \$360 ;
-  assign \$362  = s5_step_mid[34] & \$361 ;
-  assign \$363  = | s5_step_mid[41:38];
+  assign \$362  = s5_step_mid[29] & \$361 ;
+  assign \$363  = | s5_step_mid[41:31];
   assign \$364  = ~ \$363 ;
-  assign \$365  = s5_step_mid[37] & \$364 ;
-  assign \$366  = | s5_step_mid[41:39];
+  assign \$365  = s5_step_mid[30] & \$364 ;
+  assign \$366  = | s5_step_mid[41:34];
   assign \$367  = ~ \$366 ;
-  assign \$368  = s5_step_mid[38] & \$367 ;
-  assign \$369  = | { s5_step_mid[41], \$368 , \$365 , \$362 , \$359 , \$356 , \$353 , \$350 , \$347 , \$344 , \$341 , \$338 , \$335 , \$332 , \$329 , \$326 , \$323 , \$320 , \$317 , \$314 , \$311  };
-  assign \$370  = | s5_step_mid[41:4];
-  assign \$371  = ~ \$370 ;
-  assign \$372  = s5_step_mid[3] & \$371 ;
-  assign \$373  = | s5_step_mid[41:5];
-  assign \$374  = ~ \$373 ;
-  assign \$375  = s5_step_mid[4] & \$374 ;
-  assign \$376  = | s5_step_mid[41:6];
-  assign \$377  = ~ \$376 ;
-  assign \$378  = s5_step_mid[5] & \$377 ;
-  assign \$379  = | s5_step_mid[41:7];
+  assign \$368  = s5_step_mid[33] & \$367 ;
+  assign \$369  = | s5_step_mid[41:35];
+  assign \$370  = ~ \$369 ;
+  assign \$371  = s5_step_mid[34] & \$370 ;
+  assign \$372  = | s5_step_mid[41:38];
+  assign \$373  = ~ \$372 ;
+  assign \$374  = s5_step_mid[37] & \$373 ;
+  assign \$375  = | s5_step_mid[41:39];
+  assign \$376  = ~ \$375 ;
+  assign \$377  = s5_step_mid[38] & \$376 ;
+  assign \$378  = | { s5_step_mid[41], \$377 , \$374 , \$371 , \$368 , \$365 , \$362 , \$359 , \$356 , \$353 , \$350 , \$347 , \$344 , \$341 , \$338 , \$335 , \$332 , \$329 , \$326 , \$323 , \$320  };
+  assign \$379  = | s5_step_mid[41:4];
   assign \$380  = ~ \$379 ;
-  assign \$381  = s5_step_mid[6] & \$380 ;
-  assign \$382  = | s5_step_mid[41:12];
+  assign \$381  = s5_step_mid[3] & \$380 ;
+  assign \$382  = | s5_step_mid[41:5];
   assign \$383  = ~ \$382 ;
-  assign \$384  = s5_step_mid[11] & \$383 ;
-  assign \$385  = | s5_step_mid[41:13];
+  assign \$384  = s5_step_mid[4] & \$383 ;
+  assign \$385  = | s5_step_mid[41:6];
   assign \$386  = ~ \$385 ;
-  assign \$387  = s5_step_mid[12] & \$386 ;
-  assign \$388  = | s5_step_mid[41:14];
+  assign \$387  = s5_step_mid[5] & \$386 ;
+  assign \$388  = | s5_step_mid[41:7];
   assign \$389  = ~ \$388 ;
-  assign \$390  = s5_step_mid[13] & \$389 ;
-  assign \$391  = | s5_step_mid[41:15];
+  assign \$390  = s5_step_mid[6] & \$389 ;
+  assign \$391  = | s5_step_mid[41:12];
   assign \$392  = ~ \$391 ;
-  assign \$393  = s5_step_mid[14] & \$392 ;
-  assign \$394  = | s5_step_mid[41:20];
+  assign \$393  = s5_step_mid[11] & \$392 ;
+  assign \$394  = | s5_step_mid[41:13];
   assign \$395  = ~ \$394 ;
-  assign \$396  = s5_step_mid[19] & \$395 ;
-  assign \$397  = | s5_step_mid[41:21];
+  assign \$396  = s5_step_mid[12] & \$395 ;
+  assign \$397  = | s5_step_mid[41:14];
   assign \$398  = ~ \$397 ;
-  assign \$399  = s5_step_mid[20] & \$398 ;
-  assign \$400  = | s5_step_mid[41:22];
+  assign \$399  = s5_step_mid[13] & \$398 ;
+  assign \$400  = | s5_step_mid[41:15];
   assign \$401  = ~ \$400 ;
-  assign \$402  = s5_step_mid[21] & \$401 ;
-  assign \$403  = | s5_step_mid[41:23];
+  assign \$402  = s5_step_mid[14] & \$401 ;
+  assign \$403  = | s5_step_mid[41:20];
   assign \$404  = ~ \$403 ;
-  assign \$405  = s5_step_mid[22] & \$404 ;
-  assign \$406  = | s5_step_mid[41:28];
+  assign \$405  = s5_step_mid[19] & \$404 ;
+  assign \$406  = | s5_step_mid[41:21];
   assign \$407  = ~ \$406 ;
-  assign \$408  = s5_step_mid[27] & \$407 ;
-  assign \$409  = | s5_step_mid[41:29];
+  assign \$408  = s5_step_mid[20] & \$407 ;
+  assign \$409  = | s5_step_mid[41:22];
   assign \$410  = ~ \$409 ;
-  assign \$411  = s5_step_mid[28] & \$410 ;
-  assign \$412  = | s5_step_mid[41:30];
+  assign \$411  = s5_step_mid[21] & \$410 ;
+  assign \$412  = | s5_step_mid[41:23];
   assign \$413  = ~ \$412 ;
-  assign \$414  = s5_step_mid[29] & \$413 ;
-  assign \$415  = | s5_step_mid[41:31];
+  assign \$414  = s5_step_mid[22] & \$413 ;
+  assign \$415  = | s5_step_mid[41:28];
   assign \$416  = ~ \$415 ;
-  assign \$417  = s5_step_mid[30] & \$416 ;
-  assign \$418  = | s5_step_mid[41:36];
+  assign \$417  = s5_step_mid[27] & \$416 ;
+  assign \$418  = | s5_step_mid[41:29];
   assign \$419  = ~ \$418 ;
-  assign \$420  = s5_step_mid[35] & \$419 ;
-  assign \$421  = | s5_step_mid[41:37];
+  assign \$420  = s5_step_mid[28] & \$419 ;
+  assign \$421  = | s5_step_mid[41:30];
   assign \$422  = ~ \$421 ;
-  assign \$423  = s5_step_mid[36] & \$422 ;
-  assign \$424  = | s5_step_mid[41:38];
+  assign \$423  = s5_step_mid[29] & \$422 ;
+  assign \$424  = | s5_step_mid[41:31];
   assign \$425  = ~ \$424 ;
-  assign \$426  = s5_step_mid[37] & \$425 ;
-  assign \$427  = | s5_step_mid[41:39];
+  assign \$426  = s5_step_mid[30] & \$425 ;
+  assign \$427  = | s5_step_mid[41:36];
   assign \$428  = ~ \$427 ;
-  assign \$429  = s5_step_mid[38] & \$428 ;
-  assign \$430  = | { \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393 , \$390 , \$387 , \$384 , \$381 , \$378 , \$375 , \$372  };
-  assign \$431  = | s5_step_mid[41:8];
-  assign \$432  = ~ \$431 ;
-  assign \$433  = s5_step_mid[7] & \$432 ;
-  assign \$434  = | s5_step_mid[41:9];
-  assign \$435  = ~ \$434 ;
-  assign \$436  = s5_step_mid[8] & \$435 ;
-  assign \$437  = | s5_step_mid[41:10];
-  assign \$438  = ~ \$437 ;
-  assign \$439  = s5_step_mid[9] & \$438 ;
-  assign \$440  = | s5_step_mid[41:11];
+  assign \$429  = s5_step_mid[35] & \$428 ;
+  assign \$430  = | s5_step_mid[41:37];
+  assign \$431  = ~ \$430 ;
+  assign \$432  = s5_step_mid[36] & \$431 ;
+  assign \$433  = | s5_step_mid[41:38];
+  assign \$434  = ~ \$433 ;
+  assign \$435  = s5_step_mid[37] & \$434 ;
+  assign \$436  = | s5_step_mid[41:39];
+  assign \$437  = ~ \$436 ;
+  assign \$438  = s5_step_mid[38] & \$437 ;
+  assign \$439  = | { \$438 , \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393 , \$390 , \$387 , \$384 , \$381  };
+  assign \$440  = | s5_step_mid[41:8];
   assign \$441  = ~ \$440 ;
-  assign \$442  = s5_step_mid[10] & \$441 ;
-  assign \$443  = | s5_step_mid[41:12];
+  assign \$442  = s5_step_mid[7] & \$441 ;
+  assign \$443  = | s5_step_mid[41:9];
   assign \$444  = ~ \$443 ;
-  assign \$445  = s5_step_mid[11] & \$444 ;
-  assign \$446  = | s5_step_mid[41:13];
+  assign \$445  = s5_step_mid[8] & \$444 ;
+  assign \$446  = | s5_step_mid[41:10];
   assign \$447  = ~ \$446 ;
-  assign \$448  = s5_step_mid[12] & \$447 ;
-  assign \$449  = | s5_step_mid[41:14];
+  assign \$448  = s5_step_mid[9] & \$447 ;
+  assign \$449  = | s5_step_mid[41:11];
   assign \$450  = ~ \$449 ;
-  assign \$451  = s5_step_mid[13] & \$450 ;
-  assign \$452  = | s5_step_mid[41:15];
+  assign \$451  = s5_step_mid[10] & \$450 ;
+  assign \$452  = | s5_step_mid[41:12];
   assign \$453  = ~ \$452 ;
-  assign \$454  = s5_step_mid[14] & \$453 ;
-  assign \$455  = | s5_step_mid[41:24];
+  assign \$454  = s5_step_mid[11] & \$453 ;
+  assign \$455  = | s5_step_mid[41:13];
   assign \$456  = ~ \$455 ;
-  assign \$457  = s5_step_mid[23] & \$456 ;
-  assign \$458  = | s5_step_mid[41:25];
+  assign \$457  = s5_step_mid[12] & \$456 ;
+  assign \$458  = | s5_step_mid[41:14];
   assign \$459  = ~ \$458 ;
-  assign \$460  = s5_step_mid[24] & \$459 ;
-  assign \$461  = | s5_step_mid[41:26];
+  assign \$460  = s5_step_mid[13] & \$459 ;
+  assign \$461  = | s5_step_mid[41:15];
   assign \$462  = ~ \$461 ;
-  assign \$463  = s5_step_mid[25] & \$462 ;
-  assign \$464  = | s5_step_mid[41:27];
+  assign \$463  = s5_step_mid[14] & \$462 ;
+  assign \$464  = | s5_step_mid[41:24];
   assign \$465  = ~ \$464 ;
-  assign \$466  = s5_step_mid[26] & \$465 ;
-  assign \$467  = | s5_step_mid[41:28];
+  assign \$466  = s5_step_mid[23] & \$465 ;
+  assign \$467  = | s5_step_mid[41:25];
   assign \$468  = ~ \$467 ;
-  assign \$469  = s5_step_mid[27] & \$468 ;
-  assign \$470  = | s5_step_mid[41:29];
+  assign \$469  = s5_step_mid[24] & \$468 ;
+  assign \$470  = | s5_step_mid[41:26];
   assign \$471  = ~ \$470 ;
-  assign \$472  = s5_step_mid[28] & \$471 ;
-  assign \$473  = | s5_step_mid[41:30];
+  assign \$472  = s5_step_mid[25] & \$471 ;
+  assign \$473  = | s5_step_mid[41:27];
   assign \$474  = ~ \$473 ;
-  assign \$475  = s5_step_mid[29] & \$474 ;
-  assign \$476  = | s5_step_mid[41:31];
+  assign \$475  = s5_step_mid[26] & \$474 ;
+  assign \$476  = | s5_step_mid[41:28];
   assign \$477  = ~ \$476 ;
-  assign \$478  = s5_step_mid[30] & \$477 ;
-  assign \$479  = | s5_step_mid[41:40];
+  assign \$478  = s5_step_mid[27] & \$477 ;
+  assign \$479  = | s5_step_mid[41:29];
   assign \$480  = ~ \$479 ;
-  assign \$481  = s5_step_mid[39] & \$480 ;
+  assign \$481  = s5_step_mid[28] & \$480 ;
+  assign \$482  = | s5_step_mid[41:30];
   assign \$483  = ~ \$482 ;
-  assign \$484  = s5_step_mid[40] & \$483 ;
-  assign \$485  = | { s5_step_mid[41], \$484 , \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439 , \$436 , \$433  };
-  assign \$486  = | s5_step_mid[41:16];
-  assign \$487  = ~ \$486 ;
-  assign \$488  = s5_step_mid[15] & \$487 ;
-  assign \$489  = | s5_step_mid[41:17];
-  assign \$490  = ~ \$489 ;
-  assign \$491  = s5_step_mid[16] & \$490 ;
-  assign \$492  = | s5_step_mid[41:18];
-  assign \$493  = ~ \$492 ;
-  assign \$494  = s5_step_mid[17] & \$493 ;
-  assign \$495  = | s5_step_mid[41:19];
+  assign \$484  = s5_step_mid[29] & \$483 ;
+  assign \$485  = | s5_step_mid[41:31];
+  assign \$486  = ~ \$485 ;
+  assign \$487  = s5_step_mid[30] & \$486 ;
+  assign \$488  = | s5_step_mid[41:40];
+  assign \$489  = ~ \$488 ;
+  assign \$490  = s5_step_mid[39] & \$489 ;
+  assign \$492  = ~ \$491 ;
+  assign \$493  = s5_step_mid[40] & \$492 ;
+  assign \$494  = | { s5_step_mid[41], \$493 , \$490 , \$487 , \$484 , \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442  };
+  assign \$495  = | s5_step_mid[41:16];
   assign \$496  = ~ \$495 ;
-  assign \$497  = s5_step_mid[18] & \$496 ;
-  assign \$498  = | s5_step_mid[41:20];
+  assign \$497  = s5_step_mid[15] & \$496 ;
+  assign \$498  = | s5_step_mid[41:17];
   assign \$499  = ~ \$498 ;
-  assign \$500  = s5_step_mid[19] & \$499 ;
-  assign \$501  = | s5_step_mid[41:21];
+  assign \$500  = s5_step_mid[16] & \$499 ;
+  assign \$501  = | s5_step_mid[41:18];
   assign \$502  = ~ \$501 ;
-  assign \$503  = s5_step_mid[20] & \$502 ;
-  assign \$504  = | s5_step_mid[41:22];
+  assign \$503  = s5_step_mid[17] & \$502 ;
+  assign \$504  = | s5_step_mid[41:19];
   assign \$505  = ~ \$504 ;
-  assign \$506  = s5_step_mid[21] & \$505 ;
-  assign \$507  = | s5_step_mid[41:23];
+  assign \$506  = s5_step_mid[18] & \$505 ;
+  assign \$507  = | s5_step_mid[41:20];
   assign \$508  = ~ \$507 ;
-  assign \$509  = s5_step_mid[22] & \$508 ;
-  assign \$510  = | s5_step_mid[41:24];
+  assign \$509  = s5_step_mid[19] & \$508 ;
+  assign \$510  = | s5_step_mid[41:21];
   assign \$511  = ~ \$510 ;
-  assign \$512  = s5_step_mid[23] & \$511 ;
-  assign \$513  = | s5_step_mid[41:25];
+  assign \$512  = s5_step_mid[20] & \$511 ;
+  assign \$513  = | s5_step_mid[41:22];
   assign \$514  = ~ \$513 ;
-  assign \$515  = s5_step_mid[24] & \$514 ;
-  assign \$516  = | s5_step_mid[41:26];
+  assign \$515  = s5_step_mid[21] & \$514 ;
+  assign \$516  = | s5_step_mid[41:23];
   assign \$517  = ~ \$516 ;
-  assign \$518  = s5_step_mid[25] & \$517 ;
-  assign \$519  = | s5_step_mid[41:27];
+  assign \$518  = s5_step_mid[22] & \$517 ;
+  assign \$519  = | s5_step_mid[41:24];
   assign \$520  = ~ \$519 ;
-  assign \$521  = s5_step_mid[26] & \$520 ;
-  assign \$522  = | s5_step_mid[41:28];
+  assign \$521  = s5_step_mid[23] & \$520 ;
+  assign \$522  = | s5_step_mid[41:25];
   assign \$523  = ~ \$522 ;
-  assign \$524  = s5_step_mid[27] & \$523 ;
-  assign \$525  = | s5_step_mid[41:29];
+  assign \$524  = s5_step_mid[24] & \$523 ;
+  assign \$525  = | s5_step_mid[41:26];
   assign \$526  = ~ \$525 ;
-  assign \$527  = s5_step_mid[28] & \$526 ;
-  assign \$528  = | s5_step_mid[41:30];
+  assign \$527  = s5_step_mid[25] & \$526 ;
+  assign \$528  = | s5_step_mid[41:27];
   assign \$529  = ~ \$528 ;
-  assign \$530  = s5_step_mid[29] & \$529 ;
-  assign \$531  = | s5_step_mid[41:31];
+  assign \$530  = s5_step_mid[26] & \$529 ;
+  assign \$531  = | s5_step_mid[41:28];
   assign \$532  = ~ \$531 ;
-  assign \$533  = s5_step_mid[30] & \$532 ;
-  assign \$534  = | { \$533 , \$530 , \$527 , \$524 , \$521 , \$518 , \$515 , \$512 , \$509 , \$506 , \$503 , \$500 , \$497 , \$494 , \$491 , \$488  };
-  assign \$535  = | s5_step_mid[41:32];
-  assign \$536  = ~ \$535 ;
-  assign \$537  = s5_step_mid[31] & \$536 ;
-  assign \$538  = | s5_step_mid[41:33];
-  assign \$539  = ~ \$538 ;
-  assign \$540  = s5_step_mid[32] & \$539 ;
-  assign \$541  = | s5_step_mid[41:34];
-  assign \$542  = ~ \$541 ;
-  assign \$543  = s5_step_mid[33] & \$542 ;
-  assign \$544  = | s5_step_mid[41:35];
+  assign \$533  = s5_step_mid[27] & \$532 ;
+  assign \$534  = | s5_step_mid[41:29];
+  assign \$535  = ~ \$534 ;
+  assign \$536  = s5_step_mid[28] & \$535 ;
+  assign \$537  = | s5_step_mid[41:30];
+  assign \$538  = ~ \$537 ;
+  assign \$539  = s5_step_mid[29] & \$538 ;
+  assign \$540  = | s5_step_mid[41:31];
+  assign \$541  = ~ \$540 ;
+  assign \$542  = s5_step_mid[30] & \$541 ;
+  assign \$543  = | { \$542 , \$539 , \$536 , \$533 , \$530 , \$527 , \$524 , \$521 , \$518 , \$515 , \$512 , \$509 , \$506 , \$503 , \$500 , \$497  };
+  assign \$544  = | s5_step_mid[41:32];
   assign \$545  = ~ \$544 ;
-  assign \$546  = s5_step_mid[34] & \$545 ;
-  assign \$547  = | s5_step_mid[41:36];
+  assign \$546  = s5_step_mid[31] & \$545 ;
+  assign \$547  = | s5_step_mid[41:33];
   assign \$548  = ~ \$547 ;
-  assign \$549  = s5_step_mid[35] & \$548 ;
-  assign \$550  = | s5_step_mid[41:37];
+  assign \$549  = s5_step_mid[32] & \$548 ;
+  assign \$550  = | s5_step_mid[41:34];
   assign \$551  = ~ \$550 ;
-  assign \$552  = s5_step_mid[36] & \$551 ;
-  assign \$553  = | s5_step_mid[41:38];
+  assign \$552  = s5_step_mid[33] & \$551 ;
+  assign \$553  = | s5_step_mid[41:35];
   assign \$554  = ~ \$553 ;
-  assign \$555  = s5_step_mid[37] & \$554 ;
-  assign \$556  = | s5_step_mid[41:39];
+  assign \$555  = s5_step_mid[34] & \$554 ;
+  assign \$556  = | s5_step_mid[41:36];
   assign \$557  = ~ \$556 ;
-  assign \$558  = s5_step_mid[38] & \$557 ;
-  assign \$559  = | s5_step_mid[41:40];
+  assign \$558  = s5_step_mid[35] & \$557 ;
+  assign \$559  = | s5_step_mid[41:37];
   assign \$560  = ~ \$559 ;
-  assign \$561  = s5_step_mid[39] & \$560 ;
+  assign \$561  = s5_step_mid[36] & \$560 ;
+  assign \$562  = | s5_step_mid[41:38];
   assign \$563  = ~ \$562 ;
-  assign \$564  = s5_step_mid[40] & \$563 ;
-  assign \$565  = | { s5_step_mid[41], \$564 , \$561 , \$558 , \$555 , \$552 , \$549 , \$546 , \$543 , \$540 , \$537  };
-  assign \$566  = { \$565 , \$534 , \$485 , \$430 , \$369 , \$308  } - 4'hb;
-  assign \$567  = s5_step_mid >> \$566 [5:0];
-  assign \$568  = \$244  ? \$567 [9:0] : s5_step_mid[9:0];
-  assign \$569  = | s5_step_mid[41:10];
-  assign \$570  = | s5_step_mid[41:1];
-  assign \$571  = ~ \$570 ;
-  assign \$572  = s5_step_mid[0] & \$571 ;
-  assign \$573  = | s5_step_mid[41:3];
-  assign \$574  = ~ \$573 ;
-  assign \$575  = s5_step_mid[2] & \$574 ;
-  assign \$576  = | s5_step_mid[41:5];
-  assign \$577  = ~ \$576 ;
-  assign \$578  = s5_step_mid[4] & \$577 ;
-  assign \$579  = | s5_step_mid[41:7];
+  assign \$564  = s5_step_mid[37] & \$563 ;
+  assign \$565  = | s5_step_mid[41:39];
+  assign \$566  = ~ \$565 ;
+  assign \$567  = s5_step_mid[38] & \$566 ;
+  assign \$568  = | s5_step_mid[41:40];
+  assign \$569  = ~ \$568 ;
+  assign \$570  = s5_step_mid[39] & \$569 ;
+  assign \$572  = ~ \$571 ;
+  assign \$573  = s5_step_mid[40] & \$572 ;
+  assign \$574  = | { s5_step_mid[41], \$573 , \$570 , \$567 , \$564 , \$561 , \$558 , \$555 , \$552 , \$549 , \$546  };
+  assign \$575  = { \$574 , \$543 , \$494 , \$439 , \$378 , \$317  } - 4'hb;
+  assign \$576  = s5_step_mid >> \$575 [5:0];
+  assign \$577  = \$253  ? \$576 [9:0] : s5_step_mid[9:0];
+  assign \$578  = | s5_step_mid[41:10];
+  assign \$579  = | s5_step_mid[41:1];
   assign \$580  = ~ \$579 ;
-  assign \$581  = s5_step_mid[6] & \$580 ;
-  assign \$582  = | s5_step_mid[41:9];
+  assign \$581  = s5_step_mid[0] & \$580 ;
+  assign \$582  = | s5_step_mid[41:3];
   assign \$583  = ~ \$582 ;
-  assign \$584  = s5_step_mid[8] & \$583 ;
-  assign \$585  = | s5_step_mid[41:11];
+  assign \$584  = s5_step_mid[2] & \$583 ;
+  assign \$585  = | s5_step_mid[41:5];
   assign \$586  = ~ \$585 ;
-  assign \$587  = s5_step_mid[10] & \$586 ;
-  assign \$588  = | s5_step_mid[41:13];
+  assign \$587  = s5_step_mid[4] & \$586 ;
+  assign \$588  = | s5_step_mid[41:7];
   assign \$589  = ~ \$588 ;
-  assign \$590  = s5_step_mid[12] & \$589 ;
-  assign \$591  = | s5_step_mid[41:15];
+  assign \$590  = s5_step_mid[6] & \$589 ;
+  assign \$591  = | s5_step_mid[41:9];
   assign \$592  = ~ \$591 ;
-  assign \$593  = s5_step_mid[14] & \$592 ;
-  assign \$594  = | s5_step_mid[41:17];
+  assign \$593  = s5_step_mid[8] & \$592 ;
+  assign \$594  = | s5_step_mid[41:11];
   assign \$595  = ~ \$594 ;
-  assign \$596  = s5_step_mid[16] & \$595 ;
-  assign \$597  = | s5_step_mid[41:19];
+  assign \$596  = s5_step_mid[10] & \$595 ;
+  assign \$597  = | s5_step_mid[41:13];
   assign \$598  = ~ \$597 ;
-  assign \$599  = s5_step_mid[18] & \$598 ;
-  assign \$600  = | s5_step_mid[41:21];
+  assign \$599  = s5_step_mid[12] & \$598 ;
+  assign \$600  = | s5_step_mid[41:15];
   assign \$601  = ~ \$600 ;
-  assign \$602  = s5_step_mid[20] & \$601 ;
-  assign \$603  = | s5_step_mid[41:23];
+  assign \$602  = s5_step_mid[14] & \$601 ;
+  assign \$603  = | s5_step_mid[41:17];
   assign \$604  = ~ \$603 ;
-  assign \$605  = s5_step_mid[22] & \$604 ;
-  assign \$606  = | s5_step_mid[41:25];
+  assign \$605  = s5_step_mid[16] & \$604 ;
+  assign \$606  = | s5_step_mid[41:19];
   assign \$607  = ~ \$606 ;
-  assign \$608  = s5_step_mid[24] & \$607 ;
-  assign \$609  = | s5_step_mid[41:27];
+  assign \$608  = s5_step_mid[18] & \$607 ;
+  assign \$609  = | s5_step_mid[41:21];
   assign \$610  = ~ \$609 ;
-  assign \$611  = s5_step_mid[26] & \$610 ;
-  assign \$612  = | s5_step_mid[41:29];
+  assign \$611  = s5_step_mid[20] & \$610 ;
+  assign \$612  = | s5_step_mid[41:23];
   assign \$613  = ~ \$612 ;
-  assign \$614  = s5_step_mid[28] & \$613 ;
-  assign \$615  = | s5_step_mid[41:31];
+  assign \$614  = s5_step_mid[22] & \$613 ;
+  assign \$615  = | s5_step_mid[41:25];
   assign \$616  = ~ \$615 ;
-  assign \$617  = s5_step_mid[30] & \$616 ;
-  assign \$618  = | s5_step_mid[41:33];
+  assign \$617  = s5_step_mid[24] & \$616 ;
+  assign \$618  = | s5_step_mid[41:27];
   assign \$619  = ~ \$618 ;
-  assign \$620  = s5_step_mid[32] & \$619 ;
-  assign \$621  = | s5_step_mid[41:35];
+  assign \$620  = s5_step_mid[26] & \$619 ;
+  assign \$621  = | s5_step_mid[41:29];
   assign \$622  = ~ \$621 ;
-  assign \$623  = s5_step_mid[34] & \$622 ;
-  assign \$624  = | s5_step_mid[41:37];
+  assign \$623  = s5_step_mid[28] & \$622 ;
+  assign \$624  = | s5_step_mid[41:31];
   assign \$625  = ~ \$624 ;
-  assign \$626  = s5_step_mid[36] & \$625 ;
-  assign \$627  = | s5_step_mid[41:39];
+  assign \$626  = s5_step_mid[30] & \$625 ;
+  assign \$627  = | s5_step_mid[41:33];
   assign \$628  = ~ \$627 ;
-  assign \$629  = s5_step_mid[38] & \$628 ;
+  assign \$629  = s5_step_mid[32] & \$628 ;
+  assign \$630  = | s5_step_mid[41:35];
   assign \$631  = ~ \$630 ;
-  assign \$632  = s5_step_mid[40] & \$631 ;
-  assign \$633  = | { \$632 , \$629 , \$626 , \$623 , \$620 , \$617 , \$614 , \$611 , \$608 , \$605 , \$602 , \$599 , \$596 , \$593 , \$590 , \$587 , \$584 , \$581 , \$578 , \$575 , \$572  };
-  assign \$634  = | s5_step_mid[41:2];
-  assign \$635  = ~ \$634 ;
-  assign \$636  = s5_step_mid[1] & \$635 ;
-  assign \$637  = | s5_step_mid[41:3];
-  assign \$638  = ~ \$637 ;
-  assign \$639  = s5_step_mid[2] & \$638 ;
-  assign \$640  = | s5_step_mid[41:6];
-  assign \$641  = ~ \$640 ;
-  assign \$642  = s5_step_mid[5] & \$641 ;
-  assign \$643  = | s5_step_mid[41:7];
+  assign \$632  = s5_step_mid[34] & \$631 ;
+  assign \$633  = | s5_step_mid[41:37];
+  assign \$634  = ~ \$633 ;
+  assign \$635  = s5_step_mid[36] & \$634 ;
+  assign \$636  = | s5_step_mid[41:39];
+  assign \$637  = ~ \$636 ;
+  assign \$638  = s5_step_mid[38] & \$637 ;
+  assign \$640  = ~ \$639 ;
+  assign \$641  = s5_step_mid[40] & \$640 ;
+  assign \$642  = | { \$641 , \$638 , \$635 , \$632 , \$629 , \$626 , \$623 , \$620 , \$617 , \$614 , \$611 , \$608 , \$605 , \$602 , \$599 , \$596 , \$593 , \$590 , \$587 , \$584 , \$581  };
+  assign \$643  = | s5_step_mid[41:2];
   assign \$644  = ~ \$643 ;
-  assign \$645  = s5_step_mid[6] & \$644 ;
-  assign \$646  = | s5_step_mid[41:10];
+  assign \$645  = s5_step_mid[1] & \$644 ;
+  assign \$646  = | s5_step_mid[41:3];
   assign \$647  = ~ \$646 ;
-  assign \$648  = s5_step_mid[9] & \$647 ;
-  assign \$649  = | s5_step_mid[41:11];
+  assign \$648  = s5_step_mid[2] & \$647 ;
+  assign \$649  = | s5_step_mid[41:6];
   assign \$650  = ~ \$649 ;
-  assign \$651  = s5_step_mid[10] & \$650 ;
-  assign \$652  = | s5_step_mid[41:14];
+  assign \$651  = s5_step_mid[5] & \$650 ;
+  assign \$652  = | s5_step_mid[41:7];
   assign \$653  = ~ \$652 ;
-  assign \$654  = s5_step_mid[13] & \$653 ;
-  assign \$655  = | s5_step_mid[41:15];
+  assign \$654  = s5_step_mid[6] & \$653 ;
+  assign \$655  = | s5_step_mid[41:10];
   assign \$656  = ~ \$655 ;
-  assign \$657  = s5_step_mid[14] & \$656 ;
-  assign \$658  = | s5_step_mid[41:18];
+  assign \$657  = s5_step_mid[9] & \$656 ;
+  assign \$658  = | s5_step_mid[41:11];
   assign \$659  = ~ \$658 ;
-  assign \$660  = s5_step_mid[17] & \$659 ;
-  assign \$661  = | s5_step_mid[41:19];
+  assign \$660  = s5_step_mid[10] & \$659 ;
+  assign \$661  = | s5_step_mid[41:14];
   assign \$662  = ~ \$661 ;
-  assign \$663  = s5_step_mid[18] & \$662 ;
-  assign \$664  = | s5_step_mid[41:22];
+  assign \$663  = s5_step_mid[13] & \$662 ;
+  assign \$664  = | s5_step_mid[41:15];
   assign \$665  = ~ \$664 ;
-  assign \$666  = s5_step_mid[21] & \$665 ;
-  assign \$667  = | s5_step_mid[41:23];
+  assign \$666  = s5_step_mid[14] & \$665 ;
+  assign \$667  = | s5_step_mid[41:18];
   assign \$668  = ~ \$667 ;
-  assign \$669  = s5_step_mid[22] & \$668 ;
-  assign \$670  = | s5_step_mid[41:26];
+  assign \$669  = s5_step_mid[17] & \$668 ;
+  assign \$670  = | s5_step_mid[41:19];
   assign \$671  = ~ \$670 ;
-  assign \$672  = s5_step_mid[25] & \$671 ;
-  assign \$673  = | s5_step_mid[41:27];
+  assign \$672  = s5_step_mid[18] & \$671 ;
+  assign \$673  = | s5_step_mid[41:22];
   assign \$674  = ~ \$673 ;
-  assign \$675  = s5_step_mid[26] & \$674 ;
-  assign \$676  = | s5_step_mid[41:30];
+  assign \$675  = s5_step_mid[21] & \$674 ;
+  assign \$676  = | s5_step_mid[41:23];
   assign \$677  = ~ \$676 ;
-  assign \$678  = s5_step_mid[29] & \$677 ;
-  assign \$679  = | s5_step_mid[41:31];
+  assign \$678  = s5_step_mid[22] & \$677 ;
+  assign \$679  = | s5_step_mid[41:26];
   assign \$680  = ~ \$679 ;
-  assign \$681  = s5_step_mid[30] & \$680 ;
-  assign \$682  = | s5_step_mid[41:34];
+  assign \$681  = s5_step_mid[25] & \$680 ;
+  assign \$682  = | s5_step_mid[41:27];
   assign \$683  = ~ \$682 ;
-  assign \$684  = s5_step_mid[33] & \$683 ;
-  assign \$685  = | s5_step_mid[41:35];
+  assign \$684  = s5_step_mid[26] & \$683 ;
+  assign \$685  = | s5_step_mid[41:30];
   assign \$686  = ~ \$685 ;
-  assign \$687  = s5_step_mid[34] & \$686 ;
-  assign \$688  = | s5_step_mid[41:38];
+  assign \$687  = s5_step_mid[29] & \$686 ;
+  assign \$688  = | s5_step_mid[41:31];
   assign \$689  = ~ \$688 ;
-  assign \$690  = s5_step_mid[37] & \$689 ;
-  assign \$691  = | s5_step_mid[41:39];
+  assign \$690  = s5_step_mid[30] & \$689 ;
+  assign \$691  = | s5_step_mid[41:34];
   assign \$692  = ~ \$691 ;
-  assign \$693  = s5_step_mid[38] & \$692 ;
-  assign \$694  = | { s5_step_mid[41], \$693 , \$690 , \$687 , \$684 , \$681 , \$678 , \$675 , \$672 , \$669 , \$666 , \$663 , \$660 , \$657 , \$654 , \$651 , \$648 , \$645 , \$642 , \$639 , \$636  };
-  assign \$695  = | s5_step_mid[41:4];
-  assign \$696  = ~ \$695 ;
-  assign \$697  = s5_step_mid[3] & \$696 ;
-  assign \$698  = | s5_step_mid[41:5];
-  assign \$699  = ~ \$698 ;
-  assign \$700  = s5_step_mid[4] & \$699 ;
-  assign \$701  = | s5_step_mid[41:6];
-  assign \$702  = ~ \$701 ;
-  assign \$703  = s5_step_mid[5] & \$702 ;
-  assign \$704  = | s5_step_mid[41:7];
+  assign \$693  = s5_step_mid[33] & \$692 ;
+  assign \$694  = | s5_step_mid[41:35];
+  assign \$695  = ~ \$694 ;
+  assign \$696  = s5_step_mid[34] & \$695 ;
+  assign \$697  = | s5_step_mid[41:38];
+  assign \$698  = ~ \$697 ;
+  assign \$699  = s5_step_mid[37] & \$698 ;
+  assign \$700  = | s5_step_mid[41:39];
+  assign \$701  = ~ \$700 ;
+  assign \$702  = s5_step_mid[38] & \$701 ;
+  assign \$703  = | { s5_step_mid[41], \$702 , \$699 , \$696 , \$693 , \$690 , \$687 , \$684 , \$681 , \$678 , \$675 , \$672 , \$669 , \$666 , \$663 , \$660 , \$657 , \$654 , \$651 , \$648 , \$645  };
+  assign \$704  = | s5_step_mid[41:4];
   assign \$705  = ~ \$704 ;
-  assign \$706  = s5_step_mid[6] & \$705 ;
-  assign \$707  = | s5_step_mid[41:12];
+  assign \$706  = s5_step_mid[3] & \$705 ;
+  assign \$707  = | s5_step_mid[41:5];
   assign \$708  = ~ \$707 ;
-  assign \$709  = s5_step_mid[11] & \$708 ;
-  assign \$710  = | s5_step_mid[41:13];
+  assign \$709  = s5_step_mid[4] & \$708 ;
+  assign \$710  = | s5_step_mid[41:6];
   assign \$711  = ~ \$710 ;
-  assign \$712  = s5_step_mid[12] & \$711 ;
-  assign \$713  = | s5_step_mid[41:14];
+  assign \$712  = s5_step_mid[5] & \$711 ;
+  assign \$713  = | s5_step_mid[41:7];
   assign \$714  = ~ \$713 ;
-  assign \$715  = s5_step_mid[13] & \$714 ;
-  assign \$716  = | s5_step_mid[41:15];
+  assign \$715  = s5_step_mid[6] & \$714 ;
+  assign \$716  = | s5_step_mid[41:12];
   assign \$717  = ~ \$716 ;
-  assign \$718  = s5_step_mid[14] & \$717 ;
-  assign \$719  = | s5_step_mid[41:20];
+  assign \$718  = s5_step_mid[11] & \$717 ;
+  assign \$719  = | s5_step_mid[41:13];
   assign \$720  = ~ \$719 ;
-  assign \$721  = s5_step_mid[19] & \$720 ;
-  assign \$722  = | s5_step_mid[41:21];
+  assign \$721  = s5_step_mid[12] & \$720 ;
+  assign \$722  = | s5_step_mid[41:14];
   assign \$723  = ~ \$722 ;
-  assign \$724  = s5_step_mid[20] & \$723 ;
-  assign \$725  = | s5_step_mid[41:22];
+  assign \$724  = s5_step_mid[13] & \$723 ;
+  assign \$725  = | s5_step_mid[41:15];
   assign \$726  = ~ \$725 ;
-  assign \$727  = s5_step_mid[21] & \$726 ;
-  assign \$728  = | s5_step_mid[41:23];
+  assign \$727  = s5_step_mid[14] & \$726 ;
+  assign \$728  = | s5_step_mid[41:20];
   assign \$729  = ~ \$728 ;
-  assign \$730  = s5_step_mid[22] & \$729 ;
-  assign \$731  = | s5_step_mid[41:28];
+  assign \$730  = s5_step_mid[19] & \$729 ;
+  assign \$731  = | s5_step_mid[41:21];
   assign \$732  = ~ \$731 ;
-  assign \$733  = s5_step_mid[27] & \$732 ;
-  assign \$734  = | s5_step_mid[41:29];
+  assign \$733  = s5_step_mid[20] & \$732 ;
+  assign \$734  = | s5_step_mid[41:22];
   assign \$735  = ~ \$734 ;
-  assign \$736  = s5_step_mid[28] & \$735 ;
-  assign \$737  = | s5_step_mid[41:30];
+  assign \$736  = s5_step_mid[21] & \$735 ;
+  assign \$737  = | s5_step_mid[41:23];
   assign \$738  = ~ \$737 ;
-  assign \$739  = s5_step_mid[29] & \$738 ;
-  assign \$740  = | s5_step_mid[41:31];
+  assign \$739  = s5_step_mid[22] & \$738 ;
+  assign \$740  = | s5_step_mid[41:28];
   assign \$741  = ~ \$740 ;
-  assign \$742  = s5_step_mid[30] & \$741 ;
-  assign \$743  = | s5_step_mid[41:36];
+  assign \$742  = s5_step_mid[27] & \$741 ;
+  assign \$743  = | s5_step_mid[41:29];
   assign \$744  = ~ \$743 ;
-  assign \$745  = s5_step_mid[35] & \$744 ;
-  assign \$746  = | s5_step_mid[41:37];
+  assign \$745  = s5_step_mid[28] & \$744 ;
+  assign \$746  = | s5_step_mid[41:30];
   assign \$747  = ~ \$746 ;
-  assign \$748  = s5_step_mid[36] & \$747 ;
-  assign \$749  = | s5_step_mid[41:38];
+  assign \$748  = s5_step_mid[29] & \$747 ;
+  assign \$749  = | s5_step_mid[41:31];
   assign \$750  = ~ \$749 ;
-  assign \$751  = s5_step_mid[37] & \$750 ;
-  assign \$752  = | s5_step_mid[41:39];
+  assign \$751  = s5_step_mid[30] & \$750 ;
+  assign \$752  = | s5_step_mid[41:36];
   assign \$753  = ~ \$752 ;
-  assign \$754  = s5_step_mid[38] & \$753 ;
-  assign \$755  = | { \$754 , \$751 , \$748 , \$745 , \$742 , \$739 , \$736 , \$733 , \$730 , \$727 , \$724 , \$721 , \$718 , \$715 , \$712 , \$709 , \$706 , \$703 , \$700 , \$697  };
-  assign \$756  = | s5_step_mid[41:8];
-  assign \$757  = ~ \$756 ;
-  assign \$758  = s5_step_mid[7] & \$757 ;
-  assign \$759  = | s5_step_mid[41:9];
-  assign \$760  = ~ \$759 ;
-  assign \$761  = s5_step_mid[8] & \$760 ;
-  assign \$762  = | s5_step_mid[41:10];
-  assign \$763  = ~ \$762 ;
-  assign \$764  = s5_step_mid[9] & \$763 ;
-  assign \$765  = | s5_step_mid[41:11];
+  assign \$754  = s5_step_mid[35] & \$753 ;
+  assign \$755  = | s5_step_mid[41:37];
+  assign \$756  = ~ \$755 ;
+  assign \$757  = s5_step_mid[36] & \$756 ;
+  assign \$758  = | s5_step_mid[41:38];
+  assign \$759  = ~ \$758 ;
+  assign \$760  = s5_step_mid[37] & \$759 ;
+  assign \$761  = | s5_step_mid[41:39];
+  assign \$762  = ~ \$761 ;
+  assign \$763  = s5_step_mid[38] & \$762 ;
+  assign \$764  = | { \$763 , \$760 , \$757 , \$754 , \$751 , \$748 , \$745 , \$742 , \$739 , \$736 , \$733 , \$730 , \$727 , \$724 , \$721 , \$718 , \$715 , \$712 , \$709 , \$706  };
+  assign \$765  = | s5_step_mid[41:8];
   assign \$766  = ~ \$765 ;
-  assign \$767  = s5_step_mid[10] & \$766 ;
-  assign \$768  = | s5_step_mid[41:12];
+  assign \$767  = s5_step_mid[7] & \$766 ;
+  assign \$768  = | s5_step_mid[41:9];
   assign \$769  = ~ \$768 ;
-  assign \$770  = s5_step_mid[11] & \$769 ;
-  assign \$771  = | s5_step_mid[41:13];
+  assign \$770  = s5_step_mid[8] & \$769 ;
+  assign \$771  = | s5_step_mid[41:10];
   assign \$772  = ~ \$771 ;
-  assign \$773  = s5_step_mid[12] & \$772 ;
-  assign \$774  = | s5_step_mid[41:14];
+  assign \$773  = s5_step_mid[9] & \$772 ;
+  assign \$774  = | s5_step_mid[41:11];
   assign \$775  = ~ \$774 ;
-  assign \$776  = s5_step_mid[13] & \$775 ;
-  assign \$777  = | s5_step_mid[41:15];
+  assign \$776  = s5_step_mid[10] & \$775 ;
+  assign \$777  = | s5_step_mid[41:12];
   assign \$778  = ~ \$777 ;
-  assign \$779  = s5_step_mid[14] & \$778 ;
-  assign \$780  = | s5_step_mid[41:24];
+  assign \$779  = s5_step_mid[11] & \$778 ;
+  assign \$780  = | s5_step_mid[41:13];
   assign \$781  = ~ \$780 ;
-  assign \$782  = s5_step_mid[23] & \$781 ;
-  assign \$783  = | s5_step_mid[41:25];
+  assign \$782  = s5_step_mid[12] & \$781 ;
+  assign \$783  = | s5_step_mid[41:14];
   assign \$784  = ~ \$783 ;
-  assign \$785  = s5_step_mid[24] & \$784 ;
-  assign \$786  = | s5_step_mid[41:26];
+  assign \$785  = s5_step_mid[13] & \$784 ;
+  assign \$786  = | s5_step_mid[41:15];
   assign \$787  = ~ \$786 ;
-  assign \$788  = s5_step_mid[25] & \$787 ;
-  assign \$789  = | s5_step_mid[41:27];
+  assign \$788  = s5_step_mid[14] & \$787 ;
+  assign \$789  = | s5_step_mid[41:24];
   assign \$790  = ~ \$789 ;
-  assign \$791  = s5_step_mid[26] & \$790 ;
-  assign \$792  = | s5_step_mid[41:28];
+  assign \$791  = s5_step_mid[23] & \$790 ;
+  assign \$792  = | s5_step_mid[41:25];
   assign \$793  = ~ \$792 ;
-  assign \$794  = s5_step_mid[27] & \$793 ;
-  assign \$795  = | s5_step_mid[41:29];
+  assign \$794  = s5_step_mid[24] & \$793 ;
+  assign \$795  = | s5_step_mid[41:26];
   assign \$796  = ~ \$795 ;
-  assign \$797  = s5_step_mid[28] & \$796 ;
-  assign \$798  = | s5_step_mid[41:30];
+  assign \$797  = s5_step_mid[25] & \$796 ;
+  assign \$798  = | s5_step_mid[41:27];
   assign \$799  = ~ \$798 ;
-  assign \$800  = s5_step_mid[29] & \$799 ;
-  assign \$801  = | s5_step_mid[41:31];
+  assign \$800  = s5_step_mid[26] & \$799 ;
+  assign \$801  = | s5_step_mid[41:28];
   assign \$802  = ~ \$801 ;
-  assign \$803  = s5_step_mid[30] & \$802 ;
-  assign \$804  = | s5_step_mid[41:40];
+  assign \$803  = s5_step_mid[27] & \$802 ;
+  assign \$804  = | s5_step_mid[41:29];
   assign \$805  = ~ \$804 ;
-  assign \$806  = s5_step_mid[39] & \$805 ;
+  assign \$806  = s5_step_mid[28] & \$805 ;
+  assign \$807  = | s5_step_mid[41:30];
   assign \$808  = ~ \$807 ;
-  assign \$809  = s5_step_mid[40] & \$808 ;
-  assign \$810  = | { s5_step_mid[41], \$809 , \$806 , \$803 , \$800 , \$797 , \$794 , \$791 , \$788 , \$785 , \$782 , \$779 , \$776 , \$773 , \$770 , \$767 , \$764 , \$761 , \$758  };
-  assign \$811  = | s5_step_mid[41:16];
-  assign \$812  = ~ \$811 ;
-  assign \$813  = s5_step_mid[15] & \$812 ;
-  assign \$814  = | s5_step_mid[41:17];
-  assign \$815  = ~ \$814 ;
-  assign \$816  = s5_step_mid[16] & \$815 ;
-  assign \$817  = | s5_step_mid[41:18];
-  assign \$818  = ~ \$817 ;
-  assign \$819  = s5_step_mid[17] & \$818 ;
-  assign \$820  = | s5_step_mid[41:19];
+  assign \$809  = s5_step_mid[29] & \$808 ;
+  assign \$810  = | s5_step_mid[41:31];
+  assign \$811  = ~ \$810 ;
+  assign \$812  = s5_step_mid[30] & \$811 ;
+  assign \$813  = | s5_step_mid[41:40];
+  assign \$814  = ~ \$813 ;
+  assign \$815  = s5_step_mid[39] & \$814 ;
+  assign \$817  = ~ \$816 ;
+  assign \$818  = s5_step_mid[40] & \$817 ;
+  assign \$819  = | { s5_step_mid[41], \$818 , \$815 , \$812 , \$809 , \$806 , \$803 , \$800 , \$797 , \$794 , \$791 , \$788 , \$785 , \$782 , \$779 , \$776 , \$773 , \$770 , \$767  };
+  assign \$820  = | s5_step_mid[41:16];
   assign \$821  = ~ \$820 ;
-  assign \$822  = s5_step_mid[18] & \$821 ;
-  assign \$823  = | s5_step_mid[41:20];
+  assign \$822  = s5_step_mid[15] & \$821 ;
+  assign \$823  = | s5_step_mid[41:17];
   assign \$824  = ~ \$823 ;
-  assign \$825  = s5_step_mid[19] & \$824 ;
-  assign \$826  = | s5_step_mid[41:21];
+  assign \$825  = s5_step_mid[16] & \$824 ;
+  assign \$826  = | s5_step_mid[41:18];
   assign \$827  = ~ \$826 ;
-  assign \$828  = s5_step_mid[20] & \$827 ;
-  assign \$829  = | s5_step_mid[41:22];
+  assign \$828  = s5_step_mid[17] & \$827 ;
+  assign \$829  = | s5_step_mid[41:19];
   assign \$830  = ~ \$829 ;
-  assign \$831  = s5_step_mid[21] & \$830 ;
-  assign \$832  = | s5_step_mid[41:23];
+  assign \$831  = s5_step_mid[18] & \$830 ;
+  assign \$832  = | s5_step_mid[41:20];
   assign \$833  = ~ \$832 ;
-  assign \$834  = s5_step_mid[22] & \$833 ;
-  assign \$835  = | s5_step_mid[41:24];
+  assign \$834  = s5_step_mid[19] & \$833 ;
+  assign \$835  = | s5_step_mid[41:21];
   assign \$836  = ~ \$835 ;
-  assign \$837  = s5_step_mid[23] & \$836 ;
-  assign \$838  = | s5_step_mid[41:25];
+  assign \$837  = s5_step_mid[20] & \$836 ;
+  assign \$838  = | s5_step_mid[41:22];
   assign \$839  = ~ \$838 ;
-  assign \$840  = s5_step_mid[24] & \$839 ;
-  assign \$841  = | s5_step_mid[41:26];
+  assign \$840  = s5_step_mid[21] & \$839 ;
+  assign \$841  = | s5_step_mid[41:23];
   assign \$842  = ~ \$841 ;
-  assign \$843  = s5_step_mid[25] & \$842 ;
-  assign \$844  = | s5_step_mid[41:27];
+  assign \$843  = s5_step_mid[22] & \$842 ;
+  assign \$844  = | s5_step_mid[41:24];
   assign \$845  = ~ \$844 ;
-  assign \$846  = s5_step_mid[26] & \$845 ;
-  assign \$847  = | s5_step_mid[41:28];
+  assign \$846  = s5_step_mid[23] & \$845 ;
+  assign \$847  = | s5_step_mid[41:25];
   assign \$848  = ~ \$847 ;
-  assign \$849  = s5_step_mid[27] & \$848 ;
-  assign \$850  = | s5_step_mid[41:29];
+  assign \$849  = s5_step_mid[24] & \$848 ;
+  assign \$850  = | s5_step_mid[41:26];
   assign \$851  = ~ \$850 ;
-  assign \$852  = s5_step_mid[28] & \$851 ;
-  assign \$853  = | s5_step_mid[41:30];
+  assign \$852  = s5_step_mid[25] & \$851 ;
+  assign \$853  = | s5_step_mid[41:27];
   assign \$854  = ~ \$853 ;
-  assign \$855  = s5_step_mid[29] & \$854 ;
-  assign \$856  = | s5_step_mid[41:31];
+  assign \$855  = s5_step_mid[26] & \$854 ;
+  assign \$856  = | s5_step_mid[41:28];
   assign \$857  = ~ \$856 ;
-  assign \$858  = s5_step_mid[30] & \$857 ;
-  assign \$859  = | { \$858 , \$855 , \$852 , \$849 , \$846 , \$843 , \$840 , \$837 , \$834 , \$831 , \$828 , \$825 , \$822 , \$819 , \$816 , \$813  };
-  assign \$860  = | s5_step_mid[41:32];
-  assign \$861  = ~ \$860 ;
-  assign \$862  = s5_step_mid[31] & \$861 ;
-  assign \$863  = | s5_step_mid[41:33];
-  assign \$864  = ~ \$863 ;
-  assign \$865  = s5_step_mid[32] & \$864 ;
-  assign \$866  = | s5_step_mid[41:34];
-  assign \$867  = ~ \$866 ;
-  assign \$868  = s5_step_mid[33] & \$867 ;
-  assign \$869  = | s5_step_mid[41:35];
+  assign \$858  = s5_step_mid[27] & \$857 ;
+  assign \$859  = | s5_step_mid[41:29];
+  assign \$860  = ~ \$859 ;
+  assign \$861  = s5_step_mid[28] & \$860 ;
+  assign \$862  = | s5_step_mid[41:30];
+  assign \$863  = ~ \$862 ;
+  assign \$864  = s5_step_mid[29] & \$863 ;
+  assign \$865  = | s5_step_mid[41:31];
+  assign \$866  = ~ \$865 ;
+  assign \$867  = s5_step_mid[30] & \$866 ;
+  assign \$868  = | { \$867 , \$864 , \$861 , \$858 , \$855 , \$852 , \$849 , \$846 , \$843 , \$840 , \$837 , \$834 , \$831 , \$828 , \$825 , \$822  };
+  assign \$869  = | s5_step_mid[41:32];
   assign \$870  = ~ \$869 ;
-  assign \$871  = s5_step_mid[34] & \$870 ;
-  assign \$872  = | s5_step_mid[41:36];
+  assign \$871  = s5_step_mid[31] & \$870 ;
+  assign \$872  = | s5_step_mid[41:33];
   assign \$873  = ~ \$872 ;
-  assign \$874  = s5_step_mid[35] & \$873 ;
-  assign \$875  = | s5_step_mid[41:37];
+  assign \$874  = s5_step_mid[32] & \$873 ;
+  assign \$875  = | s5_step_mid[41:34];
   assign \$876  = ~ \$875 ;
-  assign \$877  = s5_step_mid[36] & \$876 ;
-  assign \$878  = | s5_step_mid[41:38];
+  assign \$877  = s5_step_mid[33] & \$876 ;
+  assign \$878  = | s5_step_mid[41:35];
   assign \$879  = ~ \$878 ;
-  assign \$880  = s5_step_mid[37] & \$879 ;
-  assign \$881  = | s5_step_mid[41:39];
+  assign \$880  = s5_step_mid[34] & \$879 ;
+  assign \$881  = | s5_step_mid[41:36];
   assign \$882  = ~ \$881 ;
-  assign \$883  = s5_step_mid[38] & \$882 ;
-  assign \$884  = | s5_step_mid[41:40];
+  assign \$883  = s5_step_mid[35] & \$882 ;
+  assign \$884  = | s5_step_mid[41:37];
   assign \$885  = ~ \$884 ;
-  assign \$886  = s5_step_mid[39] & \$885 ;
+  assign \$886  = s5_step_mid[36] & \$885 ;
+  assign \$887  = | s5_step_mid[41:38];
   assign \$888  = ~ \$887 ;
-  assign \$889  = s5_step_mid[40] & \$888 ;
-  assign \$890  = | { s5_step_mid[41], \$889 , \$886 , \$883 , \$880 , \$877 , \$874 , \$871 , \$868 , \$865 , \$862  };
-  assign \$891  = { \$890 , \$859 , \$810 , \$755 , \$694 , \$633  } - 4'ha;
-  assign \$892  = \$569  ? \$891 [4:0] : 5'h00;
-  assign \$893  = | s5_step_in[41:10];
-  assign \$894  = | s5_step_in[41:1];
-  assign \$895  = ~ \$894 ;
-  assign \$896  = s5_step_in[0] & \$895 ;
-  assign \$897  = | s5_step_in[41:3];
-  assign \$898  = ~ \$897 ;
-  assign \$899  = s5_step_in[2] & \$898 ;
-  assign \$900  = | s5_step_in[41:5];
-  assign \$901  = ~ \$900 ;
-  assign \$902  = s5_step_in[4] & \$901 ;
-  assign \$903  = | s5_step_in[41:7];
+  assign \$889  = s5_step_mid[37] & \$888 ;
+  assign \$890  = | s5_step_mid[41:39];
+  assign \$891  = ~ \$890 ;
+  assign \$892  = s5_step_mid[38] & \$891 ;
+  assign \$893  = | s5_step_mid[41:40];
+  assign \$894  = ~ \$893 ;
+  assign \$895  = s5_step_mid[39] & \$894 ;
+  assign \$897  = ~ \$896 ;
+  assign \$898  = s5_step_mid[40] & \$897 ;
+  assign \$899  = | { s5_step_mid[41], \$898 , \$895 , \$892 , \$889 , \$886 , \$883 , \$880 , \$877 , \$874 , \$871  };
+  assign \$900  = { \$899 , \$868 , \$819 , \$764 , \$703 , \$642  } - 4'ha;
+  assign \$901  = \$578  ? \$900 [4:0] : 5'h00;
+  assign \$902  = | s5_step_in[41:10];
+  assign \$903  = | s5_step_in[41:1];
   assign \$904  = ~ \$903 ;
-  assign \$905  = s5_step_in[6] & \$904 ;
-  assign \$906  = | s5_step_in[41:9];
+  assign \$905  = s5_step_in[0] & \$904 ;
+  assign \$906  = | s5_step_in[41:3];
   assign \$907  = ~ \$906 ;
-  assign \$908  = s5_step_in[8] & \$907 ;
-  assign \$909  = | s5_step_in[41:11];
+  assign \$908  = s5_step_in[2] & \$907 ;
+  assign \$909  = | s5_step_in[41:5];
   assign \$910  = ~ \$909 ;
-  assign \$911  = s5_step_in[10] & \$910 ;
-  assign \$912  = | s5_step_in[41:13];
+  assign \$911  = s5_step_in[4] & \$910 ;
+  assign \$912  = | s5_step_in[41:7];
   assign \$913  = ~ \$912 ;
-  assign \$914  = s5_step_in[12] & \$913 ;
-  assign \$915  = | s5_step_in[41:15];
+  assign \$914  = s5_step_in[6] & \$913 ;
+  assign \$915  = | s5_step_in[41:9];
   assign \$916  = ~ \$915 ;
-  assign \$917  = s5_step_in[14] & \$916 ;
-  assign \$918  = | s5_step_in[41:17];
+  assign \$917  = s5_step_in[8] & \$916 ;
+  assign \$918  = | s5_step_in[41:11];
   assign \$919  = ~ \$918 ;
-  assign \$920  = s5_step_in[16] & \$919 ;
-  assign \$921  = | s5_step_in[41:19];
+  assign \$920  = s5_step_in[10] & \$919 ;
+  assign \$921  = | s5_step_in[41:13];
   assign \$922  = ~ \$921 ;
-  assign \$923  = s5_step_in[18] & \$922 ;
-  assign \$924  = | s5_step_in[41:21];
+  assign \$923  = s5_step_in[12] & \$922 ;
+  assign \$924  = | s5_step_in[41:15];
   assign \$925  = ~ \$924 ;
-  assign \$926  = s5_step_in[20] & \$925 ;
-  assign \$927  = | s5_step_in[41:23];
+  assign \$926  = s5_step_in[14] & \$925 ;
+  assign \$927  = | s5_step_in[41:17];
   assign \$928  = ~ \$927 ;
-  assign \$929  = s5_step_in[22] & \$928 ;
-  assign \$930  = | s5_step_in[41:25];
+  assign \$929  = s5_step_in[16] & \$928 ;
+  assign \$930  = | s5_step_in[41:19];
   assign \$931  = ~ \$930 ;
-  assign \$932  = s5_step_in[24] & \$931 ;
-  assign \$933  = | s5_step_in[41:27];
+  assign \$932  = s5_step_in[18] & \$931 ;
+  assign \$933  = | s5_step_in[41:21];
   assign \$934  = ~ \$933 ;
-  assign \$935  = s5_step_in[26] & \$934 ;
-  assign \$936  = | s5_step_in[41:29];
+  assign \$935  = s5_step_in[20] & \$934 ;
+  assign \$936  = | s5_step_in[41:23];
   assign \$937  = ~ \$936 ;
-  assign \$938  = s5_step_in[28] & \$937 ;
-  assign \$939  = | s5_step_in[41:31];
+  assign \$938  = s5_step_in[22] & \$937 ;
+  assign \$939  = | s5_step_in[41:25];
   assign \$940  = ~ \$939 ;
-  assign \$941  = s5_step_in[30] & \$940 ;
-  assign \$942  = | s5_step_in[41:33];
+  assign \$941  = s5_step_in[24] & \$940 ;
+  assign \$942  = | s5_step_in[41:27];
   assign \$943  = ~ \$942 ;
-  assign \$944  = s5_step_in[32] & \$943 ;
-  assign \$945  = | s5_step_in[41:35];
+  assign \$944  = s5_step_in[26] & \$943 ;
+  assign \$945  = | s5_step_in[41:29];
   assign \$946  = ~ \$945 ;
-  assign \$947  = s5_step_in[34] & \$946 ;
-  assign \$948  = | s5_step_in[41:37];
+  assign \$947  = s5_step_in[28] & \$946 ;
+  assign \$948  = | s5_step_in[41:31];
   assign \$949  = ~ \$948 ;
-  assign \$950  = s5_step_in[36] & \$949 ;
-  assign \$951  = | s5_step_in[41:39];
+  assign \$950  = s5_step_in[30] & \$949 ;
+  assign \$951  = | s5_step_in[41:33];
   assign \$952  = ~ \$951 ;
-  assign \$953  = s5_step_in[38] & \$952 ;
+  assign \$953  = s5_step_in[32] & \$952 ;
+  assign \$954  = | s5_step_in[41:35];
   assign \$955  = ~ \$954 ;
-  assign \$956  = s5_step_in[40] & \$955 ;
-  assign \$957  = | { \$956 , \$953 , \$950 , \$947 , \$944 , \$941 , \$938 , \$935 , \$932 , \$929 , \$926 , \$923 , \$920 , \$917 , \$914 , \$911 , \$908 , \$905 , \$902 , \$899 , \$896  };
-  assign \$958  = | s5_step_in[41:2];
-  assign \$959  = ~ \$958 ;
-  assign \$960  = s5_step_in[1] & \$959 ;
-  assign \$961  = | s5_step_in[41:3];
-  assign \$962  = ~ \$961 ;
-  assign \$963  = s5_step_in[2] & \$962 ;
-  assign \$964  = | s5_step_in[41:6];
-  assign \$965  = ~ \$964 ;
-  assign \$966  = s5_step_in[5] & \$965 ;
-  assign \$967  = | s5_step_in[41:7];
+  assign \$956  = s5_step_in[34] & \$955 ;
+  assign \$957  = | s5_step_in[41:37];
+  assign \$958  = ~ \$957 ;
+  assign \$959  = s5_step_in[36] & \$958 ;
+  assign \$960  = | s5_step_in[41:39];
+  assign \$961  = ~ \$960 ;
+  assign \$962  = s5_step_in[38] & \$961 ;
+  assign \$964  = ~ \$963 ;
+  assign \$965  = s5_step_in[40] & \$964 ;
+  assign \$966  = | { \$965 , \$962 , \$959 , \$956 , \$953 , \$950 , \$947 , \$944 , \$941 , \$938 , \$935 , \$932 , \$929 , \$926 , \$923 , \$920 , \$917 , \$914 , \$911 , \$908 , \$905  };
+  assign \$967  = | s5_step_in[41:2];
   assign \$968  = ~ \$967 ;
-  assign \$969  = s5_step_in[6] & \$968 ;
-  assign \$970  = | s5_step_in[41:10];
+  assign \$969  = s5_step_in[1] & \$968 ;
+  assign \$970  = | s5_step_in[41:3];
   assign \$971  = ~ \$970 ;
-  assign \$972  = s5_step_in[9] & \$971 ;
-  assign \$973  = | s5_step_in[41:11];
+  assign \$972  = s5_step_in[2] & \$971 ;
+  assign \$973  = | s5_step_in[41:6];
   assign \$974  = ~ \$973 ;
-  assign \$975  = s5_step_in[10] & \$974 ;
-  assign \$976  = | s5_step_in[41:14];
+  assign \$975  = s5_step_in[5] & \$974 ;
+  assign \$976  = | s5_step_in[41:7];
   assign \$977  = ~ \$976 ;
-  assign \$978  = s5_step_in[13] & \$977 ;
-  assign \$979  = | s5_step_in[41:15];
+  assign \$978  = s5_step_in[6] & \$977 ;
+  assign \$979  = | s5_step_in[41:10];
   assign \$980  = ~ \$979 ;
-  assign \$981  = s5_step_in[14] & \$980 ;
-  assign \$982  = | s5_step_in[41:18];
+  assign \$981  = s5_step_in[9] & \$980 ;
+  assign \$982  = | s5_step_in[41:11];
   assign \$983  = ~ \$982 ;
-  assign \$984  = s5_step_in[17] & \$983 ;
-  assign \$985  = | s5_step_in[41:19];
+  assign \$984  = s5_step_in[10] & \$983 ;
+  assign \$985  = | s5_step_in[41:14];
   assign \$986  = ~ \$985 ;
-  assign \$987  = s5_step_in[18] & \$986 ;
-  assign \$988  = | s5_step_in[41:22];
+  assign \$987  = s5_step_in[13] & \$986 ;
+  assign \$988  = | s5_step_in[41:15];
   assign \$989  = ~ \$988 ;
-  assign \$990  = s5_step_in[21] & \$989 ;
-  assign \$991  = | s5_step_in[41:23];
+  assign \$990  = s5_step_in[14] & \$989 ;
+  assign \$991  = | s5_step_in[41:18];
   assign \$992  = ~ \$991 ;
-  assign \$993  = s5_step_in[22] & \$992 ;
-  assign \$994  = | s5_step_in[41:26];
+  assign \$993  = s5_step_in[17] & \$992 ;
+  assign \$994  = | s5_step_in[41:19];
   assign \$995  = ~ \$994 ;
-  assign \$996  = s5_step_in[25] & \$995 ;
-  assign \$997  = | s5_step_in[41:27];
+  assign \$996  = s5_step_in[18] & \$995 ;
+  assign \$997  = | s5_step_in[41:22];
   assign \$998  = ~ \$997 ;
-  assign \$999  = s5_step_in[26] & \$998 ;
-  assign \$1000  = | s5_step_in[41:30];
+  assign \$999  = s5_step_in[21] & \$998 ;
+  assign \$1000  = | s5_step_in[41:23];
   assign \$1001  = ~ \$1000 ;
-  assign \$1002  = s5_step_in[29] & \$1001 ;
-  assign \$1003  = | s5_step_in[41:31];
+  assign \$1002  = s5_step_in[22] & \$1001 ;
+  assign \$1003  = | s5_step_in[41:26];
   assign \$1004  = ~ \$1003 ;
-  assign \$1005  = s5_step_in[30] & \$1004 ;
-  assign \$1006  = | s5_step_in[41:34];
+  assign \$1005  = s5_step_in[25] & \$1004 ;
+  assign \$1006  = | s5_step_in[41:27];
   assign \$1007  = ~ \$1006 ;
-  assign \$1008  = s5_step_in[33] & \$1007 ;
-  assign \$1009  = | s5_step_in[41:35];
+  assign \$1008  = s5_step_in[26] & \$1007 ;
+  assign \$1009  = | s5_step_in[41:30];
   assign \$1010  = ~ \$1009 ;
-  assign \$1011  = s5_step_in[34] & \$1010 ;
-  assign \$1012  = | s5_step_in[41:38];
+  assign \$1011  = s5_step_in[29] & \$1010 ;
+  assign \$1012  = | s5_step_in[41:31];
   assign \$1013  = ~ \$1012 ;
-  assign \$1014  = s5_step_in[37] & \$1013 ;
-  assign \$1015  = | s5_step_in[41:39];
+  assign \$1014  = s5_step_in[30] & \$1013 ;
+  assign \$1015  = | s5_step_in[41:34];
   assign \$1016  = ~ \$1015 ;
-  assign \$1017  = s5_step_in[38] & \$1016 ;
-  assign \$1018  = | { s5_step_in[41], \$1017 , \$1014 , \$1011 , \$1008 , \$1005 , \$1002 , \$999 , \$996 , \$993 , \$990 , \$987 , \$984 , \$981 , \$978 , \$975 , \$972 , \$969 , \$966 , \$963 , \$960  };
-  assign \$1019  = | s5_step_in[41:4];
-  assign \$1020  = ~ \$1019 ;
-  assign \$1021  = s5_step_in[3] & \$1020 ;
-  assign \$1022  = | s5_step_in[41:5];
-  assign \$1023  = ~ \$1022 ;
-  assign \$1024  = s5_step_in[4] & \$1023 ;
-  assign \$1025  = | s5_step_in[41:6];
-  assign \$1026  = ~ \$1025 ;
-  assign \$1027  = s5_step_in[5] & \$1026 ;
-  assign \$1028  = | s5_step_in[41:7];
+  assign \$1017  = s5_step_in[33] & \$1016 ;
+  assign \$1018  = | s5_step_in[41:35];
+  assign \$1019  = ~ \$1018 ;
+  assign \$1020  = s5_step_in[34] & \$1019 ;
+  assign \$1021  = | s5_step_in[41:38];
+  assign \$1022  = ~ \$1021 ;
+  assign \$1023  = s5_step_in[37] & \$1022 ;
+  assign \$1024  = | s5_step_in[41:39];
+  assign \$1025  = ~ \$1024 ;
+  assign \$1026  = s5_step_in[38] & \$1025 ;
+  assign \$1027  = | { s5_step_in[41], \$1026 , \$1023 , \$1020 , \$1017 , \$1014 , \$1011 , \$1008 , \$1005 , \$1002 , \$999 , \$996 , \$993 , \$990 , \$987 , \$984 , \$981 , \$978 , \$975 , \$972 , \$969  };
+  assign \$1028  = | s5_step_in[41:4];
   assign \$1029  = ~ \$1028 ;
-  assign \$1030  = s5_step_in[6] & \$1029 ;
-  assign \$1031  = | s5_step_in[41:12];
+  assign \$1030  = s5_step_in[3] & \$1029 ;
+  assign \$1031  = | s5_step_in[41:5];
   assign \$1032  = ~ \$1031 ;
-  assign \$1033  = s5_step_in[11] & \$1032 ;
-  assign \$1034  = | s5_step_in[41:13];
+  assign \$1033  = s5_step_in[4] & \$1032 ;
+  assign \$1034  = | s5_step_in[41:6];
   assign \$1035  = ~ \$1034 ;
-  assign \$1036  = s5_step_in[12] & \$1035 ;
-  assign \$1037  = | s5_step_in[41:14];
+  assign \$1036  = s5_step_in[5] & \$1035 ;
+  assign \$1037  = | s5_step_in[41:7];
   assign \$1038  = ~ \$1037 ;
-  assign \$1039  = s5_step_in[13] & \$1038 ;
-  assign \$1040  = | s5_step_in[41:15];
+  assign \$1039  = s5_step_in[6] & \$1038 ;
+  assign \$1040  = | s5_step_in[41:12];
   assign \$1041  = ~ \$1040 ;
-  assign \$1042  = s5_step_in[14] & \$1041 ;
-  assign \$1043  = | s5_step_in[41:20];
+  assign \$1042  = s5_step_in[11] & \$1041 ;
+  assign \$1043  = | s5_step_in[41:13];
   assign \$1044  = ~ \$1043 ;
-  assign \$1045  = s5_step_in[19] & \$1044 ;
-  assign \$1046  = | s5_step_in[41:21];
+  assign \$1045  = s5_step_in[12] & \$1044 ;
+  assign \$1046  = | s5_step_in[41:14];
   assign \$1047  = ~ \$1046 ;
-  assign \$1048  = s5_step_in[20] & \$1047 ;
-  assign \$1049  = | s5_step_in[41:22];
+  assign \$1048  = s5_step_in[13] & \$1047 ;
+  assign \$1049  = | s5_step_in[41:15];
   assign \$1050  = ~ \$1049 ;
-  assign \$1051  = s5_step_in[21] & \$1050 ;
-  assign \$1052  = | s5_step_in[41:23];
+  assign \$1051  = s5_step_in[14] & \$1050 ;
+  assign \$1052  = | s5_step_in[41:20];
   assign \$1053  = ~ \$1052 ;
-  assign \$1054  = s5_step_in[22] & \$1053 ;
-  assign \$1055  = | s5_step_in[41:28];
+  assign \$1054  = s5_step_in[19] & \$1053 ;
+  assign \$1055  = | s5_step_in[41:21];
   assign \$1056  = ~ \$1055 ;
-  assign \$1057  = s5_step_in[27] & \$1056 ;
-  assign \$1058  = | s5_step_in[41:29];
+  assign \$1057  = s5_step_in[20] & \$1056 ;
+  assign \$1058  = | s5_step_in[41:22];
   assign \$1059  = ~ \$1058 ;
-  assign \$1060  = s5_step_in[28] & \$1059 ;
-  assign \$1061  = | s5_step_in[41:30];
+  assign \$1060  = s5_step_in[21] & \$1059 ;
+  assign \$1061  = | s5_step_in[41:23];
   assign \$1062  = ~ \$1061 ;
-  assign \$1063  = s5_step_in[29] & \$1062 ;
-  assign \$1064  = | s5_step_in[41:31];
+  assign \$1063  = s5_step_in[22] & \$1062 ;
+  assign \$1064  = | s5_step_in[41:28];
   assign \$1065  = ~ \$1064 ;
-  assign \$1066  = s5_step_in[30] & \$1065 ;
-  assign \$1067  = | s5_step_in[41:36];
+  assign \$1066  = s5_step_in[27] & \$1065 ;
+  assign \$1067  = | s5_step_in[41:29];
   assign \$1068  = ~ \$1067 ;
-  assign \$1069  = s5_step_in[35] & \$1068 ;
-  assign \$1070  = | s5_step_in[41:37];
+  assign \$1069  = s5_step_in[28] & \$1068 ;
+  assign \$1070  = | s5_step_in[41:30];
   assign \$1071  = ~ \$1070 ;
-  assign \$1072  = s5_step_in[36] & \$1071 ;
-  assign \$1073  = | s5_step_in[41:38];
+  assign \$1072  = s5_step_in[29] & \$1071 ;
+  assign \$1073  = | s5_step_in[41:31];
   assign \$1074  = ~ \$1073 ;
-  assign \$1075  = s5_step_in[37] & \$1074 ;
-  assign \$1076  = | s5_step_in[41:39];
+  assign \$1075  = s5_step_in[30] & \$1074 ;
+  assign \$1076  = | s5_step_in[41:36];
   assign \$1077  = ~ \$1076 ;
-  assign \$1078  = s5_step_in[38] & \$1077 ;
-  assign \$1079  = | { \$1078 , \$1075 , \$1072 , \$1069 , \$1066 , \$1063 , \$1060 , \$1057 , \$1054 , \$1051 , \$1048 , \$1045 , \$1042 , \$1039 , \$1036 , \$1033 , \$1030 , \$1027 , \$1024 , \$1021  };
-  assign \$1080  = | s5_step_in[41:8];
-  assign \$1081  = ~ \$1080 ;
-  assign \$1082  = s5_step_in[7] & \$1081 ;
-  assign \$1083  = | s5_step_in[41:9];
-  assign \$1084  = ~ \$1083 ;
-  assign \$1085  = s5_step_in[8] & \$1084 ;
-  assign \$1086  = | s5_step_in[41:10];
-  assign \$1087  = ~ \$1086 ;
-  assign \$1088  = s5_step_in[9] & \$1087 ;
-  assign \$1089  = | s5_step_in[41:11];
+  assign \$1078  = s5_step_in[35] & \$1077 ;
+  assign \$1079  = | s5_step_in[41:37];
+  assign \$1080  = ~ \$1079 ;
+  assign \$1081  = s5_step_in[36] & \$1080 ;
+  assign \$1082  = | s5_step_in[41:38];
+  assign \$1083  = ~ \$1082 ;
+  assign \$1084  = s5_step_in[37] & \$1083 ;
+  assign \$1085  = | s5_step_in[41:39];
+  assign \$1086  = ~ \$1085 ;
+  assign \$1087  = s5_step_in[38] & \$1086 ;
+  assign \$1088  = | { \$1087 , \$1084 , \$1081 , \$1078 , \$1075 , \$1072 , \$1069 , \$1066 , \$1063 , \$1060 , \$1057 , \$1054 , \$1051 , \$1048 , \$1045 , \$1042 , \$1039 , \$1036 , \$1033 , \$1030  };
+  assign \$1089  = | s5_step_in[41:8];
   assign \$1090  = ~ \$1089 ;
-  assign \$1091  = s5_step_in[10] & \$1090 ;
-  assign \$1092  = | s5_step_in[41:12];
+  assign \$1091  = s5_step_in[7] & \$1090 ;
+  assign \$1092  = | s5_step_in[41:9];
   assign \$1093  = ~ \$1092 ;
-  assign \$1094  = s5_step_in[11] & \$1093 ;
-  assign \$1095  = | s5_step_in[41:13];
+  assign \$1094  = s5_step_in[8] & \$1093 ;
+  assign \$1095  = | s5_step_in[41:10];
   assign \$1096  = ~ \$1095 ;
-  assign \$1097  = s5_step_in[12] & \$1096 ;
-  assign \$1098  = | s5_step_in[41:14];
+  assign \$1097  = s5_step_in[9] & \$1096 ;
+  assign \$1098  = | s5_step_in[41:11];
   assign \$1099  = ~ \$1098 ;
-  assign \$1100  = s5_step_in[13] & \$1099 ;
-  assign \$1101  = | s5_step_in[41:15];
+  assign \$1100  = s5_step_in[10] & \$1099 ;
+  assign \$1101  = | s5_step_in[41:12];
   assign \$1102  = ~ \$1101 ;
-  assign \$1103  = s5_step_in[14] & \$1102 ;
-  assign \$1104  = | s5_step_in[41:24];
+  assign \$1103  = s5_step_in[11] & \$1102 ;
+  assign \$1104  = | s5_step_in[41:13];
   assign \$1105  = ~ \$1104 ;
-  assign \$1106  = s5_step_in[23] & \$1105 ;
-  assign \$1107  = | s5_step_in[41:25];
+  assign \$1106  = s5_step_in[12] & \$1105 ;
+  assign \$1107  = | s5_step_in[41:14];
   assign \$1108  = ~ \$1107 ;
-  assign \$1109  = s5_step_in[24] & \$1108 ;
-  assign \$1110  = | s5_step_in[41:26];
+  assign \$1109  = s5_step_in[13] & \$1108 ;
+  assign \$1110  = | s5_step_in[41:15];
   assign \$1111  = ~ \$1110 ;
-  assign \$1112  = s5_step_in[25] & \$1111 ;
-  assign \$1113  = | s5_step_in[41:27];
+  assign \$1112  = s5_step_in[14] & \$1111 ;
+  assign \$1113  = | s5_step_in[41:24];
   assign \$1114  = ~ \$1113 ;
-  assign \$1115  = s5_step_in[26] & \$1114 ;
-  assign \$1116  = | s5_step_in[41:28];
+  assign \$1115  = s5_step_in[23] & \$1114 ;
+  assign \$1116  = | s5_step_in[41:25];
   assign \$1117  = ~ \$1116 ;
-  assign \$1118  = s5_step_in[27] & \$1117 ;
-  assign \$1119  = | s5_step_in[41:29];
+  assign \$1118  = s5_step_in[24] & \$1117 ;
+  assign \$1119  = | s5_step_in[41:26];
   assign \$1120  = ~ \$1119 ;
-  assign \$1121  = s5_step_in[28] & \$1120 ;
-  assign \$1122  = | s5_step_in[41:30];
+  assign \$1121  = s5_step_in[25] & \$1120 ;
+  assign \$1122  = | s5_step_in[41:27];
   assign \$1123  = ~ \$1122 ;
-  assign \$1124  = s5_step_in[29] & \$1123 ;
-  assign \$1125  = | s5_step_in[41:31];
+  assign \$1124  = s5_step_in[26] & \$1123 ;
+  assign \$1125  = | s5_step_in[41:28];
   assign \$1126  = ~ \$1125 ;
-  assign \$1127  = s5_step_in[30] & \$1126 ;
-  assign \$1128  = | s5_step_in[41:40];
+  assign \$1127  = s5_step_in[27] & \$1126 ;
+  assign \$1128  = | s5_step_in[41:29];
   assign \$1129  = ~ \$1128 ;
-  assign \$1130  = s5_step_in[39] & \$1129 ;
+  assign \$1130  = s5_step_in[28] & \$1129 ;
+  assign \$1131  = | s5_step_in[41:30];
   assign \$1132  = ~ \$1131 ;
-  assign \$1133  = s5_step_in[40] & \$1132 ;
-  assign \$1134  = | { s5_step_in[41], \$1133 , \$1130 , \$1127 , \$1124 , \$1121 , \$1118 , \$1115 , \$1112 , \$1109 , \$1106 , \$1103 , \$1100 , \$1097 , \$1094 , \$1091 , \$1088 , \$1085 , \$1082  };
-  assign \$1135  = | s5_step_in[41:16];
-  assign \$1136  = ~ \$1135 ;
-  assign \$1137  = s5_step_in[15] & \$1136 ;
-  assign \$1138  = | s5_step_in[41:17];
-  assign \$1139  = ~ \$1138 ;
-  assign \$1140  = s5_step_in[16] & \$1139 ;
-  assign \$1141  = | s5_step_in[41:18];
-  assign \$1142  = ~ \$1141 ;
-  assign \$1143  = s5_step_in[17] & \$1142 ;
-  assign \$1144  = | s5_step_in[41:19];
+  assign \$1133  = s5_step_in[29] & \$1132 ;
+  assign \$1134  = | s5_step_in[41:31];
+  assign \$1135  = ~ \$1134 ;
+  assign \$1136  = s5_step_in[30] & \$1135 ;
+  assign \$1137  = | s5_step_in[41:40];
+  assign \$1138  = ~ \$1137 ;
+  assign \$1139  = s5_step_in[39] & \$1138 ;
+  assign \$1141  = ~ \$1140 ;
+  assign \$1142  = s5_step_in[40] & \$1141 ;
+  assign \$1143  = | { s5_step_in[41], \$1142 , \$1139 , \$1136 , \$1133 , \$1130 , \$1127 , \$1124 , \$1121 , \$1118 , \$1115 , \$1112 , \$1109 , \$1106 , \$1103 , \$1100 , \$1097 , \$1094 , \$1091  };
+  assign \$1144  = | s5_step_in[41:16];
   assign \$1145  = ~ \$1144 ;
-  assign \$1146  = s5_step_in[18] & \$1145 ;
-  assign \$1147  = | s5_step_in[41:20];
+  assign \$1146  = s5_step_in[15] & \$1145 ;
+  assign \$1147  = | s5_step_in[41:17];
   assign \$1148  = ~ \$1147 ;
-  assign \$1149  = s5_step_in[19] & \$1148 ;
-  assign \$1150  = | s5_step_in[41:21];
+  assign \$1149  = s5_step_in[16] & \$1148 ;
+  assign \$1150  = | s5_step_in[41:18];
   assign \$1151  = ~ \$1150 ;
-  assign \$1152  = s5_step_in[20] & \$1151 ;
-  assign \$1153  = | s5_step_in[41:22];
+  assign \$1152  = s5_step_in[17] & \$1151 ;
+  assign \$1153  = | s5_step_in[41:19];
   assign \$1154  = ~ \$1153 ;
-  assign \$1155  = s5_step_in[21] & \$1154 ;
-  assign \$1156  = | s5_step_in[41:23];
+  assign \$1155  = s5_step_in[18] & \$1154 ;
+  assign \$1156  = | s5_step_in[41:20];
   assign \$1157  = ~ \$1156 ;
-  assign \$1158  = s5_step_in[22] & \$1157 ;
-  assign \$1159  = | s5_step_in[41:24];
+  assign \$1158  = s5_step_in[19] & \$1157 ;
+  assign \$1159  = | s5_step_in[41:21];
   assign \$1160  = ~ \$1159 ;
-  assign \$1161  = s5_step_in[23] & \$1160 ;
-  assign \$1162  = | s5_step_in[41:25];
+  assign \$1161  = s5_step_in[20] & \$1160 ;
+  assign \$1162  = | s5_step_in[41:22];
   assign \$1163  = ~ \$1162 ;
-  assign \$1164  = s5_step_in[24] & \$1163 ;
-  assign \$1165  = | s5_step_in[41:26];
+  assign \$1164  = s5_step_in[21] & \$1163 ;
+  assign \$1165  = | s5_step_in[41:23];
   assign \$1166  = ~ \$1165 ;
-  assign \$1167  = s5_step_in[25] & \$1166 ;
-  assign \$1168  = | s5_step_in[41:27];
+  assign \$1167  = s5_step_in[22] & \$1166 ;
+  assign \$1168  = | s5_step_in[41:24];
   assign \$1169  = ~ \$1168 ;
-  assign \$1170  = s5_step_in[26] & \$1169 ;
-  assign \$1171  = | s5_step_in[41:28];
+  assign \$1170  = s5_step_in[23] & \$1169 ;
+  assign \$1171  = | s5_step_in[41:25];
   assign \$1172  = ~ \$1171 ;
-  assign \$1173  = s5_step_in[27] & \$1172 ;
-  assign \$1174  = | s5_step_in[41:29];
+  assign \$1173  = s5_step_in[24] & \$1172 ;
+  assign \$1174  = | s5_step_in[41:26];
   assign \$1175  = ~ \$1174 ;
-  assign \$1176  = s5_step_in[28] & \$1175 ;
-  assign \$1177  = | s5_step_in[41:30];
+  assign \$1176  = s5_step_in[25] & \$1175 ;
+  assign \$1177  = | s5_step_in[41:27];
   assign \$1178  = ~ \$1177 ;
-  assign \$1179  = s5_step_in[29] & \$1178 ;
-  assign \$1180  = | s5_step_in[41:31];
+  assign \$1179  = s5_step_in[26] & \$1178 ;
+  assign \$1180  = | s5_step_in[41:28];
   assign \$1181  = ~ \$1180 ;
-  assign \$1182  = s5_step_in[30] & \$1181 ;
-  assign \$1183  = | { \$1182 , \$1179 , \$1176 , \$1173 , \$1170 , \$1167 , \$1164 , \$1161 , \$1158 , \$1155 , \$1152 , \$1149 , \$1146 , \$1143 , \$1140 , \$1137  };
-  assign \$1184  = | s5_step_in[41:32];
-  assign \$1185  = ~ \$1184 ;
-  assign \$1186  = s5_step_in[31] & \$1185 ;
-  assign \$1187  = | s5_step_in[41:33];
-  assign \$1188  = ~ \$1187 ;
-  assign \$1189  = s5_step_in[32] & \$1188 ;
-  assign \$1190  = | s5_step_in[41:34];
-  assign \$1191  = ~ \$1190 ;
-  assign \$1192  = s5_step_in[33] & \$1191 ;
-  assign \$1193  = | s5_step_in[41:35];
+  assign \$1182  = s5_step_in[27] & \$1181 ;
+  assign \$1183  = | s5_step_in[41:29];
+  assign \$1184  = ~ \$1183 ;
+  assign \$1185  = s5_step_in[28] & \$1184 ;
+  assign \$1186  = | s5_step_in[41:30];
+  assign \$1187  = ~ \$1186 ;
+  assign \$1188  = s5_step_in[29] & \$1187 ;
+  assign \$1189  = | s5_step_in[41:31];
+  assign \$1190  = ~ \$1189 ;
+  assign \$1191  = s5_step_in[30] & \$1190 ;
+  assign \$1192  = | { \$1191 , \$1188 , \$1185 , \$1182 , \$1179 , \$1176 , \$1173 , \$1170 , \$1167 , \$1164 , \$1161 , \$1158 , \$1155 , \$1152 , \$1149 , \$1146  };
+  assign \$1193  = | s5_step_in[41:32];
   assign \$1194  = ~ \$1193 ;
-  assign \$1195  = s5_step_in[34] & \$1194 ;
-  assign \$1196  = | s5_step_in[41:36];
+  assign \$1195  = s5_step_in[31] & \$1194 ;
+  assign \$1196  = | s5_step_in[41:33];
   assign \$1197  = ~ \$1196 ;
-  assign \$1198  = s5_step_in[35] & \$1197 ;
-  assign \$1199  = | s5_step_in[41:37];
+  assign \$1198  = s5_step_in[32] & \$1197 ;
+  assign \$1199  = | s5_step_in[41:34];
   assign \$1200  = ~ \$1199 ;
-  assign \$1201  = s5_step_in[36] & \$1200 ;
-  assign \$1202  = | s5_step_in[41:38];
+  assign \$1201  = s5_step_in[33] & \$1200 ;
+  assign \$1202  = | s5_step_in[41:35];
   assign \$1203  = ~ \$1202 ;
-  assign \$1204  = s5_step_in[37] & \$1203 ;
-  assign \$1205  = | s5_step_in[41:39];
+  assign \$1204  = s5_step_in[34] & \$1203 ;
+  assign \$1205  = | s5_step_in[41:36];
   assign \$1206  = ~ \$1205 ;
-  assign \$1207  = s5_step_in[38] & \$1206 ;
-  assign \$1208  = | s5_step_in[41:40];
+  assign \$1207  = s5_step_in[35] & \$1206 ;
+  assign \$1208  = | s5_step_in[41:37];
   assign \$1209  = ~ \$1208 ;
-  assign \$1210  = s5_step_in[39] & \$1209 ;
+  assign \$1210  = s5_step_in[36] & \$1209 ;
+  assign \$1211  = | s5_step_in[41:38];
   assign \$1212  = ~ \$1211 ;
-  assign \$1213  = s5_step_in[40] & \$1212 ;
-  assign \$1214  = | { s5_step_in[41], \$1213 , \$1210 , \$1207 , \$1204 , \$1201 , \$1198 , \$1195 , \$1192 , \$1189 , \$1186  };
-  assign \$1215  = { \$1214 , \$1183 , \$1134 , \$1079 , \$1018 , \$957  } - 4'hb;
-  assign \$1216  = s5_step_in >> \$1215 [5:0];
-  assign \$1217  = \$893  ? \$1216 [9:0] : s5_step_in[9:0];
-  assign \$1218  = | s5_step_in[41:10];
-  assign \$1219  = | s5_step_in[41:1];
-  assign \$1220  = ~ \$1219 ;
-  assign \$1221  = s5_step_in[0] & \$1220 ;
-  assign \$1222  = | s5_step_in[41:3];
-  assign \$1223  = ~ \$1222 ;
-  assign \$1224  = s5_step_in[2] & \$1223 ;
-  assign \$1225  = | s5_step_in[41:5];
-  assign \$1226  = ~ \$1225 ;
-  assign \$1227  = s5_step_in[4] & \$1226 ;
-  assign \$1228  = | s5_step_in[41:7];
+  assign \$1213  = s5_step_in[37] & \$1212 ;
+  assign \$1214  = | s5_step_in[41:39];
+  assign \$1215  = ~ \$1214 ;
+  assign \$1216  = s5_step_in[38] & \$1215 ;
+  assign \$1217  = | s5_step_in[41:40];
+  assign \$1218  = ~ \$1217 ;
+  assign \$1219  = s5_step_in[39] & \$1218 ;
+  assign \$1221  = ~ \$1220 ;
+  assign \$1222  = s5_step_in[40] & \$1221 ;
+  assign \$1223  = | { s5_step_in[41], \$1222 , \$1219 , \$1216 , \$1213 , \$1210 , \$1207 , \$1204 , \$1201 , \$1198 , \$1195  };
+  assign \$1224  = { \$1223 , \$1192 , \$1143 , \$1088 , \$1027 , \$966  } - 4'hb;
+  assign \$1225  = s5_step_in >> \$1224 [5:0];
+  assign \$1226  = \$902  ? \$1225 [9:0] : s5_step_in[9:0];
+  assign \$1227  = | s5_step_in[41:10];
+  assign \$1228  = | s5_step_in[41:1];
   assign \$1229  = ~ \$1228 ;
-  assign \$1230  = s5_step_in[6] & \$1229 ;
-  assign \$1231  = | s5_step_in[41:9];
+  assign \$1230  = s5_step_in[0] & \$1229 ;
+  assign \$1231  = | s5_step_in[41:3];
   assign \$1232  = ~ \$1231 ;
-  assign \$1233  = s5_step_in[8] & \$1232 ;
-  assign \$1234  = | s5_step_in[41:11];
+  assign \$1233  = s5_step_in[2] & \$1232 ;
+  assign \$1234  = | s5_step_in[41:5];
   assign \$1235  = ~ \$1234 ;
-  assign \$1236  = s5_step_in[10] & \$1235 ;
-  assign \$1237  = | s5_step_in[41:13];
+  assign \$1236  = s5_step_in[4] & \$1235 ;
+  assign \$1237  = | s5_step_in[41:7];
   assign \$1238  = ~ \$1237 ;
-  assign \$1239  = s5_step_in[12] & \$1238 ;
-  assign \$1240  = | s5_step_in[41:15];
+  assign \$1239  = s5_step_in[6] & \$1238 ;
+  assign \$1240  = | s5_step_in[41:9];
   assign \$1241  = ~ \$1240 ;
-  assign \$1242  = s5_step_in[14] & \$1241 ;
-  assign \$1243  = | s5_step_in[41:17];
+  assign \$1242  = s5_step_in[8] & \$1241 ;
+  assign \$1243  = | s5_step_in[41:11];
   assign \$1244  = ~ \$1243 ;
-  assign \$1245  = s5_step_in[16] & \$1244 ;
-  assign \$1246  = | s5_step_in[41:19];
+  assign \$1245  = s5_step_in[10] & \$1244 ;
+  assign \$1246  = | s5_step_in[41:13];
   assign \$1247  = ~ \$1246 ;
-  assign \$1248  = s5_step_in[18] & \$1247 ;
-  assign \$1249  = | s5_step_in[41:21];
+  assign \$1248  = s5_step_in[12] & \$1247 ;
+  assign \$1249  = | s5_step_in[41:15];
   assign \$1250  = ~ \$1249 ;
-  assign \$1251  = s5_step_in[20] & \$1250 ;
-  assign \$1252  = | s5_step_in[41:23];
+  assign \$1251  = s5_step_in[14] & \$1250 ;
+  assign \$1252  = | s5_step_in[41:17];
   assign \$1253  = ~ \$1252 ;
-  assign \$1254  = s5_step_in[22] & \$1253 ;
-  assign \$1255  = | s5_step_in[41:25];
+  assign \$1254  = s5_step_in[16] & \$1253 ;
+  assign \$1255  = | s5_step_in[41:19];
   assign \$1256  = ~ \$1255 ;
-  assign \$1257  = s5_step_in[24] & \$1256 ;
-  assign \$1258  = | s5_step_in[41:27];
+  assign \$1257  = s5_step_in[18] & \$1256 ;
+  assign \$1258  = | s5_step_in[41:21];
   assign \$1259  = ~ \$1258 ;
-  assign \$1260  = s5_step_in[26] & \$1259 ;
-  assign \$1261  = | s5_step_in[41:29];
+  assign \$1260  = s5_step_in[20] & \$1259 ;
+  assign \$1261  = | s5_step_in[41:23];
   assign \$1262  = ~ \$1261 ;
-  assign \$1263  = s5_step_in[28] & \$1262 ;
-  assign \$1264  = | s5_step_in[41:31];
+  assign \$1263  = s5_step_in[22] & \$1262 ;
+  assign \$1264  = | s5_step_in[41:25];
   assign \$1265  = ~ \$1264 ;
-  assign \$1266  = s5_step_in[30] & \$1265 ;
-  assign \$1267  = | s5_step_in[41:33];
+  assign \$1266  = s5_step_in[24] & \$1265 ;
+  assign \$1267  = | s5_step_in[41:27];
   assign \$1268  = ~ \$1267 ;
-  assign \$1269  = s5_step_in[32] & \$1268 ;
-  assign \$1270  = | s5_step_in[41:35];
+  assign \$1269  = s5_step_in[26] & \$1268 ;
+  assign \$1270  = | s5_step_in[41:29];
   assign \$1271  = ~ \$1270 ;
-  assign \$1272  = s5_step_in[34] & \$1271 ;
-  assign \$1273  = | s5_step_in[41:37];
+  assign \$1272  = s5_step_in[28] & \$1271 ;
+  assign \$1273  = | s5_step_in[41:31];
   assign \$1274  = ~ \$1273 ;
-  assign \$1275  = s5_step_in[36] & \$1274 ;
-  assign \$1276  = | s5_step_in[41:39];
+  assign \$1275  = s5_step_in[30] & \$1274 ;
+  assign \$1276  = | s5_step_in[41:33];
   assign \$1277  = ~ \$1276 ;
-  assign \$1278  = s5_step_in[38] & \$1277 ;
+  assign \$1278  = s5_step_in[32] & \$1277 ;
+  assign \$1279  = | s5_step_in[41:35];
   assign \$1280  = ~ \$1279 ;
-  assign \$1281  = s5_step_in[40] & \$1280 ;
-  assign \$1282  = | { \$1281 , \$1278 , \$1275 , \$1272 , \$1269 , \$1266 , \$1263 , \$1260 , \$1257 , \$1254 , \$1251 , \$1248 , \$1245 , \$1242 , \$1239 , \$1236 , \$1233 , \$1230 , \$1227 , \$1224 , \$1221  };
-  assign \$1283  = | s5_step_in[41:2];
-  assign \$1284  = ~ \$1283 ;
-  assign \$1285  = s5_step_in[1] & \$1284 ;
-  assign \$1286  = | s5_step_in[41:3];
-  assign \$1287  = ~ \$1286 ;
-  assign \$1288  = s5_step_in[2] & \$1287 ;
-  assign \$1289  = | s5_step_in[41:6];
-  assign \$1290  = ~ \$1289 ;
-  assign \$1291  = s5_step_in[5] & \$1290 ;
-  assign \$1292  = | s5_step_in[41:7];
+  assign \$1281  = s5_step_in[34] & \$1280 ;
+  assign \$1282  = | s5_step_in[41:37];
+  assign \$1283  = ~ \$1282 ;
+  assign \$1284  = s5_step_in[36] & \$1283 ;
+  assign \$1285  = | s5_step_in[41:39];
+  assign \$1286  = ~ \$1285 ;
+  assign \$1287  = s5_step_in[38] & \$1286 ;
+  assign \$1289  = ~ \$1288 ;
+  assign \$1290  = s5_step_in[40] & \$1289 ;
+  assign \$1291  = | { \$1290 , \$1287 , \$1284 , \$1281 , \$1278 , \$1275 , \$1272 , \$1269 , \$1266 , \$1263 , \$1260 , \$1257 , \$1254 , \$1251 , \$1248 , \$1245 , \$1242 , \$1239 , \$1236 , \$1233 , \$1230  };
+  assign \$1292  = | s5_step_in[41:2];
   assign \$1293  = ~ \$1292 ;
-  assign \$1294  = s5_step_in[6] & \$1293 ;
-  assign \$1295  = | s5_step_in[41:10];
+  assign \$1294  = s5_step_in[1] & \$1293 ;
+  assign \$1295  = | s5_step_in[41:3];
   assign \$1296  = ~ \$1295 ;
-  assign \$1297  = s5_step_in[9] & \$1296 ;
-  assign \$1298  = | s5_step_in[41:11];
+  assign \$1297  = s5_step_in[2] & \$1296 ;
+  assign \$1298  = | s5_step_in[41:6];
   assign \$1299  = ~ \$1298 ;
-  assign \$1300  = s5_step_in[10] & \$1299 ;
-  assign \$1301  = | s5_step_in[41:14];
+  assign \$1300  = s5_step_in[5] & \$1299 ;
+  assign \$1301  = | s5_step_in[41:7];
   assign \$1302  = ~ \$1301 ;
-  assign \$1303  = s5_step_in[13] & \$1302 ;
-  assign \$1304  = | s5_step_in[41:15];
+  assign \$1303  = s5_step_in[6] & \$1302 ;
+  assign \$1304  = | s5_step_in[41:10];
   assign \$1305  = ~ \$1304 ;
-  assign \$1306  = s5_step_in[14] & \$1305 ;
-  assign \$1307  = | s5_step_in[41:18];
+  assign \$1306  = s5_step_in[9] & \$1305 ;
+  assign \$1307  = | s5_step_in[41:11];
   assign \$1308  = ~ \$1307 ;
-  assign \$1309  = s5_step_in[17] & \$1308 ;
-  assign \$1310  = | s5_step_in[41:19];
+  assign \$1309  = s5_step_in[10] & \$1308 ;
+  assign \$1310  = | s5_step_in[41:14];
   assign \$1311  = ~ \$1310 ;
-  assign \$1312  = s5_step_in[18] & \$1311 ;
-  assign \$1313  = | s5_step_in[41:22];
+  assign \$1312  = s5_step_in[13] & \$1311 ;
+  assign \$1313  = | s5_step_in[41:15];
   assign \$1314  = ~ \$1313 ;
-  assign \$1315  = s5_step_in[21] & \$1314 ;
-  assign \$1316  = | s5_step_in[41:23];
+  assign \$1315  = s5_step_in[14] & \$1314 ;
+  assign \$1316  = | s5_step_in[41:18];
   assign \$1317  = ~ \$1316 ;
-  assign \$1318  = s5_step_in[22] & \$1317 ;
-  assign \$1319  = | s5_step_in[41:26];
+  assign \$1318  = s5_step_in[17] & \$1317 ;
+  assign \$1319  = | s5_step_in[41:19];
   assign \$1320  = ~ \$1319 ;
-  assign \$1321  = s5_step_in[25] & \$1320 ;
-  assign \$1322  = | s5_step_in[41:27];
+  assign \$1321  = s5_step_in[18] & \$1320 ;
+  assign \$1322  = | s5_step_in[41:22];
   assign \$1323  = ~ \$1322 ;
-  assign \$1324  = s5_step_in[26] & \$1323 ;
-  assign \$1325  = | s5_step_in[41:30];
+  assign \$1324  = s5_step_in[21] & \$1323 ;
+  assign \$1325  = | s5_step_in[41:23];
   assign \$1326  = ~ \$1325 ;
-  assign \$1327  = s5_step_in[29] & \$1326 ;
-  assign \$1328  = | s5_step_in[41:31];
+  assign \$1327  = s5_step_in[22] & \$1326 ;
+  assign \$1328  = | s5_step_in[41:26];
   assign \$1329  = ~ \$1328 ;
-  assign \$1330  = s5_step_in[30] & \$1329 ;
-  assign \$1331  = | s5_step_in[41:34];
+  assign \$1330  = s5_step_in[25] & \$1329 ;
+  assign \$1331  = | s5_step_in[41:27];
   assign \$1332  = ~ \$1331 ;
-  assign \$1333  = s5_step_in[33] & \$1332 ;
-  assign \$1334  = | s5_step_in[41:35];
+  assign \$1333  = s5_step_in[26] & \$1332 ;
+  assign \$1334  = | s5_step_in[41:30];
   assign \$1335  = ~ \$1334 ;
-  assign \$1336  = s5_step_in[34] & \$1335 ;
-  assign \$1337  = | s5_step_in[41:38];
+  assign \$1336  = s5_step_in[29] & \$1335 ;
+  assign \$1337  = | s5_step_in[41:31];
   assign \$1338  = ~ \$1337 ;
-  assign \$1339  = s5_step_in[37] & \$1338 ;
-  assign \$1340  = | s5_step_in[41:39];
+  assign \$1339  = s5_step_in[30] & \$1338 ;
+  assign \$1340  = | s5_step_in[41:34];
   assign \$1341  = ~ \$1340 ;
-  assign \$1342  = s5_step_in[38] & \$1341 ;
-  assign \$1343  = | { s5_step_in[41], \$1342 , \$1339 , \$1336 , \$1333 , \$1330 , \$1327 , \$1324 , \$1321 , \$1318 , \$1315 , \$1312 , \$1309 , \$1306 , \$1303 , \$1300 , \$1297 , \$1294 , \$1291 , \$1288 , \$1285  };
-  assign \$1344  = | s5_step_in[41:4];
-  assign \$1345  = ~ \$1344 ;
-  assign \$1346  = s5_step_in[3] & \$1345 ;
-  assign \$1347  = | s5_step_in[41:5];
-  assign \$1348  = ~ \$1347 ;
-  assign \$1349  = s5_step_in[4] & \$1348 ;
-  assign \$1350  = | s5_step_in[41:6];
-  assign \$1351  = ~ \$1350 ;
-  assign \$1352  = s5_step_in[5] & \$1351 ;
-  assign \$1353  = | s5_step_in[41:7];
+  assign \$1342  = s5_step_in[33] & \$1341 ;
+  assign \$1343  = | s5_step_in[41:35];
+  assign \$1344  = ~ \$1343 ;
+  assign \$1345  = s5_step_in[34] & \$1344 ;
+  assign \$1346  = | s5_step_in[41:38];
+  assign \$1347  = ~ \$1346 ;
+  assign \$1348  = s5_step_in[37] & \$1347 ;
+  assign \$1349  = | s5_step_in[41:39];
+  assign \$1350  = ~ \$1349 ;
+  assign \$1351  = s5_step_in[38] & \$1350 ;
+  assign \$1352  = | { s5_step_in[41], \$1351 , \$1348 , \$1345 , \$1342 , \$1339 , \$1336 , \$1333 , \$1330 , \$1327 , \$1324 , \$1321 , \$1318 , \$1315 , \$1312 , \$1309 , \$1306 , \$1303 , \$1300 , \$1297 , \$1294  };
+  assign \$1353  = | s5_step_in[41:4];
   assign \$1354  = ~ \$1353 ;
-  assign \$1355  = s5_step_in[6] & \$1354 ;
-  assign \$1356  = | s5_step_in[41:12];
+  assign \$1355  = s5_step_in[3] & \$1354 ;
+  assign \$1356  = | s5_step_in[41:5];
   assign \$1357  = ~ \$1356 ;
-  assign \$1358  = s5_step_in[11] & \$1357 ;
-  assign \$1359  = | s5_step_in[41:13];
+  assign \$1358  = s5_step_in[4] & \$1357 ;
+  assign \$1359  = | s5_step_in[41:6];
   assign \$1360  = ~ \$1359 ;
-  assign \$1361  = s5_step_in[12] & \$1360 ;
-  assign \$1362  = | s5_step_in[41:14];
+  assign \$1361  = s5_step_in[5] & \$1360 ;
+  assign \$1362  = | s5_step_in[41:7];
   assign \$1363  = ~ \$1362 ;
-  assign \$1364  = s5_step_in[13] & \$1363 ;
-  assign \$1365  = | s5_step_in[41:15];
+  assign \$1364  = s5_step_in[6] & \$1363 ;
+  assign \$1365  = | s5_step_in[41:12];
   assign \$1366  = ~ \$1365 ;
-  assign \$1367  = s5_step_in[14] & \$1366 ;
-  assign \$1368  = | s5_step_in[41:20];
+  assign \$1367  = s5_step_in[11] & \$1366 ;
+  assign \$1368  = | s5_step_in[41:13];
   assign \$1369  = ~ \$1368 ;
-  assign \$1370  = s5_step_in[19] & \$1369 ;
-  assign \$1371  = | s5_step_in[41:21];
+  assign \$1370  = s5_step_in[12] & \$1369 ;
+  assign \$1371  = | s5_step_in[41:14];
   assign \$1372  = ~ \$1371 ;
-  assign \$1373  = s5_step_in[20] & \$1372 ;
-  assign \$1374  = | s5_step_in[41:22];
+  assign \$1373  = s5_step_in[13] & \$1372 ;
+  assign \$1374  = | s5_step_in[41:15];
   assign \$1375  = ~ \$1374 ;
-  assign \$1376  = s5_step_in[21] & \$1375 ;
-  assign \$1377  = | s5_step_in[41:23];
+  assign \$1376  = s5_step_in[14] & \$1375 ;
+  assign \$1377  = | s5_step_in[41:20];
   assign \$1378  = ~ \$1377 ;
-  assign \$1379  = s5_step_in[22] & \$1378 ;
-  assign \$1380  = | s5_step_in[41:28];
+  assign \$1379  = s5_step_in[19] & \$1378 ;
+  assign \$1380  = | s5_step_in[41:21];
   assign \$1381  = ~ \$1380 ;
-  assign \$1382  = s5_step_in[27] & \$1381 ;
-  assign \$1383  = | s5_step_in[41:29];
+  assign \$1382  = s5_step_in[20] & \$1381 ;
+  assign \$1383  = | s5_step_in[41:22];
   assign \$1384  = ~ \$1383 ;
-  assign \$1385  = s5_step_in[28] & \$1384 ;
-  assign \$1386  = | s5_step_in[41:30];
+  assign \$1385  = s5_step_in[21] & \$1384 ;
+  assign \$1386  = | s5_step_in[41:23];
   assign \$1387  = ~ \$1386 ;
-  assign \$1388  = s5_step_in[29] & \$1387 ;
-  assign \$1389  = | s5_step_in[41:31];
+  assign \$1388  = s5_step_in[22] & \$1387 ;
+  assign \$1389  = | s5_step_in[41:28];
   assign \$1390  = ~ \$1389 ;
-  assign \$1391  = s5_step_in[30] & \$1390 ;
-  assign \$1392  = | s5_step_in[41:36];
+  assign \$1391  = s5_step_in[27] & \$1390 ;
+  assign \$1392  = | s5_step_in[41:29];
   assign \$1393  = ~ \$1392 ;
-  assign \$1394  = s5_step_in[35] & \$1393 ;
-  assign \$1395  = | s5_step_in[41:37];
+  assign \$1394  = s5_step_in[28] & \$1393 ;
+  assign \$1395  = | s5_step_in[41:30];
   assign \$1396  = ~ \$1395 ;
-  assign \$1397  = s5_step_in[36] & \$1396 ;
-  assign \$1398  = | s5_step_in[41:38];
+  assign \$1397  = s5_step_in[29] & \$1396 ;
+  assign \$1398  = | s5_step_in[41:31];
   assign \$1399  = ~ \$1398 ;
-  assign \$1400  = s5_step_in[37] & \$1399 ;
-  assign \$1401  = | s5_step_in[41:39];
+  assign \$1400  = s5_step_in[30] & \$1399 ;
+  assign \$1401  = | s5_step_in[41:36];
   assign \$1402  = ~ \$1401 ;
-  assign \$1403  = s5_step_in[38] & \$1402 ;
-  assign \$1404  = | { \$1403 , \$1400 , \$1397 , \$1394 , \$1391 , \$1388 , \$1385 , \$1382 , \$1379 , \$1376 , \$1373 , \$1370 , \$1367 , \$1364 , \$1361 , \$1358 , \$1355 , \$1352 , \$1349 , \$1346  };
-  assign \$1405  = | s5_step_in[41:8];
-  assign \$1406  = ~ \$1405 ;
-  assign \$1407  = s5_step_in[7] & \$1406 ;
-  assign \$1408  = | s5_step_in[41:9];
-  assign \$1409  = ~ \$1408 ;
-  assign \$1410  = s5_step_in[8] & \$1409 ;
-  assign \$1411  = | s5_step_in[41:10];
-  assign \$1412  = ~ \$1411 ;
-  assign \$1413  = s5_step_in[9] & \$1412 ;
-  assign \$1414  = | s5_step_in[41:11];
+  assign \$1403  = s5_step_in[35] & \$1402 ;
+  assign \$1404  = | s5_step_in[41:37];
+  assign \$1405  = ~ \$1404 ;
+  assign \$1406  = s5_step_in[36] & \$1405 ;
+  assign \$1407  = | s5_step_in[41:38];
+  assign \$1408  = ~ \$1407 ;
+  assign \$1409  = s5_step_in[37] & \$1408 ;
+  assign \$1410  = | s5_step_in[41:39];
+  assign \$1411  = ~ \$1410 ;
+  assign \$1412  = s5_step_in[38] & \$1411 ;
+  assign \$1413  = | { \$1412 , \$1409 , \$1406 , \$1403 , \$1400 , \$1397 , \$1394 , \$1391 , \$1388 , \$1385 , \$1382 , \$1379 , \$1376 , \$1373 , \$1370 , \$1367 , \$1364 , \$1361 , \$1358 , \$1355  };
+  assign \$1414  = | s5_step_in[41:8];
   assign \$1415  = ~ \$1414 ;
-  assign \$1416  = s5_step_in[10] & \$1415 ;
-  assign \$1417  = | s5_step_in[41:12];
+  assign \$1416  = s5_step_in[7] & \$1415 ;
+  assign \$1417  = | s5_step_in[41:9];
   assign \$1418  = ~ \$1417 ;
-  assign \$1419  = s5_step_in[11] & \$1418 ;
-  assign \$1420  = | s5_step_in[41:13];
+  assign \$1419  = s5_step_in[8] & \$1418 ;
+  assign \$1420  = | s5_step_in[41:10];
   assign \$1421  = ~ \$1420 ;
-  assign \$1422  = s5_step_in[12] & \$1421 ;
-  assign \$1423  = | s5_step_in[41:14];
+  assign \$1422  = s5_step_in[9] & \$1421 ;
+  assign \$1423  = | s5_step_in[41:11];
   assign \$1424  = ~ \$1423 ;
-  assign \$1425  = s5_step_in[13] & \$1424 ;
-  assign \$1426  = | s5_step_in[41:15];
+  assign \$1425  = s5_step_in[10] & \$1424 ;
+  assign \$1426  = | s5_step_in[41:12];
   assign \$1427  = ~ \$1426 ;
-  assign \$1428  = s5_step_in[14] & \$1427 ;
-  assign \$1429  = | s5_step_in[41:24];
+  assign \$1428  = s5_step_in[11] & \$1427 ;
+  assign \$1429  = | s5_step_in[41:13];
   assign \$1430  = ~ \$1429 ;
-  assign \$1431  = s5_step_in[23] & \$1430 ;
-  assign \$1432  = | s5_step_in[41:25];
+  assign \$1431  = s5_step_in[12] & \$1430 ;
+  assign \$1432  = | s5_step_in[41:14];
   assign \$1433  = ~ \$1432 ;
-  assign \$1434  = s5_step_in[24] & \$1433 ;
-  assign \$1435  = | s5_step_in[41:26];
+  assign \$1434  = s5_step_in[13] & \$1433 ;
+  assign \$1435  = | s5_step_in[41:15];
   assign \$1436  = ~ \$1435 ;
-  assign \$1437  = s5_step_in[25] & \$1436 ;
-  assign \$1438  = | s5_step_in[41:27];
+  assign \$1437  = s5_step_in[14] & \$1436 ;
+  assign \$1438  = | s5_step_in[41:24];
   assign \$1439  = ~ \$1438 ;
-  assign \$1440  = s5_step_in[26] & \$1439 ;
-  assign \$1441  = | s5_step_in[41:28];
+  assign \$1440  = s5_step_in[23] & \$1439 ;
+  assign \$1441  = | s5_step_in[41:25];
   assign \$1442  = ~ \$1441 ;
-  assign \$1443  = s5_step_in[27] & \$1442 ;
-  assign \$1444  = | s5_step_in[41:29];
+  assign \$1443  = s5_step_in[24] & \$1442 ;
+  assign \$1444  = | s5_step_in[41:26];
   assign \$1445  = ~ \$1444 ;
-  assign \$1446  = s5_step_in[28] & \$1445 ;
-  assign \$1447  = | s5_step_in[41:30];
+  assign \$1446  = s5_step_in[25] & \$1445 ;
+  assign \$1447  = | s5_step_in[41:27];
   assign \$1448  = ~ \$1447 ;
-  assign \$1449  = s5_step_in[29] & \$1448 ;
-  assign \$1450  = | s5_step_in[41:31];
+  assign \$1449  = s5_step_in[26] & \$1448 ;
+  assign \$1450  = | s5_step_in[41:28];
   assign \$1451  = ~ \$1450 ;
-  assign \$1452  = s5_step_in[30] & \$1451 ;
-  assign \$1453  = | s5_step_in[41:40];
+  assign \$1452  = s5_step_in[27] & \$1451 ;
+  assign \$1453  = | s5_step_in[41:29];
   assign \$1454  = ~ \$1453 ;
-  assign \$1455  = s5_step_in[39] & \$1454 ;
+  assign \$1455  = s5_step_in[28] & \$1454 ;
+  assign \$1456  = | s5_step_in[41:30];
   assign \$1457  = ~ \$1456 ;
-  assign \$1458  = s5_step_in[40] & \$1457 ;
-  assign \$1459  = | { s5_step_in[41], \$1458 , \$1455 , \$1452 , \$1449 , \$1446 , \$1443 , \$1440 , \$1437 , \$1434 , \$1431 , \$1428 , \$1425 , \$1422 , \$1419 , \$1416 , \$1413 , \$1410 , \$1407  };
-  assign \$1460  = | s5_step_in[41:16];
-  assign \$1461  = ~ \$1460 ;
-  assign \$1462  = s5_step_in[15] & \$1461 ;
-  assign \$1463  = | s5_step_in[41:17];
-  assign \$1464  = ~ \$1463 ;
-  assign \$1465  = s5_step_in[16] & \$1464 ;
-  assign \$1466  = | s5_step_in[41:18];
-  assign \$1467  = ~ \$1466 ;
-  assign \$1468  = s5_step_in[17] & \$1467 ;
-  assign \$1469  = | s5_step_in[41:19];
+  assign \$1458  = s5_step_in[29] & \$1457 ;
+  assign \$1459  = | s5_step_in[41:31];
+  assign \$1460  = ~ \$1459 ;
+  assign \$1461  = s5_step_in[30] & \$1460 ;
+  assign \$1462  = | s5_step_in[41:40];
+  assign \$1463  = ~ \$1462 ;
+  assign \$1464  = s5_step_in[39] & \$1463 ;
+  assign \$1466  = ~ \$1465 ;
+  assign \$1467  = s5_step_in[40] & \$1466 ;
+  assign \$1468  = | { s5_step_in[41], \$1467 , \$1464 , \$1461 , \$1458 , \$1455 , \$1452 , \$1449 , \$1446 , \$1443 , \$1440 , \$1437 , \$1434 , \$1431 , \$1428 , \$1425 , \$1422 , \$1419 , \$1416  };
+  assign \$1469  = | s5_step_in[41:16];
   assign \$1470  = ~ \$1469 ;
-  assign \$1471  = s5_step_in[18] & \$1470 ;
-  assign \$1472  = | s5_step_in[41:20];
+  assign \$1471  = s5_step_in[15] & \$1470 ;
+  assign \$1472  = | s5_step_in[41:17];
   assign \$1473  = ~ \$1472 ;
-  assign \$1474  = s5_step_in[19] & \$1473 ;
-  assign \$1475  = | s5_step_in[41:21];
+  assign \$1474  = s5_step_in[16] & \$1473 ;
+  assign \$1475  = | s5_step_in[41:18];
   assign \$1476  = ~ \$1475 ;
-  assign \$1477  = s5_step_in[20] & \$1476 ;
-  assign \$1478  = | s5_step_in[41:22];
+  assign \$1477  = s5_step_in[17] & \$1476 ;
+  assign \$1478  = | s5_step_in[41:19];
   assign \$1479  = ~ \$1478 ;
-  assign \$1480  = s5_step_in[21] & \$1479 ;
-  assign \$1481  = | s5_step_in[41:23];
+  assign \$1480  = s5_step_in[18] & \$1479 ;
+  assign \$1481  = | s5_step_in[41:20];
   assign \$1482  = ~ \$1481 ;
-  assign \$1483  = s5_step_in[22] & \$1482 ;
-  assign \$1484  = | s5_step_in[41:24];
+  assign \$1483  = s5_step_in[19] & \$1482 ;
+  assign \$1484  = | s5_step_in[41:21];
   assign \$1485  = ~ \$1484 ;
-  assign \$1486  = s5_step_in[23] & \$1485 ;
-  assign \$1487  = | s5_step_in[41:25];
+  assign \$1486  = s5_step_in[20] & \$1485 ;
+  assign \$1487  = | s5_step_in[41:22];
   assign \$1488  = ~ \$1487 ;
-  assign \$1489  = s5_step_in[24] & \$1488 ;
-  assign \$1490  = | s5_step_in[41:26];
+  assign \$1489  = s5_step_in[21] & \$1488 ;
+  assign \$1490  = | s5_step_in[41:23];
   assign \$1491  = ~ \$1490 ;
-  assign \$1492  = s5_step_in[25] & \$1491 ;
-  assign \$1493  = | s5_step_in[41:27];
+  assign \$1492  = s5_step_in[22] & \$1491 ;
+  assign \$1493  = | s5_step_in[41:24];
   assign \$1494  = ~ \$1493 ;
-  assign \$1495  = s5_step_in[26] & \$1494 ;
-  assign \$1496  = | s5_step_in[41:28];
+  assign \$1495  = s5_step_in[23] & \$1494 ;
+  assign \$1496  = | s5_step_in[41:25];
   assign \$1497  = ~ \$1496 ;
-  assign \$1498  = s5_step_in[27] & \$1497 ;
-  assign \$1499  = | s5_step_in[41:29];
+  assign \$1498  = s5_step_in[24] & \$1497 ;
+  assign \$1499  = | s5_step_in[41:26];
   assign \$1500  = ~ \$1499 ;
-  assign \$1501  = s5_step_in[28] & \$1500 ;
-  assign \$1502  = | s5_step_in[41:30];
+  assign \$1501  = s5_step_in[25] & \$1500 ;
+  assign \$1502  = | s5_step_in[41:27];
   assign \$1503  = ~ \$1502 ;
-  assign \$1504  = s5_step_in[29] & \$1503 ;
-  assign \$1505  = | s5_step_in[41:31];
+  assign \$1504  = s5_step_in[26] & \$1503 ;
+  assign \$1505  = | s5_step_in[41:28];
   assign \$1506  = ~ \$1505 ;
-  assign \$1507  = s5_step_in[30] & \$1506 ;
-  assign \$1508  = | { \$1507 , \$1504 , \$1501 , \$1498 , \$1495 , \$1492 , \$1489 , \$1486 , \$1483 , \$1480 , \$1477 , \$1474 , \$1471 , \$1468 , \$1465 , \$1462  };
-  assign \$1509  = | s5_step_in[41:32];
-  assign \$1510  = ~ \$1509 ;
-  assign \$1511  = s5_step_in[31] & \$1510 ;
-  assign \$1512  = | s5_step_in[41:33];
-  assign \$1513  = ~ \$1512 ;
-  assign \$1514  = s5_step_in[32] & \$1513 ;
-  assign \$1515  = | s5_step_in[41:34];
-  assign \$1516  = ~ \$1515 ;
-  assign \$1517  = s5_step_in[33] & \$1516 ;
-  assign \$1518  = | s5_step_in[41:35];
+  assign \$1507  = s5_step_in[27] & \$1506 ;
+  assign \$1508  = | s5_step_in[41:29];
+  assign \$1509  = ~ \$1508 ;
+  assign \$1510  = s5_step_in[28] & \$1509 ;
+  assign \$1511  = | s5_step_in[41:30];
+  assign \$1512  = ~ \$1511 ;
+  assign \$1513  = s5_step_in[29] & \$1512 ;
+  assign \$1514  = | s5_step_in[41:31];
+  assign \$1515  = ~ \$1514 ;
+  assign \$1516  = s5_step_in[30] & \$1515 ;
+  assign \$1517  = | { \$1516 , \$1513 , \$1510 , \$1507 , \$1504 , \$1501 , \$1498 , \$1495 , \$1492 , \$1489 , \$1486 , \$1483 , \$1480 , \$1477 , \$1474 , \$1471  };
+  assign \$1518  = | s5_step_in[41:32];
   assign \$1519  = ~ \$1518 ;
-  assign \$1520  = s5_step_in[34] & \$1519 ;
-  assign \$1521  = | s5_step_in[41:36];
+  assign \$1520  = s5_step_in[31] & \$1519 ;
+  assign \$1521  = | s5_step_in[41:33];
   assign \$1522  = ~ \$1521 ;
-  assign \$1523  = s5_step_in[35] & \$1522 ;
-  assign \$1524  = | s5_step_in[41:37];
+  assign \$1523  = s5_step_in[32] & \$1522 ;
+  assign \$1524  = | s5_step_in[41:34];
   assign \$1525  = ~ \$1524 ;
-  assign \$1526  = s5_step_in[36] & \$1525 ;
-  assign \$1527  = | s5_step_in[41:38];
+  assign \$1526  = s5_step_in[33] & \$1525 ;
+  assign \$1527  = | s5_step_in[41:35];
   assign \$1528  = ~ \$1527 ;
-  assign \$1529  = s5_step_in[37] & \$1528 ;
-  assign \$1530  = | s5_step_in[41:39];
+  assign \$1529  = s5_step_in[34] & \$1528 ;
+  assign \$1530  = | s5_step_in[41:36];
   assign \$1531  = ~ \$1530 ;
-  assign \$1532  = s5_step_in[38] & \$1531 ;
-  assign \$1533  = | s5_step_in[41:40];
+  assign \$1532  = s5_step_in[35] & \$1531 ;
+  assign \$1533  = | s5_step_in[41:37];
   assign \$1534  = ~ \$1533 ;
-  assign \$1535  = s5_step_in[39] & \$1534 ;
+  assign \$1535  = s5_step_in[36] & \$1534 ;
+  assign \$1536  = | s5_step_in[41:38];
   assign \$1537  = ~ \$1536 ;
-  assign \$1538  = s5_step_in[40] & \$1537 ;
-  assign \$1539  = | { s5_step_in[41], \$1538 , \$1535 , \$1532 , \$1529 , \$1526 , \$1523 , \$1520 , \$1517 , \$1514 , \$1511  };
-  assign \$1540  = { \$1539 , \$1508 , \$1459 , \$1404 , \$1343 , \$1282  } - 4'ha;
-  assign \$1541  = \$1218  ? \$1540 [4:0] : 5'h00;
-  assign \$1542  = | s5_step_out[41:10];
-  assign \$1543  = | s5_step_out[41:1];
-  assign \$1544  = ~ \$1543 ;
-  assign \$1545  = s5_step_out[0] & \$1544 ;
-  assign \$1546  = | s5_step_out[41:3];
-  assign \$1547  = ~ \$1546 ;
-  assign \$1548  = s5_step_out[2] & \$1547 ;
-  assign \$1549  = | s5_step_out[41:5];
-  assign \$1550  = ~ \$1549 ;
-  assign \$1551  = s5_step_out[4] & \$1550 ;
-  assign \$1552  = | s5_step_out[41:7];
+  assign \$1538  = s5_step_in[37] & \$1537 ;
+  assign \$1539  = | s5_step_in[41:39];
+  assign \$1540  = ~ \$1539 ;
+  assign \$1541  = s5_step_in[38] & \$1540 ;
+  assign \$1542  = | s5_step_in[41:40];
+  assign \$1543  = ~ \$1542 ;
+  assign \$1544  = s5_step_in[39] & \$1543 ;
+  assign \$1546  = ~ \$1545 ;
+  assign \$1547  = s5_step_in[40] & \$1546 ;
+  assign \$1548  = | { s5_step_in[41], \$1547 , \$1544 , \$1541 , \$1538 , \$1535 , \$1532 , \$1529 , \$1526 , \$1523 , \$1520  };
+  assign \$1549  = { \$1548 , \$1517 , \$1468 , \$1413 , \$1352 , \$1291  } - 4'ha;
+  assign \$1550  = \$1227  ? \$1549 [4:0] : 5'h00;
+  assign \$1551  = | s5_step_out[41:10];
+  assign \$1552  = | s5_step_out[41:1];
   assign \$1553  = ~ \$1552 ;
-  assign \$1554  = s5_step_out[6] & \$1553 ;
-  assign \$1555  = | s5_step_out[41:9];
+  assign \$1554  = s5_step_out[0] & \$1553 ;
+  assign \$1555  = | s5_step_out[41:3];
   assign \$1556  = ~ \$1555 ;
-  assign \$1557  = s5_step_out[8] & \$1556 ;
-  assign \$1558  = | s5_step_out[41:11];
+  assign \$1557  = s5_step_out[2] & \$1556 ;
+  assign \$1558  = | s5_step_out[41:5];
   assign \$1559  = ~ \$1558 ;
-  assign \$1560  = s5_step_out[10] & \$1559 ;
-  assign \$1561  = | s5_step_out[41:13];
+  assign \$1560  = s5_step_out[4] & \$1559 ;
+  assign \$1561  = | s5_step_out[41:7];
   assign \$1562  = ~ \$1561 ;
-  assign \$1563  = s5_step_out[12] & \$1562 ;
-  assign \$1564  = | s5_step_out[41:15];
+  assign \$1563  = s5_step_out[6] & \$1562 ;
+  assign \$1564  = | s5_step_out[41:9];
   assign \$1565  = ~ \$1564 ;
-  assign \$1566  = s5_step_out[14] & \$1565 ;
-  assign \$1567  = | s5_step_out[41:17];
+  assign \$1566  = s5_step_out[8] & \$1565 ;
+  assign \$1567  = | s5_step_out[41:11];
   assign \$1568  = ~ \$1567 ;
-  assign \$1569  = s5_step_out[16] & \$1568 ;
-  assign \$1570  = | s5_step_out[41:19];
+  assign \$1569  = s5_step_out[10] & \$1568 ;
+  assign \$1570  = | s5_step_out[41:13];
   assign \$1571  = ~ \$1570 ;
-  assign \$1572  = s5_step_out[18] & \$1571 ;
-  assign \$1573  = | s5_step_out[41:21];
+  assign \$1572  = s5_step_out[12] & \$1571 ;
+  assign \$1573  = | s5_step_out[41:15];
   assign \$1574  = ~ \$1573 ;
-  assign \$1575  = s5_step_out[20] & \$1574 ;
-  assign \$1576  = | s5_step_out[41:23];
+  assign \$1575  = s5_step_out[14] & \$1574 ;
+  assign \$1576  = | s5_step_out[41:17];
   assign \$1577  = ~ \$1576 ;
-  assign \$1578  = s5_step_out[22] & \$1577 ;
-  assign \$1579  = | s5_step_out[41:25];
+  assign \$1578  = s5_step_out[16] & \$1577 ;
+  assign \$1579  = | s5_step_out[41:19];
   assign \$1580  = ~ \$1579 ;
-  assign \$1581  = s5_step_out[24] & \$1580 ;
-  assign \$1582  = | s5_step_out[41:27];
+  assign \$1581  = s5_step_out[18] & \$1580 ;
+  assign \$1582  = | s5_step_out[41:21];
   assign \$1583  = ~ \$1582 ;
-  assign \$1584  = s5_step_out[26] & \$1583 ;
-  assign \$1585  = | s5_step_out[41:29];
+  assign \$1584  = s5_step_out[20] & \$1583 ;
+  assign \$1585  = | s5_step_out[41:23];
   assign \$1586  = ~ \$1585 ;
-  assign \$1587  = s5_step_out[28] & \$1586 ;
-  assign \$1588  = | s5_step_out[41:31];
+  assign \$1587  = s5_step_out[22] & \$1586 ;
+  assign \$1588  = | s5_step_out[41:25];
   assign \$1589  = ~ \$1588 ;
-  assign \$1590  = s5_step_out[30] & \$1589 ;
-  assign \$1591  = | s5_step_out[41:33];
+  assign \$1590  = s5_step_out[24] & \$1589 ;
+  assign \$1591  = | s5_step_out[41:27];
   assign \$1592  = ~ \$1591 ;
-  assign \$1593  = s5_step_out[32] & \$1592 ;
-  assign \$1594  = | s5_step_out[41:35];
+  assign \$1593  = s5_step_out[26] & \$1592 ;
+  assign \$1594  = | s5_step_out[41:29];
   assign \$1595  = ~ \$1594 ;
-  assign \$1596  = s5_step_out[34] & \$1595 ;
-  assign \$1597  = | s5_step_out[41:37];
+  assign \$1596  = s5_step_out[28] & \$1595 ;
+  assign \$1597  = | s5_step_out[41:31];
   assign \$1598  = ~ \$1597 ;
-  assign \$1599  = s5_step_out[36] & \$1598 ;
-  assign \$1600  = | s5_step_out[41:39];
+  assign \$1599  = s5_step_out[30] & \$1598 ;
+  assign \$1600  = | s5_step_out[41:33];
   assign \$1601  = ~ \$1600 ;
-  assign \$1602  = s5_step_out[38] & \$1601 ;
+  assign \$1602  = s5_step_out[32] & \$1601 ;
+  assign \$1603  = | s5_step_out[41:35];
   assign \$1604  = ~ \$1603 ;
-  assign \$1605  = s5_step_out[40] & \$1604 ;
-  assign \$1606  = | { \$1605 , \$1602 , \$1599 , \$1596 , \$1593 , \$1590 , \$1587 , \$1584 , \$1581 , \$1578 , \$1575 , \$1572 , \$1569 , \$1566 , \$1563 , \$1560 , \$1557 , \$1554 , \$1551 , \$1548 , \$1545  };
-  assign \$1607  = | s5_step_out[41:2];
-  assign \$1608  = ~ \$1607 ;
-  assign \$1609  = s5_step_out[1] & \$1608 ;
-  assign \$1610  = | s5_step_out[41:3];
-  assign \$1611  = ~ \$1610 ;
-  assign \$1612  = s5_step_out[2] & \$1611 ;
-  assign \$1613  = | s5_step_out[41:6];
-  assign \$1614  = ~ \$1613 ;
-  assign \$1615  = s5_step_out[5] & \$1614 ;
-  assign \$1616  = | s5_step_out[41:7];
+  assign \$1605  = s5_step_out[34] & \$1604 ;
+  assign \$1606  = | s5_step_out[41:37];
+  assign \$1607  = ~ \$1606 ;
+  assign \$1608  = s5_step_out[36] & \$1607 ;
+  assign \$1609  = | s5_step_out[41:39];
+  assign \$1610  = ~ \$1609 ;
+  assign \$1611  = s5_step_out[38] & \$1610 ;
+  assign \$1613  = ~ \$1612 ;
+  assign \$1614  = s5_step_out[40] & \$1613 ;
+  assign \$1615  = | { \$1614 , \$1611 , \$1608 , \$1605 , \$1602 , \$1599 , \$1596 , \$1593 , \$1590 , \$1587 , \$1584 , \$1581 , \$1578 , \$1575 , \$1572 , \$1569 , \$1566 , \$1563 , \$1560 , \$1557 , \$1554  };
+  assign \$1616  = | s5_step_out[41:2];
   assign \$1617  = ~ \$1616 ;
-  assign \$1618  = s5_step_out[6] & \$1617 ;
-  assign \$1619  = | s5_step_out[41:10];
+  assign \$1618  = s5_step_out[1] & \$1617 ;
+  assign \$1619  = | s5_step_out[41:3];
   assign \$1620  = ~ \$1619 ;
-  assign \$1621  = s5_step_out[9] & \$1620 ;
-  assign \$1622  = | s5_step_out[41:11];
+  assign \$1621  = s5_step_out[2] & \$1620 ;
+  assign \$1622  = | s5_step_out[41:6];
   assign \$1623  = ~ \$1622 ;
-  assign \$1624  = s5_step_out[10] & \$1623 ;
-  assign \$1625  = | s5_step_out[41:14];
+  assign \$1624  = s5_step_out[5] & \$1623 ;
+  assign \$1625  = | s5_step_out[41:7];
   assign \$1626  = ~ \$1625 ;
-  assign \$1627  = s5_step_out[13] & \$1626 ;
-  assign \$1628  = | s5_step_out[41:15];
+  assign \$1627  = s5_step_out[6] & \$1626 ;
+  assign \$1628  = | s5_step_out[41:10];
   assign \$1629  = ~ \$1628 ;
-  assign \$1630  = s5_step_out[14] & \$1629 ;
-  assign \$1631  = | s5_step_out[41:18];
+  assign \$1630  = s5_step_out[9] & \$1629 ;
+  assign \$1631  = | s5_step_out[41:11];
   assign \$1632  = ~ \$1631 ;
-  assign \$1633  = s5_step_out[17] & \$1632 ;
-  assign \$1634  = | s5_step_out[41:19];
+  assign \$1633  = s5_step_out[10] & \$1632 ;
+  assign \$1634  = | s5_step_out[41:14];
   assign \$1635  = ~ \$1634 ;
-  assign \$1636  = s5_step_out[18] & \$1635 ;
-  assign \$1637  = | s5_step_out[41:22];
+  assign \$1636  = s5_step_out[13] & \$1635 ;
+  assign \$1637  = | s5_step_out[41:15];
   assign \$1638  = ~ \$1637 ;
-  assign \$1639  = s5_step_out[21] & \$1638 ;
-  assign \$1640  = | s5_step_out[41:23];
+  assign \$1639  = s5_step_out[14] & \$1638 ;
+  assign \$1640  = | s5_step_out[41:18];
   assign \$1641  = ~ \$1640 ;
-  assign \$1642  = s5_step_out[22] & \$1641 ;
-  assign \$1643  = | s5_step_out[41:26];
+  assign \$1642  = s5_step_out[17] & \$1641 ;
+  assign \$1643  = | s5_step_out[41:19];
   assign \$1644  = ~ \$1643 ;
-  assign \$1645  = s5_step_out[25] & \$1644 ;
-  assign \$1646  = | s5_step_out[41:27];
+  assign \$1645  = s5_step_out[18] & \$1644 ;
+  assign \$1646  = | s5_step_out[41:22];
   assign \$1647  = ~ \$1646 ;
-  assign \$1648  = s5_step_out[26] & \$1647 ;
-  assign \$1649  = | s5_step_out[41:30];
+  assign \$1648  = s5_step_out[21] & \$1647 ;
+  assign \$1649  = | s5_step_out[41:23];
   assign \$1650  = ~ \$1649 ;
-  assign \$1651  = s5_step_out[29] & \$1650 ;
-  assign \$1652  = | s5_step_out[41:31];
+  assign \$1651  = s5_step_out[22] & \$1650 ;
+  assign \$1652  = | s5_step_out[41:26];
   assign \$1653  = ~ \$1652 ;
-  assign \$1654  = s5_step_out[30] & \$1653 ;
-  assign \$1655  = | s5_step_out[41:34];
+  assign \$1654  = s5_step_out[25] & \$1653 ;
+  assign \$1655  = | s5_step_out[41:27];
   assign \$1656  = ~ \$1655 ;
-  assign \$1657  = s5_step_out[33] & \$1656 ;
-  assign \$1658  = | s5_step_out[41:35];
+  assign \$1657  = s5_step_out[26] & \$1656 ;
+  assign \$1658  = | s5_step_out[41:30];
   assign \$1659  = ~ \$1658 ;
-  assign \$1660  = s5_step_out[34] & \$1659 ;
-  assign \$1661  = | s5_step_out[41:38];
+  assign \$1660  = s5_step_out[29] & \$1659 ;
+  assign \$1661  = | s5_step_out[41:31];
   assign \$1662  = ~ \$1661 ;
-  assign \$1663  = s5_step_out[37] & \$1662 ;
-  assign \$1664  = | s5_step_out[41:39];
+  assign \$1663  = s5_step_out[30] & \$1662 ;
+  assign \$1664  = | s5_step_out[41:34];
   assign \$1665  = ~ \$1664 ;
-  assign \$1666  = s5_step_out[38] & \$1665 ;
-  assign \$1667  = | { s5_step_out[41], \$1666 , \$1663 , \$1660 , \$1657 , \$1654 , \$1651 , \$1648 , \$1645 , \$1642 , \$1639 , \$1636 , \$1633 , \$1630 , \$1627 , \$1624 , \$1621 , \$1618 , \$1615 , \$1612 , \$1609  };
-  assign \$1668  = | s5_step_out[41:4];
-  assign \$1669  = ~ \$1668 ;
-  assign \$1670  = s5_step_out[3] & \$1669 ;
-  assign \$1671  = | s5_step_out[41:5];
-  assign \$1672  = ~ \$1671 ;
-  assign \$1673  = s5_step_out[4] & \$1672 ;
-  assign \$1674  = | s5_step_out[41:6];
-  assign \$1675  = ~ \$1674 ;
-  assign \$1676  = s5_step_out[5] & \$1675 ;
-  assign \$1677  = | s5_step_out[41:7];
+  assign \$1666  = s5_step_out[33] & \$1665 ;
+  assign \$1667  = | s5_step_out[41:35];
+  assign \$1668  = ~ \$1667 ;
+  assign \$1669  = s5_step_out[34] & \$1668 ;
+  assign \$1670  = | s5_step_out[41:38];
+  assign \$1671  = ~ \$1670 ;
+  assign \$1672  = s5_step_out[37] & \$1671 ;
+  assign \$1673  = | s5_step_out[41:39];
+  assign \$1674  = ~ \$1673 ;
+  assign \$1675  = s5_step_out[38] & \$1674 ;
+  assign \$1676  = | { s5_step_out[41], \$1675 , \$1672 , \$1669 , \$1666 , \$1663 , \$1660 , \$1657 , \$1654 , \$1651 , \$1648 , \$1645 , \$1642 , \$1639 , \$1636 , \$1633 , \$1630 , \$1627 , \$1624 , \$1621 , \$1618  };
+  assign \$1677  = | s5_step_out[41:4];
   assign \$1678  = ~ \$1677 ;
-  assign \$1679  = s5_step_out[6] & \$1678 ;
-  assign \$1680  = | s5_step_out[41:12];
+  assign \$1679  = s5_step_out[3] & \$1678 ;
+  assign \$1680  = | s5_step_out[41:5];
   assign \$1681  = ~ \$1680 ;
-  assign \$1682  = s5_step_out[11] & \$1681 ;
-  assign \$1683  = | s5_step_out[41:13];
+  assign \$1682  = s5_step_out[4] & \$1681 ;
+  assign \$1683  = | s5_step_out[41:6];
   assign \$1684  = ~ \$1683 ;
-  assign \$1685  = s5_step_out[12] & \$1684 ;
-  assign \$1686  = | s5_step_out[41:14];
+  assign \$1685  = s5_step_out[5] & \$1684 ;
+  assign \$1686  = | s5_step_out[41:7];
   assign \$1687  = ~ \$1686 ;
-  assign \$1688  = s5_step_out[13] & \$1687 ;
-  assign \$1689  = | s5_step_out[41:15];
+  assign \$1688  = s5_step_out[6] & \$1687 ;
+  assign \$1689  = | s5_step_out[41:12];
   assign \$1690  = ~ \$1689 ;
-  assign \$1691  = s5_step_out[14] & \$1690 ;
-  assign \$1692  = | s5_step_out[41:20];
+  assign \$1691  = s5_step_out[11] & \$1690 ;
+  assign \$1692  = | s5_step_out[41:13];
   assign \$1693  = ~ \$1692 ;
-  assign \$1694  = s5_step_out[19] & \$1693 ;
-  assign \$1695  = | s5_step_out[41:21];
+  assign \$1694  = s5_step_out[12] & \$1693 ;
+  assign \$1695  = | s5_step_out[41:14];
   assign \$1696  = ~ \$1695 ;
-  assign \$1697  = s5_step_out[20] & \$1696 ;
-  assign \$1698  = | s5_step_out[41:22];
+  assign \$1697  = s5_step_out[13] & \$1696 ;
+  assign \$1698  = | s5_step_out[41:15];
   assign \$1699  = ~ \$1698 ;
-  assign \$1700  = s5_step_out[21] & \$1699 ;
-  assign \$1701  = | s5_step_out[41:23];
+  assign \$1700  = s5_step_out[14] & \$1699 ;
+  assign \$1701  = | s5_step_out[41:20];
   assign \$1702  = ~ \$1701 ;
-  assign \$1703  = s5_step_out[22] & \$1702 ;
-  assign \$1704  = | s5_step_out[41:28];
+  assign \$1703  = s5_step_out[19] & \$1702 ;
+  assign \$1704  = | s5_step_out[41:21];
   assign \$1705  = ~ \$1704 ;
-  assign \$1706  = s5_step_out[27] & \$1705 ;
-  assign \$1707  = | s5_step_out[41:29];
+  assign \$1706  = s5_step_out[20] & \$1705 ;
+  assign \$1707  = | s5_step_out[41:22];
   assign \$1708  = ~ \$1707 ;
-  assign \$1709  = s5_step_out[28] & \$1708 ;
-  assign \$1710  = | s5_step_out[41:30];
+  assign \$1709  = s5_step_out[21] & \$1708 ;
+  assign \$1710  = | s5_step_out[41:23];
   assign \$1711  = ~ \$1710 ;
-  assign \$1712  = s5_step_out[29] & \$1711 ;
-  assign \$1713  = | s5_step_out[41:31];
+  assign \$1712  = s5_step_out[22] & \$1711 ;
+  assign \$1713  = | s5_step_out[41:28];
   assign \$1714  = ~ \$1713 ;
-  assign \$1715  = s5_step_out[30] & \$1714 ;
-  assign \$1716  = | s5_step_out[41:36];
+  assign \$1715  = s5_step_out[27] & \$1714 ;
+  assign \$1716  = | s5_step_out[41:29];
   assign \$1717  = ~ \$1716 ;
-  assign \$1718  = s5_step_out[35] & \$1717 ;
-  assign \$1719  = | s5_step_out[41:37];
+  assign \$1718  = s5_step_out[28] & \$1717 ;
+  assign \$1719  = | s5_step_out[41:30];
   assign \$1720  = ~ \$1719 ;
-  assign \$1721  = s5_step_out[36] & \$1720 ;
-  assign \$1722  = | s5_step_out[41:38];
+  assign \$1721  = s5_step_out[29] & \$1720 ;
+  assign \$1722  = | s5_step_out[41:31];
   assign \$1723  = ~ \$1722 ;
-  assign \$1724  = s5_step_out[37] & \$1723 ;
-  assign \$1725  = | s5_step_out[41:39];
+  assign \$1724  = s5_step_out[30] & \$1723 ;
+  assign \$1725  = | s5_step_out[41:36];
   assign \$1726  = ~ \$1725 ;
-  assign \$1727  = s5_step_out[38] & \$1726 ;
-  assign \$1728  = | { \$1727 , \$1724 , \$1721 , \$1718 , \$1715 , \$1712 , \$1709 , \$1706 , \$1703 , \$1700 , \$1697 , \$1694 , \$1691 , \$1688 , \$1685 , \$1682 , \$1679 , \$1676 , \$1673 , \$1670  };
-  assign \$1729  = | s5_step_out[41:8];
-  assign \$1730  = ~ \$1729 ;
-  assign \$1731  = s5_step_out[7] & \$1730 ;
-  assign \$1732  = | s5_step_out[41:9];
-  assign \$1733  = ~ \$1732 ;
-  assign \$1734  = s5_step_out[8] & \$1733 ;
-  assign \$1735  = | s5_step_out[41:10];
-  assign \$1736  = ~ \$1735 ;
-  assign \$1737  = s5_step_out[9] & \$1736 ;
-  assign \$1738  = | s5_step_out[41:11];
+  assign \$1727  = s5_step_out[35] & \$1726 ;
+  assign \$1728  = | s5_step_out[41:37];
+  assign \$1729  = ~ \$1728 ;
+  assign \$1730  = s5_step_out[36] & \$1729 ;
+  assign \$1731  = | s5_step_out[41:38];
+  assign \$1732  = ~ \$1731 ;
+  assign \$1733  = s5_step_out[37] & \$1732 ;
+  assign \$1734  = | s5_step_out[41:39];
+  assign \$1735  = ~ \$1734 ;
+  assign \$1736  = s5_step_out[38] & \$1735 ;
+  assign \$1737  = | { \$1736 , \$1733 , \$1730 , \$1727 , \$1724 , \$1721 , \$1718 , \$1715 , \$1712 , \$1709 , \$1706 , \$1703 , \$1700 , \$1697 , \$1694 , \$1691 , \$1688 , \$1685 , \$1682 , \$1679  };
+  assign \$1738  = | s5_step_out[41:8];
   assign \$1739  = ~ \$1738 ;
-  assign \$1740  = s5_step_out[10] & \$1739 ;
-  assign \$1741  = | s5_step_out[41:12];
+  assign \$1740  = s5_step_out[7] & \$1739 ;
+  assign \$1741  = | s5_step_out[41:9];
   assign \$1742  = ~ \$1741 ;
-  assign \$1743  = s5_step_out[11] & \$1742 ;
-  assign \$1744  = | s5_step_out[41:13];
+  assign \$1743  = s5_step_out[8] & \$1742 ;
+  assign \$1744  = | s5_step_out[41:10];
   assign \$1745  = ~ \$1744 ;
-  assign \$1746  = s5_step_out[12] & \$1745 ;
-  assign \$1747  = | s5_step_out[41:14];
+  assign \$1746  = s5_step_out[9] & \$1745 ;
+  assign \$1747  = | s5_step_out[41:11];
   assign \$1748  = ~ \$1747 ;
-  assign \$1749  = s5_step_out[13] & \$1748 ;
-  assign \$1750  = | s5_step_out[41:15];
+  assign \$1749  = s5_step_out[10] & \$1748 ;
+  assign \$1750  = | s5_step_out[41:12];
   assign \$1751  = ~ \$1750 ;
-  assign \$1752  = s5_step_out[14] & \$1751 ;
-  assign \$1753  = | s5_step_out[41:24];
+  assign \$1752  = s5_step_out[11] & \$1751 ;
+  assign \$1753  = | s5_step_out[41:13];
   assign \$1754  = ~ \$1753 ;
-  assign \$1755  = s5_step_out[23] & \$1754 ;
-  assign \$1756  = | s5_step_out[41:25];
+  assign \$1755  = s5_step_out[12] & \$1754 ;
+  assign \$1756  = | s5_step_out[41:14];
   assign \$1757  = ~ \$1756 ;
-  assign \$1758  = s5_step_out[24] & \$1757 ;
-  assign \$1759  = | s5_step_out[41:26];
+  assign \$1758  = s5_step_out[13] & \$1757 ;
+  assign \$1759  = | s5_step_out[41:15];
   assign \$1760  = ~ \$1759 ;
-  assign \$1761  = s5_step_out[25] & \$1760 ;
-  assign \$1762  = | s5_step_out[41:27];
+  assign \$1761  = s5_step_out[14] & \$1760 ;
+  assign \$1762  = | s5_step_out[41:24];
   assign \$1763  = ~ \$1762 ;
-  assign \$1764  = s5_step_out[26] & \$1763 ;
-  assign \$1765  = | s5_step_out[41:28];
+  assign \$1764  = s5_step_out[23] & \$1763 ;
+  assign \$1765  = | s5_step_out[41:25];
   assign \$1766  = ~ \$1765 ;
-  assign \$1767  = s5_step_out[27] & \$1766 ;
-  assign \$1768  = | s5_step_out[41:29];
+  assign \$1767  = s5_step_out[24] & \$1766 ;
+  assign \$1768  = | s5_step_out[41:26];
   assign \$1769  = ~ \$1768 ;
-  assign \$1770  = s5_step_out[28] & \$1769 ;
-  assign \$1771  = | s5_step_out[41:30];
+  assign \$1770  = s5_step_out[25] & \$1769 ;
+  assign \$1771  = | s5_step_out[41:27];
   assign \$1772  = ~ \$1771 ;
-  assign \$1773  = s5_step_out[29] & \$1772 ;
-  assign \$1774  = | s5_step_out[41:31];
+  assign \$1773  = s5_step_out[26] & \$1772 ;
+  assign \$1774  = | s5_step_out[41:28];
   assign \$1775  = ~ \$1774 ;
-  assign \$1776  = s5_step_out[30] & \$1775 ;
-  assign \$1777  = | s5_step_out[41:40];
+  assign \$1776  = s5_step_out[27] & \$1775 ;
+  assign \$1777  = | s5_step_out[41:29];
   assign \$1778  = ~ \$1777 ;
-  assign \$1779  = s5_step_out[39] & \$1778 ;
+  assign \$1779  = s5_step_out[28] & \$1778 ;
+  assign \$1780  = | s5_step_out[41:30];
   assign \$1781  = ~ \$1780 ;
-  assign \$1782  = s5_step_out[40] & \$1781 ;
-  assign \$1783  = | { s5_step_out[41], \$1782 , \$1779 , \$1776 , \$1773 , \$1770 , \$1767 , \$1764 , \$1761 , \$1758 , \$1755 , \$1752 , \$1749 , \$1746 , \$1743 , \$1740 , \$1737 , \$1734 , \$1731  };
-  assign \$1784  = | s5_step_out[41:16];
-  assign \$1785  = ~ \$1784 ;
-  assign \$1786  = s5_step_out[15] & \$1785 ;
-  assign \$1787  = | s5_step_out[41:17];
-  assign \$1788  = ~ \$1787 ;
-  assign \$1789  = s5_step_out[16] & \$1788 ;
-  assign \$1790  = | s5_step_out[41:18];
-  assign \$1791  = ~ \$1790 ;
-  assign \$1792  = s5_step_out[17] & \$1791 ;
-  assign \$1793  = | s5_step_out[41:19];
+  assign \$1782  = s5_step_out[29] & \$1781 ;
+  assign \$1783  = | s5_step_out[41:31];
+  assign \$1784  = ~ \$1783 ;
+  assign \$1785  = s5_step_out[30] & \$1784 ;
+  assign \$1786  = | s5_step_out[41:40];
+  assign \$1787  = ~ \$1786 ;
+  assign \$1788  = s5_step_out[39] & \$1787 ;
+  assign \$1790  = ~ \$1789 ;
+  assign \$1791  = s5_step_out[40] & \$1790 ;
+  assign \$1792  = | { s5_step_out[41], \$1791 , \$1788 , \$1785 , \$1782 , \$1779 , \$1776 , \$1773 , \$1770 , \$1767 , \$1764 , \$1761 , \$1758 , \$1755 , \$1752 , \$1749 , \$1746 , \$1743 , \$1740  };
+  assign \$1793  = | s5_step_out[41:16];
   assign \$1794  = ~ \$1793 ;
-  assign \$1795  = s5_step_out[18] & \$1794 ;
-  assign \$1796  = | s5_step_out[41:20];
+  assign \$1795  = s5_step_out[15] & \$1794 ;
+  assign \$1796  = | s5_step_out[41:17];
   assign \$1797  = ~ \$1796 ;
-  assign \$1798  = s5_step_out[19] & \$1797 ;
-  assign \$1799  = | s5_step_out[41:21];
+  assign \$1798  = s5_step_out[16] & \$1797 ;
+  assign \$1799  = | s5_step_out[41:18];
   assign \$1800  = ~ \$1799 ;
-  assign \$1801  = s5_step_out[20] & \$1800 ;
-  assign \$1802  = | s5_step_out[41:22];
+  assign \$1801  = s5_step_out[17] & \$1800 ;
+  assign \$1802  = | s5_step_out[41:19];
   assign \$1803  = ~ \$1802 ;
-  assign \$1804  = s5_step_out[21] & \$1803 ;
-  assign \$1805  = | s5_step_out[41:23];
+  assign \$1804  = s5_step_out[18] & \$1803 ;
+  assign \$1805  = | s5_step_out[41:20];
   assign \$1806  = ~ \$1805 ;
-  assign \$1807  = s5_step_out[22] & \$1806 ;
-  assign \$1808  = | s5_step_out[41:24];
+  assign \$1807  = s5_step_out[19] & \$1806 ;
+  assign \$1808  = | s5_step_out[41:21];
   assign \$1809  = ~ \$1808 ;
-  assign \$1810  = s5_step_out[23] & \$1809 ;
-  assign \$1811  = | s5_step_out[41:25];
+  assign \$1810  = s5_step_out[20] & \$1809 ;
+  assign \$1811  = | s5_step_out[41:22];
   assign \$1812  = ~ \$1811 ;
-  assign \$1813  = s5_step_out[24] & \$1812 ;
-  assign \$1814  = | s5_step_out[41:26];
+  assign \$1813  = s5_step_out[21] & \$1812 ;
+  assign \$1814  = | s5_step_out[41:23];
   assign \$1815  = ~ \$1814 ;
-  assign \$1816  = s5_step_out[25] & \$1815 ;
-  assign \$1817  = | s5_step_out[41:27];
+  assign \$1816  = s5_step_out[22] & \$1815 ;
+  assign \$1817  = | s5_step_out[41:24];
   assign \$1818  = ~ \$1817 ;
-  assign \$1819  = s5_step_out[26] & \$1818 ;
-  assign \$1820  = | s5_step_out[41:28];
+  assign \$1819  = s5_step_out[23] & \$1818 ;
+  assign \$1820  = | s5_step_out[41:25];
   assign \$1821  = ~ \$1820 ;
-  assign \$1822  = s5_step_out[27] & \$1821 ;
-  assign \$1823  = | s5_step_out[41:29];
+  assign \$1822  = s5_step_out[24] & \$1821 ;
+  assign \$1823  = | s5_step_out[41:26];
   assign \$1824  = ~ \$1823 ;
-  assign \$1825  = s5_step_out[28] & \$1824 ;
-  assign \$1826  = | s5_step_out[41:30];
+  assign \$1825  = s5_step_out[25] & \$1824 ;
+  assign \$1826  = | s5_step_out[41:27];
   assign \$1827  = ~ \$1826 ;
-  assign \$1828  = s5_step_out[29] & \$1827 ;
-  assign \$1829  = | s5_step_out[41:31];
+  assign \$1828  = s5_step_out[26] & \$1827 ;
+  assign \$1829  = | s5_step_out[41:28];
   assign \$1830  = ~ \$1829 ;
-  assign \$1831  = s5_step_out[30] & \$1830 ;
-  assign \$1832  = | { \$1831 , \$1828 , \$1825 , \$1822 , \$1819 , \$1816 , \$1813 , \$1810 , \$1807 , \$1804 , \$1801 , \$1798 , \$1795 , \$1792 , \$1789 , \$1786  };
-  assign \$1833  = | s5_step_out[41:32];
-  assign \$1834  = ~ \$1833 ;
-  assign \$1835  = s5_step_out[31] & \$1834 ;
-  assign \$1836  = | s5_step_out[41:33];
-  assign \$1837  = ~ \$1836 ;
-  assign \$1838  = s5_step_out[32] & \$1837 ;
-  assign \$1839  = | s5_step_out[41:34];
-  assign \$1840  = ~ \$1839 ;
-  assign \$1841  = s5_step_out[33] & \$1840 ;
-  assign \$1842  = | s5_step_out[41:35];
+  assign \$1831  = s5_step_out[27] & \$1830 ;
+  assign \$1832  = | s5_step_out[41:29];
+  assign \$1833  = ~ \$1832 ;
+  assign \$1834  = s5_step_out[28] & \$1833 ;
+  assign \$1835  = | s5_step_out[41:30];
+  assign \$1836  = ~ \$1835 ;
+  assign \$1837  = s5_step_out[29] & \$1836 ;
+  assign \$1838  = | s5_step_out[41:31];
+  assign \$1839  = ~ \$1838 ;
+  assign \$1840  = s5_step_out[30] & \$1839 ;
+  assign \$1841  = | { \$1840 , \$1837 , \$1834 , \$1831 , \$1828 , \$1825 , \$1822 , \$1819 , \$1816 , \$1813 , \$1810 , \$1807 , \$1804 , \$1801 , \$1798 , \$1795  };
+  assign \$1842  = | s5_step_out[41:32];
   assign \$1843  = ~ \$1842 ;
-  assign \$1844  = s5_step_out[34] & \$1843 ;
-  assign \$1845  = | s5_step_out[41:36];
+  assign \$1844  = s5_step_out[31] & \$1843 ;
+  assign \$1845  = | s5_step_out[41:33];
   assign \$1846  = ~ \$1845 ;
-  assign \$1847  = s5_step_out[35] & \$1846 ;
-  assign \$1848  = | s5_step_out[41:37];
+  assign \$1847  = s5_step_out[32] & \$1846 ;
+  assign \$1848  = | s5_step_out[41:34];
   assign \$1849  = ~ \$1848 ;
-  assign \$1850  = s5_step_out[36] & \$1849 ;
-  assign \$1851  = | s5_step_out[41:38];
+  assign \$1850  = s5_step_out[33] & \$1849 ;
+  assign \$1851  = | s5_step_out[41:35];
   assign \$1852  = ~ \$1851 ;
-  assign \$1853  = s5_step_out[37] & \$1852 ;
-  assign \$1854  = | s5_step_out[41:39];
+  assign \$1853  = s5_step_out[34] & \$1852 ;
+  assign \$1854  = | s5_step_out[41:36];
   assign \$1855  = ~ \$1854 ;
-  assign \$1856  = s5_step_out[38] & \$1855 ;
-  assign \$1857  = | s5_step_out[41:40];
+  assign \$1856  = s5_step_out[35] & \$1855 ;
+  assign \$1857  = | s5_step_out[41:37];
   assign \$1858  = ~ \$1857 ;
-  assign \$1859  = s5_step_out[39] & \$1858 ;
+  assign \$1859  = s5_step_out[36] & \$1858 ;
+  assign \$1860  = | s5_step_out[41:38];
   assign \$1861  = ~ \$1860 ;
-  assign \$1862  = s5_step_out[40] & \$1861 ;
-  assign \$1863  = | { s5_step_out[41], \$1862 , \$1859 , \$1856 , \$1853 , \$1850 , \$1847 , \$1844 , \$1841 , \$1838 , \$1835  };
-  assign \$1864  = { \$1863 , \$1832 , \$1783 , \$1728 , \$1667 , \$1606  } - 4'hb;
-  assign \$1865  = s5_step_out >> \$1864 [5:0];
-  assign \$1866  = \$1542  ? \$1865 [9:0] : s5_step_out[9:0];
-  assign \$1867  = | s5_step_out[41:10];
-  assign \$1868  = | s5_step_out[41:1];
-  assign \$1869  = ~ \$1868 ;
-  assign \$1870  = s5_step_out[0] & \$1869 ;
-  assign \$1871  = | s5_step_out[41:3];
-  assign \$1872  = ~ \$1871 ;
-  assign \$1873  = s5_step_out[2] & \$1872 ;
-  assign \$1874  = | s5_step_out[41:5];
-  assign \$1875  = ~ \$1874 ;
-  assign \$1876  = s5_step_out[4] & \$1875 ;
-  assign \$1877  = | s5_step_out[41:7];
+  assign \$1862  = s5_step_out[37] & \$1861 ;
+  assign \$1863  = | s5_step_out[41:39];
+  assign \$1864  = ~ \$1863 ;
+  assign \$1865  = s5_step_out[38] & \$1864 ;
+  assign \$1866  = | s5_step_out[41:40];
+  assign \$1867  = ~ \$1866 ;
+  assign \$1868  = s5_step_out[39] & \$1867 ;
+  assign \$1870  = ~ \$1869 ;
+  assign \$1871  = s5_step_out[40] & \$1870 ;
+  assign \$1872  = | { s5_step_out[41], \$1871 , \$1868 , \$1865 , \$1862 , \$1859 , \$1856 , \$1853 , \$1850 , \$1847 , \$1844  };
+  assign \$1873  = { \$1872 , \$1841 , \$1792 , \$1737 , \$1676 , \$1615  } - 4'hb;
+  assign \$1874  = s5_step_out >> \$1873 [5:0];
+  assign \$1875  = \$1551  ? \$1874 [9:0] : s5_step_out[9:0];
+  assign \$1876  = | s5_step_out[41:10];
+  assign \$1877  = | s5_step_out[41:1];
   assign \$1878  = ~ \$1877 ;
-  assign \$1879  = s5_step_out[6] & \$1878 ;
-  assign \$1880  = | s5_step_out[41:9];
+  assign \$1879  = s5_step_out[0] & \$1878 ;
+  assign \$1880  = | s5_step_out[41:3];
   assign \$1881  = ~ \$1880 ;
-  assign \$1882  = s5_step_out[8] & \$1881 ;
-  assign \$1883  = | s5_step_out[41:11];
+  assign \$1882  = s5_step_out[2] & \$1881 ;
+  assign \$1883  = | s5_step_out[41:5];
   assign \$1884  = ~ \$1883 ;
-  assign \$1885  = s5_step_out[10] & \$1884 ;
-  assign \$1886  = | s5_step_out[41:13];
+  assign \$1885  = s5_step_out[4] & \$1884 ;
+  assign \$1886  = | s5_step_out[41:7];
   assign \$1887  = ~ \$1886 ;
-  assign \$1888  = s5_step_out[12] & \$1887 ;
-  assign \$1889  = | s5_step_out[41:15];
+  assign \$1888  = s5_step_out[6] & \$1887 ;
+  assign \$1889  = | s5_step_out[41:9];
   assign \$1890  = ~ \$1889 ;
-  assign \$1891  = s5_step_out[14] & \$1890 ;
-  assign \$1892  = | s5_step_out[41:17];
+  assign \$1891  = s5_step_out[8] & \$1890 ;
+  assign \$1892  = | s5_step_out[41:11];
   assign \$1893  = ~ \$1892 ;
-  assign \$1894  = s5_step_out[16] & \$1893 ;
-  assign \$1895  = | s5_step_out[41:19];
+  assign \$1894  = s5_step_out[10] & \$1893 ;
+  assign \$1895  = | s5_step_out[41:13];
   assign \$1896  = ~ \$1895 ;
-  assign \$1897  = s5_step_out[18] & \$1896 ;
-  assign \$1898  = | s5_step_out[41:21];
+  assign \$1897  = s5_step_out[12] & \$1896 ;
+  assign \$1898  = | s5_step_out[41:15];
   assign \$1899  = ~ \$1898 ;
-  assign \$1900  = s5_step_out[20] & \$1899 ;
-  assign \$1901  = | s5_step_out[41:23];
+  assign \$1900  = s5_step_out[14] & \$1899 ;
+  assign \$1901  = | s5_step_out[41:17];
   assign \$1902  = ~ \$1901 ;
-  assign \$1903  = s5_step_out[22] & \$1902 ;
-  assign \$1904  = | s5_step_out[41:25];
+  assign \$1903  = s5_step_out[16] & \$1902 ;
+  assign \$1904  = | s5_step_out[41:19];
   assign \$1905  = ~ \$1904 ;
-  assign \$1906  = s5_step_out[24] & \$1905 ;
-  assign \$1907  = | s5_step_out[41:27];
+  assign \$1906  = s5_step_out[18] & \$1905 ;
+  assign \$1907  = | s5_step_out[41:21];
   assign \$1908  = ~ \$1907 ;
-  assign \$1909  = s5_step_out[26] & \$1908 ;
-  assign \$1910  = | s5_step_out[41:29];
+  assign \$1909  = s5_step_out[20] & \$1908 ;
+  assign \$1910  = | s5_step_out[41:23];
   assign \$1911  = ~ \$1910 ;
-  assign \$1912  = s5_step_out[28] & \$1911 ;
-  assign \$1913  = | s5_step_out[41:31];
+  assign \$1912  = s5_step_out[22] & \$1911 ;
+  assign \$1913  = | s5_step_out[41:25];
   assign \$1914  = ~ \$1913 ;
-  assign \$1915  = s5_step_out[30] & \$1914 ;
-  assign \$1916  = | s5_step_out[41:33];
+  assign \$1915  = s5_step_out[24] & \$1914 ;
+  assign \$1916  = | s5_step_out[41:27];
   assign \$1917  = ~ \$1916 ;
-  assign \$1918  = s5_step_out[32] & \$1917 ;
-  assign \$1919  = | s5_step_out[41:35];
+  assign \$1918  = s5_step_out[26] & \$1917 ;
+  assign \$1919  = | s5_step_out[41:29];
   assign \$1920  = ~ \$1919 ;
-  assign \$1921  = s5_step_out[34] & \$1920 ;
-  assign \$1922  = | s5_step_out[41:37];
+  assign \$1921  = s5_step_out[28] & \$1920 ;
+  assign \$1922  = | s5_step_out[41:31];
   assign \$1923  = ~ \$1922 ;
-  assign \$1924  = s5_step_out[36] & \$1923 ;
-  assign \$1925  = | s5_step_out[41:39];
+  assign \$1924  = s5_step_out[30] & \$1923 ;
+  assign \$1925  = | s5_step_out[41:33];
   assign \$1926  = ~ \$1925 ;
-  assign \$1927  = s5_step_out[38] & \$1926 ;
+  assign \$1927  = s5_step_out[32] & \$1926 ;
+  assign \$1928  = | s5_step_out[41:35];
   assign \$1929  = ~ \$1928 ;
-  assign \$1930  = s5_step_out[40] & \$1929 ;
-  assign \$1931  = | { \$1930 , \$1927 , \$1924 , \$1921 , \$1918 , \$1915 , \$1912 , \$1909 , \$1906 , \$1903 , \$1900 , \$1897 , \$1894 , \$1891 , \$1888 , \$1885 , \$1882 , \$1879 , \$1876 , \$1873 , \$1870  };
-  assign \$1932  = | s5_step_out[41:2];
-  assign \$1933  = ~ \$1932 ;
-  assign \$1934  = s5_step_out[1] & \$1933 ;
-  assign \$1935  = | s5_step_out[41:3];
-  assign \$1936  = ~ \$1935 ;
-  assign \$1937  = s5_step_out[2] & \$1936 ;
-  assign \$1938  = | s5_step_out[41:6];
-  assign \$1939  = ~ \$1938 ;
-  assign \$1940  = s5_step_out[5] & \$1939 ;
-  assign \$1941  = | s5_step_out[41:7];
+  assign \$1930  = s5_step_out[34] & \$1929 ;
+  assign \$1931  = | s5_step_out[41:37];
+  assign \$1932  = ~ \$1931 ;
+  assign \$1933  = s5_step_out[36] & \$1932 ;
+  assign \$1934  = | s5_step_out[41:39];
+  assign \$1935  = ~ \$1934 ;
+  assign \$1936  = s5_step_out[38] & \$1935 ;
+  assign \$1938  = ~ \$1937 ;
+  assign \$1939  = s5_step_out[40] & \$1938 ;
+  assign \$1940  = | { \$1939 , \$1936 , \$1933 , \$1930 , \$1927 , \$1924 , \$1921 , \$1918 , \$1915 , \$1912 , \$1909 , \$1906 , \$1903 , \$1900 , \$1897 , \$1894 , \$1891 , \$1888 , \$1885 , \$1882 , \$1879  };
+  assign \$1941  = | s5_step_out[41:2];
   assign \$1942  = ~ \$1941 ;
-  assign \$1943  = s5_step_out[6] & \$1942 ;
-  assign \$1944  = | s5_step_out[41:10];
+  assign \$1943  = s5_step_out[1] & \$1942 ;
+  assign \$1944  = | s5_step_out[41:3];
   assign \$1945  = ~ \$1944 ;
-  assign \$1946  = s5_step_out[9] & \$1945 ;
-  assign \$1947  = | s5_step_out[41:11];
+  assign \$1946  = s5_step_out[2] & \$1945 ;
+  assign \$1947  = | s5_step_out[41:6];
   assign \$1948  = ~ \$1947 ;
-  assign \$1949  = s5_step_out[10] & \$1948 ;
-  assign \$1950  = | s5_step_out[41:14];
+  assign \$1949  = s5_step_out[5] & \$1948 ;
+  assign \$1950  = | s5_step_out[41:7];
   assign \$1951  = ~ \$1950 ;
-  assign \$1952  = s5_step_out[13] & \$1951 ;
-  assign \$1953  = | s5_step_out[41:15];
+  assign \$1952  = s5_step_out[6] & \$1951 ;
+  assign \$1953  = | s5_step_out[41:10];
   assign \$1954  = ~ \$1953 ;
-  assign \$1955  = s5_step_out[14] & \$1954 ;
-  assign \$1956  = | s5_step_out[41:18];
+  assign \$1955  = s5_step_out[9] & \$1954 ;
+  assign \$1956  = | s5_step_out[41:11];
   assign \$1957  = ~ \$1956 ;
-  assign \$1958  = s5_step_out[17] & \$1957 ;
-  assign \$1959  = | s5_step_out[41:19];
+  assign \$1958  = s5_step_out[10] & \$1957 ;
+  assign \$1959  = | s5_step_out[41:14];
   assign \$1960  = ~ \$1959 ;
-  assign \$1961  = s5_step_out[18] & \$1960 ;
-  assign \$1962  = | s5_step_out[41:22];
+  assign \$1961  = s5_step_out[13] & \$1960 ;
+  assign \$1962  = | s5_step_out[41:15];
   assign \$1963  = ~ \$1962 ;
-  assign \$1964  = s5_step_out[21] & \$1963 ;
-  assign \$1965  = | s5_step_out[41:23];
+  assign \$1964  = s5_step_out[14] & \$1963 ;
+  assign \$1965  = | s5_step_out[41:18];
   assign \$1966  = ~ \$1965 ;
-  assign \$1967  = s5_step_out[22] & \$1966 ;
-  assign \$1968  = | s5_step_out[41:26];
+  assign \$1967  = s5_step_out[17] & \$1966 ;
+  assign \$1968  = | s5_step_out[41:19];
   assign \$1969  = ~ \$1968 ;
-  assign \$1970  = s5_step_out[25] & \$1969 ;
-  assign \$1971  = | s5_step_out[41:27];
+  assign \$1970  = s5_step_out[18] & \$1969 ;
+  assign \$1971  = | s5_step_out[41:22];
   assign \$1972  = ~ \$1971 ;
-  assign \$1973  = s5_step_out[26] & \$1972 ;
-  assign \$1974  = | s5_step_out[41:30];
+  assign \$1973  = s5_step_out[21] & \$1972 ;
+  assign \$1974  = | s5_step_out[41:23];
   assign \$1975  = ~ \$1974 ;
-  assign \$1976  = s5_step_out[29] & \$1975 ;
-  assign \$1977  = | s5_step_out[41:31];
+  assign \$1976  = s5_step_out[22] & \$1975 ;
+  assign \$1977  = | s5_step_out[41:26];
   assign \$1978  = ~ \$1977 ;
-  assign \$1979  = s5_step_out[30] & \$1978 ;
-  assign \$1980  = | s5_step_out[41:34];
+  assign \$1979  = s5_step_out[25] & \$1978 ;
+  assign \$1980  = | s5_step_out[41:27];
   assign \$1981  = ~ \$1980 ;
-  assign \$1982  = s5_step_out[33] & \$1981 ;
-  assign \$1983  = | s5_step_out[41:35];
+  assign \$1982  = s5_step_out[26] & \$1981 ;
+  assign \$1983  = | s5_step_out[41:30];
   assign \$1984  = ~ \$1983 ;
-  assign \$1985  = s5_step_out[34] & \$1984 ;
-  assign \$1986  = | s5_step_out[41:38];
+  assign \$1985  = s5_step_out[29] & \$1984 ;
+  assign \$1986  = | s5_step_out[41:31];
   assign \$1987  = ~ \$1986 ;
-  assign \$1988  = s5_step_out[37] & \$1987 ;
-  assign \$1989  = | s5_step_out[41:39];
+  assign \$1988  = s5_step_out[30] & \$1987 ;
+  assign \$1989  = | s5_step_out[41:34];
   assign \$1990  = ~ \$1989 ;
-  assign \$1991  = s5_step_out[38] & \$1990 ;
-  assign \$1992  = | { s5_step_out[41], \$1991 , \$1988 , \$1985 , \$1982 , \$1979 , \$1976 , \$1973 , \$1970 , \$1967 , \$1964 , \$1961 , \$1958 , \$1955 , \$1952 , \$1949 , \$1946 , \$1943 , \$1940 , \$1937 , \$1934  };
-  assign \$1993  = | s5_step_out[41:4];
-  assign \$1994  = ~ \$1993 ;
-  assign \$1995  = s5_step_out[3] & \$1994 ;
-  assign \$1996  = | s5_step_out[41:5];
-  assign \$1997  = ~ \$1996 ;
-  assign \$1998  = s5_step_out[4] & \$1997 ;
-  assign \$1999  = | s5_step_out[41:6];
-  assign \$2000  = ~ \$1999 ;
-  assign \$2001  = s5_step_out[5] & \$2000 ;
-  assign \$2002  = | s5_step_out[41:7];
+  assign \$1991  = s5_step_out[33] & \$1990 ;
+  assign \$1992  = | s5_step_out[41:35];
+  assign \$1993  = ~ \$1992 ;
+  assign \$1994  = s5_step_out[34] & \$1993 ;
+  assign \$1995  = | s5_step_out[41:38];
+  assign \$1996  = ~ \$1995 ;
+  assign \$1997  = s5_step_out[37] & \$1996 ;
+  assign \$1998  = | s5_step_out[41:39];
+  assign \$1999  = ~ \$1998 ;
+  assign \$2000  = s5_step_out[38] & \$1999 ;
+  assign \$2001  = | { s5_step_out[41], \$2000 , \$1997 , \$1994 , \$1991 , \$1988 , \$1985 , \$1982 , \$1979 , \$1976 , \$1973 , \$1970 , \$1967 , \$1964 , \$1961 , \$1958 , \$1955 , \$1952 , \$1949 , \$1946 , \$1943  };
+  assign \$2002  = | s5_step_out[41:4];
   assign \$2003  = ~ \$2002 ;
-  assign \$2004  = s5_step_out[6] & \$2003 ;
-  assign \$2005  = | s5_step_out[41:12];
+  assign \$2004  = s5_step_out[3] & \$2003 ;
+  assign \$2005  = | s5_step_out[41:5];
   assign \$2006  = ~ \$2005 ;
-  assign \$2007  = s5_step_out[11] & \$2006 ;
-  assign \$2008  = | s5_step_out[41:13];
+  assign \$2007  = s5_step_out[4] & \$2006 ;
+  assign \$2008  = | s5_step_out[41:6];
   assign \$2009  = ~ \$2008 ;
-  assign \$2010  = s5_step_out[12] & \$2009 ;
-  assign \$2011  = | s5_step_out[41:14];
+  assign \$2010  = s5_step_out[5] & \$2009 ;
+  assign \$2011  = | s5_step_out[41:7];
   assign \$2012  = ~ \$2011 ;
-  assign \$2013  = s5_step_out[13] & \$2012 ;
-  assign \$2014  = | s5_step_out[41:15];
+  assign \$2013  = s5_step_out[6] & \$2012 ;
+  assign \$2014  = | s5_step_out[41:12];
   assign \$2015  = ~ \$2014 ;
-  assign \$2016  = s5_step_out[14] & \$2015 ;
-  assign \$2017  = | s5_step_out[41:20];
+  assign \$2016  = s5_step_out[11] & \$2015 ;
+  assign \$2017  = | s5_step_out[41:13];
   assign \$2018  = ~ \$2017 ;
-  assign \$2019  = s5_step_out[19] & \$2018 ;
-  assign \$2020  = | s5_step_out[41:21];
+  assign \$2019  = s5_step_out[12] & \$2018 ;
+  assign \$2020  = | s5_step_out[41:14];
   assign \$2021  = ~ \$2020 ;
-  assign \$2022  = s5_step_out[20] & \$2021 ;
-  assign \$2023  = | s5_step_out[41:22];
+  assign \$2022  = s5_step_out[13] & \$2021 ;
+  assign \$2023  = | s5_step_out[41:15];
   assign \$2024  = ~ \$2023 ;
-  assign \$2025  = s5_step_out[21] & \$2024 ;
-  assign \$2026  = | s5_step_out[41:23];
+  assign \$2025  = s5_step_out[14] & \$2024 ;
+  assign \$2026  = | s5_step_out[41:20];
   assign \$2027  = ~ \$2026 ;
-  assign \$2028  = s5_step_out[22] & \$2027 ;
-  assign \$2029  = | s5_step_out[41:28];
+  assign \$2028  = s5_step_out[19] & \$2027 ;
+  assign \$2029  = | s5_step_out[41:21];
   assign \$2030  = ~ \$2029 ;
-  assign \$2031  = s5_step_out[27] & \$2030 ;
-  assign \$2032  = | s5_step_out[41:29];
+  assign \$2031  = s5_step_out[20] & \$2030 ;
+  assign \$2032  = | s5_step_out[41:22];
   assign \$2033  = ~ \$2032 ;
-  assign \$2034  = s5_step_out[28] & \$2033 ;
-  assign \$2035  = | s5_step_out[41:30];
+  assign \$2034  = s5_step_out[21] & \$2033 ;
+  assign \$2035  = | s5_step_out[41:23];
   assign \$2036  = ~ \$2035 ;
-  assign \$2037  = s5_step_out[29] & \$2036 ;
-  assign \$2038  = | s5_step_out[41:31];
+  assign \$2037  = s5_step_out[22] & \$2036 ;
+  assign \$2038  = | s5_step_out[41:28];
   assign \$2039  = ~ \$2038 ;
-  assign \$2040  = s5_step_out[30] & \$2039 ;
-  assign \$2041  = | s5_step_out[41:36];
+  assign \$2040  = s5_step_out[27] & \$2039 ;
+  assign \$2041  = | s5_step_out[41:29];
   assign \$2042  = ~ \$2041 ;
-  assign \$2043  = s5_step_out[35] & \$2042 ;
-  assign \$2044  = | s5_step_out[41:37];
+  assign \$2043  = s5_step_out[28] & \$2042 ;
+  assign \$2044  = | s5_step_out[41:30];
   assign \$2045  = ~ \$2044 ;
-  assign \$2046  = s5_step_out[36] & \$2045 ;
-  assign \$2047  = | s5_step_out[41:38];
+  assign \$2046  = s5_step_out[29] & \$2045 ;
+  assign \$2047  = | s5_step_out[41:31];
   assign \$2048  = ~ \$2047 ;
-  assign \$2049  = s5_step_out[37] & \$2048 ;
-  assign \$2050  = | s5_step_out[41:39];
+  assign \$2049  = s5_step_out[30] & \$2048 ;
+  assign \$2050  = | s5_step_out[41:36];
   assign \$2051  = ~ \$2050 ;
-  assign \$2052  = s5_step_out[38] & \$2051 ;
-  assign \$2053  = | { \$2052 , \$2049 , \$2046 , \$2043 , \$2040 , \$2037 , \$2034 , \$2031 , \$2028 , \$2025 , \$2022 , \$2019 , \$2016 , \$2013 , \$2010 , \$2007 , \$2004 , \$2001 , \$1998 , \$1995  };
-  assign \$2054  = | s5_step_out[41:8];
-  assign \$2055  = ~ \$2054 ;
-  assign \$2056  = s5_step_out[7] & \$2055 ;
-  assign \$2057  = | s5_step_out[41:9];
-  assign \$2058  = ~ \$2057 ;
-  assign \$2059  = s5_step_out[8] & \$2058 ;
-  assign \$2060  = | s5_step_out[41:10];
-  assign \$2061  = ~ \$2060 ;
-  assign \$2062  = s5_step_out[9] & \$2061 ;
-  assign \$2063  = | s5_step_out[41:11];
+  assign \$2052  = s5_step_out[35] & \$2051 ;
+  assign \$2053  = | s5_step_out[41:37];
+  assign \$2054  = ~ \$2053 ;
+  assign \$2055  = s5_step_out[36] & \$2054 ;
+  assign \$2056  = | s5_step_out[41:38];
+  assign \$2057  = ~ \$2056 ;
+  assign \$2058  = s5_step_out[37] & \$2057 ;
+  assign \$2059  = | s5_step_out[41:39];
+  assign \$2060  = ~ \$2059 ;
+  assign \$2061  = s5_step_out[38] & \$2060 ;
+  assign \$2062  = | { \$2061 , \$2058 , \$2055 , \$2052 , \$2049 , \$2046 , \$2043 , \$2040 , \$2037 , \$2034 , \$2031 , \$2028 , \$2025 , \$2022 , \$2019 , \$2016 , \$2013 , \$2010 , \$2007 , \$2004  };
+  assign \$2063  = | s5_step_out[41:8];
   assign \$2064  = ~ \$2063 ;
-  assign \$2065  = s5_step_out[10] & \$2064 ;
-  assign \$2066  = | s5_step_out[41:12];
+  assign \$2065  = s5_step_out[7] & \$2064 ;
+  assign \$2066  = | s5_step_out[41:9];
   assign \$2067  = ~ \$2066 ;
-  assign \$2068  = s5_step_out[11] & \$2067 ;
-  assign \$2069  = | s5_step_out[41:13];
+  assign \$2068  = s5_step_out[8] & \$2067 ;
+  assign \$2069  = | s5_step_out[41:10];
   assign \$2070  = ~ \$2069 ;
-  assign \$2071  = s5_step_out[12] & \$2070 ;
-  assign \$2072  = | s5_step_out[41:14];
+  assign \$2071  = s5_step_out[9] & \$2070 ;
+  assign \$2072  = | s5_step_out[41:11];
   assign \$2073  = ~ \$2072 ;
-  assign \$2074  = s5_step_out[13] & \$2073 ;
-  assign \$2075  = | s5_step_out[41:15];
+  assign \$2074  = s5_step_out[10] & \$2073 ;
+  assign \$2075  = | s5_step_out[41:12];
   assign \$2076  = ~ \$2075 ;
-  assign \$2077  = s5_step_out[14] & \$2076 ;
-  assign \$2078  = | s5_step_out[41:24];
+  assign \$2077  = s5_step_out[11] & \$2076 ;
+  assign \$2078  = | s5_step_out[41:13];
   assign \$2079  = ~ \$2078 ;
-  assign \$2080  = s5_step_out[23] & \$2079 ;
-  assign \$2081  = | s5_step_out[41:25];
+  assign \$2080  = s5_step_out[12] & \$2079 ;
+  assign \$2081  = | s5_step_out[41:14];
   assign \$2082  = ~ \$2081 ;
-  assign \$2083  = s5_step_out[24] & \$2082 ;
-  assign \$2084  = | s5_step_out[41:26];
+  assign \$2083  = s5_step_out[13] & \$2082 ;
+  assign \$2084  = | s5_step_out[41:15];
   assign \$2085  = ~ \$2084 ;
-  assign \$2086  = s5_step_out[25] & \$2085 ;
-  assign \$2087  = | s5_step_out[41:27];
+  assign \$2086  = s5_step_out[14] & \$2085 ;
+  assign \$2087  = | s5_step_out[41:24];
   assign \$2088  = ~ \$2087 ;
-  assign \$2089  = s5_step_out[26] & \$2088 ;
-  assign \$2090  = | s5_step_out[41:28];
+  assign \$2089  = s5_step_out[23] & \$2088 ;
+  assign \$2090  = | s5_step_out[41:25];
   assign \$2091  = ~ \$2090 ;
-  assign \$2092  = s5_step_out[27] & \$2091 ;
-  assign \$2093  = | s5_step_out[41:29];
+  assign \$2092  = s5_step_out[24] & \$2091 ;
+  assign \$2093  = | s5_step_out[41:26];
   assign \$2094  = ~ \$2093 ;
-  assign \$2095  = s5_step_out[28] & \$2094 ;
-  assign \$2096  = | s5_step_out[41:30];
+  assign \$2095  = s5_step_out[25] & \$2094 ;
+  assign \$2096  = | s5_step_out[41:27];
   assign \$2097  = ~ \$2096 ;
-  assign \$2098  = s5_step_out[29] & \$2097 ;
-  assign \$2099  = | s5_step_out[41:31];
+  assign \$2098  = s5_step_out[26] & \$2097 ;
+  assign \$2099  = | s5_step_out[41:28];
   assign \$2100  = ~ \$2099 ;
-  assign \$2101  = s5_step_out[30] & \$2100 ;
-  assign \$2102  = | s5_step_out[41:40];
+  assign \$2101  = s5_step_out[27] & \$2100 ;
+  assign \$2102  = | s5_step_out[41:29];
   assign \$2103  = ~ \$2102 ;
-  assign \$2104  = s5_step_out[39] & \$2103 ;
+  assign \$2104  = s5_step_out[28] & \$2103 ;
+  assign \$2105  = | s5_step_out[41:30];
   assign \$2106  = ~ \$2105 ;
-  assign \$2107  = s5_step_out[40] & \$2106 ;
-  assign \$2108  = | { s5_step_out[41], \$2107 , \$2104 , \$2101 , \$2098 , \$2095 , \$2092 , \$2089 , \$2086 , \$2083 , \$2080 , \$2077 , \$2074 , \$2071 , \$2068 , \$2065 , \$2062 , \$2059 , \$2056  };
-  assign \$2109  = | s5_step_out[41:16];
-  assign \$2110  = ~ \$2109 ;
-  assign \$2111  = s5_step_out[15] & \$2110 ;
-  assign \$2112  = | s5_step_out[41:17];
-  assign \$2113  = ~ \$2112 ;
-  assign \$2114  = s5_step_out[16] & \$2113 ;
-  assign \$2115  = | s5_step_out[41:18];
-  assign \$2116  = ~ \$2115 ;
-  assign \$2117  = s5_step_out[17] & \$2116 ;
-  assign \$2118  = | s5_step_out[41:19];
+  assign \$2107  = s5_step_out[29] & \$2106 ;
+  assign \$2108  = | s5_step_out[41:31];
+  assign \$2109  = ~ \$2108 ;
+  assign \$2110  = s5_step_out[30] & \$2109 ;
+  assign \$2111  = | s5_step_out[41:40];
+  assign \$2112  = ~ \$2111 ;
+  assign \$2113  = s5_step_out[39] & \$2112 ;
+  assign \$2115  = ~ \$2114 ;
+  assign \$2116  = s5_step_out[40] & \$2115 ;
+  assign \$2117  = | { s5_step_out[41], \$2116 , \$2113 , \$2110 , \$2107 , \$2104 , \$2101 , \$2098 , \$2095 , \$2092 , \$2089 , \$2086 , \$2083 , \$2080 , \$2077 , \$2074 , \$2071 , \$2068 , \$2065  };
+  assign \$2118  = | s5_step_out[41:16];
   assign \$2119  = ~ \$2118 ;
-  assign \$2120  = s5_step_out[18] & \$2119 ;
-  assign \$2121  = | s5_step_out[41:20];
+  assign \$2120  = s5_step_out[15] & \$2119 ;
+  assign \$2121  = | s5_step_out[41:17];
   assign \$2122  = ~ \$2121 ;
-  assign \$2123  = s5_step_out[19] & \$2122 ;
-  assign \$2124  = | s5_step_out[41:21];
+  assign \$2123  = s5_step_out[16] & \$2122 ;
+  assign \$2124  = | s5_step_out[41:18];
   assign \$2125  = ~ \$2124 ;
-  assign \$2126  = s5_step_out[20] & \$2125 ;
-  assign \$2127  = | s5_step_out[41:22];
+  assign \$2126  = s5_step_out[17] & \$2125 ;
+  assign \$2127  = | s5_step_out[41:19];
   assign \$2128  = ~ \$2127 ;
-  assign \$2129  = s5_step_out[21] & \$2128 ;
-  assign \$2130  = | s5_step_out[41:23];
+  assign \$2129  = s5_step_out[18] & \$2128 ;
+  assign \$2130  = | s5_step_out[41:20];
   assign \$2131  = ~ \$2130 ;
-  assign \$2132  = s5_step_out[22] & \$2131 ;
-  assign \$2133  = | s5_step_out[41:24];
+  assign \$2132  = s5_step_out[19] & \$2131 ;
+  assign \$2133  = | s5_step_out[41:21];
   assign \$2134  = ~ \$2133 ;
-  assign \$2135  = s5_step_out[23] & \$2134 ;
-  assign \$2136  = | s5_step_out[41:25];
+  assign \$2135  = s5_step_out[20] & \$2134 ;
+  assign \$2136  = | s5_step_out[41:22];
   assign \$2137  = ~ \$2136 ;
-  assign \$2138  = s5_step_out[24] & \$2137 ;
-  assign \$2139  = | s5_step_out[41:26];
+  assign \$2138  = s5_step_out[21] & \$2137 ;
+  assign \$2139  = | s5_step_out[41:23];
   assign \$2140  = ~ \$2139 ;
-  assign \$2141  = s5_step_out[25] & \$2140 ;
-  assign \$2142  = | s5_step_out[41:27];
+  assign \$2141  = s5_step_out[22] & \$2140 ;
+  assign \$2142  = | s5_step_out[41:24];
   assign \$2143  = ~ \$2142 ;
-  assign \$2144  = s5_step_out[26] & \$2143 ;
-  assign \$2145  = | s5_step_out[41:28];
+  assign \$2144  = s5_step_out[23] & \$2143 ;
+  assign \$2145  = | s5_step_out[41:25];
   assign \$2146  = ~ \$2145 ;
-  assign \$2147  = s5_step_out[27] & \$2146 ;
-  assign \$2148  = | s5_step_out[41:29];
+  assign \$2147  = s5_step_out[24] & \$2146 ;
+  assign \$2148  = | s5_step_out[41:26];
   assign \$2149  = ~ \$2148 ;
-  assign \$2150  = s5_step_out[28] & \$2149 ;
-  assign \$2151  = | s5_step_out[41:30];
+  assign \$2150  = s5_step_out[25] & \$2149 ;
+  assign \$2151  = | s5_step_out[41:27];
   assign \$2152  = ~ \$2151 ;
-  assign \$2153  = s5_step_out[29] & \$2152 ;
-  assign \$2154  = | s5_step_out[41:31];
+  assign \$2153  = s5_step_out[26] & \$2152 ;
+  assign \$2154  = | s5_step_out[41:28];
   assign \$2155  = ~ \$2154 ;
-  assign \$2156  = s5_step_out[30] & \$2155 ;
-  assign \$2157  = | { \$2156 , \$2153 , \$2150 , \$2147 , \$2144 , \$2141 , \$2138 , \$2135 , \$2132 , \$2129 , \$2126 , \$2123 , \$2120 , \$2117 , \$2114 , \$2111  };
-  assign \$2158  = | s5_step_out[41:32];
-  assign \$2159  = ~ \$2158 ;
-  assign \$2160  = s5_step_out[31] & \$2159 ;
-  assign \$2161  = | s5_step_out[41:33];
-  assign \$2162  = ~ \$2161 ;
-  assign \$2163  = s5_step_out[32] & \$2162 ;
-  assign \$2164  = | s5_step_out[41:34];
-  assign \$2165  = ~ \$2164 ;
-  assign \$2166  = s5_step_out[33] & \$2165 ;
-  assign \$2167  = | s5_step_out[41:35];
+  assign \$2156  = s5_step_out[27] & \$2155 ;
+  assign \$2157  = | s5_step_out[41:29];
+  assign \$2158  = ~ \$2157 ;
+  assign \$2159  = s5_step_out[28] & \$2158 ;
+  assign \$2160  = | s5_step_out[41:30];
+  assign \$2161  = ~ \$2160 ;
+  assign \$2162  = s5_step_out[29] & \$2161 ;
+  assign \$2163  = | s5_step_out[41:31];
+  assign \$2164  = ~ \$2163 ;
+  assign \$2165  = s5_step_out[30] & \$2164 ;
+  assign \$2166  = | { \$2165 , \$2162 , \$2159 , \$2156 , \$2153 , \$2150 , \$2147 , \$2144 , \$2141 , \$2138 , \$2135 , \$2132 , \$2129 , \$2126 , \$2123 , \$2120  };
+  assign \$2167  = | s5_step_out[41:32];
   assign \$2168  = ~ \$2167 ;
-  assign \$2169  = s5_step_out[34] & \$2168 ;
-  assign \$2170  = | s5_step_out[41:36];
+  assign \$2169  = s5_step_out[31] & \$2168 ;
+  assign \$2170  = | s5_step_out[41:33];
   assign \$2171  = ~ \$2170 ;
-  assign \$2172  = s5_step_out[35] & \$2171 ;
-  assign \$2173  = | s5_step_out[41:37];
+  assign \$2172  = s5_step_out[32] & \$2171 ;
+  assign \$2173  = | s5_step_out[41:34];
   assign \$2174  = ~ \$2173 ;
-  assign \$2175  = s5_step_out[36] & \$2174 ;
-  assign \$2176  = | s5_step_out[41:38];
+  assign \$2175  = s5_step_out[33] & \$2174 ;
+  assign \$2176  = | s5_step_out[41:35];
   assign \$2177  = ~ \$2176 ;
-  assign \$2178  = s5_step_out[37] & \$2177 ;
-  assign \$2179  = | s5_step_out[41:39];
+  assign \$2178  = s5_step_out[34] & \$2177 ;
+  assign \$2179  = | s5_step_out[41:36];
   assign \$2180  = ~ \$2179 ;
-  assign \$2181  = s5_step_out[38] & \$2180 ;
-  assign \$2182  = | s5_step_out[41:40];
+  assign \$2181  = s5_step_out[35] & \$2180 ;
+  assign \$2182  = | s5_step_out[41:37];
   assign \$2183  = ~ \$2182 ;
-  assign \$2184  = s5_step_out[39] & \$2183 ;
+  assign \$2184  = s5_step_out[36] & \$2183 ;
+  assign \$2185  = | s5_step_out[41:38];
   assign \$2186  = ~ \$2185 ;
-  assign \$2187  = s5_step_out[40] & \$2186 ;
-  assign \$2188  = | { s5_step_out[41], \$2187 , \$2184 , \$2181 , \$2178 , \$2175 , \$2172 , \$2169 , \$2166 , \$2163 , \$2160  };
-  assign \$2189  = { \$2188 , \$2157 , \$2108 , \$2053 , \$1992 , \$1931  } - 4'ha;
-  assign \$2190  = \$1867  ? \$2189 [4:0] : 5'h00;
-  assign \$2192  = s0_rem >= \$2191 ;
-  assign \$2194  = s0_rem - \$2193 ;
-  assign \$2195  = \$2192  ? \$2194  : { 3'h0, s0_rem };
-  assign \$2197  = s1_rem >= \$2196 ;
-  assign \$2199  = s1_rem - \$2198 ;
-  assign \$2200  = \$2197  ? \$2199  : { 1'h0, s1_rem };
-  assign \$2202  = s2_rem >= \$2201 ;
-  assign \$2204  = s2_rem - \$2203 ;
-  assign \$2205  = \$2202  ? \$2204  : { 1'h0, s2_rem };
-  assign \$2207  = s3_rem >= \$2206 ;
-  assign \$2209  = s3_rem - \$2208 ;
-  assign \$2210  = \$2207  ? \$2209  : { 1'h0, s3_rem };
-  assign \$2211  = | s4_c_mid;
-  assign \$2212  = | s4_c_mid[41:1];
-  assign \$2213  = | s4_c_mid[41:2];
-  assign \$2214  = | s4_c_mid[41:3];
-  assign \$2215  = | s4_c_mid[41:4];
-  assign \$2216  = | s4_c_mid[41:5];
-  assign \$2217  = | s4_c_mid[41:6];
-  assign \$2218  = | s4_c_mid[41:7];
-  assign \$2219  = | s4_c_mid[41:8];
-  assign \$2220  = | s4_c_mid[41:9];
-  assign \$2221  = | s4_c_mid[41:10];
-  assign \$2222  = | s4_c_mid[41:11];
-  assign \$2223  = | s4_c_mid[41:12];
-  assign \$2224  = | s4_c_mid[41:13];
-  assign \$2225  = | s4_c_mid[41:14];
-  assign \$2226  = | s4_c_mid[41:15];
-  assign \$2227  = | s4_c_mid[41:16];
-  assign \$2228  = | s4_c_mid[41:17];
-  assign \$2229  = | s4_c_mid[41:18];
-  assign \$2230  = | s4_c_mid[41:19];
-  assign \$2231  = | s4_c_mid[41:20];
-  assign \$2232  = | s4_c_mid[41:21];
-  assign \$2233  = | s4_c_mid[41:22];
-  assign \$2234  = | s4_c_mid[41:23];
-  assign \$2235  = | s4_c_mid[41:24];
-  assign \$2236  = | s4_c_mid[41:25];
-  assign \$2237  = | s4_c_mid[41:26];
-  assign \$2238  = | s4_c_mid[41:27];
-  assign \$2239  = | s4_c_mid[41:28];
-  assign \$2240  = | s4_c_mid[41:29];
-  assign \$2241  = | s4_c_mid[41:30];
-  assign \$2242  = | s4_c_mid[41:31];
-  assign \$2243  = | s4_c_mid[41:32];
-  assign \$2244  = | s4_c_mid[41:33];
-  assign \$2245  = | s4_c_mid[41:34];
-  assign \$2246  = | s4_c_mid[41:35];
-  assign \$2247  = | s4_c_mid[41:36];
-  assign \$2248  = | s4_c_mid[41:37];
-  assign \$2249  = | s4_c_mid[41:38];
-  assign \$2250  = | s4_c_mid[41:39];
-  assign \$2251  = | s4_c_mid[41:40];
-  assign \$2253  = | s4_c_in;
-  assign \$2254  = | s4_c_in[41:1];
-  assign \$2255  = | s4_c_in[41:2];
-  assign \$2256  = | s4_c_in[41:3];
-  assign \$2257  = | s4_c_in[41:4];
-  assign \$2258  = | s4_c_in[41:5];
-  assign \$2259  = | s4_c_in[41:6];
-  assign \$2260  = | s4_c_in[41:7];
-  assign \$2261  = | s4_c_in[41:8];
-  assign \$2262  = | s4_c_in[41:9];
-  assign \$2263  = | s4_c_in[41:10];
-  assign \$2264  = | s4_c_in[41:11];
-  assign \$2265  = | s4_c_in[41:12];
-  assign \$2266  = | s4_c_in[41:13];
-  assign \$2267  = | s4_c_in[41:14];
-  assign \$2268  = | s4_c_in[41:15];
-  assign \$2269  = | s4_c_in[41:16];
-  assign \$2270  = | s4_c_in[41:17];
-  assign \$2271  = | s4_c_in[41:18];
-  assign \$2272  = | s4_c_in[41:19];
-  assign \$2273  = | s4_c_in[41:20];
-  assign \$2274  = | s4_c_in[41:21];
-  assign \$2275  = | s4_c_in[41:22];
-  assign \$2276  = | s4_c_in[41:23];
-  assign \$2277  = | s4_c_in[41:24];
-  assign \$2278  = | s4_c_in[41:25];
-  assign \$2279  = | s4_c_in[41:26];
-  assign \$2280  = | s4_c_in[41:27];
-  assign \$2281  = | s4_c_in[41:28];
-  assign \$2282  = | s4_c_in[41:29];
-  assign \$2283  = | s4_c_in[41:30];
-  assign \$2284  = | s4_c_in[41:31];
-  assign \$2285  = | s4_c_in[41:32];
-  assign \$2286  = | s4_c_in[41:33];
-  assign \$2287  = | s4_c_in[41:34];
-  assign \$2288  = | s4_c_in[41:35];
-  assign \$2289  = | s4_c_in[41:36];
-  assign \$2290  = | s4_c_in[41:37];
-  assign \$2291  = | s4_c_in[41:38];
-  assign \$2292  = | s4_c_in[41:39];
-  assign \$2293  = | s4_c_in[41:40];
-  assign \$2295  = | s4_c_out;
-  assign \$2296  = | s4_c_out[41:1];
-  assign \$2297  = | s4_c_out[41:2];
-  assign \$2298  = | s4_c_out[41:3];
-  assign \$2299  = | s4_c_out[41:4];
-  assign \$2300  = | s4_c_out[41:5];
-  assign \$2301  = | s4_c_out[41:6];
-  assign \$2302  = | s4_c_out[41:7];
-  assign \$2303  = | s4_c_out[41:8];
-  assign \$2304  = | s4_c_out[41:9];
-  assign \$2305  = | s4_c_out[41:10];
-  assign \$2306  = | s4_c_out[41:11];
-  assign \$2307  = | s4_c_out[41:12];
-  assign \$2308  = | s4_c_out[41:13];
-  assign \$2309  = | s4_c_out[41:14];
-  assign \$2310  = | s4_c_out[41:15];
-  assign \$2311  = | s4_c_out[41:16];
-  assign \$2312  = | s4_c_out[41:17];
-  assign \$2313  = | s4_c_out[41:18];
-  assign \$2314  = | s4_c_out[41:19];
-  assign \$2315  = | s4_c_out[41:20];
-  assign \$2316  = | s4_c_out[41:21];
-  assign \$2317  = | s4_c_out[41:22];
-  assign \$2318  = | s4_c_out[41:23];
-  assign \$2319  = | s4_c_out[41:24];
-  assign \$2320  = | s4_c_out[41:25];
-  assign \$2321  = | s4_c_out[41:26];
-  assign \$2322  = | s4_c_out[41:27];
-  assign \$2323  = | s4_c_out[41:28];
-  assign \$2324  = | s4_c_out[41:29];
-  assign \$2325  = | s4_c_out[41:30];
-  assign \$2326  = | s4_c_out[41:31];
-  assign \$2327  = | s4_c_out[41:32];
-  assign \$2328  = | s4_c_out[41:33];
-  assign \$2329  = | s4_c_out[41:34];
-  assign \$2330  = | s4_c_out[41:35];
-  assign \$2331  = | s4_c_out[41:36];
-  assign \$2332  = | s4_c_out[41:37];
-  assign \$2333  = | s4_c_out[41:38];
-  assign \$2334  = | s4_c_out[41:39];
-  assign \$2335  = | s4_c_out[41:40];
+  assign \$2187  = s5_step_out[37] & \$2186 ;
+  assign \$2188  = | s5_step_out[41:39];
+  assign \$2189  = ~ \$2188 ;
+  assign \$2190  = s5_step_out[38] & \$2189 ;
+  assign \$2191  = | s5_step_out[41:40];
+  assign \$2192  = ~ \$2191 ;
+  assign \$2193  = s5_step_out[39] & \$2192 ;
+  assign \$2195  = ~ \$2194 ;
+  assign \$2196  = s5_step_out[40] & \$2195 ;
+  assign \$2197  = | { s5_step_out[41], \$2196 , \$2193 , \$2190 , \$2187 , \$2184 , \$2181 , \$2178 , \$2175 , \$2172 , \$2169  };
+  assign \$2198  = { \$2197 , \$2166 , \$2117 , \$2062 , \$2001 , \$1940  } - 4'ha;
+  assign \$2199  = \$1876  ? \$2198 [4:0] : 5'h00;
+  assign \$2201  = s0_rem >= \$2200 ;
+  assign \$2203  = s0_rem - \$2202 ;
+  assign \$2204  = \$2201  ? \$2203  : { 3'h0, s0_rem };
+  assign \$2206  = s1_rem >= \$2205 ;
+  assign \$2208  = s1_rem - \$2207 ;
+  assign \$2209  = \$2206  ? \$2208  : { 1'h0, s1_rem };
+  assign \$2211  = s2_rem >= \$2210 ;
+  assign \$2213  = s2_rem - \$2212 ;
+  assign \$2214  = \$2211  ? \$2213  : { 1'h0, s2_rem };
+  assign \$2216  = s3_rem >= \$2215 ;
+  assign \$2218  = s3_rem - \$2217 ;
+  assign \$2219  = \$2216  ? \$2218  : { 1'h0, s3_rem };
+  assign \$2220  = | s4_c_mid;
+  assign \$2221  = | s4_c_mid[41:1];
+  assign \$2222  = | s4_c_mid[41:2];
+  assign \$2223  = | s4_c_mid[41:3];
+  assign \$2224  = | s4_c_mid[41:4];
+  assign \$2225  = | s4_c_mid[41:5];
+  assign \$2226  = | s4_c_mid[41:6];
+  assign \$2227  = | s4_c_mid[41:7];
+  assign \$2228  = | s4_c_mid[41:8];
+  assign \$2229  = | s4_c_mid[41:9];
+  assign \$2230  = | s4_c_mid[41:10];
+  assign \$2231  = | s4_c_mid[41:11];
+  assign \$2232  = | s4_c_mid[41:12];
+  assign \$2233  = | s4_c_mid[41:13];
+  assign \$2234  = | s4_c_mid[41:14];
+  assign \$2235  = | s4_c_mid[41:15];
+  assign \$2236  = | s4_c_mid[41:16];
+  assign \$2237  = | s4_c_mid[41:17];
+  assign \$2238  = | s4_c_mid[41:18];
+  assign \$2239  = | s4_c_mid[41:19];
+  assign \$2240  = | s4_c_mid[41:20];
+  assign \$2241  = | s4_c_mid[41:21];
+  assign \$2242  = | s4_c_mid[41:22];
+  assign \$2243  = | s4_c_mid[41:23];
+  assign \$2244  = | s4_c_mid[41:24];
+  assign \$2245  = | s4_c_mid[41:25];
+  assign \$2246  = | s4_c_mid[41:26];
+  assign \$2247  = | s4_c_mid[41:27];
+  assign \$2248  = | s4_c_mid[41:28];
+  assign \$2249  = | s4_c_mid[41:29];
+  assign \$2250  = | s4_c_mid[41:30];
+  assign \$2251  = | s4_c_mid[41:31];
+  assign \$2252  = | s4_c_mid[41:32];
+  assign \$2253  = | s4_c_mid[41:33];
+  assign \$2254  = | s4_c_mid[41:34];
+  assign \$2255  = | s4_c_mid[41:35];
+  assign \$2256  = | s4_c_mid[41:36];
+  assign \$2257  = | s4_c_mid[41:37];
+  assign \$2258  = | s4_c_mid[41:38];
+  assign \$2259  = | s4_c_mid[41:39];
+  assign \$2260  = | s4_c_mid[41:40];
+  assign \$2262  = | s4_c_in;
+  assign \$2263  = | s4_c_in[41:1];
+  assign \$2264  = | s4_c_in[41:2];
+  assign \$2265  = | s4_c_in[41:3];
+  assign \$2266  = | s4_c_in[41:4];
+  assign \$2267  = | s4_c_in[41:5];
+  assign \$2268  = | s4_c_in[41:6];
+  assign \$2269  = | s4_c_in[41:7];
+  assign \$2270  = | s4_c_in[41:8];
+  assign \$2271  = | s4_c_in[41:9];
+  assign \$2272  = | s4_c_in[41:10];
+  assign \$2273  = | s4_c_in[41:11];
+  assign \$2274  = | s4_c_in[41:12];
+  assign \$2275  = | s4_c_in[41:13];
+  assign \$2276  = | s4_c_in[41:14];
+  assign \$2277  = | s4_c_in[41:15];
+  assign \$2278  = | s4_c_in[41:16];
+  assign \$2279  = | s4_c_in[41:17];
+  assign \$2280  = | s4_c_in[41:18];
+  assign \$2281  = | s4_c_in[41:19];
+  assign \$2282  = | s4_c_in[41:20];
+  assign \$2283  = | s4_c_in[41:21];
+  assign \$2284  = | s4_c_in[41:22];
+  assign \$2285  = | s4_c_in[41:23];
+  assign \$2286  = | s4_c_in[41:24];
+  assign \$2287  = | s4_c_in[41:25];
+  assign \$2288  = | s4_c_in[41:26];
+  assign \$2289  = | s4_c_in[41:27];
+  assign \$2290  = | s4_c_in[41:28];
+  assign \$2291  = | s4_c_in[41:29];
+  assign \$2292  = | s4_c_in[41:30];
+  assign \$2293  = | s4_c_in[41:31];
+  assign \$2294  = | s4_c_in[41:32];
+  assign \$2295  = | s4_c_in[41:33];
+  assign \$2296  = | s4_c_in[41:34];
+  assign \$2297  = | s4_c_in[41:35];
+  assign \$2298  = | s4_c_in[41:36];
+  assign \$2299  = | s4_c_in[41:37];
+  assign \$2300  = | s4_c_in[41:38];
+  assign \$2301  = | s4_c_in[41:39];
+  assign \$2302  = | s4_c_in[41:40];
+  assign \$2304  = | s4_c_out;
+  assign \$2305  = | s4_c_out[41:1];
+  assign \$2306  = | s4_c_out[41:2];
+  assign \$2307  = | s4_c_out[41:3];
+  assign \$2308  = | s4_c_out[41:4];
+  assign \$2309  = | s4_c_out[41:5];
+  assign \$2310  = | s4_c_out[41:6];
+  assign \$2311  = | s4_c_out[41:7];
+  assign \$2312  = | s4_c_out[41:8];
+  assign \$2313  = | s4_c_out[41:9];
+  assign \$2314  = | s4_c_out[41:10];
+  assign \$2315  = | s4_c_out[41:11];
+  assign \$2316  = | s4_c_out[41:12];
+  assign \$2317  = | s4_c_out[41:13];
+  assign \$2318  = | s4_c_out[41:14];
+  assign \$2319  = | s4_c_out[41:15];
+  assign \$2320  = | s4_c_out[41:16];
+  assign \$2321  = | s4_c_out[41:17];
+  assign \$2322  = | s4_c_out[41:18];
+  assign \$2323  = | s4_c_out[41:19];
+  assign \$2324  = | s4_c_out[41:20];
+  assign \$2325  = | s4_c_out[41:21];
+  assign \$2326  = | s4_c_out[41:22];
+  assign \$2327  = | s4_c_out[41:23];
+  assign \$2328  = | s4_c_out[41:24];
+  assign \$2329  = | s4_c_out[41:25];
+  assign \$2330  = | s4_c_out[41:26];
+  assign \$2331  = | s4_c_out[41:27];
+  assign \$2332  = | s4_c_out[41:28];
+  assign \$2333  = | s4_c_out[41:29];
+  assign \$2334  = | s4_c_out[41:30];
+  assign \$2335  = | s4_c_out[41:31];
+  assign \$2336  = | s4_c_out[41:32];
+  assign \$2337  = | s4_c_out[41:33];
+  assign \$2338  = | s4_c_out[41:34];
+  assign \$2339  = | s4_c_out[41:35];
+  assign \$2340  = | s4_c_out[41:36];
+  assign \$2341  = | s4_c_out[41:37];
+  assign \$2342  = | s4_c_out[41:38];
+  assign \$2343  = | s4_c_out[41:39];
+  assign \$2344  = | s4_c_out[41:40];
   always @(posedge clk)
-    s0_valid <= \$2337 ;
+    s0_valid <= \$2346 ;
   always @(posedge clk)
-    s0_a <= \$2338 ;
+    s0_a <= \$2347 ;
   always @(posedge clk)
-    s0_b <= \$2339 ;
+    s0_b <= \$2348 ;
   always @(posedge clk)
-    s0_has_lo <= \$2340 ;
+    s0_has_lo <= \$2349 ;
   always @(posedge clk)
-    s0_has_hi <= \$2341 ;
+    s0_has_hi <= \$2350 ;
   always @(posedge clk)
-    s0_outer <= \$2342 ;
+    s0_outer <= \$2351 ;
   always @(posedge clk)
-    s0_inner <= \$2343 ;
+    s0_inner <= \$2352 ;
   always @(posedge clk)
-    s0_tag <= \$2344 ;
+    s0_tag <= \$2353 ;
   always @(posedge clk)
-    s0_den <= \$2345 ;
+    s0_den <= \$2354 ;
   always @(posedge clk)
-    s0_den_zero <= \$2346 ;
+    s0_den_zero <= \$2355 ;
   always @(posedge clk)
-    s0_rem <= \$2347 ;
+    s0_rem <= \$2356 ;
   always @(posedge clk)
-    s1_q0 <= \$2348 ;
+    s1_q0 <= \$2357 ;
   always @(posedge clk)
-    s1_valid <= \$2349 ;
+    s1_valid <= \$2358 ;
   always @(posedge clk)
-    s1_a <= \$2350 ;
+    s1_a <= \$2359 ;
   always @(posedge clk)
-    s1_b <= \$2351 ;
+    s1_b <= \$2360 ;
   always @(posedge clk)
-    s1_has_lo <= \$2352 ;
+    s1_has_lo <= \$2361 ;
   always @(posedge clk)
-    s1_has_hi <= \$2353 ;
+    s1_has_hi <= \$2362 ;
   always @(posedge clk)
-    s1_outer <= \$2354 ;
+    s1_outer <= \$2363 ;
   always @(posedge clk)
-    s1_inner <= \$2355 ;
+    s1_inner <= \$2364 ;
   always @(posedge clk)
-    s1_tag <= \$2356 ;
+    s1_tag <= \$2365 ;
   always @(posedge clk)
-    s1_den_zero <= \$2357 ;
+    s1_den_zero <= \$2366 ;
   always @(posedge clk)
-    s1_rem <= \$2358 ;
+    s1_rem <= \$2367 ;
   always @(posedge clk)
-    s1_den <= \$2359 ;
+    s1_den <= \$2368 ;
   always @(posedge clk)
-    s2_q0 <= \$2360 ;
+    s2_q0 <= \$2369 ;
   always @(posedge clk)
-    s2_q1 <= \$2361 ;
+    s2_q1 <= \$2370 ;
   always @(posedge clk)
-    s2_valid <= \$2362 ;
+    s2_valid <= \$2371 ;
   always @(posedge clk)
-    s2_a <= \$2363 ;
+    s2_a <= \$2372 ;
   always @(posedge clk)
-    s2_b <= \$2364 ;
+    s2_b <= \$2373 ;
   always @(posedge clk)
-    s2_has_lo <= \$2365 ;
+    s2_has_lo <= \$2374 ;
   always @(posedge clk)
-    s2_has_hi <= \$2366 ;
+    s2_has_hi <= \$2375 ;
   always @(posedge clk)
-    s2_outer <= \$2367 ;
+    s2_outer <= \$2376 ;
   always @(posedge clk)
-    s2_inner <= \$2368 ;
+    s2_inner <= \$2377 ;
   always @(posedge clk)
-    s2_tag <= \$2369 ;
+    s2_tag <= \$2378 ;
   always @(posedge clk)
-    s2_den_zero <= \$2370 ;
+    s2_den_zero <= \$2379 ;
   always @(posedge clk)
-    s2_rem <= \$2371 ;
+    s2_rem <= \$2380 ;
   always @(posedge clk)
-    s2_den <= \$2372 ;
+    s2_den <= \$2381 ;
   always @(posedge clk)
-    s3_q0 <= \$2373 ;
+    s3_q0 <= \$2382 ;
   always @(posedge clk)
-    s3_q1 <= \$2374 ;
+    s3_q1 <= \$2383 ;
   always @(posedge clk)
-    s3_q2 <= \$2375 ;
+    s3_q2 <= \$2384 ;
   always @(posedge clk)
-    s3_valid <= \$2376 ;
+    s3_valid <= \$2385 ;
   always @(posedge clk)
-    s3_a <= \$2377 ;
+    s3_a <= \$2386 ;
   always @(posedge clk)
-    s3_b <= \$2378 ;
+    s3_b <= \$2387 ;
   always @(posedge clk)
-    s3_has_lo <= \$2379 ;
+    s3_has_lo <= \$2388 ;
   always @(posedge clk)
-    s3_has_hi <= \$2380 ;
+    s3_has_hi <= \$2389 ;
   always @(posedge clk)
-    s3_outer <= \$2381 ;
+    s3_outer <= \$2390 ;
   always @(posedge clk)
-    s3_inner <= \$2382 ;
+    s3_inner <= \$2391 ;
   always @(posedge clk)
-    s3_tag <= \$2383 ;
+    s3_tag <= \$2392 ;
   always @(posedge clk)
-    s3_den_zero <= \$2384 ;
+    s3_den_zero <= \$2393 ;
   always @(posedge clk)
-    s3_rem <= \$2385 ;
+    s3_rem <= \$2394 ;
   always @(posedge clk)
-    s3_den <= \$2386 ;
+    s3_den <= \$2395 ;
   always @(posedge clk)
-    s4_q0 <= \$2387 ;
+    s4_q0 <= \$2396 ;
   always @(posedge clk)
-    s4_q1 <= \$2388 ;
+    s4_q1 <= \$2397 ;
   always @(posedge clk)
-    s4_q2 <= \$2389 ;
+    s4_q2 <= \$2398 ;
   always @(posedge clk)
-    s4_q3 <= \$2390 ;
+    s4_q3 <= \$2399 ;
   always @(posedge clk)
-    s4_valid <= \$2391 ;
+    s4_valid <= \$2400 ;
   always @(posedge clk)
-    s4_a <= \$2392 ;
+    s4_a <= \$2401 ;
   always @(posedge clk)
-    s4_b <= \$2393 ;
+    s4_b <= \$2402 ;
   always @(posedge clk)
-    s4_has_lo <= \$2394 ;
+    s4_has_lo <= \$2403 ;
   always @(posedge clk)
-    s4_has_hi <= \$2395 ;
+    s4_has_hi <= \$2404 ;
   always @(posedge clk)
-    s4_outer <= \$2396 ;
+    s4_outer <= \$2405 ;
   always @(posedge clk)
-    s4_inner <= \$2397 ;
+    s4_inner <= \$2406 ;
   always @(posedge clk)
-    s4_tag <= \$2398 ;
+    s4_tag <= \$2407 ;
   always @(posedge clk)
-    s4_den_zero <= \$2399 ;
+    s4_den_zero <= \$2408 ;
   always @(posedge clk)
-    s4_rem <= \$2400 ;
+    s4_rem <= \$2409 ;
   always @(posedge clk)
-    s4_den <= \$2401 ;
+    s4_den <= \$2410 ;
   always @(posedge clk)
-    s5_q0 <= \$2402 ;
+    s5_q0 <= \$2411 ;
   always @(posedge clk)
-    s5_q1 <= \$2403 ;
+    s5_q1 <= \$2412 ;
   always @(posedge clk)
-    s5_q2 <= \$2404 ;
+    s5_q2 <= \$2413 ;
   always @(posedge clk)
-    s5_q3 <= \$2405 ;
+    s5_q3 <= \$2414 ;
   always @(posedge clk)
-    s5_q4 <= \$2406 ;
+    s5_q4 <= \$2415 ;
   always @(posedge clk)
-    s5_valid <= \$2407 ;
+    s5_valid <= \$2416 ;
   always @(posedge clk)
-    s5_a <= \$2408 ;
+    s5_a <= \$2417 ;
   always @(posedge clk)
-    s5_b <= \$2409 ;
+    s5_b <= \$2418 ;
   always @(posedge clk)
-    s5_has_lo <= \$2410 ;
+    s5_has_lo <= \$2419 ;
   always @(posedge clk)
-    s5_has_hi <= \$2411 ;
+    s5_has_hi <= \$2420 ;
   always @(posedge clk)
-    s5_outer <= \$2412 ;
+    s5_outer <= \$2421 ;
   always @(posedge clk)
-    s5_inner <= \$2413 ;
+    s5_inner <= \$2422 ;
   always @(posedge clk)
-    s5_tag <= \$2414 ;
+    s5_tag <= \$2423 ;
   always @(posedge clk)
-    s5_den_zero <= \$2415 ;
+    s5_den_zero <= \$2424 ;
   always @(posedge clk)
-    s5_inexact <= \$2416 ;
+    s5_inexact <= \$2425 ;
   always @(posedge clk)
-    c_valid <= \$2417 ;
+    c_valid <= \$2426 ;
   always @(posedge clk)
-    c_outer <= \$2418 ;
+    c_outer <= \$2427 ;
   always @(posedge clk)
-    c_inner <= \$2419 ;
+    c_inner <= \$2428 ;
   always @(posedge clk)
-    c_tag <= \$2420 ;
+    c_tag <= \$2429 ;
   always @(posedge clk)
-    c_a <= \$2421 ;
+    c_a <= \$2430 ;
   always @(posedge clk)
-    c_b <= \$2422 ;
+    c_b <= \$2431 ;
   always @(posedge clk)
-    c_nl <= \$2423 ;
+    c_nl <= \$2432 ;
   always @(posedge clk)
-    c_nu <= \$2424 ;
+    c_nu <= \$2433 ;
   always @(posedge clk)
-    c_mu <= \$2425 ;
+    c_mu <= \$2434 ;
   always @(posedge clk)
-    c_lok <= \$2426 ;
+    c_lok <= \$2435 ;
   always @(posedge clk)
-    c_uok <= \$2427 ;
+    c_uok <= \$2436 ;
   always @(posedge clk)
-    p_valid <= \$2428 ;
+    p_valid <= \$2437 ;
   always @(posedge clk)
-    p_outer <= \$2429 ;
+    p_outer <= \$2438 ;
   always @(posedge clk)
-    p_inner <= \$2430 ;
+    p_inner <= \$2439 ;
   always @(posedge clk)
-    p_tag <= \$2431 ;
+    p_tag <= \$2440 ;
   always @(posedge clk)
-    p_a <= \$2432 ;
+    p_a <= \$2441 ;
   always @(posedge clk)
-    p_b <= \$2433 ;
+    p_b <= \$2442 ;
   always @(posedge clk)
-    p_bl <= \$2434 ;
+    p_bl <= \$2443 ;
   always @(posedge clk)
-    p_am <= \$2435 ;
+    p_am <= \$2444 ;
   always @(posedge clk)
-    p_nl <= \$2436 ;
+    p_nl <= \$2445 ;
   always @(posedge clk)
-    p_nu <= \$2437 ;
+    p_nu <= \$2446 ;
   always @(posedge clk)
-    p_mu <= \$2438 ;
+    p_mu <= \$2447 ;
   always @(posedge clk)
-    p_lok <= \$2439 ;
+    p_lok <= \$2448 ;
   always @(posedge clk)
-    p_uok <= \$2440 ;
+    p_uok <= \$2449 ;
   always @(posedge clk)
-    \s2_valid$118  <= \$2441 ;
+    \s2_valid$118  <= \$2450 ;
   always @(posedge clk)
-    \s2_outer$119  <= \$2442 ;
+    \s2_outer$119  <= \$2451 ;
   always @(posedge clk)
-    \s2_inner$120  <= \$2443 ;
+    \s2_inner$120  <= \$2452 ;
   always @(posedge clk)
-    \s2_tag$121  <= \$2444 ;
+    \s2_tag$121  <= \$2453 ;
   always @(posedge clk)
-    s2_nlo <= \$2445 ;
+    s2_nlo <= \$2454 ;
   always @(posedge clk)
-    s2_ext <= \$2446 ;
+    s2_ext <= \$2455 ;
   always @(posedge clk)
-    s2_lev <= \$2447 ;
+    s2_lev <= \$2456 ;
   always @(posedge clk)
-    r_valid <= \$2448 ;
+    r_valid <= \$2457 ;
   always @(posedge clk)
-    r_tag <= \$2449 ;
+    r_tag <= \$2458 ;
   always @(posedge clk)
-    r_outer <= \$2450 ;
+    r_outer <= \$2459 ;
   always @(posedge clk)
-    r_inner <= \$2451 ;
+    r_inner <= \$2460 ;
   always @(posedge clk)
-    r_nlo <= \$2452 ;
+    r_nlo <= \$2461 ;
   always @(posedge clk)
-    r_ext <= \$2453 ;
+    r_ext <= \$2462 ;
   always @(posedge clk)
-    r_rec <= \$2454 ;
+    r_rec <= \$2463 ;
   always @(posedge clk)
-    \s3_valid$132  <= \$2455 ;
+    \s3_valid$132  <= \$2464 ;
   always @(posedge clk)
-    \s3_tag$133  <= \$2456 ;
+    \s3_tag$133  <= \$2465 ;
   always @(posedge clk)
-    s3_nlo <= \$2457 ;
+    s3_nlo <= \$2466 ;
   always @(posedge clk)
-    s3_p_mid <= \$2458 ;
+    s3_p_mid0 <= \$2467 ;
   always @(posedge clk)
-    s3_p_in <= \$2459 ;
+    s3_p_mid18 <= \$2468 ;
   always @(posedge clk)
-    s3_p_out <= \$2460 ;
+    s3_p_mid36 <= \$2469 ;
   always @(posedge clk)
-    \s4_valid$138  <= \$2461 ;
+    s3_p_in <= \$2470 ;
   always @(posedge clk)
-    \s4_tag$139  <= \$2462 ;
+    s3_p_out <= \$2471 ;
   always @(posedge clk)
-    s4_nlo <= \$2463 ;
+    \s4_valid$140  <= \$2472 ;
   always @(posedge clk)
-    s4_c_mid <= \$2464 ;
+    \s4_tag$141  <= \$2473 ;
   always @(posedge clk)
-    s4_c_in <= \$2465 ;
+    s4_nlo <= \$2474 ;
   always @(posedge clk)
-    s4_c_out <= \$2466 ;
+    s4_c_mid <= \$2475 ;
   always @(posedge clk)
-    \s5_valid$144  <= \$2467 ;
+    s4_c_in <= \$2476 ;
   always @(posedge clk)
-    \s5_tag$145  <= \$2468 ;
+    s4_c_out <= \$2477 ;
   always @(posedge clk)
-    s5_nlo <= \$2469 ;
+    \s5_valid$146  <= \$2478 ;
   always @(posedge clk)
-    s5_step_mid <= \$2470 ;
+    \s5_tag$147  <= \$2479 ;
   always @(posedge clk)
-    s5_step_in <= \$2471 ;
+    s5_nlo <= \$2480 ;
   always @(posedge clk)
-    s5_step_out <= \$2472 ;
+    s5_step_mid <= \$2481 ;
   always @(posedge clk)
-    o_valid <= \$2473 ;
+    s5_step_in <= \$2482 ;
   always @(posedge clk)
-    o_tag <= \$2474 ;
+    s5_step_out <= \$2483 ;
   always @(posedge clk)
-    n_lo <= \$2475 ;
+    o_valid <= \$2484 ;
   always @(posedge clk)
-    delta_mid <= \$2476 ;
+    o_tag <= \$2485 ;
   always @(posedge clk)
-    delta_inner <= \$2477 ;
+    n_lo <= \$2486 ;
   always @(posedge clk)
-    delta_outer <= \$2478 ;
+    delta_mid <= \$2487 ;
+  always @(posedge clk)
+    delta_inner <= \$2488 ;
+  always @(posedge clk)
+    delta_outer <= \$2489 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
@@ -31570,1003 +31591,1017 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2337  = valid;
-    if (rst) begin
-      \$2337  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2338  = a;
-    if (rst) begin
-      \$2338  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2339  = b;
-    if (rst) begin
-      \$2339  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2340  = has_lo;
-    if (rst) begin
-      \$2340  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2341  = has_hi;
-    if (rst) begin
-      \$2341  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2342  = outer_max;
-    if (rst) begin
-      \$2342  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2343  = inner_ext;
-    if (rst) begin
-      \$2343  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2344  = 1'h0;
-    if (rst) begin
-      \$2344  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2345  = \$1 ;
-    if (rst) begin
-      \$2345  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2346  = \$4 ;
+    \$2346  = valid;
     if (rst) begin
       \$2346  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2347  = \$6 [46:0];
+    \$2347  = a;
     if (rst) begin
-      \$2347  = 47'h000000000000;
+      \$2347  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2348  = \$8 ;
+    \$2348  = b;
     if (rst) begin
-      \$2348  = 1'h0;
+      \$2348  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2349  = s0_valid;
+    \$2349  = has_lo;
     if (rst) begin
       \$2349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2350  = s0_a;
+    \$2350  = has_hi;
     if (rst) begin
-      \$2350  = 41'h00000000000;
+      \$2350  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2351  = s0_b;
+    \$2351  = outer_max;
     if (rst) begin
       \$2351  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2352  = s0_has_lo;
+    \$2352  = inner_ext;
     if (rst) begin
-      \$2352  = 1'h0;
+      \$2352  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2353  = s0_has_hi;
+    \$2353  = 1'h0;
     if (rst) begin
       \$2353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2354  = s0_outer;
+    \$2354  = \$1 ;
     if (rst) begin
-      \$2354  = 41'h00000000000;
+      \$2354  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2355  = s0_inner;
+    \$2355  = \$4 ;
     if (rst) begin
-      \$2355  = 41'h00000000000;
+      \$2355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2356  = s0_tag;
+    \$2356  = \$6 [46:0];
     if (rst) begin
-      \$2356  = 1'h0;
+      \$2356  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2357  = s0_den_zero;
+    \$2357  = \$8 ;
     if (rst) begin
       \$2357  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2358  = \$2195 [46:0];
+    \$2358  = s0_valid;
     if (rst) begin
-      \$2358  = 47'h000000000000;
+      \$2358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2359  = s0_den;
+    \$2359  = s0_a;
     if (rst) begin
-      \$2359  = 42'h00000000000;
+      \$2359  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2360  = s1_q0;
+    \$2360  = s0_b;
     if (rst) begin
-      \$2360  = 1'h0;
+      \$2360  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2361  = \$10 ;
+    \$2361  = s0_has_lo;
     if (rst) begin
       \$2361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2362  = s1_valid;
+    \$2362  = s0_has_hi;
     if (rst) begin
       \$2362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2363  = s1_a;
+    \$2363  = s0_outer;
     if (rst) begin
       \$2363  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2364  = s1_b;
+    \$2364  = s0_inner;
     if (rst) begin
       \$2364  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2365  = s1_has_lo;
+    \$2365  = s0_tag;
     if (rst) begin
       \$2365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2366  = s1_has_hi;
+    \$2366  = s0_den_zero;
     if (rst) begin
       \$2366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2367  = s1_outer;
+    \$2367  = \$2204 [46:0];
     if (rst) begin
-      \$2367  = 41'h00000000000;
+      \$2367  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2368  = s1_inner;
+    \$2368  = s0_den;
     if (rst) begin
-      \$2368  = 41'h00000000000;
+      \$2368  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2369  = s1_tag;
+    \$2369  = s1_q0;
     if (rst) begin
       \$2369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2370  = s1_den_zero;
+    \$2370  = \$10 ;
     if (rst) begin
       \$2370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2371  = \$2200 [46:0];
+    \$2371  = s1_valid;
     if (rst) begin
-      \$2371  = 47'h000000000000;
+      \$2371  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2372  = s1_den;
+    \$2372  = s1_a;
     if (rst) begin
-      \$2372  = 42'h00000000000;
+      \$2372  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2373  = s2_q0;
+    \$2373  = s1_b;
     if (rst) begin
-      \$2373  = 1'h0;
+      \$2373  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2374  = s2_q1;
+    \$2374  = s1_has_lo;
     if (rst) begin
       \$2374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2375  = \$12 ;
+    \$2375  = s1_has_hi;
     if (rst) begin
       \$2375  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2376  = s2_valid;
+    \$2376  = s1_outer;
     if (rst) begin
-      \$2376  = 1'h0;
+      \$2376  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2377  = s2_a;
+    \$2377  = s1_inner;
     if (rst) begin
       \$2377  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2378  = s2_b;
+    \$2378  = s1_tag;
     if (rst) begin
-      \$2378  = 41'h00000000000;
+      \$2378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2379  = s2_has_lo;
+    \$2379  = s1_den_zero;
     if (rst) begin
       \$2379  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2380  = s2_has_hi;
+    \$2380  = \$2209 [46:0];
     if (rst) begin
-      \$2380  = 1'h0;
+      \$2380  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2381  = s2_outer;
+    \$2381  = s1_den;
     if (rst) begin
-      \$2381  = 41'h00000000000;
+      \$2381  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2382  = s2_inner;
+    \$2382  = s2_q0;
     if (rst) begin
-      \$2382  = 41'h00000000000;
+      \$2382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2383  = s2_tag;
+    \$2383  = s2_q1;
     if (rst) begin
       \$2383  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2384  = s2_den_zero;
+    \$2384  = \$12 ;
     if (rst) begin
       \$2384  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2385  = \$2205 [46:0];
+    \$2385  = s2_valid;
     if (rst) begin
-      \$2385  = 47'h000000000000;
+      \$2385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2386  = s2_den;
+    \$2386  = s2_a;
     if (rst) begin
-      \$2386  = 42'h00000000000;
+      \$2386  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2387  = s3_q0;
+    \$2387  = s2_b;
     if (rst) begin
-      \$2387  = 1'h0;
+      \$2387  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2388  = s3_q1;
+    \$2388  = s2_has_lo;
     if (rst) begin
       \$2388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2389  = s3_q2;
+    \$2389  = s2_has_hi;
     if (rst) begin
       \$2389  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2390  = \$14 ;
+    \$2390  = s2_outer;
     if (rst) begin
-      \$2390  = 1'h0;
+      \$2390  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2391  = s3_valid;
+    \$2391  = s2_inner;
     if (rst) begin
-      \$2391  = 1'h0;
+      \$2391  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2392  = s3_a;
+    \$2392  = s2_tag;
     if (rst) begin
-      \$2392  = 41'h00000000000;
+      \$2392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2393  = s3_b;
+    \$2393  = s2_den_zero;
     if (rst) begin
-      \$2393  = 41'h00000000000;
+      \$2393  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2394  = s3_has_lo;
+    \$2394  = \$2214 [46:0];
     if (rst) begin
-      \$2394  = 1'h0;
+      \$2394  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2395  = s3_has_hi;
+    \$2395  = s2_den;
     if (rst) begin
-      \$2395  = 1'h0;
+      \$2395  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2396  = s3_outer;
+    \$2396  = s3_q0;
     if (rst) begin
-      \$2396  = 41'h00000000000;
+      \$2396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2397  = s3_inner;
+    \$2397  = s3_q1;
     if (rst) begin
-      \$2397  = 41'h00000000000;
+      \$2397  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2398  = s3_tag;
+    \$2398  = s3_q2;
     if (rst) begin
       \$2398  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2399  = s3_den_zero;
+    \$2399  = \$14 ;
     if (rst) begin
       \$2399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2400  = \$2210 [46:0];
+    \$2400  = s3_valid;
     if (rst) begin
-      \$2400  = 47'h000000000000;
+      \$2400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2401  = s3_den;
+    \$2401  = s3_a;
     if (rst) begin
-      \$2401  = 42'h00000000000;
+      \$2401  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2402  = s4_q0;
+    \$2402  = s3_b;
     if (rst) begin
-      \$2402  = 1'h0;
+      \$2402  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2403  = s4_q1;
+    \$2403  = s3_has_lo;
     if (rst) begin
       \$2403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2404  = s4_q2;
+    \$2404  = s3_has_hi;
     if (rst) begin
       \$2404  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2405  = s4_q3;
+    \$2405  = s3_outer;
     if (rst) begin
-      \$2405  = 1'h0;
+      \$2405  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2406  = \$16 ;
+    \$2406  = s3_inner;
     if (rst) begin
-      \$2406  = 1'h0;
+      \$2406  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2407  = s4_valid;
+    \$2407  = s3_tag;
     if (rst) begin
       \$2407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2408  = s4_a;
+    \$2408  = s3_den_zero;
     if (rst) begin
-      \$2408  = 41'h00000000000;
+      \$2408  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2409  = s4_b;
+    \$2409  = \$2219 [46:0];
     if (rst) begin
-      \$2409  = 41'h00000000000;
+      \$2409  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2410  = s4_has_lo;
+    \$2410  = s3_den;
     if (rst) begin
-      \$2410  = 1'h0;
+      \$2410  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2411  = s4_has_hi;
+    \$2411  = s4_q0;
     if (rst) begin
       \$2411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2412  = s4_outer;
+    \$2412  = s4_q1;
     if (rst) begin
-      \$2412  = 41'h00000000000;
+      \$2412  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2413  = s4_inner;
+    \$2413  = s4_q2;
     if (rst) begin
-      \$2413  = 41'h00000000000;
+      \$2413  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2414  = s4_tag;
+    \$2414  = s4_q3;
     if (rst) begin
       \$2414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2415  = s4_den_zero;
+    \$2415  = \$16 ;
     if (rst) begin
       \$2415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2416  = \$22 ;
+    \$2416  = s4_valid;
     if (rst) begin
       \$2416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2417  = s5_valid;
+    \$2417  = s4_a;
     if (rst) begin
-      \$2417  = 1'h0;
+      \$2417  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2418  = s5_outer;
+    \$2418  = s4_b;
     if (rst) begin
       \$2418  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2419  = s5_inner;
+    \$2419  = s4_has_lo;
     if (rst) begin
-      \$2419  = 41'h00000000000;
+      \$2419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2420  = s5_tag;
+    \$2420  = s4_has_hi;
     if (rst) begin
       \$2420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2421  = s5_a;
+    \$2421  = s4_outer;
     if (rst) begin
       \$2421  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2422  = s5_b;
+    \$2422  = s4_inner;
     if (rst) begin
       \$2422  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2423  = \$67 [4:0];
+    \$2423  = s4_tag;
     if (rst) begin
-      \$2423  = 5'h00;
+      \$2423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2424  = \$93 [4:0];
+    \$2424  = s4_den_zero;
     if (rst) begin
-      \$2424  = 5'h00;
+      \$2424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2425  = \$120 [4:0];
+    \$2425  = \$22 ;
     if (rst) begin
-      \$2425  = 5'h00;
+      \$2425  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2426  = \$180 ;
+    \$2426  = s5_valid;
     if (rst) begin
       \$2426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2427  = \$207 ;
+    \$2427  = s5_outer;
     if (rst) begin
-      \$2427  = 1'h0;
+      \$2427  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2428  = c_valid;
+    \$2428  = s5_inner;
     if (rst) begin
-      \$2428  = 1'h0;
+      \$2428  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2429  = c_outer;
+    \$2429  = s5_tag;
     if (rst) begin
-      \$2429  = 41'h00000000000;
+      \$2429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2430  = c_inner;
+    \$2430  = s5_a;
     if (rst) begin
       \$2430  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2431  = c_tag;
+    \$2431  = s5_b;
     if (rst) begin
-      \$2431  = 1'h0;
+      \$2431  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2432  = c_a;
+    \$2432  = \$67 [4:0];
     if (rst) begin
-      \$2432  = 41'h00000000000;
+      \$2432  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2433  = c_b;
+    \$2433  = \$93 [4:0];
     if (rst) begin
-      \$2433  = 41'h00000000000;
+      \$2433  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2434  = \$208 ;
+    \$2434  = \$120 [4:0];
     if (rst) begin
-      \$2434  = 46'h000000000000;
+      \$2434  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2435  = \$209 ;
+    \$2435  = \$180 ;
     if (rst) begin
-      \$2435  = 46'h000000000000;
+      \$2435  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2436  = c_nl;
+    \$2436  = \$207 ;
     if (rst) begin
-      \$2436  = 5'h00;
+      \$2436  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2437  = c_nu;
+    \$2437  = c_valid;
     if (rst) begin
-      \$2437  = 5'h00;
+      \$2437  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2438  = c_mu;
+    \$2438  = c_outer;
     if (rst) begin
-      \$2438  = 5'h00;
+      \$2438  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2439  = c_lok;
+    \$2439  = c_inner;
     if (rst) begin
-      \$2439  = 1'h0;
+      \$2439  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2440  = c_uok;
+    \$2440  = c_tag;
     if (rst) begin
       \$2440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2441  = p_valid;
+    \$2441  = c_a;
     if (rst) begin
-      \$2441  = 1'h0;
+      \$2441  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2442  = p_outer;
+    \$2442  = c_b;
     if (rst) begin
       \$2442  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2443  = p_inner;
+    \$2443  = \$208 ;
     if (rst) begin
-      \$2443  = 41'h00000000000;
+      \$2443  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2444  = p_tag;
+    \$2444  = \$209 ;
     if (rst) begin
-      \$2444  = 1'h0;
+      \$2444  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2445  = \$214 ;
+    \$2445  = c_nl;
     if (rst) begin
       \$2445  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2446  = \$219 ;
+    \$2446  = c_nu;
     if (rst) begin
-      \$2446  = 41'h00000000000;
+      \$2446  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2447  = \$224 ;
+    \$2447  = c_mu;
     if (rst) begin
       \$2447  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2448  = \s2_valid$118 ;
+    \$2448  = c_lok;
     if (rst) begin
       \$2448  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2449  = \s2_tag$121 ;
+    \$2449  = c_uok;
     if (rst) begin
       \$2449  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2450  = \s2_outer$119 ;
+    \$2450  = p_valid;
     if (rst) begin
-      \$2450  = 41'h00000000000;
+      \$2450  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2451  = \s2_inner$120 ;
+    \$2451  = p_outer;
     if (rst) begin
       \$2451  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2452  = s2_nlo;
+    \$2452  = p_inner;
     if (rst) begin
-      \$2452  = 5'h00;
+      \$2452  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2453  = s2_ext;
+    \$2453  = p_tag;
     if (rst) begin
-      \$2453  = 41'h00000000000;
+      \$2453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2454  = \$225 ;
+    \$2454  = \$214 ;
     if (rst) begin
-      \$2454  = 21'h000000;
+      \$2454  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2455  = r_valid;
+    \$2455  = \$219 ;
     if (rst) begin
-      \$2455  = 1'h0;
+      \$2455  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2456  = r_tag;
+    \$2456  = \$224 ;
     if (rst) begin
-      \$2456  = 1'h0;
+      \$2456  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2457  = r_nlo;
+    \$2457  = \s2_valid$118 ;
     if (rst) begin
-      \$2457  = 5'h00;
+      \$2457  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2458  = \$226 ;
+    \$2458  = \s2_tag$121 ;
     if (rst) begin
-      \$2458  = 62'h0000000000000000;
+      \$2458  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2459  = { 5'h00, \$227  };
+    \$2459  = \s2_outer$119 ;
     if (rst) begin
-      \$2459  = 62'h0000000000000000;
+      \$2459  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2460  = { 4'h0, \$228  };
+    \$2460  = \s2_inner$120 ;
     if (rst) begin
-      \$2460  = 62'h0000000000000000;
+      \$2460  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2461  = \s3_valid$132 ;
+    \$2461  = s2_nlo;
     if (rst) begin
-      \$2461  = 1'h0;
+      \$2461  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2462  = \s3_tag$133 ;
+    \$2462  = s2_ext;
     if (rst) begin
-      \$2462  = 1'h0;
+      \$2462  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2463  = s3_nlo;
+    \$2463  = \$225 ;
     if (rst) begin
-      \$2463  = 5'h00;
+      \$2463  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2464  = \$230 [41:0];
+    \$2464  = r_valid;
     if (rst) begin
-      \$2464  = 42'h00000000000;
+      \$2464  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2465  = \$232 [41:0];
+    \$2465  = r_tag;
     if (rst) begin
-      \$2465  = 42'h00000000000;
+      \$2465  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2466  = \$234 [41:0];
+    \$2466  = r_nlo;
     if (rst) begin
-      \$2466  = 42'h00000000000;
+      \$2466  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2467  = \s4_valid$138 ;
+    \$2467  = \$226 ;
     if (rst) begin
-      \$2467  = 1'h0;
+      \$2467  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2468  = \s4_tag$139 ;
+    \$2468  = \$227 ;
     if (rst) begin
-      \$2468  = 1'h0;
+      \$2468  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2469  = s4_nlo;
+    \$2469  = \$228 ;
     if (rst) begin
-      \$2469  = 5'h00;
+      \$2469  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2470  = \$237 [41:0];
+    \$2470  = { 5'h00, \$229  };
     if (rst) begin
-      \$2470  = 42'h00000000000;
+      \$2470  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2471  = \$240 [41:0];
+    \$2471  = { 4'h0, \$230  };
     if (rst) begin
-      \$2471  = 42'h00000000000;
+      \$2471  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2472  = \$243 [41:0];
+    \$2472  = \s3_valid$132 ;
     if (rst) begin
-      \$2472  = 42'h00000000000;
+      \$2472  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2473  = \s5_valid$144 ;
+    \$2473  = \s3_tag$133 ;
     if (rst) begin
       \$2473  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2474  = \s5_tag$145 ;
+    \$2474  = s3_nlo;
     if (rst) begin
-      \$2474  = 1'h0;
+      \$2474  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2475  = s5_nlo;
+    \$2475  = \$237 [41:0];
     if (rst) begin
-      \$2475  = 5'h00;
+      \$2475  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2476  = { 1'h0, \$892 , \$568  };
+    \$2476  = \$240 [41:0];
     if (rst) begin
-      \$2476  = 16'h0000;
+      \$2476  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2477  = { 1'h0, \$1541 , \$1217  };
+    \$2477  = \$243 [41:0];
     if (rst) begin
-      \$2477  = 16'h0000;
+      \$2477  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2478  = { 1'h0, \$2190 , \$1866  };
+    \$2478  = \s4_valid$140 ;
     if (rst) begin
-      \$2478  = 16'h0000;
+      \$2478  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2479  = \s4_tag$141 ;
+    if (rst) begin
+      \$2479  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2480  = s4_nlo;
+    if (rst) begin
+      \$2480  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2481  = \$246 [41:0];
+    if (rst) begin
+      \$2481  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2482  = \$249 [41:0];
+    if (rst) begin
+      \$2482  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2483  = \$252 [41:0];
+    if (rst) begin
+      \$2483  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2484  = \s5_valid$146 ;
+    if (rst) begin
+      \$2484  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2485  = \s5_tag$147 ;
+    if (rst) begin
+      \$2485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2486  = s5_nlo;
+    if (rst) begin
+      \$2486  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2487  = { 1'h0, \$901 , \$577  };
+    if (rst) begin
+      \$2487  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2488  = { 1'h0, \$1550 , \$1226  };
+    if (rst) begin
+      \$2488  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2489  = { 1'h0, \$2199 , \$1875  };
+    if (rst) begin
+      \$2489  = 16'h0000;
     end
   end
   assign tag = 1'h0;
-  assign div_rem4 = \$2195 [46:0];
-  assign div_rem3 = \$2200 [46:0];
-  assign div_rem2 = \$2205 [46:0];
-  assign div_rem1 = \$2210 [46:0];
+  assign div_rem4 = \$2204 [46:0];
+  assign div_rem3 = \$2209 [46:0];
+  assign div_rem2 = \$2214 [46:0];
+  assign div_rem1 = \$2219 [46:0];
   assign \$5  = { 3'h0, a, 4'h0 };
   assign \$6  = \$5 ;
   assign \$7  = { 3'h0, s0_den, 4'h0 };
@@ -32641,41 +32676,46 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$198  = { \$197 [4:0], 1'h0 };
   assign \$200  = { \$199 [4:0], 1'h0 };
   assign \$202  = { \$201 [4:0], 1'h0 };
-  assign \$230  = { 20'h00000, \$229 [62:20] };
-  assign \$232  = { 20'h00000, \$231 [62:20] };
-  assign \$234  = { 20'h00000, \$233 [62:20] };
-  assign \$2252  = s4_c_mid[41];
-  assign mask = { 11'h000, s4_c_mid[41], \$2251 , \$2250 , \$2249 , \$2248 , \$2247 , \$2246 , \$2245 , \$2244 , \$2243 , \$2242 , \$2241 , \$2240 , \$2239 , \$2238 , \$2237 , \$2236 , \$2235 , \$2234 , \$2233 , \$2232 , \$2231 , \$2230 , \$2229 , \$2228 , \$2227 , \$2226 , \$2225 , \$2224 , \$2223 , \$2222  };
-  assign \$2294  = s4_c_in[41];
-  assign \mask$150  = { 11'h000, s4_c_in[41], \$2293 , \$2292 , \$2291 , \$2290 , \$2289 , \$2288 , \$2287 , \$2286 , \$2285 , \$2284 , \$2283 , \$2282 , \$2281 , \$2280 , \$2279 , \$2278 , \$2277 , \$2276 , \$2275 , \$2274 , \$2273 , \$2272 , \$2271 , \$2270 , \$2269 , \$2268 , \$2267 , \$2266 , \$2265 , \$2264  };
-  assign \$2336  = s4_c_out[41];
-  assign \mask$152  = { 11'h000, s4_c_out[41], \$2335 , \$2334 , \$2333 , \$2332 , \$2331 , \$2330 , \$2329 , \$2328 , \$2327 , \$2326 , \$2325 , \$2324 , \$2323 , \$2322 , \$2321 , \$2320 , \$2319 , \$2318 , \$2317 , \$2316 , \$2315 , \$2314 , \$2313 , \$2312 , \$2311 , \$2310 , \$2309 , \$2308 , \$2307 , \$2306  };
-  assign \$305  = s5_step_mid[41];
-  assign \$482  = s5_step_mid[41];
-  assign \$562  = s5_step_mid[41];
-  assign \$630  = s5_step_mid[41];
-  assign \$807  = s5_step_mid[41];
-  assign \$887  = s5_step_mid[41];
-  assign \$954  = s5_step_in[41];
-  assign \$1131  = s5_step_in[41];
-  assign \$1211  = s5_step_in[41];
-  assign \$1279  = s5_step_in[41];
-  assign \$1456  = s5_step_in[41];
-  assign \$1536  = s5_step_in[41];
-  assign \$1603  = s5_step_out[41];
-  assign \$1780  = s5_step_out[41];
-  assign \$1860  = s5_step_out[41];
-  assign \$1928  = s5_step_out[41];
-  assign \$2105  = s5_step_out[41];
-  assign \$2185  = s5_step_out[41];
-  assign \$2191  = { 3'h0, s0_den, 4'h0 };
-  assign \$2193  = { 3'h0, s0_den, 4'h0 };
-  assign \$2196  = { s1_den, 3'h0 };
-  assign \$2198  = { s1_den, 3'h0 };
-  assign \$2201  = { 1'h0, s2_den, 2'h0 };
-  assign \$2203  = { 1'h0, s2_den, 2'h0 };
-  assign \$2206  = { s3_den, 1'h0 };
-  assign \$2208  = { s3_den, 1'h0 };
+  assign \$231  = { 1'h0, s3_p_mid0 };
+  assign \$233  = { 13'h0000, s3_p_mid18, 18'h00000 };
+  assign \$235  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
+  assign \$237  = { 20'h00000, \$236 [89:20] };
+  assign \$238  = { 1'h0, s3_p_in };
+  assign \$240  = { 20'h00000, \$239 [63:20] };
+  assign \$241  = { 1'h0, s3_p_out };
+  assign \$243  = { 20'h00000, \$242 [63:20] };
+  assign \$2261  = s4_c_mid[41];
+  assign mask = { 11'h000, s4_c_mid[41], \$2260 , \$2259 , \$2258 , \$2257 , \$2256 , \$2255 , \$2254 , \$2253 , \$2252 , \$2251 , \$2250 , \$2249 , \$2248 , \$2247 , \$2246 , \$2245 , \$2244 , \$2243 , \$2242 , \$2241 , \$2240 , \$2239 , \$2238 , \$2237 , \$2236 , \$2235 , \$2234 , \$2233 , \$2232 , \$2231  };
+  assign \$2303  = s4_c_in[41];
+  assign \mask$152  = { 11'h000, s4_c_in[41], \$2302 , \$2301 , \$2300 , \$2299 , \$2298 , \$2297 , \$2296 , \$2295 , \$2294 , \$2293 , \$2292 , \$2291 , \$2290 , \$2289 , \$2288 , \$2287 , \$2286 , \$2285 , \$2284 , \$2283 , \$2282 , \$2281 , \$2280 , \$2279 , \$2278 , \$2277 , \$2276 , \$2275 , \$2274 , \$2273  };
+  assign \$2345  = s4_c_out[41];
+  assign \mask$154  = { 11'h000, s4_c_out[41], \$2344 , \$2343 , \$2342 , \$2341 , \$2340 , \$2339 , \$2338 , \$2337 , \$2336 , \$2335 , \$2334 , \$2333 , \$2332 , \$2331 , \$2330 , \$2329 , \$2328 , \$2327 , \$2326 , \$2325 , \$2324 , \$2323 , \$2322 , \$2321 , \$2320 , \$2319 , \$2318 , \$2317 , \$2316 , \$2315  };
+  assign \$314  = s5_step_mid[41];
+  assign \$491  = s5_step_mid[41];
+  assign \$571  = s5_step_mid[41];
+  assign \$639  = s5_step_mid[41];
+  assign \$816  = s5_step_mid[41];
+  assign \$896  = s5_step_mid[41];
+  assign \$963  = s5_step_in[41];
+  assign \$1140  = s5_step_in[41];
+  assign \$1220  = s5_step_in[41];
+  assign \$1288  = s5_step_in[41];
+  assign \$1465  = s5_step_in[41];
+  assign \$1545  = s5_step_in[41];
+  assign \$1612  = s5_step_out[41];
+  assign \$1789  = s5_step_out[41];
+  assign \$1869  = s5_step_out[41];
+  assign \$1937  = s5_step_out[41];
+  assign \$2114  = s5_step_out[41];
+  assign \$2194  = s5_step_out[41];
+  assign \$2200  = { 3'h0, s0_den, 4'h0 };
+  assign \$2202  = { 3'h0, s0_den, 4'h0 };
+  assign \$2205  = { s1_den, 3'h0 };
+  assign \$2207  = { s1_den, 3'h0 };
+  assign \$2210  = { 1'h0, s2_den, 2'h0 };
+  assign \$2212  = { 1'h0, s2_den, 2'h0 };
+  assign \$2215  = { s3_den, 1'h0 };
+  assign \$2217  = { s3_den, 1'h0 };
   assign \$24  = { 5'h00, s5_q0 };
   assign \$38  = { 5'h00, s5_q0 };
   assign \$53  = { 5'h00, s5_q0 };
