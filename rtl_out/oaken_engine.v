@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$26568$183 (\$29 ),
+    .\port$26566$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$27547$0 (\$30 ),
+    .\port$27545$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$26568$183 (\$29 ),
+    .\port$26566$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26568$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26566$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$26568$183 ;
-  wire [5:0] \port$26568$183 ;
+  output [5:0] \port$26566$183 ;
+  wire [5:0] \port$26566$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$26568$183  = i__payload[188:183];
+  assign \port$26566$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -81162,7 +81162,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$24707$205 (q3_info0[257:205]),
+    .\port$24705$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -84270,7 +84270,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -86593,8 +86593,8 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$24707$205 ;
-  wire [52:0] \port$24707$205 ;
+  input [52:0] \port$24705$205 ;
+  wire [52:0] \port$24705$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -87048,29 +87048,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$24707$205 [19:15];
-  assign \$3  = \port$24707$205 [19:15] - 1'h1;
+  assign \$2  = | \port$24705$205 [19:15];
+  assign \$3  = \port$24705$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$24707$205 [35:31];
-  assign \$7  = \port$24707$205 [35:31] - 1'h1;
+  assign \$6  = | \port$24705$205 [35:31];
+  assign \$7  = \port$24705$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$24707$205 [51:47];
-  assign \$10  = \port$24707$205 [51:47] - 1'h1;
+  assign \$9  = | \port$24705$205 [51:47];
+  assign \$10  = \port$24705$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$24707$205 [19:15];
+  assign \$15  = | \port$24705$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$24707$205 [35:31];
-  assign \$18  = | \port$24707$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$24707$205 [30:21] } : { \$18 , \port$24707$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$24707$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$24705$205 [35:31];
+  assign \$18  = | \port$24705$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$24705$205 [30:21] } : { \$18 , \port$24705$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$24705$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$24707$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$23  = 5'h10 - \port$24705$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24705$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -87108,29 +87108,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$24707$205 [19:15];
-  assign \$70  = \port$24707$205 [19:15] - 1'h1;
+  assign \$69  = | \port$24705$205 [19:15];
+  assign \$70  = \port$24705$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$24707$205 [35:31];
-  assign \$74  = \port$24707$205 [35:31] - 1'h1;
+  assign \$73  = | \port$24705$205 [35:31];
+  assign \$74  = \port$24705$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$24707$205 [51:47];
-  assign \$77  = \port$24707$205 [51:47] - 1'h1;
+  assign \$76  = | \port$24705$205 [51:47];
+  assign \$77  = \port$24705$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$24707$205 [19:15];
+  assign \$82  = | \port$24705$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$24707$205 [35:31];
-  assign \$85  = | \port$24707$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$24707$205 [30:21] } : { \$85 , \port$24707$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$24707$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$24705$205 [35:31];
+  assign \$85  = | \port$24705$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$24705$205 [30:21] } : { \$85 , \port$24705$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$24705$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$24707$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$90  = 5'h10 - \port$24705$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24705$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -87168,29 +87168,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$24707$205 [19:15];
-  assign \$137  = \port$24707$205 [19:15] - 1'h1;
+  assign \$136  = | \port$24705$205 [19:15];
+  assign \$137  = \port$24705$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$24707$205 [35:31];
-  assign \$141  = \port$24707$205 [35:31] - 1'h1;
+  assign \$140  = | \port$24705$205 [35:31];
+  assign \$141  = \port$24705$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$24707$205 [51:47];
-  assign \$144  = \port$24707$205 [51:47] - 1'h1;
+  assign \$143  = | \port$24705$205 [51:47];
+  assign \$144  = \port$24705$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$24707$205 [19:15];
+  assign \$149  = | \port$24705$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$24707$205 [35:31];
-  assign \$152  = | \port$24707$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$24707$205 [30:21] } : { \$152 , \port$24707$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$24707$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$24705$205 [35:31];
+  assign \$152  = | \port$24705$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$24705$205 [30:21] } : { \$152 , \port$24705$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$24705$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$24707$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$157  = 5'h10 - \port$24705$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24705$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -87228,29 +87228,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$24707$205 [19:15];
-  assign \$204  = \port$24707$205 [19:15] - 1'h1;
+  assign \$203  = | \port$24705$205 [19:15];
+  assign \$204  = \port$24705$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$24707$205 [35:31];
-  assign \$208  = \port$24707$205 [35:31] - 1'h1;
+  assign \$207  = | \port$24705$205 [35:31];
+  assign \$208  = \port$24705$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$24707$205 [51:47];
-  assign \$211  = \port$24707$205 [51:47] - 1'h1;
+  assign \$210  = | \port$24705$205 [51:47];
+  assign \$211  = \port$24705$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$24707$205 [19:15];
+  assign \$216  = | \port$24705$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$24707$205 [35:31];
-  assign \$219  = | \port$24707$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$24707$205 [30:21] } : { \$219 , \port$24707$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$24707$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$24705$205 [35:31];
+  assign \$219  = | \port$24705$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$24705$205 [30:21] } : { \$219 , \port$24705$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$24705$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$24707$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$224  = 5'h10 - \port$24705$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24705$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -87288,29 +87288,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$24707$205 [19:15];
-  assign \$271  = \port$24707$205 [19:15] - 1'h1;
+  assign \$270  = | \port$24705$205 [19:15];
+  assign \$271  = \port$24705$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$24707$205 [35:31];
-  assign \$275  = \port$24707$205 [35:31] - 1'h1;
+  assign \$274  = | \port$24705$205 [35:31];
+  assign \$275  = \port$24705$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$24707$205 [51:47];
-  assign \$278  = \port$24707$205 [51:47] - 1'h1;
+  assign \$277  = | \port$24705$205 [51:47];
+  assign \$278  = \port$24705$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$24707$205 [19:15];
+  assign \$283  = | \port$24705$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$24707$205 [35:31];
-  assign \$286  = | \port$24707$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$24707$205 [30:21] } : { \$286 , \port$24707$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$24707$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$24705$205 [35:31];
+  assign \$286  = | \port$24705$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$24705$205 [30:21] } : { \$286 , \port$24705$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$24705$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$24707$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$291  = 5'h10 - \port$24705$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24705$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -87348,29 +87348,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$24707$205 [19:15];
-  assign \$338  = \port$24707$205 [19:15] - 1'h1;
+  assign \$337  = | \port$24705$205 [19:15];
+  assign \$338  = \port$24705$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$24707$205 [35:31];
-  assign \$342  = \port$24707$205 [35:31] - 1'h1;
+  assign \$341  = | \port$24705$205 [35:31];
+  assign \$342  = \port$24705$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$24707$205 [51:47];
-  assign \$345  = \port$24707$205 [51:47] - 1'h1;
+  assign \$344  = | \port$24705$205 [51:47];
+  assign \$345  = \port$24705$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$24707$205 [19:15];
+  assign \$350  = | \port$24705$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$24707$205 [35:31];
-  assign \$353  = | \port$24707$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$24707$205 [30:21] } : { \$353 , \port$24707$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$24707$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$24705$205 [35:31];
+  assign \$353  = | \port$24705$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$24705$205 [30:21] } : { \$353 , \port$24705$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$24705$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$24707$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$358  = 5'h10 - \port$24705$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24705$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -87408,29 +87408,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$24707$205 [19:15];
-  assign \$405  = \port$24707$205 [19:15] - 1'h1;
+  assign \$404  = | \port$24705$205 [19:15];
+  assign \$405  = \port$24705$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$24707$205 [35:31];
-  assign \$409  = \port$24707$205 [35:31] - 1'h1;
+  assign \$408  = | \port$24705$205 [35:31];
+  assign \$409  = \port$24705$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$24707$205 [51:47];
-  assign \$412  = \port$24707$205 [51:47] - 1'h1;
+  assign \$411  = | \port$24705$205 [51:47];
+  assign \$412  = \port$24705$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$24707$205 [19:15];
+  assign \$417  = | \port$24705$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$24707$205 [35:31];
-  assign \$420  = | \port$24707$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$24707$205 [30:21] } : { \$420 , \port$24707$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$24707$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$24705$205 [35:31];
+  assign \$420  = | \port$24705$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$24705$205 [30:21] } : { \$420 , \port$24705$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$24705$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$24707$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$425  = 5'h10 - \port$24705$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24705$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -87468,29 +87468,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$24707$205 [19:15];
-  assign \$472  = \port$24707$205 [19:15] - 1'h1;
+  assign \$471  = | \port$24705$205 [19:15];
+  assign \$472  = \port$24705$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$24707$205 [35:31];
-  assign \$476  = \port$24707$205 [35:31] - 1'h1;
+  assign \$475  = | \port$24705$205 [35:31];
+  assign \$476  = \port$24705$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$24707$205 [51:47];
-  assign \$479  = \port$24707$205 [51:47] - 1'h1;
+  assign \$478  = | \port$24705$205 [51:47];
+  assign \$479  = \port$24705$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$24707$205 [19:15];
+  assign \$484  = | \port$24705$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$24707$205 [35:31];
-  assign \$487  = | \port$24707$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$24707$205 [30:21] } : { \$487 , \port$24707$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$24707$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$24705$205 [35:31];
+  assign \$487  = | \port$24705$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$24705$205 [30:21] } : { \$487 , \port$24705$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$24705$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$24707$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$492  = 5'h10 - \port$24705$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24705$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -87528,29 +87528,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$24707$205 [19:15];
-  assign \$539  = \port$24707$205 [19:15] - 1'h1;
+  assign \$538  = | \port$24705$205 [19:15];
+  assign \$539  = \port$24705$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$24707$205 [35:31];
-  assign \$543  = \port$24707$205 [35:31] - 1'h1;
+  assign \$542  = | \port$24705$205 [35:31];
+  assign \$543  = \port$24705$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$24707$205 [51:47];
-  assign \$546  = \port$24707$205 [51:47] - 1'h1;
+  assign \$545  = | \port$24705$205 [51:47];
+  assign \$546  = \port$24705$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$24707$205 [19:15];
+  assign \$551  = | \port$24705$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$24707$205 [35:31];
-  assign \$554  = | \port$24707$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$24707$205 [30:21] } : { \$554 , \port$24707$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$24707$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$24705$205 [35:31];
+  assign \$554  = | \port$24705$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$24705$205 [30:21] } : { \$554 , \port$24705$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$24705$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$24707$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$559  = 5'h10 - \port$24705$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24705$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -87588,29 +87588,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$24707$205 [19:15];
-  assign \$606  = \port$24707$205 [19:15] - 1'h1;
+  assign \$605  = | \port$24705$205 [19:15];
+  assign \$606  = \port$24705$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$24707$205 [35:31];
-  assign \$610  = \port$24707$205 [35:31] - 1'h1;
+  assign \$609  = | \port$24705$205 [35:31];
+  assign \$610  = \port$24705$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$24707$205 [51:47];
-  assign \$613  = \port$24707$205 [51:47] - 1'h1;
+  assign \$612  = | \port$24705$205 [51:47];
+  assign \$613  = \port$24705$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$24707$205 [19:15];
+  assign \$618  = | \port$24705$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$24707$205 [35:31];
-  assign \$621  = | \port$24707$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$24707$205 [30:21] } : { \$621 , \port$24707$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$24707$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$24705$205 [35:31];
+  assign \$621  = | \port$24705$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$24705$205 [30:21] } : { \$621 , \port$24705$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$24705$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$24707$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$626  = 5'h10 - \port$24705$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24705$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -87648,29 +87648,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$24707$205 [19:15];
-  assign \$673  = \port$24707$205 [19:15] - 1'h1;
+  assign \$672  = | \port$24705$205 [19:15];
+  assign \$673  = \port$24705$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$24707$205 [35:31];
-  assign \$677  = \port$24707$205 [35:31] - 1'h1;
+  assign \$676  = | \port$24705$205 [35:31];
+  assign \$677  = \port$24705$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$24707$205 [51:47];
-  assign \$680  = \port$24707$205 [51:47] - 1'h1;
+  assign \$679  = | \port$24705$205 [51:47];
+  assign \$680  = \port$24705$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$24707$205 [19:15];
+  assign \$685  = | \port$24705$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$24707$205 [35:31];
-  assign \$688  = | \port$24707$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$24707$205 [30:21] } : { \$688 , \port$24707$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$24707$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$24705$205 [35:31];
+  assign \$688  = | \port$24705$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$24705$205 [30:21] } : { \$688 , \port$24705$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$24705$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$24707$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$693  = 5'h10 - \port$24705$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24705$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -87708,29 +87708,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$24707$205 [19:15];
-  assign \$740  = \port$24707$205 [19:15] - 1'h1;
+  assign \$739  = | \port$24705$205 [19:15];
+  assign \$740  = \port$24705$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$24707$205 [35:31];
-  assign \$744  = \port$24707$205 [35:31] - 1'h1;
+  assign \$743  = | \port$24705$205 [35:31];
+  assign \$744  = \port$24705$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$24707$205 [51:47];
-  assign \$747  = \port$24707$205 [51:47] - 1'h1;
+  assign \$746  = | \port$24705$205 [51:47];
+  assign \$747  = \port$24705$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$24707$205 [19:15];
+  assign \$752  = | \port$24705$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$24707$205 [35:31];
-  assign \$755  = | \port$24707$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$24707$205 [30:21] } : { \$755 , \port$24707$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$24707$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$24705$205 [35:31];
+  assign \$755  = | \port$24705$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$24705$205 [30:21] } : { \$755 , \port$24705$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$24705$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$24707$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$760  = 5'h10 - \port$24705$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24705$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -87768,29 +87768,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$24707$205 [19:15];
-  assign \$807  = \port$24707$205 [19:15] - 1'h1;
+  assign \$806  = | \port$24705$205 [19:15];
+  assign \$807  = \port$24705$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$24707$205 [35:31];
-  assign \$811  = \port$24707$205 [35:31] - 1'h1;
+  assign \$810  = | \port$24705$205 [35:31];
+  assign \$811  = \port$24705$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$24707$205 [51:47];
-  assign \$814  = \port$24707$205 [51:47] - 1'h1;
+  assign \$813  = | \port$24705$205 [51:47];
+  assign \$814  = \port$24705$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$24707$205 [19:15];
+  assign \$819  = | \port$24705$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$24707$205 [35:31];
-  assign \$822  = | \port$24707$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$24707$205 [30:21] } : { \$822 , \port$24707$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$24707$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$24705$205 [35:31];
+  assign \$822  = | \port$24705$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$24705$205 [30:21] } : { \$822 , \port$24705$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$24705$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$24707$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$827  = 5'h10 - \port$24705$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24705$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -87828,29 +87828,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$24707$205 [19:15];
-  assign \$874  = \port$24707$205 [19:15] - 1'h1;
+  assign \$873  = | \port$24705$205 [19:15];
+  assign \$874  = \port$24705$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$24707$205 [35:31];
-  assign \$878  = \port$24707$205 [35:31] - 1'h1;
+  assign \$877  = | \port$24705$205 [35:31];
+  assign \$878  = \port$24705$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$24707$205 [51:47];
-  assign \$881  = \port$24707$205 [51:47] - 1'h1;
+  assign \$880  = | \port$24705$205 [51:47];
+  assign \$881  = \port$24705$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$24707$205 [19:15];
+  assign \$886  = | \port$24705$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$24707$205 [35:31];
-  assign \$889  = | \port$24707$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$24707$205 [30:21] } : { \$889 , \port$24707$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$24707$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$24705$205 [35:31];
+  assign \$889  = | \port$24705$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$24705$205 [30:21] } : { \$889 , \port$24705$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$24705$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$24707$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$894  = 5'h10 - \port$24705$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24705$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -87888,29 +87888,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$24707$205 [19:15];
-  assign \$941  = \port$24707$205 [19:15] - 1'h1;
+  assign \$940  = | \port$24705$205 [19:15];
+  assign \$941  = \port$24705$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$24707$205 [35:31];
-  assign \$945  = \port$24707$205 [35:31] - 1'h1;
+  assign \$944  = | \port$24705$205 [35:31];
+  assign \$945  = \port$24705$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$24707$205 [51:47];
-  assign \$948  = \port$24707$205 [51:47] - 1'h1;
+  assign \$947  = | \port$24705$205 [51:47];
+  assign \$948  = \port$24705$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$24707$205 [19:15];
+  assign \$953  = | \port$24705$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$24707$205 [35:31];
-  assign \$956  = | \port$24707$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$24707$205 [30:21] } : { \$956 , \port$24707$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$24707$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$24705$205 [35:31];
+  assign \$956  = | \port$24705$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$24705$205 [30:21] } : { \$956 , \port$24705$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$24705$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$24707$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$961  = 5'h10 - \port$24705$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24705$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -87948,29 +87948,29 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$24707$205 [19:15];
-  assign \$1008  = \port$24707$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$24705$205 [19:15];
+  assign \$1008  = \port$24705$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$24707$205 [35:31];
-  assign \$1012  = \port$24707$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$24705$205 [35:31];
+  assign \$1012  = \port$24705$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$24707$205 [51:47];
-  assign \$1015  = \port$24707$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$24705$205 [51:47];
+  assign \$1015  = \port$24705$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$24707$205 [19:15];
+  assign \$1020  = | \port$24705$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$24707$205 [35:31];
-  assign \$1023  = | \port$24707$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$24707$205 [30:21] } : { \$1023 , \port$24707$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$24707$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$24705$205 [35:31];
+  assign \$1023  = | \port$24705$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$24705$205 [30:21] } : { \$1023 , \port$24705$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$24705$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$24707$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24707$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$24705$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24705$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -89339,7 +89339,7 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
     u15 <= \$2009 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$24707$205 [4:0];
+    \$1473  = \port$24705$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
@@ -93157,10 +93157,10 @@ module \oaken_engine.quant.encoder (rst, \port$24707$205 , group, upper, mag, de
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$24707$205 [4:0];
-  assign delta_outer = \port$24707$205 [52:37];
-  assign delta_inner = \port$24707$205 [36:21];
-  assign delta_mid = \port$24707$205 [20:5];
+  assign n_lo = \port$24705$205 [4:0];
+  assign delta_outer = \port$24705$205 [52:37];
+  assign delta_inner = \port$24705$205 [36:21];
+  assign delta_mid = \port$24705$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -109920,7 +109920,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$27547$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+, \port$27545$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -110290,8 +110290,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$27547$0 ;
-  wire [2:0] \port$27547$0 ;
+  output [2:0] \port$27545$0 ;
+  wire [2:0] \port$27545$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -110730,7 +110730,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.dense_beats  dense_beats (
     .clk(clk),
     .\port$0$390 (rmem_rdata__payload),
-    .\port$24194$3 (\r_data$67 [3]),
+    .\port$24193$3 (\r_data$67 [3]),
     .r_data(\r_data$133 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -111891,7 +111891,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$27547$0  = \$210 ;
+  assign \port$27545$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -112626,7 +112626,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_beats (clk, rst, \port$24194$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -112670,8 +112670,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24194$3 , w_rdy, r_d
   wire [2:0] level;
   input [127:0] \port$0$390 ;
   wire [127:0] \port$0$390 ;
-  input \port$24194$3 ;
-  wire \port$24194$3 ;
+  input \port$24193$3 ;
+  wire \port$24193$3 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -112703,7 +112703,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24194$3 , w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$24194$3 , \port$0$390  };
+      storage[w_port__addr] <= { \port$24193$3 , \port$0$390  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -112802,8 +112802,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24194$3 , w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$24194$3 , \port$0$390  };
-  assign w_data = { \port$24194$3 , \port$0$390  };
+  assign w_port__data = { \port$24193$3 , \port$0$390  };
+  assign w_data = { \port$24193$3 , \port$0$390  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -113056,17 +113056,17 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
   wire \$142 ;
   wire \$143 ;
   wire [7:0] \$144 ;
-  wire [6:0] \$145 ;
-  wire \$146 ;
-  wire [8:0] \$147 ;
-  wire [255:0] \$148 ;
-  wire [9:0] \$149 ;
+  wire \$145 ;
+  wire [9:0] \$146 ;
+  wire [1150:0] \$147 ;
+  wire [1150:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
-  wire [1150:0] \$150 ;
-  wire [255:0] \$151 ;
-  wire [6:0] \$152 ;
-  wire [8:0] \$153 ;
-  wire [255:0] \$154 ;
+  wire [255:0] \$150 ;
+  wire \$151 ;
+  wire [4:0] \$152 ;
+  wire [6:0] \$153 ;
+  wire [7:0] \$154 ;
   reg [255:0] \$155 ;
   reg [5:0] \$156 ;
   wire \$16 ;
@@ -113161,6 +113161,7 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
   wire \$97 ;
   wire \$98 ;
   wire [7:0] \$99 ;
+  wire [255:0] appended;
   reg [255:0] \buf  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   input clk;
   wire clk;
@@ -113210,7 +113211,6 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
   wire i__ready;
   input i__valid;
   wire i__valid;
-  wire [5:0] kept;
   wire [127:0] masked;
   input rst;
   wire rst;
@@ -113361,46 +113361,36 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
   assign \$143  = i__payload[132:128] > 4'hf;
   assign \$144  = i__payload[127:120] & { \$143 , \$142 , \$141 , \$140 , \$139 , \$138 , \$137 , \$136  };
   assign i__ready = fill <= 5'h10;
-  assign \$145  = fill - take;
-  assign \$146  = i__valid & i__ready;
-  assign \$147  = take * 4'h8;
-  assign \$148  = \buf  >> \$147 ;
-  assign \$149  = \$145 [5:0] * 4'h8;
-  assign \$150  = masked << \$149 ;
-  assign \$151  = \$148  | \$150 [255:0];
-  assign \$152  = \$145 [5:0] + i__payload[132:128];
-  assign \$153  = take * 4'h8;
-  assign \$154  = \buf  >> \$153 ;
+  assign \$145  = i__valid & i__ready;
+  assign \$146  = fill * 4'h8;
+  assign \$147  = masked << \$146 ;
+  assign \$148  = \$145  ? \$147  : 1151'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  assign appended = \buf  | \$148 [255:0];
+  assign \$149  = take * 4'h8;
+  assign \$150  = appended >> \$149 ;
+  assign \$151  = i__valid & i__ready;
+  assign \$152  = \$151  ? i__payload[132:128] : 5'h00;
+  assign \$153  = fill + \$152 ;
+  assign \$154  = \$153  - take;
   always @(posedge clk)
     \buf  <= \$155 ;
   always @(posedge clk)
     fill <= \$156 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$146 ) begin
-      \$155  = \$151 ;
-    end else begin
-      \$155  = \$154 ;
-    end
+    \$155  = \$150 ;
     if (rst) begin
       \$155  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$146 ) begin
-      \$156  = \$152 [5:0];
-    end else begin
-      \$156  = \$145 [5:0];
-    end
+    \$156  = \$154 [5:0];
     if (rst) begin
       \$156  = 6'h00;
     end
   end
   assign \fill$6  = fill;
-  assign kept = \$145 [5:0];
   assign head = \buf [127:0];
   assign \i__payload.data  = i__payload[127:0];
   assign \i__payload.data[0]  = i__payload[7:0];
@@ -114226,7 +114216,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26568$183 , \port$0$4 );
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26566$183 , \port$0$4 );
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -114324,8 +114314,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$26568$183 ;
-  wire [5:0] \port$26568$183 ;
+  input [5:0] \port$26566$183 ;
+  wire [5:0] \port$26566$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -114536,8 +114526,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$26568$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$26568$183 [5];
+  assign \$77  = \port$26566$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$26566$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -114561,7 +114551,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$26568$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$26566$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
@@ -114621,7 +114611,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$26568$183 [4:0];
+  assign read__1__layer = \port$26566$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -114630,7 +114620,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$26568$183 [5];
+  assign read__1__kv = \port$26566$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -115115,7 +115105,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$27447$0 (part),
+    .\port$27445$0 (part),
     .\port$9256$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
@@ -115834,17 +115824,17 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
   wire \$142 ;
   wire \$143 ;
   wire [7:0] \$144 ;
-  wire [6:0] \$145 ;
-  wire \$146 ;
-  wire [8:0] \$147 ;
-  wire [255:0] \$148 ;
-  wire [9:0] \$149 ;
+  wire \$145 ;
+  wire [9:0] \$146 ;
+  wire [1150:0] \$147 ;
+  wire [1150:0] \$148 ;
+  wire [8:0] \$149 ;
   wire \$15 ;
-  wire [1150:0] \$150 ;
-  wire [255:0] \$151 ;
-  wire [6:0] \$152 ;
-  wire [8:0] \$153 ;
-  wire [255:0] \$154 ;
+  wire [255:0] \$150 ;
+  wire \$151 ;
+  wire [4:0] \$152 ;
+  wire [6:0] \$153 ;
+  wire [7:0] \$154 ;
   reg [255:0] \$155 ;
   reg [5:0] \$156 ;
   wire \$16 ;
@@ -115939,6 +115929,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
   wire \$97 ;
   wire \$98 ;
   wire [7:0] \$99 ;
+  wire [255:0] appended;
   reg [255:0] \buf  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   input clk;
   wire clk;
@@ -115988,7 +115979,6 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
   wire i__ready;
   input i__valid;
   wire i__valid;
-  wire [5:0] kept;
   wire [127:0] masked;
   input rst;
   wire rst;
@@ -116139,46 +116129,36 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
   assign \$143  = i__payload[132:128] > 4'hf;
   assign \$144  = i__payload[127:120] & { \$143 , \$142 , \$141 , \$140 , \$139 , \$138 , \$137 , \$136  };
   assign i__ready = fill <= 5'h10;
-  assign \$145  = fill - take;
-  assign \$146  = i__valid & i__ready;
-  assign \$147  = take * 4'h8;
-  assign \$148  = \buf  >> \$147 ;
-  assign \$149  = \$145 [5:0] * 4'h8;
-  assign \$150  = masked << \$149 ;
-  assign \$151  = \$148  | \$150 [255:0];
-  assign \$152  = \$145 [5:0] + i__payload[132:128];
-  assign \$153  = take * 4'h8;
-  assign \$154  = \buf  >> \$153 ;
+  assign \$145  = i__valid & i__ready;
+  assign \$146  = fill * 4'h8;
+  assign \$147  = masked << \$146 ;
+  assign \$148  = \$145  ? \$147  : 1151'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  assign appended = \buf  | \$148 [255:0];
+  assign \$149  = take * 4'h8;
+  assign \$150  = appended >> \$149 ;
+  assign \$151  = i__valid & i__ready;
+  assign \$152  = \$151  ? i__payload[132:128] : 5'h00;
+  assign \$153  = fill + \$152 ;
+  assign \$154  = \$153  - take;
   always @(posedge clk)
     \buf  <= \$155 ;
   always @(posedge clk)
     fill <= \$156 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$146 ) begin
-      \$155  = \$151 ;
-    end else begin
-      \$155  = \$154 ;
-    end
+    \$155  = \$150 ;
     if (rst) begin
       \$155  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
-    (* full_case = 32'd1 *)
-    if (\$146 ) begin
-      \$156  = \$152 [5:0];
-    end else begin
-      \$156  = \$145 [5:0];
-    end
+    \$156  = \$154 [5:0];
     if (rst) begin
       \$156  = 6'h00;
     end
   end
   assign \fill$6  = fill;
-  assign kept = \$145 [5:0];
   assign head = \buf [127:0];
   assign \i__payload.data  = i__payload[127:0];
   assign \i__payload.data[0]  = i__payload[7:0];
@@ -116233,7 +116213,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_data, r_en, \port$27447$0 , r_rdy, clk);
+module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_data, r_en, \port$27445$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -116275,8 +116255,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$27447$0 ;
-  wire [63:0] \port$27447$0 ;
+  input [63:0] \port$27445$0 ;
+  wire [63:0] \port$27445$0 ;
   input [63:0] \port$9256$0 ;
   wire [63:0] \port$9256$0 ;
   (* init = 4'h0 *)
@@ -116322,7 +116302,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9256$0 , \port$27447$0  };
+      storage[w_port__addr] <= { \port$9256$0 , \port$27445$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -116421,8 +116401,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9256$0 , \port$27447$0  };
-  assign w_data = { \port$9256$0 , \port$27447$0  };
+  assign w_port__data = { \port$9256$0 , \port$27445$0  };
+  assign w_data = { \port$9256$0 , \port$27445$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

@@ -1,6 +1,6 @@
 """A queue of bytes: any number in per beat, any number out per cycle, oldest first."""
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,17 +57,17 @@ class ByteQueue(wiring.Component):
         for b in range(nin):
             m.d.comb += masked[8 * b:8 * b + 8].eq(
                 self.i.payload.data[b] & (b < count).replicate(8))
-        kept = Signal(range(cap + 1))
         m.d.comb += [
             self.i.ready.eq(fill <= self.out_bytes),
             self.head.eq(buf[:8 * self.out_bytes]),
             self.fill.eq(fill),
-            kept.eq(fill - self.take),
         ]
-        shifted = (buf >> (self.take * 8))[:8 * cap]
-        with m.If(accept):
-            m.d.sync += [buf.eq(shifted | (masked << (kept * 8))[:8 * cap]),
-                         fill.eq(kept + count)]
-        with m.Else():
-            m.d.sync += [buf.eq(shifted), fill.eq(kept)]
+        # Append at `fill` first, then drop `take` bytes: the same bytes as dropping first
+        # and appending at `fill - take`, but the append depends on registers and the input
+        # only, and `take` (late: the reader computes it in the same cycle) drives one
+        # shifter and no subtractor. It fits: `fill <= out_bytes` when a beat is accepted.
+        appended = Signal(8 * cap)
+        m.d.comb += appended.eq(buf | Mux(accept, masked << (fill * 8), 0)[:8 * cap])
+        m.d.sync += [buf.eq((appended >> (self.take * 8))[:8 * cap]),
+                     fill.eq(fill + Mux(accept, count, 0) - self.take)]
         return m
