@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$26566$183 (\$29 ),
+    .\port$26572$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$27545$0 (\$30 ),
+    .\port$27551$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$26566$183 (\$29 ),
+    .\port$26572$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26566$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26572$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$26566$183 ;
-  wire [5:0] \port$26566$183 ;
+  output [5:0] \port$26572$183 ;
+  wire [5:0] \port$26572$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$26566$183  = i__payload[188:183];
+  assign \port$26572$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -102371,8 +102371,8 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1013 ;
   wire \$1014 ;
   wire \$1015 ;
-  wire \$1016 ;
-  wire \$1017 ;
+  wire [6:0] \$1016 ;
+  wire [4:0] \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
   wire [5:0] \$102 ;
@@ -102602,9 +102602,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1221 ;
   wire \$1222 ;
   wire \$1223 ;
-  wire [6:0] \$1224 ;
-  wire [41:0] \$1225 ;
-  wire [9:0] \$1226 ;
+  wire \$1224 ;
+  wire \$1225 ;
+  wire \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
@@ -102731,9 +102731,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1338 ;
   wire \$1339 ;
   wire [5:0] \$134 ;
-  wire \$1340 ;
-  wire \$1341 ;
-  wire \$1342 ;
+  wire [6:0] \$1340 ;
+  wire [41:0] \$1341 ;
+  wire [9:0] \$1342 ;
   wire \$1343 ;
   wire \$1344 ;
   wire \$1345 ;
@@ -102962,9 +102962,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1546 ;
   wire \$1547 ;
   wire \$1548 ;
-  wire [6:0] \$1549 ;
+  wire \$1549 ;
   wire [5:0] \$155 ;
-  wire [4:0] \$1550 ;
+  wire \$1550 ;
   wire \$1551 ;
   wire \$1552 ;
   wire \$1553 ;
@@ -103091,8 +103091,8 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1662 ;
   wire \$1663 ;
   wire \$1664 ;
-  wire \$1665 ;
-  wire \$1666 ;
+  wire [6:0] \$1665 ;
+  wire [4:0] \$1666 ;
   wire \$1667 ;
   wire \$1668 ;
   wire \$1669 ;
@@ -103322,9 +103322,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1870 ;
   wire \$1871 ;
   wire \$1872 ;
-  wire [6:0] \$1873 ;
-  wire [41:0] \$1874 ;
-  wire [9:0] \$1875 ;
+  wire \$1873 ;
+  wire \$1874 ;
+  wire \$1875 ;
   wire \$1876 ;
   wire \$1877 ;
   wire \$1878 ;
@@ -103450,10 +103450,10 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$1986 ;
   wire \$1987 ;
   wire \$1988 ;
-  wire \$1989 ;
+  wire [6:0] \$1989 ;
   wire [5:0] \$199 ;
-  wire \$1990 ;
-  wire \$1991 ;
+  wire [41:0] \$1990 ;
+  wire [9:0] \$1991 ;
   wire \$1992 ;
   wire \$1993 ;
   wire \$1994 ;
@@ -103683,31 +103683,31 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$2195 ;
   wire \$2196 ;
   wire \$2197 ;
-  wire [6:0] \$2198 ;
-  wire [4:0] \$2199 ;
+  wire \$2198 ;
+  wire \$2199 ;
   wire \$22 ;
   wire \$220 ;
-  wire [48:0] \$2200 ;
+  wire \$2200 ;
   wire \$2201 ;
-  wire [48:0] \$2202 ;
-  wire [49:0] \$2203 ;
-  wire [49:0] \$2204 ;
-  wire [44:0] \$2205 ;
+  wire \$2202 ;
+  wire \$2203 ;
+  wire \$2204 ;
+  wire \$2205 ;
   wire \$2206 ;
-  wire [44:0] \$2207 ;
-  wire [47:0] \$2208 ;
-  wire [47:0] \$2209 ;
+  wire \$2207 ;
+  wire \$2208 ;
+  wire \$2209 ;
   wire \$221 ;
-  wire [44:0] \$2210 ;
+  wire \$2210 ;
   wire \$2211 ;
-  wire [44:0] \$2212 ;
-  wire [47:0] \$2213 ;
-  wire [47:0] \$2214 ;
-  wire [42:0] \$2215 ;
+  wire \$2212 ;
+  wire \$2213 ;
+  wire \$2214 ;
+  wire \$2215 ;
   wire \$2216 ;
-  wire [42:0] \$2217 ;
-  wire [47:0] \$2218 ;
-  wire [47:0] \$2219 ;
+  wire \$2217 ;
+  wire \$2218 ;
+  wire \$2219 ;
   wire \$222 ;
   wire \$2220 ;
   wire \$2221 ;
@@ -103808,210 +103808,216 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$2307 ;
   wire \$2308 ;
   wire \$2309 ;
-  wire [39:0] \$231 ;
+  wire \$231 ;
   wire \$2310 ;
   wire \$2311 ;
   wire \$2312 ;
   wire \$2313 ;
-  wire \$2314 ;
-  wire \$2315 ;
-  wire \$2316 ;
+  wire [6:0] \$2314 ;
+  wire [4:0] \$2315 ;
+  wire [48:0] \$2316 ;
   wire \$2317 ;
-  wire \$2318 ;
-  wire \$2319 ;
-  wire [40:0] \$232 ;
-  wire \$2320 ;
-  wire \$2321 ;
+  wire [48:0] \$2318 ;
+  wire [49:0] \$2319 ;
+  wire \$232 ;
+  wire [49:0] \$2320 ;
+  wire [44:0] \$2321 ;
   wire \$2322 ;
-  wire \$2323 ;
-  wire \$2324 ;
-  wire \$2325 ;
-  wire \$2326 ;
+  wire [44:0] \$2323 ;
+  wire [47:0] \$2324 ;
+  wire [47:0] \$2325 ;
+  wire [44:0] \$2326 ;
   wire \$2327 ;
-  wire \$2328 ;
-  wire \$2329 ;
-  wire [69:0] \$233 ;
-  wire \$2330 ;
-  wire \$2331 ;
+  wire [44:0] \$2328 ;
+  wire [47:0] \$2329 ;
+  wire \$233 ;
+  wire [47:0] \$2330 ;
+  wire [42:0] \$2331 ;
   wire \$2332 ;
-  wire \$2333 ;
-  wire \$2334 ;
-  wire \$2335 ;
-  wire \$2336 ;
-  wire \$2337 ;
-  wire \$2338 ;
-  wire \$2339 ;
-  wire [70:0] \$234 ;
-  wire \$2340 ;
-  wire \$2341 ;
-  wire \$2342 ;
-  wire \$2343 ;
-  wire \$2344 ;
-  wire \$2345 ;
-  reg \$2346 ;
-  reg [40:0] \$2347 ;
-  reg [40:0] \$2348 ;
+  wire [42:0] \$2333 ;
+  wire [47:0] \$2334 ;
+  wire [47:0] \$2335 ;
+  wire [39:0] \$2336 ;
+  wire [40:0] \$2337 ;
+  wire [69:0] \$2338 ;
+  wire [70:0] \$2339 ;
+  wire \$234 ;
+  wire [88:0] \$2340 ;
+  wire [89:0] \$2341 ;
+  wire [89:0] \$2342 ;
+  wire [62:0] \$2343 ;
+  wire [63:0] \$2344 ;
+  wire [63:0] \$2345 ;
+  wire [62:0] \$2346 ;
+  wire [63:0] \$2347 ;
+  wire [63:0] \$2348 ;
   reg \$2349 ;
-  wire [88:0] \$235 ;
-  reg \$2350 ;
+  wire \$235 ;
+  reg [40:0] \$2350 ;
   reg [40:0] \$2351 ;
-  reg [40:0] \$2352 ;
+  reg \$2352 ;
   reg \$2353 ;
-  reg [41:0] \$2354 ;
-  reg \$2355 ;
-  reg [46:0] \$2356 ;
-  reg \$2357 ;
+  reg [40:0] \$2354 ;
+  reg [40:0] \$2355 ;
+  reg \$2356 ;
+  reg [41:0] \$2357 ;
   reg \$2358 ;
-  reg [40:0] \$2359 ;
-  wire [89:0] \$236 ;
-  reg [40:0] \$2360 ;
+  reg [46:0] \$2359 ;
+  wire \$236 ;
+  reg \$2360 ;
   reg \$2361 ;
-  reg \$2362 ;
+  reg [40:0] \$2362 ;
   reg [40:0] \$2363 ;
-  reg [40:0] \$2364 ;
+  reg \$2364 ;
   reg \$2365 ;
-  reg \$2366 ;
-  reg [46:0] \$2367 ;
-  reg [41:0] \$2368 ;
+  reg [40:0] \$2366 ;
+  reg [40:0] \$2367 ;
+  reg \$2368 ;
   reg \$2369 ;
-  wire [89:0] \$237 ;
-  reg \$2370 ;
-  reg \$2371 ;
-  reg [40:0] \$2372 ;
-  reg [40:0] \$2373 ;
+  wire \$237 ;
+  reg [46:0] \$2370 ;
+  reg [41:0] \$2371 ;
+  reg \$2372 ;
+  reg \$2373 ;
   reg \$2374 ;
-  reg \$2375 ;
+  reg [40:0] \$2375 ;
   reg [40:0] \$2376 ;
-  reg [40:0] \$2377 ;
+  reg \$2377 ;
   reg \$2378 ;
-  reg \$2379 ;
-  wire [62:0] \$238 ;
-  reg [46:0] \$2380 ;
-  reg [41:0] \$2381 ;
+  reg [40:0] \$2379 ;
+  wire \$238 ;
+  reg [40:0] \$2380 ;
+  reg \$2381 ;
   reg \$2382 ;
-  reg \$2383 ;
-  reg \$2384 ;
+  reg [46:0] \$2383 ;
+  reg [41:0] \$2384 ;
   reg \$2385 ;
-  reg [40:0] \$2386 ;
-  reg [40:0] \$2387 ;
+  reg \$2386 ;
+  reg \$2387 ;
   reg \$2388 ;
-  reg \$2389 ;
-  wire [63:0] \$239 ;
+  reg [40:0] \$2389 ;
+  wire \$239 ;
   reg [40:0] \$2390 ;
-  reg [40:0] \$2391 ;
+  reg \$2391 ;
   reg \$2392 ;
-  reg \$2393 ;
-  reg [46:0] \$2394 ;
-  reg [41:0] \$2395 ;
+  reg [40:0] \$2393 ;
+  reg [40:0] \$2394 ;
+  reg \$2395 ;
   reg \$2396 ;
-  reg \$2397 ;
-  reg \$2398 ;
+  reg [46:0] \$2397 ;
+  reg [41:0] \$2398 ;
   reg \$2399 ;
   wire [5:0] \$24 ;
-  wire [63:0] \$240 ;
+  wire \$240 ;
   reg \$2400 ;
-  reg [40:0] \$2401 ;
-  reg [40:0] \$2402 ;
+  reg \$2401 ;
+  reg \$2402 ;
   reg \$2403 ;
-  reg \$2404 ;
+  reg [40:0] \$2404 ;
   reg [40:0] \$2405 ;
-  reg [40:0] \$2406 ;
+  reg \$2406 ;
   reg \$2407 ;
-  reg \$2408 ;
-  reg [46:0] \$2409 ;
-  wire [62:0] \$241 ;
-  reg [41:0] \$2410 ;
+  reg [40:0] \$2408 ;
+  reg [40:0] \$2409 ;
+  wire \$241 ;
+  reg \$2410 ;
   reg \$2411 ;
-  reg \$2412 ;
-  reg \$2413 ;
+  reg [46:0] \$2412 ;
+  reg [41:0] \$2413 ;
   reg \$2414 ;
   reg \$2415 ;
   reg \$2416 ;
-  reg [40:0] \$2417 ;
-  reg [40:0] \$2418 ;
+  reg \$2417 ;
+  reg \$2418 ;
   reg \$2419 ;
-  wire [63:0] \$242 ;
-  reg \$2420 ;
+  wire \$242 ;
+  reg [40:0] \$2420 ;
   reg [40:0] \$2421 ;
-  reg [40:0] \$2422 ;
+  reg \$2422 ;
   reg \$2423 ;
-  reg \$2424 ;
-  reg \$2425 ;
+  reg [40:0] \$2424 ;
+  reg [40:0] \$2425 ;
   reg \$2426 ;
-  reg [40:0] \$2427 ;
-  reg [40:0] \$2428 ;
+  reg \$2427 ;
+  reg \$2428 ;
   reg \$2429 ;
-  wire [63:0] \$243 ;
+  wire \$243 ;
   reg [40:0] \$2430 ;
   reg [40:0] \$2431 ;
-  reg [4:0] \$2432 ;
-  reg [4:0] \$2433 ;
-  reg [4:0] \$2434 ;
-  reg \$2435 ;
-  reg \$2436 ;
-  reg \$2437 ;
-  reg [40:0] \$2438 ;
-  reg [40:0] \$2439 ;
-  wire [42:0] \$244 ;
+  reg \$2432 ;
+  reg [40:0] \$2433 ;
+  reg [40:0] \$2434 ;
+  reg [4:0] \$2435 ;
+  reg [4:0] \$2436 ;
+  reg [4:0] \$2437 ;
+  reg \$2438 ;
+  reg \$2439 ;
+  wire \$244 ;
   reg \$2440 ;
   reg [40:0] \$2441 ;
   reg [40:0] \$2442 ;
-  reg [45:0] \$2443 ;
-  reg [45:0] \$2444 ;
-  reg [4:0] \$2445 ;
-  reg [4:0] \$2446 ;
-  reg [4:0] \$2447 ;
-  reg \$2448 ;
-  reg \$2449 ;
-  wire [41:0] \$245 ;
-  reg \$2450 ;
-  reg [40:0] \$2451 ;
-  reg [40:0] \$2452 ;
+  reg \$2443 ;
+  reg [40:0] \$2444 ;
+  reg [40:0] \$2445 ;
+  reg [45:0] \$2446 ;
+  reg [45:0] \$2447 ;
+  reg [4:0] \$2448 ;
+  reg [4:0] \$2449 ;
+  wire \$245 ;
+  reg [4:0] \$2450 ;
+  reg \$2451 ;
+  reg \$2452 ;
   reg \$2453 ;
-  reg [4:0] \$2454 ;
+  reg [40:0] \$2454 ;
   reg [40:0] \$2455 ;
-  reg [4:0] \$2456 ;
-  reg \$2457 ;
-  reg \$2458 ;
-  reg [40:0] \$2459 ;
-  wire [42:0] \$246 ;
-  reg [40:0] \$2460 ;
-  reg [4:0] \$2461 ;
+  reg \$2456 ;
+  reg [4:0] \$2457 ;
+  reg [40:0] \$2458 ;
+  reg [4:0] \$2459 ;
+  wire \$246 ;
+  reg \$2460 ;
+  reg \$2461 ;
   reg [40:0] \$2462 ;
-  reg [20:0] \$2463 ;
-  reg \$2464 ;
-  reg \$2465 ;
-  reg [4:0] \$2466 ;
-  reg [38:0] \$2467 ;
-  reg [38:0] \$2468 ;
-  reg [25:0] \$2469 ;
-  wire [42:0] \$247 ;
-  reg [61:0] \$2470 ;
-  reg [61:0] \$2471 ;
-  reg \$2472 ;
-  reg \$2473 ;
-  reg [4:0] \$2474 ;
-  reg [41:0] \$2475 ;
-  reg [41:0] \$2476 ;
-  reg [41:0] \$2477 ;
-  reg \$2478 ;
-  reg \$2479 ;
-  wire [41:0] \$248 ;
-  reg [4:0] \$2480 ;
+  reg [40:0] \$2463 ;
+  reg [4:0] \$2464 ;
+  reg [40:0] \$2465 ;
+  reg [20:0] \$2466 ;
+  reg \$2467 ;
+  reg \$2468 ;
+  reg [4:0] \$2469 ;
+  wire \$247 ;
+  reg [38:0] \$2470 ;
+  reg [38:0] \$2471 ;
+  reg [25:0] \$2472 ;
+  reg [61:0] \$2473 ;
+  reg [61:0] \$2474 ;
+  reg \$2475 ;
+  reg \$2476 ;
+  reg [4:0] \$2477 ;
+  reg [41:0] \$2478 ;
+  reg [41:0] \$2479 ;
+  wire \$248 ;
+  reg [41:0] \$2480 ;
   reg [41:0] \$2481 ;
   reg [41:0] \$2482 ;
   reg [41:0] \$2483 ;
   reg \$2484 ;
   reg \$2485 ;
   reg [4:0] \$2486 ;
-  reg [15:0] \$2487 ;
-  reg [15:0] \$2488 ;
-  reg [15:0] \$2489 ;
-  wire [42:0] \$249 ;
+  reg [41:0] \$2487 ;
+  reg [41:0] \$2488 ;
+  reg [41:0] \$2489 ;
+  wire \$249 ;
+  reg \$2490 ;
+  reg \$2491 ;
+  reg [4:0] \$2492 ;
+  reg [15:0] \$2493 ;
+  reg [15:0] \$2494 ;
+  reg [15:0] \$2495 ;
   wire [5:0] \$25 ;
-  wire [42:0] \$250 ;
-  wire [41:0] \$251 ;
-  wire [42:0] \$252 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
@@ -104034,7 +104040,7 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire \$273 ;
+  wire [41:0] \$273 ;
   wire \$274 ;
   wire \$275 ;
   wire \$276 ;
@@ -104082,7 +104088,7 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
-  wire \$316 ;
+  wire [41:0] \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
@@ -104129,17 +104135,17 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
-  wire \$359 ;
+  wire [41:0] \$359 ;
   wire [5:0] \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
+  wire [42:0] \$360 ;
+  wire [41:0] \$361 ;
+  wire [42:0] \$362 ;
+  wire [42:0] \$363 ;
+  wire [41:0] \$364 ;
+  wire [42:0] \$365 ;
+  wire [42:0] \$366 ;
+  wire [41:0] \$367 ;
+  wire [42:0] \$368 ;
   wire \$369 ;
   wire [5:0] \$37 ;
   wire \$370 ;
@@ -104369,9 +104375,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$572 ;
   wire \$573 ;
   wire \$574 ;
-  wire [6:0] \$575 ;
-  wire [41:0] \$576 ;
-  wire [9:0] \$577 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
   wire \$578 ;
   wire \$579 ;
   wire [5:0] \$58 ;
@@ -104498,9 +104504,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$689 ;
   wire [5:0] \$69 ;
   wire \$690 ;
-  wire \$691 ;
-  wire \$692 ;
-  wire \$693 ;
+  wire [6:0] \$691 ;
+  wire [41:0] \$692 ;
+  wire [9:0] \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
@@ -104731,8 +104737,8 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire \$899 ;
   wire [44:0] \$9 ;
   wire [5:0] \$90 ;
-  wire [6:0] \$900 ;
-  wire [4:0] \$901 ;
+  wire \$900 ;
+  wire \$901 ;
   wire \$902 ;
   wire \$903 ;
   wire \$904 ;
@@ -104846,11 +104852,14 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire [40:0] b;
   reg [40:0] c_a = 41'h00000000000;
   reg [40:0] c_b = 41'h00000000000;
+  wire [41:0] c_in;
   reg [40:0] c_inner = 41'h00000000000;
   reg c_lok = 1'h0;
+  wire [41:0] c_mid;
   reg [4:0] c_mu = 5'h00;
   reg [4:0] c_nl = 5'h00;
   reg [4:0] c_nu = 5'h00;
+  wire [41:0] c_out;
   reg [40:0] c_outer = 41'h00000000000;
   reg c_tag = 1'h0;
   reg c_uok = 1'h0;
@@ -104873,9 +104882,6 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   wire has_lo;
   input [40:0] inner_ext;
   wire [40:0] inner_ext;
-  wire [41:0] mask;
-  wire [41:0] \mask$152 ;
-  wire [41:0] \mask$154 ;
   output [4:0] n_lo;
   reg [4:0] n_lo = 5'h00;
   reg o_tag = 1'h0;
@@ -104980,6 +104986,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   reg s4_has_hi = 1'h0;
   reg s4_has_lo = 1'h0;
   reg [40:0] s4_inner = 41'h00000000000;
+  reg [41:0] s4_mask_in = 42'h00000000000;
+  reg [41:0] s4_mask_mid = 42'h00000000000;
+  reg [41:0] s4_mask_out = 42'h00000000000;
   reg [4:0] s4_nlo = 5'h00;
   reg [40:0] s4_outer = 41'h00000000000;
   reg s4_q0 = 1'h0;
@@ -105009,9 +105018,9 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   reg [41:0] s5_step_mid = 42'h00000000000;
   reg [41:0] s5_step_out = 42'h00000000000;
   reg s5_tag = 1'h0;
-  reg \s5_tag$147  = 1'h0;
+  reg \s5_tag$153  = 1'h0;
   reg s5_valid = 1'h0;
-  reg \s5_valid$146  = 1'h0;
+  reg \s5_valid$152  = 1'h0;
   wire tag;
   input valid;
   wire valid;
@@ -105157,296 +105166,299 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$228  = r_ext[40:36] * r_rec;
   assign \$229  = r_inner * 16'h8000;
   assign \$230  = r_outer * 17'h10000;
-  assign \$232  = 20'hfffff + \$231 ;
-  assign \$234  = \$232  + \$233 ;
-  assign \$236  = \$234  + \$235 ;
-  assign \$239  = 20'hfffff + \$238 ;
-  assign \$242  = 20'hfffff + \$241 ;
-  assign \$244  = s4_c_mid + mask;
-  assign \$245  = ~ mask;
-  assign \$246  = \$244  & { 1'h0, \$245  };
-  assign \$247  = s4_c_in + \mask$152 ;
-  assign \$248  = ~ \mask$152 ;
-  assign \$249  = \$247  & { 1'h0, \$248  };
-  assign \$250  = s4_c_out + \mask$154 ;
-  assign \$251  = ~ \mask$154 ;
-  assign \$252  = \$250  & { 1'h0, \$251  };
-  assign \$253  = | s5_step_mid[41:10];
-  assign \$254  = | s5_step_mid[41:1];
-  assign \$255  = ~ \$254 ;
-  assign \$256  = s5_step_mid[0] & \$255 ;
-  assign \$257  = | s5_step_mid[41:3];
-  assign \$258  = ~ \$257 ;
-  assign \$259  = s5_step_mid[2] & \$258 ;
-  assign \$260  = | s5_step_mid[41:5];
-  assign \$261  = ~ \$260 ;
-  assign \$262  = s5_step_mid[4] & \$261 ;
-  assign \$263  = | s5_step_mid[41:7];
-  assign \$264  = ~ \$263 ;
-  assign \$265  = s5_step_mid[6] & \$264 ;
-  assign \$266  = | s5_step_mid[41:9];
-  assign \$267  = ~ \$266 ;
-  assign \$268  = s5_step_mid[8] & \$267 ;
-  assign \$269  = | s5_step_mid[41:11];
-  assign \$270  = ~ \$269 ;
-  assign \$271  = s5_step_mid[10] & \$270 ;
-  assign \$272  = | s5_step_mid[41:13];
-  assign \$273  = ~ \$272 ;
-  assign \$274  = s5_step_mid[12] & \$273 ;
-  assign \$275  = | s5_step_mid[41:15];
-  assign \$276  = ~ \$275 ;
-  assign \$277  = s5_step_mid[14] & \$276 ;
-  assign \$278  = | s5_step_mid[41:17];
-  assign \$279  = ~ \$278 ;
-  assign \$280  = s5_step_mid[16] & \$279 ;
-  assign \$281  = | s5_step_mid[41:19];
-  assign \$282  = ~ \$281 ;
-  assign \$283  = s5_step_mid[18] & \$282 ;
-  assign \$284  = | s5_step_mid[41:21];
-  assign \$285  = ~ \$284 ;
-  assign \$286  = s5_step_mid[20] & \$285 ;
-  assign \$287  = | s5_step_mid[41:23];
-  assign \$288  = ~ \$287 ;
-  assign \$289  = s5_step_mid[22] & \$288 ;
-  assign \$290  = | s5_step_mid[41:25];
-  assign \$291  = ~ \$290 ;
-  assign \$292  = s5_step_mid[24] & \$291 ;
-  assign \$293  = | s5_step_mid[41:27];
-  assign \$294  = ~ \$293 ;
-  assign \$295  = s5_step_mid[26] & \$294 ;
-  assign \$296  = | s5_step_mid[41:29];
-  assign \$297  = ~ \$296 ;
-  assign \$298  = s5_step_mid[28] & \$297 ;
-  assign \$299  = | s5_step_mid[41:31];
-  assign \$300  = ~ \$299 ;
-  assign \$301  = s5_step_mid[30] & \$300 ;
-  assign \$302  = | s5_step_mid[41:33];
-  assign \$303  = ~ \$302 ;
-  assign \$304  = s5_step_mid[32] & \$303 ;
-  assign \$305  = | s5_step_mid[41:35];
-  assign \$306  = ~ \$305 ;
-  assign \$307  = s5_step_mid[34] & \$306 ;
-  assign \$308  = | s5_step_mid[41:37];
-  assign \$309  = ~ \$308 ;
-  assign \$310  = s5_step_mid[36] & \$309 ;
-  assign \$311  = | s5_step_mid[41:39];
-  assign \$312  = ~ \$311 ;
-  assign \$313  = s5_step_mid[38] & \$312 ;
-  assign \$315  = ~ \$314 ;
-  assign \$316  = s5_step_mid[40] & \$315 ;
-  assign \$317  = | { \$316 , \$313 , \$310 , \$307 , \$304 , \$301 , \$298 , \$295 , \$292 , \$289 , \$286 , \$283 , \$280 , \$277 , \$274 , \$271 , \$268 , \$265 , \$262 , \$259 , \$256  };
-  assign \$318  = | s5_step_mid[41:2];
-  assign \$319  = ~ \$318 ;
-  assign \$320  = s5_step_mid[1] & \$319 ;
-  assign \$321  = | s5_step_mid[41:3];
-  assign \$322  = ~ \$321 ;
-  assign \$323  = s5_step_mid[2] & \$322 ;
-  assign \$324  = | s5_step_mid[41:6];
-  assign \$325  = ~ \$324 ;
-  assign \$326  = s5_step_mid[5] & \$325 ;
-  assign \$327  = | s5_step_mid[41:7];
-  assign \$328  = ~ \$327 ;
-  assign \$329  = s5_step_mid[6] & \$328 ;
-  assign \$330  = | s5_step_mid[41:10];
-  assign \$331  = ~ \$330 ;
-  assign \$332  = s5_step_mid[9] & \$331 ;
-  assign \$333  = | s5_step_mid[41:11];
-  assign \$334  = ~ \$333 ;
-  assign \$335  = s5_step_mid[10] & \$334 ;
-  assign \$336  = | s5_step_mid[41:14];
-  assign \$337  = ~ \$336 ;
-  assign \$338  = s5_step_mid[13] & \$337 ;
-  assign \$339  = | s5_step_mid[41:15];
-  assign \$340  = ~ \$339 ;
-  assign \$341  = s5_step_mid[14] & \$340 ;
-  assign \$342  = | s5_step_mid[41:18];
-  assign \$343  = ~ \$342 ;
-  assign \$344  = s5_step_mid[17] & \$343 ;
-  assign \$345  = | s5_step_mid[41:19];
-  assign \$346  = ~ \$345 ;
-  assign \$347  = s5_step_mid[18] & \$346 ;
-  assign \$348  = | s5_step_mid[41:22];
-  assign \$349  = ~ \$348 ;
-  assign \$350  = s5_step_mid[21] & \$349 ;
-  assign \$351  = | s5_step_mid[41:23];
-  assign \$352  = ~ \$351 ;
-  assign \$353  = s5_step_mid[22] & \$352 ;
-  assign \$354  = | s5_step_mid[41:26];
-  assign \$355  = ~ \$354 ;
-  assign \$356  = s5_step_mid[25] & \$355 ;
-  assign \$357  = | s5_step_mid[41:27];
-  assign \$358  = ~ \$357 ;
-  assign \$359  = s5_step_mid[26] & \$358 ;
-  assign \$360  = | s5_step_mid[41:30];
-  assign \$361  = ~ \$360 ;
-  assign \$362  = s5_step_mid[29] & \$361 ;
-  assign \$363  = | s5_step_mid[41:31];
-  assign \$364  = ~ \$363 ;
-  assign \$365  = s5_step_mid[30] & \$364 ;
-  assign \$366  = | s5_step_mid[41:34];
-  assign \$367  = ~ \$366 ;
-  assign \$368  = s5_step_mid[33] & \$367 ;
-  assign \$369  = | s5_step_mid[41:35];
-  assign \$370  = ~ \$369 ;
-  assign \$371  = s5_step_mid[34] & \$370 ;
-  assign \$372  = | s5_step_mid[41:38];
-  assign \$373  = ~ \$372 ;
-  assign \$374  = s5_step_mid[37] & \$373 ;
-  assign \$375  = | s5_step_mid[41:39];
-  assign \$376  = ~ \$375 ;
-  assign \$377  = s5_step_mid[38] & \$376 ;
-  assign \$378  = | { s5_step_mid[41], \$377 , \$374 , \$371 , \$368 , \$365 , \$362 , \$359 , \$356 , \$353 , \$350 , \$347 , \$344 , \$341 , \$338 , \$335 , \$332 , \$329 , \$326 , \$323 , \$320  };
-  assign \$379  = | s5_step_mid[41:4];
+  assign \$231  = | \$2342 [41:0];
+  assign \$232  = | \$2342 [41:1];
+  assign \$233  = | \$2342 [41:2];
+  assign \$234  = | \$2342 [41:3];
+  assign \$235  = | \$2342 [41:4];
+  assign \$236  = | \$2342 [41:5];
+  assign \$237  = | \$2342 [41:6];
+  assign \$238  = | \$2342 [41:7];
+  assign \$239  = | \$2342 [41:8];
+  assign \$240  = | \$2342 [41:9];
+  assign \$241  = | \$2342 [41:10];
+  assign \$242  = | \$2342 [41:11];
+  assign \$243  = | \$2342 [41:12];
+  assign \$244  = | \$2342 [41:13];
+  assign \$245  = | \$2342 [41:14];
+  assign \$246  = | \$2342 [41:15];
+  assign \$247  = | \$2342 [41:16];
+  assign \$248  = | \$2342 [41:17];
+  assign \$249  = | \$2342 [41:18];
+  assign \$250  = | \$2342 [41:19];
+  assign \$251  = | \$2342 [41:20];
+  assign \$252  = | \$2342 [41:21];
+  assign \$253  = | \$2342 [41:22];
+  assign \$254  = | \$2342 [41:23];
+  assign \$255  = | \$2342 [41:24];
+  assign \$256  = | \$2342 [41:25];
+  assign \$257  = | \$2342 [41:26];
+  assign \$258  = | \$2342 [41:27];
+  assign \$259  = | \$2342 [41:28];
+  assign \$260  = | \$2342 [41:29];
+  assign \$261  = | \$2342 [41:30];
+  assign \$262  = | \$2342 [41:31];
+  assign \$263  = | \$2342 [41:32];
+  assign \$264  = | \$2342 [41:33];
+  assign \$265  = | \$2342 [41:34];
+  assign \$266  = | \$2342 [41:35];
+  assign \$267  = | \$2342 [41:36];
+  assign \$268  = | \$2342 [41:37];
+  assign \$269  = | \$2342 [41:38];
+  assign \$270  = | \$2342 [41:39];
+  assign \$271  = | \$2342 [41:40];
+  assign \$274  = | \$2345 [41:0];
+  assign \$275  = | \$2345 [41:1];
+  assign \$276  = | \$2345 [41:2];
+  assign \$277  = | \$2345 [41:3];
+  assign \$278  = | \$2345 [41:4];
+  assign \$279  = | \$2345 [41:5];
+  assign \$280  = | \$2345 [41:6];
+  assign \$281  = | \$2345 [41:7];
+  assign \$282  = | \$2345 [41:8];
+  assign \$283  = | \$2345 [41:9];
+  assign \$284  = | \$2345 [41:10];
+  assign \$285  = | \$2345 [41:11];
+  assign \$286  = | \$2345 [41:12];
+  assign \$287  = | \$2345 [41:13];
+  assign \$288  = | \$2345 [41:14];
+  assign \$289  = | \$2345 [41:15];
+  assign \$290  = | \$2345 [41:16];
+  assign \$291  = | \$2345 [41:17];
+  assign \$292  = | \$2345 [41:18];
+  assign \$293  = | \$2345 [41:19];
+  assign \$294  = | \$2345 [41:20];
+  assign \$295  = | \$2345 [41:21];
+  assign \$296  = | \$2345 [41:22];
+  assign \$297  = | \$2345 [41:23];
+  assign \$298  = | \$2345 [41:24];
+  assign \$299  = | \$2345 [41:25];
+  assign \$300  = | \$2345 [41:26];
+  assign \$301  = | \$2345 [41:27];
+  assign \$302  = | \$2345 [41:28];
+  assign \$303  = | \$2345 [41:29];
+  assign \$304  = | \$2345 [41:30];
+  assign \$305  = | \$2345 [41:31];
+  assign \$306  = | \$2345 [41:32];
+  assign \$307  = | \$2345 [41:33];
+  assign \$308  = | \$2345 [41:34];
+  assign \$309  = | \$2345 [41:35];
+  assign \$310  = | \$2345 [41:36];
+  assign \$311  = | \$2345 [41:37];
+  assign \$312  = | \$2345 [41:38];
+  assign \$313  = | \$2345 [41:39];
+  assign \$314  = | \$2345 [41:40];
+  assign \$317  = | \$2348 [41:0];
+  assign \$318  = | \$2348 [41:1];
+  assign \$319  = | \$2348 [41:2];
+  assign \$320  = | \$2348 [41:3];
+  assign \$321  = | \$2348 [41:4];
+  assign \$322  = | \$2348 [41:5];
+  assign \$323  = | \$2348 [41:6];
+  assign \$324  = | \$2348 [41:7];
+  assign \$325  = | \$2348 [41:8];
+  assign \$326  = | \$2348 [41:9];
+  assign \$327  = | \$2348 [41:10];
+  assign \$328  = | \$2348 [41:11];
+  assign \$329  = | \$2348 [41:12];
+  assign \$330  = | \$2348 [41:13];
+  assign \$331  = | \$2348 [41:14];
+  assign \$332  = | \$2348 [41:15];
+  assign \$333  = | \$2348 [41:16];
+  assign \$334  = | \$2348 [41:17];
+  assign \$335  = | \$2348 [41:18];
+  assign \$336  = | \$2348 [41:19];
+  assign \$337  = | \$2348 [41:20];
+  assign \$338  = | \$2348 [41:21];
+  assign \$339  = | \$2348 [41:22];
+  assign \$340  = | \$2348 [41:23];
+  assign \$341  = | \$2348 [41:24];
+  assign \$342  = | \$2348 [41:25];
+  assign \$343  = | \$2348 [41:26];
+  assign \$344  = | \$2348 [41:27];
+  assign \$345  = | \$2348 [41:28];
+  assign \$346  = | \$2348 [41:29];
+  assign \$347  = | \$2348 [41:30];
+  assign \$348  = | \$2348 [41:31];
+  assign \$349  = | \$2348 [41:32];
+  assign \$350  = | \$2348 [41:33];
+  assign \$351  = | \$2348 [41:34];
+  assign \$352  = | \$2348 [41:35];
+  assign \$353  = | \$2348 [41:36];
+  assign \$354  = | \$2348 [41:37];
+  assign \$355  = | \$2348 [41:38];
+  assign \$356  = | \$2348 [41:39];
+  assign \$357  = | \$2348 [41:40];
+  assign \$360  = s4_c_mid + s4_mask_mid;
+  assign \$361  = ~ s4_mask_mid;
+  assign \$362  = \$360  & { 1'h0, \$361  };
+  assign \$363  = s4_c_in + s4_mask_in;
+  assign \$364  = ~ s4_mask_in;
+  assign \$365  = \$363  & { 1'h0, \$364  };
+  assign \$366  = s4_c_out + s4_mask_out;
+  assign \$367  = ~ s4_mask_out;
+  assign \$368  = \$366  & { 1'h0, \$367  };
+  assign \$369  = | s5_step_mid[41:10];
+  assign \$370  = | s5_step_mid[41:1];
+  assign \$371  = ~ \$370 ;
+  assign \$372  = s5_step_mid[0] & \$371 ;
+  assign \$373  = | s5_step_mid[41:3];
+  assign \$374  = ~ \$373 ;
+  assign \$375  = s5_step_mid[2] & \$374 ;
+  assign \$376  = | s5_step_mid[41:5];
+  assign \$377  = ~ \$376 ;
+  assign \$378  = s5_step_mid[4] & \$377 ;
+  assign \$379  = | s5_step_mid[41:7];
   assign \$380  = ~ \$379 ;
-  assign \$381  = s5_step_mid[3] & \$380 ;
-  assign \$382  = | s5_step_mid[41:5];
+  assign \$381  = s5_step_mid[6] & \$380 ;
+  assign \$382  = | s5_step_mid[41:9];
   assign \$383  = ~ \$382 ;
-  assign \$384  = s5_step_mid[4] & \$383 ;
-  assign \$385  = | s5_step_mid[41:6];
+  assign \$384  = s5_step_mid[8] & \$383 ;
+  assign \$385  = | s5_step_mid[41:11];
   assign \$386  = ~ \$385 ;
-  assign \$387  = s5_step_mid[5] & \$386 ;
-  assign \$388  = | s5_step_mid[41:7];
+  assign \$387  = s5_step_mid[10] & \$386 ;
+  assign \$388  = | s5_step_mid[41:13];
   assign \$389  = ~ \$388 ;
-  assign \$390  = s5_step_mid[6] & \$389 ;
-  assign \$391  = | s5_step_mid[41:12];
+  assign \$390  = s5_step_mid[12] & \$389 ;
+  assign \$391  = | s5_step_mid[41:15];
   assign \$392  = ~ \$391 ;
-  assign \$393  = s5_step_mid[11] & \$392 ;
-  assign \$394  = | s5_step_mid[41:13];
+  assign \$393  = s5_step_mid[14] & \$392 ;
+  assign \$394  = | s5_step_mid[41:17];
   assign \$395  = ~ \$394 ;
-  assign \$396  = s5_step_mid[12] & \$395 ;
-  assign \$397  = | s5_step_mid[41:14];
+  assign \$396  = s5_step_mid[16] & \$395 ;
+  assign \$397  = | s5_step_mid[41:19];
   assign \$398  = ~ \$397 ;
-  assign \$399  = s5_step_mid[13] & \$398 ;
-  assign \$400  = | s5_step_mid[41:15];
+  assign \$399  = s5_step_mid[18] & \$398 ;
+  assign \$400  = | s5_step_mid[41:21];
   assign \$401  = ~ \$400 ;
-  assign \$402  = s5_step_mid[14] & \$401 ;
-  assign \$403  = | s5_step_mid[41:20];
+  assign \$402  = s5_step_mid[20] & \$401 ;
+  assign \$403  = | s5_step_mid[41:23];
   assign \$404  = ~ \$403 ;
-  assign \$405  = s5_step_mid[19] & \$404 ;
-  assign \$406  = | s5_step_mid[41:21];
+  assign \$405  = s5_step_mid[22] & \$404 ;
+  assign \$406  = | s5_step_mid[41:25];
   assign \$407  = ~ \$406 ;
-  assign \$408  = s5_step_mid[20] & \$407 ;
-  assign \$409  = | s5_step_mid[41:22];
+  assign \$408  = s5_step_mid[24] & \$407 ;
+  assign \$409  = | s5_step_mid[41:27];
   assign \$410  = ~ \$409 ;
-  assign \$411  = s5_step_mid[21] & \$410 ;
-  assign \$412  = | s5_step_mid[41:23];
+  assign \$411  = s5_step_mid[26] & \$410 ;
+  assign \$412  = | s5_step_mid[41:29];
   assign \$413  = ~ \$412 ;
-  assign \$414  = s5_step_mid[22] & \$413 ;
-  assign \$415  = | s5_step_mid[41:28];
+  assign \$414  = s5_step_mid[28] & \$413 ;
+  assign \$415  = | s5_step_mid[41:31];
   assign \$416  = ~ \$415 ;
-  assign \$417  = s5_step_mid[27] & \$416 ;
-  assign \$418  = | s5_step_mid[41:29];
+  assign \$417  = s5_step_mid[30] & \$416 ;
+  assign \$418  = | s5_step_mid[41:33];
   assign \$419  = ~ \$418 ;
-  assign \$420  = s5_step_mid[28] & \$419 ;
-  assign \$421  = | s5_step_mid[41:30];
+  assign \$420  = s5_step_mid[32] & \$419 ;
+  assign \$421  = | s5_step_mid[41:35];
   assign \$422  = ~ \$421 ;
-  assign \$423  = s5_step_mid[29] & \$422 ;
-  assign \$424  = | s5_step_mid[41:31];
+  assign \$423  = s5_step_mid[34] & \$422 ;
+  assign \$424  = | s5_step_mid[41:37];
   assign \$425  = ~ \$424 ;
-  assign \$426  = s5_step_mid[30] & \$425 ;
-  assign \$427  = | s5_step_mid[41:36];
+  assign \$426  = s5_step_mid[36] & \$425 ;
+  assign \$427  = | s5_step_mid[41:39];
   assign \$428  = ~ \$427 ;
-  assign \$429  = s5_step_mid[35] & \$428 ;
-  assign \$430  = | s5_step_mid[41:37];
+  assign \$429  = s5_step_mid[38] & \$428 ;
   assign \$431  = ~ \$430 ;
-  assign \$432  = s5_step_mid[36] & \$431 ;
-  assign \$433  = | s5_step_mid[41:38];
-  assign \$434  = ~ \$433 ;
-  assign \$435  = s5_step_mid[37] & \$434 ;
-  assign \$436  = | s5_step_mid[41:39];
-  assign \$437  = ~ \$436 ;
-  assign \$438  = s5_step_mid[38] & \$437 ;
-  assign \$439  = | { \$438 , \$435 , \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393 , \$390 , \$387 , \$384 , \$381  };
-  assign \$440  = | s5_step_mid[41:8];
+  assign \$432  = s5_step_mid[40] & \$431 ;
+  assign \$433  = | { \$432 , \$429 , \$426 , \$423 , \$420 , \$417 , \$414 , \$411 , \$408 , \$405 , \$402 , \$399 , \$396 , \$393 , \$390 , \$387 , \$384 , \$381 , \$378 , \$375 , \$372  };
+  assign \$434  = | s5_step_mid[41:2];
+  assign \$435  = ~ \$434 ;
+  assign \$436  = s5_step_mid[1] & \$435 ;
+  assign \$437  = | s5_step_mid[41:3];
+  assign \$438  = ~ \$437 ;
+  assign \$439  = s5_step_mid[2] & \$438 ;
+  assign \$440  = | s5_step_mid[41:6];
   assign \$441  = ~ \$440 ;
-  assign \$442  = s5_step_mid[7] & \$441 ;
-  assign \$443  = | s5_step_mid[41:9];
+  assign \$442  = s5_step_mid[5] & \$441 ;
+  assign \$443  = | s5_step_mid[41:7];
   assign \$444  = ~ \$443 ;
-  assign \$445  = s5_step_mid[8] & \$444 ;
+  assign \$445  = s5_step_mid[6] & \$444 ;
   assign \$446  = | s5_step_mid[41:10];
   assign \$447  = ~ \$446 ;
   assign \$448  = s5_step_mid[9] & \$447 ;
   assign \$449  = | s5_step_mid[41:11];
   assign \$450  = ~ \$449 ;
   assign \$451  = s5_step_mid[10] & \$450 ;
-  assign \$452  = | s5_step_mid[41:12];
+  assign \$452  = | s5_step_mid[41:14];
   assign \$453  = ~ \$452 ;
-  assign \$454  = s5_step_mid[11] & \$453 ;
-  assign \$455  = | s5_step_mid[41:13];
+  assign \$454  = s5_step_mid[13] & \$453 ;
+  assign \$455  = | s5_step_mid[41:15];
   assign \$456  = ~ \$455 ;
-  assign \$457  = s5_step_mid[12] & \$456 ;
-  assign \$458  = | s5_step_mid[41:14];
+  assign \$457  = s5_step_mid[14] & \$456 ;
+  assign \$458  = | s5_step_mid[41:18];
   assign \$459  = ~ \$458 ;
-  assign \$460  = s5_step_mid[13] & \$459 ;
-  assign \$461  = | s5_step_mid[41:15];
+  assign \$460  = s5_step_mid[17] & \$459 ;
+  assign \$461  = | s5_step_mid[41:19];
   assign \$462  = ~ \$461 ;
-  assign \$463  = s5_step_mid[14] & \$462 ;
-  assign \$464  = | s5_step_mid[41:24];
+  assign \$463  = s5_step_mid[18] & \$462 ;
+  assign \$464  = | s5_step_mid[41:22];
   assign \$465  = ~ \$464 ;
-  assign \$466  = s5_step_mid[23] & \$465 ;
-  assign \$467  = | s5_step_mid[41:25];
+  assign \$466  = s5_step_mid[21] & \$465 ;
+  assign \$467  = | s5_step_mid[41:23];
   assign \$468  = ~ \$467 ;
-  assign \$469  = s5_step_mid[24] & \$468 ;
+  assign \$469  = s5_step_mid[22] & \$468 ;
   assign \$470  = | s5_step_mid[41:26];
   assign \$471  = ~ \$470 ;
   assign \$472  = s5_step_mid[25] & \$471 ;
   assign \$473  = | s5_step_mid[41:27];
   assign \$474  = ~ \$473 ;
   assign \$475  = s5_step_mid[26] & \$474 ;
-  assign \$476  = | s5_step_mid[41:28];
+  assign \$476  = | s5_step_mid[41:30];
   assign \$477  = ~ \$476 ;
-  assign \$478  = s5_step_mid[27] & \$477 ;
-  assign \$479  = | s5_step_mid[41:29];
+  assign \$478  = s5_step_mid[29] & \$477 ;
+  assign \$479  = | s5_step_mid[41:31];
   assign \$480  = ~ \$479 ;
-  assign \$481  = s5_step_mid[28] & \$480 ;
-  assign \$482  = | s5_step_mid[41:30];
+  assign \$481  = s5_step_mid[30] & \$480 ;
+  assign \$482  = | s5_step_mid[41:34];
   assign \$483  = ~ \$482 ;
-  assign \$484  = s5_step_mid[29] & \$483 ;
-  assign \$485  = | s5_step_mid[41:31];
+  assign \$484  = s5_step_mid[33] & \$483 ;
+  assign \$485  = | s5_step_mid[41:35];
   assign \$486  = ~ \$485 ;
-  assign \$487  = s5_step_mid[30] & \$486 ;
-  assign \$488  = | s5_step_mid[41:40];
+  assign \$487  = s5_step_mid[34] & \$486 ;
+  assign \$488  = | s5_step_mid[41:38];
   assign \$489  = ~ \$488 ;
-  assign \$490  = s5_step_mid[39] & \$489 ;
+  assign \$490  = s5_step_mid[37] & \$489 ;
+  assign \$491  = | s5_step_mid[41:39];
   assign \$492  = ~ \$491 ;
-  assign \$493  = s5_step_mid[40] & \$492 ;
-  assign \$494  = | { s5_step_mid[41], \$493 , \$490 , \$487 , \$484 , \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442  };
-  assign \$495  = | s5_step_mid[41:16];
+  assign \$493  = s5_step_mid[38] & \$492 ;
+  assign \$494  = | { s5_step_mid[41], \$493 , \$490 , \$487 , \$484 , \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439 , \$436  };
+  assign \$495  = | s5_step_mid[41:4];
   assign \$496  = ~ \$495 ;
-  assign \$497  = s5_step_mid[15] & \$496 ;
-  assign \$498  = | s5_step_mid[41:17];
+  assign \$497  = s5_step_mid[3] & \$496 ;
+  assign \$498  = | s5_step_mid[41:5];
   assign \$499  = ~ \$498 ;
-  assign \$500  = s5_step_mid[16] & \$499 ;
-  assign \$501  = | s5_step_mid[41:18];
+  assign \$500  = s5_step_mid[4] & \$499 ;
+  assign \$501  = | s5_step_mid[41:6];
   assign \$502  = ~ \$501 ;
-  assign \$503  = s5_step_mid[17] & \$502 ;
-  assign \$504  = | s5_step_mid[41:19];
+  assign \$503  = s5_step_mid[5] & \$502 ;
+  assign \$504  = | s5_step_mid[41:7];
   assign \$505  = ~ \$504 ;
-  assign \$506  = s5_step_mid[18] & \$505 ;
-  assign \$507  = | s5_step_mid[41:20];
+  assign \$506  = s5_step_mid[6] & \$505 ;
+  assign \$507  = | s5_step_mid[41:12];
   assign \$508  = ~ \$507 ;
-  assign \$509  = s5_step_mid[19] & \$508 ;
-  assign \$510  = | s5_step_mid[41:21];
+  assign \$509  = s5_step_mid[11] & \$508 ;
+  assign \$510  = | s5_step_mid[41:13];
   assign \$511  = ~ \$510 ;
-  assign \$512  = s5_step_mid[20] & \$511 ;
-  assign \$513  = | s5_step_mid[41:22];
+  assign \$512  = s5_step_mid[12] & \$511 ;
+  assign \$513  = | s5_step_mid[41:14];
   assign \$514  = ~ \$513 ;
-  assign \$515  = s5_step_mid[21] & \$514 ;
-  assign \$516  = | s5_step_mid[41:23];
+  assign \$515  = s5_step_mid[13] & \$514 ;
+  assign \$516  = | s5_step_mid[41:15];
   assign \$517  = ~ \$516 ;
-  assign \$518  = s5_step_mid[22] & \$517 ;
-  assign \$519  = | s5_step_mid[41:24];
+  assign \$518  = s5_step_mid[14] & \$517 ;
+  assign \$519  = | s5_step_mid[41:20];
   assign \$520  = ~ \$519 ;
-  assign \$521  = s5_step_mid[23] & \$520 ;
-  assign \$522  = | s5_step_mid[41:25];
+  assign \$521  = s5_step_mid[19] & \$520 ;
+  assign \$522  = | s5_step_mid[41:21];
   assign \$523  = ~ \$522 ;
-  assign \$524  = s5_step_mid[24] & \$523 ;
-  assign \$525  = | s5_step_mid[41:26];
+  assign \$524  = s5_step_mid[20] & \$523 ;
+  assign \$525  = | s5_step_mid[41:22];
   assign \$526  = ~ \$525 ;
-  assign \$527  = s5_step_mid[25] & \$526 ;
-  assign \$528  = | s5_step_mid[41:27];
+  assign \$527  = s5_step_mid[21] & \$526 ;
+  assign \$528  = | s5_step_mid[41:23];
   assign \$529  = ~ \$528 ;
-  assign \$530  = s5_step_mid[26] & \$529 ;
+  assign \$530  = s5_step_mid[22] & \$529 ;
   assign \$531  = | s5_step_mid[41:28];
   assign \$532  = ~ \$531 ;
   assign \$533  = s5_step_mid[27] & \$532 ;
@@ -105459,316 +105471,316 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$540  = | s5_step_mid[41:31];
   assign \$541  = ~ \$540 ;
   assign \$542  = s5_step_mid[30] & \$541 ;
-  assign \$543  = | { \$542 , \$539 , \$536 , \$533 , \$530 , \$527 , \$524 , \$521 , \$518 , \$515 , \$512 , \$509 , \$506 , \$503 , \$500 , \$497  };
-  assign \$544  = | s5_step_mid[41:32];
-  assign \$545  = ~ \$544 ;
-  assign \$546  = s5_step_mid[31] & \$545 ;
-  assign \$547  = | s5_step_mid[41:33];
-  assign \$548  = ~ \$547 ;
-  assign \$549  = s5_step_mid[32] & \$548 ;
-  assign \$550  = | s5_step_mid[41:34];
-  assign \$551  = ~ \$550 ;
-  assign \$552  = s5_step_mid[33] & \$551 ;
-  assign \$553  = | s5_step_mid[41:35];
-  assign \$554  = ~ \$553 ;
-  assign \$555  = s5_step_mid[34] & \$554 ;
-  assign \$556  = | s5_step_mid[41:36];
+  assign \$543  = | s5_step_mid[41:36];
+  assign \$544  = ~ \$543 ;
+  assign \$545  = s5_step_mid[35] & \$544 ;
+  assign \$546  = | s5_step_mid[41:37];
+  assign \$547  = ~ \$546 ;
+  assign \$548  = s5_step_mid[36] & \$547 ;
+  assign \$549  = | s5_step_mid[41:38];
+  assign \$550  = ~ \$549 ;
+  assign \$551  = s5_step_mid[37] & \$550 ;
+  assign \$552  = | s5_step_mid[41:39];
+  assign \$553  = ~ \$552 ;
+  assign \$554  = s5_step_mid[38] & \$553 ;
+  assign \$555  = | { \$554 , \$551 , \$548 , \$545 , \$542 , \$539 , \$536 , \$533 , \$530 , \$527 , \$524 , \$521 , \$518 , \$515 , \$512 , \$509 , \$506 , \$503 , \$500 , \$497  };
+  assign \$556  = | s5_step_mid[41:8];
   assign \$557  = ~ \$556 ;
-  assign \$558  = s5_step_mid[35] & \$557 ;
-  assign \$559  = | s5_step_mid[41:37];
+  assign \$558  = s5_step_mid[7] & \$557 ;
+  assign \$559  = | s5_step_mid[41:9];
   assign \$560  = ~ \$559 ;
-  assign \$561  = s5_step_mid[36] & \$560 ;
-  assign \$562  = | s5_step_mid[41:38];
+  assign \$561  = s5_step_mid[8] & \$560 ;
+  assign \$562  = | s5_step_mid[41:10];
   assign \$563  = ~ \$562 ;
-  assign \$564  = s5_step_mid[37] & \$563 ;
-  assign \$565  = | s5_step_mid[41:39];
+  assign \$564  = s5_step_mid[9] & \$563 ;
+  assign \$565  = | s5_step_mid[41:11];
   assign \$566  = ~ \$565 ;
-  assign \$567  = s5_step_mid[38] & \$566 ;
-  assign \$568  = | s5_step_mid[41:40];
+  assign \$567  = s5_step_mid[10] & \$566 ;
+  assign \$568  = | s5_step_mid[41:12];
   assign \$569  = ~ \$568 ;
-  assign \$570  = s5_step_mid[39] & \$569 ;
+  assign \$570  = s5_step_mid[11] & \$569 ;
+  assign \$571  = | s5_step_mid[41:13];
   assign \$572  = ~ \$571 ;
-  assign \$573  = s5_step_mid[40] & \$572 ;
-  assign \$574  = | { s5_step_mid[41], \$573 , \$570 , \$567 , \$564 , \$561 , \$558 , \$555 , \$552 , \$549 , \$546  };
-  assign \$575  = { \$574 , \$543 , \$494 , \$439 , \$378 , \$317  } - 4'hb;
-  assign \$576  = s5_step_mid >> \$575 [5:0];
-  assign \$577  = \$253  ? \$576 [9:0] : s5_step_mid[9:0];
-  assign \$578  = | s5_step_mid[41:10];
-  assign \$579  = | s5_step_mid[41:1];
-  assign \$580  = ~ \$579 ;
-  assign \$581  = s5_step_mid[0] & \$580 ;
-  assign \$582  = | s5_step_mid[41:3];
-  assign \$583  = ~ \$582 ;
-  assign \$584  = s5_step_mid[2] & \$583 ;
-  assign \$585  = | s5_step_mid[41:5];
-  assign \$586  = ~ \$585 ;
-  assign \$587  = s5_step_mid[4] & \$586 ;
-  assign \$588  = | s5_step_mid[41:7];
-  assign \$589  = ~ \$588 ;
-  assign \$590  = s5_step_mid[6] & \$589 ;
-  assign \$591  = | s5_step_mid[41:9];
-  assign \$592  = ~ \$591 ;
-  assign \$593  = s5_step_mid[8] & \$592 ;
-  assign \$594  = | s5_step_mid[41:11];
-  assign \$595  = ~ \$594 ;
-  assign \$596  = s5_step_mid[10] & \$595 ;
-  assign \$597  = | s5_step_mid[41:13];
-  assign \$598  = ~ \$597 ;
-  assign \$599  = s5_step_mid[12] & \$598 ;
-  assign \$600  = | s5_step_mid[41:15];
-  assign \$601  = ~ \$600 ;
-  assign \$602  = s5_step_mid[14] & \$601 ;
-  assign \$603  = | s5_step_mid[41:17];
-  assign \$604  = ~ \$603 ;
-  assign \$605  = s5_step_mid[16] & \$604 ;
-  assign \$606  = | s5_step_mid[41:19];
-  assign \$607  = ~ \$606 ;
-  assign \$608  = s5_step_mid[18] & \$607 ;
-  assign \$609  = | s5_step_mid[41:21];
-  assign \$610  = ~ \$609 ;
-  assign \$611  = s5_step_mid[20] & \$610 ;
-  assign \$612  = | s5_step_mid[41:23];
-  assign \$613  = ~ \$612 ;
-  assign \$614  = s5_step_mid[22] & \$613 ;
-  assign \$615  = | s5_step_mid[41:25];
-  assign \$616  = ~ \$615 ;
-  assign \$617  = s5_step_mid[24] & \$616 ;
-  assign \$618  = | s5_step_mid[41:27];
-  assign \$619  = ~ \$618 ;
-  assign \$620  = s5_step_mid[26] & \$619 ;
-  assign \$621  = | s5_step_mid[41:29];
-  assign \$622  = ~ \$621 ;
-  assign \$623  = s5_step_mid[28] & \$622 ;
-  assign \$624  = | s5_step_mid[41:31];
-  assign \$625  = ~ \$624 ;
-  assign \$626  = s5_step_mid[30] & \$625 ;
-  assign \$627  = | s5_step_mid[41:33];
-  assign \$628  = ~ \$627 ;
-  assign \$629  = s5_step_mid[32] & \$628 ;
-  assign \$630  = | s5_step_mid[41:35];
-  assign \$631  = ~ \$630 ;
-  assign \$632  = s5_step_mid[34] & \$631 ;
-  assign \$633  = | s5_step_mid[41:37];
-  assign \$634  = ~ \$633 ;
-  assign \$635  = s5_step_mid[36] & \$634 ;
-  assign \$636  = | s5_step_mid[41:39];
-  assign \$637  = ~ \$636 ;
-  assign \$638  = s5_step_mid[38] & \$637 ;
-  assign \$640  = ~ \$639 ;
-  assign \$641  = s5_step_mid[40] & \$640 ;
-  assign \$642  = | { \$641 , \$638 , \$635 , \$632 , \$629 , \$626 , \$623 , \$620 , \$617 , \$614 , \$611 , \$608 , \$605 , \$602 , \$599 , \$596 , \$593 , \$590 , \$587 , \$584 , \$581  };
-  assign \$643  = | s5_step_mid[41:2];
-  assign \$644  = ~ \$643 ;
-  assign \$645  = s5_step_mid[1] & \$644 ;
-  assign \$646  = | s5_step_mid[41:3];
-  assign \$647  = ~ \$646 ;
-  assign \$648  = s5_step_mid[2] & \$647 ;
-  assign \$649  = | s5_step_mid[41:6];
-  assign \$650  = ~ \$649 ;
-  assign \$651  = s5_step_mid[5] & \$650 ;
-  assign \$652  = | s5_step_mid[41:7];
-  assign \$653  = ~ \$652 ;
-  assign \$654  = s5_step_mid[6] & \$653 ;
-  assign \$655  = | s5_step_mid[41:10];
-  assign \$656  = ~ \$655 ;
-  assign \$657  = s5_step_mid[9] & \$656 ;
-  assign \$658  = | s5_step_mid[41:11];
-  assign \$659  = ~ \$658 ;
-  assign \$660  = s5_step_mid[10] & \$659 ;
-  assign \$661  = | s5_step_mid[41:14];
-  assign \$662  = ~ \$661 ;
-  assign \$663  = s5_step_mid[13] & \$662 ;
-  assign \$664  = | s5_step_mid[41:15];
-  assign \$665  = ~ \$664 ;
-  assign \$666  = s5_step_mid[14] & \$665 ;
-  assign \$667  = | s5_step_mid[41:18];
-  assign \$668  = ~ \$667 ;
-  assign \$669  = s5_step_mid[17] & \$668 ;
-  assign \$670  = | s5_step_mid[41:19];
-  assign \$671  = ~ \$670 ;
-  assign \$672  = s5_step_mid[18] & \$671 ;
-  assign \$673  = | s5_step_mid[41:22];
-  assign \$674  = ~ \$673 ;
-  assign \$675  = s5_step_mid[21] & \$674 ;
-  assign \$676  = | s5_step_mid[41:23];
-  assign \$677  = ~ \$676 ;
-  assign \$678  = s5_step_mid[22] & \$677 ;
-  assign \$679  = | s5_step_mid[41:26];
-  assign \$680  = ~ \$679 ;
-  assign \$681  = s5_step_mid[25] & \$680 ;
-  assign \$682  = | s5_step_mid[41:27];
-  assign \$683  = ~ \$682 ;
-  assign \$684  = s5_step_mid[26] & \$683 ;
-  assign \$685  = | s5_step_mid[41:30];
-  assign \$686  = ~ \$685 ;
-  assign \$687  = s5_step_mid[29] & \$686 ;
-  assign \$688  = | s5_step_mid[41:31];
-  assign \$689  = ~ \$688 ;
-  assign \$690  = s5_step_mid[30] & \$689 ;
-  assign \$691  = | s5_step_mid[41:34];
-  assign \$692  = ~ \$691 ;
-  assign \$693  = s5_step_mid[33] & \$692 ;
-  assign \$694  = | s5_step_mid[41:35];
-  assign \$695  = ~ \$694 ;
-  assign \$696  = s5_step_mid[34] & \$695 ;
-  assign \$697  = | s5_step_mid[41:38];
-  assign \$698  = ~ \$697 ;
-  assign \$699  = s5_step_mid[37] & \$698 ;
-  assign \$700  = | s5_step_mid[41:39];
-  assign \$701  = ~ \$700 ;
-  assign \$702  = s5_step_mid[38] & \$701 ;
-  assign \$703  = | { s5_step_mid[41], \$702 , \$699 , \$696 , \$693 , \$690 , \$687 , \$684 , \$681 , \$678 , \$675 , \$672 , \$669 , \$666 , \$663 , \$660 , \$657 , \$654 , \$651 , \$648 , \$645  };
-  assign \$704  = | s5_step_mid[41:4];
+  assign \$573  = s5_step_mid[12] & \$572 ;
+  assign \$574  = | s5_step_mid[41:14];
+  assign \$575  = ~ \$574 ;
+  assign \$576  = s5_step_mid[13] & \$575 ;
+  assign \$577  = | s5_step_mid[41:15];
+  assign \$578  = ~ \$577 ;
+  assign \$579  = s5_step_mid[14] & \$578 ;
+  assign \$580  = | s5_step_mid[41:24];
+  assign \$581  = ~ \$580 ;
+  assign \$582  = s5_step_mid[23] & \$581 ;
+  assign \$583  = | s5_step_mid[41:25];
+  assign \$584  = ~ \$583 ;
+  assign \$585  = s5_step_mid[24] & \$584 ;
+  assign \$586  = | s5_step_mid[41:26];
+  assign \$587  = ~ \$586 ;
+  assign \$588  = s5_step_mid[25] & \$587 ;
+  assign \$589  = | s5_step_mid[41:27];
+  assign \$590  = ~ \$589 ;
+  assign \$591  = s5_step_mid[26] & \$590 ;
+  assign \$592  = | s5_step_mid[41:28];
+  assign \$593  = ~ \$592 ;
+  assign \$594  = s5_step_mid[27] & \$593 ;
+  assign \$595  = | s5_step_mid[41:29];
+  assign \$596  = ~ \$595 ;
+  assign \$597  = s5_step_mid[28] & \$596 ;
+  assign \$598  = | s5_step_mid[41:30];
+  assign \$599  = ~ \$598 ;
+  assign \$600  = s5_step_mid[29] & \$599 ;
+  assign \$601  = | s5_step_mid[41:31];
+  assign \$602  = ~ \$601 ;
+  assign \$603  = s5_step_mid[30] & \$602 ;
+  assign \$604  = | s5_step_mid[41:40];
+  assign \$605  = ~ \$604 ;
+  assign \$606  = s5_step_mid[39] & \$605 ;
+  assign \$608  = ~ \$607 ;
+  assign \$609  = s5_step_mid[40] & \$608 ;
+  assign \$610  = | { s5_step_mid[41], \$609 , \$606 , \$603 , \$600 , \$597 , \$594 , \$591 , \$588 , \$585 , \$582 , \$579 , \$576 , \$573 , \$570 , \$567 , \$564 , \$561 , \$558  };
+  assign \$611  = | s5_step_mid[41:16];
+  assign \$612  = ~ \$611 ;
+  assign \$613  = s5_step_mid[15] & \$612 ;
+  assign \$614  = | s5_step_mid[41:17];
+  assign \$615  = ~ \$614 ;
+  assign \$616  = s5_step_mid[16] & \$615 ;
+  assign \$617  = | s5_step_mid[41:18];
+  assign \$618  = ~ \$617 ;
+  assign \$619  = s5_step_mid[17] & \$618 ;
+  assign \$620  = | s5_step_mid[41:19];
+  assign \$621  = ~ \$620 ;
+  assign \$622  = s5_step_mid[18] & \$621 ;
+  assign \$623  = | s5_step_mid[41:20];
+  assign \$624  = ~ \$623 ;
+  assign \$625  = s5_step_mid[19] & \$624 ;
+  assign \$626  = | s5_step_mid[41:21];
+  assign \$627  = ~ \$626 ;
+  assign \$628  = s5_step_mid[20] & \$627 ;
+  assign \$629  = | s5_step_mid[41:22];
+  assign \$630  = ~ \$629 ;
+  assign \$631  = s5_step_mid[21] & \$630 ;
+  assign \$632  = | s5_step_mid[41:23];
+  assign \$633  = ~ \$632 ;
+  assign \$634  = s5_step_mid[22] & \$633 ;
+  assign \$635  = | s5_step_mid[41:24];
+  assign \$636  = ~ \$635 ;
+  assign \$637  = s5_step_mid[23] & \$636 ;
+  assign \$638  = | s5_step_mid[41:25];
+  assign \$639  = ~ \$638 ;
+  assign \$640  = s5_step_mid[24] & \$639 ;
+  assign \$641  = | s5_step_mid[41:26];
+  assign \$642  = ~ \$641 ;
+  assign \$643  = s5_step_mid[25] & \$642 ;
+  assign \$644  = | s5_step_mid[41:27];
+  assign \$645  = ~ \$644 ;
+  assign \$646  = s5_step_mid[26] & \$645 ;
+  assign \$647  = | s5_step_mid[41:28];
+  assign \$648  = ~ \$647 ;
+  assign \$649  = s5_step_mid[27] & \$648 ;
+  assign \$650  = | s5_step_mid[41:29];
+  assign \$651  = ~ \$650 ;
+  assign \$652  = s5_step_mid[28] & \$651 ;
+  assign \$653  = | s5_step_mid[41:30];
+  assign \$654  = ~ \$653 ;
+  assign \$655  = s5_step_mid[29] & \$654 ;
+  assign \$656  = | s5_step_mid[41:31];
+  assign \$657  = ~ \$656 ;
+  assign \$658  = s5_step_mid[30] & \$657 ;
+  assign \$659  = | { \$658 , \$655 , \$652 , \$649 , \$646 , \$643 , \$640 , \$637 , \$634 , \$631 , \$628 , \$625 , \$622 , \$619 , \$616 , \$613  };
+  assign \$660  = | s5_step_mid[41:32];
+  assign \$661  = ~ \$660 ;
+  assign \$662  = s5_step_mid[31] & \$661 ;
+  assign \$663  = | s5_step_mid[41:33];
+  assign \$664  = ~ \$663 ;
+  assign \$665  = s5_step_mid[32] & \$664 ;
+  assign \$666  = | s5_step_mid[41:34];
+  assign \$667  = ~ \$666 ;
+  assign \$668  = s5_step_mid[33] & \$667 ;
+  assign \$669  = | s5_step_mid[41:35];
+  assign \$670  = ~ \$669 ;
+  assign \$671  = s5_step_mid[34] & \$670 ;
+  assign \$672  = | s5_step_mid[41:36];
+  assign \$673  = ~ \$672 ;
+  assign \$674  = s5_step_mid[35] & \$673 ;
+  assign \$675  = | s5_step_mid[41:37];
+  assign \$676  = ~ \$675 ;
+  assign \$677  = s5_step_mid[36] & \$676 ;
+  assign \$678  = | s5_step_mid[41:38];
+  assign \$679  = ~ \$678 ;
+  assign \$680  = s5_step_mid[37] & \$679 ;
+  assign \$681  = | s5_step_mid[41:39];
+  assign \$682  = ~ \$681 ;
+  assign \$683  = s5_step_mid[38] & \$682 ;
+  assign \$684  = | s5_step_mid[41:40];
+  assign \$685  = ~ \$684 ;
+  assign \$686  = s5_step_mid[39] & \$685 ;
+  assign \$688  = ~ \$687 ;
+  assign \$689  = s5_step_mid[40] & \$688 ;
+  assign \$690  = | { s5_step_mid[41], \$689 , \$686 , \$683 , \$680 , \$677 , \$674 , \$671 , \$668 , \$665 , \$662  };
+  assign \$691  = { \$690 , \$659 , \$610 , \$555 , \$494 , \$433  } - 4'hb;
+  assign \$692  = s5_step_mid >> \$691 [5:0];
+  assign \$693  = \$369  ? \$692 [9:0] : s5_step_mid[9:0];
+  assign \$694  = | s5_step_mid[41:10];
+  assign \$695  = | s5_step_mid[41:1];
+  assign \$696  = ~ \$695 ;
+  assign \$697  = s5_step_mid[0] & \$696 ;
+  assign \$698  = | s5_step_mid[41:3];
+  assign \$699  = ~ \$698 ;
+  assign \$700  = s5_step_mid[2] & \$699 ;
+  assign \$701  = | s5_step_mid[41:5];
+  assign \$702  = ~ \$701 ;
+  assign \$703  = s5_step_mid[4] & \$702 ;
+  assign \$704  = | s5_step_mid[41:7];
   assign \$705  = ~ \$704 ;
-  assign \$706  = s5_step_mid[3] & \$705 ;
-  assign \$707  = | s5_step_mid[41:5];
+  assign \$706  = s5_step_mid[6] & \$705 ;
+  assign \$707  = | s5_step_mid[41:9];
   assign \$708  = ~ \$707 ;
-  assign \$709  = s5_step_mid[4] & \$708 ;
-  assign \$710  = | s5_step_mid[41:6];
+  assign \$709  = s5_step_mid[8] & \$708 ;
+  assign \$710  = | s5_step_mid[41:11];
   assign \$711  = ~ \$710 ;
-  assign \$712  = s5_step_mid[5] & \$711 ;
-  assign \$713  = | s5_step_mid[41:7];
+  assign \$712  = s5_step_mid[10] & \$711 ;
+  assign \$713  = | s5_step_mid[41:13];
   assign \$714  = ~ \$713 ;
-  assign \$715  = s5_step_mid[6] & \$714 ;
-  assign \$716  = | s5_step_mid[41:12];
+  assign \$715  = s5_step_mid[12] & \$714 ;
+  assign \$716  = | s5_step_mid[41:15];
   assign \$717  = ~ \$716 ;
-  assign \$718  = s5_step_mid[11] & \$717 ;
-  assign \$719  = | s5_step_mid[41:13];
+  assign \$718  = s5_step_mid[14] & \$717 ;
+  assign \$719  = | s5_step_mid[41:17];
   assign \$720  = ~ \$719 ;
-  assign \$721  = s5_step_mid[12] & \$720 ;
-  assign \$722  = | s5_step_mid[41:14];
+  assign \$721  = s5_step_mid[16] & \$720 ;
+  assign \$722  = | s5_step_mid[41:19];
   assign \$723  = ~ \$722 ;
-  assign \$724  = s5_step_mid[13] & \$723 ;
-  assign \$725  = | s5_step_mid[41:15];
+  assign \$724  = s5_step_mid[18] & \$723 ;
+  assign \$725  = | s5_step_mid[41:21];
   assign \$726  = ~ \$725 ;
-  assign \$727  = s5_step_mid[14] & \$726 ;
-  assign \$728  = | s5_step_mid[41:20];
+  assign \$727  = s5_step_mid[20] & \$726 ;
+  assign \$728  = | s5_step_mid[41:23];
   assign \$729  = ~ \$728 ;
-  assign \$730  = s5_step_mid[19] & \$729 ;
-  assign \$731  = | s5_step_mid[41:21];
+  assign \$730  = s5_step_mid[22] & \$729 ;
+  assign \$731  = | s5_step_mid[41:25];
   assign \$732  = ~ \$731 ;
-  assign \$733  = s5_step_mid[20] & \$732 ;
-  assign \$734  = | s5_step_mid[41:22];
+  assign \$733  = s5_step_mid[24] & \$732 ;
+  assign \$734  = | s5_step_mid[41:27];
   assign \$735  = ~ \$734 ;
-  assign \$736  = s5_step_mid[21] & \$735 ;
-  assign \$737  = | s5_step_mid[41:23];
+  assign \$736  = s5_step_mid[26] & \$735 ;
+  assign \$737  = | s5_step_mid[41:29];
   assign \$738  = ~ \$737 ;
-  assign \$739  = s5_step_mid[22] & \$738 ;
-  assign \$740  = | s5_step_mid[41:28];
+  assign \$739  = s5_step_mid[28] & \$738 ;
+  assign \$740  = | s5_step_mid[41:31];
   assign \$741  = ~ \$740 ;
-  assign \$742  = s5_step_mid[27] & \$741 ;
-  assign \$743  = | s5_step_mid[41:29];
+  assign \$742  = s5_step_mid[30] & \$741 ;
+  assign \$743  = | s5_step_mid[41:33];
   assign \$744  = ~ \$743 ;
-  assign \$745  = s5_step_mid[28] & \$744 ;
-  assign \$746  = | s5_step_mid[41:30];
+  assign \$745  = s5_step_mid[32] & \$744 ;
+  assign \$746  = | s5_step_mid[41:35];
   assign \$747  = ~ \$746 ;
-  assign \$748  = s5_step_mid[29] & \$747 ;
-  assign \$749  = | s5_step_mid[41:31];
+  assign \$748  = s5_step_mid[34] & \$747 ;
+  assign \$749  = | s5_step_mid[41:37];
   assign \$750  = ~ \$749 ;
-  assign \$751  = s5_step_mid[30] & \$750 ;
-  assign \$752  = | s5_step_mid[41:36];
+  assign \$751  = s5_step_mid[36] & \$750 ;
+  assign \$752  = | s5_step_mid[41:39];
   assign \$753  = ~ \$752 ;
-  assign \$754  = s5_step_mid[35] & \$753 ;
-  assign \$755  = | s5_step_mid[41:37];
+  assign \$754  = s5_step_mid[38] & \$753 ;
   assign \$756  = ~ \$755 ;
-  assign \$757  = s5_step_mid[36] & \$756 ;
-  assign \$758  = | s5_step_mid[41:38];
-  assign \$759  = ~ \$758 ;
-  assign \$760  = s5_step_mid[37] & \$759 ;
-  assign \$761  = | s5_step_mid[41:39];
-  assign \$762  = ~ \$761 ;
-  assign \$763  = s5_step_mid[38] & \$762 ;
-  assign \$764  = | { \$763 , \$760 , \$757 , \$754 , \$751 , \$748 , \$745 , \$742 , \$739 , \$736 , \$733 , \$730 , \$727 , \$724 , \$721 , \$718 , \$715 , \$712 , \$709 , \$706  };
-  assign \$765  = | s5_step_mid[41:8];
+  assign \$757  = s5_step_mid[40] & \$756 ;
+  assign \$758  = | { \$757 , \$754 , \$751 , \$748 , \$745 , \$742 , \$739 , \$736 , \$733 , \$730 , \$727 , \$724 , \$721 , \$718 , \$715 , \$712 , \$709 , \$706 , \$703 , \$700 , \$697  };
+  assign \$759  = | s5_step_mid[41:2];
+  assign \$760  = ~ \$759 ;
+  assign \$761  = s5_step_mid[1] & \$760 ;
+  assign \$762  = | s5_step_mid[41:3];
+  assign \$763  = ~ \$762 ;
+  assign \$764  = s5_step_mid[2] & \$763 ;
+  assign \$765  = | s5_step_mid[41:6];
   assign \$766  = ~ \$765 ;
-  assign \$767  = s5_step_mid[7] & \$766 ;
-  assign \$768  = | s5_step_mid[41:9];
+  assign \$767  = s5_step_mid[5] & \$766 ;
+  assign \$768  = | s5_step_mid[41:7];
   assign \$769  = ~ \$768 ;
-  assign \$770  = s5_step_mid[8] & \$769 ;
+  assign \$770  = s5_step_mid[6] & \$769 ;
   assign \$771  = | s5_step_mid[41:10];
   assign \$772  = ~ \$771 ;
   assign \$773  = s5_step_mid[9] & \$772 ;
   assign \$774  = | s5_step_mid[41:11];
   assign \$775  = ~ \$774 ;
   assign \$776  = s5_step_mid[10] & \$775 ;
-  assign \$777  = | s5_step_mid[41:12];
+  assign \$777  = | s5_step_mid[41:14];
   assign \$778  = ~ \$777 ;
-  assign \$779  = s5_step_mid[11] & \$778 ;
-  assign \$780  = | s5_step_mid[41:13];
+  assign \$779  = s5_step_mid[13] & \$778 ;
+  assign \$780  = | s5_step_mid[41:15];
   assign \$781  = ~ \$780 ;
-  assign \$782  = s5_step_mid[12] & \$781 ;
-  assign \$783  = | s5_step_mid[41:14];
+  assign \$782  = s5_step_mid[14] & \$781 ;
+  assign \$783  = | s5_step_mid[41:18];
   assign \$784  = ~ \$783 ;
-  assign \$785  = s5_step_mid[13] & \$784 ;
-  assign \$786  = | s5_step_mid[41:15];
+  assign \$785  = s5_step_mid[17] & \$784 ;
+  assign \$786  = | s5_step_mid[41:19];
   assign \$787  = ~ \$786 ;
-  assign \$788  = s5_step_mid[14] & \$787 ;
-  assign \$789  = | s5_step_mid[41:24];
+  assign \$788  = s5_step_mid[18] & \$787 ;
+  assign \$789  = | s5_step_mid[41:22];
   assign \$790  = ~ \$789 ;
-  assign \$791  = s5_step_mid[23] & \$790 ;
-  assign \$792  = | s5_step_mid[41:25];
+  assign \$791  = s5_step_mid[21] & \$790 ;
+  assign \$792  = | s5_step_mid[41:23];
   assign \$793  = ~ \$792 ;
-  assign \$794  = s5_step_mid[24] & \$793 ;
+  assign \$794  = s5_step_mid[22] & \$793 ;
   assign \$795  = | s5_step_mid[41:26];
   assign \$796  = ~ \$795 ;
   assign \$797  = s5_step_mid[25] & \$796 ;
   assign \$798  = | s5_step_mid[41:27];
   assign \$799  = ~ \$798 ;
   assign \$800  = s5_step_mid[26] & \$799 ;
-  assign \$801  = | s5_step_mid[41:28];
+  assign \$801  = | s5_step_mid[41:30];
   assign \$802  = ~ \$801 ;
-  assign \$803  = s5_step_mid[27] & \$802 ;
-  assign \$804  = | s5_step_mid[41:29];
+  assign \$803  = s5_step_mid[29] & \$802 ;
+  assign \$804  = | s5_step_mid[41:31];
   assign \$805  = ~ \$804 ;
-  assign \$806  = s5_step_mid[28] & \$805 ;
-  assign \$807  = | s5_step_mid[41:30];
+  assign \$806  = s5_step_mid[30] & \$805 ;
+  assign \$807  = | s5_step_mid[41:34];
   assign \$808  = ~ \$807 ;
-  assign \$809  = s5_step_mid[29] & \$808 ;
-  assign \$810  = | s5_step_mid[41:31];
+  assign \$809  = s5_step_mid[33] & \$808 ;
+  assign \$810  = | s5_step_mid[41:35];
   assign \$811  = ~ \$810 ;
-  assign \$812  = s5_step_mid[30] & \$811 ;
-  assign \$813  = | s5_step_mid[41:40];
+  assign \$812  = s5_step_mid[34] & \$811 ;
+  assign \$813  = | s5_step_mid[41:38];
   assign \$814  = ~ \$813 ;
-  assign \$815  = s5_step_mid[39] & \$814 ;
+  assign \$815  = s5_step_mid[37] & \$814 ;
+  assign \$816  = | s5_step_mid[41:39];
   assign \$817  = ~ \$816 ;
-  assign \$818  = s5_step_mid[40] & \$817 ;
-  assign \$819  = | { s5_step_mid[41], \$818 , \$815 , \$812 , \$809 , \$806 , \$803 , \$800 , \$797 , \$794 , \$791 , \$788 , \$785 , \$782 , \$779 , \$776 , \$773 , \$770 , \$767  };
-  assign \$820  = | s5_step_mid[41:16];
+  assign \$818  = s5_step_mid[38] & \$817 ;
+  assign \$819  = | { s5_step_mid[41], \$818 , \$815 , \$812 , \$809 , \$806 , \$803 , \$800 , \$797 , \$794 , \$791 , \$788 , \$785 , \$782 , \$779 , \$776 , \$773 , \$770 , \$767 , \$764 , \$761  };
+  assign \$820  = | s5_step_mid[41:4];
   assign \$821  = ~ \$820 ;
-  assign \$822  = s5_step_mid[15] & \$821 ;
-  assign \$823  = | s5_step_mid[41:17];
+  assign \$822  = s5_step_mid[3] & \$821 ;
+  assign \$823  = | s5_step_mid[41:5];
   assign \$824  = ~ \$823 ;
-  assign \$825  = s5_step_mid[16] & \$824 ;
-  assign \$826  = | s5_step_mid[41:18];
+  assign \$825  = s5_step_mid[4] & \$824 ;
+  assign \$826  = | s5_step_mid[41:6];
   assign \$827  = ~ \$826 ;
-  assign \$828  = s5_step_mid[17] & \$827 ;
-  assign \$829  = | s5_step_mid[41:19];
+  assign \$828  = s5_step_mid[5] & \$827 ;
+  assign \$829  = | s5_step_mid[41:7];
   assign \$830  = ~ \$829 ;
-  assign \$831  = s5_step_mid[18] & \$830 ;
-  assign \$832  = | s5_step_mid[41:20];
+  assign \$831  = s5_step_mid[6] & \$830 ;
+  assign \$832  = | s5_step_mid[41:12];
   assign \$833  = ~ \$832 ;
-  assign \$834  = s5_step_mid[19] & \$833 ;
-  assign \$835  = | s5_step_mid[41:21];
+  assign \$834  = s5_step_mid[11] & \$833 ;
+  assign \$835  = | s5_step_mid[41:13];
   assign \$836  = ~ \$835 ;
-  assign \$837  = s5_step_mid[20] & \$836 ;
-  assign \$838  = | s5_step_mid[41:22];
+  assign \$837  = s5_step_mid[12] & \$836 ;
+  assign \$838  = | s5_step_mid[41:14];
   assign \$839  = ~ \$838 ;
-  assign \$840  = s5_step_mid[21] & \$839 ;
-  assign \$841  = | s5_step_mid[41:23];
+  assign \$840  = s5_step_mid[13] & \$839 ;
+  assign \$841  = | s5_step_mid[41:15];
   assign \$842  = ~ \$841 ;
-  assign \$843  = s5_step_mid[22] & \$842 ;
-  assign \$844  = | s5_step_mid[41:24];
+  assign \$843  = s5_step_mid[14] & \$842 ;
+  assign \$844  = | s5_step_mid[41:20];
   assign \$845  = ~ \$844 ;
-  assign \$846  = s5_step_mid[23] & \$845 ;
-  assign \$847  = | s5_step_mid[41:25];
+  assign \$846  = s5_step_mid[19] & \$845 ;
+  assign \$847  = | s5_step_mid[41:21];
   assign \$848  = ~ \$847 ;
-  assign \$849  = s5_step_mid[24] & \$848 ;
-  assign \$850  = | s5_step_mid[41:26];
+  assign \$849  = s5_step_mid[20] & \$848 ;
+  assign \$850  = | s5_step_mid[41:22];
   assign \$851  = ~ \$850 ;
-  assign \$852  = s5_step_mid[25] & \$851 ;
-  assign \$853  = | s5_step_mid[41:27];
+  assign \$852  = s5_step_mid[21] & \$851 ;
+  assign \$853  = | s5_step_mid[41:23];
   assign \$854  = ~ \$853 ;
-  assign \$855  = s5_step_mid[26] & \$854 ;
+  assign \$855  = s5_step_mid[22] & \$854 ;
   assign \$856  = | s5_step_mid[41:28];
   assign \$857  = ~ \$856 ;
   assign \$858  = s5_step_mid[27] & \$857 ;
@@ -105781,315 +105793,315 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$865  = | s5_step_mid[41:31];
   assign \$866  = ~ \$865 ;
   assign \$867  = s5_step_mid[30] & \$866 ;
-  assign \$868  = | { \$867 , \$864 , \$861 , \$858 , \$855 , \$852 , \$849 , \$846 , \$843 , \$840 , \$837 , \$834 , \$831 , \$828 , \$825 , \$822  };
-  assign \$869  = | s5_step_mid[41:32];
-  assign \$870  = ~ \$869 ;
-  assign \$871  = s5_step_mid[31] & \$870 ;
-  assign \$872  = | s5_step_mid[41:33];
-  assign \$873  = ~ \$872 ;
-  assign \$874  = s5_step_mid[32] & \$873 ;
-  assign \$875  = | s5_step_mid[41:34];
-  assign \$876  = ~ \$875 ;
-  assign \$877  = s5_step_mid[33] & \$876 ;
-  assign \$878  = | s5_step_mid[41:35];
-  assign \$879  = ~ \$878 ;
-  assign \$880  = s5_step_mid[34] & \$879 ;
-  assign \$881  = | s5_step_mid[41:36];
+  assign \$868  = | s5_step_mid[41:36];
+  assign \$869  = ~ \$868 ;
+  assign \$870  = s5_step_mid[35] & \$869 ;
+  assign \$871  = | s5_step_mid[41:37];
+  assign \$872  = ~ \$871 ;
+  assign \$873  = s5_step_mid[36] & \$872 ;
+  assign \$874  = | s5_step_mid[41:38];
+  assign \$875  = ~ \$874 ;
+  assign \$876  = s5_step_mid[37] & \$875 ;
+  assign \$877  = | s5_step_mid[41:39];
+  assign \$878  = ~ \$877 ;
+  assign \$879  = s5_step_mid[38] & \$878 ;
+  assign \$880  = | { \$879 , \$876 , \$873 , \$870 , \$867 , \$864 , \$861 , \$858 , \$855 , \$852 , \$849 , \$846 , \$843 , \$840 , \$837 , \$834 , \$831 , \$828 , \$825 , \$822  };
+  assign \$881  = | s5_step_mid[41:8];
   assign \$882  = ~ \$881 ;
-  assign \$883  = s5_step_mid[35] & \$882 ;
-  assign \$884  = | s5_step_mid[41:37];
+  assign \$883  = s5_step_mid[7] & \$882 ;
+  assign \$884  = | s5_step_mid[41:9];
   assign \$885  = ~ \$884 ;
-  assign \$886  = s5_step_mid[36] & \$885 ;
-  assign \$887  = | s5_step_mid[41:38];
+  assign \$886  = s5_step_mid[8] & \$885 ;
+  assign \$887  = | s5_step_mid[41:10];
   assign \$888  = ~ \$887 ;
-  assign \$889  = s5_step_mid[37] & \$888 ;
-  assign \$890  = | s5_step_mid[41:39];
+  assign \$889  = s5_step_mid[9] & \$888 ;
+  assign \$890  = | s5_step_mid[41:11];
   assign \$891  = ~ \$890 ;
-  assign \$892  = s5_step_mid[38] & \$891 ;
-  assign \$893  = | s5_step_mid[41:40];
+  assign \$892  = s5_step_mid[10] & \$891 ;
+  assign \$893  = | s5_step_mid[41:12];
   assign \$894  = ~ \$893 ;
-  assign \$895  = s5_step_mid[39] & \$894 ;
+  assign \$895  = s5_step_mid[11] & \$894 ;
+  assign \$896  = | s5_step_mid[41:13];
   assign \$897  = ~ \$896 ;
-  assign \$898  = s5_step_mid[40] & \$897 ;
-  assign \$899  = | { s5_step_mid[41], \$898 , \$895 , \$892 , \$889 , \$886 , \$883 , \$880 , \$877 , \$874 , \$871  };
-  assign \$900  = { \$899 , \$868 , \$819 , \$764 , \$703 , \$642  } - 4'ha;
-  assign \$901  = \$578  ? \$900 [4:0] : 5'h00;
-  assign \$902  = | s5_step_in[41:10];
-  assign \$903  = | s5_step_in[41:1];
-  assign \$904  = ~ \$903 ;
-  assign \$905  = s5_step_in[0] & \$904 ;
-  assign \$906  = | s5_step_in[41:3];
-  assign \$907  = ~ \$906 ;
-  assign \$908  = s5_step_in[2] & \$907 ;
-  assign \$909  = | s5_step_in[41:5];
-  assign \$910  = ~ \$909 ;
-  assign \$911  = s5_step_in[4] & \$910 ;
-  assign \$912  = | s5_step_in[41:7];
-  assign \$913  = ~ \$912 ;
-  assign \$914  = s5_step_in[6] & \$913 ;
-  assign \$915  = | s5_step_in[41:9];
-  assign \$916  = ~ \$915 ;
-  assign \$917  = s5_step_in[8] & \$916 ;
-  assign \$918  = | s5_step_in[41:11];
-  assign \$919  = ~ \$918 ;
-  assign \$920  = s5_step_in[10] & \$919 ;
-  assign \$921  = | s5_step_in[41:13];
-  assign \$922  = ~ \$921 ;
-  assign \$923  = s5_step_in[12] & \$922 ;
-  assign \$924  = | s5_step_in[41:15];
-  assign \$925  = ~ \$924 ;
-  assign \$926  = s5_step_in[14] & \$925 ;
-  assign \$927  = | s5_step_in[41:17];
-  assign \$928  = ~ \$927 ;
-  assign \$929  = s5_step_in[16] & \$928 ;
-  assign \$930  = | s5_step_in[41:19];
-  assign \$931  = ~ \$930 ;
-  assign \$932  = s5_step_in[18] & \$931 ;
-  assign \$933  = | s5_step_in[41:21];
-  assign \$934  = ~ \$933 ;
-  assign \$935  = s5_step_in[20] & \$934 ;
-  assign \$936  = | s5_step_in[41:23];
+  assign \$898  = s5_step_mid[12] & \$897 ;
+  assign \$899  = | s5_step_mid[41:14];
+  assign \$900  = ~ \$899 ;
+  assign \$901  = s5_step_mid[13] & \$900 ;
+  assign \$902  = | s5_step_mid[41:15];
+  assign \$903  = ~ \$902 ;
+  assign \$904  = s5_step_mid[14] & \$903 ;
+  assign \$905  = | s5_step_mid[41:24];
+  assign \$906  = ~ \$905 ;
+  assign \$907  = s5_step_mid[23] & \$906 ;
+  assign \$908  = | s5_step_mid[41:25];
+  assign \$909  = ~ \$908 ;
+  assign \$910  = s5_step_mid[24] & \$909 ;
+  assign \$911  = | s5_step_mid[41:26];
+  assign \$912  = ~ \$911 ;
+  assign \$913  = s5_step_mid[25] & \$912 ;
+  assign \$914  = | s5_step_mid[41:27];
+  assign \$915  = ~ \$914 ;
+  assign \$916  = s5_step_mid[26] & \$915 ;
+  assign \$917  = | s5_step_mid[41:28];
+  assign \$918  = ~ \$917 ;
+  assign \$919  = s5_step_mid[27] & \$918 ;
+  assign \$920  = | s5_step_mid[41:29];
+  assign \$921  = ~ \$920 ;
+  assign \$922  = s5_step_mid[28] & \$921 ;
+  assign \$923  = | s5_step_mid[41:30];
+  assign \$924  = ~ \$923 ;
+  assign \$925  = s5_step_mid[29] & \$924 ;
+  assign \$926  = | s5_step_mid[41:31];
+  assign \$927  = ~ \$926 ;
+  assign \$928  = s5_step_mid[30] & \$927 ;
+  assign \$929  = | s5_step_mid[41:40];
+  assign \$930  = ~ \$929 ;
+  assign \$931  = s5_step_mid[39] & \$930 ;
+  assign \$933  = ~ \$932 ;
+  assign \$934  = s5_step_mid[40] & \$933 ;
+  assign \$935  = | { s5_step_mid[41], \$934 , \$931 , \$928 , \$925 , \$922 , \$919 , \$916 , \$913 , \$910 , \$907 , \$904 , \$901 , \$898 , \$895 , \$892 , \$889 , \$886 , \$883  };
+  assign \$936  = | s5_step_mid[41:16];
   assign \$937  = ~ \$936 ;
-  assign \$938  = s5_step_in[22] & \$937 ;
-  assign \$939  = | s5_step_in[41:25];
+  assign \$938  = s5_step_mid[15] & \$937 ;
+  assign \$939  = | s5_step_mid[41:17];
   assign \$940  = ~ \$939 ;
-  assign \$941  = s5_step_in[24] & \$940 ;
-  assign \$942  = | s5_step_in[41:27];
+  assign \$941  = s5_step_mid[16] & \$940 ;
+  assign \$942  = | s5_step_mid[41:18];
   assign \$943  = ~ \$942 ;
-  assign \$944  = s5_step_in[26] & \$943 ;
-  assign \$945  = | s5_step_in[41:29];
+  assign \$944  = s5_step_mid[17] & \$943 ;
+  assign \$945  = | s5_step_mid[41:19];
   assign \$946  = ~ \$945 ;
-  assign \$947  = s5_step_in[28] & \$946 ;
-  assign \$948  = | s5_step_in[41:31];
+  assign \$947  = s5_step_mid[18] & \$946 ;
+  assign \$948  = | s5_step_mid[41:20];
   assign \$949  = ~ \$948 ;
-  assign \$950  = s5_step_in[30] & \$949 ;
-  assign \$951  = | s5_step_in[41:33];
+  assign \$950  = s5_step_mid[19] & \$949 ;
+  assign \$951  = | s5_step_mid[41:21];
   assign \$952  = ~ \$951 ;
-  assign \$953  = s5_step_in[32] & \$952 ;
-  assign \$954  = | s5_step_in[41:35];
+  assign \$953  = s5_step_mid[20] & \$952 ;
+  assign \$954  = | s5_step_mid[41:22];
   assign \$955  = ~ \$954 ;
-  assign \$956  = s5_step_in[34] & \$955 ;
-  assign \$957  = | s5_step_in[41:37];
+  assign \$956  = s5_step_mid[21] & \$955 ;
+  assign \$957  = | s5_step_mid[41:23];
   assign \$958  = ~ \$957 ;
-  assign \$959  = s5_step_in[36] & \$958 ;
-  assign \$960  = | s5_step_in[41:39];
+  assign \$959  = s5_step_mid[22] & \$958 ;
+  assign \$960  = | s5_step_mid[41:24];
   assign \$961  = ~ \$960 ;
-  assign \$962  = s5_step_in[38] & \$961 ;
+  assign \$962  = s5_step_mid[23] & \$961 ;
+  assign \$963  = | s5_step_mid[41:25];
   assign \$964  = ~ \$963 ;
-  assign \$965  = s5_step_in[40] & \$964 ;
-  assign \$966  = | { \$965 , \$962 , \$959 , \$956 , \$953 , \$950 , \$947 , \$944 , \$941 , \$938 , \$935 , \$932 , \$929 , \$926 , \$923 , \$920 , \$917 , \$914 , \$911 , \$908 , \$905  };
-  assign \$967  = | s5_step_in[41:2];
-  assign \$968  = ~ \$967 ;
-  assign \$969  = s5_step_in[1] & \$968 ;
-  assign \$970  = | s5_step_in[41:3];
-  assign \$971  = ~ \$970 ;
-  assign \$972  = s5_step_in[2] & \$971 ;
-  assign \$973  = | s5_step_in[41:6];
-  assign \$974  = ~ \$973 ;
-  assign \$975  = s5_step_in[5] & \$974 ;
-  assign \$976  = | s5_step_in[41:7];
-  assign \$977  = ~ \$976 ;
-  assign \$978  = s5_step_in[6] & \$977 ;
-  assign \$979  = | s5_step_in[41:10];
-  assign \$980  = ~ \$979 ;
-  assign \$981  = s5_step_in[9] & \$980 ;
-  assign \$982  = | s5_step_in[41:11];
-  assign \$983  = ~ \$982 ;
-  assign \$984  = s5_step_in[10] & \$983 ;
-  assign \$985  = | s5_step_in[41:14];
+  assign \$965  = s5_step_mid[24] & \$964 ;
+  assign \$966  = | s5_step_mid[41:26];
+  assign \$967  = ~ \$966 ;
+  assign \$968  = s5_step_mid[25] & \$967 ;
+  assign \$969  = | s5_step_mid[41:27];
+  assign \$970  = ~ \$969 ;
+  assign \$971  = s5_step_mid[26] & \$970 ;
+  assign \$972  = | s5_step_mid[41:28];
+  assign \$973  = ~ \$972 ;
+  assign \$974  = s5_step_mid[27] & \$973 ;
+  assign \$975  = | s5_step_mid[41:29];
+  assign \$976  = ~ \$975 ;
+  assign \$977  = s5_step_mid[28] & \$976 ;
+  assign \$978  = | s5_step_mid[41:30];
+  assign \$979  = ~ \$978 ;
+  assign \$980  = s5_step_mid[29] & \$979 ;
+  assign \$981  = | s5_step_mid[41:31];
+  assign \$982  = ~ \$981 ;
+  assign \$983  = s5_step_mid[30] & \$982 ;
+  assign \$984  = | { \$983 , \$980 , \$977 , \$974 , \$971 , \$968 , \$965 , \$962 , \$959 , \$956 , \$953 , \$950 , \$947 , \$944 , \$941 , \$938  };
+  assign \$985  = | s5_step_mid[41:32];
   assign \$986  = ~ \$985 ;
-  assign \$987  = s5_step_in[13] & \$986 ;
-  assign \$988  = | s5_step_in[41:15];
+  assign \$987  = s5_step_mid[31] & \$986 ;
+  assign \$988  = | s5_step_mid[41:33];
   assign \$989  = ~ \$988 ;
-  assign \$990  = s5_step_in[14] & \$989 ;
-  assign \$991  = | s5_step_in[41:18];
+  assign \$990  = s5_step_mid[32] & \$989 ;
+  assign \$991  = | s5_step_mid[41:34];
   assign \$992  = ~ \$991 ;
-  assign \$993  = s5_step_in[17] & \$992 ;
-  assign \$994  = | s5_step_in[41:19];
+  assign \$993  = s5_step_mid[33] & \$992 ;
+  assign \$994  = | s5_step_mid[41:35];
   assign \$995  = ~ \$994 ;
-  assign \$996  = s5_step_in[18] & \$995 ;
-  assign \$997  = | s5_step_in[41:22];
+  assign \$996  = s5_step_mid[34] & \$995 ;
+  assign \$997  = | s5_step_mid[41:36];
   assign \$998  = ~ \$997 ;
-  assign \$999  = s5_step_in[21] & \$998 ;
-  assign \$1000  = | s5_step_in[41:23];
+  assign \$999  = s5_step_mid[35] & \$998 ;
+  assign \$1000  = | s5_step_mid[41:37];
   assign \$1001  = ~ \$1000 ;
-  assign \$1002  = s5_step_in[22] & \$1001 ;
-  assign \$1003  = | s5_step_in[41:26];
+  assign \$1002  = s5_step_mid[36] & \$1001 ;
+  assign \$1003  = | s5_step_mid[41:38];
   assign \$1004  = ~ \$1003 ;
-  assign \$1005  = s5_step_in[25] & \$1004 ;
-  assign \$1006  = | s5_step_in[41:27];
+  assign \$1005  = s5_step_mid[37] & \$1004 ;
+  assign \$1006  = | s5_step_mid[41:39];
   assign \$1007  = ~ \$1006 ;
-  assign \$1008  = s5_step_in[26] & \$1007 ;
-  assign \$1009  = | s5_step_in[41:30];
+  assign \$1008  = s5_step_mid[38] & \$1007 ;
+  assign \$1009  = | s5_step_mid[41:40];
   assign \$1010  = ~ \$1009 ;
-  assign \$1011  = s5_step_in[29] & \$1010 ;
-  assign \$1012  = | s5_step_in[41:31];
+  assign \$1011  = s5_step_mid[39] & \$1010 ;
   assign \$1013  = ~ \$1012 ;
-  assign \$1014  = s5_step_in[30] & \$1013 ;
-  assign \$1015  = | s5_step_in[41:34];
-  assign \$1016  = ~ \$1015 ;
-  assign \$1017  = s5_step_in[33] & \$1016 ;
-  assign \$1018  = | s5_step_in[41:35];
-  assign \$1019  = ~ \$1018 ;
-  assign \$1020  = s5_step_in[34] & \$1019 ;
-  assign \$1021  = | s5_step_in[41:38];
-  assign \$1022  = ~ \$1021 ;
-  assign \$1023  = s5_step_in[37] & \$1022 ;
-  assign \$1024  = | s5_step_in[41:39];
-  assign \$1025  = ~ \$1024 ;
-  assign \$1026  = s5_step_in[38] & \$1025 ;
-  assign \$1027  = | { s5_step_in[41], \$1026 , \$1023 , \$1020 , \$1017 , \$1014 , \$1011 , \$1008 , \$1005 , \$1002 , \$999 , \$996 , \$993 , \$990 , \$987 , \$984 , \$981 , \$978 , \$975 , \$972 , \$969  };
-  assign \$1028  = | s5_step_in[41:4];
+  assign \$1014  = s5_step_mid[40] & \$1013 ;
+  assign \$1015  = | { s5_step_mid[41], \$1014 , \$1011 , \$1008 , \$1005 , \$1002 , \$999 , \$996 , \$993 , \$990 , \$987  };
+  assign \$1016  = { \$1015 , \$984 , \$935 , \$880 , \$819 , \$758  } - 4'ha;
+  assign \$1017  = \$694  ? \$1016 [4:0] : 5'h00;
+  assign \$1018  = | s5_step_in[41:10];
+  assign \$1019  = | s5_step_in[41:1];
+  assign \$1020  = ~ \$1019 ;
+  assign \$1021  = s5_step_in[0] & \$1020 ;
+  assign \$1022  = | s5_step_in[41:3];
+  assign \$1023  = ~ \$1022 ;
+  assign \$1024  = s5_step_in[2] & \$1023 ;
+  assign \$1025  = | s5_step_in[41:5];
+  assign \$1026  = ~ \$1025 ;
+  assign \$1027  = s5_step_in[4] & \$1026 ;
+  assign \$1028  = | s5_step_in[41:7];
   assign \$1029  = ~ \$1028 ;
-  assign \$1030  = s5_step_in[3] & \$1029 ;
-  assign \$1031  = | s5_step_in[41:5];
+  assign \$1030  = s5_step_in[6] & \$1029 ;
+  assign \$1031  = | s5_step_in[41:9];
   assign \$1032  = ~ \$1031 ;
-  assign \$1033  = s5_step_in[4] & \$1032 ;
-  assign \$1034  = | s5_step_in[41:6];
+  assign \$1033  = s5_step_in[8] & \$1032 ;
+  assign \$1034  = | s5_step_in[41:11];
   assign \$1035  = ~ \$1034 ;
-  assign \$1036  = s5_step_in[5] & \$1035 ;
-  assign \$1037  = | s5_step_in[41:7];
+  assign \$1036  = s5_step_in[10] & \$1035 ;
+  assign \$1037  = | s5_step_in[41:13];
   assign \$1038  = ~ \$1037 ;
-  assign \$1039  = s5_step_in[6] & \$1038 ;
-  assign \$1040  = | s5_step_in[41:12];
+  assign \$1039  = s5_step_in[12] & \$1038 ;
+  assign \$1040  = | s5_step_in[41:15];
   assign \$1041  = ~ \$1040 ;
-  assign \$1042  = s5_step_in[11] & \$1041 ;
-  assign \$1043  = | s5_step_in[41:13];
+  assign \$1042  = s5_step_in[14] & \$1041 ;
+  assign \$1043  = | s5_step_in[41:17];
   assign \$1044  = ~ \$1043 ;
-  assign \$1045  = s5_step_in[12] & \$1044 ;
-  assign \$1046  = | s5_step_in[41:14];
+  assign \$1045  = s5_step_in[16] & \$1044 ;
+  assign \$1046  = | s5_step_in[41:19];
   assign \$1047  = ~ \$1046 ;
-  assign \$1048  = s5_step_in[13] & \$1047 ;
-  assign \$1049  = | s5_step_in[41:15];
+  assign \$1048  = s5_step_in[18] & \$1047 ;
+  assign \$1049  = | s5_step_in[41:21];
   assign \$1050  = ~ \$1049 ;
-  assign \$1051  = s5_step_in[14] & \$1050 ;
-  assign \$1052  = | s5_step_in[41:20];
+  assign \$1051  = s5_step_in[20] & \$1050 ;
+  assign \$1052  = | s5_step_in[41:23];
   assign \$1053  = ~ \$1052 ;
-  assign \$1054  = s5_step_in[19] & \$1053 ;
-  assign \$1055  = | s5_step_in[41:21];
+  assign \$1054  = s5_step_in[22] & \$1053 ;
+  assign \$1055  = | s5_step_in[41:25];
   assign \$1056  = ~ \$1055 ;
-  assign \$1057  = s5_step_in[20] & \$1056 ;
-  assign \$1058  = | s5_step_in[41:22];
+  assign \$1057  = s5_step_in[24] & \$1056 ;
+  assign \$1058  = | s5_step_in[41:27];
   assign \$1059  = ~ \$1058 ;
-  assign \$1060  = s5_step_in[21] & \$1059 ;
-  assign \$1061  = | s5_step_in[41:23];
+  assign \$1060  = s5_step_in[26] & \$1059 ;
+  assign \$1061  = | s5_step_in[41:29];
   assign \$1062  = ~ \$1061 ;
-  assign \$1063  = s5_step_in[22] & \$1062 ;
-  assign \$1064  = | s5_step_in[41:28];
+  assign \$1063  = s5_step_in[28] & \$1062 ;
+  assign \$1064  = | s5_step_in[41:31];
   assign \$1065  = ~ \$1064 ;
-  assign \$1066  = s5_step_in[27] & \$1065 ;
-  assign \$1067  = | s5_step_in[41:29];
+  assign \$1066  = s5_step_in[30] & \$1065 ;
+  assign \$1067  = | s5_step_in[41:33];
   assign \$1068  = ~ \$1067 ;
-  assign \$1069  = s5_step_in[28] & \$1068 ;
-  assign \$1070  = | s5_step_in[41:30];
+  assign \$1069  = s5_step_in[32] & \$1068 ;
+  assign \$1070  = | s5_step_in[41:35];
   assign \$1071  = ~ \$1070 ;
-  assign \$1072  = s5_step_in[29] & \$1071 ;
-  assign \$1073  = | s5_step_in[41:31];
+  assign \$1072  = s5_step_in[34] & \$1071 ;
+  assign \$1073  = | s5_step_in[41:37];
   assign \$1074  = ~ \$1073 ;
-  assign \$1075  = s5_step_in[30] & \$1074 ;
-  assign \$1076  = | s5_step_in[41:36];
+  assign \$1075  = s5_step_in[36] & \$1074 ;
+  assign \$1076  = | s5_step_in[41:39];
   assign \$1077  = ~ \$1076 ;
-  assign \$1078  = s5_step_in[35] & \$1077 ;
-  assign \$1079  = | s5_step_in[41:37];
+  assign \$1078  = s5_step_in[38] & \$1077 ;
   assign \$1080  = ~ \$1079 ;
-  assign \$1081  = s5_step_in[36] & \$1080 ;
-  assign \$1082  = | s5_step_in[41:38];
-  assign \$1083  = ~ \$1082 ;
-  assign \$1084  = s5_step_in[37] & \$1083 ;
-  assign \$1085  = | s5_step_in[41:39];
-  assign \$1086  = ~ \$1085 ;
-  assign \$1087  = s5_step_in[38] & \$1086 ;
-  assign \$1088  = | { \$1087 , \$1084 , \$1081 , \$1078 , \$1075 , \$1072 , \$1069 , \$1066 , \$1063 , \$1060 , \$1057 , \$1054 , \$1051 , \$1048 , \$1045 , \$1042 , \$1039 , \$1036 , \$1033 , \$1030  };
-  assign \$1089  = | s5_step_in[41:8];
+  assign \$1081  = s5_step_in[40] & \$1080 ;
+  assign \$1082  = | { \$1081 , \$1078 , \$1075 , \$1072 , \$1069 , \$1066 , \$1063 , \$1060 , \$1057 , \$1054 , \$1051 , \$1048 , \$1045 , \$1042 , \$1039 , \$1036 , \$1033 , \$1030 , \$1027 , \$1024 , \$1021  };
+  assign \$1083  = | s5_step_in[41:2];
+  assign \$1084  = ~ \$1083 ;
+  assign \$1085  = s5_step_in[1] & \$1084 ;
+  assign \$1086  = | s5_step_in[41:3];
+  assign \$1087  = ~ \$1086 ;
+  assign \$1088  = s5_step_in[2] & \$1087 ;
+  assign \$1089  = | s5_step_in[41:6];
   assign \$1090  = ~ \$1089 ;
-  assign \$1091  = s5_step_in[7] & \$1090 ;
-  assign \$1092  = | s5_step_in[41:9];
+  assign \$1091  = s5_step_in[5] & \$1090 ;
+  assign \$1092  = | s5_step_in[41:7];
   assign \$1093  = ~ \$1092 ;
-  assign \$1094  = s5_step_in[8] & \$1093 ;
+  assign \$1094  = s5_step_in[6] & \$1093 ;
   assign \$1095  = | s5_step_in[41:10];
   assign \$1096  = ~ \$1095 ;
   assign \$1097  = s5_step_in[9] & \$1096 ;
   assign \$1098  = | s5_step_in[41:11];
   assign \$1099  = ~ \$1098 ;
   assign \$1100  = s5_step_in[10] & \$1099 ;
-  assign \$1101  = | s5_step_in[41:12];
+  assign \$1101  = | s5_step_in[41:14];
   assign \$1102  = ~ \$1101 ;
-  assign \$1103  = s5_step_in[11] & \$1102 ;
-  assign \$1104  = | s5_step_in[41:13];
+  assign \$1103  = s5_step_in[13] & \$1102 ;
+  assign \$1104  = | s5_step_in[41:15];
   assign \$1105  = ~ \$1104 ;
-  assign \$1106  = s5_step_in[12] & \$1105 ;
-  assign \$1107  = | s5_step_in[41:14];
+  assign \$1106  = s5_step_in[14] & \$1105 ;
+  assign \$1107  = | s5_step_in[41:18];
   assign \$1108  = ~ \$1107 ;
-  assign \$1109  = s5_step_in[13] & \$1108 ;
-  assign \$1110  = | s5_step_in[41:15];
+  assign \$1109  = s5_step_in[17] & \$1108 ;
+  assign \$1110  = | s5_step_in[41:19];
   assign \$1111  = ~ \$1110 ;
-  assign \$1112  = s5_step_in[14] & \$1111 ;
-  assign \$1113  = | s5_step_in[41:24];
+  assign \$1112  = s5_step_in[18] & \$1111 ;
+  assign \$1113  = | s5_step_in[41:22];
   assign \$1114  = ~ \$1113 ;
-  assign \$1115  = s5_step_in[23] & \$1114 ;
-  assign \$1116  = | s5_step_in[41:25];
+  assign \$1115  = s5_step_in[21] & \$1114 ;
+  assign \$1116  = | s5_step_in[41:23];
   assign \$1117  = ~ \$1116 ;
-  assign \$1118  = s5_step_in[24] & \$1117 ;
+  assign \$1118  = s5_step_in[22] & \$1117 ;
   assign \$1119  = | s5_step_in[41:26];
   assign \$1120  = ~ \$1119 ;
   assign \$1121  = s5_step_in[25] & \$1120 ;
   assign \$1122  = | s5_step_in[41:27];
   assign \$1123  = ~ \$1122 ;
   assign \$1124  = s5_step_in[26] & \$1123 ;
-  assign \$1125  = | s5_step_in[41:28];
+  assign \$1125  = | s5_step_in[41:30];
   assign \$1126  = ~ \$1125 ;
-  assign \$1127  = s5_step_in[27] & \$1126 ;
-  assign \$1128  = | s5_step_in[41:29];
+  assign \$1127  = s5_step_in[29] & \$1126 ;
+  assign \$1128  = | s5_step_in[41:31];
   assign \$1129  = ~ \$1128 ;
-  assign \$1130  = s5_step_in[28] & \$1129 ;
-  assign \$1131  = | s5_step_in[41:30];
+  assign \$1130  = s5_step_in[30] & \$1129 ;
+  assign \$1131  = | s5_step_in[41:34];
   assign \$1132  = ~ \$1131 ;
-  assign \$1133  = s5_step_in[29] & \$1132 ;
-  assign \$1134  = | s5_step_in[41:31];
+  assign \$1133  = s5_step_in[33] & \$1132 ;
+  assign \$1134  = | s5_step_in[41:35];
   assign \$1135  = ~ \$1134 ;
-  assign \$1136  = s5_step_in[30] & \$1135 ;
-  assign \$1137  = | s5_step_in[41:40];
+  assign \$1136  = s5_step_in[34] & \$1135 ;
+  assign \$1137  = | s5_step_in[41:38];
   assign \$1138  = ~ \$1137 ;
-  assign \$1139  = s5_step_in[39] & \$1138 ;
+  assign \$1139  = s5_step_in[37] & \$1138 ;
+  assign \$1140  = | s5_step_in[41:39];
   assign \$1141  = ~ \$1140 ;
-  assign \$1142  = s5_step_in[40] & \$1141 ;
-  assign \$1143  = | { s5_step_in[41], \$1142 , \$1139 , \$1136 , \$1133 , \$1130 , \$1127 , \$1124 , \$1121 , \$1118 , \$1115 , \$1112 , \$1109 , \$1106 , \$1103 , \$1100 , \$1097 , \$1094 , \$1091  };
-  assign \$1144  = | s5_step_in[41:16];
+  assign \$1142  = s5_step_in[38] & \$1141 ;
+  assign \$1143  = | { s5_step_in[41], \$1142 , \$1139 , \$1136 , \$1133 , \$1130 , \$1127 , \$1124 , \$1121 , \$1118 , \$1115 , \$1112 , \$1109 , \$1106 , \$1103 , \$1100 , \$1097 , \$1094 , \$1091 , \$1088 , \$1085  };
+  assign \$1144  = | s5_step_in[41:4];
   assign \$1145  = ~ \$1144 ;
-  assign \$1146  = s5_step_in[15] & \$1145 ;
-  assign \$1147  = | s5_step_in[41:17];
+  assign \$1146  = s5_step_in[3] & \$1145 ;
+  assign \$1147  = | s5_step_in[41:5];
   assign \$1148  = ~ \$1147 ;
-  assign \$1149  = s5_step_in[16] & \$1148 ;
-  assign \$1150  = | s5_step_in[41:18];
+  assign \$1149  = s5_step_in[4] & \$1148 ;
+  assign \$1150  = | s5_step_in[41:6];
   assign \$1151  = ~ \$1150 ;
-  assign \$1152  = s5_step_in[17] & \$1151 ;
-  assign \$1153  = | s5_step_in[41:19];
+  assign \$1152  = s5_step_in[5] & \$1151 ;
+  assign \$1153  = | s5_step_in[41:7];
   assign \$1154  = ~ \$1153 ;
-  assign \$1155  = s5_step_in[18] & \$1154 ;
-  assign \$1156  = | s5_step_in[41:20];
+  assign \$1155  = s5_step_in[6] & \$1154 ;
+  assign \$1156  = | s5_step_in[41:12];
   assign \$1157  = ~ \$1156 ;
-  assign \$1158  = s5_step_in[19] & \$1157 ;
-  assign \$1159  = | s5_step_in[41:21];
+  assign \$1158  = s5_step_in[11] & \$1157 ;
+  assign \$1159  = | s5_step_in[41:13];
   assign \$1160  = ~ \$1159 ;
-  assign \$1161  = s5_step_in[20] & \$1160 ;
-  assign \$1162  = | s5_step_in[41:22];
+  assign \$1161  = s5_step_in[12] & \$1160 ;
+  assign \$1162  = | s5_step_in[41:14];
   assign \$1163  = ~ \$1162 ;
-  assign \$1164  = s5_step_in[21] & \$1163 ;
-  assign \$1165  = | s5_step_in[41:23];
+  assign \$1164  = s5_step_in[13] & \$1163 ;
+  assign \$1165  = | s5_step_in[41:15];
   assign \$1166  = ~ \$1165 ;
-  assign \$1167  = s5_step_in[22] & \$1166 ;
-  assign \$1168  = | s5_step_in[41:24];
+  assign \$1167  = s5_step_in[14] & \$1166 ;
+  assign \$1168  = | s5_step_in[41:20];
   assign \$1169  = ~ \$1168 ;
-  assign \$1170  = s5_step_in[23] & \$1169 ;
-  assign \$1171  = | s5_step_in[41:25];
+  assign \$1170  = s5_step_in[19] & \$1169 ;
+  assign \$1171  = | s5_step_in[41:21];
   assign \$1172  = ~ \$1171 ;
-  assign \$1173  = s5_step_in[24] & \$1172 ;
-  assign \$1174  = | s5_step_in[41:26];
+  assign \$1173  = s5_step_in[20] & \$1172 ;
+  assign \$1174  = | s5_step_in[41:22];
   assign \$1175  = ~ \$1174 ;
-  assign \$1176  = s5_step_in[25] & \$1175 ;
-  assign \$1177  = | s5_step_in[41:27];
+  assign \$1176  = s5_step_in[21] & \$1175 ;
+  assign \$1177  = | s5_step_in[41:23];
   assign \$1178  = ~ \$1177 ;
-  assign \$1179  = s5_step_in[26] & \$1178 ;
+  assign \$1179  = s5_step_in[22] & \$1178 ;
   assign \$1180  = | s5_step_in[41:28];
   assign \$1181  = ~ \$1180 ;
   assign \$1182  = s5_step_in[27] & \$1181 ;
@@ -106102,316 +106114,316 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$1189  = | s5_step_in[41:31];
   assign \$1190  = ~ \$1189 ;
   assign \$1191  = s5_step_in[30] & \$1190 ;
-  assign \$1192  = | { \$1191 , \$1188 , \$1185 , \$1182 , \$1179 , \$1176 , \$1173 , \$1170 , \$1167 , \$1164 , \$1161 , \$1158 , \$1155 , \$1152 , \$1149 , \$1146  };
-  assign \$1193  = | s5_step_in[41:32];
-  assign \$1194  = ~ \$1193 ;
-  assign \$1195  = s5_step_in[31] & \$1194 ;
-  assign \$1196  = | s5_step_in[41:33];
-  assign \$1197  = ~ \$1196 ;
-  assign \$1198  = s5_step_in[32] & \$1197 ;
-  assign \$1199  = | s5_step_in[41:34];
-  assign \$1200  = ~ \$1199 ;
-  assign \$1201  = s5_step_in[33] & \$1200 ;
-  assign \$1202  = | s5_step_in[41:35];
-  assign \$1203  = ~ \$1202 ;
-  assign \$1204  = s5_step_in[34] & \$1203 ;
-  assign \$1205  = | s5_step_in[41:36];
+  assign \$1192  = | s5_step_in[41:36];
+  assign \$1193  = ~ \$1192 ;
+  assign \$1194  = s5_step_in[35] & \$1193 ;
+  assign \$1195  = | s5_step_in[41:37];
+  assign \$1196  = ~ \$1195 ;
+  assign \$1197  = s5_step_in[36] & \$1196 ;
+  assign \$1198  = | s5_step_in[41:38];
+  assign \$1199  = ~ \$1198 ;
+  assign \$1200  = s5_step_in[37] & \$1199 ;
+  assign \$1201  = | s5_step_in[41:39];
+  assign \$1202  = ~ \$1201 ;
+  assign \$1203  = s5_step_in[38] & \$1202 ;
+  assign \$1204  = | { \$1203 , \$1200 , \$1197 , \$1194 , \$1191 , \$1188 , \$1185 , \$1182 , \$1179 , \$1176 , \$1173 , \$1170 , \$1167 , \$1164 , \$1161 , \$1158 , \$1155 , \$1152 , \$1149 , \$1146  };
+  assign \$1205  = | s5_step_in[41:8];
   assign \$1206  = ~ \$1205 ;
-  assign \$1207  = s5_step_in[35] & \$1206 ;
-  assign \$1208  = | s5_step_in[41:37];
+  assign \$1207  = s5_step_in[7] & \$1206 ;
+  assign \$1208  = | s5_step_in[41:9];
   assign \$1209  = ~ \$1208 ;
-  assign \$1210  = s5_step_in[36] & \$1209 ;
-  assign \$1211  = | s5_step_in[41:38];
+  assign \$1210  = s5_step_in[8] & \$1209 ;
+  assign \$1211  = | s5_step_in[41:10];
   assign \$1212  = ~ \$1211 ;
-  assign \$1213  = s5_step_in[37] & \$1212 ;
-  assign \$1214  = | s5_step_in[41:39];
+  assign \$1213  = s5_step_in[9] & \$1212 ;
+  assign \$1214  = | s5_step_in[41:11];
   assign \$1215  = ~ \$1214 ;
-  assign \$1216  = s5_step_in[38] & \$1215 ;
-  assign \$1217  = | s5_step_in[41:40];
+  assign \$1216  = s5_step_in[10] & \$1215 ;
+  assign \$1217  = | s5_step_in[41:12];
   assign \$1218  = ~ \$1217 ;
-  assign \$1219  = s5_step_in[39] & \$1218 ;
+  assign \$1219  = s5_step_in[11] & \$1218 ;
+  assign \$1220  = | s5_step_in[41:13];
   assign \$1221  = ~ \$1220 ;
-  assign \$1222  = s5_step_in[40] & \$1221 ;
-  assign \$1223  = | { s5_step_in[41], \$1222 , \$1219 , \$1216 , \$1213 , \$1210 , \$1207 , \$1204 , \$1201 , \$1198 , \$1195  };
-  assign \$1224  = { \$1223 , \$1192 , \$1143 , \$1088 , \$1027 , \$966  } - 4'hb;
-  assign \$1225  = s5_step_in >> \$1224 [5:0];
-  assign \$1226  = \$902  ? \$1225 [9:0] : s5_step_in[9:0];
-  assign \$1227  = | s5_step_in[41:10];
-  assign \$1228  = | s5_step_in[41:1];
-  assign \$1229  = ~ \$1228 ;
-  assign \$1230  = s5_step_in[0] & \$1229 ;
-  assign \$1231  = | s5_step_in[41:3];
-  assign \$1232  = ~ \$1231 ;
-  assign \$1233  = s5_step_in[2] & \$1232 ;
-  assign \$1234  = | s5_step_in[41:5];
-  assign \$1235  = ~ \$1234 ;
-  assign \$1236  = s5_step_in[4] & \$1235 ;
-  assign \$1237  = | s5_step_in[41:7];
-  assign \$1238  = ~ \$1237 ;
-  assign \$1239  = s5_step_in[6] & \$1238 ;
-  assign \$1240  = | s5_step_in[41:9];
-  assign \$1241  = ~ \$1240 ;
-  assign \$1242  = s5_step_in[8] & \$1241 ;
-  assign \$1243  = | s5_step_in[41:11];
-  assign \$1244  = ~ \$1243 ;
-  assign \$1245  = s5_step_in[10] & \$1244 ;
-  assign \$1246  = | s5_step_in[41:13];
-  assign \$1247  = ~ \$1246 ;
-  assign \$1248  = s5_step_in[12] & \$1247 ;
-  assign \$1249  = | s5_step_in[41:15];
-  assign \$1250  = ~ \$1249 ;
-  assign \$1251  = s5_step_in[14] & \$1250 ;
-  assign \$1252  = | s5_step_in[41:17];
-  assign \$1253  = ~ \$1252 ;
-  assign \$1254  = s5_step_in[16] & \$1253 ;
-  assign \$1255  = | s5_step_in[41:19];
-  assign \$1256  = ~ \$1255 ;
-  assign \$1257  = s5_step_in[18] & \$1256 ;
-  assign \$1258  = | s5_step_in[41:21];
-  assign \$1259  = ~ \$1258 ;
-  assign \$1260  = s5_step_in[20] & \$1259 ;
-  assign \$1261  = | s5_step_in[41:23];
-  assign \$1262  = ~ \$1261 ;
-  assign \$1263  = s5_step_in[22] & \$1262 ;
-  assign \$1264  = | s5_step_in[41:25];
-  assign \$1265  = ~ \$1264 ;
-  assign \$1266  = s5_step_in[24] & \$1265 ;
-  assign \$1267  = | s5_step_in[41:27];
-  assign \$1268  = ~ \$1267 ;
-  assign \$1269  = s5_step_in[26] & \$1268 ;
-  assign \$1270  = | s5_step_in[41:29];
-  assign \$1271  = ~ \$1270 ;
-  assign \$1272  = s5_step_in[28] & \$1271 ;
-  assign \$1273  = | s5_step_in[41:31];
-  assign \$1274  = ~ \$1273 ;
-  assign \$1275  = s5_step_in[30] & \$1274 ;
-  assign \$1276  = | s5_step_in[41:33];
-  assign \$1277  = ~ \$1276 ;
-  assign \$1278  = s5_step_in[32] & \$1277 ;
-  assign \$1279  = | s5_step_in[41:35];
-  assign \$1280  = ~ \$1279 ;
-  assign \$1281  = s5_step_in[34] & \$1280 ;
-  assign \$1282  = | s5_step_in[41:37];
-  assign \$1283  = ~ \$1282 ;
-  assign \$1284  = s5_step_in[36] & \$1283 ;
-  assign \$1285  = | s5_step_in[41:39];
-  assign \$1286  = ~ \$1285 ;
-  assign \$1287  = s5_step_in[38] & \$1286 ;
-  assign \$1289  = ~ \$1288 ;
-  assign \$1290  = s5_step_in[40] & \$1289 ;
-  assign \$1291  = | { \$1290 , \$1287 , \$1284 , \$1281 , \$1278 , \$1275 , \$1272 , \$1269 , \$1266 , \$1263 , \$1260 , \$1257 , \$1254 , \$1251 , \$1248 , \$1245 , \$1242 , \$1239 , \$1236 , \$1233 , \$1230  };
-  assign \$1292  = | s5_step_in[41:2];
-  assign \$1293  = ~ \$1292 ;
-  assign \$1294  = s5_step_in[1] & \$1293 ;
-  assign \$1295  = | s5_step_in[41:3];
-  assign \$1296  = ~ \$1295 ;
-  assign \$1297  = s5_step_in[2] & \$1296 ;
-  assign \$1298  = | s5_step_in[41:6];
-  assign \$1299  = ~ \$1298 ;
-  assign \$1300  = s5_step_in[5] & \$1299 ;
-  assign \$1301  = | s5_step_in[41:7];
-  assign \$1302  = ~ \$1301 ;
-  assign \$1303  = s5_step_in[6] & \$1302 ;
-  assign \$1304  = | s5_step_in[41:10];
-  assign \$1305  = ~ \$1304 ;
-  assign \$1306  = s5_step_in[9] & \$1305 ;
-  assign \$1307  = | s5_step_in[41:11];
-  assign \$1308  = ~ \$1307 ;
-  assign \$1309  = s5_step_in[10] & \$1308 ;
-  assign \$1310  = | s5_step_in[41:14];
-  assign \$1311  = ~ \$1310 ;
-  assign \$1312  = s5_step_in[13] & \$1311 ;
-  assign \$1313  = | s5_step_in[41:15];
-  assign \$1314  = ~ \$1313 ;
-  assign \$1315  = s5_step_in[14] & \$1314 ;
-  assign \$1316  = | s5_step_in[41:18];
-  assign \$1317  = ~ \$1316 ;
-  assign \$1318  = s5_step_in[17] & \$1317 ;
-  assign \$1319  = | s5_step_in[41:19];
-  assign \$1320  = ~ \$1319 ;
-  assign \$1321  = s5_step_in[18] & \$1320 ;
-  assign \$1322  = | s5_step_in[41:22];
-  assign \$1323  = ~ \$1322 ;
-  assign \$1324  = s5_step_in[21] & \$1323 ;
-  assign \$1325  = | s5_step_in[41:23];
-  assign \$1326  = ~ \$1325 ;
-  assign \$1327  = s5_step_in[22] & \$1326 ;
-  assign \$1328  = | s5_step_in[41:26];
-  assign \$1329  = ~ \$1328 ;
-  assign \$1330  = s5_step_in[25] & \$1329 ;
-  assign \$1331  = | s5_step_in[41:27];
-  assign \$1332  = ~ \$1331 ;
-  assign \$1333  = s5_step_in[26] & \$1332 ;
-  assign \$1334  = | s5_step_in[41:30];
-  assign \$1335  = ~ \$1334 ;
-  assign \$1336  = s5_step_in[29] & \$1335 ;
-  assign \$1337  = | s5_step_in[41:31];
-  assign \$1338  = ~ \$1337 ;
-  assign \$1339  = s5_step_in[30] & \$1338 ;
-  assign \$1340  = | s5_step_in[41:34];
-  assign \$1341  = ~ \$1340 ;
-  assign \$1342  = s5_step_in[33] & \$1341 ;
-  assign \$1343  = | s5_step_in[41:35];
-  assign \$1344  = ~ \$1343 ;
-  assign \$1345  = s5_step_in[34] & \$1344 ;
-  assign \$1346  = | s5_step_in[41:38];
-  assign \$1347  = ~ \$1346 ;
-  assign \$1348  = s5_step_in[37] & \$1347 ;
-  assign \$1349  = | s5_step_in[41:39];
-  assign \$1350  = ~ \$1349 ;
-  assign \$1351  = s5_step_in[38] & \$1350 ;
-  assign \$1352  = | { s5_step_in[41], \$1351 , \$1348 , \$1345 , \$1342 , \$1339 , \$1336 , \$1333 , \$1330 , \$1327 , \$1324 , \$1321 , \$1318 , \$1315 , \$1312 , \$1309 , \$1306 , \$1303 , \$1300 , \$1297 , \$1294  };
-  assign \$1353  = | s5_step_in[41:4];
+  assign \$1222  = s5_step_in[12] & \$1221 ;
+  assign \$1223  = | s5_step_in[41:14];
+  assign \$1224  = ~ \$1223 ;
+  assign \$1225  = s5_step_in[13] & \$1224 ;
+  assign \$1226  = | s5_step_in[41:15];
+  assign \$1227  = ~ \$1226 ;
+  assign \$1228  = s5_step_in[14] & \$1227 ;
+  assign \$1229  = | s5_step_in[41:24];
+  assign \$1230  = ~ \$1229 ;
+  assign \$1231  = s5_step_in[23] & \$1230 ;
+  assign \$1232  = | s5_step_in[41:25];
+  assign \$1233  = ~ \$1232 ;
+  assign \$1234  = s5_step_in[24] & \$1233 ;
+  assign \$1235  = | s5_step_in[41:26];
+  assign \$1236  = ~ \$1235 ;
+  assign \$1237  = s5_step_in[25] & \$1236 ;
+  assign \$1238  = | s5_step_in[41:27];
+  assign \$1239  = ~ \$1238 ;
+  assign \$1240  = s5_step_in[26] & \$1239 ;
+  assign \$1241  = | s5_step_in[41:28];
+  assign \$1242  = ~ \$1241 ;
+  assign \$1243  = s5_step_in[27] & \$1242 ;
+  assign \$1244  = | s5_step_in[41:29];
+  assign \$1245  = ~ \$1244 ;
+  assign \$1246  = s5_step_in[28] & \$1245 ;
+  assign \$1247  = | s5_step_in[41:30];
+  assign \$1248  = ~ \$1247 ;
+  assign \$1249  = s5_step_in[29] & \$1248 ;
+  assign \$1250  = | s5_step_in[41:31];
+  assign \$1251  = ~ \$1250 ;
+  assign \$1252  = s5_step_in[30] & \$1251 ;
+  assign \$1253  = | s5_step_in[41:40];
+  assign \$1254  = ~ \$1253 ;
+  assign \$1255  = s5_step_in[39] & \$1254 ;
+  assign \$1257  = ~ \$1256 ;
+  assign \$1258  = s5_step_in[40] & \$1257 ;
+  assign \$1259  = | { s5_step_in[41], \$1258 , \$1255 , \$1252 , \$1249 , \$1246 , \$1243 , \$1240 , \$1237 , \$1234 , \$1231 , \$1228 , \$1225 , \$1222 , \$1219 , \$1216 , \$1213 , \$1210 , \$1207  };
+  assign \$1260  = | s5_step_in[41:16];
+  assign \$1261  = ~ \$1260 ;
+  assign \$1262  = s5_step_in[15] & \$1261 ;
+  assign \$1263  = | s5_step_in[41:17];
+  assign \$1264  = ~ \$1263 ;
+  assign \$1265  = s5_step_in[16] & \$1264 ;
+  assign \$1266  = | s5_step_in[41:18];
+  assign \$1267  = ~ \$1266 ;
+  assign \$1268  = s5_step_in[17] & \$1267 ;
+  assign \$1269  = | s5_step_in[41:19];
+  assign \$1270  = ~ \$1269 ;
+  assign \$1271  = s5_step_in[18] & \$1270 ;
+  assign \$1272  = | s5_step_in[41:20];
+  assign \$1273  = ~ \$1272 ;
+  assign \$1274  = s5_step_in[19] & \$1273 ;
+  assign \$1275  = | s5_step_in[41:21];
+  assign \$1276  = ~ \$1275 ;
+  assign \$1277  = s5_step_in[20] & \$1276 ;
+  assign \$1278  = | s5_step_in[41:22];
+  assign \$1279  = ~ \$1278 ;
+  assign \$1280  = s5_step_in[21] & \$1279 ;
+  assign \$1281  = | s5_step_in[41:23];
+  assign \$1282  = ~ \$1281 ;
+  assign \$1283  = s5_step_in[22] & \$1282 ;
+  assign \$1284  = | s5_step_in[41:24];
+  assign \$1285  = ~ \$1284 ;
+  assign \$1286  = s5_step_in[23] & \$1285 ;
+  assign \$1287  = | s5_step_in[41:25];
+  assign \$1288  = ~ \$1287 ;
+  assign \$1289  = s5_step_in[24] & \$1288 ;
+  assign \$1290  = | s5_step_in[41:26];
+  assign \$1291  = ~ \$1290 ;
+  assign \$1292  = s5_step_in[25] & \$1291 ;
+  assign \$1293  = | s5_step_in[41:27];
+  assign \$1294  = ~ \$1293 ;
+  assign \$1295  = s5_step_in[26] & \$1294 ;
+  assign \$1296  = | s5_step_in[41:28];
+  assign \$1297  = ~ \$1296 ;
+  assign \$1298  = s5_step_in[27] & \$1297 ;
+  assign \$1299  = | s5_step_in[41:29];
+  assign \$1300  = ~ \$1299 ;
+  assign \$1301  = s5_step_in[28] & \$1300 ;
+  assign \$1302  = | s5_step_in[41:30];
+  assign \$1303  = ~ \$1302 ;
+  assign \$1304  = s5_step_in[29] & \$1303 ;
+  assign \$1305  = | s5_step_in[41:31];
+  assign \$1306  = ~ \$1305 ;
+  assign \$1307  = s5_step_in[30] & \$1306 ;
+  assign \$1308  = | { \$1307 , \$1304 , \$1301 , \$1298 , \$1295 , \$1292 , \$1289 , \$1286 , \$1283 , \$1280 , \$1277 , \$1274 , \$1271 , \$1268 , \$1265 , \$1262  };
+  assign \$1309  = | s5_step_in[41:32];
+  assign \$1310  = ~ \$1309 ;
+  assign \$1311  = s5_step_in[31] & \$1310 ;
+  assign \$1312  = | s5_step_in[41:33];
+  assign \$1313  = ~ \$1312 ;
+  assign \$1314  = s5_step_in[32] & \$1313 ;
+  assign \$1315  = | s5_step_in[41:34];
+  assign \$1316  = ~ \$1315 ;
+  assign \$1317  = s5_step_in[33] & \$1316 ;
+  assign \$1318  = | s5_step_in[41:35];
+  assign \$1319  = ~ \$1318 ;
+  assign \$1320  = s5_step_in[34] & \$1319 ;
+  assign \$1321  = | s5_step_in[41:36];
+  assign \$1322  = ~ \$1321 ;
+  assign \$1323  = s5_step_in[35] & \$1322 ;
+  assign \$1324  = | s5_step_in[41:37];
+  assign \$1325  = ~ \$1324 ;
+  assign \$1326  = s5_step_in[36] & \$1325 ;
+  assign \$1327  = | s5_step_in[41:38];
+  assign \$1328  = ~ \$1327 ;
+  assign \$1329  = s5_step_in[37] & \$1328 ;
+  assign \$1330  = | s5_step_in[41:39];
+  assign \$1331  = ~ \$1330 ;
+  assign \$1332  = s5_step_in[38] & \$1331 ;
+  assign \$1333  = | s5_step_in[41:40];
+  assign \$1334  = ~ \$1333 ;
+  assign \$1335  = s5_step_in[39] & \$1334 ;
+  assign \$1337  = ~ \$1336 ;
+  assign \$1338  = s5_step_in[40] & \$1337 ;
+  assign \$1339  = | { s5_step_in[41], \$1338 , \$1335 , \$1332 , \$1329 , \$1326 , \$1323 , \$1320 , \$1317 , \$1314 , \$1311  };
+  assign \$1340  = { \$1339 , \$1308 , \$1259 , \$1204 , \$1143 , \$1082  } - 4'hb;
+  assign \$1341  = s5_step_in >> \$1340 [5:0];
+  assign \$1342  = \$1018  ? \$1341 [9:0] : s5_step_in[9:0];
+  assign \$1343  = | s5_step_in[41:10];
+  assign \$1344  = | s5_step_in[41:1];
+  assign \$1345  = ~ \$1344 ;
+  assign \$1346  = s5_step_in[0] & \$1345 ;
+  assign \$1347  = | s5_step_in[41:3];
+  assign \$1348  = ~ \$1347 ;
+  assign \$1349  = s5_step_in[2] & \$1348 ;
+  assign \$1350  = | s5_step_in[41:5];
+  assign \$1351  = ~ \$1350 ;
+  assign \$1352  = s5_step_in[4] & \$1351 ;
+  assign \$1353  = | s5_step_in[41:7];
   assign \$1354  = ~ \$1353 ;
-  assign \$1355  = s5_step_in[3] & \$1354 ;
-  assign \$1356  = | s5_step_in[41:5];
+  assign \$1355  = s5_step_in[6] & \$1354 ;
+  assign \$1356  = | s5_step_in[41:9];
   assign \$1357  = ~ \$1356 ;
-  assign \$1358  = s5_step_in[4] & \$1357 ;
-  assign \$1359  = | s5_step_in[41:6];
+  assign \$1358  = s5_step_in[8] & \$1357 ;
+  assign \$1359  = | s5_step_in[41:11];
   assign \$1360  = ~ \$1359 ;
-  assign \$1361  = s5_step_in[5] & \$1360 ;
-  assign \$1362  = | s5_step_in[41:7];
+  assign \$1361  = s5_step_in[10] & \$1360 ;
+  assign \$1362  = | s5_step_in[41:13];
   assign \$1363  = ~ \$1362 ;
-  assign \$1364  = s5_step_in[6] & \$1363 ;
-  assign \$1365  = | s5_step_in[41:12];
+  assign \$1364  = s5_step_in[12] & \$1363 ;
+  assign \$1365  = | s5_step_in[41:15];
   assign \$1366  = ~ \$1365 ;
-  assign \$1367  = s5_step_in[11] & \$1366 ;
-  assign \$1368  = | s5_step_in[41:13];
+  assign \$1367  = s5_step_in[14] & \$1366 ;
+  assign \$1368  = | s5_step_in[41:17];
   assign \$1369  = ~ \$1368 ;
-  assign \$1370  = s5_step_in[12] & \$1369 ;
-  assign \$1371  = | s5_step_in[41:14];
+  assign \$1370  = s5_step_in[16] & \$1369 ;
+  assign \$1371  = | s5_step_in[41:19];
   assign \$1372  = ~ \$1371 ;
-  assign \$1373  = s5_step_in[13] & \$1372 ;
-  assign \$1374  = | s5_step_in[41:15];
+  assign \$1373  = s5_step_in[18] & \$1372 ;
+  assign \$1374  = | s5_step_in[41:21];
   assign \$1375  = ~ \$1374 ;
-  assign \$1376  = s5_step_in[14] & \$1375 ;
-  assign \$1377  = | s5_step_in[41:20];
+  assign \$1376  = s5_step_in[20] & \$1375 ;
+  assign \$1377  = | s5_step_in[41:23];
   assign \$1378  = ~ \$1377 ;
-  assign \$1379  = s5_step_in[19] & \$1378 ;
-  assign \$1380  = | s5_step_in[41:21];
+  assign \$1379  = s5_step_in[22] & \$1378 ;
+  assign \$1380  = | s5_step_in[41:25];
   assign \$1381  = ~ \$1380 ;
-  assign \$1382  = s5_step_in[20] & \$1381 ;
-  assign \$1383  = | s5_step_in[41:22];
+  assign \$1382  = s5_step_in[24] & \$1381 ;
+  assign \$1383  = | s5_step_in[41:27];
   assign \$1384  = ~ \$1383 ;
-  assign \$1385  = s5_step_in[21] & \$1384 ;
-  assign \$1386  = | s5_step_in[41:23];
+  assign \$1385  = s5_step_in[26] & \$1384 ;
+  assign \$1386  = | s5_step_in[41:29];
   assign \$1387  = ~ \$1386 ;
-  assign \$1388  = s5_step_in[22] & \$1387 ;
-  assign \$1389  = | s5_step_in[41:28];
+  assign \$1388  = s5_step_in[28] & \$1387 ;
+  assign \$1389  = | s5_step_in[41:31];
   assign \$1390  = ~ \$1389 ;
-  assign \$1391  = s5_step_in[27] & \$1390 ;
-  assign \$1392  = | s5_step_in[41:29];
+  assign \$1391  = s5_step_in[30] & \$1390 ;
+  assign \$1392  = | s5_step_in[41:33];
   assign \$1393  = ~ \$1392 ;
-  assign \$1394  = s5_step_in[28] & \$1393 ;
-  assign \$1395  = | s5_step_in[41:30];
+  assign \$1394  = s5_step_in[32] & \$1393 ;
+  assign \$1395  = | s5_step_in[41:35];
   assign \$1396  = ~ \$1395 ;
-  assign \$1397  = s5_step_in[29] & \$1396 ;
-  assign \$1398  = | s5_step_in[41:31];
+  assign \$1397  = s5_step_in[34] & \$1396 ;
+  assign \$1398  = | s5_step_in[41:37];
   assign \$1399  = ~ \$1398 ;
-  assign \$1400  = s5_step_in[30] & \$1399 ;
-  assign \$1401  = | s5_step_in[41:36];
+  assign \$1400  = s5_step_in[36] & \$1399 ;
+  assign \$1401  = | s5_step_in[41:39];
   assign \$1402  = ~ \$1401 ;
-  assign \$1403  = s5_step_in[35] & \$1402 ;
-  assign \$1404  = | s5_step_in[41:37];
+  assign \$1403  = s5_step_in[38] & \$1402 ;
   assign \$1405  = ~ \$1404 ;
-  assign \$1406  = s5_step_in[36] & \$1405 ;
-  assign \$1407  = | s5_step_in[41:38];
-  assign \$1408  = ~ \$1407 ;
-  assign \$1409  = s5_step_in[37] & \$1408 ;
-  assign \$1410  = | s5_step_in[41:39];
-  assign \$1411  = ~ \$1410 ;
-  assign \$1412  = s5_step_in[38] & \$1411 ;
-  assign \$1413  = | { \$1412 , \$1409 , \$1406 , \$1403 , \$1400 , \$1397 , \$1394 , \$1391 , \$1388 , \$1385 , \$1382 , \$1379 , \$1376 , \$1373 , \$1370 , \$1367 , \$1364 , \$1361 , \$1358 , \$1355  };
-  assign \$1414  = | s5_step_in[41:8];
+  assign \$1406  = s5_step_in[40] & \$1405 ;
+  assign \$1407  = | { \$1406 , \$1403 , \$1400 , \$1397 , \$1394 , \$1391 , \$1388 , \$1385 , \$1382 , \$1379 , \$1376 , \$1373 , \$1370 , \$1367 , \$1364 , \$1361 , \$1358 , \$1355 , \$1352 , \$1349 , \$1346  };
+  assign \$1408  = | s5_step_in[41:2];
+  assign \$1409  = ~ \$1408 ;
+  assign \$1410  = s5_step_in[1] & \$1409 ;
+  assign \$1411  = | s5_step_in[41:3];
+  assign \$1412  = ~ \$1411 ;
+  assign \$1413  = s5_step_in[2] & \$1412 ;
+  assign \$1414  = | s5_step_in[41:6];
   assign \$1415  = ~ \$1414 ;
-  assign \$1416  = s5_step_in[7] & \$1415 ;
-  assign \$1417  = | s5_step_in[41:9];
+  assign \$1416  = s5_step_in[5] & \$1415 ;
+  assign \$1417  = | s5_step_in[41:7];
   assign \$1418  = ~ \$1417 ;
-  assign \$1419  = s5_step_in[8] & \$1418 ;
+  assign \$1419  = s5_step_in[6] & \$1418 ;
   assign \$1420  = | s5_step_in[41:10];
   assign \$1421  = ~ \$1420 ;
   assign \$1422  = s5_step_in[9] & \$1421 ;
   assign \$1423  = | s5_step_in[41:11];
   assign \$1424  = ~ \$1423 ;
   assign \$1425  = s5_step_in[10] & \$1424 ;
-  assign \$1426  = | s5_step_in[41:12];
+  assign \$1426  = | s5_step_in[41:14];
   assign \$1427  = ~ \$1426 ;
-  assign \$1428  = s5_step_in[11] & \$1427 ;
-  assign \$1429  = | s5_step_in[41:13];
+  assign \$1428  = s5_step_in[13] & \$1427 ;
+  assign \$1429  = | s5_step_in[41:15];
   assign \$1430  = ~ \$1429 ;
-  assign \$1431  = s5_step_in[12] & \$1430 ;
-  assign \$1432  = | s5_step_in[41:14];
+  assign \$1431  = s5_step_in[14] & \$1430 ;
+  assign \$1432  = | s5_step_in[41:18];
   assign \$1433  = ~ \$1432 ;
-  assign \$1434  = s5_step_in[13] & \$1433 ;
-  assign \$1435  = | s5_step_in[41:15];
+  assign \$1434  = s5_step_in[17] & \$1433 ;
+  assign \$1435  = | s5_step_in[41:19];
   assign \$1436  = ~ \$1435 ;
-  assign \$1437  = s5_step_in[14] & \$1436 ;
-  assign \$1438  = | s5_step_in[41:24];
+  assign \$1437  = s5_step_in[18] & \$1436 ;
+  assign \$1438  = | s5_step_in[41:22];
   assign \$1439  = ~ \$1438 ;
-  assign \$1440  = s5_step_in[23] & \$1439 ;
-  assign \$1441  = | s5_step_in[41:25];
+  assign \$1440  = s5_step_in[21] & \$1439 ;
+  assign \$1441  = | s5_step_in[41:23];
   assign \$1442  = ~ \$1441 ;
-  assign \$1443  = s5_step_in[24] & \$1442 ;
+  assign \$1443  = s5_step_in[22] & \$1442 ;
   assign \$1444  = | s5_step_in[41:26];
   assign \$1445  = ~ \$1444 ;
   assign \$1446  = s5_step_in[25] & \$1445 ;
   assign \$1447  = | s5_step_in[41:27];
   assign \$1448  = ~ \$1447 ;
   assign \$1449  = s5_step_in[26] & \$1448 ;
-  assign \$1450  = | s5_step_in[41:28];
+  assign \$1450  = | s5_step_in[41:30];
   assign \$1451  = ~ \$1450 ;
-  assign \$1452  = s5_step_in[27] & \$1451 ;
-  assign \$1453  = | s5_step_in[41:29];
+  assign \$1452  = s5_step_in[29] & \$1451 ;
+  assign \$1453  = | s5_step_in[41:31];
   assign \$1454  = ~ \$1453 ;
-  assign \$1455  = s5_step_in[28] & \$1454 ;
-  assign \$1456  = | s5_step_in[41:30];
+  assign \$1455  = s5_step_in[30] & \$1454 ;
+  assign \$1456  = | s5_step_in[41:34];
   assign \$1457  = ~ \$1456 ;
-  assign \$1458  = s5_step_in[29] & \$1457 ;
-  assign \$1459  = | s5_step_in[41:31];
+  assign \$1458  = s5_step_in[33] & \$1457 ;
+  assign \$1459  = | s5_step_in[41:35];
   assign \$1460  = ~ \$1459 ;
-  assign \$1461  = s5_step_in[30] & \$1460 ;
-  assign \$1462  = | s5_step_in[41:40];
+  assign \$1461  = s5_step_in[34] & \$1460 ;
+  assign \$1462  = | s5_step_in[41:38];
   assign \$1463  = ~ \$1462 ;
-  assign \$1464  = s5_step_in[39] & \$1463 ;
+  assign \$1464  = s5_step_in[37] & \$1463 ;
+  assign \$1465  = | s5_step_in[41:39];
   assign \$1466  = ~ \$1465 ;
-  assign \$1467  = s5_step_in[40] & \$1466 ;
-  assign \$1468  = | { s5_step_in[41], \$1467 , \$1464 , \$1461 , \$1458 , \$1455 , \$1452 , \$1449 , \$1446 , \$1443 , \$1440 , \$1437 , \$1434 , \$1431 , \$1428 , \$1425 , \$1422 , \$1419 , \$1416  };
-  assign \$1469  = | s5_step_in[41:16];
+  assign \$1467  = s5_step_in[38] & \$1466 ;
+  assign \$1468  = | { s5_step_in[41], \$1467 , \$1464 , \$1461 , \$1458 , \$1455 , \$1452 , \$1449 , \$1446 , \$1443 , \$1440 , \$1437 , \$1434 , \$1431 , \$1428 , \$1425 , \$1422 , \$1419 , \$1416 , \$1413 , \$1410  };
+  assign \$1469  = | s5_step_in[41:4];
   assign \$1470  = ~ \$1469 ;
-  assign \$1471  = s5_step_in[15] & \$1470 ;
-  assign \$1472  = | s5_step_in[41:17];
+  assign \$1471  = s5_step_in[3] & \$1470 ;
+  assign \$1472  = | s5_step_in[41:5];
   assign \$1473  = ~ \$1472 ;
-  assign \$1474  = s5_step_in[16] & \$1473 ;
-  assign \$1475  = | s5_step_in[41:18];
+  assign \$1474  = s5_step_in[4] & \$1473 ;
+  assign \$1475  = | s5_step_in[41:6];
   assign \$1476  = ~ \$1475 ;
-  assign \$1477  = s5_step_in[17] & \$1476 ;
-  assign \$1478  = | s5_step_in[41:19];
+  assign \$1477  = s5_step_in[5] & \$1476 ;
+  assign \$1478  = | s5_step_in[41:7];
   assign \$1479  = ~ \$1478 ;
-  assign \$1480  = s5_step_in[18] & \$1479 ;
-  assign \$1481  = | s5_step_in[41:20];
+  assign \$1480  = s5_step_in[6] & \$1479 ;
+  assign \$1481  = | s5_step_in[41:12];
   assign \$1482  = ~ \$1481 ;
-  assign \$1483  = s5_step_in[19] & \$1482 ;
-  assign \$1484  = | s5_step_in[41:21];
+  assign \$1483  = s5_step_in[11] & \$1482 ;
+  assign \$1484  = | s5_step_in[41:13];
   assign \$1485  = ~ \$1484 ;
-  assign \$1486  = s5_step_in[20] & \$1485 ;
-  assign \$1487  = | s5_step_in[41:22];
+  assign \$1486  = s5_step_in[12] & \$1485 ;
+  assign \$1487  = | s5_step_in[41:14];
   assign \$1488  = ~ \$1487 ;
-  assign \$1489  = s5_step_in[21] & \$1488 ;
-  assign \$1490  = | s5_step_in[41:23];
+  assign \$1489  = s5_step_in[13] & \$1488 ;
+  assign \$1490  = | s5_step_in[41:15];
   assign \$1491  = ~ \$1490 ;
-  assign \$1492  = s5_step_in[22] & \$1491 ;
-  assign \$1493  = | s5_step_in[41:24];
+  assign \$1492  = s5_step_in[14] & \$1491 ;
+  assign \$1493  = | s5_step_in[41:20];
   assign \$1494  = ~ \$1493 ;
-  assign \$1495  = s5_step_in[23] & \$1494 ;
-  assign \$1496  = | s5_step_in[41:25];
+  assign \$1495  = s5_step_in[19] & \$1494 ;
+  assign \$1496  = | s5_step_in[41:21];
   assign \$1497  = ~ \$1496 ;
-  assign \$1498  = s5_step_in[24] & \$1497 ;
-  assign \$1499  = | s5_step_in[41:26];
+  assign \$1498  = s5_step_in[20] & \$1497 ;
+  assign \$1499  = | s5_step_in[41:22];
   assign \$1500  = ~ \$1499 ;
-  assign \$1501  = s5_step_in[25] & \$1500 ;
-  assign \$1502  = | s5_step_in[41:27];
+  assign \$1501  = s5_step_in[21] & \$1500 ;
+  assign \$1502  = | s5_step_in[41:23];
   assign \$1503  = ~ \$1502 ;
-  assign \$1504  = s5_step_in[26] & \$1503 ;
+  assign \$1504  = s5_step_in[22] & \$1503 ;
   assign \$1505  = | s5_step_in[41:28];
   assign \$1506  = ~ \$1505 ;
   assign \$1507  = s5_step_in[27] & \$1506 ;
@@ -106424,315 +106436,315 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$1514  = | s5_step_in[41:31];
   assign \$1515  = ~ \$1514 ;
   assign \$1516  = s5_step_in[30] & \$1515 ;
-  assign \$1517  = | { \$1516 , \$1513 , \$1510 , \$1507 , \$1504 , \$1501 , \$1498 , \$1495 , \$1492 , \$1489 , \$1486 , \$1483 , \$1480 , \$1477 , \$1474 , \$1471  };
-  assign \$1518  = | s5_step_in[41:32];
-  assign \$1519  = ~ \$1518 ;
-  assign \$1520  = s5_step_in[31] & \$1519 ;
-  assign \$1521  = | s5_step_in[41:33];
-  assign \$1522  = ~ \$1521 ;
-  assign \$1523  = s5_step_in[32] & \$1522 ;
-  assign \$1524  = | s5_step_in[41:34];
-  assign \$1525  = ~ \$1524 ;
-  assign \$1526  = s5_step_in[33] & \$1525 ;
-  assign \$1527  = | s5_step_in[41:35];
-  assign \$1528  = ~ \$1527 ;
-  assign \$1529  = s5_step_in[34] & \$1528 ;
-  assign \$1530  = | s5_step_in[41:36];
+  assign \$1517  = | s5_step_in[41:36];
+  assign \$1518  = ~ \$1517 ;
+  assign \$1519  = s5_step_in[35] & \$1518 ;
+  assign \$1520  = | s5_step_in[41:37];
+  assign \$1521  = ~ \$1520 ;
+  assign \$1522  = s5_step_in[36] & \$1521 ;
+  assign \$1523  = | s5_step_in[41:38];
+  assign \$1524  = ~ \$1523 ;
+  assign \$1525  = s5_step_in[37] & \$1524 ;
+  assign \$1526  = | s5_step_in[41:39];
+  assign \$1527  = ~ \$1526 ;
+  assign \$1528  = s5_step_in[38] & \$1527 ;
+  assign \$1529  = | { \$1528 , \$1525 , \$1522 , \$1519 , \$1516 , \$1513 , \$1510 , \$1507 , \$1504 , \$1501 , \$1498 , \$1495 , \$1492 , \$1489 , \$1486 , \$1483 , \$1480 , \$1477 , \$1474 , \$1471  };
+  assign \$1530  = | s5_step_in[41:8];
   assign \$1531  = ~ \$1530 ;
-  assign \$1532  = s5_step_in[35] & \$1531 ;
-  assign \$1533  = | s5_step_in[41:37];
+  assign \$1532  = s5_step_in[7] & \$1531 ;
+  assign \$1533  = | s5_step_in[41:9];
   assign \$1534  = ~ \$1533 ;
-  assign \$1535  = s5_step_in[36] & \$1534 ;
-  assign \$1536  = | s5_step_in[41:38];
+  assign \$1535  = s5_step_in[8] & \$1534 ;
+  assign \$1536  = | s5_step_in[41:10];
   assign \$1537  = ~ \$1536 ;
-  assign \$1538  = s5_step_in[37] & \$1537 ;
-  assign \$1539  = | s5_step_in[41:39];
+  assign \$1538  = s5_step_in[9] & \$1537 ;
+  assign \$1539  = | s5_step_in[41:11];
   assign \$1540  = ~ \$1539 ;
-  assign \$1541  = s5_step_in[38] & \$1540 ;
-  assign \$1542  = | s5_step_in[41:40];
+  assign \$1541  = s5_step_in[10] & \$1540 ;
+  assign \$1542  = | s5_step_in[41:12];
   assign \$1543  = ~ \$1542 ;
-  assign \$1544  = s5_step_in[39] & \$1543 ;
+  assign \$1544  = s5_step_in[11] & \$1543 ;
+  assign \$1545  = | s5_step_in[41:13];
   assign \$1546  = ~ \$1545 ;
-  assign \$1547  = s5_step_in[40] & \$1546 ;
-  assign \$1548  = | { s5_step_in[41], \$1547 , \$1544 , \$1541 , \$1538 , \$1535 , \$1532 , \$1529 , \$1526 , \$1523 , \$1520  };
-  assign \$1549  = { \$1548 , \$1517 , \$1468 , \$1413 , \$1352 , \$1291  } - 4'ha;
-  assign \$1550  = \$1227  ? \$1549 [4:0] : 5'h00;
-  assign \$1551  = | s5_step_out[41:10];
-  assign \$1552  = | s5_step_out[41:1];
-  assign \$1553  = ~ \$1552 ;
-  assign \$1554  = s5_step_out[0] & \$1553 ;
-  assign \$1555  = | s5_step_out[41:3];
-  assign \$1556  = ~ \$1555 ;
-  assign \$1557  = s5_step_out[2] & \$1556 ;
-  assign \$1558  = | s5_step_out[41:5];
-  assign \$1559  = ~ \$1558 ;
-  assign \$1560  = s5_step_out[4] & \$1559 ;
-  assign \$1561  = | s5_step_out[41:7];
-  assign \$1562  = ~ \$1561 ;
-  assign \$1563  = s5_step_out[6] & \$1562 ;
-  assign \$1564  = | s5_step_out[41:9];
-  assign \$1565  = ~ \$1564 ;
-  assign \$1566  = s5_step_out[8] & \$1565 ;
-  assign \$1567  = | s5_step_out[41:11];
-  assign \$1568  = ~ \$1567 ;
-  assign \$1569  = s5_step_out[10] & \$1568 ;
-  assign \$1570  = | s5_step_out[41:13];
-  assign \$1571  = ~ \$1570 ;
-  assign \$1572  = s5_step_out[12] & \$1571 ;
-  assign \$1573  = | s5_step_out[41:15];
-  assign \$1574  = ~ \$1573 ;
-  assign \$1575  = s5_step_out[14] & \$1574 ;
-  assign \$1576  = | s5_step_out[41:17];
-  assign \$1577  = ~ \$1576 ;
-  assign \$1578  = s5_step_out[16] & \$1577 ;
-  assign \$1579  = | s5_step_out[41:19];
-  assign \$1580  = ~ \$1579 ;
-  assign \$1581  = s5_step_out[18] & \$1580 ;
-  assign \$1582  = | s5_step_out[41:21];
-  assign \$1583  = ~ \$1582 ;
-  assign \$1584  = s5_step_out[20] & \$1583 ;
-  assign \$1585  = | s5_step_out[41:23];
+  assign \$1547  = s5_step_in[12] & \$1546 ;
+  assign \$1548  = | s5_step_in[41:14];
+  assign \$1549  = ~ \$1548 ;
+  assign \$1550  = s5_step_in[13] & \$1549 ;
+  assign \$1551  = | s5_step_in[41:15];
+  assign \$1552  = ~ \$1551 ;
+  assign \$1553  = s5_step_in[14] & \$1552 ;
+  assign \$1554  = | s5_step_in[41:24];
+  assign \$1555  = ~ \$1554 ;
+  assign \$1556  = s5_step_in[23] & \$1555 ;
+  assign \$1557  = | s5_step_in[41:25];
+  assign \$1558  = ~ \$1557 ;
+  assign \$1559  = s5_step_in[24] & \$1558 ;
+  assign \$1560  = | s5_step_in[41:26];
+  assign \$1561  = ~ \$1560 ;
+  assign \$1562  = s5_step_in[25] & \$1561 ;
+  assign \$1563  = | s5_step_in[41:27];
+  assign \$1564  = ~ \$1563 ;
+  assign \$1565  = s5_step_in[26] & \$1564 ;
+  assign \$1566  = | s5_step_in[41:28];
+  assign \$1567  = ~ \$1566 ;
+  assign \$1568  = s5_step_in[27] & \$1567 ;
+  assign \$1569  = | s5_step_in[41:29];
+  assign \$1570  = ~ \$1569 ;
+  assign \$1571  = s5_step_in[28] & \$1570 ;
+  assign \$1572  = | s5_step_in[41:30];
+  assign \$1573  = ~ \$1572 ;
+  assign \$1574  = s5_step_in[29] & \$1573 ;
+  assign \$1575  = | s5_step_in[41:31];
+  assign \$1576  = ~ \$1575 ;
+  assign \$1577  = s5_step_in[30] & \$1576 ;
+  assign \$1578  = | s5_step_in[41:40];
+  assign \$1579  = ~ \$1578 ;
+  assign \$1580  = s5_step_in[39] & \$1579 ;
+  assign \$1582  = ~ \$1581 ;
+  assign \$1583  = s5_step_in[40] & \$1582 ;
+  assign \$1584  = | { s5_step_in[41], \$1583 , \$1580 , \$1577 , \$1574 , \$1571 , \$1568 , \$1565 , \$1562 , \$1559 , \$1556 , \$1553 , \$1550 , \$1547 , \$1544 , \$1541 , \$1538 , \$1535 , \$1532  };
+  assign \$1585  = | s5_step_in[41:16];
   assign \$1586  = ~ \$1585 ;
-  assign \$1587  = s5_step_out[22] & \$1586 ;
-  assign \$1588  = | s5_step_out[41:25];
+  assign \$1587  = s5_step_in[15] & \$1586 ;
+  assign \$1588  = | s5_step_in[41:17];
   assign \$1589  = ~ \$1588 ;
-  assign \$1590  = s5_step_out[24] & \$1589 ;
-  assign \$1591  = | s5_step_out[41:27];
+  assign \$1590  = s5_step_in[16] & \$1589 ;
+  assign \$1591  = | s5_step_in[41:18];
   assign \$1592  = ~ \$1591 ;
-  assign \$1593  = s5_step_out[26] & \$1592 ;
-  assign \$1594  = | s5_step_out[41:29];
+  assign \$1593  = s5_step_in[17] & \$1592 ;
+  assign \$1594  = | s5_step_in[41:19];
   assign \$1595  = ~ \$1594 ;
-  assign \$1596  = s5_step_out[28] & \$1595 ;
-  assign \$1597  = | s5_step_out[41:31];
+  assign \$1596  = s5_step_in[18] & \$1595 ;
+  assign \$1597  = | s5_step_in[41:20];
   assign \$1598  = ~ \$1597 ;
-  assign \$1599  = s5_step_out[30] & \$1598 ;
-  assign \$1600  = | s5_step_out[41:33];
+  assign \$1599  = s5_step_in[19] & \$1598 ;
+  assign \$1600  = | s5_step_in[41:21];
   assign \$1601  = ~ \$1600 ;
-  assign \$1602  = s5_step_out[32] & \$1601 ;
-  assign \$1603  = | s5_step_out[41:35];
+  assign \$1602  = s5_step_in[20] & \$1601 ;
+  assign \$1603  = | s5_step_in[41:22];
   assign \$1604  = ~ \$1603 ;
-  assign \$1605  = s5_step_out[34] & \$1604 ;
-  assign \$1606  = | s5_step_out[41:37];
+  assign \$1605  = s5_step_in[21] & \$1604 ;
+  assign \$1606  = | s5_step_in[41:23];
   assign \$1607  = ~ \$1606 ;
-  assign \$1608  = s5_step_out[36] & \$1607 ;
-  assign \$1609  = | s5_step_out[41:39];
+  assign \$1608  = s5_step_in[22] & \$1607 ;
+  assign \$1609  = | s5_step_in[41:24];
   assign \$1610  = ~ \$1609 ;
-  assign \$1611  = s5_step_out[38] & \$1610 ;
+  assign \$1611  = s5_step_in[23] & \$1610 ;
+  assign \$1612  = | s5_step_in[41:25];
   assign \$1613  = ~ \$1612 ;
-  assign \$1614  = s5_step_out[40] & \$1613 ;
-  assign \$1615  = | { \$1614 , \$1611 , \$1608 , \$1605 , \$1602 , \$1599 , \$1596 , \$1593 , \$1590 , \$1587 , \$1584 , \$1581 , \$1578 , \$1575 , \$1572 , \$1569 , \$1566 , \$1563 , \$1560 , \$1557 , \$1554  };
-  assign \$1616  = | s5_step_out[41:2];
-  assign \$1617  = ~ \$1616 ;
-  assign \$1618  = s5_step_out[1] & \$1617 ;
-  assign \$1619  = | s5_step_out[41:3];
-  assign \$1620  = ~ \$1619 ;
-  assign \$1621  = s5_step_out[2] & \$1620 ;
-  assign \$1622  = | s5_step_out[41:6];
-  assign \$1623  = ~ \$1622 ;
-  assign \$1624  = s5_step_out[5] & \$1623 ;
-  assign \$1625  = | s5_step_out[41:7];
-  assign \$1626  = ~ \$1625 ;
-  assign \$1627  = s5_step_out[6] & \$1626 ;
-  assign \$1628  = | s5_step_out[41:10];
-  assign \$1629  = ~ \$1628 ;
-  assign \$1630  = s5_step_out[9] & \$1629 ;
-  assign \$1631  = | s5_step_out[41:11];
-  assign \$1632  = ~ \$1631 ;
-  assign \$1633  = s5_step_out[10] & \$1632 ;
-  assign \$1634  = | s5_step_out[41:14];
+  assign \$1614  = s5_step_in[24] & \$1613 ;
+  assign \$1615  = | s5_step_in[41:26];
+  assign \$1616  = ~ \$1615 ;
+  assign \$1617  = s5_step_in[25] & \$1616 ;
+  assign \$1618  = | s5_step_in[41:27];
+  assign \$1619  = ~ \$1618 ;
+  assign \$1620  = s5_step_in[26] & \$1619 ;
+  assign \$1621  = | s5_step_in[41:28];
+  assign \$1622  = ~ \$1621 ;
+  assign \$1623  = s5_step_in[27] & \$1622 ;
+  assign \$1624  = | s5_step_in[41:29];
+  assign \$1625  = ~ \$1624 ;
+  assign \$1626  = s5_step_in[28] & \$1625 ;
+  assign \$1627  = | s5_step_in[41:30];
+  assign \$1628  = ~ \$1627 ;
+  assign \$1629  = s5_step_in[29] & \$1628 ;
+  assign \$1630  = | s5_step_in[41:31];
+  assign \$1631  = ~ \$1630 ;
+  assign \$1632  = s5_step_in[30] & \$1631 ;
+  assign \$1633  = | { \$1632 , \$1629 , \$1626 , \$1623 , \$1620 , \$1617 , \$1614 , \$1611 , \$1608 , \$1605 , \$1602 , \$1599 , \$1596 , \$1593 , \$1590 , \$1587  };
+  assign \$1634  = | s5_step_in[41:32];
   assign \$1635  = ~ \$1634 ;
-  assign \$1636  = s5_step_out[13] & \$1635 ;
-  assign \$1637  = | s5_step_out[41:15];
+  assign \$1636  = s5_step_in[31] & \$1635 ;
+  assign \$1637  = | s5_step_in[41:33];
   assign \$1638  = ~ \$1637 ;
-  assign \$1639  = s5_step_out[14] & \$1638 ;
-  assign \$1640  = | s5_step_out[41:18];
+  assign \$1639  = s5_step_in[32] & \$1638 ;
+  assign \$1640  = | s5_step_in[41:34];
   assign \$1641  = ~ \$1640 ;
-  assign \$1642  = s5_step_out[17] & \$1641 ;
-  assign \$1643  = | s5_step_out[41:19];
+  assign \$1642  = s5_step_in[33] & \$1641 ;
+  assign \$1643  = | s5_step_in[41:35];
   assign \$1644  = ~ \$1643 ;
-  assign \$1645  = s5_step_out[18] & \$1644 ;
-  assign \$1646  = | s5_step_out[41:22];
+  assign \$1645  = s5_step_in[34] & \$1644 ;
+  assign \$1646  = | s5_step_in[41:36];
   assign \$1647  = ~ \$1646 ;
-  assign \$1648  = s5_step_out[21] & \$1647 ;
-  assign \$1649  = | s5_step_out[41:23];
+  assign \$1648  = s5_step_in[35] & \$1647 ;
+  assign \$1649  = | s5_step_in[41:37];
   assign \$1650  = ~ \$1649 ;
-  assign \$1651  = s5_step_out[22] & \$1650 ;
-  assign \$1652  = | s5_step_out[41:26];
+  assign \$1651  = s5_step_in[36] & \$1650 ;
+  assign \$1652  = | s5_step_in[41:38];
   assign \$1653  = ~ \$1652 ;
-  assign \$1654  = s5_step_out[25] & \$1653 ;
-  assign \$1655  = | s5_step_out[41:27];
+  assign \$1654  = s5_step_in[37] & \$1653 ;
+  assign \$1655  = | s5_step_in[41:39];
   assign \$1656  = ~ \$1655 ;
-  assign \$1657  = s5_step_out[26] & \$1656 ;
-  assign \$1658  = | s5_step_out[41:30];
+  assign \$1657  = s5_step_in[38] & \$1656 ;
+  assign \$1658  = | s5_step_in[41:40];
   assign \$1659  = ~ \$1658 ;
-  assign \$1660  = s5_step_out[29] & \$1659 ;
-  assign \$1661  = | s5_step_out[41:31];
+  assign \$1660  = s5_step_in[39] & \$1659 ;
   assign \$1662  = ~ \$1661 ;
-  assign \$1663  = s5_step_out[30] & \$1662 ;
-  assign \$1664  = | s5_step_out[41:34];
-  assign \$1665  = ~ \$1664 ;
-  assign \$1666  = s5_step_out[33] & \$1665 ;
-  assign \$1667  = | s5_step_out[41:35];
-  assign \$1668  = ~ \$1667 ;
-  assign \$1669  = s5_step_out[34] & \$1668 ;
-  assign \$1670  = | s5_step_out[41:38];
-  assign \$1671  = ~ \$1670 ;
-  assign \$1672  = s5_step_out[37] & \$1671 ;
-  assign \$1673  = | s5_step_out[41:39];
-  assign \$1674  = ~ \$1673 ;
-  assign \$1675  = s5_step_out[38] & \$1674 ;
-  assign \$1676  = | { s5_step_out[41], \$1675 , \$1672 , \$1669 , \$1666 , \$1663 , \$1660 , \$1657 , \$1654 , \$1651 , \$1648 , \$1645 , \$1642 , \$1639 , \$1636 , \$1633 , \$1630 , \$1627 , \$1624 , \$1621 , \$1618  };
-  assign \$1677  = | s5_step_out[41:4];
+  assign \$1663  = s5_step_in[40] & \$1662 ;
+  assign \$1664  = | { s5_step_in[41], \$1663 , \$1660 , \$1657 , \$1654 , \$1651 , \$1648 , \$1645 , \$1642 , \$1639 , \$1636  };
+  assign \$1665  = { \$1664 , \$1633 , \$1584 , \$1529 , \$1468 , \$1407  } - 4'ha;
+  assign \$1666  = \$1343  ? \$1665 [4:0] : 5'h00;
+  assign \$1667  = | s5_step_out[41:10];
+  assign \$1668  = | s5_step_out[41:1];
+  assign \$1669  = ~ \$1668 ;
+  assign \$1670  = s5_step_out[0] & \$1669 ;
+  assign \$1671  = | s5_step_out[41:3];
+  assign \$1672  = ~ \$1671 ;
+  assign \$1673  = s5_step_out[2] & \$1672 ;
+  assign \$1674  = | s5_step_out[41:5];
+  assign \$1675  = ~ \$1674 ;
+  assign \$1676  = s5_step_out[4] & \$1675 ;
+  assign \$1677  = | s5_step_out[41:7];
   assign \$1678  = ~ \$1677 ;
-  assign \$1679  = s5_step_out[3] & \$1678 ;
-  assign \$1680  = | s5_step_out[41:5];
+  assign \$1679  = s5_step_out[6] & \$1678 ;
+  assign \$1680  = | s5_step_out[41:9];
   assign \$1681  = ~ \$1680 ;
-  assign \$1682  = s5_step_out[4] & \$1681 ;
-  assign \$1683  = | s5_step_out[41:6];
+  assign \$1682  = s5_step_out[8] & \$1681 ;
+  assign \$1683  = | s5_step_out[41:11];
   assign \$1684  = ~ \$1683 ;
-  assign \$1685  = s5_step_out[5] & \$1684 ;
-  assign \$1686  = | s5_step_out[41:7];
+  assign \$1685  = s5_step_out[10] & \$1684 ;
+  assign \$1686  = | s5_step_out[41:13];
   assign \$1687  = ~ \$1686 ;
-  assign \$1688  = s5_step_out[6] & \$1687 ;
-  assign \$1689  = | s5_step_out[41:12];
+  assign \$1688  = s5_step_out[12] & \$1687 ;
+  assign \$1689  = | s5_step_out[41:15];
   assign \$1690  = ~ \$1689 ;
-  assign \$1691  = s5_step_out[11] & \$1690 ;
-  assign \$1692  = | s5_step_out[41:13];
+  assign \$1691  = s5_step_out[14] & \$1690 ;
+  assign \$1692  = | s5_step_out[41:17];
   assign \$1693  = ~ \$1692 ;
-  assign \$1694  = s5_step_out[12] & \$1693 ;
-  assign \$1695  = | s5_step_out[41:14];
+  assign \$1694  = s5_step_out[16] & \$1693 ;
+  assign \$1695  = | s5_step_out[41:19];
   assign \$1696  = ~ \$1695 ;
-  assign \$1697  = s5_step_out[13] & \$1696 ;
-  assign \$1698  = | s5_step_out[41:15];
+  assign \$1697  = s5_step_out[18] & \$1696 ;
+  assign \$1698  = | s5_step_out[41:21];
   assign \$1699  = ~ \$1698 ;
-  assign \$1700  = s5_step_out[14] & \$1699 ;
-  assign \$1701  = | s5_step_out[41:20];
+  assign \$1700  = s5_step_out[20] & \$1699 ;
+  assign \$1701  = | s5_step_out[41:23];
   assign \$1702  = ~ \$1701 ;
-  assign \$1703  = s5_step_out[19] & \$1702 ;
-  assign \$1704  = | s5_step_out[41:21];
+  assign \$1703  = s5_step_out[22] & \$1702 ;
+  assign \$1704  = | s5_step_out[41:25];
   assign \$1705  = ~ \$1704 ;
-  assign \$1706  = s5_step_out[20] & \$1705 ;
-  assign \$1707  = | s5_step_out[41:22];
+  assign \$1706  = s5_step_out[24] & \$1705 ;
+  assign \$1707  = | s5_step_out[41:27];
   assign \$1708  = ~ \$1707 ;
-  assign \$1709  = s5_step_out[21] & \$1708 ;
-  assign \$1710  = | s5_step_out[41:23];
+  assign \$1709  = s5_step_out[26] & \$1708 ;
+  assign \$1710  = | s5_step_out[41:29];
   assign \$1711  = ~ \$1710 ;
-  assign \$1712  = s5_step_out[22] & \$1711 ;
-  assign \$1713  = | s5_step_out[41:28];
+  assign \$1712  = s5_step_out[28] & \$1711 ;
+  assign \$1713  = | s5_step_out[41:31];
   assign \$1714  = ~ \$1713 ;
-  assign \$1715  = s5_step_out[27] & \$1714 ;
-  assign \$1716  = | s5_step_out[41:29];
+  assign \$1715  = s5_step_out[30] & \$1714 ;
+  assign \$1716  = | s5_step_out[41:33];
   assign \$1717  = ~ \$1716 ;
-  assign \$1718  = s5_step_out[28] & \$1717 ;
-  assign \$1719  = | s5_step_out[41:30];
+  assign \$1718  = s5_step_out[32] & \$1717 ;
+  assign \$1719  = | s5_step_out[41:35];
   assign \$1720  = ~ \$1719 ;
-  assign \$1721  = s5_step_out[29] & \$1720 ;
-  assign \$1722  = | s5_step_out[41:31];
+  assign \$1721  = s5_step_out[34] & \$1720 ;
+  assign \$1722  = | s5_step_out[41:37];
   assign \$1723  = ~ \$1722 ;
-  assign \$1724  = s5_step_out[30] & \$1723 ;
-  assign \$1725  = | s5_step_out[41:36];
+  assign \$1724  = s5_step_out[36] & \$1723 ;
+  assign \$1725  = | s5_step_out[41:39];
   assign \$1726  = ~ \$1725 ;
-  assign \$1727  = s5_step_out[35] & \$1726 ;
-  assign \$1728  = | s5_step_out[41:37];
+  assign \$1727  = s5_step_out[38] & \$1726 ;
   assign \$1729  = ~ \$1728 ;
-  assign \$1730  = s5_step_out[36] & \$1729 ;
-  assign \$1731  = | s5_step_out[41:38];
-  assign \$1732  = ~ \$1731 ;
-  assign \$1733  = s5_step_out[37] & \$1732 ;
-  assign \$1734  = | s5_step_out[41:39];
-  assign \$1735  = ~ \$1734 ;
-  assign \$1736  = s5_step_out[38] & \$1735 ;
-  assign \$1737  = | { \$1736 , \$1733 , \$1730 , \$1727 , \$1724 , \$1721 , \$1718 , \$1715 , \$1712 , \$1709 , \$1706 , \$1703 , \$1700 , \$1697 , \$1694 , \$1691 , \$1688 , \$1685 , \$1682 , \$1679  };
-  assign \$1738  = | s5_step_out[41:8];
+  assign \$1730  = s5_step_out[40] & \$1729 ;
+  assign \$1731  = | { \$1730 , \$1727 , \$1724 , \$1721 , \$1718 , \$1715 , \$1712 , \$1709 , \$1706 , \$1703 , \$1700 , \$1697 , \$1694 , \$1691 , \$1688 , \$1685 , \$1682 , \$1679 , \$1676 , \$1673 , \$1670  };
+  assign \$1732  = | s5_step_out[41:2];
+  assign \$1733  = ~ \$1732 ;
+  assign \$1734  = s5_step_out[1] & \$1733 ;
+  assign \$1735  = | s5_step_out[41:3];
+  assign \$1736  = ~ \$1735 ;
+  assign \$1737  = s5_step_out[2] & \$1736 ;
+  assign \$1738  = | s5_step_out[41:6];
   assign \$1739  = ~ \$1738 ;
-  assign \$1740  = s5_step_out[7] & \$1739 ;
-  assign \$1741  = | s5_step_out[41:9];
+  assign \$1740  = s5_step_out[5] & \$1739 ;
+  assign \$1741  = | s5_step_out[41:7];
   assign \$1742  = ~ \$1741 ;
-  assign \$1743  = s5_step_out[8] & \$1742 ;
+  assign \$1743  = s5_step_out[6] & \$1742 ;
   assign \$1744  = | s5_step_out[41:10];
   assign \$1745  = ~ \$1744 ;
   assign \$1746  = s5_step_out[9] & \$1745 ;
   assign \$1747  = | s5_step_out[41:11];
   assign \$1748  = ~ \$1747 ;
   assign \$1749  = s5_step_out[10] & \$1748 ;
-  assign \$1750  = | s5_step_out[41:12];
+  assign \$1750  = | s5_step_out[41:14];
   assign \$1751  = ~ \$1750 ;
-  assign \$1752  = s5_step_out[11] & \$1751 ;
-  assign \$1753  = | s5_step_out[41:13];
+  assign \$1752  = s5_step_out[13] & \$1751 ;
+  assign \$1753  = | s5_step_out[41:15];
   assign \$1754  = ~ \$1753 ;
-  assign \$1755  = s5_step_out[12] & \$1754 ;
-  assign \$1756  = | s5_step_out[41:14];
+  assign \$1755  = s5_step_out[14] & \$1754 ;
+  assign \$1756  = | s5_step_out[41:18];
   assign \$1757  = ~ \$1756 ;
-  assign \$1758  = s5_step_out[13] & \$1757 ;
-  assign \$1759  = | s5_step_out[41:15];
+  assign \$1758  = s5_step_out[17] & \$1757 ;
+  assign \$1759  = | s5_step_out[41:19];
   assign \$1760  = ~ \$1759 ;
-  assign \$1761  = s5_step_out[14] & \$1760 ;
-  assign \$1762  = | s5_step_out[41:24];
+  assign \$1761  = s5_step_out[18] & \$1760 ;
+  assign \$1762  = | s5_step_out[41:22];
   assign \$1763  = ~ \$1762 ;
-  assign \$1764  = s5_step_out[23] & \$1763 ;
-  assign \$1765  = | s5_step_out[41:25];
+  assign \$1764  = s5_step_out[21] & \$1763 ;
+  assign \$1765  = | s5_step_out[41:23];
   assign \$1766  = ~ \$1765 ;
-  assign \$1767  = s5_step_out[24] & \$1766 ;
+  assign \$1767  = s5_step_out[22] & \$1766 ;
   assign \$1768  = | s5_step_out[41:26];
   assign \$1769  = ~ \$1768 ;
   assign \$1770  = s5_step_out[25] & \$1769 ;
   assign \$1771  = | s5_step_out[41:27];
   assign \$1772  = ~ \$1771 ;
   assign \$1773  = s5_step_out[26] & \$1772 ;
-  assign \$1774  = | s5_step_out[41:28];
+  assign \$1774  = | s5_step_out[41:30];
   assign \$1775  = ~ \$1774 ;
-  assign \$1776  = s5_step_out[27] & \$1775 ;
-  assign \$1777  = | s5_step_out[41:29];
+  assign \$1776  = s5_step_out[29] & \$1775 ;
+  assign \$1777  = | s5_step_out[41:31];
   assign \$1778  = ~ \$1777 ;
-  assign \$1779  = s5_step_out[28] & \$1778 ;
-  assign \$1780  = | s5_step_out[41:30];
+  assign \$1779  = s5_step_out[30] & \$1778 ;
+  assign \$1780  = | s5_step_out[41:34];
   assign \$1781  = ~ \$1780 ;
-  assign \$1782  = s5_step_out[29] & \$1781 ;
-  assign \$1783  = | s5_step_out[41:31];
+  assign \$1782  = s5_step_out[33] & \$1781 ;
+  assign \$1783  = | s5_step_out[41:35];
   assign \$1784  = ~ \$1783 ;
-  assign \$1785  = s5_step_out[30] & \$1784 ;
-  assign \$1786  = | s5_step_out[41:40];
+  assign \$1785  = s5_step_out[34] & \$1784 ;
+  assign \$1786  = | s5_step_out[41:38];
   assign \$1787  = ~ \$1786 ;
-  assign \$1788  = s5_step_out[39] & \$1787 ;
+  assign \$1788  = s5_step_out[37] & \$1787 ;
+  assign \$1789  = | s5_step_out[41:39];
   assign \$1790  = ~ \$1789 ;
-  assign \$1791  = s5_step_out[40] & \$1790 ;
-  assign \$1792  = | { s5_step_out[41], \$1791 , \$1788 , \$1785 , \$1782 , \$1779 , \$1776 , \$1773 , \$1770 , \$1767 , \$1764 , \$1761 , \$1758 , \$1755 , \$1752 , \$1749 , \$1746 , \$1743 , \$1740  };
-  assign \$1793  = | s5_step_out[41:16];
+  assign \$1791  = s5_step_out[38] & \$1790 ;
+  assign \$1792  = | { s5_step_out[41], \$1791 , \$1788 , \$1785 , \$1782 , \$1779 , \$1776 , \$1773 , \$1770 , \$1767 , \$1764 , \$1761 , \$1758 , \$1755 , \$1752 , \$1749 , \$1746 , \$1743 , \$1740 , \$1737 , \$1734  };
+  assign \$1793  = | s5_step_out[41:4];
   assign \$1794  = ~ \$1793 ;
-  assign \$1795  = s5_step_out[15] & \$1794 ;
-  assign \$1796  = | s5_step_out[41:17];
+  assign \$1795  = s5_step_out[3] & \$1794 ;
+  assign \$1796  = | s5_step_out[41:5];
   assign \$1797  = ~ \$1796 ;
-  assign \$1798  = s5_step_out[16] & \$1797 ;
-  assign \$1799  = | s5_step_out[41:18];
+  assign \$1798  = s5_step_out[4] & \$1797 ;
+  assign \$1799  = | s5_step_out[41:6];
   assign \$1800  = ~ \$1799 ;
-  assign \$1801  = s5_step_out[17] & \$1800 ;
-  assign \$1802  = | s5_step_out[41:19];
+  assign \$1801  = s5_step_out[5] & \$1800 ;
+  assign \$1802  = | s5_step_out[41:7];
   assign \$1803  = ~ \$1802 ;
-  assign \$1804  = s5_step_out[18] & \$1803 ;
-  assign \$1805  = | s5_step_out[41:20];
+  assign \$1804  = s5_step_out[6] & \$1803 ;
+  assign \$1805  = | s5_step_out[41:12];
   assign \$1806  = ~ \$1805 ;
-  assign \$1807  = s5_step_out[19] & \$1806 ;
-  assign \$1808  = | s5_step_out[41:21];
+  assign \$1807  = s5_step_out[11] & \$1806 ;
+  assign \$1808  = | s5_step_out[41:13];
   assign \$1809  = ~ \$1808 ;
-  assign \$1810  = s5_step_out[20] & \$1809 ;
-  assign \$1811  = | s5_step_out[41:22];
+  assign \$1810  = s5_step_out[12] & \$1809 ;
+  assign \$1811  = | s5_step_out[41:14];
   assign \$1812  = ~ \$1811 ;
-  assign \$1813  = s5_step_out[21] & \$1812 ;
-  assign \$1814  = | s5_step_out[41:23];
+  assign \$1813  = s5_step_out[13] & \$1812 ;
+  assign \$1814  = | s5_step_out[41:15];
   assign \$1815  = ~ \$1814 ;
-  assign \$1816  = s5_step_out[22] & \$1815 ;
-  assign \$1817  = | s5_step_out[41:24];
+  assign \$1816  = s5_step_out[14] & \$1815 ;
+  assign \$1817  = | s5_step_out[41:20];
   assign \$1818  = ~ \$1817 ;
-  assign \$1819  = s5_step_out[23] & \$1818 ;
-  assign \$1820  = | s5_step_out[41:25];
+  assign \$1819  = s5_step_out[19] & \$1818 ;
+  assign \$1820  = | s5_step_out[41:21];
   assign \$1821  = ~ \$1820 ;
-  assign \$1822  = s5_step_out[24] & \$1821 ;
-  assign \$1823  = | s5_step_out[41:26];
+  assign \$1822  = s5_step_out[20] & \$1821 ;
+  assign \$1823  = | s5_step_out[41:22];
   assign \$1824  = ~ \$1823 ;
-  assign \$1825  = s5_step_out[25] & \$1824 ;
-  assign \$1826  = | s5_step_out[41:27];
+  assign \$1825  = s5_step_out[21] & \$1824 ;
+  assign \$1826  = | s5_step_out[41:23];
   assign \$1827  = ~ \$1826 ;
-  assign \$1828  = s5_step_out[26] & \$1827 ;
+  assign \$1828  = s5_step_out[22] & \$1827 ;
   assign \$1829  = | s5_step_out[41:28];
   assign \$1830  = ~ \$1829 ;
   assign \$1831  = s5_step_out[27] & \$1830 ;
@@ -106745,316 +106757,316 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$1838  = | s5_step_out[41:31];
   assign \$1839  = ~ \$1838 ;
   assign \$1840  = s5_step_out[30] & \$1839 ;
-  assign \$1841  = | { \$1840 , \$1837 , \$1834 , \$1831 , \$1828 , \$1825 , \$1822 , \$1819 , \$1816 , \$1813 , \$1810 , \$1807 , \$1804 , \$1801 , \$1798 , \$1795  };
-  assign \$1842  = | s5_step_out[41:32];
-  assign \$1843  = ~ \$1842 ;
-  assign \$1844  = s5_step_out[31] & \$1843 ;
-  assign \$1845  = | s5_step_out[41:33];
-  assign \$1846  = ~ \$1845 ;
-  assign \$1847  = s5_step_out[32] & \$1846 ;
-  assign \$1848  = | s5_step_out[41:34];
-  assign \$1849  = ~ \$1848 ;
-  assign \$1850  = s5_step_out[33] & \$1849 ;
-  assign \$1851  = | s5_step_out[41:35];
-  assign \$1852  = ~ \$1851 ;
-  assign \$1853  = s5_step_out[34] & \$1852 ;
-  assign \$1854  = | s5_step_out[41:36];
+  assign \$1841  = | s5_step_out[41:36];
+  assign \$1842  = ~ \$1841 ;
+  assign \$1843  = s5_step_out[35] & \$1842 ;
+  assign \$1844  = | s5_step_out[41:37];
+  assign \$1845  = ~ \$1844 ;
+  assign \$1846  = s5_step_out[36] & \$1845 ;
+  assign \$1847  = | s5_step_out[41:38];
+  assign \$1848  = ~ \$1847 ;
+  assign \$1849  = s5_step_out[37] & \$1848 ;
+  assign \$1850  = | s5_step_out[41:39];
+  assign \$1851  = ~ \$1850 ;
+  assign \$1852  = s5_step_out[38] & \$1851 ;
+  assign \$1853  = | { \$1852 , \$1849 , \$1846 , \$1843 , \$1840 , \$1837 , \$1834 , \$1831 , \$1828 , \$1825 , \$1822 , \$1819 , \$1816 , \$1813 , \$1810 , \$1807 , \$1804 , \$1801 , \$1798 , \$1795  };
+  assign \$1854  = | s5_step_out[41:8];
   assign \$1855  = ~ \$1854 ;
-  assign \$1856  = s5_step_out[35] & \$1855 ;
-  assign \$1857  = | s5_step_out[41:37];
+  assign \$1856  = s5_step_out[7] & \$1855 ;
+  assign \$1857  = | s5_step_out[41:9];
   assign \$1858  = ~ \$1857 ;
-  assign \$1859  = s5_step_out[36] & \$1858 ;
-  assign \$1860  = | s5_step_out[41:38];
+  assign \$1859  = s5_step_out[8] & \$1858 ;
+  assign \$1860  = | s5_step_out[41:10];
   assign \$1861  = ~ \$1860 ;
-  assign \$1862  = s5_step_out[37] & \$1861 ;
-  assign \$1863  = | s5_step_out[41:39];
+  assign \$1862  = s5_step_out[9] & \$1861 ;
+  assign \$1863  = | s5_step_out[41:11];
   assign \$1864  = ~ \$1863 ;
-  assign \$1865  = s5_step_out[38] & \$1864 ;
-  assign \$1866  = | s5_step_out[41:40];
+  assign \$1865  = s5_step_out[10] & \$1864 ;
+  assign \$1866  = | s5_step_out[41:12];
   assign \$1867  = ~ \$1866 ;
-  assign \$1868  = s5_step_out[39] & \$1867 ;
+  assign \$1868  = s5_step_out[11] & \$1867 ;
+  assign \$1869  = | s5_step_out[41:13];
   assign \$1870  = ~ \$1869 ;
-  assign \$1871  = s5_step_out[40] & \$1870 ;
-  assign \$1872  = | { s5_step_out[41], \$1871 , \$1868 , \$1865 , \$1862 , \$1859 , \$1856 , \$1853 , \$1850 , \$1847 , \$1844  };
-  assign \$1873  = { \$1872 , \$1841 , \$1792 , \$1737 , \$1676 , \$1615  } - 4'hb;
-  assign \$1874  = s5_step_out >> \$1873 [5:0];
-  assign \$1875  = \$1551  ? \$1874 [9:0] : s5_step_out[9:0];
-  assign \$1876  = | s5_step_out[41:10];
-  assign \$1877  = | s5_step_out[41:1];
-  assign \$1878  = ~ \$1877 ;
-  assign \$1879  = s5_step_out[0] & \$1878 ;
-  assign \$1880  = | s5_step_out[41:3];
-  assign \$1881  = ~ \$1880 ;
-  assign \$1882  = s5_step_out[2] & \$1881 ;
-  assign \$1883  = | s5_step_out[41:5];
-  assign \$1884  = ~ \$1883 ;
-  assign \$1885  = s5_step_out[4] & \$1884 ;
-  assign \$1886  = | s5_step_out[41:7];
-  assign \$1887  = ~ \$1886 ;
-  assign \$1888  = s5_step_out[6] & \$1887 ;
-  assign \$1889  = | s5_step_out[41:9];
-  assign \$1890  = ~ \$1889 ;
-  assign \$1891  = s5_step_out[8] & \$1890 ;
-  assign \$1892  = | s5_step_out[41:11];
-  assign \$1893  = ~ \$1892 ;
-  assign \$1894  = s5_step_out[10] & \$1893 ;
-  assign \$1895  = | s5_step_out[41:13];
-  assign \$1896  = ~ \$1895 ;
-  assign \$1897  = s5_step_out[12] & \$1896 ;
-  assign \$1898  = | s5_step_out[41:15];
-  assign \$1899  = ~ \$1898 ;
-  assign \$1900  = s5_step_out[14] & \$1899 ;
-  assign \$1901  = | s5_step_out[41:17];
-  assign \$1902  = ~ \$1901 ;
-  assign \$1903  = s5_step_out[16] & \$1902 ;
-  assign \$1904  = | s5_step_out[41:19];
-  assign \$1905  = ~ \$1904 ;
-  assign \$1906  = s5_step_out[18] & \$1905 ;
-  assign \$1907  = | s5_step_out[41:21];
-  assign \$1908  = ~ \$1907 ;
-  assign \$1909  = s5_step_out[20] & \$1908 ;
-  assign \$1910  = | s5_step_out[41:23];
-  assign \$1911  = ~ \$1910 ;
-  assign \$1912  = s5_step_out[22] & \$1911 ;
-  assign \$1913  = | s5_step_out[41:25];
-  assign \$1914  = ~ \$1913 ;
-  assign \$1915  = s5_step_out[24] & \$1914 ;
-  assign \$1916  = | s5_step_out[41:27];
-  assign \$1917  = ~ \$1916 ;
-  assign \$1918  = s5_step_out[26] & \$1917 ;
-  assign \$1919  = | s5_step_out[41:29];
-  assign \$1920  = ~ \$1919 ;
-  assign \$1921  = s5_step_out[28] & \$1920 ;
-  assign \$1922  = | s5_step_out[41:31];
-  assign \$1923  = ~ \$1922 ;
-  assign \$1924  = s5_step_out[30] & \$1923 ;
-  assign \$1925  = | s5_step_out[41:33];
-  assign \$1926  = ~ \$1925 ;
-  assign \$1927  = s5_step_out[32] & \$1926 ;
-  assign \$1928  = | s5_step_out[41:35];
-  assign \$1929  = ~ \$1928 ;
-  assign \$1930  = s5_step_out[34] & \$1929 ;
-  assign \$1931  = | s5_step_out[41:37];
-  assign \$1932  = ~ \$1931 ;
-  assign \$1933  = s5_step_out[36] & \$1932 ;
-  assign \$1934  = | s5_step_out[41:39];
-  assign \$1935  = ~ \$1934 ;
-  assign \$1936  = s5_step_out[38] & \$1935 ;
-  assign \$1938  = ~ \$1937 ;
-  assign \$1939  = s5_step_out[40] & \$1938 ;
-  assign \$1940  = | { \$1939 , \$1936 , \$1933 , \$1930 , \$1927 , \$1924 , \$1921 , \$1918 , \$1915 , \$1912 , \$1909 , \$1906 , \$1903 , \$1900 , \$1897 , \$1894 , \$1891 , \$1888 , \$1885 , \$1882 , \$1879  };
-  assign \$1941  = | s5_step_out[41:2];
-  assign \$1942  = ~ \$1941 ;
-  assign \$1943  = s5_step_out[1] & \$1942 ;
-  assign \$1944  = | s5_step_out[41:3];
-  assign \$1945  = ~ \$1944 ;
-  assign \$1946  = s5_step_out[2] & \$1945 ;
-  assign \$1947  = | s5_step_out[41:6];
-  assign \$1948  = ~ \$1947 ;
-  assign \$1949  = s5_step_out[5] & \$1948 ;
-  assign \$1950  = | s5_step_out[41:7];
-  assign \$1951  = ~ \$1950 ;
-  assign \$1952  = s5_step_out[6] & \$1951 ;
-  assign \$1953  = | s5_step_out[41:10];
-  assign \$1954  = ~ \$1953 ;
-  assign \$1955  = s5_step_out[9] & \$1954 ;
-  assign \$1956  = | s5_step_out[41:11];
-  assign \$1957  = ~ \$1956 ;
-  assign \$1958  = s5_step_out[10] & \$1957 ;
-  assign \$1959  = | s5_step_out[41:14];
-  assign \$1960  = ~ \$1959 ;
-  assign \$1961  = s5_step_out[13] & \$1960 ;
-  assign \$1962  = | s5_step_out[41:15];
-  assign \$1963  = ~ \$1962 ;
-  assign \$1964  = s5_step_out[14] & \$1963 ;
-  assign \$1965  = | s5_step_out[41:18];
-  assign \$1966  = ~ \$1965 ;
-  assign \$1967  = s5_step_out[17] & \$1966 ;
-  assign \$1968  = | s5_step_out[41:19];
-  assign \$1969  = ~ \$1968 ;
-  assign \$1970  = s5_step_out[18] & \$1969 ;
-  assign \$1971  = | s5_step_out[41:22];
-  assign \$1972  = ~ \$1971 ;
-  assign \$1973  = s5_step_out[21] & \$1972 ;
-  assign \$1974  = | s5_step_out[41:23];
-  assign \$1975  = ~ \$1974 ;
-  assign \$1976  = s5_step_out[22] & \$1975 ;
-  assign \$1977  = | s5_step_out[41:26];
-  assign \$1978  = ~ \$1977 ;
-  assign \$1979  = s5_step_out[25] & \$1978 ;
-  assign \$1980  = | s5_step_out[41:27];
-  assign \$1981  = ~ \$1980 ;
-  assign \$1982  = s5_step_out[26] & \$1981 ;
-  assign \$1983  = | s5_step_out[41:30];
-  assign \$1984  = ~ \$1983 ;
-  assign \$1985  = s5_step_out[29] & \$1984 ;
-  assign \$1986  = | s5_step_out[41:31];
-  assign \$1987  = ~ \$1986 ;
-  assign \$1988  = s5_step_out[30] & \$1987 ;
-  assign \$1989  = | s5_step_out[41:34];
-  assign \$1990  = ~ \$1989 ;
-  assign \$1991  = s5_step_out[33] & \$1990 ;
-  assign \$1992  = | s5_step_out[41:35];
-  assign \$1993  = ~ \$1992 ;
-  assign \$1994  = s5_step_out[34] & \$1993 ;
-  assign \$1995  = | s5_step_out[41:38];
-  assign \$1996  = ~ \$1995 ;
-  assign \$1997  = s5_step_out[37] & \$1996 ;
-  assign \$1998  = | s5_step_out[41:39];
-  assign \$1999  = ~ \$1998 ;
-  assign \$2000  = s5_step_out[38] & \$1999 ;
-  assign \$2001  = | { s5_step_out[41], \$2000 , \$1997 , \$1994 , \$1991 , \$1988 , \$1985 , \$1982 , \$1979 , \$1976 , \$1973 , \$1970 , \$1967 , \$1964 , \$1961 , \$1958 , \$1955 , \$1952 , \$1949 , \$1946 , \$1943  };
-  assign \$2002  = | s5_step_out[41:4];
+  assign \$1871  = s5_step_out[12] & \$1870 ;
+  assign \$1872  = | s5_step_out[41:14];
+  assign \$1873  = ~ \$1872 ;
+  assign \$1874  = s5_step_out[13] & \$1873 ;
+  assign \$1875  = | s5_step_out[41:15];
+  assign \$1876  = ~ \$1875 ;
+  assign \$1877  = s5_step_out[14] & \$1876 ;
+  assign \$1878  = | s5_step_out[41:24];
+  assign \$1879  = ~ \$1878 ;
+  assign \$1880  = s5_step_out[23] & \$1879 ;
+  assign \$1881  = | s5_step_out[41:25];
+  assign \$1882  = ~ \$1881 ;
+  assign \$1883  = s5_step_out[24] & \$1882 ;
+  assign \$1884  = | s5_step_out[41:26];
+  assign \$1885  = ~ \$1884 ;
+  assign \$1886  = s5_step_out[25] & \$1885 ;
+  assign \$1887  = | s5_step_out[41:27];
+  assign \$1888  = ~ \$1887 ;
+  assign \$1889  = s5_step_out[26] & \$1888 ;
+  assign \$1890  = | s5_step_out[41:28];
+  assign \$1891  = ~ \$1890 ;
+  assign \$1892  = s5_step_out[27] & \$1891 ;
+  assign \$1893  = | s5_step_out[41:29];
+  assign \$1894  = ~ \$1893 ;
+  assign \$1895  = s5_step_out[28] & \$1894 ;
+  assign \$1896  = | s5_step_out[41:30];
+  assign \$1897  = ~ \$1896 ;
+  assign \$1898  = s5_step_out[29] & \$1897 ;
+  assign \$1899  = | s5_step_out[41:31];
+  assign \$1900  = ~ \$1899 ;
+  assign \$1901  = s5_step_out[30] & \$1900 ;
+  assign \$1902  = | s5_step_out[41:40];
+  assign \$1903  = ~ \$1902 ;
+  assign \$1904  = s5_step_out[39] & \$1903 ;
+  assign \$1906  = ~ \$1905 ;
+  assign \$1907  = s5_step_out[40] & \$1906 ;
+  assign \$1908  = | { s5_step_out[41], \$1907 , \$1904 , \$1901 , \$1898 , \$1895 , \$1892 , \$1889 , \$1886 , \$1883 , \$1880 , \$1877 , \$1874 , \$1871 , \$1868 , \$1865 , \$1862 , \$1859 , \$1856  };
+  assign \$1909  = | s5_step_out[41:16];
+  assign \$1910  = ~ \$1909 ;
+  assign \$1911  = s5_step_out[15] & \$1910 ;
+  assign \$1912  = | s5_step_out[41:17];
+  assign \$1913  = ~ \$1912 ;
+  assign \$1914  = s5_step_out[16] & \$1913 ;
+  assign \$1915  = | s5_step_out[41:18];
+  assign \$1916  = ~ \$1915 ;
+  assign \$1917  = s5_step_out[17] & \$1916 ;
+  assign \$1918  = | s5_step_out[41:19];
+  assign \$1919  = ~ \$1918 ;
+  assign \$1920  = s5_step_out[18] & \$1919 ;
+  assign \$1921  = | s5_step_out[41:20];
+  assign \$1922  = ~ \$1921 ;
+  assign \$1923  = s5_step_out[19] & \$1922 ;
+  assign \$1924  = | s5_step_out[41:21];
+  assign \$1925  = ~ \$1924 ;
+  assign \$1926  = s5_step_out[20] & \$1925 ;
+  assign \$1927  = | s5_step_out[41:22];
+  assign \$1928  = ~ \$1927 ;
+  assign \$1929  = s5_step_out[21] & \$1928 ;
+  assign \$1930  = | s5_step_out[41:23];
+  assign \$1931  = ~ \$1930 ;
+  assign \$1932  = s5_step_out[22] & \$1931 ;
+  assign \$1933  = | s5_step_out[41:24];
+  assign \$1934  = ~ \$1933 ;
+  assign \$1935  = s5_step_out[23] & \$1934 ;
+  assign \$1936  = | s5_step_out[41:25];
+  assign \$1937  = ~ \$1936 ;
+  assign \$1938  = s5_step_out[24] & \$1937 ;
+  assign \$1939  = | s5_step_out[41:26];
+  assign \$1940  = ~ \$1939 ;
+  assign \$1941  = s5_step_out[25] & \$1940 ;
+  assign \$1942  = | s5_step_out[41:27];
+  assign \$1943  = ~ \$1942 ;
+  assign \$1944  = s5_step_out[26] & \$1943 ;
+  assign \$1945  = | s5_step_out[41:28];
+  assign \$1946  = ~ \$1945 ;
+  assign \$1947  = s5_step_out[27] & \$1946 ;
+  assign \$1948  = | s5_step_out[41:29];
+  assign \$1949  = ~ \$1948 ;
+  assign \$1950  = s5_step_out[28] & \$1949 ;
+  assign \$1951  = | s5_step_out[41:30];
+  assign \$1952  = ~ \$1951 ;
+  assign \$1953  = s5_step_out[29] & \$1952 ;
+  assign \$1954  = | s5_step_out[41:31];
+  assign \$1955  = ~ \$1954 ;
+  assign \$1956  = s5_step_out[30] & \$1955 ;
+  assign \$1957  = | { \$1956 , \$1953 , \$1950 , \$1947 , \$1944 , \$1941 , \$1938 , \$1935 , \$1932 , \$1929 , \$1926 , \$1923 , \$1920 , \$1917 , \$1914 , \$1911  };
+  assign \$1958  = | s5_step_out[41:32];
+  assign \$1959  = ~ \$1958 ;
+  assign \$1960  = s5_step_out[31] & \$1959 ;
+  assign \$1961  = | s5_step_out[41:33];
+  assign \$1962  = ~ \$1961 ;
+  assign \$1963  = s5_step_out[32] & \$1962 ;
+  assign \$1964  = | s5_step_out[41:34];
+  assign \$1965  = ~ \$1964 ;
+  assign \$1966  = s5_step_out[33] & \$1965 ;
+  assign \$1967  = | s5_step_out[41:35];
+  assign \$1968  = ~ \$1967 ;
+  assign \$1969  = s5_step_out[34] & \$1968 ;
+  assign \$1970  = | s5_step_out[41:36];
+  assign \$1971  = ~ \$1970 ;
+  assign \$1972  = s5_step_out[35] & \$1971 ;
+  assign \$1973  = | s5_step_out[41:37];
+  assign \$1974  = ~ \$1973 ;
+  assign \$1975  = s5_step_out[36] & \$1974 ;
+  assign \$1976  = | s5_step_out[41:38];
+  assign \$1977  = ~ \$1976 ;
+  assign \$1978  = s5_step_out[37] & \$1977 ;
+  assign \$1979  = | s5_step_out[41:39];
+  assign \$1980  = ~ \$1979 ;
+  assign \$1981  = s5_step_out[38] & \$1980 ;
+  assign \$1982  = | s5_step_out[41:40];
+  assign \$1983  = ~ \$1982 ;
+  assign \$1984  = s5_step_out[39] & \$1983 ;
+  assign \$1986  = ~ \$1985 ;
+  assign \$1987  = s5_step_out[40] & \$1986 ;
+  assign \$1988  = | { s5_step_out[41], \$1987 , \$1984 , \$1981 , \$1978 , \$1975 , \$1972 , \$1969 , \$1966 , \$1963 , \$1960  };
+  assign \$1989  = { \$1988 , \$1957 , \$1908 , \$1853 , \$1792 , \$1731  } - 4'hb;
+  assign \$1990  = s5_step_out >> \$1989 [5:0];
+  assign \$1991  = \$1667  ? \$1990 [9:0] : s5_step_out[9:0];
+  assign \$1992  = | s5_step_out[41:10];
+  assign \$1993  = | s5_step_out[41:1];
+  assign \$1994  = ~ \$1993 ;
+  assign \$1995  = s5_step_out[0] & \$1994 ;
+  assign \$1996  = | s5_step_out[41:3];
+  assign \$1997  = ~ \$1996 ;
+  assign \$1998  = s5_step_out[2] & \$1997 ;
+  assign \$1999  = | s5_step_out[41:5];
+  assign \$2000  = ~ \$1999 ;
+  assign \$2001  = s5_step_out[4] & \$2000 ;
+  assign \$2002  = | s5_step_out[41:7];
   assign \$2003  = ~ \$2002 ;
-  assign \$2004  = s5_step_out[3] & \$2003 ;
-  assign \$2005  = | s5_step_out[41:5];
+  assign \$2004  = s5_step_out[6] & \$2003 ;
+  assign \$2005  = | s5_step_out[41:9];
   assign \$2006  = ~ \$2005 ;
-  assign \$2007  = s5_step_out[4] & \$2006 ;
-  assign \$2008  = | s5_step_out[41:6];
+  assign \$2007  = s5_step_out[8] & \$2006 ;
+  assign \$2008  = | s5_step_out[41:11];
   assign \$2009  = ~ \$2008 ;
-  assign \$2010  = s5_step_out[5] & \$2009 ;
-  assign \$2011  = | s5_step_out[41:7];
+  assign \$2010  = s5_step_out[10] & \$2009 ;
+  assign \$2011  = | s5_step_out[41:13];
   assign \$2012  = ~ \$2011 ;
-  assign \$2013  = s5_step_out[6] & \$2012 ;
-  assign \$2014  = | s5_step_out[41:12];
+  assign \$2013  = s5_step_out[12] & \$2012 ;
+  assign \$2014  = | s5_step_out[41:15];
   assign \$2015  = ~ \$2014 ;
-  assign \$2016  = s5_step_out[11] & \$2015 ;
-  assign \$2017  = | s5_step_out[41:13];
+  assign \$2016  = s5_step_out[14] & \$2015 ;
+  assign \$2017  = | s5_step_out[41:17];
   assign \$2018  = ~ \$2017 ;
-  assign \$2019  = s5_step_out[12] & \$2018 ;
-  assign \$2020  = | s5_step_out[41:14];
+  assign \$2019  = s5_step_out[16] & \$2018 ;
+  assign \$2020  = | s5_step_out[41:19];
   assign \$2021  = ~ \$2020 ;
-  assign \$2022  = s5_step_out[13] & \$2021 ;
-  assign \$2023  = | s5_step_out[41:15];
+  assign \$2022  = s5_step_out[18] & \$2021 ;
+  assign \$2023  = | s5_step_out[41:21];
   assign \$2024  = ~ \$2023 ;
-  assign \$2025  = s5_step_out[14] & \$2024 ;
-  assign \$2026  = | s5_step_out[41:20];
+  assign \$2025  = s5_step_out[20] & \$2024 ;
+  assign \$2026  = | s5_step_out[41:23];
   assign \$2027  = ~ \$2026 ;
-  assign \$2028  = s5_step_out[19] & \$2027 ;
-  assign \$2029  = | s5_step_out[41:21];
+  assign \$2028  = s5_step_out[22] & \$2027 ;
+  assign \$2029  = | s5_step_out[41:25];
   assign \$2030  = ~ \$2029 ;
-  assign \$2031  = s5_step_out[20] & \$2030 ;
-  assign \$2032  = | s5_step_out[41:22];
+  assign \$2031  = s5_step_out[24] & \$2030 ;
+  assign \$2032  = | s5_step_out[41:27];
   assign \$2033  = ~ \$2032 ;
-  assign \$2034  = s5_step_out[21] & \$2033 ;
-  assign \$2035  = | s5_step_out[41:23];
+  assign \$2034  = s5_step_out[26] & \$2033 ;
+  assign \$2035  = | s5_step_out[41:29];
   assign \$2036  = ~ \$2035 ;
-  assign \$2037  = s5_step_out[22] & \$2036 ;
-  assign \$2038  = | s5_step_out[41:28];
+  assign \$2037  = s5_step_out[28] & \$2036 ;
+  assign \$2038  = | s5_step_out[41:31];
   assign \$2039  = ~ \$2038 ;
-  assign \$2040  = s5_step_out[27] & \$2039 ;
-  assign \$2041  = | s5_step_out[41:29];
+  assign \$2040  = s5_step_out[30] & \$2039 ;
+  assign \$2041  = | s5_step_out[41:33];
   assign \$2042  = ~ \$2041 ;
-  assign \$2043  = s5_step_out[28] & \$2042 ;
-  assign \$2044  = | s5_step_out[41:30];
+  assign \$2043  = s5_step_out[32] & \$2042 ;
+  assign \$2044  = | s5_step_out[41:35];
   assign \$2045  = ~ \$2044 ;
-  assign \$2046  = s5_step_out[29] & \$2045 ;
-  assign \$2047  = | s5_step_out[41:31];
+  assign \$2046  = s5_step_out[34] & \$2045 ;
+  assign \$2047  = | s5_step_out[41:37];
   assign \$2048  = ~ \$2047 ;
-  assign \$2049  = s5_step_out[30] & \$2048 ;
-  assign \$2050  = | s5_step_out[41:36];
+  assign \$2049  = s5_step_out[36] & \$2048 ;
+  assign \$2050  = | s5_step_out[41:39];
   assign \$2051  = ~ \$2050 ;
-  assign \$2052  = s5_step_out[35] & \$2051 ;
-  assign \$2053  = | s5_step_out[41:37];
+  assign \$2052  = s5_step_out[38] & \$2051 ;
   assign \$2054  = ~ \$2053 ;
-  assign \$2055  = s5_step_out[36] & \$2054 ;
-  assign \$2056  = | s5_step_out[41:38];
-  assign \$2057  = ~ \$2056 ;
-  assign \$2058  = s5_step_out[37] & \$2057 ;
-  assign \$2059  = | s5_step_out[41:39];
-  assign \$2060  = ~ \$2059 ;
-  assign \$2061  = s5_step_out[38] & \$2060 ;
-  assign \$2062  = | { \$2061 , \$2058 , \$2055 , \$2052 , \$2049 , \$2046 , \$2043 , \$2040 , \$2037 , \$2034 , \$2031 , \$2028 , \$2025 , \$2022 , \$2019 , \$2016 , \$2013 , \$2010 , \$2007 , \$2004  };
-  assign \$2063  = | s5_step_out[41:8];
+  assign \$2055  = s5_step_out[40] & \$2054 ;
+  assign \$2056  = | { \$2055 , \$2052 , \$2049 , \$2046 , \$2043 , \$2040 , \$2037 , \$2034 , \$2031 , \$2028 , \$2025 , \$2022 , \$2019 , \$2016 , \$2013 , \$2010 , \$2007 , \$2004 , \$2001 , \$1998 , \$1995  };
+  assign \$2057  = | s5_step_out[41:2];
+  assign \$2058  = ~ \$2057 ;
+  assign \$2059  = s5_step_out[1] & \$2058 ;
+  assign \$2060  = | s5_step_out[41:3];
+  assign \$2061  = ~ \$2060 ;
+  assign \$2062  = s5_step_out[2] & \$2061 ;
+  assign \$2063  = | s5_step_out[41:6];
   assign \$2064  = ~ \$2063 ;
-  assign \$2065  = s5_step_out[7] & \$2064 ;
-  assign \$2066  = | s5_step_out[41:9];
+  assign \$2065  = s5_step_out[5] & \$2064 ;
+  assign \$2066  = | s5_step_out[41:7];
   assign \$2067  = ~ \$2066 ;
-  assign \$2068  = s5_step_out[8] & \$2067 ;
+  assign \$2068  = s5_step_out[6] & \$2067 ;
   assign \$2069  = | s5_step_out[41:10];
   assign \$2070  = ~ \$2069 ;
   assign \$2071  = s5_step_out[9] & \$2070 ;
   assign \$2072  = | s5_step_out[41:11];
   assign \$2073  = ~ \$2072 ;
   assign \$2074  = s5_step_out[10] & \$2073 ;
-  assign \$2075  = | s5_step_out[41:12];
+  assign \$2075  = | s5_step_out[41:14];
   assign \$2076  = ~ \$2075 ;
-  assign \$2077  = s5_step_out[11] & \$2076 ;
-  assign \$2078  = | s5_step_out[41:13];
+  assign \$2077  = s5_step_out[13] & \$2076 ;
+  assign \$2078  = | s5_step_out[41:15];
   assign \$2079  = ~ \$2078 ;
-  assign \$2080  = s5_step_out[12] & \$2079 ;
-  assign \$2081  = | s5_step_out[41:14];
+  assign \$2080  = s5_step_out[14] & \$2079 ;
+  assign \$2081  = | s5_step_out[41:18];
   assign \$2082  = ~ \$2081 ;
-  assign \$2083  = s5_step_out[13] & \$2082 ;
-  assign \$2084  = | s5_step_out[41:15];
+  assign \$2083  = s5_step_out[17] & \$2082 ;
+  assign \$2084  = | s5_step_out[41:19];
   assign \$2085  = ~ \$2084 ;
-  assign \$2086  = s5_step_out[14] & \$2085 ;
-  assign \$2087  = | s5_step_out[41:24];
+  assign \$2086  = s5_step_out[18] & \$2085 ;
+  assign \$2087  = | s5_step_out[41:22];
   assign \$2088  = ~ \$2087 ;
-  assign \$2089  = s5_step_out[23] & \$2088 ;
-  assign \$2090  = | s5_step_out[41:25];
+  assign \$2089  = s5_step_out[21] & \$2088 ;
+  assign \$2090  = | s5_step_out[41:23];
   assign \$2091  = ~ \$2090 ;
-  assign \$2092  = s5_step_out[24] & \$2091 ;
+  assign \$2092  = s5_step_out[22] & \$2091 ;
   assign \$2093  = | s5_step_out[41:26];
   assign \$2094  = ~ \$2093 ;
   assign \$2095  = s5_step_out[25] & \$2094 ;
   assign \$2096  = | s5_step_out[41:27];
   assign \$2097  = ~ \$2096 ;
   assign \$2098  = s5_step_out[26] & \$2097 ;
-  assign \$2099  = | s5_step_out[41:28];
+  assign \$2099  = | s5_step_out[41:30];
   assign \$2100  = ~ \$2099 ;
-  assign \$2101  = s5_step_out[27] & \$2100 ;
-  assign \$2102  = | s5_step_out[41:29];
+  assign \$2101  = s5_step_out[29] & \$2100 ;
+  assign \$2102  = | s5_step_out[41:31];
   assign \$2103  = ~ \$2102 ;
-  assign \$2104  = s5_step_out[28] & \$2103 ;
-  assign \$2105  = | s5_step_out[41:30];
+  assign \$2104  = s5_step_out[30] & \$2103 ;
+  assign \$2105  = | s5_step_out[41:34];
   assign \$2106  = ~ \$2105 ;
-  assign \$2107  = s5_step_out[29] & \$2106 ;
-  assign \$2108  = | s5_step_out[41:31];
+  assign \$2107  = s5_step_out[33] & \$2106 ;
+  assign \$2108  = | s5_step_out[41:35];
   assign \$2109  = ~ \$2108 ;
-  assign \$2110  = s5_step_out[30] & \$2109 ;
-  assign \$2111  = | s5_step_out[41:40];
+  assign \$2110  = s5_step_out[34] & \$2109 ;
+  assign \$2111  = | s5_step_out[41:38];
   assign \$2112  = ~ \$2111 ;
-  assign \$2113  = s5_step_out[39] & \$2112 ;
+  assign \$2113  = s5_step_out[37] & \$2112 ;
+  assign \$2114  = | s5_step_out[41:39];
   assign \$2115  = ~ \$2114 ;
-  assign \$2116  = s5_step_out[40] & \$2115 ;
-  assign \$2117  = | { s5_step_out[41], \$2116 , \$2113 , \$2110 , \$2107 , \$2104 , \$2101 , \$2098 , \$2095 , \$2092 , \$2089 , \$2086 , \$2083 , \$2080 , \$2077 , \$2074 , \$2071 , \$2068 , \$2065  };
-  assign \$2118  = | s5_step_out[41:16];
+  assign \$2116  = s5_step_out[38] & \$2115 ;
+  assign \$2117  = | { s5_step_out[41], \$2116 , \$2113 , \$2110 , \$2107 , \$2104 , \$2101 , \$2098 , \$2095 , \$2092 , \$2089 , \$2086 , \$2083 , \$2080 , \$2077 , \$2074 , \$2071 , \$2068 , \$2065 , \$2062 , \$2059  };
+  assign \$2118  = | s5_step_out[41:4];
   assign \$2119  = ~ \$2118 ;
-  assign \$2120  = s5_step_out[15] & \$2119 ;
-  assign \$2121  = | s5_step_out[41:17];
+  assign \$2120  = s5_step_out[3] & \$2119 ;
+  assign \$2121  = | s5_step_out[41:5];
   assign \$2122  = ~ \$2121 ;
-  assign \$2123  = s5_step_out[16] & \$2122 ;
-  assign \$2124  = | s5_step_out[41:18];
+  assign \$2123  = s5_step_out[4] & \$2122 ;
+  assign \$2124  = | s5_step_out[41:6];
   assign \$2125  = ~ \$2124 ;
-  assign \$2126  = s5_step_out[17] & \$2125 ;
-  assign \$2127  = | s5_step_out[41:19];
+  assign \$2126  = s5_step_out[5] & \$2125 ;
+  assign \$2127  = | s5_step_out[41:7];
   assign \$2128  = ~ \$2127 ;
-  assign \$2129  = s5_step_out[18] & \$2128 ;
-  assign \$2130  = | s5_step_out[41:20];
+  assign \$2129  = s5_step_out[6] & \$2128 ;
+  assign \$2130  = | s5_step_out[41:12];
   assign \$2131  = ~ \$2130 ;
-  assign \$2132  = s5_step_out[19] & \$2131 ;
-  assign \$2133  = | s5_step_out[41:21];
+  assign \$2132  = s5_step_out[11] & \$2131 ;
+  assign \$2133  = | s5_step_out[41:13];
   assign \$2134  = ~ \$2133 ;
-  assign \$2135  = s5_step_out[20] & \$2134 ;
-  assign \$2136  = | s5_step_out[41:22];
+  assign \$2135  = s5_step_out[12] & \$2134 ;
+  assign \$2136  = | s5_step_out[41:14];
   assign \$2137  = ~ \$2136 ;
-  assign \$2138  = s5_step_out[21] & \$2137 ;
-  assign \$2139  = | s5_step_out[41:23];
+  assign \$2138  = s5_step_out[13] & \$2137 ;
+  assign \$2139  = | s5_step_out[41:15];
   assign \$2140  = ~ \$2139 ;
-  assign \$2141  = s5_step_out[22] & \$2140 ;
-  assign \$2142  = | s5_step_out[41:24];
+  assign \$2141  = s5_step_out[14] & \$2140 ;
+  assign \$2142  = | s5_step_out[41:20];
   assign \$2143  = ~ \$2142 ;
-  assign \$2144  = s5_step_out[23] & \$2143 ;
-  assign \$2145  = | s5_step_out[41:25];
+  assign \$2144  = s5_step_out[19] & \$2143 ;
+  assign \$2145  = | s5_step_out[41:21];
   assign \$2146  = ~ \$2145 ;
-  assign \$2147  = s5_step_out[24] & \$2146 ;
-  assign \$2148  = | s5_step_out[41:26];
+  assign \$2147  = s5_step_out[20] & \$2146 ;
+  assign \$2148  = | s5_step_out[41:22];
   assign \$2149  = ~ \$2148 ;
-  assign \$2150  = s5_step_out[25] & \$2149 ;
-  assign \$2151  = | s5_step_out[41:27];
+  assign \$2150  = s5_step_out[21] & \$2149 ;
+  assign \$2151  = | s5_step_out[41:23];
   assign \$2152  = ~ \$2151 ;
-  assign \$2153  = s5_step_out[26] & \$2152 ;
+  assign \$2153  = s5_step_out[22] & \$2152 ;
   assign \$2154  = | s5_step_out[41:28];
   assign \$2155  = ~ \$2154 ;
   assign \$2156  = s5_step_out[27] & \$2155 ;
@@ -107067,462 +107079,465 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$2163  = | s5_step_out[41:31];
   assign \$2164  = ~ \$2163 ;
   assign \$2165  = s5_step_out[30] & \$2164 ;
-  assign \$2166  = | { \$2165 , \$2162 , \$2159 , \$2156 , \$2153 , \$2150 , \$2147 , \$2144 , \$2141 , \$2138 , \$2135 , \$2132 , \$2129 , \$2126 , \$2123 , \$2120  };
-  assign \$2167  = | s5_step_out[41:32];
-  assign \$2168  = ~ \$2167 ;
-  assign \$2169  = s5_step_out[31] & \$2168 ;
-  assign \$2170  = | s5_step_out[41:33];
-  assign \$2171  = ~ \$2170 ;
-  assign \$2172  = s5_step_out[32] & \$2171 ;
-  assign \$2173  = | s5_step_out[41:34];
-  assign \$2174  = ~ \$2173 ;
-  assign \$2175  = s5_step_out[33] & \$2174 ;
-  assign \$2176  = | s5_step_out[41:35];
-  assign \$2177  = ~ \$2176 ;
-  assign \$2178  = s5_step_out[34] & \$2177 ;
-  assign \$2179  = | s5_step_out[41:36];
+  assign \$2166  = | s5_step_out[41:36];
+  assign \$2167  = ~ \$2166 ;
+  assign \$2168  = s5_step_out[35] & \$2167 ;
+  assign \$2169  = | s5_step_out[41:37];
+  assign \$2170  = ~ \$2169 ;
+  assign \$2171  = s5_step_out[36] & \$2170 ;
+  assign \$2172  = | s5_step_out[41:38];
+  assign \$2173  = ~ \$2172 ;
+  assign \$2174  = s5_step_out[37] & \$2173 ;
+  assign \$2175  = | s5_step_out[41:39];
+  assign \$2176  = ~ \$2175 ;
+  assign \$2177  = s5_step_out[38] & \$2176 ;
+  assign \$2178  = | { \$2177 , \$2174 , \$2171 , \$2168 , \$2165 , \$2162 , \$2159 , \$2156 , \$2153 , \$2150 , \$2147 , \$2144 , \$2141 , \$2138 , \$2135 , \$2132 , \$2129 , \$2126 , \$2123 , \$2120  };
+  assign \$2179  = | s5_step_out[41:8];
   assign \$2180  = ~ \$2179 ;
-  assign \$2181  = s5_step_out[35] & \$2180 ;
-  assign \$2182  = | s5_step_out[41:37];
+  assign \$2181  = s5_step_out[7] & \$2180 ;
+  assign \$2182  = | s5_step_out[41:9];
   assign \$2183  = ~ \$2182 ;
-  assign \$2184  = s5_step_out[36] & \$2183 ;
-  assign \$2185  = | s5_step_out[41:38];
+  assign \$2184  = s5_step_out[8] & \$2183 ;
+  assign \$2185  = | s5_step_out[41:10];
   assign \$2186  = ~ \$2185 ;
-  assign \$2187  = s5_step_out[37] & \$2186 ;
-  assign \$2188  = | s5_step_out[41:39];
+  assign \$2187  = s5_step_out[9] & \$2186 ;
+  assign \$2188  = | s5_step_out[41:11];
   assign \$2189  = ~ \$2188 ;
-  assign \$2190  = s5_step_out[38] & \$2189 ;
-  assign \$2191  = | s5_step_out[41:40];
+  assign \$2190  = s5_step_out[10] & \$2189 ;
+  assign \$2191  = | s5_step_out[41:12];
   assign \$2192  = ~ \$2191 ;
-  assign \$2193  = s5_step_out[39] & \$2192 ;
+  assign \$2193  = s5_step_out[11] & \$2192 ;
+  assign \$2194  = | s5_step_out[41:13];
   assign \$2195  = ~ \$2194 ;
-  assign \$2196  = s5_step_out[40] & \$2195 ;
-  assign \$2197  = | { s5_step_out[41], \$2196 , \$2193 , \$2190 , \$2187 , \$2184 , \$2181 , \$2178 , \$2175 , \$2172 , \$2169  };
-  assign \$2198  = { \$2197 , \$2166 , \$2117 , \$2062 , \$2001 , \$1940  } - 4'ha;
-  assign \$2199  = \$1876  ? \$2198 [4:0] : 5'h00;
-  assign \$2201  = s0_rem >= \$2200 ;
-  assign \$2203  = s0_rem - \$2202 ;
-  assign \$2204  = \$2201  ? \$2203  : { 3'h0, s0_rem };
-  assign \$2206  = s1_rem >= \$2205 ;
-  assign \$2208  = s1_rem - \$2207 ;
-  assign \$2209  = \$2206  ? \$2208  : { 1'h0, s1_rem };
-  assign \$2211  = s2_rem >= \$2210 ;
-  assign \$2213  = s2_rem - \$2212 ;
-  assign \$2214  = \$2211  ? \$2213  : { 1'h0, s2_rem };
-  assign \$2216  = s3_rem >= \$2215 ;
-  assign \$2218  = s3_rem - \$2217 ;
-  assign \$2219  = \$2216  ? \$2218  : { 1'h0, s3_rem };
-  assign \$2220  = | s4_c_mid;
-  assign \$2221  = | s4_c_mid[41:1];
-  assign \$2222  = | s4_c_mid[41:2];
-  assign \$2223  = | s4_c_mid[41:3];
-  assign \$2224  = | s4_c_mid[41:4];
-  assign \$2225  = | s4_c_mid[41:5];
-  assign \$2226  = | s4_c_mid[41:6];
-  assign \$2227  = | s4_c_mid[41:7];
-  assign \$2228  = | s4_c_mid[41:8];
-  assign \$2229  = | s4_c_mid[41:9];
-  assign \$2230  = | s4_c_mid[41:10];
-  assign \$2231  = | s4_c_mid[41:11];
-  assign \$2232  = | s4_c_mid[41:12];
-  assign \$2233  = | s4_c_mid[41:13];
-  assign \$2234  = | s4_c_mid[41:14];
-  assign \$2235  = | s4_c_mid[41:15];
-  assign \$2236  = | s4_c_mid[41:16];
-  assign \$2237  = | s4_c_mid[41:17];
-  assign \$2238  = | s4_c_mid[41:18];
-  assign \$2239  = | s4_c_mid[41:19];
-  assign \$2240  = | s4_c_mid[41:20];
-  assign \$2241  = | s4_c_mid[41:21];
-  assign \$2242  = | s4_c_mid[41:22];
-  assign \$2243  = | s4_c_mid[41:23];
-  assign \$2244  = | s4_c_mid[41:24];
-  assign \$2245  = | s4_c_mid[41:25];
-  assign \$2246  = | s4_c_mid[41:26];
-  assign \$2247  = | s4_c_mid[41:27];
-  assign \$2248  = | s4_c_mid[41:28];
-  assign \$2249  = | s4_c_mid[41:29];
-  assign \$2250  = | s4_c_mid[41:30];
-  assign \$2251  = | s4_c_mid[41:31];
-  assign \$2252  = | s4_c_mid[41:32];
-  assign \$2253  = | s4_c_mid[41:33];
-  assign \$2254  = | s4_c_mid[41:34];
-  assign \$2255  = | s4_c_mid[41:35];
-  assign \$2256  = | s4_c_mid[41:36];
-  assign \$2257  = | s4_c_mid[41:37];
-  assign \$2258  = | s4_c_mid[41:38];
-  assign \$2259  = | s4_c_mid[41:39];
-  assign \$2260  = | s4_c_mid[41:40];
-  assign \$2262  = | s4_c_in;
-  assign \$2263  = | s4_c_in[41:1];
-  assign \$2264  = | s4_c_in[41:2];
-  assign \$2265  = | s4_c_in[41:3];
-  assign \$2266  = | s4_c_in[41:4];
-  assign \$2267  = | s4_c_in[41:5];
-  assign \$2268  = | s4_c_in[41:6];
-  assign \$2269  = | s4_c_in[41:7];
-  assign \$2270  = | s4_c_in[41:8];
-  assign \$2271  = | s4_c_in[41:9];
-  assign \$2272  = | s4_c_in[41:10];
-  assign \$2273  = | s4_c_in[41:11];
-  assign \$2274  = | s4_c_in[41:12];
-  assign \$2275  = | s4_c_in[41:13];
-  assign \$2276  = | s4_c_in[41:14];
-  assign \$2277  = | s4_c_in[41:15];
-  assign \$2278  = | s4_c_in[41:16];
-  assign \$2279  = | s4_c_in[41:17];
-  assign \$2280  = | s4_c_in[41:18];
-  assign \$2281  = | s4_c_in[41:19];
-  assign \$2282  = | s4_c_in[41:20];
-  assign \$2283  = | s4_c_in[41:21];
-  assign \$2284  = | s4_c_in[41:22];
-  assign \$2285  = | s4_c_in[41:23];
-  assign \$2286  = | s4_c_in[41:24];
-  assign \$2287  = | s4_c_in[41:25];
-  assign \$2288  = | s4_c_in[41:26];
-  assign \$2289  = | s4_c_in[41:27];
-  assign \$2290  = | s4_c_in[41:28];
-  assign \$2291  = | s4_c_in[41:29];
-  assign \$2292  = | s4_c_in[41:30];
-  assign \$2293  = | s4_c_in[41:31];
-  assign \$2294  = | s4_c_in[41:32];
-  assign \$2295  = | s4_c_in[41:33];
-  assign \$2296  = | s4_c_in[41:34];
-  assign \$2297  = | s4_c_in[41:35];
-  assign \$2298  = | s4_c_in[41:36];
-  assign \$2299  = | s4_c_in[41:37];
-  assign \$2300  = | s4_c_in[41:38];
-  assign \$2301  = | s4_c_in[41:39];
-  assign \$2302  = | s4_c_in[41:40];
-  assign \$2304  = | s4_c_out;
-  assign \$2305  = | s4_c_out[41:1];
-  assign \$2306  = | s4_c_out[41:2];
-  assign \$2307  = | s4_c_out[41:3];
-  assign \$2308  = | s4_c_out[41:4];
-  assign \$2309  = | s4_c_out[41:5];
-  assign \$2310  = | s4_c_out[41:6];
-  assign \$2311  = | s4_c_out[41:7];
-  assign \$2312  = | s4_c_out[41:8];
-  assign \$2313  = | s4_c_out[41:9];
-  assign \$2314  = | s4_c_out[41:10];
-  assign \$2315  = | s4_c_out[41:11];
-  assign \$2316  = | s4_c_out[41:12];
-  assign \$2317  = | s4_c_out[41:13];
-  assign \$2318  = | s4_c_out[41:14];
-  assign \$2319  = | s4_c_out[41:15];
-  assign \$2320  = | s4_c_out[41:16];
-  assign \$2321  = | s4_c_out[41:17];
-  assign \$2322  = | s4_c_out[41:18];
-  assign \$2323  = | s4_c_out[41:19];
-  assign \$2324  = | s4_c_out[41:20];
-  assign \$2325  = | s4_c_out[41:21];
-  assign \$2326  = | s4_c_out[41:22];
-  assign \$2327  = | s4_c_out[41:23];
-  assign \$2328  = | s4_c_out[41:24];
-  assign \$2329  = | s4_c_out[41:25];
-  assign \$2330  = | s4_c_out[41:26];
-  assign \$2331  = | s4_c_out[41:27];
-  assign \$2332  = | s4_c_out[41:28];
-  assign \$2333  = | s4_c_out[41:29];
-  assign \$2334  = | s4_c_out[41:30];
-  assign \$2335  = | s4_c_out[41:31];
-  assign \$2336  = | s4_c_out[41:32];
-  assign \$2337  = | s4_c_out[41:33];
-  assign \$2338  = | s4_c_out[41:34];
-  assign \$2339  = | s4_c_out[41:35];
-  assign \$2340  = | s4_c_out[41:36];
-  assign \$2341  = | s4_c_out[41:37];
-  assign \$2342  = | s4_c_out[41:38];
-  assign \$2343  = | s4_c_out[41:39];
-  assign \$2344  = | s4_c_out[41:40];
+  assign \$2196  = s5_step_out[12] & \$2195 ;
+  assign \$2197  = | s5_step_out[41:14];
+  assign \$2198  = ~ \$2197 ;
+  assign \$2199  = s5_step_out[13] & \$2198 ;
+  assign \$2200  = | s5_step_out[41:15];
+  assign \$2201  = ~ \$2200 ;
+  assign \$2202  = s5_step_out[14] & \$2201 ;
+  assign \$2203  = | s5_step_out[41:24];
+  assign \$2204  = ~ \$2203 ;
+  assign \$2205  = s5_step_out[23] & \$2204 ;
+  assign \$2206  = | s5_step_out[41:25];
+  assign \$2207  = ~ \$2206 ;
+  assign \$2208  = s5_step_out[24] & \$2207 ;
+  assign \$2209  = | s5_step_out[41:26];
+  assign \$2210  = ~ \$2209 ;
+  assign \$2211  = s5_step_out[25] & \$2210 ;
+  assign \$2212  = | s5_step_out[41:27];
+  assign \$2213  = ~ \$2212 ;
+  assign \$2214  = s5_step_out[26] & \$2213 ;
+  assign \$2215  = | s5_step_out[41:28];
+  assign \$2216  = ~ \$2215 ;
+  assign \$2217  = s5_step_out[27] & \$2216 ;
+  assign \$2218  = | s5_step_out[41:29];
+  assign \$2219  = ~ \$2218 ;
+  assign \$2220  = s5_step_out[28] & \$2219 ;
+  assign \$2221  = | s5_step_out[41:30];
+  assign \$2222  = ~ \$2221 ;
+  assign \$2223  = s5_step_out[29] & \$2222 ;
+  assign \$2224  = | s5_step_out[41:31];
+  assign \$2225  = ~ \$2224 ;
+  assign \$2226  = s5_step_out[30] & \$2225 ;
+  assign \$2227  = | s5_step_out[41:40];
+  assign \$2228  = ~ \$2227 ;
+  assign \$2229  = s5_step_out[39] & \$2228 ;
+  assign \$2231  = ~ \$2230 ;
+  assign \$2232  = s5_step_out[40] & \$2231 ;
+  assign \$2233  = | { s5_step_out[41], \$2232 , \$2229 , \$2226 , \$2223 , \$2220 , \$2217 , \$2214 , \$2211 , \$2208 , \$2205 , \$2202 , \$2199 , \$2196 , \$2193 , \$2190 , \$2187 , \$2184 , \$2181  };
+  assign \$2234  = | s5_step_out[41:16];
+  assign \$2235  = ~ \$2234 ;
+  assign \$2236  = s5_step_out[15] & \$2235 ;
+  assign \$2237  = | s5_step_out[41:17];
+  assign \$2238  = ~ \$2237 ;
+  assign \$2239  = s5_step_out[16] & \$2238 ;
+  assign \$2240  = | s5_step_out[41:18];
+  assign \$2241  = ~ \$2240 ;
+  assign \$2242  = s5_step_out[17] & \$2241 ;
+  assign \$2243  = | s5_step_out[41:19];
+  assign \$2244  = ~ \$2243 ;
+  assign \$2245  = s5_step_out[18] & \$2244 ;
+  assign \$2246  = | s5_step_out[41:20];
+  assign \$2247  = ~ \$2246 ;
+  assign \$2248  = s5_step_out[19] & \$2247 ;
+  assign \$2249  = | s5_step_out[41:21];
+  assign \$2250  = ~ \$2249 ;
+  assign \$2251  = s5_step_out[20] & \$2250 ;
+  assign \$2252  = | s5_step_out[41:22];
+  assign \$2253  = ~ \$2252 ;
+  assign \$2254  = s5_step_out[21] & \$2253 ;
+  assign \$2255  = | s5_step_out[41:23];
+  assign \$2256  = ~ \$2255 ;
+  assign \$2257  = s5_step_out[22] & \$2256 ;
+  assign \$2258  = | s5_step_out[41:24];
+  assign \$2259  = ~ \$2258 ;
+  assign \$2260  = s5_step_out[23] & \$2259 ;
+  assign \$2261  = | s5_step_out[41:25];
+  assign \$2262  = ~ \$2261 ;
+  assign \$2263  = s5_step_out[24] & \$2262 ;
+  assign \$2264  = | s5_step_out[41:26];
+  assign \$2265  = ~ \$2264 ;
+  assign \$2266  = s5_step_out[25] & \$2265 ;
+  assign \$2267  = | s5_step_out[41:27];
+  assign \$2268  = ~ \$2267 ;
+  assign \$2269  = s5_step_out[26] & \$2268 ;
+  assign \$2270  = | s5_step_out[41:28];
+  assign \$2271  = ~ \$2270 ;
+  assign \$2272  = s5_step_out[27] & \$2271 ;
+  assign \$2273  = | s5_step_out[41:29];
+  assign \$2274  = ~ \$2273 ;
+  assign \$2275  = s5_step_out[28] & \$2274 ;
+  assign \$2276  = | s5_step_out[41:30];
+  assign \$2277  = ~ \$2276 ;
+  assign \$2278  = s5_step_out[29] & \$2277 ;
+  assign \$2279  = | s5_step_out[41:31];
+  assign \$2280  = ~ \$2279 ;
+  assign \$2281  = s5_step_out[30] & \$2280 ;
+  assign \$2282  = | { \$2281 , \$2278 , \$2275 , \$2272 , \$2269 , \$2266 , \$2263 , \$2260 , \$2257 , \$2254 , \$2251 , \$2248 , \$2245 , \$2242 , \$2239 , \$2236  };
+  assign \$2283  = | s5_step_out[41:32];
+  assign \$2284  = ~ \$2283 ;
+  assign \$2285  = s5_step_out[31] & \$2284 ;
+  assign \$2286  = | s5_step_out[41:33];
+  assign \$2287  = ~ \$2286 ;
+  assign \$2288  = s5_step_out[32] & \$2287 ;
+  assign \$2289  = | s5_step_out[41:34];
+  assign \$2290  = ~ \$2289 ;
+  assign \$2291  = s5_step_out[33] & \$2290 ;
+  assign \$2292  = | s5_step_out[41:35];
+  assign \$2293  = ~ \$2292 ;
+  assign \$2294  = s5_step_out[34] & \$2293 ;
+  assign \$2295  = | s5_step_out[41:36];
+  assign \$2296  = ~ \$2295 ;
+  assign \$2297  = s5_step_out[35] & \$2296 ;
+  assign \$2298  = | s5_step_out[41:37];
+  assign \$2299  = ~ \$2298 ;
+  assign \$2300  = s5_step_out[36] & \$2299 ;
+  assign \$2301  = | s5_step_out[41:38];
+  assign \$2302  = ~ \$2301 ;
+  assign \$2303  = s5_step_out[37] & \$2302 ;
+  assign \$2304  = | s5_step_out[41:39];
+  assign \$2305  = ~ \$2304 ;
+  assign \$2306  = s5_step_out[38] & \$2305 ;
+  assign \$2307  = | s5_step_out[41:40];
+  assign \$2308  = ~ \$2307 ;
+  assign \$2309  = s5_step_out[39] & \$2308 ;
+  assign \$2311  = ~ \$2310 ;
+  assign \$2312  = s5_step_out[40] & \$2311 ;
+  assign \$2313  = | { s5_step_out[41], \$2312 , \$2309 , \$2306 , \$2303 , \$2300 , \$2297 , \$2294 , \$2291 , \$2288 , \$2285  };
+  assign \$2314  = { \$2313 , \$2282 , \$2233 , \$2178 , \$2117 , \$2056  } - 4'ha;
+  assign \$2315  = \$1992  ? \$2314 [4:0] : 5'h00;
+  assign \$2317  = s0_rem >= \$2316 ;
+  assign \$2319  = s0_rem - \$2318 ;
+  assign \$2320  = \$2317  ? \$2319  : { 3'h0, s0_rem };
+  assign \$2322  = s1_rem >= \$2321 ;
+  assign \$2324  = s1_rem - \$2323 ;
+  assign \$2325  = \$2322  ? \$2324  : { 1'h0, s1_rem };
+  assign \$2327  = s2_rem >= \$2326 ;
+  assign \$2329  = s2_rem - \$2328 ;
+  assign \$2330  = \$2327  ? \$2329  : { 1'h0, s2_rem };
+  assign \$2332  = s3_rem >= \$2331 ;
+  assign \$2334  = s3_rem - \$2333 ;
+  assign \$2335  = \$2332  ? \$2334  : { 1'h0, s3_rem };
+  assign \$2337  = 20'hfffff + \$2336 ;
+  assign \$2339  = \$2337  + \$2338 ;
+  assign \$2341  = \$2339  + \$2340 ;
+  assign \$2344  = 20'hfffff + \$2343 ;
+  assign \$2347  = 20'hfffff + \$2346 ;
   always @(posedge clk)
-    s0_valid <= \$2346 ;
+    s0_valid <= \$2349 ;
   always @(posedge clk)
-    s0_a <= \$2347 ;
+    s0_a <= \$2350 ;
   always @(posedge clk)
-    s0_b <= \$2348 ;
+    s0_b <= \$2351 ;
   always @(posedge clk)
-    s0_has_lo <= \$2349 ;
+    s0_has_lo <= \$2352 ;
   always @(posedge clk)
-    s0_has_hi <= \$2350 ;
+    s0_has_hi <= \$2353 ;
   always @(posedge clk)
-    s0_outer <= \$2351 ;
+    s0_outer <= \$2354 ;
   always @(posedge clk)
-    s0_inner <= \$2352 ;
+    s0_inner <= \$2355 ;
   always @(posedge clk)
-    s0_tag <= \$2353 ;
+    s0_tag <= \$2356 ;
   always @(posedge clk)
-    s0_den <= \$2354 ;
+    s0_den <= \$2357 ;
   always @(posedge clk)
-    s0_den_zero <= \$2355 ;
+    s0_den_zero <= \$2358 ;
   always @(posedge clk)
-    s0_rem <= \$2356 ;
+    s0_rem <= \$2359 ;
   always @(posedge clk)
-    s1_q0 <= \$2357 ;
+    s1_q0 <= \$2360 ;
   always @(posedge clk)
-    s1_valid <= \$2358 ;
+    s1_valid <= \$2361 ;
   always @(posedge clk)
-    s1_a <= \$2359 ;
+    s1_a <= \$2362 ;
   always @(posedge clk)
-    s1_b <= \$2360 ;
+    s1_b <= \$2363 ;
   always @(posedge clk)
-    s1_has_lo <= \$2361 ;
+    s1_has_lo <= \$2364 ;
   always @(posedge clk)
-    s1_has_hi <= \$2362 ;
+    s1_has_hi <= \$2365 ;
   always @(posedge clk)
-    s1_outer <= \$2363 ;
+    s1_outer <= \$2366 ;
   always @(posedge clk)
-    s1_inner <= \$2364 ;
+    s1_inner <= \$2367 ;
   always @(posedge clk)
-    s1_tag <= \$2365 ;
+    s1_tag <= \$2368 ;
   always @(posedge clk)
-    s1_den_zero <= \$2366 ;
+    s1_den_zero <= \$2369 ;
   always @(posedge clk)
-    s1_rem <= \$2367 ;
+    s1_rem <= \$2370 ;
   always @(posedge clk)
-    s1_den <= \$2368 ;
+    s1_den <= \$2371 ;
   always @(posedge clk)
-    s2_q0 <= \$2369 ;
+    s2_q0 <= \$2372 ;
   always @(posedge clk)
-    s2_q1 <= \$2370 ;
+    s2_q1 <= \$2373 ;
   always @(posedge clk)
-    s2_valid <= \$2371 ;
+    s2_valid <= \$2374 ;
   always @(posedge clk)
-    s2_a <= \$2372 ;
+    s2_a <= \$2375 ;
   always @(posedge clk)
-    s2_b <= \$2373 ;
+    s2_b <= \$2376 ;
   always @(posedge clk)
-    s2_has_lo <= \$2374 ;
+    s2_has_lo <= \$2377 ;
   always @(posedge clk)
-    s2_has_hi <= \$2375 ;
+    s2_has_hi <= \$2378 ;
   always @(posedge clk)
-    s2_outer <= \$2376 ;
+    s2_outer <= \$2379 ;
   always @(posedge clk)
-    s2_inner <= \$2377 ;
+    s2_inner <= \$2380 ;
   always @(posedge clk)
-    s2_tag <= \$2378 ;
+    s2_tag <= \$2381 ;
   always @(posedge clk)
-    s2_den_zero <= \$2379 ;
+    s2_den_zero <= \$2382 ;
   always @(posedge clk)
-    s2_rem <= \$2380 ;
+    s2_rem <= \$2383 ;
   always @(posedge clk)
-    s2_den <= \$2381 ;
+    s2_den <= \$2384 ;
   always @(posedge clk)
-    s3_q0 <= \$2382 ;
+    s3_q0 <= \$2385 ;
   always @(posedge clk)
-    s3_q1 <= \$2383 ;
+    s3_q1 <= \$2386 ;
   always @(posedge clk)
-    s3_q2 <= \$2384 ;
+    s3_q2 <= \$2387 ;
   always @(posedge clk)
-    s3_valid <= \$2385 ;
+    s3_valid <= \$2388 ;
   always @(posedge clk)
-    s3_a <= \$2386 ;
+    s3_a <= \$2389 ;
   always @(posedge clk)
-    s3_b <= \$2387 ;
+    s3_b <= \$2390 ;
   always @(posedge clk)
-    s3_has_lo <= \$2388 ;
+    s3_has_lo <= \$2391 ;
   always @(posedge clk)
-    s3_has_hi <= \$2389 ;
+    s3_has_hi <= \$2392 ;
   always @(posedge clk)
-    s3_outer <= \$2390 ;
+    s3_outer <= \$2393 ;
   always @(posedge clk)
-    s3_inner <= \$2391 ;
+    s3_inner <= \$2394 ;
   always @(posedge clk)
-    s3_tag <= \$2392 ;
+    s3_tag <= \$2395 ;
   always @(posedge clk)
-    s3_den_zero <= \$2393 ;
+    s3_den_zero <= \$2396 ;
   always @(posedge clk)
-    s3_rem <= \$2394 ;
+    s3_rem <= \$2397 ;
   always @(posedge clk)
-    s3_den <= \$2395 ;
+    s3_den <= \$2398 ;
   always @(posedge clk)
-    s4_q0 <= \$2396 ;
+    s4_q0 <= \$2399 ;
   always @(posedge clk)
-    s4_q1 <= \$2397 ;
+    s4_q1 <= \$2400 ;
   always @(posedge clk)
-    s4_q2 <= \$2398 ;
+    s4_q2 <= \$2401 ;
   always @(posedge clk)
-    s4_q3 <= \$2399 ;
+    s4_q3 <= \$2402 ;
   always @(posedge clk)
-    s4_valid <= \$2400 ;
+    s4_valid <= \$2403 ;
   always @(posedge clk)
-    s4_a <= \$2401 ;
+    s4_a <= \$2404 ;
   always @(posedge clk)
-    s4_b <= \$2402 ;
+    s4_b <= \$2405 ;
   always @(posedge clk)
-    s4_has_lo <= \$2403 ;
+    s4_has_lo <= \$2406 ;
   always @(posedge clk)
-    s4_has_hi <= \$2404 ;
+    s4_has_hi <= \$2407 ;
   always @(posedge clk)
-    s4_outer <= \$2405 ;
+    s4_outer <= \$2408 ;
   always @(posedge clk)
-    s4_inner <= \$2406 ;
+    s4_inner <= \$2409 ;
   always @(posedge clk)
-    s4_tag <= \$2407 ;
+    s4_tag <= \$2410 ;
   always @(posedge clk)
-    s4_den_zero <= \$2408 ;
+    s4_den_zero <= \$2411 ;
   always @(posedge clk)
-    s4_rem <= \$2409 ;
+    s4_rem <= \$2412 ;
   always @(posedge clk)
-    s4_den <= \$2410 ;
+    s4_den <= \$2413 ;
   always @(posedge clk)
-    s5_q0 <= \$2411 ;
+    s5_q0 <= \$2414 ;
   always @(posedge clk)
-    s5_q1 <= \$2412 ;
+    s5_q1 <= \$2415 ;
   always @(posedge clk)
-    s5_q2 <= \$2413 ;
+    s5_q2 <= \$2416 ;
   always @(posedge clk)
-    s5_q3 <= \$2414 ;
+    s5_q3 <= \$2417 ;
   always @(posedge clk)
-    s5_q4 <= \$2415 ;
+    s5_q4 <= \$2418 ;
   always @(posedge clk)
-    s5_valid <= \$2416 ;
+    s5_valid <= \$2419 ;
   always @(posedge clk)
-    s5_a <= \$2417 ;
+    s5_a <= \$2420 ;
   always @(posedge clk)
-    s5_b <= \$2418 ;
+    s5_b <= \$2421 ;
   always @(posedge clk)
-    s5_has_lo <= \$2419 ;
+    s5_has_lo <= \$2422 ;
   always @(posedge clk)
-    s5_has_hi <= \$2420 ;
+    s5_has_hi <= \$2423 ;
   always @(posedge clk)
-    s5_outer <= \$2421 ;
+    s5_outer <= \$2424 ;
   always @(posedge clk)
-    s5_inner <= \$2422 ;
+    s5_inner <= \$2425 ;
   always @(posedge clk)
-    s5_tag <= \$2423 ;
+    s5_tag <= \$2426 ;
   always @(posedge clk)
-    s5_den_zero <= \$2424 ;
+    s5_den_zero <= \$2427 ;
   always @(posedge clk)
-    s5_inexact <= \$2425 ;
+    s5_inexact <= \$2428 ;
   always @(posedge clk)
-    c_valid <= \$2426 ;
+    c_valid <= \$2429 ;
   always @(posedge clk)
-    c_outer <= \$2427 ;
+    c_outer <= \$2430 ;
   always @(posedge clk)
-    c_inner <= \$2428 ;
+    c_inner <= \$2431 ;
   always @(posedge clk)
-    c_tag <= \$2429 ;
+    c_tag <= \$2432 ;
   always @(posedge clk)
-    c_a <= \$2430 ;
+    c_a <= \$2433 ;
   always @(posedge clk)
-    c_b <= \$2431 ;
+    c_b <= \$2434 ;
   always @(posedge clk)
-    c_nl <= \$2432 ;
+    c_nl <= \$2435 ;
   always @(posedge clk)
-    c_nu <= \$2433 ;
+    c_nu <= \$2436 ;
   always @(posedge clk)
-    c_mu <= \$2434 ;
+    c_mu <= \$2437 ;
   always @(posedge clk)
-    c_lok <= \$2435 ;
+    c_lok <= \$2438 ;
   always @(posedge clk)
-    c_uok <= \$2436 ;
+    c_uok <= \$2439 ;
   always @(posedge clk)
-    p_valid <= \$2437 ;
+    p_valid <= \$2440 ;
   always @(posedge clk)
-    p_outer <= \$2438 ;
+    p_outer <= \$2441 ;
   always @(posedge clk)
-    p_inner <= \$2439 ;
+    p_inner <= \$2442 ;
   always @(posedge clk)
-    p_tag <= \$2440 ;
+    p_tag <= \$2443 ;
   always @(posedge clk)
-    p_a <= \$2441 ;
+    p_a <= \$2444 ;
   always @(posedge clk)
-    p_b <= \$2442 ;
+    p_b <= \$2445 ;
   always @(posedge clk)
-    p_bl <= \$2443 ;
+    p_bl <= \$2446 ;
   always @(posedge clk)
-    p_am <= \$2444 ;
+    p_am <= \$2447 ;
   always @(posedge clk)
-    p_nl <= \$2445 ;
+    p_nl <= \$2448 ;
   always @(posedge clk)
-    p_nu <= \$2446 ;
+    p_nu <= \$2449 ;
   always @(posedge clk)
-    p_mu <= \$2447 ;
+    p_mu <= \$2450 ;
   always @(posedge clk)
-    p_lok <= \$2448 ;
+    p_lok <= \$2451 ;
   always @(posedge clk)
-    p_uok <= \$2449 ;
+    p_uok <= \$2452 ;
   always @(posedge clk)
-    \s2_valid$118  <= \$2450 ;
+    \s2_valid$118  <= \$2453 ;
   always @(posedge clk)
-    \s2_outer$119  <= \$2451 ;
+    \s2_outer$119  <= \$2454 ;
   always @(posedge clk)
-    \s2_inner$120  <= \$2452 ;
+    \s2_inner$120  <= \$2455 ;
   always @(posedge clk)
-    \s2_tag$121  <= \$2453 ;
+    \s2_tag$121  <= \$2456 ;
   always @(posedge clk)
-    s2_nlo <= \$2454 ;
+    s2_nlo <= \$2457 ;
   always @(posedge clk)
-    s2_ext <= \$2455 ;
+    s2_ext <= \$2458 ;
   always @(posedge clk)
-    s2_lev <= \$2456 ;
+    s2_lev <= \$2459 ;
   always @(posedge clk)
-    r_valid <= \$2457 ;
+    r_valid <= \$2460 ;
   always @(posedge clk)
-    r_tag <= \$2458 ;
+    r_tag <= \$2461 ;
   always @(posedge clk)
-    r_outer <= \$2459 ;
+    r_outer <= \$2462 ;
   always @(posedge clk)
-    r_inner <= \$2460 ;
+    r_inner <= \$2463 ;
   always @(posedge clk)
-    r_nlo <= \$2461 ;
+    r_nlo <= \$2464 ;
   always @(posedge clk)
-    r_ext <= \$2462 ;
+    r_ext <= \$2465 ;
   always @(posedge clk)
-    r_rec <= \$2463 ;
+    r_rec <= \$2466 ;
   always @(posedge clk)
-    \s3_valid$132  <= \$2464 ;
+    \s3_valid$132  <= \$2467 ;
   always @(posedge clk)
-    \s3_tag$133  <= \$2465 ;
+    \s3_tag$133  <= \$2468 ;
   always @(posedge clk)
-    s3_nlo <= \$2466 ;
+    s3_nlo <= \$2469 ;
   always @(posedge clk)
-    s3_p_mid0 <= \$2467 ;
+    s3_p_mid0 <= \$2470 ;
   always @(posedge clk)
-    s3_p_mid18 <= \$2468 ;
+    s3_p_mid18 <= \$2471 ;
   always @(posedge clk)
-    s3_p_mid36 <= \$2469 ;
+    s3_p_mid36 <= \$2472 ;
   always @(posedge clk)
-    s3_p_in <= \$2470 ;
+    s3_p_in <= \$2473 ;
   always @(posedge clk)
-    s3_p_out <= \$2471 ;
+    s3_p_out <= \$2474 ;
   always @(posedge clk)
-    \s4_valid$140  <= \$2472 ;
+    \s4_valid$140  <= \$2475 ;
   always @(posedge clk)
-    \s4_tag$141  <= \$2473 ;
+    \s4_tag$141  <= \$2476 ;
   always @(posedge clk)
-    s4_nlo <= \$2474 ;
+    s4_nlo <= \$2477 ;
   always @(posedge clk)
-    s4_c_mid <= \$2475 ;
+    s4_c_mid <= \$2478 ;
   always @(posedge clk)
-    s4_c_in <= \$2476 ;
+    s4_mask_mid <= \$2479 ;
   always @(posedge clk)
-    s4_c_out <= \$2477 ;
+    s4_c_in <= \$2480 ;
   always @(posedge clk)
-    \s5_valid$146  <= \$2478 ;
+    s4_mask_in <= \$2481 ;
   always @(posedge clk)
-    \s5_tag$147  <= \$2479 ;
+    s4_c_out <= \$2482 ;
   always @(posedge clk)
-    s5_nlo <= \$2480 ;
+    s4_mask_out <= \$2483 ;
   always @(posedge clk)
-    s5_step_mid <= \$2481 ;
+    \s5_valid$152  <= \$2484 ;
   always @(posedge clk)
-    s5_step_in <= \$2482 ;
+    \s5_tag$153  <= \$2485 ;
   always @(posedge clk)
-    s5_step_out <= \$2483 ;
+    s5_nlo <= \$2486 ;
   always @(posedge clk)
-    o_valid <= \$2484 ;
+    s5_step_mid <= \$2487 ;
   always @(posedge clk)
-    o_tag <= \$2485 ;
+    s5_step_in <= \$2488 ;
   always @(posedge clk)
-    n_lo <= \$2486 ;
+    s5_step_out <= \$2489 ;
   always @(posedge clk)
-    delta_mid <= \$2487 ;
+    o_valid <= \$2490 ;
   always @(posedge clk)
-    delta_inner <= \$2488 ;
+    o_tag <= \$2491 ;
   always @(posedge clk)
-    delta_outer <= \$2489 ;
+    n_lo <= \$2492 ;
+  always @(posedge clk)
+    delta_mid <= \$2493 ;
+  always @(posedge clk)
+    delta_inner <= \$2494 ;
+  always @(posedge clk)
+    delta_outer <= \$2495 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     (* full_case = 32'd1 *)
@@ -107595,1017 +107610,1041 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2346  = valid;
-    if (rst) begin
-      \$2346  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2347  = a;
-    if (rst) begin
-      \$2347  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2348  = b;
-    if (rst) begin
-      \$2348  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2349  = has_lo;
+    \$2349  = valid;
     if (rst) begin
       \$2349  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2350  = has_hi;
+    \$2350  = a;
     if (rst) begin
-      \$2350  = 1'h0;
+      \$2350  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2351  = outer_max;
+    \$2351  = b;
     if (rst) begin
       \$2351  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2352  = inner_ext;
+    \$2352  = has_lo;
     if (rst) begin
-      \$2352  = 41'h00000000000;
+      \$2352  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2353  = 1'h0;
+    \$2353  = has_hi;
     if (rst) begin
       \$2353  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2354  = \$1 ;
+    \$2354  = outer_max;
     if (rst) begin
-      \$2354  = 42'h00000000000;
+      \$2354  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2355  = \$4 ;
+    \$2355  = inner_ext;
     if (rst) begin
-      \$2355  = 1'h0;
+      \$2355  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2356  = \$6 [46:0];
+    \$2356  = 1'h0;
     if (rst) begin
-      \$2356  = 47'h000000000000;
+      \$2356  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2357  = \$8 ;
+    \$2357  = \$1 ;
     if (rst) begin
-      \$2357  = 1'h0;
+      \$2357  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2358  = s0_valid;
+    \$2358  = \$4 ;
     if (rst) begin
       \$2358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2359  = s0_a;
+    \$2359  = \$6 [46:0];
     if (rst) begin
-      \$2359  = 41'h00000000000;
+      \$2359  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2360  = s0_b;
+    \$2360  = \$8 ;
     if (rst) begin
-      \$2360  = 41'h00000000000;
+      \$2360  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2361  = s0_has_lo;
+    \$2361  = s0_valid;
     if (rst) begin
       \$2361  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2362  = s0_has_hi;
+    \$2362  = s0_a;
     if (rst) begin
-      \$2362  = 1'h0;
+      \$2362  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2363  = s0_outer;
+    \$2363  = s0_b;
     if (rst) begin
       \$2363  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2364  = s0_inner;
+    \$2364  = s0_has_lo;
     if (rst) begin
-      \$2364  = 41'h00000000000;
+      \$2364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2365  = s0_tag;
+    \$2365  = s0_has_hi;
     if (rst) begin
       \$2365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2366  = s0_den_zero;
+    \$2366  = s0_outer;
     if (rst) begin
-      \$2366  = 1'h0;
+      \$2366  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2367  = \$2204 [46:0];
+    \$2367  = s0_inner;
     if (rst) begin
-      \$2367  = 47'h000000000000;
+      \$2367  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2368  = s0_den;
+    \$2368  = s0_tag;
     if (rst) begin
-      \$2368  = 42'h00000000000;
+      \$2368  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2369  = s1_q0;
+    \$2369  = s0_den_zero;
     if (rst) begin
       \$2369  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2370  = \$10 ;
+    \$2370  = \$2320 [46:0];
     if (rst) begin
-      \$2370  = 1'h0;
+      \$2370  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2371  = s1_valid;
+    \$2371  = s0_den;
     if (rst) begin
-      \$2371  = 1'h0;
+      \$2371  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2372  = s1_a;
+    \$2372  = s1_q0;
     if (rst) begin
-      \$2372  = 41'h00000000000;
+      \$2372  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2373  = s1_b;
+    \$2373  = \$10 ;
     if (rst) begin
-      \$2373  = 41'h00000000000;
+      \$2373  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2374  = s1_has_lo;
+    \$2374  = s1_valid;
     if (rst) begin
       \$2374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2375  = s1_has_hi;
+    \$2375  = s1_a;
     if (rst) begin
-      \$2375  = 1'h0;
+      \$2375  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2376  = s1_outer;
+    \$2376  = s1_b;
     if (rst) begin
       \$2376  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2377  = s1_inner;
+    \$2377  = s1_has_lo;
     if (rst) begin
-      \$2377  = 41'h00000000000;
+      \$2377  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2378  = s1_tag;
+    \$2378  = s1_has_hi;
     if (rst) begin
       \$2378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2379  = s1_den_zero;
+    \$2379  = s1_outer;
     if (rst) begin
-      \$2379  = 1'h0;
+      \$2379  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2380  = \$2209 [46:0];
+    \$2380  = s1_inner;
     if (rst) begin
-      \$2380  = 47'h000000000000;
+      \$2380  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2381  = s1_den;
+    \$2381  = s1_tag;
     if (rst) begin
-      \$2381  = 42'h00000000000;
+      \$2381  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2382  = s2_q0;
+    \$2382  = s1_den_zero;
     if (rst) begin
       \$2382  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2383  = s2_q1;
+    \$2383  = \$2325 [46:0];
     if (rst) begin
-      \$2383  = 1'h0;
+      \$2383  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2384  = \$12 ;
+    \$2384  = s1_den;
     if (rst) begin
-      \$2384  = 1'h0;
+      \$2384  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2385  = s2_valid;
+    \$2385  = s2_q0;
     if (rst) begin
       \$2385  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2386  = s2_a;
+    \$2386  = s2_q1;
     if (rst) begin
-      \$2386  = 41'h00000000000;
+      \$2386  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2387  = s2_b;
+    \$2387  = \$12 ;
     if (rst) begin
-      \$2387  = 41'h00000000000;
+      \$2387  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2388  = s2_has_lo;
+    \$2388  = s2_valid;
     if (rst) begin
       \$2388  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2389  = s2_has_hi;
+    \$2389  = s2_a;
     if (rst) begin
-      \$2389  = 1'h0;
+      \$2389  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2390  = s2_outer;
+    \$2390  = s2_b;
     if (rst) begin
       \$2390  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2391  = s2_inner;
+    \$2391  = s2_has_lo;
     if (rst) begin
-      \$2391  = 41'h00000000000;
+      \$2391  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2392  = s2_tag;
+    \$2392  = s2_has_hi;
     if (rst) begin
       \$2392  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2393  = s2_den_zero;
+    \$2393  = s2_outer;
     if (rst) begin
-      \$2393  = 1'h0;
+      \$2393  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2394  = \$2214 [46:0];
+    \$2394  = s2_inner;
     if (rst) begin
-      \$2394  = 47'h000000000000;
+      \$2394  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2395  = s2_den;
+    \$2395  = s2_tag;
     if (rst) begin
-      \$2395  = 42'h00000000000;
+      \$2395  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2396  = s3_q0;
+    \$2396  = s2_den_zero;
     if (rst) begin
       \$2396  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2397  = s3_q1;
+    \$2397  = \$2330 [46:0];
     if (rst) begin
-      \$2397  = 1'h0;
+      \$2397  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2398  = s3_q2;
+    \$2398  = s2_den;
     if (rst) begin
-      \$2398  = 1'h0;
+      \$2398  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2399  = \$14 ;
+    \$2399  = s3_q0;
     if (rst) begin
       \$2399  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2400  = s3_valid;
+    \$2400  = s3_q1;
     if (rst) begin
       \$2400  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2401  = s3_a;
+    \$2401  = s3_q2;
     if (rst) begin
-      \$2401  = 41'h00000000000;
+      \$2401  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2402  = s3_b;
+    \$2402  = \$14 ;
     if (rst) begin
-      \$2402  = 41'h00000000000;
+      \$2402  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2403  = s3_has_lo;
+    \$2403  = s3_valid;
     if (rst) begin
       \$2403  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2404  = s3_has_hi;
+    \$2404  = s3_a;
     if (rst) begin
-      \$2404  = 1'h0;
+      \$2404  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2405  = s3_outer;
+    \$2405  = s3_b;
     if (rst) begin
       \$2405  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2406  = s3_inner;
+    \$2406  = s3_has_lo;
     if (rst) begin
-      \$2406  = 41'h00000000000;
+      \$2406  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2407  = s3_tag;
+    \$2407  = s3_has_hi;
     if (rst) begin
       \$2407  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2408  = s3_den_zero;
+    \$2408  = s3_outer;
     if (rst) begin
-      \$2408  = 1'h0;
+      \$2408  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2409  = \$2219 [46:0];
+    \$2409  = s3_inner;
     if (rst) begin
-      \$2409  = 47'h000000000000;
+      \$2409  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2410  = s3_den;
+    \$2410  = s3_tag;
     if (rst) begin
-      \$2410  = 42'h00000000000;
+      \$2410  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2411  = s4_q0;
+    \$2411  = s3_den_zero;
     if (rst) begin
       \$2411  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2412  = s4_q1;
+    \$2412  = \$2335 [46:0];
     if (rst) begin
-      \$2412  = 1'h0;
+      \$2412  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2413  = s4_q2;
+    \$2413  = s3_den;
     if (rst) begin
-      \$2413  = 1'h0;
+      \$2413  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2414  = s4_q3;
+    \$2414  = s4_q0;
     if (rst) begin
       \$2414  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2415  = \$16 ;
+    \$2415  = s4_q1;
     if (rst) begin
       \$2415  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2416  = s4_valid;
+    \$2416  = s4_q2;
     if (rst) begin
       \$2416  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2417  = s4_a;
+    \$2417  = s4_q3;
     if (rst) begin
-      \$2417  = 41'h00000000000;
+      \$2417  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2418  = s4_b;
+    \$2418  = \$16 ;
     if (rst) begin
-      \$2418  = 41'h00000000000;
+      \$2418  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2419  = s4_has_lo;
+    \$2419  = s4_valid;
     if (rst) begin
       \$2419  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2420  = s4_has_hi;
+    \$2420  = s4_a;
     if (rst) begin
-      \$2420  = 1'h0;
+      \$2420  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2421  = s4_outer;
+    \$2421  = s4_b;
     if (rst) begin
       \$2421  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2422  = s4_inner;
+    \$2422  = s4_has_lo;
     if (rst) begin
-      \$2422  = 41'h00000000000;
+      \$2422  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2423  = s4_tag;
+    \$2423  = s4_has_hi;
     if (rst) begin
       \$2423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2424  = s4_den_zero;
+    \$2424  = s4_outer;
     if (rst) begin
-      \$2424  = 1'h0;
+      \$2424  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2425  = \$22 ;
+    \$2425  = s4_inner;
     if (rst) begin
-      \$2425  = 1'h0;
+      \$2425  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2426  = s5_valid;
+    \$2426  = s4_tag;
     if (rst) begin
       \$2426  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2427  = s5_outer;
+    \$2427  = s4_den_zero;
     if (rst) begin
-      \$2427  = 41'h00000000000;
+      \$2427  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2428  = s5_inner;
+    \$2428  = \$22 ;
     if (rst) begin
-      \$2428  = 41'h00000000000;
+      \$2428  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2429  = s5_tag;
+    \$2429  = s5_valid;
     if (rst) begin
       \$2429  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2430  = s5_a;
+    \$2430  = s5_outer;
     if (rst) begin
       \$2430  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2431  = s5_b;
+    \$2431  = s5_inner;
     if (rst) begin
       \$2431  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2432  = \$67 [4:0];
+    \$2432  = s5_tag;
     if (rst) begin
-      \$2432  = 5'h00;
+      \$2432  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2433  = \$93 [4:0];
+    \$2433  = s5_a;
     if (rst) begin
-      \$2433  = 5'h00;
+      \$2433  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2434  = \$120 [4:0];
+    \$2434  = s5_b;
     if (rst) begin
-      \$2434  = 5'h00;
+      \$2434  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2435  = \$180 ;
+    \$2435  = \$67 [4:0];
     if (rst) begin
-      \$2435  = 1'h0;
+      \$2435  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2436  = \$207 ;
+    \$2436  = \$93 [4:0];
     if (rst) begin
-      \$2436  = 1'h0;
+      \$2436  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2437  = c_valid;
+    \$2437  = \$120 [4:0];
     if (rst) begin
-      \$2437  = 1'h0;
+      \$2437  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2438  = c_outer;
+    \$2438  = \$180 ;
     if (rst) begin
-      \$2438  = 41'h00000000000;
+      \$2438  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2439  = c_inner;
+    \$2439  = \$207 ;
     if (rst) begin
-      \$2439  = 41'h00000000000;
+      \$2439  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2440  = c_tag;
+    \$2440  = c_valid;
     if (rst) begin
       \$2440  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2441  = c_a;
+    \$2441  = c_outer;
     if (rst) begin
       \$2441  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2442  = c_b;
+    \$2442  = c_inner;
     if (rst) begin
       \$2442  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2443  = \$208 ;
+    \$2443  = c_tag;
     if (rst) begin
-      \$2443  = 46'h000000000000;
+      \$2443  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2444  = \$209 ;
+    \$2444  = c_a;
     if (rst) begin
-      \$2444  = 46'h000000000000;
+      \$2444  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2445  = c_nl;
+    \$2445  = c_b;
     if (rst) begin
-      \$2445  = 5'h00;
+      \$2445  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2446  = c_nu;
+    \$2446  = \$208 ;
     if (rst) begin
-      \$2446  = 5'h00;
+      \$2446  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2447  = c_mu;
+    \$2447  = \$209 ;
     if (rst) begin
-      \$2447  = 5'h00;
+      \$2447  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2448  = c_lok;
+    \$2448  = c_nl;
     if (rst) begin
-      \$2448  = 1'h0;
+      \$2448  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2449  = c_uok;
+    \$2449  = c_nu;
     if (rst) begin
-      \$2449  = 1'h0;
+      \$2449  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2450  = p_valid;
+    \$2450  = c_mu;
     if (rst) begin
-      \$2450  = 1'h0;
+      \$2450  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2451  = p_outer;
+    \$2451  = c_lok;
     if (rst) begin
-      \$2451  = 41'h00000000000;
+      \$2451  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2452  = p_inner;
+    \$2452  = c_uok;
     if (rst) begin
-      \$2452  = 41'h00000000000;
+      \$2452  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2453  = p_tag;
+    \$2453  = p_valid;
     if (rst) begin
       \$2453  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2454  = \$214 ;
+    \$2454  = p_outer;
     if (rst) begin
-      \$2454  = 5'h00;
+      \$2454  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2455  = \$219 ;
+    \$2455  = p_inner;
     if (rst) begin
       \$2455  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2456  = \$224 ;
+    \$2456  = p_tag;
     if (rst) begin
-      \$2456  = 5'h00;
+      \$2456  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2457  = \s2_valid$118 ;
+    \$2457  = \$214 ;
     if (rst) begin
-      \$2457  = 1'h0;
+      \$2457  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2458  = \s2_tag$121 ;
+    \$2458  = \$219 ;
     if (rst) begin
-      \$2458  = 1'h0;
+      \$2458  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2459  = \s2_outer$119 ;
+    \$2459  = \$224 ;
     if (rst) begin
-      \$2459  = 41'h00000000000;
+      \$2459  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2460  = \s2_inner$120 ;
+    \$2460  = \s2_valid$118 ;
     if (rst) begin
-      \$2460  = 41'h00000000000;
+      \$2460  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2461  = s2_nlo;
+    \$2461  = \s2_tag$121 ;
     if (rst) begin
-      \$2461  = 5'h00;
+      \$2461  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2462  = s2_ext;
+    \$2462  = \s2_outer$119 ;
     if (rst) begin
       \$2462  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2463  = \$225 ;
+    \$2463  = \s2_inner$120 ;
     if (rst) begin
-      \$2463  = 21'h000000;
+      \$2463  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2464  = r_valid;
+    \$2464  = s2_nlo;
     if (rst) begin
-      \$2464  = 1'h0;
+      \$2464  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2465  = r_tag;
+    \$2465  = s2_ext;
     if (rst) begin
-      \$2465  = 1'h0;
+      \$2465  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2466  = r_nlo;
+    \$2466  = \$225 ;
     if (rst) begin
-      \$2466  = 5'h00;
+      \$2466  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2467  = \$226 ;
+    \$2467  = r_valid;
     if (rst) begin
-      \$2467  = 39'h0000000000;
+      \$2467  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2468  = \$227 ;
+    \$2468  = r_tag;
     if (rst) begin
-      \$2468  = 39'h0000000000;
+      \$2468  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2469  = \$228 ;
+    \$2469  = r_nlo;
     if (rst) begin
-      \$2469  = 26'h0000000;
+      \$2469  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2470  = { 5'h00, \$229  };
+    \$2470  = \$226 ;
     if (rst) begin
-      \$2470  = 62'h0000000000000000;
+      \$2470  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2471  = { 4'h0, \$230  };
+    \$2471  = \$227 ;
     if (rst) begin
-      \$2471  = 62'h0000000000000000;
+      \$2471  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2472  = \s3_valid$132 ;
+    \$2472  = \$228 ;
     if (rst) begin
-      \$2472  = 1'h0;
+      \$2472  = 26'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2473  = \s3_tag$133 ;
+    \$2473  = { 5'h00, \$229  };
     if (rst) begin
-      \$2473  = 1'h0;
+      \$2473  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2474  = s3_nlo;
+    \$2474  = { 4'h0, \$230  };
     if (rst) begin
-      \$2474  = 5'h00;
+      \$2474  = 62'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2475  = \$237 [41:0];
+    \$2475  = \s3_valid$132 ;
     if (rst) begin
-      \$2475  = 42'h00000000000;
+      \$2475  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2476  = \$240 [41:0];
+    \$2476  = \s3_tag$133 ;
     if (rst) begin
-      \$2476  = 42'h00000000000;
+      \$2476  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2477  = \$243 [41:0];
+    \$2477  = s3_nlo;
     if (rst) begin
-      \$2477  = 42'h00000000000;
+      \$2477  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2478  = \s4_valid$140 ;
+    \$2478  = \$2342 [41:0];
     if (rst) begin
-      \$2478  = 1'h0;
+      \$2478  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2479  = \s4_tag$141 ;
+    \$2479  = \$273 ;
     if (rst) begin
-      \$2479  = 1'h0;
+      \$2479  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2480  = s4_nlo;
+    \$2480  = \$2345 [41:0];
     if (rst) begin
-      \$2480  = 5'h00;
+      \$2480  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2481  = \$246 [41:0];
+    \$2481  = \$316 ;
     if (rst) begin
       \$2481  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2482  = \$249 [41:0];
+    \$2482  = \$2348 [41:0];
     if (rst) begin
       \$2482  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2483  = \$252 [41:0];
+    \$2483  = \$359 ;
     if (rst) begin
       \$2483  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2484  = \s5_valid$146 ;
+    \$2484  = \s4_valid$140 ;
     if (rst) begin
       \$2484  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2485  = \s5_tag$147 ;
+    \$2485  = \s4_tag$141 ;
     if (rst) begin
       \$2485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2486  = s5_nlo;
+    \$2486  = s4_nlo;
     if (rst) begin
       \$2486  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2487  = { 1'h0, \$901 , \$577  };
+    \$2487  = \$362 [41:0];
     if (rst) begin
-      \$2487  = 16'h0000;
+      \$2487  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2488  = { 1'h0, \$1550 , \$1226  };
+    \$2488  = \$365 [41:0];
     if (rst) begin
-      \$2488  = 16'h0000;
+      \$2488  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$2489  = { 1'h0, \$2199 , \$1875  };
+    \$2489  = \$368 [41:0];
     if (rst) begin
-      \$2489  = 16'h0000;
+      \$2489  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$2490  = \s5_valid$152 ;
+    if (rst) begin
+      \$2490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$2491  = \s5_tag$153 ;
+    if (rst) begin
+      \$2491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$2492  = s5_nlo;
+    if (rst) begin
+      \$2492  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$2493  = { 1'h0, \$1017 , \$693  };
+    if (rst) begin
+      \$2493  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$2494  = { 1'h0, \$1666 , \$1342  };
+    if (rst) begin
+      \$2494  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$2495  = { 1'h0, \$2315 , \$1991  };
+    if (rst) begin
+      \$2495  = 16'h0000;
     end
   end
   assign tag = 1'h0;
-  assign div_rem4 = \$2204 [46:0];
-  assign div_rem3 = \$2209 [46:0];
-  assign div_rem2 = \$2214 [46:0];
-  assign div_rem1 = \$2219 [46:0];
+  assign div_rem4 = \$2320 [46:0];
+  assign div_rem3 = \$2325 [46:0];
+  assign div_rem2 = \$2330 [46:0];
+  assign div_rem1 = \$2335 [46:0];
+  assign c_mid = \$2342 [41:0];
+  assign c_in = \$2345 [41:0];
+  assign c_out = \$2348 [41:0];
   assign \$5  = { 3'h0, a, 4'h0 };
   assign \$6  = \$5 ;
   assign \$7  = { 3'h0, s0_den, 4'h0 };
@@ -108680,46 +108719,46 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   assign \$198  = { \$197 [4:0], 1'h0 };
   assign \$200  = { \$199 [4:0], 1'h0 };
   assign \$202  = { \$201 [4:0], 1'h0 };
-  assign \$231  = { 1'h0, s3_p_mid0 };
-  assign \$233  = { 13'h0000, s3_p_mid18, 18'h00000 };
-  assign \$235  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
-  assign \$237  = { 20'h00000, \$236 [89:20] };
-  assign \$238  = { 1'h0, s3_p_in };
-  assign \$240  = { 20'h00000, \$239 [63:20] };
-  assign \$241  = { 1'h0, s3_p_out };
-  assign \$243  = { 20'h00000, \$242 [63:20] };
-  assign \$2261  = s4_c_mid[41];
-  assign mask = { 11'h000, s4_c_mid[41], \$2260 , \$2259 , \$2258 , \$2257 , \$2256 , \$2255 , \$2254 , \$2253 , \$2252 , \$2251 , \$2250 , \$2249 , \$2248 , \$2247 , \$2246 , \$2245 , \$2244 , \$2243 , \$2242 , \$2241 , \$2240 , \$2239 , \$2238 , \$2237 , \$2236 , \$2235 , \$2234 , \$2233 , \$2232 , \$2231  };
-  assign \$2303  = s4_c_in[41];
-  assign \mask$152  = { 11'h000, s4_c_in[41], \$2302 , \$2301 , \$2300 , \$2299 , \$2298 , \$2297 , \$2296 , \$2295 , \$2294 , \$2293 , \$2292 , \$2291 , \$2290 , \$2289 , \$2288 , \$2287 , \$2286 , \$2285 , \$2284 , \$2283 , \$2282 , \$2281 , \$2280 , \$2279 , \$2278 , \$2277 , \$2276 , \$2275 , \$2274 , \$2273  };
-  assign \$2345  = s4_c_out[41];
-  assign \mask$154  = { 11'h000, s4_c_out[41], \$2344 , \$2343 , \$2342 , \$2341 , \$2340 , \$2339 , \$2338 , \$2337 , \$2336 , \$2335 , \$2334 , \$2333 , \$2332 , \$2331 , \$2330 , \$2329 , \$2328 , \$2327 , \$2326 , \$2325 , \$2324 , \$2323 , \$2322 , \$2321 , \$2320 , \$2319 , \$2318 , \$2317 , \$2316 , \$2315  };
-  assign \$314  = s5_step_mid[41];
-  assign \$491  = s5_step_mid[41];
-  assign \$571  = s5_step_mid[41];
-  assign \$639  = s5_step_mid[41];
-  assign \$816  = s5_step_mid[41];
-  assign \$896  = s5_step_mid[41];
-  assign \$963  = s5_step_in[41];
-  assign \$1140  = s5_step_in[41];
-  assign \$1220  = s5_step_in[41];
-  assign \$1288  = s5_step_in[41];
-  assign \$1465  = s5_step_in[41];
-  assign \$1545  = s5_step_in[41];
-  assign \$1612  = s5_step_out[41];
-  assign \$1789  = s5_step_out[41];
-  assign \$1869  = s5_step_out[41];
-  assign \$1937  = s5_step_out[41];
-  assign \$2114  = s5_step_out[41];
-  assign \$2194  = s5_step_out[41];
-  assign \$2200  = { 3'h0, s0_den, 4'h0 };
-  assign \$2202  = { 3'h0, s0_den, 4'h0 };
-  assign \$2205  = { s1_den, 3'h0 };
-  assign \$2207  = { s1_den, 3'h0 };
-  assign \$2210  = { 1'h0, s2_den, 2'h0 };
-  assign \$2212  = { 1'h0, s2_den, 2'h0 };
-  assign \$2215  = { s3_den, 1'h0 };
-  assign \$2217  = { s3_den, 1'h0 };
+  assign \$2336  = { 1'h0, s3_p_mid0 };
+  assign \$2338  = { 13'h0000, s3_p_mid18, 18'h00000 };
+  assign \$2340  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
+  assign \$2342  = { 20'h00000, \$2341 [89:20] };
+  assign \$272  = \$2342 [41];
+  assign \$273  = { 11'h000, \$2342 [41], \$271 , \$270 , \$269 , \$268 , \$267 , \$266 , \$265 , \$264 , \$263 , \$262 , \$261 , \$260 , \$259 , \$258 , \$257 , \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242  };
+  assign \$2343  = { 1'h0, s3_p_in };
+  assign \$2345  = { 20'h00000, \$2344 [63:20] };
+  assign \$315  = \$2345 [41];
+  assign \$316  = { 11'h000, \$2345 [41], \$314 , \$313 , \$312 , \$311 , \$310 , \$309 , \$308 , \$307 , \$306 , \$305 , \$304 , \$303 , \$302 , \$301 , \$300 , \$299 , \$298 , \$297 , \$296 , \$295 , \$294 , \$293 , \$292 , \$291 , \$290 , \$289 , \$288 , \$287 , \$286 , \$285  };
+  assign \$2346  = { 1'h0, s3_p_out };
+  assign \$2348  = { 20'h00000, \$2347 [63:20] };
+  assign \$358  = \$2348 [41];
+  assign \$359  = { 11'h000, \$2348 [41], \$357 , \$356 , \$355 , \$354 , \$353 , \$352 , \$351 , \$350 , \$349 , \$348 , \$347 , \$346 , \$345 , \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330 , \$329 , \$328  };
+  assign \$430  = s5_step_mid[41];
+  assign \$607  = s5_step_mid[41];
+  assign \$687  = s5_step_mid[41];
+  assign \$755  = s5_step_mid[41];
+  assign \$932  = s5_step_mid[41];
+  assign \$1012  = s5_step_mid[41];
+  assign \$1079  = s5_step_in[41];
+  assign \$1256  = s5_step_in[41];
+  assign \$1336  = s5_step_in[41];
+  assign \$1404  = s5_step_in[41];
+  assign \$1581  = s5_step_in[41];
+  assign \$1661  = s5_step_in[41];
+  assign \$1728  = s5_step_out[41];
+  assign \$1905  = s5_step_out[41];
+  assign \$1985  = s5_step_out[41];
+  assign \$2053  = s5_step_out[41];
+  assign \$2230  = s5_step_out[41];
+  assign \$2310  = s5_step_out[41];
+  assign \$2316  = { 3'h0, s0_den, 4'h0 };
+  assign \$2318  = { 3'h0, s0_den, 4'h0 };
+  assign \$2321  = { s1_den, 3'h0 };
+  assign \$2323  = { s1_den, 3'h0 };
+  assign \$2326  = { 1'h0, s2_den, 2'h0 };
+  assign \$2328  = { 1'h0, s2_den, 2'h0 };
+  assign \$2331  = { s3_den, 1'h0 };
+  assign \$2333  = { s3_den, 1'h0 };
   assign \$24  = { 5'h00, s5_q0 };
   assign \$38  = { 5'h00, s5_q0 };
   assign \$53  = { 5'h00, s5_q0 };
@@ -109920,7 +109959,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$27545$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+, \port$27551$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -110290,8 +110329,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$27545$0 ;
-  wire [2:0] \port$27545$0 ;
+  output [2:0] \port$27551$0 ;
+  wire [2:0] \port$27551$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -111891,7 +111930,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$27545$0  = \$210 ;
+  assign \port$27551$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -114216,7 +114255,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26566$183 , \port$0$4 );
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26572$183 , \port$0$4 );
   reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -114314,8 +114353,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$26566$183 ;
-  wire [5:0] \port$26566$183 ;
+  input [5:0] \port$26572$183 ;
+  wire [5:0] \port$26572$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -114526,8 +114565,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$26566$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$26566$183 [5];
+  assign \$77  = \port$26572$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$26572$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -114551,7 +114590,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$26566$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$26572$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
@@ -114611,7 +114650,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$26566$183 [4:0];
+  assign read__1__layer = \port$26572$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -114620,7 +114659,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$26566$183 [5];
+  assign read__1__kv = \port$26572$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -115105,7 +115144,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$27445$0 (part),
+    .\port$27451$0 (part),
     .\port$9256$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
@@ -116213,7 +116252,7 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_data, r_en, \port$27445$0 , r_rdy, clk);
+module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_data, r_en, \port$27451$0 , r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -116255,8 +116294,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$27445$0 ;
-  wire [63:0] \port$27445$0 ;
+  input [63:0] \port$27451$0 ;
+  wire [63:0] \port$27451$0 ;
   input [63:0] \port$9256$0 ;
   wire [63:0] \port$9256$0 ;
   (* init = 4'h0 *)
@@ -116302,7 +116341,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9256$0 , \port$27445$0  };
+      storage[w_port__addr] <= { \port$9256$0 , \port$27451$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -116401,8 +116440,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9256$0 , \port$27445$0  };
-  assign w_data = { \port$9256$0 , \port$27445$0  };
+  assign w_port__data = { \port$9256$0 , \port$27451$0  };
+  assign w_data = { \port$9256$0 , \port$27451$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule

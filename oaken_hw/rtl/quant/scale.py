@@ -55,14 +55,15 @@ def split_reference(a, b, has_lo, has_hi, codes):
     return nl, a, nl
 
 
-def _roundup_fp16(m, c, width):
-    """Smallest FP16 value (in units) >= ``c`` (unsigned): keep 11 significant bits.
+def _roundup_mask(c):
+    """The bits of ``c`` (unsigned) below its 11 leading ones: those with a set bit 11 or
+    more places above them, ``smear_down(c) >> 11``, with no encoder or shifter."""
+    return smear_down(c) >> 11
 
-    The bits below the 11 leading ones are those with a set bit 11 or more places above
-    them: ``smear_down(c) >> 11``, with no encoder or shifter in between.
-    """
-    mask = Signal(width)
-    m.d.comb += mask.eq(smear_down(c) >> 11)
+
+def _roundup_fp16(c, mask, width):
+    """Smallest FP16 value (in units) >= ``c``: keep 11 significant bits (``mask`` from
+    :func:`_roundup_mask`, registered a stage earlier)."""
     return ((c + mask)[:width + 1] & ~mask)[:width + 1]
 
 
@@ -220,12 +221,18 @@ class Scale(wiring.Component):
         def ceiling(parts):
             total = sum((p << k for p, k in parts), (1 << RECIP_BITS) - 1)
             return (total >> RECIP_BITS)[:cw]
-        cs = [stage(f"s4_c_{name}", ceiling(parts), cw)
-              for name, parts in (("mid", p_mid), ("in", p_in), ("out", p_out))]
+        # the round-up's mask is found here, after the sum, and applied in the next stage
+        # (together they were the critical path: 38 levels, 14.2 ns on ECP5)
+        cs = []
+        for name, parts in (("mid", p_mid), ("in", p_in), ("out", p_out)):
+            c_ = Signal(cw, name=f"c_{name}")
+            m.d.comb += c_.eq(ceiling(parts))
+            cs.append((stage(f"s4_c_{name}", c_),
+                       stage(f"s4_mask_{name}", _roundup_mask(c_), cw)))
         s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
         s5_nlo = stage("s5_nlo", s4_nlo)
-        steps = [stage(f"s5_step_{name}", _roundup_fp16(m, c_, cw), _STEP_WIDTH)
-                 for name, c_ in zip(("mid", "in", "out"), cs)]
+        steps = [stage(f"s5_step_{name}", _roundup_fp16(c_, mask, cw), _STEP_WIDTH)
+                 for name, (c_, mask) in zip(("mid", "in", "out"), cs)]
 
         # --- FP16 bit patterns -----------------------------------------------------------
         m.d.sync += [
