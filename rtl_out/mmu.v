@@ -6,637 +6,789 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
 , obs__release_sid, obs__seq, obs__group, obs__free_done, obs__free_seq, obs__live, append__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [10:0] \$10 ;
-  wire [11:0] \$100 ;
+  wire \$10 ;
+  wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
-  wire \$104 ;
-  reg [7:0] \$105 ;
-  wire [8:0] \$106 ;
-  wire [9:0] \$107 ;
-  reg [7:0] \$108 ;
-  wire [6:0] \$109 ;
-  wire [11:0] \$11 ;
-  wire [8:0] \$110 ;
-  wire [9:0] \$111 ;
-  wire [9:0] \$112 ;
-  reg [7:0] \$113 ;
-  wire [6:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire [9:0] \$116 ;
-  reg [7:0] \$117 ;
-  wire [6:0] \$118 ;
-  wire [8:0] \$119 ;
+  reg [7:0] \$104 ;
+  wire \$105 ;
+  wire [6:0] \$106 ;
+  wire [7:0] \$107 ;
+  wire [7:0] \$108 ;
+  wire [8:0] \$109 ;
+  wire \$11 ;
+  reg [7:0] \$110 ;
+  wire [6:0] \$111 ;
+  wire [7:0] \$112 ;
+  wire [8:0] \$113 ;
+  reg [7:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire [7:0] \$116 ;
+  wire [8:0] \$117 ;
+  wire [3:0] \$118 ;
+  wire [3:0] \$119 ;
   wire \$12 ;
-  wire [9:0] \$120 ;
-  wire [3:0] \$121 ;
-  wire \$122 ;
-  wire [3:0] \$123 ;
-  wire [3:0] \$124 ;
-  wire \$125 ;
-  wire [3:0] \$126 ;
+  wire [1:0] \$120 ;
+  wire [1:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [9:0] \$123 ;
+  reg [13:0] \$124 ;
+  wire [13:0] \$125 ;
+  wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [3:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [4:0] \$130 ;
+  wire [3:0] \$130 ;
   wire [3:0] \$131 ;
-  wire [4:0] \$132 ;
-  wire [4:0] \$133 ;
-  wire [4:0] \$134 ;
-  wire [3:0] \$135 ;
+  wire [3:0] \$132 ;
+  wire [3:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
   wire \$136 ;
-  wire [3:0] \$137 ;
-  wire \$138 ;
-  wire [3:0] \$139 ;
-  wire \$14 ;
+  wire \$137 ;
+  wire [1:0] \$138 ;
+  wire [1:0] \$139 ;
+  wire [3:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire [1:0] \$142 ;
-  wire [1:0] \$143 ;
-  wire \$144 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [3:0] \$144 ;
   wire [3:0] \$145 ;
-  wire \$146 ;
+  wire [3:0] \$146 ;
   wire [3:0] \$147 ;
   wire \$148 ;
-  wire [3:0] \$149 ;
-  wire \$15 ;
+  wire \$149 ;
+  wire [3:0] \$15 ;
   wire \$150 ;
   wire \$151 ;
-  reg [13:0] \$152 ;
-  wire [3:0] \$153 ;
-  reg [13:0] \$154 ;
-  wire [13:0] \$155 ;
-  wire [9:0] \$156 ;
-  wire [15:0] \$157 ;
-  wire [23:0] \$158 ;
+  wire [1:0] \$152 ;
+  wire [1:0] \$153 ;
+  wire [9:0] \$154 ;
+  wire [9:0] \$155 ;
+  reg [13:0] \$156 ;
+  wire [13:0] \$157 ;
+  wire \$158 ;
   wire \$159 ;
   wire [3:0] \$16 ;
   wire \$160 ;
-  reg [13:0] \$161 ;
+  wire \$161 ;
   wire [3:0] \$162 ;
-  reg [13:0] \$163 ;
-  wire [13:0] \$164 ;
-  wire [23:0] \$165 ;
+  wire [3:0] \$163 ;
+  wire [3:0] \$164 ;
+  wire [3:0] \$165 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire [3:0] \$17 ;
-  wire \$170 ;
-  reg [13:0] \$171 ;
-  wire [23:0] \$172 ;
+  wire [1:0] \$170 ;
+  wire [1:0] \$171 ;
+  wire [3:0] \$172 ;
   wire \$173 ;
-  reg [13:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [3:0] \$175 ;
-  reg [13:0] \$176 ;
-  wire [13:0] \$177 ;
-  wire [9:0] \$178 ;
-  wire [14:0] \$179 ;
-  wire [3:0] \$18 ;
-  wire [23:0] \$180 ;
-  wire \$181 ;
-  wire [9:0] \$182 ;
-  wire [9:0] \$183 ;
-  wire [9:0] \$184 ;
-  wire [9:0] \$185 ;
-  reg [13:0] \$186 ;
-  wire [13:0] \$187 ;
-  reg [6:0] \$188 ;
+  wire \$176 ;
+  wire [3:0] \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire [3:0] \$180 ;
+  wire [4:0] \$181 ;
+  wire [3:0] \$182 ;
+  wire [4:0] \$183 ;
+  wire [4:0] \$184 ;
+  wire [4:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire \$187 ;
+  wire [3:0] \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
-  reg [13:0] \$190 ;
-  wire [13:0] \$191 ;
+  wire \$19 ;
+  wire [3:0] \$190 ;
+  wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  reg [13:0] \$194 ;
-  wire [13:0] \$195 ;
-  reg [13:0] \$196 ;
-  wire [13:0] \$197 ;
-  wire [14:0] \$198 ;
-  wire [14:0] \$199 ;
+  wire [1:0] \$193 ;
+  wire [1:0] \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire [3:0] \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
+  wire [3:0] \$200 ;
+  wire [3:0] \$201 ;
+  wire [3:0] \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [10:0] \$207 ;
-  wire [14:0] \$208 ;
-  wire [14:0] \$209 ;
+  wire [1:0] \$207 ;
+  wire [1:0] \$208 ;
+  wire [9:0] \$209 ;
   wire \$21 ;
-  wire [14:0] \$210 ;
-  wire \$211 ;
-  wire [9:0] \$212 ;
+  wire [9:0] \$210 ;
+  reg [13:0] \$211 ;
+  wire [13:0] \$212 ;
   wire \$213 ;
-  wire [9:0] \$214 ;
+  wire \$214 ;
   wire \$215 ;
   wire \$216 ;
-  wire \$217 ;
-  reg [6:0] \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  reg [13:0] \$220 ;
-  wire [13:0] \$221 ;
+  wire [3:0] \$217 ;
+  wire [3:0] \$218 ;
+  wire [3:0] \$219 ;
+  wire [1:0] \$22 ;
+  wire [3:0] \$220 ;
+  wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  reg [6:0] \$224 ;
-  wire \$225 ;
-  reg [6:0] \$226 ;
+  wire \$224 ;
+  wire [1:0] \$225 ;
+  wire [1:0] \$226 ;
   wire \$227 ;
-  reg [13:0] \$228 ;
-  wire [13:0] \$229 ;
-  wire \$23 ;
-  reg [6:0] \$230 ;
-  wire [14:0] \$231 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [9:0] \$23 ;
+  wire \$230 ;
+  wire [3:0] \$231 ;
   wire \$232 ;
-  wire \$233 ;
+  wire [3:0] \$233 ;
   wire \$234 ;
-  wire \$235 ;
+  wire [3:0] \$235 ;
   wire \$236 ;
   wire \$237 ;
-  reg [13:0] \$238 ;
-  wire [13:0] \$239 ;
-  wire [1:0] \$24 ;
-  wire [13:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire [20:0] \$243 ;
-  wire [20:0] \$244 ;
-  wire [20:0] \$245 ;
-  wire [20:0] \$246 ;
-  wire [20:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire [9:0] \$25 ;
-  wire [20:0] \$250 ;
-  wire [20:0] \$251 ;
-  wire [20:0] \$252 ;
-  wire [20:0] \$253 ;
-  wire [20:0] \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire [20:0] \$257 ;
-  wire [20:0] \$258 ;
-  wire [20:0] \$259 ;
+  wire [3:0] \$238 ;
+  reg [13:0] \$239 ;
+  wire \$24 ;
+  wire [9:0] \$240 ;
+  wire [15:0] \$241 ;
+  wire [23:0] \$242 ;
+  wire \$243 ;
+  wire [3:0] \$244 ;
+  reg [13:0] \$245 ;
+  wire [23:0] \$246 ;
+  reg [13:0] \$247 ;
+  wire [23:0] \$248 ;
+  wire [3:0] \$249 ;
+  wire [1:0] \$25 ;
+  reg [13:0] \$250 ;
+  wire [9:0] \$251 ;
+  wire [14:0] \$252 ;
+  wire [23:0] \$253 ;
+  wire [9:0] \$254 ;
+  wire [9:0] \$255 ;
+  reg [13:0] \$256 ;
+  wire [13:0] \$257 ;
+  wire [14:0] \$258 ;
+  reg [13:0] \$259 ;
   wire \$26 ;
-  wire [20:0] \$260 ;
-  wire [20:0] \$261 ;
-  reg [13:0] \$262 ;
-  wire [23:0] \$263 ;
-  wire \$264 ;
-  wire [24:0] \$265 ;
-  wire \$266 ;
-  wire [15:0] \$267 ;
-  wire [15:0] \$268 ;
+  wire [13:0] \$260 ;
+  wire [14:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire [10:0] \$264 ;
+  wire [14:0] \$265 ;
+  wire [14:0] \$266 ;
+  wire [14:0] \$267 ;
+  wire \$268 ;
   wire \$269 ;
-  wire [1:0] \$27 ;
-  wire [15:0] \$270 ;
-  wire [15:0] \$271 ;
+  wire [13:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
   wire \$272 ;
-  wire [15:0] \$273 ;
-  wire [15:0] \$274 ;
-  wire [8:0] \$275 ;
-  wire \$276 ;
-  wire [10:0] \$277 ;
-  wire [11:0] \$278 ;
-  wire [11:0] \$279 ;
+  wire \$273 ;
+  wire [20:0] \$274 ;
+  wire [20:0] \$275 ;
+  wire [20:0] \$276 ;
+  wire [20:0] \$277 ;
+  wire [20:0] \$278 ;
+  wire \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  reg [13:0] \$283 ;
-  wire [14:0] \$284 ;
-  wire [15:0] \$285 ;
-  wire [15:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [11:0] \$288 ;
-  wire [11:0] \$289 ;
-  wire [13:0] \$29 ;
-  wire [15:0] \$290 ;
-  wire [15:0] \$291 ;
-  wire \$292 ;
+  wire [20:0] \$281 ;
+  wire [20:0] \$282 ;
+  wire [20:0] \$283 ;
+  wire [20:0] \$284 ;
+  wire [20:0] \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire [20:0] \$288 ;
+  wire [20:0] \$289 ;
+  wire \$29 ;
+  wire [20:0] \$290 ;
+  wire [20:0] \$291 ;
+  wire [20:0] \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire [8:0] \$296 ;
+  wire \$296 ;
   reg [13:0] \$297 ;
-  wire [3:0] \$298 ;
-  wire \$299 ;
+  wire [13:0] \$298 ;
+  wire [13:0] \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  wire [3:0] \$300 ;
-  wire [3:0] \$301 ;
+  reg [13:0] \$300 ;
+  wire [23:0] \$301 ;
   wire \$302 ;
-  wire [3:0] \$303 ;
+  wire [24:0] \$303 ;
   wire \$304 ;
-  wire \$305 ;
-  wire [3:0] \$306 ;
-  wire [4:0] \$307 ;
-  wire [3:0] \$308 ;
-  wire [4:0] \$309 ;
-  wire \$31 ;
-  wire [4:0] \$310 ;
-  wire [4:0] \$311 ;
-  wire [3:0] \$312 ;
-  wire \$313 ;
-  wire [3:0] \$314 ;
-  wire \$315 ;
-  wire [3:0] \$316 ;
+  wire [14:0] \$305 ;
+  wire \$306 ;
+  wire [14:0] \$307 ;
+  wire \$308 ;
+  wire [14:0] \$309 ;
+  wire [13:0] \$31 ;
+  wire \$310 ;
+  wire [8:0] \$311 ;
+  wire \$312 ;
+  wire [10:0] \$313 ;
+  wire [11:0] \$314 ;
+  wire [11:0] \$315 ;
+  wire \$316 ;
   wire \$317 ;
   wire \$318 ;
-  wire [1:0] \$319 ;
-  wire \$32 ;
-  wire [1:0] \$320 ;
+  reg [13:0] \$319 ;
+  wire [14:0] \$32 ;
+  wire [14:0] \$320 ;
   wire [15:0] \$321 ;
-  wire \$322 ;
-  wire [15:0] \$323 ;
-  wire [15:0] \$324 ;
-  wire [15:0] \$325 ;
+  wire [15:0] \$322 ;
+  wire [10:0] \$323 ;
+  wire [11:0] \$324 ;
+  wire [11:0] \$325 ;
   wire [15:0] \$326 ;
-  wire \$327 ;
-  wire [15:0] \$328 ;
-  wire [15:0] \$329 ;
-  wire [13:0] \$33 ;
-  wire [15:0] \$330 ;
-  wire [15:0] \$331 ;
-  wire \$332 ;
-  wire [15:0] \$333 ;
-  wire [15:0] \$334 ;
-  wire [15:0] \$335 ;
-  wire [15:0] \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire [3:0] \$339 ;
-  wire [14:0] \$34 ;
-  wire \$340 ;
-  wire [10:0] \$341 ;
-  wire [11:0] \$342 ;
-  wire [11:0] \$343 ;
-  wire [3:0] \$344 ;
-  wire \$345 ;
-  wire [3:0] \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  reg [13:0] \$349 ;
+  wire [15:0] \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire [8:0] \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire [3:0] \$335 ;
+  wire \$336 ;
+  wire [3:0] \$337 ;
+  wire [3:0] \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire [3:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire [3:0] \$343 ;
+  wire [4:0] \$344 ;
+  wire [3:0] \$345 ;
+  wire [4:0] \$346 ;
+  wire [4:0] \$347 ;
+  wire [4:0] \$348 ;
+  wire [3:0] \$349 ;
   wire \$35 ;
-  wire [14:0] \$350 ;
-  wire [15:0] \$351 ;
-  wire [15:0] \$352 ;
-  wire [10:0] \$353 ;
-  wire [11:0] \$354 ;
-  wire [11:0] \$355 ;
-  wire [15:0] \$356 ;
-  wire [15:0] \$357 ;
-  wire [15:0] \$358 ;
-  wire \$359 ;
-  wire \$36 ;
-  wire \$360 ;
+  wire \$350 ;
+  wire [3:0] \$351 ;
+  wire \$352 ;
+  wire [3:0] \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire [1:0] \$356 ;
+  wire [1:0] \$357 ;
+  wire \$358 ;
+  wire [14:0] \$359 ;
+  wire [2:0] \$36 ;
+  wire [14:0] \$360 ;
   wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire [14:0] \$362 ;
+  wire [14:0] \$363 ;
   wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
+  wire [14:0] \$365 ;
+  wire [14:0] \$366 ;
   wire \$367 ;
   wire \$368 ;
-  wire \$369 ;
-  wire \$37 ;
+  wire [3:0] \$369 ;
+  wire [9:0] \$37 ;
   wire \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
+  wire [10:0] \$371 ;
+  wire [11:0] \$372 ;
+  wire [11:0] \$373 ;
+  wire [3:0] \$374 ;
   wire \$375 ;
-  wire \$376 ;
+  wire [3:0] \$376 ;
   wire \$377 ;
-  wire [8:0] \$378 ;
-  wire \$379 ;
-  wire [2:0] \$38 ;
-  wire [13:0] \$380 ;
-  wire [12:0] \$381 ;
-  wire [11:0] \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  reg [7:0] \$385 ;
-  wire [8:0] \$386 ;
-  wire [9:0] \$387 ;
-  reg [7:0] \$388 ;
-  wire [6:0] \$389 ;
-  wire [9:0] \$39 ;
-  wire [8:0] \$390 ;
-  wire [9:0] \$391 ;
-  wire [9:0] \$392 ;
-  reg [7:0] \$393 ;
-  wire [6:0] \$394 ;
-  wire [8:0] \$395 ;
-  wire [9:0] \$396 ;
-  reg [7:0] \$397 ;
-  wire [6:0] \$398 ;
-  wire [8:0] \$399 ;
+  wire \$378 ;
+  reg [13:0] \$379 ;
+  wire \$38 ;
+  wire [14:0] \$380 ;
+  wire [15:0] \$381 ;
+  wire [15:0] \$382 ;
+  wire [10:0] \$383 ;
+  wire [11:0] \$384 ;
+  wire [11:0] \$385 ;
+  wire [15:0] \$386 ;
+  wire [15:0] \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire [3:0] \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [7:0] \$4 ;
   wire \$40 ;
-  wire [9:0] \$400 ;
+  wire \$400 ;
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
-  reg [13:0] \$404 ;
-  wire [3:0] \$405 ;
+  wire \$404 ;
+  wire \$405 ;
   wire \$406 ;
-  wire [3:0] \$407 ;
+  wire [8:0] \$407 ;
   wire \$408 ;
-  wire [3:0] \$409 ;
-  wire [3:0] \$41 ;
-  wire \$410 ;
-  wire [3:0] \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire [3:0] \$417 ;
-  reg [13:0] \$418 ;
-  wire [13:0] \$419 ;
+  wire \$409 ;
+  wire [13:0] \$41 ;
+  reg [7:0] \$410 ;
+  wire \$411 ;
+  wire [6:0] \$412 ;
+  wire [7:0] \$413 ;
+  wire [7:0] \$414 ;
+  wire [8:0] \$415 ;
+  reg [13:0] \$416 ;
+  wire \$417 ;
+  wire [6:0] \$418 ;
+  wire [7:0] \$419 ;
   wire \$42 ;
-  reg [6:0] \$420 ;
-  wire \$421 ;
-  reg [13:0] \$422 ;
-  wire [13:0] \$423 ;
-  reg [6:0] \$424 ;
-  wire [14:0] \$425 ;
-  wire \$426 ;
-  wire \$427 ;
-  reg [6:0] \$428 ;
-  wire \$429 ;
-  wire [13:0] \$43 ;
-  reg [6:0] \$430 ;
+  wire [7:0] \$420 ;
+  reg [11:0] \$421 ;
+  wire [14:0] \$422 ;
+  reg [12:0] \$423 ;
+  wire \$424 ;
+  wire [6:0] \$425 ;
+  wire [7:0] \$426 ;
+  wire [7:0] \$427 ;
+  reg [10:0] \$428 ;
+  wire [13:0] \$429 ;
+  wire \$43 ;
+  reg [10:0] \$430 ;
   wire \$431 ;
-  reg [13:0] \$432 ;
-  wire [13:0] \$433 ;
-  reg [6:0] \$434 ;
-  wire [14:0] \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  reg [13:0] \$438 ;
-  wire [13:0] \$439 ;
+  wire [6:0] \$432 ;
+  wire [7:0] \$433 ;
+  wire [7:0] \$434 ;
+  reg [8:0] \$435 ;
+  wire [11:0] \$436 ;
+  reg [7:0] \$437 ;
+  wire [6:0] \$438 ;
+  wire [7:0] \$439 ;
   wire \$44 ;
-  wire [14:0] \$440 ;
-  reg [6:0] \$441 ;
-  wire [14:0] \$442 ;
-  reg [6:0] \$443 ;
-  reg [6:0] \$444 ;
-  wire \$445 ;
-  reg [13:0] \$446 ;
-  wire [13:0] \$447 ;
-  reg [6:0] \$448 ;
-  wire [14:0] \$449 ;
-  wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  reg [13:0] \$452 ;
-  wire [13:0] \$453 ;
-  wire [14:0] \$454 ;
-  reg [6:0] \$455 ;
-  wire [14:0] \$456 ;
-  wire [15:0] \$457 ;
-  wire \$458 ;
-  wire \$459 ;
-  wire \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire [9:0] \$466 ;
-  wire \$467 ;
-  wire [9:0] \$468 ;
-  wire \$469 ;
-  wire [13:0] \$47 ;
-  wire \$470 ;
-  reg [6:0] \$471 ;
-  wire \$472 ;
-  reg [13:0] \$473 ;
-  wire [13:0] \$474 ;
-  wire \$475 ;
+  wire [8:0] \$440 ;
+  reg [13:0] \$441 ;
+  wire [6:0] \$442 ;
+  wire [7:0] \$443 ;
+  reg [11:0] \$444 ;
+  wire [14:0] \$445 ;
+  reg [12:0] \$446 ;
+  wire [6:0] \$447 ;
+  wire [7:0] \$448 ;
+  reg [10:0] \$449 ;
+  wire [13:0] \$45 ;
+  wire [13:0] \$450 ;
+  reg [10:0] \$451 ;
+  wire [6:0] \$452 ;
+  wire [7:0] \$453 ;
+  reg [8:0] \$454 ;
+  wire [11:0] \$455 ;
+  reg [7:0] \$456 ;
+  wire [6:0] \$457 ;
+  wire [7:0] \$458 ;
+  wire [8:0] \$459 ;
+  wire [14:0] \$46 ;
+  reg [13:0] \$460 ;
+  wire [6:0] \$461 ;
+  wire [7:0] \$462 ;
+  reg [11:0] \$463 ;
+  wire [14:0] \$464 ;
+  reg [12:0] \$465 ;
+  wire [6:0] \$466 ;
+  wire [7:0] \$467 ;
+  reg [10:0] \$468 ;
+  wire [13:0] \$469 ;
+  wire \$47 ;
+  reg [10:0] \$470 ;
+  wire [6:0] \$471 ;
+  wire [7:0] \$472 ;
+  reg [8:0] \$473 ;
+  wire [11:0] \$474 ;
+  reg [13:0] \$475 ;
   wire \$476 ;
-  reg [6:0] \$477 ;
+  wire \$477 ;
   wire \$478 ;
-  reg [6:0] \$479 ;
-  wire [14:0] \$48 ;
-  wire \$480 ;
-  reg [13:0] \$481 ;
-  wire [13:0] \$482 ;
-  reg [6:0] \$483 ;
-  wire [14:0] \$484 ;
+  wire [3:0] \$479 ;
+  wire \$48 ;
+  reg [13:0] \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire \$487 ;
+  wire [9:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [9:0] \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire \$491 ;
+  wire [9:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
+  wire [13:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
   wire \$497 ;
-  wire \$498 ;
-  wire [20:0] \$499 ;
+  wire [13:0] \$498 ;
+  wire \$499 ;
   wire [6:0] \$5 ;
-  wire \$50 ;
-  wire [20:0] \$500 ;
-  wire [20:0] \$501 ;
-  wire [20:0] \$502 ;
+  wire [4:0] \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [13:0] \$502 ;
   wire \$503 ;
   wire \$504 ;
-  wire [20:0] \$505 ;
-  wire [20:0] \$506 ;
-  wire [20:0] \$507 ;
-  wire [20:0] \$508 ;
-  wire [21:0] \$509 ;
-  wire \$51 ;
+  wire [9:0] \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire [13:0] \$508 ;
+  wire [14:0] \$509 ;
+  wire [9:0] \$51 ;
   wire \$510 ;
   wire \$511 ;
-  wire [20:0] \$512 ;
-  wire [20:0] \$513 ;
-  wire [20:0] \$514 ;
-  wire [20:0] \$515 ;
-  wire [20:0] \$516 ;
+  wire \$512 ;
+  wire [13:0] \$513 ;
+  wire [14:0] \$514 ;
+  wire \$515 ;
+  wire \$516 ;
   wire \$517 ;
-  wire \$518 ;
-  wire [20:0] \$519 ;
-  wire [4:0] \$52 ;
-  wire [20:0] \$520 ;
-  wire [20:0] \$521 ;
-  wire [20:0] \$522 ;
-  wire [20:0] \$523 ;
-  wire [21:0] \$524 ;
-  wire \$525 ;
+  wire [13:0] \$518 ;
+  wire [14:0] \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire [3:0] \$524 ;
+  reg [13:0] \$525 ;
   wire \$526 ;
-  wire [20:0] \$527 ;
-  wire [20:0] \$528 ;
-  wire [20:0] \$529 ;
-  wire [9:0] \$53 ;
-  wire [20:0] \$530 ;
-  wire [20:0] \$531 ;
+  wire [3:0] \$527 ;
+  wire \$528 ;
+  wire [3:0] \$529 ;
+  wire [5:0] \$53 ;
+  wire \$530 ;
+  wire [3:0] \$531 ;
   wire \$532 ;
   wire \$533 ;
-  wire [1:0] \$534 ;
-  wire [1:0] \$535 ;
+  wire \$534 ;
+  wire \$535 ;
   wire \$536 ;
   wire \$537 ;
-  reg [13:0] \$538 ;
-  wire [13:0] \$539 ;
+  wire [3:0] \$538 ;
+  reg [13:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
+  wire [13:0] \$540 ;
+  reg [6:0] \$541 ;
   wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
-  wire [24:0] \$545 ;
-  wire [25:0] \$546 ;
-  wire [15:0] \$547 ;
+  reg [13:0] \$543 ;
+  wire [13:0] \$544 ;
+  reg [6:0] \$545 ;
+  wire [14:0] \$546 ;
+  wire \$547 ;
   wire \$548 ;
-  wire \$549 ;
-  wire [5:0] \$55 ;
+  reg [6:0] \$549 ;
+  wire [13:0] \$55 ;
   wire \$550 ;
-  wire \$551 ;
-  wire [8:0] \$552 ;
-  wire [14:0] \$553 ;
+  reg [6:0] \$551 ;
+  wire \$552 ;
+  reg [13:0] \$553 ;
   wire [13:0] \$554 ;
-  wire [11:0] \$555 ;
-  wire [6:0] \$556 ;
-  wire [3:0] \$557 ;
-  wire [15:0] \$558 ;
-  wire [15:0] \$559 ;
+  reg [6:0] \$555 ;
+  wire [14:0] \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  reg [13:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire [3:0] \$564 ;
-  wire \$565 ;
+  wire [13:0] \$560 ;
+  wire [14:0] \$561 ;
+  reg [6:0] \$562 ;
+  wire [14:0] \$563 ;
+  reg [6:0] \$564 ;
+  reg [6:0] \$565 ;
   wire \$566 ;
-  wire [8:0] \$567 ;
-  wire [14:0] \$568 ;
-  wire [13:0] \$569 ;
-  wire [13:0] \$57 ;
-  wire [11:0] \$570 ;
-  wire [6:0] \$571 ;
-  wire [3:0] \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  reg [7:0] \$575 ;
-  reg \$576 ;
-  reg [13:0] \$577 ;
-  reg [12:0] \$578 ;
-  reg [10:0] \$579 ;
+  reg [13:0] \$567 ;
+  wire [13:0] \$568 ;
+  reg [6:0] \$569 ;
+  wire \$57 ;
+  wire [14:0] \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  reg [13:0] \$573 ;
+  wire [13:0] \$574 ;
+  wire [14:0] \$575 ;
+  reg [6:0] \$576 ;
+  wire [14:0] \$577 ;
+  wire [15:0] \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  reg [2:0] \$580 ;
-  reg \$581 ;
-  reg \$582 ;
-  reg [40:0] \$583 ;
-  reg \$584 ;
-  reg [5:0] \$585 ;
-  reg [7:0] \$586 ;
-  reg [3:0] \$587 ;
-  reg \$588 ;
-  reg [38:0] \$589 ;
-  wire \$59 ;
-  reg [9:0] \$590 ;
-  reg [13:0] \$591 ;
-  reg [13:0] \$592 ;
+  wire \$580 ;
+  wire \$581 ;
+  reg [6:0] \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  reg [6:0] \$589 ;
+  wire [13:0] \$59 ;
+  wire \$590 ;
+  reg [6:0] \$591 ;
+  wire \$592 ;
   reg [13:0] \$593 ;
-  reg [2:0] \$594 ;
-  reg \$595 ;
-  reg [13:0] \$596 ;
-  reg [13:0] \$597 ;
-  reg [13:0] \$598 ;
-  reg [13:0] \$599 ;
+  wire [13:0] \$594 ;
+  reg [6:0] \$595 ;
+  wire [14:0] \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire [7:0] \$6 ;
-  wire \$60 ;
-  reg [13:0] \$600 ;
-  reg [13:0] \$601 ;
-  reg [13:0] \$602 ;
-  reg [9:0] \$603 ;
-  reg \$604 ;
-  reg \$605 ;
-  reg [10:0] \$606 ;
-  reg [10:0] \$607 ;
-  reg [3:0] \$608 ;
-  reg [1:0] \$609 ;
-  wire [13:0] \$61 ;
-  reg [13:0] \$610 ;
-  reg [13:0] \$611 ;
-  reg [13:0] \$612 ;
-  reg [24:0] \$613 ;
-  reg [9:0] \$614 ;
-  reg [10:0] \$615 ;
-  reg [14:0] \$616 ;
-  reg [14:0] \$617 ;
-  wire [14:0] \$62 ;
+  wire [14:0] \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire [20:0] \$606 ;
+  wire [20:0] \$607 ;
+  wire [20:0] \$608 ;
+  wire [20:0] \$609 ;
+  wire \$61 ;
+  wire [20:0] \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire [20:0] \$613 ;
+  wire [20:0] \$614 ;
+  wire [20:0] \$615 ;
+  wire [20:0] \$616 ;
+  wire [20:0] \$617 ;
+  wire [21:0] \$618 ;
+  wire \$619 ;
+  wire \$62 ;
+  wire \$620 ;
+  wire [20:0] \$621 ;
+  wire [20:0] \$622 ;
+  wire [20:0] \$623 ;
+  wire [20:0] \$624 ;
+  wire [20:0] \$625 ;
+  wire [21:0] \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire [6:0] \$66 ;
-  wire [9:0] \$67 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire [20:0] \$639 ;
+  wire [6:0] \$64 ;
+  wire [20:0] \$640 ;
+  wire [20:0] \$641 ;
+  wire [20:0] \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire [20:0] \$645 ;
+  wire [20:0] \$646 ;
+  wire [20:0] \$647 ;
+  wire [20:0] \$648 ;
+  wire [21:0] \$649 ;
+  wire [9:0] \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire [20:0] \$652 ;
+  wire [20:0] \$653 ;
+  wire [20:0] \$654 ;
+  wire [20:0] \$655 ;
+  wire [20:0] \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire [20:0] \$659 ;
+  wire \$66 ;
+  wire [20:0] \$660 ;
+  wire [20:0] \$661 ;
+  wire [20:0] \$662 ;
+  wire [20:0] \$663 ;
+  wire [21:0] \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire [1:0] \$667 ;
+  wire [1:0] \$668 ;
+  wire \$669 ;
+  wire [7:0] \$67 ;
+  wire \$670 ;
+  reg [13:0] \$671 ;
+  wire [13:0] \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire [24:0] \$678 ;
+  wire [25:0] \$679 ;
   wire \$68 ;
-  wire [7:0] \$69 ;
+  wire [15:0] \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire [8:0] \$685 ;
+  wire [14:0] \$686 ;
+  wire [13:0] \$687 ;
+  wire [11:0] \$688 ;
+  wire [6:0] \$689 ;
+  wire [14:0] \$69 ;
+  wire [3:0] \$690 ;
+  wire [10:0] \$691 ;
+  wire [11:0] \$692 ;
+  wire [15:0] \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire [3:0] \$698 ;
+  wire \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
+  wire \$700 ;
+  wire [8:0] \$701 ;
+  wire [14:0] \$702 ;
+  wire [13:0] \$703 ;
+  wire [11:0] \$704 ;
+  wire [6:0] \$705 ;
+  wire [3:0] \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  reg [7:0] \$709 ;
   wire [14:0] \$71 ;
+  reg \$710 ;
+  reg \$711 ;
+  reg \$712 ;
+  reg [2:0] \$713 ;
+  reg \$714 ;
+  reg \$715 ;
+  reg \$716 ;
+  reg [40:0] \$717 ;
+  reg \$718 ;
+  reg [5:0] \$719 ;
   wire \$72 ;
+  reg [7:0] \$720 ;
+  reg [13:0] \$721 ;
+  reg [12:0] \$722 ;
+  reg [10:0] \$723 ;
+  reg [3:0] \$724 ;
+  reg \$725 ;
+  reg [38:0] \$726 ;
+  reg [9:0] \$727 ;
+  reg [13:0] \$728 ;
+  reg [13:0] \$729 ;
   wire [14:0] \$73 ;
+  reg [13:0] \$730 ;
+  reg [2:0] \$731 ;
+  reg [2:0] \$732 ;
+  reg [2:0] \$733 ;
+  reg [13:0] \$734 ;
+  reg [13:0] \$735 ;
+  reg [13:0] \$736 ;
+  reg [13:0] \$737 ;
+  reg [13:0] \$738 ;
+  reg [13:0] \$739 ;
   wire \$74 ;
-  wire [14:0] \$75 ;
+  reg [13:0] \$740 ;
+  reg [2:0] \$741 ;
+  reg \$742 ;
+  reg \$743 ;
+  reg \$744 ;
+  reg \$745 ;
+  reg [6:0] \$746 ;
+  reg [6:0] \$747 ;
+  reg \$748 ;
+  reg [9:0] \$749 ;
+  wire \$75 ;
+  reg \$750 ;
+  reg \$751 ;
+  reg [10:0] \$752 ;
+  reg [10:0] \$753 ;
+  reg [3:0] \$754 ;
+  reg [13:0] \$755 ;
+  reg [13:0] \$756 ;
+  reg [13:0] \$757 ;
+  reg [14:0] \$758 ;
+  reg [14:0] \$759 ;
   wire \$76 ;
+  reg [14:0] \$760 ;
+  reg [24:0] \$761 ;
+  reg [9:0] \$762 ;
+  reg [10:0] \$763 ;
+  reg [14:0] \$764 ;
+  reg [1:0] \$765 ;
+  reg [10:0] \$766 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire [10:0] \$8 ;
   wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  reg [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [14:0] \$85 ;
-  reg [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [14:0] \$88 ;
-  reg [4:0] \$89 ;
+  reg [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire [14:0] \$83 ;
+  reg [5:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire [14:0] \$86 ;
+  reg [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [13:0] \$89 ;
   wire [11:0] \$9 ;
-  wire [4:0] \$90 ;
-  wire [13:0] \$91 ;
-  reg [4:0] \$92 ;
-  wire [4:0] \$93 ;
-  wire [13:0] \$94 ;
-  reg [2:0] \$95 ;
-  wire [2:0] \$96 ;
-  wire [11:0] \$97 ;
-  reg [2:0] \$98 ;
-  wire [2:0] \$99 ;
+  reg [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [13:0] \$92 ;
+  reg [2:0] \$93 ;
+  wire [2:0] \$94 ;
+  wire [11:0] \$95 ;
+  reg [2:0] \$96 ;
+  wire [2:0] \$97 ;
+  wire [11:0] \$98 ;
+  wire \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$124 ;
-  wire [9:0] \$signature__data$124.n ;
-  wire [41:0] \$signature__data$124.sb ;
-  wire [13:0] \$signature__data$124.sb[0] ;
-  wire [13:0] \$signature__data$124.sb[1] ;
-  wire [13:0] \$signature__data$124.sb[2] ;
+  wire [51:0] \$signature__data$155 ;
+  wire [9:0] \$signature__data$155.n ;
+  wire [41:0] \$signature__data$155.sb ;
+  wire [13:0] \$signature__data$155.sb[0] ;
+  wire [13:0] \$signature__data$155.sb[1] ;
+  wire [13:0] \$signature__data$155.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
   wire [13:0] \$signature__data.sb[1] ;
   wire [13:0] \$signature__data.sb[2] ;
   reg \$signature__en ;
+  reg [6:0] a_first = 7'h00;
+  reg [6:0] a_second = 7'h00;
+  reg adv;
   wire [13:0] alloc__payload;
   reg alloc__ready;
   wire alloc__valid;
@@ -663,7 +815,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg append__ready;
   input append__valid;
   wire append__valid;
+  reg cap1 = 1'h0;
+  reg [2:0] cap1_k = 3'h0;
+  reg cap2 = 1'h0;
+  reg [2:0] cap2_k = 3'h0;
   wire cap_bad;
+  reg chk_cap = 1'h0;
+  reg chk_pos = 1'h0;
   input clk;
   wire clk;
   reg [40:0] cm = 41'h00000000000;
@@ -695,10 +853,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [3:0] dense_r_entry;
   reg [3:0] dense_w_entry;
   reg [14:0] e = 15'h0000;
+  reg [14:0] e1 = 15'h0000;
+  reg [14:0] e2 = 15'h0000;
+  reg em_free = 1'h0;
+  reg em_ready = 1'h0;
   reg emitted;
   reg [5:0] fg = 6'h00;
   wire field_bad;
   reg frag = 1'h0;
+  reg free_done;
+  (* init = 1'h0 *)
+  wire free_done_q;
   output [14:0] free_pages;
   wire [14:0] free_pages;
   reg from_cmd = 1'h0;
@@ -710,8 +875,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] hi;
   reg [2:0] j = 3'h0;
   reg [14:0] k_cnt;
-  reg lat = 1'h0;
-  reg [1:0] lat_tab = 2'h0;
   (* init = 4'h0 *)
   wire [3:0] live;
   reg [10:0] meta_base = 11'h000;
@@ -727,7 +890,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   output [10:0] obs__alloc_sid;
   wire [10:0] obs__alloc_sid;
   output obs__free_done;
-  reg obs__free_done;
+  reg obs__free_done = 1'h0;
   output [1:0] obs__free_seq;
   wire [1:0] obs__free_seq;
   output [5:0] obs__group;
@@ -739,7 +902,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   output [13:0] obs__release_page;
   reg [13:0] obs__release_page;
   output [10:0] obs__release_sid;
-  wire [10:0] obs__release_sid;
+  reg [10:0] obs__release_sid = 11'h000;
   output [1:0] obs__seq;
   wire [1:0] obs__seq;
   output out_of_pages;
@@ -762,11 +925,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
   wire [13:0] r_addr;
-  wire [12:0] \r_addr$66 ;
-  wire [10:0] \r_addr$72 ;
+  wire [12:0] \r_addr$72 ;
+  wire [10:0] \r_addr$78 ;
   wire [13:0] r_data;
-  wire [13:0] \r_data$96 ;
-  wire [13:0] \r_data$97 ;
+  wire [13:0] \r_data$87 ;
+  wire [13:0] \r_data$88 ;
+  wire r_en;
+  wire \r_en$91 ;
+  wire \r_en$92 ;
   wire [1:0] r_idx;
   reg [24:0] r_left = 25'h0000000;
   reg [9:0] r_off = 10'h000;
@@ -793,10 +959,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [10:0] \rec.length ;
   wire [2:0] \rec.status ;
   reg rec_valid;
+  (* init = 11'h000 *)
+  wire [10:0] rel_sid;
+  reg [1:0] rel_tab = 2'h0;
+  (* init = 1'h0 *)
+  wire rel_v;
   wire [13:0] release__payload;
   wire release__ready;
-  reg release__valid;
+  reg release__valid = 1'h0;
   reg retry = 1'h0;
+  reg [2:0] rk = 3'h0;
   input rst;
   wire rst;
   reg [13:0] sb0 = 14'h0000;
@@ -804,25 +976,40 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$118 ;
-  reg [1:0] \slot_idx$83 ;
+  reg [1:0] \slot_idx$100 ;
+  reg [1:0] \slot_idx$103 ;
+  reg [1:0] \slot_idx$106 ;
+  reg [1:0] \slot_idx$108 ;
+  reg [1:0] \slot_idx$110 ;
+  reg [1:0] \slot_idx$112 ;
+  reg [1:0] \slot_idx$146 ;
+  reg [1:0] \slot_idx$98 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$119 ;
-  reg [1:0] \slot_tab$84 ;
+  reg [1:0] \slot_tab$102 ;
+  reg [1:0] \slot_tab$105 ;
+  reg [1:0] \slot_tab$107 ;
+  reg [1:0] \slot_tab$109 ;
+  reg [1:0] \slot_tab$111 ;
+  reg [1:0] \slot_tab$113 ;
+  reg [1:0] \slot_tab$147 ;
+  reg [1:0] \slot_tab$99 ;
   reg [12:0] sparse_base = 13'h0000;
   reg [2:0] sparse_r_entry;
   reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
   reg [1:0] t_idx;
+  reg tab_en;
+  wire take_first;
+  wire take_second;
   wire [13:0] w_addr;
-  wire [12:0] \w_addr$69 ;
-  wire [10:0] \w_addr$75 ;
+  wire [12:0] \w_addr$75 ;
+  wire [10:0] \w_addr$81 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$71 ;
   wire [13:0] \w_data$77 ;
+  wire [13:0] \w_data$83 ;
   reg w_en;
-  reg \w_en$110 ;
-  reg \w_en$111 ;
+  reg \w_en$135 ;
+  reg \w_en$136 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -1085,242 +1272,492 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$124  = _0_;
-  assign \$373  = fsm_state == 3'h7;
-  assign \$374  = fsm_state == 4'h8;
-  assign \$375  = fsm_state == 4'h9;
-  assign \$376  = fsm_state == 4'ha;
-  assign \$377  = ~ gs_done;
-  assign \$378  = gs_walk + 1'h1;
-  assign \$379  = gs_walk == 8'hef;
-  assign \$380  = gidx * 6'h30;
-  assign \$381  = gidx * 5'h18;
-  assign \$382  = gidx * 4'h8;
-  assign \$383  = ~ ready;
-  assign \$386  = \$385  + 1'h0;
-  assign \$387  = \$386  + 1'h0;
-  assign \$389  = cmd__payload[9:5] * 2'h2;
-  assign \$390  = \$388  + \$389 ;
-  assign \$391  = \$390  + cmd__payload[10];
-  assign \$392  = \$384  ? \$387  : \$391 ;
-  assign \$394  = ap[6:2] * 2'h2;
-  assign \$395  = \$393  + \$394 ;
-  assign \$396  = \$395  + ap[7];
-  assign \$398  = append__payload[6:2] * 2'h2;
-  assign \$399  = \$397  + \$398 ;
-  assign \$400  = \$399  + append__payload[7];
-  assign \$401  = ap[1:0] >= 3'h4;
-  assign \$402  = ap[17:8] != n;
-  assign \$403  = \$69 [2:0] > free_pages;
-  assign \$405  = j - 1'h1;
-  assign \$406  = ! j;
-  assign \$407  = j - 1'h1;
-  assign \$408  = $signed(\$407 ) < $signed(3'h3);
-  assign \$409  = j - 1'h1;
-  assign \$410  = $signed(\$409 ) >= $signed(3'h3);
-  assign \$411  = j - 1'h1;
-  assign \$412  = $signed(\$411 ) < $signed(4'h6);
-  assign \$413  = \$410  & \$412 ;
-  assign \$414  = ~ frag;
-  assign \$415  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$416  = \$415  & p_second;
-  assign \$417  = j + 1'h1;
-  assign \$421  = | \$420 ;
-  assign \$425  = \$423  + \$424 ;
-  assign \$426  = \$425  > 11'h400;
-  assign \$427  = \$421  & \$426 ;
-  assign \$429  = | \$428 ;
-  assign \$431  = | \$430 ;
-  assign \$435  = \$433  + \$434 ;
-  assign \$436  = \$435  > 11'h400;
-  assign \$437  = \$431  & \$436 ;
-  assign \$440  = 11'h400 - \$439 ;
-  assign \$442  = \$437  ? \$440  : { 8'h00, \$441  };
-  assign \$445  = | \$444 ;
-  assign \$449  = \$447  + \$448 ;
-  assign \$450  = \$449  > 11'h400;
-  assign \$451  = \$445  & \$450 ;
-  assign \$454  = 11'h400 - \$453 ;
-  assign \$456  = \$451  ? \$454  : { 8'h00, \$455  };
-  assign \$457  = $signed({ 1'h0, \$443  }) - $signed(\$456 );
-  assign \$458  = j == 3'h7;
-  assign \$459  = j < 2'h3;
-  assign \$460  = j >= 2'h3;
-  assign \$461  = j < 3'h6;
-  assign \$462  = \$460  & \$461 ;
-  assign \$463  = ~ \$462 ;
-  assign \$464  = \$459  | \$463 ;
-  assign \$465  = j < 2'h3;
-  assign \$467  = ! \$466 ;
-  assign \$469  = ! \$468 ;
-  assign \$470  = \$465  ? \$467  : \$469 ;
-  assign \$472  = | \$471 ;
-  assign \$475  = ! \$474 ;
-  assign \$476  = \$472  & \$475 ;
-  assign \$478  = | \$477 ;
-  assign \$480  = | \$479 ;
-  assign \$484  = \$482  + \$483 ;
-  assign \$485  = \$484  > 11'h400;
-  assign \$486  = \$480  & \$485 ;
-  assign \$487  = cm[4:3] >= 3'h4;
-  assign \$488  = obs__live >> cm[4:3];
-  assign \$489  = ~ \$488 ;
-  assign \$490  = \$487  | \$489 ;
-  assign \$492  = cm[9:5] >= 5'h1e;
-  assign \$493  = cm[12:11] >= 2'h3;
-  assign \$494  = \$492  | \$493 ;
-  assign \$495  = cm[2:1] == 2'h3;
-  assign \$496  = \$494  | \$495 ;
-  assign \$497  = cm[2:1] == 1'h1;
-  assign \$498  = cm[2:1] == 2'h2;
-  assign \$501  = \$498  ? \$499  : \$500 ;
-  assign \$502  = \$497  ? { 7'h00, hi } : \$501 ;
-  assign \$503  = cm[2:1] == 1'h1;
-  assign \$504  = cm[2:1] == 2'h2;
-  assign \$507  = \$504  ? \$505  : \$506 ;
-  assign \$508  = \$503  ? { 7'h00, cm[26:13] } : \$507 ;
-  assign \$509  = \$502  - \$508 ;
-  assign \$510  = cm[2:1] == 1'h1;
-  assign \$511  = cm[2:1] == 2'h2;
-  assign \$514  = \$511  ? \$512  : \$513 ;
-  assign \$515  = \$510  ? { 7'h00, cm[26:13] } : \$514 ;
-  assign \$517  = cm[2:1] == 1'h1;
-  assign \$518  = cm[2:1] == 2'h2;
-  assign \$521  = \$518  ? \$519  : \$520 ;
-  assign \$522  = \$517  ? { 7'h00, cm[26:13] } : \$521 ;
-  assign \$524  = 11'h400 - \$523 ;
-  assign \$525  = cm[2:1] == 1'h1;
-  assign \$526  = cm[2:1] == 2'h2;
-  assign \$529  = \$526  ? \$527  : \$528 ;
-  assign \$530  = \$525  ? { 7'h00, cm[26:13] } : \$529 ;
-  assign \$532  = cm[2:1] == 1'h1;
-  assign \$533  = cm[2:1] == 2'h2;
-  assign \$534  = \$533  ? 2'h2 : 2'h0;
-  assign \$535  = \$532  ? 2'h1 : \$534 ;
-  assign \$536  = cm[26:13] > hi;
-  assign \$537  = cm[2:1] == 1'h1;
-  assign \$539  = \$537  ? \$538  : { 4'h0, n };
-  assign \$540  = hi > \$539 ;
-  assign \$541  = \$536  | \$540 ;
-  assign \$542  = cm[26:13] == hi;
-  assign \$543  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$544  = r_left <= r_room;
-  assign \$545  = \$544  ? r_left : { 14'h0000, r_room };
-  assign \$546  = r_left - \$545 ;
-  assign \$547  = e + 1'h1;
-  assign \$548  = r_left <= r_room;
-  assign \$549  = ! cnt;
-  assign \$550  = j == 3'h6;
-  assign \$551  = fg == 6'h3b;
-  assign \$552  = gidx + 1'h1;
-  assign \$553  = dense_base + 6'h30;
-  assign \$554  = sparse_base + 5'h18;
-  assign \$555  = meta_base + 4'h8;
-  assign \$556  = fg + 1'h1;
-  assign \$557  = j + 1'h1;
-  assign \$558  = e + 1'h1;
-  assign \$559  = e + 1'h1;
-  assign \$560  = \$559  == npg;
-  assign \$561  = j != 3'h6;
-  assign \$562  = | k_cnt;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = j + 1'h1;
-  assign \$565  = j == 3'h6;
-  assign \$566  = fg == 6'h3b;
-  assign \$567  = gidx + 1'h1;
-  assign \$568  = dense_base + 6'h30;
-  assign \$569  = sparse_base + 5'h18;
-  assign \$570  = meta_base + 4'h8;
-  assign \$571  = fg + 1'h1;
-  assign \$572  = j + 1'h1;
-  assign \$573  = ~ from_cmd;
-  assign \$574  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$signature__data$155  = _0_;
+  assign \$221  = cap2_k < 2'h3;
+  assign \$222  = cap2_k >= 2'h3;
+  assign \$223  = cap2_k < 3'h6;
+  assign \$224  = \$222  & \$223 ;
+  assign \$225  = \$224  ? 2'h1 : 2'h2;
+  assign \$226  = \$221  ? 2'h0 : \$225 ;
+  assign \$227  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$228  = em_ready & \$227 ;
+  assign \$229  = em_free | \$228 ;
+  assign \$230  = ! j;
+  assign \$231  = j - 1'h1;
+  assign \$232  = $signed(\$231 ) < $signed(3'h3);
+  assign \$233  = j - 1'h1;
+  assign \$234  = $signed(\$233 ) >= $signed(3'h3);
+  assign \$235  = j - 1'h1;
+  assign \$236  = $signed(\$235 ) < $signed(4'h6);
+  assign \$237  = \$234  & \$236 ;
+  assign \$238  = j - 1'h1;
+  assign \$241  = \$240  * 6'h20;
+  assign \$242  = { \$239 , 10'h000 } | { 8'h00, \$241  };
+  assign \$243  = ~ frag;
+  assign \$244  = j - 1'h1;
+  assign \$246  = { \$245 , 10'h000 } | { 14'h0000, p_off };
+  assign \$249  = j - 1'h1;
+  assign \$252  = \$251  * 5'h10;
+  assign \$253  = { \$250 , 10'h000 } | { 9'h000, \$252  };
+  assign \$258  = \$257  + 1'h1;
+  assign \$261  = take_second ? \$258  : { 1'h0, \$260  };
+  assign \$262  = j == 3'h7;
+  assign \$263  = take_first | take_second;
+  assign \$264  = n + 1'h1;
+  assign \$265  = sb0 + ap[24:18];
+  assign \$266  = sb1 + ap[31:25];
+  assign \$267  = sb2 + ap[38:32];
+  assign \$268  = j < 2'h3;
+  assign \$269  = j >= 2'h3;
+  assign \$270  = j < 3'h6;
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = cm[2:1] == 1'h1;
+  assign \$273  = cm[2:1] == 2'h2;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
+  assign \$279  = cm[2:1] == 1'h1;
+  assign \$280  = cm[2:1] == 2'h2;
+  assign \$283  = \$280  ? \$281  : \$282 ;
+  assign \$284  = \$279  ? { 7'h00, cm[26:13] } : \$283 ;
+  assign \$286  = cm[2:1] == 1'h1;
+  assign \$287  = cm[2:1] == 2'h2;
+  assign \$290  = \$287  ? \$288  : \$289 ;
+  assign \$291  = \$286  ? { 7'h00, cm[26:13] } : \$290 ;
+  assign \$293  = cm[2:1] == 1'h1;
+  assign \$294  = cm[40:27] == 14'h3fff;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = cm[2:1] == 1'h1;
+  assign \$298  = \$296  ? \$297  : { 4'h0, n };
+  assign \$299  = \$295  ? \$298  : cm[40:27];
+  assign \$301  = { \$300 , 10'h000 } | { 14'h0000, r_off };
+  assign \$302  = r_left <= r_room;
+  assign \$303  = \$302  ? r_left : { 14'h0000, r_room };
+  assign \$304  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$305  = \$304  ? e2 : e1;
+  assign \$306  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$307  = \$306  ? e2 : e1;
+  assign \$308  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$309  = \$308  ? e2 : e1;
+  assign \$310  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$311  = gidx + 1'h1;
+  assign \$312  = j < 2'h3;
+  assign \$313  = n + 6'h20;
+  assign \$314  = \$313  - 1'h1;
+  assign \$316  = j >= 2'h3;
+  assign \$317  = j < 3'h6;
+  assign \$318  = \$316  & \$317 ;
+  assign \$320  = \$319  + 11'h400;
+  assign \$321  = \$320  - 1'h1;
+  assign \$323  = n + 7'h40;
+  assign \$324  = \$323  - 1'h1;
+  assign \$326  = \$318  ? \$322  : { \$325 [11], \$325 [11], \$325 [11], \$325 [11], \$325  };
+  assign \$327  = \$312  ? { \$315 [11], \$315 [11], \$315 [11], \$315 [11], \$315  } : \$326 ;
+  assign \$328  = ! j;
+  assign \$329  = ! cnt;
+  assign \$330  = j == 3'h6;
+  assign \$331  = fg == 6'h3b;
+  assign \$332  = gidx + 1'h1;
+  assign \$333  = ~ release__valid;
+  assign \$334  = \$333  | release__ready;
+  assign \$335  = j + 1'h1;
+  assign \$336  = \$335  < 2'h3;
+  assign \$337  = j + 1'h1;
+  assign \$338  = j + 1'h1;
+  assign \$339  = \$338  >= 2'h3;
+  assign \$340  = j + 1'h1;
+  assign \$341  = \$340  < 3'h6;
+  assign \$342  = \$339  & \$341 ;
+  assign \$343  = j + 1'h1;
+  assign \$344  = \$343  - 2'h3;
+  assign \$345  = j + 1'h1;
+  assign \$346  = \$345  - 3'h6;
+  assign \$347  = \$342  ? \$344  : \$346 ;
+  assign \$348  = \$336  ? { 1'h0, \$337  } : \$347 ;
+  assign \$349  = j + 1'h1;
+  assign \$350  = \$349  < 2'h3;
+  assign \$351  = j + 1'h1;
+  assign \$352  = \$351  >= 2'h3;
+  assign \$353  = j + 1'h1;
+  assign \$354  = \$353  < 3'h6;
+  assign \$355  = \$352  & \$354 ;
+  assign \$356  = \$355  ? 2'h1 : 2'h2;
+  assign \$357  = \$350  ? 2'h0 : \$356 ;
+  assign \$358  = e1 == npg;
+  assign \$359  = \$358  ? 15'h0000 : e1;
+  assign \$360  = adv ? \$359  : e;
+  assign \$361  = e1 == npg;
+  assign \$362  = \$361  ? 15'h0000 : e1;
+  assign \$363  = adv ? \$362  : e;
+  assign \$364  = e1 == npg;
+  assign \$365  = \$364  ? 15'h0000 : e1;
+  assign \$366  = adv ? \$365  : e;
+  assign \$367  = e1 == npg;
+  assign \$368  = adv & \$367 ;
+  assign \$369  = j + 1'h1;
+  assign \$370  = \$369  < 2'h3;
+  assign \$371  = n + 6'h20;
+  assign \$372  = \$371  - 1'h1;
+  assign \$374  = j + 1'h1;
+  assign \$375  = \$374  >= 2'h3;
+  assign \$376  = j + 1'h1;
+  assign \$377  = \$376  < 3'h6;
+  assign \$378  = \$375  & \$377 ;
+  assign \$380  = \$379  + 11'h400;
+  assign \$381  = \$380  - 1'h1;
+  assign \$383  = n + 7'h40;
+  assign \$384  = \$383  - 1'h1;
+  assign \$386  = \$378  ? \$382  : { \$385 [11], \$385 [11], \$385 [11], \$385 [11], \$385  };
+  assign \$387  = \$370  ? { \$373 [11], \$373 [11], \$373 [11], \$373 [11], \$373  } : \$386 ;
+  assign \$388  = e1 == npg;
+  assign \$389  = j != 3'h6;
+  assign \$390  = | k_cnt;
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = j == 3'h6;
+  assign \$393  = fg == 6'h3b;
+  assign \$394  = ~ gs_done;
+  assign \$395  = ! fsm_state;
+  assign \$396  = fsm_state == 1'h1;
+  assign \$397  = fsm_state == 2'h2;
+  assign \$398  = fsm_state == 2'h3;
+  assign \$399  = fsm_state == 3'h4;
+  assign \$400  = fsm_state == 3'h5;
+  assign \$401  = fsm_state == 3'h6;
+  assign \$402  = fsm_state == 3'h7;
+  assign \$403  = fsm_state == 4'h8;
+  assign \$404  = fsm_state == 4'h9;
+  assign \$405  = fsm_state == 4'ha;
+  assign \$406  = ~ gs_done;
+  assign \$407  = gs_walk + 1'h1;
+  assign \$408  = gs_walk == 8'hef;
+  assign \$409  = ~ ready;
+  assign \$412  = cmd__payload[9:5] * 2'h2;
+  assign \$413  = \$412  + cmd__payload[10];
+  assign \$414  = \$411  ? 8'h00 : \$413 ;
+  assign \$415  = \$410  + \$414 ;
+  assign \$418  = cmd__payload[9:5] * 2'h2;
+  assign \$419  = \$418  + cmd__payload[10];
+  assign \$420  = \$417  ? 8'h00 : \$419 ;
+  assign \$422  = \$416  + \$421 ;
+  assign \$425  = cmd__payload[9:5] * 2'h2;
+  assign \$426  = \$425  + cmd__payload[10];
+  assign \$427  = \$424  ? 8'h00 : \$426 ;
+  assign \$429  = \$423  + \$428 ;
+  assign \$432  = cmd__payload[9:5] * 2'h2;
+  assign \$433  = \$432  + cmd__payload[10];
+  assign \$434  = \$431  ? 8'h00 : \$433 ;
+  assign \$436  = \$430  + \$435 ;
+  assign \$438  = ap[6:2] * 2'h2;
+  assign \$439  = \$438  + ap[7];
+  assign \$440  = \$437  + \$439 ;
+  assign \$442  = ap[6:2] * 2'h2;
+  assign \$443  = \$442  + ap[7];
+  assign \$445  = \$441  + \$444 ;
+  assign \$447  = ap[6:2] * 2'h2;
+  assign \$448  = \$447  + ap[7];
+  assign \$450  = \$446  + \$449 ;
+  assign \$452  = ap[6:2] * 2'h2;
+  assign \$453  = \$452  + ap[7];
+  assign \$455  = \$451  + \$454 ;
+  assign \$457  = append__payload[6:2] * 2'h2;
+  assign \$458  = \$457  + append__payload[7];
+  assign \$459  = \$456  + \$458 ;
+  assign \$461  = append__payload[6:2] * 2'h2;
+  assign \$462  = \$461  + append__payload[7];
+  assign \$464  = \$460  + \$463 ;
+  assign \$466  = append__payload[6:2] * 2'h2;
+  assign \$467  = \$466  + append__payload[7];
+  assign \$469  = \$465  + \$468 ;
+  assign \$471  = append__payload[6:2] * 2'h2;
+  assign \$472  = \$471  + append__payload[7];
+  assign \$474  = \$470  + \$473 ;
+  assign \$476  = ap[1:0] >= 3'h4;
+  assign \$477  = rk != 3'h7;
+  assign \$478  = rk != 3'h7;
+  assign \$479  = rk + 1'h1;
+  assign \$481  = ap[17:8] != n;
+  assign \$482  = ap[17:8] == n;
+  assign \$483  = ~ cap_bad;
+  assign \$484  = \$482  & \$483 ;
+  assign \$485  = \$67 [2:0] <= free_pages;
+  assign \$486  = \$484  & \$485 ;
+  assign \$488  = ! \$487 ;
+  assign \$490  = ! \$489 ;
+  assign \$492  = ! \$491 ;
+  assign \$493  = | ap[24:18];
+  assign \$495  = ! \$494 ;
+  assign \$496  = \$493  & \$495 ;
+  assign \$497  = | ap[31:25];
+  assign \$499  = ! \$498 ;
+  assign \$500  = \$497  & \$499 ;
+  assign \$501  = | ap[38:32];
+  assign \$503  = ! \$502 ;
+  assign \$504  = \$501  & \$503 ;
+  assign \$506  = ! \$505 ;
+  assign \$507  = | ap[24:18];
+  assign \$509  = \$508  + ap[24:18];
+  assign \$510  = \$509  > 11'h400;
+  assign \$511  = \$507  & \$510 ;
+  assign \$512  = | ap[31:25];
+  assign \$514  = \$513  + ap[31:25];
+  assign \$515  = \$514  > 11'h400;
+  assign \$516  = \$512  & \$515 ;
+  assign \$517  = | ap[38:32];
+  assign \$519  = \$518  + ap[38:32];
+  assign \$520  = \$519  > 11'h400;
+  assign \$521  = \$517  & \$520 ;
+  assign \$522  = rk != 3'h7;
+  assign \$523  = rk != 3'h7;
+  assign \$524  = rk + 1'h1;
+  assign \$526  = ! j;
+  assign \$527  = j - 1'h1;
+  assign \$528  = $signed(\$527 ) < $signed(3'h3);
+  assign \$529  = j - 1'h1;
+  assign \$530  = $signed(\$529 ) >= $signed(3'h3);
+  assign \$531  = j - 1'h1;
+  assign \$532  = $signed(\$531 ) < $signed(4'h6);
+  assign \$533  = \$530  & \$532 ;
+  assign \$534  = ~ em_free;
+  assign \$535  = ~ frag;
+  assign \$536  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$537  = \$536  & p_second;
+  assign \$538  = j + 1'h1;
+  assign \$542  = | \$541 ;
+  assign \$546  = \$544  + \$545 ;
+  assign \$547  = \$546  > 11'h400;
+  assign \$548  = \$542  & \$547 ;
+  assign \$550  = | \$549 ;
+  assign \$552  = | \$551 ;
+  assign \$556  = \$554  + \$555 ;
+  assign \$557  = \$556  > 11'h400;
+  assign \$558  = \$552  & \$557 ;
+  assign \$561  = 11'h400 - \$560 ;
+  assign \$563  = \$558  ? \$561  : { 8'h00, \$562  };
+  assign \$566  = | \$565 ;
+  assign \$570  = \$568  + \$569 ;
+  assign \$571  = \$570  > 11'h400;
+  assign \$572  = \$566  & \$571 ;
+  assign \$575  = 11'h400 - \$574 ;
+  assign \$577  = \$572  ? \$575  : { 8'h00, \$576  };
+  assign \$578  = $signed({ 1'h0, \$564  }) - $signed(\$577 );
+  assign \$579  = j >= 2'h3;
+  assign \$580  = j < 3'h6;
+  assign \$581  = \$579  & \$580 ;
+  assign \$583  = ! \$582 ;
+  assign \$584  = \$581  & \$583 ;
+  assign \$585  = j >= 2'h3;
+  assign \$586  = j < 3'h6;
+  assign \$587  = \$585  & \$586 ;
+  assign \$588  = ~ \$587 ;
+  assign \$590  = | \$589 ;
+  assign \$592  = | \$591 ;
+  assign \$596  = \$594  + \$595 ;
+  assign \$597  = \$596  > 11'h400;
+  assign \$598  = \$592  & \$597 ;
+  assign \$599  = ~ \$598 ;
+  assign \$600  = \$590  & \$599 ;
+  assign \$601  = \$588  | \$600 ;
+  assign \$602  = j == 3'h7;
+  assign \$603  = take_first | take_second;
+  assign \$604  = cm[2:1] == 1'h1;
+  assign \$605  = cm[2:1] == 2'h2;
+  assign \$608  = \$605  ? \$606  : \$607 ;
+  assign \$609  = \$604  ? { 7'h00, cm[26:13] } : \$608 ;
+  assign \$611  = cm[2:1] == 1'h1;
+  assign \$612  = cm[2:1] == 2'h2;
+  assign \$615  = \$612  ? \$613  : \$614 ;
+  assign \$616  = \$611  ? { 7'h00, cm[26:13] } : \$615 ;
+  assign \$618  = \$617  + 1'h1;
+  assign \$619  = cm[2:1] == 1'h1;
+  assign \$620  = cm[2:1] == 2'h2;
+  assign \$623  = \$620  ? \$621  : \$622 ;
+  assign \$624  = \$619  ? { 7'h00, cm[26:13] } : \$623 ;
+  assign \$626  = \$625  + 2'h2;
+  assign \$627  = cm[4:3] >= 3'h4;
+  assign \$628  = obs__live >> cm[4:3];
+  assign \$629  = ~ \$628 ;
+  assign \$630  = \$627  | \$629 ;
+  assign \$632  = cm[9:5] >= 5'h1e;
+  assign \$633  = cm[12:11] >= 2'h3;
+  assign \$634  = \$632  | \$633 ;
+  assign \$635  = cm[2:1] == 2'h3;
+  assign \$636  = \$634  | \$635 ;
+  assign \$637  = cm[2:1] == 1'h1;
+  assign \$638  = cm[2:1] == 2'h2;
+  assign \$641  = \$638  ? \$639  : \$640 ;
+  assign \$642  = \$637  ? { 7'h00, hi } : \$641 ;
+  assign \$643  = cm[2:1] == 1'h1;
+  assign \$644  = cm[2:1] == 2'h2;
+  assign \$647  = \$644  ? \$645  : \$646 ;
+  assign \$648  = \$643  ? { 7'h00, cm[26:13] } : \$647 ;
+  assign \$649  = \$642  - \$648 ;
+  assign \$650  = cm[2:1] == 1'h1;
+  assign \$651  = cm[2:1] == 2'h2;
+  assign \$654  = \$651  ? \$652  : \$653 ;
+  assign \$655  = \$650  ? { 7'h00, cm[26:13] } : \$654 ;
+  assign \$657  = cm[2:1] == 1'h1;
+  assign \$658  = cm[2:1] == 2'h2;
+  assign \$661  = \$658  ? \$659  : \$660 ;
+  assign \$662  = \$657  ? { 7'h00, cm[26:13] } : \$661 ;
+  assign \$664  = 11'h400 - \$663 ;
+  assign \$665  = cm[2:1] == 1'h1;
+  assign \$666  = cm[2:1] == 2'h2;
+  assign \$667  = \$666  ? 2'h2 : 2'h0;
+  assign \$668  = \$665  ? 2'h1 : \$667 ;
+  assign \$669  = cm[26:13] > hi;
+  assign \$670  = cm[2:1] == 1'h1;
+  assign \$672  = \$670  ? \$671  : { 4'h0, n };
+  assign \$673  = hi > \$672 ;
+  assign \$674  = \$669  | \$673 ;
+  assign \$675  = cm[26:13] == hi;
+  assign \$676  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$677  = r_left <= r_room;
+  assign \$678  = \$677  ? r_left : { 14'h0000, r_room };
+  assign \$679  = r_left - \$678 ;
+  assign \$680  = e2 + 1'h1;
+  assign \$681  = r_left <= r_room;
+  assign \$682  = ! cnt;
+  assign \$683  = j == 3'h6;
+  assign \$684  = fg == 6'h3b;
+  assign \$685  = gidx + 1'h1;
+  assign \$686  = dense_base + 6'h30;
+  assign \$687  = sparse_base + 5'h18;
+  assign \$688  = meta_base + 4'h8;
+  assign \$689  = fg + 1'h1;
+  assign \$690  = j + 1'h1;
+  assign \$691  = gidx * 3'h7;
+  assign \$692  = \$691  + j;
+  assign \$693  = e2 + 1'h1;
+  assign \$694  = e1 == npg;
+  assign \$695  = j != 3'h6;
+  assign \$696  = | k_cnt;
+  assign \$697  = \$695  & \$696 ;
+  assign \$698  = j + 1'h1;
+  assign \$699  = j == 3'h6;
+  assign \$700  = fg == 6'h3b;
+  assign \$701  = gidx + 1'h1;
+  assign \$702  = dense_base + 6'h30;
+  assign \$703  = sparse_base + 5'h18;
+  assign \$704  = meta_base + 4'h8;
+  assign \$705  = fg + 1'h1;
+  assign \$706  = j + 1'h1;
+  assign \$707  = ~ from_cmd;
+  assign \$708  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$575 ;
+    gs_walk <= \$709 ;
   always @(posedge clk)
-    gs_done <= \$576 ;
+    gs_done <= \$710 ;
   always @(posedge clk)
-    dense_base <= \$577 ;
+    obs__free_done <= \$711 ;
   always @(posedge clk)
-    sparse_base <= \$578 ;
+    release__valid <= \$712 ;
   always @(posedge clk)
-    meta_base <= \$579 ;
+    j <= \$713 ;
   always @(posedge clk)
-    j <= \$580 ;
+    frag <= \$714 ;
   always @(posedge clk)
-    frag <= \$581 ;
+    cap1 <= \$715 ;
   always @(posedge clk)
-    lat <= \$582 ;
+    cap2 <= \$716 ;
   always @(posedge clk)
-    cm <= \$583 ;
+    cm <= \$717 ;
   always @(posedge clk)
-    from_cmd <= \$584 ;
+    from_cmd <= \$718 ;
   always @(posedge clk)
-    fg <= \$585 ;
+    fg <= \$719 ;
   always @(posedge clk)
-    gidx <= \$586 ;
+    gidx <= \$720 ;
   always @(posedge clk)
-    fsm_state <= \$587 ;
+    dense_base <= \$721 ;
   always @(posedge clk)
-    retry <= \$588 ;
+    sparse_base <= \$722 ;
   always @(posedge clk)
-    ap <= \$589 ;
+    meta_base <= \$723 ;
   always @(posedge clk)
-    n <= \$590 ;
+    fsm_state <= \$724 ;
   always @(posedge clk)
-    sb0 <= \$591 ;
+    retry <= \$725 ;
   always @(posedge clk)
-    sb1 <= \$592 ;
+    ap <= \$726 ;
   always @(posedge clk)
-    sb2 <= \$593 ;
+    n <= \$727 ;
   always @(posedge clk)
-    status <= \$594 ;
+    sb0 <= \$728 ;
   always @(posedge clk)
-    out_of_pages <= \$595 ;
+    sb1 <= \$729 ;
   always @(posedge clk)
-    pg0_0 <= \$596 ;
+    sb2 <= \$730 ;
   always @(posedge clk)
-    pg0_1 <= \$597 ;
+    cap1_k <= \$731 ;
   always @(posedge clk)
-    pg0_2 <= \$598 ;
+    cap2_k <= \$732 ;
   always @(posedge clk)
-    pg0_3 <= \$599 ;
+    rk <= \$733 ;
   always @(posedge clk)
-    pg0_4 <= \$600 ;
+    pg0_0 <= \$734 ;
   always @(posedge clk)
-    pg0_5 <= \$601 ;
+    pg0_1 <= \$735 ;
   always @(posedge clk)
-    pg0_6 <= \$602 ;
+    pg0_2 <= \$736 ;
   always @(posedge clk)
-    p_off <= \$603 ;
+    pg0_3 <= \$737 ;
   always @(posedge clk)
-    p_second <= \$604 ;
+    pg0_4 <= \$738 ;
   always @(posedge clk)
-    p_c_nz <= \$605 ;
+    pg0_5 <= \$739 ;
   always @(posedge clk)
-    p_first_len <= \$606 ;
+    pg0_6 <= \$740 ;
   always @(posedge clk)
-    p_second_len <= \$607 ;
+    status <= \$741 ;
   always @(posedge clk)
-    obs__live <= \$608 ;
+    chk_pos <= \$742 ;
   always @(posedge clk)
-    lat_tab <= \$609 ;
+    chk_cap <= \$743 ;
   always @(posedge clk)
-    pg1_0 <= \$610 ;
+    em_free <= \$744 ;
   always @(posedge clk)
-    pg1_1 <= \$611 ;
+    em_ready <= \$745 ;
   always @(posedge clk)
-    pg1_2 <= \$612 ;
+    a_first <= \$746 ;
   always @(posedge clk)
-    r_left <= \$613 ;
+    a_second <= \$747 ;
   always @(posedge clk)
-    r_off <= \$614 ;
+    out_of_pages <= \$748 ;
   always @(posedge clk)
-    r_room <= \$615 ;
+    p_off <= \$749 ;
   always @(posedge clk)
-    e <= \$616 ;
+    p_second <= \$750 ;
   always @(posedge clk)
-    npg <= \$617 ;
+    p_c_nz <= \$751 ;
+  always @(posedge clk)
+    p_first_len <= \$752 ;
+  always @(posedge clk)
+    p_second_len <= \$753 ;
+  always @(posedge clk)
+    obs__live <= \$754 ;
+  always @(posedge clk)
+    pg1_0 <= \$755 ;
+  always @(posedge clk)
+    pg1_1 <= \$756 ;
+  always @(posedge clk)
+    pg1_2 <= \$757 ;
+  always @(posedge clk)
+    e <= \$758 ;
+  always @(posedge clk)
+    e1 <= \$759 ;
+  always @(posedge clk)
+    e2 <= \$760 ;
+  always @(posedge clk)
+    r_left <= \$761 ;
+  always @(posedge clk)
+    r_off <= \$762 ;
+  always @(posedge clk)
+    r_room <= \$763 ;
+  always @(posedge clk)
+    npg <= \$764 ;
+  always @(posedge clk)
+    rel_tab <= \$765 ;
+  always @(posedge clk)
+    obs__release_sid <= \$766 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1333,301 +1770,190 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$8  = gidx * 3'h7;
   assign \$9  = \$8  + j;
   assign obs__release = release__valid & release__ready;
-  assign \$10  = gidx * 3'h7;
-  assign \$11  = \$10  + j;
-  assign \$12  = j < 2'h3;
-  assign \$13  = j >= 2'h3;
-  assign \$14  = j < 3'h6;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = j - 2'h3;
-  assign \$17  = j - 3'h6;
-  assign \$18  = \$15  ? \$16  : \$17 ;
-  assign \$19  = \$12  ? { 1'h0, j } : \$18 ;
-  assign \$20  = j < 2'h3;
-  assign \$21  = j >= 2'h3;
-  assign \$22  = j < 3'h6;
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = \$23  ? 2'h1 : 2'h2;
-  assign slot_tab = \$20  ? 2'h0 : \$24 ;
-  assign \$26  = ! \$25 ;
-  assign \$27  = 1'h0 + \$26 ;
-  assign \$28  = | ap[24:18];
-  assign \$30  = ! \$29 ;
-  assign \$31  = \$28  & \$30 ;
-  assign \$32  = | ap[24:18];
-  assign \$34  = \$33  + ap[24:18];
-  assign \$35  = \$34  > 11'h400;
-  assign \$36  = \$32  & \$35 ;
-  assign \$37  = \$31  | \$36 ;
-  assign \$38  = \$27  + \$37 ;
-  assign \$40  = ! \$39 ;
-  assign \$41  = \$38  + \$40 ;
-  assign \$42  = | ap[31:25];
-  assign \$44  = ! \$43 ;
-  assign \$45  = \$42  & \$44 ;
-  assign \$46  = | ap[31:25];
-  assign \$48  = \$47  + ap[31:25];
-  assign \$49  = \$48  > 11'h400;
-  assign \$50  = \$46  & \$49 ;
-  assign \$51  = \$45  | \$50 ;
-  assign \$52  = \$41  + \$51 ;
-  assign \$54  = ! \$53 ;
-  assign \$55  = \$52  + \$54 ;
-  assign \$56  = | ap[38:32];
-  assign \$58  = ! \$57 ;
-  assign \$59  = \$56  & \$58 ;
-  assign \$60  = | ap[38:32];
-  assign \$62  = \$61  + ap[38:32];
-  assign \$63  = \$62  > 11'h400;
-  assign \$64  = \$60  & \$63 ;
-  assign \$65  = \$59  | \$64 ;
-  assign \$66  = \$55  + \$65 ;
-  assign \$68  = ! \$67 ;
-  assign \$69  = \$66  + \$68 ;
-  assign \$70  = n >= 10'h200;
-  assign \$71  = sb0 + ap[24:18];
+  assign \$10  = j < 2'h3;
+  assign \$11  = j >= 2'h3;
+  assign \$12  = j < 3'h6;
+  assign \$13  = \$11  & \$12 ;
+  assign \$14  = j - 2'h3;
+  assign \$15  = j - 3'h6;
+  assign \$16  = \$13  ? \$14  : \$15 ;
+  assign \$17  = \$10  ? { 1'h0, j } : \$16 ;
+  assign \$18  = j < 2'h3;
+  assign \$19  = j >= 2'h3;
+  assign \$20  = j < 3'h6;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = \$21  ? 2'h1 : 2'h2;
+  assign slot_tab = \$18  ? 2'h0 : \$22 ;
+  assign \$24  = ! \$23 ;
+  assign \$25  = 1'h0 + \$24 ;
+  assign \$26  = | ap[24:18];
+  assign \$28  = ! \$27 ;
+  assign \$29  = \$26  & \$28 ;
+  assign \$30  = | ap[24:18];
+  assign \$32  = \$31  + ap[24:18];
+  assign \$33  = \$32  > 11'h400;
+  assign \$34  = \$30  & \$33 ;
+  assign \$35  = \$29  | \$34 ;
+  assign \$36  = \$25  + \$35 ;
+  assign \$38  = ! \$37 ;
+  assign \$39  = \$36  + \$38 ;
+  assign \$40  = | ap[31:25];
+  assign \$42  = ! \$41 ;
+  assign \$43  = \$40  & \$42 ;
+  assign \$44  = | ap[31:25];
+  assign \$46  = \$45  + ap[31:25];
+  assign \$47  = \$46  > 11'h400;
+  assign \$48  = \$44  & \$47 ;
+  assign \$49  = \$43  | \$48 ;
+  assign \$50  = \$39  + \$49 ;
+  assign \$52  = ! \$51 ;
+  assign \$53  = \$50  + \$52 ;
+  assign \$54  = | ap[38:32];
+  assign \$56  = ! \$55 ;
+  assign \$57  = \$54  & \$56 ;
+  assign \$58  = | ap[38:32];
+  assign \$60  = \$59  + ap[38:32];
+  assign \$61  = \$60  > 11'h400;
+  assign \$62  = \$58  & \$61 ;
+  assign \$63  = \$57  | \$62 ;
+  assign \$64  = \$53  + \$63 ;
+  assign \$66  = ! \$65 ;
+  assign \$67  = \$64  + \$66 ;
+  assign take_first = a_first >> j;
+  assign take_second = a_second >> j;
+  assign \$68  = n >= 10'h200;
+  assign \$69  = sb0 + ap[24:18];
+  assign \$70  = \$69  > 14'h2000;
+  assign \$71  = sb1 + ap[31:25];
   assign \$72  = \$71  > 14'h2000;
-  assign \$73  = sb1 + ap[31:25];
+  assign \$73  = sb2 + ap[38:32];
   assign \$74  = \$73  > 14'h2000;
-  assign \$75  = sb2 + ap[38:32];
-  assign \$76  = \$75  > 14'h2000;
-  assign \$77  = | { \$76 , \$74 , \$72  };
-  assign cap_bad = \$70  | \$77 ;
-  assign \$78  = ap[6:2] >= 5'h1e;
-  assign \$79  = ap[24:18] > 7'h40;
-  assign \$80  = ap[31:25] > 7'h40;
-  assign \$81  = ap[38:32] > 7'h40;
-  assign \$82  = | { \$81 , \$80 , \$79  };
-  assign field_bad = \$78  | \$82 ;
-  assign \$85  = dense_base + { \$84 , dense_r_entry };
-  assign \$88  = dense_base + { \$87 , dense_w_entry };
-  assign \$91  = sparse_base + { \$90 , sparse_r_entry };
-  assign \$94  = sparse_base + { \$93 , sparse_w_entry };
-  assign \$97  = meta_base + { \$96 , meta_r_entry };
-  assign \$100  = meta_base + { \$99 , meta_w_entry };
+  assign \$75  = | { \$74 , \$72 , \$70  };
+  assign cap_bad = \$68  | \$75 ;
+  assign \$76  = ap[6:2] >= 5'h1e;
+  assign \$77  = ap[24:18] > 7'h40;
+  assign \$78  = ap[31:25] > 7'h40;
+  assign \$79  = ap[38:32] > 7'h40;
+  assign \$80  = | { \$79 , \$78 , \$77  };
+  assign field_bad = \$76  | \$80 ;
+  assign \$83  = dense_base + { \$82 , dense_r_entry };
+  assign \$86  = dense_base + { \$85 , dense_w_entry };
+  assign \$89  = sparse_base + { \$88 , sparse_r_entry };
+  assign \$92  = sparse_base + { \$91 , sparse_w_entry };
+  assign \$95  = meta_base + { \$94 , meta_r_entry };
+  assign \$98  = meta_base + { \$97 , meta_w_entry };
+  assign \$99  = ~ release__valid;
+  assign \$100  = \$99  | release__ready;
   assign \$101  = ~ from_cmd;
   assign wr_out__valid = rec_valid & \$101 ;
   assign rd_out__valid = rec_valid & from_cmd;
   assign \$102  = cm[2:1] == 2'h2;
   assign r_idx = \$102  ? 2'h0 : cm[12:11];
   assign \$103  = ~ ready;
-  assign \$106  = \$105  + 1'h0;
-  assign \$107  = \$106  + 1'h0;
-  assign \$109  = cmd__payload[9:5] * 2'h2;
-  assign \$110  = \$108  + \$109 ;
-  assign \$111  = \$110  + cmd__payload[10];
-  assign \$112  = \$104  ? \$107  : \$111 ;
-  assign \$114  = ap[6:2] * 2'h2;
-  assign \$115  = \$113  + \$114 ;
-  assign \$116  = \$115  + ap[7];
-  assign \$118  = append__payload[6:2] * 2'h2;
-  assign \$119  = \$117  + \$118 ;
-  assign \$120  = \$119  + append__payload[7];
-  assign \$121  = j - 1'h1;
-  assign \$122  = $signed(\$121 ) < $signed(3'h3);
-  assign \$123  = j - 1'h1;
-  assign \$124  = j - 1'h1;
-  assign \$125  = $signed(\$124 ) >= $signed(3'h3);
-  assign \$126  = j - 1'h1;
-  assign \$127  = $signed(\$126 ) < $signed(4'h6);
-  assign \$128  = \$125  & \$127 ;
-  assign \$129  = j - 1'h1;
-  assign \$130  = $signed(\$129 ) - $signed(3'h3);
-  assign \$131  = j - 1'h1;
-  assign \$132  = $signed(\$131 ) - $signed(4'h6);
-  assign \$133  = \$128  ? \$130  : \$132 ;
-  assign \$134  = \$122  ? { \$123 [3], \$123  } : \$133 ;
-  assign \$135  = j - 1'h1;
-  assign \$136  = $signed(\$135 ) < $signed(3'h3);
-  assign \$137  = j - 1'h1;
-  assign \$138  = $signed(\$137 ) >= $signed(3'h3);
-  assign \$139  = j - 1'h1;
-  assign \$140  = $signed(\$139 ) < $signed(4'h6);
-  assign \$141  = \$138  & \$140 ;
-  assign \$142  = \$141  ? 2'h1 : 2'h2;
-  assign \$143  = \$136  ? 2'h0 : \$142 ;
-  assign \$144  = ! j;
-  assign \$145  = j - 1'h1;
-  assign \$146  = $signed(\$145 ) < $signed(3'h3);
-  assign \$147  = j - 1'h1;
-  assign \$148  = $signed(\$147 ) >= $signed(3'h3);
-  assign \$149  = j - 1'h1;
-  assign \$150  = $signed(\$149 ) < $signed(4'h6);
-  assign \$151  = \$148  & \$150 ;
-  assign \$153  = j - 1'h1;
-  assign \$155  = lat ? \$152  : \$154 ;
-  assign \$157  = \$156  * 6'h20;
-  assign \$158  = { \$155 , 10'h000 } | { 8'h00, \$157  };
-  assign \$159  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$160  = ~ frag;
-  assign \$162  = j - 1'h1;
-  assign \$164  = lat ? \$161  : \$163 ;
-  assign \$165  = { \$164 , 10'h000 } | { 14'h0000, p_off };
-  assign \$166  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$167  = ~ p_c_nz;
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = ~ p_second;
-  assign \$170  = \$168  & \$169 ;
-  assign \$173  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$106  = cmd__payload[9:5] * 2'h2;
+  assign \$107  = \$106  + cmd__payload[10];
+  assign \$108  = \$105  ? 8'h00 : \$107 ;
+  assign \$109  = \$104  + \$108 ;
+  assign \$111  = ap[6:2] * 2'h2;
+  assign \$112  = \$111  + ap[7];
+  assign \$113  = \$110  + \$112 ;
+  assign \$115  = append__payload[6:2] * 2'h2;
+  assign \$116  = \$115  + append__payload[7];
+  assign \$117  = \$114  + \$116 ;
+  assign \$126  = cap2_k < 2'h3;
+  assign \$127  = cap2_k >= 2'h3;
+  assign \$128  = cap2_k < 3'h6;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = cap2_k - 2'h3;
+  assign \$131  = cap2_k - 3'h6;
+  assign \$132  = \$129  ? \$130  : \$131 ;
+  assign \$133  = \$126  ? { 1'h0, cap2_k } : \$132 ;
+  assign \$134  = cap2_k < 2'h3;
+  assign \$135  = cap2_k >= 2'h3;
+  assign \$136  = cap2_k < 3'h6;
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = \$137  ? 2'h1 : 2'h2;
+  assign \$139  = \$134  ? 2'h0 : \$138 ;
+  assign \$140  = rk < 2'h3;
+  assign \$141  = rk >= 2'h3;
+  assign \$142  = rk < 3'h6;
+  assign \$143  = \$141  & \$142 ;
+  assign \$144  = rk - 2'h3;
+  assign \$145  = rk - 3'h6;
+  assign \$146  = \$143  ? \$144  : \$145 ;
+  assign \$147  = \$140  ? { 1'h0, rk } : \$146 ;
+  assign \$148  = rk < 2'h3;
+  assign \$149  = rk >= 2'h3;
+  assign \$150  = rk < 3'h6;
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = \$151  ? 2'h1 : 2'h2;
+  assign \$153  = \$148  ? 2'h0 : \$152 ;
+  assign \$158  = cap2_k < 2'h3;
+  assign \$159  = cap2_k >= 2'h3;
+  assign \$160  = cap2_k < 3'h6;
+  assign \$161  = \$159  & \$160 ;
+  assign \$162  = cap2_k - 2'h3;
+  assign \$163  = cap2_k - 3'h6;
+  assign \$164  = \$161  ? \$162  : \$163 ;
+  assign \$165  = \$158  ? { 1'h0, cap2_k } : \$164 ;
+  assign \$166  = cap2_k < 2'h3;
+  assign \$167  = cap2_k >= 2'h3;
+  assign \$168  = cap2_k < 3'h6;
+  assign \$169  = \$167  & \$168 ;
+  assign \$170  = \$169  ? 2'h1 : 2'h2;
+  assign \$171  = \$166  ? 2'h0 : \$170 ;
+  assign \$172  = j - 1'h1;
+  assign \$173  = $signed(\$172 ) < $signed(3'h3);
+  assign \$174  = j - 1'h1;
   assign \$175  = j - 1'h1;
-  assign \$177  = lat ? \$174  : \$176 ;
-  assign \$179  = \$178  * 5'h10;
-  assign \$180  = { \$177 , 10'h000 } | { 9'h000, \$179  };
-  assign \$181  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$189  = | \$188 ;
-  assign \$192  = ! \$191 ;
-  assign \$193  = \$189  & \$192 ;
-  assign \$198  = \$197  + 1'h1;
-  assign \$199  = \$193  ? { 1'h0, \$195  } : \$198 ;
-  assign \$200  = j == 3'h7;
-  assign \$201  = j < 2'h3;
-  assign \$202  = j >= 2'h3;
-  assign \$203  = j < 3'h6;
-  assign \$204  = \$202  & \$203 ;
-  assign \$205  = ~ \$204 ;
-  assign \$206  = \$201  | \$205 ;
-  assign \$207  = n + 1'h1;
-  assign \$208  = sb0 + ap[24:18];
-  assign \$209  = sb1 + ap[31:25];
-  assign \$210  = sb2 + ap[38:32];
-  assign \$211  = j < 2'h3;
-  assign \$213  = ! \$212 ;
-  assign \$215  = ! \$214 ;
-  assign \$216  = \$211  ? \$213  : \$215 ;
-  assign \$217  = j < 2'h3;
-  assign \$219  = | \$218 ;
-  assign \$222  = ! \$221 ;
-  assign \$223  = \$219  & \$222 ;
-  assign \$225  = | \$224 ;
-  assign \$227  = | \$226 ;
-  assign \$231  = \$229  + \$230 ;
-  assign \$232  = \$231  > 11'h400;
-  assign \$233  = \$227  & \$232 ;
-  assign \$234  = cm[2:1] == 1'h1;
-  assign \$235  = cm[40:27] == 14'h3fff;
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = cm[2:1] == 1'h1;
-  assign \$239  = \$237  ? \$238  : { 4'h0, n };
-  assign \$240  = \$236  ? \$239  : cm[40:27];
-  assign \$241  = cm[2:1] == 1'h1;
-  assign \$242  = cm[2:1] == 2'h2;
-  assign \$245  = \$242  ? \$243  : \$244 ;
-  assign \$246  = \$241  ? { 7'h00, cm[26:13] } : \$245 ;
-  assign \$248  = cm[2:1] == 1'h1;
-  assign \$249  = cm[2:1] == 2'h2;
-  assign \$252  = \$249  ? \$250  : \$251 ;
-  assign \$253  = \$248  ? { 7'h00, cm[26:13] } : \$252 ;
-  assign \$255  = cm[2:1] == 1'h1;
-  assign \$256  = cm[2:1] == 2'h2;
-  assign \$259  = \$256  ? \$257  : \$258 ;
-  assign \$260  = \$255  ? { 7'h00, cm[26:13] } : \$259 ;
-  assign \$263  = { \$262 , 10'h000 } | { 14'h0000, r_off };
-  assign \$264  = r_left <= r_room;
-  assign \$265  = \$264  ? r_left : { 14'h0000, r_room };
-  assign \$266  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$267  = e + 1'h1;
-  assign \$268  = \$266  ? \$267  : { 1'h0, e };
-  assign \$269  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$270  = e + 1'h1;
-  assign \$271  = \$269  ? \$270  : { 1'h0, e };
-  assign \$272  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$273  = e + 1'h1;
-  assign \$274  = \$272  ? \$273  : { 1'h0, e };
-  assign \$275  = gidx + 1'h1;
-  assign \$276  = j < 2'h3;
-  assign \$277  = n + 6'h20;
-  assign \$278  = \$277  - 1'h1;
-  assign \$280  = j >= 2'h3;
-  assign \$281  = j < 3'h6;
-  assign \$282  = \$280  & \$281 ;
-  assign \$284  = \$283  + 11'h400;
-  assign \$285  = \$284  - 1'h1;
-  assign \$287  = n + 7'h40;
-  assign \$288  = \$287  - 1'h1;
-  assign \$290  = \$282  ? \$286  : { \$289 [11], \$289 [11], \$289 [11], \$289 [11], \$289  };
-  assign \$291  = \$276  ? { \$279 [11], \$279 [11], \$279 [11], \$279 [11], \$279  } : \$290 ;
-  assign \$292  = ! j;
-  assign \$293  = ! cnt;
-  assign \$294  = j == 3'h6;
-  assign \$295  = fg == 6'h3b;
-  assign \$296  = gidx + 1'h1;
-  assign \$298  = j + 1'h1;
-  assign \$299  = \$298  < 2'h3;
-  assign \$300  = j + 1'h1;
-  assign \$301  = j + 1'h1;
-  assign \$302  = \$301  >= 2'h3;
-  assign \$303  = j + 1'h1;
-  assign \$304  = \$303  < 3'h6;
-  assign \$305  = \$302  & \$304 ;
-  assign \$306  = j + 1'h1;
-  assign \$307  = \$306  - 2'h3;
-  assign \$308  = j + 1'h1;
-  assign \$309  = \$308  - 3'h6;
-  assign \$310  = \$305  ? \$307  : \$309 ;
-  assign \$311  = \$299  ? { 1'h0, \$300  } : \$310 ;
-  assign \$312  = j + 1'h1;
-  assign \$313  = \$312  < 2'h3;
-  assign \$314  = j + 1'h1;
-  assign \$315  = \$314  >= 2'h3;
-  assign \$316  = j + 1'h1;
-  assign \$317  = \$316  < 3'h6;
-  assign \$318  = \$315  & \$317 ;
-  assign \$319  = \$318  ? 2'h1 : 2'h2;
-  assign \$320  = \$313  ? 2'h0 : \$319 ;
-  assign \$321  = e + 1'h1;
-  assign \$322  = \$321  == npg;
-  assign \$323  = e + 1'h1;
-  assign \$324  = \$322  ? 16'h0000 : \$323 ;
-  assign \$325  = release__ready ? \$324  : { 1'h0, e };
-  assign \$326  = e + 1'h1;
-  assign \$327  = \$326  == npg;
-  assign \$328  = e + 1'h1;
-  assign \$329  = \$327  ? 16'h0000 : \$328 ;
-  assign \$330  = release__ready ? \$329  : { 1'h0, e };
-  assign \$331  = e + 1'h1;
-  assign \$332  = \$331  == npg;
-  assign \$333  = e + 1'h1;
-  assign \$334  = \$332  ? 16'h0000 : \$333 ;
-  assign \$335  = release__ready ? \$334  : { 1'h0, e };
-  assign \$336  = e + 1'h1;
-  assign \$337  = \$336  == npg;
-  assign \$338  = release__ready & \$337 ;
-  assign \$339  = j + 1'h1;
-  assign \$340  = \$339  < 2'h3;
-  assign \$341  = n + 6'h20;
-  assign \$342  = \$341  - 1'h1;
-  assign \$344  = j + 1'h1;
-  assign \$345  = \$344  >= 2'h3;
-  assign \$346  = j + 1'h1;
-  assign \$347  = \$346  < 3'h6;
-  assign \$348  = \$345  & \$347 ;
-  assign \$350  = \$349  + 11'h400;
-  assign \$351  = \$350  - 1'h1;
-  assign \$353  = n + 7'h40;
-  assign \$354  = \$353  - 1'h1;
-  assign \$356  = \$348  ? \$352  : { \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355  };
-  assign \$357  = \$340  ? { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  } : \$356 ;
-  assign \$358  = e + 1'h1;
-  assign \$359  = \$358  == npg;
-  assign \$360  = j != 3'h6;
-  assign \$361  = | k_cnt;
-  assign \$362  = \$360  & \$361 ;
-  assign \$363  = j == 3'h6;
-  assign \$364  = fg == 6'h3b;
-  assign \$365  = ~ gs_done;
-  assign \$366  = ! fsm_state;
-  assign \$367  = fsm_state == 1'h1;
-  assign \$368  = fsm_state == 2'h2;
-  assign \$369  = fsm_state == 2'h3;
-  assign \$370  = fsm_state == 3'h4;
-  assign \$371  = fsm_state == 3'h5;
-  assign \$372  = fsm_state == 3'h6;
+  assign \$176  = $signed(\$175 ) >= $signed(3'h3);
+  assign \$177  = j - 1'h1;
+  assign \$178  = $signed(\$177 ) < $signed(4'h6);
+  assign \$179  = \$176  & \$178 ;
+  assign \$180  = j - 1'h1;
+  assign \$181  = $signed(\$180 ) - $signed(3'h3);
+  assign \$182  = j - 1'h1;
+  assign \$183  = $signed(\$182 ) - $signed(4'h6);
+  assign \$184  = \$179  ? \$181  : \$183 ;
+  assign \$185  = \$173  ? { \$174 [3], \$174  } : \$184 ;
+  assign \$186  = j - 1'h1;
+  assign \$187  = $signed(\$186 ) < $signed(3'h3);
+  assign \$188  = j - 1'h1;
+  assign \$189  = $signed(\$188 ) >= $signed(3'h3);
+  assign \$190  = j - 1'h1;
+  assign \$191  = $signed(\$190 ) < $signed(4'h6);
+  assign \$192  = \$189  & \$191 ;
+  assign \$193  = \$192  ? 2'h1 : 2'h2;
+  assign \$194  = \$187  ? 2'h0 : \$193 ;
+  assign \$195  = rk < 2'h3;
+  assign \$196  = rk >= 2'h3;
+  assign \$197  = rk < 3'h6;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = rk - 2'h3;
+  assign \$200  = rk - 3'h6;
+  assign \$201  = \$198  ? \$199  : \$200 ;
+  assign \$202  = \$195  ? { 1'h0, rk } : \$201 ;
+  assign \$203  = rk < 2'h3;
+  assign \$204  = rk >= 2'h3;
+  assign \$205  = rk < 3'h6;
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = \$206  ? 2'h1 : 2'h2;
+  assign \$208  = \$203  ? 2'h0 : \$207 ;
+  assign \$213  = cap2_k < 2'h3;
+  assign \$214  = cap2_k >= 2'h3;
+  assign \$215  = cap2_k < 3'h6;
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = cap2_k - 2'h3;
+  assign \$218  = cap2_k - 3'h6;
+  assign \$219  = \$216  ? \$217  : \$218 ;
+  assign \$220  = \$213  ? { 1'h0, cap2_k } : \$219 ;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .r_data(r_data),
-    .rd__addr(\$85 [13:0]),
+    .q(r_data),
+    .r_en(tab_en),
+    .rd__addr(\$83 [13:0]),
     .rst(rst),
-    .wr__addr(\$88 [13:0]),
+    .wr__addr(\$86 [13:0]),
     .wr__data(obs__alloc_page),
     .wr__en(w_en)
   );
@@ -1645,34 +1971,166 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .r_data(\r_data$97 ),
-    .rd__addr(\$97 [10:0]),
+    .q(\r_data$88 ),
+    .r_en(tab_en),
+    .rd__addr(\$95 [10:0]),
     .rst(rst),
-    .wr__addr(\$100 [10:0]),
+    .wr__addr(\$98 [10:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$110 )
+    .wr__en(\w_en$136 )
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .r_data(\r_data$96 ),
-    .rd__addr(\$91 [12:0]),
+    .q(\r_data$87 ),
+    .r_en(tab_en),
+    .rd__addr(\$89 [12:0]),
     .rst(rst),
-    .wr__addr(\$94 [12:0]),
+    .wr__addr(\$92 [12:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$111 )
+    .wr__en(\w_en$135 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
+    \$239  = 14'h0000;
+    casez (\$238 )
+      4'h0:
+          \$239  = pg0_0;
+      4'h1:
+          \$239  = pg0_1;
+      4'h2:
+          \$239  = pg0_2;
+      4'h3:
+          \$239  = pg0_3;
+      4'h4:
+          \$239  = pg0_4;
+      4'h5:
+          \$239  = pg0_5;
+      4'h6:
+          \$239  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$245  = 14'h0000;
+    casez (\$244 )
+      4'h0:
+          \$245  = pg0_0;
+      4'h1:
+          \$245  = pg0_1;
+      4'h2:
+          \$245  = pg0_2;
+      4'h3:
+          \$245  = pg0_3;
+      4'h4:
+          \$245  = pg0_4;
+      4'h5:
+          \$245  = pg0_5;
+      4'h6:
+          \$245  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$247  = 14'h0000;
+    casez (\slot_idx$108 )
       2'h0:
-          \$385  = 8'h00;
+          \$247  = pg1_0;
       2'h1:
-          \$385  = 8'h3c;
+          \$247  = pg1_1;
       2'h2:
-          \$385  = 8'h78;
-      2'h3:
-          \$385  = 8'hb4;
+          \$247  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$250  = 14'h0000;
+    casez (\$249 )
+      4'h0:
+          \$250  = pg0_0;
+      4'h1:
+          \$250  = pg0_1;
+      4'h2:
+          \$250  = pg0_2;
+      4'h3:
+          \$250  = pg0_3;
+      4'h4:
+          \$250  = pg0_4;
+      4'h5:
+          \$250  = pg0_5;
+      4'h6:
+          \$250  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$256  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$256  = sb0;
+      2'h1:
+          \$256  = sb1;
+      2'h2:
+          \$256  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$259  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$259  = sb0;
+      2'h1:
+          \$259  = sb1;
+      2'h2:
+          \$259  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$297  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$297  = sb0;
+      2'h1:
+          \$297  = sb1;
+      2'h2:
+          \$297  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$300  = 14'h0000;
+    casez (j[1:0])
+      2'h0:
+          \$300  = r_data;
+      2'h1:
+          \$300  = \r_data$87 ;
+      2'h2:
+          \$300  = \r_data$88 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$319  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$319  = sb0;
+      2'h1:
+          \$319  = sb1;
+      2'h2:
+          \$319  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$379  = 14'h0000;
+    casez (\slot_idx$146 )
+      2'h0:
+          \$379  = sb0;
+      2'h1:
+          \$379  = sb1;
+      2'h2:
+          \$379  = sb2;
     endcase
   end
   always @* begin
@@ -1680,13 +2138,433 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$388  = 8'h00;
+          \$410  = 8'h00;
       2'h1:
-          \$388  = 8'h3c;
+          \$410  = 8'h3c;
       2'h2:
-          \$388  = 8'h78;
+          \$410  = 8'h78;
       2'h3:
-          \$388  = 8'hb4;
+          \$410  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$416  = 14'h0000;
+      2'h1:
+          \$416  = 14'h0b40;
+      2'h2:
+          \$416  = 14'h1680;
+      2'h3:
+          \$416  = 14'h21c0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$421  = 12'h000;
+    casez (\$420 )
+      8'h00:
+          \$421  = 12'h000;
+      8'h01:
+          \$421  = 12'h030;
+      8'h02:
+          \$421  = 12'h060;
+      8'h03:
+          \$421  = 12'h090;
+      8'h04:
+          \$421  = 12'h0c0;
+      8'h05:
+          \$421  = 12'h0f0;
+      8'h06:
+          \$421  = 12'h120;
+      8'h07:
+          \$421  = 12'h150;
+      8'h08:
+          \$421  = 12'h180;
+      8'h09:
+          \$421  = 12'h1b0;
+      8'h0a:
+          \$421  = 12'h1e0;
+      8'h0b:
+          \$421  = 12'h210;
+      8'h0c:
+          \$421  = 12'h240;
+      8'h0d:
+          \$421  = 12'h270;
+      8'h0e:
+          \$421  = 12'h2a0;
+      8'h0f:
+          \$421  = 12'h2d0;
+      8'h10:
+          \$421  = 12'h300;
+      8'h11:
+          \$421  = 12'h330;
+      8'h12:
+          \$421  = 12'h360;
+      8'h13:
+          \$421  = 12'h390;
+      8'h14:
+          \$421  = 12'h3c0;
+      8'h15:
+          \$421  = 12'h3f0;
+      8'h16:
+          \$421  = 12'h420;
+      8'h17:
+          \$421  = 12'h450;
+      8'h18:
+          \$421  = 12'h480;
+      8'h19:
+          \$421  = 12'h4b0;
+      8'h1a:
+          \$421  = 12'h4e0;
+      8'h1b:
+          \$421  = 12'h510;
+      8'h1c:
+          \$421  = 12'h540;
+      8'h1d:
+          \$421  = 12'h570;
+      8'h1e:
+          \$421  = 12'h5a0;
+      8'h1f:
+          \$421  = 12'h5d0;
+      8'h20:
+          \$421  = 12'h600;
+      8'h21:
+          \$421  = 12'h630;
+      8'h22:
+          \$421  = 12'h660;
+      8'h23:
+          \$421  = 12'h690;
+      8'h24:
+          \$421  = 12'h6c0;
+      8'h25:
+          \$421  = 12'h6f0;
+      8'h26:
+          \$421  = 12'h720;
+      8'h27:
+          \$421  = 12'h750;
+      8'h28:
+          \$421  = 12'h780;
+      8'h29:
+          \$421  = 12'h7b0;
+      8'h2a:
+          \$421  = 12'h7e0;
+      8'h2b:
+          \$421  = 12'h810;
+      8'h2c:
+          \$421  = 12'h840;
+      8'h2d:
+          \$421  = 12'h870;
+      8'h2e:
+          \$421  = 12'h8a0;
+      8'h2f:
+          \$421  = 12'h8d0;
+      8'h30:
+          \$421  = 12'h900;
+      8'h31:
+          \$421  = 12'h930;
+      8'h32:
+          \$421  = 12'h960;
+      8'h33:
+          \$421  = 12'h990;
+      8'h34:
+          \$421  = 12'h9c0;
+      8'h35:
+          \$421  = 12'h9f0;
+      8'h36:
+          \$421  = 12'ha20;
+      8'h37:
+          \$421  = 12'ha50;
+      8'h38:
+          \$421  = 12'ha80;
+      8'h39:
+          \$421  = 12'hab0;
+      8'h3a:
+          \$421  = 12'hae0;
+      8'h3b:
+          \$421  = 12'hb10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$423  = 13'h0000;
+      2'h1:
+          \$423  = 13'h05a0;
+      2'h2:
+          \$423  = 13'h0b40;
+      2'h3:
+          \$423  = 13'h10e0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$428  = 11'h000;
+    casez (\$427 )
+      8'h00:
+          \$428  = 11'h000;
+      8'h01:
+          \$428  = 11'h018;
+      8'h02:
+          \$428  = 11'h030;
+      8'h03:
+          \$428  = 11'h048;
+      8'h04:
+          \$428  = 11'h060;
+      8'h05:
+          \$428  = 11'h078;
+      8'h06:
+          \$428  = 11'h090;
+      8'h07:
+          \$428  = 11'h0a8;
+      8'h08:
+          \$428  = 11'h0c0;
+      8'h09:
+          \$428  = 11'h0d8;
+      8'h0a:
+          \$428  = 11'h0f0;
+      8'h0b:
+          \$428  = 11'h108;
+      8'h0c:
+          \$428  = 11'h120;
+      8'h0d:
+          \$428  = 11'h138;
+      8'h0e:
+          \$428  = 11'h150;
+      8'h0f:
+          \$428  = 11'h168;
+      8'h10:
+          \$428  = 11'h180;
+      8'h11:
+          \$428  = 11'h198;
+      8'h12:
+          \$428  = 11'h1b0;
+      8'h13:
+          \$428  = 11'h1c8;
+      8'h14:
+          \$428  = 11'h1e0;
+      8'h15:
+          \$428  = 11'h1f8;
+      8'h16:
+          \$428  = 11'h210;
+      8'h17:
+          \$428  = 11'h228;
+      8'h18:
+          \$428  = 11'h240;
+      8'h19:
+          \$428  = 11'h258;
+      8'h1a:
+          \$428  = 11'h270;
+      8'h1b:
+          \$428  = 11'h288;
+      8'h1c:
+          \$428  = 11'h2a0;
+      8'h1d:
+          \$428  = 11'h2b8;
+      8'h1e:
+          \$428  = 11'h2d0;
+      8'h1f:
+          \$428  = 11'h2e8;
+      8'h20:
+          \$428  = 11'h300;
+      8'h21:
+          \$428  = 11'h318;
+      8'h22:
+          \$428  = 11'h330;
+      8'h23:
+          \$428  = 11'h348;
+      8'h24:
+          \$428  = 11'h360;
+      8'h25:
+          \$428  = 11'h378;
+      8'h26:
+          \$428  = 11'h390;
+      8'h27:
+          \$428  = 11'h3a8;
+      8'h28:
+          \$428  = 11'h3c0;
+      8'h29:
+          \$428  = 11'h3d8;
+      8'h2a:
+          \$428  = 11'h3f0;
+      8'h2b:
+          \$428  = 11'h408;
+      8'h2c:
+          \$428  = 11'h420;
+      8'h2d:
+          \$428  = 11'h438;
+      8'h2e:
+          \$428  = 11'h450;
+      8'h2f:
+          \$428  = 11'h468;
+      8'h30:
+          \$428  = 11'h480;
+      8'h31:
+          \$428  = 11'h498;
+      8'h32:
+          \$428  = 11'h4b0;
+      8'h33:
+          \$428  = 11'h4c8;
+      8'h34:
+          \$428  = 11'h4e0;
+      8'h35:
+          \$428  = 11'h4f8;
+      8'h36:
+          \$428  = 11'h510;
+      8'h37:
+          \$428  = 11'h528;
+      8'h38:
+          \$428  = 11'h540;
+      8'h39:
+          \$428  = 11'h558;
+      8'h3a:
+          \$428  = 11'h570;
+      8'h3b:
+          \$428  = 11'h588;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$430  = 11'h000;
+      2'h1:
+          \$430  = 11'h1e0;
+      2'h2:
+          \$430  = 11'h3c0;
+      2'h3:
+          \$430  = 11'h5a0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$435  = 9'h000;
+    casez (\$434 )
+      8'h00:
+          \$435  = 9'h000;
+      8'h01:
+          \$435  = 9'h008;
+      8'h02:
+          \$435  = 9'h010;
+      8'h03:
+          \$435  = 9'h018;
+      8'h04:
+          \$435  = 9'h020;
+      8'h05:
+          \$435  = 9'h028;
+      8'h06:
+          \$435  = 9'h030;
+      8'h07:
+          \$435  = 9'h038;
+      8'h08:
+          \$435  = 9'h040;
+      8'h09:
+          \$435  = 9'h048;
+      8'h0a:
+          \$435  = 9'h050;
+      8'h0b:
+          \$435  = 9'h058;
+      8'h0c:
+          \$435  = 9'h060;
+      8'h0d:
+          \$435  = 9'h068;
+      8'h0e:
+          \$435  = 9'h070;
+      8'h0f:
+          \$435  = 9'h078;
+      8'h10:
+          \$435  = 9'h080;
+      8'h11:
+          \$435  = 9'h088;
+      8'h12:
+          \$435  = 9'h090;
+      8'h13:
+          \$435  = 9'h098;
+      8'h14:
+          \$435  = 9'h0a0;
+      8'h15:
+          \$435  = 9'h0a8;
+      8'h16:
+          \$435  = 9'h0b0;
+      8'h17:
+          \$435  = 9'h0b8;
+      8'h18:
+          \$435  = 9'h0c0;
+      8'h19:
+          \$435  = 9'h0c8;
+      8'h1a:
+          \$435  = 9'h0d0;
+      8'h1b:
+          \$435  = 9'h0d8;
+      8'h1c:
+          \$435  = 9'h0e0;
+      8'h1d:
+          \$435  = 9'h0e8;
+      8'h1e:
+          \$435  = 9'h0f0;
+      8'h1f:
+          \$435  = 9'h0f8;
+      8'h20:
+          \$435  = 9'h100;
+      8'h21:
+          \$435  = 9'h108;
+      8'h22:
+          \$435  = 9'h110;
+      8'h23:
+          \$435  = 9'h118;
+      8'h24:
+          \$435  = 9'h120;
+      8'h25:
+          \$435  = 9'h128;
+      8'h26:
+          \$435  = 9'h130;
+      8'h27:
+          \$435  = 9'h138;
+      8'h28:
+          \$435  = 9'h140;
+      8'h29:
+          \$435  = 9'h148;
+      8'h2a:
+          \$435  = 9'h150;
+      8'h2b:
+          \$435  = 9'h158;
+      8'h2c:
+          \$435  = 9'h160;
+      8'h2d:
+          \$435  = 9'h168;
+      8'h2e:
+          \$435  = 9'h170;
+      8'h2f:
+          \$435  = 9'h178;
+      8'h30:
+          \$435  = 9'h180;
+      8'h31:
+          \$435  = 9'h188;
+      8'h32:
+          \$435  = 9'h190;
+      8'h33:
+          \$435  = 9'h198;
+      8'h34:
+          \$435  = 9'h1a0;
+      8'h35:
+          \$435  = 9'h1a8;
+      8'h36:
+          \$435  = 9'h1b0;
+      8'h37:
+          \$435  = 9'h1b8;
+      8'h38:
+          \$435  = 9'h1c0;
+      8'h39:
+          \$435  = 9'h1c8;
+      8'h3a:
+          \$435  = 9'h1d0;
+      8'h3b:
+          \$435  = 9'h1d8;
     endcase
   end
   always @* begin
@@ -1694,13 +2572,433 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$393  = 8'h00;
+          \$437  = 8'h00;
       2'h1:
-          \$393  = 8'h3c;
+          \$437  = 8'h3c;
       2'h2:
-          \$393  = 8'h78;
+          \$437  = 8'h78;
       2'h3:
-          \$393  = 8'hb4;
+          \$437  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$441  = 14'h0000;
+      2'h1:
+          \$441  = 14'h0b40;
+      2'h2:
+          \$441  = 14'h1680;
+      2'h3:
+          \$441  = 14'h21c0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$444  = 12'h000;
+    casez (\$443 )
+      8'h00:
+          \$444  = 12'h000;
+      8'h01:
+          \$444  = 12'h030;
+      8'h02:
+          \$444  = 12'h060;
+      8'h03:
+          \$444  = 12'h090;
+      8'h04:
+          \$444  = 12'h0c0;
+      8'h05:
+          \$444  = 12'h0f0;
+      8'h06:
+          \$444  = 12'h120;
+      8'h07:
+          \$444  = 12'h150;
+      8'h08:
+          \$444  = 12'h180;
+      8'h09:
+          \$444  = 12'h1b0;
+      8'h0a:
+          \$444  = 12'h1e0;
+      8'h0b:
+          \$444  = 12'h210;
+      8'h0c:
+          \$444  = 12'h240;
+      8'h0d:
+          \$444  = 12'h270;
+      8'h0e:
+          \$444  = 12'h2a0;
+      8'h0f:
+          \$444  = 12'h2d0;
+      8'h10:
+          \$444  = 12'h300;
+      8'h11:
+          \$444  = 12'h330;
+      8'h12:
+          \$444  = 12'h360;
+      8'h13:
+          \$444  = 12'h390;
+      8'h14:
+          \$444  = 12'h3c0;
+      8'h15:
+          \$444  = 12'h3f0;
+      8'h16:
+          \$444  = 12'h420;
+      8'h17:
+          \$444  = 12'h450;
+      8'h18:
+          \$444  = 12'h480;
+      8'h19:
+          \$444  = 12'h4b0;
+      8'h1a:
+          \$444  = 12'h4e0;
+      8'h1b:
+          \$444  = 12'h510;
+      8'h1c:
+          \$444  = 12'h540;
+      8'h1d:
+          \$444  = 12'h570;
+      8'h1e:
+          \$444  = 12'h5a0;
+      8'h1f:
+          \$444  = 12'h5d0;
+      8'h20:
+          \$444  = 12'h600;
+      8'h21:
+          \$444  = 12'h630;
+      8'h22:
+          \$444  = 12'h660;
+      8'h23:
+          \$444  = 12'h690;
+      8'h24:
+          \$444  = 12'h6c0;
+      8'h25:
+          \$444  = 12'h6f0;
+      8'h26:
+          \$444  = 12'h720;
+      8'h27:
+          \$444  = 12'h750;
+      8'h28:
+          \$444  = 12'h780;
+      8'h29:
+          \$444  = 12'h7b0;
+      8'h2a:
+          \$444  = 12'h7e0;
+      8'h2b:
+          \$444  = 12'h810;
+      8'h2c:
+          \$444  = 12'h840;
+      8'h2d:
+          \$444  = 12'h870;
+      8'h2e:
+          \$444  = 12'h8a0;
+      8'h2f:
+          \$444  = 12'h8d0;
+      8'h30:
+          \$444  = 12'h900;
+      8'h31:
+          \$444  = 12'h930;
+      8'h32:
+          \$444  = 12'h960;
+      8'h33:
+          \$444  = 12'h990;
+      8'h34:
+          \$444  = 12'h9c0;
+      8'h35:
+          \$444  = 12'h9f0;
+      8'h36:
+          \$444  = 12'ha20;
+      8'h37:
+          \$444  = 12'ha50;
+      8'h38:
+          \$444  = 12'ha80;
+      8'h39:
+          \$444  = 12'hab0;
+      8'h3a:
+          \$444  = 12'hae0;
+      8'h3b:
+          \$444  = 12'hb10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$446  = 13'h0000;
+      2'h1:
+          \$446  = 13'h05a0;
+      2'h2:
+          \$446  = 13'h0b40;
+      2'h3:
+          \$446  = 13'h10e0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$449  = 11'h000;
+    casez (\$448 )
+      8'h00:
+          \$449  = 11'h000;
+      8'h01:
+          \$449  = 11'h018;
+      8'h02:
+          \$449  = 11'h030;
+      8'h03:
+          \$449  = 11'h048;
+      8'h04:
+          \$449  = 11'h060;
+      8'h05:
+          \$449  = 11'h078;
+      8'h06:
+          \$449  = 11'h090;
+      8'h07:
+          \$449  = 11'h0a8;
+      8'h08:
+          \$449  = 11'h0c0;
+      8'h09:
+          \$449  = 11'h0d8;
+      8'h0a:
+          \$449  = 11'h0f0;
+      8'h0b:
+          \$449  = 11'h108;
+      8'h0c:
+          \$449  = 11'h120;
+      8'h0d:
+          \$449  = 11'h138;
+      8'h0e:
+          \$449  = 11'h150;
+      8'h0f:
+          \$449  = 11'h168;
+      8'h10:
+          \$449  = 11'h180;
+      8'h11:
+          \$449  = 11'h198;
+      8'h12:
+          \$449  = 11'h1b0;
+      8'h13:
+          \$449  = 11'h1c8;
+      8'h14:
+          \$449  = 11'h1e0;
+      8'h15:
+          \$449  = 11'h1f8;
+      8'h16:
+          \$449  = 11'h210;
+      8'h17:
+          \$449  = 11'h228;
+      8'h18:
+          \$449  = 11'h240;
+      8'h19:
+          \$449  = 11'h258;
+      8'h1a:
+          \$449  = 11'h270;
+      8'h1b:
+          \$449  = 11'h288;
+      8'h1c:
+          \$449  = 11'h2a0;
+      8'h1d:
+          \$449  = 11'h2b8;
+      8'h1e:
+          \$449  = 11'h2d0;
+      8'h1f:
+          \$449  = 11'h2e8;
+      8'h20:
+          \$449  = 11'h300;
+      8'h21:
+          \$449  = 11'h318;
+      8'h22:
+          \$449  = 11'h330;
+      8'h23:
+          \$449  = 11'h348;
+      8'h24:
+          \$449  = 11'h360;
+      8'h25:
+          \$449  = 11'h378;
+      8'h26:
+          \$449  = 11'h390;
+      8'h27:
+          \$449  = 11'h3a8;
+      8'h28:
+          \$449  = 11'h3c0;
+      8'h29:
+          \$449  = 11'h3d8;
+      8'h2a:
+          \$449  = 11'h3f0;
+      8'h2b:
+          \$449  = 11'h408;
+      8'h2c:
+          \$449  = 11'h420;
+      8'h2d:
+          \$449  = 11'h438;
+      8'h2e:
+          \$449  = 11'h450;
+      8'h2f:
+          \$449  = 11'h468;
+      8'h30:
+          \$449  = 11'h480;
+      8'h31:
+          \$449  = 11'h498;
+      8'h32:
+          \$449  = 11'h4b0;
+      8'h33:
+          \$449  = 11'h4c8;
+      8'h34:
+          \$449  = 11'h4e0;
+      8'h35:
+          \$449  = 11'h4f8;
+      8'h36:
+          \$449  = 11'h510;
+      8'h37:
+          \$449  = 11'h528;
+      8'h38:
+          \$449  = 11'h540;
+      8'h39:
+          \$449  = 11'h558;
+      8'h3a:
+          \$449  = 11'h570;
+      8'h3b:
+          \$449  = 11'h588;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$451  = 11'h000;
+      2'h1:
+          \$451  = 11'h1e0;
+      2'h2:
+          \$451  = 11'h3c0;
+      2'h3:
+          \$451  = 11'h5a0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$454  = 9'h000;
+    casez (\$453 )
+      8'h00:
+          \$454  = 9'h000;
+      8'h01:
+          \$454  = 9'h008;
+      8'h02:
+          \$454  = 9'h010;
+      8'h03:
+          \$454  = 9'h018;
+      8'h04:
+          \$454  = 9'h020;
+      8'h05:
+          \$454  = 9'h028;
+      8'h06:
+          \$454  = 9'h030;
+      8'h07:
+          \$454  = 9'h038;
+      8'h08:
+          \$454  = 9'h040;
+      8'h09:
+          \$454  = 9'h048;
+      8'h0a:
+          \$454  = 9'h050;
+      8'h0b:
+          \$454  = 9'h058;
+      8'h0c:
+          \$454  = 9'h060;
+      8'h0d:
+          \$454  = 9'h068;
+      8'h0e:
+          \$454  = 9'h070;
+      8'h0f:
+          \$454  = 9'h078;
+      8'h10:
+          \$454  = 9'h080;
+      8'h11:
+          \$454  = 9'h088;
+      8'h12:
+          \$454  = 9'h090;
+      8'h13:
+          \$454  = 9'h098;
+      8'h14:
+          \$454  = 9'h0a0;
+      8'h15:
+          \$454  = 9'h0a8;
+      8'h16:
+          \$454  = 9'h0b0;
+      8'h17:
+          \$454  = 9'h0b8;
+      8'h18:
+          \$454  = 9'h0c0;
+      8'h19:
+          \$454  = 9'h0c8;
+      8'h1a:
+          \$454  = 9'h0d0;
+      8'h1b:
+          \$454  = 9'h0d8;
+      8'h1c:
+          \$454  = 9'h0e0;
+      8'h1d:
+          \$454  = 9'h0e8;
+      8'h1e:
+          \$454  = 9'h0f0;
+      8'h1f:
+          \$454  = 9'h0f8;
+      8'h20:
+          \$454  = 9'h100;
+      8'h21:
+          \$454  = 9'h108;
+      8'h22:
+          \$454  = 9'h110;
+      8'h23:
+          \$454  = 9'h118;
+      8'h24:
+          \$454  = 9'h120;
+      8'h25:
+          \$454  = 9'h128;
+      8'h26:
+          \$454  = 9'h130;
+      8'h27:
+          \$454  = 9'h138;
+      8'h28:
+          \$454  = 9'h140;
+      8'h29:
+          \$454  = 9'h148;
+      8'h2a:
+          \$454  = 9'h150;
+      8'h2b:
+          \$454  = 9'h158;
+      8'h2c:
+          \$454  = 9'h160;
+      8'h2d:
+          \$454  = 9'h168;
+      8'h2e:
+          \$454  = 9'h170;
+      8'h2f:
+          \$454  = 9'h178;
+      8'h30:
+          \$454  = 9'h180;
+      8'h31:
+          \$454  = 9'h188;
+      8'h32:
+          \$454  = 9'h190;
+      8'h33:
+          \$454  = 9'h198;
+      8'h34:
+          \$454  = 9'h1a0;
+      8'h35:
+          \$454  = 9'h1a8;
+      8'h36:
+          \$454  = 9'h1b0;
+      8'h37:
+          \$454  = 9'h1b8;
+      8'h38:
+          \$454  = 9'h1c0;
+      8'h39:
+          \$454  = 9'h1c8;
+      8'h3a:
+          \$454  = 9'h1d0;
+      8'h3b:
+          \$454  = 9'h1d8;
     endcase
   end
   always @* begin
@@ -1708,301 +3006,733 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$397  = 8'h00;
+          \$456  = 8'h00;
       2'h1:
-          \$397  = 8'h3c;
+          \$456  = 8'h3c;
       2'h2:
-          \$397  = 8'h78;
+          \$456  = 8'h78;
       2'h3:
-          \$397  = 8'hb4;
+          \$456  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = 14'h0000;
-    casez (lat_tab)
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
       2'h0:
-          \$404  = r_data;
+          \$460  = 14'h0000;
       2'h1:
-          \$404  = \r_data$96 ;
+          \$460  = 14'h0b40;
       2'h2:
-          \$404  = \r_data$97 ;
+          \$460  = 14'h1680;
+      2'h3:
+          \$460  = 14'h21c0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = 14'h0000;
-    casez (\$19 [1:0])
+    \$463  = 12'h000;
+    casez (\$462 )
+      8'h00:
+          \$463  = 12'h000;
+      8'h01:
+          \$463  = 12'h030;
+      8'h02:
+          \$463  = 12'h060;
+      8'h03:
+          \$463  = 12'h090;
+      8'h04:
+          \$463  = 12'h0c0;
+      8'h05:
+          \$463  = 12'h0f0;
+      8'h06:
+          \$463  = 12'h120;
+      8'h07:
+          \$463  = 12'h150;
+      8'h08:
+          \$463  = 12'h180;
+      8'h09:
+          \$463  = 12'h1b0;
+      8'h0a:
+          \$463  = 12'h1e0;
+      8'h0b:
+          \$463  = 12'h210;
+      8'h0c:
+          \$463  = 12'h240;
+      8'h0d:
+          \$463  = 12'h270;
+      8'h0e:
+          \$463  = 12'h2a0;
+      8'h0f:
+          \$463  = 12'h2d0;
+      8'h10:
+          \$463  = 12'h300;
+      8'h11:
+          \$463  = 12'h330;
+      8'h12:
+          \$463  = 12'h360;
+      8'h13:
+          \$463  = 12'h390;
+      8'h14:
+          \$463  = 12'h3c0;
+      8'h15:
+          \$463  = 12'h3f0;
+      8'h16:
+          \$463  = 12'h420;
+      8'h17:
+          \$463  = 12'h450;
+      8'h18:
+          \$463  = 12'h480;
+      8'h19:
+          \$463  = 12'h4b0;
+      8'h1a:
+          \$463  = 12'h4e0;
+      8'h1b:
+          \$463  = 12'h510;
+      8'h1c:
+          \$463  = 12'h540;
+      8'h1d:
+          \$463  = 12'h570;
+      8'h1e:
+          \$463  = 12'h5a0;
+      8'h1f:
+          \$463  = 12'h5d0;
+      8'h20:
+          \$463  = 12'h600;
+      8'h21:
+          \$463  = 12'h630;
+      8'h22:
+          \$463  = 12'h660;
+      8'h23:
+          \$463  = 12'h690;
+      8'h24:
+          \$463  = 12'h6c0;
+      8'h25:
+          \$463  = 12'h6f0;
+      8'h26:
+          \$463  = 12'h720;
+      8'h27:
+          \$463  = 12'h750;
+      8'h28:
+          \$463  = 12'h780;
+      8'h29:
+          \$463  = 12'h7b0;
+      8'h2a:
+          \$463  = 12'h7e0;
+      8'h2b:
+          \$463  = 12'h810;
+      8'h2c:
+          \$463  = 12'h840;
+      8'h2d:
+          \$463  = 12'h870;
+      8'h2e:
+          \$463  = 12'h8a0;
+      8'h2f:
+          \$463  = 12'h8d0;
+      8'h30:
+          \$463  = 12'h900;
+      8'h31:
+          \$463  = 12'h930;
+      8'h32:
+          \$463  = 12'h960;
+      8'h33:
+          \$463  = 12'h990;
+      8'h34:
+          \$463  = 12'h9c0;
+      8'h35:
+          \$463  = 12'h9f0;
+      8'h36:
+          \$463  = 12'ha20;
+      8'h37:
+          \$463  = 12'ha50;
+      8'h38:
+          \$463  = 12'ha80;
+      8'h39:
+          \$463  = 12'hab0;
+      8'h3a:
+          \$463  = 12'hae0;
+      8'h3b:
+          \$463  = 12'hb10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
       2'h0:
-          \$418  = sb0;
+          \$465  = 13'h0000;
       2'h1:
-          \$418  = sb1;
+          \$465  = 13'h05a0;
       2'h2:
-          \$418  = sb2;
+          \$465  = 13'h0b40;
+      2'h3:
+          \$465  = 13'h10e0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = 7'h00;
-    casez (\$19 [1:0])
+    \$468  = 11'h000;
+    casez (\$467 )
+      8'h00:
+          \$468  = 11'h000;
+      8'h01:
+          \$468  = 11'h018;
+      8'h02:
+          \$468  = 11'h030;
+      8'h03:
+          \$468  = 11'h048;
+      8'h04:
+          \$468  = 11'h060;
+      8'h05:
+          \$468  = 11'h078;
+      8'h06:
+          \$468  = 11'h090;
+      8'h07:
+          \$468  = 11'h0a8;
+      8'h08:
+          \$468  = 11'h0c0;
+      8'h09:
+          \$468  = 11'h0d8;
+      8'h0a:
+          \$468  = 11'h0f0;
+      8'h0b:
+          \$468  = 11'h108;
+      8'h0c:
+          \$468  = 11'h120;
+      8'h0d:
+          \$468  = 11'h138;
+      8'h0e:
+          \$468  = 11'h150;
+      8'h0f:
+          \$468  = 11'h168;
+      8'h10:
+          \$468  = 11'h180;
+      8'h11:
+          \$468  = 11'h198;
+      8'h12:
+          \$468  = 11'h1b0;
+      8'h13:
+          \$468  = 11'h1c8;
+      8'h14:
+          \$468  = 11'h1e0;
+      8'h15:
+          \$468  = 11'h1f8;
+      8'h16:
+          \$468  = 11'h210;
+      8'h17:
+          \$468  = 11'h228;
+      8'h18:
+          \$468  = 11'h240;
+      8'h19:
+          \$468  = 11'h258;
+      8'h1a:
+          \$468  = 11'h270;
+      8'h1b:
+          \$468  = 11'h288;
+      8'h1c:
+          \$468  = 11'h2a0;
+      8'h1d:
+          \$468  = 11'h2b8;
+      8'h1e:
+          \$468  = 11'h2d0;
+      8'h1f:
+          \$468  = 11'h2e8;
+      8'h20:
+          \$468  = 11'h300;
+      8'h21:
+          \$468  = 11'h318;
+      8'h22:
+          \$468  = 11'h330;
+      8'h23:
+          \$468  = 11'h348;
+      8'h24:
+          \$468  = 11'h360;
+      8'h25:
+          \$468  = 11'h378;
+      8'h26:
+          \$468  = 11'h390;
+      8'h27:
+          \$468  = 11'h3a8;
+      8'h28:
+          \$468  = 11'h3c0;
+      8'h29:
+          \$468  = 11'h3d8;
+      8'h2a:
+          \$468  = 11'h3f0;
+      8'h2b:
+          \$468  = 11'h408;
+      8'h2c:
+          \$468  = 11'h420;
+      8'h2d:
+          \$468  = 11'h438;
+      8'h2e:
+          \$468  = 11'h450;
+      8'h2f:
+          \$468  = 11'h468;
+      8'h30:
+          \$468  = 11'h480;
+      8'h31:
+          \$468  = 11'h498;
+      8'h32:
+          \$468  = 11'h4b0;
+      8'h33:
+          \$468  = 11'h4c8;
+      8'h34:
+          \$468  = 11'h4e0;
+      8'h35:
+          \$468  = 11'h4f8;
+      8'h36:
+          \$468  = 11'h510;
+      8'h37:
+          \$468  = 11'h528;
+      8'h38:
+          \$468  = 11'h540;
+      8'h39:
+          \$468  = 11'h558;
+      8'h3a:
+          \$468  = 11'h570;
+      8'h3b:
+          \$468  = 11'h588;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
       2'h0:
-          \$420  = ap[24:18];
+          \$470  = 11'h000;
       2'h1:
-          \$420  = ap[31:25];
+          \$470  = 11'h1e0;
       2'h2:
-          \$420  = ap[38:32];
+          \$470  = 11'h3c0;
+      2'h3:
+          \$470  = 11'h5a0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = 14'h0000;
-    casez (\$19 [1:0])
+    \$473  = 9'h000;
+    casez (\$472 )
+      8'h00:
+          \$473  = 9'h000;
+      8'h01:
+          \$473  = 9'h008;
+      8'h02:
+          \$473  = 9'h010;
+      8'h03:
+          \$473  = 9'h018;
+      8'h04:
+          \$473  = 9'h020;
+      8'h05:
+          \$473  = 9'h028;
+      8'h06:
+          \$473  = 9'h030;
+      8'h07:
+          \$473  = 9'h038;
+      8'h08:
+          \$473  = 9'h040;
+      8'h09:
+          \$473  = 9'h048;
+      8'h0a:
+          \$473  = 9'h050;
+      8'h0b:
+          \$473  = 9'h058;
+      8'h0c:
+          \$473  = 9'h060;
+      8'h0d:
+          \$473  = 9'h068;
+      8'h0e:
+          \$473  = 9'h070;
+      8'h0f:
+          \$473  = 9'h078;
+      8'h10:
+          \$473  = 9'h080;
+      8'h11:
+          \$473  = 9'h088;
+      8'h12:
+          \$473  = 9'h090;
+      8'h13:
+          \$473  = 9'h098;
+      8'h14:
+          \$473  = 9'h0a0;
+      8'h15:
+          \$473  = 9'h0a8;
+      8'h16:
+          \$473  = 9'h0b0;
+      8'h17:
+          \$473  = 9'h0b8;
+      8'h18:
+          \$473  = 9'h0c0;
+      8'h19:
+          \$473  = 9'h0c8;
+      8'h1a:
+          \$473  = 9'h0d0;
+      8'h1b:
+          \$473  = 9'h0d8;
+      8'h1c:
+          \$473  = 9'h0e0;
+      8'h1d:
+          \$473  = 9'h0e8;
+      8'h1e:
+          \$473  = 9'h0f0;
+      8'h1f:
+          \$473  = 9'h0f8;
+      8'h20:
+          \$473  = 9'h100;
+      8'h21:
+          \$473  = 9'h108;
+      8'h22:
+          \$473  = 9'h110;
+      8'h23:
+          \$473  = 9'h118;
+      8'h24:
+          \$473  = 9'h120;
+      8'h25:
+          \$473  = 9'h128;
+      8'h26:
+          \$473  = 9'h130;
+      8'h27:
+          \$473  = 9'h138;
+      8'h28:
+          \$473  = 9'h140;
+      8'h29:
+          \$473  = 9'h148;
+      8'h2a:
+          \$473  = 9'h150;
+      8'h2b:
+          \$473  = 9'h158;
+      8'h2c:
+          \$473  = 9'h160;
+      8'h2d:
+          \$473  = 9'h168;
+      8'h2e:
+          \$473  = 9'h170;
+      8'h2f:
+          \$473  = 9'h178;
+      8'h30:
+          \$473  = 9'h180;
+      8'h31:
+          \$473  = 9'h188;
+      8'h32:
+          \$473  = 9'h190;
+      8'h33:
+          \$473  = 9'h198;
+      8'h34:
+          \$473  = 9'h1a0;
+      8'h35:
+          \$473  = 9'h1a8;
+      8'h36:
+          \$473  = 9'h1b0;
+      8'h37:
+          \$473  = 9'h1b8;
+      8'h38:
+          \$473  = 9'h1c0;
+      8'h39:
+          \$473  = 9'h1c8;
+      8'h3a:
+          \$473  = 9'h1d0;
+      8'h3b:
+          \$473  = 9'h1d8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$475  = 14'h0000;
+    casez (\slot_tab$102 )
       2'h0:
-          \$422  = sb0;
+          \$475  = r_data;
       2'h1:
-          \$422  = sb1;
+          \$475  = \r_data$87 ;
       2'h2:
-          \$422  = sb2;
+          \$475  = \r_data$88 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = 7'h00;
-    casez (\$19 [1:0])
+    \$480  = 14'h0000;
+    casez (\slot_tab$107 )
       2'h0:
-          \$424  = ap[24:18];
+          \$480  = r_data;
       2'h1:
-          \$424  = ap[31:25];
+          \$480  = \r_data$87 ;
       2'h2:
-          \$424  = ap[38:32];
+          \$480  = \r_data$88 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = 7'h00;
-    casez (\$19 [1:0])
+    \$525  = 14'h0000;
+    casez (\slot_tab$113 )
       2'h0:
-          \$428  = ap[24:18];
+          \$525  = r_data;
       2'h1:
-          \$428  = ap[31:25];
+          \$525  = \r_data$87 ;
       2'h2:
-          \$428  = ap[38:32];
+          \$525  = \r_data$88 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = 7'h00;
-    casez (\$19 [1:0])
+    \$539  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$430  = ap[24:18];
+          \$539  = sb0;
       2'h1:
-          \$430  = ap[31:25];
+          \$539  = sb1;
       2'h2:
-          \$430  = ap[38:32];
+          \$539  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = 14'h0000;
-    casez (\$19 [1:0])
+    \$541  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$432  = sb0;
+          \$541  = ap[24:18];
       2'h1:
-          \$432  = sb1;
+          \$541  = ap[31:25];
       2'h2:
-          \$432  = sb2;
+          \$541  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = 7'h00;
-    casez (\$19 [1:0])
+    \$543  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$434  = ap[24:18];
+          \$543  = sb0;
       2'h1:
-          \$434  = ap[31:25];
+          \$543  = sb1;
       2'h2:
-          \$434  = ap[38:32];
+          \$543  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = 14'h0000;
-    casez (\$19 [1:0])
+    \$545  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$438  = sb0;
+          \$545  = ap[24:18];
       2'h1:
-          \$438  = sb1;
+          \$545  = ap[31:25];
       2'h2:
-          \$438  = sb2;
+          \$545  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = 7'h00;
-    casez (\$19 [1:0])
+    \$549  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$441  = ap[24:18];
+          \$549  = ap[24:18];
       2'h1:
-          \$441  = ap[31:25];
+          \$549  = ap[31:25];
       2'h2:
-          \$441  = ap[38:32];
+          \$549  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = 7'h00;
-    casez (\$19 [1:0])
+    \$551  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$443  = ap[24:18];
+          \$551  = ap[24:18];
       2'h1:
-          \$443  = ap[31:25];
+          \$551  = ap[31:25];
       2'h2:
-          \$443  = ap[38:32];
+          \$551  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = 7'h00;
-    casez (\$19 [1:0])
+    \$553  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$444  = ap[24:18];
+          \$553  = sb0;
       2'h1:
-          \$444  = ap[31:25];
+          \$553  = sb1;
       2'h2:
-          \$444  = ap[38:32];
+          \$553  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = 14'h0000;
-    casez (\$19 [1:0])
+    \$555  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$446  = sb0;
+          \$555  = ap[24:18];
       2'h1:
-          \$446  = sb1;
+          \$555  = ap[31:25];
       2'h2:
-          \$446  = sb2;
+          \$555  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = 7'h00;
-    casez (\$19 [1:0])
+    \$559  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$448  = ap[24:18];
+          \$559  = sb0;
       2'h1:
-          \$448  = ap[31:25];
+          \$559  = sb1;
       2'h2:
-          \$448  = ap[38:32];
+          \$559  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = 14'h0000;
-    casez (\$19 [1:0])
+    \$562  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$452  = sb0;
+          \$562  = ap[24:18];
       2'h1:
-          \$452  = sb1;
+          \$562  = ap[31:25];
       2'h2:
-          \$452  = sb2;
+          \$562  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = 7'h00;
-    casez (\$19 [1:0])
+    \$564  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$455  = ap[24:18];
+          \$564  = ap[24:18];
       2'h1:
-          \$455  = ap[31:25];
+          \$564  = ap[31:25];
       2'h2:
-          \$455  = ap[38:32];
+          \$564  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = 7'h00;
-    casez (\$19 [1:0])
+    \$565  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$471  = ap[24:18];
+          \$565  = ap[24:18];
       2'h1:
-          \$471  = ap[31:25];
+          \$565  = ap[31:25];
       2'h2:
-          \$471  = ap[38:32];
+          \$565  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = 14'h0000;
-    casez (\$19 [1:0])
+    \$567  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$473  = sb0;
+          \$567  = sb0;
       2'h1:
-          \$473  = sb1;
+          \$567  = sb1;
       2'h2:
-          \$473  = sb2;
+          \$567  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = 7'h00;
-    casez (\$19 [1:0])
+    \$569  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$477  = ap[24:18];
+          \$569  = ap[24:18];
       2'h1:
-          \$477  = ap[31:25];
+          \$569  = ap[31:25];
       2'h2:
-          \$477  = ap[38:32];
+          \$569  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = 7'h00;
-    casez (\$19 [1:0])
+    \$573  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$479  = ap[24:18];
+          \$573  = sb0;
       2'h1:
-          \$479  = ap[31:25];
+          \$573  = sb1;
       2'h2:
-          \$479  = ap[38:32];
+          \$573  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = 14'h0000;
-    casez (\$19 [1:0])
+    \$576  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$481  = sb0;
+          \$576  = ap[24:18];
       2'h1:
-          \$481  = sb1;
+          \$576  = ap[31:25];
       2'h2:
-          \$481  = sb2;
+          \$576  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = 7'h00;
-    casez (\$19 [1:0])
+    \$582  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$483  = ap[24:18];
+          \$582  = ap[24:18];
       2'h1:
-          \$483  = ap[31:25];
+          \$582  = ap[31:25];
       2'h2:
-          \$483  = ap[38:32];
+          \$582  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$538  = 14'h0000;
+    \$589  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$589  = ap[24:18];
+      2'h1:
+          \$589  = ap[31:25];
+      2'h2:
+          \$589  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$591  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$591  = ap[24:18];
+      2'h1:
+          \$591  = ap[31:25];
+      2'h2:
+          \$591  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$593  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$593  = sb0;
+      2'h1:
+          \$593  = sb1;
+      2'h2:
+          \$593  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$595  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$595  = ap[24:18];
+      2'h1:
+          \$595  = ap[31:25];
+      2'h2:
+          \$595  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$671  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$538  = sb0;
+          \$671  = sb0;
       2'h1:
-          \$538  = sb1;
+          \$671  = sb1;
       2'h2:
-          \$538  = sb2;
+          \$671  = sb2;
     endcase
   end
   always @* begin
@@ -2012,13 +3742,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           if (\$103 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$112 [7:0];
+            \$signature__addr  = \$109 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$116 [7:0];
+              \$signature__addr  = \$113 [7:0];
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$120 [7:0];
+            \$signature__addr  = \$117 [7:0];
           end
       4'h2:
           /* empty */;
@@ -2035,21 +3765,49 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$275 [7:0];
+          \$signature__addr  = \$311 [7:0];
       4'ha:
-          \$signature__addr  = \$296 [7:0];
+          \$signature__addr  = \$332 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$365 ) begin
+    if (\$394 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    t_idx = \$19 [1:0];
+    t_idx = \$17 [1:0];
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          t_idx = \slot_idx$98 ;
+      4'h4:
+          t_idx = \slot_idx$103 ;
+      4'h5:
+          t_idx = \slot_idx$110 ;
+      4'h1:
+          t_idx = r_idx;
+      4'h7:
+          t_idx = r_idx;
+      4'h8:
+          t_idx = r_idx;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (\$368 ) begin
+            t_idx = \slot_idx$146 ;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    tab_en = \$100 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2062,17 +3820,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          t_idx = r_idx;
+          /* empty */;
       4'h8:
-          t_idx = r_idx;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (\$338 ) begin
-            t_idx = \slot_idx$118 ;
-          end
+          tab_en = \$310 ;
     endcase
   end
   always @* begin
@@ -2101,21 +3851,173 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$83  = 2'h0;
+    \slot_idx$98  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          \slot_idx$83  = \$134 [1:0];
+          \slot_idx$98  = \$119 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$84  = 2'h0;
+    \slot_tab$99  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_tab$99  = \$121 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dense_r_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          dense_r_entry = \$122 [3:0];
+      4'h4:
+          dense_r_entry = \$154 [3:0];
+      4'h5:
+          dense_r_entry = \$209 [3:0];
+      4'h1:
+          dense_r_entry = \$278 [3:0];
+      4'h7:
+          dense_r_entry = e1[3:0];
+      4'h8:
+          dense_r_entry = \$305 [3:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          dense_r_entry = 4'h0;
+      4'ha:
+          dense_r_entry = \$360 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    meta_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          meta_r_entry = \$123 [2:0];
+      4'h4:
+          meta_r_entry = \$155 [2:0];
+      4'h5:
+          meta_r_entry = \$210 [2:0];
+      4'h1:
+          meta_r_entry = \$292 [2:0];
+      4'h7:
+          meta_r_entry = e1[2:0];
+      4'h8:
+          meta_r_entry = \$309 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          meta_r_entry = 3'h0;
+      4'ha:
+          meta_r_entry = \$366 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    sparse_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          sparse_r_entry = \$125 [2:0];
+      4'h4:
+          sparse_r_entry = \$157 [2:0];
+      4'h5:
+          sparse_r_entry = \$212 [2:0];
+      4'h1:
+          sparse_r_entry = \$285 [2:0];
+      4'h7:
+          sparse_r_entry = e1[2:0];
+      4'h8:
+          sparse_r_entry = \$307 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          sparse_r_entry = 3'h0;
+      4'ha:
+          sparse_r_entry = \$363 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$100  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_idx$100  = \$133 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$102  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_tab$102  = \$139 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$103  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$103  = \$147 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$105  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$105  = \$153 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$106  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$106  = \$165 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$107  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$107  = \$171 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$108  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2124,7 +4026,77 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$84  = \$143 ;
+          \slot_idx$108  = \$185 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$109  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$109  = \$194 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$110  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_idx$110  = \$202 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$111  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$111  = \$208 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$112  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_idx$112  = \$220 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$113  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$113  = \$226 ;
     endcase
   end
   always @* begin
@@ -2138,21 +4110,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          (* full_case = 32'd1 *)
-          if (\$144 ) begin
-            emitted = 1'h1;
-          end else if (\$146 ) begin
-            emitted = \$159 ;
-          end else if (\$151 ) begin
-            (* full_case = 32'd1 *)
-            if (\$160 ) begin
-              emitted = \$170 ;
-            end else begin
-              emitted = \$173 ;
-            end
-          end else begin
-            emitted = \$181 ;
-          end
+          emitted = \$229 ;
     endcase
   end
   always @* begin
@@ -2167,12 +4125,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$144 ) begin
-          end else if (\$146 ) begin
+          if (\$230 ) begin
+          end else if (\$232 ) begin
             rec_valid = 1'h1;
-          end else if (\$151 ) begin
+          end else if (\$237 ) begin
             (* full_case = 32'd1 *)
-            if (\$160 ) begin
+            if (\$243 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -2208,27 +4166,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$144 ) begin
-          end else if (\$146 ) begin
+          if (\$230 ) begin
+          end else if (\$232 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$83 ;
-            wr_out__payload[27:4] = \$158 ;
+            wr_out__payload[3:2] = \slot_idx$108 ;
+            wr_out__payload[27:4] = \$242 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$151 ) begin
+          end else if (\$237 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$83 ;
+            wr_out__payload[3:2] = \slot_idx$108 ;
             (* full_case = 32'd1 *)
-            if (\$160 ) begin
-              wr_out__payload[27:4] = \$165 ;
+            if (\$243 ) begin
+              wr_out__payload[27:4] = \$246 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$172 ;
+              wr_out__payload[27:4] = \$248 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$83 ;
-            wr_out__payload[27:4] = \$180 ;
+            wr_out__payload[3:2] = \slot_idx$108 ;
+            wr_out__payload[27:4] = \$253 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -2239,8 +4197,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$263 ;
-          wr_out__payload[38:28] = \$265 [10:0];
+          wr_out__payload[27:4] = \$301 ;
+          wr_out__payload[38:28] = \$303 [10:0];
         end
       4'h6:
           /* empty */;
@@ -2257,32 +4215,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dense_r_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          dense_r_entry = \$182 [3:0];
-      4'h1:
-          /* empty */;
-      4'h7:
-          dense_r_entry = \$247 [3:0];
-      4'h8:
-          dense_r_entry = \$268 [3:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          dense_r_entry = 4'h0;
-      4'ha:
-          dense_r_entry = \$325 [3:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     dense_w_entry = 4'h0;
     casez (fsm_state)
       4'h0:
@@ -2292,33 +4224,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$183 [3:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    meta_r_entry = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          meta_r_entry = \$184 [2:0];
-      4'h1:
-          /* empty */;
-      4'h7:
-          meta_r_entry = \$261 [2:0];
-      4'h8:
-          meta_r_entry = \$274 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          meta_r_entry = 3'h0;
-      4'ha:
-          meta_r_entry = \$335 [2:0];
+          dense_w_entry = \$254 [3:0];
     endcase
   end
   always @* begin
@@ -2332,33 +4238,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$185 [2:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    sparse_r_entry = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          sparse_r_entry = \$187 [2:0];
-      4'h1:
-          /* empty */;
-      4'h7:
-          sparse_r_entry = \$254 [2:0];
-      4'h8:
-          sparse_r_entry = \$271 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          sparse_r_entry = 3'h0;
-      4'ha:
-          sparse_r_entry = \$330 [2:0];
+          meta_w_entry = \$255 [2:0];
     endcase
   end
   always @* begin
@@ -2372,7 +4252,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$199 [2:0];
+          sparse_w_entry = \$261 [2:0];
     endcase
   end
   always @* begin
@@ -2387,7 +4267,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
+            if (\$262 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -2400,11 +4280,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$292 ) begin
+          if (\$328 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$365 ) begin
+    if (\$394 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -2420,11 +4300,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
-              \$signature__data [9:0] = \$207 [9:0];
-              \$signature__data [23:10] = \$208 [13:0];
-              \$signature__data [37:24] = \$209 [13:0];
-              \$signature__data [51:38] = \$210 [13:0];
+            if (\$262 ) begin
+              \$signature__data [9:0] = \$264 [9:0];
+              \$signature__data [23:10] = \$265 [13:0];
+              \$signature__data [37:24] = \$266 [13:0];
+              \$signature__data [51:38] = \$267 [13:0];
             end
           end
       4'h1:
@@ -2436,11 +4316,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$292 ) begin
+          if (\$328 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$365 ) begin
+    if (\$394 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -2456,20 +4336,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-              if (\$216 ) begin
-                alloc__ready = 1'h1;
-              end
-            end else begin
-              if (\$223 ) begin
-                alloc__ready = 1'h1;
-              end else if (\$225 ) begin
-                if (\$233 ) begin
-                  alloc__ready = 1'h1;
-                end
-              end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              alloc__ready = 1'h1;
             end
           end
     endcase
@@ -2486,12 +4355,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-              if (\$216 ) begin
-                if (\$217 ) begin
-                  w_en = 1'h1;
-                end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              if (\$268 ) begin
+                w_en = 1'h1;
               end
             end
           end
@@ -2499,7 +4366,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$110  = 1'h0;
+    \w_en$135  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2509,14 +4376,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-              if (\$216 ) begin
-                (* full_case = 32'd1 *)
-                if (\$217 ) begin
-                end else begin
-                  \w_en$110  = 1'h1;
-                end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              if (\$268 ) begin
+              end else if (\$271 ) begin
+                \w_en$135  = 1'h1;
               end
             end
           end
@@ -2524,7 +4388,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$111  = 1'h0;
+    \w_en$136  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2534,16 +4398,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-            end else begin
-              if (\$223 ) begin
-                \w_en$111  = 1'h1;
-              end else if (\$225 ) begin
-                if (\$233 ) begin
-                  \w_en$111  = 1'h1;
-                end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              (* full_case = 32'd1 *)
+              if (\$268 ) begin
+              end else if (\$271 ) begin
+              end else begin
+                \w_en$136  = 1'h1;
               end
             end
           end
@@ -2564,7 +4425,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$240 ;
+          hi = \$299 ;
     endcase
   end
   always @* begin
@@ -2588,12 +4449,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$291 [14:0];
+          cnt = \$327 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    obs__free_done = 1'h0;
+    free_done = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2612,22 +4473,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$293 ) begin
-            if (\$294 ) begin
-              if (\$295 ) begin
-                obs__free_done = 1'h1;
+          if (\$329 ) begin
+            if (\$330 ) begin
+              if (\$331 ) begin
+                free_done = 1'h1;
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$359 ) begin
+          if (adv) begin
+            if (\$388 ) begin
               (* full_case = 32'd1 *)
-              if (\$362 ) begin
+              if (\$391 ) begin
               end else begin
-                if (\$363 ) begin
-                  if (\$364 ) begin
-                    obs__free_done = 1'h1;
+                if (\$392 ) begin
+                  if (\$393 ) begin
+                    free_done = 1'h1;
                   end
                 end
               end
@@ -2637,7 +4498,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    release__valid = 1'h0;
+    adv = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2658,12 +4519,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          release__valid = 1'h1;
+          adv = \$334 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    obs__release_page = 14'h0000;
+    \slot_idx$146  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2684,12 +4545,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          obs__release_page = \$297 ;
+          \slot_idx$146  = \$348 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$118  = 2'h0;
+    \slot_tab$147  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2710,33 +4571,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$118  = \$311 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$119  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          \slot_tab$119  = \$320 ;
+          \slot_tab$147  = \$357 ;
     endcase
   end
   always @* begin
@@ -2762,34 +4597,44 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$357 [14:0];
+          k_cnt = \$387 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$575  = gs_walk;
-    if (\$377 ) begin
-      \$575  = \$378 [7:0];
+    \$709  = gs_walk;
+    if (\$406 ) begin
+      \$709  = \$407 [7:0];
     end
     if (rst) begin
-      \$575  = 8'h00;
+      \$709  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = gs_done;
-    if (\$377 ) begin
-      if (\$379 ) begin
-        \$576  = 1'h1;
+    \$710  = gs_done;
+    if (\$406 ) begin
+      if (\$408 ) begin
+        \$710  = 1'h1;
       end
     end
     if (rst) begin
-      \$576  = 1'h0;
+      \$710  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = \$380 ;
+    \$711  = free_done;
+    if (rst) begin
+      \$711  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$712  = release__valid;
+    if (release__ready) begin
+      \$712  = 1'h0;
+    end
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2808,325 +4653,182 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              (* full_case = 32'd1 *)
-              if (\$551 ) begin
-              end else begin
-                \$577  = \$553 [13:0];
-              end
-            end
-          end
+          /* empty */;
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                  end else begin
-                    \$577  = \$568 [13:0];
-                  end
-                end
-              end
-            end
+          if (adv) begin
+            \$712  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$577  = 14'h0000;
+      \$712  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$578  = \$381 ;
+    \$713  = j;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+          \$713  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              (* full_case = 32'd1 *)
-              if (\$551 ) begin
-              end else begin
-                \$578  = \$554 [12:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                  end else begin
-                    \$578  = \$569 [12:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$578  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$579  = \$382 [10:0];
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              (* full_case = 32'd1 *)
-              if (\$551 ) begin
-              end else begin
-                \$579  = \$555 [10:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                  end else begin
-                    \$579  = \$570 [10:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$579  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = j;
-    casez (fsm_state)
-      4'h0:
-          \$580  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-          end else begin
-            \$580  = 3'h0;
-          end
+          \$713  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$580  = \$417 [2:0];
+            \$713  = \$538 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$580  = { 1'h0, \$535  };
+          \$713  = { 1'h0, \$668  };
       4'h8:
           /* empty */;
       4'h6:
-          \$580  = 3'h0;
+          \$713  = 3'h0;
       4'h9:
-          if (\$549 ) begin
+          if (\$682 ) begin
             (* full_case = 32'd1 *)
-            if (\$550 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$580  = 3'h0;
+                \$713  = 3'h0;
               end
             end else begin
-              \$580  = \$557 [2:0];
+              \$713  = \$690 [2:0];
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
-                \$580  = \$564 [2:0];
+              if (\$697 ) begin
+                \$713  = \$698 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$580  = 3'h0;
+                    \$713  = 3'h0;
                   end
                 end else begin
-                  \$580  = \$572 [2:0];
+                  \$713  = \$706 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$580  = 3'h0;
+      \$713  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$581  = frag;
+    \$714  = frag;
     casez (fsm_state)
       4'h0:
-          \$581  = 1'h0;
+          \$714  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-          end else begin
-            \$581  = 1'h0;
-          end
+          \$714  = 1'h0;
       4'h5:
         begin
-          if (\$406 ) begin
-          end else if (\$408 ) begin
-          end else if (\$413 ) begin
-            if (\$414 ) begin
-              if (\$416 ) begin
-                \$581  = 1'h1;
+          if (\$526 ) begin
+          end else if (\$528 ) begin
+          end else if (\$533 ) begin
+            if (\$535 ) begin
+              if (\$537 ) begin
+                \$714  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$581  = 1'h0;
+            \$714  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$581  = 1'h0;
+      \$714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = lat;
+    \$715  = cap1;
     casez (fsm_state)
       4'h0:
-          \$582  = 1'h0;
+          \$715  = 1'h0;
       4'h2:
-          /* empty */;
+          \$715  = 1'h1;
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-          end else begin
-            \$582  = 1'h0;
-          end
+          \$715  = \$477 ;
       4'h5:
-        begin
-          if (lat) begin
-            \$582  = 1'h0;
-          end
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              (* full_case = 32'd1 *)
-              if (\$470 ) begin
-              end else begin
-                \$582  = 1'h1;
-              end
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                \$582  = 1'h1;
-              end
-            end
-          end
-        end
+          \$715  = \$522 ;
     endcase
     if (rst) begin
-      \$582  = 1'h0;
+      \$715  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$583  = cm;
+    \$716  = cap2;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
-          end else if (cmd__valid) begin
-            \$583  = cmd__payload;
-          end
+          \$716  = 1'h0;
+      4'h2:
+          \$716  = cap1;
+      4'h4:
+          \$716  = cap1;
+      4'h5:
+          \$716  = cap1;
     endcase
     if (rst) begin
-      \$583  = 41'h00000000000;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$584  = from_cmd;
+    \$717  = cm;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$584  = 1'h1;
+            \$717  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$717  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$718  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$718  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$584  = 1'h0;
+              \$718  = 1'h0;
             end
           end else if (append__valid) begin
-            \$584  = 1'h0;
+            \$718  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$584  = 1'h0;
+      \$718  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$585  = fg;
+    \$719  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$585  = 6'h00;
+            \$719  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -3143,26 +4845,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$585  = \$556 [5:0];
+                \$719  = \$689 [5:0];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$585  = \$571 [5:0];
+                    \$719  = \$705 [5:0];
                   end
                 end
               end
@@ -3170,23 +4872,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$585  = 6'h00;
+      \$719  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = gidx;
+    \$720  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$586  = \$392 [7:0];
+            \$720  = \$415 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$586  = \$396 [7:0];
+              \$720  = \$440 [7:0];
             end
           end else if (append__valid) begin
-            \$586  = \$400 [7:0];
+            \$720  = \$459 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3203,26 +4905,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$586  = \$552 [7:0];
+                \$720  = \$685 [7:0];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$586  = \$567 [7:0];
+                    \$720  = \$701 [7:0];
                   end
                 end
               end
@@ -3230,134 +4932,319 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$586  = 8'h00;
+      \$720  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = fsm_state;
+    \$721  = dense_base;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$587  = 4'h1;
+            \$721  = \$422 [13:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$587  = 4'h2;
+              \$721  = \$445 [13:0];
             end
           end else if (append__valid) begin
-            \$587  = 4'h2;
+            \$721  = \$464 [13:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              (* full_case = 32'd1 *)
+              if (\$684 ) begin
+              end else begin
+                \$721  = \$686 [13:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$700 ) begin
+                  end else begin
+                    \$721  = \$702 [13:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$721  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$722  = sparse_base;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$722  = \$429 [12:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$722  = \$450 [12:0];
+            end
+          end else if (append__valid) begin
+            \$722  = \$469 [12:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              (* full_case = 32'd1 *)
+              if (\$684 ) begin
+              end else begin
+                \$722  = \$687 [12:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$700 ) begin
+                  end else begin
+                    \$722  = \$703 [12:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$722  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$723  = meta_base;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$723  = \$436 [10:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$723  = \$455 [10:0];
+            end
+          end else if (append__valid) begin
+            \$723  = \$474 [10:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              (* full_case = 32'd1 *)
+              if (\$684 ) begin
+              end else begin
+                \$723  = \$688 [10:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$700 ) begin
+                  end else begin
+                    \$723  = \$704 [10:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$723  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$724  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$724  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$724  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$724  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$401 ) begin
-            \$587  = 4'h3;
+          if (\$476 ) begin
+            \$724  = 4'h3;
           end else if (field_bad) begin
-            \$587  = 4'h3;
+            \$724  = 4'h3;
           end else begin
-            \$587  = 4'h4;
+            \$724  = 4'h4;
           end
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-            \$587  = 4'h3;
-          end else if (cap_bad) begin
-            \$587  = 4'h3;
-          end else if (\$403 ) begin
-            \$587  = 4'h0;
-          end else begin
-            \$587  = 4'h5;
-          end
+          \$724  = 4'h5;
       4'h5:
-          if (emitted) begin
-            if (\$458 ) begin
-              \$587  = 4'h3;
+        begin
+          if (\$526 ) begin
+            if (\$534 ) begin
+              (* full_case = 32'd1 *)
+              if (chk_pos) begin
+                \$724  = 4'h3;
+              end else if (chk_cap) begin
+                \$724  = 4'h3;
+              end else begin
+                \$724  = 4'h0;
+              end
             end
           end
+          if (emitted) begin
+            if (\$602 ) begin
+              \$724  = 4'h3;
+            end
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$490 ) begin
-            \$587  = 4'h3;
-          end else if (\$491 ) begin
-            \$587  = 4'h6;
-          end else if (\$496 ) begin
-            \$587  = 4'h3;
+          if (\$630 ) begin
+            \$724  = 4'h3;
+          end else if (\$631 ) begin
+            \$724  = 4'h6;
+          end else if (\$636 ) begin
+            \$724  = 4'h3;
           end else begin
-            \$587  = 4'h7;
+            \$724  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$541 ) begin
-            \$587  = 4'h3;
-          end else if (\$542 ) begin
-            \$587  = 4'h3;
+          if (\$674 ) begin
+            \$724  = 4'h3;
+          end else if (\$675 ) begin
+            \$724  = 4'h3;
           end else begin
-            \$587  = 4'h8;
+            \$724  = 4'h8;
           end
       4'h8:
-          if (\$543 ) begin
-            if (\$548 ) begin
-              \$587  = 4'h3;
+          if (\$676 ) begin
+            if (\$681 ) begin
+              \$724  = 4'h3;
             end
           end
       4'h6:
-          \$587  = 4'h9;
+          \$724  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$549 ) begin
+          if (\$682 ) begin
             (* full_case = 32'd1 *)
-            if (\$550 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
-                \$587  = 4'h3;
+              if (\$684 ) begin
+                \$724  = 4'h3;
               end else begin
-                \$587  = 4'h9;
+                \$724  = 4'h9;
               end
             end else begin
-              \$587  = 4'h9;
+              \$724  = 4'h9;
             end
           end else begin
-            \$587  = 4'ha;
+            \$724  = 4'ha;
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                    \$587  = 4'h3;
+                  if (\$700 ) begin
+                    \$724  = 4'h3;
                   end else begin
-                    \$587  = 4'h9;
+                    \$724  = 4'h9;
                   end
                 end else begin
-                  \$587  = 4'h9;
+                  \$724  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$574 ) begin
-            \$587  = 4'h0;
+          if (\$708 ) begin
+            \$724  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$587  = 4'h0;
+      \$724  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$588  = retry;
+    \$725  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$588  = 1'h0;
+              \$725  = 1'h0;
             end
           end
       4'h2:
@@ -3375,22 +5262,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              if (\$551 ) begin
-                \$588  = 1'h1;
+          if (\$682 ) begin
+            if (\$683 ) begin
+              if (\$684 ) begin
+                \$725  = 1'h1;
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
-                  if (\$566 ) begin
-                    \$588  = 1'h1;
+                if (\$699 ) begin
+                  if (\$700 ) begin
+                    \$725  = 1'h1;
                   end
                 end
               end
@@ -3398,66 +5285,66 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$588  = 1'h0;
+      \$725  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = ap;
+    \$726  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$589  = append__payload;
+            \$726  = append__payload;
           end
     endcase
     if (rst) begin
-      \$589  = 39'h0000000000;
+      \$726  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$590  = n;
+    \$727  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$590  = \$signature__data$124 [9:0];
+          \$727  = \$signature__data$155 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$590  = \$signature__data$124 [9:0];
+          \$727  = \$signature__data$155 [9:0];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$590  = \$signature__data$124 [9:0];
+          \$727  = \$signature__data$155 [9:0];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$590  = \$signature__data$124 [9:0];
+                \$727  = \$signature__data$155 [9:0];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$590  = \$signature__data$124 [9:0];
+                    \$727  = \$signature__data$155 [9:0];
                   end
                 end
               end
@@ -3465,50 +5352,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$590  = 10'h000;
+      \$727  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = sb0;
+    \$728  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$591  = \$signature__data$124 [23:10];
+          \$728  = \$signature__data$155 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$591  = \$signature__data$124 [23:10];
+          \$728  = \$signature__data$155 [23:10];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$591  = \$signature__data$124 [23:10];
+          \$728  = \$signature__data$155 [23:10];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$591  = \$signature__data$124 [23:10];
+                \$728  = \$signature__data$155 [23:10];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$591  = \$signature__data$124 [23:10];
+                    \$728  = \$signature__data$155 [23:10];
                   end
                 end
               end
@@ -3516,50 +5403,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$591  = 14'h0000;
+      \$728  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = sb1;
+    \$729  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$592  = \$signature__data$124 [37:24];
+          \$729  = \$signature__data$155 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$592  = \$signature__data$124 [37:24];
+          \$729  = \$signature__data$155 [37:24];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$592  = \$signature__data$124 [37:24];
+          \$729  = \$signature__data$155 [37:24];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$592  = \$signature__data$124 [37:24];
+                \$729  = \$signature__data$155 [37:24];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$592  = \$signature__data$124 [37:24];
+                    \$729  = \$signature__data$155 [37:24];
                   end
                 end
               end
@@ -3567,50 +5454,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$592  = 14'h0000;
+      \$729  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = sb2;
+    \$730  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$593  = \$signature__data$124 [51:38];
+          \$730  = \$signature__data$155 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$593  = \$signature__data$124 [51:38];
+          \$730  = \$signature__data$155 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$593  = \$signature__data$124 [51:38];
+          \$730  = \$signature__data$155 [51:38];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$593  = \$signature__data$124 [51:38];
+                \$730  = \$signature__data$155 [51:38];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$593  = \$signature__data$124 [51:38];
+                    \$730  = \$signature__data$155 [51:38];
                   end
                 end
               end
@@ -3618,154 +5505,101 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$593  = 14'h0000;
+      \$730  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$594  = status;
+    \$731  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$401 ) begin
-            \$594  = 3'h1;
-          end else if (field_bad) begin
-            \$594  = 3'h2;
-          end
+          \$731  = 3'h0;
       4'h4:
-          if (\$402 ) begin
-            \$594  = 3'h3;
-          end else if (cap_bad) begin
-            \$594  = 3'h5;
+          \$731  = rk;
+      4'h5:
+          \$731  = rk;
+    endcase
+    if (rst) begin
+      \$731  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$732  = cap2_k;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$732  = cap1_k;
+      4'h4:
+          \$732  = cap1_k;
+      4'h5:
+          \$732  = cap1_k;
+    endcase
+    if (rst) begin
+      \$732  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$733  = rk;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$733  = 3'h1;
+      4'h4:
+          if (\$478 ) begin
+            \$733  = \$479 [2:0];
           end
       4'h5:
-          if (emitted) begin
-            if (\$458 ) begin
-              \$594  = 3'h0;
-            end
-          end
-      4'h1:
-          if (\$490 ) begin
-            \$594  = 3'h1;
-          end else if (\$491 ) begin
-          end else if (\$496 ) begin
-            \$594  = 3'h2;
-          end
-      4'h7:
-          if (\$541 ) begin
-            \$594  = 3'h4;
-          end else if (\$542 ) begin
-            \$594  = 3'h0;
-          end
-      4'h8:
-          if (\$543 ) begin
-            if (\$548 ) begin
-              \$594  = 3'h0;
-            end
-          end
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              if (\$551 ) begin
-                \$594  = 3'h0;
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  if (\$566 ) begin
-                    \$594  = 3'h0;
-                  end
-                end
-              end
-            end
+          if (\$523 ) begin
+            \$733  = \$524 [2:0];
           end
     endcase
     if (rst) begin
-      \$594  = 3'h0;
+      \$733  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = out_of_pages;
+    \$734  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-            \$595  = 1'h1;
-          end else begin
-            \$595  = 1'h0;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$734  = \$475 ;
+            endcase
           end
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h3:
-          if (\$573 ) begin
-            \$595  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$595  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = pg0_0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$734  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
-                  \$596  = \$404 ;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$734  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
-                      \$596  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      \$596  = obs__alloc_page;
+                      \$734  = obs__alloc_page;
                 endcase
               end
             end
@@ -3773,48 +5607,54 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$596  = 14'h0000;
+      \$734  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = pg0_1;
+    \$735  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$735  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$735  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
-                  \$597  = \$404 ;
+              3'h1:
+                  \$735  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$597  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      \$597  = obs__alloc_page;
+                      \$735  = obs__alloc_page;
                 endcase
               end
             end
@@ -3822,54 +5662,62 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$597  = 14'h0000;
+      \$735  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$598  = pg0_2;
+    \$736  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$736  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$736  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
-                  \$598  = \$404 ;
+              3'h2:
+                  \$736  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$598  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      \$598  = obs__alloc_page;
+                      \$736  = obs__alloc_page;
                 endcase
               end
             end
@@ -3877,38 +5725,61 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$598  = 14'h0000;
+      \$736  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = pg0_3;
+    \$737  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$737  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$737  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
-                  \$599  = \$404 ;
+              3'h3:
+                  \$737  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3917,20 +5788,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$599  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      \$599  = obs__alloc_page;
+                      \$737  = obs__alloc_page;
                 endcase
               end
             end
@@ -3938,40 +5796,67 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$599  = 14'h0000;
+      \$737  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = pg0_4;
+    \$738  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$738  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$738  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
+              3'h3:
                   /* empty */;
-              4'h4:
-                  \$600  = \$404 ;
+              3'h4:
+                  \$738  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -3982,22 +5867,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$600  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      \$600  = obs__alloc_page;
+                      \$738  = obs__alloc_page;
                 endcase
               end
             end
@@ -4005,42 +5875,73 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$600  = 14'h0000;
+      \$738  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = pg0_5;
+    \$739  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$739  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$739  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
+              3'h3:
                   /* empty */;
-              4'h4:
+              3'h4:
                   /* empty */;
-              4'h5:
-                  \$601  = \$404 ;
+              3'h5:
+                  \$739  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -4053,24 +5954,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$601  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      /* empty */;
-                  3'h5:
-                      \$601  = obs__alloc_page;
+                      \$739  = obs__alloc_page;
                 endcase
               end
             end
@@ -4078,44 +5962,79 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$601  = 14'h0000;
+      \$739  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$602  = pg0_6;
+    \$740  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  /* empty */;
+              3'h6:
+                  \$740  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  /* empty */;
+              3'h6:
+                  \$740  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
+              3'h3:
                   /* empty */;
-              4'h4:
+              3'h4:
                   /* empty */;
-              4'h5:
+              3'h5:
                   /* empty */;
-              4'h6:
-                  \$602  = \$404 ;
+              3'h6:
+                  \$740  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -4130,26 +6049,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$602  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      /* empty */;
-                  3'h5:
-                      /* empty */;
-                  3'h6:
-                      \$602  = obs__alloc_page;
+                      \$740  = obs__alloc_page;
                 endcase
               end
             end
@@ -4157,50 +6057,200 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$602  = 14'h0000;
+      \$740  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$603  = p_off;
+    \$741  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (\$476 ) begin
+            \$741  = 3'h1;
+          end else if (field_bad) begin
+            \$741  = 3'h2;
+          end
       4'h4:
           /* empty */;
       4'h5:
+        begin
+          if (\$526 ) begin
+            if (\$534 ) begin
+              if (chk_pos) begin
+                \$741  = 3'h3;
+              end else if (chk_cap) begin
+                \$741  = 3'h5;
+              end
+            end
+          end
           if (emitted) begin
-            \$603  = \$419 [9:0];
+            if (\$602 ) begin
+              \$741  = 3'h0;
+            end
+          end
+        end
+      4'h1:
+          if (\$630 ) begin
+            \$741  = 3'h1;
+          end else if (\$631 ) begin
+          end else if (\$636 ) begin
+            \$741  = 3'h2;
+          end
+      4'h7:
+          if (\$674 ) begin
+            \$741  = 3'h4;
+          end else if (\$675 ) begin
+            \$741  = 3'h0;
+          end
+      4'h8:
+          if (\$676 ) begin
+            if (\$681 ) begin
+              \$741  = 3'h0;
+            end
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              if (\$684 ) begin
+                \$741  = 3'h0;
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  if (\$700 ) begin
+                    \$741  = 3'h0;
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$603  = 10'h000;
+      \$741  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$604  = p_second;
+    \$742  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
+          \$742  = \$481 ;
+    endcase
+    if (rst) begin
+      \$742  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$743  = chk_cap;
+    casez (fsm_state)
+      4'h0:
           /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$743  = cap_bad;
+    endcase
+    if (rst) begin
+      \$743  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$744  = em_free;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$744  = \$486 ;
       4'h5:
           if (emitted) begin
-            \$604  = \$427 ;
+            \$744  = \$584 ;
           end
     endcase
     if (rst) begin
-      \$604  = 1'h0;
+      \$744  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$605  = p_c_nz;
+    \$745  = em_ready;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$745  = 1'h0;
+      4'h5:
+        begin
+          if (\$526 ) begin
+          end else if (\$528 ) begin
+          end else if (\$533 ) begin
+            if (\$535 ) begin
+              if (\$537 ) begin
+                \$745  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$745  = \$601 ;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$745  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$746  = a_first;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$746  = { \$506 , \$504 , \$500 , \$496 , \$492 , \$490 , \$488  };
+    endcase
+    if (rst) begin
+      \$746  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$747  = a_second;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$747  = { 1'h0, \$521 , \$516 , \$511 , 3'h0 };
+    endcase
+    if (rst) begin
+      \$747  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$748  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4209,17 +6259,43 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (emitted) begin
-            \$605  = \$429 ;
+          if (\$526 ) begin
+            (* full_case = 32'd1 *)
+            if (\$534 ) begin
+              (* full_case = 32'd1 *)
+              if (chk_pos) begin
+              end else if (chk_cap) begin
+              end else begin
+                \$748  = 1'h1;
+              end
+            end else begin
+              \$748  = 1'h0;
+            end
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h3:
+          if (\$707 ) begin
+            \$748  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$605  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$606  = p_first_len;
+    \$749  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4229,16 +6305,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$606  = \$442 [10:0];
+            \$749  = \$540 [9:0];
           end
     endcase
     if (rst) begin
-      \$606  = 11'h000;
+      \$749  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = p_second_len;
+    \$750  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4248,16 +6324,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$607  = \$457 [10:0];
+            \$750  = \$548 ;
           end
     endcase
     if (rst) begin
-      \$607  = 11'h000;
+      \$750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$608  = obs__live;
+    \$751  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4267,17 +6343,74 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$458 ) begin
+            \$751  = \$550 ;
+          end
+    endcase
+    if (rst) begin
+      \$751  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$752  = p_first_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$752  = \$563 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$752  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$753  = p_second_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$753  = \$578 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$753  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$754  = obs__live;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$602 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$608 [0] = 1'h1;
+                    \$754 [0] = 1'h1;
                 2'h1:
-                    \$608 [1] = 1'h1;
+                    \$754 [1] = 1'h1;
                 2'h2:
-                    \$608 [2] = 1'h1;
+                    \$754 [2] = 1'h1;
                 2'h3:
-                    \$608 [3] = 1'h1;
+                    \$754 [3] = 1'h1;
               endcase
             end
           end
@@ -4290,41 +6423,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              if (\$551 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
+              if (\$684 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$608 [0] = 1'h0;
+                      \$754 [0] = 1'h0;
                   2'h1:
-                      \$608 [1] = 1'h0;
+                      \$754 [1] = 1'h0;
                   2'h2:
-                      \$608 [2] = 1'h0;
+                      \$754 [2] = 1'h0;
                   2'h3:
-                      \$608 [3] = 1'h0;
+                      \$754 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
-                  if (\$566 ) begin
+                if (\$699 ) begin
+                  if (\$700 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$608 [0] = 1'h0;
+                          \$754 [0] = 1'h0;
                       2'h1:
-                          \$608 [1] = 1'h0;
+                          \$754 [1] = 1'h0;
                       2'h2:
-                          \$608 [2] = 1'h0;
+                          \$754 [2] = 1'h0;
                       2'h3:
-                          \$608 [3] = 1'h0;
+                          \$754 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -4333,12 +6466,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$608  = 4'h0;
+      \$754  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$609  = lat_tab;
+    \$755  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4348,29 +6481,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              (* full_case = 32'd1 *)
-              if (\$470 ) begin
-              end else begin
-                \$609  = slot_tab;
-              end
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                \$609  = slot_tab;
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      \$755  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$609  = 2'h0;
+      \$755  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$610  = pg1_0;
+    \$756  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4380,29 +6508,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                if (\$486 ) begin
-                  casez (\$19 [1:0])
-                    2'h0:
-                        \$610  = obs__alloc_page;
-                  endcase
-                end
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      /* empty */;
+                  2'h1:
+                      \$756  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$610  = 14'h0000;
+      \$756  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$611  = pg1_1;
+    \$757  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4412,67 +6537,28 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                if (\$486 ) begin
-                  casez (\$19 [1:0])
-                    2'h0:
-                        /* empty */;
-                    2'h1:
-                        \$611  = obs__alloc_page;
-                  endcase
-                end
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      /* empty */;
+                  2'h1:
+                      /* empty */;
+                  2'h2:
+                      \$757  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$611  = 14'h0000;
+      \$757  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$612  = pg1_2;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                if (\$486 ) begin
-                  casez (\$19 [1:0])
-                    2'h0:
-                        /* empty */;
-                    2'h1:
-                        /* empty */;
-                    2'h2:
-                        \$612  = obs__alloc_page;
-                  endcase
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$612  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$613  = r_left;
+    \$758  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4483,109 +6569,185 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$758  = \$610 [14:0];
       4'h7:
-          \$613  = { \$509 [21], \$509 [21], \$509 [21], \$509  };
+          /* empty */;
       4'h8:
-          if (\$543 ) begin
-            \$613  = \$546 [24:0];
-          end
-    endcase
-    if (rst) begin
-      \$613  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$614  = r_off;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$614  = \$516 [9:0];
-      4'h8:
-          if (\$543 ) begin
-            \$614  = 10'h000;
-          end
-    endcase
-    if (rst) begin
-      \$614  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$615  = r_room;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$615  = \$524 [10:0];
-      4'h8:
-          if (\$543 ) begin
-            \$615  = 11'h400;
-          end
-    endcase
-    if (rst) begin
-      \$615  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$616  = e;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$616  = \$531 [14:0];
-      4'h8:
-          if (\$543 ) begin
-            \$616  = \$547 [14:0];
+          if (\$676 ) begin
+            \$758  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$616  = 15'h0000;
+          \$758  = 15'h0000;
       4'ha:
-          if (release__ready) begin
-            \$616  = \$558 [14:0];
-            if (\$560 ) begin
-              if (\$563 ) begin
-                \$616  = 15'h0000;
+          if (adv) begin
+            \$758  = e1;
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$758  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$616  = 15'h0000;
+      \$758  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$617  = npg;
+    \$759  = e1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$759  = \$618 [14:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$676 ) begin
+            \$759  = e2;
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$759  = 15'h0001;
+      4'ha:
+          if (adv) begin
+            \$759  = e2;
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$759  = 15'h0001;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$759  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$760  = e2;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$760  = \$626 [14:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$676 ) begin
+            \$760  = \$680 [14:0];
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$760  = 15'h0002;
+      4'ha:
+          if (adv) begin
+            \$760  = \$693 [14:0];
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$760  = 15'h0002;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$760  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$761  = r_left;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$761  = { \$649 [21], \$649 [21], \$649 [21], \$649  };
+      4'h8:
+          if (\$676 ) begin
+            \$761  = \$679 [24:0];
+          end
+    endcase
+    if (rst) begin
+      \$761  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$762  = r_off;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$762  = \$656 [9:0];
+      4'h8:
+          if (\$676 ) begin
+            \$762  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$762  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$763  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$763  = \$664 [10:0];
+      4'h8:
+          if (\$676 ) begin
+            \$763  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$763  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$764  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4604,82 +6766,156 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$617  = cnt;
+          \$764  = cnt;
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              if (\$563 ) begin
-                \$617  = k_cnt;
+          if (adv) begin
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$764  = k_cnt;
               end
             end
           end
     endcase
     if (rst) begin
-      \$617  = 15'h0000;
+      \$764  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$83  = 6'h00;
+    \$765  = rel_tab;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            \$765  = slot_tab;
+          end
+    endcase
+    if (rst) begin
+      \$765  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$766  = obs__release_sid;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            \$766  = \$692 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$766  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$81  = 6'h00;
     casez (t_idx)
       2'h0:
-          \$83  = 6'h00;
+          \$81  = 6'h00;
       2'h1:
-          \$83  = 6'h10;
+          \$81  = 6'h10;
       2'h2:
-          \$83  = 6'h20;
+          \$81  = 6'h20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = 6'h00;
-    casez (\$19 [1:0])
+    \$84  = 6'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$86  = 6'h00;
+          \$84  = 6'h00;
       2'h1:
-          \$86  = 6'h10;
+          \$84  = 6'h10;
       2'h2:
-          \$86  = 6'h20;
+          \$84  = 6'h20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$89  = 5'h00;
+    \$87  = 5'h00;
     casez (t_idx)
       2'h0:
-          \$89  = 5'h00;
+          \$87  = 5'h00;
       2'h1:
-          \$89  = 5'h08;
+          \$87  = 5'h08;
       2'h2:
-          \$89  = 5'h10;
+          \$87  = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = 5'h00;
-    casez (\$19 [1:0])
+    \$90  = 5'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$92  = 5'h00;
+          \$90  = 5'h00;
       2'h1:
-          \$92  = 5'h08;
+          \$90  = 5'h08;
       2'h2:
-          \$92  = 5'h10;
+          \$90  = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$95  = 3'h0;
+    \$93  = 3'h0;
     casez (t_idx)
       2'h0:
-          \$95  = 3'h0;
+          \$93  = 3'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = 3'h0;
-    casez (\$19 [1:0])
+    \$96  = 3'h0;
+    casez (\$17 [1:0])
       2'h0:
-          \$98  = 3'h0;
+          \$96  = 3'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    obs__release_page = 14'h0000;
+    casez (rel_tab)
+      2'h0:
+          obs__release_page = r_data;
+      2'h1:
+          obs__release_page = \r_data$87 ;
+      2'h2:
+          obs__release_page = \r_data$88 ;
     endcase
   end
   always @* begin
@@ -4687,27 +6923,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$105  = 8'h00;
+          \$104  = 8'h00;
       2'h1:
-          \$105  = 8'h3c;
+          \$104  = 8'h3c;
       2'h2:
-          \$105  = 8'h78;
+          \$104  = 8'h78;
       2'h3:
-          \$105  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$108  = 8'h00;
-      2'h1:
-          \$108  = 8'h3c;
-      2'h2:
-          \$108  = 8'h78;
-      2'h3:
-          \$108  = 8'hb4;
+          \$104  = 8'hb4;
     endcase
   end
   always @* begin
@@ -4715,13 +6937,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$113  = 8'h00;
+          \$110  = 8'h00;
       2'h1:
-          \$113  = 8'h3c;
+          \$110  = 8'h3c;
       2'h2:
-          \$113  = 8'h78;
+          \$110  = 8'h78;
       2'h3:
-          \$113  = 8'hb4;
+          \$110  = 8'hb4;
     endcase
   end
   always @* begin
@@ -4729,313 +6951,49 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$117  = 8'h00;
+          \$114  = 8'h00;
       2'h1:
-          \$117  = 8'h3c;
+          \$114  = 8'h3c;
       2'h2:
-          \$117  = 8'h78;
+          \$114  = 8'h78;
       2'h3:
-          \$117  = 8'hb4;
+          \$114  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$152  = 14'h0000;
-    casez (lat_tab)
+    \$124  = 14'h0000;
+    casez (\slot_idx$98 )
       2'h0:
-          \$152  = r_data;
+          \$124  = sb0;
       2'h1:
-          \$152  = \r_data$96 ;
+          \$124  = sb1;
       2'h2:
-          \$152  = \r_data$97 ;
+          \$124  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$154  = 14'h0000;
-    casez (\$153 )
-      4'h0:
-          \$154  = pg0_0;
-      4'h1:
-          \$154  = pg0_1;
-      4'h2:
-          \$154  = pg0_2;
-      4'h3:
-          \$154  = pg0_3;
-      4'h4:
-          \$154  = pg0_4;
-      4'h5:
-          \$154  = pg0_5;
-      4'h6:
-          \$154  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$161  = 14'h0000;
-    casez (lat_tab)
+    \$156  = 14'h0000;
+    casez (\slot_idx$103 )
       2'h0:
-          \$161  = r_data;
+          \$156  = sb0;
       2'h1:
-          \$161  = \r_data$96 ;
+          \$156  = sb1;
       2'h2:
-          \$161  = \r_data$97 ;
+          \$156  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$163  = 14'h0000;
-    casez (\$162 )
-      4'h0:
-          \$163  = pg0_0;
-      4'h1:
-          \$163  = pg0_1;
-      4'h2:
-          \$163  = pg0_2;
-      4'h3:
-          \$163  = pg0_3;
-      4'h4:
-          \$163  = pg0_4;
-      4'h5:
-          \$163  = pg0_5;
-      4'h6:
-          \$163  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$171  = 14'h0000;
-    casez (\slot_idx$83 )
+    \$211  = 14'h0000;
+    casez (\slot_idx$110 )
       2'h0:
-          \$171  = pg1_0;
+          \$211  = sb0;
       2'h1:
-          \$171  = pg1_1;
+          \$211  = sb1;
       2'h2:
-          \$171  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$174  = 14'h0000;
-    casez (lat_tab)
-      2'h0:
-          \$174  = r_data;
-      2'h1:
-          \$174  = \r_data$96 ;
-      2'h2:
-          \$174  = \r_data$97 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$176  = 14'h0000;
-    casez (\$175 )
-      4'h0:
-          \$176  = pg0_0;
-      4'h1:
-          \$176  = pg0_1;
-      4'h2:
-          \$176  = pg0_2;
-      4'h3:
-          \$176  = pg0_3;
-      4'h4:
-          \$176  = pg0_4;
-      4'h5:
-          \$176  = pg0_5;
-      4'h6:
-          \$176  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$186  = sb0;
-      2'h1:
-          \$186  = sb1;
-      2'h2:
-          \$186  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$188  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$188  = ap[24:18];
-      2'h1:
-          \$188  = ap[31:25];
-      2'h2:
-          \$188  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$190  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$190  = sb0;
-      2'h1:
-          \$190  = sb1;
-      2'h2:
-          \$190  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$194  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$194  = sb0;
-      2'h1:
-          \$194  = sb1;
-      2'h2:
-          \$194  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$196  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$196  = sb0;
-      2'h1:
-          \$196  = sb1;
-      2'h2:
-          \$196  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$218  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$218  = ap[24:18];
-      2'h1:
-          \$218  = ap[31:25];
-      2'h2:
-          \$218  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$220  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$220  = sb0;
-      2'h1:
-          \$220  = sb1;
-      2'h2:
-          \$220  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$224  = ap[24:18];
-      2'h1:
-          \$224  = ap[31:25];
-      2'h2:
-          \$224  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$226  = ap[24:18];
-      2'h1:
-          \$226  = ap[31:25];
-      2'h2:
-          \$226  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$228  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$228  = sb0;
-      2'h1:
-          \$228  = sb1;
-      2'h2:
-          \$228  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$230  = ap[24:18];
-      2'h1:
-          \$230  = ap[31:25];
-      2'h2:
-          \$230  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$238  = 14'h0000;
-    casez (cm[12:11])
-      2'h0:
-          \$238  = sb0;
-      2'h1:
-          \$238  = sb1;
-      2'h2:
-          \$238  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = 14'h0000;
-    casez (j[1:0])
-      2'h0:
-          \$262  = r_data;
-      2'h1:
-          \$262  = \r_data$96 ;
-      2'h2:
-          \$262  = \r_data$97 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$283  = sb0;
-      2'h1:
-          \$283  = sb1;
-      2'h2:
-          \$283  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = 14'h0000;
-    casez (slot_tab)
-      2'h0:
-          \$297  = r_data;
-      2'h1:
-          \$297  = \r_data$96 ;
-      2'h2:
-          \$297  = \r_data$97 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = 14'h0000;
-    casez (\slot_idx$118 )
-      2'h0:
-          \$349  = sb0;
-      2'h1:
-          \$349  = sb1;
-      2'h2:
-          \$349  = sb2;
+          \$211  = sb2;
     endcase
   end
   assign \ready$28  = ready;
@@ -5046,21 +7004,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign live = obs__live;
   assign alloc__payload = obs__alloc_page;
   assign release__payload = obs__release_page;
-  assign slot_idx = \$19 [1:0];
-  assign need = \$69 [2:0];
-  assign r_addr = \$85 [13:0];
-  assign w_addr = \$88 [13:0];
+  assign rel_sid = obs__release_sid;
+  assign free_done_q = obs__free_done;
+  assign slot_idx = \$17 [1:0];
+  assign need = \$67 [2:0];
+  assign r_addr = \$83 [13:0];
+  assign w_addr = \$86 [13:0];
   assign w_data = obs__alloc_page;
-  assign \r_addr$66  = \$91 [12:0];
-  assign \w_addr$69  = \$94 [12:0];
-  assign \w_data$71  = obs__alloc_page;
-  assign \r_addr$72  = \$97 [10:0];
-  assign \w_addr$75  = \$100 [10:0];
+  assign \r_addr$72  = \$89 [12:0];
+  assign \w_addr$75  = \$92 [12:0];
   assign \w_data$77  = obs__alloc_page;
+  assign \r_addr$78  = \$95 [10:0];
+  assign \w_addr$81  = \$98 [10:0];
+  assign \w_data$83  = obs__alloc_page;
+  assign rel_v = release__valid;
+  assign r_en = tab_en;
+  assign \r_en$91  = tab_en;
+  assign \r_en$92  = tab_en;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign obs__alloc_sid = \$9 [10:0];
-  assign obs__release_sid = \$11 [10:0];
   assign obs__group = \$7 [5:0];
   assign obs__free_seq = cm[4:3];
   assign \append__payload.seq  = append__payload[1:0];
@@ -5115,122 +7078,151 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$124.n  = \$signature__data$124 [9:0];
-  assign \$signature__data$124.sb  = \$signature__data$124 [51:10];
-  assign \$signature__data$124.sb[0]  = \$signature__data$124 [23:10];
-  assign \$signature__data$124.sb[1]  = \$signature__data$124 [37:24];
-  assign \$signature__data$124.sb[2]  = \$signature__data$124 [51:38];
+  assign \$signature__data$155.n  = \$signature__data$155 [9:0];
+  assign \$signature__data$155.sb  = \$signature__data$155 [51:10];
+  assign \$signature__data$155.sb[0]  = \$signature__data$155 [23:10];
+  assign \$signature__data$155.sb[1]  = \$signature__data$155 [37:24];
+  assign \$signature__data$155.sb[2]  = \$signature__data$155 [51:38];
   assign \$1  = cm[0];
-  assign \$25 [9:5] = 5'h00;
-  assign \$25 [4:0] = n[4:0];
-  assign \$29 [13:10] = 4'h0;
-  assign \$29 [9:0] = sb0[9:0];
-  assign \$33 [13:10] = 4'h0;
-  assign \$33 [9:0] = sb0[9:0];
-  assign \$39 [9:5] = 5'h00;
-  assign \$39 [4:0] = n[4:0];
-  assign \$43 [13:10] = 4'h0;
-  assign \$43 [9:0] = sb1[9:0];
-  assign \$47 [13:10] = 4'h0;
-  assign \$47 [9:0] = sb1[9:0];
-  assign \$53 [9:5] = 5'h00;
-  assign \$53 [4:0] = n[4:0];
-  assign \$57 [13:10] = 4'h0;
-  assign \$57 [9:0] = sb2[9:0];
-  assign \$61 [13:10] = 4'h0;
-  assign \$61 [9:0] = sb2[9:0];
-  assign \$67 [9:6] = 4'h0;
-  assign \$67 [5:0] = n[5:0];
-  assign \$84  = { 4'h0, \$83 [5:4] };
-  assign \$87  = { 4'h0, \$86 [5:4] };
-  assign \$90  = { 3'h0, \$89 [4:3] };
-  assign \$93  = { 3'h0, \$92 [4:3] };
-  assign \$96  = 3'h0;
-  assign \$99  = 3'h0;
-  assign \$104  = cmd__payload[0];
-  assign \$156 [9:5] = 5'h00;
-  assign \$156 [4:0] = n[4:0];
-  assign \$172  = { \$171 , 10'h000 };
-  assign \$178 [9:6] = 4'h0;
-  assign \$178 [5:0] = n[5:0];
-  assign \$182  = { 5'h00, n[9:5] };
-  assign \$183  = { 5'h00, n[9:5] };
-  assign \$184  = { 6'h00, n[9:6] };
-  assign \$185  = { 6'h00, n[9:6] };
-  assign \$187  = { 10'h000, \$186 [13:10] };
-  assign \$191 [13:10] = 4'h0;
-  assign \$191 [9:0] = \$190 [9:0];
-  assign \$195  = { 10'h000, \$194 [13:10] };
-  assign \$197  = { 10'h000, \$196 [13:10] };
-  assign \$212 [9:5] = 5'h00;
-  assign \$212 [4:0] = n[4:0];
-  assign \$214 [9:6] = 4'h0;
-  assign \$214 [5:0] = n[5:0];
-  assign \$221 [13:10] = 4'h0;
-  assign \$221 [9:0] = \$220 [9:0];
-  assign \$229 [13:10] = 4'h0;
-  assign \$229 [9:0] = \$228 [9:0];
-  assign \$243  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$244  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$247  = { 10'h000, \$246 [20:10] };
-  assign \$250  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$251  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$254  = { 10'h000, \$253 [20:10] };
-  assign \$257  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$258  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$261  = { 10'h000, \$260 [20:10] };
-  assign \$279  = { \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11:5] };
-  assign \$286  = { \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15:10] };
-  assign \$289  = { \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11:6] };
-  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:5] };
-  assign \$352  = { \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15:10] };
-  assign \$355  = { \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11:6] };
-  assign \$384  = cmd__payload[0];
-  assign \$419 [13:10] = 4'h0;
-  assign \$419 [9:0] = \$418 [9:0];
-  assign \$423 [13:10] = 4'h0;
-  assign \$423 [9:0] = \$422 [9:0];
-  assign \$433 [13:10] = 4'h0;
-  assign \$433 [9:0] = \$432 [9:0];
-  assign \$439 [13:10] = 4'h0;
-  assign \$439 [9:0] = \$438 [9:0];
-  assign \$447 [13:10] = 4'h0;
-  assign \$447 [9:0] = \$446 [9:0];
-  assign \$453 [13:10] = 4'h0;
-  assign \$453 [9:0] = \$452 [9:0];
-  assign \$466 [9:5] = 5'h00;
-  assign \$466 [4:0] = n[4:0];
-  assign \$468 [9:6] = 4'h0;
-  assign \$468 [5:0] = n[5:0];
-  assign \$474 [13:10] = 4'h0;
-  assign \$474 [9:0] = \$473 [9:0];
-  assign \$482 [13:10] = 4'h0;
-  assign \$482 [9:0] = \$481 [9:0];
-  assign \$491  = cm[0];
-  assign \$499  = { 3'h0, hi, 4'h0 };
-  assign \$500  = { 2'h0, hi, 5'h00 };
-  assign \$505  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$506  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$512  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$513  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$516 [20:10] = 11'h000;
-  assign \$516 [9:0] = \$515 [9:0];
-  assign \$519  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$520  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$523 [20:10] = 11'h000;
-  assign \$523 [9:0] = \$522 [9:0];
-  assign \$527  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$528  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$531  = { 10'h000, \$530 [20:10] };
+  assign \$23 [9:5] = 5'h00;
+  assign \$23 [4:0] = n[4:0];
+  assign \$27 [13:10] = 4'h0;
+  assign \$27 [9:0] = sb0[9:0];
+  assign \$31 [13:10] = 4'h0;
+  assign \$31 [9:0] = sb0[9:0];
+  assign \$37 [9:5] = 5'h00;
+  assign \$37 [4:0] = n[4:0];
+  assign \$41 [13:10] = 4'h0;
+  assign \$41 [9:0] = sb1[9:0];
+  assign \$45 [13:10] = 4'h0;
+  assign \$45 [9:0] = sb1[9:0];
+  assign \$51 [9:5] = 5'h00;
+  assign \$51 [4:0] = n[4:0];
+  assign \$55 [13:10] = 4'h0;
+  assign \$55 [9:0] = sb2[9:0];
+  assign \$59 [13:10] = 4'h0;
+  assign \$59 [9:0] = sb2[9:0];
+  assign \$65 [9:6] = 4'h0;
+  assign \$65 [5:0] = n[5:0];
+  assign \$82  = { 4'h0, \$81 [5:4] };
+  assign \$85  = { 4'h0, \$84 [5:4] };
+  assign \$88  = { 3'h0, \$87 [4:3] };
+  assign \$91  = { 3'h0, \$90 [4:3] };
+  assign \$94  = 3'h0;
+  assign \$97  = 3'h0;
+  assign \$105  = cmd__payload[0];
+  assign \$118  = 4'ha;
+  assign \$119  = 4'h0;
+  assign \$120  = 2'h2;
+  assign \$121  = 2'h0;
+  assign \$122  = { 5'h00, ap[17:13] };
+  assign \$123  = { 6'h00, ap[17:14] };
+  assign \$125  = { 10'h000, \$124 [13:10] };
+  assign \$154  = { 5'h00, ap[17:13] };
+  assign \$155  = { 6'h00, ap[17:14] };
+  assign \$157  = { 10'h000, \$156 [13:10] };
+  assign \$209  = { 5'h00, ap[17:13] };
+  assign \$210  = { 6'h00, ap[17:14] };
+  assign \$212  = { 10'h000, \$211 [13:10] };
+  assign \$240 [9:5] = 5'h00;
+  assign \$240 [4:0] = n[4:0];
+  assign \$248  = { \$247 , 10'h000 };
+  assign \$251 [9:6] = 4'h0;
+  assign \$251 [5:0] = n[5:0];
+  assign \$254  = { 5'h00, n[9:5] };
+  assign \$255  = { 6'h00, n[9:6] };
+  assign \$257  = { 10'h000, \$256 [13:10] };
+  assign \$260  = { 10'h000, \$259 [13:10] };
+  assign \$274  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$275  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$278  = { 10'h000, \$277 [20:10] };
+  assign \$281  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$282  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$285  = { 10'h000, \$284 [20:10] };
+  assign \$288  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$289  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$292  = { 10'h000, \$291 [20:10] };
+  assign \$315  = { \$314 [11], \$314 [11], \$314 [11], \$314 [11], \$314 [11], \$314 [11:5] };
+  assign \$322  = { \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15:10] };
+  assign \$325  = { \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11:6] };
+  assign \$373  = { \$372 [11], \$372 [11], \$372 [11], \$372 [11], \$372 [11], \$372 [11:5] };
+  assign \$382  = { \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15:10] };
+  assign \$385  = { \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11:6] };
+  assign \$411  = cmd__payload[0];
+  assign \$417  = cmd__payload[0];
+  assign \$424  = cmd__payload[0];
+  assign \$431  = cmd__payload[0];
+  assign \$487 [9:5] = 5'h00;
+  assign \$487 [4:0] = n[4:0];
+  assign \$489 [9:5] = 5'h00;
+  assign \$489 [4:0] = n[4:0];
+  assign \$491 [9:5] = 5'h00;
+  assign \$491 [4:0] = n[4:0];
+  assign \$494 [13:10] = 4'h0;
+  assign \$494 [9:0] = sb0[9:0];
+  assign \$498 [13:10] = 4'h0;
+  assign \$498 [9:0] = sb1[9:0];
+  assign \$502 [13:10] = 4'h0;
+  assign \$502 [9:0] = sb2[9:0];
+  assign \$505 [9:6] = 4'h0;
+  assign \$505 [5:0] = n[5:0];
+  assign \$508 [13:10] = 4'h0;
+  assign \$508 [9:0] = sb0[9:0];
+  assign \$513 [13:10] = 4'h0;
+  assign \$513 [9:0] = sb1[9:0];
+  assign \$518 [13:10] = 4'h0;
+  assign \$518 [9:0] = sb2[9:0];
+  assign \$540 [13:10] = 4'h0;
+  assign \$540 [9:0] = \$539 [9:0];
+  assign \$544 [13:10] = 4'h0;
+  assign \$544 [9:0] = \$543 [9:0];
+  assign \$554 [13:10] = 4'h0;
+  assign \$554 [9:0] = \$553 [9:0];
+  assign \$560 [13:10] = 4'h0;
+  assign \$560 [9:0] = \$559 [9:0];
+  assign \$568 [13:10] = 4'h0;
+  assign \$568 [9:0] = \$567 [9:0];
+  assign \$574 [13:10] = 4'h0;
+  assign \$574 [9:0] = \$573 [9:0];
+  assign \$594 [13:10] = 4'h0;
+  assign \$594 [9:0] = \$593 [9:0];
+  assign \$606  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$607  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$610  = { 10'h000, \$609 [20:10] };
+  assign \$613  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$614  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$617  = { 10'h000, \$616 [20:10] };
+  assign \$621  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$622  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$625  = { 10'h000, \$624 [20:10] };
+  assign \$631  = cm[0];
+  assign \$639  = { 3'h0, hi, 4'h0 };
+  assign \$640  = { 2'h0, hi, 5'h00 };
+  assign \$645  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$646  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$652  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$653  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$656 [20:10] = 11'h000;
+  assign \$656 [9:0] = \$655 [9:0];
+  assign \$659  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$660  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$663 [20:10] = 11'h000;
+  assign \$663 [9:0] = \$662 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
+module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  reg [13:0] \$1 ;
   input clk;
   wire clk;
+  output [13:0] q;
+  reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
-  output [13:0] r_data;
+  (* init = 14'h0000 *)
   wire [13:0] r_data;
+  input r_en;
+  wire r_en;
   input [13:0] rd__addr;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
@@ -16776,38 +18768,54 @@ module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk)
   always @(posedge clk) begin
     _0_ <= mem[rd__addr];
   end
-  assign r_data = _0_;
+  assign rd__data = _0_;
+  always @(posedge clk)
+    q <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$1  = q;
+    if (r_en) begin
+      \$1  = rd__data;
+    end
+    if (rst) begin
+      \$1  = 14'h0000;
+    end
+  end
   assign r_addr = rd__addr;
-  assign rd__data = r_data;
+  assign r_data = q;
   assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, release__payload, done, count, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, done, count, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [15:0] \$12 ;
+  wire \$12 ;
   wire \$13 ;
-  wire [16:0] \$14 ;
-  wire \$15 ;
-  wire [14:0] \$16 ;
-  reg [13:0] \$17 ;
-  reg \$18 ;
-  reg [13:0] \$19 ;
+  wire \$14 ;
+  wire [14:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [14:0] \$18 ;
+  reg \$19 ;
   wire [14:0] \$2 ;
-  reg [14:0] \$20 ;
+  reg \$20 ;
   reg [13:0] \$21 ;
+  reg \$22 ;
+  reg [13:0] \$23 ;
+  reg [14:0] \$24 ;
+  reg [13:0] \$25 ;
   wire [14:0] \$3 ;
   wire \$4 ;
-  wire \$5 ;
+  wire [15:0] \$5 ;
   wire \$6 ;
-  wire \$7 ;
+  wire [16:0] \$7 ;
   wire \$8 ;
-  wire [14:0] \$9 ;
+  wire \$9 ;
   output [13:0] alloc__payload;
   wire [13:0] alloc__payload;
   input alloc__ready;
@@ -16819,10 +18827,13 @@ module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc_
   output [14:0] count;
   reg [14:0] count = 15'h4000;
   (* init = 15'h4000 *)
-  wire [14:0] \count$17 ;
+  wire [14:0] \count$20 ;
   output done;
   reg done = 1'h0;
+  reg empty = 1'h0;
+  reg full = 1'h1;
   reg [13:0] head = 14'h0000;
+  wire [14:0] new_count;
   wire [13:0] new_head;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
@@ -33240,94 +35251,121 @@ module \mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc_
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
-  assign \$4  = | count;
-  assign alloc__valid = done & \$4 ;
-  assign \$5  = count != 15'h4000;
-  assign release__ready = done & \$5 ;
+  assign \$4  = release__valid & release__ready;
+  assign \$5  = count + \$4 ;
+  assign \$6  = alloc__valid & alloc__ready;
+  assign \$7  = \$5  - \$6 ;
+  assign \$8  = ~ empty;
+  assign alloc__valid = done & \$8 ;
+  assign \$9  = ~ full;
+  assign release__ready = done & \$9 ;
   assign wr__addr = done ? tail : walk;
   assign wr__data = done ? release__payload : walk;
-  assign \$6  = release__valid & release__ready;
-  assign \$7  = ~ done;
-  assign wr__en = \$6  | \$7 ;
-  assign \$8  = ~ done;
-  assign \$9  = walk + 1'h1;
-  assign \$10  = walk == 14'h3fff;
-  assign \$11  = release__valid & release__ready;
-  assign \$12  = count + \$11 ;
-  assign \$13  = alloc__valid & alloc__ready;
-  assign \$14  = \$12  - \$13 ;
-  assign \$15  = release__valid & release__ready;
-  assign \$16  = tail + 1'h1;
+  assign \$10  = release__valid & release__ready;
+  assign \$11  = ~ done;
+  assign wr__en = \$10  | \$11 ;
+  assign \$12  = ! \$7 [14:0];
+  assign \$13  = \$7 [14:0] == 15'h4000;
+  assign \$14  = ~ done;
+  assign \$15  = walk + 1'h1;
+  assign \$16  = walk == 14'h3fff;
+  assign \$17  = release__valid & release__ready;
+  assign \$18  = tail + 1'h1;
   always @(posedge clk)
-    walk <= \$17 ;
+    empty <= \$19 ;
   always @(posedge clk)
-    done <= \$18 ;
+    full <= \$20 ;
   always @(posedge clk)
-    head <= \$19 ;
+    walk <= \$21 ;
   always @(posedge clk)
-    count <= \$20 ;
+    done <= \$22 ;
   always @(posedge clk)
-    tail <= \$21 ;
+    head <= \$23 ;
+  always @(posedge clk)
+    count <= \$24 ;
+  always @(posedge clk)
+    tail <= \$25 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$17  = walk;
-    if (\$8 ) begin
-      \$17  = \$9 [13:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$19  = \$12 ;
     if (rst) begin
-      \$17  = 14'h0000;
+      \$19  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$18  = done;
-    if (\$8 ) begin
-      if (\$10 ) begin
-        \$18  = 1'h1;
-      end
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$20  = \$13 ;
     if (rst) begin
-      \$18  = 1'h0;
+      \$20  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$19  = \$3 [13:0];
-    if (rst) begin
-      \$19  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$20  = \$14 [14:0];
-    if (rst) begin
-      \$20  = 15'h4000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$21  = tail;
-    if (\$15 ) begin
-      \$21  = \$16 [13:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$21  = walk;
+    if (\$14 ) begin
+      \$21  = \$15 [13:0];
     end
     if (rst) begin
       \$21  = 14'h0000;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$22  = done;
+    if (\$14 ) begin
+      if (\$16 ) begin
+        \$22  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$23  = \$3 [13:0];
+    if (rst) begin
+      \$23  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$24  = \$7 [14:0];
+    if (rst) begin
+      \$24  = 15'h4000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$25  = tail;
+    if (\$17 ) begin
+      \$25  = \$18 [13:0];
+    end
+    if (rst) begin
+      \$25  = 14'h0000;
+    end
+  end
   assign new_head = \$3 [13:0];
+  assign new_count = \$7 [14:0];
   assign rd__addr = \$3 [13:0];
   assign rd__data = alloc__payload;
-  assign \count$17  = count;
+  assign \count$20  = count;
   assign ready = done;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
+module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  reg [13:0] \$1 ;
   input clk;
   wire clk;
+  output [13:0] q;
+  reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
-  output [13:0] r_data;
+  (* init = 14'h0000 *)
   wire [13:0] r_data;
+  input r_en;
+  wire r_en;
   input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [13:0] rd__data;
@@ -35273,21 +37311,39 @@ module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
   always @(posedge clk) begin
     _0_ <= mem[rd__addr];
   end
-  assign r_data = _0_;
+  assign rd__data = _0_;
+  always @(posedge clk)
+    q <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1  = q;
+    if (r_en) begin
+      \$1  = rd__data;
+    end
+    if (rst) begin
+      \$1  = 14'h0000;
+    end
+  end
   assign r_addr = rd__addr;
-  assign rd__data = r_data;
+  assign r_data = q;
   assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
+module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg [13:0] \$1 ;
   input clk;
   wire clk;
+  output [13:0] q;
+  reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
-  output [13:0] r_data;
+  (* init = 14'h0000 *)
   wire [13:0] r_data;
+  input r_en;
+  wire r_en;
   input [12:0] rd__addr;
   wire [12:0] rd__addr;
   wire [13:0] rd__data;
@@ -41073,9 +43129,21 @@ module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk
   always @(posedge clk) begin
     _0_ <= mem[rd__addr];
   end
-  assign r_data = _0_;
+  assign rd__data = _0_;
+  always @(posedge clk)
+    q <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$1  = q;
+    if (r_en) begin
+      \$1  = rd__data;
+    end
+    if (rst) begin
+      \$1  = 14'h0000;
+    end
+  end
   assign r_addr = rd__addr;
-  assign rd__data = r_data;
+  assign r_data = q;
   assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;

@@ -652,7 +652,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .\o__payload$36 (o__payload),
     .\o__ready$34 (o__ready),
     .\o__valid$32 (o__valid),
-    .\port$26572$183 (\$29 ),
+    .\port$27289$183 (\$29 ),
     .rst(rst),
     .sparse__payload(\sparse__payload$149 ),
     .sparse__ready(\sparse__ready$151 ),
@@ -719,7 +719,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .free_done__valid(free_done__valid),
     .meta__payload(\meta__payload$137 ),
     .meta__valid(\meta__valid$141 ),
-    .\port$27551$0 (\$30 ),
+    .\port$28326$0 (\$30 ),
     .\r_en$103 (\meta__ready$139 ),
     .records__ready(rd_out__ready),
     .records__valid(\records__valid$129 ),
@@ -745,7 +745,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
     .done(thresholds__ready),
     .error(status__config_error),
     .\port$0$4 (kv_in__payload[7:2]),
-    .\port$26572$183 (\$29 ),
+    .\port$27289$183 (\$29 ),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .read__1__data(\table__data$63 ),
@@ -1259,7 +1259,7 @@ module oaken_engine(kv_in__valid, write_done__ready, read__payload, read__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$26572$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
+module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready, sparse__ready, table__en, sparse__valid, meta__payload, \o__payload$36 , status__malformed, \port$27289$183 , dense__ready, \o__valid$32 , dense__payload, sparse__payload, dense__valid, meta__valid, \o__ready$34 );
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1467,8 +1467,8 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   output \o__valid$32 ;
   wire \o__valid$32 ;
   wire \o__valid$33 ;
-  output [5:0] \port$26572$183 ;
-  wire [5:0] \port$26572$183 ;
+  output [5:0] \port$27289$183 ;
+  wire [5:0] \port$27289$183 ;
   input rst;
   wire rst;
   input [133:0] sparse__payload;
@@ -1708,7 +1708,7 @@ module \oaken_engine.dequant (status__clear, clk, rst, table__data, meta__ready,
   assign \table__layer$31  = i__payload[187:183];
   assign \o__valid$33  = \o__valid$32 ;
   assign \o__ready$35  = \o__ready$34 ;
-  assign \port$26572$183  = i__payload[188:183];
+  assign \port$27289$183  = i__payload[188:183];
   assign \meta__payload.data  = meta__payload[79:0];
   assign \meta__payload.header  = meta__payload[98:80];
   assign \meta__payload.header.seq  = meta__payload[81:80];
@@ -35000,637 +35000,789 @@ endmodule
 module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__valid, wr_out__ready, cmd__ready, append__ready, wr_out__payload, out_of_pages, free_pages, append__payload, cmd__payload, cmd__valid, rd_out__ready, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
-  wire [10:0] \$10 ;
-  wire [11:0] \$100 ;
+  wire \$10 ;
+  wire \$100 ;
   wire \$101 ;
   wire \$102 ;
   wire \$103 ;
-  wire \$104 ;
-  reg [7:0] \$105 ;
-  wire [8:0] \$106 ;
-  wire [9:0] \$107 ;
-  reg [7:0] \$108 ;
-  wire [6:0] \$109 ;
-  wire [11:0] \$11 ;
-  wire [8:0] \$110 ;
-  wire [9:0] \$111 ;
-  wire [9:0] \$112 ;
-  reg [7:0] \$113 ;
-  wire [6:0] \$114 ;
-  wire [8:0] \$115 ;
-  wire [9:0] \$116 ;
-  reg [7:0] \$117 ;
-  wire [6:0] \$118 ;
-  wire [8:0] \$119 ;
+  reg [7:0] \$104 ;
+  wire \$105 ;
+  wire [6:0] \$106 ;
+  wire [7:0] \$107 ;
+  wire [7:0] \$108 ;
+  wire [8:0] \$109 ;
+  wire \$11 ;
+  reg [7:0] \$110 ;
+  wire [6:0] \$111 ;
+  wire [7:0] \$112 ;
+  wire [8:0] \$113 ;
+  reg [7:0] \$114 ;
+  wire [6:0] \$115 ;
+  wire [7:0] \$116 ;
+  wire [8:0] \$117 ;
+  wire [3:0] \$118 ;
+  wire [3:0] \$119 ;
   wire \$12 ;
-  wire [9:0] \$120 ;
-  wire [3:0] \$121 ;
-  wire \$122 ;
-  wire [3:0] \$123 ;
-  wire [3:0] \$124 ;
-  wire \$125 ;
-  wire [3:0] \$126 ;
+  wire [1:0] \$120 ;
+  wire [1:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [9:0] \$123 ;
+  reg [13:0] \$124 ;
+  wire [13:0] \$125 ;
+  wire \$126 ;
   wire \$127 ;
   wire \$128 ;
-  wire [3:0] \$129 ;
+  wire \$129 ;
   wire \$13 ;
-  wire [4:0] \$130 ;
+  wire [3:0] \$130 ;
   wire [3:0] \$131 ;
-  wire [4:0] \$132 ;
-  wire [4:0] \$133 ;
-  wire [4:0] \$134 ;
-  wire [3:0] \$135 ;
+  wire [3:0] \$132 ;
+  wire [3:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
   wire \$136 ;
-  wire [3:0] \$137 ;
-  wire \$138 ;
-  wire [3:0] \$139 ;
-  wire \$14 ;
+  wire \$137 ;
+  wire [1:0] \$138 ;
+  wire [1:0] \$139 ;
+  wire [3:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire [1:0] \$142 ;
-  wire [1:0] \$143 ;
-  wire \$144 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [3:0] \$144 ;
   wire [3:0] \$145 ;
-  wire \$146 ;
+  wire [3:0] \$146 ;
   wire [3:0] \$147 ;
   wire \$148 ;
-  wire [3:0] \$149 ;
-  wire \$15 ;
+  wire \$149 ;
+  wire [3:0] \$15 ;
   wire \$150 ;
   wire \$151 ;
-  reg [13:0] \$152 ;
-  wire [3:0] \$153 ;
-  reg [13:0] \$154 ;
-  wire [13:0] \$155 ;
-  wire [9:0] \$156 ;
-  wire [15:0] \$157 ;
-  wire [23:0] \$158 ;
+  wire [1:0] \$152 ;
+  wire [1:0] \$153 ;
+  wire [9:0] \$154 ;
+  wire [9:0] \$155 ;
+  reg [13:0] \$156 ;
+  wire [13:0] \$157 ;
+  wire \$158 ;
   wire \$159 ;
   wire [3:0] \$16 ;
   wire \$160 ;
-  reg [13:0] \$161 ;
+  wire \$161 ;
   wire [3:0] \$162 ;
-  reg [13:0] \$163 ;
-  wire [13:0] \$164 ;
-  wire [23:0] \$165 ;
+  wire [3:0] \$163 ;
+  wire [3:0] \$164 ;
+  wire [3:0] \$165 ;
   wire \$166 ;
   wire \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire [3:0] \$17 ;
-  wire \$170 ;
-  reg [13:0] \$171 ;
-  wire [23:0] \$172 ;
+  wire [1:0] \$170 ;
+  wire [1:0] \$171 ;
+  wire [3:0] \$172 ;
   wire \$173 ;
-  reg [13:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [3:0] \$175 ;
-  reg [13:0] \$176 ;
-  wire [13:0] \$177 ;
-  wire [9:0] \$178 ;
-  wire [14:0] \$179 ;
-  wire [3:0] \$18 ;
-  wire [23:0] \$180 ;
-  wire \$181 ;
-  wire [9:0] \$182 ;
-  wire [9:0] \$183 ;
-  wire [9:0] \$184 ;
-  wire [9:0] \$185 ;
-  reg [13:0] \$186 ;
-  wire [13:0] \$187 ;
-  reg [6:0] \$188 ;
+  wire \$176 ;
+  wire [3:0] \$177 ;
+  wire \$178 ;
+  wire \$179 ;
+  wire \$18 ;
+  wire [3:0] \$180 ;
+  wire [4:0] \$181 ;
+  wire [3:0] \$182 ;
+  wire [4:0] \$183 ;
+  wire [4:0] \$184 ;
+  wire [4:0] \$185 ;
+  wire [3:0] \$186 ;
+  wire \$187 ;
+  wire [3:0] \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
-  reg [13:0] \$190 ;
-  wire [13:0] \$191 ;
+  wire \$19 ;
+  wire [3:0] \$190 ;
+  wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
-  reg [13:0] \$194 ;
-  wire [13:0] \$195 ;
-  reg [13:0] \$196 ;
-  wire [13:0] \$197 ;
-  wire [14:0] \$198 ;
-  wire [14:0] \$199 ;
+  wire [1:0] \$193 ;
+  wire [1:0] \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire [3:0] \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
+  wire [3:0] \$200 ;
+  wire [3:0] \$201 ;
+  wire [3:0] \$202 ;
   wire \$203 ;
   wire \$204 ;
   wire \$205 ;
   wire \$206 ;
-  wire [10:0] \$207 ;
-  wire [14:0] \$208 ;
-  wire [14:0] \$209 ;
+  wire [1:0] \$207 ;
+  wire [1:0] \$208 ;
+  wire [9:0] \$209 ;
   wire \$21 ;
-  wire [14:0] \$210 ;
-  wire \$211 ;
-  wire [9:0] \$212 ;
+  wire [9:0] \$210 ;
+  reg [13:0] \$211 ;
+  wire [13:0] \$212 ;
   wire \$213 ;
-  wire [9:0] \$214 ;
+  wire \$214 ;
   wire \$215 ;
   wire \$216 ;
-  wire \$217 ;
-  reg [6:0] \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  reg [13:0] \$220 ;
-  wire [13:0] \$221 ;
+  wire [3:0] \$217 ;
+  wire [3:0] \$218 ;
+  wire [3:0] \$219 ;
+  wire [1:0] \$22 ;
+  wire [3:0] \$220 ;
+  wire \$221 ;
   wire \$222 ;
   wire \$223 ;
-  reg [6:0] \$224 ;
-  wire \$225 ;
-  reg [6:0] \$226 ;
+  wire \$224 ;
+  wire [1:0] \$225 ;
+  wire [1:0] \$226 ;
   wire \$227 ;
-  reg [13:0] \$228 ;
-  wire [13:0] \$229 ;
-  wire \$23 ;
-  reg [6:0] \$230 ;
-  wire [14:0] \$231 ;
+  wire \$228 ;
+  wire \$229 ;
+  wire [9:0] \$23 ;
+  wire \$230 ;
+  wire [3:0] \$231 ;
   wire \$232 ;
-  wire \$233 ;
+  wire [3:0] \$233 ;
   wire \$234 ;
-  wire \$235 ;
+  wire [3:0] \$235 ;
   wire \$236 ;
   wire \$237 ;
-  reg [13:0] \$238 ;
-  wire [13:0] \$239 ;
-  wire [1:0] \$24 ;
-  wire [13:0] \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire [20:0] \$243 ;
-  wire [20:0] \$244 ;
-  wire [20:0] \$245 ;
-  wire [20:0] \$246 ;
-  wire [20:0] \$247 ;
-  wire \$248 ;
-  wire \$249 ;
-  wire [9:0] \$25 ;
-  wire [20:0] \$250 ;
-  wire [20:0] \$251 ;
-  wire [20:0] \$252 ;
-  wire [20:0] \$253 ;
-  wire [20:0] \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire [20:0] \$257 ;
-  wire [20:0] \$258 ;
-  wire [20:0] \$259 ;
+  wire [3:0] \$238 ;
+  reg [13:0] \$239 ;
+  wire \$24 ;
+  wire [9:0] \$240 ;
+  wire [15:0] \$241 ;
+  wire [23:0] \$242 ;
+  wire \$243 ;
+  wire [3:0] \$244 ;
+  reg [13:0] \$245 ;
+  wire [23:0] \$246 ;
+  reg [13:0] \$247 ;
+  wire [23:0] \$248 ;
+  wire [3:0] \$249 ;
+  wire [1:0] \$25 ;
+  reg [13:0] \$250 ;
+  wire [9:0] \$251 ;
+  wire [14:0] \$252 ;
+  wire [23:0] \$253 ;
+  wire [9:0] \$254 ;
+  wire [9:0] \$255 ;
+  reg [13:0] \$256 ;
+  wire [13:0] \$257 ;
+  wire [14:0] \$258 ;
+  reg [13:0] \$259 ;
   wire \$26 ;
-  wire [20:0] \$260 ;
-  wire [20:0] \$261 ;
-  reg [13:0] \$262 ;
-  wire [23:0] \$263 ;
-  wire \$264 ;
-  wire [24:0] \$265 ;
-  wire \$266 ;
-  wire [15:0] \$267 ;
-  wire [15:0] \$268 ;
+  wire [13:0] \$260 ;
+  wire [14:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire [10:0] \$264 ;
+  wire [14:0] \$265 ;
+  wire [14:0] \$266 ;
+  wire [14:0] \$267 ;
+  wire \$268 ;
   wire \$269 ;
-  wire [1:0] \$27 ;
-  wire [15:0] \$270 ;
-  wire [15:0] \$271 ;
+  wire [13:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
   wire \$272 ;
-  wire [15:0] \$273 ;
-  wire [15:0] \$274 ;
-  wire [8:0] \$275 ;
-  wire \$276 ;
-  wire [10:0] \$277 ;
-  wire [11:0] \$278 ;
-  wire [11:0] \$279 ;
+  wire \$273 ;
+  wire [20:0] \$274 ;
+  wire [20:0] \$275 ;
+  wire [20:0] \$276 ;
+  wire [20:0] \$277 ;
+  wire [20:0] \$278 ;
+  wire \$279 ;
   wire \$28 ;
   wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  reg [13:0] \$283 ;
-  wire [14:0] \$284 ;
-  wire [15:0] \$285 ;
-  wire [15:0] \$286 ;
-  wire [10:0] \$287 ;
-  wire [11:0] \$288 ;
-  wire [11:0] \$289 ;
-  wire [13:0] \$29 ;
-  wire [15:0] \$290 ;
-  wire [15:0] \$291 ;
-  wire \$292 ;
+  wire [20:0] \$281 ;
+  wire [20:0] \$282 ;
+  wire [20:0] \$283 ;
+  wire [20:0] \$284 ;
+  wire [20:0] \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire [20:0] \$288 ;
+  wire [20:0] \$289 ;
+  wire \$29 ;
+  wire [20:0] \$290 ;
+  wire [20:0] \$291 ;
+  wire [20:0] \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire [8:0] \$296 ;
+  wire \$296 ;
   reg [13:0] \$297 ;
-  wire [3:0] \$298 ;
-  wire \$299 ;
+  wire [13:0] \$298 ;
+  wire [13:0] \$299 ;
   wire [7:0] \$3 ;
   wire \$30 ;
-  wire [3:0] \$300 ;
-  wire [3:0] \$301 ;
+  reg [13:0] \$300 ;
+  wire [23:0] \$301 ;
   wire \$302 ;
-  wire [3:0] \$303 ;
+  wire [24:0] \$303 ;
   wire \$304 ;
-  wire \$305 ;
-  wire [3:0] \$306 ;
-  wire [4:0] \$307 ;
-  wire [3:0] \$308 ;
-  wire [4:0] \$309 ;
-  wire \$31 ;
-  wire [4:0] \$310 ;
-  wire [4:0] \$311 ;
-  wire [3:0] \$312 ;
-  wire \$313 ;
-  wire [3:0] \$314 ;
-  wire \$315 ;
-  wire [3:0] \$316 ;
+  wire [14:0] \$305 ;
+  wire \$306 ;
+  wire [14:0] \$307 ;
+  wire \$308 ;
+  wire [14:0] \$309 ;
+  wire [13:0] \$31 ;
+  wire \$310 ;
+  wire [8:0] \$311 ;
+  wire \$312 ;
+  wire [10:0] \$313 ;
+  wire [11:0] \$314 ;
+  wire [11:0] \$315 ;
+  wire \$316 ;
   wire \$317 ;
   wire \$318 ;
-  wire [1:0] \$319 ;
-  wire \$32 ;
-  wire [1:0] \$320 ;
+  reg [13:0] \$319 ;
+  wire [14:0] \$32 ;
+  wire [14:0] \$320 ;
   wire [15:0] \$321 ;
-  wire \$322 ;
-  wire [15:0] \$323 ;
-  wire [15:0] \$324 ;
-  wire [15:0] \$325 ;
+  wire [15:0] \$322 ;
+  wire [10:0] \$323 ;
+  wire [11:0] \$324 ;
+  wire [11:0] \$325 ;
   wire [15:0] \$326 ;
-  wire \$327 ;
-  wire [15:0] \$328 ;
-  wire [15:0] \$329 ;
-  wire [13:0] \$33 ;
-  wire [15:0] \$330 ;
-  wire [15:0] \$331 ;
-  wire \$332 ;
-  wire [15:0] \$333 ;
-  wire [15:0] \$334 ;
-  wire [15:0] \$335 ;
-  wire [15:0] \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire [3:0] \$339 ;
-  wire [14:0] \$34 ;
-  wire \$340 ;
-  wire [10:0] \$341 ;
-  wire [11:0] \$342 ;
-  wire [11:0] \$343 ;
-  wire [3:0] \$344 ;
-  wire \$345 ;
-  wire [3:0] \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  reg [13:0] \$349 ;
+  wire [15:0] \$327 ;
+  wire \$328 ;
+  wire \$329 ;
+  wire \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire [8:0] \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire [3:0] \$335 ;
+  wire \$336 ;
+  wire [3:0] \$337 ;
+  wire [3:0] \$338 ;
+  wire \$339 ;
+  wire \$34 ;
+  wire [3:0] \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire [3:0] \$343 ;
+  wire [4:0] \$344 ;
+  wire [3:0] \$345 ;
+  wire [4:0] \$346 ;
+  wire [4:0] \$347 ;
+  wire [4:0] \$348 ;
+  wire [3:0] \$349 ;
   wire \$35 ;
-  wire [14:0] \$350 ;
-  wire [15:0] \$351 ;
-  wire [15:0] \$352 ;
-  wire [10:0] \$353 ;
-  wire [11:0] \$354 ;
-  wire [11:0] \$355 ;
-  wire [15:0] \$356 ;
-  wire [15:0] \$357 ;
-  wire [15:0] \$358 ;
-  wire \$359 ;
-  wire \$36 ;
-  wire \$360 ;
+  wire \$350 ;
+  wire [3:0] \$351 ;
+  wire \$352 ;
+  wire [3:0] \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire [1:0] \$356 ;
+  wire [1:0] \$357 ;
+  wire \$358 ;
+  wire [14:0] \$359 ;
+  wire [2:0] \$36 ;
+  wire [14:0] \$360 ;
   wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire [14:0] \$362 ;
+  wire [14:0] \$363 ;
   wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
+  wire [14:0] \$365 ;
+  wire [14:0] \$366 ;
   wire \$367 ;
   wire \$368 ;
-  wire \$369 ;
-  wire \$37 ;
+  wire [3:0] \$369 ;
+  wire [9:0] \$37 ;
   wire \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
+  wire [10:0] \$371 ;
+  wire [11:0] \$372 ;
+  wire [11:0] \$373 ;
+  wire [3:0] \$374 ;
   wire \$375 ;
-  wire \$376 ;
+  wire [3:0] \$376 ;
   wire \$377 ;
-  wire [8:0] \$378 ;
-  wire \$379 ;
-  wire [2:0] \$38 ;
-  wire [13:0] \$380 ;
-  wire [12:0] \$381 ;
-  wire [11:0] \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  reg [7:0] \$385 ;
-  wire [8:0] \$386 ;
-  wire [9:0] \$387 ;
-  reg [7:0] \$388 ;
-  wire [6:0] \$389 ;
-  wire [9:0] \$39 ;
-  wire [8:0] \$390 ;
-  wire [9:0] \$391 ;
-  wire [9:0] \$392 ;
-  reg [7:0] \$393 ;
-  wire [6:0] \$394 ;
-  wire [8:0] \$395 ;
-  wire [9:0] \$396 ;
-  reg [7:0] \$397 ;
-  wire [6:0] \$398 ;
-  wire [8:0] \$399 ;
+  wire \$378 ;
+  reg [13:0] \$379 ;
+  wire \$38 ;
+  wire [14:0] \$380 ;
+  wire [15:0] \$381 ;
+  wire [15:0] \$382 ;
+  wire [10:0] \$383 ;
+  wire [11:0] \$384 ;
+  wire [11:0] \$385 ;
+  wire [15:0] \$386 ;
+  wire [15:0] \$387 ;
+  wire \$388 ;
+  wire \$389 ;
+  wire [3:0] \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [7:0] \$4 ;
   wire \$40 ;
-  wire [9:0] \$400 ;
+  wire \$400 ;
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
-  reg [13:0] \$404 ;
-  wire [3:0] \$405 ;
+  wire \$404 ;
+  wire \$405 ;
   wire \$406 ;
-  wire [3:0] \$407 ;
+  wire [8:0] \$407 ;
   wire \$408 ;
-  wire [3:0] \$409 ;
-  wire [3:0] \$41 ;
-  wire \$410 ;
-  wire [3:0] \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire [3:0] \$417 ;
-  reg [13:0] \$418 ;
-  wire [13:0] \$419 ;
+  wire \$409 ;
+  wire [13:0] \$41 ;
+  reg [7:0] \$410 ;
+  wire \$411 ;
+  wire [6:0] \$412 ;
+  wire [7:0] \$413 ;
+  wire [7:0] \$414 ;
+  wire [8:0] \$415 ;
+  reg [13:0] \$416 ;
+  wire \$417 ;
+  wire [6:0] \$418 ;
+  wire [7:0] \$419 ;
   wire \$42 ;
-  reg [6:0] \$420 ;
-  wire \$421 ;
-  reg [13:0] \$422 ;
-  wire [13:0] \$423 ;
-  reg [6:0] \$424 ;
-  wire [14:0] \$425 ;
-  wire \$426 ;
-  wire \$427 ;
-  reg [6:0] \$428 ;
-  wire \$429 ;
-  wire [13:0] \$43 ;
-  reg [6:0] \$430 ;
+  wire [7:0] \$420 ;
+  reg [11:0] \$421 ;
+  wire [14:0] \$422 ;
+  reg [12:0] \$423 ;
+  wire \$424 ;
+  wire [6:0] \$425 ;
+  wire [7:0] \$426 ;
+  wire [7:0] \$427 ;
+  reg [10:0] \$428 ;
+  wire [13:0] \$429 ;
+  wire \$43 ;
+  reg [10:0] \$430 ;
   wire \$431 ;
-  reg [13:0] \$432 ;
-  wire [13:0] \$433 ;
-  reg [6:0] \$434 ;
-  wire [14:0] \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  reg [13:0] \$438 ;
-  wire [13:0] \$439 ;
+  wire [6:0] \$432 ;
+  wire [7:0] \$433 ;
+  wire [7:0] \$434 ;
+  reg [8:0] \$435 ;
+  wire [11:0] \$436 ;
+  reg [7:0] \$437 ;
+  wire [6:0] \$438 ;
+  wire [7:0] \$439 ;
   wire \$44 ;
-  wire [14:0] \$440 ;
-  reg [6:0] \$441 ;
-  wire [14:0] \$442 ;
-  reg [6:0] \$443 ;
-  reg [6:0] \$444 ;
-  wire \$445 ;
-  reg [13:0] \$446 ;
-  wire [13:0] \$447 ;
-  reg [6:0] \$448 ;
-  wire [14:0] \$449 ;
-  wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  reg [13:0] \$452 ;
-  wire [13:0] \$453 ;
-  wire [14:0] \$454 ;
-  reg [6:0] \$455 ;
-  wire [14:0] \$456 ;
-  wire [15:0] \$457 ;
-  wire \$458 ;
-  wire \$459 ;
-  wire \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire [9:0] \$466 ;
-  wire \$467 ;
-  wire [9:0] \$468 ;
-  wire \$469 ;
-  wire [13:0] \$47 ;
-  wire \$470 ;
-  reg [6:0] \$471 ;
-  wire \$472 ;
-  reg [13:0] \$473 ;
-  wire [13:0] \$474 ;
-  wire \$475 ;
+  wire [8:0] \$440 ;
+  reg [13:0] \$441 ;
+  wire [6:0] \$442 ;
+  wire [7:0] \$443 ;
+  reg [11:0] \$444 ;
+  wire [14:0] \$445 ;
+  reg [12:0] \$446 ;
+  wire [6:0] \$447 ;
+  wire [7:0] \$448 ;
+  reg [10:0] \$449 ;
+  wire [13:0] \$45 ;
+  wire [13:0] \$450 ;
+  reg [10:0] \$451 ;
+  wire [6:0] \$452 ;
+  wire [7:0] \$453 ;
+  reg [8:0] \$454 ;
+  wire [11:0] \$455 ;
+  reg [7:0] \$456 ;
+  wire [6:0] \$457 ;
+  wire [7:0] \$458 ;
+  wire [8:0] \$459 ;
+  wire [14:0] \$46 ;
+  reg [13:0] \$460 ;
+  wire [6:0] \$461 ;
+  wire [7:0] \$462 ;
+  reg [11:0] \$463 ;
+  wire [14:0] \$464 ;
+  reg [12:0] \$465 ;
+  wire [6:0] \$466 ;
+  wire [7:0] \$467 ;
+  reg [10:0] \$468 ;
+  wire [13:0] \$469 ;
+  wire \$47 ;
+  reg [10:0] \$470 ;
+  wire [6:0] \$471 ;
+  wire [7:0] \$472 ;
+  reg [8:0] \$473 ;
+  wire [11:0] \$474 ;
+  reg [13:0] \$475 ;
   wire \$476 ;
-  reg [6:0] \$477 ;
+  wire \$477 ;
   wire \$478 ;
-  reg [6:0] \$479 ;
-  wire [14:0] \$48 ;
-  wire \$480 ;
-  reg [13:0] \$481 ;
-  wire [13:0] \$482 ;
-  reg [6:0] \$483 ;
-  wire [14:0] \$484 ;
+  wire [3:0] \$479 ;
+  wire \$48 ;
+  reg [13:0] \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire \$487 ;
+  wire [9:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [9:0] \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire \$491 ;
+  wire [9:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
+  wire [13:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
   wire \$497 ;
-  wire \$498 ;
-  wire [20:0] \$499 ;
+  wire [13:0] \$498 ;
+  wire \$499 ;
   wire [6:0] \$5 ;
-  wire \$50 ;
-  wire [20:0] \$500 ;
-  wire [20:0] \$501 ;
-  wire [20:0] \$502 ;
+  wire [4:0] \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire [13:0] \$502 ;
   wire \$503 ;
   wire \$504 ;
-  wire [20:0] \$505 ;
-  wire [20:0] \$506 ;
-  wire [20:0] \$507 ;
-  wire [20:0] \$508 ;
-  wire [21:0] \$509 ;
-  wire \$51 ;
+  wire [9:0] \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire [13:0] \$508 ;
+  wire [14:0] \$509 ;
+  wire [9:0] \$51 ;
   wire \$510 ;
   wire \$511 ;
-  wire [20:0] \$512 ;
-  wire [20:0] \$513 ;
-  wire [20:0] \$514 ;
-  wire [20:0] \$515 ;
-  wire [20:0] \$516 ;
+  wire \$512 ;
+  wire [13:0] \$513 ;
+  wire [14:0] \$514 ;
+  wire \$515 ;
+  wire \$516 ;
   wire \$517 ;
-  wire \$518 ;
-  wire [20:0] \$519 ;
-  wire [4:0] \$52 ;
-  wire [20:0] \$520 ;
-  wire [20:0] \$521 ;
-  wire [20:0] \$522 ;
-  wire [20:0] \$523 ;
-  wire [21:0] \$524 ;
-  wire \$525 ;
+  wire [13:0] \$518 ;
+  wire [14:0] \$519 ;
+  wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire [3:0] \$524 ;
+  reg [13:0] \$525 ;
   wire \$526 ;
-  wire [20:0] \$527 ;
-  wire [20:0] \$528 ;
-  wire [20:0] \$529 ;
-  wire [9:0] \$53 ;
-  wire [20:0] \$530 ;
-  wire [20:0] \$531 ;
+  wire [3:0] \$527 ;
+  wire \$528 ;
+  wire [3:0] \$529 ;
+  wire [5:0] \$53 ;
+  wire \$530 ;
+  wire [3:0] \$531 ;
   wire \$532 ;
   wire \$533 ;
-  wire [1:0] \$534 ;
-  wire [1:0] \$535 ;
+  wire \$534 ;
+  wire \$535 ;
   wire \$536 ;
   wire \$537 ;
-  reg [13:0] \$538 ;
-  wire [13:0] \$539 ;
+  wire [3:0] \$538 ;
+  reg [13:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
+  wire [13:0] \$540 ;
+  reg [6:0] \$541 ;
   wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
-  wire [24:0] \$545 ;
-  wire [25:0] \$546 ;
-  wire [15:0] \$547 ;
+  reg [13:0] \$543 ;
+  wire [13:0] \$544 ;
+  reg [6:0] \$545 ;
+  wire [14:0] \$546 ;
+  wire \$547 ;
   wire \$548 ;
-  wire \$549 ;
-  wire [5:0] \$55 ;
+  reg [6:0] \$549 ;
+  wire [13:0] \$55 ;
   wire \$550 ;
-  wire \$551 ;
-  wire [8:0] \$552 ;
-  wire [14:0] \$553 ;
+  reg [6:0] \$551 ;
+  wire \$552 ;
+  reg [13:0] \$553 ;
   wire [13:0] \$554 ;
-  wire [11:0] \$555 ;
-  wire [6:0] \$556 ;
-  wire [3:0] \$557 ;
-  wire [15:0] \$558 ;
-  wire [15:0] \$559 ;
+  reg [6:0] \$555 ;
+  wire [14:0] \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  reg [13:0] \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire [3:0] \$564 ;
-  wire \$565 ;
+  wire [13:0] \$560 ;
+  wire [14:0] \$561 ;
+  reg [6:0] \$562 ;
+  wire [14:0] \$563 ;
+  reg [6:0] \$564 ;
+  reg [6:0] \$565 ;
   wire \$566 ;
-  wire [8:0] \$567 ;
-  wire [14:0] \$568 ;
-  wire [13:0] \$569 ;
-  wire [13:0] \$57 ;
-  wire [11:0] \$570 ;
-  wire [6:0] \$571 ;
-  wire [3:0] \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  reg [7:0] \$575 ;
-  reg \$576 ;
-  reg [13:0] \$577 ;
-  reg [12:0] \$578 ;
-  reg [10:0] \$579 ;
+  reg [13:0] \$567 ;
+  wire [13:0] \$568 ;
+  reg [6:0] \$569 ;
+  wire \$57 ;
+  wire [14:0] \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  reg [13:0] \$573 ;
+  wire [13:0] \$574 ;
+  wire [14:0] \$575 ;
+  reg [6:0] \$576 ;
+  wire [14:0] \$577 ;
+  wire [15:0] \$578 ;
+  wire \$579 ;
   wire \$58 ;
-  reg [2:0] \$580 ;
-  reg \$581 ;
-  reg \$582 ;
-  reg [40:0] \$583 ;
-  reg \$584 ;
-  reg [5:0] \$585 ;
-  reg [7:0] \$586 ;
-  reg [3:0] \$587 ;
-  reg \$588 ;
-  reg [38:0] \$589 ;
-  wire \$59 ;
-  reg [9:0] \$590 ;
-  reg [13:0] \$591 ;
-  reg [13:0] \$592 ;
+  wire \$580 ;
+  wire \$581 ;
+  reg [6:0] \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  reg [6:0] \$589 ;
+  wire [13:0] \$59 ;
+  wire \$590 ;
+  reg [6:0] \$591 ;
+  wire \$592 ;
   reg [13:0] \$593 ;
-  reg [2:0] \$594 ;
-  reg \$595 ;
-  reg [13:0] \$596 ;
-  reg [13:0] \$597 ;
-  reg [13:0] \$598 ;
-  reg [13:0] \$599 ;
+  wire [13:0] \$594 ;
+  reg [6:0] \$595 ;
+  wire [14:0] \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire [7:0] \$6 ;
-  wire \$60 ;
-  reg [13:0] \$600 ;
-  reg [13:0] \$601 ;
-  reg [13:0] \$602 ;
-  reg [9:0] \$603 ;
-  reg \$604 ;
-  reg \$605 ;
-  reg [10:0] \$606 ;
-  reg [10:0] \$607 ;
-  reg [3:0] \$608 ;
-  reg [1:0] \$609 ;
-  wire [13:0] \$61 ;
-  reg [13:0] \$610 ;
-  reg [13:0] \$611 ;
-  reg [13:0] \$612 ;
-  reg [24:0] \$613 ;
-  reg [9:0] \$614 ;
-  reg [10:0] \$615 ;
-  reg [14:0] \$616 ;
-  reg [14:0] \$617 ;
-  wire [14:0] \$62 ;
+  wire [14:0] \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire [20:0] \$606 ;
+  wire [20:0] \$607 ;
+  wire [20:0] \$608 ;
+  wire [20:0] \$609 ;
+  wire \$61 ;
+  wire [20:0] \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire [20:0] \$613 ;
+  wire [20:0] \$614 ;
+  wire [20:0] \$615 ;
+  wire [20:0] \$616 ;
+  wire [20:0] \$617 ;
+  wire [21:0] \$618 ;
+  wire \$619 ;
+  wire \$62 ;
+  wire \$620 ;
+  wire [20:0] \$621 ;
+  wire [20:0] \$622 ;
+  wire [20:0] \$623 ;
+  wire [20:0] \$624 ;
+  wire [20:0] \$625 ;
+  wire [21:0] \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
-  wire \$64 ;
-  wire \$65 ;
-  wire [6:0] \$66 ;
-  wire [9:0] \$67 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire [20:0] \$639 ;
+  wire [6:0] \$64 ;
+  wire [20:0] \$640 ;
+  wire [20:0] \$641 ;
+  wire [20:0] \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire [20:0] \$645 ;
+  wire [20:0] \$646 ;
+  wire [20:0] \$647 ;
+  wire [20:0] \$648 ;
+  wire [21:0] \$649 ;
+  wire [9:0] \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire [20:0] \$652 ;
+  wire [20:0] \$653 ;
+  wire [20:0] \$654 ;
+  wire [20:0] \$655 ;
+  wire [20:0] \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire [20:0] \$659 ;
+  wire \$66 ;
+  wire [20:0] \$660 ;
+  wire [20:0] \$661 ;
+  wire [20:0] \$662 ;
+  wire [20:0] \$663 ;
+  wire [21:0] \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire [1:0] \$667 ;
+  wire [1:0] \$668 ;
+  wire \$669 ;
+  wire [7:0] \$67 ;
+  wire \$670 ;
+  reg [13:0] \$671 ;
+  wire [13:0] \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire [24:0] \$678 ;
+  wire [25:0] \$679 ;
   wire \$68 ;
-  wire [7:0] \$69 ;
+  wire [15:0] \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire [8:0] \$685 ;
+  wire [14:0] \$686 ;
+  wire [13:0] \$687 ;
+  wire [11:0] \$688 ;
+  wire [6:0] \$689 ;
+  wire [14:0] \$69 ;
+  wire [3:0] \$690 ;
+  wire [10:0] \$691 ;
+  wire [11:0] \$692 ;
+  wire [15:0] \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire [3:0] \$698 ;
+  wire \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
+  wire \$700 ;
+  wire [8:0] \$701 ;
+  wire [14:0] \$702 ;
+  wire [13:0] \$703 ;
+  wire [11:0] \$704 ;
+  wire [6:0] \$705 ;
+  wire [3:0] \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  reg [7:0] \$709 ;
   wire [14:0] \$71 ;
+  reg \$710 ;
+  reg \$711 ;
+  reg \$712 ;
+  reg [2:0] \$713 ;
+  reg \$714 ;
+  reg \$715 ;
+  reg \$716 ;
+  reg [40:0] \$717 ;
+  reg \$718 ;
+  reg [5:0] \$719 ;
   wire \$72 ;
+  reg [7:0] \$720 ;
+  reg [13:0] \$721 ;
+  reg [12:0] \$722 ;
+  reg [10:0] \$723 ;
+  reg [3:0] \$724 ;
+  reg \$725 ;
+  reg [38:0] \$726 ;
+  reg [9:0] \$727 ;
+  reg [13:0] \$728 ;
+  reg [13:0] \$729 ;
   wire [14:0] \$73 ;
+  reg [13:0] \$730 ;
+  reg [2:0] \$731 ;
+  reg [2:0] \$732 ;
+  reg [2:0] \$733 ;
+  reg [13:0] \$734 ;
+  reg [13:0] \$735 ;
+  reg [13:0] \$736 ;
+  reg [13:0] \$737 ;
+  reg [13:0] \$738 ;
+  reg [13:0] \$739 ;
   wire \$74 ;
-  wire [14:0] \$75 ;
+  reg [13:0] \$740 ;
+  reg [2:0] \$741 ;
+  reg \$742 ;
+  reg \$743 ;
+  reg \$744 ;
+  reg \$745 ;
+  reg [6:0] \$746 ;
+  reg [6:0] \$747 ;
+  reg \$748 ;
+  reg [9:0] \$749 ;
+  wire \$75 ;
+  reg \$750 ;
+  reg \$751 ;
+  reg [10:0] \$752 ;
+  reg [10:0] \$753 ;
+  reg [3:0] \$754 ;
+  reg [13:0] \$755 ;
+  reg [13:0] \$756 ;
+  reg [13:0] \$757 ;
+  reg [14:0] \$758 ;
+  reg [14:0] \$759 ;
   wire \$76 ;
+  reg [14:0] \$760 ;
+  reg [24:0] \$761 ;
+  reg [9:0] \$762 ;
+  reg [10:0] \$763 ;
+  reg [14:0] \$764 ;
+  reg [1:0] \$765 ;
+  reg [10:0] \$766 ;
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
   wire [10:0] \$8 ;
   wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  reg [5:0] \$83 ;
-  wire [5:0] \$84 ;
-  wire [14:0] \$85 ;
-  reg [5:0] \$86 ;
-  wire [5:0] \$87 ;
-  wire [14:0] \$88 ;
-  reg [4:0] \$89 ;
+  reg [5:0] \$81 ;
+  wire [5:0] \$82 ;
+  wire [14:0] \$83 ;
+  reg [5:0] \$84 ;
+  wire [5:0] \$85 ;
+  wire [14:0] \$86 ;
+  reg [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [13:0] \$89 ;
   wire [11:0] \$9 ;
-  wire [4:0] \$90 ;
-  wire [13:0] \$91 ;
-  reg [4:0] \$92 ;
-  wire [4:0] \$93 ;
-  wire [13:0] \$94 ;
-  reg [2:0] \$95 ;
-  wire [2:0] \$96 ;
-  wire [11:0] \$97 ;
-  reg [2:0] \$98 ;
-  wire [2:0] \$99 ;
+  reg [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [13:0] \$92 ;
+  reg [2:0] \$93 ;
+  wire [2:0] \$94 ;
+  wire [11:0] \$95 ;
+  reg [2:0] \$96 ;
+  wire [2:0] \$97 ;
+  wire [11:0] \$98 ;
+  wire \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$12 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$124 ;
-  wire [9:0] \$signature__data$124.n ;
-  wire [41:0] \$signature__data$124.sb ;
-  wire [13:0] \$signature__data$124.sb[0] ;
-  wire [13:0] \$signature__data$124.sb[1] ;
-  wire [13:0] \$signature__data$124.sb[2] ;
+  wire [51:0] \$signature__data$155 ;
+  wire [9:0] \$signature__data$155.n ;
+  wire [41:0] \$signature__data$155.sb ;
+  wire [13:0] \$signature__data$155.sb[0] ;
+  wire [13:0] \$signature__data$155.sb[1] ;
+  wire [13:0] \$signature__data$155.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
   wire [13:0] \$signature__data.sb[1] ;
   wire [13:0] \$signature__data.sb[2] ;
   reg \$signature__en ;
+  reg [6:0] a_first = 7'h00;
+  reg [6:0] a_second = 7'h00;
+  reg adv;
   wire [13:0] alloc__payload;
   reg alloc__ready;
   wire alloc__valid;
@@ -35657,7 +35809,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg append__ready;
   input append__valid;
   wire append__valid;
+  reg cap1 = 1'h0;
+  reg [2:0] cap1_k = 3'h0;
+  reg cap2 = 1'h0;
+  reg [2:0] cap2_k = 3'h0;
   wire cap_bad;
+  reg chk_cap = 1'h0;
+  reg chk_pos = 1'h0;
   input clk;
   wire clk;
   reg [40:0] cm = 41'h00000000000;
@@ -35689,10 +35847,17 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [3:0] dense_r_entry;
   reg [3:0] dense_w_entry;
   reg [14:0] e = 15'h0000;
+  reg [14:0] e1 = 15'h0000;
+  reg [14:0] e2 = 15'h0000;
+  reg em_free = 1'h0;
+  reg em_ready = 1'h0;
   reg emitted;
   reg [5:0] fg = 6'h00;
   wire field_bad;
   reg frag = 1'h0;
+  reg free_done;
+  (* init = 1'h0 *)
+  wire free_done_q;
   output [14:0] free_pages;
   wire [14:0] free_pages;
   reg from_cmd = 1'h0;
@@ -35704,8 +35869,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] hi;
   reg [2:0] j = 3'h0;
   reg [14:0] k_cnt;
-  reg lat = 1'h0;
-  reg [1:0] lat_tab = 2'h0;
   (* init = 4'h0 *)
   wire [3:0] live;
   reg [10:0] meta_base = 11'h000;
@@ -35717,13 +35880,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire obs__alloc;
   wire [13:0] obs__alloc_page;
   wire [10:0] obs__alloc_sid;
-  reg obs__free_done;
+  reg obs__free_done = 1'h0;
   wire [1:0] obs__free_seq;
   wire [5:0] obs__group;
   reg [3:0] obs__live = 4'h0;
   wire obs__release;
   reg [13:0] obs__release_page;
-  wire [10:0] obs__release_sid;
+  reg [10:0] obs__release_sid = 11'h000;
   wire [1:0] obs__seq;
   output out_of_pages;
   reg out_of_pages = 1'h0;
@@ -35745,11 +35908,14 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
   wire [13:0] r_addr;
-  wire [12:0] \r_addr$51 ;
-  wire [10:0] \r_addr$57 ;
+  wire [12:0] \r_addr$58 ;
+  wire [10:0] \r_addr$64 ;
   wire [13:0] r_data;
-  wire [13:0] \r_data$91 ;
-  wire [13:0] \r_data$92 ;
+  wire [13:0] \r_data$73 ;
+  wire [13:0] \r_data$74 ;
+  wire r_en;
+  wire \r_en$77 ;
+  wire \r_en$78 ;
   wire [1:0] r_idx;
   reg [24:0] r_left = 25'h0000000;
   reg [9:0] r_off = 10'h000;
@@ -35775,10 +35941,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   wire [10:0] \rec.length ;
   wire [2:0] \rec.status ;
   reg rec_valid;
+  (* init = 11'h000 *)
+  wire [10:0] rel_sid;
+  reg [1:0] rel_tab = 2'h0;
+  (* init = 1'h0 *)
+  wire rel_v;
   wire [13:0] release__payload;
   wire release__ready;
-  reg release__valid;
+  reg release__valid = 1'h0;
   reg retry = 1'h0;
+  reg [2:0] rk = 3'h0;
   input rst;
   wire rst;
   reg [13:0] sb0 = 14'h0000;
@@ -35786,25 +35958,40 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$116 ;
-  reg [1:0] \slot_idx$78 ;
+  reg [1:0] \slot_idx$102 ;
+  reg [1:0] \slot_idx$104 ;
+  reg [1:0] \slot_idx$106 ;
+  reg [1:0] \slot_idx$108 ;
+  reg [1:0] \slot_idx$144 ;
+  reg [1:0] \slot_idx$94 ;
+  reg [1:0] \slot_idx$96 ;
+  reg [1:0] \slot_idx$99 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$117 ;
-  reg [1:0] \slot_tab$79 ;
+  reg [1:0] \slot_tab$101 ;
+  reg [1:0] \slot_tab$103 ;
+  reg [1:0] \slot_tab$105 ;
+  reg [1:0] \slot_tab$107 ;
+  reg [1:0] \slot_tab$109 ;
+  reg [1:0] \slot_tab$145 ;
+  reg [1:0] \slot_tab$95 ;
+  reg [1:0] \slot_tab$98 ;
   reg [12:0] sparse_base = 13'h0000;
   reg [2:0] sparse_r_entry;
   reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
   reg [1:0] t_idx;
+  reg tab_en;
+  wire take_first;
+  wire take_second;
   wire [13:0] w_addr;
-  wire [12:0] \w_addr$54 ;
-  wire [10:0] \w_addr$60 ;
+  wire [12:0] \w_addr$61 ;
+  wire [10:0] \w_addr$67 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$56 ;
-  wire [13:0] \w_data$62 ;
+  wire [13:0] \w_data$63 ;
+  wire [13:0] \w_data$69 ;
   reg w_en;
-  reg \w_en$107 ;
-  reg \w_en$108 ;
+  reg \w_en$133 ;
+  reg \w_en$134 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -36067,242 +36254,492 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$124  = _0_;
-  assign \$373  = fsm_state == 3'h7;
-  assign \$374  = fsm_state == 4'h8;
-  assign \$375  = fsm_state == 4'h9;
-  assign \$376  = fsm_state == 4'ha;
-  assign \$377  = ~ gs_done;
-  assign \$378  = gs_walk + 1'h1;
-  assign \$379  = gs_walk == 8'hef;
-  assign \$380  = gidx * 6'h30;
-  assign \$381  = gidx * 5'h18;
-  assign \$382  = gidx * 4'h8;
-  assign \$383  = ~ ready;
-  assign \$386  = \$385  + 1'h0;
-  assign \$387  = \$386  + 1'h0;
-  assign \$389  = cmd__payload[9:5] * 2'h2;
-  assign \$390  = \$388  + \$389 ;
-  assign \$391  = \$390  + cmd__payload[10];
-  assign \$392  = \$384  ? \$387  : \$391 ;
-  assign \$394  = ap[6:2] * 2'h2;
-  assign \$395  = \$393  + \$394 ;
-  assign \$396  = \$395  + ap[7];
-  assign \$398  = append__payload[6:2] * 2'h2;
-  assign \$399  = \$397  + \$398 ;
-  assign \$400  = \$399  + append__payload[7];
-  assign \$401  = ap[1:0] >= 3'h4;
-  assign \$402  = ap[17:8] != n;
-  assign \$403  = \$69 [2:0] > free_pages;
-  assign \$405  = j - 1'h1;
-  assign \$406  = ! j;
-  assign \$407  = j - 1'h1;
-  assign \$408  = $signed(\$407 ) < $signed(3'h3);
-  assign \$409  = j - 1'h1;
-  assign \$410  = $signed(\$409 ) >= $signed(3'h3);
-  assign \$411  = j - 1'h1;
-  assign \$412  = $signed(\$411 ) < $signed(4'h6);
-  assign \$413  = \$410  & \$412 ;
-  assign \$414  = ~ frag;
-  assign \$415  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$416  = \$415  & p_second;
-  assign \$417  = j + 1'h1;
-  assign \$421  = | \$420 ;
-  assign \$425  = \$423  + \$424 ;
-  assign \$426  = \$425  > 11'h400;
-  assign \$427  = \$421  & \$426 ;
-  assign \$429  = | \$428 ;
-  assign \$431  = | \$430 ;
-  assign \$435  = \$433  + \$434 ;
-  assign \$436  = \$435  > 11'h400;
-  assign \$437  = \$431  & \$436 ;
-  assign \$440  = 11'h400 - \$439 ;
-  assign \$442  = \$437  ? \$440  : { 8'h00, \$441  };
-  assign \$445  = | \$444 ;
-  assign \$449  = \$447  + \$448 ;
-  assign \$450  = \$449  > 11'h400;
-  assign \$451  = \$445  & \$450 ;
-  assign \$454  = 11'h400 - \$453 ;
-  assign \$456  = \$451  ? \$454  : { 8'h00, \$455  };
-  assign \$457  = $signed({ 1'h0, \$443  }) - $signed(\$456 );
-  assign \$458  = j == 3'h7;
-  assign \$459  = j < 2'h3;
-  assign \$460  = j >= 2'h3;
-  assign \$461  = j < 3'h6;
-  assign \$462  = \$460  & \$461 ;
-  assign \$463  = ~ \$462 ;
-  assign \$464  = \$459  | \$463 ;
-  assign \$465  = j < 2'h3;
-  assign \$467  = ! \$466 ;
-  assign \$469  = ! \$468 ;
-  assign \$470  = \$465  ? \$467  : \$469 ;
-  assign \$472  = | \$471 ;
-  assign \$475  = ! \$474 ;
-  assign \$476  = \$472  & \$475 ;
-  assign \$478  = | \$477 ;
-  assign \$480  = | \$479 ;
-  assign \$484  = \$482  + \$483 ;
-  assign \$485  = \$484  > 11'h400;
-  assign \$486  = \$480  & \$485 ;
-  assign \$487  = cm[4:3] >= 3'h4;
-  assign \$488  = obs__live >> cm[4:3];
-  assign \$489  = ~ \$488 ;
-  assign \$490  = \$487  | \$489 ;
-  assign \$492  = cm[9:5] >= 5'h1e;
-  assign \$493  = cm[12:11] >= 2'h3;
-  assign \$494  = \$492  | \$493 ;
-  assign \$495  = cm[2:1] == 2'h3;
-  assign \$496  = \$494  | \$495 ;
-  assign \$497  = cm[2:1] == 1'h1;
-  assign \$498  = cm[2:1] == 2'h2;
-  assign \$501  = \$498  ? \$499  : \$500 ;
-  assign \$502  = \$497  ? { 7'h00, hi } : \$501 ;
-  assign \$503  = cm[2:1] == 1'h1;
-  assign \$504  = cm[2:1] == 2'h2;
-  assign \$507  = \$504  ? \$505  : \$506 ;
-  assign \$508  = \$503  ? { 7'h00, cm[26:13] } : \$507 ;
-  assign \$509  = \$502  - \$508 ;
-  assign \$510  = cm[2:1] == 1'h1;
-  assign \$511  = cm[2:1] == 2'h2;
-  assign \$514  = \$511  ? \$512  : \$513 ;
-  assign \$515  = \$510  ? { 7'h00, cm[26:13] } : \$514 ;
-  assign \$517  = cm[2:1] == 1'h1;
-  assign \$518  = cm[2:1] == 2'h2;
-  assign \$521  = \$518  ? \$519  : \$520 ;
-  assign \$522  = \$517  ? { 7'h00, cm[26:13] } : \$521 ;
-  assign \$524  = 11'h400 - \$523 ;
-  assign \$525  = cm[2:1] == 1'h1;
-  assign \$526  = cm[2:1] == 2'h2;
-  assign \$529  = \$526  ? \$527  : \$528 ;
-  assign \$530  = \$525  ? { 7'h00, cm[26:13] } : \$529 ;
-  assign \$532  = cm[2:1] == 1'h1;
-  assign \$533  = cm[2:1] == 2'h2;
-  assign \$534  = \$533  ? 2'h2 : 2'h0;
-  assign \$535  = \$532  ? 2'h1 : \$534 ;
-  assign \$536  = cm[26:13] > hi;
-  assign \$537  = cm[2:1] == 1'h1;
-  assign \$539  = \$537  ? \$538  : { 4'h0, n };
-  assign \$540  = hi > \$539 ;
-  assign \$541  = \$536  | \$540 ;
-  assign \$542  = cm[26:13] == hi;
-  assign \$543  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$544  = r_left <= r_room;
-  assign \$545  = \$544  ? r_left : { 14'h0000, r_room };
-  assign \$546  = r_left - \$545 ;
-  assign \$547  = e + 1'h1;
-  assign \$548  = r_left <= r_room;
-  assign \$549  = ! cnt;
-  assign \$550  = j == 3'h6;
-  assign \$551  = fg == 6'h3b;
-  assign \$552  = gidx + 1'h1;
-  assign \$553  = dense_base + 6'h30;
-  assign \$554  = sparse_base + 5'h18;
-  assign \$555  = meta_base + 4'h8;
-  assign \$556  = fg + 1'h1;
-  assign \$557  = j + 1'h1;
-  assign \$558  = e + 1'h1;
-  assign \$559  = e + 1'h1;
-  assign \$560  = \$559  == npg;
-  assign \$561  = j != 3'h6;
-  assign \$562  = | k_cnt;
-  assign \$563  = \$561  & \$562 ;
-  assign \$564  = j + 1'h1;
-  assign \$565  = j == 3'h6;
-  assign \$566  = fg == 6'h3b;
-  assign \$567  = gidx + 1'h1;
-  assign \$568  = dense_base + 6'h30;
-  assign \$569  = sparse_base + 5'h18;
-  assign \$570  = meta_base + 4'h8;
-  assign \$571  = fg + 1'h1;
-  assign \$572  = j + 1'h1;
-  assign \$573  = ~ from_cmd;
-  assign \$574  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$signature__data$155  = _0_;
+  assign \$221  = cap2_k < 2'h3;
+  assign \$222  = cap2_k >= 2'h3;
+  assign \$223  = cap2_k < 3'h6;
+  assign \$224  = \$222  & \$223 ;
+  assign \$225  = \$224  ? 2'h1 : 2'h2;
+  assign \$226  = \$221  ? 2'h0 : \$225 ;
+  assign \$227  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$228  = em_ready & \$227 ;
+  assign \$229  = em_free | \$228 ;
+  assign \$230  = ! j;
+  assign \$231  = j - 1'h1;
+  assign \$232  = $signed(\$231 ) < $signed(3'h3);
+  assign \$233  = j - 1'h1;
+  assign \$234  = $signed(\$233 ) >= $signed(3'h3);
+  assign \$235  = j - 1'h1;
+  assign \$236  = $signed(\$235 ) < $signed(4'h6);
+  assign \$237  = \$234  & \$236 ;
+  assign \$238  = j - 1'h1;
+  assign \$241  = \$240  * 6'h20;
+  assign \$242  = { \$239 , 10'h000 } | { 8'h00, \$241  };
+  assign \$243  = ~ frag;
+  assign \$244  = j - 1'h1;
+  assign \$246  = { \$245 , 10'h000 } | { 14'h0000, p_off };
+  assign \$249  = j - 1'h1;
+  assign \$252  = \$251  * 5'h10;
+  assign \$253  = { \$250 , 10'h000 } | { 9'h000, \$252  };
+  assign \$258  = \$257  + 1'h1;
+  assign \$261  = take_second ? \$258  : { 1'h0, \$260  };
+  assign \$262  = j == 3'h7;
+  assign \$263  = take_first | take_second;
+  assign \$264  = n + 1'h1;
+  assign \$265  = sb0 + ap[24:18];
+  assign \$266  = sb1 + ap[31:25];
+  assign \$267  = sb2 + ap[38:32];
+  assign \$268  = j < 2'h3;
+  assign \$269  = j >= 2'h3;
+  assign \$270  = j < 3'h6;
+  assign \$271  = \$269  & \$270 ;
+  assign \$272  = cm[2:1] == 1'h1;
+  assign \$273  = cm[2:1] == 2'h2;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
+  assign \$279  = cm[2:1] == 1'h1;
+  assign \$280  = cm[2:1] == 2'h2;
+  assign \$283  = \$280  ? \$281  : \$282 ;
+  assign \$284  = \$279  ? { 7'h00, cm[26:13] } : \$283 ;
+  assign \$286  = cm[2:1] == 1'h1;
+  assign \$287  = cm[2:1] == 2'h2;
+  assign \$290  = \$287  ? \$288  : \$289 ;
+  assign \$291  = \$286  ? { 7'h00, cm[26:13] } : \$290 ;
+  assign \$293  = cm[2:1] == 1'h1;
+  assign \$294  = cm[40:27] == 14'h3fff;
+  assign \$295  = \$293  & \$294 ;
+  assign \$296  = cm[2:1] == 1'h1;
+  assign \$298  = \$296  ? \$297  : { 4'h0, n };
+  assign \$299  = \$295  ? \$298  : cm[40:27];
+  assign \$301  = { \$300 , 10'h000 } | { 14'h0000, r_off };
+  assign \$302  = r_left <= r_room;
+  assign \$303  = \$302  ? r_left : { 14'h0000, r_room };
+  assign \$304  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$305  = \$304  ? e2 : e1;
+  assign \$306  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$307  = \$306  ? e2 : e1;
+  assign \$308  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$309  = \$308  ? e2 : e1;
+  assign \$310  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$311  = gidx + 1'h1;
+  assign \$312  = j < 2'h3;
+  assign \$313  = n + 6'h20;
+  assign \$314  = \$313  - 1'h1;
+  assign \$316  = j >= 2'h3;
+  assign \$317  = j < 3'h6;
+  assign \$318  = \$316  & \$317 ;
+  assign \$320  = \$319  + 11'h400;
+  assign \$321  = \$320  - 1'h1;
+  assign \$323  = n + 7'h40;
+  assign \$324  = \$323  - 1'h1;
+  assign \$326  = \$318  ? \$322  : { \$325 [11], \$325 [11], \$325 [11], \$325 [11], \$325  };
+  assign \$327  = \$312  ? { \$315 [11], \$315 [11], \$315 [11], \$315 [11], \$315  } : \$326 ;
+  assign \$328  = ! j;
+  assign \$329  = ! cnt;
+  assign \$330  = j == 3'h6;
+  assign \$331  = fg == 6'h3b;
+  assign \$332  = gidx + 1'h1;
+  assign \$333  = ~ release__valid;
+  assign \$334  = \$333  | release__ready;
+  assign \$335  = j + 1'h1;
+  assign \$336  = \$335  < 2'h3;
+  assign \$337  = j + 1'h1;
+  assign \$338  = j + 1'h1;
+  assign \$339  = \$338  >= 2'h3;
+  assign \$340  = j + 1'h1;
+  assign \$341  = \$340  < 3'h6;
+  assign \$342  = \$339  & \$341 ;
+  assign \$343  = j + 1'h1;
+  assign \$344  = \$343  - 2'h3;
+  assign \$345  = j + 1'h1;
+  assign \$346  = \$345  - 3'h6;
+  assign \$347  = \$342  ? \$344  : \$346 ;
+  assign \$348  = \$336  ? { 1'h0, \$337  } : \$347 ;
+  assign \$349  = j + 1'h1;
+  assign \$350  = \$349  < 2'h3;
+  assign \$351  = j + 1'h1;
+  assign \$352  = \$351  >= 2'h3;
+  assign \$353  = j + 1'h1;
+  assign \$354  = \$353  < 3'h6;
+  assign \$355  = \$352  & \$354 ;
+  assign \$356  = \$355  ? 2'h1 : 2'h2;
+  assign \$357  = \$350  ? 2'h0 : \$356 ;
+  assign \$358  = e1 == npg;
+  assign \$359  = \$358  ? 15'h0000 : e1;
+  assign \$360  = adv ? \$359  : e;
+  assign \$361  = e1 == npg;
+  assign \$362  = \$361  ? 15'h0000 : e1;
+  assign \$363  = adv ? \$362  : e;
+  assign \$364  = e1 == npg;
+  assign \$365  = \$364  ? 15'h0000 : e1;
+  assign \$366  = adv ? \$365  : e;
+  assign \$367  = e1 == npg;
+  assign \$368  = adv & \$367 ;
+  assign \$369  = j + 1'h1;
+  assign \$370  = \$369  < 2'h3;
+  assign \$371  = n + 6'h20;
+  assign \$372  = \$371  - 1'h1;
+  assign \$374  = j + 1'h1;
+  assign \$375  = \$374  >= 2'h3;
+  assign \$376  = j + 1'h1;
+  assign \$377  = \$376  < 3'h6;
+  assign \$378  = \$375  & \$377 ;
+  assign \$380  = \$379  + 11'h400;
+  assign \$381  = \$380  - 1'h1;
+  assign \$383  = n + 7'h40;
+  assign \$384  = \$383  - 1'h1;
+  assign \$386  = \$378  ? \$382  : { \$385 [11], \$385 [11], \$385 [11], \$385 [11], \$385  };
+  assign \$387  = \$370  ? { \$373 [11], \$373 [11], \$373 [11], \$373 [11], \$373  } : \$386 ;
+  assign \$388  = e1 == npg;
+  assign \$389  = j != 3'h6;
+  assign \$390  = | k_cnt;
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = j == 3'h6;
+  assign \$393  = fg == 6'h3b;
+  assign \$394  = ~ gs_done;
+  assign \$395  = ! fsm_state;
+  assign \$396  = fsm_state == 1'h1;
+  assign \$397  = fsm_state == 2'h2;
+  assign \$398  = fsm_state == 2'h3;
+  assign \$399  = fsm_state == 3'h4;
+  assign \$400  = fsm_state == 3'h5;
+  assign \$401  = fsm_state == 3'h6;
+  assign \$402  = fsm_state == 3'h7;
+  assign \$403  = fsm_state == 4'h8;
+  assign \$404  = fsm_state == 4'h9;
+  assign \$405  = fsm_state == 4'ha;
+  assign \$406  = ~ gs_done;
+  assign \$407  = gs_walk + 1'h1;
+  assign \$408  = gs_walk == 8'hef;
+  assign \$409  = ~ ready;
+  assign \$412  = cmd__payload[9:5] * 2'h2;
+  assign \$413  = \$412  + cmd__payload[10];
+  assign \$414  = \$411  ? 8'h00 : \$413 ;
+  assign \$415  = \$410  + \$414 ;
+  assign \$418  = cmd__payload[9:5] * 2'h2;
+  assign \$419  = \$418  + cmd__payload[10];
+  assign \$420  = \$417  ? 8'h00 : \$419 ;
+  assign \$422  = \$416  + \$421 ;
+  assign \$425  = cmd__payload[9:5] * 2'h2;
+  assign \$426  = \$425  + cmd__payload[10];
+  assign \$427  = \$424  ? 8'h00 : \$426 ;
+  assign \$429  = \$423  + \$428 ;
+  assign \$432  = cmd__payload[9:5] * 2'h2;
+  assign \$433  = \$432  + cmd__payload[10];
+  assign \$434  = \$431  ? 8'h00 : \$433 ;
+  assign \$436  = \$430  + \$435 ;
+  assign \$438  = ap[6:2] * 2'h2;
+  assign \$439  = \$438  + ap[7];
+  assign \$440  = \$437  + \$439 ;
+  assign \$442  = ap[6:2] * 2'h2;
+  assign \$443  = \$442  + ap[7];
+  assign \$445  = \$441  + \$444 ;
+  assign \$447  = ap[6:2] * 2'h2;
+  assign \$448  = \$447  + ap[7];
+  assign \$450  = \$446  + \$449 ;
+  assign \$452  = ap[6:2] * 2'h2;
+  assign \$453  = \$452  + ap[7];
+  assign \$455  = \$451  + \$454 ;
+  assign \$457  = append__payload[6:2] * 2'h2;
+  assign \$458  = \$457  + append__payload[7];
+  assign \$459  = \$456  + \$458 ;
+  assign \$461  = append__payload[6:2] * 2'h2;
+  assign \$462  = \$461  + append__payload[7];
+  assign \$464  = \$460  + \$463 ;
+  assign \$466  = append__payload[6:2] * 2'h2;
+  assign \$467  = \$466  + append__payload[7];
+  assign \$469  = \$465  + \$468 ;
+  assign \$471  = append__payload[6:2] * 2'h2;
+  assign \$472  = \$471  + append__payload[7];
+  assign \$474  = \$470  + \$473 ;
+  assign \$476  = ap[1:0] >= 3'h4;
+  assign \$477  = rk != 3'h7;
+  assign \$478  = rk != 3'h7;
+  assign \$479  = rk + 1'h1;
+  assign \$481  = ap[17:8] != n;
+  assign \$482  = ap[17:8] == n;
+  assign \$483  = ~ cap_bad;
+  assign \$484  = \$482  & \$483 ;
+  assign \$485  = \$67 [2:0] <= free_pages;
+  assign \$486  = \$484  & \$485 ;
+  assign \$488  = ! \$487 ;
+  assign \$490  = ! \$489 ;
+  assign \$492  = ! \$491 ;
+  assign \$493  = | ap[24:18];
+  assign \$495  = ! \$494 ;
+  assign \$496  = \$493  & \$495 ;
+  assign \$497  = | ap[31:25];
+  assign \$499  = ! \$498 ;
+  assign \$500  = \$497  & \$499 ;
+  assign \$501  = | ap[38:32];
+  assign \$503  = ! \$502 ;
+  assign \$504  = \$501  & \$503 ;
+  assign \$506  = ! \$505 ;
+  assign \$507  = | ap[24:18];
+  assign \$509  = \$508  + ap[24:18];
+  assign \$510  = \$509  > 11'h400;
+  assign \$511  = \$507  & \$510 ;
+  assign \$512  = | ap[31:25];
+  assign \$514  = \$513  + ap[31:25];
+  assign \$515  = \$514  > 11'h400;
+  assign \$516  = \$512  & \$515 ;
+  assign \$517  = | ap[38:32];
+  assign \$519  = \$518  + ap[38:32];
+  assign \$520  = \$519  > 11'h400;
+  assign \$521  = \$517  & \$520 ;
+  assign \$522  = rk != 3'h7;
+  assign \$523  = rk != 3'h7;
+  assign \$524  = rk + 1'h1;
+  assign \$526  = ! j;
+  assign \$527  = j - 1'h1;
+  assign \$528  = $signed(\$527 ) < $signed(3'h3);
+  assign \$529  = j - 1'h1;
+  assign \$530  = $signed(\$529 ) >= $signed(3'h3);
+  assign \$531  = j - 1'h1;
+  assign \$532  = $signed(\$531 ) < $signed(4'h6);
+  assign \$533  = \$530  & \$532 ;
+  assign \$534  = ~ em_free;
+  assign \$535  = ~ frag;
+  assign \$536  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$537  = \$536  & p_second;
+  assign \$538  = j + 1'h1;
+  assign \$542  = | \$541 ;
+  assign \$546  = \$544  + \$545 ;
+  assign \$547  = \$546  > 11'h400;
+  assign \$548  = \$542  & \$547 ;
+  assign \$550  = | \$549 ;
+  assign \$552  = | \$551 ;
+  assign \$556  = \$554  + \$555 ;
+  assign \$557  = \$556  > 11'h400;
+  assign \$558  = \$552  & \$557 ;
+  assign \$561  = 11'h400 - \$560 ;
+  assign \$563  = \$558  ? \$561  : { 8'h00, \$562  };
+  assign \$566  = | \$565 ;
+  assign \$570  = \$568  + \$569 ;
+  assign \$571  = \$570  > 11'h400;
+  assign \$572  = \$566  & \$571 ;
+  assign \$575  = 11'h400 - \$574 ;
+  assign \$577  = \$572  ? \$575  : { 8'h00, \$576  };
+  assign \$578  = $signed({ 1'h0, \$564  }) - $signed(\$577 );
+  assign \$579  = j >= 2'h3;
+  assign \$580  = j < 3'h6;
+  assign \$581  = \$579  & \$580 ;
+  assign \$583  = ! \$582 ;
+  assign \$584  = \$581  & \$583 ;
+  assign \$585  = j >= 2'h3;
+  assign \$586  = j < 3'h6;
+  assign \$587  = \$585  & \$586 ;
+  assign \$588  = ~ \$587 ;
+  assign \$590  = | \$589 ;
+  assign \$592  = | \$591 ;
+  assign \$596  = \$594  + \$595 ;
+  assign \$597  = \$596  > 11'h400;
+  assign \$598  = \$592  & \$597 ;
+  assign \$599  = ~ \$598 ;
+  assign \$600  = \$590  & \$599 ;
+  assign \$601  = \$588  | \$600 ;
+  assign \$602  = j == 3'h7;
+  assign \$603  = take_first | take_second;
+  assign \$604  = cm[2:1] == 1'h1;
+  assign \$605  = cm[2:1] == 2'h2;
+  assign \$608  = \$605  ? \$606  : \$607 ;
+  assign \$609  = \$604  ? { 7'h00, cm[26:13] } : \$608 ;
+  assign \$611  = cm[2:1] == 1'h1;
+  assign \$612  = cm[2:1] == 2'h2;
+  assign \$615  = \$612  ? \$613  : \$614 ;
+  assign \$616  = \$611  ? { 7'h00, cm[26:13] } : \$615 ;
+  assign \$618  = \$617  + 1'h1;
+  assign \$619  = cm[2:1] == 1'h1;
+  assign \$620  = cm[2:1] == 2'h2;
+  assign \$623  = \$620  ? \$621  : \$622 ;
+  assign \$624  = \$619  ? { 7'h00, cm[26:13] } : \$623 ;
+  assign \$626  = \$625  + 2'h2;
+  assign \$627  = cm[4:3] >= 3'h4;
+  assign \$628  = obs__live >> cm[4:3];
+  assign \$629  = ~ \$628 ;
+  assign \$630  = \$627  | \$629 ;
+  assign \$632  = cm[9:5] >= 5'h1e;
+  assign \$633  = cm[12:11] >= 2'h3;
+  assign \$634  = \$632  | \$633 ;
+  assign \$635  = cm[2:1] == 2'h3;
+  assign \$636  = \$634  | \$635 ;
+  assign \$637  = cm[2:1] == 1'h1;
+  assign \$638  = cm[2:1] == 2'h2;
+  assign \$641  = \$638  ? \$639  : \$640 ;
+  assign \$642  = \$637  ? { 7'h00, hi } : \$641 ;
+  assign \$643  = cm[2:1] == 1'h1;
+  assign \$644  = cm[2:1] == 2'h2;
+  assign \$647  = \$644  ? \$645  : \$646 ;
+  assign \$648  = \$643  ? { 7'h00, cm[26:13] } : \$647 ;
+  assign \$649  = \$642  - \$648 ;
+  assign \$650  = cm[2:1] == 1'h1;
+  assign \$651  = cm[2:1] == 2'h2;
+  assign \$654  = \$651  ? \$652  : \$653 ;
+  assign \$655  = \$650  ? { 7'h00, cm[26:13] } : \$654 ;
+  assign \$657  = cm[2:1] == 1'h1;
+  assign \$658  = cm[2:1] == 2'h2;
+  assign \$661  = \$658  ? \$659  : \$660 ;
+  assign \$662  = \$657  ? { 7'h00, cm[26:13] } : \$661 ;
+  assign \$664  = 11'h400 - \$663 ;
+  assign \$665  = cm[2:1] == 1'h1;
+  assign \$666  = cm[2:1] == 2'h2;
+  assign \$667  = \$666  ? 2'h2 : 2'h0;
+  assign \$668  = \$665  ? 2'h1 : \$667 ;
+  assign \$669  = cm[26:13] > hi;
+  assign \$670  = cm[2:1] == 1'h1;
+  assign \$672  = \$670  ? \$671  : { 4'h0, n };
+  assign \$673  = hi > \$672 ;
+  assign \$674  = \$669  | \$673 ;
+  assign \$675  = cm[26:13] == hi;
+  assign \$676  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$677  = r_left <= r_room;
+  assign \$678  = \$677  ? r_left : { 14'h0000, r_room };
+  assign \$679  = r_left - \$678 ;
+  assign \$680  = e2 + 1'h1;
+  assign \$681  = r_left <= r_room;
+  assign \$682  = ! cnt;
+  assign \$683  = j == 3'h6;
+  assign \$684  = fg == 6'h3b;
+  assign \$685  = gidx + 1'h1;
+  assign \$686  = dense_base + 6'h30;
+  assign \$687  = sparse_base + 5'h18;
+  assign \$688  = meta_base + 4'h8;
+  assign \$689  = fg + 1'h1;
+  assign \$690  = j + 1'h1;
+  assign \$691  = gidx * 3'h7;
+  assign \$692  = \$691  + j;
+  assign \$693  = e2 + 1'h1;
+  assign \$694  = e1 == npg;
+  assign \$695  = j != 3'h6;
+  assign \$696  = | k_cnt;
+  assign \$697  = \$695  & \$696 ;
+  assign \$698  = j + 1'h1;
+  assign \$699  = j == 3'h6;
+  assign \$700  = fg == 6'h3b;
+  assign \$701  = gidx + 1'h1;
+  assign \$702  = dense_base + 6'h30;
+  assign \$703  = sparse_base + 5'h18;
+  assign \$704  = meta_base + 4'h8;
+  assign \$705  = fg + 1'h1;
+  assign \$706  = j + 1'h1;
+  assign \$707  = ~ from_cmd;
+  assign \$708  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$575 ;
+    gs_walk <= \$709 ;
   always @(posedge clk)
-    gs_done <= \$576 ;
+    gs_done <= \$710 ;
   always @(posedge clk)
-    dense_base <= \$577 ;
+    obs__free_done <= \$711 ;
   always @(posedge clk)
-    sparse_base <= \$578 ;
+    release__valid <= \$712 ;
   always @(posedge clk)
-    meta_base <= \$579 ;
+    j <= \$713 ;
   always @(posedge clk)
-    j <= \$580 ;
+    frag <= \$714 ;
   always @(posedge clk)
-    frag <= \$581 ;
+    cap1 <= \$715 ;
   always @(posedge clk)
-    lat <= \$582 ;
+    cap2 <= \$716 ;
   always @(posedge clk)
-    cm <= \$583 ;
+    cm <= \$717 ;
   always @(posedge clk)
-    from_cmd <= \$584 ;
+    from_cmd <= \$718 ;
   always @(posedge clk)
-    fg <= \$585 ;
+    fg <= \$719 ;
   always @(posedge clk)
-    gidx <= \$586 ;
+    gidx <= \$720 ;
   always @(posedge clk)
-    fsm_state <= \$587 ;
+    dense_base <= \$721 ;
   always @(posedge clk)
-    retry <= \$588 ;
+    sparse_base <= \$722 ;
   always @(posedge clk)
-    ap <= \$589 ;
+    meta_base <= \$723 ;
   always @(posedge clk)
-    n <= \$590 ;
+    fsm_state <= \$724 ;
   always @(posedge clk)
-    sb0 <= \$591 ;
+    retry <= \$725 ;
   always @(posedge clk)
-    sb1 <= \$592 ;
+    ap <= \$726 ;
   always @(posedge clk)
-    sb2 <= \$593 ;
+    n <= \$727 ;
   always @(posedge clk)
-    status <= \$594 ;
+    sb0 <= \$728 ;
   always @(posedge clk)
-    out_of_pages <= \$595 ;
+    sb1 <= \$729 ;
   always @(posedge clk)
-    pg0_0 <= \$596 ;
+    sb2 <= \$730 ;
   always @(posedge clk)
-    pg0_1 <= \$597 ;
+    cap1_k <= \$731 ;
   always @(posedge clk)
-    pg0_2 <= \$598 ;
+    cap2_k <= \$732 ;
   always @(posedge clk)
-    pg0_3 <= \$599 ;
+    rk <= \$733 ;
   always @(posedge clk)
-    pg0_4 <= \$600 ;
+    pg0_0 <= \$734 ;
   always @(posedge clk)
-    pg0_5 <= \$601 ;
+    pg0_1 <= \$735 ;
   always @(posedge clk)
-    pg0_6 <= \$602 ;
+    pg0_2 <= \$736 ;
   always @(posedge clk)
-    p_off <= \$603 ;
+    pg0_3 <= \$737 ;
   always @(posedge clk)
-    p_second <= \$604 ;
+    pg0_4 <= \$738 ;
   always @(posedge clk)
-    p_c_nz <= \$605 ;
+    pg0_5 <= \$739 ;
   always @(posedge clk)
-    p_first_len <= \$606 ;
+    pg0_6 <= \$740 ;
   always @(posedge clk)
-    p_second_len <= \$607 ;
+    status <= \$741 ;
   always @(posedge clk)
-    obs__live <= \$608 ;
+    chk_pos <= \$742 ;
   always @(posedge clk)
-    lat_tab <= \$609 ;
+    chk_cap <= \$743 ;
   always @(posedge clk)
-    pg1_0 <= \$610 ;
+    em_free <= \$744 ;
   always @(posedge clk)
-    pg1_1 <= \$611 ;
+    em_ready <= \$745 ;
   always @(posedge clk)
-    pg1_2 <= \$612 ;
+    a_first <= \$746 ;
   always @(posedge clk)
-    r_left <= \$613 ;
+    a_second <= \$747 ;
   always @(posedge clk)
-    r_off <= \$614 ;
+    out_of_pages <= \$748 ;
   always @(posedge clk)
-    r_room <= \$615 ;
+    p_off <= \$749 ;
   always @(posedge clk)
-    e <= \$616 ;
+    p_second <= \$750 ;
   always @(posedge clk)
-    npg <= \$617 ;
+    p_c_nz <= \$751 ;
+  always @(posedge clk)
+    p_first_len <= \$752 ;
+  always @(posedge clk)
+    p_second_len <= \$753 ;
+  always @(posedge clk)
+    obs__live <= \$754 ;
+  always @(posedge clk)
+    pg1_0 <= \$755 ;
+  always @(posedge clk)
+    pg1_1 <= \$756 ;
+  always @(posedge clk)
+    pg1_2 <= \$757 ;
+  always @(posedge clk)
+    e <= \$758 ;
+  always @(posedge clk)
+    e1 <= \$759 ;
+  always @(posedge clk)
+    e2 <= \$760 ;
+  always @(posedge clk)
+    r_left <= \$761 ;
+  always @(posedge clk)
+    r_off <= \$762 ;
+  always @(posedge clk)
+    r_room <= \$763 ;
+  always @(posedge clk)
+    npg <= \$764 ;
+  always @(posedge clk)
+    rel_tab <= \$765 ;
+  always @(posedge clk)
+    obs__release_sid <= \$766 ;
   assign ready = gs_done & \ready$2 ;
   assign seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -36315,301 +36752,190 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$8  = gidx * 3'h7;
   assign \$9  = \$8  + j;
   assign obs__release = release__valid & release__ready;
-  assign \$10  = gidx * 3'h7;
-  assign \$11  = \$10  + j;
-  assign \$12  = j < 2'h3;
-  assign \$13  = j >= 2'h3;
-  assign \$14  = j < 3'h6;
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = j - 2'h3;
-  assign \$17  = j - 3'h6;
-  assign \$18  = \$15  ? \$16  : \$17 ;
-  assign \$19  = \$12  ? { 1'h0, j } : \$18 ;
-  assign \$20  = j < 2'h3;
-  assign \$21  = j >= 2'h3;
-  assign \$22  = j < 3'h6;
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = \$23  ? 2'h1 : 2'h2;
-  assign slot_tab = \$20  ? 2'h0 : \$24 ;
-  assign \$26  = ! \$25 ;
-  assign \$27  = 1'h0 + \$26 ;
-  assign \$28  = | ap[24:18];
-  assign \$30  = ! \$29 ;
-  assign \$31  = \$28  & \$30 ;
-  assign \$32  = | ap[24:18];
-  assign \$34  = \$33  + ap[24:18];
-  assign \$35  = \$34  > 11'h400;
-  assign \$36  = \$32  & \$35 ;
-  assign \$37  = \$31  | \$36 ;
-  assign \$38  = \$27  + \$37 ;
-  assign \$40  = ! \$39 ;
-  assign \$41  = \$38  + \$40 ;
-  assign \$42  = | ap[31:25];
-  assign \$44  = ! \$43 ;
-  assign \$45  = \$42  & \$44 ;
-  assign \$46  = | ap[31:25];
-  assign \$48  = \$47  + ap[31:25];
-  assign \$49  = \$48  > 11'h400;
-  assign \$50  = \$46  & \$49 ;
-  assign \$51  = \$45  | \$50 ;
-  assign \$52  = \$41  + \$51 ;
-  assign \$54  = ! \$53 ;
-  assign \$55  = \$52  + \$54 ;
-  assign \$56  = | ap[38:32];
-  assign \$58  = ! \$57 ;
-  assign \$59  = \$56  & \$58 ;
-  assign \$60  = | ap[38:32];
-  assign \$62  = \$61  + ap[38:32];
-  assign \$63  = \$62  > 11'h400;
-  assign \$64  = \$60  & \$63 ;
-  assign \$65  = \$59  | \$64 ;
-  assign \$66  = \$55  + \$65 ;
-  assign \$68  = ! \$67 ;
-  assign \$69  = \$66  + \$68 ;
-  assign \$70  = n >= 10'h200;
-  assign \$71  = sb0 + ap[24:18];
+  assign \$10  = j < 2'h3;
+  assign \$11  = j >= 2'h3;
+  assign \$12  = j < 3'h6;
+  assign \$13  = \$11  & \$12 ;
+  assign \$14  = j - 2'h3;
+  assign \$15  = j - 3'h6;
+  assign \$16  = \$13  ? \$14  : \$15 ;
+  assign \$17  = \$10  ? { 1'h0, j } : \$16 ;
+  assign \$18  = j < 2'h3;
+  assign \$19  = j >= 2'h3;
+  assign \$20  = j < 3'h6;
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = \$21  ? 2'h1 : 2'h2;
+  assign slot_tab = \$18  ? 2'h0 : \$22 ;
+  assign \$24  = ! \$23 ;
+  assign \$25  = 1'h0 + \$24 ;
+  assign \$26  = | ap[24:18];
+  assign \$28  = ! \$27 ;
+  assign \$29  = \$26  & \$28 ;
+  assign \$30  = | ap[24:18];
+  assign \$32  = \$31  + ap[24:18];
+  assign \$33  = \$32  > 11'h400;
+  assign \$34  = \$30  & \$33 ;
+  assign \$35  = \$29  | \$34 ;
+  assign \$36  = \$25  + \$35 ;
+  assign \$38  = ! \$37 ;
+  assign \$39  = \$36  + \$38 ;
+  assign \$40  = | ap[31:25];
+  assign \$42  = ! \$41 ;
+  assign \$43  = \$40  & \$42 ;
+  assign \$44  = | ap[31:25];
+  assign \$46  = \$45  + ap[31:25];
+  assign \$47  = \$46  > 11'h400;
+  assign \$48  = \$44  & \$47 ;
+  assign \$49  = \$43  | \$48 ;
+  assign \$50  = \$39  + \$49 ;
+  assign \$52  = ! \$51 ;
+  assign \$53  = \$50  + \$52 ;
+  assign \$54  = | ap[38:32];
+  assign \$56  = ! \$55 ;
+  assign \$57  = \$54  & \$56 ;
+  assign \$58  = | ap[38:32];
+  assign \$60  = \$59  + ap[38:32];
+  assign \$61  = \$60  > 11'h400;
+  assign \$62  = \$58  & \$61 ;
+  assign \$63  = \$57  | \$62 ;
+  assign \$64  = \$53  + \$63 ;
+  assign \$66  = ! \$65 ;
+  assign \$67  = \$64  + \$66 ;
+  assign take_first = a_first >> j;
+  assign take_second = a_second >> j;
+  assign \$68  = n >= 10'h200;
+  assign \$69  = sb0 + ap[24:18];
+  assign \$70  = \$69  > 14'h2000;
+  assign \$71  = sb1 + ap[31:25];
   assign \$72  = \$71  > 14'h2000;
-  assign \$73  = sb1 + ap[31:25];
+  assign \$73  = sb2 + ap[38:32];
   assign \$74  = \$73  > 14'h2000;
-  assign \$75  = sb2 + ap[38:32];
-  assign \$76  = \$75  > 14'h2000;
-  assign \$77  = | { \$76 , \$74 , \$72  };
-  assign cap_bad = \$70  | \$77 ;
-  assign \$78  = ap[6:2] >= 5'h1e;
-  assign \$79  = ap[24:18] > 7'h40;
-  assign \$80  = ap[31:25] > 7'h40;
-  assign \$81  = ap[38:32] > 7'h40;
-  assign \$82  = | { \$81 , \$80 , \$79  };
-  assign field_bad = \$78  | \$82 ;
-  assign \$85  = dense_base + { \$84 , dense_r_entry };
-  assign \$88  = dense_base + { \$87 , dense_w_entry };
-  assign \$91  = sparse_base + { \$90 , sparse_r_entry };
-  assign \$94  = sparse_base + { \$93 , sparse_w_entry };
-  assign \$97  = meta_base + { \$96 , meta_r_entry };
-  assign \$100  = meta_base + { \$99 , meta_w_entry };
+  assign \$75  = | { \$74 , \$72 , \$70  };
+  assign cap_bad = \$68  | \$75 ;
+  assign \$76  = ap[6:2] >= 5'h1e;
+  assign \$77  = ap[24:18] > 7'h40;
+  assign \$78  = ap[31:25] > 7'h40;
+  assign \$79  = ap[38:32] > 7'h40;
+  assign \$80  = | { \$79 , \$78 , \$77  };
+  assign field_bad = \$76  | \$80 ;
+  assign \$83  = dense_base + { \$82 , dense_r_entry };
+  assign \$86  = dense_base + { \$85 , dense_w_entry };
+  assign \$89  = sparse_base + { \$88 , sparse_r_entry };
+  assign \$92  = sparse_base + { \$91 , sparse_w_entry };
+  assign \$95  = meta_base + { \$94 , meta_r_entry };
+  assign \$98  = meta_base + { \$97 , meta_w_entry };
+  assign \$99  = ~ release__valid;
+  assign \$100  = \$99  | release__ready;
   assign \$101  = ~ from_cmd;
   assign wr_out__valid = rec_valid & \$101 ;
   assign rd_out__valid = rec_valid & from_cmd;
   assign \$102  = cm[2:1] == 2'h2;
   assign r_idx = \$102  ? 2'h0 : cm[12:11];
   assign \$103  = ~ ready;
-  assign \$106  = \$105  + 1'h0;
-  assign \$107  = \$106  + 1'h0;
-  assign \$109  = cmd__payload[9:5] * 2'h2;
-  assign \$110  = \$108  + \$109 ;
-  assign \$111  = \$110  + cmd__payload[10];
-  assign \$112  = \$104  ? \$107  : \$111 ;
-  assign \$114  = ap[6:2] * 2'h2;
-  assign \$115  = \$113  + \$114 ;
-  assign \$116  = \$115  + ap[7];
-  assign \$118  = append__payload[6:2] * 2'h2;
-  assign \$119  = \$117  + \$118 ;
-  assign \$120  = \$119  + append__payload[7];
-  assign \$121  = j - 1'h1;
-  assign \$122  = $signed(\$121 ) < $signed(3'h3);
-  assign \$123  = j - 1'h1;
-  assign \$124  = j - 1'h1;
-  assign \$125  = $signed(\$124 ) >= $signed(3'h3);
-  assign \$126  = j - 1'h1;
-  assign \$127  = $signed(\$126 ) < $signed(4'h6);
-  assign \$128  = \$125  & \$127 ;
-  assign \$129  = j - 1'h1;
-  assign \$130  = $signed(\$129 ) - $signed(3'h3);
-  assign \$131  = j - 1'h1;
-  assign \$132  = $signed(\$131 ) - $signed(4'h6);
-  assign \$133  = \$128  ? \$130  : \$132 ;
-  assign \$134  = \$122  ? { \$123 [3], \$123  } : \$133 ;
-  assign \$135  = j - 1'h1;
-  assign \$136  = $signed(\$135 ) < $signed(3'h3);
-  assign \$137  = j - 1'h1;
-  assign \$138  = $signed(\$137 ) >= $signed(3'h3);
-  assign \$139  = j - 1'h1;
-  assign \$140  = $signed(\$139 ) < $signed(4'h6);
-  assign \$141  = \$138  & \$140 ;
-  assign \$142  = \$141  ? 2'h1 : 2'h2;
-  assign \$143  = \$136  ? 2'h0 : \$142 ;
-  assign \$144  = ! j;
-  assign \$145  = j - 1'h1;
-  assign \$146  = $signed(\$145 ) < $signed(3'h3);
-  assign \$147  = j - 1'h1;
-  assign \$148  = $signed(\$147 ) >= $signed(3'h3);
-  assign \$149  = j - 1'h1;
-  assign \$150  = $signed(\$149 ) < $signed(4'h6);
-  assign \$151  = \$148  & \$150 ;
-  assign \$153  = j - 1'h1;
-  assign \$155  = lat ? \$152  : \$154 ;
-  assign \$157  = \$156  * 6'h20;
-  assign \$158  = { \$155 , 10'h000 } | { 8'h00, \$157  };
-  assign \$159  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$160  = ~ frag;
-  assign \$162  = j - 1'h1;
-  assign \$164  = lat ? \$161  : \$163 ;
-  assign \$165  = { \$164 , 10'h000 } | { 14'h0000, p_off };
-  assign \$166  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$167  = ~ p_c_nz;
-  assign \$168  = \$166  | \$167 ;
-  assign \$169  = ~ p_second;
-  assign \$170  = \$168  & \$169 ;
-  assign \$173  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$106  = cmd__payload[9:5] * 2'h2;
+  assign \$107  = \$106  + cmd__payload[10];
+  assign \$108  = \$105  ? 8'h00 : \$107 ;
+  assign \$109  = \$104  + \$108 ;
+  assign \$111  = ap[6:2] * 2'h2;
+  assign \$112  = \$111  + ap[7];
+  assign \$113  = \$110  + \$112 ;
+  assign \$115  = append__payload[6:2] * 2'h2;
+  assign \$116  = \$115  + append__payload[7];
+  assign \$117  = \$114  + \$116 ;
+  assign \$126  = cap2_k < 2'h3;
+  assign \$127  = cap2_k >= 2'h3;
+  assign \$128  = cap2_k < 3'h6;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = cap2_k - 2'h3;
+  assign \$131  = cap2_k - 3'h6;
+  assign \$132  = \$129  ? \$130  : \$131 ;
+  assign \$133  = \$126  ? { 1'h0, cap2_k } : \$132 ;
+  assign \$134  = cap2_k < 2'h3;
+  assign \$135  = cap2_k >= 2'h3;
+  assign \$136  = cap2_k < 3'h6;
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = \$137  ? 2'h1 : 2'h2;
+  assign \$139  = \$134  ? 2'h0 : \$138 ;
+  assign \$140  = rk < 2'h3;
+  assign \$141  = rk >= 2'h3;
+  assign \$142  = rk < 3'h6;
+  assign \$143  = \$141  & \$142 ;
+  assign \$144  = rk - 2'h3;
+  assign \$145  = rk - 3'h6;
+  assign \$146  = \$143  ? \$144  : \$145 ;
+  assign \$147  = \$140  ? { 1'h0, rk } : \$146 ;
+  assign \$148  = rk < 2'h3;
+  assign \$149  = rk >= 2'h3;
+  assign \$150  = rk < 3'h6;
+  assign \$151  = \$149  & \$150 ;
+  assign \$152  = \$151  ? 2'h1 : 2'h2;
+  assign \$153  = \$148  ? 2'h0 : \$152 ;
+  assign \$158  = cap2_k < 2'h3;
+  assign \$159  = cap2_k >= 2'h3;
+  assign \$160  = cap2_k < 3'h6;
+  assign \$161  = \$159  & \$160 ;
+  assign \$162  = cap2_k - 2'h3;
+  assign \$163  = cap2_k - 3'h6;
+  assign \$164  = \$161  ? \$162  : \$163 ;
+  assign \$165  = \$158  ? { 1'h0, cap2_k } : \$164 ;
+  assign \$166  = cap2_k < 2'h3;
+  assign \$167  = cap2_k >= 2'h3;
+  assign \$168  = cap2_k < 3'h6;
+  assign \$169  = \$167  & \$168 ;
+  assign \$170  = \$169  ? 2'h1 : 2'h2;
+  assign \$171  = \$166  ? 2'h0 : \$170 ;
+  assign \$172  = j - 1'h1;
+  assign \$173  = $signed(\$172 ) < $signed(3'h3);
+  assign \$174  = j - 1'h1;
   assign \$175  = j - 1'h1;
-  assign \$177  = lat ? \$174  : \$176 ;
-  assign \$179  = \$178  * 5'h10;
-  assign \$180  = { \$177 , 10'h000 } | { 9'h000, \$179  };
-  assign \$181  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$189  = | \$188 ;
-  assign \$192  = ! \$191 ;
-  assign \$193  = \$189  & \$192 ;
-  assign \$198  = \$197  + 1'h1;
-  assign \$199  = \$193  ? { 1'h0, \$195  } : \$198 ;
-  assign \$200  = j == 3'h7;
-  assign \$201  = j < 2'h3;
-  assign \$202  = j >= 2'h3;
-  assign \$203  = j < 3'h6;
-  assign \$204  = \$202  & \$203 ;
-  assign \$205  = ~ \$204 ;
-  assign \$206  = \$201  | \$205 ;
-  assign \$207  = n + 1'h1;
-  assign \$208  = sb0 + ap[24:18];
-  assign \$209  = sb1 + ap[31:25];
-  assign \$210  = sb2 + ap[38:32];
-  assign \$211  = j < 2'h3;
-  assign \$213  = ! \$212 ;
-  assign \$215  = ! \$214 ;
-  assign \$216  = \$211  ? \$213  : \$215 ;
-  assign \$217  = j < 2'h3;
-  assign \$219  = | \$218 ;
-  assign \$222  = ! \$221 ;
-  assign \$223  = \$219  & \$222 ;
-  assign \$225  = | \$224 ;
-  assign \$227  = | \$226 ;
-  assign \$231  = \$229  + \$230 ;
-  assign \$232  = \$231  > 11'h400;
-  assign \$233  = \$227  & \$232 ;
-  assign \$234  = cm[2:1] == 1'h1;
-  assign \$235  = cm[40:27] == 14'h3fff;
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = cm[2:1] == 1'h1;
-  assign \$239  = \$237  ? \$238  : { 4'h0, n };
-  assign \$240  = \$236  ? \$239  : cm[40:27];
-  assign \$241  = cm[2:1] == 1'h1;
-  assign \$242  = cm[2:1] == 2'h2;
-  assign \$245  = \$242  ? \$243  : \$244 ;
-  assign \$246  = \$241  ? { 7'h00, cm[26:13] } : \$245 ;
-  assign \$248  = cm[2:1] == 1'h1;
-  assign \$249  = cm[2:1] == 2'h2;
-  assign \$252  = \$249  ? \$250  : \$251 ;
-  assign \$253  = \$248  ? { 7'h00, cm[26:13] } : \$252 ;
-  assign \$255  = cm[2:1] == 1'h1;
-  assign \$256  = cm[2:1] == 2'h2;
-  assign \$259  = \$256  ? \$257  : \$258 ;
-  assign \$260  = \$255  ? { 7'h00, cm[26:13] } : \$259 ;
-  assign \$263  = { \$262 , 10'h000 } | { 14'h0000, r_off };
-  assign \$264  = r_left <= r_room;
-  assign \$265  = \$264  ? r_left : { 14'h0000, r_room };
-  assign \$266  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$267  = e + 1'h1;
-  assign \$268  = \$266  ? \$267  : { 1'h0, e };
-  assign \$269  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$270  = e + 1'h1;
-  assign \$271  = \$269  ? \$270  : { 1'h0, e };
-  assign \$272  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$273  = e + 1'h1;
-  assign \$274  = \$272  ? \$273  : { 1'h0, e };
-  assign \$275  = gidx + 1'h1;
-  assign \$276  = j < 2'h3;
-  assign \$277  = n + 6'h20;
-  assign \$278  = \$277  - 1'h1;
-  assign \$280  = j >= 2'h3;
-  assign \$281  = j < 3'h6;
-  assign \$282  = \$280  & \$281 ;
-  assign \$284  = \$283  + 11'h400;
-  assign \$285  = \$284  - 1'h1;
-  assign \$287  = n + 7'h40;
-  assign \$288  = \$287  - 1'h1;
-  assign \$290  = \$282  ? \$286  : { \$289 [11], \$289 [11], \$289 [11], \$289 [11], \$289  };
-  assign \$291  = \$276  ? { \$279 [11], \$279 [11], \$279 [11], \$279 [11], \$279  } : \$290 ;
-  assign \$292  = ! j;
-  assign \$293  = ! cnt;
-  assign \$294  = j == 3'h6;
-  assign \$295  = fg == 6'h3b;
-  assign \$296  = gidx + 1'h1;
-  assign \$298  = j + 1'h1;
-  assign \$299  = \$298  < 2'h3;
-  assign \$300  = j + 1'h1;
-  assign \$301  = j + 1'h1;
-  assign \$302  = \$301  >= 2'h3;
-  assign \$303  = j + 1'h1;
-  assign \$304  = \$303  < 3'h6;
-  assign \$305  = \$302  & \$304 ;
-  assign \$306  = j + 1'h1;
-  assign \$307  = \$306  - 2'h3;
-  assign \$308  = j + 1'h1;
-  assign \$309  = \$308  - 3'h6;
-  assign \$310  = \$305  ? \$307  : \$309 ;
-  assign \$311  = \$299  ? { 1'h0, \$300  } : \$310 ;
-  assign \$312  = j + 1'h1;
-  assign \$313  = \$312  < 2'h3;
-  assign \$314  = j + 1'h1;
-  assign \$315  = \$314  >= 2'h3;
-  assign \$316  = j + 1'h1;
-  assign \$317  = \$316  < 3'h6;
-  assign \$318  = \$315  & \$317 ;
-  assign \$319  = \$318  ? 2'h1 : 2'h2;
-  assign \$320  = \$313  ? 2'h0 : \$319 ;
-  assign \$321  = e + 1'h1;
-  assign \$322  = \$321  == npg;
-  assign \$323  = e + 1'h1;
-  assign \$324  = \$322  ? 16'h0000 : \$323 ;
-  assign \$325  = release__ready ? \$324  : { 1'h0, e };
-  assign \$326  = e + 1'h1;
-  assign \$327  = \$326  == npg;
-  assign \$328  = e + 1'h1;
-  assign \$329  = \$327  ? 16'h0000 : \$328 ;
-  assign \$330  = release__ready ? \$329  : { 1'h0, e };
-  assign \$331  = e + 1'h1;
-  assign \$332  = \$331  == npg;
-  assign \$333  = e + 1'h1;
-  assign \$334  = \$332  ? 16'h0000 : \$333 ;
-  assign \$335  = release__ready ? \$334  : { 1'h0, e };
-  assign \$336  = e + 1'h1;
-  assign \$337  = \$336  == npg;
-  assign \$338  = release__ready & \$337 ;
-  assign \$339  = j + 1'h1;
-  assign \$340  = \$339  < 2'h3;
-  assign \$341  = n + 6'h20;
-  assign \$342  = \$341  - 1'h1;
-  assign \$344  = j + 1'h1;
-  assign \$345  = \$344  >= 2'h3;
-  assign \$346  = j + 1'h1;
-  assign \$347  = \$346  < 3'h6;
-  assign \$348  = \$345  & \$347 ;
-  assign \$350  = \$349  + 11'h400;
-  assign \$351  = \$350  - 1'h1;
-  assign \$353  = n + 7'h40;
-  assign \$354  = \$353  - 1'h1;
-  assign \$356  = \$348  ? \$352  : { \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355  };
-  assign \$357  = \$340  ? { \$343 [11], \$343 [11], \$343 [11], \$343 [11], \$343  } : \$356 ;
-  assign \$358  = e + 1'h1;
-  assign \$359  = \$358  == npg;
-  assign \$360  = j != 3'h6;
-  assign \$361  = | k_cnt;
-  assign \$362  = \$360  & \$361 ;
-  assign \$363  = j == 3'h6;
-  assign \$364  = fg == 6'h3b;
-  assign \$365  = ~ gs_done;
-  assign \$366  = ! fsm_state;
-  assign \$367  = fsm_state == 1'h1;
-  assign \$368  = fsm_state == 2'h2;
-  assign \$369  = fsm_state == 2'h3;
-  assign \$370  = fsm_state == 3'h4;
-  assign \$371  = fsm_state == 3'h5;
-  assign \$372  = fsm_state == 3'h6;
+  assign \$176  = $signed(\$175 ) >= $signed(3'h3);
+  assign \$177  = j - 1'h1;
+  assign \$178  = $signed(\$177 ) < $signed(4'h6);
+  assign \$179  = \$176  & \$178 ;
+  assign \$180  = j - 1'h1;
+  assign \$181  = $signed(\$180 ) - $signed(3'h3);
+  assign \$182  = j - 1'h1;
+  assign \$183  = $signed(\$182 ) - $signed(4'h6);
+  assign \$184  = \$179  ? \$181  : \$183 ;
+  assign \$185  = \$173  ? { \$174 [3], \$174  } : \$184 ;
+  assign \$186  = j - 1'h1;
+  assign \$187  = $signed(\$186 ) < $signed(3'h3);
+  assign \$188  = j - 1'h1;
+  assign \$189  = $signed(\$188 ) >= $signed(3'h3);
+  assign \$190  = j - 1'h1;
+  assign \$191  = $signed(\$190 ) < $signed(4'h6);
+  assign \$192  = \$189  & \$191 ;
+  assign \$193  = \$192  ? 2'h1 : 2'h2;
+  assign \$194  = \$187  ? 2'h0 : \$193 ;
+  assign \$195  = rk < 2'h3;
+  assign \$196  = rk >= 2'h3;
+  assign \$197  = rk < 3'h6;
+  assign \$198  = \$196  & \$197 ;
+  assign \$199  = rk - 2'h3;
+  assign \$200  = rk - 3'h6;
+  assign \$201  = \$198  ? \$199  : \$200 ;
+  assign \$202  = \$195  ? { 1'h0, rk } : \$201 ;
+  assign \$203  = rk < 2'h3;
+  assign \$204  = rk >= 2'h3;
+  assign \$205  = rk < 3'h6;
+  assign \$206  = \$204  & \$205 ;
+  assign \$207  = \$206  ? 2'h1 : 2'h2;
+  assign \$208  = \$203  ? 2'h0 : \$207 ;
+  assign \$213  = cap2_k < 2'h3;
+  assign \$214  = cap2_k >= 2'h3;
+  assign \$215  = cap2_k < 3'h6;
+  assign \$216  = \$214  & \$215 ;
+  assign \$217  = cap2_k - 2'h3;
+  assign \$218  = cap2_k - 3'h6;
+  assign \$219  = \$216  ? \$217  : \$218 ;
+  assign \$220  = \$213  ? { 1'h0, cap2_k } : \$219 ;
   \oaken_engine.mmu.dense_table  dense_table (
     .clk(clk),
-    .r_data(r_data),
-    .rd__addr(\$85 [13:0]),
+    .q(r_data),
+    .r_en(tab_en),
+    .rd__addr(\$83 [13:0]),
     .rst(rst),
-    .wr__addr(\$88 [13:0]),
+    .wr__addr(\$86 [13:0]),
     .wr__data(obs__alloc_page),
     .wr__en(w_en)
   );
@@ -36627,34 +36953,166 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   );
   \oaken_engine.mmu.meta_table  meta_table (
     .clk(clk),
-    .r_data(\r_data$92 ),
-    .rd__addr(\$97 [10:0]),
+    .q(\r_data$74 ),
+    .r_en(tab_en),
+    .rd__addr(\$95 [10:0]),
     .rst(rst),
-    .wr__addr(\$100 [10:0]),
+    .wr__addr(\$98 [10:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$107 )
+    .wr__en(\w_en$134 )
   );
   \oaken_engine.mmu.sparse_table  sparse_table (
     .clk(clk),
-    .r_data(\r_data$91 ),
-    .rd__addr(\$91 [12:0]),
+    .q(\r_data$73 ),
+    .r_en(tab_en),
+    .rd__addr(\$89 [12:0]),
     .rst(rst),
-    .wr__addr(\$94 [12:0]),
+    .wr__addr(\$92 [12:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$108 )
+    .wr__en(\w_en$133 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
+    \$239  = 14'h0000;
+    casez (\$238 )
+      4'h0:
+          \$239  = pg0_0;
+      4'h1:
+          \$239  = pg0_1;
+      4'h2:
+          \$239  = pg0_2;
+      4'h3:
+          \$239  = pg0_3;
+      4'h4:
+          \$239  = pg0_4;
+      4'h5:
+          \$239  = pg0_5;
+      4'h6:
+          \$239  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$245  = 14'h0000;
+    casez (\$244 )
+      4'h0:
+          \$245  = pg0_0;
+      4'h1:
+          \$245  = pg0_1;
+      4'h2:
+          \$245  = pg0_2;
+      4'h3:
+          \$245  = pg0_3;
+      4'h4:
+          \$245  = pg0_4;
+      4'h5:
+          \$245  = pg0_5;
+      4'h6:
+          \$245  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$247  = 14'h0000;
+    casez (\slot_idx$104 )
       2'h0:
-          \$385  = 8'h00;
+          \$247  = pg1_0;
       2'h1:
-          \$385  = 8'h3c;
+          \$247  = pg1_1;
       2'h2:
-          \$385  = 8'h78;
-      2'h3:
-          \$385  = 8'hb4;
+          \$247  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$250  = 14'h0000;
+    casez (\$249 )
+      4'h0:
+          \$250  = pg0_0;
+      4'h1:
+          \$250  = pg0_1;
+      4'h2:
+          \$250  = pg0_2;
+      4'h3:
+          \$250  = pg0_3;
+      4'h4:
+          \$250  = pg0_4;
+      4'h5:
+          \$250  = pg0_5;
+      4'h6:
+          \$250  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$256  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$256  = sb0;
+      2'h1:
+          \$256  = sb1;
+      2'h2:
+          \$256  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$259  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$259  = sb0;
+      2'h1:
+          \$259  = sb1;
+      2'h2:
+          \$259  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$297  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$297  = sb0;
+      2'h1:
+          \$297  = sb1;
+      2'h2:
+          \$297  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$300  = 14'h0000;
+    casez (j[1:0])
+      2'h0:
+          \$300  = r_data;
+      2'h1:
+          \$300  = \r_data$73 ;
+      2'h2:
+          \$300  = \r_data$74 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$319  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$319  = sb0;
+      2'h1:
+          \$319  = sb1;
+      2'h2:
+          \$319  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$379  = 14'h0000;
+    casez (\slot_idx$144 )
+      2'h0:
+          \$379  = sb0;
+      2'h1:
+          \$379  = sb1;
+      2'h2:
+          \$379  = sb2;
     endcase
   end
   always @* begin
@@ -36662,13 +37120,433 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$388  = 8'h00;
+          \$410  = 8'h00;
       2'h1:
-          \$388  = 8'h3c;
+          \$410  = 8'h3c;
       2'h2:
-          \$388  = 8'h78;
+          \$410  = 8'h78;
       2'h3:
-          \$388  = 8'hb4;
+          \$410  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$416  = 14'h0000;
+      2'h1:
+          \$416  = 14'h0b40;
+      2'h2:
+          \$416  = 14'h1680;
+      2'h3:
+          \$416  = 14'h21c0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$421  = 12'h000;
+    casez (\$420 )
+      8'h00:
+          \$421  = 12'h000;
+      8'h01:
+          \$421  = 12'h030;
+      8'h02:
+          \$421  = 12'h060;
+      8'h03:
+          \$421  = 12'h090;
+      8'h04:
+          \$421  = 12'h0c0;
+      8'h05:
+          \$421  = 12'h0f0;
+      8'h06:
+          \$421  = 12'h120;
+      8'h07:
+          \$421  = 12'h150;
+      8'h08:
+          \$421  = 12'h180;
+      8'h09:
+          \$421  = 12'h1b0;
+      8'h0a:
+          \$421  = 12'h1e0;
+      8'h0b:
+          \$421  = 12'h210;
+      8'h0c:
+          \$421  = 12'h240;
+      8'h0d:
+          \$421  = 12'h270;
+      8'h0e:
+          \$421  = 12'h2a0;
+      8'h0f:
+          \$421  = 12'h2d0;
+      8'h10:
+          \$421  = 12'h300;
+      8'h11:
+          \$421  = 12'h330;
+      8'h12:
+          \$421  = 12'h360;
+      8'h13:
+          \$421  = 12'h390;
+      8'h14:
+          \$421  = 12'h3c0;
+      8'h15:
+          \$421  = 12'h3f0;
+      8'h16:
+          \$421  = 12'h420;
+      8'h17:
+          \$421  = 12'h450;
+      8'h18:
+          \$421  = 12'h480;
+      8'h19:
+          \$421  = 12'h4b0;
+      8'h1a:
+          \$421  = 12'h4e0;
+      8'h1b:
+          \$421  = 12'h510;
+      8'h1c:
+          \$421  = 12'h540;
+      8'h1d:
+          \$421  = 12'h570;
+      8'h1e:
+          \$421  = 12'h5a0;
+      8'h1f:
+          \$421  = 12'h5d0;
+      8'h20:
+          \$421  = 12'h600;
+      8'h21:
+          \$421  = 12'h630;
+      8'h22:
+          \$421  = 12'h660;
+      8'h23:
+          \$421  = 12'h690;
+      8'h24:
+          \$421  = 12'h6c0;
+      8'h25:
+          \$421  = 12'h6f0;
+      8'h26:
+          \$421  = 12'h720;
+      8'h27:
+          \$421  = 12'h750;
+      8'h28:
+          \$421  = 12'h780;
+      8'h29:
+          \$421  = 12'h7b0;
+      8'h2a:
+          \$421  = 12'h7e0;
+      8'h2b:
+          \$421  = 12'h810;
+      8'h2c:
+          \$421  = 12'h840;
+      8'h2d:
+          \$421  = 12'h870;
+      8'h2e:
+          \$421  = 12'h8a0;
+      8'h2f:
+          \$421  = 12'h8d0;
+      8'h30:
+          \$421  = 12'h900;
+      8'h31:
+          \$421  = 12'h930;
+      8'h32:
+          \$421  = 12'h960;
+      8'h33:
+          \$421  = 12'h990;
+      8'h34:
+          \$421  = 12'h9c0;
+      8'h35:
+          \$421  = 12'h9f0;
+      8'h36:
+          \$421  = 12'ha20;
+      8'h37:
+          \$421  = 12'ha50;
+      8'h38:
+          \$421  = 12'ha80;
+      8'h39:
+          \$421  = 12'hab0;
+      8'h3a:
+          \$421  = 12'hae0;
+      8'h3b:
+          \$421  = 12'hb10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$423  = 13'h0000;
+      2'h1:
+          \$423  = 13'h05a0;
+      2'h2:
+          \$423  = 13'h0b40;
+      2'h3:
+          \$423  = 13'h10e0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$428  = 11'h000;
+    casez (\$427 )
+      8'h00:
+          \$428  = 11'h000;
+      8'h01:
+          \$428  = 11'h018;
+      8'h02:
+          \$428  = 11'h030;
+      8'h03:
+          \$428  = 11'h048;
+      8'h04:
+          \$428  = 11'h060;
+      8'h05:
+          \$428  = 11'h078;
+      8'h06:
+          \$428  = 11'h090;
+      8'h07:
+          \$428  = 11'h0a8;
+      8'h08:
+          \$428  = 11'h0c0;
+      8'h09:
+          \$428  = 11'h0d8;
+      8'h0a:
+          \$428  = 11'h0f0;
+      8'h0b:
+          \$428  = 11'h108;
+      8'h0c:
+          \$428  = 11'h120;
+      8'h0d:
+          \$428  = 11'h138;
+      8'h0e:
+          \$428  = 11'h150;
+      8'h0f:
+          \$428  = 11'h168;
+      8'h10:
+          \$428  = 11'h180;
+      8'h11:
+          \$428  = 11'h198;
+      8'h12:
+          \$428  = 11'h1b0;
+      8'h13:
+          \$428  = 11'h1c8;
+      8'h14:
+          \$428  = 11'h1e0;
+      8'h15:
+          \$428  = 11'h1f8;
+      8'h16:
+          \$428  = 11'h210;
+      8'h17:
+          \$428  = 11'h228;
+      8'h18:
+          \$428  = 11'h240;
+      8'h19:
+          \$428  = 11'h258;
+      8'h1a:
+          \$428  = 11'h270;
+      8'h1b:
+          \$428  = 11'h288;
+      8'h1c:
+          \$428  = 11'h2a0;
+      8'h1d:
+          \$428  = 11'h2b8;
+      8'h1e:
+          \$428  = 11'h2d0;
+      8'h1f:
+          \$428  = 11'h2e8;
+      8'h20:
+          \$428  = 11'h300;
+      8'h21:
+          \$428  = 11'h318;
+      8'h22:
+          \$428  = 11'h330;
+      8'h23:
+          \$428  = 11'h348;
+      8'h24:
+          \$428  = 11'h360;
+      8'h25:
+          \$428  = 11'h378;
+      8'h26:
+          \$428  = 11'h390;
+      8'h27:
+          \$428  = 11'h3a8;
+      8'h28:
+          \$428  = 11'h3c0;
+      8'h29:
+          \$428  = 11'h3d8;
+      8'h2a:
+          \$428  = 11'h3f0;
+      8'h2b:
+          \$428  = 11'h408;
+      8'h2c:
+          \$428  = 11'h420;
+      8'h2d:
+          \$428  = 11'h438;
+      8'h2e:
+          \$428  = 11'h450;
+      8'h2f:
+          \$428  = 11'h468;
+      8'h30:
+          \$428  = 11'h480;
+      8'h31:
+          \$428  = 11'h498;
+      8'h32:
+          \$428  = 11'h4b0;
+      8'h33:
+          \$428  = 11'h4c8;
+      8'h34:
+          \$428  = 11'h4e0;
+      8'h35:
+          \$428  = 11'h4f8;
+      8'h36:
+          \$428  = 11'h510;
+      8'h37:
+          \$428  = 11'h528;
+      8'h38:
+          \$428  = 11'h540;
+      8'h39:
+          \$428  = 11'h558;
+      8'h3a:
+          \$428  = 11'h570;
+      8'h3b:
+          \$428  = 11'h588;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
+      2'h0:
+          \$430  = 11'h000;
+      2'h1:
+          \$430  = 11'h1e0;
+      2'h2:
+          \$430  = 11'h3c0;
+      2'h3:
+          \$430  = 11'h5a0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$435  = 9'h000;
+    casez (\$434 )
+      8'h00:
+          \$435  = 9'h000;
+      8'h01:
+          \$435  = 9'h008;
+      8'h02:
+          \$435  = 9'h010;
+      8'h03:
+          \$435  = 9'h018;
+      8'h04:
+          \$435  = 9'h020;
+      8'h05:
+          \$435  = 9'h028;
+      8'h06:
+          \$435  = 9'h030;
+      8'h07:
+          \$435  = 9'h038;
+      8'h08:
+          \$435  = 9'h040;
+      8'h09:
+          \$435  = 9'h048;
+      8'h0a:
+          \$435  = 9'h050;
+      8'h0b:
+          \$435  = 9'h058;
+      8'h0c:
+          \$435  = 9'h060;
+      8'h0d:
+          \$435  = 9'h068;
+      8'h0e:
+          \$435  = 9'h070;
+      8'h0f:
+          \$435  = 9'h078;
+      8'h10:
+          \$435  = 9'h080;
+      8'h11:
+          \$435  = 9'h088;
+      8'h12:
+          \$435  = 9'h090;
+      8'h13:
+          \$435  = 9'h098;
+      8'h14:
+          \$435  = 9'h0a0;
+      8'h15:
+          \$435  = 9'h0a8;
+      8'h16:
+          \$435  = 9'h0b0;
+      8'h17:
+          \$435  = 9'h0b8;
+      8'h18:
+          \$435  = 9'h0c0;
+      8'h19:
+          \$435  = 9'h0c8;
+      8'h1a:
+          \$435  = 9'h0d0;
+      8'h1b:
+          \$435  = 9'h0d8;
+      8'h1c:
+          \$435  = 9'h0e0;
+      8'h1d:
+          \$435  = 9'h0e8;
+      8'h1e:
+          \$435  = 9'h0f0;
+      8'h1f:
+          \$435  = 9'h0f8;
+      8'h20:
+          \$435  = 9'h100;
+      8'h21:
+          \$435  = 9'h108;
+      8'h22:
+          \$435  = 9'h110;
+      8'h23:
+          \$435  = 9'h118;
+      8'h24:
+          \$435  = 9'h120;
+      8'h25:
+          \$435  = 9'h128;
+      8'h26:
+          \$435  = 9'h130;
+      8'h27:
+          \$435  = 9'h138;
+      8'h28:
+          \$435  = 9'h140;
+      8'h29:
+          \$435  = 9'h148;
+      8'h2a:
+          \$435  = 9'h150;
+      8'h2b:
+          \$435  = 9'h158;
+      8'h2c:
+          \$435  = 9'h160;
+      8'h2d:
+          \$435  = 9'h168;
+      8'h2e:
+          \$435  = 9'h170;
+      8'h2f:
+          \$435  = 9'h178;
+      8'h30:
+          \$435  = 9'h180;
+      8'h31:
+          \$435  = 9'h188;
+      8'h32:
+          \$435  = 9'h190;
+      8'h33:
+          \$435  = 9'h198;
+      8'h34:
+          \$435  = 9'h1a0;
+      8'h35:
+          \$435  = 9'h1a8;
+      8'h36:
+          \$435  = 9'h1b0;
+      8'h37:
+          \$435  = 9'h1b8;
+      8'h38:
+          \$435  = 9'h1c0;
+      8'h39:
+          \$435  = 9'h1c8;
+      8'h3a:
+          \$435  = 9'h1d0;
+      8'h3b:
+          \$435  = 9'h1d8;
     endcase
   end
   always @* begin
@@ -36676,13 +37554,433 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$393  = 8'h00;
+          \$437  = 8'h00;
       2'h1:
-          \$393  = 8'h3c;
+          \$437  = 8'h3c;
       2'h2:
-          \$393  = 8'h78;
+          \$437  = 8'h78;
       2'h3:
-          \$393  = 8'hb4;
+          \$437  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$441  = 14'h0000;
+      2'h1:
+          \$441  = 14'h0b40;
+      2'h2:
+          \$441  = 14'h1680;
+      2'h3:
+          \$441  = 14'h21c0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$444  = 12'h000;
+    casez (\$443 )
+      8'h00:
+          \$444  = 12'h000;
+      8'h01:
+          \$444  = 12'h030;
+      8'h02:
+          \$444  = 12'h060;
+      8'h03:
+          \$444  = 12'h090;
+      8'h04:
+          \$444  = 12'h0c0;
+      8'h05:
+          \$444  = 12'h0f0;
+      8'h06:
+          \$444  = 12'h120;
+      8'h07:
+          \$444  = 12'h150;
+      8'h08:
+          \$444  = 12'h180;
+      8'h09:
+          \$444  = 12'h1b0;
+      8'h0a:
+          \$444  = 12'h1e0;
+      8'h0b:
+          \$444  = 12'h210;
+      8'h0c:
+          \$444  = 12'h240;
+      8'h0d:
+          \$444  = 12'h270;
+      8'h0e:
+          \$444  = 12'h2a0;
+      8'h0f:
+          \$444  = 12'h2d0;
+      8'h10:
+          \$444  = 12'h300;
+      8'h11:
+          \$444  = 12'h330;
+      8'h12:
+          \$444  = 12'h360;
+      8'h13:
+          \$444  = 12'h390;
+      8'h14:
+          \$444  = 12'h3c0;
+      8'h15:
+          \$444  = 12'h3f0;
+      8'h16:
+          \$444  = 12'h420;
+      8'h17:
+          \$444  = 12'h450;
+      8'h18:
+          \$444  = 12'h480;
+      8'h19:
+          \$444  = 12'h4b0;
+      8'h1a:
+          \$444  = 12'h4e0;
+      8'h1b:
+          \$444  = 12'h510;
+      8'h1c:
+          \$444  = 12'h540;
+      8'h1d:
+          \$444  = 12'h570;
+      8'h1e:
+          \$444  = 12'h5a0;
+      8'h1f:
+          \$444  = 12'h5d0;
+      8'h20:
+          \$444  = 12'h600;
+      8'h21:
+          \$444  = 12'h630;
+      8'h22:
+          \$444  = 12'h660;
+      8'h23:
+          \$444  = 12'h690;
+      8'h24:
+          \$444  = 12'h6c0;
+      8'h25:
+          \$444  = 12'h6f0;
+      8'h26:
+          \$444  = 12'h720;
+      8'h27:
+          \$444  = 12'h750;
+      8'h28:
+          \$444  = 12'h780;
+      8'h29:
+          \$444  = 12'h7b0;
+      8'h2a:
+          \$444  = 12'h7e0;
+      8'h2b:
+          \$444  = 12'h810;
+      8'h2c:
+          \$444  = 12'h840;
+      8'h2d:
+          \$444  = 12'h870;
+      8'h2e:
+          \$444  = 12'h8a0;
+      8'h2f:
+          \$444  = 12'h8d0;
+      8'h30:
+          \$444  = 12'h900;
+      8'h31:
+          \$444  = 12'h930;
+      8'h32:
+          \$444  = 12'h960;
+      8'h33:
+          \$444  = 12'h990;
+      8'h34:
+          \$444  = 12'h9c0;
+      8'h35:
+          \$444  = 12'h9f0;
+      8'h36:
+          \$444  = 12'ha20;
+      8'h37:
+          \$444  = 12'ha50;
+      8'h38:
+          \$444  = 12'ha80;
+      8'h39:
+          \$444  = 12'hab0;
+      8'h3a:
+          \$444  = 12'hae0;
+      8'h3b:
+          \$444  = 12'hb10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$446  = 13'h0000;
+      2'h1:
+          \$446  = 13'h05a0;
+      2'h2:
+          \$446  = 13'h0b40;
+      2'h3:
+          \$446  = 13'h10e0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$449  = 11'h000;
+    casez (\$448 )
+      8'h00:
+          \$449  = 11'h000;
+      8'h01:
+          \$449  = 11'h018;
+      8'h02:
+          \$449  = 11'h030;
+      8'h03:
+          \$449  = 11'h048;
+      8'h04:
+          \$449  = 11'h060;
+      8'h05:
+          \$449  = 11'h078;
+      8'h06:
+          \$449  = 11'h090;
+      8'h07:
+          \$449  = 11'h0a8;
+      8'h08:
+          \$449  = 11'h0c0;
+      8'h09:
+          \$449  = 11'h0d8;
+      8'h0a:
+          \$449  = 11'h0f0;
+      8'h0b:
+          \$449  = 11'h108;
+      8'h0c:
+          \$449  = 11'h120;
+      8'h0d:
+          \$449  = 11'h138;
+      8'h0e:
+          \$449  = 11'h150;
+      8'h0f:
+          \$449  = 11'h168;
+      8'h10:
+          \$449  = 11'h180;
+      8'h11:
+          \$449  = 11'h198;
+      8'h12:
+          \$449  = 11'h1b0;
+      8'h13:
+          \$449  = 11'h1c8;
+      8'h14:
+          \$449  = 11'h1e0;
+      8'h15:
+          \$449  = 11'h1f8;
+      8'h16:
+          \$449  = 11'h210;
+      8'h17:
+          \$449  = 11'h228;
+      8'h18:
+          \$449  = 11'h240;
+      8'h19:
+          \$449  = 11'h258;
+      8'h1a:
+          \$449  = 11'h270;
+      8'h1b:
+          \$449  = 11'h288;
+      8'h1c:
+          \$449  = 11'h2a0;
+      8'h1d:
+          \$449  = 11'h2b8;
+      8'h1e:
+          \$449  = 11'h2d0;
+      8'h1f:
+          \$449  = 11'h2e8;
+      8'h20:
+          \$449  = 11'h300;
+      8'h21:
+          \$449  = 11'h318;
+      8'h22:
+          \$449  = 11'h330;
+      8'h23:
+          \$449  = 11'h348;
+      8'h24:
+          \$449  = 11'h360;
+      8'h25:
+          \$449  = 11'h378;
+      8'h26:
+          \$449  = 11'h390;
+      8'h27:
+          \$449  = 11'h3a8;
+      8'h28:
+          \$449  = 11'h3c0;
+      8'h29:
+          \$449  = 11'h3d8;
+      8'h2a:
+          \$449  = 11'h3f0;
+      8'h2b:
+          \$449  = 11'h408;
+      8'h2c:
+          \$449  = 11'h420;
+      8'h2d:
+          \$449  = 11'h438;
+      8'h2e:
+          \$449  = 11'h450;
+      8'h2f:
+          \$449  = 11'h468;
+      8'h30:
+          \$449  = 11'h480;
+      8'h31:
+          \$449  = 11'h498;
+      8'h32:
+          \$449  = 11'h4b0;
+      8'h33:
+          \$449  = 11'h4c8;
+      8'h34:
+          \$449  = 11'h4e0;
+      8'h35:
+          \$449  = 11'h4f8;
+      8'h36:
+          \$449  = 11'h510;
+      8'h37:
+          \$449  = 11'h528;
+      8'h38:
+          \$449  = 11'h540;
+      8'h39:
+          \$449  = 11'h558;
+      8'h3a:
+          \$449  = 11'h570;
+      8'h3b:
+          \$449  = 11'h588;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$451  = 11'h000;
+      2'h1:
+          \$451  = 11'h1e0;
+      2'h2:
+          \$451  = 11'h3c0;
+      2'h3:
+          \$451  = 11'h5a0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$454  = 9'h000;
+    casez (\$453 )
+      8'h00:
+          \$454  = 9'h000;
+      8'h01:
+          \$454  = 9'h008;
+      8'h02:
+          \$454  = 9'h010;
+      8'h03:
+          \$454  = 9'h018;
+      8'h04:
+          \$454  = 9'h020;
+      8'h05:
+          \$454  = 9'h028;
+      8'h06:
+          \$454  = 9'h030;
+      8'h07:
+          \$454  = 9'h038;
+      8'h08:
+          \$454  = 9'h040;
+      8'h09:
+          \$454  = 9'h048;
+      8'h0a:
+          \$454  = 9'h050;
+      8'h0b:
+          \$454  = 9'h058;
+      8'h0c:
+          \$454  = 9'h060;
+      8'h0d:
+          \$454  = 9'h068;
+      8'h0e:
+          \$454  = 9'h070;
+      8'h0f:
+          \$454  = 9'h078;
+      8'h10:
+          \$454  = 9'h080;
+      8'h11:
+          \$454  = 9'h088;
+      8'h12:
+          \$454  = 9'h090;
+      8'h13:
+          \$454  = 9'h098;
+      8'h14:
+          \$454  = 9'h0a0;
+      8'h15:
+          \$454  = 9'h0a8;
+      8'h16:
+          \$454  = 9'h0b0;
+      8'h17:
+          \$454  = 9'h0b8;
+      8'h18:
+          \$454  = 9'h0c0;
+      8'h19:
+          \$454  = 9'h0c8;
+      8'h1a:
+          \$454  = 9'h0d0;
+      8'h1b:
+          \$454  = 9'h0d8;
+      8'h1c:
+          \$454  = 9'h0e0;
+      8'h1d:
+          \$454  = 9'h0e8;
+      8'h1e:
+          \$454  = 9'h0f0;
+      8'h1f:
+          \$454  = 9'h0f8;
+      8'h20:
+          \$454  = 9'h100;
+      8'h21:
+          \$454  = 9'h108;
+      8'h22:
+          \$454  = 9'h110;
+      8'h23:
+          \$454  = 9'h118;
+      8'h24:
+          \$454  = 9'h120;
+      8'h25:
+          \$454  = 9'h128;
+      8'h26:
+          \$454  = 9'h130;
+      8'h27:
+          \$454  = 9'h138;
+      8'h28:
+          \$454  = 9'h140;
+      8'h29:
+          \$454  = 9'h148;
+      8'h2a:
+          \$454  = 9'h150;
+      8'h2b:
+          \$454  = 9'h158;
+      8'h2c:
+          \$454  = 9'h160;
+      8'h2d:
+          \$454  = 9'h168;
+      8'h2e:
+          \$454  = 9'h170;
+      8'h2f:
+          \$454  = 9'h178;
+      8'h30:
+          \$454  = 9'h180;
+      8'h31:
+          \$454  = 9'h188;
+      8'h32:
+          \$454  = 9'h190;
+      8'h33:
+          \$454  = 9'h198;
+      8'h34:
+          \$454  = 9'h1a0;
+      8'h35:
+          \$454  = 9'h1a8;
+      8'h36:
+          \$454  = 9'h1b0;
+      8'h37:
+          \$454  = 9'h1b8;
+      8'h38:
+          \$454  = 9'h1c0;
+      8'h39:
+          \$454  = 9'h1c8;
+      8'h3a:
+          \$454  = 9'h1d0;
+      8'h3b:
+          \$454  = 9'h1d8;
     endcase
   end
   always @* begin
@@ -36690,301 +37988,733 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$397  = 8'h00;
+          \$456  = 8'h00;
       2'h1:
-          \$397  = 8'h3c;
+          \$456  = 8'h3c;
       2'h2:
-          \$397  = 8'h78;
+          \$456  = 8'h78;
       2'h3:
-          \$397  = 8'hb4;
+          \$456  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$404  = 14'h0000;
-    casez (lat_tab)
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
       2'h0:
-          \$404  = r_data;
+          \$460  = 14'h0000;
       2'h1:
-          \$404  = \r_data$91 ;
+          \$460  = 14'h0b40;
       2'h2:
-          \$404  = \r_data$92 ;
+          \$460  = 14'h1680;
+      2'h3:
+          \$460  = 14'h21c0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$418  = 14'h0000;
-    casez (\$19 [1:0])
+    \$463  = 12'h000;
+    casez (\$462 )
+      8'h00:
+          \$463  = 12'h000;
+      8'h01:
+          \$463  = 12'h030;
+      8'h02:
+          \$463  = 12'h060;
+      8'h03:
+          \$463  = 12'h090;
+      8'h04:
+          \$463  = 12'h0c0;
+      8'h05:
+          \$463  = 12'h0f0;
+      8'h06:
+          \$463  = 12'h120;
+      8'h07:
+          \$463  = 12'h150;
+      8'h08:
+          \$463  = 12'h180;
+      8'h09:
+          \$463  = 12'h1b0;
+      8'h0a:
+          \$463  = 12'h1e0;
+      8'h0b:
+          \$463  = 12'h210;
+      8'h0c:
+          \$463  = 12'h240;
+      8'h0d:
+          \$463  = 12'h270;
+      8'h0e:
+          \$463  = 12'h2a0;
+      8'h0f:
+          \$463  = 12'h2d0;
+      8'h10:
+          \$463  = 12'h300;
+      8'h11:
+          \$463  = 12'h330;
+      8'h12:
+          \$463  = 12'h360;
+      8'h13:
+          \$463  = 12'h390;
+      8'h14:
+          \$463  = 12'h3c0;
+      8'h15:
+          \$463  = 12'h3f0;
+      8'h16:
+          \$463  = 12'h420;
+      8'h17:
+          \$463  = 12'h450;
+      8'h18:
+          \$463  = 12'h480;
+      8'h19:
+          \$463  = 12'h4b0;
+      8'h1a:
+          \$463  = 12'h4e0;
+      8'h1b:
+          \$463  = 12'h510;
+      8'h1c:
+          \$463  = 12'h540;
+      8'h1d:
+          \$463  = 12'h570;
+      8'h1e:
+          \$463  = 12'h5a0;
+      8'h1f:
+          \$463  = 12'h5d0;
+      8'h20:
+          \$463  = 12'h600;
+      8'h21:
+          \$463  = 12'h630;
+      8'h22:
+          \$463  = 12'h660;
+      8'h23:
+          \$463  = 12'h690;
+      8'h24:
+          \$463  = 12'h6c0;
+      8'h25:
+          \$463  = 12'h6f0;
+      8'h26:
+          \$463  = 12'h720;
+      8'h27:
+          \$463  = 12'h750;
+      8'h28:
+          \$463  = 12'h780;
+      8'h29:
+          \$463  = 12'h7b0;
+      8'h2a:
+          \$463  = 12'h7e0;
+      8'h2b:
+          \$463  = 12'h810;
+      8'h2c:
+          \$463  = 12'h840;
+      8'h2d:
+          \$463  = 12'h870;
+      8'h2e:
+          \$463  = 12'h8a0;
+      8'h2f:
+          \$463  = 12'h8d0;
+      8'h30:
+          \$463  = 12'h900;
+      8'h31:
+          \$463  = 12'h930;
+      8'h32:
+          \$463  = 12'h960;
+      8'h33:
+          \$463  = 12'h990;
+      8'h34:
+          \$463  = 12'h9c0;
+      8'h35:
+          \$463  = 12'h9f0;
+      8'h36:
+          \$463  = 12'ha20;
+      8'h37:
+          \$463  = 12'ha50;
+      8'h38:
+          \$463  = 12'ha80;
+      8'h39:
+          \$463  = 12'hab0;
+      8'h3a:
+          \$463  = 12'hae0;
+      8'h3b:
+          \$463  = 12'hb10;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
       2'h0:
-          \$418  = sb0;
+          \$465  = 13'h0000;
       2'h1:
-          \$418  = sb1;
+          \$465  = 13'h05a0;
       2'h2:
-          \$418  = sb2;
+          \$465  = 13'h0b40;
+      2'h3:
+          \$465  = 13'h10e0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$420  = 7'h00;
-    casez (\$19 [1:0])
+    \$468  = 11'h000;
+    casez (\$467 )
+      8'h00:
+          \$468  = 11'h000;
+      8'h01:
+          \$468  = 11'h018;
+      8'h02:
+          \$468  = 11'h030;
+      8'h03:
+          \$468  = 11'h048;
+      8'h04:
+          \$468  = 11'h060;
+      8'h05:
+          \$468  = 11'h078;
+      8'h06:
+          \$468  = 11'h090;
+      8'h07:
+          \$468  = 11'h0a8;
+      8'h08:
+          \$468  = 11'h0c0;
+      8'h09:
+          \$468  = 11'h0d8;
+      8'h0a:
+          \$468  = 11'h0f0;
+      8'h0b:
+          \$468  = 11'h108;
+      8'h0c:
+          \$468  = 11'h120;
+      8'h0d:
+          \$468  = 11'h138;
+      8'h0e:
+          \$468  = 11'h150;
+      8'h0f:
+          \$468  = 11'h168;
+      8'h10:
+          \$468  = 11'h180;
+      8'h11:
+          \$468  = 11'h198;
+      8'h12:
+          \$468  = 11'h1b0;
+      8'h13:
+          \$468  = 11'h1c8;
+      8'h14:
+          \$468  = 11'h1e0;
+      8'h15:
+          \$468  = 11'h1f8;
+      8'h16:
+          \$468  = 11'h210;
+      8'h17:
+          \$468  = 11'h228;
+      8'h18:
+          \$468  = 11'h240;
+      8'h19:
+          \$468  = 11'h258;
+      8'h1a:
+          \$468  = 11'h270;
+      8'h1b:
+          \$468  = 11'h288;
+      8'h1c:
+          \$468  = 11'h2a0;
+      8'h1d:
+          \$468  = 11'h2b8;
+      8'h1e:
+          \$468  = 11'h2d0;
+      8'h1f:
+          \$468  = 11'h2e8;
+      8'h20:
+          \$468  = 11'h300;
+      8'h21:
+          \$468  = 11'h318;
+      8'h22:
+          \$468  = 11'h330;
+      8'h23:
+          \$468  = 11'h348;
+      8'h24:
+          \$468  = 11'h360;
+      8'h25:
+          \$468  = 11'h378;
+      8'h26:
+          \$468  = 11'h390;
+      8'h27:
+          \$468  = 11'h3a8;
+      8'h28:
+          \$468  = 11'h3c0;
+      8'h29:
+          \$468  = 11'h3d8;
+      8'h2a:
+          \$468  = 11'h3f0;
+      8'h2b:
+          \$468  = 11'h408;
+      8'h2c:
+          \$468  = 11'h420;
+      8'h2d:
+          \$468  = 11'h438;
+      8'h2e:
+          \$468  = 11'h450;
+      8'h2f:
+          \$468  = 11'h468;
+      8'h30:
+          \$468  = 11'h480;
+      8'h31:
+          \$468  = 11'h498;
+      8'h32:
+          \$468  = 11'h4b0;
+      8'h33:
+          \$468  = 11'h4c8;
+      8'h34:
+          \$468  = 11'h4e0;
+      8'h35:
+          \$468  = 11'h4f8;
+      8'h36:
+          \$468  = 11'h510;
+      8'h37:
+          \$468  = 11'h528;
+      8'h38:
+          \$468  = 11'h540;
+      8'h39:
+          \$468  = 11'h558;
+      8'h3a:
+          \$468  = 11'h570;
+      8'h3b:
+          \$468  = 11'h588;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
       2'h0:
-          \$420  = ap[24:18];
+          \$470  = 11'h000;
       2'h1:
-          \$420  = ap[31:25];
+          \$470  = 11'h1e0;
       2'h2:
-          \$420  = ap[38:32];
+          \$470  = 11'h3c0;
+      2'h3:
+          \$470  = 11'h5a0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$422  = 14'h0000;
-    casez (\$19 [1:0])
+    \$473  = 9'h000;
+    casez (\$472 )
+      8'h00:
+          \$473  = 9'h000;
+      8'h01:
+          \$473  = 9'h008;
+      8'h02:
+          \$473  = 9'h010;
+      8'h03:
+          \$473  = 9'h018;
+      8'h04:
+          \$473  = 9'h020;
+      8'h05:
+          \$473  = 9'h028;
+      8'h06:
+          \$473  = 9'h030;
+      8'h07:
+          \$473  = 9'h038;
+      8'h08:
+          \$473  = 9'h040;
+      8'h09:
+          \$473  = 9'h048;
+      8'h0a:
+          \$473  = 9'h050;
+      8'h0b:
+          \$473  = 9'h058;
+      8'h0c:
+          \$473  = 9'h060;
+      8'h0d:
+          \$473  = 9'h068;
+      8'h0e:
+          \$473  = 9'h070;
+      8'h0f:
+          \$473  = 9'h078;
+      8'h10:
+          \$473  = 9'h080;
+      8'h11:
+          \$473  = 9'h088;
+      8'h12:
+          \$473  = 9'h090;
+      8'h13:
+          \$473  = 9'h098;
+      8'h14:
+          \$473  = 9'h0a0;
+      8'h15:
+          \$473  = 9'h0a8;
+      8'h16:
+          \$473  = 9'h0b0;
+      8'h17:
+          \$473  = 9'h0b8;
+      8'h18:
+          \$473  = 9'h0c0;
+      8'h19:
+          \$473  = 9'h0c8;
+      8'h1a:
+          \$473  = 9'h0d0;
+      8'h1b:
+          \$473  = 9'h0d8;
+      8'h1c:
+          \$473  = 9'h0e0;
+      8'h1d:
+          \$473  = 9'h0e8;
+      8'h1e:
+          \$473  = 9'h0f0;
+      8'h1f:
+          \$473  = 9'h0f8;
+      8'h20:
+          \$473  = 9'h100;
+      8'h21:
+          \$473  = 9'h108;
+      8'h22:
+          \$473  = 9'h110;
+      8'h23:
+          \$473  = 9'h118;
+      8'h24:
+          \$473  = 9'h120;
+      8'h25:
+          \$473  = 9'h128;
+      8'h26:
+          \$473  = 9'h130;
+      8'h27:
+          \$473  = 9'h138;
+      8'h28:
+          \$473  = 9'h140;
+      8'h29:
+          \$473  = 9'h148;
+      8'h2a:
+          \$473  = 9'h150;
+      8'h2b:
+          \$473  = 9'h158;
+      8'h2c:
+          \$473  = 9'h160;
+      8'h2d:
+          \$473  = 9'h168;
+      8'h2e:
+          \$473  = 9'h170;
+      8'h2f:
+          \$473  = 9'h178;
+      8'h30:
+          \$473  = 9'h180;
+      8'h31:
+          \$473  = 9'h188;
+      8'h32:
+          \$473  = 9'h190;
+      8'h33:
+          \$473  = 9'h198;
+      8'h34:
+          \$473  = 9'h1a0;
+      8'h35:
+          \$473  = 9'h1a8;
+      8'h36:
+          \$473  = 9'h1b0;
+      8'h37:
+          \$473  = 9'h1b8;
+      8'h38:
+          \$473  = 9'h1c0;
+      8'h39:
+          \$473  = 9'h1c8;
+      8'h3a:
+          \$473  = 9'h1d0;
+      8'h3b:
+          \$473  = 9'h1d8;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$475  = 14'h0000;
+    casez (\slot_tab$98 )
       2'h0:
-          \$422  = sb0;
+          \$475  = r_data;
       2'h1:
-          \$422  = sb1;
+          \$475  = \r_data$73 ;
       2'h2:
-          \$422  = sb2;
+          \$475  = \r_data$74 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$424  = 7'h00;
-    casez (\$19 [1:0])
+    \$480  = 14'h0000;
+    casez (\slot_tab$103 )
       2'h0:
-          \$424  = ap[24:18];
+          \$480  = r_data;
       2'h1:
-          \$424  = ap[31:25];
+          \$480  = \r_data$73 ;
       2'h2:
-          \$424  = ap[38:32];
+          \$480  = \r_data$74 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$428  = 7'h00;
-    casez (\$19 [1:0])
+    \$525  = 14'h0000;
+    casez (\slot_tab$109 )
       2'h0:
-          \$428  = ap[24:18];
+          \$525  = r_data;
       2'h1:
-          \$428  = ap[31:25];
+          \$525  = \r_data$73 ;
       2'h2:
-          \$428  = ap[38:32];
+          \$525  = \r_data$74 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$430  = 7'h00;
-    casez (\$19 [1:0])
+    \$539  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$430  = ap[24:18];
+          \$539  = sb0;
       2'h1:
-          \$430  = ap[31:25];
+          \$539  = sb1;
       2'h2:
-          \$430  = ap[38:32];
+          \$539  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$432  = 14'h0000;
-    casez (\$19 [1:0])
+    \$541  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$432  = sb0;
+          \$541  = ap[24:18];
       2'h1:
-          \$432  = sb1;
+          \$541  = ap[31:25];
       2'h2:
-          \$432  = sb2;
+          \$541  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$434  = 7'h00;
-    casez (\$19 [1:0])
+    \$543  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$434  = ap[24:18];
+          \$543  = sb0;
       2'h1:
-          \$434  = ap[31:25];
+          \$543  = sb1;
       2'h2:
-          \$434  = ap[38:32];
+          \$543  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$438  = 14'h0000;
-    casez (\$19 [1:0])
+    \$545  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$438  = sb0;
+          \$545  = ap[24:18];
       2'h1:
-          \$438  = sb1;
+          \$545  = ap[31:25];
       2'h2:
-          \$438  = sb2;
+          \$545  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$441  = 7'h00;
-    casez (\$19 [1:0])
+    \$549  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$441  = ap[24:18];
+          \$549  = ap[24:18];
       2'h1:
-          \$441  = ap[31:25];
+          \$549  = ap[31:25];
       2'h2:
-          \$441  = ap[38:32];
+          \$549  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$443  = 7'h00;
-    casez (\$19 [1:0])
+    \$551  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$443  = ap[24:18];
+          \$551  = ap[24:18];
       2'h1:
-          \$443  = ap[31:25];
+          \$551  = ap[31:25];
       2'h2:
-          \$443  = ap[38:32];
+          \$551  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$444  = 7'h00;
-    casez (\$19 [1:0])
+    \$553  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$444  = ap[24:18];
+          \$553  = sb0;
       2'h1:
-          \$444  = ap[31:25];
+          \$553  = sb1;
       2'h2:
-          \$444  = ap[38:32];
+          \$553  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$446  = 14'h0000;
-    casez (\$19 [1:0])
+    \$555  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$446  = sb0;
+          \$555  = ap[24:18];
       2'h1:
-          \$446  = sb1;
+          \$555  = ap[31:25];
       2'h2:
-          \$446  = sb2;
+          \$555  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$448  = 7'h00;
-    casez (\$19 [1:0])
+    \$559  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$448  = ap[24:18];
+          \$559  = sb0;
       2'h1:
-          \$448  = ap[31:25];
+          \$559  = sb1;
       2'h2:
-          \$448  = ap[38:32];
+          \$559  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$452  = 14'h0000;
-    casez (\$19 [1:0])
+    \$562  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$452  = sb0;
+          \$562  = ap[24:18];
       2'h1:
-          \$452  = sb1;
+          \$562  = ap[31:25];
       2'h2:
-          \$452  = sb2;
+          \$562  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$455  = 7'h00;
-    casez (\$19 [1:0])
+    \$564  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$455  = ap[24:18];
+          \$564  = ap[24:18];
       2'h1:
-          \$455  = ap[31:25];
+          \$564  = ap[31:25];
       2'h2:
-          \$455  = ap[38:32];
+          \$564  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$471  = 7'h00;
-    casez (\$19 [1:0])
+    \$565  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$471  = ap[24:18];
+          \$565  = ap[24:18];
       2'h1:
-          \$471  = ap[31:25];
+          \$565  = ap[31:25];
       2'h2:
-          \$471  = ap[38:32];
+          \$565  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$473  = 14'h0000;
-    casez (\$19 [1:0])
+    \$567  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$473  = sb0;
+          \$567  = sb0;
       2'h1:
-          \$473  = sb1;
+          \$567  = sb1;
       2'h2:
-          \$473  = sb2;
+          \$567  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$477  = 7'h00;
-    casez (\$19 [1:0])
+    \$569  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$477  = ap[24:18];
+          \$569  = ap[24:18];
       2'h1:
-          \$477  = ap[31:25];
+          \$569  = ap[31:25];
       2'h2:
-          \$477  = ap[38:32];
+          \$569  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$479  = 7'h00;
-    casez (\$19 [1:0])
+    \$573  = 14'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$479  = ap[24:18];
+          \$573  = sb0;
       2'h1:
-          \$479  = ap[31:25];
+          \$573  = sb1;
       2'h2:
-          \$479  = ap[38:32];
+          \$573  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$481  = 14'h0000;
-    casez (\$19 [1:0])
+    \$576  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$481  = sb0;
+          \$576  = ap[24:18];
       2'h1:
-          \$481  = sb1;
+          \$576  = ap[31:25];
       2'h2:
-          \$481  = sb2;
+          \$576  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$483  = 7'h00;
-    casez (\$19 [1:0])
+    \$582  = 7'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$483  = ap[24:18];
+          \$582  = ap[24:18];
       2'h1:
-          \$483  = ap[31:25];
+          \$582  = ap[31:25];
       2'h2:
-          \$483  = ap[38:32];
+          \$582  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$538  = 14'h0000;
+    \$589  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$589  = ap[24:18];
+      2'h1:
+          \$589  = ap[31:25];
+      2'h2:
+          \$589  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$591  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$591  = ap[24:18];
+      2'h1:
+          \$591  = ap[31:25];
+      2'h2:
+          \$591  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$593  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$593  = sb0;
+      2'h1:
+          \$593  = sb1;
+      2'h2:
+          \$593  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$595  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$595  = ap[24:18];
+      2'h1:
+          \$595  = ap[31:25];
+      2'h2:
+          \$595  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$671  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$538  = sb0;
+          \$671  = sb0;
       2'h1:
-          \$538  = sb1;
+          \$671  = sb1;
       2'h2:
-          \$538  = sb2;
+          \$671  = sb2;
     endcase
   end
   always @* begin
@@ -36994,13 +38724,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h0:
           if (\$103 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$112 [7:0];
+            \$signature__addr  = \$109 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$116 [7:0];
+              \$signature__addr  = \$113 [7:0];
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$120 [7:0];
+            \$signature__addr  = \$117 [7:0];
           end
       4'h2:
           /* empty */;
@@ -37017,21 +38747,49 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$275 [7:0];
+          \$signature__addr  = \$311 [7:0];
       4'ha:
-          \$signature__addr  = \$296 [7:0];
+          \$signature__addr  = \$332 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$signature__addr$12  = gidx;
-    if (\$365 ) begin
+    if (\$394 ) begin
       \$signature__addr$12  = gs_walk;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    t_idx = \$19 [1:0];
+    t_idx = \$17 [1:0];
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          t_idx = \slot_idx$94 ;
+      4'h4:
+          t_idx = \slot_idx$99 ;
+      4'h5:
+          t_idx = \slot_idx$106 ;
+      4'h1:
+          t_idx = r_idx;
+      4'h7:
+          t_idx = r_idx;
+      4'h8:
+          t_idx = r_idx;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (\$368 ) begin
+            t_idx = \slot_idx$144 ;
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    tab_en = \$100 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37044,17 +38802,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          t_idx = r_idx;
+          /* empty */;
       4'h8:
-          t_idx = r_idx;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (\$338 ) begin
-            t_idx = \slot_idx$116 ;
-          end
+          tab_en = \$310 ;
     endcase
   end
   always @* begin
@@ -37083,21 +38833,173 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$78  = 2'h0;
+    \slot_idx$94  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          \slot_idx$78  = \$134 [1:0];
+          \slot_idx$94  = \$119 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$79  = 2'h0;
+    \slot_tab$95  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_tab$95  = \$121 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    dense_r_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          dense_r_entry = \$122 [3:0];
+      4'h4:
+          dense_r_entry = \$154 [3:0];
+      4'h5:
+          dense_r_entry = \$209 [3:0];
+      4'h1:
+          dense_r_entry = \$278 [3:0];
+      4'h7:
+          dense_r_entry = e1[3:0];
+      4'h8:
+          dense_r_entry = \$305 [3:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          dense_r_entry = 4'h0;
+      4'ha:
+          dense_r_entry = \$360 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    meta_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          meta_r_entry = \$123 [2:0];
+      4'h4:
+          meta_r_entry = \$155 [2:0];
+      4'h5:
+          meta_r_entry = \$210 [2:0];
+      4'h1:
+          meta_r_entry = \$292 [2:0];
+      4'h7:
+          meta_r_entry = e1[2:0];
+      4'h8:
+          meta_r_entry = \$309 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          meta_r_entry = 3'h0;
+      4'ha:
+          meta_r_entry = \$366 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    sparse_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          sparse_r_entry = \$125 [2:0];
+      4'h4:
+          sparse_r_entry = \$157 [2:0];
+      4'h5:
+          sparse_r_entry = \$212 [2:0];
+      4'h1:
+          sparse_r_entry = \$285 [2:0];
+      4'h7:
+          sparse_r_entry = e1[2:0];
+      4'h8:
+          sparse_r_entry = \$307 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          sparse_r_entry = 3'h0;
+      4'ha:
+          sparse_r_entry = \$363 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_idx$96  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_idx$96  = \$133 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_tab$98  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_tab$98  = \$139 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_idx$99  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$99  = \$147 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_tab$101  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$101  = \$153 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_idx$102  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$102  = \$165 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_tab$103  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$103  = \$171 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_idx$104  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37106,7 +39008,77 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$79  = \$143 ;
+          \slot_idx$104  = \$185 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_tab$105  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$105  = \$194 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_idx$106  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_idx$106  = \$202 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_tab$107  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$107  = \$208 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_idx$108  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_idx$108  = \$220 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \slot_tab$109  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$109  = \$226 ;
     endcase
   end
   always @* begin
@@ -37120,21 +39092,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          (* full_case = 32'd1 *)
-          if (\$144 ) begin
-            emitted = 1'h1;
-          end else if (\$146 ) begin
-            emitted = \$159 ;
-          end else if (\$151 ) begin
-            (* full_case = 32'd1 *)
-            if (\$160 ) begin
-              emitted = \$170 ;
-            end else begin
-              emitted = \$173 ;
-            end
-          end else begin
-            emitted = \$181 ;
-          end
+          emitted = \$229 ;
     endcase
   end
   always @* begin
@@ -37149,12 +39107,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$144 ) begin
-          end else if (\$146 ) begin
+          if (\$230 ) begin
+          end else if (\$232 ) begin
             rec_valid = 1'h1;
-          end else if (\$151 ) begin
+          end else if (\$237 ) begin
             (* full_case = 32'd1 *)
-            if (\$160 ) begin
+            if (\$243 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -37190,27 +39148,27 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$144 ) begin
-          end else if (\$146 ) begin
+          if (\$230 ) begin
+          end else if (\$232 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$78 ;
-            wr_out__payload[27:4] = \$158 ;
+            wr_out__payload[3:2] = \slot_idx$104 ;
+            wr_out__payload[27:4] = \$242 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$151 ) begin
+          end else if (\$237 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$78 ;
+            wr_out__payload[3:2] = \slot_idx$104 ;
             (* full_case = 32'd1 *)
-            if (\$160 ) begin
-              wr_out__payload[27:4] = \$165 ;
+            if (\$243 ) begin
+              wr_out__payload[27:4] = \$246 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$172 ;
+              wr_out__payload[27:4] = \$248 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$78 ;
-            wr_out__payload[27:4] = \$180 ;
+            wr_out__payload[3:2] = \slot_idx$104 ;
+            wr_out__payload[27:4] = \$253 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -37221,8 +39179,8 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$263 ;
-          wr_out__payload[38:28] = \$265 [10:0];
+          wr_out__payload[27:4] = \$301 ;
+          wr_out__payload[38:28] = \$303 [10:0];
         end
       4'h6:
           /* empty */;
@@ -37239,32 +39197,6 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    dense_r_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          dense_r_entry = \$182 [3:0];
-      4'h1:
-          /* empty */;
-      4'h7:
-          dense_r_entry = \$247 [3:0];
-      4'h8:
-          dense_r_entry = \$268 [3:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          dense_r_entry = 4'h0;
-      4'ha:
-          dense_r_entry = \$325 [3:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     dense_w_entry = 4'h0;
     casez (fsm_state)
       4'h0:
@@ -37274,33 +39206,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$183 [3:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    meta_r_entry = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          meta_r_entry = \$184 [2:0];
-      4'h1:
-          /* empty */;
-      4'h7:
-          meta_r_entry = \$261 [2:0];
-      4'h8:
-          meta_r_entry = \$274 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          meta_r_entry = 3'h0;
-      4'ha:
-          meta_r_entry = \$335 [2:0];
+          dense_w_entry = \$254 [3:0];
     endcase
   end
   always @* begin
@@ -37314,33 +39220,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$185 [2:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    sparse_r_entry = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          sparse_r_entry = \$187 [2:0];
-      4'h1:
-          /* empty */;
-      4'h7:
-          sparse_r_entry = \$254 [2:0];
-      4'h8:
-          sparse_r_entry = \$271 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          sparse_r_entry = 3'h0;
-      4'ha:
-          sparse_r_entry = \$330 [2:0];
+          meta_w_entry = \$255 [2:0];
     endcase
   end
   always @* begin
@@ -37354,7 +39234,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$199 [2:0];
+          sparse_w_entry = \$261 [2:0];
     endcase
   end
   always @* begin
@@ -37369,7 +39249,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
+            if (\$262 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -37382,11 +39262,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$292 ) begin
+          if (\$328 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$365 ) begin
+    if (\$394 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -37402,11 +39282,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
-              \$signature__data [9:0] = \$207 [9:0];
-              \$signature__data [23:10] = \$208 [13:0];
-              \$signature__data [37:24] = \$209 [13:0];
-              \$signature__data [51:38] = \$210 [13:0];
+            if (\$262 ) begin
+              \$signature__data [9:0] = \$264 [9:0];
+              \$signature__data [23:10] = \$265 [13:0];
+              \$signature__data [37:24] = \$266 [13:0];
+              \$signature__data [51:38] = \$267 [13:0];
             end
           end
       4'h1:
@@ -37418,11 +39298,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$292 ) begin
+          if (\$328 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$365 ) begin
+    if (\$394 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -37438,20 +39318,9 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-              if (\$216 ) begin
-                alloc__ready = 1'h1;
-              end
-            end else begin
-              if (\$223 ) begin
-                alloc__ready = 1'h1;
-              end else if (\$225 ) begin
-                if (\$233 ) begin
-                  alloc__ready = 1'h1;
-                end
-              end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              alloc__ready = 1'h1;
             end
           end
     endcase
@@ -37468,12 +39337,10 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-              if (\$216 ) begin
-                if (\$217 ) begin
-                  w_en = 1'h1;
-                end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              if (\$268 ) begin
+                w_en = 1'h1;
               end
             end
           end
@@ -37481,7 +39348,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$107  = 1'h0;
+    \w_en$133  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37491,14 +39358,11 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-              if (\$216 ) begin
-                (* full_case = 32'd1 *)
-                if (\$217 ) begin
-                end else begin
-                  \w_en$107  = 1'h1;
-                end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              if (\$268 ) begin
+              end else if (\$271 ) begin
+                \w_en$133  = 1'h1;
               end
             end
           end
@@ -37506,7 +39370,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \w_en$108  = 1'h0;
+    \w_en$134  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37516,16 +39380,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$200 ) begin
-            end else if (\$206 ) begin
-            end else begin
-              if (\$223 ) begin
-                \w_en$108  = 1'h1;
-              end else if (\$225 ) begin
-                if (\$233 ) begin
-                  \w_en$108  = 1'h1;
-                end
+            if (\$262 ) begin
+            end else if (\$263 ) begin
+              (* full_case = 32'd1 *)
+              if (\$268 ) begin
+              end else if (\$271 ) begin
+              end else begin
+                \w_en$134  = 1'h1;
               end
             end
           end
@@ -37546,7 +39407,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$240 ;
+          hi = \$299 ;
     endcase
   end
   always @* begin
@@ -37570,12 +39431,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$291 [14:0];
+          cnt = \$327 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    obs__free_done = 1'h0;
+    free_done = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37594,22 +39455,22 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$293 ) begin
-            if (\$294 ) begin
-              if (\$295 ) begin
-                obs__free_done = 1'h1;
+          if (\$329 ) begin
+            if (\$330 ) begin
+              if (\$331 ) begin
+                free_done = 1'h1;
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$359 ) begin
+          if (adv) begin
+            if (\$388 ) begin
               (* full_case = 32'd1 *)
-              if (\$362 ) begin
+              if (\$391 ) begin
               end else begin
-                if (\$363 ) begin
-                  if (\$364 ) begin
-                    obs__free_done = 1'h1;
+                if (\$392 ) begin
+                  if (\$393 ) begin
+                    free_done = 1'h1;
                   end
                 end
               end
@@ -37619,7 +39480,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    release__valid = 1'h0;
+    adv = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37640,12 +39501,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          release__valid = 1'h1;
+          adv = \$334 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    obs__release_page = 14'h0000;
+    \slot_idx$144  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37666,12 +39527,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          obs__release_page = \$297 ;
+          \slot_idx$144  = \$348 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_idx$116  = 2'h0;
+    \slot_tab$145  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37692,33 +39553,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$116  = \$311 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \slot_tab$117  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          \slot_tab$117  = \$320 ;
+          \slot_tab$145  = \$357 ;
     endcase
   end
   always @* begin
@@ -37744,34 +39579,44 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$357 [14:0];
+          k_cnt = \$387 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$575  = gs_walk;
-    if (\$377 ) begin
-      \$575  = \$378 [7:0];
+    \$709  = gs_walk;
+    if (\$406 ) begin
+      \$709  = \$407 [7:0];
     end
     if (rst) begin
-      \$575  = 8'h00;
+      \$709  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$576  = gs_done;
-    if (\$377 ) begin
-      if (\$379 ) begin
-        \$576  = 1'h1;
+    \$710  = gs_done;
+    if (\$406 ) begin
+      if (\$408 ) begin
+        \$710  = 1'h1;
       end
     end
     if (rst) begin
-      \$576  = 1'h0;
+      \$710  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$577  = \$380 ;
+    \$711  = free_done;
+    if (rst) begin
+      \$711  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$712  = release__valid;
+    if (release__ready) begin
+      \$712  = 1'h0;
+    end
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -37790,325 +39635,182 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              (* full_case = 32'd1 *)
-              if (\$551 ) begin
-              end else begin
-                \$577  = \$553 [13:0];
-              end
-            end
-          end
+          /* empty */;
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                  end else begin
-                    \$577  = \$568 [13:0];
-                  end
-                end
-              end
-            end
+          if (adv) begin
+            \$712  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$577  = 14'h0000;
+      \$712  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$578  = \$381 ;
+    \$713  = j;
     casez (fsm_state)
       4'h0:
-          /* empty */;
+          \$713  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              (* full_case = 32'd1 *)
-              if (\$551 ) begin
-              end else begin
-                \$578  = \$554 [12:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                  end else begin
-                    \$578  = \$569 [12:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$578  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$579  = \$382 [10:0];
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              (* full_case = 32'd1 *)
-              if (\$551 ) begin
-              end else begin
-                \$579  = \$555 [10:0];
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                  end else begin
-                    \$579  = \$570 [10:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$579  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$580  = j;
-    casez (fsm_state)
-      4'h0:
-          \$580  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-          end else begin
-            \$580  = 3'h0;
-          end
+          \$713  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$580  = \$417 [2:0];
+            \$713  = \$538 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$580  = { 1'h0, \$535  };
+          \$713  = { 1'h0, \$668  };
       4'h8:
           /* empty */;
       4'h6:
-          \$580  = 3'h0;
+          \$713  = 3'h0;
       4'h9:
-          if (\$549 ) begin
+          if (\$682 ) begin
             (* full_case = 32'd1 *)
-            if (\$550 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$580  = 3'h0;
+                \$713  = 3'h0;
               end
             end else begin
-              \$580  = \$557 [2:0];
+              \$713  = \$690 [2:0];
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
-                \$580  = \$564 [2:0];
+              if (\$697 ) begin
+                \$713  = \$698 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$580  = 3'h0;
+                    \$713  = 3'h0;
                   end
                 end else begin
-                  \$580  = \$572 [2:0];
+                  \$713  = \$706 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$580  = 3'h0;
+      \$713  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$581  = frag;
+    \$714  = frag;
     casez (fsm_state)
       4'h0:
-          \$581  = 1'h0;
+          \$714  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-          end else begin
-            \$581  = 1'h0;
-          end
+          \$714  = 1'h0;
       4'h5:
         begin
-          if (\$406 ) begin
-          end else if (\$408 ) begin
-          end else if (\$413 ) begin
-            if (\$414 ) begin
-              if (\$416 ) begin
-                \$581  = 1'h1;
+          if (\$526 ) begin
+          end else if (\$528 ) begin
+          end else if (\$533 ) begin
+            if (\$535 ) begin
+              if (\$537 ) begin
+                \$714  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$581  = 1'h0;
+            \$714  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$581  = 1'h0;
+      \$714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$582  = lat;
+    \$715  = cap1;
     casez (fsm_state)
       4'h0:
-          \$582  = 1'h0;
+          \$715  = 1'h0;
       4'h2:
-          /* empty */;
+          \$715  = 1'h1;
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-          end else begin
-            \$582  = 1'h0;
-          end
+          \$715  = \$477 ;
       4'h5:
-        begin
-          if (lat) begin
-            \$582  = 1'h0;
-          end
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              (* full_case = 32'd1 *)
-              if (\$470 ) begin
-              end else begin
-                \$582  = 1'h1;
-              end
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                \$582  = 1'h1;
-              end
-            end
-          end
-        end
+          \$715  = \$522 ;
     endcase
     if (rst) begin
-      \$582  = 1'h0;
+      \$715  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$583  = cm;
+    \$716  = cap2;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
-          end else if (cmd__valid) begin
-            \$583  = cmd__payload;
-          end
+          \$716  = 1'h0;
+      4'h2:
+          \$716  = cap1;
+      4'h4:
+          \$716  = cap1;
+      4'h5:
+          \$716  = cap1;
     endcase
     if (rst) begin
-      \$583  = 41'h00000000000;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$584  = from_cmd;
+    \$717  = cm;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$584  = 1'h1;
+            \$717  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$717  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$718  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$718  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$584  = 1'h0;
+              \$718  = 1'h0;
             end
           end else if (append__valid) begin
-            \$584  = 1'h0;
+            \$718  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$584  = 1'h0;
+      \$718  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$585  = fg;
+    \$719  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$585  = 6'h00;
+            \$719  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -38125,26 +39827,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$585  = \$556 [5:0];
+                \$719  = \$689 [5:0];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$585  = \$571 [5:0];
+                    \$719  = \$705 [5:0];
                   end
                 end
               end
@@ -38152,23 +39854,23 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$585  = 6'h00;
+      \$719  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$586  = gidx;
+    \$720  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$586  = \$392 [7:0];
+            \$720  = \$415 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$586  = \$396 [7:0];
+              \$720  = \$440 [7:0];
             end
           end else if (append__valid) begin
-            \$586  = \$400 [7:0];
+            \$720  = \$459 [7:0];
           end
       4'h2:
           /* empty */;
@@ -38185,26 +39887,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$586  = \$552 [7:0];
+                \$720  = \$685 [7:0];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$586  = \$567 [7:0];
+                    \$720  = \$701 [7:0];
                   end
                 end
               end
@@ -38212,134 +39914,319 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$586  = 8'h00;
+      \$720  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$587  = fsm_state;
+    \$721  = dense_base;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
-            \$587  = 4'h1;
+            \$721  = \$422 [13:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$587  = 4'h2;
+              \$721  = \$445 [13:0];
             end
           end else if (append__valid) begin
-            \$587  = 4'h2;
+            \$721  = \$464 [13:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              (* full_case = 32'd1 *)
+              if (\$684 ) begin
+              end else begin
+                \$721  = \$686 [13:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$700 ) begin
+                  end else begin
+                    \$721  = \$702 [13:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$721  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$722  = sparse_base;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$722  = \$429 [12:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$722  = \$450 [12:0];
+            end
+          end else if (append__valid) begin
+            \$722  = \$469 [12:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              (* full_case = 32'd1 *)
+              if (\$684 ) begin
+              end else begin
+                \$722  = \$687 [12:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$700 ) begin
+                  end else begin
+                    \$722  = \$703 [12:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$722  = 13'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$723  = meta_base;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$723  = \$436 [10:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$723  = \$455 [10:0];
+            end
+          end else if (append__valid) begin
+            \$723  = \$474 [10:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              (* full_case = 32'd1 *)
+              if (\$684 ) begin
+              end else begin
+                \$723  = \$688 [10:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$700 ) begin
+                  end else begin
+                    \$723  = \$704 [10:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$723  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$724  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$409 ) begin
+          end else if (cmd__valid) begin
+            \$724  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$724  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$724  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$401 ) begin
-            \$587  = 4'h3;
+          if (\$476 ) begin
+            \$724  = 4'h3;
           end else if (field_bad) begin
-            \$587  = 4'h3;
+            \$724  = 4'h3;
           end else begin
-            \$587  = 4'h4;
+            \$724  = 4'h4;
           end
       4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-            \$587  = 4'h3;
-          end else if (cap_bad) begin
-            \$587  = 4'h3;
-          end else if (\$403 ) begin
-            \$587  = 4'h0;
-          end else begin
-            \$587  = 4'h5;
-          end
+          \$724  = 4'h5;
       4'h5:
-          if (emitted) begin
-            if (\$458 ) begin
-              \$587  = 4'h3;
+        begin
+          if (\$526 ) begin
+            if (\$534 ) begin
+              (* full_case = 32'd1 *)
+              if (chk_pos) begin
+                \$724  = 4'h3;
+              end else if (chk_cap) begin
+                \$724  = 4'h3;
+              end else begin
+                \$724  = 4'h0;
+              end
             end
           end
+          if (emitted) begin
+            if (\$602 ) begin
+              \$724  = 4'h3;
+            end
+          end
+        end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$490 ) begin
-            \$587  = 4'h3;
-          end else if (\$491 ) begin
-            \$587  = 4'h6;
-          end else if (\$496 ) begin
-            \$587  = 4'h3;
+          if (\$630 ) begin
+            \$724  = 4'h3;
+          end else if (\$631 ) begin
+            \$724  = 4'h6;
+          end else if (\$636 ) begin
+            \$724  = 4'h3;
           end else begin
-            \$587  = 4'h7;
+            \$724  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$541 ) begin
-            \$587  = 4'h3;
-          end else if (\$542 ) begin
-            \$587  = 4'h3;
+          if (\$674 ) begin
+            \$724  = 4'h3;
+          end else if (\$675 ) begin
+            \$724  = 4'h3;
           end else begin
-            \$587  = 4'h8;
+            \$724  = 4'h8;
           end
       4'h8:
-          if (\$543 ) begin
-            if (\$548 ) begin
-              \$587  = 4'h3;
+          if (\$676 ) begin
+            if (\$681 ) begin
+              \$724  = 4'h3;
             end
           end
       4'h6:
-          \$587  = 4'h9;
+          \$724  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$549 ) begin
+          if (\$682 ) begin
             (* full_case = 32'd1 *)
-            if (\$550 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
-                \$587  = 4'h3;
+              if (\$684 ) begin
+                \$724  = 4'h3;
               end else begin
-                \$587  = 4'h9;
+                \$724  = 4'h9;
               end
             end else begin
-              \$587  = 4'h9;
+              \$724  = 4'h9;
             end
           end else begin
-            \$587  = 4'ha;
+            \$724  = 4'ha;
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
-                    \$587  = 4'h3;
+                  if (\$700 ) begin
+                    \$724  = 4'h3;
                   end else begin
-                    \$587  = 4'h9;
+                    \$724  = 4'h9;
                   end
                 end else begin
-                  \$587  = 4'h9;
+                  \$724  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$574 ) begin
-            \$587  = 4'h0;
+          if (\$708 ) begin
+            \$724  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$587  = 4'h0;
+      \$724  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$588  = retry;
+    \$725  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$588  = 1'h0;
+              \$725  = 1'h0;
             end
           end
       4'h2:
@@ -38357,22 +40244,22 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              if (\$551 ) begin
-                \$588  = 1'h1;
+          if (\$682 ) begin
+            if (\$683 ) begin
+              if (\$684 ) begin
+                \$725  = 1'h1;
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
-                  if (\$566 ) begin
-                    \$588  = 1'h1;
+                if (\$699 ) begin
+                  if (\$700 ) begin
+                    \$725  = 1'h1;
                   end
                 end
               end
@@ -38380,66 +40267,66 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$588  = 1'h0;
+      \$725  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$589  = ap;
+    \$726  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$383 ) begin
+          if (\$409 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$589  = append__payload;
+            \$726  = append__payload;
           end
     endcase
     if (rst) begin
-      \$589  = 39'h0000000000;
+      \$726  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$590  = n;
+    \$727  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$590  = \$signature__data$124 [9:0];
+          \$727  = \$signature__data$155 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$590  = \$signature__data$124 [9:0];
+          \$727  = \$signature__data$155 [9:0];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$590  = \$signature__data$124 [9:0];
+          \$727  = \$signature__data$155 [9:0];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$590  = \$signature__data$124 [9:0];
+                \$727  = \$signature__data$155 [9:0];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$590  = \$signature__data$124 [9:0];
+                    \$727  = \$signature__data$155 [9:0];
                   end
                 end
               end
@@ -38447,50 +40334,50 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$590  = 10'h000;
+      \$727  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$591  = sb0;
+    \$728  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$591  = \$signature__data$124 [23:10];
+          \$728  = \$signature__data$155 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$591  = \$signature__data$124 [23:10];
+          \$728  = \$signature__data$155 [23:10];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$591  = \$signature__data$124 [23:10];
+          \$728  = \$signature__data$155 [23:10];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$591  = \$signature__data$124 [23:10];
+                \$728  = \$signature__data$155 [23:10];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$591  = \$signature__data$124 [23:10];
+                    \$728  = \$signature__data$155 [23:10];
                   end
                 end
               end
@@ -38498,50 +40385,50 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$591  = 14'h0000;
+      \$728  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$592  = sb1;
+    \$729  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$592  = \$signature__data$124 [37:24];
+          \$729  = \$signature__data$155 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$592  = \$signature__data$124 [37:24];
+          \$729  = \$signature__data$155 [37:24];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$592  = \$signature__data$124 [37:24];
+          \$729  = \$signature__data$155 [37:24];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$592  = \$signature__data$124 [37:24];
+                \$729  = \$signature__data$155 [37:24];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$592  = \$signature__data$124 [37:24];
+                    \$729  = \$signature__data$155 [37:24];
                   end
                 end
               end
@@ -38549,50 +40436,50 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$592  = 14'h0000;
+      \$729  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$593  = sb2;
+    \$730  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$593  = \$signature__data$124 [51:38];
+          \$730  = \$signature__data$155 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$593  = \$signature__data$124 [51:38];
+          \$730  = \$signature__data$155 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$593  = \$signature__data$124 [51:38];
+          \$730  = \$signature__data$155 [51:38];
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
               (* full_case = 32'd1 *)
-              if (\$551 ) begin
+              if (\$684 ) begin
               end else begin
-                \$593  = \$signature__data$124 [51:38];
+                \$730  = \$signature__data$155 [51:38];
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
+                if (\$699 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$566 ) begin
+                  if (\$700 ) begin
                   end else begin
-                    \$593  = \$signature__data$124 [51:38];
+                    \$730  = \$signature__data$155 [51:38];
                   end
                 end
               end
@@ -38600,154 +40487,101 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$593  = 14'h0000;
+      \$730  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$594  = status;
+    \$731  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$401 ) begin
-            \$594  = 3'h1;
-          end else if (field_bad) begin
-            \$594  = 3'h2;
-          end
+          \$731  = 3'h0;
       4'h4:
-          if (\$402 ) begin
-            \$594  = 3'h3;
-          end else if (cap_bad) begin
-            \$594  = 3'h5;
+          \$731  = rk;
+      4'h5:
+          \$731  = rk;
+    endcase
+    if (rst) begin
+      \$731  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$732  = cap2_k;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$732  = cap1_k;
+      4'h4:
+          \$732  = cap1_k;
+      4'h5:
+          \$732  = cap1_k;
+    endcase
+    if (rst) begin
+      \$732  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$733  = rk;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$733  = 3'h1;
+      4'h4:
+          if (\$478 ) begin
+            \$733  = \$479 [2:0];
           end
       4'h5:
-          if (emitted) begin
-            if (\$458 ) begin
-              \$594  = 3'h0;
-            end
-          end
-      4'h1:
-          if (\$490 ) begin
-            \$594  = 3'h1;
-          end else if (\$491 ) begin
-          end else if (\$496 ) begin
-            \$594  = 3'h2;
-          end
-      4'h7:
-          if (\$541 ) begin
-            \$594  = 3'h4;
-          end else if (\$542 ) begin
-            \$594  = 3'h0;
-          end
-      4'h8:
-          if (\$543 ) begin
-            if (\$548 ) begin
-              \$594  = 3'h0;
-            end
-          end
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              if (\$551 ) begin
-                \$594  = 3'h0;
-              end
-            end
-          end
-      4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              (* full_case = 32'd1 *)
-              if (\$563 ) begin
-              end else begin
-                if (\$565 ) begin
-                  if (\$566 ) begin
-                    \$594  = 3'h0;
-                  end
-                end
-              end
-            end
+          if (\$523 ) begin
+            \$733  = \$524 [2:0];
           end
     endcase
     if (rst) begin
-      \$594  = 3'h0;
+      \$733  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$595  = out_of_pages;
+    \$734  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
-      4'h4:
-          (* full_case = 32'd1 *)
-          if (\$402 ) begin
-          end else if (cap_bad) begin
-          end else if (\$403 ) begin
-            \$595  = 1'h1;
-          end else begin
-            \$595  = 1'h0;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$734  = \$475 ;
+            endcase
           end
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          /* empty */;
-      4'h3:
-          if (\$573 ) begin
-            \$595  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$595  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$596  = pg0_0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$734  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
-                  \$596  = \$404 ;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$734  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
-                      \$596  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      \$596  = obs__alloc_page;
+                      \$734  = obs__alloc_page;
                 endcase
               end
             end
@@ -38755,48 +40589,54 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$596  = 14'h0000;
+      \$734  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$597  = pg0_1;
+    \$735  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$735  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$735  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
-                  \$597  = \$404 ;
+              3'h1:
+                  \$735  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$597  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      \$597  = obs__alloc_page;
+                      \$735  = obs__alloc_page;
                 endcase
               end
             end
@@ -38804,54 +40644,62 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$597  = 14'h0000;
+      \$735  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$598  = pg0_2;
+    \$736  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$736  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$736  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
-                  \$598  = \$404 ;
+              3'h2:
+                  \$736  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$598  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      \$598  = obs__alloc_page;
+                      \$736  = obs__alloc_page;
                 endcase
               end
             end
@@ -38859,38 +40707,61 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$598  = 14'h0000;
+      \$736  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$599  = pg0_3;
+    \$737  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$737  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$737  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
-                  \$599  = \$404 ;
+              3'h3:
+                  \$737  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38899,20 +40770,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$599  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      \$599  = obs__alloc_page;
+                      \$737  = obs__alloc_page;
                 endcase
               end
             end
@@ -38920,40 +40778,67 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$599  = 14'h0000;
+      \$737  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$600  = pg0_4;
+    \$738  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$738  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$738  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
+              3'h3:
                   /* empty */;
-              4'h4:
-                  \$600  = \$404 ;
+              3'h4:
+                  \$738  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -38964,22 +40849,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$600  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      \$600  = obs__alloc_page;
+                      \$738  = obs__alloc_page;
                 endcase
               end
             end
@@ -38987,42 +40857,73 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$600  = 14'h0000;
+      \$738  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$601  = pg0_5;
+    \$739  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$739  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$739  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
+              3'h3:
                   /* empty */;
-              4'h4:
+              3'h4:
                   /* empty */;
-              4'h5:
-                  \$601  = \$404 ;
+              3'h5:
+                  \$739  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -39035,24 +40936,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$601  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      /* empty */;
-                  3'h5:
-                      \$601  = obs__alloc_page;
+                      \$739  = obs__alloc_page;
                 endcase
               end
             end
@@ -39060,44 +40944,79 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$601  = 14'h0000;
+      \$739  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$602  = pg0_6;
+    \$740  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  /* empty */;
+              3'h6:
+                  \$740  = \$475 ;
+            endcase
+          end
       4'h4:
-          /* empty */;
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  /* empty */;
+              3'h6:
+                  \$740  = \$480 ;
+            endcase
+          end
       4'h5:
         begin
-          if (lat) begin
-            casez (\$405 )
-              4'h0:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
                   /* empty */;
-              4'h1:
+              3'h1:
                   /* empty */;
-              4'h2:
+              3'h2:
                   /* empty */;
-              4'h3:
+              3'h3:
                   /* empty */;
-              4'h4:
+              3'h4:
                   /* empty */;
-              4'h5:
+              3'h5:
                   /* empty */;
-              4'h6:
-                  \$602  = \$404 ;
+              3'h6:
+                  \$740  = \$525 ;
             endcase
           end
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              if (\$470 ) begin
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
                 casez (j)
                   3'h0:
                       /* empty */;
@@ -39112,26 +41031,7 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$602  = obs__alloc_page;
-                endcase
-              end
-            end else begin
-              if (\$476 ) begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      /* empty */;
-                  3'h5:
-                      /* empty */;
-                  3'h6:
-                      \$602  = obs__alloc_page;
+                      \$740  = obs__alloc_page;
                 endcase
               end
             end
@@ -39139,50 +41039,200 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
         end
     endcase
     if (rst) begin
-      \$602  = 14'h0000;
+      \$740  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$603  = p_off;
+    \$741  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          /* empty */;
+          if (\$476 ) begin
+            \$741  = 3'h1;
+          end else if (field_bad) begin
+            \$741  = 3'h2;
+          end
       4'h4:
           /* empty */;
       4'h5:
+        begin
+          if (\$526 ) begin
+            if (\$534 ) begin
+              if (chk_pos) begin
+                \$741  = 3'h3;
+              end else if (chk_cap) begin
+                \$741  = 3'h5;
+              end
+            end
+          end
           if (emitted) begin
-            \$603  = \$419 [9:0];
+            if (\$602 ) begin
+              \$741  = 3'h0;
+            end
+          end
+        end
+      4'h1:
+          if (\$630 ) begin
+            \$741  = 3'h1;
+          end else if (\$631 ) begin
+          end else if (\$636 ) begin
+            \$741  = 3'h2;
+          end
+      4'h7:
+          if (\$674 ) begin
+            \$741  = 3'h4;
+          end else if (\$675 ) begin
+            \$741  = 3'h0;
+          end
+      4'h8:
+          if (\$676 ) begin
+            if (\$681 ) begin
+              \$741  = 3'h0;
+            end
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$682 ) begin
+            if (\$683 ) begin
+              if (\$684 ) begin
+                \$741  = 3'h0;
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$694 ) begin
+              (* full_case = 32'd1 *)
+              if (\$697 ) begin
+              end else begin
+                if (\$699 ) begin
+                  if (\$700 ) begin
+                    \$741  = 3'h0;
+                  end
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$603  = 10'h000;
+      \$741  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$604  = p_second;
+    \$742  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
+          \$742  = \$481 ;
+    endcase
+    if (rst) begin
+      \$742  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$743  = chk_cap;
+    casez (fsm_state)
+      4'h0:
           /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$743  = cap_bad;
+    endcase
+    if (rst) begin
+      \$743  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$744  = em_free;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$744  = \$486 ;
       4'h5:
           if (emitted) begin
-            \$604  = \$427 ;
+            \$744  = \$584 ;
           end
     endcase
     if (rst) begin
-      \$604  = 1'h0;
+      \$744  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$605  = p_c_nz;
+    \$745  = em_ready;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$745  = 1'h0;
+      4'h5:
+        begin
+          if (\$526 ) begin
+          end else if (\$528 ) begin
+          end else if (\$533 ) begin
+            if (\$535 ) begin
+              if (\$537 ) begin
+                \$745  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$745  = \$601 ;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$745  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$746  = a_first;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$746  = { \$506 , \$504 , \$500 , \$496 , \$492 , \$490 , \$488  };
+    endcase
+    if (rst) begin
+      \$746  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$747  = a_second;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$747  = { 1'h0, \$521 , \$516 , \$511 , 3'h0 };
+    endcase
+    if (rst) begin
+      \$747  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$748  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39191,17 +41241,43 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h4:
           /* empty */;
       4'h5:
-          if (emitted) begin
-            \$605  = \$429 ;
+          if (\$526 ) begin
+            (* full_case = 32'd1 *)
+            if (\$534 ) begin
+              (* full_case = 32'd1 *)
+              if (chk_pos) begin
+              end else if (chk_cap) begin
+              end else begin
+                \$748  = 1'h1;
+              end
+            end else begin
+              \$748  = 1'h0;
+            end
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'h3:
+          if (\$707 ) begin
+            \$748  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$605  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$606  = p_first_len;
+    \$749  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39211,16 +41287,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$606  = \$442 [10:0];
+            \$749  = \$540 [9:0];
           end
     endcase
     if (rst) begin
-      \$606  = 11'h000;
+      \$749  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$607  = p_second_len;
+    \$750  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39230,16 +41306,16 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$607  = \$457 [10:0];
+            \$750  = \$548 ;
           end
     endcase
     if (rst) begin
-      \$607  = 11'h000;
+      \$750  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$608  = obs__live;
+    \$751  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39249,17 +41325,74 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$458 ) begin
+            \$751  = \$550 ;
+          end
+    endcase
+    if (rst) begin
+      \$751  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$752  = p_first_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$752  = \$563 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$752  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$753  = p_second_len;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$753  = \$578 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$753  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$754  = obs__live;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$602 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$608 [0] = 1'h1;
+                    \$754 [0] = 1'h1;
                 2'h1:
-                    \$608 [1] = 1'h1;
+                    \$754 [1] = 1'h1;
                 2'h2:
-                    \$608 [2] = 1'h1;
+                    \$754 [2] = 1'h1;
                 2'h3:
-                    \$608 [3] = 1'h1;
+                    \$754 [3] = 1'h1;
               endcase
             end
           end
@@ -39272,41 +41405,41 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          if (\$549 ) begin
-            if (\$550 ) begin
-              if (\$551 ) begin
+          if (\$682 ) begin
+            if (\$683 ) begin
+              if (\$684 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$608 [0] = 1'h0;
+                      \$754 [0] = 1'h0;
                   2'h1:
-                      \$608 [1] = 1'h0;
+                      \$754 [1] = 1'h0;
                   2'h2:
-                      \$608 [2] = 1'h0;
+                      \$754 [2] = 1'h0;
                   2'h3:
-                      \$608 [3] = 1'h0;
+                      \$754 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
+          if (adv) begin
+            if (\$694 ) begin
               (* full_case = 32'd1 *)
-              if (\$563 ) begin
+              if (\$697 ) begin
               end else begin
-                if (\$565 ) begin
-                  if (\$566 ) begin
+                if (\$699 ) begin
+                  if (\$700 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$608 [0] = 1'h0;
+                          \$754 [0] = 1'h0;
                       2'h1:
-                          \$608 [1] = 1'h0;
+                          \$754 [1] = 1'h0;
                       2'h2:
-                          \$608 [2] = 1'h0;
+                          \$754 [2] = 1'h0;
                       2'h3:
-                          \$608 [3] = 1'h0;
+                          \$754 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -39315,12 +41448,12 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           end
     endcase
     if (rst) begin
-      \$608  = 4'h0;
+      \$754  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$609  = lat_tab;
+    \$755  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39330,29 +41463,24 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-              (* full_case = 32'd1 *)
-              if (\$470 ) begin
-              end else begin
-                \$609  = slot_tab;
-              end
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                \$609  = slot_tab;
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      \$755  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$609  = 2'h0;
+      \$755  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$610  = pg1_0;
+    \$756  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39362,29 +41490,26 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                if (\$486 ) begin
-                  casez (\$19 [1:0])
-                    2'h0:
-                        \$610  = obs__alloc_page;
-                  endcase
-                end
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      /* empty */;
+                  2'h1:
+                      \$756  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$610  = 14'h0000;
+      \$756  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$611  = pg1_1;
+    \$757  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39394,67 +41519,28 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
           /* empty */;
       4'h5:
           if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                if (\$486 ) begin
-                  casez (\$19 [1:0])
-                    2'h0:
-                        /* empty */;
-                    2'h1:
-                        \$611  = obs__alloc_page;
-                  endcase
-                end
+            if (\$602 ) begin
+            end else if (\$603 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      /* empty */;
+                  2'h1:
+                      /* empty */;
+                  2'h2:
+                      \$757  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$611  = 14'h0000;
+      \$757  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$612  = pg1_2;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            (* full_case = 32'd1 *)
-            if (\$458 ) begin
-            end else if (\$464 ) begin
-            end else begin
-              if (\$476 ) begin
-              end else if (\$478 ) begin
-                if (\$486 ) begin
-                  casez (\$19 [1:0])
-                    2'h0:
-                        /* empty */;
-                    2'h1:
-                        /* empty */;
-                    2'h2:
-                        \$612  = obs__alloc_page;
-                  endcase
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$612  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$613  = r_left;
+    \$758  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39465,109 +41551,185 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$758  = \$610 [14:0];
       4'h7:
-          \$613  = { \$509 [21], \$509 [21], \$509 [21], \$509  };
+          /* empty */;
       4'h8:
-          if (\$543 ) begin
-            \$613  = \$546 [24:0];
-          end
-    endcase
-    if (rst) begin
-      \$613  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$614  = r_off;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$614  = \$516 [9:0];
-      4'h8:
-          if (\$543 ) begin
-            \$614  = 10'h000;
-          end
-    endcase
-    if (rst) begin
-      \$614  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$615  = r_room;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$615  = \$524 [10:0];
-      4'h8:
-          if (\$543 ) begin
-            \$615  = 11'h400;
-          end
-    endcase
-    if (rst) begin
-      \$615  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$616  = e;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$616  = \$531 [14:0];
-      4'h8:
-          if (\$543 ) begin
-            \$616  = \$547 [14:0];
+          if (\$676 ) begin
+            \$758  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$616  = 15'h0000;
+          \$758  = 15'h0000;
       4'ha:
-          if (release__ready) begin
-            \$616  = \$558 [14:0];
-            if (\$560 ) begin
-              if (\$563 ) begin
-                \$616  = 15'h0000;
+          if (adv) begin
+            \$758  = e1;
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$758  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$616  = 15'h0000;
+      \$758  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$617  = npg;
+    \$759  = e1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$759  = \$618 [14:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$676 ) begin
+            \$759  = e2;
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$759  = 15'h0001;
+      4'ha:
+          if (adv) begin
+            \$759  = e2;
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$759  = 15'h0001;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$759  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$760  = e2;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$760  = \$626 [14:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (\$676 ) begin
+            \$760  = \$680 [14:0];
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$760  = 15'h0002;
+      4'ha:
+          if (adv) begin
+            \$760  = \$693 [14:0];
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$760  = 15'h0002;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$760  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$761  = r_left;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$761  = { \$649 [21], \$649 [21], \$649 [21], \$649  };
+      4'h8:
+          if (\$676 ) begin
+            \$761  = \$679 [24:0];
+          end
+    endcase
+    if (rst) begin
+      \$761  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$762  = r_off;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$762  = \$656 [9:0];
+      4'h8:
+          if (\$676 ) begin
+            \$762  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$762  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$763  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$763  = \$664 [10:0];
+      4'h8:
+          if (\$676 ) begin
+            \$763  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$763  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$764  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -39586,82 +41748,156 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
       4'h6:
           /* empty */;
       4'h9:
-          \$617  = cnt;
+          \$764  = cnt;
       4'ha:
-          if (release__ready) begin
-            if (\$560 ) begin
-              if (\$563 ) begin
-                \$617  = k_cnt;
+          if (adv) begin
+            if (\$694 ) begin
+              if (\$697 ) begin
+                \$764  = k_cnt;
               end
             end
           end
     endcase
     if (rst) begin
-      \$617  = 15'h0000;
+      \$764  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$83  = 6'h00;
+    \$765  = rel_tab;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            \$765  = slot_tab;
+          end
+    endcase
+    if (rst) begin
+      \$765  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$766  = obs__release_sid;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            \$766  = \$692 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$766  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$81  = 6'h00;
     casez (t_idx)
       2'h0:
-          \$83  = 6'h00;
+          \$81  = 6'h00;
       2'h1:
-          \$83  = 6'h10;
+          \$81  = 6'h10;
       2'h2:
-          \$83  = 6'h20;
+          \$81  = 6'h20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$86  = 6'h00;
-    casez (\$19 [1:0])
+    \$84  = 6'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$86  = 6'h00;
+          \$84  = 6'h00;
       2'h1:
-          \$86  = 6'h10;
+          \$84  = 6'h10;
       2'h2:
-          \$86  = 6'h20;
+          \$84  = 6'h20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$89  = 5'h00;
+    \$87  = 5'h00;
     casez (t_idx)
       2'h0:
-          \$89  = 5'h00;
+          \$87  = 5'h00;
       2'h1:
-          \$89  = 5'h08;
+          \$87  = 5'h08;
       2'h2:
-          \$89  = 5'h10;
+          \$87  = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$92  = 5'h00;
-    casez (\$19 [1:0])
+    \$90  = 5'h00;
+    casez (\$17 [1:0])
       2'h0:
-          \$92  = 5'h00;
+          \$90  = 5'h00;
       2'h1:
-          \$92  = 5'h08;
+          \$90  = 5'h08;
       2'h2:
-          \$92  = 5'h10;
+          \$90  = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$95  = 3'h0;
+    \$93  = 3'h0;
     casez (t_idx)
       2'h0:
-          \$95  = 3'h0;
+          \$93  = 3'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$98  = 3'h0;
-    casez (\$19 [1:0])
+    \$96  = 3'h0;
+    casez (\$17 [1:0])
       2'h0:
-          \$98  = 3'h0;
+          \$96  = 3'h0;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    obs__release_page = 14'h0000;
+    casez (rel_tab)
+      2'h0:
+          obs__release_page = r_data;
+      2'h1:
+          obs__release_page = \r_data$73 ;
+      2'h2:
+          obs__release_page = \r_data$74 ;
     endcase
   end
   always @* begin
@@ -39669,27 +41905,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$105  = 8'h00;
+          \$104  = 8'h00;
       2'h1:
-          \$105  = 8'h3c;
+          \$104  = 8'h3c;
       2'h2:
-          \$105  = 8'h78;
+          \$104  = 8'h78;
       2'h3:
-          \$105  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$108  = 8'h00;
-      2'h1:
-          \$108  = 8'h3c;
-      2'h2:
-          \$108  = 8'h78;
-      2'h3:
-          \$108  = 8'hb4;
+          \$104  = 8'hb4;
     endcase
   end
   always @* begin
@@ -39697,13 +41919,13 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$113  = 8'h00;
+          \$110  = 8'h00;
       2'h1:
-          \$113  = 8'h3c;
+          \$110  = 8'h3c;
       2'h2:
-          \$113  = 8'h78;
+          \$110  = 8'h78;
       2'h3:
-          \$113  = 8'hb4;
+          \$110  = 8'hb4;
     endcase
   end
   always @* begin
@@ -39711,313 +41933,49 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$117  = 8'h00;
+          \$114  = 8'h00;
       2'h1:
-          \$117  = 8'h3c;
+          \$114  = 8'h3c;
       2'h2:
-          \$117  = 8'h78;
+          \$114  = 8'h78;
       2'h3:
-          \$117  = 8'hb4;
+          \$114  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$152  = 14'h0000;
-    casez (lat_tab)
+    \$124  = 14'h0000;
+    casez (\slot_idx$94 )
       2'h0:
-          \$152  = r_data;
+          \$124  = sb0;
       2'h1:
-          \$152  = \r_data$91 ;
+          \$124  = sb1;
       2'h2:
-          \$152  = \r_data$92 ;
+          \$124  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$154  = 14'h0000;
-    casez (\$153 )
-      4'h0:
-          \$154  = pg0_0;
-      4'h1:
-          \$154  = pg0_1;
-      4'h2:
-          \$154  = pg0_2;
-      4'h3:
-          \$154  = pg0_3;
-      4'h4:
-          \$154  = pg0_4;
-      4'h5:
-          \$154  = pg0_5;
-      4'h6:
-          \$154  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$161  = 14'h0000;
-    casez (lat_tab)
+    \$156  = 14'h0000;
+    casez (\slot_idx$99 )
       2'h0:
-          \$161  = r_data;
+          \$156  = sb0;
       2'h1:
-          \$161  = \r_data$91 ;
+          \$156  = sb1;
       2'h2:
-          \$161  = \r_data$92 ;
+          \$156  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$163  = 14'h0000;
-    casez (\$162 )
-      4'h0:
-          \$163  = pg0_0;
-      4'h1:
-          \$163  = pg0_1;
-      4'h2:
-          \$163  = pg0_2;
-      4'h3:
-          \$163  = pg0_3;
-      4'h4:
-          \$163  = pg0_4;
-      4'h5:
-          \$163  = pg0_5;
-      4'h6:
-          \$163  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$171  = 14'h0000;
-    casez (\slot_idx$78 )
+    \$211  = 14'h0000;
+    casez (\slot_idx$106 )
       2'h0:
-          \$171  = pg1_0;
+          \$211  = sb0;
       2'h1:
-          \$171  = pg1_1;
+          \$211  = sb1;
       2'h2:
-          \$171  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$174  = 14'h0000;
-    casez (lat_tab)
-      2'h0:
-          \$174  = r_data;
-      2'h1:
-          \$174  = \r_data$91 ;
-      2'h2:
-          \$174  = \r_data$92 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$176  = 14'h0000;
-    casez (\$175 )
-      4'h0:
-          \$176  = pg0_0;
-      4'h1:
-          \$176  = pg0_1;
-      4'h2:
-          \$176  = pg0_2;
-      4'h3:
-          \$176  = pg0_3;
-      4'h4:
-          \$176  = pg0_4;
-      4'h5:
-          \$176  = pg0_5;
-      4'h6:
-          \$176  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$186  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$186  = sb0;
-      2'h1:
-          \$186  = sb1;
-      2'h2:
-          \$186  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$188  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$188  = ap[24:18];
-      2'h1:
-          \$188  = ap[31:25];
-      2'h2:
-          \$188  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$190  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$190  = sb0;
-      2'h1:
-          \$190  = sb1;
-      2'h2:
-          \$190  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$194  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$194  = sb0;
-      2'h1:
-          \$194  = sb1;
-      2'h2:
-          \$194  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$196  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$196  = sb0;
-      2'h1:
-          \$196  = sb1;
-      2'h2:
-          \$196  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$218  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$218  = ap[24:18];
-      2'h1:
-          \$218  = ap[31:25];
-      2'h2:
-          \$218  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$220  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$220  = sb0;
-      2'h1:
-          \$220  = sb1;
-      2'h2:
-          \$220  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$224  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$224  = ap[24:18];
-      2'h1:
-          \$224  = ap[31:25];
-      2'h2:
-          \$224  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$226  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$226  = ap[24:18];
-      2'h1:
-          \$226  = ap[31:25];
-      2'h2:
-          \$226  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$228  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$228  = sb0;
-      2'h1:
-          \$228  = sb1;
-      2'h2:
-          \$228  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$230  = 7'h00;
-    casez (\$19 [1:0])
-      2'h0:
-          \$230  = ap[24:18];
-      2'h1:
-          \$230  = ap[31:25];
-      2'h2:
-          \$230  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$238  = 14'h0000;
-    casez (cm[12:11])
-      2'h0:
-          \$238  = sb0;
-      2'h1:
-          \$238  = sb1;
-      2'h2:
-          \$238  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$262  = 14'h0000;
-    casez (j[1:0])
-      2'h0:
-          \$262  = r_data;
-      2'h1:
-          \$262  = \r_data$91 ;
-      2'h2:
-          \$262  = \r_data$92 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$283  = 14'h0000;
-    casez (\$19 [1:0])
-      2'h0:
-          \$283  = sb0;
-      2'h1:
-          \$283  = sb1;
-      2'h2:
-          \$283  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$297  = 14'h0000;
-    casez (slot_tab)
-      2'h0:
-          \$297  = r_data;
-      2'h1:
-          \$297  = \r_data$91 ;
-      2'h2:
-          \$297  = \r_data$92 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$349  = 14'h0000;
-    casez (\slot_idx$116 )
-      2'h0:
-          \$349  = sb0;
-      2'h1:
-          \$349  = sb1;
-      2'h2:
-          \$349  = sb2;
+          \$211  = sb2;
     endcase
   end
   assign \ready$3  = ready;
@@ -40030,19 +41988,24 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign alloc__payload = obs__alloc_page;
   assign obs__alloc_sid = \$9 [10:0];
   assign release__payload = obs__release_page;
-  assign obs__release_sid = \$11 [10:0];
+  assign rel_sid = obs__release_sid;
+  assign free_done_q = obs__free_done;
   assign obs__free_seq = cm[4:3];
-  assign slot_idx = \$19 [1:0];
-  assign need = \$69 [2:0];
-  assign r_addr = \$85 [13:0];
-  assign w_addr = \$88 [13:0];
+  assign slot_idx = \$17 [1:0];
+  assign need = \$67 [2:0];
+  assign r_addr = \$83 [13:0];
+  assign w_addr = \$86 [13:0];
   assign w_data = obs__alloc_page;
-  assign \r_addr$51  = \$91 [12:0];
-  assign \w_addr$54  = \$94 [12:0];
-  assign \w_data$56  = obs__alloc_page;
-  assign \r_addr$57  = \$97 [10:0];
-  assign \w_addr$60  = \$100 [10:0];
-  assign \w_data$62  = obs__alloc_page;
+  assign \r_addr$58  = \$89 [12:0];
+  assign \w_addr$61  = \$92 [12:0];
+  assign \w_data$63  = obs__alloc_page;
+  assign \r_addr$64  = \$95 [10:0];
+  assign \w_addr$67  = \$98 [10:0];
+  assign \w_data$69  = obs__alloc_page;
+  assign rel_v = release__valid;
+  assign r_en = tab_en;
+  assign \r_en$77  = tab_en;
+  assign \r_en$78  = tab_en;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign \ap.seq  = ap[1:0];
@@ -40097,122 +42060,151 @@ module \oaken_engine.mmu (rst, ready, wr_out__valid, rd_out__valid, append__vali
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$124.n  = \$signature__data$124 [9:0];
-  assign \$signature__data$124.sb  = \$signature__data$124 [51:10];
-  assign \$signature__data$124.sb[0]  = \$signature__data$124 [23:10];
-  assign \$signature__data$124.sb[1]  = \$signature__data$124 [37:24];
-  assign \$signature__data$124.sb[2]  = \$signature__data$124 [51:38];
+  assign \$signature__data$155.n  = \$signature__data$155 [9:0];
+  assign \$signature__data$155.sb  = \$signature__data$155 [51:10];
+  assign \$signature__data$155.sb[0]  = \$signature__data$155 [23:10];
+  assign \$signature__data$155.sb[1]  = \$signature__data$155 [37:24];
+  assign \$signature__data$155.sb[2]  = \$signature__data$155 [51:38];
   assign \$1  = cm[0];
-  assign \$25 [9:5] = 5'h00;
-  assign \$25 [4:0] = n[4:0];
-  assign \$29 [13:10] = 4'h0;
-  assign \$29 [9:0] = sb0[9:0];
-  assign \$33 [13:10] = 4'h0;
-  assign \$33 [9:0] = sb0[9:0];
-  assign \$39 [9:5] = 5'h00;
-  assign \$39 [4:0] = n[4:0];
-  assign \$43 [13:10] = 4'h0;
-  assign \$43 [9:0] = sb1[9:0];
-  assign \$47 [13:10] = 4'h0;
-  assign \$47 [9:0] = sb1[9:0];
-  assign \$53 [9:5] = 5'h00;
-  assign \$53 [4:0] = n[4:0];
-  assign \$57 [13:10] = 4'h0;
-  assign \$57 [9:0] = sb2[9:0];
-  assign \$61 [13:10] = 4'h0;
-  assign \$61 [9:0] = sb2[9:0];
-  assign \$67 [9:6] = 4'h0;
-  assign \$67 [5:0] = n[5:0];
-  assign \$84  = { 4'h0, \$83 [5:4] };
-  assign \$87  = { 4'h0, \$86 [5:4] };
-  assign \$90  = { 3'h0, \$89 [4:3] };
-  assign \$93  = { 3'h0, \$92 [4:3] };
-  assign \$96  = 3'h0;
-  assign \$99  = 3'h0;
-  assign \$104  = cmd__payload[0];
-  assign \$156 [9:5] = 5'h00;
-  assign \$156 [4:0] = n[4:0];
-  assign \$172  = { \$171 , 10'h000 };
-  assign \$178 [9:6] = 4'h0;
-  assign \$178 [5:0] = n[5:0];
-  assign \$182  = { 5'h00, n[9:5] };
-  assign \$183  = { 5'h00, n[9:5] };
-  assign \$184  = { 6'h00, n[9:6] };
-  assign \$185  = { 6'h00, n[9:6] };
-  assign \$187  = { 10'h000, \$186 [13:10] };
-  assign \$191 [13:10] = 4'h0;
-  assign \$191 [9:0] = \$190 [9:0];
-  assign \$195  = { 10'h000, \$194 [13:10] };
-  assign \$197  = { 10'h000, \$196 [13:10] };
-  assign \$212 [9:5] = 5'h00;
-  assign \$212 [4:0] = n[4:0];
-  assign \$214 [9:6] = 4'h0;
-  assign \$214 [5:0] = n[5:0];
-  assign \$221 [13:10] = 4'h0;
-  assign \$221 [9:0] = \$220 [9:0];
-  assign \$229 [13:10] = 4'h0;
-  assign \$229 [9:0] = \$228 [9:0];
-  assign \$243  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$244  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$247  = { 10'h000, \$246 [20:10] };
-  assign \$250  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$251  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$254  = { 10'h000, \$253 [20:10] };
-  assign \$257  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$258  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$261  = { 10'h000, \$260 [20:10] };
-  assign \$279  = { \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11], \$278 [11:5] };
-  assign \$286  = { \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15], \$285 [15:10] };
-  assign \$289  = { \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11], \$288 [11:6] };
-  assign \$343  = { \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11], \$342 [11:5] };
-  assign \$352  = { \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15], \$351 [15:10] };
-  assign \$355  = { \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11], \$354 [11:6] };
-  assign \$384  = cmd__payload[0];
-  assign \$419 [13:10] = 4'h0;
-  assign \$419 [9:0] = \$418 [9:0];
-  assign \$423 [13:10] = 4'h0;
-  assign \$423 [9:0] = \$422 [9:0];
-  assign \$433 [13:10] = 4'h0;
-  assign \$433 [9:0] = \$432 [9:0];
-  assign \$439 [13:10] = 4'h0;
-  assign \$439 [9:0] = \$438 [9:0];
-  assign \$447 [13:10] = 4'h0;
-  assign \$447 [9:0] = \$446 [9:0];
-  assign \$453 [13:10] = 4'h0;
-  assign \$453 [9:0] = \$452 [9:0];
-  assign \$466 [9:5] = 5'h00;
-  assign \$466 [4:0] = n[4:0];
-  assign \$468 [9:6] = 4'h0;
-  assign \$468 [5:0] = n[5:0];
-  assign \$474 [13:10] = 4'h0;
-  assign \$474 [9:0] = \$473 [9:0];
-  assign \$482 [13:10] = 4'h0;
-  assign \$482 [9:0] = \$481 [9:0];
-  assign \$491  = cm[0];
-  assign \$499  = { 3'h0, hi, 4'h0 };
-  assign \$500  = { 2'h0, hi, 5'h00 };
-  assign \$505  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$506  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$512  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$513  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$516 [20:10] = 11'h000;
-  assign \$516 [9:0] = \$515 [9:0];
-  assign \$519  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$520  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$523 [20:10] = 11'h000;
-  assign \$523 [9:0] = \$522 [9:0];
-  assign \$527  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$528  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$531  = { 10'h000, \$530 [20:10] };
+  assign \$23 [9:5] = 5'h00;
+  assign \$23 [4:0] = n[4:0];
+  assign \$27 [13:10] = 4'h0;
+  assign \$27 [9:0] = sb0[9:0];
+  assign \$31 [13:10] = 4'h0;
+  assign \$31 [9:0] = sb0[9:0];
+  assign \$37 [9:5] = 5'h00;
+  assign \$37 [4:0] = n[4:0];
+  assign \$41 [13:10] = 4'h0;
+  assign \$41 [9:0] = sb1[9:0];
+  assign \$45 [13:10] = 4'h0;
+  assign \$45 [9:0] = sb1[9:0];
+  assign \$51 [9:5] = 5'h00;
+  assign \$51 [4:0] = n[4:0];
+  assign \$55 [13:10] = 4'h0;
+  assign \$55 [9:0] = sb2[9:0];
+  assign \$59 [13:10] = 4'h0;
+  assign \$59 [9:0] = sb2[9:0];
+  assign \$65 [9:6] = 4'h0;
+  assign \$65 [5:0] = n[5:0];
+  assign \$82  = { 4'h0, \$81 [5:4] };
+  assign \$85  = { 4'h0, \$84 [5:4] };
+  assign \$88  = { 3'h0, \$87 [4:3] };
+  assign \$91  = { 3'h0, \$90 [4:3] };
+  assign \$94  = 3'h0;
+  assign \$97  = 3'h0;
+  assign \$105  = cmd__payload[0];
+  assign \$118  = 4'ha;
+  assign \$119  = 4'h0;
+  assign \$120  = 2'h2;
+  assign \$121  = 2'h0;
+  assign \$122  = { 5'h00, ap[17:13] };
+  assign \$123  = { 6'h00, ap[17:14] };
+  assign \$125  = { 10'h000, \$124 [13:10] };
+  assign \$154  = { 5'h00, ap[17:13] };
+  assign \$155  = { 6'h00, ap[17:14] };
+  assign \$157  = { 10'h000, \$156 [13:10] };
+  assign \$209  = { 5'h00, ap[17:13] };
+  assign \$210  = { 6'h00, ap[17:14] };
+  assign \$212  = { 10'h000, \$211 [13:10] };
+  assign \$240 [9:5] = 5'h00;
+  assign \$240 [4:0] = n[4:0];
+  assign \$248  = { \$247 , 10'h000 };
+  assign \$251 [9:6] = 4'h0;
+  assign \$251 [5:0] = n[5:0];
+  assign \$254  = { 5'h00, n[9:5] };
+  assign \$255  = { 6'h00, n[9:6] };
+  assign \$257  = { 10'h000, \$256 [13:10] };
+  assign \$260  = { 10'h000, \$259 [13:10] };
+  assign \$274  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$275  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$278  = { 10'h000, \$277 [20:10] };
+  assign \$281  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$282  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$285  = { 10'h000, \$284 [20:10] };
+  assign \$288  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$289  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$292  = { 10'h000, \$291 [20:10] };
+  assign \$315  = { \$314 [11], \$314 [11], \$314 [11], \$314 [11], \$314 [11], \$314 [11:5] };
+  assign \$322  = { \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15:10] };
+  assign \$325  = { \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11:6] };
+  assign \$373  = { \$372 [11], \$372 [11], \$372 [11], \$372 [11], \$372 [11], \$372 [11:5] };
+  assign \$382  = { \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15:10] };
+  assign \$385  = { \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11:6] };
+  assign \$411  = cmd__payload[0];
+  assign \$417  = cmd__payload[0];
+  assign \$424  = cmd__payload[0];
+  assign \$431  = cmd__payload[0];
+  assign \$487 [9:5] = 5'h00;
+  assign \$487 [4:0] = n[4:0];
+  assign \$489 [9:5] = 5'h00;
+  assign \$489 [4:0] = n[4:0];
+  assign \$491 [9:5] = 5'h00;
+  assign \$491 [4:0] = n[4:0];
+  assign \$494 [13:10] = 4'h0;
+  assign \$494 [9:0] = sb0[9:0];
+  assign \$498 [13:10] = 4'h0;
+  assign \$498 [9:0] = sb1[9:0];
+  assign \$502 [13:10] = 4'h0;
+  assign \$502 [9:0] = sb2[9:0];
+  assign \$505 [9:6] = 4'h0;
+  assign \$505 [5:0] = n[5:0];
+  assign \$508 [13:10] = 4'h0;
+  assign \$508 [9:0] = sb0[9:0];
+  assign \$513 [13:10] = 4'h0;
+  assign \$513 [9:0] = sb1[9:0];
+  assign \$518 [13:10] = 4'h0;
+  assign \$518 [9:0] = sb2[9:0];
+  assign \$540 [13:10] = 4'h0;
+  assign \$540 [9:0] = \$539 [9:0];
+  assign \$544 [13:10] = 4'h0;
+  assign \$544 [9:0] = \$543 [9:0];
+  assign \$554 [13:10] = 4'h0;
+  assign \$554 [9:0] = \$553 [9:0];
+  assign \$560 [13:10] = 4'h0;
+  assign \$560 [9:0] = \$559 [9:0];
+  assign \$568 [13:10] = 4'h0;
+  assign \$568 [9:0] = \$567 [9:0];
+  assign \$574 [13:10] = 4'h0;
+  assign \$574 [9:0] = \$573 [9:0];
+  assign \$594 [13:10] = 4'h0;
+  assign \$594 [9:0] = \$593 [9:0];
+  assign \$606  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$607  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$610  = { 10'h000, \$609 [20:10] };
+  assign \$613  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$614  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$617  = { 10'h000, \$616 [20:10] };
+  assign \$621  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$622  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$625  = { 10'h000, \$624 [20:10] };
+  assign \$631  = cm[0];
+  assign \$639  = { 3'h0, hi, 4'h0 };
+  assign \$640  = { 2'h0, hi, 5'h00 };
+  assign \$645  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$646  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$652  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$653  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$656 [20:10] = 11'h000;
+  assign \$656 [9:0] = \$655 [9:0];
+  assign \$659  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$660  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$663 [20:10] = 11'h000;
+  assign \$663 [9:0] = \$662 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
+module \oaken_engine.mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg [13:0] \$1 ;
   input clk;
   wire clk;
+  output [13:0] q;
+  reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
-  output [13:0] r_data;
+  (* init = 14'h0000 *)
   wire [13:0] r_data;
+  input r_en;
+  wire r_en;
   input [13:0] rd__addr;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
@@ -51758,38 +53750,54 @@ module \oaken_engine.mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_data,
   always @(posedge clk) begin
     _0_ <= mem[rd__addr];
   end
-  assign r_data = _0_;
+  assign rd__data = _0_;
+  always @(posedge clk)
+    q <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$1  = q;
+    if (r_en) begin
+      \$1  = rd__data;
+    end
+    if (rst) begin
+      \$1  = 14'h0000;
+    end
+  end
   assign r_addr = rd__addr;
-  assign rd__data = r_data;
+  assign r_data = q;
   assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.free_list (rst, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, release__payload, done, count, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+module \oaken_engine.mmu.free_list (rst, release__payload, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, done, count, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [15:0] \$12 ;
+  wire \$12 ;
   wire \$13 ;
-  wire [16:0] \$14 ;
-  wire \$15 ;
-  wire [14:0] \$16 ;
-  reg [13:0] \$17 ;
-  reg \$18 ;
-  reg [13:0] \$19 ;
+  wire \$14 ;
+  wire [14:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [14:0] \$18 ;
+  reg \$19 ;
   wire [14:0] \$2 ;
-  reg [14:0] \$20 ;
+  reg \$20 ;
   reg [13:0] \$21 ;
+  reg \$22 ;
+  reg [13:0] \$23 ;
+  reg [14:0] \$24 ;
+  reg [13:0] \$25 ;
   wire [14:0] \$3 ;
   wire \$4 ;
-  wire \$5 ;
+  wire [15:0] \$5 ;
   wire \$6 ;
-  wire \$7 ;
+  wire [16:0] \$7 ;
   wire \$8 ;
-  wire [14:0] \$9 ;
+  wire \$9 ;
   output [13:0] alloc__payload;
   wire [13:0] alloc__payload;
   input alloc__ready;
@@ -51801,10 +53809,13 @@ module \oaken_engine.mmu.free_list (rst, alloc__valid, release__ready, alloc__pa
   output [14:0] count;
   reg [14:0] count = 15'h4000;
   (* init = 15'h4000 *)
-  wire [14:0] \count$17 ;
+  wire [14:0] \count$20 ;
   output done;
   reg done = 1'h0;
+  reg empty = 1'h0;
+  reg full = 1'h1;
   reg [13:0] head = 14'h0000;
+  wire [14:0] new_count;
   wire [13:0] new_head;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
@@ -68222,94 +70233,121 @@ module \oaken_engine.mmu.free_list (rst, alloc__valid, release__ready, alloc__pa
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
-  assign \$4  = | count;
-  assign alloc__valid = done & \$4 ;
-  assign \$5  = count != 15'h4000;
-  assign release__ready = done & \$5 ;
+  assign \$4  = release__valid & release__ready;
+  assign \$5  = count + \$4 ;
+  assign \$6  = alloc__valid & alloc__ready;
+  assign \$7  = \$5  - \$6 ;
+  assign \$8  = ~ empty;
+  assign alloc__valid = done & \$8 ;
+  assign \$9  = ~ full;
+  assign release__ready = done & \$9 ;
   assign wr__addr = done ? tail : walk;
   assign wr__data = done ? release__payload : walk;
-  assign \$6  = release__valid & release__ready;
-  assign \$7  = ~ done;
-  assign wr__en = \$6  | \$7 ;
-  assign \$8  = ~ done;
-  assign \$9  = walk + 1'h1;
-  assign \$10  = walk == 14'h3fff;
-  assign \$11  = release__valid & release__ready;
-  assign \$12  = count + \$11 ;
-  assign \$13  = alloc__valid & alloc__ready;
-  assign \$14  = \$12  - \$13 ;
-  assign \$15  = release__valid & release__ready;
-  assign \$16  = tail + 1'h1;
+  assign \$10  = release__valid & release__ready;
+  assign \$11  = ~ done;
+  assign wr__en = \$10  | \$11 ;
+  assign \$12  = ! \$7 [14:0];
+  assign \$13  = \$7 [14:0] == 15'h4000;
+  assign \$14  = ~ done;
+  assign \$15  = walk + 1'h1;
+  assign \$16  = walk == 14'h3fff;
+  assign \$17  = release__valid & release__ready;
+  assign \$18  = tail + 1'h1;
   always @(posedge clk)
-    walk <= \$17 ;
+    empty <= \$19 ;
   always @(posedge clk)
-    done <= \$18 ;
+    full <= \$20 ;
   always @(posedge clk)
-    head <= \$19 ;
+    walk <= \$21 ;
   always @(posedge clk)
-    count <= \$20 ;
+    done <= \$22 ;
   always @(posedge clk)
-    tail <= \$21 ;
+    head <= \$23 ;
+  always @(posedge clk)
+    count <= \$24 ;
+  always @(posedge clk)
+    tail <= \$25 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$17  = walk;
-    if (\$8 ) begin
-      \$17  = \$9 [13:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$19  = \$12 ;
     if (rst) begin
-      \$17  = 14'h0000;
+      \$19  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$18  = done;
-    if (\$8 ) begin
-      if (\$10 ) begin
-        \$18  = 1'h1;
-      end
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$20  = \$13 ;
     if (rst) begin
-      \$18  = 1'h0;
+      \$20  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$19  = \$3 [13:0];
-    if (rst) begin
-      \$19  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$20  = \$14 [14:0];
-    if (rst) begin
-      \$20  = 15'h4000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$21  = tail;
-    if (\$15 ) begin
-      \$21  = \$16 [13:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$21  = walk;
+    if (\$14 ) begin
+      \$21  = \$15 [13:0];
     end
     if (rst) begin
       \$21  = 14'h0000;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$22  = done;
+    if (\$14 ) begin
+      if (\$16 ) begin
+        \$22  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$23  = \$3 [13:0];
+    if (rst) begin
+      \$23  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$24  = \$7 [14:0];
+    if (rst) begin
+      \$24  = 15'h4000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$25  = tail;
+    if (\$17 ) begin
+      \$25  = \$18 [13:0];
+    end
+    if (rst) begin
+      \$25  = 14'h0000;
+    end
+  end
   assign new_head = \$3 [13:0];
+  assign new_count = \$7 [14:0];
   assign rd__addr = \$3 [13:0];
   assign rd__data = alloc__payload;
-  assign \count$17  = count;
+  assign \count$20  = count;
   assign ready = done;
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
+module \oaken_engine.mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg [13:0] \$1 ;
   input clk;
   wire clk;
+  output [13:0] q;
+  reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
-  output [13:0] r_data;
+  (* init = 14'h0000 *)
   wire [13:0] r_data;
+  input r_en;
+  wire r_en;
   input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [13:0] rd__data;
@@ -70255,21 +72293,39 @@ module \oaken_engine.mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_data, 
   always @(posedge clk) begin
     _0_ <= mem[rd__addr];
   end
-  assign r_data = _0_;
+  assign rd__data = _0_;
+  always @(posedge clk)
+    q <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    \$1  = q;
+    if (r_en) begin
+      \$1  = rd__data;
+    end
+    if (rst) begin
+      \$1  = 14'h0000;
+    end
+  end
   assign r_addr = rd__addr;
-  assign rd__data = r_data;
+  assign r_data = q;
   assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_data, wr__en, clk);
+module \oaken_engine.mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+  reg [13:0] \$1 ;
   input clk;
   wire clk;
+  output [13:0] q;
+  reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
-  output [13:0] r_data;
+  (* init = 14'h0000 *)
   wire [13:0] r_data;
+  input r_en;
+  wire r_en;
   input [12:0] rd__addr;
   wire [12:0] rd__addr;
   wire [13:0] rd__data;
@@ -76055,9 +78111,21 @@ module \oaken_engine.mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_data
   always @(posedge clk) begin
     _0_ <= mem[rd__addr];
   end
-  assign r_data = _0_;
+  assign rd__data = _0_;
+  always @(posedge clk)
+    q <= \$1 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$1  = q;
+    if (r_en) begin
+      \$1  = rd__data;
+    end
+    if (rst) begin
+      \$1  = 14'h0000;
+    end
+  end
   assign r_addr = rd__addr;
-  assign rd__data = r_data;
+  assign r_data = q;
   assign w_addr = wr__addr;
   assign w_data = wr__data;
   assign w_en = wr__en;
@@ -76065,7 +78133,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__ready, table__en, dense__payload, sparse__payload, meta__payload, \r_en$146 , \r_en$134 , \r_en$140 , status__bad_count, dense__valid, sparse__valid, meta__valid, i__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -81162,7 +83230,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$24705$205 (q3_info0[257:205]),
+    .\port$25422$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$98 )
   );
@@ -81261,7 +83329,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     .w_port__data(s_w)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1635 [0] = issue;
     \$1635 [1] = \$1228 ;
     \$1635 [2] = \$1229 ;
@@ -81271,14 +83339,14 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1637  = \$16 [6:0];
     if (rst) begin
       \$1637  = 7'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1638  = in_beat;
     if (acc) begin
       \$1638  = \$19 [3:0];
@@ -81288,49 +83356,49 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1639  = acc;
     if (rst) begin
       \$1639  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1640  = \$20 ;
     if (rst) begin
       \$1640  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1641  = \$21 ;
     if (rst) begin
       \$1641  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1642  = in_beat;
     if (rst) begin
       \$1642  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1643  = i__payload[18:0];
     if (rst) begin
       \$1643  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1644  = i__payload[274:19];
     if (rst) begin
       \$1644  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1645  = thr_latched;
     if (\$22 ) begin
       \$1645  = table__data;
@@ -81340,7 +83408,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1646 [15:0] = { \$89 , \$66  };
     \$1646 [31:16] = { \$156 , \$133  };
     \$1646 [47:32] = { \$223 , \$200  };
@@ -81362,105 +83430,105 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1647  = p1_v;
     if (rst) begin
       \$1647  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1648  = \$signal$151 ;
     if (rst) begin
       \$1648  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1649  = p1_last;
     if (rst) begin
       \$1649  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1650  = p1_beat;
     if (rst) begin
       \$1650  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1651  = p1_hdr;
     if (rst) begin
       \$1651  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1652  = \$1126 ;
     if (rst) begin
       \$1652  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1653  = \$1127 ;
     if (rst) begin
       \$1653  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1654  = p2_v;
     if (rst) begin
       \$1654  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1655  = \$signal$160 ;
     if (rst) begin
       \$1655  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1656  = p2_last;
     if (rst) begin
       \$1656  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1657  = p2_beat;
     if (rst) begin
       \$1657  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1658  = p2_hdr;
     if (rst) begin
       \$1658  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1659  = p2_key;
     if (rst) begin
       \$1659  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1660  = p2_bad;
     if (rst) begin
       \$1660  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1661 [15:0] = { \$1134 , \$1131  };
     \$1661 [31:16] = { \$1141 , \$1138  };
     \$1661 [47:32] = { \$1148 , \$1145  };
@@ -81470,7 +83538,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1662 [40:0] = \$1167 ;
     \$1662 [81:41] = \$1179 ;
     \$1662 [122:82] = \$1191 ;
@@ -81480,77 +83548,77 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1663  = \$signal$166 ;
     if (rst) begin
       \$1663  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1664  = \$signal$167 ;
     if (rst) begin
       \$1664  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1665  = p3_last;
     if (rst) begin
       \$1665  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1666  = p3_beat;
     if (rst) begin
       \$1666  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1667  = p3_hdr;
     if (rst) begin
       \$1667  = 19'h00000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1668  = x;
     if (rst) begin
       \$1668  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1669  = p3_bad;
     if (rst) begin
       \$1669  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1670  = p3_tu;
     if (rst) begin
       \$1670  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1671  = \group$173 ;
     if (rst) begin
       \$1671  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1672  = \upper$174 ;
     if (rst) begin
       \$1672  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1673  = wp__addr;
     if (wp__en) begin
       \$1673  = \$1204 [5:0];
@@ -81560,7 +83628,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1674  = bad_acc;
     if (wp__en) begin
       \$1674  = \$1206 [7:0];
@@ -81570,7 +83638,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1675  = hdr_l;
     if (wp__en) begin
       if (first) begin
@@ -81582,49 +83650,49 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1676  = side;
     if (rst) begin
       \$1676  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1677  = side_d0;
     if (rst) begin
       \$1677  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1678  = side_d1;
     if (rst) begin
       \$1678  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1679  = side_d2;
     if (rst) begin
       \$1679  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1680  = side_d3;
     if (rst) begin
       \$1680  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1681  = side_d4;
     if (rst) begin
       \$1681  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1682  = status__bad_input;
     if (status__clear) begin
       \$1682  = 1'h0;
@@ -81636,7 +83704,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1683  = status__bad_count;
     if (status__clear) begin
       \$1683  = 32'd0;
@@ -81648,7 +83716,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1684  = rp__addr;
     if (issue) begin
       \$1684  = \$1213 [5:0];
@@ -81658,7 +83726,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1685  = rd_beat;
     if (issue) begin
       \$1685  = \$1216 [3:0];
@@ -81668,42 +83736,42 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1686  = \$1219 [4:0];
     if (rst) begin
       \$1686  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1687  = \$1222 [4:0];
     if (rst) begin
       \$1687  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1688  = \$1227 [4:0];
     if (rst) begin
       \$1688  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1689  = head;
     if (rst) begin
       \$1689  = 325'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1690  = { \$1634 , \$1636  };
     if (rst) begin
       \$1690  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1691 [163:0] = q0_info[182:19];
     \$1691 [204:164] = q0_info[271:231];
     \$1691 [209:205] = q0_info[276:272];
@@ -81715,28 +83783,28 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1692  = rp__data;
     if (rst) begin
       \$1692  = 304'h0000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1693  = q1_0;
     if (rst) begin
       \$1693  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1694  = q1_info;
     if (rst) begin
       \$1694  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1695 [39:0] = \$1251 [39:0];
     \$1695 [79:40] = \$1276 [39:0];
     \$1695 [119:80] = \$1301 [39:0];
@@ -81758,7 +83826,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1696 [0] = \$1255 ;
     \$1696 [1] = \$1280 ;
     \$1696 [2] = \$1305 ;
@@ -81780,7 +83848,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1697 [1:0] = q1_data[17:16];
     \$1697 [3:2] = q1_data[36:35];
     \$1697 [5:4] = q1_data[55:54];
@@ -81802,7 +83870,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1698 [0] = q1_data[18];
     \$1698 [1] = q1_data[37];
     \$1698 [2] = q1_data[56];
@@ -81824,7 +83892,7 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1699 [41:0] = { q1_info[40], q1_info[40:0] };
     \$1699 [83:42] = { q1_info[81], q1_info[81:41] };
     \$1699 [125:84] = \$1631 ;
@@ -81835,91 +83903,91 @@ module \oaken_engine.quant (status__clear, clk, rst, i__valid, table__data, i__r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1700  = q2_0;
     if (rst) begin
       \$1700  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1701  = q2_info0;
     if (rst) begin
       \$1701  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1702  = \group$91 ;
     if (rst) begin
       \$1702  = 32'd0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1703  = \upper$93 ;
     if (rst) begin
       \$1703  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1704  = \mag$190 ;
     if (rst) begin
       \$1704  = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1705  = q3_0;
     if (rst) begin
       \$1705  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1706  = qe_0;
     if (rst) begin
       \$1706  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1707  = qe_1;
     if (rst) begin
       \$1707  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1708  = qe_2;
     if (rst) begin
       \$1708  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1709  = qe_3;
     if (rst) begin
       \$1709  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1710  = qe_4;
     if (rst) begin
       \$1710  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1711  = qe_5;
     if (rst) begin
       \$1711  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$1712  = qp_0;
     if (rst) begin
       \$1712  = 128'h00000000000000000000000000000000;
@@ -84081,7 +86149,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -84217,7 +86285,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -84227,7 +86295,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -84237,7 +86305,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -84250,7 +86318,7 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -84270,8 +86338,8 @@ module \oaken_engine.quant.dense_fifo (rst, r_data, r_en, w_port__data, w_en, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, dense, high, outlier, outer, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+module \oaken_engine.quant.encoder (rst, \port$25422$205 , group, upper, mag, dense, high, outlier, outer, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
   wire [17:0] \$100 ;
@@ -86593,8 +88661,8 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$24705$205 ;
-  wire [52:0] \port$24705$205 ;
+  input [52:0] \port$25422$205 ;
+  wire [52:0] \port$25422$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -87048,29 +89116,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$24705$205 [19:15];
-  assign \$3  = \port$24705$205 [19:15] - 1'h1;
+  assign \$2  = | \port$25422$205 [19:15];
+  assign \$3  = \port$25422$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$24705$205 [35:31];
-  assign \$7  = \port$24705$205 [35:31] - 1'h1;
+  assign \$6  = | \port$25422$205 [35:31];
+  assign \$7  = \port$25422$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$24705$205 [51:47];
-  assign \$10  = \port$24705$205 [51:47] - 1'h1;
+  assign \$9  = | \port$25422$205 [51:47];
+  assign \$10  = \port$25422$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$24705$205 [19:15];
+  assign \$15  = | \port$25422$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$24705$205 [35:31];
-  assign \$18  = | \port$24705$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$24705$205 [30:21] } : { \$18 , \port$24705$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$24705$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$25422$205 [35:31];
+  assign \$18  = | \port$25422$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$25422$205 [30:21] } : { \$18 , \port$25422$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$25422$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$24705$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$23  = 5'h10 - \port$25422$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$25422$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -87108,29 +89176,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$66  = | g0;
   assign \$67  = g0 == 2'h2;
   assign \$68  = ! group[3:2];
-  assign \$69  = | \port$24705$205 [19:15];
-  assign \$70  = \port$24705$205 [19:15] - 1'h1;
+  assign \$69  = | \port$25422$205 [19:15];
+  assign \$70  = \port$25422$205 [19:15] - 1'h1;
   assign \$71  = \$69  ? \$70  : 6'h00;
   assign \$72  = group[3:2] == 1'h1;
-  assign \$73  = | \port$24705$205 [35:31];
-  assign \$74  = \port$24705$205 [35:31] - 1'h1;
+  assign \$73  = | \port$25422$205 [35:31];
+  assign \$74  = \port$25422$205 [35:31] - 1'h1;
   assign \$75  = \$73  ? \$74  : 6'h00;
-  assign \$76  = | \port$24705$205 [51:47];
-  assign \$77  = \port$24705$205 [51:47] - 1'h1;
+  assign \$76  = | \port$25422$205 [51:47];
+  assign \$77  = \port$25422$205 [51:47] - 1'h1;
   assign \$78  = \$76  ? \$77  : 6'h00;
   assign \$79  = \$72  ? \$75 [4:0] : \$78 [4:0];
   assign \$80  = \$68  ? \$71 [4:0] : \$79 ;
   assign \$81  = ! group[3:2];
-  assign \$82  = | \port$24705$205 [19:15];
+  assign \$82  = | \port$25422$205 [19:15];
   assign \$83  = group[3:2] == 1'h1;
-  assign \$84  = | \port$24705$205 [35:31];
-  assign \$85  = | \port$24705$205 [51:47];
-  assign \$86  = \$83  ? { \$84 , \port$24705$205 [30:21] } : { \$85 , \port$24705$205 [46:37] };
-  assign \$87  = \$81  ? { \$82 , \port$24705$205 [14:5] } : \$86 ;
+  assign \$84  = | \port$25422$205 [35:31];
+  assign \$85  = | \port$25422$205 [51:47];
+  assign \$86  = \$83  ? { \$84 , \port$25422$205 [30:21] } : { \$85 , \port$25422$205 [46:37] };
+  assign \$87  = \$81  ? { \$82 , \port$25422$205 [14:5] } : \$86 ;
   assign \$88  = group[3:2] == 1'h1;
   assign \$89  = group[3:2] == 2'h2;
-  assign \$90  = 5'h10 - \port$24705$205 [4:0];
-  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$90  = 5'h10 - \port$25422$205 [4:0];
+  assign \$91  = upper[1] ? \$90  : { 1'h0, \port$25422$205 [4:0] };
   assign \$92  = \$89  ? 6'h10 : \$91 ;
   assign \$93  = \$88  ? 7'h20 : { \$92 [5], \$92  };
   assign \$94  = \$93 [5:0] - 1'h1;
@@ -87168,29 +89236,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$133  = | g1;
   assign \$134  = g1 == 2'h2;
   assign \$135  = ! group[5:4];
-  assign \$136  = | \port$24705$205 [19:15];
-  assign \$137  = \port$24705$205 [19:15] - 1'h1;
+  assign \$136  = | \port$25422$205 [19:15];
+  assign \$137  = \port$25422$205 [19:15] - 1'h1;
   assign \$138  = \$136  ? \$137  : 6'h00;
   assign \$139  = group[5:4] == 1'h1;
-  assign \$140  = | \port$24705$205 [35:31];
-  assign \$141  = \port$24705$205 [35:31] - 1'h1;
+  assign \$140  = | \port$25422$205 [35:31];
+  assign \$141  = \port$25422$205 [35:31] - 1'h1;
   assign \$142  = \$140  ? \$141  : 6'h00;
-  assign \$143  = | \port$24705$205 [51:47];
-  assign \$144  = \port$24705$205 [51:47] - 1'h1;
+  assign \$143  = | \port$25422$205 [51:47];
+  assign \$144  = \port$25422$205 [51:47] - 1'h1;
   assign \$145  = \$143  ? \$144  : 6'h00;
   assign \$146  = \$139  ? \$142 [4:0] : \$145 [4:0];
   assign \$147  = \$135  ? \$138 [4:0] : \$146 ;
   assign \$148  = ! group[5:4];
-  assign \$149  = | \port$24705$205 [19:15];
+  assign \$149  = | \port$25422$205 [19:15];
   assign \$150  = group[5:4] == 1'h1;
-  assign \$151  = | \port$24705$205 [35:31];
-  assign \$152  = | \port$24705$205 [51:47];
-  assign \$153  = \$150  ? { \$151 , \port$24705$205 [30:21] } : { \$152 , \port$24705$205 [46:37] };
-  assign \$154  = \$148  ? { \$149 , \port$24705$205 [14:5] } : \$153 ;
+  assign \$151  = | \port$25422$205 [35:31];
+  assign \$152  = | \port$25422$205 [51:47];
+  assign \$153  = \$150  ? { \$151 , \port$25422$205 [30:21] } : { \$152 , \port$25422$205 [46:37] };
+  assign \$154  = \$148  ? { \$149 , \port$25422$205 [14:5] } : \$153 ;
   assign \$155  = group[5:4] == 1'h1;
   assign \$156  = group[5:4] == 2'h2;
-  assign \$157  = 5'h10 - \port$24705$205 [4:0];
-  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$157  = 5'h10 - \port$25422$205 [4:0];
+  assign \$158  = upper[2] ? \$157  : { 1'h0, \port$25422$205 [4:0] };
   assign \$159  = \$156  ? 6'h10 : \$158 ;
   assign \$160  = \$155  ? 7'h20 : { \$159 [5], \$159  };
   assign \$161  = \$160 [5:0] - 1'h1;
@@ -87228,29 +89296,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$200  = | g2;
   assign \$201  = g2 == 2'h2;
   assign \$202  = ! group[7:6];
-  assign \$203  = | \port$24705$205 [19:15];
-  assign \$204  = \port$24705$205 [19:15] - 1'h1;
+  assign \$203  = | \port$25422$205 [19:15];
+  assign \$204  = \port$25422$205 [19:15] - 1'h1;
   assign \$205  = \$203  ? \$204  : 6'h00;
   assign \$206  = group[7:6] == 1'h1;
-  assign \$207  = | \port$24705$205 [35:31];
-  assign \$208  = \port$24705$205 [35:31] - 1'h1;
+  assign \$207  = | \port$25422$205 [35:31];
+  assign \$208  = \port$25422$205 [35:31] - 1'h1;
   assign \$209  = \$207  ? \$208  : 6'h00;
-  assign \$210  = | \port$24705$205 [51:47];
-  assign \$211  = \port$24705$205 [51:47] - 1'h1;
+  assign \$210  = | \port$25422$205 [51:47];
+  assign \$211  = \port$25422$205 [51:47] - 1'h1;
   assign \$212  = \$210  ? \$211  : 6'h00;
   assign \$213  = \$206  ? \$209 [4:0] : \$212 [4:0];
   assign \$214  = \$202  ? \$205 [4:0] : \$213 ;
   assign \$215  = ! group[7:6];
-  assign \$216  = | \port$24705$205 [19:15];
+  assign \$216  = | \port$25422$205 [19:15];
   assign \$217  = group[7:6] == 1'h1;
-  assign \$218  = | \port$24705$205 [35:31];
-  assign \$219  = | \port$24705$205 [51:47];
-  assign \$220  = \$217  ? { \$218 , \port$24705$205 [30:21] } : { \$219 , \port$24705$205 [46:37] };
-  assign \$221  = \$215  ? { \$216 , \port$24705$205 [14:5] } : \$220 ;
+  assign \$218  = | \port$25422$205 [35:31];
+  assign \$219  = | \port$25422$205 [51:47];
+  assign \$220  = \$217  ? { \$218 , \port$25422$205 [30:21] } : { \$219 , \port$25422$205 [46:37] };
+  assign \$221  = \$215  ? { \$216 , \port$25422$205 [14:5] } : \$220 ;
   assign \$222  = group[7:6] == 1'h1;
   assign \$223  = group[7:6] == 2'h2;
-  assign \$224  = 5'h10 - \port$24705$205 [4:0];
-  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$224  = 5'h10 - \port$25422$205 [4:0];
+  assign \$225  = upper[3] ? \$224  : { 1'h0, \port$25422$205 [4:0] };
   assign \$226  = \$223  ? 6'h10 : \$225 ;
   assign \$227  = \$222  ? 7'h20 : { \$226 [5], \$226  };
   assign \$228  = \$227 [5:0] - 1'h1;
@@ -87288,29 +89356,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$267  = | g3;
   assign \$268  = g3 == 2'h2;
   assign \$269  = ! group[9:8];
-  assign \$270  = | \port$24705$205 [19:15];
-  assign \$271  = \port$24705$205 [19:15] - 1'h1;
+  assign \$270  = | \port$25422$205 [19:15];
+  assign \$271  = \port$25422$205 [19:15] - 1'h1;
   assign \$272  = \$270  ? \$271  : 6'h00;
   assign \$273  = group[9:8] == 1'h1;
-  assign \$274  = | \port$24705$205 [35:31];
-  assign \$275  = \port$24705$205 [35:31] - 1'h1;
+  assign \$274  = | \port$25422$205 [35:31];
+  assign \$275  = \port$25422$205 [35:31] - 1'h1;
   assign \$276  = \$274  ? \$275  : 6'h00;
-  assign \$277  = | \port$24705$205 [51:47];
-  assign \$278  = \port$24705$205 [51:47] - 1'h1;
+  assign \$277  = | \port$25422$205 [51:47];
+  assign \$278  = \port$25422$205 [51:47] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = \$273  ? \$276 [4:0] : \$279 [4:0];
   assign \$281  = \$269  ? \$272 [4:0] : \$280 ;
   assign \$282  = ! group[9:8];
-  assign \$283  = | \port$24705$205 [19:15];
+  assign \$283  = | \port$25422$205 [19:15];
   assign \$284  = group[9:8] == 1'h1;
-  assign \$285  = | \port$24705$205 [35:31];
-  assign \$286  = | \port$24705$205 [51:47];
-  assign \$287  = \$284  ? { \$285 , \port$24705$205 [30:21] } : { \$286 , \port$24705$205 [46:37] };
-  assign \$288  = \$282  ? { \$283 , \port$24705$205 [14:5] } : \$287 ;
+  assign \$285  = | \port$25422$205 [35:31];
+  assign \$286  = | \port$25422$205 [51:47];
+  assign \$287  = \$284  ? { \$285 , \port$25422$205 [30:21] } : { \$286 , \port$25422$205 [46:37] };
+  assign \$288  = \$282  ? { \$283 , \port$25422$205 [14:5] } : \$287 ;
   assign \$289  = group[9:8] == 1'h1;
   assign \$290  = group[9:8] == 2'h2;
-  assign \$291  = 5'h10 - \port$24705$205 [4:0];
-  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$291  = 5'h10 - \port$25422$205 [4:0];
+  assign \$292  = upper[4] ? \$291  : { 1'h0, \port$25422$205 [4:0] };
   assign \$293  = \$290  ? 6'h10 : \$292 ;
   assign \$294  = \$289  ? 7'h20 : { \$293 [5], \$293  };
   assign \$295  = \$294 [5:0] - 1'h1;
@@ -87348,29 +89416,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$334  = | g4;
   assign \$335  = g4 == 2'h2;
   assign \$336  = ! group[11:10];
-  assign \$337  = | \port$24705$205 [19:15];
-  assign \$338  = \port$24705$205 [19:15] - 1'h1;
+  assign \$337  = | \port$25422$205 [19:15];
+  assign \$338  = \port$25422$205 [19:15] - 1'h1;
   assign \$339  = \$337  ? \$338  : 6'h00;
   assign \$340  = group[11:10] == 1'h1;
-  assign \$341  = | \port$24705$205 [35:31];
-  assign \$342  = \port$24705$205 [35:31] - 1'h1;
+  assign \$341  = | \port$25422$205 [35:31];
+  assign \$342  = \port$25422$205 [35:31] - 1'h1;
   assign \$343  = \$341  ? \$342  : 6'h00;
-  assign \$344  = | \port$24705$205 [51:47];
-  assign \$345  = \port$24705$205 [51:47] - 1'h1;
+  assign \$344  = | \port$25422$205 [51:47];
+  assign \$345  = \port$25422$205 [51:47] - 1'h1;
   assign \$346  = \$344  ? \$345  : 6'h00;
   assign \$347  = \$340  ? \$343 [4:0] : \$346 [4:0];
   assign \$348  = \$336  ? \$339 [4:0] : \$347 ;
   assign \$349  = ! group[11:10];
-  assign \$350  = | \port$24705$205 [19:15];
+  assign \$350  = | \port$25422$205 [19:15];
   assign \$351  = group[11:10] == 1'h1;
-  assign \$352  = | \port$24705$205 [35:31];
-  assign \$353  = | \port$24705$205 [51:47];
-  assign \$354  = \$351  ? { \$352 , \port$24705$205 [30:21] } : { \$353 , \port$24705$205 [46:37] };
-  assign \$355  = \$349  ? { \$350 , \port$24705$205 [14:5] } : \$354 ;
+  assign \$352  = | \port$25422$205 [35:31];
+  assign \$353  = | \port$25422$205 [51:47];
+  assign \$354  = \$351  ? { \$352 , \port$25422$205 [30:21] } : { \$353 , \port$25422$205 [46:37] };
+  assign \$355  = \$349  ? { \$350 , \port$25422$205 [14:5] } : \$354 ;
   assign \$356  = group[11:10] == 1'h1;
   assign \$357  = group[11:10] == 2'h2;
-  assign \$358  = 5'h10 - \port$24705$205 [4:0];
-  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$358  = 5'h10 - \port$25422$205 [4:0];
+  assign \$359  = upper[5] ? \$358  : { 1'h0, \port$25422$205 [4:0] };
   assign \$360  = \$357  ? 6'h10 : \$359 ;
   assign \$361  = \$356  ? 7'h20 : { \$360 [5], \$360  };
   assign \$362  = \$361 [5:0] - 1'h1;
@@ -87408,29 +89476,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$401  = | g5;
   assign \$402  = g5 == 2'h2;
   assign \$403  = ! group[13:12];
-  assign \$404  = | \port$24705$205 [19:15];
-  assign \$405  = \port$24705$205 [19:15] - 1'h1;
+  assign \$404  = | \port$25422$205 [19:15];
+  assign \$405  = \port$25422$205 [19:15] - 1'h1;
   assign \$406  = \$404  ? \$405  : 6'h00;
   assign \$407  = group[13:12] == 1'h1;
-  assign \$408  = | \port$24705$205 [35:31];
-  assign \$409  = \port$24705$205 [35:31] - 1'h1;
+  assign \$408  = | \port$25422$205 [35:31];
+  assign \$409  = \port$25422$205 [35:31] - 1'h1;
   assign \$410  = \$408  ? \$409  : 6'h00;
-  assign \$411  = | \port$24705$205 [51:47];
-  assign \$412  = \port$24705$205 [51:47] - 1'h1;
+  assign \$411  = | \port$25422$205 [51:47];
+  assign \$412  = \port$25422$205 [51:47] - 1'h1;
   assign \$413  = \$411  ? \$412  : 6'h00;
   assign \$414  = \$407  ? \$410 [4:0] : \$413 [4:0];
   assign \$415  = \$403  ? \$406 [4:0] : \$414 ;
   assign \$416  = ! group[13:12];
-  assign \$417  = | \port$24705$205 [19:15];
+  assign \$417  = | \port$25422$205 [19:15];
   assign \$418  = group[13:12] == 1'h1;
-  assign \$419  = | \port$24705$205 [35:31];
-  assign \$420  = | \port$24705$205 [51:47];
-  assign \$421  = \$418  ? { \$419 , \port$24705$205 [30:21] } : { \$420 , \port$24705$205 [46:37] };
-  assign \$422  = \$416  ? { \$417 , \port$24705$205 [14:5] } : \$421 ;
+  assign \$419  = | \port$25422$205 [35:31];
+  assign \$420  = | \port$25422$205 [51:47];
+  assign \$421  = \$418  ? { \$419 , \port$25422$205 [30:21] } : { \$420 , \port$25422$205 [46:37] };
+  assign \$422  = \$416  ? { \$417 , \port$25422$205 [14:5] } : \$421 ;
   assign \$423  = group[13:12] == 1'h1;
   assign \$424  = group[13:12] == 2'h2;
-  assign \$425  = 5'h10 - \port$24705$205 [4:0];
-  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$425  = 5'h10 - \port$25422$205 [4:0];
+  assign \$426  = upper[6] ? \$425  : { 1'h0, \port$25422$205 [4:0] };
   assign \$427  = \$424  ? 6'h10 : \$426 ;
   assign \$428  = \$423  ? 7'h20 : { \$427 [5], \$427  };
   assign \$429  = \$428 [5:0] - 1'h1;
@@ -87468,29 +89536,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$468  = | g6;
   assign \$469  = g6 == 2'h2;
   assign \$470  = ! group[15:14];
-  assign \$471  = | \port$24705$205 [19:15];
-  assign \$472  = \port$24705$205 [19:15] - 1'h1;
+  assign \$471  = | \port$25422$205 [19:15];
+  assign \$472  = \port$25422$205 [19:15] - 1'h1;
   assign \$473  = \$471  ? \$472  : 6'h00;
   assign \$474  = group[15:14] == 1'h1;
-  assign \$475  = | \port$24705$205 [35:31];
-  assign \$476  = \port$24705$205 [35:31] - 1'h1;
+  assign \$475  = | \port$25422$205 [35:31];
+  assign \$476  = \port$25422$205 [35:31] - 1'h1;
   assign \$477  = \$475  ? \$476  : 6'h00;
-  assign \$478  = | \port$24705$205 [51:47];
-  assign \$479  = \port$24705$205 [51:47] - 1'h1;
+  assign \$478  = | \port$25422$205 [51:47];
+  assign \$479  = \port$25422$205 [51:47] - 1'h1;
   assign \$480  = \$478  ? \$479  : 6'h00;
   assign \$481  = \$474  ? \$477 [4:0] : \$480 [4:0];
   assign \$482  = \$470  ? \$473 [4:0] : \$481 ;
   assign \$483  = ! group[15:14];
-  assign \$484  = | \port$24705$205 [19:15];
+  assign \$484  = | \port$25422$205 [19:15];
   assign \$485  = group[15:14] == 1'h1;
-  assign \$486  = | \port$24705$205 [35:31];
-  assign \$487  = | \port$24705$205 [51:47];
-  assign \$488  = \$485  ? { \$486 , \port$24705$205 [30:21] } : { \$487 , \port$24705$205 [46:37] };
-  assign \$489  = \$483  ? { \$484 , \port$24705$205 [14:5] } : \$488 ;
+  assign \$486  = | \port$25422$205 [35:31];
+  assign \$487  = | \port$25422$205 [51:47];
+  assign \$488  = \$485  ? { \$486 , \port$25422$205 [30:21] } : { \$487 , \port$25422$205 [46:37] };
+  assign \$489  = \$483  ? { \$484 , \port$25422$205 [14:5] } : \$488 ;
   assign \$490  = group[15:14] == 1'h1;
   assign \$491  = group[15:14] == 2'h2;
-  assign \$492  = 5'h10 - \port$24705$205 [4:0];
-  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$492  = 5'h10 - \port$25422$205 [4:0];
+  assign \$493  = upper[7] ? \$492  : { 1'h0, \port$25422$205 [4:0] };
   assign \$494  = \$491  ? 6'h10 : \$493 ;
   assign \$495  = \$490  ? 7'h20 : { \$494 [5], \$494  };
   assign \$496  = \$495 [5:0] - 1'h1;
@@ -87528,29 +89596,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$535  = | g7;
   assign \$536  = g7 == 2'h2;
   assign \$537  = ! group[17:16];
-  assign \$538  = | \port$24705$205 [19:15];
-  assign \$539  = \port$24705$205 [19:15] - 1'h1;
+  assign \$538  = | \port$25422$205 [19:15];
+  assign \$539  = \port$25422$205 [19:15] - 1'h1;
   assign \$540  = \$538  ? \$539  : 6'h00;
   assign \$541  = group[17:16] == 1'h1;
-  assign \$542  = | \port$24705$205 [35:31];
-  assign \$543  = \port$24705$205 [35:31] - 1'h1;
+  assign \$542  = | \port$25422$205 [35:31];
+  assign \$543  = \port$25422$205 [35:31] - 1'h1;
   assign \$544  = \$542  ? \$543  : 6'h00;
-  assign \$545  = | \port$24705$205 [51:47];
-  assign \$546  = \port$24705$205 [51:47] - 1'h1;
+  assign \$545  = | \port$25422$205 [51:47];
+  assign \$546  = \port$25422$205 [51:47] - 1'h1;
   assign \$547  = \$545  ? \$546  : 6'h00;
   assign \$548  = \$541  ? \$544 [4:0] : \$547 [4:0];
   assign \$549  = \$537  ? \$540 [4:0] : \$548 ;
   assign \$550  = ! group[17:16];
-  assign \$551  = | \port$24705$205 [19:15];
+  assign \$551  = | \port$25422$205 [19:15];
   assign \$552  = group[17:16] == 1'h1;
-  assign \$553  = | \port$24705$205 [35:31];
-  assign \$554  = | \port$24705$205 [51:47];
-  assign \$555  = \$552  ? { \$553 , \port$24705$205 [30:21] } : { \$554 , \port$24705$205 [46:37] };
-  assign \$556  = \$550  ? { \$551 , \port$24705$205 [14:5] } : \$555 ;
+  assign \$553  = | \port$25422$205 [35:31];
+  assign \$554  = | \port$25422$205 [51:47];
+  assign \$555  = \$552  ? { \$553 , \port$25422$205 [30:21] } : { \$554 , \port$25422$205 [46:37] };
+  assign \$556  = \$550  ? { \$551 , \port$25422$205 [14:5] } : \$555 ;
   assign \$557  = group[17:16] == 1'h1;
   assign \$558  = group[17:16] == 2'h2;
-  assign \$559  = 5'h10 - \port$24705$205 [4:0];
-  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$559  = 5'h10 - \port$25422$205 [4:0];
+  assign \$560  = upper[8] ? \$559  : { 1'h0, \port$25422$205 [4:0] };
   assign \$561  = \$558  ? 6'h10 : \$560 ;
   assign \$562  = \$557  ? 7'h20 : { \$561 [5], \$561  };
   assign \$563  = \$562 [5:0] - 1'h1;
@@ -87588,29 +89656,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$602  = | g8;
   assign \$603  = g8 == 2'h2;
   assign \$604  = ! group[19:18];
-  assign \$605  = | \port$24705$205 [19:15];
-  assign \$606  = \port$24705$205 [19:15] - 1'h1;
+  assign \$605  = | \port$25422$205 [19:15];
+  assign \$606  = \port$25422$205 [19:15] - 1'h1;
   assign \$607  = \$605  ? \$606  : 6'h00;
   assign \$608  = group[19:18] == 1'h1;
-  assign \$609  = | \port$24705$205 [35:31];
-  assign \$610  = \port$24705$205 [35:31] - 1'h1;
+  assign \$609  = | \port$25422$205 [35:31];
+  assign \$610  = \port$25422$205 [35:31] - 1'h1;
   assign \$611  = \$609  ? \$610  : 6'h00;
-  assign \$612  = | \port$24705$205 [51:47];
-  assign \$613  = \port$24705$205 [51:47] - 1'h1;
+  assign \$612  = | \port$25422$205 [51:47];
+  assign \$613  = \port$25422$205 [51:47] - 1'h1;
   assign \$614  = \$612  ? \$613  : 6'h00;
   assign \$615  = \$608  ? \$611 [4:0] : \$614 [4:0];
   assign \$616  = \$604  ? \$607 [4:0] : \$615 ;
   assign \$617  = ! group[19:18];
-  assign \$618  = | \port$24705$205 [19:15];
+  assign \$618  = | \port$25422$205 [19:15];
   assign \$619  = group[19:18] == 1'h1;
-  assign \$620  = | \port$24705$205 [35:31];
-  assign \$621  = | \port$24705$205 [51:47];
-  assign \$622  = \$619  ? { \$620 , \port$24705$205 [30:21] } : { \$621 , \port$24705$205 [46:37] };
-  assign \$623  = \$617  ? { \$618 , \port$24705$205 [14:5] } : \$622 ;
+  assign \$620  = | \port$25422$205 [35:31];
+  assign \$621  = | \port$25422$205 [51:47];
+  assign \$622  = \$619  ? { \$620 , \port$25422$205 [30:21] } : { \$621 , \port$25422$205 [46:37] };
+  assign \$623  = \$617  ? { \$618 , \port$25422$205 [14:5] } : \$622 ;
   assign \$624  = group[19:18] == 1'h1;
   assign \$625  = group[19:18] == 2'h2;
-  assign \$626  = 5'h10 - \port$24705$205 [4:0];
-  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$626  = 5'h10 - \port$25422$205 [4:0];
+  assign \$627  = upper[9] ? \$626  : { 1'h0, \port$25422$205 [4:0] };
   assign \$628  = \$625  ? 6'h10 : \$627 ;
   assign \$629  = \$624  ? 7'h20 : { \$628 [5], \$628  };
   assign \$630  = \$629 [5:0] - 1'h1;
@@ -87648,29 +89716,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$669  = | g9;
   assign \$670  = g9 == 2'h2;
   assign \$671  = ! group[21:20];
-  assign \$672  = | \port$24705$205 [19:15];
-  assign \$673  = \port$24705$205 [19:15] - 1'h1;
+  assign \$672  = | \port$25422$205 [19:15];
+  assign \$673  = \port$25422$205 [19:15] - 1'h1;
   assign \$674  = \$672  ? \$673  : 6'h00;
   assign \$675  = group[21:20] == 1'h1;
-  assign \$676  = | \port$24705$205 [35:31];
-  assign \$677  = \port$24705$205 [35:31] - 1'h1;
+  assign \$676  = | \port$25422$205 [35:31];
+  assign \$677  = \port$25422$205 [35:31] - 1'h1;
   assign \$678  = \$676  ? \$677  : 6'h00;
-  assign \$679  = | \port$24705$205 [51:47];
-  assign \$680  = \port$24705$205 [51:47] - 1'h1;
+  assign \$679  = | \port$25422$205 [51:47];
+  assign \$680  = \port$25422$205 [51:47] - 1'h1;
   assign \$681  = \$679  ? \$680  : 6'h00;
   assign \$682  = \$675  ? \$678 [4:0] : \$681 [4:0];
   assign \$683  = \$671  ? \$674 [4:0] : \$682 ;
   assign \$684  = ! group[21:20];
-  assign \$685  = | \port$24705$205 [19:15];
+  assign \$685  = | \port$25422$205 [19:15];
   assign \$686  = group[21:20] == 1'h1;
-  assign \$687  = | \port$24705$205 [35:31];
-  assign \$688  = | \port$24705$205 [51:47];
-  assign \$689  = \$686  ? { \$687 , \port$24705$205 [30:21] } : { \$688 , \port$24705$205 [46:37] };
-  assign \$690  = \$684  ? { \$685 , \port$24705$205 [14:5] } : \$689 ;
+  assign \$687  = | \port$25422$205 [35:31];
+  assign \$688  = | \port$25422$205 [51:47];
+  assign \$689  = \$686  ? { \$687 , \port$25422$205 [30:21] } : { \$688 , \port$25422$205 [46:37] };
+  assign \$690  = \$684  ? { \$685 , \port$25422$205 [14:5] } : \$689 ;
   assign \$691  = group[21:20] == 1'h1;
   assign \$692  = group[21:20] == 2'h2;
-  assign \$693  = 5'h10 - \port$24705$205 [4:0];
-  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$693  = 5'h10 - \port$25422$205 [4:0];
+  assign \$694  = upper[10] ? \$693  : { 1'h0, \port$25422$205 [4:0] };
   assign \$695  = \$692  ? 6'h10 : \$694 ;
   assign \$696  = \$691  ? 7'h20 : { \$695 [5], \$695  };
   assign \$697  = \$696 [5:0] - 1'h1;
@@ -87708,29 +89776,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$736  = | g10;
   assign \$737  = g10 == 2'h2;
   assign \$738  = ! group[23:22];
-  assign \$739  = | \port$24705$205 [19:15];
-  assign \$740  = \port$24705$205 [19:15] - 1'h1;
+  assign \$739  = | \port$25422$205 [19:15];
+  assign \$740  = \port$25422$205 [19:15] - 1'h1;
   assign \$741  = \$739  ? \$740  : 6'h00;
   assign \$742  = group[23:22] == 1'h1;
-  assign \$743  = | \port$24705$205 [35:31];
-  assign \$744  = \port$24705$205 [35:31] - 1'h1;
+  assign \$743  = | \port$25422$205 [35:31];
+  assign \$744  = \port$25422$205 [35:31] - 1'h1;
   assign \$745  = \$743  ? \$744  : 6'h00;
-  assign \$746  = | \port$24705$205 [51:47];
-  assign \$747  = \port$24705$205 [51:47] - 1'h1;
+  assign \$746  = | \port$25422$205 [51:47];
+  assign \$747  = \port$25422$205 [51:47] - 1'h1;
   assign \$748  = \$746  ? \$747  : 6'h00;
   assign \$749  = \$742  ? \$745 [4:0] : \$748 [4:0];
   assign \$750  = \$738  ? \$741 [4:0] : \$749 ;
   assign \$751  = ! group[23:22];
-  assign \$752  = | \port$24705$205 [19:15];
+  assign \$752  = | \port$25422$205 [19:15];
   assign \$753  = group[23:22] == 1'h1;
-  assign \$754  = | \port$24705$205 [35:31];
-  assign \$755  = | \port$24705$205 [51:47];
-  assign \$756  = \$753  ? { \$754 , \port$24705$205 [30:21] } : { \$755 , \port$24705$205 [46:37] };
-  assign \$757  = \$751  ? { \$752 , \port$24705$205 [14:5] } : \$756 ;
+  assign \$754  = | \port$25422$205 [35:31];
+  assign \$755  = | \port$25422$205 [51:47];
+  assign \$756  = \$753  ? { \$754 , \port$25422$205 [30:21] } : { \$755 , \port$25422$205 [46:37] };
+  assign \$757  = \$751  ? { \$752 , \port$25422$205 [14:5] } : \$756 ;
   assign \$758  = group[23:22] == 1'h1;
   assign \$759  = group[23:22] == 2'h2;
-  assign \$760  = 5'h10 - \port$24705$205 [4:0];
-  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$760  = 5'h10 - \port$25422$205 [4:0];
+  assign \$761  = upper[11] ? \$760  : { 1'h0, \port$25422$205 [4:0] };
   assign \$762  = \$759  ? 6'h10 : \$761 ;
   assign \$763  = \$758  ? 7'h20 : { \$762 [5], \$762  };
   assign \$764  = \$763 [5:0] - 1'h1;
@@ -87768,29 +89836,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$803  = | g11;
   assign \$804  = g11 == 2'h2;
   assign \$805  = ! group[25:24];
-  assign \$806  = | \port$24705$205 [19:15];
-  assign \$807  = \port$24705$205 [19:15] - 1'h1;
+  assign \$806  = | \port$25422$205 [19:15];
+  assign \$807  = \port$25422$205 [19:15] - 1'h1;
   assign \$808  = \$806  ? \$807  : 6'h00;
   assign \$809  = group[25:24] == 1'h1;
-  assign \$810  = | \port$24705$205 [35:31];
-  assign \$811  = \port$24705$205 [35:31] - 1'h1;
+  assign \$810  = | \port$25422$205 [35:31];
+  assign \$811  = \port$25422$205 [35:31] - 1'h1;
   assign \$812  = \$810  ? \$811  : 6'h00;
-  assign \$813  = | \port$24705$205 [51:47];
-  assign \$814  = \port$24705$205 [51:47] - 1'h1;
+  assign \$813  = | \port$25422$205 [51:47];
+  assign \$814  = \port$25422$205 [51:47] - 1'h1;
   assign \$815  = \$813  ? \$814  : 6'h00;
   assign \$816  = \$809  ? \$812 [4:0] : \$815 [4:0];
   assign \$817  = \$805  ? \$808 [4:0] : \$816 ;
   assign \$818  = ! group[25:24];
-  assign \$819  = | \port$24705$205 [19:15];
+  assign \$819  = | \port$25422$205 [19:15];
   assign \$820  = group[25:24] == 1'h1;
-  assign \$821  = | \port$24705$205 [35:31];
-  assign \$822  = | \port$24705$205 [51:47];
-  assign \$823  = \$820  ? { \$821 , \port$24705$205 [30:21] } : { \$822 , \port$24705$205 [46:37] };
-  assign \$824  = \$818  ? { \$819 , \port$24705$205 [14:5] } : \$823 ;
+  assign \$821  = | \port$25422$205 [35:31];
+  assign \$822  = | \port$25422$205 [51:47];
+  assign \$823  = \$820  ? { \$821 , \port$25422$205 [30:21] } : { \$822 , \port$25422$205 [46:37] };
+  assign \$824  = \$818  ? { \$819 , \port$25422$205 [14:5] } : \$823 ;
   assign \$825  = group[25:24] == 1'h1;
   assign \$826  = group[25:24] == 2'h2;
-  assign \$827  = 5'h10 - \port$24705$205 [4:0];
-  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$827  = 5'h10 - \port$25422$205 [4:0];
+  assign \$828  = upper[12] ? \$827  : { 1'h0, \port$25422$205 [4:0] };
   assign \$829  = \$826  ? 6'h10 : \$828 ;
   assign \$830  = \$825  ? 7'h20 : { \$829 [5], \$829  };
   assign \$831  = \$830 [5:0] - 1'h1;
@@ -87828,29 +89896,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$870  = | g12;
   assign \$871  = g12 == 2'h2;
   assign \$872  = ! group[27:26];
-  assign \$873  = | \port$24705$205 [19:15];
-  assign \$874  = \port$24705$205 [19:15] - 1'h1;
+  assign \$873  = | \port$25422$205 [19:15];
+  assign \$874  = \port$25422$205 [19:15] - 1'h1;
   assign \$875  = \$873  ? \$874  : 6'h00;
   assign \$876  = group[27:26] == 1'h1;
-  assign \$877  = | \port$24705$205 [35:31];
-  assign \$878  = \port$24705$205 [35:31] - 1'h1;
+  assign \$877  = | \port$25422$205 [35:31];
+  assign \$878  = \port$25422$205 [35:31] - 1'h1;
   assign \$879  = \$877  ? \$878  : 6'h00;
-  assign \$880  = | \port$24705$205 [51:47];
-  assign \$881  = \port$24705$205 [51:47] - 1'h1;
+  assign \$880  = | \port$25422$205 [51:47];
+  assign \$881  = \port$25422$205 [51:47] - 1'h1;
   assign \$882  = \$880  ? \$881  : 6'h00;
   assign \$883  = \$876  ? \$879 [4:0] : \$882 [4:0];
   assign \$884  = \$872  ? \$875 [4:0] : \$883 ;
   assign \$885  = ! group[27:26];
-  assign \$886  = | \port$24705$205 [19:15];
+  assign \$886  = | \port$25422$205 [19:15];
   assign \$887  = group[27:26] == 1'h1;
-  assign \$888  = | \port$24705$205 [35:31];
-  assign \$889  = | \port$24705$205 [51:47];
-  assign \$890  = \$887  ? { \$888 , \port$24705$205 [30:21] } : { \$889 , \port$24705$205 [46:37] };
-  assign \$891  = \$885  ? { \$886 , \port$24705$205 [14:5] } : \$890 ;
+  assign \$888  = | \port$25422$205 [35:31];
+  assign \$889  = | \port$25422$205 [51:47];
+  assign \$890  = \$887  ? { \$888 , \port$25422$205 [30:21] } : { \$889 , \port$25422$205 [46:37] };
+  assign \$891  = \$885  ? { \$886 , \port$25422$205 [14:5] } : \$890 ;
   assign \$892  = group[27:26] == 1'h1;
   assign \$893  = group[27:26] == 2'h2;
-  assign \$894  = 5'h10 - \port$24705$205 [4:0];
-  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$894  = 5'h10 - \port$25422$205 [4:0];
+  assign \$895  = upper[13] ? \$894  : { 1'h0, \port$25422$205 [4:0] };
   assign \$896  = \$893  ? 6'h10 : \$895 ;
   assign \$897  = \$892  ? 7'h20 : { \$896 [5], \$896  };
   assign \$898  = \$897 [5:0] - 1'h1;
@@ -87888,29 +89956,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$937  = | g13;
   assign \$938  = g13 == 2'h2;
   assign \$939  = ! group[29:28];
-  assign \$940  = | \port$24705$205 [19:15];
-  assign \$941  = \port$24705$205 [19:15] - 1'h1;
+  assign \$940  = | \port$25422$205 [19:15];
+  assign \$941  = \port$25422$205 [19:15] - 1'h1;
   assign \$942  = \$940  ? \$941  : 6'h00;
   assign \$943  = group[29:28] == 1'h1;
-  assign \$944  = | \port$24705$205 [35:31];
-  assign \$945  = \port$24705$205 [35:31] - 1'h1;
+  assign \$944  = | \port$25422$205 [35:31];
+  assign \$945  = \port$25422$205 [35:31] - 1'h1;
   assign \$946  = \$944  ? \$945  : 6'h00;
-  assign \$947  = | \port$24705$205 [51:47];
-  assign \$948  = \port$24705$205 [51:47] - 1'h1;
+  assign \$947  = | \port$25422$205 [51:47];
+  assign \$948  = \port$25422$205 [51:47] - 1'h1;
   assign \$949  = \$947  ? \$948  : 6'h00;
   assign \$950  = \$943  ? \$946 [4:0] : \$949 [4:0];
   assign \$951  = \$939  ? \$942 [4:0] : \$950 ;
   assign \$952  = ! group[29:28];
-  assign \$953  = | \port$24705$205 [19:15];
+  assign \$953  = | \port$25422$205 [19:15];
   assign \$954  = group[29:28] == 1'h1;
-  assign \$955  = | \port$24705$205 [35:31];
-  assign \$956  = | \port$24705$205 [51:47];
-  assign \$957  = \$954  ? { \$955 , \port$24705$205 [30:21] } : { \$956 , \port$24705$205 [46:37] };
-  assign \$958  = \$952  ? { \$953 , \port$24705$205 [14:5] } : \$957 ;
+  assign \$955  = | \port$25422$205 [35:31];
+  assign \$956  = | \port$25422$205 [51:47];
+  assign \$957  = \$954  ? { \$955 , \port$25422$205 [30:21] } : { \$956 , \port$25422$205 [46:37] };
+  assign \$958  = \$952  ? { \$953 , \port$25422$205 [14:5] } : \$957 ;
   assign \$959  = group[29:28] == 1'h1;
   assign \$960  = group[29:28] == 2'h2;
-  assign \$961  = 5'h10 - \port$24705$205 [4:0];
-  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$961  = 5'h10 - \port$25422$205 [4:0];
+  assign \$962  = upper[14] ? \$961  : { 1'h0, \port$25422$205 [4:0] };
   assign \$963  = \$960  ? 6'h10 : \$962 ;
   assign \$964  = \$959  ? 7'h20 : { \$963 [5], \$963  };
   assign \$965  = \$964 [5:0] - 1'h1;
@@ -87948,29 +90016,29 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   assign \$1004  = | g14;
   assign \$1005  = g14 == 2'h2;
   assign \$1006  = ! group[31:30];
-  assign \$1007  = | \port$24705$205 [19:15];
-  assign \$1008  = \port$24705$205 [19:15] - 1'h1;
+  assign \$1007  = | \port$25422$205 [19:15];
+  assign \$1008  = \port$25422$205 [19:15] - 1'h1;
   assign \$1009  = \$1007  ? \$1008  : 6'h00;
   assign \$1010  = group[31:30] == 1'h1;
-  assign \$1011  = | \port$24705$205 [35:31];
-  assign \$1012  = \port$24705$205 [35:31] - 1'h1;
+  assign \$1011  = | \port$25422$205 [35:31];
+  assign \$1012  = \port$25422$205 [35:31] - 1'h1;
   assign \$1013  = \$1011  ? \$1012  : 6'h00;
-  assign \$1014  = | \port$24705$205 [51:47];
-  assign \$1015  = \port$24705$205 [51:47] - 1'h1;
+  assign \$1014  = | \port$25422$205 [51:47];
+  assign \$1015  = \port$25422$205 [51:47] - 1'h1;
   assign \$1016  = \$1014  ? \$1015  : 6'h00;
   assign \$1017  = \$1010  ? \$1013 [4:0] : \$1016 [4:0];
   assign \$1018  = \$1006  ? \$1009 [4:0] : \$1017 ;
   assign \$1019  = ! group[31:30];
-  assign \$1020  = | \port$24705$205 [19:15];
+  assign \$1020  = | \port$25422$205 [19:15];
   assign \$1021  = group[31:30] == 1'h1;
-  assign \$1022  = | \port$24705$205 [35:31];
-  assign \$1023  = | \port$24705$205 [51:47];
-  assign \$1024  = \$1021  ? { \$1022 , \port$24705$205 [30:21] } : { \$1023 , \port$24705$205 [46:37] };
-  assign \$1025  = \$1019  ? { \$1020 , \port$24705$205 [14:5] } : \$1024 ;
+  assign \$1022  = | \port$25422$205 [35:31];
+  assign \$1023  = | \port$25422$205 [51:47];
+  assign \$1024  = \$1021  ? { \$1022 , \port$25422$205 [30:21] } : { \$1023 , \port$25422$205 [46:37] };
+  assign \$1025  = \$1019  ? { \$1020 , \port$25422$205 [14:5] } : \$1024 ;
   assign \$1026  = group[31:30] == 1'h1;
   assign \$1027  = group[31:30] == 2'h2;
-  assign \$1028  = 5'h10 - \port$24705$205 [4:0];
-  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$24705$205 [4:0] };
+  assign \$1028  = 5'h10 - \port$25422$205 [4:0];
+  assign \$1029  = upper[15] ? \$1028  : { 1'h0, \port$25422$205 [4:0] };
   assign \$1030  = \$1027  ? 6'h10 : \$1029 ;
   assign \$1031  = \$1026  ? 7'h20 : { \$1030 [5], \$1030  };
   assign \$1032  = \$1031 [5:0] - 1'h1;
@@ -89338,273 +91406,273 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
   always @(posedge clk)
     u15 <= \$2009 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1473  = \port$24705$205 [4:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    \$1473  = \port$25422$205 [4:0];
     if (rst) begin
       \$1473  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1474  = n_lo1;
     if (rst) begin
       \$1474  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1475  = n_lo2;
     if (rst) begin
       \$1475  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1476  = n_lo3;
     if (rst) begin
       \$1476  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1477  = n_lo4;
     if (rst) begin
       \$1477  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1478  = mag[40:0];
     if (rst) begin
       \$1478  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1479  = \$13 ;
     if (rst) begin
       \$1479  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1480  = \$20 ;
     if (rst) begin
       \$1480  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1481  = \$27 [4:0];
     if (rst) begin
       \$1481  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1482  = group[1:0];
     if (rst) begin
       \$1482  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1483  = upper[0];
     if (rst) begin
       \$1483  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1484  = t0[15:0];
     if (rst) begin
       \$1484  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1485  = \$28 ;
     if (rst) begin
       \$1485  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1486  = d0_0;
     if (rst) begin
       \$1486  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1487  = top0_0;
     if (rst) begin
       \$1487  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1488  = g0_0;
     if (rst) begin
       \$1488  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1489  = u0_0;
     if (rst) begin
       \$1489  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1490  = \$1082 [15:0];
     if (rst) begin
       \$1490  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1491  = \$30 ;
     if (rst) begin
       \$1491  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1492  = \$32 ;
     if (rst) begin
       \$1492  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1493  = \$35 ;
     if (rst) begin
       \$1493  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1494  = d0;
     if (rst) begin
       \$1494  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1495  = top0;
     if (rst) begin
       \$1495  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1496  = g0_1;
     if (rst) begin
       \$1496  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1497  = u0_1;
     if (rst) begin
       \$1497  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1498  = \$1092 [15:0];
     if (rst) begin
       \$1498  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1499  = q0_0_s2;
     if (rst) begin
       \$1499  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1500  = q0_1_s2;
     if (rst) begin
       \$1500  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1501  = \$37 ;
     if (rst) begin
       \$1501  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1502  = \$39 ;
     if (rst) begin
       \$1502  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1503  = sat0_s2;
     if (rst) begin
       \$1503  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1504  = d0_s2;
     if (rst) begin
       \$1504  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1505  = top0_s2;
     if (rst) begin
       \$1505  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1506  = g0_s2;
     if (rst) begin
       \$1506  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1507  = u0_s2;
     if (rst) begin
       \$1507  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1508  = \$49 ;
     if (rst) begin
       \$1508  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1509  = g0_s3;
     if (rst) begin
       \$1509  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1510  = u0_s3;
     if (rst) begin
       \$1510  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1511 [3:0] = \$55 [3:0];
     \$1511 [7:4] = \$122 [3:0];
     \$1511 [11:8] = \$189 [3:0];
@@ -89626,7 +91694,7 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1512 [0] = \$65 ;
     \$1512 [1] = \$132 ;
     \$1512 [2] = \$199 ;
@@ -89648,7 +91716,7 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1513 [0] = \$66 ;
     \$1513 [1] = \$133 ;
     \$1513 [2] = \$200 ;
@@ -89670,7 +91738,7 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1514 [0] = \$67 ;
     \$1514 [1] = \$134 ;
     \$1514 [2] = \$201 ;
@@ -89692,3475 +91760,3475 @@ module \oaken_engine.quant.encoder (rst, \port$24705$205 , group, upper, mag, de
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1515  = mag[81:41];
     if (rst) begin
       \$1515  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1516  = \$80 ;
     if (rst) begin
       \$1516  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1517  = \$87 ;
     if (rst) begin
       \$1517  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1518  = \$94 [4:0];
     if (rst) begin
       \$1518  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1519  = group[3:2];
     if (rst) begin
       \$1519  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1520  = upper[1];
     if (rst) begin
       \$1520  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1521  = t1[15:0];
     if (rst) begin
       \$1521  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1522  = \$95 ;
     if (rst) begin
       \$1522  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1523  = d1_0;
     if (rst) begin
       \$1523  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1524  = top1_0;
     if (rst) begin
       \$1524  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1525  = g1_0;
     if (rst) begin
       \$1525  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1526  = u1_0;
     if (rst) begin
       \$1526  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1527  = \$1107 [15:0];
     if (rst) begin
       \$1527  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1528  = \$97 ;
     if (rst) begin
       \$1528  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1529  = \$99 ;
     if (rst) begin
       \$1529  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1530  = \$102 ;
     if (rst) begin
       \$1530  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1531  = d1;
     if (rst) begin
       \$1531  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1532  = top1;
     if (rst) begin
       \$1532  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1533  = g1_1;
     if (rst) begin
       \$1533  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1534  = u1_1;
     if (rst) begin
       \$1534  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1535  = \$1117 [15:0];
     if (rst) begin
       \$1535  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1536  = q1_0_s2;
     if (rst) begin
       \$1536  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1537  = q1_1_s2;
     if (rst) begin
       \$1537  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1538  = \$104 ;
     if (rst) begin
       \$1538  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1539  = \$106 ;
     if (rst) begin
       \$1539  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1540  = sat1_s2;
     if (rst) begin
       \$1540  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1541  = d1_s2;
     if (rst) begin
       \$1541  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1542  = top1_s2;
     if (rst) begin
       \$1542  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1543  = g1_s2;
     if (rst) begin
       \$1543  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1544  = u1_s2;
     if (rst) begin
       \$1544  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1545  = \$116 ;
     if (rst) begin
       \$1545  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1546  = g1_s3;
     if (rst) begin
       \$1546  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1547  = u1_s3;
     if (rst) begin
       \$1547  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1548  = mag[122:82];
     if (rst) begin
       \$1548  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1549  = \$147 ;
     if (rst) begin
       \$1549  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1550  = \$154 ;
     if (rst) begin
       \$1550  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1551  = \$161 [4:0];
     if (rst) begin
       \$1551  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1552  = group[5:4];
     if (rst) begin
       \$1552  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1553  = upper[2];
     if (rst) begin
       \$1553  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1554  = t2[15:0];
     if (rst) begin
       \$1554  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1555  = \$162 ;
     if (rst) begin
       \$1555  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1556  = d2_0;
     if (rst) begin
       \$1556  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1557  = top2_0;
     if (rst) begin
       \$1557  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1558  = g2_0;
     if (rst) begin
       \$1558  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1559  = u2_0;
     if (rst) begin
       \$1559  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1560  = \$1132 [15:0];
     if (rst) begin
       \$1560  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1561  = \$164 ;
     if (rst) begin
       \$1561  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1562  = \$166 ;
     if (rst) begin
       \$1562  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1563  = \$169 ;
     if (rst) begin
       \$1563  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1564  = d2;
     if (rst) begin
       \$1564  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1565  = top2;
     if (rst) begin
       \$1565  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1566  = g2_1;
     if (rst) begin
       \$1566  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1567  = u2_1;
     if (rst) begin
       \$1567  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1568  = \$1142 [15:0];
     if (rst) begin
       \$1568  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1569  = q2_0_s2;
     if (rst) begin
       \$1569  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1570  = q2_1_s2;
     if (rst) begin
       \$1570  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1571  = \$171 ;
     if (rst) begin
       \$1571  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1572  = \$173 ;
     if (rst) begin
       \$1572  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1573  = sat2_s2;
     if (rst) begin
       \$1573  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1574  = d2_s2;
     if (rst) begin
       \$1574  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1575  = top2_s2;
     if (rst) begin
       \$1575  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1576  = g2_s2;
     if (rst) begin
       \$1576  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1577  = u2_s2;
     if (rst) begin
       \$1577  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1578  = \$183 ;
     if (rst) begin
       \$1578  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1579  = g2_s3;
     if (rst) begin
       \$1579  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1580  = u2_s3;
     if (rst) begin
       \$1580  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1581  = mag[163:123];
     if (rst) begin
       \$1581  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1582  = \$214 ;
     if (rst) begin
       \$1582  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1583  = \$221 ;
     if (rst) begin
       \$1583  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1584  = \$228 [4:0];
     if (rst) begin
       \$1584  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1585  = group[7:6];
     if (rst) begin
       \$1585  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1586  = upper[3];
     if (rst) begin
       \$1586  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1587  = t3[15:0];
     if (rst) begin
       \$1587  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1588  = \$229 ;
     if (rst) begin
       \$1588  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1589  = d3_0;
     if (rst) begin
       \$1589  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1590  = top3_0;
     if (rst) begin
       \$1590  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1591  = g3_0;
     if (rst) begin
       \$1591  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1592  = u3_0;
     if (rst) begin
       \$1592  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1593  = \$1157 [15:0];
     if (rst) begin
       \$1593  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1594  = \$231 ;
     if (rst) begin
       \$1594  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1595  = \$233 ;
     if (rst) begin
       \$1595  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1596  = \$236 ;
     if (rst) begin
       \$1596  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1597  = d3;
     if (rst) begin
       \$1597  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1598  = top3;
     if (rst) begin
       \$1598  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1599  = g3_1;
     if (rst) begin
       \$1599  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1600  = u3_1;
     if (rst) begin
       \$1600  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1601  = \$1167 [15:0];
     if (rst) begin
       \$1601  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1602  = q3_0_s2;
     if (rst) begin
       \$1602  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1603  = q3_1_s2;
     if (rst) begin
       \$1603  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1604  = \$238 ;
     if (rst) begin
       \$1604  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1605  = \$240 ;
     if (rst) begin
       \$1605  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1606  = sat3_s2;
     if (rst) begin
       \$1606  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1607  = d3_s2;
     if (rst) begin
       \$1607  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1608  = top3_s2;
     if (rst) begin
       \$1608  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1609  = g3_s2;
     if (rst) begin
       \$1609  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1610  = u3_s2;
     if (rst) begin
       \$1610  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1611  = \$250 ;
     if (rst) begin
       \$1611  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1612  = g3_s3;
     if (rst) begin
       \$1612  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1613  = u3_s3;
     if (rst) begin
       \$1613  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1614  = mag[204:164];
     if (rst) begin
       \$1614  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1615  = \$281 ;
     if (rst) begin
       \$1615  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1616  = \$288 ;
     if (rst) begin
       \$1616  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1617  = \$295 [4:0];
     if (rst) begin
       \$1617  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1618  = group[9:8];
     if (rst) begin
       \$1618  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1619  = upper[4];
     if (rst) begin
       \$1619  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1620  = t4[15:0];
     if (rst) begin
       \$1620  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1621  = \$296 ;
     if (rst) begin
       \$1621  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1622  = d4_0;
     if (rst) begin
       \$1622  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1623  = top4_0;
     if (rst) begin
       \$1623  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1624  = g4_0;
     if (rst) begin
       \$1624  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1625  = u4_0;
     if (rst) begin
       \$1625  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1626  = \$1182 [15:0];
     if (rst) begin
       \$1626  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1627  = \$298 ;
     if (rst) begin
       \$1627  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1628  = \$300 ;
     if (rst) begin
       \$1628  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1629  = \$303 ;
     if (rst) begin
       \$1629  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1630  = d4;
     if (rst) begin
       \$1630  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1631  = top4;
     if (rst) begin
       \$1631  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1632  = g4_1;
     if (rst) begin
       \$1632  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1633  = u4_1;
     if (rst) begin
       \$1633  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1634  = \$1192 [15:0];
     if (rst) begin
       \$1634  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1635  = q4_0_s2;
     if (rst) begin
       \$1635  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1636  = q4_1_s2;
     if (rst) begin
       \$1636  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1637  = \$305 ;
     if (rst) begin
       \$1637  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1638  = \$307 ;
     if (rst) begin
       \$1638  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1639  = sat4_s2;
     if (rst) begin
       \$1639  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1640  = d4_s2;
     if (rst) begin
       \$1640  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1641  = top4_s2;
     if (rst) begin
       \$1641  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1642  = g4_s2;
     if (rst) begin
       \$1642  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1643  = u4_s2;
     if (rst) begin
       \$1643  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1644  = \$317 ;
     if (rst) begin
       \$1644  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1645  = g4_s3;
     if (rst) begin
       \$1645  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1646  = u4_s3;
     if (rst) begin
       \$1646  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1647  = mag[245:205];
     if (rst) begin
       \$1647  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1648  = \$348 ;
     if (rst) begin
       \$1648  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1649  = \$355 ;
     if (rst) begin
       \$1649  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1650  = \$362 [4:0];
     if (rst) begin
       \$1650  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1651  = group[11:10];
     if (rst) begin
       \$1651  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1652  = upper[5];
     if (rst) begin
       \$1652  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1653  = t5[15:0];
     if (rst) begin
       \$1653  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1654  = \$363 ;
     if (rst) begin
       \$1654  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1655  = d5_0;
     if (rst) begin
       \$1655  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1656  = top5_0;
     if (rst) begin
       \$1656  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1657  = g5_0;
     if (rst) begin
       \$1657  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1658  = u5_0;
     if (rst) begin
       \$1658  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1659  = \$1207 [15:0];
     if (rst) begin
       \$1659  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1660  = \$365 ;
     if (rst) begin
       \$1660  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1661  = \$367 ;
     if (rst) begin
       \$1661  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1662  = \$370 ;
     if (rst) begin
       \$1662  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1663  = d5;
     if (rst) begin
       \$1663  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1664  = top5;
     if (rst) begin
       \$1664  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1665  = g5_1;
     if (rst) begin
       \$1665  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1666  = u5_1;
     if (rst) begin
       \$1666  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1667  = \$1217 [15:0];
     if (rst) begin
       \$1667  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1668  = q5_0_s2;
     if (rst) begin
       \$1668  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1669  = q5_1_s2;
     if (rst) begin
       \$1669  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1670  = \$372 ;
     if (rst) begin
       \$1670  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1671  = \$374 ;
     if (rst) begin
       \$1671  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1672  = sat5_s2;
     if (rst) begin
       \$1672  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1673  = d5_s2;
     if (rst) begin
       \$1673  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1674  = top5_s2;
     if (rst) begin
       \$1674  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1675  = g5_s2;
     if (rst) begin
       \$1675  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1676  = u5_s2;
     if (rst) begin
       \$1676  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1677  = \$384 ;
     if (rst) begin
       \$1677  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1678  = g5_s3;
     if (rst) begin
       \$1678  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1679  = u5_s3;
     if (rst) begin
       \$1679  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1680  = mag[286:246];
     if (rst) begin
       \$1680  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1681  = \$415 ;
     if (rst) begin
       \$1681  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1682  = \$422 ;
     if (rst) begin
       \$1682  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1683  = \$429 [4:0];
     if (rst) begin
       \$1683  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1684  = group[13:12];
     if (rst) begin
       \$1684  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1685  = upper[6];
     if (rst) begin
       \$1685  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1686  = t6[15:0];
     if (rst) begin
       \$1686  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1687  = \$430 ;
     if (rst) begin
       \$1687  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1688  = d6_0;
     if (rst) begin
       \$1688  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1689  = top6_0;
     if (rst) begin
       \$1689  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1690  = g6_0;
     if (rst) begin
       \$1690  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1691  = u6_0;
     if (rst) begin
       \$1691  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1692  = \$1232 [15:0];
     if (rst) begin
       \$1692  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1693  = \$432 ;
     if (rst) begin
       \$1693  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1694  = \$434 ;
     if (rst) begin
       \$1694  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1695  = \$437 ;
     if (rst) begin
       \$1695  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1696  = d6;
     if (rst) begin
       \$1696  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1697  = top6;
     if (rst) begin
       \$1697  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1698  = g6_1;
     if (rst) begin
       \$1698  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1699  = u6_1;
     if (rst) begin
       \$1699  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1700  = \$1242 [15:0];
     if (rst) begin
       \$1700  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1701  = q6_0_s2;
     if (rst) begin
       \$1701  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1702  = q6_1_s2;
     if (rst) begin
       \$1702  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1703  = \$439 ;
     if (rst) begin
       \$1703  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1704  = \$441 ;
     if (rst) begin
       \$1704  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1705  = sat6_s2;
     if (rst) begin
       \$1705  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1706  = d6_s2;
     if (rst) begin
       \$1706  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1707  = top6_s2;
     if (rst) begin
       \$1707  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1708  = g6_s2;
     if (rst) begin
       \$1708  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1709  = u6_s2;
     if (rst) begin
       \$1709  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1710  = \$451 ;
     if (rst) begin
       \$1710  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1711  = g6_s3;
     if (rst) begin
       \$1711  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1712  = u6_s3;
     if (rst) begin
       \$1712  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1713  = mag[327:287];
     if (rst) begin
       \$1713  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1714  = \$482 ;
     if (rst) begin
       \$1714  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1715  = \$489 ;
     if (rst) begin
       \$1715  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1716  = \$496 [4:0];
     if (rst) begin
       \$1716  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1717  = group[15:14];
     if (rst) begin
       \$1717  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1718  = upper[7];
     if (rst) begin
       \$1718  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1719  = t7[15:0];
     if (rst) begin
       \$1719  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1720  = \$497 ;
     if (rst) begin
       \$1720  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1721  = d7_0;
     if (rst) begin
       \$1721  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1722  = top7_0;
     if (rst) begin
       \$1722  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1723  = g7_0;
     if (rst) begin
       \$1723  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1724  = u7_0;
     if (rst) begin
       \$1724  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1725  = \$1257 [15:0];
     if (rst) begin
       \$1725  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1726  = \$499 ;
     if (rst) begin
       \$1726  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1727  = \$501 ;
     if (rst) begin
       \$1727  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1728  = \$504 ;
     if (rst) begin
       \$1728  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1729  = d7;
     if (rst) begin
       \$1729  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1730  = top7;
     if (rst) begin
       \$1730  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1731  = g7_1;
     if (rst) begin
       \$1731  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1732  = u7_1;
     if (rst) begin
       \$1732  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1733  = \$1267 [15:0];
     if (rst) begin
       \$1733  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1734  = q7_0_s2;
     if (rst) begin
       \$1734  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1735  = q7_1_s2;
     if (rst) begin
       \$1735  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1736  = \$506 ;
     if (rst) begin
       \$1736  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1737  = \$508 ;
     if (rst) begin
       \$1737  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1738  = sat7_s2;
     if (rst) begin
       \$1738  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1739  = d7_s2;
     if (rst) begin
       \$1739  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1740  = top7_s2;
     if (rst) begin
       \$1740  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1741  = g7_s2;
     if (rst) begin
       \$1741  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1742  = u7_s2;
     if (rst) begin
       \$1742  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1743  = \$518 ;
     if (rst) begin
       \$1743  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1744  = g7_s3;
     if (rst) begin
       \$1744  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1745  = u7_s3;
     if (rst) begin
       \$1745  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1746  = mag[368:328];
     if (rst) begin
       \$1746  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1747  = \$549 ;
     if (rst) begin
       \$1747  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1748  = \$556 ;
     if (rst) begin
       \$1748  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1749  = \$563 [4:0];
     if (rst) begin
       \$1749  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1750  = group[17:16];
     if (rst) begin
       \$1750  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1751  = upper[8];
     if (rst) begin
       \$1751  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1752  = t8[15:0];
     if (rst) begin
       \$1752  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1753  = \$564 ;
     if (rst) begin
       \$1753  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1754  = d8_0;
     if (rst) begin
       \$1754  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1755  = top8_0;
     if (rst) begin
       \$1755  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1756  = g8_0;
     if (rst) begin
       \$1756  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1757  = u8_0;
     if (rst) begin
       \$1757  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1758  = \$1282 [15:0];
     if (rst) begin
       \$1758  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1759  = \$566 ;
     if (rst) begin
       \$1759  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1760  = \$568 ;
     if (rst) begin
       \$1760  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1761  = \$571 ;
     if (rst) begin
       \$1761  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1762  = d8;
     if (rst) begin
       \$1762  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1763  = top8;
     if (rst) begin
       \$1763  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1764  = g8_1;
     if (rst) begin
       \$1764  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1765  = u8_1;
     if (rst) begin
       \$1765  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1766  = \$1292 [15:0];
     if (rst) begin
       \$1766  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1767  = q8_0_s2;
     if (rst) begin
       \$1767  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1768  = q8_1_s2;
     if (rst) begin
       \$1768  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1769  = \$573 ;
     if (rst) begin
       \$1769  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1770  = \$575 ;
     if (rst) begin
       \$1770  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1771  = sat8_s2;
     if (rst) begin
       \$1771  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1772  = d8_s2;
     if (rst) begin
       \$1772  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1773  = top8_s2;
     if (rst) begin
       \$1773  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1774  = g8_s2;
     if (rst) begin
       \$1774  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1775  = u8_s2;
     if (rst) begin
       \$1775  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1776  = \$585 ;
     if (rst) begin
       \$1776  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1777  = g8_s3;
     if (rst) begin
       \$1777  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1778  = u8_s3;
     if (rst) begin
       \$1778  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1779  = mag[409:369];
     if (rst) begin
       \$1779  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1780  = \$616 ;
     if (rst) begin
       \$1780  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1781  = \$623 ;
     if (rst) begin
       \$1781  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1782  = \$630 [4:0];
     if (rst) begin
       \$1782  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1783  = group[19:18];
     if (rst) begin
       \$1783  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1784  = upper[9];
     if (rst) begin
       \$1784  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1785  = t9[15:0];
     if (rst) begin
       \$1785  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1786  = \$631 ;
     if (rst) begin
       \$1786  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1787  = d9_0;
     if (rst) begin
       \$1787  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1788  = top9_0;
     if (rst) begin
       \$1788  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1789  = g9_0;
     if (rst) begin
       \$1789  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1790  = u9_0;
     if (rst) begin
       \$1790  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1791  = \$1307 [15:0];
     if (rst) begin
       \$1791  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1792  = \$633 ;
     if (rst) begin
       \$1792  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1793  = \$635 ;
     if (rst) begin
       \$1793  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1794  = \$638 ;
     if (rst) begin
       \$1794  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1795  = d9;
     if (rst) begin
       \$1795  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1796  = top9;
     if (rst) begin
       \$1796  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1797  = g9_1;
     if (rst) begin
       \$1797  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1798  = u9_1;
     if (rst) begin
       \$1798  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1799  = \$1317 [15:0];
     if (rst) begin
       \$1799  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1800  = q9_0_s2;
     if (rst) begin
       \$1800  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1801  = q9_1_s2;
     if (rst) begin
       \$1801  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1802  = \$640 ;
     if (rst) begin
       \$1802  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1803  = \$642 ;
     if (rst) begin
       \$1803  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1804  = sat9_s2;
     if (rst) begin
       \$1804  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1805  = d9_s2;
     if (rst) begin
       \$1805  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1806  = top9_s2;
     if (rst) begin
       \$1806  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1807  = g9_s2;
     if (rst) begin
       \$1807  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1808  = u9_s2;
     if (rst) begin
       \$1808  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1809  = \$652 ;
     if (rst) begin
       \$1809  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1810  = g9_s3;
     if (rst) begin
       \$1810  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1811  = u9_s3;
     if (rst) begin
       \$1811  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1812  = mag[450:410];
     if (rst) begin
       \$1812  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1813  = \$683 ;
     if (rst) begin
       \$1813  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1814  = \$690 ;
     if (rst) begin
       \$1814  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1815  = \$697 [4:0];
     if (rst) begin
       \$1815  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1816  = group[21:20];
     if (rst) begin
       \$1816  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1817  = upper[10];
     if (rst) begin
       \$1817  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1818  = t10[15:0];
     if (rst) begin
       \$1818  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1819  = \$698 ;
     if (rst) begin
       \$1819  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1820  = d10_0;
     if (rst) begin
       \$1820  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1821  = top10_0;
     if (rst) begin
       \$1821  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1822  = g10_0;
     if (rst) begin
       \$1822  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1823  = u10_0;
     if (rst) begin
       \$1823  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1824  = \$1332 [15:0];
     if (rst) begin
       \$1824  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1825  = \$700 ;
     if (rst) begin
       \$1825  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1826  = \$702 ;
     if (rst) begin
       \$1826  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1827  = \$705 ;
     if (rst) begin
       \$1827  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1828  = d10;
     if (rst) begin
       \$1828  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1829  = top10;
     if (rst) begin
       \$1829  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1830  = g10_1;
     if (rst) begin
       \$1830  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1831  = u10_1;
     if (rst) begin
       \$1831  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1832  = \$1342 [15:0];
     if (rst) begin
       \$1832  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1833  = q10_0_s2;
     if (rst) begin
       \$1833  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1834  = q10_1_s2;
     if (rst) begin
       \$1834  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1835  = \$707 ;
     if (rst) begin
       \$1835  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1836  = \$709 ;
     if (rst) begin
       \$1836  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1837  = sat10_s2;
     if (rst) begin
       \$1837  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1838  = d10_s2;
     if (rst) begin
       \$1838  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1839  = top10_s2;
     if (rst) begin
       \$1839  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1840  = g10_s2;
     if (rst) begin
       \$1840  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1841  = u10_s2;
     if (rst) begin
       \$1841  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1842  = \$719 ;
     if (rst) begin
       \$1842  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1843  = g10_s3;
     if (rst) begin
       \$1843  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1844  = u10_s3;
     if (rst) begin
       \$1844  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1845  = mag[491:451];
     if (rst) begin
       \$1845  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1846  = \$750 ;
     if (rst) begin
       \$1846  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1847  = \$757 ;
     if (rst) begin
       \$1847  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1848  = \$764 [4:0];
     if (rst) begin
       \$1848  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1849  = group[23:22];
     if (rst) begin
       \$1849  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1850  = upper[11];
     if (rst) begin
       \$1850  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1851  = t11[15:0];
     if (rst) begin
       \$1851  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1852  = \$765 ;
     if (rst) begin
       \$1852  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1853  = d11_0;
     if (rst) begin
       \$1853  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1854  = top11_0;
     if (rst) begin
       \$1854  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1855  = g11_0;
     if (rst) begin
       \$1855  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1856  = u11_0;
     if (rst) begin
       \$1856  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1857  = \$1357 [15:0];
     if (rst) begin
       \$1857  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1858  = \$767 ;
     if (rst) begin
       \$1858  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1859  = \$769 ;
     if (rst) begin
       \$1859  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1860  = \$772 ;
     if (rst) begin
       \$1860  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1861  = d11;
     if (rst) begin
       \$1861  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1862  = top11;
     if (rst) begin
       \$1862  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1863  = g11_1;
     if (rst) begin
       \$1863  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1864  = u11_1;
     if (rst) begin
       \$1864  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1865  = \$1367 [15:0];
     if (rst) begin
       \$1865  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1866  = q11_0_s2;
     if (rst) begin
       \$1866  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1867  = q11_1_s2;
     if (rst) begin
       \$1867  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1868  = \$774 ;
     if (rst) begin
       \$1868  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1869  = \$776 ;
     if (rst) begin
       \$1869  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1870  = sat11_s2;
     if (rst) begin
       \$1870  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1871  = d11_s2;
     if (rst) begin
       \$1871  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1872  = top11_s2;
     if (rst) begin
       \$1872  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1873  = g11_s2;
     if (rst) begin
       \$1873  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1874  = u11_s2;
     if (rst) begin
       \$1874  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1875  = \$786 ;
     if (rst) begin
       \$1875  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1876  = g11_s3;
     if (rst) begin
       \$1876  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1877  = u11_s3;
     if (rst) begin
       \$1877  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1878  = mag[532:492];
     if (rst) begin
       \$1878  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1879  = \$817 ;
     if (rst) begin
       \$1879  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1880  = \$824 ;
     if (rst) begin
       \$1880  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1881  = \$831 [4:0];
     if (rst) begin
       \$1881  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1882  = group[25:24];
     if (rst) begin
       \$1882  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1883  = upper[12];
     if (rst) begin
       \$1883  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1884  = t12[15:0];
     if (rst) begin
       \$1884  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1885  = \$832 ;
     if (rst) begin
       \$1885  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1886  = d12_0;
     if (rst) begin
       \$1886  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1887  = top12_0;
     if (rst) begin
       \$1887  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1888  = g12_0;
     if (rst) begin
       \$1888  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1889  = u12_0;
     if (rst) begin
       \$1889  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1890  = \$1382 [15:0];
     if (rst) begin
       \$1890  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1891  = \$834 ;
     if (rst) begin
       \$1891  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1892  = \$836 ;
     if (rst) begin
       \$1892  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1893  = \$839 ;
     if (rst) begin
       \$1893  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1894  = d12;
     if (rst) begin
       \$1894  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1895  = top12;
     if (rst) begin
       \$1895  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1896  = g12_1;
     if (rst) begin
       \$1896  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1897  = u12_1;
     if (rst) begin
       \$1897  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1898  = \$1392 [15:0];
     if (rst) begin
       \$1898  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1899  = q12_0_s2;
     if (rst) begin
       \$1899  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1900  = q12_1_s2;
     if (rst) begin
       \$1900  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1901  = \$841 ;
     if (rst) begin
       \$1901  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1902  = \$843 ;
     if (rst) begin
       \$1902  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1903  = sat12_s2;
     if (rst) begin
       \$1903  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1904  = d12_s2;
     if (rst) begin
       \$1904  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1905  = top12_s2;
     if (rst) begin
       \$1905  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1906  = g12_s2;
     if (rst) begin
       \$1906  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1907  = u12_s2;
     if (rst) begin
       \$1907  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1908  = \$853 ;
     if (rst) begin
       \$1908  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1909  = g12_s3;
     if (rst) begin
       \$1909  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1910  = u12_s3;
     if (rst) begin
       \$1910  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1911  = mag[573:533];
     if (rst) begin
       \$1911  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1912  = \$884 ;
     if (rst) begin
       \$1912  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1913  = \$891 ;
     if (rst) begin
       \$1913  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1914  = \$898 [4:0];
     if (rst) begin
       \$1914  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1915  = group[27:26];
     if (rst) begin
       \$1915  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1916  = upper[13];
     if (rst) begin
       \$1916  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1917  = t13[15:0];
     if (rst) begin
       \$1917  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1918  = \$899 ;
     if (rst) begin
       \$1918  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1919  = d13_0;
     if (rst) begin
       \$1919  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1920  = top13_0;
     if (rst) begin
       \$1920  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1921  = g13_0;
     if (rst) begin
       \$1921  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1922  = u13_0;
     if (rst) begin
       \$1922  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1923  = \$1407 [15:0];
     if (rst) begin
       \$1923  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1924  = \$901 ;
     if (rst) begin
       \$1924  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1925  = \$903 ;
     if (rst) begin
       \$1925  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1926  = \$906 ;
     if (rst) begin
       \$1926  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1927  = d13;
     if (rst) begin
       \$1927  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1928  = top13;
     if (rst) begin
       \$1928  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1929  = g13_1;
     if (rst) begin
       \$1929  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1930  = u13_1;
     if (rst) begin
       \$1930  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1931  = \$1417 [15:0];
     if (rst) begin
       \$1931  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1932  = q13_0_s2;
     if (rst) begin
       \$1932  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1933  = q13_1_s2;
     if (rst) begin
       \$1933  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1934  = \$908 ;
     if (rst) begin
       \$1934  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1935  = \$910 ;
     if (rst) begin
       \$1935  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1936  = sat13_s2;
     if (rst) begin
       \$1936  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1937  = d13_s2;
     if (rst) begin
       \$1937  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1938  = top13_s2;
     if (rst) begin
       \$1938  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1939  = g13_s2;
     if (rst) begin
       \$1939  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1940  = u13_s2;
     if (rst) begin
       \$1940  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1941  = \$920 ;
     if (rst) begin
       \$1941  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1942  = g13_s3;
     if (rst) begin
       \$1942  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1943  = u13_s3;
     if (rst) begin
       \$1943  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1944  = mag[614:574];
     if (rst) begin
       \$1944  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1945  = \$951 ;
     if (rst) begin
       \$1945  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1946  = \$958 ;
     if (rst) begin
       \$1946  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1947  = \$965 [4:0];
     if (rst) begin
       \$1947  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1948  = group[29:28];
     if (rst) begin
       \$1948  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1949  = upper[14];
     if (rst) begin
       \$1949  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1950  = t14[15:0];
     if (rst) begin
       \$1950  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1951  = \$966 ;
     if (rst) begin
       \$1951  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1952  = d14_0;
     if (rst) begin
       \$1952  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1953  = top14_0;
     if (rst) begin
       \$1953  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1954  = g14_0;
     if (rst) begin
       \$1954  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1955  = u14_0;
     if (rst) begin
       \$1955  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1956  = \$1432 [15:0];
     if (rst) begin
       \$1956  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1957  = \$968 ;
     if (rst) begin
       \$1957  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1958  = \$970 ;
     if (rst) begin
       \$1958  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1959  = \$973 ;
     if (rst) begin
       \$1959  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1960  = d14;
     if (rst) begin
       \$1960  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1961  = top14;
     if (rst) begin
       \$1961  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1962  = g14_1;
     if (rst) begin
       \$1962  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1963  = u14_1;
     if (rst) begin
       \$1963  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1964  = \$1442 [15:0];
     if (rst) begin
       \$1964  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1965  = q14_0_s2;
     if (rst) begin
       \$1965  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1966  = q14_1_s2;
     if (rst) begin
       \$1966  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1967  = \$975 ;
     if (rst) begin
       \$1967  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1968  = \$977 ;
     if (rst) begin
       \$1968  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1969  = sat14_s2;
     if (rst) begin
       \$1969  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1970  = d14_s2;
     if (rst) begin
       \$1970  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1971  = top14_s2;
     if (rst) begin
       \$1971  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1972  = g14_s2;
     if (rst) begin
       \$1972  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1973  = u14_s2;
     if (rst) begin
       \$1973  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1974  = \$987 ;
     if (rst) begin
       \$1974  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1975  = g14_s3;
     if (rst) begin
       \$1975  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1976  = u14_s3;
     if (rst) begin
       \$1976  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1977  = mag[655:615];
     if (rst) begin
       \$1977  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1978  = \$1018 ;
     if (rst) begin
       \$1978  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1979  = \$1025 ;
     if (rst) begin
       \$1979  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1980  = \$1032 [4:0];
     if (rst) begin
       \$1980  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1981  = group[31:30];
     if (rst) begin
       \$1981  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1982  = upper[15];
     if (rst) begin
       \$1982  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1983  = t15[15:0];
     if (rst) begin
       \$1983  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1984  = \$1033 ;
     if (rst) begin
       \$1984  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1985  = d15_0;
     if (rst) begin
       \$1985  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1986  = top15_0;
     if (rst) begin
       \$1986  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1987  = g15_0;
     if (rst) begin
       \$1987  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1988  = u15_0;
     if (rst) begin
       \$1988  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1989  = \$1457 [15:0];
     if (rst) begin
       \$1989  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1990  = \$1035 ;
     if (rst) begin
       \$1990  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1991  = \$1037 ;
     if (rst) begin
       \$1991  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1992  = \$1040 ;
     if (rst) begin
       \$1992  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1993  = d15;
     if (rst) begin
       \$1993  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1994  = top15;
     if (rst) begin
       \$1994  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1995  = g15_1;
     if (rst) begin
       \$1995  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1996  = u15_1;
     if (rst) begin
       \$1996  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1997  = \$1467 [15:0];
     if (rst) begin
       \$1997  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1998  = q15_0_s2;
     if (rst) begin
       \$1998  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$1999  = q15_1_s2;
     if (rst) begin
       \$1999  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2000  = \$1042 ;
     if (rst) begin
       \$2000  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2001  = \$1044 ;
     if (rst) begin
       \$2001  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2002  = sat15_s2;
     if (rst) begin
       \$2002  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2003  = d15_s2;
     if (rst) begin
       \$2003  = 11'h000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2004  = top15_s2;
     if (rst) begin
       \$2004  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2005  = g15_s2;
     if (rst) begin
       \$2005  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2006  = u15_s2;
     if (rst) begin
       \$2006  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2007  = \$1054 ;
     if (rst) begin
       \$2007  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2008  = g15_s3;
     if (rst) begin
       \$2008  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$2009  = u15_s3;
     if (rst) begin
       \$2009  = 1'h0;
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$24705$205 [4:0];
-  assign delta_outer = \port$24705$205 [52:37];
-  assign delta_inner = \port$24705$205 [36:21];
-  assign delta_mid = \port$24705$205 [20:5];
+  assign n_lo = \port$25422$205 [4:0];
+  assign delta_outer = \port$25422$205 [52:37];
+  assign delta_inner = \port$25422$205 [36:21];
+  assign delta_mid = \port$25422$205 [20:5];
   assign rem0_3 = \$1082 [15:0];
   assign rem0_4 = \$1077 [15:0];
   assign rem0_1 = \$1092 [15:0];
@@ -93629,7 +95697,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, upper, done, a, b, has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [15:0] \$100 ;
@@ -98686,511 +100754,511 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
   always @(posedge clk)
     counts <= \$2331 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2187  = \$74 ;
     if (rst) begin
       \$2187  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2188  = \$148 ;
     if (rst) begin
       \$2188  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2189  = \$222 ;
     if (rst) begin
       \$2189  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2190  = \$296 ;
     if (rst) begin
       \$2190  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2191  = \$311 ;
     if (rst) begin
       \$2191  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2192  = \$326 ;
     if (rst) begin
       \$2192  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2193  = \$341 ;
     if (rst) begin
       \$2193  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2194  = \$356 ;
     if (rst) begin
       \$2194  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2195  = \$414 ;
     if (rst) begin
       \$2195  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2196  = \$472 ;
     if (rst) begin
       \$2196  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2197  = \$530 ;
     if (rst) begin
       \$2197  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2198  = \$588 ;
     if (rst) begin
       \$2198  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2199  = \$599 ;
     if (rst) begin
       \$2199  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2200  = \$610 ;
     if (rst) begin
       \$2200  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2201  = \$621 ;
     if (rst) begin
       \$2201  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2202  = \$632 ;
     if (rst) begin
       \$2202  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2203  = \$706 ;
     if (rst) begin
       \$2203  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2204  = \$780 ;
     if (rst) begin
       \$2204  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2205  = \$854 ;
     if (rst) begin
       \$2205  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2206  = \$928 ;
     if (rst) begin
       \$2206  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2207  = \$943 ;
     if (rst) begin
       \$2207  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2208  = \$958 ;
     if (rst) begin
       \$2208  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2209  = \$973 ;
     if (rst) begin
       \$2209  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2210  = \$988 ;
     if (rst) begin
       \$2210  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2211  = \$1046 ;
     if (rst) begin
       \$2211  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2212  = \$1104 ;
     if (rst) begin
       \$2212  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2213  = \$1162 ;
     if (rst) begin
       \$2213  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2214  = \$1220 ;
     if (rst) begin
       \$2214  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2215  = \$1231 ;
     if (rst) begin
       \$2215  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2216  = \$1242 ;
     if (rst) begin
       \$2216  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2217  = \$1253 ;
     if (rst) begin
       \$2217  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2218  = \$1264 ;
     if (rst) begin
       \$2218  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2219  = \$1306 ;
     if (rst) begin
       \$2219  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2220  = \$1348 ;
     if (rst) begin
       \$2220  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2221  = \$1390 ;
     if (rst) begin
       \$2221  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2222  = \$1432 ;
     if (rst) begin
       \$2222  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2223  = \$1439 ;
     if (rst) begin
       \$2223  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2224  = \$1446 ;
     if (rst) begin
       \$2224  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2225  = \$1453 ;
     if (rst) begin
       \$2225  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2226  = \$1460 ;
     if (rst) begin
       \$2226  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2227  = \$1502 ;
     if (rst) begin
       \$2227  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2228  = \$1544 ;
     if (rst) begin
       \$2228  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2229  = \$1586 ;
     if (rst) begin
       \$2229  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2230  = \$1628 ;
     if (rst) begin
       \$2230  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2231  = \$1635 ;
     if (rst) begin
       \$2231  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2232  = \$1642 ;
     if (rst) begin
       \$2232  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2233  = \$1649 ;
     if (rst) begin
       \$2233  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2234  = \$1656 ;
     if (rst) begin
       \$2234  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2235  = valid;
     if (rst) begin
       \$2235  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2236  = first;
     if (rst) begin
       \$2236  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2237  = last;
     if (rst) begin
       \$2237  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2238  = \$1657 ;
     if (rst) begin
       \$2238  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2239  = \$1704 ;
     if (rst) begin
       \$2239  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2240  = t;
     if (rst) begin
       \$2240  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2241  = \$1714 ;
     if (rst) begin
       \$2241  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2242  = \$1717 ;
     if (rst) begin
       \$2242  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2243  = \$1727 ;
     if (rst) begin
       \$2243  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2244  = \$1730 ;
     if (rst) begin
       \$2244  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2245  = \$1740 ;
     if (rst) begin
       \$2245  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2246  = \$1743 ;
     if (rst) begin
       \$2246  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2247  = \$1753 ;
     if (rst) begin
       \$2247  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2248  = \$1756 ;
     if (rst) begin
       \$2248  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2249  = \$1766 ;
     if (rst) begin
       \$2249  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2250  = \$1769 ;
     if (rst) begin
       \$2250  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2251  = \$1779 ;
     if (rst) begin
       \$2251  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2252  = \$1782 ;
     if (rst) begin
       \$2252  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2253  = t0_valid;
     if (rst) begin
       \$2253  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2254  = t0_first;
     if (rst) begin
       \$2254  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2255  = t0_last;
     if (rst) begin
       \$2255  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2256  = t0_block;
     if (rst) begin
       \$2256  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2257  = t0_count;
     if (rst) begin
       \$2257  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2258  = t0_t;
     if (rst) begin
       \$2258  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2259  = acc_lo;
     if (t1_valid) begin
       \$2259  = \$1785 ;
@@ -99200,7 +101268,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2260  = acc_hi;
     if (t1_valid) begin
       \$2260  = \$1788 ;
@@ -99210,7 +101278,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2261  = acc_olo;
     if (t1_valid) begin
       \$2261  = \$1791 ;
@@ -99220,7 +101288,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2262  = acc_ohi;
     if (t1_valid) begin
       \$2262  = \$1794 ;
@@ -99230,7 +101298,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2263  = acc_imin;
     if (t1_valid) begin
       \$2263  = \$1797 ;
@@ -99240,7 +101308,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2264  = acc_imax;
     if (t1_valid) begin
       \$2264  = \$1800 ;
@@ -99250,7 +101318,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2265  = acc_has_lo;
     if (t1_valid) begin
       \$2265  = \$1803 ;
@@ -99260,7 +101328,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2266  = acc_has_hi;
     if (t1_valid) begin
       \$2266  = \$1806 ;
@@ -99270,7 +101338,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2267  = acc_has_olo;
     if (t1_valid) begin
       \$2267  = \$1809 ;
@@ -99280,7 +101348,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2268  = acc_has_ohi;
     if (t1_valid) begin
       \$2268  = \$1812 ;
@@ -99290,7 +101358,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2269  = acc_has_imin;
     if (t1_valid) begin
       \$2269  = \$1815 ;
@@ -99300,7 +101368,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2270  = acc_has_imax;
     if (t1_valid) begin
       \$2270  = \$1818 ;
@@ -99310,7 +101378,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2271  = acc_cnt0;
     if (t1_valid) begin
       \$2271  = \$1822 [7:0];
@@ -99320,7 +101388,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2272  = acc_cnt1;
     if (t1_valid) begin
       \$2272  = \$1826 [7:0];
@@ -99330,7 +101398,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2273  = acc_cnt2;
     if (t1_valid) begin
       \$2273  = \$1830 [7:0];
@@ -99340,14 +101408,14 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2274  = \$1831 ;
     if (rst) begin
       \$2274  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2275  = v1_lo;
     if (\$1832 ) begin
       \$2275  = \$1835 ;
@@ -99357,7 +101425,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2276  = v1_hi;
     if (\$1832 ) begin
       \$2276  = \$1838 ;
@@ -99367,7 +101435,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2277  = v1_olo;
     if (\$1832 ) begin
       \$2277  = \$1841 ;
@@ -99377,7 +101445,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2278  = v1_ohi;
     if (\$1832 ) begin
       \$2278  = \$1844 ;
@@ -99387,7 +101455,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2279  = v1_imin;
     if (\$1832 ) begin
       \$2279  = \$1847 ;
@@ -99397,7 +101465,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2280  = v1_imax;
     if (\$1832 ) begin
       \$2280  = \$1850 ;
@@ -99407,7 +101475,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2281  = v1_has_lo;
     if (\$1832 ) begin
       \$2281  = \$1853 ;
@@ -99417,7 +101485,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2282  = v1_has_hi;
     if (\$1832 ) begin
       \$2282  = \$1856 ;
@@ -99427,7 +101495,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2283  = v1_has_olo;
     if (\$1832 ) begin
       \$2283  = \$1859 ;
@@ -99437,7 +101505,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2284  = v1_has_ohi;
     if (\$1832 ) begin
       \$2284  = \$1862 ;
@@ -99447,7 +101515,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2285  = v1_has_imin;
     if (\$1832 ) begin
       \$2285  = \$1865 ;
@@ -99457,7 +101525,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2286  = v1_has_imax;
     if (\$1832 ) begin
       \$2286  = \$1868 ;
@@ -99467,7 +101535,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2287  = v1_cnt0;
     if (\$1832 ) begin
       \$2287  = \$1872 [7:0];
@@ -99477,7 +101545,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2288  = v1_cnt1;
     if (\$1832 ) begin
       \$2288  = \$1876 [7:0];
@@ -99487,7 +101555,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2289  = v1_cnt2;
     if (\$1832 ) begin
       \$2289  = \$1880 [7:0];
@@ -99497,7 +101565,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2290  = v1_t;
     if (\$1832 ) begin
       \$2290  = t1_t;
@@ -99507,231 +101575,231 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2291  = v1;
     if (rst) begin
       \$2291  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2292  = v1_t;
     if (rst) begin
       \$2292  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2293  = { \$1884 , \$1883  };
     if (rst) begin
       \$2293  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2294  = \$1932 ;
     if (rst) begin
       \$2294  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2295  = \$1980 ;
     if (rst) begin
       \$2295  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2296  = \$2028 ;
     if (rst) begin
       \$2296  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2297  = \$2076 ;
     if (rst) begin
       \$2297  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2298  = \$2124 ;
     if (rst) begin
       \$2298  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2299  = \$2172 ;
     if (rst) begin
       \$2299  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2300  = v1_has_lo;
     if (rst) begin
       \$2300  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2301  = v1_has_hi;
     if (rst) begin
       \$2301  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2302  = v1_has_olo;
     if (rst) begin
       \$2302  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2303  = v1_has_ohi;
     if (rst) begin
       \$2303  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2304  = v1_has_imin;
     if (rst) begin
       \$2304  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2305  = v1_has_imax;
     if (rst) begin
       \$2305  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2306  = v1_cnt0;
     if (rst) begin
       \$2306  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2307  = v1_cnt1;
     if (rst) begin
       \$2307  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2308  = v1_cnt2;
     if (rst) begin
       \$2308  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2309  = v2;
     if (rst) begin
       \$2309  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2310  = v2_has_lo;
     if (rst) begin
       \$2310  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2311  = v2_has_hi;
     if (rst) begin
       \$2311  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2312  = \$2174 [40:0];
     if (rst) begin
       \$2312  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2313  = \$2176 [40:0];
     if (rst) begin
       \$2313  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2314  = \$2178 [40:0];
     if (rst) begin
       \$2314  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2315  = \$2180 [40:0];
     if (rst) begin
       \$2315  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2316  = \$2181 ;
     if (rst) begin
       \$2316  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2317  = \$2182 ;
     if (rst) begin
       \$2317  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2318  = \$2184 [40:0];
     if (rst) begin
       \$2318  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2319  = v2_cnt0;
     if (rst) begin
       \$2319  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2320  = v2_cnt1;
     if (rst) begin
       \$2320  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2321  = v2_cnt2;
     if (rst) begin
       \$2321  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2322  = v3;
     if (rst) begin
       \$2322  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2323  = a;
     if (v3) begin
       \$2323  = \$signal$135 ;
@@ -99741,7 +101809,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2324  = b;
     if (v3) begin
       \$2324  = \$signal$136 ;
@@ -99751,7 +101819,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2325  = has_lo;
     if (v3) begin
       \$2325  = \$signal ;
@@ -99761,7 +101829,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2326  = has_hi;
     if (v3) begin
       \$2326  = hi3;
@@ -99771,7 +101839,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2327  = outer_max;
     if (v3) begin
       \$2327  = \$2186 ;
@@ -99781,7 +101849,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2328  = inner_min;
     if (v3) begin
       \$2328  = \$signal$139 ;
@@ -99791,7 +101859,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2329  = inner_min_fp16;
     if (v3) begin
       \$2329  = imin_bits3;
@@ -99801,7 +101869,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2330  = inner_ext;
     if (v3) begin
       \$2330  = ext3;
@@ -99811,7 +101879,7 @@ module \oaken_engine.quant.extents (rst, valid, first, last, beat, x, t, group, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$2331  = counts;
     if (v3) begin
       \$2331 [7:0] = v3_cnt0;
@@ -99899,7 +101967,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.info (rst, r_en, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -100027,7 +102095,7 @@ module \oaken_engine.quant.info (rst, r_en, r_data, w_port__data, w_en, r_rdy, c
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -100037,7 +102105,7 @@ module \oaken_engine.quant.info (rst, r_en, r_data, w_port__data, w_en, r_rdy, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -100047,7 +102115,7 @@ module \oaken_engine.quant.info (rst, r_en, r_data, w_port__data, w_en, r_rdy, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -100060,7 +102128,7 @@ module \oaken_engine.quant.info (rst, r_en, r_data, w_port__data, w_en, r_rdy, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -100082,7 +102150,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.meta_fifo (rst, w_en, r_data, r_en, w_port__data, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -100218,7 +102286,7 @@ module \oaken_engine.quant.meta_fifo (rst, w_en, r_data, r_en, w_port__data, r_r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -100228,7 +102296,7 @@ module \oaken_engine.quant.meta_fifo (rst, w_en, r_data, r_en, w_port__data, r_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -100238,7 +102306,7 @@ module \oaken_engine.quant.meta_fifo (rst, w_en, r_data, r_en, w_port__data, r_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -100251,7 +102319,7 @@ module \oaken_engine.quant.meta_fifo (rst, w_en, r_data, r_en, w_port__data, r_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -100272,7 +102340,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.packer (rst, beat_in_block, dense, high, outlier, outer, dense_word, count, sparse, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [1:0] \$1 ;
   wire [3:0] \$10 ;
   wire [2:0] \$100 ;
@@ -101879,371 +103947,371 @@ module \oaken_engine.quant.packer (rst, beat_in_block, dense, high, outlier, out
   assign \$297  = \$293  | \$296 ;
   assign \$298  = pos3 == 2'h3;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$649  = { high[0], outer[0], beat_in_block, 4'h0 };
     if (rst) begin
       \$649  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$650  = outlier[0];
     if (rst) begin
       \$650  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$651  = { high[1], outer[1], beat_in_block, 4'h1 };
     if (rst) begin
       \$651  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$652  = outlier[1];
     if (rst) begin
       \$652  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$653  = { high[2], outer[2], beat_in_block, 4'h2 };
     if (rst) begin
       \$653  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$654  = outlier[2];
     if (rst) begin
       \$654  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$655  = { high[3], outer[3], beat_in_block, 4'h3 };
     if (rst) begin
       \$655  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$656  = outlier[3];
     if (rst) begin
       \$656  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$657  = { high[4], outer[4], beat_in_block, 4'h4 };
     if (rst) begin
       \$657  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$658  = outlier[4];
     if (rst) begin
       \$658  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$659  = { high[5], outer[5], beat_in_block, 4'h5 };
     if (rst) begin
       \$659  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$660  = outlier[5];
     if (rst) begin
       \$660  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$661  = { high[6], outer[6], beat_in_block, 4'h6 };
     if (rst) begin
       \$661  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$662  = outlier[6];
     if (rst) begin
       \$662  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$663  = { high[7], outer[7], beat_in_block, 4'h7 };
     if (rst) begin
       \$663  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$664  = outlier[7];
     if (rst) begin
       \$664  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$665  = { high[8], outer[8], beat_in_block, 4'h8 };
     if (rst) begin
       \$665  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$666  = outlier[8];
     if (rst) begin
       \$666  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$667  = { high[9], outer[9], beat_in_block, 4'h9 };
     if (rst) begin
       \$667  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$668  = outlier[9];
     if (rst) begin
       \$668  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$669  = { high[10], outer[10], beat_in_block, 4'ha };
     if (rst) begin
       \$669  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$670  = outlier[10];
     if (rst) begin
       \$670  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$671  = { high[11], outer[11], beat_in_block, 4'hb };
     if (rst) begin
       \$671  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$672  = outlier[11];
     if (rst) begin
       \$672  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$673  = { high[12], outer[12], beat_in_block, 4'hc };
     if (rst) begin
       \$673  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$674  = outlier[12];
     if (rst) begin
       \$674  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$675  = { high[13], outer[13], beat_in_block, 4'hd };
     if (rst) begin
       \$675  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$676  = outlier[13];
     if (rst) begin
       \$676  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$677  = { high[14], outer[14], beat_in_block, 4'he };
     if (rst) begin
       \$677  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$678  = outlier[14];
     if (rst) begin
       \$678  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$679  = { high[15], outer[15], beat_in_block, 4'hf };
     if (rst) begin
       \$679  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$680  = outlier[15];
     if (rst) begin
       \$680  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$681  = 1'h0;
     if (rst) begin
       \$681  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$682  = outlier[0];
     if (rst) begin
       \$682  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$683  = \$1 ;
     if (rst) begin
       \$683  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$684  = \$3 ;
     if (rst) begin
       \$684  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$685  = \$6 ;
     if (rst) begin
       \$685  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$686  = \$10 ;
     if (rst) begin
       \$686  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$687  = \$15 ;
     if (rst) begin
       \$687  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$688  = \$21 ;
     if (rst) begin
       \$688  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$689  = \$28 ;
     if (rst) begin
       \$689  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$690  = \$36 ;
     if (rst) begin
       \$690  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$691  = \$45 ;
     if (rst) begin
       \$691  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$692  = \$55 ;
     if (rst) begin
       \$692  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$693  = \$66 ;
     if (rst) begin
       \$693  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$694  = \$78 ;
     if (rst) begin
       \$694  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$695  = \$91 ;
     if (rst) begin
       \$695  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$696  = \$105 ;
     if (rst) begin
       \$696  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$697  = dense;
     if (rst) begin
       \$697  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$698  = \$120 ;
     if (rst) begin
       \$698  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$699  = dense1;
     if (rst) begin
       \$699  = 64'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$700  = count1;
     if (rst) begin
       \$700  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$701 [7:0] = \$183 ;
     \$701 [15:8] = \$242 ;
     \$701 [23:16] = \$297 ;
@@ -102350,7 +104418,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_ext, o_valid, n_lo, delta_mid, delta_inner, delta_outer, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire [41:0] \$1 ;
   wire \$10 ;
   wire [5:0] \$100 ;
@@ -107539,7 +109607,7 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
   always @(posedge clk)
     delta_outer <= \$2495 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     (* full_case = 32'd1 *)
     casez (s2_lev)
       5'h00:
@@ -107609,1029 +109677,1029 @@ module \oaken_engine.quant.scale (rst, valid, a, b, has_lo, has_hi, outer_max, i
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2349  = valid;
     if (rst) begin
       \$2349  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2350  = a;
     if (rst) begin
       \$2350  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2351  = b;
     if (rst) begin
       \$2351  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2352  = has_lo;
     if (rst) begin
       \$2352  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2353  = has_hi;
     if (rst) begin
       \$2353  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2354  = outer_max;
     if (rst) begin
       \$2354  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2355  = inner_ext;
     if (rst) begin
       \$2355  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2356  = 1'h0;
     if (rst) begin
       \$2356  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2357  = \$1 ;
     if (rst) begin
       \$2357  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2358  = \$4 ;
     if (rst) begin
       \$2358  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2359  = \$6 [46:0];
     if (rst) begin
       \$2359  = 47'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2360  = \$8 ;
     if (rst) begin
       \$2360  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2361  = s0_valid;
     if (rst) begin
       \$2361  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2362  = s0_a;
     if (rst) begin
       \$2362  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2363  = s0_b;
     if (rst) begin
       \$2363  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2364  = s0_has_lo;
     if (rst) begin
       \$2364  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2365  = s0_has_hi;
     if (rst) begin
       \$2365  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2366  = s0_outer;
     if (rst) begin
       \$2366  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2367  = s0_inner;
     if (rst) begin
       \$2367  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2368  = s0_tag;
     if (rst) begin
       \$2368  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2369  = s0_den_zero;
     if (rst) begin
       \$2369  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2370  = \$2320 [46:0];
     if (rst) begin
       \$2370  = 47'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2371  = s0_den;
     if (rst) begin
       \$2371  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2372  = s1_q0;
     if (rst) begin
       \$2372  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2373  = \$10 ;
     if (rst) begin
       \$2373  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2374  = s1_valid;
     if (rst) begin
       \$2374  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2375  = s1_a;
     if (rst) begin
       \$2375  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2376  = s1_b;
     if (rst) begin
       \$2376  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2377  = s1_has_lo;
     if (rst) begin
       \$2377  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2378  = s1_has_hi;
     if (rst) begin
       \$2378  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2379  = s1_outer;
     if (rst) begin
       \$2379  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2380  = s1_inner;
     if (rst) begin
       \$2380  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2381  = s1_tag;
     if (rst) begin
       \$2381  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2382  = s1_den_zero;
     if (rst) begin
       \$2382  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2383  = \$2325 [46:0];
     if (rst) begin
       \$2383  = 47'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2384  = s1_den;
     if (rst) begin
       \$2384  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2385  = s2_q0;
     if (rst) begin
       \$2385  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2386  = s2_q1;
     if (rst) begin
       \$2386  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2387  = \$12 ;
     if (rst) begin
       \$2387  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2388  = s2_valid;
     if (rst) begin
       \$2388  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2389  = s2_a;
     if (rst) begin
       \$2389  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2390  = s2_b;
     if (rst) begin
       \$2390  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2391  = s2_has_lo;
     if (rst) begin
       \$2391  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2392  = s2_has_hi;
     if (rst) begin
       \$2392  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2393  = s2_outer;
     if (rst) begin
       \$2393  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2394  = s2_inner;
     if (rst) begin
       \$2394  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2395  = s2_tag;
     if (rst) begin
       \$2395  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2396  = s2_den_zero;
     if (rst) begin
       \$2396  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2397  = \$2330 [46:0];
     if (rst) begin
       \$2397  = 47'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2398  = s2_den;
     if (rst) begin
       \$2398  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2399  = s3_q0;
     if (rst) begin
       \$2399  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2400  = s3_q1;
     if (rst) begin
       \$2400  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2401  = s3_q2;
     if (rst) begin
       \$2401  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2402  = \$14 ;
     if (rst) begin
       \$2402  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2403  = s3_valid;
     if (rst) begin
       \$2403  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2404  = s3_a;
     if (rst) begin
       \$2404  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2405  = s3_b;
     if (rst) begin
       \$2405  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2406  = s3_has_lo;
     if (rst) begin
       \$2406  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2407  = s3_has_hi;
     if (rst) begin
       \$2407  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2408  = s3_outer;
     if (rst) begin
       \$2408  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2409  = s3_inner;
     if (rst) begin
       \$2409  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2410  = s3_tag;
     if (rst) begin
       \$2410  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2411  = s3_den_zero;
     if (rst) begin
       \$2411  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2412  = \$2335 [46:0];
     if (rst) begin
       \$2412  = 47'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2413  = s3_den;
     if (rst) begin
       \$2413  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2414  = s4_q0;
     if (rst) begin
       \$2414  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2415  = s4_q1;
     if (rst) begin
       \$2415  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2416  = s4_q2;
     if (rst) begin
       \$2416  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2417  = s4_q3;
     if (rst) begin
       \$2417  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2418  = \$16 ;
     if (rst) begin
       \$2418  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2419  = s4_valid;
     if (rst) begin
       \$2419  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2420  = s4_a;
     if (rst) begin
       \$2420  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2421  = s4_b;
     if (rst) begin
       \$2421  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2422  = s4_has_lo;
     if (rst) begin
       \$2422  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2423  = s4_has_hi;
     if (rst) begin
       \$2423  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2424  = s4_outer;
     if (rst) begin
       \$2424  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2425  = s4_inner;
     if (rst) begin
       \$2425  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2426  = s4_tag;
     if (rst) begin
       \$2426  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2427  = s4_den_zero;
     if (rst) begin
       \$2427  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2428  = \$22 ;
     if (rst) begin
       \$2428  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2429  = s5_valid;
     if (rst) begin
       \$2429  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2430  = s5_outer;
     if (rst) begin
       \$2430  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2431  = s5_inner;
     if (rst) begin
       \$2431  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2432  = s5_tag;
     if (rst) begin
       \$2432  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2433  = s5_a;
     if (rst) begin
       \$2433  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2434  = s5_b;
     if (rst) begin
       \$2434  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2435  = \$67 [4:0];
     if (rst) begin
       \$2435  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2436  = \$93 [4:0];
     if (rst) begin
       \$2436  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2437  = \$120 [4:0];
     if (rst) begin
       \$2437  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2438  = \$180 ;
     if (rst) begin
       \$2438  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2439  = \$207 ;
     if (rst) begin
       \$2439  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2440  = c_valid;
     if (rst) begin
       \$2440  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2441  = c_outer;
     if (rst) begin
       \$2441  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2442  = c_inner;
     if (rst) begin
       \$2442  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2443  = c_tag;
     if (rst) begin
       \$2443  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2444  = c_a;
     if (rst) begin
       \$2444  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2445  = c_b;
     if (rst) begin
       \$2445  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2446  = \$208 ;
     if (rst) begin
       \$2446  = 46'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2447  = \$209 ;
     if (rst) begin
       \$2447  = 46'h000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2448  = c_nl;
     if (rst) begin
       \$2448  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2449  = c_nu;
     if (rst) begin
       \$2449  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2450  = c_mu;
     if (rst) begin
       \$2450  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2451  = c_lok;
     if (rst) begin
       \$2451  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2452  = c_uok;
     if (rst) begin
       \$2452  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2453  = p_valid;
     if (rst) begin
       \$2453  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2454  = p_outer;
     if (rst) begin
       \$2454  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2455  = p_inner;
     if (rst) begin
       \$2455  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2456  = p_tag;
     if (rst) begin
       \$2456  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2457  = \$214 ;
     if (rst) begin
       \$2457  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2458  = \$219 ;
     if (rst) begin
       \$2458  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2459  = \$224 ;
     if (rst) begin
       \$2459  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2460  = \s2_valid$118 ;
     if (rst) begin
       \$2460  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2461  = \s2_tag$121 ;
     if (rst) begin
       \$2461  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2462  = \s2_outer$119 ;
     if (rst) begin
       \$2462  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2463  = \s2_inner$120 ;
     if (rst) begin
       \$2463  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2464  = s2_nlo;
     if (rst) begin
       \$2464  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2465  = s2_ext;
     if (rst) begin
       \$2465  = 41'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2466  = \$225 ;
     if (rst) begin
       \$2466  = 21'h000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2467  = r_valid;
     if (rst) begin
       \$2467  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2468  = r_tag;
     if (rst) begin
       \$2468  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2469  = r_nlo;
     if (rst) begin
       \$2469  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2470  = \$226 ;
     if (rst) begin
       \$2470  = 39'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2471  = \$227 ;
     if (rst) begin
       \$2471  = 39'h0000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2472  = \$228 ;
     if (rst) begin
       \$2472  = 26'h0000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2473  = { 5'h00, \$229  };
     if (rst) begin
       \$2473  = 62'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2474  = { 4'h0, \$230  };
     if (rst) begin
       \$2474  = 62'h0000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2475  = \s3_valid$132 ;
     if (rst) begin
       \$2475  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2476  = \s3_tag$133 ;
     if (rst) begin
       \$2476  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2477  = s3_nlo;
     if (rst) begin
       \$2477  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2478  = \$2342 [41:0];
     if (rst) begin
       \$2478  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2479  = \$273 ;
     if (rst) begin
       \$2479  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2480  = \$2345 [41:0];
     if (rst) begin
       \$2480  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2481  = \$316 ;
     if (rst) begin
       \$2481  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2482  = \$2348 [41:0];
     if (rst) begin
       \$2482  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2483  = \$359 ;
     if (rst) begin
       \$2483  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2484  = \s4_valid$140 ;
     if (rst) begin
       \$2484  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2485  = \s4_tag$141 ;
     if (rst) begin
       \$2485  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2486  = s4_nlo;
     if (rst) begin
       \$2486  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2487  = \$362 [41:0];
     if (rst) begin
       \$2487  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2488  = \$365 [41:0];
     if (rst) begin
       \$2488  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2489  = \$368 [41:0];
     if (rst) begin
       \$2489  = 42'h00000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2490  = \s5_valid$152 ;
     if (rst) begin
       \$2490  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2491  = \s5_tag$153 ;
     if (rst) begin
       \$2491  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2492  = s5_nlo;
     if (rst) begin
       \$2492  = 5'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2493  = { 1'h0, \$1017 , \$693  };
     if (rst) begin
       \$2493  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2494  = { 1'h0, \$1666 , \$1342  };
     if (rst) begin
       \$2494  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$2495  = { 1'h0, \$2315 , \$1991  };
     if (rst) begin
       \$2495  = 16'h0000;
@@ -109586,7 +111654,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.side_fifo (rst, r_en, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -109714,7 +111782,7 @@ module \oaken_engine.quant.side_fifo (rst, r_en, r_data, w_port__data, w_en, r_r
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [2:0];
@@ -109724,7 +111792,7 @@ module \oaken_engine.quant.side_fifo (rst, r_en, r_data, w_port__data, w_en, r_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [2:0];
@@ -109734,7 +111802,7 @@ module \oaken_engine.quant.side_fifo (rst, r_en, r_data, w_port__data, w_en, r_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [2:0];
@@ -109747,7 +111815,7 @@ module \oaken_engine.quant.side_fifo (rst, r_en, r_data, w_port__data, w_en, r_r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -109769,7 +111837,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.quant.sparse_fifo (rst, r_data, r_en, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -109905,7 +111973,7 @@ module \oaken_engine.quant.sparse_fifo (rst, r_data, r_en, w_port__data, w_en, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -109915,7 +111983,7 @@ module \oaken_engine.quant.sparse_fifo (rst, r_data, r_en, w_port__data, w_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -109925,7 +111993,7 @@ module \oaken_engine.quant.sparse_fifo (rst, r_data, r_en, w_port__data, w_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -109938,7 +112006,7 @@ module \oaken_engine.quant.sparse_fifo (rst, r_data, r_en, w_port__data, w_en, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -109959,8 +112027,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rmem_cmd__ready, rmem_rdata__payload, rmem_rdata__valid, clk, rst, req__valid, free__valid, vector_done, \r_en$103 , sparse__ready, records__valid, rmem_rdata__ready, sparse__valid, meta__payload, dense__ready, cmd__ready, w_data, cmd__payload
-, \port$27551$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+, \port$28326$0 , free__ready, req__ready, cmd__valid, records__ready, rmem_cmd__payload, dense__payload, sparse__payload, free_done__valid, fd_seq, rmem_cmd__valid, dense__valid, done__valid, done__payload, meta__valid, req__payload);
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -110329,8 +112397,8 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   (* init = 1'h0 *)
   wire out_pend;
   (* init = 3'h0 *)
-  output [2:0] \port$27551$0 ;
-  wire [2:0] \port$27551$0 ;
+  output [2:0] \port$28326$0 ;
+  wire [2:0] \port$28326$0 ;
   reg [29:0] r = 30'h00000000;
   wire [1:0] \r.head ;
   wire [9:0] \r.hi ;
@@ -110769,7 +112837,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   \oaken_engine.read_path.dense_beats  dense_beats (
     .clk(clk),
     .\port$0$390 (rmem_rdata__payload),
-    .\port$24193$3 (\r_data$67 [3]),
+    .\port$24910$3 (\r_data$67 [3]),
     .r_data(\r_data$133 ),
     .r_en(\r_en$80 ),
     .r_rdy(\r_rdy$79 ),
@@ -110836,7 +112904,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     .w_rdy(\w_rdy$37 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$71  = 8'h00;
     casez (\r_data$67 [22:21])
       2'h0:
@@ -110848,7 +112916,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$73  = 8'h00;
     casez (\r_data$67 [22:21])
       2'h0:
@@ -110860,7 +112928,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     { cmd__payload[40:13], cmd__payload[2:1] } = 30'h00000000;
     cmd__payload[0] = 1'h0;
     casez (fsm_state)
@@ -110895,7 +112963,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$209  = \$210 ;
     casez (fsm_state)
       4'h0:
@@ -110912,7 +112980,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     free__ready = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -110922,7 +112990,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     req__ready = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -110933,7 +113001,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_en$23  = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -110982,7 +113050,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_data$24  = 13'h0000;
     casez (fsm_state)
       4'h0:
@@ -111032,7 +113100,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     cmd__valid = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -111054,7 +113122,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     records__ready = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -111078,7 +113146,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     r_en = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -111113,7 +113181,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     { \w_data$30 [31:23], \w_data$30 [12:0] } = 22'h000000;
     if (\$43 ) begin
       \w_data$30 [1:0] = 2'h1;
@@ -111131,14 +113199,14 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_en$39  = 1'h0;
     if (issue) begin
       \w_en$39  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     issue = 1'h0;
     if (\$43 ) begin
       issue = 1'h1;
@@ -111149,7 +113217,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     i_addr = 24'h000000;
     if (\$43 ) begin
       i_addr = \$27 [23:0];
@@ -111160,7 +113228,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \r_en$59  = 1'h0;
     if (\$43 ) begin
     end else if (\$49 ) begin
@@ -111170,7 +113238,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \r_en$63  = 1'h0;
     if (\$43 ) begin
     end else if (\$49 ) begin
@@ -111181,7 +113249,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \r_en$64  = 1'h0;
     if (\$43 ) begin
     end else if (\$49 ) begin
@@ -111194,14 +113262,14 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \r_en$80  = 1'h0;
     if (\$80 ) begin
       \r_en$80  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     ok = 1'h0;
     casez (\r_data$67 [1:0])
       2'h2:
@@ -111218,7 +113286,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_en$93  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
@@ -111232,7 +113300,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_en$94  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
@@ -111246,7 +113314,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_en$95  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
@@ -111260,7 +113328,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \w_en$96  = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
@@ -111272,7 +113340,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     i__valid = 1'h0;
     if (take_rd) begin
       casez (\r_data$67 [1:0])
@@ -111286,14 +113354,14 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     take = 5'h00;
     if (\$94 ) begin
       take = \$89 [4:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \r_en$116  = 1'h0;
     if (\$94 ) begin
       (* full_case = 32'd1 *)
@@ -111309,14 +113377,14 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \r_en$125  = 1'h0;
     if (\$103 ) begin
       \r_en$125  = 1'h1;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$211  = free_done__valid;
     if (free_done__ready) begin
       \$211  = 1'h0;
@@ -111336,7 +113404,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$212  = r;
     casez (fsm_state)
       4'h0:
@@ -111351,7 +113419,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$213  = fd_seq;
     casez (fsm_state)
       4'h0:
@@ -111364,7 +113432,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$214  = fsm_state;
     casez (fsm_state)
       4'h0:
@@ -111440,7 +113508,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$215  = slo_seen;
     casez (fsm_state)
       4'h0:
@@ -111462,7 +113530,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$216  = slo_sum;
     casez (fsm_state)
       4'h0:
@@ -111484,7 +113552,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$217  = known;
     casez (fsm_state)
       4'h0:
@@ -111508,7 +113576,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$218  = issued;
     casez (fsm_state)
       4'h0:
@@ -111525,7 +113593,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$219  = need_before;
     casez (fsm_state)
       4'h0:
@@ -111546,7 +113614,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$220  = moff;
     casez (fsm_state)
       4'h0:
@@ -111569,7 +113637,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$221  = doff;
     casez (fsm_state)
       4'h0:
@@ -111595,7 +113663,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$222  = soff;
     casez (fsm_state)
       4'h0:
@@ -111617,7 +113685,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$223  = dbeat;
     casez (fsm_state)
       4'h0:
@@ -111636,7 +113704,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$224  = running;
     casez (fsm_state)
       4'h0:
@@ -111664,7 +113732,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$225  = ti;
     casez (fsm_state)
       4'h0:
@@ -111693,7 +113761,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$226  = td;
     casez (fsm_state)
       4'h0:
@@ -111725,7 +113793,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$227  = sparse_ready;
     casez (fsm_state)
       4'h0:
@@ -111766,7 +113834,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$228  = rmem_cmd__valid;
     if (rmem_cmd__ready) begin
       \$228  = 1'h0;
@@ -111779,7 +113847,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$229  = c_addr;
     if (issue) begin
       \$229  = \$137 [19:0];
@@ -111789,7 +113857,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$230  = d_data;
     if (\$184 ) begin
       \$230  = \$185 ;
@@ -111802,7 +113870,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$231  = d_k;
     if (\$184 ) begin
       \$231  = \$186 [0];
@@ -111818,7 +113886,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$232  = dense__valid;
     if (\$184 ) begin
       if (\$187 ) begin
@@ -111833,7 +113901,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$233  = d_last;
     if (\$192 ) begin
       \$233  = \r_data$133 [128];
@@ -111843,7 +113911,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$234  = started;
     if (\$196 ) begin
       (* full_case = 32'd1 *)
@@ -111858,7 +113926,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$235  = rem;
     if (\$196 ) begin
       (* full_case = 32'd1 *)
@@ -111872,7 +113940,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$236  = done__valid;
     if (done__ready) begin
       \$236  = 1'h0;
@@ -111885,7 +113953,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$237  = done__payload;
     if (\$205 ) begin
       \$237  = \r_data$123 ;
@@ -111895,7 +113963,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     (* full_case = 32'd1 *)
     if (\$205 ) begin
       \$238  = \$207 [9:0];
@@ -111930,7 +113998,7 @@ module \oaken_engine.read_path (done__ready, free__payload, free_done__ready, rm
   assign f_take = \$89 [4:0];
   assign out_pend = done__valid;
   assign out = done__payload;
-  assign \port$27551$0  = \$210 ;
+  assign \port$28326$0  = \$210 ;
   assign \cmd__payload.op  = cmd__payload[0];
   assign \cmd__payload.kind  = cmd__payload[2:1];
   assign \cmd__payload.seq  = cmd__payload[4:3];
@@ -112073,7 +114141,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.cnt_frame (rst, w_port__data, w_rdy, r_data, w_en, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -112226,7 +114294,7 @@ module \oaken_engine.read_path.cnt_frame (rst, w_port__data, w_rdy, r_data, w_en
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -112236,7 +114304,7 @@ module \oaken_engine.read_path.cnt_frame (rst, w_port__data, w_rdy, r_data, w_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -112246,7 +114314,7 @@ module \oaken_engine.read_path.cnt_frame (rst, w_port__data, w_rdy, r_data, w_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -112259,7 +114327,7 @@ module \oaken_engine.read_path.cnt_frame (rst, w_port__data, w_rdy, r_data, w_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -112280,7 +114348,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.cnt_issue (rst, w_port__data, w_rdy, r_data, r_en, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -112433,7 +114501,7 @@ module \oaken_engine.read_path.cnt_issue (rst, w_port__data, w_rdy, r_data, r_en
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -112443,7 +114511,7 @@ module \oaken_engine.read_path.cnt_issue (rst, w_port__data, w_rdy, r_data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -112453,7 +114521,7 @@ module \oaken_engine.read_path.cnt_issue (rst, w_port__data, w_rdy, r_data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -112466,7 +114534,7 @@ module \oaken_engine.read_path.cnt_issue (rst, w_port__data, w_rdy, r_data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -112487,7 +114555,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -112612,7 +114680,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -112622,7 +114690,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -112632,7 +114700,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -112645,7 +114713,7 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -112665,8 +114733,8 @@ module \oaken_engine.read_path.completions (rst, w_rdy, r_data, w_en, w_port__da
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+module \oaken_engine.read_path.dense_beats (clk, rst, \port$24910$3 , w_rdy, r_data, r_en, w_en, r_rdy, \port$0$390 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -112709,8 +114777,8 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
   wire [2:0] level;
   input [127:0] \port$0$390 ;
   wire [127:0] \port$0$390 ;
-  input \port$24193$3 ;
-  wire \port$24193$3 ;
+  input \port$24910$3 ;
+  wire \port$24910$3 ;
   (* init = 2'h0 *)
   wire [1:0] produce;
   output [128:0] r_data;
@@ -112742,7 +114810,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$24193$3 , \port$0$390  };
+      storage[w_port__addr] <= { \port$24910$3 , \port$0$390  };
   end
   reg [128:0] _0_;
   always @(posedge clk) begin
@@ -112794,7 +114862,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -112804,7 +114872,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -112814,7 +114882,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -112827,7 +114895,7 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -112841,15 +114909,15 @@ module \oaken_engine.read_path.dense_beats (clk, rst, \port$24193$3 , w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$24193$3 , \port$0$390  };
-  assign w_data = { \port$24193$3 , \port$0$390  };
+  assign w_port__data = { \port$24910$3 , \port$0$390  };
+  assign w_data = { \port$24910$3 , \port$0$390  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -112988,7 +115056,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [4:0];
@@ -112998,7 +115066,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [4:0];
@@ -113008,7 +115076,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [4:0];
@@ -113021,7 +115089,7 @@ module \oaken_engine.read_path.dense_rec (rst, w_en, r_data, w_port__data, r_en,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -113043,7 +115111,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload, take, head, fill, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -113416,14 +115484,14 @@ module \oaken_engine.read_path.frame_bytes (rst, i__ready, i__valid, i__payload,
   always @(posedge clk)
     fill <= \$156 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$155  = \$150 ;
     if (rst) begin
       \$155  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$156  = \$154 [5:0];
     if (rst) begin
       \$156  = 6'h00;
@@ -113485,7 +115553,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -113622,7 +115690,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -113632,7 +115700,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -113642,7 +115710,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -113655,7 +115723,7 @@ module \oaken_engine.read_path.meta_out (rst, r_en, w_rdy, r_data, w_port__data,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -113676,7 +115744,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.meta_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -113807,7 +115875,7 @@ module \oaken_engine.read_path.meta_rec (rst, w_en, r_data, w_port__data, r_en, 
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [3:0];
@@ -113817,7 +115885,7 @@ module \oaken_engine.read_path.meta_rec (rst, w_en, r_data, w_port__data, r_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [3:0];
@@ -113827,7 +115895,7 @@ module \oaken_engine.read_path.meta_rec (rst, w_en, r_data, w_port__data, r_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [3:0];
@@ -113840,7 +115908,7 @@ module \oaken_engine.read_path.meta_rec (rst, w_en, r_data, w_port__data, r_en, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -113862,7 +115930,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -113993,7 +116061,7 @@ module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en
   always @(posedge clk)
     r_rdy <= \$34 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$31  = w_port__addr;
     if (\$4 ) begin
       \$31  = \$7 [3:0];
@@ -114003,7 +116071,7 @@ module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$32  = r_port__addr;
     if (\$10 ) begin
       \$32  = \$13 [3:0];
@@ -114013,7 +116081,7 @@ module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$33  = inner_level;
     if (\$19 ) begin
       \$33  = \$20 [3:0];
@@ -114026,7 +116094,7 @@ module \oaken_engine.read_path.sparse_rec (rst, w_en, r_data, w_port__data, r_en
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$34  = r_rdy;
     if (\$30 ) begin
       \$34  = 1'h1;
@@ -114048,7 +116116,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__data, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -114202,7 +116270,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -114212,7 +116280,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -114222,7 +116290,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -114235,7 +116303,7 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -114255,8 +116323,8 @@ module \oaken_engine.read_path.tags (rst, r_en, w_rdy, w_level, r_data, w_port__
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$26572$183 , \port$0$4 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
+module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst, read__0__data, read__1__data, read__0__en, read__1__en, done, error, \port$27289$183 , \port$0$4 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -114353,8 +116421,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   wire ordered;
   input [5:0] \port$0$4 ;
   wire [5:0] \port$0$4 ;
-  input [5:0] \port$26572$183 ;
-  wire [5:0] \port$26572$183 ;
+  input [5:0] \port$27289$183 ;
+  wire [5:0] \port$27289$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -114565,8 +116633,8 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$75  = \port$0$4 [4:0] * 2'h2;
   assign \$76  = \$75  + \port$0$4 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
-  assign \$77  = \port$26572$183 [4:0] * 2'h2;
-  assign \$78  = \$77  + \port$26572$183 [5];
+  assign \$77  = \port$27289$183 [4:0] * 2'h2;
+  assign \$78  = \$77  + \port$27289$183 [5];
   assign read__1__data = zero1 ? 64'h0000000000000000 : \rp__data$31 ;
   always @(posedge clk)
     walk <= \$79 ;
@@ -114590,12 +116658,12 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign \$10  = \port$0$4 [4:0] >= 5'h1e;
   assign \$11  = \$9  | \$10 ;
   assign \$12  = ~ done;
-  assign \$13  = \port$26572$183 [4:0] >= 5'h1e;
+  assign \$13  = \port$27289$183 [4:0] >= 5'h1e;
   assign \$14  = \$12  | \$13 ;
   assign \$15  = & write__payload[20:16];
   assign \$16  = & write__payload[36:32];
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$79  = walk;
     if (\$1 ) begin
       \$79  = \$2 [5:0];
@@ -114605,7 +116673,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$80  = done;
     if (\$1 ) begin
       if (\$3 ) begin
@@ -114617,7 +116685,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$81  = error;
     if (clear_error) begin
       \$81  = 1'h0;
@@ -114630,7 +116698,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$82  = zero0;
     if (read__0__en) begin
       \$82  = \$11 ;
@@ -114640,7 +116708,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$83  = zero1;
     if (read__1__en) begin
       \$83  = \$14 ;
@@ -114650,7 +116718,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
     end
   end
   assign read__0__layer = \port$0$4 [4:0];
-  assign read__1__layer = \port$26572$183 [4:0];
+  assign read__1__layer = \port$27289$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = \$70 [5:0];
@@ -114659,7 +116727,7 @@ module \oaken_engine.table (write__payload, write__valid, clear_error, clk, rst,
   assign read__0__kv = \port$0$4 [5];
   assign \rp__en$27  = read__1__en;
   assign \rp__addr$28  = \$78 [5:0];
-  assign read__1__kv = \port$26572$183 [5];
+  assign read__1__kv = \port$27289$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -114692,7 +116760,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, dense__payload, sparse__payload, meta__payload, records__valid, append__valid, meta__ready, dense__ready, sparse__ready, records__ready, done__payload, dense__valid, \w_en$22 , meta__valid, append__ready, records__payload, append__payload, wmem_cmd__payload
 , wmem_wdata__payload, wmem_cmd__valid, data_pend, done__valid, \r_en$58 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   wire \$1 ;
   wire [8:0] \$10 ;
   reg \$100 ;
@@ -115144,7 +117212,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
   );
   \oaken_engine.write_path.dense_fifo  dense_fifo (
     .clk(clk),
-    .\port$27451$0 (part),
+    .\port$28226$0 (part),
     .\port$9256$0 (dense__payload[63:0]),
     .r_data(\r_data$76 ),
     .r_en(\r_en$80 ),
@@ -115204,7 +117272,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     .w_rdy(sparse__ready)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \w_en$63  = 1'h0;
     if (written) begin
       \w_en$63  = 1'h1;
@@ -115229,7 +117297,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \r_en$64  = 1'h0;
     if (written) begin
       \r_en$64  = 1'h1;
@@ -115254,7 +117322,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     b_data = 128'h00000000000000000000000000000000;
     casez (fsm_state)
       1'h0:
@@ -115271,7 +117339,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     b_be = 16'h0000;
     casez (fsm_state)
       1'h0:
@@ -115288,7 +117356,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     fire = 1'h0;
     casez (fsm_state)
       1'h0:
@@ -115305,7 +117373,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \r_en$80  = 1'h0;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115323,7 +117391,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \take$83  = 5'h00;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115345,7 +117413,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \r_en$87  = 1'h0;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115367,7 +117435,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     b_end = 1'h0;
     casez (fsm_state)
       1'h0:
@@ -115384,7 +117452,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \r_en$90  = 1'h0;
     casez (fsm_state)
       1'h0:
@@ -115411,7 +117479,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     gone = 5'h00;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115422,7 +117490,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$87  = part;
     if (\$61 ) begin
       \$87  = dense__payload[63:0];
@@ -115432,7 +117500,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$88  = k;
     if (\$61 ) begin
       \$88  = \$64 [0];
@@ -115442,7 +117510,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$89  = held;
     if (\$65 ) begin
       \$89  = records__payload;
@@ -115452,7 +117520,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$90  = held_v;
     if (\$65 ) begin
       \$90  = \$67 ;
@@ -115462,7 +117530,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$91  = \$signal ;
     if (wmem_cmd__ready) begin
       \$91  = 1'h0;
@@ -115475,7 +117543,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$92  = data_pend;
     if (wmem_wdata__ready) begin
       \$92  = 1'h0;
@@ -115488,7 +117556,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$93  = o_end;
     if (fire) begin
       \$93  = b_end;
@@ -115498,7 +117566,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$94  = o_addr;
     if (fire) begin
       \$94  = \$34 [19:0];
@@ -115508,7 +117576,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$95  = o_data;
     if (fire) begin
       \$95  = b_data;
@@ -115518,7 +117586,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$96  = o_be;
     if (fire) begin
       \$96  = b_be;
@@ -115528,7 +117596,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$97  = drop_dense;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115558,7 +117626,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$98  = drop_sparse;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115588,7 +117656,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$99  = drop_meta;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115618,7 +117686,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$100  = fsm_state;
     (* full_case = 32'd1 *)
     casez (fsm_state)
@@ -115648,7 +117716,7 @@ module \oaken_engine.write_path (wmem_cmd__ready, wmem_wdata__ready, clk, rst, d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     \$101  = off;
     casez (fsm_state)
       1'h0:
@@ -115811,7 +117879,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid, head, fill, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -116184,14 +118252,14 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
   always @(posedge clk)
     fill <= \$156 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$155  = \$150 ;
     if (rst) begin
       \$155  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     \$156  = \$154 [5:0];
     if (rst) begin
       \$156  = 6'h00;
@@ -116252,8 +118320,8 @@ module \oaken_engine.write_path.bytes (rst, i__payload, i__ready, take, i__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_data, r_en, \port$27451$0 , r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
+module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_data, r_en, \port$28226$0 , r_rdy, clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [4:0] \$11 ;
@@ -116294,8 +118362,8 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
   wire [4:0] level;
-  input [63:0] \port$27451$0 ;
-  wire [63:0] \port$27451$0 ;
+  input [63:0] \port$28226$0 ;
+  wire [63:0] \port$28226$0 ;
   input [63:0] \port$9256$0 ;
   wire [63:0] \port$9256$0 ;
   (* init = 4'h0 *)
@@ -116341,7 +118409,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$9256$0 , \port$27451$0  };
+      storage[w_port__addr] <= { \port$9256$0 , \port$28226$0  };
   end
   reg [127:0] _0_;
   always @(posedge clk) begin
@@ -116393,7 +118461,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [3:0];
@@ -116403,7 +118471,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [3:0];
@@ -116413,7 +118481,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [3:0];
@@ -116426,7 +118494,7 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -116440,15 +118508,15 @@ module \oaken_engine.write_path.dense_fifo (rst, \port$9256$0 , w_en, w_rdy, r_d
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$9256$0 , \port$27451$0  };
-  assign w_data = { \port$9256$0 , \port$27451$0  };
+  assign w_port__data = { \port$9256$0 , \port$28226$0  };
+  assign w_data = { \port$9256$0 , \port$28226$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data, w_en, r_rdy, r_en);
-  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -116573,7 +118641,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -116583,7 +118651,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -116593,7 +118661,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -116606,7 +118674,7 @@ module \oaken_engine.write_path.done_fifo (clk, rst, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -116627,7 +118695,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -116752,7 +118820,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -116762,7 +118830,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -116772,7 +118840,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -116785,7 +118853,7 @@ module \oaken_engine.write_path.info_fifo (rst, w_en, w_rdy, r_data, w_port__dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -116806,7 +118874,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -116931,7 +118999,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [1:0];
@@ -116941,7 +119009,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [1:0];
@@ -116951,7 +119019,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [1:0];
@@ -116964,7 +119032,7 @@ module \oaken_engine.write_path.meta_fifo (rst, w_port__data, w_en, w_rdy, r_dat
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -116985,7 +119053,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data, r_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$11 ;
@@ -117114,7 +119182,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [2:0];
@@ -117124,7 +119192,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [2:0];
@@ -117134,7 +119202,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [2:0];
@@ -117147,7 +119215,7 @@ module \oaken_engine.write_path.rec_fifo (rst, w_en, w_rdy, r_data, w_port__data
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;
@@ -117168,7 +119236,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r_en, w_en, r_rdy, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [5:0] \$11 ;
@@ -117321,7 +119389,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
   always @(posedge clk)
     r_rdy <= \$33 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$30  = w_port__addr;
     if (\$3 ) begin
       \$30  = \$6 [4:0];
@@ -117331,7 +119399,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$31  = r_port__addr;
     if (\$9 ) begin
       \$31  = \$12 [4:0];
@@ -117341,7 +119409,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$32  = inner_level;
     if (\$18 ) begin
       \$32  = \$19 [4:0];
@@ -117354,7 +119422,7 @@ module \oaken_engine.write_path.sparse_fifo (rst, w_port__data, w_rdy, r_data, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$33  = r_rdy;
     if (\$29 ) begin
       \$33  = 1'h1;

@@ -82,13 +82,20 @@ class FreeList(wiring.Component):
         push = self.release.valid & self.release.ready
         new_head = Signal(self.page_bits)
         m.d.comb += new_head.eq(Mux(pop, self._advance(head), head))
+        # count == 0 and count == pages as registers, so that the handshakes do not wait
+        # for a compare of the count
+        empty = Signal()
+        full = Signal(init=1)
+        new_count = Signal.like(count)
+        m.d.comb += new_count.eq(count + push - pop)
+        m.d.sync += [empty.eq(new_count == 0), full.eq(new_count == self.pages)]
 
         m.d.comb += [
             # the read port always presents the page at the (next) head
             rd.addr.eq(new_head),
-            self.alloc.valid.eq(done & (count != 0)),
+            self.alloc.valid.eq(done & ~empty),
             self.alloc.payload.eq(rd.data),
-            self.release.ready.eq(done & (count != self.pages)),
+            self.release.ready.eq(done & ~full),
             wr.addr.eq(Mux(done, tail, walk)),
             wr.data.eq(Mux(done, self.release.payload, walk)),
             wr.en.eq(push | ~done),
@@ -101,7 +108,7 @@ class FreeList(wiring.Component):
                 m.d.sync += done.eq(1)
         m.d.sync += [
             head.eq(new_head),
-            count.eq(count + push - pop),
+            count.eq(new_count),
         ]
         with m.If(push):
             m.d.sync += tail.eq(tail + 1)

@@ -61,8 +61,11 @@ class ObservationSignature(wiring.Signature):
     """Internal events exported for verification (unused logic is removed by synthesis).
 
     Members: ``alloc``/``release`` strobes with the page and the stream id
-    (:meth:`MMULayout.stream_id`); ``seq``/``group`` of the command being executed;
-    ``free_done`` strobe with ``free_seq``; the ``live`` bit of every sequence.
+    (:meth:`MMULayout.stream_id`), in the cycle the free list takes the page (a release
+    reaches the free list one cycle after the free walk passes its entry, through the
+    table's output register); ``seq``/``group`` of the command being executed;
+    ``free_done`` strobe with ``free_seq``, in the cycle of the walk's last release or
+    later; the ``live`` bit of every sequence.
     """
 
     def __init__(self, L):
@@ -118,7 +121,9 @@ class MMU(wiring.Component):
         Cycles from accepting an append to its status record with no output stall
         (``2 * heads + vectors + 5``), plus one per sparse record that crosses a page.
     read_latency : int
-        Cycles from accepting a read to its first burst; then one burst per cycle.
+        Cycles from accepting a read to its first burst; then one burst per cycle. (The
+        page tables have a read latency of 2; the first entry is addressed in the cycle
+        after acceptance.)
     init_cycles : int
         Cycles of the initialisation after reset, ``max(pages, sequences * groups)``:
         ``ready`` is high, and a command can be accepted, from the ``init_cycles``-th cycle
@@ -208,9 +213,9 @@ class MMU(wiring.Component):
         else:
             seq_times_g = None
 
-        def group_index(seq_, layer_, kv_):
+        def group_index(seq_, g_):
             base_ = seq_times_g[seq_] if seq_times_g is not None else seq_ * G
-            return base_ + layer_ * 2 + kv_
+            return base_ + g_
         # The group's word, one cycle after its address. A block RAM's data arrives late in
         # the cycle, so it only ever goes straight into registers (n and sb below): the word
         # of a new command is read as it is accepted and registered in A_LOOK/C_LOOK, and a
@@ -235,9 +240,30 @@ class MMU(wiring.Component):
         r_room = Signal(range(P + 1))
         r_off = Signal(range(P))
         e = Signal(L.range_bits + 1)
+        # e + 1 and e + 2 as registers: the table addresses need no incrementer
+        e1 = Signal(L.range_bits + 1)
+        e2 = Signal(L.range_bits + 1)
+
+        def set_e(v):
+            m.d.sync += [e.eq(v), e1.eq(v + 1), e2.eq(v + 2)]
+
+        def step_e():
+            m.d.sync += [e.eq(e1), e1.eq(e2), e2.eq(e2 + 1)]
         npg = Signal(L.range_bits + 1)      # pages of the stream a free walks
-        lat = Signal()                      # the table read of slot j-1 lands this cycle
-        lat_tab = Signal(2)
+        # The append's table reads run ahead of the slot pipeline, one slot per cycle from
+        # A_LOOK on and independent of output stalls: slot rk is addressed this cycle, and
+        # the entry of slot cap2_k (addressed two cycles before) is on the table's output
+        # register and goes into pg0[cap2_k]. Slot k is resolved no earlier than that
+        # cycle (an allocation then overrides the read) and emitted a cycle later, from pg0.
+        rk = Signal(range(S + 1))
+        cap1_k = Signal(range(S + 1))
+        cap2_k = Signal(range(S + 1))
+        cap1 = Signal()
+        cap2 = Signal()
+        rel_v = Signal()                    # the release stage of a free: valid, table, stream
+        rel_tab = Signal(2)
+        rel_sid = Signal.like(self.obs.release_sid)
+        free_done_q = Signal()
 
         def sid(kind_slot):
             # observation only (unused logic, removed by synthesis)
@@ -256,9 +282,12 @@ class MMU(wiring.Component):
             self.obs.alloc_sid.eq(sid(j)),
             self.obs.release.eq(fl.release.valid & fl.release.ready),
             self.obs.release_page.eq(fl.release.payload),
-            self.obs.release_sid.eq(sid(j)),
+            self.obs.release_sid.eq(rel_sid),
+            self.obs.free_done.eq(free_done_q),
             self.obs.free_seq.eq(cm.seq),
         ]
+        free_done = Signal()
+        m.d.sync += free_done_q.eq(free_done)
 
         # -- slots: j < H dense head j, j < 2H sparse head j-H, else metadata vector j-2H --
         def slot_fields(k):
@@ -291,6 +320,32 @@ class MMU(wiring.Component):
             need_terms += [d_new, fn | sec]
         need_terms += [m_new] * V
         m.d.comb += need.eq(sum(need_terms))
+        # per slot, in slot order: the append allocates the slot's first page (a_first) or
+        # the second page of a sparse record that crosses a page (a_second); registered in
+        # A_CHK
+        first_terms, second_terms = [], []
+        for kind_ in ("dense", "sparse", "meta"):
+            for i in range(V if kind_ == "meta" else H):
+                if kind_ == "dense":
+                    first_terms.append(d_new)
+                    second_terms.append(Const(0, 1))
+                elif kind_ == "sparse":
+                    _, fn, sec, _ = sparse_split(sb[i], counts[i])
+                    first_terms.append(fn)
+                    second_terms.append(sec)
+                else:
+                    first_terms.append(m_new)
+                    second_terms.append(Const(0, 1))
+        a_first = Signal(S)
+        a_second = Signal(S)
+        take_first = Signal()
+        take_second = Signal()
+        m.d.comb += [take_first.eq(a_first.bit_select(j, 1)),
+                     take_second.eq(a_second.bit_select(j, 1))]
+        em_free = Signal()
+        em_ready = Signal()
+        chk_pos = Signal()                  # A_CHK's results: BAD_POSITION, CAPACITY
+        chk_cap = Signal()
         cap_bad = Signal()
         m.d.comb += cap_bad.eq((n >= L.max_tokens)
                                | Cat(*[sb[h] + counts[h] > L.sparse_capacity
@@ -301,19 +356,27 @@ class MMU(wiring.Component):
 
         # -- table ports --------------------------------------------------------------------
         # The flat address of (gidx, stream index t_idx, entry) in a table is
-        # base + t_idx * entries + entry. `base` (the group's first entry) is a register that
-        # follows gidx one cycle later: gidx is set on acceptance and the tables are first
-        # used two cycles later (A_RUN, R_CHK, F_CNT); the free walk steps both at once. The
-        # stream index is below max(H, V), so t_idx * entries is a small constant table.
+        # base + t_idx * entries + entry. `base` (the group's first entry) is a register set
+        # with gidx when a command is accepted, from two tables of constants (the multiples
+        # of the sequence and of the group within it) and one adder, so that the tables can
+        # be read from the cycle after acceptance on (A_LOOK, C_LOOK); the free walk steps
+        # both at once. The stream index is below max(H, V), so t_idx * entries is a small
+        # constant table.
         t_idx = Signal(range(max(H, V)))    # stream within the group of the table reads
         m.d.comb += t_idx.eq(in_slot)
         r_entry = {t: Signal(range(t.entries), name=f"{k}_r_entry") for t, k in named}
         w_entry = {t: Signal(range(t.entries), name=f"{k}_w_entry") for t, k in named}
-        base = {}
+        base, seq_base, grp_base = {}, {}, {}
         for tab, k in named:
             per_group = streams_per_group[tab] * tab.entries
             base[tab] = b_ = Signal(range(sg * per_group), name=f"{k}_base")
-            m.d.sync += b_.eq(gidx * per_group)     # overridden by the free walk's step
+            if seq_times_g is not None:
+                seq_base[tab] = Array(Const(s_ * G * per_group, range(max(1, (1 << L.seq_bits) * G * per_group)))
+                                      for s_ in range(1 << L.seq_bits))
+            else:
+                seq_base[tab] = None
+            grp_base[tab] = Array(Const(g_ * per_group, range(G * per_group))
+                                  for g_ in range(G))
             # t_idx beyond the table's streams (a dense slot seen by the metadata table)
             # picks the last stream: that read is never used
             offsets = Array(Const(tab.addr(i, 0), range(per_group))
@@ -328,11 +391,30 @@ class MMU(wiring.Component):
                          tab.w_addr.eq(b_ + local(in_slot, w_entry[tab])),
                          tab.w_data.eq(fl.alloc.payload)]
         tab_data = Array([dtab.r_data, stab.r_data, mtab.r_data])
+        # A free's releases leave through a register stage (rel_*): a page read from a table
+        # goes straight into a register, not on to the free list's ring. The stage drains by
+        # itself (a release is taken the cycle after it is registered, as the ring is never
+        # full while a page is owned), so obs.free_done, which follows the walk's last
+        # release, is registered as well.
+        m.d.comb += [fl.release.valid.eq(rel_v), fl.release.payload.eq(tab_data[rel_tab])]
+        with m.If(fl.release.ready):
+            m.d.sync += rel_v.eq(0)
+        # the tables' output registers advance unless the release stage holds a page that
+        # the free list does not take (R_EMIT: unless the burst waits)
+        tab_en = Signal()
+        m.d.comb += tab_en.eq(~rel_v | fl.release.ready)
+        for tab in tables:
+            m.d.comb += tab.r_en.eq(tab_en)
 
-        def accept_group(g_):
-            """A command of group ``g_`` starts: its word is read now, registered next cycle."""
-            m.d.comb += gs_rd.addr.eq(g_)
-            m.d.sync += gidx.eq(g_)
+        def accept_group(seq_, g_):
+            """A command of group ``g_`` of sequence ``seq_`` starts: its word is read now
+            and registered next cycle; gidx and the table bases are set."""
+            m.d.comb += gs_rd.addr.eq(group_index(seq_, g_))
+            m.d.sync += gidx.eq(group_index(seq_, g_))
+            for tab in tables:
+                sb_ = (seq_base[tab][seq_] if seq_base[tab] is not None
+                       else seq_ * (G * streams_per_group[tab] * tab.entries))
+                m.d.sync += base[tab].eq(sb_ + grp_base[tab][g_])
 
         def next_group():
             """The free walks on to group ``gidx + 1``, whose word the walk has been reading."""
@@ -380,7 +462,7 @@ class MMU(wiring.Component):
         def free_next_slot():
             with m.If(j == S - 1):
                 with m.If(fg == G - 1):
-                    m.d.comb += self.obs.free_done.eq(1)
+                    m.d.comb += free_done.eq(1)
                     m.d.sync += [live.bit_select(cm.seq, 1).eq(0), retry.eq(1)]
                     emit_status(Status.OK)
                 with m.Else():
@@ -391,28 +473,52 @@ class MMU(wiring.Component):
                 m.d.sync += j.eq(j + 1)
                 m.next = "F_CNT"
 
+        d_entry = n >> (L.dense_tpp.bit_length() - 1)
+        m_entry = n >> (L.meta_tpp.bit_length() - 1)
+
+        def append_read(k):
+            """Address slot ``k``'s current entry in its table (``k`` = S: nothing) and
+            capture the entry addressed two cycles before into ``pg0[cap2_k]``.
+
+            The dense and metadata entries come from ``ap.pos`` (a register from acceptance
+            on), which equals the token count ``n`` whenever the append goes on past
+            ``A_CHK``; the sparse entries need ``sb``, registered in ``A_LOOK``, and sparse
+            slots (``k >= H``) are addressed from ``A_CHK`` on."""
+            _, _, k_idx, _ = slot_fields(k)
+            m.d.comb += [r_entry[dtab].eq(ap.pos >> (L.dense_tpp.bit_length() - 1)),
+                         r_entry[mtab].eq(ap.pos >> (L.meta_tpp.bit_length() - 1)),
+                         r_entry[stab].eq(sb[k_idx] >> shift), t_idx.eq(k_idx)]
+            m.d.sync += [cap1_k.eq(k), cap1.eq(k != S), cap2_k.eq(cap1_k), cap2.eq(cap1)]
+            if not isinstance(k, int):
+                with m.If(k != S):
+                    m.d.sync += rk.eq(k + 1)
+            else:
+                m.d.sync += rk.eq(k + 1)
+            _, _, _, cap_tab = slot_fields(cap2_k)
+            with m.If(cap2):
+                m.d.sync += pg0[cap2_k].eq(tab_data[cap_tab])
+
         with m.FSM():
             with m.State("IDLE"):
-                m.d.sync += [j.eq(0), frag.eq(0), lat.eq(0)]
+                m.d.sync += [j.eq(0), frag.eq(0), cap1.eq(0), cap2.eq(0)]
                 with m.If(~ready):
                     pass                # initialising after reset: nothing is accepted
                 with m.Elif(self.cmd.valid):
                     m.d.comb += self.cmd.ready.eq(1)
                     c_ = self.cmd.payload
                     m.d.sync += [cm.eq(c_), from_cmd.eq(1), fg.eq(0)]
-                    accept_group(Mux(c_.op == Op.FREE, group_index(c_.seq, 0, 0),
-                                     group_index(c_.seq, c_.layer, c_.kv)))
+                    accept_group(c_.seq, Mux(c_.op == Op.FREE, 0, c_.layer * 2 + c_.kv))
                     m.next = "C_LOOK"
                 with m.Elif(pending):
                     with m.If(retry):
                         m.d.sync += [from_cmd.eq(0), retry.eq(0)]
-                        accept_group(group_index(ap.seq, ap.layer, ap.kv))
+                        accept_group(ap.seq, ap.layer * 2 + ap.kv)
                         m.next = "A_LOOK"
                 with m.Elif(self.append.valid):
                     m.d.comb += self.append.ready.eq(1)
                     a_ = self.append.payload
                     m.d.sync += [ap.eq(a_), from_cmd.eq(0)]
-                    accept_group(group_index(a_.seq, a_.layer, a_.kv))
+                    accept_group(a_.seq, a_.layer * 2 + a_.kv)
                     m.next = "A_LOOK"
 
             # ---------------------------------------------------------------- append
@@ -420,6 +526,7 @@ class MMU(wiring.Component):
                 # the group's word (read at acceptance) is registered; the field checks need
                 # no memory
                 load_group_word()
+                append_read(0)
                 with m.If(ap.seq >= L.sequences):
                     emit_status(Status.UNKNOWN_SEQ)
                 with m.Elif(field_bad):
@@ -427,25 +534,23 @@ class MMU(wiring.Component):
                 with m.Else():
                     m.next = "A_CHK"
             with m.State("A_CHK"):
-                with m.If(ap.pos != n):
-                    emit_status(Status.BAD_POSITION)
-                with m.Elif(cap_bad):
-                    emit_status(Status.CAPACITY)
-                with m.Elif(need > fl.count):
-                    # hold the append; `cmd` keeps being served so a free can unstall it
-                    m.d.sync += pending.eq(1)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += [pending.eq(0), j.eq(0), frag.eq(0), lat.eq(0)]
-                    m.next = "A_RUN"
+                # the checks are computed from the group word's registers and registered;
+                # A_RUN acts on them in its first cycle (j = 0, which emits nothing), so
+                # that the sums and compares do not feed the state machine directly
+                append_read(rk)
+                m.d.sync += [chk_pos.eq(ap.pos != n), chk_cap.eq(cap_bad),
+                             em_free.eq((ap.pos == n) & ~cap_bad & (need <= fl.count)),
+                             j.eq(0), frag.eq(0), em_ready.eq(0),
+                             a_first.eq(Cat(*first_terms)), a_second.eq(Cat(*second_terms))]
+                m.next = "A_RUN"
             with m.State("A_RUN"):
                 # A two-stage pipeline over the slots: the page of slot j is resolved
                 # (allocated, or read from its table) while the records of slot j-1 are
                 # emitted; an output stall or a second sparse fragment holds the resolve.
                 pd, ps_, pidx, ptab = slot_fields(j - 1)
-                p_page = Mux(lat, tab_data[lat_tab], pg0[j - 1])
-                with m.If(lat):
-                    m.d.sync += [pg0[j - 1].eq(tab_data[lat_tab]), lat.eq(0)]
+                p_page = pg0[j - 1]
+                # the table reads run ahead (see rk): slot rk is addressed, slot cap_k lands
+                append_read(rk)
                 # slot j-1's sparse split, registered when slot j-1 was resolved, so that
                 # its record is not computed from sb and counts on the output path
                 p_off = Signal(range(P), name="p_off")
@@ -454,15 +559,29 @@ class MMU(wiring.Component):
                 p_first_len = Signal(range(P + 1), name="p_first_len")
                 p_second_len = Signal(range(P + 1), name="p_second_len")
                 _, _, _, s_first_len = sparse_split(s_cur, c_cur)
-                emitted = Signal()          # slot j-1 is done with this cycle
+                # slot j-1 is done with this cycle: em_free / em_ready (registers) say
+                # whether it is regardless of the output's ready, or with it
+                emitted = Signal()
+                m.d.comb += emitted.eq(em_free | (em_ready & rec_ready))
                 with m.If(j == 0):
-                    m.d.comb += emitted.eq(1)
+                    # the checks of A_CHK (em_free: all passed)
+                    with m.If(~em_free):
+                        with m.If(chk_pos):
+                            emit_status(Status.BAD_POSITION)
+                        with m.Elif(chk_cap):
+                            emit_status(Status.CAPACITY)
+                        with m.Else():
+                            # hold the append; `cmd` keeps being served so a free can
+                            # unstall it
+                            m.d.sync += pending.eq(1)
+                            m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += pending.eq(0)
                 with m.Elif(pd):
                     m.d.comb += [
                         rec_valid.eq(1), rec.kind.eq(Kind.DENSE), rec.head.eq(pidx),
                         rec.addr.eq(page_addr(p_page, (n & (L.dense_tpp - 1)) * L.dense_slot)),
                         rec.length.eq(L.dense_bytes),
-                        emitted.eq(rec_ready),
                     ]
                 with m.Elif(ps_):
                     m.d.comb += [rec.kind.eq(Kind.SPARSE), rec.head.eq(pidx)]
@@ -471,65 +590,61 @@ class MMU(wiring.Component):
                                      rec.addr.eq(page_addr(p_page, p_off)),
                                      rec.length.eq(p_first_len)]
                         with m.If(rec_ready & p_second):
-                            m.d.sync += frag.eq(1)
-                        m.d.comb += emitted.eq((rec_ready | ~p_c_nz) & ~p_second)
+                            m.d.sync += [frag.eq(1), em_ready.eq(1)]
                     with m.Else():
                         m.d.comb += [rec_valid.eq(1),
                                      rec.addr.eq(page_addr(pg1[pidx], 0)),
-                                     rec.length.eq(p_second_len),
-                                     emitted.eq(rec_ready)]
+                                     rec.length.eq(p_second_len)]
                 with m.Else():
                     m.d.comb += [
                         rec_valid.eq(1), rec.kind.eq(Kind.META), rec.head.eq(pidx),
                         rec.addr.eq(page_addr(p_page, (n & (L.meta_tpp - 1)) * L.meta_slot)),
                         rec.length.eq(L.meta_bytes),
-                        emitted.eq(rec_ready),
                     ]
 
-                # slot j's entries, whether or not it is resolved this cycle: the table
-                # addresses then depend on registers only, not on the output's ready
-                d_entry = n >> (L.dense_tpp.bit_length() - 1)
-                m_entry = n >> (L.meta_tpp.bit_length() - 1)
+                # slot j's entries written by an allocation
                 s_entry = s_cur >> shift
-                m.d.comb += [r_entry[dtab].eq(d_entry), w_entry[dtab].eq(d_entry),
-                             r_entry[mtab].eq(m_entry), w_entry[mtab].eq(m_entry),
-                             r_entry[stab].eq(s_entry),
-                             w_entry[stab].eq(Mux(s_first_new, s_entry, s_entry + 1))]
+                m.d.comb += [w_entry[dtab].eq(d_entry), w_entry[mtab].eq(m_entry),
+                             w_entry[stab].eq(Mux(take_second, s_entry + 1, s_entry))]
                 with m.If(emitted):
                     m.d.sync += [frag.eq(0), j.eq(j + 1),
                                  p_off.eq(s_off), p_second.eq(s_second), p_c_nz.eq(c_cur != 0),
                                  p_first_len.eq(s_first_len),
-                                 p_second_len.eq(c_cur - s_first_len)]
+                                 p_second_len.eq(c_cur - s_first_len),
+                                 # slot j's emission: a sparse slot with no bytes has no
+                                 # record, one that crosses a page waits for its fragments
+                                 em_free.eq(is_sparse & (c_cur == 0)),
+                                 em_ready.eq(~is_sparse | ((c_cur != 0) & ~s_second))]
                     with m.If(j == S):
                         # commit the counters; the tables and free list are already done
                         m.d.comb += [gs_wr.en.eq(1), gs_wr.data.n.eq(n + 1)]
                         m.d.comb += [gs_wr.data.sb[h].eq(sb[h] + counts[h]) for h in range(H)]
                         m.d.sync += live.bit_select(ap.seq, 1).eq(1)
                         emit_status(Status.OK)
-                    with m.Elif(is_dense | ~is_sparse):
-                        new = Mux(is_dense, d_new, m_new)
-                        with m.If(new):
-                            m.d.comb += fl.alloc.ready.eq(1)
-                            with m.If(is_dense):
-                                m.d.comb += dtab.w_en.eq(1)
-                            with m.Else():
-                                m.d.comb += mtab.w_en.eq(1)
-                            m.d.sync += pg0[j].eq(fl.alloc.payload)
+                    with m.Elif(take_first | take_second):
+                        # the allocation decisions were registered in A_CHK (a_first,
+                        # a_second), so the free list's pop depends on registers and ready
+                        m.d.comb += fl.alloc.ready.eq(1)
+                        with m.If(is_dense):
+                            m.d.comb += dtab.w_en.eq(1)
+                        with m.Elif(is_sparse):
+                            m.d.comb += stab.w_en.eq(1)
                         with m.Else():
-                            m.d.sync += [lat.eq(1), lat_tab.eq(slot_tab)]
-                    with m.Else():
-                        with m.If(s_first_new):
-                            m.d.comb += [fl.alloc.ready.eq(1), stab.w_en.eq(1)]
+                            m.d.comb += mtab.w_en.eq(1)
+                        with m.If(take_second):
+                            m.d.sync += pg1[in_slot].eq(fl.alloc.payload)
+                        with m.Else():
                             m.d.sync += pg0[j].eq(fl.alloc.payload)
-                        with m.Elif(c_cur != 0):
-                            m.d.sync += [lat.eq(1), lat_tab.eq(slot_tab)]
-                            with m.If(s_second):
-                                m.d.comb += [fl.alloc.ready.eq(1), stab.w_en.eq(1)]
-                                m.d.sync += pg1[in_slot].eq(fl.alloc.payload)
 
             # ---------------------------------------------------------------- cmd
             with m.State("C_LOOK"):
                 load_group_word()       # for a read's range check (a free reloads it)
+                # a read's first entry is addressed already (from cm and the bases only)
+                lo_e = r_bytes(cm.lo) >> shift
+                for t in tables:
+                    m.d.comb += r_entry[t].eq(lo_e)
+                m.d.comb += t_idx.eq(r_idx)
+                set_e(lo_e)
                 with m.If((cm.seq >= L.sequences) | ~live.bit_select(cm.seq, 1)):
                     emit_status(Status.UNKNOWN_SEQ)
                 with m.Elif(cm.op == Op.FREE):
@@ -546,10 +661,10 @@ class MMU(wiring.Component):
                 m.d.comb += hi.eq(Mux(r_sparse & (cm.hi == L.to_end), limit, cm.hi))
                 lo_b = r_bytes(cm.lo)
                 m.d.sync += [r_left.eq(r_bytes(hi) - lo_b), r_off.eq(lo_b & (P - 1)),
-                             r_room.eq(P - (lo_b & (P - 1))), e.eq(lo_b >> shift),
-                             j.eq(r_tab)]
+                             r_room.eq(P - (lo_b & (P - 1))), j.eq(r_tab)]
+                # entry e is in the memory's read register, e + 1 is addressed
                 for t in tables:
-                    m.d.comb += r_entry[t].eq(lo_b >> shift)
+                    m.d.comb += r_entry[t].eq(e1)
                 m.d.comb += t_idx.eq(r_idx)
                 with m.If((cm.lo > hi) | (hi > limit)):
                     emit_status(Status.BAD_RANGE)
@@ -558,6 +673,10 @@ class MMU(wiring.Component):
                 with m.Else():
                     m.next = "R_EMIT"
             with m.State("R_EMIT"):
+                # entry e is on the table's output register, e + 1 in the memory's read
+                # register; when the burst leaves, both advance and e + 2 is addressed, and
+                # while it waits they hold (the output register's enable) and e + 1 is
+                # addressed again
                 last_burst = r_left <= r_room
                 length = Mux(last_burst, r_left, r_room)
                 m.d.comb += [
@@ -567,13 +686,13 @@ class MMU(wiring.Component):
                     rec.length.eq(length),
                     t_idx.eq(r_idx),
                 ]
-                # the table read port runs one entry ahead when the burst leaves
                 for t in tables:
-                    m.d.comb += r_entry[t].eq(Mux(rec_ready, e + 1, e))
+                    m.d.comb += r_entry[t].eq(Mux(rec_ready, e2, e1))
+                m.d.comb += tab_en.eq(rec_ready)
                 with m.If(rec_ready):
                     # every burst after the first starts a page
-                    m.d.sync += [r_left.eq(r_left - length), r_off.eq(0), r_room.eq(P),
-                                 e.eq(e + 1)]
+                    m.d.sync += [r_left.eq(r_left - length), r_off.eq(0), r_room.eq(P)]
+                    step_e()
                     with m.If(last_burst):
                         emit_status(Status.OK)
 
@@ -597,34 +716,40 @@ class MMU(wiring.Component):
                     m.d.comb += [gs_wr.en.eq(1), gs_wr.data.eq(0)]
                 for t in tables:
                     m.d.comb += r_entry[t].eq(0)
-                m.d.sync += [npg.eq(cnt), e.eq(0)]
+                m.d.sync += npg.eq(cnt)
+                set_e(0)
                 with m.If(cnt == 0):
                     free_next_slot()
                 with m.Else():
                     m.next = "F_WALK"
             with m.State("F_WALK"):
                 m.d.comb += gs_rd.addr.eq(gidx + 1)
-                m.d.comb += [fl.release.valid.eq(1), fl.release.payload.eq(tab_data[slot_tab])]
+                # the release stage takes this stream's page e (it is free or drains now)
+                adv = Signal()
+                m.d.comb += adv.eq(~rel_v | fl.release.ready)
                 # the next stream of the group, prefetched during this one's last page so
                 # that the walk goes on without a bubble. The address does not wait for
                 # k_cnt: when the next stream is empty (or there is none) the read is unused,
                 # as F_CNT reads the entry 0 of its stream again.
                 k_dense, k_sparse, k_idx, _ = slot_fields(j + 1)
-                last = e + 1 == npg
+                last = e1 == npg
                 for t in tables:
-                    m.d.comb += r_entry[t].eq(Mux(fl.release.ready,
-                                                  Mux(last, 0, e + 1), e))
-                with m.If(fl.release.ready & last):
+                    m.d.comb += r_entry[t].eq(Mux(adv, Mux(last, 0, e1), e))
+                with m.If(adv & last):
                     m.d.comb += t_idx.eq(k_idx)
                 k_cnt = Signal.like(npg)
                 m.d.comb += k_cnt.eq(Mux(k_dense, dense_pages(n),
                                          Mux(k_sparse, (sb[k_idx] + P - 1) >> shift,
                                              meta_pages(n))))
-                with m.If(fl.release.ready):
-                    m.d.sync += e.eq(e + 1)
+                with m.If(adv):
+                    # page e is in the memory's read register: it moves to the table's
+                    # output register, where the release stage takes it next cycle
+                    m.d.sync += [rel_v.eq(1), rel_tab.eq(slot_tab), rel_sid.eq(sid(j))]
+                    step_e()
                     with m.If(last):
                         with m.If((j != S - 1) & (k_cnt != 0)):
-                            m.d.sync += [j.eq(j + 1), e.eq(0), npg.eq(k_cnt)]
+                            m.d.sync += [j.eq(j + 1), npg.eq(k_cnt)]
+                            set_e(0)
                         with m.Else():
                             free_next_slot()
 

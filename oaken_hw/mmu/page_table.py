@@ -1,6 +1,6 @@
 """One page table: the pages of many equal-length streams, in logical order."""
 
-from amaranth import Module, unsigned
+from amaranth import Module, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -31,7 +31,14 @@ class PageTable(wiring.Component):
     Attributes
     ----------
     r_addr : In(range(depth))
-        Flat read address; ``r_data`` shows that entry one cycle later (:attr:`latency`).
+        Flat read address; ``r_data`` shows that entry two cycles later (:attr:`latency`).
+    r_data : Out(page_bits)
+        A register after the memory's read data (block RAM data arrives late in the cycle,
+        so it goes into a register before any logic): a two-stage read pipeline.
+    r_en : In(1)
+        Clock enable of the output register: while low, ``r_data`` holds and the memory's
+        read data (the entry addressed the cycle before) waits in the memory, so a reader
+        that presents the same address again stalls the pipeline without losing an entry.
     w_addr, w_data, w_en : In
         Write port (flat address); a read of the entry being written returns the old page.
     depth : int
@@ -39,10 +46,10 @@ class PageTable(wiring.Component):
     storage_bits : int
         Bits of the table memory.
     latency : int
-        Read latency in cycles (1).
+        Read latency in cycles (2).
     """
 
-    latency = 1
+    latency = 2
 
     def __init__(self, *, streams, entries, page_bits):
         for name, v in (("streams", streams), ("entries", entries), ("page_bits", page_bits)):
@@ -54,6 +61,7 @@ class PageTable(wiring.Component):
         super().__init__({
             "r_addr": In(range(self.depth)),
             "r_data": Out(unsigned(page_bits)),
+            "r_en": In(1, init=1),
             "w_addr": In(range(self.depth)),
             "w_data": In(unsigned(page_bits)),
             "w_en": In(1),
@@ -79,9 +87,12 @@ class PageTable(wiring.Component):
                                         init=[])
         rd = mem.read_port()
         wr = mem.write_port()
+        q = Signal(self.page_bits)
+        with m.If(self.r_en):
+            m.d.sync += q.eq(rd.data)
         m.d.comb += [
             rd.addr.eq(self.r_addr),
-            self.r_data.eq(rd.data),
+            self.r_data.eq(q),
             wr.addr.eq(self.w_addr),
             wr.data.eq(self.w_data),
             wr.en.eq(self.w_en),
