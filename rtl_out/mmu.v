@@ -7,329 +7,329 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
+  reg [2:0] \$100 ;
+  wire [2:0] \$101 ;
+  wire [11:0] \$102 ;
   wire \$103 ;
-  reg [7:0] \$104 ;
+  wire \$104 ;
   wire \$105 ;
-  wire [6:0] \$106 ;
-  wire [7:0] \$107 ;
-  wire [7:0] \$108 ;
-  wire [8:0] \$109 ;
+  wire \$106 ;
+  wire \$107 ;
+  reg [7:0] \$108 ;
+  wire \$109 ;
   wire \$11 ;
-  reg [7:0] \$110 ;
-  wire [6:0] \$111 ;
+  wire [6:0] \$110 ;
+  wire [7:0] \$111 ;
   wire [7:0] \$112 ;
   wire [8:0] \$113 ;
   reg [7:0] \$114 ;
   wire [6:0] \$115 ;
   wire [7:0] \$116 ;
   wire [8:0] \$117 ;
-  wire [3:0] \$118 ;
-  wire [3:0] \$119 ;
+  reg [7:0] \$118 ;
+  wire [6:0] \$119 ;
   wire \$12 ;
-  wire [1:0] \$120 ;
-  wire [1:0] \$121 ;
-  wire [9:0] \$122 ;
-  wire [9:0] \$123 ;
-  reg [13:0] \$124 ;
-  wire [13:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [7:0] \$120 ;
+  wire [8:0] \$121 ;
+  wire [3:0] \$122 ;
+  wire [3:0] \$123 ;
+  wire [1:0] \$124 ;
+  wire [1:0] \$125 ;
+  wire [9:0] \$126 ;
+  wire [9:0] \$127 ;
+  reg [13:0] \$128 ;
+  wire [13:0] \$129 ;
   wire \$13 ;
-  wire [3:0] \$130 ;
-  wire [3:0] \$131 ;
-  wire [3:0] \$132 ;
-  wire [3:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [1:0] \$138 ;
-  wire [1:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire [3:0] \$134 ;
+  wire [3:0] \$135 ;
+  wire [3:0] \$136 ;
+  wire [3:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire [3:0] \$14 ;
   wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire [3:0] \$144 ;
-  wire [3:0] \$145 ;
-  wire [3:0] \$146 ;
-  wire [3:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [3:0] \$148 ;
+  wire [3:0] \$149 ;
   wire [3:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire [1:0] \$152 ;
-  wire [1:0] \$153 ;
-  wire [9:0] \$154 ;
-  wire [9:0] \$155 ;
-  reg [13:0] \$156 ;
-  wire [13:0] \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [3:0] \$150 ;
+  wire [3:0] \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [1:0] \$156 ;
+  wire [1:0] \$157 ;
+  wire [9:0] \$158 ;
+  wire [9:0] \$159 ;
   wire [3:0] \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire [3:0] \$162 ;
-  wire [3:0] \$163 ;
-  wire [3:0] \$164 ;
-  wire [3:0] \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  reg [13:0] \$160 ;
+  wire [13:0] \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [3:0] \$166 ;
+  wire [3:0] \$167 ;
+  wire [3:0] \$168 ;
+  wire [3:0] \$169 ;
   wire [3:0] \$17 ;
-  wire [1:0] \$170 ;
-  wire [1:0] \$171 ;
-  wire [3:0] \$172 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
   wire \$173 ;
-  wire [3:0] \$174 ;
-  wire [3:0] \$175 ;
-  wire \$176 ;
-  wire [3:0] \$177 ;
-  wire \$178 ;
-  wire \$179 ;
+  wire [1:0] \$174 ;
+  wire [1:0] \$175 ;
+  wire [3:0] \$176 ;
+  wire \$177 ;
+  wire [3:0] \$178 ;
+  wire [3:0] \$179 ;
   wire \$18 ;
-  wire [3:0] \$180 ;
-  wire [4:0] \$181 ;
-  wire [3:0] \$182 ;
-  wire [4:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire \$180 ;
+  wire [3:0] \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [3:0] \$186 ;
-  wire \$187 ;
-  wire [3:0] \$188 ;
-  wire \$189 ;
+  wire [4:0] \$187 ;
+  wire [4:0] \$188 ;
+  wire [4:0] \$189 ;
   wire \$19 ;
   wire [3:0] \$190 ;
   wire \$191 ;
-  wire \$192 ;
-  wire [1:0] \$193 ;
-  wire [1:0] \$194 ;
+  wire [3:0] \$192 ;
+  wire \$193 ;
+  wire [3:0] \$194 ;
   wire \$195 ;
   wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire [3:0] \$199 ;
+  wire [1:0] \$197 ;
+  wire [1:0] \$198 ;
+  wire \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire [3:0] \$200 ;
-  wire [3:0] \$201 ;
-  wire [3:0] \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire [1:0] \$207 ;
-  wire [1:0] \$208 ;
-  wire [9:0] \$209 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire [3:0] \$203 ;
+  wire [3:0] \$204 ;
+  wire [3:0] \$205 ;
+  wire [3:0] \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire \$21 ;
-  wire [9:0] \$210 ;
-  reg [13:0] \$211 ;
-  wire [13:0] \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire [3:0] \$217 ;
-  wire [3:0] \$218 ;
-  wire [3:0] \$219 ;
+  wire \$210 ;
+  wire [1:0] \$211 ;
+  wire [1:0] \$212 ;
+  wire [9:0] \$213 ;
+  wire [9:0] \$214 ;
+  reg [13:0] \$215 ;
+  wire [13:0] \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [1:0] \$22 ;
-  wire [3:0] \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire [1:0] \$225 ;
-  wire [1:0] \$226 ;
+  wire \$220 ;
+  wire [3:0] \$221 ;
+  wire [3:0] \$222 ;
+  wire [3:0] \$223 ;
+  wire [3:0] \$224 ;
+  wire \$225 ;
+  wire \$226 ;
   wire \$227 ;
   wire \$228 ;
-  wire \$229 ;
+  wire [1:0] \$229 ;
   wire [9:0] \$23 ;
-  wire \$230 ;
-  wire [3:0] \$231 ;
+  wire [1:0] \$230 ;
+  wire \$231 ;
   wire \$232 ;
-  wire [3:0] \$233 ;
+  wire \$233 ;
   wire \$234 ;
   wire [3:0] \$235 ;
   wire \$236 ;
-  wire \$237 ;
-  wire [3:0] \$238 ;
-  reg [13:0] \$239 ;
+  wire [3:0] \$237 ;
+  wire \$238 ;
+  wire [3:0] \$239 ;
   wire \$24 ;
-  wire [9:0] \$240 ;
-  wire [15:0] \$241 ;
-  wire [23:0] \$242 ;
-  wire \$243 ;
-  wire [3:0] \$244 ;
-  reg [13:0] \$245 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire [3:0] \$242 ;
+  reg [13:0] \$243 ;
+  wire [9:0] \$244 ;
+  wire [15:0] \$245 ;
   wire [23:0] \$246 ;
-  reg [13:0] \$247 ;
-  wire [23:0] \$248 ;
-  wire [3:0] \$249 ;
-  wire [1:0] \$25 ;
-  reg [13:0] \$250 ;
-  wire [9:0] \$251 ;
-  wire [14:0] \$252 ;
-  wire [23:0] \$253 ;
-  wire [9:0] \$254 ;
+  wire \$247 ;
+  wire [3:0] \$248 ;
+  reg [13:0] \$249 ;
+  wire \$25 ;
+  wire [23:0] \$250 ;
+  reg [13:0] \$251 ;
+  wire [23:0] \$252 ;
+  wire [3:0] \$253 ;
+  reg [13:0] \$254 ;
   wire [9:0] \$255 ;
-  reg [13:0] \$256 ;
-  wire [13:0] \$257 ;
-  wire [14:0] \$258 ;
-  reg [13:0] \$259 ;
-  wire \$26 ;
-  wire [13:0] \$260 ;
-  wire [14:0] \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire [10:0] \$264 ;
+  wire [14:0] \$256 ;
+  wire [23:0] \$257 ;
+  wire [9:0] \$258 ;
+  wire [9:0] \$259 ;
+  wire [1:0] \$26 ;
+  reg [13:0] \$260 ;
+  wire [13:0] \$261 ;
+  wire [14:0] \$262 ;
+  reg [13:0] \$263 ;
+  wire [13:0] \$264 ;
   wire [14:0] \$265 ;
-  wire [14:0] \$266 ;
-  wire [14:0] \$267 ;
-  wire \$268 ;
-  wire \$269 ;
-  wire [13:0] \$27 ;
-  wire \$270 ;
-  wire \$271 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire [10:0] \$268 ;
+  wire [14:0] \$269 ;
+  wire [9:0] \$27 ;
+  wire [14:0] \$270 ;
+  wire [14:0] \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire [20:0] \$274 ;
-  wire [20:0] \$275 ;
-  wire [20:0] \$276 ;
-  wire [20:0] \$277 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
   wire [20:0] \$278 ;
-  wire \$279 ;
+  wire [20:0] \$279 ;
   wire \$28 ;
-  wire \$280 ;
+  wire [20:0] \$280 ;
   wire [20:0] \$281 ;
   wire [20:0] \$282 ;
-  wire [20:0] \$283 ;
-  wire [20:0] \$284 ;
+  wire \$283 ;
+  wire \$284 ;
   wire [20:0] \$285 ;
-  wire \$286 ;
-  wire \$287 ;
+  wire [20:0] \$286 ;
+  wire [20:0] \$287 ;
   wire [20:0] \$288 ;
   wire [20:0] \$289 ;
   wire \$29 ;
-  wire [20:0] \$290 ;
-  wire [20:0] \$291 ;
+  wire \$290 ;
+  wire \$291 ;
   wire [20:0] \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  reg [13:0] \$297 ;
-  wire [13:0] \$298 ;
-  wire [13:0] \$299 ;
+  wire [20:0] \$293 ;
+  wire [20:0] \$294 ;
+  wire [20:0] \$295 ;
+  wire [20:0] \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire [7:0] \$3 ;
-  wire \$30 ;
-  reg [13:0] \$300 ;
-  wire [23:0] \$301 ;
-  wire \$302 ;
-  wire [24:0] \$303 ;
-  wire \$304 ;
-  wire [14:0] \$305 ;
+  wire [2:0] \$30 ;
+  wire \$300 ;
+  reg [13:0] \$301 ;
+  wire [13:0] \$302 ;
+  wire [13:0] \$303 ;
+  reg [13:0] \$304 ;
+  wire [23:0] \$305 ;
   wire \$306 ;
-  wire [14:0] \$307 ;
+  wire [24:0] \$307 ;
   wire \$308 ;
   wire [14:0] \$309 ;
-  wire [13:0] \$31 ;
+  wire [9:0] \$31 ;
   wire \$310 ;
-  wire [8:0] \$311 ;
+  wire [14:0] \$311 ;
   wire \$312 ;
-  wire [10:0] \$313 ;
-  wire [11:0] \$314 ;
-  wire [11:0] \$315 ;
+  wire [14:0] \$313 ;
+  wire \$314 ;
+  wire [8:0] \$315 ;
   wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  reg [13:0] \$319 ;
-  wire [14:0] \$32 ;
-  wire [14:0] \$320 ;
-  wire [15:0] \$321 ;
-  wire [15:0] \$322 ;
-  wire [10:0] \$323 ;
-  wire [11:0] \$324 ;
-  wire [11:0] \$325 ;
+  wire [10:0] \$317 ;
+  wire [11:0] \$318 ;
+  wire [11:0] \$319 ;
+  wire \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  reg [13:0] \$323 ;
+  wire [14:0] \$324 ;
+  wire [15:0] \$325 ;
   wire [15:0] \$326 ;
-  wire [15:0] \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [10:0] \$327 ;
+  wire [11:0] \$328 ;
+  wire [11:0] \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire [8:0] \$332 ;
+  wire [15:0] \$330 ;
+  wire [15:0] \$331 ;
+  wire \$332 ;
   wire \$333 ;
   wire \$334 ;
-  wire [3:0] \$335 ;
-  wire \$336 ;
-  wire [3:0] \$337 ;
-  wire [3:0] \$338 ;
-  wire \$339 ;
-  wire \$34 ;
-  wire [3:0] \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire [3:0] \$343 ;
-  wire [4:0] \$344 ;
-  wire [3:0] \$345 ;
-  wire [4:0] \$346 ;
-  wire [4:0] \$347 ;
+  wire \$335 ;
+  wire [8:0] \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire [3:0] \$339 ;
+  wire [3:0] \$34 ;
+  wire \$340 ;
+  wire [3:0] \$341 ;
+  wire [3:0] \$342 ;
+  wire \$343 ;
+  wire [3:0] \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire [3:0] \$347 ;
   wire [4:0] \$348 ;
   wire [3:0] \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire [3:0] \$351 ;
-  wire \$352 ;
+  wire [4:0] \$350 ;
+  wire [4:0] \$351 ;
+  wire [4:0] \$352 ;
   wire [3:0] \$353 ;
   wire \$354 ;
-  wire \$355 ;
-  wire [1:0] \$356 ;
-  wire [1:0] \$357 ;
+  wire [3:0] \$355 ;
+  wire \$356 ;
+  wire [3:0] \$357 ;
   wire \$358 ;
-  wire [14:0] \$359 ;
-  wire [2:0] \$36 ;
-  wire [14:0] \$360 ;
-  wire \$361 ;
-  wire [14:0] \$362 ;
+  wire \$359 ;
+  wire [13:0] \$36 ;
+  wire [1:0] \$360 ;
+  wire [1:0] \$361 ;
+  wire \$362 ;
   wire [14:0] \$363 ;
-  wire \$364 ;
-  wire [14:0] \$365 ;
+  wire [14:0] \$364 ;
+  wire \$365 ;
   wire [14:0] \$366 ;
-  wire \$367 ;
+  wire [14:0] \$367 ;
   wire \$368 ;
-  wire [3:0] \$369 ;
-  wire [9:0] \$37 ;
-  wire \$370 ;
-  wire [10:0] \$371 ;
-  wire [11:0] \$372 ;
-  wire [11:0] \$373 ;
-  wire [3:0] \$374 ;
-  wire \$375 ;
-  wire [3:0] \$376 ;
-  wire \$377 ;
-  wire \$378 ;
-  reg [13:0] \$379 ;
+  wire [14:0] \$369 ;
+  wire \$37 ;
+  wire [14:0] \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire [3:0] \$373 ;
+  wire \$374 ;
+  wire [10:0] \$375 ;
+  wire [11:0] \$376 ;
+  wire [11:0] \$377 ;
+  wire [3:0] \$378 ;
+  wire \$379 ;
   wire \$38 ;
-  wire [14:0] \$380 ;
-  wire [15:0] \$381 ;
-  wire [15:0] \$382 ;
-  wire [10:0] \$383 ;
-  wire [11:0] \$384 ;
-  wire [11:0] \$385 ;
+  wire [3:0] \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  reg [13:0] \$383 ;
+  wire [14:0] \$384 ;
+  wire [15:0] \$385 ;
   wire [15:0] \$386 ;
-  wire [15:0] \$387 ;
-  wire \$388 ;
-  wire \$389 ;
-  wire [3:0] \$39 ;
-  wire \$390 ;
-  wire \$391 ;
+  wire [10:0] \$387 ;
+  wire [11:0] \$388 ;
+  wire [11:0] \$389 ;
+  wire \$39 ;
+  wire [15:0] \$390 ;
+  wire [15:0] \$391 ;
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
@@ -339,7 +339,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$398 ;
   wire \$399 ;
   wire [7:0] \$4 ;
-  wire \$40 ;
+  wire [13:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
@@ -347,255 +347,255 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
-  wire [8:0] \$407 ;
+  wire \$407 ;
   wire \$408 ;
   wire \$409 ;
-  wire [13:0] \$41 ;
-  reg [7:0] \$410 ;
-  wire \$411 ;
-  wire [6:0] \$412 ;
-  wire [7:0] \$413 ;
-  wire [7:0] \$414 ;
-  wire [8:0] \$415 ;
-  reg [13:0] \$416 ;
-  wire \$417 ;
-  wire [6:0] \$418 ;
-  wire [7:0] \$419 ;
+  wire [14:0] \$41 ;
+  wire \$410 ;
+  wire [8:0] \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  reg [7:0] \$414 ;
+  wire \$415 ;
+  wire [6:0] \$416 ;
+  wire [7:0] \$417 ;
+  wire [7:0] \$418 ;
+  wire [8:0] \$419 ;
   wire \$42 ;
-  wire [7:0] \$420 ;
-  reg [11:0] \$421 ;
-  wire [14:0] \$422 ;
-  reg [12:0] \$423 ;
-  wire \$424 ;
-  wire [6:0] \$425 ;
-  wire [7:0] \$426 ;
-  wire [7:0] \$427 ;
-  reg [10:0] \$428 ;
-  wire [13:0] \$429 ;
+  reg [13:0] \$420 ;
+  wire \$421 ;
+  wire [6:0] \$422 ;
+  wire [7:0] \$423 ;
+  wire [7:0] \$424 ;
+  reg [11:0] \$425 ;
+  wire [14:0] \$426 ;
+  reg [12:0] \$427 ;
+  wire \$428 ;
+  wire [6:0] \$429 ;
   wire \$43 ;
-  reg [10:0] \$430 ;
-  wire \$431 ;
-  wire [6:0] \$432 ;
-  wire [7:0] \$433 ;
-  wire [7:0] \$434 ;
-  reg [8:0] \$435 ;
-  wire [11:0] \$436 ;
-  reg [7:0] \$437 ;
-  wire [6:0] \$438 ;
-  wire [7:0] \$439 ;
+  wire [7:0] \$430 ;
+  wire [7:0] \$431 ;
+  reg [10:0] \$432 ;
+  wire [13:0] \$433 ;
+  reg [10:0] \$434 ;
+  wire \$435 ;
+  wire [6:0] \$436 ;
+  wire [7:0] \$437 ;
+  wire [7:0] \$438 ;
+  reg [8:0] \$439 ;
   wire \$44 ;
-  wire [8:0] \$440 ;
-  reg [13:0] \$441 ;
+  wire [11:0] \$440 ;
+  reg [7:0] \$441 ;
   wire [6:0] \$442 ;
   wire [7:0] \$443 ;
-  reg [11:0] \$444 ;
-  wire [14:0] \$445 ;
-  reg [12:0] \$446 ;
-  wire [6:0] \$447 ;
-  wire [7:0] \$448 ;
-  reg [10:0] \$449 ;
-  wire [13:0] \$45 ;
-  wire [13:0] \$450 ;
-  reg [10:0] \$451 ;
-  wire [6:0] \$452 ;
-  wire [7:0] \$453 ;
-  reg [8:0] \$454 ;
-  wire [11:0] \$455 ;
-  reg [7:0] \$456 ;
-  wire [6:0] \$457 ;
-  wire [7:0] \$458 ;
-  wire [8:0] \$459 ;
-  wire [14:0] \$46 ;
-  reg [13:0] \$460 ;
+  wire [8:0] \$444 ;
+  reg [13:0] \$445 ;
+  wire [6:0] \$446 ;
+  wire [7:0] \$447 ;
+  reg [11:0] \$448 ;
+  wire [14:0] \$449 ;
+  wire [4:0] \$45 ;
+  reg [12:0] \$450 ;
+  wire [6:0] \$451 ;
+  wire [7:0] \$452 ;
+  reg [10:0] \$453 ;
+  wire [13:0] \$454 ;
+  reg [10:0] \$455 ;
+  wire [6:0] \$456 ;
+  wire [7:0] \$457 ;
+  reg [8:0] \$458 ;
+  wire [11:0] \$459 ;
+  wire \$46 ;
+  reg [7:0] \$460 ;
   wire [6:0] \$461 ;
   wire [7:0] \$462 ;
-  reg [11:0] \$463 ;
-  wire [14:0] \$464 ;
-  reg [12:0] \$465 ;
-  wire [6:0] \$466 ;
-  wire [7:0] \$467 ;
-  reg [10:0] \$468 ;
-  wire [13:0] \$469 ;
-  wire \$47 ;
-  reg [10:0] \$470 ;
-  wire [6:0] \$471 ;
-  wire [7:0] \$472 ;
-  reg [8:0] \$473 ;
-  wire [11:0] \$474 ;
-  reg [13:0] \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
-  wire [3:0] \$479 ;
+  wire [8:0] \$463 ;
+  reg [13:0] \$464 ;
+  wire [6:0] \$465 ;
+  wire [7:0] \$466 ;
+  reg [11:0] \$467 ;
+  wire [14:0] \$468 ;
+  reg [12:0] \$469 ;
+  wire [13:0] \$47 ;
+  wire [6:0] \$470 ;
+  wire [7:0] \$471 ;
+  reg [10:0] \$472 ;
+  wire [13:0] \$473 ;
+  reg [10:0] \$474 ;
+  wire [6:0] \$475 ;
+  wire [7:0] \$476 ;
+  reg [8:0] \$477 ;
+  wire [11:0] \$478 ;
+  reg [13:0] \$479 ;
   wire \$48 ;
-  reg [13:0] \$480 ;
+  wire \$480 ;
   wire \$481 ;
   wire \$482 ;
-  wire \$483 ;
-  wire \$484 ;
+  wire [3:0] \$483 ;
+  reg [13:0] \$484 ;
   wire \$485 ;
   wire \$486 ;
-  wire [9:0] \$487 ;
+  wire \$487 ;
   wire \$488 ;
-  wire [9:0] \$489 ;
+  wire \$489 ;
   wire \$49 ;
   wire \$490 ;
   wire [9:0] \$491 ;
   wire \$492 ;
-  wire \$493 ;
-  wire [13:0] \$494 ;
-  wire \$495 ;
+  wire [9:0] \$493 ;
+  wire \$494 ;
+  wire [9:0] \$495 ;
   wire \$496 ;
   wire \$497 ;
   wire [13:0] \$498 ;
   wire \$499 ;
   wire [6:0] \$5 ;
-  wire [4:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
   wire \$501 ;
   wire [13:0] \$502 ;
   wire \$503 ;
   wire \$504 ;
-  wire [9:0] \$505 ;
-  wire \$506 ;
+  wire \$505 ;
+  wire [13:0] \$506 ;
   wire \$507 ;
-  wire [13:0] \$508 ;
-  wire [14:0] \$509 ;
-  wire [9:0] \$51 ;
+  wire \$508 ;
+  wire [9:0] \$509 ;
+  wire [13:0] \$51 ;
   wire \$510 ;
   wire \$511 ;
-  wire \$512 ;
-  wire [13:0] \$513 ;
-  wire [14:0] \$514 ;
+  wire [13:0] \$512 ;
+  wire [14:0] \$513 ;
+  wire \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire \$517 ;
-  wire [13:0] \$518 ;
-  wire [14:0] \$519 ;
-  wire \$52 ;
+  wire [13:0] \$517 ;
+  wire [14:0] \$518 ;
+  wire \$519 ;
+  wire [14:0] \$52 ;
   wire \$520 ;
   wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire [3:0] \$524 ;
-  reg [13:0] \$525 ;
+  wire [13:0] \$522 ;
+  wire [14:0] \$523 ;
+  wire \$524 ;
+  wire \$525 ;
   wire \$526 ;
-  wire [3:0] \$527 ;
-  wire \$528 ;
-  wire [3:0] \$529 ;
-  wire [5:0] \$53 ;
+  wire \$527 ;
+  wire [3:0] \$528 ;
+  reg [13:0] \$529 ;
+  wire \$53 ;
   wire \$530 ;
   wire [3:0] \$531 ;
   wire \$532 ;
-  wire \$533 ;
+  wire [3:0] \$533 ;
   wire \$534 ;
-  wire \$535 ;
+  wire [3:0] \$535 ;
   wire \$536 ;
   wire \$537 ;
-  wire [3:0] \$538 ;
-  reg [13:0] \$539 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire [13:0] \$540 ;
-  reg [6:0] \$541 ;
-  wire \$542 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire [3:0] \$542 ;
   reg [13:0] \$543 ;
   wire [13:0] \$544 ;
   reg [6:0] \$545 ;
-  wire [14:0] \$546 ;
-  wire \$547 ;
-  wire \$548 ;
+  wire \$546 ;
+  reg [13:0] \$547 ;
+  wire [13:0] \$548 ;
   reg [6:0] \$549 ;
-  wire [13:0] \$55 ;
-  wire \$550 ;
-  reg [6:0] \$551 ;
+  wire \$55 ;
+  wire [14:0] \$550 ;
+  wire \$551 ;
   wire \$552 ;
-  reg [13:0] \$553 ;
-  wire [13:0] \$554 ;
+  reg [6:0] \$553 ;
+  wire \$554 ;
   reg [6:0] \$555 ;
-  wire [14:0] \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  reg [13:0] \$559 ;
-  wire \$56 ;
-  wire [13:0] \$560 ;
-  wire [14:0] \$561 ;
-  reg [6:0] \$562 ;
-  wire [14:0] \$563 ;
-  reg [6:0] \$564 ;
-  reg [6:0] \$565 ;
-  wire \$566 ;
-  reg [13:0] \$567 ;
-  wire [13:0] \$568 ;
+  wire \$556 ;
+  reg [13:0] \$557 ;
+  wire [13:0] \$558 ;
+  reg [6:0] \$559 ;
+  wire [5:0] \$56 ;
+  wire [14:0] \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  reg [13:0] \$563 ;
+  wire [13:0] \$564 ;
+  wire [14:0] \$565 ;
+  reg [6:0] \$566 ;
+  wire [14:0] \$567 ;
+  reg [6:0] \$568 ;
   reg [6:0] \$569 ;
   wire \$57 ;
-  wire [14:0] \$570 ;
-  wire \$571 ;
-  wire \$572 ;
-  reg [13:0] \$573 ;
-  wire [13:0] \$574 ;
-  wire [14:0] \$575 ;
-  reg [6:0] \$576 ;
-  wire [14:0] \$577 ;
-  wire [15:0] \$578 ;
-  wire \$579 ;
-  wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  reg [6:0] \$582 ;
+  wire \$570 ;
+  reg [13:0] \$571 ;
+  wire [13:0] \$572 ;
+  reg [6:0] \$573 ;
+  wire [14:0] \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  reg [13:0] \$577 ;
+  wire [13:0] \$578 ;
+  wire [14:0] \$579 ;
+  wire [13:0] \$58 ;
+  reg [6:0] \$580 ;
+  wire [14:0] \$581 ;
+  wire [15:0] \$582 ;
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
-  wire \$586 ;
+  reg [6:0] \$586 ;
   wire \$587 ;
   wire \$588 ;
-  reg [6:0] \$589 ;
-  wire [13:0] \$59 ;
+  wire \$589 ;
+  wire \$59 ;
   wire \$590 ;
-  reg [6:0] \$591 ;
+  wire \$591 ;
   wire \$592 ;
-  reg [13:0] \$593 ;
-  wire [13:0] \$594 ;
+  reg [6:0] \$593 ;
+  wire \$594 ;
   reg [6:0] \$595 ;
-  wire [14:0] \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
+  wire \$596 ;
+  reg [13:0] \$597 ;
+  wire [13:0] \$598 ;
+  reg [6:0] \$599 ;
   wire [7:0] \$6 ;
-  wire [14:0] \$60 ;
-  wire \$600 ;
+  wire \$60 ;
+  wire [14:0] \$600 ;
   wire \$601 ;
   wire \$602 ;
   wire \$603 ;
   wire \$604 ;
   wire \$605 ;
-  wire [20:0] \$606 ;
-  wire [20:0] \$607 ;
-  wire [20:0] \$608 ;
-  wire [20:0] \$609 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
   wire [20:0] \$610 ;
-  wire \$611 ;
-  wire \$612 ;
+  wire [20:0] \$611 ;
+  wire [20:0] \$612 ;
   wire [20:0] \$613 ;
   wire [20:0] \$614 ;
-  wire [20:0] \$615 ;
-  wire [20:0] \$616 ;
+  wire \$615 ;
+  wire \$616 ;
   wire [20:0] \$617 ;
-  wire [21:0] \$618 ;
-  wire \$619 ;
-  wire \$62 ;
-  wire \$620 ;
+  wire [20:0] \$618 ;
+  wire [20:0] \$619 ;
+  wire [13:0] \$62 ;
+  wire [20:0] \$620 ;
   wire [20:0] \$621 ;
-  wire [20:0] \$622 ;
-  wire [20:0] \$623 ;
-  wire [20:0] \$624 ;
+  wire [21:0] \$622 ;
+  wire \$623 ;
+  wire \$624 ;
   wire [20:0] \$625 ;
-  wire [21:0] \$626 ;
-  wire \$627 ;
-  wire \$628 ;
-  wire \$629 ;
-  wire \$63 ;
-  wire \$630 ;
+  wire [20:0] \$626 ;
+  wire [20:0] \$627 ;
+  wire [20:0] \$628 ;
+  wire [20:0] \$629 ;
+  wire [14:0] \$63 ;
+  wire [21:0] \$630 ;
   wire \$631 ;
   wire \$632 ;
   wire \$633 ;
@@ -604,173 +604,177 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
-  wire [20:0] \$639 ;
-  wire [6:0] \$64 ;
-  wire [20:0] \$640 ;
-  wire [20:0] \$641 ;
-  wire [20:0] \$642 ;
-  wire \$643 ;
-  wire \$644 ;
+  wire \$639 ;
+  wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire [20:0] \$643 ;
+  wire [20:0] \$644 ;
   wire [20:0] \$645 ;
   wire [20:0] \$646 ;
-  wire [20:0] \$647 ;
-  wire [20:0] \$648 ;
-  wire [21:0] \$649 ;
-  wire [9:0] \$65 ;
-  wire \$650 ;
-  wire \$651 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire [20:0] \$649 ;
+  wire \$65 ;
+  wire [20:0] \$650 ;
+  wire [20:0] \$651 ;
   wire [20:0] \$652 ;
-  wire [20:0] \$653 ;
-  wire [20:0] \$654 ;
-  wire [20:0] \$655 ;
+  wire [21:0] \$653 ;
+  wire \$654 ;
+  wire \$655 ;
   wire [20:0] \$656 ;
-  wire \$657 ;
-  wire \$658 ;
+  wire [20:0] \$657 ;
+  wire [20:0] \$658 ;
   wire [20:0] \$659 ;
   wire \$66 ;
   wire [20:0] \$660 ;
-  wire [20:0] \$661 ;
-  wire [20:0] \$662 ;
+  wire \$661 ;
+  wire \$662 ;
   wire [20:0] \$663 ;
-  wire [21:0] \$664 ;
-  wire \$665 ;
-  wire \$666 ;
-  wire [1:0] \$667 ;
-  wire [1:0] \$668 ;
+  wire [20:0] \$664 ;
+  wire [20:0] \$665 ;
+  wire [20:0] \$666 ;
+  wire [20:0] \$667 ;
+  wire [21:0] \$668 ;
   wire \$669 ;
-  wire [7:0] \$67 ;
+  wire [6:0] \$67 ;
   wire \$670 ;
-  reg [13:0] \$671 ;
-  wire [13:0] \$672 ;
+  wire [1:0] \$671 ;
+  wire [1:0] \$672 ;
   wire \$673 ;
   wire \$674 ;
-  wire \$675 ;
-  wire \$676 ;
+  reg [13:0] \$675 ;
+  wire [13:0] \$676 ;
   wire \$677 ;
-  wire [24:0] \$678 ;
-  wire [25:0] \$679 ;
-  wire \$68 ;
-  wire [15:0] \$680 ;
+  wire \$678 ;
+  wire \$679 ;
+  wire [9:0] \$68 ;
+  wire \$680 ;
   wire \$681 ;
-  wire \$682 ;
-  wire \$683 ;
-  wire \$684 ;
-  wire [8:0] \$685 ;
-  wire [14:0] \$686 ;
-  wire [13:0] \$687 ;
-  wire [11:0] \$688 ;
-  wire [6:0] \$689 ;
-  wire [14:0] \$69 ;
-  wire [3:0] \$690 ;
-  wire [10:0] \$691 ;
+  wire [24:0] \$682 ;
+  wire [25:0] \$683 ;
+  wire [15:0] \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire [8:0] \$689 ;
+  wire \$69 ;
+  wire [14:0] \$690 ;
+  wire [13:0] \$691 ;
   wire [11:0] \$692 ;
-  wire [15:0] \$693 ;
-  wire \$694 ;
-  wire \$695 ;
-  wire \$696 ;
-  wire \$697 ;
-  wire [3:0] \$698 ;
+  wire [6:0] \$693 ;
+  wire [3:0] \$694 ;
+  wire [10:0] \$695 ;
+  wire [11:0] \$696 ;
+  wire [15:0] \$697 ;
+  wire \$698 ;
   wire \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
   wire \$700 ;
-  wire [8:0] \$701 ;
-  wire [14:0] \$702 ;
-  wire [13:0] \$703 ;
-  wire [11:0] \$704 ;
-  wire [6:0] \$705 ;
-  wire [3:0] \$706 ;
-  wire \$707 ;
-  wire \$708 ;
-  reg [7:0] \$709 ;
-  wire [14:0] \$71 ;
-  reg \$710 ;
-  reg \$711 ;
-  reg \$712 ;
-  reg [2:0] \$713 ;
+  wire \$701 ;
+  wire [3:0] \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire [8:0] \$705 ;
+  wire [14:0] \$706 ;
+  wire [13:0] \$707 ;
+  wire [11:0] \$708 ;
+  wire [6:0] \$709 ;
+  wire [7:0] \$71 ;
+  wire [3:0] \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  reg [7:0] \$713 ;
   reg \$714 ;
   reg \$715 ;
   reg \$716 ;
-  reg [40:0] \$717 ;
+  reg [2:0] \$717 ;
   reg \$718 ;
-  reg [5:0] \$719 ;
+  reg \$719 ;
   wire \$72 ;
-  reg [7:0] \$720 ;
-  reg [13:0] \$721 ;
-  reg [12:0] \$722 ;
-  reg [10:0] \$723 ;
-  reg [3:0] \$724 ;
-  reg \$725 ;
-  reg [38:0] \$726 ;
-  reg [9:0] \$727 ;
-  reg [13:0] \$728 ;
-  reg [13:0] \$729 ;
+  reg \$720 ;
+  reg [40:0] \$721 ;
+  reg \$722 ;
+  reg [5:0] \$723 ;
+  reg [7:0] \$724 ;
+  reg [13:0] \$725 ;
+  reg [12:0] \$726 ;
+  reg [10:0] \$727 ;
+  reg [3:0] \$728 ;
+  reg \$729 ;
   wire [14:0] \$73 ;
-  reg [13:0] \$730 ;
-  reg [2:0] \$731 ;
-  reg [2:0] \$732 ;
-  reg [2:0] \$733 ;
+  reg [38:0] \$730 ;
+  reg [9:0] \$731 ;
+  reg [13:0] \$732 ;
+  reg [13:0] \$733 ;
   reg [13:0] \$734 ;
-  reg [13:0] \$735 ;
-  reg [13:0] \$736 ;
-  reg [13:0] \$737 ;
+  reg [2:0] \$735 ;
+  reg [2:0] \$736 ;
+  reg [2:0] \$737 ;
   reg [13:0] \$738 ;
   reg [13:0] \$739 ;
   wire \$74 ;
   reg [13:0] \$740 ;
-  reg [2:0] \$741 ;
-  reg \$742 ;
-  reg \$743 ;
-  reg \$744 ;
-  reg \$745 ;
-  reg [6:0] \$746 ;
-  reg [6:0] \$747 ;
+  reg [13:0] \$741 ;
+  reg [13:0] \$742 ;
+  reg [13:0] \$743 ;
+  reg [13:0] \$744 ;
+  reg [2:0] \$745 ;
+  reg \$746 ;
+  reg \$747 ;
   reg \$748 ;
-  reg [9:0] \$749 ;
-  wire \$75 ;
-  reg \$750 ;
-  reg \$751 ;
-  reg [10:0] \$752 ;
-  reg [10:0] \$753 ;
-  reg [3:0] \$754 ;
-  reg [13:0] \$755 ;
-  reg [13:0] \$756 ;
-  reg [13:0] \$757 ;
-  reg [14:0] \$758 ;
-  reg [14:0] \$759 ;
+  reg \$749 ;
+  wire [14:0] \$75 ;
+  reg [6:0] \$750 ;
+  reg [6:0] \$751 ;
+  reg \$752 ;
+  reg [9:0] \$753 ;
+  reg \$754 ;
+  reg \$755 ;
+  reg [10:0] \$756 ;
+  reg [10:0] \$757 ;
+  reg [3:0] \$758 ;
+  reg [13:0] \$759 ;
   wire \$76 ;
-  reg [14:0] \$760 ;
-  reg [24:0] \$761 ;
-  reg [9:0] \$762 ;
-  reg [10:0] \$763 ;
+  reg [13:0] \$760 ;
+  reg [13:0] \$761 ;
+  reg [14:0] \$762 ;
+  reg [14:0] \$763 ;
   reg [14:0] \$764 ;
-  reg [1:0] \$765 ;
-  reg [10:0] \$766 ;
-  wire \$77 ;
+  reg [24:0] \$765 ;
+  reg [9:0] \$766 ;
+  reg [10:0] \$767 ;
+  reg [14:0] \$768 ;
+  reg [1:0] \$769 ;
+  wire [14:0] \$77 ;
+  reg [10:0] \$770 ;
   wire \$78 ;
   wire \$79 ;
   wire [10:0] \$8 ;
   wire \$80 ;
-  reg [5:0] \$81 ;
-  wire [5:0] \$82 ;
-  wire [14:0] \$83 ;
-  reg [5:0] \$84 ;
-  wire [5:0] \$85 ;
-  wire [14:0] \$86 ;
-  reg [4:0] \$87 ;
-  wire [4:0] \$88 ;
-  wire [13:0] \$89 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  reg [5:0] \$85 ;
+  wire [5:0] \$86 ;
+  wire [14:0] \$87 ;
+  reg [5:0] \$88 ;
+  wire [5:0] \$89 ;
   wire [11:0] \$9 ;
-  reg [4:0] \$90 ;
-  wire [4:0] \$91 ;
-  wire [13:0] \$92 ;
-  reg [2:0] \$93 ;
-  wire [2:0] \$94 ;
-  wire [11:0] \$95 ;
-  reg [2:0] \$96 ;
-  wire [2:0] \$97 ;
-  wire [11:0] \$98 ;
-  wire \$99 ;
+  wire [14:0] \$90 ;
+  reg [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [13:0] \$93 ;
+  reg [4:0] \$94 ;
+  wire [4:0] \$95 ;
+  wire [13:0] \$96 ;
+  reg [2:0] \$97 ;
+  wire [2:0] \$98 ;
+  wire [11:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
@@ -1273,491 +1277,499 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     _0_ <= group_state[\$signature__addr ];
   end
   assign \$signature__data$155  = _0_;
-  assign \$221  = cap2_k < 2'h3;
-  assign \$222  = cap2_k >= 2'h3;
-  assign \$223  = cap2_k < 3'h6;
-  assign \$224  = \$222  & \$223 ;
-  assign \$225  = \$224  ? 2'h1 : 2'h2;
-  assign \$226  = \$221  ? 2'h0 : \$225 ;
-  assign \$227  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$228  = em_ready & \$227 ;
-  assign \$229  = em_free | \$228 ;
-  assign \$230  = ! j;
-  assign \$231  = j - 1'h1;
-  assign \$232  = $signed(\$231 ) < $signed(3'h3);
-  assign \$233  = j - 1'h1;
-  assign \$234  = $signed(\$233 ) >= $signed(3'h3);
+  assign \$217  = cap2_k < 2'h3;
+  assign \$218  = cap2_k >= 2'h3;
+  assign \$219  = cap2_k < 3'h6;
+  assign \$220  = \$218  & \$219 ;
+  assign \$221  = cap2_k - 2'h3;
+  assign \$222  = cap2_k - 3'h6;
+  assign \$223  = \$220  ? \$221  : \$222 ;
+  assign \$224  = \$217  ? { 1'h0, cap2_k } : \$223 ;
+  assign \$225  = cap2_k < 2'h3;
+  assign \$226  = cap2_k >= 2'h3;
+  assign \$227  = cap2_k < 3'h6;
+  assign \$228  = \$226  & \$227 ;
+  assign \$229  = \$228  ? 2'h1 : 2'h2;
+  assign \$230  = \$225  ? 2'h0 : \$229 ;
+  assign \$231  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$232  = em_ready & \$231 ;
+  assign \$233  = em_free | \$232 ;
+  assign \$234  = ! j;
   assign \$235  = j - 1'h1;
-  assign \$236  = $signed(\$235 ) < $signed(4'h6);
-  assign \$237  = \$234  & \$236 ;
-  assign \$238  = j - 1'h1;
-  assign \$241  = \$240  * 6'h20;
-  assign \$242  = { \$239 , 10'h000 } | { 8'h00, \$241  };
-  assign \$243  = ~ frag;
-  assign \$244  = j - 1'h1;
-  assign \$246  = { \$245 , 10'h000 } | { 14'h0000, p_off };
-  assign \$249  = j - 1'h1;
-  assign \$252  = \$251  * 5'h10;
-  assign \$253  = { \$250 , 10'h000 } | { 9'h000, \$252  };
-  assign \$258  = \$257  + 1'h1;
-  assign \$261  = take_second ? \$258  : { 1'h0, \$260  };
-  assign \$262  = j == 3'h7;
-  assign \$263  = take_first | take_second;
-  assign \$264  = n + 1'h1;
-  assign \$265  = sb0 + ap[24:18];
-  assign \$266  = sb1 + ap[31:25];
-  assign \$267  = sb2 + ap[38:32];
-  assign \$268  = j < 2'h3;
-  assign \$269  = j >= 2'h3;
-  assign \$270  = j < 3'h6;
-  assign \$271  = \$269  & \$270 ;
-  assign \$272  = cm[2:1] == 1'h1;
-  assign \$273  = cm[2:1] == 2'h2;
-  assign \$276  = \$273  ? \$274  : \$275 ;
-  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
-  assign \$279  = cm[2:1] == 1'h1;
-  assign \$280  = cm[2:1] == 2'h2;
-  assign \$283  = \$280  ? \$281  : \$282 ;
-  assign \$284  = \$279  ? { 7'h00, cm[26:13] } : \$283 ;
-  assign \$286  = cm[2:1] == 1'h1;
-  assign \$287  = cm[2:1] == 2'h2;
-  assign \$290  = \$287  ? \$288  : \$289 ;
-  assign \$291  = \$286  ? { 7'h00, cm[26:13] } : \$290 ;
-  assign \$293  = cm[2:1] == 1'h1;
-  assign \$294  = cm[40:27] == 14'h3fff;
-  assign \$295  = \$293  & \$294 ;
-  assign \$296  = cm[2:1] == 1'h1;
-  assign \$298  = \$296  ? \$297  : { 4'h0, n };
-  assign \$299  = \$295  ? \$298  : cm[40:27];
-  assign \$301  = { \$300 , 10'h000 } | { 14'h0000, r_off };
-  assign \$302  = r_left <= r_room;
-  assign \$303  = \$302  ? r_left : { 14'h0000, r_room };
-  assign \$304  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$305  = \$304  ? e2 : e1;
-  assign \$306  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$307  = \$306  ? e2 : e1;
+  assign \$236  = $signed(\$235 ) < $signed(3'h3);
+  assign \$237  = j - 1'h1;
+  assign \$238  = $signed(\$237 ) >= $signed(3'h3);
+  assign \$239  = j - 1'h1;
+  assign \$240  = $signed(\$239 ) < $signed(4'h6);
+  assign \$241  = \$238  & \$240 ;
+  assign \$242  = j - 1'h1;
+  assign \$245  = \$244  * 6'h20;
+  assign \$246  = { \$243 , 10'h000 } | { 8'h00, \$245  };
+  assign \$247  = ~ frag;
+  assign \$248  = j - 1'h1;
+  assign \$250  = { \$249 , 10'h000 } | { 14'h0000, p_off };
+  assign \$253  = j - 1'h1;
+  assign \$256  = \$255  * 5'h10;
+  assign \$257  = { \$254 , 10'h000 } | { 9'h000, \$256  };
+  assign \$262  = \$261  + 1'h1;
+  assign \$265  = take_second ? \$262  : { 1'h0, \$264  };
+  assign \$266  = j == 3'h7;
+  assign \$267  = take_first | take_second;
+  assign \$268  = n + 1'h1;
+  assign \$269  = sb0 + ap[24:18];
+  assign \$270  = sb1 + ap[31:25];
+  assign \$271  = sb2 + ap[38:32];
+  assign \$272  = j < 2'h3;
+  assign \$273  = j >= 2'h3;
+  assign \$274  = j < 3'h6;
+  assign \$275  = \$273  & \$274 ;
+  assign \$276  = cm[2:1] == 1'h1;
+  assign \$277  = cm[2:1] == 2'h2;
+  assign \$280  = \$277  ? \$278  : \$279 ;
+  assign \$281  = \$276  ? { 7'h00, cm[26:13] } : \$280 ;
+  assign \$283  = cm[2:1] == 1'h1;
+  assign \$284  = cm[2:1] == 2'h2;
+  assign \$287  = \$284  ? \$285  : \$286 ;
+  assign \$288  = \$283  ? { 7'h00, cm[26:13] } : \$287 ;
+  assign \$290  = cm[2:1] == 1'h1;
+  assign \$291  = cm[2:1] == 2'h2;
+  assign \$294  = \$291  ? \$292  : \$293 ;
+  assign \$295  = \$290  ? { 7'h00, cm[26:13] } : \$294 ;
+  assign \$297  = cm[2:1] == 1'h1;
+  assign \$298  = cm[40:27] == 14'h3fff;
+  assign \$299  = \$297  & \$298 ;
+  assign \$300  = cm[2:1] == 1'h1;
+  assign \$302  = \$300  ? \$301  : { 4'h0, n };
+  assign \$303  = \$299  ? \$302  : cm[40:27];
+  assign \$305  = { \$304 , 10'h000 } | { 14'h0000, r_off };
+  assign \$306  = r_left <= r_room;
+  assign \$307  = \$306  ? r_left : { 14'h0000, r_room };
   assign \$308  = from_cmd ? rd_out__ready : wr_out__ready;
   assign \$309  = \$308  ? e2 : e1;
   assign \$310  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$311  = gidx + 1'h1;
-  assign \$312  = j < 2'h3;
-  assign \$313  = n + 6'h20;
-  assign \$314  = \$313  - 1'h1;
-  assign \$316  = j >= 2'h3;
-  assign \$317  = j < 3'h6;
-  assign \$318  = \$316  & \$317 ;
-  assign \$320  = \$319  + 11'h400;
-  assign \$321  = \$320  - 1'h1;
-  assign \$323  = n + 7'h40;
-  assign \$324  = \$323  - 1'h1;
-  assign \$326  = \$318  ? \$322  : { \$325 [11], \$325 [11], \$325 [11], \$325 [11], \$325  };
-  assign \$327  = \$312  ? { \$315 [11], \$315 [11], \$315 [11], \$315 [11], \$315  } : \$326 ;
-  assign \$328  = ! j;
-  assign \$329  = ! cnt;
-  assign \$330  = j == 3'h6;
-  assign \$331  = fg == 6'h3b;
-  assign \$332  = gidx + 1'h1;
-  assign \$333  = ~ release__valid;
-  assign \$334  = \$333  | release__ready;
-  assign \$335  = j + 1'h1;
-  assign \$336  = \$335  < 2'h3;
-  assign \$337  = j + 1'h1;
-  assign \$338  = j + 1'h1;
-  assign \$339  = \$338  >= 2'h3;
-  assign \$340  = j + 1'h1;
-  assign \$341  = \$340  < 3'h6;
-  assign \$342  = \$339  & \$341 ;
-  assign \$343  = j + 1'h1;
-  assign \$344  = \$343  - 2'h3;
-  assign \$345  = j + 1'h1;
-  assign \$346  = \$345  - 3'h6;
-  assign \$347  = \$342  ? \$344  : \$346 ;
-  assign \$348  = \$336  ? { 1'h0, \$337  } : \$347 ;
+  assign \$311  = \$310  ? e2 : e1;
+  assign \$312  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$313  = \$312  ? e2 : e1;
+  assign \$314  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$315  = gidx + 1'h1;
+  assign \$316  = j < 2'h3;
+  assign \$317  = n + 6'h20;
+  assign \$318  = \$317  - 1'h1;
+  assign \$320  = j >= 2'h3;
+  assign \$321  = j < 3'h6;
+  assign \$322  = \$320  & \$321 ;
+  assign \$324  = \$323  + 11'h400;
+  assign \$325  = \$324  - 1'h1;
+  assign \$327  = n + 7'h40;
+  assign \$328  = \$327  - 1'h1;
+  assign \$330  = \$322  ? \$326  : { \$329 [11], \$329 [11], \$329 [11], \$329 [11], \$329  };
+  assign \$331  = \$316  ? { \$319 [11], \$319 [11], \$319 [11], \$319 [11], \$319  } : \$330 ;
+  assign \$332  = ! j;
+  assign \$333  = ! cnt;
+  assign \$334  = j == 3'h6;
+  assign \$335  = fg == 6'h3b;
+  assign \$336  = gidx + 1'h1;
+  assign \$337  = ~ release__valid;
+  assign \$338  = \$337  | release__ready;
+  assign \$339  = j + 1'h1;
+  assign \$340  = \$339  < 2'h3;
+  assign \$341  = j + 1'h1;
+  assign \$342  = j + 1'h1;
+  assign \$343  = \$342  >= 2'h3;
+  assign \$344  = j + 1'h1;
+  assign \$345  = \$344  < 3'h6;
+  assign \$346  = \$343  & \$345 ;
+  assign \$347  = j + 1'h1;
+  assign \$348  = \$347  - 2'h3;
   assign \$349  = j + 1'h1;
-  assign \$350  = \$349  < 2'h3;
-  assign \$351  = j + 1'h1;
-  assign \$352  = \$351  >= 2'h3;
+  assign \$350  = \$349  - 3'h6;
+  assign \$351  = \$346  ? \$348  : \$350 ;
+  assign \$352  = \$340  ? { 1'h0, \$341  } : \$351 ;
   assign \$353  = j + 1'h1;
-  assign \$354  = \$353  < 3'h6;
-  assign \$355  = \$352  & \$354 ;
-  assign \$356  = \$355  ? 2'h1 : 2'h2;
-  assign \$357  = \$350  ? 2'h0 : \$356 ;
-  assign \$358  = e1 == npg;
-  assign \$359  = \$358  ? 15'h0000 : e1;
-  assign \$360  = adv ? \$359  : e;
-  assign \$361  = e1 == npg;
-  assign \$362  = \$361  ? 15'h0000 : e1;
-  assign \$363  = adv ? \$362  : e;
-  assign \$364  = e1 == npg;
-  assign \$365  = \$364  ? 15'h0000 : e1;
-  assign \$366  = adv ? \$365  : e;
-  assign \$367  = e1 == npg;
-  assign \$368  = adv & \$367 ;
-  assign \$369  = j + 1'h1;
-  assign \$370  = \$369  < 2'h3;
-  assign \$371  = n + 6'h20;
-  assign \$372  = \$371  - 1'h1;
-  assign \$374  = j + 1'h1;
-  assign \$375  = \$374  >= 2'h3;
-  assign \$376  = j + 1'h1;
-  assign \$377  = \$376  < 3'h6;
-  assign \$378  = \$375  & \$377 ;
-  assign \$380  = \$379  + 11'h400;
-  assign \$381  = \$380  - 1'h1;
-  assign \$383  = n + 7'h40;
-  assign \$384  = \$383  - 1'h1;
-  assign \$386  = \$378  ? \$382  : { \$385 [11], \$385 [11], \$385 [11], \$385 [11], \$385  };
-  assign \$387  = \$370  ? { \$373 [11], \$373 [11], \$373 [11], \$373 [11], \$373  } : \$386 ;
-  assign \$388  = e1 == npg;
-  assign \$389  = j != 3'h6;
-  assign \$390  = | k_cnt;
-  assign \$391  = \$389  & \$390 ;
-  assign \$392  = j == 3'h6;
-  assign \$393  = fg == 6'h3b;
-  assign \$394  = ~ gs_done;
-  assign \$395  = ! fsm_state;
-  assign \$396  = fsm_state == 1'h1;
-  assign \$397  = fsm_state == 2'h2;
-  assign \$398  = fsm_state == 2'h3;
-  assign \$399  = fsm_state == 3'h4;
-  assign \$400  = fsm_state == 3'h5;
-  assign \$401  = fsm_state == 3'h6;
-  assign \$402  = fsm_state == 3'h7;
-  assign \$403  = fsm_state == 4'h8;
-  assign \$404  = fsm_state == 4'h9;
-  assign \$405  = fsm_state == 4'ha;
-  assign \$406  = ~ gs_done;
-  assign \$407  = gs_walk + 1'h1;
-  assign \$408  = gs_walk == 8'hef;
-  assign \$409  = ~ ready;
-  assign \$412  = cmd__payload[9:5] * 2'h2;
-  assign \$413  = \$412  + cmd__payload[10];
-  assign \$414  = \$411  ? 8'h00 : \$413 ;
-  assign \$415  = \$410  + \$414 ;
-  assign \$418  = cmd__payload[9:5] * 2'h2;
-  assign \$419  = \$418  + cmd__payload[10];
-  assign \$420  = \$417  ? 8'h00 : \$419 ;
-  assign \$422  = \$416  + \$421 ;
-  assign \$425  = cmd__payload[9:5] * 2'h2;
-  assign \$426  = \$425  + cmd__payload[10];
-  assign \$427  = \$424  ? 8'h00 : \$426 ;
-  assign \$429  = \$423  + \$428 ;
-  assign \$432  = cmd__payload[9:5] * 2'h2;
-  assign \$433  = \$432  + cmd__payload[10];
-  assign \$434  = \$431  ? 8'h00 : \$433 ;
-  assign \$436  = \$430  + \$435 ;
-  assign \$438  = ap[6:2] * 2'h2;
-  assign \$439  = \$438  + ap[7];
-  assign \$440  = \$437  + \$439 ;
+  assign \$354  = \$353  < 2'h3;
+  assign \$355  = j + 1'h1;
+  assign \$356  = \$355  >= 2'h3;
+  assign \$357  = j + 1'h1;
+  assign \$358  = \$357  < 3'h6;
+  assign \$359  = \$356  & \$358 ;
+  assign \$360  = \$359  ? 2'h1 : 2'h2;
+  assign \$361  = \$354  ? 2'h0 : \$360 ;
+  assign \$362  = e1 == npg;
+  assign \$363  = \$362  ? 15'h0000 : e1;
+  assign \$364  = adv ? \$363  : e;
+  assign \$365  = e1 == npg;
+  assign \$366  = \$365  ? 15'h0000 : e1;
+  assign \$367  = adv ? \$366  : e;
+  assign \$368  = e1 == npg;
+  assign \$369  = \$368  ? 15'h0000 : e1;
+  assign \$370  = adv ? \$369  : e;
+  assign \$371  = e1 == npg;
+  assign \$372  = adv & \$371 ;
+  assign \$373  = j + 1'h1;
+  assign \$374  = \$373  < 2'h3;
+  assign \$375  = n + 6'h20;
+  assign \$376  = \$375  - 1'h1;
+  assign \$378  = j + 1'h1;
+  assign \$379  = \$378  >= 2'h3;
+  assign \$380  = j + 1'h1;
+  assign \$381  = \$380  < 3'h6;
+  assign \$382  = \$379  & \$381 ;
+  assign \$384  = \$383  + 11'h400;
+  assign \$385  = \$384  - 1'h1;
+  assign \$387  = n + 7'h40;
+  assign \$388  = \$387  - 1'h1;
+  assign \$390  = \$382  ? \$386  : { \$389 [11], \$389 [11], \$389 [11], \$389 [11], \$389  };
+  assign \$391  = \$374  ? { \$377 [11], \$377 [11], \$377 [11], \$377 [11], \$377  } : \$390 ;
+  assign \$392  = e1 == npg;
+  assign \$393  = j != 3'h6;
+  assign \$394  = | k_cnt;
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = j == 3'h6;
+  assign \$397  = fg == 6'h3b;
+  assign \$398  = ~ gs_done;
+  assign \$399  = ! fsm_state;
+  assign \$400  = fsm_state == 1'h1;
+  assign \$401  = fsm_state == 2'h2;
+  assign \$402  = fsm_state == 2'h3;
+  assign \$403  = fsm_state == 3'h4;
+  assign \$404  = fsm_state == 3'h5;
+  assign \$405  = fsm_state == 3'h6;
+  assign \$406  = fsm_state == 3'h7;
+  assign \$407  = fsm_state == 4'h8;
+  assign \$408  = fsm_state == 4'h9;
+  assign \$409  = fsm_state == 4'ha;
+  assign \$410  = ~ gs_done;
+  assign \$411  = gs_walk + 1'h1;
+  assign \$412  = gs_walk == 8'hef;
+  assign \$413  = ~ ready;
+  assign \$416  = cmd__payload[9:5] * 2'h2;
+  assign \$417  = \$416  + cmd__payload[10];
+  assign \$418  = \$415  ? 8'h00 : \$417 ;
+  assign \$419  = \$414  + \$418 ;
+  assign \$422  = cmd__payload[9:5] * 2'h2;
+  assign \$423  = \$422  + cmd__payload[10];
+  assign \$424  = \$421  ? 8'h00 : \$423 ;
+  assign \$426  = \$420  + \$425 ;
+  assign \$429  = cmd__payload[9:5] * 2'h2;
+  assign \$430  = \$429  + cmd__payload[10];
+  assign \$431  = \$428  ? 8'h00 : \$430 ;
+  assign \$433  = \$427  + \$432 ;
+  assign \$436  = cmd__payload[9:5] * 2'h2;
+  assign \$437  = \$436  + cmd__payload[10];
+  assign \$438  = \$435  ? 8'h00 : \$437 ;
+  assign \$440  = \$434  + \$439 ;
   assign \$442  = ap[6:2] * 2'h2;
   assign \$443  = \$442  + ap[7];
-  assign \$445  = \$441  + \$444 ;
-  assign \$447  = ap[6:2] * 2'h2;
-  assign \$448  = \$447  + ap[7];
-  assign \$450  = \$446  + \$449 ;
-  assign \$452  = ap[6:2] * 2'h2;
-  assign \$453  = \$452  + ap[7];
-  assign \$455  = \$451  + \$454 ;
-  assign \$457  = append__payload[6:2] * 2'h2;
-  assign \$458  = \$457  + append__payload[7];
-  assign \$459  = \$456  + \$458 ;
+  assign \$444  = \$441  + \$443 ;
+  assign \$446  = ap[6:2] * 2'h2;
+  assign \$447  = \$446  + ap[7];
+  assign \$449  = \$445  + \$448 ;
+  assign \$451  = ap[6:2] * 2'h2;
+  assign \$452  = \$451  + ap[7];
+  assign \$454  = \$450  + \$453 ;
+  assign \$456  = ap[6:2] * 2'h2;
+  assign \$457  = \$456  + ap[7];
+  assign \$459  = \$455  + \$458 ;
   assign \$461  = append__payload[6:2] * 2'h2;
   assign \$462  = \$461  + append__payload[7];
-  assign \$464  = \$460  + \$463 ;
-  assign \$466  = append__payload[6:2] * 2'h2;
-  assign \$467  = \$466  + append__payload[7];
-  assign \$469  = \$465  + \$468 ;
-  assign \$471  = append__payload[6:2] * 2'h2;
-  assign \$472  = \$471  + append__payload[7];
-  assign \$474  = \$470  + \$473 ;
-  assign \$476  = ap[1:0] >= 3'h4;
-  assign \$477  = rk != 3'h7;
-  assign \$478  = rk != 3'h7;
-  assign \$479  = rk + 1'h1;
-  assign \$481  = ap[17:8] != n;
-  assign \$482  = ap[17:8] == n;
-  assign \$483  = ~ cap_bad;
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = \$67 [2:0] <= free_pages;
-  assign \$486  = \$484  & \$485 ;
-  assign \$488  = ! \$487 ;
-  assign \$490  = ! \$489 ;
+  assign \$463  = \$460  + \$462 ;
+  assign \$465  = append__payload[6:2] * 2'h2;
+  assign \$466  = \$465  + append__payload[7];
+  assign \$468  = \$464  + \$467 ;
+  assign \$470  = append__payload[6:2] * 2'h2;
+  assign \$471  = \$470  + append__payload[7];
+  assign \$473  = \$469  + \$472 ;
+  assign \$475  = append__payload[6:2] * 2'h2;
+  assign \$476  = \$475  + append__payload[7];
+  assign \$478  = \$474  + \$477 ;
+  assign \$480  = ap[1:0] >= 3'h4;
+  assign \$481  = rk != 3'h7;
+  assign \$482  = rk != 3'h7;
+  assign \$483  = rk + 1'h1;
+  assign \$485  = ap[17:8] != n;
+  assign \$486  = ap[17:8] == n;
+  assign \$487  = ~ cap_bad;
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = \$71 [2:0] <= free_pages;
+  assign \$490  = \$488  & \$489 ;
   assign \$492  = ! \$491 ;
-  assign \$493  = | ap[24:18];
-  assign \$495  = ! \$494 ;
-  assign \$496  = \$493  & \$495 ;
-  assign \$497  = | ap[31:25];
+  assign \$494  = ! \$493 ;
+  assign \$496  = ! \$495 ;
+  assign \$497  = | ap[24:18];
   assign \$499  = ! \$498 ;
   assign \$500  = \$497  & \$499 ;
-  assign \$501  = | ap[38:32];
+  assign \$501  = | ap[31:25];
   assign \$503  = ! \$502 ;
   assign \$504  = \$501  & \$503 ;
-  assign \$506  = ! \$505 ;
-  assign \$507  = | ap[24:18];
-  assign \$509  = \$508  + ap[24:18];
-  assign \$510  = \$509  > 11'h400;
-  assign \$511  = \$507  & \$510 ;
-  assign \$512  = | ap[31:25];
-  assign \$514  = \$513  + ap[31:25];
-  assign \$515  = \$514  > 11'h400;
-  assign \$516  = \$512  & \$515 ;
-  assign \$517  = | ap[38:32];
-  assign \$519  = \$518  + ap[38:32];
-  assign \$520  = \$519  > 11'h400;
-  assign \$521  = \$517  & \$520 ;
-  assign \$522  = rk != 3'h7;
-  assign \$523  = rk != 3'h7;
-  assign \$524  = rk + 1'h1;
-  assign \$526  = ! j;
-  assign \$527  = j - 1'h1;
-  assign \$528  = $signed(\$527 ) < $signed(3'h3);
-  assign \$529  = j - 1'h1;
-  assign \$530  = $signed(\$529 ) >= $signed(3'h3);
+  assign \$505  = | ap[38:32];
+  assign \$507  = ! \$506 ;
+  assign \$508  = \$505  & \$507 ;
+  assign \$510  = ! \$509 ;
+  assign \$511  = | ap[24:18];
+  assign \$513  = \$512  + ap[24:18];
+  assign \$514  = \$513  > 11'h400;
+  assign \$515  = \$511  & \$514 ;
+  assign \$516  = | ap[31:25];
+  assign \$518  = \$517  + ap[31:25];
+  assign \$519  = \$518  > 11'h400;
+  assign \$520  = \$516  & \$519 ;
+  assign \$521  = | ap[38:32];
+  assign \$523  = \$522  + ap[38:32];
+  assign \$524  = \$523  > 11'h400;
+  assign \$525  = \$521  & \$524 ;
+  assign \$526  = rk != 3'h7;
+  assign \$527  = rk != 3'h7;
+  assign \$528  = rk + 1'h1;
+  assign \$530  = ! j;
   assign \$531  = j - 1'h1;
-  assign \$532  = $signed(\$531 ) < $signed(4'h6);
-  assign \$533  = \$530  & \$532 ;
-  assign \$534  = ~ em_free;
-  assign \$535  = ~ frag;
-  assign \$536  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$537  = \$536  & p_second;
-  assign \$538  = j + 1'h1;
-  assign \$542  = | \$541 ;
-  assign \$546  = \$544  + \$545 ;
-  assign \$547  = \$546  > 11'h400;
-  assign \$548  = \$542  & \$547 ;
-  assign \$550  = | \$549 ;
-  assign \$552  = | \$551 ;
-  assign \$556  = \$554  + \$555 ;
-  assign \$557  = \$556  > 11'h400;
-  assign \$558  = \$552  & \$557 ;
-  assign \$561  = 11'h400 - \$560 ;
-  assign \$563  = \$558  ? \$561  : { 8'h00, \$562  };
-  assign \$566  = | \$565 ;
-  assign \$570  = \$568  + \$569 ;
-  assign \$571  = \$570  > 11'h400;
-  assign \$572  = \$566  & \$571 ;
-  assign \$575  = 11'h400 - \$574 ;
-  assign \$577  = \$572  ? \$575  : { 8'h00, \$576  };
-  assign \$578  = $signed({ 1'h0, \$564  }) - $signed(\$577 );
-  assign \$579  = j >= 2'h3;
-  assign \$580  = j < 3'h6;
-  assign \$581  = \$579  & \$580 ;
-  assign \$583  = ! \$582 ;
-  assign \$584  = \$581  & \$583 ;
-  assign \$585  = j >= 2'h3;
-  assign \$586  = j < 3'h6;
-  assign \$587  = \$585  & \$586 ;
-  assign \$588  = ~ \$587 ;
-  assign \$590  = | \$589 ;
-  assign \$592  = | \$591 ;
-  assign \$596  = \$594  + \$595 ;
-  assign \$597  = \$596  > 11'h400;
-  assign \$598  = \$592  & \$597 ;
-  assign \$599  = ~ \$598 ;
-  assign \$600  = \$590  & \$599 ;
-  assign \$601  = \$588  | \$600 ;
-  assign \$602  = j == 3'h7;
-  assign \$603  = take_first | take_second;
-  assign \$604  = cm[2:1] == 1'h1;
-  assign \$605  = cm[2:1] == 2'h2;
-  assign \$608  = \$605  ? \$606  : \$607 ;
-  assign \$609  = \$604  ? { 7'h00, cm[26:13] } : \$608 ;
-  assign \$611  = cm[2:1] == 1'h1;
-  assign \$612  = cm[2:1] == 2'h2;
-  assign \$615  = \$612  ? \$613  : \$614 ;
-  assign \$616  = \$611  ? { 7'h00, cm[26:13] } : \$615 ;
-  assign \$618  = \$617  + 1'h1;
-  assign \$619  = cm[2:1] == 1'h1;
-  assign \$620  = cm[2:1] == 2'h2;
-  assign \$623  = \$620  ? \$621  : \$622 ;
-  assign \$624  = \$619  ? { 7'h00, cm[26:13] } : \$623 ;
-  assign \$626  = \$625  + 2'h2;
-  assign \$627  = cm[4:3] >= 3'h4;
-  assign \$628  = obs__live >> cm[4:3];
-  assign \$629  = ~ \$628 ;
-  assign \$630  = \$627  | \$629 ;
-  assign \$632  = cm[9:5] >= 5'h1e;
-  assign \$633  = cm[12:11] >= 2'h3;
-  assign \$634  = \$632  | \$633 ;
-  assign \$635  = cm[2:1] == 2'h3;
-  assign \$636  = \$634  | \$635 ;
-  assign \$637  = cm[2:1] == 1'h1;
-  assign \$638  = cm[2:1] == 2'h2;
-  assign \$641  = \$638  ? \$639  : \$640 ;
-  assign \$642  = \$637  ? { 7'h00, hi } : \$641 ;
-  assign \$643  = cm[2:1] == 1'h1;
-  assign \$644  = cm[2:1] == 2'h2;
-  assign \$647  = \$644  ? \$645  : \$646 ;
-  assign \$648  = \$643  ? { 7'h00, cm[26:13] } : \$647 ;
-  assign \$649  = \$642  - \$648 ;
-  assign \$650  = cm[2:1] == 1'h1;
-  assign \$651  = cm[2:1] == 2'h2;
-  assign \$654  = \$651  ? \$652  : \$653 ;
-  assign \$655  = \$650  ? { 7'h00, cm[26:13] } : \$654 ;
-  assign \$657  = cm[2:1] == 1'h1;
-  assign \$658  = cm[2:1] == 2'h2;
-  assign \$661  = \$658  ? \$659  : \$660 ;
-  assign \$662  = \$657  ? { 7'h00, cm[26:13] } : \$661 ;
-  assign \$664  = 11'h400 - \$663 ;
-  assign \$665  = cm[2:1] == 1'h1;
-  assign \$666  = cm[2:1] == 2'h2;
-  assign \$667  = \$666  ? 2'h2 : 2'h0;
-  assign \$668  = \$665  ? 2'h1 : \$667 ;
-  assign \$669  = cm[26:13] > hi;
-  assign \$670  = cm[2:1] == 1'h1;
-  assign \$672  = \$670  ? \$671  : { 4'h0, n };
-  assign \$673  = hi > \$672 ;
-  assign \$674  = \$669  | \$673 ;
-  assign \$675  = cm[26:13] == hi;
-  assign \$676  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$677  = r_left <= r_room;
-  assign \$678  = \$677  ? r_left : { 14'h0000, r_room };
-  assign \$679  = r_left - \$678 ;
-  assign \$680  = e2 + 1'h1;
+  assign \$532  = $signed(\$531 ) < $signed(3'h3);
+  assign \$533  = j - 1'h1;
+  assign \$534  = $signed(\$533 ) >= $signed(3'h3);
+  assign \$535  = j - 1'h1;
+  assign \$536  = $signed(\$535 ) < $signed(4'h6);
+  assign \$537  = \$534  & \$536 ;
+  assign \$538  = ~ em_free;
+  assign \$539  = ~ frag;
+  assign \$540  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$541  = \$540  & p_second;
+  assign \$542  = j + 1'h1;
+  assign \$546  = | \$545 ;
+  assign \$550  = \$548  + \$549 ;
+  assign \$551  = \$550  > 11'h400;
+  assign \$552  = \$546  & \$551 ;
+  assign \$554  = | \$553 ;
+  assign \$556  = | \$555 ;
+  assign \$560  = \$558  + \$559 ;
+  assign \$561  = \$560  > 11'h400;
+  assign \$562  = \$556  & \$561 ;
+  assign \$565  = 11'h400 - \$564 ;
+  assign \$567  = \$562  ? \$565  : { 8'h00, \$566  };
+  assign \$570  = | \$569 ;
+  assign \$574  = \$572  + \$573 ;
+  assign \$575  = \$574  > 11'h400;
+  assign \$576  = \$570  & \$575 ;
+  assign \$579  = 11'h400 - \$578 ;
+  assign \$581  = \$576  ? \$579  : { 8'h00, \$580  };
+  assign \$582  = $signed({ 1'h0, \$568  }) - $signed(\$581 );
+  assign \$583  = j >= 2'h3;
+  assign \$584  = j < 3'h6;
+  assign \$585  = \$583  & \$584 ;
+  assign \$587  = ! \$586 ;
+  assign \$588  = \$585  & \$587 ;
+  assign \$589  = j >= 2'h3;
+  assign \$590  = j < 3'h6;
+  assign \$591  = \$589  & \$590 ;
+  assign \$592  = ~ \$591 ;
+  assign \$594  = | \$593 ;
+  assign \$596  = | \$595 ;
+  assign \$600  = \$598  + \$599 ;
+  assign \$601  = \$600  > 11'h400;
+  assign \$602  = \$596  & \$601 ;
+  assign \$603  = ~ \$602 ;
+  assign \$604  = \$594  & \$603 ;
+  assign \$605  = \$592  | \$604 ;
+  assign \$606  = j == 3'h7;
+  assign \$607  = take_first | take_second;
+  assign \$608  = cm[2:1] == 1'h1;
+  assign \$609  = cm[2:1] == 2'h2;
+  assign \$612  = \$609  ? \$610  : \$611 ;
+  assign \$613  = \$608  ? { 7'h00, cm[26:13] } : \$612 ;
+  assign \$615  = cm[2:1] == 1'h1;
+  assign \$616  = cm[2:1] == 2'h2;
+  assign \$619  = \$616  ? \$617  : \$618 ;
+  assign \$620  = \$615  ? { 7'h00, cm[26:13] } : \$619 ;
+  assign \$622  = \$621  + 1'h1;
+  assign \$623  = cm[2:1] == 1'h1;
+  assign \$624  = cm[2:1] == 2'h2;
+  assign \$627  = \$624  ? \$625  : \$626 ;
+  assign \$628  = \$623  ? { 7'h00, cm[26:13] } : \$627 ;
+  assign \$630  = \$629  + 2'h2;
+  assign \$631  = cm[4:3] >= 3'h4;
+  assign \$632  = obs__live >> cm[4:3];
+  assign \$633  = ~ \$632 ;
+  assign \$634  = \$631  | \$633 ;
+  assign \$636  = cm[9:5] >= 5'h1e;
+  assign \$637  = cm[12:11] >= 2'h3;
+  assign \$638  = \$636  | \$637 ;
+  assign \$639  = cm[2:1] == 2'h3;
+  assign \$640  = \$638  | \$639 ;
+  assign \$641  = cm[2:1] == 1'h1;
+  assign \$642  = cm[2:1] == 2'h2;
+  assign \$645  = \$642  ? \$643  : \$644 ;
+  assign \$646  = \$641  ? { 7'h00, hi } : \$645 ;
+  assign \$647  = cm[2:1] == 1'h1;
+  assign \$648  = cm[2:1] == 2'h2;
+  assign \$651  = \$648  ? \$649  : \$650 ;
+  assign \$652  = \$647  ? { 7'h00, cm[26:13] } : \$651 ;
+  assign \$653  = \$646  - \$652 ;
+  assign \$654  = cm[2:1] == 1'h1;
+  assign \$655  = cm[2:1] == 2'h2;
+  assign \$658  = \$655  ? \$656  : \$657 ;
+  assign \$659  = \$654  ? { 7'h00, cm[26:13] } : \$658 ;
+  assign \$661  = cm[2:1] == 1'h1;
+  assign \$662  = cm[2:1] == 2'h2;
+  assign \$665  = \$662  ? \$663  : \$664 ;
+  assign \$666  = \$661  ? { 7'h00, cm[26:13] } : \$665 ;
+  assign \$668  = 11'h400 - \$667 ;
+  assign \$669  = cm[2:1] == 1'h1;
+  assign \$670  = cm[2:1] == 2'h2;
+  assign \$671  = \$670  ? 2'h2 : 2'h0;
+  assign \$672  = \$669  ? 2'h1 : \$671 ;
+  assign \$673  = cm[26:13] > hi;
+  assign \$674  = cm[2:1] == 1'h1;
+  assign \$676  = \$674  ? \$675  : { 4'h0, n };
+  assign \$677  = hi > \$676 ;
+  assign \$678  = \$673  | \$677 ;
+  assign \$679  = cm[26:13] == hi;
+  assign \$680  = from_cmd ? rd_out__ready : wr_out__ready;
   assign \$681  = r_left <= r_room;
-  assign \$682  = ! cnt;
-  assign \$683  = j == 3'h6;
-  assign \$684  = fg == 6'h3b;
-  assign \$685  = gidx + 1'h1;
-  assign \$686  = dense_base + 6'h30;
-  assign \$687  = sparse_base + 5'h18;
-  assign \$688  = meta_base + 4'h8;
-  assign \$689  = fg + 1'h1;
-  assign \$690  = j + 1'h1;
-  assign \$691  = gidx * 3'h7;
-  assign \$692  = \$691  + j;
-  assign \$693  = e2 + 1'h1;
-  assign \$694  = e1 == npg;
-  assign \$695  = j != 3'h6;
-  assign \$696  = | k_cnt;
-  assign \$697  = \$695  & \$696 ;
-  assign \$698  = j + 1'h1;
-  assign \$699  = j == 3'h6;
-  assign \$700  = fg == 6'h3b;
-  assign \$701  = gidx + 1'h1;
-  assign \$702  = dense_base + 6'h30;
-  assign \$703  = sparse_base + 5'h18;
-  assign \$704  = meta_base + 4'h8;
-  assign \$705  = fg + 1'h1;
-  assign \$706  = j + 1'h1;
-  assign \$707  = ~ from_cmd;
-  assign \$708  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$682  = \$681  ? r_left : { 14'h0000, r_room };
+  assign \$683  = r_left - \$682 ;
+  assign \$684  = e2 + 1'h1;
+  assign \$685  = r_left <= r_room;
+  assign \$686  = ! cnt;
+  assign \$687  = j == 3'h6;
+  assign \$688  = fg == 6'h3b;
+  assign \$689  = gidx + 1'h1;
+  assign \$690  = dense_base + 6'h30;
+  assign \$691  = sparse_base + 5'h18;
+  assign \$692  = meta_base + 4'h8;
+  assign \$693  = fg + 1'h1;
+  assign \$694  = j + 1'h1;
+  assign \$695  = gidx * 3'h7;
+  assign \$696  = \$695  + j;
+  assign \$697  = e2 + 1'h1;
+  assign \$698  = e1 == npg;
+  assign \$699  = j != 3'h6;
+  assign \$700  = | k_cnt;
+  assign \$701  = \$699  & \$700 ;
+  assign \$702  = j + 1'h1;
+  assign \$703  = j == 3'h6;
+  assign \$704  = fg == 6'h3b;
+  assign \$705  = gidx + 1'h1;
+  assign \$706  = dense_base + 6'h30;
+  assign \$707  = sparse_base + 5'h18;
+  assign \$708  = meta_base + 4'h8;
+  assign \$709  = fg + 1'h1;
+  assign \$710  = j + 1'h1;
+  assign \$711  = ~ from_cmd;
+  assign \$712  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$709 ;
+    gs_walk <= \$713 ;
   always @(posedge clk)
-    gs_done <= \$710 ;
+    gs_done <= \$714 ;
   always @(posedge clk)
-    obs__free_done <= \$711 ;
+    obs__free_done <= \$715 ;
   always @(posedge clk)
-    release__valid <= \$712 ;
+    release__valid <= \$716 ;
   always @(posedge clk)
-    j <= \$713 ;
+    j <= \$717 ;
   always @(posedge clk)
-    frag <= \$714 ;
+    frag <= \$718 ;
   always @(posedge clk)
-    cap1 <= \$715 ;
+    cap1 <= \$719 ;
   always @(posedge clk)
-    cap2 <= \$716 ;
+    cap2 <= \$720 ;
   always @(posedge clk)
-    cm <= \$717 ;
+    cm <= \$721 ;
   always @(posedge clk)
-    from_cmd <= \$718 ;
+    from_cmd <= \$722 ;
   always @(posedge clk)
-    fg <= \$719 ;
+    fg <= \$723 ;
   always @(posedge clk)
-    gidx <= \$720 ;
+    gidx <= \$724 ;
   always @(posedge clk)
-    dense_base <= \$721 ;
+    dense_base <= \$725 ;
   always @(posedge clk)
-    sparse_base <= \$722 ;
+    sparse_base <= \$726 ;
   always @(posedge clk)
-    meta_base <= \$723 ;
+    meta_base <= \$727 ;
   always @(posedge clk)
-    fsm_state <= \$724 ;
+    fsm_state <= \$728 ;
   always @(posedge clk)
-    retry <= \$725 ;
+    retry <= \$729 ;
   always @(posedge clk)
-    ap <= \$726 ;
+    ap <= \$730 ;
   always @(posedge clk)
-    n <= \$727 ;
+    n <= \$731 ;
   always @(posedge clk)
-    sb0 <= \$728 ;
+    sb0 <= \$732 ;
   always @(posedge clk)
-    sb1 <= \$729 ;
+    sb1 <= \$733 ;
   always @(posedge clk)
-    sb2 <= \$730 ;
+    sb2 <= \$734 ;
   always @(posedge clk)
-    cap1_k <= \$731 ;
+    cap1_k <= \$735 ;
   always @(posedge clk)
-    cap2_k <= \$732 ;
+    cap2_k <= \$736 ;
   always @(posedge clk)
-    rk <= \$733 ;
+    rk <= \$737 ;
   always @(posedge clk)
-    pg0_0 <= \$734 ;
+    pg0_0 <= \$738 ;
   always @(posedge clk)
-    pg0_1 <= \$735 ;
+    pg0_1 <= \$739 ;
   always @(posedge clk)
-    pg0_2 <= \$736 ;
+    pg0_2 <= \$740 ;
   always @(posedge clk)
-    pg0_3 <= \$737 ;
+    pg0_3 <= \$741 ;
   always @(posedge clk)
-    pg0_4 <= \$738 ;
+    pg0_4 <= \$742 ;
   always @(posedge clk)
-    pg0_5 <= \$739 ;
+    pg0_5 <= \$743 ;
   always @(posedge clk)
-    pg0_6 <= \$740 ;
+    pg0_6 <= \$744 ;
   always @(posedge clk)
-    status <= \$741 ;
+    status <= \$745 ;
   always @(posedge clk)
-    chk_pos <= \$742 ;
+    chk_pos <= \$746 ;
   always @(posedge clk)
-    chk_cap <= \$743 ;
+    chk_cap <= \$747 ;
   always @(posedge clk)
-    em_free <= \$744 ;
+    em_free <= \$748 ;
   always @(posedge clk)
-    em_ready <= \$745 ;
+    em_ready <= \$749 ;
   always @(posedge clk)
-    a_first <= \$746 ;
+    a_first <= \$750 ;
   always @(posedge clk)
-    a_second <= \$747 ;
+    a_second <= \$751 ;
   always @(posedge clk)
-    out_of_pages <= \$748 ;
+    out_of_pages <= \$752 ;
   always @(posedge clk)
-    p_off <= \$749 ;
+    p_off <= \$753 ;
   always @(posedge clk)
-    p_second <= \$750 ;
+    p_second <= \$754 ;
   always @(posedge clk)
-    p_c_nz <= \$751 ;
+    p_c_nz <= \$755 ;
   always @(posedge clk)
-    p_first_len <= \$752 ;
+    p_first_len <= \$756 ;
   always @(posedge clk)
-    p_second_len <= \$753 ;
+    p_second_len <= \$757 ;
   always @(posedge clk)
-    obs__live <= \$754 ;
+    obs__live <= \$758 ;
   always @(posedge clk)
-    pg1_0 <= \$755 ;
+    pg1_0 <= \$759 ;
   always @(posedge clk)
-    pg1_1 <= \$756 ;
+    pg1_1 <= \$760 ;
   always @(posedge clk)
-    pg1_2 <= \$757 ;
+    pg1_2 <= \$761 ;
   always @(posedge clk)
-    e <= \$758 ;
+    e <= \$762 ;
   always @(posedge clk)
-    e1 <= \$759 ;
+    e1 <= \$763 ;
   always @(posedge clk)
-    e2 <= \$760 ;
+    e2 <= \$764 ;
   always @(posedge clk)
-    r_left <= \$761 ;
+    r_left <= \$765 ;
   always @(posedge clk)
-    r_off <= \$762 ;
+    r_off <= \$766 ;
   always @(posedge clk)
-    r_room <= \$763 ;
+    r_room <= \$767 ;
   always @(posedge clk)
-    npg <= \$764 ;
+    npg <= \$768 ;
   always @(posedge clk)
-    rel_tab <= \$765 ;
+    rel_tab <= \$769 ;
   always @(posedge clk)
-    obs__release_sid <= \$766 ;
+    obs__release_sid <= \$770 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1785,175 +1797,167 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$22  = \$21  ? 2'h1 : 2'h2;
   assign slot_tab = \$18  ? 2'h0 : \$22 ;
   assign \$24  = ! \$23 ;
-  assign \$25  = 1'h0 + \$24 ;
-  assign \$26  = | ap[24:18];
+  assign \$26  = 1'h0 + \$25 ;
   assign \$28  = ! \$27 ;
-  assign \$29  = \$26  & \$28 ;
-  assign \$30  = | ap[24:18];
-  assign \$32  = \$31  + ap[24:18];
-  assign \$33  = \$32  > 11'h400;
-  assign \$34  = \$30  & \$33 ;
-  assign \$35  = \$29  | \$34 ;
-  assign \$36  = \$25  + \$35 ;
-  assign \$38  = ! \$37 ;
-  assign \$39  = \$36  + \$38 ;
-  assign \$40  = | ap[31:25];
-  assign \$42  = ! \$41 ;
-  assign \$43  = \$40  & \$42 ;
-  assign \$44  = | ap[31:25];
-  assign \$46  = \$45  + ap[31:25];
-  assign \$47  = \$46  > 11'h400;
-  assign \$48  = \$44  & \$47 ;
-  assign \$49  = \$43  | \$48 ;
-  assign \$50  = \$39  + \$49 ;
-  assign \$52  = ! \$51 ;
-  assign \$53  = \$50  + \$52 ;
-  assign \$54  = | ap[38:32];
-  assign \$56  = ! \$55 ;
-  assign \$57  = \$54  & \$56 ;
-  assign \$58  = | ap[38:32];
-  assign \$60  = \$59  + ap[38:32];
-  assign \$61  = \$60  > 11'h400;
-  assign \$62  = \$58  & \$61 ;
-  assign \$63  = \$57  | \$62 ;
-  assign \$64  = \$53  + \$63 ;
-  assign \$66  = ! \$65 ;
-  assign \$67  = \$64  + \$66 ;
+  assign \$30  = \$26  + \$29 ;
+  assign \$32  = ! \$31 ;
+  assign \$34  = \$30  + \$33 ;
+  assign \$35  = | ap[24:18];
+  assign \$37  = ! \$36 ;
+  assign \$38  = \$35  & \$37 ;
+  assign \$39  = | ap[24:18];
+  assign \$41  = \$40  + ap[24:18];
+  assign \$42  = \$41  > 11'h400;
+  assign \$43  = \$39  & \$42 ;
+  assign \$44  = \$38  | \$43 ;
+  assign \$45  = \$34  + \$44 ;
+  assign \$46  = | ap[31:25];
+  assign \$48  = ! \$47 ;
+  assign \$49  = \$46  & \$48 ;
+  assign \$50  = | ap[31:25];
+  assign \$52  = \$51  + ap[31:25];
+  assign \$53  = \$52  > 11'h400;
+  assign \$54  = \$50  & \$53 ;
+  assign \$55  = \$49  | \$54 ;
+  assign \$56  = \$45  + \$55 ;
+  assign \$57  = | ap[38:32];
+  assign \$59  = ! \$58 ;
+  assign \$60  = \$57  & \$59 ;
+  assign \$61  = | ap[38:32];
+  assign \$63  = \$62  + ap[38:32];
+  assign \$64  = \$63  > 11'h400;
+  assign \$65  = \$61  & \$64 ;
+  assign \$66  = \$60  | \$65 ;
+  assign \$67  = \$56  + \$66 ;
+  assign \$69  = ! \$68 ;
+  assign \$71  = \$67  + \$70 ;
   assign take_first = a_first >> j;
   assign take_second = a_second >> j;
-  assign \$68  = n >= 10'h200;
-  assign \$69  = sb0 + ap[24:18];
-  assign \$70  = \$69  > 14'h2000;
-  assign \$71  = sb1 + ap[31:25];
-  assign \$72  = \$71  > 14'h2000;
-  assign \$73  = sb2 + ap[38:32];
+  assign \$72  = n >= 10'h200;
+  assign \$73  = sb0 + ap[24:18];
   assign \$74  = \$73  > 14'h2000;
-  assign \$75  = | { \$74 , \$72 , \$70  };
-  assign cap_bad = \$68  | \$75 ;
-  assign \$76  = ap[6:2] >= 5'h1e;
-  assign \$77  = ap[24:18] > 7'h40;
-  assign \$78  = ap[31:25] > 7'h40;
-  assign \$79  = ap[38:32] > 7'h40;
-  assign \$80  = | { \$79 , \$78 , \$77  };
-  assign field_bad = \$76  | \$80 ;
-  assign \$83  = dense_base + { \$82 , dense_r_entry };
-  assign \$86  = dense_base + { \$85 , dense_w_entry };
-  assign \$89  = sparse_base + { \$88 , sparse_r_entry };
-  assign \$92  = sparse_base + { \$91 , sparse_w_entry };
-  assign \$95  = meta_base + { \$94 , meta_r_entry };
-  assign \$98  = meta_base + { \$97 , meta_w_entry };
-  assign \$99  = ~ release__valid;
-  assign \$100  = \$99  | release__ready;
-  assign \$101  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$101 ;
+  assign \$75  = sb1 + ap[31:25];
+  assign \$76  = \$75  > 14'h2000;
+  assign \$77  = sb2 + ap[38:32];
+  assign \$78  = \$77  > 14'h2000;
+  assign \$79  = | { \$78 , \$76 , \$74  };
+  assign cap_bad = \$72  | \$79 ;
+  assign \$80  = ap[6:2] >= 5'h1e;
+  assign \$81  = ap[24:18] > 7'h40;
+  assign \$82  = ap[31:25] > 7'h40;
+  assign \$83  = ap[38:32] > 7'h40;
+  assign \$84  = | { \$83 , \$82 , \$81  };
+  assign field_bad = \$80  | \$84 ;
+  assign \$87  = dense_base + { \$86 , dense_r_entry };
+  assign \$90  = dense_base + { \$89 , dense_w_entry };
+  assign \$93  = sparse_base + { \$92 , sparse_r_entry };
+  assign \$96  = sparse_base + { \$95 , sparse_w_entry };
+  assign \$99  = meta_base + { \$98 , meta_r_entry };
+  assign \$102  = meta_base + { \$101 , meta_w_entry };
+  assign \$103  = ~ release__valid;
+  assign \$104  = \$103  | release__ready;
+  assign \$105  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$105 ;
   assign rd_out__valid = rec_valid & from_cmd;
-  assign \$102  = cm[2:1] == 2'h2;
-  assign r_idx = \$102  ? 2'h0 : cm[12:11];
-  assign \$103  = ~ ready;
-  assign \$106  = cmd__payload[9:5] * 2'h2;
-  assign \$107  = \$106  + cmd__payload[10];
-  assign \$108  = \$105  ? 8'h00 : \$107 ;
-  assign \$109  = \$104  + \$108 ;
-  assign \$111  = ap[6:2] * 2'h2;
-  assign \$112  = \$111  + ap[7];
-  assign \$113  = \$110  + \$112 ;
-  assign \$115  = append__payload[6:2] * 2'h2;
-  assign \$116  = \$115  + append__payload[7];
+  assign \$106  = cm[2:1] == 2'h2;
+  assign r_idx = \$106  ? 2'h0 : cm[12:11];
+  assign \$107  = ~ ready;
+  assign \$110  = cmd__payload[9:5] * 2'h2;
+  assign \$111  = \$110  + cmd__payload[10];
+  assign \$112  = \$109  ? 8'h00 : \$111 ;
+  assign \$113  = \$108  + \$112 ;
+  assign \$115  = ap[6:2] * 2'h2;
+  assign \$116  = \$115  + ap[7];
   assign \$117  = \$114  + \$116 ;
-  assign \$126  = cap2_k < 2'h3;
-  assign \$127  = cap2_k >= 2'h3;
-  assign \$128  = cap2_k < 3'h6;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = cap2_k - 2'h3;
-  assign \$131  = cap2_k - 3'h6;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = \$126  ? { 1'h0, cap2_k } : \$132 ;
-  assign \$134  = cap2_k < 2'h3;
-  assign \$135  = cap2_k >= 2'h3;
-  assign \$136  = cap2_k < 3'h6;
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = \$137  ? 2'h1 : 2'h2;
-  assign \$139  = \$134  ? 2'h0 : \$138 ;
-  assign \$140  = rk < 2'h3;
-  assign \$141  = rk >= 2'h3;
-  assign \$142  = rk < 3'h6;
-  assign \$143  = \$141  & \$142 ;
-  assign \$144  = rk - 2'h3;
-  assign \$145  = rk - 3'h6;
-  assign \$146  = \$143  ? \$144  : \$145 ;
-  assign \$147  = \$140  ? { 1'h0, rk } : \$146 ;
-  assign \$148  = rk < 2'h3;
-  assign \$149  = rk >= 2'h3;
-  assign \$150  = rk < 3'h6;
-  assign \$151  = \$149  & \$150 ;
-  assign \$152  = \$151  ? 2'h1 : 2'h2;
-  assign \$153  = \$148  ? 2'h0 : \$152 ;
-  assign \$158  = cap2_k < 2'h3;
-  assign \$159  = cap2_k >= 2'h3;
-  assign \$160  = cap2_k < 3'h6;
-  assign \$161  = \$159  & \$160 ;
-  assign \$162  = cap2_k - 2'h3;
-  assign \$163  = cap2_k - 3'h6;
-  assign \$164  = \$161  ? \$162  : \$163 ;
-  assign \$165  = \$158  ? { 1'h0, cap2_k } : \$164 ;
-  assign \$166  = cap2_k < 2'h3;
-  assign \$167  = cap2_k >= 2'h3;
-  assign \$168  = cap2_k < 3'h6;
-  assign \$169  = \$167  & \$168 ;
-  assign \$170  = \$169  ? 2'h1 : 2'h2;
-  assign \$171  = \$166  ? 2'h0 : \$170 ;
-  assign \$172  = j - 1'h1;
-  assign \$173  = $signed(\$172 ) < $signed(3'h3);
-  assign \$174  = j - 1'h1;
-  assign \$175  = j - 1'h1;
-  assign \$176  = $signed(\$175 ) >= $signed(3'h3);
-  assign \$177  = j - 1'h1;
-  assign \$178  = $signed(\$177 ) < $signed(4'h6);
-  assign \$179  = \$176  & \$178 ;
-  assign \$180  = j - 1'h1;
-  assign \$181  = $signed(\$180 ) - $signed(3'h3);
-  assign \$182  = j - 1'h1;
-  assign \$183  = $signed(\$182 ) - $signed(4'h6);
-  assign \$184  = \$179  ? \$181  : \$183 ;
-  assign \$185  = \$173  ? { \$174 [3], \$174  } : \$184 ;
+  assign \$119  = append__payload[6:2] * 2'h2;
+  assign \$120  = \$119  + append__payload[7];
+  assign \$121  = \$118  + \$120 ;
+  assign \$130  = cap2_k < 2'h3;
+  assign \$131  = cap2_k >= 2'h3;
+  assign \$132  = cap2_k < 3'h6;
+  assign \$133  = \$131  & \$132 ;
+  assign \$134  = cap2_k - 2'h3;
+  assign \$135  = cap2_k - 3'h6;
+  assign \$136  = \$133  ? \$134  : \$135 ;
+  assign \$137  = \$130  ? { 1'h0, cap2_k } : \$136 ;
+  assign \$138  = cap2_k < 2'h3;
+  assign \$139  = cap2_k >= 2'h3;
+  assign \$140  = cap2_k < 3'h6;
+  assign \$141  = \$139  & \$140 ;
+  assign \$142  = \$141  ? 2'h1 : 2'h2;
+  assign \$143  = \$138  ? 2'h0 : \$142 ;
+  assign \$144  = rk < 2'h3;
+  assign \$145  = rk >= 2'h3;
+  assign \$146  = rk < 3'h6;
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = rk - 2'h3;
+  assign \$149  = rk - 3'h6;
+  assign \$150  = \$147  ? \$148  : \$149 ;
+  assign \$151  = \$144  ? { 1'h0, rk } : \$150 ;
+  assign \$152  = rk < 2'h3;
+  assign \$153  = rk >= 2'h3;
+  assign \$154  = rk < 3'h6;
+  assign \$155  = \$153  & \$154 ;
+  assign \$156  = \$155  ? 2'h1 : 2'h2;
+  assign \$157  = \$152  ? 2'h0 : \$156 ;
+  assign \$162  = cap2_k < 2'h3;
+  assign \$163  = cap2_k >= 2'h3;
+  assign \$164  = cap2_k < 3'h6;
+  assign \$165  = \$163  & \$164 ;
+  assign \$166  = cap2_k - 2'h3;
+  assign \$167  = cap2_k - 3'h6;
+  assign \$168  = \$165  ? \$166  : \$167 ;
+  assign \$169  = \$162  ? { 1'h0, cap2_k } : \$168 ;
+  assign \$170  = cap2_k < 2'h3;
+  assign \$171  = cap2_k >= 2'h3;
+  assign \$172  = cap2_k < 3'h6;
+  assign \$173  = \$171  & \$172 ;
+  assign \$174  = \$173  ? 2'h1 : 2'h2;
+  assign \$175  = \$170  ? 2'h0 : \$174 ;
+  assign \$176  = j - 1'h1;
+  assign \$177  = $signed(\$176 ) < $signed(3'h3);
+  assign \$178  = j - 1'h1;
+  assign \$179  = j - 1'h1;
+  assign \$180  = $signed(\$179 ) >= $signed(3'h3);
+  assign \$181  = j - 1'h1;
+  assign \$182  = $signed(\$181 ) < $signed(4'h6);
+  assign \$183  = \$180  & \$182 ;
+  assign \$184  = j - 1'h1;
+  assign \$185  = $signed(\$184 ) - $signed(3'h3);
   assign \$186  = j - 1'h1;
-  assign \$187  = $signed(\$186 ) < $signed(3'h3);
-  assign \$188  = j - 1'h1;
-  assign \$189  = $signed(\$188 ) >= $signed(3'h3);
+  assign \$187  = $signed(\$186 ) - $signed(4'h6);
+  assign \$188  = \$183  ? \$185  : \$187 ;
+  assign \$189  = \$177  ? { \$178 [3], \$178  } : \$188 ;
   assign \$190  = j - 1'h1;
-  assign \$191  = $signed(\$190 ) < $signed(4'h6);
-  assign \$192  = \$189  & \$191 ;
-  assign \$193  = \$192  ? 2'h1 : 2'h2;
-  assign \$194  = \$187  ? 2'h0 : \$193 ;
-  assign \$195  = rk < 2'h3;
-  assign \$196  = rk >= 2'h3;
-  assign \$197  = rk < 3'h6;
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = rk - 2'h3;
-  assign \$200  = rk - 3'h6;
-  assign \$201  = \$198  ? \$199  : \$200 ;
-  assign \$202  = \$195  ? { 1'h0, rk } : \$201 ;
-  assign \$203  = rk < 2'h3;
-  assign \$204  = rk >= 2'h3;
-  assign \$205  = rk < 3'h6;
-  assign \$206  = \$204  & \$205 ;
-  assign \$207  = \$206  ? 2'h1 : 2'h2;
-  assign \$208  = \$203  ? 2'h0 : \$207 ;
-  assign \$213  = cap2_k < 2'h3;
-  assign \$214  = cap2_k >= 2'h3;
-  assign \$215  = cap2_k < 3'h6;
-  assign \$216  = \$214  & \$215 ;
-  assign \$217  = cap2_k - 2'h3;
-  assign \$218  = cap2_k - 3'h6;
-  assign \$219  = \$216  ? \$217  : \$218 ;
-  assign \$220  = \$213  ? { 1'h0, cap2_k } : \$219 ;
+  assign \$191  = $signed(\$190 ) < $signed(3'h3);
+  assign \$192  = j - 1'h1;
+  assign \$193  = $signed(\$192 ) >= $signed(3'h3);
+  assign \$194  = j - 1'h1;
+  assign \$195  = $signed(\$194 ) < $signed(4'h6);
+  assign \$196  = \$193  & \$195 ;
+  assign \$197  = \$196  ? 2'h1 : 2'h2;
+  assign \$198  = \$191  ? 2'h0 : \$197 ;
+  assign \$199  = rk < 2'h3;
+  assign \$200  = rk >= 2'h3;
+  assign \$201  = rk < 3'h6;
+  assign \$202  = \$200  & \$201 ;
+  assign \$203  = rk - 2'h3;
+  assign \$204  = rk - 3'h6;
+  assign \$205  = \$202  ? \$203  : \$204 ;
+  assign \$206  = \$199  ? { 1'h0, rk } : \$205 ;
+  assign \$207  = rk < 2'h3;
+  assign \$208  = rk >= 2'h3;
+  assign \$209  = rk < 3'h6;
+  assign \$210  = \$208  & \$209 ;
+  assign \$211  = \$210  ? 2'h1 : 2'h2;
+  assign \$212  = \$207  ? 2'h0 : \$211 ;
   \mmu.dense_table  dense_table (
     .clk(clk),
     .q(r_data),
     .r_en(tab_en),
-    .rd__addr(\$83 [13:0]),
+    .rd__addr(\$87 [13:0]),
     .rst(rst),
-    .wr__addr(\$86 [13:0]),
+    .wr__addr(\$90 [13:0]),
     .wr__data(obs__alloc_page),
     .wr__en(w_en)
   );
@@ -1973,9 +1977,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     .clk(clk),
     .q(\r_data$88 ),
     .r_en(tab_en),
-    .rd__addr(\$95 [10:0]),
+    .rd__addr(\$99 [10:0]),
     .rst(rst),
-    .wr__addr(\$98 [10:0]),
+    .wr__addr(\$102 [10:0]),
     .wr__data(obs__alloc_page),
     .wr__en(\w_en$136 )
   );
@@ -1983,154 +1987,154 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     .clk(clk),
     .q(\r_data$87 ),
     .r_en(tab_en),
-    .rd__addr(\$89 [12:0]),
+    .rd__addr(\$93 [12:0]),
     .rst(rst),
-    .wr__addr(\$92 [12:0]),
+    .wr__addr(\$96 [12:0]),
     .wr__data(obs__alloc_page),
     .wr__en(\w_en$135 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$239  = 14'h0000;
-    casez (\$238 )
+    \$243  = 14'h0000;
+    casez (\$242 )
       4'h0:
-          \$239  = pg0_0;
+          \$243  = pg0_0;
       4'h1:
-          \$239  = pg0_1;
+          \$243  = pg0_1;
       4'h2:
-          \$239  = pg0_2;
+          \$243  = pg0_2;
       4'h3:
-          \$239  = pg0_3;
+          \$243  = pg0_3;
       4'h4:
-          \$239  = pg0_4;
+          \$243  = pg0_4;
       4'h5:
-          \$239  = pg0_5;
+          \$243  = pg0_5;
       4'h6:
-          \$239  = pg0_6;
+          \$243  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = 14'h0000;
-    casez (\$244 )
+    \$249  = 14'h0000;
+    casez (\$248 )
       4'h0:
-          \$245  = pg0_0;
+          \$249  = pg0_0;
       4'h1:
-          \$245  = pg0_1;
+          \$249  = pg0_1;
       4'h2:
-          \$245  = pg0_2;
+          \$249  = pg0_2;
       4'h3:
-          \$245  = pg0_3;
+          \$249  = pg0_3;
       4'h4:
-          \$245  = pg0_4;
+          \$249  = pg0_4;
       4'h5:
-          \$245  = pg0_5;
+          \$249  = pg0_5;
       4'h6:
-          \$245  = pg0_6;
+          \$249  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$247  = 14'h0000;
+    \$251  = 14'h0000;
     casez (\slot_idx$108 )
       2'h0:
-          \$247  = pg1_0;
+          \$251  = pg1_0;
       2'h1:
-          \$247  = pg1_1;
+          \$251  = pg1_1;
       2'h2:
-          \$247  = pg1_2;
+          \$251  = pg1_2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$250  = 14'h0000;
-    casez (\$249 )
+    \$254  = 14'h0000;
+    casez (\$253 )
       4'h0:
-          \$250  = pg0_0;
+          \$254  = pg0_0;
       4'h1:
-          \$250  = pg0_1;
+          \$254  = pg0_1;
       4'h2:
-          \$250  = pg0_2;
+          \$254  = pg0_2;
       4'h3:
-          \$250  = pg0_3;
+          \$254  = pg0_3;
       4'h4:
-          \$250  = pg0_4;
+          \$254  = pg0_4;
       4'h5:
-          \$250  = pg0_5;
+          \$254  = pg0_5;
       4'h6:
-          \$250  = pg0_6;
+          \$254  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$256  = 14'h0000;
+    \$260  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$256  = sb0;
+          \$260  = sb0;
       2'h1:
-          \$256  = sb1;
+          \$260  = sb1;
       2'h2:
-          \$256  = sb2;
+          \$260  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = 14'h0000;
+    \$263  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$259  = sb0;
+          \$263  = sb0;
       2'h1:
-          \$259  = sb1;
+          \$263  = sb1;
       2'h2:
-          \$259  = sb2;
+          \$263  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = 14'h0000;
+    \$301  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$297  = sb0;
+          \$301  = sb0;
       2'h1:
-          \$297  = sb1;
+          \$301  = sb1;
       2'h2:
-          \$297  = sb2;
+          \$301  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$300  = 14'h0000;
+    \$304  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$300  = r_data;
+          \$304  = r_data;
       2'h1:
-          \$300  = \r_data$87 ;
+          \$304  = \r_data$87 ;
       2'h2:
-          \$300  = \r_data$88 ;
+          \$304  = \r_data$88 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = 14'h0000;
+    \$323  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$319  = sb0;
+          \$323  = sb0;
       2'h1:
-          \$319  = sb1;
+          \$323  = sb1;
       2'h2:
-          \$319  = sb2;
+          \$323  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = 14'h0000;
+    \$383  = 14'h0000;
     casez (\slot_idx$146 )
       2'h0:
-          \$379  = sb0;
+          \$383  = sb0;
       2'h1:
-          \$379  = sb1;
+          \$383  = sb1;
       2'h2:
-          \$379  = sb2;
+          \$383  = sb2;
     endcase
   end
   always @* begin
@@ -2138,13 +2142,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$410  = 8'h00;
+          \$414  = 8'h00;
       2'h1:
-          \$410  = 8'h3c;
+          \$414  = 8'h3c;
       2'h2:
-          \$410  = 8'h78;
+          \$414  = 8'h78;
       2'h3:
-          \$410  = 8'hb4;
+          \$414  = 8'hb4;
     endcase
   end
   always @* begin
@@ -2152,139 +2156,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$416  = 14'h0000;
+          \$420  = 14'h0000;
       2'h1:
-          \$416  = 14'h0b40;
+          \$420  = 14'h0b40;
       2'h2:
-          \$416  = 14'h1680;
+          \$420  = 14'h1680;
       2'h3:
-          \$416  = 14'h21c0;
+          \$420  = 14'h21c0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = 12'h000;
-    casez (\$420 )
+    \$425  = 12'h000;
+    casez (\$424 )
       8'h00:
-          \$421  = 12'h000;
+          \$425  = 12'h000;
       8'h01:
-          \$421  = 12'h030;
+          \$425  = 12'h030;
       8'h02:
-          \$421  = 12'h060;
+          \$425  = 12'h060;
       8'h03:
-          \$421  = 12'h090;
+          \$425  = 12'h090;
       8'h04:
-          \$421  = 12'h0c0;
+          \$425  = 12'h0c0;
       8'h05:
-          \$421  = 12'h0f0;
+          \$425  = 12'h0f0;
       8'h06:
-          \$421  = 12'h120;
+          \$425  = 12'h120;
       8'h07:
-          \$421  = 12'h150;
+          \$425  = 12'h150;
       8'h08:
-          \$421  = 12'h180;
+          \$425  = 12'h180;
       8'h09:
-          \$421  = 12'h1b0;
+          \$425  = 12'h1b0;
       8'h0a:
-          \$421  = 12'h1e0;
+          \$425  = 12'h1e0;
       8'h0b:
-          \$421  = 12'h210;
+          \$425  = 12'h210;
       8'h0c:
-          \$421  = 12'h240;
+          \$425  = 12'h240;
       8'h0d:
-          \$421  = 12'h270;
+          \$425  = 12'h270;
       8'h0e:
-          \$421  = 12'h2a0;
+          \$425  = 12'h2a0;
       8'h0f:
-          \$421  = 12'h2d0;
+          \$425  = 12'h2d0;
       8'h10:
-          \$421  = 12'h300;
+          \$425  = 12'h300;
       8'h11:
-          \$421  = 12'h330;
+          \$425  = 12'h330;
       8'h12:
-          \$421  = 12'h360;
+          \$425  = 12'h360;
       8'h13:
-          \$421  = 12'h390;
+          \$425  = 12'h390;
       8'h14:
-          \$421  = 12'h3c0;
+          \$425  = 12'h3c0;
       8'h15:
-          \$421  = 12'h3f0;
+          \$425  = 12'h3f0;
       8'h16:
-          \$421  = 12'h420;
+          \$425  = 12'h420;
       8'h17:
-          \$421  = 12'h450;
+          \$425  = 12'h450;
       8'h18:
-          \$421  = 12'h480;
+          \$425  = 12'h480;
       8'h19:
-          \$421  = 12'h4b0;
+          \$425  = 12'h4b0;
       8'h1a:
-          \$421  = 12'h4e0;
+          \$425  = 12'h4e0;
       8'h1b:
-          \$421  = 12'h510;
+          \$425  = 12'h510;
       8'h1c:
-          \$421  = 12'h540;
+          \$425  = 12'h540;
       8'h1d:
-          \$421  = 12'h570;
+          \$425  = 12'h570;
       8'h1e:
-          \$421  = 12'h5a0;
+          \$425  = 12'h5a0;
       8'h1f:
-          \$421  = 12'h5d0;
+          \$425  = 12'h5d0;
       8'h20:
-          \$421  = 12'h600;
+          \$425  = 12'h600;
       8'h21:
-          \$421  = 12'h630;
+          \$425  = 12'h630;
       8'h22:
-          \$421  = 12'h660;
+          \$425  = 12'h660;
       8'h23:
-          \$421  = 12'h690;
+          \$425  = 12'h690;
       8'h24:
-          \$421  = 12'h6c0;
+          \$425  = 12'h6c0;
       8'h25:
-          \$421  = 12'h6f0;
+          \$425  = 12'h6f0;
       8'h26:
-          \$421  = 12'h720;
+          \$425  = 12'h720;
       8'h27:
-          \$421  = 12'h750;
+          \$425  = 12'h750;
       8'h28:
-          \$421  = 12'h780;
+          \$425  = 12'h780;
       8'h29:
-          \$421  = 12'h7b0;
+          \$425  = 12'h7b0;
       8'h2a:
-          \$421  = 12'h7e0;
+          \$425  = 12'h7e0;
       8'h2b:
-          \$421  = 12'h810;
+          \$425  = 12'h810;
       8'h2c:
-          \$421  = 12'h840;
+          \$425  = 12'h840;
       8'h2d:
-          \$421  = 12'h870;
+          \$425  = 12'h870;
       8'h2e:
-          \$421  = 12'h8a0;
+          \$425  = 12'h8a0;
       8'h2f:
-          \$421  = 12'h8d0;
+          \$425  = 12'h8d0;
       8'h30:
-          \$421  = 12'h900;
+          \$425  = 12'h900;
       8'h31:
-          \$421  = 12'h930;
+          \$425  = 12'h930;
       8'h32:
-          \$421  = 12'h960;
+          \$425  = 12'h960;
       8'h33:
-          \$421  = 12'h990;
+          \$425  = 12'h990;
       8'h34:
-          \$421  = 12'h9c0;
+          \$425  = 12'h9c0;
       8'h35:
-          \$421  = 12'h9f0;
+          \$425  = 12'h9f0;
       8'h36:
-          \$421  = 12'ha20;
+          \$425  = 12'ha20;
       8'h37:
-          \$421  = 12'ha50;
+          \$425  = 12'ha50;
       8'h38:
-          \$421  = 12'ha80;
+          \$425  = 12'ha80;
       8'h39:
-          \$421  = 12'hab0;
+          \$425  = 12'hab0;
       8'h3a:
-          \$421  = 12'hae0;
+          \$425  = 12'hae0;
       8'h3b:
-          \$421  = 12'hb10;
+          \$425  = 12'hb10;
     endcase
   end
   always @* begin
@@ -2292,139 +2296,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$423  = 13'h0000;
+          \$427  = 13'h0000;
       2'h1:
-          \$423  = 13'h05a0;
+          \$427  = 13'h05a0;
       2'h2:
-          \$423  = 13'h0b40;
+          \$427  = 13'h0b40;
       2'h3:
-          \$423  = 13'h10e0;
+          \$427  = 13'h10e0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = 11'h000;
-    casez (\$427 )
+    \$432  = 11'h000;
+    casez (\$431 )
       8'h00:
-          \$428  = 11'h000;
+          \$432  = 11'h000;
       8'h01:
-          \$428  = 11'h018;
+          \$432  = 11'h018;
       8'h02:
-          \$428  = 11'h030;
+          \$432  = 11'h030;
       8'h03:
-          \$428  = 11'h048;
+          \$432  = 11'h048;
       8'h04:
-          \$428  = 11'h060;
+          \$432  = 11'h060;
       8'h05:
-          \$428  = 11'h078;
+          \$432  = 11'h078;
       8'h06:
-          \$428  = 11'h090;
+          \$432  = 11'h090;
       8'h07:
-          \$428  = 11'h0a8;
+          \$432  = 11'h0a8;
       8'h08:
-          \$428  = 11'h0c0;
+          \$432  = 11'h0c0;
       8'h09:
-          \$428  = 11'h0d8;
+          \$432  = 11'h0d8;
       8'h0a:
-          \$428  = 11'h0f0;
+          \$432  = 11'h0f0;
       8'h0b:
-          \$428  = 11'h108;
+          \$432  = 11'h108;
       8'h0c:
-          \$428  = 11'h120;
+          \$432  = 11'h120;
       8'h0d:
-          \$428  = 11'h138;
+          \$432  = 11'h138;
       8'h0e:
-          \$428  = 11'h150;
+          \$432  = 11'h150;
       8'h0f:
-          \$428  = 11'h168;
+          \$432  = 11'h168;
       8'h10:
-          \$428  = 11'h180;
+          \$432  = 11'h180;
       8'h11:
-          \$428  = 11'h198;
+          \$432  = 11'h198;
       8'h12:
-          \$428  = 11'h1b0;
+          \$432  = 11'h1b0;
       8'h13:
-          \$428  = 11'h1c8;
+          \$432  = 11'h1c8;
       8'h14:
-          \$428  = 11'h1e0;
+          \$432  = 11'h1e0;
       8'h15:
-          \$428  = 11'h1f8;
+          \$432  = 11'h1f8;
       8'h16:
-          \$428  = 11'h210;
+          \$432  = 11'h210;
       8'h17:
-          \$428  = 11'h228;
+          \$432  = 11'h228;
       8'h18:
-          \$428  = 11'h240;
+          \$432  = 11'h240;
       8'h19:
-          \$428  = 11'h258;
+          \$432  = 11'h258;
       8'h1a:
-          \$428  = 11'h270;
+          \$432  = 11'h270;
       8'h1b:
-          \$428  = 11'h288;
+          \$432  = 11'h288;
       8'h1c:
-          \$428  = 11'h2a0;
+          \$432  = 11'h2a0;
       8'h1d:
-          \$428  = 11'h2b8;
+          \$432  = 11'h2b8;
       8'h1e:
-          \$428  = 11'h2d0;
+          \$432  = 11'h2d0;
       8'h1f:
-          \$428  = 11'h2e8;
+          \$432  = 11'h2e8;
       8'h20:
-          \$428  = 11'h300;
+          \$432  = 11'h300;
       8'h21:
-          \$428  = 11'h318;
+          \$432  = 11'h318;
       8'h22:
-          \$428  = 11'h330;
+          \$432  = 11'h330;
       8'h23:
-          \$428  = 11'h348;
+          \$432  = 11'h348;
       8'h24:
-          \$428  = 11'h360;
+          \$432  = 11'h360;
       8'h25:
-          \$428  = 11'h378;
+          \$432  = 11'h378;
       8'h26:
-          \$428  = 11'h390;
+          \$432  = 11'h390;
       8'h27:
-          \$428  = 11'h3a8;
+          \$432  = 11'h3a8;
       8'h28:
-          \$428  = 11'h3c0;
+          \$432  = 11'h3c0;
       8'h29:
-          \$428  = 11'h3d8;
+          \$432  = 11'h3d8;
       8'h2a:
-          \$428  = 11'h3f0;
+          \$432  = 11'h3f0;
       8'h2b:
-          \$428  = 11'h408;
+          \$432  = 11'h408;
       8'h2c:
-          \$428  = 11'h420;
+          \$432  = 11'h420;
       8'h2d:
-          \$428  = 11'h438;
+          \$432  = 11'h438;
       8'h2e:
-          \$428  = 11'h450;
+          \$432  = 11'h450;
       8'h2f:
-          \$428  = 11'h468;
+          \$432  = 11'h468;
       8'h30:
-          \$428  = 11'h480;
+          \$432  = 11'h480;
       8'h31:
-          \$428  = 11'h498;
+          \$432  = 11'h498;
       8'h32:
-          \$428  = 11'h4b0;
+          \$432  = 11'h4b0;
       8'h33:
-          \$428  = 11'h4c8;
+          \$432  = 11'h4c8;
       8'h34:
-          \$428  = 11'h4e0;
+          \$432  = 11'h4e0;
       8'h35:
-          \$428  = 11'h4f8;
+          \$432  = 11'h4f8;
       8'h36:
-          \$428  = 11'h510;
+          \$432  = 11'h510;
       8'h37:
-          \$428  = 11'h528;
+          \$432  = 11'h528;
       8'h38:
-          \$428  = 11'h540;
+          \$432  = 11'h540;
       8'h39:
-          \$428  = 11'h558;
+          \$432  = 11'h558;
       8'h3a:
-          \$428  = 11'h570;
+          \$432  = 11'h570;
       8'h3b:
-          \$428  = 11'h588;
+          \$432  = 11'h588;
     endcase
   end
   always @* begin
@@ -2432,139 +2436,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$430  = 11'h000;
+          \$434  = 11'h000;
       2'h1:
-          \$430  = 11'h1e0;
+          \$434  = 11'h1e0;
       2'h2:
-          \$430  = 11'h3c0;
+          \$434  = 11'h3c0;
       2'h3:
-          \$430  = 11'h5a0;
+          \$434  = 11'h5a0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = 9'h000;
-    casez (\$434 )
+    \$439  = 9'h000;
+    casez (\$438 )
       8'h00:
-          \$435  = 9'h000;
+          \$439  = 9'h000;
       8'h01:
-          \$435  = 9'h008;
+          \$439  = 9'h008;
       8'h02:
-          \$435  = 9'h010;
+          \$439  = 9'h010;
       8'h03:
-          \$435  = 9'h018;
+          \$439  = 9'h018;
       8'h04:
-          \$435  = 9'h020;
+          \$439  = 9'h020;
       8'h05:
-          \$435  = 9'h028;
+          \$439  = 9'h028;
       8'h06:
-          \$435  = 9'h030;
+          \$439  = 9'h030;
       8'h07:
-          \$435  = 9'h038;
+          \$439  = 9'h038;
       8'h08:
-          \$435  = 9'h040;
+          \$439  = 9'h040;
       8'h09:
-          \$435  = 9'h048;
+          \$439  = 9'h048;
       8'h0a:
-          \$435  = 9'h050;
+          \$439  = 9'h050;
       8'h0b:
-          \$435  = 9'h058;
+          \$439  = 9'h058;
       8'h0c:
-          \$435  = 9'h060;
+          \$439  = 9'h060;
       8'h0d:
-          \$435  = 9'h068;
+          \$439  = 9'h068;
       8'h0e:
-          \$435  = 9'h070;
+          \$439  = 9'h070;
       8'h0f:
-          \$435  = 9'h078;
+          \$439  = 9'h078;
       8'h10:
-          \$435  = 9'h080;
+          \$439  = 9'h080;
       8'h11:
-          \$435  = 9'h088;
+          \$439  = 9'h088;
       8'h12:
-          \$435  = 9'h090;
+          \$439  = 9'h090;
       8'h13:
-          \$435  = 9'h098;
+          \$439  = 9'h098;
       8'h14:
-          \$435  = 9'h0a0;
+          \$439  = 9'h0a0;
       8'h15:
-          \$435  = 9'h0a8;
+          \$439  = 9'h0a8;
       8'h16:
-          \$435  = 9'h0b0;
+          \$439  = 9'h0b0;
       8'h17:
-          \$435  = 9'h0b8;
+          \$439  = 9'h0b8;
       8'h18:
-          \$435  = 9'h0c0;
+          \$439  = 9'h0c0;
       8'h19:
-          \$435  = 9'h0c8;
+          \$439  = 9'h0c8;
       8'h1a:
-          \$435  = 9'h0d0;
+          \$439  = 9'h0d0;
       8'h1b:
-          \$435  = 9'h0d8;
+          \$439  = 9'h0d8;
       8'h1c:
-          \$435  = 9'h0e0;
+          \$439  = 9'h0e0;
       8'h1d:
-          \$435  = 9'h0e8;
+          \$439  = 9'h0e8;
       8'h1e:
-          \$435  = 9'h0f0;
+          \$439  = 9'h0f0;
       8'h1f:
-          \$435  = 9'h0f8;
+          \$439  = 9'h0f8;
       8'h20:
-          \$435  = 9'h100;
+          \$439  = 9'h100;
       8'h21:
-          \$435  = 9'h108;
+          \$439  = 9'h108;
       8'h22:
-          \$435  = 9'h110;
+          \$439  = 9'h110;
       8'h23:
-          \$435  = 9'h118;
+          \$439  = 9'h118;
       8'h24:
-          \$435  = 9'h120;
+          \$439  = 9'h120;
       8'h25:
-          \$435  = 9'h128;
+          \$439  = 9'h128;
       8'h26:
-          \$435  = 9'h130;
+          \$439  = 9'h130;
       8'h27:
-          \$435  = 9'h138;
+          \$439  = 9'h138;
       8'h28:
-          \$435  = 9'h140;
+          \$439  = 9'h140;
       8'h29:
-          \$435  = 9'h148;
+          \$439  = 9'h148;
       8'h2a:
-          \$435  = 9'h150;
+          \$439  = 9'h150;
       8'h2b:
-          \$435  = 9'h158;
+          \$439  = 9'h158;
       8'h2c:
-          \$435  = 9'h160;
+          \$439  = 9'h160;
       8'h2d:
-          \$435  = 9'h168;
+          \$439  = 9'h168;
       8'h2e:
-          \$435  = 9'h170;
+          \$439  = 9'h170;
       8'h2f:
-          \$435  = 9'h178;
+          \$439  = 9'h178;
       8'h30:
-          \$435  = 9'h180;
+          \$439  = 9'h180;
       8'h31:
-          \$435  = 9'h188;
+          \$439  = 9'h188;
       8'h32:
-          \$435  = 9'h190;
+          \$439  = 9'h190;
       8'h33:
-          \$435  = 9'h198;
+          \$439  = 9'h198;
       8'h34:
-          \$435  = 9'h1a0;
+          \$439  = 9'h1a0;
       8'h35:
-          \$435  = 9'h1a8;
+          \$439  = 9'h1a8;
       8'h36:
-          \$435  = 9'h1b0;
+          \$439  = 9'h1b0;
       8'h37:
-          \$435  = 9'h1b8;
+          \$439  = 9'h1b8;
       8'h38:
-          \$435  = 9'h1c0;
+          \$439  = 9'h1c0;
       8'h39:
-          \$435  = 9'h1c8;
+          \$439  = 9'h1c8;
       8'h3a:
-          \$435  = 9'h1d0;
+          \$439  = 9'h1d0;
       8'h3b:
-          \$435  = 9'h1d8;
+          \$439  = 9'h1d8;
     endcase
   end
   always @* begin
@@ -2572,13 +2576,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$437  = 8'h00;
+          \$441  = 8'h00;
       2'h1:
-          \$437  = 8'h3c;
+          \$441  = 8'h3c;
       2'h2:
-          \$437  = 8'h78;
+          \$441  = 8'h78;
       2'h3:
-          \$437  = 8'hb4;
+          \$441  = 8'hb4;
     endcase
   end
   always @* begin
@@ -2586,139 +2590,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$441  = 14'h0000;
+          \$445  = 14'h0000;
       2'h1:
-          \$441  = 14'h0b40;
+          \$445  = 14'h0b40;
       2'h2:
-          \$441  = 14'h1680;
+          \$445  = 14'h1680;
       2'h3:
-          \$441  = 14'h21c0;
+          \$445  = 14'h21c0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = 12'h000;
-    casez (\$443 )
+    \$448  = 12'h000;
+    casez (\$447 )
       8'h00:
-          \$444  = 12'h000;
+          \$448  = 12'h000;
       8'h01:
-          \$444  = 12'h030;
+          \$448  = 12'h030;
       8'h02:
-          \$444  = 12'h060;
+          \$448  = 12'h060;
       8'h03:
-          \$444  = 12'h090;
+          \$448  = 12'h090;
       8'h04:
-          \$444  = 12'h0c0;
+          \$448  = 12'h0c0;
       8'h05:
-          \$444  = 12'h0f0;
+          \$448  = 12'h0f0;
       8'h06:
-          \$444  = 12'h120;
+          \$448  = 12'h120;
       8'h07:
-          \$444  = 12'h150;
+          \$448  = 12'h150;
       8'h08:
-          \$444  = 12'h180;
+          \$448  = 12'h180;
       8'h09:
-          \$444  = 12'h1b0;
+          \$448  = 12'h1b0;
       8'h0a:
-          \$444  = 12'h1e0;
+          \$448  = 12'h1e0;
       8'h0b:
-          \$444  = 12'h210;
+          \$448  = 12'h210;
       8'h0c:
-          \$444  = 12'h240;
+          \$448  = 12'h240;
       8'h0d:
-          \$444  = 12'h270;
+          \$448  = 12'h270;
       8'h0e:
-          \$444  = 12'h2a0;
+          \$448  = 12'h2a0;
       8'h0f:
-          \$444  = 12'h2d0;
+          \$448  = 12'h2d0;
       8'h10:
-          \$444  = 12'h300;
+          \$448  = 12'h300;
       8'h11:
-          \$444  = 12'h330;
+          \$448  = 12'h330;
       8'h12:
-          \$444  = 12'h360;
+          \$448  = 12'h360;
       8'h13:
-          \$444  = 12'h390;
+          \$448  = 12'h390;
       8'h14:
-          \$444  = 12'h3c0;
+          \$448  = 12'h3c0;
       8'h15:
-          \$444  = 12'h3f0;
+          \$448  = 12'h3f0;
       8'h16:
-          \$444  = 12'h420;
+          \$448  = 12'h420;
       8'h17:
-          \$444  = 12'h450;
+          \$448  = 12'h450;
       8'h18:
-          \$444  = 12'h480;
+          \$448  = 12'h480;
       8'h19:
-          \$444  = 12'h4b0;
+          \$448  = 12'h4b0;
       8'h1a:
-          \$444  = 12'h4e0;
+          \$448  = 12'h4e0;
       8'h1b:
-          \$444  = 12'h510;
+          \$448  = 12'h510;
       8'h1c:
-          \$444  = 12'h540;
+          \$448  = 12'h540;
       8'h1d:
-          \$444  = 12'h570;
+          \$448  = 12'h570;
       8'h1e:
-          \$444  = 12'h5a0;
+          \$448  = 12'h5a0;
       8'h1f:
-          \$444  = 12'h5d0;
+          \$448  = 12'h5d0;
       8'h20:
-          \$444  = 12'h600;
+          \$448  = 12'h600;
       8'h21:
-          \$444  = 12'h630;
+          \$448  = 12'h630;
       8'h22:
-          \$444  = 12'h660;
+          \$448  = 12'h660;
       8'h23:
-          \$444  = 12'h690;
+          \$448  = 12'h690;
       8'h24:
-          \$444  = 12'h6c0;
+          \$448  = 12'h6c0;
       8'h25:
-          \$444  = 12'h6f0;
+          \$448  = 12'h6f0;
       8'h26:
-          \$444  = 12'h720;
+          \$448  = 12'h720;
       8'h27:
-          \$444  = 12'h750;
+          \$448  = 12'h750;
       8'h28:
-          \$444  = 12'h780;
+          \$448  = 12'h780;
       8'h29:
-          \$444  = 12'h7b0;
+          \$448  = 12'h7b0;
       8'h2a:
-          \$444  = 12'h7e0;
+          \$448  = 12'h7e0;
       8'h2b:
-          \$444  = 12'h810;
+          \$448  = 12'h810;
       8'h2c:
-          \$444  = 12'h840;
+          \$448  = 12'h840;
       8'h2d:
-          \$444  = 12'h870;
+          \$448  = 12'h870;
       8'h2e:
-          \$444  = 12'h8a0;
+          \$448  = 12'h8a0;
       8'h2f:
-          \$444  = 12'h8d0;
+          \$448  = 12'h8d0;
       8'h30:
-          \$444  = 12'h900;
+          \$448  = 12'h900;
       8'h31:
-          \$444  = 12'h930;
+          \$448  = 12'h930;
       8'h32:
-          \$444  = 12'h960;
+          \$448  = 12'h960;
       8'h33:
-          \$444  = 12'h990;
+          \$448  = 12'h990;
       8'h34:
-          \$444  = 12'h9c0;
+          \$448  = 12'h9c0;
       8'h35:
-          \$444  = 12'h9f0;
+          \$448  = 12'h9f0;
       8'h36:
-          \$444  = 12'ha20;
+          \$448  = 12'ha20;
       8'h37:
-          \$444  = 12'ha50;
+          \$448  = 12'ha50;
       8'h38:
-          \$444  = 12'ha80;
+          \$448  = 12'ha80;
       8'h39:
-          \$444  = 12'hab0;
+          \$448  = 12'hab0;
       8'h3a:
-          \$444  = 12'hae0;
+          \$448  = 12'hae0;
       8'h3b:
-          \$444  = 12'hb10;
+          \$448  = 12'hb10;
     endcase
   end
   always @* begin
@@ -2726,139 +2730,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$446  = 13'h0000;
+          \$450  = 13'h0000;
       2'h1:
-          \$446  = 13'h05a0;
+          \$450  = 13'h05a0;
       2'h2:
-          \$446  = 13'h0b40;
+          \$450  = 13'h0b40;
       2'h3:
-          \$446  = 13'h10e0;
+          \$450  = 13'h10e0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = 11'h000;
-    casez (\$448 )
+    \$453  = 11'h000;
+    casez (\$452 )
       8'h00:
-          \$449  = 11'h000;
+          \$453  = 11'h000;
       8'h01:
-          \$449  = 11'h018;
+          \$453  = 11'h018;
       8'h02:
-          \$449  = 11'h030;
+          \$453  = 11'h030;
       8'h03:
-          \$449  = 11'h048;
+          \$453  = 11'h048;
       8'h04:
-          \$449  = 11'h060;
+          \$453  = 11'h060;
       8'h05:
-          \$449  = 11'h078;
+          \$453  = 11'h078;
       8'h06:
-          \$449  = 11'h090;
+          \$453  = 11'h090;
       8'h07:
-          \$449  = 11'h0a8;
+          \$453  = 11'h0a8;
       8'h08:
-          \$449  = 11'h0c0;
+          \$453  = 11'h0c0;
       8'h09:
-          \$449  = 11'h0d8;
+          \$453  = 11'h0d8;
       8'h0a:
-          \$449  = 11'h0f0;
+          \$453  = 11'h0f0;
       8'h0b:
-          \$449  = 11'h108;
+          \$453  = 11'h108;
       8'h0c:
-          \$449  = 11'h120;
+          \$453  = 11'h120;
       8'h0d:
-          \$449  = 11'h138;
+          \$453  = 11'h138;
       8'h0e:
-          \$449  = 11'h150;
+          \$453  = 11'h150;
       8'h0f:
-          \$449  = 11'h168;
+          \$453  = 11'h168;
       8'h10:
-          \$449  = 11'h180;
+          \$453  = 11'h180;
       8'h11:
-          \$449  = 11'h198;
+          \$453  = 11'h198;
       8'h12:
-          \$449  = 11'h1b0;
+          \$453  = 11'h1b0;
       8'h13:
-          \$449  = 11'h1c8;
+          \$453  = 11'h1c8;
       8'h14:
-          \$449  = 11'h1e0;
+          \$453  = 11'h1e0;
       8'h15:
-          \$449  = 11'h1f8;
+          \$453  = 11'h1f8;
       8'h16:
-          \$449  = 11'h210;
+          \$453  = 11'h210;
       8'h17:
-          \$449  = 11'h228;
+          \$453  = 11'h228;
       8'h18:
-          \$449  = 11'h240;
+          \$453  = 11'h240;
       8'h19:
-          \$449  = 11'h258;
+          \$453  = 11'h258;
       8'h1a:
-          \$449  = 11'h270;
+          \$453  = 11'h270;
       8'h1b:
-          \$449  = 11'h288;
+          \$453  = 11'h288;
       8'h1c:
-          \$449  = 11'h2a0;
+          \$453  = 11'h2a0;
       8'h1d:
-          \$449  = 11'h2b8;
+          \$453  = 11'h2b8;
       8'h1e:
-          \$449  = 11'h2d0;
+          \$453  = 11'h2d0;
       8'h1f:
-          \$449  = 11'h2e8;
+          \$453  = 11'h2e8;
       8'h20:
-          \$449  = 11'h300;
+          \$453  = 11'h300;
       8'h21:
-          \$449  = 11'h318;
+          \$453  = 11'h318;
       8'h22:
-          \$449  = 11'h330;
+          \$453  = 11'h330;
       8'h23:
-          \$449  = 11'h348;
+          \$453  = 11'h348;
       8'h24:
-          \$449  = 11'h360;
+          \$453  = 11'h360;
       8'h25:
-          \$449  = 11'h378;
+          \$453  = 11'h378;
       8'h26:
-          \$449  = 11'h390;
+          \$453  = 11'h390;
       8'h27:
-          \$449  = 11'h3a8;
+          \$453  = 11'h3a8;
       8'h28:
-          \$449  = 11'h3c0;
+          \$453  = 11'h3c0;
       8'h29:
-          \$449  = 11'h3d8;
+          \$453  = 11'h3d8;
       8'h2a:
-          \$449  = 11'h3f0;
+          \$453  = 11'h3f0;
       8'h2b:
-          \$449  = 11'h408;
+          \$453  = 11'h408;
       8'h2c:
-          \$449  = 11'h420;
+          \$453  = 11'h420;
       8'h2d:
-          \$449  = 11'h438;
+          \$453  = 11'h438;
       8'h2e:
-          \$449  = 11'h450;
+          \$453  = 11'h450;
       8'h2f:
-          \$449  = 11'h468;
+          \$453  = 11'h468;
       8'h30:
-          \$449  = 11'h480;
+          \$453  = 11'h480;
       8'h31:
-          \$449  = 11'h498;
+          \$453  = 11'h498;
       8'h32:
-          \$449  = 11'h4b0;
+          \$453  = 11'h4b0;
       8'h33:
-          \$449  = 11'h4c8;
+          \$453  = 11'h4c8;
       8'h34:
-          \$449  = 11'h4e0;
+          \$453  = 11'h4e0;
       8'h35:
-          \$449  = 11'h4f8;
+          \$453  = 11'h4f8;
       8'h36:
-          \$449  = 11'h510;
+          \$453  = 11'h510;
       8'h37:
-          \$449  = 11'h528;
+          \$453  = 11'h528;
       8'h38:
-          \$449  = 11'h540;
+          \$453  = 11'h540;
       8'h39:
-          \$449  = 11'h558;
+          \$453  = 11'h558;
       8'h3a:
-          \$449  = 11'h570;
+          \$453  = 11'h570;
       8'h3b:
-          \$449  = 11'h588;
+          \$453  = 11'h588;
     endcase
   end
   always @* begin
@@ -2866,139 +2870,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$451  = 11'h000;
+          \$455  = 11'h000;
       2'h1:
-          \$451  = 11'h1e0;
+          \$455  = 11'h1e0;
       2'h2:
-          \$451  = 11'h3c0;
+          \$455  = 11'h3c0;
       2'h3:
-          \$451  = 11'h5a0;
+          \$455  = 11'h5a0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = 9'h000;
-    casez (\$453 )
+    \$458  = 9'h000;
+    casez (\$457 )
       8'h00:
-          \$454  = 9'h000;
+          \$458  = 9'h000;
       8'h01:
-          \$454  = 9'h008;
+          \$458  = 9'h008;
       8'h02:
-          \$454  = 9'h010;
+          \$458  = 9'h010;
       8'h03:
-          \$454  = 9'h018;
+          \$458  = 9'h018;
       8'h04:
-          \$454  = 9'h020;
+          \$458  = 9'h020;
       8'h05:
-          \$454  = 9'h028;
+          \$458  = 9'h028;
       8'h06:
-          \$454  = 9'h030;
+          \$458  = 9'h030;
       8'h07:
-          \$454  = 9'h038;
+          \$458  = 9'h038;
       8'h08:
-          \$454  = 9'h040;
+          \$458  = 9'h040;
       8'h09:
-          \$454  = 9'h048;
+          \$458  = 9'h048;
       8'h0a:
-          \$454  = 9'h050;
+          \$458  = 9'h050;
       8'h0b:
-          \$454  = 9'h058;
+          \$458  = 9'h058;
       8'h0c:
-          \$454  = 9'h060;
+          \$458  = 9'h060;
       8'h0d:
-          \$454  = 9'h068;
+          \$458  = 9'h068;
       8'h0e:
-          \$454  = 9'h070;
+          \$458  = 9'h070;
       8'h0f:
-          \$454  = 9'h078;
+          \$458  = 9'h078;
       8'h10:
-          \$454  = 9'h080;
+          \$458  = 9'h080;
       8'h11:
-          \$454  = 9'h088;
+          \$458  = 9'h088;
       8'h12:
-          \$454  = 9'h090;
+          \$458  = 9'h090;
       8'h13:
-          \$454  = 9'h098;
+          \$458  = 9'h098;
       8'h14:
-          \$454  = 9'h0a0;
+          \$458  = 9'h0a0;
       8'h15:
-          \$454  = 9'h0a8;
+          \$458  = 9'h0a8;
       8'h16:
-          \$454  = 9'h0b0;
+          \$458  = 9'h0b0;
       8'h17:
-          \$454  = 9'h0b8;
+          \$458  = 9'h0b8;
       8'h18:
-          \$454  = 9'h0c0;
+          \$458  = 9'h0c0;
       8'h19:
-          \$454  = 9'h0c8;
+          \$458  = 9'h0c8;
       8'h1a:
-          \$454  = 9'h0d0;
+          \$458  = 9'h0d0;
       8'h1b:
-          \$454  = 9'h0d8;
+          \$458  = 9'h0d8;
       8'h1c:
-          \$454  = 9'h0e0;
+          \$458  = 9'h0e0;
       8'h1d:
-          \$454  = 9'h0e8;
+          \$458  = 9'h0e8;
       8'h1e:
-          \$454  = 9'h0f0;
+          \$458  = 9'h0f0;
       8'h1f:
-          \$454  = 9'h0f8;
+          \$458  = 9'h0f8;
       8'h20:
-          \$454  = 9'h100;
+          \$458  = 9'h100;
       8'h21:
-          \$454  = 9'h108;
+          \$458  = 9'h108;
       8'h22:
-          \$454  = 9'h110;
+          \$458  = 9'h110;
       8'h23:
-          \$454  = 9'h118;
+          \$458  = 9'h118;
       8'h24:
-          \$454  = 9'h120;
+          \$458  = 9'h120;
       8'h25:
-          \$454  = 9'h128;
+          \$458  = 9'h128;
       8'h26:
-          \$454  = 9'h130;
+          \$458  = 9'h130;
       8'h27:
-          \$454  = 9'h138;
+          \$458  = 9'h138;
       8'h28:
-          \$454  = 9'h140;
+          \$458  = 9'h140;
       8'h29:
-          \$454  = 9'h148;
+          \$458  = 9'h148;
       8'h2a:
-          \$454  = 9'h150;
+          \$458  = 9'h150;
       8'h2b:
-          \$454  = 9'h158;
+          \$458  = 9'h158;
       8'h2c:
-          \$454  = 9'h160;
+          \$458  = 9'h160;
       8'h2d:
-          \$454  = 9'h168;
+          \$458  = 9'h168;
       8'h2e:
-          \$454  = 9'h170;
+          \$458  = 9'h170;
       8'h2f:
-          \$454  = 9'h178;
+          \$458  = 9'h178;
       8'h30:
-          \$454  = 9'h180;
+          \$458  = 9'h180;
       8'h31:
-          \$454  = 9'h188;
+          \$458  = 9'h188;
       8'h32:
-          \$454  = 9'h190;
+          \$458  = 9'h190;
       8'h33:
-          \$454  = 9'h198;
+          \$458  = 9'h198;
       8'h34:
-          \$454  = 9'h1a0;
+          \$458  = 9'h1a0;
       8'h35:
-          \$454  = 9'h1a8;
+          \$458  = 9'h1a8;
       8'h36:
-          \$454  = 9'h1b0;
+          \$458  = 9'h1b0;
       8'h37:
-          \$454  = 9'h1b8;
+          \$458  = 9'h1b8;
       8'h38:
-          \$454  = 9'h1c0;
+          \$458  = 9'h1c0;
       8'h39:
-          \$454  = 9'h1c8;
+          \$458  = 9'h1c8;
       8'h3a:
-          \$454  = 9'h1d0;
+          \$458  = 9'h1d0;
       8'h3b:
-          \$454  = 9'h1d8;
+          \$458  = 9'h1d8;
     endcase
   end
   always @* begin
@@ -3006,13 +3010,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$456  = 8'h00;
+          \$460  = 8'h00;
       2'h1:
-          \$456  = 8'h3c;
+          \$460  = 8'h3c;
       2'h2:
-          \$456  = 8'h78;
+          \$460  = 8'h78;
       2'h3:
-          \$456  = 8'hb4;
+          \$460  = 8'hb4;
     endcase
   end
   always @* begin
@@ -3020,139 +3024,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$460  = 14'h0000;
+          \$464  = 14'h0000;
       2'h1:
-          \$460  = 14'h0b40;
+          \$464  = 14'h0b40;
       2'h2:
-          \$460  = 14'h1680;
+          \$464  = 14'h1680;
       2'h3:
-          \$460  = 14'h21c0;
+          \$464  = 14'h21c0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = 12'h000;
-    casez (\$462 )
+    \$467  = 12'h000;
+    casez (\$466 )
       8'h00:
-          \$463  = 12'h000;
+          \$467  = 12'h000;
       8'h01:
-          \$463  = 12'h030;
+          \$467  = 12'h030;
       8'h02:
-          \$463  = 12'h060;
+          \$467  = 12'h060;
       8'h03:
-          \$463  = 12'h090;
+          \$467  = 12'h090;
       8'h04:
-          \$463  = 12'h0c0;
+          \$467  = 12'h0c0;
       8'h05:
-          \$463  = 12'h0f0;
+          \$467  = 12'h0f0;
       8'h06:
-          \$463  = 12'h120;
+          \$467  = 12'h120;
       8'h07:
-          \$463  = 12'h150;
+          \$467  = 12'h150;
       8'h08:
-          \$463  = 12'h180;
+          \$467  = 12'h180;
       8'h09:
-          \$463  = 12'h1b0;
+          \$467  = 12'h1b0;
       8'h0a:
-          \$463  = 12'h1e0;
+          \$467  = 12'h1e0;
       8'h0b:
-          \$463  = 12'h210;
+          \$467  = 12'h210;
       8'h0c:
-          \$463  = 12'h240;
+          \$467  = 12'h240;
       8'h0d:
-          \$463  = 12'h270;
+          \$467  = 12'h270;
       8'h0e:
-          \$463  = 12'h2a0;
+          \$467  = 12'h2a0;
       8'h0f:
-          \$463  = 12'h2d0;
+          \$467  = 12'h2d0;
       8'h10:
-          \$463  = 12'h300;
+          \$467  = 12'h300;
       8'h11:
-          \$463  = 12'h330;
+          \$467  = 12'h330;
       8'h12:
-          \$463  = 12'h360;
+          \$467  = 12'h360;
       8'h13:
-          \$463  = 12'h390;
+          \$467  = 12'h390;
       8'h14:
-          \$463  = 12'h3c0;
+          \$467  = 12'h3c0;
       8'h15:
-          \$463  = 12'h3f0;
+          \$467  = 12'h3f0;
       8'h16:
-          \$463  = 12'h420;
+          \$467  = 12'h420;
       8'h17:
-          \$463  = 12'h450;
+          \$467  = 12'h450;
       8'h18:
-          \$463  = 12'h480;
+          \$467  = 12'h480;
       8'h19:
-          \$463  = 12'h4b0;
+          \$467  = 12'h4b0;
       8'h1a:
-          \$463  = 12'h4e0;
+          \$467  = 12'h4e0;
       8'h1b:
-          \$463  = 12'h510;
+          \$467  = 12'h510;
       8'h1c:
-          \$463  = 12'h540;
+          \$467  = 12'h540;
       8'h1d:
-          \$463  = 12'h570;
+          \$467  = 12'h570;
       8'h1e:
-          \$463  = 12'h5a0;
+          \$467  = 12'h5a0;
       8'h1f:
-          \$463  = 12'h5d0;
+          \$467  = 12'h5d0;
       8'h20:
-          \$463  = 12'h600;
+          \$467  = 12'h600;
       8'h21:
-          \$463  = 12'h630;
+          \$467  = 12'h630;
       8'h22:
-          \$463  = 12'h660;
+          \$467  = 12'h660;
       8'h23:
-          \$463  = 12'h690;
+          \$467  = 12'h690;
       8'h24:
-          \$463  = 12'h6c0;
+          \$467  = 12'h6c0;
       8'h25:
-          \$463  = 12'h6f0;
+          \$467  = 12'h6f0;
       8'h26:
-          \$463  = 12'h720;
+          \$467  = 12'h720;
       8'h27:
-          \$463  = 12'h750;
+          \$467  = 12'h750;
       8'h28:
-          \$463  = 12'h780;
+          \$467  = 12'h780;
       8'h29:
-          \$463  = 12'h7b0;
+          \$467  = 12'h7b0;
       8'h2a:
-          \$463  = 12'h7e0;
+          \$467  = 12'h7e0;
       8'h2b:
-          \$463  = 12'h810;
+          \$467  = 12'h810;
       8'h2c:
-          \$463  = 12'h840;
+          \$467  = 12'h840;
       8'h2d:
-          \$463  = 12'h870;
+          \$467  = 12'h870;
       8'h2e:
-          \$463  = 12'h8a0;
+          \$467  = 12'h8a0;
       8'h2f:
-          \$463  = 12'h8d0;
+          \$467  = 12'h8d0;
       8'h30:
-          \$463  = 12'h900;
+          \$467  = 12'h900;
       8'h31:
-          \$463  = 12'h930;
+          \$467  = 12'h930;
       8'h32:
-          \$463  = 12'h960;
+          \$467  = 12'h960;
       8'h33:
-          \$463  = 12'h990;
+          \$467  = 12'h990;
       8'h34:
-          \$463  = 12'h9c0;
+          \$467  = 12'h9c0;
       8'h35:
-          \$463  = 12'h9f0;
+          \$467  = 12'h9f0;
       8'h36:
-          \$463  = 12'ha20;
+          \$467  = 12'ha20;
       8'h37:
-          \$463  = 12'ha50;
+          \$467  = 12'ha50;
       8'h38:
-          \$463  = 12'ha80;
+          \$467  = 12'ha80;
       8'h39:
-          \$463  = 12'hab0;
+          \$467  = 12'hab0;
       8'h3a:
-          \$463  = 12'hae0;
+          \$467  = 12'hae0;
       8'h3b:
-          \$463  = 12'hb10;
+          \$467  = 12'hb10;
     endcase
   end
   always @* begin
@@ -3160,139 +3164,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$465  = 13'h0000;
+          \$469  = 13'h0000;
       2'h1:
-          \$465  = 13'h05a0;
+          \$469  = 13'h05a0;
       2'h2:
-          \$465  = 13'h0b40;
+          \$469  = 13'h0b40;
       2'h3:
-          \$465  = 13'h10e0;
+          \$469  = 13'h10e0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = 11'h000;
-    casez (\$467 )
+    \$472  = 11'h000;
+    casez (\$471 )
       8'h00:
-          \$468  = 11'h000;
+          \$472  = 11'h000;
       8'h01:
-          \$468  = 11'h018;
+          \$472  = 11'h018;
       8'h02:
-          \$468  = 11'h030;
+          \$472  = 11'h030;
       8'h03:
-          \$468  = 11'h048;
+          \$472  = 11'h048;
       8'h04:
-          \$468  = 11'h060;
+          \$472  = 11'h060;
       8'h05:
-          \$468  = 11'h078;
+          \$472  = 11'h078;
       8'h06:
-          \$468  = 11'h090;
+          \$472  = 11'h090;
       8'h07:
-          \$468  = 11'h0a8;
+          \$472  = 11'h0a8;
       8'h08:
-          \$468  = 11'h0c0;
+          \$472  = 11'h0c0;
       8'h09:
-          \$468  = 11'h0d8;
+          \$472  = 11'h0d8;
       8'h0a:
-          \$468  = 11'h0f0;
+          \$472  = 11'h0f0;
       8'h0b:
-          \$468  = 11'h108;
+          \$472  = 11'h108;
       8'h0c:
-          \$468  = 11'h120;
+          \$472  = 11'h120;
       8'h0d:
-          \$468  = 11'h138;
+          \$472  = 11'h138;
       8'h0e:
-          \$468  = 11'h150;
+          \$472  = 11'h150;
       8'h0f:
-          \$468  = 11'h168;
+          \$472  = 11'h168;
       8'h10:
-          \$468  = 11'h180;
+          \$472  = 11'h180;
       8'h11:
-          \$468  = 11'h198;
+          \$472  = 11'h198;
       8'h12:
-          \$468  = 11'h1b0;
+          \$472  = 11'h1b0;
       8'h13:
-          \$468  = 11'h1c8;
+          \$472  = 11'h1c8;
       8'h14:
-          \$468  = 11'h1e0;
+          \$472  = 11'h1e0;
       8'h15:
-          \$468  = 11'h1f8;
+          \$472  = 11'h1f8;
       8'h16:
-          \$468  = 11'h210;
+          \$472  = 11'h210;
       8'h17:
-          \$468  = 11'h228;
+          \$472  = 11'h228;
       8'h18:
-          \$468  = 11'h240;
+          \$472  = 11'h240;
       8'h19:
-          \$468  = 11'h258;
+          \$472  = 11'h258;
       8'h1a:
-          \$468  = 11'h270;
+          \$472  = 11'h270;
       8'h1b:
-          \$468  = 11'h288;
+          \$472  = 11'h288;
       8'h1c:
-          \$468  = 11'h2a0;
+          \$472  = 11'h2a0;
       8'h1d:
-          \$468  = 11'h2b8;
+          \$472  = 11'h2b8;
       8'h1e:
-          \$468  = 11'h2d0;
+          \$472  = 11'h2d0;
       8'h1f:
-          \$468  = 11'h2e8;
+          \$472  = 11'h2e8;
       8'h20:
-          \$468  = 11'h300;
+          \$472  = 11'h300;
       8'h21:
-          \$468  = 11'h318;
+          \$472  = 11'h318;
       8'h22:
-          \$468  = 11'h330;
+          \$472  = 11'h330;
       8'h23:
-          \$468  = 11'h348;
+          \$472  = 11'h348;
       8'h24:
-          \$468  = 11'h360;
+          \$472  = 11'h360;
       8'h25:
-          \$468  = 11'h378;
+          \$472  = 11'h378;
       8'h26:
-          \$468  = 11'h390;
+          \$472  = 11'h390;
       8'h27:
-          \$468  = 11'h3a8;
+          \$472  = 11'h3a8;
       8'h28:
-          \$468  = 11'h3c0;
+          \$472  = 11'h3c0;
       8'h29:
-          \$468  = 11'h3d8;
+          \$472  = 11'h3d8;
       8'h2a:
-          \$468  = 11'h3f0;
+          \$472  = 11'h3f0;
       8'h2b:
-          \$468  = 11'h408;
+          \$472  = 11'h408;
       8'h2c:
-          \$468  = 11'h420;
+          \$472  = 11'h420;
       8'h2d:
-          \$468  = 11'h438;
+          \$472  = 11'h438;
       8'h2e:
-          \$468  = 11'h450;
+          \$472  = 11'h450;
       8'h2f:
-          \$468  = 11'h468;
+          \$472  = 11'h468;
       8'h30:
-          \$468  = 11'h480;
+          \$472  = 11'h480;
       8'h31:
-          \$468  = 11'h498;
+          \$472  = 11'h498;
       8'h32:
-          \$468  = 11'h4b0;
+          \$472  = 11'h4b0;
       8'h33:
-          \$468  = 11'h4c8;
+          \$472  = 11'h4c8;
       8'h34:
-          \$468  = 11'h4e0;
+          \$472  = 11'h4e0;
       8'h35:
-          \$468  = 11'h4f8;
+          \$472  = 11'h4f8;
       8'h36:
-          \$468  = 11'h510;
+          \$472  = 11'h510;
       8'h37:
-          \$468  = 11'h528;
+          \$472  = 11'h528;
       8'h38:
-          \$468  = 11'h540;
+          \$472  = 11'h540;
       8'h39:
-          \$468  = 11'h558;
+          \$472  = 11'h558;
       8'h3a:
-          \$468  = 11'h570;
+          \$472  = 11'h570;
       8'h3b:
-          \$468  = 11'h588;
+          \$472  = 11'h588;
     endcase
   end
   always @* begin
@@ -3300,199 +3304,175 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$470  = 11'h000;
+          \$474  = 11'h000;
       2'h1:
-          \$470  = 11'h1e0;
+          \$474  = 11'h1e0;
       2'h2:
-          \$470  = 11'h3c0;
+          \$474  = 11'h3c0;
       2'h3:
-          \$470  = 11'h5a0;
+          \$474  = 11'h5a0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = 9'h000;
-    casez (\$472 )
+    \$477  = 9'h000;
+    casez (\$476 )
       8'h00:
-          \$473  = 9'h000;
+          \$477  = 9'h000;
       8'h01:
-          \$473  = 9'h008;
+          \$477  = 9'h008;
       8'h02:
-          \$473  = 9'h010;
+          \$477  = 9'h010;
       8'h03:
-          \$473  = 9'h018;
+          \$477  = 9'h018;
       8'h04:
-          \$473  = 9'h020;
+          \$477  = 9'h020;
       8'h05:
-          \$473  = 9'h028;
+          \$477  = 9'h028;
       8'h06:
-          \$473  = 9'h030;
+          \$477  = 9'h030;
       8'h07:
-          \$473  = 9'h038;
+          \$477  = 9'h038;
       8'h08:
-          \$473  = 9'h040;
+          \$477  = 9'h040;
       8'h09:
-          \$473  = 9'h048;
+          \$477  = 9'h048;
       8'h0a:
-          \$473  = 9'h050;
+          \$477  = 9'h050;
       8'h0b:
-          \$473  = 9'h058;
+          \$477  = 9'h058;
       8'h0c:
-          \$473  = 9'h060;
+          \$477  = 9'h060;
       8'h0d:
-          \$473  = 9'h068;
+          \$477  = 9'h068;
       8'h0e:
-          \$473  = 9'h070;
+          \$477  = 9'h070;
       8'h0f:
-          \$473  = 9'h078;
+          \$477  = 9'h078;
       8'h10:
-          \$473  = 9'h080;
+          \$477  = 9'h080;
       8'h11:
-          \$473  = 9'h088;
+          \$477  = 9'h088;
       8'h12:
-          \$473  = 9'h090;
+          \$477  = 9'h090;
       8'h13:
-          \$473  = 9'h098;
+          \$477  = 9'h098;
       8'h14:
-          \$473  = 9'h0a0;
+          \$477  = 9'h0a0;
       8'h15:
-          \$473  = 9'h0a8;
+          \$477  = 9'h0a8;
       8'h16:
-          \$473  = 9'h0b0;
+          \$477  = 9'h0b0;
       8'h17:
-          \$473  = 9'h0b8;
+          \$477  = 9'h0b8;
       8'h18:
-          \$473  = 9'h0c0;
+          \$477  = 9'h0c0;
       8'h19:
-          \$473  = 9'h0c8;
+          \$477  = 9'h0c8;
       8'h1a:
-          \$473  = 9'h0d0;
+          \$477  = 9'h0d0;
       8'h1b:
-          \$473  = 9'h0d8;
+          \$477  = 9'h0d8;
       8'h1c:
-          \$473  = 9'h0e0;
+          \$477  = 9'h0e0;
       8'h1d:
-          \$473  = 9'h0e8;
+          \$477  = 9'h0e8;
       8'h1e:
-          \$473  = 9'h0f0;
+          \$477  = 9'h0f0;
       8'h1f:
-          \$473  = 9'h0f8;
+          \$477  = 9'h0f8;
       8'h20:
-          \$473  = 9'h100;
+          \$477  = 9'h100;
       8'h21:
-          \$473  = 9'h108;
+          \$477  = 9'h108;
       8'h22:
-          \$473  = 9'h110;
+          \$477  = 9'h110;
       8'h23:
-          \$473  = 9'h118;
+          \$477  = 9'h118;
       8'h24:
-          \$473  = 9'h120;
+          \$477  = 9'h120;
       8'h25:
-          \$473  = 9'h128;
+          \$477  = 9'h128;
       8'h26:
-          \$473  = 9'h130;
+          \$477  = 9'h130;
       8'h27:
-          \$473  = 9'h138;
+          \$477  = 9'h138;
       8'h28:
-          \$473  = 9'h140;
+          \$477  = 9'h140;
       8'h29:
-          \$473  = 9'h148;
+          \$477  = 9'h148;
       8'h2a:
-          \$473  = 9'h150;
+          \$477  = 9'h150;
       8'h2b:
-          \$473  = 9'h158;
+          \$477  = 9'h158;
       8'h2c:
-          \$473  = 9'h160;
+          \$477  = 9'h160;
       8'h2d:
-          \$473  = 9'h168;
+          \$477  = 9'h168;
       8'h2e:
-          \$473  = 9'h170;
+          \$477  = 9'h170;
       8'h2f:
-          \$473  = 9'h178;
+          \$477  = 9'h178;
       8'h30:
-          \$473  = 9'h180;
+          \$477  = 9'h180;
       8'h31:
-          \$473  = 9'h188;
+          \$477  = 9'h188;
       8'h32:
-          \$473  = 9'h190;
+          \$477  = 9'h190;
       8'h33:
-          \$473  = 9'h198;
+          \$477  = 9'h198;
       8'h34:
-          \$473  = 9'h1a0;
+          \$477  = 9'h1a0;
       8'h35:
-          \$473  = 9'h1a8;
+          \$477  = 9'h1a8;
       8'h36:
-          \$473  = 9'h1b0;
+          \$477  = 9'h1b0;
       8'h37:
-          \$473  = 9'h1b8;
+          \$477  = 9'h1b8;
       8'h38:
-          \$473  = 9'h1c0;
+          \$477  = 9'h1c0;
       8'h39:
-          \$473  = 9'h1c8;
+          \$477  = 9'h1c8;
       8'h3a:
-          \$473  = 9'h1d0;
+          \$477  = 9'h1d0;
       8'h3b:
-          \$473  = 9'h1d8;
+          \$477  = 9'h1d8;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = 14'h0000;
+    \$479  = 14'h0000;
     casez (\slot_tab$102 )
       2'h0:
-          \$475  = r_data;
+          \$479  = r_data;
       2'h1:
-          \$475  = \r_data$87 ;
+          \$479  = \r_data$87 ;
       2'h2:
-          \$475  = \r_data$88 ;
+          \$479  = \r_data$88 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = 14'h0000;
+    \$484  = 14'h0000;
     casez (\slot_tab$107 )
       2'h0:
-          \$480  = r_data;
+          \$484  = r_data;
       2'h1:
-          \$480  = \r_data$87 ;
+          \$484  = \r_data$87 ;
       2'h2:
-          \$480  = \r_data$88 ;
+          \$484  = \r_data$88 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = 14'h0000;
+    \$529  = 14'h0000;
     casez (\slot_tab$113 )
       2'h0:
-          \$525  = r_data;
+          \$529  = r_data;
       2'h1:
-          \$525  = \r_data$87 ;
+          \$529  = \r_data$87 ;
       2'h2:
-          \$525  = \r_data$88 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$539  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$539  = sb0;
-      2'h1:
-          \$539  = sb1;
-      2'h2:
-          \$539  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$541  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$541  = ap[24:18];
-      2'h1:
-          \$541  = ap[31:25];
-      2'h2:
-          \$541  = ap[38:32];
+          \$529  = \r_data$88 ;
     endcase
   end
   always @* begin
@@ -3521,6 +3501,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$547  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$547  = sb0;
+      2'h1:
+          \$547  = sb1;
+      2'h2:
+          \$547  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$549  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
@@ -3533,26 +3525,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$551  = 7'h00;
+    \$553  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$551  = ap[24:18];
+          \$553  = ap[24:18];
       2'h1:
-          \$551  = ap[31:25];
+          \$553  = ap[31:25];
       2'h2:
-          \$551  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$553  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$553  = sb0;
-      2'h1:
-          \$553  = sb1;
-      2'h2:
-          \$553  = sb2;
+          \$553  = ap[38:32];
     endcase
   end
   always @* begin
@@ -3569,62 +3549,62 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$559  = 14'h0000;
+    \$557  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$559  = sb0;
+          \$557  = sb0;
       2'h1:
-          \$559  = sb1;
+          \$557  = sb1;
       2'h2:
-          \$559  = sb2;
+          \$557  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$562  = 7'h00;
+    \$559  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$562  = ap[24:18];
+          \$559  = ap[24:18];
       2'h1:
-          \$562  = ap[31:25];
+          \$559  = ap[31:25];
       2'h2:
-          \$562  = ap[38:32];
+          \$559  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$564  = 7'h00;
+    \$563  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$564  = ap[24:18];
+          \$563  = sb0;
       2'h1:
-          \$564  = ap[31:25];
+          \$563  = sb1;
       2'h2:
-          \$564  = ap[38:32];
+          \$563  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$565  = 7'h00;
+    \$566  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$565  = ap[24:18];
+          \$566  = ap[24:18];
       2'h1:
-          \$565  = ap[31:25];
+          \$566  = ap[31:25];
       2'h2:
-          \$565  = ap[38:32];
+          \$566  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$567  = 14'h0000;
+    \$568  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$567  = sb0;
+          \$568  = ap[24:18];
       2'h1:
-          \$567  = sb1;
+          \$568  = ap[31:25];
       2'h2:
-          \$567  = sb2;
+          \$568  = ap[38:32];
     endcase
   end
   always @* begin
@@ -3641,74 +3621,74 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = 14'h0000;
+    \$571  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$573  = sb0;
+          \$571  = sb0;
       2'h1:
-          \$573  = sb1;
+          \$571  = sb1;
       2'h2:
-          \$573  = sb2;
+          \$571  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$576  = 7'h00;
+    \$573  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$576  = ap[24:18];
+          \$573  = ap[24:18];
       2'h1:
-          \$576  = ap[31:25];
+          \$573  = ap[31:25];
       2'h2:
-          \$576  = ap[38:32];
+          \$573  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$582  = 7'h00;
+    \$577  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$582  = ap[24:18];
+          \$577  = sb0;
       2'h1:
-          \$582  = ap[31:25];
+          \$577  = sb1;
       2'h2:
-          \$582  = ap[38:32];
+          \$577  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$589  = 7'h00;
+    \$580  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$589  = ap[24:18];
+          \$580  = ap[24:18];
       2'h1:
-          \$589  = ap[31:25];
+          \$580  = ap[31:25];
       2'h2:
-          \$589  = ap[38:32];
+          \$580  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$591  = 7'h00;
+    \$586  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$591  = ap[24:18];
+          \$586  = ap[24:18];
       2'h1:
-          \$591  = ap[31:25];
+          \$586  = ap[31:25];
       2'h2:
-          \$591  = ap[38:32];
+          \$586  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = 14'h0000;
+    \$593  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$593  = sb0;
+          \$593  = ap[24:18];
       2'h1:
-          \$593  = sb1;
+          \$593  = ap[31:25];
       2'h2:
-          \$593  = sb2;
+          \$593  = ap[38:32];
     endcase
   end
   always @* begin
@@ -3725,14 +3705,38 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = 14'h0000;
+    \$597  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$597  = sb0;
+      2'h1:
+          \$597  = sb1;
+      2'h2:
+          \$597  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$599  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$599  = ap[24:18];
+      2'h1:
+          \$599  = ap[31:25];
+      2'h2:
+          \$599  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$675  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$671  = sb0;
+          \$675  = sb0;
       2'h1:
-          \$671  = sb1;
+          \$675  = sb1;
       2'h2:
-          \$671  = sb2;
+          \$675  = sb2;
     endcase
   end
   always @* begin
@@ -3740,15 +3744,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$103 ) begin
+          if (\$107 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$109 [7:0];
+            \$signature__addr  = \$113 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$113 [7:0];
+              \$signature__addr  = \$117 [7:0];
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$117 [7:0];
+            \$signature__addr  = \$121 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3765,15 +3769,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$311 [7:0];
+          \$signature__addr  = \$315 [7:0];
       4'ha:
-          \$signature__addr  = \$332 [7:0];
+          \$signature__addr  = \$336 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$394 ) begin
+    if (\$398 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
@@ -3800,14 +3804,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          if (\$368 ) begin
+          if (\$372 ) begin
             t_idx = \slot_idx$146 ;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tab_en = \$100 ;
+    tab_en = \$104 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3822,7 +3826,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h7:
           /* empty */;
       4'h8:
-          tab_en = \$310 ;
+          tab_en = \$314 ;
     endcase
   end
   always @* begin
@@ -3830,7 +3834,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$103 ) begin
+          if (\$107 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -3841,7 +3845,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$103 ) begin
+          if (\$107 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -3856,7 +3860,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$98  = \$119 [1:0];
+          \slot_idx$98  = \$123 [1:0];
     endcase
   end
   always @* begin
@@ -3866,7 +3870,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$99  = \$121 ;
+          \slot_tab$99  = \$125 ;
     endcase
   end
   always @* begin
@@ -3876,23 +3880,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          dense_r_entry = \$122 [3:0];
+          dense_r_entry = \$126 [3:0];
       4'h4:
-          dense_r_entry = \$154 [3:0];
+          dense_r_entry = \$158 [3:0];
       4'h5:
-          dense_r_entry = \$209 [3:0];
+          dense_r_entry = \$213 [3:0];
       4'h1:
-          dense_r_entry = \$278 [3:0];
+          dense_r_entry = \$282 [3:0];
       4'h7:
           dense_r_entry = e1[3:0];
       4'h8:
-          dense_r_entry = \$305 [3:0];
+          dense_r_entry = \$309 [3:0];
       4'h6:
           /* empty */;
       4'h9:
           dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$360 [3:0];
+          dense_r_entry = \$364 [3:0];
     endcase
   end
   always @* begin
@@ -3902,23 +3906,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          meta_r_entry = \$123 [2:0];
+          meta_r_entry = \$127 [2:0];
       4'h4:
-          meta_r_entry = \$155 [2:0];
+          meta_r_entry = \$159 [2:0];
       4'h5:
-          meta_r_entry = \$210 [2:0];
+          meta_r_entry = \$214 [2:0];
       4'h1:
-          meta_r_entry = \$292 [2:0];
+          meta_r_entry = \$296 [2:0];
       4'h7:
           meta_r_entry = e1[2:0];
       4'h8:
-          meta_r_entry = \$309 [2:0];
+          meta_r_entry = \$313 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$366 [2:0];
+          meta_r_entry = \$370 [2:0];
     endcase
   end
   always @* begin
@@ -3928,23 +3932,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          sparse_r_entry = \$125 [2:0];
+          sparse_r_entry = \$129 [2:0];
       4'h4:
-          sparse_r_entry = \$157 [2:0];
+          sparse_r_entry = \$161 [2:0];
       4'h5:
-          sparse_r_entry = \$212 [2:0];
+          sparse_r_entry = \$216 [2:0];
       4'h1:
-          sparse_r_entry = \$285 [2:0];
+          sparse_r_entry = \$289 [2:0];
       4'h7:
           sparse_r_entry = e1[2:0];
       4'h8:
-          sparse_r_entry = \$307 [2:0];
+          sparse_r_entry = \$311 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$363 [2:0];
+          sparse_r_entry = \$367 [2:0];
     endcase
   end
   always @* begin
@@ -3954,7 +3958,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$100  = \$133 [1:0];
+          \slot_idx$100  = \$137 [1:0];
     endcase
   end
   always @* begin
@@ -3964,7 +3968,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$102  = \$139 ;
+          \slot_tab$102  = \$143 ;
     endcase
   end
   always @* begin
@@ -3976,7 +3980,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$103  = \$147 [1:0];
+          \slot_idx$103  = \$151 [1:0];
     endcase
   end
   always @* begin
@@ -3988,7 +3992,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$105  = \$153 ;
+          \slot_tab$105  = \$157 ;
     endcase
   end
   always @* begin
@@ -4000,7 +4004,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$106  = \$165 [1:0];
+          \slot_idx$106  = \$169 [1:0];
     endcase
   end
   always @* begin
@@ -4012,7 +4016,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$107  = \$171 ;
+          \slot_tab$107  = \$175 ;
     endcase
   end
   always @* begin
@@ -4026,7 +4030,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$108  = \$185 [1:0];
+          \slot_idx$108  = \$189 [1:0];
     endcase
   end
   always @* begin
@@ -4040,7 +4044,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$109  = \$194 ;
+          \slot_tab$109  = \$198 ;
     endcase
   end
   always @* begin
@@ -4054,7 +4058,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$110  = \$202 [1:0];
+          \slot_idx$110  = \$206 [1:0];
     endcase
   end
   always @* begin
@@ -4068,7 +4072,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$111  = \$208 ;
+          \slot_tab$111  = \$212 ;
     endcase
   end
   always @* begin
@@ -4082,7 +4086,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$112  = \$220 [1:0];
+          \slot_idx$112  = \$224 [1:0];
     endcase
   end
   always @* begin
@@ -4096,7 +4100,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$113  = \$226 ;
+          \slot_tab$113  = \$230 ;
     endcase
   end
   always @* begin
@@ -4110,7 +4114,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          emitted = \$229 ;
+          emitted = \$233 ;
     endcase
   end
   always @* begin
@@ -4125,12 +4129,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$230 ) begin
-          end else if (\$232 ) begin
+          if (\$234 ) begin
+          end else if (\$236 ) begin
             rec_valid = 1'h1;
-          end else if (\$237 ) begin
+          end else if (\$241 ) begin
             (* full_case = 32'd1 *)
-            if (\$243 ) begin
+            if (\$247 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -4166,27 +4170,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$230 ) begin
-          end else if (\$232 ) begin
+          if (\$234 ) begin
+          end else if (\$236 ) begin
             wr_out__payload[1:0] = 2'h0;
             wr_out__payload[3:2] = \slot_idx$108 ;
-            wr_out__payload[27:4] = \$242 ;
+            wr_out__payload[27:4] = \$246 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$237 ) begin
+          end else if (\$241 ) begin
             wr_out__payload[1:0] = 2'h1;
             wr_out__payload[3:2] = \slot_idx$108 ;
             (* full_case = 32'd1 *)
-            if (\$243 ) begin
-              wr_out__payload[27:4] = \$246 ;
+            if (\$247 ) begin
+              wr_out__payload[27:4] = \$250 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$248 ;
+              wr_out__payload[27:4] = \$252 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
             wr_out__payload[3:2] = \slot_idx$108 ;
-            wr_out__payload[27:4] = \$253 ;
+            wr_out__payload[27:4] = \$257 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -4197,8 +4201,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$301 ;
-          wr_out__payload[38:28] = \$303 [10:0];
+          wr_out__payload[27:4] = \$305 ;
+          wr_out__payload[38:28] = \$307 [10:0];
         end
       4'h6:
           /* empty */;
@@ -4224,7 +4228,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$254 [3:0];
+          dense_w_entry = \$258 [3:0];
     endcase
   end
   always @* begin
@@ -4238,7 +4242,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$255 [2:0];
+          meta_w_entry = \$259 [2:0];
     endcase
   end
   always @* begin
@@ -4252,7 +4256,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$261 [2:0];
+          sparse_w_entry = \$265 [2:0];
     endcase
   end
   always @* begin
@@ -4267,7 +4271,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$262 ) begin
+            if (\$266 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -4280,11 +4284,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$328 ) begin
+          if (\$332 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$394 ) begin
+    if (\$398 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -4300,11 +4304,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$262 ) begin
-              \$signature__data [9:0] = \$264 [9:0];
-              \$signature__data [23:10] = \$265 [13:0];
-              \$signature__data [37:24] = \$266 [13:0];
-              \$signature__data [51:38] = \$267 [13:0];
+            if (\$266 ) begin
+              \$signature__data [9:0] = \$268 [9:0];
+              \$signature__data [23:10] = \$269 [13:0];
+              \$signature__data [37:24] = \$270 [13:0];
+              \$signature__data [51:38] = \$271 [13:0];
             end
           end
       4'h1:
@@ -4316,11 +4320,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$328 ) begin
+          if (\$332 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$394 ) begin
+    if (\$398 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -4336,8 +4340,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$262 ) begin
-            end else if (\$263 ) begin
+            if (\$266 ) begin
+            end else if (\$267 ) begin
               alloc__ready = 1'h1;
             end
           end
@@ -4355,9 +4359,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$262 ) begin
-            end else if (\$263 ) begin
-              if (\$268 ) begin
+            if (\$266 ) begin
+            end else if (\$267 ) begin
+              if (\$272 ) begin
                 w_en = 1'h1;
               end
             end
@@ -4376,10 +4380,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$262 ) begin
-            end else if (\$263 ) begin
-              if (\$268 ) begin
-              end else if (\$271 ) begin
+            if (\$266 ) begin
+            end else if (\$267 ) begin
+              if (\$272 ) begin
+              end else if (\$275 ) begin
                 \w_en$135  = 1'h1;
               end
             end
@@ -4398,11 +4402,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$262 ) begin
-            end else if (\$263 ) begin
+            if (\$266 ) begin
+            end else if (\$267 ) begin
               (* full_case = 32'd1 *)
-              if (\$268 ) begin
-              end else if (\$271 ) begin
+              if (\$272 ) begin
+              end else if (\$275 ) begin
               end else begin
                 \w_en$136  = 1'h1;
               end
@@ -4425,7 +4429,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$299 ;
+          hi = \$303 ;
     endcase
   end
   always @* begin
@@ -4449,7 +4453,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$327 [14:0];
+          cnt = \$331 [14:0];
     endcase
   end
   always @* begin
@@ -4473,21 +4477,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$329 ) begin
-            if (\$330 ) begin
-              if (\$331 ) begin
+          if (\$333 ) begin
+            if (\$334 ) begin
+              if (\$335 ) begin
                 free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$388 ) begin
+            if (\$392 ) begin
               (* full_case = 32'd1 *)
-              if (\$391 ) begin
+              if (\$395 ) begin
               end else begin
-                if (\$392 ) begin
-                  if (\$393 ) begin
+                if (\$396 ) begin
+                  if (\$397 ) begin
                     free_done = 1'h1;
                   end
                 end
@@ -4519,7 +4523,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          adv = \$334 ;
+          adv = \$338 ;
     endcase
   end
   always @* begin
@@ -4545,7 +4549,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$146  = \$348 [1:0];
+          \slot_idx$146  = \$352 [1:0];
     endcase
   end
   always @* begin
@@ -4571,7 +4575,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$147  = \$357 ;
+          \slot_tab$147  = \$361 ;
     endcase
   end
   always @* begin
@@ -4597,191 +4601,67 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$387 [14:0];
+          k_cnt = \$391 [14:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$709  = gs_walk;
-    if (\$406 ) begin
-      \$709  = \$407 [7:0];
+    \$713  = gs_walk;
+    if (\$410 ) begin
+      \$713  = \$411 [7:0];
     end
     if (rst) begin
-      \$709  = 8'h00;
+      \$713  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$710  = gs_done;
-    if (\$406 ) begin
-      if (\$408 ) begin
-        \$710  = 1'h1;
+    \$714  = gs_done;
+    if (\$410 ) begin
+      if (\$412 ) begin
+        \$714  = 1'h1;
       end
     end
-    if (rst) begin
-      \$710  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$711  = free_done;
-    if (rst) begin
-      \$711  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$712  = release__valid;
-    if (release__ready) begin
-      \$712  = 1'h0;
-    end
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (adv) begin
-            \$712  = 1'h1;
-          end
-    endcase
-    if (rst) begin
-      \$712  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = j;
-    casez (fsm_state)
-      4'h0:
-          \$713  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$713  = 3'h0;
-      4'h5:
-          if (emitted) begin
-            \$713  = \$538 [2:0];
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$713  = { 1'h0, \$668  };
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$713  = 3'h0;
-      4'h9:
-          if (\$682 ) begin
-            (* full_case = 32'd1 *)
-            if (\$683 ) begin
-              (* full_case = 32'd1 *)
-              if (\$684 ) begin
-              end else begin
-                \$713  = 3'h0;
-              end
-            end else begin
-              \$713  = \$690 [2:0];
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$694 ) begin
-              (* full_case = 32'd1 *)
-              if (\$697 ) begin
-                \$713  = \$698 [2:0];
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$699 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$700 ) begin
-                  end else begin
-                    \$713  = 3'h0;
-                  end
-                end else begin
-                  \$713  = \$706 [2:0];
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$713  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = frag;
-    casez (fsm_state)
-      4'h0:
-          \$714  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$714  = 1'h0;
-      4'h5:
-        begin
-          if (\$526 ) begin
-          end else if (\$528 ) begin
-          end else if (\$533 ) begin
-            if (\$535 ) begin
-              if (\$537 ) begin
-                \$714  = 1'h1;
-              end
-            end
-          end
-          if (emitted) begin
-            \$714  = 1'h0;
-          end
-        end
-    endcase
     if (rst) begin
       \$714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = cap1;
-    casez (fsm_state)
-      4'h0:
-          \$715  = 1'h0;
-      4'h2:
-          \$715  = 1'h1;
-      4'h4:
-          \$715  = \$477 ;
-      4'h5:
-          \$715  = \$522 ;
-    endcase
+    \$715  = free_done;
     if (rst) begin
       \$715  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = cap2;
+    \$716  = release__valid;
+    if (release__ready) begin
+      \$716  = 1'h0;
+    end
     casez (fsm_state)
       4'h0:
-          \$716  = 1'h0;
+          /* empty */;
       4'h2:
-          \$716  = cap1;
+          /* empty */;
       4'h4:
-          \$716  = cap1;
+          /* empty */;
       4'h5:
-          \$716  = cap1;
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            \$716  = 1'h1;
+          end
     endcase
     if (rst) begin
       \$716  = 1'h0;
@@ -4789,33 +4669,89 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = cm;
+    \$717  = j;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
-          end else if (cmd__valid) begin
-            \$717  = cmd__payload;
+          \$717  = 3'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$717  = 3'h0;
+      4'h5:
+          if (emitted) begin
+            \$717  = \$542 [2:0];
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$717  = { 1'h0, \$672  };
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$717  = 3'h0;
+      4'h9:
+          if (\$686 ) begin
+            (* full_case = 32'd1 *)
+            if (\$687 ) begin
+              (* full_case = 32'd1 *)
+              if (\$688 ) begin
+              end else begin
+                \$717  = 3'h0;
+              end
+            end else begin
+              \$717  = \$694 [2:0];
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$698 ) begin
+              (* full_case = 32'd1 *)
+              if (\$701 ) begin
+                \$717  = \$702 [2:0];
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$703 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$704 ) begin
+                  end else begin
+                    \$717  = 3'h0;
+                  end
+                end else begin
+                  \$717  = \$710 [2:0];
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$717  = 41'h00000000000;
+      \$717  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = from_cmd;
+    \$718  = frag;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
-          end else if (cmd__valid) begin
-            \$718  = 1'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$718  = 1'h0;
+          \$718  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$718  = 1'h0;
+      4'h5:
+        begin
+          if (\$530 ) begin
+          end else if (\$532 ) begin
+          end else if (\$537 ) begin
+            if (\$539 ) begin
+              if (\$541 ) begin
+                \$718  = 1'h1;
+              end
             end
-          end else if (append__valid) begin
+          end
+          if (emitted) begin
             \$718  = 1'h0;
           end
+        end
     endcase
     if (rst) begin
       \$718  = 1'h0;
@@ -4823,12 +4759,80 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = fg;
+    \$719  = cap1;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          \$719  = 1'h0;
+      4'h2:
+          \$719  = 1'h1;
+      4'h4:
+          \$719  = \$481 ;
+      4'h5:
+          \$719  = \$526 ;
+    endcase
+    if (rst) begin
+      \$719  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$720  = cap2;
+    casez (fsm_state)
+      4'h0:
+          \$720  = 1'h0;
+      4'h2:
+          \$720  = cap1;
+      4'h4:
+          \$720  = cap1;
+      4'h5:
+          \$720  = cap1;
+    endcase
+    if (rst) begin
+      \$720  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$721  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$413 ) begin
           end else if (cmd__valid) begin
-            \$719  = 6'h00;
+            \$721  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$721  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$722  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$413 ) begin
+          end else if (cmd__valid) begin
+            \$722  = 1'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$722  = 1'h0;
+            end
+          end else if (append__valid) begin
+            \$722  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$722  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$723  = fg;
+    casez (fsm_state)
+      4'h0:
+          if (\$413 ) begin
+          end else if (cmd__valid) begin
+            \$723  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -4845,26 +4849,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$719  = \$689 [5:0];
+                \$723  = \$693 [5:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$719  = \$705 [5:0];
+                    \$723  = \$709 [5:0];
                   end
                 end
               end
@@ -4872,23 +4876,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$719  = 6'h00;
+      \$723  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = gidx;
+    \$724  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
-            \$720  = \$415 [7:0];
+            \$724  = \$419 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$720  = \$440 [7:0];
+              \$724  = \$444 [7:0];
             end
           end else if (append__valid) begin
-            \$720  = \$459 [7:0];
+            \$724  = \$463 [7:0];
           end
       4'h2:
           /* empty */;
@@ -4905,26 +4909,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$720  = \$685 [7:0];
+                \$724  = \$689 [7:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$720  = \$701 [7:0];
+                    \$724  = \$705 [7:0];
                   end
                 end
               end
@@ -4932,23 +4936,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$720  = 8'h00;
+      \$724  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = dense_base;
+    \$725  = dense_base;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
-            \$721  = \$422 [13:0];
+            \$725  = \$426 [13:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$721  = \$445 [13:0];
+              \$725  = \$449 [13:0];
             end
           end else if (append__valid) begin
-            \$721  = \$464 [13:0];
+            \$725  = \$468 [13:0];
           end
       4'h2:
           /* empty */;
@@ -4965,26 +4969,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$721  = \$686 [13:0];
+                \$725  = \$690 [13:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$721  = \$702 [13:0];
+                    \$725  = \$706 [13:0];
                   end
                 end
               end
@@ -4992,23 +4996,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$721  = 14'h0000;
+      \$725  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = sparse_base;
+    \$726  = sparse_base;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
-            \$722  = \$429 [12:0];
+            \$726  = \$433 [12:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$722  = \$450 [12:0];
+              \$726  = \$454 [12:0];
             end
           end else if (append__valid) begin
-            \$722  = \$469 [12:0];
+            \$726  = \$473 [12:0];
           end
       4'h2:
           /* empty */;
@@ -5025,26 +5029,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$722  = \$687 [12:0];
+                \$726  = \$691 [12:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$722  = \$703 [12:0];
+                    \$726  = \$707 [12:0];
                   end
                 end
               end
@@ -5052,23 +5056,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$722  = 13'h0000;
+      \$726  = 13'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = meta_base;
+    \$727  = meta_base;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
-            \$723  = \$436 [10:0];
+            \$727  = \$440 [10:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$723  = \$455 [10:0];
+              \$727  = \$459 [10:0];
             end
           end else if (append__valid) begin
-            \$723  = \$474 [10:0];
+            \$727  = \$478 [10:0];
           end
       4'h2:
           /* empty */;
@@ -5085,26 +5089,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$723  = \$688 [10:0];
+                \$727  = \$692 [10:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$723  = \$704 [10:0];
+                    \$727  = \$708 [10:0];
                   end
                 end
               end
@@ -5112,139 +5116,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$723  = 11'h000;
+      \$727  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = fsm_state;
+    \$728  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
-            \$724  = 4'h1;
+            \$728  = 4'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$724  = 4'h2;
+              \$728  = 4'h2;
             end
           end else if (append__valid) begin
-            \$724  = 4'h2;
+            \$728  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$476 ) begin
-            \$724  = 4'h3;
+          if (\$480 ) begin
+            \$728  = 4'h3;
           end else if (field_bad) begin
-            \$724  = 4'h3;
+            \$728  = 4'h3;
           end else begin
-            \$724  = 4'h4;
+            \$728  = 4'h4;
           end
       4'h4:
-          \$724  = 4'h5;
+          \$728  = 4'h5;
       4'h5:
         begin
-          if (\$526 ) begin
-            if (\$534 ) begin
+          if (\$530 ) begin
+            if (\$538 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
-                \$724  = 4'h3;
+                \$728  = 4'h3;
               end else if (chk_cap) begin
-                \$724  = 4'h3;
+                \$728  = 4'h3;
               end else begin
-                \$724  = 4'h0;
+                \$728  = 4'h0;
               end
             end
           end
           if (emitted) begin
-            if (\$602 ) begin
-              \$724  = 4'h3;
+            if (\$606 ) begin
+              \$728  = 4'h3;
             end
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$630 ) begin
-            \$724  = 4'h3;
-          end else if (\$631 ) begin
-            \$724  = 4'h6;
-          end else if (\$636 ) begin
-            \$724  = 4'h3;
+          if (\$634 ) begin
+            \$728  = 4'h3;
+          end else if (\$635 ) begin
+            \$728  = 4'h6;
+          end else if (\$640 ) begin
+            \$728  = 4'h3;
           end else begin
-            \$724  = 4'h7;
+            \$728  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$674 ) begin
-            \$724  = 4'h3;
-          end else if (\$675 ) begin
-            \$724  = 4'h3;
+          if (\$678 ) begin
+            \$728  = 4'h3;
+          end else if (\$679 ) begin
+            \$728  = 4'h3;
           end else begin
-            \$724  = 4'h8;
+            \$728  = 4'h8;
           end
       4'h8:
-          if (\$676 ) begin
-            if (\$681 ) begin
-              \$724  = 4'h3;
+          if (\$680 ) begin
+            if (\$685 ) begin
+              \$728  = 4'h3;
             end
           end
       4'h6:
-          \$724  = 4'h9;
+          \$728  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$682 ) begin
+          if (\$686 ) begin
             (* full_case = 32'd1 *)
-            if (\$683 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
-                \$724  = 4'h3;
+              if (\$688 ) begin
+                \$728  = 4'h3;
               end else begin
-                \$724  = 4'h9;
+                \$728  = 4'h9;
               end
             end else begin
-              \$724  = 4'h9;
+              \$728  = 4'h9;
             end
           end else begin
-            \$724  = 4'ha;
+            \$728  = 4'ha;
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
-                    \$724  = 4'h3;
+                  if (\$704 ) begin
+                    \$728  = 4'h3;
                   end else begin
-                    \$724  = 4'h9;
+                    \$728  = 4'h9;
                   end
                 end else begin
-                  \$724  = 4'h9;
+                  \$728  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$708 ) begin
-            \$724  = 4'h0;
+          if (\$712 ) begin
+            \$728  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$724  = 4'h0;
+      \$728  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = retry;
+    \$729  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$725  = 1'h0;
+              \$729  = 1'h0;
             end
           end
       4'h2:
@@ -5262,22 +5266,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
-              if (\$684 ) begin
-                \$725  = 1'h1;
+          if (\$686 ) begin
+            if (\$687 ) begin
+              if (\$688 ) begin
+                \$729  = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
-                  if (\$700 ) begin
-                    \$725  = 1'h1;
+                if (\$703 ) begin
+                  if (\$704 ) begin
+                    \$729  = 1'h1;
                   end
                 end
               end
@@ -5285,66 +5289,66 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$725  = 1'h0;
+      \$729  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = ap;
+    \$730  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$409 ) begin
+          if (\$413 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$726  = append__payload;
+            \$730  = append__payload;
           end
     endcase
     if (rst) begin
-      \$726  = 39'h0000000000;
+      \$730  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = n;
+    \$731  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$727  = \$signature__data$155 [9:0];
+          \$731  = \$signature__data$155 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$727  = \$signature__data$155 [9:0];
+          \$731  = \$signature__data$155 [9:0];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$727  = \$signature__data$155 [9:0];
+          \$731  = \$signature__data$155 [9:0];
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$727  = \$signature__data$155 [9:0];
+                \$731  = \$signature__data$155 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$727  = \$signature__data$155 [9:0];
+                    \$731  = \$signature__data$155 [9:0];
                   end
                 end
               end
@@ -5352,50 +5356,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$727  = 10'h000;
+      \$731  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = sb0;
+    \$732  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$728  = \$signature__data$155 [23:10];
+          \$732  = \$signature__data$155 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$728  = \$signature__data$155 [23:10];
+          \$732  = \$signature__data$155 [23:10];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$728  = \$signature__data$155 [23:10];
+          \$732  = \$signature__data$155 [23:10];
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$728  = \$signature__data$155 [23:10];
+                \$732  = \$signature__data$155 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$728  = \$signature__data$155 [23:10];
+                    \$732  = \$signature__data$155 [23:10];
                   end
                 end
               end
@@ -5403,50 +5407,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$728  = 14'h0000;
+      \$732  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = sb1;
+    \$733  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$729  = \$signature__data$155 [37:24];
+          \$733  = \$signature__data$155 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$729  = \$signature__data$155 [37:24];
+          \$733  = \$signature__data$155 [37:24];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$729  = \$signature__data$155 [37:24];
+          \$733  = \$signature__data$155 [37:24];
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$729  = \$signature__data$155 [37:24];
+                \$733  = \$signature__data$155 [37:24];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$729  = \$signature__data$155 [37:24];
+                    \$733  = \$signature__data$155 [37:24];
                   end
                 end
               end
@@ -5454,157 +5458,55 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$729  = 14'h0000;
+      \$733  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = sb2;
+    \$734  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$730  = \$signature__data$155 [51:38];
+          \$734  = \$signature__data$155 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$730  = \$signature__data$155 [51:38];
+          \$734  = \$signature__data$155 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$730  = \$signature__data$155 [51:38];
+          \$734  = \$signature__data$155 [51:38];
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
               (* full_case = 32'd1 *)
-              if (\$684 ) begin
+              if (\$688 ) begin
               end else begin
-                \$730  = \$signature__data$155 [51:38];
+                \$734  = \$signature__data$155 [51:38];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
+                if (\$703 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$700 ) begin
+                  if (\$704 ) begin
                   end else begin
-                    \$730  = \$signature__data$155 [51:38];
+                    \$734  = \$signature__data$155 [51:38];
                   end
                 end
               end
             end
           end
-    endcase
-    if (rst) begin
-      \$730  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = cap1_k;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$731  = 3'h0;
-      4'h4:
-          \$731  = rk;
-      4'h5:
-          \$731  = rk;
-    endcase
-    if (rst) begin
-      \$731  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = cap2_k;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$732  = cap1_k;
-      4'h4:
-          \$732  = cap1_k;
-      4'h5:
-          \$732  = cap1_k;
-    endcase
-    if (rst) begin
-      \$732  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = rk;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$733  = 3'h1;
-      4'h4:
-          if (\$478 ) begin
-            \$733  = \$479 [2:0];
-          end
-      4'h5:
-          if (\$523 ) begin
-            \$733  = \$524 [2:0];
-          end
-    endcase
-    if (rst) begin
-      \$733  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = pg0_0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  \$734  = \$475 ;
-            endcase
-          end
-      4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  \$734  = \$480 ;
-            endcase
-          end
-      4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  \$734  = \$525 ;
-            endcase
-          end
-          if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      \$734  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
     endcase
     if (rst) begin
       \$734  = 14'h0000;
@@ -5612,196 +5514,62 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = pg0_1;
+    \$735  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  \$735  = \$475 ;
-            endcase
-          end
+          \$735  = 3'h0;
       4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  \$735  = \$480 ;
-            endcase
-          end
+          \$735  = rk;
       4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  \$735  = \$525 ;
-            endcase
-          end
-          if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      \$735  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
+          \$735  = rk;
     endcase
     if (rst) begin
-      \$735  = 14'h0000;
+      \$735  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = pg0_2;
+    \$736  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  \$736  = \$475 ;
-            endcase
-          end
+          \$736  = cap1_k;
       4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  \$736  = \$480 ;
-            endcase
-          end
+          \$736  = cap1_k;
       4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  \$736  = \$525 ;
-            endcase
-          end
-          if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      \$736  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
+          \$736  = cap1_k;
     endcase
     if (rst) begin
-      \$736  = 14'h0000;
+      \$736  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = pg0_3;
+    \$737  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  \$737  = \$475 ;
-            endcase
-          end
+          \$737  = 3'h1;
       4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  \$737  = \$480 ;
-            endcase
+          if (\$482 ) begin
+            \$737  = \$483 [2:0];
           end
       4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  \$737  = \$525 ;
-            endcase
+          if (\$527 ) begin
+            \$737  = \$528 [2:0];
           end
-          if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      \$737  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
     endcase
     if (rst) begin
-      \$737  = 14'h0000;
+      \$737  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = pg0_4;
+    \$738  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5809,30 +5577,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$738  = \$475 ;
+                  \$738  = \$479 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$738  = \$480 ;
+                  \$738  = \$484 ;
             endcase
           end
       4'h5:
@@ -5840,33 +5592,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$738  = \$525 ;
+                  \$738  = \$529 ;
             endcase
           end
           if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
                       \$738  = obs__alloc_page;
                 endcase
               end
@@ -5880,7 +5616,275 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = pg0_5;
+    \$739  = pg0_1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$739  = \$479 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$739  = \$484 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  \$739  = \$529 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      /* empty */;
+                  3'h1:
+                      \$739  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$739  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$740  = pg0_2;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$740  = \$479 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$740  = \$484 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  \$740  = \$529 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      /* empty */;
+                  3'h1:
+                      /* empty */;
+                  3'h2:
+                      \$740  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$740  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$741  = pg0_3;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$741  = \$479 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$741  = \$484 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  \$741  = \$529 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      /* empty */;
+                  3'h1:
+                      /* empty */;
+                  3'h2:
+                      /* empty */;
+                  3'h3:
+                      \$741  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$741  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$742  = pg0_4;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$742  = \$479 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$742  = \$484 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$742  = \$529 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      /* empty */;
+                  3'h1:
+                      /* empty */;
+                  3'h2:
+                      /* empty */;
+                  3'h3:
+                      /* empty */;
+                  3'h4:
+                      \$742  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$742  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$743  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5898,7 +5902,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$739  = \$475 ;
+                  \$743  = \$479 ;
             endcase
           end
       4'h4:
@@ -5915,7 +5919,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$739  = \$480 ;
+                  \$743  = \$484 ;
             endcase
           end
       4'h5:
@@ -5933,12 +5937,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$739  = \$525 ;
+                  \$743  = \$529 ;
             endcase
           end
           if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5954,7 +5958,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$739  = obs__alloc_page;
+                      \$743  = obs__alloc_page;
                 endcase
               end
             end
@@ -5962,12 +5966,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$739  = 14'h0000;
+      \$743  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = pg0_6;
+    \$744  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5987,7 +5991,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$740  = \$475 ;
+                  \$744  = \$479 ;
             endcase
           end
       4'h4:
@@ -6006,7 +6010,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$740  = \$480 ;
+                  \$744  = \$484 ;
             endcase
           end
       4'h5:
@@ -6026,12 +6030,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$740  = \$525 ;
+                  \$744  = \$529 ;
             endcase
           end
           if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6049,7 +6053,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$740  = obs__alloc_page;
+                      \$744  = obs__alloc_page;
                 endcase
               end
             end
@@ -6057,78 +6061,78 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$740  = 14'h0000;
+      \$744  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = status;
+    \$745  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$476 ) begin
-            \$741  = 3'h1;
+          if (\$480 ) begin
+            \$745  = 3'h1;
           end else if (field_bad) begin
-            \$741  = 3'h2;
+            \$745  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$526 ) begin
-            if (\$534 ) begin
+          if (\$530 ) begin
+            if (\$538 ) begin
               if (chk_pos) begin
-                \$741  = 3'h3;
+                \$745  = 3'h3;
               end else if (chk_cap) begin
-                \$741  = 3'h5;
+                \$745  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$602 ) begin
-              \$741  = 3'h0;
+            if (\$606 ) begin
+              \$745  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$630 ) begin
-            \$741  = 3'h1;
-          end else if (\$631 ) begin
-          end else if (\$636 ) begin
-            \$741  = 3'h2;
+          if (\$634 ) begin
+            \$745  = 3'h1;
+          end else if (\$635 ) begin
+          end else if (\$640 ) begin
+            \$745  = 3'h2;
           end
       4'h7:
-          if (\$674 ) begin
-            \$741  = 3'h4;
-          end else if (\$675 ) begin
-            \$741  = 3'h0;
+          if (\$678 ) begin
+            \$745  = 3'h4;
+          end else if (\$679 ) begin
+            \$745  = 3'h0;
           end
       4'h8:
-          if (\$676 ) begin
-            if (\$681 ) begin
-              \$741  = 3'h0;
+          if (\$680 ) begin
+            if (\$685 ) begin
+              \$745  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
-              if (\$684 ) begin
-                \$741  = 3'h0;
+          if (\$686 ) begin
+            if (\$687 ) begin
+              if (\$688 ) begin
+                \$745  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
-                  if (\$700 ) begin
-                    \$741  = 3'h0;
+                if (\$703 ) begin
+                  if (\$704 ) begin
+                    \$745  = 3'h0;
                   end
                 end
               end
@@ -6136,121 +6140,121 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$741  = 3'h0;
+      \$745  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = chk_pos;
+    \$746  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$742  = \$481 ;
+          \$746  = \$485 ;
     endcase
     if (rst) begin
-      \$742  = 1'h0;
+      \$746  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = chk_cap;
+    \$747  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$743  = cap_bad;
+          \$747  = cap_bad;
     endcase
     if (rst) begin
-      \$743  = 1'h0;
+      \$747  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = em_free;
+    \$748  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$744  = \$486 ;
+          \$748  = \$490 ;
       4'h5:
           if (emitted) begin
-            \$744  = \$584 ;
+            \$748  = \$588 ;
           end
     endcase
     if (rst) begin
-      \$744  = 1'h0;
+      \$748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = em_ready;
+    \$749  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$745  = 1'h0;
+          \$749  = 1'h0;
       4'h5:
         begin
-          if (\$526 ) begin
-          end else if (\$528 ) begin
-          end else if (\$533 ) begin
-            if (\$535 ) begin
-              if (\$537 ) begin
-                \$745  = 1'h1;
+          if (\$530 ) begin
+          end else if (\$532 ) begin
+          end else if (\$537 ) begin
+            if (\$539 ) begin
+              if (\$541 ) begin
+                \$749  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$745  = \$601 ;
+            \$749  = \$605 ;
           end
         end
     endcase
     if (rst) begin
-      \$745  = 1'h0;
+      \$749  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = a_first;
+    \$750  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$746  = { \$506 , \$504 , \$500 , \$496 , \$492 , \$490 , \$488  };
+          \$750  = { \$510 , \$508 , \$504 , \$500 , \$496 , \$494 , \$492  };
     endcase
     if (rst) begin
-      \$746  = 7'h00;
+      \$750  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = a_second;
+    \$751  = a_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$747  = { 1'h0, \$521 , \$516 , \$511 , 3'h0 };
+          \$751  = { 1'h0, \$525 , \$520 , \$515 , 3'h0 };
     endcase
     if (rst) begin
-      \$747  = 7'h00;
+      \$751  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = out_of_pages;
+    \$752  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6259,17 +6263,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$526 ) begin
+          if (\$530 ) begin
             (* full_case = 32'd1 *)
-            if (\$534 ) begin
+            if (\$538 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$748  = 1'h1;
+                \$752  = 1'h1;
               end
             end else begin
-              \$748  = 1'h0;
+              \$752  = 1'h0;
             end
           end
       4'h1:
@@ -6285,17 +6289,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$707 ) begin
-            \$748  = 1'h0;
+          if (\$711 ) begin
+            \$752  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$748  = 1'h0;
+      \$752  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = p_off;
+    \$753  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6305,16 +6309,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$749  = \$540 [9:0];
+            \$753  = \$544 [9:0];
           end
     endcase
     if (rst) begin
-      \$749  = 10'h000;
+      \$753  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = p_second;
+    \$754  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6324,16 +6328,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$750  = \$548 ;
+            \$754  = \$552 ;
           end
     endcase
     if (rst) begin
-      \$750  = 1'h0;
+      \$754  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = p_c_nz;
+    \$755  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6343,16 +6347,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$751  = \$550 ;
+            \$755  = \$554 ;
           end
     endcase
     if (rst) begin
-      \$751  = 1'h0;
+      \$755  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = p_first_len;
+    \$756  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6362,16 +6366,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$752  = \$563 [10:0];
+            \$756  = \$567 [10:0];
           end
     endcase
     if (rst) begin
-      \$752  = 11'h000;
+      \$756  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = p_second_len;
+    \$757  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6381,16 +6385,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$753  = \$578 [10:0];
+            \$757  = \$582 [10:0];
           end
     endcase
     if (rst) begin
-      \$753  = 11'h000;
+      \$757  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = obs__live;
+    \$758  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6400,17 +6404,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$602 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$754 [0] = 1'h1;
+                    \$758 [0] = 1'h1;
                 2'h1:
-                    \$754 [1] = 1'h1;
+                    \$758 [1] = 1'h1;
                 2'h2:
-                    \$754 [2] = 1'h1;
+                    \$758 [2] = 1'h1;
                 2'h3:
-                    \$754 [3] = 1'h1;
+                    \$758 [3] = 1'h1;
               endcase
             end
           end
@@ -6423,41 +6427,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$682 ) begin
-            if (\$683 ) begin
-              if (\$684 ) begin
+          if (\$686 ) begin
+            if (\$687 ) begin
+              if (\$688 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$754 [0] = 1'h0;
+                      \$758 [0] = 1'h0;
                   2'h1:
-                      \$754 [1] = 1'h0;
+                      \$758 [1] = 1'h0;
                   2'h2:
-                      \$754 [2] = 1'h0;
+                      \$758 [2] = 1'h0;
                   2'h3:
-                      \$754 [3] = 1'h0;
+                      \$758 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$694 ) begin
+            if (\$698 ) begin
               (* full_case = 32'd1 *)
-              if (\$697 ) begin
+              if (\$701 ) begin
               end else begin
-                if (\$699 ) begin
-                  if (\$700 ) begin
+                if (\$703 ) begin
+                  if (\$704 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$754 [0] = 1'h0;
+                          \$758 [0] = 1'h0;
                       2'h1:
-                          \$754 [1] = 1'h0;
+                          \$758 [1] = 1'h0;
                       2'h2:
-                          \$754 [2] = 1'h0;
+                          \$758 [2] = 1'h0;
                       2'h3:
-                          \$754 [3] = 1'h0;
+                          \$758 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -6466,12 +6470,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$754  = 4'h0;
+      \$758  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = pg1_0;
+    \$759  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6481,24 +6485,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
-                      \$755  = obs__alloc_page;
+                      \$759  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$755  = 14'h0000;
+      \$759  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = pg1_1;
+    \$760  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6508,26 +6512,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
                       /* empty */;
                   2'h1:
-                      \$756  = obs__alloc_page;
+                      \$760  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$756  = 14'h0000;
+      \$760  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = pg1_2;
+    \$761  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6537,8 +6541,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$602 ) begin
-            end else if (\$603 ) begin
+            if (\$606 ) begin
+            end else if (\$607 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
@@ -6546,19 +6550,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   2'h1:
                       /* empty */;
                   2'h2:
-                      \$757  = obs__alloc_page;
+                      \$761  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$757  = 14'h0000;
+      \$761  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = e;
+    \$762  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6569,34 +6573,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$758  = \$610 [14:0];
+          \$762  = \$614 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$676 ) begin
-            \$758  = e1;
+          if (\$680 ) begin
+            \$762  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$758  = 15'h0000;
+          \$762  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$758  = e1;
-            if (\$694 ) begin
-              if (\$697 ) begin
-                \$758  = 15'h0000;
+            \$762  = e1;
+            if (\$698 ) begin
+              if (\$701 ) begin
+                \$762  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$758  = 15'h0000;
+      \$762  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = e1;
+    \$763  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6607,34 +6611,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$759  = \$618 [14:0];
+          \$763  = \$622 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$676 ) begin
-            \$759  = e2;
+          if (\$680 ) begin
+            \$763  = e2;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$759  = 15'h0001;
+          \$763  = 15'h0001;
       4'ha:
           if (adv) begin
-            \$759  = e2;
-            if (\$694 ) begin
-              if (\$697 ) begin
-                \$759  = 15'h0001;
+            \$763  = e2;
+            if (\$698 ) begin
+              if (\$701 ) begin
+                \$763  = 15'h0001;
               end
             end
           end
     endcase
     if (rst) begin
-      \$759  = 15'h0000;
+      \$763  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = e2;
+    \$764  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6645,133 +6649,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$760  = \$626 [14:0];
+          \$764  = \$630 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$676 ) begin
-            \$760  = \$680 [14:0];
+          if (\$680 ) begin
+            \$764  = \$684 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$760  = 15'h0002;
+          \$764  = 15'h0002;
       4'ha:
           if (adv) begin
-            \$760  = \$693 [14:0];
-            if (\$694 ) begin
-              if (\$697 ) begin
-                \$760  = 15'h0002;
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$760  = 15'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = r_left;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$761  = { \$649 [21], \$649 [21], \$649 [21], \$649  };
-      4'h8:
-          if (\$676 ) begin
-            \$761  = \$679 [24:0];
-          end
-    endcase
-    if (rst) begin
-      \$761  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = r_off;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$762  = \$656 [9:0];
-      4'h8:
-          if (\$676 ) begin
-            \$762  = 10'h000;
-          end
-    endcase
-    if (rst) begin
-      \$762  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = r_room;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$763  = \$664 [10:0];
-      4'h8:
-          if (\$676 ) begin
-            \$763  = 11'h400;
-          end
-    endcase
-    if (rst) begin
-      \$763  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = npg;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          \$764  = cnt;
-      4'ha:
-          if (adv) begin
-            if (\$694 ) begin
-              if (\$697 ) begin
-                \$764  = k_cnt;
+            \$764  = \$697 [14:0];
+            if (\$698 ) begin
+              if (\$701 ) begin
+                \$764  = 15'h0002;
               end
             end
           end
@@ -6782,7 +6676,117 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = rel_tab;
+    \$765  = r_left;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$765  = { \$653 [21], \$653 [21], \$653 [21], \$653  };
+      4'h8:
+          if (\$680 ) begin
+            \$765  = \$683 [24:0];
+          end
+    endcase
+    if (rst) begin
+      \$765  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$766  = r_off;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$766  = \$660 [9:0];
+      4'h8:
+          if (\$680 ) begin
+            \$766  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$766  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$767  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$767  = \$668 [10:0];
+      4'h8:
+          if (\$680 ) begin
+            \$767  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$767  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$768  = npg;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$768  = cnt;
+      4'ha:
+          if (adv) begin
+            if (\$698 ) begin
+              if (\$701 ) begin
+                \$768  = k_cnt;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$768  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$769  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6804,16 +6808,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$765  = slot_tab;
+            \$769  = slot_tab;
           end
     endcase
     if (rst) begin
-      \$765  = 2'h0;
+      \$769  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = obs__release_sid;
+    \$770  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6835,75 +6839,75 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$766  = \$692 [10:0];
+            \$770  = \$696 [10:0];
           end
     endcase
     if (rst) begin
-      \$766  = 11'h000;
+      \$770  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$81  = 6'h00;
+    \$85  = 6'h00;
     casez (t_idx)
       2'h0:
-          \$81  = 6'h00;
+          \$85  = 6'h00;
       2'h1:
-          \$81  = 6'h10;
+          \$85  = 6'h10;
       2'h2:
-          \$81  = 6'h20;
+          \$85  = 6'h20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$84  = 6'h00;
+    \$88  = 6'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$84  = 6'h00;
+          \$88  = 6'h00;
       2'h1:
-          \$84  = 6'h10;
+          \$88  = 6'h10;
       2'h2:
-          \$84  = 6'h20;
+          \$88  = 6'h20;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = 5'h00;
+    \$91  = 5'h00;
     casez (t_idx)
       2'h0:
-          \$87  = 5'h00;
+          \$91  = 5'h00;
       2'h1:
-          \$87  = 5'h08;
+          \$91  = 5'h08;
       2'h2:
-          \$87  = 5'h10;
+          \$91  = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = 5'h00;
+    \$94  = 5'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$90  = 5'h00;
+          \$94  = 5'h00;
       2'h1:
-          \$90  = 5'h08;
+          \$94  = 5'h08;
       2'h2:
-          \$90  = 5'h10;
+          \$94  = 5'h10;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = 3'h0;
+    \$97  = 3'h0;
     casez (t_idx)
       2'h0:
-          \$93  = 3'h0;
+          \$97  = 3'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$96  = 3'h0;
+    \$100  = 3'h0;
     casez (\$17 [1:0])
       2'h0:
-          \$96  = 3'h0;
+          \$100  = 3'h0;
     endcase
   end
   always @* begin
@@ -6923,33 +6927,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$104  = 8'h00;
+          \$108  = 8'h00;
       2'h1:
-          \$104  = 8'h3c;
+          \$108  = 8'h3c;
       2'h2:
-          \$104  = 8'h78;
+          \$108  = 8'h78;
       2'h3:
-          \$104  = 8'hb4;
+          \$108  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (ap[1:0])
-      2'h0:
-          \$110  = 8'h00;
-      2'h1:
-          \$110  = 8'h3c;
-      2'h2:
-          \$110  = 8'h78;
-      2'h3:
-          \$110  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
       2'h0:
           \$114  = 8'h00;
       2'h1:
@@ -6962,38 +6952,52 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$124  = 14'h0000;
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
+      2'h0:
+          \$118  = 8'h00;
+      2'h1:
+          \$118  = 8'h3c;
+      2'h2:
+          \$118  = 8'h78;
+      2'h3:
+          \$118  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$128  = 14'h0000;
     casez (\slot_idx$98 )
       2'h0:
-          \$124  = sb0;
+          \$128  = sb0;
       2'h1:
-          \$124  = sb1;
+          \$128  = sb1;
       2'h2:
-          \$124  = sb2;
+          \$128  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$156  = 14'h0000;
+    \$160  = 14'h0000;
     casez (\slot_idx$103 )
       2'h0:
-          \$156  = sb0;
+          \$160  = sb0;
       2'h1:
-          \$156  = sb1;
+          \$160  = sb1;
       2'h2:
-          \$156  = sb2;
+          \$160  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$211  = 14'h0000;
+    \$215  = 14'h0000;
     casez (\slot_idx$110 )
       2'h0:
-          \$211  = sb0;
+          \$215  = sb0;
       2'h1:
-          \$211  = sb1;
+          \$215  = sb1;
       2'h2:
-          \$211  = sb2;
+          \$215  = sb2;
     endcase
   end
   assign \ready$28  = ready;
@@ -7007,15 +7011,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign rel_sid = obs__release_sid;
   assign free_done_q = obs__free_done;
   assign slot_idx = \$17 [1:0];
-  assign need = \$67 [2:0];
-  assign r_addr = \$83 [13:0];
-  assign w_addr = \$86 [13:0];
+  assign need = \$71 [2:0];
+  assign r_addr = \$87 [13:0];
+  assign w_addr = \$90 [13:0];
   assign w_data = obs__alloc_page;
-  assign \r_addr$72  = \$89 [12:0];
-  assign \w_addr$75  = \$92 [12:0];
+  assign \r_addr$72  = \$93 [12:0];
+  assign \w_addr$75  = \$96 [12:0];
   assign \w_data$77  = obs__alloc_page;
-  assign \r_addr$78  = \$95 [10:0];
-  assign \w_addr$81  = \$98 [10:0];
+  assign \r_addr$78  = \$99 [10:0];
+  assign \w_addr$81  = \$102 [10:0];
   assign \w_data$83  = obs__alloc_page;
   assign rel_v = release__valid;
   assign r_en = tab_en;
@@ -7086,128 +7090,132 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$1  = cm[0];
   assign \$23 [9:5] = 5'h00;
   assign \$23 [4:0] = n[4:0];
-  assign \$27 [13:10] = 4'h0;
-  assign \$27 [9:0] = sb0[9:0];
-  assign \$31 [13:10] = 4'h0;
-  assign \$31 [9:0] = sb0[9:0];
-  assign \$37 [9:5] = 5'h00;
-  assign \$37 [4:0] = n[4:0];
-  assign \$41 [13:10] = 4'h0;
-  assign \$41 [9:0] = sb1[9:0];
-  assign \$45 [13:10] = 4'h0;
-  assign \$45 [9:0] = sb1[9:0];
-  assign \$51 [9:5] = 5'h00;
-  assign \$51 [4:0] = n[4:0];
-  assign \$55 [13:10] = 4'h0;
-  assign \$55 [9:0] = sb2[9:0];
-  assign \$59 [13:10] = 4'h0;
-  assign \$59 [9:0] = sb2[9:0];
-  assign \$65 [9:6] = 4'h0;
-  assign \$65 [5:0] = n[5:0];
-  assign \$82  = { 4'h0, \$81 [5:4] };
-  assign \$85  = { 4'h0, \$84 [5:4] };
-  assign \$88  = { 3'h0, \$87 [4:3] };
-  assign \$91  = { 3'h0, \$90 [4:3] };
-  assign \$94  = 3'h0;
-  assign \$97  = 3'h0;
-  assign \$105  = cmd__payload[0];
-  assign \$118  = 4'ha;
-  assign \$119  = 4'h0;
-  assign \$120  = 2'h2;
-  assign \$121  = 2'h0;
-  assign \$122  = { 5'h00, ap[17:13] };
-  assign \$123  = { 6'h00, ap[17:14] };
-  assign \$125  = { 10'h000, \$124 [13:10] };
-  assign \$154  = { 5'h00, ap[17:13] };
-  assign \$155  = { 6'h00, ap[17:14] };
-  assign \$157  = { 10'h000, \$156 [13:10] };
-  assign \$209  = { 5'h00, ap[17:13] };
-  assign \$210  = { 6'h00, ap[17:14] };
-  assign \$212  = { 10'h000, \$211 [13:10] };
-  assign \$240 [9:5] = 5'h00;
-  assign \$240 [4:0] = n[4:0];
-  assign \$248  = { \$247 , 10'h000 };
-  assign \$251 [9:6] = 4'h0;
-  assign \$251 [5:0] = n[5:0];
-  assign \$254  = { 5'h00, n[9:5] };
-  assign \$255  = { 6'h00, n[9:6] };
-  assign \$257  = { 10'h000, \$256 [13:10] };
-  assign \$260  = { 10'h000, \$259 [13:10] };
-  assign \$274  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$275  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$278  = { 10'h000, \$277 [20:10] };
-  assign \$281  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$282  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$285  = { 10'h000, \$284 [20:10] };
-  assign \$288  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$289  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$292  = { 10'h000, \$291 [20:10] };
-  assign \$315  = { \$314 [11], \$314 [11], \$314 [11], \$314 [11], \$314 [11], \$314 [11:5] };
-  assign \$322  = { \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15], \$321 [15:10] };
-  assign \$325  = { \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11], \$324 [11:6] };
-  assign \$373  = { \$372 [11], \$372 [11], \$372 [11], \$372 [11], \$372 [11], \$372 [11:5] };
-  assign \$382  = { \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15], \$381 [15:10] };
-  assign \$385  = { \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11], \$384 [11:6] };
-  assign \$411  = cmd__payload[0];
-  assign \$417  = cmd__payload[0];
-  assign \$424  = cmd__payload[0];
-  assign \$431  = cmd__payload[0];
-  assign \$487 [9:5] = 5'h00;
-  assign \$487 [4:0] = n[4:0];
-  assign \$489 [9:5] = 5'h00;
-  assign \$489 [4:0] = n[4:0];
+  assign \$25  = \$24 ;
+  assign \$27 [9:5] = 5'h00;
+  assign \$27 [4:0] = n[4:0];
+  assign \$29  = \$28 ;
+  assign \$31 [9:5] = 5'h00;
+  assign \$31 [4:0] = n[4:0];
+  assign \$33  = \$32 ;
+  assign \$36 [13:10] = 4'h0;
+  assign \$36 [9:0] = sb0[9:0];
+  assign \$40 [13:10] = 4'h0;
+  assign \$40 [9:0] = sb0[9:0];
+  assign \$47 [13:10] = 4'h0;
+  assign \$47 [9:0] = sb1[9:0];
+  assign \$51 [13:10] = 4'h0;
+  assign \$51 [9:0] = sb1[9:0];
+  assign \$58 [13:10] = 4'h0;
+  assign \$58 [9:0] = sb2[9:0];
+  assign \$62 [13:10] = 4'h0;
+  assign \$62 [9:0] = sb2[9:0];
+  assign \$68 [9:6] = 4'h0;
+  assign \$68 [5:0] = n[5:0];
+  assign \$70  = \$69 ;
+  assign \$86  = { 4'h0, \$85 [5:4] };
+  assign \$89  = { 4'h0, \$88 [5:4] };
+  assign \$92  = { 3'h0, \$91 [4:3] };
+  assign \$95  = { 3'h0, \$94 [4:3] };
+  assign \$98  = 3'h0;
+  assign \$101  = 3'h0;
+  assign \$109  = cmd__payload[0];
+  assign \$122  = 4'ha;
+  assign \$123  = 4'h0;
+  assign \$124  = 2'h2;
+  assign \$125  = 2'h0;
+  assign \$126  = { 5'h00, ap[17:13] };
+  assign \$127  = { 6'h00, ap[17:14] };
+  assign \$129  = { 10'h000, \$128 [13:10] };
+  assign \$158  = { 5'h00, ap[17:13] };
+  assign \$159  = { 6'h00, ap[17:14] };
+  assign \$161  = { 10'h000, \$160 [13:10] };
+  assign \$213  = { 5'h00, ap[17:13] };
+  assign \$214  = { 6'h00, ap[17:14] };
+  assign \$216  = { 10'h000, \$215 [13:10] };
+  assign \$244 [9:5] = 5'h00;
+  assign \$244 [4:0] = n[4:0];
+  assign \$252  = { \$251 , 10'h000 };
+  assign \$255 [9:6] = 4'h0;
+  assign \$255 [5:0] = n[5:0];
+  assign \$258  = { 5'h00, n[9:5] };
+  assign \$259  = { 6'h00, n[9:6] };
+  assign \$261  = { 10'h000, \$260 [13:10] };
+  assign \$264  = { 10'h000, \$263 [13:10] };
+  assign \$278  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$279  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$282  = { 10'h000, \$281 [20:10] };
+  assign \$285  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$286  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$289  = { 10'h000, \$288 [20:10] };
+  assign \$292  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$293  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$296  = { 10'h000, \$295 [20:10] };
+  assign \$319  = { \$318 [11], \$318 [11], \$318 [11], \$318 [11], \$318 [11], \$318 [11:5] };
+  assign \$326  = { \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15:10] };
+  assign \$329  = { \$328 [11], \$328 [11], \$328 [11], \$328 [11], \$328 [11], \$328 [11], \$328 [11:6] };
+  assign \$377  = { \$376 [11], \$376 [11], \$376 [11], \$376 [11], \$376 [11], \$376 [11:5] };
+  assign \$386  = { \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15:10] };
+  assign \$389  = { \$388 [11], \$388 [11], \$388 [11], \$388 [11], \$388 [11], \$388 [11], \$388 [11:6] };
+  assign \$415  = cmd__payload[0];
+  assign \$421  = cmd__payload[0];
+  assign \$428  = cmd__payload[0];
+  assign \$435  = cmd__payload[0];
   assign \$491 [9:5] = 5'h00;
   assign \$491 [4:0] = n[4:0];
-  assign \$494 [13:10] = 4'h0;
-  assign \$494 [9:0] = sb0[9:0];
+  assign \$493 [9:5] = 5'h00;
+  assign \$493 [4:0] = n[4:0];
+  assign \$495 [9:5] = 5'h00;
+  assign \$495 [4:0] = n[4:0];
   assign \$498 [13:10] = 4'h0;
-  assign \$498 [9:0] = sb1[9:0];
+  assign \$498 [9:0] = sb0[9:0];
   assign \$502 [13:10] = 4'h0;
-  assign \$502 [9:0] = sb2[9:0];
-  assign \$505 [9:6] = 4'h0;
-  assign \$505 [5:0] = n[5:0];
-  assign \$508 [13:10] = 4'h0;
-  assign \$508 [9:0] = sb0[9:0];
-  assign \$513 [13:10] = 4'h0;
-  assign \$513 [9:0] = sb1[9:0];
-  assign \$518 [13:10] = 4'h0;
-  assign \$518 [9:0] = sb2[9:0];
-  assign \$540 [13:10] = 4'h0;
-  assign \$540 [9:0] = \$539 [9:0];
+  assign \$502 [9:0] = sb1[9:0];
+  assign \$506 [13:10] = 4'h0;
+  assign \$506 [9:0] = sb2[9:0];
+  assign \$509 [9:6] = 4'h0;
+  assign \$509 [5:0] = n[5:0];
+  assign \$512 [13:10] = 4'h0;
+  assign \$512 [9:0] = sb0[9:0];
+  assign \$517 [13:10] = 4'h0;
+  assign \$517 [9:0] = sb1[9:0];
+  assign \$522 [13:10] = 4'h0;
+  assign \$522 [9:0] = sb2[9:0];
   assign \$544 [13:10] = 4'h0;
   assign \$544 [9:0] = \$543 [9:0];
-  assign \$554 [13:10] = 4'h0;
-  assign \$554 [9:0] = \$553 [9:0];
-  assign \$560 [13:10] = 4'h0;
-  assign \$560 [9:0] = \$559 [9:0];
-  assign \$568 [13:10] = 4'h0;
-  assign \$568 [9:0] = \$567 [9:0];
-  assign \$574 [13:10] = 4'h0;
-  assign \$574 [9:0] = \$573 [9:0];
-  assign \$594 [13:10] = 4'h0;
-  assign \$594 [9:0] = \$593 [9:0];
-  assign \$606  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$607  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$610  = { 10'h000, \$609 [20:10] };
-  assign \$613  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$614  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$617  = { 10'h000, \$616 [20:10] };
-  assign \$621  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$622  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$625  = { 10'h000, \$624 [20:10] };
-  assign \$631  = cm[0];
-  assign \$639  = { 3'h0, hi, 4'h0 };
-  assign \$640  = { 2'h0, hi, 5'h00 };
-  assign \$645  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$646  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$652  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$653  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$656 [20:10] = 11'h000;
-  assign \$656 [9:0] = \$655 [9:0];
-  assign \$659  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$660  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$663 [20:10] = 11'h000;
-  assign \$663 [9:0] = \$662 [9:0];
+  assign \$548 [13:10] = 4'h0;
+  assign \$548 [9:0] = \$547 [9:0];
+  assign \$558 [13:10] = 4'h0;
+  assign \$558 [9:0] = \$557 [9:0];
+  assign \$564 [13:10] = 4'h0;
+  assign \$564 [9:0] = \$563 [9:0];
+  assign \$572 [13:10] = 4'h0;
+  assign \$572 [9:0] = \$571 [9:0];
+  assign \$578 [13:10] = 4'h0;
+  assign \$578 [9:0] = \$577 [9:0];
+  assign \$598 [13:10] = 4'h0;
+  assign \$598 [9:0] = \$597 [9:0];
+  assign \$610  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$611  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$614  = { 10'h000, \$613 [20:10] };
+  assign \$617  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$618  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$621  = { 10'h000, \$620 [20:10] };
+  assign \$625  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$626  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$629  = { 10'h000, \$628 [20:10] };
+  assign \$635  = cm[0];
+  assign \$643  = { 3'h0, hi, 4'h0 };
+  assign \$644  = { 2'h0, hi, 5'h00 };
+  assign \$649  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$650  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$656  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$657  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$660 [20:10] = 11'h000;
+  assign \$660 [9:0] = \$659 [9:0];
+  assign \$663  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$664  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$667 [20:10] = 11'h000;
+  assign \$667 [9:0] = \$666 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)

@@ -205,17 +205,20 @@ class MMU(wiring.Component):
         # next group (+1), so no per-cycle path multiplies by G
         gidx = Signal(range(sg))
 
-        # seq * G on the acceptance path: a table of the multiples (one LUT level for up to
-        # 64 sequences) instead of a multiplier (a MULT18X18D there took 3.9 ns)
-        if L.seq_bits <= 6:
-            seq_times_g = Array(Const(s_ * G, range(max(1, (1 << L.seq_bits) * G)))
-                                for s_ in range(1 << L.seq_bits))
-        else:
-            seq_times_g = None
+        def seq_times(k):
+            """``seq -> seq * k`` for the acceptance path: a table of the multiples (one LUT
+            level for up to 64 sequences) instead of a multiplier (a MULT18X18D there took
+            3.9 ns); a multiplier beyond that."""
+            if L.seq_bits > 6:
+                return lambda seq_: seq_ * k
+            table = Array(Const(s_ * k, range(max(1, (1 << L.seq_bits) * k)))
+                          for s_ in range(1 << L.seq_bits))
+            return lambda seq_: table[seq_]
+
+        seq_times_g = seq_times(G)
 
         def group_index(seq_, g_):
-            base_ = seq_times_g[seq_] if seq_times_g is not None else seq_ * G
-            return base_ + g_
+            return seq_times_g(seq_) + g_
         # The group's word, one cycle after its address. A block RAM's data arrives late in
         # the cycle, so it only ever goes straight into registers (n and sb below): the word
         # of a new command is read as it is accepted and registered in A_LOOK/C_LOOK, and a
@@ -310,32 +313,21 @@ class MMU(wiring.Component):
             return off, first_new, second, Mux(second, P - off, c_)
 
         s_cur, c_cur = sb[in_slot], counts[in_slot]
-        s_off, s_first_new, s_second, _ = sparse_split(s_cur, c_cur)
+        s_off, _, s_second, _ = sparse_split(s_cur, c_cur)
 
         # checks of the append, from the group's word registered in A_LOOK
         need = Signal(range(S + 1))
-        need_terms = []
-        for h in range(H):
-            _, fn, sec, _ = sparse_split(sb[h], counts[h])
-            need_terms += [d_new, fn | sec]
-        need_terms += [m_new] * V
-        m.d.comb += need.eq(sum(need_terms))
         # per slot, in slot order: the append allocates the slot's first page (a_first) or
         # the second page of a sparse record that crosses a page (a_second); registered in
-        # A_CHK
-        first_terms, second_terms = [], []
-        for kind_ in ("dense", "sparse", "meta"):
-            for i in range(V if kind_ == "meta" else H):
-                if kind_ == "dense":
-                    first_terms.append(d_new)
-                    second_terms.append(Const(0, 1))
-                elif kind_ == "sparse":
-                    _, fn, sec, _ = sparse_split(sb[i], counts[i])
-                    first_terms.append(fn)
-                    second_terms.append(sec)
-                else:
-                    first_terms.append(m_new)
-                    second_terms.append(Const(0, 1))
+        # A_CHK. `need` counts the slots that allocate.
+        first_terms, second_terms = [d_new] * H, [Const(0, 1)] * H
+        for h in range(H):
+            _, fn, sec, _ = sparse_split(sb[h], counts[h])
+            first_terms.append(fn)
+            second_terms.append(sec)
+        first_terms += [m_new] * V
+        second_terms += [Const(0, 1)] * V
+        m.d.comb += need.eq(sum(f | s_ for f, s_ in zip(first_terms, second_terms)))
         a_first = Signal(S)
         a_second = Signal(S)
         take_first = Signal()
@@ -370,11 +362,7 @@ class MMU(wiring.Component):
         for tab, k in named:
             per_group = streams_per_group[tab] * tab.entries
             base[tab] = b_ = Signal(range(sg * per_group), name=f"{k}_base")
-            if seq_times_g is not None:
-                seq_base[tab] = Array(Const(s_ * G * per_group, range(max(1, (1 << L.seq_bits) * G * per_group)))
-                                      for s_ in range(1 << L.seq_bits))
-            else:
-                seq_base[tab] = None
+            seq_base[tab] = seq_times(G * per_group)
             grp_base[tab] = Array(Const(g_ * per_group, range(G * per_group))
                                   for g_ in range(G))
             # t_idx beyond the table's streams (a dense slot seen by the metadata table)
@@ -412,9 +400,7 @@ class MMU(wiring.Component):
             m.d.comb += gs_rd.addr.eq(group_index(seq_, g_))
             m.d.sync += gidx.eq(group_index(seq_, g_))
             for tab in tables:
-                sb_ = (seq_base[tab][seq_] if seq_base[tab] is not None
-                       else seq_ * (G * streams_per_group[tab] * tab.entries))
-                m.d.sync += base[tab].eq(sb_ + grp_base[tab][g_])
+                m.d.sync += base[tab].eq(seq_base[tab](seq_) + grp_base[tab][g_])
 
         def next_group():
             """The free walks on to group ``gidx + 1``, whose word the walk has been reading."""
