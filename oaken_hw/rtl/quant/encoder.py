@@ -113,17 +113,22 @@ class Encoder(wiring.Component):
             top = reg(top, f"top{i}", qb)
             gg, uu = reg(gg, f"g{i}_1", GROUP_SHAPE), reg(uu, f"u{i}_1", 1)
 
-            # stages 2..: restoring division, two quotient bits per stage
-            sat = hi | (rem >= (dd << qb))
+            # stages 2..: restoring division, two quotient bits per stage. Unless the
+            # quotient saturates, the remainder before quotient bit k is below d << (k + 1),
+            # so bit k needs only a 12-bit subtraction of d from rem >> k; its borrow is the
+            # comparison (no separate comparator) and the low k bits pass through.
+            sat = hi | (rem[qb:] >= dd)
             q = []
             ks = list(reversed(range(qb)))
             for st in range(0, qb, 2):
                 for k in ks[st:st + 2]:
-                    trial = dd << k
-                    ge = rem >= trial
+                    top_bits = rem[k:k + 12]
+                    diff = Signal(13, name=f"diff{i}_{k}")
+                    m.d.comb += diff.eq(top_bits - dd)
+                    ge = ~diff[12]
                     q.append(ge)
-                    nrem = Signal(rw, name=f"rem{i}_{k}")
-                    m.d.comb += nrem.eq(Mux(ge, rem - trial, rem))
+                    nrem = Signal(k + 11, name=f"rem{i}_{k}")
+                    m.d.comb += nrem.eq(Cat(rem[:k], Mux(ge, diff[:11], top_bits[:11])))
                     rem = nrem
                 if st + 2 < qb:
                     n = st // 2 + 2

@@ -179,22 +179,26 @@ def _model_codes(mag, group, upper, n_lo, deltas, mb):
     return code & (codes - 1), high
 
 
-def test_encoder_matches_model():
-    lanes, mb = 4, 4
+@pytest.mark.parametrize("mb", [2, 4, 7])
+def test_encoder_matches_model(mb):
+    lanes = 4
     dut = Encoder(lanes=lanes, middle_bits=mb)
     rng = random.Random(9)
     step_pool = [0, 1, 2, 3, 1023, 1024, 2047, 3 << 20, 2047 << 29, 5 << 12, 1 << 35]
     trials = []
     for _ in range(300):
         deltas = [rng.choice(step_pool) for _ in range(3)]
-        n_lo = rng.randrange(1, 16)
+        n_lo = rng.randrange(1, 1 << mb)
         lanes_in = []
         for _ in range(lanes):
             g = rng.choice([MIDDLE, INNER, OUTER])
             u = rng.random() < 0.5 if g != INNER else False
             d = deltas[0] if g == MIDDLE else deltas[1] if g == INNER else deltas[2]
-            mag = rng.choice([rng.randrange(1 << 41), rng.randrange(0, 40 * max(d, 1)),
-                              d * rng.randrange(0, 40), 0, (1 << 41) - 1])
+            # around every quotient up to saturation (2^(mb + 1) - 1) and beyond it
+            q = rng.randrange(0, 1 << (mb + 2))
+            mag = rng.choice([rng.randrange(1 << 41), rng.randrange(0, (4 << mb) * max(d, 1)),
+                              d * q, d * q - 1, d * q + 1, 0, (1 << 41) - 1])
+            mag = max(mag, 0)
             mag = min(mag, (1 << 41) - 1)           # |x - pivot| < 2^41 always
             lanes_in.append((g, u, mag))
         trials.append((deltas, n_lo, lanes_in))
