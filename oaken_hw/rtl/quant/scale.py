@@ -18,13 +18,13 @@ the model does. ``test_scale_matches_model`` in ``tests/rtl/quant/test_quant_blo
 checks this against the model.
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...model.quantizer import RECIP_BITS
 from ...model.quantizer import reciprocal as _model_reciprocal
-from ..common.fp16 import MAG_WIDTH, smear_down, units_to_fp16_exact
+from ..common.fp16 import MAG_WIDTH, smear_down
 from .classifier import MAG_SHAPE
 
 __all__ = ["Scale", "reciprocal", "split_reference"]
@@ -65,6 +65,27 @@ def _roundup_fp16(c, mask, width):
     """Smallest FP16 value (in units) >= ``c``: keep 11 significant bits (``mask`` from
     :func:`_roundup_mask`, registered a stage earlier)."""
     return ((c + mask)[:width + 1] & ~mask)[:width + 1]
+
+
+def _mask_length(mask):
+    """``n`` for a mask of :func:`_roundup_mask` (``2^n - 1``): one-hot at its top bit, then
+    each result bit an OR (the priority encoder of ``bit_length`` is not needed)."""
+    width = len(mask)
+    top = [mask[i] & ~mask[i + 1] if i + 1 < width else mask[i] for i in range(width)]
+    return Cat(*[Cat(*[top[i] for i in range(width) if (i + 1) >> b & 1]).any()
+                 for b in range(width.bit_length())])
+
+
+def _step_fp16(step, normal, exp1, shift):
+    """FP16 bit pattern of a rounded-up ``step`` (:func:`_roundup_fp16`) from parts known a
+    stage earlier: ``normal`` (``c >= 1024``), ``shift = bit_length(c) - 11`` and
+    ``exp1 = shift + 1``. The round-up can carry into a new top bit (``step = 2^L``): then
+    the shifted value is ``2^11`` and the exponent one more."""
+    shifted = (step >> shift)[:12]
+    up = shifted[11]
+    man = Mux(normal, shifted[:10], step[:10])
+    exp = Mux(normal, (exp1 + up)[:5], 0)
+    return Cat(man, exp, Const(0, 1))
 
 
 class Scale(wiring.Component):
@@ -231,14 +252,22 @@ class Scale(wiring.Component):
                        stage(f"s4_mask_{name}", _roundup_mask(c_), cw)))
         s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
         s5_nlo = stage("s5_nlo", s4_nlo)
-        steps = [stage(f"s5_step_{name}", _roundup_fp16(c_, mask, cw), _STEP_WIDTH)
-                 for name, (c_, mask) in zip(("mid", "in", "out"), cs)]
+        # the FP16 exponent and shift come from the mask here, beside the round-up's add,
+        # so that the last stage is only the mantissa's shifter (found from the rounded
+        # step instead, the bit length and shift were the engine's critical path: 14.3 ns)
+        fp16 = []
+        for name, (c_, mask) in zip(("mid", "in", "out"), cs):
+            step = stage(f"s5_step_{name}", _roundup_fp16(c_, mask, cw), _STEP_WIDTH)
+            length = _mask_length(mask)
+            shift = stage(f"s5_shift_{name}", length, 6)
+            normal = stage(f"s5_normal_{name}", mask[0] | c_[10], 1)
+            exp1 = stage(f"s5_exp1_{name}", length + 1, 5)
+            fp16.append(_step_fp16(step, normal, exp1, shift))
 
         # --- FP16 bit patterns -----------------------------------------------------------
         m.d.sync += [
             self.o_valid.eq(s5["valid"]), self.o_tag.eq(s5["tag"]), self.n_lo.eq(s5_nlo),
-            self.delta_mid.eq(units_to_fp16_exact(steps[0])),
-            self.delta_inner.eq(units_to_fp16_exact(steps[1])),
-            self.delta_outer.eq(units_to_fp16_exact(steps[2])),
+            self.delta_mid.eq(fp16[0]), self.delta_inner.eq(fp16[1]),
+            self.delta_outer.eq(fp16[2]),
         ]
         return m

@@ -57,6 +57,11 @@ def _scale_cases(rng, n):
                                BIG, 1 << rng.randrange(41), rng.randrange(2048)])
     cases = [(0, 0, 0, 0, 0, 0), (0, 0, 1, 1, 0, 0), (BIG, BIG, 1, 1, BIG, BIG),
              (BIG, 0, 1, 0, 0, 1), (0, BIG, 0, 1, 1, 0), (1, 0, 1, 1, 0, 0), (0, 1, 1, 1, 0, 0)]
+    # ceilings with 11 leading ones and more bits: the round-up carries into a new top bit
+    # (the inner and outer reciprocals for 16 codes are exact: 2^20 / 32 and 2^20 / 16)
+    for k in (1, 7, 20):
+        c = (2047 << k) + 1
+        cases.append((c * 16, c * 8, 1, 1, c * 16, c * 32))
     for _ in range(n):
         hl, hh = rng.random() < 0.85, rng.random() < 0.85
         a = pick() if hl else 0
