@@ -144,11 +144,14 @@ class Extents(wiring.Component):
         hi_out = [(g[i] == OUTER) & u[i] for i in range(n)]
         HI, LO = Const(0xFFFF, 16), Const(0, 16)   # neutral elements of min / max
 
-        # the six reductions: (name, mask, op, neutral)
+        # the six reductions: (name, members, op, neutral). The outer sides need no masking:
+        # every lower outer value is below every other value (x <= T_o_lo and x < T_o_hi,
+        # the others are above one of them) and every upper outer value is above every other
+        # (x >= T_o_hi), so when a side has members its extreme is the beat's min or max.
         specs = [("lo", lo_mid, _min, HI), ("hi", hi_mid, _max, LO),
-                 ("olo", lo_out, _min, HI), ("ohi", hi_out, _max, LO),
+                 ("olo", lo_out, _min, None), ("ohi", hi_out, _max, None),
                  ("imin", inner, _min, HI), ("imax", inner, _max, LO)]
-        cur = {name: [Mux(mask[i], x[i], neu) for i in range(n)]
+        cur = {name: [x[i] if neu is None else Mux(mask[i], x[i], neu) for i in range(n)]
                for name, mask, _, neu in specs}
         flags = {name: [mask[i] for i in range(n)] for name, mask, _, _ in specs}
         side = {"valid": self.valid, "first": self.first, "last": self.last,

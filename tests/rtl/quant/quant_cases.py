@@ -19,6 +19,7 @@ THRESHOLDS = {
     "asym": [-8.0, -3.0, 0.0, 0.5],
     "degenerate_lo": [0.0, 0.0, 0.0, 2.0],         # T_o_lo == T_i_lo == T_i_hi
     "degenerate_hi": [-2.0, 0.5, 0.5, 0.5],        # T_i_lo == T_i_hi == T_o_hi
+    "all_equal": [0.5, 0.5, 0.5, 0.5],              # outer sides meet at 0.5 (upper there)
 }
 
 
@@ -58,6 +59,7 @@ def corner_vectors(V, rng):
     on_thr = lambda t: np.where(rng.random(V) < 0.3, t, r(2.0))
     out.append(("degenerate_lo", "degenerate_lo", on_thr(0.0)))
     out.append(("degenerate_hi", "degenerate_hi", on_thr(0.5)))
+    out.append(("equal_thresholds", "all_equal", on_thr(0.5)))
     out.append(("on_thresholds", "typical",
                 rng.choice(np.array([-2.0, -0.1, 0.1, 2.0, 0.0]), V)))
     out.append(("huge_spread", "typical", rng.standard_normal(V) * 10.0 ** rng.integers(-6, 5, V)))
