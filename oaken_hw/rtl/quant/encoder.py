@@ -38,7 +38,10 @@ class Encoder(wiring.Component):
     en : In(1)
         Advance the pipeline (outputs hold while it is low).
     group, upper, mag : In(ArrayLayout)
-        As produced by the :class:`~.classifier.GroupShift`.
+        As produced by the :class:`~.classifier.GroupShift`. Precondition:
+        ``mag <= levels * step`` for the lane's side, which the engine guarantees (a step
+        covers its group's extent: ``levels * step_for(extent, levels) >= extent``), so
+        ``mag >> s < levels * d < 2^(middle_bits + 12)`` and only those bits are kept.
     n_lo : In(range(codes + 1))
     delta_mid, delta_inner, delta_outer : In(16)
         FP16 steps of the vector.
@@ -74,7 +77,7 @@ class Encoder(wiring.Component):
         m = Module()
         mb, codes = self.middle_bits, self.codes
         qb = mb + 1                               # quotient bits: j < 2 * codes
-        rw = 11 + qb                              # remainder width below saturation
+        rw = 11 + qb                              # mag >> s <= levels * d < 2^rw
         parts = [step_parts(d) for d in (self.delta_mid, self.delta_inner, self.delta_outer)]
 
         def reg(value, name, shape=None):
@@ -101,23 +104,21 @@ class Encoder(wiring.Component):
             top = reg((levels - 1)[:qb], f"top{i}_0", qb)
             gg, uu = reg(g, f"g{i}_0", GROUP_SHAPE), reg(u, f"u{i}_0", 1)
 
-            # stage 2: mag >> s (only the low rw bits and whether any higher bit is set
-            # are kept)
-            # (a thermometer mask of s for the high part is cheaper, but makes Yosys 0.69's
-            # abc9 fail with "Assert `count_id(wire->name) == 0'" in the whole engine)
-            t = Signal(len(mag), name=f"t{i}")
+            # stage 2: mag >> s, its low rw bits: it is below levels * d < 2^rw (the
+            # precondition)
+            t = Signal(rw, name=f"t{i}")
             m.d.comb += t.eq(mag >> s)
-            rem = reg(t[:rw], f"rem{i}_in")
-            hi = reg(t[rw:] != 0, f"hi{i}")
+            rem = reg(t, f"rem{i}_in")
             dd = reg(dd, f"d{i}", 11)
             top = reg(top, f"top{i}", qb)
             gg, uu = reg(gg, f"g{i}_1", GROUP_SHAPE), reg(uu, f"u{i}_1", 1)
 
-            # stages 2..: restoring division, two quotient bits per stage. Unless the
-            # quotient saturates, the remainder before quotient bit k is below d << (k + 1),
-            # so bit k needs only a 12-bit subtraction of d from rem >> k; its borrow is the
-            # comparison (no separate comparator) and the low k bits pass through.
-            sat = hi | (rem[qb:] >= dd)
+            # stages 2..: restoring division, two quotient bits per stage. The remainder
+            # before quotient bit k is at most d << (k + 1) (mag >> s <= levels * d <=
+            # d << qb), so bit k needs only a 12-bit subtraction of d from rem >> k; its
+            # borrow is the comparison and the low k bits pass through. At the bound
+            # (mag >> s == d << qb: an inner value at the far end of a step that is exact)
+            # every bit is 1, the clamped code, so no saturation test is needed.
             q = []
             ks = list(reversed(range(qb)))
             for st in range(0, qb, 2):
@@ -134,12 +135,10 @@ class Encoder(wiring.Component):
                     n = st // 2 + 2
                     rem = reg(rem, f"rem{i}_s{n}")
                     q = [reg(b, f"q{i}_{j}_s{n}", 1) for j, b in enumerate(q)]
-                    sat = reg(sat, f"sat{i}_s{n}", 1)
                     dd = reg(dd, f"d{i}_s{n}", 11)
                     top = reg(top, f"top{i}_s{n}", qb)
                     gg, uu = reg(gg, f"g{i}_s{n}", GROUP_SHAPE), reg(uu, f"u{i}_s{n}", 1)
             quot = Cat(*reversed(q))
-            quot = Mux(sat, (1 << qb) - 1, quot)
             j = Mux(dd == 0, 0, Mux(quot > top, top, quot))
             j1 = reg(j, f"j{i}", qb)
             g1, u1 = reg(gg, f"g{i}", GROUP_SHAPE), reg(uu, f"u{i}", 1)

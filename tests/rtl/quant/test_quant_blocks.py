@@ -173,11 +173,15 @@ def test_classifier_and_group_shift_match_model():
     sim.run()
 
 
+def _levels(group, upper, n_lo, codes):
+    return (2 * codes if group == INNER else codes if group == OUTER
+            else (codes - n_lo if upper else n_lo))
+
+
 def _model_codes(mag, group, upper, n_lo, deltas, mb):
     codes = 1 << mb
     d = deltas[0] if group == MIDDLE else deltas[1] if group == INNER else deltas[2]
-    levels = (2 * codes if group == INNER else codes if group == OUTER
-              else (codes - n_lo if upper else n_lo))
+    levels = _levels(group, upper, n_lo, codes)
     j = 0 if d == 0 else min(mag // d, levels - 1)
     code = (n_lo + j if upper else n_lo - 1 - j) if group == MIDDLE else j
     high = int(upper) if group == OUTER else (code >> mb if group == INNER else 0)
@@ -186,6 +190,8 @@ def _model_codes(mag, group, upper, n_lo, deltas, mb):
 
 @pytest.mark.parametrize("mb", [2, 4, 7])
 def test_encoder_matches_model(mb):
+    """Magnitudes up to the precondition ``levels * step`` (the engine's steps cover their
+    extents), around every quotient, including ``levels`` itself (clamped)."""
     lanes = 4
     dut = Encoder(lanes=lanes, middle_bits=mb)
     rng = random.Random(9)
@@ -199,12 +205,10 @@ def test_encoder_matches_model(mb):
             g = rng.choice([MIDDLE, INNER, OUTER])
             u = rng.random() < 0.5 if g != INNER else False
             d = deltas[0] if g == MIDDLE else deltas[1] if g == INNER else deltas[2]
-            # around every quotient up to saturation (2^(mb + 1) - 1) and beyond it
-            q = rng.randrange(0, 1 << (mb + 2))
-            mag = rng.choice([rng.randrange(1 << 41), rng.randrange(0, (4 << mb) * max(d, 1)),
-                              d * q, d * q - 1, d * q + 1, 0, (1 << 41) - 1])
-            mag = max(mag, 0)
-            mag = min(mag, (1 << 41) - 1)           # |x - pivot| < 2^41 always
+            top = min(_levels(g, u, n_lo, 1 << mb) * d, (1 << 41) - 1)  # |x - pivot| < 2^41
+            q = rng.randrange(0, _levels(g, u, n_lo, 1 << mb) + 1)
+            mag = rng.choice([rng.randrange(top + 1), d * q, d * q - 1, d * q + 1, 0, top])
+            mag = min(max(mag, 0), top)
             lanes_in.append((g, u, mag))
         trials.append((deltas, n_lo, lanes_in))
 
