@@ -8,7 +8,7 @@ the magnitude that the group's step quantizes
 :func:`~oaken_hw.model.quantizer.quantize`).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -64,9 +64,16 @@ def group_shift(m, x_mag, x_neg, group, upper, p):
     pivot = Mux(group == INNER, p[4],
                 Mux(group == OUTER, Mux(upper, p[3], p[0]), Mux(upper, p[2], p[1])))
     plus = up ^ x_neg
-    diff = Signal(signed(UNITS_WIDTH + 1), name="diff")
-    m.d.comb += diff.eq(Mux(plus, pivot + x_mag, pivot - x_mag))
-    return diff[:UNITS_WIDTH]
+    # pivot +- x_mag as one adder: pivot + (x_mag ^ ~plus) + ~plus, the carry-in made an
+    # extra low bit of both operands (1 + ~plus carries exactly ~plus into bit 1); written
+    # as a Mux of a sum and a difference it synthesized to two carry chains and a mux.
+    # Modulo 2^UNITS_WIDTH is enough: the magnitude is below it.
+    width = UNITS_WIDTH
+    operand = Signal(width, name="operand")
+    m.d.comb += operand.eq(x_mag ^ (~plus).replicate(width))
+    diff = Signal(width + 1, name="diff")
+    m.d.comb += diff.eq(Cat(Const(1, 1), pivot[:width]) + Cat(~plus, operand))
+    return diff[1:]
 
 
 def _lanes_layout(shape, lanes):
