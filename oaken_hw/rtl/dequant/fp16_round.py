@@ -22,6 +22,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.shift import shift_right
+
 __all__ = ["prepared_layout", "selected_layout", "round_prepare", "round_select",
            "round_pack", "round_finish", "FP16Round"]
 
@@ -100,10 +102,10 @@ def round_select(m, p, frac_bits=25, name="rnd"):
     kept = Signal(12, name=f"{name}_kept")
     guard = Signal(name=f"{name}_guard")
     sticky = Signal(name=f"{name}_sticky")
-    m.d.comb += kept.eq((mag >> shift)[:12])
+    m.d.comb += kept.eq(shift_right(mag, shift, 12))
     # guard bit mag[shift - 1] and sticky OR of mag[0:shift - 1]: a mux and a thermometer
     # mask (cheaper than shifting the discarded bits out)
-    m.d.comb += guard.eq(Mux(shift == 0, 0, (Cat(Const(0, 1), mag) >> shift)[0]))
+    m.d.comb += guard.eq(Mux(shift == 0, 0, shift_right(Cat(Const(0, 1), mag), shift, 1)))
     m.d.comb += sticky.eq(Cat(*[mag[i] & (shift > i + 1) for i in range(width)]).any())
     return {"kept": kept, "guard": guard, "sticky": sticky, "shift": shift,
             "neg": p["neg"], "sat": p["sat"]}

@@ -14,6 +14,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.shift import shift_right
 from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
 
 __all__ = ["Encoder", "step_parts"]
@@ -107,7 +108,7 @@ class Encoder(wiring.Component):
             # stage 2: mag >> s, its low rw bits: it is below levels * d < 2^rw (the
             # precondition)
             t = Signal(rw, name=f"t{i}")
-            m.d.comb += t.eq(mag >> s)
+            m.d.comb += t.eq(shift_right(mag, s, rw))
             rem = reg(t, f"rem{i}_in")
             dd = reg(dd, f"d{i}", 11)
             top = reg(top, f"top{i}", qb)

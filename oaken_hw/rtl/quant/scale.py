@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from ...model.quantizer import RECIP_BITS
 from ...model.quantizer import reciprocal as _model_reciprocal
 from ..common.fp16 import MAG_WIDTH, smear_down
+from ..common.shift import shift_right
 from .classifier import MAG_SHAPE
 
 __all__ = ["Scale", "reciprocal", "split_reference"]
@@ -81,7 +82,7 @@ def _step_fp16(step, normal, exp1, shift):
     stage earlier: ``normal`` (``c >= 1024``), ``shift = bit_length(c) - 11`` and
     ``exp1 = shift + 1``. The round-up can carry into a new top bit (``step = 2^L``): then
     the shifted value is ``2^11`` and the exponent one more."""
-    shifted = (step >> shift)[:12]
+    shifted = shift_right(step, shift, 12)
     up = shifted[11]
     man = Mux(normal, shifted[:10], step[:10])
     exp = Mux(normal, (exp1 + up)[:5], 0)
