@@ -54,8 +54,6 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..common.shift import shift_left
-
 __all__ = ["Int4Quantizer", "fp16_to_fixed", "int4_golden", "FIXED_BITS", "INF_FIXED"]
 
 #: Width of the signed fixed-point image of an FP16 value (units of 2^-24).
@@ -142,7 +140,7 @@ def _shift_parts(bits):
 def _magnitude(bits):
     """``(sign, |x| * 2^24)`` of canonical FP16 bits; the magnitude has 40 bits."""
     sig, shift = _shift_parts(bits)
-    return bits[15], shift_left(sig, shift, FIXED_BITS)[1:]
+    return bits[15], (sig << shift)[1:FIXED_BITS]
 
 
 class Int4Quantizer(wiring.Component):
@@ -359,7 +357,7 @@ class Int4Quantizer(wiring.Component):
             bits = beat[k]
             special, man_zero = bits[10:15] == 31, bits[0:10] == 0
             sig, shift = _shift_parts(bits)
-            m.d.sync += [s2_coarse[k].eq(shift_left(sig, Cat(Const(0, 3), shift[3:5]), 11 + 24)),
+            m.d.sync += [s2_coarse[k].eq(sig << Cat(Const(0, 3), shift[3:5])),
                          s2_fine[k].eq(shift[0:3]), s2_s[k].eq(bits[15]),
                          s2_inf[k].eq(special & man_zero),
                          s2_nan[k].eq(special & ~man_zero)]
@@ -372,7 +370,7 @@ class Int4Quantizer(wiring.Component):
         m.d.sync += [s3_valid.eq(s2_valid), s3_last.eq(s2_last), s3_lo.eq(s2_lo),
                      s3_nlo.eq(s2_nlo), s3_span.eq(s2_span)]
         for k in range(lanes):
-            mag = shift_left(s2_coarse[k], s2_fine[k], FIXED_BITS)[1:]
+            mag = (s2_coarse[k] << s2_fine[k])[1:FIXED_BITS]
             # canonical input, as in _canon: +-inf -> +-65504, NaN -> +0
             mag = Mux(s2_inf[k], INF_FIXED, Mux(s2_nan[k], 0, mag))
             sign = s2_s[k] & ~s2_nan[k]

@@ -16,8 +16,6 @@ from amaranth.hdl import C, Cat, Const, Module, Mux, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .shift import shift_left
-
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
            "fp16_sanitize", "fp16_to_units", "fp16_magnitude_units", "units_to_fp16_exact",
            "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length", "FP16ToUnits"]
@@ -83,7 +81,7 @@ def fp16_magnitude_units(bits):
     normal = exp != 0
     significand = Cat(man, normal)                      # 11 bits: hidden bit for normals
     shift = Mux(normal, exp - 1, 0)[:5]                 # 0..29
-    return shift_left(significand, shift, MAG_WIDTH)
+    return (significand << shift)[:MAG_WIDTH]
 
 
 def fp16_to_units(bits):

@@ -29,7 +29,6 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..common.fp16 import UNITS_SHAPE, UNITS_WIDTH, fp16_to_units
-from ..common.shift import shift_left
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
 from .fp16_round import (prepared_layout, round_pack, round_prepare, round_select,
@@ -189,7 +188,7 @@ class Dequantizer(wiring.Component):
             m.d.sync += [side4a.eq(side3a), p4_upper.eq(p3_upper)]
             for k in range(lanes):
                 m.d.sync += [p2_pivot[k].eq(piv[p3_sel[k]] << 1),
-                             p2_level[k].eq(shift_left(p3_prod[k], p3_sh[k], LW))]
+                             p2_level[k].eq((p3_prod[k] << p3_sh[k])[:LW])]
         p2_upper = p4_upper
         side2 = side4a
 

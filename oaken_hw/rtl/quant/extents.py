@@ -16,8 +16,9 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.fp16 import UNITS_SHAPE, fp16_key_to_bits, fp16_to_units
-from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
+from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, UNITS_WIDTH, fp16_key_to_bits,
+                           fp16_magnitude_units, fp16_to_units)
+from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER, add_or_subtract
 
 __all__ = ["Extents", "reduce_tree", "popcount"]
 
@@ -210,13 +211,30 @@ class Extents(wiring.Component):
 
         # --- the vector's keys in units ------------------------------------------------
         v2 = Signal()
-        u2 = {name: Signal(UNITS_SHAPE, name=f"v2_{name}") for name, *_ in specs}
+        u2 = {name: Signal(UNITS_SHAPE, name=f"v2_{name}") for name in ("hi", "ohi", "imin")}
         f2 = {name: Signal(name=f"v2_has_{name}") for name, *_ in specs}
         c2 = [Signal(8, name=f"v2_cnt{k}") for k in range(self.blocks)]
         t2 = Signal.like(self.t, name="v2_t")
         imin_bits2 = Signal(16)
         m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(fp16_key_to_bits(k1["imin"]))]
-        m.d.sync += [u2[k].eq(fp16_to_units(fp16_key_to_bits(k1[k]))) for k in u2]
+        # the sides whose pivot is subtracted from them (b, outer upper) in signed units;
+        # the others as sign and magnitude, added to or subtracted from their pivot in one
+        # carry chain (no negation of their own), the inner minimum in both signs
+        signed_sides = ("hi", "ohi")
+        mag2 = {k: Signal(MAG_WIDTH, name=f"v2_mag_{k}") for k in ("lo", "olo", "imax")}
+        neg2 = {k: Signal(name=f"v2_neg_{k}") for k in ("lo", "olo", "imax")}
+        for k in signed_sides:
+            m.d.sync += u2[k].eq(fp16_to_units(fp16_key_to_bits(k1[k])))
+        for k in mag2:
+            bits = fp16_key_to_bits(k1[k])
+            m.d.sync += [mag2[k].eq(fp16_magnitude_units(bits)), neg2[k].eq(bits[15])]
+        imin_bits = fp16_key_to_bits(k1["imin"])
+        imin_mag = fp16_magnitude_units(imin_bits)
+        imin_neg = Signal(UNITS_SHAPE)
+        m.d.comb += imin_neg.eq(-imin_mag)
+        nimin2 = Signal(UNITS_SHAPE, name="v2_nimin")         # -inner_min
+        m.d.sync += [u2["imin"].eq(Mux(imin_bits[15], imin_neg, imin_mag)),
+                     nimin2.eq(Mux(imin_bits[15], imin_mag, imin_neg))]
         m.d.sync += [f2[k].eq(f1[k]) for k in f2] + [c2[k].eq(c1[k]) for k in range(self.blocks)]
 
         # --- pivots subtracted -----------------------------------------------------------
@@ -227,15 +245,20 @@ class Extents(wiring.Component):
         imin3, imin_bits3 = Signal(UNITS_SHAPE), Signal(16)
         lo3, hi3 = Signal(), Signal()
         c3 = [Signal(8, name=f"v3_cnt{k}") for k in range(self.blocks)]
+        W = UNITS_WIDTH
         m.d.sync += [
             v3.eq(v2), lo3.eq(f2["lo"]), hi3.eq(f2["hi"]),
-            a3.eq(Mux(f2["lo"], t_ilo - u2["lo"], 0)),
+            # T - x = T + (|x| if x < 0 else -|x|), modulo 2^41 (the extents are below it)
+            a3.eq(Mux(f2["lo"], add_or_subtract(m, t_ilo, mag2["lo"], neg2["lo"], W, "a"), 0)),
             b3.eq(Mux(f2["hi"], u2["hi"] - t_ihi, 0)),
-            o_lo3.eq(Mux(f2["olo"], t_olo - u2["olo"], 0)),
+            o_lo3.eq(Mux(f2["olo"], add_or_subtract(m, t_olo, mag2["olo"], neg2["olo"], W,
+                                                   "o_lo"), 0)),
             o_hi3.eq(Mux(f2["ohi"], u2["ohi"] - t_ohi, 0)),
             imin3.eq(Mux(f2["imin"], u2["imin"], 0)),
             imin_bits3.eq(Mux(f2["imin"], imin_bits2, 0)),
-            ext3.eq(Mux(f2["imin"], u2["imax"] - u2["imin"], 0)),
+            # max - min = -min + (-|max| if max < 0 else |max|)
+            ext3.eq(Mux(f2["imin"], add_or_subtract(m, nimin2, mag2["imax"], ~neg2["imax"], W,
+                                                   "ext"), 0)),
         ]
         m.d.sync += [c3[k].eq(c2[k]) for k in range(self.blocks)]
 
