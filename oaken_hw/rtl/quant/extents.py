@@ -55,12 +55,20 @@ def popcount(bits):
     return vals[0]
 
 
-def _max(a, b):
-    return Mux(a > b, a, b)
+def _node(a, fa, b, fb, a_wins, masked):
+    """One min/max tree node: ``a`` if it wins, or (masked) if only ``a`` has members.
+
+    A masked tree carries a "has members" flag with every value instead of replacing the
+    non-members by the neutral element, so the lanes' raw keys go straight into every tree
+    and the trees can share their first comparators.
+    """
+    if not masked:
+        return Mux(a_wins, a, b)
+    return Mux(fa & (~fb | a_wins), a, b)
 
 
-def _min(a, b):
-    return Mux(a < b, a, b)
+def _wins(a, b, is_min):
+    return a < b if is_min else a > b
 
 
 class Extents(wiring.Component):
@@ -143,18 +151,24 @@ class Extents(wiring.Component):
         inner = [g[i] == INNER for i in range(n)]
         lo_out = [(g[i] == OUTER) & ~u[i] for i in range(n)]
         hi_out = [(g[i] == OUTER) & u[i] for i in range(n)]
-        HI, LO = Const(0xFFFF, 16), Const(0, 16)   # neutral elements of min / max
 
-        # the six reductions: (name, members, op, neutral). The outer sides need no masking:
-        # every lower outer value is below every other value (x <= T_o_lo and x < T_o_hi,
-        # the others are above one of them) and every upper outer value is above every other
-        # (x >= T_o_hi), so when a side has members its extreme is the beat's min or max.
-        specs = [("lo", lo_mid, _min, HI), ("hi", hi_mid, _max, LO),
-                 ("olo", lo_out, _min, None), ("ohi", hi_out, _max, None),
-                 ("imin", inner, _min, HI), ("imax", inner, _max, LO)]
-        cur = {name: [x[i] if neu is None else Mux(mask[i], x[i], neu) for i in range(n)]
-               for name, mask, _, neu in specs}
-        flags = {name: [mask[i] for i in range(n)] for name, mask, _, _ in specs}
+        # the six reductions: (name, members, is_min, masked). The outer sides need no
+        # masking: every lower outer value is below every other value (x <= T_o_lo and
+        # x < T_o_hi, the others are above one of them) and every upper outer value is above
+        # every other (x >= T_o_hi), so when a side has members its extreme is the beat's
+        # min or max.
+        specs = [("lo", lo_mid, True, True), ("hi", hi_mid, False, True),
+                 ("olo", lo_out, True, False), ("ohi", hi_out, False, False),
+                 ("imin", inner, True, True), ("imax", inner, False, True)]
+        cur = {name: list(x) for name, *_ in specs}
+        flags = {name: [mask[i] for i in range(n)] for name, mask, *_ in specs}
+        # every tree's first level compares the same pairs of raw keys: one comparator per
+        # pair for all six (a max tree takes "a < b" reversed; on a tie both are the same)
+        first_lt = []
+        for i in range(0, n - 1, 2):
+            lt = Signal(name=f"first_lt{i // 2}")
+            m.d.comb += lt.eq(x[i] < x[i + 1])
+            first_lt.append(lt)
         side = {"valid": self.valid, "first": self.first, "last": self.last,
                 "block": (self.beat // self.beats_per_block) if self.blocks > 1 else Const(0, 1),
                 "count": popcount([~(gi == MIDDLE) for gi in g]),
@@ -162,12 +176,19 @@ class Extents(wiring.Component):
 
         # --- lane reductions, LEVELS_PER_STAGE tree levels per register stage -----------
         for st in range(self.tree_stages):
-            for name, _, op, _ in specs:
+            for name, _, is_min, masked in specs:
                 vals, fl = cur[name], flags[name]
-                for _ in range(LEVELS_PER_STAGE):
+                for lv in range(LEVELS_PER_STAGE):
                     if len(vals) > 1:
-                        nv = [op(vals[i], vals[i + 1]) for i in range(0, len(vals) - 1, 2)]
-                        nf = [fl[i] | fl[i + 1] for i in range(0, len(fl) - 1, 2)]
+                        pairs = range(0, len(vals) - 1, 2)
+                        if st == lv == 0:
+                            wins = [first_lt[i // 2] if is_min else ~first_lt[i // 2]
+                                    for i in pairs]
+                        else:
+                            wins = [_wins(vals[i], vals[i + 1], is_min) for i in pairs]
+                        nv = [_node(vals[i], fl[i], vals[i + 1], fl[i + 1], w, masked)
+                              for i, w in zip(pairs, wins)]
+                        nf = [fl[i] | fl[i + 1] for i in pairs]
                         if len(vals) % 2:
                             nv.append(vals[-1]); nf.append(fl[-1])
                         vals, fl = nv, nf
@@ -190,7 +211,9 @@ class Extents(wiring.Component):
         acc = {name: Signal(16, name=f"acc_{name}") for name, *_ in specs}
         acc_f = {name: Signal(name=f"acc_has_{name}") for name, *_ in specs}
         acc_cnt = [Signal(8, name=f"acc_cnt{k}") for k in range(self.blocks)]
-        nxt = {name: Mux(f, r[name], op(acc[name], r[name])) for name, _, op, _ in specs}
+        nxt = {name: Mux(f, r[name], _node(acc[name], acc_f[name], r[name], rf[name],
+                                           _wins(acc[name], r[name], is_min), masked))
+               for name, _, is_min, masked in specs}
         nxt_f = {name: rf[name] | (~f & acc_f[name]) for name, *_ in specs}
         nxt_cnt = [(Mux(f, 0, acc_cnt[k]) + Mux(side["block"] == k, side["count"], 0))[:8]
                    for k in range(self.blocks)]
@@ -267,7 +290,7 @@ class Extents(wiring.Component):
         with m.If(v3):
             m.d.sync += [
                 self.a.eq(a3), self.b.eq(b3), self.has_lo.eq(lo3), self.has_hi.eq(hi3),
-                self.outer_max.eq(_max(o_lo3, o_hi3)),
+                self.outer_max.eq(Mux(o_lo3 > o_hi3, o_lo3, o_hi3)),
                 self.inner_min.eq(imin3), self.inner_min_fp16.eq(imin_bits3),
                 self.inner_ext.eq(ext3),
             ]
