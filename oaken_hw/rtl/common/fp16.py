@@ -18,7 +18,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
            "fp16_sanitize", "fp16_to_units", "fp16_magnitude_units", "units_to_fp16_exact",
-           "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length", "FP16ToUnits"]
+           "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length", "one_hot_length",
+           "FP16ToUnits"]
 
 #: fractional bits of a unit (LSB = 2^-24, the smallest FP16 subnormal)
 FRAC_BITS = 24
@@ -109,9 +110,15 @@ def bit_length(value):
     whose position + 1 has it set.
     """
     width = len(value)
-    leading = [value[i] & ~value[i + 1:].any() if i + 1 < width else value[i]
-               for i in range(width)]
-    return Cat(*[Cat(*[leading[i] for i in range(width) if (i + 1) >> b & 1]).any()
+    return one_hot_length([value[i] & ~value[i + 1:].any() if i + 1 < width else value[i]
+                           for i in range(width)])
+
+
+def one_hot_length(one_hot):
+    """``i + 1`` for a one-hot list of bits with bit ``i`` set (0 when none is): each result
+    bit an OR of the one-hot bits whose position + 1 has it set."""
+    width = len(one_hot)
+    return Cat(*[Cat(*[one_hot[i] for i in range(width) if (i + 1) >> b & 1]).any()
                  for b in range(width.bit_length())])
 
 

@@ -42,7 +42,7 @@ class Encoder(wiring.Component):
         As produced by the :class:`~.classifier.GroupShift`. Precondition:
         ``mag <= levels * step`` for the lane's side, which the engine guarantees (a step
         covers its group's extent: ``levels * step_for(extent, levels) >= extent``), so
-        ``mag >> s < levels * d < 2^(middle_bits + 12)`` and only those bits are kept.
+        ``mag >> s <= levels * d < 2^(middle_bits + 12)`` and only those bits are kept.
     n_lo : In(range(codes + 1))
     delta_mid, delta_inner, delta_outer : In(16)
         FP16 steps of the vector.

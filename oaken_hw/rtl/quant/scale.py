@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...model.quantizer import RECIP_BITS
 from ...model.quantizer import reciprocal as _model_reciprocal
-from ..common.fp16 import MAG_WIDTH, smear_down
+from ..common.fp16 import MAG_WIDTH, one_hot_length, smear_down
 from ..common.shift import shift_right
 from .classifier import MAG_SHAPE
 
@@ -72,9 +72,8 @@ def _mask_length(mask):
     """``n`` for a mask of :func:`_roundup_mask` (``2^n - 1``): one-hot at its top bit, then
     each result bit an OR (the priority encoder of ``bit_length`` is not needed)."""
     width = len(mask)
-    top = [mask[i] & ~mask[i + 1] if i + 1 < width else mask[i] for i in range(width)]
-    return Cat(*[Cat(*[top[i] for i in range(width) if (i + 1) >> b & 1]).any()
-                 for b in range(width.bit_length())])
+    return one_hot_length([mask[i] & ~mask[i + 1] if i + 1 < width else mask[i]
+                           for i in range(width)])
 
 
 def _step_fp16(step, normal, exp1, shift):
