@@ -239,19 +239,18 @@ class Extents(wiring.Component):
         c2 = [Signal(8, name=f"v2_cnt{k}") for k in range(self.blocks)]
         t2 = Signal.like(self.t, name="v2_t")
         imin_bits2 = Signal(16)
-        m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(fp16_key_to_bits(k1["imin"]))]
+        bits = {name: fp16_key_to_bits(k1[name]) for name, *_ in specs}
+        m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(bits["imin"])]
         # the sides whose pivot is subtracted from them (b, outer upper) in signed units;
         # the others as sign and magnitude, added to or subtracted from their pivot in one
         # carry chain (no negation of their own), the inner minimum in both signs
-        signed_sides = ("hi", "ohi")
         mag2 = {k: Signal(MAG_WIDTH, name=f"v2_mag_{k}") for k in ("lo", "olo", "imax")}
         neg2 = {k: Signal(name=f"v2_neg_{k}") for k in ("lo", "olo", "imax")}
-        for k in signed_sides:
-            m.d.sync += u2[k].eq(fp16_to_units(fp16_key_to_bits(k1[k])))
+        for k in ("hi", "ohi"):
+            m.d.sync += u2[k].eq(fp16_to_units(bits[k]))
         for k in mag2:
-            bits = fp16_key_to_bits(k1[k])
-            m.d.sync += [mag2[k].eq(fp16_magnitude_units(bits)), neg2[k].eq(bits[15])]
-        imin_bits = fp16_key_to_bits(k1["imin"])
+            m.d.sync += [mag2[k].eq(fp16_magnitude_units(bits[k])), neg2[k].eq(bits[k][15])]
+        imin_bits = bits["imin"]
         imin_mag = fp16_magnitude_units(imin_bits)
         imin_neg = Signal(UNITS_SHAPE)
         m.d.comb += imin_neg.eq(-imin_mag)

@@ -205,8 +205,9 @@ def test_encoder_matches_model(mb):
             g = rng.choice([MIDDLE, INNER, OUTER])
             u = rng.random() < 0.5 if g != INNER else False
             d = deltas[0] if g == MIDDLE else deltas[1] if g == INNER else deltas[2]
-            top = min(_levels(g, u, n_lo, 1 << mb) * d, (1 << 41) - 1)  # |x - pivot| < 2^41
-            q = rng.randrange(0, _levels(g, u, n_lo, 1 << mb) + 1)
+            levels = _levels(g, u, n_lo, 1 << mb)
+            top = min(levels * d, (1 << 41) - 1)        # |x - pivot| < 2^41
+            q = rng.randrange(0, levels + 1)
             mag = rng.choice([rng.randrange(top + 1), d * q, d * q - 1, d * q + 1, 0, top])
             mag = min(max(mag, 0), top)
             lanes_in.append((g, u, mag))
