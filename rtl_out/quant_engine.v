@@ -5127,12 +5127,12 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$12349$205 (q3_info0[257:205]),
+    .\port$12365$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$121 )
   );
   \quant_engine.extents  extents (
-    .\a$165 (a),
+    .\a$168 (a),
     .b(b),
     .beat(beat),
     .clk(clk),
@@ -8266,7 +8266,7 @@ module \quant_engine.dense_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \quant_engine.encoder (rst, \port$12365$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -11149,8 +11149,8 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$12349$205 ;
-  wire [52:0] \port$12349$205 ;
+  input [52:0] \port$12365$205 ;
+  wire [52:0] \port$12365$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -11572,29 +11572,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$12349$205 [19:15];
-  assign \$3  = \port$12349$205 [19:15] - 1'h1;
+  assign \$2  = | \port$12365$205 [19:15];
+  assign \$3  = \port$12365$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$12349$205 [35:31];
-  assign \$7  = \port$12349$205 [35:31] - 1'h1;
+  assign \$6  = | \port$12365$205 [35:31];
+  assign \$7  = \port$12365$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$12349$205 [51:47];
-  assign \$10  = \port$12349$205 [51:47] - 1'h1;
+  assign \$9  = | \port$12365$205 [51:47];
+  assign \$10  = \port$12365$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$12349$205 [19:15];
+  assign \$15  = | \port$12365$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$12349$205 [35:31];
-  assign \$18  = | \port$12349$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$12349$205 [30:21] } : { \$18 , \port$12349$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$12349$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$12365$205 [35:31];
+  assign \$18  = | \port$12365$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$12365$205 [30:21] } : { \$18 , \port$12365$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$12365$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$12349$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$23  = 5'h10 - \port$12365$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12365$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -11627,29 +11627,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$54  = | g0;
   assign \$55  = g0 == 2'h2;
   assign \$56  = ! group[3:2];
-  assign \$57  = | \port$12349$205 [19:15];
-  assign \$58  = \port$12349$205 [19:15] - 1'h1;
+  assign \$57  = | \port$12365$205 [19:15];
+  assign \$58  = \port$12365$205 [19:15] - 1'h1;
   assign \$59  = \$57  ? \$58  : 6'h00;
   assign \$60  = group[3:2] == 1'h1;
-  assign \$61  = | \port$12349$205 [35:31];
-  assign \$62  = \port$12349$205 [35:31] - 1'h1;
+  assign \$61  = | \port$12365$205 [35:31];
+  assign \$62  = \port$12365$205 [35:31] - 1'h1;
   assign \$63  = \$61  ? \$62  : 6'h00;
-  assign \$64  = | \port$12349$205 [51:47];
-  assign \$65  = \port$12349$205 [51:47] - 1'h1;
+  assign \$64  = | \port$12365$205 [51:47];
+  assign \$65  = \port$12365$205 [51:47] - 1'h1;
   assign \$66  = \$64  ? \$65  : 6'h00;
   assign \$67  = \$60  ? \$63 [4:0] : \$66 [4:0];
   assign \$68  = \$56  ? \$59 [4:0] : \$67 ;
   assign \$69  = ! group[3:2];
-  assign \$70  = | \port$12349$205 [19:15];
+  assign \$70  = | \port$12365$205 [19:15];
   assign \$71  = group[3:2] == 1'h1;
-  assign \$72  = | \port$12349$205 [35:31];
-  assign \$73  = | \port$12349$205 [51:47];
-  assign \$74  = \$71  ? { \$72 , \port$12349$205 [30:21] } : { \$73 , \port$12349$205 [46:37] };
-  assign \$75  = \$69  ? { \$70 , \port$12349$205 [14:5] } : \$74 ;
+  assign \$72  = | \port$12365$205 [35:31];
+  assign \$73  = | \port$12365$205 [51:47];
+  assign \$74  = \$71  ? { \$72 , \port$12365$205 [30:21] } : { \$73 , \port$12365$205 [46:37] };
+  assign \$75  = \$69  ? { \$70 , \port$12365$205 [14:5] } : \$74 ;
   assign \$76  = group[3:2] == 1'h1;
   assign \$77  = group[3:2] == 2'h2;
-  assign \$78  = 5'h10 - \port$12349$205 [4:0];
-  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$78  = 5'h10 - \port$12365$205 [4:0];
+  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12365$205 [4:0] };
   assign \$80  = \$77  ? 6'h10 : \$79 ;
   assign \$81  = \$76  ? 7'h20 : { \$80 [5], \$80  };
   assign \$82  = \$81 [5:0] - 1'h1;
@@ -11682,29 +11682,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$109  = | g1;
   assign \$110  = g1 == 2'h2;
   assign \$111  = ! group[5:4];
-  assign \$112  = | \port$12349$205 [19:15];
-  assign \$113  = \port$12349$205 [19:15] - 1'h1;
+  assign \$112  = | \port$12365$205 [19:15];
+  assign \$113  = \port$12365$205 [19:15] - 1'h1;
   assign \$114  = \$112  ? \$113  : 6'h00;
   assign \$115  = group[5:4] == 1'h1;
-  assign \$116  = | \port$12349$205 [35:31];
-  assign \$117  = \port$12349$205 [35:31] - 1'h1;
+  assign \$116  = | \port$12365$205 [35:31];
+  assign \$117  = \port$12365$205 [35:31] - 1'h1;
   assign \$118  = \$116  ? \$117  : 6'h00;
-  assign \$119  = | \port$12349$205 [51:47];
-  assign \$120  = \port$12349$205 [51:47] - 1'h1;
+  assign \$119  = | \port$12365$205 [51:47];
+  assign \$120  = \port$12365$205 [51:47] - 1'h1;
   assign \$121  = \$119  ? \$120  : 6'h00;
   assign \$122  = \$115  ? \$118 [4:0] : \$121 [4:0];
   assign \$123  = \$111  ? \$114 [4:0] : \$122 ;
   assign \$124  = ! group[5:4];
-  assign \$125  = | \port$12349$205 [19:15];
+  assign \$125  = | \port$12365$205 [19:15];
   assign \$126  = group[5:4] == 1'h1;
-  assign \$127  = | \port$12349$205 [35:31];
-  assign \$128  = | \port$12349$205 [51:47];
-  assign \$129  = \$126  ? { \$127 , \port$12349$205 [30:21] } : { \$128 , \port$12349$205 [46:37] };
-  assign \$130  = \$124  ? { \$125 , \port$12349$205 [14:5] } : \$129 ;
+  assign \$127  = | \port$12365$205 [35:31];
+  assign \$128  = | \port$12365$205 [51:47];
+  assign \$129  = \$126  ? { \$127 , \port$12365$205 [30:21] } : { \$128 , \port$12365$205 [46:37] };
+  assign \$130  = \$124  ? { \$125 , \port$12365$205 [14:5] } : \$129 ;
   assign \$131  = group[5:4] == 1'h1;
   assign \$132  = group[5:4] == 2'h2;
-  assign \$133  = 5'h10 - \port$12349$205 [4:0];
-  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$133  = 5'h10 - \port$12365$205 [4:0];
+  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12365$205 [4:0] };
   assign \$135  = \$132  ? 6'h10 : \$134 ;
   assign \$136  = \$131  ? 7'h20 : { \$135 [5], \$135  };
   assign \$137  = \$136 [5:0] - 1'h1;
@@ -11737,29 +11737,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$164  = | g2;
   assign \$165  = g2 == 2'h2;
   assign \$166  = ! group[7:6];
-  assign \$167  = | \port$12349$205 [19:15];
-  assign \$168  = \port$12349$205 [19:15] - 1'h1;
+  assign \$167  = | \port$12365$205 [19:15];
+  assign \$168  = \port$12365$205 [19:15] - 1'h1;
   assign \$169  = \$167  ? \$168  : 6'h00;
   assign \$170  = group[7:6] == 1'h1;
-  assign \$171  = | \port$12349$205 [35:31];
-  assign \$172  = \port$12349$205 [35:31] - 1'h1;
+  assign \$171  = | \port$12365$205 [35:31];
+  assign \$172  = \port$12365$205 [35:31] - 1'h1;
   assign \$173  = \$171  ? \$172  : 6'h00;
-  assign \$174  = | \port$12349$205 [51:47];
-  assign \$175  = \port$12349$205 [51:47] - 1'h1;
+  assign \$174  = | \port$12365$205 [51:47];
+  assign \$175  = \port$12365$205 [51:47] - 1'h1;
   assign \$176  = \$174  ? \$175  : 6'h00;
   assign \$177  = \$170  ? \$173 [4:0] : \$176 [4:0];
   assign \$178  = \$166  ? \$169 [4:0] : \$177 ;
   assign \$179  = ! group[7:6];
-  assign \$180  = | \port$12349$205 [19:15];
+  assign \$180  = | \port$12365$205 [19:15];
   assign \$181  = group[7:6] == 1'h1;
-  assign \$182  = | \port$12349$205 [35:31];
-  assign \$183  = | \port$12349$205 [51:47];
-  assign \$184  = \$181  ? { \$182 , \port$12349$205 [30:21] } : { \$183 , \port$12349$205 [46:37] };
-  assign \$185  = \$179  ? { \$180 , \port$12349$205 [14:5] } : \$184 ;
+  assign \$182  = | \port$12365$205 [35:31];
+  assign \$183  = | \port$12365$205 [51:47];
+  assign \$184  = \$181  ? { \$182 , \port$12365$205 [30:21] } : { \$183 , \port$12365$205 [46:37] };
+  assign \$185  = \$179  ? { \$180 , \port$12365$205 [14:5] } : \$184 ;
   assign \$186  = group[7:6] == 1'h1;
   assign \$187  = group[7:6] == 2'h2;
-  assign \$188  = 5'h10 - \port$12349$205 [4:0];
-  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$188  = 5'h10 - \port$12365$205 [4:0];
+  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12365$205 [4:0] };
   assign \$190  = \$187  ? 6'h10 : \$189 ;
   assign \$191  = \$186  ? 7'h20 : { \$190 [5], \$190  };
   assign \$192  = \$191 [5:0] - 1'h1;
@@ -11792,29 +11792,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$219  = | g3;
   assign \$220  = g3 == 2'h2;
   assign \$221  = ! group[9:8];
-  assign \$222  = | \port$12349$205 [19:15];
-  assign \$223  = \port$12349$205 [19:15] - 1'h1;
+  assign \$222  = | \port$12365$205 [19:15];
+  assign \$223  = \port$12365$205 [19:15] - 1'h1;
   assign \$224  = \$222  ? \$223  : 6'h00;
   assign \$225  = group[9:8] == 1'h1;
-  assign \$226  = | \port$12349$205 [35:31];
-  assign \$227  = \port$12349$205 [35:31] - 1'h1;
+  assign \$226  = | \port$12365$205 [35:31];
+  assign \$227  = \port$12365$205 [35:31] - 1'h1;
   assign \$228  = \$226  ? \$227  : 6'h00;
-  assign \$229  = | \port$12349$205 [51:47];
-  assign \$230  = \port$12349$205 [51:47] - 1'h1;
+  assign \$229  = | \port$12365$205 [51:47];
+  assign \$230  = \port$12365$205 [51:47] - 1'h1;
   assign \$231  = \$229  ? \$230  : 6'h00;
   assign \$232  = \$225  ? \$228 [4:0] : \$231 [4:0];
   assign \$233  = \$221  ? \$224 [4:0] : \$232 ;
   assign \$234  = ! group[9:8];
-  assign \$235  = | \port$12349$205 [19:15];
+  assign \$235  = | \port$12365$205 [19:15];
   assign \$236  = group[9:8] == 1'h1;
-  assign \$237  = | \port$12349$205 [35:31];
-  assign \$238  = | \port$12349$205 [51:47];
-  assign \$239  = \$236  ? { \$237 , \port$12349$205 [30:21] } : { \$238 , \port$12349$205 [46:37] };
-  assign \$240  = \$234  ? { \$235 , \port$12349$205 [14:5] } : \$239 ;
+  assign \$237  = | \port$12365$205 [35:31];
+  assign \$238  = | \port$12365$205 [51:47];
+  assign \$239  = \$236  ? { \$237 , \port$12365$205 [30:21] } : { \$238 , \port$12365$205 [46:37] };
+  assign \$240  = \$234  ? { \$235 , \port$12365$205 [14:5] } : \$239 ;
   assign \$241  = group[9:8] == 1'h1;
   assign \$242  = group[9:8] == 2'h2;
-  assign \$243  = 5'h10 - \port$12349$205 [4:0];
-  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$243  = 5'h10 - \port$12365$205 [4:0];
+  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12365$205 [4:0] };
   assign \$245  = \$242  ? 6'h10 : \$244 ;
   assign \$246  = \$241  ? 7'h20 : { \$245 [5], \$245  };
   assign \$247  = \$246 [5:0] - 1'h1;
@@ -11847,29 +11847,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$274  = | g4;
   assign \$275  = g4 == 2'h2;
   assign \$276  = ! group[11:10];
-  assign \$277  = | \port$12349$205 [19:15];
-  assign \$278  = \port$12349$205 [19:15] - 1'h1;
+  assign \$277  = | \port$12365$205 [19:15];
+  assign \$278  = \port$12365$205 [19:15] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = group[11:10] == 1'h1;
-  assign \$281  = | \port$12349$205 [35:31];
-  assign \$282  = \port$12349$205 [35:31] - 1'h1;
+  assign \$281  = | \port$12365$205 [35:31];
+  assign \$282  = \port$12365$205 [35:31] - 1'h1;
   assign \$283  = \$281  ? \$282  : 6'h00;
-  assign \$284  = | \port$12349$205 [51:47];
-  assign \$285  = \port$12349$205 [51:47] - 1'h1;
+  assign \$284  = | \port$12365$205 [51:47];
+  assign \$285  = \port$12365$205 [51:47] - 1'h1;
   assign \$286  = \$284  ? \$285  : 6'h00;
   assign \$287  = \$280  ? \$283 [4:0] : \$286 [4:0];
   assign \$288  = \$276  ? \$279 [4:0] : \$287 ;
   assign \$289  = ! group[11:10];
-  assign \$290  = | \port$12349$205 [19:15];
+  assign \$290  = | \port$12365$205 [19:15];
   assign \$291  = group[11:10] == 1'h1;
-  assign \$292  = | \port$12349$205 [35:31];
-  assign \$293  = | \port$12349$205 [51:47];
-  assign \$294  = \$291  ? { \$292 , \port$12349$205 [30:21] } : { \$293 , \port$12349$205 [46:37] };
-  assign \$295  = \$289  ? { \$290 , \port$12349$205 [14:5] } : \$294 ;
+  assign \$292  = | \port$12365$205 [35:31];
+  assign \$293  = | \port$12365$205 [51:47];
+  assign \$294  = \$291  ? { \$292 , \port$12365$205 [30:21] } : { \$293 , \port$12365$205 [46:37] };
+  assign \$295  = \$289  ? { \$290 , \port$12365$205 [14:5] } : \$294 ;
   assign \$296  = group[11:10] == 1'h1;
   assign \$297  = group[11:10] == 2'h2;
-  assign \$298  = 5'h10 - \port$12349$205 [4:0];
-  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$298  = 5'h10 - \port$12365$205 [4:0];
+  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12365$205 [4:0] };
   assign \$300  = \$297  ? 6'h10 : \$299 ;
   assign \$301  = \$296  ? 7'h20 : { \$300 [5], \$300  };
   assign \$302  = \$301 [5:0] - 1'h1;
@@ -11902,29 +11902,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$329  = | g5;
   assign \$330  = g5 == 2'h2;
   assign \$331  = ! group[13:12];
-  assign \$332  = | \port$12349$205 [19:15];
-  assign \$333  = \port$12349$205 [19:15] - 1'h1;
+  assign \$332  = | \port$12365$205 [19:15];
+  assign \$333  = \port$12365$205 [19:15] - 1'h1;
   assign \$334  = \$332  ? \$333  : 6'h00;
   assign \$335  = group[13:12] == 1'h1;
-  assign \$336  = | \port$12349$205 [35:31];
-  assign \$337  = \port$12349$205 [35:31] - 1'h1;
+  assign \$336  = | \port$12365$205 [35:31];
+  assign \$337  = \port$12365$205 [35:31] - 1'h1;
   assign \$338  = \$336  ? \$337  : 6'h00;
-  assign \$339  = | \port$12349$205 [51:47];
-  assign \$340  = \port$12349$205 [51:47] - 1'h1;
+  assign \$339  = | \port$12365$205 [51:47];
+  assign \$340  = \port$12365$205 [51:47] - 1'h1;
   assign \$341  = \$339  ? \$340  : 6'h00;
   assign \$342  = \$335  ? \$338 [4:0] : \$341 [4:0];
   assign \$343  = \$331  ? \$334 [4:0] : \$342 ;
   assign \$344  = ! group[13:12];
-  assign \$345  = | \port$12349$205 [19:15];
+  assign \$345  = | \port$12365$205 [19:15];
   assign \$346  = group[13:12] == 1'h1;
-  assign \$347  = | \port$12349$205 [35:31];
-  assign \$348  = | \port$12349$205 [51:47];
-  assign \$349  = \$346  ? { \$347 , \port$12349$205 [30:21] } : { \$348 , \port$12349$205 [46:37] };
-  assign \$350  = \$344  ? { \$345 , \port$12349$205 [14:5] } : \$349 ;
+  assign \$347  = | \port$12365$205 [35:31];
+  assign \$348  = | \port$12365$205 [51:47];
+  assign \$349  = \$346  ? { \$347 , \port$12365$205 [30:21] } : { \$348 , \port$12365$205 [46:37] };
+  assign \$350  = \$344  ? { \$345 , \port$12365$205 [14:5] } : \$349 ;
   assign \$351  = group[13:12] == 1'h1;
   assign \$352  = group[13:12] == 2'h2;
-  assign \$353  = 5'h10 - \port$12349$205 [4:0];
-  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$353  = 5'h10 - \port$12365$205 [4:0];
+  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12365$205 [4:0] };
   assign \$355  = \$352  ? 6'h10 : \$354 ;
   assign \$356  = \$351  ? 7'h20 : { \$355 [5], \$355  };
   assign \$357  = \$356 [5:0] - 1'h1;
@@ -11957,29 +11957,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$384  = | g6;
   assign \$385  = g6 == 2'h2;
   assign \$386  = ! group[15:14];
-  assign \$387  = | \port$12349$205 [19:15];
-  assign \$388  = \port$12349$205 [19:15] - 1'h1;
+  assign \$387  = | \port$12365$205 [19:15];
+  assign \$388  = \port$12365$205 [19:15] - 1'h1;
   assign \$389  = \$387  ? \$388  : 6'h00;
   assign \$390  = group[15:14] == 1'h1;
-  assign \$391  = | \port$12349$205 [35:31];
-  assign \$392  = \port$12349$205 [35:31] - 1'h1;
+  assign \$391  = | \port$12365$205 [35:31];
+  assign \$392  = \port$12365$205 [35:31] - 1'h1;
   assign \$393  = \$391  ? \$392  : 6'h00;
-  assign \$394  = | \port$12349$205 [51:47];
-  assign \$395  = \port$12349$205 [51:47] - 1'h1;
+  assign \$394  = | \port$12365$205 [51:47];
+  assign \$395  = \port$12365$205 [51:47] - 1'h1;
   assign \$396  = \$394  ? \$395  : 6'h00;
   assign \$397  = \$390  ? \$393 [4:0] : \$396 [4:0];
   assign \$398  = \$386  ? \$389 [4:0] : \$397 ;
   assign \$399  = ! group[15:14];
-  assign \$400  = | \port$12349$205 [19:15];
+  assign \$400  = | \port$12365$205 [19:15];
   assign \$401  = group[15:14] == 1'h1;
-  assign \$402  = | \port$12349$205 [35:31];
-  assign \$403  = | \port$12349$205 [51:47];
-  assign \$404  = \$401  ? { \$402 , \port$12349$205 [30:21] } : { \$403 , \port$12349$205 [46:37] };
-  assign \$405  = \$399  ? { \$400 , \port$12349$205 [14:5] } : \$404 ;
+  assign \$402  = | \port$12365$205 [35:31];
+  assign \$403  = | \port$12365$205 [51:47];
+  assign \$404  = \$401  ? { \$402 , \port$12365$205 [30:21] } : { \$403 , \port$12365$205 [46:37] };
+  assign \$405  = \$399  ? { \$400 , \port$12365$205 [14:5] } : \$404 ;
   assign \$406  = group[15:14] == 1'h1;
   assign \$407  = group[15:14] == 2'h2;
-  assign \$408  = 5'h10 - \port$12349$205 [4:0];
-  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$408  = 5'h10 - \port$12365$205 [4:0];
+  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12365$205 [4:0] };
   assign \$410  = \$407  ? 6'h10 : \$409 ;
   assign \$411  = \$406  ? 7'h20 : { \$410 [5], \$410  };
   assign \$412  = \$411 [5:0] - 1'h1;
@@ -12012,29 +12012,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$439  = | g7;
   assign \$440  = g7 == 2'h2;
   assign \$441  = ! group[17:16];
-  assign \$442  = | \port$12349$205 [19:15];
-  assign \$443  = \port$12349$205 [19:15] - 1'h1;
+  assign \$442  = | \port$12365$205 [19:15];
+  assign \$443  = \port$12365$205 [19:15] - 1'h1;
   assign \$444  = \$442  ? \$443  : 6'h00;
   assign \$445  = group[17:16] == 1'h1;
-  assign \$446  = | \port$12349$205 [35:31];
-  assign \$447  = \port$12349$205 [35:31] - 1'h1;
+  assign \$446  = | \port$12365$205 [35:31];
+  assign \$447  = \port$12365$205 [35:31] - 1'h1;
   assign \$448  = \$446  ? \$447  : 6'h00;
-  assign \$449  = | \port$12349$205 [51:47];
-  assign \$450  = \port$12349$205 [51:47] - 1'h1;
+  assign \$449  = | \port$12365$205 [51:47];
+  assign \$450  = \port$12365$205 [51:47] - 1'h1;
   assign \$451  = \$449  ? \$450  : 6'h00;
   assign \$452  = \$445  ? \$448 [4:0] : \$451 [4:0];
   assign \$453  = \$441  ? \$444 [4:0] : \$452 ;
   assign \$454  = ! group[17:16];
-  assign \$455  = | \port$12349$205 [19:15];
+  assign \$455  = | \port$12365$205 [19:15];
   assign \$456  = group[17:16] == 1'h1;
-  assign \$457  = | \port$12349$205 [35:31];
-  assign \$458  = | \port$12349$205 [51:47];
-  assign \$459  = \$456  ? { \$457 , \port$12349$205 [30:21] } : { \$458 , \port$12349$205 [46:37] };
-  assign \$460  = \$454  ? { \$455 , \port$12349$205 [14:5] } : \$459 ;
+  assign \$457  = | \port$12365$205 [35:31];
+  assign \$458  = | \port$12365$205 [51:47];
+  assign \$459  = \$456  ? { \$457 , \port$12365$205 [30:21] } : { \$458 , \port$12365$205 [46:37] };
+  assign \$460  = \$454  ? { \$455 , \port$12365$205 [14:5] } : \$459 ;
   assign \$461  = group[17:16] == 1'h1;
   assign \$462  = group[17:16] == 2'h2;
-  assign \$463  = 5'h10 - \port$12349$205 [4:0];
-  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$463  = 5'h10 - \port$12365$205 [4:0];
+  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12365$205 [4:0] };
   assign \$465  = \$462  ? 6'h10 : \$464 ;
   assign \$466  = \$461  ? 7'h20 : { \$465 [5], \$465  };
   assign \$467  = \$466 [5:0] - 1'h1;
@@ -12067,29 +12067,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$494  = | g8;
   assign \$495  = g8 == 2'h2;
   assign \$496  = ! group[19:18];
-  assign \$497  = | \port$12349$205 [19:15];
-  assign \$498  = \port$12349$205 [19:15] - 1'h1;
+  assign \$497  = | \port$12365$205 [19:15];
+  assign \$498  = \port$12365$205 [19:15] - 1'h1;
   assign \$499  = \$497  ? \$498  : 6'h00;
   assign \$500  = group[19:18] == 1'h1;
-  assign \$501  = | \port$12349$205 [35:31];
-  assign \$502  = \port$12349$205 [35:31] - 1'h1;
+  assign \$501  = | \port$12365$205 [35:31];
+  assign \$502  = \port$12365$205 [35:31] - 1'h1;
   assign \$503  = \$501  ? \$502  : 6'h00;
-  assign \$504  = | \port$12349$205 [51:47];
-  assign \$505  = \port$12349$205 [51:47] - 1'h1;
+  assign \$504  = | \port$12365$205 [51:47];
+  assign \$505  = \port$12365$205 [51:47] - 1'h1;
   assign \$506  = \$504  ? \$505  : 6'h00;
   assign \$507  = \$500  ? \$503 [4:0] : \$506 [4:0];
   assign \$508  = \$496  ? \$499 [4:0] : \$507 ;
   assign \$509  = ! group[19:18];
-  assign \$510  = | \port$12349$205 [19:15];
+  assign \$510  = | \port$12365$205 [19:15];
   assign \$511  = group[19:18] == 1'h1;
-  assign \$512  = | \port$12349$205 [35:31];
-  assign \$513  = | \port$12349$205 [51:47];
-  assign \$514  = \$511  ? { \$512 , \port$12349$205 [30:21] } : { \$513 , \port$12349$205 [46:37] };
-  assign \$515  = \$509  ? { \$510 , \port$12349$205 [14:5] } : \$514 ;
+  assign \$512  = | \port$12365$205 [35:31];
+  assign \$513  = | \port$12365$205 [51:47];
+  assign \$514  = \$511  ? { \$512 , \port$12365$205 [30:21] } : { \$513 , \port$12365$205 [46:37] };
+  assign \$515  = \$509  ? { \$510 , \port$12365$205 [14:5] } : \$514 ;
   assign \$516  = group[19:18] == 1'h1;
   assign \$517  = group[19:18] == 2'h2;
-  assign \$518  = 5'h10 - \port$12349$205 [4:0];
-  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$518  = 5'h10 - \port$12365$205 [4:0];
+  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12365$205 [4:0] };
   assign \$520  = \$517  ? 6'h10 : \$519 ;
   assign \$521  = \$516  ? 7'h20 : { \$520 [5], \$520  };
   assign \$522  = \$521 [5:0] - 1'h1;
@@ -12122,29 +12122,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$549  = | g9;
   assign \$550  = g9 == 2'h2;
   assign \$551  = ! group[21:20];
-  assign \$552  = | \port$12349$205 [19:15];
-  assign \$553  = \port$12349$205 [19:15] - 1'h1;
+  assign \$552  = | \port$12365$205 [19:15];
+  assign \$553  = \port$12365$205 [19:15] - 1'h1;
   assign \$554  = \$552  ? \$553  : 6'h00;
   assign \$555  = group[21:20] == 1'h1;
-  assign \$556  = | \port$12349$205 [35:31];
-  assign \$557  = \port$12349$205 [35:31] - 1'h1;
+  assign \$556  = | \port$12365$205 [35:31];
+  assign \$557  = \port$12365$205 [35:31] - 1'h1;
   assign \$558  = \$556  ? \$557  : 6'h00;
-  assign \$559  = | \port$12349$205 [51:47];
-  assign \$560  = \port$12349$205 [51:47] - 1'h1;
+  assign \$559  = | \port$12365$205 [51:47];
+  assign \$560  = \port$12365$205 [51:47] - 1'h1;
   assign \$561  = \$559  ? \$560  : 6'h00;
   assign \$562  = \$555  ? \$558 [4:0] : \$561 [4:0];
   assign \$563  = \$551  ? \$554 [4:0] : \$562 ;
   assign \$564  = ! group[21:20];
-  assign \$565  = | \port$12349$205 [19:15];
+  assign \$565  = | \port$12365$205 [19:15];
   assign \$566  = group[21:20] == 1'h1;
-  assign \$567  = | \port$12349$205 [35:31];
-  assign \$568  = | \port$12349$205 [51:47];
-  assign \$569  = \$566  ? { \$567 , \port$12349$205 [30:21] } : { \$568 , \port$12349$205 [46:37] };
-  assign \$570  = \$564  ? { \$565 , \port$12349$205 [14:5] } : \$569 ;
+  assign \$567  = | \port$12365$205 [35:31];
+  assign \$568  = | \port$12365$205 [51:47];
+  assign \$569  = \$566  ? { \$567 , \port$12365$205 [30:21] } : { \$568 , \port$12365$205 [46:37] };
+  assign \$570  = \$564  ? { \$565 , \port$12365$205 [14:5] } : \$569 ;
   assign \$571  = group[21:20] == 1'h1;
   assign \$572  = group[21:20] == 2'h2;
-  assign \$573  = 5'h10 - \port$12349$205 [4:0];
-  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$573  = 5'h10 - \port$12365$205 [4:0];
+  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12365$205 [4:0] };
   assign \$575  = \$572  ? 6'h10 : \$574 ;
   assign \$576  = \$571  ? 7'h20 : { \$575 [5], \$575  };
   assign \$577  = \$576 [5:0] - 1'h1;
@@ -12177,29 +12177,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$604  = | g10;
   assign \$605  = g10 == 2'h2;
   assign \$606  = ! group[23:22];
-  assign \$607  = | \port$12349$205 [19:15];
-  assign \$608  = \port$12349$205 [19:15] - 1'h1;
+  assign \$607  = | \port$12365$205 [19:15];
+  assign \$608  = \port$12365$205 [19:15] - 1'h1;
   assign \$609  = \$607  ? \$608  : 6'h00;
   assign \$610  = group[23:22] == 1'h1;
-  assign \$611  = | \port$12349$205 [35:31];
-  assign \$612  = \port$12349$205 [35:31] - 1'h1;
+  assign \$611  = | \port$12365$205 [35:31];
+  assign \$612  = \port$12365$205 [35:31] - 1'h1;
   assign \$613  = \$611  ? \$612  : 6'h00;
-  assign \$614  = | \port$12349$205 [51:47];
-  assign \$615  = \port$12349$205 [51:47] - 1'h1;
+  assign \$614  = | \port$12365$205 [51:47];
+  assign \$615  = \port$12365$205 [51:47] - 1'h1;
   assign \$616  = \$614  ? \$615  : 6'h00;
   assign \$617  = \$610  ? \$613 [4:0] : \$616 [4:0];
   assign \$618  = \$606  ? \$609 [4:0] : \$617 ;
   assign \$619  = ! group[23:22];
-  assign \$620  = | \port$12349$205 [19:15];
+  assign \$620  = | \port$12365$205 [19:15];
   assign \$621  = group[23:22] == 1'h1;
-  assign \$622  = | \port$12349$205 [35:31];
-  assign \$623  = | \port$12349$205 [51:47];
-  assign \$624  = \$621  ? { \$622 , \port$12349$205 [30:21] } : { \$623 , \port$12349$205 [46:37] };
-  assign \$625  = \$619  ? { \$620 , \port$12349$205 [14:5] } : \$624 ;
+  assign \$622  = | \port$12365$205 [35:31];
+  assign \$623  = | \port$12365$205 [51:47];
+  assign \$624  = \$621  ? { \$622 , \port$12365$205 [30:21] } : { \$623 , \port$12365$205 [46:37] };
+  assign \$625  = \$619  ? { \$620 , \port$12365$205 [14:5] } : \$624 ;
   assign \$626  = group[23:22] == 1'h1;
   assign \$627  = group[23:22] == 2'h2;
-  assign \$628  = 5'h10 - \port$12349$205 [4:0];
-  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$628  = 5'h10 - \port$12365$205 [4:0];
+  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12365$205 [4:0] };
   assign \$630  = \$627  ? 6'h10 : \$629 ;
   assign \$631  = \$626  ? 7'h20 : { \$630 [5], \$630  };
   assign \$632  = \$631 [5:0] - 1'h1;
@@ -12232,29 +12232,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$659  = | g11;
   assign \$660  = g11 == 2'h2;
   assign \$661  = ! group[25:24];
-  assign \$662  = | \port$12349$205 [19:15];
-  assign \$663  = \port$12349$205 [19:15] - 1'h1;
+  assign \$662  = | \port$12365$205 [19:15];
+  assign \$663  = \port$12365$205 [19:15] - 1'h1;
   assign \$664  = \$662  ? \$663  : 6'h00;
   assign \$665  = group[25:24] == 1'h1;
-  assign \$666  = | \port$12349$205 [35:31];
-  assign \$667  = \port$12349$205 [35:31] - 1'h1;
+  assign \$666  = | \port$12365$205 [35:31];
+  assign \$667  = \port$12365$205 [35:31] - 1'h1;
   assign \$668  = \$666  ? \$667  : 6'h00;
-  assign \$669  = | \port$12349$205 [51:47];
-  assign \$670  = \port$12349$205 [51:47] - 1'h1;
+  assign \$669  = | \port$12365$205 [51:47];
+  assign \$670  = \port$12365$205 [51:47] - 1'h1;
   assign \$671  = \$669  ? \$670  : 6'h00;
   assign \$672  = \$665  ? \$668 [4:0] : \$671 [4:0];
   assign \$673  = \$661  ? \$664 [4:0] : \$672 ;
   assign \$674  = ! group[25:24];
-  assign \$675  = | \port$12349$205 [19:15];
+  assign \$675  = | \port$12365$205 [19:15];
   assign \$676  = group[25:24] == 1'h1;
-  assign \$677  = | \port$12349$205 [35:31];
-  assign \$678  = | \port$12349$205 [51:47];
-  assign \$679  = \$676  ? { \$677 , \port$12349$205 [30:21] } : { \$678 , \port$12349$205 [46:37] };
-  assign \$680  = \$674  ? { \$675 , \port$12349$205 [14:5] } : \$679 ;
+  assign \$677  = | \port$12365$205 [35:31];
+  assign \$678  = | \port$12365$205 [51:47];
+  assign \$679  = \$676  ? { \$677 , \port$12365$205 [30:21] } : { \$678 , \port$12365$205 [46:37] };
+  assign \$680  = \$674  ? { \$675 , \port$12365$205 [14:5] } : \$679 ;
   assign \$681  = group[25:24] == 1'h1;
   assign \$682  = group[25:24] == 2'h2;
-  assign \$683  = 5'h10 - \port$12349$205 [4:0];
-  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$683  = 5'h10 - \port$12365$205 [4:0];
+  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12365$205 [4:0] };
   assign \$685  = \$682  ? 6'h10 : \$684 ;
   assign \$686  = \$681  ? 7'h20 : { \$685 [5], \$685  };
   assign \$687  = \$686 [5:0] - 1'h1;
@@ -12287,29 +12287,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$714  = | g12;
   assign \$715  = g12 == 2'h2;
   assign \$716  = ! group[27:26];
-  assign \$717  = | \port$12349$205 [19:15];
-  assign \$718  = \port$12349$205 [19:15] - 1'h1;
+  assign \$717  = | \port$12365$205 [19:15];
+  assign \$718  = \port$12365$205 [19:15] - 1'h1;
   assign \$719  = \$717  ? \$718  : 6'h00;
   assign \$720  = group[27:26] == 1'h1;
-  assign \$721  = | \port$12349$205 [35:31];
-  assign \$722  = \port$12349$205 [35:31] - 1'h1;
+  assign \$721  = | \port$12365$205 [35:31];
+  assign \$722  = \port$12365$205 [35:31] - 1'h1;
   assign \$723  = \$721  ? \$722  : 6'h00;
-  assign \$724  = | \port$12349$205 [51:47];
-  assign \$725  = \port$12349$205 [51:47] - 1'h1;
+  assign \$724  = | \port$12365$205 [51:47];
+  assign \$725  = \port$12365$205 [51:47] - 1'h1;
   assign \$726  = \$724  ? \$725  : 6'h00;
   assign \$727  = \$720  ? \$723 [4:0] : \$726 [4:0];
   assign \$728  = \$716  ? \$719 [4:0] : \$727 ;
   assign \$729  = ! group[27:26];
-  assign \$730  = | \port$12349$205 [19:15];
+  assign \$730  = | \port$12365$205 [19:15];
   assign \$731  = group[27:26] == 1'h1;
-  assign \$732  = | \port$12349$205 [35:31];
-  assign \$733  = | \port$12349$205 [51:47];
-  assign \$734  = \$731  ? { \$732 , \port$12349$205 [30:21] } : { \$733 , \port$12349$205 [46:37] };
-  assign \$735  = \$729  ? { \$730 , \port$12349$205 [14:5] } : \$734 ;
+  assign \$732  = | \port$12365$205 [35:31];
+  assign \$733  = | \port$12365$205 [51:47];
+  assign \$734  = \$731  ? { \$732 , \port$12365$205 [30:21] } : { \$733 , \port$12365$205 [46:37] };
+  assign \$735  = \$729  ? { \$730 , \port$12365$205 [14:5] } : \$734 ;
   assign \$736  = group[27:26] == 1'h1;
   assign \$737  = group[27:26] == 2'h2;
-  assign \$738  = 5'h10 - \port$12349$205 [4:0];
-  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$738  = 5'h10 - \port$12365$205 [4:0];
+  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12365$205 [4:0] };
   assign \$740  = \$737  ? 6'h10 : \$739 ;
   assign \$741  = \$736  ? 7'h20 : { \$740 [5], \$740  };
   assign \$742  = \$741 [5:0] - 1'h1;
@@ -12342,29 +12342,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$769  = | g13;
   assign \$770  = g13 == 2'h2;
   assign \$771  = ! group[29:28];
-  assign \$772  = | \port$12349$205 [19:15];
-  assign \$773  = \port$12349$205 [19:15] - 1'h1;
+  assign \$772  = | \port$12365$205 [19:15];
+  assign \$773  = \port$12365$205 [19:15] - 1'h1;
   assign \$774  = \$772  ? \$773  : 6'h00;
   assign \$775  = group[29:28] == 1'h1;
-  assign \$776  = | \port$12349$205 [35:31];
-  assign \$777  = \port$12349$205 [35:31] - 1'h1;
+  assign \$776  = | \port$12365$205 [35:31];
+  assign \$777  = \port$12365$205 [35:31] - 1'h1;
   assign \$778  = \$776  ? \$777  : 6'h00;
-  assign \$779  = | \port$12349$205 [51:47];
-  assign \$780  = \port$12349$205 [51:47] - 1'h1;
+  assign \$779  = | \port$12365$205 [51:47];
+  assign \$780  = \port$12365$205 [51:47] - 1'h1;
   assign \$781  = \$779  ? \$780  : 6'h00;
   assign \$782  = \$775  ? \$778 [4:0] : \$781 [4:0];
   assign \$783  = \$771  ? \$774 [4:0] : \$782 ;
   assign \$784  = ! group[29:28];
-  assign \$785  = | \port$12349$205 [19:15];
+  assign \$785  = | \port$12365$205 [19:15];
   assign \$786  = group[29:28] == 1'h1;
-  assign \$787  = | \port$12349$205 [35:31];
-  assign \$788  = | \port$12349$205 [51:47];
-  assign \$789  = \$786  ? { \$787 , \port$12349$205 [30:21] } : { \$788 , \port$12349$205 [46:37] };
-  assign \$790  = \$784  ? { \$785 , \port$12349$205 [14:5] } : \$789 ;
+  assign \$787  = | \port$12365$205 [35:31];
+  assign \$788  = | \port$12365$205 [51:47];
+  assign \$789  = \$786  ? { \$787 , \port$12365$205 [30:21] } : { \$788 , \port$12365$205 [46:37] };
+  assign \$790  = \$784  ? { \$785 , \port$12365$205 [14:5] } : \$789 ;
   assign \$791  = group[29:28] == 1'h1;
   assign \$792  = group[29:28] == 2'h2;
-  assign \$793  = 5'h10 - \port$12349$205 [4:0];
-  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$793  = 5'h10 - \port$12365$205 [4:0];
+  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12365$205 [4:0] };
   assign \$795  = \$792  ? 6'h10 : \$794 ;
   assign \$796  = \$791  ? 7'h20 : { \$795 [5], \$795  };
   assign \$797  = \$796 [5:0] - 1'h1;
@@ -12397,29 +12397,29 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
   assign \$824  = | g14;
   assign \$825  = g14 == 2'h2;
   assign \$826  = ! group[31:30];
-  assign \$827  = | \port$12349$205 [19:15];
-  assign \$828  = \port$12349$205 [19:15] - 1'h1;
+  assign \$827  = | \port$12365$205 [19:15];
+  assign \$828  = \port$12365$205 [19:15] - 1'h1;
   assign \$829  = \$827  ? \$828  : 6'h00;
   assign \$830  = group[31:30] == 1'h1;
-  assign \$831  = | \port$12349$205 [35:31];
-  assign \$832  = \port$12349$205 [35:31] - 1'h1;
+  assign \$831  = | \port$12365$205 [35:31];
+  assign \$832  = \port$12365$205 [35:31] - 1'h1;
   assign \$833  = \$831  ? \$832  : 6'h00;
-  assign \$834  = | \port$12349$205 [51:47];
-  assign \$835  = \port$12349$205 [51:47] - 1'h1;
+  assign \$834  = | \port$12365$205 [51:47];
+  assign \$835  = \port$12365$205 [51:47] - 1'h1;
   assign \$836  = \$834  ? \$835  : 6'h00;
   assign \$837  = \$830  ? \$833 [4:0] : \$836 [4:0];
   assign \$838  = \$826  ? \$829 [4:0] : \$837 ;
   assign \$839  = ! group[31:30];
-  assign \$840  = | \port$12349$205 [19:15];
+  assign \$840  = | \port$12365$205 [19:15];
   assign \$841  = group[31:30] == 1'h1;
-  assign \$842  = | \port$12349$205 [35:31];
-  assign \$843  = | \port$12349$205 [51:47];
-  assign \$844  = \$841  ? { \$842 , \port$12349$205 [30:21] } : { \$843 , \port$12349$205 [46:37] };
-  assign \$845  = \$839  ? { \$840 , \port$12349$205 [14:5] } : \$844 ;
+  assign \$842  = | \port$12365$205 [35:31];
+  assign \$843  = | \port$12365$205 [51:47];
+  assign \$844  = \$841  ? { \$842 , \port$12365$205 [30:21] } : { \$843 , \port$12365$205 [46:37] };
+  assign \$845  = \$839  ? { \$840 , \port$12365$205 [14:5] } : \$844 ;
   assign \$846  = group[31:30] == 1'h1;
   assign \$847  = group[31:30] == 2'h2;
-  assign \$848  = 5'h10 - \port$12349$205 [4:0];
-  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12349$205 [4:0] };
+  assign \$848  = 5'h10 - \port$12365$205 [4:0];
+  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12365$205 [4:0] };
   assign \$850  = \$847  ? 6'h10 : \$849 ;
   assign \$851  = \$846  ? 7'h20 : { \$850 [5], \$850  };
   assign \$852  = \$851 [5:0] - 1'h1;
@@ -14167,7 +14167,7 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
     u15 <= \$2505 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$2017  = \port$12349$205 [4:0];
+    \$2017  = \port$12365$205 [4:0];
     if (rst) begin
       \$2017  = 5'h00;
     end
@@ -17649,10 +17649,10 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$12349$205 [4:0];
-  assign delta_outer = \port$12349$205 [52:37];
-  assign delta_inner = \port$12349$205 [36:21];
-  assign delta_mid = \port$12349$205 [20:5];
+  assign n_lo = \port$12365$205 [4:0];
+  assign delta_outer = \port$12365$205 [52:37];
+  assign delta_inner = \port$12365$205 [36:21];
+  assign delta_mid = \port$12365$205 [20:5];
   assign t0 = \$942 [15:0];
   assign rem0_3 = { \$946 , rem0_in[2:0] };
   assign rem0_1 = { \$950 , rem0_s2[0] };
@@ -18344,7 +18344,7 @@ module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, h
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper, done, \a$165 , b, has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
+module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper, done, \a$168 , b, has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20308,13 +20308,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$998 ;
   wire \$999 ;
   reg \$signal  = 1'h0;
-  reg [40:0] \$signal$154  = 41'h00000000000;
-  reg [40:0] \$signal$155  = 41'h00000000000;
-  reg [40:0] \$signal$156  = 41'h00000000000;
+  reg [40:0] \$signal$157  = 41'h00000000000;
   reg [40:0] \$signal$158  = 41'h00000000000;
+  reg [40:0] \$signal$159  = 41'h00000000000;
+  reg [40:0] \$signal$161  = 41'h00000000000;
   wire [41:0] a;
-  output [40:0] \a$165 ;
-  reg [40:0] \a$165  = 41'h00000000000;
+  output [40:0] \a$168 ;
+  reg [40:0] \a$168  = 41'h00000000000;
+  wire [40:0] a_base;
   wire [40:0] a_operand;
   reg [7:0] acc_cnt0 = 8'h00;
   reg [7:0] acc_cnt1 = 8'h00;
@@ -20346,6 +20347,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   reg done = 1'h0;
   wire [41:0] ext;
   reg [40:0] ext3 = 41'h00000000000;
+  reg [40:0] ext_base = 41'h00000000000;
   wire [40:0] ext_operand;
   input first;
   wire first;
@@ -20393,6 +20395,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire last;
   reg [40:0] o_hi3 = 41'h00000000000;
   wire [41:0] o_lo;
+  wire [40:0] o_lo_base;
   wire [40:0] o_lo_operand;
   output [40:0] outer_max;
   reg [40:0] outer_max = 41'h00000000000;
@@ -20541,7 +20544,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   reg v2_neg_imax = 1'h0;
   reg v2_neg_lo = 1'h0;
   reg v2_neg_olo = 1'h0;
-  reg [40:0] v2_nimin = 41'h00000000000;
+  (* init = 41'h00000000000 *)
+  wire [40:0] v2_nimin;
   reg [40:0] v2_ohi = 41'h00000000000;
   reg [163:0] v2_t = 164'h00000000000000000000000000000000000000000;
   wire [40:0] \v2_t[0] ;
@@ -20733,7 +20737,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$188  = ~ v2_neg_imax;
   assign ext_operand = { 1'h0, v2_mag_imax } ^ { \$189 , \$187 , \$185 , \$183 , \$181 , \$179 , \$177 , \$175 , \$173 , \$171 , \$169 , \$167 , \$165 , \$163 , \$161 , \$159 , \$157 , \$155 , \$153 , \$151 , \$149 , \$147 , \$145 , \$143 , \$141 , \$139 , \$137 , \$135 , \$133 , \$131 , \$129 , \$127 , \$125 , \$123 , \$121 , \$119 , \$117 , \$115 , \$113 , \$111 , \$109  };
   assign \$190  = ~ v2_neg_imax;
-  assign \$192  = { v2_nimin, 1'h1 } + { ext_operand, \$191  };
+  assign \$192  = { ext_base, 1'h1 } + { ext_operand, \$191  };
   assign \$193  = ! group[1:0];
   assign \$194  = ~ upper[0];
   assign \$195  = \$193  & \$194 ;
@@ -22350,8 +22354,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$1806  = v2_has_imin ? v2_imin : 41'h00000000000;
   assign \$1807  = v2_has_imin ? imin_bits2 : 16'h0000;
   assign \$1808  = v2_has_imin ? \$192 [41:1] : 41'h00000000000;
-  assign \$1809  = \$signal$156  > o_hi3;
-  assign \$1810  = \$1809  ? \$signal$156  : o_hi3;
+  assign \$1809  = \$signal$159  > o_hi3;
+  assign \$1810  = \$1809  ? \$signal$159  : o_hi3;
   always @(posedge clk)
     t0_lo0 <= \$1811 ;
   always @(posedge clk)
@@ -22585,7 +22589,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   always @(posedge clk)
     v2_imin <= \$1926 ;
   always @(posedge clk)
-    v2_nimin <= \$1927 ;
+    ext_base <= \$1927 ;
   always @(posedge clk)
     v2_has_lo <= \$1928 ;
   always @(posedge clk)
@@ -22611,15 +22615,15 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   always @(posedge clk)
     hi3 <= \$1939 ;
   always @(posedge clk)
-    \$signal$154  <= \$1940 ;
+    \$signal$157  <= \$1940 ;
   always @(posedge clk)
-    \$signal$155  <= \$1941 ;
+    \$signal$158  <= \$1941 ;
   always @(posedge clk)
-    \$signal$156  <= \$1942 ;
+    \$signal$159  <= \$1942 ;
   always @(posedge clk)
     o_hi3 <= \$1943 ;
   always @(posedge clk)
-    \$signal$158  <= \$1944 ;
+    \$signal$161  <= \$1944 ;
   always @(posedge clk)
     imin_bits3 <= \$1945 ;
   always @(posedge clk)
@@ -22633,7 +22637,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   always @(posedge clk)
     done <= \$1950 ;
   always @(posedge clk)
-    \a$165  <= \$1951 ;
+    \a$168  <= \$1951 ;
   always @(posedge clk)
     b <= \$1952 ;
   always @(posedge clk)
@@ -23725,9 +23729,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1951  = \a$165 ;
+    \$1951  = \a$168 ;
     if (v3) begin
-      \$1951  = \$signal$154 ;
+      \$1951  = \$signal$157 ;
     end
     if (rst) begin
       \$1951  = 41'h00000000000;
@@ -23737,7 +23741,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$1952  = b;
     if (v3) begin
-      \$1952  = \$signal$155 ;
+      \$1952  = \$signal$158 ;
     end
     if (rst) begin
       \$1952  = 41'h00000000000;
@@ -23777,7 +23781,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$1956  = inner_min;
     if (v3) begin
-      \$1956  = \$signal$158 ;
+      \$1956  = \$signal$161 ;
     end
     if (rst) begin
       \$1956  = 41'h00000000000;
@@ -23815,8 +23819,11 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
       \$1959  = 24'h000000;
     end
   end
+  assign a_base = v2_t[81:41];
   assign a = \$64 [41:0];
+  assign o_lo_base = v2_t[40:0];
   assign o_lo = \$107 [41:0];
+  assign v2_nimin = ext_base;
   assign ext = \$192 [41:0];
   assign \x[0]  = x[15:0];
   assign \x[1]  = x[31:16];
@@ -26650,10 +26657,10 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1230 ;
   wire \$1231 ;
   wire \$1232 ;
-  wire [6:0] \$1233 ;
-  wire [42:0] \$1234 ;
-  wire [41:0] \$1235 ;
-  wire [42:0] \$1236 ;
+  wire \$1233 ;
+  wire \$1234 ;
+  wire \$1235 ;
+  wire \$1236 ;
   wire \$1237 ;
   wire \$1238 ;
   wire \$1239 ;
@@ -26667,11 +26674,11 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1246 ;
   wire \$1247 ;
   wire \$1248 ;
-  wire \$1249 ;
+  wire [6:0] \$1249 ;
   wire [5:0] \$125 ;
-  wire \$1250 ;
-  wire \$1251 ;
-  wire \$1252 ;
+  wire [42:0] \$1250 ;
+  wire [41:0] \$1251 ;
+  wire [42:0] \$1252 ;
   wire \$1253 ;
   wire \$1254 ;
   wire \$1255 ;
@@ -27135,42 +27142,42 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1668 ;
   wire \$1669 ;
   wire [5:0] \$167 ;
-  wire [6:0] \$1670 ;
-  wire [41:0] \$1671 ;
-  wire [41:0] \$1672 ;
-  wire [41:0] \$1673 ;
-  wire [41:0] \$1674 ;
-  wire [41:0] \$1675 ;
-  wire [41:0] \$1676 ;
-  wire [26:0] \$1677 ;
-  wire [41:0] \$1678 ;
-  wire [41:0] \$1679 ;
+  wire \$1670 ;
+  wire \$1671 ;
+  wire \$1672 ;
+  wire \$1673 ;
+  wire \$1674 ;
+  wire \$1675 ;
+  wire \$1676 ;
+  wire \$1677 ;
+  wire \$1678 ;
+  wire \$1679 ;
   wire [5:0] \$168 ;
-  wire [41:0] \$1680 ;
-  wire [41:0] \$1681 ;
-  wire [41:0] \$1682 ;
-  wire [41:0] \$1683 ;
-  wire [26:0] \$1684 ;
-  wire [18:0] \$1685 ;
-  wire [41:0] \$1686 ;
+  wire \$1680 ;
+  wire \$1681 ;
+  wire \$1682 ;
+  wire \$1683 ;
+  wire \$1684 ;
+  wire \$1685 ;
+  wire [6:0] \$1686 ;
   wire [41:0] \$1687 ;
   wire [41:0] \$1688 ;
   wire [41:0] \$1689 ;
   wire [5:0] \$169 ;
   wire [41:0] \$1690 ;
   wire [41:0] \$1691 ;
-  wire [26:0] \$1692 ;
-  wire [41:0] \$1693 ;
+  wire [41:0] \$1692 ;
+  wire [26:0] \$1693 ;
   wire [41:0] \$1694 ;
   wire [41:0] \$1695 ;
   wire [41:0] \$1696 ;
   wire [41:0] \$1697 ;
   wire [41:0] \$1698 ;
-  wire [26:0] \$1699 ;
+  wire [41:0] \$1699 ;
   wire [42:0] \$17 ;
   wire [5:0] \$170 ;
-  wire [18:0] \$1700 ;
-  wire [14:0] \$1701 ;
+  wire [26:0] \$1700 ;
+  wire [18:0] \$1701 ;
   wire [41:0] \$1702 ;
   wire [41:0] \$1703 ;
   wire [41:0] \$1704 ;
@@ -27187,59 +27194,59 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1714 ;
   wire [26:0] \$1715 ;
   wire [18:0] \$1716 ;
-  wire [41:0] \$1717 ;
+  wire [14:0] \$1717 ;
   wire [41:0] \$1718 ;
   wire [41:0] \$1719 ;
   wire [5:0] \$172 ;
   wire [41:0] \$1720 ;
   wire [41:0] \$1721 ;
   wire [41:0] \$1722 ;
-  wire [26:0] \$1723 ;
-  wire [41:0] \$1724 ;
+  wire [41:0] \$1723 ;
+  wire [26:0] \$1724 ;
   wire [41:0] \$1725 ;
   wire [41:0] \$1726 ;
   wire [41:0] \$1727 ;
   wire [41:0] \$1728 ;
   wire [41:0] \$1729 ;
   wire [5:0] \$173 ;
-  wire [26:0] \$1730 ;
-  wire [18:0] \$1731 ;
-  wire [14:0] \$1732 ;
-  wire [12:0] \$1733 ;
+  wire [41:0] \$1730 ;
+  wire [26:0] \$1731 ;
+  wire [18:0] \$1732 ;
+  wire [41:0] \$1733 ;
   wire [41:0] \$1734 ;
   wire [41:0] \$1735 ;
   wire [41:0] \$1736 ;
   wire [41:0] \$1737 ;
   wire [41:0] \$1738 ;
-  wire [41:0] \$1739 ;
+  wire [26:0] \$1739 ;
   wire [5:0] \$174 ;
-  wire [26:0] \$1740 ;
+  wire [41:0] \$1740 ;
   wire [41:0] \$1741 ;
   wire [41:0] \$1742 ;
   wire [41:0] \$1743 ;
   wire [41:0] \$1744 ;
   wire [41:0] \$1745 ;
-  wire [41:0] \$1746 ;
-  wire [26:0] \$1747 ;
-  wire [18:0] \$1748 ;
-  wire [41:0] \$1749 ;
+  wire [26:0] \$1746 ;
+  wire [18:0] \$1747 ;
+  wire [14:0] \$1748 ;
+  wire [12:0] \$1749 ;
   wire [6:0] \$175 ;
   wire [41:0] \$1750 ;
   wire [41:0] \$1751 ;
   wire [41:0] \$1752 ;
   wire [41:0] \$1753 ;
   wire [41:0] \$1754 ;
-  wire [26:0] \$1755 ;
-  wire [41:0] \$1756 ;
+  wire [41:0] \$1755 ;
+  wire [26:0] \$1756 ;
   wire [41:0] \$1757 ;
   wire [41:0] \$1758 ;
   wire [41:0] \$1759 ;
   wire [5:0] \$176 ;
   wire [41:0] \$1760 ;
   wire [41:0] \$1761 ;
-  wire [26:0] \$1762 ;
-  wire [18:0] \$1763 ;
-  wire [14:0] \$1764 ;
+  wire [41:0] \$1762 ;
+  wire [26:0] \$1763 ;
+  wire [18:0] \$1764 ;
   wire [41:0] \$1765 ;
   wire [41:0] \$1766 ;
   wire [41:0] \$1767 ;
@@ -27257,60 +27264,60 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [26:0] \$1778 ;
   wire [18:0] \$1779 ;
   wire [5:0] \$178 ;
-  wire [41:0] \$1780 ;
+  wire [14:0] \$1780 ;
   wire [41:0] \$1781 ;
   wire [41:0] \$1782 ;
   wire [41:0] \$1783 ;
   wire [41:0] \$1784 ;
   wire [41:0] \$1785 ;
-  wire [26:0] \$1786 ;
-  wire [41:0] \$1787 ;
+  wire [41:0] \$1786 ;
+  wire [26:0] \$1787 ;
   wire [41:0] \$1788 ;
   wire [41:0] \$1789 ;
   wire \$179 ;
   wire [41:0] \$1790 ;
   wire [41:0] \$1791 ;
   wire [41:0] \$1792 ;
-  wire [26:0] \$1793 ;
-  wire [18:0] \$1794 ;
-  wire [14:0] \$1795 ;
-  wire [12:0] \$1796 ;
-  wire [9:0] \$1797 ;
+  wire [41:0] \$1793 ;
+  wire [26:0] \$1794 ;
+  wire [18:0] \$1795 ;
+  wire [41:0] \$1796 ;
+  wire [41:0] \$1797 ;
   wire [41:0] \$1798 ;
   wire [41:0] \$1799 ;
   wire \$18 ;
   wire \$180 ;
   wire [41:0] \$1800 ;
   wire [41:0] \$1801 ;
-  wire [41:0] \$1802 ;
+  wire [26:0] \$1802 ;
   wire [41:0] \$1803 ;
-  wire [26:0] \$1804 ;
+  wire [41:0] \$1804 ;
   wire [41:0] \$1805 ;
   wire [41:0] \$1806 ;
   wire [41:0] \$1807 ;
   wire [41:0] \$1808 ;
-  wire [41:0] \$1809 ;
+  wire [26:0] \$1809 ;
   wire [5:0] \$181 ;
-  wire [41:0] \$1810 ;
-  wire [26:0] \$1811 ;
-  wire [18:0] \$1812 ;
-  wire [41:0] \$1813 ;
+  wire [18:0] \$1810 ;
+  wire [14:0] \$1811 ;
+  wire [12:0] \$1812 ;
+  wire [9:0] \$1813 ;
   wire [41:0] \$1814 ;
   wire [41:0] \$1815 ;
   wire [41:0] \$1816 ;
   wire [41:0] \$1817 ;
   wire [41:0] \$1818 ;
-  wire [26:0] \$1819 ;
+  wire [41:0] \$1819 ;
   wire [5:0] \$182 ;
-  wire [41:0] \$1820 ;
+  wire [26:0] \$1820 ;
   wire [41:0] \$1821 ;
   wire [41:0] \$1822 ;
   wire [41:0] \$1823 ;
   wire [41:0] \$1824 ;
   wire [41:0] \$1825 ;
-  wire [26:0] \$1826 ;
-  wire [18:0] \$1827 ;
-  wire [14:0] \$1828 ;
+  wire [41:0] \$1826 ;
+  wire [26:0] \$1827 ;
+  wire [18:0] \$1828 ;
   wire [41:0] \$1829 ;
   wire [5:0] \$183 ;
   wire [41:0] \$1830 ;
@@ -27328,59 +27335,59 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1841 ;
   wire [26:0] \$1842 ;
   wire [18:0] \$1843 ;
-  wire [41:0] \$1844 ;
+  wire [14:0] \$1844 ;
   wire [41:0] \$1845 ;
   wire [41:0] \$1846 ;
   wire [41:0] \$1847 ;
   wire [41:0] \$1848 ;
   wire [41:0] \$1849 ;
   wire [5:0] \$185 ;
-  wire [26:0] \$1850 ;
-  wire [41:0] \$1851 ;
+  wire [41:0] \$1850 ;
+  wire [26:0] \$1851 ;
   wire [41:0] \$1852 ;
   wire [41:0] \$1853 ;
   wire [41:0] \$1854 ;
   wire [41:0] \$1855 ;
   wire [41:0] \$1856 ;
-  wire [26:0] \$1857 ;
-  wire [18:0] \$1858 ;
-  wire [14:0] \$1859 ;
+  wire [41:0] \$1857 ;
+  wire [26:0] \$1858 ;
+  wire [18:0] \$1859 ;
   wire [5:0] \$186 ;
-  wire [12:0] \$1860 ;
+  wire [41:0] \$1860 ;
   wire [41:0] \$1861 ;
   wire [41:0] \$1862 ;
   wire [41:0] \$1863 ;
   wire [41:0] \$1864 ;
   wire [41:0] \$1865 ;
-  wire [41:0] \$1866 ;
-  wire [26:0] \$1867 ;
+  wire [26:0] \$1866 ;
+  wire [41:0] \$1867 ;
   wire [41:0] \$1868 ;
   wire [41:0] \$1869 ;
   wire [5:0] \$187 ;
   wire [41:0] \$1870 ;
   wire [41:0] \$1871 ;
   wire [41:0] \$1872 ;
-  wire [41:0] \$1873 ;
-  wire [26:0] \$1874 ;
-  wire [18:0] \$1875 ;
-  wire [41:0] \$1876 ;
+  wire [26:0] \$1873 ;
+  wire [18:0] \$1874 ;
+  wire [14:0] \$1875 ;
+  wire [12:0] \$1876 ;
   wire [41:0] \$1877 ;
   wire [41:0] \$1878 ;
   wire [41:0] \$1879 ;
   wire [5:0] \$188 ;
   wire [41:0] \$1880 ;
   wire [41:0] \$1881 ;
-  wire [26:0] \$1882 ;
-  wire [41:0] \$1883 ;
+  wire [41:0] \$1882 ;
+  wire [26:0] \$1883 ;
   wire [41:0] \$1884 ;
   wire [41:0] \$1885 ;
   wire [41:0] \$1886 ;
   wire [41:0] \$1887 ;
   wire [41:0] \$1888 ;
-  wire [26:0] \$1889 ;
+  wire [41:0] \$1889 ;
   wire [5:0] \$189 ;
-  wire [18:0] \$1890 ;
-  wire [14:0] \$1891 ;
+  wire [26:0] \$1890 ;
+  wire [18:0] \$1891 ;
   wire [41:0] \$1892 ;
   wire [41:0] \$1893 ;
   wire [41:0] \$1894 ;
@@ -27398,61 +27405,61 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1904 ;
   wire [26:0] \$1905 ;
   wire [18:0] \$1906 ;
-  wire [41:0] \$1907 ;
+  wire [14:0] \$1907 ;
   wire [41:0] \$1908 ;
   wire [41:0] \$1909 ;
   wire [5:0] \$191 ;
   wire [41:0] \$1910 ;
   wire [41:0] \$1911 ;
   wire [41:0] \$1912 ;
-  wire [26:0] \$1913 ;
-  wire [41:0] \$1914 ;
+  wire [41:0] \$1913 ;
+  wire [26:0] \$1914 ;
   wire [41:0] \$1915 ;
   wire [41:0] \$1916 ;
   wire [41:0] \$1917 ;
   wire [41:0] \$1918 ;
   wire [41:0] \$1919 ;
   wire [5:0] \$192 ;
-  wire [26:0] \$1920 ;
-  wire [18:0] \$1921 ;
-  wire [14:0] \$1922 ;
-  wire [12:0] \$1923 ;
-  wire [5:0] \$1924 ;
-  wire [4:0] \$1925 ;
+  wire [41:0] \$1920 ;
+  wire [26:0] \$1921 ;
+  wire [18:0] \$1922 ;
+  wire [41:0] \$1923 ;
+  wire [41:0] \$1924 ;
+  wire [41:0] \$1925 ;
   wire [41:0] \$1926 ;
   wire [41:0] \$1927 ;
   wire [41:0] \$1928 ;
-  wire [41:0] \$1929 ;
+  wire [26:0] \$1929 ;
   wire \$193 ;
   wire [41:0] \$1930 ;
   wire [41:0] \$1931 ;
-  wire [26:0] \$1932 ;
+  wire [41:0] \$1932 ;
   wire [41:0] \$1933 ;
   wire [41:0] \$1934 ;
   wire [41:0] \$1935 ;
-  wire [41:0] \$1936 ;
-  wire [41:0] \$1937 ;
-  wire [41:0] \$1938 ;
-  wire [26:0] \$1939 ;
+  wire [26:0] \$1936 ;
+  wire [18:0] \$1937 ;
+  wire [14:0] \$1938 ;
+  wire [12:0] \$1939 ;
   wire [5:0] \$194 ;
-  wire [18:0] \$1940 ;
-  wire [41:0] \$1941 ;
+  wire [5:0] \$1940 ;
+  wire [4:0] \$1941 ;
   wire [41:0] \$1942 ;
   wire [41:0] \$1943 ;
   wire [41:0] \$1944 ;
   wire [41:0] \$1945 ;
   wire [41:0] \$1946 ;
-  wire [26:0] \$1947 ;
-  wire [41:0] \$1948 ;
+  wire [41:0] \$1947 ;
+  wire [26:0] \$1948 ;
   wire [41:0] \$1949 ;
   wire [5:0] \$195 ;
   wire [41:0] \$1950 ;
   wire [41:0] \$1951 ;
   wire [41:0] \$1952 ;
   wire [41:0] \$1953 ;
-  wire [26:0] \$1954 ;
-  wire [18:0] \$1955 ;
-  wire [14:0] \$1956 ;
+  wire [41:0] \$1954 ;
+  wire [26:0] \$1955 ;
+  wire [18:0] \$1956 ;
   wire [41:0] \$1957 ;
   wire [41:0] \$1958 ;
   wire [41:0] \$1959 ;
@@ -27470,32 +27477,32 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [5:0] \$197 ;
   wire [26:0] \$1970 ;
   wire [18:0] \$1971 ;
-  wire [41:0] \$1972 ;
+  wire [14:0] \$1972 ;
   wire [41:0] \$1973 ;
   wire [41:0] \$1974 ;
   wire [41:0] \$1975 ;
   wire [41:0] \$1976 ;
   wire [41:0] \$1977 ;
-  wire [26:0] \$1978 ;
-  wire [41:0] \$1979 ;
+  wire [41:0] \$1978 ;
+  wire [26:0] \$1979 ;
   wire [5:0] \$198 ;
   wire [41:0] \$1980 ;
   wire [41:0] \$1981 ;
   wire [41:0] \$1982 ;
   wire [41:0] \$1983 ;
   wire [41:0] \$1984 ;
-  wire [26:0] \$1985 ;
-  wire [18:0] \$1986 ;
-  wire [14:0] \$1987 ;
-  wire [12:0] \$1988 ;
+  wire [41:0] \$1985 ;
+  wire [26:0] \$1986 ;
+  wire [18:0] \$1987 ;
+  wire [41:0] \$1988 ;
   wire [41:0] \$1989 ;
   wire [5:0] \$199 ;
   wire [41:0] \$1990 ;
   wire [41:0] \$1991 ;
   wire [41:0] \$1992 ;
   wire [41:0] \$1993 ;
-  wire [41:0] \$1994 ;
-  wire [26:0] \$1995 ;
+  wire [26:0] \$1994 ;
+  wire [41:0] \$1995 ;
   wire [41:0] \$1996 ;
   wire [41:0] \$1997 ;
   wire [41:0] \$1998 ;
@@ -27504,26 +27511,26 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$20 ;
   wire [5:0] \$200 ;
   wire [41:0] \$2000 ;
-  wire [41:0] \$2001 ;
-  wire [26:0] \$2002 ;
-  wire [18:0] \$2003 ;
-  wire [41:0] \$2004 ;
+  wire [26:0] \$2001 ;
+  wire [18:0] \$2002 ;
+  wire [14:0] \$2003 ;
+  wire [12:0] \$2004 ;
   wire [41:0] \$2005 ;
   wire [41:0] \$2006 ;
   wire [41:0] \$2007 ;
   wire [41:0] \$2008 ;
   wire [41:0] \$2009 ;
   wire [5:0] \$201 ;
-  wire [26:0] \$2010 ;
-  wire [41:0] \$2011 ;
+  wire [41:0] \$2010 ;
+  wire [26:0] \$2011 ;
   wire [41:0] \$2012 ;
   wire [41:0] \$2013 ;
   wire [41:0] \$2014 ;
   wire [41:0] \$2015 ;
   wire [41:0] \$2016 ;
-  wire [26:0] \$2017 ;
-  wire [18:0] \$2018 ;
-  wire [14:0] \$2019 ;
+  wire [41:0] \$2017 ;
+  wire [26:0] \$2018 ;
+  wire [18:0] \$2019 ;
   wire [5:0] \$202 ;
   wire [41:0] \$2020 ;
   wire [41:0] \$2021 ;
@@ -27541,67 +27548,67 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2032 ;
   wire [26:0] \$2033 ;
   wire [18:0] \$2034 ;
-  wire [41:0] \$2035 ;
+  wire [14:0] \$2035 ;
   wire [41:0] \$2036 ;
   wire [41:0] \$2037 ;
   wire [41:0] \$2038 ;
   wire [41:0] \$2039 ;
   wire [5:0] \$204 ;
   wire [41:0] \$2040 ;
-  wire [26:0] \$2041 ;
-  wire [41:0] \$2042 ;
+  wire [41:0] \$2041 ;
+  wire [26:0] \$2042 ;
   wire [41:0] \$2043 ;
   wire [41:0] \$2044 ;
   wire [41:0] \$2045 ;
   wire [41:0] \$2046 ;
   wire [41:0] \$2047 ;
-  wire [26:0] \$2048 ;
-  wire [18:0] \$2049 ;
+  wire [41:0] \$2048 ;
+  wire [26:0] \$2049 ;
   wire [5:0] \$205 ;
-  wire [14:0] \$2050 ;
-  wire [12:0] \$2051 ;
-  wire [9:0] \$2052 ;
+  wire [18:0] \$2050 ;
+  wire [41:0] \$2051 ;
+  wire [41:0] \$2052 ;
   wire [41:0] \$2053 ;
   wire [41:0] \$2054 ;
   wire [41:0] \$2055 ;
   wire [41:0] \$2056 ;
-  wire [41:0] \$2057 ;
+  wire [26:0] \$2057 ;
   wire [41:0] \$2058 ;
-  wire [26:0] \$2059 ;
+  wire [41:0] \$2059 ;
   wire [5:0] \$206 ;
   wire [41:0] \$2060 ;
   wire [41:0] \$2061 ;
   wire [41:0] \$2062 ;
   wire [41:0] \$2063 ;
-  wire [41:0] \$2064 ;
-  wire [41:0] \$2065 ;
-  wire [26:0] \$2066 ;
-  wire [18:0] \$2067 ;
-  wire [41:0] \$2068 ;
+  wire [26:0] \$2064 ;
+  wire [18:0] \$2065 ;
+  wire [14:0] \$2066 ;
+  wire [12:0] \$2067 ;
+  wire [9:0] \$2068 ;
   wire [41:0] \$2069 ;
   wire \$207 ;
   wire [41:0] \$2070 ;
   wire [41:0] \$2071 ;
   wire [41:0] \$2072 ;
   wire [41:0] \$2073 ;
-  wire [26:0] \$2074 ;
-  wire [41:0] \$2075 ;
+  wire [41:0] \$2074 ;
+  wire [26:0] \$2075 ;
   wire [41:0] \$2076 ;
   wire [41:0] \$2077 ;
   wire [41:0] \$2078 ;
   wire [41:0] \$2079 ;
-  wire [45:0] \$208 ;
+  wire [22:0] \$208 ;
   wire [41:0] \$2080 ;
-  wire [26:0] \$2081 ;
-  wire [18:0] \$2082 ;
-  wire [14:0] \$2083 ;
+  wire [41:0] \$2081 ;
+  wire [26:0] \$2082 ;
+  wire [18:0] \$2083 ;
   wire [41:0] \$2084 ;
   wire [41:0] \$2085 ;
   wire [41:0] \$2086 ;
   wire [41:0] \$2087 ;
   wire [41:0] \$2088 ;
   wire [41:0] \$2089 ;
-  wire [45:0] \$209 ;
+  wire [22:0] \$209 ;
   wire [26:0] \$2090 ;
   wire [41:0] \$2091 ;
   wire [41:0] \$2092 ;
@@ -27611,64 +27618,64 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2096 ;
   wire [26:0] \$2097 ;
   wire [18:0] \$2098 ;
-  wire [41:0] \$2099 ;
+  wire [14:0] \$2099 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [9:0] \$210 ;
   wire [41:0] \$2100 ;
   wire [41:0] \$2101 ;
   wire [41:0] \$2102 ;
   wire [41:0] \$2103 ;
   wire [41:0] \$2104 ;
-  wire [26:0] \$2105 ;
-  wire [41:0] \$2106 ;
+  wire [41:0] \$2105 ;
+  wire [26:0] \$2106 ;
   wire [41:0] \$2107 ;
   wire [41:0] \$2108 ;
   wire [41:0] \$2109 ;
-  wire \$211 ;
+  wire [22:0] \$211 ;
   wire [41:0] \$2110 ;
   wire [41:0] \$2111 ;
-  wire [26:0] \$2112 ;
-  wire [18:0] \$2113 ;
-  wire [14:0] \$2114 ;
-  wire [12:0] \$2115 ;
+  wire [41:0] \$2112 ;
+  wire [26:0] \$2113 ;
+  wire [18:0] \$2114 ;
+  wire [41:0] \$2115 ;
   wire [41:0] \$2116 ;
   wire [41:0] \$2117 ;
   wire [41:0] \$2118 ;
   wire [41:0] \$2119 ;
-  wire \$212 ;
+  wire [22:0] \$212 ;
   wire [41:0] \$2120 ;
-  wire [41:0] \$2121 ;
-  wire [26:0] \$2122 ;
+  wire [26:0] \$2121 ;
+  wire [41:0] \$2122 ;
   wire [41:0] \$2123 ;
   wire [41:0] \$2124 ;
   wire [41:0] \$2125 ;
   wire [41:0] \$2126 ;
   wire [41:0] \$2127 ;
-  wire [41:0] \$2128 ;
-  wire [26:0] \$2129 ;
-  wire \$213 ;
-  wire [18:0] \$2130 ;
-  wire [41:0] \$2131 ;
+  wire [26:0] \$2128 ;
+  wire [18:0] \$2129 ;
+  wire [9:0] \$213 ;
+  wire [14:0] \$2130 ;
+  wire [12:0] \$2131 ;
   wire [41:0] \$2132 ;
   wire [41:0] \$2133 ;
   wire [41:0] \$2134 ;
   wire [41:0] \$2135 ;
   wire [41:0] \$2136 ;
-  wire [26:0] \$2137 ;
-  wire [41:0] \$2138 ;
+  wire [41:0] \$2137 ;
+  wire [26:0] \$2138 ;
   wire [41:0] \$2139 ;
-  wire [4:0] \$214 ;
+  wire [23:0] \$214 ;
   wire [41:0] \$2140 ;
   wire [41:0] \$2141 ;
   wire [41:0] \$2142 ;
   wire [41:0] \$2143 ;
-  wire [26:0] \$2144 ;
-  wire [18:0] \$2145 ;
-  wire [14:0] \$2146 ;
+  wire [41:0] \$2144 ;
+  wire [26:0] \$2145 ;
+  wire [18:0] \$2146 ;
   wire [41:0] \$2147 ;
   wire [41:0] \$2148 ;
   wire [41:0] \$2149 ;
-  wire \$215 ;
+  wire [24:0] \$215 ;
   wire [41:0] \$2150 ;
   wire [41:0] \$2151 ;
   wire [41:0] \$2152 ;
@@ -27679,65 +27686,65 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2157 ;
   wire [41:0] \$2158 ;
   wire [41:0] \$2159 ;
-  wire \$216 ;
+  wire [53:0] \$216 ;
   wire [26:0] \$2160 ;
   wire [18:0] \$2161 ;
-  wire [41:0] \$2162 ;
+  wire [14:0] \$2162 ;
   wire [41:0] \$2163 ;
   wire [41:0] \$2164 ;
   wire [41:0] \$2165 ;
   wire [41:0] \$2166 ;
   wire [41:0] \$2167 ;
-  wire [26:0] \$2168 ;
-  wire [41:0] \$2169 ;
-  wire \$217 ;
+  wire [41:0] \$2168 ;
+  wire [26:0] \$2169 ;
+  wire [54:0] \$217 ;
   wire [41:0] \$2170 ;
   wire [41:0] \$2171 ;
   wire [41:0] \$2172 ;
   wire [41:0] \$2173 ;
   wire [41:0] \$2174 ;
-  wire [26:0] \$2175 ;
-  wire [18:0] \$2176 ;
-  wire [14:0] \$2177 ;
-  wire [12:0] \$2178 ;
-  wire [5:0] \$2179 ;
-  wire \$218 ;
-  wire [4:0] \$2180 ;
+  wire [41:0] \$2175 ;
+  wire [26:0] \$2176 ;
+  wire [18:0] \$2177 ;
+  wire [41:0] \$2178 ;
+  wire [41:0] \$2179 ;
+  wire [72:0] \$218 ;
+  wire [41:0] \$2180 ;
   wire [41:0] \$2181 ;
   wire [41:0] \$2182 ;
   wire [41:0] \$2183 ;
-  wire [41:0] \$2184 ;
+  wire [26:0] \$2184 ;
   wire [41:0] \$2185 ;
   wire [41:0] \$2186 ;
-  wire [26:0] \$2187 ;
+  wire [41:0] \$2187 ;
   wire [41:0] \$2188 ;
   wire [41:0] \$2189 ;
-  wire [40:0] \$219 ;
+  wire [73:0] \$219 ;
   wire [41:0] \$2190 ;
-  wire [41:0] \$2191 ;
-  wire [41:0] \$2192 ;
-  wire [41:0] \$2193 ;
-  wire [26:0] \$2194 ;
-  wire [18:0] \$2195 ;
-  wire [41:0] \$2196 ;
+  wire [26:0] \$2191 ;
+  wire [18:0] \$2192 ;
+  wire [14:0] \$2193 ;
+  wire [12:0] \$2194 ;
+  wire [5:0] \$2195 ;
+  wire [4:0] \$2196 ;
   wire [41:0] \$2197 ;
   wire [41:0] \$2198 ;
   wire [41:0] \$2199 ;
   wire \$22 ;
-  wire \$220 ;
+  wire [23:0] \$220 ;
   wire [41:0] \$2200 ;
   wire [41:0] \$2201 ;
-  wire [26:0] \$2202 ;
-  wire [41:0] \$2203 ;
+  wire [41:0] \$2202 ;
+  wire [26:0] \$2203 ;
   wire [41:0] \$2204 ;
   wire [41:0] \$2205 ;
   wire [41:0] \$2206 ;
   wire [41:0] \$2207 ;
   wire [41:0] \$2208 ;
-  wire [26:0] \$2209 ;
-  wire \$221 ;
-  wire [18:0] \$2210 ;
-  wire [14:0] \$2211 ;
+  wire [41:0] \$2209 ;
+  wire [24:0] \$221 ;
+  wire [26:0] \$2210 ;
+  wire [18:0] \$2211 ;
   wire [41:0] \$2212 ;
   wire [41:0] \$2213 ;
   wire [41:0] \$2214 ;
@@ -27746,7 +27753,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2217 ;
   wire [26:0] \$2218 ;
   wire [41:0] \$2219 ;
-  wire \$222 ;
+  wire [53:0] \$222 ;
   wire [41:0] \$2220 ;
   wire [41:0] \$2221 ;
   wire [41:0] \$2222 ;
@@ -27754,65 +27761,65 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2224 ;
   wire [26:0] \$2225 ;
   wire [18:0] \$2226 ;
-  wire [41:0] \$2227 ;
+  wire [14:0] \$2227 ;
   wire [41:0] \$2228 ;
   wire [41:0] \$2229 ;
-  wire \$223 ;
+  wire [54:0] \$223 ;
   wire [41:0] \$2230 ;
   wire [41:0] \$2231 ;
   wire [41:0] \$2232 ;
-  wire [26:0] \$2233 ;
-  wire [41:0] \$2234 ;
+  wire [41:0] \$2233 ;
+  wire [26:0] \$2234 ;
   wire [41:0] \$2235 ;
   wire [41:0] \$2236 ;
   wire [41:0] \$2237 ;
   wire [41:0] \$2238 ;
   wire [41:0] \$2239 ;
-  wire [4:0] \$224 ;
-  wire [26:0] \$2240 ;
-  wire [18:0] \$2241 ;
-  wire [14:0] \$2242 ;
-  wire [12:0] \$2243 ;
+  wire [72:0] \$224 ;
+  wire [41:0] \$2240 ;
+  wire [26:0] \$2241 ;
+  wire [18:0] \$2242 ;
+  wire [41:0] \$2243 ;
   wire [41:0] \$2244 ;
   wire [41:0] \$2245 ;
   wire [41:0] \$2246 ;
   wire [41:0] \$2247 ;
   wire [41:0] \$2248 ;
-  wire [41:0] \$2249 ;
-  reg [20:0] \$225 ;
-  wire [26:0] \$2250 ;
+  wire [26:0] \$2249 ;
+  wire [73:0] \$225 ;
+  wire [41:0] \$2250 ;
   wire [41:0] \$2251 ;
   wire [41:0] \$2252 ;
   wire [41:0] \$2253 ;
   wire [41:0] \$2254 ;
   wire [41:0] \$2255 ;
-  wire [41:0] \$2256 ;
-  wire [26:0] \$2257 ;
-  wire [18:0] \$2258 ;
-  wire [41:0] \$2259 ;
-  wire [38:0] \$226 ;
+  wire [26:0] \$2256 ;
+  wire [18:0] \$2257 ;
+  wire [14:0] \$2258 ;
+  wire [12:0] \$2259 ;
+  wire \$226 ;
   wire [41:0] \$2260 ;
   wire [41:0] \$2261 ;
   wire [41:0] \$2262 ;
   wire [41:0] \$2263 ;
   wire [41:0] \$2264 ;
-  wire [26:0] \$2265 ;
-  wire [41:0] \$2266 ;
+  wire [41:0] \$2265 ;
+  wire [26:0] \$2266 ;
   wire [41:0] \$2267 ;
   wire [41:0] \$2268 ;
   wire [41:0] \$2269 ;
-  wire [38:0] \$227 ;
+  wire \$227 ;
   wire [41:0] \$2270 ;
   wire [41:0] \$2271 ;
-  wire [26:0] \$2272 ;
-  wire [18:0] \$2273 ;
-  wire [14:0] \$2274 ;
+  wire [41:0] \$2272 ;
+  wire [26:0] \$2273 ;
+  wire [18:0] \$2274 ;
   wire [41:0] \$2275 ;
   wire [41:0] \$2276 ;
   wire [41:0] \$2277 ;
   wire [41:0] \$2278 ;
   wire [41:0] \$2279 ;
-  wire [25:0] \$228 ;
+  wire \$228 ;
   wire [41:0] \$2280 ;
   wire [26:0] \$2281 ;
   wire [41:0] \$2282 ;
@@ -27823,61 +27830,61 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2287 ;
   wire [26:0] \$2288 ;
   wire [18:0] \$2289 ;
-  wire [56:0] \$229 ;
-  wire [41:0] \$2290 ;
+  wire \$229 ;
+  wire [14:0] \$2290 ;
   wire [41:0] \$2291 ;
   wire [41:0] \$2292 ;
   wire [41:0] \$2293 ;
   wire [41:0] \$2294 ;
   wire [41:0] \$2295 ;
-  wire [26:0] \$2296 ;
-  wire [41:0] \$2297 ;
+  wire [41:0] \$2296 ;
+  wire [26:0] \$2297 ;
   wire [41:0] \$2298 ;
   wire [41:0] \$2299 ;
   wire [5:0] \$23 ;
-  wire [57:0] \$230 ;
+  wire [4:0] \$230 ;
   wire [41:0] \$2300 ;
   wire [41:0] \$2301 ;
   wire [41:0] \$2302 ;
-  wire [26:0] \$2303 ;
-  wire [18:0] \$2304 ;
-  wire [14:0] \$2305 ;
-  wire [12:0] \$2306 ;
-  wire [9:0] \$2307 ;
+  wire [41:0] \$2303 ;
+  wire [26:0] \$2304 ;
+  wire [18:0] \$2305 ;
+  wire [41:0] \$2306 ;
+  wire [41:0] \$2307 ;
   wire [41:0] \$2308 ;
   wire [41:0] \$2309 ;
   wire \$231 ;
   wire [41:0] \$2310 ;
   wire [41:0] \$2311 ;
-  wire [41:0] \$2312 ;
+  wire [26:0] \$2312 ;
   wire [41:0] \$2313 ;
-  wire [26:0] \$2314 ;
+  wire [41:0] \$2314 ;
   wire [41:0] \$2315 ;
   wire [41:0] \$2316 ;
   wire [41:0] \$2317 ;
   wire [41:0] \$2318 ;
-  wire [41:0] \$2319 ;
+  wire [26:0] \$2319 ;
   wire \$232 ;
-  wire [41:0] \$2320 ;
-  wire [26:0] \$2321 ;
-  wire [18:0] \$2322 ;
-  wire [41:0] \$2323 ;
+  wire [18:0] \$2320 ;
+  wire [14:0] \$2321 ;
+  wire [12:0] \$2322 ;
+  wire [9:0] \$2323 ;
   wire [41:0] \$2324 ;
   wire [41:0] \$2325 ;
   wire [41:0] \$2326 ;
   wire [41:0] \$2327 ;
   wire [41:0] \$2328 ;
-  wire [26:0] \$2329 ;
+  wire [41:0] \$2329 ;
   wire \$233 ;
-  wire [41:0] \$2330 ;
+  wire [26:0] \$2330 ;
   wire [41:0] \$2331 ;
   wire [41:0] \$2332 ;
   wire [41:0] \$2333 ;
   wire [41:0] \$2334 ;
   wire [41:0] \$2335 ;
-  wire [26:0] \$2336 ;
-  wire [18:0] \$2337 ;
-  wire [14:0] \$2338 ;
+  wire [41:0] \$2336 ;
+  wire [26:0] \$2337 ;
+  wire [18:0] \$2338 ;
   wire [41:0] \$2339 ;
   wire \$234 ;
   wire [41:0] \$2340 ;
@@ -27890,65 +27897,65 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2347 ;
   wire [41:0] \$2348 ;
   wire [41:0] \$2349 ;
-  wire \$235 ;
+  wire [40:0] \$235 ;
   wire [41:0] \$2350 ;
   wire [41:0] \$2351 ;
   wire [26:0] \$2352 ;
   wire [18:0] \$2353 ;
-  wire [41:0] \$2354 ;
+  wire [14:0] \$2354 ;
   wire [41:0] \$2355 ;
   wire [41:0] \$2356 ;
   wire [41:0] \$2357 ;
   wire [41:0] \$2358 ;
   wire [41:0] \$2359 ;
   wire \$236 ;
-  wire [26:0] \$2360 ;
-  wire [41:0] \$2361 ;
+  wire [41:0] \$2360 ;
+  wire [26:0] \$2361 ;
   wire [41:0] \$2362 ;
   wire [41:0] \$2363 ;
   wire [41:0] \$2364 ;
   wire [41:0] \$2365 ;
   wire [41:0] \$2366 ;
-  wire [26:0] \$2367 ;
-  wire [18:0] \$2368 ;
-  wire [14:0] \$2369 ;
+  wire [41:0] \$2367 ;
+  wire [26:0] \$2368 ;
+  wire [18:0] \$2369 ;
   wire \$237 ;
-  wire [12:0] \$2370 ;
+  wire [41:0] \$2370 ;
   wire [41:0] \$2371 ;
   wire [41:0] \$2372 ;
   wire [41:0] \$2373 ;
   wire [41:0] \$2374 ;
   wire [41:0] \$2375 ;
-  wire [41:0] \$2376 ;
-  wire [26:0] \$2377 ;
+  wire [26:0] \$2376 ;
+  wire [41:0] \$2377 ;
   wire [41:0] \$2378 ;
   wire [41:0] \$2379 ;
   wire \$238 ;
   wire [41:0] \$2380 ;
   wire [41:0] \$2381 ;
   wire [41:0] \$2382 ;
-  wire [41:0] \$2383 ;
-  wire [26:0] \$2384 ;
-  wire [18:0] \$2385 ;
-  wire [41:0] \$2386 ;
+  wire [26:0] \$2383 ;
+  wire [18:0] \$2384 ;
+  wire [14:0] \$2385 ;
+  wire [12:0] \$2386 ;
   wire [41:0] \$2387 ;
   wire [41:0] \$2388 ;
   wire [41:0] \$2389 ;
   wire \$239 ;
   wire [41:0] \$2390 ;
   wire [41:0] \$2391 ;
-  wire [26:0] \$2392 ;
-  wire [41:0] \$2393 ;
+  wire [41:0] \$2392 ;
+  wire [26:0] \$2393 ;
   wire [41:0] \$2394 ;
   wire [41:0] \$2395 ;
   wire [41:0] \$2396 ;
   wire [41:0] \$2397 ;
   wire [41:0] \$2398 ;
-  wire [26:0] \$2399 ;
+  wire [41:0] \$2399 ;
   wire [5:0] \$24 ;
-  wire \$240 ;
-  wire [18:0] \$2400 ;
-  wire [14:0] \$2401 ;
+  wire [4:0] \$240 ;
+  wire [26:0] \$2400 ;
+  wire [18:0] \$2401 ;
   wire [41:0] \$2402 ;
   wire [41:0] \$2403 ;
   wire [41:0] \$2404 ;
@@ -27957,7 +27964,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2407 ;
   wire [26:0] \$2408 ;
   wire [41:0] \$2409 ;
-  wire \$241 ;
+  reg [20:0] \$241 ;
   wire [41:0] \$2410 ;
   wire [41:0] \$2411 ;
   wire [41:0] \$2412 ;
@@ -27965,137 +27972,137 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2414 ;
   wire [26:0] \$2415 ;
   wire [18:0] \$2416 ;
-  wire [41:0] \$2417 ;
+  wire [14:0] \$2417 ;
   wire [41:0] \$2418 ;
   wire [41:0] \$2419 ;
-  wire \$242 ;
+  wire [38:0] \$242 ;
   wire [41:0] \$2420 ;
   wire [41:0] \$2421 ;
   wire [41:0] \$2422 ;
-  wire [26:0] \$2423 ;
-  wire [41:0] \$2424 ;
+  wire [41:0] \$2423 ;
+  wire [26:0] \$2424 ;
   wire [41:0] \$2425 ;
   wire [41:0] \$2426 ;
   wire [41:0] \$2427 ;
   wire [41:0] \$2428 ;
   wire [41:0] \$2429 ;
-  wire \$243 ;
-  wire [26:0] \$2430 ;
-  wire [18:0] \$2431 ;
-  wire [14:0] \$2432 ;
-  wire [12:0] \$2433 ;
-  wire [5:0] \$2434 ;
-  wire [4:0] \$2435 ;
-  wire [48:0] \$2436 ;
-  wire \$2437 ;
-  wire [48:0] \$2438 ;
-  wire [49:0] \$2439 ;
-  wire \$244 ;
-  wire [49:0] \$2440 ;
-  wire [44:0] \$2441 ;
-  wire \$2442 ;
-  wire [44:0] \$2443 ;
-  wire [47:0] \$2444 ;
-  wire [47:0] \$2445 ;
-  wire [44:0] \$2446 ;
-  wire \$2447 ;
-  wire [44:0] \$2448 ;
-  wire [47:0] \$2449 ;
-  wire \$245 ;
-  wire [47:0] \$2450 ;
-  wire [42:0] \$2451 ;
-  wire \$2452 ;
-  wire [42:0] \$2453 ;
-  wire [47:0] \$2454 ;
-  wire [47:0] \$2455 ;
-  wire [39:0] \$2456 ;
-  wire [40:0] \$2457 ;
-  wire [69:0] \$2458 ;
-  wire [70:0] \$2459 ;
-  wire \$246 ;
-  wire [88:0] \$2460 ;
-  wire [89:0] \$2461 ;
-  wire [89:0] \$2462 ;
-  wire [62:0] \$2463 ;
-  wire [63:0] \$2464 ;
-  wire [63:0] \$2465 ;
-  wire [62:0] \$2466 ;
-  wire [63:0] \$2467 ;
-  wire [63:0] \$2468 ;
-  reg \$2469 ;
+  wire [38:0] \$243 ;
+  wire [41:0] \$2430 ;
+  wire [26:0] \$2431 ;
+  wire [18:0] \$2432 ;
+  wire [41:0] \$2433 ;
+  wire [41:0] \$2434 ;
+  wire [41:0] \$2435 ;
+  wire [41:0] \$2436 ;
+  wire [41:0] \$2437 ;
+  wire [41:0] \$2438 ;
+  wire [26:0] \$2439 ;
+  wire [25:0] \$244 ;
+  wire [41:0] \$2440 ;
+  wire [41:0] \$2441 ;
+  wire [41:0] \$2442 ;
+  wire [41:0] \$2443 ;
+  wire [41:0] \$2444 ;
+  wire [41:0] \$2445 ;
+  wire [26:0] \$2446 ;
+  wire [18:0] \$2447 ;
+  wire [14:0] \$2448 ;
+  wire [12:0] \$2449 ;
+  wire [56:0] \$245 ;
+  wire [5:0] \$2450 ;
+  wire [4:0] \$2451 ;
+  wire [48:0] \$2452 ;
+  wire \$2453 ;
+  wire [48:0] \$2454 ;
+  wire [49:0] \$2455 ;
+  wire [49:0] \$2456 ;
+  wire [44:0] \$2457 ;
+  wire \$2458 ;
+  wire [44:0] \$2459 ;
+  wire [57:0] \$246 ;
+  wire [47:0] \$2460 ;
+  wire [47:0] \$2461 ;
+  wire [44:0] \$2462 ;
+  wire \$2463 ;
+  wire [44:0] \$2464 ;
+  wire [47:0] \$2465 ;
+  wire [47:0] \$2466 ;
+  wire [42:0] \$2467 ;
+  wire \$2468 ;
+  wire [42:0] \$2469 ;
   wire \$247 ;
-  reg [40:0] \$2470 ;
-  reg [40:0] \$2471 ;
-  reg \$2472 ;
-  reg \$2473 ;
-  reg [40:0] \$2474 ;
-  reg [40:0] \$2475 ;
-  reg \$2476 ;
-  reg [41:0] \$2477 ;
-  reg \$2478 ;
-  reg [46:0] \$2479 ;
+  wire [47:0] \$2470 ;
+  wire [47:0] \$2471 ;
+  wire [39:0] \$2472 ;
+  wire [40:0] \$2473 ;
+  wire [69:0] \$2474 ;
+  wire [70:0] \$2475 ;
+  wire [88:0] \$2476 ;
+  wire [89:0] \$2477 ;
+  wire [89:0] \$2478 ;
+  wire [62:0] \$2479 ;
   wire \$248 ;
-  reg \$2480 ;
-  reg \$2481 ;
-  reg [40:0] \$2482 ;
-  reg [40:0] \$2483 ;
-  reg \$2484 ;
+  wire [63:0] \$2480 ;
+  wire [63:0] \$2481 ;
+  wire [62:0] \$2482 ;
+  wire [63:0] \$2483 ;
+  wire [63:0] \$2484 ;
   reg \$2485 ;
   reg [40:0] \$2486 ;
   reg [40:0] \$2487 ;
   reg \$2488 ;
   reg \$2489 ;
   wire \$249 ;
-  reg [46:0] \$2490 ;
-  reg [41:0] \$2491 ;
+  reg [40:0] \$2490 ;
+  reg [40:0] \$2491 ;
   reg \$2492 ;
-  reg \$2493 ;
+  reg [41:0] \$2493 ;
   reg \$2494 ;
-  reg [40:0] \$2495 ;
-  reg [40:0] \$2496 ;
+  reg [46:0] \$2495 ;
+  reg \$2496 ;
   reg \$2497 ;
-  reg \$2498 ;
+  reg [40:0] \$2498 ;
   reg [40:0] \$2499 ;
   wire [5:0] \$25 ;
   wire \$250 ;
-  reg [40:0] \$2500 ;
+  reg \$2500 ;
   reg \$2501 ;
-  reg \$2502 ;
-  reg [46:0] \$2503 ;
-  reg [41:0] \$2504 ;
+  reg [40:0] \$2502 ;
+  reg [40:0] \$2503 ;
+  reg \$2504 ;
   reg \$2505 ;
-  reg \$2506 ;
-  reg \$2507 ;
+  reg [46:0] \$2506 ;
+  reg [41:0] \$2507 ;
   reg \$2508 ;
-  reg [40:0] \$2509 ;
+  reg \$2509 ;
   wire \$251 ;
-  reg [40:0] \$2510 ;
-  reg \$2511 ;
-  reg \$2512 ;
-  reg [40:0] \$2513 ;
-  reg [40:0] \$2514 ;
-  reg \$2515 ;
-  reg \$2516 ;
-  reg [46:0] \$2517 ;
-  reg [41:0] \$2518 ;
-  reg \$2519 ;
+  reg \$2510 ;
+  reg [40:0] \$2511 ;
+  reg [40:0] \$2512 ;
+  reg \$2513 ;
+  reg \$2514 ;
+  reg [40:0] \$2515 ;
+  reg [40:0] \$2516 ;
+  reg \$2517 ;
+  reg \$2518 ;
+  reg [46:0] \$2519 ;
   wire \$252 ;
-  reg \$2520 ;
+  reg [41:0] \$2520 ;
   reg \$2521 ;
   reg \$2522 ;
   reg \$2523 ;
-  reg [40:0] \$2524 ;
+  reg \$2524 ;
   reg [40:0] \$2525 ;
-  reg \$2526 ;
+  reg [40:0] \$2526 ;
   reg \$2527 ;
-  reg [40:0] \$2528 ;
+  reg \$2528 ;
   reg [40:0] \$2529 ;
   wire \$253 ;
-  reg \$2530 ;
+  reg [40:0] \$2530 ;
   reg \$2531 ;
-  reg [46:0] \$2532 ;
-  reg [41:0] \$2533 ;
-  reg \$2534 ;
+  reg \$2532 ;
+  reg [46:0] \$2533 ;
+  reg [41:0] \$2534 ;
   reg \$2535 ;
   reg \$2536 ;
   reg \$2537 ;
@@ -28110,95 +28117,128 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg [40:0] \$2545 ;
   reg \$2546 ;
   reg \$2547 ;
-  reg \$2548 ;
-  reg \$2549 ;
+  reg [46:0] \$2548 ;
+  reg [41:0] \$2549 ;
   wire \$255 ;
-  reg [40:0] \$2550 ;
-  reg [40:0] \$2551 ;
+  reg \$2550 ;
+  reg \$2551 ;
   reg \$2552 ;
-  reg [40:0] \$2553 ;
-  reg [40:0] \$2554 ;
-  reg [4:0] \$2555 ;
-  reg [4:0] \$2556 ;
-  reg [4:0] \$2557 ;
+  reg \$2553 ;
+  reg \$2554 ;
+  reg \$2555 ;
+  reg [40:0] \$2556 ;
+  reg [40:0] \$2557 ;
   reg \$2558 ;
   reg \$2559 ;
   wire \$256 ;
-  reg \$2560 ;
+  reg [40:0] \$2560 ;
   reg [40:0] \$2561 ;
-  reg [40:0] \$2562 ;
+  reg \$2562 ;
   reg \$2563 ;
-  reg [40:0] \$2564 ;
-  reg [40:0] \$2565 ;
-  reg [45:0] \$2566 ;
-  reg [45:0] \$2567 ;
-  reg [4:0] \$2568 ;
-  reg [4:0] \$2569 ;
+  reg \$2564 ;
+  reg \$2565 ;
+  reg [40:0] \$2566 ;
+  reg [40:0] \$2567 ;
+  reg \$2568 ;
+  reg [40:0] \$2569 ;
   wire \$257 ;
-  reg [4:0] \$2570 ;
-  reg \$2571 ;
-  reg \$2572 ;
-  reg \$2573 ;
-  reg [40:0] \$2574 ;
-  reg [40:0] \$2575 ;
+  reg [40:0] \$2570 ;
+  reg [4:0] \$2571 ;
+  reg [4:0] \$2572 ;
+  reg [4:0] \$2573 ;
+  reg \$2574 ;
+  reg \$2575 ;
   reg \$2576 ;
-  reg [4:0] \$2577 ;
+  reg [40:0] \$2577 ;
   reg [40:0] \$2578 ;
-  reg [4:0] \$2579 ;
+  reg \$2579 ;
   wire \$258 ;
-  reg \$2580 ;
-  reg \$2581 ;
-  reg [40:0] \$2582 ;
-  reg [40:0] \$2583 ;
+  reg [40:0] \$2580 ;
+  reg [40:0] \$2581 ;
+  reg [4:0] \$2582 ;
+  reg [4:0] \$2583 ;
   reg [4:0] \$2584 ;
-  reg [40:0] \$2585 ;
-  reg [20:0] \$2586 ;
-  reg \$2587 ;
-  reg \$2588 ;
-  reg [4:0] \$2589 ;
+  reg \$2585 ;
+  reg \$2586 ;
+  reg [22:0] \$2587 ;
+  reg [22:0] \$2588 ;
+  reg [9:0] \$2589 ;
   wire \$259 ;
-  reg [38:0] \$2590 ;
-  reg [38:0] \$2591 ;
-  reg [25:0] \$2592 ;
-  reg [61:0] \$2593 ;
-  reg [61:0] \$2594 ;
-  reg \$2595 ;
+  reg [22:0] \$2590 ;
+  reg [22:0] \$2591 ;
+  reg [9:0] \$2592 ;
+  reg \$2593 ;
+  reg [40:0] \$2594 ;
+  reg [40:0] \$2595 ;
   reg \$2596 ;
-  reg [4:0] \$2597 ;
-  reg [41:0] \$2598 ;
-  reg [41:0] \$2599 ;
+  reg [40:0] \$2597 ;
+  reg [40:0] \$2598 ;
+  reg [4:0] \$2599 ;
   wire [5:0] \$26 ;
   wire \$260 ;
-  reg [41:0] \$2600 ;
-  reg [41:0] \$2601 ;
-  reg [41:0] \$2602 ;
-  reg [41:0] \$2603 ;
-  reg \$2604 ;
-  reg \$2605 ;
-  reg [4:0] \$2606 ;
-  reg [41:0] \$2607 ;
-  reg [5:0] \$2608 ;
+  reg [4:0] \$2600 ;
+  reg [4:0] \$2601 ;
+  reg \$2602 ;
+  reg \$2603 ;
+  reg [45:0] \$2604 ;
+  reg [45:0] \$2605 ;
+  reg \$2606 ;
+  reg [40:0] \$2607 ;
+  reg [40:0] \$2608 ;
   reg \$2609 ;
   wire \$261 ;
   reg [4:0] \$2610 ;
-  reg [41:0] \$2611 ;
-  reg [5:0] \$2612 ;
+  reg [40:0] \$2611 ;
+  reg [4:0] \$2612 ;
   reg \$2613 ;
-  reg [4:0] \$2614 ;
-  reg [41:0] \$2615 ;
-  reg [5:0] \$2616 ;
-  reg \$2617 ;
-  reg [4:0] \$2618 ;
-  reg \$2619 ;
+  reg \$2614 ;
+  reg [40:0] \$2615 ;
+  reg [40:0] \$2616 ;
+  reg [4:0] \$2617 ;
+  reg [40:0] \$2618 ;
+  reg [20:0] \$2619 ;
   wire \$262 ;
   reg \$2620 ;
-  reg [4:0] \$2621 ;
-  reg [15:0] \$2622 ;
-  reg [15:0] \$2623 ;
-  reg [15:0] \$2624 ;
+  reg \$2621 ;
+  reg [4:0] \$2622 ;
+  reg [38:0] \$2623 ;
+  reg [38:0] \$2624 ;
+  reg [25:0] \$2625 ;
+  reg [61:0] \$2626 ;
+  reg [61:0] \$2627 ;
+  reg \$2628 ;
+  reg \$2629 ;
   wire \$263 ;
+  reg [4:0] \$2630 ;
+  reg [41:0] \$2631 ;
+  reg [41:0] \$2632 ;
+  reg [41:0] \$2633 ;
+  reg [41:0] \$2634 ;
+  reg [41:0] \$2635 ;
+  reg [41:0] \$2636 ;
+  reg \$2637 ;
+  reg \$2638 ;
+  reg [4:0] \$2639 ;
   wire \$264 ;
+  reg [41:0] \$2640 ;
+  reg [5:0] \$2641 ;
+  reg \$2642 ;
+  reg [4:0] \$2643 ;
+  reg [41:0] \$2644 ;
+  reg [5:0] \$2645 ;
+  reg \$2646 ;
+  reg [4:0] \$2647 ;
+  reg [41:0] \$2648 ;
+  reg [5:0] \$2649 ;
   wire \$265 ;
+  reg \$2650 ;
+  reg [4:0] \$2651 ;
+  reg \$2652 ;
+  reg \$2653 ;
+  reg [4:0] \$2654 ;
+  reg [15:0] \$2655 ;
+  reg [15:0] \$2656 ;
+  reg [15:0] \$2657 ;
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
@@ -28207,7 +28247,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire [41:0] \$273 ;
+  wire \$273 ;
   wire \$274 ;
   wire \$275 ;
   wire \$276 ;
@@ -28224,7 +28264,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
-  wire \$289 ;
+  wire [41:0] \$289 ;
   wire [5:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
@@ -28255,7 +28295,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
-  wire [41:0] \$316 ;
+  wire \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
@@ -28273,7 +28313,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [5:0] \$33 ;
   wire \$330 ;
   wire \$331 ;
-  wire \$332 ;
+  wire [41:0] \$332 ;
   wire \$333 ;
   wire \$334 ;
   wire \$335 ;
@@ -28302,11 +28342,11 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
-  wire [41:0] \$359 ;
+  wire \$359 ;
   wire [5:0] \$36 ;
-  wire [42:0] \$360 ;
-  wire [41:0] \$361 ;
-  wire [42:0] \$362 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
@@ -28320,10 +28360,10 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$372 ;
   wire \$373 ;
   wire \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire \$378 ;
+  wire [41:0] \$375 ;
+  wire [42:0] \$376 ;
+  wire [41:0] \$377 ;
+  wire [42:0] \$378 ;
   wire \$379 ;
   wire [5:0] \$38 ;
   wire \$380 ;
@@ -28787,10 +28827,10 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$793 ;
   wire \$794 ;
   wire \$795 ;
-  wire [6:0] \$796 ;
-  wire [42:0] \$797 ;
-  wire [41:0] \$798 ;
-  wire [42:0] \$799 ;
+  wire \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
   wire \$8 ;
   wire \$80 ;
   wire \$800 ;
@@ -28806,10 +28846,10 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [5:0] \$81 ;
   wire \$810 ;
   wire \$811 ;
-  wire \$812 ;
-  wire \$813 ;
-  wire \$814 ;
-  wire \$815 ;
+  wire [6:0] \$812 ;
+  wire [42:0] \$813 ;
+  wire [41:0] \$814 ;
+  wire [42:0] \$815 ;
   wire \$816 ;
   wire \$817 ;
   wire \$818 ;
@@ -29057,9 +29097,13 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   input [40:0] outer_max;
   wire [40:0] outer_max;
   reg [40:0] p_a = 41'h00000000000;
-  reg [45:0] p_am = 46'h000000000000;
+  reg [22:0] p_am0 = 23'h000000;
+  reg [22:0] p_am18 = 23'h000000;
+  reg [9:0] p_am36 = 10'h000;
   reg [40:0] p_b = 41'h00000000000;
-  reg [45:0] p_bl = 46'h000000000000;
+  reg [22:0] p_bl0 = 23'h000000;
+  reg [22:0] p_bl18 = 23'h000000;
+  reg [9:0] p_bl36 = 10'h000;
   reg [40:0] p_inner = 41'h00000000000;
   reg p_lok = 1'h0;
   reg [4:0] p_mu = 5'h00;
@@ -29069,6 +29113,19 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg p_tag = 1'h0;
   reg p_uok = 1'h0;
   reg p_valid = 1'h0;
+  reg [40:0] q_a = 41'h00000000000;
+  reg [45:0] q_am = 46'h000000000000;
+  reg [40:0] q_b = 41'h00000000000;
+  reg [45:0] q_bl = 46'h000000000000;
+  reg [40:0] q_inner = 41'h00000000000;
+  reg q_lok = 1'h0;
+  reg [4:0] q_mu = 5'h00;
+  reg [4:0] q_nl = 5'h00;
+  reg [4:0] q_nu = 5'h00;
+  reg [40:0] q_outer = 41'h00000000000;
+  reg q_tag = 1'h0;
+  reg q_uok = 1'h0;
+  reg q_valid = 1'h0;
   reg [40:0] r_ext = 41'h00000000000;
   reg [40:0] r_inner = 41'h00000000000;
   reg [4:0] r_nlo = 5'h00;
@@ -29109,18 +29166,18 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s2_has_hi = 1'h0;
   reg s2_has_lo = 1'h0;
   reg [40:0] s2_inner = 41'h00000000000;
-  reg [40:0] \s2_inner$120  = 41'h00000000000;
+  reg [40:0] \s2_inner$137  = 41'h00000000000;
   reg [4:0] s2_lev = 5'h00;
   reg [4:0] s2_nlo = 5'h00;
   reg [40:0] s2_outer = 41'h00000000000;
-  reg [40:0] \s2_outer$119  = 41'h00000000000;
+  reg [40:0] \s2_outer$136  = 41'h00000000000;
   reg s2_q0 = 1'h0;
   reg s2_q1 = 1'h0;
   reg [46:0] s2_rem = 47'h000000000000;
   reg s2_tag = 1'h0;
-  reg \s2_tag$121  = 1'h0;
+  reg \s2_tag$138  = 1'h0;
   reg s2_valid = 1'h0;
-  reg \s2_valid$118  = 1'h0;
+  reg \s2_valid$135  = 1'h0;
   reg [40:0] s3_a = 41'h00000000000;
   reg [40:0] s3_b = 41'h00000000000;
   reg [41:0] s3_den = 42'h00000000000;
@@ -29140,9 +29197,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s3_q2 = 1'h0;
   reg [46:0] s3_rem = 47'h000000000000;
   reg s3_tag = 1'h0;
-  reg \s3_tag$133  = 1'h0;
+  reg \s3_tag$150  = 1'h0;
   reg s3_valid = 1'h0;
-  reg \s3_valid$132  = 1'h0;
+  reg \s3_valid$149  = 1'h0;
   reg [40:0] s4_a = 41'h00000000000;
   reg [40:0] s4_b = 41'h00000000000;
   reg [41:0] s4_c_in = 42'h00000000000;
@@ -29164,9 +29221,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s4_q3 = 1'h0;
   reg [46:0] s4_rem = 47'h000000000000;
   reg s4_tag = 1'h0;
-  reg \s4_tag$141  = 1'h0;
+  reg \s4_tag$158  = 1'h0;
   reg s4_valid = 1'h0;
-  reg \s4_valid$140  = 1'h0;
+  reg \s4_valid$157  = 1'h0;
   reg [40:0] s5_a = 41'h00000000000;
   reg [40:0] s5_b = 41'h00000000000;
   reg s5_den_zero = 1'h0;
@@ -29194,9 +29251,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg [41:0] s5_step_mid = 42'h00000000000;
   reg [41:0] s5_step_out = 42'h00000000000;
   reg s5_tag = 1'h0;
-  reg \s5_tag$153  = 1'h0;
+  reg \s5_tag$170  = 1'h0;
   reg s5_valid = 1'h0;
-  reg \s5_valid$152  = 1'h0;
+  reg \s5_valid$169  = 1'h0;
   wire tag;
   input valid;
   wire valid;
@@ -29320,1477 +29377,1479 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$205  = s5_den_zero ? 6'h00 : \$204 ;
   assign \$206  = \$193  ? \$205  : { 5'h00, s5_has_lo };
   assign \$207  = \$206  <= 4'hf;
-  assign \$208  = c_b * c_nl;
-  assign \$209  = c_a * c_mu;
-  assign \$210  = ~ p_lok;
-  assign \$211  = p_bl < p_am;
-  assign \$212  = \$210  | \$211 ;
-  assign \$213  = p_uok & \$212 ;
-  assign \$214  = \$213  ? p_nu : p_nl;
-  assign \$215  = ~ p_lok;
-  assign \$216  = p_bl < p_am;
-  assign \$217  = \$215  | \$216 ;
-  assign \$218  = p_uok & \$217 ;
-  assign \$219  = \$218  ? p_b : p_a;
-  assign \$220  = ~ p_lok;
-  assign \$221  = p_bl < p_am;
-  assign \$222  = \$220  | \$221 ;
-  assign \$223  = p_uok & \$222 ;
-  assign \$224  = \$223  ? p_mu : p_nl;
-  assign \$226  = r_ext[17:0] * r_rec;
-  assign \$227  = r_ext[35:18] * r_rec;
-  assign \$228  = r_ext[40:36] * r_rec;
-  assign \$229  = r_inner * 16'h8000;
-  assign \$230  = r_outer * 17'h10000;
-  assign \$231  = | \$2462 [41:0];
-  assign \$232  = | \$2462 [41:1];
-  assign \$233  = | \$2462 [41:2];
-  assign \$234  = | \$2462 [41:3];
-  assign \$235  = | \$2462 [41:4];
-  assign \$236  = | \$2462 [41:5];
-  assign \$237  = | \$2462 [41:6];
-  assign \$238  = | \$2462 [41:7];
-  assign \$239  = | \$2462 [41:8];
-  assign \$240  = | \$2462 [41:9];
-  assign \$241  = | \$2462 [41:10];
-  assign \$242  = | \$2462 [41:11];
-  assign \$243  = | \$2462 [41:12];
-  assign \$244  = | \$2462 [41:13];
-  assign \$245  = | \$2462 [41:14];
-  assign \$246  = | \$2462 [41:15];
-  assign \$247  = | \$2462 [41:16];
-  assign \$248  = | \$2462 [41:17];
-  assign \$249  = | \$2462 [41:18];
-  assign \$250  = | \$2462 [41:19];
-  assign \$251  = | \$2462 [41:20];
-  assign \$252  = | \$2462 [41:21];
-  assign \$253  = | \$2462 [41:22];
-  assign \$254  = | \$2462 [41:23];
-  assign \$255  = | \$2462 [41:24];
-  assign \$256  = | \$2462 [41:25];
-  assign \$257  = | \$2462 [41:26];
-  assign \$258  = | \$2462 [41:27];
-  assign \$259  = | \$2462 [41:28];
-  assign \$260  = | \$2462 [41:29];
-  assign \$261  = | \$2462 [41:30];
-  assign \$262  = | \$2462 [41:31];
-  assign \$263  = | \$2462 [41:32];
-  assign \$264  = | \$2462 [41:33];
-  assign \$265  = | \$2462 [41:34];
-  assign \$266  = | \$2462 [41:35];
-  assign \$267  = | \$2462 [41:36];
-  assign \$268  = | \$2462 [41:37];
-  assign \$269  = | \$2462 [41:38];
-  assign \$270  = | \$2462 [41:39];
-  assign \$271  = | \$2462 [41:40];
-  assign \$274  = | \$2465 [41:0];
-  assign \$275  = | \$2465 [41:1];
-  assign \$276  = | \$2465 [41:2];
-  assign \$277  = | \$2465 [41:3];
-  assign \$278  = | \$2465 [41:4];
-  assign \$279  = | \$2465 [41:5];
-  assign \$280  = | \$2465 [41:6];
-  assign \$281  = | \$2465 [41:7];
-  assign \$282  = | \$2465 [41:8];
-  assign \$283  = | \$2465 [41:9];
-  assign \$284  = | \$2465 [41:10];
-  assign \$285  = | \$2465 [41:11];
-  assign \$286  = | \$2465 [41:12];
-  assign \$287  = | \$2465 [41:13];
-  assign \$288  = | \$2465 [41:14];
-  assign \$289  = | \$2465 [41:15];
-  assign \$290  = | \$2465 [41:16];
-  assign \$291  = | \$2465 [41:17];
-  assign \$292  = | \$2465 [41:18];
-  assign \$293  = | \$2465 [41:19];
-  assign \$294  = | \$2465 [41:20];
-  assign \$295  = | \$2465 [41:21];
-  assign \$296  = | \$2465 [41:22];
-  assign \$297  = | \$2465 [41:23];
-  assign \$298  = | \$2465 [41:24];
-  assign \$299  = | \$2465 [41:25];
-  assign \$300  = | \$2465 [41:26];
-  assign \$301  = | \$2465 [41:27];
-  assign \$302  = | \$2465 [41:28];
-  assign \$303  = | \$2465 [41:29];
-  assign \$304  = | \$2465 [41:30];
-  assign \$305  = | \$2465 [41:31];
-  assign \$306  = | \$2465 [41:32];
-  assign \$307  = | \$2465 [41:33];
-  assign \$308  = | \$2465 [41:34];
-  assign \$309  = | \$2465 [41:35];
-  assign \$310  = | \$2465 [41:36];
-  assign \$311  = | \$2465 [41:37];
-  assign \$312  = | \$2465 [41:38];
-  assign \$313  = | \$2465 [41:39];
-  assign \$314  = | \$2465 [41:40];
-  assign \$317  = | \$2468 [41:0];
-  assign \$318  = | \$2468 [41:1];
-  assign \$319  = | \$2468 [41:2];
-  assign \$320  = | \$2468 [41:3];
-  assign \$321  = | \$2468 [41:4];
-  assign \$322  = | \$2468 [41:5];
-  assign \$323  = | \$2468 [41:6];
-  assign \$324  = | \$2468 [41:7];
-  assign \$325  = | \$2468 [41:8];
-  assign \$326  = | \$2468 [41:9];
-  assign \$327  = | \$2468 [41:10];
-  assign \$328  = | \$2468 [41:11];
-  assign \$329  = | \$2468 [41:12];
-  assign \$330  = | \$2468 [41:13];
-  assign \$331  = | \$2468 [41:14];
-  assign \$332  = | \$2468 [41:15];
-  assign \$333  = | \$2468 [41:16];
-  assign \$334  = | \$2468 [41:17];
-  assign \$335  = | \$2468 [41:18];
-  assign \$336  = | \$2468 [41:19];
-  assign \$337  = | \$2468 [41:20];
-  assign \$338  = | \$2468 [41:21];
-  assign \$339  = | \$2468 [41:22];
-  assign \$340  = | \$2468 [41:23];
-  assign \$341  = | \$2468 [41:24];
-  assign \$342  = | \$2468 [41:25];
-  assign \$343  = | \$2468 [41:26];
-  assign \$344  = | \$2468 [41:27];
-  assign \$345  = | \$2468 [41:28];
-  assign \$346  = | \$2468 [41:29];
-  assign \$347  = | \$2468 [41:30];
-  assign \$348  = | \$2468 [41:31];
-  assign \$349  = | \$2468 [41:32];
-  assign \$350  = | \$2468 [41:33];
-  assign \$351  = | \$2468 [41:34];
-  assign \$352  = | \$2468 [41:35];
-  assign \$353  = | \$2468 [41:36];
-  assign \$354  = | \$2468 [41:37];
-  assign \$355  = | \$2468 [41:38];
-  assign \$356  = | \$2468 [41:39];
-  assign \$357  = | \$2468 [41:40];
-  assign \$360  = s4_c_mid + s4_mask_mid;
-  assign \$361  = ~ s4_mask_mid;
-  assign \$362  = \$360  & { 1'h0, \$361  };
-  assign \$363  = ~ s4_mask_mid[1];
-  assign \$364  = s4_mask_mid[0] & \$363 ;
-  assign \$365  = ~ s4_mask_mid[3];
-  assign \$366  = s4_mask_mid[2] & \$365 ;
-  assign \$367  = ~ s4_mask_mid[5];
-  assign \$368  = s4_mask_mid[4] & \$367 ;
-  assign \$369  = ~ s4_mask_mid[7];
-  assign \$370  = s4_mask_mid[6] & \$369 ;
-  assign \$371  = ~ s4_mask_mid[9];
-  assign \$372  = s4_mask_mid[8] & \$371 ;
-  assign \$373  = ~ s4_mask_mid[11];
-  assign \$374  = s4_mask_mid[10] & \$373 ;
-  assign \$375  = ~ s4_mask_mid[13];
-  assign \$376  = s4_mask_mid[12] & \$375 ;
-  assign \$377  = ~ s4_mask_mid[15];
-  assign \$378  = s4_mask_mid[14] & \$377 ;
-  assign \$379  = ~ s4_mask_mid[17];
-  assign \$380  = s4_mask_mid[16] & \$379 ;
-  assign \$381  = ~ s4_mask_mid[19];
-  assign \$382  = s4_mask_mid[18] & \$381 ;
-  assign \$383  = ~ s4_mask_mid[21];
-  assign \$384  = s4_mask_mid[20] & \$383 ;
-  assign \$385  = ~ s4_mask_mid[23];
-  assign \$386  = s4_mask_mid[22] & \$385 ;
-  assign \$387  = ~ s4_mask_mid[25];
-  assign \$388  = s4_mask_mid[24] & \$387 ;
-  assign \$389  = ~ s4_mask_mid[27];
-  assign \$390  = s4_mask_mid[26] & \$389 ;
-  assign \$391  = ~ s4_mask_mid[29];
-  assign \$392  = s4_mask_mid[28] & \$391 ;
-  assign \$393  = ~ s4_mask_mid[31];
-  assign \$394  = s4_mask_mid[30] & \$393 ;
-  assign \$395  = ~ s4_mask_mid[33];
-  assign \$396  = s4_mask_mid[32] & \$395 ;
-  assign \$397  = ~ s4_mask_mid[35];
-  assign \$398  = s4_mask_mid[34] & \$397 ;
-  assign \$399  = ~ s4_mask_mid[37];
-  assign \$400  = s4_mask_mid[36] & \$399 ;
-  assign \$401  = ~ s4_mask_mid[39];
-  assign \$402  = s4_mask_mid[38] & \$401 ;
-  assign \$403  = ~ s4_mask_mid[41];
-  assign \$404  = s4_mask_mid[40] & \$403 ;
-  assign \$405  = | { \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380 , \$378 , \$376 , \$374 , \$372 , \$370 , \$368 , \$366 , \$364  };
-  assign \$406  = ~ s4_mask_mid[2];
-  assign \$407  = s4_mask_mid[1] & \$406 ;
-  assign \$408  = ~ s4_mask_mid[3];
-  assign \$409  = s4_mask_mid[2] & \$408 ;
-  assign \$410  = ~ s4_mask_mid[6];
-  assign \$411  = s4_mask_mid[5] & \$410 ;
-  assign \$412  = ~ s4_mask_mid[7];
-  assign \$413  = s4_mask_mid[6] & \$412 ;
-  assign \$414  = ~ s4_mask_mid[10];
-  assign \$415  = s4_mask_mid[9] & \$414 ;
-  assign \$416  = ~ s4_mask_mid[11];
-  assign \$417  = s4_mask_mid[10] & \$416 ;
-  assign \$418  = ~ s4_mask_mid[14];
-  assign \$419  = s4_mask_mid[13] & \$418 ;
-  assign \$420  = ~ s4_mask_mid[15];
-  assign \$421  = s4_mask_mid[14] & \$420 ;
-  assign \$422  = ~ s4_mask_mid[18];
-  assign \$423  = s4_mask_mid[17] & \$422 ;
-  assign \$424  = ~ s4_mask_mid[19];
-  assign \$425  = s4_mask_mid[18] & \$424 ;
-  assign \$426  = ~ s4_mask_mid[22];
-  assign \$427  = s4_mask_mid[21] & \$426 ;
-  assign \$428  = ~ s4_mask_mid[23];
-  assign \$429  = s4_mask_mid[22] & \$428 ;
-  assign \$430  = ~ s4_mask_mid[26];
-  assign \$431  = s4_mask_mid[25] & \$430 ;
-  assign \$432  = ~ s4_mask_mid[27];
-  assign \$433  = s4_mask_mid[26] & \$432 ;
-  assign \$434  = ~ s4_mask_mid[30];
-  assign \$435  = s4_mask_mid[29] & \$434 ;
-  assign \$436  = ~ s4_mask_mid[31];
-  assign \$437  = s4_mask_mid[30] & \$436 ;
-  assign \$438  = ~ s4_mask_mid[34];
-  assign \$439  = s4_mask_mid[33] & \$438 ;
-  assign \$440  = ~ s4_mask_mid[35];
-  assign \$441  = s4_mask_mid[34] & \$440 ;
-  assign \$442  = ~ s4_mask_mid[38];
-  assign \$443  = s4_mask_mid[37] & \$442 ;
-  assign \$444  = ~ s4_mask_mid[39];
-  assign \$445  = s4_mask_mid[38] & \$444 ;
-  assign \$446  = | { s4_mask_mid[41], \$445 , \$443 , \$441 , \$439 , \$437 , \$435 , \$433 , \$431 , \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411 , \$409 , \$407  };
-  assign \$447  = ~ s4_mask_mid[4];
-  assign \$448  = s4_mask_mid[3] & \$447 ;
-  assign \$449  = ~ s4_mask_mid[5];
-  assign \$450  = s4_mask_mid[4] & \$449 ;
-  assign \$451  = ~ s4_mask_mid[6];
-  assign \$452  = s4_mask_mid[5] & \$451 ;
-  assign \$453  = ~ s4_mask_mid[7];
-  assign \$454  = s4_mask_mid[6] & \$453 ;
-  assign \$455  = ~ s4_mask_mid[12];
-  assign \$456  = s4_mask_mid[11] & \$455 ;
-  assign \$457  = ~ s4_mask_mid[13];
-  assign \$458  = s4_mask_mid[12] & \$457 ;
-  assign \$459  = ~ s4_mask_mid[14];
-  assign \$460  = s4_mask_mid[13] & \$459 ;
-  assign \$461  = ~ s4_mask_mid[15];
-  assign \$462  = s4_mask_mid[14] & \$461 ;
-  assign \$463  = ~ s4_mask_mid[20];
-  assign \$464  = s4_mask_mid[19] & \$463 ;
-  assign \$465  = ~ s4_mask_mid[21];
-  assign \$466  = s4_mask_mid[20] & \$465 ;
-  assign \$467  = ~ s4_mask_mid[22];
-  assign \$468  = s4_mask_mid[21] & \$467 ;
-  assign \$469  = ~ s4_mask_mid[23];
-  assign \$470  = s4_mask_mid[22] & \$469 ;
-  assign \$471  = ~ s4_mask_mid[28];
-  assign \$472  = s4_mask_mid[27] & \$471 ;
-  assign \$473  = ~ s4_mask_mid[29];
-  assign \$474  = s4_mask_mid[28] & \$473 ;
-  assign \$475  = ~ s4_mask_mid[30];
-  assign \$476  = s4_mask_mid[29] & \$475 ;
-  assign \$477  = ~ s4_mask_mid[31];
-  assign \$478  = s4_mask_mid[30] & \$477 ;
-  assign \$479  = ~ s4_mask_mid[36];
-  assign \$480  = s4_mask_mid[35] & \$479 ;
-  assign \$481  = ~ s4_mask_mid[37];
-  assign \$482  = s4_mask_mid[36] & \$481 ;
-  assign \$483  = ~ s4_mask_mid[38];
-  assign \$484  = s4_mask_mid[37] & \$483 ;
-  assign \$485  = ~ s4_mask_mid[39];
-  assign \$486  = s4_mask_mid[38] & \$485 ;
-  assign \$487  = | { \$486 , \$484 , \$482 , \$480 , \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450 , \$448  };
-  assign \$488  = ~ s4_mask_mid[8];
-  assign \$489  = s4_mask_mid[7] & \$488 ;
-  assign \$490  = ~ s4_mask_mid[9];
-  assign \$491  = s4_mask_mid[8] & \$490 ;
-  assign \$492  = ~ s4_mask_mid[10];
-  assign \$493  = s4_mask_mid[9] & \$492 ;
-  assign \$494  = ~ s4_mask_mid[11];
-  assign \$495  = s4_mask_mid[10] & \$494 ;
-  assign \$496  = ~ s4_mask_mid[12];
-  assign \$497  = s4_mask_mid[11] & \$496 ;
-  assign \$498  = ~ s4_mask_mid[13];
-  assign \$499  = s4_mask_mid[12] & \$498 ;
-  assign \$500  = ~ s4_mask_mid[14];
-  assign \$501  = s4_mask_mid[13] & \$500 ;
-  assign \$502  = ~ s4_mask_mid[15];
-  assign \$503  = s4_mask_mid[14] & \$502 ;
-  assign \$504  = ~ s4_mask_mid[24];
-  assign \$505  = s4_mask_mid[23] & \$504 ;
-  assign \$506  = ~ s4_mask_mid[25];
-  assign \$507  = s4_mask_mid[24] & \$506 ;
-  assign \$508  = ~ s4_mask_mid[26];
-  assign \$509  = s4_mask_mid[25] & \$508 ;
-  assign \$510  = ~ s4_mask_mid[27];
-  assign \$511  = s4_mask_mid[26] & \$510 ;
-  assign \$512  = ~ s4_mask_mid[28];
-  assign \$513  = s4_mask_mid[27] & \$512 ;
-  assign \$514  = ~ s4_mask_mid[29];
-  assign \$515  = s4_mask_mid[28] & \$514 ;
-  assign \$516  = ~ s4_mask_mid[30];
-  assign \$517  = s4_mask_mid[29] & \$516 ;
-  assign \$518  = ~ s4_mask_mid[31];
-  assign \$519  = s4_mask_mid[30] & \$518 ;
-  assign \$520  = ~ s4_mask_mid[40];
-  assign \$521  = s4_mask_mid[39] & \$520 ;
-  assign \$522  = ~ s4_mask_mid[41];
-  assign \$523  = s4_mask_mid[40] & \$522 ;
-  assign \$524  = | { s4_mask_mid[41], \$523 , \$521 , \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495 , \$493 , \$491 , \$489  };
-  assign \$525  = ~ s4_mask_mid[16];
-  assign \$526  = s4_mask_mid[15] & \$525 ;
-  assign \$527  = ~ s4_mask_mid[17];
-  assign \$528  = s4_mask_mid[16] & \$527 ;
-  assign \$529  = ~ s4_mask_mid[18];
-  assign \$530  = s4_mask_mid[17] & \$529 ;
-  assign \$531  = ~ s4_mask_mid[19];
-  assign \$532  = s4_mask_mid[18] & \$531 ;
-  assign \$533  = ~ s4_mask_mid[20];
-  assign \$534  = s4_mask_mid[19] & \$533 ;
-  assign \$535  = ~ s4_mask_mid[21];
-  assign \$536  = s4_mask_mid[20] & \$535 ;
-  assign \$537  = ~ s4_mask_mid[22];
-  assign \$538  = s4_mask_mid[21] & \$537 ;
-  assign \$539  = ~ s4_mask_mid[23];
-  assign \$540  = s4_mask_mid[22] & \$539 ;
-  assign \$541  = ~ s4_mask_mid[24];
-  assign \$542  = s4_mask_mid[23] & \$541 ;
-  assign \$543  = ~ s4_mask_mid[25];
-  assign \$544  = s4_mask_mid[24] & \$543 ;
-  assign \$545  = ~ s4_mask_mid[26];
-  assign \$546  = s4_mask_mid[25] & \$545 ;
-  assign \$547  = ~ s4_mask_mid[27];
-  assign \$548  = s4_mask_mid[26] & \$547 ;
-  assign \$549  = ~ s4_mask_mid[28];
-  assign \$550  = s4_mask_mid[27] & \$549 ;
-  assign \$551  = ~ s4_mask_mid[29];
-  assign \$552  = s4_mask_mid[28] & \$551 ;
-  assign \$553  = ~ s4_mask_mid[30];
-  assign \$554  = s4_mask_mid[29] & \$553 ;
-  assign \$555  = ~ s4_mask_mid[31];
-  assign \$556  = s4_mask_mid[30] & \$555 ;
-  assign \$557  = | { \$556 , \$554 , \$552 , \$550 , \$548 , \$546 , \$544 , \$542 , \$540 , \$538 , \$536 , \$534 , \$532 , \$530 , \$528 , \$526  };
-  assign \$558  = ~ s4_mask_mid[32];
-  assign \$559  = s4_mask_mid[31] & \$558 ;
-  assign \$560  = ~ s4_mask_mid[33];
-  assign \$561  = s4_mask_mid[32] & \$560 ;
-  assign \$562  = ~ s4_mask_mid[34];
-  assign \$563  = s4_mask_mid[33] & \$562 ;
-  assign \$564  = ~ s4_mask_mid[35];
-  assign \$565  = s4_mask_mid[34] & \$564 ;
-  assign \$566  = ~ s4_mask_mid[36];
-  assign \$567  = s4_mask_mid[35] & \$566 ;
-  assign \$568  = ~ s4_mask_mid[37];
-  assign \$569  = s4_mask_mid[36] & \$568 ;
-  assign \$570  = ~ s4_mask_mid[38];
-  assign \$571  = s4_mask_mid[37] & \$570 ;
-  assign \$572  = ~ s4_mask_mid[39];
-  assign \$573  = s4_mask_mid[38] & \$572 ;
-  assign \$574  = ~ s4_mask_mid[40];
-  assign \$575  = s4_mask_mid[39] & \$574 ;
-  assign \$576  = ~ s4_mask_mid[41];
-  assign \$577  = s4_mask_mid[40] & \$576 ;
-  assign \$578  = | { s4_mask_mid[41], \$577 , \$575 , \$573 , \$571 , \$569 , \$567 , \$565 , \$563 , \$561 , \$559  };
-  assign \$579  = s4_mask_mid[0] | s4_c_mid[10];
-  assign \$580  = ~ s4_mask_mid[1];
-  assign \$581  = s4_mask_mid[0] & \$580 ;
-  assign \$582  = ~ s4_mask_mid[3];
-  assign \$583  = s4_mask_mid[2] & \$582 ;
-  assign \$584  = ~ s4_mask_mid[5];
-  assign \$585  = s4_mask_mid[4] & \$584 ;
-  assign \$586  = ~ s4_mask_mid[7];
-  assign \$587  = s4_mask_mid[6] & \$586 ;
-  assign \$588  = ~ s4_mask_mid[9];
-  assign \$589  = s4_mask_mid[8] & \$588 ;
-  assign \$590  = ~ s4_mask_mid[11];
-  assign \$591  = s4_mask_mid[10] & \$590 ;
-  assign \$592  = ~ s4_mask_mid[13];
-  assign \$593  = s4_mask_mid[12] & \$592 ;
-  assign \$594  = ~ s4_mask_mid[15];
-  assign \$595  = s4_mask_mid[14] & \$594 ;
-  assign \$596  = ~ s4_mask_mid[17];
-  assign \$597  = s4_mask_mid[16] & \$596 ;
-  assign \$598  = ~ s4_mask_mid[19];
-  assign \$599  = s4_mask_mid[18] & \$598 ;
-  assign \$600  = ~ s4_mask_mid[21];
-  assign \$601  = s4_mask_mid[20] & \$600 ;
-  assign \$602  = ~ s4_mask_mid[23];
-  assign \$603  = s4_mask_mid[22] & \$602 ;
-  assign \$604  = ~ s4_mask_mid[25];
-  assign \$605  = s4_mask_mid[24] & \$604 ;
-  assign \$606  = ~ s4_mask_mid[27];
-  assign \$607  = s4_mask_mid[26] & \$606 ;
-  assign \$608  = ~ s4_mask_mid[29];
-  assign \$609  = s4_mask_mid[28] & \$608 ;
-  assign \$610  = ~ s4_mask_mid[31];
-  assign \$611  = s4_mask_mid[30] & \$610 ;
-  assign \$612  = ~ s4_mask_mid[33];
-  assign \$613  = s4_mask_mid[32] & \$612 ;
-  assign \$614  = ~ s4_mask_mid[35];
-  assign \$615  = s4_mask_mid[34] & \$614 ;
-  assign \$616  = ~ s4_mask_mid[37];
-  assign \$617  = s4_mask_mid[36] & \$616 ;
-  assign \$618  = ~ s4_mask_mid[39];
-  assign \$619  = s4_mask_mid[38] & \$618 ;
-  assign \$620  = ~ s4_mask_mid[41];
-  assign \$621  = s4_mask_mid[40] & \$620 ;
-  assign \$622  = | { \$621 , \$619 , \$617 , \$615 , \$613 , \$611 , \$609 , \$607 , \$605 , \$603 , \$601 , \$599 , \$597 , \$595 , \$593 , \$591 , \$589 , \$587 , \$585 , \$583 , \$581  };
-  assign \$623  = ~ s4_mask_mid[2];
-  assign \$624  = s4_mask_mid[1] & \$623 ;
-  assign \$625  = ~ s4_mask_mid[3];
-  assign \$626  = s4_mask_mid[2] & \$625 ;
-  assign \$627  = ~ s4_mask_mid[6];
-  assign \$628  = s4_mask_mid[5] & \$627 ;
-  assign \$629  = ~ s4_mask_mid[7];
-  assign \$630  = s4_mask_mid[6] & \$629 ;
-  assign \$631  = ~ s4_mask_mid[10];
-  assign \$632  = s4_mask_mid[9] & \$631 ;
-  assign \$633  = ~ s4_mask_mid[11];
-  assign \$634  = s4_mask_mid[10] & \$633 ;
-  assign \$635  = ~ s4_mask_mid[14];
-  assign \$636  = s4_mask_mid[13] & \$635 ;
-  assign \$637  = ~ s4_mask_mid[15];
-  assign \$638  = s4_mask_mid[14] & \$637 ;
-  assign \$639  = ~ s4_mask_mid[18];
-  assign \$640  = s4_mask_mid[17] & \$639 ;
-  assign \$641  = ~ s4_mask_mid[19];
-  assign \$642  = s4_mask_mid[18] & \$641 ;
-  assign \$643  = ~ s4_mask_mid[22];
-  assign \$644  = s4_mask_mid[21] & \$643 ;
-  assign \$645  = ~ s4_mask_mid[23];
-  assign \$646  = s4_mask_mid[22] & \$645 ;
-  assign \$647  = ~ s4_mask_mid[26];
-  assign \$648  = s4_mask_mid[25] & \$647 ;
-  assign \$649  = ~ s4_mask_mid[27];
-  assign \$650  = s4_mask_mid[26] & \$649 ;
-  assign \$651  = ~ s4_mask_mid[30];
-  assign \$652  = s4_mask_mid[29] & \$651 ;
-  assign \$653  = ~ s4_mask_mid[31];
-  assign \$654  = s4_mask_mid[30] & \$653 ;
-  assign \$655  = ~ s4_mask_mid[34];
-  assign \$656  = s4_mask_mid[33] & \$655 ;
-  assign \$657  = ~ s4_mask_mid[35];
-  assign \$658  = s4_mask_mid[34] & \$657 ;
-  assign \$659  = ~ s4_mask_mid[38];
-  assign \$660  = s4_mask_mid[37] & \$659 ;
-  assign \$661  = ~ s4_mask_mid[39];
-  assign \$662  = s4_mask_mid[38] & \$661 ;
-  assign \$663  = | { s4_mask_mid[41], \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640 , \$638 , \$636 , \$634 , \$632 , \$630 , \$628 , \$626 , \$624  };
-  assign \$664  = ~ s4_mask_mid[4];
-  assign \$665  = s4_mask_mid[3] & \$664 ;
-  assign \$666  = ~ s4_mask_mid[5];
-  assign \$667  = s4_mask_mid[4] & \$666 ;
-  assign \$668  = ~ s4_mask_mid[6];
-  assign \$669  = s4_mask_mid[5] & \$668 ;
-  assign \$670  = ~ s4_mask_mid[7];
-  assign \$671  = s4_mask_mid[6] & \$670 ;
-  assign \$672  = ~ s4_mask_mid[12];
-  assign \$673  = s4_mask_mid[11] & \$672 ;
-  assign \$674  = ~ s4_mask_mid[13];
-  assign \$675  = s4_mask_mid[12] & \$674 ;
-  assign \$676  = ~ s4_mask_mid[14];
-  assign \$677  = s4_mask_mid[13] & \$676 ;
-  assign \$678  = ~ s4_mask_mid[15];
-  assign \$679  = s4_mask_mid[14] & \$678 ;
-  assign \$680  = ~ s4_mask_mid[20];
-  assign \$681  = s4_mask_mid[19] & \$680 ;
-  assign \$682  = ~ s4_mask_mid[21];
-  assign \$683  = s4_mask_mid[20] & \$682 ;
-  assign \$684  = ~ s4_mask_mid[22];
-  assign \$685  = s4_mask_mid[21] & \$684 ;
-  assign \$686  = ~ s4_mask_mid[23];
-  assign \$687  = s4_mask_mid[22] & \$686 ;
-  assign \$688  = ~ s4_mask_mid[28];
-  assign \$689  = s4_mask_mid[27] & \$688 ;
-  assign \$690  = ~ s4_mask_mid[29];
-  assign \$691  = s4_mask_mid[28] & \$690 ;
-  assign \$692  = ~ s4_mask_mid[30];
-  assign \$693  = s4_mask_mid[29] & \$692 ;
-  assign \$694  = ~ s4_mask_mid[31];
-  assign \$695  = s4_mask_mid[30] & \$694 ;
-  assign \$696  = ~ s4_mask_mid[36];
-  assign \$697  = s4_mask_mid[35] & \$696 ;
-  assign \$698  = ~ s4_mask_mid[37];
-  assign \$699  = s4_mask_mid[36] & \$698 ;
-  assign \$700  = ~ s4_mask_mid[38];
-  assign \$701  = s4_mask_mid[37] & \$700 ;
-  assign \$702  = ~ s4_mask_mid[39];
-  assign \$703  = s4_mask_mid[38] & \$702 ;
-  assign \$704  = | { \$703 , \$701 , \$699 , \$697 , \$695 , \$693 , \$691 , \$689 , \$687 , \$685 , \$683 , \$681 , \$679 , \$677 , \$675 , \$673 , \$671 , \$669 , \$667 , \$665  };
-  assign \$705  = ~ s4_mask_mid[8];
-  assign \$706  = s4_mask_mid[7] & \$705 ;
-  assign \$707  = ~ s4_mask_mid[9];
-  assign \$708  = s4_mask_mid[8] & \$707 ;
-  assign \$709  = ~ s4_mask_mid[10];
-  assign \$710  = s4_mask_mid[9] & \$709 ;
-  assign \$711  = ~ s4_mask_mid[11];
-  assign \$712  = s4_mask_mid[10] & \$711 ;
-  assign \$713  = ~ s4_mask_mid[12];
-  assign \$714  = s4_mask_mid[11] & \$713 ;
-  assign \$715  = ~ s4_mask_mid[13];
-  assign \$716  = s4_mask_mid[12] & \$715 ;
-  assign \$717  = ~ s4_mask_mid[14];
-  assign \$718  = s4_mask_mid[13] & \$717 ;
-  assign \$719  = ~ s4_mask_mid[15];
-  assign \$720  = s4_mask_mid[14] & \$719 ;
-  assign \$721  = ~ s4_mask_mid[24];
-  assign \$722  = s4_mask_mid[23] & \$721 ;
-  assign \$723  = ~ s4_mask_mid[25];
-  assign \$724  = s4_mask_mid[24] & \$723 ;
-  assign \$725  = ~ s4_mask_mid[26];
-  assign \$726  = s4_mask_mid[25] & \$725 ;
-  assign \$727  = ~ s4_mask_mid[27];
-  assign \$728  = s4_mask_mid[26] & \$727 ;
-  assign \$729  = ~ s4_mask_mid[28];
-  assign \$730  = s4_mask_mid[27] & \$729 ;
-  assign \$731  = ~ s4_mask_mid[29];
-  assign \$732  = s4_mask_mid[28] & \$731 ;
-  assign \$733  = ~ s4_mask_mid[30];
-  assign \$734  = s4_mask_mid[29] & \$733 ;
-  assign \$735  = ~ s4_mask_mid[31];
-  assign \$736  = s4_mask_mid[30] & \$735 ;
-  assign \$737  = ~ s4_mask_mid[40];
-  assign \$738  = s4_mask_mid[39] & \$737 ;
-  assign \$739  = ~ s4_mask_mid[41];
-  assign \$740  = s4_mask_mid[40] & \$739 ;
-  assign \$741  = | { s4_mask_mid[41], \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706  };
-  assign \$742  = ~ s4_mask_mid[16];
-  assign \$743  = s4_mask_mid[15] & \$742 ;
-  assign \$744  = ~ s4_mask_mid[17];
-  assign \$745  = s4_mask_mid[16] & \$744 ;
-  assign \$746  = ~ s4_mask_mid[18];
-  assign \$747  = s4_mask_mid[17] & \$746 ;
-  assign \$748  = ~ s4_mask_mid[19];
-  assign \$749  = s4_mask_mid[18] & \$748 ;
-  assign \$750  = ~ s4_mask_mid[20];
-  assign \$751  = s4_mask_mid[19] & \$750 ;
-  assign \$752  = ~ s4_mask_mid[21];
-  assign \$753  = s4_mask_mid[20] & \$752 ;
-  assign \$754  = ~ s4_mask_mid[22];
-  assign \$755  = s4_mask_mid[21] & \$754 ;
-  assign \$756  = ~ s4_mask_mid[23];
-  assign \$757  = s4_mask_mid[22] & \$756 ;
-  assign \$758  = ~ s4_mask_mid[24];
-  assign \$759  = s4_mask_mid[23] & \$758 ;
-  assign \$760  = ~ s4_mask_mid[25];
-  assign \$761  = s4_mask_mid[24] & \$760 ;
-  assign \$762  = ~ s4_mask_mid[26];
-  assign \$763  = s4_mask_mid[25] & \$762 ;
-  assign \$764  = ~ s4_mask_mid[27];
-  assign \$765  = s4_mask_mid[26] & \$764 ;
-  assign \$766  = ~ s4_mask_mid[28];
-  assign \$767  = s4_mask_mid[27] & \$766 ;
-  assign \$768  = ~ s4_mask_mid[29];
-  assign \$769  = s4_mask_mid[28] & \$768 ;
-  assign \$770  = ~ s4_mask_mid[30];
-  assign \$771  = s4_mask_mid[29] & \$770 ;
-  assign \$772  = ~ s4_mask_mid[31];
-  assign \$773  = s4_mask_mid[30] & \$772 ;
-  assign \$774  = | { \$773 , \$771 , \$769 , \$767 , \$765 , \$763 , \$761 , \$759 , \$757 , \$755 , \$753 , \$751 , \$749 , \$747 , \$745 , \$743  };
-  assign \$775  = ~ s4_mask_mid[32];
-  assign \$776  = s4_mask_mid[31] & \$775 ;
-  assign \$777  = ~ s4_mask_mid[33];
-  assign \$778  = s4_mask_mid[32] & \$777 ;
-  assign \$779  = ~ s4_mask_mid[34];
-  assign \$780  = s4_mask_mid[33] & \$779 ;
-  assign \$781  = ~ s4_mask_mid[35];
-  assign \$782  = s4_mask_mid[34] & \$781 ;
-  assign \$783  = ~ s4_mask_mid[36];
-  assign \$784  = s4_mask_mid[35] & \$783 ;
-  assign \$785  = ~ s4_mask_mid[37];
-  assign \$786  = s4_mask_mid[36] & \$785 ;
-  assign \$787  = ~ s4_mask_mid[38];
-  assign \$788  = s4_mask_mid[37] & \$787 ;
-  assign \$789  = ~ s4_mask_mid[39];
-  assign \$790  = s4_mask_mid[38] & \$789 ;
-  assign \$791  = ~ s4_mask_mid[40];
-  assign \$792  = s4_mask_mid[39] & \$791 ;
-  assign \$793  = ~ s4_mask_mid[41];
-  assign \$794  = s4_mask_mid[40] & \$793 ;
-  assign \$795  = | { s4_mask_mid[41], \$794 , \$792 , \$790 , \$788 , \$786 , \$784 , \$782 , \$780 , \$778 , \$776  };
-  assign \$796  = { \$795 , \$774 , \$741 , \$704 , \$663 , \$622  } + 1'h1;
-  assign \$797  = s4_c_in + s4_mask_in;
-  assign \$798  = ~ s4_mask_in;
-  assign \$799  = \$797  & { 1'h0, \$798  };
-  assign \$800  = ~ s4_mask_in[1];
-  assign \$801  = s4_mask_in[0] & \$800 ;
-  assign \$802  = ~ s4_mask_in[3];
-  assign \$803  = s4_mask_in[2] & \$802 ;
-  assign \$804  = ~ s4_mask_in[5];
-  assign \$805  = s4_mask_in[4] & \$804 ;
-  assign \$806  = ~ s4_mask_in[7];
-  assign \$807  = s4_mask_in[6] & \$806 ;
-  assign \$808  = ~ s4_mask_in[9];
-  assign \$809  = s4_mask_in[8] & \$808 ;
-  assign \$810  = ~ s4_mask_in[11];
-  assign \$811  = s4_mask_in[10] & \$810 ;
-  assign \$812  = ~ s4_mask_in[13];
-  assign \$813  = s4_mask_in[12] & \$812 ;
-  assign \$814  = ~ s4_mask_in[15];
-  assign \$815  = s4_mask_in[14] & \$814 ;
-  assign \$816  = ~ s4_mask_in[17];
-  assign \$817  = s4_mask_in[16] & \$816 ;
-  assign \$818  = ~ s4_mask_in[19];
-  assign \$819  = s4_mask_in[18] & \$818 ;
-  assign \$820  = ~ s4_mask_in[21];
-  assign \$821  = s4_mask_in[20] & \$820 ;
-  assign \$822  = ~ s4_mask_in[23];
-  assign \$823  = s4_mask_in[22] & \$822 ;
-  assign \$824  = ~ s4_mask_in[25];
-  assign \$825  = s4_mask_in[24] & \$824 ;
-  assign \$826  = ~ s4_mask_in[27];
-  assign \$827  = s4_mask_in[26] & \$826 ;
-  assign \$828  = ~ s4_mask_in[29];
-  assign \$829  = s4_mask_in[28] & \$828 ;
-  assign \$830  = ~ s4_mask_in[31];
-  assign \$831  = s4_mask_in[30] & \$830 ;
-  assign \$832  = ~ s4_mask_in[33];
-  assign \$833  = s4_mask_in[32] & \$832 ;
-  assign \$834  = ~ s4_mask_in[35];
-  assign \$835  = s4_mask_in[34] & \$834 ;
-  assign \$836  = ~ s4_mask_in[37];
-  assign \$837  = s4_mask_in[36] & \$836 ;
-  assign \$838  = ~ s4_mask_in[39];
-  assign \$839  = s4_mask_in[38] & \$838 ;
-  assign \$840  = ~ s4_mask_in[41];
-  assign \$841  = s4_mask_in[40] & \$840 ;
-  assign \$842  = | { \$841 , \$839 , \$837 , \$835 , \$833 , \$831 , \$829 , \$827 , \$825 , \$823 , \$821 , \$819 , \$817 , \$815 , \$813 , \$811 , \$809 , \$807 , \$805 , \$803 , \$801  };
-  assign \$843  = ~ s4_mask_in[2];
-  assign \$844  = s4_mask_in[1] & \$843 ;
-  assign \$845  = ~ s4_mask_in[3];
-  assign \$846  = s4_mask_in[2] & \$845 ;
-  assign \$847  = ~ s4_mask_in[6];
-  assign \$848  = s4_mask_in[5] & \$847 ;
-  assign \$849  = ~ s4_mask_in[7];
-  assign \$850  = s4_mask_in[6] & \$849 ;
-  assign \$851  = ~ s4_mask_in[10];
-  assign \$852  = s4_mask_in[9] & \$851 ;
-  assign \$853  = ~ s4_mask_in[11];
-  assign \$854  = s4_mask_in[10] & \$853 ;
-  assign \$855  = ~ s4_mask_in[14];
-  assign \$856  = s4_mask_in[13] & \$855 ;
-  assign \$857  = ~ s4_mask_in[15];
-  assign \$858  = s4_mask_in[14] & \$857 ;
-  assign \$859  = ~ s4_mask_in[18];
-  assign \$860  = s4_mask_in[17] & \$859 ;
-  assign \$861  = ~ s4_mask_in[19];
-  assign \$862  = s4_mask_in[18] & \$861 ;
-  assign \$863  = ~ s4_mask_in[22];
-  assign \$864  = s4_mask_in[21] & \$863 ;
-  assign \$865  = ~ s4_mask_in[23];
-  assign \$866  = s4_mask_in[22] & \$865 ;
-  assign \$867  = ~ s4_mask_in[26];
-  assign \$868  = s4_mask_in[25] & \$867 ;
-  assign \$869  = ~ s4_mask_in[27];
-  assign \$870  = s4_mask_in[26] & \$869 ;
-  assign \$871  = ~ s4_mask_in[30];
-  assign \$872  = s4_mask_in[29] & \$871 ;
-  assign \$873  = ~ s4_mask_in[31];
-  assign \$874  = s4_mask_in[30] & \$873 ;
-  assign \$875  = ~ s4_mask_in[34];
-  assign \$876  = s4_mask_in[33] & \$875 ;
-  assign \$877  = ~ s4_mask_in[35];
-  assign \$878  = s4_mask_in[34] & \$877 ;
-  assign \$879  = ~ s4_mask_in[38];
-  assign \$880  = s4_mask_in[37] & \$879 ;
-  assign \$881  = ~ s4_mask_in[39];
-  assign \$882  = s4_mask_in[38] & \$881 ;
-  assign \$883  = | { s4_mask_in[41], \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846 , \$844  };
-  assign \$884  = ~ s4_mask_in[4];
-  assign \$885  = s4_mask_in[3] & \$884 ;
-  assign \$886  = ~ s4_mask_in[5];
-  assign \$887  = s4_mask_in[4] & \$886 ;
-  assign \$888  = ~ s4_mask_in[6];
-  assign \$889  = s4_mask_in[5] & \$888 ;
-  assign \$890  = ~ s4_mask_in[7];
-  assign \$891  = s4_mask_in[6] & \$890 ;
-  assign \$892  = ~ s4_mask_in[12];
-  assign \$893  = s4_mask_in[11] & \$892 ;
-  assign \$894  = ~ s4_mask_in[13];
-  assign \$895  = s4_mask_in[12] & \$894 ;
-  assign \$896  = ~ s4_mask_in[14];
-  assign \$897  = s4_mask_in[13] & \$896 ;
-  assign \$898  = ~ s4_mask_in[15];
-  assign \$899  = s4_mask_in[14] & \$898 ;
-  assign \$900  = ~ s4_mask_in[20];
-  assign \$901  = s4_mask_in[19] & \$900 ;
-  assign \$902  = ~ s4_mask_in[21];
-  assign \$903  = s4_mask_in[20] & \$902 ;
-  assign \$904  = ~ s4_mask_in[22];
-  assign \$905  = s4_mask_in[21] & \$904 ;
-  assign \$906  = ~ s4_mask_in[23];
-  assign \$907  = s4_mask_in[22] & \$906 ;
-  assign \$908  = ~ s4_mask_in[28];
-  assign \$909  = s4_mask_in[27] & \$908 ;
-  assign \$910  = ~ s4_mask_in[29];
-  assign \$911  = s4_mask_in[28] & \$910 ;
-  assign \$912  = ~ s4_mask_in[30];
-  assign \$913  = s4_mask_in[29] & \$912 ;
-  assign \$914  = ~ s4_mask_in[31];
-  assign \$915  = s4_mask_in[30] & \$914 ;
-  assign \$916  = ~ s4_mask_in[36];
-  assign \$917  = s4_mask_in[35] & \$916 ;
-  assign \$918  = ~ s4_mask_in[37];
-  assign \$919  = s4_mask_in[36] & \$918 ;
-  assign \$920  = ~ s4_mask_in[38];
-  assign \$921  = s4_mask_in[37] & \$920 ;
-  assign \$922  = ~ s4_mask_in[39];
-  assign \$923  = s4_mask_in[38] & \$922 ;
-  assign \$924  = | { \$923 , \$921 , \$919 , \$917 , \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901 , \$899 , \$897 , \$895 , \$893 , \$891 , \$889 , \$887 , \$885  };
-  assign \$925  = ~ s4_mask_in[8];
-  assign \$926  = s4_mask_in[7] & \$925 ;
-  assign \$927  = ~ s4_mask_in[9];
-  assign \$928  = s4_mask_in[8] & \$927 ;
-  assign \$929  = ~ s4_mask_in[10];
-  assign \$930  = s4_mask_in[9] & \$929 ;
-  assign \$931  = ~ s4_mask_in[11];
-  assign \$932  = s4_mask_in[10] & \$931 ;
-  assign \$933  = ~ s4_mask_in[12];
-  assign \$934  = s4_mask_in[11] & \$933 ;
-  assign \$935  = ~ s4_mask_in[13];
-  assign \$936  = s4_mask_in[12] & \$935 ;
-  assign \$937  = ~ s4_mask_in[14];
-  assign \$938  = s4_mask_in[13] & \$937 ;
-  assign \$939  = ~ s4_mask_in[15];
-  assign \$940  = s4_mask_in[14] & \$939 ;
-  assign \$941  = ~ s4_mask_in[24];
-  assign \$942  = s4_mask_in[23] & \$941 ;
-  assign \$943  = ~ s4_mask_in[25];
-  assign \$944  = s4_mask_in[24] & \$943 ;
-  assign \$945  = ~ s4_mask_in[26];
-  assign \$946  = s4_mask_in[25] & \$945 ;
-  assign \$947  = ~ s4_mask_in[27];
-  assign \$948  = s4_mask_in[26] & \$947 ;
-  assign \$949  = ~ s4_mask_in[28];
-  assign \$950  = s4_mask_in[27] & \$949 ;
-  assign \$951  = ~ s4_mask_in[29];
-  assign \$952  = s4_mask_in[28] & \$951 ;
-  assign \$953  = ~ s4_mask_in[30];
-  assign \$954  = s4_mask_in[29] & \$953 ;
-  assign \$955  = ~ s4_mask_in[31];
-  assign \$956  = s4_mask_in[30] & \$955 ;
-  assign \$957  = ~ s4_mask_in[40];
-  assign \$958  = s4_mask_in[39] & \$957 ;
-  assign \$959  = ~ s4_mask_in[41];
-  assign \$960  = s4_mask_in[40] & \$959 ;
-  assign \$961  = | { s4_mask_in[41], \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928 , \$926  };
-  assign \$962  = ~ s4_mask_in[16];
-  assign \$963  = s4_mask_in[15] & \$962 ;
-  assign \$964  = ~ s4_mask_in[17];
-  assign \$965  = s4_mask_in[16] & \$964 ;
-  assign \$966  = ~ s4_mask_in[18];
-  assign \$967  = s4_mask_in[17] & \$966 ;
-  assign \$968  = ~ s4_mask_in[19];
-  assign \$969  = s4_mask_in[18] & \$968 ;
-  assign \$970  = ~ s4_mask_in[20];
-  assign \$971  = s4_mask_in[19] & \$970 ;
-  assign \$972  = ~ s4_mask_in[21];
-  assign \$973  = s4_mask_in[20] & \$972 ;
-  assign \$974  = ~ s4_mask_in[22];
-  assign \$975  = s4_mask_in[21] & \$974 ;
-  assign \$976  = ~ s4_mask_in[23];
-  assign \$977  = s4_mask_in[22] & \$976 ;
-  assign \$978  = ~ s4_mask_in[24];
-  assign \$979  = s4_mask_in[23] & \$978 ;
-  assign \$980  = ~ s4_mask_in[25];
-  assign \$981  = s4_mask_in[24] & \$980 ;
-  assign \$982  = ~ s4_mask_in[26];
-  assign \$983  = s4_mask_in[25] & \$982 ;
-  assign \$984  = ~ s4_mask_in[27];
-  assign \$985  = s4_mask_in[26] & \$984 ;
-  assign \$986  = ~ s4_mask_in[28];
-  assign \$987  = s4_mask_in[27] & \$986 ;
-  assign \$988  = ~ s4_mask_in[29];
-  assign \$989  = s4_mask_in[28] & \$988 ;
-  assign \$990  = ~ s4_mask_in[30];
-  assign \$991  = s4_mask_in[29] & \$990 ;
-  assign \$992  = ~ s4_mask_in[31];
-  assign \$993  = s4_mask_in[30] & \$992 ;
-  assign \$994  = | { \$993 , \$991 , \$989 , \$987 , \$985 , \$983 , \$981 , \$979 , \$977 , \$975 , \$973 , \$971 , \$969 , \$967 , \$965 , \$963  };
-  assign \$995  = ~ s4_mask_in[32];
-  assign \$996  = s4_mask_in[31] & \$995 ;
-  assign \$997  = ~ s4_mask_in[33];
-  assign \$998  = s4_mask_in[32] & \$997 ;
-  assign \$999  = ~ s4_mask_in[34];
-  assign \$1000  = s4_mask_in[33] & \$999 ;
-  assign \$1001  = ~ s4_mask_in[35];
-  assign \$1002  = s4_mask_in[34] & \$1001 ;
-  assign \$1003  = ~ s4_mask_in[36];
-  assign \$1004  = s4_mask_in[35] & \$1003 ;
-  assign \$1005  = ~ s4_mask_in[37];
-  assign \$1006  = s4_mask_in[36] & \$1005 ;
-  assign \$1007  = ~ s4_mask_in[38];
-  assign \$1008  = s4_mask_in[37] & \$1007 ;
-  assign \$1009  = ~ s4_mask_in[39];
-  assign \$1010  = s4_mask_in[38] & \$1009 ;
-  assign \$1011  = ~ s4_mask_in[40];
-  assign \$1012  = s4_mask_in[39] & \$1011 ;
-  assign \$1013  = ~ s4_mask_in[41];
-  assign \$1014  = s4_mask_in[40] & \$1013 ;
-  assign \$1015  = | { s4_mask_in[41], \$1014 , \$1012 , \$1010 , \$1008 , \$1006 , \$1004 , \$1002 , \$1000 , \$998 , \$996  };
-  assign \$1016  = s4_mask_in[0] | s4_c_in[10];
-  assign \$1017  = ~ s4_mask_in[1];
-  assign \$1018  = s4_mask_in[0] & \$1017 ;
-  assign \$1019  = ~ s4_mask_in[3];
-  assign \$1020  = s4_mask_in[2] & \$1019 ;
-  assign \$1021  = ~ s4_mask_in[5];
-  assign \$1022  = s4_mask_in[4] & \$1021 ;
-  assign \$1023  = ~ s4_mask_in[7];
-  assign \$1024  = s4_mask_in[6] & \$1023 ;
-  assign \$1025  = ~ s4_mask_in[9];
-  assign \$1026  = s4_mask_in[8] & \$1025 ;
-  assign \$1027  = ~ s4_mask_in[11];
-  assign \$1028  = s4_mask_in[10] & \$1027 ;
-  assign \$1029  = ~ s4_mask_in[13];
-  assign \$1030  = s4_mask_in[12] & \$1029 ;
-  assign \$1031  = ~ s4_mask_in[15];
-  assign \$1032  = s4_mask_in[14] & \$1031 ;
-  assign \$1033  = ~ s4_mask_in[17];
-  assign \$1034  = s4_mask_in[16] & \$1033 ;
-  assign \$1035  = ~ s4_mask_in[19];
-  assign \$1036  = s4_mask_in[18] & \$1035 ;
-  assign \$1037  = ~ s4_mask_in[21];
-  assign \$1038  = s4_mask_in[20] & \$1037 ;
-  assign \$1039  = ~ s4_mask_in[23];
-  assign \$1040  = s4_mask_in[22] & \$1039 ;
-  assign \$1041  = ~ s4_mask_in[25];
-  assign \$1042  = s4_mask_in[24] & \$1041 ;
-  assign \$1043  = ~ s4_mask_in[27];
-  assign \$1044  = s4_mask_in[26] & \$1043 ;
-  assign \$1045  = ~ s4_mask_in[29];
-  assign \$1046  = s4_mask_in[28] & \$1045 ;
-  assign \$1047  = ~ s4_mask_in[31];
-  assign \$1048  = s4_mask_in[30] & \$1047 ;
-  assign \$1049  = ~ s4_mask_in[33];
-  assign \$1050  = s4_mask_in[32] & \$1049 ;
-  assign \$1051  = ~ s4_mask_in[35];
-  assign \$1052  = s4_mask_in[34] & \$1051 ;
-  assign \$1053  = ~ s4_mask_in[37];
-  assign \$1054  = s4_mask_in[36] & \$1053 ;
-  assign \$1055  = ~ s4_mask_in[39];
-  assign \$1056  = s4_mask_in[38] & \$1055 ;
-  assign \$1057  = ~ s4_mask_in[41];
-  assign \$1058  = s4_mask_in[40] & \$1057 ;
-  assign \$1059  = | { \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046 , \$1044 , \$1042 , \$1040 , \$1038 , \$1036 , \$1034 , \$1032 , \$1030 , \$1028 , \$1026 , \$1024 , \$1022 , \$1020 , \$1018  };
-  assign \$1060  = ~ s4_mask_in[2];
-  assign \$1061  = s4_mask_in[1] & \$1060 ;
-  assign \$1062  = ~ s4_mask_in[3];
-  assign \$1063  = s4_mask_in[2] & \$1062 ;
-  assign \$1064  = ~ s4_mask_in[6];
-  assign \$1065  = s4_mask_in[5] & \$1064 ;
-  assign \$1066  = ~ s4_mask_in[7];
-  assign \$1067  = s4_mask_in[6] & \$1066 ;
-  assign \$1068  = ~ s4_mask_in[10];
-  assign \$1069  = s4_mask_in[9] & \$1068 ;
-  assign \$1070  = ~ s4_mask_in[11];
-  assign \$1071  = s4_mask_in[10] & \$1070 ;
-  assign \$1072  = ~ s4_mask_in[14];
-  assign \$1073  = s4_mask_in[13] & \$1072 ;
-  assign \$1074  = ~ s4_mask_in[15];
-  assign \$1075  = s4_mask_in[14] & \$1074 ;
-  assign \$1076  = ~ s4_mask_in[18];
-  assign \$1077  = s4_mask_in[17] & \$1076 ;
-  assign \$1078  = ~ s4_mask_in[19];
-  assign \$1079  = s4_mask_in[18] & \$1078 ;
-  assign \$1080  = ~ s4_mask_in[22];
-  assign \$1081  = s4_mask_in[21] & \$1080 ;
-  assign \$1082  = ~ s4_mask_in[23];
-  assign \$1083  = s4_mask_in[22] & \$1082 ;
-  assign \$1084  = ~ s4_mask_in[26];
-  assign \$1085  = s4_mask_in[25] & \$1084 ;
-  assign \$1086  = ~ s4_mask_in[27];
-  assign \$1087  = s4_mask_in[26] & \$1086 ;
-  assign \$1088  = ~ s4_mask_in[30];
-  assign \$1089  = s4_mask_in[29] & \$1088 ;
-  assign \$1090  = ~ s4_mask_in[31];
-  assign \$1091  = s4_mask_in[30] & \$1090 ;
-  assign \$1092  = ~ s4_mask_in[34];
-  assign \$1093  = s4_mask_in[33] & \$1092 ;
-  assign \$1094  = ~ s4_mask_in[35];
-  assign \$1095  = s4_mask_in[34] & \$1094 ;
-  assign \$1096  = ~ s4_mask_in[38];
-  assign \$1097  = s4_mask_in[37] & \$1096 ;
-  assign \$1098  = ~ s4_mask_in[39];
-  assign \$1099  = s4_mask_in[38] & \$1098 ;
-  assign \$1100  = | { s4_mask_in[41], \$1099 , \$1097 , \$1095 , \$1093 , \$1091 , \$1089 , \$1087 , \$1085 , \$1083 , \$1081 , \$1079 , \$1077 , \$1075 , \$1073 , \$1071 , \$1069 , \$1067 , \$1065 , \$1063 , \$1061  };
-  assign \$1101  = ~ s4_mask_in[4];
-  assign \$1102  = s4_mask_in[3] & \$1101 ;
-  assign \$1103  = ~ s4_mask_in[5];
-  assign \$1104  = s4_mask_in[4] & \$1103 ;
-  assign \$1105  = ~ s4_mask_in[6];
-  assign \$1106  = s4_mask_in[5] & \$1105 ;
-  assign \$1107  = ~ s4_mask_in[7];
-  assign \$1108  = s4_mask_in[6] & \$1107 ;
-  assign \$1109  = ~ s4_mask_in[12];
-  assign \$1110  = s4_mask_in[11] & \$1109 ;
-  assign \$1111  = ~ s4_mask_in[13];
-  assign \$1112  = s4_mask_in[12] & \$1111 ;
-  assign \$1113  = ~ s4_mask_in[14];
-  assign \$1114  = s4_mask_in[13] & \$1113 ;
-  assign \$1115  = ~ s4_mask_in[15];
-  assign \$1116  = s4_mask_in[14] & \$1115 ;
-  assign \$1117  = ~ s4_mask_in[20];
-  assign \$1118  = s4_mask_in[19] & \$1117 ;
-  assign \$1119  = ~ s4_mask_in[21];
-  assign \$1120  = s4_mask_in[20] & \$1119 ;
-  assign \$1121  = ~ s4_mask_in[22];
-  assign \$1122  = s4_mask_in[21] & \$1121 ;
-  assign \$1123  = ~ s4_mask_in[23];
-  assign \$1124  = s4_mask_in[22] & \$1123 ;
-  assign \$1125  = ~ s4_mask_in[28];
-  assign \$1126  = s4_mask_in[27] & \$1125 ;
-  assign \$1127  = ~ s4_mask_in[29];
-  assign \$1128  = s4_mask_in[28] & \$1127 ;
-  assign \$1129  = ~ s4_mask_in[30];
-  assign \$1130  = s4_mask_in[29] & \$1129 ;
-  assign \$1131  = ~ s4_mask_in[31];
-  assign \$1132  = s4_mask_in[30] & \$1131 ;
-  assign \$1133  = ~ s4_mask_in[36];
-  assign \$1134  = s4_mask_in[35] & \$1133 ;
-  assign \$1135  = ~ s4_mask_in[37];
-  assign \$1136  = s4_mask_in[36] & \$1135 ;
-  assign \$1137  = ~ s4_mask_in[38];
-  assign \$1138  = s4_mask_in[37] & \$1137 ;
-  assign \$1139  = ~ s4_mask_in[39];
-  assign \$1140  = s4_mask_in[38] & \$1139 ;
-  assign \$1141  = | { \$1140 , \$1138 , \$1136 , \$1134 , \$1132 , \$1130 , \$1128 , \$1126 , \$1124 , \$1122 , \$1120 , \$1118 , \$1116 , \$1114 , \$1112 , \$1110 , \$1108 , \$1106 , \$1104 , \$1102  };
-  assign \$1142  = ~ s4_mask_in[8];
-  assign \$1143  = s4_mask_in[7] & \$1142 ;
-  assign \$1144  = ~ s4_mask_in[9];
-  assign \$1145  = s4_mask_in[8] & \$1144 ;
-  assign \$1146  = ~ s4_mask_in[10];
-  assign \$1147  = s4_mask_in[9] & \$1146 ;
-  assign \$1148  = ~ s4_mask_in[11];
-  assign \$1149  = s4_mask_in[10] & \$1148 ;
-  assign \$1150  = ~ s4_mask_in[12];
-  assign \$1151  = s4_mask_in[11] & \$1150 ;
-  assign \$1152  = ~ s4_mask_in[13];
-  assign \$1153  = s4_mask_in[12] & \$1152 ;
-  assign \$1154  = ~ s4_mask_in[14];
-  assign \$1155  = s4_mask_in[13] & \$1154 ;
-  assign \$1156  = ~ s4_mask_in[15];
-  assign \$1157  = s4_mask_in[14] & \$1156 ;
-  assign \$1158  = ~ s4_mask_in[24];
-  assign \$1159  = s4_mask_in[23] & \$1158 ;
-  assign \$1160  = ~ s4_mask_in[25];
-  assign \$1161  = s4_mask_in[24] & \$1160 ;
-  assign \$1162  = ~ s4_mask_in[26];
-  assign \$1163  = s4_mask_in[25] & \$1162 ;
-  assign \$1164  = ~ s4_mask_in[27];
-  assign \$1165  = s4_mask_in[26] & \$1164 ;
-  assign \$1166  = ~ s4_mask_in[28];
-  assign \$1167  = s4_mask_in[27] & \$1166 ;
-  assign \$1168  = ~ s4_mask_in[29];
-  assign \$1169  = s4_mask_in[28] & \$1168 ;
-  assign \$1170  = ~ s4_mask_in[30];
-  assign \$1171  = s4_mask_in[29] & \$1170 ;
-  assign \$1172  = ~ s4_mask_in[31];
-  assign \$1173  = s4_mask_in[30] & \$1172 ;
-  assign \$1174  = ~ s4_mask_in[40];
-  assign \$1175  = s4_mask_in[39] & \$1174 ;
-  assign \$1176  = ~ s4_mask_in[41];
-  assign \$1177  = s4_mask_in[40] & \$1176 ;
-  assign \$1178  = | { s4_mask_in[41], \$1177 , \$1175 , \$1173 , \$1171 , \$1169 , \$1167 , \$1165 , \$1163 , \$1161 , \$1159 , \$1157 , \$1155 , \$1153 , \$1151 , \$1149 , \$1147 , \$1145 , \$1143  };
-  assign \$1179  = ~ s4_mask_in[16];
-  assign \$1180  = s4_mask_in[15] & \$1179 ;
-  assign \$1181  = ~ s4_mask_in[17];
-  assign \$1182  = s4_mask_in[16] & \$1181 ;
-  assign \$1183  = ~ s4_mask_in[18];
-  assign \$1184  = s4_mask_in[17] & \$1183 ;
-  assign \$1185  = ~ s4_mask_in[19];
-  assign \$1186  = s4_mask_in[18] & \$1185 ;
-  assign \$1187  = ~ s4_mask_in[20];
-  assign \$1188  = s4_mask_in[19] & \$1187 ;
-  assign \$1189  = ~ s4_mask_in[21];
-  assign \$1190  = s4_mask_in[20] & \$1189 ;
-  assign \$1191  = ~ s4_mask_in[22];
-  assign \$1192  = s4_mask_in[21] & \$1191 ;
-  assign \$1193  = ~ s4_mask_in[23];
-  assign \$1194  = s4_mask_in[22] & \$1193 ;
-  assign \$1195  = ~ s4_mask_in[24];
-  assign \$1196  = s4_mask_in[23] & \$1195 ;
-  assign \$1197  = ~ s4_mask_in[25];
-  assign \$1198  = s4_mask_in[24] & \$1197 ;
-  assign \$1199  = ~ s4_mask_in[26];
-  assign \$1200  = s4_mask_in[25] & \$1199 ;
-  assign \$1201  = ~ s4_mask_in[27];
-  assign \$1202  = s4_mask_in[26] & \$1201 ;
-  assign \$1203  = ~ s4_mask_in[28];
-  assign \$1204  = s4_mask_in[27] & \$1203 ;
-  assign \$1205  = ~ s4_mask_in[29];
-  assign \$1206  = s4_mask_in[28] & \$1205 ;
-  assign \$1207  = ~ s4_mask_in[30];
-  assign \$1208  = s4_mask_in[29] & \$1207 ;
-  assign \$1209  = ~ s4_mask_in[31];
-  assign \$1210  = s4_mask_in[30] & \$1209 ;
-  assign \$1211  = | { \$1210 , \$1208 , \$1206 , \$1204 , \$1202 , \$1200 , \$1198 , \$1196 , \$1194 , \$1192 , \$1190 , \$1188 , \$1186 , \$1184 , \$1182 , \$1180  };
-  assign \$1212  = ~ s4_mask_in[32];
-  assign \$1213  = s4_mask_in[31] & \$1212 ;
-  assign \$1214  = ~ s4_mask_in[33];
-  assign \$1215  = s4_mask_in[32] & \$1214 ;
-  assign \$1216  = ~ s4_mask_in[34];
-  assign \$1217  = s4_mask_in[33] & \$1216 ;
-  assign \$1218  = ~ s4_mask_in[35];
-  assign \$1219  = s4_mask_in[34] & \$1218 ;
-  assign \$1220  = ~ s4_mask_in[36];
-  assign \$1221  = s4_mask_in[35] & \$1220 ;
-  assign \$1222  = ~ s4_mask_in[37];
-  assign \$1223  = s4_mask_in[36] & \$1222 ;
-  assign \$1224  = ~ s4_mask_in[38];
-  assign \$1225  = s4_mask_in[37] & \$1224 ;
-  assign \$1226  = ~ s4_mask_in[39];
-  assign \$1227  = s4_mask_in[38] & \$1226 ;
-  assign \$1228  = ~ s4_mask_in[40];
-  assign \$1229  = s4_mask_in[39] & \$1228 ;
-  assign \$1230  = ~ s4_mask_in[41];
-  assign \$1231  = s4_mask_in[40] & \$1230 ;
-  assign \$1232  = | { s4_mask_in[41], \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221 , \$1219 , \$1217 , \$1215 , \$1213  };
-  assign \$1233  = { \$1232 , \$1211 , \$1178 , \$1141 , \$1100 , \$1059  } + 1'h1;
-  assign \$1234  = s4_c_out + s4_mask_out;
-  assign \$1235  = ~ s4_mask_out;
-  assign \$1236  = \$1234  & { 1'h0, \$1235  };
-  assign \$1237  = ~ s4_mask_out[1];
-  assign \$1238  = s4_mask_out[0] & \$1237 ;
-  assign \$1239  = ~ s4_mask_out[3];
-  assign \$1240  = s4_mask_out[2] & \$1239 ;
-  assign \$1241  = ~ s4_mask_out[5];
-  assign \$1242  = s4_mask_out[4] & \$1241 ;
-  assign \$1243  = ~ s4_mask_out[7];
-  assign \$1244  = s4_mask_out[6] & \$1243 ;
-  assign \$1245  = ~ s4_mask_out[9];
-  assign \$1246  = s4_mask_out[8] & \$1245 ;
-  assign \$1247  = ~ s4_mask_out[11];
-  assign \$1248  = s4_mask_out[10] & \$1247 ;
-  assign \$1249  = ~ s4_mask_out[13];
-  assign \$1250  = s4_mask_out[12] & \$1249 ;
-  assign \$1251  = ~ s4_mask_out[15];
-  assign \$1252  = s4_mask_out[14] & \$1251 ;
-  assign \$1253  = ~ s4_mask_out[17];
-  assign \$1254  = s4_mask_out[16] & \$1253 ;
-  assign \$1255  = ~ s4_mask_out[19];
-  assign \$1256  = s4_mask_out[18] & \$1255 ;
-  assign \$1257  = ~ s4_mask_out[21];
-  assign \$1258  = s4_mask_out[20] & \$1257 ;
-  assign \$1259  = ~ s4_mask_out[23];
-  assign \$1260  = s4_mask_out[22] & \$1259 ;
-  assign \$1261  = ~ s4_mask_out[25];
-  assign \$1262  = s4_mask_out[24] & \$1261 ;
-  assign \$1263  = ~ s4_mask_out[27];
-  assign \$1264  = s4_mask_out[26] & \$1263 ;
-  assign \$1265  = ~ s4_mask_out[29];
-  assign \$1266  = s4_mask_out[28] & \$1265 ;
-  assign \$1267  = ~ s4_mask_out[31];
-  assign \$1268  = s4_mask_out[30] & \$1267 ;
-  assign \$1269  = ~ s4_mask_out[33];
-  assign \$1270  = s4_mask_out[32] & \$1269 ;
-  assign \$1271  = ~ s4_mask_out[35];
-  assign \$1272  = s4_mask_out[34] & \$1271 ;
-  assign \$1273  = ~ s4_mask_out[37];
-  assign \$1274  = s4_mask_out[36] & \$1273 ;
-  assign \$1275  = ~ s4_mask_out[39];
-  assign \$1276  = s4_mask_out[38] & \$1275 ;
-  assign \$1277  = ~ s4_mask_out[41];
-  assign \$1278  = s4_mask_out[40] & \$1277 ;
-  assign \$1279  = | { \$1278 , \$1276 , \$1274 , \$1272 , \$1270 , \$1268 , \$1266 , \$1264 , \$1262 , \$1260 , \$1258 , \$1256 , \$1254 , \$1252 , \$1250 , \$1248 , \$1246 , \$1244 , \$1242 , \$1240 , \$1238  };
-  assign \$1280  = ~ s4_mask_out[2];
-  assign \$1281  = s4_mask_out[1] & \$1280 ;
-  assign \$1282  = ~ s4_mask_out[3];
-  assign \$1283  = s4_mask_out[2] & \$1282 ;
-  assign \$1284  = ~ s4_mask_out[6];
-  assign \$1285  = s4_mask_out[5] & \$1284 ;
-  assign \$1286  = ~ s4_mask_out[7];
-  assign \$1287  = s4_mask_out[6] & \$1286 ;
-  assign \$1288  = ~ s4_mask_out[10];
-  assign \$1289  = s4_mask_out[9] & \$1288 ;
-  assign \$1290  = ~ s4_mask_out[11];
-  assign \$1291  = s4_mask_out[10] & \$1290 ;
-  assign \$1292  = ~ s4_mask_out[14];
-  assign \$1293  = s4_mask_out[13] & \$1292 ;
-  assign \$1294  = ~ s4_mask_out[15];
-  assign \$1295  = s4_mask_out[14] & \$1294 ;
-  assign \$1296  = ~ s4_mask_out[18];
-  assign \$1297  = s4_mask_out[17] & \$1296 ;
-  assign \$1298  = ~ s4_mask_out[19];
-  assign \$1299  = s4_mask_out[18] & \$1298 ;
-  assign \$1300  = ~ s4_mask_out[22];
-  assign \$1301  = s4_mask_out[21] & \$1300 ;
-  assign \$1302  = ~ s4_mask_out[23];
-  assign \$1303  = s4_mask_out[22] & \$1302 ;
-  assign \$1304  = ~ s4_mask_out[26];
-  assign \$1305  = s4_mask_out[25] & \$1304 ;
-  assign \$1306  = ~ s4_mask_out[27];
-  assign \$1307  = s4_mask_out[26] & \$1306 ;
-  assign \$1308  = ~ s4_mask_out[30];
-  assign \$1309  = s4_mask_out[29] & \$1308 ;
-  assign \$1310  = ~ s4_mask_out[31];
-  assign \$1311  = s4_mask_out[30] & \$1310 ;
-  assign \$1312  = ~ s4_mask_out[34];
-  assign \$1313  = s4_mask_out[33] & \$1312 ;
-  assign \$1314  = ~ s4_mask_out[35];
-  assign \$1315  = s4_mask_out[34] & \$1314 ;
-  assign \$1316  = ~ s4_mask_out[38];
-  assign \$1317  = s4_mask_out[37] & \$1316 ;
-  assign \$1318  = ~ s4_mask_out[39];
-  assign \$1319  = s4_mask_out[38] & \$1318 ;
-  assign \$1320  = | { s4_mask_out[41], \$1319 , \$1317 , \$1315 , \$1313 , \$1311 , \$1309 , \$1307 , \$1305 , \$1303 , \$1301 , \$1299 , \$1297 , \$1295 , \$1293 , \$1291 , \$1289 , \$1287 , \$1285 , \$1283 , \$1281  };
-  assign \$1321  = ~ s4_mask_out[4];
-  assign \$1322  = s4_mask_out[3] & \$1321 ;
-  assign \$1323  = ~ s4_mask_out[5];
-  assign \$1324  = s4_mask_out[4] & \$1323 ;
-  assign \$1325  = ~ s4_mask_out[6];
-  assign \$1326  = s4_mask_out[5] & \$1325 ;
-  assign \$1327  = ~ s4_mask_out[7];
-  assign \$1328  = s4_mask_out[6] & \$1327 ;
-  assign \$1329  = ~ s4_mask_out[12];
-  assign \$1330  = s4_mask_out[11] & \$1329 ;
-  assign \$1331  = ~ s4_mask_out[13];
-  assign \$1332  = s4_mask_out[12] & \$1331 ;
-  assign \$1333  = ~ s4_mask_out[14];
-  assign \$1334  = s4_mask_out[13] & \$1333 ;
-  assign \$1335  = ~ s4_mask_out[15];
-  assign \$1336  = s4_mask_out[14] & \$1335 ;
-  assign \$1337  = ~ s4_mask_out[20];
-  assign \$1338  = s4_mask_out[19] & \$1337 ;
-  assign \$1339  = ~ s4_mask_out[21];
-  assign \$1340  = s4_mask_out[20] & \$1339 ;
-  assign \$1341  = ~ s4_mask_out[22];
-  assign \$1342  = s4_mask_out[21] & \$1341 ;
-  assign \$1343  = ~ s4_mask_out[23];
-  assign \$1344  = s4_mask_out[22] & \$1343 ;
-  assign \$1345  = ~ s4_mask_out[28];
-  assign \$1346  = s4_mask_out[27] & \$1345 ;
-  assign \$1347  = ~ s4_mask_out[29];
-  assign \$1348  = s4_mask_out[28] & \$1347 ;
-  assign \$1349  = ~ s4_mask_out[30];
-  assign \$1350  = s4_mask_out[29] & \$1349 ;
-  assign \$1351  = ~ s4_mask_out[31];
-  assign \$1352  = s4_mask_out[30] & \$1351 ;
-  assign \$1353  = ~ s4_mask_out[36];
-  assign \$1354  = s4_mask_out[35] & \$1353 ;
-  assign \$1355  = ~ s4_mask_out[37];
-  assign \$1356  = s4_mask_out[36] & \$1355 ;
-  assign \$1357  = ~ s4_mask_out[38];
-  assign \$1358  = s4_mask_out[37] & \$1357 ;
-  assign \$1359  = ~ s4_mask_out[39];
-  assign \$1360  = s4_mask_out[38] & \$1359 ;
-  assign \$1361  = | { \$1360 , \$1358 , \$1356 , \$1354 , \$1352 , \$1350 , \$1348 , \$1346 , \$1344 , \$1342 , \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324 , \$1322  };
-  assign \$1362  = ~ s4_mask_out[8];
-  assign \$1363  = s4_mask_out[7] & \$1362 ;
-  assign \$1364  = ~ s4_mask_out[9];
-  assign \$1365  = s4_mask_out[8] & \$1364 ;
-  assign \$1366  = ~ s4_mask_out[10];
-  assign \$1367  = s4_mask_out[9] & \$1366 ;
-  assign \$1368  = ~ s4_mask_out[11];
-  assign \$1369  = s4_mask_out[10] & \$1368 ;
-  assign \$1370  = ~ s4_mask_out[12];
-  assign \$1371  = s4_mask_out[11] & \$1370 ;
-  assign \$1372  = ~ s4_mask_out[13];
-  assign \$1373  = s4_mask_out[12] & \$1372 ;
-  assign \$1374  = ~ s4_mask_out[14];
-  assign \$1375  = s4_mask_out[13] & \$1374 ;
-  assign \$1376  = ~ s4_mask_out[15];
-  assign \$1377  = s4_mask_out[14] & \$1376 ;
-  assign \$1378  = ~ s4_mask_out[24];
-  assign \$1379  = s4_mask_out[23] & \$1378 ;
-  assign \$1380  = ~ s4_mask_out[25];
-  assign \$1381  = s4_mask_out[24] & \$1380 ;
-  assign \$1382  = ~ s4_mask_out[26];
-  assign \$1383  = s4_mask_out[25] & \$1382 ;
-  assign \$1384  = ~ s4_mask_out[27];
-  assign \$1385  = s4_mask_out[26] & \$1384 ;
-  assign \$1386  = ~ s4_mask_out[28];
-  assign \$1387  = s4_mask_out[27] & \$1386 ;
-  assign \$1388  = ~ s4_mask_out[29];
-  assign \$1389  = s4_mask_out[28] & \$1388 ;
-  assign \$1390  = ~ s4_mask_out[30];
-  assign \$1391  = s4_mask_out[29] & \$1390 ;
-  assign \$1392  = ~ s4_mask_out[31];
-  assign \$1393  = s4_mask_out[30] & \$1392 ;
-  assign \$1394  = ~ s4_mask_out[40];
-  assign \$1395  = s4_mask_out[39] & \$1394 ;
-  assign \$1396  = ~ s4_mask_out[41];
-  assign \$1397  = s4_mask_out[40] & \$1396 ;
-  assign \$1398  = | { s4_mask_out[41], \$1397 , \$1395 , \$1393 , \$1391 , \$1389 , \$1387 , \$1385 , \$1383 , \$1381 , \$1379 , \$1377 , \$1375 , \$1373 , \$1371 , \$1369 , \$1367 , \$1365 , \$1363  };
-  assign \$1399  = ~ s4_mask_out[16];
-  assign \$1400  = s4_mask_out[15] & \$1399 ;
-  assign \$1401  = ~ s4_mask_out[17];
-  assign \$1402  = s4_mask_out[16] & \$1401 ;
-  assign \$1403  = ~ s4_mask_out[18];
-  assign \$1404  = s4_mask_out[17] & \$1403 ;
-  assign \$1405  = ~ s4_mask_out[19];
-  assign \$1406  = s4_mask_out[18] & \$1405 ;
-  assign \$1407  = ~ s4_mask_out[20];
-  assign \$1408  = s4_mask_out[19] & \$1407 ;
-  assign \$1409  = ~ s4_mask_out[21];
-  assign \$1410  = s4_mask_out[20] & \$1409 ;
-  assign \$1411  = ~ s4_mask_out[22];
-  assign \$1412  = s4_mask_out[21] & \$1411 ;
-  assign \$1413  = ~ s4_mask_out[23];
-  assign \$1414  = s4_mask_out[22] & \$1413 ;
-  assign \$1415  = ~ s4_mask_out[24];
-  assign \$1416  = s4_mask_out[23] & \$1415 ;
-  assign \$1417  = ~ s4_mask_out[25];
-  assign \$1418  = s4_mask_out[24] & \$1417 ;
-  assign \$1419  = ~ s4_mask_out[26];
-  assign \$1420  = s4_mask_out[25] & \$1419 ;
-  assign \$1421  = ~ s4_mask_out[27];
-  assign \$1422  = s4_mask_out[26] & \$1421 ;
-  assign \$1423  = ~ s4_mask_out[28];
-  assign \$1424  = s4_mask_out[27] & \$1423 ;
-  assign \$1425  = ~ s4_mask_out[29];
-  assign \$1426  = s4_mask_out[28] & \$1425 ;
-  assign \$1427  = ~ s4_mask_out[30];
-  assign \$1428  = s4_mask_out[29] & \$1427 ;
-  assign \$1429  = ~ s4_mask_out[31];
-  assign \$1430  = s4_mask_out[30] & \$1429 ;
-  assign \$1431  = | { \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420 , \$1418 , \$1416 , \$1414 , \$1412 , \$1410 , \$1408 , \$1406 , \$1404 , \$1402 , \$1400  };
-  assign \$1432  = ~ s4_mask_out[32];
-  assign \$1433  = s4_mask_out[31] & \$1432 ;
-  assign \$1434  = ~ s4_mask_out[33];
-  assign \$1435  = s4_mask_out[32] & \$1434 ;
-  assign \$1436  = ~ s4_mask_out[34];
-  assign \$1437  = s4_mask_out[33] & \$1436 ;
-  assign \$1438  = ~ s4_mask_out[35];
-  assign \$1439  = s4_mask_out[34] & \$1438 ;
-  assign \$1440  = ~ s4_mask_out[36];
-  assign \$1441  = s4_mask_out[35] & \$1440 ;
-  assign \$1442  = ~ s4_mask_out[37];
-  assign \$1443  = s4_mask_out[36] & \$1442 ;
-  assign \$1444  = ~ s4_mask_out[38];
-  assign \$1445  = s4_mask_out[37] & \$1444 ;
-  assign \$1446  = ~ s4_mask_out[39];
-  assign \$1447  = s4_mask_out[38] & \$1446 ;
-  assign \$1448  = ~ s4_mask_out[40];
-  assign \$1449  = s4_mask_out[39] & \$1448 ;
-  assign \$1450  = ~ s4_mask_out[41];
-  assign \$1451  = s4_mask_out[40] & \$1450 ;
-  assign \$1452  = | { s4_mask_out[41], \$1451 , \$1449 , \$1447 , \$1445 , \$1443 , \$1441 , \$1439 , \$1437 , \$1435 , \$1433  };
-  assign \$1453  = s4_mask_out[0] | s4_c_out[10];
-  assign \$1454  = ~ s4_mask_out[1];
-  assign \$1455  = s4_mask_out[0] & \$1454 ;
-  assign \$1456  = ~ s4_mask_out[3];
-  assign \$1457  = s4_mask_out[2] & \$1456 ;
-  assign \$1458  = ~ s4_mask_out[5];
-  assign \$1459  = s4_mask_out[4] & \$1458 ;
-  assign \$1460  = ~ s4_mask_out[7];
-  assign \$1461  = s4_mask_out[6] & \$1460 ;
-  assign \$1462  = ~ s4_mask_out[9];
-  assign \$1463  = s4_mask_out[8] & \$1462 ;
-  assign \$1464  = ~ s4_mask_out[11];
-  assign \$1465  = s4_mask_out[10] & \$1464 ;
-  assign \$1466  = ~ s4_mask_out[13];
-  assign \$1467  = s4_mask_out[12] & \$1466 ;
-  assign \$1468  = ~ s4_mask_out[15];
-  assign \$1469  = s4_mask_out[14] & \$1468 ;
-  assign \$1470  = ~ s4_mask_out[17];
-  assign \$1471  = s4_mask_out[16] & \$1470 ;
-  assign \$1472  = ~ s4_mask_out[19];
-  assign \$1473  = s4_mask_out[18] & \$1472 ;
-  assign \$1474  = ~ s4_mask_out[21];
-  assign \$1475  = s4_mask_out[20] & \$1474 ;
-  assign \$1476  = ~ s4_mask_out[23];
-  assign \$1477  = s4_mask_out[22] & \$1476 ;
-  assign \$1478  = ~ s4_mask_out[25];
-  assign \$1479  = s4_mask_out[24] & \$1478 ;
-  assign \$1480  = ~ s4_mask_out[27];
-  assign \$1481  = s4_mask_out[26] & \$1480 ;
-  assign \$1482  = ~ s4_mask_out[29];
-  assign \$1483  = s4_mask_out[28] & \$1482 ;
-  assign \$1484  = ~ s4_mask_out[31];
-  assign \$1485  = s4_mask_out[30] & \$1484 ;
-  assign \$1486  = ~ s4_mask_out[33];
-  assign \$1487  = s4_mask_out[32] & \$1486 ;
-  assign \$1488  = ~ s4_mask_out[35];
-  assign \$1489  = s4_mask_out[34] & \$1488 ;
-  assign \$1490  = ~ s4_mask_out[37];
-  assign \$1491  = s4_mask_out[36] & \$1490 ;
-  assign \$1492  = ~ s4_mask_out[39];
-  assign \$1493  = s4_mask_out[38] & \$1492 ;
-  assign \$1494  = ~ s4_mask_out[41];
-  assign \$1495  = s4_mask_out[40] & \$1494 ;
-  assign \$1496  = | { \$1495 , \$1493 , \$1491 , \$1489 , \$1487 , \$1485 , \$1483 , \$1481 , \$1479 , \$1477 , \$1475 , \$1473 , \$1471 , \$1469 , \$1467 , \$1465 , \$1463 , \$1461 , \$1459 , \$1457 , \$1455  };
-  assign \$1497  = ~ s4_mask_out[2];
-  assign \$1498  = s4_mask_out[1] & \$1497 ;
-  assign \$1499  = ~ s4_mask_out[3];
-  assign \$1500  = s4_mask_out[2] & \$1499 ;
-  assign \$1501  = ~ s4_mask_out[6];
-  assign \$1502  = s4_mask_out[5] & \$1501 ;
-  assign \$1503  = ~ s4_mask_out[7];
-  assign \$1504  = s4_mask_out[6] & \$1503 ;
-  assign \$1505  = ~ s4_mask_out[10];
-  assign \$1506  = s4_mask_out[9] & \$1505 ;
-  assign \$1507  = ~ s4_mask_out[11];
-  assign \$1508  = s4_mask_out[10] & \$1507 ;
-  assign \$1509  = ~ s4_mask_out[14];
-  assign \$1510  = s4_mask_out[13] & \$1509 ;
-  assign \$1511  = ~ s4_mask_out[15];
-  assign \$1512  = s4_mask_out[14] & \$1511 ;
-  assign \$1513  = ~ s4_mask_out[18];
-  assign \$1514  = s4_mask_out[17] & \$1513 ;
-  assign \$1515  = ~ s4_mask_out[19];
-  assign \$1516  = s4_mask_out[18] & \$1515 ;
-  assign \$1517  = ~ s4_mask_out[22];
-  assign \$1518  = s4_mask_out[21] & \$1517 ;
-  assign \$1519  = ~ s4_mask_out[23];
-  assign \$1520  = s4_mask_out[22] & \$1519 ;
-  assign \$1521  = ~ s4_mask_out[26];
-  assign \$1522  = s4_mask_out[25] & \$1521 ;
-  assign \$1523  = ~ s4_mask_out[27];
-  assign \$1524  = s4_mask_out[26] & \$1523 ;
-  assign \$1525  = ~ s4_mask_out[30];
-  assign \$1526  = s4_mask_out[29] & \$1525 ;
-  assign \$1527  = ~ s4_mask_out[31];
-  assign \$1528  = s4_mask_out[30] & \$1527 ;
-  assign \$1529  = ~ s4_mask_out[34];
-  assign \$1530  = s4_mask_out[33] & \$1529 ;
-  assign \$1531  = ~ s4_mask_out[35];
-  assign \$1532  = s4_mask_out[34] & \$1531 ;
-  assign \$1533  = ~ s4_mask_out[38];
-  assign \$1534  = s4_mask_out[37] & \$1533 ;
-  assign \$1535  = ~ s4_mask_out[39];
-  assign \$1536  = s4_mask_out[38] & \$1535 ;
-  assign \$1537  = | { s4_mask_out[41], \$1536 , \$1534 , \$1532 , \$1530 , \$1528 , \$1526 , \$1524 , \$1522 , \$1520 , \$1518 , \$1516 , \$1514 , \$1512 , \$1510 , \$1508 , \$1506 , \$1504 , \$1502 , \$1500 , \$1498  };
-  assign \$1538  = ~ s4_mask_out[4];
-  assign \$1539  = s4_mask_out[3] & \$1538 ;
-  assign \$1540  = ~ s4_mask_out[5];
-  assign \$1541  = s4_mask_out[4] & \$1540 ;
-  assign \$1542  = ~ s4_mask_out[6];
-  assign \$1543  = s4_mask_out[5] & \$1542 ;
-  assign \$1544  = ~ s4_mask_out[7];
-  assign \$1545  = s4_mask_out[6] & \$1544 ;
-  assign \$1546  = ~ s4_mask_out[12];
-  assign \$1547  = s4_mask_out[11] & \$1546 ;
-  assign \$1548  = ~ s4_mask_out[13];
-  assign \$1549  = s4_mask_out[12] & \$1548 ;
-  assign \$1550  = ~ s4_mask_out[14];
-  assign \$1551  = s4_mask_out[13] & \$1550 ;
-  assign \$1552  = ~ s4_mask_out[15];
-  assign \$1553  = s4_mask_out[14] & \$1552 ;
-  assign \$1554  = ~ s4_mask_out[20];
-  assign \$1555  = s4_mask_out[19] & \$1554 ;
-  assign \$1556  = ~ s4_mask_out[21];
-  assign \$1557  = s4_mask_out[20] & \$1556 ;
-  assign \$1558  = ~ s4_mask_out[22];
-  assign \$1559  = s4_mask_out[21] & \$1558 ;
-  assign \$1560  = ~ s4_mask_out[23];
-  assign \$1561  = s4_mask_out[22] & \$1560 ;
-  assign \$1562  = ~ s4_mask_out[28];
-  assign \$1563  = s4_mask_out[27] & \$1562 ;
-  assign \$1564  = ~ s4_mask_out[29];
-  assign \$1565  = s4_mask_out[28] & \$1564 ;
-  assign \$1566  = ~ s4_mask_out[30];
-  assign \$1567  = s4_mask_out[29] & \$1566 ;
-  assign \$1568  = ~ s4_mask_out[31];
-  assign \$1569  = s4_mask_out[30] & \$1568 ;
-  assign \$1570  = ~ s4_mask_out[36];
-  assign \$1571  = s4_mask_out[35] & \$1570 ;
-  assign \$1572  = ~ s4_mask_out[37];
-  assign \$1573  = s4_mask_out[36] & \$1572 ;
-  assign \$1574  = ~ s4_mask_out[38];
-  assign \$1575  = s4_mask_out[37] & \$1574 ;
-  assign \$1576  = ~ s4_mask_out[39];
-  assign \$1577  = s4_mask_out[38] & \$1576 ;
-  assign \$1578  = | { \$1577 , \$1575 , \$1573 , \$1571 , \$1569 , \$1567 , \$1565 , \$1563 , \$1561 , \$1559 , \$1557 , \$1555 , \$1553 , \$1551 , \$1549 , \$1547 , \$1545 , \$1543 , \$1541 , \$1539  };
-  assign \$1579  = ~ s4_mask_out[8];
-  assign \$1580  = s4_mask_out[7] & \$1579 ;
-  assign \$1581  = ~ s4_mask_out[9];
-  assign \$1582  = s4_mask_out[8] & \$1581 ;
-  assign \$1583  = ~ s4_mask_out[10];
-  assign \$1584  = s4_mask_out[9] & \$1583 ;
-  assign \$1585  = ~ s4_mask_out[11];
-  assign \$1586  = s4_mask_out[10] & \$1585 ;
-  assign \$1587  = ~ s4_mask_out[12];
-  assign \$1588  = s4_mask_out[11] & \$1587 ;
-  assign \$1589  = ~ s4_mask_out[13];
-  assign \$1590  = s4_mask_out[12] & \$1589 ;
-  assign \$1591  = ~ s4_mask_out[14];
-  assign \$1592  = s4_mask_out[13] & \$1591 ;
-  assign \$1593  = ~ s4_mask_out[15];
-  assign \$1594  = s4_mask_out[14] & \$1593 ;
-  assign \$1595  = ~ s4_mask_out[24];
-  assign \$1596  = s4_mask_out[23] & \$1595 ;
-  assign \$1597  = ~ s4_mask_out[25];
-  assign \$1598  = s4_mask_out[24] & \$1597 ;
-  assign \$1599  = ~ s4_mask_out[26];
-  assign \$1600  = s4_mask_out[25] & \$1599 ;
-  assign \$1601  = ~ s4_mask_out[27];
-  assign \$1602  = s4_mask_out[26] & \$1601 ;
-  assign \$1603  = ~ s4_mask_out[28];
-  assign \$1604  = s4_mask_out[27] & \$1603 ;
-  assign \$1605  = ~ s4_mask_out[29];
-  assign \$1606  = s4_mask_out[28] & \$1605 ;
-  assign \$1607  = ~ s4_mask_out[30];
-  assign \$1608  = s4_mask_out[29] & \$1607 ;
-  assign \$1609  = ~ s4_mask_out[31];
-  assign \$1610  = s4_mask_out[30] & \$1609 ;
-  assign \$1611  = ~ s4_mask_out[40];
-  assign \$1612  = s4_mask_out[39] & \$1611 ;
-  assign \$1613  = ~ s4_mask_out[41];
-  assign \$1614  = s4_mask_out[40] & \$1613 ;
-  assign \$1615  = | { s4_mask_out[41], \$1614 , \$1612 , \$1610 , \$1608 , \$1606 , \$1604 , \$1602 , \$1600 , \$1598 , \$1596 , \$1594 , \$1592 , \$1590 , \$1588 , \$1586 , \$1584 , \$1582 , \$1580  };
-  assign \$1616  = ~ s4_mask_out[16];
-  assign \$1617  = s4_mask_out[15] & \$1616 ;
-  assign \$1618  = ~ s4_mask_out[17];
-  assign \$1619  = s4_mask_out[16] & \$1618 ;
-  assign \$1620  = ~ s4_mask_out[18];
-  assign \$1621  = s4_mask_out[17] & \$1620 ;
-  assign \$1622  = ~ s4_mask_out[19];
-  assign \$1623  = s4_mask_out[18] & \$1622 ;
-  assign \$1624  = ~ s4_mask_out[20];
-  assign \$1625  = s4_mask_out[19] & \$1624 ;
-  assign \$1626  = ~ s4_mask_out[21];
-  assign \$1627  = s4_mask_out[20] & \$1626 ;
-  assign \$1628  = ~ s4_mask_out[22];
-  assign \$1629  = s4_mask_out[21] & \$1628 ;
-  assign \$1630  = ~ s4_mask_out[23];
-  assign \$1631  = s4_mask_out[22] & \$1630 ;
-  assign \$1632  = ~ s4_mask_out[24];
-  assign \$1633  = s4_mask_out[23] & \$1632 ;
-  assign \$1634  = ~ s4_mask_out[25];
-  assign \$1635  = s4_mask_out[24] & \$1634 ;
-  assign \$1636  = ~ s4_mask_out[26];
-  assign \$1637  = s4_mask_out[25] & \$1636 ;
-  assign \$1638  = ~ s4_mask_out[27];
-  assign \$1639  = s4_mask_out[26] & \$1638 ;
-  assign \$1640  = ~ s4_mask_out[28];
-  assign \$1641  = s4_mask_out[27] & \$1640 ;
-  assign \$1642  = ~ s4_mask_out[29];
-  assign \$1643  = s4_mask_out[28] & \$1642 ;
-  assign \$1644  = ~ s4_mask_out[30];
-  assign \$1645  = s4_mask_out[29] & \$1644 ;
-  assign \$1646  = ~ s4_mask_out[31];
-  assign \$1647  = s4_mask_out[30] & \$1646 ;
-  assign \$1648  = | { \$1647 , \$1645 , \$1643 , \$1641 , \$1639 , \$1637 , \$1635 , \$1633 , \$1631 , \$1629 , \$1627 , \$1625 , \$1623 , \$1621 , \$1619 , \$1617  };
-  assign \$1649  = ~ s4_mask_out[32];
-  assign \$1650  = s4_mask_out[31] & \$1649 ;
-  assign \$1651  = ~ s4_mask_out[33];
-  assign \$1652  = s4_mask_out[32] & \$1651 ;
-  assign \$1653  = ~ s4_mask_out[34];
-  assign \$1654  = s4_mask_out[33] & \$1653 ;
-  assign \$1655  = ~ s4_mask_out[35];
-  assign \$1656  = s4_mask_out[34] & \$1655 ;
-  assign \$1657  = ~ s4_mask_out[36];
-  assign \$1658  = s4_mask_out[35] & \$1657 ;
-  assign \$1659  = ~ s4_mask_out[37];
-  assign \$1660  = s4_mask_out[36] & \$1659 ;
-  assign \$1661  = ~ s4_mask_out[38];
-  assign \$1662  = s4_mask_out[37] & \$1661 ;
-  assign \$1663  = ~ s4_mask_out[39];
-  assign \$1664  = s4_mask_out[38] & \$1663 ;
-  assign \$1665  = ~ s4_mask_out[40];
-  assign \$1666  = s4_mask_out[39] & \$1665 ;
-  assign \$1667  = ~ s4_mask_out[41];
-  assign \$1668  = s4_mask_out[40] & \$1667 ;
-  assign \$1669  = | { s4_mask_out[41], \$1668 , \$1666 , \$1664 , \$1662 , \$1660 , \$1658 , \$1656 , \$1654 , \$1652 , \$1650  };
-  assign \$1670  = { \$1669 , \$1648 , \$1615 , \$1578 , \$1537 , \$1496  } + 1'h1;
-  assign \$1672  = s5_shift_mid[5] ? \$1671  : s5_step_mid;
-  assign \$1675  = s5_shift_mid[5] ? \$1674  : s5_step_mid;
-  assign \$1676  = s5_shift_mid[4] ? \$1673  : \$1675 ;
-  assign \$1679  = s5_shift_mid[5] ? \$1678  : s5_step_mid;
-  assign \$1682  = s5_shift_mid[5] ? \$1681  : s5_step_mid;
-  assign \$1683  = s5_shift_mid[4] ? \$1680  : \$1682 ;
-  assign \$1684  = s5_shift_mid[3] ? \$1677  : \$1683 [26:0];
-  assign \$1687  = s5_shift_mid[5] ? \$1686  : s5_step_mid;
-  assign \$1690  = s5_shift_mid[5] ? \$1689  : s5_step_mid;
-  assign \$1691  = s5_shift_mid[4] ? \$1688  : \$1690 ;
-  assign \$1694  = s5_shift_mid[5] ? \$1693  : s5_step_mid;
-  assign \$1697  = s5_shift_mid[5] ? \$1696  : s5_step_mid;
-  assign \$1698  = s5_shift_mid[4] ? \$1695  : \$1697 ;
-  assign \$1699  = s5_shift_mid[3] ? \$1692  : \$1698 [26:0];
-  assign \$1700  = s5_shift_mid[2] ? \$1685  : \$1699 [18:0];
+  assign \$208  = c_b[17:0] * c_nl;
+  assign \$209  = c_b[35:18] * c_nl;
+  assign \$210  = c_b[40:36] * c_nl;
+  assign \$211  = c_a[17:0] * c_mu;
+  assign \$212  = c_a[35:18] * c_mu;
+  assign \$213  = c_a[40:36] * c_mu;
+  assign \$215  = 1'h0 + \$214 ;
+  assign \$217  = \$215  + \$216 ;
+  assign \$219  = \$217  + \$218 ;
+  assign \$221  = 1'h0 + \$220 ;
+  assign \$223  = \$221  + \$222 ;
+  assign \$225  = \$223  + \$224 ;
+  assign \$226  = ~ q_lok;
+  assign \$227  = q_bl < q_am;
+  assign \$228  = \$226  | \$227 ;
+  assign \$229  = q_uok & \$228 ;
+  assign \$230  = \$229  ? q_nu : q_nl;
+  assign \$231  = ~ q_lok;
+  assign \$232  = q_bl < q_am;
+  assign \$233  = \$231  | \$232 ;
+  assign \$234  = q_uok & \$233 ;
+  assign \$235  = \$234  ? q_b : q_a;
+  assign \$236  = ~ q_lok;
+  assign \$237  = q_bl < q_am;
+  assign \$238  = \$236  | \$237 ;
+  assign \$239  = q_uok & \$238 ;
+  assign \$240  = \$239  ? q_mu : q_nl;
+  assign \$242  = r_ext[17:0] * r_rec;
+  assign \$243  = r_ext[35:18] * r_rec;
+  assign \$244  = r_ext[40:36] * r_rec;
+  assign \$245  = r_inner * 16'h8000;
+  assign \$246  = r_outer * 17'h10000;
+  assign \$247  = | \$2478 [41:0];
+  assign \$248  = | \$2478 [41:1];
+  assign \$249  = | \$2478 [41:2];
+  assign \$250  = | \$2478 [41:3];
+  assign \$251  = | \$2478 [41:4];
+  assign \$252  = | \$2478 [41:5];
+  assign \$253  = | \$2478 [41:6];
+  assign \$254  = | \$2478 [41:7];
+  assign \$255  = | \$2478 [41:8];
+  assign \$256  = | \$2478 [41:9];
+  assign \$257  = | \$2478 [41:10];
+  assign \$258  = | \$2478 [41:11];
+  assign \$259  = | \$2478 [41:12];
+  assign \$260  = | \$2478 [41:13];
+  assign \$261  = | \$2478 [41:14];
+  assign \$262  = | \$2478 [41:15];
+  assign \$263  = | \$2478 [41:16];
+  assign \$264  = | \$2478 [41:17];
+  assign \$265  = | \$2478 [41:18];
+  assign \$266  = | \$2478 [41:19];
+  assign \$267  = | \$2478 [41:20];
+  assign \$268  = | \$2478 [41:21];
+  assign \$269  = | \$2478 [41:22];
+  assign \$270  = | \$2478 [41:23];
+  assign \$271  = | \$2478 [41:24];
+  assign \$272  = | \$2478 [41:25];
+  assign \$273  = | \$2478 [41:26];
+  assign \$274  = | \$2478 [41:27];
+  assign \$275  = | \$2478 [41:28];
+  assign \$276  = | \$2478 [41:29];
+  assign \$277  = | \$2478 [41:30];
+  assign \$278  = | \$2478 [41:31];
+  assign \$279  = | \$2478 [41:32];
+  assign \$280  = | \$2478 [41:33];
+  assign \$281  = | \$2478 [41:34];
+  assign \$282  = | \$2478 [41:35];
+  assign \$283  = | \$2478 [41:36];
+  assign \$284  = | \$2478 [41:37];
+  assign \$285  = | \$2478 [41:38];
+  assign \$286  = | \$2478 [41:39];
+  assign \$287  = | \$2478 [41:40];
+  assign \$290  = | \$2481 [41:0];
+  assign \$291  = | \$2481 [41:1];
+  assign \$292  = | \$2481 [41:2];
+  assign \$293  = | \$2481 [41:3];
+  assign \$294  = | \$2481 [41:4];
+  assign \$295  = | \$2481 [41:5];
+  assign \$296  = | \$2481 [41:6];
+  assign \$297  = | \$2481 [41:7];
+  assign \$298  = | \$2481 [41:8];
+  assign \$299  = | \$2481 [41:9];
+  assign \$300  = | \$2481 [41:10];
+  assign \$301  = | \$2481 [41:11];
+  assign \$302  = | \$2481 [41:12];
+  assign \$303  = | \$2481 [41:13];
+  assign \$304  = | \$2481 [41:14];
+  assign \$305  = | \$2481 [41:15];
+  assign \$306  = | \$2481 [41:16];
+  assign \$307  = | \$2481 [41:17];
+  assign \$308  = | \$2481 [41:18];
+  assign \$309  = | \$2481 [41:19];
+  assign \$310  = | \$2481 [41:20];
+  assign \$311  = | \$2481 [41:21];
+  assign \$312  = | \$2481 [41:22];
+  assign \$313  = | \$2481 [41:23];
+  assign \$314  = | \$2481 [41:24];
+  assign \$315  = | \$2481 [41:25];
+  assign \$316  = | \$2481 [41:26];
+  assign \$317  = | \$2481 [41:27];
+  assign \$318  = | \$2481 [41:28];
+  assign \$319  = | \$2481 [41:29];
+  assign \$320  = | \$2481 [41:30];
+  assign \$321  = | \$2481 [41:31];
+  assign \$322  = | \$2481 [41:32];
+  assign \$323  = | \$2481 [41:33];
+  assign \$324  = | \$2481 [41:34];
+  assign \$325  = | \$2481 [41:35];
+  assign \$326  = | \$2481 [41:36];
+  assign \$327  = | \$2481 [41:37];
+  assign \$328  = | \$2481 [41:38];
+  assign \$329  = | \$2481 [41:39];
+  assign \$330  = | \$2481 [41:40];
+  assign \$333  = | \$2484 [41:0];
+  assign \$334  = | \$2484 [41:1];
+  assign \$335  = | \$2484 [41:2];
+  assign \$336  = | \$2484 [41:3];
+  assign \$337  = | \$2484 [41:4];
+  assign \$338  = | \$2484 [41:5];
+  assign \$339  = | \$2484 [41:6];
+  assign \$340  = | \$2484 [41:7];
+  assign \$341  = | \$2484 [41:8];
+  assign \$342  = | \$2484 [41:9];
+  assign \$343  = | \$2484 [41:10];
+  assign \$344  = | \$2484 [41:11];
+  assign \$345  = | \$2484 [41:12];
+  assign \$346  = | \$2484 [41:13];
+  assign \$347  = | \$2484 [41:14];
+  assign \$348  = | \$2484 [41:15];
+  assign \$349  = | \$2484 [41:16];
+  assign \$350  = | \$2484 [41:17];
+  assign \$351  = | \$2484 [41:18];
+  assign \$352  = | \$2484 [41:19];
+  assign \$353  = | \$2484 [41:20];
+  assign \$354  = | \$2484 [41:21];
+  assign \$355  = | \$2484 [41:22];
+  assign \$356  = | \$2484 [41:23];
+  assign \$357  = | \$2484 [41:24];
+  assign \$358  = | \$2484 [41:25];
+  assign \$359  = | \$2484 [41:26];
+  assign \$360  = | \$2484 [41:27];
+  assign \$361  = | \$2484 [41:28];
+  assign \$362  = | \$2484 [41:29];
+  assign \$363  = | \$2484 [41:30];
+  assign \$364  = | \$2484 [41:31];
+  assign \$365  = | \$2484 [41:32];
+  assign \$366  = | \$2484 [41:33];
+  assign \$367  = | \$2484 [41:34];
+  assign \$368  = | \$2484 [41:35];
+  assign \$369  = | \$2484 [41:36];
+  assign \$370  = | \$2484 [41:37];
+  assign \$371  = | \$2484 [41:38];
+  assign \$372  = | \$2484 [41:39];
+  assign \$373  = | \$2484 [41:40];
+  assign \$376  = s4_c_mid + s4_mask_mid;
+  assign \$377  = ~ s4_mask_mid;
+  assign \$378  = \$376  & { 1'h0, \$377  };
+  assign \$379  = ~ s4_mask_mid[1];
+  assign \$380  = s4_mask_mid[0] & \$379 ;
+  assign \$381  = ~ s4_mask_mid[3];
+  assign \$382  = s4_mask_mid[2] & \$381 ;
+  assign \$383  = ~ s4_mask_mid[5];
+  assign \$384  = s4_mask_mid[4] & \$383 ;
+  assign \$385  = ~ s4_mask_mid[7];
+  assign \$386  = s4_mask_mid[6] & \$385 ;
+  assign \$387  = ~ s4_mask_mid[9];
+  assign \$388  = s4_mask_mid[8] & \$387 ;
+  assign \$389  = ~ s4_mask_mid[11];
+  assign \$390  = s4_mask_mid[10] & \$389 ;
+  assign \$391  = ~ s4_mask_mid[13];
+  assign \$392  = s4_mask_mid[12] & \$391 ;
+  assign \$393  = ~ s4_mask_mid[15];
+  assign \$394  = s4_mask_mid[14] & \$393 ;
+  assign \$395  = ~ s4_mask_mid[17];
+  assign \$396  = s4_mask_mid[16] & \$395 ;
+  assign \$397  = ~ s4_mask_mid[19];
+  assign \$398  = s4_mask_mid[18] & \$397 ;
+  assign \$399  = ~ s4_mask_mid[21];
+  assign \$400  = s4_mask_mid[20] & \$399 ;
+  assign \$401  = ~ s4_mask_mid[23];
+  assign \$402  = s4_mask_mid[22] & \$401 ;
+  assign \$403  = ~ s4_mask_mid[25];
+  assign \$404  = s4_mask_mid[24] & \$403 ;
+  assign \$405  = ~ s4_mask_mid[27];
+  assign \$406  = s4_mask_mid[26] & \$405 ;
+  assign \$407  = ~ s4_mask_mid[29];
+  assign \$408  = s4_mask_mid[28] & \$407 ;
+  assign \$409  = ~ s4_mask_mid[31];
+  assign \$410  = s4_mask_mid[30] & \$409 ;
+  assign \$411  = ~ s4_mask_mid[33];
+  assign \$412  = s4_mask_mid[32] & \$411 ;
+  assign \$413  = ~ s4_mask_mid[35];
+  assign \$414  = s4_mask_mid[34] & \$413 ;
+  assign \$415  = ~ s4_mask_mid[37];
+  assign \$416  = s4_mask_mid[36] & \$415 ;
+  assign \$417  = ~ s4_mask_mid[39];
+  assign \$418  = s4_mask_mid[38] & \$417 ;
+  assign \$419  = ~ s4_mask_mid[41];
+  assign \$420  = s4_mask_mid[40] & \$419 ;
+  assign \$421  = | { \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388 , \$386 , \$384 , \$382 , \$380  };
+  assign \$422  = ~ s4_mask_mid[2];
+  assign \$423  = s4_mask_mid[1] & \$422 ;
+  assign \$424  = ~ s4_mask_mid[3];
+  assign \$425  = s4_mask_mid[2] & \$424 ;
+  assign \$426  = ~ s4_mask_mid[6];
+  assign \$427  = s4_mask_mid[5] & \$426 ;
+  assign \$428  = ~ s4_mask_mid[7];
+  assign \$429  = s4_mask_mid[6] & \$428 ;
+  assign \$430  = ~ s4_mask_mid[10];
+  assign \$431  = s4_mask_mid[9] & \$430 ;
+  assign \$432  = ~ s4_mask_mid[11];
+  assign \$433  = s4_mask_mid[10] & \$432 ;
+  assign \$434  = ~ s4_mask_mid[14];
+  assign \$435  = s4_mask_mid[13] & \$434 ;
+  assign \$436  = ~ s4_mask_mid[15];
+  assign \$437  = s4_mask_mid[14] & \$436 ;
+  assign \$438  = ~ s4_mask_mid[18];
+  assign \$439  = s4_mask_mid[17] & \$438 ;
+  assign \$440  = ~ s4_mask_mid[19];
+  assign \$441  = s4_mask_mid[18] & \$440 ;
+  assign \$442  = ~ s4_mask_mid[22];
+  assign \$443  = s4_mask_mid[21] & \$442 ;
+  assign \$444  = ~ s4_mask_mid[23];
+  assign \$445  = s4_mask_mid[22] & \$444 ;
+  assign \$446  = ~ s4_mask_mid[26];
+  assign \$447  = s4_mask_mid[25] & \$446 ;
+  assign \$448  = ~ s4_mask_mid[27];
+  assign \$449  = s4_mask_mid[26] & \$448 ;
+  assign \$450  = ~ s4_mask_mid[30];
+  assign \$451  = s4_mask_mid[29] & \$450 ;
+  assign \$452  = ~ s4_mask_mid[31];
+  assign \$453  = s4_mask_mid[30] & \$452 ;
+  assign \$454  = ~ s4_mask_mid[34];
+  assign \$455  = s4_mask_mid[33] & \$454 ;
+  assign \$456  = ~ s4_mask_mid[35];
+  assign \$457  = s4_mask_mid[34] & \$456 ;
+  assign \$458  = ~ s4_mask_mid[38];
+  assign \$459  = s4_mask_mid[37] & \$458 ;
+  assign \$460  = ~ s4_mask_mid[39];
+  assign \$461  = s4_mask_mid[38] & \$460 ;
+  assign \$462  = | { s4_mask_mid[41], \$461 , \$459 , \$457 , \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435 , \$433 , \$431 , \$429 , \$427 , \$425 , \$423  };
+  assign \$463  = ~ s4_mask_mid[4];
+  assign \$464  = s4_mask_mid[3] & \$463 ;
+  assign \$465  = ~ s4_mask_mid[5];
+  assign \$466  = s4_mask_mid[4] & \$465 ;
+  assign \$467  = ~ s4_mask_mid[6];
+  assign \$468  = s4_mask_mid[5] & \$467 ;
+  assign \$469  = ~ s4_mask_mid[7];
+  assign \$470  = s4_mask_mid[6] & \$469 ;
+  assign \$471  = ~ s4_mask_mid[12];
+  assign \$472  = s4_mask_mid[11] & \$471 ;
+  assign \$473  = ~ s4_mask_mid[13];
+  assign \$474  = s4_mask_mid[12] & \$473 ;
+  assign \$475  = ~ s4_mask_mid[14];
+  assign \$476  = s4_mask_mid[13] & \$475 ;
+  assign \$477  = ~ s4_mask_mid[15];
+  assign \$478  = s4_mask_mid[14] & \$477 ;
+  assign \$479  = ~ s4_mask_mid[20];
+  assign \$480  = s4_mask_mid[19] & \$479 ;
+  assign \$481  = ~ s4_mask_mid[21];
+  assign \$482  = s4_mask_mid[20] & \$481 ;
+  assign \$483  = ~ s4_mask_mid[22];
+  assign \$484  = s4_mask_mid[21] & \$483 ;
+  assign \$485  = ~ s4_mask_mid[23];
+  assign \$486  = s4_mask_mid[22] & \$485 ;
+  assign \$487  = ~ s4_mask_mid[28];
+  assign \$488  = s4_mask_mid[27] & \$487 ;
+  assign \$489  = ~ s4_mask_mid[29];
+  assign \$490  = s4_mask_mid[28] & \$489 ;
+  assign \$491  = ~ s4_mask_mid[30];
+  assign \$492  = s4_mask_mid[29] & \$491 ;
+  assign \$493  = ~ s4_mask_mid[31];
+  assign \$494  = s4_mask_mid[30] & \$493 ;
+  assign \$495  = ~ s4_mask_mid[36];
+  assign \$496  = s4_mask_mid[35] & \$495 ;
+  assign \$497  = ~ s4_mask_mid[37];
+  assign \$498  = s4_mask_mid[36] & \$497 ;
+  assign \$499  = ~ s4_mask_mid[38];
+  assign \$500  = s4_mask_mid[37] & \$499 ;
+  assign \$501  = ~ s4_mask_mid[39];
+  assign \$502  = s4_mask_mid[38] & \$501 ;
+  assign \$503  = | { \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482 , \$480 , \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464  };
+  assign \$504  = ~ s4_mask_mid[8];
+  assign \$505  = s4_mask_mid[7] & \$504 ;
+  assign \$506  = ~ s4_mask_mid[9];
+  assign \$507  = s4_mask_mid[8] & \$506 ;
+  assign \$508  = ~ s4_mask_mid[10];
+  assign \$509  = s4_mask_mid[9] & \$508 ;
+  assign \$510  = ~ s4_mask_mid[11];
+  assign \$511  = s4_mask_mid[10] & \$510 ;
+  assign \$512  = ~ s4_mask_mid[12];
+  assign \$513  = s4_mask_mid[11] & \$512 ;
+  assign \$514  = ~ s4_mask_mid[13];
+  assign \$515  = s4_mask_mid[12] & \$514 ;
+  assign \$516  = ~ s4_mask_mid[14];
+  assign \$517  = s4_mask_mid[13] & \$516 ;
+  assign \$518  = ~ s4_mask_mid[15];
+  assign \$519  = s4_mask_mid[14] & \$518 ;
+  assign \$520  = ~ s4_mask_mid[24];
+  assign \$521  = s4_mask_mid[23] & \$520 ;
+  assign \$522  = ~ s4_mask_mid[25];
+  assign \$523  = s4_mask_mid[24] & \$522 ;
+  assign \$524  = ~ s4_mask_mid[26];
+  assign \$525  = s4_mask_mid[25] & \$524 ;
+  assign \$526  = ~ s4_mask_mid[27];
+  assign \$527  = s4_mask_mid[26] & \$526 ;
+  assign \$528  = ~ s4_mask_mid[28];
+  assign \$529  = s4_mask_mid[27] & \$528 ;
+  assign \$530  = ~ s4_mask_mid[29];
+  assign \$531  = s4_mask_mid[28] & \$530 ;
+  assign \$532  = ~ s4_mask_mid[30];
+  assign \$533  = s4_mask_mid[29] & \$532 ;
+  assign \$534  = ~ s4_mask_mid[31];
+  assign \$535  = s4_mask_mid[30] & \$534 ;
+  assign \$536  = ~ s4_mask_mid[40];
+  assign \$537  = s4_mask_mid[39] & \$536 ;
+  assign \$538  = ~ s4_mask_mid[41];
+  assign \$539  = s4_mask_mid[40] & \$538 ;
+  assign \$540  = | { s4_mask_mid[41], \$539 , \$537 , \$535 , \$533 , \$531 , \$529 , \$527 , \$525 , \$523 , \$521 , \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505  };
+  assign \$541  = ~ s4_mask_mid[16];
+  assign \$542  = s4_mask_mid[15] & \$541 ;
+  assign \$543  = ~ s4_mask_mid[17];
+  assign \$544  = s4_mask_mid[16] & \$543 ;
+  assign \$545  = ~ s4_mask_mid[18];
+  assign \$546  = s4_mask_mid[17] & \$545 ;
+  assign \$547  = ~ s4_mask_mid[19];
+  assign \$548  = s4_mask_mid[18] & \$547 ;
+  assign \$549  = ~ s4_mask_mid[20];
+  assign \$550  = s4_mask_mid[19] & \$549 ;
+  assign \$551  = ~ s4_mask_mid[21];
+  assign \$552  = s4_mask_mid[20] & \$551 ;
+  assign \$553  = ~ s4_mask_mid[22];
+  assign \$554  = s4_mask_mid[21] & \$553 ;
+  assign \$555  = ~ s4_mask_mid[23];
+  assign \$556  = s4_mask_mid[22] & \$555 ;
+  assign \$557  = ~ s4_mask_mid[24];
+  assign \$558  = s4_mask_mid[23] & \$557 ;
+  assign \$559  = ~ s4_mask_mid[25];
+  assign \$560  = s4_mask_mid[24] & \$559 ;
+  assign \$561  = ~ s4_mask_mid[26];
+  assign \$562  = s4_mask_mid[25] & \$561 ;
+  assign \$563  = ~ s4_mask_mid[27];
+  assign \$564  = s4_mask_mid[26] & \$563 ;
+  assign \$565  = ~ s4_mask_mid[28];
+  assign \$566  = s4_mask_mid[27] & \$565 ;
+  assign \$567  = ~ s4_mask_mid[29];
+  assign \$568  = s4_mask_mid[28] & \$567 ;
+  assign \$569  = ~ s4_mask_mid[30];
+  assign \$570  = s4_mask_mid[29] & \$569 ;
+  assign \$571  = ~ s4_mask_mid[31];
+  assign \$572  = s4_mask_mid[30] & \$571 ;
+  assign \$573  = | { \$572 , \$570 , \$568 , \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554 , \$552 , \$550 , \$548 , \$546 , \$544 , \$542  };
+  assign \$574  = ~ s4_mask_mid[32];
+  assign \$575  = s4_mask_mid[31] & \$574 ;
+  assign \$576  = ~ s4_mask_mid[33];
+  assign \$577  = s4_mask_mid[32] & \$576 ;
+  assign \$578  = ~ s4_mask_mid[34];
+  assign \$579  = s4_mask_mid[33] & \$578 ;
+  assign \$580  = ~ s4_mask_mid[35];
+  assign \$581  = s4_mask_mid[34] & \$580 ;
+  assign \$582  = ~ s4_mask_mid[36];
+  assign \$583  = s4_mask_mid[35] & \$582 ;
+  assign \$584  = ~ s4_mask_mid[37];
+  assign \$585  = s4_mask_mid[36] & \$584 ;
+  assign \$586  = ~ s4_mask_mid[38];
+  assign \$587  = s4_mask_mid[37] & \$586 ;
+  assign \$588  = ~ s4_mask_mid[39];
+  assign \$589  = s4_mask_mid[38] & \$588 ;
+  assign \$590  = ~ s4_mask_mid[40];
+  assign \$591  = s4_mask_mid[39] & \$590 ;
+  assign \$592  = ~ s4_mask_mid[41];
+  assign \$593  = s4_mask_mid[40] & \$592 ;
+  assign \$594  = | { s4_mask_mid[41], \$593 , \$591 , \$589 , \$587 , \$585 , \$583 , \$581 , \$579 , \$577 , \$575  };
+  assign \$595  = s4_mask_mid[0] | s4_c_mid[10];
+  assign \$596  = ~ s4_mask_mid[1];
+  assign \$597  = s4_mask_mid[0] & \$596 ;
+  assign \$598  = ~ s4_mask_mid[3];
+  assign \$599  = s4_mask_mid[2] & \$598 ;
+  assign \$600  = ~ s4_mask_mid[5];
+  assign \$601  = s4_mask_mid[4] & \$600 ;
+  assign \$602  = ~ s4_mask_mid[7];
+  assign \$603  = s4_mask_mid[6] & \$602 ;
+  assign \$604  = ~ s4_mask_mid[9];
+  assign \$605  = s4_mask_mid[8] & \$604 ;
+  assign \$606  = ~ s4_mask_mid[11];
+  assign \$607  = s4_mask_mid[10] & \$606 ;
+  assign \$608  = ~ s4_mask_mid[13];
+  assign \$609  = s4_mask_mid[12] & \$608 ;
+  assign \$610  = ~ s4_mask_mid[15];
+  assign \$611  = s4_mask_mid[14] & \$610 ;
+  assign \$612  = ~ s4_mask_mid[17];
+  assign \$613  = s4_mask_mid[16] & \$612 ;
+  assign \$614  = ~ s4_mask_mid[19];
+  assign \$615  = s4_mask_mid[18] & \$614 ;
+  assign \$616  = ~ s4_mask_mid[21];
+  assign \$617  = s4_mask_mid[20] & \$616 ;
+  assign \$618  = ~ s4_mask_mid[23];
+  assign \$619  = s4_mask_mid[22] & \$618 ;
+  assign \$620  = ~ s4_mask_mid[25];
+  assign \$621  = s4_mask_mid[24] & \$620 ;
+  assign \$622  = ~ s4_mask_mid[27];
+  assign \$623  = s4_mask_mid[26] & \$622 ;
+  assign \$624  = ~ s4_mask_mid[29];
+  assign \$625  = s4_mask_mid[28] & \$624 ;
+  assign \$626  = ~ s4_mask_mid[31];
+  assign \$627  = s4_mask_mid[30] & \$626 ;
+  assign \$628  = ~ s4_mask_mid[33];
+  assign \$629  = s4_mask_mid[32] & \$628 ;
+  assign \$630  = ~ s4_mask_mid[35];
+  assign \$631  = s4_mask_mid[34] & \$630 ;
+  assign \$632  = ~ s4_mask_mid[37];
+  assign \$633  = s4_mask_mid[36] & \$632 ;
+  assign \$634  = ~ s4_mask_mid[39];
+  assign \$635  = s4_mask_mid[38] & \$634 ;
+  assign \$636  = ~ s4_mask_mid[41];
+  assign \$637  = s4_mask_mid[40] & \$636 ;
+  assign \$638  = | { \$637 , \$635 , \$633 , \$631 , \$629 , \$627 , \$625 , \$623 , \$621 , \$619 , \$617 , \$615 , \$613 , \$611 , \$609 , \$607 , \$605 , \$603 , \$601 , \$599 , \$597  };
+  assign \$639  = ~ s4_mask_mid[2];
+  assign \$640  = s4_mask_mid[1] & \$639 ;
+  assign \$641  = ~ s4_mask_mid[3];
+  assign \$642  = s4_mask_mid[2] & \$641 ;
+  assign \$643  = ~ s4_mask_mid[6];
+  assign \$644  = s4_mask_mid[5] & \$643 ;
+  assign \$645  = ~ s4_mask_mid[7];
+  assign \$646  = s4_mask_mid[6] & \$645 ;
+  assign \$647  = ~ s4_mask_mid[10];
+  assign \$648  = s4_mask_mid[9] & \$647 ;
+  assign \$649  = ~ s4_mask_mid[11];
+  assign \$650  = s4_mask_mid[10] & \$649 ;
+  assign \$651  = ~ s4_mask_mid[14];
+  assign \$652  = s4_mask_mid[13] & \$651 ;
+  assign \$653  = ~ s4_mask_mid[15];
+  assign \$654  = s4_mask_mid[14] & \$653 ;
+  assign \$655  = ~ s4_mask_mid[18];
+  assign \$656  = s4_mask_mid[17] & \$655 ;
+  assign \$657  = ~ s4_mask_mid[19];
+  assign \$658  = s4_mask_mid[18] & \$657 ;
+  assign \$659  = ~ s4_mask_mid[22];
+  assign \$660  = s4_mask_mid[21] & \$659 ;
+  assign \$661  = ~ s4_mask_mid[23];
+  assign \$662  = s4_mask_mid[22] & \$661 ;
+  assign \$663  = ~ s4_mask_mid[26];
+  assign \$664  = s4_mask_mid[25] & \$663 ;
+  assign \$665  = ~ s4_mask_mid[27];
+  assign \$666  = s4_mask_mid[26] & \$665 ;
+  assign \$667  = ~ s4_mask_mid[30];
+  assign \$668  = s4_mask_mid[29] & \$667 ;
+  assign \$669  = ~ s4_mask_mid[31];
+  assign \$670  = s4_mask_mid[30] & \$669 ;
+  assign \$671  = ~ s4_mask_mid[34];
+  assign \$672  = s4_mask_mid[33] & \$671 ;
+  assign \$673  = ~ s4_mask_mid[35];
+  assign \$674  = s4_mask_mid[34] & \$673 ;
+  assign \$675  = ~ s4_mask_mid[38];
+  assign \$676  = s4_mask_mid[37] & \$675 ;
+  assign \$677  = ~ s4_mask_mid[39];
+  assign \$678  = s4_mask_mid[38] & \$677 ;
+  assign \$679  = | { s4_mask_mid[41], \$678 , \$676 , \$674 , \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640  };
+  assign \$680  = ~ s4_mask_mid[4];
+  assign \$681  = s4_mask_mid[3] & \$680 ;
+  assign \$682  = ~ s4_mask_mid[5];
+  assign \$683  = s4_mask_mid[4] & \$682 ;
+  assign \$684  = ~ s4_mask_mid[6];
+  assign \$685  = s4_mask_mid[5] & \$684 ;
+  assign \$686  = ~ s4_mask_mid[7];
+  assign \$687  = s4_mask_mid[6] & \$686 ;
+  assign \$688  = ~ s4_mask_mid[12];
+  assign \$689  = s4_mask_mid[11] & \$688 ;
+  assign \$690  = ~ s4_mask_mid[13];
+  assign \$691  = s4_mask_mid[12] & \$690 ;
+  assign \$692  = ~ s4_mask_mid[14];
+  assign \$693  = s4_mask_mid[13] & \$692 ;
+  assign \$694  = ~ s4_mask_mid[15];
+  assign \$695  = s4_mask_mid[14] & \$694 ;
+  assign \$696  = ~ s4_mask_mid[20];
+  assign \$697  = s4_mask_mid[19] & \$696 ;
+  assign \$698  = ~ s4_mask_mid[21];
+  assign \$699  = s4_mask_mid[20] & \$698 ;
+  assign \$700  = ~ s4_mask_mid[22];
+  assign \$701  = s4_mask_mid[21] & \$700 ;
+  assign \$702  = ~ s4_mask_mid[23];
+  assign \$703  = s4_mask_mid[22] & \$702 ;
+  assign \$704  = ~ s4_mask_mid[28];
+  assign \$705  = s4_mask_mid[27] & \$704 ;
+  assign \$706  = ~ s4_mask_mid[29];
+  assign \$707  = s4_mask_mid[28] & \$706 ;
+  assign \$708  = ~ s4_mask_mid[30];
+  assign \$709  = s4_mask_mid[29] & \$708 ;
+  assign \$710  = ~ s4_mask_mid[31];
+  assign \$711  = s4_mask_mid[30] & \$710 ;
+  assign \$712  = ~ s4_mask_mid[36];
+  assign \$713  = s4_mask_mid[35] & \$712 ;
+  assign \$714  = ~ s4_mask_mid[37];
+  assign \$715  = s4_mask_mid[36] & \$714 ;
+  assign \$716  = ~ s4_mask_mid[38];
+  assign \$717  = s4_mask_mid[37] & \$716 ;
+  assign \$718  = ~ s4_mask_mid[39];
+  assign \$719  = s4_mask_mid[38] & \$718 ;
+  assign \$720  = | { \$719 , \$717 , \$715 , \$713 , \$711 , \$709 , \$707 , \$705 , \$703 , \$701 , \$699 , \$697 , \$695 , \$693 , \$691 , \$689 , \$687 , \$685 , \$683 , \$681  };
+  assign \$721  = ~ s4_mask_mid[8];
+  assign \$722  = s4_mask_mid[7] & \$721 ;
+  assign \$723  = ~ s4_mask_mid[9];
+  assign \$724  = s4_mask_mid[8] & \$723 ;
+  assign \$725  = ~ s4_mask_mid[10];
+  assign \$726  = s4_mask_mid[9] & \$725 ;
+  assign \$727  = ~ s4_mask_mid[11];
+  assign \$728  = s4_mask_mid[10] & \$727 ;
+  assign \$729  = ~ s4_mask_mid[12];
+  assign \$730  = s4_mask_mid[11] & \$729 ;
+  assign \$731  = ~ s4_mask_mid[13];
+  assign \$732  = s4_mask_mid[12] & \$731 ;
+  assign \$733  = ~ s4_mask_mid[14];
+  assign \$734  = s4_mask_mid[13] & \$733 ;
+  assign \$735  = ~ s4_mask_mid[15];
+  assign \$736  = s4_mask_mid[14] & \$735 ;
+  assign \$737  = ~ s4_mask_mid[24];
+  assign \$738  = s4_mask_mid[23] & \$737 ;
+  assign \$739  = ~ s4_mask_mid[25];
+  assign \$740  = s4_mask_mid[24] & \$739 ;
+  assign \$741  = ~ s4_mask_mid[26];
+  assign \$742  = s4_mask_mid[25] & \$741 ;
+  assign \$743  = ~ s4_mask_mid[27];
+  assign \$744  = s4_mask_mid[26] & \$743 ;
+  assign \$745  = ~ s4_mask_mid[28];
+  assign \$746  = s4_mask_mid[27] & \$745 ;
+  assign \$747  = ~ s4_mask_mid[29];
+  assign \$748  = s4_mask_mid[28] & \$747 ;
+  assign \$749  = ~ s4_mask_mid[30];
+  assign \$750  = s4_mask_mid[29] & \$749 ;
+  assign \$751  = ~ s4_mask_mid[31];
+  assign \$752  = s4_mask_mid[30] & \$751 ;
+  assign \$753  = ~ s4_mask_mid[40];
+  assign \$754  = s4_mask_mid[39] & \$753 ;
+  assign \$755  = ~ s4_mask_mid[41];
+  assign \$756  = s4_mask_mid[40] & \$755 ;
+  assign \$757  = | { s4_mask_mid[41], \$756 , \$754 , \$752 , \$750 , \$748 , \$746 , \$744 , \$742 , \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722  };
+  assign \$758  = ~ s4_mask_mid[16];
+  assign \$759  = s4_mask_mid[15] & \$758 ;
+  assign \$760  = ~ s4_mask_mid[17];
+  assign \$761  = s4_mask_mid[16] & \$760 ;
+  assign \$762  = ~ s4_mask_mid[18];
+  assign \$763  = s4_mask_mid[17] & \$762 ;
+  assign \$764  = ~ s4_mask_mid[19];
+  assign \$765  = s4_mask_mid[18] & \$764 ;
+  assign \$766  = ~ s4_mask_mid[20];
+  assign \$767  = s4_mask_mid[19] & \$766 ;
+  assign \$768  = ~ s4_mask_mid[21];
+  assign \$769  = s4_mask_mid[20] & \$768 ;
+  assign \$770  = ~ s4_mask_mid[22];
+  assign \$771  = s4_mask_mid[21] & \$770 ;
+  assign \$772  = ~ s4_mask_mid[23];
+  assign \$773  = s4_mask_mid[22] & \$772 ;
+  assign \$774  = ~ s4_mask_mid[24];
+  assign \$775  = s4_mask_mid[23] & \$774 ;
+  assign \$776  = ~ s4_mask_mid[25];
+  assign \$777  = s4_mask_mid[24] & \$776 ;
+  assign \$778  = ~ s4_mask_mid[26];
+  assign \$779  = s4_mask_mid[25] & \$778 ;
+  assign \$780  = ~ s4_mask_mid[27];
+  assign \$781  = s4_mask_mid[26] & \$780 ;
+  assign \$782  = ~ s4_mask_mid[28];
+  assign \$783  = s4_mask_mid[27] & \$782 ;
+  assign \$784  = ~ s4_mask_mid[29];
+  assign \$785  = s4_mask_mid[28] & \$784 ;
+  assign \$786  = ~ s4_mask_mid[30];
+  assign \$787  = s4_mask_mid[29] & \$786 ;
+  assign \$788  = ~ s4_mask_mid[31];
+  assign \$789  = s4_mask_mid[30] & \$788 ;
+  assign \$790  = | { \$789 , \$787 , \$785 , \$783 , \$781 , \$779 , \$777 , \$775 , \$773 , \$771 , \$769 , \$767 , \$765 , \$763 , \$761 , \$759  };
+  assign \$791  = ~ s4_mask_mid[32];
+  assign \$792  = s4_mask_mid[31] & \$791 ;
+  assign \$793  = ~ s4_mask_mid[33];
+  assign \$794  = s4_mask_mid[32] & \$793 ;
+  assign \$795  = ~ s4_mask_mid[34];
+  assign \$796  = s4_mask_mid[33] & \$795 ;
+  assign \$797  = ~ s4_mask_mid[35];
+  assign \$798  = s4_mask_mid[34] & \$797 ;
+  assign \$799  = ~ s4_mask_mid[36];
+  assign \$800  = s4_mask_mid[35] & \$799 ;
+  assign \$801  = ~ s4_mask_mid[37];
+  assign \$802  = s4_mask_mid[36] & \$801 ;
+  assign \$803  = ~ s4_mask_mid[38];
+  assign \$804  = s4_mask_mid[37] & \$803 ;
+  assign \$805  = ~ s4_mask_mid[39];
+  assign \$806  = s4_mask_mid[38] & \$805 ;
+  assign \$807  = ~ s4_mask_mid[40];
+  assign \$808  = s4_mask_mid[39] & \$807 ;
+  assign \$809  = ~ s4_mask_mid[41];
+  assign \$810  = s4_mask_mid[40] & \$809 ;
+  assign \$811  = | { s4_mask_mid[41], \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794 , \$792  };
+  assign \$812  = { \$811 , \$790 , \$757 , \$720 , \$679 , \$638  } + 1'h1;
+  assign \$813  = s4_c_in + s4_mask_in;
+  assign \$814  = ~ s4_mask_in;
+  assign \$815  = \$813  & { 1'h0, \$814  };
+  assign \$816  = ~ s4_mask_in[1];
+  assign \$817  = s4_mask_in[0] & \$816 ;
+  assign \$818  = ~ s4_mask_in[3];
+  assign \$819  = s4_mask_in[2] & \$818 ;
+  assign \$820  = ~ s4_mask_in[5];
+  assign \$821  = s4_mask_in[4] & \$820 ;
+  assign \$822  = ~ s4_mask_in[7];
+  assign \$823  = s4_mask_in[6] & \$822 ;
+  assign \$824  = ~ s4_mask_in[9];
+  assign \$825  = s4_mask_in[8] & \$824 ;
+  assign \$826  = ~ s4_mask_in[11];
+  assign \$827  = s4_mask_in[10] & \$826 ;
+  assign \$828  = ~ s4_mask_in[13];
+  assign \$829  = s4_mask_in[12] & \$828 ;
+  assign \$830  = ~ s4_mask_in[15];
+  assign \$831  = s4_mask_in[14] & \$830 ;
+  assign \$832  = ~ s4_mask_in[17];
+  assign \$833  = s4_mask_in[16] & \$832 ;
+  assign \$834  = ~ s4_mask_in[19];
+  assign \$835  = s4_mask_in[18] & \$834 ;
+  assign \$836  = ~ s4_mask_in[21];
+  assign \$837  = s4_mask_in[20] & \$836 ;
+  assign \$838  = ~ s4_mask_in[23];
+  assign \$839  = s4_mask_in[22] & \$838 ;
+  assign \$840  = ~ s4_mask_in[25];
+  assign \$841  = s4_mask_in[24] & \$840 ;
+  assign \$842  = ~ s4_mask_in[27];
+  assign \$843  = s4_mask_in[26] & \$842 ;
+  assign \$844  = ~ s4_mask_in[29];
+  assign \$845  = s4_mask_in[28] & \$844 ;
+  assign \$846  = ~ s4_mask_in[31];
+  assign \$847  = s4_mask_in[30] & \$846 ;
+  assign \$848  = ~ s4_mask_in[33];
+  assign \$849  = s4_mask_in[32] & \$848 ;
+  assign \$850  = ~ s4_mask_in[35];
+  assign \$851  = s4_mask_in[34] & \$850 ;
+  assign \$852  = ~ s4_mask_in[37];
+  assign \$853  = s4_mask_in[36] & \$852 ;
+  assign \$854  = ~ s4_mask_in[39];
+  assign \$855  = s4_mask_in[38] & \$854 ;
+  assign \$856  = ~ s4_mask_in[41];
+  assign \$857  = s4_mask_in[40] & \$856 ;
+  assign \$858  = | { \$857 , \$855 , \$853 , \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839 , \$837 , \$835 , \$833 , \$831 , \$829 , \$827 , \$825 , \$823 , \$821 , \$819 , \$817  };
+  assign \$859  = ~ s4_mask_in[2];
+  assign \$860  = s4_mask_in[1] & \$859 ;
+  assign \$861  = ~ s4_mask_in[3];
+  assign \$862  = s4_mask_in[2] & \$861 ;
+  assign \$863  = ~ s4_mask_in[6];
+  assign \$864  = s4_mask_in[5] & \$863 ;
+  assign \$865  = ~ s4_mask_in[7];
+  assign \$866  = s4_mask_in[6] & \$865 ;
+  assign \$867  = ~ s4_mask_in[10];
+  assign \$868  = s4_mask_in[9] & \$867 ;
+  assign \$869  = ~ s4_mask_in[11];
+  assign \$870  = s4_mask_in[10] & \$869 ;
+  assign \$871  = ~ s4_mask_in[14];
+  assign \$872  = s4_mask_in[13] & \$871 ;
+  assign \$873  = ~ s4_mask_in[15];
+  assign \$874  = s4_mask_in[14] & \$873 ;
+  assign \$875  = ~ s4_mask_in[18];
+  assign \$876  = s4_mask_in[17] & \$875 ;
+  assign \$877  = ~ s4_mask_in[19];
+  assign \$878  = s4_mask_in[18] & \$877 ;
+  assign \$879  = ~ s4_mask_in[22];
+  assign \$880  = s4_mask_in[21] & \$879 ;
+  assign \$881  = ~ s4_mask_in[23];
+  assign \$882  = s4_mask_in[22] & \$881 ;
+  assign \$883  = ~ s4_mask_in[26];
+  assign \$884  = s4_mask_in[25] & \$883 ;
+  assign \$885  = ~ s4_mask_in[27];
+  assign \$886  = s4_mask_in[26] & \$885 ;
+  assign \$887  = ~ s4_mask_in[30];
+  assign \$888  = s4_mask_in[29] & \$887 ;
+  assign \$889  = ~ s4_mask_in[31];
+  assign \$890  = s4_mask_in[30] & \$889 ;
+  assign \$891  = ~ s4_mask_in[34];
+  assign \$892  = s4_mask_in[33] & \$891 ;
+  assign \$893  = ~ s4_mask_in[35];
+  assign \$894  = s4_mask_in[34] & \$893 ;
+  assign \$895  = ~ s4_mask_in[38];
+  assign \$896  = s4_mask_in[37] & \$895 ;
+  assign \$897  = ~ s4_mask_in[39];
+  assign \$898  = s4_mask_in[38] & \$897 ;
+  assign \$899  = | { s4_mask_in[41], \$898 , \$896 , \$894 , \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860  };
+  assign \$900  = ~ s4_mask_in[4];
+  assign \$901  = s4_mask_in[3] & \$900 ;
+  assign \$902  = ~ s4_mask_in[5];
+  assign \$903  = s4_mask_in[4] & \$902 ;
+  assign \$904  = ~ s4_mask_in[6];
+  assign \$905  = s4_mask_in[5] & \$904 ;
+  assign \$906  = ~ s4_mask_in[7];
+  assign \$907  = s4_mask_in[6] & \$906 ;
+  assign \$908  = ~ s4_mask_in[12];
+  assign \$909  = s4_mask_in[11] & \$908 ;
+  assign \$910  = ~ s4_mask_in[13];
+  assign \$911  = s4_mask_in[12] & \$910 ;
+  assign \$912  = ~ s4_mask_in[14];
+  assign \$913  = s4_mask_in[13] & \$912 ;
+  assign \$914  = ~ s4_mask_in[15];
+  assign \$915  = s4_mask_in[14] & \$914 ;
+  assign \$916  = ~ s4_mask_in[20];
+  assign \$917  = s4_mask_in[19] & \$916 ;
+  assign \$918  = ~ s4_mask_in[21];
+  assign \$919  = s4_mask_in[20] & \$918 ;
+  assign \$920  = ~ s4_mask_in[22];
+  assign \$921  = s4_mask_in[21] & \$920 ;
+  assign \$922  = ~ s4_mask_in[23];
+  assign \$923  = s4_mask_in[22] & \$922 ;
+  assign \$924  = ~ s4_mask_in[28];
+  assign \$925  = s4_mask_in[27] & \$924 ;
+  assign \$926  = ~ s4_mask_in[29];
+  assign \$927  = s4_mask_in[28] & \$926 ;
+  assign \$928  = ~ s4_mask_in[30];
+  assign \$929  = s4_mask_in[29] & \$928 ;
+  assign \$930  = ~ s4_mask_in[31];
+  assign \$931  = s4_mask_in[30] & \$930 ;
+  assign \$932  = ~ s4_mask_in[36];
+  assign \$933  = s4_mask_in[35] & \$932 ;
+  assign \$934  = ~ s4_mask_in[37];
+  assign \$935  = s4_mask_in[36] & \$934 ;
+  assign \$936  = ~ s4_mask_in[38];
+  assign \$937  = s4_mask_in[37] & \$936 ;
+  assign \$938  = ~ s4_mask_in[39];
+  assign \$939  = s4_mask_in[38] & \$938 ;
+  assign \$940  = | { \$939 , \$937 , \$935 , \$933 , \$931 , \$929 , \$927 , \$925 , \$923 , \$921 , \$919 , \$917 , \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901  };
+  assign \$941  = ~ s4_mask_in[8];
+  assign \$942  = s4_mask_in[7] & \$941 ;
+  assign \$943  = ~ s4_mask_in[9];
+  assign \$944  = s4_mask_in[8] & \$943 ;
+  assign \$945  = ~ s4_mask_in[10];
+  assign \$946  = s4_mask_in[9] & \$945 ;
+  assign \$947  = ~ s4_mask_in[11];
+  assign \$948  = s4_mask_in[10] & \$947 ;
+  assign \$949  = ~ s4_mask_in[12];
+  assign \$950  = s4_mask_in[11] & \$949 ;
+  assign \$951  = ~ s4_mask_in[13];
+  assign \$952  = s4_mask_in[12] & \$951 ;
+  assign \$953  = ~ s4_mask_in[14];
+  assign \$954  = s4_mask_in[13] & \$953 ;
+  assign \$955  = ~ s4_mask_in[15];
+  assign \$956  = s4_mask_in[14] & \$955 ;
+  assign \$957  = ~ s4_mask_in[24];
+  assign \$958  = s4_mask_in[23] & \$957 ;
+  assign \$959  = ~ s4_mask_in[25];
+  assign \$960  = s4_mask_in[24] & \$959 ;
+  assign \$961  = ~ s4_mask_in[26];
+  assign \$962  = s4_mask_in[25] & \$961 ;
+  assign \$963  = ~ s4_mask_in[27];
+  assign \$964  = s4_mask_in[26] & \$963 ;
+  assign \$965  = ~ s4_mask_in[28];
+  assign \$966  = s4_mask_in[27] & \$965 ;
+  assign \$967  = ~ s4_mask_in[29];
+  assign \$968  = s4_mask_in[28] & \$967 ;
+  assign \$969  = ~ s4_mask_in[30];
+  assign \$970  = s4_mask_in[29] & \$969 ;
+  assign \$971  = ~ s4_mask_in[31];
+  assign \$972  = s4_mask_in[30] & \$971 ;
+  assign \$973  = ~ s4_mask_in[40];
+  assign \$974  = s4_mask_in[39] & \$973 ;
+  assign \$975  = ~ s4_mask_in[41];
+  assign \$976  = s4_mask_in[40] & \$975 ;
+  assign \$977  = | { s4_mask_in[41], \$976 , \$974 , \$972 , \$970 , \$968 , \$966 , \$964 , \$962 , \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942  };
+  assign \$978  = ~ s4_mask_in[16];
+  assign \$979  = s4_mask_in[15] & \$978 ;
+  assign \$980  = ~ s4_mask_in[17];
+  assign \$981  = s4_mask_in[16] & \$980 ;
+  assign \$982  = ~ s4_mask_in[18];
+  assign \$983  = s4_mask_in[17] & \$982 ;
+  assign \$984  = ~ s4_mask_in[19];
+  assign \$985  = s4_mask_in[18] & \$984 ;
+  assign \$986  = ~ s4_mask_in[20];
+  assign \$987  = s4_mask_in[19] & \$986 ;
+  assign \$988  = ~ s4_mask_in[21];
+  assign \$989  = s4_mask_in[20] & \$988 ;
+  assign \$990  = ~ s4_mask_in[22];
+  assign \$991  = s4_mask_in[21] & \$990 ;
+  assign \$992  = ~ s4_mask_in[23];
+  assign \$993  = s4_mask_in[22] & \$992 ;
+  assign \$994  = ~ s4_mask_in[24];
+  assign \$995  = s4_mask_in[23] & \$994 ;
+  assign \$996  = ~ s4_mask_in[25];
+  assign \$997  = s4_mask_in[24] & \$996 ;
+  assign \$998  = ~ s4_mask_in[26];
+  assign \$999  = s4_mask_in[25] & \$998 ;
+  assign \$1000  = ~ s4_mask_in[27];
+  assign \$1001  = s4_mask_in[26] & \$1000 ;
+  assign \$1002  = ~ s4_mask_in[28];
+  assign \$1003  = s4_mask_in[27] & \$1002 ;
+  assign \$1004  = ~ s4_mask_in[29];
+  assign \$1005  = s4_mask_in[28] & \$1004 ;
+  assign \$1006  = ~ s4_mask_in[30];
+  assign \$1007  = s4_mask_in[29] & \$1006 ;
+  assign \$1008  = ~ s4_mask_in[31];
+  assign \$1009  = s4_mask_in[30] & \$1008 ;
+  assign \$1010  = | { \$1009 , \$1007 , \$1005 , \$1003 , \$1001 , \$999 , \$997 , \$995 , \$993 , \$991 , \$989 , \$987 , \$985 , \$983 , \$981 , \$979  };
+  assign \$1011  = ~ s4_mask_in[32];
+  assign \$1012  = s4_mask_in[31] & \$1011 ;
+  assign \$1013  = ~ s4_mask_in[33];
+  assign \$1014  = s4_mask_in[32] & \$1013 ;
+  assign \$1015  = ~ s4_mask_in[34];
+  assign \$1016  = s4_mask_in[33] & \$1015 ;
+  assign \$1017  = ~ s4_mask_in[35];
+  assign \$1018  = s4_mask_in[34] & \$1017 ;
+  assign \$1019  = ~ s4_mask_in[36];
+  assign \$1020  = s4_mask_in[35] & \$1019 ;
+  assign \$1021  = ~ s4_mask_in[37];
+  assign \$1022  = s4_mask_in[36] & \$1021 ;
+  assign \$1023  = ~ s4_mask_in[38];
+  assign \$1024  = s4_mask_in[37] & \$1023 ;
+  assign \$1025  = ~ s4_mask_in[39];
+  assign \$1026  = s4_mask_in[38] & \$1025 ;
+  assign \$1027  = ~ s4_mask_in[40];
+  assign \$1028  = s4_mask_in[39] & \$1027 ;
+  assign \$1029  = ~ s4_mask_in[41];
+  assign \$1030  = s4_mask_in[40] & \$1029 ;
+  assign \$1031  = | { s4_mask_in[41], \$1030 , \$1028 , \$1026 , \$1024 , \$1022 , \$1020 , \$1018 , \$1016 , \$1014 , \$1012  };
+  assign \$1032  = s4_mask_in[0] | s4_c_in[10];
+  assign \$1033  = ~ s4_mask_in[1];
+  assign \$1034  = s4_mask_in[0] & \$1033 ;
+  assign \$1035  = ~ s4_mask_in[3];
+  assign \$1036  = s4_mask_in[2] & \$1035 ;
+  assign \$1037  = ~ s4_mask_in[5];
+  assign \$1038  = s4_mask_in[4] & \$1037 ;
+  assign \$1039  = ~ s4_mask_in[7];
+  assign \$1040  = s4_mask_in[6] & \$1039 ;
+  assign \$1041  = ~ s4_mask_in[9];
+  assign \$1042  = s4_mask_in[8] & \$1041 ;
+  assign \$1043  = ~ s4_mask_in[11];
+  assign \$1044  = s4_mask_in[10] & \$1043 ;
+  assign \$1045  = ~ s4_mask_in[13];
+  assign \$1046  = s4_mask_in[12] & \$1045 ;
+  assign \$1047  = ~ s4_mask_in[15];
+  assign \$1048  = s4_mask_in[14] & \$1047 ;
+  assign \$1049  = ~ s4_mask_in[17];
+  assign \$1050  = s4_mask_in[16] & \$1049 ;
+  assign \$1051  = ~ s4_mask_in[19];
+  assign \$1052  = s4_mask_in[18] & \$1051 ;
+  assign \$1053  = ~ s4_mask_in[21];
+  assign \$1054  = s4_mask_in[20] & \$1053 ;
+  assign \$1055  = ~ s4_mask_in[23];
+  assign \$1056  = s4_mask_in[22] & \$1055 ;
+  assign \$1057  = ~ s4_mask_in[25];
+  assign \$1058  = s4_mask_in[24] & \$1057 ;
+  assign \$1059  = ~ s4_mask_in[27];
+  assign \$1060  = s4_mask_in[26] & \$1059 ;
+  assign \$1061  = ~ s4_mask_in[29];
+  assign \$1062  = s4_mask_in[28] & \$1061 ;
+  assign \$1063  = ~ s4_mask_in[31];
+  assign \$1064  = s4_mask_in[30] & \$1063 ;
+  assign \$1065  = ~ s4_mask_in[33];
+  assign \$1066  = s4_mask_in[32] & \$1065 ;
+  assign \$1067  = ~ s4_mask_in[35];
+  assign \$1068  = s4_mask_in[34] & \$1067 ;
+  assign \$1069  = ~ s4_mask_in[37];
+  assign \$1070  = s4_mask_in[36] & \$1069 ;
+  assign \$1071  = ~ s4_mask_in[39];
+  assign \$1072  = s4_mask_in[38] & \$1071 ;
+  assign \$1073  = ~ s4_mask_in[41];
+  assign \$1074  = s4_mask_in[40] & \$1073 ;
+  assign \$1075  = | { \$1074 , \$1072 , \$1070 , \$1068 , \$1066 , \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046 , \$1044 , \$1042 , \$1040 , \$1038 , \$1036 , \$1034  };
+  assign \$1076  = ~ s4_mask_in[2];
+  assign \$1077  = s4_mask_in[1] & \$1076 ;
+  assign \$1078  = ~ s4_mask_in[3];
+  assign \$1079  = s4_mask_in[2] & \$1078 ;
+  assign \$1080  = ~ s4_mask_in[6];
+  assign \$1081  = s4_mask_in[5] & \$1080 ;
+  assign \$1082  = ~ s4_mask_in[7];
+  assign \$1083  = s4_mask_in[6] & \$1082 ;
+  assign \$1084  = ~ s4_mask_in[10];
+  assign \$1085  = s4_mask_in[9] & \$1084 ;
+  assign \$1086  = ~ s4_mask_in[11];
+  assign \$1087  = s4_mask_in[10] & \$1086 ;
+  assign \$1088  = ~ s4_mask_in[14];
+  assign \$1089  = s4_mask_in[13] & \$1088 ;
+  assign \$1090  = ~ s4_mask_in[15];
+  assign \$1091  = s4_mask_in[14] & \$1090 ;
+  assign \$1092  = ~ s4_mask_in[18];
+  assign \$1093  = s4_mask_in[17] & \$1092 ;
+  assign \$1094  = ~ s4_mask_in[19];
+  assign \$1095  = s4_mask_in[18] & \$1094 ;
+  assign \$1096  = ~ s4_mask_in[22];
+  assign \$1097  = s4_mask_in[21] & \$1096 ;
+  assign \$1098  = ~ s4_mask_in[23];
+  assign \$1099  = s4_mask_in[22] & \$1098 ;
+  assign \$1100  = ~ s4_mask_in[26];
+  assign \$1101  = s4_mask_in[25] & \$1100 ;
+  assign \$1102  = ~ s4_mask_in[27];
+  assign \$1103  = s4_mask_in[26] & \$1102 ;
+  assign \$1104  = ~ s4_mask_in[30];
+  assign \$1105  = s4_mask_in[29] & \$1104 ;
+  assign \$1106  = ~ s4_mask_in[31];
+  assign \$1107  = s4_mask_in[30] & \$1106 ;
+  assign \$1108  = ~ s4_mask_in[34];
+  assign \$1109  = s4_mask_in[33] & \$1108 ;
+  assign \$1110  = ~ s4_mask_in[35];
+  assign \$1111  = s4_mask_in[34] & \$1110 ;
+  assign \$1112  = ~ s4_mask_in[38];
+  assign \$1113  = s4_mask_in[37] & \$1112 ;
+  assign \$1114  = ~ s4_mask_in[39];
+  assign \$1115  = s4_mask_in[38] & \$1114 ;
+  assign \$1116  = | { s4_mask_in[41], \$1115 , \$1113 , \$1111 , \$1109 , \$1107 , \$1105 , \$1103 , \$1101 , \$1099 , \$1097 , \$1095 , \$1093 , \$1091 , \$1089 , \$1087 , \$1085 , \$1083 , \$1081 , \$1079 , \$1077  };
+  assign \$1117  = ~ s4_mask_in[4];
+  assign \$1118  = s4_mask_in[3] & \$1117 ;
+  assign \$1119  = ~ s4_mask_in[5];
+  assign \$1120  = s4_mask_in[4] & \$1119 ;
+  assign \$1121  = ~ s4_mask_in[6];
+  assign \$1122  = s4_mask_in[5] & \$1121 ;
+  assign \$1123  = ~ s4_mask_in[7];
+  assign \$1124  = s4_mask_in[6] & \$1123 ;
+  assign \$1125  = ~ s4_mask_in[12];
+  assign \$1126  = s4_mask_in[11] & \$1125 ;
+  assign \$1127  = ~ s4_mask_in[13];
+  assign \$1128  = s4_mask_in[12] & \$1127 ;
+  assign \$1129  = ~ s4_mask_in[14];
+  assign \$1130  = s4_mask_in[13] & \$1129 ;
+  assign \$1131  = ~ s4_mask_in[15];
+  assign \$1132  = s4_mask_in[14] & \$1131 ;
+  assign \$1133  = ~ s4_mask_in[20];
+  assign \$1134  = s4_mask_in[19] & \$1133 ;
+  assign \$1135  = ~ s4_mask_in[21];
+  assign \$1136  = s4_mask_in[20] & \$1135 ;
+  assign \$1137  = ~ s4_mask_in[22];
+  assign \$1138  = s4_mask_in[21] & \$1137 ;
+  assign \$1139  = ~ s4_mask_in[23];
+  assign \$1140  = s4_mask_in[22] & \$1139 ;
+  assign \$1141  = ~ s4_mask_in[28];
+  assign \$1142  = s4_mask_in[27] & \$1141 ;
+  assign \$1143  = ~ s4_mask_in[29];
+  assign \$1144  = s4_mask_in[28] & \$1143 ;
+  assign \$1145  = ~ s4_mask_in[30];
+  assign \$1146  = s4_mask_in[29] & \$1145 ;
+  assign \$1147  = ~ s4_mask_in[31];
+  assign \$1148  = s4_mask_in[30] & \$1147 ;
+  assign \$1149  = ~ s4_mask_in[36];
+  assign \$1150  = s4_mask_in[35] & \$1149 ;
+  assign \$1151  = ~ s4_mask_in[37];
+  assign \$1152  = s4_mask_in[36] & \$1151 ;
+  assign \$1153  = ~ s4_mask_in[38];
+  assign \$1154  = s4_mask_in[37] & \$1153 ;
+  assign \$1155  = ~ s4_mask_in[39];
+  assign \$1156  = s4_mask_in[38] & \$1155 ;
+  assign \$1157  = | { \$1156 , \$1154 , \$1152 , \$1150 , \$1148 , \$1146 , \$1144 , \$1142 , \$1140 , \$1138 , \$1136 , \$1134 , \$1132 , \$1130 , \$1128 , \$1126 , \$1124 , \$1122 , \$1120 , \$1118  };
+  assign \$1158  = ~ s4_mask_in[8];
+  assign \$1159  = s4_mask_in[7] & \$1158 ;
+  assign \$1160  = ~ s4_mask_in[9];
+  assign \$1161  = s4_mask_in[8] & \$1160 ;
+  assign \$1162  = ~ s4_mask_in[10];
+  assign \$1163  = s4_mask_in[9] & \$1162 ;
+  assign \$1164  = ~ s4_mask_in[11];
+  assign \$1165  = s4_mask_in[10] & \$1164 ;
+  assign \$1166  = ~ s4_mask_in[12];
+  assign \$1167  = s4_mask_in[11] & \$1166 ;
+  assign \$1168  = ~ s4_mask_in[13];
+  assign \$1169  = s4_mask_in[12] & \$1168 ;
+  assign \$1170  = ~ s4_mask_in[14];
+  assign \$1171  = s4_mask_in[13] & \$1170 ;
+  assign \$1172  = ~ s4_mask_in[15];
+  assign \$1173  = s4_mask_in[14] & \$1172 ;
+  assign \$1174  = ~ s4_mask_in[24];
+  assign \$1175  = s4_mask_in[23] & \$1174 ;
+  assign \$1176  = ~ s4_mask_in[25];
+  assign \$1177  = s4_mask_in[24] & \$1176 ;
+  assign \$1178  = ~ s4_mask_in[26];
+  assign \$1179  = s4_mask_in[25] & \$1178 ;
+  assign \$1180  = ~ s4_mask_in[27];
+  assign \$1181  = s4_mask_in[26] & \$1180 ;
+  assign \$1182  = ~ s4_mask_in[28];
+  assign \$1183  = s4_mask_in[27] & \$1182 ;
+  assign \$1184  = ~ s4_mask_in[29];
+  assign \$1185  = s4_mask_in[28] & \$1184 ;
+  assign \$1186  = ~ s4_mask_in[30];
+  assign \$1187  = s4_mask_in[29] & \$1186 ;
+  assign \$1188  = ~ s4_mask_in[31];
+  assign \$1189  = s4_mask_in[30] & \$1188 ;
+  assign \$1190  = ~ s4_mask_in[40];
+  assign \$1191  = s4_mask_in[39] & \$1190 ;
+  assign \$1192  = ~ s4_mask_in[41];
+  assign \$1193  = s4_mask_in[40] & \$1192 ;
+  assign \$1194  = | { s4_mask_in[41], \$1193 , \$1191 , \$1189 , \$1187 , \$1185 , \$1183 , \$1181 , \$1179 , \$1177 , \$1175 , \$1173 , \$1171 , \$1169 , \$1167 , \$1165 , \$1163 , \$1161 , \$1159  };
+  assign \$1195  = ~ s4_mask_in[16];
+  assign \$1196  = s4_mask_in[15] & \$1195 ;
+  assign \$1197  = ~ s4_mask_in[17];
+  assign \$1198  = s4_mask_in[16] & \$1197 ;
+  assign \$1199  = ~ s4_mask_in[18];
+  assign \$1200  = s4_mask_in[17] & \$1199 ;
+  assign \$1201  = ~ s4_mask_in[19];
+  assign \$1202  = s4_mask_in[18] & \$1201 ;
+  assign \$1203  = ~ s4_mask_in[20];
+  assign \$1204  = s4_mask_in[19] & \$1203 ;
+  assign \$1205  = ~ s4_mask_in[21];
+  assign \$1206  = s4_mask_in[20] & \$1205 ;
+  assign \$1207  = ~ s4_mask_in[22];
+  assign \$1208  = s4_mask_in[21] & \$1207 ;
+  assign \$1209  = ~ s4_mask_in[23];
+  assign \$1210  = s4_mask_in[22] & \$1209 ;
+  assign \$1211  = ~ s4_mask_in[24];
+  assign \$1212  = s4_mask_in[23] & \$1211 ;
+  assign \$1213  = ~ s4_mask_in[25];
+  assign \$1214  = s4_mask_in[24] & \$1213 ;
+  assign \$1215  = ~ s4_mask_in[26];
+  assign \$1216  = s4_mask_in[25] & \$1215 ;
+  assign \$1217  = ~ s4_mask_in[27];
+  assign \$1218  = s4_mask_in[26] & \$1217 ;
+  assign \$1219  = ~ s4_mask_in[28];
+  assign \$1220  = s4_mask_in[27] & \$1219 ;
+  assign \$1221  = ~ s4_mask_in[29];
+  assign \$1222  = s4_mask_in[28] & \$1221 ;
+  assign \$1223  = ~ s4_mask_in[30];
+  assign \$1224  = s4_mask_in[29] & \$1223 ;
+  assign \$1225  = ~ s4_mask_in[31];
+  assign \$1226  = s4_mask_in[30] & \$1225 ;
+  assign \$1227  = | { \$1226 , \$1224 , \$1222 , \$1220 , \$1218 , \$1216 , \$1214 , \$1212 , \$1210 , \$1208 , \$1206 , \$1204 , \$1202 , \$1200 , \$1198 , \$1196  };
+  assign \$1228  = ~ s4_mask_in[32];
+  assign \$1229  = s4_mask_in[31] & \$1228 ;
+  assign \$1230  = ~ s4_mask_in[33];
+  assign \$1231  = s4_mask_in[32] & \$1230 ;
+  assign \$1232  = ~ s4_mask_in[34];
+  assign \$1233  = s4_mask_in[33] & \$1232 ;
+  assign \$1234  = ~ s4_mask_in[35];
+  assign \$1235  = s4_mask_in[34] & \$1234 ;
+  assign \$1236  = ~ s4_mask_in[36];
+  assign \$1237  = s4_mask_in[35] & \$1236 ;
+  assign \$1238  = ~ s4_mask_in[37];
+  assign \$1239  = s4_mask_in[36] & \$1238 ;
+  assign \$1240  = ~ s4_mask_in[38];
+  assign \$1241  = s4_mask_in[37] & \$1240 ;
+  assign \$1242  = ~ s4_mask_in[39];
+  assign \$1243  = s4_mask_in[38] & \$1242 ;
+  assign \$1244  = ~ s4_mask_in[40];
+  assign \$1245  = s4_mask_in[39] & \$1244 ;
+  assign \$1246  = ~ s4_mask_in[41];
+  assign \$1247  = s4_mask_in[40] & \$1246 ;
+  assign \$1248  = | { s4_mask_in[41], \$1247 , \$1245 , \$1243 , \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229  };
+  assign \$1249  = { \$1248 , \$1227 , \$1194 , \$1157 , \$1116 , \$1075  } + 1'h1;
+  assign \$1250  = s4_c_out + s4_mask_out;
+  assign \$1251  = ~ s4_mask_out;
+  assign \$1252  = \$1250  & { 1'h0, \$1251  };
+  assign \$1253  = ~ s4_mask_out[1];
+  assign \$1254  = s4_mask_out[0] & \$1253 ;
+  assign \$1255  = ~ s4_mask_out[3];
+  assign \$1256  = s4_mask_out[2] & \$1255 ;
+  assign \$1257  = ~ s4_mask_out[5];
+  assign \$1258  = s4_mask_out[4] & \$1257 ;
+  assign \$1259  = ~ s4_mask_out[7];
+  assign \$1260  = s4_mask_out[6] & \$1259 ;
+  assign \$1261  = ~ s4_mask_out[9];
+  assign \$1262  = s4_mask_out[8] & \$1261 ;
+  assign \$1263  = ~ s4_mask_out[11];
+  assign \$1264  = s4_mask_out[10] & \$1263 ;
+  assign \$1265  = ~ s4_mask_out[13];
+  assign \$1266  = s4_mask_out[12] & \$1265 ;
+  assign \$1267  = ~ s4_mask_out[15];
+  assign \$1268  = s4_mask_out[14] & \$1267 ;
+  assign \$1269  = ~ s4_mask_out[17];
+  assign \$1270  = s4_mask_out[16] & \$1269 ;
+  assign \$1271  = ~ s4_mask_out[19];
+  assign \$1272  = s4_mask_out[18] & \$1271 ;
+  assign \$1273  = ~ s4_mask_out[21];
+  assign \$1274  = s4_mask_out[20] & \$1273 ;
+  assign \$1275  = ~ s4_mask_out[23];
+  assign \$1276  = s4_mask_out[22] & \$1275 ;
+  assign \$1277  = ~ s4_mask_out[25];
+  assign \$1278  = s4_mask_out[24] & \$1277 ;
+  assign \$1279  = ~ s4_mask_out[27];
+  assign \$1280  = s4_mask_out[26] & \$1279 ;
+  assign \$1281  = ~ s4_mask_out[29];
+  assign \$1282  = s4_mask_out[28] & \$1281 ;
+  assign \$1283  = ~ s4_mask_out[31];
+  assign \$1284  = s4_mask_out[30] & \$1283 ;
+  assign \$1285  = ~ s4_mask_out[33];
+  assign \$1286  = s4_mask_out[32] & \$1285 ;
+  assign \$1287  = ~ s4_mask_out[35];
+  assign \$1288  = s4_mask_out[34] & \$1287 ;
+  assign \$1289  = ~ s4_mask_out[37];
+  assign \$1290  = s4_mask_out[36] & \$1289 ;
+  assign \$1291  = ~ s4_mask_out[39];
+  assign \$1292  = s4_mask_out[38] & \$1291 ;
+  assign \$1293  = ~ s4_mask_out[41];
+  assign \$1294  = s4_mask_out[40] & \$1293 ;
+  assign \$1295  = | { \$1294 , \$1292 , \$1290 , \$1288 , \$1286 , \$1284 , \$1282 , \$1280 , \$1278 , \$1276 , \$1274 , \$1272 , \$1270 , \$1268 , \$1266 , \$1264 , \$1262 , \$1260 , \$1258 , \$1256 , \$1254  };
+  assign \$1296  = ~ s4_mask_out[2];
+  assign \$1297  = s4_mask_out[1] & \$1296 ;
+  assign \$1298  = ~ s4_mask_out[3];
+  assign \$1299  = s4_mask_out[2] & \$1298 ;
+  assign \$1300  = ~ s4_mask_out[6];
+  assign \$1301  = s4_mask_out[5] & \$1300 ;
+  assign \$1302  = ~ s4_mask_out[7];
+  assign \$1303  = s4_mask_out[6] & \$1302 ;
+  assign \$1304  = ~ s4_mask_out[10];
+  assign \$1305  = s4_mask_out[9] & \$1304 ;
+  assign \$1306  = ~ s4_mask_out[11];
+  assign \$1307  = s4_mask_out[10] & \$1306 ;
+  assign \$1308  = ~ s4_mask_out[14];
+  assign \$1309  = s4_mask_out[13] & \$1308 ;
+  assign \$1310  = ~ s4_mask_out[15];
+  assign \$1311  = s4_mask_out[14] & \$1310 ;
+  assign \$1312  = ~ s4_mask_out[18];
+  assign \$1313  = s4_mask_out[17] & \$1312 ;
+  assign \$1314  = ~ s4_mask_out[19];
+  assign \$1315  = s4_mask_out[18] & \$1314 ;
+  assign \$1316  = ~ s4_mask_out[22];
+  assign \$1317  = s4_mask_out[21] & \$1316 ;
+  assign \$1318  = ~ s4_mask_out[23];
+  assign \$1319  = s4_mask_out[22] & \$1318 ;
+  assign \$1320  = ~ s4_mask_out[26];
+  assign \$1321  = s4_mask_out[25] & \$1320 ;
+  assign \$1322  = ~ s4_mask_out[27];
+  assign \$1323  = s4_mask_out[26] & \$1322 ;
+  assign \$1324  = ~ s4_mask_out[30];
+  assign \$1325  = s4_mask_out[29] & \$1324 ;
+  assign \$1326  = ~ s4_mask_out[31];
+  assign \$1327  = s4_mask_out[30] & \$1326 ;
+  assign \$1328  = ~ s4_mask_out[34];
+  assign \$1329  = s4_mask_out[33] & \$1328 ;
+  assign \$1330  = ~ s4_mask_out[35];
+  assign \$1331  = s4_mask_out[34] & \$1330 ;
+  assign \$1332  = ~ s4_mask_out[38];
+  assign \$1333  = s4_mask_out[37] & \$1332 ;
+  assign \$1334  = ~ s4_mask_out[39];
+  assign \$1335  = s4_mask_out[38] & \$1334 ;
+  assign \$1336  = | { s4_mask_out[41], \$1335 , \$1333 , \$1331 , \$1329 , \$1327 , \$1325 , \$1323 , \$1321 , \$1319 , \$1317 , \$1315 , \$1313 , \$1311 , \$1309 , \$1307 , \$1305 , \$1303 , \$1301 , \$1299 , \$1297  };
+  assign \$1337  = ~ s4_mask_out[4];
+  assign \$1338  = s4_mask_out[3] & \$1337 ;
+  assign \$1339  = ~ s4_mask_out[5];
+  assign \$1340  = s4_mask_out[4] & \$1339 ;
+  assign \$1341  = ~ s4_mask_out[6];
+  assign \$1342  = s4_mask_out[5] & \$1341 ;
+  assign \$1343  = ~ s4_mask_out[7];
+  assign \$1344  = s4_mask_out[6] & \$1343 ;
+  assign \$1345  = ~ s4_mask_out[12];
+  assign \$1346  = s4_mask_out[11] & \$1345 ;
+  assign \$1347  = ~ s4_mask_out[13];
+  assign \$1348  = s4_mask_out[12] & \$1347 ;
+  assign \$1349  = ~ s4_mask_out[14];
+  assign \$1350  = s4_mask_out[13] & \$1349 ;
+  assign \$1351  = ~ s4_mask_out[15];
+  assign \$1352  = s4_mask_out[14] & \$1351 ;
+  assign \$1353  = ~ s4_mask_out[20];
+  assign \$1354  = s4_mask_out[19] & \$1353 ;
+  assign \$1355  = ~ s4_mask_out[21];
+  assign \$1356  = s4_mask_out[20] & \$1355 ;
+  assign \$1357  = ~ s4_mask_out[22];
+  assign \$1358  = s4_mask_out[21] & \$1357 ;
+  assign \$1359  = ~ s4_mask_out[23];
+  assign \$1360  = s4_mask_out[22] & \$1359 ;
+  assign \$1361  = ~ s4_mask_out[28];
+  assign \$1362  = s4_mask_out[27] & \$1361 ;
+  assign \$1363  = ~ s4_mask_out[29];
+  assign \$1364  = s4_mask_out[28] & \$1363 ;
+  assign \$1365  = ~ s4_mask_out[30];
+  assign \$1366  = s4_mask_out[29] & \$1365 ;
+  assign \$1367  = ~ s4_mask_out[31];
+  assign \$1368  = s4_mask_out[30] & \$1367 ;
+  assign \$1369  = ~ s4_mask_out[36];
+  assign \$1370  = s4_mask_out[35] & \$1369 ;
+  assign \$1371  = ~ s4_mask_out[37];
+  assign \$1372  = s4_mask_out[36] & \$1371 ;
+  assign \$1373  = ~ s4_mask_out[38];
+  assign \$1374  = s4_mask_out[37] & \$1373 ;
+  assign \$1375  = ~ s4_mask_out[39];
+  assign \$1376  = s4_mask_out[38] & \$1375 ;
+  assign \$1377  = | { \$1376 , \$1374 , \$1372 , \$1370 , \$1368 , \$1366 , \$1364 , \$1362 , \$1360 , \$1358 , \$1356 , \$1354 , \$1352 , \$1350 , \$1348 , \$1346 , \$1344 , \$1342 , \$1340 , \$1338  };
+  assign \$1378  = ~ s4_mask_out[8];
+  assign \$1379  = s4_mask_out[7] & \$1378 ;
+  assign \$1380  = ~ s4_mask_out[9];
+  assign \$1381  = s4_mask_out[8] & \$1380 ;
+  assign \$1382  = ~ s4_mask_out[10];
+  assign \$1383  = s4_mask_out[9] & \$1382 ;
+  assign \$1384  = ~ s4_mask_out[11];
+  assign \$1385  = s4_mask_out[10] & \$1384 ;
+  assign \$1386  = ~ s4_mask_out[12];
+  assign \$1387  = s4_mask_out[11] & \$1386 ;
+  assign \$1388  = ~ s4_mask_out[13];
+  assign \$1389  = s4_mask_out[12] & \$1388 ;
+  assign \$1390  = ~ s4_mask_out[14];
+  assign \$1391  = s4_mask_out[13] & \$1390 ;
+  assign \$1392  = ~ s4_mask_out[15];
+  assign \$1393  = s4_mask_out[14] & \$1392 ;
+  assign \$1394  = ~ s4_mask_out[24];
+  assign \$1395  = s4_mask_out[23] & \$1394 ;
+  assign \$1396  = ~ s4_mask_out[25];
+  assign \$1397  = s4_mask_out[24] & \$1396 ;
+  assign \$1398  = ~ s4_mask_out[26];
+  assign \$1399  = s4_mask_out[25] & \$1398 ;
+  assign \$1400  = ~ s4_mask_out[27];
+  assign \$1401  = s4_mask_out[26] & \$1400 ;
+  assign \$1402  = ~ s4_mask_out[28];
+  assign \$1403  = s4_mask_out[27] & \$1402 ;
+  assign \$1404  = ~ s4_mask_out[29];
+  assign \$1405  = s4_mask_out[28] & \$1404 ;
+  assign \$1406  = ~ s4_mask_out[30];
+  assign \$1407  = s4_mask_out[29] & \$1406 ;
+  assign \$1408  = ~ s4_mask_out[31];
+  assign \$1409  = s4_mask_out[30] & \$1408 ;
+  assign \$1410  = ~ s4_mask_out[40];
+  assign \$1411  = s4_mask_out[39] & \$1410 ;
+  assign \$1412  = ~ s4_mask_out[41];
+  assign \$1413  = s4_mask_out[40] & \$1412 ;
+  assign \$1414  = | { s4_mask_out[41], \$1413 , \$1411 , \$1409 , \$1407 , \$1405 , \$1403 , \$1401 , \$1399 , \$1397 , \$1395 , \$1393 , \$1391 , \$1389 , \$1387 , \$1385 , \$1383 , \$1381 , \$1379  };
+  assign \$1415  = ~ s4_mask_out[16];
+  assign \$1416  = s4_mask_out[15] & \$1415 ;
+  assign \$1417  = ~ s4_mask_out[17];
+  assign \$1418  = s4_mask_out[16] & \$1417 ;
+  assign \$1419  = ~ s4_mask_out[18];
+  assign \$1420  = s4_mask_out[17] & \$1419 ;
+  assign \$1421  = ~ s4_mask_out[19];
+  assign \$1422  = s4_mask_out[18] & \$1421 ;
+  assign \$1423  = ~ s4_mask_out[20];
+  assign \$1424  = s4_mask_out[19] & \$1423 ;
+  assign \$1425  = ~ s4_mask_out[21];
+  assign \$1426  = s4_mask_out[20] & \$1425 ;
+  assign \$1427  = ~ s4_mask_out[22];
+  assign \$1428  = s4_mask_out[21] & \$1427 ;
+  assign \$1429  = ~ s4_mask_out[23];
+  assign \$1430  = s4_mask_out[22] & \$1429 ;
+  assign \$1431  = ~ s4_mask_out[24];
+  assign \$1432  = s4_mask_out[23] & \$1431 ;
+  assign \$1433  = ~ s4_mask_out[25];
+  assign \$1434  = s4_mask_out[24] & \$1433 ;
+  assign \$1435  = ~ s4_mask_out[26];
+  assign \$1436  = s4_mask_out[25] & \$1435 ;
+  assign \$1437  = ~ s4_mask_out[27];
+  assign \$1438  = s4_mask_out[26] & \$1437 ;
+  assign \$1439  = ~ s4_mask_out[28];
+  assign \$1440  = s4_mask_out[27] & \$1439 ;
+  assign \$1441  = ~ s4_mask_out[29];
+  assign \$1442  = s4_mask_out[28] & \$1441 ;
+  assign \$1443  = ~ s4_mask_out[30];
+  assign \$1444  = s4_mask_out[29] & \$1443 ;
+  assign \$1445  = ~ s4_mask_out[31];
+  assign \$1446  = s4_mask_out[30] & \$1445 ;
+  assign \$1447  = | { \$1446 , \$1444 , \$1442 , \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420 , \$1418 , \$1416  };
+  assign \$1448  = ~ s4_mask_out[32];
+  assign \$1449  = s4_mask_out[31] & \$1448 ;
+  assign \$1450  = ~ s4_mask_out[33];
+  assign \$1451  = s4_mask_out[32] & \$1450 ;
+  assign \$1452  = ~ s4_mask_out[34];
+  assign \$1453  = s4_mask_out[33] & \$1452 ;
+  assign \$1454  = ~ s4_mask_out[35];
+  assign \$1455  = s4_mask_out[34] & \$1454 ;
+  assign \$1456  = ~ s4_mask_out[36];
+  assign \$1457  = s4_mask_out[35] & \$1456 ;
+  assign \$1458  = ~ s4_mask_out[37];
+  assign \$1459  = s4_mask_out[36] & \$1458 ;
+  assign \$1460  = ~ s4_mask_out[38];
+  assign \$1461  = s4_mask_out[37] & \$1460 ;
+  assign \$1462  = ~ s4_mask_out[39];
+  assign \$1463  = s4_mask_out[38] & \$1462 ;
+  assign \$1464  = ~ s4_mask_out[40];
+  assign \$1465  = s4_mask_out[39] & \$1464 ;
+  assign \$1466  = ~ s4_mask_out[41];
+  assign \$1467  = s4_mask_out[40] & \$1466 ;
+  assign \$1468  = | { s4_mask_out[41], \$1467 , \$1465 , \$1463 , \$1461 , \$1459 , \$1457 , \$1455 , \$1453 , \$1451 , \$1449  };
+  assign \$1469  = s4_mask_out[0] | s4_c_out[10];
+  assign \$1470  = ~ s4_mask_out[1];
+  assign \$1471  = s4_mask_out[0] & \$1470 ;
+  assign \$1472  = ~ s4_mask_out[3];
+  assign \$1473  = s4_mask_out[2] & \$1472 ;
+  assign \$1474  = ~ s4_mask_out[5];
+  assign \$1475  = s4_mask_out[4] & \$1474 ;
+  assign \$1476  = ~ s4_mask_out[7];
+  assign \$1477  = s4_mask_out[6] & \$1476 ;
+  assign \$1478  = ~ s4_mask_out[9];
+  assign \$1479  = s4_mask_out[8] & \$1478 ;
+  assign \$1480  = ~ s4_mask_out[11];
+  assign \$1481  = s4_mask_out[10] & \$1480 ;
+  assign \$1482  = ~ s4_mask_out[13];
+  assign \$1483  = s4_mask_out[12] & \$1482 ;
+  assign \$1484  = ~ s4_mask_out[15];
+  assign \$1485  = s4_mask_out[14] & \$1484 ;
+  assign \$1486  = ~ s4_mask_out[17];
+  assign \$1487  = s4_mask_out[16] & \$1486 ;
+  assign \$1488  = ~ s4_mask_out[19];
+  assign \$1489  = s4_mask_out[18] & \$1488 ;
+  assign \$1490  = ~ s4_mask_out[21];
+  assign \$1491  = s4_mask_out[20] & \$1490 ;
+  assign \$1492  = ~ s4_mask_out[23];
+  assign \$1493  = s4_mask_out[22] & \$1492 ;
+  assign \$1494  = ~ s4_mask_out[25];
+  assign \$1495  = s4_mask_out[24] & \$1494 ;
+  assign \$1496  = ~ s4_mask_out[27];
+  assign \$1497  = s4_mask_out[26] & \$1496 ;
+  assign \$1498  = ~ s4_mask_out[29];
+  assign \$1499  = s4_mask_out[28] & \$1498 ;
+  assign \$1500  = ~ s4_mask_out[31];
+  assign \$1501  = s4_mask_out[30] & \$1500 ;
+  assign \$1502  = ~ s4_mask_out[33];
+  assign \$1503  = s4_mask_out[32] & \$1502 ;
+  assign \$1504  = ~ s4_mask_out[35];
+  assign \$1505  = s4_mask_out[34] & \$1504 ;
+  assign \$1506  = ~ s4_mask_out[37];
+  assign \$1507  = s4_mask_out[36] & \$1506 ;
+  assign \$1508  = ~ s4_mask_out[39];
+  assign \$1509  = s4_mask_out[38] & \$1508 ;
+  assign \$1510  = ~ s4_mask_out[41];
+  assign \$1511  = s4_mask_out[40] & \$1510 ;
+  assign \$1512  = | { \$1511 , \$1509 , \$1507 , \$1505 , \$1503 , \$1501 , \$1499 , \$1497 , \$1495 , \$1493 , \$1491 , \$1489 , \$1487 , \$1485 , \$1483 , \$1481 , \$1479 , \$1477 , \$1475 , \$1473 , \$1471  };
+  assign \$1513  = ~ s4_mask_out[2];
+  assign \$1514  = s4_mask_out[1] & \$1513 ;
+  assign \$1515  = ~ s4_mask_out[3];
+  assign \$1516  = s4_mask_out[2] & \$1515 ;
+  assign \$1517  = ~ s4_mask_out[6];
+  assign \$1518  = s4_mask_out[5] & \$1517 ;
+  assign \$1519  = ~ s4_mask_out[7];
+  assign \$1520  = s4_mask_out[6] & \$1519 ;
+  assign \$1521  = ~ s4_mask_out[10];
+  assign \$1522  = s4_mask_out[9] & \$1521 ;
+  assign \$1523  = ~ s4_mask_out[11];
+  assign \$1524  = s4_mask_out[10] & \$1523 ;
+  assign \$1525  = ~ s4_mask_out[14];
+  assign \$1526  = s4_mask_out[13] & \$1525 ;
+  assign \$1527  = ~ s4_mask_out[15];
+  assign \$1528  = s4_mask_out[14] & \$1527 ;
+  assign \$1529  = ~ s4_mask_out[18];
+  assign \$1530  = s4_mask_out[17] & \$1529 ;
+  assign \$1531  = ~ s4_mask_out[19];
+  assign \$1532  = s4_mask_out[18] & \$1531 ;
+  assign \$1533  = ~ s4_mask_out[22];
+  assign \$1534  = s4_mask_out[21] & \$1533 ;
+  assign \$1535  = ~ s4_mask_out[23];
+  assign \$1536  = s4_mask_out[22] & \$1535 ;
+  assign \$1537  = ~ s4_mask_out[26];
+  assign \$1538  = s4_mask_out[25] & \$1537 ;
+  assign \$1539  = ~ s4_mask_out[27];
+  assign \$1540  = s4_mask_out[26] & \$1539 ;
+  assign \$1541  = ~ s4_mask_out[30];
+  assign \$1542  = s4_mask_out[29] & \$1541 ;
+  assign \$1543  = ~ s4_mask_out[31];
+  assign \$1544  = s4_mask_out[30] & \$1543 ;
+  assign \$1545  = ~ s4_mask_out[34];
+  assign \$1546  = s4_mask_out[33] & \$1545 ;
+  assign \$1547  = ~ s4_mask_out[35];
+  assign \$1548  = s4_mask_out[34] & \$1547 ;
+  assign \$1549  = ~ s4_mask_out[38];
+  assign \$1550  = s4_mask_out[37] & \$1549 ;
+  assign \$1551  = ~ s4_mask_out[39];
+  assign \$1552  = s4_mask_out[38] & \$1551 ;
+  assign \$1553  = | { s4_mask_out[41], \$1552 , \$1550 , \$1548 , \$1546 , \$1544 , \$1542 , \$1540 , \$1538 , \$1536 , \$1534 , \$1532 , \$1530 , \$1528 , \$1526 , \$1524 , \$1522 , \$1520 , \$1518 , \$1516 , \$1514  };
+  assign \$1554  = ~ s4_mask_out[4];
+  assign \$1555  = s4_mask_out[3] & \$1554 ;
+  assign \$1556  = ~ s4_mask_out[5];
+  assign \$1557  = s4_mask_out[4] & \$1556 ;
+  assign \$1558  = ~ s4_mask_out[6];
+  assign \$1559  = s4_mask_out[5] & \$1558 ;
+  assign \$1560  = ~ s4_mask_out[7];
+  assign \$1561  = s4_mask_out[6] & \$1560 ;
+  assign \$1562  = ~ s4_mask_out[12];
+  assign \$1563  = s4_mask_out[11] & \$1562 ;
+  assign \$1564  = ~ s4_mask_out[13];
+  assign \$1565  = s4_mask_out[12] & \$1564 ;
+  assign \$1566  = ~ s4_mask_out[14];
+  assign \$1567  = s4_mask_out[13] & \$1566 ;
+  assign \$1568  = ~ s4_mask_out[15];
+  assign \$1569  = s4_mask_out[14] & \$1568 ;
+  assign \$1570  = ~ s4_mask_out[20];
+  assign \$1571  = s4_mask_out[19] & \$1570 ;
+  assign \$1572  = ~ s4_mask_out[21];
+  assign \$1573  = s4_mask_out[20] & \$1572 ;
+  assign \$1574  = ~ s4_mask_out[22];
+  assign \$1575  = s4_mask_out[21] & \$1574 ;
+  assign \$1576  = ~ s4_mask_out[23];
+  assign \$1577  = s4_mask_out[22] & \$1576 ;
+  assign \$1578  = ~ s4_mask_out[28];
+  assign \$1579  = s4_mask_out[27] & \$1578 ;
+  assign \$1580  = ~ s4_mask_out[29];
+  assign \$1581  = s4_mask_out[28] & \$1580 ;
+  assign \$1582  = ~ s4_mask_out[30];
+  assign \$1583  = s4_mask_out[29] & \$1582 ;
+  assign \$1584  = ~ s4_mask_out[31];
+  assign \$1585  = s4_mask_out[30] & \$1584 ;
+  assign \$1586  = ~ s4_mask_out[36];
+  assign \$1587  = s4_mask_out[35] & \$1586 ;
+  assign \$1588  = ~ s4_mask_out[37];
+  assign \$1589  = s4_mask_out[36] & \$1588 ;
+  assign \$1590  = ~ s4_mask_out[38];
+  assign \$1591  = s4_mask_out[37] & \$1590 ;
+  assign \$1592  = ~ s4_mask_out[39];
+  assign \$1593  = s4_mask_out[38] & \$1592 ;
+  assign \$1594  = | { \$1593 , \$1591 , \$1589 , \$1587 , \$1585 , \$1583 , \$1581 , \$1579 , \$1577 , \$1575 , \$1573 , \$1571 , \$1569 , \$1567 , \$1565 , \$1563 , \$1561 , \$1559 , \$1557 , \$1555  };
+  assign \$1595  = ~ s4_mask_out[8];
+  assign \$1596  = s4_mask_out[7] & \$1595 ;
+  assign \$1597  = ~ s4_mask_out[9];
+  assign \$1598  = s4_mask_out[8] & \$1597 ;
+  assign \$1599  = ~ s4_mask_out[10];
+  assign \$1600  = s4_mask_out[9] & \$1599 ;
+  assign \$1601  = ~ s4_mask_out[11];
+  assign \$1602  = s4_mask_out[10] & \$1601 ;
+  assign \$1603  = ~ s4_mask_out[12];
+  assign \$1604  = s4_mask_out[11] & \$1603 ;
+  assign \$1605  = ~ s4_mask_out[13];
+  assign \$1606  = s4_mask_out[12] & \$1605 ;
+  assign \$1607  = ~ s4_mask_out[14];
+  assign \$1608  = s4_mask_out[13] & \$1607 ;
+  assign \$1609  = ~ s4_mask_out[15];
+  assign \$1610  = s4_mask_out[14] & \$1609 ;
+  assign \$1611  = ~ s4_mask_out[24];
+  assign \$1612  = s4_mask_out[23] & \$1611 ;
+  assign \$1613  = ~ s4_mask_out[25];
+  assign \$1614  = s4_mask_out[24] & \$1613 ;
+  assign \$1615  = ~ s4_mask_out[26];
+  assign \$1616  = s4_mask_out[25] & \$1615 ;
+  assign \$1617  = ~ s4_mask_out[27];
+  assign \$1618  = s4_mask_out[26] & \$1617 ;
+  assign \$1619  = ~ s4_mask_out[28];
+  assign \$1620  = s4_mask_out[27] & \$1619 ;
+  assign \$1621  = ~ s4_mask_out[29];
+  assign \$1622  = s4_mask_out[28] & \$1621 ;
+  assign \$1623  = ~ s4_mask_out[30];
+  assign \$1624  = s4_mask_out[29] & \$1623 ;
+  assign \$1625  = ~ s4_mask_out[31];
+  assign \$1626  = s4_mask_out[30] & \$1625 ;
+  assign \$1627  = ~ s4_mask_out[40];
+  assign \$1628  = s4_mask_out[39] & \$1627 ;
+  assign \$1629  = ~ s4_mask_out[41];
+  assign \$1630  = s4_mask_out[40] & \$1629 ;
+  assign \$1631  = | { s4_mask_out[41], \$1630 , \$1628 , \$1626 , \$1624 , \$1622 , \$1620 , \$1618 , \$1616 , \$1614 , \$1612 , \$1610 , \$1608 , \$1606 , \$1604 , \$1602 , \$1600 , \$1598 , \$1596  };
+  assign \$1632  = ~ s4_mask_out[16];
+  assign \$1633  = s4_mask_out[15] & \$1632 ;
+  assign \$1634  = ~ s4_mask_out[17];
+  assign \$1635  = s4_mask_out[16] & \$1634 ;
+  assign \$1636  = ~ s4_mask_out[18];
+  assign \$1637  = s4_mask_out[17] & \$1636 ;
+  assign \$1638  = ~ s4_mask_out[19];
+  assign \$1639  = s4_mask_out[18] & \$1638 ;
+  assign \$1640  = ~ s4_mask_out[20];
+  assign \$1641  = s4_mask_out[19] & \$1640 ;
+  assign \$1642  = ~ s4_mask_out[21];
+  assign \$1643  = s4_mask_out[20] & \$1642 ;
+  assign \$1644  = ~ s4_mask_out[22];
+  assign \$1645  = s4_mask_out[21] & \$1644 ;
+  assign \$1646  = ~ s4_mask_out[23];
+  assign \$1647  = s4_mask_out[22] & \$1646 ;
+  assign \$1648  = ~ s4_mask_out[24];
+  assign \$1649  = s4_mask_out[23] & \$1648 ;
+  assign \$1650  = ~ s4_mask_out[25];
+  assign \$1651  = s4_mask_out[24] & \$1650 ;
+  assign \$1652  = ~ s4_mask_out[26];
+  assign \$1653  = s4_mask_out[25] & \$1652 ;
+  assign \$1654  = ~ s4_mask_out[27];
+  assign \$1655  = s4_mask_out[26] & \$1654 ;
+  assign \$1656  = ~ s4_mask_out[28];
+  assign \$1657  = s4_mask_out[27] & \$1656 ;
+  assign \$1658  = ~ s4_mask_out[29];
+  assign \$1659  = s4_mask_out[28] & \$1658 ;
+  assign \$1660  = ~ s4_mask_out[30];
+  assign \$1661  = s4_mask_out[29] & \$1660 ;
+  assign \$1662  = ~ s4_mask_out[31];
+  assign \$1663  = s4_mask_out[30] & \$1662 ;
+  assign \$1664  = | { \$1663 , \$1661 , \$1659 , \$1657 , \$1655 , \$1653 , \$1651 , \$1649 , \$1647 , \$1645 , \$1643 , \$1641 , \$1639 , \$1637 , \$1635 , \$1633  };
+  assign \$1665  = ~ s4_mask_out[32];
+  assign \$1666  = s4_mask_out[31] & \$1665 ;
+  assign \$1667  = ~ s4_mask_out[33];
+  assign \$1668  = s4_mask_out[32] & \$1667 ;
+  assign \$1669  = ~ s4_mask_out[34];
+  assign \$1670  = s4_mask_out[33] & \$1669 ;
+  assign \$1671  = ~ s4_mask_out[35];
+  assign \$1672  = s4_mask_out[34] & \$1671 ;
+  assign \$1673  = ~ s4_mask_out[36];
+  assign \$1674  = s4_mask_out[35] & \$1673 ;
+  assign \$1675  = ~ s4_mask_out[37];
+  assign \$1676  = s4_mask_out[36] & \$1675 ;
+  assign \$1677  = ~ s4_mask_out[38];
+  assign \$1678  = s4_mask_out[37] & \$1677 ;
+  assign \$1679  = ~ s4_mask_out[39];
+  assign \$1680  = s4_mask_out[38] & \$1679 ;
+  assign \$1681  = ~ s4_mask_out[40];
+  assign \$1682  = s4_mask_out[39] & \$1681 ;
+  assign \$1683  = ~ s4_mask_out[41];
+  assign \$1684  = s4_mask_out[40] & \$1683 ;
+  assign \$1685  = | { s4_mask_out[41], \$1684 , \$1682 , \$1680 , \$1678 , \$1676 , \$1674 , \$1672 , \$1670 , \$1668 , \$1666  };
+  assign \$1686  = { \$1685 , \$1664 , \$1631 , \$1594 , \$1553 , \$1512  } + 1'h1;
+  assign \$1688  = s5_shift_mid[5] ? \$1687  : s5_step_mid;
+  assign \$1691  = s5_shift_mid[5] ? \$1690  : s5_step_mid;
+  assign \$1692  = s5_shift_mid[4] ? \$1689  : \$1691 ;
+  assign \$1695  = s5_shift_mid[5] ? \$1694  : s5_step_mid;
+  assign \$1698  = s5_shift_mid[5] ? \$1697  : s5_step_mid;
+  assign \$1699  = s5_shift_mid[4] ? \$1696  : \$1698 ;
+  assign \$1700  = s5_shift_mid[3] ? \$1693  : \$1699 [26:0];
   assign \$1703  = s5_shift_mid[5] ? \$1702  : s5_step_mid;
   assign \$1706  = s5_shift_mid[5] ? \$1705  : s5_step_mid;
   assign \$1707  = s5_shift_mid[4] ? \$1704  : \$1706 ;
@@ -30798,30 +30857,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1713  = s5_shift_mid[5] ? \$1712  : s5_step_mid;
   assign \$1714  = s5_shift_mid[4] ? \$1711  : \$1713 ;
   assign \$1715  = s5_shift_mid[3] ? \$1708  : \$1714 [26:0];
-  assign \$1718  = s5_shift_mid[5] ? \$1717  : s5_step_mid;
-  assign \$1721  = s5_shift_mid[5] ? \$1720  : s5_step_mid;
-  assign \$1722  = s5_shift_mid[4] ? \$1719  : \$1721 ;
-  assign \$1725  = s5_shift_mid[5] ? \$1724  : s5_step_mid;
-  assign \$1728  = s5_shift_mid[5] ? \$1727  : s5_step_mid;
-  assign \$1729  = s5_shift_mid[4] ? \$1726  : \$1728 ;
-  assign \$1730  = s5_shift_mid[3] ? \$1723  : \$1729 [26:0];
-  assign \$1731  = s5_shift_mid[2] ? \$1716  : \$1730 [18:0];
-  assign \$1732  = s5_shift_mid[1] ? \$1701  : \$1731 [14:0];
-  assign \$1735  = s5_shift_mid[5] ? \$1734  : s5_step_mid;
-  assign \$1738  = s5_shift_mid[5] ? \$1737  : s5_step_mid;
-  assign \$1739  = s5_shift_mid[4] ? \$1736  : \$1738 ;
-  assign \$1742  = s5_shift_mid[5] ? \$1741  : s5_step_mid;
-  assign \$1745  = s5_shift_mid[5] ? \$1744  : s5_step_mid;
-  assign \$1746  = s5_shift_mid[4] ? \$1743  : \$1745 ;
-  assign \$1747  = s5_shift_mid[3] ? \$1740  : \$1746 [26:0];
-  assign \$1750  = s5_shift_mid[5] ? \$1749  : s5_step_mid;
-  assign \$1753  = s5_shift_mid[5] ? \$1752  : s5_step_mid;
-  assign \$1754  = s5_shift_mid[4] ? \$1751  : \$1753 ;
-  assign \$1757  = s5_shift_mid[5] ? \$1756  : s5_step_mid;
-  assign \$1760  = s5_shift_mid[5] ? \$1759  : s5_step_mid;
-  assign \$1761  = s5_shift_mid[4] ? \$1758  : \$1760 ;
-  assign \$1762  = s5_shift_mid[3] ? \$1755  : \$1761 [26:0];
-  assign \$1763  = s5_shift_mid[2] ? \$1748  : \$1762 [18:0];
+  assign \$1716  = s5_shift_mid[2] ? \$1701  : \$1715 [18:0];
+  assign \$1719  = s5_shift_mid[5] ? \$1718  : s5_step_mid;
+  assign \$1722  = s5_shift_mid[5] ? \$1721  : s5_step_mid;
+  assign \$1723  = s5_shift_mid[4] ? \$1720  : \$1722 ;
+  assign \$1726  = s5_shift_mid[5] ? \$1725  : s5_step_mid;
+  assign \$1729  = s5_shift_mid[5] ? \$1728  : s5_step_mid;
+  assign \$1730  = s5_shift_mid[4] ? \$1727  : \$1729 ;
+  assign \$1731  = s5_shift_mid[3] ? \$1724  : \$1730 [26:0];
+  assign \$1734  = s5_shift_mid[5] ? \$1733  : s5_step_mid;
+  assign \$1737  = s5_shift_mid[5] ? \$1736  : s5_step_mid;
+  assign \$1738  = s5_shift_mid[4] ? \$1735  : \$1737 ;
+  assign \$1741  = s5_shift_mid[5] ? \$1740  : s5_step_mid;
+  assign \$1744  = s5_shift_mid[5] ? \$1743  : s5_step_mid;
+  assign \$1745  = s5_shift_mid[4] ? \$1742  : \$1744 ;
+  assign \$1746  = s5_shift_mid[3] ? \$1739  : \$1745 [26:0];
+  assign \$1747  = s5_shift_mid[2] ? \$1732  : \$1746 [18:0];
+  assign \$1748  = s5_shift_mid[1] ? \$1717  : \$1747 [14:0];
+  assign \$1751  = s5_shift_mid[5] ? \$1750  : s5_step_mid;
+  assign \$1754  = s5_shift_mid[5] ? \$1753  : s5_step_mid;
+  assign \$1755  = s5_shift_mid[4] ? \$1752  : \$1754 ;
+  assign \$1758  = s5_shift_mid[5] ? \$1757  : s5_step_mid;
+  assign \$1761  = s5_shift_mid[5] ? \$1760  : s5_step_mid;
+  assign \$1762  = s5_shift_mid[4] ? \$1759  : \$1761 ;
+  assign \$1763  = s5_shift_mid[3] ? \$1756  : \$1762 [26:0];
   assign \$1766  = s5_shift_mid[5] ? \$1765  : s5_step_mid;
   assign \$1769  = s5_shift_mid[5] ? \$1768  : s5_step_mid;
   assign \$1770  = s5_shift_mid[4] ? \$1767  : \$1769 ;
@@ -30829,32 +30888,32 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1776  = s5_shift_mid[5] ? \$1775  : s5_step_mid;
   assign \$1777  = s5_shift_mid[4] ? \$1774  : \$1776 ;
   assign \$1778  = s5_shift_mid[3] ? \$1771  : \$1777 [26:0];
-  assign \$1781  = s5_shift_mid[5] ? \$1780  : s5_step_mid;
-  assign \$1784  = s5_shift_mid[5] ? \$1783  : s5_step_mid;
-  assign \$1785  = s5_shift_mid[4] ? \$1782  : \$1784 ;
-  assign \$1788  = s5_shift_mid[5] ? \$1787  : s5_step_mid;
-  assign \$1791  = s5_shift_mid[5] ? \$1790  : s5_step_mid;
-  assign \$1792  = s5_shift_mid[4] ? \$1789  : \$1791 ;
-  assign \$1793  = s5_shift_mid[3] ? \$1786  : \$1792 [26:0];
-  assign \$1794  = s5_shift_mid[2] ? \$1779  : \$1793 [18:0];
-  assign \$1795  = s5_shift_mid[1] ? \$1764  : \$1794 [14:0];
-  assign \$1796  = s5_shift_mid[0] ? \$1733  : \$1795 [12:0];
-  assign \$1797  = s5_normal_mid ? \$1796 [9:0] : s5_step_mid[9:0];
-  assign \$1799  = s5_shift_mid[5] ? \$1798  : s5_step_mid;
-  assign \$1802  = s5_shift_mid[5] ? \$1801  : s5_step_mid;
-  assign \$1803  = s5_shift_mid[4] ? \$1800  : \$1802 ;
-  assign \$1806  = s5_shift_mid[5] ? \$1805  : s5_step_mid;
-  assign \$1809  = s5_shift_mid[5] ? \$1808  : s5_step_mid;
-  assign \$1810  = s5_shift_mid[4] ? \$1807  : \$1809 ;
-  assign \$1811  = s5_shift_mid[3] ? \$1804  : \$1810 [26:0];
-  assign \$1814  = s5_shift_mid[5] ? \$1813  : s5_step_mid;
-  assign \$1817  = s5_shift_mid[5] ? \$1816  : s5_step_mid;
-  assign \$1818  = s5_shift_mid[4] ? \$1815  : \$1817 ;
-  assign \$1821  = s5_shift_mid[5] ? \$1820  : s5_step_mid;
-  assign \$1824  = s5_shift_mid[5] ? \$1823  : s5_step_mid;
-  assign \$1825  = s5_shift_mid[4] ? \$1822  : \$1824 ;
-  assign \$1826  = s5_shift_mid[3] ? \$1819  : \$1825 [26:0];
-  assign \$1827  = s5_shift_mid[2] ? \$1812  : \$1826 [18:0];
+  assign \$1779  = s5_shift_mid[2] ? \$1764  : \$1778 [18:0];
+  assign \$1782  = s5_shift_mid[5] ? \$1781  : s5_step_mid;
+  assign \$1785  = s5_shift_mid[5] ? \$1784  : s5_step_mid;
+  assign \$1786  = s5_shift_mid[4] ? \$1783  : \$1785 ;
+  assign \$1789  = s5_shift_mid[5] ? \$1788  : s5_step_mid;
+  assign \$1792  = s5_shift_mid[5] ? \$1791  : s5_step_mid;
+  assign \$1793  = s5_shift_mid[4] ? \$1790  : \$1792 ;
+  assign \$1794  = s5_shift_mid[3] ? \$1787  : \$1793 [26:0];
+  assign \$1797  = s5_shift_mid[5] ? \$1796  : s5_step_mid;
+  assign \$1800  = s5_shift_mid[5] ? \$1799  : s5_step_mid;
+  assign \$1801  = s5_shift_mid[4] ? \$1798  : \$1800 ;
+  assign \$1804  = s5_shift_mid[5] ? \$1803  : s5_step_mid;
+  assign \$1807  = s5_shift_mid[5] ? \$1806  : s5_step_mid;
+  assign \$1808  = s5_shift_mid[4] ? \$1805  : \$1807 ;
+  assign \$1809  = s5_shift_mid[3] ? \$1802  : \$1808 [26:0];
+  assign \$1810  = s5_shift_mid[2] ? \$1795  : \$1809 [18:0];
+  assign \$1811  = s5_shift_mid[1] ? \$1780  : \$1810 [14:0];
+  assign \$1812  = s5_shift_mid[0] ? \$1749  : \$1811 [12:0];
+  assign \$1813  = s5_normal_mid ? \$1812 [9:0] : s5_step_mid[9:0];
+  assign \$1815  = s5_shift_mid[5] ? \$1814  : s5_step_mid;
+  assign \$1818  = s5_shift_mid[5] ? \$1817  : s5_step_mid;
+  assign \$1819  = s5_shift_mid[4] ? \$1816  : \$1818 ;
+  assign \$1822  = s5_shift_mid[5] ? \$1821  : s5_step_mid;
+  assign \$1825  = s5_shift_mid[5] ? \$1824  : s5_step_mid;
+  assign \$1826  = s5_shift_mid[4] ? \$1823  : \$1825 ;
+  assign \$1827  = s5_shift_mid[3] ? \$1820  : \$1826 [26:0];
   assign \$1830  = s5_shift_mid[5] ? \$1829  : s5_step_mid;
   assign \$1833  = s5_shift_mid[5] ? \$1832  : s5_step_mid;
   assign \$1834  = s5_shift_mid[4] ? \$1831  : \$1833 ;
@@ -30862,30 +30921,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1840  = s5_shift_mid[5] ? \$1839  : s5_step_mid;
   assign \$1841  = s5_shift_mid[4] ? \$1838  : \$1840 ;
   assign \$1842  = s5_shift_mid[3] ? \$1835  : \$1841 [26:0];
-  assign \$1845  = s5_shift_mid[5] ? \$1844  : s5_step_mid;
-  assign \$1848  = s5_shift_mid[5] ? \$1847  : s5_step_mid;
-  assign \$1849  = s5_shift_mid[4] ? \$1846  : \$1848 ;
-  assign \$1852  = s5_shift_mid[5] ? \$1851  : s5_step_mid;
-  assign \$1855  = s5_shift_mid[5] ? \$1854  : s5_step_mid;
-  assign \$1856  = s5_shift_mid[4] ? \$1853  : \$1855 ;
-  assign \$1857  = s5_shift_mid[3] ? \$1850  : \$1856 [26:0];
-  assign \$1858  = s5_shift_mid[2] ? \$1843  : \$1857 [18:0];
-  assign \$1859  = s5_shift_mid[1] ? \$1828  : \$1858 [14:0];
-  assign \$1862  = s5_shift_mid[5] ? \$1861  : s5_step_mid;
-  assign \$1865  = s5_shift_mid[5] ? \$1864  : s5_step_mid;
-  assign \$1866  = s5_shift_mid[4] ? \$1863  : \$1865 ;
-  assign \$1869  = s5_shift_mid[5] ? \$1868  : s5_step_mid;
-  assign \$1872  = s5_shift_mid[5] ? \$1871  : s5_step_mid;
-  assign \$1873  = s5_shift_mid[4] ? \$1870  : \$1872 ;
-  assign \$1874  = s5_shift_mid[3] ? \$1867  : \$1873 [26:0];
-  assign \$1877  = s5_shift_mid[5] ? \$1876  : s5_step_mid;
-  assign \$1880  = s5_shift_mid[5] ? \$1879  : s5_step_mid;
-  assign \$1881  = s5_shift_mid[4] ? \$1878  : \$1880 ;
-  assign \$1884  = s5_shift_mid[5] ? \$1883  : s5_step_mid;
-  assign \$1887  = s5_shift_mid[5] ? \$1886  : s5_step_mid;
-  assign \$1888  = s5_shift_mid[4] ? \$1885  : \$1887 ;
-  assign \$1889  = s5_shift_mid[3] ? \$1882  : \$1888 [26:0];
-  assign \$1890  = s5_shift_mid[2] ? \$1875  : \$1889 [18:0];
+  assign \$1843  = s5_shift_mid[2] ? \$1828  : \$1842 [18:0];
+  assign \$1846  = s5_shift_mid[5] ? \$1845  : s5_step_mid;
+  assign \$1849  = s5_shift_mid[5] ? \$1848  : s5_step_mid;
+  assign \$1850  = s5_shift_mid[4] ? \$1847  : \$1849 ;
+  assign \$1853  = s5_shift_mid[5] ? \$1852  : s5_step_mid;
+  assign \$1856  = s5_shift_mid[5] ? \$1855  : s5_step_mid;
+  assign \$1857  = s5_shift_mid[4] ? \$1854  : \$1856 ;
+  assign \$1858  = s5_shift_mid[3] ? \$1851  : \$1857 [26:0];
+  assign \$1861  = s5_shift_mid[5] ? \$1860  : s5_step_mid;
+  assign \$1864  = s5_shift_mid[5] ? \$1863  : s5_step_mid;
+  assign \$1865  = s5_shift_mid[4] ? \$1862  : \$1864 ;
+  assign \$1868  = s5_shift_mid[5] ? \$1867  : s5_step_mid;
+  assign \$1871  = s5_shift_mid[5] ? \$1870  : s5_step_mid;
+  assign \$1872  = s5_shift_mid[4] ? \$1869  : \$1871 ;
+  assign \$1873  = s5_shift_mid[3] ? \$1866  : \$1872 [26:0];
+  assign \$1874  = s5_shift_mid[2] ? \$1859  : \$1873 [18:0];
+  assign \$1875  = s5_shift_mid[1] ? \$1844  : \$1874 [14:0];
+  assign \$1878  = s5_shift_mid[5] ? \$1877  : s5_step_mid;
+  assign \$1881  = s5_shift_mid[5] ? \$1880  : s5_step_mid;
+  assign \$1882  = s5_shift_mid[4] ? \$1879  : \$1881 ;
+  assign \$1885  = s5_shift_mid[5] ? \$1884  : s5_step_mid;
+  assign \$1888  = s5_shift_mid[5] ? \$1887  : s5_step_mid;
+  assign \$1889  = s5_shift_mid[4] ? \$1886  : \$1888 ;
+  assign \$1890  = s5_shift_mid[3] ? \$1883  : \$1889 [26:0];
   assign \$1893  = s5_shift_mid[5] ? \$1892  : s5_step_mid;
   assign \$1896  = s5_shift_mid[5] ? \$1895  : s5_step_mid;
   assign \$1897  = s5_shift_mid[4] ? \$1894  : \$1896 ;
@@ -30893,33 +30952,33 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1903  = s5_shift_mid[5] ? \$1902  : s5_step_mid;
   assign \$1904  = s5_shift_mid[4] ? \$1901  : \$1903 ;
   assign \$1905  = s5_shift_mid[3] ? \$1898  : \$1904 [26:0];
-  assign \$1908  = s5_shift_mid[5] ? \$1907  : s5_step_mid;
-  assign \$1911  = s5_shift_mid[5] ? \$1910  : s5_step_mid;
-  assign \$1912  = s5_shift_mid[4] ? \$1909  : \$1911 ;
-  assign \$1915  = s5_shift_mid[5] ? \$1914  : s5_step_mid;
-  assign \$1918  = s5_shift_mid[5] ? \$1917  : s5_step_mid;
-  assign \$1919  = s5_shift_mid[4] ? \$1916  : \$1918 ;
-  assign \$1920  = s5_shift_mid[3] ? \$1913  : \$1919 [26:0];
-  assign \$1921  = s5_shift_mid[2] ? \$1906  : \$1920 [18:0];
-  assign \$1922  = s5_shift_mid[1] ? \$1891  : \$1921 [14:0];
-  assign \$1923  = s5_shift_mid[0] ? \$1860  : \$1922 [12:0];
-  assign \$1924  = s5_exp1_mid + \$1923 [11];
-  assign \$1925  = s5_normal_mid ? \$1924 [4:0] : 5'h00;
-  assign \$1927  = s5_shift_in[5] ? \$1926  : s5_step_in;
-  assign \$1930  = s5_shift_in[5] ? \$1929  : s5_step_in;
-  assign \$1931  = s5_shift_in[4] ? \$1928  : \$1930 ;
-  assign \$1934  = s5_shift_in[5] ? \$1933  : s5_step_in;
-  assign \$1937  = s5_shift_in[5] ? \$1936  : s5_step_in;
-  assign \$1938  = s5_shift_in[4] ? \$1935  : \$1937 ;
-  assign \$1939  = s5_shift_in[3] ? \$1932  : \$1938 [26:0];
-  assign \$1942  = s5_shift_in[5] ? \$1941  : s5_step_in;
-  assign \$1945  = s5_shift_in[5] ? \$1944  : s5_step_in;
-  assign \$1946  = s5_shift_in[4] ? \$1943  : \$1945 ;
-  assign \$1949  = s5_shift_in[5] ? \$1948  : s5_step_in;
-  assign \$1952  = s5_shift_in[5] ? \$1951  : s5_step_in;
-  assign \$1953  = s5_shift_in[4] ? \$1950  : \$1952 ;
-  assign \$1954  = s5_shift_in[3] ? \$1947  : \$1953 [26:0];
-  assign \$1955  = s5_shift_in[2] ? \$1940  : \$1954 [18:0];
+  assign \$1906  = s5_shift_mid[2] ? \$1891  : \$1905 [18:0];
+  assign \$1909  = s5_shift_mid[5] ? \$1908  : s5_step_mid;
+  assign \$1912  = s5_shift_mid[5] ? \$1911  : s5_step_mid;
+  assign \$1913  = s5_shift_mid[4] ? \$1910  : \$1912 ;
+  assign \$1916  = s5_shift_mid[5] ? \$1915  : s5_step_mid;
+  assign \$1919  = s5_shift_mid[5] ? \$1918  : s5_step_mid;
+  assign \$1920  = s5_shift_mid[4] ? \$1917  : \$1919 ;
+  assign \$1921  = s5_shift_mid[3] ? \$1914  : \$1920 [26:0];
+  assign \$1924  = s5_shift_mid[5] ? \$1923  : s5_step_mid;
+  assign \$1927  = s5_shift_mid[5] ? \$1926  : s5_step_mid;
+  assign \$1928  = s5_shift_mid[4] ? \$1925  : \$1927 ;
+  assign \$1931  = s5_shift_mid[5] ? \$1930  : s5_step_mid;
+  assign \$1934  = s5_shift_mid[5] ? \$1933  : s5_step_mid;
+  assign \$1935  = s5_shift_mid[4] ? \$1932  : \$1934 ;
+  assign \$1936  = s5_shift_mid[3] ? \$1929  : \$1935 [26:0];
+  assign \$1937  = s5_shift_mid[2] ? \$1922  : \$1936 [18:0];
+  assign \$1938  = s5_shift_mid[1] ? \$1907  : \$1937 [14:0];
+  assign \$1939  = s5_shift_mid[0] ? \$1876  : \$1938 [12:0];
+  assign \$1940  = s5_exp1_mid + \$1939 [11];
+  assign \$1941  = s5_normal_mid ? \$1940 [4:0] : 5'h00;
+  assign \$1943  = s5_shift_in[5] ? \$1942  : s5_step_in;
+  assign \$1946  = s5_shift_in[5] ? \$1945  : s5_step_in;
+  assign \$1947  = s5_shift_in[4] ? \$1944  : \$1946 ;
+  assign \$1950  = s5_shift_in[5] ? \$1949  : s5_step_in;
+  assign \$1953  = s5_shift_in[5] ? \$1952  : s5_step_in;
+  assign \$1954  = s5_shift_in[4] ? \$1951  : \$1953 ;
+  assign \$1955  = s5_shift_in[3] ? \$1948  : \$1954 [26:0];
   assign \$1958  = s5_shift_in[5] ? \$1957  : s5_step_in;
   assign \$1961  = s5_shift_in[5] ? \$1960  : s5_step_in;
   assign \$1962  = s5_shift_in[4] ? \$1959  : \$1961 ;
@@ -30927,30 +30986,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1968  = s5_shift_in[5] ? \$1967  : s5_step_in;
   assign \$1969  = s5_shift_in[4] ? \$1966  : \$1968 ;
   assign \$1970  = s5_shift_in[3] ? \$1963  : \$1969 [26:0];
-  assign \$1973  = s5_shift_in[5] ? \$1972  : s5_step_in;
-  assign \$1976  = s5_shift_in[5] ? \$1975  : s5_step_in;
-  assign \$1977  = s5_shift_in[4] ? \$1974  : \$1976 ;
-  assign \$1980  = s5_shift_in[5] ? \$1979  : s5_step_in;
-  assign \$1983  = s5_shift_in[5] ? \$1982  : s5_step_in;
-  assign \$1984  = s5_shift_in[4] ? \$1981  : \$1983 ;
-  assign \$1985  = s5_shift_in[3] ? \$1978  : \$1984 [26:0];
-  assign \$1986  = s5_shift_in[2] ? \$1971  : \$1985 [18:0];
-  assign \$1987  = s5_shift_in[1] ? \$1956  : \$1986 [14:0];
-  assign \$1990  = s5_shift_in[5] ? \$1989  : s5_step_in;
-  assign \$1993  = s5_shift_in[5] ? \$1992  : s5_step_in;
-  assign \$1994  = s5_shift_in[4] ? \$1991  : \$1993 ;
-  assign \$1997  = s5_shift_in[5] ? \$1996  : s5_step_in;
-  assign \$2000  = s5_shift_in[5] ? \$1999  : s5_step_in;
-  assign \$2001  = s5_shift_in[4] ? \$1998  : \$2000 ;
-  assign \$2002  = s5_shift_in[3] ? \$1995  : \$2001 [26:0];
-  assign \$2005  = s5_shift_in[5] ? \$2004  : s5_step_in;
-  assign \$2008  = s5_shift_in[5] ? \$2007  : s5_step_in;
-  assign \$2009  = s5_shift_in[4] ? \$2006  : \$2008 ;
-  assign \$2012  = s5_shift_in[5] ? \$2011  : s5_step_in;
-  assign \$2015  = s5_shift_in[5] ? \$2014  : s5_step_in;
-  assign \$2016  = s5_shift_in[4] ? \$2013  : \$2015 ;
-  assign \$2017  = s5_shift_in[3] ? \$2010  : \$2016 [26:0];
-  assign \$2018  = s5_shift_in[2] ? \$2003  : \$2017 [18:0];
+  assign \$1971  = s5_shift_in[2] ? \$1956  : \$1970 [18:0];
+  assign \$1974  = s5_shift_in[5] ? \$1973  : s5_step_in;
+  assign \$1977  = s5_shift_in[5] ? \$1976  : s5_step_in;
+  assign \$1978  = s5_shift_in[4] ? \$1975  : \$1977 ;
+  assign \$1981  = s5_shift_in[5] ? \$1980  : s5_step_in;
+  assign \$1984  = s5_shift_in[5] ? \$1983  : s5_step_in;
+  assign \$1985  = s5_shift_in[4] ? \$1982  : \$1984 ;
+  assign \$1986  = s5_shift_in[3] ? \$1979  : \$1985 [26:0];
+  assign \$1989  = s5_shift_in[5] ? \$1988  : s5_step_in;
+  assign \$1992  = s5_shift_in[5] ? \$1991  : s5_step_in;
+  assign \$1993  = s5_shift_in[4] ? \$1990  : \$1992 ;
+  assign \$1996  = s5_shift_in[5] ? \$1995  : s5_step_in;
+  assign \$1999  = s5_shift_in[5] ? \$1998  : s5_step_in;
+  assign \$2000  = s5_shift_in[4] ? \$1997  : \$1999 ;
+  assign \$2001  = s5_shift_in[3] ? \$1994  : \$2000 [26:0];
+  assign \$2002  = s5_shift_in[2] ? \$1987  : \$2001 [18:0];
+  assign \$2003  = s5_shift_in[1] ? \$1972  : \$2002 [14:0];
+  assign \$2006  = s5_shift_in[5] ? \$2005  : s5_step_in;
+  assign \$2009  = s5_shift_in[5] ? \$2008  : s5_step_in;
+  assign \$2010  = s5_shift_in[4] ? \$2007  : \$2009 ;
+  assign \$2013  = s5_shift_in[5] ? \$2012  : s5_step_in;
+  assign \$2016  = s5_shift_in[5] ? \$2015  : s5_step_in;
+  assign \$2017  = s5_shift_in[4] ? \$2014  : \$2016 ;
+  assign \$2018  = s5_shift_in[3] ? \$2011  : \$2017 [26:0];
   assign \$2021  = s5_shift_in[5] ? \$2020  : s5_step_in;
   assign \$2024  = s5_shift_in[5] ? \$2023  : s5_step_in;
   assign \$2025  = s5_shift_in[4] ? \$2022  : \$2024 ;
@@ -30958,32 +31017,32 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2031  = s5_shift_in[5] ? \$2030  : s5_step_in;
   assign \$2032  = s5_shift_in[4] ? \$2029  : \$2031 ;
   assign \$2033  = s5_shift_in[3] ? \$2026  : \$2032 [26:0];
-  assign \$2036  = s5_shift_in[5] ? \$2035  : s5_step_in;
-  assign \$2039  = s5_shift_in[5] ? \$2038  : s5_step_in;
-  assign \$2040  = s5_shift_in[4] ? \$2037  : \$2039 ;
-  assign \$2043  = s5_shift_in[5] ? \$2042  : s5_step_in;
-  assign \$2046  = s5_shift_in[5] ? \$2045  : s5_step_in;
-  assign \$2047  = s5_shift_in[4] ? \$2044  : \$2046 ;
-  assign \$2048  = s5_shift_in[3] ? \$2041  : \$2047 [26:0];
-  assign \$2049  = s5_shift_in[2] ? \$2034  : \$2048 [18:0];
-  assign \$2050  = s5_shift_in[1] ? \$2019  : \$2049 [14:0];
-  assign \$2051  = s5_shift_in[0] ? \$1988  : \$2050 [12:0];
-  assign \$2052  = s5_normal_in ? \$2051 [9:0] : s5_step_in[9:0];
-  assign \$2054  = s5_shift_in[5] ? \$2053  : s5_step_in;
-  assign \$2057  = s5_shift_in[5] ? \$2056  : s5_step_in;
-  assign \$2058  = s5_shift_in[4] ? \$2055  : \$2057 ;
-  assign \$2061  = s5_shift_in[5] ? \$2060  : s5_step_in;
-  assign \$2064  = s5_shift_in[5] ? \$2063  : s5_step_in;
-  assign \$2065  = s5_shift_in[4] ? \$2062  : \$2064 ;
-  assign \$2066  = s5_shift_in[3] ? \$2059  : \$2065 [26:0];
-  assign \$2069  = s5_shift_in[5] ? \$2068  : s5_step_in;
-  assign \$2072  = s5_shift_in[5] ? \$2071  : s5_step_in;
-  assign \$2073  = s5_shift_in[4] ? \$2070  : \$2072 ;
-  assign \$2076  = s5_shift_in[5] ? \$2075  : s5_step_in;
-  assign \$2079  = s5_shift_in[5] ? \$2078  : s5_step_in;
-  assign \$2080  = s5_shift_in[4] ? \$2077  : \$2079 ;
-  assign \$2081  = s5_shift_in[3] ? \$2074  : \$2080 [26:0];
-  assign \$2082  = s5_shift_in[2] ? \$2067  : \$2081 [18:0];
+  assign \$2034  = s5_shift_in[2] ? \$2019  : \$2033 [18:0];
+  assign \$2037  = s5_shift_in[5] ? \$2036  : s5_step_in;
+  assign \$2040  = s5_shift_in[5] ? \$2039  : s5_step_in;
+  assign \$2041  = s5_shift_in[4] ? \$2038  : \$2040 ;
+  assign \$2044  = s5_shift_in[5] ? \$2043  : s5_step_in;
+  assign \$2047  = s5_shift_in[5] ? \$2046  : s5_step_in;
+  assign \$2048  = s5_shift_in[4] ? \$2045  : \$2047 ;
+  assign \$2049  = s5_shift_in[3] ? \$2042  : \$2048 [26:0];
+  assign \$2052  = s5_shift_in[5] ? \$2051  : s5_step_in;
+  assign \$2055  = s5_shift_in[5] ? \$2054  : s5_step_in;
+  assign \$2056  = s5_shift_in[4] ? \$2053  : \$2055 ;
+  assign \$2059  = s5_shift_in[5] ? \$2058  : s5_step_in;
+  assign \$2062  = s5_shift_in[5] ? \$2061  : s5_step_in;
+  assign \$2063  = s5_shift_in[4] ? \$2060  : \$2062 ;
+  assign \$2064  = s5_shift_in[3] ? \$2057  : \$2063 [26:0];
+  assign \$2065  = s5_shift_in[2] ? \$2050  : \$2064 [18:0];
+  assign \$2066  = s5_shift_in[1] ? \$2035  : \$2065 [14:0];
+  assign \$2067  = s5_shift_in[0] ? \$2004  : \$2066 [12:0];
+  assign \$2068  = s5_normal_in ? \$2067 [9:0] : s5_step_in[9:0];
+  assign \$2070  = s5_shift_in[5] ? \$2069  : s5_step_in;
+  assign \$2073  = s5_shift_in[5] ? \$2072  : s5_step_in;
+  assign \$2074  = s5_shift_in[4] ? \$2071  : \$2073 ;
+  assign \$2077  = s5_shift_in[5] ? \$2076  : s5_step_in;
+  assign \$2080  = s5_shift_in[5] ? \$2079  : s5_step_in;
+  assign \$2081  = s5_shift_in[4] ? \$2078  : \$2080 ;
+  assign \$2082  = s5_shift_in[3] ? \$2075  : \$2081 [26:0];
   assign \$2085  = s5_shift_in[5] ? \$2084  : s5_step_in;
   assign \$2088  = s5_shift_in[5] ? \$2087  : s5_step_in;
   assign \$2089  = s5_shift_in[4] ? \$2086  : \$2088 ;
@@ -30991,30 +31050,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2095  = s5_shift_in[5] ? \$2094  : s5_step_in;
   assign \$2096  = s5_shift_in[4] ? \$2093  : \$2095 ;
   assign \$2097  = s5_shift_in[3] ? \$2090  : \$2096 [26:0];
-  assign \$2100  = s5_shift_in[5] ? \$2099  : s5_step_in;
-  assign \$2103  = s5_shift_in[5] ? \$2102  : s5_step_in;
-  assign \$2104  = s5_shift_in[4] ? \$2101  : \$2103 ;
-  assign \$2107  = s5_shift_in[5] ? \$2106  : s5_step_in;
-  assign \$2110  = s5_shift_in[5] ? \$2109  : s5_step_in;
-  assign \$2111  = s5_shift_in[4] ? \$2108  : \$2110 ;
-  assign \$2112  = s5_shift_in[3] ? \$2105  : \$2111 [26:0];
-  assign \$2113  = s5_shift_in[2] ? \$2098  : \$2112 [18:0];
-  assign \$2114  = s5_shift_in[1] ? \$2083  : \$2113 [14:0];
-  assign \$2117  = s5_shift_in[5] ? \$2116  : s5_step_in;
-  assign \$2120  = s5_shift_in[5] ? \$2119  : s5_step_in;
-  assign \$2121  = s5_shift_in[4] ? \$2118  : \$2120 ;
-  assign \$2124  = s5_shift_in[5] ? \$2123  : s5_step_in;
-  assign \$2127  = s5_shift_in[5] ? \$2126  : s5_step_in;
-  assign \$2128  = s5_shift_in[4] ? \$2125  : \$2127 ;
-  assign \$2129  = s5_shift_in[3] ? \$2122  : \$2128 [26:0];
-  assign \$2132  = s5_shift_in[5] ? \$2131  : s5_step_in;
-  assign \$2135  = s5_shift_in[5] ? \$2134  : s5_step_in;
-  assign \$2136  = s5_shift_in[4] ? \$2133  : \$2135 ;
-  assign \$2139  = s5_shift_in[5] ? \$2138  : s5_step_in;
-  assign \$2142  = s5_shift_in[5] ? \$2141  : s5_step_in;
-  assign \$2143  = s5_shift_in[4] ? \$2140  : \$2142 ;
-  assign \$2144  = s5_shift_in[3] ? \$2137  : \$2143 [26:0];
-  assign \$2145  = s5_shift_in[2] ? \$2130  : \$2144 [18:0];
+  assign \$2098  = s5_shift_in[2] ? \$2083  : \$2097 [18:0];
+  assign \$2101  = s5_shift_in[5] ? \$2100  : s5_step_in;
+  assign \$2104  = s5_shift_in[5] ? \$2103  : s5_step_in;
+  assign \$2105  = s5_shift_in[4] ? \$2102  : \$2104 ;
+  assign \$2108  = s5_shift_in[5] ? \$2107  : s5_step_in;
+  assign \$2111  = s5_shift_in[5] ? \$2110  : s5_step_in;
+  assign \$2112  = s5_shift_in[4] ? \$2109  : \$2111 ;
+  assign \$2113  = s5_shift_in[3] ? \$2106  : \$2112 [26:0];
+  assign \$2116  = s5_shift_in[5] ? \$2115  : s5_step_in;
+  assign \$2119  = s5_shift_in[5] ? \$2118  : s5_step_in;
+  assign \$2120  = s5_shift_in[4] ? \$2117  : \$2119 ;
+  assign \$2123  = s5_shift_in[5] ? \$2122  : s5_step_in;
+  assign \$2126  = s5_shift_in[5] ? \$2125  : s5_step_in;
+  assign \$2127  = s5_shift_in[4] ? \$2124  : \$2126 ;
+  assign \$2128  = s5_shift_in[3] ? \$2121  : \$2127 [26:0];
+  assign \$2129  = s5_shift_in[2] ? \$2114  : \$2128 [18:0];
+  assign \$2130  = s5_shift_in[1] ? \$2099  : \$2129 [14:0];
+  assign \$2133  = s5_shift_in[5] ? \$2132  : s5_step_in;
+  assign \$2136  = s5_shift_in[5] ? \$2135  : s5_step_in;
+  assign \$2137  = s5_shift_in[4] ? \$2134  : \$2136 ;
+  assign \$2140  = s5_shift_in[5] ? \$2139  : s5_step_in;
+  assign \$2143  = s5_shift_in[5] ? \$2142  : s5_step_in;
+  assign \$2144  = s5_shift_in[4] ? \$2141  : \$2143 ;
+  assign \$2145  = s5_shift_in[3] ? \$2138  : \$2144 [26:0];
   assign \$2148  = s5_shift_in[5] ? \$2147  : s5_step_in;
   assign \$2151  = s5_shift_in[5] ? \$2150  : s5_step_in;
   assign \$2152  = s5_shift_in[4] ? \$2149  : \$2151 ;
@@ -31022,33 +31081,33 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2158  = s5_shift_in[5] ? \$2157  : s5_step_in;
   assign \$2159  = s5_shift_in[4] ? \$2156  : \$2158 ;
   assign \$2160  = s5_shift_in[3] ? \$2153  : \$2159 [26:0];
-  assign \$2163  = s5_shift_in[5] ? \$2162  : s5_step_in;
-  assign \$2166  = s5_shift_in[5] ? \$2165  : s5_step_in;
-  assign \$2167  = s5_shift_in[4] ? \$2164  : \$2166 ;
-  assign \$2170  = s5_shift_in[5] ? \$2169  : s5_step_in;
-  assign \$2173  = s5_shift_in[5] ? \$2172  : s5_step_in;
-  assign \$2174  = s5_shift_in[4] ? \$2171  : \$2173 ;
-  assign \$2175  = s5_shift_in[3] ? \$2168  : \$2174 [26:0];
-  assign \$2176  = s5_shift_in[2] ? \$2161  : \$2175 [18:0];
-  assign \$2177  = s5_shift_in[1] ? \$2146  : \$2176 [14:0];
-  assign \$2178  = s5_shift_in[0] ? \$2115  : \$2177 [12:0];
-  assign \$2179  = s5_exp1_in + \$2178 [11];
-  assign \$2180  = s5_normal_in ? \$2179 [4:0] : 5'h00;
-  assign \$2182  = s5_shift_out[5] ? \$2181  : s5_step_out;
-  assign \$2185  = s5_shift_out[5] ? \$2184  : s5_step_out;
-  assign \$2186  = s5_shift_out[4] ? \$2183  : \$2185 ;
-  assign \$2189  = s5_shift_out[5] ? \$2188  : s5_step_out;
-  assign \$2192  = s5_shift_out[5] ? \$2191  : s5_step_out;
-  assign \$2193  = s5_shift_out[4] ? \$2190  : \$2192 ;
-  assign \$2194  = s5_shift_out[3] ? \$2187  : \$2193 [26:0];
-  assign \$2197  = s5_shift_out[5] ? \$2196  : s5_step_out;
-  assign \$2200  = s5_shift_out[5] ? \$2199  : s5_step_out;
-  assign \$2201  = s5_shift_out[4] ? \$2198  : \$2200 ;
-  assign \$2204  = s5_shift_out[5] ? \$2203  : s5_step_out;
-  assign \$2207  = s5_shift_out[5] ? \$2206  : s5_step_out;
-  assign \$2208  = s5_shift_out[4] ? \$2205  : \$2207 ;
-  assign \$2209  = s5_shift_out[3] ? \$2202  : \$2208 [26:0];
-  assign \$2210  = s5_shift_out[2] ? \$2195  : \$2209 [18:0];
+  assign \$2161  = s5_shift_in[2] ? \$2146  : \$2160 [18:0];
+  assign \$2164  = s5_shift_in[5] ? \$2163  : s5_step_in;
+  assign \$2167  = s5_shift_in[5] ? \$2166  : s5_step_in;
+  assign \$2168  = s5_shift_in[4] ? \$2165  : \$2167 ;
+  assign \$2171  = s5_shift_in[5] ? \$2170  : s5_step_in;
+  assign \$2174  = s5_shift_in[5] ? \$2173  : s5_step_in;
+  assign \$2175  = s5_shift_in[4] ? \$2172  : \$2174 ;
+  assign \$2176  = s5_shift_in[3] ? \$2169  : \$2175 [26:0];
+  assign \$2179  = s5_shift_in[5] ? \$2178  : s5_step_in;
+  assign \$2182  = s5_shift_in[5] ? \$2181  : s5_step_in;
+  assign \$2183  = s5_shift_in[4] ? \$2180  : \$2182 ;
+  assign \$2186  = s5_shift_in[5] ? \$2185  : s5_step_in;
+  assign \$2189  = s5_shift_in[5] ? \$2188  : s5_step_in;
+  assign \$2190  = s5_shift_in[4] ? \$2187  : \$2189 ;
+  assign \$2191  = s5_shift_in[3] ? \$2184  : \$2190 [26:0];
+  assign \$2192  = s5_shift_in[2] ? \$2177  : \$2191 [18:0];
+  assign \$2193  = s5_shift_in[1] ? \$2162  : \$2192 [14:0];
+  assign \$2194  = s5_shift_in[0] ? \$2131  : \$2193 [12:0];
+  assign \$2195  = s5_exp1_in + \$2194 [11];
+  assign \$2196  = s5_normal_in ? \$2195 [4:0] : 5'h00;
+  assign \$2198  = s5_shift_out[5] ? \$2197  : s5_step_out;
+  assign \$2201  = s5_shift_out[5] ? \$2200  : s5_step_out;
+  assign \$2202  = s5_shift_out[4] ? \$2199  : \$2201 ;
+  assign \$2205  = s5_shift_out[5] ? \$2204  : s5_step_out;
+  assign \$2208  = s5_shift_out[5] ? \$2207  : s5_step_out;
+  assign \$2209  = s5_shift_out[4] ? \$2206  : \$2208 ;
+  assign \$2210  = s5_shift_out[3] ? \$2203  : \$2209 [26:0];
   assign \$2213  = s5_shift_out[5] ? \$2212  : s5_step_out;
   assign \$2216  = s5_shift_out[5] ? \$2215  : s5_step_out;
   assign \$2217  = s5_shift_out[4] ? \$2214  : \$2216 ;
@@ -31056,30 +31115,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2223  = s5_shift_out[5] ? \$2222  : s5_step_out;
   assign \$2224  = s5_shift_out[4] ? \$2221  : \$2223 ;
   assign \$2225  = s5_shift_out[3] ? \$2218  : \$2224 [26:0];
-  assign \$2228  = s5_shift_out[5] ? \$2227  : s5_step_out;
-  assign \$2231  = s5_shift_out[5] ? \$2230  : s5_step_out;
-  assign \$2232  = s5_shift_out[4] ? \$2229  : \$2231 ;
-  assign \$2235  = s5_shift_out[5] ? \$2234  : s5_step_out;
-  assign \$2238  = s5_shift_out[5] ? \$2237  : s5_step_out;
-  assign \$2239  = s5_shift_out[4] ? \$2236  : \$2238 ;
-  assign \$2240  = s5_shift_out[3] ? \$2233  : \$2239 [26:0];
-  assign \$2241  = s5_shift_out[2] ? \$2226  : \$2240 [18:0];
-  assign \$2242  = s5_shift_out[1] ? \$2211  : \$2241 [14:0];
-  assign \$2245  = s5_shift_out[5] ? \$2244  : s5_step_out;
-  assign \$2248  = s5_shift_out[5] ? \$2247  : s5_step_out;
-  assign \$2249  = s5_shift_out[4] ? \$2246  : \$2248 ;
-  assign \$2252  = s5_shift_out[5] ? \$2251  : s5_step_out;
-  assign \$2255  = s5_shift_out[5] ? \$2254  : s5_step_out;
-  assign \$2256  = s5_shift_out[4] ? \$2253  : \$2255 ;
-  assign \$2257  = s5_shift_out[3] ? \$2250  : \$2256 [26:0];
-  assign \$2260  = s5_shift_out[5] ? \$2259  : s5_step_out;
-  assign \$2263  = s5_shift_out[5] ? \$2262  : s5_step_out;
-  assign \$2264  = s5_shift_out[4] ? \$2261  : \$2263 ;
-  assign \$2267  = s5_shift_out[5] ? \$2266  : s5_step_out;
-  assign \$2270  = s5_shift_out[5] ? \$2269  : s5_step_out;
-  assign \$2271  = s5_shift_out[4] ? \$2268  : \$2270 ;
-  assign \$2272  = s5_shift_out[3] ? \$2265  : \$2271 [26:0];
-  assign \$2273  = s5_shift_out[2] ? \$2258  : \$2272 [18:0];
+  assign \$2226  = s5_shift_out[2] ? \$2211  : \$2225 [18:0];
+  assign \$2229  = s5_shift_out[5] ? \$2228  : s5_step_out;
+  assign \$2232  = s5_shift_out[5] ? \$2231  : s5_step_out;
+  assign \$2233  = s5_shift_out[4] ? \$2230  : \$2232 ;
+  assign \$2236  = s5_shift_out[5] ? \$2235  : s5_step_out;
+  assign \$2239  = s5_shift_out[5] ? \$2238  : s5_step_out;
+  assign \$2240  = s5_shift_out[4] ? \$2237  : \$2239 ;
+  assign \$2241  = s5_shift_out[3] ? \$2234  : \$2240 [26:0];
+  assign \$2244  = s5_shift_out[5] ? \$2243  : s5_step_out;
+  assign \$2247  = s5_shift_out[5] ? \$2246  : s5_step_out;
+  assign \$2248  = s5_shift_out[4] ? \$2245  : \$2247 ;
+  assign \$2251  = s5_shift_out[5] ? \$2250  : s5_step_out;
+  assign \$2254  = s5_shift_out[5] ? \$2253  : s5_step_out;
+  assign \$2255  = s5_shift_out[4] ? \$2252  : \$2254 ;
+  assign \$2256  = s5_shift_out[3] ? \$2249  : \$2255 [26:0];
+  assign \$2257  = s5_shift_out[2] ? \$2242  : \$2256 [18:0];
+  assign \$2258  = s5_shift_out[1] ? \$2227  : \$2257 [14:0];
+  assign \$2261  = s5_shift_out[5] ? \$2260  : s5_step_out;
+  assign \$2264  = s5_shift_out[5] ? \$2263  : s5_step_out;
+  assign \$2265  = s5_shift_out[4] ? \$2262  : \$2264 ;
+  assign \$2268  = s5_shift_out[5] ? \$2267  : s5_step_out;
+  assign \$2271  = s5_shift_out[5] ? \$2270  : s5_step_out;
+  assign \$2272  = s5_shift_out[4] ? \$2269  : \$2271 ;
+  assign \$2273  = s5_shift_out[3] ? \$2266  : \$2272 [26:0];
   assign \$2276  = s5_shift_out[5] ? \$2275  : s5_step_out;
   assign \$2279  = s5_shift_out[5] ? \$2278  : s5_step_out;
   assign \$2280  = s5_shift_out[4] ? \$2277  : \$2279 ;
@@ -31087,32 +31146,32 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2286  = s5_shift_out[5] ? \$2285  : s5_step_out;
   assign \$2287  = s5_shift_out[4] ? \$2284  : \$2286 ;
   assign \$2288  = s5_shift_out[3] ? \$2281  : \$2287 [26:0];
-  assign \$2291  = s5_shift_out[5] ? \$2290  : s5_step_out;
-  assign \$2294  = s5_shift_out[5] ? \$2293  : s5_step_out;
-  assign \$2295  = s5_shift_out[4] ? \$2292  : \$2294 ;
-  assign \$2298  = s5_shift_out[5] ? \$2297  : s5_step_out;
-  assign \$2301  = s5_shift_out[5] ? \$2300  : s5_step_out;
-  assign \$2302  = s5_shift_out[4] ? \$2299  : \$2301 ;
-  assign \$2303  = s5_shift_out[3] ? \$2296  : \$2302 [26:0];
-  assign \$2304  = s5_shift_out[2] ? \$2289  : \$2303 [18:0];
-  assign \$2305  = s5_shift_out[1] ? \$2274  : \$2304 [14:0];
-  assign \$2306  = s5_shift_out[0] ? \$2243  : \$2305 [12:0];
-  assign \$2307  = s5_normal_out ? \$2306 [9:0] : s5_step_out[9:0];
-  assign \$2309  = s5_shift_out[5] ? \$2308  : s5_step_out;
-  assign \$2312  = s5_shift_out[5] ? \$2311  : s5_step_out;
-  assign \$2313  = s5_shift_out[4] ? \$2310  : \$2312 ;
-  assign \$2316  = s5_shift_out[5] ? \$2315  : s5_step_out;
-  assign \$2319  = s5_shift_out[5] ? \$2318  : s5_step_out;
-  assign \$2320  = s5_shift_out[4] ? \$2317  : \$2319 ;
-  assign \$2321  = s5_shift_out[3] ? \$2314  : \$2320 [26:0];
-  assign \$2324  = s5_shift_out[5] ? \$2323  : s5_step_out;
-  assign \$2327  = s5_shift_out[5] ? \$2326  : s5_step_out;
-  assign \$2328  = s5_shift_out[4] ? \$2325  : \$2327 ;
-  assign \$2331  = s5_shift_out[5] ? \$2330  : s5_step_out;
-  assign \$2334  = s5_shift_out[5] ? \$2333  : s5_step_out;
-  assign \$2335  = s5_shift_out[4] ? \$2332  : \$2334 ;
-  assign \$2336  = s5_shift_out[3] ? \$2329  : \$2335 [26:0];
-  assign \$2337  = s5_shift_out[2] ? \$2322  : \$2336 [18:0];
+  assign \$2289  = s5_shift_out[2] ? \$2274  : \$2288 [18:0];
+  assign \$2292  = s5_shift_out[5] ? \$2291  : s5_step_out;
+  assign \$2295  = s5_shift_out[5] ? \$2294  : s5_step_out;
+  assign \$2296  = s5_shift_out[4] ? \$2293  : \$2295 ;
+  assign \$2299  = s5_shift_out[5] ? \$2298  : s5_step_out;
+  assign \$2302  = s5_shift_out[5] ? \$2301  : s5_step_out;
+  assign \$2303  = s5_shift_out[4] ? \$2300  : \$2302 ;
+  assign \$2304  = s5_shift_out[3] ? \$2297  : \$2303 [26:0];
+  assign \$2307  = s5_shift_out[5] ? \$2306  : s5_step_out;
+  assign \$2310  = s5_shift_out[5] ? \$2309  : s5_step_out;
+  assign \$2311  = s5_shift_out[4] ? \$2308  : \$2310 ;
+  assign \$2314  = s5_shift_out[5] ? \$2313  : s5_step_out;
+  assign \$2317  = s5_shift_out[5] ? \$2316  : s5_step_out;
+  assign \$2318  = s5_shift_out[4] ? \$2315  : \$2317 ;
+  assign \$2319  = s5_shift_out[3] ? \$2312  : \$2318 [26:0];
+  assign \$2320  = s5_shift_out[2] ? \$2305  : \$2319 [18:0];
+  assign \$2321  = s5_shift_out[1] ? \$2290  : \$2320 [14:0];
+  assign \$2322  = s5_shift_out[0] ? \$2259  : \$2321 [12:0];
+  assign \$2323  = s5_normal_out ? \$2322 [9:0] : s5_step_out[9:0];
+  assign \$2325  = s5_shift_out[5] ? \$2324  : s5_step_out;
+  assign \$2328  = s5_shift_out[5] ? \$2327  : s5_step_out;
+  assign \$2329  = s5_shift_out[4] ? \$2326  : \$2328 ;
+  assign \$2332  = s5_shift_out[5] ? \$2331  : s5_step_out;
+  assign \$2335  = s5_shift_out[5] ? \$2334  : s5_step_out;
+  assign \$2336  = s5_shift_out[4] ? \$2333  : \$2335 ;
+  assign \$2337  = s5_shift_out[3] ? \$2330  : \$2336 [26:0];
   assign \$2340  = s5_shift_out[5] ? \$2339  : s5_step_out;
   assign \$2343  = s5_shift_out[5] ? \$2342  : s5_step_out;
   assign \$2344  = s5_shift_out[4] ? \$2341  : \$2343 ;
@@ -31120,30 +31179,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2350  = s5_shift_out[5] ? \$2349  : s5_step_out;
   assign \$2351  = s5_shift_out[4] ? \$2348  : \$2350 ;
   assign \$2352  = s5_shift_out[3] ? \$2345  : \$2351 [26:0];
-  assign \$2355  = s5_shift_out[5] ? \$2354  : s5_step_out;
-  assign \$2358  = s5_shift_out[5] ? \$2357  : s5_step_out;
-  assign \$2359  = s5_shift_out[4] ? \$2356  : \$2358 ;
-  assign \$2362  = s5_shift_out[5] ? \$2361  : s5_step_out;
-  assign \$2365  = s5_shift_out[5] ? \$2364  : s5_step_out;
-  assign \$2366  = s5_shift_out[4] ? \$2363  : \$2365 ;
-  assign \$2367  = s5_shift_out[3] ? \$2360  : \$2366 [26:0];
-  assign \$2368  = s5_shift_out[2] ? \$2353  : \$2367 [18:0];
-  assign \$2369  = s5_shift_out[1] ? \$2338  : \$2368 [14:0];
-  assign \$2372  = s5_shift_out[5] ? \$2371  : s5_step_out;
-  assign \$2375  = s5_shift_out[5] ? \$2374  : s5_step_out;
-  assign \$2376  = s5_shift_out[4] ? \$2373  : \$2375 ;
-  assign \$2379  = s5_shift_out[5] ? \$2378  : s5_step_out;
-  assign \$2382  = s5_shift_out[5] ? \$2381  : s5_step_out;
-  assign \$2383  = s5_shift_out[4] ? \$2380  : \$2382 ;
-  assign \$2384  = s5_shift_out[3] ? \$2377  : \$2383 [26:0];
-  assign \$2387  = s5_shift_out[5] ? \$2386  : s5_step_out;
-  assign \$2390  = s5_shift_out[5] ? \$2389  : s5_step_out;
-  assign \$2391  = s5_shift_out[4] ? \$2388  : \$2390 ;
-  assign \$2394  = s5_shift_out[5] ? \$2393  : s5_step_out;
-  assign \$2397  = s5_shift_out[5] ? \$2396  : s5_step_out;
-  assign \$2398  = s5_shift_out[4] ? \$2395  : \$2397 ;
-  assign \$2399  = s5_shift_out[3] ? \$2392  : \$2398 [26:0];
-  assign \$2400  = s5_shift_out[2] ? \$2385  : \$2399 [18:0];
+  assign \$2353  = s5_shift_out[2] ? \$2338  : \$2352 [18:0];
+  assign \$2356  = s5_shift_out[5] ? \$2355  : s5_step_out;
+  assign \$2359  = s5_shift_out[5] ? \$2358  : s5_step_out;
+  assign \$2360  = s5_shift_out[4] ? \$2357  : \$2359 ;
+  assign \$2363  = s5_shift_out[5] ? \$2362  : s5_step_out;
+  assign \$2366  = s5_shift_out[5] ? \$2365  : s5_step_out;
+  assign \$2367  = s5_shift_out[4] ? \$2364  : \$2366 ;
+  assign \$2368  = s5_shift_out[3] ? \$2361  : \$2367 [26:0];
+  assign \$2371  = s5_shift_out[5] ? \$2370  : s5_step_out;
+  assign \$2374  = s5_shift_out[5] ? \$2373  : s5_step_out;
+  assign \$2375  = s5_shift_out[4] ? \$2372  : \$2374 ;
+  assign \$2378  = s5_shift_out[5] ? \$2377  : s5_step_out;
+  assign \$2381  = s5_shift_out[5] ? \$2380  : s5_step_out;
+  assign \$2382  = s5_shift_out[4] ? \$2379  : \$2381 ;
+  assign \$2383  = s5_shift_out[3] ? \$2376  : \$2382 [26:0];
+  assign \$2384  = s5_shift_out[2] ? \$2369  : \$2383 [18:0];
+  assign \$2385  = s5_shift_out[1] ? \$2354  : \$2384 [14:0];
+  assign \$2388  = s5_shift_out[5] ? \$2387  : s5_step_out;
+  assign \$2391  = s5_shift_out[5] ? \$2390  : s5_step_out;
+  assign \$2392  = s5_shift_out[4] ? \$2389  : \$2391 ;
+  assign \$2395  = s5_shift_out[5] ? \$2394  : s5_step_out;
+  assign \$2398  = s5_shift_out[5] ? \$2397  : s5_step_out;
+  assign \$2399  = s5_shift_out[4] ? \$2396  : \$2398 ;
+  assign \$2400  = s5_shift_out[3] ? \$2393  : \$2399 [26:0];
   assign \$2403  = s5_shift_out[5] ? \$2402  : s5_step_out;
   assign \$2406  = s5_shift_out[5] ? \$2405  : s5_step_out;
   assign \$2407  = s5_shift_out[4] ? \$2404  : \$2406 ;
@@ -31151,1517 +31210,1678 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2413  = s5_shift_out[5] ? \$2412  : s5_step_out;
   assign \$2414  = s5_shift_out[4] ? \$2411  : \$2413 ;
   assign \$2415  = s5_shift_out[3] ? \$2408  : \$2414 [26:0];
-  assign \$2418  = s5_shift_out[5] ? \$2417  : s5_step_out;
-  assign \$2421  = s5_shift_out[5] ? \$2420  : s5_step_out;
-  assign \$2422  = s5_shift_out[4] ? \$2419  : \$2421 ;
-  assign \$2425  = s5_shift_out[5] ? \$2424  : s5_step_out;
-  assign \$2428  = s5_shift_out[5] ? \$2427  : s5_step_out;
-  assign \$2429  = s5_shift_out[4] ? \$2426  : \$2428 ;
-  assign \$2430  = s5_shift_out[3] ? \$2423  : \$2429 [26:0];
-  assign \$2431  = s5_shift_out[2] ? \$2416  : \$2430 [18:0];
-  assign \$2432  = s5_shift_out[1] ? \$2401  : \$2431 [14:0];
-  assign \$2433  = s5_shift_out[0] ? \$2370  : \$2432 [12:0];
-  assign \$2434  = s5_exp1_out + \$2433 [11];
-  assign \$2435  = s5_normal_out ? \$2434 [4:0] : 5'h00;
-  assign \$2437  = s0_rem >= \$2436 ;
-  assign \$2439  = s0_rem - \$2438 ;
-  assign \$2440  = \$2437  ? \$2439  : { 3'h0, s0_rem };
-  assign \$2442  = s1_rem >= \$2441 ;
-  assign \$2444  = s1_rem - \$2443 ;
-  assign \$2445  = \$2442  ? \$2444  : { 1'h0, s1_rem };
-  assign \$2447  = s2_rem >= \$2446 ;
-  assign \$2449  = s2_rem - \$2448 ;
-  assign \$2450  = \$2447  ? \$2449  : { 1'h0, s2_rem };
-  assign \$2452  = s3_rem >= \$2451 ;
-  assign \$2454  = s3_rem - \$2453 ;
-  assign \$2455  = \$2452  ? \$2454  : { 1'h0, s3_rem };
-  assign \$2457  = 20'hfffff + \$2456 ;
-  assign \$2459  = \$2457  + \$2458 ;
-  assign \$2461  = \$2459  + \$2460 ;
-  assign \$2464  = 20'hfffff + \$2463 ;
-  assign \$2467  = 20'hfffff + \$2466 ;
+  assign \$2416  = s5_shift_out[2] ? \$2401  : \$2415 [18:0];
+  assign \$2419  = s5_shift_out[5] ? \$2418  : s5_step_out;
+  assign \$2422  = s5_shift_out[5] ? \$2421  : s5_step_out;
+  assign \$2423  = s5_shift_out[4] ? \$2420  : \$2422 ;
+  assign \$2426  = s5_shift_out[5] ? \$2425  : s5_step_out;
+  assign \$2429  = s5_shift_out[5] ? \$2428  : s5_step_out;
+  assign \$2430  = s5_shift_out[4] ? \$2427  : \$2429 ;
+  assign \$2431  = s5_shift_out[3] ? \$2424  : \$2430 [26:0];
+  assign \$2434  = s5_shift_out[5] ? \$2433  : s5_step_out;
+  assign \$2437  = s5_shift_out[5] ? \$2436  : s5_step_out;
+  assign \$2438  = s5_shift_out[4] ? \$2435  : \$2437 ;
+  assign \$2441  = s5_shift_out[5] ? \$2440  : s5_step_out;
+  assign \$2444  = s5_shift_out[5] ? \$2443  : s5_step_out;
+  assign \$2445  = s5_shift_out[4] ? \$2442  : \$2444 ;
+  assign \$2446  = s5_shift_out[3] ? \$2439  : \$2445 [26:0];
+  assign \$2447  = s5_shift_out[2] ? \$2432  : \$2446 [18:0];
+  assign \$2448  = s5_shift_out[1] ? \$2417  : \$2447 [14:0];
+  assign \$2449  = s5_shift_out[0] ? \$2386  : \$2448 [12:0];
+  assign \$2450  = s5_exp1_out + \$2449 [11];
+  assign \$2451  = s5_normal_out ? \$2450 [4:0] : 5'h00;
+  assign \$2453  = s0_rem >= \$2452 ;
+  assign \$2455  = s0_rem - \$2454 ;
+  assign \$2456  = \$2453  ? \$2455  : { 3'h0, s0_rem };
+  assign \$2458  = s1_rem >= \$2457 ;
+  assign \$2460  = s1_rem - \$2459 ;
+  assign \$2461  = \$2458  ? \$2460  : { 1'h0, s1_rem };
+  assign \$2463  = s2_rem >= \$2462 ;
+  assign \$2465  = s2_rem - \$2464 ;
+  assign \$2466  = \$2463  ? \$2465  : { 1'h0, s2_rem };
+  assign \$2468  = s3_rem >= \$2467 ;
+  assign \$2470  = s3_rem - \$2469 ;
+  assign \$2471  = \$2468  ? \$2470  : { 1'h0, s3_rem };
+  assign \$2473  = 20'hfffff + \$2472 ;
+  assign \$2475  = \$2473  + \$2474 ;
+  assign \$2477  = \$2475  + \$2476 ;
+  assign \$2480  = 20'hfffff + \$2479 ;
+  assign \$2483  = 20'hfffff + \$2482 ;
   always @(posedge clk)
-    s0_valid <= \$2469 ;
+    s0_valid <= \$2485 ;
   always @(posedge clk)
-    s0_a <= \$2470 ;
+    s0_a <= \$2486 ;
   always @(posedge clk)
-    s0_b <= \$2471 ;
+    s0_b <= \$2487 ;
   always @(posedge clk)
-    s0_has_lo <= \$2472 ;
+    s0_has_lo <= \$2488 ;
   always @(posedge clk)
-    s0_has_hi <= \$2473 ;
+    s0_has_hi <= \$2489 ;
   always @(posedge clk)
-    s0_outer <= \$2474 ;
+    s0_outer <= \$2490 ;
   always @(posedge clk)
-    s0_inner <= \$2475 ;
+    s0_inner <= \$2491 ;
   always @(posedge clk)
-    s0_tag <= \$2476 ;
+    s0_tag <= \$2492 ;
   always @(posedge clk)
-    s0_den <= \$2477 ;
+    s0_den <= \$2493 ;
   always @(posedge clk)
-    s0_den_zero <= \$2478 ;
+    s0_den_zero <= \$2494 ;
   always @(posedge clk)
-    s0_rem <= \$2479 ;
+    s0_rem <= \$2495 ;
   always @(posedge clk)
-    s1_q0 <= \$2480 ;
+    s1_q0 <= \$2496 ;
   always @(posedge clk)
-    s1_valid <= \$2481 ;
+    s1_valid <= \$2497 ;
   always @(posedge clk)
-    s1_a <= \$2482 ;
+    s1_a <= \$2498 ;
   always @(posedge clk)
-    s1_b <= \$2483 ;
+    s1_b <= \$2499 ;
   always @(posedge clk)
-    s1_has_lo <= \$2484 ;
+    s1_has_lo <= \$2500 ;
   always @(posedge clk)
-    s1_has_hi <= \$2485 ;
+    s1_has_hi <= \$2501 ;
   always @(posedge clk)
-    s1_outer <= \$2486 ;
+    s1_outer <= \$2502 ;
   always @(posedge clk)
-    s1_inner <= \$2487 ;
+    s1_inner <= \$2503 ;
   always @(posedge clk)
-    s1_tag <= \$2488 ;
+    s1_tag <= \$2504 ;
   always @(posedge clk)
-    s1_den_zero <= \$2489 ;
+    s1_den_zero <= \$2505 ;
   always @(posedge clk)
-    s1_rem <= \$2490 ;
+    s1_rem <= \$2506 ;
   always @(posedge clk)
-    s1_den <= \$2491 ;
+    s1_den <= \$2507 ;
   always @(posedge clk)
-    s2_q0 <= \$2492 ;
+    s2_q0 <= \$2508 ;
   always @(posedge clk)
-    s2_q1 <= \$2493 ;
+    s2_q1 <= \$2509 ;
   always @(posedge clk)
-    s2_valid <= \$2494 ;
+    s2_valid <= \$2510 ;
   always @(posedge clk)
-    s2_a <= \$2495 ;
+    s2_a <= \$2511 ;
   always @(posedge clk)
-    s2_b <= \$2496 ;
+    s2_b <= \$2512 ;
   always @(posedge clk)
-    s2_has_lo <= \$2497 ;
+    s2_has_lo <= \$2513 ;
   always @(posedge clk)
-    s2_has_hi <= \$2498 ;
+    s2_has_hi <= \$2514 ;
   always @(posedge clk)
-    s2_outer <= \$2499 ;
+    s2_outer <= \$2515 ;
   always @(posedge clk)
-    s2_inner <= \$2500 ;
+    s2_inner <= \$2516 ;
   always @(posedge clk)
-    s2_tag <= \$2501 ;
+    s2_tag <= \$2517 ;
   always @(posedge clk)
-    s2_den_zero <= \$2502 ;
+    s2_den_zero <= \$2518 ;
   always @(posedge clk)
-    s2_rem <= \$2503 ;
+    s2_rem <= \$2519 ;
   always @(posedge clk)
-    s2_den <= \$2504 ;
+    s2_den <= \$2520 ;
   always @(posedge clk)
-    s3_q0 <= \$2505 ;
+    s3_q0 <= \$2521 ;
   always @(posedge clk)
-    s3_q1 <= \$2506 ;
+    s3_q1 <= \$2522 ;
   always @(posedge clk)
-    s3_q2 <= \$2507 ;
+    s3_q2 <= \$2523 ;
   always @(posedge clk)
-    s3_valid <= \$2508 ;
+    s3_valid <= \$2524 ;
   always @(posedge clk)
-    s3_a <= \$2509 ;
+    s3_a <= \$2525 ;
   always @(posedge clk)
-    s3_b <= \$2510 ;
+    s3_b <= \$2526 ;
   always @(posedge clk)
-    s3_has_lo <= \$2511 ;
+    s3_has_lo <= \$2527 ;
   always @(posedge clk)
-    s3_has_hi <= \$2512 ;
+    s3_has_hi <= \$2528 ;
   always @(posedge clk)
-    s3_outer <= \$2513 ;
+    s3_outer <= \$2529 ;
   always @(posedge clk)
-    s3_inner <= \$2514 ;
+    s3_inner <= \$2530 ;
   always @(posedge clk)
-    s3_tag <= \$2515 ;
+    s3_tag <= \$2531 ;
   always @(posedge clk)
-    s3_den_zero <= \$2516 ;
+    s3_den_zero <= \$2532 ;
   always @(posedge clk)
-    s3_rem <= \$2517 ;
+    s3_rem <= \$2533 ;
   always @(posedge clk)
-    s3_den <= \$2518 ;
+    s3_den <= \$2534 ;
   always @(posedge clk)
-    s4_q0 <= \$2519 ;
+    s4_q0 <= \$2535 ;
   always @(posedge clk)
-    s4_q1 <= \$2520 ;
+    s4_q1 <= \$2536 ;
   always @(posedge clk)
-    s4_q2 <= \$2521 ;
+    s4_q2 <= \$2537 ;
   always @(posedge clk)
-    s4_q3 <= \$2522 ;
+    s4_q3 <= \$2538 ;
   always @(posedge clk)
-    s4_valid <= \$2523 ;
+    s4_valid <= \$2539 ;
   always @(posedge clk)
-    s4_a <= \$2524 ;
+    s4_a <= \$2540 ;
   always @(posedge clk)
-    s4_b <= \$2525 ;
+    s4_b <= \$2541 ;
   always @(posedge clk)
-    s4_has_lo <= \$2526 ;
+    s4_has_lo <= \$2542 ;
   always @(posedge clk)
-    s4_has_hi <= \$2527 ;
+    s4_has_hi <= \$2543 ;
   always @(posedge clk)
-    s4_outer <= \$2528 ;
+    s4_outer <= \$2544 ;
   always @(posedge clk)
-    s4_inner <= \$2529 ;
+    s4_inner <= \$2545 ;
   always @(posedge clk)
-    s4_tag <= \$2530 ;
+    s4_tag <= \$2546 ;
   always @(posedge clk)
-    s4_den_zero <= \$2531 ;
+    s4_den_zero <= \$2547 ;
   always @(posedge clk)
-    s4_rem <= \$2532 ;
+    s4_rem <= \$2548 ;
   always @(posedge clk)
-    s4_den <= \$2533 ;
+    s4_den <= \$2549 ;
   always @(posedge clk)
-    s5_q0 <= \$2534 ;
+    s5_q0 <= \$2550 ;
   always @(posedge clk)
-    s5_q1 <= \$2535 ;
+    s5_q1 <= \$2551 ;
   always @(posedge clk)
-    s5_q2 <= \$2536 ;
+    s5_q2 <= \$2552 ;
   always @(posedge clk)
-    s5_q3 <= \$2537 ;
+    s5_q3 <= \$2553 ;
   always @(posedge clk)
-    s5_q4 <= \$2538 ;
+    s5_q4 <= \$2554 ;
   always @(posedge clk)
-    s5_valid <= \$2539 ;
+    s5_valid <= \$2555 ;
   always @(posedge clk)
-    s5_a <= \$2540 ;
+    s5_a <= \$2556 ;
   always @(posedge clk)
-    s5_b <= \$2541 ;
+    s5_b <= \$2557 ;
   always @(posedge clk)
-    s5_has_lo <= \$2542 ;
+    s5_has_lo <= \$2558 ;
   always @(posedge clk)
-    s5_has_hi <= \$2543 ;
+    s5_has_hi <= \$2559 ;
   always @(posedge clk)
-    s5_outer <= \$2544 ;
+    s5_outer <= \$2560 ;
   always @(posedge clk)
-    s5_inner <= \$2545 ;
+    s5_inner <= \$2561 ;
   always @(posedge clk)
-    s5_tag <= \$2546 ;
+    s5_tag <= \$2562 ;
   always @(posedge clk)
-    s5_den_zero <= \$2547 ;
+    s5_den_zero <= \$2563 ;
   always @(posedge clk)
-    s5_inexact <= \$2548 ;
+    s5_inexact <= \$2564 ;
   always @(posedge clk)
-    c_valid <= \$2549 ;
+    c_valid <= \$2565 ;
   always @(posedge clk)
-    c_outer <= \$2550 ;
+    c_outer <= \$2566 ;
   always @(posedge clk)
-    c_inner <= \$2551 ;
+    c_inner <= \$2567 ;
   always @(posedge clk)
-    c_tag <= \$2552 ;
+    c_tag <= \$2568 ;
   always @(posedge clk)
-    c_a <= \$2553 ;
+    c_a <= \$2569 ;
   always @(posedge clk)
-    c_b <= \$2554 ;
+    c_b <= \$2570 ;
   always @(posedge clk)
-    c_nl <= \$2555 ;
+    c_nl <= \$2571 ;
   always @(posedge clk)
-    c_nu <= \$2556 ;
+    c_nu <= \$2572 ;
   always @(posedge clk)
-    c_mu <= \$2557 ;
+    c_mu <= \$2573 ;
   always @(posedge clk)
-    c_lok <= \$2558 ;
+    c_lok <= \$2574 ;
   always @(posedge clk)
-    c_uok <= \$2559 ;
+    c_uok <= \$2575 ;
   always @(posedge clk)
-    p_valid <= \$2560 ;
+    p_valid <= \$2576 ;
   always @(posedge clk)
-    p_outer <= \$2561 ;
+    p_outer <= \$2577 ;
   always @(posedge clk)
-    p_inner <= \$2562 ;
+    p_inner <= \$2578 ;
   always @(posedge clk)
-    p_tag <= \$2563 ;
+    p_tag <= \$2579 ;
   always @(posedge clk)
-    p_a <= \$2564 ;
+    p_a <= \$2580 ;
   always @(posedge clk)
-    p_b <= \$2565 ;
+    p_b <= \$2581 ;
   always @(posedge clk)
-    p_bl <= \$2566 ;
+    p_nl <= \$2582 ;
   always @(posedge clk)
-    p_am <= \$2567 ;
+    p_nu <= \$2583 ;
   always @(posedge clk)
-    p_nl <= \$2568 ;
+    p_mu <= \$2584 ;
   always @(posedge clk)
-    p_nu <= \$2569 ;
+    p_lok <= \$2585 ;
   always @(posedge clk)
-    p_mu <= \$2570 ;
+    p_uok <= \$2586 ;
   always @(posedge clk)
-    p_lok <= \$2571 ;
+    p_bl0 <= \$2587 ;
   always @(posedge clk)
-    p_uok <= \$2572 ;
+    p_bl18 <= \$2588 ;
   always @(posedge clk)
-    \s2_valid$118  <= \$2573 ;
+    p_bl36 <= \$2589 ;
   always @(posedge clk)
-    \s2_outer$119  <= \$2574 ;
+    p_am0 <= \$2590 ;
   always @(posedge clk)
-    \s2_inner$120  <= \$2575 ;
+    p_am18 <= \$2591 ;
   always @(posedge clk)
-    \s2_tag$121  <= \$2576 ;
+    p_am36 <= \$2592 ;
   always @(posedge clk)
-    s2_nlo <= \$2577 ;
+    q_valid <= \$2593 ;
   always @(posedge clk)
-    s2_ext <= \$2578 ;
+    q_outer <= \$2594 ;
   always @(posedge clk)
-    s2_lev <= \$2579 ;
+    q_inner <= \$2595 ;
   always @(posedge clk)
-    r_valid <= \$2580 ;
+    q_tag <= \$2596 ;
   always @(posedge clk)
-    r_tag <= \$2581 ;
+    q_a <= \$2597 ;
   always @(posedge clk)
-    r_outer <= \$2582 ;
+    q_b <= \$2598 ;
   always @(posedge clk)
-    r_inner <= \$2583 ;
+    q_nl <= \$2599 ;
   always @(posedge clk)
-    r_nlo <= \$2584 ;
+    q_nu <= \$2600 ;
   always @(posedge clk)
-    r_ext <= \$2585 ;
+    q_mu <= \$2601 ;
   always @(posedge clk)
-    r_rec <= \$2586 ;
+    q_lok <= \$2602 ;
   always @(posedge clk)
-    \s3_valid$132  <= \$2587 ;
+    q_uok <= \$2603 ;
   always @(posedge clk)
-    \s3_tag$133  <= \$2588 ;
+    q_bl <= \$2604 ;
   always @(posedge clk)
-    s3_nlo <= \$2589 ;
+    q_am <= \$2605 ;
   always @(posedge clk)
-    s3_p_mid0 <= \$2590 ;
+    \s2_valid$135  <= \$2606 ;
   always @(posedge clk)
-    s3_p_mid18 <= \$2591 ;
+    \s2_outer$136  <= \$2607 ;
   always @(posedge clk)
-    s3_p_mid36 <= \$2592 ;
+    \s2_inner$137  <= \$2608 ;
   always @(posedge clk)
-    s3_p_in <= \$2593 ;
+    \s2_tag$138  <= \$2609 ;
   always @(posedge clk)
-    s3_p_out <= \$2594 ;
+    s2_nlo <= \$2610 ;
   always @(posedge clk)
-    \s4_valid$140  <= \$2595 ;
+    s2_ext <= \$2611 ;
   always @(posedge clk)
-    \s4_tag$141  <= \$2596 ;
+    s2_lev <= \$2612 ;
   always @(posedge clk)
-    s4_nlo <= \$2597 ;
+    r_valid <= \$2613 ;
   always @(posedge clk)
-    s4_c_mid <= \$2598 ;
+    r_tag <= \$2614 ;
   always @(posedge clk)
-    s4_mask_mid <= \$2599 ;
+    r_outer <= \$2615 ;
   always @(posedge clk)
-    s4_c_in <= \$2600 ;
+    r_inner <= \$2616 ;
   always @(posedge clk)
-    s4_mask_in <= \$2601 ;
+    r_nlo <= \$2617 ;
   always @(posedge clk)
-    s4_c_out <= \$2602 ;
+    r_ext <= \$2618 ;
   always @(posedge clk)
-    s4_mask_out <= \$2603 ;
+    r_rec <= \$2619 ;
   always @(posedge clk)
-    \s5_valid$152  <= \$2604 ;
+    \s3_valid$149  <= \$2620 ;
   always @(posedge clk)
-    \s5_tag$153  <= \$2605 ;
+    \s3_tag$150  <= \$2621 ;
   always @(posedge clk)
-    s5_nlo <= \$2606 ;
+    s3_nlo <= \$2622 ;
   always @(posedge clk)
-    s5_step_mid <= \$2607 ;
+    s3_p_mid0 <= \$2623 ;
   always @(posedge clk)
-    s5_shift_mid <= \$2608 ;
+    s3_p_mid18 <= \$2624 ;
   always @(posedge clk)
-    s5_normal_mid <= \$2609 ;
+    s3_p_mid36 <= \$2625 ;
   always @(posedge clk)
-    s5_exp1_mid <= \$2610 ;
+    s3_p_in <= \$2626 ;
   always @(posedge clk)
-    s5_step_in <= \$2611 ;
+    s3_p_out <= \$2627 ;
   always @(posedge clk)
-    s5_shift_in <= \$2612 ;
+    \s4_valid$157  <= \$2628 ;
   always @(posedge clk)
-    s5_normal_in <= \$2613 ;
+    \s4_tag$158  <= \$2629 ;
   always @(posedge clk)
-    s5_exp1_in <= \$2614 ;
+    s4_nlo <= \$2630 ;
   always @(posedge clk)
-    s5_step_out <= \$2615 ;
+    s4_c_mid <= \$2631 ;
   always @(posedge clk)
-    s5_shift_out <= \$2616 ;
+    s4_mask_mid <= \$2632 ;
   always @(posedge clk)
-    s5_normal_out <= \$2617 ;
+    s4_c_in <= \$2633 ;
   always @(posedge clk)
-    s5_exp1_out <= \$2618 ;
+    s4_mask_in <= \$2634 ;
   always @(posedge clk)
-    o_valid <= \$2619 ;
+    s4_c_out <= \$2635 ;
   always @(posedge clk)
-    o_tag <= \$2620 ;
+    s4_mask_out <= \$2636 ;
   always @(posedge clk)
-    n_lo <= \$2621 ;
+    \s5_valid$169  <= \$2637 ;
   always @(posedge clk)
-    delta_mid <= \$2622 ;
+    \s5_tag$170  <= \$2638 ;
   always @(posedge clk)
-    delta_inner <= \$2623 ;
+    s5_nlo <= \$2639 ;
   always @(posedge clk)
-    delta_outer <= \$2624 ;
+    s5_step_mid <= \$2640 ;
+  always @(posedge clk)
+    s5_shift_mid <= \$2641 ;
+  always @(posedge clk)
+    s5_normal_mid <= \$2642 ;
+  always @(posedge clk)
+    s5_exp1_mid <= \$2643 ;
+  always @(posedge clk)
+    s5_step_in <= \$2644 ;
+  always @(posedge clk)
+    s5_shift_in <= \$2645 ;
+  always @(posedge clk)
+    s5_normal_in <= \$2646 ;
+  always @(posedge clk)
+    s5_exp1_in <= \$2647 ;
+  always @(posedge clk)
+    s5_step_out <= \$2648 ;
+  always @(posedge clk)
+    s5_shift_out <= \$2649 ;
+  always @(posedge clk)
+    s5_normal_out <= \$2650 ;
+  always @(posedge clk)
+    s5_exp1_out <= \$2651 ;
+  always @(posedge clk)
+    o_valid <= \$2652 ;
+  always @(posedge clk)
+    o_tag <= \$2653 ;
+  always @(posedge clk)
+    n_lo <= \$2654 ;
+  always @(posedge clk)
+    delta_mid <= \$2655 ;
+  always @(posedge clk)
+    delta_inner <= \$2656 ;
+  always @(posedge clk)
+    delta_outer <= \$2657 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (s2_lev)
       5'h00:
-          \$225  = 21'h100000;
+          \$241  = 21'h100000;
       5'h01:
-          \$225  = 21'h100000;
+          \$241  = 21'h100000;
       5'h02:
-          \$225  = 21'h080000;
+          \$241  = 21'h080000;
       5'h03:
-          \$225  = 21'h055556;
+          \$241  = 21'h055556;
       5'h04:
-          \$225  = 21'h040000;
+          \$241  = 21'h040000;
       5'h05:
-          \$225  = 21'h033334;
+          \$241  = 21'h033334;
       5'h06:
-          \$225  = 21'h02aaab;
+          \$241  = 21'h02aaab;
       5'h07:
-          \$225  = 21'h024925;
+          \$241  = 21'h024925;
       5'h08:
-          \$225  = 21'h020000;
+          \$241  = 21'h020000;
       5'h09:
-          \$225  = 21'h01c71d;
+          \$241  = 21'h01c71d;
       5'h0a:
-          \$225  = 21'h01999a;
+          \$241  = 21'h01999a;
       5'h0b:
-          \$225  = 21'h01745e;
+          \$241  = 21'h01745e;
       5'h0c:
-          \$225  = 21'h015556;
+          \$241  = 21'h015556;
       5'h0d:
-          \$225  = 21'h013b14;
+          \$241  = 21'h013b14;
       5'h0e:
-          \$225  = 21'h012493;
+          \$241  = 21'h012493;
       5'h0f:
-          \$225  = 21'h011112;
+          \$241  = 21'h011112;
       5'h10:
-          \$225  = 21'h010000;
+          \$241  = 21'h010000;
       5'h11:
-          \$225  = 21'h00f0f1;
+          \$241  = 21'h00f0f1;
       5'h12:
-          \$225  = 21'h00e38f;
+          \$241  = 21'h00e38f;
       5'h13:
-          \$225  = 21'h00d795;
+          \$241  = 21'h00d795;
       5'h14:
-          \$225  = 21'h00cccd;
+          \$241  = 21'h00cccd;
       5'h15:
-          \$225  = 21'h00c30d;
+          \$241  = 21'h00c30d;
       5'h16:
-          \$225  = 21'h00ba2f;
+          \$241  = 21'h00ba2f;
       5'h17:
-          \$225  = 21'h00b217;
+          \$241  = 21'h00b217;
       5'h18:
-          \$225  = 21'h00aaab;
+          \$241  = 21'h00aaab;
       5'h19:
-          \$225  = 21'h00a3d8;
+          \$241  = 21'h00a3d8;
       5'h1a:
-          \$225  = 21'h009d8a;
+          \$241  = 21'h009d8a;
       5'h1b:
-          \$225  = 21'h0097b5;
+          \$241  = 21'h0097b5;
       5'h1c:
-          \$225  = 21'h00924a;
+          \$241  = 21'h00924a;
       5'h1d:
-          \$225  = 21'h008d3e;
+          \$241  = 21'h008d3e;
       5'h1e:
-          \$225  = 21'h008889;
+          \$241  = 21'h008889;
       5'h1f:
-          \$225  = 21'h008422;
+          \$241  = 21'h008422;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2469  = valid;
-    if (rst) begin
-      \$2469  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2470  = a;
-    if (rst) begin
-      \$2470  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2471  = b;
-    if (rst) begin
-      \$2471  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2472  = has_lo;
-    if (rst) begin
-      \$2472  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2473  = has_hi;
-    if (rst) begin
-      \$2473  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2474  = outer_max;
-    if (rst) begin
-      \$2474  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2475  = inner_ext;
-    if (rst) begin
-      \$2475  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2476  = 1'h0;
-    if (rst) begin
-      \$2476  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2477  = \$1 ;
-    if (rst) begin
-      \$2477  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2478  = \$4 ;
-    if (rst) begin
-      \$2478  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2479  = \$6 [46:0];
-    if (rst) begin
-      \$2479  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2480  = \$8 ;
-    if (rst) begin
-      \$2480  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2481  = s0_valid;
-    if (rst) begin
-      \$2481  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2482  = s0_a;
-    if (rst) begin
-      \$2482  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2483  = s0_b;
-    if (rst) begin
-      \$2483  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2484  = s0_has_lo;
-    if (rst) begin
-      \$2484  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2485  = s0_has_hi;
+    \$2485  = valid;
     if (rst) begin
       \$2485  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2486  = s0_outer;
+    \$2486  = a;
     if (rst) begin
       \$2486  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2487  = s0_inner;
+    \$2487  = b;
     if (rst) begin
       \$2487  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2488  = s0_tag;
+    \$2488  = has_lo;
     if (rst) begin
       \$2488  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2489  = s0_den_zero;
+    \$2489  = has_hi;
     if (rst) begin
       \$2489  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2490  = \$2440 [46:0];
+    \$2490  = outer_max;
     if (rst) begin
-      \$2490  = 47'h000000000000;
+      \$2490  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2491  = s0_den;
+    \$2491  = inner_ext;
     if (rst) begin
-      \$2491  = 42'h00000000000;
+      \$2491  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2492  = s1_q0;
+    \$2492  = 1'h0;
     if (rst) begin
       \$2492  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2493  = \$10 ;
+    \$2493  = \$1 ;
     if (rst) begin
-      \$2493  = 1'h0;
+      \$2493  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2494  = s1_valid;
+    \$2494  = \$4 ;
     if (rst) begin
       \$2494  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2495  = s1_a;
+    \$2495  = \$6 [46:0];
     if (rst) begin
-      \$2495  = 41'h00000000000;
+      \$2495  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2496  = s1_b;
+    \$2496  = \$8 ;
     if (rst) begin
-      \$2496  = 41'h00000000000;
+      \$2496  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2497  = s1_has_lo;
+    \$2497  = s0_valid;
     if (rst) begin
       \$2497  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2498  = s1_has_hi;
+    \$2498  = s0_a;
     if (rst) begin
-      \$2498  = 1'h0;
+      \$2498  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2499  = s1_outer;
+    \$2499  = s0_b;
     if (rst) begin
       \$2499  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2500  = s1_inner;
+    \$2500  = s0_has_lo;
     if (rst) begin
-      \$2500  = 41'h00000000000;
+      \$2500  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2501  = s1_tag;
+    \$2501  = s0_has_hi;
     if (rst) begin
       \$2501  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2502  = s1_den_zero;
+    \$2502  = s0_outer;
     if (rst) begin
-      \$2502  = 1'h0;
+      \$2502  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2503  = \$2445 [46:0];
+    \$2503  = s0_inner;
     if (rst) begin
-      \$2503  = 47'h000000000000;
+      \$2503  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2504  = s1_den;
+    \$2504  = s0_tag;
     if (rst) begin
-      \$2504  = 42'h00000000000;
+      \$2504  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2505  = s2_q0;
+    \$2505  = s0_den_zero;
     if (rst) begin
       \$2505  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2506  = s2_q1;
+    \$2506  = \$2456 [46:0];
     if (rst) begin
-      \$2506  = 1'h0;
+      \$2506  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2507  = \$12 ;
+    \$2507  = s0_den;
     if (rst) begin
-      \$2507  = 1'h0;
+      \$2507  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2508  = s2_valid;
+    \$2508  = s1_q0;
     if (rst) begin
       \$2508  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2509  = s2_a;
+    \$2509  = \$10 ;
     if (rst) begin
-      \$2509  = 41'h00000000000;
+      \$2509  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2510  = s2_b;
+    \$2510  = s1_valid;
     if (rst) begin
-      \$2510  = 41'h00000000000;
+      \$2510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2511  = s2_has_lo;
+    \$2511  = s1_a;
     if (rst) begin
-      \$2511  = 1'h0;
+      \$2511  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2512  = s2_has_hi;
+    \$2512  = s1_b;
     if (rst) begin
-      \$2512  = 1'h0;
+      \$2512  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2513  = s2_outer;
+    \$2513  = s1_has_lo;
     if (rst) begin
-      \$2513  = 41'h00000000000;
+      \$2513  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2514  = s2_inner;
+    \$2514  = s1_has_hi;
     if (rst) begin
-      \$2514  = 41'h00000000000;
+      \$2514  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2515  = s2_tag;
+    \$2515  = s1_outer;
     if (rst) begin
-      \$2515  = 1'h0;
+      \$2515  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2516  = s2_den_zero;
+    \$2516  = s1_inner;
     if (rst) begin
-      \$2516  = 1'h0;
+      \$2516  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2517  = \$2450 [46:0];
+    \$2517  = s1_tag;
     if (rst) begin
-      \$2517  = 47'h000000000000;
+      \$2517  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2518  = s2_den;
+    \$2518  = s1_den_zero;
     if (rst) begin
-      \$2518  = 42'h00000000000;
+      \$2518  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2519  = s3_q0;
+    \$2519  = \$2461 [46:0];
     if (rst) begin
-      \$2519  = 1'h0;
+      \$2519  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2520  = s3_q1;
+    \$2520  = s1_den;
     if (rst) begin
-      \$2520  = 1'h0;
+      \$2520  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2521  = s3_q2;
+    \$2521  = s2_q0;
     if (rst) begin
       \$2521  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2522  = \$14 ;
+    \$2522  = s2_q1;
     if (rst) begin
       \$2522  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2523  = s3_valid;
+    \$2523  = \$12 ;
     if (rst) begin
       \$2523  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2524  = s3_a;
+    \$2524  = s2_valid;
     if (rst) begin
-      \$2524  = 41'h00000000000;
+      \$2524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2525  = s3_b;
+    \$2525  = s2_a;
     if (rst) begin
       \$2525  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2526  = s3_has_lo;
+    \$2526  = s2_b;
     if (rst) begin
-      \$2526  = 1'h0;
+      \$2526  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2527  = s3_has_hi;
+    \$2527  = s2_has_lo;
     if (rst) begin
       \$2527  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2528  = s3_outer;
+    \$2528  = s2_has_hi;
     if (rst) begin
-      \$2528  = 41'h00000000000;
+      \$2528  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2529  = s3_inner;
+    \$2529  = s2_outer;
     if (rst) begin
       \$2529  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2530  = s3_tag;
+    \$2530  = s2_inner;
     if (rst) begin
-      \$2530  = 1'h0;
+      \$2530  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2531  = s3_den_zero;
+    \$2531  = s2_tag;
     if (rst) begin
       \$2531  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2532  = \$2455 [46:0];
+    \$2532  = s2_den_zero;
     if (rst) begin
-      \$2532  = 47'h000000000000;
+      \$2532  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2533  = s3_den;
+    \$2533  = \$2466 [46:0];
     if (rst) begin
-      \$2533  = 42'h00000000000;
+      \$2533  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2534  = s4_q0;
+    \$2534  = s2_den;
     if (rst) begin
-      \$2534  = 1'h0;
+      \$2534  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2535  = s4_q1;
+    \$2535  = s3_q0;
     if (rst) begin
       \$2535  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2536  = s4_q2;
+    \$2536  = s3_q1;
     if (rst) begin
       \$2536  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2537  = s4_q3;
+    \$2537  = s3_q2;
     if (rst) begin
       \$2537  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2538  = \$16 ;
+    \$2538  = \$14 ;
     if (rst) begin
       \$2538  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2539  = s4_valid;
+    \$2539  = s3_valid;
     if (rst) begin
       \$2539  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2540  = s4_a;
+    \$2540  = s3_a;
     if (rst) begin
       \$2540  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2541  = s4_b;
+    \$2541  = s3_b;
     if (rst) begin
       \$2541  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2542  = s4_has_lo;
+    \$2542  = s3_has_lo;
     if (rst) begin
       \$2542  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2543  = s4_has_hi;
+    \$2543  = s3_has_hi;
     if (rst) begin
       \$2543  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2544  = s4_outer;
+    \$2544  = s3_outer;
     if (rst) begin
       \$2544  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2545  = s4_inner;
+    \$2545  = s3_inner;
     if (rst) begin
       \$2545  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2546  = s4_tag;
+    \$2546  = s3_tag;
     if (rst) begin
       \$2546  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2547  = s4_den_zero;
+    \$2547  = s3_den_zero;
     if (rst) begin
       \$2547  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2548  = \$22 ;
+    \$2548  = \$2471 [46:0];
     if (rst) begin
-      \$2548  = 1'h0;
+      \$2548  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2549  = s5_valid;
+    \$2549  = s3_den;
     if (rst) begin
-      \$2549  = 1'h0;
+      \$2549  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2550  = s5_outer;
+    \$2550  = s4_q0;
     if (rst) begin
-      \$2550  = 41'h00000000000;
+      \$2550  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2551  = s5_inner;
+    \$2551  = s4_q1;
     if (rst) begin
-      \$2551  = 41'h00000000000;
+      \$2551  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2552  = s5_tag;
+    \$2552  = s4_q2;
     if (rst) begin
       \$2552  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2553  = s5_a;
+    \$2553  = s4_q3;
     if (rst) begin
-      \$2553  = 41'h00000000000;
+      \$2553  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2554  = s5_b;
+    \$2554  = \$16 ;
     if (rst) begin
-      \$2554  = 41'h00000000000;
+      \$2554  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2555  = \$67 [4:0];
+    \$2555  = s4_valid;
     if (rst) begin
-      \$2555  = 5'h00;
+      \$2555  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2556  = \$93 [4:0];
+    \$2556  = s4_a;
     if (rst) begin
-      \$2556  = 5'h00;
+      \$2556  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2557  = \$120 [4:0];
+    \$2557  = s4_b;
     if (rst) begin
-      \$2557  = 5'h00;
+      \$2557  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2558  = \$180 ;
+    \$2558  = s4_has_lo;
     if (rst) begin
       \$2558  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2559  = \$207 ;
+    \$2559  = s4_has_hi;
     if (rst) begin
       \$2559  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2560  = c_valid;
+    \$2560  = s4_outer;
     if (rst) begin
-      \$2560  = 1'h0;
+      \$2560  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2561  = c_outer;
+    \$2561  = s4_inner;
     if (rst) begin
       \$2561  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2562  = c_inner;
+    \$2562  = s4_tag;
     if (rst) begin
-      \$2562  = 41'h00000000000;
+      \$2562  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2563  = c_tag;
+    \$2563  = s4_den_zero;
     if (rst) begin
       \$2563  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2564  = c_a;
+    \$2564  = \$22 ;
     if (rst) begin
-      \$2564  = 41'h00000000000;
+      \$2564  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2565  = c_b;
+    \$2565  = s5_valid;
     if (rst) begin
-      \$2565  = 41'h00000000000;
+      \$2565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2566  = \$208 ;
+    \$2566  = s5_outer;
     if (rst) begin
-      \$2566  = 46'h000000000000;
+      \$2566  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2567  = \$209 ;
+    \$2567  = s5_inner;
     if (rst) begin
-      \$2567  = 46'h000000000000;
+      \$2567  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2568  = c_nl;
+    \$2568  = s5_tag;
     if (rst) begin
-      \$2568  = 5'h00;
+      \$2568  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2569  = c_nu;
+    \$2569  = s5_a;
     if (rst) begin
-      \$2569  = 5'h00;
+      \$2569  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2570  = c_mu;
+    \$2570  = s5_b;
     if (rst) begin
-      \$2570  = 5'h00;
+      \$2570  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2571  = c_lok;
+    \$2571  = \$67 [4:0];
     if (rst) begin
-      \$2571  = 1'h0;
+      \$2571  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2572  = c_uok;
+    \$2572  = \$93 [4:0];
     if (rst) begin
-      \$2572  = 1'h0;
+      \$2572  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2573  = p_valid;
+    \$2573  = \$120 [4:0];
     if (rst) begin
-      \$2573  = 1'h0;
+      \$2573  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2574  = p_outer;
+    \$2574  = \$180 ;
     if (rst) begin
-      \$2574  = 41'h00000000000;
+      \$2574  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2575  = p_inner;
+    \$2575  = \$207 ;
     if (rst) begin
-      \$2575  = 41'h00000000000;
+      \$2575  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2576  = p_tag;
+    \$2576  = c_valid;
     if (rst) begin
       \$2576  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2577  = \$214 ;
+    \$2577  = c_outer;
     if (rst) begin
-      \$2577  = 5'h00;
+      \$2577  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2578  = \$219 ;
+    \$2578  = c_inner;
     if (rst) begin
       \$2578  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2579  = \$224 ;
+    \$2579  = c_tag;
     if (rst) begin
-      \$2579  = 5'h00;
+      \$2579  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2580  = \s2_valid$118 ;
+    \$2580  = c_a;
     if (rst) begin
-      \$2580  = 1'h0;
+      \$2580  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2581  = \s2_tag$121 ;
+    \$2581  = c_b;
     if (rst) begin
-      \$2581  = 1'h0;
+      \$2581  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2582  = \s2_outer$119 ;
+    \$2582  = c_nl;
     if (rst) begin
-      \$2582  = 41'h00000000000;
+      \$2582  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2583  = \s2_inner$120 ;
+    \$2583  = c_nu;
     if (rst) begin
-      \$2583  = 41'h00000000000;
+      \$2583  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2584  = s2_nlo;
+    \$2584  = c_mu;
     if (rst) begin
       \$2584  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2585  = s2_ext;
+    \$2585  = c_lok;
     if (rst) begin
-      \$2585  = 41'h00000000000;
+      \$2585  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2586  = \$225 ;
+    \$2586  = c_uok;
     if (rst) begin
-      \$2586  = 21'h000000;
+      \$2586  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2587  = r_valid;
+    \$2587  = \$208 ;
     if (rst) begin
-      \$2587  = 1'h0;
+      \$2587  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2588  = r_tag;
+    \$2588  = \$209 ;
     if (rst) begin
-      \$2588  = 1'h0;
+      \$2588  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2589  = r_nlo;
+    \$2589  = \$210 ;
     if (rst) begin
-      \$2589  = 5'h00;
+      \$2589  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2590  = \$226 ;
+    \$2590  = \$211 ;
     if (rst) begin
-      \$2590  = 39'h0000000000;
+      \$2590  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2591  = \$227 ;
+    \$2591  = \$212 ;
     if (rst) begin
-      \$2591  = 39'h0000000000;
+      \$2591  = 23'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2592  = \$228 ;
+    \$2592  = \$213 ;
     if (rst) begin
-      \$2592  = 26'h0000000;
+      \$2592  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2593  = { 5'h00, \$229  };
+    \$2593  = p_valid;
     if (rst) begin
-      \$2593  = 62'h0000000000000000;
+      \$2593  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2594  = { 4'h0, \$230  };
+    \$2594  = p_outer;
     if (rst) begin
-      \$2594  = 62'h0000000000000000;
+      \$2594  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2595  = \s3_valid$132 ;
+    \$2595  = p_inner;
     if (rst) begin
-      \$2595  = 1'h0;
+      \$2595  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2596  = \s3_tag$133 ;
+    \$2596  = p_tag;
     if (rst) begin
       \$2596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2597  = s3_nlo;
+    \$2597  = p_a;
     if (rst) begin
-      \$2597  = 5'h00;
+      \$2597  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2598  = \$2462 [41:0];
+    \$2598  = p_b;
     if (rst) begin
-      \$2598  = 42'h00000000000;
+      \$2598  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2599  = \$273 ;
+    \$2599  = p_nl;
     if (rst) begin
-      \$2599  = 42'h00000000000;
+      \$2599  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2600  = \$2465 [41:0];
+    \$2600  = p_nu;
     if (rst) begin
-      \$2600  = 42'h00000000000;
+      \$2600  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2601  = \$316 ;
+    \$2601  = p_mu;
     if (rst) begin
-      \$2601  = 42'h00000000000;
+      \$2601  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2602  = \$2468 [41:0];
+    \$2602  = p_lok;
     if (rst) begin
-      \$2602  = 42'h00000000000;
+      \$2602  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2603  = \$359 ;
+    \$2603  = p_uok;
     if (rst) begin
-      \$2603  = 42'h00000000000;
+      \$2603  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2604  = \s4_valid$140 ;
+    \$2604  = \$219 [45:0];
     if (rst) begin
-      \$2604  = 1'h0;
+      \$2604  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2605  = \s4_tag$141 ;
+    \$2605  = \$225 [45:0];
     if (rst) begin
-      \$2605  = 1'h0;
+      \$2605  = 46'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2606  = s4_nlo;
+    \$2606  = q_valid;
     if (rst) begin
-      \$2606  = 5'h00;
+      \$2606  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2607  = \$362 [41:0];
+    \$2607  = q_outer;
     if (rst) begin
-      \$2607  = 42'h00000000000;
+      \$2607  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2608  = { \$578 , \$557 , \$524 , \$487 , \$446 , \$405  };
+    \$2608  = q_inner;
     if (rst) begin
-      \$2608  = 6'h00;
+      \$2608  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2609  = \$579 ;
+    \$2609  = q_tag;
     if (rst) begin
       \$2609  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2610  = \$796 [4:0];
+    \$2610  = \$230 ;
     if (rst) begin
       \$2610  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2611  = \$799 [41:0];
+    \$2611  = \$235 ;
     if (rst) begin
-      \$2611  = 42'h00000000000;
+      \$2611  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2612  = { \$1015 , \$994 , \$961 , \$924 , \$883 , \$842  };
+    \$2612  = \$240 ;
     if (rst) begin
-      \$2612  = 6'h00;
+      \$2612  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2613  = \$1016 ;
+    \$2613  = \s2_valid$135 ;
     if (rst) begin
       \$2613  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2614  = \$1233 [4:0];
+    \$2614  = \s2_tag$138 ;
     if (rst) begin
-      \$2614  = 5'h00;
+      \$2614  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2615  = \$1236 [41:0];
+    \$2615  = \s2_outer$136 ;
     if (rst) begin
-      \$2615  = 42'h00000000000;
+      \$2615  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2616  = { \$1452 , \$1431 , \$1398 , \$1361 , \$1320 , \$1279  };
+    \$2616  = \s2_inner$137 ;
     if (rst) begin
-      \$2616  = 6'h00;
+      \$2616  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2617  = \$1453 ;
+    \$2617  = s2_nlo;
     if (rst) begin
-      \$2617  = 1'h0;
+      \$2617  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2618  = \$1670 [4:0];
+    \$2618  = s2_ext;
     if (rst) begin
-      \$2618  = 5'h00;
+      \$2618  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2619  = \s5_valid$152 ;
+    \$2619  = \$241 ;
     if (rst) begin
-      \$2619  = 1'h0;
+      \$2619  = 21'h000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2620  = \s5_tag$153 ;
+    \$2620  = r_valid;
     if (rst) begin
       \$2620  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2621  = s5_nlo;
+    \$2621  = r_tag;
     if (rst) begin
-      \$2621  = 5'h00;
+      \$2621  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2622  = { 1'h0, \$1925 , \$1797  };
+    \$2622  = r_nlo;
     if (rst) begin
-      \$2622  = 16'h0000;
+      \$2622  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2623  = { 1'h0, \$2180 , \$2052  };
+    \$2623  = \$242 ;
     if (rst) begin
-      \$2623  = 16'h0000;
+      \$2623  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2624  = { 1'h0, \$2435 , \$2307  };
+    \$2624  = \$243 ;
     if (rst) begin
-      \$2624  = 16'h0000;
+      \$2624  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2625  = \$244 ;
+    if (rst) begin
+      \$2625  = 26'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2626  = { 5'h00, \$245  };
+    if (rst) begin
+      \$2626  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2627  = { 4'h0, \$246  };
+    if (rst) begin
+      \$2627  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2628  = \s3_valid$149 ;
+    if (rst) begin
+      \$2628  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2629  = \s3_tag$150 ;
+    if (rst) begin
+      \$2629  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2630  = s3_nlo;
+    if (rst) begin
+      \$2630  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2631  = \$2478 [41:0];
+    if (rst) begin
+      \$2631  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2632  = \$289 ;
+    if (rst) begin
+      \$2632  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2633  = \$2481 [41:0];
+    if (rst) begin
+      \$2633  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2634  = \$332 ;
+    if (rst) begin
+      \$2634  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2635  = \$2484 [41:0];
+    if (rst) begin
+      \$2635  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2636  = \$375 ;
+    if (rst) begin
+      \$2636  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2637  = \s4_valid$157 ;
+    if (rst) begin
+      \$2637  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2638  = \s4_tag$158 ;
+    if (rst) begin
+      \$2638  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2639  = s4_nlo;
+    if (rst) begin
+      \$2639  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2640  = \$378 [41:0];
+    if (rst) begin
+      \$2640  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2641  = { \$594 , \$573 , \$540 , \$503 , \$462 , \$421  };
+    if (rst) begin
+      \$2641  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2642  = \$595 ;
+    if (rst) begin
+      \$2642  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2643  = \$812 [4:0];
+    if (rst) begin
+      \$2643  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2644  = \$815 [41:0];
+    if (rst) begin
+      \$2644  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2645  = { \$1031 , \$1010 , \$977 , \$940 , \$899 , \$858  };
+    if (rst) begin
+      \$2645  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2646  = \$1032 ;
+    if (rst) begin
+      \$2646  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2647  = \$1249 [4:0];
+    if (rst) begin
+      \$2647  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2648  = \$1252 [41:0];
+    if (rst) begin
+      \$2648  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2649  = { \$1468 , \$1447 , \$1414 , \$1377 , \$1336 , \$1295  };
+    if (rst) begin
+      \$2649  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2650  = \$1469 ;
+    if (rst) begin
+      \$2650  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2651  = \$1686 [4:0];
+    if (rst) begin
+      \$2651  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2652  = \s5_valid$169 ;
+    if (rst) begin
+      \$2652  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2653  = \s5_tag$170 ;
+    if (rst) begin
+      \$2653  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2654  = s5_nlo;
+    if (rst) begin
+      \$2654  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2655  = { 1'h0, \$1941 , \$1813  };
+    if (rst) begin
+      \$2655  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2656  = { 1'h0, \$2196 , \$2068  };
+    if (rst) begin
+      \$2656  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2657  = { 1'h0, \$2451 , \$2323  };
+    if (rst) begin
+      \$2657  = 16'h0000;
     end
   end
   assign tag = 1'h0;
-  assign div_rem4 = \$2440 [46:0];
-  assign div_rem3 = \$2445 [46:0];
-  assign div_rem2 = \$2450 [46:0];
-  assign div_rem1 = \$2455 [46:0];
-  assign c_mid = \$2462 [41:0];
-  assign c_in = \$2465 [41:0];
-  assign c_out = \$2468 [41:0];
+  assign div_rem4 = \$2456 [46:0];
+  assign div_rem3 = \$2461 [46:0];
+  assign div_rem2 = \$2466 [46:0];
+  assign div_rem1 = \$2471 [46:0];
+  assign c_mid = \$2478 [41:0];
+  assign c_in = \$2481 [41:0];
+  assign c_out = \$2484 [41:0];
   assign \$5  = { 3'h0, a, 4'h0 };
   assign \$6  = \$5 ;
   assign \$7  = { 3'h0, s0_den, 4'h0 };
@@ -32736,36 +32956,34 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$198  = { \$197 [4:0], 1'h0 };
   assign \$200  = { \$199 [4:0], 1'h0 };
   assign \$202  = { \$201 [4:0], 1'h0 };
-  assign \$2456  = { 1'h0, s3_p_mid0 };
-  assign \$2458  = { 13'h0000, s3_p_mid18, 18'h00000 };
-  assign \$2460  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
-  assign \$2462  = { 20'h00000, \$2461 [89:20] };
-  assign \$272  = \$2462 [41];
-  assign \$273  = { 11'h000, \$2462 [41], \$271 , \$270 , \$269 , \$268 , \$267 , \$266 , \$265 , \$264 , \$263 , \$262 , \$261 , \$260 , \$259 , \$258 , \$257 , \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242  };
-  assign \$2463  = { 1'h0, s3_p_in };
-  assign \$2465  = { 20'h00000, \$2464 [63:20] };
-  assign \$315  = \$2465 [41];
-  assign \$316  = { 11'h000, \$2465 [41], \$314 , \$313 , \$312 , \$311 , \$310 , \$309 , \$308 , \$307 , \$306 , \$305 , \$304 , \$303 , \$302 , \$301 , \$300 , \$299 , \$298 , \$297 , \$296 , \$295 , \$294 , \$293 , \$292 , \$291 , \$290 , \$289 , \$288 , \$287 , \$286 , \$285  };
-  assign \$2466  = { 1'h0, s3_p_out };
-  assign \$2468  = { 20'h00000, \$2467 [63:20] };
-  assign \$358  = \$2468 [41];
-  assign \$359  = { 11'h000, \$2468 [41], \$357 , \$356 , \$355 , \$354 , \$353 , \$352 , \$351 , \$350 , \$349 , \$348 , \$347 , \$346 , \$345 , \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330 , \$329 , \$328  };
-  assign \$1671  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1673  = { 16'h0000, \$1672 [41:16] };
-  assign \$1674  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1677  = { 8'h00, \$1676 [26:8] };
-  assign \$1678  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1680  = { 16'h0000, \$1679 [41:16] };
-  assign \$1681  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1685  = { 4'h0, \$1684 [18:4] };
-  assign \$1686  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1688  = { 16'h0000, \$1687 [41:16] };
-  assign \$1689  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1692  = { 8'h00, \$1691 [26:8] };
-  assign \$1693  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1695  = { 16'h0000, \$1694 [41:16] };
-  assign \$1696  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1701  = { 2'h0, \$1700 [14:2] };
+  assign \$214  = { 1'h0, p_bl0 };
+  assign \$216  = { 13'h0000, p_bl18, 18'h00000 };
+  assign \$218  = { 27'h0000000, p_bl36, 36'h000000000 };
+  assign \$220  = { 1'h0, p_am0 };
+  assign \$222  = { 13'h0000, p_am18, 18'h00000 };
+  assign \$224  = { 27'h0000000, p_am36, 36'h000000000 };
+  assign \$2472  = { 1'h0, s3_p_mid0 };
+  assign \$2474  = { 13'h0000, s3_p_mid18, 18'h00000 };
+  assign \$2476  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
+  assign \$2478  = { 20'h00000, \$2477 [89:20] };
+  assign \$288  = \$2478 [41];
+  assign \$289  = { 11'h000, \$2478 [41], \$287 , \$286 , \$285 , \$284 , \$283 , \$282 , \$281 , \$280 , \$279 , \$278 , \$277 , \$276 , \$275 , \$274 , \$273 , \$272 , \$271 , \$270 , \$269 , \$268 , \$267 , \$266 , \$265 , \$264 , \$263 , \$262 , \$261 , \$260 , \$259 , \$258  };
+  assign \$2479  = { 1'h0, s3_p_in };
+  assign \$2481  = { 20'h00000, \$2480 [63:20] };
+  assign \$331  = \$2481 [41];
+  assign \$332  = { 11'h000, \$2481 [41], \$330 , \$329 , \$328 , \$327 , \$326 , \$325 , \$324 , \$323 , \$322 , \$321 , \$320 , \$319 , \$318 , \$317 , \$316 , \$315 , \$314 , \$313 , \$312 , \$311 , \$310 , \$309 , \$308 , \$307 , \$306 , \$305 , \$304 , \$303 , \$302 , \$301  };
+  assign \$2482  = { 1'h0, s3_p_out };
+  assign \$2484  = { 20'h00000, \$2483 [63:20] };
+  assign \$374  = \$2484 [41];
+  assign \$375  = { 11'h000, \$2484 [41], \$373 , \$372 , \$371 , \$370 , \$369 , \$368 , \$367 , \$366 , \$365 , \$364 , \$363 , \$362 , \$361 , \$360 , \$359 , \$358 , \$357 , \$356 , \$355 , \$354 , \$353 , \$352 , \$351 , \$350 , \$349 , \$348 , \$347 , \$346 , \$345 , \$344  };
+  assign \$1687  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1689  = { 16'h0000, \$1688 [41:16] };
+  assign \$1690  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1693  = { 8'h00, \$1692 [26:8] };
+  assign \$1694  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1696  = { 16'h0000, \$1695 [41:16] };
+  assign \$1697  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1701  = { 4'h0, \$1700 [18:4] };
   assign \$1702  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1704  = { 16'h0000, \$1703 [41:16] };
   assign \$1705  = { 32'h00000000, s5_step_mid[41:32] };
@@ -32773,31 +32991,31 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1709  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1711  = { 16'h0000, \$1710 [41:16] };
   assign \$1712  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1716  = { 4'h0, \$1715 [18:4] };
-  assign \$1717  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1719  = { 16'h0000, \$1718 [41:16] };
-  assign \$1720  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1723  = { 8'h00, \$1722 [26:8] };
-  assign \$1724  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1726  = { 16'h0000, \$1725 [41:16] };
-  assign \$1727  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1733  = { 1'h0, \$1732 [12:1] };
-  assign \$1734  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1736  = { 16'h0000, \$1735 [41:16] };
-  assign \$1737  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1740  = { 8'h00, \$1739 [26:8] };
-  assign \$1741  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1743  = { 16'h0000, \$1742 [41:16] };
-  assign \$1744  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1748  = { 4'h0, \$1747 [18:4] };
-  assign \$1749  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1751  = { 16'h0000, \$1750 [41:16] };
-  assign \$1752  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1755  = { 8'h00, \$1754 [26:8] };
-  assign \$1756  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1758  = { 16'h0000, \$1757 [41:16] };
-  assign \$1759  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1764  = { 2'h0, \$1763 [14:2] };
+  assign \$1717  = { 2'h0, \$1716 [14:2] };
+  assign \$1718  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1720  = { 16'h0000, \$1719 [41:16] };
+  assign \$1721  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1724  = { 8'h00, \$1723 [26:8] };
+  assign \$1725  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1727  = { 16'h0000, \$1726 [41:16] };
+  assign \$1728  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1732  = { 4'h0, \$1731 [18:4] };
+  assign \$1733  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1735  = { 16'h0000, \$1734 [41:16] };
+  assign \$1736  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1739  = { 8'h00, \$1738 [26:8] };
+  assign \$1740  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1742  = { 16'h0000, \$1741 [41:16] };
+  assign \$1743  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1749  = { 1'h0, \$1748 [12:1] };
+  assign \$1750  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1752  = { 16'h0000, \$1751 [41:16] };
+  assign \$1753  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1756  = { 8'h00, \$1755 [26:8] };
+  assign \$1757  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1759  = { 16'h0000, \$1758 [41:16] };
+  assign \$1760  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1764  = { 4'h0, \$1763 [18:4] };
   assign \$1765  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1767  = { 16'h0000, \$1766 [41:16] };
   assign \$1768  = { 32'h00000000, s5_step_mid[41:32] };
@@ -32805,30 +33023,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1772  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1774  = { 16'h0000, \$1773 [41:16] };
   assign \$1775  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1779  = { 4'h0, \$1778 [18:4] };
-  assign \$1780  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1782  = { 16'h0000, \$1781 [41:16] };
-  assign \$1783  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1786  = { 8'h00, \$1785 [26:8] };
-  assign \$1787  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1789  = { 16'h0000, \$1788 [41:16] };
-  assign \$1790  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1798  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1800  = { 16'h0000, \$1799 [41:16] };
-  assign \$1801  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1804  = { 8'h00, \$1803 [26:8] };
-  assign \$1805  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1807  = { 16'h0000, \$1806 [41:16] };
-  assign \$1808  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1812  = { 4'h0, \$1811 [18:4] };
-  assign \$1813  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1815  = { 16'h0000, \$1814 [41:16] };
-  assign \$1816  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1819  = { 8'h00, \$1818 [26:8] };
-  assign \$1820  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1822  = { 16'h0000, \$1821 [41:16] };
-  assign \$1823  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1828  = { 2'h0, \$1827 [14:2] };
+  assign \$1780  = { 2'h0, \$1779 [14:2] };
+  assign \$1781  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1783  = { 16'h0000, \$1782 [41:16] };
+  assign \$1784  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1787  = { 8'h00, \$1786 [26:8] };
+  assign \$1788  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1790  = { 16'h0000, \$1789 [41:16] };
+  assign \$1791  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1795  = { 4'h0, \$1794 [18:4] };
+  assign \$1796  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1798  = { 16'h0000, \$1797 [41:16] };
+  assign \$1799  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1802  = { 8'h00, \$1801 [26:8] };
+  assign \$1803  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1805  = { 16'h0000, \$1804 [41:16] };
+  assign \$1806  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1814  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1816  = { 16'h0000, \$1815 [41:16] };
+  assign \$1817  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1820  = { 8'h00, \$1819 [26:8] };
+  assign \$1821  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1823  = { 16'h0000, \$1822 [41:16] };
+  assign \$1824  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1828  = { 4'h0, \$1827 [18:4] };
   assign \$1829  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1831  = { 16'h0000, \$1830 [41:16] };
   assign \$1832  = { 32'h00000000, s5_step_mid[41:32] };
@@ -32836,31 +33054,31 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1836  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1838  = { 16'h0000, \$1837 [41:16] };
   assign \$1839  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1843  = { 4'h0, \$1842 [18:4] };
-  assign \$1844  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1846  = { 16'h0000, \$1845 [41:16] };
-  assign \$1847  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1850  = { 8'h00, \$1849 [26:8] };
-  assign \$1851  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1853  = { 16'h0000, \$1852 [41:16] };
-  assign \$1854  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1860  = { 1'h0, \$1859 [12:1] };
-  assign \$1861  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1863  = { 16'h0000, \$1862 [41:16] };
-  assign \$1864  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1867  = { 8'h00, \$1866 [26:8] };
-  assign \$1868  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1870  = { 16'h0000, \$1869 [41:16] };
-  assign \$1871  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1875  = { 4'h0, \$1874 [18:4] };
-  assign \$1876  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1878  = { 16'h0000, \$1877 [41:16] };
-  assign \$1879  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1882  = { 8'h00, \$1881 [26:8] };
-  assign \$1883  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1885  = { 16'h0000, \$1884 [41:16] };
-  assign \$1886  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1891  = { 2'h0, \$1890 [14:2] };
+  assign \$1844  = { 2'h0, \$1843 [14:2] };
+  assign \$1845  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1847  = { 16'h0000, \$1846 [41:16] };
+  assign \$1848  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1851  = { 8'h00, \$1850 [26:8] };
+  assign \$1852  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1854  = { 16'h0000, \$1853 [41:16] };
+  assign \$1855  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1859  = { 4'h0, \$1858 [18:4] };
+  assign \$1860  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1862  = { 16'h0000, \$1861 [41:16] };
+  assign \$1863  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1866  = { 8'h00, \$1865 [26:8] };
+  assign \$1867  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1869  = { 16'h0000, \$1868 [41:16] };
+  assign \$1870  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1876  = { 1'h0, \$1875 [12:1] };
+  assign \$1877  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1879  = { 16'h0000, \$1878 [41:16] };
+  assign \$1880  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1883  = { 8'h00, \$1882 [26:8] };
+  assign \$1884  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1886  = { 16'h0000, \$1885 [41:16] };
+  assign \$1887  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1891  = { 4'h0, \$1890 [18:4] };
   assign \$1892  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1894  = { 16'h0000, \$1893 [41:16] };
   assign \$1895  = { 32'h00000000, s5_step_mid[41:32] };
@@ -32868,30 +33086,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1899  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1901  = { 16'h0000, \$1900 [41:16] };
   assign \$1902  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1906  = { 4'h0, \$1905 [18:4] };
-  assign \$1907  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1909  = { 16'h0000, \$1908 [41:16] };
-  assign \$1910  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1913  = { 8'h00, \$1912 [26:8] };
-  assign \$1914  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1916  = { 16'h0000, \$1915 [41:16] };
-  assign \$1917  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1926  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1928  = { 16'h0000, \$1927 [41:16] };
-  assign \$1929  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1932  = { 8'h00, \$1931 [26:8] };
-  assign \$1933  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1935  = { 16'h0000, \$1934 [41:16] };
-  assign \$1936  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1940  = { 4'h0, \$1939 [18:4] };
-  assign \$1941  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1943  = { 16'h0000, \$1942 [41:16] };
-  assign \$1944  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1947  = { 8'h00, \$1946 [26:8] };
-  assign \$1948  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1950  = { 16'h0000, \$1949 [41:16] };
-  assign \$1951  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1956  = { 2'h0, \$1955 [14:2] };
+  assign \$1907  = { 2'h0, \$1906 [14:2] };
+  assign \$1908  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1910  = { 16'h0000, \$1909 [41:16] };
+  assign \$1911  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1914  = { 8'h00, \$1913 [26:8] };
+  assign \$1915  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1917  = { 16'h0000, \$1916 [41:16] };
+  assign \$1918  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1922  = { 4'h0, \$1921 [18:4] };
+  assign \$1923  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1925  = { 16'h0000, \$1924 [41:16] };
+  assign \$1926  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1929  = { 8'h00, \$1928 [26:8] };
+  assign \$1930  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1932  = { 16'h0000, \$1931 [41:16] };
+  assign \$1933  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1942  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1944  = { 16'h0000, \$1943 [41:16] };
+  assign \$1945  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1948  = { 8'h00, \$1947 [26:8] };
+  assign \$1949  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1951  = { 16'h0000, \$1950 [41:16] };
+  assign \$1952  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1956  = { 4'h0, \$1955 [18:4] };
   assign \$1957  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1959  = { 16'h0000, \$1958 [41:16] };
   assign \$1960  = { 32'h00000000, s5_step_in[41:32] };
@@ -32899,31 +33117,31 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1964  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1966  = { 16'h0000, \$1965 [41:16] };
   assign \$1967  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1971  = { 4'h0, \$1970 [18:4] };
-  assign \$1972  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1974  = { 16'h0000, \$1973 [41:16] };
-  assign \$1975  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1978  = { 8'h00, \$1977 [26:8] };
-  assign \$1979  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1981  = { 16'h0000, \$1980 [41:16] };
-  assign \$1982  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1988  = { 1'h0, \$1987 [12:1] };
-  assign \$1989  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1991  = { 16'h0000, \$1990 [41:16] };
-  assign \$1992  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1995  = { 8'h00, \$1994 [26:8] };
-  assign \$1996  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1998  = { 16'h0000, \$1997 [41:16] };
-  assign \$1999  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2003  = { 4'h0, \$2002 [18:4] };
-  assign \$2004  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2006  = { 16'h0000, \$2005 [41:16] };
-  assign \$2007  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2010  = { 8'h00, \$2009 [26:8] };
-  assign \$2011  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2013  = { 16'h0000, \$2012 [41:16] };
-  assign \$2014  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2019  = { 2'h0, \$2018 [14:2] };
+  assign \$1972  = { 2'h0, \$1971 [14:2] };
+  assign \$1973  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1975  = { 16'h0000, \$1974 [41:16] };
+  assign \$1976  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1979  = { 8'h00, \$1978 [26:8] };
+  assign \$1980  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1982  = { 16'h0000, \$1981 [41:16] };
+  assign \$1983  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1987  = { 4'h0, \$1986 [18:4] };
+  assign \$1988  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1990  = { 16'h0000, \$1989 [41:16] };
+  assign \$1991  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1994  = { 8'h00, \$1993 [26:8] };
+  assign \$1995  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1997  = { 16'h0000, \$1996 [41:16] };
+  assign \$1998  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2004  = { 1'h0, \$2003 [12:1] };
+  assign \$2005  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2007  = { 16'h0000, \$2006 [41:16] };
+  assign \$2008  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2011  = { 8'h00, \$2010 [26:8] };
+  assign \$2012  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2014  = { 16'h0000, \$2013 [41:16] };
+  assign \$2015  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2019  = { 4'h0, \$2018 [18:4] };
   assign \$2020  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2022  = { 16'h0000, \$2021 [41:16] };
   assign \$2023  = { 32'h00000000, s5_step_in[41:32] };
@@ -32931,30 +33149,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2027  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2029  = { 16'h0000, \$2028 [41:16] };
   assign \$2030  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2034  = { 4'h0, \$2033 [18:4] };
-  assign \$2035  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2037  = { 16'h0000, \$2036 [41:16] };
-  assign \$2038  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2041  = { 8'h00, \$2040 [26:8] };
-  assign \$2042  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2044  = { 16'h0000, \$2043 [41:16] };
-  assign \$2045  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2053  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2055  = { 16'h0000, \$2054 [41:16] };
-  assign \$2056  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2059  = { 8'h00, \$2058 [26:8] };
-  assign \$2060  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2062  = { 16'h0000, \$2061 [41:16] };
-  assign \$2063  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2067  = { 4'h0, \$2066 [18:4] };
-  assign \$2068  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2070  = { 16'h0000, \$2069 [41:16] };
-  assign \$2071  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2074  = { 8'h00, \$2073 [26:8] };
-  assign \$2075  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2077  = { 16'h0000, \$2076 [41:16] };
-  assign \$2078  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2083  = { 2'h0, \$2082 [14:2] };
+  assign \$2035  = { 2'h0, \$2034 [14:2] };
+  assign \$2036  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2038  = { 16'h0000, \$2037 [41:16] };
+  assign \$2039  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2042  = { 8'h00, \$2041 [26:8] };
+  assign \$2043  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2045  = { 16'h0000, \$2044 [41:16] };
+  assign \$2046  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2050  = { 4'h0, \$2049 [18:4] };
+  assign \$2051  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2053  = { 16'h0000, \$2052 [41:16] };
+  assign \$2054  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2057  = { 8'h00, \$2056 [26:8] };
+  assign \$2058  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2060  = { 16'h0000, \$2059 [41:16] };
+  assign \$2061  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2069  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2071  = { 16'h0000, \$2070 [41:16] };
+  assign \$2072  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2075  = { 8'h00, \$2074 [26:8] };
+  assign \$2076  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2078  = { 16'h0000, \$2077 [41:16] };
+  assign \$2079  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2083  = { 4'h0, \$2082 [18:4] };
   assign \$2084  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2086  = { 16'h0000, \$2085 [41:16] };
   assign \$2087  = { 32'h00000000, s5_step_in[41:32] };
@@ -32962,31 +33180,31 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2091  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2093  = { 16'h0000, \$2092 [41:16] };
   assign \$2094  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2098  = { 4'h0, \$2097 [18:4] };
-  assign \$2099  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2101  = { 16'h0000, \$2100 [41:16] };
-  assign \$2102  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2105  = { 8'h00, \$2104 [26:8] };
-  assign \$2106  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2108  = { 16'h0000, \$2107 [41:16] };
-  assign \$2109  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2115  = { 1'h0, \$2114 [12:1] };
-  assign \$2116  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2118  = { 16'h0000, \$2117 [41:16] };
-  assign \$2119  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2122  = { 8'h00, \$2121 [26:8] };
-  assign \$2123  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2125  = { 16'h0000, \$2124 [41:16] };
-  assign \$2126  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2130  = { 4'h0, \$2129 [18:4] };
-  assign \$2131  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2133  = { 16'h0000, \$2132 [41:16] };
-  assign \$2134  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2137  = { 8'h00, \$2136 [26:8] };
-  assign \$2138  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2140  = { 16'h0000, \$2139 [41:16] };
-  assign \$2141  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2146  = { 2'h0, \$2145 [14:2] };
+  assign \$2099  = { 2'h0, \$2098 [14:2] };
+  assign \$2100  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2102  = { 16'h0000, \$2101 [41:16] };
+  assign \$2103  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2106  = { 8'h00, \$2105 [26:8] };
+  assign \$2107  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2109  = { 16'h0000, \$2108 [41:16] };
+  assign \$2110  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2114  = { 4'h0, \$2113 [18:4] };
+  assign \$2115  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2117  = { 16'h0000, \$2116 [41:16] };
+  assign \$2118  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2121  = { 8'h00, \$2120 [26:8] };
+  assign \$2122  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2124  = { 16'h0000, \$2123 [41:16] };
+  assign \$2125  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2131  = { 1'h0, \$2130 [12:1] };
+  assign \$2132  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2134  = { 16'h0000, \$2133 [41:16] };
+  assign \$2135  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2138  = { 8'h00, \$2137 [26:8] };
+  assign \$2139  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2141  = { 16'h0000, \$2140 [41:16] };
+  assign \$2142  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2146  = { 4'h0, \$2145 [18:4] };
   assign \$2147  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2149  = { 16'h0000, \$2148 [41:16] };
   assign \$2150  = { 32'h00000000, s5_step_in[41:32] };
@@ -32994,30 +33212,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2154  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2156  = { 16'h0000, \$2155 [41:16] };
   assign \$2157  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2161  = { 4'h0, \$2160 [18:4] };
-  assign \$2162  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2164  = { 16'h0000, \$2163 [41:16] };
-  assign \$2165  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2168  = { 8'h00, \$2167 [26:8] };
-  assign \$2169  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2171  = { 16'h0000, \$2170 [41:16] };
-  assign \$2172  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2181  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2183  = { 16'h0000, \$2182 [41:16] };
-  assign \$2184  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2187  = { 8'h00, \$2186 [26:8] };
-  assign \$2188  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2190  = { 16'h0000, \$2189 [41:16] };
-  assign \$2191  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2195  = { 4'h0, \$2194 [18:4] };
-  assign \$2196  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2198  = { 16'h0000, \$2197 [41:16] };
-  assign \$2199  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2202  = { 8'h00, \$2201 [26:8] };
-  assign \$2203  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2205  = { 16'h0000, \$2204 [41:16] };
-  assign \$2206  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2211  = { 2'h0, \$2210 [14:2] };
+  assign \$2162  = { 2'h0, \$2161 [14:2] };
+  assign \$2163  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2165  = { 16'h0000, \$2164 [41:16] };
+  assign \$2166  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2169  = { 8'h00, \$2168 [26:8] };
+  assign \$2170  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2172  = { 16'h0000, \$2171 [41:16] };
+  assign \$2173  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2177  = { 4'h0, \$2176 [18:4] };
+  assign \$2178  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2180  = { 16'h0000, \$2179 [41:16] };
+  assign \$2181  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2184  = { 8'h00, \$2183 [26:8] };
+  assign \$2185  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2187  = { 16'h0000, \$2186 [41:16] };
+  assign \$2188  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2197  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2199  = { 16'h0000, \$2198 [41:16] };
+  assign \$2200  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2203  = { 8'h00, \$2202 [26:8] };
+  assign \$2204  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2206  = { 16'h0000, \$2205 [41:16] };
+  assign \$2207  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2211  = { 4'h0, \$2210 [18:4] };
   assign \$2212  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2214  = { 16'h0000, \$2213 [41:16] };
   assign \$2215  = { 32'h00000000, s5_step_out[41:32] };
@@ -33025,31 +33243,31 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2219  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2221  = { 16'h0000, \$2220 [41:16] };
   assign \$2222  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2226  = { 4'h0, \$2225 [18:4] };
-  assign \$2227  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2229  = { 16'h0000, \$2228 [41:16] };
-  assign \$2230  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2233  = { 8'h00, \$2232 [26:8] };
-  assign \$2234  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2236  = { 16'h0000, \$2235 [41:16] };
-  assign \$2237  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2243  = { 1'h0, \$2242 [12:1] };
-  assign \$2244  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2246  = { 16'h0000, \$2245 [41:16] };
-  assign \$2247  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2250  = { 8'h00, \$2249 [26:8] };
-  assign \$2251  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2253  = { 16'h0000, \$2252 [41:16] };
-  assign \$2254  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2258  = { 4'h0, \$2257 [18:4] };
-  assign \$2259  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2261  = { 16'h0000, \$2260 [41:16] };
-  assign \$2262  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2265  = { 8'h00, \$2264 [26:8] };
-  assign \$2266  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2268  = { 16'h0000, \$2267 [41:16] };
-  assign \$2269  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2274  = { 2'h0, \$2273 [14:2] };
+  assign \$2227  = { 2'h0, \$2226 [14:2] };
+  assign \$2228  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2230  = { 16'h0000, \$2229 [41:16] };
+  assign \$2231  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2234  = { 8'h00, \$2233 [26:8] };
+  assign \$2235  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2237  = { 16'h0000, \$2236 [41:16] };
+  assign \$2238  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2242  = { 4'h0, \$2241 [18:4] };
+  assign \$2243  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2245  = { 16'h0000, \$2244 [41:16] };
+  assign \$2246  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2249  = { 8'h00, \$2248 [26:8] };
+  assign \$2250  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2252  = { 16'h0000, \$2251 [41:16] };
+  assign \$2253  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2259  = { 1'h0, \$2258 [12:1] };
+  assign \$2260  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2262  = { 16'h0000, \$2261 [41:16] };
+  assign \$2263  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2266  = { 8'h00, \$2265 [26:8] };
+  assign \$2267  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2269  = { 16'h0000, \$2268 [41:16] };
+  assign \$2270  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2274  = { 4'h0, \$2273 [18:4] };
   assign \$2275  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2277  = { 16'h0000, \$2276 [41:16] };
   assign \$2278  = { 32'h00000000, s5_step_out[41:32] };
@@ -33057,30 +33275,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2282  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2284  = { 16'h0000, \$2283 [41:16] };
   assign \$2285  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2289  = { 4'h0, \$2288 [18:4] };
-  assign \$2290  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2292  = { 16'h0000, \$2291 [41:16] };
-  assign \$2293  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2296  = { 8'h00, \$2295 [26:8] };
-  assign \$2297  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2299  = { 16'h0000, \$2298 [41:16] };
-  assign \$2300  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2308  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2310  = { 16'h0000, \$2309 [41:16] };
-  assign \$2311  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2314  = { 8'h00, \$2313 [26:8] };
-  assign \$2315  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2317  = { 16'h0000, \$2316 [41:16] };
-  assign \$2318  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2322  = { 4'h0, \$2321 [18:4] };
-  assign \$2323  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2325  = { 16'h0000, \$2324 [41:16] };
-  assign \$2326  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2329  = { 8'h00, \$2328 [26:8] };
-  assign \$2330  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2332  = { 16'h0000, \$2331 [41:16] };
-  assign \$2333  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2338  = { 2'h0, \$2337 [14:2] };
+  assign \$2290  = { 2'h0, \$2289 [14:2] };
+  assign \$2291  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2293  = { 16'h0000, \$2292 [41:16] };
+  assign \$2294  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2297  = { 8'h00, \$2296 [26:8] };
+  assign \$2298  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2300  = { 16'h0000, \$2299 [41:16] };
+  assign \$2301  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2305  = { 4'h0, \$2304 [18:4] };
+  assign \$2306  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2308  = { 16'h0000, \$2307 [41:16] };
+  assign \$2309  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2312  = { 8'h00, \$2311 [26:8] };
+  assign \$2313  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2315  = { 16'h0000, \$2314 [41:16] };
+  assign \$2316  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2324  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2326  = { 16'h0000, \$2325 [41:16] };
+  assign \$2327  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2330  = { 8'h00, \$2329 [26:8] };
+  assign \$2331  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2333  = { 16'h0000, \$2332 [41:16] };
+  assign \$2334  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2338  = { 4'h0, \$2337 [18:4] };
   assign \$2339  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2341  = { 16'h0000, \$2340 [41:16] };
   assign \$2342  = { 32'h00000000, s5_step_out[41:32] };
@@ -33088,31 +33306,31 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2346  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2348  = { 16'h0000, \$2347 [41:16] };
   assign \$2349  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2353  = { 4'h0, \$2352 [18:4] };
-  assign \$2354  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2356  = { 16'h0000, \$2355 [41:16] };
-  assign \$2357  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2360  = { 8'h00, \$2359 [26:8] };
-  assign \$2361  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2363  = { 16'h0000, \$2362 [41:16] };
-  assign \$2364  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2370  = { 1'h0, \$2369 [12:1] };
-  assign \$2371  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2373  = { 16'h0000, \$2372 [41:16] };
-  assign \$2374  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2377  = { 8'h00, \$2376 [26:8] };
-  assign \$2378  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2380  = { 16'h0000, \$2379 [41:16] };
-  assign \$2381  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2385  = { 4'h0, \$2384 [18:4] };
-  assign \$2386  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2388  = { 16'h0000, \$2387 [41:16] };
-  assign \$2389  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2392  = { 8'h00, \$2391 [26:8] };
-  assign \$2393  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2395  = { 16'h0000, \$2394 [41:16] };
-  assign \$2396  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2401  = { 2'h0, \$2400 [14:2] };
+  assign \$2354  = { 2'h0, \$2353 [14:2] };
+  assign \$2355  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2357  = { 16'h0000, \$2356 [41:16] };
+  assign \$2358  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2361  = { 8'h00, \$2360 [26:8] };
+  assign \$2362  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2364  = { 16'h0000, \$2363 [41:16] };
+  assign \$2365  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2369  = { 4'h0, \$2368 [18:4] };
+  assign \$2370  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2372  = { 16'h0000, \$2371 [41:16] };
+  assign \$2373  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2376  = { 8'h00, \$2375 [26:8] };
+  assign \$2377  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2379  = { 16'h0000, \$2378 [41:16] };
+  assign \$2380  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2386  = { 1'h0, \$2385 [12:1] };
+  assign \$2387  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2389  = { 16'h0000, \$2388 [41:16] };
+  assign \$2390  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2393  = { 8'h00, \$2392 [26:8] };
+  assign \$2394  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2396  = { 16'h0000, \$2395 [41:16] };
+  assign \$2397  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2401  = { 4'h0, \$2400 [18:4] };
   assign \$2402  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2404  = { 16'h0000, \$2403 [41:16] };
   assign \$2405  = { 32'h00000000, s5_step_out[41:32] };
@@ -33120,22 +33338,30 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2409  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2411  = { 16'h0000, \$2410 [41:16] };
   assign \$2412  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2416  = { 4'h0, \$2415 [18:4] };
-  assign \$2417  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2419  = { 16'h0000, \$2418 [41:16] };
-  assign \$2420  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2423  = { 8'h00, \$2422 [26:8] };
-  assign \$2424  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2426  = { 16'h0000, \$2425 [41:16] };
-  assign \$2427  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2436  = { 3'h0, s0_den, 4'h0 };
-  assign \$2438  = { 3'h0, s0_den, 4'h0 };
-  assign \$2441  = { s1_den, 3'h0 };
-  assign \$2443  = { s1_den, 3'h0 };
-  assign \$2446  = { 1'h0, s2_den, 2'h0 };
-  assign \$2448  = { 1'h0, s2_den, 2'h0 };
-  assign \$2451  = { s3_den, 1'h0 };
-  assign \$2453  = { s3_den, 1'h0 };
+  assign \$2417  = { 2'h0, \$2416 [14:2] };
+  assign \$2418  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2420  = { 16'h0000, \$2419 [41:16] };
+  assign \$2421  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2424  = { 8'h00, \$2423 [26:8] };
+  assign \$2425  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2427  = { 16'h0000, \$2426 [41:16] };
+  assign \$2428  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2432  = { 4'h0, \$2431 [18:4] };
+  assign \$2433  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2435  = { 16'h0000, \$2434 [41:16] };
+  assign \$2436  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2439  = { 8'h00, \$2438 [26:8] };
+  assign \$2440  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2442  = { 16'h0000, \$2441 [41:16] };
+  assign \$2443  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2452  = { 3'h0, s0_den, 4'h0 };
+  assign \$2454  = { 3'h0, s0_den, 4'h0 };
+  assign \$2457  = { s1_den, 3'h0 };
+  assign \$2459  = { s1_den, 3'h0 };
+  assign \$2462  = { 1'h0, s2_den, 2'h0 };
+  assign \$2464  = { 1'h0, s2_den, 2'h0 };
+  assign \$2467  = { s3_den, 1'h0 };
+  assign \$2469  = { s3_den, 1'h0 };
   assign \$24  = { 5'h00, s5_q0 };
   assign \$38  = { 5'h00, s5_q0 };
   assign \$53  = { 5'h00, s5_q0 };
@@ -35955,36 +36181,52 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   wire \$999 ;
   wire [41:0] addsub;
   wire [41:0] \addsub$11 ;
-  wire [41:0] \addsub$13 ;
-  wire [41:0] \addsub$15 ;
+  wire [41:0] \addsub$14 ;
   wire [41:0] \addsub$17 ;
-  wire [41:0] \addsub$19 ;
-  wire [41:0] \addsub$21 ;
+  wire [41:0] \addsub$20 ;
   wire [41:0] \addsub$23 ;
-  wire [41:0] \addsub$25 ;
-  wire [41:0] \addsub$27 ;
+  wire [41:0] \addsub$26 ;
   wire [41:0] \addsub$29 ;
-  wire [41:0] \addsub$31 ;
-  wire [41:0] \addsub$33 ;
+  wire [41:0] \addsub$32 ;
   wire [41:0] \addsub$35 ;
-  wire [41:0] \addsub$37 ;
-  wire [41:0] \addsub$9 ;
+  wire [41:0] \addsub$38 ;
+  wire [41:0] \addsub$41 ;
+  wire [41:0] \addsub$44 ;
+  wire [41:0] \addsub$47 ;
+  wire [41:0] \addsub$50 ;
+  wire [41:0] \addsub$53 ;
+  wire [40:0] addsub_base;
+  wire [40:0] \addsub_base$10 ;
+  wire [40:0] \addsub_base$13 ;
+  wire [40:0] \addsub_base$16 ;
+  wire [40:0] \addsub_base$19 ;
+  wire [40:0] \addsub_base$22 ;
+  wire [40:0] \addsub_base$25 ;
+  wire [40:0] \addsub_base$28 ;
+  wire [40:0] \addsub_base$31 ;
+  wire [40:0] \addsub_base$34 ;
+  wire [40:0] \addsub_base$37 ;
+  wire [40:0] \addsub_base$40 ;
+  wire [40:0] \addsub_base$43 ;
+  wire [40:0] \addsub_base$46 ;
+  wire [40:0] \addsub_base$49 ;
+  wire [40:0] \addsub_base$52 ;
   wire [40:0] addsub_operand;
-  wire [40:0] \addsub_operand$10 ;
   wire [40:0] \addsub_operand$12 ;
-  wire [40:0] \addsub_operand$14 ;
-  wire [40:0] \addsub_operand$16 ;
+  wire [40:0] \addsub_operand$15 ;
   wire [40:0] \addsub_operand$18 ;
-  wire [40:0] \addsub_operand$20 ;
-  wire [40:0] \addsub_operand$22 ;
+  wire [40:0] \addsub_operand$21 ;
   wire [40:0] \addsub_operand$24 ;
-  wire [40:0] \addsub_operand$26 ;
-  wire [40:0] \addsub_operand$28 ;
+  wire [40:0] \addsub_operand$27 ;
   wire [40:0] \addsub_operand$30 ;
-  wire [40:0] \addsub_operand$32 ;
-  wire [40:0] \addsub_operand$34 ;
+  wire [40:0] \addsub_operand$33 ;
   wire [40:0] \addsub_operand$36 ;
-  wire [40:0] \addsub_operand$8 ;
+  wire [40:0] \addsub_operand$39 ;
+  wire [40:0] \addsub_operand$42 ;
+  wire [40:0] \addsub_operand$45 ;
+  wire [40:0] \addsub_operand$48 ;
+  wire [40:0] \addsub_operand$51 ;
+  wire [40:0] \addsub_operand$9 ;
   input [31:0] group;
   wire [31:0] group;
   wire [1:0] \group[0] ;
@@ -36422,7 +36664,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$337  = upper[1] | \$336 ;
   assign \$338  = \$337  ^ x_neg[1];
   assign \$339  = ~ \$338 ;
-  assign \addsub_operand$8  = { 1'h0, x_mag[79:40] } ^ { \$339 , \$335 , \$331 , \$327 , \$323 , \$319 , \$315 , \$311 , \$307 , \$303 , \$299 , \$295 , \$291 , \$287 , \$283 , \$279 , \$275 , \$271 , \$267 , \$263 , \$259 , \$255 , \$251 , \$247 , \$243 , \$239 , \$235 , \$231 , \$227 , \$223 , \$219 , \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179  };
+  assign \addsub_operand$9  = { 1'h0, x_mag[79:40] } ^ { \$339 , \$335 , \$331 , \$327 , \$323 , \$319 , \$315 , \$311 , \$307 , \$303 , \$299 , \$295 , \$291 , \$287 , \$283 , \$279 , \$275 , \$271 , \$267 , \$263 , \$259 , \$255 , \$251 , \$247 , \$243 , \$239 , \$235 , \$231 , \$227 , \$223 , \$219 , \$215 , \$211 , \$207 , \$203 , \$199 , \$195 , \$191 , \$187 , \$183 , \$179  };
   assign \$340  = group[3:2] == 1'h1;
   assign \$341  = group[3:2] == 2'h2;
   assign \$342  = upper[1] ? p[167:126] : p[41:0];
@@ -36433,7 +36675,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$347  = upper[1] | \$346 ;
   assign \$348  = \$347  ^ x_neg[1];
   assign \$349  = ~ \$348 ;
-  assign \$350  = { \$345 [40:0], 1'h1 } + { \addsub_operand$8 , \$349  };
+  assign \$350  = { \$345 [40:0], 1'h1 } + { \addsub_operand$9 , \$349  };
   assign \$351  = group[5:4] == 1'h1;
   assign \$352  = upper[2] | \$351 ;
   assign \$353  = \$352  ^ x_neg[2];
@@ -36598,7 +36840,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$512  = upper[2] | \$511 ;
   assign \$513  = \$512  ^ x_neg[2];
   assign \$514  = ~ \$513 ;
-  assign \addsub_operand$10  = { 1'h0, x_mag[119:80] } ^ { \$514 , \$510 , \$506 , \$502 , \$498 , \$494 , \$490 , \$486 , \$482 , \$478 , \$474 , \$470 , \$466 , \$462 , \$458 , \$454 , \$450 , \$446 , \$442 , \$438 , \$434 , \$430 , \$426 , \$422 , \$418 , \$414 , \$410 , \$406 , \$402 , \$398 , \$394 , \$390 , \$386 , \$382 , \$378 , \$374 , \$370 , \$366 , \$362 , \$358 , \$354  };
+  assign \addsub_operand$12  = { 1'h0, x_mag[119:80] } ^ { \$514 , \$510 , \$506 , \$502 , \$498 , \$494 , \$490 , \$486 , \$482 , \$478 , \$474 , \$470 , \$466 , \$462 , \$458 , \$454 , \$450 , \$446 , \$442 , \$438 , \$434 , \$430 , \$426 , \$422 , \$418 , \$414 , \$410 , \$406 , \$402 , \$398 , \$394 , \$390 , \$386 , \$382 , \$378 , \$374 , \$370 , \$366 , \$362 , \$358 , \$354  };
   assign \$515  = group[5:4] == 1'h1;
   assign \$516  = group[5:4] == 2'h2;
   assign \$517  = upper[2] ? p[167:126] : p[41:0];
@@ -36609,7 +36851,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$522  = upper[2] | \$521 ;
   assign \$523  = \$522  ^ x_neg[2];
   assign \$524  = ~ \$523 ;
-  assign \$525  = { \$520 [40:0], 1'h1 } + { \addsub_operand$10 , \$524  };
+  assign \$525  = { \$520 [40:0], 1'h1 } + { \addsub_operand$12 , \$524  };
   assign \$526  = group[7:6] == 1'h1;
   assign \$527  = upper[3] | \$526 ;
   assign \$528  = \$527  ^ x_neg[3];
@@ -36774,7 +37016,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$687  = upper[3] | \$686 ;
   assign \$688  = \$687  ^ x_neg[3];
   assign \$689  = ~ \$688 ;
-  assign \addsub_operand$12  = { 1'h0, x_mag[159:120] } ^ { \$689 , \$685 , \$681 , \$677 , \$673 , \$669 , \$665 , \$661 , \$657 , \$653 , \$649 , \$645 , \$641 , \$637 , \$633 , \$629 , \$625 , \$621 , \$617 , \$613 , \$609 , \$605 , \$601 , \$597 , \$593 , \$589 , \$585 , \$581 , \$577 , \$573 , \$569 , \$565 , \$561 , \$557 , \$553 , \$549 , \$545 , \$541 , \$537 , \$533 , \$529  };
+  assign \addsub_operand$15  = { 1'h0, x_mag[159:120] } ^ { \$689 , \$685 , \$681 , \$677 , \$673 , \$669 , \$665 , \$661 , \$657 , \$653 , \$649 , \$645 , \$641 , \$637 , \$633 , \$629 , \$625 , \$621 , \$617 , \$613 , \$609 , \$605 , \$601 , \$597 , \$593 , \$589 , \$585 , \$581 , \$577 , \$573 , \$569 , \$565 , \$561 , \$557 , \$553 , \$549 , \$545 , \$541 , \$537 , \$533 , \$529  };
   assign \$690  = group[7:6] == 1'h1;
   assign \$691  = group[7:6] == 2'h2;
   assign \$692  = upper[3] ? p[167:126] : p[41:0];
@@ -36785,7 +37027,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$697  = upper[3] | \$696 ;
   assign \$698  = \$697  ^ x_neg[3];
   assign \$699  = ~ \$698 ;
-  assign \$700  = { \$695 [40:0], 1'h1 } + { \addsub_operand$12 , \$699  };
+  assign \$700  = { \$695 [40:0], 1'h1 } + { \addsub_operand$15 , \$699  };
   assign \$701  = group[9:8] == 1'h1;
   assign \$702  = upper[4] | \$701 ;
   assign \$703  = \$702  ^ x_neg[4];
@@ -36950,7 +37192,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$862  = upper[4] | \$861 ;
   assign \$863  = \$862  ^ x_neg[4];
   assign \$864  = ~ \$863 ;
-  assign \addsub_operand$14  = { 1'h0, x_mag[199:160] } ^ { \$864 , \$860 , \$856 , \$852 , \$848 , \$844 , \$840 , \$836 , \$832 , \$828 , \$824 , \$820 , \$816 , \$812 , \$808 , \$804 , \$800 , \$796 , \$792 , \$788 , \$784 , \$780 , \$776 , \$772 , \$768 , \$764 , \$760 , \$756 , \$752 , \$748 , \$744 , \$740 , \$736 , \$732 , \$728 , \$724 , \$720 , \$716 , \$712 , \$708 , \$704  };
+  assign \addsub_operand$18  = { 1'h0, x_mag[199:160] } ^ { \$864 , \$860 , \$856 , \$852 , \$848 , \$844 , \$840 , \$836 , \$832 , \$828 , \$824 , \$820 , \$816 , \$812 , \$808 , \$804 , \$800 , \$796 , \$792 , \$788 , \$784 , \$780 , \$776 , \$772 , \$768 , \$764 , \$760 , \$756 , \$752 , \$748 , \$744 , \$740 , \$736 , \$732 , \$728 , \$724 , \$720 , \$716 , \$712 , \$708 , \$704  };
   assign \$865  = group[9:8] == 1'h1;
   assign \$866  = group[9:8] == 2'h2;
   assign \$867  = upper[4] ? p[167:126] : p[41:0];
@@ -36961,7 +37203,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$872  = upper[4] | \$871 ;
   assign \$873  = \$872  ^ x_neg[4];
   assign \$874  = ~ \$873 ;
-  assign \$875  = { \$870 [40:0], 1'h1 } + { \addsub_operand$14 , \$874  };
+  assign \$875  = { \$870 [40:0], 1'h1 } + { \addsub_operand$18 , \$874  };
   assign \$876  = group[11:10] == 1'h1;
   assign \$877  = upper[5] | \$876 ;
   assign \$878  = \$877  ^ x_neg[5];
@@ -37126,7 +37368,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1037  = upper[5] | \$1036 ;
   assign \$1038  = \$1037  ^ x_neg[5];
   assign \$1039  = ~ \$1038 ;
-  assign \addsub_operand$16  = { 1'h0, x_mag[239:200] } ^ { \$1039 , \$1035 , \$1031 , \$1027 , \$1023 , \$1019 , \$1015 , \$1011 , \$1007 , \$1003 , \$999 , \$995 , \$991 , \$987 , \$983 , \$979 , \$975 , \$971 , \$967 , \$963 , \$959 , \$955 , \$951 , \$947 , \$943 , \$939 , \$935 , \$931 , \$927 , \$923 , \$919 , \$915 , \$911 , \$907 , \$903 , \$899 , \$895 , \$891 , \$887 , \$883 , \$879  };
+  assign \addsub_operand$21  = { 1'h0, x_mag[239:200] } ^ { \$1039 , \$1035 , \$1031 , \$1027 , \$1023 , \$1019 , \$1015 , \$1011 , \$1007 , \$1003 , \$999 , \$995 , \$991 , \$987 , \$983 , \$979 , \$975 , \$971 , \$967 , \$963 , \$959 , \$955 , \$951 , \$947 , \$943 , \$939 , \$935 , \$931 , \$927 , \$923 , \$919 , \$915 , \$911 , \$907 , \$903 , \$899 , \$895 , \$891 , \$887 , \$883 , \$879  };
   assign \$1040  = group[11:10] == 1'h1;
   assign \$1041  = group[11:10] == 2'h2;
   assign \$1042  = upper[5] ? p[167:126] : p[41:0];
@@ -37137,7 +37379,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1047  = upper[5] | \$1046 ;
   assign \$1048  = \$1047  ^ x_neg[5];
   assign \$1049  = ~ \$1048 ;
-  assign \$1050  = { \$1045 [40:0], 1'h1 } + { \addsub_operand$16 , \$1049  };
+  assign \$1050  = { \$1045 [40:0], 1'h1 } + { \addsub_operand$21 , \$1049  };
   assign \$1051  = group[13:12] == 1'h1;
   assign \$1052  = upper[6] | \$1051 ;
   assign \$1053  = \$1052  ^ x_neg[6];
@@ -37302,7 +37544,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1212  = upper[6] | \$1211 ;
   assign \$1213  = \$1212  ^ x_neg[6];
   assign \$1214  = ~ \$1213 ;
-  assign \addsub_operand$18  = { 1'h0, x_mag[279:240] } ^ { \$1214 , \$1210 , \$1206 , \$1202 , \$1198 , \$1194 , \$1190 , \$1186 , \$1182 , \$1178 , \$1174 , \$1170 , \$1166 , \$1162 , \$1158 , \$1154 , \$1150 , \$1146 , \$1142 , \$1138 , \$1134 , \$1130 , \$1126 , \$1122 , \$1118 , \$1114 , \$1110 , \$1106 , \$1102 , \$1098 , \$1094 , \$1090 , \$1086 , \$1082 , \$1078 , \$1074 , \$1070 , \$1066 , \$1062 , \$1058 , \$1054  };
+  assign \addsub_operand$24  = { 1'h0, x_mag[279:240] } ^ { \$1214 , \$1210 , \$1206 , \$1202 , \$1198 , \$1194 , \$1190 , \$1186 , \$1182 , \$1178 , \$1174 , \$1170 , \$1166 , \$1162 , \$1158 , \$1154 , \$1150 , \$1146 , \$1142 , \$1138 , \$1134 , \$1130 , \$1126 , \$1122 , \$1118 , \$1114 , \$1110 , \$1106 , \$1102 , \$1098 , \$1094 , \$1090 , \$1086 , \$1082 , \$1078 , \$1074 , \$1070 , \$1066 , \$1062 , \$1058 , \$1054  };
   assign \$1215  = group[13:12] == 1'h1;
   assign \$1216  = group[13:12] == 2'h2;
   assign \$1217  = upper[6] ? p[167:126] : p[41:0];
@@ -37313,7 +37555,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1222  = upper[6] | \$1221 ;
   assign \$1223  = \$1222  ^ x_neg[6];
   assign \$1224  = ~ \$1223 ;
-  assign \$1225  = { \$1220 [40:0], 1'h1 } + { \addsub_operand$18 , \$1224  };
+  assign \$1225  = { \$1220 [40:0], 1'h1 } + { \addsub_operand$24 , \$1224  };
   assign \$1226  = group[15:14] == 1'h1;
   assign \$1227  = upper[7] | \$1226 ;
   assign \$1228  = \$1227  ^ x_neg[7];
@@ -37478,7 +37720,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1387  = upper[7] | \$1386 ;
   assign \$1388  = \$1387  ^ x_neg[7];
   assign \$1389  = ~ \$1388 ;
-  assign \addsub_operand$20  = { 1'h0, x_mag[319:280] } ^ { \$1389 , \$1385 , \$1381 , \$1377 , \$1373 , \$1369 , \$1365 , \$1361 , \$1357 , \$1353 , \$1349 , \$1345 , \$1341 , \$1337 , \$1333 , \$1329 , \$1325 , \$1321 , \$1317 , \$1313 , \$1309 , \$1305 , \$1301 , \$1297 , \$1293 , \$1289 , \$1285 , \$1281 , \$1277 , \$1273 , \$1269 , \$1265 , \$1261 , \$1257 , \$1253 , \$1249 , \$1245 , \$1241 , \$1237 , \$1233 , \$1229  };
+  assign \addsub_operand$27  = { 1'h0, x_mag[319:280] } ^ { \$1389 , \$1385 , \$1381 , \$1377 , \$1373 , \$1369 , \$1365 , \$1361 , \$1357 , \$1353 , \$1349 , \$1345 , \$1341 , \$1337 , \$1333 , \$1329 , \$1325 , \$1321 , \$1317 , \$1313 , \$1309 , \$1305 , \$1301 , \$1297 , \$1293 , \$1289 , \$1285 , \$1281 , \$1277 , \$1273 , \$1269 , \$1265 , \$1261 , \$1257 , \$1253 , \$1249 , \$1245 , \$1241 , \$1237 , \$1233 , \$1229  };
   assign \$1390  = group[15:14] == 1'h1;
   assign \$1391  = group[15:14] == 2'h2;
   assign \$1392  = upper[7] ? p[167:126] : p[41:0];
@@ -37489,7 +37731,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1397  = upper[7] | \$1396 ;
   assign \$1398  = \$1397  ^ x_neg[7];
   assign \$1399  = ~ \$1398 ;
-  assign \$1400  = { \$1395 [40:0], 1'h1 } + { \addsub_operand$20 , \$1399  };
+  assign \$1400  = { \$1395 [40:0], 1'h1 } + { \addsub_operand$27 , \$1399  };
   assign \$1401  = group[17:16] == 1'h1;
   assign \$1402  = upper[8] | \$1401 ;
   assign \$1403  = \$1402  ^ x_neg[8];
@@ -37654,7 +37896,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1562  = upper[8] | \$1561 ;
   assign \$1563  = \$1562  ^ x_neg[8];
   assign \$1564  = ~ \$1563 ;
-  assign \addsub_operand$22  = { 1'h0, x_mag[359:320] } ^ { \$1564 , \$1560 , \$1556 , \$1552 , \$1548 , \$1544 , \$1540 , \$1536 , \$1532 , \$1528 , \$1524 , \$1520 , \$1516 , \$1512 , \$1508 , \$1504 , \$1500 , \$1496 , \$1492 , \$1488 , \$1484 , \$1480 , \$1476 , \$1472 , \$1468 , \$1464 , \$1460 , \$1456 , \$1452 , \$1448 , \$1444 , \$1440 , \$1436 , \$1432 , \$1428 , \$1424 , \$1420 , \$1416 , \$1412 , \$1408 , \$1404  };
+  assign \addsub_operand$30  = { 1'h0, x_mag[359:320] } ^ { \$1564 , \$1560 , \$1556 , \$1552 , \$1548 , \$1544 , \$1540 , \$1536 , \$1532 , \$1528 , \$1524 , \$1520 , \$1516 , \$1512 , \$1508 , \$1504 , \$1500 , \$1496 , \$1492 , \$1488 , \$1484 , \$1480 , \$1476 , \$1472 , \$1468 , \$1464 , \$1460 , \$1456 , \$1452 , \$1448 , \$1444 , \$1440 , \$1436 , \$1432 , \$1428 , \$1424 , \$1420 , \$1416 , \$1412 , \$1408 , \$1404  };
   assign \$1565  = group[17:16] == 1'h1;
   assign \$1566  = group[17:16] == 2'h2;
   assign \$1567  = upper[8] ? p[167:126] : p[41:0];
@@ -37665,7 +37907,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1572  = upper[8] | \$1571 ;
   assign \$1573  = \$1572  ^ x_neg[8];
   assign \$1574  = ~ \$1573 ;
-  assign \$1575  = { \$1570 [40:0], 1'h1 } + { \addsub_operand$22 , \$1574  };
+  assign \$1575  = { \$1570 [40:0], 1'h1 } + { \addsub_operand$30 , \$1574  };
   assign \$1576  = group[19:18] == 1'h1;
   assign \$1577  = upper[9] | \$1576 ;
   assign \$1578  = \$1577  ^ x_neg[9];
@@ -37830,7 +38072,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1737  = upper[9] | \$1736 ;
   assign \$1738  = \$1737  ^ x_neg[9];
   assign \$1739  = ~ \$1738 ;
-  assign \addsub_operand$24  = { 1'h0, x_mag[399:360] } ^ { \$1739 , \$1735 , \$1731 , \$1727 , \$1723 , \$1719 , \$1715 , \$1711 , \$1707 , \$1703 , \$1699 , \$1695 , \$1691 , \$1687 , \$1683 , \$1679 , \$1675 , \$1671 , \$1667 , \$1663 , \$1659 , \$1655 , \$1651 , \$1647 , \$1643 , \$1639 , \$1635 , \$1631 , \$1627 , \$1623 , \$1619 , \$1615 , \$1611 , \$1607 , \$1603 , \$1599 , \$1595 , \$1591 , \$1587 , \$1583 , \$1579  };
+  assign \addsub_operand$33  = { 1'h0, x_mag[399:360] } ^ { \$1739 , \$1735 , \$1731 , \$1727 , \$1723 , \$1719 , \$1715 , \$1711 , \$1707 , \$1703 , \$1699 , \$1695 , \$1691 , \$1687 , \$1683 , \$1679 , \$1675 , \$1671 , \$1667 , \$1663 , \$1659 , \$1655 , \$1651 , \$1647 , \$1643 , \$1639 , \$1635 , \$1631 , \$1627 , \$1623 , \$1619 , \$1615 , \$1611 , \$1607 , \$1603 , \$1599 , \$1595 , \$1591 , \$1587 , \$1583 , \$1579  };
   assign \$1740  = group[19:18] == 1'h1;
   assign \$1741  = group[19:18] == 2'h2;
   assign \$1742  = upper[9] ? p[167:126] : p[41:0];
@@ -37841,7 +38083,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1747  = upper[9] | \$1746 ;
   assign \$1748  = \$1747  ^ x_neg[9];
   assign \$1749  = ~ \$1748 ;
-  assign \$1750  = { \$1745 [40:0], 1'h1 } + { \addsub_operand$24 , \$1749  };
+  assign \$1750  = { \$1745 [40:0], 1'h1 } + { \addsub_operand$33 , \$1749  };
   assign \$1751  = group[21:20] == 1'h1;
   assign \$1752  = upper[10] | \$1751 ;
   assign \$1753  = \$1752  ^ x_neg[10];
@@ -38006,7 +38248,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1912  = upper[10] | \$1911 ;
   assign \$1913  = \$1912  ^ x_neg[10];
   assign \$1914  = ~ \$1913 ;
-  assign \addsub_operand$26  = { 1'h0, x_mag[439:400] } ^ { \$1914 , \$1910 , \$1906 , \$1902 , \$1898 , \$1894 , \$1890 , \$1886 , \$1882 , \$1878 , \$1874 , \$1870 , \$1866 , \$1862 , \$1858 , \$1854 , \$1850 , \$1846 , \$1842 , \$1838 , \$1834 , \$1830 , \$1826 , \$1822 , \$1818 , \$1814 , \$1810 , \$1806 , \$1802 , \$1798 , \$1794 , \$1790 , \$1786 , \$1782 , \$1778 , \$1774 , \$1770 , \$1766 , \$1762 , \$1758 , \$1754  };
+  assign \addsub_operand$36  = { 1'h0, x_mag[439:400] } ^ { \$1914 , \$1910 , \$1906 , \$1902 , \$1898 , \$1894 , \$1890 , \$1886 , \$1882 , \$1878 , \$1874 , \$1870 , \$1866 , \$1862 , \$1858 , \$1854 , \$1850 , \$1846 , \$1842 , \$1838 , \$1834 , \$1830 , \$1826 , \$1822 , \$1818 , \$1814 , \$1810 , \$1806 , \$1802 , \$1798 , \$1794 , \$1790 , \$1786 , \$1782 , \$1778 , \$1774 , \$1770 , \$1766 , \$1762 , \$1758 , \$1754  };
   assign \$1915  = group[21:20] == 1'h1;
   assign \$1916  = group[21:20] == 2'h2;
   assign \$1917  = upper[10] ? p[167:126] : p[41:0];
@@ -38017,7 +38259,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$1922  = upper[10] | \$1921 ;
   assign \$1923  = \$1922  ^ x_neg[10];
   assign \$1924  = ~ \$1923 ;
-  assign \$1925  = { \$1920 [40:0], 1'h1 } + { \addsub_operand$26 , \$1924  };
+  assign \$1925  = { \$1920 [40:0], 1'h1 } + { \addsub_operand$36 , \$1924  };
   assign \$1926  = group[23:22] == 1'h1;
   assign \$1927  = upper[11] | \$1926 ;
   assign \$1928  = \$1927  ^ x_neg[11];
@@ -38182,7 +38424,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2087  = upper[11] | \$2086 ;
   assign \$2088  = \$2087  ^ x_neg[11];
   assign \$2089  = ~ \$2088 ;
-  assign \addsub_operand$28  = { 1'h0, x_mag[479:440] } ^ { \$2089 , \$2085 , \$2081 , \$2077 , \$2073 , \$2069 , \$2065 , \$2061 , \$2057 , \$2053 , \$2049 , \$2045 , \$2041 , \$2037 , \$2033 , \$2029 , \$2025 , \$2021 , \$2017 , \$2013 , \$2009 , \$2005 , \$2001 , \$1997 , \$1993 , \$1989 , \$1985 , \$1981 , \$1977 , \$1973 , \$1969 , \$1965 , \$1961 , \$1957 , \$1953 , \$1949 , \$1945 , \$1941 , \$1937 , \$1933 , \$1929  };
+  assign \addsub_operand$39  = { 1'h0, x_mag[479:440] } ^ { \$2089 , \$2085 , \$2081 , \$2077 , \$2073 , \$2069 , \$2065 , \$2061 , \$2057 , \$2053 , \$2049 , \$2045 , \$2041 , \$2037 , \$2033 , \$2029 , \$2025 , \$2021 , \$2017 , \$2013 , \$2009 , \$2005 , \$2001 , \$1997 , \$1993 , \$1989 , \$1985 , \$1981 , \$1977 , \$1973 , \$1969 , \$1965 , \$1961 , \$1957 , \$1953 , \$1949 , \$1945 , \$1941 , \$1937 , \$1933 , \$1929  };
   assign \$2090  = group[23:22] == 1'h1;
   assign \$2091  = group[23:22] == 2'h2;
   assign \$2092  = upper[11] ? p[167:126] : p[41:0];
@@ -38193,7 +38435,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2097  = upper[11] | \$2096 ;
   assign \$2098  = \$2097  ^ x_neg[11];
   assign \$2099  = ~ \$2098 ;
-  assign \$2100  = { \$2095 [40:0], 1'h1 } + { \addsub_operand$28 , \$2099  };
+  assign \$2100  = { \$2095 [40:0], 1'h1 } + { \addsub_operand$39 , \$2099  };
   assign \$2101  = group[25:24] == 1'h1;
   assign \$2102  = upper[12] | \$2101 ;
   assign \$2103  = \$2102  ^ x_neg[12];
@@ -38358,7 +38600,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2262  = upper[12] | \$2261 ;
   assign \$2263  = \$2262  ^ x_neg[12];
   assign \$2264  = ~ \$2263 ;
-  assign \addsub_operand$30  = { 1'h0, x_mag[519:480] } ^ { \$2264 , \$2260 , \$2256 , \$2252 , \$2248 , \$2244 , \$2240 , \$2236 , \$2232 , \$2228 , \$2224 , \$2220 , \$2216 , \$2212 , \$2208 , \$2204 , \$2200 , \$2196 , \$2192 , \$2188 , \$2184 , \$2180 , \$2176 , \$2172 , \$2168 , \$2164 , \$2160 , \$2156 , \$2152 , \$2148 , \$2144 , \$2140 , \$2136 , \$2132 , \$2128 , \$2124 , \$2120 , \$2116 , \$2112 , \$2108 , \$2104  };
+  assign \addsub_operand$42  = { 1'h0, x_mag[519:480] } ^ { \$2264 , \$2260 , \$2256 , \$2252 , \$2248 , \$2244 , \$2240 , \$2236 , \$2232 , \$2228 , \$2224 , \$2220 , \$2216 , \$2212 , \$2208 , \$2204 , \$2200 , \$2196 , \$2192 , \$2188 , \$2184 , \$2180 , \$2176 , \$2172 , \$2168 , \$2164 , \$2160 , \$2156 , \$2152 , \$2148 , \$2144 , \$2140 , \$2136 , \$2132 , \$2128 , \$2124 , \$2120 , \$2116 , \$2112 , \$2108 , \$2104  };
   assign \$2265  = group[25:24] == 1'h1;
   assign \$2266  = group[25:24] == 2'h2;
   assign \$2267  = upper[12] ? p[167:126] : p[41:0];
@@ -38369,7 +38611,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2272  = upper[12] | \$2271 ;
   assign \$2273  = \$2272  ^ x_neg[12];
   assign \$2274  = ~ \$2273 ;
-  assign \$2275  = { \$2270 [40:0], 1'h1 } + { \addsub_operand$30 , \$2274  };
+  assign \$2275  = { \$2270 [40:0], 1'h1 } + { \addsub_operand$42 , \$2274  };
   assign \$2276  = group[27:26] == 1'h1;
   assign \$2277  = upper[13] | \$2276 ;
   assign \$2278  = \$2277  ^ x_neg[13];
@@ -38534,7 +38776,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2437  = upper[13] | \$2436 ;
   assign \$2438  = \$2437  ^ x_neg[13];
   assign \$2439  = ~ \$2438 ;
-  assign \addsub_operand$32  = { 1'h0, x_mag[559:520] } ^ { \$2439 , \$2435 , \$2431 , \$2427 , \$2423 , \$2419 , \$2415 , \$2411 , \$2407 , \$2403 , \$2399 , \$2395 , \$2391 , \$2387 , \$2383 , \$2379 , \$2375 , \$2371 , \$2367 , \$2363 , \$2359 , \$2355 , \$2351 , \$2347 , \$2343 , \$2339 , \$2335 , \$2331 , \$2327 , \$2323 , \$2319 , \$2315 , \$2311 , \$2307 , \$2303 , \$2299 , \$2295 , \$2291 , \$2287 , \$2283 , \$2279  };
+  assign \addsub_operand$45  = { 1'h0, x_mag[559:520] } ^ { \$2439 , \$2435 , \$2431 , \$2427 , \$2423 , \$2419 , \$2415 , \$2411 , \$2407 , \$2403 , \$2399 , \$2395 , \$2391 , \$2387 , \$2383 , \$2379 , \$2375 , \$2371 , \$2367 , \$2363 , \$2359 , \$2355 , \$2351 , \$2347 , \$2343 , \$2339 , \$2335 , \$2331 , \$2327 , \$2323 , \$2319 , \$2315 , \$2311 , \$2307 , \$2303 , \$2299 , \$2295 , \$2291 , \$2287 , \$2283 , \$2279  };
   assign \$2440  = group[27:26] == 1'h1;
   assign \$2441  = group[27:26] == 2'h2;
   assign \$2442  = upper[13] ? p[167:126] : p[41:0];
@@ -38545,7 +38787,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2447  = upper[13] | \$2446 ;
   assign \$2448  = \$2447  ^ x_neg[13];
   assign \$2449  = ~ \$2448 ;
-  assign \$2450  = { \$2445 [40:0], 1'h1 } + { \addsub_operand$32 , \$2449  };
+  assign \$2450  = { \$2445 [40:0], 1'h1 } + { \addsub_operand$45 , \$2449  };
   assign \$2451  = group[29:28] == 1'h1;
   assign \$2452  = upper[14] | \$2451 ;
   assign \$2453  = \$2452  ^ x_neg[14];
@@ -38710,7 +38952,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2612  = upper[14] | \$2611 ;
   assign \$2613  = \$2612  ^ x_neg[14];
   assign \$2614  = ~ \$2613 ;
-  assign \addsub_operand$34  = { 1'h0, x_mag[599:560] } ^ { \$2614 , \$2610 , \$2606 , \$2602 , \$2598 , \$2594 , \$2590 , \$2586 , \$2582 , \$2578 , \$2574 , \$2570 , \$2566 , \$2562 , \$2558 , \$2554 , \$2550 , \$2546 , \$2542 , \$2538 , \$2534 , \$2530 , \$2526 , \$2522 , \$2518 , \$2514 , \$2510 , \$2506 , \$2502 , \$2498 , \$2494 , \$2490 , \$2486 , \$2482 , \$2478 , \$2474 , \$2470 , \$2466 , \$2462 , \$2458 , \$2454  };
+  assign \addsub_operand$48  = { 1'h0, x_mag[599:560] } ^ { \$2614 , \$2610 , \$2606 , \$2602 , \$2598 , \$2594 , \$2590 , \$2586 , \$2582 , \$2578 , \$2574 , \$2570 , \$2566 , \$2562 , \$2558 , \$2554 , \$2550 , \$2546 , \$2542 , \$2538 , \$2534 , \$2530 , \$2526 , \$2522 , \$2518 , \$2514 , \$2510 , \$2506 , \$2502 , \$2498 , \$2494 , \$2490 , \$2486 , \$2482 , \$2478 , \$2474 , \$2470 , \$2466 , \$2462 , \$2458 , \$2454  };
   assign \$2615  = group[29:28] == 1'h1;
   assign \$2616  = group[29:28] == 2'h2;
   assign \$2617  = upper[14] ? p[167:126] : p[41:0];
@@ -38721,7 +38963,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2622  = upper[14] | \$2621 ;
   assign \$2623  = \$2622  ^ x_neg[14];
   assign \$2624  = ~ \$2623 ;
-  assign \$2625  = { \$2620 [40:0], 1'h1 } + { \addsub_operand$34 , \$2624  };
+  assign \$2625  = { \$2620 [40:0], 1'h1 } + { \addsub_operand$48 , \$2624  };
   assign \$2626  = group[31:30] == 1'h1;
   assign \$2627  = upper[15] | \$2626 ;
   assign \$2628  = \$2627  ^ x_neg[15];
@@ -38886,7 +39128,7 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2787  = upper[15] | \$2786 ;
   assign \$2788  = \$2787  ^ x_neg[15];
   assign \$2789  = ~ \$2788 ;
-  assign \addsub_operand$36  = { 1'h0, x_mag[639:600] } ^ { \$2789 , \$2785 , \$2781 , \$2777 , \$2773 , \$2769 , \$2765 , \$2761 , \$2757 , \$2753 , \$2749 , \$2745 , \$2741 , \$2737 , \$2733 , \$2729 , \$2725 , \$2721 , \$2717 , \$2713 , \$2709 , \$2705 , \$2701 , \$2697 , \$2693 , \$2689 , \$2685 , \$2681 , \$2677 , \$2673 , \$2669 , \$2665 , \$2661 , \$2657 , \$2653 , \$2649 , \$2645 , \$2641 , \$2637 , \$2633 , \$2629  };
+  assign \addsub_operand$51  = { 1'h0, x_mag[639:600] } ^ { \$2789 , \$2785 , \$2781 , \$2777 , \$2773 , \$2769 , \$2765 , \$2761 , \$2757 , \$2753 , \$2749 , \$2745 , \$2741 , \$2737 , \$2733 , \$2729 , \$2725 , \$2721 , \$2717 , \$2713 , \$2709 , \$2705 , \$2701 , \$2697 , \$2693 , \$2689 , \$2685 , \$2681 , \$2677 , \$2673 , \$2669 , \$2665 , \$2661 , \$2657 , \$2653 , \$2649 , \$2645 , \$2641 , \$2637 , \$2633 , \$2629  };
   assign \$2790  = group[31:30] == 1'h1;
   assign \$2791  = group[31:30] == 2'h2;
   assign \$2792  = upper[15] ? p[167:126] : p[41:0];
@@ -38897,23 +39139,39 @@ module \quant_engine.shift (x_neg, group, upper, p, mag, x_mag);
   assign \$2797  = upper[15] | \$2796 ;
   assign \$2798  = \$2797  ^ x_neg[15];
   assign \$2799  = ~ \$2798 ;
-  assign \$2800  = { \$2795 [40:0], 1'h1 } + { \addsub_operand$36 , \$2799  };
+  assign \$2800  = { \$2795 [40:0], 1'h1 } + { \addsub_operand$51 , \$2799  };
+  assign addsub_base = \$170 [40:0];
   assign addsub = \$175 [41:0];
-  assign \addsub$9  = \$350 [41:0];
-  assign \addsub$11  = \$525 [41:0];
-  assign \addsub$13  = \$700 [41:0];
-  assign \addsub$15  = \$875 [41:0];
-  assign \addsub$17  = \$1050 [41:0];
-  assign \addsub$19  = \$1225 [41:0];
-  assign \addsub$21  = \$1400 [41:0];
-  assign \addsub$23  = \$1575 [41:0];
-  assign \addsub$25  = \$1750 [41:0];
-  assign \addsub$27  = \$1925 [41:0];
-  assign \addsub$29  = \$2100 [41:0];
-  assign \addsub$31  = \$2275 [41:0];
-  assign \addsub$33  = \$2450 [41:0];
-  assign \addsub$35  = \$2625 [41:0];
-  assign \addsub$37  = \$2800 [41:0];
+  assign \addsub_base$10  = \$345 [40:0];
+  assign \addsub$11  = \$350 [41:0];
+  assign \addsub_base$13  = \$520 [40:0];
+  assign \addsub$14  = \$525 [41:0];
+  assign \addsub_base$16  = \$695 [40:0];
+  assign \addsub$17  = \$700 [41:0];
+  assign \addsub_base$19  = \$870 [40:0];
+  assign \addsub$20  = \$875 [41:0];
+  assign \addsub_base$22  = \$1045 [40:0];
+  assign \addsub$23  = \$1050 [41:0];
+  assign \addsub_base$25  = \$1220 [40:0];
+  assign \addsub$26  = \$1225 [41:0];
+  assign \addsub_base$28  = \$1395 [40:0];
+  assign \addsub$29  = \$1400 [41:0];
+  assign \addsub_base$31  = \$1570 [40:0];
+  assign \addsub$32  = \$1575 [41:0];
+  assign \addsub_base$34  = \$1745 [40:0];
+  assign \addsub$35  = \$1750 [41:0];
+  assign \addsub_base$37  = \$1920 [40:0];
+  assign \addsub$38  = \$1925 [41:0];
+  assign \addsub_base$40  = \$2095 [40:0];
+  assign \addsub$41  = \$2100 [41:0];
+  assign \addsub_base$43  = \$2270 [40:0];
+  assign \addsub$44  = \$2275 [41:0];
+  assign \addsub_base$46  = \$2445 [40:0];
+  assign \addsub$47  = \$2450 [41:0];
+  assign \addsub_base$49  = \$2620 [40:0];
+  assign \addsub$50  = \$2625 [41:0];
+  assign \addsub_base$52  = \$2795 [40:0];
+  assign \addsub$53  = \$2800 [41:0];
   assign \x_mag[0]  = x_mag[39:0];
   assign \x_mag[1]  = x_mag[79:40];
   assign \x_mag[2]  = x_mag[119:80];

@@ -23,11 +23,12 @@ flight)::
       shift) ─► P7 (kept bits, guard, sticky) ─► P8 (FP16) ─► output FIFO ─► o
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ..common.add_sub import add_or_subtract
 from ..common.fp16 import UNITS_SHAPE, UNITS_WIDTH, fp16_to_units
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
@@ -183,11 +184,13 @@ class Dequantizer(wiring.Component):
         p2_level = [Signal(unsigned(LW), name=f"p4_level{k}") for k in range(lanes)]
         p4_upper = Signal(lanes)
         side4a = Signal(side_layout)
-        piv = Array(p3_piv + [p3_piv[4]] * 3)
+        def pivot(sel):
+            return Mux(sel[2], p3_piv[4], Mux(sel[1], Mux(sel[0], p3_piv[3], p3_piv[2]),
+                                              Mux(sel[0], p3_piv[1], p3_piv[0])))
         with m.If(adv):
             m.d.sync += [side4a.eq(side3a), p4_upper.eq(p3_upper)]
             for k in range(lanes):
-                m.d.sync += [p2_pivot[k].eq(piv[p3_sel[k]] << 1),
+                m.d.sync += [p2_pivot[k].eq(pivot(p3_sel[k]) << 1),
                              p2_level[k].eq((p3_prod[k] << p3_sh[k])[:LW])]
         p2_upper = p4_upper
         side2 = side4a
@@ -198,8 +201,8 @@ class Dequantizer(wiring.Component):
         with m.If(adv):
             m.d.sync += side3.eq(side2)
             for k in range(lanes):
-                m.d.sync += p3_n[k].eq(Mux(p2_upper[k], p2_pivot[k] + p2_level[k],
-                                           p2_pivot[k] - p2_level[k]))
+                m.d.sync += p3_n[k].eq(add_or_subtract(m, p2_pivot[k], p2_level[k],
+                                                       p2_upper[k], NW, name=f"n{k}"))
 
         # --- S3, S4: round to FP16 ------------------------------------------------------
         p4 = [Signal(prepared_layout(NW), name=f"p4_{k}") for k in range(lanes)]

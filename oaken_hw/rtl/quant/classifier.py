@@ -8,14 +8,15 @@ the magnitude that the group's step quantizes
 :func:`~oaken_hw.model.quantizer.quantize`).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.add_sub import add_or_subtract
 from ..common.fp16 import UNITS_WIDTH
 
 __all__ = ["MIDDLE", "INNER", "OUTER", "GROUP_SHAPE", "MAG_SHAPE", "PIVOT_SHAPE", "classify",
-           "fold_pivots", "group_shift", "add_or_subtract", "Classifier", "GroupShift"]
+           "fold_pivots", "group_shift", "Classifier", "GroupShift"]
 
 #: group codes, as in the golden model
 MIDDLE, INNER, OUTER = 0, 1, 2
@@ -65,21 +66,6 @@ def group_shift(m, x_mag, x_neg, group, upper, p):
                 Mux(group == OUTER, Mux(upper, p[3], p[0]), Mux(upper, p[2], p[1])))
     # modulo 2^UNITS_WIDTH is enough: the magnitude is below it
     return add_or_subtract(m, pivot, x_mag, up ^ x_neg, UNITS_WIDTH)
-
-
-def add_or_subtract(m, base, mag, plus, width, name="addsub"):
-    """``(base + mag if plus else base - mag) mod 2^width`` as one carry chain.
-
-    ``base + (mag ^ ~plus) + ~plus``, the carry-in made an extra low bit of both operands
-    (``1 + ~plus`` carries exactly ``~plus`` into bit 1). Written as a ``Mux`` of a sum and
-    a difference it synthesizes to two carry chains and a mux (the group shift: 4,096
-    against 3,408 LUT4 at 16 lanes).
-    """
-    operand = Signal(width, name=f"{name}_operand")
-    m.d.comb += operand.eq(mag ^ (~plus).replicate(width))
-    total = Signal(width + 1, name=name)
-    m.d.comb += total.eq(Cat(Const(1, 1), base[:width]) + Cat(~plus, operand))
-    return total[1:]
 
 
 def _lanes_layout(shape, lanes):

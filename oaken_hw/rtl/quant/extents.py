@@ -16,9 +16,10 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.add_sub import add_or_subtract
 from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, UNITS_WIDTH, fp16_key_to_bits,
                            fp16_magnitude_units, fp16_to_units)
-from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER, add_or_subtract
+from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
 
 __all__ = ["Extents", "reduce_tree", "popcount"]
 

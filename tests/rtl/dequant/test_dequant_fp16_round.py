@@ -11,10 +11,11 @@ from oaken_hw.model.numerics import fp16_bits, half_units_to_fp16, units_to_fp16
 from oaken_hw.rtl.dequant import FP16Round
 
 
-@pytest.mark.parametrize("frac_bits,golden", [(25, half_units_to_fp16), (24, units_to_fp16)])
-def test_rounder_matches_the_golden_model(frac_bits, golden):
+@pytest.mark.parametrize("frac_bits,golden,width", [(25, half_units_to_fp16, 48),
+                                                    (24, units_to_fp16, 48),
+                                                    (25, half_units_to_fp16, 30)])
+def test_rounder_matches_the_golden_model(frac_bits, golden, width):
     rng = np.random.default_rng(7)
-    width = 48
     s = frac_bits - 24
     vals = []
     for e in range(width - 1):                       # every magnitude range, both signs
@@ -22,8 +23,9 @@ def test_rounder_matches_the_golden_model(frac_bits, golden):
     for sig in (1023, 1024, 2047, 2048, 4095):       # ties and carries around each binade
         for sh in range(0, 32):
             base = sig << sh
-            vals += [base - 1, base, base + 1, base + (1 << sh >> 1), -base,
-                     -(base + (1 << sh >> 1))]
+            half = 1 << sh >> 1                      # the guard bit alone: a tie
+            vals += [base - 1, base, base + 1, base + half, base + half - 1, base + half + 1,
+                     -base, -(base + half), -(base + half + 1)]
     sat = 2047 << (29 + s)
     vals += [0, 1, -1, 2, -2, 3, sat - 1, sat, sat + 1, -sat, (4095 << (28 + s)) - 1,
              4095 << (28 + s), (1 << (width - 1)) - 1, -(1 << (width - 1))]
