@@ -4,6 +4,8 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..rtl.common.shift import below
+
 __all__ = ["ByteQueue"]
 
 
@@ -54,9 +56,9 @@ class ByteQueue(wiring.Component):
         count = self.i.payload.count
         # bytes above `count` are not trusted to be zero
         masked = Signal(8 * nin)
+        keep = below(count, nin)
         for b in range(nin):
-            m.d.comb += masked[8 * b:8 * b + 8].eq(
-                self.i.payload.data[b] & (b < count).replicate(8))
+            m.d.comb += masked[8 * b:8 * b + 8].eq(self.i.payload.data[b] & keep[b].replicate(8))
         m.d.comb += [
             self.i.ready.eq(fill <= self.out_bytes),
             self.head.eq(buf[:8 * self.out_bytes]),

@@ -12,28 +12,30 @@ K/V:
 and the output is the FP16 nearest (ties to even, saturating) to
 ``N = 2 * pivot +- (2j + 1) * step`` half units of 2^-25: an exact integer. The step is an
 FP16 value ``sig << sh`` units, so the level is a small product ``(2j + 1) * sig``
-(``middle_bits + 2`` by 11 bits) shifted left by ``sh <= 29``; ``|N| < 2^(middle_bits + 43)``.
+(``middle_bits + 2`` by 11 bits) shifted left by ``sh <= 29``. ``N`` is added as a
+floating-point adder does, in a window of ``middle_bits + 16`` bits around the larger of
+the two terms, with the same bits as the exact sum (:mod:`.level_sum`).
 
 Pipeline (free running; ``i.ready`` while an output FIFO slot is free for every beat in
 flight)::
 
     i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (thresholds registered;
-      per lane pivot index, 2j + 1, step parts) ─► P3 (five pivots in units; (2j + 1) * sig)
-      ─► P4 (pivot, level per lane) ─► P5 (N = 2 pivot +- level) ─► P6 (|N|, saturation,
-      shift) ─► P7 (kept bits, guard, sticky) ─► P8 (FP16) ─► output FIFO ─► o
+      per lane pivot index, 2j + 1, step parts) ─► P3 (per lane the pivot's FP16 word,
+      (2j + 1) * sig) ─► P4 (both terms aligned in the window) ─► P5 (their sum) ─► P6
+      (|sum|, exponent, shift) ─► P7 (kept bits, guard, sticky) ─► P8 (FP16) ─► output
+      FIFO ─► o
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..common.add_sub import add_or_subtract
-from ..common.fp16 import UNITS_SHAPE, UNITS_WIDTH, fp16_to_units
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
 from .fp16_round import (prepared_layout, round_pack, round_prepare, round_select,
                          selected_layout)
+from .level_sum import ROUND_PAD, SumWindow, step_parts
 from .streams import beat_layout, errors_layout
 
 __all__ = ["out_layout", "Dequantizer"]
@@ -47,6 +49,18 @@ def out_layout(cfg):
         "header": header_layout(cfg),
         "last": 1, "malformed": 1, "errors": errors_layout(),
     })
+
+
+def aligned_layout(win):
+    """P4: both terms in the window (:meth:`.level_sum.SumWindow.align`)."""
+    return data.StructLayout({"a": win.width, "b": win.width, "offset": win.offset_shape,
+                              "sign": 1})
+
+
+def summed_layout(win):
+    """P5: their signed sum, the window's position and the pivot's sign."""
+    return data.StructLayout({"n": signed(win.sum_width), "offset": win.offset_shape,
+                              "sign": 1})
 
 
 class Dequantizer(wiring.Component):
@@ -67,8 +81,8 @@ class Dequantizer(wiring.Component):
     latency : int
         10: cycles from a beat's transfer on ``i`` to ``valid`` on ``o`` (``o`` is the output
         of a FIFO; ``i.ready`` falls when ``out_depth`` beats are in flight or waiting).
-    level_width, sum_width : int
-        Widths of the level ``(2j + 1) * step`` (unsigned) and of ``N`` (signed).
+    window : SumWindow
+        The window ``N`` is added in (:mod:`.level_sum`).
     """
 
     #: P1 .. P8 and the output FIFO (write to read: 2)
@@ -80,8 +94,7 @@ class Dequantizer(wiring.Component):
     def __init__(self, *, cfg):
         self.cfg = cfg
         mb = cfg.quant.middle_bits
-        self.level_width = (mb + 2) + 11 + 29
-        self.sum_width = max(UNITS_WIDTH + 1, self.level_width) + 2
+        self.window = SumWindow(mb)
         super().__init__({
             "i": In(stream.Signature(beat_layout(cfg))),
             "o": Out(stream.Signature(out_layout(cfg))),
@@ -92,7 +105,7 @@ class Dequantizer(wiring.Component):
         m = Module()
         cfg = self.cfg
         lanes, mb = cfg.quant.lanes, cfg.quant.middle_bits
-        LW, NW = self.level_width, self.sum_width
+        win = self.window
         side_layout = data.StructLayout({"valid": 1, "header": header_layout(cfg), "last": 1,
                                          "malformed": 1, "errors": errors_layout()})
 
@@ -134,12 +147,9 @@ class Dequantizer(wiring.Component):
         side2 = Signal(side_layout)
         with m.If(adv):
             m.d.sync += [t2.eq(self.table.data), p2.eq(p1), side2.eq(side1)]
-        steps = {}
-        for name in ("delta_mid", "delta_inner", "delta_outer"):
-            w = getattr(p1, name)
-            exp = w[10:15]
-            # a step is non-negative (the unpacker zeroes malformed vectors), its sign unused
-            steps[name] = (Cat(w[:10], exp != 0), Mux(exp == 0, 0, exp - 1)[:5])
+        # a step is non-negative (the unpacker zeroes malformed vectors), its sign unused
+        steps = {name: step_parts(getattr(p1, name))
+                 for name in ("delta_mid", "delta_inner", "delta_outer")}
         # pivot index: 0 o_lo, 1 i_lo, 2 i_hi, 3 o_hi, 4 inner_min
         p2_sel = [Signal(3, name=f"p2_sel{k}") for k in range(lanes)]
         p2_odd = [Signal(mb + 2, name=f"p2_odd{k}") for k in range(lanes)]
@@ -163,75 +173,65 @@ class Dequantizer(wiring.Component):
                 m.d.sync += [p2_sel[k].eq(sel), p2_odd[k].eq(Cat(Const(1, 1), j)),   # 2j + 1
                              p2_sig[k].eq(sig), p2_sh[k].eq(sh), p2_upper[k].eq(upper)]
 
-        # --- P3: the vector's five pivots in units (once, not per lane); per lane the
-        # small product (2j + 1) * sig ----------------------------------------------------
-        p3_piv = [Signal(UNITS_SHAPE, name=f"p3_piv{i}") for i in range(5)]
+        # --- P3: per lane the pivot's FP16 word and the small product (2j + 1) * sig ------
         words = (t2.o_lo, t2.i_lo, t2.i_hi, t2.o_hi, p2.inner_min)
-        p3_sel = [Signal(3, name=f"p3_sel{k}") for k in range(lanes)]
-        p3_prod = [Signal(mb + 2 + 11, name=f"p3_prod{k}") for k in range(lanes)]
+
+        def pivot(sel):
+            return Mux(sel[2], words[4], Mux(sel[1], Mux(sel[0], words[3], words[2]),
+                                             Mux(sel[0], words[1], words[0])))
+        p3_piv = [Signal(16, name=f"p3_piv{k}") for k in range(lanes)]
+        p3_prod = [Signal(win.sig, name=f"p3_prod{k}") for k in range(lanes)]
         p3_sh = [Signal(5, name=f"p3_sh{k}") for k in range(lanes)]
         p3_upper = Signal(lanes)
-        side3a = Signal(side_layout)
-        with m.If(adv):
-            m.d.sync += [p3_piv[i].eq(fp16_to_units(w)) for i, w in enumerate(words)]
-            m.d.sync += [side3a.eq(side2), p3_upper.eq(p2_upper)]
-            for k in range(lanes):
-                m.d.sync += [p3_sel[k].eq(p2_sel[k]), p3_prod[k].eq(p2_odd[k] * p2_sig[k]),
-                             p3_sh[k].eq(p2_sh[k])]
-
-        # --- P4: per lane the pivot (doubled: half units) and the level -------------------
-        p2_pivot = [Signal(signed(UNITS_WIDTH + 1), name=f"p4_pivot{k}") for k in range(lanes)]
-        p2_level = [Signal(unsigned(LW), name=f"p4_level{k}") for k in range(lanes)]
-        p4_upper = Signal(lanes)
-        side4a = Signal(side_layout)
-        def pivot(sel):
-            return Mux(sel[2], p3_piv[4], Mux(sel[1], Mux(sel[0], p3_piv[3], p3_piv[2]),
-                                              Mux(sel[0], p3_piv[1], p3_piv[0])))
-        with m.If(adv):
-            m.d.sync += [side4a.eq(side3a), p4_upper.eq(p3_upper)]
-            for k in range(lanes):
-                m.d.sync += [p2_pivot[k].eq(pivot(p3_sel[k]) << 1),
-                             p2_level[k].eq((p3_prod[k] << p3_sh[k])[:LW])]
-        p2_upper = p4_upper
-        side2 = side4a
-
-        # --- S2: N = 2 pivot +- level -------------------------------------------------
-        p3_n = [Signal(signed(NW), name=f"p3_n{k}") for k in range(lanes)]
         side3 = Signal(side_layout)
         with m.If(adv):
-            m.d.sync += side3.eq(side2)
+            m.d.sync += [side3.eq(side2), p3_upper.eq(p2_upper)]
             for k in range(lanes):
-                m.d.sync += p3_n[k].eq(add_or_subtract(m, p2_pivot[k], p2_level[k],
-                                                       p2_upper[k], NW, name=f"n{k}"))
+                m.d.sync += [p3_piv[k].eq(pivot(p2_sel[k])),
+                             p3_prod[k].eq(p2_odd[k] * p2_sig[k]), p3_sh[k].eq(p2_sh[k])]
 
-        # --- S3, S4: round to FP16 ------------------------------------------------------
-        p4 = [Signal(prepared_layout(NW), name=f"p4_{k}") for k in range(lanes)]
+        # --- P4: both terms in the window; P5: their sum --------------------------------
+        p4 = [Signal(aligned_layout(win), name=f"p4_{k}") for k in range(lanes)]
+        p4_upper = Signal(lanes)
         side4 = Signal(side_layout)
-        with m.If(adv):
-            m.d.sync += side4.eq(side3)
-        for k in range(lanes):
-            prep = round_prepare(m, p3_n[k], 25, name=f"rnd{k}")
-            with m.If(adv):
-                m.d.sync += [p4[k].mag.eq(prep["mag"]), p4[k].shift.eq(prep["shift"]),
-                             p4[k].neg.eq(prep["neg"]), p4[k].sat.eq(prep["sat"])]
-        # P7: kept bits, guard and sticky; P8: round and pack
-        p5 = [Signal(selected_layout(NW), name=f"p5_{k}") for k in range(lanes)]
+        p5 = [Signal(summed_layout(win), name=f"p5_{k}") for k in range(lanes)]
         side5 = Signal(side_layout)
         with m.If(adv):
-            m.d.sync += side5.eq(side4)
+            m.d.sync += [side4.eq(side3), p4_upper.eq(p3_upper), side5.eq(side4)]
         for k in range(lanes):
-            sel = round_select(m, p4[k], 25, name=f"sel{k}")
+            al = win.align(m, p3_piv[k], p3_prod[k], p3_sh[k], name=f"lvl{k}")
+            total = win.total(m, p4[k].a, p4[k].b, p4[k].sign, p4_upper[k], name=f"sum{k}")
             with m.If(adv):
-                m.d.sync += [getattr(p5[k], f).eq(sel[f]) for f in
-                             ("kept", "guard", "sticky", "shift", "neg", "sat")]
+                m.d.sync += [getattr(p4[k], f).eq(al[f]) for f in ("a", "b", "offset", "sign")]
+                m.d.sync += [p5[k].n.eq(total), p5[k].offset.eq(p4[k].offset),
+                             p5[k].sign.eq(p4[k].sign)]
+
+        # --- P6: |N|, exponent and shift; P7: kept bits, guard and sticky; P8: round and
+        # pack --------------------------------------------------------------------------
+        p6 = [Signal(prepared_layout(win.sum_width, ROUND_PAD), name=f"p6_{k}")
+              for k in range(lanes)]
+        side6 = Signal(side_layout)
+        p7 = [Signal(selected_layout(), name=f"p7_{k}") for k in range(lanes)]
+        side7 = Signal(side_layout)
+        with m.If(adv):
+            m.d.sync += [side6.eq(side5), side7.eq(side6)]
+        for k in range(lanes):
+            prep = round_prepare(m, p5[k].n, 25, name=f"rnd{k}", offset=p5[k].offset,
+                                 pad=ROUND_PAD)
+            sel = round_select(m, p6[k], 25, name=f"sel{k}", pad=ROUND_PAD)
+            with m.If(adv):
+                m.d.sync += [p6[k].mag.eq(prep["mag"]), p6[k].shift.eq(prep["shift"]),
+                             p6[k].exp.eq(prep["exp"]), p6[k].neg.eq(prep["neg"] ^ p5[k].sign)]
+                m.d.sync += [getattr(p7[k], f).eq(sel[f]) for f in
+                             ("kept", "guard", "sticky", "exp", "neg")]
         ov = Signal()
         o = Signal(out_layout(cfg))
         with m.If(adv):
-            m.d.sync += [ov.eq(side5.valid), o.header.eq(side5.header),
-                         o.last.eq(side5.last), o.malformed.eq(side5.malformed),
-                         o.errors.eq(side5.errors)]
+            m.d.sync += [ov.eq(side7.valid), o.header.eq(side7.header),
+                         o.last.eq(side7.last), o.malformed.eq(side7.malformed),
+                         o.errors.eq(side7.errors)]
         for k in range(lanes):
-            bits = round_pack(m, p5[k], 25, name=f"fin{k}")
+            bits = round_pack(m, p7[k], 25, name=f"fin{k}")
             with m.If(adv):
                 m.d.sync += o.data[k].eq(bits)
 

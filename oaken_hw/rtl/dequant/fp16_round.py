@@ -2,19 +2,24 @@
 
 The hardware form of :func:`oaken_hw.model.numerics.half_units_to_fp16` (``frac_bits = 25``)
 and :func:`~oaken_hw.model.numerics.units_to_fp16` (``frac_bits = 24``). The value is a
-signed integer ``n`` counting ``2^-frac_bits``.
+signed integer ``n * 2^offset`` counting ``2^-frac_bits``: ``offset`` (0 unless given) is
+the position of ``n``'s bit 0, so that a caller can hand over a narrow window of a wide
+value (the dequantizer's aligned sum, :mod:`.level_sum`).
 
 How it works (for half units, ``frac_bits = 25``; other fractions shift the exponent):
 an FP16 value is ``q * 2^e`` half units with an 11-bit ``q`` and ``e >= 1`` (``e = 1``
 covers the subnormals and the first binade, whose quantum is 2 half units = 2^-24). So
-``e = max(bitlen(|n|) - 11, 1)``, ``q = RNE(|n| / 2^e)``; a carry out of the rounding
-(``q = 2048``) bumps ``e``. ``|n| >= 65504 * 2^frac_bits`` saturates to 65504 (the model
-clips before it rounds, so nothing becomes infinite). A negative value that rounds to zero
-gives +0 (the model adds +0 after the cast).
+``e = max(bitlen(|n|) + offset - 11, 1)``, ``q = RNE(|n| / 2^(e - offset))``; a carry out
+of the rounding (``q = 2048``) bumps ``e``. A value at or above 65504 saturates to 65504:
+the model clips before it rounds, which gives the same bits as rounding first and
+saturating every result whose exponent field overflows (65504 is an FP16 value, and
+rounding is monotone), so saturation is read off the rounded exponent. A negative value
+that rounds to zero gives +0 (the model adds +0 after the cast).
 
-The logic is offered as two expression builders, so that a pipeline can register between
-them: :func:`round_prepare` (absolute value, saturation test, bit length) and
-:func:`round_finish` (shift, round, pack). :class:`FP16Round` chains them combinationally
+The logic is offered as expression builders, so that a pipeline can register between
+them: :func:`round_prepare` (absolute value, bit length, exponent and shift),
+:func:`round_select` (kept bits, guard, sticky) and :func:`round_pack` (round, pack);
+:func:`round_finish` is the last two. :class:`FP16Round` chains them combinationally
 (for tests and for callers without timing needs).
 """
 
@@ -22,7 +27,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.shift import shift_right
+from ..common.shift import below, shift_right
 
 __all__ = ["prepared_layout", "selected_layout", "round_prepare", "round_select",
            "round_pack", "round_finish", "FP16Round"]
@@ -44,18 +49,23 @@ def _bitlen(value):
     return Mux(hi.any(), _bitlen(hi) + half, _bitlen(lo))
 
 
-def prepared_layout(width):
-    """What :func:`round_prepare` hands to :func:`round_finish` for ``signed(width)`` input."""
+#: width of the exponent ``e`` handed between the stages
+_EXP_BITS = 7
+
+
+def prepared_layout(width, pad=0):
+    """What :func:`round_prepare` hands to :func:`round_select` for ``signed(width)``
+    input (``pad`` as given to it)."""
     return data.StructLayout({
         "mag": unsigned(width),
-        "shift": unsigned(max(width, 1).bit_length()),
+        "shift": unsigned((width + pad).bit_length()),
+        "exp": unsigned(_EXP_BITS),
         "neg": 1,
-        "sat": 1,
     })
 
 
-def round_prepare(m, n, frac_bits=25, name="rnd"):
-    """First half of the rounder: ``|n|``, saturation and the right shift.
+def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0):
+    """First part of the rounder: ``|n|``, the exponent ``e`` and the right shift.
 
     Parameters
     ----------
@@ -64,10 +74,15 @@ def round_prepare(m, n, frac_bits=25, name="rnd"):
     n : Value, signed
     frac_bits : int
         ``n`` counts ``2^-frac_bits`` (25: half units; 24: units). At least 24.
+    offset : Value or int
+        ``n``'s bit 0 counts ``2^(offset - frac_bits)``.
+    pad : int
+        Zero bits appended below ``|n|`` before the shift, so that the shift
+        ``e - offset + pad`` is never negative: at least the largest ``offset - e``.
 
     Returns
     -------
-    dict with ``mag``, ``shift``, ``neg``, ``sat`` (the fields of :func:`prepared_layout`).
+    dict with ``mag``, ``shift``, ``exp``, ``neg`` (the fields of :func:`prepared_layout`).
     """
     if frac_bits < 24:
         raise ValueError(f"frac_bits must be >= 24 (the FP16 subnormal quantum), "
@@ -79,57 +94,59 @@ def round_prepare(m, n, frac_bits=25, name="rnd"):
     bl = Signal(range(width + 1), name=f"{name}_bitlen")
     m.d.comb += mag.eq(Mux(neg, -n, n).as_unsigned()[:width])
     m.d.comb += bl.eq(_bitlen(mag))
-    shift_bits = max(width, 1).bit_length()
+    top = bl + offset             # bit length of the whole value
     # a normal keeps 11 significant bits; below 2^(11+s) counts the quantum is 2^s
-    shift = Mux(bl > 11 + s, bl - 11, s)[:shift_bits]
-    sat_limit = _MAX_SIG << (_MAX_EXP - 1 + s)
-    sat = Const(0, 1) if sat_limit >= 1 << width else mag >= sat_limit
-    return {"mag": mag, "shift": shift, "neg": neg, "sat": sat}
+    exp = Signal(_EXP_BITS, name=f"{name}_exp")
+    m.d.comb += exp.eq(Mux(top > 11 + s, top - 11, s))
+    shift = (exp - offset + pad)[:(width + pad).bit_length()]
+    return {"mag": mag, "shift": shift, "exp": exp, "neg": neg}
 
 
-def selected_layout(width):
-    """What :func:`round_select` hands to :func:`round_pack` for ``signed(width)`` input."""
+def selected_layout(width=None):
+    """What :func:`round_select` hands to :func:`round_pack`."""
     return data.StructLayout({
-        "kept": 12, "guard": 1, "sticky": 1,
-        "shift": unsigned(max(width, 1).bit_length()), "neg": 1, "sat": 1,
+        "kept": 12, "guard": 1, "sticky": 1, "exp": unsigned(_EXP_BITS), "neg": 1,
     })
 
 
-def round_select(m, p, frac_bits=25, name="rnd"):
-    """Second part: the 12 kept bits ``mag >> shift``, the guard and the sticky bit."""
+def round_select(m, p, frac_bits=25, name="rnd", pad=0):
+    """Second part: the 12 kept bits ``(|n| << pad) >> shift``, the guard and the sticky
+    bit (``pad`` as given to :func:`round_prepare`)."""
     mag, shift = p["mag"], p["shift"]
     width = len(mag)
     kept = Signal(12, name=f"{name}_kept")
     guard = Signal(name=f"{name}_guard")
     sticky = Signal(name=f"{name}_sticky")
-    m.d.comb += kept.eq(shift_right(mag, shift, 12))
-    # guard bit mag[shift - 1] and sticky OR of mag[0:shift - 1]: a mux and a thermometer
+    # the guard bit (0 when the shift is 0) comes out of the same shifter, one bit below
+    # the kept bits; the sticky bit is the OR of the bits below the guard, a thermometer
     # mask (cheaper than shifting the discarded bits out)
-    m.d.comb += guard.eq(Mux(shift == 0, 0, shift_right(Cat(Const(0, 1), mag), shift, 1)))
-    m.d.comb += sticky.eq(Cat(*[mag[i] & (shift > i + 1) for i in range(width)]).any())
-    return {"kept": kept, "guard": guard, "sticky": sticky, "shift": shift,
-            "neg": p["neg"], "sat": p["sat"]}
+    m.d.comb += Cat(guard, kept).eq(shift_right(Cat(Const(0, 1 + pad), mag), shift, 13))
+    mask = below(shift, pad + 1 + width)
+    m.d.comb += sticky.eq((mag & mask[pad + 1:]).any())
+    return {"kept": kept, "guard": guard, "sticky": sticky, "exp": p["exp"], "neg": p["neg"]}
 
 
 def round_pack(m, r, frac_bits=25, name="rnd"):
-    """Last part: round to nearest even and pack the FP16 bit pattern."""
+    """Last part: round to nearest even, saturate and pack the FP16 bit pattern."""
     kept, guard, sticky = r["kept"], r["guard"], r["sticky"]
-    shift, neg, sat = r["shift"], r["neg"], r["sat"]
+    exp, neg = r["exp"], r["neg"]
     s = frac_bits - 24
     q = Signal(12, name=f"{name}_q")
     sig = Signal(11, name=f"{name}_sig")
     m.d.comb += q.eq((kept + (guard & (sticky | kept[0])))[:12])
     carry = q[11]                                  # rounding carried into a new binade
     m.d.comb += sig.eq(Mux(carry, 1024, q[:11])[:11])
-    # sig < 1024 only at the smallest shift: a subnormal, exponent field 0
-    exp_field = Mux(sig[10], (shift + carry + 1 - s)[:5], 0)
-    bits = Cat(sig[:10], exp_field)
+    # sig < 1024 only at the smallest exponent: a subnormal, exponent field 0
+    field = Signal(_EXP_BITS + 1, name=f"{name}_field")
+    m.d.comb += field.eq(Mux(sig[10], exp + carry + 1 - s, 0))
+    sat = field > _MAX_EXP
+    bits = Cat(sig[:10], field[:5])
     nonzero = bits != 0
     bits = Mux(sat, Const((_MAX_EXP << 10) | 0x3FF, 15), bits)
     return Cat(bits, neg & (nonzero | sat))
 
 
-def round_finish(m, p, frac_bits=25, name="rnd"):
+def round_finish(m, p, frac_bits=25, name="rnd", pad=0):
     """Second half: round ``mag >> shift`` to nearest even and pack the FP16 bit pattern
     (:func:`round_select` then :func:`round_pack`, for callers that do not register
     between them).
@@ -138,10 +155,10 @@ def round_finish(m, p, frac_bits=25, name="rnd"):
     ----------
     m : Module
     p : dict or View of :func:`prepared_layout`
-    frac_bits : int
+    frac_bits, pad : int
         As given to :func:`round_prepare`.
     """
-    return round_pack(m, round_select(m, p, frac_bits, name), frac_bits, name)
+    return round_pack(m, round_select(m, p, frac_bits, name, pad), frac_bits, name)
 
 
 class FP16Round(wiring.Component):

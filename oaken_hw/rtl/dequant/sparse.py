@@ -12,6 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ..common.shift import below
 from .streams import sparse_layout, uint_bits
 
 __all__ = ["frame_layout", "row_layout", "SparseFramer", "ZeroInserter"]
@@ -154,6 +155,7 @@ class SparseFramer(wiring.Component):
         # lexicographic order: greater is "another block, or a greater index"
         a_step = Signal(lanes, name="a_step")
         therm = [Cat(*[at_most(d_blk[b], j) for b in range(nblk - 1)]) for j in range(lanes)]
+        present = below(count, lanes)     # byte j is one of the beat's
         with m.If(fire):
             for j in range(lanes):
                 byte = inp.data[j]
@@ -165,7 +167,7 @@ class SparseFramer(wiring.Component):
                     other = (therm[j] != therm[j - 1]) if nblk > 1 else 0
                     m.d.sync += a_step[j].eq(other | (byte[:ib] > inp.data[j - 1][:ib]))
                 m.d.sync += [a_gh[j].eq(byte[ib:ib + 2]),
-                             a_ok[j].eq((count > j) & ~at_most(d_tot, j)),
+                             a_ok[j].eq(present[j] & ~at_most(d_tot, j)),
                              a_fin[j].eq(count == j + 1)]
             m.d.sync += [a_end.eq(inp.last), a_sparse.eq(delivered != frame.total)]
             m.d.sync += base.eq(Mux(inp.last, 0, delivered))

@@ -15,7 +15,7 @@ from oaken_hw.model.numerics import fp16_bits, fp16_from_bits, fp16_to_units, sa
 from oaken_hw.model.quantizer import check_thresholds
 from oaken_hw.rtl.common import FP16ToUnits, ThresholdTable, units_to_fp16_exact
 from oaken_hw.rtl.common.fp16 import bit_length, smear_down
-from oaken_hw.rtl.common.shift import shift_right
+from oaken_hw.rtl.common.shift import below, shift_right
 
 
 def _patterns():
@@ -114,25 +114,28 @@ def test_bit_length_and_smear_down():
 
 class _Shifts(wiring.Component):
     """Every (input width, amount width, result width) the engines use, and odd ones."""
-    GEOMETRIES = [(41, 5, 16), (43, 6, 12), (26, 5, 12), (7, 4, 3), (5, 3, 9), (11, 2, 11)]
+    GEOMETRIES = [(41, 5, 16), (43, 6, 12), (26, 5, 12), (7, 4, 3), (5, 3, 9), (11, 2, 11),
+                  (34, 6, 13), (20, 6, 20)]
 
     def __init__(self):
         ports = {}
         for k, (w, a, r) in enumerate(self.GEOMETRIES):
-            ports |= {f"x{k}": In(w), f"a{k}": In(a), f"r{k}": Out(r)}
+            ports |= {f"x{k}": In(w), f"a{k}": In(a), f"r{k}": Out(r), f"m{k}": Out(w)}
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
-        for k, (_, _, r) in enumerate(self.GEOMETRIES):
+        for k, (w, _, r) in enumerate(self.GEOMETRIES):
             x, a = getattr(self, f"x{k}"), getattr(self, f"a{k}")
-            m.d.comb += getattr(self, f"r{k}").eq(shift_right(x, a, r))
+            m.d.comb += [getattr(self, f"r{k}").eq(shift_right(x, a, r)),
+                         getattr(self, f"m{k}").eq(below(a, w))]
         return m
 
 
 def test_shift_right_matches_python():
     """`shift_right` (the level-by-level barrel shifter) against Python's
-    ``(x >> a) & mask``: every amount, all-ones, single bits and random inputs."""
+    ``(x >> a) & mask``: every amount, all-ones, single bits and random inputs; and the
+    thermometer mask `below` against ``2^min(a, width) - 1``."""
     dut = _Shifts()
     rng = random.Random(5)
 
@@ -145,6 +148,7 @@ def test_shift_right_matches_python():
                     ctx.set(getattr(dut, f"a{k}"), a)
                     mask = (1 << r) - 1
                     assert ctx.get(getattr(dut, f"r{k}")) == (x >> a) & mask, (k, x, a)
+                    assert ctx.get(getattr(dut, f"m{k}")) == (1 << min(a, w)) - 1, (k, a)
 
     sim = Simulator(dut)
     sim.add_testbench(bench)
