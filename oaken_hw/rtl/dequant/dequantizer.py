@@ -33,8 +33,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
-from .fp16_round import (prepared_layout, round_pack, round_prepare, round_select,
-                         selected_layout)
+from .fp16_round import (floor_shift, prepared_layout, round_pack, round_prepare,
+                         round_select, selected_layout)
 from .level_sum import ROUND_PAD, SumWindow, step_parts
 from .streams import beat_layout, errors_layout
 
@@ -58,9 +58,10 @@ def aligned_layout(win):
 
 
 def summed_layout(win):
-    """P5: their signed sum, the window's position and the pivot's sign."""
+    """P5: their signed sum, the window's position, the rounder's shift at the smallest
+    exponent (:func:`.fp16_round.floor_shift`) and the pivot's sign."""
     return data.StructLayout({"n": signed(win.sum_width), "offset": win.offset_shape,
-                              "sign": 1})
+                              "floor": signed(7), "sign": 1})
 
 
 class Dequantizer(wiring.Component):
@@ -204,12 +205,14 @@ class Dequantizer(wiring.Component):
             with m.If(adv):
                 m.d.sync += [getattr(p4[k], f).eq(al[f]) for f in ("a", "b", "offset", "sign")]
                 m.d.sync += [p5[k].n.eq(total), p5[k].offset.eq(p4[k].offset),
+                             p5[k].floor.eq(floor_shift(25, p4[k].offset, ROUND_PAD)),
                              p5[k].sign.eq(p4[k].sign)]
 
-        # --- P6: |N|, exponent and shift; P7: kept bits, guard and sticky; P8: round and
+        # --- P6: |N| and the shift (its floor registered in P5: the bit length is followed
+        # by one comparison); P7: kept bits, guard, sticky and the exponent; P8: round and
         # pack --------------------------------------------------------------------------
-        p6 = [Signal(prepared_layout(win.sum_width, ROUND_PAD), name=f"p6_{k}")
-              for k in range(lanes)]
+        p6 = [Signal(prepared_layout(win.sum_width, ROUND_PAD, win.offset_shape),
+                     name=f"p6_{k}") for k in range(lanes)]
         side6 = Signal(side_layout)
         p7 = [Signal(selected_layout(), name=f"p7_{k}") for k in range(lanes)]
         side7 = Signal(side_layout)
@@ -217,11 +220,12 @@ class Dequantizer(wiring.Component):
             m.d.sync += [side6.eq(side5), side7.eq(side6)]
         for k in range(lanes):
             prep = round_prepare(m, p5[k].n, 25, name=f"rnd{k}", offset=p5[k].offset,
-                                 pad=ROUND_PAD)
+                                 pad=ROUND_PAD, floor=p5[k].floor)
             sel = round_select(m, p6[k], 25, name=f"sel{k}", pad=ROUND_PAD)
             with m.If(adv):
                 m.d.sync += [p6[k].mag.eq(prep["mag"]), p6[k].shift.eq(prep["shift"]),
-                             p6[k].exp.eq(prep["exp"]), p6[k].neg.eq(prep["neg"] ^ p5[k].sign)]
+                             p6[k].offset.eq(prep["offset"]),
+                             p6[k].neg.eq(prep["neg"] ^ p5[k].sign)]
                 m.d.sync += [getattr(p7[k], f).eq(sel[f]) for f in
                              ("kept", "guard", "sticky", "exp", "neg")]
         ov = Signal()

@@ -17,8 +17,8 @@ rounding is monotone), so saturation is read off the rounded exponent. A negativ
 that rounds to zero gives +0 (the model adds +0 after the cast).
 
 The logic is offered as expression builders, so that a pipeline can register between
-them: :func:`round_prepare` (absolute value, bit length, exponent and shift),
-:func:`round_select` (kept bits, guard, sticky) and :func:`round_pack` (round, pack);
+them: :func:`round_prepare` (absolute value, bit length, shift), :func:`round_select`
+(kept bits, guard, sticky, exponent) and :func:`round_pack` (round, pack);
 :func:`round_finish` is the last two. :class:`FP16Round` chains them combinationally
 (for tests and for callers without timing needs).
 """
@@ -29,8 +29,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.shift import below, shift_right
 
-__all__ = ["prepared_layout", "selected_layout", "round_prepare", "round_select",
-           "round_pack", "round_finish", "FP16Round"]
+__all__ = ["prepared_layout", "selected_layout", "floor_shift", "round_prepare",
+           "round_select", "round_pack", "round_finish", "FP16Round"]
 
 #: largest finite FP16 significand and exponent field
 _MAX_SIG, _MAX_EXP = 2047, 30
@@ -53,19 +53,26 @@ def _bitlen(value):
 _EXP_BITS = 7
 
 
-def prepared_layout(width, pad=0):
+def prepared_layout(width, pad=0, offset_shape=signed(1)):
     """What :func:`round_prepare` hands to :func:`round_select` for ``signed(width)``
-    input (``pad`` as given to it)."""
+    input (``pad`` as given to it, ``offset_shape`` that of its ``offset``)."""
     return data.StructLayout({
         "mag": unsigned(width),
         "shift": unsigned((width + pad).bit_length()),
-        "exp": unsigned(_EXP_BITS),
+        "offset": offset_shape,
         "neg": 1,
     })
 
 
-def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0):
-    """First part of the rounder: ``|n|``, the exponent ``e`` and the right shift.
+def floor_shift(frac_bits, offset, pad):
+    """The shift at the smallest exponent ``e = s``: ``s + pad - offset``. A pipeline that
+    knows ``offset`` a stage early computes it there and hands it to
+    :func:`round_prepare`, which then has one comparison after the bit length."""
+    return frac_bits - 24 + pad - offset
+
+
+def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
+    """First part of the rounder: ``|n|`` and the right shift.
 
     Parameters
     ----------
@@ -79,27 +86,31 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0):
     pad : int
         Zero bits appended below ``|n|`` before the shift, so that the shift
         ``e - offset + pad`` is never negative: at least the largest ``offset - e``.
+    floor : Value or None
+        :func:`floor_shift` of ``offset``, if the caller has it registered.
 
     Returns
     -------
-    dict with ``mag``, ``shift``, ``exp``, ``neg`` (the fields of :func:`prepared_layout`).
+    dict with ``mag``, ``shift``, ``offset``, ``neg`` (the fields of
+    :func:`prepared_layout`).
     """
     if frac_bits < 24:
         raise ValueError(f"frac_bits must be >= 24 (the FP16 subnormal quantum), "
                          f"not {frac_bits!r}")
     width = len(n)
-    s = frac_bits - 24            # the subnormal quantum is 2^s counts
     neg = n < 0
     mag = Signal(width, name=f"{name}_mag")
     bl = Signal(range(width + 1), name=f"{name}_bitlen")
     m.d.comb += mag.eq(Mux(neg, -n, n).as_unsigned()[:width])
     m.d.comb += bl.eq(_bitlen(mag))
-    top = bl + offset             # bit length of the whole value
-    # a normal keeps 11 significant bits; below 2^(11+s) counts the quantum is 2^s
-    exp = Signal(_EXP_BITS, name=f"{name}_exp")
-    m.d.comb += exp.eq(Mux(top > 11 + s, top - 11, s))
-    shift = (exp - offset + pad)[:(width + pad).bit_length()]
-    return {"mag": mag, "shift": shift, "exp": exp, "neg": neg}
+    # e = max(bl + offset - 11, s): a normal keeps 11 significant bits, and below
+    # 2^(11+s) counts the quantum is 2^s. The shift e - offset + pad is then the larger of
+    # bl + pad - 11 and the floor s + pad - offset.
+    if floor is None:
+        floor = floor_shift(frac_bits, offset, pad)
+    high = bl + (pad - 11)
+    shift = Mux(high > floor, high, floor)[:(width + pad).bit_length()]
+    return {"mag": mag, "shift": shift, "offset": offset, "neg": neg}
 
 
 def selected_layout(width=None):
@@ -110,20 +121,23 @@ def selected_layout(width=None):
 
 
 def round_select(m, p, frac_bits=25, name="rnd", pad=0):
-    """Second part: the 12 kept bits ``(|n| << pad) >> shift``, the guard and the sticky
-    bit (``pad`` as given to :func:`round_prepare`)."""
+    """Second part: the 12 kept bits ``(|n| << pad) >> shift``, the guard, the sticky bit
+    and the exponent ``e = shift + offset - pad`` (``pad`` as given to
+    :func:`round_prepare`)."""
     mag, shift = p["mag"], p["shift"]
     width = len(mag)
     kept = Signal(12, name=f"{name}_kept")
     guard = Signal(name=f"{name}_guard")
     sticky = Signal(name=f"{name}_sticky")
+    exp = Signal(_EXP_BITS, name=f"{name}_exp")
     # the guard bit (0 when the shift is 0) comes out of the same shifter, one bit below
     # the kept bits; the sticky bit is the OR of the bits below the guard, a thermometer
     # mask (cheaper than shifting the discarded bits out)
     m.d.comb += Cat(guard, kept).eq(shift_right(Cat(Const(0, 1 + pad), mag), shift, 13))
     mask = below(shift, pad + 1 + width)
     m.d.comb += sticky.eq((mag & mask[pad + 1:]).any())
-    return {"kept": kept, "guard": guard, "sticky": sticky, "exp": p["exp"], "neg": p["neg"]}
+    m.d.comb += exp.eq(shift + p["offset"] - pad)
+    return {"kept": kept, "guard": guard, "sticky": sticky, "exp": exp, "neg": p["neg"]}
 
 
 def round_pack(m, r, frac_bits=25, name="rnd"):
