@@ -18805,20 +18805,40 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [14:0] \$15 ;
+  wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire [14:0] \$18 ;
-  reg \$19 ;
+  wire \$18 ;
+  wire \$19 ;
   wire [14:0] \$2 ;
-  reg \$20 ;
-  reg [13:0] \$21 ;
-  reg \$22 ;
-  reg [13:0] \$23 ;
-  reg [14:0] \$24 ;
-  reg [13:0] \$25 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire \$28 ;
+  wire \$29 ;
   wire [14:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire [14:0] \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire [14:0] \$38 ;
+  reg \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [13:0] \$41 ;
+  reg \$42 ;
+  reg [13:0] \$43 ;
+  reg [14:0] \$44 ;
+  reg [13:0] \$45 ;
   wire [15:0] \$5 ;
   wire \$6 ;
   wire [16:0] \$7 ;
@@ -35256,6 +35276,12 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
     _0_ <= \$3 [13:0];
   end
   assign alloc__payload = ring[_0_];
+  always @(posedge clk)
+    head <= \$43 ;
+  always @(posedge clk)
+    count <= \$44 ;
+  always @(posedge clk)
+    tail <= \$45 ;
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
@@ -35272,85 +35298,99 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   assign \$10  = release__valid & release__ready;
   assign \$11  = ~ done;
   assign wr__en = \$10  | \$11 ;
-  assign \$12  = ! \$7 [14:0];
-  assign \$13  = \$7 [14:0] == 15'h4000;
-  assign \$14  = ~ done;
-  assign \$15  = walk + 1'h1;
-  assign \$16  = walk == 14'h3fff;
+  assign \$12  = alloc__valid & alloc__ready;
+  assign \$13  = release__valid & release__ready;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$12  & \$14 ;
+  assign \$16  = count == 1'h1;
   assign \$17  = release__valid & release__ready;
-  assign \$18  = tail + 1'h1;
+  assign \$18  = alloc__valid & alloc__ready;
+  assign \$19  = ~ \$18 ;
+  assign \$20  = \$17  & \$19 ;
+  assign \$21  = \$20  ? 1'h0 : empty;
+  assign \$22  = \$15  ? \$16  : \$21 ;
+  assign \$23  = release__valid & release__ready;
+  assign \$24  = alloc__valid & alloc__ready;
+  assign \$25  = ~ \$24 ;
+  assign \$26  = \$23  & \$25 ;
+  assign \$27  = count == 14'h3fff;
+  assign \$28  = alloc__valid & alloc__ready;
+  assign \$29  = release__valid & release__ready;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = \$28  & \$30 ;
+  assign \$32  = \$31  ? 1'h0 : full;
+  assign \$33  = \$26  ? \$27  : \$32 ;
+  assign \$34  = ~ done;
+  assign \$35  = walk + 1'h1;
+  assign \$36  = walk == 14'h3fff;
+  assign \$37  = release__valid & release__ready;
+  assign \$38  = tail + 1'h1;
   always @(posedge clk)
-    empty <= \$19 ;
+    empty <= \$39 ;
   always @(posedge clk)
-    full <= \$20 ;
+    full <= \$40 ;
   always @(posedge clk)
-    walk <= \$21 ;
+    walk <= \$41 ;
   always @(posedge clk)
-    done <= \$22 ;
-  always @(posedge clk)
-    head <= \$23 ;
-  always @(posedge clk)
-    count <= \$24 ;
-  always @(posedge clk)
-    tail <= \$25 ;
+    done <= \$42 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$19  = \$12 ;
+    \$43  = \$3 [13:0];
     if (rst) begin
-      \$19  = 1'h0;
+      \$43  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$20  = \$13 ;
+    \$44  = \$7 [14:0];
     if (rst) begin
-      \$20  = 1'h1;
+      \$44  = 15'h4000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$21  = walk;
-    if (\$14 ) begin
-      \$21  = \$15 [13:0];
+    \$45  = tail;
+    if (\$37 ) begin
+      \$45  = \$38 [13:0];
     end
     if (rst) begin
-      \$21  = 14'h0000;
+      \$45  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$22  = done;
-    if (\$14 ) begin
-      if (\$16 ) begin
-        \$22  = 1'h1;
+    \$39  = \$22 ;
+    if (rst) begin
+      \$39  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$40  = \$33 ;
+    if (rst) begin
+      \$40  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$41  = walk;
+    if (\$34 ) begin
+      \$41  = \$35 [13:0];
+    end
+    if (rst) begin
+      \$41  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$42  = done;
+    if (\$34 ) begin
+      if (\$36 ) begin
+        \$42  = 1'h1;
       end
     end
     if (rst) begin
-      \$22  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$23  = \$3 [13:0];
-    if (rst) begin
-      \$23  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$24  = \$7 [14:0];
-    if (rst) begin
-      \$24  = 15'h4000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$25  = tail;
-    if (\$17 ) begin
-      \$25  = \$18 [13:0];
-    end
-    if (rst) begin
-      \$25  = 14'h0000;
+      \$42  = 1'h0;
     end
   end
   assign new_head = \$3 [13:0];

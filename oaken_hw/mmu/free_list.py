@@ -83,12 +83,20 @@ class FreeList(wiring.Component):
         new_head = Signal(self.page_bits)
         m.d.comb += new_head.eq(Mux(pop, self._advance(head), head))
         # count == 0 and count == pages as registers, so that the handshakes do not wait
-        # for a compare of the count
+        # for a compare of the count; their next values are chosen by the handshakes among
+        # flags of the count register (an allocation alone empties the ring iff one page
+        # is free, a release alone fills it iff one is missing), not computed from the
+        # updated count (the MMU's critical path on ECP5 ran from its state through the
+        # pop into that adder and compare)
         empty = Signal()
         full = Signal(init=1)
         new_count = Signal.like(count)
         m.d.comb += new_count.eq(count + push - pop)
-        m.d.sync += [empty.eq(new_count == 0), full.eq(new_count == self.pages)]
+        only_pop, only_push = pop & ~push, push & ~pop
+        m.d.sync += [
+            empty.eq(Mux(only_pop, count == 1, Mux(only_push, 0, empty))),
+            full.eq(Mux(only_push, count == self.pages - 1, Mux(only_pop, 0, full))),
+        ]
 
         m.d.comb += [
             # the read port always presents the page at the (next) head

@@ -22,7 +22,7 @@ flight)::
     i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (thresholds registered;
       per lane pivot index, 2j + 1, step parts) ─► P3 (per lane the pivot's FP16 word,
       (2j + 1) * sig) ─► P4 (both terms aligned in the window) ─► P5 (their sum) ─► P6
-      (|sum|, exponent, shift) ─► P7 (kept bits, guard, sticky) ─► P8 (FP16) ─► output
+      (|sum|, shift) ─► P7 (kept bits, guard, sticky, exponent) ─► P8 (FP16) ─► output
       FIFO ─► o
 """
 

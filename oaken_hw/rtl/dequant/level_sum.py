@@ -36,7 +36,7 @@ whenever nothing is lost, or the guard is at window position 1 or above:
   sum's leading one is at ``T + 9`` or above and the guard at ``T - 2 = 1``. This case
   sets ``T``.
 
-When bits are lost the window's bit 0 is at least ``2^2`` half units and the sum is far
+When bits are lost the window's bit 0 is at least 2 half units and the sum is far
 above the subnormal range (``e > 1``), so the rounder's exponent clamp never meets a jam
 bit. ``test_level_sum_matches_model`` checks this against the model, ``T``'s tight case
 and the jam cases included (``T = 2`` fails it).
