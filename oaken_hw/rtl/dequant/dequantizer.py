@@ -21,8 +21,8 @@ flight)::
 
     i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (thresholds registered;
       per lane pivot index, 2j + 1, step parts) ─► P3 (per lane the pivot's FP16 word,
-      (2j + 1) * sig) ─► P4 (both terms aligned in the window) ─► P5 (their sum) ─► P6
-      (|sum|, shift) ─► P7 (kept bits, guard, sticky, exponent) ─► P8 (FP16) ─► output
+      (2j + 1) * sig) ─► P4 (both terms aligned in the window) ─► P5 (|sum|, its sign) ─►
+      P6 (shift) ─► P7 (kept bits, guard, sticky, exponent) ─► P8 (FP16) ─► output
       FIFO ─► o
 """
 
@@ -58,10 +58,10 @@ def aligned_layout(win):
 
 
 def summed_layout(win):
-    """P5: their signed sum, the window's position, the rounder's shift at the smallest
-    exponent (:func:`.fp16_round.floor_shift`) and the pivot's sign."""
-    return data.StructLayout({"n": signed(win.sum_width), "offset": win.offset_shape,
-                              "floor": signed(7), "sign": 1})
+    """P5: the magnitude and sign of their sum, the window's position and the rounder's
+    shift at the smallest exponent (:func:`.fp16_round.floor_shift`)."""
+    return data.StructLayout({"mag": win.width + 1, "neg": 1, "offset": win.offset_shape,
+                              "floor": signed(7)})
 
 
 class Dequantizer(wiring.Component):
@@ -191,7 +191,7 @@ class Dequantizer(wiring.Component):
                 m.d.sync += [p3_piv[k].eq(pivot(p2_sel[k])),
                              p3_prod[k].eq(p2_odd[k] * p2_sig[k]), p3_sh[k].eq(p2_sh[k])]
 
-        # --- P4: both terms in the window; P5: their sum --------------------------------
+        # --- P4: both terms in the window; P5: the magnitude and sign of their sum -------
         p4 = [Signal(aligned_layout(win), name=f"p4_{k}") for k in range(lanes)]
         p4_upper = Signal(lanes)
         side4 = Signal(side_layout)
@@ -201,17 +201,18 @@ class Dequantizer(wiring.Component):
             m.d.sync += [side4.eq(side3), p4_upper.eq(p3_upper), side5.eq(side4)]
         for k in range(lanes):
             al = win.align(m, p3_piv[k], p3_prod[k], p3_sh[k], name=f"lvl{k}")
-            total = win.total(m, p4[k].a, p4[k].b, p4[k].sign, p4_upper[k], name=f"sum{k}")
+            mag, neg = win.total(m, p4[k].a, p4[k].b, p4[k].sign, p4_upper[k],
+                                 name=f"sum{k}")
             with m.If(adv):
                 m.d.sync += [getattr(p4[k], f).eq(al[f]) for f in ("a", "b", "offset", "sign")]
-                m.d.sync += [p5[k].n.eq(total), p5[k].offset.eq(p4[k].offset),
-                             p5[k].floor.eq(floor_shift(25, p4[k].offset, ROUND_PAD)),
-                             p5[k].sign.eq(p4[k].sign)]
+                m.d.sync += [p5[k].mag.eq(mag), p5[k].neg.eq(neg),
+                             p5[k].offset.eq(p4[k].offset),
+                             p5[k].floor.eq(floor_shift(25, p4[k].offset, ROUND_PAD))]
 
-        # --- P6: |N| and the shift (its floor registered in P5: the bit length is followed
-        # by one comparison); P7: kept bits, guard, sticky and the exponent; P8: round and
+        # --- P6: the shift (its floor registered in P5: the bit length is followed by one
+        # comparison); P7: kept bits, guard, sticky and the exponent; P8: round and
         # pack --------------------------------------------------------------------------
-        p6 = [Signal(prepared_layout(win.sum_width, ROUND_PAD, win.offset_shape),
+        p6 = [Signal(prepared_layout(win.width + 1, ROUND_PAD, win.offset_shape),
                      name=f"p6_{k}") for k in range(lanes)]
         side6 = Signal(side_layout)
         p7 = [Signal(selected_layout(), name=f"p7_{k}") for k in range(lanes)]
@@ -219,13 +220,13 @@ class Dequantizer(wiring.Component):
         with m.If(adv):
             m.d.sync += [side6.eq(side5), side7.eq(side6)]
         for k in range(lanes):
-            prep = round_prepare(m, p5[k].n, 25, name=f"rnd{k}", offset=p5[k].offset,
+            prep = round_prepare(m, p5[k].mag, 25, name=f"rnd{k}", offset=p5[k].offset,
                                  pad=ROUND_PAD, floor=p5[k].floor)
             sel = round_select(m, p6[k], 25, name=f"sel{k}", pad=ROUND_PAD)
             with m.If(adv):
                 m.d.sync += [p6[k].mag.eq(prep["mag"]), p6[k].shift.eq(prep["shift"]),
                              p6[k].offset.eq(prep["offset"]),
-                             p6[k].neg.eq(prep["neg"] ^ p5[k].sign)]
+                             p6[k].neg.eq(p5[k].neg)]
                 m.d.sync += [getattr(p7[k], f).eq(sel[f]) for f in
                              ("kept", "guard", "sticky", "exp", "neg")]
         ov = Signal()

@@ -15,8 +15,8 @@ both as ``S``-bit significands (``S = middle_bits + 13``, 17 at the default: the
 moved up by ``up = S - 11`` bits, ``eA = ea``, ``eB = sh + up``), the one with the smaller
 exponent (the level on a tie) shifted right by the difference ``d`` into a window of
 ``T = 3`` bits below the larger one's, the bits shifted out of the window OR-ed into the
-window's bit 0 (a *jam* bit), and the signed sum (22 bits at the default) handed to the
-rounder (:mod:`.fp16_round`) with the window's position.
+window's bit 0 (a *jam* bit), and the sum's magnitude (21 bits at the default) handed to
+the rounder (:mod:`.fp16_round`) with the window's position.
 
 Why the window gives the same bits as the exact sum. The jam bit keeps every bit of the
 sum at window position 1 and above, and whether anything below position 1 is non-zero
@@ -46,7 +46,6 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.add_sub import add_or_subtract
 from ..common.shift import below, shift_right
 from .fp16_round import round_finish, round_prepare
 
@@ -80,13 +79,13 @@ def _shift_with_jam(value, amount, width):
 
 class SumWindow:
     """The window of one ``middle_bits``: significands of ``S = middle_bits + 13`` bits
-    (``prod``'s width), ``T = 3`` bits below the larger one (a 20-bit window and a 22-bit
-    signed sum at ``middle_bits = 4``).
+    (``prod``'s width), ``T = 3`` bits below the larger one (a 20-bit window and a 21-bit
+    magnitude of the sum at ``middle_bits = 4``).
 
     Attributes
     ----------
-    sig, low, width, sum_width : int
-        ``S``, ``T``, ``T + S`` and ``T + S + 2``.
+    sig, low, width : int
+        ``S``, ``T`` and ``T + S``.
     offset_shape : Shape
         Of the window's position: its bit 0 counts ``2^(offset - 25)``,
         ``offset = max(eA, eB) - (S - 11) - T`` in ``[-3, 26]``.
@@ -96,7 +95,6 @@ class SumWindow:
         self.sig = middle_bits + 13
         self.low = 3
         self.width = self.low + self.sig
-        self.sum_width = self.width + 2
         self.offset_shape = signed(6)
 
     def align(self, m, pivot, prod, sh, name="lvl"):
@@ -136,14 +134,29 @@ class SumWindow:
         return {"a": a, "b": b, "offset": offset, "sign": sign}
 
     def total(self, m, a, b, sign, upper, name="lvl"):
-        """The second stage: ``|2 pivot| +- level`` in one carry chain (``sum_width``
-        bits, signed); the result's sign is ``sign`` XOR the sum's.
+        """The second stage: the magnitude and sign of ``+-(|2 pivot| +- level)``.
 
         The level is added when it has the pivot's sign (``upper`` and a non-negative
-        pivot, or a lower level and a negative one) and subtracted otherwise.
+        pivot, or a lower level and a negative one) and subtracted otherwise. The
+        difference is made both ways, beside the sum, and the non-negative one kept (three
+        carry chains side by side): an absolute value after the sum would put a second
+        carry chain behind the first, and the rounder's bit length behind both.
+
+        Returns
+        -------
+        mag : Value, ``width + 1`` bits, unsigned
+        neg : Value, 1 bit
+            The result is negative (set for a zero result too; the rounder gives it +0).
         """
-        return add_or_subtract(m, a, b, ~(sign ^ ~upper), self.sum_width,
-                               name=name).as_signed()
+        plus = ~(sign ^ ~upper)
+        total = Signal(self.width + 1, name=f"{name}_total")
+        a_b = Signal(signed(self.width + 1), name=f"{name}_a_b")
+        b_a = Signal(self.width, name=f"{name}_b_a")
+        m.d.comb += [total.eq(a + b), a_b.eq(a - b), b_a.eq(b - a)]
+        below_b = a_b < 0
+        mag = Signal(self.width + 1, name=f"{name}_mag")
+        m.d.comb += mag.eq(Mux(plus, total, Mux(below_b, b_a, a_b.as_unsigned())))
+        return mag, sign ^ (~plus & below_b)
 
 
 class LevelSum(wiring.Component):
@@ -183,8 +196,8 @@ class LevelSum(wiring.Component):
         m.d.comb += prod.eq(self.odd * sig)
         win = SumWindow(self.middle_bits)
         al = win.align(m, self.pivot, prod, sh)
-        total = win.total(m, al["a"], al["b"], al["sign"], self.upper)
-        p = round_prepare(m, total, 25, offset=al["offset"], pad=ROUND_PAD)
-        p["neg"] = p["neg"] ^ al["sign"]
+        mag, neg = win.total(m, al["a"], al["b"], al["sign"], self.upper)
+        p = round_prepare(m, mag, 25, offset=al["offset"], pad=ROUND_PAD)
+        p["neg"] = neg
         m.d.comb += self.o.eq(round_finish(m, p, 25, pad=ROUND_PAD))
         return m
