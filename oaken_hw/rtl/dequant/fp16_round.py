@@ -78,7 +78,8 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
     ----------
     m : Module
         Intermediate values are made comb signals of ``m`` (shared sub-expressions).
-    n : Value, signed
+    n : Value
+        Signed, or unsigned for a magnitude (``neg`` is then 0).
     frac_bits : int
         ``n`` counts ``2^-frac_bits`` (25: half units; 24: units). At least 24.
     offset : Value or int
@@ -98,10 +99,14 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
         raise ValueError(f"frac_bits must be >= 24 (the FP16 subnormal quantum), "
                          f"not {frac_bits!r}")
     width = len(n)
-    neg = n < 0
     mag = Signal(width, name=f"{name}_mag")
     bl = Signal(range(width + 1), name=f"{name}_bitlen")
-    m.d.comb += mag.eq(Mux(neg, -n, n).as_unsigned()[:width])
+    if n.shape().signed:
+        neg = n < 0
+        m.d.comb += mag.eq(Mux(neg, -n, n).as_unsigned()[:width])
+    else:                         # a magnitude already (the dequantizer's sum)
+        neg = Const(0, 1)
+        m.d.comb += mag.eq(n)
     m.d.comb += bl.eq(_bitlen(mag))
     # e = max(bl + offset - 11, s): a normal keeps 11 significant bits, and below
     # 2^(11+s) counts the quantum is 2^s. The shift e - offset + pad is then the larger of
