@@ -1,7 +1,8 @@
 """An adder-subtractor that is one carry chain.
 
-Shared by the quantization engine's group shift and extents (``pivot +- x``) and the
-dequantizer (``2 pivot +- level``).
+Shared by the quantization engine's group shift and extents (``pivot +- x``). (The
+dequantizer's ``2 pivot +- level`` needs the sum's magnitude, which it makes from the sum
+and both differences side by side: :meth:`.dequant.level_sum.SumWindow.total`.)
 """
 
 from amaranth.hdl import Cat, Const, Signal

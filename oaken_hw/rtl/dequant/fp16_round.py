@@ -32,8 +32,8 @@ from ..common.shift import below, shift_right
 __all__ = ["prepared_layout", "selected_layout", "floor_shift", "round_prepare",
            "round_select", "round_pack", "round_finish", "FP16Round"]
 
-#: largest finite FP16 significand and exponent field
-_MAX_SIG, _MAX_EXP = 2047, 30
+#: largest finite FP16 exponent field
+_MAX_EXP = 30
 
 
 def _bitlen(value):
@@ -118,7 +118,7 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
     return {"mag": mag, "shift": shift, "offset": offset, "neg": neg}
 
 
-def selected_layout(width=None):
+def selected_layout():
     """What :func:`round_select` hands to :func:`round_pack`."""
     return data.StructLayout({
         "kept": 12, "guard": 1, "sticky": 1, "exp": unsigned(_EXP_BITS), "neg": 1,
