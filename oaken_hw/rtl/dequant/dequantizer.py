@@ -51,6 +51,11 @@ def out_layout(cfg):
     })
 
 
+def exponents_layout(win):
+    """P3: the exponent compare (:meth:`.level_sum.SumWindow.exponents`)."""
+    return data.StructLayout({"a_larger": 1, "d": 6, "offset": win.offset_shape})
+
+
 def aligned_layout(win):
     """P4: both terms in the window (:meth:`.level_sum.SumWindow.align`)."""
     return data.StructLayout({"a": win.width, "b": win.width, "offset": win.offset_shape,
@@ -174,7 +179,9 @@ class Dequantizer(wiring.Component):
                 m.d.sync += [p2_sel[k].eq(sel), p2_odd[k].eq(Cat(Const(1, 1), j)),   # 2j + 1
                              p2_sig[k].eq(sig), p2_sh[k].eq(sh), p2_upper[k].eq(upper)]
 
-        # --- P3: per lane the pivot's FP16 word and the small product (2j + 1) * sig ------
+        # --- P3: per lane the pivot's FP16 word, the small product (2j + 1) * sig and the
+        # exponent compare (registered here, beside the multiplier, so that P4 is the
+        # alignment shift alone) ----------------------------------------------------------
         words = (t2.o_lo, t2.i_lo, t2.i_hi, t2.o_hi, p2.inner_min)
 
         def pivot(sel):
@@ -182,14 +189,18 @@ class Dequantizer(wiring.Component):
                                              Mux(sel[0], words[1], words[0])))
         p3_piv = [Signal(16, name=f"p3_piv{k}") for k in range(lanes)]
         p3_prod = [Signal(win.sig, name=f"p3_prod{k}") for k in range(lanes)]
-        p3_sh = [Signal(5, name=f"p3_sh{k}") for k in range(lanes)]
+        p3_exps = [Signal(exponents_layout(win), name=f"p3_exps{k}") for k in range(lanes)]
         p3_upper = Signal(lanes)
         side3 = Signal(side_layout)
         with m.If(adv):
             m.d.sync += [side3.eq(side2), p3_upper.eq(p2_upper)]
-            for k in range(lanes):
-                m.d.sync += [p3_piv[k].eq(pivot(p2_sel[k])),
-                             p3_prod[k].eq(p2_odd[k] * p2_sig[k]), p3_sh[k].eq(p2_sh[k])]
+        for k in range(lanes):
+            piv = pivot(p2_sel[k])
+            exps = win.exponents(m, piv, p2_sh[k], name=f"exp{k}")
+            with m.If(adv):
+                m.d.sync += [p3_piv[k].eq(piv), p3_prod[k].eq(p2_odd[k] * p2_sig[k])]
+                m.d.sync += [getattr(p3_exps[k], f).eq(exps[f])
+                             for f in ("a_larger", "d", "offset")]
 
         # --- P4: both terms in the window; P5: the magnitude and sign of their sum -------
         p4 = [Signal(aligned_layout(win), name=f"p4_{k}") for k in range(lanes)]
@@ -200,11 +211,12 @@ class Dequantizer(wiring.Component):
         with m.If(adv):
             m.d.sync += [side4.eq(side3), p4_upper.eq(p3_upper), side5.eq(side4)]
         for k in range(lanes):
-            al = win.align(m, p3_piv[k], p3_prod[k], p3_sh[k], name=f"lvl{k}")
+            al = win.align(m, p3_piv[k], p3_prod[k], p3_exps[k], name=f"lvl{k}")
             mag, neg = win.total(m, p4[k].a, p4[k].b, p4[k].sign, p4_upper[k],
                                  name=f"sum{k}")
             with m.If(adv):
-                m.d.sync += [getattr(p4[k], f).eq(al[f]) for f in ("a", "b", "offset", "sign")]
+                m.d.sync += [getattr(p4[k], f).eq(al[f]) for f in ("a", "b", "sign")]
+                m.d.sync += p4[k].offset.eq(p3_exps[k].offset)
                 m.d.sync += [p5[k].mag.eq(mag), p5[k].neg.eq(neg),
                              p5[k].offset.eq(p4[k].offset),
                              p5[k].floor.eq(floor_shift(25, p4[k].offset, ROUND_PAD))]

@@ -97,8 +97,35 @@ class SumWindow:
         self.width = self.low + self.sig
         self.offset_shape = signed(6)
 
-    def align(self, m, pivot, prod, sh, name="lvl"):
-        """The first stage: both operands in the window.
+    def exponents(self, m, pivot, sh, name="lvl"):
+        """The exponent compare, which can be a stage ahead of :meth:`align`.
+
+        Parameters
+        ----------
+        m : Module
+        pivot : Value, 16 bits
+            FP16 bit pattern of the pivot (finite).
+        sh : Value, 5 bits
+            The step's shift (:func:`step_parts`).
+
+        Returns
+        -------
+        dict with ``a_larger`` (the pivot's exponent is the larger), ``d`` (the difference,
+        6 bits) and ``offset`` (the window's position, :attr:`offset_shape`).
+        """
+        up = self.sig - 11                          # the pivot's significand moved up
+        ea = _pivot_parts(pivot)[2]
+        eb = Signal(6, name=f"{name}_eb")
+        m.d.comb += eb.eq(sh + up)
+        a_larger = Signal(name=f"{name}_a_larger")
+        d = Signal(6, name=f"{name}_d")
+        offset = Signal(self.offset_shape, name=f"{name}_offset")
+        m.d.comb += [a_larger.eq(ea >= eb), d.eq(Mux(a_larger, ea - eb, eb - ea)),
+                     offset.eq(Mux(a_larger, ea, eb) - up - self.low)]
+        return {"a_larger": a_larger, "d": d, "offset": offset}
+
+    def align(self, m, pivot, prod, exps, name="lvl"):
+        """Both operands in the window.
 
         Parameters
         ----------
@@ -107,31 +134,25 @@ class SumWindow:
             FP16 bit pattern of the pivot (finite).
         prod : Value, unsigned, at most ``sig`` bits
             ``(2j + 1) * sig`` of the step.
-        sh : Value, 5 bits
-            The step's shift (:func:`step_parts`).
+        exps : dict
+            :meth:`exponents` of the pivot and the step (``a_larger`` and ``d`` are read).
 
         Returns
         -------
         dict with ``a`` and ``b`` (the window values of ``|2 pivot|`` and of the level,
-        ``width`` bits each), ``offset`` and ``sign`` (the pivot's sign bit).
+        ``width`` bits each) and ``sign`` (the pivot's sign bit).
         """
         S, T, W = self.sig, self.low, self.width
-        up = S - 11                                 # the pivot's significand moved up
-        sign, ma, ea = _pivot_parts(pivot)
-        eb = Signal(6, name=f"{name}_eb")
-        m.d.comb += eb.eq(sh + up)
-        a_larger = ea >= eb
-        d = Signal(6, name=f"{name}_d")
-        m.d.comb += d.eq(Mux(a_larger, ea - eb, eb - ea))
+        up = S - 11
+        sign, ma, _ = _pivot_parts(pivot)
+        a_larger, d = exps["a_larger"], exps["d"]
         sig_a = Cat(Const(0, T + up), ma)
         sig_b = Cat(Const(0, T), prod[:S])
         smaller = Signal(W, name=f"{name}_smaller")
         m.d.comb += smaller.eq(_shift_with_jam(Mux(a_larger, sig_b, sig_a), d, W))
         a, b = Signal(W, name=f"{name}_a"), Signal(W, name=f"{name}_b")
-        offset = Signal(self.offset_shape, name=f"{name}_offset")
-        m.d.comb += [a.eq(Mux(a_larger, sig_a, smaller)), b.eq(Mux(a_larger, smaller, sig_b)),
-                     offset.eq(Mux(a_larger, ea, eb) - up - T)]
-        return {"a": a, "b": b, "offset": offset, "sign": sign}
+        m.d.comb += [a.eq(Mux(a_larger, sig_a, smaller)), b.eq(Mux(a_larger, smaller, sig_b))]
+        return {"a": a, "b": b, "sign": sign}
 
     def total(self, m, a, b, sign, upper, name="lvl"):
         """The second stage: the magnitude and sign of ``+-(|2 pivot| +- level)``.
@@ -195,9 +216,10 @@ class LevelSum(wiring.Component):
         prod = Signal(unsigned(self.middle_bits + 2 + 11))
         m.d.comb += prod.eq(self.odd * sig)
         win = SumWindow(self.middle_bits)
-        al = win.align(m, self.pivot, prod, sh)
+        exps = win.exponents(m, self.pivot, sh)
+        al = win.align(m, self.pivot, prod, exps)
         mag, neg = win.total(m, al["a"], al["b"], al["sign"], self.upper)
-        p = round_prepare(m, mag, 25, offset=al["offset"], pad=ROUND_PAD)
+        p = round_prepare(m, mag, 25, offset=exps["offset"], pad=ROUND_PAD)
         p["neg"] = neg
         m.d.comb += self.o.eq(round_finish(m, p, 25, pad=ROUND_PAD))
         return m
