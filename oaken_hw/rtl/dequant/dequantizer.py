@@ -21,9 +21,9 @@ flight)::
 
     i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (thresholds registered;
       per lane pivot index, 2j + 1, step parts) ─► P3 (per lane the pivot's FP16 word,
-      (2j + 1) * sig) ─► P4 (both terms aligned in the window) ─► P5 (|sum|, its sign) ─►
-      P6 (shift) ─► P7 (kept bits, guard, sticky, exponent) ─► P8 (FP16) ─► output
-      FIFO ─► o
+      (2j + 1) * sig, the exponent compare) ─► P4 (both terms aligned in the window) ─►
+      P5 (|sum|, its sign) ─► P6 (shift) ─► P7 (kept bits, guard, sticky, exponent) ─►
+      P8 (FP16) ─► output FIFO ─► o
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
