@@ -257,7 +257,13 @@ class WritePath(wiring.Component):
 
         drop_dense = Signal(range(vec_dense_beats + 1))
         drop_sparse = Signal(range(cfg.vector_len + 1))
+        # the bytes the drop takes next, min(drop_sparse, N), a register for the same
+        # reason as c_take (drop_sparse -> this compare -> the queue was the next path)
+        drop_take = Signal(range(N + 1))
         drop_meta = Signal()
+
+        def set_drop_sparse(v):
+            m.d.sync += [drop_sparse.eq(v), drop_take.eq(Mux(v < N, v, N))]
 
         with m.FSM():
             with m.State("RECORD"):
@@ -292,19 +298,17 @@ class WritePath(wiring.Component):
                                 m.d.comb += [done_fifo.w_en.eq(1), info_fifo.r_en.eq(1),
                                              done_rec.eq(1)]
                             with m.If(go & (c_status != Status.OK)):
-                                m.d.sync += [drop_dense.eq(vec_dense_beats),
-                                             drop_sparse.eq(info.sparse), drop_meta.eq(1)]
+                                m.d.sync += [drop_dense.eq(vec_dense_beats), drop_meta.eq(1)]
+                                set_drop_sparse(info.sparse)
                                 m.next = "DROP"
             with m.State("DROP"):
                 # a failed append: its vector's data was buffered but has nowhere to go
                 with m.If((drop_dense != 0) & dense_fifo.r_rdy):
                     m.d.comb += dense_fifo.r_en.eq(1)
                     m.d.sync += drop_dense.eq(drop_dense - 1)
-                gone = Signal(range(N + 1))
-                m.d.comb += gone.eq(Mux(drop_sparse < N, drop_sparse, N))
-                with m.If(bq.fill >= gone):
-                    m.d.comb += bq.take.eq(gone)
-                    m.d.sync += drop_sparse.eq(drop_sparse - gone)
+                with m.If(bq.fill >= drop_take):
+                    m.d.comb += bq.take.eq(drop_take)
+                    set_drop_sparse(drop_sparse - drop_take)
                 with m.If(drop_meta & meta_fifo.r_rdy):
                     m.d.comb += meta_fifo.r_en.eq(1)
                     m.d.sync += drop_meta.eq(0)
