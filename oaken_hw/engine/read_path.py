@@ -365,6 +365,16 @@ class ReadPath(wiring.Component):
                          d_last.eq(dense_beats.r_data[8 * N]), d_k.eq(0)]
         m.d.comb += dense_beats.w_data.eq(Cat(rd, tag.last))
 
+        # sparse read data is registered on its way into the framing queue (a staging
+        # register: it takes a beat when empty or as the queue takes its beat), so that the
+        # beat's lane shift and the queue's own shifters are a register apart
+        st_v = Signal()
+        st_data = Signal(8 * N)
+        st_count = Signal(range(N + 1))
+        m.d.comb += [fb.i.valid.eq(st_v), fb.i.payload.data.eq(st_data),
+                     fb.i.payload.count.eq(st_count)]
+        with m.If(fb.i.ready):
+            m.d.sync += st_v.eq(0)
         ok = Signal()
         with m.Switch(tag.kind):
             with m.Case(Kind.META):
@@ -375,7 +385,7 @@ class ReadPath(wiring.Component):
             with m.Case(Kind.DENSE):
                 m.d.comb += ok.eq(dense_beats.w_rdy)
             with m.Case(Kind.SPARSE):
-                m.d.comb += ok.eq(fb.i.ready)
+                m.d.comb += ok.eq(~st_v | fb.i.ready)
         take_rd = Signal()
         m.d.comb += [take_rd.eq(self.rmem_rdata.valid & tags.r_rdy & ok),
                      self.rmem_rdata.ready.eq(tags.r_rdy & ok),
@@ -391,9 +401,8 @@ class ReadPath(wiring.Component):
                 with m.Case(Kind.DENSE):
                     m.d.comb += dense_beats.w_en.eq(1)
                 with m.Case(Kind.SPARSE):
-                    m.d.comb += [fb.i.valid.eq(1)]
-        m.d.comb += [fb.i.payload.data.eq(rd >> (tag.lane * 8)),
-                     fb.i.payload.count.eq(tag.take)]
+                    m.d.sync += [st_v.eq(1), st_data.eq(rd >> (tag.lane * 8)),
+                                 st_count.eq(tag.take)]
         m.d.comb += [self.meta.valid.eq(meta_out.r_rdy), self.meta.payload.eq(meta_out.r_data),
                      meta_out.r_en.eq(self.meta.ready)]
 
