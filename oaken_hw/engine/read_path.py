@@ -175,7 +175,6 @@ class ReadPath(wiring.Component):
                     m.next = "FREE"
                 with m.Elif(self.req.valid & comp.w_rdy):
                     m.d.comb += self.req.ready.eq(1)
-                    # the last request stopped inside a sparse burst (the rest was dropped)
                     m.d.sync += [r.eq(self.req.payload), slo_seen.eq(0), slo_sum.eq(0),
                                  known.eq(0), issued.eq(0), need_before.eq(0),
                                  moff.eq(0), doff.eq(0), dbeat.eq(0)]
