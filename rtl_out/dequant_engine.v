@@ -23483,9 +23483,9 @@ endmodule
 module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__en, read__0__data, \port$20357$183 , done, error, clear_error);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
+  wire [7:0] \$10 ;
+  wire [7:0] \$11 ;
+  wire [63:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -23495,34 +23495,34 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   wire \$19 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire [14:0] \$21 ;
-  wire [14:0] \$22 ;
+  wire \$21 ;
+  wire \$22 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire [14:0] \$28 ;
-  wire [14:0] \$29 ;
+  wire \$28 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
+  wire [14:0] \$30 ;
+  wire [14:0] \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [14:0] \$36 ;
+  wire \$36 ;
   wire [14:0] \$37 ;
-  wire \$38 ;
+  wire [14:0] \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [14:0] \$43 ;
-  wire [14:0] \$44 ;
-  wire \$45 ;
-  wire \$46 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [14:0] \$45 ;
+  wire [14:0] \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
@@ -23536,29 +23536,34 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire [14:0] \$59 ;
+  wire \$59 ;
   wire \$6 ;
-  wire [14:0] \$60 ;
-  wire \$61 ;
-  wire \$62 ;
+  wire \$60 ;
+  wire [14:0] \$61 ;
+  wire [14:0] \$62 ;
   wire \$63 ;
   wire \$64 ;
-  wire [6:0] \$65 ;
-  wire [7:0] \$66 ;
-  wire [7:0] \$67 ;
-  wire \$68 ;
-  wire \$69 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [14:0] \$68 ;
+  wire [14:0] \$69 ;
   wire \$7 ;
   wire \$70 ;
   wire \$71 ;
-  wire [6:0] \$72 ;
-  wire [7:0] \$73 ;
-  reg [5:0] \$74 ;
-  reg \$75 ;
-  reg \$76 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [6:0] \$74 ;
+  wire [7:0] \$75 ;
+  reg [5:0] \$76 ;
   reg \$77 ;
+  reg \$78 ;
+  reg [5:0] \$79 ;
   wire \$8 ;
-  wire \$9 ;
+  reg [63:0] \$80 ;
+  reg \$81 ;
+  reg \$82 ;
+  wire [6:0] \$9 ;
   input clear_error;
   wire clear_error;
   input clk;
@@ -23593,13 +23598,23 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   wire rp__en;
   input rst;
   wire rst;
+  reg [5:0] staged_addr = 6'h00;
+  reg [63:0] staged_data = 64'h0000000000000000;
+  wire [15:0] \staged_data.i_hi ;
+  wire [15:0] \staged_data.i_lo ;
+  wire [15:0] \staged_data.o_hi ;
+  wire [15:0] \staged_data.o_lo ;
+  reg staged_en = 1'h0;
   reg [5:0] walk = 6'h00;
+  (* init = 6'h00 *)
   wire [5:0] wp__addr;
+  (* init = 64'h0000000000000000 *)
   wire [63:0] wp__data;
   wire [15:0] \wp__data.i_hi ;
   wire [15:0] \wp__data.i_lo ;
   wire [15:0] \wp__data.o_hi ;
   wire [15:0] \wp__data.o_lo ;
+  (* init = 1'h0 *)
   wire wp__en;
   input [69:0] write__payload;
   wire [69:0] write__payload;
@@ -23679,46 +23694,51 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
     mem[59] = 64'h0000000000000000;
   end
   always @(posedge clk) begin
-    if (wp__en)
-      mem[\$67 [5:0]] <= wp__data;
+    if (staged_en)
+      mem[staged_addr] <= staged_data;
   end
   reg [63:0] _0_;
   always @(posedge clk) begin
     if (read__0__en) begin
-      _0_ <= mem[\$73 [5:0]];
-      if (wp__en && \$73 [5:0] == \$67 [5:0])
-        _0_ <= wp__data;
+      _0_ <= mem[\$75 [5:0]];
+      if (staged_en && \$75 [5:0] == staged_addr)
+        _0_ <= staged_data;
     end
   end
   assign rp__data = _0_;
-  assign \$22  = \$20  ? \$21  : write__payload[20:6];
-  assign \$23  = | write__payload[20:6];
-  assign \$24  = write__payload[21] & \$23 ;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = | write__payload[36:22];
-  assign \$27  = write__payload[37] & \$26 ;
-  assign \$28  = ~ write__payload[36:22];
-  assign \$29  = \$27  ? \$28  : write__payload[36:22];
-  assign \$30  = | write__payload[36:22];
-  assign \$31  = write__payload[37] & \$30 ;
-  assign \$32  = ~ \$31 ;
-  assign \$33  = { \$25 , \$22  } <= { \$32 , \$29  };
-  assign \$34  = | write__payload[36:22];
-  assign \$35  = write__payload[37] & \$34 ;
-  assign \$36  = ~ write__payload[36:22];
-  assign \$37  = \$35  ? \$36  : write__payload[36:22];
-  assign \$38  = | write__payload[36:22];
-  assign \$39  = write__payload[37] & \$38 ;
-  assign \$40  = ~ \$39 ;
-  assign \$41  = | write__payload[52:38];
-  assign \$42  = write__payload[53] & \$41 ;
-  assign \$43  = ~ write__payload[52:38];
-  assign \$44  = \$42  ? \$43  : write__payload[52:38];
-  assign \$45  = | write__payload[52:38];
-  assign \$46  = write__payload[53] & \$45 ;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = { \$40 , \$37  } <= { \$47 , \$44  };
-  assign \$49  = \$33  & \$48 ;
+  assign \$18  = ~ done;
+  assign \$19  = \port$20357$183 [4:0] >= 5'h1e;
+  assign \$20  = \$18  | \$19 ;
+  assign \$21  = & write__payload[20:16];
+  assign \$22  = & write__payload[36:32];
+  assign \$23  = \$21  | \$22 ;
+  assign \$24  = & write__payload[52:48];
+  assign \$25  = \$23  | \$24 ;
+  assign \$26  = & write__payload[68:64];
+  assign \$27  = \$25  | \$26 ;
+  assign finite = ~ \$27 ;
+  assign \$28  = | write__payload[20:6];
+  assign \$29  = write__payload[21] & \$28 ;
+  assign \$30  = ~ write__payload[20:6];
+  assign \$31  = \$29  ? \$30  : write__payload[20:6];
+  assign \$32  = | write__payload[20:6];
+  assign \$33  = write__payload[21] & \$32 ;
+  assign \$34  = ~ \$33 ;
+  assign \$35  = | write__payload[36:22];
+  assign \$36  = write__payload[37] & \$35 ;
+  assign \$37  = ~ write__payload[36:22];
+  assign \$38  = \$36  ? \$37  : write__payload[36:22];
+  assign \$39  = | write__payload[36:22];
+  assign \$40  = write__payload[37] & \$39 ;
+  assign \$41  = ~ \$40 ;
+  assign \$42  = { \$34 , \$31  } <= { \$41 , \$38  };
+  assign \$43  = | write__payload[36:22];
+  assign \$44  = write__payload[37] & \$43 ;
+  assign \$45  = ~ write__payload[36:22];
+  assign \$46  = \$44  ? \$45  : write__payload[36:22];
+  assign \$47  = | write__payload[36:22];
+  assign \$48  = write__payload[37] & \$47 ;
+  assign \$49  = ~ \$48 ;
   assign \$50  = | write__payload[52:38];
   assign \$51  = write__payload[53] & \$50 ;
   assign \$52  = ~ write__payload[52:38];
@@ -23726,109 +23746,133 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   assign \$54  = | write__payload[52:38];
   assign \$55  = write__payload[53] & \$54 ;
   assign \$56  = ~ \$55 ;
-  assign \$57  = | write__payload[68:54];
-  assign \$58  = write__payload[69] & \$57 ;
-  assign \$59  = ~ write__payload[68:54];
-  assign \$60  = \$58  ? \$59  : write__payload[68:54];
-  assign \$61  = | write__payload[68:54];
-  assign \$62  = write__payload[69] & \$61 ;
-  assign \$63  = ~ \$62 ;
-  assign \$64  = { \$56 , \$53  } <= { \$63 , \$60  };
-  assign ordered = \$49  & \$64 ;
+  assign \$57  = { \$49 , \$46  } <= { \$56 , \$53  };
+  assign \$58  = \$42  & \$57 ;
+  assign \$59  = | write__payload[52:38];
+  assign \$60  = write__payload[53] & \$59 ;
+  assign \$61  = ~ write__payload[52:38];
+  assign \$62  = \$60  ? \$61  : write__payload[52:38];
+  assign \$63  = | write__payload[52:38];
+  assign \$64  = write__payload[53] & \$63 ;
+  assign \$65  = ~ \$64 ;
+  assign \$66  = | write__payload[68:54];
+  assign \$67  = write__payload[69] & \$66 ;
+  assign \$68  = ~ write__payload[68:54];
+  assign \$69  = \$67  ? \$68  : write__payload[68:54];
+  assign \$70  = | write__payload[68:54];
+  assign \$71  = write__payload[69] & \$70 ;
+  assign \$72  = ~ \$71 ;
+  assign \$73  = { \$65 , \$62  } <= { \$72 , \$69  };
+  assign ordered = \$58  & \$73 ;
   assign in_range = write__payload[4:0] < 5'h1e;
-  assign \$65  = write__payload[4:0] * 2'h2;
-  assign \$66  = \$65  + write__payload[5];
-  assign \$67  = done ? \$66  : { 2'h0, walk };
-  assign wp__data = done ? write__payload[69:6] : 64'h0000000000000000;
-  assign \$68  = write__valid & done;
-  assign \$69  = finite & ordered;
-  assign \$70  = \$69  & in_range;
-  assign \$71  = \$68  & \$70 ;
-  assign wp__en = done ? \$71  : 1'h1;
-  assign \$72  = \port$20357$183 [4:0] * 2'h2;
-  assign \$73  = \$72  + \port$20357$183 [5];
+  assign \$74  = \port$20357$183 [4:0] * 2'h2;
+  assign \$75  = \$74  + \port$20357$183 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
   always @(posedge clk)
-    walk <= \$74 ;
+    walk <= \$76 ;
   always @(posedge clk)
-    done <= \$75 ;
+    done <= \$77 ;
   always @(posedge clk)
-    error <= \$76 ;
+    staged_en <= \$78 ;
   always @(posedge clk)
-    zero0 <= \$77 ;
+    staged_addr <= \$79 ;
+  always @(posedge clk)
+    staged_data <= \$80 ;
+  always @(posedge clk)
+    error <= \$81 ;
+  always @(posedge clk)
+    zero0 <= \$82 ;
   assign \$1  = ~ done;
   assign \$2  = walk + 1'h1;
   assign \$3  = walk == 6'h3b;
   assign \$4  = write__valid & done;
   assign \$5  = finite & ordered;
   assign \$6  = \$5  & in_range;
-  assign \$7  = ~ \$6 ;
-  assign \$8  = \$4  & \$7 ;
-  assign \$9  = ~ done;
-  assign \$10  = \port$20357$183 [4:0] >= 5'h1e;
-  assign \$11  = \$9  | \$10 ;
-  assign \$12  = & write__payload[20:16];
-  assign \$13  = & write__payload[36:32];
-  assign \$14  = \$12  | \$13 ;
-  assign \$15  = & write__payload[52:48];
-  assign \$16  = \$14  | \$15 ;
-  assign \$17  = & write__payload[68:64];
-  assign \$18  = \$16  | \$17 ;
-  assign finite = ~ \$18 ;
-  assign \$19  = | write__payload[20:6];
-  assign \$20  = write__payload[21] & \$19 ;
-  assign \$21  = ~ write__payload[20:6];
+  assign \$7  = \$4  & \$6 ;
+  assign \$8  = done ? \$7  : 1'h1;
+  assign \$9  = write__payload[4:0] * 2'h2;
+  assign \$10  = \$9  + write__payload[5];
+  assign \$11  = done ? \$10  : { 2'h0, walk };
+  assign \$12  = done ? write__payload[69:6] : 64'h0000000000000000;
+  assign \$13  = write__valid & done;
+  assign \$14  = finite & ordered;
+  assign \$15  = \$14  & in_range;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$13  & \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$74  = walk;
+    \$76  = walk;
     if (\$1 ) begin
-      \$74  = \$2 [5:0];
+      \$76  = \$2 [5:0];
     end
     if (rst) begin
-      \$74  = 6'h00;
+      \$76  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$75  = done;
+    \$77  = done;
     if (\$1 ) begin
       if (\$3 ) begin
-        \$75  = 1'h1;
+        \$77  = 1'h1;
       end
     end
     if (rst) begin
-      \$75  = 1'h0;
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$76  = error;
+    \$78  = \$8 ;
+    if (rst) begin
+      \$78  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$79  = \$11 [5:0];
+    if (rst) begin
+      \$79  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$80  = \$12 ;
+    if (rst) begin
+      \$80  = 64'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$81  = error;
     if (clear_error) begin
-      \$76  = 1'h0;
+      \$81  = 1'h0;
     end
-    if (\$8 ) begin
-      \$76  = 1'h1;
+    if (\$17 ) begin
+      \$81  = 1'h1;
     end
     if (rst) begin
-      \$76  = 1'h0;
+      \$81  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$77  = zero0;
+    \$82  = zero0;
     if (read__0__en) begin
-      \$77  = \$11 ;
+      \$82  = \$20 ;
     end
     if (rst) begin
-      \$77  = 1'h1;
+      \$82  = 1'h1;
     end
   end
   assign read__0__layer = \port$20357$183 [4:0];
   assign write__ready = done;
   assign ready = done;
-  assign wp__addr = \$67 [5:0];
+  assign wp__addr = staged_addr;
+  assign wp__data = staged_data;
+  assign wp__en = staged_en;
   assign rp__en = read__0__en;
-  assign rp__addr = \$73 [5:0];
+  assign rp__addr = \$75 [5:0];
   assign read__0__kv = \port$20357$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
@@ -23837,10 +23881,14 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   assign \write__payload.t.i_lo  = write__payload[37:22];
   assign \write__payload.t.i_hi  = write__payload[53:38];
   assign \write__payload.t.o_hi  = write__payload[69:54];
-  assign \wp__data.o_lo  = wp__data[15:0];
-  assign \wp__data.i_lo  = wp__data[31:16];
-  assign \wp__data.i_hi  = wp__data[47:32];
-  assign \wp__data.o_hi  = wp__data[63:48];
+  assign \staged_data.o_lo  = staged_data[15:0];
+  assign \staged_data.i_lo  = staged_data[31:16];
+  assign \staged_data.i_hi  = staged_data[47:32];
+  assign \staged_data.o_hi  = staged_data[63:48];
+  assign \wp__data.o_lo  = staged_data[15:0];
+  assign \wp__data.i_lo  = staged_data[31:16];
+  assign \wp__data.i_hi  = staged_data[47:32];
+  assign \wp__data.o_hi  = staged_data[63:48];
   assign \read__0__data.o_lo  = read__0__data[15:0];
   assign \read__0__data.i_lo  = read__0__data[31:16];
   assign \read__0__data.i_hi  = read__0__data[47:32];

@@ -54,7 +54,7 @@ class ThresholdTable(wiring.Component):
     thresholds are finite FP16 values ordered ``T_o_lo <= T_i_lo <= T_i_hi <= T_o_hi``
     (compared as exact values, so ``-0 == +0``, as
     :func:`oaken_hw.model.quantizer.check_thresholds`) and its layer is below ``layers``.
-    Otherwise it is dropped and ``error`` is set until ``clear_error``.
+    Otherwise it is dropped and ``error`` is set (the cycle after) until ``clear_error``.
 
     The table resets to all-zero thresholds (a valid entry: every nonzero input is then an
     outer element), at power-up and after any ``sync`` reset: a memory keeps its contents
@@ -75,8 +75,9 @@ class ThresholdTable(wiring.Component):
     ----------
     write : In(stream.Signature(threshold_write_layout(layers)))
     read : array of ``read_ports`` × In(ThresholdReadSignature(layers))
-        Synchronous read: ``data`` one cycle after ``en``; reads are transparent to a write
-        in the same cycle.
+        Synchronous read: ``data`` one cycle after ``en``. A write taken in cycle ``c`` is
+        stored in cycle ``c + 1``: a read with ``en`` in cycle ``c + 1`` or later returns it
+        (reads are transparent to the store), one in cycle ``c`` the entry before it.
     error : Out(1)
         Sticky: a write was rejected.
     clear_error : In(1)
@@ -139,11 +140,22 @@ class ThresholdTable(wiring.Component):
         ]
         ok = finite & ordered & in_range
         take = self.write.valid & done
-        m.d.comb += [
-            wp.addr.eq(Mux(done, self.write.payload.layer * 2 + self.write.payload.kv, walk)),
-            wp.data.eq(Mux(done, t.as_value(), 0)),
-            wp.en.eq(Mux(done, take & ok, 1)),
-        ]
+        # A checked write is stored a cycle after it is taken: the check, from the ports,
+        # and the block RAM's write enable are then a register apart (together they were
+        # the quantization engine's critical path on ECP5, 13.6 ns, 9.2 ns of it routing).
+        staged_en = Signal()
+        staged_addr = Signal.like(wp.addr)
+        staged_data = Signal.like(wp.data)
+        # The walk goes through the same registers (its last zero is stored in the cycle
+        # `ready` rises; a read then sees it, reads being transparent), so that the write
+        # port's pins are driven by registers alone: with the walk's multiplexers between
+        # the registers and the block RAM, router1 stalled on the quantization engine for
+        # over 20 minutes at two seeds (docs/quant_engine.md, *Timing*).
+        m.d.sync += [staged_en.eq(Mux(done, take & ok, 1)),
+                     staged_addr.eq(Mux(done, self.write.payload.layer * 2
+                                        + self.write.payload.kv, walk)),
+                     staged_data.eq(Mux(done, t.as_value(), 0))]
+        m.d.comb += [wp.addr.eq(staged_addr), wp.data.eq(staged_data), wp.en.eq(staged_en)]
         with m.If(self.clear_error):
             m.d.sync += self.error.eq(0)
         with m.If(take & ~ok):

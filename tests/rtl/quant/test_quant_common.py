@@ -238,8 +238,16 @@ def test_threshold_table_writes_reads_and_rejects():
             ctx.set(dut.clear_error, 0)
             assert ctx.get(dut.error) == 0
             _write(ctx, dut, l, kv, bits)
+            # a read in the write's own cycle returns the entry before the write (it is
+            # stored a cycle later; every read after that returns it, below)
+            ctx.set(dut.read[1].en, 1)
+            ctx.set(dut.read[1].layer, l)
+            ctx.set(dut.read[1].kv, kv)
             await ctx.tick()
             ctx.set(dut.write.valid, 0)
+            ctx.set(dut.read[1].en, 0)
+            d = ctx.get(dut.read[1].data)
+            assert [d.o_lo, d.i_lo, d.i_hi, d.o_hi] == model.get((l, kv), [0] * 4), (l, kv)
             assert ctx.get(dut.error) == (not ok)
             errors_seen.append(not ok)
             if ok:
