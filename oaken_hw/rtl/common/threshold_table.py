@@ -150,7 +150,7 @@ class ThresholdTable(wiring.Component):
         # `ready` rises; a read then sees it, reads being transparent), so that the write
         # port's pins are driven by registers alone: with the walk's multiplexers between
         # the registers and the block RAM, router1 stalled on the quantization engine for
-        # over 20 minutes at two seeds (docs/quant_engine.md, *Timing*).
+        # over 20 minutes at two seeds (docs/quant_engine.md, *Timing on ECP5*).
         m.d.sync += [staged_en.eq(Mux(done, take & ok, 1)),
                      staged_addr.eq(Mux(done, self.write.payload.layer * 2
                                         + self.write.payload.kv, walk)),
