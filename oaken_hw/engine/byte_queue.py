@@ -6,7 +6,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..rtl.common.shift import below
 
-__all__ = ["ByteQueue"]
+__all__ = ["ByteQueue", "beat_take"]
+
+
+def beat_take(left, room):
+    """The bytes the next beat of a burst takes, ``min(left, room)``, and whether they are
+    all of ``left`` (its last beat): the step of the write and read paths' burst cursors."""
+    return Mux(left < room, left, room), left <= room
 
 
 class ByteQueue(wiring.Component):

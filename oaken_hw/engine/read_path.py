@@ -1,13 +1,13 @@
 """The read path: a head's token range, through the MMU and memory, to the dequantizer."""
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..mmu.layout import Kind, MMULayout, Op, Status
 from ..mmu.mmu import cmd_layout, record_layout
-from .byte_queue import ByteQueue
+from .byte_queue import ByteQueue, beat_take
 from .ports import EnginePorts
 
 __all__ = ["ReadPath"]
@@ -274,8 +274,9 @@ class ReadPath(wiring.Component):
                 # on to the next beat, from its lane 0
                 rest = Signal.like(s_left)
                 m.d.comb += rest.eq(s_left - s_t1)
+                t1, t1_last = beat_take(rest, N)
                 m.d.sync += [s_addr.eq(s_addr + s_t1), s_left.eq(rest),
-                             s_t1.eq(Mux(rest < N, rest, N)), s_t1_last.eq(rest <= N)]
+                             s_t1.eq(t1), s_t1_last.eq(t1_last)]
             with m.Else():
                 # fewer bytes are known than the beat holds: the rest of it waits
                 m.d.sync += [s_addr.eq(s_addr + want), s_left.eq(s_left - want),
@@ -305,12 +306,11 @@ class ReadPath(wiring.Component):
                 with m.Else():
                     m.d.sync += doff.eq(doff + L.dense_slot)
         with m.If(s_load):
-            lane0 = srec.addr[:s] if s else Const(0, 1)
             room0 = Signal(range(N + 1))
-            m.d.comb += [room0.eq(N - lane0), sparse_rec.r_en.eq(1)]
+            m.d.comb += [room0.eq(N - srec.addr[:s]), sparse_rec.r_en.eq(1)]
+            t1, t1_last = beat_take(srec.length, room0)
             m.d.sync += [sv.eq(sparse_rec.r_rdy), s_addr.eq(srec.addr), s_left.eq(srec.length),
-                         s_t1.eq(Mux(room0 < srec.length, room0, srec.length)),
-                         s_t1_last.eq(room0 >= srec.length)]
+                         s_t1.eq(t1), s_t1_last.eq(t1_last)]
         with m.If(sparse_drop):
             m.d.comb += sparse_rec.r_en.eq(1)
             m.d.sync += sv.eq(0)
@@ -426,13 +426,13 @@ class ReadPath(wiring.Component):
             with m.Else():
                 rest = Signal.like(f_rem)
                 m.d.comb += rest.eq(f_rem - f_take)
-                m.d.sync += [f_rem.eq(rest), f_take.eq(Mux(rest < lanes, rest, lanes)),
-                             f_last.eq(rest <= lanes)]
+                take, last = beat_take(rest, lanes)
+                m.d.sync += [f_rem.eq(rest), f_take.eq(take), f_last.eq(last)]
         with m.If(f_load):
             cnt = cnt_f.r_data
+            take, last = beat_take(cnt, lanes)
             m.d.comb += cnt_f.r_en.eq(1)
-            m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt),
-                         f_take.eq(Mux(cnt < lanes, cnt, lanes)), f_last.eq(cnt <= lanes)]
+            m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt), f_take.eq(take), f_last.eq(last)]
 
         # ---------------------------------------------------------------- completions
         vdone = Signal(tok)

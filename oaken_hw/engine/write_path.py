@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..mmu.layout import Kind, MMULayout, Status
 from ..mmu.mmu import append_layout, record_layout
-from .byte_queue import ByteQueue
+from .byte_queue import ByteQueue, beat_take
 from .ports import EnginePorts
 
 __all__ = ["WritePath"]
@@ -179,7 +179,7 @@ class WritePath(wiring.Component):
         c_status = Signal(3)
         c_end = Signal()
         c_beat = Signal(P.addr_bits)             # beat address of the next beat
-        c_lane = Signal(s) if s else Const(0, 1)
+        c_lane = Signal(max(s, 1))
         c_left = Signal(L.len_bits)              # bytes of the record not yet written
         c_take = Signal(range(N + 1))            # bytes the next beat takes: min(N - lane, left)
         c_last = Signal()                        # ... and it is the record's last
@@ -236,21 +236,21 @@ class WritePath(wiring.Component):
             # every beat after a record's first starts at lane 0
             rest = Signal(L.len_bits)
             m.d.comb += rest.eq(c_left - c_take)
+            take, last = beat_take(rest, N)
             m.d.sync += [c_beat.eq(c_beat + 1), c_lane.eq(0), c_left.eq(rest),
-                         c_take.eq(Mux(rest < N, rest, N)), c_last.eq(rest <= N)]
+                         c_take.eq(take), c_last.eq(last)]
             with m.If(c_last):
                 m.d.comb += load.eq(1)
         with m.If(done_rec):
             m.d.comb += load.eq(1)
         with m.If(load):
-            lane0 = rec.addr[:s] if s else Const(0, 1)
+            lane0 = rec.addr[:s]
             first = Signal(range(N + 1))
             m.d.comb += first.eq(N - lane0)
+            take, last = beat_take(rec.length, first)
             m.d.sync += [c_v.eq(rec_fifo.r_rdy), c_kind.eq(rec.kind), c_status.eq(rec.status),
                          c_end.eq(ent.end), c_beat.eq(rec.addr >> s), c_lane.eq(lane0),
-                         c_left.eq(rec.length),
-                         c_take.eq(Mux(first < rec.length, first, rec.length)),
-                         c_last.eq(first >= rec.length)]
+                         c_left.eq(rec.length), c_take.eq(take), c_last.eq(last)]
         m.d.comb += b_addr.eq(c_beat)
         ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
         m.d.comb += ones.eq((Const(1, N + 1) << c_take) - 1)
@@ -263,7 +263,7 @@ class WritePath(wiring.Component):
         drop_meta = Signal()
 
         def set_drop_sparse(v):
-            m.d.sync += [drop_sparse.eq(v), drop_take.eq(Mux(v < N, v, N))]
+            m.d.sync += [drop_sparse.eq(v), drop_take.eq(beat_take(v, N)[0])]
 
         with m.FSM():
             with m.State("RECORD"):
