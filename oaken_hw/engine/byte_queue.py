@@ -1,10 +1,10 @@
 """A queue of bytes: any number in per beat, any number out per cycle, oldest first."""
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..rtl.common.shift import below
+from ..rtl.common.shift import below, rotate_left, rotate_right
 
 __all__ = ["ByteQueue", "beat_take"]
 
@@ -55,27 +55,38 @@ class ByteQueue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cap, nin = self.capacity, self.in_bytes
-        buf = Signal(8 * cap)          # invariant: bytes at and above `fill` are zero
-        fill = Signal(range(cap + 1))
+        nin, nout = self.in_bytes, self.out_bytes
+        # A circular store: the beat is written at the write pointer and the head read at the
+        # read pointer, so `take` (late: the reader computes it in the same cycle) only adds
+        # to a pointer and the fill. A shifting buffer (append at `fill`, then drop `take`)
+        # put `take` in front of a shifter as wide as the queue, in a loop through the
+        # buffer register: the write and read paths' limit at 73-75 MHz on ECP5.
+        depth = 1 << (self.capacity - 1).bit_length()    # pointers wrap by truncation
+        store = Signal(data.ArrayLayout(8, depth))
+        wptr = Signal(range(depth))
+        rptr = Signal(range(depth))
+        fill = Signal(range(self.capacity + 1))
         accept = self.i.valid & self.i.ready
         count = self.i.payload.count
-        # bytes above `count` are not trusted to be zero
-        masked = Signal(8 * nin)
-        keep = below(count, nin)
-        for b in range(nin):
-            m.d.comb += masked[8 * b:8 * b + 8].eq(self.i.payload.data[b] & keep[b].replicate(8))
+        m.d.comb += [self.i.ready.eq(fill <= nout), self.fill.eq(fill)]
+
+        # input byte j goes to store byte wptr + j, if j < count (bytes above `count` are not
+        # trusted to be zero); it fits, as `fill <= out_bytes` when a beat is accepted
+        placed = Signal(data.ArrayLayout(8, depth))
+        write = Signal(depth)
         m.d.comb += [
-            self.i.ready.eq(fill <= self.out_bytes),
-            self.head.eq(buf[:8 * self.out_bytes]),
-            self.fill.eq(fill),
+            placed.eq(rotate_left(Cat(self.i.payload.data, Const(0, 8 * (depth - nin))), wptr, 8)),
+            write.eq(rotate_left(below(count, depth), wptr, 1)),
         ]
-        # Append at `fill` first, then drop `take` bytes: the same bytes as dropping first
-        # and appending at `fill - take`, but the append depends on registers and the input
-        # only, and `take` (late: the reader computes it in the same cycle) drives one
-        # shifter and no subtractor. It fits: `fill <= out_bytes` when a beat is accepted.
-        appended = Signal(8 * cap)
-        m.d.comb += appended.eq(buf | Mux(accept, masked << (fill * 8), 0)[:8 * cap])
-        m.d.sync += [buf.eq((appended >> (self.take * 8))[:8 * cap]),
+        for k in range(depth):
+            with m.If(accept & write[k]):
+                m.d.sync += store[k].eq(placed[k])
+        # bytes at and above `fill` read 0 (the store keeps stale bytes there)
+        oldest = Signal(data.ArrayLayout(8, depth))
+        valid = Signal(nout)
+        m.d.comb += [oldest.eq(rotate_right(store.as_value(), rptr, 8)), valid.eq(below(fill, nout))]
+        for b in range(nout):
+            m.d.comb += self.head[b].eq(oldest[b] & valid[b].replicate(8))
+        m.d.sync += [wptr.eq(wptr + Mux(accept, count, 0)), rptr.eq(rptr + self.take),
                      fill.eq(fill + Mux(accept, count, 0) - self.take)]
         return m

@@ -144,6 +144,12 @@ class ReadPath(wiring.Component):
         s_load = Signal()                           # the cursor takes the FIFO's next burst
         sparse_drop = Signal()                      # the bursts left over are dropped
         m.d.comb += s_load.eq(~sv)
+        # the cursor's next beat and the FIFO's next burst's first, outside the conditions
+        # that use them (assigned under one, they would be zero when it is low, and the
+        # handshake would run through these subtractors)
+        s_rest = Signal.like(s_left)
+        room0 = Signal(range(N + 1))
+        m.d.comb += [s_rest.eq(s_left - s_t1), room0.eq(N - srec.addr[:s])]
         dbeat = Signal(range(max(dbeats, 2)))       # beat of the current token's dense slot
         sparse_ready = Signal()                     # the sparse bursts are in their FIFO
 
@@ -272,10 +278,8 @@ class ReadPath(wiring.Component):
                 m.d.comb += s_load.eq(1)
             with m.Elif(s_full):
                 # on to the next beat, from its lane 0
-                rest = Signal.like(s_left)
-                m.d.comb += rest.eq(s_left - s_t1)
-                t1, t1_last = beat_take(rest, N)
-                m.d.sync += [s_addr.eq(s_addr + s_t1), s_left.eq(rest),
+                t1, t1_last = beat_take(s_rest, N)
+                m.d.sync += [s_addr.eq(s_addr + s_t1), s_left.eq(s_rest),
                              s_t1.eq(t1), s_t1_last.eq(t1_last)]
             with m.Else():
                 # fewer bytes are known than the beat holds: the rest of it waits
@@ -306,8 +310,7 @@ class ReadPath(wiring.Component):
                 with m.Else():
                     m.d.sync += doff.eq(doff + L.dense_slot)
         with m.If(s_load):
-            room0 = Signal(range(N + 1))
-            m.d.comb += [room0.eq(N - srec.addr[:s]), sparse_rec.r_en.eq(1)]
+            m.d.comb += sparse_rec.r_en.eq(1)
             t1, t1_last = beat_take(srec.length, room0)
             m.d.sync += [sv.eq(sparse_rec.r_rdy), s_addr.eq(srec.addr), s_left.eq(srec.length),
                          s_t1.eq(t1), s_t1_last.eq(t1_last)]
@@ -417,6 +420,8 @@ class ReadPath(wiring.Component):
         m.d.comb += [sp.valid.eq(f_v & (fb.fill >= f_take)),
                      sp.payload.data.eq(fb.head), sp.payload.count.eq(f_take),
                      sp.payload.last.eq(f_last)]
+        f_rest = Signal.like(f_rem)
+        m.d.comb += f_rest.eq(f_rem - f_take)
         f_load = Signal()
         m.d.comb += f_load.eq(~f_v)
         with m.If(sp.valid & sp.ready):
@@ -424,10 +429,8 @@ class ReadPath(wiring.Component):
             with m.If(f_last):
                 m.d.comb += f_load.eq(1)
             with m.Else():
-                rest = Signal.like(f_rem)
-                m.d.comb += rest.eq(f_rem - f_take)
-                take, last = beat_take(rest, lanes)
-                m.d.sync += [f_rem.eq(rest), f_take.eq(take), f_last.eq(last)]
+                take, last = beat_take(f_rest, lanes)
+                m.d.sync += [f_rem.eq(f_rest), f_take.eq(take), f_last.eq(last)]
         with m.If(f_load):
             cnt = cnt_f.r_data
             take, last = beat_take(cnt, lanes)

@@ -232,10 +232,16 @@ class WritePath(wiring.Component):
         load = Signal()
         m.d.comb += [load.eq(~c_v), rec_fifo.r_en.eq(load)]
         done_rec = Signal()                      # a status record is consumed
+        # The cursor's next step and the next record's first beat, from registers and the
+        # FIFO's output alone: assigned under `fire` or `load` they would be zero when those
+        # are low, and the handshake would run through the subtractors and compares.
+        rest = Signal(L.len_bits)
+        m.d.comb += rest.eq(c_left - c_take)
+        lane0 = rec.addr[:s]
+        first = Signal(range(N + 1))
+        m.d.comb += first.eq(N - lane0)
         with m.If(fire):
             # every beat after a record's first starts at lane 0
-            rest = Signal(L.len_bits)
-            m.d.comb += rest.eq(c_left - c_take)
             take, last = beat_take(rest, N)
             m.d.sync += [c_beat.eq(c_beat + 1), c_lane.eq(0), c_left.eq(rest),
                          c_take.eq(take), c_last.eq(last)]
@@ -244,9 +250,6 @@ class WritePath(wiring.Component):
         with m.If(done_rec):
             m.d.comb += load.eq(1)
         with m.If(load):
-            lane0 = rec.addr[:s]
-            first = Signal(range(N + 1))
-            m.d.comb += first.eq(N - lane0)
             take, last = beat_take(rec.length, first)
             m.d.sync += [c_v.eq(rec_fifo.r_rdy), c_kind.eq(rec.kind), c_status.eq(rec.status),
                          c_end.eq(ent.end), c_beat.eq(rec.addr >> s), c_lane.eq(lane0),
