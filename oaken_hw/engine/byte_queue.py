@@ -35,6 +35,12 @@ class ByteQueue(wiring.Component):
         bytes are queued (so a full beat always fits, whatever ``take`` is).
     head : Out(ArrayLayout(8, out_bytes))
         The oldest bytes; bytes at and above ``fill`` read 0.
+    lane : In(range(out_bytes))
+    at_lane : Out(ArrayLayout(8, out_bytes))
+        The oldest bytes moved up by ``lane`` (byte ``lane + i`` is the ``i``-th oldest),
+        in one rotation of the store: a writer that puts them at a beat's byte lane under
+        byte enables. The bytes below ``lane`` and from ``lane + fill`` on are other bytes
+        of the store, not 0.
     fill : Out(range(in_bytes + out_bytes + 1))
     take : In(range(out_bytes + 1))
     """
@@ -49,6 +55,8 @@ class ByteQueue(wiring.Component):
             "i": In(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(8, in_bytes), "count": range(in_bytes + 1)}))),
             "head": Out(data.ArrayLayout(8, out_bytes)),
+            "lane": In(range(out_bytes)),
+            "at_lane": Out(data.ArrayLayout(8, out_bytes)),
             "fill": Out(range(self.capacity + 1)),
             "take": In(range(out_bytes + 1)),
         })
@@ -87,6 +95,9 @@ class ByteQueue(wiring.Component):
         m.d.comb += [oldest.eq(rotate_right(store.as_value(), rptr, 8)), valid.eq(below(fill, nout))]
         for b in range(nout):
             m.d.comb += self.head[b].eq(oldest[b] & valid[b].replicate(8))
+        start = Signal.like(rptr)
+        m.d.comb += [start.eq(rptr - self.lane),
+                     self.at_lane.eq(rotate_right(store.as_value(), start, 8)[:8 * nout])]
         m.d.sync += [wptr.eq(wptr + Mux(accept, count, 0)), rptr.eq(rptr + self.take),
                      fill.eq(fill + Mux(accept, count, 0) - self.take)]
         return m

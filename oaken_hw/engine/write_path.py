@@ -254,7 +254,7 @@ class WritePath(wiring.Component):
             m.d.sync += [c_v.eq(rec_fifo.r_rdy), c_kind.eq(rec.kind), c_status.eq(rec.status),
                          c_end.eq(ent.end), c_beat.eq(rec.addr >> s), c_lane.eq(lane0),
                          c_left.eq(rec.length), c_take.eq(take), c_last.eq(last)]
-        m.d.comb += b_addr.eq(c_beat)
+        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane)]
         ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
         m.d.comb += ones.eq((Const(1, N + 1) << c_take) - 1)
 
@@ -278,7 +278,7 @@ class WritePath(wiring.Component):
                             m.d.comb += dense_fifo.r_en.eq(fire)
                         with m.Case(Kind.SPARSE):
                             m.d.comb += [
-                                b_data.eq((bq.head.as_value() << (c_lane * 8))[:8 * N]),
+                                b_data.eq(bq.at_lane),
                                 b_be.eq((ones << c_lane)[:N]),
                                 fire.eq(out_free & (bq.fill >= c_take)),
                             ]
