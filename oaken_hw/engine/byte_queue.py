@@ -18,11 +18,11 @@ def beat_take(left, room):
 class ByteQueue(wiring.Component):
     """Packs beats that carry ``0 .. in_bytes`` bytes into a contiguous byte queue.
 
-    The reader sees the oldest ``out_bytes`` bytes (``head``, byte 0 the oldest) and how many
-    are valid (``fill``), and removes ``take`` of them in the same cycle (``take <= fill``, the
-    reader's promise). Both ends move every cycle: the sparse bytes of the quantizer become
-    memory beats, and memory beats become the dequantizer's per-token sparse beats, at one
-    beat per cycle.
+    The reader sees the oldest ``out_bytes`` bytes (``head``, byte ``lane`` the oldest) and
+    how many are valid (``fill``), and removes ``take`` of them in the same cycle
+    (``take <= fill``, the reader's promise). Both ends move every cycle: the sparse bytes of
+    the quantizer become memory beats, and memory beats become the dequantizer's per-token
+    sparse beats, at one beat per cycle.
 
     Parameters
     ----------
@@ -33,14 +33,14 @@ class ByteQueue(wiring.Component):
     i : In(stream.Signature({data: ArrayLayout(8, in_bytes), count: range(in_bytes + 1)}))
         Bytes ``0 .. count-1`` of ``data`` are appended; ready while at most ``out_bytes``
         bytes are queued (so a full beat always fits, whatever ``take`` is).
-    head : Out(ArrayLayout(8, out_bytes))
-        The oldest bytes; bytes at and above ``fill`` read 0.
     lane : In(range(out_bytes))
-    at_lane : Out(ArrayLayout(8, out_bytes))
-        The oldest bytes moved up by ``lane`` (byte ``lane + i`` is the ``i``-th oldest),
-        in one rotation of the store: a writer that puts them at a beat's byte lane under
-        byte enables. The bytes below ``lane`` and from ``lane + fill`` on are other bytes
-        of the store, not 0.
+        Where ``head`` puts the oldest byte: a writer's byte lane in a memory beat (0 for a
+        reader that wants the bytes from byte 0).
+    head : Out(ArrayLayout(8, out_bytes))
+        The oldest bytes, from byte ``lane`` on (byte ``lane + i`` is the ``i``-th oldest):
+        one rotation of the store. The bytes below ``lane`` and from ``lane + fill`` on are
+        other bytes of the store, not 0: readers take ``fill`` (or a count) with them, and
+        the engine's writer puts them under byte enables.
     fill : Out(range(in_bytes + out_bytes + 1))
     take : In(range(out_bytes + 1))
     """
@@ -54,9 +54,8 @@ class ByteQueue(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(8, in_bytes), "count": range(in_bytes + 1)}))),
-            "head": Out(data.ArrayLayout(8, out_bytes)),
             "lane": In(range(out_bytes)),
-            "at_lane": Out(data.ArrayLayout(8, out_bytes)),
+            "head": Out(data.ArrayLayout(8, out_bytes)),
             "fill": Out(range(self.capacity + 1)),
             "take": In(range(out_bytes + 1)),
         })
@@ -89,15 +88,11 @@ class ByteQueue(wiring.Component):
         for k in range(depth):
             with m.If(accept & write[k]):
                 m.d.sync += store[k].eq(placed[k])
-        # bytes at and above `fill` read 0 (the store keeps stale bytes there)
-        oldest = Signal(data.ArrayLayout(8, depth))
-        valid = Signal(nout)
-        m.d.comb += [oldest.eq(rotate_right(store.as_value(), rptr, 8)), valid.eq(below(fill, nout))]
-        for b in range(nout):
-            m.d.comb += self.head[b].eq(oldest[b] & valid[b].replicate(8))
+        # the oldest byte at `lane`: bytes outside the valid ones are not masked (a mask
+        # behind the rotation cost a level of logic on both paths' output)
         start = Signal.like(rptr)
         m.d.comb += [start.eq(rptr - self.lane),
-                     self.at_lane.eq(rotate_right(store.as_value(), start, 8)[:8 * nout])]
+                     self.head.eq(rotate_right(store.as_value(), start, 8)[:8 * nout])]
         m.d.sync += [wptr.eq(wptr + Mux(accept, count, 0)), rptr.eq(rptr + self.take),
                      fill.eq(fill + Mux(accept, count, 0) - self.take)]
         return m

@@ -278,7 +278,7 @@ class WritePath(wiring.Component):
                             m.d.comb += dense_fifo.r_en.eq(fire)
                         with m.Case(Kind.SPARSE):
                             m.d.comb += [
-                                b_data.eq(bq.at_lane),
+                                b_data.eq(bq.head),
                                 b_be.eq((ones << c_lane)[:N]),
                                 fire.eq(out_free & (bq.fill >= c_take)),
                             ]
