@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module, UnusedElaboratable
+from amaranth.hdl import ClockDomain, Module, Signal, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -15,7 +15,7 @@ from oaken_hw.model.numerics import fp16_bits, fp16_from_bits, fp16_to_units, sa
 from oaken_hw.model.quantizer import check_thresholds
 from oaken_hw.rtl.common import FP16ToUnits, ThresholdTable, units_to_fp16_exact
 from oaken_hw.rtl.common.fp16 import bit_length, smear_down
-from oaken_hw.rtl.common.shift import below, shift_right
+from oaken_hw.rtl.common.shift import below, rotate_left, rotate_right, shift_right
 
 
 def _patterns():
@@ -153,6 +153,53 @@ def test_shift_right_matches_python():
     sim = Simulator(dut)
     sim.add_testbench(bench)
     sim.run()
+
+
+class _Rotations(wiring.Component):
+    """8 units of 3 bits (one byte queue's store in miniature) and 2 units of 1 bit."""
+    GEOMETRIES = [(8, 3), (2, 1)]
+
+    def __init__(self):
+        ports = {}
+        for k, (n, u) in enumerate(self.GEOMETRIES):
+            ports |= {f"x{k}": In(n * u), f"a{k}": In(n.bit_length() - 1),
+                      f"r{k}": Out(n * u), f"l{k}": Out(n * u)}
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        for k, (_, u) in enumerate(self.GEOMETRIES):
+            x, a = getattr(self, f"x{k}"), getattr(self, f"a{k}")
+            m.d.comb += [getattr(self, f"r{k}").eq(rotate_right(x, a, u)),
+                         getattr(self, f"l{k}").eq(rotate_left(x, a, u))]
+        return m
+
+
+def test_rotations_match_python():
+    """`rotate_right` / `rotate_left` against a rotated Python list of units, every amount;
+    a width that is not a power of two of units is a ValueError."""
+    dut = _Rotations()
+    rng = random.Random(6)
+
+    async def bench(ctx):
+        for k, (n, u) in enumerate(dut.GEOMETRIES):
+            for _ in range(20):
+                units = [rng.randrange(1 << u) for _ in range(n)]
+                ctx.set(getattr(dut, f"x{k}"), sum(v << (u * i) for i, v in enumerate(units)))
+                for a in range(n):
+                    ctx.set(getattr(dut, f"a{k}"), a)
+                    right = ctx.get(getattr(dut, f"r{k}"))
+                    left = ctx.get(getattr(dut, f"l{k}"))
+                    mask = (1 << u) - 1
+                    for i in range(n):
+                        assert (right >> (u * i)) & mask == units[(i + a) % n], (k, a, i)
+                        assert (left >> (u * ((i + a) % n))) & mask == units[i], (k, a, i)
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    with pytest.raises(ValueError, match=r"rotate_right needs 2 \*\* 3 units of 8 bits"):
+        rotate_right(Signal(7 * 8), Signal(3), 8)
 
 
 def _write(ctx, dut, layer, kv, bits):
