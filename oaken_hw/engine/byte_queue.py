@@ -93,6 +93,7 @@ class ByteQueue(wiring.Component):
         start = Signal.like(rptr)
         m.d.comb += [start.eq(rptr - self.lane),
                      self.head.eq(rotate_right(store.as_value(), start, 8)[:8 * nout])]
-        m.d.sync += [wptr.eq(wptr + Mux(accept, count, 0)), rptr.eq(rptr + self.take),
-                     fill.eq(fill + Mux(accept, count, 0) - self.take)]
+        added = Mux(accept, count, 0)
+        m.d.sync += [wptr.eq(wptr + added), rptr.eq(rptr + self.take),
+                     fill.eq(fill + added - self.take)]
         return m
