@@ -15,7 +15,7 @@ was taken.
 Plan (JSON, path in ``$OAKEN_ENGINE_PLAN``)::
 
     {"seed": int, "max_cycles": int, "reset_cycles": int, "hang_cycles": int,
-     "oop_hold": int,
+     "oop_hold": int, "init_cycles": int,
      "stream": {"p_valid", "p_ready", "p_mem", "p_rdata": float, "mem_latency": int},
      "phases": [{"kv_in" | "read" | "free" | "thresholds": [payload as hex str],
                  "free_on_oop": [free payloads], "expect": {"write_done": n, ...},
@@ -27,7 +27,9 @@ then ``settle`` idle cycles pass. ``free_on_oop``: one free is sent each time
 ``status__out_of_pages`` has stayed high for ``oop_hold`` cycles with no free outstanding.
 ``reset_after``: ``rst`` is raised that many cycles into the phase for ``reset_cycles``
 cycles; the rest of the phase is dropped, the memory controller's queues too (it shares the
-reset), and the next phase starts once ``status__ready`` is high.
+reset), and the next phase starts once ``status__ready`` is high. ``init_cycles``: after every
+reset ``status__ready`` must rise that many cycles after ``rst`` falls
+(:attr:`oaken_hw.engine.top.OakenEngine.init_cycles`).
 """
 
 import json
@@ -112,12 +114,17 @@ async def engine(dut):
             await RisingEdge(dut.clk)
             cycle += 1
         dut.rst.value = 0
+        waited = 0
         while True:
             await RisingEdge(dut.clk)
             cycle += 1
+            waited += 1
             await ReadOnly()
             if int(ready_sig.value):
-                return
+                break
+        if "init_cycles" in plan and waited != plan["init_cycles"]:
+            errors.append(f"cycle {cycle}: status__ready rose {waited} cycles after reset, "
+                          f"not init_cycles = {plan['init_cycles']}")
 
     await reset()
     start_cycle = cycle

@@ -27,6 +27,7 @@ import numpy as np
 from ..calibrate import load_thresholds
 from .model import EngineModel
 from .ports import EnginePorts
+from .top import OakenEngine
 
 __all__ = ["PlanBuilder", "pack_payload", "unpack_payload", "random_vectors",
            "random_thresholds", "default_scenario", "kv_vectors"]
@@ -333,6 +334,7 @@ class PlanBuilder:
         """The plan dict for the bench (without ``result``)."""
         return {"seed": self.seed, "beat_bytes": self.ports.beat_bytes,
                 "addr_bits": self.ports.addr_bits, "stream": self.stream,
+                "init_cycles": OakenEngine(cfg=self.cfg).init_cycles,
                 "max_cycles": 50_000_000, "phases": self.phases, **extra}
 
 
