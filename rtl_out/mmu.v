@@ -7,54 +7,54 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [2:0] \$100 ;
-  wire [2:0] \$101 ;
-  wire [11:0] \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  reg [7:0] \$108 ;
-  wire \$109 ;
+  reg [7:0] \$100 ;
+  wire [6:0] \$101 ;
+  wire [7:0] \$102 ;
+  wire [8:0] \$103 ;
+  wire [3:0] \$104 ;
+  wire [3:0] \$105 ;
+  wire [1:0] \$106 ;
+  wire [1:0] \$107 ;
+  wire [9:0] \$108 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
-  wire [6:0] \$110 ;
-  wire [7:0] \$111 ;
-  wire [7:0] \$112 ;
-  wire [8:0] \$113 ;
-  reg [7:0] \$114 ;
-  wire [6:0] \$115 ;
-  wire [7:0] \$116 ;
-  wire [8:0] \$117 ;
-  reg [7:0] \$118 ;
-  wire [6:0] \$119 ;
+  reg [13:0] \$110 ;
+  wire [13:0] \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire [3:0] \$116 ;
+  wire [3:0] \$117 ;
+  wire [3:0] \$118 ;
+  wire [3:0] \$119 ;
   wire \$12 ;
-  wire [7:0] \$120 ;
-  wire [8:0] \$121 ;
-  wire [3:0] \$122 ;
-  wire [3:0] \$123 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
   wire [1:0] \$124 ;
   wire [1:0] \$125 ;
-  wire [9:0] \$126 ;
-  wire [9:0] \$127 ;
-  reg [13:0] \$128 ;
-  wire [13:0] \$129 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [3:0] \$134 ;
-  wire [3:0] \$135 ;
-  wire [3:0] \$136 ;
-  wire [3:0] \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [3:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire [3:0] \$132 ;
+  wire [3:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire [1:0] \$138 ;
+  wire [1:0] \$139 ;
   wire [3:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [1:0] \$142 ;
-  wire [1:0] \$143 ;
+  wire [9:0] \$140 ;
+  wire [9:0] \$141 ;
+  reg [13:0] \$142 ;
+  wire [13:0] \$143 ;
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
@@ -70,51 +70,51 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$155 ;
   wire [1:0] \$156 ;
   wire [1:0] \$157 ;
-  wire [9:0] \$158 ;
-  wire [9:0] \$159 ;
+  wire [3:0] \$158 ;
+  wire \$159 ;
   wire [3:0] \$16 ;
-  reg [13:0] \$160 ;
-  wire [13:0] \$161 ;
+  wire [3:0] \$160 ;
+  wire [3:0] \$161 ;
   wire \$162 ;
-  wire \$163 ;
+  wire [3:0] \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire [3:0] \$166 ;
-  wire [3:0] \$167 ;
+  wire [4:0] \$167 ;
   wire [3:0] \$168 ;
-  wire [3:0] \$169 ;
+  wire [4:0] \$169 ;
   wire [3:0] \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
+  wire [4:0] \$170 ;
+  wire [4:0] \$171 ;
+  wire [3:0] \$172 ;
   wire \$173 ;
-  wire [1:0] \$174 ;
-  wire [1:0] \$175 ;
+  wire [3:0] \$174 ;
+  wire \$175 ;
   wire [3:0] \$176 ;
   wire \$177 ;
-  wire [3:0] \$178 ;
-  wire [3:0] \$179 ;
+  wire \$178 ;
+  wire [1:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire [3:0] \$181 ;
+  wire [1:0] \$180 ;
+  wire \$181 ;
   wire \$182 ;
   wire \$183 ;
-  wire [3:0] \$184 ;
-  wire [4:0] \$185 ;
+  wire \$184 ;
+  wire [3:0] \$185 ;
   wire [3:0] \$186 ;
-  wire [4:0] \$187 ;
-  wire [4:0] \$188 ;
-  wire [4:0] \$189 ;
+  wire [3:0] \$187 ;
+  wire [3:0] \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  wire [3:0] \$190 ;
+  wire \$190 ;
   wire \$191 ;
-  wire [3:0] \$192 ;
-  wire \$193 ;
-  wire [3:0] \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire [1:0] \$197 ;
-  wire [1:0] \$198 ;
+  wire \$192 ;
+  wire [1:0] \$193 ;
+  wire [1:0] \$194 ;
+  wire [9:0] \$195 ;
+  wire [9:0] \$196 ;
+  reg [13:0] \$197 ;
+  wire [13:0] \$198 ;
   wire \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
@@ -132,216 +132,216 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$210 ;
   wire [1:0] \$211 ;
   wire [1:0] \$212 ;
-  wire [9:0] \$213 ;
-  wire [9:0] \$214 ;
-  reg [13:0] \$215 ;
-  wire [13:0] \$216 ;
-  wire \$217 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire [3:0] \$217 ;
   wire \$218 ;
-  wire \$219 ;
+  wire [3:0] \$219 ;
   wire [1:0] \$22 ;
   wire \$220 ;
   wire [3:0] \$221 ;
-  wire [3:0] \$222 ;
-  wire [3:0] \$223 ;
+  wire \$222 ;
+  wire \$223 ;
   wire [3:0] \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire [1:0] \$229 ;
+  reg [13:0] \$225 ;
+  wire [9:0] \$226 ;
+  wire [15:0] \$227 ;
+  wire [23:0] \$228 ;
+  wire \$229 ;
   wire [9:0] \$23 ;
-  wire [1:0] \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
+  wire [3:0] \$230 ;
+  reg [13:0] \$231 ;
+  wire [23:0] \$232 ;
+  reg [13:0] \$233 ;
+  wire [23:0] \$234 ;
   wire [3:0] \$235 ;
-  wire \$236 ;
-  wire [3:0] \$237 ;
-  wire \$238 ;
-  wire [3:0] \$239 ;
+  reg [13:0] \$236 ;
+  wire [9:0] \$237 ;
+  wire [14:0] \$238 ;
+  wire [23:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire [3:0] \$242 ;
-  reg [13:0] \$243 ;
-  wire [9:0] \$244 ;
-  wire [15:0] \$245 ;
-  wire [23:0] \$246 ;
-  wire \$247 ;
-  wire [3:0] \$248 ;
-  reg [13:0] \$249 ;
+  wire [9:0] \$240 ;
+  wire [9:0] \$241 ;
+  reg [13:0] \$242 ;
+  wire [13:0] \$243 ;
+  wire [14:0] \$244 ;
+  reg [13:0] \$245 ;
+  wire [13:0] \$246 ;
+  wire [14:0] \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [23:0] \$250 ;
-  reg [13:0] \$251 ;
-  wire [23:0] \$252 ;
-  wire [3:0] \$253 ;
-  reg [13:0] \$254 ;
-  wire [9:0] \$255 ;
-  wire [14:0] \$256 ;
-  wire [23:0] \$257 ;
-  wire [9:0] \$258 ;
-  wire [9:0] \$259 ;
+  wire [10:0] \$250 ;
+  wire [14:0] \$251 ;
+  wire [14:0] \$252 ;
+  wire [14:0] \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire [1:0] \$26 ;
-  reg [13:0] \$260 ;
-  wire [13:0] \$261 ;
-  wire [14:0] \$262 ;
-  reg [13:0] \$263 ;
-  wire [13:0] \$264 ;
-  wire [14:0] \$265 ;
+  wire [20:0] \$260 ;
+  wire [20:0] \$261 ;
+  wire [20:0] \$262 ;
+  wire [20:0] \$263 ;
+  wire [20:0] \$264 ;
+  wire \$265 ;
   wire \$266 ;
-  wire \$267 ;
-  wire [10:0] \$268 ;
-  wire [14:0] \$269 ;
+  wire [20:0] \$267 ;
+  wire [20:0] \$268 ;
+  wire [20:0] \$269 ;
   wire [9:0] \$27 ;
-  wire [14:0] \$270 ;
-  wire [14:0] \$271 ;
+  wire [20:0] \$270 ;
+  wire [20:0] \$271 ;
   wire \$272 ;
   wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
+  wire [20:0] \$274 ;
+  wire [20:0] \$275 ;
+  wire [20:0] \$276 ;
+  wire [20:0] \$277 ;
   wire [20:0] \$278 ;
-  wire [20:0] \$279 ;
+  wire \$279 ;
   wire \$28 ;
-  wire [20:0] \$280 ;
-  wire [20:0] \$281 ;
-  wire [20:0] \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire [20:0] \$285 ;
-  wire [20:0] \$286 ;
-  wire [20:0] \$287 ;
-  wire [20:0] \$288 ;
-  wire [20:0] \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  reg [13:0] \$283 ;
+  wire [13:0] \$284 ;
+  wire [13:0] \$285 ;
+  reg [13:0] \$286 ;
+  wire [23:0] \$287 ;
+  wire \$288 ;
+  wire [24:0] \$289 ;
   wire \$29 ;
   wire \$290 ;
-  wire \$291 ;
-  wire [20:0] \$292 ;
-  wire [20:0] \$293 ;
-  wire [20:0] \$294 ;
-  wire [20:0] \$295 ;
-  wire [20:0] \$296 ;
-  wire \$297 ;
+  wire [14:0] \$291 ;
+  wire \$292 ;
+  wire [14:0] \$293 ;
+  wire \$294 ;
+  wire [14:0] \$295 ;
+  wire \$296 ;
+  wire [8:0] \$297 ;
   wire \$298 ;
   wire \$299 ;
   wire [7:0] \$3 ;
   wire [2:0] \$30 ;
   wire \$300 ;
-  reg [13:0] \$301 ;
-  wire [13:0] \$302 ;
-  wire [13:0] \$303 ;
-  reg [13:0] \$304 ;
-  wire [23:0] \$305 ;
-  wire \$306 ;
-  wire [24:0] \$307 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire [3:0] \$303 ;
+  wire [3:0] \$304 ;
+  wire [3:0] \$305 ;
+  wire [3:0] \$306 ;
+  wire \$307 ;
   wire \$308 ;
-  wire [14:0] \$309 ;
+  wire \$309 ;
   wire [9:0] \$31 ;
   wire \$310 ;
-  wire [14:0] \$311 ;
-  wire \$312 ;
-  wire [14:0] \$313 ;
+  wire [1:0] \$311 ;
+  wire [1:0] \$312 ;
+  wire \$313 ;
   wire \$314 ;
-  wire [8:0] \$315 ;
+  wire \$315 ;
   wire \$316 ;
-  wire [10:0] \$317 ;
-  wire [11:0] \$318 ;
-  wire [11:0] \$319 ;
+  wire [8:0] \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
+  wire [3:0] \$320 ;
   wire \$321 ;
-  wire \$322 ;
-  reg [13:0] \$323 ;
-  wire [14:0] \$324 ;
-  wire [15:0] \$325 ;
-  wire [15:0] \$326 ;
-  wire [10:0] \$327 ;
-  wire [11:0] \$328 ;
-  wire [11:0] \$329 ;
+  wire [3:0] \$322 ;
+  wire [3:0] \$323 ;
+  wire \$324 ;
+  wire [3:0] \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire [3:0] \$328 ;
+  wire [4:0] \$329 ;
   wire \$33 ;
-  wire [15:0] \$330 ;
-  wire [15:0] \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
+  wire [3:0] \$330 ;
+  wire [4:0] \$331 ;
+  wire [4:0] \$332 ;
+  wire [4:0] \$333 ;
+  wire [3:0] \$334 ;
   wire \$335 ;
-  wire [8:0] \$336 ;
+  wire [3:0] \$336 ;
   wire \$337 ;
-  wire \$338 ;
-  wire [3:0] \$339 ;
+  wire [3:0] \$338 ;
+  wire \$339 ;
   wire [3:0] \$34 ;
   wire \$340 ;
-  wire [3:0] \$341 ;
-  wire [3:0] \$342 ;
+  wire [1:0] \$341 ;
+  wire [1:0] \$342 ;
   wire \$343 ;
-  wire [3:0] \$344 ;
-  wire \$345 ;
+  wire [14:0] \$344 ;
+  wire [14:0] \$345 ;
   wire \$346 ;
-  wire [3:0] \$347 ;
-  wire [4:0] \$348 ;
-  wire [3:0] \$349 ;
+  wire [14:0] \$347 ;
+  wire [14:0] \$348 ;
+  wire \$349 ;
   wire \$35 ;
-  wire [4:0] \$350 ;
-  wire [4:0] \$351 ;
-  wire [4:0] \$352 ;
-  wire [3:0] \$353 ;
+  wire [14:0] \$350 ;
+  wire [14:0] \$351 ;
+  wire \$352 ;
+  wire \$353 ;
   wire \$354 ;
-  wire [3:0] \$355 ;
-  wire \$356 ;
-  wire [3:0] \$357 ;
-  wire \$358 ;
-  wire \$359 ;
+  wire \$355 ;
+  wire [3:0] \$356 ;
+  wire \$357 ;
+  wire [3:0] \$358 ;
+  wire [3:0] \$359 ;
   wire [13:0] \$36 ;
-  wire [1:0] \$360 ;
-  wire [1:0] \$361 ;
+  wire \$360 ;
+  wire [3:0] \$361 ;
   wire \$362 ;
-  wire [14:0] \$363 ;
-  wire [14:0] \$364 ;
-  wire \$365 ;
-  wire [14:0] \$366 ;
-  wire [14:0] \$367 ;
-  wire \$368 ;
-  wire [14:0] \$369 ;
+  wire \$363 ;
+  wire [3:0] \$364 ;
+  wire [4:0] \$365 ;
+  wire [3:0] \$366 ;
+  wire [4:0] \$367 ;
+  wire [4:0] \$368 ;
+  wire [4:0] \$369 ;
   wire \$37 ;
-  wire [14:0] \$370 ;
+  wire [3:0] \$370 ;
   wire \$371 ;
-  wire \$372 ;
-  wire [3:0] \$373 ;
-  wire \$374 ;
-  wire [10:0] \$375 ;
-  wire [11:0] \$376 ;
-  wire [11:0] \$377 ;
-  wire [3:0] \$378 ;
+  wire [3:0] \$372 ;
+  wire \$373 ;
+  wire [3:0] \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire [1:0] \$377 ;
+  wire [1:0] \$378 ;
   wire \$379 ;
   wire \$38 ;
-  wire [3:0] \$380 ;
+  wire \$380 ;
   wire \$381 ;
   wire \$382 ;
-  reg [13:0] \$383 ;
-  wire [14:0] \$384 ;
-  wire [15:0] \$385 ;
-  wire [15:0] \$386 ;
-  wire [10:0] \$387 ;
-  wire [11:0] \$388 ;
-  wire [11:0] \$389 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
-  wire [15:0] \$390 ;
-  wire [15:0] \$391 ;
+  wire \$390 ;
+  wire \$391 ;
   wire \$392 ;
   wire \$393 ;
-  wire \$394 ;
+  wire [8:0] \$394 ;
   wire \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
+  wire [10:0] \$396 ;
+  wire [11:0] \$397 ;
+  wire [11:0] \$398 ;
+  wire [10:0] \$399 ;
   wire [7:0] \$4 ;
   wire [13:0] \$40 ;
-  wire \$400 ;
-  wire \$401 ;
+  wire [11:0] \$400 ;
+  wire [11:0] \$401 ;
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
@@ -349,203 +349,203 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
-  wire \$409 ;
+  wire [14:0] \$409 ;
   wire [14:0] \$41 ;
-  wire \$410 ;
-  wire [8:0] \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  reg [7:0] \$414 ;
-  wire \$415 ;
-  wire [6:0] \$416 ;
-  wire [7:0] \$417 ;
-  wire [7:0] \$418 ;
-  wire [8:0] \$419 ;
+  wire [15:0] \$410 ;
+  wire [15:0] \$411 ;
+  wire [14:0] \$412 ;
+  wire [15:0] \$413 ;
+  wire [15:0] \$414 ;
+  wire [14:0] \$415 ;
+  wire [15:0] \$416 ;
+  wire [15:0] \$417 ;
+  wire \$418 ;
+  reg [7:0] \$419 ;
   wire \$42 ;
-  reg [13:0] \$420 ;
-  wire \$421 ;
-  wire [6:0] \$422 ;
+  wire \$420 ;
+  wire [6:0] \$421 ;
+  wire [7:0] \$422 ;
   wire [7:0] \$423 ;
-  wire [7:0] \$424 ;
-  reg [11:0] \$425 ;
-  wire [14:0] \$426 ;
-  reg [12:0] \$427 ;
-  wire \$428 ;
-  wire [6:0] \$429 ;
+  wire [8:0] \$424 ;
+  reg [7:0] \$425 ;
+  wire [6:0] \$426 ;
+  wire [7:0] \$427 ;
+  wire [8:0] \$428 ;
+  reg [7:0] \$429 ;
   wire \$43 ;
-  wire [7:0] \$430 ;
+  wire [6:0] \$430 ;
   wire [7:0] \$431 ;
-  reg [10:0] \$432 ;
-  wire [13:0] \$433 ;
-  reg [10:0] \$434 ;
+  wire [8:0] \$432 ;
+  reg [13:0] \$433 ;
+  wire \$434 ;
   wire \$435 ;
-  wire [6:0] \$436 ;
-  wire [7:0] \$437 ;
-  wire [7:0] \$438 ;
-  reg [8:0] \$439 ;
+  wire \$436 ;
+  wire [3:0] \$437 ;
+  reg [13:0] \$438 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [11:0] \$440 ;
-  reg [7:0] \$441 ;
-  wire [6:0] \$442 ;
-  wire [7:0] \$443 ;
-  wire [8:0] \$444 ;
-  reg [13:0] \$445 ;
-  wire [6:0] \$446 ;
-  wire [7:0] \$447 ;
-  reg [11:0] \$448 ;
-  wire [14:0] \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire [9:0] \$445 ;
+  wire \$446 ;
+  wire [9:0] \$447 ;
+  wire \$448 ;
+  wire [9:0] \$449 ;
   wire [4:0] \$45 ;
-  reg [12:0] \$450 ;
-  wire [6:0] \$451 ;
-  wire [7:0] \$452 ;
-  reg [10:0] \$453 ;
-  wire [13:0] \$454 ;
-  reg [10:0] \$455 ;
-  wire [6:0] \$456 ;
-  wire [7:0] \$457 ;
-  reg [8:0] \$458 ;
-  wire [11:0] \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire [13:0] \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire [13:0] \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
-  reg [7:0] \$460 ;
-  wire [6:0] \$461 ;
-  wire [7:0] \$462 ;
-  wire [8:0] \$463 ;
-  reg [13:0] \$464 ;
-  wire [6:0] \$465 ;
-  wire [7:0] \$466 ;
-  reg [11:0] \$467 ;
-  wire [14:0] \$468 ;
-  reg [12:0] \$469 ;
+  wire [13:0] \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire [9:0] \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire [13:0] \$466 ;
+  wire [14:0] \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [13:0] \$47 ;
-  wire [6:0] \$470 ;
-  wire [7:0] \$471 ;
-  reg [10:0] \$472 ;
-  wire [13:0] \$473 ;
-  reg [10:0] \$474 ;
-  wire [6:0] \$475 ;
-  wire [7:0] \$476 ;
-  reg [8:0] \$477 ;
-  wire [11:0] \$478 ;
-  reg [13:0] \$479 ;
+  wire \$470 ;
+  wire [13:0] \$471 ;
+  wire [14:0] \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire [13:0] \$476 ;
+  wire [14:0] \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
-  wire \$482 ;
-  wire [3:0] \$483 ;
-  reg [13:0] \$484 ;
-  wire \$485 ;
+  wire [3:0] \$482 ;
+  reg [13:0] \$483 ;
+  wire \$484 ;
+  wire [3:0] \$485 ;
   wire \$486 ;
-  wire \$487 ;
+  wire [3:0] \$487 ;
   wire \$488 ;
-  wire \$489 ;
+  wire [3:0] \$489 ;
   wire \$49 ;
   wire \$490 ;
-  wire [9:0] \$491 ;
+  wire \$491 ;
   wire \$492 ;
-  wire [9:0] \$493 ;
+  wire \$493 ;
   wire \$494 ;
-  wire [9:0] \$495 ;
-  wire \$496 ;
-  wire \$497 ;
+  wire \$495 ;
+  wire [3:0] \$496 ;
+  reg [13:0] \$497 ;
   wire [13:0] \$498 ;
-  wire \$499 ;
+  reg [6:0] \$499 ;
   wire [6:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  wire \$501 ;
+  reg [13:0] \$501 ;
   wire [13:0] \$502 ;
-  wire \$503 ;
-  wire \$504 ;
+  reg [6:0] \$503 ;
+  wire [14:0] \$504 ;
   wire \$505 ;
-  wire [13:0] \$506 ;
-  wire \$507 ;
+  wire \$506 ;
+  reg [6:0] \$507 ;
   wire \$508 ;
-  wire [9:0] \$509 ;
+  reg [6:0] \$509 ;
   wire [13:0] \$51 ;
   wire \$510 ;
-  wire \$511 ;
+  reg [13:0] \$511 ;
   wire [13:0] \$512 ;
-  wire [14:0] \$513 ;
-  wire \$514 ;
+  reg [6:0] \$513 ;
+  wire [14:0] \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire [13:0] \$517 ;
-  wire [14:0] \$518 ;
-  wire \$519 ;
+  reg [13:0] \$517 ;
+  wire [13:0] \$518 ;
+  wire [14:0] \$519 ;
   wire [14:0] \$52 ;
-  wire \$520 ;
-  wire \$521 ;
-  wire [13:0] \$522 ;
-  wire [14:0] \$523 ;
+  reg [6:0] \$520 ;
+  wire [14:0] \$521 ;
+  reg [6:0] \$522 ;
+  reg [6:0] \$523 ;
   wire \$524 ;
-  wire \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire [3:0] \$528 ;
-  reg [13:0] \$529 ;
+  reg [13:0] \$525 ;
+  wire [13:0] \$526 ;
+  reg [6:0] \$527 ;
+  wire [14:0] \$528 ;
+  wire \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire [3:0] \$531 ;
-  wire \$532 ;
-  wire [3:0] \$533 ;
-  wire \$534 ;
-  wire [3:0] \$535 ;
-  wire \$536 ;
+  reg [13:0] \$531 ;
+  wire [13:0] \$532 ;
+  wire [14:0] \$533 ;
+  reg [6:0] \$534 ;
+  wire [14:0] \$535 ;
+  wire [15:0] \$536 ;
   wire \$537 ;
   wire \$538 ;
   wire \$539 ;
   wire \$54 ;
-  wire \$540 ;
+  reg [6:0] \$540 ;
   wire \$541 ;
-  wire [3:0] \$542 ;
-  reg [13:0] \$543 ;
-  wire [13:0] \$544 ;
-  reg [6:0] \$545 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
   wire \$546 ;
-  reg [13:0] \$547 ;
-  wire [13:0] \$548 ;
+  reg [6:0] \$547 ;
+  wire \$548 ;
   reg [6:0] \$549 ;
   wire \$55 ;
-  wire [14:0] \$550 ;
-  wire \$551 ;
-  wire \$552 ;
+  wire \$550 ;
+  reg [13:0] \$551 ;
+  wire [13:0] \$552 ;
   reg [6:0] \$553 ;
-  wire \$554 ;
-  reg [6:0] \$555 ;
+  wire [14:0] \$554 ;
+  wire \$555 ;
   wire \$556 ;
-  reg [13:0] \$557 ;
-  wire [13:0] \$558 ;
-  reg [6:0] \$559 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire [5:0] \$56 ;
-  wire [14:0] \$560 ;
+  wire \$560 ;
   wire \$561 ;
   wire \$562 ;
-  reg [13:0] \$563 ;
-  wire [13:0] \$564 ;
-  wire [14:0] \$565 ;
-  reg [6:0] \$566 ;
-  wire [14:0] \$567 ;
-  reg [6:0] \$568 ;
-  reg [6:0] \$569 ;
+  wire \$563 ;
+  wire [20:0] \$564 ;
+  wire [20:0] \$565 ;
+  wire [20:0] \$566 ;
+  wire [20:0] \$567 ;
+  wire [20:0] \$568 ;
+  wire \$569 ;
   wire \$57 ;
   wire \$570 ;
-  reg [13:0] \$571 ;
-  wire [13:0] \$572 ;
-  reg [6:0] \$573 ;
-  wire [14:0] \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  reg [13:0] \$577 ;
-  wire [13:0] \$578 ;
-  wire [14:0] \$579 ;
+  wire [20:0] \$571 ;
+  wire [20:0] \$572 ;
+  wire [20:0] \$573 ;
+  wire [20:0] \$574 ;
+  wire [20:0] \$575 ;
+  wire [21:0] \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire [20:0] \$579 ;
   wire [13:0] \$58 ;
-  reg [6:0] \$580 ;
-  wire [14:0] \$581 ;
-  wire [15:0] \$582 ;
-  wire \$583 ;
-  wire \$584 ;
+  wire [20:0] \$580 ;
+  wire [20:0] \$581 ;
+  wire [20:0] \$582 ;
+  wire [20:0] \$583 ;
+  wire [21:0] \$584 ;
   wire \$585 ;
-  reg [6:0] \$586 ;
+  wire \$586 ;
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
@@ -553,23 +553,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
-  reg [6:0] \$593 ;
+  wire \$593 ;
   wire \$594 ;
-  reg [6:0] \$595 ;
+  wire \$595 ;
   wire \$596 ;
-  reg [13:0] \$597 ;
-  wire [13:0] \$598 ;
-  reg [6:0] \$599 ;
+  wire [20:0] \$597 ;
+  wire [20:0] \$598 ;
+  wire [20:0] \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  wire [14:0] \$600 ;
+  wire [20:0] \$600 ;
   wire \$601 ;
   wire \$602 ;
-  wire \$603 ;
-  wire \$604 ;
-  wire \$605 ;
-  wire \$606 ;
-  wire \$607 ;
+  wire [20:0] \$603 ;
+  wire [20:0] \$604 ;
+  wire [20:0] \$605 ;
+  wire [20:0] \$606 ;
+  wire [21:0] \$607 ;
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
@@ -589,168 +589,135 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [21:0] \$622 ;
   wire \$623 ;
   wire \$624 ;
-  wire [20:0] \$625 ;
-  wire [20:0] \$626 ;
-  wire [20:0] \$627 ;
-  wire [20:0] \$628 ;
-  wire [20:0] \$629 ;
+  wire [1:0] \$625 ;
+  wire [1:0] \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  reg [13:0] \$629 ;
   wire [14:0] \$63 ;
-  wire [21:0] \$630 ;
+  wire [13:0] \$630 ;
   wire \$631 ;
   wire \$632 ;
   wire \$633 ;
   wire \$634 ;
   wire \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
+  wire [24:0] \$636 ;
+  wire [25:0] \$637 ;
+  wire [15:0] \$638 ;
   wire \$639 ;
   wire \$64 ;
   wire \$640 ;
   wire \$641 ;
   wire \$642 ;
-  wire [20:0] \$643 ;
-  wire [20:0] \$644 ;
-  wire [20:0] \$645 ;
-  wire [20:0] \$646 ;
+  wire \$643 ;
+  reg [14:0] \$644 ;
+  wire [14:0] \$645 ;
+  wire [14:0] \$646 ;
   wire \$647 ;
   wire \$648 ;
-  wire [20:0] \$649 ;
+  wire \$649 ;
   wire \$65 ;
-  wire [20:0] \$650 ;
-  wire [20:0] \$651 ;
-  wire [20:0] \$652 ;
-  wire [21:0] \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire [20:0] \$656 ;
-  wire [20:0] \$657 ;
-  wire [20:0] \$658 ;
-  wire [20:0] \$659 ;
+  wire \$650 ;
+  wire [8:0] \$651 ;
+  wire [6:0] \$652 ;
+  wire [3:0] \$653 ;
+  wire [10:0] \$654 ;
+  wire [11:0] \$655 ;
+  wire [15:0] \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire [3:0] \$659 ;
   wire \$66 ;
-  wire [20:0] \$660 ;
+  wire [3:0] \$660 ;
   wire \$661 ;
-  wire \$662 ;
-  wire [20:0] \$663 ;
-  wire [20:0] \$664 ;
-  wire [20:0] \$665 ;
-  wire [20:0] \$666 ;
-  wire [20:0] \$667 ;
-  wire [21:0] \$668 ;
-  wire \$669 ;
+  wire [3:0] \$662 ;
+  wire \$663 ;
+  wire [3:0] \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  reg [14:0] \$667 ;
+  wire [14:0] \$668 ;
+  wire [14:0] \$669 ;
   wire [6:0] \$67 ;
   wire \$670 ;
-  wire [1:0] \$671 ;
-  wire [1:0] \$672 ;
-  wire \$673 ;
-  wire \$674 ;
-  reg [13:0] \$675 ;
-  wire [13:0] \$676 ;
-  wire \$677 ;
-  wire \$678 ;
-  wire \$679 ;
+  wire \$671 ;
+  wire [8:0] \$672 ;
+  wire [6:0] \$673 ;
+  wire [3:0] \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  reg [7:0] \$677 ;
+  reg \$678 ;
+  reg \$679 ;
   wire [9:0] \$68 ;
-  wire \$680 ;
-  wire \$681 ;
-  wire [24:0] \$682 ;
-  wire [25:0] \$683 ;
-  wire [15:0] \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire \$688 ;
-  wire [8:0] \$689 ;
+  reg \$680 ;
+  reg [14:0] \$681 ;
+  reg [14:0] \$682 ;
+  reg [6:0] \$683 ;
+  reg [14:0] \$684 ;
+  reg [14:0] \$685 ;
+  reg [14:0] \$686 ;
+  reg [2:0] \$687 ;
+  reg \$688 ;
+  reg \$689 ;
   wire \$69 ;
-  wire [14:0] \$690 ;
-  wire [13:0] \$691 ;
-  wire [11:0] \$692 ;
-  wire [6:0] \$693 ;
-  wire [3:0] \$694 ;
-  wire [10:0] \$695 ;
-  wire [11:0] \$696 ;
-  wire [15:0] \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  reg \$690 ;
+  reg [40:0] \$691 ;
+  reg \$692 ;
+  reg [5:0] \$693 ;
+  reg [7:0] \$694 ;
+  reg [3:0] \$695 ;
+  reg \$696 ;
+  reg [38:0] \$697 ;
+  reg [9:0] \$698 ;
+  reg [13:0] \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  wire \$701 ;
-  wire [3:0] \$702 ;
-  wire \$703 ;
-  wire \$704 ;
-  wire [8:0] \$705 ;
-  wire [14:0] \$706 ;
-  wire [13:0] \$707 ;
-  wire [11:0] \$708 ;
-  wire [6:0] \$709 ;
+  reg [13:0] \$700 ;
+  reg [13:0] \$701 ;
+  reg [2:0] \$702 ;
+  reg [2:0] \$703 ;
+  reg [2:0] \$704 ;
+  reg [13:0] \$705 ;
+  reg [13:0] \$706 ;
+  reg [13:0] \$707 ;
+  reg [13:0] \$708 ;
+  reg [13:0] \$709 ;
   wire [7:0] \$71 ;
-  wire [3:0] \$710 ;
-  wire \$711 ;
-  wire \$712 ;
-  reg [7:0] \$713 ;
+  reg [13:0] \$710 ;
+  reg [13:0] \$711 ;
+  reg [2:0] \$712 ;
+  reg \$713 ;
   reg \$714 ;
   reg \$715 ;
   reg \$716 ;
-  reg [2:0] \$717 ;
-  reg \$718 ;
+  reg [6:0] \$717 ;
+  reg [6:0] \$718 ;
   reg \$719 ;
   wire \$72 ;
-  reg \$720 ;
-  reg [40:0] \$721 ;
+  reg [9:0] \$720 ;
+  reg \$721 ;
   reg \$722 ;
-  reg [5:0] \$723 ;
-  reg [7:0] \$724 ;
-  reg [13:0] \$725 ;
-  reg [12:0] \$726 ;
-  reg [10:0] \$727 ;
-  reg [3:0] \$728 ;
-  reg \$729 ;
+  reg [10:0] \$723 ;
+  reg [10:0] \$724 ;
+  reg [3:0] \$725 ;
+  reg [13:0] \$726 ;
+  reg [13:0] \$727 ;
+  reg [13:0] \$728 ;
+  reg [14:0] \$729 ;
   wire [14:0] \$73 ;
-  reg [38:0] \$730 ;
-  reg [9:0] \$731 ;
-  reg [13:0] \$732 ;
-  reg [13:0] \$733 ;
-  reg [13:0] \$734 ;
-  reg [2:0] \$735 ;
-  reg [2:0] \$736 ;
-  reg [2:0] \$737 ;
-  reg [13:0] \$738 ;
-  reg [13:0] \$739 ;
+  reg [14:0] \$730 ;
+  reg [14:0] \$731 ;
+  reg [24:0] \$732 ;
+  reg [9:0] \$733 ;
+  reg [10:0] \$734 ;
+  reg [14:0] \$735 ;
+  reg [1:0] \$736 ;
+  reg [10:0] \$737 ;
   wire \$74 ;
-  reg [13:0] \$740 ;
-  reg [13:0] \$741 ;
-  reg [13:0] \$742 ;
-  reg [13:0] \$743 ;
-  reg [13:0] \$744 ;
-  reg [2:0] \$745 ;
-  reg \$746 ;
-  reg \$747 ;
-  reg \$748 ;
-  reg \$749 ;
   wire [14:0] \$75 ;
-  reg [6:0] \$750 ;
-  reg [6:0] \$751 ;
-  reg \$752 ;
-  reg [9:0] \$753 ;
-  reg \$754 ;
-  reg \$755 ;
-  reg [10:0] \$756 ;
-  reg [10:0] \$757 ;
-  reg [3:0] \$758 ;
-  reg [13:0] \$759 ;
   wire \$76 ;
-  reg [13:0] \$760 ;
-  reg [13:0] \$761 ;
-  reg [14:0] \$762 ;
-  reg [14:0] \$763 ;
-  reg [14:0] \$764 ;
-  reg [24:0] \$765 ;
-  reg [9:0] \$766 ;
-  reg [10:0] \$767 ;
-  reg [14:0] \$768 ;
-  reg [1:0] \$769 ;
   wire [14:0] \$77 ;
-  reg [10:0] \$770 ;
   wire \$78 ;
   wire \$79 ;
   wire [10:0] \$8 ;
@@ -759,31 +726,31 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$82 ;
   wire \$83 ;
   wire \$84 ;
-  reg [5:0] \$85 ;
-  wire [5:0] \$86 ;
-  wire [14:0] \$87 ;
-  reg [5:0] \$88 ;
-  wire [5:0] \$89 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire [11:0] \$9 ;
-  wire [14:0] \$90 ;
-  reg [4:0] \$91 ;
-  wire [4:0] \$92 ;
-  wire [13:0] \$93 ;
-  reg [4:0] \$94 ;
-  wire [4:0] \$95 ;
-  wire [13:0] \$96 ;
-  reg [2:0] \$97 ;
-  wire [2:0] \$98 ;
-  wire [11:0] \$99 ;
+  reg [7:0] \$90 ;
+  wire \$91 ;
+  wire [6:0] \$92 ;
+  wire [7:0] \$93 ;
+  wire [7:0] \$94 ;
+  wire [8:0] \$95 ;
+  reg [7:0] \$96 ;
+  wire [6:0] \$97 ;
+  wire [7:0] \$98 ;
+  wire [8:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$155 ;
-  wire [9:0] \$signature__data$155.n ;
-  wire [41:0] \$signature__data$155.sb ;
-  wire [13:0] \$signature__data$155.sb[0] ;
-  wire [13:0] \$signature__data$155.sb[1] ;
-  wire [13:0] \$signature__data$155.sb[2] ;
+  wire [51:0] \$signature__data$160 ;
+  wire [9:0] \$signature__data$160.n ;
+  wire [41:0] \$signature__data$160.sb ;
+  wire [13:0] \$signature__data$160.sb[0] ;
+  wire [13:0] \$signature__data$160.sb[1] ;
+  wire [13:0] \$signature__data$160.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
@@ -851,9 +818,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg cmd__ready;
   input cmd__valid;
   wire cmd__valid;
-  reg [14:0] cnt;
   wire [14:0] count;
-  reg [13:0] dense_base = 14'h0000;
+  reg [14:0] d_pages = 15'h0000;
   reg [3:0] dense_r_entry;
   reg [3:0] dense_w_entry;
   reg [14:0] e = 15'h0000;
@@ -876,12 +842,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [5:0] grp;
   reg gs_done = 1'h0;
   reg [7:0] gs_walk = 8'h00;
+  reg [6:0] has_pages = 7'h00;
   reg [13:0] hi;
   reg [2:0] j = 3'h0;
-  reg [14:0] k_cnt;
   (* init = 4'h0 *)
   wire [3:0] live;
-  reg [10:0] meta_base = 11'h000;
+  reg [14:0] m_pages = 15'h0000;
   reg [2:0] meta_r_entry;
   reg [2:0] meta_w_entry;
   reg [9:0] n = 10'h000;
@@ -929,14 +895,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
   wire [13:0] r_addr;
-  wire [12:0] \r_addr$72 ;
-  wire [10:0] \r_addr$78 ;
+  wire [12:0] \r_addr$71 ;
+  wire [10:0] \r_addr$76 ;
   wire [13:0] r_data;
-  wire [13:0] \r_data$87 ;
-  wire [13:0] \r_data$88 ;
+  wire [13:0] \r_data$84 ;
+  wire [13:0] \r_data$85 ;
   wire r_en;
-  wire \r_en$91 ;
-  wire \r_en$92 ;
+  wire \r_en$88 ;
+  wire \r_en$89 ;
   wire [1:0] r_idx;
   reg [24:0] r_left = 25'h0000000;
   reg [9:0] r_off = 10'h000;
@@ -975,6 +941,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [2:0] rk = 3'h0;
   input rst;
   wire rst;
+  reg [14:0] s_pages0 = 15'h0000;
+  reg [14:0] s_pages1 = 15'h0000;
+  reg [14:0] s_pages2 = 15'h0000;
   reg [13:0] sb0 = 14'h0000;
   reg [13:0] sb1 = 14'h0000;
   reg [13:0] sb2 = 14'h0000;
@@ -982,22 +951,25 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [1:0] slot_idx;
   reg [1:0] \slot_idx$100 ;
   reg [1:0] \slot_idx$103 ;
-  reg [1:0] \slot_idx$106 ;
-  reg [1:0] \slot_idx$108 ;
-  reg [1:0] \slot_idx$110 ;
-  reg [1:0] \slot_idx$112 ;
-  reg [1:0] \slot_idx$146 ;
-  reg [1:0] \slot_idx$98 ;
+  reg [1:0] \slot_idx$105 ;
+  reg [1:0] \slot_idx$107 ;
+  reg [1:0] \slot_idx$109 ;
+  reg [1:0] \slot_idx$140 ;
+  reg [1:0] \slot_idx$145 ;
+  reg [1:0] \slot_idx$149 ;
+  reg [1:0] \slot_idx$95 ;
+  reg [1:0] \slot_idx$97 ;
   wire [1:0] slot_tab;
   reg [1:0] \slot_tab$102 ;
-  reg [1:0] \slot_tab$105 ;
-  reg [1:0] \slot_tab$107 ;
-  reg [1:0] \slot_tab$109 ;
-  reg [1:0] \slot_tab$111 ;
-  reg [1:0] \slot_tab$113 ;
-  reg [1:0] \slot_tab$147 ;
+  reg [1:0] \slot_tab$104 ;
+  reg [1:0] \slot_tab$106 ;
+  reg [1:0] \slot_tab$108 ;
+  reg [1:0] \slot_tab$110 ;
+  reg [1:0] \slot_tab$141 ;
+  reg [1:0] \slot_tab$146 ;
+  reg [1:0] \slot_tab$150 ;
+  reg [1:0] \slot_tab$96 ;
   reg [1:0] \slot_tab$99 ;
-  reg [12:0] sparse_base = 13'h0000;
   reg [2:0] sparse_r_entry;
   reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
@@ -1006,14 +978,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire take_first;
   wire take_second;
   wire [13:0] w_addr;
-  wire [12:0] \w_addr$75 ;
-  wire [10:0] \w_addr$81 ;
+  wire [12:0] \w_addr$73 ;
+  wire [10:0] \w_addr$78 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$77 ;
-  wire [13:0] \w_data$83 ;
+  wire [13:0] \w_data$75 ;
+  wire [13:0] \w_data$80 ;
   reg w_en;
-  reg \w_en$135 ;
-  reg \w_en$136 ;
+  reg \w_en$132 ;
+  reg \w_en$133 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -1276,300 +1248,290 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$155  = _0_;
-  assign \$217  = cap2_k < 2'h3;
-  assign \$218  = cap2_k >= 2'h3;
-  assign \$219  = cap2_k < 3'h6;
-  assign \$220  = \$218  & \$219 ;
-  assign \$221  = cap2_k - 2'h3;
-  assign \$222  = cap2_k - 3'h6;
-  assign \$223  = \$220  ? \$221  : \$222 ;
-  assign \$224  = \$217  ? { 1'h0, cap2_k } : \$223 ;
-  assign \$225  = cap2_k < 2'h3;
-  assign \$226  = cap2_k >= 2'h3;
-  assign \$227  = cap2_k < 3'h6;
-  assign \$228  = \$226  & \$227 ;
-  assign \$229  = \$228  ? 2'h1 : 2'h2;
-  assign \$230  = \$225  ? 2'h0 : \$229 ;
-  assign \$231  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$232  = em_ready & \$231 ;
-  assign \$233  = em_free | \$232 ;
-  assign \$234  = ! j;
-  assign \$235  = j - 1'h1;
-  assign \$236  = $signed(\$235 ) < $signed(3'h3);
-  assign \$237  = j - 1'h1;
-  assign \$238  = $signed(\$237 ) >= $signed(3'h3);
-  assign \$239  = j - 1'h1;
-  assign \$240  = $signed(\$239 ) < $signed(4'h6);
-  assign \$241  = \$238  & \$240 ;
-  assign \$242  = j - 1'h1;
-  assign \$245  = \$244  * 6'h20;
-  assign \$246  = { \$243 , 10'h000 } | { 8'h00, \$245  };
-  assign \$247  = ~ frag;
-  assign \$248  = j - 1'h1;
-  assign \$250  = { \$249 , 10'h000 } | { 14'h0000, p_off };
-  assign \$253  = j - 1'h1;
-  assign \$256  = \$255  * 5'h10;
-  assign \$257  = { \$254 , 10'h000 } | { 9'h000, \$256  };
-  assign \$262  = \$261  + 1'h1;
-  assign \$265  = take_second ? \$262  : { 1'h0, \$264  };
-  assign \$266  = j == 3'h7;
-  assign \$267  = take_first | take_second;
-  assign \$268  = n + 1'h1;
-  assign \$269  = sb0 + ap[24:18];
-  assign \$270  = sb1 + ap[31:25];
-  assign \$271  = sb2 + ap[38:32];
-  assign \$272  = j < 2'h3;
-  assign \$273  = j >= 2'h3;
-  assign \$274  = j < 3'h6;
-  assign \$275  = \$273  & \$274 ;
-  assign \$276  = cm[2:1] == 1'h1;
-  assign \$277  = cm[2:1] == 2'h2;
-  assign \$280  = \$277  ? \$278  : \$279 ;
-  assign \$281  = \$276  ? { 7'h00, cm[26:13] } : \$280 ;
-  assign \$283  = cm[2:1] == 1'h1;
-  assign \$284  = cm[2:1] == 2'h2;
-  assign \$287  = \$284  ? \$285  : \$286 ;
-  assign \$288  = \$283  ? { 7'h00, cm[26:13] } : \$287 ;
-  assign \$290  = cm[2:1] == 1'h1;
-  assign \$291  = cm[2:1] == 2'h2;
-  assign \$294  = \$291  ? \$292  : \$293 ;
-  assign \$295  = \$290  ? { 7'h00, cm[26:13] } : \$294 ;
-  assign \$297  = cm[2:1] == 1'h1;
-  assign \$298  = cm[40:27] == 14'h3fff;
-  assign \$299  = \$297  & \$298 ;
-  assign \$300  = cm[2:1] == 1'h1;
-  assign \$302  = \$300  ? \$301  : { 4'h0, n };
-  assign \$303  = \$299  ? \$302  : cm[40:27];
-  assign \$305  = { \$304 , 10'h000 } | { 14'h0000, r_off };
-  assign \$306  = r_left <= r_room;
-  assign \$307  = \$306  ? r_left : { 14'h0000, r_room };
-  assign \$308  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$309  = \$308  ? e2 : e1;
-  assign \$310  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$311  = \$310  ? e2 : e1;
-  assign \$312  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$313  = \$312  ? e2 : e1;
-  assign \$314  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$315  = gidx + 1'h1;
-  assign \$316  = j < 2'h3;
-  assign \$317  = n + 6'h20;
-  assign \$318  = \$317  - 1'h1;
-  assign \$320  = j >= 2'h3;
-  assign \$321  = j < 3'h6;
-  assign \$322  = \$320  & \$321 ;
-  assign \$324  = \$323  + 11'h400;
-  assign \$325  = \$324  - 1'h1;
-  assign \$327  = n + 7'h40;
-  assign \$328  = \$327  - 1'h1;
-  assign \$330  = \$322  ? \$326  : { \$329 [11], \$329 [11], \$329 [11], \$329 [11], \$329  };
-  assign \$331  = \$316  ? { \$319 [11], \$319 [11], \$319 [11], \$319 [11], \$319  } : \$330 ;
-  assign \$332  = ! j;
-  assign \$333  = ! cnt;
-  assign \$334  = j == 3'h6;
-  assign \$335  = fg == 6'h3b;
-  assign \$336  = gidx + 1'h1;
-  assign \$337  = ~ release__valid;
-  assign \$338  = \$337  | release__ready;
-  assign \$339  = j + 1'h1;
-  assign \$340  = \$339  < 2'h3;
-  assign \$341  = j + 1'h1;
-  assign \$342  = j + 1'h1;
-  assign \$343  = \$342  >= 2'h3;
-  assign \$344  = j + 1'h1;
-  assign \$345  = \$344  < 3'h6;
-  assign \$346  = \$343  & \$345 ;
-  assign \$347  = j + 1'h1;
-  assign \$348  = \$347  - 2'h3;
-  assign \$349  = j + 1'h1;
-  assign \$350  = \$349  - 3'h6;
-  assign \$351  = \$346  ? \$348  : \$350 ;
-  assign \$352  = \$340  ? { 1'h0, \$341  } : \$351 ;
-  assign \$353  = j + 1'h1;
-  assign \$354  = \$353  < 2'h3;
-  assign \$355  = j + 1'h1;
-  assign \$356  = \$355  >= 2'h3;
-  assign \$357  = j + 1'h1;
-  assign \$358  = \$357  < 3'h6;
-  assign \$359  = \$356  & \$358 ;
-  assign \$360  = \$359  ? 2'h1 : 2'h2;
-  assign \$361  = \$354  ? 2'h0 : \$360 ;
-  assign \$362  = e1 == npg;
-  assign \$363  = \$362  ? 15'h0000 : e1;
-  assign \$364  = adv ? \$363  : e;
-  assign \$365  = e1 == npg;
-  assign \$366  = \$365  ? 15'h0000 : e1;
-  assign \$367  = adv ? \$366  : e;
-  assign \$368  = e1 == npg;
-  assign \$369  = \$368  ? 15'h0000 : e1;
-  assign \$370  = adv ? \$369  : e;
-  assign \$371  = e1 == npg;
-  assign \$372  = adv & \$371 ;
-  assign \$373  = j + 1'h1;
-  assign \$374  = \$373  < 2'h3;
-  assign \$375  = n + 6'h20;
-  assign \$376  = \$375  - 1'h1;
-  assign \$378  = j + 1'h1;
-  assign \$379  = \$378  >= 2'h3;
-  assign \$380  = j + 1'h1;
-  assign \$381  = \$380  < 3'h6;
-  assign \$382  = \$379  & \$381 ;
-  assign \$384  = \$383  + 11'h400;
-  assign \$385  = \$384  - 1'h1;
-  assign \$387  = n + 7'h40;
-  assign \$388  = \$387  - 1'h1;
-  assign \$390  = \$382  ? \$386  : { \$389 [11], \$389 [11], \$389 [11], \$389 [11], \$389  };
-  assign \$391  = \$374  ? { \$377 [11], \$377 [11], \$377 [11], \$377 [11], \$377  } : \$390 ;
-  assign \$392  = e1 == npg;
-  assign \$393  = j != 3'h6;
-  assign \$394  = | k_cnt;
-  assign \$395  = \$393  & \$394 ;
-  assign \$396  = j == 3'h6;
-  assign \$397  = fg == 6'h3b;
-  assign \$398  = ~ gs_done;
-  assign \$399  = ! fsm_state;
-  assign \$400  = fsm_state == 1'h1;
-  assign \$401  = fsm_state == 2'h2;
-  assign \$402  = fsm_state == 2'h3;
-  assign \$403  = fsm_state == 3'h4;
-  assign \$404  = fsm_state == 3'h5;
-  assign \$405  = fsm_state == 3'h6;
-  assign \$406  = fsm_state == 3'h7;
-  assign \$407  = fsm_state == 4'h8;
-  assign \$408  = fsm_state == 4'h9;
-  assign \$409  = fsm_state == 4'ha;
-  assign \$410  = ~ gs_done;
-  assign \$411  = gs_walk + 1'h1;
-  assign \$412  = gs_walk == 8'hef;
-  assign \$413  = ~ ready;
-  assign \$416  = cmd__payload[9:5] * 2'h2;
-  assign \$417  = \$416  + cmd__payload[10];
-  assign \$418  = \$415  ? 8'h00 : \$417 ;
-  assign \$419  = \$414  + \$418 ;
-  assign \$422  = cmd__payload[9:5] * 2'h2;
-  assign \$423  = \$422  + cmd__payload[10];
-  assign \$424  = \$421  ? 8'h00 : \$423 ;
-  assign \$426  = \$420  + \$425 ;
-  assign \$429  = cmd__payload[9:5] * 2'h2;
-  assign \$430  = \$429  + cmd__payload[10];
-  assign \$431  = \$428  ? 8'h00 : \$430 ;
-  assign \$433  = \$427  + \$432 ;
-  assign \$436  = cmd__payload[9:5] * 2'h2;
-  assign \$437  = \$436  + cmd__payload[10];
-  assign \$438  = \$435  ? 8'h00 : \$437 ;
-  assign \$440  = \$434  + \$439 ;
-  assign \$442  = ap[6:2] * 2'h2;
-  assign \$443  = \$442  + ap[7];
-  assign \$444  = \$441  + \$443 ;
-  assign \$446  = ap[6:2] * 2'h2;
-  assign \$447  = \$446  + ap[7];
-  assign \$449  = \$445  + \$448 ;
-  assign \$451  = ap[6:2] * 2'h2;
-  assign \$452  = \$451  + ap[7];
-  assign \$454  = \$450  + \$453 ;
-  assign \$456  = ap[6:2] * 2'h2;
-  assign \$457  = \$456  + ap[7];
-  assign \$459  = \$455  + \$458 ;
-  assign \$461  = append__payload[6:2] * 2'h2;
-  assign \$462  = \$461  + append__payload[7];
-  assign \$463  = \$460  + \$462 ;
-  assign \$465  = append__payload[6:2] * 2'h2;
-  assign \$466  = \$465  + append__payload[7];
-  assign \$468  = \$464  + \$467 ;
-  assign \$470  = append__payload[6:2] * 2'h2;
-  assign \$471  = \$470  + append__payload[7];
-  assign \$473  = \$469  + \$472 ;
-  assign \$475  = append__payload[6:2] * 2'h2;
-  assign \$476  = \$475  + append__payload[7];
-  assign \$478  = \$474  + \$477 ;
-  assign \$480  = ap[1:0] >= 3'h4;
+  assign \$signature__data$160  = _0_;
+  assign \$250  = n + 1'h1;
+  assign \$251  = sb0 + ap[24:18];
+  assign \$252  = sb1 + ap[31:25];
+  assign \$253  = sb2 + ap[38:32];
+  assign \$254  = j < 2'h3;
+  assign \$255  = j >= 2'h3;
+  assign \$256  = j < 3'h6;
+  assign \$257  = \$255  & \$256 ;
+  assign \$258  = cm[2:1] == 1'h1;
+  assign \$259  = cm[2:1] == 2'h2;
+  assign \$262  = \$259  ? \$260  : \$261 ;
+  assign \$263  = \$258  ? { 7'h00, cm[26:13] } : \$262 ;
+  assign \$265  = cm[2:1] == 1'h1;
+  assign \$266  = cm[2:1] == 2'h2;
+  assign \$269  = \$266  ? \$267  : \$268 ;
+  assign \$270  = \$265  ? { 7'h00, cm[26:13] } : \$269 ;
+  assign \$272  = cm[2:1] == 1'h1;
+  assign \$273  = cm[2:1] == 2'h2;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
+  assign \$279  = cm[2:1] == 1'h1;
+  assign \$280  = cm[40:27] == 14'h3fff;
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = cm[2:1] == 1'h1;
+  assign \$284  = \$282  ? \$283  : { 4'h0, n };
+  assign \$285  = \$281  ? \$284  : cm[40:27];
+  assign \$287  = { \$286 , 10'h000 } | { 14'h0000, r_off };
+  assign \$288  = r_left <= r_room;
+  assign \$289  = \$288  ? r_left : { 14'h0000, r_room };
+  assign \$290  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$291  = \$290  ? e2 : e1;
+  assign \$292  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$293  = \$292  ? e2 : e1;
+  assign \$294  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$295  = \$294  ? e2 : e1;
+  assign \$296  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$297  = gidx + 1'h1;
+  assign \$298  = ! j;
+  assign \$299  = j < 2'h3;
+  assign \$300  = j >= 2'h3;
+  assign \$301  = j < 3'h6;
+  assign \$302  = \$300  & \$301 ;
+  assign \$303  = j - 2'h3;
+  assign \$304  = j - 3'h6;
+  assign \$305  = \$302  ? \$303  : \$304 ;
+  assign \$306  = \$299  ? { 1'h0, j } : \$305 ;
+  assign \$307  = j < 2'h3;
+  assign \$308  = j >= 2'h3;
+  assign \$309  = j < 3'h6;
+  assign \$310  = \$308  & \$309 ;
+  assign \$311  = \$310  ? 2'h1 : 2'h2;
+  assign \$312  = \$307  ? 2'h0 : \$311 ;
+  assign \$313  = has_pages >> j;
+  assign \$314  = ~ \$313 ;
+  assign \$315  = j == 3'h6;
+  assign \$316  = fg == 6'h3b;
+  assign \$317  = gidx + 1'h1;
+  assign \$318  = ~ release__valid;
+  assign \$319  = \$318  | release__ready;
+  assign \$320  = j + 1'h1;
+  assign \$321  = \$320  < 2'h3;
+  assign \$322  = j + 1'h1;
+  assign \$323  = j + 1'h1;
+  assign \$324  = \$323  >= 2'h3;
+  assign \$325  = j + 1'h1;
+  assign \$326  = \$325  < 3'h6;
+  assign \$327  = \$324  & \$326 ;
+  assign \$328  = j + 1'h1;
+  assign \$329  = \$328  - 2'h3;
+  assign \$330  = j + 1'h1;
+  assign \$331  = \$330  - 3'h6;
+  assign \$332  = \$327  ? \$329  : \$331 ;
+  assign \$333  = \$321  ? { 1'h0, \$322  } : \$332 ;
+  assign \$334  = j + 1'h1;
+  assign \$335  = \$334  < 2'h3;
+  assign \$336  = j + 1'h1;
+  assign \$337  = \$336  >= 2'h3;
+  assign \$338  = j + 1'h1;
+  assign \$339  = \$338  < 3'h6;
+  assign \$340  = \$337  & \$339 ;
+  assign \$341  = \$340  ? 2'h1 : 2'h2;
+  assign \$342  = \$335  ? 2'h0 : \$341 ;
+  assign \$343  = e1 == npg;
+  assign \$344  = \$343  ? 15'h0000 : e1;
+  assign \$345  = adv ? \$344  : e;
+  assign \$346  = e1 == npg;
+  assign \$347  = \$346  ? 15'h0000 : e1;
+  assign \$348  = adv ? \$347  : e;
+  assign \$349  = e1 == npg;
+  assign \$350  = \$349  ? 15'h0000 : e1;
+  assign \$351  = adv ? \$350  : e;
+  assign \$352  = e1 == npg;
+  assign \$353  = adv & \$352 ;
+  assign \$354  = e1 == npg;
+  assign \$355  = has_pages[6:1] >> j;
+  assign \$356  = j + 1'h1;
+  assign \$357  = \$356  < 2'h3;
+  assign \$358  = j + 1'h1;
+  assign \$359  = j + 1'h1;
+  assign \$360  = \$359  >= 2'h3;
+  assign \$361  = j + 1'h1;
+  assign \$362  = \$361  < 3'h6;
+  assign \$363  = \$360  & \$362 ;
+  assign \$364  = j + 1'h1;
+  assign \$365  = \$364  - 2'h3;
+  assign \$366  = j + 1'h1;
+  assign \$367  = \$366  - 3'h6;
+  assign \$368  = \$363  ? \$365  : \$367 ;
+  assign \$369  = \$357  ? { 1'h0, \$358  } : \$368 ;
+  assign \$370  = j + 1'h1;
+  assign \$371  = \$370  < 2'h3;
+  assign \$372  = j + 1'h1;
+  assign \$373  = \$372  >= 2'h3;
+  assign \$374  = j + 1'h1;
+  assign \$375  = \$374  < 3'h6;
+  assign \$376  = \$373  & \$375 ;
+  assign \$377  = \$376  ? 2'h1 : 2'h2;
+  assign \$378  = \$371  ? 2'h0 : \$377 ;
+  assign \$379  = j == 3'h6;
+  assign \$380  = fg == 6'h3b;
+  assign \$381  = ~ gs_done;
+  assign \$382  = ! fsm_state;
+  assign \$383  = fsm_state == 1'h1;
+  assign \$384  = fsm_state == 2'h2;
+  assign \$385  = fsm_state == 2'h3;
+  assign \$386  = fsm_state == 3'h4;
+  assign \$387  = fsm_state == 3'h5;
+  assign \$388  = fsm_state == 3'h6;
+  assign \$389  = fsm_state == 3'h7;
+  assign \$390  = fsm_state == 4'h8;
+  assign \$391  = fsm_state == 4'h9;
+  assign \$392  = fsm_state == 4'ha;
+  assign \$393  = ~ gs_done;
+  assign \$394  = gs_walk + 1'h1;
+  assign \$395  = gs_walk == 8'hef;
+  assign \$396  = n + 6'h20;
+  assign \$397  = \$396  - 1'h1;
+  assign \$399  = n + 7'h40;
+  assign \$400  = \$399  - 1'h1;
+  assign \$402  = | n;
+  assign \$403  = | n;
+  assign \$404  = | n;
+  assign \$405  = | sb0;
+  assign \$406  = | sb1;
+  assign \$407  = | sb2;
+  assign \$408  = | n;
+  assign \$409  = sb0 + 11'h400;
+  assign \$410  = \$409  - 1'h1;
+  assign \$412  = sb1 + 11'h400;
+  assign \$413  = \$412  - 1'h1;
+  assign \$415  = sb2 + 11'h400;
+  assign \$416  = \$415  - 1'h1;
+  assign \$418  = ~ ready;
+  assign \$421  = cmd__payload[9:5] * 2'h2;
+  assign \$422  = \$421  + cmd__payload[10];
+  assign \$423  = \$420  ? 8'h00 : \$422 ;
+  assign \$424  = \$419  + \$423 ;
+  assign \$426  = ap[6:2] * 2'h2;
+  assign \$427  = \$426  + ap[7];
+  assign \$428  = \$425  + \$427 ;
+  assign \$430  = append__payload[6:2] * 2'h2;
+  assign \$431  = \$430  + append__payload[7];
+  assign \$432  = \$429  + \$431 ;
+  assign \$434  = ap[1:0] >= 3'h4;
+  assign \$435  = rk != 3'h7;
+  assign \$436  = rk != 3'h7;
+  assign \$437  = rk + 1'h1;
+  assign \$439  = ap[17:8] != n;
+  assign \$440  = ap[17:8] == n;
+  assign \$441  = ~ cap_bad;
+  assign \$442  = \$440  & \$441 ;
+  assign \$443  = \$71 [2:0] <= free_pages;
+  assign \$444  = \$442  & \$443 ;
+  assign \$446  = ! \$445 ;
+  assign \$448  = ! \$447 ;
+  assign \$450  = ! \$449 ;
+  assign \$451  = | ap[24:18];
+  assign \$453  = ! \$452 ;
+  assign \$454  = \$451  & \$453 ;
+  assign \$455  = | ap[31:25];
+  assign \$457  = ! \$456 ;
+  assign \$458  = \$455  & \$457 ;
+  assign \$459  = | ap[38:32];
+  assign \$461  = ! \$460 ;
+  assign \$462  = \$459  & \$461 ;
+  assign \$464  = ! \$463 ;
+  assign \$465  = | ap[24:18];
+  assign \$467  = \$466  + ap[24:18];
+  assign \$468  = \$467  > 11'h400;
+  assign \$469  = \$465  & \$468 ;
+  assign \$470  = | ap[31:25];
+  assign \$472  = \$471  + ap[31:25];
+  assign \$473  = \$472  > 11'h400;
+  assign \$474  = \$470  & \$473 ;
+  assign \$475  = | ap[38:32];
+  assign \$477  = \$476  + ap[38:32];
+  assign \$478  = \$477  > 11'h400;
+  assign \$479  = \$475  & \$478 ;
+  assign \$480  = rk != 3'h7;
   assign \$481  = rk != 3'h7;
-  assign \$482  = rk != 3'h7;
-  assign \$483  = rk + 1'h1;
-  assign \$485  = ap[17:8] != n;
-  assign \$486  = ap[17:8] == n;
-  assign \$487  = ~ cap_bad;
-  assign \$488  = \$486  & \$487 ;
-  assign \$489  = \$71 [2:0] <= free_pages;
-  assign \$490  = \$488  & \$489 ;
-  assign \$492  = ! \$491 ;
-  assign \$494  = ! \$493 ;
-  assign \$496  = ! \$495 ;
-  assign \$497  = | ap[24:18];
-  assign \$499  = ! \$498 ;
-  assign \$500  = \$497  & \$499 ;
-  assign \$501  = | ap[31:25];
-  assign \$503  = ! \$502 ;
-  assign \$504  = \$501  & \$503 ;
-  assign \$505  = | ap[38:32];
-  assign \$507  = ! \$506 ;
-  assign \$508  = \$505  & \$507 ;
-  assign \$510  = ! \$509 ;
-  assign \$511  = | ap[24:18];
-  assign \$513  = \$512  + ap[24:18];
-  assign \$514  = \$513  > 11'h400;
-  assign \$515  = \$511  & \$514 ;
-  assign \$516  = | ap[31:25];
-  assign \$518  = \$517  + ap[31:25];
-  assign \$519  = \$518  > 11'h400;
-  assign \$520  = \$516  & \$519 ;
-  assign \$521  = | ap[38:32];
-  assign \$523  = \$522  + ap[38:32];
-  assign \$524  = \$523  > 11'h400;
-  assign \$525  = \$521  & \$524 ;
-  assign \$526  = rk != 3'h7;
-  assign \$527  = rk != 3'h7;
-  assign \$528  = rk + 1'h1;
-  assign \$530  = ! j;
-  assign \$531  = j - 1'h1;
-  assign \$532  = $signed(\$531 ) < $signed(3'h3);
-  assign \$533  = j - 1'h1;
-  assign \$534  = $signed(\$533 ) >= $signed(3'h3);
-  assign \$535  = j - 1'h1;
-  assign \$536  = $signed(\$535 ) < $signed(4'h6);
-  assign \$537  = \$534  & \$536 ;
-  assign \$538  = ~ em_free;
-  assign \$539  = ~ frag;
-  assign \$540  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$541  = \$540  & p_second;
-  assign \$542  = j + 1'h1;
-  assign \$546  = | \$545 ;
-  assign \$550  = \$548  + \$549 ;
-  assign \$551  = \$550  > 11'h400;
-  assign \$552  = \$546  & \$551 ;
-  assign \$554  = | \$553 ;
-  assign \$556  = | \$555 ;
-  assign \$560  = \$558  + \$559 ;
-  assign \$561  = \$560  > 11'h400;
-  assign \$562  = \$556  & \$561 ;
-  assign \$565  = 11'h400 - \$564 ;
-  assign \$567  = \$562  ? \$565  : { 8'h00, \$566  };
-  assign \$570  = | \$569 ;
-  assign \$574  = \$572  + \$573 ;
-  assign \$575  = \$574  > 11'h400;
-  assign \$576  = \$570  & \$575 ;
-  assign \$579  = 11'h400 - \$578 ;
-  assign \$581  = \$576  ? \$579  : { 8'h00, \$580  };
-  assign \$582  = $signed({ 1'h0, \$568  }) - $signed(\$581 );
-  assign \$583  = j >= 2'h3;
-  assign \$584  = j < 3'h6;
-  assign \$585  = \$583  & \$584 ;
-  assign \$587  = ! \$586 ;
-  assign \$588  = \$585  & \$587 ;
-  assign \$589  = j >= 2'h3;
-  assign \$590  = j < 3'h6;
-  assign \$591  = \$589  & \$590 ;
-  assign \$592  = ~ \$591 ;
-  assign \$594  = | \$593 ;
-  assign \$596  = | \$595 ;
-  assign \$600  = \$598  + \$599 ;
-  assign \$601  = \$600  > 11'h400;
-  assign \$602  = \$596  & \$601 ;
-  assign \$603  = ~ \$602 ;
-  assign \$604  = \$594  & \$603 ;
-  assign \$605  = \$592  | \$604 ;
-  assign \$606  = j == 3'h7;
-  assign \$607  = take_first | take_second;
+  assign \$482  = rk + 1'h1;
+  assign \$484  = ! j;
+  assign \$485  = j - 1'h1;
+  assign \$486  = $signed(\$485 ) < $signed(3'h3);
+  assign \$487  = j - 1'h1;
+  assign \$488  = $signed(\$487 ) >= $signed(3'h3);
+  assign \$489  = j - 1'h1;
+  assign \$490  = $signed(\$489 ) < $signed(4'h6);
+  assign \$491  = \$488  & \$490 ;
+  assign \$492  = ~ em_free;
+  assign \$493  = ~ frag;
+  assign \$494  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$495  = \$494  & p_second;
+  assign \$496  = j + 1'h1;
+  assign \$500  = | \$499 ;
+  assign \$504  = \$502  + \$503 ;
+  assign \$505  = \$504  > 11'h400;
+  assign \$506  = \$500  & \$505 ;
+  assign \$508  = | \$507 ;
+  assign \$510  = | \$509 ;
+  assign \$514  = \$512  + \$513 ;
+  assign \$515  = \$514  > 11'h400;
+  assign \$516  = \$510  & \$515 ;
+  assign \$519  = 11'h400 - \$518 ;
+  assign \$521  = \$516  ? \$519  : { 8'h00, \$520  };
+  assign \$524  = | \$523 ;
+  assign \$528  = \$526  + \$527 ;
+  assign \$529  = \$528  > 11'h400;
+  assign \$530  = \$524  & \$529 ;
+  assign \$533  = 11'h400 - \$532 ;
+  assign \$535  = \$530  ? \$533  : { 8'h00, \$534  };
+  assign \$536  = $signed({ 1'h0, \$522  }) - $signed(\$535 );
+  assign \$537  = j >= 2'h3;
+  assign \$538  = j < 3'h6;
+  assign \$539  = \$537  & \$538 ;
+  assign \$541  = ! \$540 ;
+  assign \$542  = \$539  & \$541 ;
+  assign \$543  = j >= 2'h3;
+  assign \$544  = j < 3'h6;
+  assign \$545  = \$543  & \$544 ;
+  assign \$546  = ~ \$545 ;
+  assign \$548  = | \$547 ;
+  assign \$550  = | \$549 ;
+  assign \$554  = \$552  + \$553 ;
+  assign \$555  = \$554  > 11'h400;
+  assign \$556  = \$550  & \$555 ;
+  assign \$557  = ~ \$556 ;
+  assign \$558  = \$548  & \$557 ;
+  assign \$559  = \$546  | \$558 ;
+  assign \$560  = j == 3'h7;
+  assign \$561  = take_first | take_second;
+  assign \$562  = cm[2:1] == 1'h1;
+  assign \$563  = cm[2:1] == 2'h2;
+  assign \$566  = \$563  ? \$564  : \$565 ;
+  assign \$567  = \$562  ? { 7'h00, cm[26:13] } : \$566 ;
+  assign \$569  = cm[2:1] == 1'h1;
+  assign \$570  = cm[2:1] == 2'h2;
+  assign \$573  = \$570  ? \$571  : \$572 ;
+  assign \$574  = \$569  ? { 7'h00, cm[26:13] } : \$573 ;
+  assign \$576  = \$575  + 1'h1;
+  assign \$577  = cm[2:1] == 1'h1;
+  assign \$578  = cm[2:1] == 2'h2;
+  assign \$581  = \$578  ? \$579  : \$580 ;
+  assign \$582  = \$577  ? { 7'h00, cm[26:13] } : \$581 ;
+  assign \$584  = \$583  + 2'h2;
+  assign \$585  = cm[4:3] >= 3'h4;
+  assign \$586  = obs__live >> cm[4:3];
+  assign \$587  = ~ \$586 ;
+  assign \$588  = \$585  | \$587 ;
+  assign \$590  = cm[9:5] >= 5'h1e;
+  assign \$591  = cm[12:11] >= 2'h3;
+  assign \$592  = \$590  | \$591 ;
+  assign \$593  = cm[2:1] == 2'h3;
+  assign \$594  = \$592  | \$593 ;
+  assign \$595  = cm[2:1] == 1'h1;
+  assign \$596  = cm[2:1] == 2'h2;
+  assign \$599  = \$596  ? \$597  : \$598 ;
+  assign \$600  = \$595  ? { 7'h00, hi } : \$599 ;
+  assign \$601  = cm[2:1] == 1'h1;
+  assign \$602  = cm[2:1] == 2'h2;
+  assign \$605  = \$602  ? \$603  : \$604 ;
+  assign \$606  = \$601  ? { 7'h00, cm[26:13] } : \$605 ;
+  assign \$607  = \$600  - \$606 ;
   assign \$608  = cm[2:1] == 1'h1;
   assign \$609  = cm[2:1] == 2'h2;
   assign \$612  = \$609  ? \$610  : \$611 ;
@@ -1578,198 +1540,180 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$616  = cm[2:1] == 2'h2;
   assign \$619  = \$616  ? \$617  : \$618 ;
   assign \$620  = \$615  ? { 7'h00, cm[26:13] } : \$619 ;
-  assign \$622  = \$621  + 1'h1;
+  assign \$622  = 11'h400 - \$621 ;
   assign \$623  = cm[2:1] == 1'h1;
   assign \$624  = cm[2:1] == 2'h2;
-  assign \$627  = \$624  ? \$625  : \$626 ;
-  assign \$628  = \$623  ? { 7'h00, cm[26:13] } : \$627 ;
-  assign \$630  = \$629  + 2'h2;
-  assign \$631  = cm[4:3] >= 3'h4;
-  assign \$632  = obs__live >> cm[4:3];
-  assign \$633  = ~ \$632 ;
-  assign \$634  = \$631  | \$633 ;
-  assign \$636  = cm[9:5] >= 5'h1e;
-  assign \$637  = cm[12:11] >= 2'h3;
-  assign \$638  = \$636  | \$637 ;
-  assign \$639  = cm[2:1] == 2'h3;
-  assign \$640  = \$638  | \$639 ;
-  assign \$641  = cm[2:1] == 1'h1;
-  assign \$642  = cm[2:1] == 2'h2;
-  assign \$645  = \$642  ? \$643  : \$644 ;
-  assign \$646  = \$641  ? { 7'h00, hi } : \$645 ;
-  assign \$647  = cm[2:1] == 1'h1;
-  assign \$648  = cm[2:1] == 2'h2;
-  assign \$651  = \$648  ? \$649  : \$650 ;
-  assign \$652  = \$647  ? { 7'h00, cm[26:13] } : \$651 ;
-  assign \$653  = \$646  - \$652 ;
-  assign \$654  = cm[2:1] == 1'h1;
-  assign \$655  = cm[2:1] == 2'h2;
-  assign \$658  = \$655  ? \$656  : \$657 ;
-  assign \$659  = \$654  ? { 7'h00, cm[26:13] } : \$658 ;
-  assign \$661  = cm[2:1] == 1'h1;
-  assign \$662  = cm[2:1] == 2'h2;
-  assign \$665  = \$662  ? \$663  : \$664 ;
-  assign \$666  = \$661  ? { 7'h00, cm[26:13] } : \$665 ;
-  assign \$668  = 11'h400 - \$667 ;
-  assign \$669  = cm[2:1] == 1'h1;
-  assign \$670  = cm[2:1] == 2'h2;
-  assign \$671  = \$670  ? 2'h2 : 2'h0;
-  assign \$672  = \$669  ? 2'h1 : \$671 ;
-  assign \$673  = cm[26:13] > hi;
-  assign \$674  = cm[2:1] == 1'h1;
-  assign \$676  = \$674  ? \$675  : { 4'h0, n };
-  assign \$677  = hi > \$676 ;
-  assign \$678  = \$673  | \$677 ;
-  assign \$679  = cm[26:13] == hi;
-  assign \$680  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$681  = r_left <= r_room;
-  assign \$682  = \$681  ? r_left : { 14'h0000, r_room };
-  assign \$683  = r_left - \$682 ;
-  assign \$684  = e2 + 1'h1;
-  assign \$685  = r_left <= r_room;
-  assign \$686  = ! cnt;
-  assign \$687  = j == 3'h6;
-  assign \$688  = fg == 6'h3b;
-  assign \$689  = gidx + 1'h1;
-  assign \$690  = dense_base + 6'h30;
-  assign \$691  = sparse_base + 5'h18;
-  assign \$692  = meta_base + 4'h8;
-  assign \$693  = fg + 1'h1;
-  assign \$694  = j + 1'h1;
-  assign \$695  = gidx * 3'h7;
-  assign \$696  = \$695  + j;
-  assign \$697  = e2 + 1'h1;
-  assign \$698  = e1 == npg;
-  assign \$699  = j != 3'h6;
-  assign \$700  = | k_cnt;
-  assign \$701  = \$699  & \$700 ;
-  assign \$702  = j + 1'h1;
-  assign \$703  = j == 3'h6;
-  assign \$704  = fg == 6'h3b;
-  assign \$705  = gidx + 1'h1;
-  assign \$706  = dense_base + 6'h30;
-  assign \$707  = sparse_base + 5'h18;
-  assign \$708  = meta_base + 4'h8;
-  assign \$709  = fg + 1'h1;
-  assign \$710  = j + 1'h1;
-  assign \$711  = ~ from_cmd;
-  assign \$712  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$625  = \$624  ? 2'h2 : 2'h0;
+  assign \$626  = \$623  ? 2'h1 : \$625 ;
+  assign \$627  = cm[26:13] > hi;
+  assign \$628  = cm[2:1] == 1'h1;
+  assign \$630  = \$628  ? \$629  : { 4'h0, n };
+  assign \$631  = hi > \$630 ;
+  assign \$632  = \$627  | \$631 ;
+  assign \$633  = cm[26:13] == hi;
+  assign \$634  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$635  = r_left <= r_room;
+  assign \$636  = \$635  ? r_left : { 14'h0000, r_room };
+  assign \$637  = r_left - \$636 ;
+  assign \$638  = e2 + 1'h1;
+  assign \$639  = r_left <= r_room;
+  assign \$640  = j < 2'h3;
+  assign \$641  = j >= 2'h3;
+  assign \$642  = j < 3'h6;
+  assign \$643  = \$641  & \$642 ;
+  assign \$645  = \$643  ? \$644  : m_pages;
+  assign \$646  = \$640  ? d_pages : \$645 ;
+  assign \$647  = has_pages >> j;
+  assign \$648  = ~ \$647 ;
+  assign \$649  = j == 3'h6;
+  assign \$650  = fg == 6'h3b;
+  assign \$651  = gidx + 1'h1;
+  assign \$652  = fg + 1'h1;
+  assign \$653  = j + 1'h1;
+  assign \$654  = gidx * 3'h7;
+  assign \$655  = \$654  + j;
+  assign \$656  = e2 + 1'h1;
+  assign \$657  = e1 == npg;
+  assign \$658  = has_pages[6:1] >> j;
+  assign \$659  = j + 1'h1;
+  assign \$660  = j + 1'h1;
+  assign \$661  = \$660  < 2'h3;
+  assign \$662  = j + 1'h1;
+  assign \$663  = \$662  >= 2'h3;
+  assign \$664  = j + 1'h1;
+  assign \$665  = \$664  < 3'h6;
+  assign \$666  = \$663  & \$665 ;
+  assign \$668  = \$666  ? \$667  : m_pages;
+  assign \$669  = \$661  ? d_pages : \$668 ;
+  assign \$670  = j == 3'h6;
+  assign \$671  = fg == 6'h3b;
+  assign \$672  = gidx + 1'h1;
+  assign \$673  = fg + 1'h1;
+  assign \$674  = j + 1'h1;
+  assign \$675  = ~ from_cmd;
+  assign \$676  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$713 ;
+    gs_walk <= \$677 ;
   always @(posedge clk)
-    gs_done <= \$714 ;
+    gs_done <= \$678 ;
   always @(posedge clk)
-    obs__free_done <= \$715 ;
+    obs__free_done <= \$679 ;
   always @(posedge clk)
-    release__valid <= \$716 ;
+    release__valid <= \$680 ;
   always @(posedge clk)
-    j <= \$717 ;
+    d_pages <= \$681 ;
   always @(posedge clk)
-    frag <= \$718 ;
+    m_pages <= \$682 ;
   always @(posedge clk)
-    cap1 <= \$719 ;
+    has_pages <= \$683 ;
   always @(posedge clk)
-    cap2 <= \$720 ;
+    s_pages0 <= \$684 ;
   always @(posedge clk)
-    cm <= \$721 ;
+    s_pages1 <= \$685 ;
   always @(posedge clk)
-    from_cmd <= \$722 ;
+    s_pages2 <= \$686 ;
   always @(posedge clk)
-    fg <= \$723 ;
+    j <= \$687 ;
   always @(posedge clk)
-    gidx <= \$724 ;
+    frag <= \$688 ;
   always @(posedge clk)
-    dense_base <= \$725 ;
+    cap1 <= \$689 ;
   always @(posedge clk)
-    sparse_base <= \$726 ;
+    cap2 <= \$690 ;
   always @(posedge clk)
-    meta_base <= \$727 ;
+    cm <= \$691 ;
   always @(posedge clk)
-    fsm_state <= \$728 ;
+    from_cmd <= \$692 ;
   always @(posedge clk)
-    retry <= \$729 ;
+    fg <= \$693 ;
   always @(posedge clk)
-    ap <= \$730 ;
+    gidx <= \$694 ;
   always @(posedge clk)
-    n <= \$731 ;
+    fsm_state <= \$695 ;
   always @(posedge clk)
-    sb0 <= \$732 ;
+    retry <= \$696 ;
   always @(posedge clk)
-    sb1 <= \$733 ;
+    ap <= \$697 ;
   always @(posedge clk)
-    sb2 <= \$734 ;
+    n <= \$698 ;
   always @(posedge clk)
-    cap1_k <= \$735 ;
+    sb0 <= \$699 ;
   always @(posedge clk)
-    cap2_k <= \$736 ;
+    sb1 <= \$700 ;
   always @(posedge clk)
-    rk <= \$737 ;
+    sb2 <= \$701 ;
   always @(posedge clk)
-    pg0_0 <= \$738 ;
+    cap1_k <= \$702 ;
   always @(posedge clk)
-    pg0_1 <= \$739 ;
+    cap2_k <= \$703 ;
   always @(posedge clk)
-    pg0_2 <= \$740 ;
+    rk <= \$704 ;
   always @(posedge clk)
-    pg0_3 <= \$741 ;
+    pg0_0 <= \$705 ;
   always @(posedge clk)
-    pg0_4 <= \$742 ;
+    pg0_1 <= \$706 ;
   always @(posedge clk)
-    pg0_5 <= \$743 ;
+    pg0_2 <= \$707 ;
   always @(posedge clk)
-    pg0_6 <= \$744 ;
+    pg0_3 <= \$708 ;
   always @(posedge clk)
-    status <= \$745 ;
+    pg0_4 <= \$709 ;
   always @(posedge clk)
-    chk_pos <= \$746 ;
+    pg0_5 <= \$710 ;
   always @(posedge clk)
-    chk_cap <= \$747 ;
+    pg0_6 <= \$711 ;
   always @(posedge clk)
-    em_free <= \$748 ;
+    status <= \$712 ;
   always @(posedge clk)
-    em_ready <= \$749 ;
+    chk_pos <= \$713 ;
   always @(posedge clk)
-    a_first <= \$750 ;
+    chk_cap <= \$714 ;
   always @(posedge clk)
-    a_second <= \$751 ;
+    em_free <= \$715 ;
   always @(posedge clk)
-    out_of_pages <= \$752 ;
+    em_ready <= \$716 ;
   always @(posedge clk)
-    p_off <= \$753 ;
+    a_first <= \$717 ;
   always @(posedge clk)
-    p_second <= \$754 ;
+    a_second <= \$718 ;
   always @(posedge clk)
-    p_c_nz <= \$755 ;
+    out_of_pages <= \$719 ;
   always @(posedge clk)
-    p_first_len <= \$756 ;
+    p_off <= \$720 ;
   always @(posedge clk)
-    p_second_len <= \$757 ;
+    p_second <= \$721 ;
   always @(posedge clk)
-    obs__live <= \$758 ;
+    p_c_nz <= \$722 ;
   always @(posedge clk)
-    pg1_0 <= \$759 ;
+    p_first_len <= \$723 ;
   always @(posedge clk)
-    pg1_1 <= \$760 ;
+    p_second_len <= \$724 ;
   always @(posedge clk)
-    pg1_2 <= \$761 ;
+    obs__live <= \$725 ;
   always @(posedge clk)
-    e <= \$762 ;
+    pg1_0 <= \$726 ;
   always @(posedge clk)
-    e1 <= \$763 ;
+    pg1_1 <= \$727 ;
   always @(posedge clk)
-    e2 <= \$764 ;
+    pg1_2 <= \$728 ;
   always @(posedge clk)
-    r_left <= \$765 ;
+    e <= \$729 ;
   always @(posedge clk)
-    r_off <= \$766 ;
+    e1 <= \$730 ;
   always @(posedge clk)
-    r_room <= \$767 ;
+    e2 <= \$731 ;
   always @(posedge clk)
-    npg <= \$768 ;
+    r_left <= \$732 ;
   always @(posedge clk)
-    rel_tab <= \$769 ;
+    r_off <= \$733 ;
   always @(posedge clk)
-    obs__release_sid <= \$770 ;
+    r_room <= \$734 ;
+  always @(posedge clk)
+    npg <= \$735 ;
+  always @(posedge clk)
+    rel_tab <= \$736 ;
+  always @(posedge clk)
+    obs__release_sid <= \$737 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1848,116 +1792,151 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$83  = ap[38:32] > 7'h40;
   assign \$84  = | { \$83 , \$82 , \$81  };
   assign field_bad = \$80  | \$84 ;
-  assign \$87  = dense_base + { \$86 , dense_r_entry };
-  assign \$90  = dense_base + { \$89 , dense_w_entry };
-  assign \$93  = sparse_base + { \$92 , sparse_r_entry };
-  assign \$96  = sparse_base + { \$95 , sparse_w_entry };
-  assign \$99  = meta_base + { \$98 , meta_r_entry };
-  assign \$102  = meta_base + { \$101 , meta_w_entry };
-  assign \$103  = ~ release__valid;
-  assign \$104  = \$103  | release__ready;
-  assign \$105  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$105 ;
+  assign \$85  = ~ release__valid;
+  assign \$86  = \$85  | release__ready;
+  assign \$87  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$87 ;
   assign rd_out__valid = rec_valid & from_cmd;
-  assign \$106  = cm[2:1] == 2'h2;
-  assign r_idx = \$106  ? 2'h0 : cm[12:11];
-  assign \$107  = ~ ready;
-  assign \$110  = cmd__payload[9:5] * 2'h2;
-  assign \$111  = \$110  + cmd__payload[10];
-  assign \$112  = \$109  ? 8'h00 : \$111 ;
-  assign \$113  = \$108  + \$112 ;
-  assign \$115  = ap[6:2] * 2'h2;
-  assign \$116  = \$115  + ap[7];
-  assign \$117  = \$114  + \$116 ;
-  assign \$119  = append__payload[6:2] * 2'h2;
-  assign \$120  = \$119  + append__payload[7];
-  assign \$121  = \$118  + \$120 ;
-  assign \$130  = cap2_k < 2'h3;
-  assign \$131  = cap2_k >= 2'h3;
-  assign \$132  = cap2_k < 3'h6;
-  assign \$133  = \$131  & \$132 ;
-  assign \$134  = cap2_k - 2'h3;
-  assign \$135  = cap2_k - 3'h6;
-  assign \$136  = \$133  ? \$134  : \$135 ;
-  assign \$137  = \$130  ? { 1'h0, cap2_k } : \$136 ;
-  assign \$138  = cap2_k < 2'h3;
-  assign \$139  = cap2_k >= 2'h3;
-  assign \$140  = cap2_k < 3'h6;
-  assign \$141  = \$139  & \$140 ;
-  assign \$142  = \$141  ? 2'h1 : 2'h2;
-  assign \$143  = \$138  ? 2'h0 : \$142 ;
-  assign \$144  = rk < 2'h3;
-  assign \$145  = rk >= 2'h3;
-  assign \$146  = rk < 3'h6;
+  assign \$88  = cm[2:1] == 2'h2;
+  assign r_idx = \$88  ? 2'h0 : cm[12:11];
+  assign \$89  = ~ ready;
+  assign \$92  = cmd__payload[9:5] * 2'h2;
+  assign \$93  = \$92  + cmd__payload[10];
+  assign \$94  = \$91  ? 8'h00 : \$93 ;
+  assign \$95  = \$90  + \$94 ;
+  assign \$97  = ap[6:2] * 2'h2;
+  assign \$98  = \$97  + ap[7];
+  assign \$99  = \$96  + \$98 ;
+  assign \$101  = append__payload[6:2] * 2'h2;
+  assign \$102  = \$101  + append__payload[7];
+  assign \$103  = \$100  + \$102 ;
+  assign \$112  = cap2_k < 2'h3;
+  assign \$113  = cap2_k >= 2'h3;
+  assign \$114  = cap2_k < 3'h6;
+  assign \$115  = \$113  & \$114 ;
+  assign \$116  = cap2_k - 2'h3;
+  assign \$117  = cap2_k - 3'h6;
+  assign \$118  = \$115  ? \$116  : \$117 ;
+  assign \$119  = \$112  ? { 1'h0, cap2_k } : \$118 ;
+  assign \$120  = cap2_k < 2'h3;
+  assign \$121  = cap2_k >= 2'h3;
+  assign \$122  = cap2_k < 3'h6;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = \$123  ? 2'h1 : 2'h2;
+  assign \$125  = \$120  ? 2'h0 : \$124 ;
+  assign \$126  = rk < 2'h3;
+  assign \$127  = rk >= 2'h3;
+  assign \$128  = rk < 3'h6;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = rk - 2'h3;
+  assign \$131  = rk - 3'h6;
+  assign \$132  = \$129  ? \$130  : \$131 ;
+  assign \$133  = \$126  ? { 1'h0, rk } : \$132 ;
+  assign \$134  = rk < 2'h3;
+  assign \$135  = rk >= 2'h3;
+  assign \$136  = rk < 3'h6;
+  assign \$137  = \$135  & \$136 ;
+  assign \$138  = \$137  ? 2'h1 : 2'h2;
+  assign \$139  = \$134  ? 2'h0 : \$138 ;
+  assign \$144  = cap2_k < 2'h3;
+  assign \$145  = cap2_k >= 2'h3;
+  assign \$146  = cap2_k < 3'h6;
   assign \$147  = \$145  & \$146 ;
-  assign \$148  = rk - 2'h3;
-  assign \$149  = rk - 3'h6;
+  assign \$148  = cap2_k - 2'h3;
+  assign \$149  = cap2_k - 3'h6;
   assign \$150  = \$147  ? \$148  : \$149 ;
-  assign \$151  = \$144  ? { 1'h0, rk } : \$150 ;
-  assign \$152  = rk < 2'h3;
-  assign \$153  = rk >= 2'h3;
-  assign \$154  = rk < 3'h6;
+  assign \$151  = \$144  ? { 1'h0, cap2_k } : \$150 ;
+  assign \$152  = cap2_k < 2'h3;
+  assign \$153  = cap2_k >= 2'h3;
+  assign \$154  = cap2_k < 3'h6;
   assign \$155  = \$153  & \$154 ;
   assign \$156  = \$155  ? 2'h1 : 2'h2;
   assign \$157  = \$152  ? 2'h0 : \$156 ;
-  assign \$162  = cap2_k < 2'h3;
-  assign \$163  = cap2_k >= 2'h3;
-  assign \$164  = cap2_k < 3'h6;
-  assign \$165  = \$163  & \$164 ;
-  assign \$166  = cap2_k - 2'h3;
-  assign \$167  = cap2_k - 3'h6;
-  assign \$168  = \$165  ? \$166  : \$167 ;
-  assign \$169  = \$162  ? { 1'h0, cap2_k } : \$168 ;
-  assign \$170  = cap2_k < 2'h3;
-  assign \$171  = cap2_k >= 2'h3;
-  assign \$172  = cap2_k < 3'h6;
-  assign \$173  = \$171  & \$172 ;
-  assign \$174  = \$173  ? 2'h1 : 2'h2;
-  assign \$175  = \$170  ? 2'h0 : \$174 ;
+  assign \$158  = j - 1'h1;
+  assign \$159  = $signed(\$158 ) < $signed(3'h3);
+  assign \$160  = j - 1'h1;
+  assign \$161  = j - 1'h1;
+  assign \$162  = $signed(\$161 ) >= $signed(3'h3);
+  assign \$163  = j - 1'h1;
+  assign \$164  = $signed(\$163 ) < $signed(4'h6);
+  assign \$165  = \$162  & \$164 ;
+  assign \$166  = j - 1'h1;
+  assign \$167  = $signed(\$166 ) - $signed(3'h3);
+  assign \$168  = j - 1'h1;
+  assign \$169  = $signed(\$168 ) - $signed(4'h6);
+  assign \$170  = \$165  ? \$167  : \$169 ;
+  assign \$171  = \$159  ? { \$160 [3], \$160  } : \$170 ;
+  assign \$172  = j - 1'h1;
+  assign \$173  = $signed(\$172 ) < $signed(3'h3);
+  assign \$174  = j - 1'h1;
+  assign \$175  = $signed(\$174 ) >= $signed(3'h3);
   assign \$176  = j - 1'h1;
-  assign \$177  = $signed(\$176 ) < $signed(3'h3);
-  assign \$178  = j - 1'h1;
-  assign \$179  = j - 1'h1;
-  assign \$180  = $signed(\$179 ) >= $signed(3'h3);
-  assign \$181  = j - 1'h1;
-  assign \$182  = $signed(\$181 ) < $signed(4'h6);
-  assign \$183  = \$180  & \$182 ;
-  assign \$184  = j - 1'h1;
-  assign \$185  = $signed(\$184 ) - $signed(3'h3);
-  assign \$186  = j - 1'h1;
-  assign \$187  = $signed(\$186 ) - $signed(4'h6);
-  assign \$188  = \$183  ? \$185  : \$187 ;
-  assign \$189  = \$177  ? { \$178 [3], \$178  } : \$188 ;
-  assign \$190  = j - 1'h1;
-  assign \$191  = $signed(\$190 ) < $signed(3'h3);
-  assign \$192  = j - 1'h1;
-  assign \$193  = $signed(\$192 ) >= $signed(3'h3);
-  assign \$194  = j - 1'h1;
-  assign \$195  = $signed(\$194 ) < $signed(4'h6);
-  assign \$196  = \$193  & \$195 ;
-  assign \$197  = \$196  ? 2'h1 : 2'h2;
-  assign \$198  = \$191  ? 2'h0 : \$197 ;
-  assign \$199  = rk < 2'h3;
-  assign \$200  = rk >= 2'h3;
-  assign \$201  = rk < 3'h6;
+  assign \$177  = $signed(\$176 ) < $signed(4'h6);
+  assign \$178  = \$175  & \$177 ;
+  assign \$179  = \$178  ? 2'h1 : 2'h2;
+  assign \$180  = \$173  ? 2'h0 : \$179 ;
+  assign \$181  = rk < 2'h3;
+  assign \$182  = rk >= 2'h3;
+  assign \$183  = rk < 3'h6;
+  assign \$184  = \$182  & \$183 ;
+  assign \$185  = rk - 2'h3;
+  assign \$186  = rk - 3'h6;
+  assign \$187  = \$184  ? \$185  : \$186 ;
+  assign \$188  = \$181  ? { 1'h0, rk } : \$187 ;
+  assign \$189  = rk < 2'h3;
+  assign \$190  = rk >= 2'h3;
+  assign \$191  = rk < 3'h6;
+  assign \$192  = \$190  & \$191 ;
+  assign \$193  = \$192  ? 2'h1 : 2'h2;
+  assign \$194  = \$189  ? 2'h0 : \$193 ;
+  assign \$199  = cap2_k < 2'h3;
+  assign \$200  = cap2_k >= 2'h3;
+  assign \$201  = cap2_k < 3'h6;
   assign \$202  = \$200  & \$201 ;
-  assign \$203  = rk - 2'h3;
-  assign \$204  = rk - 3'h6;
+  assign \$203  = cap2_k - 2'h3;
+  assign \$204  = cap2_k - 3'h6;
   assign \$205  = \$202  ? \$203  : \$204 ;
-  assign \$206  = \$199  ? { 1'h0, rk } : \$205 ;
-  assign \$207  = rk < 2'h3;
-  assign \$208  = rk >= 2'h3;
-  assign \$209  = rk < 3'h6;
+  assign \$206  = \$199  ? { 1'h0, cap2_k } : \$205 ;
+  assign \$207  = cap2_k < 2'h3;
+  assign \$208  = cap2_k >= 2'h3;
+  assign \$209  = cap2_k < 3'h6;
   assign \$210  = \$208  & \$209 ;
   assign \$211  = \$210  ? 2'h1 : 2'h2;
   assign \$212  = \$207  ? 2'h0 : \$211 ;
+  assign \$213  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$214  = em_ready & \$213 ;
+  assign \$215  = em_free | \$214 ;
+  assign \$216  = ! j;
+  assign \$217  = j - 1'h1;
+  assign \$218  = $signed(\$217 ) < $signed(3'h3);
+  assign \$219  = j - 1'h1;
+  assign \$220  = $signed(\$219 ) >= $signed(3'h3);
+  assign \$221  = j - 1'h1;
+  assign \$222  = $signed(\$221 ) < $signed(4'h6);
+  assign \$223  = \$220  & \$222 ;
+  assign \$224  = j - 1'h1;
+  assign \$227  = \$226  * 6'h20;
+  assign \$228  = { \$225 , 10'h000 } | { 8'h00, \$227  };
+  assign \$229  = ~ frag;
+  assign \$230  = j - 1'h1;
+  assign \$232  = { \$231 , 10'h000 } | { 14'h0000, p_off };
+  assign \$235  = j - 1'h1;
+  assign \$238  = \$237  * 5'h10;
+  assign \$239  = { \$236 , 10'h000 } | { 9'h000, \$238  };
+  assign \$244  = \$243  + 1'h1;
+  assign \$247  = take_second ? \$244  : { 1'h0, \$246  };
+  assign \$248  = j == 3'h7;
+  assign \$249  = take_first | take_second;
   \mmu.dense_table  dense_table (
     .clk(clk),
+    .\port$1019$0 (t_idx),
+    .\port$1025$0 (dense_r_entry),
+    .\port$1043$0 (dense_w_entry),
+    .\port$1098$0 (gidx),
+    .\port$21$0 (\$17 [1:0]),
     .q(r_data),
     .r_en(tab_en),
-    .rd__addr(\$87 [13:0]),
     .rst(rst),
-    .wr__addr(\$90 [13:0]),
     .wr__data(obs__alloc_page),
     .wr__en(w_en)
   );
@@ -1975,166 +1954,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .q(\r_data$88 ),
+    .\port$1026$0 (meta_r_entry),
+    .\port$1044$0 (meta_w_entry),
+    .\port$1098$0 (gidx),
+    .q(\r_data$85 ),
     .r_en(tab_en),
-    .rd__addr(\$99 [10:0]),
     .rst(rst),
-    .wr__addr(\$102 [10:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$136 )
+    .wr__en(\w_en$133 )
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .q(\r_data$87 ),
+    .\port$1019$0 (t_idx),
+    .\port$1027$0 (sparse_r_entry),
+    .\port$1045$0 (sparse_w_entry),
+    .\port$1098$0 (gidx),
+    .\port$21$0 (\$17 [1:0]),
+    .q(\r_data$84 ),
     .r_en(tab_en),
-    .rd__addr(\$93 [12:0]),
     .rst(rst),
-    .wr__addr(\$96 [12:0]),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$135 )
+    .wr__en(\w_en$132 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = 14'h0000;
-    casez (\$242 )
-      4'h0:
-          \$243  = pg0_0;
-      4'h1:
-          \$243  = pg0_1;
-      4'h2:
-          \$243  = pg0_2;
-      4'h3:
-          \$243  = pg0_3;
-      4'h4:
-          \$243  = pg0_4;
-      4'h5:
-          \$243  = pg0_5;
-      4'h6:
-          \$243  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$249  = 14'h0000;
-    casez (\$248 )
-      4'h0:
-          \$249  = pg0_0;
-      4'h1:
-          \$249  = pg0_1;
-      4'h2:
-          \$249  = pg0_2;
-      4'h3:
-          \$249  = pg0_3;
-      4'h4:
-          \$249  = pg0_4;
-      4'h5:
-          \$249  = pg0_5;
-      4'h6:
-          \$249  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$251  = 14'h0000;
-    casez (\slot_idx$108 )
-      2'h0:
-          \$251  = pg1_0;
-      2'h1:
-          \$251  = pg1_1;
-      2'h2:
-          \$251  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$254  = 14'h0000;
-    casez (\$253 )
-      4'h0:
-          \$254  = pg0_0;
-      4'h1:
-          \$254  = pg0_1;
-      4'h2:
-          \$254  = pg0_2;
-      4'h3:
-          \$254  = pg0_3;
-      4'h4:
-          \$254  = pg0_4;
-      4'h5:
-          \$254  = pg0_5;
-      4'h6:
-          \$254  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$260  = sb0;
-      2'h1:
-          \$260  = sb1;
-      2'h2:
-          \$260  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$263  = sb0;
-      2'h1:
-          \$263  = sb1;
-      2'h2:
-          \$263  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = 14'h0000;
+    \$283  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$301  = sb0;
+          \$283  = sb0;
       2'h1:
-          \$301  = sb1;
+          \$283  = sb1;
       2'h2:
-          \$301  = sb2;
+          \$283  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = 14'h0000;
+    \$286  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$304  = r_data;
+          \$286  = r_data;
       2'h1:
-          \$304  = \r_data$87 ;
+          \$286  = \r_data$84 ;
       2'h2:
-          \$304  = \r_data$88 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$323  = sb0;
-      2'h1:
-          \$323  = sb1;
-      2'h2:
-          \$323  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = 14'h0000;
-    casez (\slot_idx$146 )
-      2'h0:
-          \$383  = sb0;
-      2'h1:
-          \$383  = sb1;
-      2'h2:
-          \$383  = sb2;
+          \$286  = \r_data$85 ;
     endcase
   end
   always @* begin
@@ -2142,433 +2005,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$414  = 8'h00;
+          \$419  = 8'h00;
       2'h1:
-          \$414  = 8'h3c;
+          \$419  = 8'h3c;
       2'h2:
-          \$414  = 8'h78;
+          \$419  = 8'h78;
       2'h3:
-          \$414  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$420  = 14'h0000;
-      2'h1:
-          \$420  = 14'h0b40;
-      2'h2:
-          \$420  = 14'h1680;
-      2'h3:
-          \$420  = 14'h21c0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = 12'h000;
-    casez (\$424 )
-      8'h00:
-          \$425  = 12'h000;
-      8'h01:
-          \$425  = 12'h030;
-      8'h02:
-          \$425  = 12'h060;
-      8'h03:
-          \$425  = 12'h090;
-      8'h04:
-          \$425  = 12'h0c0;
-      8'h05:
-          \$425  = 12'h0f0;
-      8'h06:
-          \$425  = 12'h120;
-      8'h07:
-          \$425  = 12'h150;
-      8'h08:
-          \$425  = 12'h180;
-      8'h09:
-          \$425  = 12'h1b0;
-      8'h0a:
-          \$425  = 12'h1e0;
-      8'h0b:
-          \$425  = 12'h210;
-      8'h0c:
-          \$425  = 12'h240;
-      8'h0d:
-          \$425  = 12'h270;
-      8'h0e:
-          \$425  = 12'h2a0;
-      8'h0f:
-          \$425  = 12'h2d0;
-      8'h10:
-          \$425  = 12'h300;
-      8'h11:
-          \$425  = 12'h330;
-      8'h12:
-          \$425  = 12'h360;
-      8'h13:
-          \$425  = 12'h390;
-      8'h14:
-          \$425  = 12'h3c0;
-      8'h15:
-          \$425  = 12'h3f0;
-      8'h16:
-          \$425  = 12'h420;
-      8'h17:
-          \$425  = 12'h450;
-      8'h18:
-          \$425  = 12'h480;
-      8'h19:
-          \$425  = 12'h4b0;
-      8'h1a:
-          \$425  = 12'h4e0;
-      8'h1b:
-          \$425  = 12'h510;
-      8'h1c:
-          \$425  = 12'h540;
-      8'h1d:
-          \$425  = 12'h570;
-      8'h1e:
-          \$425  = 12'h5a0;
-      8'h1f:
-          \$425  = 12'h5d0;
-      8'h20:
-          \$425  = 12'h600;
-      8'h21:
-          \$425  = 12'h630;
-      8'h22:
-          \$425  = 12'h660;
-      8'h23:
-          \$425  = 12'h690;
-      8'h24:
-          \$425  = 12'h6c0;
-      8'h25:
-          \$425  = 12'h6f0;
-      8'h26:
-          \$425  = 12'h720;
-      8'h27:
-          \$425  = 12'h750;
-      8'h28:
-          \$425  = 12'h780;
-      8'h29:
-          \$425  = 12'h7b0;
-      8'h2a:
-          \$425  = 12'h7e0;
-      8'h2b:
-          \$425  = 12'h810;
-      8'h2c:
-          \$425  = 12'h840;
-      8'h2d:
-          \$425  = 12'h870;
-      8'h2e:
-          \$425  = 12'h8a0;
-      8'h2f:
-          \$425  = 12'h8d0;
-      8'h30:
-          \$425  = 12'h900;
-      8'h31:
-          \$425  = 12'h930;
-      8'h32:
-          \$425  = 12'h960;
-      8'h33:
-          \$425  = 12'h990;
-      8'h34:
-          \$425  = 12'h9c0;
-      8'h35:
-          \$425  = 12'h9f0;
-      8'h36:
-          \$425  = 12'ha20;
-      8'h37:
-          \$425  = 12'ha50;
-      8'h38:
-          \$425  = 12'ha80;
-      8'h39:
-          \$425  = 12'hab0;
-      8'h3a:
-          \$425  = 12'hae0;
-      8'h3b:
-          \$425  = 12'hb10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$427  = 13'h0000;
-      2'h1:
-          \$427  = 13'h05a0;
-      2'h2:
-          \$427  = 13'h0b40;
-      2'h3:
-          \$427  = 13'h10e0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = 11'h000;
-    casez (\$431 )
-      8'h00:
-          \$432  = 11'h000;
-      8'h01:
-          \$432  = 11'h018;
-      8'h02:
-          \$432  = 11'h030;
-      8'h03:
-          \$432  = 11'h048;
-      8'h04:
-          \$432  = 11'h060;
-      8'h05:
-          \$432  = 11'h078;
-      8'h06:
-          \$432  = 11'h090;
-      8'h07:
-          \$432  = 11'h0a8;
-      8'h08:
-          \$432  = 11'h0c0;
-      8'h09:
-          \$432  = 11'h0d8;
-      8'h0a:
-          \$432  = 11'h0f0;
-      8'h0b:
-          \$432  = 11'h108;
-      8'h0c:
-          \$432  = 11'h120;
-      8'h0d:
-          \$432  = 11'h138;
-      8'h0e:
-          \$432  = 11'h150;
-      8'h0f:
-          \$432  = 11'h168;
-      8'h10:
-          \$432  = 11'h180;
-      8'h11:
-          \$432  = 11'h198;
-      8'h12:
-          \$432  = 11'h1b0;
-      8'h13:
-          \$432  = 11'h1c8;
-      8'h14:
-          \$432  = 11'h1e0;
-      8'h15:
-          \$432  = 11'h1f8;
-      8'h16:
-          \$432  = 11'h210;
-      8'h17:
-          \$432  = 11'h228;
-      8'h18:
-          \$432  = 11'h240;
-      8'h19:
-          \$432  = 11'h258;
-      8'h1a:
-          \$432  = 11'h270;
-      8'h1b:
-          \$432  = 11'h288;
-      8'h1c:
-          \$432  = 11'h2a0;
-      8'h1d:
-          \$432  = 11'h2b8;
-      8'h1e:
-          \$432  = 11'h2d0;
-      8'h1f:
-          \$432  = 11'h2e8;
-      8'h20:
-          \$432  = 11'h300;
-      8'h21:
-          \$432  = 11'h318;
-      8'h22:
-          \$432  = 11'h330;
-      8'h23:
-          \$432  = 11'h348;
-      8'h24:
-          \$432  = 11'h360;
-      8'h25:
-          \$432  = 11'h378;
-      8'h26:
-          \$432  = 11'h390;
-      8'h27:
-          \$432  = 11'h3a8;
-      8'h28:
-          \$432  = 11'h3c0;
-      8'h29:
-          \$432  = 11'h3d8;
-      8'h2a:
-          \$432  = 11'h3f0;
-      8'h2b:
-          \$432  = 11'h408;
-      8'h2c:
-          \$432  = 11'h420;
-      8'h2d:
-          \$432  = 11'h438;
-      8'h2e:
-          \$432  = 11'h450;
-      8'h2f:
-          \$432  = 11'h468;
-      8'h30:
-          \$432  = 11'h480;
-      8'h31:
-          \$432  = 11'h498;
-      8'h32:
-          \$432  = 11'h4b0;
-      8'h33:
-          \$432  = 11'h4c8;
-      8'h34:
-          \$432  = 11'h4e0;
-      8'h35:
-          \$432  = 11'h4f8;
-      8'h36:
-          \$432  = 11'h510;
-      8'h37:
-          \$432  = 11'h528;
-      8'h38:
-          \$432  = 11'h540;
-      8'h39:
-          \$432  = 11'h558;
-      8'h3a:
-          \$432  = 11'h570;
-      8'h3b:
-          \$432  = 11'h588;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$434  = 11'h000;
-      2'h1:
-          \$434  = 11'h1e0;
-      2'h2:
-          \$434  = 11'h3c0;
-      2'h3:
-          \$434  = 11'h5a0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = 9'h000;
-    casez (\$438 )
-      8'h00:
-          \$439  = 9'h000;
-      8'h01:
-          \$439  = 9'h008;
-      8'h02:
-          \$439  = 9'h010;
-      8'h03:
-          \$439  = 9'h018;
-      8'h04:
-          \$439  = 9'h020;
-      8'h05:
-          \$439  = 9'h028;
-      8'h06:
-          \$439  = 9'h030;
-      8'h07:
-          \$439  = 9'h038;
-      8'h08:
-          \$439  = 9'h040;
-      8'h09:
-          \$439  = 9'h048;
-      8'h0a:
-          \$439  = 9'h050;
-      8'h0b:
-          \$439  = 9'h058;
-      8'h0c:
-          \$439  = 9'h060;
-      8'h0d:
-          \$439  = 9'h068;
-      8'h0e:
-          \$439  = 9'h070;
-      8'h0f:
-          \$439  = 9'h078;
-      8'h10:
-          \$439  = 9'h080;
-      8'h11:
-          \$439  = 9'h088;
-      8'h12:
-          \$439  = 9'h090;
-      8'h13:
-          \$439  = 9'h098;
-      8'h14:
-          \$439  = 9'h0a0;
-      8'h15:
-          \$439  = 9'h0a8;
-      8'h16:
-          \$439  = 9'h0b0;
-      8'h17:
-          \$439  = 9'h0b8;
-      8'h18:
-          \$439  = 9'h0c0;
-      8'h19:
-          \$439  = 9'h0c8;
-      8'h1a:
-          \$439  = 9'h0d0;
-      8'h1b:
-          \$439  = 9'h0d8;
-      8'h1c:
-          \$439  = 9'h0e0;
-      8'h1d:
-          \$439  = 9'h0e8;
-      8'h1e:
-          \$439  = 9'h0f0;
-      8'h1f:
-          \$439  = 9'h0f8;
-      8'h20:
-          \$439  = 9'h100;
-      8'h21:
-          \$439  = 9'h108;
-      8'h22:
-          \$439  = 9'h110;
-      8'h23:
-          \$439  = 9'h118;
-      8'h24:
-          \$439  = 9'h120;
-      8'h25:
-          \$439  = 9'h128;
-      8'h26:
-          \$439  = 9'h130;
-      8'h27:
-          \$439  = 9'h138;
-      8'h28:
-          \$439  = 9'h140;
-      8'h29:
-          \$439  = 9'h148;
-      8'h2a:
-          \$439  = 9'h150;
-      8'h2b:
-          \$439  = 9'h158;
-      8'h2c:
-          \$439  = 9'h160;
-      8'h2d:
-          \$439  = 9'h168;
-      8'h2e:
-          \$439  = 9'h170;
-      8'h2f:
-          \$439  = 9'h178;
-      8'h30:
-          \$439  = 9'h180;
-      8'h31:
-          \$439  = 9'h188;
-      8'h32:
-          \$439  = 9'h190;
-      8'h33:
-          \$439  = 9'h198;
-      8'h34:
-          \$439  = 9'h1a0;
-      8'h35:
-          \$439  = 9'h1a8;
-      8'h36:
-          \$439  = 9'h1b0;
-      8'h37:
-          \$439  = 9'h1b8;
-      8'h38:
-          \$439  = 9'h1c0;
-      8'h39:
-          \$439  = 9'h1c8;
-      8'h3a:
-          \$439  = 9'h1d0;
-      8'h3b:
-          \$439  = 9'h1d8;
+          \$419  = 8'hb4;
     endcase
   end
   always @* begin
@@ -2576,433 +2019,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$441  = 8'h00;
+          \$425  = 8'h00;
       2'h1:
-          \$441  = 8'h3c;
+          \$425  = 8'h3c;
       2'h2:
-          \$441  = 8'h78;
+          \$425  = 8'h78;
       2'h3:
-          \$441  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (ap[1:0])
-      2'h0:
-          \$445  = 14'h0000;
-      2'h1:
-          \$445  = 14'h0b40;
-      2'h2:
-          \$445  = 14'h1680;
-      2'h3:
-          \$445  = 14'h21c0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = 12'h000;
-    casez (\$447 )
-      8'h00:
-          \$448  = 12'h000;
-      8'h01:
-          \$448  = 12'h030;
-      8'h02:
-          \$448  = 12'h060;
-      8'h03:
-          \$448  = 12'h090;
-      8'h04:
-          \$448  = 12'h0c0;
-      8'h05:
-          \$448  = 12'h0f0;
-      8'h06:
-          \$448  = 12'h120;
-      8'h07:
-          \$448  = 12'h150;
-      8'h08:
-          \$448  = 12'h180;
-      8'h09:
-          \$448  = 12'h1b0;
-      8'h0a:
-          \$448  = 12'h1e0;
-      8'h0b:
-          \$448  = 12'h210;
-      8'h0c:
-          \$448  = 12'h240;
-      8'h0d:
-          \$448  = 12'h270;
-      8'h0e:
-          \$448  = 12'h2a0;
-      8'h0f:
-          \$448  = 12'h2d0;
-      8'h10:
-          \$448  = 12'h300;
-      8'h11:
-          \$448  = 12'h330;
-      8'h12:
-          \$448  = 12'h360;
-      8'h13:
-          \$448  = 12'h390;
-      8'h14:
-          \$448  = 12'h3c0;
-      8'h15:
-          \$448  = 12'h3f0;
-      8'h16:
-          \$448  = 12'h420;
-      8'h17:
-          \$448  = 12'h450;
-      8'h18:
-          \$448  = 12'h480;
-      8'h19:
-          \$448  = 12'h4b0;
-      8'h1a:
-          \$448  = 12'h4e0;
-      8'h1b:
-          \$448  = 12'h510;
-      8'h1c:
-          \$448  = 12'h540;
-      8'h1d:
-          \$448  = 12'h570;
-      8'h1e:
-          \$448  = 12'h5a0;
-      8'h1f:
-          \$448  = 12'h5d0;
-      8'h20:
-          \$448  = 12'h600;
-      8'h21:
-          \$448  = 12'h630;
-      8'h22:
-          \$448  = 12'h660;
-      8'h23:
-          \$448  = 12'h690;
-      8'h24:
-          \$448  = 12'h6c0;
-      8'h25:
-          \$448  = 12'h6f0;
-      8'h26:
-          \$448  = 12'h720;
-      8'h27:
-          \$448  = 12'h750;
-      8'h28:
-          \$448  = 12'h780;
-      8'h29:
-          \$448  = 12'h7b0;
-      8'h2a:
-          \$448  = 12'h7e0;
-      8'h2b:
-          \$448  = 12'h810;
-      8'h2c:
-          \$448  = 12'h840;
-      8'h2d:
-          \$448  = 12'h870;
-      8'h2e:
-          \$448  = 12'h8a0;
-      8'h2f:
-          \$448  = 12'h8d0;
-      8'h30:
-          \$448  = 12'h900;
-      8'h31:
-          \$448  = 12'h930;
-      8'h32:
-          \$448  = 12'h960;
-      8'h33:
-          \$448  = 12'h990;
-      8'h34:
-          \$448  = 12'h9c0;
-      8'h35:
-          \$448  = 12'h9f0;
-      8'h36:
-          \$448  = 12'ha20;
-      8'h37:
-          \$448  = 12'ha50;
-      8'h38:
-          \$448  = 12'ha80;
-      8'h39:
-          \$448  = 12'hab0;
-      8'h3a:
-          \$448  = 12'hae0;
-      8'h3b:
-          \$448  = 12'hb10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (ap[1:0])
-      2'h0:
-          \$450  = 13'h0000;
-      2'h1:
-          \$450  = 13'h05a0;
-      2'h2:
-          \$450  = 13'h0b40;
-      2'h3:
-          \$450  = 13'h10e0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = 11'h000;
-    casez (\$452 )
-      8'h00:
-          \$453  = 11'h000;
-      8'h01:
-          \$453  = 11'h018;
-      8'h02:
-          \$453  = 11'h030;
-      8'h03:
-          \$453  = 11'h048;
-      8'h04:
-          \$453  = 11'h060;
-      8'h05:
-          \$453  = 11'h078;
-      8'h06:
-          \$453  = 11'h090;
-      8'h07:
-          \$453  = 11'h0a8;
-      8'h08:
-          \$453  = 11'h0c0;
-      8'h09:
-          \$453  = 11'h0d8;
-      8'h0a:
-          \$453  = 11'h0f0;
-      8'h0b:
-          \$453  = 11'h108;
-      8'h0c:
-          \$453  = 11'h120;
-      8'h0d:
-          \$453  = 11'h138;
-      8'h0e:
-          \$453  = 11'h150;
-      8'h0f:
-          \$453  = 11'h168;
-      8'h10:
-          \$453  = 11'h180;
-      8'h11:
-          \$453  = 11'h198;
-      8'h12:
-          \$453  = 11'h1b0;
-      8'h13:
-          \$453  = 11'h1c8;
-      8'h14:
-          \$453  = 11'h1e0;
-      8'h15:
-          \$453  = 11'h1f8;
-      8'h16:
-          \$453  = 11'h210;
-      8'h17:
-          \$453  = 11'h228;
-      8'h18:
-          \$453  = 11'h240;
-      8'h19:
-          \$453  = 11'h258;
-      8'h1a:
-          \$453  = 11'h270;
-      8'h1b:
-          \$453  = 11'h288;
-      8'h1c:
-          \$453  = 11'h2a0;
-      8'h1d:
-          \$453  = 11'h2b8;
-      8'h1e:
-          \$453  = 11'h2d0;
-      8'h1f:
-          \$453  = 11'h2e8;
-      8'h20:
-          \$453  = 11'h300;
-      8'h21:
-          \$453  = 11'h318;
-      8'h22:
-          \$453  = 11'h330;
-      8'h23:
-          \$453  = 11'h348;
-      8'h24:
-          \$453  = 11'h360;
-      8'h25:
-          \$453  = 11'h378;
-      8'h26:
-          \$453  = 11'h390;
-      8'h27:
-          \$453  = 11'h3a8;
-      8'h28:
-          \$453  = 11'h3c0;
-      8'h29:
-          \$453  = 11'h3d8;
-      8'h2a:
-          \$453  = 11'h3f0;
-      8'h2b:
-          \$453  = 11'h408;
-      8'h2c:
-          \$453  = 11'h420;
-      8'h2d:
-          \$453  = 11'h438;
-      8'h2e:
-          \$453  = 11'h450;
-      8'h2f:
-          \$453  = 11'h468;
-      8'h30:
-          \$453  = 11'h480;
-      8'h31:
-          \$453  = 11'h498;
-      8'h32:
-          \$453  = 11'h4b0;
-      8'h33:
-          \$453  = 11'h4c8;
-      8'h34:
-          \$453  = 11'h4e0;
-      8'h35:
-          \$453  = 11'h4f8;
-      8'h36:
-          \$453  = 11'h510;
-      8'h37:
-          \$453  = 11'h528;
-      8'h38:
-          \$453  = 11'h540;
-      8'h39:
-          \$453  = 11'h558;
-      8'h3a:
-          \$453  = 11'h570;
-      8'h3b:
-          \$453  = 11'h588;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (ap[1:0])
-      2'h0:
-          \$455  = 11'h000;
-      2'h1:
-          \$455  = 11'h1e0;
-      2'h2:
-          \$455  = 11'h3c0;
-      2'h3:
-          \$455  = 11'h5a0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = 9'h000;
-    casez (\$457 )
-      8'h00:
-          \$458  = 9'h000;
-      8'h01:
-          \$458  = 9'h008;
-      8'h02:
-          \$458  = 9'h010;
-      8'h03:
-          \$458  = 9'h018;
-      8'h04:
-          \$458  = 9'h020;
-      8'h05:
-          \$458  = 9'h028;
-      8'h06:
-          \$458  = 9'h030;
-      8'h07:
-          \$458  = 9'h038;
-      8'h08:
-          \$458  = 9'h040;
-      8'h09:
-          \$458  = 9'h048;
-      8'h0a:
-          \$458  = 9'h050;
-      8'h0b:
-          \$458  = 9'h058;
-      8'h0c:
-          \$458  = 9'h060;
-      8'h0d:
-          \$458  = 9'h068;
-      8'h0e:
-          \$458  = 9'h070;
-      8'h0f:
-          \$458  = 9'h078;
-      8'h10:
-          \$458  = 9'h080;
-      8'h11:
-          \$458  = 9'h088;
-      8'h12:
-          \$458  = 9'h090;
-      8'h13:
-          \$458  = 9'h098;
-      8'h14:
-          \$458  = 9'h0a0;
-      8'h15:
-          \$458  = 9'h0a8;
-      8'h16:
-          \$458  = 9'h0b0;
-      8'h17:
-          \$458  = 9'h0b8;
-      8'h18:
-          \$458  = 9'h0c0;
-      8'h19:
-          \$458  = 9'h0c8;
-      8'h1a:
-          \$458  = 9'h0d0;
-      8'h1b:
-          \$458  = 9'h0d8;
-      8'h1c:
-          \$458  = 9'h0e0;
-      8'h1d:
-          \$458  = 9'h0e8;
-      8'h1e:
-          \$458  = 9'h0f0;
-      8'h1f:
-          \$458  = 9'h0f8;
-      8'h20:
-          \$458  = 9'h100;
-      8'h21:
-          \$458  = 9'h108;
-      8'h22:
-          \$458  = 9'h110;
-      8'h23:
-          \$458  = 9'h118;
-      8'h24:
-          \$458  = 9'h120;
-      8'h25:
-          \$458  = 9'h128;
-      8'h26:
-          \$458  = 9'h130;
-      8'h27:
-          \$458  = 9'h138;
-      8'h28:
-          \$458  = 9'h140;
-      8'h29:
-          \$458  = 9'h148;
-      8'h2a:
-          \$458  = 9'h150;
-      8'h2b:
-          \$458  = 9'h158;
-      8'h2c:
-          \$458  = 9'h160;
-      8'h2d:
-          \$458  = 9'h168;
-      8'h2e:
-          \$458  = 9'h170;
-      8'h2f:
-          \$458  = 9'h178;
-      8'h30:
-          \$458  = 9'h180;
-      8'h31:
-          \$458  = 9'h188;
-      8'h32:
-          \$458  = 9'h190;
-      8'h33:
-          \$458  = 9'h198;
-      8'h34:
-          \$458  = 9'h1a0;
-      8'h35:
-          \$458  = 9'h1a8;
-      8'h36:
-          \$458  = 9'h1b0;
-      8'h37:
-          \$458  = 9'h1b8;
-      8'h38:
-          \$458  = 9'h1c0;
-      8'h39:
-          \$458  = 9'h1c8;
-      8'h3a:
-          \$458  = 9'h1d0;
-      8'h3b:
-          \$458  = 9'h1d8;
+          \$425  = 8'hb4;
     endcase
   end
   always @* begin
@@ -3010,505 +2033,265 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$460  = 8'h00;
+          \$429  = 8'h00;
       2'h1:
-          \$460  = 8'h3c;
+          \$429  = 8'h3c;
       2'h2:
-          \$460  = 8'h78;
+          \$429  = 8'h78;
       2'h3:
-          \$460  = 8'hb4;
+          \$429  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
+    \$433  = 14'h0000;
+    casez (\slot_tab$99 )
       2'h0:
-          \$464  = 14'h0000;
+          \$433  = r_data;
       2'h1:
-          \$464  = 14'h0b40;
+          \$433  = \r_data$84 ;
       2'h2:
-          \$464  = 14'h1680;
-      2'h3:
-          \$464  = 14'h21c0;
+          \$433  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = 12'h000;
-    casez (\$466 )
-      8'h00:
-          \$467  = 12'h000;
-      8'h01:
-          \$467  = 12'h030;
-      8'h02:
-          \$467  = 12'h060;
-      8'h03:
-          \$467  = 12'h090;
-      8'h04:
-          \$467  = 12'h0c0;
-      8'h05:
-          \$467  = 12'h0f0;
-      8'h06:
-          \$467  = 12'h120;
-      8'h07:
-          \$467  = 12'h150;
-      8'h08:
-          \$467  = 12'h180;
-      8'h09:
-          \$467  = 12'h1b0;
-      8'h0a:
-          \$467  = 12'h1e0;
-      8'h0b:
-          \$467  = 12'h210;
-      8'h0c:
-          \$467  = 12'h240;
-      8'h0d:
-          \$467  = 12'h270;
-      8'h0e:
-          \$467  = 12'h2a0;
-      8'h0f:
-          \$467  = 12'h2d0;
-      8'h10:
-          \$467  = 12'h300;
-      8'h11:
-          \$467  = 12'h330;
-      8'h12:
-          \$467  = 12'h360;
-      8'h13:
-          \$467  = 12'h390;
-      8'h14:
-          \$467  = 12'h3c0;
-      8'h15:
-          \$467  = 12'h3f0;
-      8'h16:
-          \$467  = 12'h420;
-      8'h17:
-          \$467  = 12'h450;
-      8'h18:
-          \$467  = 12'h480;
-      8'h19:
-          \$467  = 12'h4b0;
-      8'h1a:
-          \$467  = 12'h4e0;
-      8'h1b:
-          \$467  = 12'h510;
-      8'h1c:
-          \$467  = 12'h540;
-      8'h1d:
-          \$467  = 12'h570;
-      8'h1e:
-          \$467  = 12'h5a0;
-      8'h1f:
-          \$467  = 12'h5d0;
-      8'h20:
-          \$467  = 12'h600;
-      8'h21:
-          \$467  = 12'h630;
-      8'h22:
-          \$467  = 12'h660;
-      8'h23:
-          \$467  = 12'h690;
-      8'h24:
-          \$467  = 12'h6c0;
-      8'h25:
-          \$467  = 12'h6f0;
-      8'h26:
-          \$467  = 12'h720;
-      8'h27:
-          \$467  = 12'h750;
-      8'h28:
-          \$467  = 12'h780;
-      8'h29:
-          \$467  = 12'h7b0;
-      8'h2a:
-          \$467  = 12'h7e0;
-      8'h2b:
-          \$467  = 12'h810;
-      8'h2c:
-          \$467  = 12'h840;
-      8'h2d:
-          \$467  = 12'h870;
-      8'h2e:
-          \$467  = 12'h8a0;
-      8'h2f:
-          \$467  = 12'h8d0;
-      8'h30:
-          \$467  = 12'h900;
-      8'h31:
-          \$467  = 12'h930;
-      8'h32:
-          \$467  = 12'h960;
-      8'h33:
-          \$467  = 12'h990;
-      8'h34:
-          \$467  = 12'h9c0;
-      8'h35:
-          \$467  = 12'h9f0;
-      8'h36:
-          \$467  = 12'ha20;
-      8'h37:
-          \$467  = 12'ha50;
-      8'h38:
-          \$467  = 12'ha80;
-      8'h39:
-          \$467  = 12'hab0;
-      8'h3a:
-          \$467  = 12'hae0;
-      8'h3b:
-          \$467  = 12'hb10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
+    \$438  = 14'h0000;
+    casez (\slot_tab$104 )
       2'h0:
-          \$469  = 13'h0000;
+          \$438  = r_data;
       2'h1:
-          \$469  = 13'h05a0;
+          \$438  = \r_data$84 ;
       2'h2:
-          \$469  = 13'h0b40;
-      2'h3:
-          \$469  = 13'h10e0;
+          \$438  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = 11'h000;
-    casez (\$471 )
-      8'h00:
-          \$472  = 11'h000;
-      8'h01:
-          \$472  = 11'h018;
-      8'h02:
-          \$472  = 11'h030;
-      8'h03:
-          \$472  = 11'h048;
-      8'h04:
-          \$472  = 11'h060;
-      8'h05:
-          \$472  = 11'h078;
-      8'h06:
-          \$472  = 11'h090;
-      8'h07:
-          \$472  = 11'h0a8;
-      8'h08:
-          \$472  = 11'h0c0;
-      8'h09:
-          \$472  = 11'h0d8;
-      8'h0a:
-          \$472  = 11'h0f0;
-      8'h0b:
-          \$472  = 11'h108;
-      8'h0c:
-          \$472  = 11'h120;
-      8'h0d:
-          \$472  = 11'h138;
-      8'h0e:
-          \$472  = 11'h150;
-      8'h0f:
-          \$472  = 11'h168;
-      8'h10:
-          \$472  = 11'h180;
-      8'h11:
-          \$472  = 11'h198;
-      8'h12:
-          \$472  = 11'h1b0;
-      8'h13:
-          \$472  = 11'h1c8;
-      8'h14:
-          \$472  = 11'h1e0;
-      8'h15:
-          \$472  = 11'h1f8;
-      8'h16:
-          \$472  = 11'h210;
-      8'h17:
-          \$472  = 11'h228;
-      8'h18:
-          \$472  = 11'h240;
-      8'h19:
-          \$472  = 11'h258;
-      8'h1a:
-          \$472  = 11'h270;
-      8'h1b:
-          \$472  = 11'h288;
-      8'h1c:
-          \$472  = 11'h2a0;
-      8'h1d:
-          \$472  = 11'h2b8;
-      8'h1e:
-          \$472  = 11'h2d0;
-      8'h1f:
-          \$472  = 11'h2e8;
-      8'h20:
-          \$472  = 11'h300;
-      8'h21:
-          \$472  = 11'h318;
-      8'h22:
-          \$472  = 11'h330;
-      8'h23:
-          \$472  = 11'h348;
-      8'h24:
-          \$472  = 11'h360;
-      8'h25:
-          \$472  = 11'h378;
-      8'h26:
-          \$472  = 11'h390;
-      8'h27:
-          \$472  = 11'h3a8;
-      8'h28:
-          \$472  = 11'h3c0;
-      8'h29:
-          \$472  = 11'h3d8;
-      8'h2a:
-          \$472  = 11'h3f0;
-      8'h2b:
-          \$472  = 11'h408;
-      8'h2c:
-          \$472  = 11'h420;
-      8'h2d:
-          \$472  = 11'h438;
-      8'h2e:
-          \$472  = 11'h450;
-      8'h2f:
-          \$472  = 11'h468;
-      8'h30:
-          \$472  = 11'h480;
-      8'h31:
-          \$472  = 11'h498;
-      8'h32:
-          \$472  = 11'h4b0;
-      8'h33:
-          \$472  = 11'h4c8;
-      8'h34:
-          \$472  = 11'h4e0;
-      8'h35:
-          \$472  = 11'h4f8;
-      8'h36:
-          \$472  = 11'h510;
-      8'h37:
-          \$472  = 11'h528;
-      8'h38:
-          \$472  = 11'h540;
-      8'h39:
-          \$472  = 11'h558;
-      8'h3a:
-          \$472  = 11'h570;
-      8'h3b:
-          \$472  = 11'h588;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
+    \$483  = 14'h0000;
+    casez (\slot_tab$110 )
       2'h0:
-          \$474  = 11'h000;
+          \$483  = r_data;
       2'h1:
-          \$474  = 11'h1e0;
+          \$483  = \r_data$84 ;
       2'h2:
-          \$474  = 11'h3c0;
-      2'h3:
-          \$474  = 11'h5a0;
+          \$483  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = 9'h000;
-    casez (\$476 )
-      8'h00:
-          \$477  = 9'h000;
-      8'h01:
-          \$477  = 9'h008;
-      8'h02:
-          \$477  = 9'h010;
-      8'h03:
-          \$477  = 9'h018;
-      8'h04:
-          \$477  = 9'h020;
-      8'h05:
-          \$477  = 9'h028;
-      8'h06:
-          \$477  = 9'h030;
-      8'h07:
-          \$477  = 9'h038;
-      8'h08:
-          \$477  = 9'h040;
-      8'h09:
-          \$477  = 9'h048;
-      8'h0a:
-          \$477  = 9'h050;
-      8'h0b:
-          \$477  = 9'h058;
-      8'h0c:
-          \$477  = 9'h060;
-      8'h0d:
-          \$477  = 9'h068;
-      8'h0e:
-          \$477  = 9'h070;
-      8'h0f:
-          \$477  = 9'h078;
-      8'h10:
-          \$477  = 9'h080;
-      8'h11:
-          \$477  = 9'h088;
-      8'h12:
-          \$477  = 9'h090;
-      8'h13:
-          \$477  = 9'h098;
-      8'h14:
-          \$477  = 9'h0a0;
-      8'h15:
-          \$477  = 9'h0a8;
-      8'h16:
-          \$477  = 9'h0b0;
-      8'h17:
-          \$477  = 9'h0b8;
-      8'h18:
-          \$477  = 9'h0c0;
-      8'h19:
-          \$477  = 9'h0c8;
-      8'h1a:
-          \$477  = 9'h0d0;
-      8'h1b:
-          \$477  = 9'h0d8;
-      8'h1c:
-          \$477  = 9'h0e0;
-      8'h1d:
-          \$477  = 9'h0e8;
-      8'h1e:
-          \$477  = 9'h0f0;
-      8'h1f:
-          \$477  = 9'h0f8;
-      8'h20:
-          \$477  = 9'h100;
-      8'h21:
-          \$477  = 9'h108;
-      8'h22:
-          \$477  = 9'h110;
-      8'h23:
-          \$477  = 9'h118;
-      8'h24:
-          \$477  = 9'h120;
-      8'h25:
-          \$477  = 9'h128;
-      8'h26:
-          \$477  = 9'h130;
-      8'h27:
-          \$477  = 9'h138;
-      8'h28:
-          \$477  = 9'h140;
-      8'h29:
-          \$477  = 9'h148;
-      8'h2a:
-          \$477  = 9'h150;
-      8'h2b:
-          \$477  = 9'h158;
-      8'h2c:
-          \$477  = 9'h160;
-      8'h2d:
-          \$477  = 9'h168;
-      8'h2e:
-          \$477  = 9'h170;
-      8'h2f:
-          \$477  = 9'h178;
-      8'h30:
-          \$477  = 9'h180;
-      8'h31:
-          \$477  = 9'h188;
-      8'h32:
-          \$477  = 9'h190;
-      8'h33:
-          \$477  = 9'h198;
-      8'h34:
-          \$477  = 9'h1a0;
-      8'h35:
-          \$477  = 9'h1a8;
-      8'h36:
-          \$477  = 9'h1b0;
-      8'h37:
-          \$477  = 9'h1b8;
-      8'h38:
-          \$477  = 9'h1c0;
-      8'h39:
-          \$477  = 9'h1c8;
-      8'h3a:
-          \$477  = 9'h1d0;
-      8'h3b:
-          \$477  = 9'h1d8;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = 14'h0000;
-    casez (\slot_tab$102 )
-      2'h0:
-          \$479  = r_data;
-      2'h1:
-          \$479  = \r_data$87 ;
-      2'h2:
-          \$479  = \r_data$88 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = 14'h0000;
-    casez (\slot_tab$107 )
-      2'h0:
-          \$484  = r_data;
-      2'h1:
-          \$484  = \r_data$87 ;
-      2'h2:
-          \$484  = \r_data$88 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$529  = 14'h0000;
-    casez (\slot_tab$113 )
-      2'h0:
-          \$529  = r_data;
-      2'h1:
-          \$529  = \r_data$87 ;
-      2'h2:
-          \$529  = \r_data$88 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$543  = 14'h0000;
+    \$497  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$543  = sb0;
+          \$497  = sb0;
       2'h1:
-          \$543  = sb1;
+          \$497  = sb1;
       2'h2:
-          \$543  = sb2;
+          \$497  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$545  = 7'h00;
+    \$499  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$545  = ap[24:18];
+          \$499  = ap[24:18];
       2'h1:
-          \$545  = ap[31:25];
+          \$499  = ap[31:25];
       2'h2:
-          \$545  = ap[38:32];
+          \$499  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$547  = 14'h0000;
+    \$501  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$547  = sb0;
+          \$501  = sb0;
       2'h1:
-          \$547  = sb1;
+          \$501  = sb1;
       2'h2:
-          \$547  = sb2;
+          \$501  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$503  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$503  = ap[24:18];
+      2'h1:
+          \$503  = ap[31:25];
+      2'h2:
+          \$503  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$507  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$507  = ap[24:18];
+      2'h1:
+          \$507  = ap[31:25];
+      2'h2:
+          \$507  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$509  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$509  = ap[24:18];
+      2'h1:
+          \$509  = ap[31:25];
+      2'h2:
+          \$509  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$511  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$511  = sb0;
+      2'h1:
+          \$511  = sb1;
+      2'h2:
+          \$511  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$513  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$513  = ap[24:18];
+      2'h1:
+          \$513  = ap[31:25];
+      2'h2:
+          \$513  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$517  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$517  = sb0;
+      2'h1:
+          \$517  = sb1;
+      2'h2:
+          \$517  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$520  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$520  = ap[24:18];
+      2'h1:
+          \$520  = ap[31:25];
+      2'h2:
+          \$520  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$522  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$522  = ap[24:18];
+      2'h1:
+          \$522  = ap[31:25];
+      2'h2:
+          \$522  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$523  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$523  = ap[24:18];
+      2'h1:
+          \$523  = ap[31:25];
+      2'h2:
+          \$523  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$525  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$525  = sb0;
+      2'h1:
+          \$525  = sb1;
+      2'h2:
+          \$525  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$527  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$527  = ap[24:18];
+      2'h1:
+          \$527  = ap[31:25];
+      2'h2:
+          \$527  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$531  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$531  = sb0;
+      2'h1:
+          \$531  = sb1;
+      2'h2:
+          \$531  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$534  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$534  = ap[24:18];
+      2'h1:
+          \$534  = ap[31:25];
+      2'h2:
+          \$534  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$540  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$540  = ap[24:18];
+      2'h1:
+          \$540  = ap[31:25];
+      2'h2:
+          \$540  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$547  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$547  = ap[24:18];
+      2'h1:
+          \$547  = ap[31:25];
+      2'h2:
+          \$547  = ap[38:32];
     endcase
   end
   always @* begin
@@ -3525,6 +2308,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$551  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$551  = sb0;
+      2'h1:
+          \$551  = sb1;
+      2'h2:
+          \$551  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$553  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
@@ -3537,206 +2332,38 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$555  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$555  = ap[24:18];
-      2'h1:
-          \$555  = ap[31:25];
-      2'h2:
-          \$555  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$557  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$557  = sb0;
-      2'h1:
-          \$557  = sb1;
-      2'h2:
-          \$557  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$559  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$559  = ap[24:18];
-      2'h1:
-          \$559  = ap[31:25];
-      2'h2:
-          \$559  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$563  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$563  = sb0;
-      2'h1:
-          \$563  = sb1;
-      2'h2:
-          \$563  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$566  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$566  = ap[24:18];
-      2'h1:
-          \$566  = ap[31:25];
-      2'h2:
-          \$566  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$568  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$568  = ap[24:18];
-      2'h1:
-          \$568  = ap[31:25];
-      2'h2:
-          \$568  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$569  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$569  = ap[24:18];
-      2'h1:
-          \$569  = ap[31:25];
-      2'h2:
-          \$569  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$571  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$571  = sb0;
-      2'h1:
-          \$571  = sb1;
-      2'h2:
-          \$571  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$573  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$573  = ap[24:18];
-      2'h1:
-          \$573  = ap[31:25];
-      2'h2:
-          \$573  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$577  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$577  = sb0;
-      2'h1:
-          \$577  = sb1;
-      2'h2:
-          \$577  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$580  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$580  = ap[24:18];
-      2'h1:
-          \$580  = ap[31:25];
-      2'h2:
-          \$580  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$586  = ap[24:18];
-      2'h1:
-          \$586  = ap[31:25];
-      2'h2:
-          \$586  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$593  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$593  = ap[24:18];
-      2'h1:
-          \$593  = ap[31:25];
-      2'h2:
-          \$593  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$595  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$595  = ap[24:18];
-      2'h1:
-          \$595  = ap[31:25];
-      2'h2:
-          \$595  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$597  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$597  = sb0;
-      2'h1:
-          \$597  = sb1;
-      2'h2:
-          \$597  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$599  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$599  = ap[24:18];
-      2'h1:
-          \$599  = ap[31:25];
-      2'h2:
-          \$599  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = 14'h0000;
+    \$629  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$675  = sb0;
+          \$629  = sb0;
       2'h1:
-          \$675  = sb1;
+          \$629  = sb1;
       2'h2:
-          \$675  = sb2;
+          \$629  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$644  = 15'h0000;
+    casez (\slot_idx$140 )
+      2'h0:
+          \$644  = s_pages0;
+      2'h1:
+          \$644  = s_pages1;
+      2'h2:
+          \$644  = s_pages2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$667  = 15'h0000;
+    casez (\slot_idx$149 )
+      2'h0:
+          \$667  = s_pages0;
+      2'h1:
+          \$667  = s_pages1;
+      2'h2:
+          \$667  = s_pages2;
     endcase
   end
   always @* begin
@@ -3744,15 +2371,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$107 ) begin
+          if (\$89 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$113 [7:0];
+            \$signature__addr  = \$95 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$117 [7:0];
+              \$signature__addr  = \$99 [7:0];
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$121 [7:0];
+            \$signature__addr  = \$103 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3769,15 +2396,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$315 [7:0];
+          \$signature__addr  = \$297 [7:0];
       4'ha:
-          \$signature__addr  = \$336 [7:0];
+          \$signature__addr  = \$317 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$398 ) begin
+    if (\$381 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
@@ -3788,11 +2415,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          t_idx = \slot_idx$98 ;
+          t_idx = \slot_idx$95 ;
       4'h4:
-          t_idx = \slot_idx$103 ;
+          t_idx = \slot_idx$100 ;
       4'h5:
-          t_idx = \slot_idx$110 ;
+          t_idx = \slot_idx$107 ;
       4'h1:
           t_idx = r_idx;
       4'h7:
@@ -3804,14 +2431,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          if (\$372 ) begin
-            t_idx = \slot_idx$146 ;
+          if (\$353 ) begin
+            t_idx = \slot_idx$145 ;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tab_en = \$104 ;
+    tab_en = \$86 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3826,7 +2453,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h7:
           /* empty */;
       4'h8:
-          tab_en = \$314 ;
+          tab_en = \$296 ;
     endcase
   end
   always @* begin
@@ -3834,7 +2461,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$107 ) begin
+          if (\$89 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -3845,7 +2472,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$107 ) begin
+          if (\$89 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -3855,12 +2482,110 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$98  = 2'h0;
+    \slot_idx$95  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$98  = \$123 [1:0];
+          \slot_idx$95  = \$105 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$96  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_tab$96  = \$107 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    dense_r_entry = 4'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          dense_r_entry = \$108 [3:0];
+      4'h4:
+          dense_r_entry = \$140 [3:0];
+      4'h5:
+          dense_r_entry = \$195 [3:0];
+      4'h1:
+          dense_r_entry = \$264 [3:0];
+      4'h7:
+          dense_r_entry = e1[3:0];
+      4'h8:
+          dense_r_entry = \$291 [3:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          dense_r_entry = 4'h0;
+      4'ha:
+          dense_r_entry = \$345 [3:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    meta_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          meta_r_entry = \$109 [2:0];
+      4'h4:
+          meta_r_entry = \$141 [2:0];
+      4'h5:
+          meta_r_entry = \$196 [2:0];
+      4'h1:
+          meta_r_entry = \$278 [2:0];
+      4'h7:
+          meta_r_entry = e1[2:0];
+      4'h8:
+          meta_r_entry = \$295 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          meta_r_entry = 3'h0;
+      4'ha:
+          meta_r_entry = \$351 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    sparse_r_entry = 3'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          sparse_r_entry = \$111 [2:0];
+      4'h4:
+          sparse_r_entry = \$143 [2:0];
+      4'h5:
+          sparse_r_entry = \$198 [2:0];
+      4'h1:
+          sparse_r_entry = \$271 [2:0];
+      4'h7:
+          sparse_r_entry = e1[2:0];
+      4'h8:
+          sparse_r_entry = \$293 [2:0];
+      4'h6:
+          /* empty */;
+      4'h9:
+          sparse_r_entry = 3'h0;
+      4'ha:
+          sparse_r_entry = \$348 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$97  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \slot_idx$97  = \$119 [1:0];
     endcase
   end
   always @* begin
@@ -3875,90 +2600,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    dense_r_entry = 4'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          dense_r_entry = \$126 [3:0];
-      4'h4:
-          dense_r_entry = \$158 [3:0];
-      4'h5:
-          dense_r_entry = \$213 [3:0];
-      4'h1:
-          dense_r_entry = \$282 [3:0];
-      4'h7:
-          dense_r_entry = e1[3:0];
-      4'h8:
-          dense_r_entry = \$309 [3:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          dense_r_entry = 4'h0;
-      4'ha:
-          dense_r_entry = \$364 [3:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    meta_r_entry = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          meta_r_entry = \$127 [2:0];
-      4'h4:
-          meta_r_entry = \$159 [2:0];
-      4'h5:
-          meta_r_entry = \$214 [2:0];
-      4'h1:
-          meta_r_entry = \$296 [2:0];
-      4'h7:
-          meta_r_entry = e1[2:0];
-      4'h8:
-          meta_r_entry = \$313 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          meta_r_entry = 3'h0;
-      4'ha:
-          meta_r_entry = \$370 [2:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    sparse_r_entry = 3'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          sparse_r_entry = \$129 [2:0];
-      4'h4:
-          sparse_r_entry = \$161 [2:0];
-      4'h5:
-          sparse_r_entry = \$216 [2:0];
-      4'h1:
-          sparse_r_entry = \$289 [2:0];
-      4'h7:
-          sparse_r_entry = e1[2:0];
-      4'h8:
-          sparse_r_entry = \$311 [2:0];
-      4'h6:
-          /* empty */;
-      4'h9:
-          sparse_r_entry = 3'h0;
-      4'ha:
-          sparse_r_entry = \$367 [2:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \slot_idx$100  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$100  = \$137 [1:0];
+          /* empty */;
+      4'h4:
+          \slot_idx$100  = \$133 [1:0];
     endcase
   end
   always @* begin
@@ -3968,7 +2617,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$102  = \$143 ;
+          /* empty */;
+      4'h4:
+          \slot_tab$102  = \$139 ;
     endcase
   end
   always @* begin
@@ -3985,43 +2636,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$105  = 2'h0;
+    \slot_tab$104  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$105  = \$157 ;
+          \slot_tab$104  = \$157 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$106  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_idx$106  = \$169 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$107  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_tab$107  = \$175 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$108  = 2'h0;
+    \slot_idx$105  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4030,12 +2657,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$108  = \$189 [1:0];
+          \slot_idx$105  = \$171 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$109  = 2'h0;
+    \slot_tab$106  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4044,12 +2671,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$109  = \$198 ;
+          \slot_tab$106  = \$180 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$110  = 2'h0;
+    \slot_idx$107  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4058,12 +2685,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$110  = \$206 [1:0];
+          \slot_idx$107  = \$188 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$111  = 2'h0;
+    \slot_tab$108  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4072,12 +2699,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$111  = \$212 ;
+          \slot_tab$108  = \$194 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$112  = 2'h0;
+    \slot_idx$109  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4086,12 +2713,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$112  = \$224 [1:0];
+          \slot_idx$109  = \$206 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$113  = 2'h0;
+    \slot_tab$110  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4100,7 +2727,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$113  = \$230 ;
+          \slot_tab$110  = \$212 ;
     endcase
   end
   always @* begin
@@ -4114,7 +2741,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          emitted = \$233 ;
+          emitted = \$215 ;
     endcase
   end
   always @* begin
@@ -4129,12 +2756,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$234 ) begin
-          end else if (\$236 ) begin
+          if (\$216 ) begin
+          end else if (\$218 ) begin
             rec_valid = 1'h1;
-          end else if (\$241 ) begin
+          end else if (\$223 ) begin
             (* full_case = 32'd1 *)
-            if (\$247 ) begin
+            if (\$229 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -4170,27 +2797,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$234 ) begin
-          end else if (\$236 ) begin
+          if (\$216 ) begin
+          end else if (\$218 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$108 ;
-            wr_out__payload[27:4] = \$246 ;
+            wr_out__payload[3:2] = \slot_idx$105 ;
+            wr_out__payload[27:4] = \$228 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$241 ) begin
+          end else if (\$223 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$108 ;
+            wr_out__payload[3:2] = \slot_idx$105 ;
             (* full_case = 32'd1 *)
-            if (\$247 ) begin
-              wr_out__payload[27:4] = \$250 ;
+            if (\$229 ) begin
+              wr_out__payload[27:4] = \$232 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$252 ;
+              wr_out__payload[27:4] = \$234 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$108 ;
-            wr_out__payload[27:4] = \$257 ;
+            wr_out__payload[3:2] = \slot_idx$105 ;
+            wr_out__payload[27:4] = \$239 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -4201,8 +2828,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$305 ;
-          wr_out__payload[38:28] = \$307 [10:0];
+          wr_out__payload[27:4] = \$287 ;
+          wr_out__payload[38:28] = \$289 [10:0];
         end
       4'h6:
           /* empty */;
@@ -4228,7 +2855,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$258 [3:0];
+          dense_w_entry = \$240 [3:0];
     endcase
   end
   always @* begin
@@ -4242,7 +2869,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$259 [2:0];
+          meta_w_entry = \$241 [2:0];
     endcase
   end
   always @* begin
@@ -4256,7 +2883,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$265 [2:0];
+          sparse_w_entry = \$247 [2:0];
     endcase
   end
   always @* begin
@@ -4271,7 +2898,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$266 ) begin
+            if (\$248 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -4284,11 +2911,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$332 ) begin
+          if (\$298 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$398 ) begin
+    if (\$381 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -4304,11 +2931,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$266 ) begin
-              \$signature__data [9:0] = \$268 [9:0];
-              \$signature__data [23:10] = \$269 [13:0];
-              \$signature__data [37:24] = \$270 [13:0];
-              \$signature__data [51:38] = \$271 [13:0];
+            if (\$248 ) begin
+              \$signature__data [9:0] = \$250 [9:0];
+              \$signature__data [23:10] = \$251 [13:0];
+              \$signature__data [37:24] = \$252 [13:0];
+              \$signature__data [51:38] = \$253 [13:0];
             end
           end
       4'h1:
@@ -4320,11 +2947,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$332 ) begin
+          if (\$298 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$398 ) begin
+    if (\$381 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -4340,8 +2967,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$266 ) begin
-            end else if (\$267 ) begin
+            if (\$248 ) begin
+            end else if (\$249 ) begin
               alloc__ready = 1'h1;
             end
           end
@@ -4359,9 +2986,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$266 ) begin
-            end else if (\$267 ) begin
-              if (\$272 ) begin
+            if (\$248 ) begin
+            end else if (\$249 ) begin
+              if (\$254 ) begin
                 w_en = 1'h1;
               end
             end
@@ -4370,7 +2997,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$135  = 1'h0;
+    \w_en$132  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4380,11 +3007,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$266 ) begin
-            end else if (\$267 ) begin
-              if (\$272 ) begin
-              end else if (\$275 ) begin
-                \w_en$135  = 1'h1;
+            if (\$248 ) begin
+            end else if (\$249 ) begin
+              if (\$254 ) begin
+              end else if (\$257 ) begin
+                \w_en$132  = 1'h1;
               end
             end
           end
@@ -4392,7 +3019,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$136  = 1'h0;
+    \w_en$133  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4402,13 +3029,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$266 ) begin
-            end else if (\$267 ) begin
+            if (\$248 ) begin
+            end else if (\$249 ) begin
               (* full_case = 32'd1 *)
-              if (\$272 ) begin
-              end else if (\$275 ) begin
+              if (\$254 ) begin
+              end else if (\$257 ) begin
               end else begin
-                \w_en$136  = 1'h1;
+                \w_en$133  = 1'h1;
               end
             end
           end
@@ -4429,12 +3056,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$303 ;
+          hi = \$285 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    cnt = 15'h0000;
+    \slot_idx$140  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4453,7 +3080,31 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          cnt = \$331 [14:0];
+          \slot_idx$140  = \$306 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$141  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          \slot_tab$141  = \$312 ;
     endcase
   end
   always @* begin
@@ -4477,21 +3128,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$333 ) begin
-            if (\$334 ) begin
-              if (\$335 ) begin
+          if (\$314 ) begin
+            if (\$315 ) begin
+              if (\$316 ) begin
                 free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$392 ) begin
+            if (\$354 ) begin
               (* full_case = 32'd1 *)
-              if (\$395 ) begin
+              if (\$355 ) begin
               end else begin
-                if (\$396 ) begin
-                  if (\$397 ) begin
+                if (\$379 ) begin
+                  if (\$380 ) begin
                     free_done = 1'h1;
                   end
                 end
@@ -4523,12 +3174,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          adv = \$338 ;
+          adv = \$319 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$146  = 2'h0;
+    \slot_idx$145  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4549,12 +3200,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$146  = \$352 [1:0];
+          \slot_idx$145  = \$333 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$147  = 2'h0;
+    \slot_tab$146  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4575,12 +3226,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$147  = \$361 ;
+          \slot_tab$146  = \$342 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    k_cnt = 15'h0000;
+    \slot_idx$149  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4601,43 +3252,81 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          k_cnt = \$391 [14:0];
+          if (adv) begin
+            if (\$354 ) begin
+              if (\$355 ) begin
+                \slot_idx$149  = \$369 [1:0];
+              end
+            end
+          end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = gs_walk;
-    if (\$410 ) begin
-      \$713  = \$411 [7:0];
+    \slot_tab$150  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            if (\$354 ) begin
+              if (\$355 ) begin
+                \slot_tab$150  = \$378 ;
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$677  = gs_walk;
+    if (\$393 ) begin
+      \$677  = \$394 [7:0];
     end
     if (rst) begin
-      \$713  = 8'h00;
+      \$677  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = gs_done;
-    if (\$410 ) begin
-      if (\$412 ) begin
-        \$714  = 1'h1;
+    \$678  = gs_done;
+    if (\$393 ) begin
+      if (\$395 ) begin
+        \$678  = 1'h1;
       end
     end
     if (rst) begin
-      \$714  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = free_done;
+    \$679  = free_done;
     if (rst) begin
-      \$715  = 1'h0;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = release__valid;
+    \$680  = release__valid;
     if (release__ready) begin
-      \$716  = 1'h0;
+      \$680  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -4660,179 +3349,211 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$716  = 1'h1;
+            \$680  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$716  = 1'h0;
+      \$680  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = j;
+    \$681  = { \$398 [11], \$398 [11], \$398 [11], \$398  };
+    if (rst) begin
+      \$681  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$682  = { \$401 [11], \$401 [11], \$401 [11], \$401  };
+    if (rst) begin
+      \$682  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$683  = { \$408 , \$407 , \$406 , \$405 , \$404 , \$403 , \$402  };
+    if (rst) begin
+      \$683  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$684  = \$411 [14:0];
+    if (rst) begin
+      \$684  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$685  = \$414 [14:0];
+    if (rst) begin
+      \$685  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$686  = \$417 [14:0];
+    if (rst) begin
+      \$686  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$687  = j;
     casez (fsm_state)
       4'h0:
-          \$717  = 3'h0;
+          \$687  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$717  = 3'h0;
+          \$687  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$717  = \$542 [2:0];
+            \$687  = \$496 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$717  = { 1'h0, \$672  };
+          \$687  = { 1'h0, \$626  };
       4'h8:
           /* empty */;
       4'h6:
-          \$717  = 3'h0;
+          \$687  = 3'h0;
       4'h9:
-          if (\$686 ) begin
+          if (\$648 ) begin
             (* full_case = 32'd1 *)
-            if (\$687 ) begin
-              (* full_case = 32'd1 *)
-              if (\$688 ) begin
-              end else begin
-                \$717  = 3'h0;
-              end
+            if (\$649 ) begin
             end else begin
-              \$717  = \$694 [2:0];
+              \$687  = \$653 [2:0];
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
-                \$717  = \$702 [2:0];
+              if (\$658 ) begin
+                \$687  = \$659 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$703 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$704 ) begin
-                  end else begin
-                    \$717  = 3'h0;
-                  end
+                if (\$670 ) begin
                 end else begin
-                  \$717  = \$710 [2:0];
+                  \$687  = \$674 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$717  = 3'h0;
+      \$687  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = frag;
+    \$688  = frag;
     casez (fsm_state)
       4'h0:
-          \$718  = 1'h0;
+          \$688  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$718  = 1'h0;
+          \$688  = 1'h0;
       4'h5:
         begin
-          if (\$530 ) begin
-          end else if (\$532 ) begin
-          end else if (\$537 ) begin
-            if (\$539 ) begin
-              if (\$541 ) begin
-                \$718  = 1'h1;
+          if (\$484 ) begin
+          end else if (\$486 ) begin
+          end else if (\$491 ) begin
+            if (\$493 ) begin
+              if (\$495 ) begin
+                \$688  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$718  = 1'h0;
+            \$688  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$718  = 1'h0;
+      \$688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = cap1;
+    \$689  = cap1;
     casez (fsm_state)
       4'h0:
-          \$719  = 1'h0;
+          \$689  = 1'h0;
       4'h2:
-          \$719  = 1'h1;
+          \$689  = 1'h1;
       4'h4:
-          \$719  = \$481 ;
+          \$689  = \$435 ;
       4'h5:
-          \$719  = \$526 ;
+          \$689  = \$480 ;
     endcase
     if (rst) begin
-      \$719  = 1'h0;
+      \$689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = cap2;
+    \$690  = cap2;
     casez (fsm_state)
       4'h0:
-          \$720  = 1'h0;
+          \$690  = 1'h0;
       4'h2:
-          \$720  = cap1;
+          \$690  = cap1;
       4'h4:
-          \$720  = cap1;
+          \$690  = cap1;
       4'h5:
-          \$720  = cap1;
+          \$690  = cap1;
     endcase
     if (rst) begin
-      \$720  = 1'h0;
+      \$690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = cm;
+    \$691  = cm;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
-            \$721  = cmd__payload;
+            \$691  = cmd__payload;
           end
     endcase
     if (rst) begin
-      \$721  = 41'h00000000000;
+      \$691  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = from_cmd;
+    \$692  = from_cmd;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
-            \$722  = 1'h1;
+            \$692  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$722  = 1'h0;
+              \$692  = 1'h0;
             end
           end else if (append__valid) begin
-            \$722  = 1'h0;
+            \$692  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$722  = 1'h0;
+      \$692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = fg;
+    \$693  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
-            \$723  = 6'h00;
+            \$693  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -4849,26 +3570,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
+              if (\$650 ) begin
               end else begin
-                \$723  = \$693 [5:0];
+                \$693  = \$652 [5:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
+                  if (\$671 ) begin
                   end else begin
-                    \$723  = \$709 [5:0];
+                    \$693  = \$673 [5:0];
                   end
                 end
               end
@@ -4876,23 +3597,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$723  = 6'h00;
+      \$693  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = gidx;
+    \$694  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
-            \$724  = \$419 [7:0];
+            \$694  = \$424 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$724  = \$444 [7:0];
+              \$694  = \$428 [7:0];
             end
           end else if (append__valid) begin
-            \$724  = \$463 [7:0];
+            \$694  = \$432 [7:0];
           end
       4'h2:
           /* empty */;
@@ -4909,26 +3630,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
+              if (\$650 ) begin
               end else begin
-                \$724  = \$689 [7:0];
+                \$694  = \$651 [7:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
+                  if (\$671 ) begin
                   end else begin
-                    \$724  = \$705 [7:0];
+                    \$694  = \$672 [7:0];
                   end
                 end
               end
@@ -4936,319 +3657,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$724  = 8'h00;
+      \$694  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = dense_base;
+    \$695  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
-            \$725  = \$426 [13:0];
+            \$695  = 4'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$725  = \$449 [13:0];
+              \$695  = 4'h2;
             end
           end else if (append__valid) begin
-            \$725  = \$468 [13:0];
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
-              (* full_case = 32'd1 *)
-              if (\$688 ) begin
-              end else begin
-                \$725  = \$690 [13:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$698 ) begin
-              (* full_case = 32'd1 *)
-              if (\$701 ) begin
-              end else begin
-                if (\$703 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$704 ) begin
-                  end else begin
-                    \$725  = \$706 [13:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$725  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = sparse_base;
-    casez (fsm_state)
-      4'h0:
-          if (\$413 ) begin
-          end else if (cmd__valid) begin
-            \$726  = \$433 [12:0];
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$726  = \$454 [12:0];
-            end
-          end else if (append__valid) begin
-            \$726  = \$473 [12:0];
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
-              (* full_case = 32'd1 *)
-              if (\$688 ) begin
-              end else begin
-                \$726  = \$691 [12:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$698 ) begin
-              (* full_case = 32'd1 *)
-              if (\$701 ) begin
-              end else begin
-                if (\$703 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$704 ) begin
-                  end else begin
-                    \$726  = \$707 [12:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$726  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = meta_base;
-    casez (fsm_state)
-      4'h0:
-          if (\$413 ) begin
-          end else if (cmd__valid) begin
-            \$727  = \$440 [10:0];
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$727  = \$459 [10:0];
-            end
-          end else if (append__valid) begin
-            \$727  = \$478 [10:0];
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
-              (* full_case = 32'd1 *)
-              if (\$688 ) begin
-              end else begin
-                \$727  = \$692 [10:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$698 ) begin
-              (* full_case = 32'd1 *)
-              if (\$701 ) begin
-              end else begin
-                if (\$703 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$704 ) begin
-                  end else begin
-                    \$727  = \$708 [10:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$727  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (\$413 ) begin
-          end else if (cmd__valid) begin
-            \$728  = 4'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$728  = 4'h2;
-            end
-          end else if (append__valid) begin
-            \$728  = 4'h2;
+            \$695  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$480 ) begin
-            \$728  = 4'h3;
+          if (\$434 ) begin
+            \$695  = 4'h3;
           end else if (field_bad) begin
-            \$728  = 4'h3;
+            \$695  = 4'h3;
           end else begin
-            \$728  = 4'h4;
+            \$695  = 4'h4;
           end
       4'h4:
-          \$728  = 4'h5;
+          \$695  = 4'h5;
       4'h5:
         begin
-          if (\$530 ) begin
-            if (\$538 ) begin
+          if (\$484 ) begin
+            if (\$492 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
-                \$728  = 4'h3;
+                \$695  = 4'h3;
               end else if (chk_cap) begin
-                \$728  = 4'h3;
+                \$695  = 4'h3;
               end else begin
-                \$728  = 4'h0;
+                \$695  = 4'h0;
               end
             end
           end
           if (emitted) begin
-            if (\$606 ) begin
-              \$728  = 4'h3;
+            if (\$560 ) begin
+              \$695  = 4'h3;
             end
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$634 ) begin
-            \$728  = 4'h3;
-          end else if (\$635 ) begin
-            \$728  = 4'h6;
-          end else if (\$640 ) begin
-            \$728  = 4'h3;
+          if (\$588 ) begin
+            \$695  = 4'h3;
+          end else if (\$589 ) begin
+            \$695  = 4'h6;
+          end else if (\$594 ) begin
+            \$695  = 4'h3;
           end else begin
-            \$728  = 4'h7;
+            \$695  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$678 ) begin
-            \$728  = 4'h3;
-          end else if (\$679 ) begin
-            \$728  = 4'h3;
+          if (\$632 ) begin
+            \$695  = 4'h3;
+          end else if (\$633 ) begin
+            \$695  = 4'h3;
           end else begin
-            \$728  = 4'h8;
+            \$695  = 4'h8;
           end
       4'h8:
-          if (\$680 ) begin
-            if (\$685 ) begin
-              \$728  = 4'h3;
+          if (\$634 ) begin
+            if (\$639 ) begin
+              \$695  = 4'h3;
             end
           end
       4'h6:
-          \$728  = 4'h9;
+          \$695  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$686 ) begin
+          if (\$648 ) begin
             (* full_case = 32'd1 *)
-            if (\$687 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
-                \$728  = 4'h3;
+              if (\$650 ) begin
+                \$695  = 4'h3;
               end else begin
-                \$728  = 4'h9;
+                \$695  = 4'h6;
               end
             end else begin
-              \$728  = 4'h9;
+              \$695  = 4'h9;
             end
           end else begin
-            \$728  = 4'ha;
+            \$695  = 4'ha;
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
-                    \$728  = 4'h3;
+                  if (\$671 ) begin
+                    \$695  = 4'h3;
                   end else begin
-                    \$728  = 4'h9;
+                    \$695  = 4'h6;
                   end
                 end else begin
-                  \$728  = 4'h9;
+                  \$695  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$712 ) begin
-            \$728  = 4'h0;
+          if (\$676 ) begin
+            \$695  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$728  = 4'h0;
+      \$695  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = retry;
+    \$696  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$729  = 1'h0;
+              \$696  = 1'h0;
             end
           end
       4'h2:
@@ -5266,22 +3807,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
-              if (\$688 ) begin
-                \$729  = 1'h1;
+          if (\$648 ) begin
+            if (\$649 ) begin
+              if (\$650 ) begin
+                \$696  = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
-                  if (\$704 ) begin
-                    \$729  = 1'h1;
+                if (\$670 ) begin
+                  if (\$671 ) begin
+                    \$696  = 1'h1;
                   end
                 end
               end
@@ -5289,66 +3830,66 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$729  = 1'h0;
+      \$696  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = ap;
+    \$697  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$413 ) begin
+          if (\$418 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$730  = append__payload;
+            \$697  = append__payload;
           end
     endcase
     if (rst) begin
-      \$730  = 39'h0000000000;
+      \$697  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = n;
+    \$698  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$731  = \$signature__data$155 [9:0];
+          \$698  = \$signature__data$160 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$731  = \$signature__data$155 [9:0];
+          \$698  = \$signature__data$160 [9:0];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$731  = \$signature__data$155 [9:0];
+          /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
+              if (\$650 ) begin
               end else begin
-                \$731  = \$signature__data$155 [9:0];
+                \$698  = \$signature__data$160 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
+                  if (\$671 ) begin
                   end else begin
-                    \$731  = \$signature__data$155 [9:0];
+                    \$698  = \$signature__data$160 [9:0];
                   end
                 end
               end
@@ -5356,50 +3897,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$731  = 10'h000;
+      \$698  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = sb0;
+    \$699  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$732  = \$signature__data$155 [23:10];
+          \$699  = \$signature__data$160 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$732  = \$signature__data$155 [23:10];
+          \$699  = \$signature__data$160 [23:10];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$732  = \$signature__data$155 [23:10];
+          /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
+              if (\$650 ) begin
               end else begin
-                \$732  = \$signature__data$155 [23:10];
+                \$699  = \$signature__data$160 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
+                  if (\$671 ) begin
                   end else begin
-                    \$732  = \$signature__data$155 [23:10];
+                    \$699  = \$signature__data$160 [23:10];
                   end
                 end
               end
@@ -5407,50 +3948,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$732  = 14'h0000;
+      \$699  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = sb1;
+    \$700  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$733  = \$signature__data$155 [37:24];
+          \$700  = \$signature__data$160 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$733  = \$signature__data$155 [37:24];
+          \$700  = \$signature__data$160 [37:24];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$733  = \$signature__data$155 [37:24];
+          /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
+              if (\$650 ) begin
               end else begin
-                \$733  = \$signature__data$155 [37:24];
+                \$700  = \$signature__data$160 [37:24];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
+                  if (\$671 ) begin
                   end else begin
-                    \$733  = \$signature__data$155 [37:24];
+                    \$700  = \$signature__data$160 [37:24];
                   end
                 end
               end
@@ -5458,50 +3999,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$733  = 14'h0000;
+      \$700  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = sb2;
+    \$701  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$734  = \$signature__data$155 [51:38];
+          \$701  = \$signature__data$160 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$734  = \$signature__data$155 [51:38];
+          \$701  = \$signature__data$160 [51:38];
       4'h7:
           /* empty */;
       4'h8:
           /* empty */;
       4'h6:
-          \$734  = \$signature__data$155 [51:38];
+          /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
               (* full_case = 32'd1 *)
-              if (\$688 ) begin
+              if (\$650 ) begin
               end else begin
-                \$734  = \$signature__data$155 [51:38];
+                \$701  = \$signature__data$160 [51:38];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
+                if (\$670 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$704 ) begin
+                  if (\$671 ) begin
                   end else begin
-                    \$734  = \$signature__data$155 [51:38];
+                    \$701  = \$signature__data$160 [51:38];
                   end
                 end
               end
@@ -5509,67 +4050,67 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$734  = 14'h0000;
+      \$701  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = cap1_k;
+    \$702  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$735  = 3'h0;
+          \$702  = 3'h0;
       4'h4:
-          \$735  = rk;
+          \$702  = rk;
       4'h5:
-          \$735  = rk;
+          \$702  = rk;
     endcase
     if (rst) begin
-      \$735  = 3'h0;
+      \$702  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = cap2_k;
+    \$703  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$736  = cap1_k;
+          \$703  = cap1_k;
       4'h4:
-          \$736  = cap1_k;
+          \$703  = cap1_k;
       4'h5:
-          \$736  = cap1_k;
+          \$703  = cap1_k;
     endcase
     if (rst) begin
-      \$736  = 3'h0;
+      \$703  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = rk;
+    \$704  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$737  = 3'h1;
+          \$704  = 3'h1;
       4'h4:
-          if (\$482 ) begin
-            \$737  = \$483 [2:0];
+          if (\$436 ) begin
+            \$704  = \$437 [2:0];
           end
       4'h5:
-          if (\$527 ) begin
-            \$737  = \$528 [2:0];
+          if (\$481 ) begin
+            \$704  = \$482 [2:0];
           end
     endcase
     if (rst) begin
-      \$737  = 3'h0;
+      \$704  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$738  = pg0_0;
+    \$705  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5577,14 +4118,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$738  = \$479 ;
+                  \$705  = \$433 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$738  = \$484 ;
+                  \$705  = \$438 ;
             endcase
           end
       4'h5:
@@ -5592,18 +4133,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$738  = \$529 ;
+                  \$705  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      \$738  = obs__alloc_page;
+                      \$705  = obs__alloc_page;
                 endcase
               end
             end
@@ -5611,12 +4152,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$738  = 14'h0000;
+      \$705  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$739  = pg0_1;
+    \$706  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5626,7 +4167,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$739  = \$479 ;
+                  \$706  = \$433 ;
             endcase
           end
       4'h4:
@@ -5635,7 +4176,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$739  = \$484 ;
+                  \$706  = \$438 ;
             endcase
           end
       4'h5:
@@ -5645,12 +4186,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$739  = \$529 ;
+                  \$706  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5658,7 +4199,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$739  = obs__alloc_page;
+                      \$706  = obs__alloc_page;
                 endcase
               end
             end
@@ -5666,12 +4207,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$739  = 14'h0000;
+      \$706  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$740  = pg0_2;
+    \$707  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5683,7 +4224,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$740  = \$479 ;
+                  \$707  = \$433 ;
             endcase
           end
       4'h4:
@@ -5694,7 +4235,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$740  = \$484 ;
+                  \$707  = \$438 ;
             endcase
           end
       4'h5:
@@ -5706,12 +4247,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$740  = \$529 ;
+                  \$707  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5721,7 +4262,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$740  = obs__alloc_page;
+                      \$707  = obs__alloc_page;
                 endcase
               end
             end
@@ -5729,12 +4270,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$740  = 14'h0000;
+      \$707  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$741  = pg0_3;
+    \$708  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5748,7 +4289,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$741  = \$479 ;
+                  \$708  = \$433 ;
             endcase
           end
       4'h4:
@@ -5761,7 +4302,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$741  = \$484 ;
+                  \$708  = \$438 ;
             endcase
           end
       4'h5:
@@ -5775,12 +4316,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$741  = \$529 ;
+                  \$708  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5792,7 +4333,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$741  = obs__alloc_page;
+                      \$708  = obs__alloc_page;
                 endcase
               end
             end
@@ -5800,12 +4341,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$741  = 14'h0000;
+      \$708  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$742  = pg0_4;
+    \$709  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5821,7 +4362,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$742  = \$479 ;
+                  \$709  = \$433 ;
             endcase
           end
       4'h4:
@@ -5836,7 +4377,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$742  = \$484 ;
+                  \$709  = \$438 ;
             endcase
           end
       4'h5:
@@ -5852,12 +4393,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$742  = \$529 ;
+                  \$709  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5871,7 +4412,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$742  = obs__alloc_page;
+                      \$709  = obs__alloc_page;
                 endcase
               end
             end
@@ -5879,12 +4420,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$742  = 14'h0000;
+      \$709  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$743  = pg0_5;
+    \$710  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5902,7 +4443,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$743  = \$479 ;
+                  \$710  = \$433 ;
             endcase
           end
       4'h4:
@@ -5919,7 +4460,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$743  = \$484 ;
+                  \$710  = \$438 ;
             endcase
           end
       4'h5:
@@ -5937,12 +4478,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$743  = \$529 ;
+                  \$710  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5958,7 +4499,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$743  = obs__alloc_page;
+                      \$710  = obs__alloc_page;
                 endcase
               end
             end
@@ -5966,12 +4507,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$743  = 14'h0000;
+      \$710  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$744  = pg0_6;
+    \$711  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5991,7 +4532,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$744  = \$479 ;
+                  \$711  = \$433 ;
             endcase
           end
       4'h4:
@@ -6010,7 +4551,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$744  = \$484 ;
+                  \$711  = \$438 ;
             endcase
           end
       4'h5:
@@ -6030,12 +4571,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$744  = \$529 ;
+                  \$711  = \$483 ;
             endcase
           end
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6053,7 +4594,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$744  = obs__alloc_page;
+                      \$711  = obs__alloc_page;
                 endcase
               end
             end
@@ -6061,78 +4602,78 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$744  = 14'h0000;
+      \$711  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$745  = status;
+    \$712  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$480 ) begin
-            \$745  = 3'h1;
+          if (\$434 ) begin
+            \$712  = 3'h1;
           end else if (field_bad) begin
-            \$745  = 3'h2;
+            \$712  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$530 ) begin
-            if (\$538 ) begin
+          if (\$484 ) begin
+            if (\$492 ) begin
               if (chk_pos) begin
-                \$745  = 3'h3;
+                \$712  = 3'h3;
               end else if (chk_cap) begin
-                \$745  = 3'h5;
+                \$712  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$606 ) begin
-              \$745  = 3'h0;
+            if (\$560 ) begin
+              \$712  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$634 ) begin
-            \$745  = 3'h1;
-          end else if (\$635 ) begin
-          end else if (\$640 ) begin
-            \$745  = 3'h2;
+          if (\$588 ) begin
+            \$712  = 3'h1;
+          end else if (\$589 ) begin
+          end else if (\$594 ) begin
+            \$712  = 3'h2;
           end
       4'h7:
-          if (\$678 ) begin
-            \$745  = 3'h4;
-          end else if (\$679 ) begin
-            \$745  = 3'h0;
+          if (\$632 ) begin
+            \$712  = 3'h4;
+          end else if (\$633 ) begin
+            \$712  = 3'h0;
           end
       4'h8:
-          if (\$680 ) begin
-            if (\$685 ) begin
-              \$745  = 3'h0;
+          if (\$634 ) begin
+            if (\$639 ) begin
+              \$712  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
-              if (\$688 ) begin
-                \$745  = 3'h0;
+          if (\$648 ) begin
+            if (\$649 ) begin
+              if (\$650 ) begin
+                \$712  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
-                  if (\$704 ) begin
-                    \$745  = 3'h0;
+                if (\$670 ) begin
+                  if (\$671 ) begin
+                    \$712  = 3'h0;
                   end
                 end
               end
@@ -6140,121 +4681,121 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$745  = 3'h0;
+      \$712  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$746  = chk_pos;
+    \$713  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$746  = \$485 ;
+          \$713  = \$439 ;
     endcase
     if (rst) begin
-      \$746  = 1'h0;
+      \$713  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$747  = chk_cap;
+    \$714  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$747  = cap_bad;
+          \$714  = cap_bad;
     endcase
     if (rst) begin
-      \$747  = 1'h0;
+      \$714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$748  = em_free;
+    \$715  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$748  = \$490 ;
+          \$715  = \$444 ;
       4'h5:
           if (emitted) begin
-            \$748  = \$588 ;
+            \$715  = \$542 ;
           end
     endcase
     if (rst) begin
-      \$748  = 1'h0;
+      \$715  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$749  = em_ready;
+    \$716  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$749  = 1'h0;
+          \$716  = 1'h0;
       4'h5:
         begin
-          if (\$530 ) begin
-          end else if (\$532 ) begin
-          end else if (\$537 ) begin
-            if (\$539 ) begin
-              if (\$541 ) begin
-                \$749  = 1'h1;
+          if (\$484 ) begin
+          end else if (\$486 ) begin
+          end else if (\$491 ) begin
+            if (\$493 ) begin
+              if (\$495 ) begin
+                \$716  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$749  = \$605 ;
+            \$716  = \$559 ;
           end
         end
     endcase
     if (rst) begin
-      \$749  = 1'h0;
+      \$716  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$750  = a_first;
+    \$717  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$750  = { \$510 , \$508 , \$504 , \$500 , \$496 , \$494 , \$492  };
+          \$717  = { \$464 , \$462 , \$458 , \$454 , \$450 , \$448 , \$446  };
     endcase
     if (rst) begin
-      \$750  = 7'h00;
+      \$717  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$751  = a_second;
+    \$718  = a_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$751  = { 1'h0, \$525 , \$520 , \$515 , 3'h0 };
+          \$718  = { 1'h0, \$479 , \$474 , \$469 , 3'h0 };
     endcase
     if (rst) begin
-      \$751  = 7'h00;
+      \$718  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$752  = out_of_pages;
+    \$719  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6263,17 +4804,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$530 ) begin
+          if (\$484 ) begin
             (* full_case = 32'd1 *)
-            if (\$538 ) begin
+            if (\$492 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$752  = 1'h1;
+                \$719  = 1'h1;
               end
             end else begin
-              \$752  = 1'h0;
+              \$719  = 1'h0;
             end
           end
       4'h1:
@@ -6289,17 +4830,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$711 ) begin
-            \$752  = 1'h0;
+          if (\$675 ) begin
+            \$719  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$752  = 1'h0;
+      \$719  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$753  = p_off;
+    \$720  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6309,16 +4850,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$753  = \$544 [9:0];
+            \$720  = \$498 [9:0];
           end
     endcase
     if (rst) begin
-      \$753  = 10'h000;
+      \$720  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$754  = p_second;
+    \$721  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6328,16 +4869,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$754  = \$552 ;
+            \$721  = \$506 ;
           end
     endcase
     if (rst) begin
-      \$754  = 1'h0;
+      \$721  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$755  = p_c_nz;
+    \$722  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6347,16 +4888,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$755  = \$554 ;
+            \$722  = \$508 ;
           end
     endcase
     if (rst) begin
-      \$755  = 1'h0;
+      \$722  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$756  = p_first_len;
+    \$723  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6366,16 +4907,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$756  = \$567 [10:0];
+            \$723  = \$521 [10:0];
           end
     endcase
     if (rst) begin
-      \$756  = 11'h000;
+      \$723  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$757  = p_second_len;
+    \$724  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6385,16 +4926,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$757  = \$582 [10:0];
+            \$724  = \$536 [10:0];
           end
     endcase
     if (rst) begin
-      \$757  = 11'h000;
+      \$724  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$758  = obs__live;
+    \$725  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6404,17 +4945,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$606 ) begin
+            if (\$560 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$758 [0] = 1'h1;
+                    \$725 [0] = 1'h1;
                 2'h1:
-                    \$758 [1] = 1'h1;
+                    \$725 [1] = 1'h1;
                 2'h2:
-                    \$758 [2] = 1'h1;
+                    \$725 [2] = 1'h1;
                 2'h3:
-                    \$758 [3] = 1'h1;
+                    \$725 [3] = 1'h1;
               endcase
             end
           end
@@ -6427,41 +4968,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$686 ) begin
-            if (\$687 ) begin
-              if (\$688 ) begin
+          if (\$648 ) begin
+            if (\$649 ) begin
+              if (\$650 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$758 [0] = 1'h0;
+                      \$725 [0] = 1'h0;
                   2'h1:
-                      \$758 [1] = 1'h0;
+                      \$725 [1] = 1'h0;
                   2'h2:
-                      \$758 [2] = 1'h0;
+                      \$725 [2] = 1'h0;
                   2'h3:
-                      \$758 [3] = 1'h0;
+                      \$725 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
+            if (\$657 ) begin
               (* full_case = 32'd1 *)
-              if (\$701 ) begin
+              if (\$658 ) begin
               end else begin
-                if (\$703 ) begin
-                  if (\$704 ) begin
+                if (\$670 ) begin
+                  if (\$671 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$758 [0] = 1'h0;
+                          \$725 [0] = 1'h0;
                       2'h1:
-                          \$758 [1] = 1'h0;
+                          \$725 [1] = 1'h0;
                       2'h2:
-                          \$758 [2] = 1'h0;
+                          \$725 [2] = 1'h0;
                       2'h3:
-                          \$758 [3] = 1'h0;
+                          \$725 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -6470,12 +5011,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$758  = 4'h0;
+      \$725  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$759  = pg1_0;
+    \$726  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6485,24 +5026,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
-                      \$759  = obs__alloc_page;
+                      \$726  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$759  = 14'h0000;
+      \$726  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$760  = pg1_1;
+    \$727  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6512,26 +5053,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
                       /* empty */;
                   2'h1:
-                      \$760  = obs__alloc_page;
+                      \$727  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$760  = 14'h0000;
+      \$727  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$761  = pg1_2;
+    \$728  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6541,8 +5082,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$606 ) begin
-            end else if (\$607 ) begin
+            if (\$560 ) begin
+            end else if (\$561 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
@@ -6550,19 +5091,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   2'h1:
                       /* empty */;
                   2'h2:
-                      \$761  = obs__alloc_page;
+                      \$728  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$761  = 14'h0000;
+      \$728  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$762  = e;
+    \$729  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6573,34 +5114,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$762  = \$614 [14:0];
+          \$729  = \$568 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$680 ) begin
-            \$762  = e1;
+          if (\$634 ) begin
+            \$729  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$762  = 15'h0000;
+          \$729  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$762  = e1;
-            if (\$698 ) begin
-              if (\$701 ) begin
-                \$762  = 15'h0000;
+            \$729  = e1;
+            if (\$657 ) begin
+              if (\$658 ) begin
+                \$729  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$762  = 15'h0000;
+      \$729  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$763  = e1;
+    \$730  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6611,34 +5152,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$763  = \$622 [14:0];
+          \$730  = \$576 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$680 ) begin
-            \$763  = e2;
+          if (\$634 ) begin
+            \$730  = e2;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$763  = 15'h0001;
+          \$730  = 15'h0001;
       4'ha:
           if (adv) begin
-            \$763  = e2;
-            if (\$698 ) begin
-              if (\$701 ) begin
-                \$763  = 15'h0001;
+            \$730  = e2;
+            if (\$657 ) begin
+              if (\$658 ) begin
+                \$730  = 15'h0001;
               end
             end
           end
     endcase
     if (rst) begin
-      \$763  = 15'h0000;
+      \$730  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$764  = e2;
+    \$731  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6649,34 +5190,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$764  = \$630 [14:0];
+          \$731  = \$584 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$680 ) begin
-            \$764  = \$684 [14:0];
+          if (\$634 ) begin
+            \$731  = \$638 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$764  = 15'h0002;
+          \$731  = 15'h0002;
       4'ha:
           if (adv) begin
-            \$764  = \$697 [14:0];
-            if (\$698 ) begin
-              if (\$701 ) begin
-                \$764  = 15'h0002;
+            \$731  = \$656 [14:0];
+            if (\$657 ) begin
+              if (\$658 ) begin
+                \$731  = 15'h0002;
               end
             end
           end
     endcase
     if (rst) begin
-      \$764  = 15'h0000;
+      \$731  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$765  = r_left;
+    \$732  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6689,19 +5230,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$765  = { \$653 [21], \$653 [21], \$653 [21], \$653  };
+          \$732  = { \$607 [21], \$607 [21], \$607 [21], \$607  };
       4'h8:
-          if (\$680 ) begin
-            \$765  = \$683 [24:0];
+          if (\$634 ) begin
+            \$732  = \$637 [24:0];
           end
     endcase
     if (rst) begin
-      \$765  = 25'h0000000;
+      \$732  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$766  = r_off;
+    \$733  = r_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6714,19 +5255,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$766  = \$660 [9:0];
+          \$733  = \$614 [9:0];
       4'h8:
-          if (\$680 ) begin
-            \$766  = 10'h000;
+          if (\$634 ) begin
+            \$733  = 10'h000;
           end
     endcase
     if (rst) begin
-      \$766  = 10'h000;
+      \$733  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$767  = r_room;
+    \$734  = r_room;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6739,19 +5280,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$767  = \$668 [10:0];
+          \$734  = \$622 [10:0];
       4'h8:
-          if (\$680 ) begin
-            \$767  = 11'h400;
+          if (\$634 ) begin
+            \$734  = 11'h400;
           end
     endcase
     if (rst) begin
-      \$767  = 11'h000;
+      \$734  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$768  = npg;
+    \$735  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6770,23 +5311,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$768  = cnt;
+          \$735  = \$646 ;
       4'ha:
           if (adv) begin
-            if (\$698 ) begin
-              if (\$701 ) begin
-                \$768  = k_cnt;
+            if (\$657 ) begin
+              if (\$658 ) begin
+                \$735  = \$669 ;
               end
             end
           end
     endcase
     if (rst) begin
-      \$768  = 15'h0000;
+      \$735  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$769  = rel_tab;
+    \$736  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6808,16 +5349,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$769  = slot_tab;
+            \$736  = slot_tab;
           end
     endcase
     if (rst) begin
-      \$769  = 2'h0;
+      \$736  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$770  = obs__release_sid;
+    \$737  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6839,76 +5380,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$770  = \$696 [10:0];
+            \$737  = \$655 [10:0];
           end
     endcase
     if (rst) begin
-      \$770  = 11'h000;
+      \$737  = 11'h000;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = 6'h00;
-    casez (t_idx)
-      2'h0:
-          \$85  = 6'h00;
-      2'h1:
-          \$85  = 6'h10;
-      2'h2:
-          \$85  = 6'h20;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = 6'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$88  = 6'h00;
-      2'h1:
-          \$88  = 6'h10;
-      2'h2:
-          \$88  = 6'h20;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = 5'h00;
-    casez (t_idx)
-      2'h0:
-          \$91  = 5'h00;
-      2'h1:
-          \$91  = 5'h08;
-      2'h2:
-          \$91  = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = 5'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$94  = 5'h00;
-      2'h1:
-          \$94  = 5'h08;
-      2'h2:
-          \$94  = 5'h10;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = 3'h0;
-    casez (t_idx)
-      2'h0:
-          \$97  = 3'h0;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$100  = 3'h0;
-    casez (\$17 [1:0])
-      2'h0:
-          \$100  = 3'h0;
-    endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -6917,9 +5394,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       2'h0:
           obs__release_page = r_data;
       2'h1:
-          obs__release_page = \r_data$87 ;
+          obs__release_page = \r_data$84 ;
       2'h2:
-          obs__release_page = \r_data$88 ;
+          obs__release_page = \r_data$85 ;
     endcase
   end
   always @* begin
@@ -6927,13 +5404,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$108  = 8'h00;
+          \$90  = 8'h00;
       2'h1:
-          \$108  = 8'h3c;
+          \$90  = 8'h3c;
       2'h2:
-          \$108  = 8'h78;
+          \$90  = 8'h78;
       2'h3:
-          \$108  = 8'hb4;
+          \$90  = 8'hb4;
     endcase
   end
   always @* begin
@@ -6941,13 +5418,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$114  = 8'h00;
+          \$96  = 8'h00;
       2'h1:
-          \$114  = 8'h3c;
+          \$96  = 8'h3c;
       2'h2:
-          \$114  = 8'h78;
+          \$96  = 8'h78;
       2'h3:
-          \$114  = 8'hb4;
+          \$96  = 8'hb4;
     endcase
   end
   always @* begin
@@ -6955,49 +5432,145 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$118  = 8'h00;
+          \$100  = 8'h00;
       2'h1:
-          \$118  = 8'h3c;
+          \$100  = 8'h3c;
       2'h2:
-          \$118  = 8'h78;
+          \$100  = 8'h78;
       2'h3:
-          \$118  = 8'hb4;
+          \$100  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$128  = 14'h0000;
-    casez (\slot_idx$98 )
+    \$110  = 14'h0000;
+    casez (\slot_idx$95 )
       2'h0:
-          \$128  = sb0;
+          \$110  = sb0;
       2'h1:
-          \$128  = sb1;
+          \$110  = sb1;
       2'h2:
-          \$128  = sb2;
+          \$110  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$160  = 14'h0000;
-    casez (\slot_idx$103 )
+    \$142  = 14'h0000;
+    casez (\slot_idx$100 )
       2'h0:
-          \$160  = sb0;
+          \$142  = sb0;
       2'h1:
-          \$160  = sb1;
+          \$142  = sb1;
       2'h2:
-          \$160  = sb2;
+          \$142  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$215  = 14'h0000;
-    casez (\slot_idx$110 )
+    \$197  = 14'h0000;
+    casez (\slot_idx$107 )
       2'h0:
-          \$215  = sb0;
+          \$197  = sb0;
       2'h1:
-          \$215  = sb1;
+          \$197  = sb1;
       2'h2:
-          \$215  = sb2;
+          \$197  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$225  = 14'h0000;
+    casez (\$224 )
+      4'h0:
+          \$225  = pg0_0;
+      4'h1:
+          \$225  = pg0_1;
+      4'h2:
+          \$225  = pg0_2;
+      4'h3:
+          \$225  = pg0_3;
+      4'h4:
+          \$225  = pg0_4;
+      4'h5:
+          \$225  = pg0_5;
+      4'h6:
+          \$225  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$231  = 14'h0000;
+    casez (\$230 )
+      4'h0:
+          \$231  = pg0_0;
+      4'h1:
+          \$231  = pg0_1;
+      4'h2:
+          \$231  = pg0_2;
+      4'h3:
+          \$231  = pg0_3;
+      4'h4:
+          \$231  = pg0_4;
+      4'h5:
+          \$231  = pg0_5;
+      4'h6:
+          \$231  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$233  = 14'h0000;
+    casez (\slot_idx$105 )
+      2'h0:
+          \$233  = pg1_0;
+      2'h1:
+          \$233  = pg1_1;
+      2'h2:
+          \$233  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$236  = 14'h0000;
+    casez (\$235 )
+      4'h0:
+          \$236  = pg0_0;
+      4'h1:
+          \$236  = pg0_1;
+      4'h2:
+          \$236  = pg0_2;
+      4'h3:
+          \$236  = pg0_3;
+      4'h4:
+          \$236  = pg0_4;
+      4'h5:
+          \$236  = pg0_5;
+      4'h6:
+          \$236  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$242  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$242  = sb0;
+      2'h1:
+          \$242  = sb1;
+      2'h2:
+          \$242  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$245  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$245  = sb0;
+      2'h1:
+          \$245  = sb1;
+      2'h2:
+          \$245  = sb2;
     endcase
   end
   assign \ready$28  = ready;
@@ -7012,19 +5585,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign free_done_q = obs__free_done;
   assign slot_idx = \$17 [1:0];
   assign need = \$71 [2:0];
-  assign r_addr = \$87 [13:0];
-  assign w_addr = \$90 [13:0];
+  assign r_addr = { gidx, t_idx, dense_r_entry };
+  assign w_addr = { gidx, \$17 [1:0], dense_w_entry };
   assign w_data = obs__alloc_page;
-  assign \r_addr$72  = \$93 [12:0];
-  assign \w_addr$75  = \$96 [12:0];
-  assign \w_data$77  = obs__alloc_page;
-  assign \r_addr$78  = \$99 [10:0];
-  assign \w_addr$81  = \$102 [10:0];
-  assign \w_data$83  = obs__alloc_page;
+  assign \r_addr$71  = { gidx, t_idx, sparse_r_entry };
+  assign \w_addr$73  = { gidx, \$17 [1:0], sparse_w_entry };
+  assign \w_data$75  = obs__alloc_page;
+  assign \r_addr$76  = { gidx, meta_r_entry };
+  assign \w_addr$78  = { gidx, meta_w_entry };
+  assign \w_data$80  = obs__alloc_page;
   assign rel_v = release__valid;
   assign r_en = tab_en;
-  assign \r_en$91  = tab_en;
-  assign \r_en$92  = tab_en;
+  assign \r_en$88  = tab_en;
+  assign \r_en$89  = tab_en;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign obs__alloc_sid = \$9 [10:0];
@@ -7082,11 +5655,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$155.n  = \$signature__data$155 [9:0];
-  assign \$signature__data$155.sb  = \$signature__data$155 [51:10];
-  assign \$signature__data$155.sb[0]  = \$signature__data$155 [23:10];
-  assign \$signature__data$155.sb[1]  = \$signature__data$155 [37:24];
-  assign \$signature__data$155.sb[2]  = \$signature__data$155 [51:38];
+  assign \$signature__data$160.n  = \$signature__data$160 [9:0];
+  assign \$signature__data$160.sb  = \$signature__data$160 [51:10];
+  assign \$signature__data$160.sb[0]  = \$signature__data$160 [23:10];
+  assign \$signature__data$160.sb[1]  = \$signature__data$160 [37:24];
+  assign \$signature__data$160.sb[2]  = \$signature__data$160 [51:38];
   assign \$1  = cm[0];
   assign \$23 [9:5] = 5'h00;
   assign \$23 [4:0] = n[4:0];
@@ -7112,118 +5685,118 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$68 [9:6] = 4'h0;
   assign \$68 [5:0] = n[5:0];
   assign \$70  = \$69 ;
-  assign \$86  = { 4'h0, \$85 [5:4] };
-  assign \$89  = { 4'h0, \$88 [5:4] };
-  assign \$92  = { 3'h0, \$91 [4:3] };
-  assign \$95  = { 3'h0, \$94 [4:3] };
-  assign \$98  = 3'h0;
-  assign \$101  = 3'h0;
-  assign \$109  = cmd__payload[0];
-  assign \$122  = 4'ha;
-  assign \$123  = 4'h0;
-  assign \$124  = 2'h2;
-  assign \$125  = 2'h0;
-  assign \$126  = { 5'h00, ap[17:13] };
-  assign \$127  = { 6'h00, ap[17:14] };
-  assign \$129  = { 10'h000, \$128 [13:10] };
-  assign \$158  = { 5'h00, ap[17:13] };
-  assign \$159  = { 6'h00, ap[17:14] };
-  assign \$161  = { 10'h000, \$160 [13:10] };
-  assign \$213  = { 5'h00, ap[17:13] };
-  assign \$214  = { 6'h00, ap[17:14] };
-  assign \$216  = { 10'h000, \$215 [13:10] };
-  assign \$244 [9:5] = 5'h00;
-  assign \$244 [4:0] = n[4:0];
-  assign \$252  = { \$251 , 10'h000 };
-  assign \$255 [9:6] = 4'h0;
-  assign \$255 [5:0] = n[5:0];
-  assign \$258  = { 5'h00, n[9:5] };
-  assign \$259  = { 6'h00, n[9:6] };
-  assign \$261  = { 10'h000, \$260 [13:10] };
-  assign \$264  = { 10'h000, \$263 [13:10] };
-  assign \$278  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$279  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$282  = { 10'h000, \$281 [20:10] };
-  assign \$285  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$286  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$289  = { 10'h000, \$288 [20:10] };
-  assign \$292  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$293  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$296  = { 10'h000, \$295 [20:10] };
-  assign \$319  = { \$318 [11], \$318 [11], \$318 [11], \$318 [11], \$318 [11], \$318 [11:5] };
-  assign \$326  = { \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15], \$325 [15:10] };
-  assign \$329  = { \$328 [11], \$328 [11], \$328 [11], \$328 [11], \$328 [11], \$328 [11], \$328 [11:6] };
-  assign \$377  = { \$376 [11], \$376 [11], \$376 [11], \$376 [11], \$376 [11], \$376 [11:5] };
-  assign \$386  = { \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15], \$385 [15:10] };
-  assign \$389  = { \$388 [11], \$388 [11], \$388 [11], \$388 [11], \$388 [11], \$388 [11], \$388 [11:6] };
-  assign \$415  = cmd__payload[0];
-  assign \$421  = cmd__payload[0];
-  assign \$428  = cmd__payload[0];
-  assign \$435  = cmd__payload[0];
-  assign \$491 [9:5] = 5'h00;
-  assign \$491 [4:0] = n[4:0];
-  assign \$493 [9:5] = 5'h00;
-  assign \$493 [4:0] = n[4:0];
-  assign \$495 [9:5] = 5'h00;
-  assign \$495 [4:0] = n[4:0];
+  assign \$91  = cmd__payload[0];
+  assign \$104  = 4'ha;
+  assign \$105  = 4'h0;
+  assign \$106  = 2'h2;
+  assign \$107  = 2'h0;
+  assign \$108  = { 5'h00, ap[17:13] };
+  assign \$109  = { 6'h00, ap[17:14] };
+  assign \$111  = { 10'h000, \$110 [13:10] };
+  assign \$140  = { 5'h00, ap[17:13] };
+  assign \$141  = { 6'h00, ap[17:14] };
+  assign \$143  = { 10'h000, \$142 [13:10] };
+  assign \$195  = { 5'h00, ap[17:13] };
+  assign \$196  = { 6'h00, ap[17:14] };
+  assign \$198  = { 10'h000, \$197 [13:10] };
+  assign \$226 [9:5] = 5'h00;
+  assign \$226 [4:0] = n[4:0];
+  assign \$234  = { \$233 , 10'h000 };
+  assign \$237 [9:6] = 4'h0;
+  assign \$237 [5:0] = n[5:0];
+  assign \$240  = { 5'h00, n[9:5] };
+  assign \$241  = { 6'h00, n[9:6] };
+  assign \$243  = { 10'h000, \$242 [13:10] };
+  assign \$246  = { 10'h000, \$245 [13:10] };
+  assign \$260  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$261  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$264  = { 10'h000, \$263 [20:10] };
+  assign \$267  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$268  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$271  = { 10'h000, \$270 [20:10] };
+  assign \$274  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$275  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$278  = { 10'h000, \$277 [20:10] };
+  assign \$398  = { \$397 [11], \$397 [11], \$397 [11], \$397 [11], \$397 [11], \$397 [11:5] };
+  assign \$401  = { \$400 [11], \$400 [11], \$400 [11], \$400 [11], \$400 [11], \$400 [11], \$400 [11:6] };
+  assign \$411  = { \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15:10] };
+  assign \$414  = { \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15:10] };
+  assign \$417  = { \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15:10] };
+  assign \$420  = cmd__payload[0];
+  assign \$445 [9:5] = 5'h00;
+  assign \$445 [4:0] = n[4:0];
+  assign \$447 [9:5] = 5'h00;
+  assign \$447 [4:0] = n[4:0];
+  assign \$449 [9:5] = 5'h00;
+  assign \$449 [4:0] = n[4:0];
+  assign \$452 [13:10] = 4'h0;
+  assign \$452 [9:0] = sb0[9:0];
+  assign \$456 [13:10] = 4'h0;
+  assign \$456 [9:0] = sb1[9:0];
+  assign \$460 [13:10] = 4'h0;
+  assign \$460 [9:0] = sb2[9:0];
+  assign \$463 [9:6] = 4'h0;
+  assign \$463 [5:0] = n[5:0];
+  assign \$466 [13:10] = 4'h0;
+  assign \$466 [9:0] = sb0[9:0];
+  assign \$471 [13:10] = 4'h0;
+  assign \$471 [9:0] = sb1[9:0];
+  assign \$476 [13:10] = 4'h0;
+  assign \$476 [9:0] = sb2[9:0];
   assign \$498 [13:10] = 4'h0;
-  assign \$498 [9:0] = sb0[9:0];
+  assign \$498 [9:0] = \$497 [9:0];
   assign \$502 [13:10] = 4'h0;
-  assign \$502 [9:0] = sb1[9:0];
-  assign \$506 [13:10] = 4'h0;
-  assign \$506 [9:0] = sb2[9:0];
-  assign \$509 [9:6] = 4'h0;
-  assign \$509 [5:0] = n[5:0];
+  assign \$502 [9:0] = \$501 [9:0];
   assign \$512 [13:10] = 4'h0;
-  assign \$512 [9:0] = sb0[9:0];
-  assign \$517 [13:10] = 4'h0;
-  assign \$517 [9:0] = sb1[9:0];
-  assign \$522 [13:10] = 4'h0;
-  assign \$522 [9:0] = sb2[9:0];
-  assign \$544 [13:10] = 4'h0;
-  assign \$544 [9:0] = \$543 [9:0];
-  assign \$548 [13:10] = 4'h0;
-  assign \$548 [9:0] = \$547 [9:0];
-  assign \$558 [13:10] = 4'h0;
-  assign \$558 [9:0] = \$557 [9:0];
-  assign \$564 [13:10] = 4'h0;
-  assign \$564 [9:0] = \$563 [9:0];
-  assign \$572 [13:10] = 4'h0;
-  assign \$572 [9:0] = \$571 [9:0];
-  assign \$578 [13:10] = 4'h0;
-  assign \$578 [9:0] = \$577 [9:0];
-  assign \$598 [13:10] = 4'h0;
-  assign \$598 [9:0] = \$597 [9:0];
+  assign \$512 [9:0] = \$511 [9:0];
+  assign \$518 [13:10] = 4'h0;
+  assign \$518 [9:0] = \$517 [9:0];
+  assign \$526 [13:10] = 4'h0;
+  assign \$526 [9:0] = \$525 [9:0];
+  assign \$532 [13:10] = 4'h0;
+  assign \$532 [9:0] = \$531 [9:0];
+  assign \$552 [13:10] = 4'h0;
+  assign \$552 [9:0] = \$551 [9:0];
+  assign \$564  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$565  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$568  = { 10'h000, \$567 [20:10] };
+  assign \$571  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$572  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$575  = { 10'h000, \$574 [20:10] };
+  assign \$579  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$580  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$583  = { 10'h000, \$582 [20:10] };
+  assign \$589  = cm[0];
+  assign \$597  = { 3'h0, hi, 4'h0 };
+  assign \$598  = { 2'h0, hi, 5'h00 };
+  assign \$603  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$604  = { 2'h0, cm[26:13], 5'h00 };
   assign \$610  = { 3'h0, cm[26:13], 4'h0 };
   assign \$611  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$614  = { 10'h000, \$613 [20:10] };
+  assign \$614 [20:10] = 11'h000;
+  assign \$614 [9:0] = \$613 [9:0];
   assign \$617  = { 3'h0, cm[26:13], 4'h0 };
   assign \$618  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$621  = { 10'h000, \$620 [20:10] };
-  assign \$625  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$626  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$629  = { 10'h000, \$628 [20:10] };
-  assign \$635  = cm[0];
-  assign \$643  = { 3'h0, hi, 4'h0 };
-  assign \$644  = { 2'h0, hi, 5'h00 };
-  assign \$649  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$650  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$656  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$657  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$660 [20:10] = 11'h000;
-  assign \$660 [9:0] = \$659 [9:0];
-  assign \$663  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$664  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$667 [20:10] = 11'h000;
-  assign \$667 [9:0] = \$666 [9:0];
+  assign \$621 [20:10] = 11'h000;
+  assign \$621 [9:0] = \$620 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port$1025$0 , \port$1043$0 , wr__en, \port$1098$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
+  input [1:0] \port$1019$0 ;
+  wire [1:0] \port$1019$0 ;
+  input [3:0] \port$1025$0 ;
+  wire [3:0] \port$1025$0 ;
+  input [3:0] \port$1043$0 ;
+  wire [3:0] \port$1043$0 ;
+  input [7:0] \port$1098$0 ;
+  wire [7:0] \port$1098$0 ;
+  input [1:0] \port$21$0 ;
+  wire [1:0] \port$21$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -7231,7 +5804,6 @@ module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk
   wire [13:0] r_data;
   input r_en;
   wire r_en;
-  input [13:0] rd__addr;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
@@ -7239,13 +5811,12 @@ module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk
   wire [13:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [13:0] wr__addr;
   wire [13:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
   input wr__en;
   wire wr__en;
-  reg [13:0] mem [11519:0];
+  reg [13:0] mem [15359:0];
   initial begin
     mem[0] = 14'h0000;
     mem[1] = 14'h0000;
@@ -18767,14 +17338,3854 @@ module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk
     mem[11517] = 14'h0000;
     mem[11518] = 14'h0000;
     mem[11519] = 14'h0000;
+    mem[11520] = 14'h0000;
+    mem[11521] = 14'h0000;
+    mem[11522] = 14'h0000;
+    mem[11523] = 14'h0000;
+    mem[11524] = 14'h0000;
+    mem[11525] = 14'h0000;
+    mem[11526] = 14'h0000;
+    mem[11527] = 14'h0000;
+    mem[11528] = 14'h0000;
+    mem[11529] = 14'h0000;
+    mem[11530] = 14'h0000;
+    mem[11531] = 14'h0000;
+    mem[11532] = 14'h0000;
+    mem[11533] = 14'h0000;
+    mem[11534] = 14'h0000;
+    mem[11535] = 14'h0000;
+    mem[11536] = 14'h0000;
+    mem[11537] = 14'h0000;
+    mem[11538] = 14'h0000;
+    mem[11539] = 14'h0000;
+    mem[11540] = 14'h0000;
+    mem[11541] = 14'h0000;
+    mem[11542] = 14'h0000;
+    mem[11543] = 14'h0000;
+    mem[11544] = 14'h0000;
+    mem[11545] = 14'h0000;
+    mem[11546] = 14'h0000;
+    mem[11547] = 14'h0000;
+    mem[11548] = 14'h0000;
+    mem[11549] = 14'h0000;
+    mem[11550] = 14'h0000;
+    mem[11551] = 14'h0000;
+    mem[11552] = 14'h0000;
+    mem[11553] = 14'h0000;
+    mem[11554] = 14'h0000;
+    mem[11555] = 14'h0000;
+    mem[11556] = 14'h0000;
+    mem[11557] = 14'h0000;
+    mem[11558] = 14'h0000;
+    mem[11559] = 14'h0000;
+    mem[11560] = 14'h0000;
+    mem[11561] = 14'h0000;
+    mem[11562] = 14'h0000;
+    mem[11563] = 14'h0000;
+    mem[11564] = 14'h0000;
+    mem[11565] = 14'h0000;
+    mem[11566] = 14'h0000;
+    mem[11567] = 14'h0000;
+    mem[11568] = 14'h0000;
+    mem[11569] = 14'h0000;
+    mem[11570] = 14'h0000;
+    mem[11571] = 14'h0000;
+    mem[11572] = 14'h0000;
+    mem[11573] = 14'h0000;
+    mem[11574] = 14'h0000;
+    mem[11575] = 14'h0000;
+    mem[11576] = 14'h0000;
+    mem[11577] = 14'h0000;
+    mem[11578] = 14'h0000;
+    mem[11579] = 14'h0000;
+    mem[11580] = 14'h0000;
+    mem[11581] = 14'h0000;
+    mem[11582] = 14'h0000;
+    mem[11583] = 14'h0000;
+    mem[11584] = 14'h0000;
+    mem[11585] = 14'h0000;
+    mem[11586] = 14'h0000;
+    mem[11587] = 14'h0000;
+    mem[11588] = 14'h0000;
+    mem[11589] = 14'h0000;
+    mem[11590] = 14'h0000;
+    mem[11591] = 14'h0000;
+    mem[11592] = 14'h0000;
+    mem[11593] = 14'h0000;
+    mem[11594] = 14'h0000;
+    mem[11595] = 14'h0000;
+    mem[11596] = 14'h0000;
+    mem[11597] = 14'h0000;
+    mem[11598] = 14'h0000;
+    mem[11599] = 14'h0000;
+    mem[11600] = 14'h0000;
+    mem[11601] = 14'h0000;
+    mem[11602] = 14'h0000;
+    mem[11603] = 14'h0000;
+    mem[11604] = 14'h0000;
+    mem[11605] = 14'h0000;
+    mem[11606] = 14'h0000;
+    mem[11607] = 14'h0000;
+    mem[11608] = 14'h0000;
+    mem[11609] = 14'h0000;
+    mem[11610] = 14'h0000;
+    mem[11611] = 14'h0000;
+    mem[11612] = 14'h0000;
+    mem[11613] = 14'h0000;
+    mem[11614] = 14'h0000;
+    mem[11615] = 14'h0000;
+    mem[11616] = 14'h0000;
+    mem[11617] = 14'h0000;
+    mem[11618] = 14'h0000;
+    mem[11619] = 14'h0000;
+    mem[11620] = 14'h0000;
+    mem[11621] = 14'h0000;
+    mem[11622] = 14'h0000;
+    mem[11623] = 14'h0000;
+    mem[11624] = 14'h0000;
+    mem[11625] = 14'h0000;
+    mem[11626] = 14'h0000;
+    mem[11627] = 14'h0000;
+    mem[11628] = 14'h0000;
+    mem[11629] = 14'h0000;
+    mem[11630] = 14'h0000;
+    mem[11631] = 14'h0000;
+    mem[11632] = 14'h0000;
+    mem[11633] = 14'h0000;
+    mem[11634] = 14'h0000;
+    mem[11635] = 14'h0000;
+    mem[11636] = 14'h0000;
+    mem[11637] = 14'h0000;
+    mem[11638] = 14'h0000;
+    mem[11639] = 14'h0000;
+    mem[11640] = 14'h0000;
+    mem[11641] = 14'h0000;
+    mem[11642] = 14'h0000;
+    mem[11643] = 14'h0000;
+    mem[11644] = 14'h0000;
+    mem[11645] = 14'h0000;
+    mem[11646] = 14'h0000;
+    mem[11647] = 14'h0000;
+    mem[11648] = 14'h0000;
+    mem[11649] = 14'h0000;
+    mem[11650] = 14'h0000;
+    mem[11651] = 14'h0000;
+    mem[11652] = 14'h0000;
+    mem[11653] = 14'h0000;
+    mem[11654] = 14'h0000;
+    mem[11655] = 14'h0000;
+    mem[11656] = 14'h0000;
+    mem[11657] = 14'h0000;
+    mem[11658] = 14'h0000;
+    mem[11659] = 14'h0000;
+    mem[11660] = 14'h0000;
+    mem[11661] = 14'h0000;
+    mem[11662] = 14'h0000;
+    mem[11663] = 14'h0000;
+    mem[11664] = 14'h0000;
+    mem[11665] = 14'h0000;
+    mem[11666] = 14'h0000;
+    mem[11667] = 14'h0000;
+    mem[11668] = 14'h0000;
+    mem[11669] = 14'h0000;
+    mem[11670] = 14'h0000;
+    mem[11671] = 14'h0000;
+    mem[11672] = 14'h0000;
+    mem[11673] = 14'h0000;
+    mem[11674] = 14'h0000;
+    mem[11675] = 14'h0000;
+    mem[11676] = 14'h0000;
+    mem[11677] = 14'h0000;
+    mem[11678] = 14'h0000;
+    mem[11679] = 14'h0000;
+    mem[11680] = 14'h0000;
+    mem[11681] = 14'h0000;
+    mem[11682] = 14'h0000;
+    mem[11683] = 14'h0000;
+    mem[11684] = 14'h0000;
+    mem[11685] = 14'h0000;
+    mem[11686] = 14'h0000;
+    mem[11687] = 14'h0000;
+    mem[11688] = 14'h0000;
+    mem[11689] = 14'h0000;
+    mem[11690] = 14'h0000;
+    mem[11691] = 14'h0000;
+    mem[11692] = 14'h0000;
+    mem[11693] = 14'h0000;
+    mem[11694] = 14'h0000;
+    mem[11695] = 14'h0000;
+    mem[11696] = 14'h0000;
+    mem[11697] = 14'h0000;
+    mem[11698] = 14'h0000;
+    mem[11699] = 14'h0000;
+    mem[11700] = 14'h0000;
+    mem[11701] = 14'h0000;
+    mem[11702] = 14'h0000;
+    mem[11703] = 14'h0000;
+    mem[11704] = 14'h0000;
+    mem[11705] = 14'h0000;
+    mem[11706] = 14'h0000;
+    mem[11707] = 14'h0000;
+    mem[11708] = 14'h0000;
+    mem[11709] = 14'h0000;
+    mem[11710] = 14'h0000;
+    mem[11711] = 14'h0000;
+    mem[11712] = 14'h0000;
+    mem[11713] = 14'h0000;
+    mem[11714] = 14'h0000;
+    mem[11715] = 14'h0000;
+    mem[11716] = 14'h0000;
+    mem[11717] = 14'h0000;
+    mem[11718] = 14'h0000;
+    mem[11719] = 14'h0000;
+    mem[11720] = 14'h0000;
+    mem[11721] = 14'h0000;
+    mem[11722] = 14'h0000;
+    mem[11723] = 14'h0000;
+    mem[11724] = 14'h0000;
+    mem[11725] = 14'h0000;
+    mem[11726] = 14'h0000;
+    mem[11727] = 14'h0000;
+    mem[11728] = 14'h0000;
+    mem[11729] = 14'h0000;
+    mem[11730] = 14'h0000;
+    mem[11731] = 14'h0000;
+    mem[11732] = 14'h0000;
+    mem[11733] = 14'h0000;
+    mem[11734] = 14'h0000;
+    mem[11735] = 14'h0000;
+    mem[11736] = 14'h0000;
+    mem[11737] = 14'h0000;
+    mem[11738] = 14'h0000;
+    mem[11739] = 14'h0000;
+    mem[11740] = 14'h0000;
+    mem[11741] = 14'h0000;
+    mem[11742] = 14'h0000;
+    mem[11743] = 14'h0000;
+    mem[11744] = 14'h0000;
+    mem[11745] = 14'h0000;
+    mem[11746] = 14'h0000;
+    mem[11747] = 14'h0000;
+    mem[11748] = 14'h0000;
+    mem[11749] = 14'h0000;
+    mem[11750] = 14'h0000;
+    mem[11751] = 14'h0000;
+    mem[11752] = 14'h0000;
+    mem[11753] = 14'h0000;
+    mem[11754] = 14'h0000;
+    mem[11755] = 14'h0000;
+    mem[11756] = 14'h0000;
+    mem[11757] = 14'h0000;
+    mem[11758] = 14'h0000;
+    mem[11759] = 14'h0000;
+    mem[11760] = 14'h0000;
+    mem[11761] = 14'h0000;
+    mem[11762] = 14'h0000;
+    mem[11763] = 14'h0000;
+    mem[11764] = 14'h0000;
+    mem[11765] = 14'h0000;
+    mem[11766] = 14'h0000;
+    mem[11767] = 14'h0000;
+    mem[11768] = 14'h0000;
+    mem[11769] = 14'h0000;
+    mem[11770] = 14'h0000;
+    mem[11771] = 14'h0000;
+    mem[11772] = 14'h0000;
+    mem[11773] = 14'h0000;
+    mem[11774] = 14'h0000;
+    mem[11775] = 14'h0000;
+    mem[11776] = 14'h0000;
+    mem[11777] = 14'h0000;
+    mem[11778] = 14'h0000;
+    mem[11779] = 14'h0000;
+    mem[11780] = 14'h0000;
+    mem[11781] = 14'h0000;
+    mem[11782] = 14'h0000;
+    mem[11783] = 14'h0000;
+    mem[11784] = 14'h0000;
+    mem[11785] = 14'h0000;
+    mem[11786] = 14'h0000;
+    mem[11787] = 14'h0000;
+    mem[11788] = 14'h0000;
+    mem[11789] = 14'h0000;
+    mem[11790] = 14'h0000;
+    mem[11791] = 14'h0000;
+    mem[11792] = 14'h0000;
+    mem[11793] = 14'h0000;
+    mem[11794] = 14'h0000;
+    mem[11795] = 14'h0000;
+    mem[11796] = 14'h0000;
+    mem[11797] = 14'h0000;
+    mem[11798] = 14'h0000;
+    mem[11799] = 14'h0000;
+    mem[11800] = 14'h0000;
+    mem[11801] = 14'h0000;
+    mem[11802] = 14'h0000;
+    mem[11803] = 14'h0000;
+    mem[11804] = 14'h0000;
+    mem[11805] = 14'h0000;
+    mem[11806] = 14'h0000;
+    mem[11807] = 14'h0000;
+    mem[11808] = 14'h0000;
+    mem[11809] = 14'h0000;
+    mem[11810] = 14'h0000;
+    mem[11811] = 14'h0000;
+    mem[11812] = 14'h0000;
+    mem[11813] = 14'h0000;
+    mem[11814] = 14'h0000;
+    mem[11815] = 14'h0000;
+    mem[11816] = 14'h0000;
+    mem[11817] = 14'h0000;
+    mem[11818] = 14'h0000;
+    mem[11819] = 14'h0000;
+    mem[11820] = 14'h0000;
+    mem[11821] = 14'h0000;
+    mem[11822] = 14'h0000;
+    mem[11823] = 14'h0000;
+    mem[11824] = 14'h0000;
+    mem[11825] = 14'h0000;
+    mem[11826] = 14'h0000;
+    mem[11827] = 14'h0000;
+    mem[11828] = 14'h0000;
+    mem[11829] = 14'h0000;
+    mem[11830] = 14'h0000;
+    mem[11831] = 14'h0000;
+    mem[11832] = 14'h0000;
+    mem[11833] = 14'h0000;
+    mem[11834] = 14'h0000;
+    mem[11835] = 14'h0000;
+    mem[11836] = 14'h0000;
+    mem[11837] = 14'h0000;
+    mem[11838] = 14'h0000;
+    mem[11839] = 14'h0000;
+    mem[11840] = 14'h0000;
+    mem[11841] = 14'h0000;
+    mem[11842] = 14'h0000;
+    mem[11843] = 14'h0000;
+    mem[11844] = 14'h0000;
+    mem[11845] = 14'h0000;
+    mem[11846] = 14'h0000;
+    mem[11847] = 14'h0000;
+    mem[11848] = 14'h0000;
+    mem[11849] = 14'h0000;
+    mem[11850] = 14'h0000;
+    mem[11851] = 14'h0000;
+    mem[11852] = 14'h0000;
+    mem[11853] = 14'h0000;
+    mem[11854] = 14'h0000;
+    mem[11855] = 14'h0000;
+    mem[11856] = 14'h0000;
+    mem[11857] = 14'h0000;
+    mem[11858] = 14'h0000;
+    mem[11859] = 14'h0000;
+    mem[11860] = 14'h0000;
+    mem[11861] = 14'h0000;
+    mem[11862] = 14'h0000;
+    mem[11863] = 14'h0000;
+    mem[11864] = 14'h0000;
+    mem[11865] = 14'h0000;
+    mem[11866] = 14'h0000;
+    mem[11867] = 14'h0000;
+    mem[11868] = 14'h0000;
+    mem[11869] = 14'h0000;
+    mem[11870] = 14'h0000;
+    mem[11871] = 14'h0000;
+    mem[11872] = 14'h0000;
+    mem[11873] = 14'h0000;
+    mem[11874] = 14'h0000;
+    mem[11875] = 14'h0000;
+    mem[11876] = 14'h0000;
+    mem[11877] = 14'h0000;
+    mem[11878] = 14'h0000;
+    mem[11879] = 14'h0000;
+    mem[11880] = 14'h0000;
+    mem[11881] = 14'h0000;
+    mem[11882] = 14'h0000;
+    mem[11883] = 14'h0000;
+    mem[11884] = 14'h0000;
+    mem[11885] = 14'h0000;
+    mem[11886] = 14'h0000;
+    mem[11887] = 14'h0000;
+    mem[11888] = 14'h0000;
+    mem[11889] = 14'h0000;
+    mem[11890] = 14'h0000;
+    mem[11891] = 14'h0000;
+    mem[11892] = 14'h0000;
+    mem[11893] = 14'h0000;
+    mem[11894] = 14'h0000;
+    mem[11895] = 14'h0000;
+    mem[11896] = 14'h0000;
+    mem[11897] = 14'h0000;
+    mem[11898] = 14'h0000;
+    mem[11899] = 14'h0000;
+    mem[11900] = 14'h0000;
+    mem[11901] = 14'h0000;
+    mem[11902] = 14'h0000;
+    mem[11903] = 14'h0000;
+    mem[11904] = 14'h0000;
+    mem[11905] = 14'h0000;
+    mem[11906] = 14'h0000;
+    mem[11907] = 14'h0000;
+    mem[11908] = 14'h0000;
+    mem[11909] = 14'h0000;
+    mem[11910] = 14'h0000;
+    mem[11911] = 14'h0000;
+    mem[11912] = 14'h0000;
+    mem[11913] = 14'h0000;
+    mem[11914] = 14'h0000;
+    mem[11915] = 14'h0000;
+    mem[11916] = 14'h0000;
+    mem[11917] = 14'h0000;
+    mem[11918] = 14'h0000;
+    mem[11919] = 14'h0000;
+    mem[11920] = 14'h0000;
+    mem[11921] = 14'h0000;
+    mem[11922] = 14'h0000;
+    mem[11923] = 14'h0000;
+    mem[11924] = 14'h0000;
+    mem[11925] = 14'h0000;
+    mem[11926] = 14'h0000;
+    mem[11927] = 14'h0000;
+    mem[11928] = 14'h0000;
+    mem[11929] = 14'h0000;
+    mem[11930] = 14'h0000;
+    mem[11931] = 14'h0000;
+    mem[11932] = 14'h0000;
+    mem[11933] = 14'h0000;
+    mem[11934] = 14'h0000;
+    mem[11935] = 14'h0000;
+    mem[11936] = 14'h0000;
+    mem[11937] = 14'h0000;
+    mem[11938] = 14'h0000;
+    mem[11939] = 14'h0000;
+    mem[11940] = 14'h0000;
+    mem[11941] = 14'h0000;
+    mem[11942] = 14'h0000;
+    mem[11943] = 14'h0000;
+    mem[11944] = 14'h0000;
+    mem[11945] = 14'h0000;
+    mem[11946] = 14'h0000;
+    mem[11947] = 14'h0000;
+    mem[11948] = 14'h0000;
+    mem[11949] = 14'h0000;
+    mem[11950] = 14'h0000;
+    mem[11951] = 14'h0000;
+    mem[11952] = 14'h0000;
+    mem[11953] = 14'h0000;
+    mem[11954] = 14'h0000;
+    mem[11955] = 14'h0000;
+    mem[11956] = 14'h0000;
+    mem[11957] = 14'h0000;
+    mem[11958] = 14'h0000;
+    mem[11959] = 14'h0000;
+    mem[11960] = 14'h0000;
+    mem[11961] = 14'h0000;
+    mem[11962] = 14'h0000;
+    mem[11963] = 14'h0000;
+    mem[11964] = 14'h0000;
+    mem[11965] = 14'h0000;
+    mem[11966] = 14'h0000;
+    mem[11967] = 14'h0000;
+    mem[11968] = 14'h0000;
+    mem[11969] = 14'h0000;
+    mem[11970] = 14'h0000;
+    mem[11971] = 14'h0000;
+    mem[11972] = 14'h0000;
+    mem[11973] = 14'h0000;
+    mem[11974] = 14'h0000;
+    mem[11975] = 14'h0000;
+    mem[11976] = 14'h0000;
+    mem[11977] = 14'h0000;
+    mem[11978] = 14'h0000;
+    mem[11979] = 14'h0000;
+    mem[11980] = 14'h0000;
+    mem[11981] = 14'h0000;
+    mem[11982] = 14'h0000;
+    mem[11983] = 14'h0000;
+    mem[11984] = 14'h0000;
+    mem[11985] = 14'h0000;
+    mem[11986] = 14'h0000;
+    mem[11987] = 14'h0000;
+    mem[11988] = 14'h0000;
+    mem[11989] = 14'h0000;
+    mem[11990] = 14'h0000;
+    mem[11991] = 14'h0000;
+    mem[11992] = 14'h0000;
+    mem[11993] = 14'h0000;
+    mem[11994] = 14'h0000;
+    mem[11995] = 14'h0000;
+    mem[11996] = 14'h0000;
+    mem[11997] = 14'h0000;
+    mem[11998] = 14'h0000;
+    mem[11999] = 14'h0000;
+    mem[12000] = 14'h0000;
+    mem[12001] = 14'h0000;
+    mem[12002] = 14'h0000;
+    mem[12003] = 14'h0000;
+    mem[12004] = 14'h0000;
+    mem[12005] = 14'h0000;
+    mem[12006] = 14'h0000;
+    mem[12007] = 14'h0000;
+    mem[12008] = 14'h0000;
+    mem[12009] = 14'h0000;
+    mem[12010] = 14'h0000;
+    mem[12011] = 14'h0000;
+    mem[12012] = 14'h0000;
+    mem[12013] = 14'h0000;
+    mem[12014] = 14'h0000;
+    mem[12015] = 14'h0000;
+    mem[12016] = 14'h0000;
+    mem[12017] = 14'h0000;
+    mem[12018] = 14'h0000;
+    mem[12019] = 14'h0000;
+    mem[12020] = 14'h0000;
+    mem[12021] = 14'h0000;
+    mem[12022] = 14'h0000;
+    mem[12023] = 14'h0000;
+    mem[12024] = 14'h0000;
+    mem[12025] = 14'h0000;
+    mem[12026] = 14'h0000;
+    mem[12027] = 14'h0000;
+    mem[12028] = 14'h0000;
+    mem[12029] = 14'h0000;
+    mem[12030] = 14'h0000;
+    mem[12031] = 14'h0000;
+    mem[12032] = 14'h0000;
+    mem[12033] = 14'h0000;
+    mem[12034] = 14'h0000;
+    mem[12035] = 14'h0000;
+    mem[12036] = 14'h0000;
+    mem[12037] = 14'h0000;
+    mem[12038] = 14'h0000;
+    mem[12039] = 14'h0000;
+    mem[12040] = 14'h0000;
+    mem[12041] = 14'h0000;
+    mem[12042] = 14'h0000;
+    mem[12043] = 14'h0000;
+    mem[12044] = 14'h0000;
+    mem[12045] = 14'h0000;
+    mem[12046] = 14'h0000;
+    mem[12047] = 14'h0000;
+    mem[12048] = 14'h0000;
+    mem[12049] = 14'h0000;
+    mem[12050] = 14'h0000;
+    mem[12051] = 14'h0000;
+    mem[12052] = 14'h0000;
+    mem[12053] = 14'h0000;
+    mem[12054] = 14'h0000;
+    mem[12055] = 14'h0000;
+    mem[12056] = 14'h0000;
+    mem[12057] = 14'h0000;
+    mem[12058] = 14'h0000;
+    mem[12059] = 14'h0000;
+    mem[12060] = 14'h0000;
+    mem[12061] = 14'h0000;
+    mem[12062] = 14'h0000;
+    mem[12063] = 14'h0000;
+    mem[12064] = 14'h0000;
+    mem[12065] = 14'h0000;
+    mem[12066] = 14'h0000;
+    mem[12067] = 14'h0000;
+    mem[12068] = 14'h0000;
+    mem[12069] = 14'h0000;
+    mem[12070] = 14'h0000;
+    mem[12071] = 14'h0000;
+    mem[12072] = 14'h0000;
+    mem[12073] = 14'h0000;
+    mem[12074] = 14'h0000;
+    mem[12075] = 14'h0000;
+    mem[12076] = 14'h0000;
+    mem[12077] = 14'h0000;
+    mem[12078] = 14'h0000;
+    mem[12079] = 14'h0000;
+    mem[12080] = 14'h0000;
+    mem[12081] = 14'h0000;
+    mem[12082] = 14'h0000;
+    mem[12083] = 14'h0000;
+    mem[12084] = 14'h0000;
+    mem[12085] = 14'h0000;
+    mem[12086] = 14'h0000;
+    mem[12087] = 14'h0000;
+    mem[12088] = 14'h0000;
+    mem[12089] = 14'h0000;
+    mem[12090] = 14'h0000;
+    mem[12091] = 14'h0000;
+    mem[12092] = 14'h0000;
+    mem[12093] = 14'h0000;
+    mem[12094] = 14'h0000;
+    mem[12095] = 14'h0000;
+    mem[12096] = 14'h0000;
+    mem[12097] = 14'h0000;
+    mem[12098] = 14'h0000;
+    mem[12099] = 14'h0000;
+    mem[12100] = 14'h0000;
+    mem[12101] = 14'h0000;
+    mem[12102] = 14'h0000;
+    mem[12103] = 14'h0000;
+    mem[12104] = 14'h0000;
+    mem[12105] = 14'h0000;
+    mem[12106] = 14'h0000;
+    mem[12107] = 14'h0000;
+    mem[12108] = 14'h0000;
+    mem[12109] = 14'h0000;
+    mem[12110] = 14'h0000;
+    mem[12111] = 14'h0000;
+    mem[12112] = 14'h0000;
+    mem[12113] = 14'h0000;
+    mem[12114] = 14'h0000;
+    mem[12115] = 14'h0000;
+    mem[12116] = 14'h0000;
+    mem[12117] = 14'h0000;
+    mem[12118] = 14'h0000;
+    mem[12119] = 14'h0000;
+    mem[12120] = 14'h0000;
+    mem[12121] = 14'h0000;
+    mem[12122] = 14'h0000;
+    mem[12123] = 14'h0000;
+    mem[12124] = 14'h0000;
+    mem[12125] = 14'h0000;
+    mem[12126] = 14'h0000;
+    mem[12127] = 14'h0000;
+    mem[12128] = 14'h0000;
+    mem[12129] = 14'h0000;
+    mem[12130] = 14'h0000;
+    mem[12131] = 14'h0000;
+    mem[12132] = 14'h0000;
+    mem[12133] = 14'h0000;
+    mem[12134] = 14'h0000;
+    mem[12135] = 14'h0000;
+    mem[12136] = 14'h0000;
+    mem[12137] = 14'h0000;
+    mem[12138] = 14'h0000;
+    mem[12139] = 14'h0000;
+    mem[12140] = 14'h0000;
+    mem[12141] = 14'h0000;
+    mem[12142] = 14'h0000;
+    mem[12143] = 14'h0000;
+    mem[12144] = 14'h0000;
+    mem[12145] = 14'h0000;
+    mem[12146] = 14'h0000;
+    mem[12147] = 14'h0000;
+    mem[12148] = 14'h0000;
+    mem[12149] = 14'h0000;
+    mem[12150] = 14'h0000;
+    mem[12151] = 14'h0000;
+    mem[12152] = 14'h0000;
+    mem[12153] = 14'h0000;
+    mem[12154] = 14'h0000;
+    mem[12155] = 14'h0000;
+    mem[12156] = 14'h0000;
+    mem[12157] = 14'h0000;
+    mem[12158] = 14'h0000;
+    mem[12159] = 14'h0000;
+    mem[12160] = 14'h0000;
+    mem[12161] = 14'h0000;
+    mem[12162] = 14'h0000;
+    mem[12163] = 14'h0000;
+    mem[12164] = 14'h0000;
+    mem[12165] = 14'h0000;
+    mem[12166] = 14'h0000;
+    mem[12167] = 14'h0000;
+    mem[12168] = 14'h0000;
+    mem[12169] = 14'h0000;
+    mem[12170] = 14'h0000;
+    mem[12171] = 14'h0000;
+    mem[12172] = 14'h0000;
+    mem[12173] = 14'h0000;
+    mem[12174] = 14'h0000;
+    mem[12175] = 14'h0000;
+    mem[12176] = 14'h0000;
+    mem[12177] = 14'h0000;
+    mem[12178] = 14'h0000;
+    mem[12179] = 14'h0000;
+    mem[12180] = 14'h0000;
+    mem[12181] = 14'h0000;
+    mem[12182] = 14'h0000;
+    mem[12183] = 14'h0000;
+    mem[12184] = 14'h0000;
+    mem[12185] = 14'h0000;
+    mem[12186] = 14'h0000;
+    mem[12187] = 14'h0000;
+    mem[12188] = 14'h0000;
+    mem[12189] = 14'h0000;
+    mem[12190] = 14'h0000;
+    mem[12191] = 14'h0000;
+    mem[12192] = 14'h0000;
+    mem[12193] = 14'h0000;
+    mem[12194] = 14'h0000;
+    mem[12195] = 14'h0000;
+    mem[12196] = 14'h0000;
+    mem[12197] = 14'h0000;
+    mem[12198] = 14'h0000;
+    mem[12199] = 14'h0000;
+    mem[12200] = 14'h0000;
+    mem[12201] = 14'h0000;
+    mem[12202] = 14'h0000;
+    mem[12203] = 14'h0000;
+    mem[12204] = 14'h0000;
+    mem[12205] = 14'h0000;
+    mem[12206] = 14'h0000;
+    mem[12207] = 14'h0000;
+    mem[12208] = 14'h0000;
+    mem[12209] = 14'h0000;
+    mem[12210] = 14'h0000;
+    mem[12211] = 14'h0000;
+    mem[12212] = 14'h0000;
+    mem[12213] = 14'h0000;
+    mem[12214] = 14'h0000;
+    mem[12215] = 14'h0000;
+    mem[12216] = 14'h0000;
+    mem[12217] = 14'h0000;
+    mem[12218] = 14'h0000;
+    mem[12219] = 14'h0000;
+    mem[12220] = 14'h0000;
+    mem[12221] = 14'h0000;
+    mem[12222] = 14'h0000;
+    mem[12223] = 14'h0000;
+    mem[12224] = 14'h0000;
+    mem[12225] = 14'h0000;
+    mem[12226] = 14'h0000;
+    mem[12227] = 14'h0000;
+    mem[12228] = 14'h0000;
+    mem[12229] = 14'h0000;
+    mem[12230] = 14'h0000;
+    mem[12231] = 14'h0000;
+    mem[12232] = 14'h0000;
+    mem[12233] = 14'h0000;
+    mem[12234] = 14'h0000;
+    mem[12235] = 14'h0000;
+    mem[12236] = 14'h0000;
+    mem[12237] = 14'h0000;
+    mem[12238] = 14'h0000;
+    mem[12239] = 14'h0000;
+    mem[12240] = 14'h0000;
+    mem[12241] = 14'h0000;
+    mem[12242] = 14'h0000;
+    mem[12243] = 14'h0000;
+    mem[12244] = 14'h0000;
+    mem[12245] = 14'h0000;
+    mem[12246] = 14'h0000;
+    mem[12247] = 14'h0000;
+    mem[12248] = 14'h0000;
+    mem[12249] = 14'h0000;
+    mem[12250] = 14'h0000;
+    mem[12251] = 14'h0000;
+    mem[12252] = 14'h0000;
+    mem[12253] = 14'h0000;
+    mem[12254] = 14'h0000;
+    mem[12255] = 14'h0000;
+    mem[12256] = 14'h0000;
+    mem[12257] = 14'h0000;
+    mem[12258] = 14'h0000;
+    mem[12259] = 14'h0000;
+    mem[12260] = 14'h0000;
+    mem[12261] = 14'h0000;
+    mem[12262] = 14'h0000;
+    mem[12263] = 14'h0000;
+    mem[12264] = 14'h0000;
+    mem[12265] = 14'h0000;
+    mem[12266] = 14'h0000;
+    mem[12267] = 14'h0000;
+    mem[12268] = 14'h0000;
+    mem[12269] = 14'h0000;
+    mem[12270] = 14'h0000;
+    mem[12271] = 14'h0000;
+    mem[12272] = 14'h0000;
+    mem[12273] = 14'h0000;
+    mem[12274] = 14'h0000;
+    mem[12275] = 14'h0000;
+    mem[12276] = 14'h0000;
+    mem[12277] = 14'h0000;
+    mem[12278] = 14'h0000;
+    mem[12279] = 14'h0000;
+    mem[12280] = 14'h0000;
+    mem[12281] = 14'h0000;
+    mem[12282] = 14'h0000;
+    mem[12283] = 14'h0000;
+    mem[12284] = 14'h0000;
+    mem[12285] = 14'h0000;
+    mem[12286] = 14'h0000;
+    mem[12287] = 14'h0000;
+    mem[12288] = 14'h0000;
+    mem[12289] = 14'h0000;
+    mem[12290] = 14'h0000;
+    mem[12291] = 14'h0000;
+    mem[12292] = 14'h0000;
+    mem[12293] = 14'h0000;
+    mem[12294] = 14'h0000;
+    mem[12295] = 14'h0000;
+    mem[12296] = 14'h0000;
+    mem[12297] = 14'h0000;
+    mem[12298] = 14'h0000;
+    mem[12299] = 14'h0000;
+    mem[12300] = 14'h0000;
+    mem[12301] = 14'h0000;
+    mem[12302] = 14'h0000;
+    mem[12303] = 14'h0000;
+    mem[12304] = 14'h0000;
+    mem[12305] = 14'h0000;
+    mem[12306] = 14'h0000;
+    mem[12307] = 14'h0000;
+    mem[12308] = 14'h0000;
+    mem[12309] = 14'h0000;
+    mem[12310] = 14'h0000;
+    mem[12311] = 14'h0000;
+    mem[12312] = 14'h0000;
+    mem[12313] = 14'h0000;
+    mem[12314] = 14'h0000;
+    mem[12315] = 14'h0000;
+    mem[12316] = 14'h0000;
+    mem[12317] = 14'h0000;
+    mem[12318] = 14'h0000;
+    mem[12319] = 14'h0000;
+    mem[12320] = 14'h0000;
+    mem[12321] = 14'h0000;
+    mem[12322] = 14'h0000;
+    mem[12323] = 14'h0000;
+    mem[12324] = 14'h0000;
+    mem[12325] = 14'h0000;
+    mem[12326] = 14'h0000;
+    mem[12327] = 14'h0000;
+    mem[12328] = 14'h0000;
+    mem[12329] = 14'h0000;
+    mem[12330] = 14'h0000;
+    mem[12331] = 14'h0000;
+    mem[12332] = 14'h0000;
+    mem[12333] = 14'h0000;
+    mem[12334] = 14'h0000;
+    mem[12335] = 14'h0000;
+    mem[12336] = 14'h0000;
+    mem[12337] = 14'h0000;
+    mem[12338] = 14'h0000;
+    mem[12339] = 14'h0000;
+    mem[12340] = 14'h0000;
+    mem[12341] = 14'h0000;
+    mem[12342] = 14'h0000;
+    mem[12343] = 14'h0000;
+    mem[12344] = 14'h0000;
+    mem[12345] = 14'h0000;
+    mem[12346] = 14'h0000;
+    mem[12347] = 14'h0000;
+    mem[12348] = 14'h0000;
+    mem[12349] = 14'h0000;
+    mem[12350] = 14'h0000;
+    mem[12351] = 14'h0000;
+    mem[12352] = 14'h0000;
+    mem[12353] = 14'h0000;
+    mem[12354] = 14'h0000;
+    mem[12355] = 14'h0000;
+    mem[12356] = 14'h0000;
+    mem[12357] = 14'h0000;
+    mem[12358] = 14'h0000;
+    mem[12359] = 14'h0000;
+    mem[12360] = 14'h0000;
+    mem[12361] = 14'h0000;
+    mem[12362] = 14'h0000;
+    mem[12363] = 14'h0000;
+    mem[12364] = 14'h0000;
+    mem[12365] = 14'h0000;
+    mem[12366] = 14'h0000;
+    mem[12367] = 14'h0000;
+    mem[12368] = 14'h0000;
+    mem[12369] = 14'h0000;
+    mem[12370] = 14'h0000;
+    mem[12371] = 14'h0000;
+    mem[12372] = 14'h0000;
+    mem[12373] = 14'h0000;
+    mem[12374] = 14'h0000;
+    mem[12375] = 14'h0000;
+    mem[12376] = 14'h0000;
+    mem[12377] = 14'h0000;
+    mem[12378] = 14'h0000;
+    mem[12379] = 14'h0000;
+    mem[12380] = 14'h0000;
+    mem[12381] = 14'h0000;
+    mem[12382] = 14'h0000;
+    mem[12383] = 14'h0000;
+    mem[12384] = 14'h0000;
+    mem[12385] = 14'h0000;
+    mem[12386] = 14'h0000;
+    mem[12387] = 14'h0000;
+    mem[12388] = 14'h0000;
+    mem[12389] = 14'h0000;
+    mem[12390] = 14'h0000;
+    mem[12391] = 14'h0000;
+    mem[12392] = 14'h0000;
+    mem[12393] = 14'h0000;
+    mem[12394] = 14'h0000;
+    mem[12395] = 14'h0000;
+    mem[12396] = 14'h0000;
+    mem[12397] = 14'h0000;
+    mem[12398] = 14'h0000;
+    mem[12399] = 14'h0000;
+    mem[12400] = 14'h0000;
+    mem[12401] = 14'h0000;
+    mem[12402] = 14'h0000;
+    mem[12403] = 14'h0000;
+    mem[12404] = 14'h0000;
+    mem[12405] = 14'h0000;
+    mem[12406] = 14'h0000;
+    mem[12407] = 14'h0000;
+    mem[12408] = 14'h0000;
+    mem[12409] = 14'h0000;
+    mem[12410] = 14'h0000;
+    mem[12411] = 14'h0000;
+    mem[12412] = 14'h0000;
+    mem[12413] = 14'h0000;
+    mem[12414] = 14'h0000;
+    mem[12415] = 14'h0000;
+    mem[12416] = 14'h0000;
+    mem[12417] = 14'h0000;
+    mem[12418] = 14'h0000;
+    mem[12419] = 14'h0000;
+    mem[12420] = 14'h0000;
+    mem[12421] = 14'h0000;
+    mem[12422] = 14'h0000;
+    mem[12423] = 14'h0000;
+    mem[12424] = 14'h0000;
+    mem[12425] = 14'h0000;
+    mem[12426] = 14'h0000;
+    mem[12427] = 14'h0000;
+    mem[12428] = 14'h0000;
+    mem[12429] = 14'h0000;
+    mem[12430] = 14'h0000;
+    mem[12431] = 14'h0000;
+    mem[12432] = 14'h0000;
+    mem[12433] = 14'h0000;
+    mem[12434] = 14'h0000;
+    mem[12435] = 14'h0000;
+    mem[12436] = 14'h0000;
+    mem[12437] = 14'h0000;
+    mem[12438] = 14'h0000;
+    mem[12439] = 14'h0000;
+    mem[12440] = 14'h0000;
+    mem[12441] = 14'h0000;
+    mem[12442] = 14'h0000;
+    mem[12443] = 14'h0000;
+    mem[12444] = 14'h0000;
+    mem[12445] = 14'h0000;
+    mem[12446] = 14'h0000;
+    mem[12447] = 14'h0000;
+    mem[12448] = 14'h0000;
+    mem[12449] = 14'h0000;
+    mem[12450] = 14'h0000;
+    mem[12451] = 14'h0000;
+    mem[12452] = 14'h0000;
+    mem[12453] = 14'h0000;
+    mem[12454] = 14'h0000;
+    mem[12455] = 14'h0000;
+    mem[12456] = 14'h0000;
+    mem[12457] = 14'h0000;
+    mem[12458] = 14'h0000;
+    mem[12459] = 14'h0000;
+    mem[12460] = 14'h0000;
+    mem[12461] = 14'h0000;
+    mem[12462] = 14'h0000;
+    mem[12463] = 14'h0000;
+    mem[12464] = 14'h0000;
+    mem[12465] = 14'h0000;
+    mem[12466] = 14'h0000;
+    mem[12467] = 14'h0000;
+    mem[12468] = 14'h0000;
+    mem[12469] = 14'h0000;
+    mem[12470] = 14'h0000;
+    mem[12471] = 14'h0000;
+    mem[12472] = 14'h0000;
+    mem[12473] = 14'h0000;
+    mem[12474] = 14'h0000;
+    mem[12475] = 14'h0000;
+    mem[12476] = 14'h0000;
+    mem[12477] = 14'h0000;
+    mem[12478] = 14'h0000;
+    mem[12479] = 14'h0000;
+    mem[12480] = 14'h0000;
+    mem[12481] = 14'h0000;
+    mem[12482] = 14'h0000;
+    mem[12483] = 14'h0000;
+    mem[12484] = 14'h0000;
+    mem[12485] = 14'h0000;
+    mem[12486] = 14'h0000;
+    mem[12487] = 14'h0000;
+    mem[12488] = 14'h0000;
+    mem[12489] = 14'h0000;
+    mem[12490] = 14'h0000;
+    mem[12491] = 14'h0000;
+    mem[12492] = 14'h0000;
+    mem[12493] = 14'h0000;
+    mem[12494] = 14'h0000;
+    mem[12495] = 14'h0000;
+    mem[12496] = 14'h0000;
+    mem[12497] = 14'h0000;
+    mem[12498] = 14'h0000;
+    mem[12499] = 14'h0000;
+    mem[12500] = 14'h0000;
+    mem[12501] = 14'h0000;
+    mem[12502] = 14'h0000;
+    mem[12503] = 14'h0000;
+    mem[12504] = 14'h0000;
+    mem[12505] = 14'h0000;
+    mem[12506] = 14'h0000;
+    mem[12507] = 14'h0000;
+    mem[12508] = 14'h0000;
+    mem[12509] = 14'h0000;
+    mem[12510] = 14'h0000;
+    mem[12511] = 14'h0000;
+    mem[12512] = 14'h0000;
+    mem[12513] = 14'h0000;
+    mem[12514] = 14'h0000;
+    mem[12515] = 14'h0000;
+    mem[12516] = 14'h0000;
+    mem[12517] = 14'h0000;
+    mem[12518] = 14'h0000;
+    mem[12519] = 14'h0000;
+    mem[12520] = 14'h0000;
+    mem[12521] = 14'h0000;
+    mem[12522] = 14'h0000;
+    mem[12523] = 14'h0000;
+    mem[12524] = 14'h0000;
+    mem[12525] = 14'h0000;
+    mem[12526] = 14'h0000;
+    mem[12527] = 14'h0000;
+    mem[12528] = 14'h0000;
+    mem[12529] = 14'h0000;
+    mem[12530] = 14'h0000;
+    mem[12531] = 14'h0000;
+    mem[12532] = 14'h0000;
+    mem[12533] = 14'h0000;
+    mem[12534] = 14'h0000;
+    mem[12535] = 14'h0000;
+    mem[12536] = 14'h0000;
+    mem[12537] = 14'h0000;
+    mem[12538] = 14'h0000;
+    mem[12539] = 14'h0000;
+    mem[12540] = 14'h0000;
+    mem[12541] = 14'h0000;
+    mem[12542] = 14'h0000;
+    mem[12543] = 14'h0000;
+    mem[12544] = 14'h0000;
+    mem[12545] = 14'h0000;
+    mem[12546] = 14'h0000;
+    mem[12547] = 14'h0000;
+    mem[12548] = 14'h0000;
+    mem[12549] = 14'h0000;
+    mem[12550] = 14'h0000;
+    mem[12551] = 14'h0000;
+    mem[12552] = 14'h0000;
+    mem[12553] = 14'h0000;
+    mem[12554] = 14'h0000;
+    mem[12555] = 14'h0000;
+    mem[12556] = 14'h0000;
+    mem[12557] = 14'h0000;
+    mem[12558] = 14'h0000;
+    mem[12559] = 14'h0000;
+    mem[12560] = 14'h0000;
+    mem[12561] = 14'h0000;
+    mem[12562] = 14'h0000;
+    mem[12563] = 14'h0000;
+    mem[12564] = 14'h0000;
+    mem[12565] = 14'h0000;
+    mem[12566] = 14'h0000;
+    mem[12567] = 14'h0000;
+    mem[12568] = 14'h0000;
+    mem[12569] = 14'h0000;
+    mem[12570] = 14'h0000;
+    mem[12571] = 14'h0000;
+    mem[12572] = 14'h0000;
+    mem[12573] = 14'h0000;
+    mem[12574] = 14'h0000;
+    mem[12575] = 14'h0000;
+    mem[12576] = 14'h0000;
+    mem[12577] = 14'h0000;
+    mem[12578] = 14'h0000;
+    mem[12579] = 14'h0000;
+    mem[12580] = 14'h0000;
+    mem[12581] = 14'h0000;
+    mem[12582] = 14'h0000;
+    mem[12583] = 14'h0000;
+    mem[12584] = 14'h0000;
+    mem[12585] = 14'h0000;
+    mem[12586] = 14'h0000;
+    mem[12587] = 14'h0000;
+    mem[12588] = 14'h0000;
+    mem[12589] = 14'h0000;
+    mem[12590] = 14'h0000;
+    mem[12591] = 14'h0000;
+    mem[12592] = 14'h0000;
+    mem[12593] = 14'h0000;
+    mem[12594] = 14'h0000;
+    mem[12595] = 14'h0000;
+    mem[12596] = 14'h0000;
+    mem[12597] = 14'h0000;
+    mem[12598] = 14'h0000;
+    mem[12599] = 14'h0000;
+    mem[12600] = 14'h0000;
+    mem[12601] = 14'h0000;
+    mem[12602] = 14'h0000;
+    mem[12603] = 14'h0000;
+    mem[12604] = 14'h0000;
+    mem[12605] = 14'h0000;
+    mem[12606] = 14'h0000;
+    mem[12607] = 14'h0000;
+    mem[12608] = 14'h0000;
+    mem[12609] = 14'h0000;
+    mem[12610] = 14'h0000;
+    mem[12611] = 14'h0000;
+    mem[12612] = 14'h0000;
+    mem[12613] = 14'h0000;
+    mem[12614] = 14'h0000;
+    mem[12615] = 14'h0000;
+    mem[12616] = 14'h0000;
+    mem[12617] = 14'h0000;
+    mem[12618] = 14'h0000;
+    mem[12619] = 14'h0000;
+    mem[12620] = 14'h0000;
+    mem[12621] = 14'h0000;
+    mem[12622] = 14'h0000;
+    mem[12623] = 14'h0000;
+    mem[12624] = 14'h0000;
+    mem[12625] = 14'h0000;
+    mem[12626] = 14'h0000;
+    mem[12627] = 14'h0000;
+    mem[12628] = 14'h0000;
+    mem[12629] = 14'h0000;
+    mem[12630] = 14'h0000;
+    mem[12631] = 14'h0000;
+    mem[12632] = 14'h0000;
+    mem[12633] = 14'h0000;
+    mem[12634] = 14'h0000;
+    mem[12635] = 14'h0000;
+    mem[12636] = 14'h0000;
+    mem[12637] = 14'h0000;
+    mem[12638] = 14'h0000;
+    mem[12639] = 14'h0000;
+    mem[12640] = 14'h0000;
+    mem[12641] = 14'h0000;
+    mem[12642] = 14'h0000;
+    mem[12643] = 14'h0000;
+    mem[12644] = 14'h0000;
+    mem[12645] = 14'h0000;
+    mem[12646] = 14'h0000;
+    mem[12647] = 14'h0000;
+    mem[12648] = 14'h0000;
+    mem[12649] = 14'h0000;
+    mem[12650] = 14'h0000;
+    mem[12651] = 14'h0000;
+    mem[12652] = 14'h0000;
+    mem[12653] = 14'h0000;
+    mem[12654] = 14'h0000;
+    mem[12655] = 14'h0000;
+    mem[12656] = 14'h0000;
+    mem[12657] = 14'h0000;
+    mem[12658] = 14'h0000;
+    mem[12659] = 14'h0000;
+    mem[12660] = 14'h0000;
+    mem[12661] = 14'h0000;
+    mem[12662] = 14'h0000;
+    mem[12663] = 14'h0000;
+    mem[12664] = 14'h0000;
+    mem[12665] = 14'h0000;
+    mem[12666] = 14'h0000;
+    mem[12667] = 14'h0000;
+    mem[12668] = 14'h0000;
+    mem[12669] = 14'h0000;
+    mem[12670] = 14'h0000;
+    mem[12671] = 14'h0000;
+    mem[12672] = 14'h0000;
+    mem[12673] = 14'h0000;
+    mem[12674] = 14'h0000;
+    mem[12675] = 14'h0000;
+    mem[12676] = 14'h0000;
+    mem[12677] = 14'h0000;
+    mem[12678] = 14'h0000;
+    mem[12679] = 14'h0000;
+    mem[12680] = 14'h0000;
+    mem[12681] = 14'h0000;
+    mem[12682] = 14'h0000;
+    mem[12683] = 14'h0000;
+    mem[12684] = 14'h0000;
+    mem[12685] = 14'h0000;
+    mem[12686] = 14'h0000;
+    mem[12687] = 14'h0000;
+    mem[12688] = 14'h0000;
+    mem[12689] = 14'h0000;
+    mem[12690] = 14'h0000;
+    mem[12691] = 14'h0000;
+    mem[12692] = 14'h0000;
+    mem[12693] = 14'h0000;
+    mem[12694] = 14'h0000;
+    mem[12695] = 14'h0000;
+    mem[12696] = 14'h0000;
+    mem[12697] = 14'h0000;
+    mem[12698] = 14'h0000;
+    mem[12699] = 14'h0000;
+    mem[12700] = 14'h0000;
+    mem[12701] = 14'h0000;
+    mem[12702] = 14'h0000;
+    mem[12703] = 14'h0000;
+    mem[12704] = 14'h0000;
+    mem[12705] = 14'h0000;
+    mem[12706] = 14'h0000;
+    mem[12707] = 14'h0000;
+    mem[12708] = 14'h0000;
+    mem[12709] = 14'h0000;
+    mem[12710] = 14'h0000;
+    mem[12711] = 14'h0000;
+    mem[12712] = 14'h0000;
+    mem[12713] = 14'h0000;
+    mem[12714] = 14'h0000;
+    mem[12715] = 14'h0000;
+    mem[12716] = 14'h0000;
+    mem[12717] = 14'h0000;
+    mem[12718] = 14'h0000;
+    mem[12719] = 14'h0000;
+    mem[12720] = 14'h0000;
+    mem[12721] = 14'h0000;
+    mem[12722] = 14'h0000;
+    mem[12723] = 14'h0000;
+    mem[12724] = 14'h0000;
+    mem[12725] = 14'h0000;
+    mem[12726] = 14'h0000;
+    mem[12727] = 14'h0000;
+    mem[12728] = 14'h0000;
+    mem[12729] = 14'h0000;
+    mem[12730] = 14'h0000;
+    mem[12731] = 14'h0000;
+    mem[12732] = 14'h0000;
+    mem[12733] = 14'h0000;
+    mem[12734] = 14'h0000;
+    mem[12735] = 14'h0000;
+    mem[12736] = 14'h0000;
+    mem[12737] = 14'h0000;
+    mem[12738] = 14'h0000;
+    mem[12739] = 14'h0000;
+    mem[12740] = 14'h0000;
+    mem[12741] = 14'h0000;
+    mem[12742] = 14'h0000;
+    mem[12743] = 14'h0000;
+    mem[12744] = 14'h0000;
+    mem[12745] = 14'h0000;
+    mem[12746] = 14'h0000;
+    mem[12747] = 14'h0000;
+    mem[12748] = 14'h0000;
+    mem[12749] = 14'h0000;
+    mem[12750] = 14'h0000;
+    mem[12751] = 14'h0000;
+    mem[12752] = 14'h0000;
+    mem[12753] = 14'h0000;
+    mem[12754] = 14'h0000;
+    mem[12755] = 14'h0000;
+    mem[12756] = 14'h0000;
+    mem[12757] = 14'h0000;
+    mem[12758] = 14'h0000;
+    mem[12759] = 14'h0000;
+    mem[12760] = 14'h0000;
+    mem[12761] = 14'h0000;
+    mem[12762] = 14'h0000;
+    mem[12763] = 14'h0000;
+    mem[12764] = 14'h0000;
+    mem[12765] = 14'h0000;
+    mem[12766] = 14'h0000;
+    mem[12767] = 14'h0000;
+    mem[12768] = 14'h0000;
+    mem[12769] = 14'h0000;
+    mem[12770] = 14'h0000;
+    mem[12771] = 14'h0000;
+    mem[12772] = 14'h0000;
+    mem[12773] = 14'h0000;
+    mem[12774] = 14'h0000;
+    mem[12775] = 14'h0000;
+    mem[12776] = 14'h0000;
+    mem[12777] = 14'h0000;
+    mem[12778] = 14'h0000;
+    mem[12779] = 14'h0000;
+    mem[12780] = 14'h0000;
+    mem[12781] = 14'h0000;
+    mem[12782] = 14'h0000;
+    mem[12783] = 14'h0000;
+    mem[12784] = 14'h0000;
+    mem[12785] = 14'h0000;
+    mem[12786] = 14'h0000;
+    mem[12787] = 14'h0000;
+    mem[12788] = 14'h0000;
+    mem[12789] = 14'h0000;
+    mem[12790] = 14'h0000;
+    mem[12791] = 14'h0000;
+    mem[12792] = 14'h0000;
+    mem[12793] = 14'h0000;
+    mem[12794] = 14'h0000;
+    mem[12795] = 14'h0000;
+    mem[12796] = 14'h0000;
+    mem[12797] = 14'h0000;
+    mem[12798] = 14'h0000;
+    mem[12799] = 14'h0000;
+    mem[12800] = 14'h0000;
+    mem[12801] = 14'h0000;
+    mem[12802] = 14'h0000;
+    mem[12803] = 14'h0000;
+    mem[12804] = 14'h0000;
+    mem[12805] = 14'h0000;
+    mem[12806] = 14'h0000;
+    mem[12807] = 14'h0000;
+    mem[12808] = 14'h0000;
+    mem[12809] = 14'h0000;
+    mem[12810] = 14'h0000;
+    mem[12811] = 14'h0000;
+    mem[12812] = 14'h0000;
+    mem[12813] = 14'h0000;
+    mem[12814] = 14'h0000;
+    mem[12815] = 14'h0000;
+    mem[12816] = 14'h0000;
+    mem[12817] = 14'h0000;
+    mem[12818] = 14'h0000;
+    mem[12819] = 14'h0000;
+    mem[12820] = 14'h0000;
+    mem[12821] = 14'h0000;
+    mem[12822] = 14'h0000;
+    mem[12823] = 14'h0000;
+    mem[12824] = 14'h0000;
+    mem[12825] = 14'h0000;
+    mem[12826] = 14'h0000;
+    mem[12827] = 14'h0000;
+    mem[12828] = 14'h0000;
+    mem[12829] = 14'h0000;
+    mem[12830] = 14'h0000;
+    mem[12831] = 14'h0000;
+    mem[12832] = 14'h0000;
+    mem[12833] = 14'h0000;
+    mem[12834] = 14'h0000;
+    mem[12835] = 14'h0000;
+    mem[12836] = 14'h0000;
+    mem[12837] = 14'h0000;
+    mem[12838] = 14'h0000;
+    mem[12839] = 14'h0000;
+    mem[12840] = 14'h0000;
+    mem[12841] = 14'h0000;
+    mem[12842] = 14'h0000;
+    mem[12843] = 14'h0000;
+    mem[12844] = 14'h0000;
+    mem[12845] = 14'h0000;
+    mem[12846] = 14'h0000;
+    mem[12847] = 14'h0000;
+    mem[12848] = 14'h0000;
+    mem[12849] = 14'h0000;
+    mem[12850] = 14'h0000;
+    mem[12851] = 14'h0000;
+    mem[12852] = 14'h0000;
+    mem[12853] = 14'h0000;
+    mem[12854] = 14'h0000;
+    mem[12855] = 14'h0000;
+    mem[12856] = 14'h0000;
+    mem[12857] = 14'h0000;
+    mem[12858] = 14'h0000;
+    mem[12859] = 14'h0000;
+    mem[12860] = 14'h0000;
+    mem[12861] = 14'h0000;
+    mem[12862] = 14'h0000;
+    mem[12863] = 14'h0000;
+    mem[12864] = 14'h0000;
+    mem[12865] = 14'h0000;
+    mem[12866] = 14'h0000;
+    mem[12867] = 14'h0000;
+    mem[12868] = 14'h0000;
+    mem[12869] = 14'h0000;
+    mem[12870] = 14'h0000;
+    mem[12871] = 14'h0000;
+    mem[12872] = 14'h0000;
+    mem[12873] = 14'h0000;
+    mem[12874] = 14'h0000;
+    mem[12875] = 14'h0000;
+    mem[12876] = 14'h0000;
+    mem[12877] = 14'h0000;
+    mem[12878] = 14'h0000;
+    mem[12879] = 14'h0000;
+    mem[12880] = 14'h0000;
+    mem[12881] = 14'h0000;
+    mem[12882] = 14'h0000;
+    mem[12883] = 14'h0000;
+    mem[12884] = 14'h0000;
+    mem[12885] = 14'h0000;
+    mem[12886] = 14'h0000;
+    mem[12887] = 14'h0000;
+    mem[12888] = 14'h0000;
+    mem[12889] = 14'h0000;
+    mem[12890] = 14'h0000;
+    mem[12891] = 14'h0000;
+    mem[12892] = 14'h0000;
+    mem[12893] = 14'h0000;
+    mem[12894] = 14'h0000;
+    mem[12895] = 14'h0000;
+    mem[12896] = 14'h0000;
+    mem[12897] = 14'h0000;
+    mem[12898] = 14'h0000;
+    mem[12899] = 14'h0000;
+    mem[12900] = 14'h0000;
+    mem[12901] = 14'h0000;
+    mem[12902] = 14'h0000;
+    mem[12903] = 14'h0000;
+    mem[12904] = 14'h0000;
+    mem[12905] = 14'h0000;
+    mem[12906] = 14'h0000;
+    mem[12907] = 14'h0000;
+    mem[12908] = 14'h0000;
+    mem[12909] = 14'h0000;
+    mem[12910] = 14'h0000;
+    mem[12911] = 14'h0000;
+    mem[12912] = 14'h0000;
+    mem[12913] = 14'h0000;
+    mem[12914] = 14'h0000;
+    mem[12915] = 14'h0000;
+    mem[12916] = 14'h0000;
+    mem[12917] = 14'h0000;
+    mem[12918] = 14'h0000;
+    mem[12919] = 14'h0000;
+    mem[12920] = 14'h0000;
+    mem[12921] = 14'h0000;
+    mem[12922] = 14'h0000;
+    mem[12923] = 14'h0000;
+    mem[12924] = 14'h0000;
+    mem[12925] = 14'h0000;
+    mem[12926] = 14'h0000;
+    mem[12927] = 14'h0000;
+    mem[12928] = 14'h0000;
+    mem[12929] = 14'h0000;
+    mem[12930] = 14'h0000;
+    mem[12931] = 14'h0000;
+    mem[12932] = 14'h0000;
+    mem[12933] = 14'h0000;
+    mem[12934] = 14'h0000;
+    mem[12935] = 14'h0000;
+    mem[12936] = 14'h0000;
+    mem[12937] = 14'h0000;
+    mem[12938] = 14'h0000;
+    mem[12939] = 14'h0000;
+    mem[12940] = 14'h0000;
+    mem[12941] = 14'h0000;
+    mem[12942] = 14'h0000;
+    mem[12943] = 14'h0000;
+    mem[12944] = 14'h0000;
+    mem[12945] = 14'h0000;
+    mem[12946] = 14'h0000;
+    mem[12947] = 14'h0000;
+    mem[12948] = 14'h0000;
+    mem[12949] = 14'h0000;
+    mem[12950] = 14'h0000;
+    mem[12951] = 14'h0000;
+    mem[12952] = 14'h0000;
+    mem[12953] = 14'h0000;
+    mem[12954] = 14'h0000;
+    mem[12955] = 14'h0000;
+    mem[12956] = 14'h0000;
+    mem[12957] = 14'h0000;
+    mem[12958] = 14'h0000;
+    mem[12959] = 14'h0000;
+    mem[12960] = 14'h0000;
+    mem[12961] = 14'h0000;
+    mem[12962] = 14'h0000;
+    mem[12963] = 14'h0000;
+    mem[12964] = 14'h0000;
+    mem[12965] = 14'h0000;
+    mem[12966] = 14'h0000;
+    mem[12967] = 14'h0000;
+    mem[12968] = 14'h0000;
+    mem[12969] = 14'h0000;
+    mem[12970] = 14'h0000;
+    mem[12971] = 14'h0000;
+    mem[12972] = 14'h0000;
+    mem[12973] = 14'h0000;
+    mem[12974] = 14'h0000;
+    mem[12975] = 14'h0000;
+    mem[12976] = 14'h0000;
+    mem[12977] = 14'h0000;
+    mem[12978] = 14'h0000;
+    mem[12979] = 14'h0000;
+    mem[12980] = 14'h0000;
+    mem[12981] = 14'h0000;
+    mem[12982] = 14'h0000;
+    mem[12983] = 14'h0000;
+    mem[12984] = 14'h0000;
+    mem[12985] = 14'h0000;
+    mem[12986] = 14'h0000;
+    mem[12987] = 14'h0000;
+    mem[12988] = 14'h0000;
+    mem[12989] = 14'h0000;
+    mem[12990] = 14'h0000;
+    mem[12991] = 14'h0000;
+    mem[12992] = 14'h0000;
+    mem[12993] = 14'h0000;
+    mem[12994] = 14'h0000;
+    mem[12995] = 14'h0000;
+    mem[12996] = 14'h0000;
+    mem[12997] = 14'h0000;
+    mem[12998] = 14'h0000;
+    mem[12999] = 14'h0000;
+    mem[13000] = 14'h0000;
+    mem[13001] = 14'h0000;
+    mem[13002] = 14'h0000;
+    mem[13003] = 14'h0000;
+    mem[13004] = 14'h0000;
+    mem[13005] = 14'h0000;
+    mem[13006] = 14'h0000;
+    mem[13007] = 14'h0000;
+    mem[13008] = 14'h0000;
+    mem[13009] = 14'h0000;
+    mem[13010] = 14'h0000;
+    mem[13011] = 14'h0000;
+    mem[13012] = 14'h0000;
+    mem[13013] = 14'h0000;
+    mem[13014] = 14'h0000;
+    mem[13015] = 14'h0000;
+    mem[13016] = 14'h0000;
+    mem[13017] = 14'h0000;
+    mem[13018] = 14'h0000;
+    mem[13019] = 14'h0000;
+    mem[13020] = 14'h0000;
+    mem[13021] = 14'h0000;
+    mem[13022] = 14'h0000;
+    mem[13023] = 14'h0000;
+    mem[13024] = 14'h0000;
+    mem[13025] = 14'h0000;
+    mem[13026] = 14'h0000;
+    mem[13027] = 14'h0000;
+    mem[13028] = 14'h0000;
+    mem[13029] = 14'h0000;
+    mem[13030] = 14'h0000;
+    mem[13031] = 14'h0000;
+    mem[13032] = 14'h0000;
+    mem[13033] = 14'h0000;
+    mem[13034] = 14'h0000;
+    mem[13035] = 14'h0000;
+    mem[13036] = 14'h0000;
+    mem[13037] = 14'h0000;
+    mem[13038] = 14'h0000;
+    mem[13039] = 14'h0000;
+    mem[13040] = 14'h0000;
+    mem[13041] = 14'h0000;
+    mem[13042] = 14'h0000;
+    mem[13043] = 14'h0000;
+    mem[13044] = 14'h0000;
+    mem[13045] = 14'h0000;
+    mem[13046] = 14'h0000;
+    mem[13047] = 14'h0000;
+    mem[13048] = 14'h0000;
+    mem[13049] = 14'h0000;
+    mem[13050] = 14'h0000;
+    mem[13051] = 14'h0000;
+    mem[13052] = 14'h0000;
+    mem[13053] = 14'h0000;
+    mem[13054] = 14'h0000;
+    mem[13055] = 14'h0000;
+    mem[13056] = 14'h0000;
+    mem[13057] = 14'h0000;
+    mem[13058] = 14'h0000;
+    mem[13059] = 14'h0000;
+    mem[13060] = 14'h0000;
+    mem[13061] = 14'h0000;
+    mem[13062] = 14'h0000;
+    mem[13063] = 14'h0000;
+    mem[13064] = 14'h0000;
+    mem[13065] = 14'h0000;
+    mem[13066] = 14'h0000;
+    mem[13067] = 14'h0000;
+    mem[13068] = 14'h0000;
+    mem[13069] = 14'h0000;
+    mem[13070] = 14'h0000;
+    mem[13071] = 14'h0000;
+    mem[13072] = 14'h0000;
+    mem[13073] = 14'h0000;
+    mem[13074] = 14'h0000;
+    mem[13075] = 14'h0000;
+    mem[13076] = 14'h0000;
+    mem[13077] = 14'h0000;
+    mem[13078] = 14'h0000;
+    mem[13079] = 14'h0000;
+    mem[13080] = 14'h0000;
+    mem[13081] = 14'h0000;
+    mem[13082] = 14'h0000;
+    mem[13083] = 14'h0000;
+    mem[13084] = 14'h0000;
+    mem[13085] = 14'h0000;
+    mem[13086] = 14'h0000;
+    mem[13087] = 14'h0000;
+    mem[13088] = 14'h0000;
+    mem[13089] = 14'h0000;
+    mem[13090] = 14'h0000;
+    mem[13091] = 14'h0000;
+    mem[13092] = 14'h0000;
+    mem[13093] = 14'h0000;
+    mem[13094] = 14'h0000;
+    mem[13095] = 14'h0000;
+    mem[13096] = 14'h0000;
+    mem[13097] = 14'h0000;
+    mem[13098] = 14'h0000;
+    mem[13099] = 14'h0000;
+    mem[13100] = 14'h0000;
+    mem[13101] = 14'h0000;
+    mem[13102] = 14'h0000;
+    mem[13103] = 14'h0000;
+    mem[13104] = 14'h0000;
+    mem[13105] = 14'h0000;
+    mem[13106] = 14'h0000;
+    mem[13107] = 14'h0000;
+    mem[13108] = 14'h0000;
+    mem[13109] = 14'h0000;
+    mem[13110] = 14'h0000;
+    mem[13111] = 14'h0000;
+    mem[13112] = 14'h0000;
+    mem[13113] = 14'h0000;
+    mem[13114] = 14'h0000;
+    mem[13115] = 14'h0000;
+    mem[13116] = 14'h0000;
+    mem[13117] = 14'h0000;
+    mem[13118] = 14'h0000;
+    mem[13119] = 14'h0000;
+    mem[13120] = 14'h0000;
+    mem[13121] = 14'h0000;
+    mem[13122] = 14'h0000;
+    mem[13123] = 14'h0000;
+    mem[13124] = 14'h0000;
+    mem[13125] = 14'h0000;
+    mem[13126] = 14'h0000;
+    mem[13127] = 14'h0000;
+    mem[13128] = 14'h0000;
+    mem[13129] = 14'h0000;
+    mem[13130] = 14'h0000;
+    mem[13131] = 14'h0000;
+    mem[13132] = 14'h0000;
+    mem[13133] = 14'h0000;
+    mem[13134] = 14'h0000;
+    mem[13135] = 14'h0000;
+    mem[13136] = 14'h0000;
+    mem[13137] = 14'h0000;
+    mem[13138] = 14'h0000;
+    mem[13139] = 14'h0000;
+    mem[13140] = 14'h0000;
+    mem[13141] = 14'h0000;
+    mem[13142] = 14'h0000;
+    mem[13143] = 14'h0000;
+    mem[13144] = 14'h0000;
+    mem[13145] = 14'h0000;
+    mem[13146] = 14'h0000;
+    mem[13147] = 14'h0000;
+    mem[13148] = 14'h0000;
+    mem[13149] = 14'h0000;
+    mem[13150] = 14'h0000;
+    mem[13151] = 14'h0000;
+    mem[13152] = 14'h0000;
+    mem[13153] = 14'h0000;
+    mem[13154] = 14'h0000;
+    mem[13155] = 14'h0000;
+    mem[13156] = 14'h0000;
+    mem[13157] = 14'h0000;
+    mem[13158] = 14'h0000;
+    mem[13159] = 14'h0000;
+    mem[13160] = 14'h0000;
+    mem[13161] = 14'h0000;
+    mem[13162] = 14'h0000;
+    mem[13163] = 14'h0000;
+    mem[13164] = 14'h0000;
+    mem[13165] = 14'h0000;
+    mem[13166] = 14'h0000;
+    mem[13167] = 14'h0000;
+    mem[13168] = 14'h0000;
+    mem[13169] = 14'h0000;
+    mem[13170] = 14'h0000;
+    mem[13171] = 14'h0000;
+    mem[13172] = 14'h0000;
+    mem[13173] = 14'h0000;
+    mem[13174] = 14'h0000;
+    mem[13175] = 14'h0000;
+    mem[13176] = 14'h0000;
+    mem[13177] = 14'h0000;
+    mem[13178] = 14'h0000;
+    mem[13179] = 14'h0000;
+    mem[13180] = 14'h0000;
+    mem[13181] = 14'h0000;
+    mem[13182] = 14'h0000;
+    mem[13183] = 14'h0000;
+    mem[13184] = 14'h0000;
+    mem[13185] = 14'h0000;
+    mem[13186] = 14'h0000;
+    mem[13187] = 14'h0000;
+    mem[13188] = 14'h0000;
+    mem[13189] = 14'h0000;
+    mem[13190] = 14'h0000;
+    mem[13191] = 14'h0000;
+    mem[13192] = 14'h0000;
+    mem[13193] = 14'h0000;
+    mem[13194] = 14'h0000;
+    mem[13195] = 14'h0000;
+    mem[13196] = 14'h0000;
+    mem[13197] = 14'h0000;
+    mem[13198] = 14'h0000;
+    mem[13199] = 14'h0000;
+    mem[13200] = 14'h0000;
+    mem[13201] = 14'h0000;
+    mem[13202] = 14'h0000;
+    mem[13203] = 14'h0000;
+    mem[13204] = 14'h0000;
+    mem[13205] = 14'h0000;
+    mem[13206] = 14'h0000;
+    mem[13207] = 14'h0000;
+    mem[13208] = 14'h0000;
+    mem[13209] = 14'h0000;
+    mem[13210] = 14'h0000;
+    mem[13211] = 14'h0000;
+    mem[13212] = 14'h0000;
+    mem[13213] = 14'h0000;
+    mem[13214] = 14'h0000;
+    mem[13215] = 14'h0000;
+    mem[13216] = 14'h0000;
+    mem[13217] = 14'h0000;
+    mem[13218] = 14'h0000;
+    mem[13219] = 14'h0000;
+    mem[13220] = 14'h0000;
+    mem[13221] = 14'h0000;
+    mem[13222] = 14'h0000;
+    mem[13223] = 14'h0000;
+    mem[13224] = 14'h0000;
+    mem[13225] = 14'h0000;
+    mem[13226] = 14'h0000;
+    mem[13227] = 14'h0000;
+    mem[13228] = 14'h0000;
+    mem[13229] = 14'h0000;
+    mem[13230] = 14'h0000;
+    mem[13231] = 14'h0000;
+    mem[13232] = 14'h0000;
+    mem[13233] = 14'h0000;
+    mem[13234] = 14'h0000;
+    mem[13235] = 14'h0000;
+    mem[13236] = 14'h0000;
+    mem[13237] = 14'h0000;
+    mem[13238] = 14'h0000;
+    mem[13239] = 14'h0000;
+    mem[13240] = 14'h0000;
+    mem[13241] = 14'h0000;
+    mem[13242] = 14'h0000;
+    mem[13243] = 14'h0000;
+    mem[13244] = 14'h0000;
+    mem[13245] = 14'h0000;
+    mem[13246] = 14'h0000;
+    mem[13247] = 14'h0000;
+    mem[13248] = 14'h0000;
+    mem[13249] = 14'h0000;
+    mem[13250] = 14'h0000;
+    mem[13251] = 14'h0000;
+    mem[13252] = 14'h0000;
+    mem[13253] = 14'h0000;
+    mem[13254] = 14'h0000;
+    mem[13255] = 14'h0000;
+    mem[13256] = 14'h0000;
+    mem[13257] = 14'h0000;
+    mem[13258] = 14'h0000;
+    mem[13259] = 14'h0000;
+    mem[13260] = 14'h0000;
+    mem[13261] = 14'h0000;
+    mem[13262] = 14'h0000;
+    mem[13263] = 14'h0000;
+    mem[13264] = 14'h0000;
+    mem[13265] = 14'h0000;
+    mem[13266] = 14'h0000;
+    mem[13267] = 14'h0000;
+    mem[13268] = 14'h0000;
+    mem[13269] = 14'h0000;
+    mem[13270] = 14'h0000;
+    mem[13271] = 14'h0000;
+    mem[13272] = 14'h0000;
+    mem[13273] = 14'h0000;
+    mem[13274] = 14'h0000;
+    mem[13275] = 14'h0000;
+    mem[13276] = 14'h0000;
+    mem[13277] = 14'h0000;
+    mem[13278] = 14'h0000;
+    mem[13279] = 14'h0000;
+    mem[13280] = 14'h0000;
+    mem[13281] = 14'h0000;
+    mem[13282] = 14'h0000;
+    mem[13283] = 14'h0000;
+    mem[13284] = 14'h0000;
+    mem[13285] = 14'h0000;
+    mem[13286] = 14'h0000;
+    mem[13287] = 14'h0000;
+    mem[13288] = 14'h0000;
+    mem[13289] = 14'h0000;
+    mem[13290] = 14'h0000;
+    mem[13291] = 14'h0000;
+    mem[13292] = 14'h0000;
+    mem[13293] = 14'h0000;
+    mem[13294] = 14'h0000;
+    mem[13295] = 14'h0000;
+    mem[13296] = 14'h0000;
+    mem[13297] = 14'h0000;
+    mem[13298] = 14'h0000;
+    mem[13299] = 14'h0000;
+    mem[13300] = 14'h0000;
+    mem[13301] = 14'h0000;
+    mem[13302] = 14'h0000;
+    mem[13303] = 14'h0000;
+    mem[13304] = 14'h0000;
+    mem[13305] = 14'h0000;
+    mem[13306] = 14'h0000;
+    mem[13307] = 14'h0000;
+    mem[13308] = 14'h0000;
+    mem[13309] = 14'h0000;
+    mem[13310] = 14'h0000;
+    mem[13311] = 14'h0000;
+    mem[13312] = 14'h0000;
+    mem[13313] = 14'h0000;
+    mem[13314] = 14'h0000;
+    mem[13315] = 14'h0000;
+    mem[13316] = 14'h0000;
+    mem[13317] = 14'h0000;
+    mem[13318] = 14'h0000;
+    mem[13319] = 14'h0000;
+    mem[13320] = 14'h0000;
+    mem[13321] = 14'h0000;
+    mem[13322] = 14'h0000;
+    mem[13323] = 14'h0000;
+    mem[13324] = 14'h0000;
+    mem[13325] = 14'h0000;
+    mem[13326] = 14'h0000;
+    mem[13327] = 14'h0000;
+    mem[13328] = 14'h0000;
+    mem[13329] = 14'h0000;
+    mem[13330] = 14'h0000;
+    mem[13331] = 14'h0000;
+    mem[13332] = 14'h0000;
+    mem[13333] = 14'h0000;
+    mem[13334] = 14'h0000;
+    mem[13335] = 14'h0000;
+    mem[13336] = 14'h0000;
+    mem[13337] = 14'h0000;
+    mem[13338] = 14'h0000;
+    mem[13339] = 14'h0000;
+    mem[13340] = 14'h0000;
+    mem[13341] = 14'h0000;
+    mem[13342] = 14'h0000;
+    mem[13343] = 14'h0000;
+    mem[13344] = 14'h0000;
+    mem[13345] = 14'h0000;
+    mem[13346] = 14'h0000;
+    mem[13347] = 14'h0000;
+    mem[13348] = 14'h0000;
+    mem[13349] = 14'h0000;
+    mem[13350] = 14'h0000;
+    mem[13351] = 14'h0000;
+    mem[13352] = 14'h0000;
+    mem[13353] = 14'h0000;
+    mem[13354] = 14'h0000;
+    mem[13355] = 14'h0000;
+    mem[13356] = 14'h0000;
+    mem[13357] = 14'h0000;
+    mem[13358] = 14'h0000;
+    mem[13359] = 14'h0000;
+    mem[13360] = 14'h0000;
+    mem[13361] = 14'h0000;
+    mem[13362] = 14'h0000;
+    mem[13363] = 14'h0000;
+    mem[13364] = 14'h0000;
+    mem[13365] = 14'h0000;
+    mem[13366] = 14'h0000;
+    mem[13367] = 14'h0000;
+    mem[13368] = 14'h0000;
+    mem[13369] = 14'h0000;
+    mem[13370] = 14'h0000;
+    mem[13371] = 14'h0000;
+    mem[13372] = 14'h0000;
+    mem[13373] = 14'h0000;
+    mem[13374] = 14'h0000;
+    mem[13375] = 14'h0000;
+    mem[13376] = 14'h0000;
+    mem[13377] = 14'h0000;
+    mem[13378] = 14'h0000;
+    mem[13379] = 14'h0000;
+    mem[13380] = 14'h0000;
+    mem[13381] = 14'h0000;
+    mem[13382] = 14'h0000;
+    mem[13383] = 14'h0000;
+    mem[13384] = 14'h0000;
+    mem[13385] = 14'h0000;
+    mem[13386] = 14'h0000;
+    mem[13387] = 14'h0000;
+    mem[13388] = 14'h0000;
+    mem[13389] = 14'h0000;
+    mem[13390] = 14'h0000;
+    mem[13391] = 14'h0000;
+    mem[13392] = 14'h0000;
+    mem[13393] = 14'h0000;
+    mem[13394] = 14'h0000;
+    mem[13395] = 14'h0000;
+    mem[13396] = 14'h0000;
+    mem[13397] = 14'h0000;
+    mem[13398] = 14'h0000;
+    mem[13399] = 14'h0000;
+    mem[13400] = 14'h0000;
+    mem[13401] = 14'h0000;
+    mem[13402] = 14'h0000;
+    mem[13403] = 14'h0000;
+    mem[13404] = 14'h0000;
+    mem[13405] = 14'h0000;
+    mem[13406] = 14'h0000;
+    mem[13407] = 14'h0000;
+    mem[13408] = 14'h0000;
+    mem[13409] = 14'h0000;
+    mem[13410] = 14'h0000;
+    mem[13411] = 14'h0000;
+    mem[13412] = 14'h0000;
+    mem[13413] = 14'h0000;
+    mem[13414] = 14'h0000;
+    mem[13415] = 14'h0000;
+    mem[13416] = 14'h0000;
+    mem[13417] = 14'h0000;
+    mem[13418] = 14'h0000;
+    mem[13419] = 14'h0000;
+    mem[13420] = 14'h0000;
+    mem[13421] = 14'h0000;
+    mem[13422] = 14'h0000;
+    mem[13423] = 14'h0000;
+    mem[13424] = 14'h0000;
+    mem[13425] = 14'h0000;
+    mem[13426] = 14'h0000;
+    mem[13427] = 14'h0000;
+    mem[13428] = 14'h0000;
+    mem[13429] = 14'h0000;
+    mem[13430] = 14'h0000;
+    mem[13431] = 14'h0000;
+    mem[13432] = 14'h0000;
+    mem[13433] = 14'h0000;
+    mem[13434] = 14'h0000;
+    mem[13435] = 14'h0000;
+    mem[13436] = 14'h0000;
+    mem[13437] = 14'h0000;
+    mem[13438] = 14'h0000;
+    mem[13439] = 14'h0000;
+    mem[13440] = 14'h0000;
+    mem[13441] = 14'h0000;
+    mem[13442] = 14'h0000;
+    mem[13443] = 14'h0000;
+    mem[13444] = 14'h0000;
+    mem[13445] = 14'h0000;
+    mem[13446] = 14'h0000;
+    mem[13447] = 14'h0000;
+    mem[13448] = 14'h0000;
+    mem[13449] = 14'h0000;
+    mem[13450] = 14'h0000;
+    mem[13451] = 14'h0000;
+    mem[13452] = 14'h0000;
+    mem[13453] = 14'h0000;
+    mem[13454] = 14'h0000;
+    mem[13455] = 14'h0000;
+    mem[13456] = 14'h0000;
+    mem[13457] = 14'h0000;
+    mem[13458] = 14'h0000;
+    mem[13459] = 14'h0000;
+    mem[13460] = 14'h0000;
+    mem[13461] = 14'h0000;
+    mem[13462] = 14'h0000;
+    mem[13463] = 14'h0000;
+    mem[13464] = 14'h0000;
+    mem[13465] = 14'h0000;
+    mem[13466] = 14'h0000;
+    mem[13467] = 14'h0000;
+    mem[13468] = 14'h0000;
+    mem[13469] = 14'h0000;
+    mem[13470] = 14'h0000;
+    mem[13471] = 14'h0000;
+    mem[13472] = 14'h0000;
+    mem[13473] = 14'h0000;
+    mem[13474] = 14'h0000;
+    mem[13475] = 14'h0000;
+    mem[13476] = 14'h0000;
+    mem[13477] = 14'h0000;
+    mem[13478] = 14'h0000;
+    mem[13479] = 14'h0000;
+    mem[13480] = 14'h0000;
+    mem[13481] = 14'h0000;
+    mem[13482] = 14'h0000;
+    mem[13483] = 14'h0000;
+    mem[13484] = 14'h0000;
+    mem[13485] = 14'h0000;
+    mem[13486] = 14'h0000;
+    mem[13487] = 14'h0000;
+    mem[13488] = 14'h0000;
+    mem[13489] = 14'h0000;
+    mem[13490] = 14'h0000;
+    mem[13491] = 14'h0000;
+    mem[13492] = 14'h0000;
+    mem[13493] = 14'h0000;
+    mem[13494] = 14'h0000;
+    mem[13495] = 14'h0000;
+    mem[13496] = 14'h0000;
+    mem[13497] = 14'h0000;
+    mem[13498] = 14'h0000;
+    mem[13499] = 14'h0000;
+    mem[13500] = 14'h0000;
+    mem[13501] = 14'h0000;
+    mem[13502] = 14'h0000;
+    mem[13503] = 14'h0000;
+    mem[13504] = 14'h0000;
+    mem[13505] = 14'h0000;
+    mem[13506] = 14'h0000;
+    mem[13507] = 14'h0000;
+    mem[13508] = 14'h0000;
+    mem[13509] = 14'h0000;
+    mem[13510] = 14'h0000;
+    mem[13511] = 14'h0000;
+    mem[13512] = 14'h0000;
+    mem[13513] = 14'h0000;
+    mem[13514] = 14'h0000;
+    mem[13515] = 14'h0000;
+    mem[13516] = 14'h0000;
+    mem[13517] = 14'h0000;
+    mem[13518] = 14'h0000;
+    mem[13519] = 14'h0000;
+    mem[13520] = 14'h0000;
+    mem[13521] = 14'h0000;
+    mem[13522] = 14'h0000;
+    mem[13523] = 14'h0000;
+    mem[13524] = 14'h0000;
+    mem[13525] = 14'h0000;
+    mem[13526] = 14'h0000;
+    mem[13527] = 14'h0000;
+    mem[13528] = 14'h0000;
+    mem[13529] = 14'h0000;
+    mem[13530] = 14'h0000;
+    mem[13531] = 14'h0000;
+    mem[13532] = 14'h0000;
+    mem[13533] = 14'h0000;
+    mem[13534] = 14'h0000;
+    mem[13535] = 14'h0000;
+    mem[13536] = 14'h0000;
+    mem[13537] = 14'h0000;
+    mem[13538] = 14'h0000;
+    mem[13539] = 14'h0000;
+    mem[13540] = 14'h0000;
+    mem[13541] = 14'h0000;
+    mem[13542] = 14'h0000;
+    mem[13543] = 14'h0000;
+    mem[13544] = 14'h0000;
+    mem[13545] = 14'h0000;
+    mem[13546] = 14'h0000;
+    mem[13547] = 14'h0000;
+    mem[13548] = 14'h0000;
+    mem[13549] = 14'h0000;
+    mem[13550] = 14'h0000;
+    mem[13551] = 14'h0000;
+    mem[13552] = 14'h0000;
+    mem[13553] = 14'h0000;
+    mem[13554] = 14'h0000;
+    mem[13555] = 14'h0000;
+    mem[13556] = 14'h0000;
+    mem[13557] = 14'h0000;
+    mem[13558] = 14'h0000;
+    mem[13559] = 14'h0000;
+    mem[13560] = 14'h0000;
+    mem[13561] = 14'h0000;
+    mem[13562] = 14'h0000;
+    mem[13563] = 14'h0000;
+    mem[13564] = 14'h0000;
+    mem[13565] = 14'h0000;
+    mem[13566] = 14'h0000;
+    mem[13567] = 14'h0000;
+    mem[13568] = 14'h0000;
+    mem[13569] = 14'h0000;
+    mem[13570] = 14'h0000;
+    mem[13571] = 14'h0000;
+    mem[13572] = 14'h0000;
+    mem[13573] = 14'h0000;
+    mem[13574] = 14'h0000;
+    mem[13575] = 14'h0000;
+    mem[13576] = 14'h0000;
+    mem[13577] = 14'h0000;
+    mem[13578] = 14'h0000;
+    mem[13579] = 14'h0000;
+    mem[13580] = 14'h0000;
+    mem[13581] = 14'h0000;
+    mem[13582] = 14'h0000;
+    mem[13583] = 14'h0000;
+    mem[13584] = 14'h0000;
+    mem[13585] = 14'h0000;
+    mem[13586] = 14'h0000;
+    mem[13587] = 14'h0000;
+    mem[13588] = 14'h0000;
+    mem[13589] = 14'h0000;
+    mem[13590] = 14'h0000;
+    mem[13591] = 14'h0000;
+    mem[13592] = 14'h0000;
+    mem[13593] = 14'h0000;
+    mem[13594] = 14'h0000;
+    mem[13595] = 14'h0000;
+    mem[13596] = 14'h0000;
+    mem[13597] = 14'h0000;
+    mem[13598] = 14'h0000;
+    mem[13599] = 14'h0000;
+    mem[13600] = 14'h0000;
+    mem[13601] = 14'h0000;
+    mem[13602] = 14'h0000;
+    mem[13603] = 14'h0000;
+    mem[13604] = 14'h0000;
+    mem[13605] = 14'h0000;
+    mem[13606] = 14'h0000;
+    mem[13607] = 14'h0000;
+    mem[13608] = 14'h0000;
+    mem[13609] = 14'h0000;
+    mem[13610] = 14'h0000;
+    mem[13611] = 14'h0000;
+    mem[13612] = 14'h0000;
+    mem[13613] = 14'h0000;
+    mem[13614] = 14'h0000;
+    mem[13615] = 14'h0000;
+    mem[13616] = 14'h0000;
+    mem[13617] = 14'h0000;
+    mem[13618] = 14'h0000;
+    mem[13619] = 14'h0000;
+    mem[13620] = 14'h0000;
+    mem[13621] = 14'h0000;
+    mem[13622] = 14'h0000;
+    mem[13623] = 14'h0000;
+    mem[13624] = 14'h0000;
+    mem[13625] = 14'h0000;
+    mem[13626] = 14'h0000;
+    mem[13627] = 14'h0000;
+    mem[13628] = 14'h0000;
+    mem[13629] = 14'h0000;
+    mem[13630] = 14'h0000;
+    mem[13631] = 14'h0000;
+    mem[13632] = 14'h0000;
+    mem[13633] = 14'h0000;
+    mem[13634] = 14'h0000;
+    mem[13635] = 14'h0000;
+    mem[13636] = 14'h0000;
+    mem[13637] = 14'h0000;
+    mem[13638] = 14'h0000;
+    mem[13639] = 14'h0000;
+    mem[13640] = 14'h0000;
+    mem[13641] = 14'h0000;
+    mem[13642] = 14'h0000;
+    mem[13643] = 14'h0000;
+    mem[13644] = 14'h0000;
+    mem[13645] = 14'h0000;
+    mem[13646] = 14'h0000;
+    mem[13647] = 14'h0000;
+    mem[13648] = 14'h0000;
+    mem[13649] = 14'h0000;
+    mem[13650] = 14'h0000;
+    mem[13651] = 14'h0000;
+    mem[13652] = 14'h0000;
+    mem[13653] = 14'h0000;
+    mem[13654] = 14'h0000;
+    mem[13655] = 14'h0000;
+    mem[13656] = 14'h0000;
+    mem[13657] = 14'h0000;
+    mem[13658] = 14'h0000;
+    mem[13659] = 14'h0000;
+    mem[13660] = 14'h0000;
+    mem[13661] = 14'h0000;
+    mem[13662] = 14'h0000;
+    mem[13663] = 14'h0000;
+    mem[13664] = 14'h0000;
+    mem[13665] = 14'h0000;
+    mem[13666] = 14'h0000;
+    mem[13667] = 14'h0000;
+    mem[13668] = 14'h0000;
+    mem[13669] = 14'h0000;
+    mem[13670] = 14'h0000;
+    mem[13671] = 14'h0000;
+    mem[13672] = 14'h0000;
+    mem[13673] = 14'h0000;
+    mem[13674] = 14'h0000;
+    mem[13675] = 14'h0000;
+    mem[13676] = 14'h0000;
+    mem[13677] = 14'h0000;
+    mem[13678] = 14'h0000;
+    mem[13679] = 14'h0000;
+    mem[13680] = 14'h0000;
+    mem[13681] = 14'h0000;
+    mem[13682] = 14'h0000;
+    mem[13683] = 14'h0000;
+    mem[13684] = 14'h0000;
+    mem[13685] = 14'h0000;
+    mem[13686] = 14'h0000;
+    mem[13687] = 14'h0000;
+    mem[13688] = 14'h0000;
+    mem[13689] = 14'h0000;
+    mem[13690] = 14'h0000;
+    mem[13691] = 14'h0000;
+    mem[13692] = 14'h0000;
+    mem[13693] = 14'h0000;
+    mem[13694] = 14'h0000;
+    mem[13695] = 14'h0000;
+    mem[13696] = 14'h0000;
+    mem[13697] = 14'h0000;
+    mem[13698] = 14'h0000;
+    mem[13699] = 14'h0000;
+    mem[13700] = 14'h0000;
+    mem[13701] = 14'h0000;
+    mem[13702] = 14'h0000;
+    mem[13703] = 14'h0000;
+    mem[13704] = 14'h0000;
+    mem[13705] = 14'h0000;
+    mem[13706] = 14'h0000;
+    mem[13707] = 14'h0000;
+    mem[13708] = 14'h0000;
+    mem[13709] = 14'h0000;
+    mem[13710] = 14'h0000;
+    mem[13711] = 14'h0000;
+    mem[13712] = 14'h0000;
+    mem[13713] = 14'h0000;
+    mem[13714] = 14'h0000;
+    mem[13715] = 14'h0000;
+    mem[13716] = 14'h0000;
+    mem[13717] = 14'h0000;
+    mem[13718] = 14'h0000;
+    mem[13719] = 14'h0000;
+    mem[13720] = 14'h0000;
+    mem[13721] = 14'h0000;
+    mem[13722] = 14'h0000;
+    mem[13723] = 14'h0000;
+    mem[13724] = 14'h0000;
+    mem[13725] = 14'h0000;
+    mem[13726] = 14'h0000;
+    mem[13727] = 14'h0000;
+    mem[13728] = 14'h0000;
+    mem[13729] = 14'h0000;
+    mem[13730] = 14'h0000;
+    mem[13731] = 14'h0000;
+    mem[13732] = 14'h0000;
+    mem[13733] = 14'h0000;
+    mem[13734] = 14'h0000;
+    mem[13735] = 14'h0000;
+    mem[13736] = 14'h0000;
+    mem[13737] = 14'h0000;
+    mem[13738] = 14'h0000;
+    mem[13739] = 14'h0000;
+    mem[13740] = 14'h0000;
+    mem[13741] = 14'h0000;
+    mem[13742] = 14'h0000;
+    mem[13743] = 14'h0000;
+    mem[13744] = 14'h0000;
+    mem[13745] = 14'h0000;
+    mem[13746] = 14'h0000;
+    mem[13747] = 14'h0000;
+    mem[13748] = 14'h0000;
+    mem[13749] = 14'h0000;
+    mem[13750] = 14'h0000;
+    mem[13751] = 14'h0000;
+    mem[13752] = 14'h0000;
+    mem[13753] = 14'h0000;
+    mem[13754] = 14'h0000;
+    mem[13755] = 14'h0000;
+    mem[13756] = 14'h0000;
+    mem[13757] = 14'h0000;
+    mem[13758] = 14'h0000;
+    mem[13759] = 14'h0000;
+    mem[13760] = 14'h0000;
+    mem[13761] = 14'h0000;
+    mem[13762] = 14'h0000;
+    mem[13763] = 14'h0000;
+    mem[13764] = 14'h0000;
+    mem[13765] = 14'h0000;
+    mem[13766] = 14'h0000;
+    mem[13767] = 14'h0000;
+    mem[13768] = 14'h0000;
+    mem[13769] = 14'h0000;
+    mem[13770] = 14'h0000;
+    mem[13771] = 14'h0000;
+    mem[13772] = 14'h0000;
+    mem[13773] = 14'h0000;
+    mem[13774] = 14'h0000;
+    mem[13775] = 14'h0000;
+    mem[13776] = 14'h0000;
+    mem[13777] = 14'h0000;
+    mem[13778] = 14'h0000;
+    mem[13779] = 14'h0000;
+    mem[13780] = 14'h0000;
+    mem[13781] = 14'h0000;
+    mem[13782] = 14'h0000;
+    mem[13783] = 14'h0000;
+    mem[13784] = 14'h0000;
+    mem[13785] = 14'h0000;
+    mem[13786] = 14'h0000;
+    mem[13787] = 14'h0000;
+    mem[13788] = 14'h0000;
+    mem[13789] = 14'h0000;
+    mem[13790] = 14'h0000;
+    mem[13791] = 14'h0000;
+    mem[13792] = 14'h0000;
+    mem[13793] = 14'h0000;
+    mem[13794] = 14'h0000;
+    mem[13795] = 14'h0000;
+    mem[13796] = 14'h0000;
+    mem[13797] = 14'h0000;
+    mem[13798] = 14'h0000;
+    mem[13799] = 14'h0000;
+    mem[13800] = 14'h0000;
+    mem[13801] = 14'h0000;
+    mem[13802] = 14'h0000;
+    mem[13803] = 14'h0000;
+    mem[13804] = 14'h0000;
+    mem[13805] = 14'h0000;
+    mem[13806] = 14'h0000;
+    mem[13807] = 14'h0000;
+    mem[13808] = 14'h0000;
+    mem[13809] = 14'h0000;
+    mem[13810] = 14'h0000;
+    mem[13811] = 14'h0000;
+    mem[13812] = 14'h0000;
+    mem[13813] = 14'h0000;
+    mem[13814] = 14'h0000;
+    mem[13815] = 14'h0000;
+    mem[13816] = 14'h0000;
+    mem[13817] = 14'h0000;
+    mem[13818] = 14'h0000;
+    mem[13819] = 14'h0000;
+    mem[13820] = 14'h0000;
+    mem[13821] = 14'h0000;
+    mem[13822] = 14'h0000;
+    mem[13823] = 14'h0000;
+    mem[13824] = 14'h0000;
+    mem[13825] = 14'h0000;
+    mem[13826] = 14'h0000;
+    mem[13827] = 14'h0000;
+    mem[13828] = 14'h0000;
+    mem[13829] = 14'h0000;
+    mem[13830] = 14'h0000;
+    mem[13831] = 14'h0000;
+    mem[13832] = 14'h0000;
+    mem[13833] = 14'h0000;
+    mem[13834] = 14'h0000;
+    mem[13835] = 14'h0000;
+    mem[13836] = 14'h0000;
+    mem[13837] = 14'h0000;
+    mem[13838] = 14'h0000;
+    mem[13839] = 14'h0000;
+    mem[13840] = 14'h0000;
+    mem[13841] = 14'h0000;
+    mem[13842] = 14'h0000;
+    mem[13843] = 14'h0000;
+    mem[13844] = 14'h0000;
+    mem[13845] = 14'h0000;
+    mem[13846] = 14'h0000;
+    mem[13847] = 14'h0000;
+    mem[13848] = 14'h0000;
+    mem[13849] = 14'h0000;
+    mem[13850] = 14'h0000;
+    mem[13851] = 14'h0000;
+    mem[13852] = 14'h0000;
+    mem[13853] = 14'h0000;
+    mem[13854] = 14'h0000;
+    mem[13855] = 14'h0000;
+    mem[13856] = 14'h0000;
+    mem[13857] = 14'h0000;
+    mem[13858] = 14'h0000;
+    mem[13859] = 14'h0000;
+    mem[13860] = 14'h0000;
+    mem[13861] = 14'h0000;
+    mem[13862] = 14'h0000;
+    mem[13863] = 14'h0000;
+    mem[13864] = 14'h0000;
+    mem[13865] = 14'h0000;
+    mem[13866] = 14'h0000;
+    mem[13867] = 14'h0000;
+    mem[13868] = 14'h0000;
+    mem[13869] = 14'h0000;
+    mem[13870] = 14'h0000;
+    mem[13871] = 14'h0000;
+    mem[13872] = 14'h0000;
+    mem[13873] = 14'h0000;
+    mem[13874] = 14'h0000;
+    mem[13875] = 14'h0000;
+    mem[13876] = 14'h0000;
+    mem[13877] = 14'h0000;
+    mem[13878] = 14'h0000;
+    mem[13879] = 14'h0000;
+    mem[13880] = 14'h0000;
+    mem[13881] = 14'h0000;
+    mem[13882] = 14'h0000;
+    mem[13883] = 14'h0000;
+    mem[13884] = 14'h0000;
+    mem[13885] = 14'h0000;
+    mem[13886] = 14'h0000;
+    mem[13887] = 14'h0000;
+    mem[13888] = 14'h0000;
+    mem[13889] = 14'h0000;
+    mem[13890] = 14'h0000;
+    mem[13891] = 14'h0000;
+    mem[13892] = 14'h0000;
+    mem[13893] = 14'h0000;
+    mem[13894] = 14'h0000;
+    mem[13895] = 14'h0000;
+    mem[13896] = 14'h0000;
+    mem[13897] = 14'h0000;
+    mem[13898] = 14'h0000;
+    mem[13899] = 14'h0000;
+    mem[13900] = 14'h0000;
+    mem[13901] = 14'h0000;
+    mem[13902] = 14'h0000;
+    mem[13903] = 14'h0000;
+    mem[13904] = 14'h0000;
+    mem[13905] = 14'h0000;
+    mem[13906] = 14'h0000;
+    mem[13907] = 14'h0000;
+    mem[13908] = 14'h0000;
+    mem[13909] = 14'h0000;
+    mem[13910] = 14'h0000;
+    mem[13911] = 14'h0000;
+    mem[13912] = 14'h0000;
+    mem[13913] = 14'h0000;
+    mem[13914] = 14'h0000;
+    mem[13915] = 14'h0000;
+    mem[13916] = 14'h0000;
+    mem[13917] = 14'h0000;
+    mem[13918] = 14'h0000;
+    mem[13919] = 14'h0000;
+    mem[13920] = 14'h0000;
+    mem[13921] = 14'h0000;
+    mem[13922] = 14'h0000;
+    mem[13923] = 14'h0000;
+    mem[13924] = 14'h0000;
+    mem[13925] = 14'h0000;
+    mem[13926] = 14'h0000;
+    mem[13927] = 14'h0000;
+    mem[13928] = 14'h0000;
+    mem[13929] = 14'h0000;
+    mem[13930] = 14'h0000;
+    mem[13931] = 14'h0000;
+    mem[13932] = 14'h0000;
+    mem[13933] = 14'h0000;
+    mem[13934] = 14'h0000;
+    mem[13935] = 14'h0000;
+    mem[13936] = 14'h0000;
+    mem[13937] = 14'h0000;
+    mem[13938] = 14'h0000;
+    mem[13939] = 14'h0000;
+    mem[13940] = 14'h0000;
+    mem[13941] = 14'h0000;
+    mem[13942] = 14'h0000;
+    mem[13943] = 14'h0000;
+    mem[13944] = 14'h0000;
+    mem[13945] = 14'h0000;
+    mem[13946] = 14'h0000;
+    mem[13947] = 14'h0000;
+    mem[13948] = 14'h0000;
+    mem[13949] = 14'h0000;
+    mem[13950] = 14'h0000;
+    mem[13951] = 14'h0000;
+    mem[13952] = 14'h0000;
+    mem[13953] = 14'h0000;
+    mem[13954] = 14'h0000;
+    mem[13955] = 14'h0000;
+    mem[13956] = 14'h0000;
+    mem[13957] = 14'h0000;
+    mem[13958] = 14'h0000;
+    mem[13959] = 14'h0000;
+    mem[13960] = 14'h0000;
+    mem[13961] = 14'h0000;
+    mem[13962] = 14'h0000;
+    mem[13963] = 14'h0000;
+    mem[13964] = 14'h0000;
+    mem[13965] = 14'h0000;
+    mem[13966] = 14'h0000;
+    mem[13967] = 14'h0000;
+    mem[13968] = 14'h0000;
+    mem[13969] = 14'h0000;
+    mem[13970] = 14'h0000;
+    mem[13971] = 14'h0000;
+    mem[13972] = 14'h0000;
+    mem[13973] = 14'h0000;
+    mem[13974] = 14'h0000;
+    mem[13975] = 14'h0000;
+    mem[13976] = 14'h0000;
+    mem[13977] = 14'h0000;
+    mem[13978] = 14'h0000;
+    mem[13979] = 14'h0000;
+    mem[13980] = 14'h0000;
+    mem[13981] = 14'h0000;
+    mem[13982] = 14'h0000;
+    mem[13983] = 14'h0000;
+    mem[13984] = 14'h0000;
+    mem[13985] = 14'h0000;
+    mem[13986] = 14'h0000;
+    mem[13987] = 14'h0000;
+    mem[13988] = 14'h0000;
+    mem[13989] = 14'h0000;
+    mem[13990] = 14'h0000;
+    mem[13991] = 14'h0000;
+    mem[13992] = 14'h0000;
+    mem[13993] = 14'h0000;
+    mem[13994] = 14'h0000;
+    mem[13995] = 14'h0000;
+    mem[13996] = 14'h0000;
+    mem[13997] = 14'h0000;
+    mem[13998] = 14'h0000;
+    mem[13999] = 14'h0000;
+    mem[14000] = 14'h0000;
+    mem[14001] = 14'h0000;
+    mem[14002] = 14'h0000;
+    mem[14003] = 14'h0000;
+    mem[14004] = 14'h0000;
+    mem[14005] = 14'h0000;
+    mem[14006] = 14'h0000;
+    mem[14007] = 14'h0000;
+    mem[14008] = 14'h0000;
+    mem[14009] = 14'h0000;
+    mem[14010] = 14'h0000;
+    mem[14011] = 14'h0000;
+    mem[14012] = 14'h0000;
+    mem[14013] = 14'h0000;
+    mem[14014] = 14'h0000;
+    mem[14015] = 14'h0000;
+    mem[14016] = 14'h0000;
+    mem[14017] = 14'h0000;
+    mem[14018] = 14'h0000;
+    mem[14019] = 14'h0000;
+    mem[14020] = 14'h0000;
+    mem[14021] = 14'h0000;
+    mem[14022] = 14'h0000;
+    mem[14023] = 14'h0000;
+    mem[14024] = 14'h0000;
+    mem[14025] = 14'h0000;
+    mem[14026] = 14'h0000;
+    mem[14027] = 14'h0000;
+    mem[14028] = 14'h0000;
+    mem[14029] = 14'h0000;
+    mem[14030] = 14'h0000;
+    mem[14031] = 14'h0000;
+    mem[14032] = 14'h0000;
+    mem[14033] = 14'h0000;
+    mem[14034] = 14'h0000;
+    mem[14035] = 14'h0000;
+    mem[14036] = 14'h0000;
+    mem[14037] = 14'h0000;
+    mem[14038] = 14'h0000;
+    mem[14039] = 14'h0000;
+    mem[14040] = 14'h0000;
+    mem[14041] = 14'h0000;
+    mem[14042] = 14'h0000;
+    mem[14043] = 14'h0000;
+    mem[14044] = 14'h0000;
+    mem[14045] = 14'h0000;
+    mem[14046] = 14'h0000;
+    mem[14047] = 14'h0000;
+    mem[14048] = 14'h0000;
+    mem[14049] = 14'h0000;
+    mem[14050] = 14'h0000;
+    mem[14051] = 14'h0000;
+    mem[14052] = 14'h0000;
+    mem[14053] = 14'h0000;
+    mem[14054] = 14'h0000;
+    mem[14055] = 14'h0000;
+    mem[14056] = 14'h0000;
+    mem[14057] = 14'h0000;
+    mem[14058] = 14'h0000;
+    mem[14059] = 14'h0000;
+    mem[14060] = 14'h0000;
+    mem[14061] = 14'h0000;
+    mem[14062] = 14'h0000;
+    mem[14063] = 14'h0000;
+    mem[14064] = 14'h0000;
+    mem[14065] = 14'h0000;
+    mem[14066] = 14'h0000;
+    mem[14067] = 14'h0000;
+    mem[14068] = 14'h0000;
+    mem[14069] = 14'h0000;
+    mem[14070] = 14'h0000;
+    mem[14071] = 14'h0000;
+    mem[14072] = 14'h0000;
+    mem[14073] = 14'h0000;
+    mem[14074] = 14'h0000;
+    mem[14075] = 14'h0000;
+    mem[14076] = 14'h0000;
+    mem[14077] = 14'h0000;
+    mem[14078] = 14'h0000;
+    mem[14079] = 14'h0000;
+    mem[14080] = 14'h0000;
+    mem[14081] = 14'h0000;
+    mem[14082] = 14'h0000;
+    mem[14083] = 14'h0000;
+    mem[14084] = 14'h0000;
+    mem[14085] = 14'h0000;
+    mem[14086] = 14'h0000;
+    mem[14087] = 14'h0000;
+    mem[14088] = 14'h0000;
+    mem[14089] = 14'h0000;
+    mem[14090] = 14'h0000;
+    mem[14091] = 14'h0000;
+    mem[14092] = 14'h0000;
+    mem[14093] = 14'h0000;
+    mem[14094] = 14'h0000;
+    mem[14095] = 14'h0000;
+    mem[14096] = 14'h0000;
+    mem[14097] = 14'h0000;
+    mem[14098] = 14'h0000;
+    mem[14099] = 14'h0000;
+    mem[14100] = 14'h0000;
+    mem[14101] = 14'h0000;
+    mem[14102] = 14'h0000;
+    mem[14103] = 14'h0000;
+    mem[14104] = 14'h0000;
+    mem[14105] = 14'h0000;
+    mem[14106] = 14'h0000;
+    mem[14107] = 14'h0000;
+    mem[14108] = 14'h0000;
+    mem[14109] = 14'h0000;
+    mem[14110] = 14'h0000;
+    mem[14111] = 14'h0000;
+    mem[14112] = 14'h0000;
+    mem[14113] = 14'h0000;
+    mem[14114] = 14'h0000;
+    mem[14115] = 14'h0000;
+    mem[14116] = 14'h0000;
+    mem[14117] = 14'h0000;
+    mem[14118] = 14'h0000;
+    mem[14119] = 14'h0000;
+    mem[14120] = 14'h0000;
+    mem[14121] = 14'h0000;
+    mem[14122] = 14'h0000;
+    mem[14123] = 14'h0000;
+    mem[14124] = 14'h0000;
+    mem[14125] = 14'h0000;
+    mem[14126] = 14'h0000;
+    mem[14127] = 14'h0000;
+    mem[14128] = 14'h0000;
+    mem[14129] = 14'h0000;
+    mem[14130] = 14'h0000;
+    mem[14131] = 14'h0000;
+    mem[14132] = 14'h0000;
+    mem[14133] = 14'h0000;
+    mem[14134] = 14'h0000;
+    mem[14135] = 14'h0000;
+    mem[14136] = 14'h0000;
+    mem[14137] = 14'h0000;
+    mem[14138] = 14'h0000;
+    mem[14139] = 14'h0000;
+    mem[14140] = 14'h0000;
+    mem[14141] = 14'h0000;
+    mem[14142] = 14'h0000;
+    mem[14143] = 14'h0000;
+    mem[14144] = 14'h0000;
+    mem[14145] = 14'h0000;
+    mem[14146] = 14'h0000;
+    mem[14147] = 14'h0000;
+    mem[14148] = 14'h0000;
+    mem[14149] = 14'h0000;
+    mem[14150] = 14'h0000;
+    mem[14151] = 14'h0000;
+    mem[14152] = 14'h0000;
+    mem[14153] = 14'h0000;
+    mem[14154] = 14'h0000;
+    mem[14155] = 14'h0000;
+    mem[14156] = 14'h0000;
+    mem[14157] = 14'h0000;
+    mem[14158] = 14'h0000;
+    mem[14159] = 14'h0000;
+    mem[14160] = 14'h0000;
+    mem[14161] = 14'h0000;
+    mem[14162] = 14'h0000;
+    mem[14163] = 14'h0000;
+    mem[14164] = 14'h0000;
+    mem[14165] = 14'h0000;
+    mem[14166] = 14'h0000;
+    mem[14167] = 14'h0000;
+    mem[14168] = 14'h0000;
+    mem[14169] = 14'h0000;
+    mem[14170] = 14'h0000;
+    mem[14171] = 14'h0000;
+    mem[14172] = 14'h0000;
+    mem[14173] = 14'h0000;
+    mem[14174] = 14'h0000;
+    mem[14175] = 14'h0000;
+    mem[14176] = 14'h0000;
+    mem[14177] = 14'h0000;
+    mem[14178] = 14'h0000;
+    mem[14179] = 14'h0000;
+    mem[14180] = 14'h0000;
+    mem[14181] = 14'h0000;
+    mem[14182] = 14'h0000;
+    mem[14183] = 14'h0000;
+    mem[14184] = 14'h0000;
+    mem[14185] = 14'h0000;
+    mem[14186] = 14'h0000;
+    mem[14187] = 14'h0000;
+    mem[14188] = 14'h0000;
+    mem[14189] = 14'h0000;
+    mem[14190] = 14'h0000;
+    mem[14191] = 14'h0000;
+    mem[14192] = 14'h0000;
+    mem[14193] = 14'h0000;
+    mem[14194] = 14'h0000;
+    mem[14195] = 14'h0000;
+    mem[14196] = 14'h0000;
+    mem[14197] = 14'h0000;
+    mem[14198] = 14'h0000;
+    mem[14199] = 14'h0000;
+    mem[14200] = 14'h0000;
+    mem[14201] = 14'h0000;
+    mem[14202] = 14'h0000;
+    mem[14203] = 14'h0000;
+    mem[14204] = 14'h0000;
+    mem[14205] = 14'h0000;
+    mem[14206] = 14'h0000;
+    mem[14207] = 14'h0000;
+    mem[14208] = 14'h0000;
+    mem[14209] = 14'h0000;
+    mem[14210] = 14'h0000;
+    mem[14211] = 14'h0000;
+    mem[14212] = 14'h0000;
+    mem[14213] = 14'h0000;
+    mem[14214] = 14'h0000;
+    mem[14215] = 14'h0000;
+    mem[14216] = 14'h0000;
+    mem[14217] = 14'h0000;
+    mem[14218] = 14'h0000;
+    mem[14219] = 14'h0000;
+    mem[14220] = 14'h0000;
+    mem[14221] = 14'h0000;
+    mem[14222] = 14'h0000;
+    mem[14223] = 14'h0000;
+    mem[14224] = 14'h0000;
+    mem[14225] = 14'h0000;
+    mem[14226] = 14'h0000;
+    mem[14227] = 14'h0000;
+    mem[14228] = 14'h0000;
+    mem[14229] = 14'h0000;
+    mem[14230] = 14'h0000;
+    mem[14231] = 14'h0000;
+    mem[14232] = 14'h0000;
+    mem[14233] = 14'h0000;
+    mem[14234] = 14'h0000;
+    mem[14235] = 14'h0000;
+    mem[14236] = 14'h0000;
+    mem[14237] = 14'h0000;
+    mem[14238] = 14'h0000;
+    mem[14239] = 14'h0000;
+    mem[14240] = 14'h0000;
+    mem[14241] = 14'h0000;
+    mem[14242] = 14'h0000;
+    mem[14243] = 14'h0000;
+    mem[14244] = 14'h0000;
+    mem[14245] = 14'h0000;
+    mem[14246] = 14'h0000;
+    mem[14247] = 14'h0000;
+    mem[14248] = 14'h0000;
+    mem[14249] = 14'h0000;
+    mem[14250] = 14'h0000;
+    mem[14251] = 14'h0000;
+    mem[14252] = 14'h0000;
+    mem[14253] = 14'h0000;
+    mem[14254] = 14'h0000;
+    mem[14255] = 14'h0000;
+    mem[14256] = 14'h0000;
+    mem[14257] = 14'h0000;
+    mem[14258] = 14'h0000;
+    mem[14259] = 14'h0000;
+    mem[14260] = 14'h0000;
+    mem[14261] = 14'h0000;
+    mem[14262] = 14'h0000;
+    mem[14263] = 14'h0000;
+    mem[14264] = 14'h0000;
+    mem[14265] = 14'h0000;
+    mem[14266] = 14'h0000;
+    mem[14267] = 14'h0000;
+    mem[14268] = 14'h0000;
+    mem[14269] = 14'h0000;
+    mem[14270] = 14'h0000;
+    mem[14271] = 14'h0000;
+    mem[14272] = 14'h0000;
+    mem[14273] = 14'h0000;
+    mem[14274] = 14'h0000;
+    mem[14275] = 14'h0000;
+    mem[14276] = 14'h0000;
+    mem[14277] = 14'h0000;
+    mem[14278] = 14'h0000;
+    mem[14279] = 14'h0000;
+    mem[14280] = 14'h0000;
+    mem[14281] = 14'h0000;
+    mem[14282] = 14'h0000;
+    mem[14283] = 14'h0000;
+    mem[14284] = 14'h0000;
+    mem[14285] = 14'h0000;
+    mem[14286] = 14'h0000;
+    mem[14287] = 14'h0000;
+    mem[14288] = 14'h0000;
+    mem[14289] = 14'h0000;
+    mem[14290] = 14'h0000;
+    mem[14291] = 14'h0000;
+    mem[14292] = 14'h0000;
+    mem[14293] = 14'h0000;
+    mem[14294] = 14'h0000;
+    mem[14295] = 14'h0000;
+    mem[14296] = 14'h0000;
+    mem[14297] = 14'h0000;
+    mem[14298] = 14'h0000;
+    mem[14299] = 14'h0000;
+    mem[14300] = 14'h0000;
+    mem[14301] = 14'h0000;
+    mem[14302] = 14'h0000;
+    mem[14303] = 14'h0000;
+    mem[14304] = 14'h0000;
+    mem[14305] = 14'h0000;
+    mem[14306] = 14'h0000;
+    mem[14307] = 14'h0000;
+    mem[14308] = 14'h0000;
+    mem[14309] = 14'h0000;
+    mem[14310] = 14'h0000;
+    mem[14311] = 14'h0000;
+    mem[14312] = 14'h0000;
+    mem[14313] = 14'h0000;
+    mem[14314] = 14'h0000;
+    mem[14315] = 14'h0000;
+    mem[14316] = 14'h0000;
+    mem[14317] = 14'h0000;
+    mem[14318] = 14'h0000;
+    mem[14319] = 14'h0000;
+    mem[14320] = 14'h0000;
+    mem[14321] = 14'h0000;
+    mem[14322] = 14'h0000;
+    mem[14323] = 14'h0000;
+    mem[14324] = 14'h0000;
+    mem[14325] = 14'h0000;
+    mem[14326] = 14'h0000;
+    mem[14327] = 14'h0000;
+    mem[14328] = 14'h0000;
+    mem[14329] = 14'h0000;
+    mem[14330] = 14'h0000;
+    mem[14331] = 14'h0000;
+    mem[14332] = 14'h0000;
+    mem[14333] = 14'h0000;
+    mem[14334] = 14'h0000;
+    mem[14335] = 14'h0000;
+    mem[14336] = 14'h0000;
+    mem[14337] = 14'h0000;
+    mem[14338] = 14'h0000;
+    mem[14339] = 14'h0000;
+    mem[14340] = 14'h0000;
+    mem[14341] = 14'h0000;
+    mem[14342] = 14'h0000;
+    mem[14343] = 14'h0000;
+    mem[14344] = 14'h0000;
+    mem[14345] = 14'h0000;
+    mem[14346] = 14'h0000;
+    mem[14347] = 14'h0000;
+    mem[14348] = 14'h0000;
+    mem[14349] = 14'h0000;
+    mem[14350] = 14'h0000;
+    mem[14351] = 14'h0000;
+    mem[14352] = 14'h0000;
+    mem[14353] = 14'h0000;
+    mem[14354] = 14'h0000;
+    mem[14355] = 14'h0000;
+    mem[14356] = 14'h0000;
+    mem[14357] = 14'h0000;
+    mem[14358] = 14'h0000;
+    mem[14359] = 14'h0000;
+    mem[14360] = 14'h0000;
+    mem[14361] = 14'h0000;
+    mem[14362] = 14'h0000;
+    mem[14363] = 14'h0000;
+    mem[14364] = 14'h0000;
+    mem[14365] = 14'h0000;
+    mem[14366] = 14'h0000;
+    mem[14367] = 14'h0000;
+    mem[14368] = 14'h0000;
+    mem[14369] = 14'h0000;
+    mem[14370] = 14'h0000;
+    mem[14371] = 14'h0000;
+    mem[14372] = 14'h0000;
+    mem[14373] = 14'h0000;
+    mem[14374] = 14'h0000;
+    mem[14375] = 14'h0000;
+    mem[14376] = 14'h0000;
+    mem[14377] = 14'h0000;
+    mem[14378] = 14'h0000;
+    mem[14379] = 14'h0000;
+    mem[14380] = 14'h0000;
+    mem[14381] = 14'h0000;
+    mem[14382] = 14'h0000;
+    mem[14383] = 14'h0000;
+    mem[14384] = 14'h0000;
+    mem[14385] = 14'h0000;
+    mem[14386] = 14'h0000;
+    mem[14387] = 14'h0000;
+    mem[14388] = 14'h0000;
+    mem[14389] = 14'h0000;
+    mem[14390] = 14'h0000;
+    mem[14391] = 14'h0000;
+    mem[14392] = 14'h0000;
+    mem[14393] = 14'h0000;
+    mem[14394] = 14'h0000;
+    mem[14395] = 14'h0000;
+    mem[14396] = 14'h0000;
+    mem[14397] = 14'h0000;
+    mem[14398] = 14'h0000;
+    mem[14399] = 14'h0000;
+    mem[14400] = 14'h0000;
+    mem[14401] = 14'h0000;
+    mem[14402] = 14'h0000;
+    mem[14403] = 14'h0000;
+    mem[14404] = 14'h0000;
+    mem[14405] = 14'h0000;
+    mem[14406] = 14'h0000;
+    mem[14407] = 14'h0000;
+    mem[14408] = 14'h0000;
+    mem[14409] = 14'h0000;
+    mem[14410] = 14'h0000;
+    mem[14411] = 14'h0000;
+    mem[14412] = 14'h0000;
+    mem[14413] = 14'h0000;
+    mem[14414] = 14'h0000;
+    mem[14415] = 14'h0000;
+    mem[14416] = 14'h0000;
+    mem[14417] = 14'h0000;
+    mem[14418] = 14'h0000;
+    mem[14419] = 14'h0000;
+    mem[14420] = 14'h0000;
+    mem[14421] = 14'h0000;
+    mem[14422] = 14'h0000;
+    mem[14423] = 14'h0000;
+    mem[14424] = 14'h0000;
+    mem[14425] = 14'h0000;
+    mem[14426] = 14'h0000;
+    mem[14427] = 14'h0000;
+    mem[14428] = 14'h0000;
+    mem[14429] = 14'h0000;
+    mem[14430] = 14'h0000;
+    mem[14431] = 14'h0000;
+    mem[14432] = 14'h0000;
+    mem[14433] = 14'h0000;
+    mem[14434] = 14'h0000;
+    mem[14435] = 14'h0000;
+    mem[14436] = 14'h0000;
+    mem[14437] = 14'h0000;
+    mem[14438] = 14'h0000;
+    mem[14439] = 14'h0000;
+    mem[14440] = 14'h0000;
+    mem[14441] = 14'h0000;
+    mem[14442] = 14'h0000;
+    mem[14443] = 14'h0000;
+    mem[14444] = 14'h0000;
+    mem[14445] = 14'h0000;
+    mem[14446] = 14'h0000;
+    mem[14447] = 14'h0000;
+    mem[14448] = 14'h0000;
+    mem[14449] = 14'h0000;
+    mem[14450] = 14'h0000;
+    mem[14451] = 14'h0000;
+    mem[14452] = 14'h0000;
+    mem[14453] = 14'h0000;
+    mem[14454] = 14'h0000;
+    mem[14455] = 14'h0000;
+    mem[14456] = 14'h0000;
+    mem[14457] = 14'h0000;
+    mem[14458] = 14'h0000;
+    mem[14459] = 14'h0000;
+    mem[14460] = 14'h0000;
+    mem[14461] = 14'h0000;
+    mem[14462] = 14'h0000;
+    mem[14463] = 14'h0000;
+    mem[14464] = 14'h0000;
+    mem[14465] = 14'h0000;
+    mem[14466] = 14'h0000;
+    mem[14467] = 14'h0000;
+    mem[14468] = 14'h0000;
+    mem[14469] = 14'h0000;
+    mem[14470] = 14'h0000;
+    mem[14471] = 14'h0000;
+    mem[14472] = 14'h0000;
+    mem[14473] = 14'h0000;
+    mem[14474] = 14'h0000;
+    mem[14475] = 14'h0000;
+    mem[14476] = 14'h0000;
+    mem[14477] = 14'h0000;
+    mem[14478] = 14'h0000;
+    mem[14479] = 14'h0000;
+    mem[14480] = 14'h0000;
+    mem[14481] = 14'h0000;
+    mem[14482] = 14'h0000;
+    mem[14483] = 14'h0000;
+    mem[14484] = 14'h0000;
+    mem[14485] = 14'h0000;
+    mem[14486] = 14'h0000;
+    mem[14487] = 14'h0000;
+    mem[14488] = 14'h0000;
+    mem[14489] = 14'h0000;
+    mem[14490] = 14'h0000;
+    mem[14491] = 14'h0000;
+    mem[14492] = 14'h0000;
+    mem[14493] = 14'h0000;
+    mem[14494] = 14'h0000;
+    mem[14495] = 14'h0000;
+    mem[14496] = 14'h0000;
+    mem[14497] = 14'h0000;
+    mem[14498] = 14'h0000;
+    mem[14499] = 14'h0000;
+    mem[14500] = 14'h0000;
+    mem[14501] = 14'h0000;
+    mem[14502] = 14'h0000;
+    mem[14503] = 14'h0000;
+    mem[14504] = 14'h0000;
+    mem[14505] = 14'h0000;
+    mem[14506] = 14'h0000;
+    mem[14507] = 14'h0000;
+    mem[14508] = 14'h0000;
+    mem[14509] = 14'h0000;
+    mem[14510] = 14'h0000;
+    mem[14511] = 14'h0000;
+    mem[14512] = 14'h0000;
+    mem[14513] = 14'h0000;
+    mem[14514] = 14'h0000;
+    mem[14515] = 14'h0000;
+    mem[14516] = 14'h0000;
+    mem[14517] = 14'h0000;
+    mem[14518] = 14'h0000;
+    mem[14519] = 14'h0000;
+    mem[14520] = 14'h0000;
+    mem[14521] = 14'h0000;
+    mem[14522] = 14'h0000;
+    mem[14523] = 14'h0000;
+    mem[14524] = 14'h0000;
+    mem[14525] = 14'h0000;
+    mem[14526] = 14'h0000;
+    mem[14527] = 14'h0000;
+    mem[14528] = 14'h0000;
+    mem[14529] = 14'h0000;
+    mem[14530] = 14'h0000;
+    mem[14531] = 14'h0000;
+    mem[14532] = 14'h0000;
+    mem[14533] = 14'h0000;
+    mem[14534] = 14'h0000;
+    mem[14535] = 14'h0000;
+    mem[14536] = 14'h0000;
+    mem[14537] = 14'h0000;
+    mem[14538] = 14'h0000;
+    mem[14539] = 14'h0000;
+    mem[14540] = 14'h0000;
+    mem[14541] = 14'h0000;
+    mem[14542] = 14'h0000;
+    mem[14543] = 14'h0000;
+    mem[14544] = 14'h0000;
+    mem[14545] = 14'h0000;
+    mem[14546] = 14'h0000;
+    mem[14547] = 14'h0000;
+    mem[14548] = 14'h0000;
+    mem[14549] = 14'h0000;
+    mem[14550] = 14'h0000;
+    mem[14551] = 14'h0000;
+    mem[14552] = 14'h0000;
+    mem[14553] = 14'h0000;
+    mem[14554] = 14'h0000;
+    mem[14555] = 14'h0000;
+    mem[14556] = 14'h0000;
+    mem[14557] = 14'h0000;
+    mem[14558] = 14'h0000;
+    mem[14559] = 14'h0000;
+    mem[14560] = 14'h0000;
+    mem[14561] = 14'h0000;
+    mem[14562] = 14'h0000;
+    mem[14563] = 14'h0000;
+    mem[14564] = 14'h0000;
+    mem[14565] = 14'h0000;
+    mem[14566] = 14'h0000;
+    mem[14567] = 14'h0000;
+    mem[14568] = 14'h0000;
+    mem[14569] = 14'h0000;
+    mem[14570] = 14'h0000;
+    mem[14571] = 14'h0000;
+    mem[14572] = 14'h0000;
+    mem[14573] = 14'h0000;
+    mem[14574] = 14'h0000;
+    mem[14575] = 14'h0000;
+    mem[14576] = 14'h0000;
+    mem[14577] = 14'h0000;
+    mem[14578] = 14'h0000;
+    mem[14579] = 14'h0000;
+    mem[14580] = 14'h0000;
+    mem[14581] = 14'h0000;
+    mem[14582] = 14'h0000;
+    mem[14583] = 14'h0000;
+    mem[14584] = 14'h0000;
+    mem[14585] = 14'h0000;
+    mem[14586] = 14'h0000;
+    mem[14587] = 14'h0000;
+    mem[14588] = 14'h0000;
+    mem[14589] = 14'h0000;
+    mem[14590] = 14'h0000;
+    mem[14591] = 14'h0000;
+    mem[14592] = 14'h0000;
+    mem[14593] = 14'h0000;
+    mem[14594] = 14'h0000;
+    mem[14595] = 14'h0000;
+    mem[14596] = 14'h0000;
+    mem[14597] = 14'h0000;
+    mem[14598] = 14'h0000;
+    mem[14599] = 14'h0000;
+    mem[14600] = 14'h0000;
+    mem[14601] = 14'h0000;
+    mem[14602] = 14'h0000;
+    mem[14603] = 14'h0000;
+    mem[14604] = 14'h0000;
+    mem[14605] = 14'h0000;
+    mem[14606] = 14'h0000;
+    mem[14607] = 14'h0000;
+    mem[14608] = 14'h0000;
+    mem[14609] = 14'h0000;
+    mem[14610] = 14'h0000;
+    mem[14611] = 14'h0000;
+    mem[14612] = 14'h0000;
+    mem[14613] = 14'h0000;
+    mem[14614] = 14'h0000;
+    mem[14615] = 14'h0000;
+    mem[14616] = 14'h0000;
+    mem[14617] = 14'h0000;
+    mem[14618] = 14'h0000;
+    mem[14619] = 14'h0000;
+    mem[14620] = 14'h0000;
+    mem[14621] = 14'h0000;
+    mem[14622] = 14'h0000;
+    mem[14623] = 14'h0000;
+    mem[14624] = 14'h0000;
+    mem[14625] = 14'h0000;
+    mem[14626] = 14'h0000;
+    mem[14627] = 14'h0000;
+    mem[14628] = 14'h0000;
+    mem[14629] = 14'h0000;
+    mem[14630] = 14'h0000;
+    mem[14631] = 14'h0000;
+    mem[14632] = 14'h0000;
+    mem[14633] = 14'h0000;
+    mem[14634] = 14'h0000;
+    mem[14635] = 14'h0000;
+    mem[14636] = 14'h0000;
+    mem[14637] = 14'h0000;
+    mem[14638] = 14'h0000;
+    mem[14639] = 14'h0000;
+    mem[14640] = 14'h0000;
+    mem[14641] = 14'h0000;
+    mem[14642] = 14'h0000;
+    mem[14643] = 14'h0000;
+    mem[14644] = 14'h0000;
+    mem[14645] = 14'h0000;
+    mem[14646] = 14'h0000;
+    mem[14647] = 14'h0000;
+    mem[14648] = 14'h0000;
+    mem[14649] = 14'h0000;
+    mem[14650] = 14'h0000;
+    mem[14651] = 14'h0000;
+    mem[14652] = 14'h0000;
+    mem[14653] = 14'h0000;
+    mem[14654] = 14'h0000;
+    mem[14655] = 14'h0000;
+    mem[14656] = 14'h0000;
+    mem[14657] = 14'h0000;
+    mem[14658] = 14'h0000;
+    mem[14659] = 14'h0000;
+    mem[14660] = 14'h0000;
+    mem[14661] = 14'h0000;
+    mem[14662] = 14'h0000;
+    mem[14663] = 14'h0000;
+    mem[14664] = 14'h0000;
+    mem[14665] = 14'h0000;
+    mem[14666] = 14'h0000;
+    mem[14667] = 14'h0000;
+    mem[14668] = 14'h0000;
+    mem[14669] = 14'h0000;
+    mem[14670] = 14'h0000;
+    mem[14671] = 14'h0000;
+    mem[14672] = 14'h0000;
+    mem[14673] = 14'h0000;
+    mem[14674] = 14'h0000;
+    mem[14675] = 14'h0000;
+    mem[14676] = 14'h0000;
+    mem[14677] = 14'h0000;
+    mem[14678] = 14'h0000;
+    mem[14679] = 14'h0000;
+    mem[14680] = 14'h0000;
+    mem[14681] = 14'h0000;
+    mem[14682] = 14'h0000;
+    mem[14683] = 14'h0000;
+    mem[14684] = 14'h0000;
+    mem[14685] = 14'h0000;
+    mem[14686] = 14'h0000;
+    mem[14687] = 14'h0000;
+    mem[14688] = 14'h0000;
+    mem[14689] = 14'h0000;
+    mem[14690] = 14'h0000;
+    mem[14691] = 14'h0000;
+    mem[14692] = 14'h0000;
+    mem[14693] = 14'h0000;
+    mem[14694] = 14'h0000;
+    mem[14695] = 14'h0000;
+    mem[14696] = 14'h0000;
+    mem[14697] = 14'h0000;
+    mem[14698] = 14'h0000;
+    mem[14699] = 14'h0000;
+    mem[14700] = 14'h0000;
+    mem[14701] = 14'h0000;
+    mem[14702] = 14'h0000;
+    mem[14703] = 14'h0000;
+    mem[14704] = 14'h0000;
+    mem[14705] = 14'h0000;
+    mem[14706] = 14'h0000;
+    mem[14707] = 14'h0000;
+    mem[14708] = 14'h0000;
+    mem[14709] = 14'h0000;
+    mem[14710] = 14'h0000;
+    mem[14711] = 14'h0000;
+    mem[14712] = 14'h0000;
+    mem[14713] = 14'h0000;
+    mem[14714] = 14'h0000;
+    mem[14715] = 14'h0000;
+    mem[14716] = 14'h0000;
+    mem[14717] = 14'h0000;
+    mem[14718] = 14'h0000;
+    mem[14719] = 14'h0000;
+    mem[14720] = 14'h0000;
+    mem[14721] = 14'h0000;
+    mem[14722] = 14'h0000;
+    mem[14723] = 14'h0000;
+    mem[14724] = 14'h0000;
+    mem[14725] = 14'h0000;
+    mem[14726] = 14'h0000;
+    mem[14727] = 14'h0000;
+    mem[14728] = 14'h0000;
+    mem[14729] = 14'h0000;
+    mem[14730] = 14'h0000;
+    mem[14731] = 14'h0000;
+    mem[14732] = 14'h0000;
+    mem[14733] = 14'h0000;
+    mem[14734] = 14'h0000;
+    mem[14735] = 14'h0000;
+    mem[14736] = 14'h0000;
+    mem[14737] = 14'h0000;
+    mem[14738] = 14'h0000;
+    mem[14739] = 14'h0000;
+    mem[14740] = 14'h0000;
+    mem[14741] = 14'h0000;
+    mem[14742] = 14'h0000;
+    mem[14743] = 14'h0000;
+    mem[14744] = 14'h0000;
+    mem[14745] = 14'h0000;
+    mem[14746] = 14'h0000;
+    mem[14747] = 14'h0000;
+    mem[14748] = 14'h0000;
+    mem[14749] = 14'h0000;
+    mem[14750] = 14'h0000;
+    mem[14751] = 14'h0000;
+    mem[14752] = 14'h0000;
+    mem[14753] = 14'h0000;
+    mem[14754] = 14'h0000;
+    mem[14755] = 14'h0000;
+    mem[14756] = 14'h0000;
+    mem[14757] = 14'h0000;
+    mem[14758] = 14'h0000;
+    mem[14759] = 14'h0000;
+    mem[14760] = 14'h0000;
+    mem[14761] = 14'h0000;
+    mem[14762] = 14'h0000;
+    mem[14763] = 14'h0000;
+    mem[14764] = 14'h0000;
+    mem[14765] = 14'h0000;
+    mem[14766] = 14'h0000;
+    mem[14767] = 14'h0000;
+    mem[14768] = 14'h0000;
+    mem[14769] = 14'h0000;
+    mem[14770] = 14'h0000;
+    mem[14771] = 14'h0000;
+    mem[14772] = 14'h0000;
+    mem[14773] = 14'h0000;
+    mem[14774] = 14'h0000;
+    mem[14775] = 14'h0000;
+    mem[14776] = 14'h0000;
+    mem[14777] = 14'h0000;
+    mem[14778] = 14'h0000;
+    mem[14779] = 14'h0000;
+    mem[14780] = 14'h0000;
+    mem[14781] = 14'h0000;
+    mem[14782] = 14'h0000;
+    mem[14783] = 14'h0000;
+    mem[14784] = 14'h0000;
+    mem[14785] = 14'h0000;
+    mem[14786] = 14'h0000;
+    mem[14787] = 14'h0000;
+    mem[14788] = 14'h0000;
+    mem[14789] = 14'h0000;
+    mem[14790] = 14'h0000;
+    mem[14791] = 14'h0000;
+    mem[14792] = 14'h0000;
+    mem[14793] = 14'h0000;
+    mem[14794] = 14'h0000;
+    mem[14795] = 14'h0000;
+    mem[14796] = 14'h0000;
+    mem[14797] = 14'h0000;
+    mem[14798] = 14'h0000;
+    mem[14799] = 14'h0000;
+    mem[14800] = 14'h0000;
+    mem[14801] = 14'h0000;
+    mem[14802] = 14'h0000;
+    mem[14803] = 14'h0000;
+    mem[14804] = 14'h0000;
+    mem[14805] = 14'h0000;
+    mem[14806] = 14'h0000;
+    mem[14807] = 14'h0000;
+    mem[14808] = 14'h0000;
+    mem[14809] = 14'h0000;
+    mem[14810] = 14'h0000;
+    mem[14811] = 14'h0000;
+    mem[14812] = 14'h0000;
+    mem[14813] = 14'h0000;
+    mem[14814] = 14'h0000;
+    mem[14815] = 14'h0000;
+    mem[14816] = 14'h0000;
+    mem[14817] = 14'h0000;
+    mem[14818] = 14'h0000;
+    mem[14819] = 14'h0000;
+    mem[14820] = 14'h0000;
+    mem[14821] = 14'h0000;
+    mem[14822] = 14'h0000;
+    mem[14823] = 14'h0000;
+    mem[14824] = 14'h0000;
+    mem[14825] = 14'h0000;
+    mem[14826] = 14'h0000;
+    mem[14827] = 14'h0000;
+    mem[14828] = 14'h0000;
+    mem[14829] = 14'h0000;
+    mem[14830] = 14'h0000;
+    mem[14831] = 14'h0000;
+    mem[14832] = 14'h0000;
+    mem[14833] = 14'h0000;
+    mem[14834] = 14'h0000;
+    mem[14835] = 14'h0000;
+    mem[14836] = 14'h0000;
+    mem[14837] = 14'h0000;
+    mem[14838] = 14'h0000;
+    mem[14839] = 14'h0000;
+    mem[14840] = 14'h0000;
+    mem[14841] = 14'h0000;
+    mem[14842] = 14'h0000;
+    mem[14843] = 14'h0000;
+    mem[14844] = 14'h0000;
+    mem[14845] = 14'h0000;
+    mem[14846] = 14'h0000;
+    mem[14847] = 14'h0000;
+    mem[14848] = 14'h0000;
+    mem[14849] = 14'h0000;
+    mem[14850] = 14'h0000;
+    mem[14851] = 14'h0000;
+    mem[14852] = 14'h0000;
+    mem[14853] = 14'h0000;
+    mem[14854] = 14'h0000;
+    mem[14855] = 14'h0000;
+    mem[14856] = 14'h0000;
+    mem[14857] = 14'h0000;
+    mem[14858] = 14'h0000;
+    mem[14859] = 14'h0000;
+    mem[14860] = 14'h0000;
+    mem[14861] = 14'h0000;
+    mem[14862] = 14'h0000;
+    mem[14863] = 14'h0000;
+    mem[14864] = 14'h0000;
+    mem[14865] = 14'h0000;
+    mem[14866] = 14'h0000;
+    mem[14867] = 14'h0000;
+    mem[14868] = 14'h0000;
+    mem[14869] = 14'h0000;
+    mem[14870] = 14'h0000;
+    mem[14871] = 14'h0000;
+    mem[14872] = 14'h0000;
+    mem[14873] = 14'h0000;
+    mem[14874] = 14'h0000;
+    mem[14875] = 14'h0000;
+    mem[14876] = 14'h0000;
+    mem[14877] = 14'h0000;
+    mem[14878] = 14'h0000;
+    mem[14879] = 14'h0000;
+    mem[14880] = 14'h0000;
+    mem[14881] = 14'h0000;
+    mem[14882] = 14'h0000;
+    mem[14883] = 14'h0000;
+    mem[14884] = 14'h0000;
+    mem[14885] = 14'h0000;
+    mem[14886] = 14'h0000;
+    mem[14887] = 14'h0000;
+    mem[14888] = 14'h0000;
+    mem[14889] = 14'h0000;
+    mem[14890] = 14'h0000;
+    mem[14891] = 14'h0000;
+    mem[14892] = 14'h0000;
+    mem[14893] = 14'h0000;
+    mem[14894] = 14'h0000;
+    mem[14895] = 14'h0000;
+    mem[14896] = 14'h0000;
+    mem[14897] = 14'h0000;
+    mem[14898] = 14'h0000;
+    mem[14899] = 14'h0000;
+    mem[14900] = 14'h0000;
+    mem[14901] = 14'h0000;
+    mem[14902] = 14'h0000;
+    mem[14903] = 14'h0000;
+    mem[14904] = 14'h0000;
+    mem[14905] = 14'h0000;
+    mem[14906] = 14'h0000;
+    mem[14907] = 14'h0000;
+    mem[14908] = 14'h0000;
+    mem[14909] = 14'h0000;
+    mem[14910] = 14'h0000;
+    mem[14911] = 14'h0000;
+    mem[14912] = 14'h0000;
+    mem[14913] = 14'h0000;
+    mem[14914] = 14'h0000;
+    mem[14915] = 14'h0000;
+    mem[14916] = 14'h0000;
+    mem[14917] = 14'h0000;
+    mem[14918] = 14'h0000;
+    mem[14919] = 14'h0000;
+    mem[14920] = 14'h0000;
+    mem[14921] = 14'h0000;
+    mem[14922] = 14'h0000;
+    mem[14923] = 14'h0000;
+    mem[14924] = 14'h0000;
+    mem[14925] = 14'h0000;
+    mem[14926] = 14'h0000;
+    mem[14927] = 14'h0000;
+    mem[14928] = 14'h0000;
+    mem[14929] = 14'h0000;
+    mem[14930] = 14'h0000;
+    mem[14931] = 14'h0000;
+    mem[14932] = 14'h0000;
+    mem[14933] = 14'h0000;
+    mem[14934] = 14'h0000;
+    mem[14935] = 14'h0000;
+    mem[14936] = 14'h0000;
+    mem[14937] = 14'h0000;
+    mem[14938] = 14'h0000;
+    mem[14939] = 14'h0000;
+    mem[14940] = 14'h0000;
+    mem[14941] = 14'h0000;
+    mem[14942] = 14'h0000;
+    mem[14943] = 14'h0000;
+    mem[14944] = 14'h0000;
+    mem[14945] = 14'h0000;
+    mem[14946] = 14'h0000;
+    mem[14947] = 14'h0000;
+    mem[14948] = 14'h0000;
+    mem[14949] = 14'h0000;
+    mem[14950] = 14'h0000;
+    mem[14951] = 14'h0000;
+    mem[14952] = 14'h0000;
+    mem[14953] = 14'h0000;
+    mem[14954] = 14'h0000;
+    mem[14955] = 14'h0000;
+    mem[14956] = 14'h0000;
+    mem[14957] = 14'h0000;
+    mem[14958] = 14'h0000;
+    mem[14959] = 14'h0000;
+    mem[14960] = 14'h0000;
+    mem[14961] = 14'h0000;
+    mem[14962] = 14'h0000;
+    mem[14963] = 14'h0000;
+    mem[14964] = 14'h0000;
+    mem[14965] = 14'h0000;
+    mem[14966] = 14'h0000;
+    mem[14967] = 14'h0000;
+    mem[14968] = 14'h0000;
+    mem[14969] = 14'h0000;
+    mem[14970] = 14'h0000;
+    mem[14971] = 14'h0000;
+    mem[14972] = 14'h0000;
+    mem[14973] = 14'h0000;
+    mem[14974] = 14'h0000;
+    mem[14975] = 14'h0000;
+    mem[14976] = 14'h0000;
+    mem[14977] = 14'h0000;
+    mem[14978] = 14'h0000;
+    mem[14979] = 14'h0000;
+    mem[14980] = 14'h0000;
+    mem[14981] = 14'h0000;
+    mem[14982] = 14'h0000;
+    mem[14983] = 14'h0000;
+    mem[14984] = 14'h0000;
+    mem[14985] = 14'h0000;
+    mem[14986] = 14'h0000;
+    mem[14987] = 14'h0000;
+    mem[14988] = 14'h0000;
+    mem[14989] = 14'h0000;
+    mem[14990] = 14'h0000;
+    mem[14991] = 14'h0000;
+    mem[14992] = 14'h0000;
+    mem[14993] = 14'h0000;
+    mem[14994] = 14'h0000;
+    mem[14995] = 14'h0000;
+    mem[14996] = 14'h0000;
+    mem[14997] = 14'h0000;
+    mem[14998] = 14'h0000;
+    mem[14999] = 14'h0000;
+    mem[15000] = 14'h0000;
+    mem[15001] = 14'h0000;
+    mem[15002] = 14'h0000;
+    mem[15003] = 14'h0000;
+    mem[15004] = 14'h0000;
+    mem[15005] = 14'h0000;
+    mem[15006] = 14'h0000;
+    mem[15007] = 14'h0000;
+    mem[15008] = 14'h0000;
+    mem[15009] = 14'h0000;
+    mem[15010] = 14'h0000;
+    mem[15011] = 14'h0000;
+    mem[15012] = 14'h0000;
+    mem[15013] = 14'h0000;
+    mem[15014] = 14'h0000;
+    mem[15015] = 14'h0000;
+    mem[15016] = 14'h0000;
+    mem[15017] = 14'h0000;
+    mem[15018] = 14'h0000;
+    mem[15019] = 14'h0000;
+    mem[15020] = 14'h0000;
+    mem[15021] = 14'h0000;
+    mem[15022] = 14'h0000;
+    mem[15023] = 14'h0000;
+    mem[15024] = 14'h0000;
+    mem[15025] = 14'h0000;
+    mem[15026] = 14'h0000;
+    mem[15027] = 14'h0000;
+    mem[15028] = 14'h0000;
+    mem[15029] = 14'h0000;
+    mem[15030] = 14'h0000;
+    mem[15031] = 14'h0000;
+    mem[15032] = 14'h0000;
+    mem[15033] = 14'h0000;
+    mem[15034] = 14'h0000;
+    mem[15035] = 14'h0000;
+    mem[15036] = 14'h0000;
+    mem[15037] = 14'h0000;
+    mem[15038] = 14'h0000;
+    mem[15039] = 14'h0000;
+    mem[15040] = 14'h0000;
+    mem[15041] = 14'h0000;
+    mem[15042] = 14'h0000;
+    mem[15043] = 14'h0000;
+    mem[15044] = 14'h0000;
+    mem[15045] = 14'h0000;
+    mem[15046] = 14'h0000;
+    mem[15047] = 14'h0000;
+    mem[15048] = 14'h0000;
+    mem[15049] = 14'h0000;
+    mem[15050] = 14'h0000;
+    mem[15051] = 14'h0000;
+    mem[15052] = 14'h0000;
+    mem[15053] = 14'h0000;
+    mem[15054] = 14'h0000;
+    mem[15055] = 14'h0000;
+    mem[15056] = 14'h0000;
+    mem[15057] = 14'h0000;
+    mem[15058] = 14'h0000;
+    mem[15059] = 14'h0000;
+    mem[15060] = 14'h0000;
+    mem[15061] = 14'h0000;
+    mem[15062] = 14'h0000;
+    mem[15063] = 14'h0000;
+    mem[15064] = 14'h0000;
+    mem[15065] = 14'h0000;
+    mem[15066] = 14'h0000;
+    mem[15067] = 14'h0000;
+    mem[15068] = 14'h0000;
+    mem[15069] = 14'h0000;
+    mem[15070] = 14'h0000;
+    mem[15071] = 14'h0000;
+    mem[15072] = 14'h0000;
+    mem[15073] = 14'h0000;
+    mem[15074] = 14'h0000;
+    mem[15075] = 14'h0000;
+    mem[15076] = 14'h0000;
+    mem[15077] = 14'h0000;
+    mem[15078] = 14'h0000;
+    mem[15079] = 14'h0000;
+    mem[15080] = 14'h0000;
+    mem[15081] = 14'h0000;
+    mem[15082] = 14'h0000;
+    mem[15083] = 14'h0000;
+    mem[15084] = 14'h0000;
+    mem[15085] = 14'h0000;
+    mem[15086] = 14'h0000;
+    mem[15087] = 14'h0000;
+    mem[15088] = 14'h0000;
+    mem[15089] = 14'h0000;
+    mem[15090] = 14'h0000;
+    mem[15091] = 14'h0000;
+    mem[15092] = 14'h0000;
+    mem[15093] = 14'h0000;
+    mem[15094] = 14'h0000;
+    mem[15095] = 14'h0000;
+    mem[15096] = 14'h0000;
+    mem[15097] = 14'h0000;
+    mem[15098] = 14'h0000;
+    mem[15099] = 14'h0000;
+    mem[15100] = 14'h0000;
+    mem[15101] = 14'h0000;
+    mem[15102] = 14'h0000;
+    mem[15103] = 14'h0000;
+    mem[15104] = 14'h0000;
+    mem[15105] = 14'h0000;
+    mem[15106] = 14'h0000;
+    mem[15107] = 14'h0000;
+    mem[15108] = 14'h0000;
+    mem[15109] = 14'h0000;
+    mem[15110] = 14'h0000;
+    mem[15111] = 14'h0000;
+    mem[15112] = 14'h0000;
+    mem[15113] = 14'h0000;
+    mem[15114] = 14'h0000;
+    mem[15115] = 14'h0000;
+    mem[15116] = 14'h0000;
+    mem[15117] = 14'h0000;
+    mem[15118] = 14'h0000;
+    mem[15119] = 14'h0000;
+    mem[15120] = 14'h0000;
+    mem[15121] = 14'h0000;
+    mem[15122] = 14'h0000;
+    mem[15123] = 14'h0000;
+    mem[15124] = 14'h0000;
+    mem[15125] = 14'h0000;
+    mem[15126] = 14'h0000;
+    mem[15127] = 14'h0000;
+    mem[15128] = 14'h0000;
+    mem[15129] = 14'h0000;
+    mem[15130] = 14'h0000;
+    mem[15131] = 14'h0000;
+    mem[15132] = 14'h0000;
+    mem[15133] = 14'h0000;
+    mem[15134] = 14'h0000;
+    mem[15135] = 14'h0000;
+    mem[15136] = 14'h0000;
+    mem[15137] = 14'h0000;
+    mem[15138] = 14'h0000;
+    mem[15139] = 14'h0000;
+    mem[15140] = 14'h0000;
+    mem[15141] = 14'h0000;
+    mem[15142] = 14'h0000;
+    mem[15143] = 14'h0000;
+    mem[15144] = 14'h0000;
+    mem[15145] = 14'h0000;
+    mem[15146] = 14'h0000;
+    mem[15147] = 14'h0000;
+    mem[15148] = 14'h0000;
+    mem[15149] = 14'h0000;
+    mem[15150] = 14'h0000;
+    mem[15151] = 14'h0000;
+    mem[15152] = 14'h0000;
+    mem[15153] = 14'h0000;
+    mem[15154] = 14'h0000;
+    mem[15155] = 14'h0000;
+    mem[15156] = 14'h0000;
+    mem[15157] = 14'h0000;
+    mem[15158] = 14'h0000;
+    mem[15159] = 14'h0000;
+    mem[15160] = 14'h0000;
+    mem[15161] = 14'h0000;
+    mem[15162] = 14'h0000;
+    mem[15163] = 14'h0000;
+    mem[15164] = 14'h0000;
+    mem[15165] = 14'h0000;
+    mem[15166] = 14'h0000;
+    mem[15167] = 14'h0000;
+    mem[15168] = 14'h0000;
+    mem[15169] = 14'h0000;
+    mem[15170] = 14'h0000;
+    mem[15171] = 14'h0000;
+    mem[15172] = 14'h0000;
+    mem[15173] = 14'h0000;
+    mem[15174] = 14'h0000;
+    mem[15175] = 14'h0000;
+    mem[15176] = 14'h0000;
+    mem[15177] = 14'h0000;
+    mem[15178] = 14'h0000;
+    mem[15179] = 14'h0000;
+    mem[15180] = 14'h0000;
+    mem[15181] = 14'h0000;
+    mem[15182] = 14'h0000;
+    mem[15183] = 14'h0000;
+    mem[15184] = 14'h0000;
+    mem[15185] = 14'h0000;
+    mem[15186] = 14'h0000;
+    mem[15187] = 14'h0000;
+    mem[15188] = 14'h0000;
+    mem[15189] = 14'h0000;
+    mem[15190] = 14'h0000;
+    mem[15191] = 14'h0000;
+    mem[15192] = 14'h0000;
+    mem[15193] = 14'h0000;
+    mem[15194] = 14'h0000;
+    mem[15195] = 14'h0000;
+    mem[15196] = 14'h0000;
+    mem[15197] = 14'h0000;
+    mem[15198] = 14'h0000;
+    mem[15199] = 14'h0000;
+    mem[15200] = 14'h0000;
+    mem[15201] = 14'h0000;
+    mem[15202] = 14'h0000;
+    mem[15203] = 14'h0000;
+    mem[15204] = 14'h0000;
+    mem[15205] = 14'h0000;
+    mem[15206] = 14'h0000;
+    mem[15207] = 14'h0000;
+    mem[15208] = 14'h0000;
+    mem[15209] = 14'h0000;
+    mem[15210] = 14'h0000;
+    mem[15211] = 14'h0000;
+    mem[15212] = 14'h0000;
+    mem[15213] = 14'h0000;
+    mem[15214] = 14'h0000;
+    mem[15215] = 14'h0000;
+    mem[15216] = 14'h0000;
+    mem[15217] = 14'h0000;
+    mem[15218] = 14'h0000;
+    mem[15219] = 14'h0000;
+    mem[15220] = 14'h0000;
+    mem[15221] = 14'h0000;
+    mem[15222] = 14'h0000;
+    mem[15223] = 14'h0000;
+    mem[15224] = 14'h0000;
+    mem[15225] = 14'h0000;
+    mem[15226] = 14'h0000;
+    mem[15227] = 14'h0000;
+    mem[15228] = 14'h0000;
+    mem[15229] = 14'h0000;
+    mem[15230] = 14'h0000;
+    mem[15231] = 14'h0000;
+    mem[15232] = 14'h0000;
+    mem[15233] = 14'h0000;
+    mem[15234] = 14'h0000;
+    mem[15235] = 14'h0000;
+    mem[15236] = 14'h0000;
+    mem[15237] = 14'h0000;
+    mem[15238] = 14'h0000;
+    mem[15239] = 14'h0000;
+    mem[15240] = 14'h0000;
+    mem[15241] = 14'h0000;
+    mem[15242] = 14'h0000;
+    mem[15243] = 14'h0000;
+    mem[15244] = 14'h0000;
+    mem[15245] = 14'h0000;
+    mem[15246] = 14'h0000;
+    mem[15247] = 14'h0000;
+    mem[15248] = 14'h0000;
+    mem[15249] = 14'h0000;
+    mem[15250] = 14'h0000;
+    mem[15251] = 14'h0000;
+    mem[15252] = 14'h0000;
+    mem[15253] = 14'h0000;
+    mem[15254] = 14'h0000;
+    mem[15255] = 14'h0000;
+    mem[15256] = 14'h0000;
+    mem[15257] = 14'h0000;
+    mem[15258] = 14'h0000;
+    mem[15259] = 14'h0000;
+    mem[15260] = 14'h0000;
+    mem[15261] = 14'h0000;
+    mem[15262] = 14'h0000;
+    mem[15263] = 14'h0000;
+    mem[15264] = 14'h0000;
+    mem[15265] = 14'h0000;
+    mem[15266] = 14'h0000;
+    mem[15267] = 14'h0000;
+    mem[15268] = 14'h0000;
+    mem[15269] = 14'h0000;
+    mem[15270] = 14'h0000;
+    mem[15271] = 14'h0000;
+    mem[15272] = 14'h0000;
+    mem[15273] = 14'h0000;
+    mem[15274] = 14'h0000;
+    mem[15275] = 14'h0000;
+    mem[15276] = 14'h0000;
+    mem[15277] = 14'h0000;
+    mem[15278] = 14'h0000;
+    mem[15279] = 14'h0000;
+    mem[15280] = 14'h0000;
+    mem[15281] = 14'h0000;
+    mem[15282] = 14'h0000;
+    mem[15283] = 14'h0000;
+    mem[15284] = 14'h0000;
+    mem[15285] = 14'h0000;
+    mem[15286] = 14'h0000;
+    mem[15287] = 14'h0000;
+    mem[15288] = 14'h0000;
+    mem[15289] = 14'h0000;
+    mem[15290] = 14'h0000;
+    mem[15291] = 14'h0000;
+    mem[15292] = 14'h0000;
+    mem[15293] = 14'h0000;
+    mem[15294] = 14'h0000;
+    mem[15295] = 14'h0000;
+    mem[15296] = 14'h0000;
+    mem[15297] = 14'h0000;
+    mem[15298] = 14'h0000;
+    mem[15299] = 14'h0000;
+    mem[15300] = 14'h0000;
+    mem[15301] = 14'h0000;
+    mem[15302] = 14'h0000;
+    mem[15303] = 14'h0000;
+    mem[15304] = 14'h0000;
+    mem[15305] = 14'h0000;
+    mem[15306] = 14'h0000;
+    mem[15307] = 14'h0000;
+    mem[15308] = 14'h0000;
+    mem[15309] = 14'h0000;
+    mem[15310] = 14'h0000;
+    mem[15311] = 14'h0000;
+    mem[15312] = 14'h0000;
+    mem[15313] = 14'h0000;
+    mem[15314] = 14'h0000;
+    mem[15315] = 14'h0000;
+    mem[15316] = 14'h0000;
+    mem[15317] = 14'h0000;
+    mem[15318] = 14'h0000;
+    mem[15319] = 14'h0000;
+    mem[15320] = 14'h0000;
+    mem[15321] = 14'h0000;
+    mem[15322] = 14'h0000;
+    mem[15323] = 14'h0000;
+    mem[15324] = 14'h0000;
+    mem[15325] = 14'h0000;
+    mem[15326] = 14'h0000;
+    mem[15327] = 14'h0000;
+    mem[15328] = 14'h0000;
+    mem[15329] = 14'h0000;
+    mem[15330] = 14'h0000;
+    mem[15331] = 14'h0000;
+    mem[15332] = 14'h0000;
+    mem[15333] = 14'h0000;
+    mem[15334] = 14'h0000;
+    mem[15335] = 14'h0000;
+    mem[15336] = 14'h0000;
+    mem[15337] = 14'h0000;
+    mem[15338] = 14'h0000;
+    mem[15339] = 14'h0000;
+    mem[15340] = 14'h0000;
+    mem[15341] = 14'h0000;
+    mem[15342] = 14'h0000;
+    mem[15343] = 14'h0000;
+    mem[15344] = 14'h0000;
+    mem[15345] = 14'h0000;
+    mem[15346] = 14'h0000;
+    mem[15347] = 14'h0000;
+    mem[15348] = 14'h0000;
+    mem[15349] = 14'h0000;
+    mem[15350] = 14'h0000;
+    mem[15351] = 14'h0000;
+    mem[15352] = 14'h0000;
+    mem[15353] = 14'h0000;
+    mem[15354] = 14'h0000;
+    mem[15355] = 14'h0000;
+    mem[15356] = 14'h0000;
+    mem[15357] = 14'h0000;
+    mem[15358] = 14'h0000;
+    mem[15359] = 14'h0000;
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[wr__addr] <= wr__data;
+      mem[{ \port$1098$0 , \port$21$0 , \port$1043$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[rd__addr];
+    _0_ <= mem[{ \port$1098$0 , \port$1019$0 , \port$1025$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -18789,9 +21200,11 @@ module \mmu.dense_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk
       \$1  = 14'h0000;
     end
   end
-  assign r_addr = rd__addr;
+  assign rd__addr = { \port$1098$0 , \port$1019$0 , \port$1025$0  };
+  assign r_addr = { \port$1098$0 , \port$1019$0 , \port$1025$0  };
   assign r_data = q;
-  assign w_addr = wr__addr;
+  assign wr__addr = { \port$1098$0 , \port$21$0 , \port$1043$0  };
+  assign w_addr = { \port$1098$0 , \port$21$0 , \port$1043$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -18803,9 +21216,9 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
+  wire [15:0] \$13 ;
+  wire [15:0] \$14 ;
+  wire [16:0] \$15 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
@@ -18827,22 +21240,30 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
-  wire [14:0] \$35 ;
+  wire \$35 ;
   wire \$36 ;
   wire \$37 ;
-  wire [14:0] \$38 ;
-  reg \$39 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [13:0] \$41 ;
-  reg \$42 ;
-  reg [13:0] \$43 ;
-  reg [14:0] \$44 ;
-  reg [13:0] \$45 ;
-  wire [15:0] \$5 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire [14:0] \$43 ;
+  wire \$44 ;
+  wire \$45 ;
+  wire [14:0] \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg [13:0] \$49 ;
+  wire \$5 ;
+  reg \$50 ;
+  reg [13:0] \$51 ;
+  reg [14:0] \$52 ;
+  reg [13:0] \$53 ;
   wire \$6 ;
-  wire [16:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [15:0] \$8 ;
   wire \$9 ;
   output [13:0] alloc__payload;
   wire [13:0] alloc__payload;
@@ -35276,125 +37697,133 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
     _0_ <= \$3 [13:0];
   end
   assign alloc__payload = ring[_0_];
+  assign \$42  = ~ done;
+  assign \$43  = walk + 1'h1;
+  assign \$44  = walk == 14'h3fff;
+  assign \$45  = release__valid & release__ready;
+  assign \$46  = tail + 1'h1;
   always @(posedge clk)
-    head <= \$43 ;
+    empty <= \$47 ;
   always @(posedge clk)
-    count <= \$44 ;
+    full <= \$48 ;
   always @(posedge clk)
-    tail <= \$45 ;
+    walk <= \$49 ;
+  always @(posedge clk)
+    done <= \$50 ;
+  always @(posedge clk)
+    head <= \$51 ;
+  always @(posedge clk)
+    count <= \$52 ;
+  always @(posedge clk)
+    tail <= \$53 ;
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
-  assign \$4  = release__valid & release__ready;
-  assign \$5  = count + \$4 ;
-  assign \$6  = alloc__valid & alloc__ready;
-  assign \$7  = \$5  - \$6 ;
-  assign \$8  = ~ empty;
-  assign alloc__valid = done & \$8 ;
-  assign \$9  = ~ full;
-  assign release__ready = done & \$9 ;
+  assign \$4  = alloc__valid & alloc__ready;
+  assign \$5  = release__valid & release__ready;
+  assign \$6  = ~ \$5 ;
+  assign \$7  = \$4  & \$6 ;
+  assign \$8  = count - 1'h1;
+  assign \$9  = release__valid & release__ready;
+  assign \$10  = alloc__valid & alloc__ready;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = count + 1'h1;
+  assign \$14  = \$12  ? \$13  : { 1'h0, count };
+  assign \$15  = \$7  ? { \$8 [15], \$8  } : { 1'h0, \$14  };
+  assign \$16  = ~ empty;
+  assign alloc__valid = done & \$16 ;
+  assign \$17  = ~ full;
+  assign release__ready = done & \$17 ;
   assign wr__addr = done ? tail : walk;
   assign wr__data = done ? release__payload : walk;
-  assign \$10  = release__valid & release__ready;
-  assign \$11  = ~ done;
-  assign wr__en = \$10  | \$11 ;
-  assign \$12  = alloc__valid & alloc__ready;
-  assign \$13  = release__valid & release__ready;
-  assign \$14  = ~ \$13 ;
-  assign \$15  = \$12  & \$14 ;
-  assign \$16  = count == 1'h1;
-  assign \$17  = release__valid & release__ready;
-  assign \$18  = alloc__valid & alloc__ready;
-  assign \$19  = ~ \$18 ;
-  assign \$20  = \$17  & \$19 ;
-  assign \$21  = \$20  ? 1'h0 : empty;
-  assign \$22  = \$15  ? \$16  : \$21 ;
-  assign \$23  = release__valid & release__ready;
-  assign \$24  = alloc__valid & alloc__ready;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = count == 14'h3fff;
-  assign \$28  = alloc__valid & alloc__ready;
-  assign \$29  = release__valid & release__ready;
-  assign \$30  = ~ \$29 ;
-  assign \$31  = \$28  & \$30 ;
-  assign \$32  = \$31  ? 1'h0 : full;
-  assign \$33  = \$26  ? \$27  : \$32 ;
-  assign \$34  = ~ done;
-  assign \$35  = walk + 1'h1;
-  assign \$36  = walk == 14'h3fff;
+  assign \$18  = release__valid & release__ready;
+  assign \$19  = ~ done;
+  assign wr__en = \$18  | \$19 ;
+  assign \$20  = alloc__valid & alloc__ready;
+  assign \$21  = release__valid & release__ready;
+  assign \$22  = ~ \$21 ;
+  assign \$23  = \$20  & \$22 ;
+  assign \$24  = count == 1'h1;
+  assign \$25  = release__valid & release__ready;
+  assign \$26  = alloc__valid & alloc__ready;
+  assign \$27  = ~ \$26 ;
+  assign \$28  = \$25  & \$27 ;
+  assign \$29  = \$28  ? 1'h0 : empty;
+  assign \$30  = \$23  ? \$24  : \$29 ;
+  assign \$31  = release__valid & release__ready;
+  assign \$32  = alloc__valid & alloc__ready;
+  assign \$33  = ~ \$32 ;
+  assign \$34  = \$31  & \$33 ;
+  assign \$35  = count == 14'h3fff;
+  assign \$36  = alloc__valid & alloc__ready;
   assign \$37  = release__valid & release__ready;
-  assign \$38  = tail + 1'h1;
-  always @(posedge clk)
-    empty <= \$39 ;
-  always @(posedge clk)
-    full <= \$40 ;
-  always @(posedge clk)
-    walk <= \$41 ;
-  always @(posedge clk)
-    done <= \$42 ;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = \$36  & \$38 ;
+  assign \$40  = \$39  ? 1'h0 : full;
+  assign \$41  = \$34  ? \$35  : \$40 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$43  = \$3 [13:0];
+    \$47  = \$30 ;
     if (rst) begin
-      \$43  = 14'h0000;
+      \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$44  = \$7 [14:0];
+    \$48  = \$41 ;
     if (rst) begin
-      \$44  = 15'h4000;
+      \$48  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$45  = tail;
-    if (\$37 ) begin
-      \$45  = \$38 [13:0];
+    \$49  = walk;
+    if (\$42 ) begin
+      \$49  = \$43 [13:0];
     end
     if (rst) begin
-      \$45  = 14'h0000;
+      \$49  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$39  = \$22 ;
-    if (rst) begin
-      \$39  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$40  = \$33 ;
-    if (rst) begin
-      \$40  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$41  = walk;
-    if (\$34 ) begin
-      \$41  = \$35 [13:0];
-    end
-    if (rst) begin
-      \$41  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$42  = done;
-    if (\$34 ) begin
-      if (\$36 ) begin
-        \$42  = 1'h1;
+    \$50  = done;
+    if (\$42 ) begin
+      if (\$44 ) begin
+        \$50  = 1'h1;
       end
     end
     if (rst) begin
-      \$42  = 1'h0;
+      \$50  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$51  = \$3 [13:0];
+    if (rst) begin
+      \$51  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$52  = \$15 [14:0];
+    if (rst) begin
+      \$52  = 15'h4000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$53  = tail;
+    if (\$45 ) begin
+      \$53  = \$46 [13:0];
+    end
+    if (rst) begin
+      \$53  = 14'h0000;
     end
   end
   assign new_head = \$3 [13:0];
-  assign new_count = \$7 [14:0];
+  assign new_count = \$15 [14:0];
   assign rd__addr = \$3 [13:0];
   assign rd__data = alloc__payload;
   assign \count$20  = count;
@@ -35402,11 +37831,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+module \mmu.meta_table (rst, wr__data, r_en, \port$1026$0 , \port$1044$0 , wr__en, \port$1098$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
+  input [2:0] \port$1026$0 ;
+  wire [2:0] \port$1026$0 ;
+  input [2:0] \port$1044$0 ;
+  wire [2:0] \port$1044$0 ;
+  input [7:0] \port$1098$0 ;
+  wire [7:0] \port$1098$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -35414,7 +37849,6 @@ module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk)
   wire [13:0] r_data;
   input r_en;
   wire r_en;
-  input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
@@ -35422,7 +37856,6 @@ module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk)
   wire [10:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [10:0] wr__addr;
   wire [10:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
@@ -37353,11 +39786,11 @@ module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk)
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[wr__addr] <= wr__data;
+      mem[{ \port$1098$0 , \port$1044$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[rd__addr];
+    _0_ <= mem[{ \port$1098$0 , \port$1026$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -37372,19 +39805,31 @@ module \mmu.meta_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk)
       \$1  = 14'h0000;
     end
   end
-  assign r_addr = rd__addr;
+  assign rd__addr = { \port$1098$0 , \port$1026$0  };
+  assign r_addr = { \port$1098$0 , \port$1026$0  };
   assign r_data = q;
-  assign w_addr = wr__addr;
+  assign wr__addr = { \port$1098$0 , \port$1044$0  };
+  assign w_addr = { \port$1098$0 , \port$1044$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port$1027$0 , \port$1045$0 , wr__en, \port$1098$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
+  input [1:0] \port$1019$0 ;
+  wire [1:0] \port$1019$0 ;
+  input [2:0] \port$1027$0 ;
+  wire [2:0] \port$1027$0 ;
+  input [2:0] \port$1045$0 ;
+  wire [2:0] \port$1045$0 ;
+  input [7:0] \port$1098$0 ;
+  wire [7:0] \port$1098$0 ;
+  input [1:0] \port$21$0 ;
+  wire [1:0] \port$21$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -37392,7 +39837,6 @@ module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, cl
   wire [13:0] r_data;
   input r_en;
   wire r_en;
-  input [12:0] rd__addr;
   wire [12:0] rd__addr;
   wire [13:0] rd__data;
   input rst;
@@ -37400,13 +39844,12 @@ module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, cl
   wire [12:0] w_addr;
   wire [13:0] w_data;
   wire w_en;
-  input [12:0] wr__addr;
   wire [12:0] wr__addr;
   input [13:0] wr__data;
   wire [13:0] wr__data;
   input wr__en;
   wire wr__en;
-  reg [13:0] mem [5759:0];
+  reg [13:0] mem [7679:0];
   initial begin
     mem[0] = 14'h0000;
     mem[1] = 14'h0000;
@@ -43168,14 +45611,1934 @@ module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, cl
     mem[5757] = 14'h0000;
     mem[5758] = 14'h0000;
     mem[5759] = 14'h0000;
+    mem[5760] = 14'h0000;
+    mem[5761] = 14'h0000;
+    mem[5762] = 14'h0000;
+    mem[5763] = 14'h0000;
+    mem[5764] = 14'h0000;
+    mem[5765] = 14'h0000;
+    mem[5766] = 14'h0000;
+    mem[5767] = 14'h0000;
+    mem[5768] = 14'h0000;
+    mem[5769] = 14'h0000;
+    mem[5770] = 14'h0000;
+    mem[5771] = 14'h0000;
+    mem[5772] = 14'h0000;
+    mem[5773] = 14'h0000;
+    mem[5774] = 14'h0000;
+    mem[5775] = 14'h0000;
+    mem[5776] = 14'h0000;
+    mem[5777] = 14'h0000;
+    mem[5778] = 14'h0000;
+    mem[5779] = 14'h0000;
+    mem[5780] = 14'h0000;
+    mem[5781] = 14'h0000;
+    mem[5782] = 14'h0000;
+    mem[5783] = 14'h0000;
+    mem[5784] = 14'h0000;
+    mem[5785] = 14'h0000;
+    mem[5786] = 14'h0000;
+    mem[5787] = 14'h0000;
+    mem[5788] = 14'h0000;
+    mem[5789] = 14'h0000;
+    mem[5790] = 14'h0000;
+    mem[5791] = 14'h0000;
+    mem[5792] = 14'h0000;
+    mem[5793] = 14'h0000;
+    mem[5794] = 14'h0000;
+    mem[5795] = 14'h0000;
+    mem[5796] = 14'h0000;
+    mem[5797] = 14'h0000;
+    mem[5798] = 14'h0000;
+    mem[5799] = 14'h0000;
+    mem[5800] = 14'h0000;
+    mem[5801] = 14'h0000;
+    mem[5802] = 14'h0000;
+    mem[5803] = 14'h0000;
+    mem[5804] = 14'h0000;
+    mem[5805] = 14'h0000;
+    mem[5806] = 14'h0000;
+    mem[5807] = 14'h0000;
+    mem[5808] = 14'h0000;
+    mem[5809] = 14'h0000;
+    mem[5810] = 14'h0000;
+    mem[5811] = 14'h0000;
+    mem[5812] = 14'h0000;
+    mem[5813] = 14'h0000;
+    mem[5814] = 14'h0000;
+    mem[5815] = 14'h0000;
+    mem[5816] = 14'h0000;
+    mem[5817] = 14'h0000;
+    mem[5818] = 14'h0000;
+    mem[5819] = 14'h0000;
+    mem[5820] = 14'h0000;
+    mem[5821] = 14'h0000;
+    mem[5822] = 14'h0000;
+    mem[5823] = 14'h0000;
+    mem[5824] = 14'h0000;
+    mem[5825] = 14'h0000;
+    mem[5826] = 14'h0000;
+    mem[5827] = 14'h0000;
+    mem[5828] = 14'h0000;
+    mem[5829] = 14'h0000;
+    mem[5830] = 14'h0000;
+    mem[5831] = 14'h0000;
+    mem[5832] = 14'h0000;
+    mem[5833] = 14'h0000;
+    mem[5834] = 14'h0000;
+    mem[5835] = 14'h0000;
+    mem[5836] = 14'h0000;
+    mem[5837] = 14'h0000;
+    mem[5838] = 14'h0000;
+    mem[5839] = 14'h0000;
+    mem[5840] = 14'h0000;
+    mem[5841] = 14'h0000;
+    mem[5842] = 14'h0000;
+    mem[5843] = 14'h0000;
+    mem[5844] = 14'h0000;
+    mem[5845] = 14'h0000;
+    mem[5846] = 14'h0000;
+    mem[5847] = 14'h0000;
+    mem[5848] = 14'h0000;
+    mem[5849] = 14'h0000;
+    mem[5850] = 14'h0000;
+    mem[5851] = 14'h0000;
+    mem[5852] = 14'h0000;
+    mem[5853] = 14'h0000;
+    mem[5854] = 14'h0000;
+    mem[5855] = 14'h0000;
+    mem[5856] = 14'h0000;
+    mem[5857] = 14'h0000;
+    mem[5858] = 14'h0000;
+    mem[5859] = 14'h0000;
+    mem[5860] = 14'h0000;
+    mem[5861] = 14'h0000;
+    mem[5862] = 14'h0000;
+    mem[5863] = 14'h0000;
+    mem[5864] = 14'h0000;
+    mem[5865] = 14'h0000;
+    mem[5866] = 14'h0000;
+    mem[5867] = 14'h0000;
+    mem[5868] = 14'h0000;
+    mem[5869] = 14'h0000;
+    mem[5870] = 14'h0000;
+    mem[5871] = 14'h0000;
+    mem[5872] = 14'h0000;
+    mem[5873] = 14'h0000;
+    mem[5874] = 14'h0000;
+    mem[5875] = 14'h0000;
+    mem[5876] = 14'h0000;
+    mem[5877] = 14'h0000;
+    mem[5878] = 14'h0000;
+    mem[5879] = 14'h0000;
+    mem[5880] = 14'h0000;
+    mem[5881] = 14'h0000;
+    mem[5882] = 14'h0000;
+    mem[5883] = 14'h0000;
+    mem[5884] = 14'h0000;
+    mem[5885] = 14'h0000;
+    mem[5886] = 14'h0000;
+    mem[5887] = 14'h0000;
+    mem[5888] = 14'h0000;
+    mem[5889] = 14'h0000;
+    mem[5890] = 14'h0000;
+    mem[5891] = 14'h0000;
+    mem[5892] = 14'h0000;
+    mem[5893] = 14'h0000;
+    mem[5894] = 14'h0000;
+    mem[5895] = 14'h0000;
+    mem[5896] = 14'h0000;
+    mem[5897] = 14'h0000;
+    mem[5898] = 14'h0000;
+    mem[5899] = 14'h0000;
+    mem[5900] = 14'h0000;
+    mem[5901] = 14'h0000;
+    mem[5902] = 14'h0000;
+    mem[5903] = 14'h0000;
+    mem[5904] = 14'h0000;
+    mem[5905] = 14'h0000;
+    mem[5906] = 14'h0000;
+    mem[5907] = 14'h0000;
+    mem[5908] = 14'h0000;
+    mem[5909] = 14'h0000;
+    mem[5910] = 14'h0000;
+    mem[5911] = 14'h0000;
+    mem[5912] = 14'h0000;
+    mem[5913] = 14'h0000;
+    mem[5914] = 14'h0000;
+    mem[5915] = 14'h0000;
+    mem[5916] = 14'h0000;
+    mem[5917] = 14'h0000;
+    mem[5918] = 14'h0000;
+    mem[5919] = 14'h0000;
+    mem[5920] = 14'h0000;
+    mem[5921] = 14'h0000;
+    mem[5922] = 14'h0000;
+    mem[5923] = 14'h0000;
+    mem[5924] = 14'h0000;
+    mem[5925] = 14'h0000;
+    mem[5926] = 14'h0000;
+    mem[5927] = 14'h0000;
+    mem[5928] = 14'h0000;
+    mem[5929] = 14'h0000;
+    mem[5930] = 14'h0000;
+    mem[5931] = 14'h0000;
+    mem[5932] = 14'h0000;
+    mem[5933] = 14'h0000;
+    mem[5934] = 14'h0000;
+    mem[5935] = 14'h0000;
+    mem[5936] = 14'h0000;
+    mem[5937] = 14'h0000;
+    mem[5938] = 14'h0000;
+    mem[5939] = 14'h0000;
+    mem[5940] = 14'h0000;
+    mem[5941] = 14'h0000;
+    mem[5942] = 14'h0000;
+    mem[5943] = 14'h0000;
+    mem[5944] = 14'h0000;
+    mem[5945] = 14'h0000;
+    mem[5946] = 14'h0000;
+    mem[5947] = 14'h0000;
+    mem[5948] = 14'h0000;
+    mem[5949] = 14'h0000;
+    mem[5950] = 14'h0000;
+    mem[5951] = 14'h0000;
+    mem[5952] = 14'h0000;
+    mem[5953] = 14'h0000;
+    mem[5954] = 14'h0000;
+    mem[5955] = 14'h0000;
+    mem[5956] = 14'h0000;
+    mem[5957] = 14'h0000;
+    mem[5958] = 14'h0000;
+    mem[5959] = 14'h0000;
+    mem[5960] = 14'h0000;
+    mem[5961] = 14'h0000;
+    mem[5962] = 14'h0000;
+    mem[5963] = 14'h0000;
+    mem[5964] = 14'h0000;
+    mem[5965] = 14'h0000;
+    mem[5966] = 14'h0000;
+    mem[5967] = 14'h0000;
+    mem[5968] = 14'h0000;
+    mem[5969] = 14'h0000;
+    mem[5970] = 14'h0000;
+    mem[5971] = 14'h0000;
+    mem[5972] = 14'h0000;
+    mem[5973] = 14'h0000;
+    mem[5974] = 14'h0000;
+    mem[5975] = 14'h0000;
+    mem[5976] = 14'h0000;
+    mem[5977] = 14'h0000;
+    mem[5978] = 14'h0000;
+    mem[5979] = 14'h0000;
+    mem[5980] = 14'h0000;
+    mem[5981] = 14'h0000;
+    mem[5982] = 14'h0000;
+    mem[5983] = 14'h0000;
+    mem[5984] = 14'h0000;
+    mem[5985] = 14'h0000;
+    mem[5986] = 14'h0000;
+    mem[5987] = 14'h0000;
+    mem[5988] = 14'h0000;
+    mem[5989] = 14'h0000;
+    mem[5990] = 14'h0000;
+    mem[5991] = 14'h0000;
+    mem[5992] = 14'h0000;
+    mem[5993] = 14'h0000;
+    mem[5994] = 14'h0000;
+    mem[5995] = 14'h0000;
+    mem[5996] = 14'h0000;
+    mem[5997] = 14'h0000;
+    mem[5998] = 14'h0000;
+    mem[5999] = 14'h0000;
+    mem[6000] = 14'h0000;
+    mem[6001] = 14'h0000;
+    mem[6002] = 14'h0000;
+    mem[6003] = 14'h0000;
+    mem[6004] = 14'h0000;
+    mem[6005] = 14'h0000;
+    mem[6006] = 14'h0000;
+    mem[6007] = 14'h0000;
+    mem[6008] = 14'h0000;
+    mem[6009] = 14'h0000;
+    mem[6010] = 14'h0000;
+    mem[6011] = 14'h0000;
+    mem[6012] = 14'h0000;
+    mem[6013] = 14'h0000;
+    mem[6014] = 14'h0000;
+    mem[6015] = 14'h0000;
+    mem[6016] = 14'h0000;
+    mem[6017] = 14'h0000;
+    mem[6018] = 14'h0000;
+    mem[6019] = 14'h0000;
+    mem[6020] = 14'h0000;
+    mem[6021] = 14'h0000;
+    mem[6022] = 14'h0000;
+    mem[6023] = 14'h0000;
+    mem[6024] = 14'h0000;
+    mem[6025] = 14'h0000;
+    mem[6026] = 14'h0000;
+    mem[6027] = 14'h0000;
+    mem[6028] = 14'h0000;
+    mem[6029] = 14'h0000;
+    mem[6030] = 14'h0000;
+    mem[6031] = 14'h0000;
+    mem[6032] = 14'h0000;
+    mem[6033] = 14'h0000;
+    mem[6034] = 14'h0000;
+    mem[6035] = 14'h0000;
+    mem[6036] = 14'h0000;
+    mem[6037] = 14'h0000;
+    mem[6038] = 14'h0000;
+    mem[6039] = 14'h0000;
+    mem[6040] = 14'h0000;
+    mem[6041] = 14'h0000;
+    mem[6042] = 14'h0000;
+    mem[6043] = 14'h0000;
+    mem[6044] = 14'h0000;
+    mem[6045] = 14'h0000;
+    mem[6046] = 14'h0000;
+    mem[6047] = 14'h0000;
+    mem[6048] = 14'h0000;
+    mem[6049] = 14'h0000;
+    mem[6050] = 14'h0000;
+    mem[6051] = 14'h0000;
+    mem[6052] = 14'h0000;
+    mem[6053] = 14'h0000;
+    mem[6054] = 14'h0000;
+    mem[6055] = 14'h0000;
+    mem[6056] = 14'h0000;
+    mem[6057] = 14'h0000;
+    mem[6058] = 14'h0000;
+    mem[6059] = 14'h0000;
+    mem[6060] = 14'h0000;
+    mem[6061] = 14'h0000;
+    mem[6062] = 14'h0000;
+    mem[6063] = 14'h0000;
+    mem[6064] = 14'h0000;
+    mem[6065] = 14'h0000;
+    mem[6066] = 14'h0000;
+    mem[6067] = 14'h0000;
+    mem[6068] = 14'h0000;
+    mem[6069] = 14'h0000;
+    mem[6070] = 14'h0000;
+    mem[6071] = 14'h0000;
+    mem[6072] = 14'h0000;
+    mem[6073] = 14'h0000;
+    mem[6074] = 14'h0000;
+    mem[6075] = 14'h0000;
+    mem[6076] = 14'h0000;
+    mem[6077] = 14'h0000;
+    mem[6078] = 14'h0000;
+    mem[6079] = 14'h0000;
+    mem[6080] = 14'h0000;
+    mem[6081] = 14'h0000;
+    mem[6082] = 14'h0000;
+    mem[6083] = 14'h0000;
+    mem[6084] = 14'h0000;
+    mem[6085] = 14'h0000;
+    mem[6086] = 14'h0000;
+    mem[6087] = 14'h0000;
+    mem[6088] = 14'h0000;
+    mem[6089] = 14'h0000;
+    mem[6090] = 14'h0000;
+    mem[6091] = 14'h0000;
+    mem[6092] = 14'h0000;
+    mem[6093] = 14'h0000;
+    mem[6094] = 14'h0000;
+    mem[6095] = 14'h0000;
+    mem[6096] = 14'h0000;
+    mem[6097] = 14'h0000;
+    mem[6098] = 14'h0000;
+    mem[6099] = 14'h0000;
+    mem[6100] = 14'h0000;
+    mem[6101] = 14'h0000;
+    mem[6102] = 14'h0000;
+    mem[6103] = 14'h0000;
+    mem[6104] = 14'h0000;
+    mem[6105] = 14'h0000;
+    mem[6106] = 14'h0000;
+    mem[6107] = 14'h0000;
+    mem[6108] = 14'h0000;
+    mem[6109] = 14'h0000;
+    mem[6110] = 14'h0000;
+    mem[6111] = 14'h0000;
+    mem[6112] = 14'h0000;
+    mem[6113] = 14'h0000;
+    mem[6114] = 14'h0000;
+    mem[6115] = 14'h0000;
+    mem[6116] = 14'h0000;
+    mem[6117] = 14'h0000;
+    mem[6118] = 14'h0000;
+    mem[6119] = 14'h0000;
+    mem[6120] = 14'h0000;
+    mem[6121] = 14'h0000;
+    mem[6122] = 14'h0000;
+    mem[6123] = 14'h0000;
+    mem[6124] = 14'h0000;
+    mem[6125] = 14'h0000;
+    mem[6126] = 14'h0000;
+    mem[6127] = 14'h0000;
+    mem[6128] = 14'h0000;
+    mem[6129] = 14'h0000;
+    mem[6130] = 14'h0000;
+    mem[6131] = 14'h0000;
+    mem[6132] = 14'h0000;
+    mem[6133] = 14'h0000;
+    mem[6134] = 14'h0000;
+    mem[6135] = 14'h0000;
+    mem[6136] = 14'h0000;
+    mem[6137] = 14'h0000;
+    mem[6138] = 14'h0000;
+    mem[6139] = 14'h0000;
+    mem[6140] = 14'h0000;
+    mem[6141] = 14'h0000;
+    mem[6142] = 14'h0000;
+    mem[6143] = 14'h0000;
+    mem[6144] = 14'h0000;
+    mem[6145] = 14'h0000;
+    mem[6146] = 14'h0000;
+    mem[6147] = 14'h0000;
+    mem[6148] = 14'h0000;
+    mem[6149] = 14'h0000;
+    mem[6150] = 14'h0000;
+    mem[6151] = 14'h0000;
+    mem[6152] = 14'h0000;
+    mem[6153] = 14'h0000;
+    mem[6154] = 14'h0000;
+    mem[6155] = 14'h0000;
+    mem[6156] = 14'h0000;
+    mem[6157] = 14'h0000;
+    mem[6158] = 14'h0000;
+    mem[6159] = 14'h0000;
+    mem[6160] = 14'h0000;
+    mem[6161] = 14'h0000;
+    mem[6162] = 14'h0000;
+    mem[6163] = 14'h0000;
+    mem[6164] = 14'h0000;
+    mem[6165] = 14'h0000;
+    mem[6166] = 14'h0000;
+    mem[6167] = 14'h0000;
+    mem[6168] = 14'h0000;
+    mem[6169] = 14'h0000;
+    mem[6170] = 14'h0000;
+    mem[6171] = 14'h0000;
+    mem[6172] = 14'h0000;
+    mem[6173] = 14'h0000;
+    mem[6174] = 14'h0000;
+    mem[6175] = 14'h0000;
+    mem[6176] = 14'h0000;
+    mem[6177] = 14'h0000;
+    mem[6178] = 14'h0000;
+    mem[6179] = 14'h0000;
+    mem[6180] = 14'h0000;
+    mem[6181] = 14'h0000;
+    mem[6182] = 14'h0000;
+    mem[6183] = 14'h0000;
+    mem[6184] = 14'h0000;
+    mem[6185] = 14'h0000;
+    mem[6186] = 14'h0000;
+    mem[6187] = 14'h0000;
+    mem[6188] = 14'h0000;
+    mem[6189] = 14'h0000;
+    mem[6190] = 14'h0000;
+    mem[6191] = 14'h0000;
+    mem[6192] = 14'h0000;
+    mem[6193] = 14'h0000;
+    mem[6194] = 14'h0000;
+    mem[6195] = 14'h0000;
+    mem[6196] = 14'h0000;
+    mem[6197] = 14'h0000;
+    mem[6198] = 14'h0000;
+    mem[6199] = 14'h0000;
+    mem[6200] = 14'h0000;
+    mem[6201] = 14'h0000;
+    mem[6202] = 14'h0000;
+    mem[6203] = 14'h0000;
+    mem[6204] = 14'h0000;
+    mem[6205] = 14'h0000;
+    mem[6206] = 14'h0000;
+    mem[6207] = 14'h0000;
+    mem[6208] = 14'h0000;
+    mem[6209] = 14'h0000;
+    mem[6210] = 14'h0000;
+    mem[6211] = 14'h0000;
+    mem[6212] = 14'h0000;
+    mem[6213] = 14'h0000;
+    mem[6214] = 14'h0000;
+    mem[6215] = 14'h0000;
+    mem[6216] = 14'h0000;
+    mem[6217] = 14'h0000;
+    mem[6218] = 14'h0000;
+    mem[6219] = 14'h0000;
+    mem[6220] = 14'h0000;
+    mem[6221] = 14'h0000;
+    mem[6222] = 14'h0000;
+    mem[6223] = 14'h0000;
+    mem[6224] = 14'h0000;
+    mem[6225] = 14'h0000;
+    mem[6226] = 14'h0000;
+    mem[6227] = 14'h0000;
+    mem[6228] = 14'h0000;
+    mem[6229] = 14'h0000;
+    mem[6230] = 14'h0000;
+    mem[6231] = 14'h0000;
+    mem[6232] = 14'h0000;
+    mem[6233] = 14'h0000;
+    mem[6234] = 14'h0000;
+    mem[6235] = 14'h0000;
+    mem[6236] = 14'h0000;
+    mem[6237] = 14'h0000;
+    mem[6238] = 14'h0000;
+    mem[6239] = 14'h0000;
+    mem[6240] = 14'h0000;
+    mem[6241] = 14'h0000;
+    mem[6242] = 14'h0000;
+    mem[6243] = 14'h0000;
+    mem[6244] = 14'h0000;
+    mem[6245] = 14'h0000;
+    mem[6246] = 14'h0000;
+    mem[6247] = 14'h0000;
+    mem[6248] = 14'h0000;
+    mem[6249] = 14'h0000;
+    mem[6250] = 14'h0000;
+    mem[6251] = 14'h0000;
+    mem[6252] = 14'h0000;
+    mem[6253] = 14'h0000;
+    mem[6254] = 14'h0000;
+    mem[6255] = 14'h0000;
+    mem[6256] = 14'h0000;
+    mem[6257] = 14'h0000;
+    mem[6258] = 14'h0000;
+    mem[6259] = 14'h0000;
+    mem[6260] = 14'h0000;
+    mem[6261] = 14'h0000;
+    mem[6262] = 14'h0000;
+    mem[6263] = 14'h0000;
+    mem[6264] = 14'h0000;
+    mem[6265] = 14'h0000;
+    mem[6266] = 14'h0000;
+    mem[6267] = 14'h0000;
+    mem[6268] = 14'h0000;
+    mem[6269] = 14'h0000;
+    mem[6270] = 14'h0000;
+    mem[6271] = 14'h0000;
+    mem[6272] = 14'h0000;
+    mem[6273] = 14'h0000;
+    mem[6274] = 14'h0000;
+    mem[6275] = 14'h0000;
+    mem[6276] = 14'h0000;
+    mem[6277] = 14'h0000;
+    mem[6278] = 14'h0000;
+    mem[6279] = 14'h0000;
+    mem[6280] = 14'h0000;
+    mem[6281] = 14'h0000;
+    mem[6282] = 14'h0000;
+    mem[6283] = 14'h0000;
+    mem[6284] = 14'h0000;
+    mem[6285] = 14'h0000;
+    mem[6286] = 14'h0000;
+    mem[6287] = 14'h0000;
+    mem[6288] = 14'h0000;
+    mem[6289] = 14'h0000;
+    mem[6290] = 14'h0000;
+    mem[6291] = 14'h0000;
+    mem[6292] = 14'h0000;
+    mem[6293] = 14'h0000;
+    mem[6294] = 14'h0000;
+    mem[6295] = 14'h0000;
+    mem[6296] = 14'h0000;
+    mem[6297] = 14'h0000;
+    mem[6298] = 14'h0000;
+    mem[6299] = 14'h0000;
+    mem[6300] = 14'h0000;
+    mem[6301] = 14'h0000;
+    mem[6302] = 14'h0000;
+    mem[6303] = 14'h0000;
+    mem[6304] = 14'h0000;
+    mem[6305] = 14'h0000;
+    mem[6306] = 14'h0000;
+    mem[6307] = 14'h0000;
+    mem[6308] = 14'h0000;
+    mem[6309] = 14'h0000;
+    mem[6310] = 14'h0000;
+    mem[6311] = 14'h0000;
+    mem[6312] = 14'h0000;
+    mem[6313] = 14'h0000;
+    mem[6314] = 14'h0000;
+    mem[6315] = 14'h0000;
+    mem[6316] = 14'h0000;
+    mem[6317] = 14'h0000;
+    mem[6318] = 14'h0000;
+    mem[6319] = 14'h0000;
+    mem[6320] = 14'h0000;
+    mem[6321] = 14'h0000;
+    mem[6322] = 14'h0000;
+    mem[6323] = 14'h0000;
+    mem[6324] = 14'h0000;
+    mem[6325] = 14'h0000;
+    mem[6326] = 14'h0000;
+    mem[6327] = 14'h0000;
+    mem[6328] = 14'h0000;
+    mem[6329] = 14'h0000;
+    mem[6330] = 14'h0000;
+    mem[6331] = 14'h0000;
+    mem[6332] = 14'h0000;
+    mem[6333] = 14'h0000;
+    mem[6334] = 14'h0000;
+    mem[6335] = 14'h0000;
+    mem[6336] = 14'h0000;
+    mem[6337] = 14'h0000;
+    mem[6338] = 14'h0000;
+    mem[6339] = 14'h0000;
+    mem[6340] = 14'h0000;
+    mem[6341] = 14'h0000;
+    mem[6342] = 14'h0000;
+    mem[6343] = 14'h0000;
+    mem[6344] = 14'h0000;
+    mem[6345] = 14'h0000;
+    mem[6346] = 14'h0000;
+    mem[6347] = 14'h0000;
+    mem[6348] = 14'h0000;
+    mem[6349] = 14'h0000;
+    mem[6350] = 14'h0000;
+    mem[6351] = 14'h0000;
+    mem[6352] = 14'h0000;
+    mem[6353] = 14'h0000;
+    mem[6354] = 14'h0000;
+    mem[6355] = 14'h0000;
+    mem[6356] = 14'h0000;
+    mem[6357] = 14'h0000;
+    mem[6358] = 14'h0000;
+    mem[6359] = 14'h0000;
+    mem[6360] = 14'h0000;
+    mem[6361] = 14'h0000;
+    mem[6362] = 14'h0000;
+    mem[6363] = 14'h0000;
+    mem[6364] = 14'h0000;
+    mem[6365] = 14'h0000;
+    mem[6366] = 14'h0000;
+    mem[6367] = 14'h0000;
+    mem[6368] = 14'h0000;
+    mem[6369] = 14'h0000;
+    mem[6370] = 14'h0000;
+    mem[6371] = 14'h0000;
+    mem[6372] = 14'h0000;
+    mem[6373] = 14'h0000;
+    mem[6374] = 14'h0000;
+    mem[6375] = 14'h0000;
+    mem[6376] = 14'h0000;
+    mem[6377] = 14'h0000;
+    mem[6378] = 14'h0000;
+    mem[6379] = 14'h0000;
+    mem[6380] = 14'h0000;
+    mem[6381] = 14'h0000;
+    mem[6382] = 14'h0000;
+    mem[6383] = 14'h0000;
+    mem[6384] = 14'h0000;
+    mem[6385] = 14'h0000;
+    mem[6386] = 14'h0000;
+    mem[6387] = 14'h0000;
+    mem[6388] = 14'h0000;
+    mem[6389] = 14'h0000;
+    mem[6390] = 14'h0000;
+    mem[6391] = 14'h0000;
+    mem[6392] = 14'h0000;
+    mem[6393] = 14'h0000;
+    mem[6394] = 14'h0000;
+    mem[6395] = 14'h0000;
+    mem[6396] = 14'h0000;
+    mem[6397] = 14'h0000;
+    mem[6398] = 14'h0000;
+    mem[6399] = 14'h0000;
+    mem[6400] = 14'h0000;
+    mem[6401] = 14'h0000;
+    mem[6402] = 14'h0000;
+    mem[6403] = 14'h0000;
+    mem[6404] = 14'h0000;
+    mem[6405] = 14'h0000;
+    mem[6406] = 14'h0000;
+    mem[6407] = 14'h0000;
+    mem[6408] = 14'h0000;
+    mem[6409] = 14'h0000;
+    mem[6410] = 14'h0000;
+    mem[6411] = 14'h0000;
+    mem[6412] = 14'h0000;
+    mem[6413] = 14'h0000;
+    mem[6414] = 14'h0000;
+    mem[6415] = 14'h0000;
+    mem[6416] = 14'h0000;
+    mem[6417] = 14'h0000;
+    mem[6418] = 14'h0000;
+    mem[6419] = 14'h0000;
+    mem[6420] = 14'h0000;
+    mem[6421] = 14'h0000;
+    mem[6422] = 14'h0000;
+    mem[6423] = 14'h0000;
+    mem[6424] = 14'h0000;
+    mem[6425] = 14'h0000;
+    mem[6426] = 14'h0000;
+    mem[6427] = 14'h0000;
+    mem[6428] = 14'h0000;
+    mem[6429] = 14'h0000;
+    mem[6430] = 14'h0000;
+    mem[6431] = 14'h0000;
+    mem[6432] = 14'h0000;
+    mem[6433] = 14'h0000;
+    mem[6434] = 14'h0000;
+    mem[6435] = 14'h0000;
+    mem[6436] = 14'h0000;
+    mem[6437] = 14'h0000;
+    mem[6438] = 14'h0000;
+    mem[6439] = 14'h0000;
+    mem[6440] = 14'h0000;
+    mem[6441] = 14'h0000;
+    mem[6442] = 14'h0000;
+    mem[6443] = 14'h0000;
+    mem[6444] = 14'h0000;
+    mem[6445] = 14'h0000;
+    mem[6446] = 14'h0000;
+    mem[6447] = 14'h0000;
+    mem[6448] = 14'h0000;
+    mem[6449] = 14'h0000;
+    mem[6450] = 14'h0000;
+    mem[6451] = 14'h0000;
+    mem[6452] = 14'h0000;
+    mem[6453] = 14'h0000;
+    mem[6454] = 14'h0000;
+    mem[6455] = 14'h0000;
+    mem[6456] = 14'h0000;
+    mem[6457] = 14'h0000;
+    mem[6458] = 14'h0000;
+    mem[6459] = 14'h0000;
+    mem[6460] = 14'h0000;
+    mem[6461] = 14'h0000;
+    mem[6462] = 14'h0000;
+    mem[6463] = 14'h0000;
+    mem[6464] = 14'h0000;
+    mem[6465] = 14'h0000;
+    mem[6466] = 14'h0000;
+    mem[6467] = 14'h0000;
+    mem[6468] = 14'h0000;
+    mem[6469] = 14'h0000;
+    mem[6470] = 14'h0000;
+    mem[6471] = 14'h0000;
+    mem[6472] = 14'h0000;
+    mem[6473] = 14'h0000;
+    mem[6474] = 14'h0000;
+    mem[6475] = 14'h0000;
+    mem[6476] = 14'h0000;
+    mem[6477] = 14'h0000;
+    mem[6478] = 14'h0000;
+    mem[6479] = 14'h0000;
+    mem[6480] = 14'h0000;
+    mem[6481] = 14'h0000;
+    mem[6482] = 14'h0000;
+    mem[6483] = 14'h0000;
+    mem[6484] = 14'h0000;
+    mem[6485] = 14'h0000;
+    mem[6486] = 14'h0000;
+    mem[6487] = 14'h0000;
+    mem[6488] = 14'h0000;
+    mem[6489] = 14'h0000;
+    mem[6490] = 14'h0000;
+    mem[6491] = 14'h0000;
+    mem[6492] = 14'h0000;
+    mem[6493] = 14'h0000;
+    mem[6494] = 14'h0000;
+    mem[6495] = 14'h0000;
+    mem[6496] = 14'h0000;
+    mem[6497] = 14'h0000;
+    mem[6498] = 14'h0000;
+    mem[6499] = 14'h0000;
+    mem[6500] = 14'h0000;
+    mem[6501] = 14'h0000;
+    mem[6502] = 14'h0000;
+    mem[6503] = 14'h0000;
+    mem[6504] = 14'h0000;
+    mem[6505] = 14'h0000;
+    mem[6506] = 14'h0000;
+    mem[6507] = 14'h0000;
+    mem[6508] = 14'h0000;
+    mem[6509] = 14'h0000;
+    mem[6510] = 14'h0000;
+    mem[6511] = 14'h0000;
+    mem[6512] = 14'h0000;
+    mem[6513] = 14'h0000;
+    mem[6514] = 14'h0000;
+    mem[6515] = 14'h0000;
+    mem[6516] = 14'h0000;
+    mem[6517] = 14'h0000;
+    mem[6518] = 14'h0000;
+    mem[6519] = 14'h0000;
+    mem[6520] = 14'h0000;
+    mem[6521] = 14'h0000;
+    mem[6522] = 14'h0000;
+    mem[6523] = 14'h0000;
+    mem[6524] = 14'h0000;
+    mem[6525] = 14'h0000;
+    mem[6526] = 14'h0000;
+    mem[6527] = 14'h0000;
+    mem[6528] = 14'h0000;
+    mem[6529] = 14'h0000;
+    mem[6530] = 14'h0000;
+    mem[6531] = 14'h0000;
+    mem[6532] = 14'h0000;
+    mem[6533] = 14'h0000;
+    mem[6534] = 14'h0000;
+    mem[6535] = 14'h0000;
+    mem[6536] = 14'h0000;
+    mem[6537] = 14'h0000;
+    mem[6538] = 14'h0000;
+    mem[6539] = 14'h0000;
+    mem[6540] = 14'h0000;
+    mem[6541] = 14'h0000;
+    mem[6542] = 14'h0000;
+    mem[6543] = 14'h0000;
+    mem[6544] = 14'h0000;
+    mem[6545] = 14'h0000;
+    mem[6546] = 14'h0000;
+    mem[6547] = 14'h0000;
+    mem[6548] = 14'h0000;
+    mem[6549] = 14'h0000;
+    mem[6550] = 14'h0000;
+    mem[6551] = 14'h0000;
+    mem[6552] = 14'h0000;
+    mem[6553] = 14'h0000;
+    mem[6554] = 14'h0000;
+    mem[6555] = 14'h0000;
+    mem[6556] = 14'h0000;
+    mem[6557] = 14'h0000;
+    mem[6558] = 14'h0000;
+    mem[6559] = 14'h0000;
+    mem[6560] = 14'h0000;
+    mem[6561] = 14'h0000;
+    mem[6562] = 14'h0000;
+    mem[6563] = 14'h0000;
+    mem[6564] = 14'h0000;
+    mem[6565] = 14'h0000;
+    mem[6566] = 14'h0000;
+    mem[6567] = 14'h0000;
+    mem[6568] = 14'h0000;
+    mem[6569] = 14'h0000;
+    mem[6570] = 14'h0000;
+    mem[6571] = 14'h0000;
+    mem[6572] = 14'h0000;
+    mem[6573] = 14'h0000;
+    mem[6574] = 14'h0000;
+    mem[6575] = 14'h0000;
+    mem[6576] = 14'h0000;
+    mem[6577] = 14'h0000;
+    mem[6578] = 14'h0000;
+    mem[6579] = 14'h0000;
+    mem[6580] = 14'h0000;
+    mem[6581] = 14'h0000;
+    mem[6582] = 14'h0000;
+    mem[6583] = 14'h0000;
+    mem[6584] = 14'h0000;
+    mem[6585] = 14'h0000;
+    mem[6586] = 14'h0000;
+    mem[6587] = 14'h0000;
+    mem[6588] = 14'h0000;
+    mem[6589] = 14'h0000;
+    mem[6590] = 14'h0000;
+    mem[6591] = 14'h0000;
+    mem[6592] = 14'h0000;
+    mem[6593] = 14'h0000;
+    mem[6594] = 14'h0000;
+    mem[6595] = 14'h0000;
+    mem[6596] = 14'h0000;
+    mem[6597] = 14'h0000;
+    mem[6598] = 14'h0000;
+    mem[6599] = 14'h0000;
+    mem[6600] = 14'h0000;
+    mem[6601] = 14'h0000;
+    mem[6602] = 14'h0000;
+    mem[6603] = 14'h0000;
+    mem[6604] = 14'h0000;
+    mem[6605] = 14'h0000;
+    mem[6606] = 14'h0000;
+    mem[6607] = 14'h0000;
+    mem[6608] = 14'h0000;
+    mem[6609] = 14'h0000;
+    mem[6610] = 14'h0000;
+    mem[6611] = 14'h0000;
+    mem[6612] = 14'h0000;
+    mem[6613] = 14'h0000;
+    mem[6614] = 14'h0000;
+    mem[6615] = 14'h0000;
+    mem[6616] = 14'h0000;
+    mem[6617] = 14'h0000;
+    mem[6618] = 14'h0000;
+    mem[6619] = 14'h0000;
+    mem[6620] = 14'h0000;
+    mem[6621] = 14'h0000;
+    mem[6622] = 14'h0000;
+    mem[6623] = 14'h0000;
+    mem[6624] = 14'h0000;
+    mem[6625] = 14'h0000;
+    mem[6626] = 14'h0000;
+    mem[6627] = 14'h0000;
+    mem[6628] = 14'h0000;
+    mem[6629] = 14'h0000;
+    mem[6630] = 14'h0000;
+    mem[6631] = 14'h0000;
+    mem[6632] = 14'h0000;
+    mem[6633] = 14'h0000;
+    mem[6634] = 14'h0000;
+    mem[6635] = 14'h0000;
+    mem[6636] = 14'h0000;
+    mem[6637] = 14'h0000;
+    mem[6638] = 14'h0000;
+    mem[6639] = 14'h0000;
+    mem[6640] = 14'h0000;
+    mem[6641] = 14'h0000;
+    mem[6642] = 14'h0000;
+    mem[6643] = 14'h0000;
+    mem[6644] = 14'h0000;
+    mem[6645] = 14'h0000;
+    mem[6646] = 14'h0000;
+    mem[6647] = 14'h0000;
+    mem[6648] = 14'h0000;
+    mem[6649] = 14'h0000;
+    mem[6650] = 14'h0000;
+    mem[6651] = 14'h0000;
+    mem[6652] = 14'h0000;
+    mem[6653] = 14'h0000;
+    mem[6654] = 14'h0000;
+    mem[6655] = 14'h0000;
+    mem[6656] = 14'h0000;
+    mem[6657] = 14'h0000;
+    mem[6658] = 14'h0000;
+    mem[6659] = 14'h0000;
+    mem[6660] = 14'h0000;
+    mem[6661] = 14'h0000;
+    mem[6662] = 14'h0000;
+    mem[6663] = 14'h0000;
+    mem[6664] = 14'h0000;
+    mem[6665] = 14'h0000;
+    mem[6666] = 14'h0000;
+    mem[6667] = 14'h0000;
+    mem[6668] = 14'h0000;
+    mem[6669] = 14'h0000;
+    mem[6670] = 14'h0000;
+    mem[6671] = 14'h0000;
+    mem[6672] = 14'h0000;
+    mem[6673] = 14'h0000;
+    mem[6674] = 14'h0000;
+    mem[6675] = 14'h0000;
+    mem[6676] = 14'h0000;
+    mem[6677] = 14'h0000;
+    mem[6678] = 14'h0000;
+    mem[6679] = 14'h0000;
+    mem[6680] = 14'h0000;
+    mem[6681] = 14'h0000;
+    mem[6682] = 14'h0000;
+    mem[6683] = 14'h0000;
+    mem[6684] = 14'h0000;
+    mem[6685] = 14'h0000;
+    mem[6686] = 14'h0000;
+    mem[6687] = 14'h0000;
+    mem[6688] = 14'h0000;
+    mem[6689] = 14'h0000;
+    mem[6690] = 14'h0000;
+    mem[6691] = 14'h0000;
+    mem[6692] = 14'h0000;
+    mem[6693] = 14'h0000;
+    mem[6694] = 14'h0000;
+    mem[6695] = 14'h0000;
+    mem[6696] = 14'h0000;
+    mem[6697] = 14'h0000;
+    mem[6698] = 14'h0000;
+    mem[6699] = 14'h0000;
+    mem[6700] = 14'h0000;
+    mem[6701] = 14'h0000;
+    mem[6702] = 14'h0000;
+    mem[6703] = 14'h0000;
+    mem[6704] = 14'h0000;
+    mem[6705] = 14'h0000;
+    mem[6706] = 14'h0000;
+    mem[6707] = 14'h0000;
+    mem[6708] = 14'h0000;
+    mem[6709] = 14'h0000;
+    mem[6710] = 14'h0000;
+    mem[6711] = 14'h0000;
+    mem[6712] = 14'h0000;
+    mem[6713] = 14'h0000;
+    mem[6714] = 14'h0000;
+    mem[6715] = 14'h0000;
+    mem[6716] = 14'h0000;
+    mem[6717] = 14'h0000;
+    mem[6718] = 14'h0000;
+    mem[6719] = 14'h0000;
+    mem[6720] = 14'h0000;
+    mem[6721] = 14'h0000;
+    mem[6722] = 14'h0000;
+    mem[6723] = 14'h0000;
+    mem[6724] = 14'h0000;
+    mem[6725] = 14'h0000;
+    mem[6726] = 14'h0000;
+    mem[6727] = 14'h0000;
+    mem[6728] = 14'h0000;
+    mem[6729] = 14'h0000;
+    mem[6730] = 14'h0000;
+    mem[6731] = 14'h0000;
+    mem[6732] = 14'h0000;
+    mem[6733] = 14'h0000;
+    mem[6734] = 14'h0000;
+    mem[6735] = 14'h0000;
+    mem[6736] = 14'h0000;
+    mem[6737] = 14'h0000;
+    mem[6738] = 14'h0000;
+    mem[6739] = 14'h0000;
+    mem[6740] = 14'h0000;
+    mem[6741] = 14'h0000;
+    mem[6742] = 14'h0000;
+    mem[6743] = 14'h0000;
+    mem[6744] = 14'h0000;
+    mem[6745] = 14'h0000;
+    mem[6746] = 14'h0000;
+    mem[6747] = 14'h0000;
+    mem[6748] = 14'h0000;
+    mem[6749] = 14'h0000;
+    mem[6750] = 14'h0000;
+    mem[6751] = 14'h0000;
+    mem[6752] = 14'h0000;
+    mem[6753] = 14'h0000;
+    mem[6754] = 14'h0000;
+    mem[6755] = 14'h0000;
+    mem[6756] = 14'h0000;
+    mem[6757] = 14'h0000;
+    mem[6758] = 14'h0000;
+    mem[6759] = 14'h0000;
+    mem[6760] = 14'h0000;
+    mem[6761] = 14'h0000;
+    mem[6762] = 14'h0000;
+    mem[6763] = 14'h0000;
+    mem[6764] = 14'h0000;
+    mem[6765] = 14'h0000;
+    mem[6766] = 14'h0000;
+    mem[6767] = 14'h0000;
+    mem[6768] = 14'h0000;
+    mem[6769] = 14'h0000;
+    mem[6770] = 14'h0000;
+    mem[6771] = 14'h0000;
+    mem[6772] = 14'h0000;
+    mem[6773] = 14'h0000;
+    mem[6774] = 14'h0000;
+    mem[6775] = 14'h0000;
+    mem[6776] = 14'h0000;
+    mem[6777] = 14'h0000;
+    mem[6778] = 14'h0000;
+    mem[6779] = 14'h0000;
+    mem[6780] = 14'h0000;
+    mem[6781] = 14'h0000;
+    mem[6782] = 14'h0000;
+    mem[6783] = 14'h0000;
+    mem[6784] = 14'h0000;
+    mem[6785] = 14'h0000;
+    mem[6786] = 14'h0000;
+    mem[6787] = 14'h0000;
+    mem[6788] = 14'h0000;
+    mem[6789] = 14'h0000;
+    mem[6790] = 14'h0000;
+    mem[6791] = 14'h0000;
+    mem[6792] = 14'h0000;
+    mem[6793] = 14'h0000;
+    mem[6794] = 14'h0000;
+    mem[6795] = 14'h0000;
+    mem[6796] = 14'h0000;
+    mem[6797] = 14'h0000;
+    mem[6798] = 14'h0000;
+    mem[6799] = 14'h0000;
+    mem[6800] = 14'h0000;
+    mem[6801] = 14'h0000;
+    mem[6802] = 14'h0000;
+    mem[6803] = 14'h0000;
+    mem[6804] = 14'h0000;
+    mem[6805] = 14'h0000;
+    mem[6806] = 14'h0000;
+    mem[6807] = 14'h0000;
+    mem[6808] = 14'h0000;
+    mem[6809] = 14'h0000;
+    mem[6810] = 14'h0000;
+    mem[6811] = 14'h0000;
+    mem[6812] = 14'h0000;
+    mem[6813] = 14'h0000;
+    mem[6814] = 14'h0000;
+    mem[6815] = 14'h0000;
+    mem[6816] = 14'h0000;
+    mem[6817] = 14'h0000;
+    mem[6818] = 14'h0000;
+    mem[6819] = 14'h0000;
+    mem[6820] = 14'h0000;
+    mem[6821] = 14'h0000;
+    mem[6822] = 14'h0000;
+    mem[6823] = 14'h0000;
+    mem[6824] = 14'h0000;
+    mem[6825] = 14'h0000;
+    mem[6826] = 14'h0000;
+    mem[6827] = 14'h0000;
+    mem[6828] = 14'h0000;
+    mem[6829] = 14'h0000;
+    mem[6830] = 14'h0000;
+    mem[6831] = 14'h0000;
+    mem[6832] = 14'h0000;
+    mem[6833] = 14'h0000;
+    mem[6834] = 14'h0000;
+    mem[6835] = 14'h0000;
+    mem[6836] = 14'h0000;
+    mem[6837] = 14'h0000;
+    mem[6838] = 14'h0000;
+    mem[6839] = 14'h0000;
+    mem[6840] = 14'h0000;
+    mem[6841] = 14'h0000;
+    mem[6842] = 14'h0000;
+    mem[6843] = 14'h0000;
+    mem[6844] = 14'h0000;
+    mem[6845] = 14'h0000;
+    mem[6846] = 14'h0000;
+    mem[6847] = 14'h0000;
+    mem[6848] = 14'h0000;
+    mem[6849] = 14'h0000;
+    mem[6850] = 14'h0000;
+    mem[6851] = 14'h0000;
+    mem[6852] = 14'h0000;
+    mem[6853] = 14'h0000;
+    mem[6854] = 14'h0000;
+    mem[6855] = 14'h0000;
+    mem[6856] = 14'h0000;
+    mem[6857] = 14'h0000;
+    mem[6858] = 14'h0000;
+    mem[6859] = 14'h0000;
+    mem[6860] = 14'h0000;
+    mem[6861] = 14'h0000;
+    mem[6862] = 14'h0000;
+    mem[6863] = 14'h0000;
+    mem[6864] = 14'h0000;
+    mem[6865] = 14'h0000;
+    mem[6866] = 14'h0000;
+    mem[6867] = 14'h0000;
+    mem[6868] = 14'h0000;
+    mem[6869] = 14'h0000;
+    mem[6870] = 14'h0000;
+    mem[6871] = 14'h0000;
+    mem[6872] = 14'h0000;
+    mem[6873] = 14'h0000;
+    mem[6874] = 14'h0000;
+    mem[6875] = 14'h0000;
+    mem[6876] = 14'h0000;
+    mem[6877] = 14'h0000;
+    mem[6878] = 14'h0000;
+    mem[6879] = 14'h0000;
+    mem[6880] = 14'h0000;
+    mem[6881] = 14'h0000;
+    mem[6882] = 14'h0000;
+    mem[6883] = 14'h0000;
+    mem[6884] = 14'h0000;
+    mem[6885] = 14'h0000;
+    mem[6886] = 14'h0000;
+    mem[6887] = 14'h0000;
+    mem[6888] = 14'h0000;
+    mem[6889] = 14'h0000;
+    mem[6890] = 14'h0000;
+    mem[6891] = 14'h0000;
+    mem[6892] = 14'h0000;
+    mem[6893] = 14'h0000;
+    mem[6894] = 14'h0000;
+    mem[6895] = 14'h0000;
+    mem[6896] = 14'h0000;
+    mem[6897] = 14'h0000;
+    mem[6898] = 14'h0000;
+    mem[6899] = 14'h0000;
+    mem[6900] = 14'h0000;
+    mem[6901] = 14'h0000;
+    mem[6902] = 14'h0000;
+    mem[6903] = 14'h0000;
+    mem[6904] = 14'h0000;
+    mem[6905] = 14'h0000;
+    mem[6906] = 14'h0000;
+    mem[6907] = 14'h0000;
+    mem[6908] = 14'h0000;
+    mem[6909] = 14'h0000;
+    mem[6910] = 14'h0000;
+    mem[6911] = 14'h0000;
+    mem[6912] = 14'h0000;
+    mem[6913] = 14'h0000;
+    mem[6914] = 14'h0000;
+    mem[6915] = 14'h0000;
+    mem[6916] = 14'h0000;
+    mem[6917] = 14'h0000;
+    mem[6918] = 14'h0000;
+    mem[6919] = 14'h0000;
+    mem[6920] = 14'h0000;
+    mem[6921] = 14'h0000;
+    mem[6922] = 14'h0000;
+    mem[6923] = 14'h0000;
+    mem[6924] = 14'h0000;
+    mem[6925] = 14'h0000;
+    mem[6926] = 14'h0000;
+    mem[6927] = 14'h0000;
+    mem[6928] = 14'h0000;
+    mem[6929] = 14'h0000;
+    mem[6930] = 14'h0000;
+    mem[6931] = 14'h0000;
+    mem[6932] = 14'h0000;
+    mem[6933] = 14'h0000;
+    mem[6934] = 14'h0000;
+    mem[6935] = 14'h0000;
+    mem[6936] = 14'h0000;
+    mem[6937] = 14'h0000;
+    mem[6938] = 14'h0000;
+    mem[6939] = 14'h0000;
+    mem[6940] = 14'h0000;
+    mem[6941] = 14'h0000;
+    mem[6942] = 14'h0000;
+    mem[6943] = 14'h0000;
+    mem[6944] = 14'h0000;
+    mem[6945] = 14'h0000;
+    mem[6946] = 14'h0000;
+    mem[6947] = 14'h0000;
+    mem[6948] = 14'h0000;
+    mem[6949] = 14'h0000;
+    mem[6950] = 14'h0000;
+    mem[6951] = 14'h0000;
+    mem[6952] = 14'h0000;
+    mem[6953] = 14'h0000;
+    mem[6954] = 14'h0000;
+    mem[6955] = 14'h0000;
+    mem[6956] = 14'h0000;
+    mem[6957] = 14'h0000;
+    mem[6958] = 14'h0000;
+    mem[6959] = 14'h0000;
+    mem[6960] = 14'h0000;
+    mem[6961] = 14'h0000;
+    mem[6962] = 14'h0000;
+    mem[6963] = 14'h0000;
+    mem[6964] = 14'h0000;
+    mem[6965] = 14'h0000;
+    mem[6966] = 14'h0000;
+    mem[6967] = 14'h0000;
+    mem[6968] = 14'h0000;
+    mem[6969] = 14'h0000;
+    mem[6970] = 14'h0000;
+    mem[6971] = 14'h0000;
+    mem[6972] = 14'h0000;
+    mem[6973] = 14'h0000;
+    mem[6974] = 14'h0000;
+    mem[6975] = 14'h0000;
+    mem[6976] = 14'h0000;
+    mem[6977] = 14'h0000;
+    mem[6978] = 14'h0000;
+    mem[6979] = 14'h0000;
+    mem[6980] = 14'h0000;
+    mem[6981] = 14'h0000;
+    mem[6982] = 14'h0000;
+    mem[6983] = 14'h0000;
+    mem[6984] = 14'h0000;
+    mem[6985] = 14'h0000;
+    mem[6986] = 14'h0000;
+    mem[6987] = 14'h0000;
+    mem[6988] = 14'h0000;
+    mem[6989] = 14'h0000;
+    mem[6990] = 14'h0000;
+    mem[6991] = 14'h0000;
+    mem[6992] = 14'h0000;
+    mem[6993] = 14'h0000;
+    mem[6994] = 14'h0000;
+    mem[6995] = 14'h0000;
+    mem[6996] = 14'h0000;
+    mem[6997] = 14'h0000;
+    mem[6998] = 14'h0000;
+    mem[6999] = 14'h0000;
+    mem[7000] = 14'h0000;
+    mem[7001] = 14'h0000;
+    mem[7002] = 14'h0000;
+    mem[7003] = 14'h0000;
+    mem[7004] = 14'h0000;
+    mem[7005] = 14'h0000;
+    mem[7006] = 14'h0000;
+    mem[7007] = 14'h0000;
+    mem[7008] = 14'h0000;
+    mem[7009] = 14'h0000;
+    mem[7010] = 14'h0000;
+    mem[7011] = 14'h0000;
+    mem[7012] = 14'h0000;
+    mem[7013] = 14'h0000;
+    mem[7014] = 14'h0000;
+    mem[7015] = 14'h0000;
+    mem[7016] = 14'h0000;
+    mem[7017] = 14'h0000;
+    mem[7018] = 14'h0000;
+    mem[7019] = 14'h0000;
+    mem[7020] = 14'h0000;
+    mem[7021] = 14'h0000;
+    mem[7022] = 14'h0000;
+    mem[7023] = 14'h0000;
+    mem[7024] = 14'h0000;
+    mem[7025] = 14'h0000;
+    mem[7026] = 14'h0000;
+    mem[7027] = 14'h0000;
+    mem[7028] = 14'h0000;
+    mem[7029] = 14'h0000;
+    mem[7030] = 14'h0000;
+    mem[7031] = 14'h0000;
+    mem[7032] = 14'h0000;
+    mem[7033] = 14'h0000;
+    mem[7034] = 14'h0000;
+    mem[7035] = 14'h0000;
+    mem[7036] = 14'h0000;
+    mem[7037] = 14'h0000;
+    mem[7038] = 14'h0000;
+    mem[7039] = 14'h0000;
+    mem[7040] = 14'h0000;
+    mem[7041] = 14'h0000;
+    mem[7042] = 14'h0000;
+    mem[7043] = 14'h0000;
+    mem[7044] = 14'h0000;
+    mem[7045] = 14'h0000;
+    mem[7046] = 14'h0000;
+    mem[7047] = 14'h0000;
+    mem[7048] = 14'h0000;
+    mem[7049] = 14'h0000;
+    mem[7050] = 14'h0000;
+    mem[7051] = 14'h0000;
+    mem[7052] = 14'h0000;
+    mem[7053] = 14'h0000;
+    mem[7054] = 14'h0000;
+    mem[7055] = 14'h0000;
+    mem[7056] = 14'h0000;
+    mem[7057] = 14'h0000;
+    mem[7058] = 14'h0000;
+    mem[7059] = 14'h0000;
+    mem[7060] = 14'h0000;
+    mem[7061] = 14'h0000;
+    mem[7062] = 14'h0000;
+    mem[7063] = 14'h0000;
+    mem[7064] = 14'h0000;
+    mem[7065] = 14'h0000;
+    mem[7066] = 14'h0000;
+    mem[7067] = 14'h0000;
+    mem[7068] = 14'h0000;
+    mem[7069] = 14'h0000;
+    mem[7070] = 14'h0000;
+    mem[7071] = 14'h0000;
+    mem[7072] = 14'h0000;
+    mem[7073] = 14'h0000;
+    mem[7074] = 14'h0000;
+    mem[7075] = 14'h0000;
+    mem[7076] = 14'h0000;
+    mem[7077] = 14'h0000;
+    mem[7078] = 14'h0000;
+    mem[7079] = 14'h0000;
+    mem[7080] = 14'h0000;
+    mem[7081] = 14'h0000;
+    mem[7082] = 14'h0000;
+    mem[7083] = 14'h0000;
+    mem[7084] = 14'h0000;
+    mem[7085] = 14'h0000;
+    mem[7086] = 14'h0000;
+    mem[7087] = 14'h0000;
+    mem[7088] = 14'h0000;
+    mem[7089] = 14'h0000;
+    mem[7090] = 14'h0000;
+    mem[7091] = 14'h0000;
+    mem[7092] = 14'h0000;
+    mem[7093] = 14'h0000;
+    mem[7094] = 14'h0000;
+    mem[7095] = 14'h0000;
+    mem[7096] = 14'h0000;
+    mem[7097] = 14'h0000;
+    mem[7098] = 14'h0000;
+    mem[7099] = 14'h0000;
+    mem[7100] = 14'h0000;
+    mem[7101] = 14'h0000;
+    mem[7102] = 14'h0000;
+    mem[7103] = 14'h0000;
+    mem[7104] = 14'h0000;
+    mem[7105] = 14'h0000;
+    mem[7106] = 14'h0000;
+    mem[7107] = 14'h0000;
+    mem[7108] = 14'h0000;
+    mem[7109] = 14'h0000;
+    mem[7110] = 14'h0000;
+    mem[7111] = 14'h0000;
+    mem[7112] = 14'h0000;
+    mem[7113] = 14'h0000;
+    mem[7114] = 14'h0000;
+    mem[7115] = 14'h0000;
+    mem[7116] = 14'h0000;
+    mem[7117] = 14'h0000;
+    mem[7118] = 14'h0000;
+    mem[7119] = 14'h0000;
+    mem[7120] = 14'h0000;
+    mem[7121] = 14'h0000;
+    mem[7122] = 14'h0000;
+    mem[7123] = 14'h0000;
+    mem[7124] = 14'h0000;
+    mem[7125] = 14'h0000;
+    mem[7126] = 14'h0000;
+    mem[7127] = 14'h0000;
+    mem[7128] = 14'h0000;
+    mem[7129] = 14'h0000;
+    mem[7130] = 14'h0000;
+    mem[7131] = 14'h0000;
+    mem[7132] = 14'h0000;
+    mem[7133] = 14'h0000;
+    mem[7134] = 14'h0000;
+    mem[7135] = 14'h0000;
+    mem[7136] = 14'h0000;
+    mem[7137] = 14'h0000;
+    mem[7138] = 14'h0000;
+    mem[7139] = 14'h0000;
+    mem[7140] = 14'h0000;
+    mem[7141] = 14'h0000;
+    mem[7142] = 14'h0000;
+    mem[7143] = 14'h0000;
+    mem[7144] = 14'h0000;
+    mem[7145] = 14'h0000;
+    mem[7146] = 14'h0000;
+    mem[7147] = 14'h0000;
+    mem[7148] = 14'h0000;
+    mem[7149] = 14'h0000;
+    mem[7150] = 14'h0000;
+    mem[7151] = 14'h0000;
+    mem[7152] = 14'h0000;
+    mem[7153] = 14'h0000;
+    mem[7154] = 14'h0000;
+    mem[7155] = 14'h0000;
+    mem[7156] = 14'h0000;
+    mem[7157] = 14'h0000;
+    mem[7158] = 14'h0000;
+    mem[7159] = 14'h0000;
+    mem[7160] = 14'h0000;
+    mem[7161] = 14'h0000;
+    mem[7162] = 14'h0000;
+    mem[7163] = 14'h0000;
+    mem[7164] = 14'h0000;
+    mem[7165] = 14'h0000;
+    mem[7166] = 14'h0000;
+    mem[7167] = 14'h0000;
+    mem[7168] = 14'h0000;
+    mem[7169] = 14'h0000;
+    mem[7170] = 14'h0000;
+    mem[7171] = 14'h0000;
+    mem[7172] = 14'h0000;
+    mem[7173] = 14'h0000;
+    mem[7174] = 14'h0000;
+    mem[7175] = 14'h0000;
+    mem[7176] = 14'h0000;
+    mem[7177] = 14'h0000;
+    mem[7178] = 14'h0000;
+    mem[7179] = 14'h0000;
+    mem[7180] = 14'h0000;
+    mem[7181] = 14'h0000;
+    mem[7182] = 14'h0000;
+    mem[7183] = 14'h0000;
+    mem[7184] = 14'h0000;
+    mem[7185] = 14'h0000;
+    mem[7186] = 14'h0000;
+    mem[7187] = 14'h0000;
+    mem[7188] = 14'h0000;
+    mem[7189] = 14'h0000;
+    mem[7190] = 14'h0000;
+    mem[7191] = 14'h0000;
+    mem[7192] = 14'h0000;
+    mem[7193] = 14'h0000;
+    mem[7194] = 14'h0000;
+    mem[7195] = 14'h0000;
+    mem[7196] = 14'h0000;
+    mem[7197] = 14'h0000;
+    mem[7198] = 14'h0000;
+    mem[7199] = 14'h0000;
+    mem[7200] = 14'h0000;
+    mem[7201] = 14'h0000;
+    mem[7202] = 14'h0000;
+    mem[7203] = 14'h0000;
+    mem[7204] = 14'h0000;
+    mem[7205] = 14'h0000;
+    mem[7206] = 14'h0000;
+    mem[7207] = 14'h0000;
+    mem[7208] = 14'h0000;
+    mem[7209] = 14'h0000;
+    mem[7210] = 14'h0000;
+    mem[7211] = 14'h0000;
+    mem[7212] = 14'h0000;
+    mem[7213] = 14'h0000;
+    mem[7214] = 14'h0000;
+    mem[7215] = 14'h0000;
+    mem[7216] = 14'h0000;
+    mem[7217] = 14'h0000;
+    mem[7218] = 14'h0000;
+    mem[7219] = 14'h0000;
+    mem[7220] = 14'h0000;
+    mem[7221] = 14'h0000;
+    mem[7222] = 14'h0000;
+    mem[7223] = 14'h0000;
+    mem[7224] = 14'h0000;
+    mem[7225] = 14'h0000;
+    mem[7226] = 14'h0000;
+    mem[7227] = 14'h0000;
+    mem[7228] = 14'h0000;
+    mem[7229] = 14'h0000;
+    mem[7230] = 14'h0000;
+    mem[7231] = 14'h0000;
+    mem[7232] = 14'h0000;
+    mem[7233] = 14'h0000;
+    mem[7234] = 14'h0000;
+    mem[7235] = 14'h0000;
+    mem[7236] = 14'h0000;
+    mem[7237] = 14'h0000;
+    mem[7238] = 14'h0000;
+    mem[7239] = 14'h0000;
+    mem[7240] = 14'h0000;
+    mem[7241] = 14'h0000;
+    mem[7242] = 14'h0000;
+    mem[7243] = 14'h0000;
+    mem[7244] = 14'h0000;
+    mem[7245] = 14'h0000;
+    mem[7246] = 14'h0000;
+    mem[7247] = 14'h0000;
+    mem[7248] = 14'h0000;
+    mem[7249] = 14'h0000;
+    mem[7250] = 14'h0000;
+    mem[7251] = 14'h0000;
+    mem[7252] = 14'h0000;
+    mem[7253] = 14'h0000;
+    mem[7254] = 14'h0000;
+    mem[7255] = 14'h0000;
+    mem[7256] = 14'h0000;
+    mem[7257] = 14'h0000;
+    mem[7258] = 14'h0000;
+    mem[7259] = 14'h0000;
+    mem[7260] = 14'h0000;
+    mem[7261] = 14'h0000;
+    mem[7262] = 14'h0000;
+    mem[7263] = 14'h0000;
+    mem[7264] = 14'h0000;
+    mem[7265] = 14'h0000;
+    mem[7266] = 14'h0000;
+    mem[7267] = 14'h0000;
+    mem[7268] = 14'h0000;
+    mem[7269] = 14'h0000;
+    mem[7270] = 14'h0000;
+    mem[7271] = 14'h0000;
+    mem[7272] = 14'h0000;
+    mem[7273] = 14'h0000;
+    mem[7274] = 14'h0000;
+    mem[7275] = 14'h0000;
+    mem[7276] = 14'h0000;
+    mem[7277] = 14'h0000;
+    mem[7278] = 14'h0000;
+    mem[7279] = 14'h0000;
+    mem[7280] = 14'h0000;
+    mem[7281] = 14'h0000;
+    mem[7282] = 14'h0000;
+    mem[7283] = 14'h0000;
+    mem[7284] = 14'h0000;
+    mem[7285] = 14'h0000;
+    mem[7286] = 14'h0000;
+    mem[7287] = 14'h0000;
+    mem[7288] = 14'h0000;
+    mem[7289] = 14'h0000;
+    mem[7290] = 14'h0000;
+    mem[7291] = 14'h0000;
+    mem[7292] = 14'h0000;
+    mem[7293] = 14'h0000;
+    mem[7294] = 14'h0000;
+    mem[7295] = 14'h0000;
+    mem[7296] = 14'h0000;
+    mem[7297] = 14'h0000;
+    mem[7298] = 14'h0000;
+    mem[7299] = 14'h0000;
+    mem[7300] = 14'h0000;
+    mem[7301] = 14'h0000;
+    mem[7302] = 14'h0000;
+    mem[7303] = 14'h0000;
+    mem[7304] = 14'h0000;
+    mem[7305] = 14'h0000;
+    mem[7306] = 14'h0000;
+    mem[7307] = 14'h0000;
+    mem[7308] = 14'h0000;
+    mem[7309] = 14'h0000;
+    mem[7310] = 14'h0000;
+    mem[7311] = 14'h0000;
+    mem[7312] = 14'h0000;
+    mem[7313] = 14'h0000;
+    mem[7314] = 14'h0000;
+    mem[7315] = 14'h0000;
+    mem[7316] = 14'h0000;
+    mem[7317] = 14'h0000;
+    mem[7318] = 14'h0000;
+    mem[7319] = 14'h0000;
+    mem[7320] = 14'h0000;
+    mem[7321] = 14'h0000;
+    mem[7322] = 14'h0000;
+    mem[7323] = 14'h0000;
+    mem[7324] = 14'h0000;
+    mem[7325] = 14'h0000;
+    mem[7326] = 14'h0000;
+    mem[7327] = 14'h0000;
+    mem[7328] = 14'h0000;
+    mem[7329] = 14'h0000;
+    mem[7330] = 14'h0000;
+    mem[7331] = 14'h0000;
+    mem[7332] = 14'h0000;
+    mem[7333] = 14'h0000;
+    mem[7334] = 14'h0000;
+    mem[7335] = 14'h0000;
+    mem[7336] = 14'h0000;
+    mem[7337] = 14'h0000;
+    mem[7338] = 14'h0000;
+    mem[7339] = 14'h0000;
+    mem[7340] = 14'h0000;
+    mem[7341] = 14'h0000;
+    mem[7342] = 14'h0000;
+    mem[7343] = 14'h0000;
+    mem[7344] = 14'h0000;
+    mem[7345] = 14'h0000;
+    mem[7346] = 14'h0000;
+    mem[7347] = 14'h0000;
+    mem[7348] = 14'h0000;
+    mem[7349] = 14'h0000;
+    mem[7350] = 14'h0000;
+    mem[7351] = 14'h0000;
+    mem[7352] = 14'h0000;
+    mem[7353] = 14'h0000;
+    mem[7354] = 14'h0000;
+    mem[7355] = 14'h0000;
+    mem[7356] = 14'h0000;
+    mem[7357] = 14'h0000;
+    mem[7358] = 14'h0000;
+    mem[7359] = 14'h0000;
+    mem[7360] = 14'h0000;
+    mem[7361] = 14'h0000;
+    mem[7362] = 14'h0000;
+    mem[7363] = 14'h0000;
+    mem[7364] = 14'h0000;
+    mem[7365] = 14'h0000;
+    mem[7366] = 14'h0000;
+    mem[7367] = 14'h0000;
+    mem[7368] = 14'h0000;
+    mem[7369] = 14'h0000;
+    mem[7370] = 14'h0000;
+    mem[7371] = 14'h0000;
+    mem[7372] = 14'h0000;
+    mem[7373] = 14'h0000;
+    mem[7374] = 14'h0000;
+    mem[7375] = 14'h0000;
+    mem[7376] = 14'h0000;
+    mem[7377] = 14'h0000;
+    mem[7378] = 14'h0000;
+    mem[7379] = 14'h0000;
+    mem[7380] = 14'h0000;
+    mem[7381] = 14'h0000;
+    mem[7382] = 14'h0000;
+    mem[7383] = 14'h0000;
+    mem[7384] = 14'h0000;
+    mem[7385] = 14'h0000;
+    mem[7386] = 14'h0000;
+    mem[7387] = 14'h0000;
+    mem[7388] = 14'h0000;
+    mem[7389] = 14'h0000;
+    mem[7390] = 14'h0000;
+    mem[7391] = 14'h0000;
+    mem[7392] = 14'h0000;
+    mem[7393] = 14'h0000;
+    mem[7394] = 14'h0000;
+    mem[7395] = 14'h0000;
+    mem[7396] = 14'h0000;
+    mem[7397] = 14'h0000;
+    mem[7398] = 14'h0000;
+    mem[7399] = 14'h0000;
+    mem[7400] = 14'h0000;
+    mem[7401] = 14'h0000;
+    mem[7402] = 14'h0000;
+    mem[7403] = 14'h0000;
+    mem[7404] = 14'h0000;
+    mem[7405] = 14'h0000;
+    mem[7406] = 14'h0000;
+    mem[7407] = 14'h0000;
+    mem[7408] = 14'h0000;
+    mem[7409] = 14'h0000;
+    mem[7410] = 14'h0000;
+    mem[7411] = 14'h0000;
+    mem[7412] = 14'h0000;
+    mem[7413] = 14'h0000;
+    mem[7414] = 14'h0000;
+    mem[7415] = 14'h0000;
+    mem[7416] = 14'h0000;
+    mem[7417] = 14'h0000;
+    mem[7418] = 14'h0000;
+    mem[7419] = 14'h0000;
+    mem[7420] = 14'h0000;
+    mem[7421] = 14'h0000;
+    mem[7422] = 14'h0000;
+    mem[7423] = 14'h0000;
+    mem[7424] = 14'h0000;
+    mem[7425] = 14'h0000;
+    mem[7426] = 14'h0000;
+    mem[7427] = 14'h0000;
+    mem[7428] = 14'h0000;
+    mem[7429] = 14'h0000;
+    mem[7430] = 14'h0000;
+    mem[7431] = 14'h0000;
+    mem[7432] = 14'h0000;
+    mem[7433] = 14'h0000;
+    mem[7434] = 14'h0000;
+    mem[7435] = 14'h0000;
+    mem[7436] = 14'h0000;
+    mem[7437] = 14'h0000;
+    mem[7438] = 14'h0000;
+    mem[7439] = 14'h0000;
+    mem[7440] = 14'h0000;
+    mem[7441] = 14'h0000;
+    mem[7442] = 14'h0000;
+    mem[7443] = 14'h0000;
+    mem[7444] = 14'h0000;
+    mem[7445] = 14'h0000;
+    mem[7446] = 14'h0000;
+    mem[7447] = 14'h0000;
+    mem[7448] = 14'h0000;
+    mem[7449] = 14'h0000;
+    mem[7450] = 14'h0000;
+    mem[7451] = 14'h0000;
+    mem[7452] = 14'h0000;
+    mem[7453] = 14'h0000;
+    mem[7454] = 14'h0000;
+    mem[7455] = 14'h0000;
+    mem[7456] = 14'h0000;
+    mem[7457] = 14'h0000;
+    mem[7458] = 14'h0000;
+    mem[7459] = 14'h0000;
+    mem[7460] = 14'h0000;
+    mem[7461] = 14'h0000;
+    mem[7462] = 14'h0000;
+    mem[7463] = 14'h0000;
+    mem[7464] = 14'h0000;
+    mem[7465] = 14'h0000;
+    mem[7466] = 14'h0000;
+    mem[7467] = 14'h0000;
+    mem[7468] = 14'h0000;
+    mem[7469] = 14'h0000;
+    mem[7470] = 14'h0000;
+    mem[7471] = 14'h0000;
+    mem[7472] = 14'h0000;
+    mem[7473] = 14'h0000;
+    mem[7474] = 14'h0000;
+    mem[7475] = 14'h0000;
+    mem[7476] = 14'h0000;
+    mem[7477] = 14'h0000;
+    mem[7478] = 14'h0000;
+    mem[7479] = 14'h0000;
+    mem[7480] = 14'h0000;
+    mem[7481] = 14'h0000;
+    mem[7482] = 14'h0000;
+    mem[7483] = 14'h0000;
+    mem[7484] = 14'h0000;
+    mem[7485] = 14'h0000;
+    mem[7486] = 14'h0000;
+    mem[7487] = 14'h0000;
+    mem[7488] = 14'h0000;
+    mem[7489] = 14'h0000;
+    mem[7490] = 14'h0000;
+    mem[7491] = 14'h0000;
+    mem[7492] = 14'h0000;
+    mem[7493] = 14'h0000;
+    mem[7494] = 14'h0000;
+    mem[7495] = 14'h0000;
+    mem[7496] = 14'h0000;
+    mem[7497] = 14'h0000;
+    mem[7498] = 14'h0000;
+    mem[7499] = 14'h0000;
+    mem[7500] = 14'h0000;
+    mem[7501] = 14'h0000;
+    mem[7502] = 14'h0000;
+    mem[7503] = 14'h0000;
+    mem[7504] = 14'h0000;
+    mem[7505] = 14'h0000;
+    mem[7506] = 14'h0000;
+    mem[7507] = 14'h0000;
+    mem[7508] = 14'h0000;
+    mem[7509] = 14'h0000;
+    mem[7510] = 14'h0000;
+    mem[7511] = 14'h0000;
+    mem[7512] = 14'h0000;
+    mem[7513] = 14'h0000;
+    mem[7514] = 14'h0000;
+    mem[7515] = 14'h0000;
+    mem[7516] = 14'h0000;
+    mem[7517] = 14'h0000;
+    mem[7518] = 14'h0000;
+    mem[7519] = 14'h0000;
+    mem[7520] = 14'h0000;
+    mem[7521] = 14'h0000;
+    mem[7522] = 14'h0000;
+    mem[7523] = 14'h0000;
+    mem[7524] = 14'h0000;
+    mem[7525] = 14'h0000;
+    mem[7526] = 14'h0000;
+    mem[7527] = 14'h0000;
+    mem[7528] = 14'h0000;
+    mem[7529] = 14'h0000;
+    mem[7530] = 14'h0000;
+    mem[7531] = 14'h0000;
+    mem[7532] = 14'h0000;
+    mem[7533] = 14'h0000;
+    mem[7534] = 14'h0000;
+    mem[7535] = 14'h0000;
+    mem[7536] = 14'h0000;
+    mem[7537] = 14'h0000;
+    mem[7538] = 14'h0000;
+    mem[7539] = 14'h0000;
+    mem[7540] = 14'h0000;
+    mem[7541] = 14'h0000;
+    mem[7542] = 14'h0000;
+    mem[7543] = 14'h0000;
+    mem[7544] = 14'h0000;
+    mem[7545] = 14'h0000;
+    mem[7546] = 14'h0000;
+    mem[7547] = 14'h0000;
+    mem[7548] = 14'h0000;
+    mem[7549] = 14'h0000;
+    mem[7550] = 14'h0000;
+    mem[7551] = 14'h0000;
+    mem[7552] = 14'h0000;
+    mem[7553] = 14'h0000;
+    mem[7554] = 14'h0000;
+    mem[7555] = 14'h0000;
+    mem[7556] = 14'h0000;
+    mem[7557] = 14'h0000;
+    mem[7558] = 14'h0000;
+    mem[7559] = 14'h0000;
+    mem[7560] = 14'h0000;
+    mem[7561] = 14'h0000;
+    mem[7562] = 14'h0000;
+    mem[7563] = 14'h0000;
+    mem[7564] = 14'h0000;
+    mem[7565] = 14'h0000;
+    mem[7566] = 14'h0000;
+    mem[7567] = 14'h0000;
+    mem[7568] = 14'h0000;
+    mem[7569] = 14'h0000;
+    mem[7570] = 14'h0000;
+    mem[7571] = 14'h0000;
+    mem[7572] = 14'h0000;
+    mem[7573] = 14'h0000;
+    mem[7574] = 14'h0000;
+    mem[7575] = 14'h0000;
+    mem[7576] = 14'h0000;
+    mem[7577] = 14'h0000;
+    mem[7578] = 14'h0000;
+    mem[7579] = 14'h0000;
+    mem[7580] = 14'h0000;
+    mem[7581] = 14'h0000;
+    mem[7582] = 14'h0000;
+    mem[7583] = 14'h0000;
+    mem[7584] = 14'h0000;
+    mem[7585] = 14'h0000;
+    mem[7586] = 14'h0000;
+    mem[7587] = 14'h0000;
+    mem[7588] = 14'h0000;
+    mem[7589] = 14'h0000;
+    mem[7590] = 14'h0000;
+    mem[7591] = 14'h0000;
+    mem[7592] = 14'h0000;
+    mem[7593] = 14'h0000;
+    mem[7594] = 14'h0000;
+    mem[7595] = 14'h0000;
+    mem[7596] = 14'h0000;
+    mem[7597] = 14'h0000;
+    mem[7598] = 14'h0000;
+    mem[7599] = 14'h0000;
+    mem[7600] = 14'h0000;
+    mem[7601] = 14'h0000;
+    mem[7602] = 14'h0000;
+    mem[7603] = 14'h0000;
+    mem[7604] = 14'h0000;
+    mem[7605] = 14'h0000;
+    mem[7606] = 14'h0000;
+    mem[7607] = 14'h0000;
+    mem[7608] = 14'h0000;
+    mem[7609] = 14'h0000;
+    mem[7610] = 14'h0000;
+    mem[7611] = 14'h0000;
+    mem[7612] = 14'h0000;
+    mem[7613] = 14'h0000;
+    mem[7614] = 14'h0000;
+    mem[7615] = 14'h0000;
+    mem[7616] = 14'h0000;
+    mem[7617] = 14'h0000;
+    mem[7618] = 14'h0000;
+    mem[7619] = 14'h0000;
+    mem[7620] = 14'h0000;
+    mem[7621] = 14'h0000;
+    mem[7622] = 14'h0000;
+    mem[7623] = 14'h0000;
+    mem[7624] = 14'h0000;
+    mem[7625] = 14'h0000;
+    mem[7626] = 14'h0000;
+    mem[7627] = 14'h0000;
+    mem[7628] = 14'h0000;
+    mem[7629] = 14'h0000;
+    mem[7630] = 14'h0000;
+    mem[7631] = 14'h0000;
+    mem[7632] = 14'h0000;
+    mem[7633] = 14'h0000;
+    mem[7634] = 14'h0000;
+    mem[7635] = 14'h0000;
+    mem[7636] = 14'h0000;
+    mem[7637] = 14'h0000;
+    mem[7638] = 14'h0000;
+    mem[7639] = 14'h0000;
+    mem[7640] = 14'h0000;
+    mem[7641] = 14'h0000;
+    mem[7642] = 14'h0000;
+    mem[7643] = 14'h0000;
+    mem[7644] = 14'h0000;
+    mem[7645] = 14'h0000;
+    mem[7646] = 14'h0000;
+    mem[7647] = 14'h0000;
+    mem[7648] = 14'h0000;
+    mem[7649] = 14'h0000;
+    mem[7650] = 14'h0000;
+    mem[7651] = 14'h0000;
+    mem[7652] = 14'h0000;
+    mem[7653] = 14'h0000;
+    mem[7654] = 14'h0000;
+    mem[7655] = 14'h0000;
+    mem[7656] = 14'h0000;
+    mem[7657] = 14'h0000;
+    mem[7658] = 14'h0000;
+    mem[7659] = 14'h0000;
+    mem[7660] = 14'h0000;
+    mem[7661] = 14'h0000;
+    mem[7662] = 14'h0000;
+    mem[7663] = 14'h0000;
+    mem[7664] = 14'h0000;
+    mem[7665] = 14'h0000;
+    mem[7666] = 14'h0000;
+    mem[7667] = 14'h0000;
+    mem[7668] = 14'h0000;
+    mem[7669] = 14'h0000;
+    mem[7670] = 14'h0000;
+    mem[7671] = 14'h0000;
+    mem[7672] = 14'h0000;
+    mem[7673] = 14'h0000;
+    mem[7674] = 14'h0000;
+    mem[7675] = 14'h0000;
+    mem[7676] = 14'h0000;
+    mem[7677] = 14'h0000;
+    mem[7678] = 14'h0000;
+    mem[7679] = 14'h0000;
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[wr__addr] <= wr__data;
+      mem[{ \port$1098$0 , \port$21$0 , \port$1045$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[rd__addr];
+    _0_ <= mem[{ \port$1098$0 , \port$1019$0 , \port$1027$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -43190,9 +47553,11 @@ module \mmu.sparse_table (rst, rd__addr, wr__addr, wr__data, r_en, wr__en, q, cl
       \$1  = 14'h0000;
     end
   end
-  assign r_addr = rd__addr;
+  assign rd__addr = { \port$1098$0 , \port$1019$0 , \port$1027$0  };
+  assign r_addr = { \port$1098$0 , \port$1019$0 , \port$1027$0  };
   assign r_data = q;
-  assign w_addr = wr__addr;
+  assign wr__addr = { \port$1098$0 , \port$21$0 , \port$1045$0  };
+  assign w_addr = { \port$1098$0 , \port$21$0 , \port$1045$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule

@@ -91,8 +91,11 @@ class FreeList(wiring.Component):
         empty = Signal()
         full = Signal(init=1)
         new_count = Signal.like(count)
-        m.d.comb += new_count.eq(count + push - pop)
         only_pop, only_push = pop & ~push, push & ~pop
+        # count - 1 and count + 1 come from the register alone and the handshakes choose
+        # (the pop arrives late in the cycle, and `count + push - pop` put it in front of a
+        # carry chain)
+        m.d.comb += new_count.eq(Mux(only_pop, count - 1, Mux(only_push, count + 1, count)))
         m.d.sync += [
             empty.eq(Mux(only_pop, count == 1, Mux(only_push, 0, empty))),
             full.eq(Mux(only_push, count == self.pages - 1, Mux(only_pop, 0, full))),

@@ -175,12 +175,21 @@ class MMULayout:
 
     # -- storage -----------------------------------------------------------------------------
     @property
+    def table_strides(self):
+        """``(streams, entries)`` of one group in each page table, both rounded up to powers
+        of two, so that a table address is the wires ``(group, stream, entry)`` and no
+        adder: ``{"dense", "sparse", "meta"}``."""
+        return {"dense": (_pow2_ceil(self.heads), _pow2_ceil(self.dense_entries)),
+                "sparse": (_pow2_ceil(self.heads), _pow2_ceil(self.sparse_entries)),
+                "meta": (_pow2_ceil(self.vectors), _pow2_ceil(self.meta_entries))}
+
+    @property
     def table_depths(self):
-        """Entries of the three page tables: ``{"dense", "sparse", "meta"}``."""
+        """Entries of the three page tables, with the strides of :attr:`table_strides`:
+        ``{"dense", "sparse", "meta"}``."""
         sg = self.sequences * self.groups
-        return {"dense": sg * self.heads * self.dense_entries,
-                "sparse": sg * self.heads * self.sparse_entries,
-                "meta": sg * self.vectors * self.meta_entries}
+        return {k: sg * streams * entries
+                for k, (streams, entries) in self.table_strides.items()}
 
     @property
     def storage_bits(self):

@@ -159,15 +159,14 @@ class MMU(wiring.Component):
 
         m.submodules.free_list = fl = self._free_list_cls(pages=L.pages)
         sg = L.sequences * G
-        m.submodules.dense_table = dtab = PageTable(streams=sg * H, entries=L.dense_entries,
-                                                    page_bits=L.page_bits)
-        m.submodules.sparse_table = stab = PageTable(streams=sg * H, entries=L.sparse_entries,
-                                                     page_bits=L.page_bits)
-        m.submodules.meta_table = mtab = PageTable(streams=sg * V, entries=L.meta_entries,
-                                                   page_bits=L.page_bits)
+        strides = L.table_strides
+        dtab, stab, mtab = (PageTable(streams=sg * strides[k][0], entries=strides[k][1],
+                                      page_bits=L.page_bits)
+                            for k in ("dense", "sparse", "meta"))
+        m.submodules.dense_table, m.submodules.sparse_table = dtab, stab
+        m.submodules.meta_table = mtab
         tables = (dtab, stab, mtab)
         named = ((dtab, "dense"), (stab, "sparse"), (mtab, "meta"))
-        streams_per_group = {dtab: H, stab: H, mtab: V}
         # one word per group: its token count and the running byte count of every head's
         # sparse stream, so that one read gives an append everything it checks
         gs_layout = group_state_layout(L)
@@ -347,36 +346,21 @@ class MMU(wiring.Component):
                                  | Cat(*[counts[h] > L.head_dim for h in range(H)]).any())
 
         # -- table ports --------------------------------------------------------------------
-        # The flat address of (gidx, stream index t_idx, entry) in a table is
-        # base + t_idx * entries + entry. `base` (the group's first entry) is a register set
-        # with gidx when a command is accepted, from two tables of constants (the multiples
-        # of the sequence and of the group within it) and one adder, so that the tables can
-        # be read from the cycle after acceptance on (A_LOOK, C_LOOK); the free walk steps
-        # both at once. The stream index is below max(H, V), so t_idx * entries is a small
-        # constant table.
+        # A table's address is the wires (gidx, stream index, entry): each group owns a
+        # power-of-two block of streams and each stream a power-of-two block of entries
+        # (MMULayout.table_strides), so no adder sits between the state machine's choice
+        # of entry and the block RAM (a `base + stream * entries + entry` adder there was
+        # the MMU's critical path). gidx is a register set when a command is accepted and
+        # stepped by a free's walk. A stream index beyond a table's streams (a dense slot
+        # seen by the metadata table) wraps: that read is never used.
         t_idx = Signal(range(max(H, V)))    # stream within the group of the table reads
         m.d.comb += t_idx.eq(in_slot)
         r_entry = {t: Signal(range(t.entries), name=f"{k}_r_entry") for t, k in named}
         w_entry = {t: Signal(range(t.entries), name=f"{k}_w_entry") for t, k in named}
-        base, seq_base, grp_base = {}, {}, {}
         for tab, k in named:
-            per_group = streams_per_group[tab] * tab.entries
-            base[tab] = b_ = Signal(range(sg * per_group), name=f"{k}_base")
-            seq_base[tab] = seq_times(G * per_group)
-            grp_base[tab] = Array(Const(g_ * per_group, range(G * per_group))
-                                  for g_ in range(G))
-            # t_idx beyond the table's streams (a dense slot seen by the metadata table)
-            # picks the last stream: that read is never used
-            offsets = Array(Const(tab.addr(i, 0), range(per_group))
-                            for i in range(streams_per_group[tab]))
-
-            def local(idx, entry, tab=tab, offsets=offsets):
-                # with a power-of-two stride the stream index and entry are just wires
-                if tab.entries & (tab.entries - 1) == 0:
-                    return Cat(entry, offsets[idx] >> (tab.entries.bit_length() - 1))
-                return offsets[idx] + entry
-            m.d.comb += [tab.r_addr.eq(b_ + local(t_idx, r_entry[tab])),
-                         tab.w_addr.eq(b_ + local(in_slot, w_entry[tab])),
+            stream_bits = (strides[k][0] - 1).bit_length()
+            m.d.comb += [tab.r_addr.eq(Cat(r_entry[tab], t_idx[:stream_bits], gidx)),
+                         tab.w_addr.eq(Cat(w_entry[tab], in_slot[:stream_bits], gidx)),
                          tab.w_data.eq(fl.alloc.payload)]
         tab_data = Array([dtab.r_data, stab.r_data, mtab.r_data])
         # A free's releases leave through a register stage (rel_*): a page read from a table
@@ -399,15 +383,11 @@ class MMU(wiring.Component):
             and registered next cycle; gidx and the table bases are set."""
             m.d.comb += gs_rd.addr.eq(group_index(seq_, g_))
             m.d.sync += gidx.eq(group_index(seq_, g_))
-            for tab in tables:
-                m.d.sync += base[tab].eq(seq_base[tab](seq_) + grp_base[tab][g_])
 
         def next_group():
             """The free walks on to group ``gidx + 1``, whose word the walk has been reading."""
             load_group_word()
             m.d.sync += gidx.eq(gidx + 1)
-            for tab in tables:
-                m.d.sync += base[tab].eq(base[tab] + streams_per_group[tab] * tab.entries)
 
         # -- response -----------------------------------------------------------------------
         rec = Signal(record_layout(L))
@@ -445,6 +425,23 @@ class MMU(wiring.Component):
         def meta_pages(tokens):
             return (tokens + L.meta_tpp - 1) >> (L.meta_tpp.bit_length() - 1)
 
+        # The page count of every stream of the group, registered a cycle after the group's
+        # word (n, sb): a free's walk (F_CNT, F_WALK) picks a register by slot, with no
+        # adder between the slot counter and the walk's next step. F_GRP, which every
+        # group of a free passes through, gives them that cycle.
+        d_pages = Signal.like(npg)
+        m_pages = Signal.like(npg)
+        s_pages = Array(Signal.like(npg, name=f"s_pages{h}") for h in range(H))
+        has_pages = Signal(S)               # per slot: the stream has a page
+        m.d.sync += [d_pages.eq(dense_pages(n)), m_pages.eq(meta_pages(n)),
+                     has_pages.eq(Cat(*([n != 0] * H + [sb[h] != 0 for h in range(H)]
+                                        + [n != 0] * V)))]
+        m.d.sync += [s_pages[h].eq((sb[h] + P - 1) >> shift) for h in range(H)]
+
+        def slot_pages(k):
+            k_dense, k_sparse, k_idx, _ = slot_fields(k)
+            return Mux(k_dense, d_pages, Mux(k_sparse, s_pages[k_idx], m_pages))
+
         def free_next_slot():
             with m.If(j == S - 1):
                 with m.If(fg == G - 1):
@@ -453,8 +450,8 @@ class MMU(wiring.Component):
                     emit_status(Status.OK)
                 with m.Else():
                     next_group()
-                    m.d.sync += [fg.eq(fg + 1), j.eq(0)]
-                    m.next = "F_CNT"
+                    m.d.sync += fg.eq(fg + 1)
+                    m.next = "F_GRP"
             with m.Else():
                 m.d.sync += j.eq(j + 1)
                 m.next = "F_CNT"
@@ -684,8 +681,8 @@ class MMU(wiring.Component):
 
             # ---------------------------------------------------------------- free
             with m.State("F_GRP"):
-                # the first group's word is registered now (read again at gidx in C_LOOK)
-                load_group_word()
+                # the group's word is in its registers (from C_LOOK for the first group, from
+                # the walk's read ahead for the next ones); its page counts register now
                 m.d.sync += j.eq(0)
                 m.next = "F_CNT"
             with m.State("F_CNT"):
@@ -693,18 +690,14 @@ class MMU(wiring.Component):
                 # the group's second cycle on, and a group takes at least S > 1 cycles
                 m.d.comb += gs_rd.addr.eq(gidx + 1)
                 # one cycle per stream: its page count, and the read of its entry 0
-                cnt = Signal.like(npg)
-                m.d.comb += cnt.eq(Mux(is_dense, dense_pages(n),
-                                       Mux(is_sparse, (sb[in_slot] + P - 1) >> shift,
-                                           meta_pages(n))))
                 with m.If(j == 0):
                     # zero the group's counters: this invalidates all of its entries
                     m.d.comb += [gs_wr.en.eq(1), gs_wr.data.eq(0)]
                 for t in tables:
                     m.d.comb += r_entry[t].eq(0)
-                m.d.sync += npg.eq(cnt)
+                m.d.sync += npg.eq(slot_pages(j))
                 set_e(0)
-                with m.If(cnt == 0):
+                with m.If(~has_pages.bit_select(j, 1)):
                     free_next_slot()
                 with m.Else():
                     m.next = "F_WALK"
@@ -717,24 +710,22 @@ class MMU(wiring.Component):
                 # that the walk goes on without a bubble. The address does not wait for
                 # k_cnt: when the next stream is empty (or there is none) the read is unused,
                 # as F_CNT reads the entry 0 of its stream again.
-                k_dense, k_sparse, k_idx, _ = slot_fields(j + 1)
+                _, _, k_idx, _ = slot_fields(j + 1)
                 last = e1 == npg
                 for t in tables:
                     m.d.comb += r_entry[t].eq(Mux(adv, Mux(last, 0, e1), e))
                 with m.If(adv & last):
                     m.d.comb += t_idx.eq(k_idx)
-                k_cnt = Signal.like(npg)
-                m.d.comb += k_cnt.eq(Mux(k_dense, dense_pages(n),
-                                         Mux(k_sparse, (sb[k_idx] + P - 1) >> shift,
-                                             meta_pages(n))))
+                # the next slot has pages (none after the last slot)
+                k_has = Cat(has_pages[1:], Const(0, 1)).bit_select(j, 1)
                 with m.If(adv):
                     # page e is in the memory's read register: it moves to the table's
                     # output register, where the release stage takes it next cycle
                     m.d.sync += [rel_v.eq(1), rel_tab.eq(slot_tab), rel_sid.eq(sid(j))]
                     step_e()
                     with m.If(last):
-                        with m.If((j != S - 1) & (k_cnt != 0)):
-                            m.d.sync += [j.eq(j + 1), npg.eq(k_cnt)]
+                        with m.If(k_has):
+                            m.d.sync += [j.eq(j + 1), npg.eq(slot_pages(j + 1))]
                             set_e(0)
                         with m.Else():
                             free_next_slot()

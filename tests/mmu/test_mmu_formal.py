@@ -21,13 +21,13 @@ pytestmark = pytest.mark.skipif(shutil.which("yowasp-sby") is None,
                                 reason="yowasp-sby is not installed")
 
 #: BMC depth: the initialisation walk (4 steps), then an append and a complete free of its
-#: sequence (the free completes at step 21 in the cover traces); ``OAKEN_MMU_BMC_DEPTH=28``
-#: also covers the re-allocation of a freed page (step 27). ``OAKEN_MMU_BMC_RESET=1`` leaves
+#: sequence (the free completes at step 23 in the cover traces); ``OAKEN_MMU_BMC_DEPTH=29``
+#: also covers the re-allocation of a freed page (step 28). ``OAKEN_MMU_BMC_RESET=1`` leaves
 #: reset free as well (a reset at any step; ~45 CPU seconds at depth 24).
 BMC_DEPTH = int(os.environ.get("OAKEN_MMU_BMC_DEPTH", 24))
 BMC_RESET = os.environ.get("OAKEN_MMU_BMC_RESET", "0") == "1"
 #: cover depth: enough for the walk, append, free and a re-allocation of a freed page
-#: (step 27)
+#: (step 28)
 COVER_DEPTH = 34
 
 

@@ -195,8 +195,9 @@ def test_rates_default_config():
     for i in range(n, n + 3):
         bursts = len(run.records[i]) - 1
         assert lat[i] == run.dut.read_latency + bursts + 1
-    # free: one page per cycle; one extra cycle per group (its counters are read), and one
-    # per stream that is empty or follows an empty one (nothing to prefetch during)
+    # free: one page per cycle; two extra cycles per group (its page counts are registered,
+    # then its counters are read and zeroed), and one per stream that is empty or follows
+    # an empty one (nothing to prefetch during)
     model = MMUModel(cfg)
     for c in cmds[:-1]:
         c.apply(model)
@@ -205,12 +206,12 @@ def test_rates_default_config():
         per_slot = [len(model.tables[k][0][g][i]) for k, num in
                     (("dense", L.heads), ("sparse", L.heads), ("meta", L.vectors))
                     for i in range(num)]
-        extra += 1 + sum(1 for k in range(1, L.slots)
+        extra += 2 + sum(1 for k in range(1, L.slots)
                          if per_slot[k] == 0 or per_slot[k - 1] == 0)
     free_cycles = lat[-1]
     pages = len(releases)
     assert pages == len(model.owned)
-    assert free_cycles == pages + extra + 4      # + accept, look-up, first read, status
+    assert free_cycles == pages + extra + 3      # + accept, look-up, status
     gaps = [b - a for a, b in zip(releases, releases[1:])]
     assert gaps.count(1) == pages - 1            # group 0 is the only one with pages
     print(f"\nappend {append_cycles} cycles; read 4 + 1/burst; "
@@ -219,7 +220,7 @@ def test_rates_default_config():
 
 def test_free_rate_every_stream_in_use():
     """One token in every group of the default configuration, so every stream holds a page:
-    the free returns them at one per cycle with one extra cycle per group."""
+    the free returns them at one per cycle with two extra cycles per group."""
     cfg = default_config()
     L = MMUModel(cfg).layout
     cmds = [Append(3, g // 2, g % 2, 0, [1 + g % 64, 64, 5]) for g in range(L.groups)]
@@ -228,8 +229,8 @@ def test_free_rate_every_stream_in_use():
     pages = len(releases)
     assert pages == L.groups * L.slots
     assert run.completed[len(cmds) - 1] - run.accepted[len(cmds) - 1] + 1 \
-        == pages + L.groups + 4
-    print(f"\nfree of {pages} pages in {pages + L.groups + 4} cycles")
+        == pages + 2 * L.groups + 3
+    print(f"\nfree of {pages} pages in {pages + 2 * L.groups + 3} cycles")
 
 
 def test_verilog_emits():
