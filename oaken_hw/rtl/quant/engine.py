@@ -149,12 +149,13 @@ class QuantEngine(wiring.Component):
         self.blocks = cfg.blocks_per_vector
         self.layers = cfg.model.layers
 
-        # last beat accepted -> P1 -> P2 -> P3 -> Extents -> Scale -> info FIFO (write to
-        # read: 2) = the first replayed beat issued; then the ring read (1), the group-shift
-        # register (1), Encoder, Packer and an output FIFO (write to read: 2)
+        # last beat accepted -> P1 -> P2 -> P3 -> Extents -> Scale -> info FIFO write (the
+        # record counts as there the cycle after) = the first replayed beat issued; then the
+        # ring read (1), the group-shift register (1), Encoder, Packer and an output FIFO
+        # (write to read: 2)
         ext, enc = self._new_extents(), self._new_encoder()
         ext._MustUse__silence = enc._MustUse__silence = True     # only asked for latencies
-        self.fill_latency = 4 + ext.latency + Scale.latency_for(self.middle_bits) + 2
+        self.fill_latency = 4 + ext.latency + Scale.latency_for(self.middle_bits) + 1
         # issue -> q0 (ring read) -> q1 (its register) -> q2 (units) -> q3 (group shift)
         # -> Encoder -> Packer -> output FIFO (write to read: 2)
         pass2 = 4 + enc.latency + Packer.latency
@@ -349,7 +350,7 @@ class QuantEngine(wiring.Component):
         # --- Scale -----------------------------------------------------------------------
         # The per-vector side band waits in its own FIFO (written when the extents are
         # done) instead of riding through the Scale pipeline; the steps follow in the info
-        # FIFO. Both pop together, at the vector's last replayed beat.
+        # FIFO. Both pop together, the cycle after the vector's last replayed beat.
         side_rec_layout = data.StructLayout({
             "side": side_layout, "counts": data.ArrayLayout(8, self.blocks),
             "inner_min": 16, "inner_min_u": UNITS_SHAPE})
@@ -400,17 +401,28 @@ class QuantEngine(wiring.Component):
         # A free-running pipeline: a beat is issued only when every output FIFO that it
         # will write has a slot reserved for it (credit counters), so nothing downstream
         # ever stalls and no stall signal fans out to the pipeline's registers.
+        # The vector's record (side and steps FIFO heads) is read one stage after the
+        # issue, into q1, and the FIFOs pop from a register the cycle after a vector's last
+        # beat: so the pop never waits for the issue decision, nor the issue for the FIFOs'
+        # r_rdy (that loop, r_rdy -> issue -> r_en -> r_rdy across the 16 lanes' fanout,
+        # was the engine's critical path at 77.8 MHz). `avail` counts the records written
+        # and not yet started: a record written in cycle t is on the heads from t + 2 on,
+        # when a first beat issued from t + 1 on reads it; a vector's last beat issued in
+        # cycle t pops in t + 1, and its record stays on the heads for that beat's q1.
         rp = ring.read_port()
         rd_ptr = Signal(range(D))
         rd_beat = Signal(range(max(2, B)))
         OD = self.out_depth
         cnt_d, cnt_s, cnt_m = (Signal(range(OD + 1), name=f"cred_{k}") for k in "dsm")
         issue = Signal()
-        room = (cnt_d < OD) & (cnt_s < OD) & ((rd_beat != 0) | (cnt_m < OD))
-        m.d.comb += [issue.eq(info.r_rdy & side_fifo.r_rdy & room), freed.eq(issue),
-                     side_fifo.r_en.eq(issue & (rd_beat == B - 1)),
-                     info.r_en.eq(issue & (rd_beat == B - 1)),
+        avail = Signal(range(depth + 1))
+        pop = Signal()
+        room = (cnt_d < OD) & (cnt_s < OD) & ((rd_beat != 0) | ((cnt_m < OD) & (avail != 0)))
+        m.d.comb += [issue.eq(room), freed.eq(issue),
+                     side_fifo.r_en.eq(pop), info.r_en.eq(pop),
                      rp.addr.eq(rd_ptr), rp.en.eq(1)]
+        m.d.sync += [pop.eq(issue & (rd_beat == B - 1)),
+                     avail.eq(avail + info.w_en - (issue & (rd_beat == 0)))]
         with m.If(issue):
             m.d.sync += [rd_ptr.eq(rd_ptr + 1),
                          rd_beat.eq(Mux(rd_beat == B - 1, 0, rd_beat + 1))]
@@ -424,18 +436,8 @@ class QuantEngine(wiring.Component):
             "valid": 1, "first": 1, "last": 1, "bib": range(max(2, bpb)),
             "meta": self.meta_layout})
         q0 = Signal(band_layout)
-        q0_info = Signal(info_layout)
         m.d.sync += [q0.valid.eq(issue), q0.first.eq(rd_beat == 0),
-                     q0.last.eq(rd_beat == B - 1), q0.bib.eq(rd_beat % bpb),
-                     q0_info.eq(head)]
-        # the meta record of the vector (used with its first beat)
-        m.d.comb += [
-            q0.meta.header.eq(q0_info.side.header), q0.meta.bad_inputs.eq(q0_info.side.bad),
-            q0.meta.data.eq(meta_record(q0_info.delta_mid, q0_info.delta_inner,
-                                        q0_info.inner_min, q0_info.delta_outer,
-                                        q0_info.n_lo,
-                                        [q0_info.counts[k] for k in range(self.blocks)])),
-        ]
+                     q0.last.eq(rd_beat == B - 1), q0.bib.eq(rd_beat % bpb)]
         # what the lanes need of the vector
         lane_info = data.StructLayout({
             "tu": data.ArrayLayout(UNITS_SHAPE, 4), "inner_min_u": UNITS_SHAPE,
@@ -449,13 +451,25 @@ class QuantEngine(wiring.Component):
                 value = r
             return value
 
-        # q1: the ring's read data registered at the block RAM's output
-        q1 = delay(q0, "q1_")
+        # q1: the ring's read data registered at the block RAM's output, and the vector's
+        # record registered from the FIFO heads
+        q1 = Signal(band_layout)
+        q1_rec = Signal(info_layout)
+        m.d.sync += [q1.valid.eq(q0.valid), q1.first.eq(q0.first), q1.last.eq(q0.last),
+                     q1.bib.eq(q0.bib), q1_rec.eq(head)]
+        # the meta record of the vector (used with its first beat)
+        m.d.comb += [
+            q1.meta.header.eq(q1_rec.side.header), q1.meta.bad_inputs.eq(q1_rec.side.bad),
+            q1.meta.data.eq(meta_record(q1_rec.delta_mid, q1_rec.delta_inner,
+                                        q1_rec.inner_min, q1_rec.delta_outer,
+                                        q1_rec.n_lo,
+                                        [q1_rec.counts[k] for k in range(self.blocks)])),
+        ]
         q1_info = Signal(lane_info)
-        m.d.sync += [q1_info.tu.eq(q0_info.side.tu), q1_info.inner_min_u.eq(q0_info.inner_min_u),
-                     q1_info.n_lo.eq(q0_info.n_lo), q1_info.delta_mid.eq(q0_info.delta_mid),
-                     q1_info.delta_inner.eq(q0_info.delta_inner),
-                     q1_info.delta_outer.eq(q0_info.delta_outer)]
+        m.d.comb += [q1_info.tu.eq(q1_rec.side.tu), q1_info.inner_min_u.eq(q1_rec.inner_min_u),
+                     q1_info.n_lo.eq(q1_rec.n_lo), q1_info.delta_mid.eq(q1_rec.delta_mid),
+                     q1_info.delta_inner.eq(q1_rec.delta_inner),
+                     q1_info.delta_outer.eq(q1_rec.delta_outer)]
         q1_data = Signal.like(rp.data)
         m.d.sync += q1_data.eq(rp.data)
 
