@@ -183,100 +183,100 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [5:0] \$1156 ;
   wire [5:0] \$1157 ;
   wire [41:0] \$1158 ;
-  wire [40:0] \$1159 ;
+  wire \$1159 ;
   wire \$116 ;
   wire \$1160 ;
-  wire \$1161 ;
+  wire [5:0] \$1161 ;
   wire [5:0] \$1162 ;
-  wire [5:0] \$1163 ;
-  wire [41:0] \$1164 ;
-  wire [40:0] \$1165 ;
-  wire \$1166 ;
-  wire \$1167 ;
-  wire [5:0] \$1168 ;
-  wire [5:0] \$1169 ;
+  wire [41:0] \$1163 ;
+  wire \$1164 ;
+  wire \$1165 ;
+  wire [5:0] \$1166 ;
+  wire [5:0] \$1167 ;
+  wire [41:0] \$1168 ;
+  wire \$1169 ;
   wire \$117 ;
-  wire [41:0] \$1170 ;
-  wire [40:0] \$1171 ;
-  wire \$1172 ;
-  wire \$1173 ;
-  wire [5:0] \$1174 ;
-  wire [5:0] \$1175 ;
-  wire [41:0] \$1176 ;
+  wire \$1170 ;
+  wire [5:0] \$1171 ;
+  wire [5:0] \$1172 ;
+  wire [41:0] \$1173 ;
+  wire [40:0] \$1174 ;
+  wire [40:0] \$1175 ;
+  wire [40:0] \$1176 ;
   wire [40:0] \$1177 ;
-  wire \$1178 ;
-  wire \$1179 ;
+  wire [40:0] \$1178 ;
+  wire [40:0] \$1179 ;
   wire [15:0] \$118 ;
-  wire [5:0] \$1180 ;
-  wire [5:0] \$1181 ;
-  wire [41:0] \$1182 ;
-  wire [40:0] \$1183 ;
-  wire \$1184 ;
+  wire [40:0] \$1180 ;
+  wire [40:0] \$1181 ;
+  wire [6:0] \$1182 ;
+  wire [7:0] \$1183 ;
+  wire [8:0] \$1184 ;
   wire \$1185 ;
-  wire [5:0] \$1186 ;
-  wire [5:0] \$1187 ;
-  wire [41:0] \$1188 ;
-  wire [40:0] \$1189 ;
+  wire \$1186 ;
+  wire [32:0] \$1187 ;
+  wire \$1188 ;
+  wire [32:0] \$1189 ;
   wire [15:0] \$119 ;
-  wire \$1190 ;
+  wire [32:0] \$1190 ;
   wire \$1191 ;
-  wire [5:0] \$1192 ;
-  wire [5:0] \$1193 ;
-  wire [41:0] \$1194 ;
-  wire [40:0] \$1195 ;
-  wire \$1196 ;
-  wire \$1197 ;
-  wire [5:0] \$1198 ;
-  wire [5:0] \$1199 ;
+  wire \$1192 ;
+  wire [3:0] \$1193 ;
+  wire \$1194 ;
+  wire \$1195 ;
+  wire [4:0] \$1196 ;
+  wire [6:0] \$1197 ;
+  wire \$1198 ;
+  wire [4:0] \$1199 ;
   wire \$12 ;
   wire [14:0] \$120 ;
-  wire [41:0] \$1200 ;
-  wire [40:0] \$1201 ;
-  wire [6:0] \$1202 ;
-  wire [7:0] \$1203 ;
-  wire [8:0] \$1204 ;
+  wire [4:0] \$1200 ;
+  wire [5:0] \$1201 ;
+  wire \$1202 ;
+  wire [6:0] \$1203 ;
+  wire [5:0] \$1204 ;
   wire \$1205 ;
-  wire \$1206 ;
-  wire [32:0] \$1207 ;
+  wire [6:0] \$1206 ;
+  wire \$1207 ;
   wire \$1208 ;
-  wire [32:0] \$1209 ;
+  wire [5:0] \$1209 ;
   wire \$121 ;
-  wire [32:0] \$1210 ;
-  wire \$1211 ;
+  wire \$1210 ;
+  wire [6:0] \$1211 ;
   wire \$1212 ;
-  wire [3:0] \$1213 ;
-  wire \$1214 ;
+  wire \$1213 ;
+  wire [3:0] \$1214 ;
   wire \$1215 ;
-  wire [4:0] \$1216 ;
-  wire [6:0] \$1217 ;
+  wire [14:0] \$1216 ;
+  wire [14:0] \$1217 ;
   wire \$1218 ;
-  wire [4:0] \$1219 ;
+  wire \$1219 ;
   wire \$122 ;
-  wire [4:0] \$1220 ;
-  wire [5:0] \$1221 ;
+  wire [14:0] \$1220 ;
+  wire [14:0] \$1221 ;
   wire \$1222 ;
-  wire [6:0] \$1223 ;
-  wire [5:0] \$1224 ;
-  wire \$1225 ;
-  wire [6:0] \$1226 ;
+  wire \$1223 ;
+  wire \$1224 ;
+  wire [14:0] \$1225 ;
+  wire [14:0] \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
-  wire [5:0] \$1229 ;
+  wire \$1229 ;
   wire \$123 ;
-  wire \$1230 ;
-  wire [6:0] \$1231 ;
+  wire [14:0] \$1230 ;
+  wire [14:0] \$1231 ;
   wire \$1232 ;
-  wire \$1233 ;
-  wire [3:0] \$1234 ;
-  wire \$1235 ;
-  wire [14:0] \$1236 ;
+  wire [5:0] \$1233 ;
+  wire [5:0] \$1234 ;
+  wire [41:0] \$1235 ;
+  wire \$1236 ;
   wire [14:0] \$1237 ;
-  wire \$1238 ;
+  wire [14:0] \$1238 ;
   wire \$1239 ;
   wire \$124 ;
-  wire [14:0] \$1240 ;
+  wire \$1240 ;
   wire [14:0] \$1241 ;
-  wire \$1242 ;
+  wire [14:0] \$1242 ;
   wire \$1243 ;
   wire \$1244 ;
   wire [14:0] \$1245 ;
@@ -288,22 +288,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1250 ;
   wire [14:0] \$1251 ;
   wire \$1252 ;
-  wire [5:0] \$1253 ;
-  wire [5:0] \$1254 ;
-  wire [41:0] \$1255 ;
-  wire \$1256 ;
-  wire [14:0] \$1257 ;
-  wire [14:0] \$1258 ;
-  wire \$1259 ;
+  wire \$1253 ;
+  wire \$1254 ;
+  wire [14:0] \$1255 ;
+  wire [14:0] \$1256 ;
+  wire \$1257 ;
+  wire [5:0] \$1258 ;
+  wire [5:0] \$1259 ;
   wire \$126 ;
-  wire \$1260 ;
-  wire [14:0] \$1261 ;
+  wire [41:0] \$1260 ;
+  wire \$1261 ;
   wire [14:0] \$1262 ;
-  wire \$1263 ;
+  wire [14:0] \$1263 ;
   wire \$1264 ;
-  wire [14:0] \$1265 ;
+  wire \$1265 ;
   wire [14:0] \$1266 ;
-  wire \$1267 ;
+  wire [14:0] \$1267 ;
   wire \$1268 ;
   wire \$1269 ;
   wire \$127 ;
@@ -315,23 +315,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1275 ;
   wire [14:0] \$1276 ;
   wire \$1277 ;
-  wire [5:0] \$1278 ;
-  wire [5:0] \$1279 ;
+  wire \$1278 ;
+  wire \$1279 ;
   wire \$128 ;
-  wire [41:0] \$1280 ;
-  wire \$1281 ;
-  wire [14:0] \$1282 ;
-  wire [14:0] \$1283 ;
-  wire \$1284 ;
-  wire \$1285 ;
-  wire [14:0] \$1286 ;
+  wire [14:0] \$1280 ;
+  wire [14:0] \$1281 ;
+  wire \$1282 ;
+  wire [5:0] \$1283 ;
+  wire [5:0] \$1284 ;
+  wire [41:0] \$1285 ;
+  wire \$1286 ;
   wire [14:0] \$1287 ;
-  wire \$1288 ;
+  wire [14:0] \$1288 ;
   wire \$1289 ;
   wire [15:0] \$129 ;
-  wire [14:0] \$1290 ;
+  wire \$1290 ;
   wire [14:0] \$1291 ;
-  wire \$1292 ;
+  wire [14:0] \$1292 ;
   wire \$1293 ;
   wire \$1294 ;
   wire [14:0] \$1295 ;
@@ -344,22 +344,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1300 ;
   wire [14:0] \$1301 ;
   wire \$1302 ;
-  wire [5:0] \$1303 ;
-  wire [5:0] \$1304 ;
-  wire [41:0] \$1305 ;
-  wire \$1306 ;
-  wire [14:0] \$1307 ;
-  wire [14:0] \$1308 ;
-  wire \$1309 ;
+  wire \$1303 ;
+  wire \$1304 ;
+  wire [14:0] \$1305 ;
+  wire [14:0] \$1306 ;
+  wire \$1307 ;
+  wire [5:0] \$1308 ;
+  wire [5:0] \$1309 ;
   wire [14:0] \$131 ;
-  wire \$1310 ;
-  wire [14:0] \$1311 ;
+  wire [41:0] \$1310 ;
+  wire \$1311 ;
   wire [14:0] \$1312 ;
-  wire \$1313 ;
+  wire [14:0] \$1313 ;
   wire \$1314 ;
-  wire [14:0] \$1315 ;
+  wire \$1315 ;
   wire [14:0] \$1316 ;
-  wire \$1317 ;
+  wire [14:0] \$1317 ;
   wire \$1318 ;
   wire \$1319 ;
   wire \$132 ;
@@ -371,23 +371,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1325 ;
   wire [14:0] \$1326 ;
   wire \$1327 ;
-  wire [5:0] \$1328 ;
-  wire [5:0] \$1329 ;
+  wire \$1328 ;
+  wire \$1329 ;
   wire \$133 ;
-  wire [41:0] \$1330 ;
-  wire \$1331 ;
-  wire [14:0] \$1332 ;
-  wire [14:0] \$1333 ;
-  wire \$1334 ;
-  wire \$1335 ;
-  wire [14:0] \$1336 ;
+  wire [14:0] \$1330 ;
+  wire [14:0] \$1331 ;
+  wire \$1332 ;
+  wire [5:0] \$1333 ;
+  wire [5:0] \$1334 ;
+  wire [41:0] \$1335 ;
+  wire \$1336 ;
   wire [14:0] \$1337 ;
-  wire \$1338 ;
+  wire [14:0] \$1338 ;
   wire \$1339 ;
   wire \$134 ;
-  wire [14:0] \$1340 ;
+  wire \$1340 ;
   wire [14:0] \$1341 ;
-  wire \$1342 ;
+  wire [14:0] \$1342 ;
   wire \$1343 ;
   wire \$1344 ;
   wire [14:0] \$1345 ;
@@ -399,22 +399,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1350 ;
   wire [14:0] \$1351 ;
   wire \$1352 ;
-  wire [5:0] \$1353 ;
-  wire [5:0] \$1354 ;
-  wire [41:0] \$1355 ;
-  wire \$1356 ;
-  wire [14:0] \$1357 ;
-  wire [14:0] \$1358 ;
-  wire \$1359 ;
+  wire \$1353 ;
+  wire \$1354 ;
+  wire [14:0] \$1355 ;
+  wire [14:0] \$1356 ;
+  wire \$1357 ;
+  wire [5:0] \$1358 ;
+  wire [5:0] \$1359 ;
   wire \$136 ;
-  wire \$1360 ;
-  wire [14:0] \$1361 ;
+  wire [41:0] \$1360 ;
+  wire \$1361 ;
   wire [14:0] \$1362 ;
-  wire \$1363 ;
+  wire [14:0] \$1363 ;
   wire \$1364 ;
-  wire [14:0] \$1365 ;
+  wire \$1365 ;
   wire [14:0] \$1366 ;
-  wire \$1367 ;
+  wire [14:0] \$1367 ;
   wire \$1368 ;
   wire \$1369 ;
   wire \$137 ;
@@ -426,23 +426,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1375 ;
   wire [14:0] \$1376 ;
   wire \$1377 ;
-  wire [5:0] \$1378 ;
-  wire [5:0] \$1379 ;
+  wire \$1378 ;
+  wire \$1379 ;
   wire \$138 ;
-  wire [41:0] \$1380 ;
-  wire \$1381 ;
-  wire [14:0] \$1382 ;
-  wire [14:0] \$1383 ;
-  wire \$1384 ;
-  wire \$1385 ;
-  wire [14:0] \$1386 ;
+  wire [14:0] \$1380 ;
+  wire [14:0] \$1381 ;
+  wire \$1382 ;
+  wire [5:0] \$1383 ;
+  wire [5:0] \$1384 ;
+  wire [41:0] \$1385 ;
+  wire \$1386 ;
   wire [14:0] \$1387 ;
-  wire \$1388 ;
+  wire [14:0] \$1388 ;
   wire \$1389 ;
   wire \$139 ;
-  wire [14:0] \$1390 ;
+  wire \$1390 ;
   wire [14:0] \$1391 ;
-  wire \$1392 ;
+  wire [14:0] \$1392 ;
   wire \$1393 ;
   wire \$1394 ;
   wire [14:0] \$1395 ;
@@ -455,22 +455,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1400 ;
   wire [14:0] \$1401 ;
   wire \$1402 ;
-  wire [5:0] \$1403 ;
-  wire [5:0] \$1404 ;
-  wire [41:0] \$1405 ;
-  wire \$1406 ;
-  wire [14:0] \$1407 ;
-  wire [14:0] \$1408 ;
-  wire \$1409 ;
+  wire \$1403 ;
+  wire \$1404 ;
+  wire [14:0] \$1405 ;
+  wire [14:0] \$1406 ;
+  wire \$1407 ;
+  wire [5:0] \$1408 ;
+  wire [5:0] \$1409 ;
   wire [15:0] \$141 ;
-  wire \$1410 ;
-  wire [14:0] \$1411 ;
+  wire [41:0] \$1410 ;
+  wire \$1411 ;
   wire [14:0] \$1412 ;
-  wire \$1413 ;
+  wire [14:0] \$1413 ;
   wire \$1414 ;
-  wire [14:0] \$1415 ;
+  wire \$1415 ;
   wire [14:0] \$1416 ;
-  wire \$1417 ;
+  wire [14:0] \$1417 ;
   wire \$1418 ;
   wire \$1419 ;
   wire \$142 ;
@@ -482,23 +482,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1425 ;
   wire [14:0] \$1426 ;
   wire \$1427 ;
-  wire [5:0] \$1428 ;
-  wire [5:0] \$1429 ;
+  wire \$1428 ;
+  wire \$1429 ;
   wire \$143 ;
-  wire [41:0] \$1430 ;
-  wire \$1431 ;
-  wire [14:0] \$1432 ;
-  wire [14:0] \$1433 ;
-  wire \$1434 ;
-  wire \$1435 ;
-  wire [14:0] \$1436 ;
+  wire [14:0] \$1430 ;
+  wire [14:0] \$1431 ;
+  wire \$1432 ;
+  wire [5:0] \$1433 ;
+  wire [5:0] \$1434 ;
+  wire [41:0] \$1435 ;
+  wire \$1436 ;
   wire [14:0] \$1437 ;
-  wire \$1438 ;
+  wire [14:0] \$1438 ;
   wire \$1439 ;
   wire \$144 ;
-  wire [14:0] \$1440 ;
+  wire \$1440 ;
   wire [14:0] \$1441 ;
-  wire \$1442 ;
+  wire [14:0] \$1442 ;
   wire \$1443 ;
   wire \$1444 ;
   wire [14:0] \$1445 ;
@@ -510,22 +510,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1450 ;
   wire [14:0] \$1451 ;
   wire \$1452 ;
-  wire [5:0] \$1453 ;
-  wire [5:0] \$1454 ;
-  wire [41:0] \$1455 ;
-  wire \$1456 ;
-  wire [14:0] \$1457 ;
-  wire [14:0] \$1458 ;
-  wire \$1459 ;
+  wire \$1453 ;
+  wire \$1454 ;
+  wire [14:0] \$1455 ;
+  wire [14:0] \$1456 ;
+  wire \$1457 ;
+  wire [5:0] \$1458 ;
+  wire [5:0] \$1459 ;
   wire \$146 ;
-  wire \$1460 ;
-  wire [14:0] \$1461 ;
+  wire [41:0] \$1460 ;
+  wire \$1461 ;
   wire [14:0] \$1462 ;
-  wire \$1463 ;
+  wire [14:0] \$1463 ;
   wire \$1464 ;
-  wire [14:0] \$1465 ;
+  wire \$1465 ;
   wire [14:0] \$1466 ;
-  wire \$1467 ;
+  wire [14:0] \$1467 ;
   wire \$1468 ;
   wire \$1469 ;
   wire \$147 ;
@@ -537,23 +537,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1475 ;
   wire [14:0] \$1476 ;
   wire \$1477 ;
-  wire [5:0] \$1478 ;
-  wire [5:0] \$1479 ;
+  wire \$1478 ;
+  wire \$1479 ;
   wire \$148 ;
-  wire [41:0] \$1480 ;
-  wire \$1481 ;
-  wire [14:0] \$1482 ;
-  wire [14:0] \$1483 ;
-  wire \$1484 ;
-  wire \$1485 ;
-  wire [14:0] \$1486 ;
+  wire [14:0] \$1480 ;
+  wire [14:0] \$1481 ;
+  wire \$1482 ;
+  wire [5:0] \$1483 ;
+  wire [5:0] \$1484 ;
+  wire [41:0] \$1485 ;
+  wire \$1486 ;
   wire [14:0] \$1487 ;
-  wire \$1488 ;
+  wire [14:0] \$1488 ;
   wire \$1489 ;
   wire \$149 ;
-  wire [14:0] \$1490 ;
+  wire \$1490 ;
   wire [14:0] \$1491 ;
-  wire \$1492 ;
+  wire [14:0] \$1492 ;
   wire \$1493 ;
   wire \$1494 ;
   wire [14:0] \$1495 ;
@@ -566,22 +566,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1500 ;
   wire [14:0] \$1501 ;
   wire \$1502 ;
-  wire [5:0] \$1503 ;
-  wire [5:0] \$1504 ;
-  wire [41:0] \$1505 ;
-  wire \$1506 ;
-  wire [14:0] \$1507 ;
-  wire [14:0] \$1508 ;
-  wire \$1509 ;
+  wire \$1503 ;
+  wire \$1504 ;
+  wire [14:0] \$1505 ;
+  wire [14:0] \$1506 ;
+  wire \$1507 ;
+  wire [5:0] \$1508 ;
+  wire [5:0] \$1509 ;
   wire [15:0] \$151 ;
-  wire \$1510 ;
-  wire [14:0] \$1511 ;
+  wire [41:0] \$1510 ;
+  wire \$1511 ;
   wire [14:0] \$1512 ;
-  wire \$1513 ;
+  wire [14:0] \$1513 ;
   wire \$1514 ;
-  wire [14:0] \$1515 ;
+  wire \$1515 ;
   wire [14:0] \$1516 ;
-  wire \$1517 ;
+  wire [14:0] \$1517 ;
   wire \$1518 ;
   wire \$1519 ;
   wire \$152 ;
@@ -593,23 +593,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1525 ;
   wire [14:0] \$1526 ;
   wire \$1527 ;
-  wire [5:0] \$1528 ;
-  wire [5:0] \$1529 ;
+  wire \$1528 ;
+  wire \$1529 ;
   wire \$153 ;
-  wire [41:0] \$1530 ;
-  wire \$1531 ;
-  wire [14:0] \$1532 ;
-  wire [14:0] \$1533 ;
-  wire \$1534 ;
-  wire \$1535 ;
-  wire [14:0] \$1536 ;
+  wire [14:0] \$1530 ;
+  wire [14:0] \$1531 ;
+  wire \$1532 ;
+  wire [5:0] \$1533 ;
+  wire [5:0] \$1534 ;
+  wire [41:0] \$1535 ;
+  wire \$1536 ;
   wire [14:0] \$1537 ;
-  wire \$1538 ;
+  wire [14:0] \$1538 ;
   wire \$1539 ;
   wire \$154 ;
-  wire [14:0] \$1540 ;
+  wire \$1540 ;
   wire [14:0] \$1541 ;
-  wire \$1542 ;
+  wire [14:0] \$1542 ;
   wire \$1543 ;
   wire \$1544 ;
   wire [14:0] \$1545 ;
@@ -621,22 +621,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1550 ;
   wire [14:0] \$1551 ;
   wire \$1552 ;
-  wire [5:0] \$1553 ;
-  wire [5:0] \$1554 ;
-  wire [41:0] \$1555 ;
-  wire \$1556 ;
-  wire [14:0] \$1557 ;
-  wire [14:0] \$1558 ;
-  wire \$1559 ;
+  wire \$1553 ;
+  wire \$1554 ;
+  wire [14:0] \$1555 ;
+  wire [14:0] \$1556 ;
+  wire \$1557 ;
+  wire [5:0] \$1558 ;
+  wire [5:0] \$1559 ;
   wire \$156 ;
-  wire \$1560 ;
-  wire [14:0] \$1561 ;
+  wire [41:0] \$1560 ;
+  wire \$1561 ;
   wire [14:0] \$1562 ;
-  wire \$1563 ;
+  wire [14:0] \$1563 ;
   wire \$1564 ;
-  wire [14:0] \$1565 ;
+  wire \$1565 ;
   wire [14:0] \$1566 ;
-  wire \$1567 ;
+  wire [14:0] \$1567 ;
   wire \$1568 ;
   wire \$1569 ;
   wire \$157 ;
@@ -648,23 +648,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1575 ;
   wire [14:0] \$1576 ;
   wire \$1577 ;
-  wire [5:0] \$1578 ;
-  wire [5:0] \$1579 ;
+  wire \$1578 ;
+  wire \$1579 ;
   wire \$158 ;
-  wire [41:0] \$1580 ;
-  wire \$1581 ;
-  wire [14:0] \$1582 ;
-  wire [14:0] \$1583 ;
-  wire \$1584 ;
-  wire \$1585 ;
-  wire [14:0] \$1586 ;
+  wire [14:0] \$1580 ;
+  wire [14:0] \$1581 ;
+  wire \$1582 ;
+  wire [5:0] \$1583 ;
+  wire [5:0] \$1584 ;
+  wire [41:0] \$1585 ;
+  wire \$1586 ;
   wire [14:0] \$1587 ;
-  wire \$1588 ;
+  wire [14:0] \$1588 ;
   wire \$1589 ;
   wire \$159 ;
-  wire [14:0] \$1590 ;
+  wire \$1590 ;
   wire [14:0] \$1591 ;
-  wire \$1592 ;
+  wire [14:0] \$1592 ;
   wire \$1593 ;
   wire \$1594 ;
   wire [14:0] \$1595 ;
@@ -677,133 +677,114 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1600 ;
   wire [14:0] \$1601 ;
   wire \$1602 ;
-  wire [5:0] \$1603 ;
-  wire [5:0] \$1604 ;
-  wire [41:0] \$1605 ;
-  wire \$1606 ;
-  wire [14:0] \$1607 ;
-  wire [14:0] \$1608 ;
-  wire \$1609 ;
+  wire \$1603 ;
+  wire \$1604 ;
+  wire [14:0] \$1605 ;
+  wire [14:0] \$1606 ;
+  wire \$1607 ;
+  wire [5:0] \$1608 ;
+  wire [5:0] \$1609 ;
   wire \$161 ;
-  wire \$1610 ;
-  wire [14:0] \$1611 ;
+  wire [41:0] \$1610 ;
+  wire \$1611 ;
   wire [14:0] \$1612 ;
-  wire \$1613 ;
+  wire [14:0] \$1613 ;
   wire \$1614 ;
-  wire [14:0] \$1615 ;
-  wire [14:0] \$1616 ;
-  wire \$1617 ;
-  wire \$1618 ;
-  wire \$1619 ;
+  wire [41:0] \$1615 ;
+  wire [41:0] \$1616 ;
+  wire [41:0] \$1617 ;
+  wire [122:0] \$1618 ;
+  reg [4:0] \$1619 ;
   wire \$162 ;
-  wire [14:0] \$1620 ;
-  wire [14:0] \$1621 ;
-  wire \$1622 ;
-  wire \$1623 ;
-  wire \$1624 ;
-  wire [14:0] \$1625 ;
-  wire [14:0] \$1626 ;
-  wire \$1627 ;
-  wire [5:0] \$1628 ;
-  wire [5:0] \$1629 ;
+  reg [4:0] \$1620  = 5'h00;
+  reg [6:0] \$1621 ;
+  reg [3:0] \$1622 ;
+  reg \$1623 ;
+  reg \$1624 ;
+  reg \$1625 ;
+  reg [3:0] \$1626 ;
+  reg [18:0] \$1627 ;
+  reg [255:0] \$1628 ;
+  reg [63:0] \$1629 ;
   wire [15:0] \$163 ;
-  wire [41:0] \$1630 ;
-  wire \$1631 ;
-  wire [14:0] \$1632 ;
-  wire [14:0] \$1633 ;
-  wire \$1634 ;
-  wire [41:0] \$1635 ;
-  wire [41:0] \$1636 ;
-  wire [41:0] \$1637 ;
-  wire [122:0] \$1638 ;
-  reg [4:0] \$1639 ;
+  reg [255:0] \$1630 ;
+  reg \$1631 ;
+  reg \$1632 ;
+  reg \$1633 ;
+  reg [3:0] \$1634 ;
+  reg [18:0] \$1635 ;
+  reg [4:0] \$1636 ;
+  reg [63:0] \$1637 ;
+  reg \$1638 ;
+  reg \$1639 ;
   wire [15:0] \$164 ;
-  reg [4:0] \$1640  = 5'h00;
-  reg [6:0] \$1641 ;
-  reg [3:0] \$1642 ;
-  reg \$1643 ;
-  reg \$1644 ;
-  reg \$1645 ;
-  reg [3:0] \$1646 ;
-  reg [18:0] \$1647 ;
-  reg [255:0] \$1648 ;
-  reg [63:0] \$1649 ;
+  reg \$1640 ;
+  reg [3:0] \$1641 ;
+  reg [18:0] \$1642 ;
+  reg [255:0] \$1643 ;
+  reg [4:0] \$1644 ;
+  reg [63:0] \$1645 ;
+  reg [159:0] \$1646 ;
+  reg [3:0] \$1647 ;
+  reg \$1648 ;
+  reg \$1649 ;
   wire \$165 ;
-  reg [255:0] \$1650 ;
-  reg \$1651 ;
-  reg \$1652 ;
-  reg \$1653 ;
-  reg [3:0] \$1654 ;
-  reg [18:0] \$1655 ;
-  reg [4:0] \$1656 ;
-  reg [63:0] \$1657 ;
-  reg \$1658 ;
-  reg \$1659 ;
+  reg \$1650 ;
+  reg [3:0] \$1651 ;
+  reg [18:0] \$1652 ;
+  reg [255:0] \$1653 ;
+  reg [4:0] \$1654 ;
+  reg [31:0] \$1655 ;
+  reg [15:0] \$1656 ;
+  reg [163:0] \$1657 ;
+  reg [5:0] \$1658 ;
+  reg [7:0] \$1659 ;
   wire \$166 ;
-  reg \$1660 ;
-  reg [3:0] \$1661 ;
-  reg [18:0] \$1662 ;
-  reg [255:0] \$1663 ;
-  reg [4:0] \$1664 ;
-  reg [63:0] \$1665 ;
-  reg [163:0] \$1666 ;
+  reg [18:0] \$1660 ;
+  reg [190:0] \$1661 ;
+  reg [190:0] \$1662 ;
+  reg [190:0] \$1663 ;
+  reg [190:0] \$1664 ;
+  reg [190:0] \$1665 ;
+  reg [190:0] \$1666 ;
   reg \$1667 ;
-  reg \$1668 ;
+  reg [31:0] \$1668 ;
   reg \$1669 ;
   wire \$167 ;
-  reg [3:0] \$1670 ;
-  reg [18:0] \$1671 ;
-  reg [255:0] \$1672 ;
+  reg [2:0] \$1670 ;
+  reg [5:0] \$1671 ;
+  reg [3:0] \$1672 ;
   reg [4:0] \$1673 ;
-  reg [163:0] \$1674 ;
-  reg [31:0] \$1675 ;
-  reg [15:0] \$1676 ;
-  reg [5:0] \$1677 ;
-  reg [7:0] \$1678 ;
-  reg [18:0] \$1679 ;
+  reg [4:0] \$1674 ;
+  reg [4:0] \$1675 ;
+  reg [127:0] \$1676 ;
+  reg [324:0] \$1677 ;
+  reg [303:0] \$1678 ;
+  reg [127:0] \$1679 ;
   wire \$168 ;
-  reg [190:0] \$1680 ;
-  reg [190:0] \$1681 ;
-  reg [190:0] \$1682 ;
-  reg [190:0] \$1683 ;
-  reg [190:0] \$1684 ;
-  reg [190:0] \$1685 ;
-  reg \$1686 ;
-  reg [31:0] \$1687 ;
-  reg \$1688 ;
-  reg [2:0] \$1689 ;
+  reg [257:0] \$1680 ;
+  reg [639:0] \$1681 ;
+  reg [15:0] \$1682 ;
+  reg [31:0] \$1683 ;
+  reg [15:0] \$1684 ;
+  reg [209:0] \$1685 ;
+  reg [127:0] \$1686 ;
+  reg [257:0] \$1687 ;
+  reg [31:0] \$1688 ;
+  reg [15:0] \$1689 ;
   wire \$169 ;
-  reg [5:0] \$1690 ;
-  reg [3:0] \$1691 ;
-  reg [4:0] \$1692 ;
-  reg [4:0] \$1693 ;
-  reg [4:0] \$1694 ;
+  reg [655:0] \$1690 ;
+  reg [127:0] \$1691 ;
+  reg [127:0] \$1692 ;
+  reg [127:0] \$1693 ;
+  reg [127:0] \$1694 ;
   reg [127:0] \$1695 ;
-  reg [324:0] \$1696 ;
-  reg [303:0] \$1697 ;
+  reg [127:0] \$1696 ;
+  reg [127:0] \$1697 ;
   reg [127:0] \$1698 ;
-  reg [257:0] \$1699 ;
   wire [4:0] \$17 ;
   wire \$170 ;
-  reg [639:0] \$1700 ;
-  reg [15:0] \$1701 ;
-  reg [31:0] \$1702 ;
-  reg [15:0] \$1703 ;
-  reg [209:0] \$1704 ;
-  reg [127:0] \$1705 ;
-  reg [257:0] \$1706 ;
-  reg [31:0] \$1707 ;
-  reg [15:0] \$1708 ;
-  reg [655:0] \$1709 ;
   wire \$171 ;
-  reg [127:0] \$1710 ;
-  reg [127:0] \$1711 ;
-  reg [127:0] \$1712 ;
-  reg [127:0] \$1713 ;
-  reg [127:0] \$1714 ;
-  reg [127:0] \$1715 ;
-  reg [127:0] \$1716 ;
-  reg [127:0] \$1717 ;
   wire \$172 ;
   wire [15:0] \$173 ;
   wire [15:0] \$174 ;
@@ -937,12 +918,12 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [15:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
+  wire [3:0] \$2917 ;
+  wire \$2919 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
   wire \$295 ;
-  wire [3:0] \$2956 ;
-  wire \$2958 ;
   wire \$296 ;
   wire [15:0] \$297 ;
   wire [15:0] \$298 ;
@@ -1884,23 +1865,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [1:0] \group$120[7] ;
   wire [1:0] \group$120[8] ;
   wire [1:0] \group$120[9] ;
-  wire [31:0] \group$186 ;
-  wire [1:0] \group$186[0] ;
-  wire [1:0] \group$186[10] ;
-  wire [1:0] \group$186[11] ;
-  wire [1:0] \group$186[12] ;
-  wire [1:0] \group$186[13] ;
-  wire [1:0] \group$186[14] ;
-  wire [1:0] \group$186[15] ;
-  wire [1:0] \group$186[1] ;
-  wire [1:0] \group$186[2] ;
-  wire [1:0] \group$186[3] ;
-  wire [1:0] \group$186[4] ;
-  wire [1:0] \group$186[5] ;
-  wire [1:0] \group$186[6] ;
-  wire [1:0] \group$186[7] ;
-  wire [1:0] \group$186[8] ;
-  wire [1:0] \group$186[9] ;
+  wire [31:0] \group$187 ;
+  wire [1:0] \group$187[0] ;
+  wire [1:0] \group$187[10] ;
+  wire [1:0] \group$187[11] ;
+  wire [1:0] \group$187[12] ;
+  wire [1:0] \group$187[13] ;
+  wire [1:0] \group$187[14] ;
+  wire [1:0] \group$187[15] ;
+  wire [1:0] \group$187[1] ;
+  wire [1:0] \group$187[2] ;
+  wire [1:0] \group$187[3] ;
+  wire [1:0] \group$187[4] ;
+  wire [1:0] \group$187[5] ;
+  wire [1:0] \group$187[6] ;
+  wire [1:0] \group$187[7] ;
+  wire [1:0] \group$187[8] ;
+  wire [1:0] \group$187[9] ;
   wire [1:0] \group[0] ;
   wire [1:0] \group[10] ;
   wire [1:0] \group[11] ;
@@ -2022,23 +2003,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire issue;
   reg last = 1'h0;
   reg [655:0] mag = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [655:0] \mag$199 ;
-  wire [40:0] \mag$199[0] ;
-  wire [40:0] \mag$199[10] ;
-  wire [40:0] \mag$199[11] ;
-  wire [40:0] \mag$199[12] ;
-  wire [40:0] \mag$199[13] ;
-  wire [40:0] \mag$199[14] ;
-  wire [40:0] \mag$199[15] ;
-  wire [40:0] \mag$199[1] ;
-  wire [40:0] \mag$199[2] ;
-  wire [40:0] \mag$199[3] ;
-  wire [40:0] \mag$199[4] ;
-  wire [40:0] \mag$199[5] ;
-  wire [40:0] \mag$199[6] ;
-  wire [40:0] \mag$199[7] ;
-  wire [40:0] \mag$199[8] ;
-  wire [40:0] \mag$199[9] ;
+  wire [655:0] \mag$200 ;
+  wire [40:0] \mag$200[0] ;
+  wire [40:0] \mag$200[10] ;
+  wire [40:0] \mag$200[11] ;
+  wire [40:0] \mag$200[12] ;
+  wire [40:0] \mag$200[13] ;
+  wire [40:0] \mag$200[14] ;
+  wire [40:0] \mag$200[15] ;
+  wire [40:0] \mag$200[1] ;
+  wire [40:0] \mag$200[2] ;
+  wire [40:0] \mag$200[3] ;
+  wire [40:0] \mag$200[4] ;
+  wire [40:0] \mag$200[5] ;
+  wire [40:0] \mag$200[6] ;
+  wire [40:0] \mag$200[7] ;
+  wire [40:0] \mag$200[8] ;
+  wire [40:0] \mag$200[9] ;
   wire [40:0] \mag[0] ;
   wire [40:0] \mag[10] ;
   wire [40:0] \mag[11] ;
@@ -2234,11 +2215,12 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [15:0] \p3_tk[1] ;
   wire [15:0] \p3_tk[2] ;
   wire [15:0] \p3_tk[3] ;
-  reg [163:0] p3_tu = 164'h00000000000000000000000000000000000000000;
-  wire [40:0] \p3_tu[0] ;
-  wire [40:0] \p3_tu[1] ;
-  wire [40:0] \p3_tu[2] ;
-  wire [40:0] \p3_tu[3] ;
+  reg [159:0] p3_tmag = 160'h0000000000000000000000000000000000000000;
+  wire [39:0] \p3_tmag[0] ;
+  wire [39:0] \p3_tmag[1] ;
+  wire [39:0] \p3_tmag[2] ;
+  wire [39:0] \p3_tmag[3] ;
+  reg [3:0] p3_tneg = 4'h0;
   reg [4:0] p4_bad = 5'h00;
   (* init = 4'h0 *)
   wire [3:0] p4_beat;
@@ -3022,23 +3004,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire \upper$122[7] ;
   wire \upper$122[8] ;
   wire \upper$122[9] ;
-  wire [15:0] \upper$187 ;
-  wire \upper$187[0] ;
-  wire \upper$187[10] ;
-  wire \upper$187[11] ;
-  wire \upper$187[12] ;
-  wire \upper$187[13] ;
-  wire \upper$187[14] ;
-  wire \upper$187[15] ;
-  wire \upper$187[1] ;
-  wire \upper$187[2] ;
-  wire \upper$187[3] ;
-  wire \upper$187[4] ;
-  wire \upper$187[5] ;
-  wire \upper$187[6] ;
-  wire \upper$187[7] ;
-  wire \upper$187[8] ;
-  wire \upper$187[9] ;
+  wire [15:0] \upper$188 ;
+  wire \upper$188[0] ;
+  wire \upper$188[10] ;
+  wire \upper$188[11] ;
+  wire \upper$188[12] ;
+  wire \upper$188[13] ;
+  wire \upper$188[14] ;
+  wire \upper$188[15] ;
+  wire \upper$188[1] ;
+  wire \upper$188[2] ;
+  wire \upper$188[3] ;
+  wire \upper$188[4] ;
+  wire \upper$188[5] ;
+  wire \upper$188[6] ;
+  wire \upper$188[7] ;
+  wire \upper$188[8] ;
+  wire \upper$188[9] ;
   wire \upper[0] ;
   wire \upper[10] ;
   wire \upper[11] ;
@@ -4481,644 +4463,626 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \$1156  = p2_thr[14:10] - 1'h1;
   assign \$1157  = \$1155  ? \$1156  : 6'h00;
   assign \$1158  = { \$1154 , p2_thr[9:0] } << \$1157 [4:0];
-  assign \$1159  = - \$1158 [39:0];
-  assign \$1160  = | p2_thr[14:10];
-  assign \$1161  = | p2_thr[14:10];
-  assign \$1162  = p2_thr[14:10] - 1'h1;
-  assign \$1163  = \$1161  ? \$1162  : 6'h00;
-  assign \$1164  = { \$1160 , p2_thr[9:0] } << \$1163 [4:0];
-  assign \$1165  = p2_thr[15] ? \$1159  : { 1'h0, \$1164 [39:0] };
-  assign \$1166  = | p2_thr[30:26];
-  assign \$1167  = | p2_thr[30:26];
-  assign \$1168  = p2_thr[30:26] - 1'h1;
-  assign \$1169  = \$1167  ? \$1168  : 6'h00;
-  assign \$1170  = { \$1166 , p2_thr[25:16] } << \$1169 [4:0];
-  assign \$1171  = - \$1170 [39:0];
-  assign \$1172  = | p2_thr[30:26];
-  assign \$1173  = | p2_thr[30:26];
-  assign \$1174  = p2_thr[30:26] - 1'h1;
-  assign \$1175  = \$1173  ? \$1174  : 6'h00;
-  assign \$1176  = { \$1172 , p2_thr[25:16] } << \$1175 [4:0];
-  assign \$1177  = p2_thr[31] ? \$1171  : { 1'h0, \$1176 [39:0] };
-  assign \$1178  = | p2_thr[46:42];
-  assign \$1179  = | p2_thr[46:42];
-  assign \$1180  = p2_thr[46:42] - 1'h1;
-  assign \$1181  = \$1179  ? \$1180  : 6'h00;
-  assign \$1182  = { \$1178 , p2_thr[41:32] } << \$1181 [4:0];
-  assign \$1183  = - \$1182 [39:0];
-  assign \$1184  = | p2_thr[46:42];
-  assign \$1185  = | p2_thr[46:42];
-  assign \$1186  = p2_thr[46:42] - 1'h1;
-  assign \$1187  = \$1185  ? \$1186  : 6'h00;
-  assign \$1188  = { \$1184 , p2_thr[41:32] } << \$1187 [4:0];
-  assign \$1189  = p2_thr[47] ? \$1183  : { 1'h0, \$1188 [39:0] };
-  assign \$1190  = | p2_thr[62:58];
-  assign \$1191  = | p2_thr[62:58];
-  assign \$1192  = p2_thr[62:58] - 1'h1;
-  assign \$1193  = \$1191  ? \$1192  : 6'h00;
-  assign \$1194  = { \$1190 , p2_thr[57:48] } << \$1193 [4:0];
-  assign \$1195  = - \$1194 [39:0];
-  assign \$1196  = | p2_thr[62:58];
-  assign \$1197  = | p2_thr[62:58];
-  assign \$1198  = p2_thr[62:58] - 1'h1;
-  assign \$1199  = \$1197  ? \$1198  : 6'h00;
-  assign \$1200  = { \$1196 , p2_thr[57:48] } << \$1199 [4:0];
-  assign \$1201  = p2_thr[63] ? \$1195  : { 1'h0, \$1200 [39:0] };
-  assign \$1202  = wp__addr + 1'h1;
-  assign \$1203  = first ? 8'h00 : bad_acc;
-  assign \$1204  = \$1203  + p4_bad;
-  assign \$1205  = | p4_bad;
-  assign \$1206  = wp__en & \$1205 ;
-  assign \$1207  = status__bad_count + p4_bad;
-  assign \$1209  = status__bad_count + p4_bad;
-  assign \$1210  = \$1208  ? 33'h0ffffffff : \$1209 ;
-  assign \$1211  = rd_beat == 4'hb;
-  assign \$1212  = issue & \$1211 ;
-  assign \$1213  = avail + \w_en$88 ;
-  assign \$1214  = ! rd_beat;
-  assign \$1215  = issue & \$1214 ;
-  assign \$1216  = \$1213  - \$1215 ;
-  assign \$1217  = rp__addr + 1'h1;
-  assign \$1218  = rd_beat == 4'hb;
-  assign \$1219  = rd_beat + 1'h1;
-  assign \$1220  = \$1218  ? 5'h00 : \$1219 ;
-  assign \$1221  = cred_d + issue;
-  assign \$1222  = dense__valid & dense__ready;
-  assign \$1223  = \$1221  - \$1222 ;
-  assign \$1224  = cred_s + issue;
-  assign \$1225  = sparse__valid & sparse__ready;
-  assign \$1226  = \$1224  - \$1225 ;
-  assign \$1227  = ! rd_beat;
-  assign \$1228  = issue & \$1227 ;
-  assign \$1229  = cred_m + \$1228 ;
-  assign \$1230  = meta__valid & meta__ready;
-  assign \$1231  = \$1229  - \$1230 ;
-  assign \$1232  = ! rd_beat;
-  assign \$1233  = rd_beat == 4'hb;
-  assign \$2956  = rd_beat % 3'h4;
-  assign \$1235  = ~ q1_data[15];
-  assign \$1236  = ~ q1_data[14:0];
-  assign \$1237  = q1_data[15] ? q1_data[14:0] : \$1236 ;
-  assign \$1238  = ~ q1_data[15];
+  assign \$1159  = | p2_thr[30:26];
+  assign \$1160  = | p2_thr[30:26];
+  assign \$1161  = p2_thr[30:26] - 1'h1;
+  assign \$1162  = \$1160  ? \$1161  : 6'h00;
+  assign \$1163  = { \$1159 , p2_thr[25:16] } << \$1162 [4:0];
+  assign \$1164  = | p2_thr[46:42];
+  assign \$1165  = | p2_thr[46:42];
+  assign \$1166  = p2_thr[46:42] - 1'h1;
+  assign \$1167  = \$1165  ? \$1166  : 6'h00;
+  assign \$1168  = { \$1164 , p2_thr[41:32] } << \$1167 [4:0];
+  assign \$1169  = | p2_thr[62:58];
+  assign \$1170  = | p2_thr[62:58];
+  assign \$1171  = p2_thr[62:58] - 1'h1;
+  assign \$1172  = \$1170  ? \$1171  : 6'h00;
+  assign \$1173  = { \$1169 , p2_thr[57:48] } << \$1172 [4:0];
+  assign \$1174  = - p3_tmag[39:0];
+  assign \$1175  = p3_tneg[0] ? \$1174  : { 1'h0, p3_tmag[39:0] };
+  assign \$1176  = - p3_tmag[79:40];
+  assign \$1177  = p3_tneg[1] ? \$1176  : { 1'h0, p3_tmag[79:40] };
+  assign \$1178  = - p3_tmag[119:80];
+  assign \$1179  = p3_tneg[2] ? \$1178  : { 1'h0, p3_tmag[119:80] };
+  assign \$1180  = - p3_tmag[159:120];
+  assign \$1181  = p3_tneg[3] ? \$1180  : { 1'h0, p3_tmag[159:120] };
+  assign \$1182  = wp__addr + 1'h1;
+  assign \$1183  = first ? 8'h00 : bad_acc;
+  assign \$1184  = \$1183  + p4_bad;
+  assign \$1185  = | p4_bad;
+  assign \$1186  = wp__en & \$1185 ;
+  assign \$1187  = status__bad_count + p4_bad;
+  assign \$1189  = status__bad_count + p4_bad;
+  assign \$1190  = \$1188  ? 33'h0ffffffff : \$1189 ;
+  assign \$1191  = rd_beat == 4'hb;
+  assign \$1192  = issue & \$1191 ;
+  assign \$1193  = avail + \w_en$88 ;
+  assign \$1194  = ! rd_beat;
+  assign \$1195  = issue & \$1194 ;
+  assign \$1196  = \$1193  - \$1195 ;
+  assign \$1197  = rp__addr + 1'h1;
+  assign \$1198  = rd_beat == 4'hb;
+  assign \$1199  = rd_beat + 1'h1;
+  assign \$1200  = \$1198  ? 5'h00 : \$1199 ;
+  assign \$1201  = cred_d + issue;
+  assign \$1202  = dense__valid & dense__ready;
+  assign \$1203  = \$1201  - \$1202 ;
+  assign \$1204  = cred_s + issue;
+  assign \$1205  = sparse__valid & sparse__ready;
+  assign \$1206  = \$1204  - \$1205 ;
+  assign \$1207  = ! rd_beat;
+  assign \$1208  = issue & \$1207 ;
+  assign \$1209  = cred_m + \$1208 ;
+  assign \$1210  = meta__valid & meta__ready;
+  assign \$1211  = \$1209  - \$1210 ;
+  assign \$1212  = ! rd_beat;
+  assign \$1213  = rd_beat == 4'hb;
+  assign \$2917  = rd_beat % 3'h4;
+  assign \$1215  = ~ q1_data[15];
+  assign \$1216  = ~ q1_data[14:0];
+  assign \$1217  = q1_data[15] ? q1_data[14:0] : \$1216 ;
+  assign \$1218  = ~ q1_data[15];
+  assign \$1219  = ~ q1_data[15];
+  assign \$1220  = ~ q1_data[14:0];
+  assign \$1221  = q1_data[15] ? q1_data[14:0] : \$1220 ;
+  assign \$1222  = ~ q1_data[15];
+  assign \$1223  = | \$1221 [14:10];
+  assign \$1224  = ~ q1_data[15];
+  assign \$1225  = ~ q1_data[14:0];
+  assign \$1226  = q1_data[15] ? q1_data[14:0] : \$1225 ;
+  assign \$1227  = ~ q1_data[15];
+  assign \$1228  = | \$1226 [14:10];
+  assign \$1229  = ~ q1_data[15];
+  assign \$1230  = ~ q1_data[14:0];
+  assign \$1231  = q1_data[15] ? q1_data[14:0] : \$1230 ;
+  assign \$1232  = ~ q1_data[15];
+  assign \$1233  = \$1231 [14:10] - 1'h1;
+  assign \$1234  = \$1228  ? \$1233  : 6'h00;
+  assign \$1235  = { \$1223 , \$1217 [9:0] } << \$1234 [4:0];
+  assign \$1236  = ~ q1_data[15];
+  assign \$1237  = ~ q1_data[14:0];
+  assign \$1238  = q1_data[15] ? q1_data[14:0] : \$1237 ;
   assign \$1239  = ~ q1_data[15];
-  assign \$1240  = ~ q1_data[14:0];
-  assign \$1241  = q1_data[15] ? q1_data[14:0] : \$1240 ;
-  assign \$1242  = ~ q1_data[15];
-  assign \$1243  = | \$1241 [14:10];
-  assign \$1244  = ~ q1_data[15];
-  assign \$1245  = ~ q1_data[14:0];
-  assign \$1246  = q1_data[15] ? q1_data[14:0] : \$1245 ;
-  assign \$1247  = ~ q1_data[15];
+  assign \$1240  = ~ q1_data[34];
+  assign \$1241  = ~ q1_data[33:19];
+  assign \$1242  = q1_data[34] ? q1_data[33:19] : \$1241 ;
+  assign \$1243  = ~ q1_data[34];
+  assign \$1244  = ~ q1_data[34];
+  assign \$1245  = ~ q1_data[33:19];
+  assign \$1246  = q1_data[34] ? q1_data[33:19] : \$1245 ;
+  assign \$1247  = ~ q1_data[34];
   assign \$1248  = | \$1246 [14:10];
-  assign \$1249  = ~ q1_data[15];
-  assign \$1250  = ~ q1_data[14:0];
-  assign \$1251  = q1_data[15] ? q1_data[14:0] : \$1250 ;
-  assign \$1252  = ~ q1_data[15];
-  assign \$1253  = \$1251 [14:10] - 1'h1;
-  assign \$1254  = \$1248  ? \$1253  : 6'h00;
-  assign \$1255  = { \$1243 , \$1237 [9:0] } << \$1254 [4:0];
-  assign \$1256  = ~ q1_data[15];
-  assign \$1257  = ~ q1_data[14:0];
-  assign \$1258  = q1_data[15] ? q1_data[14:0] : \$1257 ;
-  assign \$1259  = ~ q1_data[15];
-  assign \$1260  = ~ q1_data[34];
-  assign \$1261  = ~ q1_data[33:19];
-  assign \$1262  = q1_data[34] ? q1_data[33:19] : \$1261 ;
-  assign \$1263  = ~ q1_data[34];
+  assign \$1249  = ~ q1_data[34];
+  assign \$1250  = ~ q1_data[33:19];
+  assign \$1251  = q1_data[34] ? q1_data[33:19] : \$1250 ;
+  assign \$1252  = ~ q1_data[34];
+  assign \$1253  = | \$1251 [14:10];
+  assign \$1254  = ~ q1_data[34];
+  assign \$1255  = ~ q1_data[33:19];
+  assign \$1256  = q1_data[34] ? q1_data[33:19] : \$1255 ;
+  assign \$1257  = ~ q1_data[34];
+  assign \$1258  = \$1256 [14:10] - 1'h1;
+  assign \$1259  = \$1253  ? \$1258  : 6'h00;
+  assign \$1260  = { \$1248 , \$1242 [9:0] } << \$1259 [4:0];
+  assign \$1261  = ~ q1_data[34];
+  assign \$1262  = ~ q1_data[33:19];
+  assign \$1263  = q1_data[34] ? q1_data[33:19] : \$1262 ;
   assign \$1264  = ~ q1_data[34];
-  assign \$1265  = ~ q1_data[33:19];
-  assign \$1266  = q1_data[34] ? q1_data[33:19] : \$1265 ;
-  assign \$1267  = ~ q1_data[34];
-  assign \$1268  = | \$1266 [14:10];
-  assign \$1269  = ~ q1_data[34];
-  assign \$1270  = ~ q1_data[33:19];
-  assign \$1271  = q1_data[34] ? q1_data[33:19] : \$1270 ;
-  assign \$1272  = ~ q1_data[34];
+  assign \$1265  = ~ q1_data[53];
+  assign \$1266  = ~ q1_data[52:38];
+  assign \$1267  = q1_data[53] ? q1_data[52:38] : \$1266 ;
+  assign \$1268  = ~ q1_data[53];
+  assign \$1269  = ~ q1_data[53];
+  assign \$1270  = ~ q1_data[52:38];
+  assign \$1271  = q1_data[53] ? q1_data[52:38] : \$1270 ;
+  assign \$1272  = ~ q1_data[53];
   assign \$1273  = | \$1271 [14:10];
-  assign \$1274  = ~ q1_data[34];
-  assign \$1275  = ~ q1_data[33:19];
-  assign \$1276  = q1_data[34] ? q1_data[33:19] : \$1275 ;
-  assign \$1277  = ~ q1_data[34];
-  assign \$1278  = \$1276 [14:10] - 1'h1;
-  assign \$1279  = \$1273  ? \$1278  : 6'h00;
-  assign \$1280  = { \$1268 , \$1262 [9:0] } << \$1279 [4:0];
-  assign \$1281  = ~ q1_data[34];
-  assign \$1282  = ~ q1_data[33:19];
-  assign \$1283  = q1_data[34] ? q1_data[33:19] : \$1282 ;
-  assign \$1284  = ~ q1_data[34];
-  assign \$1285  = ~ q1_data[53];
-  assign \$1286  = ~ q1_data[52:38];
-  assign \$1287  = q1_data[53] ? q1_data[52:38] : \$1286 ;
-  assign \$1288  = ~ q1_data[53];
+  assign \$1274  = ~ q1_data[53];
+  assign \$1275  = ~ q1_data[52:38];
+  assign \$1276  = q1_data[53] ? q1_data[52:38] : \$1275 ;
+  assign \$1277  = ~ q1_data[53];
+  assign \$1278  = | \$1276 [14:10];
+  assign \$1279  = ~ q1_data[53];
+  assign \$1280  = ~ q1_data[52:38];
+  assign \$1281  = q1_data[53] ? q1_data[52:38] : \$1280 ;
+  assign \$1282  = ~ q1_data[53];
+  assign \$1283  = \$1281 [14:10] - 1'h1;
+  assign \$1284  = \$1278  ? \$1283  : 6'h00;
+  assign \$1285  = { \$1273 , \$1267 [9:0] } << \$1284 [4:0];
+  assign \$1286  = ~ q1_data[53];
+  assign \$1287  = ~ q1_data[52:38];
+  assign \$1288  = q1_data[53] ? q1_data[52:38] : \$1287 ;
   assign \$1289  = ~ q1_data[53];
-  assign \$1290  = ~ q1_data[52:38];
-  assign \$1291  = q1_data[53] ? q1_data[52:38] : \$1290 ;
-  assign \$1292  = ~ q1_data[53];
-  assign \$1293  = | \$1291 [14:10];
-  assign \$1294  = ~ q1_data[53];
-  assign \$1295  = ~ q1_data[52:38];
-  assign \$1296  = q1_data[53] ? q1_data[52:38] : \$1295 ;
-  assign \$1297  = ~ q1_data[53];
+  assign \$1290  = ~ q1_data[72];
+  assign \$1291  = ~ q1_data[71:57];
+  assign \$1292  = q1_data[72] ? q1_data[71:57] : \$1291 ;
+  assign \$1293  = ~ q1_data[72];
+  assign \$1294  = ~ q1_data[72];
+  assign \$1295  = ~ q1_data[71:57];
+  assign \$1296  = q1_data[72] ? q1_data[71:57] : \$1295 ;
+  assign \$1297  = ~ q1_data[72];
   assign \$1298  = | \$1296 [14:10];
-  assign \$1299  = ~ q1_data[53];
-  assign \$1300  = ~ q1_data[52:38];
-  assign \$1301  = q1_data[53] ? q1_data[52:38] : \$1300 ;
-  assign \$1302  = ~ q1_data[53];
-  assign \$1303  = \$1301 [14:10] - 1'h1;
-  assign \$1304  = \$1298  ? \$1303  : 6'h00;
-  assign \$1305  = { \$1293 , \$1287 [9:0] } << \$1304 [4:0];
-  assign \$1306  = ~ q1_data[53];
-  assign \$1307  = ~ q1_data[52:38];
-  assign \$1308  = q1_data[53] ? q1_data[52:38] : \$1307 ;
-  assign \$1309  = ~ q1_data[53];
-  assign \$1310  = ~ q1_data[72];
-  assign \$1311  = ~ q1_data[71:57];
-  assign \$1312  = q1_data[72] ? q1_data[71:57] : \$1311 ;
-  assign \$1313  = ~ q1_data[72];
+  assign \$1299  = ~ q1_data[72];
+  assign \$1300  = ~ q1_data[71:57];
+  assign \$1301  = q1_data[72] ? q1_data[71:57] : \$1300 ;
+  assign \$1302  = ~ q1_data[72];
+  assign \$1303  = | \$1301 [14:10];
+  assign \$1304  = ~ q1_data[72];
+  assign \$1305  = ~ q1_data[71:57];
+  assign \$1306  = q1_data[72] ? q1_data[71:57] : \$1305 ;
+  assign \$1307  = ~ q1_data[72];
+  assign \$1308  = \$1306 [14:10] - 1'h1;
+  assign \$1309  = \$1303  ? \$1308  : 6'h00;
+  assign \$1310  = { \$1298 , \$1292 [9:0] } << \$1309 [4:0];
+  assign \$1311  = ~ q1_data[72];
+  assign \$1312  = ~ q1_data[71:57];
+  assign \$1313  = q1_data[72] ? q1_data[71:57] : \$1312 ;
   assign \$1314  = ~ q1_data[72];
-  assign \$1315  = ~ q1_data[71:57];
-  assign \$1316  = q1_data[72] ? q1_data[71:57] : \$1315 ;
-  assign \$1317  = ~ q1_data[72];
-  assign \$1318  = | \$1316 [14:10];
-  assign \$1319  = ~ q1_data[72];
-  assign \$1320  = ~ q1_data[71:57];
-  assign \$1321  = q1_data[72] ? q1_data[71:57] : \$1320 ;
-  assign \$1322  = ~ q1_data[72];
+  assign \$1315  = ~ q1_data[91];
+  assign \$1316  = ~ q1_data[90:76];
+  assign \$1317  = q1_data[91] ? q1_data[90:76] : \$1316 ;
+  assign \$1318  = ~ q1_data[91];
+  assign \$1319  = ~ q1_data[91];
+  assign \$1320  = ~ q1_data[90:76];
+  assign \$1321  = q1_data[91] ? q1_data[90:76] : \$1320 ;
+  assign \$1322  = ~ q1_data[91];
   assign \$1323  = | \$1321 [14:10];
-  assign \$1324  = ~ q1_data[72];
-  assign \$1325  = ~ q1_data[71:57];
-  assign \$1326  = q1_data[72] ? q1_data[71:57] : \$1325 ;
-  assign \$1327  = ~ q1_data[72];
-  assign \$1328  = \$1326 [14:10] - 1'h1;
-  assign \$1329  = \$1323  ? \$1328  : 6'h00;
-  assign \$1330  = { \$1318 , \$1312 [9:0] } << \$1329 [4:0];
-  assign \$1331  = ~ q1_data[72];
-  assign \$1332  = ~ q1_data[71:57];
-  assign \$1333  = q1_data[72] ? q1_data[71:57] : \$1332 ;
-  assign \$1334  = ~ q1_data[72];
-  assign \$1335  = ~ q1_data[91];
-  assign \$1336  = ~ q1_data[90:76];
-  assign \$1337  = q1_data[91] ? q1_data[90:76] : \$1336 ;
-  assign \$1338  = ~ q1_data[91];
+  assign \$1324  = ~ q1_data[91];
+  assign \$1325  = ~ q1_data[90:76];
+  assign \$1326  = q1_data[91] ? q1_data[90:76] : \$1325 ;
+  assign \$1327  = ~ q1_data[91];
+  assign \$1328  = | \$1326 [14:10];
+  assign \$1329  = ~ q1_data[91];
+  assign \$1330  = ~ q1_data[90:76];
+  assign \$1331  = q1_data[91] ? q1_data[90:76] : \$1330 ;
+  assign \$1332  = ~ q1_data[91];
+  assign \$1333  = \$1331 [14:10] - 1'h1;
+  assign \$1334  = \$1328  ? \$1333  : 6'h00;
+  assign \$1335  = { \$1323 , \$1317 [9:0] } << \$1334 [4:0];
+  assign \$1336  = ~ q1_data[91];
+  assign \$1337  = ~ q1_data[90:76];
+  assign \$1338  = q1_data[91] ? q1_data[90:76] : \$1337 ;
   assign \$1339  = ~ q1_data[91];
-  assign \$1340  = ~ q1_data[90:76];
-  assign \$1341  = q1_data[91] ? q1_data[90:76] : \$1340 ;
-  assign \$1342  = ~ q1_data[91];
-  assign \$1343  = | \$1341 [14:10];
-  assign \$1344  = ~ q1_data[91];
-  assign \$1345  = ~ q1_data[90:76];
-  assign \$1346  = q1_data[91] ? q1_data[90:76] : \$1345 ;
-  assign \$1347  = ~ q1_data[91];
+  assign \$1340  = ~ q1_data[110];
+  assign \$1341  = ~ q1_data[109:95];
+  assign \$1342  = q1_data[110] ? q1_data[109:95] : \$1341 ;
+  assign \$1343  = ~ q1_data[110];
+  assign \$1344  = ~ q1_data[110];
+  assign \$1345  = ~ q1_data[109:95];
+  assign \$1346  = q1_data[110] ? q1_data[109:95] : \$1345 ;
+  assign \$1347  = ~ q1_data[110];
   assign \$1348  = | \$1346 [14:10];
-  assign \$1349  = ~ q1_data[91];
-  assign \$1350  = ~ q1_data[90:76];
-  assign \$1351  = q1_data[91] ? q1_data[90:76] : \$1350 ;
-  assign \$1352  = ~ q1_data[91];
-  assign \$1353  = \$1351 [14:10] - 1'h1;
-  assign \$1354  = \$1348  ? \$1353  : 6'h00;
-  assign \$1355  = { \$1343 , \$1337 [9:0] } << \$1354 [4:0];
-  assign \$1356  = ~ q1_data[91];
-  assign \$1357  = ~ q1_data[90:76];
-  assign \$1358  = q1_data[91] ? q1_data[90:76] : \$1357 ;
-  assign \$1359  = ~ q1_data[91];
-  assign \$1360  = ~ q1_data[110];
-  assign \$1361  = ~ q1_data[109:95];
-  assign \$1362  = q1_data[110] ? q1_data[109:95] : \$1361 ;
-  assign \$1363  = ~ q1_data[110];
+  assign \$1349  = ~ q1_data[110];
+  assign \$1350  = ~ q1_data[109:95];
+  assign \$1351  = q1_data[110] ? q1_data[109:95] : \$1350 ;
+  assign \$1352  = ~ q1_data[110];
+  assign \$1353  = | \$1351 [14:10];
+  assign \$1354  = ~ q1_data[110];
+  assign \$1355  = ~ q1_data[109:95];
+  assign \$1356  = q1_data[110] ? q1_data[109:95] : \$1355 ;
+  assign \$1357  = ~ q1_data[110];
+  assign \$1358  = \$1356 [14:10] - 1'h1;
+  assign \$1359  = \$1353  ? \$1358  : 6'h00;
+  assign \$1360  = { \$1348 , \$1342 [9:0] } << \$1359 [4:0];
+  assign \$1361  = ~ q1_data[110];
+  assign \$1362  = ~ q1_data[109:95];
+  assign \$1363  = q1_data[110] ? q1_data[109:95] : \$1362 ;
   assign \$1364  = ~ q1_data[110];
-  assign \$1365  = ~ q1_data[109:95];
-  assign \$1366  = q1_data[110] ? q1_data[109:95] : \$1365 ;
-  assign \$1367  = ~ q1_data[110];
-  assign \$1368  = | \$1366 [14:10];
-  assign \$1369  = ~ q1_data[110];
-  assign \$1370  = ~ q1_data[109:95];
-  assign \$1371  = q1_data[110] ? q1_data[109:95] : \$1370 ;
-  assign \$1372  = ~ q1_data[110];
+  assign \$1365  = ~ q1_data[129];
+  assign \$1366  = ~ q1_data[128:114];
+  assign \$1367  = q1_data[129] ? q1_data[128:114] : \$1366 ;
+  assign \$1368  = ~ q1_data[129];
+  assign \$1369  = ~ q1_data[129];
+  assign \$1370  = ~ q1_data[128:114];
+  assign \$1371  = q1_data[129] ? q1_data[128:114] : \$1370 ;
+  assign \$1372  = ~ q1_data[129];
   assign \$1373  = | \$1371 [14:10];
-  assign \$1374  = ~ q1_data[110];
-  assign \$1375  = ~ q1_data[109:95];
-  assign \$1376  = q1_data[110] ? q1_data[109:95] : \$1375 ;
-  assign \$1377  = ~ q1_data[110];
-  assign \$1378  = \$1376 [14:10] - 1'h1;
-  assign \$1379  = \$1373  ? \$1378  : 6'h00;
-  assign \$1380  = { \$1368 , \$1362 [9:0] } << \$1379 [4:0];
-  assign \$1381  = ~ q1_data[110];
-  assign \$1382  = ~ q1_data[109:95];
-  assign \$1383  = q1_data[110] ? q1_data[109:95] : \$1382 ;
-  assign \$1384  = ~ q1_data[110];
-  assign \$1385  = ~ q1_data[129];
-  assign \$1386  = ~ q1_data[128:114];
-  assign \$1387  = q1_data[129] ? q1_data[128:114] : \$1386 ;
-  assign \$1388  = ~ q1_data[129];
+  assign \$1374  = ~ q1_data[129];
+  assign \$1375  = ~ q1_data[128:114];
+  assign \$1376  = q1_data[129] ? q1_data[128:114] : \$1375 ;
+  assign \$1377  = ~ q1_data[129];
+  assign \$1378  = | \$1376 [14:10];
+  assign \$1379  = ~ q1_data[129];
+  assign \$1380  = ~ q1_data[128:114];
+  assign \$1381  = q1_data[129] ? q1_data[128:114] : \$1380 ;
+  assign \$1382  = ~ q1_data[129];
+  assign \$1383  = \$1381 [14:10] - 1'h1;
+  assign \$1384  = \$1378  ? \$1383  : 6'h00;
+  assign \$1385  = { \$1373 , \$1367 [9:0] } << \$1384 [4:0];
+  assign \$1386  = ~ q1_data[129];
+  assign \$1387  = ~ q1_data[128:114];
+  assign \$1388  = q1_data[129] ? q1_data[128:114] : \$1387 ;
   assign \$1389  = ~ q1_data[129];
-  assign \$1390  = ~ q1_data[128:114];
-  assign \$1391  = q1_data[129] ? q1_data[128:114] : \$1390 ;
-  assign \$1392  = ~ q1_data[129];
-  assign \$1393  = | \$1391 [14:10];
-  assign \$1394  = ~ q1_data[129];
-  assign \$1395  = ~ q1_data[128:114];
-  assign \$1396  = q1_data[129] ? q1_data[128:114] : \$1395 ;
-  assign \$1397  = ~ q1_data[129];
+  assign \$1390  = ~ q1_data[148];
+  assign \$1391  = ~ q1_data[147:133];
+  assign \$1392  = q1_data[148] ? q1_data[147:133] : \$1391 ;
+  assign \$1393  = ~ q1_data[148];
+  assign \$1394  = ~ q1_data[148];
+  assign \$1395  = ~ q1_data[147:133];
+  assign \$1396  = q1_data[148] ? q1_data[147:133] : \$1395 ;
+  assign \$1397  = ~ q1_data[148];
   assign \$1398  = | \$1396 [14:10];
-  assign \$1399  = ~ q1_data[129];
-  assign \$1400  = ~ q1_data[128:114];
-  assign \$1401  = q1_data[129] ? q1_data[128:114] : \$1400 ;
-  assign \$1402  = ~ q1_data[129];
-  assign \$1403  = \$1401 [14:10] - 1'h1;
-  assign \$1404  = \$1398  ? \$1403  : 6'h00;
-  assign \$1405  = { \$1393 , \$1387 [9:0] } << \$1404 [4:0];
-  assign \$1406  = ~ q1_data[129];
-  assign \$1407  = ~ q1_data[128:114];
-  assign \$1408  = q1_data[129] ? q1_data[128:114] : \$1407 ;
-  assign \$1409  = ~ q1_data[129];
-  assign \$1410  = ~ q1_data[148];
-  assign \$1411  = ~ q1_data[147:133];
-  assign \$1412  = q1_data[148] ? q1_data[147:133] : \$1411 ;
-  assign \$1413  = ~ q1_data[148];
+  assign \$1399  = ~ q1_data[148];
+  assign \$1400  = ~ q1_data[147:133];
+  assign \$1401  = q1_data[148] ? q1_data[147:133] : \$1400 ;
+  assign \$1402  = ~ q1_data[148];
+  assign \$1403  = | \$1401 [14:10];
+  assign \$1404  = ~ q1_data[148];
+  assign \$1405  = ~ q1_data[147:133];
+  assign \$1406  = q1_data[148] ? q1_data[147:133] : \$1405 ;
+  assign \$1407  = ~ q1_data[148];
+  assign \$1408  = \$1406 [14:10] - 1'h1;
+  assign \$1409  = \$1403  ? \$1408  : 6'h00;
+  assign \$1410  = { \$1398 , \$1392 [9:0] } << \$1409 [4:0];
+  assign \$1411  = ~ q1_data[148];
+  assign \$1412  = ~ q1_data[147:133];
+  assign \$1413  = q1_data[148] ? q1_data[147:133] : \$1412 ;
   assign \$1414  = ~ q1_data[148];
-  assign \$1415  = ~ q1_data[147:133];
-  assign \$1416  = q1_data[148] ? q1_data[147:133] : \$1415 ;
-  assign \$1417  = ~ q1_data[148];
-  assign \$1418  = | \$1416 [14:10];
-  assign \$1419  = ~ q1_data[148];
-  assign \$1420  = ~ q1_data[147:133];
-  assign \$1421  = q1_data[148] ? q1_data[147:133] : \$1420 ;
-  assign \$1422  = ~ q1_data[148];
+  assign \$1415  = ~ q1_data[167];
+  assign \$1416  = ~ q1_data[166:152];
+  assign \$1417  = q1_data[167] ? q1_data[166:152] : \$1416 ;
+  assign \$1418  = ~ q1_data[167];
+  assign \$1419  = ~ q1_data[167];
+  assign \$1420  = ~ q1_data[166:152];
+  assign \$1421  = q1_data[167] ? q1_data[166:152] : \$1420 ;
+  assign \$1422  = ~ q1_data[167];
   assign \$1423  = | \$1421 [14:10];
-  assign \$1424  = ~ q1_data[148];
-  assign \$1425  = ~ q1_data[147:133];
-  assign \$1426  = q1_data[148] ? q1_data[147:133] : \$1425 ;
-  assign \$1427  = ~ q1_data[148];
-  assign \$1428  = \$1426 [14:10] - 1'h1;
-  assign \$1429  = \$1423  ? \$1428  : 6'h00;
-  assign \$1430  = { \$1418 , \$1412 [9:0] } << \$1429 [4:0];
-  assign \$1431  = ~ q1_data[148];
-  assign \$1432  = ~ q1_data[147:133];
-  assign \$1433  = q1_data[148] ? q1_data[147:133] : \$1432 ;
-  assign \$1434  = ~ q1_data[148];
-  assign \$1435  = ~ q1_data[167];
-  assign \$1436  = ~ q1_data[166:152];
-  assign \$1437  = q1_data[167] ? q1_data[166:152] : \$1436 ;
-  assign \$1438  = ~ q1_data[167];
+  assign \$1424  = ~ q1_data[167];
+  assign \$1425  = ~ q1_data[166:152];
+  assign \$1426  = q1_data[167] ? q1_data[166:152] : \$1425 ;
+  assign \$1427  = ~ q1_data[167];
+  assign \$1428  = | \$1426 [14:10];
+  assign \$1429  = ~ q1_data[167];
+  assign \$1430  = ~ q1_data[166:152];
+  assign \$1431  = q1_data[167] ? q1_data[166:152] : \$1430 ;
+  assign \$1432  = ~ q1_data[167];
+  assign \$1433  = \$1431 [14:10] - 1'h1;
+  assign \$1434  = \$1428  ? \$1433  : 6'h00;
+  assign \$1435  = { \$1423 , \$1417 [9:0] } << \$1434 [4:0];
+  assign \$1436  = ~ q1_data[167];
+  assign \$1437  = ~ q1_data[166:152];
+  assign \$1438  = q1_data[167] ? q1_data[166:152] : \$1437 ;
   assign \$1439  = ~ q1_data[167];
-  assign \$1440  = ~ q1_data[166:152];
-  assign \$1441  = q1_data[167] ? q1_data[166:152] : \$1440 ;
-  assign \$1442  = ~ q1_data[167];
-  assign \$1443  = | \$1441 [14:10];
-  assign \$1444  = ~ q1_data[167];
-  assign \$1445  = ~ q1_data[166:152];
-  assign \$1446  = q1_data[167] ? q1_data[166:152] : \$1445 ;
-  assign \$1447  = ~ q1_data[167];
+  assign \$1440  = ~ q1_data[186];
+  assign \$1441  = ~ q1_data[185:171];
+  assign \$1442  = q1_data[186] ? q1_data[185:171] : \$1441 ;
+  assign \$1443  = ~ q1_data[186];
+  assign \$1444  = ~ q1_data[186];
+  assign \$1445  = ~ q1_data[185:171];
+  assign \$1446  = q1_data[186] ? q1_data[185:171] : \$1445 ;
+  assign \$1447  = ~ q1_data[186];
   assign \$1448  = | \$1446 [14:10];
-  assign \$1449  = ~ q1_data[167];
-  assign \$1450  = ~ q1_data[166:152];
-  assign \$1451  = q1_data[167] ? q1_data[166:152] : \$1450 ;
-  assign \$1452  = ~ q1_data[167];
-  assign \$1453  = \$1451 [14:10] - 1'h1;
-  assign \$1454  = \$1448  ? \$1453  : 6'h00;
-  assign \$1455  = { \$1443 , \$1437 [9:0] } << \$1454 [4:0];
-  assign \$1456  = ~ q1_data[167];
-  assign \$1457  = ~ q1_data[166:152];
-  assign \$1458  = q1_data[167] ? q1_data[166:152] : \$1457 ;
-  assign \$1459  = ~ q1_data[167];
-  assign \$1460  = ~ q1_data[186];
-  assign \$1461  = ~ q1_data[185:171];
-  assign \$1462  = q1_data[186] ? q1_data[185:171] : \$1461 ;
-  assign \$1463  = ~ q1_data[186];
+  assign \$1449  = ~ q1_data[186];
+  assign \$1450  = ~ q1_data[185:171];
+  assign \$1451  = q1_data[186] ? q1_data[185:171] : \$1450 ;
+  assign \$1452  = ~ q1_data[186];
+  assign \$1453  = | \$1451 [14:10];
+  assign \$1454  = ~ q1_data[186];
+  assign \$1455  = ~ q1_data[185:171];
+  assign \$1456  = q1_data[186] ? q1_data[185:171] : \$1455 ;
+  assign \$1457  = ~ q1_data[186];
+  assign \$1458  = \$1456 [14:10] - 1'h1;
+  assign \$1459  = \$1453  ? \$1458  : 6'h00;
+  assign \$1460  = { \$1448 , \$1442 [9:0] } << \$1459 [4:0];
+  assign \$1461  = ~ q1_data[186];
+  assign \$1462  = ~ q1_data[185:171];
+  assign \$1463  = q1_data[186] ? q1_data[185:171] : \$1462 ;
   assign \$1464  = ~ q1_data[186];
-  assign \$1465  = ~ q1_data[185:171];
-  assign \$1466  = q1_data[186] ? q1_data[185:171] : \$1465 ;
-  assign \$1467  = ~ q1_data[186];
-  assign \$1468  = | \$1466 [14:10];
-  assign \$1469  = ~ q1_data[186];
-  assign \$1470  = ~ q1_data[185:171];
-  assign \$1471  = q1_data[186] ? q1_data[185:171] : \$1470 ;
-  assign \$1472  = ~ q1_data[186];
+  assign \$1465  = ~ q1_data[205];
+  assign \$1466  = ~ q1_data[204:190];
+  assign \$1467  = q1_data[205] ? q1_data[204:190] : \$1466 ;
+  assign \$1468  = ~ q1_data[205];
+  assign \$1469  = ~ q1_data[205];
+  assign \$1470  = ~ q1_data[204:190];
+  assign \$1471  = q1_data[205] ? q1_data[204:190] : \$1470 ;
+  assign \$1472  = ~ q1_data[205];
   assign \$1473  = | \$1471 [14:10];
-  assign \$1474  = ~ q1_data[186];
-  assign \$1475  = ~ q1_data[185:171];
-  assign \$1476  = q1_data[186] ? q1_data[185:171] : \$1475 ;
-  assign \$1477  = ~ q1_data[186];
-  assign \$1478  = \$1476 [14:10] - 1'h1;
-  assign \$1479  = \$1473  ? \$1478  : 6'h00;
-  assign \$1480  = { \$1468 , \$1462 [9:0] } << \$1479 [4:0];
-  assign \$1481  = ~ q1_data[186];
-  assign \$1482  = ~ q1_data[185:171];
-  assign \$1483  = q1_data[186] ? q1_data[185:171] : \$1482 ;
-  assign \$1484  = ~ q1_data[186];
-  assign \$1485  = ~ q1_data[205];
-  assign \$1486  = ~ q1_data[204:190];
-  assign \$1487  = q1_data[205] ? q1_data[204:190] : \$1486 ;
-  assign \$1488  = ~ q1_data[205];
+  assign \$1474  = ~ q1_data[205];
+  assign \$1475  = ~ q1_data[204:190];
+  assign \$1476  = q1_data[205] ? q1_data[204:190] : \$1475 ;
+  assign \$1477  = ~ q1_data[205];
+  assign \$1478  = | \$1476 [14:10];
+  assign \$1479  = ~ q1_data[205];
+  assign \$1480  = ~ q1_data[204:190];
+  assign \$1481  = q1_data[205] ? q1_data[204:190] : \$1480 ;
+  assign \$1482  = ~ q1_data[205];
+  assign \$1483  = \$1481 [14:10] - 1'h1;
+  assign \$1484  = \$1478  ? \$1483  : 6'h00;
+  assign \$1485  = { \$1473 , \$1467 [9:0] } << \$1484 [4:0];
+  assign \$1486  = ~ q1_data[205];
+  assign \$1487  = ~ q1_data[204:190];
+  assign \$1488  = q1_data[205] ? q1_data[204:190] : \$1487 ;
   assign \$1489  = ~ q1_data[205];
-  assign \$1490  = ~ q1_data[204:190];
-  assign \$1491  = q1_data[205] ? q1_data[204:190] : \$1490 ;
-  assign \$1492  = ~ q1_data[205];
-  assign \$1493  = | \$1491 [14:10];
-  assign \$1494  = ~ q1_data[205];
-  assign \$1495  = ~ q1_data[204:190];
-  assign \$1496  = q1_data[205] ? q1_data[204:190] : \$1495 ;
-  assign \$1497  = ~ q1_data[205];
+  assign \$1490  = ~ q1_data[224];
+  assign \$1491  = ~ q1_data[223:209];
+  assign \$1492  = q1_data[224] ? q1_data[223:209] : \$1491 ;
+  assign \$1493  = ~ q1_data[224];
+  assign \$1494  = ~ q1_data[224];
+  assign \$1495  = ~ q1_data[223:209];
+  assign \$1496  = q1_data[224] ? q1_data[223:209] : \$1495 ;
+  assign \$1497  = ~ q1_data[224];
   assign \$1498  = | \$1496 [14:10];
-  assign \$1499  = ~ q1_data[205];
-  assign \$1500  = ~ q1_data[204:190];
-  assign \$1501  = q1_data[205] ? q1_data[204:190] : \$1500 ;
-  assign \$1502  = ~ q1_data[205];
-  assign \$1503  = \$1501 [14:10] - 1'h1;
-  assign \$1504  = \$1498  ? \$1503  : 6'h00;
-  assign \$1505  = { \$1493 , \$1487 [9:0] } << \$1504 [4:0];
-  assign \$1506  = ~ q1_data[205];
-  assign \$1507  = ~ q1_data[204:190];
-  assign \$1508  = q1_data[205] ? q1_data[204:190] : \$1507 ;
-  assign \$1509  = ~ q1_data[205];
-  assign \$1510  = ~ q1_data[224];
-  assign \$1511  = ~ q1_data[223:209];
-  assign \$1512  = q1_data[224] ? q1_data[223:209] : \$1511 ;
-  assign \$1513  = ~ q1_data[224];
+  assign \$1499  = ~ q1_data[224];
+  assign \$1500  = ~ q1_data[223:209];
+  assign \$1501  = q1_data[224] ? q1_data[223:209] : \$1500 ;
+  assign \$1502  = ~ q1_data[224];
+  assign \$1503  = | \$1501 [14:10];
+  assign \$1504  = ~ q1_data[224];
+  assign \$1505  = ~ q1_data[223:209];
+  assign \$1506  = q1_data[224] ? q1_data[223:209] : \$1505 ;
+  assign \$1507  = ~ q1_data[224];
+  assign \$1508  = \$1506 [14:10] - 1'h1;
+  assign \$1509  = \$1503  ? \$1508  : 6'h00;
+  assign \$1510  = { \$1498 , \$1492 [9:0] } << \$1509 [4:0];
+  assign \$1511  = ~ q1_data[224];
+  assign \$1512  = ~ q1_data[223:209];
+  assign \$1513  = q1_data[224] ? q1_data[223:209] : \$1512 ;
   assign \$1514  = ~ q1_data[224];
-  assign \$1515  = ~ q1_data[223:209];
-  assign \$1516  = q1_data[224] ? q1_data[223:209] : \$1515 ;
-  assign \$1517  = ~ q1_data[224];
-  assign \$1518  = | \$1516 [14:10];
-  assign \$1519  = ~ q1_data[224];
-  assign \$1520  = ~ q1_data[223:209];
-  assign \$1521  = q1_data[224] ? q1_data[223:209] : \$1520 ;
-  assign \$1522  = ~ q1_data[224];
+  assign \$1515  = ~ q1_data[243];
+  assign \$1516  = ~ q1_data[242:228];
+  assign \$1517  = q1_data[243] ? q1_data[242:228] : \$1516 ;
+  assign \$1518  = ~ q1_data[243];
+  assign \$1519  = ~ q1_data[243];
+  assign \$1520  = ~ q1_data[242:228];
+  assign \$1521  = q1_data[243] ? q1_data[242:228] : \$1520 ;
+  assign \$1522  = ~ q1_data[243];
   assign \$1523  = | \$1521 [14:10];
-  assign \$1524  = ~ q1_data[224];
-  assign \$1525  = ~ q1_data[223:209];
-  assign \$1526  = q1_data[224] ? q1_data[223:209] : \$1525 ;
-  assign \$1527  = ~ q1_data[224];
-  assign \$1528  = \$1526 [14:10] - 1'h1;
-  assign \$1529  = \$1523  ? \$1528  : 6'h00;
-  assign \$1530  = { \$1518 , \$1512 [9:0] } << \$1529 [4:0];
-  assign \$1531  = ~ q1_data[224];
-  assign \$1532  = ~ q1_data[223:209];
-  assign \$1533  = q1_data[224] ? q1_data[223:209] : \$1532 ;
-  assign \$1534  = ~ q1_data[224];
-  assign \$1535  = ~ q1_data[243];
-  assign \$1536  = ~ q1_data[242:228];
-  assign \$1537  = q1_data[243] ? q1_data[242:228] : \$1536 ;
-  assign \$1538  = ~ q1_data[243];
+  assign \$1524  = ~ q1_data[243];
+  assign \$1525  = ~ q1_data[242:228];
+  assign \$1526  = q1_data[243] ? q1_data[242:228] : \$1525 ;
+  assign \$1527  = ~ q1_data[243];
+  assign \$1528  = | \$1526 [14:10];
+  assign \$1529  = ~ q1_data[243];
+  assign \$1530  = ~ q1_data[242:228];
+  assign \$1531  = q1_data[243] ? q1_data[242:228] : \$1530 ;
+  assign \$1532  = ~ q1_data[243];
+  assign \$1533  = \$1531 [14:10] - 1'h1;
+  assign \$1534  = \$1528  ? \$1533  : 6'h00;
+  assign \$1535  = { \$1523 , \$1517 [9:0] } << \$1534 [4:0];
+  assign \$1536  = ~ q1_data[243];
+  assign \$1537  = ~ q1_data[242:228];
+  assign \$1538  = q1_data[243] ? q1_data[242:228] : \$1537 ;
   assign \$1539  = ~ q1_data[243];
-  assign \$1540  = ~ q1_data[242:228];
-  assign \$1541  = q1_data[243] ? q1_data[242:228] : \$1540 ;
-  assign \$1542  = ~ q1_data[243];
-  assign \$1543  = | \$1541 [14:10];
-  assign \$1544  = ~ q1_data[243];
-  assign \$1545  = ~ q1_data[242:228];
-  assign \$1546  = q1_data[243] ? q1_data[242:228] : \$1545 ;
-  assign \$1547  = ~ q1_data[243];
+  assign \$1540  = ~ q1_data[262];
+  assign \$1541  = ~ q1_data[261:247];
+  assign \$1542  = q1_data[262] ? q1_data[261:247] : \$1541 ;
+  assign \$1543  = ~ q1_data[262];
+  assign \$1544  = ~ q1_data[262];
+  assign \$1545  = ~ q1_data[261:247];
+  assign \$1546  = q1_data[262] ? q1_data[261:247] : \$1545 ;
+  assign \$1547  = ~ q1_data[262];
   assign \$1548  = | \$1546 [14:10];
-  assign \$1549  = ~ q1_data[243];
-  assign \$1550  = ~ q1_data[242:228];
-  assign \$1551  = q1_data[243] ? q1_data[242:228] : \$1550 ;
-  assign \$1552  = ~ q1_data[243];
-  assign \$1553  = \$1551 [14:10] - 1'h1;
-  assign \$1554  = \$1548  ? \$1553  : 6'h00;
-  assign \$1555  = { \$1543 , \$1537 [9:0] } << \$1554 [4:0];
-  assign \$1556  = ~ q1_data[243];
-  assign \$1557  = ~ q1_data[242:228];
-  assign \$1558  = q1_data[243] ? q1_data[242:228] : \$1557 ;
-  assign \$1559  = ~ q1_data[243];
-  assign \$1560  = ~ q1_data[262];
-  assign \$1561  = ~ q1_data[261:247];
-  assign \$1562  = q1_data[262] ? q1_data[261:247] : \$1561 ;
-  assign \$1563  = ~ q1_data[262];
+  assign \$1549  = ~ q1_data[262];
+  assign \$1550  = ~ q1_data[261:247];
+  assign \$1551  = q1_data[262] ? q1_data[261:247] : \$1550 ;
+  assign \$1552  = ~ q1_data[262];
+  assign \$1553  = | \$1551 [14:10];
+  assign \$1554  = ~ q1_data[262];
+  assign \$1555  = ~ q1_data[261:247];
+  assign \$1556  = q1_data[262] ? q1_data[261:247] : \$1555 ;
+  assign \$1557  = ~ q1_data[262];
+  assign \$1558  = \$1556 [14:10] - 1'h1;
+  assign \$1559  = \$1553  ? \$1558  : 6'h00;
+  assign \$1560  = { \$1548 , \$1542 [9:0] } << \$1559 [4:0];
+  assign \$1561  = ~ q1_data[262];
+  assign \$1562  = ~ q1_data[261:247];
+  assign \$1563  = q1_data[262] ? q1_data[261:247] : \$1562 ;
   assign \$1564  = ~ q1_data[262];
-  assign \$1565  = ~ q1_data[261:247];
-  assign \$1566  = q1_data[262] ? q1_data[261:247] : \$1565 ;
-  assign \$1567  = ~ q1_data[262];
-  assign \$1568  = | \$1566 [14:10];
-  assign \$1569  = ~ q1_data[262];
-  assign \$1570  = ~ q1_data[261:247];
-  assign \$1571  = q1_data[262] ? q1_data[261:247] : \$1570 ;
-  assign \$1572  = ~ q1_data[262];
+  assign \$1565  = ~ q1_data[281];
+  assign \$1566  = ~ q1_data[280:266];
+  assign \$1567  = q1_data[281] ? q1_data[280:266] : \$1566 ;
+  assign \$1568  = ~ q1_data[281];
+  assign \$1569  = ~ q1_data[281];
+  assign \$1570  = ~ q1_data[280:266];
+  assign \$1571  = q1_data[281] ? q1_data[280:266] : \$1570 ;
+  assign \$1572  = ~ q1_data[281];
   assign \$1573  = | \$1571 [14:10];
-  assign \$1574  = ~ q1_data[262];
-  assign \$1575  = ~ q1_data[261:247];
-  assign \$1576  = q1_data[262] ? q1_data[261:247] : \$1575 ;
-  assign \$1577  = ~ q1_data[262];
-  assign \$1578  = \$1576 [14:10] - 1'h1;
-  assign \$1579  = \$1573  ? \$1578  : 6'h00;
-  assign \$1580  = { \$1568 , \$1562 [9:0] } << \$1579 [4:0];
-  assign \$1581  = ~ q1_data[262];
-  assign \$1582  = ~ q1_data[261:247];
-  assign \$1583  = q1_data[262] ? q1_data[261:247] : \$1582 ;
-  assign \$1584  = ~ q1_data[262];
-  assign \$1585  = ~ q1_data[281];
-  assign \$1586  = ~ q1_data[280:266];
-  assign \$1587  = q1_data[281] ? q1_data[280:266] : \$1586 ;
-  assign \$1588  = ~ q1_data[281];
+  assign \$1574  = ~ q1_data[281];
+  assign \$1575  = ~ q1_data[280:266];
+  assign \$1576  = q1_data[281] ? q1_data[280:266] : \$1575 ;
+  assign \$1577  = ~ q1_data[281];
+  assign \$1578  = | \$1576 [14:10];
+  assign \$1579  = ~ q1_data[281];
+  assign \$1580  = ~ q1_data[280:266];
+  assign \$1581  = q1_data[281] ? q1_data[280:266] : \$1580 ;
+  assign \$1582  = ~ q1_data[281];
+  assign \$1583  = \$1581 [14:10] - 1'h1;
+  assign \$1584  = \$1578  ? \$1583  : 6'h00;
+  assign \$1585  = { \$1573 , \$1567 [9:0] } << \$1584 [4:0];
+  assign \$1586  = ~ q1_data[281];
+  assign \$1587  = ~ q1_data[280:266];
+  assign \$1588  = q1_data[281] ? q1_data[280:266] : \$1587 ;
   assign \$1589  = ~ q1_data[281];
-  assign \$1590  = ~ q1_data[280:266];
-  assign \$1591  = q1_data[281] ? q1_data[280:266] : \$1590 ;
-  assign \$1592  = ~ q1_data[281];
-  assign \$1593  = | \$1591 [14:10];
-  assign \$1594  = ~ q1_data[281];
-  assign \$1595  = ~ q1_data[280:266];
-  assign \$1596  = q1_data[281] ? q1_data[280:266] : \$1595 ;
-  assign \$1597  = ~ q1_data[281];
+  assign \$1590  = ~ q1_data[300];
+  assign \$1591  = ~ q1_data[299:285];
+  assign \$1592  = q1_data[300] ? q1_data[299:285] : \$1591 ;
+  assign \$1593  = ~ q1_data[300];
+  assign \$1594  = ~ q1_data[300];
+  assign \$1595  = ~ q1_data[299:285];
+  assign \$1596  = q1_data[300] ? q1_data[299:285] : \$1595 ;
+  assign \$1597  = ~ q1_data[300];
   assign \$1598  = | \$1596 [14:10];
-  assign \$1599  = ~ q1_data[281];
-  assign \$1600  = ~ q1_data[280:266];
-  assign \$1601  = q1_data[281] ? q1_data[280:266] : \$1600 ;
-  assign \$1602  = ~ q1_data[281];
-  assign \$1603  = \$1601 [14:10] - 1'h1;
-  assign \$1604  = \$1598  ? \$1603  : 6'h00;
-  assign \$1605  = { \$1593 , \$1587 [9:0] } << \$1604 [4:0];
-  assign \$1606  = ~ q1_data[281];
-  assign \$1607  = ~ q1_data[280:266];
-  assign \$1608  = q1_data[281] ? q1_data[280:266] : \$1607 ;
-  assign \$1609  = ~ q1_data[281];
-  assign \$1610  = ~ q1_data[300];
-  assign \$1611  = ~ q1_data[299:285];
-  assign \$1612  = q1_data[300] ? q1_data[299:285] : \$1611 ;
-  assign \$1613  = ~ q1_data[300];
+  assign \$1599  = ~ q1_data[300];
+  assign \$1600  = ~ q1_data[299:285];
+  assign \$1601  = q1_data[300] ? q1_data[299:285] : \$1600 ;
+  assign \$1602  = ~ q1_data[300];
+  assign \$1603  = | \$1601 [14:10];
+  assign \$1604  = ~ q1_data[300];
+  assign \$1605  = ~ q1_data[299:285];
+  assign \$1606  = q1_data[300] ? q1_data[299:285] : \$1605 ;
+  assign \$1607  = ~ q1_data[300];
+  assign \$1608  = \$1606 [14:10] - 1'h1;
+  assign \$1609  = \$1603  ? \$1608  : 6'h00;
+  assign \$1610  = { \$1598 , \$1592 [9:0] } << \$1609 [4:0];
+  assign \$1611  = ~ q1_data[300];
+  assign \$1612  = ~ q1_data[299:285];
+  assign \$1613  = q1_data[300] ? q1_data[299:285] : \$1612 ;
   assign \$1614  = ~ q1_data[300];
-  assign \$1615  = ~ q1_data[299:285];
-  assign \$1616  = q1_data[300] ? q1_data[299:285] : \$1615 ;
-  assign \$1617  = ~ q1_data[300];
-  assign \$1618  = | \$1616 [14:10];
-  assign \$1619  = ~ q1_data[300];
-  assign \$1620  = ~ q1_data[299:285];
-  assign \$1621  = q1_data[300] ? q1_data[299:285] : \$1620 ;
-  assign \$1622  = ~ q1_data[300];
-  assign \$1623  = | \$1621 [14:10];
-  assign \$1624  = ~ q1_data[300];
-  assign \$1625  = ~ q1_data[299:285];
-  assign \$1626  = q1_data[300] ? q1_data[299:285] : \$1625 ;
-  assign \$1627  = ~ q1_data[300];
-  assign \$1628  = \$1626 [14:10] - 1'h1;
-  assign \$1629  = \$1623  ? \$1628  : 6'h00;
-  assign \$1630  = { \$1618 , \$1612 [9:0] } << \$1629 [4:0];
-  assign \$1631  = ~ q1_data[300];
-  assign \$1632  = ~ q1_data[299:285];
-  assign \$1633  = q1_data[300] ? q1_data[299:285] : \$1632 ;
-  assign \$1634  = ~ q1_data[300];
-  assign \$1635  = - $signed(q1_info[122:82]);
-  assign \$1636  = - $signed(q1_info[163:123]);
-  assign \$1637  = - $signed(q1_info[204:164]);
+  assign \$1615  = - $signed(q1_info[122:82]);
+  assign \$1616  = - $signed(q1_info[163:123]);
+  assign \$1617  = - $signed(q1_info[204:164]);
   always @(posedge clk)
-    \$1640  <= \$1639 ;
+    \$1620  <= \$1619 ;
   always @(posedge clk)
-    used <= \$1641 ;
+    used <= \$1621 ;
   always @(posedge clk)
-    in_beat <= \$1642 ;
+    in_beat <= \$1622 ;
   always @(posedge clk)
-    p1_v <= \$1643 ;
+    p1_v <= \$1623 ;
   always @(posedge clk)
-    \$signal$164  <= \$1644 ;
+    \$signal$164  <= \$1624 ;
   always @(posedge clk)
-    p1_last <= \$1645 ;
+    p1_last <= \$1625 ;
   always @(posedge clk)
-    p1_beat <= \$1646 ;
+    p1_beat <= \$1626 ;
   always @(posedge clk)
-    p1_hdr <= \$1647 ;
+    p1_hdr <= \$1627 ;
   always @(posedge clk)
-    p1_x <= \$1648 ;
+    p1_x <= \$1628 ;
   always @(posedge clk)
-    thr_latched <= \$1649 ;
+    thr_latched <= \$1629 ;
   always @(posedge clk)
-    p2_key <= \$1650 ;
+    p2_key <= \$1630 ;
   always @(posedge clk)
-    p2_v <= \$1651 ;
+    p2_v <= \$1631 ;
   always @(posedge clk)
-    \$signal$173  <= \$1652 ;
+    \$signal$173  <= \$1632 ;
   always @(posedge clk)
-    p2_last <= \$1653 ;
+    p2_last <= \$1633 ;
   always @(posedge clk)
-    p2_beat <= \$1654 ;
+    p2_beat <= \$1634 ;
   always @(posedge clk)
-    p2_hdr <= \$1655 ;
+    p2_hdr <= \$1635 ;
   always @(posedge clk)
-    p2_bad <= \$1656 ;
+    p2_bad <= \$1636 ;
   always @(posedge clk)
-    p2_thr <= \$1657 ;
+    p2_thr <= \$1637 ;
   always @(posedge clk)
-    \$signal$179  <= \$1658 ;
+    \$signal$179  <= \$1638 ;
   always @(posedge clk)
-    \$signal$180  <= \$1659 ;
+    \$signal$180  <= \$1639 ;
   always @(posedge clk)
-    p3_last <= \$1660 ;
+    p3_last <= \$1640 ;
   always @(posedge clk)
-    p3_beat <= \$1661 ;
+    p3_beat <= \$1641 ;
   always @(posedge clk)
-    p3_hdr <= \$1662 ;
+    p3_hdr <= \$1642 ;
   always @(posedge clk)
-    x <= \$1663 ;
+    x <= \$1643 ;
   always @(posedge clk)
-    p3_bad <= \$1664 ;
+    p3_bad <= \$1644 ;
   always @(posedge clk)
-    t <= \$1665 ;
+    t <= \$1645 ;
   always @(posedge clk)
-    p3_tu <= \$1666 ;
+    p3_tmag <= \$1646 ;
   always @(posedge clk)
-    wp__en <= \$1667 ;
+    p3_tneg <= \$1647 ;
   always @(posedge clk)
-    first <= \$1668 ;
+    wp__en <= \$1648 ;
   always @(posedge clk)
-    last <= \$1669 ;
+    first <= \$1649 ;
   always @(posedge clk)
-    beat <= \$1670 ;
+    last <= \$1650 ;
   always @(posedge clk)
-    p4_hdr <= \$1671 ;
+    beat <= \$1651 ;
   always @(posedge clk)
-    p4_key <= \$1672 ;
+    p4_hdr <= \$1652 ;
   always @(posedge clk)
-    p4_bad <= \$1673 ;
+    p4_key <= \$1653 ;
   always @(posedge clk)
-    \t$52  <= \$1674 ;
+    p4_bad <= \$1654 ;
   always @(posedge clk)
-    p4_group <= \$1675 ;
+    p4_group <= \$1655 ;
   always @(posedge clk)
-    p4_upper <= \$1676 ;
+    p4_upper <= \$1656 ;
   always @(posedge clk)
-    wp__addr <= \$1677 ;
+    \t$52  <= \$1657 ;
   always @(posedge clk)
-    bad_acc <= \$1678 ;
+    wp__addr <= \$1658 ;
   always @(posedge clk)
-    hdr_l <= \$1679 ;
+    bad_acc <= \$1659 ;
   always @(posedge clk)
-    side_d0 <= \$1680 ;
+    hdr_l <= \$1660 ;
   always @(posedge clk)
-    side_d1 <= \$1681 ;
+    side_d0 <= \$1661 ;
   always @(posedge clk)
-    side_d2 <= \$1682 ;
+    side_d1 <= \$1662 ;
   always @(posedge clk)
-    side_d3 <= \$1683 ;
+    side_d2 <= \$1663 ;
   always @(posedge clk)
-    side_d4 <= \$1684 ;
+    side_d3 <= \$1664 ;
   always @(posedge clk)
-    side_d5 <= \$1685 ;
+    side_d4 <= \$1665 ;
   always @(posedge clk)
-    status__bad_input <= \$1686 ;
+    side_d5 <= \$1666 ;
   always @(posedge clk)
-    status__bad_count <= \$1687 ;
+    status__bad_input <= \$1667 ;
   always @(posedge clk)
-    r_en <= \$1688 ;
+    status__bad_count <= \$1668 ;
   always @(posedge clk)
-    avail <= \$1689 ;
+    r_en <= \$1669 ;
   always @(posedge clk)
-    rp__addr <= \$1690 ;
+    avail <= \$1670 ;
   always @(posedge clk)
-    rd_beat <= \$1691 ;
+    rp__addr <= \$1671 ;
   always @(posedge clk)
-    cred_d <= \$1692 ;
+    rd_beat <= \$1672 ;
   always @(posedge clk)
-    cred_s <= \$1693 ;
+    cred_d <= \$1673 ;
   always @(posedge clk)
-    cred_m <= \$1694 ;
+    cred_s <= \$1674 ;
   always @(posedge clk)
-    q0 <= \$1695 ;
+    cred_m <= \$1675 ;
   always @(posedge clk)
-    q1_rec <= \$1696 ;
+    q0 <= \$1676 ;
   always @(posedge clk)
-    q1_data <= \$1697 ;
+    q1_rec <= \$1677 ;
   always @(posedge clk)
-    q2_0 <= \$1698 ;
+    q1_data <= \$1678 ;
   always @(posedge clk)
-    q2_info0 <= \$1699 ;
+    q2_0 <= \$1679 ;
   always @(posedge clk)
-    x_mag <= \$1700 ;
+    q2_info0 <= \$1680 ;
   always @(posedge clk)
-    x_neg <= \$1701 ;
+    x_mag <= \$1681 ;
   always @(posedge clk)
-    \group$115  <= \$1702 ;
+    x_neg <= \$1682 ;
   always @(posedge clk)
-    \upper$117  <= \$1703 ;
+    \group$115  <= \$1683 ;
   always @(posedge clk)
-    p <= \$1704 ;
+    \upper$117  <= \$1684 ;
   always @(posedge clk)
-    q3_0 <= \$1705 ;
+    p <= \$1685 ;
   always @(posedge clk)
-    q3_info0 <= \$1706 ;
+    q3_0 <= \$1686 ;
   always @(posedge clk)
-    \group$120  <= \$1707 ;
+    q3_info0 <= \$1687 ;
   always @(posedge clk)
-    \upper$122  <= \$1708 ;
+    \group$120  <= \$1688 ;
   always @(posedge clk)
-    mag <= \$1709 ;
+    \upper$122  <= \$1689 ;
   always @(posedge clk)
-    qe_0 <= \$1710 ;
+    mag <= \$1690 ;
   always @(posedge clk)
-    qe_1 <= \$1711 ;
+    qe_0 <= \$1691 ;
   always @(posedge clk)
-    qe_2 <= \$1712 ;
+    qe_1 <= \$1692 ;
   always @(posedge clk)
-    qe_3 <= \$1713 ;
+    qe_2 <= \$1693 ;
   always @(posedge clk)
-    qe_4 <= \$1714 ;
+    qe_3 <= \$1694 ;
   always @(posedge clk)
-    qe_5 <= \$1715 ;
+    qe_4 <= \$1695 ;
   always @(posedge clk)
-    qp_0 <= \$1716 ;
+    qe_5 <= \$1696 ;
   always @(posedge clk)
-    qp_1 <= \$1717 ;
+    qp_0 <= \$1697 ;
+  always @(posedge clk)
+    qp_1 <= \$1698 ;
   \quant_engine.classifier  classifier (
-    .group(\group$186 ),
+    .group(\group$187 ),
     .t(t),
-    .upper(\upper$187 ),
+    .upper(\upper$188 ),
     .x(x)
   );
   \quant_engine.dense_fifo  dense_fifo (
@@ -5138,12 +5102,12 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$12370$205 (q3_info0[257:205]),
+    .\port$12349$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$122 )
   );
   \quant_engine.extents  extents (
-    .\a$168 (a),
+    .\a$167 (a),
     .b(b),
     .beat(beat),
     .clk(clk),
@@ -5211,7 +5175,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   );
   \quant_engine.shift  shift (
     .group(\group$115 ),
-    .mag(\mag$199 ),
+    .mag(\mag$200 ),
     .p(p),
     .upper(\upper$117 ),
     .x_mag(x_mag),
@@ -5248,673 +5212,686 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639 [0] = q0[0];
-    \$1639 [1] = q0[1];
-    \$1639 [2] = q0[2];
-    \$1639 [4:3] = q0[4:3];
+    \$1619 [0] = q0[0];
+    \$1619 [1] = q0[1];
+    \$1619 [2] = q0[2];
+    \$1619 [4:3] = q0[4:3];
     if (rst) begin
-      \$1639  = 5'h00;
+      \$1619  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = \$14 [6:0];
+    \$1621  = \$14 [6:0];
     if (rst) begin
-      \$1641  = 7'h00;
+      \$1621  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = in_beat;
+    \$1622  = in_beat;
     if (acc) begin
-      \$1642  = \$17 [3:0];
+      \$1622  = \$17 [3:0];
     end
     if (rst) begin
-      \$1642  = 4'h0;
+      \$1622  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = acc;
+    \$1623  = acc;
     if (rst) begin
-      \$1643  = 1'h0;
+      \$1623  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = \$18 ;
+    \$1624  = \$18 ;
     if (rst) begin
-      \$1644  = 1'h0;
+      \$1624  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645  = \$19 ;
+    \$1625  = \$19 ;
     if (rst) begin
-      \$1645  = 1'h0;
+      \$1625  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646  = in_beat;
+    \$1626  = in_beat;
     if (rst) begin
-      \$1646  = 4'h0;
+      \$1626  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = i__payload[18:0];
+    \$1627  = i__payload[18:0];
     if (rst) begin
-      \$1647  = 19'h00000;
+      \$1627  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = i__payload[274:19];
+    \$1628  = i__payload[274:19];
     if (rst) begin
-      \$1648  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1628  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = thr_latched;
+    \$1629  = thr_latched;
     if (\$20 ) begin
-      \$1649  = read__0__data;
+      \$1629  = read__0__data;
     end
     if (rst) begin
-      \$1649  = 64'h0000000000000000;
+      \$1629  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650 [15:0] = { \$87 , \$64  };
-    \$1650 [31:16] = { \$154 , \$131  };
-    \$1650 [47:32] = { \$221 , \$198  };
-    \$1650 [63:48] = { \$288 , \$265  };
-    \$1650 [79:64] = { \$355 , \$332  };
-    \$1650 [95:80] = { \$422 , \$399  };
-    \$1650 [111:96] = { \$489 , \$466  };
-    \$1650 [127:112] = { \$556 , \$533  };
-    \$1650 [143:128] = { \$623 , \$600  };
-    \$1650 [159:144] = { \$690 , \$667  };
-    \$1650 [175:160] = { \$757 , \$734  };
-    \$1650 [191:176] = { \$824 , \$801  };
-    \$1650 [207:192] = { \$891 , \$868  };
-    \$1650 [223:208] = { \$958 , \$935  };
-    \$1650 [239:224] = { \$1025 , \$1002  };
-    \$1650 [255:240] = { \$1092 , \$1069  };
+    \$1630 [15:0] = { \$87 , \$64  };
+    \$1630 [31:16] = { \$154 , \$131  };
+    \$1630 [47:32] = { \$221 , \$198  };
+    \$1630 [63:48] = { \$288 , \$265  };
+    \$1630 [79:64] = { \$355 , \$332  };
+    \$1630 [95:80] = { \$422 , \$399  };
+    \$1630 [111:96] = { \$489 , \$466  };
+    \$1630 [127:112] = { \$556 , \$533  };
+    \$1630 [143:128] = { \$623 , \$600  };
+    \$1630 [159:144] = { \$690 , \$667  };
+    \$1630 [175:160] = { \$757 , \$734  };
+    \$1630 [191:176] = { \$824 , \$801  };
+    \$1630 [207:192] = { \$891 , \$868  };
+    \$1630 [223:208] = { \$958 , \$935  };
+    \$1630 [239:224] = { \$1025 , \$1002  };
+    \$1630 [255:240] = { \$1092 , \$1069  };
     if (rst) begin
-      \$1650  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1630  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = p1_v;
+    \$1631  = p1_v;
     if (rst) begin
-      \$1651  = 1'h0;
+      \$1631  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = \$signal$164 ;
+    \$1632  = \$signal$164 ;
     if (rst) begin
-      \$1652  = 1'h0;
+      \$1632  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = p1_last;
+    \$1633  = p1_last;
     if (rst) begin
-      \$1653  = 1'h0;
+      \$1633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = p1_beat;
+    \$1634  = p1_beat;
     if (rst) begin
-      \$1654  = 4'h0;
+      \$1634  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = p1_hdr;
+    \$1635  = p1_hdr;
     if (rst) begin
-      \$1655  = 19'h00000;
+      \$1635  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = \$1124 ;
+    \$1636  = \$1124 ;
     if (rst) begin
-      \$1656  = 5'h00;
+      \$1636  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657  = \$1125 ;
+    \$1637  = \$1125 ;
     if (rst) begin
-      \$1657  = 64'h0000000000000000;
+      \$1637  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = p2_v;
+    \$1638  = p2_v;
     if (rst) begin
-      \$1658  = 1'h0;
+      \$1638  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = \$signal$173 ;
+    \$1639  = \$signal$173 ;
     if (rst) begin
-      \$1659  = 1'h0;
+      \$1639  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = p2_last;
+    \$1640  = p2_last;
     if (rst) begin
-      \$1660  = 1'h0;
+      \$1640  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = p2_beat;
+    \$1641  = p2_beat;
     if (rst) begin
-      \$1661  = 4'h0;
+      \$1641  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = p2_hdr;
+    \$1642  = p2_hdr;
     if (rst) begin
-      \$1662  = 19'h00000;
+      \$1642  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = p2_key;
+    \$1643  = p2_key;
     if (rst) begin
-      \$1663  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1643  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = p2_bad;
+    \$1644  = p2_bad;
     if (rst) begin
-      \$1664  = 5'h00;
+      \$1644  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665 [15:0] = { \$1132 , \$1129  };
-    \$1665 [31:16] = { \$1139 , \$1136  };
-    \$1665 [47:32] = { \$1146 , \$1143  };
-    \$1665 [63:48] = { \$1153 , \$1150  };
+    \$1645 [15:0] = { \$1132 , \$1129  };
+    \$1645 [31:16] = { \$1139 , \$1136  };
+    \$1645 [47:32] = { \$1146 , \$1143  };
+    \$1645 [63:48] = { \$1153 , \$1150  };
     if (rst) begin
-      \$1665  = 64'h0000000000000000;
+      \$1645  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666 [40:0] = \$1165 ;
-    \$1666 [81:41] = \$1177 ;
-    \$1666 [122:82] = \$1189 ;
-    \$1666 [163:123] = \$1201 ;
+    \$1646 [39:0] = \$1158 [39:0];
+    \$1646 [79:40] = \$1163 [39:0];
+    \$1646 [119:80] = \$1168 [39:0];
+    \$1646 [159:120] = \$1173 [39:0];
     if (rst) begin
-      \$1666  = 164'h00000000000000000000000000000000000000000;
+      \$1646  = 160'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = \$signal$179 ;
+    \$1647 [0] = p2_thr[15];
+    \$1647 [1] = p2_thr[31];
+    \$1647 [2] = p2_thr[47];
+    \$1647 [3] = p2_thr[63];
+    if (rst) begin
+      \$1647  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1648  = \$signal$179 ;
+    if (rst) begin
+      \$1648  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1649  = \$signal$180 ;
+    if (rst) begin
+      \$1649  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1650  = p3_last;
+    if (rst) begin
+      \$1650  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1651  = p3_beat;
+    if (rst) begin
+      \$1651  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1652  = p3_hdr;
+    if (rst) begin
+      \$1652  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1653  = x;
+    if (rst) begin
+      \$1653  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1654  = p3_bad;
+    if (rst) begin
+      \$1654  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1655  = \group$187 ;
+    if (rst) begin
+      \$1655  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1656  = \upper$188 ;
+    if (rst) begin
+      \$1656  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1657 [40:0] = \$1175 ;
+    \$1657 [81:41] = \$1177 ;
+    \$1657 [122:82] = \$1179 ;
+    \$1657 [163:123] = \$1181 ;
+    if (rst) begin
+      \$1657  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1658  = wp__addr;
+    if (wp__en) begin
+      \$1658  = \$1182 [5:0];
+    end
+    if (rst) begin
+      \$1658  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1659  = bad_acc;
+    if (wp__en) begin
+      \$1659  = \$1184 [7:0];
+    end
+    if (rst) begin
+      \$1659  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1660  = hdr_l;
+    if (wp__en) begin
+      if (first) begin
+        \$1660  = p4_hdr;
+      end
+    end
+    if (rst) begin
+      \$1660  = 19'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1661  = side;
+    if (rst) begin
+      \$1661  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1662  = side_d0;
+    if (rst) begin
+      \$1662  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1663  = side_d1;
+    if (rst) begin
+      \$1663  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1664  = side_d2;
+    if (rst) begin
+      \$1664  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1665  = side_d3;
+    if (rst) begin
+      \$1665  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1666  = side_d4;
+    if (rst) begin
+      \$1666  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1667  = status__bad_input;
+    if (status__clear) begin
+      \$1667  = 1'h0;
+    end else if (\$1186 ) begin
+      \$1667  = 1'h1;
+    end
     if (rst) begin
       \$1667  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = \$signal$180 ;
+    \$1668  = status__bad_count;
+    if (status__clear) begin
+      \$1668  = 32'd0;
+    end else if (\$1186 ) begin
+      \$1668  = \$1190 [31:0];
+    end
     if (rst) begin
-      \$1668  = 1'h0;
+      \$1668  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = p3_last;
+    \$1669  = \$1192 ;
     if (rst) begin
       \$1669  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = p3_beat;
+    \$1670  = \$1196 [2:0];
     if (rst) begin
-      \$1670  = 4'h0;
+      \$1670  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = p3_hdr;
+    \$1671  = rp__addr;
+    if (issue) begin
+      \$1671  = \$1197 [5:0];
+    end
     if (rst) begin
-      \$1671  = 19'h00000;
+      \$1671  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = x;
+    \$1672  = rd_beat;
+    if (issue) begin
+      \$1672  = \$1200 [3:0];
+    end
     if (rst) begin
-      \$1672  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1672  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = p3_bad;
+    \$1673  = \$1203 [4:0];
     if (rst) begin
       \$1673  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = p3_tu;
+    \$1674  = \$1206 [4:0];
     if (rst) begin
-      \$1674  = 164'h00000000000000000000000000000000000000000;
+      \$1674  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = \group$186 ;
+    \$1675  = \$1211 [4:0];
     if (rst) begin
-      \$1675  = 32'd0;
+      \$1675  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = \upper$187 ;
+    \$1676 [127:5] = q0[127:5];
+    \$1676 [0] = issue;
+    \$1676 [1] = \$1212 ;
+    \$1676 [2] = \$1213 ;
+    \$1676 [4:3] = \$1214 [1:0];
     if (rst) begin
-      \$1676  = 16'h0000;
+      \$1676  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = wp__addr;
-    if (wp__en) begin
-      \$1677  = \$1202 [5:0];
-    end
+    \$1677  = head;
     if (rst) begin
-      \$1677  = 6'h00;
+      \$1677  = 325'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = bad_acc;
-    if (wp__en) begin
-      \$1678  = \$1204 [7:0];
-    end
+    \$1678  = rp__data;
     if (rst) begin
-      \$1678  = 8'h00;
+      \$1678  = 304'h0000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = hdr_l;
-    if (wp__en) begin
-      if (first) begin
-        \$1679  = p4_hdr;
-      end
-    end
+    \$1679  = { \$1618 , \$1620  };
     if (rst) begin
-      \$1679  = 19'h00000;
+      \$1679  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = side;
+    \$1680  = q1_info;
     if (rst) begin
-      \$1680  = 191'h000000000000000000000000000000000000000000000000;
+      \$1680  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = side_d0;
+    \$1681 [39:0] = \$1235 [39:0];
+    \$1681 [79:40] = \$1260 [39:0];
+    \$1681 [119:80] = \$1285 [39:0];
+    \$1681 [159:120] = \$1310 [39:0];
+    \$1681 [199:160] = \$1335 [39:0];
+    \$1681 [239:200] = \$1360 [39:0];
+    \$1681 [279:240] = \$1385 [39:0];
+    \$1681 [319:280] = \$1410 [39:0];
+    \$1681 [359:320] = \$1435 [39:0];
+    \$1681 [399:360] = \$1460 [39:0];
+    \$1681 [439:400] = \$1485 [39:0];
+    \$1681 [479:440] = \$1510 [39:0];
+    \$1681 [519:480] = \$1535 [39:0];
+    \$1681 [559:520] = \$1560 [39:0];
+    \$1681 [599:560] = \$1585 [39:0];
+    \$1681 [639:600] = \$1610 [39:0];
     if (rst) begin
-      \$1681  = 191'h000000000000000000000000000000000000000000000000;
+      \$1681  = 640'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = side_d1;
+    \$1682 [0] = \$1239 ;
+    \$1682 [1] = \$1264 ;
+    \$1682 [2] = \$1289 ;
+    \$1682 [3] = \$1314 ;
+    \$1682 [4] = \$1339 ;
+    \$1682 [5] = \$1364 ;
+    \$1682 [6] = \$1389 ;
+    \$1682 [7] = \$1414 ;
+    \$1682 [8] = \$1439 ;
+    \$1682 [9] = \$1464 ;
+    \$1682 [10] = \$1489 ;
+    \$1682 [11] = \$1514 ;
+    \$1682 [12] = \$1539 ;
+    \$1682 [13] = \$1564 ;
+    \$1682 [14] = \$1589 ;
+    \$1682 [15] = \$1614 ;
     if (rst) begin
-      \$1682  = 191'h000000000000000000000000000000000000000000000000;
+      \$1682  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = side_d2;
+    \$1683 [1:0] = q1_data[17:16];
+    \$1683 [3:2] = q1_data[36:35];
+    \$1683 [5:4] = q1_data[55:54];
+    \$1683 [7:6] = q1_data[74:73];
+    \$1683 [9:8] = q1_data[93:92];
+    \$1683 [11:10] = q1_data[112:111];
+    \$1683 [13:12] = q1_data[131:130];
+    \$1683 [15:14] = q1_data[150:149];
+    \$1683 [17:16] = q1_data[169:168];
+    \$1683 [19:18] = q1_data[188:187];
+    \$1683 [21:20] = q1_data[207:206];
+    \$1683 [23:22] = q1_data[226:225];
+    \$1683 [25:24] = q1_data[245:244];
+    \$1683 [27:26] = q1_data[264:263];
+    \$1683 [29:28] = q1_data[283:282];
+    \$1683 [31:30] = q1_data[302:301];
     if (rst) begin
-      \$1683  = 191'h000000000000000000000000000000000000000000000000;
+      \$1683  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = side_d3;
+    \$1684 [0] = q1_data[18];
+    \$1684 [1] = q1_data[37];
+    \$1684 [2] = q1_data[56];
+    \$1684 [3] = q1_data[75];
+    \$1684 [4] = q1_data[94];
+    \$1684 [5] = q1_data[113];
+    \$1684 [6] = q1_data[132];
+    \$1684 [7] = q1_data[151];
+    \$1684 [8] = q1_data[170];
+    \$1684 [9] = q1_data[189];
+    \$1684 [10] = q1_data[208];
+    \$1684 [11] = q1_data[227];
+    \$1684 [12] = q1_data[246];
+    \$1684 [13] = q1_data[265];
+    \$1684 [14] = q1_data[284];
+    \$1684 [15] = q1_data[303];
     if (rst) begin
-      \$1684  = 191'h000000000000000000000000000000000000000000000000;
+      \$1684  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = side_d4;
+    \$1685 [41:0] = { q1_info[40], q1_info[40:0] };
+    \$1685 [83:42] = { q1_info[81], q1_info[81:41] };
+    \$1685 [125:84] = \$1615 ;
+    \$1685 [167:126] = \$1616 ;
+    \$1685 [209:168] = \$1617 ;
     if (rst) begin
-      \$1685  = 191'h000000000000000000000000000000000000000000000000;
+      \$1685  = 210'h00000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = status__bad_input;
-    if (status__clear) begin
-      \$1686  = 1'h0;
-    end else if (\$1206 ) begin
-      \$1686  = 1'h1;
-    end
+    \$1686  = q2_0;
     if (rst) begin
-      \$1686  = 1'h0;
+      \$1686  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = status__bad_count;
-    if (status__clear) begin
-      \$1687  = 32'd0;
-    end else if (\$1206 ) begin
-      \$1687  = \$1210 [31:0];
-    end
+    \$1687  = q2_info0;
     if (rst) begin
-      \$1687  = 32'd0;
+      \$1687  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = \$1212 ;
+    \$1688  = \group$115 ;
     if (rst) begin
-      \$1688  = 1'h0;
+      \$1688  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = \$1216 [2:0];
+    \$1689  = \upper$117 ;
     if (rst) begin
-      \$1689  = 3'h0;
+      \$1689  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = rp__addr;
-    if (issue) begin
-      \$1690  = \$1217 [5:0];
-    end
+    \$1690  = \mag$200 ;
     if (rst) begin
-      \$1690  = 6'h00;
+      \$1690  = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = rd_beat;
-    if (issue) begin
-      \$1691  = \$1220 [3:0];
-    end
+    \$1691  = q3_0;
     if (rst) begin
-      \$1691  = 4'h0;
+      \$1691  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = \$1223 [4:0];
+    \$1692  = qe_0;
     if (rst) begin
-      \$1692  = 5'h00;
+      \$1692  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = \$1226 [4:0];
+    \$1693  = qe_1;
     if (rst) begin
-      \$1693  = 5'h00;
+      \$1693  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = \$1231 [4:0];
+    \$1694  = qe_2;
     if (rst) begin
-      \$1694  = 5'h00;
+      \$1694  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695 [127:5] = q0[127:5];
-    \$1695 [0] = issue;
-    \$1695 [1] = \$1232 ;
-    \$1695 [2] = \$1233 ;
-    \$1695 [4:3] = \$1234 [1:0];
+    \$1695  = qe_3;
     if (rst) begin
       \$1695  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = head;
+    \$1696  = qe_4;
     if (rst) begin
-      \$1696  = 325'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1696  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = rp__data;
+    \$1697  = qe_5;
     if (rst) begin
-      \$1697  = 304'h0000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1697  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = { \$1638 , \$1640  };
+    \$1698  = qp_0;
     if (rst) begin
       \$1698  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = q1_info;
-    if (rst) begin
-      \$1699  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700 [39:0] = \$1255 [39:0];
-    \$1700 [79:40] = \$1280 [39:0];
-    \$1700 [119:80] = \$1305 [39:0];
-    \$1700 [159:120] = \$1330 [39:0];
-    \$1700 [199:160] = \$1355 [39:0];
-    \$1700 [239:200] = \$1380 [39:0];
-    \$1700 [279:240] = \$1405 [39:0];
-    \$1700 [319:280] = \$1430 [39:0];
-    \$1700 [359:320] = \$1455 [39:0];
-    \$1700 [399:360] = \$1480 [39:0];
-    \$1700 [439:400] = \$1505 [39:0];
-    \$1700 [479:440] = \$1530 [39:0];
-    \$1700 [519:480] = \$1555 [39:0];
-    \$1700 [559:520] = \$1580 [39:0];
-    \$1700 [599:560] = \$1605 [39:0];
-    \$1700 [639:600] = \$1630 [39:0];
-    if (rst) begin
-      \$1700  = 640'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701 [0] = \$1259 ;
-    \$1701 [1] = \$1284 ;
-    \$1701 [2] = \$1309 ;
-    \$1701 [3] = \$1334 ;
-    \$1701 [4] = \$1359 ;
-    \$1701 [5] = \$1384 ;
-    \$1701 [6] = \$1409 ;
-    \$1701 [7] = \$1434 ;
-    \$1701 [8] = \$1459 ;
-    \$1701 [9] = \$1484 ;
-    \$1701 [10] = \$1509 ;
-    \$1701 [11] = \$1534 ;
-    \$1701 [12] = \$1559 ;
-    \$1701 [13] = \$1584 ;
-    \$1701 [14] = \$1609 ;
-    \$1701 [15] = \$1634 ;
-    if (rst) begin
-      \$1701  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702 [1:0] = q1_data[17:16];
-    \$1702 [3:2] = q1_data[36:35];
-    \$1702 [5:4] = q1_data[55:54];
-    \$1702 [7:6] = q1_data[74:73];
-    \$1702 [9:8] = q1_data[93:92];
-    \$1702 [11:10] = q1_data[112:111];
-    \$1702 [13:12] = q1_data[131:130];
-    \$1702 [15:14] = q1_data[150:149];
-    \$1702 [17:16] = q1_data[169:168];
-    \$1702 [19:18] = q1_data[188:187];
-    \$1702 [21:20] = q1_data[207:206];
-    \$1702 [23:22] = q1_data[226:225];
-    \$1702 [25:24] = q1_data[245:244];
-    \$1702 [27:26] = q1_data[264:263];
-    \$1702 [29:28] = q1_data[283:282];
-    \$1702 [31:30] = q1_data[302:301];
-    if (rst) begin
-      \$1702  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703 [0] = q1_data[18];
-    \$1703 [1] = q1_data[37];
-    \$1703 [2] = q1_data[56];
-    \$1703 [3] = q1_data[75];
-    \$1703 [4] = q1_data[94];
-    \$1703 [5] = q1_data[113];
-    \$1703 [6] = q1_data[132];
-    \$1703 [7] = q1_data[151];
-    \$1703 [8] = q1_data[170];
-    \$1703 [9] = q1_data[189];
-    \$1703 [10] = q1_data[208];
-    \$1703 [11] = q1_data[227];
-    \$1703 [12] = q1_data[246];
-    \$1703 [13] = q1_data[265];
-    \$1703 [14] = q1_data[284];
-    \$1703 [15] = q1_data[303];
-    if (rst) begin
-      \$1703  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704 [41:0] = { q1_info[40], q1_info[40:0] };
-    \$1704 [83:42] = { q1_info[81], q1_info[81:41] };
-    \$1704 [125:84] = \$1635 ;
-    \$1704 [167:126] = \$1636 ;
-    \$1704 [209:168] = \$1637 ;
-    if (rst) begin
-      \$1704  = 210'h00000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = q2_0;
-    if (rst) begin
-      \$1705  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = q2_info0;
-    if (rst) begin
-      \$1706  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = \group$115 ;
-    if (rst) begin
-      \$1707  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = \upper$117 ;
-    if (rst) begin
-      \$1708  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = \mag$199 ;
-    if (rst) begin
-      \$1709  = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = q3_0;
-    if (rst) begin
-      \$1710  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1711  = qe_0;
-    if (rst) begin
-      \$1711  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1712  = qe_1;
-    if (rst) begin
-      \$1712  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1713  = qe_2;
-    if (rst) begin
-      \$1713  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1714  = qe_3;
-    if (rst) begin
-      \$1714  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1715  = qe_4;
-    if (rst) begin
-      \$1715  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1716  = qe_5;
-    if (rst) begin
-      \$1716  = 128'h00000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1717  = qp_0;
-    if (rst) begin
-      \$1717  = 128'h00000000000000000000000000000000;
     end
   end
   assign write__payload = thresholds__payload;
@@ -5952,7 +5929,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \r_en$102  = r_en;
   assign rd_ptr = rp__addr;
   assign rp__en = 1'h1;
-  assign q1 = { \$1638 , \$1640  };
+  assign q1 = { \$1618 , \$1620  };
   assign q2_p = p;
   assign q2_xmag = x_mag;
   assign q2_xneg = x_neg;
@@ -6345,19 +6322,19 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \head.delta_mid  = head[292:277];
   assign \head.delta_inner  = head[308:293];
   assign \head.delta_outer  = head[324:309];
-  assign \q1.valid  = \$1640 [0];
-  assign \q1.first  = \$1640 [1];
-  assign \q1.last  = \$1640 [2];
-  assign \q1.bib  = \$1640 [4:3];
-  assign \q1.meta  = \$1638 ;
-  assign \q1.meta.data  = \$1638 [95:0];
-  assign \q1.meta.header  = \$1638 [114:96];
-  assign \q1.meta.header.seq  = \$1638 [97:96];
-  assign \q1.meta.header.layer  = \$1638 [102:98];
-  assign \q1.meta.header.kv  = \$1638 [103];
-  assign \q1.meta.header.head  = \$1638 [105:104];
-  assign \q1.meta.header.pos  = \$1638 [114:106];
-  assign \q1.meta.bad_inputs  = \$1638 [122:115];
+  assign \q1.valid  = \$1620 [0];
+  assign \q1.first  = \$1620 [1];
+  assign \q1.last  = \$1620 [2];
+  assign \q1.bib  = \$1620 [4:3];
+  assign \q1.meta  = \$1618 ;
+  assign \q1.meta.data  = \$1618 [95:0];
+  assign \q1.meta.header  = \$1618 [114:96];
+  assign \q1.meta.header.seq  = \$1618 [97:96];
+  assign \q1.meta.header.layer  = \$1618 [102:98];
+  assign \q1.meta.header.kv  = \$1618 [103];
+  assign \q1.meta.header.head  = \$1618 [105:104];
+  assign \q1.meta.header.pos  = \$1618 [114:106];
+  assign \q1.meta.bad_inputs  = \$1618 [122:115];
   assign \q1_rec.side  = q1_rec[190:0];
   assign \q1_rec.side.header  = q1_rec[18:0];
   assign \q1_rec.side.header.seq  = q1_rec[1:0];
@@ -6887,42 +6864,42 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \p3_hdr.kv  = p3_hdr[7];
   assign \p3_hdr.head  = p3_hdr[9:8];
   assign \p3_hdr.pos  = p3_hdr[18:10];
-  assign \p3_tu[0]  = p3_tu[40:0];
-  assign \p3_tu[1]  = p3_tu[81:41];
-  assign \p3_tu[2]  = p3_tu[122:82];
-  assign \p3_tu[3]  = p3_tu[163:123];
-  assign \group$186[0]  = \group$186 [1:0];
-  assign \group$186[1]  = \group$186 [3:2];
-  assign \group$186[2]  = \group$186 [5:4];
-  assign \group$186[3]  = \group$186 [7:6];
-  assign \group$186[4]  = \group$186 [9:8];
-  assign \group$186[5]  = \group$186 [11:10];
-  assign \group$186[6]  = \group$186 [13:12];
-  assign \group$186[7]  = \group$186 [15:14];
-  assign \group$186[8]  = \group$186 [17:16];
-  assign \group$186[9]  = \group$186 [19:18];
-  assign \group$186[10]  = \group$186 [21:20];
-  assign \group$186[11]  = \group$186 [23:22];
-  assign \group$186[12]  = \group$186 [25:24];
-  assign \group$186[13]  = \group$186 [27:26];
-  assign \group$186[14]  = \group$186 [29:28];
-  assign \group$186[15]  = \group$186 [31:30];
-  assign \upper$187[0]  = \upper$187 [0];
-  assign \upper$187[1]  = \upper$187 [1];
-  assign \upper$187[2]  = \upper$187 [2];
-  assign \upper$187[3]  = \upper$187 [3];
-  assign \upper$187[4]  = \upper$187 [4];
-  assign \upper$187[5]  = \upper$187 [5];
-  assign \upper$187[6]  = \upper$187 [6];
-  assign \upper$187[7]  = \upper$187 [7];
-  assign \upper$187[8]  = \upper$187 [8];
-  assign \upper$187[9]  = \upper$187 [9];
-  assign \upper$187[10]  = \upper$187 [10];
-  assign \upper$187[11]  = \upper$187 [11];
-  assign \upper$187[12]  = \upper$187 [12];
-  assign \upper$187[13]  = \upper$187 [13];
-  assign \upper$187[14]  = \upper$187 [14];
-  assign \upper$187[15]  = \upper$187 [15];
+  assign \p3_tmag[0]  = p3_tmag[39:0];
+  assign \p3_tmag[1]  = p3_tmag[79:40];
+  assign \p3_tmag[2]  = p3_tmag[119:80];
+  assign \p3_tmag[3]  = p3_tmag[159:120];
+  assign \group$187[0]  = \group$187 [1:0];
+  assign \group$187[1]  = \group$187 [3:2];
+  assign \group$187[2]  = \group$187 [5:4];
+  assign \group$187[3]  = \group$187 [7:6];
+  assign \group$187[4]  = \group$187 [9:8];
+  assign \group$187[5]  = \group$187 [11:10];
+  assign \group$187[6]  = \group$187 [13:12];
+  assign \group$187[7]  = \group$187 [15:14];
+  assign \group$187[8]  = \group$187 [17:16];
+  assign \group$187[9]  = \group$187 [19:18];
+  assign \group$187[10]  = \group$187 [21:20];
+  assign \group$187[11]  = \group$187 [23:22];
+  assign \group$187[12]  = \group$187 [25:24];
+  assign \group$187[13]  = \group$187 [27:26];
+  assign \group$187[14]  = \group$187 [29:28];
+  assign \group$187[15]  = \group$187 [31:30];
+  assign \upper$188[0]  = \upper$188 [0];
+  assign \upper$188[1]  = \upper$188 [1];
+  assign \upper$188[2]  = \upper$188 [2];
+  assign \upper$188[3]  = \upper$188 [3];
+  assign \upper$188[4]  = \upper$188 [4];
+  assign \upper$188[5]  = \upper$188 [5];
+  assign \upper$188[6]  = \upper$188 [6];
+  assign \upper$188[7]  = \upper$188 [7];
+  assign \upper$188[8]  = \upper$188 [8];
+  assign \upper$188[9]  = \upper$188 [9];
+  assign \upper$188[10]  = \upper$188 [10];
+  assign \upper$188[11]  = \upper$188 [11];
+  assign \upper$188[12]  = \upper$188 [12];
+  assign \upper$188[13]  = \upper$188 [13];
+  assign \upper$188[14]  = \upper$188 [14];
+  assign \upper$188[15]  = \upper$188 [15];
   assign \side_d0.header  = side_d0[18:0];
   assign \side_d0.header.seq  = side_d0[1:0];
   assign \side_d0.header.layer  = side_d0[6:2];
@@ -7160,22 +7137,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \q3_0.meta.header.head  = q3_0[110:109];
   assign \q3_0.meta.header.pos  = q3_0[119:111];
   assign \q3_0.meta.bad_inputs  = q3_0[127:120];
-  assign \mag$199[0]  = \mag$199 [40:0];
-  assign \mag$199[1]  = \mag$199 [81:41];
-  assign \mag$199[2]  = \mag$199 [122:82];
-  assign \mag$199[3]  = \mag$199 [163:123];
-  assign \mag$199[4]  = \mag$199 [204:164];
-  assign \mag$199[5]  = \mag$199 [245:205];
-  assign \mag$199[6]  = \mag$199 [286:246];
-  assign \mag$199[7]  = \mag$199 [327:287];
-  assign \mag$199[8]  = \mag$199 [368:328];
-  assign \mag$199[9]  = \mag$199 [409:369];
-  assign \mag$199[10]  = \mag$199 [450:410];
-  assign \mag$199[11]  = \mag$199 [491:451];
-  assign \mag$199[12]  = \mag$199 [532:492];
-  assign \mag$199[13]  = \mag$199 [573:533];
-  assign \mag$199[14]  = \mag$199 [614:574];
-  assign \mag$199[15]  = \mag$199 [655:615];
+  assign \mag$200[0]  = \mag$200 [40:0];
+  assign \mag$200[1]  = \mag$200 [81:41];
+  assign \mag$200[2]  = \mag$200 [122:82];
+  assign \mag$200[3]  = \mag$200 [163:123];
+  assign \mag$200[4]  = \mag$200 [204:164];
+  assign \mag$200[5]  = \mag$200 [245:205];
+  assign \mag$200[6]  = \mag$200 [286:246];
+  assign \mag$200[7]  = \mag$200 [327:287];
+  assign \mag$200[8]  = \mag$200 [368:328];
+  assign \mag$200[9]  = \mag$200 [409:369];
+  assign \mag$200[10]  = \mag$200 [450:410];
+  assign \mag$200[11]  = \mag$200 [491:451];
+  assign \mag$200[12]  = \mag$200 [532:492];
+  assign \mag$200[13]  = \mag$200 [573:533];
+  assign \mag$200[14]  = \mag$200 [614:574];
+  assign \mag$200[15]  = \mag$200 [655:615];
   assign \qe_0.valid  = qe_0[0];
   assign \qe_0.first  = qe_0[1];
   assign \qe_0.last  = qe_0[2];
@@ -7267,9 +7244,9 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign q1_info[209:205] = q1_rec[276:272];
   assign q1_info[204:164] = q1_rec[271:231];
   assign q1_info[163:0] = q1_rec[182:19];
-  assign \$1638 [95:0] = { q1_rec[214:191], 3'h0, q1_rec[276:272], q1_rec[324:309], q1_rec[230:215], q1_rec[308:277] };
-  assign \$1638 [122:115] = q1_rec[190:183];
-  assign \$1638 [114:96] = q1_rec[18:0];
+  assign \$1618 [95:0] = { q1_rec[214:191], 3'h0, q1_rec[276:272], q1_rec[324:309], q1_rec[230:215], q1_rec[308:277] };
+  assign \$1618 [122:115] = q1_rec[190:183];
+  assign \$1618 [114:96] = q1_rec[18:0];
   assign head[324:309] = \r_data$92 [52:37];
   assign head[308:293] = \r_data$92 [36:21];
   assign head[292:277] = \r_data$92 [20:5];
@@ -7337,9 +7314,9 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign wp__data[18] = p4_upper[0];
   assign wp__data[17:16] = p4_group[1:0];
   assign wp__data[15:0] = p4_key[15:0];
-  assign \$2958  = 1'h1;
-  assign \$1234  = \$2956 ;
-  assign \$1208  = \$1207 [32];
+  assign \$2919  = 1'h1;
+  assign \$1214  = \$2917 ;
+  assign \$1188  = \$1187 [32];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8289,7 +8266,7 @@ module \quant_engine.dense_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \quant_engine.encoder (rst, \port$12349$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -11172,8 +11149,8 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$12370$205 ;
-  wire [52:0] \port$12370$205 ;
+  input [52:0] \port$12349$205 ;
+  wire [52:0] \port$12349$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -11595,29 +11572,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$12370$205 [19:15];
-  assign \$3  = \port$12370$205 [19:15] - 1'h1;
+  assign \$2  = | \port$12349$205 [19:15];
+  assign \$3  = \port$12349$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$12370$205 [35:31];
-  assign \$7  = \port$12370$205 [35:31] - 1'h1;
+  assign \$6  = | \port$12349$205 [35:31];
+  assign \$7  = \port$12349$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$12370$205 [51:47];
-  assign \$10  = \port$12370$205 [51:47] - 1'h1;
+  assign \$9  = | \port$12349$205 [51:47];
+  assign \$10  = \port$12349$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$12370$205 [19:15];
+  assign \$15  = | \port$12349$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$12370$205 [35:31];
-  assign \$18  = | \port$12370$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$12370$205 [30:21] } : { \$18 , \port$12370$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$12370$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$12349$205 [35:31];
+  assign \$18  = | \port$12349$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$12349$205 [30:21] } : { \$18 , \port$12349$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$12349$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$12370$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$23  = 5'h10 - \port$12349$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12349$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -11650,29 +11627,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$54  = | g0;
   assign \$55  = g0 == 2'h2;
   assign \$56  = ! group[3:2];
-  assign \$57  = | \port$12370$205 [19:15];
-  assign \$58  = \port$12370$205 [19:15] - 1'h1;
+  assign \$57  = | \port$12349$205 [19:15];
+  assign \$58  = \port$12349$205 [19:15] - 1'h1;
   assign \$59  = \$57  ? \$58  : 6'h00;
   assign \$60  = group[3:2] == 1'h1;
-  assign \$61  = | \port$12370$205 [35:31];
-  assign \$62  = \port$12370$205 [35:31] - 1'h1;
+  assign \$61  = | \port$12349$205 [35:31];
+  assign \$62  = \port$12349$205 [35:31] - 1'h1;
   assign \$63  = \$61  ? \$62  : 6'h00;
-  assign \$64  = | \port$12370$205 [51:47];
-  assign \$65  = \port$12370$205 [51:47] - 1'h1;
+  assign \$64  = | \port$12349$205 [51:47];
+  assign \$65  = \port$12349$205 [51:47] - 1'h1;
   assign \$66  = \$64  ? \$65  : 6'h00;
   assign \$67  = \$60  ? \$63 [4:0] : \$66 [4:0];
   assign \$68  = \$56  ? \$59 [4:0] : \$67 ;
   assign \$69  = ! group[3:2];
-  assign \$70  = | \port$12370$205 [19:15];
+  assign \$70  = | \port$12349$205 [19:15];
   assign \$71  = group[3:2] == 1'h1;
-  assign \$72  = | \port$12370$205 [35:31];
-  assign \$73  = | \port$12370$205 [51:47];
-  assign \$74  = \$71  ? { \$72 , \port$12370$205 [30:21] } : { \$73 , \port$12370$205 [46:37] };
-  assign \$75  = \$69  ? { \$70 , \port$12370$205 [14:5] } : \$74 ;
+  assign \$72  = | \port$12349$205 [35:31];
+  assign \$73  = | \port$12349$205 [51:47];
+  assign \$74  = \$71  ? { \$72 , \port$12349$205 [30:21] } : { \$73 , \port$12349$205 [46:37] };
+  assign \$75  = \$69  ? { \$70 , \port$12349$205 [14:5] } : \$74 ;
   assign \$76  = group[3:2] == 1'h1;
   assign \$77  = group[3:2] == 2'h2;
-  assign \$78  = 5'h10 - \port$12370$205 [4:0];
-  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$78  = 5'h10 - \port$12349$205 [4:0];
+  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12349$205 [4:0] };
   assign \$80  = \$77  ? 6'h10 : \$79 ;
   assign \$81  = \$76  ? 7'h20 : { \$80 [5], \$80  };
   assign \$82  = \$81 [5:0] - 1'h1;
@@ -11705,29 +11682,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$109  = | g1;
   assign \$110  = g1 == 2'h2;
   assign \$111  = ! group[5:4];
-  assign \$112  = | \port$12370$205 [19:15];
-  assign \$113  = \port$12370$205 [19:15] - 1'h1;
+  assign \$112  = | \port$12349$205 [19:15];
+  assign \$113  = \port$12349$205 [19:15] - 1'h1;
   assign \$114  = \$112  ? \$113  : 6'h00;
   assign \$115  = group[5:4] == 1'h1;
-  assign \$116  = | \port$12370$205 [35:31];
-  assign \$117  = \port$12370$205 [35:31] - 1'h1;
+  assign \$116  = | \port$12349$205 [35:31];
+  assign \$117  = \port$12349$205 [35:31] - 1'h1;
   assign \$118  = \$116  ? \$117  : 6'h00;
-  assign \$119  = | \port$12370$205 [51:47];
-  assign \$120  = \port$12370$205 [51:47] - 1'h1;
+  assign \$119  = | \port$12349$205 [51:47];
+  assign \$120  = \port$12349$205 [51:47] - 1'h1;
   assign \$121  = \$119  ? \$120  : 6'h00;
   assign \$122  = \$115  ? \$118 [4:0] : \$121 [4:0];
   assign \$123  = \$111  ? \$114 [4:0] : \$122 ;
   assign \$124  = ! group[5:4];
-  assign \$125  = | \port$12370$205 [19:15];
+  assign \$125  = | \port$12349$205 [19:15];
   assign \$126  = group[5:4] == 1'h1;
-  assign \$127  = | \port$12370$205 [35:31];
-  assign \$128  = | \port$12370$205 [51:47];
-  assign \$129  = \$126  ? { \$127 , \port$12370$205 [30:21] } : { \$128 , \port$12370$205 [46:37] };
-  assign \$130  = \$124  ? { \$125 , \port$12370$205 [14:5] } : \$129 ;
+  assign \$127  = | \port$12349$205 [35:31];
+  assign \$128  = | \port$12349$205 [51:47];
+  assign \$129  = \$126  ? { \$127 , \port$12349$205 [30:21] } : { \$128 , \port$12349$205 [46:37] };
+  assign \$130  = \$124  ? { \$125 , \port$12349$205 [14:5] } : \$129 ;
   assign \$131  = group[5:4] == 1'h1;
   assign \$132  = group[5:4] == 2'h2;
-  assign \$133  = 5'h10 - \port$12370$205 [4:0];
-  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$133  = 5'h10 - \port$12349$205 [4:0];
+  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12349$205 [4:0] };
   assign \$135  = \$132  ? 6'h10 : \$134 ;
   assign \$136  = \$131  ? 7'h20 : { \$135 [5], \$135  };
   assign \$137  = \$136 [5:0] - 1'h1;
@@ -11760,29 +11737,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$164  = | g2;
   assign \$165  = g2 == 2'h2;
   assign \$166  = ! group[7:6];
-  assign \$167  = | \port$12370$205 [19:15];
-  assign \$168  = \port$12370$205 [19:15] - 1'h1;
+  assign \$167  = | \port$12349$205 [19:15];
+  assign \$168  = \port$12349$205 [19:15] - 1'h1;
   assign \$169  = \$167  ? \$168  : 6'h00;
   assign \$170  = group[7:6] == 1'h1;
-  assign \$171  = | \port$12370$205 [35:31];
-  assign \$172  = \port$12370$205 [35:31] - 1'h1;
+  assign \$171  = | \port$12349$205 [35:31];
+  assign \$172  = \port$12349$205 [35:31] - 1'h1;
   assign \$173  = \$171  ? \$172  : 6'h00;
-  assign \$174  = | \port$12370$205 [51:47];
-  assign \$175  = \port$12370$205 [51:47] - 1'h1;
+  assign \$174  = | \port$12349$205 [51:47];
+  assign \$175  = \port$12349$205 [51:47] - 1'h1;
   assign \$176  = \$174  ? \$175  : 6'h00;
   assign \$177  = \$170  ? \$173 [4:0] : \$176 [4:0];
   assign \$178  = \$166  ? \$169 [4:0] : \$177 ;
   assign \$179  = ! group[7:6];
-  assign \$180  = | \port$12370$205 [19:15];
+  assign \$180  = | \port$12349$205 [19:15];
   assign \$181  = group[7:6] == 1'h1;
-  assign \$182  = | \port$12370$205 [35:31];
-  assign \$183  = | \port$12370$205 [51:47];
-  assign \$184  = \$181  ? { \$182 , \port$12370$205 [30:21] } : { \$183 , \port$12370$205 [46:37] };
-  assign \$185  = \$179  ? { \$180 , \port$12370$205 [14:5] } : \$184 ;
+  assign \$182  = | \port$12349$205 [35:31];
+  assign \$183  = | \port$12349$205 [51:47];
+  assign \$184  = \$181  ? { \$182 , \port$12349$205 [30:21] } : { \$183 , \port$12349$205 [46:37] };
+  assign \$185  = \$179  ? { \$180 , \port$12349$205 [14:5] } : \$184 ;
   assign \$186  = group[7:6] == 1'h1;
   assign \$187  = group[7:6] == 2'h2;
-  assign \$188  = 5'h10 - \port$12370$205 [4:0];
-  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$188  = 5'h10 - \port$12349$205 [4:0];
+  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12349$205 [4:0] };
   assign \$190  = \$187  ? 6'h10 : \$189 ;
   assign \$191  = \$186  ? 7'h20 : { \$190 [5], \$190  };
   assign \$192  = \$191 [5:0] - 1'h1;
@@ -11815,29 +11792,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$219  = | g3;
   assign \$220  = g3 == 2'h2;
   assign \$221  = ! group[9:8];
-  assign \$222  = | \port$12370$205 [19:15];
-  assign \$223  = \port$12370$205 [19:15] - 1'h1;
+  assign \$222  = | \port$12349$205 [19:15];
+  assign \$223  = \port$12349$205 [19:15] - 1'h1;
   assign \$224  = \$222  ? \$223  : 6'h00;
   assign \$225  = group[9:8] == 1'h1;
-  assign \$226  = | \port$12370$205 [35:31];
-  assign \$227  = \port$12370$205 [35:31] - 1'h1;
+  assign \$226  = | \port$12349$205 [35:31];
+  assign \$227  = \port$12349$205 [35:31] - 1'h1;
   assign \$228  = \$226  ? \$227  : 6'h00;
-  assign \$229  = | \port$12370$205 [51:47];
-  assign \$230  = \port$12370$205 [51:47] - 1'h1;
+  assign \$229  = | \port$12349$205 [51:47];
+  assign \$230  = \port$12349$205 [51:47] - 1'h1;
   assign \$231  = \$229  ? \$230  : 6'h00;
   assign \$232  = \$225  ? \$228 [4:0] : \$231 [4:0];
   assign \$233  = \$221  ? \$224 [4:0] : \$232 ;
   assign \$234  = ! group[9:8];
-  assign \$235  = | \port$12370$205 [19:15];
+  assign \$235  = | \port$12349$205 [19:15];
   assign \$236  = group[9:8] == 1'h1;
-  assign \$237  = | \port$12370$205 [35:31];
-  assign \$238  = | \port$12370$205 [51:47];
-  assign \$239  = \$236  ? { \$237 , \port$12370$205 [30:21] } : { \$238 , \port$12370$205 [46:37] };
-  assign \$240  = \$234  ? { \$235 , \port$12370$205 [14:5] } : \$239 ;
+  assign \$237  = | \port$12349$205 [35:31];
+  assign \$238  = | \port$12349$205 [51:47];
+  assign \$239  = \$236  ? { \$237 , \port$12349$205 [30:21] } : { \$238 , \port$12349$205 [46:37] };
+  assign \$240  = \$234  ? { \$235 , \port$12349$205 [14:5] } : \$239 ;
   assign \$241  = group[9:8] == 1'h1;
   assign \$242  = group[9:8] == 2'h2;
-  assign \$243  = 5'h10 - \port$12370$205 [4:0];
-  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$243  = 5'h10 - \port$12349$205 [4:0];
+  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12349$205 [4:0] };
   assign \$245  = \$242  ? 6'h10 : \$244 ;
   assign \$246  = \$241  ? 7'h20 : { \$245 [5], \$245  };
   assign \$247  = \$246 [5:0] - 1'h1;
@@ -11870,29 +11847,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$274  = | g4;
   assign \$275  = g4 == 2'h2;
   assign \$276  = ! group[11:10];
-  assign \$277  = | \port$12370$205 [19:15];
-  assign \$278  = \port$12370$205 [19:15] - 1'h1;
+  assign \$277  = | \port$12349$205 [19:15];
+  assign \$278  = \port$12349$205 [19:15] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = group[11:10] == 1'h1;
-  assign \$281  = | \port$12370$205 [35:31];
-  assign \$282  = \port$12370$205 [35:31] - 1'h1;
+  assign \$281  = | \port$12349$205 [35:31];
+  assign \$282  = \port$12349$205 [35:31] - 1'h1;
   assign \$283  = \$281  ? \$282  : 6'h00;
-  assign \$284  = | \port$12370$205 [51:47];
-  assign \$285  = \port$12370$205 [51:47] - 1'h1;
+  assign \$284  = | \port$12349$205 [51:47];
+  assign \$285  = \port$12349$205 [51:47] - 1'h1;
   assign \$286  = \$284  ? \$285  : 6'h00;
   assign \$287  = \$280  ? \$283 [4:0] : \$286 [4:0];
   assign \$288  = \$276  ? \$279 [4:0] : \$287 ;
   assign \$289  = ! group[11:10];
-  assign \$290  = | \port$12370$205 [19:15];
+  assign \$290  = | \port$12349$205 [19:15];
   assign \$291  = group[11:10] == 1'h1;
-  assign \$292  = | \port$12370$205 [35:31];
-  assign \$293  = | \port$12370$205 [51:47];
-  assign \$294  = \$291  ? { \$292 , \port$12370$205 [30:21] } : { \$293 , \port$12370$205 [46:37] };
-  assign \$295  = \$289  ? { \$290 , \port$12370$205 [14:5] } : \$294 ;
+  assign \$292  = | \port$12349$205 [35:31];
+  assign \$293  = | \port$12349$205 [51:47];
+  assign \$294  = \$291  ? { \$292 , \port$12349$205 [30:21] } : { \$293 , \port$12349$205 [46:37] };
+  assign \$295  = \$289  ? { \$290 , \port$12349$205 [14:5] } : \$294 ;
   assign \$296  = group[11:10] == 1'h1;
   assign \$297  = group[11:10] == 2'h2;
-  assign \$298  = 5'h10 - \port$12370$205 [4:0];
-  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$298  = 5'h10 - \port$12349$205 [4:0];
+  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12349$205 [4:0] };
   assign \$300  = \$297  ? 6'h10 : \$299 ;
   assign \$301  = \$296  ? 7'h20 : { \$300 [5], \$300  };
   assign \$302  = \$301 [5:0] - 1'h1;
@@ -11925,29 +11902,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$329  = | g5;
   assign \$330  = g5 == 2'h2;
   assign \$331  = ! group[13:12];
-  assign \$332  = | \port$12370$205 [19:15];
-  assign \$333  = \port$12370$205 [19:15] - 1'h1;
+  assign \$332  = | \port$12349$205 [19:15];
+  assign \$333  = \port$12349$205 [19:15] - 1'h1;
   assign \$334  = \$332  ? \$333  : 6'h00;
   assign \$335  = group[13:12] == 1'h1;
-  assign \$336  = | \port$12370$205 [35:31];
-  assign \$337  = \port$12370$205 [35:31] - 1'h1;
+  assign \$336  = | \port$12349$205 [35:31];
+  assign \$337  = \port$12349$205 [35:31] - 1'h1;
   assign \$338  = \$336  ? \$337  : 6'h00;
-  assign \$339  = | \port$12370$205 [51:47];
-  assign \$340  = \port$12370$205 [51:47] - 1'h1;
+  assign \$339  = | \port$12349$205 [51:47];
+  assign \$340  = \port$12349$205 [51:47] - 1'h1;
   assign \$341  = \$339  ? \$340  : 6'h00;
   assign \$342  = \$335  ? \$338 [4:0] : \$341 [4:0];
   assign \$343  = \$331  ? \$334 [4:0] : \$342 ;
   assign \$344  = ! group[13:12];
-  assign \$345  = | \port$12370$205 [19:15];
+  assign \$345  = | \port$12349$205 [19:15];
   assign \$346  = group[13:12] == 1'h1;
-  assign \$347  = | \port$12370$205 [35:31];
-  assign \$348  = | \port$12370$205 [51:47];
-  assign \$349  = \$346  ? { \$347 , \port$12370$205 [30:21] } : { \$348 , \port$12370$205 [46:37] };
-  assign \$350  = \$344  ? { \$345 , \port$12370$205 [14:5] } : \$349 ;
+  assign \$347  = | \port$12349$205 [35:31];
+  assign \$348  = | \port$12349$205 [51:47];
+  assign \$349  = \$346  ? { \$347 , \port$12349$205 [30:21] } : { \$348 , \port$12349$205 [46:37] };
+  assign \$350  = \$344  ? { \$345 , \port$12349$205 [14:5] } : \$349 ;
   assign \$351  = group[13:12] == 1'h1;
   assign \$352  = group[13:12] == 2'h2;
-  assign \$353  = 5'h10 - \port$12370$205 [4:0];
-  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$353  = 5'h10 - \port$12349$205 [4:0];
+  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12349$205 [4:0] };
   assign \$355  = \$352  ? 6'h10 : \$354 ;
   assign \$356  = \$351  ? 7'h20 : { \$355 [5], \$355  };
   assign \$357  = \$356 [5:0] - 1'h1;
@@ -11980,29 +11957,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$384  = | g6;
   assign \$385  = g6 == 2'h2;
   assign \$386  = ! group[15:14];
-  assign \$387  = | \port$12370$205 [19:15];
-  assign \$388  = \port$12370$205 [19:15] - 1'h1;
+  assign \$387  = | \port$12349$205 [19:15];
+  assign \$388  = \port$12349$205 [19:15] - 1'h1;
   assign \$389  = \$387  ? \$388  : 6'h00;
   assign \$390  = group[15:14] == 1'h1;
-  assign \$391  = | \port$12370$205 [35:31];
-  assign \$392  = \port$12370$205 [35:31] - 1'h1;
+  assign \$391  = | \port$12349$205 [35:31];
+  assign \$392  = \port$12349$205 [35:31] - 1'h1;
   assign \$393  = \$391  ? \$392  : 6'h00;
-  assign \$394  = | \port$12370$205 [51:47];
-  assign \$395  = \port$12370$205 [51:47] - 1'h1;
+  assign \$394  = | \port$12349$205 [51:47];
+  assign \$395  = \port$12349$205 [51:47] - 1'h1;
   assign \$396  = \$394  ? \$395  : 6'h00;
   assign \$397  = \$390  ? \$393 [4:0] : \$396 [4:0];
   assign \$398  = \$386  ? \$389 [4:0] : \$397 ;
   assign \$399  = ! group[15:14];
-  assign \$400  = | \port$12370$205 [19:15];
+  assign \$400  = | \port$12349$205 [19:15];
   assign \$401  = group[15:14] == 1'h1;
-  assign \$402  = | \port$12370$205 [35:31];
-  assign \$403  = | \port$12370$205 [51:47];
-  assign \$404  = \$401  ? { \$402 , \port$12370$205 [30:21] } : { \$403 , \port$12370$205 [46:37] };
-  assign \$405  = \$399  ? { \$400 , \port$12370$205 [14:5] } : \$404 ;
+  assign \$402  = | \port$12349$205 [35:31];
+  assign \$403  = | \port$12349$205 [51:47];
+  assign \$404  = \$401  ? { \$402 , \port$12349$205 [30:21] } : { \$403 , \port$12349$205 [46:37] };
+  assign \$405  = \$399  ? { \$400 , \port$12349$205 [14:5] } : \$404 ;
   assign \$406  = group[15:14] == 1'h1;
   assign \$407  = group[15:14] == 2'h2;
-  assign \$408  = 5'h10 - \port$12370$205 [4:0];
-  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$408  = 5'h10 - \port$12349$205 [4:0];
+  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12349$205 [4:0] };
   assign \$410  = \$407  ? 6'h10 : \$409 ;
   assign \$411  = \$406  ? 7'h20 : { \$410 [5], \$410  };
   assign \$412  = \$411 [5:0] - 1'h1;
@@ -12035,29 +12012,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$439  = | g7;
   assign \$440  = g7 == 2'h2;
   assign \$441  = ! group[17:16];
-  assign \$442  = | \port$12370$205 [19:15];
-  assign \$443  = \port$12370$205 [19:15] - 1'h1;
+  assign \$442  = | \port$12349$205 [19:15];
+  assign \$443  = \port$12349$205 [19:15] - 1'h1;
   assign \$444  = \$442  ? \$443  : 6'h00;
   assign \$445  = group[17:16] == 1'h1;
-  assign \$446  = | \port$12370$205 [35:31];
-  assign \$447  = \port$12370$205 [35:31] - 1'h1;
+  assign \$446  = | \port$12349$205 [35:31];
+  assign \$447  = \port$12349$205 [35:31] - 1'h1;
   assign \$448  = \$446  ? \$447  : 6'h00;
-  assign \$449  = | \port$12370$205 [51:47];
-  assign \$450  = \port$12370$205 [51:47] - 1'h1;
+  assign \$449  = | \port$12349$205 [51:47];
+  assign \$450  = \port$12349$205 [51:47] - 1'h1;
   assign \$451  = \$449  ? \$450  : 6'h00;
   assign \$452  = \$445  ? \$448 [4:0] : \$451 [4:0];
   assign \$453  = \$441  ? \$444 [4:0] : \$452 ;
   assign \$454  = ! group[17:16];
-  assign \$455  = | \port$12370$205 [19:15];
+  assign \$455  = | \port$12349$205 [19:15];
   assign \$456  = group[17:16] == 1'h1;
-  assign \$457  = | \port$12370$205 [35:31];
-  assign \$458  = | \port$12370$205 [51:47];
-  assign \$459  = \$456  ? { \$457 , \port$12370$205 [30:21] } : { \$458 , \port$12370$205 [46:37] };
-  assign \$460  = \$454  ? { \$455 , \port$12370$205 [14:5] } : \$459 ;
+  assign \$457  = | \port$12349$205 [35:31];
+  assign \$458  = | \port$12349$205 [51:47];
+  assign \$459  = \$456  ? { \$457 , \port$12349$205 [30:21] } : { \$458 , \port$12349$205 [46:37] };
+  assign \$460  = \$454  ? { \$455 , \port$12349$205 [14:5] } : \$459 ;
   assign \$461  = group[17:16] == 1'h1;
   assign \$462  = group[17:16] == 2'h2;
-  assign \$463  = 5'h10 - \port$12370$205 [4:0];
-  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$463  = 5'h10 - \port$12349$205 [4:0];
+  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12349$205 [4:0] };
   assign \$465  = \$462  ? 6'h10 : \$464 ;
   assign \$466  = \$461  ? 7'h20 : { \$465 [5], \$465  };
   assign \$467  = \$466 [5:0] - 1'h1;
@@ -12090,29 +12067,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$494  = | g8;
   assign \$495  = g8 == 2'h2;
   assign \$496  = ! group[19:18];
-  assign \$497  = | \port$12370$205 [19:15];
-  assign \$498  = \port$12370$205 [19:15] - 1'h1;
+  assign \$497  = | \port$12349$205 [19:15];
+  assign \$498  = \port$12349$205 [19:15] - 1'h1;
   assign \$499  = \$497  ? \$498  : 6'h00;
   assign \$500  = group[19:18] == 1'h1;
-  assign \$501  = | \port$12370$205 [35:31];
-  assign \$502  = \port$12370$205 [35:31] - 1'h1;
+  assign \$501  = | \port$12349$205 [35:31];
+  assign \$502  = \port$12349$205 [35:31] - 1'h1;
   assign \$503  = \$501  ? \$502  : 6'h00;
-  assign \$504  = | \port$12370$205 [51:47];
-  assign \$505  = \port$12370$205 [51:47] - 1'h1;
+  assign \$504  = | \port$12349$205 [51:47];
+  assign \$505  = \port$12349$205 [51:47] - 1'h1;
   assign \$506  = \$504  ? \$505  : 6'h00;
   assign \$507  = \$500  ? \$503 [4:0] : \$506 [4:0];
   assign \$508  = \$496  ? \$499 [4:0] : \$507 ;
   assign \$509  = ! group[19:18];
-  assign \$510  = | \port$12370$205 [19:15];
+  assign \$510  = | \port$12349$205 [19:15];
   assign \$511  = group[19:18] == 1'h1;
-  assign \$512  = | \port$12370$205 [35:31];
-  assign \$513  = | \port$12370$205 [51:47];
-  assign \$514  = \$511  ? { \$512 , \port$12370$205 [30:21] } : { \$513 , \port$12370$205 [46:37] };
-  assign \$515  = \$509  ? { \$510 , \port$12370$205 [14:5] } : \$514 ;
+  assign \$512  = | \port$12349$205 [35:31];
+  assign \$513  = | \port$12349$205 [51:47];
+  assign \$514  = \$511  ? { \$512 , \port$12349$205 [30:21] } : { \$513 , \port$12349$205 [46:37] };
+  assign \$515  = \$509  ? { \$510 , \port$12349$205 [14:5] } : \$514 ;
   assign \$516  = group[19:18] == 1'h1;
   assign \$517  = group[19:18] == 2'h2;
-  assign \$518  = 5'h10 - \port$12370$205 [4:0];
-  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$518  = 5'h10 - \port$12349$205 [4:0];
+  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12349$205 [4:0] };
   assign \$520  = \$517  ? 6'h10 : \$519 ;
   assign \$521  = \$516  ? 7'h20 : { \$520 [5], \$520  };
   assign \$522  = \$521 [5:0] - 1'h1;
@@ -12145,29 +12122,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$549  = | g9;
   assign \$550  = g9 == 2'h2;
   assign \$551  = ! group[21:20];
-  assign \$552  = | \port$12370$205 [19:15];
-  assign \$553  = \port$12370$205 [19:15] - 1'h1;
+  assign \$552  = | \port$12349$205 [19:15];
+  assign \$553  = \port$12349$205 [19:15] - 1'h1;
   assign \$554  = \$552  ? \$553  : 6'h00;
   assign \$555  = group[21:20] == 1'h1;
-  assign \$556  = | \port$12370$205 [35:31];
-  assign \$557  = \port$12370$205 [35:31] - 1'h1;
+  assign \$556  = | \port$12349$205 [35:31];
+  assign \$557  = \port$12349$205 [35:31] - 1'h1;
   assign \$558  = \$556  ? \$557  : 6'h00;
-  assign \$559  = | \port$12370$205 [51:47];
-  assign \$560  = \port$12370$205 [51:47] - 1'h1;
+  assign \$559  = | \port$12349$205 [51:47];
+  assign \$560  = \port$12349$205 [51:47] - 1'h1;
   assign \$561  = \$559  ? \$560  : 6'h00;
   assign \$562  = \$555  ? \$558 [4:0] : \$561 [4:0];
   assign \$563  = \$551  ? \$554 [4:0] : \$562 ;
   assign \$564  = ! group[21:20];
-  assign \$565  = | \port$12370$205 [19:15];
+  assign \$565  = | \port$12349$205 [19:15];
   assign \$566  = group[21:20] == 1'h1;
-  assign \$567  = | \port$12370$205 [35:31];
-  assign \$568  = | \port$12370$205 [51:47];
-  assign \$569  = \$566  ? { \$567 , \port$12370$205 [30:21] } : { \$568 , \port$12370$205 [46:37] };
-  assign \$570  = \$564  ? { \$565 , \port$12370$205 [14:5] } : \$569 ;
+  assign \$567  = | \port$12349$205 [35:31];
+  assign \$568  = | \port$12349$205 [51:47];
+  assign \$569  = \$566  ? { \$567 , \port$12349$205 [30:21] } : { \$568 , \port$12349$205 [46:37] };
+  assign \$570  = \$564  ? { \$565 , \port$12349$205 [14:5] } : \$569 ;
   assign \$571  = group[21:20] == 1'h1;
   assign \$572  = group[21:20] == 2'h2;
-  assign \$573  = 5'h10 - \port$12370$205 [4:0];
-  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$573  = 5'h10 - \port$12349$205 [4:0];
+  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12349$205 [4:0] };
   assign \$575  = \$572  ? 6'h10 : \$574 ;
   assign \$576  = \$571  ? 7'h20 : { \$575 [5], \$575  };
   assign \$577  = \$576 [5:0] - 1'h1;
@@ -12200,29 +12177,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$604  = | g10;
   assign \$605  = g10 == 2'h2;
   assign \$606  = ! group[23:22];
-  assign \$607  = | \port$12370$205 [19:15];
-  assign \$608  = \port$12370$205 [19:15] - 1'h1;
+  assign \$607  = | \port$12349$205 [19:15];
+  assign \$608  = \port$12349$205 [19:15] - 1'h1;
   assign \$609  = \$607  ? \$608  : 6'h00;
   assign \$610  = group[23:22] == 1'h1;
-  assign \$611  = | \port$12370$205 [35:31];
-  assign \$612  = \port$12370$205 [35:31] - 1'h1;
+  assign \$611  = | \port$12349$205 [35:31];
+  assign \$612  = \port$12349$205 [35:31] - 1'h1;
   assign \$613  = \$611  ? \$612  : 6'h00;
-  assign \$614  = | \port$12370$205 [51:47];
-  assign \$615  = \port$12370$205 [51:47] - 1'h1;
+  assign \$614  = | \port$12349$205 [51:47];
+  assign \$615  = \port$12349$205 [51:47] - 1'h1;
   assign \$616  = \$614  ? \$615  : 6'h00;
   assign \$617  = \$610  ? \$613 [4:0] : \$616 [4:0];
   assign \$618  = \$606  ? \$609 [4:0] : \$617 ;
   assign \$619  = ! group[23:22];
-  assign \$620  = | \port$12370$205 [19:15];
+  assign \$620  = | \port$12349$205 [19:15];
   assign \$621  = group[23:22] == 1'h1;
-  assign \$622  = | \port$12370$205 [35:31];
-  assign \$623  = | \port$12370$205 [51:47];
-  assign \$624  = \$621  ? { \$622 , \port$12370$205 [30:21] } : { \$623 , \port$12370$205 [46:37] };
-  assign \$625  = \$619  ? { \$620 , \port$12370$205 [14:5] } : \$624 ;
+  assign \$622  = | \port$12349$205 [35:31];
+  assign \$623  = | \port$12349$205 [51:47];
+  assign \$624  = \$621  ? { \$622 , \port$12349$205 [30:21] } : { \$623 , \port$12349$205 [46:37] };
+  assign \$625  = \$619  ? { \$620 , \port$12349$205 [14:5] } : \$624 ;
   assign \$626  = group[23:22] == 1'h1;
   assign \$627  = group[23:22] == 2'h2;
-  assign \$628  = 5'h10 - \port$12370$205 [4:0];
-  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$628  = 5'h10 - \port$12349$205 [4:0];
+  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12349$205 [4:0] };
   assign \$630  = \$627  ? 6'h10 : \$629 ;
   assign \$631  = \$626  ? 7'h20 : { \$630 [5], \$630  };
   assign \$632  = \$631 [5:0] - 1'h1;
@@ -12255,29 +12232,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$659  = | g11;
   assign \$660  = g11 == 2'h2;
   assign \$661  = ! group[25:24];
-  assign \$662  = | \port$12370$205 [19:15];
-  assign \$663  = \port$12370$205 [19:15] - 1'h1;
+  assign \$662  = | \port$12349$205 [19:15];
+  assign \$663  = \port$12349$205 [19:15] - 1'h1;
   assign \$664  = \$662  ? \$663  : 6'h00;
   assign \$665  = group[25:24] == 1'h1;
-  assign \$666  = | \port$12370$205 [35:31];
-  assign \$667  = \port$12370$205 [35:31] - 1'h1;
+  assign \$666  = | \port$12349$205 [35:31];
+  assign \$667  = \port$12349$205 [35:31] - 1'h1;
   assign \$668  = \$666  ? \$667  : 6'h00;
-  assign \$669  = | \port$12370$205 [51:47];
-  assign \$670  = \port$12370$205 [51:47] - 1'h1;
+  assign \$669  = | \port$12349$205 [51:47];
+  assign \$670  = \port$12349$205 [51:47] - 1'h1;
   assign \$671  = \$669  ? \$670  : 6'h00;
   assign \$672  = \$665  ? \$668 [4:0] : \$671 [4:0];
   assign \$673  = \$661  ? \$664 [4:0] : \$672 ;
   assign \$674  = ! group[25:24];
-  assign \$675  = | \port$12370$205 [19:15];
+  assign \$675  = | \port$12349$205 [19:15];
   assign \$676  = group[25:24] == 1'h1;
-  assign \$677  = | \port$12370$205 [35:31];
-  assign \$678  = | \port$12370$205 [51:47];
-  assign \$679  = \$676  ? { \$677 , \port$12370$205 [30:21] } : { \$678 , \port$12370$205 [46:37] };
-  assign \$680  = \$674  ? { \$675 , \port$12370$205 [14:5] } : \$679 ;
+  assign \$677  = | \port$12349$205 [35:31];
+  assign \$678  = | \port$12349$205 [51:47];
+  assign \$679  = \$676  ? { \$677 , \port$12349$205 [30:21] } : { \$678 , \port$12349$205 [46:37] };
+  assign \$680  = \$674  ? { \$675 , \port$12349$205 [14:5] } : \$679 ;
   assign \$681  = group[25:24] == 1'h1;
   assign \$682  = group[25:24] == 2'h2;
-  assign \$683  = 5'h10 - \port$12370$205 [4:0];
-  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$683  = 5'h10 - \port$12349$205 [4:0];
+  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12349$205 [4:0] };
   assign \$685  = \$682  ? 6'h10 : \$684 ;
   assign \$686  = \$681  ? 7'h20 : { \$685 [5], \$685  };
   assign \$687  = \$686 [5:0] - 1'h1;
@@ -12310,29 +12287,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$714  = | g12;
   assign \$715  = g12 == 2'h2;
   assign \$716  = ! group[27:26];
-  assign \$717  = | \port$12370$205 [19:15];
-  assign \$718  = \port$12370$205 [19:15] - 1'h1;
+  assign \$717  = | \port$12349$205 [19:15];
+  assign \$718  = \port$12349$205 [19:15] - 1'h1;
   assign \$719  = \$717  ? \$718  : 6'h00;
   assign \$720  = group[27:26] == 1'h1;
-  assign \$721  = | \port$12370$205 [35:31];
-  assign \$722  = \port$12370$205 [35:31] - 1'h1;
+  assign \$721  = | \port$12349$205 [35:31];
+  assign \$722  = \port$12349$205 [35:31] - 1'h1;
   assign \$723  = \$721  ? \$722  : 6'h00;
-  assign \$724  = | \port$12370$205 [51:47];
-  assign \$725  = \port$12370$205 [51:47] - 1'h1;
+  assign \$724  = | \port$12349$205 [51:47];
+  assign \$725  = \port$12349$205 [51:47] - 1'h1;
   assign \$726  = \$724  ? \$725  : 6'h00;
   assign \$727  = \$720  ? \$723 [4:0] : \$726 [4:0];
   assign \$728  = \$716  ? \$719 [4:0] : \$727 ;
   assign \$729  = ! group[27:26];
-  assign \$730  = | \port$12370$205 [19:15];
+  assign \$730  = | \port$12349$205 [19:15];
   assign \$731  = group[27:26] == 1'h1;
-  assign \$732  = | \port$12370$205 [35:31];
-  assign \$733  = | \port$12370$205 [51:47];
-  assign \$734  = \$731  ? { \$732 , \port$12370$205 [30:21] } : { \$733 , \port$12370$205 [46:37] };
-  assign \$735  = \$729  ? { \$730 , \port$12370$205 [14:5] } : \$734 ;
+  assign \$732  = | \port$12349$205 [35:31];
+  assign \$733  = | \port$12349$205 [51:47];
+  assign \$734  = \$731  ? { \$732 , \port$12349$205 [30:21] } : { \$733 , \port$12349$205 [46:37] };
+  assign \$735  = \$729  ? { \$730 , \port$12349$205 [14:5] } : \$734 ;
   assign \$736  = group[27:26] == 1'h1;
   assign \$737  = group[27:26] == 2'h2;
-  assign \$738  = 5'h10 - \port$12370$205 [4:0];
-  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$738  = 5'h10 - \port$12349$205 [4:0];
+  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12349$205 [4:0] };
   assign \$740  = \$737  ? 6'h10 : \$739 ;
   assign \$741  = \$736  ? 7'h20 : { \$740 [5], \$740  };
   assign \$742  = \$741 [5:0] - 1'h1;
@@ -12365,29 +12342,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$769  = | g13;
   assign \$770  = g13 == 2'h2;
   assign \$771  = ! group[29:28];
-  assign \$772  = | \port$12370$205 [19:15];
-  assign \$773  = \port$12370$205 [19:15] - 1'h1;
+  assign \$772  = | \port$12349$205 [19:15];
+  assign \$773  = \port$12349$205 [19:15] - 1'h1;
   assign \$774  = \$772  ? \$773  : 6'h00;
   assign \$775  = group[29:28] == 1'h1;
-  assign \$776  = | \port$12370$205 [35:31];
-  assign \$777  = \port$12370$205 [35:31] - 1'h1;
+  assign \$776  = | \port$12349$205 [35:31];
+  assign \$777  = \port$12349$205 [35:31] - 1'h1;
   assign \$778  = \$776  ? \$777  : 6'h00;
-  assign \$779  = | \port$12370$205 [51:47];
-  assign \$780  = \port$12370$205 [51:47] - 1'h1;
+  assign \$779  = | \port$12349$205 [51:47];
+  assign \$780  = \port$12349$205 [51:47] - 1'h1;
   assign \$781  = \$779  ? \$780  : 6'h00;
   assign \$782  = \$775  ? \$778 [4:0] : \$781 [4:0];
   assign \$783  = \$771  ? \$774 [4:0] : \$782 ;
   assign \$784  = ! group[29:28];
-  assign \$785  = | \port$12370$205 [19:15];
+  assign \$785  = | \port$12349$205 [19:15];
   assign \$786  = group[29:28] == 1'h1;
-  assign \$787  = | \port$12370$205 [35:31];
-  assign \$788  = | \port$12370$205 [51:47];
-  assign \$789  = \$786  ? { \$787 , \port$12370$205 [30:21] } : { \$788 , \port$12370$205 [46:37] };
-  assign \$790  = \$784  ? { \$785 , \port$12370$205 [14:5] } : \$789 ;
+  assign \$787  = | \port$12349$205 [35:31];
+  assign \$788  = | \port$12349$205 [51:47];
+  assign \$789  = \$786  ? { \$787 , \port$12349$205 [30:21] } : { \$788 , \port$12349$205 [46:37] };
+  assign \$790  = \$784  ? { \$785 , \port$12349$205 [14:5] } : \$789 ;
   assign \$791  = group[29:28] == 1'h1;
   assign \$792  = group[29:28] == 2'h2;
-  assign \$793  = 5'h10 - \port$12370$205 [4:0];
-  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$793  = 5'h10 - \port$12349$205 [4:0];
+  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12349$205 [4:0] };
   assign \$795  = \$792  ? 6'h10 : \$794 ;
   assign \$796  = \$791  ? 7'h20 : { \$795 [5], \$795  };
   assign \$797  = \$796 [5:0] - 1'h1;
@@ -12420,29 +12397,29 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
   assign \$824  = | g14;
   assign \$825  = g14 == 2'h2;
   assign \$826  = ! group[31:30];
-  assign \$827  = | \port$12370$205 [19:15];
-  assign \$828  = \port$12370$205 [19:15] - 1'h1;
+  assign \$827  = | \port$12349$205 [19:15];
+  assign \$828  = \port$12349$205 [19:15] - 1'h1;
   assign \$829  = \$827  ? \$828  : 6'h00;
   assign \$830  = group[31:30] == 1'h1;
-  assign \$831  = | \port$12370$205 [35:31];
-  assign \$832  = \port$12370$205 [35:31] - 1'h1;
+  assign \$831  = | \port$12349$205 [35:31];
+  assign \$832  = \port$12349$205 [35:31] - 1'h1;
   assign \$833  = \$831  ? \$832  : 6'h00;
-  assign \$834  = | \port$12370$205 [51:47];
-  assign \$835  = \port$12370$205 [51:47] - 1'h1;
+  assign \$834  = | \port$12349$205 [51:47];
+  assign \$835  = \port$12349$205 [51:47] - 1'h1;
   assign \$836  = \$834  ? \$835  : 6'h00;
   assign \$837  = \$830  ? \$833 [4:0] : \$836 [4:0];
   assign \$838  = \$826  ? \$829 [4:0] : \$837 ;
   assign \$839  = ! group[31:30];
-  assign \$840  = | \port$12370$205 [19:15];
+  assign \$840  = | \port$12349$205 [19:15];
   assign \$841  = group[31:30] == 1'h1;
-  assign \$842  = | \port$12370$205 [35:31];
-  assign \$843  = | \port$12370$205 [51:47];
-  assign \$844  = \$841  ? { \$842 , \port$12370$205 [30:21] } : { \$843 , \port$12370$205 [46:37] };
-  assign \$845  = \$839  ? { \$840 , \port$12370$205 [14:5] } : \$844 ;
+  assign \$842  = | \port$12349$205 [35:31];
+  assign \$843  = | \port$12349$205 [51:47];
+  assign \$844  = \$841  ? { \$842 , \port$12349$205 [30:21] } : { \$843 , \port$12349$205 [46:37] };
+  assign \$845  = \$839  ? { \$840 , \port$12349$205 [14:5] } : \$844 ;
   assign \$846  = group[31:30] == 1'h1;
   assign \$847  = group[31:30] == 2'h2;
-  assign \$848  = 5'h10 - \port$12370$205 [4:0];
-  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12370$205 [4:0] };
+  assign \$848  = 5'h10 - \port$12349$205 [4:0];
+  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12349$205 [4:0] };
   assign \$850  = \$847  ? 6'h10 : \$849 ;
   assign \$851  = \$846  ? 7'h20 : { \$850 [5], \$850  };
   assign \$852  = \$851 [5:0] - 1'h1;
@@ -14190,7 +14167,7 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
     u15 <= \$2505 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$2017  = \port$12370$205 [4:0];
+    \$2017  = \port$12349$205 [4:0];
     if (rst) begin
       \$2017  = 5'h00;
     end
@@ -17672,10 +17649,10 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$12370$205 [4:0];
-  assign delta_outer = \port$12370$205 [52:37];
-  assign delta_inner = \port$12370$205 [36:21];
-  assign delta_mid = \port$12370$205 [20:5];
+  assign n_lo = \port$12349$205 [4:0];
+  assign delta_outer = \port$12349$205 [52:37];
+  assign delta_inner = \port$12349$205 [36:21];
+  assign delta_mid = \port$12349$205 [20:5];
   assign t0 = \$942 [15:0];
   assign rem0_3 = { \$946 , rem0_in[2:0] };
   assign rem0_1 = { \$950 , rem0_s2[0] };
@@ -18367,68 +18344,68 @@ module \quant_engine.encoder (rst, \port$12370$205 , group, upper, mag, dense, h
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper, done, \a$168 , b, has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
+module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$167 , b, has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
   wire \$1000 ;
   wire \$1001 ;
-  wire [15:0] \$1002 ;
+  wire \$1002 ;
   wire \$1003 ;
   wire \$1004 ;
   wire \$1005 ;
   wire \$1006 ;
   wire \$1007 ;
-  wire [15:0] \$1008 ;
-  wire [15:0] \$1009 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
-  wire \$1010 ;
+  wire [15:0] \$1010 ;
   wire \$1011 ;
   wire \$1012 ;
   wire \$1013 ;
   wire \$1014 ;
   wire \$1015 ;
-  wire \$1016 ;
+  wire [15:0] \$1016 ;
   wire \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
   wire \$102 ;
   wire \$1020 ;
   wire \$1021 ;
-  wire [15:0] \$1022 ;
+  wire \$1022 ;
   wire \$1023 ;
   wire \$1024 ;
-  wire \$1025 ;
+  wire [15:0] \$1025 ;
   wire \$1026 ;
   wire \$1027 ;
-  wire [15:0] \$1028 ;
+  wire \$1028 ;
   wire \$1029 ;
   wire \$103 ;
   wire \$1030 ;
-  wire \$1031 ;
-  wire \$1032 ;
+  wire [15:0] \$1031 ;
+  wire [15:0] \$1032 ;
   wire \$1033 ;
   wire \$1034 ;
   wire \$1035 ;
   wire \$1036 ;
-  wire [15:0] \$1037 ;
+  wire \$1037 ;
   wire \$1038 ;
   wire \$1039 ;
   wire \$104 ;
   wire \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
-  wire [15:0] \$1043 ;
-  wire [15:0] \$1044 ;
-  wire \$1045 ;
+  wire \$1043 ;
+  wire \$1044 ;
+  wire [15:0] \$1045 ;
   wire \$1046 ;
   wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
   wire \$105 ;
   wire \$1050 ;
-  wire \$1051 ;
+  wire [15:0] \$1051 ;
   wire \$1052 ;
   wire \$1053 ;
   wire \$1054 ;
@@ -18438,17 +18415,17 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1058 ;
   wire \$1059 ;
   wire \$106 ;
-  wire \$1060 ;
+  wire [15:0] \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
   wire \$1063 ;
   wire \$1064 ;
   wire \$1065 ;
-  wire \$1066 ;
-  wire \$1067 ;
+  wire [15:0] \$1066 ;
+  wire [15:0] \$1067 ;
   wire \$1068 ;
   wire \$1069 ;
-  wire [42:0] \$107 ;
+  wire \$107 ;
   wire \$1070 ;
   wire \$1071 ;
   wire \$1072 ;
@@ -18466,7 +18443,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1083 ;
   wire \$1084 ;
   wire \$1085 ;
-  wire [15:0] \$1086 ;
+  wire \$1086 ;
   wire \$1087 ;
   wire \$1088 ;
   wire \$1089 ;
@@ -18474,33 +18451,33 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1090 ;
   wire \$1091 ;
   wire \$1092 ;
-  wire [15:0] \$1093 ;
+  wire \$1093 ;
   wire \$1094 ;
   wire \$1095 ;
   wire \$1096 ;
   wire \$1097 ;
   wire \$1098 ;
   wire \$1099 ;
-  wire [14:0] \$11 ;
+  wire \$11 ;
   wire \$110 ;
   wire \$1100 ;
   wire \$1101 ;
   wire \$1102 ;
-  wire [15:0] \$1103 ;
+  wire \$1103 ;
   wire \$1104 ;
   wire \$1105 ;
   wire \$1106 ;
   wire \$1107 ;
   wire \$1108 ;
-  wire \$1109 ;
+  wire [15:0] \$1109 ;
   wire \$111 ;
-  wire [15:0] \$1110 ;
-  wire [15:0] \$1111 ;
+  wire \$1110 ;
+  wire \$1111 ;
   wire \$1112 ;
   wire \$1113 ;
   wire \$1114 ;
   wire \$1115 ;
-  wire \$1116 ;
+  wire [15:0] \$1116 ;
   wire \$1117 ;
   wire \$1118 ;
   wire \$1119 ;
@@ -18510,17 +18487,17 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1122 ;
   wire \$1123 ;
   wire \$1124 ;
-  wire [15:0] \$1125 ;
-  wire \$1126 ;
+  wire \$1125 ;
+  wire [15:0] \$1126 ;
   wire \$1127 ;
   wire \$1128 ;
   wire \$1129 ;
   wire \$113 ;
   wire \$1130 ;
   wire \$1131 ;
-  wire [15:0] \$1132 ;
-  wire \$1133 ;
-  wire \$1134 ;
+  wire \$1132 ;
+  wire [15:0] \$1133 ;
+  wire [15:0] \$1134 ;
   wire \$1135 ;
   wire \$1136 ;
   wire \$1137 ;
@@ -18529,21 +18506,21 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$114 ;
   wire \$1140 ;
   wire \$1141 ;
-  wire [15:0] \$1142 ;
+  wire \$1142 ;
   wire \$1143 ;
   wire \$1144 ;
   wire \$1145 ;
   wire \$1146 ;
   wire \$1147 ;
-  wire \$1148 ;
-  wire [15:0] \$1149 ;
+  wire [15:0] \$1148 ;
+  wire \$1149 ;
   wire \$115 ;
-  wire [15:0] \$1150 ;
+  wire \$1150 ;
   wire \$1151 ;
   wire \$1152 ;
   wire \$1153 ;
   wire \$1154 ;
-  wire \$1155 ;
+  wire [15:0] \$1155 ;
   wire \$1156 ;
   wire \$1157 ;
   wire \$1158 ;
@@ -18553,17 +18530,17 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1161 ;
   wire \$1162 ;
   wire \$1163 ;
-  wire [15:0] \$1164 ;
-  wire \$1165 ;
+  wire \$1164 ;
+  wire [15:0] \$1165 ;
   wire \$1166 ;
   wire \$1167 ;
   wire \$1168 ;
   wire \$1169 ;
   wire \$117 ;
   wire \$1170 ;
-  wire [15:0] \$1171 ;
-  wire \$1172 ;
-  wire \$1173 ;
+  wire \$1171 ;
+  wire [15:0] \$1172 ;
+  wire [15:0] \$1173 ;
   wire \$1174 ;
   wire \$1175 ;
   wire \$1176 ;
@@ -18572,42 +18549,42 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1179 ;
   wire \$118 ;
   wire \$1180 ;
-  wire [15:0] \$1181 ;
+  wire \$1181 ;
   wire \$1182 ;
   wire \$1183 ;
   wire \$1184 ;
   wire \$1185 ;
   wire \$1186 ;
-  wire \$1187 ;
-  wire [15:0] \$1188 ;
-  wire [15:0] \$1189 ;
+  wire [15:0] \$1187 ;
+  wire \$1188 ;
+  wire \$1189 ;
   wire \$119 ;
   wire \$1190 ;
   wire \$1191 ;
   wire \$1192 ;
   wire \$1193 ;
-  wire \$1194 ;
+  wire [15:0] \$1194 ;
   wire \$1195 ;
   wire \$1196 ;
   wire \$1197 ;
   wire \$1198 ;
   wire \$1199 ;
-  wire [14:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
   wire \$1200 ;
   wire \$1201 ;
   wire \$1202 ;
-  wire [15:0] \$1203 ;
-  wire \$1204 ;
+  wire \$1203 ;
+  wire [15:0] \$1204 ;
   wire \$1205 ;
   wire \$1206 ;
   wire \$1207 ;
   wire \$1208 ;
   wire \$1209 ;
   wire \$121 ;
-  wire [15:0] \$1210 ;
-  wire \$1211 ;
-  wire \$1212 ;
+  wire \$1210 ;
+  wire [15:0] \$1211 ;
+  wire [15:0] \$1212 ;
   wire \$1213 ;
   wire \$1214 ;
   wire \$1215 ;
@@ -18616,21 +18593,21 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1218 ;
   wire \$1219 ;
   wire \$122 ;
-  wire [15:0] \$1220 ;
+  wire \$1220 ;
   wire \$1221 ;
   wire \$1222 ;
   wire \$1223 ;
   wire \$1224 ;
   wire \$1225 ;
-  wire \$1226 ;
-  wire [15:0] \$1227 ;
-  wire [15:0] \$1228 ;
+  wire [15:0] \$1226 ;
+  wire \$1227 ;
+  wire \$1228 ;
   wire \$1229 ;
   wire \$123 ;
   wire \$1230 ;
   wire \$1231 ;
   wire \$1232 ;
-  wire \$1233 ;
+  wire [15:0] \$1233 ;
   wire \$1234 ;
   wire \$1235 ;
   wire \$1236 ;
@@ -18641,7 +18618,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1240 ;
   wire \$1241 ;
   wire \$1242 ;
-  wire \$1243 ;
+  wire [15:0] \$1243 ;
   wire \$1244 ;
   wire \$1245 ;
   wire \$1246 ;
@@ -18649,38 +18626,38 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$1248 ;
   wire \$1249 ;
   wire \$125 ;
-  wire \$1250 ;
-  wire \$1251 ;
+  wire [15:0] \$1250 ;
+  wire [15:0] \$1251 ;
   wire \$1252 ;
   wire \$1253 ;
   wire \$1254 ;
   wire \$1255 ;
   wire \$1256 ;
-  wire [3:0] \$1257 ;
+  wire \$1257 ;
   wire \$1258 ;
   wire \$1259 ;
   wire \$126 ;
   wire \$1260 ;
   wire \$1261 ;
-  wire [1:0] \$1262 ;
+  wire \$1262 ;
   wire \$1263 ;
   wire \$1264 ;
   wire \$1265 ;
   wire \$1266 ;
-  wire [1:0] \$1267 ;
-  wire [2:0] \$1268 ;
+  wire \$1267 ;
+  wire \$1268 ;
   wire \$1269 ;
   wire \$127 ;
   wire \$1270 ;
   wire \$1271 ;
   wire \$1272 ;
-  wire [1:0] \$1273 ;
+  wire \$1273 ;
   wire \$1274 ;
   wire \$1275 ;
   wire \$1276 ;
   wire \$1277 ;
-  wire [1:0] \$1278 ;
-  wire [2:0] \$1279 ;
+  wire \$1278 ;
+  wire \$1279 ;
   wire \$128 ;
   wire [3:0] \$1280 ;
   wire \$1281 ;
@@ -18709,628 +18686,628 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire [1:0] \$1301 ;
   wire [2:0] \$1302 ;
   wire [3:0] \$1303 ;
-  wire [4:0] \$1304 ;
+  wire \$1304 ;
   wire \$1305 ;
   wire \$1306 ;
   wire \$1307 ;
-  wire \$1308 ;
+  wire [1:0] \$1308 ;
   wire \$1309 ;
   wire \$131 ;
   wire \$1310 ;
   wire \$1311 ;
-  wire [15:0] \$1312 ;
-  wire \$1313 ;
-  wire \$1314 ;
+  wire \$1312 ;
+  wire [1:0] \$1313 ;
+  wire [2:0] \$1314 ;
   wire \$1315 ;
   wire \$1316 ;
-  wire [15:0] \$1317 ;
+  wire \$1317 ;
   wire \$1318 ;
-  wire \$1319 ;
+  wire [1:0] \$1319 ;
   wire \$132 ;
   wire \$1320 ;
   wire \$1321 ;
   wire \$1322 ;
   wire \$1323 ;
-  wire \$1324 ;
-  wire [15:0] \$1325 ;
-  wire \$1326 ;
-  wire \$1327 ;
+  wire [1:0] \$1324 ;
+  wire [2:0] \$1325 ;
+  wire [3:0] \$1326 ;
+  wire [4:0] \$1327 ;
   wire \$1328 ;
   wire \$1329 ;
   wire \$133 ;
-  wire [15:0] \$1330 ;
-  wire [15:0] \$1331 ;
+  wire \$1330 ;
+  wire \$1331 ;
   wire \$1332 ;
   wire \$1333 ;
   wire \$1334 ;
-  wire \$1335 ;
+  wire [15:0] \$1335 ;
   wire \$1336 ;
   wire \$1337 ;
   wire \$1338 ;
   wire \$1339 ;
   wire \$134 ;
-  wire \$1340 ;
+  wire [15:0] \$1340 ;
   wire \$1341 ;
-  wire [15:0] \$1342 ;
+  wire \$1342 ;
   wire \$1343 ;
   wire \$1344 ;
   wire \$1345 ;
   wire \$1346 ;
-  wire [15:0] \$1347 ;
-  wire \$1348 ;
+  wire \$1347 ;
+  wire [15:0] \$1348 ;
   wire \$1349 ;
   wire \$135 ;
   wire \$1350 ;
   wire \$1351 ;
   wire \$1352 ;
-  wire \$1353 ;
-  wire \$1354 ;
-  wire [15:0] \$1355 ;
+  wire [15:0] \$1353 ;
+  wire [15:0] \$1354 ;
+  wire \$1355 ;
   wire \$1356 ;
   wire \$1357 ;
   wire \$1358 ;
   wire \$1359 ;
   wire \$136 ;
-  wire [15:0] \$1360 ;
-  wire [15:0] \$1361 ;
+  wire \$1360 ;
+  wire \$1361 ;
   wire \$1362 ;
   wire \$1363 ;
   wire \$1364 ;
-  wire \$1365 ;
-  wire [15:0] \$1366 ;
+  wire [15:0] \$1365 ;
+  wire \$1366 ;
   wire \$1367 ;
-  wire [15:0] \$1368 ;
+  wire \$1368 ;
   wire \$1369 ;
   wire \$137 ;
-  wire \$1370 ;
-  wire [15:0] \$1371 ;
+  wire [15:0] \$1370 ;
+  wire \$1371 ;
   wire \$1372 ;
-  wire [15:0] \$1373 ;
-  wire [15:0] \$1374 ;
+  wire \$1373 ;
+  wire \$1374 ;
   wire \$1375 ;
   wire \$1376 ;
   wire \$1377 ;
-  wire \$1378 ;
-  wire [15:0] \$1379 ;
+  wire [15:0] \$1378 ;
+  wire \$1379 ;
   wire \$138 ;
   wire \$1380 ;
-  wire [15:0] \$1381 ;
+  wire \$1381 ;
   wire \$1382 ;
-  wire \$1383 ;
+  wire [15:0] \$1383 ;
   wire [15:0] \$1384 ;
   wire \$1385 ;
-  wire [15:0] \$1386 ;
-  wire [15:0] \$1387 ;
+  wire \$1386 ;
+  wire \$1387 ;
   wire \$1388 ;
-  wire \$1389 ;
+  wire [15:0] \$1389 ;
   wire \$139 ;
   wire \$1390 ;
-  wire \$1391 ;
+  wire [15:0] \$1391 ;
   wire \$1392 ;
   wire \$1393 ;
-  wire \$1394 ;
+  wire [15:0] \$1394 ;
   wire \$1395 ;
-  wire \$1396 ;
-  wire \$1397 ;
-  wire [15:0] \$1398 ;
+  wire [15:0] \$1396 ;
+  wire [15:0] \$1397 ;
+  wire \$1398 ;
   wire \$1399 ;
   wire \$14 ;
   wire \$140 ;
   wire \$1400 ;
   wire \$1401 ;
-  wire \$1402 ;
-  wire [15:0] \$1403 ;
-  wire \$1404 ;
+  wire [15:0] \$1402 ;
+  wire \$1403 ;
+  wire [15:0] \$1404 ;
   wire \$1405 ;
   wire \$1406 ;
-  wire \$1407 ;
+  wire [15:0] \$1407 ;
   wire \$1408 ;
-  wire \$1409 ;
+  wire [15:0] \$1409 ;
   wire \$141 ;
-  wire \$1410 ;
-  wire [15:0] \$1411 ;
+  wire [15:0] \$1410 ;
+  wire \$1411 ;
   wire \$1412 ;
   wire \$1413 ;
   wire \$1414 ;
   wire \$1415 ;
-  wire [15:0] \$1416 ;
-  wire [15:0] \$1417 ;
+  wire \$1416 ;
+  wire \$1417 ;
   wire \$1418 ;
   wire \$1419 ;
   wire \$142 ;
   wire \$1420 ;
-  wire \$1421 ;
+  wire [15:0] \$1421 ;
   wire \$1422 ;
   wire \$1423 ;
   wire \$1424 ;
   wire \$1425 ;
-  wire \$1426 ;
+  wire [15:0] \$1426 ;
   wire \$1427 ;
-  wire [15:0] \$1428 ;
+  wire \$1428 ;
   wire \$1429 ;
   wire \$143 ;
   wire \$1430 ;
   wire \$1431 ;
   wire \$1432 ;
-  wire [15:0] \$1433 ;
-  wire \$1434 ;
+  wire \$1433 ;
+  wire [15:0] \$1434 ;
   wire \$1435 ;
   wire \$1436 ;
   wire \$1437 ;
   wire \$1438 ;
-  wire \$1439 ;
+  wire [15:0] \$1439 ;
   wire \$144 ;
-  wire \$1440 ;
-  wire [15:0] \$1441 ;
+  wire [15:0] \$1440 ;
+  wire \$1441 ;
   wire \$1442 ;
   wire \$1443 ;
   wire \$1444 ;
   wire \$1445 ;
-  wire [15:0] \$1446 ;
-  wire [15:0] \$1447 ;
+  wire \$1446 ;
+  wire \$1447 ;
   wire \$1448 ;
   wire \$1449 ;
   wire \$145 ;
   wire \$1450 ;
-  wire \$1451 ;
+  wire [15:0] \$1451 ;
   wire \$1452 ;
   wire \$1453 ;
   wire \$1454 ;
-  wire [15:0] \$1455 ;
+  wire \$1455 ;
   wire [15:0] \$1456 ;
   wire \$1457 ;
   wire \$1458 ;
   wire \$1459 ;
   wire \$146 ;
   wire \$1460 ;
-  wire [15:0] \$1461 ;
-  wire [15:0] \$1462 ;
+  wire \$1461 ;
+  wire \$1462 ;
   wire \$1463 ;
   wire [15:0] \$1464 ;
-  wire [15:0] \$1465 ;
+  wire \$1465 ;
   wire \$1466 ;
-  wire [15:0] \$1467 ;
-  wire [15:0] \$1468 ;
-  wire \$1469 ;
+  wire \$1467 ;
+  wire \$1468 ;
+  wire [15:0] \$1469 ;
   wire \$147 ;
-  wire \$1470 ;
+  wire [15:0] \$1470 ;
   wire \$1471 ;
   wire \$1472 ;
-  wire [15:0] \$1473 ;
-  wire [15:0] \$1474 ;
+  wire \$1473 ;
+  wire \$1474 ;
   wire \$1475 ;
   wire \$1476 ;
   wire \$1477 ;
-  wire \$1478 ;
+  wire [15:0] \$1478 ;
   wire [15:0] \$1479 ;
   wire \$148 ;
-  wire [15:0] \$1480 ;
+  wire \$1480 ;
   wire \$1481 ;
   wire \$1482 ;
   wire \$1483 ;
-  wire \$1484 ;
-  wire \$1485 ;
+  wire [15:0] \$1484 ;
+  wire [15:0] \$1485 ;
   wire \$1486 ;
-  wire \$1487 ;
-  wire \$1488 ;
+  wire [15:0] \$1487 ;
+  wire [15:0] \$1488 ;
   wire \$1489 ;
   wire \$149 ;
-  wire \$1490 ;
-  wire \$1491 ;
+  wire [15:0] \$1490 ;
+  wire [15:0] \$1491 ;
   wire \$1492 ;
   wire \$1493 ;
   wire \$1494 ;
   wire \$1495 ;
-  wire \$1496 ;
-  wire \$1497 ;
+  wire [15:0] \$1496 ;
+  wire [15:0] \$1497 ;
   wire \$1498 ;
-  wire [7:0] \$1499 ;
+  wire \$1499 ;
   wire \$15 ;
   wire \$150 ;
   wire \$1500 ;
-  wire [4:0] \$1501 ;
-  wire [8:0] \$1502 ;
-  wire [7:0] \$1503 ;
+  wire \$1501 ;
+  wire [15:0] \$1502 ;
+  wire [15:0] \$1503 ;
   wire \$1504 ;
-  wire [4:0] \$1505 ;
-  wire [8:0] \$1506 ;
-  wire [7:0] \$1507 ;
+  wire \$1505 ;
+  wire \$1506 ;
+  wire \$1507 ;
   wire \$1508 ;
-  wire [4:0] \$1509 ;
+  wire \$1509 ;
   wire \$151 ;
-  wire [8:0] \$1510 ;
+  wire \$1510 ;
   wire \$1511 ;
   wire \$1512 ;
   wire \$1513 ;
   wire \$1514 ;
   wire \$1515 ;
   wire \$1516 ;
-  wire [15:0] \$1517 ;
-  wire [15:0] \$1518 ;
+  wire \$1517 ;
+  wire \$1518 ;
   wire \$1519 ;
   wire \$152 ;
   wire \$1520 ;
   wire \$1521 ;
-  wire \$1522 ;
-  wire [15:0] \$1523 ;
-  wire [15:0] \$1524 ;
-  wire \$1525 ;
-  wire [15:0] \$1526 ;
-  wire [15:0] \$1527 ;
-  wire \$1528 ;
-  wire [15:0] \$1529 ;
+  wire [7:0] \$1522 ;
+  wire \$1523 ;
+  wire [4:0] \$1524 ;
+  wire [8:0] \$1525 ;
+  wire [7:0] \$1526 ;
+  wire \$1527 ;
+  wire [4:0] \$1528 ;
+  wire [8:0] \$1529 ;
   wire \$153 ;
-  wire [15:0] \$1530 ;
+  wire [7:0] \$1530 ;
   wire \$1531 ;
-  wire \$1532 ;
-  wire \$1533 ;
+  wire [4:0] \$1532 ;
+  wire [8:0] \$1533 ;
   wire \$1534 ;
-  wire [15:0] \$1535 ;
-  wire [15:0] \$1536 ;
+  wire \$1535 ;
+  wire \$1536 ;
   wire \$1537 ;
   wire \$1538 ;
   wire \$1539 ;
   wire \$154 ;
-  wire \$1540 ;
+  wire [15:0] \$1540 ;
   wire [15:0] \$1541 ;
-  wire [15:0] \$1542 ;
+  wire \$1542 ;
   wire \$1543 ;
   wire \$1544 ;
   wire \$1545 ;
-  wire \$1546 ;
-  wire \$1547 ;
+  wire [15:0] \$1546 ;
+  wire [15:0] \$1547 ;
   wire \$1548 ;
-  wire \$1549 ;
+  wire [15:0] \$1549 ;
   wire \$155 ;
-  wire \$1550 ;
+  wire [15:0] \$1550 ;
   wire \$1551 ;
-  wire \$1552 ;
-  wire \$1553 ;
+  wire [15:0] \$1552 ;
+  wire [15:0] \$1553 ;
   wire \$1554 ;
   wire \$1555 ;
   wire \$1556 ;
   wire \$1557 ;
-  wire \$1558 ;
-  wire \$1559 ;
+  wire [15:0] \$1558 ;
+  wire [15:0] \$1559 ;
   wire \$156 ;
   wire \$1560 ;
-  wire [7:0] \$1561 ;
+  wire \$1561 ;
   wire \$1562 ;
-  wire [4:0] \$1563 ;
-  wire [8:0] \$1564 ;
-  wire [7:0] \$1565 ;
+  wire \$1563 ;
+  wire [15:0] \$1564 ;
+  wire [15:0] \$1565 ;
   wire \$1566 ;
-  wire [4:0] \$1567 ;
-  wire [8:0] \$1568 ;
-  wire [7:0] \$1569 ;
+  wire \$1567 ;
+  wire \$1568 ;
+  wire \$1569 ;
   wire \$157 ;
   wire \$1570 ;
-  wire [4:0] \$1571 ;
-  wire [8:0] \$1572 ;
+  wire \$1571 ;
+  wire \$1572 ;
   wire \$1573 ;
-  wire [14:0] \$1574 ;
-  wire [14:0] \$1575 ;
+  wire \$1574 ;
+  wire \$1575 ;
   wire \$1576 ;
   wire \$1577 ;
-  wire [14:0] \$1578 ;
-  wire [14:0] \$1579 ;
+  wire \$1578 ;
+  wire \$1579 ;
   wire \$158 ;
   wire \$1580 ;
   wire \$1581 ;
-  wire [14:0] \$1582 ;
-  wire [14:0] \$1583 ;
-  wire \$1584 ;
+  wire \$1582 ;
+  wire \$1583 ;
+  wire [7:0] \$1584 ;
   wire \$1585 ;
-  wire [14:0] \$1586 ;
-  wire [14:0] \$1587 ;
-  wire \$1588 ;
+  wire [4:0] \$1586 ;
+  wire [8:0] \$1587 ;
+  wire [7:0] \$1588 ;
   wire \$1589 ;
   wire \$159 ;
-  wire \$1590 ;
-  wire [14:0] \$1591 ;
-  wire [14:0] \$1592 ;
+  wire [4:0] \$1590 ;
+  wire [8:0] \$1591 ;
+  wire [7:0] \$1592 ;
   wire \$1593 ;
-  wire \$1594 ;
-  wire \$1595 ;
-  wire [14:0] \$1596 ;
+  wire [4:0] \$1594 ;
+  wire [8:0] \$1595 ;
+  wire \$1596 ;
   wire [14:0] \$1597 ;
-  wire \$1598 ;
-  wire [5:0] \$1599 ;
-  wire [14:0] \$16 ;
+  wire [14:0] \$1598 ;
+  wire \$1599 ;
+  wire \$16 ;
   wire \$160 ;
-  wire [5:0] \$1600 ;
-  wire [41:0] \$1601 ;
-  wire [40:0] \$1602 ;
+  wire \$1600 ;
+  wire [14:0] \$1601 ;
+  wire [14:0] \$1602 ;
   wire \$1603 ;
-  wire [14:0] \$1604 ;
+  wire \$1604 ;
   wire [14:0] \$1605 ;
-  wire \$1606 ;
+  wire [14:0] \$1606 ;
   wire \$1607 ;
-  wire [14:0] \$1608 ;
+  wire \$1608 ;
   wire [14:0] \$1609 ;
   wire \$161 ;
-  wire \$1610 ;
+  wire [14:0] \$1610 ;
   wire \$1611 ;
   wire \$1612 ;
-  wire [14:0] \$1613 ;
+  wire \$1613 ;
   wire [14:0] \$1614 ;
-  wire \$1615 ;
+  wire [14:0] \$1615 ;
   wire \$1616 ;
   wire \$1617 ;
-  wire [14:0] \$1618 ;
+  wire \$1618 ;
   wire [14:0] \$1619 ;
   wire \$162 ;
-  wire \$1620 ;
-  wire [5:0] \$1621 ;
+  wire [14:0] \$1620 ;
+  wire \$1621 ;
   wire [5:0] \$1622 ;
-  wire [41:0] \$1623 ;
-  wire [40:0] \$1624 ;
-  wire \$1625 ;
-  wire [14:0] \$1626 ;
+  wire [5:0] \$1623 ;
+  wire [41:0] \$1624 ;
+  wire [40:0] \$1625 ;
+  wire \$1626 ;
   wire [14:0] \$1627 ;
-  wire \$1628 ;
+  wire [14:0] \$1628 ;
   wire \$1629 ;
   wire \$163 ;
-  wire [14:0] \$1630 ;
+  wire \$1630 ;
   wire [14:0] \$1631 ;
-  wire \$1632 ;
+  wire [14:0] \$1632 ;
   wire \$1633 ;
-  wire [14:0] \$1634 ;
-  wire [14:0] \$1635 ;
-  wire \$1636 ;
-  wire \$1637 ;
+  wire \$1634 ;
+  wire \$1635 ;
+  wire [14:0] \$1636 ;
+  wire [14:0] \$1637 ;
   wire \$1638 ;
-  wire [14:0] \$1639 ;
+  wire \$1639 ;
   wire \$164 ;
-  wire [14:0] \$1640 ;
-  wire \$1641 ;
-  wire \$1642 ;
+  wire \$1640 ;
+  wire [14:0] \$1641 ;
+  wire [14:0] \$1642 ;
   wire \$1643 ;
-  wire [14:0] \$1644 ;
-  wire [14:0] \$1645 ;
-  wire \$1646 ;
-  wire [5:0] \$1647 ;
-  wire [5:0] \$1648 ;
-  wire [41:0] \$1649 ;
+  wire [5:0] \$1644 ;
+  wire [5:0] \$1645 ;
+  wire [41:0] \$1646 ;
+  wire [40:0] \$1647 ;
+  wire \$1648 ;
+  wire [14:0] \$1649 ;
   wire \$165 ;
-  wire [40:0] \$1650 ;
+  wire [14:0] \$1650 ;
   wire \$1651 ;
-  wire [14:0] \$1652 ;
+  wire \$1652 ;
   wire [14:0] \$1653 ;
-  wire \$1654 ;
+  wire [14:0] \$1654 ;
   wire \$1655 ;
-  wire [14:0] \$1656 ;
+  wire \$1656 ;
   wire [14:0] \$1657 ;
-  wire \$1658 ;
+  wire [14:0] \$1658 ;
   wire \$1659 ;
   wire \$166 ;
   wire \$1660 ;
-  wire [14:0] \$1661 ;
+  wire \$1661 ;
   wire [14:0] \$1662 ;
-  wire \$1663 ;
+  wire [14:0] \$1663 ;
   wire \$1664 ;
   wire \$1665 ;
-  wire [14:0] \$1666 ;
+  wire \$1666 ;
   wire [14:0] \$1667 ;
-  wire \$1668 ;
-  wire [5:0] \$1669 ;
+  wire [14:0] \$1668 ;
+  wire \$1669 ;
   wire \$167 ;
   wire [5:0] \$1670 ;
-  wire [41:0] \$1671 ;
-  wire [40:0] \$1672 ;
-  wire \$1673 ;
-  wire [14:0] \$1674 ;
+  wire [5:0] \$1671 ;
+  wire [41:0] \$1672 ;
+  wire [40:0] \$1673 ;
+  wire \$1674 ;
   wire [14:0] \$1675 ;
-  wire \$1676 ;
+  wire [14:0] \$1676 ;
   wire \$1677 ;
-  wire [14:0] \$1678 ;
+  wire \$1678 ;
   wire [14:0] \$1679 ;
   wire \$168 ;
-  wire \$1680 ;
+  wire [14:0] \$1680 ;
   wire \$1681 ;
   wire \$1682 ;
-  wire [14:0] \$1683 ;
+  wire \$1683 ;
   wire [14:0] \$1684 ;
-  wire \$1685 ;
+  wire [14:0] \$1685 ;
   wire \$1686 ;
   wire \$1687 ;
-  wire [14:0] \$1688 ;
+  wire \$1688 ;
   wire [14:0] \$1689 ;
   wire \$169 ;
-  wire \$1690 ;
-  wire [5:0] \$1691 ;
+  wire [14:0] \$1690 ;
+  wire \$1691 ;
   wire [5:0] \$1692 ;
-  wire [41:0] \$1693 ;
-  wire \$1694 ;
-  wire [14:0] \$1695 ;
-  wire [14:0] \$1696 ;
-  wire \$1697 ;
-  wire \$1698 ;
-  wire [14:0] \$1699 ;
-  wire [14:0] \$17 ;
+  wire [5:0] \$1693 ;
+  wire [41:0] \$1694 ;
+  wire [40:0] \$1695 ;
+  wire \$1696 ;
+  wire [14:0] \$1697 ;
+  wire [14:0] \$1698 ;
+  wire \$1699 ;
+  wire \$17 ;
   wire \$170 ;
-  wire [14:0] \$1700 ;
-  wire \$1701 ;
-  wire \$1702 ;
-  wire [14:0] \$1703 ;
-  wire [14:0] \$1704 ;
+  wire \$1700 ;
+  wire [14:0] \$1701 ;
+  wire [14:0] \$1702 ;
+  wire \$1703 ;
+  wire \$1704 ;
   wire \$1705 ;
-  wire \$1706 ;
-  wire \$1707 ;
-  wire [14:0] \$1708 ;
-  wire [14:0] \$1709 ;
+  wire [14:0] \$1706 ;
+  wire [14:0] \$1707 ;
+  wire \$1708 ;
+  wire \$1709 ;
   wire \$171 ;
   wire \$1710 ;
-  wire \$1711 ;
-  wire \$1712 ;
-  wire [14:0] \$1713 ;
-  wire [14:0] \$1714 ;
-  wire \$1715 ;
-  wire [5:0] \$1716 ;
-  wire [5:0] \$1717 ;
-  wire [41:0] \$1718 ;
-  wire \$1719 ;
+  wire [14:0] \$1711 ;
+  wire [14:0] \$1712 ;
+  wire \$1713 ;
+  wire [5:0] \$1714 ;
+  wire [5:0] \$1715 ;
+  wire [41:0] \$1716 ;
+  wire \$1717 ;
+  wire [14:0] \$1718 ;
+  wire [14:0] \$1719 ;
   wire \$172 ;
-  wire [14:0] \$1720 ;
-  wire [14:0] \$1721 ;
-  wire \$1722 ;
-  wire \$1723 ;
-  wire [14:0] \$1724 ;
-  wire [14:0] \$1725 ;
-  wire \$1726 ;
-  wire \$1727 ;
-  wire [14:0] \$1728 ;
-  wire [14:0] \$1729 ;
+  wire \$1720 ;
+  wire \$1721 ;
+  wire [14:0] \$1722 ;
+  wire [14:0] \$1723 ;
+  wire \$1724 ;
+  wire \$1725 ;
+  wire [14:0] \$1726 ;
+  wire [14:0] \$1727 ;
+  wire \$1728 ;
+  wire \$1729 ;
   wire \$173 ;
   wire \$1730 ;
-  wire \$1731 ;
-  wire \$1732 ;
-  wire [14:0] \$1733 ;
-  wire [14:0] \$1734 ;
+  wire [14:0] \$1731 ;
+  wire [14:0] \$1732 ;
+  wire \$1733 ;
+  wire \$1734 ;
   wire \$1735 ;
-  wire \$1736 ;
-  wire \$1737 ;
-  wire [14:0] \$1738 ;
-  wire [14:0] \$1739 ;
+  wire [14:0] \$1736 ;
+  wire [14:0] \$1737 ;
+  wire \$1738 ;
+  wire [5:0] \$1739 ;
   wire \$174 ;
-  wire \$1740 ;
-  wire [5:0] \$1741 ;
-  wire [5:0] \$1742 ;
-  wire [41:0] \$1743 ;
-  wire \$1744 ;
-  wire [14:0] \$1745 ;
-  wire [14:0] \$1746 ;
-  wire \$1747 ;
-  wire \$1748 ;
-  wire [14:0] \$1749 ;
+  wire [5:0] \$1740 ;
+  wire [41:0] \$1741 ;
+  wire \$1742 ;
+  wire [14:0] \$1743 ;
+  wire [14:0] \$1744 ;
+  wire \$1745 ;
+  wire \$1746 ;
+  wire [14:0] \$1747 ;
+  wire [14:0] \$1748 ;
+  wire \$1749 ;
   wire \$175 ;
-  wire [14:0] \$1750 ;
-  wire \$1751 ;
-  wire \$1752 ;
-  wire [14:0] \$1753 ;
-  wire [14:0] \$1754 ;
+  wire \$1750 ;
+  wire [14:0] \$1751 ;
+  wire [14:0] \$1752 ;
+  wire \$1753 ;
+  wire \$1754 ;
   wire \$1755 ;
-  wire \$1756 ;
+  wire [14:0] \$1756 ;
   wire [14:0] \$1757 ;
-  wire [14:0] \$1758 ;
+  wire \$1758 ;
   wire \$1759 ;
   wire \$176 ;
   wire \$1760 ;
-  wire \$1761 ;
+  wire [14:0] \$1761 ;
   wire [14:0] \$1762 ;
-  wire [14:0] \$1763 ;
-  wire \$1764 ;
-  wire \$1765 ;
-  wire \$1766 ;
-  wire [14:0] \$1767 ;
+  wire \$1763 ;
+  wire [5:0] \$1764 ;
+  wire [5:0] \$1765 ;
+  wire [41:0] \$1766 ;
+  wire \$1767 ;
   wire [14:0] \$1768 ;
-  wire \$1769 ;
+  wire [14:0] \$1769 ;
   wire \$177 ;
-  wire [5:0] \$1770 ;
-  wire [5:0] \$1771 ;
-  wire [41:0] \$1772 ;
-  wire [40:0] \$1773 ;
+  wire \$1770 ;
+  wire \$1771 ;
+  wire [14:0] \$1772 ;
+  wire [14:0] \$1773 ;
   wire \$1774 ;
-  wire [14:0] \$1775 ;
+  wire \$1775 ;
   wire [14:0] \$1776 ;
-  wire \$1777 ;
+  wire [14:0] \$1777 ;
   wire \$1778 ;
-  wire [14:0] \$1779 ;
+  wire \$1779 ;
   wire \$178 ;
-  wire [14:0] \$1780 ;
-  wire \$1781 ;
-  wire \$1782 ;
-  wire [14:0] \$1783 ;
-  wire [14:0] \$1784 ;
+  wire \$1780 ;
+  wire [14:0] \$1781 ;
+  wire [14:0] \$1782 ;
+  wire \$1783 ;
+  wire \$1784 ;
   wire \$1785 ;
-  wire \$1786 ;
-  wire \$1787 ;
-  wire [14:0] \$1788 ;
-  wire [14:0] \$1789 ;
+  wire [14:0] \$1786 ;
+  wire [14:0] \$1787 ;
+  wire \$1788 ;
+  wire [5:0] \$1789 ;
   wire \$179 ;
-  wire \$1790 ;
-  wire \$1791 ;
+  wire [5:0] \$1790 ;
+  wire [41:0] \$1791 ;
   wire \$1792 ;
   wire [14:0] \$1793 ;
   wire [14:0] \$1794 ;
   wire \$1795 ;
-  wire [5:0] \$1796 ;
-  wire [5:0] \$1797 ;
+  wire [40:0] \$1796 ;
+  wire [41:0] \$1797 ;
   wire [41:0] \$1798 ;
   wire [40:0] \$1799 ;
   wire \$18 ;
   wire \$180 ;
-  wire [40:0] \$1800 ;
+  wire [41:0] \$1800 ;
   wire [41:0] \$1801 ;
-  wire [41:0] \$1802 ;
+  wire [40:0] \$1802 ;
   wire [40:0] \$1803 ;
-  wire [41:0] \$1804 ;
-  wire [41:0] \$1805 ;
+  wire [40:0] \$1804 ;
+  wire [15:0] \$1805 ;
   wire [40:0] \$1806 ;
-  wire [15:0] \$1807 ;
+  wire \$1807 ;
   wire [40:0] \$1808 ;
-  wire \$1809 ;
+  reg [15:0] \$1809 ;
   wire \$181 ;
-  wire [40:0] \$1810 ;
+  reg [15:0] \$1810 ;
   reg [15:0] \$1811 ;
   reg [15:0] \$1812 ;
-  reg [15:0] \$1813 ;
-  reg [15:0] \$1814 ;
+  reg \$1813 ;
+  reg \$1814 ;
   reg \$1815 ;
   reg \$1816 ;
-  reg \$1817 ;
-  reg \$1818 ;
+  reg [15:0] \$1817 ;
+  reg [15:0] \$1818 ;
   reg [15:0] \$1819 ;
   wire \$182 ;
   reg [15:0] \$1820 ;
-  reg [15:0] \$1821 ;
-  reg [15:0] \$1822 ;
+  reg \$1821 ;
+  reg \$1822 ;
   reg \$1823 ;
   reg \$1824 ;
-  reg \$1825 ;
-  reg \$1826 ;
+  reg [15:0] \$1825 ;
+  reg [15:0] \$1826 ;
   reg [15:0] \$1827 ;
   reg [15:0] \$1828 ;
-  reg [15:0] \$1829 ;
+  reg \$1829 ;
   wire \$183 ;
-  reg [15:0] \$1830 ;
+  reg \$1830 ;
   reg \$1831 ;
   reg \$1832 ;
-  reg \$1833 ;
-  reg \$1834 ;
+  reg [15:0] \$1833 ;
+  reg [15:0] \$1834 ;
   reg [15:0] \$1835 ;
   reg [15:0] \$1836 ;
-  reg [15:0] \$1837 ;
-  reg [15:0] \$1838 ;
+  reg \$1837 ;
+  reg \$1838 ;
   reg \$1839 ;
   wire \$184 ;
   reg \$1840 ;
-  reg \$1841 ;
-  reg \$1842 ;
+  reg [15:0] \$1841 ;
+  reg [15:0] \$1842 ;
   reg [15:0] \$1843 ;
   reg [15:0] \$1844 ;
-  reg [15:0] \$1845 ;
-  reg [15:0] \$1846 ;
+  reg \$1845 ;
+  reg \$1846 ;
   reg \$1847 ;
   reg \$1848 ;
-  reg \$1849 ;
+  reg [15:0] \$1849 ;
   wire \$185 ;
-  reg \$1850 ;
+  reg [15:0] \$1850 ;
   reg [15:0] \$1851 ;
   reg [15:0] \$1852 ;
-  reg [15:0] \$1853 ;
-  reg [15:0] \$1854 ;
+  reg \$1853 ;
+  reg \$1854 ;
   reg \$1855 ;
   reg \$1856 ;
   reg \$1857 ;
   reg \$1858 ;
   reg \$1859 ;
   wire \$186 ;
-  reg \$1860 ;
-  reg \$1861 ;
-  reg [3:0] \$1862 ;
-  reg [4:0] \$1863 ;
-  reg [163:0] \$1864 ;
+  reg [3:0] \$1860 ;
+  reg [4:0] \$1861 ;
+  reg [163:0] \$1862 ;
+  reg [15:0] \$1863 ;
+  reg \$1864 ;
   reg [15:0] \$1865 ;
   reg \$1866 ;
   reg [15:0] \$1867 ;
@@ -19342,106 +19319,104 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   reg \$1872 ;
   reg [15:0] \$1873 ;
   reg \$1874 ;
-  reg [15:0] \$1875 ;
+  reg \$1875 ;
   reg \$1876 ;
   reg \$1877 ;
-  reg \$1878 ;
-  reg \$1879 ;
+  reg [3:0] \$1878 ;
+  reg [4:0] \$1879 ;
   wire \$188 ;
-  reg [3:0] \$1880 ;
-  reg [4:0] \$1881 ;
-  reg [163:0] \$1882 ;
+  reg [163:0] \$1880 ;
+  reg [15:0] \$1881 ;
+  reg [15:0] \$1882 ;
   reg [15:0] \$1883 ;
   reg [15:0] \$1884 ;
   reg [15:0] \$1885 ;
   reg [15:0] \$1886 ;
-  reg [15:0] \$1887 ;
-  reg [15:0] \$1888 ;
+  reg \$1887 ;
+  reg \$1888 ;
   reg \$1889 ;
   wire \$189 ;
   reg \$1890 ;
   reg \$1891 ;
   reg \$1892 ;
-  reg \$1893 ;
-  reg \$1894 ;
+  reg [7:0] \$1893 ;
+  reg [7:0] \$1894 ;
   reg [7:0] \$1895 ;
-  reg [7:0] \$1896 ;
-  reg [7:0] \$1897 ;
-  reg \$1898 ;
+  reg \$1896 ;
+  reg [15:0] \$1897 ;
+  reg [15:0] \$1898 ;
   reg [15:0] \$1899 ;
-  wire [5:0] \$19 ;
+  wire \$19 ;
   wire \$190 ;
   reg [15:0] \$1900 ;
   reg [15:0] \$1901 ;
   reg [15:0] \$1902 ;
-  reg [15:0] \$1903 ;
-  reg [15:0] \$1904 ;
+  reg \$1903 ;
+  reg \$1904 ;
   reg \$1905 ;
   reg \$1906 ;
   reg \$1907 ;
   reg \$1908 ;
-  reg \$1909 ;
+  reg [7:0] \$1909 ;
   wire \$191 ;
-  reg \$1910 ;
+  reg [7:0] \$1910 ;
   reg [7:0] \$1911 ;
-  reg [7:0] \$1912 ;
-  reg [7:0] \$1913 ;
+  reg [163:0] \$1912 ;
+  reg \$1913 ;
   reg [163:0] \$1914 ;
-  reg \$1915 ;
-  reg [163:0] \$1916 ;
-  reg [15:0] \$1917 ;
-  reg [40:0] \$1918 ;
-  reg [40:0] \$1919 ;
-  wire [42:0] \$192 ;
+  reg [15:0] \$1915 ;
+  reg [40:0] \$1916 ;
+  reg [40:0] \$1917 ;
+  reg [39:0] \$1918 ;
+  reg \$1919 ;
+  wire \$192 ;
   reg [39:0] \$1920 ;
   reg \$1921 ;
   reg [39:0] \$1922 ;
   reg \$1923 ;
   reg [39:0] \$1924 ;
   reg \$1925 ;
-  reg [40:0] \$1926 ;
-  reg [40:0] \$1927 ;
+  reg \$1926 ;
+  reg \$1927 ;
   reg \$1928 ;
   reg \$1929 ;
   wire \$193 ;
   reg \$1930 ;
   reg \$1931 ;
-  reg \$1932 ;
-  reg \$1933 ;
+  reg [7:0] \$1932 ;
+  reg [7:0] \$1933 ;
   reg [7:0] \$1934 ;
-  reg [7:0] \$1935 ;
-  reg [7:0] \$1936 ;
+  reg \$1935 ;
+  reg \$1936 ;
   reg \$1937 ;
-  reg \$1938 ;
-  reg \$1939 ;
+  reg [40:0] \$1938 ;
+  reg [40:0] \$1939 ;
   wire \$194 ;
   reg [40:0] \$1940 ;
   reg [40:0] \$1941 ;
   reg [40:0] \$1942 ;
-  reg [40:0] \$1943 ;
+  reg [15:0] \$1943 ;
   reg [40:0] \$1944 ;
-  reg [15:0] \$1945 ;
-  reg [40:0] \$1946 ;
+  reg [7:0] \$1945 ;
+  reg [7:0] \$1946 ;
   reg [7:0] \$1947 ;
-  reg [7:0] \$1948 ;
-  reg [7:0] \$1949 ;
+  reg \$1948 ;
+  reg [40:0] \$1949 ;
   wire \$195 ;
-  reg \$1950 ;
-  reg [40:0] \$1951 ;
-  reg [40:0] \$1952 ;
-  reg \$1953 ;
-  reg \$1954 ;
-  reg [40:0] \$1955 ;
+  reg [40:0] \$1950 ;
+  reg \$1951 ;
+  reg \$1952 ;
+  reg [40:0] \$1953 ;
+  reg [40:0] \$1954 ;
+  reg [15:0] \$1955 ;
   reg [40:0] \$1956 ;
-  reg [15:0] \$1957 ;
-  reg [40:0] \$1958 ;
-  reg [23:0] \$1959 ;
+  reg [23:0] \$1957 ;
   wire \$196 ;
   wire \$197 ;
   wire \$198 ;
   wire \$199 ;
-  wire [14:0] \$2 ;
-  wire [5:0] \$20 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$200 ;
   wire \$201 ;
   wire \$202 ;
@@ -19452,15 +19427,15 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire [41:0] \$21 ;
+  wire \$21 ;
   wire \$210 ;
-  wire \$211 ;
+  wire [39:0] \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire \$215 ;
+  wire [42:0] \$215 ;
   wire \$216 ;
-  wire [15:0] \$217 ;
+  wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
@@ -19471,7 +19446,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$224 ;
   wire \$225 ;
   wire \$226 ;
-  wire [15:0] \$227 ;
+  wire \$227 ;
   wire \$228 ;
   wire \$229 ;
   wire \$23 ;
@@ -19498,7 +19473,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$249 ;
   wire \$25 ;
   wire [15:0] \$250 ;
-  wire [15:0] \$251 ;
+  wire \$251 ;
   wire \$252 ;
   wire \$253 ;
   wire \$254 ;
@@ -19511,7 +19486,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$260 ;
   wire \$261 ;
   wire \$262 ;
-  wire \$263 ;
+  wire [15:0] \$263 ;
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
@@ -19522,10 +19497,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
+  wire [15:0] \$273 ;
+  wire [15:0] \$274 ;
   wire \$275 ;
-  wire [15:0] \$276 ;
+  wire \$276 ;
   wire \$277 ;
   wire \$278 ;
   wire \$279 ;
@@ -19536,7 +19511,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$283 ;
   wire \$284 ;
   wire \$285 ;
-  wire [15:0] \$286 ;
+  wire \$286 ;
   wire \$287 ;
   wire \$288 ;
   wire \$289 ;
@@ -19551,7 +19526,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$297 ;
   wire \$298 ;
   wire [15:0] \$299 ;
-  wire [14:0] \$3 ;
+  wire \$3 ;
   wire \$30 ;
   wire \$300 ;
   wire \$301 ;
@@ -19564,7 +19539,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$308 ;
   wire [15:0] \$309 ;
   wire \$31 ;
-  wire [15:0] \$310 ;
+  wire \$310 ;
   wire \$311 ;
   wire \$312 ;
   wire \$313 ;
@@ -19577,12 +19552,12 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$32 ;
   wire \$320 ;
   wire \$321 ;
-  wire \$322 ;
-  wire [3:0] \$3228 ;
+  wire [15:0] \$322 ;
   wire \$323 ;
-  wire \$3230 ;
   wire \$324 ;
+  wire [3:0] \$3248 ;
   wire \$325 ;
+  wire \$3250 ;
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
@@ -19590,10 +19565,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
+  wire [15:0] \$332 ;
+  wire [15:0] \$333 ;
   wire \$334 ;
-  wire [15:0] \$335 ;
+  wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
@@ -19604,7 +19579,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
-  wire [15:0] \$345 ;
+  wire \$345 ;
   wire \$346 ;
   wire \$347 ;
   wire \$348 ;
@@ -19630,7 +19605,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$366 ;
   wire \$367 ;
   wire [15:0] \$368 ;
-  wire [15:0] \$369 ;
+  wire \$369 ;
   wire \$37 ;
   wire \$370 ;
   wire \$371 ;
@@ -19644,7 +19619,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire \$381 ;
+  wire [15:0] \$381 ;
   wire \$382 ;
   wire \$383 ;
   wire \$384 ;
@@ -19655,10 +19630,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
+  wire [15:0] \$391 ;
+  wire [15:0] \$392 ;
   wire \$393 ;
-  wire [15:0] \$394 ;
+  wire \$394 ;
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
@@ -19670,7 +19645,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$401 ;
   wire \$402 ;
   wire \$403 ;
-  wire [15:0] \$404 ;
+  wire \$404 ;
   wire \$405 ;
   wire \$406 ;
   wire \$407 ;
@@ -19696,9 +19671,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$425 ;
   wire \$426 ;
   wire [15:0] \$427 ;
-  wire [15:0] \$428 ;
+  wire \$428 ;
   wire \$429 ;
-  wire \$43 ;
+  wire [42:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
@@ -19710,7 +19685,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire \$440 ;
+  wire [15:0] \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
@@ -19721,8 +19696,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
+  wire [15:0] \$450 ;
+  wire [15:0] \$451 ;
   wire \$452 ;
   wire \$453 ;
   wire \$454 ;
@@ -19785,7 +19760,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$505 ;
   wire \$506 ;
   wire \$507 ;
-  wire [15:0] \$508 ;
+  wire \$508 ;
   wire \$509 ;
   wire \$51 ;
   wire \$510 ;
@@ -19795,7 +19770,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire [15:0] \$517 ;
+  wire \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire \$52 ;
@@ -19808,20 +19783,20 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$526 ;
   wire \$527 ;
   wire \$528 ;
-  wire [15:0] \$529 ;
+  wire \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire \$531 ;
+  wire [15:0] \$531 ;
   wire \$532 ;
   wire \$533 ;
   wire \$534 ;
   wire \$535 ;
   wire \$536 ;
   wire \$537 ;
-  wire [15:0] \$538 ;
-  wire [15:0] \$539 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
-  wire \$540 ;
+  wire [15:0] \$540 ;
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
@@ -19834,24 +19809,24 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$55 ;
   wire \$550 ;
   wire \$551 ;
-  wire \$552 ;
+  wire [15:0] \$552 ;
   wire \$553 ;
   wire \$554 ;
   wire \$555 ;
   wire \$556 ;
   wire \$557 ;
   wire \$558 ;
-  wire [15:0] \$559 ;
+  wire \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
+  wire [15:0] \$561 ;
+  wire [15:0] \$562 ;
   wire \$563 ;
   wire \$564 ;
   wire \$565 ;
   wire \$566 ;
   wire \$567 ;
-  wire [15:0] \$568 ;
+  wire \$568 ;
   wire \$569 ;
   wire \$57 ;
   wire \$570 ;
@@ -19865,19 +19840,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$578 ;
   wire \$579 ;
   wire \$58 ;
-  wire [15:0] \$580 ;
+  wire \$580 ;
   wire \$581 ;
-  wire \$582 ;
+  wire [15:0] \$582 ;
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
   wire \$586 ;
   wire \$587 ;
   wire \$588 ;
-  wire [15:0] \$589 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [15:0] \$590 ;
-  wire \$591 ;
+  wire \$590 ;
+  wire [15:0] \$591 ;
   wire \$592 ;
   wire \$593 ;
   wire \$594 ;
@@ -19886,12 +19861,12 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
-  wire [14:0] \$6 ;
+  wire \$6 ;
   wire \$60 ;
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
-  wire \$603 ;
+  wire [15:0] \$603 ;
   wire \$604 ;
   wire \$605 ;
   wire \$606 ;
@@ -19899,16 +19874,16 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
-  wire [15:0] \$610 ;
+  wire \$610 ;
   wire \$611 ;
-  wire \$612 ;
-  wire \$613 ;
+  wire [15:0] \$612 ;
+  wire [15:0] \$613 ;
   wire \$614 ;
   wire \$615 ;
   wire \$616 ;
   wire \$617 ;
   wire \$618 ;
-  wire [15:0] \$619 ;
+  wire \$619 ;
   wire \$62 ;
   wire \$620 ;
   wire \$621 ;
@@ -19922,19 +19897,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$629 ;
   wire \$63 ;
   wire \$630 ;
-  wire [15:0] \$631 ;
+  wire \$631 ;
   wire \$632 ;
-  wire \$633 ;
+  wire [15:0] \$633 ;
   wire \$634 ;
   wire \$635 ;
   wire \$636 ;
   wire \$637 ;
   wire \$638 ;
   wire \$639 ;
-  wire [42:0] \$64 ;
-  wire [15:0] \$640 ;
-  wire [15:0] \$641 ;
-  wire \$642 ;
+  wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire [15:0] \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
@@ -19947,7 +19922,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$651 ;
   wire \$652 ;
   wire \$653 ;
-  wire \$654 ;
+  wire [15:0] \$654 ;
   wire \$655 ;
   wire \$656 ;
   wire \$657 ;
@@ -19955,17 +19930,17 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$659 ;
   wire \$66 ;
   wire \$660 ;
-  wire [15:0] \$661 ;
+  wire \$661 ;
   wire \$662 ;
-  wire \$663 ;
-  wire \$664 ;
+  wire [15:0] \$663 ;
+  wire [15:0] \$664 ;
   wire \$665 ;
   wire \$666 ;
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
   wire \$67 ;
-  wire [15:0] \$670 ;
+  wire \$670 ;
   wire \$671 ;
   wire \$672 ;
   wire \$673 ;
@@ -19978,9 +19953,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$68 ;
   wire \$680 ;
   wire \$681 ;
-  wire [15:0] \$682 ;
+  wire \$682 ;
   wire \$683 ;
-  wire \$684 ;
+  wire [15:0] \$684 ;
   wire \$685 ;
   wire \$686 ;
   wire \$687 ;
@@ -19988,23 +19963,23 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$689 ;
   wire \$69 ;
   wire \$690 ;
-  wire [15:0] \$691 ;
-  wire [15:0] \$692 ;
-  wire \$693 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire [15:0] \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
   wire \$697 ;
   wire \$698 ;
   wire \$699 ;
-  wire [14:0] \$7 ;
+  wire \$7 ;
   wire \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
   wire \$704 ;
-  wire \$705 ;
+  wire [15:0] \$705 ;
   wire \$706 ;
   wire \$707 ;
   wire \$708 ;
@@ -20014,8 +19989,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$711 ;
   wire \$712 ;
   wire \$713 ;
-  wire \$714 ;
-  wire \$715 ;
+  wire [15:0] \$714 ;
+  wire [15:0] \$715 ;
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
@@ -20039,58 +20014,58 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$734 ;
   wire \$735 ;
   wire \$736 ;
-  wire [15:0] \$737 ;
-  wire [15:0] \$738 ;
+  wire \$737 ;
+  wire \$738 ;
   wire \$739 ;
   wire \$74 ;
-  wire [15:0] \$740 ;
-  wire [15:0] \$741 ;
-  wire [15:0] \$742 ;
-  wire [15:0] \$743 ;
-  wire [15:0] \$744 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
   wire \$745 ;
-  wire [15:0] \$746 ;
-  wire [15:0] \$747 ;
-  wire [15:0] \$748 ;
-  wire [15:0] \$749 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
-  wire [15:0] \$750 ;
+  wire \$750 ;
   wire \$751 ;
-  wire [15:0] \$752 ;
-  wire [15:0] \$753 ;
-  wire [15:0] \$754 ;
-  wire [15:0] \$755 ;
-  wire [15:0] \$756 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
   wire \$757 ;
-  wire [15:0] \$758 ;
-  wire [15:0] \$759 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
   wire [15:0] \$760 ;
-  wire \$761 ;
+  wire [15:0] \$761 ;
   wire \$762 ;
-  wire \$763 ;
-  wire \$764 ;
-  wire \$765 ;
-  wire \$766 ;
-  wire \$767 ;
+  wire [15:0] \$763 ;
+  wire [15:0] \$764 ;
+  wire [15:0] \$765 ;
+  wire [15:0] \$766 ;
+  wire [15:0] \$767 ;
   wire \$768 ;
-  wire \$769 ;
+  wire [15:0] \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire \$771 ;
-  wire \$772 ;
-  wire \$773 ;
+  wire [15:0] \$770 ;
+  wire [15:0] \$771 ;
+  wire [15:0] \$772 ;
+  wire [15:0] \$773 ;
   wire \$774 ;
-  wire \$775 ;
-  wire \$776 ;
-  wire \$777 ;
-  wire \$778 ;
-  wire \$779 ;
+  wire [15:0] \$775 ;
+  wire [15:0] \$776 ;
+  wire [15:0] \$777 ;
+  wire [15:0] \$778 ;
+  wire [15:0] \$779 ;
   wire \$78 ;
   wire \$780 ;
-  wire \$781 ;
-  wire \$782 ;
-  wire \$783 ;
+  wire [15:0] \$781 ;
+  wire [15:0] \$782 ;
+  wire [15:0] \$783 ;
   wire \$784 ;
   wire \$785 ;
   wire \$786 ;
@@ -20134,74 +20109,74 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$82 ;
   wire \$820 ;
   wire \$821 ;
-  wire [15:0] \$822 ;
+  wire \$822 ;
   wire \$823 ;
-  wire [15:0] \$824 ;
+  wire \$824 ;
   wire \$825 ;
   wire \$826 ;
-  wire [15:0] \$827 ;
+  wire \$827 ;
   wire \$828 ;
-  wire [15:0] \$829 ;
+  wire \$829 ;
   wire \$83 ;
-  wire [15:0] \$830 ;
+  wire \$830 ;
   wire \$831 ;
-  wire [15:0] \$832 ;
+  wire \$832 ;
   wire \$833 ;
-  wire [15:0] \$834 ;
+  wire \$834 ;
   wire \$835 ;
   wire \$836 ;
-  wire [15:0] \$837 ;
+  wire \$837 ;
   wire \$838 ;
-  wire [15:0] \$839 ;
+  wire \$839 ;
   wire \$84 ;
-  wire [15:0] \$840 ;
+  wire \$840 ;
   wire \$841 ;
-  wire [15:0] \$842 ;
+  wire \$842 ;
   wire \$843 ;
-  wire [15:0] \$844 ;
-  wire \$845 ;
+  wire \$844 ;
+  wire [15:0] \$845 ;
   wire \$846 ;
   wire [15:0] \$847 ;
   wire \$848 ;
-  wire [15:0] \$849 ;
+  wire \$849 ;
   wire \$85 ;
   wire [15:0] \$850 ;
   wire \$851 ;
   wire [15:0] \$852 ;
-  wire \$853 ;
-  wire [15:0] \$854 ;
-  wire \$855 ;
+  wire [15:0] \$853 ;
+  wire \$854 ;
+  wire [15:0] \$855 ;
   wire \$856 ;
   wire [15:0] \$857 ;
   wire \$858 ;
-  wire [15:0] \$859 ;
-  wire \$86 ;
+  wire \$859 ;
+  wire [42:0] \$86 ;
   wire [15:0] \$860 ;
   wire \$861 ;
-  wire \$862 ;
-  wire \$863 ;
+  wire [15:0] \$862 ;
+  wire [15:0] \$863 ;
   wire \$864 ;
-  wire \$865 ;
+  wire [15:0] \$865 ;
   wire \$866 ;
-  wire \$867 ;
+  wire [15:0] \$867 ;
   wire \$868 ;
   wire \$869 ;
-  wire \$87 ;
-  wire \$870 ;
+  wire [39:0] \$87 ;
+  wire [15:0] \$870 ;
   wire \$871 ;
-  wire \$872 ;
-  wire \$873 ;
+  wire [15:0] \$872 ;
+  wire [15:0] \$873 ;
   wire \$874 ;
-  wire \$875 ;
+  wire [15:0] \$875 ;
   wire \$876 ;
-  wire \$877 ;
+  wire [15:0] \$877 ;
   wire \$878 ;
   wire \$879 ;
   wire \$88 ;
-  wire \$880 ;
+  wire [15:0] \$880 ;
   wire \$881 ;
-  wire \$882 ;
-  wire \$883 ;
+  wire [15:0] \$882 ;
+  wire [15:0] \$883 ;
   wire \$884 ;
   wire \$885 ;
   wire \$886 ;
@@ -20239,14 +20214,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$914 ;
   wire \$915 ;
   wire \$916 ;
-  wire [15:0] \$917 ;
+  wire \$917 ;
   wire \$918 ;
   wire \$919 ;
   wire \$92 ;
   wire \$920 ;
   wire \$921 ;
   wire \$922 ;
-  wire [15:0] \$923 ;
+  wire \$923 ;
   wire \$924 ;
   wire \$925 ;
   wire \$926 ;
@@ -20256,88 +20231,88 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   wire \$93 ;
   wire \$930 ;
   wire \$931 ;
-  wire [15:0] \$932 ;
+  wire \$932 ;
   wire \$933 ;
   wire \$934 ;
   wire \$935 ;
   wire \$936 ;
   wire \$937 ;
-  wire [15:0] \$938 ;
-  wire [15:0] \$939 ;
+  wire \$938 ;
+  wire \$939 ;
   wire \$94 ;
-  wire \$940 ;
+  wire [15:0] \$940 ;
   wire \$941 ;
   wire \$942 ;
   wire \$943 ;
   wire \$944 ;
   wire \$945 ;
-  wire \$946 ;
+  wire [15:0] \$946 ;
   wire \$947 ;
   wire \$948 ;
   wire \$949 ;
   wire \$95 ;
   wire \$950 ;
   wire \$951 ;
-  wire [15:0] \$952 ;
+  wire \$952 ;
   wire \$953 ;
   wire \$954 ;
-  wire \$955 ;
+  wire [15:0] \$955 ;
   wire \$956 ;
   wire \$957 ;
-  wire [15:0] \$958 ;
+  wire \$958 ;
   wire \$959 ;
   wire \$96 ;
   wire \$960 ;
-  wire \$961 ;
-  wire \$962 ;
+  wire [15:0] \$961 ;
+  wire [15:0] \$962 ;
   wire \$963 ;
   wire \$964 ;
   wire \$965 ;
   wire \$966 ;
-  wire [15:0] \$967 ;
+  wire \$967 ;
   wire \$968 ;
   wire \$969 ;
   wire \$97 ;
   wire \$970 ;
   wire \$971 ;
   wire \$972 ;
-  wire [15:0] \$973 ;
-  wire [15:0] \$974 ;
-  wire \$975 ;
+  wire \$973 ;
+  wire \$974 ;
+  wire [15:0] \$975 ;
   wire \$976 ;
   wire \$977 ;
   wire \$978 ;
   wire \$979 ;
   wire \$98 ;
   wire \$980 ;
-  wire \$981 ;
+  wire [15:0] \$981 ;
   wire \$982 ;
   wire \$983 ;
   wire \$984 ;
   wire \$985 ;
   wire \$986 ;
-  wire [15:0] \$987 ;
+  wire \$987 ;
   wire \$988 ;
   wire \$989 ;
   wire \$99 ;
-  wire \$990 ;
+  wire [15:0] \$990 ;
   wire \$991 ;
   wire \$992 ;
-  wire [15:0] \$993 ;
+  wire \$993 ;
   wire \$994 ;
   wire \$995 ;
-  wire \$996 ;
-  wire \$997 ;
+  wire [15:0] \$996 ;
+  wire [15:0] \$997 ;
   wire \$998 ;
   wire \$999 ;
   reg \$signal  = 1'h0;
+  reg [40:0] \$signal$156  = 41'h00000000000;
   reg [40:0] \$signal$157  = 41'h00000000000;
   reg [40:0] \$signal$158  = 41'h00000000000;
-  reg [40:0] \$signal$159  = 41'h00000000000;
-  reg [40:0] \$signal$161  = 41'h00000000000;
+  reg [40:0] \$signal$160  = 41'h00000000000;
   wire [41:0] a;
-  output [40:0] \a$168 ;
-  reg [40:0] \a$168  = 41'h00000000000;
+  output [40:0] \a$167 ;
+  reg [40:0] \a$167  = 41'h00000000000;
   wire [40:0] a_base;
   wire [40:0] a_operand;
   reg [7:0] acc_cnt0 = 8'h00;
@@ -20370,7 +20345,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   reg done = 1'h0;
   wire [41:0] ext;
   reg [40:0] ext3 = 41'h00000000000;
-  reg [40:0] ext_base = 41'h00000000000;
+  wire [40:0] ext_base;
   wire [40:0] ext_operand;
   input first;
   wire first;
@@ -20407,7 +20382,6 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   reg hi3 = 1'h0;
   reg [15:0] imin_bits2 = 16'h0000;
   reg [15:0] imin_bits3 = 16'h0000;
-  wire [40:0] imin_neg;
   output [40:0] inner_ext;
   reg [40:0] inner_ext = 41'h00000000000;
   output [40:0] inner_min;
@@ -20560,15 +20534,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   reg v2_has_ohi = 1'h0;
   reg v2_has_olo = 1'h0;
   reg [40:0] v2_hi = 41'h00000000000;
-  reg [40:0] v2_imin = 41'h00000000000;
   reg [39:0] v2_mag_imax = 40'h0000000000;
+  reg [39:0] v2_mag_imin = 40'h0000000000;
   reg [39:0] v2_mag_lo = 40'h0000000000;
   reg [39:0] v2_mag_olo = 40'h0000000000;
   reg v2_neg_imax = 1'h0;
+  reg v2_neg_imin = 1'h0;
   reg v2_neg_lo = 1'h0;
   reg v2_neg_olo = 1'h0;
-  (* init = 41'h00000000000 *)
-  wire [40:0] v2_nimin;
   reg [40:0] v2_ohi = 41'h00000000000;
   reg [163:0] v2_t = 164'h00000000000000000000000000000000000000000;
   wire [40:0] \v2_t[0] ;
@@ -20607,28 +20580,27 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign first_lt5 = x[175:160] < x[191:176];
   assign first_lt6 = x[207:192] < x[223:208];
   assign first_lt7 = x[239:224] < x[255:240];
-  assign \$1  = ~ v1_imin[15];
-  assign \$2  = ~ v1_imin[14:0];
-  assign \$3  = v1_imin[15] ? v1_imin[14:0] : \$2 ;
-  assign \$4  = ~ v1_imin[15];
-  assign \$5  = ~ v1_imin[15];
-  assign \$6  = ~ v1_imin[14:0];
-  assign \$7  = v1_imin[15] ? v1_imin[14:0] : \$6 ;
-  assign \$8  = ~ v1_imin[15];
-  assign \$9  = | \$7 [14:10];
-  assign \$10  = ~ v1_imin[15];
-  assign \$11  = ~ v1_imin[14:0];
-  assign \$12  = v1_imin[15] ? v1_imin[14:0] : \$11 ;
-  assign \$13  = ~ v1_imin[15];
-  assign \$14  = | \$12 [14:10];
-  assign \$15  = ~ v1_imin[15];
-  assign \$16  = ~ v1_imin[14:0];
-  assign \$17  = v1_imin[15] ? v1_imin[14:0] : \$16 ;
-  assign \$18  = ~ v1_imin[15];
-  assign \$19  = \$17 [14:10] - 1'h1;
-  assign \$20  = \$14  ? \$19  : 6'h00;
-  assign \$21  = { \$9 , \$3 [9:0] } << \$20 [4:0];
-  assign imin_neg = - \$21 [39:0];
+  assign \$1  = ~ v2_neg_lo;
+  assign \$2  = ~ v2_neg_lo;
+  assign \$3  = ~ v2_neg_lo;
+  assign \$4  = ~ v2_neg_lo;
+  assign \$5  = ~ v2_neg_lo;
+  assign \$6  = ~ v2_neg_lo;
+  assign \$7  = ~ v2_neg_lo;
+  assign \$8  = ~ v2_neg_lo;
+  assign \$9  = ~ v2_neg_lo;
+  assign \$10  = ~ v2_neg_lo;
+  assign \$11  = ~ v2_neg_lo;
+  assign \$12  = ~ v2_neg_lo;
+  assign \$13  = ~ v2_neg_lo;
+  assign \$14  = ~ v2_neg_lo;
+  assign \$15  = ~ v2_neg_lo;
+  assign \$16  = ~ v2_neg_lo;
+  assign \$17  = ~ v2_neg_lo;
+  assign \$18  = ~ v2_neg_lo;
+  assign \$19  = ~ v2_neg_lo;
+  assign \$20  = ~ v2_neg_lo;
+  assign \$21  = ~ v2_neg_lo;
   assign \$22  = ~ v2_neg_lo;
   assign \$23  = ~ v2_neg_lo;
   assign \$24  = ~ v2_neg_lo;
@@ -20649,30 +20621,30 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$39  = ~ v2_neg_lo;
   assign \$40  = ~ v2_neg_lo;
   assign \$41  = ~ v2_neg_lo;
+  assign a_operand = { 1'h0, v2_mag_lo } ^ { \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
   assign \$42  = ~ v2_neg_lo;
-  assign \$43  = ~ v2_neg_lo;
-  assign \$44  = ~ v2_neg_lo;
-  assign \$45  = ~ v2_neg_lo;
-  assign \$46  = ~ v2_neg_lo;
-  assign \$47  = ~ v2_neg_lo;
-  assign \$48  = ~ v2_neg_lo;
-  assign \$49  = ~ v2_neg_lo;
-  assign \$50  = ~ v2_neg_lo;
-  assign \$51  = ~ v2_neg_lo;
-  assign \$52  = ~ v2_neg_lo;
-  assign \$53  = ~ v2_neg_lo;
-  assign \$54  = ~ v2_neg_lo;
-  assign \$55  = ~ v2_neg_lo;
-  assign \$56  = ~ v2_neg_lo;
-  assign \$57  = ~ v2_neg_lo;
-  assign \$58  = ~ v2_neg_lo;
-  assign \$59  = ~ v2_neg_lo;
-  assign \$60  = ~ v2_neg_lo;
-  assign \$61  = ~ v2_neg_lo;
-  assign \$62  = ~ v2_neg_lo;
-  assign a_operand = { 1'h0, v2_mag_lo } ^ { \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22  };
-  assign \$63  = ~ v2_neg_lo;
-  assign \$64  = { v2_t[81:41], 1'h1 } + { a_operand, \$63  };
+  assign \$43  = { v2_t[81:41], 1'h1 } + { a_operand, \$42  };
+  assign \$44  = ~ v2_neg_olo;
+  assign \$45  = ~ v2_neg_olo;
+  assign \$46  = ~ v2_neg_olo;
+  assign \$47  = ~ v2_neg_olo;
+  assign \$48  = ~ v2_neg_olo;
+  assign \$49  = ~ v2_neg_olo;
+  assign \$50  = ~ v2_neg_olo;
+  assign \$51  = ~ v2_neg_olo;
+  assign \$52  = ~ v2_neg_olo;
+  assign \$53  = ~ v2_neg_olo;
+  assign \$54  = ~ v2_neg_olo;
+  assign \$55  = ~ v2_neg_olo;
+  assign \$56  = ~ v2_neg_olo;
+  assign \$57  = ~ v2_neg_olo;
+  assign \$58  = ~ v2_neg_olo;
+  assign \$59  = ~ v2_neg_olo;
+  assign \$60  = ~ v2_neg_olo;
+  assign \$61  = ~ v2_neg_olo;
+  assign \$62  = ~ v2_neg_olo;
+  assign \$63  = ~ v2_neg_olo;
+  assign \$64  = ~ v2_neg_olo;
   assign \$65  = ~ v2_neg_olo;
   assign \$66  = ~ v2_neg_olo;
   assign \$67  = ~ v2_neg_olo;
@@ -20693,112 +20665,154 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$82  = ~ v2_neg_olo;
   assign \$83  = ~ v2_neg_olo;
   assign \$84  = ~ v2_neg_olo;
+  assign o_lo_operand = { 1'h0, v2_mag_olo } ^ { \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44  };
   assign \$85  = ~ v2_neg_olo;
-  assign \$86  = ~ v2_neg_olo;
-  assign \$87  = ~ v2_neg_olo;
-  assign \$88  = ~ v2_neg_olo;
-  assign \$89  = ~ v2_neg_olo;
-  assign \$90  = ~ v2_neg_olo;
-  assign \$91  = ~ v2_neg_olo;
-  assign \$92  = ~ v2_neg_olo;
-  assign \$93  = ~ v2_neg_olo;
-  assign \$94  = ~ v2_neg_olo;
-  assign \$95  = ~ v2_neg_olo;
-  assign \$96  = ~ v2_neg_olo;
-  assign \$97  = ~ v2_neg_olo;
-  assign \$98  = ~ v2_neg_olo;
-  assign \$99  = ~ v2_neg_olo;
-  assign \$100  = ~ v2_neg_olo;
-  assign \$101  = ~ v2_neg_olo;
-  assign \$102  = ~ v2_neg_olo;
-  assign \$103  = ~ v2_neg_olo;
-  assign \$104  = ~ v2_neg_olo;
-  assign \$105  = ~ v2_neg_olo;
-  assign o_lo_operand = { 1'h0, v2_mag_olo } ^ { \$105 , \$104 , \$103 , \$102 , \$101 , \$100 , \$99 , \$98 , \$97 , \$96 , \$95 , \$94 , \$93 , \$92 , \$91 , \$90 , \$89 , \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65  };
-  assign \$106  = ~ v2_neg_olo;
-  assign \$107  = { v2_t[40:0], 1'h1 } + { o_lo_operand, \$106  };
-  assign \$108  = ~ v2_neg_imax;
-  assign \$110  = ~ v2_neg_imax;
+  assign \$86  = { v2_t[40:0], 1'h1 } + { o_lo_operand, \$85  };
+  assign \$87  = v2_neg_imin ? v2_mag_imax : v2_mag_imin;
+  assign \$88  = ~ v2_neg_imax;
+  assign \$89  = v2_neg_imin & \$88 ;
+  assign \$90  = ~ \$89 ;
+  assign \$91  = ~ v2_neg_imax;
+  assign \$92  = v2_neg_imin & \$91 ;
+  assign \$93  = ~ \$92 ;
+  assign \$94  = ~ v2_neg_imax;
+  assign \$95  = v2_neg_imin & \$94 ;
+  assign \$96  = ~ \$95 ;
+  assign \$97  = ~ v2_neg_imax;
+  assign \$98  = v2_neg_imin & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = ~ v2_neg_imax;
+  assign \$101  = v2_neg_imin & \$100 ;
+  assign \$102  = ~ \$101 ;
+  assign \$103  = ~ v2_neg_imax;
+  assign \$104  = v2_neg_imin & \$103 ;
+  assign \$105  = ~ \$104 ;
+  assign \$106  = ~ v2_neg_imax;
+  assign \$107  = v2_neg_imin & \$106 ;
+  assign \$108  = ~ \$107 ;
+  assign \$109  = ~ v2_neg_imax;
+  assign \$110  = v2_neg_imin & \$109 ;
+  assign \$111  = ~ \$110 ;
   assign \$112  = ~ v2_neg_imax;
-  assign \$114  = ~ v2_neg_imax;
-  assign \$116  = ~ v2_neg_imax;
+  assign \$113  = v2_neg_imin & \$112 ;
+  assign \$114  = ~ \$113 ;
+  assign \$115  = ~ v2_neg_imax;
+  assign \$116  = v2_neg_imin & \$115 ;
+  assign \$117  = ~ \$116 ;
   assign \$118  = ~ v2_neg_imax;
-  assign \$120  = ~ v2_neg_imax;
-  assign \$122  = ~ v2_neg_imax;
+  assign \$119  = v2_neg_imin & \$118 ;
+  assign \$120  = ~ \$119 ;
+  assign \$121  = ~ v2_neg_imax;
+  assign \$122  = v2_neg_imin & \$121 ;
+  assign \$123  = ~ \$122 ;
   assign \$124  = ~ v2_neg_imax;
-  assign \$126  = ~ v2_neg_imax;
-  assign \$128  = ~ v2_neg_imax;
+  assign \$125  = v2_neg_imin & \$124 ;
+  assign \$126  = ~ \$125 ;
+  assign \$127  = ~ v2_neg_imax;
+  assign \$128  = v2_neg_imin & \$127 ;
+  assign \$129  = ~ \$128 ;
   assign \$130  = ~ v2_neg_imax;
-  assign \$132  = ~ v2_neg_imax;
-  assign \$134  = ~ v2_neg_imax;
+  assign \$131  = v2_neg_imin & \$130 ;
+  assign \$132  = ~ \$131 ;
+  assign \$133  = ~ v2_neg_imax;
+  assign \$134  = v2_neg_imin & \$133 ;
+  assign \$135  = ~ \$134 ;
   assign \$136  = ~ v2_neg_imax;
-  assign \$138  = ~ v2_neg_imax;
-  assign \$140  = ~ v2_neg_imax;
+  assign \$137  = v2_neg_imin & \$136 ;
+  assign \$138  = ~ \$137 ;
+  assign \$139  = ~ v2_neg_imax;
+  assign \$140  = v2_neg_imin & \$139 ;
+  assign \$141  = ~ \$140 ;
   assign \$142  = ~ v2_neg_imax;
-  assign \$144  = ~ v2_neg_imax;
-  assign \$146  = ~ v2_neg_imax;
+  assign \$143  = v2_neg_imin & \$142 ;
+  assign \$144  = ~ \$143 ;
+  assign \$145  = ~ v2_neg_imax;
+  assign \$146  = v2_neg_imin & \$145 ;
+  assign \$147  = ~ \$146 ;
   assign \$148  = ~ v2_neg_imax;
-  assign \$150  = ~ v2_neg_imax;
-  assign \$152  = ~ v2_neg_imax;
+  assign \$149  = v2_neg_imin & \$148 ;
+  assign \$150  = ~ \$149 ;
+  assign \$151  = ~ v2_neg_imax;
+  assign \$152  = v2_neg_imin & \$151 ;
+  assign \$153  = ~ \$152 ;
   assign \$154  = ~ v2_neg_imax;
-  assign \$156  = ~ v2_neg_imax;
-  assign \$158  = ~ v2_neg_imax;
+  assign \$155  = v2_neg_imin & \$154 ;
+  assign \$156  = ~ \$155 ;
+  assign \$157  = ~ v2_neg_imax;
+  assign \$158  = v2_neg_imin & \$157 ;
+  assign \$159  = ~ \$158 ;
   assign \$160  = ~ v2_neg_imax;
-  assign \$162  = ~ v2_neg_imax;
-  assign \$164  = ~ v2_neg_imax;
+  assign \$161  = v2_neg_imin & \$160 ;
+  assign \$162  = ~ \$161 ;
+  assign \$163  = ~ v2_neg_imax;
+  assign \$164  = v2_neg_imin & \$163 ;
+  assign \$165  = ~ \$164 ;
   assign \$166  = ~ v2_neg_imax;
-  assign \$168  = ~ v2_neg_imax;
-  assign \$170  = ~ v2_neg_imax;
+  assign \$167  = v2_neg_imin & \$166 ;
+  assign \$168  = ~ \$167 ;
+  assign \$169  = ~ v2_neg_imax;
+  assign \$170  = v2_neg_imin & \$169 ;
+  assign \$171  = ~ \$170 ;
   assign \$172  = ~ v2_neg_imax;
-  assign \$174  = ~ v2_neg_imax;
-  assign \$176  = ~ v2_neg_imax;
+  assign \$173  = v2_neg_imin & \$172 ;
+  assign \$174  = ~ \$173 ;
+  assign \$175  = ~ v2_neg_imax;
+  assign \$176  = v2_neg_imin & \$175 ;
+  assign \$177  = ~ \$176 ;
   assign \$178  = ~ v2_neg_imax;
-  assign \$180  = ~ v2_neg_imax;
-  assign \$182  = ~ v2_neg_imax;
+  assign \$179  = v2_neg_imin & \$178 ;
+  assign \$180  = ~ \$179 ;
+  assign \$181  = ~ v2_neg_imax;
+  assign \$182  = v2_neg_imin & \$181 ;
+  assign \$183  = ~ \$182 ;
   assign \$184  = ~ v2_neg_imax;
-  assign \$186  = ~ v2_neg_imax;
-  assign \$188  = ~ v2_neg_imax;
-  assign ext_operand = { 1'h0, v2_mag_imax } ^ { \$189 , \$187 , \$185 , \$183 , \$181 , \$179 , \$177 , \$175 , \$173 , \$171 , \$169 , \$167 , \$165 , \$163 , \$161 , \$159 , \$157 , \$155 , \$153 , \$151 , \$149 , \$147 , \$145 , \$143 , \$141 , \$139 , \$137 , \$135 , \$133 , \$131 , \$129 , \$127 , \$125 , \$123 , \$121 , \$119 , \$117 , \$115 , \$113 , \$111 , \$109  };
+  assign \$185  = v2_neg_imin & \$184 ;
+  assign \$186  = ~ \$185 ;
+  assign \$187  = ~ v2_neg_imax;
+  assign \$188  = v2_neg_imin & \$187 ;
+  assign \$189  = ~ \$188 ;
   assign \$190  = ~ v2_neg_imax;
-  assign \$192  = { ext_base, 1'h1 } + { ext_operand, \$191  };
-  assign \$193  = ! group[1:0];
-  assign \$194  = ~ upper[0];
-  assign \$195  = \$193  & \$194 ;
-  assign \$196  = ! group[3:2];
-  assign \$197  = ~ upper[1];
-  assign \$198  = \$196  & \$197 ;
-  assign \$199  = \$195  | \$198 ;
-  assign \$200  = ! group[5:4];
-  assign \$201  = ~ upper[2];
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = ! group[7:6];
-  assign \$204  = ~ upper[3];
-  assign \$205  = \$203  & \$204 ;
-  assign \$206  = \$202  | \$205 ;
+  assign \$191  = v2_neg_imin & \$190 ;
+  assign \$192  = ~ \$191 ;
+  assign \$193  = ~ v2_neg_imax;
+  assign \$194  = v2_neg_imin & \$193 ;
+  assign \$195  = ~ \$194 ;
+  assign \$196  = ~ v2_neg_imax;
+  assign \$197  = v2_neg_imin & \$196 ;
+  assign \$198  = ~ \$197 ;
+  assign \$199  = ~ v2_neg_imax;
+  assign \$200  = v2_neg_imin & \$199 ;
+  assign \$201  = ~ \$200 ;
+  assign \$202  = ~ v2_neg_imax;
+  assign \$203  = v2_neg_imin & \$202 ;
+  assign \$204  = ~ \$203 ;
+  assign \$205  = ~ v2_neg_imax;
+  assign \$206  = v2_neg_imin & \$205 ;
   assign \$207  = ~ \$206 ;
-  assign \$208  = ! group[1:0];
-  assign \$209  = ~ upper[0];
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = ! group[3:2];
-  assign \$212  = ~ upper[1];
-  assign \$213  = \$211  & \$212 ;
+  assign \$208  = ~ v2_neg_imax;
+  assign \$209  = v2_neg_imin & \$208 ;
+  assign \$210  = ~ \$209 ;
+  assign ext_operand = { 1'h0, \$87  } ^ { \$210 , \$207 , \$204 , \$201 , \$198 , \$195 , \$192 , \$189 , \$186 , \$183 , \$180 , \$177 , \$174 , \$171 , \$168 , \$165 , \$162 , \$159 , \$156 , \$153 , \$150 , \$147 , \$144 , \$141 , \$138 , \$135 , \$132 , \$129 , \$126 , \$123 , \$120 , \$117 , \$114 , \$111 , \$108 , \$105 , \$102 , \$99 , \$96 , \$93 , \$90  };
+  assign \$211  = v2_neg_imin ? v2_mag_imin : v2_mag_imax;
+  assign \$212  = ~ v2_neg_imax;
+  assign \$213  = v2_neg_imin & \$212 ;
   assign \$214  = ~ \$213 ;
-  assign \$215  = \$214  | first_lt0;
-  assign \$216  = \$210  & \$215 ;
-  assign \$217  = \$216  ? x[15:0] : x[31:16];
-  assign \$218  = ! group[5:4];
-  assign \$219  = ~ upper[2];
-  assign \$220  = \$218  & \$219 ;
-  assign \$221  = ! group[7:6];
-  assign \$222  = ~ upper[3];
-  assign \$223  = \$221  & \$222 ;
-  assign \$224  = ~ \$223 ;
-  assign \$225  = \$224  | first_lt1;
-  assign \$226  = \$220  & \$225 ;
-  assign \$227  = \$226  ? x[47:32] : x[63:48];
-  assign \$228  = \$217  < \$227 ;
-  assign \$229  = \$207  | \$228 ;
-  assign \$230  = \$199  & \$229 ;
+  assign \$215  = { \$211 , 1'h1 } + { ext_operand, \$214  };
+  assign \$216  = ! group[1:0];
+  assign \$217  = ~ upper[0];
+  assign \$218  = \$216  & \$217 ;
+  assign \$219  = ! group[3:2];
+  assign \$220  = ~ upper[1];
+  assign \$221  = \$219  & \$220 ;
+  assign \$222  = \$218  | \$221 ;
+  assign \$223  = ! group[5:4];
+  assign \$224  = ~ upper[2];
+  assign \$225  = \$223  & \$224 ;
+  assign \$226  = ! group[7:6];
+  assign \$227  = ~ upper[3];
+  assign \$228  = \$226  & \$227 ;
+  assign \$229  = \$225  | \$228 ;
+  assign \$230  = ~ \$229 ;
   assign \$231  = ! group[1:0];
   assign \$232  = ~ upper[0];
   assign \$233  = \$231  & \$232 ;
@@ -20819,45 +20833,45 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$248  = \$247  | first_lt1;
   assign \$249  = \$243  & \$248 ;
   assign \$250  = \$249  ? x[47:32] : x[63:48];
-  assign \$251  = \$230  ? \$240  : \$250 ;
-  assign \$252  = ! group[9:8];
-  assign \$253  = ~ upper[4];
-  assign \$254  = \$252  & \$253 ;
-  assign \$255  = ! group[11:10];
-  assign \$256  = ~ upper[5];
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = \$254  | \$257 ;
-  assign \$259  = ! group[13:12];
-  assign \$260  = ~ upper[6];
-  assign \$261  = \$259  & \$260 ;
-  assign \$262  = ! group[15:14];
-  assign \$263  = ~ upper[7];
-  assign \$264  = \$262  & \$263 ;
-  assign \$265  = \$261  | \$264 ;
-  assign \$266  = ~ \$265 ;
-  assign \$267  = ! group[9:8];
-  assign \$268  = ~ upper[4];
+  assign \$251  = \$240  < \$250 ;
+  assign \$252  = \$230  | \$251 ;
+  assign \$253  = \$222  & \$252 ;
+  assign \$254  = ! group[1:0];
+  assign \$255  = ~ upper[0];
+  assign \$256  = \$254  & \$255 ;
+  assign \$257  = ! group[3:2];
+  assign \$258  = ~ upper[1];
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = ~ \$259 ;
+  assign \$261  = \$260  | first_lt0;
+  assign \$262  = \$256  & \$261 ;
+  assign \$263  = \$262  ? x[15:0] : x[31:16];
+  assign \$264  = ! group[5:4];
+  assign \$265  = ~ upper[2];
+  assign \$266  = \$264  & \$265 ;
+  assign \$267  = ! group[7:6];
+  assign \$268  = ~ upper[3];
   assign \$269  = \$267  & \$268 ;
-  assign \$270  = ! group[11:10];
-  assign \$271  = ~ upper[5];
-  assign \$272  = \$270  & \$271 ;
-  assign \$273  = ~ \$272 ;
-  assign \$274  = \$273  | first_lt2;
-  assign \$275  = \$269  & \$274 ;
-  assign \$276  = \$275  ? x[79:64] : x[95:80];
-  assign \$277  = ! group[13:12];
-  assign \$278  = ~ upper[6];
-  assign \$279  = \$277  & \$278 ;
-  assign \$280  = ! group[15:14];
-  assign \$281  = ~ upper[7];
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = ~ \$282 ;
-  assign \$284  = \$283  | first_lt3;
-  assign \$285  = \$279  & \$284 ;
-  assign \$286  = \$285  ? x[111:96] : x[127:112];
-  assign \$287  = \$276  < \$286 ;
-  assign \$288  = \$266  | \$287 ;
-  assign \$289  = \$258  & \$288 ;
+  assign \$270  = ~ \$269 ;
+  assign \$271  = \$270  | first_lt1;
+  assign \$272  = \$266  & \$271 ;
+  assign \$273  = \$272  ? x[47:32] : x[63:48];
+  assign \$274  = \$253  ? \$263  : \$273 ;
+  assign \$275  = ! group[9:8];
+  assign \$276  = ~ upper[4];
+  assign \$277  = \$275  & \$276 ;
+  assign \$278  = ! group[11:10];
+  assign \$279  = ~ upper[5];
+  assign \$280  = \$278  & \$279 ;
+  assign \$281  = \$277  | \$280 ;
+  assign \$282  = ! group[13:12];
+  assign \$283  = ~ upper[6];
+  assign \$284  = \$282  & \$283 ;
+  assign \$285  = ! group[15:14];
+  assign \$286  = ~ upper[7];
+  assign \$287  = \$285  & \$286 ;
+  assign \$288  = \$284  | \$287 ;
+  assign \$289  = ~ \$288 ;
   assign \$290  = ! group[9:8];
   assign \$291  = ~ upper[4];
   assign \$292  = \$290  & \$291 ;
@@ -20878,45 +20892,45 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$307  = \$306  | first_lt3;
   assign \$308  = \$302  & \$307 ;
   assign \$309  = \$308  ? x[111:96] : x[127:112];
-  assign \$310  = \$289  ? \$299  : \$309 ;
-  assign \$311  = ! group[17:16];
-  assign \$312  = ~ upper[8];
-  assign \$313  = \$311  & \$312 ;
-  assign \$314  = ! group[19:18];
-  assign \$315  = ~ upper[9];
-  assign \$316  = \$314  & \$315 ;
-  assign \$317  = \$313  | \$316 ;
-  assign \$318  = ! group[21:20];
-  assign \$319  = ~ upper[10];
-  assign \$320  = \$318  & \$319 ;
-  assign \$321  = ! group[23:22];
-  assign \$322  = ~ upper[11];
-  assign \$323  = \$321  & \$322 ;
-  assign \$324  = \$320  | \$323 ;
-  assign \$325  = ~ \$324 ;
-  assign \$326  = ! group[17:16];
-  assign \$327  = ~ upper[8];
+  assign \$310  = \$299  < \$309 ;
+  assign \$311  = \$289  | \$310 ;
+  assign \$312  = \$281  & \$311 ;
+  assign \$313  = ! group[9:8];
+  assign \$314  = ~ upper[4];
+  assign \$315  = \$313  & \$314 ;
+  assign \$316  = ! group[11:10];
+  assign \$317  = ~ upper[5];
+  assign \$318  = \$316  & \$317 ;
+  assign \$319  = ~ \$318 ;
+  assign \$320  = \$319  | first_lt2;
+  assign \$321  = \$315  & \$320 ;
+  assign \$322  = \$321  ? x[79:64] : x[95:80];
+  assign \$323  = ! group[13:12];
+  assign \$324  = ~ upper[6];
+  assign \$325  = \$323  & \$324 ;
+  assign \$326  = ! group[15:14];
+  assign \$327  = ~ upper[7];
   assign \$328  = \$326  & \$327 ;
-  assign \$329  = ! group[19:18];
-  assign \$330  = ~ upper[9];
-  assign \$331  = \$329  & \$330 ;
-  assign \$332  = ~ \$331 ;
-  assign \$333  = \$332  | first_lt4;
-  assign \$334  = \$328  & \$333 ;
-  assign \$335  = \$334  ? x[143:128] : x[159:144];
-  assign \$336  = ! group[21:20];
-  assign \$337  = ~ upper[10];
-  assign \$338  = \$336  & \$337 ;
-  assign \$339  = ! group[23:22];
-  assign \$340  = ~ upper[11];
-  assign \$341  = \$339  & \$340 ;
-  assign \$342  = ~ \$341 ;
-  assign \$343  = \$342  | first_lt5;
-  assign \$344  = \$338  & \$343 ;
-  assign \$345  = \$344  ? x[175:160] : x[191:176];
-  assign \$346  = \$335  < \$345 ;
-  assign \$347  = \$325  | \$346 ;
-  assign \$348  = \$317  & \$347 ;
+  assign \$329  = ~ \$328 ;
+  assign \$330  = \$329  | first_lt3;
+  assign \$331  = \$325  & \$330 ;
+  assign \$332  = \$331  ? x[111:96] : x[127:112];
+  assign \$333  = \$312  ? \$322  : \$332 ;
+  assign \$334  = ! group[17:16];
+  assign \$335  = ~ upper[8];
+  assign \$336  = \$334  & \$335 ;
+  assign \$337  = ! group[19:18];
+  assign \$338  = ~ upper[9];
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = \$336  | \$339 ;
+  assign \$341  = ! group[21:20];
+  assign \$342  = ~ upper[10];
+  assign \$343  = \$341  & \$342 ;
+  assign \$344  = ! group[23:22];
+  assign \$345  = ~ upper[11];
+  assign \$346  = \$344  & \$345 ;
+  assign \$347  = \$343  | \$346 ;
+  assign \$348  = ~ \$347 ;
   assign \$349  = ! group[17:16];
   assign \$350  = ~ upper[8];
   assign \$351  = \$349  & \$350 ;
@@ -20937,45 +20951,45 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$366  = \$365  | first_lt5;
   assign \$367  = \$361  & \$366 ;
   assign \$368  = \$367  ? x[175:160] : x[191:176];
-  assign \$369  = \$348  ? \$358  : \$368 ;
-  assign \$370  = ! group[25:24];
-  assign \$371  = ~ upper[12];
-  assign \$372  = \$370  & \$371 ;
-  assign \$373  = ! group[27:26];
-  assign \$374  = ~ upper[13];
-  assign \$375  = \$373  & \$374 ;
-  assign \$376  = \$372  | \$375 ;
-  assign \$377  = ! group[29:28];
-  assign \$378  = ~ upper[14];
-  assign \$379  = \$377  & \$378 ;
-  assign \$380  = ! group[31:30];
-  assign \$381  = ~ upper[15];
-  assign \$382  = \$380  & \$381 ;
-  assign \$383  = \$379  | \$382 ;
-  assign \$384  = ~ \$383 ;
-  assign \$385  = ! group[25:24];
-  assign \$386  = ~ upper[12];
+  assign \$369  = \$358  < \$368 ;
+  assign \$370  = \$348  | \$369 ;
+  assign \$371  = \$340  & \$370 ;
+  assign \$372  = ! group[17:16];
+  assign \$373  = ~ upper[8];
+  assign \$374  = \$372  & \$373 ;
+  assign \$375  = ! group[19:18];
+  assign \$376  = ~ upper[9];
+  assign \$377  = \$375  & \$376 ;
+  assign \$378  = ~ \$377 ;
+  assign \$379  = \$378  | first_lt4;
+  assign \$380  = \$374  & \$379 ;
+  assign \$381  = \$380  ? x[143:128] : x[159:144];
+  assign \$382  = ! group[21:20];
+  assign \$383  = ~ upper[10];
+  assign \$384  = \$382  & \$383 ;
+  assign \$385  = ! group[23:22];
+  assign \$386  = ~ upper[11];
   assign \$387  = \$385  & \$386 ;
-  assign \$388  = ! group[27:26];
-  assign \$389  = ~ upper[13];
-  assign \$390  = \$388  & \$389 ;
-  assign \$391  = ~ \$390 ;
-  assign \$392  = \$391  | first_lt6;
-  assign \$393  = \$387  & \$392 ;
-  assign \$394  = \$393  ? x[207:192] : x[223:208];
-  assign \$395  = ! group[29:28];
-  assign \$396  = ~ upper[14];
-  assign \$397  = \$395  & \$396 ;
-  assign \$398  = ! group[31:30];
-  assign \$399  = ~ upper[15];
-  assign \$400  = \$398  & \$399 ;
-  assign \$401  = ~ \$400 ;
-  assign \$402  = \$401  | first_lt7;
-  assign \$403  = \$397  & \$402 ;
-  assign \$404  = \$403  ? x[239:224] : x[255:240];
-  assign \$405  = \$394  < \$404 ;
-  assign \$406  = \$384  | \$405 ;
-  assign \$407  = \$376  & \$406 ;
+  assign \$388  = ~ \$387 ;
+  assign \$389  = \$388  | first_lt5;
+  assign \$390  = \$384  & \$389 ;
+  assign \$391  = \$390  ? x[175:160] : x[191:176];
+  assign \$392  = \$371  ? \$381  : \$391 ;
+  assign \$393  = ! group[25:24];
+  assign \$394  = ~ upper[12];
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = ! group[27:26];
+  assign \$397  = ~ upper[13];
+  assign \$398  = \$396  & \$397 ;
+  assign \$399  = \$395  | \$398 ;
+  assign \$400  = ! group[29:28];
+  assign \$401  = ~ upper[14];
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = ! group[31:30];
+  assign \$404  = ~ upper[15];
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = \$402  | \$405 ;
+  assign \$407  = ~ \$406 ;
   assign \$408  = ! group[25:24];
   assign \$409  = ~ upper[12];
   assign \$410  = \$408  & \$409 ;
@@ -20996,2196 +21010,2214 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \$425  = \$424  | first_lt7;
   assign \$426  = \$420  & \$425 ;
   assign \$427  = \$426  ? x[239:224] : x[255:240];
-  assign \$428  = \$407  ? \$417  : \$427 ;
-  assign \$429  = ! group[1:0];
-  assign \$430  = ~ upper[0];
-  assign \$431  = \$429  & \$430 ;
-  assign \$432  = ! group[3:2];
-  assign \$433  = ~ upper[1];
-  assign \$434  = \$432  & \$433 ;
-  assign \$435  = \$431  | \$434 ;
-  assign \$436  = ! group[5:4];
-  assign \$437  = ~ upper[2];
-  assign \$438  = \$436  & \$437 ;
-  assign \$439  = ! group[7:6];
-  assign \$440  = ~ upper[3];
-  assign \$441  = \$439  & \$440 ;
-  assign \$442  = \$438  | \$441 ;
-  assign \$443  = \$435  | \$442 ;
-  assign \$444  = ! group[9:8];
-  assign \$445  = ~ upper[4];
+  assign \$428  = \$417  < \$427 ;
+  assign \$429  = \$407  | \$428 ;
+  assign \$430  = \$399  & \$429 ;
+  assign \$431  = ! group[25:24];
+  assign \$432  = ~ upper[12];
+  assign \$433  = \$431  & \$432 ;
+  assign \$434  = ! group[27:26];
+  assign \$435  = ~ upper[13];
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = ~ \$436 ;
+  assign \$438  = \$437  | first_lt6;
+  assign \$439  = \$433  & \$438 ;
+  assign \$440  = \$439  ? x[207:192] : x[223:208];
+  assign \$441  = ! group[29:28];
+  assign \$442  = ~ upper[14];
+  assign \$443  = \$441  & \$442 ;
+  assign \$444  = ! group[31:30];
+  assign \$445  = ~ upper[15];
   assign \$446  = \$444  & \$445 ;
-  assign \$447  = ! group[11:10];
-  assign \$448  = ~ upper[5];
-  assign \$449  = \$447  & \$448 ;
-  assign \$450  = \$446  | \$449 ;
-  assign \$451  = ! group[13:12];
-  assign \$452  = ~ upper[6];
-  assign \$453  = \$451  & \$452 ;
-  assign \$454  = ! group[15:14];
-  assign \$455  = ~ upper[7];
-  assign \$456  = \$454  & \$455 ;
-  assign \$457  = \$453  | \$456 ;
-  assign \$458  = \$450  | \$457 ;
-  assign \$459  = ! group[17:16];
-  assign \$460  = ~ upper[8];
+  assign \$447  = ~ \$446 ;
+  assign \$448  = \$447  | first_lt7;
+  assign \$449  = \$443  & \$448 ;
+  assign \$450  = \$449  ? x[239:224] : x[255:240];
+  assign \$451  = \$430  ? \$440  : \$450 ;
+  assign \$452  = ! group[1:0];
+  assign \$453  = ~ upper[0];
+  assign \$454  = \$452  & \$453 ;
+  assign \$455  = ! group[3:2];
+  assign \$456  = ~ upper[1];
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = \$454  | \$457 ;
+  assign \$459  = ! group[5:4];
+  assign \$460  = ~ upper[2];
   assign \$461  = \$459  & \$460 ;
-  assign \$462  = ! group[19:18];
-  assign \$463  = ~ upper[9];
+  assign \$462  = ! group[7:6];
+  assign \$463  = ~ upper[3];
   assign \$464  = \$462  & \$463 ;
   assign \$465  = \$461  | \$464 ;
-  assign \$466  = ! group[21:20];
-  assign \$467  = ~ upper[10];
-  assign \$468  = \$466  & \$467 ;
-  assign \$469  = ! group[23:22];
-  assign \$470  = ~ upper[11];
-  assign \$471  = \$469  & \$470 ;
-  assign \$472  = \$468  | \$471 ;
-  assign \$473  = \$465  | \$472 ;
-  assign \$474  = ! group[25:24];
-  assign \$475  = ~ upper[12];
+  assign \$466  = \$458  | \$465 ;
+  assign \$467  = ! group[9:8];
+  assign \$468  = ~ upper[4];
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = ! group[11:10];
+  assign \$471  = ~ upper[5];
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = \$469  | \$472 ;
+  assign \$474  = ! group[13:12];
+  assign \$475  = ~ upper[6];
   assign \$476  = \$474  & \$475 ;
-  assign \$477  = ! group[27:26];
-  assign \$478  = ~ upper[13];
+  assign \$477  = ! group[15:14];
+  assign \$478  = ~ upper[7];
   assign \$479  = \$477  & \$478 ;
   assign \$480  = \$476  | \$479 ;
-  assign \$481  = ! group[29:28];
-  assign \$482  = ~ upper[14];
-  assign \$483  = \$481  & \$482 ;
-  assign \$484  = ! group[31:30];
-  assign \$485  = ~ upper[15];
-  assign \$486  = \$484  & \$485 ;
-  assign \$487  = \$483  | \$486 ;
-  assign \$488  = \$480  | \$487 ;
-  assign \$489  = ! group[1:0];
-  assign \$490  = \$489  & upper[0];
-  assign \$491  = ! group[3:2];
-  assign \$492  = \$491  & upper[1];
-  assign \$493  = \$490  | \$492 ;
-  assign \$494  = ! group[5:4];
-  assign \$495  = \$494  & upper[2];
-  assign \$496  = ! group[7:6];
-  assign \$497  = \$496  & upper[3];
-  assign \$498  = \$495  | \$497 ;
-  assign \$499  = ~ \$498 ;
-  assign \$500  = ! group[1:0];
-  assign \$501  = \$500  & upper[0];
-  assign \$502  = ! group[3:2];
-  assign \$503  = \$502  & upper[1];
-  assign \$504  = ~ \$503 ;
-  assign \$505  = ~ first_lt0;
-  assign \$506  = \$504  | \$505 ;
-  assign \$507  = \$501  & \$506 ;
-  assign \$508  = \$507  ? x[15:0] : x[31:16];
-  assign \$509  = ! group[5:4];
-  assign \$510  = \$509  & upper[2];
-  assign \$511  = ! group[7:6];
-  assign \$512  = \$511  & upper[3];
-  assign \$513  = ~ \$512 ;
-  assign \$514  = ~ first_lt1;
-  assign \$515  = \$513  | \$514 ;
-  assign \$516  = \$510  & \$515 ;
-  assign \$517  = \$516  ? x[47:32] : x[63:48];
-  assign \$518  = \$508  > \$517 ;
-  assign \$519  = \$499  | \$518 ;
-  assign \$520  = \$493  & \$519 ;
-  assign \$521  = ! group[1:0];
-  assign \$522  = \$521  & upper[0];
-  assign \$523  = ! group[3:2];
-  assign \$524  = \$523  & upper[1];
-  assign \$525  = ~ \$524 ;
-  assign \$526  = ~ first_lt0;
-  assign \$527  = \$525  | \$526 ;
-  assign \$528  = \$522  & \$527 ;
-  assign \$529  = \$528  ? x[15:0] : x[31:16];
-  assign \$530  = ! group[5:4];
-  assign \$531  = \$530  & upper[2];
-  assign \$532  = ! group[7:6];
-  assign \$533  = \$532  & upper[3];
-  assign \$534  = ~ \$533 ;
-  assign \$535  = ~ first_lt1;
-  assign \$536  = \$534  | \$535 ;
-  assign \$537  = \$531  & \$536 ;
-  assign \$538  = \$537  ? x[47:32] : x[63:48];
-  assign \$539  = \$520  ? \$529  : \$538 ;
-  assign \$540  = ! group[9:8];
-  assign \$541  = \$540  & upper[4];
-  assign \$542  = ! group[11:10];
-  assign \$543  = \$542  & upper[5];
-  assign \$544  = \$541  | \$543 ;
-  assign \$545  = ! group[13:12];
-  assign \$546  = \$545  & upper[6];
-  assign \$547  = ! group[15:14];
-  assign \$548  = \$547  & upper[7];
-  assign \$549  = \$546  | \$548 ;
-  assign \$550  = ~ \$549 ;
-  assign \$551  = ! group[9:8];
-  assign \$552  = \$551  & upper[4];
-  assign \$553  = ! group[11:10];
-  assign \$554  = \$553  & upper[5];
-  assign \$555  = ~ \$554 ;
-  assign \$556  = ~ first_lt2;
-  assign \$557  = \$555  | \$556 ;
-  assign \$558  = \$552  & \$557 ;
-  assign \$559  = \$558  ? x[79:64] : x[95:80];
-  assign \$560  = ! group[13:12];
-  assign \$561  = \$560  & upper[6];
-  assign \$562  = ! group[15:14];
-  assign \$563  = \$562  & upper[7];
-  assign \$564  = ~ \$563 ;
-  assign \$565  = ~ first_lt3;
-  assign \$566  = \$564  | \$565 ;
-  assign \$567  = \$561  & \$566 ;
-  assign \$568  = \$567  ? x[111:96] : x[127:112];
-  assign \$569  = \$559  > \$568 ;
-  assign \$570  = \$550  | \$569 ;
-  assign \$571  = \$544  & \$570 ;
-  assign \$572  = ! group[9:8];
-  assign \$573  = \$572  & upper[4];
-  assign \$574  = ! group[11:10];
-  assign \$575  = \$574  & upper[5];
-  assign \$576  = ~ \$575 ;
-  assign \$577  = ~ first_lt2;
-  assign \$578  = \$576  | \$577 ;
-  assign \$579  = \$573  & \$578 ;
-  assign \$580  = \$579  ? x[79:64] : x[95:80];
-  assign \$581  = ! group[13:12];
-  assign \$582  = \$581  & upper[6];
-  assign \$583  = ! group[15:14];
-  assign \$584  = \$583  & upper[7];
-  assign \$585  = ~ \$584 ;
-  assign \$586  = ~ first_lt3;
-  assign \$587  = \$585  | \$586 ;
-  assign \$588  = \$582  & \$587 ;
-  assign \$589  = \$588  ? x[111:96] : x[127:112];
-  assign \$590  = \$571  ? \$580  : \$589 ;
-  assign \$591  = ! group[17:16];
-  assign \$592  = \$591  & upper[8];
-  assign \$593  = ! group[19:18];
-  assign \$594  = \$593  & upper[9];
-  assign \$595  = \$592  | \$594 ;
-  assign \$596  = ! group[21:20];
-  assign \$597  = \$596  & upper[10];
-  assign \$598  = ! group[23:22];
-  assign \$599  = \$598  & upper[11];
-  assign \$600  = \$597  | \$599 ;
-  assign \$601  = ~ \$600 ;
-  assign \$602  = ! group[17:16];
-  assign \$603  = \$602  & upper[8];
-  assign \$604  = ! group[19:18];
-  assign \$605  = \$604  & upper[9];
-  assign \$606  = ~ \$605 ;
-  assign \$607  = ~ first_lt4;
-  assign \$608  = \$606  | \$607 ;
-  assign \$609  = \$603  & \$608 ;
-  assign \$610  = \$609  ? x[143:128] : x[159:144];
-  assign \$611  = ! group[21:20];
-  assign \$612  = \$611  & upper[10];
-  assign \$613  = ! group[23:22];
-  assign \$614  = \$613  & upper[11];
-  assign \$615  = ~ \$614 ;
-  assign \$616  = ~ first_lt5;
-  assign \$617  = \$615  | \$616 ;
-  assign \$618  = \$612  & \$617 ;
-  assign \$619  = \$618  ? x[175:160] : x[191:176];
-  assign \$620  = \$610  > \$619 ;
-  assign \$621  = \$601  | \$620 ;
-  assign \$622  = \$595  & \$621 ;
-  assign \$623  = ! group[17:16];
-  assign \$624  = \$623  & upper[8];
-  assign \$625  = ! group[19:18];
-  assign \$626  = \$625  & upper[9];
-  assign \$627  = ~ \$626 ;
-  assign \$628  = ~ first_lt4;
-  assign \$629  = \$627  | \$628 ;
-  assign \$630  = \$624  & \$629 ;
-  assign \$631  = \$630  ? x[143:128] : x[159:144];
-  assign \$632  = ! group[21:20];
-  assign \$633  = \$632  & upper[10];
-  assign \$634  = ! group[23:22];
-  assign \$635  = \$634  & upper[11];
-  assign \$636  = ~ \$635 ;
-  assign \$637  = ~ first_lt5;
-  assign \$638  = \$636  | \$637 ;
-  assign \$639  = \$633  & \$638 ;
-  assign \$640  = \$639  ? x[175:160] : x[191:176];
-  assign \$641  = \$622  ? \$631  : \$640 ;
-  assign \$642  = ! group[25:24];
-  assign \$643  = \$642  & upper[12];
-  assign \$644  = ! group[27:26];
-  assign \$645  = \$644  & upper[13];
-  assign \$646  = \$643  | \$645 ;
-  assign \$647  = ! group[29:28];
-  assign \$648  = \$647  & upper[14];
-  assign \$649  = ! group[31:30];
-  assign \$650  = \$649  & upper[15];
-  assign \$651  = \$648  | \$650 ;
-  assign \$652  = ~ \$651 ;
-  assign \$653  = ! group[25:24];
-  assign \$654  = \$653  & upper[12];
-  assign \$655  = ! group[27:26];
-  assign \$656  = \$655  & upper[13];
-  assign \$657  = ~ \$656 ;
-  assign \$658  = ~ first_lt6;
-  assign \$659  = \$657  | \$658 ;
-  assign \$660  = \$654  & \$659 ;
-  assign \$661  = \$660  ? x[207:192] : x[223:208];
-  assign \$662  = ! group[29:28];
-  assign \$663  = \$662  & upper[14];
-  assign \$664  = ! group[31:30];
-  assign \$665  = \$664  & upper[15];
-  assign \$666  = ~ \$665 ;
-  assign \$667  = ~ first_lt7;
-  assign \$668  = \$666  | \$667 ;
-  assign \$669  = \$663  & \$668 ;
-  assign \$670  = \$669  ? x[239:224] : x[255:240];
-  assign \$671  = \$661  > \$670 ;
-  assign \$672  = \$652  | \$671 ;
-  assign \$673  = \$646  & \$672 ;
-  assign \$674  = ! group[25:24];
-  assign \$675  = \$674  & upper[12];
-  assign \$676  = ! group[27:26];
-  assign \$677  = \$676  & upper[13];
-  assign \$678  = ~ \$677 ;
-  assign \$679  = ~ first_lt6;
-  assign \$680  = \$678  | \$679 ;
-  assign \$681  = \$675  & \$680 ;
-  assign \$682  = \$681  ? x[207:192] : x[223:208];
-  assign \$683  = ! group[29:28];
-  assign \$684  = \$683  & upper[14];
-  assign \$685  = ! group[31:30];
-  assign \$686  = \$685  & upper[15];
-  assign \$687  = ~ \$686 ;
-  assign \$688  = ~ first_lt7;
-  assign \$689  = \$687  | \$688 ;
-  assign \$690  = \$684  & \$689 ;
-  assign \$691  = \$690  ? x[239:224] : x[255:240];
-  assign \$692  = \$673  ? \$682  : \$691 ;
-  assign \$693  = ! group[1:0];
-  assign \$694  = \$693  & upper[0];
-  assign \$695  = ! group[3:2];
-  assign \$696  = \$695  & upper[1];
-  assign \$697  = \$694  | \$696 ;
-  assign \$698  = ! group[5:4];
-  assign \$699  = \$698  & upper[2];
-  assign \$700  = ! group[7:6];
-  assign \$701  = \$700  & upper[3];
-  assign \$702  = \$699  | \$701 ;
-  assign \$703  = \$697  | \$702 ;
-  assign \$704  = ! group[9:8];
-  assign \$705  = \$704  & upper[4];
-  assign \$706  = ! group[11:10];
-  assign \$707  = \$706  & upper[5];
-  assign \$708  = \$705  | \$707 ;
-  assign \$709  = ! group[13:12];
-  assign \$710  = \$709  & upper[6];
-  assign \$711  = ! group[15:14];
-  assign \$712  = \$711  & upper[7];
-  assign \$713  = \$710  | \$712 ;
-  assign \$714  = \$708  | \$713 ;
-  assign \$715  = ! group[17:16];
-  assign \$716  = \$715  & upper[8];
-  assign \$717  = ! group[19:18];
-  assign \$718  = \$717  & upper[9];
-  assign \$719  = \$716  | \$718 ;
-  assign \$720  = ! group[21:20];
-  assign \$721  = \$720  & upper[10];
-  assign \$722  = ! group[23:22];
-  assign \$723  = \$722  & upper[11];
-  assign \$724  = \$721  | \$723 ;
-  assign \$725  = \$719  | \$724 ;
-  assign \$726  = ! group[25:24];
-  assign \$727  = \$726  & upper[12];
-  assign \$728  = ! group[27:26];
-  assign \$729  = \$728  & upper[13];
-  assign \$730  = \$727  | \$729 ;
-  assign \$731  = ! group[29:28];
-  assign \$732  = \$731  & upper[14];
-  assign \$733  = ! group[31:30];
-  assign \$734  = \$733  & upper[15];
-  assign \$735  = \$732  | \$734 ;
-  assign \$736  = \$730  | \$735 ;
-  assign \$737  = first_lt0 ? x[15:0] : x[31:16];
-  assign \$738  = first_lt1 ? x[47:32] : x[63:48];
-  assign \$739  = \$737  < \$738 ;
-  assign \$740  = first_lt0 ? x[15:0] : x[31:16];
-  assign \$741  = first_lt1 ? x[47:32] : x[63:48];
-  assign \$742  = \$739  ? \$740  : \$741 ;
-  assign \$743  = first_lt2 ? x[79:64] : x[95:80];
-  assign \$744  = first_lt3 ? x[111:96] : x[127:112];
-  assign \$745  = \$743  < \$744 ;
-  assign \$746  = first_lt2 ? x[79:64] : x[95:80];
-  assign \$747  = first_lt3 ? x[111:96] : x[127:112];
-  assign \$748  = \$745  ? \$746  : \$747 ;
-  assign \$749  = first_lt4 ? x[143:128] : x[159:144];
-  assign \$750  = first_lt5 ? x[175:160] : x[191:176];
-  assign \$751  = \$749  < \$750 ;
-  assign \$752  = first_lt4 ? x[143:128] : x[159:144];
-  assign \$753  = first_lt5 ? x[175:160] : x[191:176];
-  assign \$754  = \$751  ? \$752  : \$753 ;
-  assign \$755  = first_lt6 ? x[207:192] : x[223:208];
-  assign \$756  = first_lt7 ? x[239:224] : x[255:240];
-  assign \$757  = \$755  < \$756 ;
-  assign \$758  = first_lt6 ? x[207:192] : x[223:208];
-  assign \$759  = first_lt7 ? x[239:224] : x[255:240];
-  assign \$760  = \$757  ? \$758  : \$759 ;
-  assign \$761  = group[1:0] == 2'h2;
-  assign \$762  = ~ upper[0];
-  assign \$763  = \$761  & \$762 ;
-  assign \$764  = group[3:2] == 2'h2;
-  assign \$765  = ~ upper[1];
-  assign \$766  = \$764  & \$765 ;
-  assign \$767  = \$763  | \$766 ;
-  assign \$768  = group[5:4] == 2'h2;
-  assign \$769  = ~ upper[2];
-  assign \$770  = \$768  & \$769 ;
-  assign \$771  = group[7:6] == 2'h2;
-  assign \$772  = ~ upper[3];
-  assign \$773  = \$771  & \$772 ;
-  assign \$774  = \$770  | \$773 ;
-  assign \$775  = \$767  | \$774 ;
-  assign \$776  = group[9:8] == 2'h2;
-  assign \$777  = ~ upper[4];
-  assign \$778  = \$776  & \$777 ;
-  assign \$779  = group[11:10] == 2'h2;
-  assign \$780  = ~ upper[5];
-  assign \$781  = \$779  & \$780 ;
-  assign \$782  = \$778  | \$781 ;
-  assign \$783  = group[13:12] == 2'h2;
-  assign \$784  = ~ upper[6];
-  assign \$785  = \$783  & \$784 ;
-  assign \$786  = group[15:14] == 2'h2;
-  assign \$787  = ~ upper[7];
-  assign \$788  = \$786  & \$787 ;
-  assign \$789  = \$785  | \$788 ;
-  assign \$790  = \$782  | \$789 ;
-  assign \$791  = group[17:16] == 2'h2;
-  assign \$792  = ~ upper[8];
+  assign \$481  = \$473  | \$480 ;
+  assign \$482  = ! group[17:16];
+  assign \$483  = ~ upper[8];
+  assign \$484  = \$482  & \$483 ;
+  assign \$485  = ! group[19:18];
+  assign \$486  = ~ upper[9];
+  assign \$487  = \$485  & \$486 ;
+  assign \$488  = \$484  | \$487 ;
+  assign \$489  = ! group[21:20];
+  assign \$490  = ~ upper[10];
+  assign \$491  = \$489  & \$490 ;
+  assign \$492  = ! group[23:22];
+  assign \$493  = ~ upper[11];
+  assign \$494  = \$492  & \$493 ;
+  assign \$495  = \$491  | \$494 ;
+  assign \$496  = \$488  | \$495 ;
+  assign \$497  = ! group[25:24];
+  assign \$498  = ~ upper[12];
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = ! group[27:26];
+  assign \$501  = ~ upper[13];
+  assign \$502  = \$500  & \$501 ;
+  assign \$503  = \$499  | \$502 ;
+  assign \$504  = ! group[29:28];
+  assign \$505  = ~ upper[14];
+  assign \$506  = \$504  & \$505 ;
+  assign \$507  = ! group[31:30];
+  assign \$508  = ~ upper[15];
+  assign \$509  = \$507  & \$508 ;
+  assign \$510  = \$506  | \$509 ;
+  assign \$511  = \$503  | \$510 ;
+  assign \$512  = ! group[1:0];
+  assign \$513  = \$512  & upper[0];
+  assign \$514  = ! group[3:2];
+  assign \$515  = \$514  & upper[1];
+  assign \$516  = \$513  | \$515 ;
+  assign \$517  = ! group[5:4];
+  assign \$518  = \$517  & upper[2];
+  assign \$519  = ! group[7:6];
+  assign \$520  = \$519  & upper[3];
+  assign \$521  = \$518  | \$520 ;
+  assign \$522  = ~ \$521 ;
+  assign \$523  = ! group[1:0];
+  assign \$524  = \$523  & upper[0];
+  assign \$525  = ! group[3:2];
+  assign \$526  = \$525  & upper[1];
+  assign \$527  = ~ \$526 ;
+  assign \$528  = ~ first_lt0;
+  assign \$529  = \$527  | \$528 ;
+  assign \$530  = \$524  & \$529 ;
+  assign \$531  = \$530  ? x[15:0] : x[31:16];
+  assign \$532  = ! group[5:4];
+  assign \$533  = \$532  & upper[2];
+  assign \$534  = ! group[7:6];
+  assign \$535  = \$534  & upper[3];
+  assign \$536  = ~ \$535 ;
+  assign \$537  = ~ first_lt1;
+  assign \$538  = \$536  | \$537 ;
+  assign \$539  = \$533  & \$538 ;
+  assign \$540  = \$539  ? x[47:32] : x[63:48];
+  assign \$541  = \$531  > \$540 ;
+  assign \$542  = \$522  | \$541 ;
+  assign \$543  = \$516  & \$542 ;
+  assign \$544  = ! group[1:0];
+  assign \$545  = \$544  & upper[0];
+  assign \$546  = ! group[3:2];
+  assign \$547  = \$546  & upper[1];
+  assign \$548  = ~ \$547 ;
+  assign \$549  = ~ first_lt0;
+  assign \$550  = \$548  | \$549 ;
+  assign \$551  = \$545  & \$550 ;
+  assign \$552  = \$551  ? x[15:0] : x[31:16];
+  assign \$553  = ! group[5:4];
+  assign \$554  = \$553  & upper[2];
+  assign \$555  = ! group[7:6];
+  assign \$556  = \$555  & upper[3];
+  assign \$557  = ~ \$556 ;
+  assign \$558  = ~ first_lt1;
+  assign \$559  = \$557  | \$558 ;
+  assign \$560  = \$554  & \$559 ;
+  assign \$561  = \$560  ? x[47:32] : x[63:48];
+  assign \$562  = \$543  ? \$552  : \$561 ;
+  assign \$563  = ! group[9:8];
+  assign \$564  = \$563  & upper[4];
+  assign \$565  = ! group[11:10];
+  assign \$566  = \$565  & upper[5];
+  assign \$567  = \$564  | \$566 ;
+  assign \$568  = ! group[13:12];
+  assign \$569  = \$568  & upper[6];
+  assign \$570  = ! group[15:14];
+  assign \$571  = \$570  & upper[7];
+  assign \$572  = \$569  | \$571 ;
+  assign \$573  = ~ \$572 ;
+  assign \$574  = ! group[9:8];
+  assign \$575  = \$574  & upper[4];
+  assign \$576  = ! group[11:10];
+  assign \$577  = \$576  & upper[5];
+  assign \$578  = ~ \$577 ;
+  assign \$579  = ~ first_lt2;
+  assign \$580  = \$578  | \$579 ;
+  assign \$581  = \$575  & \$580 ;
+  assign \$582  = \$581  ? x[79:64] : x[95:80];
+  assign \$583  = ! group[13:12];
+  assign \$584  = \$583  & upper[6];
+  assign \$585  = ! group[15:14];
+  assign \$586  = \$585  & upper[7];
+  assign \$587  = ~ \$586 ;
+  assign \$588  = ~ first_lt3;
+  assign \$589  = \$587  | \$588 ;
+  assign \$590  = \$584  & \$589 ;
+  assign \$591  = \$590  ? x[111:96] : x[127:112];
+  assign \$592  = \$582  > \$591 ;
+  assign \$593  = \$573  | \$592 ;
+  assign \$594  = \$567  & \$593 ;
+  assign \$595  = ! group[9:8];
+  assign \$596  = \$595  & upper[4];
+  assign \$597  = ! group[11:10];
+  assign \$598  = \$597  & upper[5];
+  assign \$599  = ~ \$598 ;
+  assign \$600  = ~ first_lt2;
+  assign \$601  = \$599  | \$600 ;
+  assign \$602  = \$596  & \$601 ;
+  assign \$603  = \$602  ? x[79:64] : x[95:80];
+  assign \$604  = ! group[13:12];
+  assign \$605  = \$604  & upper[6];
+  assign \$606  = ! group[15:14];
+  assign \$607  = \$606  & upper[7];
+  assign \$608  = ~ \$607 ;
+  assign \$609  = ~ first_lt3;
+  assign \$610  = \$608  | \$609 ;
+  assign \$611  = \$605  & \$610 ;
+  assign \$612  = \$611  ? x[111:96] : x[127:112];
+  assign \$613  = \$594  ? \$603  : \$612 ;
+  assign \$614  = ! group[17:16];
+  assign \$615  = \$614  & upper[8];
+  assign \$616  = ! group[19:18];
+  assign \$617  = \$616  & upper[9];
+  assign \$618  = \$615  | \$617 ;
+  assign \$619  = ! group[21:20];
+  assign \$620  = \$619  & upper[10];
+  assign \$621  = ! group[23:22];
+  assign \$622  = \$621  & upper[11];
+  assign \$623  = \$620  | \$622 ;
+  assign \$624  = ~ \$623 ;
+  assign \$625  = ! group[17:16];
+  assign \$626  = \$625  & upper[8];
+  assign \$627  = ! group[19:18];
+  assign \$628  = \$627  & upper[9];
+  assign \$629  = ~ \$628 ;
+  assign \$630  = ~ first_lt4;
+  assign \$631  = \$629  | \$630 ;
+  assign \$632  = \$626  & \$631 ;
+  assign \$633  = \$632  ? x[143:128] : x[159:144];
+  assign \$634  = ! group[21:20];
+  assign \$635  = \$634  & upper[10];
+  assign \$636  = ! group[23:22];
+  assign \$637  = \$636  & upper[11];
+  assign \$638  = ~ \$637 ;
+  assign \$639  = ~ first_lt5;
+  assign \$640  = \$638  | \$639 ;
+  assign \$641  = \$635  & \$640 ;
+  assign \$642  = \$641  ? x[175:160] : x[191:176];
+  assign \$643  = \$633  > \$642 ;
+  assign \$644  = \$624  | \$643 ;
+  assign \$645  = \$618  & \$644 ;
+  assign \$646  = ! group[17:16];
+  assign \$647  = \$646  & upper[8];
+  assign \$648  = ! group[19:18];
+  assign \$649  = \$648  & upper[9];
+  assign \$650  = ~ \$649 ;
+  assign \$651  = ~ first_lt4;
+  assign \$652  = \$650  | \$651 ;
+  assign \$653  = \$647  & \$652 ;
+  assign \$654  = \$653  ? x[143:128] : x[159:144];
+  assign \$655  = ! group[21:20];
+  assign \$656  = \$655  & upper[10];
+  assign \$657  = ! group[23:22];
+  assign \$658  = \$657  & upper[11];
+  assign \$659  = ~ \$658 ;
+  assign \$660  = ~ first_lt5;
+  assign \$661  = \$659  | \$660 ;
+  assign \$662  = \$656  & \$661 ;
+  assign \$663  = \$662  ? x[175:160] : x[191:176];
+  assign \$664  = \$645  ? \$654  : \$663 ;
+  assign \$665  = ! group[25:24];
+  assign \$666  = \$665  & upper[12];
+  assign \$667  = ! group[27:26];
+  assign \$668  = \$667  & upper[13];
+  assign \$669  = \$666  | \$668 ;
+  assign \$670  = ! group[29:28];
+  assign \$671  = \$670  & upper[14];
+  assign \$672  = ! group[31:30];
+  assign \$673  = \$672  & upper[15];
+  assign \$674  = \$671  | \$673 ;
+  assign \$675  = ~ \$674 ;
+  assign \$676  = ! group[25:24];
+  assign \$677  = \$676  & upper[12];
+  assign \$678  = ! group[27:26];
+  assign \$679  = \$678  & upper[13];
+  assign \$680  = ~ \$679 ;
+  assign \$681  = ~ first_lt6;
+  assign \$682  = \$680  | \$681 ;
+  assign \$683  = \$677  & \$682 ;
+  assign \$684  = \$683  ? x[207:192] : x[223:208];
+  assign \$685  = ! group[29:28];
+  assign \$686  = \$685  & upper[14];
+  assign \$687  = ! group[31:30];
+  assign \$688  = \$687  & upper[15];
+  assign \$689  = ~ \$688 ;
+  assign \$690  = ~ first_lt7;
+  assign \$691  = \$689  | \$690 ;
+  assign \$692  = \$686  & \$691 ;
+  assign \$693  = \$692  ? x[239:224] : x[255:240];
+  assign \$694  = \$684  > \$693 ;
+  assign \$695  = \$675  | \$694 ;
+  assign \$696  = \$669  & \$695 ;
+  assign \$697  = ! group[25:24];
+  assign \$698  = \$697  & upper[12];
+  assign \$699  = ! group[27:26];
+  assign \$700  = \$699  & upper[13];
+  assign \$701  = ~ \$700 ;
+  assign \$702  = ~ first_lt6;
+  assign \$703  = \$701  | \$702 ;
+  assign \$704  = \$698  & \$703 ;
+  assign \$705  = \$704  ? x[207:192] : x[223:208];
+  assign \$706  = ! group[29:28];
+  assign \$707  = \$706  & upper[14];
+  assign \$708  = ! group[31:30];
+  assign \$709  = \$708  & upper[15];
+  assign \$710  = ~ \$709 ;
+  assign \$711  = ~ first_lt7;
+  assign \$712  = \$710  | \$711 ;
+  assign \$713  = \$707  & \$712 ;
+  assign \$714  = \$713  ? x[239:224] : x[255:240];
+  assign \$715  = \$696  ? \$705  : \$714 ;
+  assign \$716  = ! group[1:0];
+  assign \$717  = \$716  & upper[0];
+  assign \$718  = ! group[3:2];
+  assign \$719  = \$718  & upper[1];
+  assign \$720  = \$717  | \$719 ;
+  assign \$721  = ! group[5:4];
+  assign \$722  = \$721  & upper[2];
+  assign \$723  = ! group[7:6];
+  assign \$724  = \$723  & upper[3];
+  assign \$725  = \$722  | \$724 ;
+  assign \$726  = \$720  | \$725 ;
+  assign \$727  = ! group[9:8];
+  assign \$728  = \$727  & upper[4];
+  assign \$729  = ! group[11:10];
+  assign \$730  = \$729  & upper[5];
+  assign \$731  = \$728  | \$730 ;
+  assign \$732  = ! group[13:12];
+  assign \$733  = \$732  & upper[6];
+  assign \$734  = ! group[15:14];
+  assign \$735  = \$734  & upper[7];
+  assign \$736  = \$733  | \$735 ;
+  assign \$737  = \$731  | \$736 ;
+  assign \$738  = ! group[17:16];
+  assign \$739  = \$738  & upper[8];
+  assign \$740  = ! group[19:18];
+  assign \$741  = \$740  & upper[9];
+  assign \$742  = \$739  | \$741 ;
+  assign \$743  = ! group[21:20];
+  assign \$744  = \$743  & upper[10];
+  assign \$745  = ! group[23:22];
+  assign \$746  = \$745  & upper[11];
+  assign \$747  = \$744  | \$746 ;
+  assign \$748  = \$742  | \$747 ;
+  assign \$749  = ! group[25:24];
+  assign \$750  = \$749  & upper[12];
+  assign \$751  = ! group[27:26];
+  assign \$752  = \$751  & upper[13];
+  assign \$753  = \$750  | \$752 ;
+  assign \$754  = ! group[29:28];
+  assign \$755  = \$754  & upper[14];
+  assign \$756  = ! group[31:30];
+  assign \$757  = \$756  & upper[15];
+  assign \$758  = \$755  | \$757 ;
+  assign \$759  = \$753  | \$758 ;
+  assign \$760  = first_lt0 ? x[15:0] : x[31:16];
+  assign \$761  = first_lt1 ? x[47:32] : x[63:48];
+  assign \$762  = \$760  < \$761 ;
+  assign \$763  = first_lt0 ? x[15:0] : x[31:16];
+  assign \$764  = first_lt1 ? x[47:32] : x[63:48];
+  assign \$765  = \$762  ? \$763  : \$764 ;
+  assign \$766  = first_lt2 ? x[79:64] : x[95:80];
+  assign \$767  = first_lt3 ? x[111:96] : x[127:112];
+  assign \$768  = \$766  < \$767 ;
+  assign \$769  = first_lt2 ? x[79:64] : x[95:80];
+  assign \$770  = first_lt3 ? x[111:96] : x[127:112];
+  assign \$771  = \$768  ? \$769  : \$770 ;
+  assign \$772  = first_lt4 ? x[143:128] : x[159:144];
+  assign \$773  = first_lt5 ? x[175:160] : x[191:176];
+  assign \$774  = \$772  < \$773 ;
+  assign \$775  = first_lt4 ? x[143:128] : x[159:144];
+  assign \$776  = first_lt5 ? x[175:160] : x[191:176];
+  assign \$777  = \$774  ? \$775  : \$776 ;
+  assign \$778  = first_lt6 ? x[207:192] : x[223:208];
+  assign \$779  = first_lt7 ? x[239:224] : x[255:240];
+  assign \$780  = \$778  < \$779 ;
+  assign \$781  = first_lt6 ? x[207:192] : x[223:208];
+  assign \$782  = first_lt7 ? x[239:224] : x[255:240];
+  assign \$783  = \$780  ? \$781  : \$782 ;
+  assign \$784  = group[1:0] == 2'h2;
+  assign \$785  = ~ upper[0];
+  assign \$786  = \$784  & \$785 ;
+  assign \$787  = group[3:2] == 2'h2;
+  assign \$788  = ~ upper[1];
+  assign \$789  = \$787  & \$788 ;
+  assign \$790  = \$786  | \$789 ;
+  assign \$791  = group[5:4] == 2'h2;
+  assign \$792  = ~ upper[2];
   assign \$793  = \$791  & \$792 ;
-  assign \$794  = group[19:18] == 2'h2;
-  assign \$795  = ~ upper[9];
+  assign \$794  = group[7:6] == 2'h2;
+  assign \$795  = ~ upper[3];
   assign \$796  = \$794  & \$795 ;
   assign \$797  = \$793  | \$796 ;
-  assign \$798  = group[21:20] == 2'h2;
-  assign \$799  = ~ upper[10];
-  assign \$800  = \$798  & \$799 ;
-  assign \$801  = group[23:22] == 2'h2;
-  assign \$802  = ~ upper[11];
-  assign \$803  = \$801  & \$802 ;
-  assign \$804  = \$800  | \$803 ;
-  assign \$805  = \$797  | \$804 ;
-  assign \$806  = group[25:24] == 2'h2;
-  assign \$807  = ~ upper[12];
+  assign \$798  = \$790  | \$797 ;
+  assign \$799  = group[9:8] == 2'h2;
+  assign \$800  = ~ upper[4];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = group[11:10] == 2'h2;
+  assign \$803  = ~ upper[5];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  | \$804 ;
+  assign \$806  = group[13:12] == 2'h2;
+  assign \$807  = ~ upper[6];
   assign \$808  = \$806  & \$807 ;
-  assign \$809  = group[27:26] == 2'h2;
-  assign \$810  = ~ upper[13];
+  assign \$809  = group[15:14] == 2'h2;
+  assign \$810  = ~ upper[7];
   assign \$811  = \$809  & \$810 ;
   assign \$812  = \$808  | \$811 ;
-  assign \$813  = group[29:28] == 2'h2;
-  assign \$814  = ~ upper[14];
-  assign \$815  = \$813  & \$814 ;
-  assign \$816  = group[31:30] == 2'h2;
-  assign \$817  = ~ upper[15];
-  assign \$818  = \$816  & \$817 ;
-  assign \$819  = \$815  | \$818 ;
-  assign \$820  = \$812  | \$819 ;
-  assign \$821  = ~ first_lt0;
-  assign \$822  = first_lt0 ? x[31:16] : x[15:0];
-  assign \$823  = ~ first_lt1;
-  assign \$824  = first_lt1 ? x[63:48] : x[47:32];
-  assign \$825  = \$822  > \$824 ;
-  assign \$826  = ~ first_lt0;
-  assign \$827  = first_lt0 ? x[31:16] : x[15:0];
-  assign \$828  = ~ first_lt1;
-  assign \$829  = first_lt1 ? x[63:48] : x[47:32];
-  assign \$830  = \$825  ? \$827  : \$829 ;
-  assign \$831  = ~ first_lt2;
-  assign \$832  = first_lt2 ? x[95:80] : x[79:64];
-  assign \$833  = ~ first_lt3;
-  assign \$834  = first_lt3 ? x[127:112] : x[111:96];
-  assign \$835  = \$832  > \$834 ;
-  assign \$836  = ~ first_lt2;
-  assign \$837  = first_lt2 ? x[95:80] : x[79:64];
-  assign \$838  = ~ first_lt3;
-  assign \$839  = first_lt3 ? x[127:112] : x[111:96];
-  assign \$840  = \$835  ? \$837  : \$839 ;
-  assign \$841  = ~ first_lt4;
-  assign \$842  = first_lt4 ? x[159:144] : x[143:128];
-  assign \$843  = ~ first_lt5;
-  assign \$844  = first_lt5 ? x[191:176] : x[175:160];
-  assign \$845  = \$842  > \$844 ;
-  assign \$846  = ~ first_lt4;
-  assign \$847  = first_lt4 ? x[159:144] : x[143:128];
-  assign \$848  = ~ first_lt5;
-  assign \$849  = first_lt5 ? x[191:176] : x[175:160];
-  assign \$850  = \$845  ? \$847  : \$849 ;
-  assign \$851  = ~ first_lt6;
-  assign \$852  = first_lt6 ? x[223:208] : x[207:192];
-  assign \$853  = ~ first_lt7;
-  assign \$854  = first_lt7 ? x[255:240] : x[239:224];
-  assign \$855  = \$852  > \$854 ;
-  assign \$856  = ~ first_lt6;
-  assign \$857  = first_lt6 ? x[223:208] : x[207:192];
-  assign \$858  = ~ first_lt7;
-  assign \$859  = first_lt7 ? x[255:240] : x[239:224];
-  assign \$860  = \$855  ? \$857  : \$859 ;
-  assign \$861  = group[1:0] == 2'h2;
-  assign \$862  = \$861  & upper[0];
-  assign \$863  = group[3:2] == 2'h2;
-  assign \$864  = \$863  & upper[1];
-  assign \$865  = \$862  | \$864 ;
-  assign \$866  = group[5:4] == 2'h2;
-  assign \$867  = \$866  & upper[2];
-  assign \$868  = group[7:6] == 2'h2;
-  assign \$869  = \$868  & upper[3];
-  assign \$870  = \$867  | \$869 ;
-  assign \$871  = \$865  | \$870 ;
-  assign \$872  = group[9:8] == 2'h2;
-  assign \$873  = \$872  & upper[4];
-  assign \$874  = group[11:10] == 2'h2;
-  assign \$875  = \$874  & upper[5];
-  assign \$876  = \$873  | \$875 ;
-  assign \$877  = group[13:12] == 2'h2;
-  assign \$878  = \$877  & upper[6];
-  assign \$879  = group[15:14] == 2'h2;
-  assign \$880  = \$879  & upper[7];
-  assign \$881  = \$878  | \$880 ;
-  assign \$882  = \$876  | \$881 ;
-  assign \$883  = group[17:16] == 2'h2;
-  assign \$884  = \$883  & upper[8];
-  assign \$885  = group[19:18] == 2'h2;
-  assign \$886  = \$885  & upper[9];
-  assign \$887  = \$884  | \$886 ;
-  assign \$888  = group[21:20] == 2'h2;
-  assign \$889  = \$888  & upper[10];
-  assign \$890  = group[23:22] == 2'h2;
-  assign \$891  = \$890  & upper[11];
-  assign \$892  = \$889  | \$891 ;
-  assign \$893  = \$887  | \$892 ;
-  assign \$894  = group[25:24] == 2'h2;
-  assign \$895  = \$894  & upper[12];
-  assign \$896  = group[27:26] == 2'h2;
-  assign \$897  = \$896  & upper[13];
-  assign \$898  = \$895  | \$897 ;
-  assign \$899  = group[29:28] == 2'h2;
-  assign \$900  = \$899  & upper[14];
-  assign \$901  = group[31:30] == 2'h2;
-  assign \$902  = \$901  & upper[15];
-  assign \$903  = \$900  | \$902 ;
-  assign \$904  = \$898  | \$903 ;
-  assign \$905  = group[1:0] == 1'h1;
-  assign \$906  = group[3:2] == 1'h1;
-  assign \$907  = \$905  | \$906 ;
-  assign \$908  = group[5:4] == 1'h1;
-  assign \$909  = group[7:6] == 1'h1;
-  assign \$910  = \$908  | \$909 ;
-  assign \$911  = ~ \$910 ;
-  assign \$912  = group[1:0] == 1'h1;
-  assign \$913  = group[3:2] == 1'h1;
-  assign \$914  = ~ \$913 ;
-  assign \$915  = \$914  | first_lt0;
-  assign \$916  = \$912  & \$915 ;
-  assign \$917  = \$916  ? x[15:0] : x[31:16];
-  assign \$918  = group[5:4] == 1'h1;
-  assign \$919  = group[7:6] == 1'h1;
-  assign \$920  = ~ \$919 ;
-  assign \$921  = \$920  | first_lt1;
-  assign \$922  = \$918  & \$921 ;
-  assign \$923  = \$922  ? x[47:32] : x[63:48];
-  assign \$924  = \$917  < \$923 ;
-  assign \$925  = \$911  | \$924 ;
-  assign \$926  = \$907  & \$925 ;
-  assign \$927  = group[1:0] == 1'h1;
-  assign \$928  = group[3:2] == 1'h1;
-  assign \$929  = ~ \$928 ;
-  assign \$930  = \$929  | first_lt0;
-  assign \$931  = \$927  & \$930 ;
-  assign \$932  = \$931  ? x[15:0] : x[31:16];
-  assign \$933  = group[5:4] == 1'h1;
-  assign \$934  = group[7:6] == 1'h1;
-  assign \$935  = ~ \$934 ;
-  assign \$936  = \$935  | first_lt1;
-  assign \$937  = \$933  & \$936 ;
-  assign \$938  = \$937  ? x[47:32] : x[63:48];
-  assign \$939  = \$926  ? \$932  : \$938 ;
-  assign \$940  = group[9:8] == 1'h1;
-  assign \$941  = group[11:10] == 1'h1;
-  assign \$942  = \$940  | \$941 ;
-  assign \$943  = group[13:12] == 1'h1;
-  assign \$944  = group[15:14] == 1'h1;
-  assign \$945  = \$943  | \$944 ;
-  assign \$946  = ~ \$945 ;
-  assign \$947  = group[9:8] == 1'h1;
-  assign \$948  = group[11:10] == 1'h1;
-  assign \$949  = ~ \$948 ;
-  assign \$950  = \$949  | first_lt2;
-  assign \$951  = \$947  & \$950 ;
-  assign \$952  = \$951  ? x[79:64] : x[95:80];
-  assign \$953  = group[13:12] == 1'h1;
-  assign \$954  = group[15:14] == 1'h1;
-  assign \$955  = ~ \$954 ;
-  assign \$956  = \$955  | first_lt3;
-  assign \$957  = \$953  & \$956 ;
-  assign \$958  = \$957  ? x[111:96] : x[127:112];
-  assign \$959  = \$952  < \$958 ;
-  assign \$960  = \$946  | \$959 ;
-  assign \$961  = \$942  & \$960 ;
-  assign \$962  = group[9:8] == 1'h1;
-  assign \$963  = group[11:10] == 1'h1;
-  assign \$964  = ~ \$963 ;
-  assign \$965  = \$964  | first_lt2;
-  assign \$966  = \$962  & \$965 ;
-  assign \$967  = \$966  ? x[79:64] : x[95:80];
-  assign \$968  = group[13:12] == 1'h1;
-  assign \$969  = group[15:14] == 1'h1;
-  assign \$970  = ~ \$969 ;
-  assign \$971  = \$970  | first_lt3;
-  assign \$972  = \$968  & \$971 ;
-  assign \$973  = \$972  ? x[111:96] : x[127:112];
-  assign \$974  = \$961  ? \$967  : \$973 ;
-  assign \$975  = group[17:16] == 1'h1;
-  assign \$976  = group[19:18] == 1'h1;
-  assign \$977  = \$975  | \$976 ;
-  assign \$978  = group[21:20] == 1'h1;
-  assign \$979  = group[23:22] == 1'h1;
-  assign \$980  = \$978  | \$979 ;
-  assign \$981  = ~ \$980 ;
-  assign \$982  = group[17:16] == 1'h1;
-  assign \$983  = group[19:18] == 1'h1;
-  assign \$984  = ~ \$983 ;
-  assign \$985  = \$984  | first_lt4;
-  assign \$986  = \$982  & \$985 ;
-  assign \$987  = \$986  ? x[143:128] : x[159:144];
-  assign \$988  = group[21:20] == 1'h1;
-  assign \$989  = group[23:22] == 1'h1;
-  assign \$990  = ~ \$989 ;
-  assign \$991  = \$990  | first_lt5;
-  assign \$992  = \$988  & \$991 ;
-  assign \$993  = \$992  ? x[175:160] : x[191:176];
-  assign \$994  = \$987  < \$993 ;
-  assign \$995  = \$981  | \$994 ;
-  assign \$996  = \$977  & \$995 ;
-  assign \$997  = group[17:16] == 1'h1;
-  assign \$998  = group[19:18] == 1'h1;
-  assign \$999  = ~ \$998 ;
-  assign \$1000  = \$999  | first_lt4;
-  assign \$1001  = \$997  & \$1000 ;
-  assign \$1002  = \$1001  ? x[143:128] : x[159:144];
-  assign \$1003  = group[21:20] == 1'h1;
-  assign \$1004  = group[23:22] == 1'h1;
-  assign \$1005  = ~ \$1004 ;
-  assign \$1006  = \$1005  | first_lt5;
-  assign \$1007  = \$1003  & \$1006 ;
-  assign \$1008  = \$1007  ? x[175:160] : x[191:176];
-  assign \$1009  = \$996  ? \$1002  : \$1008 ;
-  assign \$1010  = group[25:24] == 1'h1;
-  assign \$1011  = group[27:26] == 1'h1;
-  assign \$1012  = \$1010  | \$1011 ;
-  assign \$1013  = group[29:28] == 1'h1;
-  assign \$1014  = group[31:30] == 1'h1;
-  assign \$1015  = \$1013  | \$1014 ;
-  assign \$1016  = ~ \$1015 ;
-  assign \$1017  = group[25:24] == 1'h1;
-  assign \$1018  = group[27:26] == 1'h1;
-  assign \$1019  = ~ \$1018 ;
-  assign \$1020  = \$1019  | first_lt6;
-  assign \$1021  = \$1017  & \$1020 ;
-  assign \$1022  = \$1021  ? x[207:192] : x[223:208];
-  assign \$1023  = group[29:28] == 1'h1;
-  assign \$1024  = group[31:30] == 1'h1;
-  assign \$1025  = ~ \$1024 ;
-  assign \$1026  = \$1025  | first_lt7;
-  assign \$1027  = \$1023  & \$1026 ;
-  assign \$1028  = \$1027  ? x[239:224] : x[255:240];
-  assign \$1029  = \$1022  < \$1028 ;
-  assign \$1030  = \$1016  | \$1029 ;
-  assign \$1031  = \$1012  & \$1030 ;
-  assign \$1032  = group[25:24] == 1'h1;
-  assign \$1033  = group[27:26] == 1'h1;
-  assign \$1034  = ~ \$1033 ;
-  assign \$1035  = \$1034  | first_lt6;
-  assign \$1036  = \$1032  & \$1035 ;
-  assign \$1037  = \$1036  ? x[207:192] : x[223:208];
-  assign \$1038  = group[29:28] == 1'h1;
-  assign \$1039  = group[31:30] == 1'h1;
-  assign \$1040  = ~ \$1039 ;
-  assign \$1041  = \$1040  | first_lt7;
-  assign \$1042  = \$1038  & \$1041 ;
-  assign \$1043  = \$1042  ? x[239:224] : x[255:240];
-  assign \$1044  = \$1031  ? \$1037  : \$1043 ;
-  assign \$1045  = group[1:0] == 1'h1;
-  assign \$1046  = group[3:2] == 1'h1;
-  assign \$1047  = \$1045  | \$1046 ;
-  assign \$1048  = group[5:4] == 1'h1;
-  assign \$1049  = group[7:6] == 1'h1;
-  assign \$1050  = \$1048  | \$1049 ;
-  assign \$1051  = \$1047  | \$1050 ;
-  assign \$1052  = group[9:8] == 1'h1;
-  assign \$1053  = group[11:10] == 1'h1;
-  assign \$1054  = \$1052  | \$1053 ;
-  assign \$1055  = group[13:12] == 1'h1;
-  assign \$1056  = group[15:14] == 1'h1;
-  assign \$1057  = \$1055  | \$1056 ;
-  assign \$1058  = \$1054  | \$1057 ;
-  assign \$1059  = group[17:16] == 1'h1;
-  assign \$1060  = group[19:18] == 1'h1;
-  assign \$1061  = \$1059  | \$1060 ;
-  assign \$1062  = group[21:20] == 1'h1;
-  assign \$1063  = group[23:22] == 1'h1;
-  assign \$1064  = \$1062  | \$1063 ;
-  assign \$1065  = \$1061  | \$1064 ;
-  assign \$1066  = group[25:24] == 1'h1;
-  assign \$1067  = group[27:26] == 1'h1;
-  assign \$1068  = \$1066  | \$1067 ;
-  assign \$1069  = group[29:28] == 1'h1;
-  assign \$1070  = group[31:30] == 1'h1;
-  assign \$1071  = \$1069  | \$1070 ;
-  assign \$1072  = \$1068  | \$1071 ;
-  assign \$1073  = group[1:0] == 1'h1;
-  assign \$1074  = group[3:2] == 1'h1;
-  assign \$1075  = \$1073  | \$1074 ;
-  assign \$1076  = group[5:4] == 1'h1;
-  assign \$1077  = group[7:6] == 1'h1;
-  assign \$1078  = \$1076  | \$1077 ;
-  assign \$1079  = ~ \$1078 ;
-  assign \$1080  = group[1:0] == 1'h1;
-  assign \$1081  = group[3:2] == 1'h1;
-  assign \$1082  = ~ \$1081 ;
-  assign \$1083  = ~ first_lt0;
+  assign \$813  = \$805  | \$812 ;
+  assign \$814  = group[17:16] == 2'h2;
+  assign \$815  = ~ upper[8];
+  assign \$816  = \$814  & \$815 ;
+  assign \$817  = group[19:18] == 2'h2;
+  assign \$818  = ~ upper[9];
+  assign \$819  = \$817  & \$818 ;
+  assign \$820  = \$816  | \$819 ;
+  assign \$821  = group[21:20] == 2'h2;
+  assign \$822  = ~ upper[10];
+  assign \$823  = \$821  & \$822 ;
+  assign \$824  = group[23:22] == 2'h2;
+  assign \$825  = ~ upper[11];
+  assign \$826  = \$824  & \$825 ;
+  assign \$827  = \$823  | \$826 ;
+  assign \$828  = \$820  | \$827 ;
+  assign \$829  = group[25:24] == 2'h2;
+  assign \$830  = ~ upper[12];
+  assign \$831  = \$829  & \$830 ;
+  assign \$832  = group[27:26] == 2'h2;
+  assign \$833  = ~ upper[13];
+  assign \$834  = \$832  & \$833 ;
+  assign \$835  = \$831  | \$834 ;
+  assign \$836  = group[29:28] == 2'h2;
+  assign \$837  = ~ upper[14];
+  assign \$838  = \$836  & \$837 ;
+  assign \$839  = group[31:30] == 2'h2;
+  assign \$840  = ~ upper[15];
+  assign \$841  = \$839  & \$840 ;
+  assign \$842  = \$838  | \$841 ;
+  assign \$843  = \$835  | \$842 ;
+  assign \$844  = ~ first_lt0;
+  assign \$845  = first_lt0 ? x[31:16] : x[15:0];
+  assign \$846  = ~ first_lt1;
+  assign \$847  = first_lt1 ? x[63:48] : x[47:32];
+  assign \$848  = \$845  > \$847 ;
+  assign \$849  = ~ first_lt0;
+  assign \$850  = first_lt0 ? x[31:16] : x[15:0];
+  assign \$851  = ~ first_lt1;
+  assign \$852  = first_lt1 ? x[63:48] : x[47:32];
+  assign \$853  = \$848  ? \$850  : \$852 ;
+  assign \$854  = ~ first_lt2;
+  assign \$855  = first_lt2 ? x[95:80] : x[79:64];
+  assign \$856  = ~ first_lt3;
+  assign \$857  = first_lt3 ? x[127:112] : x[111:96];
+  assign \$858  = \$855  > \$857 ;
+  assign \$859  = ~ first_lt2;
+  assign \$860  = first_lt2 ? x[95:80] : x[79:64];
+  assign \$861  = ~ first_lt3;
+  assign \$862  = first_lt3 ? x[127:112] : x[111:96];
+  assign \$863  = \$858  ? \$860  : \$862 ;
+  assign \$864  = ~ first_lt4;
+  assign \$865  = first_lt4 ? x[159:144] : x[143:128];
+  assign \$866  = ~ first_lt5;
+  assign \$867  = first_lt5 ? x[191:176] : x[175:160];
+  assign \$868  = \$865  > \$867 ;
+  assign \$869  = ~ first_lt4;
+  assign \$870  = first_lt4 ? x[159:144] : x[143:128];
+  assign \$871  = ~ first_lt5;
+  assign \$872  = first_lt5 ? x[191:176] : x[175:160];
+  assign \$873  = \$868  ? \$870  : \$872 ;
+  assign \$874  = ~ first_lt6;
+  assign \$875  = first_lt6 ? x[223:208] : x[207:192];
+  assign \$876  = ~ first_lt7;
+  assign \$877  = first_lt7 ? x[255:240] : x[239:224];
+  assign \$878  = \$875  > \$877 ;
+  assign \$879  = ~ first_lt6;
+  assign \$880  = first_lt6 ? x[223:208] : x[207:192];
+  assign \$881  = ~ first_lt7;
+  assign \$882  = first_lt7 ? x[255:240] : x[239:224];
+  assign \$883  = \$878  ? \$880  : \$882 ;
+  assign \$884  = group[1:0] == 2'h2;
+  assign \$885  = \$884  & upper[0];
+  assign \$886  = group[3:2] == 2'h2;
+  assign \$887  = \$886  & upper[1];
+  assign \$888  = \$885  | \$887 ;
+  assign \$889  = group[5:4] == 2'h2;
+  assign \$890  = \$889  & upper[2];
+  assign \$891  = group[7:6] == 2'h2;
+  assign \$892  = \$891  & upper[3];
+  assign \$893  = \$890  | \$892 ;
+  assign \$894  = \$888  | \$893 ;
+  assign \$895  = group[9:8] == 2'h2;
+  assign \$896  = \$895  & upper[4];
+  assign \$897  = group[11:10] == 2'h2;
+  assign \$898  = \$897  & upper[5];
+  assign \$899  = \$896  | \$898 ;
+  assign \$900  = group[13:12] == 2'h2;
+  assign \$901  = \$900  & upper[6];
+  assign \$902  = group[15:14] == 2'h2;
+  assign \$903  = \$902  & upper[7];
+  assign \$904  = \$901  | \$903 ;
+  assign \$905  = \$899  | \$904 ;
+  assign \$906  = group[17:16] == 2'h2;
+  assign \$907  = \$906  & upper[8];
+  assign \$908  = group[19:18] == 2'h2;
+  assign \$909  = \$908  & upper[9];
+  assign \$910  = \$907  | \$909 ;
+  assign \$911  = group[21:20] == 2'h2;
+  assign \$912  = \$911  & upper[10];
+  assign \$913  = group[23:22] == 2'h2;
+  assign \$914  = \$913  & upper[11];
+  assign \$915  = \$912  | \$914 ;
+  assign \$916  = \$910  | \$915 ;
+  assign \$917  = group[25:24] == 2'h2;
+  assign \$918  = \$917  & upper[12];
+  assign \$919  = group[27:26] == 2'h2;
+  assign \$920  = \$919  & upper[13];
+  assign \$921  = \$918  | \$920 ;
+  assign \$922  = group[29:28] == 2'h2;
+  assign \$923  = \$922  & upper[14];
+  assign \$924  = group[31:30] == 2'h2;
+  assign \$925  = \$924  & upper[15];
+  assign \$926  = \$923  | \$925 ;
+  assign \$927  = \$921  | \$926 ;
+  assign \$928  = group[1:0] == 1'h1;
+  assign \$929  = group[3:2] == 1'h1;
+  assign \$930  = \$928  | \$929 ;
+  assign \$931  = group[5:4] == 1'h1;
+  assign \$932  = group[7:6] == 1'h1;
+  assign \$933  = \$931  | \$932 ;
+  assign \$934  = ~ \$933 ;
+  assign \$935  = group[1:0] == 1'h1;
+  assign \$936  = group[3:2] == 1'h1;
+  assign \$937  = ~ \$936 ;
+  assign \$938  = \$937  | first_lt0;
+  assign \$939  = \$935  & \$938 ;
+  assign \$940  = \$939  ? x[15:0] : x[31:16];
+  assign \$941  = group[5:4] == 1'h1;
+  assign \$942  = group[7:6] == 1'h1;
+  assign \$943  = ~ \$942 ;
+  assign \$944  = \$943  | first_lt1;
+  assign \$945  = \$941  & \$944 ;
+  assign \$946  = \$945  ? x[47:32] : x[63:48];
+  assign \$947  = \$940  < \$946 ;
+  assign \$948  = \$934  | \$947 ;
+  assign \$949  = \$930  & \$948 ;
+  assign \$950  = group[1:0] == 1'h1;
+  assign \$951  = group[3:2] == 1'h1;
+  assign \$952  = ~ \$951 ;
+  assign \$953  = \$952  | first_lt0;
+  assign \$954  = \$950  & \$953 ;
+  assign \$955  = \$954  ? x[15:0] : x[31:16];
+  assign \$956  = group[5:4] == 1'h1;
+  assign \$957  = group[7:6] == 1'h1;
+  assign \$958  = ~ \$957 ;
+  assign \$959  = \$958  | first_lt1;
+  assign \$960  = \$956  & \$959 ;
+  assign \$961  = \$960  ? x[47:32] : x[63:48];
+  assign \$962  = \$949  ? \$955  : \$961 ;
+  assign \$963  = group[9:8] == 1'h1;
+  assign \$964  = group[11:10] == 1'h1;
+  assign \$965  = \$963  | \$964 ;
+  assign \$966  = group[13:12] == 1'h1;
+  assign \$967  = group[15:14] == 1'h1;
+  assign \$968  = \$966  | \$967 ;
+  assign \$969  = ~ \$968 ;
+  assign \$970  = group[9:8] == 1'h1;
+  assign \$971  = group[11:10] == 1'h1;
+  assign \$972  = ~ \$971 ;
+  assign \$973  = \$972  | first_lt2;
+  assign \$974  = \$970  & \$973 ;
+  assign \$975  = \$974  ? x[79:64] : x[95:80];
+  assign \$976  = group[13:12] == 1'h1;
+  assign \$977  = group[15:14] == 1'h1;
+  assign \$978  = ~ \$977 ;
+  assign \$979  = \$978  | first_lt3;
+  assign \$980  = \$976  & \$979 ;
+  assign \$981  = \$980  ? x[111:96] : x[127:112];
+  assign \$982  = \$975  < \$981 ;
+  assign \$983  = \$969  | \$982 ;
+  assign \$984  = \$965  & \$983 ;
+  assign \$985  = group[9:8] == 1'h1;
+  assign \$986  = group[11:10] == 1'h1;
+  assign \$987  = ~ \$986 ;
+  assign \$988  = \$987  | first_lt2;
+  assign \$989  = \$985  & \$988 ;
+  assign \$990  = \$989  ? x[79:64] : x[95:80];
+  assign \$991  = group[13:12] == 1'h1;
+  assign \$992  = group[15:14] == 1'h1;
+  assign \$993  = ~ \$992 ;
+  assign \$994  = \$993  | first_lt3;
+  assign \$995  = \$991  & \$994 ;
+  assign \$996  = \$995  ? x[111:96] : x[127:112];
+  assign \$997  = \$984  ? \$990  : \$996 ;
+  assign \$998  = group[17:16] == 1'h1;
+  assign \$999  = group[19:18] == 1'h1;
+  assign \$1000  = \$998  | \$999 ;
+  assign \$1001  = group[21:20] == 1'h1;
+  assign \$1002  = group[23:22] == 1'h1;
+  assign \$1003  = \$1001  | \$1002 ;
+  assign \$1004  = ~ \$1003 ;
+  assign \$1005  = group[17:16] == 1'h1;
+  assign \$1006  = group[19:18] == 1'h1;
+  assign \$1007  = ~ \$1006 ;
+  assign \$1008  = \$1007  | first_lt4;
+  assign \$1009  = \$1005  & \$1008 ;
+  assign \$1010  = \$1009  ? x[143:128] : x[159:144];
+  assign \$1011  = group[21:20] == 1'h1;
+  assign \$1012  = group[23:22] == 1'h1;
+  assign \$1013  = ~ \$1012 ;
+  assign \$1014  = \$1013  | first_lt5;
+  assign \$1015  = \$1011  & \$1014 ;
+  assign \$1016  = \$1015  ? x[175:160] : x[191:176];
+  assign \$1017  = \$1010  < \$1016 ;
+  assign \$1018  = \$1004  | \$1017 ;
+  assign \$1019  = \$1000  & \$1018 ;
+  assign \$1020  = group[17:16] == 1'h1;
+  assign \$1021  = group[19:18] == 1'h1;
+  assign \$1022  = ~ \$1021 ;
+  assign \$1023  = \$1022  | first_lt4;
+  assign \$1024  = \$1020  & \$1023 ;
+  assign \$1025  = \$1024  ? x[143:128] : x[159:144];
+  assign \$1026  = group[21:20] == 1'h1;
+  assign \$1027  = group[23:22] == 1'h1;
+  assign \$1028  = ~ \$1027 ;
+  assign \$1029  = \$1028  | first_lt5;
+  assign \$1030  = \$1026  & \$1029 ;
+  assign \$1031  = \$1030  ? x[175:160] : x[191:176];
+  assign \$1032  = \$1019  ? \$1025  : \$1031 ;
+  assign \$1033  = group[25:24] == 1'h1;
+  assign \$1034  = group[27:26] == 1'h1;
+  assign \$1035  = \$1033  | \$1034 ;
+  assign \$1036  = group[29:28] == 1'h1;
+  assign \$1037  = group[31:30] == 1'h1;
+  assign \$1038  = \$1036  | \$1037 ;
+  assign \$1039  = ~ \$1038 ;
+  assign \$1040  = group[25:24] == 1'h1;
+  assign \$1041  = group[27:26] == 1'h1;
+  assign \$1042  = ~ \$1041 ;
+  assign \$1043  = \$1042  | first_lt6;
+  assign \$1044  = \$1040  & \$1043 ;
+  assign \$1045  = \$1044  ? x[207:192] : x[223:208];
+  assign \$1046  = group[29:28] == 1'h1;
+  assign \$1047  = group[31:30] == 1'h1;
+  assign \$1048  = ~ \$1047 ;
+  assign \$1049  = \$1048  | first_lt7;
+  assign \$1050  = \$1046  & \$1049 ;
+  assign \$1051  = \$1050  ? x[239:224] : x[255:240];
+  assign \$1052  = \$1045  < \$1051 ;
+  assign \$1053  = \$1039  | \$1052 ;
+  assign \$1054  = \$1035  & \$1053 ;
+  assign \$1055  = group[25:24] == 1'h1;
+  assign \$1056  = group[27:26] == 1'h1;
+  assign \$1057  = ~ \$1056 ;
+  assign \$1058  = \$1057  | first_lt6;
+  assign \$1059  = \$1055  & \$1058 ;
+  assign \$1060  = \$1059  ? x[207:192] : x[223:208];
+  assign \$1061  = group[29:28] == 1'h1;
+  assign \$1062  = group[31:30] == 1'h1;
+  assign \$1063  = ~ \$1062 ;
+  assign \$1064  = \$1063  | first_lt7;
+  assign \$1065  = \$1061  & \$1064 ;
+  assign \$1066  = \$1065  ? x[239:224] : x[255:240];
+  assign \$1067  = \$1054  ? \$1060  : \$1066 ;
+  assign \$1068  = group[1:0] == 1'h1;
+  assign \$1069  = group[3:2] == 1'h1;
+  assign \$1070  = \$1068  | \$1069 ;
+  assign \$1071  = group[5:4] == 1'h1;
+  assign \$1072  = group[7:6] == 1'h1;
+  assign \$1073  = \$1071  | \$1072 ;
+  assign \$1074  = \$1070  | \$1073 ;
+  assign \$1075  = group[9:8] == 1'h1;
+  assign \$1076  = group[11:10] == 1'h1;
+  assign \$1077  = \$1075  | \$1076 ;
+  assign \$1078  = group[13:12] == 1'h1;
+  assign \$1079  = group[15:14] == 1'h1;
+  assign \$1080  = \$1078  | \$1079 ;
+  assign \$1081  = \$1077  | \$1080 ;
+  assign \$1082  = group[17:16] == 1'h1;
+  assign \$1083  = group[19:18] == 1'h1;
   assign \$1084  = \$1082  | \$1083 ;
-  assign \$1085  = \$1080  & \$1084 ;
-  assign \$1086  = \$1085  ? x[15:0] : x[31:16];
-  assign \$1087  = group[5:4] == 1'h1;
-  assign \$1088  = group[7:6] == 1'h1;
-  assign \$1089  = ~ \$1088 ;
-  assign \$1090  = ~ first_lt1;
+  assign \$1085  = group[21:20] == 1'h1;
+  assign \$1086  = group[23:22] == 1'h1;
+  assign \$1087  = \$1085  | \$1086 ;
+  assign \$1088  = \$1084  | \$1087 ;
+  assign \$1089  = group[25:24] == 1'h1;
+  assign \$1090  = group[27:26] == 1'h1;
   assign \$1091  = \$1089  | \$1090 ;
-  assign \$1092  = \$1087  & \$1091 ;
-  assign \$1093  = \$1092  ? x[47:32] : x[63:48];
-  assign \$1094  = \$1086  > \$1093 ;
-  assign \$1095  = \$1079  | \$1094 ;
-  assign \$1096  = \$1075  & \$1095 ;
-  assign \$1097  = group[1:0] == 1'h1;
-  assign \$1098  = group[3:2] == 1'h1;
-  assign \$1099  = ~ \$1098 ;
-  assign \$1100  = ~ first_lt0;
+  assign \$1092  = group[29:28] == 1'h1;
+  assign \$1093  = group[31:30] == 1'h1;
+  assign \$1094  = \$1092  | \$1093 ;
+  assign \$1095  = \$1091  | \$1094 ;
+  assign \$1096  = group[1:0] == 1'h1;
+  assign \$1097  = group[3:2] == 1'h1;
+  assign \$1098  = \$1096  | \$1097 ;
+  assign \$1099  = group[5:4] == 1'h1;
+  assign \$1100  = group[7:6] == 1'h1;
   assign \$1101  = \$1099  | \$1100 ;
-  assign \$1102  = \$1097  & \$1101 ;
-  assign \$1103  = \$1102  ? x[15:0] : x[31:16];
-  assign \$1104  = group[5:4] == 1'h1;
-  assign \$1105  = group[7:6] == 1'h1;
-  assign \$1106  = ~ \$1105 ;
-  assign \$1107  = ~ first_lt1;
-  assign \$1108  = \$1106  | \$1107 ;
-  assign \$1109  = \$1104  & \$1108 ;
-  assign \$1110  = \$1109  ? x[47:32] : x[63:48];
-  assign \$1111  = \$1096  ? \$1103  : \$1110 ;
-  assign \$1112  = group[9:8] == 1'h1;
-  assign \$1113  = group[11:10] == 1'h1;
+  assign \$1102  = ~ \$1101 ;
+  assign \$1103  = group[1:0] == 1'h1;
+  assign \$1104  = group[3:2] == 1'h1;
+  assign \$1105  = ~ \$1104 ;
+  assign \$1106  = ~ first_lt0;
+  assign \$1107  = \$1105  | \$1106 ;
+  assign \$1108  = \$1103  & \$1107 ;
+  assign \$1109  = \$1108  ? x[15:0] : x[31:16];
+  assign \$1110  = group[5:4] == 1'h1;
+  assign \$1111  = group[7:6] == 1'h1;
+  assign \$1112  = ~ \$1111 ;
+  assign \$1113  = ~ first_lt1;
   assign \$1114  = \$1112  | \$1113 ;
-  assign \$1115  = group[13:12] == 1'h1;
-  assign \$1116  = group[15:14] == 1'h1;
-  assign \$1117  = \$1115  | \$1116 ;
-  assign \$1118  = ~ \$1117 ;
-  assign \$1119  = group[9:8] == 1'h1;
-  assign \$1120  = group[11:10] == 1'h1;
-  assign \$1121  = ~ \$1120 ;
-  assign \$1122  = ~ first_lt2;
-  assign \$1123  = \$1121  | \$1122 ;
-  assign \$1124  = \$1119  & \$1123 ;
-  assign \$1125  = \$1124  ? x[79:64] : x[95:80];
-  assign \$1126  = group[13:12] == 1'h1;
-  assign \$1127  = group[15:14] == 1'h1;
-  assign \$1128  = ~ \$1127 ;
-  assign \$1129  = ~ first_lt3;
-  assign \$1130  = \$1128  | \$1129 ;
-  assign \$1131  = \$1126  & \$1130 ;
-  assign \$1132  = \$1131  ? x[111:96] : x[127:112];
-  assign \$1133  = \$1125  > \$1132 ;
-  assign \$1134  = \$1118  | \$1133 ;
-  assign \$1135  = \$1114  & \$1134 ;
-  assign \$1136  = group[9:8] == 1'h1;
-  assign \$1137  = group[11:10] == 1'h1;
-  assign \$1138  = ~ \$1137 ;
-  assign \$1139  = ~ first_lt2;
+  assign \$1115  = \$1110  & \$1114 ;
+  assign \$1116  = \$1115  ? x[47:32] : x[63:48];
+  assign \$1117  = \$1109  > \$1116 ;
+  assign \$1118  = \$1102  | \$1117 ;
+  assign \$1119  = \$1098  & \$1118 ;
+  assign \$1120  = group[1:0] == 1'h1;
+  assign \$1121  = group[3:2] == 1'h1;
+  assign \$1122  = ~ \$1121 ;
+  assign \$1123  = ~ first_lt0;
+  assign \$1124  = \$1122  | \$1123 ;
+  assign \$1125  = \$1120  & \$1124 ;
+  assign \$1126  = \$1125  ? x[15:0] : x[31:16];
+  assign \$1127  = group[5:4] == 1'h1;
+  assign \$1128  = group[7:6] == 1'h1;
+  assign \$1129  = ~ \$1128 ;
+  assign \$1130  = ~ first_lt1;
+  assign \$1131  = \$1129  | \$1130 ;
+  assign \$1132  = \$1127  & \$1131 ;
+  assign \$1133  = \$1132  ? x[47:32] : x[63:48];
+  assign \$1134  = \$1119  ? \$1126  : \$1133 ;
+  assign \$1135  = group[9:8] == 1'h1;
+  assign \$1136  = group[11:10] == 1'h1;
+  assign \$1137  = \$1135  | \$1136 ;
+  assign \$1138  = group[13:12] == 1'h1;
+  assign \$1139  = group[15:14] == 1'h1;
   assign \$1140  = \$1138  | \$1139 ;
-  assign \$1141  = \$1136  & \$1140 ;
-  assign \$1142  = \$1141  ? x[79:64] : x[95:80];
-  assign \$1143  = group[13:12] == 1'h1;
-  assign \$1144  = group[15:14] == 1'h1;
-  assign \$1145  = ~ \$1144 ;
-  assign \$1146  = ~ first_lt3;
-  assign \$1147  = \$1145  | \$1146 ;
-  assign \$1148  = \$1143  & \$1147 ;
-  assign \$1149  = \$1148  ? x[111:96] : x[127:112];
-  assign \$1150  = \$1135  ? \$1142  : \$1149 ;
-  assign \$1151  = group[17:16] == 1'h1;
-  assign \$1152  = group[19:18] == 1'h1;
+  assign \$1141  = ~ \$1140 ;
+  assign \$1142  = group[9:8] == 1'h1;
+  assign \$1143  = group[11:10] == 1'h1;
+  assign \$1144  = ~ \$1143 ;
+  assign \$1145  = ~ first_lt2;
+  assign \$1146  = \$1144  | \$1145 ;
+  assign \$1147  = \$1142  & \$1146 ;
+  assign \$1148  = \$1147  ? x[79:64] : x[95:80];
+  assign \$1149  = group[13:12] == 1'h1;
+  assign \$1150  = group[15:14] == 1'h1;
+  assign \$1151  = ~ \$1150 ;
+  assign \$1152  = ~ first_lt3;
   assign \$1153  = \$1151  | \$1152 ;
-  assign \$1154  = group[21:20] == 1'h1;
-  assign \$1155  = group[23:22] == 1'h1;
-  assign \$1156  = \$1154  | \$1155 ;
-  assign \$1157  = ~ \$1156 ;
-  assign \$1158  = group[17:16] == 1'h1;
-  assign \$1159  = group[19:18] == 1'h1;
-  assign \$1160  = ~ \$1159 ;
-  assign \$1161  = ~ first_lt4;
-  assign \$1162  = \$1160  | \$1161 ;
-  assign \$1163  = \$1158  & \$1162 ;
-  assign \$1164  = \$1163  ? x[143:128] : x[159:144];
-  assign \$1165  = group[21:20] == 1'h1;
-  assign \$1166  = group[23:22] == 1'h1;
-  assign \$1167  = ~ \$1166 ;
-  assign \$1168  = ~ first_lt5;
-  assign \$1169  = \$1167  | \$1168 ;
-  assign \$1170  = \$1165  & \$1169 ;
-  assign \$1171  = \$1170  ? x[175:160] : x[191:176];
-  assign \$1172  = \$1164  > \$1171 ;
-  assign \$1173  = \$1157  | \$1172 ;
-  assign \$1174  = \$1153  & \$1173 ;
-  assign \$1175  = group[17:16] == 1'h1;
-  assign \$1176  = group[19:18] == 1'h1;
-  assign \$1177  = ~ \$1176 ;
-  assign \$1178  = ~ first_lt4;
+  assign \$1154  = \$1149  & \$1153 ;
+  assign \$1155  = \$1154  ? x[111:96] : x[127:112];
+  assign \$1156  = \$1148  > \$1155 ;
+  assign \$1157  = \$1141  | \$1156 ;
+  assign \$1158  = \$1137  & \$1157 ;
+  assign \$1159  = group[9:8] == 1'h1;
+  assign \$1160  = group[11:10] == 1'h1;
+  assign \$1161  = ~ \$1160 ;
+  assign \$1162  = ~ first_lt2;
+  assign \$1163  = \$1161  | \$1162 ;
+  assign \$1164  = \$1159  & \$1163 ;
+  assign \$1165  = \$1164  ? x[79:64] : x[95:80];
+  assign \$1166  = group[13:12] == 1'h1;
+  assign \$1167  = group[15:14] == 1'h1;
+  assign \$1168  = ~ \$1167 ;
+  assign \$1169  = ~ first_lt3;
+  assign \$1170  = \$1168  | \$1169 ;
+  assign \$1171  = \$1166  & \$1170 ;
+  assign \$1172  = \$1171  ? x[111:96] : x[127:112];
+  assign \$1173  = \$1158  ? \$1165  : \$1172 ;
+  assign \$1174  = group[17:16] == 1'h1;
+  assign \$1175  = group[19:18] == 1'h1;
+  assign \$1176  = \$1174  | \$1175 ;
+  assign \$1177  = group[21:20] == 1'h1;
+  assign \$1178  = group[23:22] == 1'h1;
   assign \$1179  = \$1177  | \$1178 ;
-  assign \$1180  = \$1175  & \$1179 ;
-  assign \$1181  = \$1180  ? x[143:128] : x[159:144];
-  assign \$1182  = group[21:20] == 1'h1;
-  assign \$1183  = group[23:22] == 1'h1;
-  assign \$1184  = ~ \$1183 ;
-  assign \$1185  = ~ first_lt5;
-  assign \$1186  = \$1184  | \$1185 ;
-  assign \$1187  = \$1182  & \$1186 ;
-  assign \$1188  = \$1187  ? x[175:160] : x[191:176];
-  assign \$1189  = \$1174  ? \$1181  : \$1188 ;
-  assign \$1190  = group[25:24] == 1'h1;
-  assign \$1191  = group[27:26] == 1'h1;
+  assign \$1180  = ~ \$1179 ;
+  assign \$1181  = group[17:16] == 1'h1;
+  assign \$1182  = group[19:18] == 1'h1;
+  assign \$1183  = ~ \$1182 ;
+  assign \$1184  = ~ first_lt4;
+  assign \$1185  = \$1183  | \$1184 ;
+  assign \$1186  = \$1181  & \$1185 ;
+  assign \$1187  = \$1186  ? x[143:128] : x[159:144];
+  assign \$1188  = group[21:20] == 1'h1;
+  assign \$1189  = group[23:22] == 1'h1;
+  assign \$1190  = ~ \$1189 ;
+  assign \$1191  = ~ first_lt5;
   assign \$1192  = \$1190  | \$1191 ;
-  assign \$1193  = group[29:28] == 1'h1;
-  assign \$1194  = group[31:30] == 1'h1;
-  assign \$1195  = \$1193  | \$1194 ;
-  assign \$1196  = ~ \$1195 ;
-  assign \$1197  = group[25:24] == 1'h1;
-  assign \$1198  = group[27:26] == 1'h1;
-  assign \$1199  = ~ \$1198 ;
-  assign \$1200  = ~ first_lt6;
-  assign \$1201  = \$1199  | \$1200 ;
-  assign \$1202  = \$1197  & \$1201 ;
-  assign \$1203  = \$1202  ? x[207:192] : x[223:208];
-  assign \$1204  = group[29:28] == 1'h1;
-  assign \$1205  = group[31:30] == 1'h1;
-  assign \$1206  = ~ \$1205 ;
-  assign \$1207  = ~ first_lt7;
-  assign \$1208  = \$1206  | \$1207 ;
-  assign \$1209  = \$1204  & \$1208 ;
-  assign \$1210  = \$1209  ? x[239:224] : x[255:240];
-  assign \$1211  = \$1203  > \$1210 ;
-  assign \$1212  = \$1196  | \$1211 ;
-  assign \$1213  = \$1192  & \$1212 ;
-  assign \$1214  = group[25:24] == 1'h1;
-  assign \$1215  = group[27:26] == 1'h1;
-  assign \$1216  = ~ \$1215 ;
-  assign \$1217  = ~ first_lt6;
+  assign \$1193  = \$1188  & \$1192 ;
+  assign \$1194  = \$1193  ? x[175:160] : x[191:176];
+  assign \$1195  = \$1187  > \$1194 ;
+  assign \$1196  = \$1180  | \$1195 ;
+  assign \$1197  = \$1176  & \$1196 ;
+  assign \$1198  = group[17:16] == 1'h1;
+  assign \$1199  = group[19:18] == 1'h1;
+  assign \$1200  = ~ \$1199 ;
+  assign \$1201  = ~ first_lt4;
+  assign \$1202  = \$1200  | \$1201 ;
+  assign \$1203  = \$1198  & \$1202 ;
+  assign \$1204  = \$1203  ? x[143:128] : x[159:144];
+  assign \$1205  = group[21:20] == 1'h1;
+  assign \$1206  = group[23:22] == 1'h1;
+  assign \$1207  = ~ \$1206 ;
+  assign \$1208  = ~ first_lt5;
+  assign \$1209  = \$1207  | \$1208 ;
+  assign \$1210  = \$1205  & \$1209 ;
+  assign \$1211  = \$1210  ? x[175:160] : x[191:176];
+  assign \$1212  = \$1197  ? \$1204  : \$1211 ;
+  assign \$1213  = group[25:24] == 1'h1;
+  assign \$1214  = group[27:26] == 1'h1;
+  assign \$1215  = \$1213  | \$1214 ;
+  assign \$1216  = group[29:28] == 1'h1;
+  assign \$1217  = group[31:30] == 1'h1;
   assign \$1218  = \$1216  | \$1217 ;
-  assign \$1219  = \$1214  & \$1218 ;
-  assign \$1220  = \$1219  ? x[207:192] : x[223:208];
-  assign \$1221  = group[29:28] == 1'h1;
-  assign \$1222  = group[31:30] == 1'h1;
-  assign \$1223  = ~ \$1222 ;
-  assign \$1224  = ~ first_lt7;
-  assign \$1225  = \$1223  | \$1224 ;
-  assign \$1226  = \$1221  & \$1225 ;
-  assign \$1227  = \$1226  ? x[239:224] : x[255:240];
-  assign \$1228  = \$1213  ? \$1220  : \$1227 ;
-  assign \$1229  = group[1:0] == 1'h1;
-  assign \$1230  = group[3:2] == 1'h1;
+  assign \$1219  = ~ \$1218 ;
+  assign \$1220  = group[25:24] == 1'h1;
+  assign \$1221  = group[27:26] == 1'h1;
+  assign \$1222  = ~ \$1221 ;
+  assign \$1223  = ~ first_lt6;
+  assign \$1224  = \$1222  | \$1223 ;
+  assign \$1225  = \$1220  & \$1224 ;
+  assign \$1226  = \$1225  ? x[207:192] : x[223:208];
+  assign \$1227  = group[29:28] == 1'h1;
+  assign \$1228  = group[31:30] == 1'h1;
+  assign \$1229  = ~ \$1228 ;
+  assign \$1230  = ~ first_lt7;
   assign \$1231  = \$1229  | \$1230 ;
-  assign \$1232  = group[5:4] == 1'h1;
-  assign \$1233  = group[7:6] == 1'h1;
-  assign \$1234  = \$1232  | \$1233 ;
-  assign \$1235  = \$1231  | \$1234 ;
-  assign \$1236  = group[9:8] == 1'h1;
-  assign \$1237  = group[11:10] == 1'h1;
-  assign \$1238  = \$1236  | \$1237 ;
-  assign \$1239  = group[13:12] == 1'h1;
-  assign \$1240  = group[15:14] == 1'h1;
+  assign \$1232  = \$1227  & \$1231 ;
+  assign \$1233  = \$1232  ? x[239:224] : x[255:240];
+  assign \$1234  = \$1226  > \$1233 ;
+  assign \$1235  = \$1219  | \$1234 ;
+  assign \$1236  = \$1215  & \$1235 ;
+  assign \$1237  = group[25:24] == 1'h1;
+  assign \$1238  = group[27:26] == 1'h1;
+  assign \$1239  = ~ \$1238 ;
+  assign \$1240  = ~ first_lt6;
   assign \$1241  = \$1239  | \$1240 ;
-  assign \$1242  = \$1238  | \$1241 ;
-  assign \$1243  = group[17:16] == 1'h1;
-  assign \$1244  = group[19:18] == 1'h1;
-  assign \$1245  = \$1243  | \$1244 ;
-  assign \$1246  = group[21:20] == 1'h1;
-  assign \$1247  = group[23:22] == 1'h1;
+  assign \$1242  = \$1237  & \$1241 ;
+  assign \$1243  = \$1242  ? x[207:192] : x[223:208];
+  assign \$1244  = group[29:28] == 1'h1;
+  assign \$1245  = group[31:30] == 1'h1;
+  assign \$1246  = ~ \$1245 ;
+  assign \$1247  = ~ first_lt7;
   assign \$1248  = \$1246  | \$1247 ;
-  assign \$1249  = \$1245  | \$1248 ;
-  assign \$1250  = group[25:24] == 1'h1;
-  assign \$1251  = group[27:26] == 1'h1;
-  assign \$1252  = \$1250  | \$1251 ;
-  assign \$1253  = group[29:28] == 1'h1;
-  assign \$1254  = group[31:30] == 1'h1;
-  assign \$1255  = \$1253  | \$1254 ;
-  assign \$1256  = \$1252  | \$1255 ;
-  assign \$3228  = beat / 3'h4;
-  assign \$1258  = ! group[1:0];
-  assign \$1259  = ~ \$1258 ;
-  assign \$1260  = ! group[3:2];
-  assign \$1261  = ~ \$1260 ;
-  assign \$1262  = \$1259  + \$1261 ;
-  assign \$1263  = ! group[5:4];
-  assign \$1264  = ~ \$1263 ;
-  assign \$1265  = ! group[7:6];
-  assign \$1266  = ~ \$1265 ;
-  assign \$1267  = \$1264  + \$1266 ;
-  assign \$1268  = \$1262  + \$1267 ;
-  assign \$1269  = ! group[9:8];
-  assign \$1270  = ~ \$1269 ;
-  assign \$1271  = ! group[11:10];
-  assign \$1272  = ~ \$1271 ;
-  assign \$1273  = \$1270  + \$1272 ;
-  assign \$1274  = ! group[13:12];
-  assign \$1275  = ~ \$1274 ;
-  assign \$1276  = ! group[15:14];
-  assign \$1277  = ~ \$1276 ;
-  assign \$1278  = \$1275  + \$1277 ;
-  assign \$1279  = \$1273  + \$1278 ;
-  assign \$1280  = \$1268  + \$1279 ;
-  assign \$1281  = ! group[17:16];
+  assign \$1249  = \$1244  & \$1248 ;
+  assign \$1250  = \$1249  ? x[239:224] : x[255:240];
+  assign \$1251  = \$1236  ? \$1243  : \$1250 ;
+  assign \$1252  = group[1:0] == 1'h1;
+  assign \$1253  = group[3:2] == 1'h1;
+  assign \$1254  = \$1252  | \$1253 ;
+  assign \$1255  = group[5:4] == 1'h1;
+  assign \$1256  = group[7:6] == 1'h1;
+  assign \$1257  = \$1255  | \$1256 ;
+  assign \$1258  = \$1254  | \$1257 ;
+  assign \$1259  = group[9:8] == 1'h1;
+  assign \$1260  = group[11:10] == 1'h1;
+  assign \$1261  = \$1259  | \$1260 ;
+  assign \$1262  = group[13:12] == 1'h1;
+  assign \$1263  = group[15:14] == 1'h1;
+  assign \$1264  = \$1262  | \$1263 ;
+  assign \$1265  = \$1261  | \$1264 ;
+  assign \$1266  = group[17:16] == 1'h1;
+  assign \$1267  = group[19:18] == 1'h1;
+  assign \$1268  = \$1266  | \$1267 ;
+  assign \$1269  = group[21:20] == 1'h1;
+  assign \$1270  = group[23:22] == 1'h1;
+  assign \$1271  = \$1269  | \$1270 ;
+  assign \$1272  = \$1268  | \$1271 ;
+  assign \$1273  = group[25:24] == 1'h1;
+  assign \$1274  = group[27:26] == 1'h1;
+  assign \$1275  = \$1273  | \$1274 ;
+  assign \$1276  = group[29:28] == 1'h1;
+  assign \$1277  = group[31:30] == 1'h1;
+  assign \$1278  = \$1276  | \$1277 ;
+  assign \$1279  = \$1275  | \$1278 ;
+  assign \$3248  = beat / 3'h4;
+  assign \$1281  = ! group[1:0];
   assign \$1282  = ~ \$1281 ;
-  assign \$1283  = ! group[19:18];
+  assign \$1283  = ! group[3:2];
   assign \$1284  = ~ \$1283 ;
   assign \$1285  = \$1282  + \$1284 ;
-  assign \$1286  = ! group[21:20];
+  assign \$1286  = ! group[5:4];
   assign \$1287  = ~ \$1286 ;
-  assign \$1288  = ! group[23:22];
+  assign \$1288  = ! group[7:6];
   assign \$1289  = ~ \$1288 ;
   assign \$1290  = \$1287  + \$1289 ;
   assign \$1291  = \$1285  + \$1290 ;
-  assign \$1292  = ! group[25:24];
+  assign \$1292  = ! group[9:8];
   assign \$1293  = ~ \$1292 ;
-  assign \$1294  = ! group[27:26];
+  assign \$1294  = ! group[11:10];
   assign \$1295  = ~ \$1294 ;
   assign \$1296  = \$1293  + \$1295 ;
-  assign \$1297  = ! group[29:28];
+  assign \$1297  = ! group[13:12];
   assign \$1298  = ~ \$1297 ;
-  assign \$1299  = ! group[31:30];
+  assign \$1299  = ! group[15:14];
   assign \$1300  = ~ \$1299 ;
   assign \$1301  = \$1298  + \$1300 ;
   assign \$1302  = \$1296  + \$1301 ;
   assign \$1303  = \$1291  + \$1302 ;
-  assign \$1304  = \$1280  + \$1303 ;
-  assign \$1305  = t0_has_lo0 | t0_has_lo1;
-  assign \$1306  = t0_has_lo2 | t0_has_lo3;
+  assign \$1304  = ! group[17:16];
+  assign \$1305  = ~ \$1304 ;
+  assign \$1306  = ! group[19:18];
   assign \$1307  = ~ \$1306 ;
-  assign \$1308  = ~ t0_has_lo1;
-  assign \$1309  = t0_lo0 < t0_lo1;
-  assign \$1310  = \$1308  | \$1309 ;
-  assign \$1311  = t0_has_lo0 & \$1310 ;
-  assign \$1312  = \$1311  ? t0_lo0 : t0_lo1;
-  assign \$1313  = ~ t0_has_lo3;
-  assign \$1314  = t0_lo2 < t0_lo3;
-  assign \$1315  = \$1313  | \$1314 ;
-  assign \$1316  = t0_has_lo2 & \$1315 ;
-  assign \$1317  = \$1316  ? t0_lo2 : t0_lo3;
-  assign \$1318  = \$1312  < \$1317 ;
-  assign \$1319  = \$1307  | \$1318 ;
-  assign \$1320  = \$1305  & \$1319 ;
-  assign \$1321  = ~ t0_has_lo1;
-  assign \$1322  = t0_lo0 < t0_lo1;
-  assign \$1323  = \$1321  | \$1322 ;
-  assign \$1324  = t0_has_lo0 & \$1323 ;
-  assign \$1325  = \$1324  ? t0_lo0 : t0_lo1;
-  assign \$1326  = ~ t0_has_lo3;
-  assign \$1327  = t0_lo2 < t0_lo3;
-  assign \$1328  = \$1326  | \$1327 ;
-  assign \$1329  = t0_has_lo2 & \$1328 ;
-  assign \$1330  = \$1329  ? t0_lo2 : t0_lo3;
-  assign \$1331  = \$1320  ? \$1325  : \$1330 ;
-  assign \$1332  = t0_has_lo0 | t0_has_lo1;
-  assign \$1333  = t0_has_lo2 | t0_has_lo3;
-  assign \$1334  = \$1332  | \$1333 ;
-  assign \$1335  = t0_has_hi0 | t0_has_hi1;
-  assign \$1336  = t0_has_hi2 | t0_has_hi3;
-  assign \$1337  = ~ \$1336 ;
-  assign \$1338  = ~ t0_has_hi1;
-  assign \$1339  = t0_hi0 > t0_hi1;
-  assign \$1340  = \$1338  | \$1339 ;
-  assign \$1341  = t0_has_hi0 & \$1340 ;
-  assign \$1342  = \$1341  ? t0_hi0 : t0_hi1;
-  assign \$1343  = ~ t0_has_hi3;
-  assign \$1344  = t0_hi2 > t0_hi3;
-  assign \$1345  = \$1343  | \$1344 ;
-  assign \$1346  = t0_has_hi2 & \$1345 ;
-  assign \$1347  = \$1346  ? t0_hi2 : t0_hi3;
-  assign \$1348  = \$1342  > \$1347 ;
-  assign \$1349  = \$1337  | \$1348 ;
-  assign \$1350  = \$1335  & \$1349 ;
-  assign \$1351  = ~ t0_has_hi1;
-  assign \$1352  = t0_hi0 > t0_hi1;
-  assign \$1353  = \$1351  | \$1352 ;
-  assign \$1354  = t0_has_hi0 & \$1353 ;
-  assign \$1355  = \$1354  ? t0_hi0 : t0_hi1;
-  assign \$1356  = ~ t0_has_hi3;
-  assign \$1357  = t0_hi2 > t0_hi3;
-  assign \$1358  = \$1356  | \$1357 ;
-  assign \$1359  = t0_has_hi2 & \$1358 ;
-  assign \$1360  = \$1359  ? t0_hi2 : t0_hi3;
-  assign \$1361  = \$1350  ? \$1355  : \$1360 ;
-  assign \$1362  = t0_has_hi0 | t0_has_hi1;
-  assign \$1363  = t0_has_hi2 | t0_has_hi3;
-  assign \$1364  = \$1362  | \$1363 ;
-  assign \$1365  = t0_olo0 < t0_olo1;
-  assign \$1366  = \$1365  ? t0_olo0 : t0_olo1;
-  assign \$1367  = t0_olo2 < t0_olo3;
-  assign \$1368  = \$1367  ? t0_olo2 : t0_olo3;
-  assign \$1369  = \$1366  < \$1368 ;
-  assign \$1370  = t0_olo0 < t0_olo1;
-  assign \$1371  = \$1370  ? t0_olo0 : t0_olo1;
-  assign \$1372  = t0_olo2 < t0_olo3;
-  assign \$1373  = \$1372  ? t0_olo2 : t0_olo3;
-  assign \$1374  = \$1369  ? \$1371  : \$1373 ;
-  assign \$1375  = t0_has_olo0 | t0_has_olo1;
-  assign \$1376  = t0_has_olo2 | t0_has_olo3;
-  assign \$1377  = \$1375  | \$1376 ;
-  assign \$1378  = t0_ohi0 > t0_ohi1;
-  assign \$1379  = \$1378  ? t0_ohi0 : t0_ohi1;
-  assign \$1380  = t0_ohi2 > t0_ohi3;
-  assign \$1381  = \$1380  ? t0_ohi2 : t0_ohi3;
-  assign \$1382  = \$1379  > \$1381 ;
-  assign \$1383  = t0_ohi0 > t0_ohi1;
-  assign \$1384  = \$1383  ? t0_ohi0 : t0_ohi1;
-  assign \$1385  = t0_ohi2 > t0_ohi3;
-  assign \$1386  = \$1385  ? t0_ohi2 : t0_ohi3;
-  assign \$1387  = \$1382  ? \$1384  : \$1386 ;
-  assign \$1388  = t0_has_ohi0 | t0_has_ohi1;
-  assign \$1389  = t0_has_ohi2 | t0_has_ohi3;
-  assign \$1390  = \$1388  | \$1389 ;
-  assign \$1391  = t0_has_imin0 | t0_has_imin1;
-  assign \$1392  = t0_has_imin2 | t0_has_imin3;
-  assign \$1393  = ~ \$1392 ;
-  assign \$1394  = ~ t0_has_imin1;
-  assign \$1395  = t0_imin0 < t0_imin1;
-  assign \$1396  = \$1394  | \$1395 ;
-  assign \$1397  = t0_has_imin0 & \$1396 ;
-  assign \$1398  = \$1397  ? t0_imin0 : t0_imin1;
-  assign \$1399  = ~ t0_has_imin3;
-  assign \$1400  = t0_imin2 < t0_imin3;
-  assign \$1401  = \$1399  | \$1400 ;
-  assign \$1402  = t0_has_imin2 & \$1401 ;
-  assign \$1403  = \$1402  ? t0_imin2 : t0_imin3;
-  assign \$1404  = \$1398  < \$1403 ;
-  assign \$1405  = \$1393  | \$1404 ;
-  assign \$1406  = \$1391  & \$1405 ;
-  assign \$1407  = ~ t0_has_imin1;
-  assign \$1408  = t0_imin0 < t0_imin1;
-  assign \$1409  = \$1407  | \$1408 ;
-  assign \$1410  = t0_has_imin0 & \$1409 ;
-  assign \$1411  = \$1410  ? t0_imin0 : t0_imin1;
-  assign \$1412  = ~ t0_has_imin3;
-  assign \$1413  = t0_imin2 < t0_imin3;
-  assign \$1414  = \$1412  | \$1413 ;
-  assign \$1415  = t0_has_imin2 & \$1414 ;
-  assign \$1416  = \$1415  ? t0_imin2 : t0_imin3;
-  assign \$1417  = \$1406  ? \$1411  : \$1416 ;
-  assign \$1418  = t0_has_imin0 | t0_has_imin1;
-  assign \$1419  = t0_has_imin2 | t0_has_imin3;
-  assign \$1420  = \$1418  | \$1419 ;
-  assign \$1421  = t0_has_imax0 | t0_has_imax1;
-  assign \$1422  = t0_has_imax2 | t0_has_imax3;
-  assign \$1423  = ~ \$1422 ;
-  assign \$1424  = ~ t0_has_imax1;
-  assign \$1425  = t0_imax0 > t0_imax1;
-  assign \$1426  = \$1424  | \$1425 ;
-  assign \$1427  = t0_has_imax0 & \$1426 ;
-  assign \$1428  = \$1427  ? t0_imax0 : t0_imax1;
-  assign \$1429  = ~ t0_has_imax3;
-  assign \$1430  = t0_imax2 > t0_imax3;
-  assign \$1431  = \$1429  | \$1430 ;
-  assign \$1432  = t0_has_imax2 & \$1431 ;
-  assign \$1433  = \$1432  ? t0_imax2 : t0_imax3;
-  assign \$1434  = \$1428  > \$1433 ;
-  assign \$1435  = \$1423  | \$1434 ;
-  assign \$1436  = \$1421  & \$1435 ;
-  assign \$1437  = ~ t0_has_imax1;
-  assign \$1438  = t0_imax0 > t0_imax1;
-  assign \$1439  = \$1437  | \$1438 ;
-  assign \$1440  = t0_has_imax0 & \$1439 ;
-  assign \$1441  = \$1440  ? t0_imax0 : t0_imax1;
-  assign \$1442  = ~ t0_has_imax3;
-  assign \$1443  = t0_imax2 > t0_imax3;
-  assign \$1444  = \$1442  | \$1443 ;
-  assign \$1445  = t0_has_imax2 & \$1444 ;
-  assign \$1446  = \$1445  ? t0_imax2 : t0_imax3;
-  assign \$1447  = \$1436  ? \$1441  : \$1446 ;
-  assign \$1448  = t0_has_imax0 | t0_has_imax1;
-  assign \$1449  = t0_has_imax2 | t0_has_imax3;
-  assign \$1450  = \$1448  | \$1449 ;
-  assign \$1451  = ~ t1_has_lo0;
-  assign \$1452  = acc_lo < t1_lo0;
-  assign \$1453  = \$1451  | \$1452 ;
-  assign \$1454  = acc_has_lo & \$1453 ;
-  assign \$1455  = \$1454  ? acc_lo : t1_lo0;
-  assign \$1456  = t1_first ? t1_lo0 : \$1455 ;
-  assign \$1457  = ~ t1_has_hi0;
-  assign \$1458  = acc_hi > t1_hi0;
-  assign \$1459  = \$1457  | \$1458 ;
-  assign \$1460  = acc_has_hi & \$1459 ;
-  assign \$1461  = \$1460  ? acc_hi : t1_hi0;
-  assign \$1462  = t1_first ? t1_hi0 : \$1461 ;
-  assign \$1463  = acc_olo < t1_olo0;
-  assign \$1464  = \$1463  ? acc_olo : t1_olo0;
-  assign \$1465  = t1_first ? t1_olo0 : \$1464 ;
-  assign \$1466  = acc_ohi > t1_ohi0;
-  assign \$1467  = \$1466  ? acc_ohi : t1_ohi0;
-  assign \$1468  = t1_first ? t1_ohi0 : \$1467 ;
-  assign \$1469  = ~ t1_has_imin0;
-  assign \$1470  = acc_imin < t1_imin0;
-  assign \$1471  = \$1469  | \$1470 ;
-  assign \$1472  = acc_has_imin & \$1471 ;
-  assign \$1473  = \$1472  ? acc_imin : t1_imin0;
-  assign \$1474  = t1_first ? t1_imin0 : \$1473 ;
-  assign \$1475  = ~ t1_has_imax0;
-  assign \$1476  = acc_imax > t1_imax0;
-  assign \$1477  = \$1475  | \$1476 ;
-  assign \$1478  = acc_has_imax & \$1477 ;
-  assign \$1479  = \$1478  ? acc_imax : t1_imax0;
-  assign \$1480  = t1_first ? t1_imax0 : \$1479 ;
-  assign \$1481  = ~ t1_first;
-  assign \$1482  = \$1481  & acc_has_lo;
-  assign \$1483  = t1_has_lo0 | \$1482 ;
-  assign \$1484  = ~ t1_first;
-  assign \$1485  = \$1484  & acc_has_hi;
-  assign \$1486  = t1_has_hi0 | \$1485 ;
-  assign \$1487  = ~ t1_first;
-  assign \$1488  = \$1487  & acc_has_olo;
-  assign \$1489  = t1_has_olo0 | \$1488 ;
-  assign \$1490  = ~ t1_first;
-  assign \$1491  = \$1490  & acc_has_ohi;
-  assign \$1492  = t1_has_ohi0 | \$1491 ;
-  assign \$1493  = ~ t1_first;
-  assign \$1494  = \$1493  & acc_has_imin;
-  assign \$1495  = t1_has_imin0 | \$1494 ;
-  assign \$1496  = ~ t1_first;
-  assign \$1497  = \$1496  & acc_has_imax;
-  assign \$1498  = t1_has_imax0 | \$1497 ;
-  assign \$1499  = t1_first ? 8'h00 : acc_cnt0;
-  assign \$1500  = ! t1_block;
-  assign \$1501  = \$1500  ? t1_count : 5'h00;
-  assign \$1502  = \$1499  + \$1501 ;
-  assign \$1503  = t1_first ? 8'h00 : acc_cnt1;
-  assign \$1504  = t1_block == 1'h1;
-  assign \$1505  = \$1504  ? t1_count : 5'h00;
-  assign \$1506  = \$1503  + \$1505 ;
-  assign \$1507  = t1_first ? 8'h00 : acc_cnt2;
-  assign \$1508  = t1_block == 2'h2;
-  assign \$1509  = \$1508  ? t1_count : 5'h00;
-  assign \$1510  = \$1507  + \$1509 ;
-  assign \$1511  = t1_valid & t1_last;
-  assign \$1512  = t1_valid & t1_last;
-  assign \$1513  = ~ t1_has_lo0;
-  assign \$1514  = acc_lo < t1_lo0;
-  assign \$1515  = \$1513  | \$1514 ;
-  assign \$1516  = acc_has_lo & \$1515 ;
-  assign \$1517  = \$1516  ? acc_lo : t1_lo0;
-  assign \$1518  = t1_first ? t1_lo0 : \$1517 ;
-  assign \$1519  = ~ t1_has_hi0;
-  assign \$1520  = acc_hi > t1_hi0;
-  assign \$1521  = \$1519  | \$1520 ;
-  assign \$1522  = acc_has_hi & \$1521 ;
-  assign \$1523  = \$1522  ? acc_hi : t1_hi0;
-  assign \$1524  = t1_first ? t1_hi0 : \$1523 ;
-  assign \$1525  = acc_olo < t1_olo0;
-  assign \$1526  = \$1525  ? acc_olo : t1_olo0;
-  assign \$1527  = t1_first ? t1_olo0 : \$1526 ;
-  assign \$1528  = acc_ohi > t1_ohi0;
-  assign \$1529  = \$1528  ? acc_ohi : t1_ohi0;
-  assign \$1530  = t1_first ? t1_ohi0 : \$1529 ;
-  assign \$1531  = ~ t1_has_imin0;
-  assign \$1532  = acc_imin < t1_imin0;
-  assign \$1533  = \$1531  | \$1532 ;
-  assign \$1534  = acc_has_imin & \$1533 ;
-  assign \$1535  = \$1534  ? acc_imin : t1_imin0;
-  assign \$1536  = t1_first ? t1_imin0 : \$1535 ;
-  assign \$1537  = ~ t1_has_imax0;
-  assign \$1538  = acc_imax > t1_imax0;
-  assign \$1539  = \$1537  | \$1538 ;
-  assign \$1540  = acc_has_imax & \$1539 ;
-  assign \$1541  = \$1540  ? acc_imax : t1_imax0;
-  assign \$1542  = t1_first ? t1_imax0 : \$1541 ;
-  assign \$1543  = ~ t1_first;
-  assign \$1544  = \$1543  & acc_has_lo;
-  assign \$1545  = t1_has_lo0 | \$1544 ;
-  assign \$1546  = ~ t1_first;
-  assign \$1547  = \$1546  & acc_has_hi;
-  assign \$1548  = t1_has_hi0 | \$1547 ;
-  assign \$1549  = ~ t1_first;
-  assign \$1550  = \$1549  & acc_has_olo;
-  assign \$1551  = t1_has_olo0 | \$1550 ;
-  assign \$1552  = ~ t1_first;
-  assign \$1553  = \$1552  & acc_has_ohi;
-  assign \$1554  = t1_has_ohi0 | \$1553 ;
-  assign \$1555  = ~ t1_first;
-  assign \$1556  = \$1555  & acc_has_imin;
-  assign \$1557  = t1_has_imin0 | \$1556 ;
-  assign \$1558  = ~ t1_first;
-  assign \$1559  = \$1558  & acc_has_imax;
-  assign \$1560  = t1_has_imax0 | \$1559 ;
-  assign \$1561  = t1_first ? 8'h00 : acc_cnt0;
-  assign \$1562  = ! t1_block;
-  assign \$1563  = \$1562  ? t1_count : 5'h00;
-  assign \$1564  = \$1561  + \$1563 ;
-  assign \$1565  = t1_first ? 8'h00 : acc_cnt1;
-  assign \$1566  = t1_block == 1'h1;
-  assign \$1567  = \$1566  ? t1_count : 5'h00;
-  assign \$1568  = \$1565  + \$1567 ;
-  assign \$1569  = t1_first ? 8'h00 : acc_cnt2;
-  assign \$1570  = t1_block == 2'h2;
-  assign \$1571  = \$1570  ? t1_count : 5'h00;
-  assign \$1572  = \$1569  + \$1571 ;
-  assign \$1573  = ~ v1_imin[15];
-  assign \$1574  = ~ v1_imin[14:0];
-  assign \$1575  = v1_imin[15] ? v1_imin[14:0] : \$1574 ;
-  assign \$1576  = ~ v1_imin[15];
-  assign \$1577  = ~ v1_hi[15];
-  assign \$1578  = ~ v1_hi[14:0];
-  assign \$1579  = v1_hi[15] ? v1_hi[14:0] : \$1578 ;
-  assign \$1580  = ~ v1_hi[15];
-  assign \$1581  = ~ v1_hi[15];
-  assign \$1582  = ~ v1_hi[14:0];
-  assign \$1583  = v1_hi[15] ? v1_hi[14:0] : \$1582 ;
-  assign \$1584  = ~ v1_hi[15];
-  assign \$1585  = ~ v1_hi[15];
-  assign \$1586  = ~ v1_hi[14:0];
-  assign \$1587  = v1_hi[15] ? v1_hi[14:0] : \$1586 ;
-  assign \$1588  = ~ v1_hi[15];
-  assign \$1589  = | \$1587 [14:10];
-  assign \$1590  = ~ v1_hi[15];
-  assign \$1591  = ~ v1_hi[14:0];
-  assign \$1592  = v1_hi[15] ? v1_hi[14:0] : \$1591 ;
-  assign \$1593  = ~ v1_hi[15];
-  assign \$1594  = | \$1592 [14:10];
-  assign \$1595  = ~ v1_hi[15];
-  assign \$1596  = ~ v1_hi[14:0];
-  assign \$1597  = v1_hi[15] ? v1_hi[14:0] : \$1596 ;
-  assign \$1598  = ~ v1_hi[15];
-  assign \$1599  = \$1597 [14:10] - 1'h1;
-  assign \$1600  = \$1594  ? \$1599  : 6'h00;
-  assign \$1601  = { \$1589 , \$1583 [9:0] } << \$1600 [4:0];
-  assign \$1602  = - \$1601 [39:0];
+  assign \$1308  = \$1305  + \$1307 ;
+  assign \$1309  = ! group[21:20];
+  assign \$1310  = ~ \$1309 ;
+  assign \$1311  = ! group[23:22];
+  assign \$1312  = ~ \$1311 ;
+  assign \$1313  = \$1310  + \$1312 ;
+  assign \$1314  = \$1308  + \$1313 ;
+  assign \$1315  = ! group[25:24];
+  assign \$1316  = ~ \$1315 ;
+  assign \$1317  = ! group[27:26];
+  assign \$1318  = ~ \$1317 ;
+  assign \$1319  = \$1316  + \$1318 ;
+  assign \$1320  = ! group[29:28];
+  assign \$1321  = ~ \$1320 ;
+  assign \$1322  = ! group[31:30];
+  assign \$1323  = ~ \$1322 ;
+  assign \$1324  = \$1321  + \$1323 ;
+  assign \$1325  = \$1319  + \$1324 ;
+  assign \$1326  = \$1314  + \$1325 ;
+  assign \$1327  = \$1303  + \$1326 ;
+  assign \$1328  = t0_has_lo0 | t0_has_lo1;
+  assign \$1329  = t0_has_lo2 | t0_has_lo3;
+  assign \$1330  = ~ \$1329 ;
+  assign \$1331  = ~ t0_has_lo1;
+  assign \$1332  = t0_lo0 < t0_lo1;
+  assign \$1333  = \$1331  | \$1332 ;
+  assign \$1334  = t0_has_lo0 & \$1333 ;
+  assign \$1335  = \$1334  ? t0_lo0 : t0_lo1;
+  assign \$1336  = ~ t0_has_lo3;
+  assign \$1337  = t0_lo2 < t0_lo3;
+  assign \$1338  = \$1336  | \$1337 ;
+  assign \$1339  = t0_has_lo2 & \$1338 ;
+  assign \$1340  = \$1339  ? t0_lo2 : t0_lo3;
+  assign \$1341  = \$1335  < \$1340 ;
+  assign \$1342  = \$1330  | \$1341 ;
+  assign \$1343  = \$1328  & \$1342 ;
+  assign \$1344  = ~ t0_has_lo1;
+  assign \$1345  = t0_lo0 < t0_lo1;
+  assign \$1346  = \$1344  | \$1345 ;
+  assign \$1347  = t0_has_lo0 & \$1346 ;
+  assign \$1348  = \$1347  ? t0_lo0 : t0_lo1;
+  assign \$1349  = ~ t0_has_lo3;
+  assign \$1350  = t0_lo2 < t0_lo3;
+  assign \$1351  = \$1349  | \$1350 ;
+  assign \$1352  = t0_has_lo2 & \$1351 ;
+  assign \$1353  = \$1352  ? t0_lo2 : t0_lo3;
+  assign \$1354  = \$1343  ? \$1348  : \$1353 ;
+  assign \$1355  = t0_has_lo0 | t0_has_lo1;
+  assign \$1356  = t0_has_lo2 | t0_has_lo3;
+  assign \$1357  = \$1355  | \$1356 ;
+  assign \$1358  = t0_has_hi0 | t0_has_hi1;
+  assign \$1359  = t0_has_hi2 | t0_has_hi3;
+  assign \$1360  = ~ \$1359 ;
+  assign \$1361  = ~ t0_has_hi1;
+  assign \$1362  = t0_hi0 > t0_hi1;
+  assign \$1363  = \$1361  | \$1362 ;
+  assign \$1364  = t0_has_hi0 & \$1363 ;
+  assign \$1365  = \$1364  ? t0_hi0 : t0_hi1;
+  assign \$1366  = ~ t0_has_hi3;
+  assign \$1367  = t0_hi2 > t0_hi3;
+  assign \$1368  = \$1366  | \$1367 ;
+  assign \$1369  = t0_has_hi2 & \$1368 ;
+  assign \$1370  = \$1369  ? t0_hi2 : t0_hi3;
+  assign \$1371  = \$1365  > \$1370 ;
+  assign \$1372  = \$1360  | \$1371 ;
+  assign \$1373  = \$1358  & \$1372 ;
+  assign \$1374  = ~ t0_has_hi1;
+  assign \$1375  = t0_hi0 > t0_hi1;
+  assign \$1376  = \$1374  | \$1375 ;
+  assign \$1377  = t0_has_hi0 & \$1376 ;
+  assign \$1378  = \$1377  ? t0_hi0 : t0_hi1;
+  assign \$1379  = ~ t0_has_hi3;
+  assign \$1380  = t0_hi2 > t0_hi3;
+  assign \$1381  = \$1379  | \$1380 ;
+  assign \$1382  = t0_has_hi2 & \$1381 ;
+  assign \$1383  = \$1382  ? t0_hi2 : t0_hi3;
+  assign \$1384  = \$1373  ? \$1378  : \$1383 ;
+  assign \$1385  = t0_has_hi0 | t0_has_hi1;
+  assign \$1386  = t0_has_hi2 | t0_has_hi3;
+  assign \$1387  = \$1385  | \$1386 ;
+  assign \$1388  = t0_olo0 < t0_olo1;
+  assign \$1389  = \$1388  ? t0_olo0 : t0_olo1;
+  assign \$1390  = t0_olo2 < t0_olo3;
+  assign \$1391  = \$1390  ? t0_olo2 : t0_olo3;
+  assign \$1392  = \$1389  < \$1391 ;
+  assign \$1393  = t0_olo0 < t0_olo1;
+  assign \$1394  = \$1393  ? t0_olo0 : t0_olo1;
+  assign \$1395  = t0_olo2 < t0_olo3;
+  assign \$1396  = \$1395  ? t0_olo2 : t0_olo3;
+  assign \$1397  = \$1392  ? \$1394  : \$1396 ;
+  assign \$1398  = t0_has_olo0 | t0_has_olo1;
+  assign \$1399  = t0_has_olo2 | t0_has_olo3;
+  assign \$1400  = \$1398  | \$1399 ;
+  assign \$1401  = t0_ohi0 > t0_ohi1;
+  assign \$1402  = \$1401  ? t0_ohi0 : t0_ohi1;
+  assign \$1403  = t0_ohi2 > t0_ohi3;
+  assign \$1404  = \$1403  ? t0_ohi2 : t0_ohi3;
+  assign \$1405  = \$1402  > \$1404 ;
+  assign \$1406  = t0_ohi0 > t0_ohi1;
+  assign \$1407  = \$1406  ? t0_ohi0 : t0_ohi1;
+  assign \$1408  = t0_ohi2 > t0_ohi3;
+  assign \$1409  = \$1408  ? t0_ohi2 : t0_ohi3;
+  assign \$1410  = \$1405  ? \$1407  : \$1409 ;
+  assign \$1411  = t0_has_ohi0 | t0_has_ohi1;
+  assign \$1412  = t0_has_ohi2 | t0_has_ohi3;
+  assign \$1413  = \$1411  | \$1412 ;
+  assign \$1414  = t0_has_imin0 | t0_has_imin1;
+  assign \$1415  = t0_has_imin2 | t0_has_imin3;
+  assign \$1416  = ~ \$1415 ;
+  assign \$1417  = ~ t0_has_imin1;
+  assign \$1418  = t0_imin0 < t0_imin1;
+  assign \$1419  = \$1417  | \$1418 ;
+  assign \$1420  = t0_has_imin0 & \$1419 ;
+  assign \$1421  = \$1420  ? t0_imin0 : t0_imin1;
+  assign \$1422  = ~ t0_has_imin3;
+  assign \$1423  = t0_imin2 < t0_imin3;
+  assign \$1424  = \$1422  | \$1423 ;
+  assign \$1425  = t0_has_imin2 & \$1424 ;
+  assign \$1426  = \$1425  ? t0_imin2 : t0_imin3;
+  assign \$1427  = \$1421  < \$1426 ;
+  assign \$1428  = \$1416  | \$1427 ;
+  assign \$1429  = \$1414  & \$1428 ;
+  assign \$1430  = ~ t0_has_imin1;
+  assign \$1431  = t0_imin0 < t0_imin1;
+  assign \$1432  = \$1430  | \$1431 ;
+  assign \$1433  = t0_has_imin0 & \$1432 ;
+  assign \$1434  = \$1433  ? t0_imin0 : t0_imin1;
+  assign \$1435  = ~ t0_has_imin3;
+  assign \$1436  = t0_imin2 < t0_imin3;
+  assign \$1437  = \$1435  | \$1436 ;
+  assign \$1438  = t0_has_imin2 & \$1437 ;
+  assign \$1439  = \$1438  ? t0_imin2 : t0_imin3;
+  assign \$1440  = \$1429  ? \$1434  : \$1439 ;
+  assign \$1441  = t0_has_imin0 | t0_has_imin1;
+  assign \$1442  = t0_has_imin2 | t0_has_imin3;
+  assign \$1443  = \$1441  | \$1442 ;
+  assign \$1444  = t0_has_imax0 | t0_has_imax1;
+  assign \$1445  = t0_has_imax2 | t0_has_imax3;
+  assign \$1446  = ~ \$1445 ;
+  assign \$1447  = ~ t0_has_imax1;
+  assign \$1448  = t0_imax0 > t0_imax1;
+  assign \$1449  = \$1447  | \$1448 ;
+  assign \$1450  = t0_has_imax0 & \$1449 ;
+  assign \$1451  = \$1450  ? t0_imax0 : t0_imax1;
+  assign \$1452  = ~ t0_has_imax3;
+  assign \$1453  = t0_imax2 > t0_imax3;
+  assign \$1454  = \$1452  | \$1453 ;
+  assign \$1455  = t0_has_imax2 & \$1454 ;
+  assign \$1456  = \$1455  ? t0_imax2 : t0_imax3;
+  assign \$1457  = \$1451  > \$1456 ;
+  assign \$1458  = \$1446  | \$1457 ;
+  assign \$1459  = \$1444  & \$1458 ;
+  assign \$1460  = ~ t0_has_imax1;
+  assign \$1461  = t0_imax0 > t0_imax1;
+  assign \$1462  = \$1460  | \$1461 ;
+  assign \$1463  = t0_has_imax0 & \$1462 ;
+  assign \$1464  = \$1463  ? t0_imax0 : t0_imax1;
+  assign \$1465  = ~ t0_has_imax3;
+  assign \$1466  = t0_imax2 > t0_imax3;
+  assign \$1467  = \$1465  | \$1466 ;
+  assign \$1468  = t0_has_imax2 & \$1467 ;
+  assign \$1469  = \$1468  ? t0_imax2 : t0_imax3;
+  assign \$1470  = \$1459  ? \$1464  : \$1469 ;
+  assign \$1471  = t0_has_imax0 | t0_has_imax1;
+  assign \$1472  = t0_has_imax2 | t0_has_imax3;
+  assign \$1473  = \$1471  | \$1472 ;
+  assign \$1474  = ~ t1_has_lo0;
+  assign \$1475  = acc_lo < t1_lo0;
+  assign \$1476  = \$1474  | \$1475 ;
+  assign \$1477  = acc_has_lo & \$1476 ;
+  assign \$1478  = \$1477  ? acc_lo : t1_lo0;
+  assign \$1479  = t1_first ? t1_lo0 : \$1478 ;
+  assign \$1480  = ~ t1_has_hi0;
+  assign \$1481  = acc_hi > t1_hi0;
+  assign \$1482  = \$1480  | \$1481 ;
+  assign \$1483  = acc_has_hi & \$1482 ;
+  assign \$1484  = \$1483  ? acc_hi : t1_hi0;
+  assign \$1485  = t1_first ? t1_hi0 : \$1484 ;
+  assign \$1486  = acc_olo < t1_olo0;
+  assign \$1487  = \$1486  ? acc_olo : t1_olo0;
+  assign \$1488  = t1_first ? t1_olo0 : \$1487 ;
+  assign \$1489  = acc_ohi > t1_ohi0;
+  assign \$1490  = \$1489  ? acc_ohi : t1_ohi0;
+  assign \$1491  = t1_first ? t1_ohi0 : \$1490 ;
+  assign \$1492  = ~ t1_has_imin0;
+  assign \$1493  = acc_imin < t1_imin0;
+  assign \$1494  = \$1492  | \$1493 ;
+  assign \$1495  = acc_has_imin & \$1494 ;
+  assign \$1496  = \$1495  ? acc_imin : t1_imin0;
+  assign \$1497  = t1_first ? t1_imin0 : \$1496 ;
+  assign \$1498  = ~ t1_has_imax0;
+  assign \$1499  = acc_imax > t1_imax0;
+  assign \$1500  = \$1498  | \$1499 ;
+  assign \$1501  = acc_has_imax & \$1500 ;
+  assign \$1502  = \$1501  ? acc_imax : t1_imax0;
+  assign \$1503  = t1_first ? t1_imax0 : \$1502 ;
+  assign \$1504  = ~ t1_first;
+  assign \$1505  = \$1504  & acc_has_lo;
+  assign \$1506  = t1_has_lo0 | \$1505 ;
+  assign \$1507  = ~ t1_first;
+  assign \$1508  = \$1507  & acc_has_hi;
+  assign \$1509  = t1_has_hi0 | \$1508 ;
+  assign \$1510  = ~ t1_first;
+  assign \$1511  = \$1510  & acc_has_olo;
+  assign \$1512  = t1_has_olo0 | \$1511 ;
+  assign \$1513  = ~ t1_first;
+  assign \$1514  = \$1513  & acc_has_ohi;
+  assign \$1515  = t1_has_ohi0 | \$1514 ;
+  assign \$1516  = ~ t1_first;
+  assign \$1517  = \$1516  & acc_has_imin;
+  assign \$1518  = t1_has_imin0 | \$1517 ;
+  assign \$1519  = ~ t1_first;
+  assign \$1520  = \$1519  & acc_has_imax;
+  assign \$1521  = t1_has_imax0 | \$1520 ;
+  assign \$1522  = t1_first ? 8'h00 : acc_cnt0;
+  assign \$1523  = ! t1_block;
+  assign \$1524  = \$1523  ? t1_count : 5'h00;
+  assign \$1525  = \$1522  + \$1524 ;
+  assign \$1526  = t1_first ? 8'h00 : acc_cnt1;
+  assign \$1527  = t1_block == 1'h1;
+  assign \$1528  = \$1527  ? t1_count : 5'h00;
+  assign \$1529  = \$1526  + \$1528 ;
+  assign \$1530  = t1_first ? 8'h00 : acc_cnt2;
+  assign \$1531  = t1_block == 2'h2;
+  assign \$1532  = \$1531  ? t1_count : 5'h00;
+  assign \$1533  = \$1530  + \$1532 ;
+  assign \$1534  = t1_valid & t1_last;
+  assign \$1535  = t1_valid & t1_last;
+  assign \$1536  = ~ t1_has_lo0;
+  assign \$1537  = acc_lo < t1_lo0;
+  assign \$1538  = \$1536  | \$1537 ;
+  assign \$1539  = acc_has_lo & \$1538 ;
+  assign \$1540  = \$1539  ? acc_lo : t1_lo0;
+  assign \$1541  = t1_first ? t1_lo0 : \$1540 ;
+  assign \$1542  = ~ t1_has_hi0;
+  assign \$1543  = acc_hi > t1_hi0;
+  assign \$1544  = \$1542  | \$1543 ;
+  assign \$1545  = acc_has_hi & \$1544 ;
+  assign \$1546  = \$1545  ? acc_hi : t1_hi0;
+  assign \$1547  = t1_first ? t1_hi0 : \$1546 ;
+  assign \$1548  = acc_olo < t1_olo0;
+  assign \$1549  = \$1548  ? acc_olo : t1_olo0;
+  assign \$1550  = t1_first ? t1_olo0 : \$1549 ;
+  assign \$1551  = acc_ohi > t1_ohi0;
+  assign \$1552  = \$1551  ? acc_ohi : t1_ohi0;
+  assign \$1553  = t1_first ? t1_ohi0 : \$1552 ;
+  assign \$1554  = ~ t1_has_imin0;
+  assign \$1555  = acc_imin < t1_imin0;
+  assign \$1556  = \$1554  | \$1555 ;
+  assign \$1557  = acc_has_imin & \$1556 ;
+  assign \$1558  = \$1557  ? acc_imin : t1_imin0;
+  assign \$1559  = t1_first ? t1_imin0 : \$1558 ;
+  assign \$1560  = ~ t1_has_imax0;
+  assign \$1561  = acc_imax > t1_imax0;
+  assign \$1562  = \$1560  | \$1561 ;
+  assign \$1563  = acc_has_imax & \$1562 ;
+  assign \$1564  = \$1563  ? acc_imax : t1_imax0;
+  assign \$1565  = t1_first ? t1_imax0 : \$1564 ;
+  assign \$1566  = ~ t1_first;
+  assign \$1567  = \$1566  & acc_has_lo;
+  assign \$1568  = t1_has_lo0 | \$1567 ;
+  assign \$1569  = ~ t1_first;
+  assign \$1570  = \$1569  & acc_has_hi;
+  assign \$1571  = t1_has_hi0 | \$1570 ;
+  assign \$1572  = ~ t1_first;
+  assign \$1573  = \$1572  & acc_has_olo;
+  assign \$1574  = t1_has_olo0 | \$1573 ;
+  assign \$1575  = ~ t1_first;
+  assign \$1576  = \$1575  & acc_has_ohi;
+  assign \$1577  = t1_has_ohi0 | \$1576 ;
+  assign \$1578  = ~ t1_first;
+  assign \$1579  = \$1578  & acc_has_imin;
+  assign \$1580  = t1_has_imin0 | \$1579 ;
+  assign \$1581  = ~ t1_first;
+  assign \$1582  = \$1581  & acc_has_imax;
+  assign \$1583  = t1_has_imax0 | \$1582 ;
+  assign \$1584  = t1_first ? 8'h00 : acc_cnt0;
+  assign \$1585  = ! t1_block;
+  assign \$1586  = \$1585  ? t1_count : 5'h00;
+  assign \$1587  = \$1584  + \$1586 ;
+  assign \$1588  = t1_first ? 8'h00 : acc_cnt1;
+  assign \$1589  = t1_block == 1'h1;
+  assign \$1590  = \$1589  ? t1_count : 5'h00;
+  assign \$1591  = \$1588  + \$1590 ;
+  assign \$1592  = t1_first ? 8'h00 : acc_cnt2;
+  assign \$1593  = t1_block == 2'h2;
+  assign \$1594  = \$1593  ? t1_count : 5'h00;
+  assign \$1595  = \$1592  + \$1594 ;
+  assign \$1596  = ~ v1_imin[15];
+  assign \$1597  = ~ v1_imin[14:0];
+  assign \$1598  = v1_imin[15] ? v1_imin[14:0] : \$1597 ;
+  assign \$1599  = ~ v1_imin[15];
+  assign \$1600  = ~ v1_hi[15];
+  assign \$1601  = ~ v1_hi[14:0];
+  assign \$1602  = v1_hi[15] ? v1_hi[14:0] : \$1601 ;
   assign \$1603  = ~ v1_hi[15];
-  assign \$1604  = ~ v1_hi[14:0];
-  assign \$1605  = v1_hi[15] ? v1_hi[14:0] : \$1604 ;
-  assign \$1606  = ~ v1_hi[15];
+  assign \$1604  = ~ v1_hi[15];
+  assign \$1605  = ~ v1_hi[14:0];
+  assign \$1606  = v1_hi[15] ? v1_hi[14:0] : \$1605 ;
   assign \$1607  = ~ v1_hi[15];
-  assign \$1608  = ~ v1_hi[14:0];
-  assign \$1609  = v1_hi[15] ? v1_hi[14:0] : \$1608 ;
-  assign \$1610  = ~ v1_hi[15];
-  assign \$1611  = | \$1609 [14:10];
-  assign \$1612  = ~ v1_hi[15];
-  assign \$1613  = ~ v1_hi[14:0];
-  assign \$1614  = v1_hi[15] ? v1_hi[14:0] : \$1613 ;
-  assign \$1615  = ~ v1_hi[15];
-  assign \$1616  = | \$1614 [14:10];
-  assign \$1617  = ~ v1_hi[15];
-  assign \$1618  = ~ v1_hi[14:0];
-  assign \$1619  = v1_hi[15] ? v1_hi[14:0] : \$1618 ;
-  assign \$1620  = ~ v1_hi[15];
-  assign \$1621  = \$1619 [14:10] - 1'h1;
-  assign \$1622  = \$1616  ? \$1621  : 6'h00;
-  assign \$1623  = { \$1611 , \$1605 [9:0] } << \$1622 [4:0];
-  assign \$1624  = v1_hi[15] ? { 1'h0, \$1623 [39:0] } : \$1602 ;
-  assign \$1625  = ~ v1_ohi[15];
-  assign \$1626  = ~ v1_ohi[14:0];
-  assign \$1627  = v1_ohi[15] ? v1_ohi[14:0] : \$1626 ;
-  assign \$1628  = ~ v1_ohi[15];
-  assign \$1629  = ~ v1_ohi[15];
-  assign \$1630  = ~ v1_ohi[14:0];
-  assign \$1631  = v1_ohi[15] ? v1_ohi[14:0] : \$1630 ;
-  assign \$1632  = ~ v1_ohi[15];
-  assign \$1633  = ~ v1_ohi[15];
-  assign \$1634  = ~ v1_ohi[14:0];
-  assign \$1635  = v1_ohi[15] ? v1_ohi[14:0] : \$1634 ;
-  assign \$1636  = ~ v1_ohi[15];
-  assign \$1637  = | \$1635 [14:10];
-  assign \$1638  = ~ v1_ohi[15];
-  assign \$1639  = ~ v1_ohi[14:0];
-  assign \$1640  = v1_ohi[15] ? v1_ohi[14:0] : \$1639 ;
-  assign \$1641  = ~ v1_ohi[15];
-  assign \$1642  = | \$1640 [14:10];
-  assign \$1643  = ~ v1_ohi[15];
-  assign \$1644  = ~ v1_ohi[14:0];
-  assign \$1645  = v1_ohi[15] ? v1_ohi[14:0] : \$1644 ;
-  assign \$1646  = ~ v1_ohi[15];
-  assign \$1647  = \$1645 [14:10] - 1'h1;
-  assign \$1648  = \$1642  ? \$1647  : 6'h00;
-  assign \$1649  = { \$1637 , \$1631 [9:0] } << \$1648 [4:0];
-  assign \$1650  = - \$1649 [39:0];
+  assign \$1608  = ~ v1_hi[15];
+  assign \$1609  = ~ v1_hi[14:0];
+  assign \$1610  = v1_hi[15] ? v1_hi[14:0] : \$1609 ;
+  assign \$1611  = ~ v1_hi[15];
+  assign \$1612  = | \$1610 [14:10];
+  assign \$1613  = ~ v1_hi[15];
+  assign \$1614  = ~ v1_hi[14:0];
+  assign \$1615  = v1_hi[15] ? v1_hi[14:0] : \$1614 ;
+  assign \$1616  = ~ v1_hi[15];
+  assign \$1617  = | \$1615 [14:10];
+  assign \$1618  = ~ v1_hi[15];
+  assign \$1619  = ~ v1_hi[14:0];
+  assign \$1620  = v1_hi[15] ? v1_hi[14:0] : \$1619 ;
+  assign \$1621  = ~ v1_hi[15];
+  assign \$1622  = \$1620 [14:10] - 1'h1;
+  assign \$1623  = \$1617  ? \$1622  : 6'h00;
+  assign \$1624  = { \$1612 , \$1606 [9:0] } << \$1623 [4:0];
+  assign \$1625  = - \$1624 [39:0];
+  assign \$1626  = ~ v1_hi[15];
+  assign \$1627  = ~ v1_hi[14:0];
+  assign \$1628  = v1_hi[15] ? v1_hi[14:0] : \$1627 ;
+  assign \$1629  = ~ v1_hi[15];
+  assign \$1630  = ~ v1_hi[15];
+  assign \$1631  = ~ v1_hi[14:0];
+  assign \$1632  = v1_hi[15] ? v1_hi[14:0] : \$1631 ;
+  assign \$1633  = ~ v1_hi[15];
+  assign \$1634  = | \$1632 [14:10];
+  assign \$1635  = ~ v1_hi[15];
+  assign \$1636  = ~ v1_hi[14:0];
+  assign \$1637  = v1_hi[15] ? v1_hi[14:0] : \$1636 ;
+  assign \$1638  = ~ v1_hi[15];
+  assign \$1639  = | \$1637 [14:10];
+  assign \$1640  = ~ v1_hi[15];
+  assign \$1641  = ~ v1_hi[14:0];
+  assign \$1642  = v1_hi[15] ? v1_hi[14:0] : \$1641 ;
+  assign \$1643  = ~ v1_hi[15];
+  assign \$1644  = \$1642 [14:10] - 1'h1;
+  assign \$1645  = \$1639  ? \$1644  : 6'h00;
+  assign \$1646  = { \$1634 , \$1628 [9:0] } << \$1645 [4:0];
+  assign \$1647  = v1_hi[15] ? { 1'h0, \$1646 [39:0] } : \$1625 ;
+  assign \$1648  = ~ v1_ohi[15];
+  assign \$1649  = ~ v1_ohi[14:0];
+  assign \$1650  = v1_ohi[15] ? v1_ohi[14:0] : \$1649 ;
   assign \$1651  = ~ v1_ohi[15];
-  assign \$1652  = ~ v1_ohi[14:0];
-  assign \$1653  = v1_ohi[15] ? v1_ohi[14:0] : \$1652 ;
-  assign \$1654  = ~ v1_ohi[15];
+  assign \$1652  = ~ v1_ohi[15];
+  assign \$1653  = ~ v1_ohi[14:0];
+  assign \$1654  = v1_ohi[15] ? v1_ohi[14:0] : \$1653 ;
   assign \$1655  = ~ v1_ohi[15];
-  assign \$1656  = ~ v1_ohi[14:0];
-  assign \$1657  = v1_ohi[15] ? v1_ohi[14:0] : \$1656 ;
-  assign \$1658  = ~ v1_ohi[15];
-  assign \$1659  = | \$1657 [14:10];
-  assign \$1660  = ~ v1_ohi[15];
-  assign \$1661  = ~ v1_ohi[14:0];
-  assign \$1662  = v1_ohi[15] ? v1_ohi[14:0] : \$1661 ;
-  assign \$1663  = ~ v1_ohi[15];
-  assign \$1664  = | \$1662 [14:10];
-  assign \$1665  = ~ v1_ohi[15];
-  assign \$1666  = ~ v1_ohi[14:0];
-  assign \$1667  = v1_ohi[15] ? v1_ohi[14:0] : \$1666 ;
-  assign \$1668  = ~ v1_ohi[15];
-  assign \$1669  = \$1667 [14:10] - 1'h1;
-  assign \$1670  = \$1664  ? \$1669  : 6'h00;
-  assign \$1671  = { \$1659 , \$1653 [9:0] } << \$1670 [4:0];
-  assign \$1672  = v1_ohi[15] ? { 1'h0, \$1671 [39:0] } : \$1650 ;
-  assign \$1673  = ~ v1_lo[15];
-  assign \$1674  = ~ v1_lo[14:0];
-  assign \$1675  = v1_lo[15] ? v1_lo[14:0] : \$1674 ;
-  assign \$1676  = ~ v1_lo[15];
-  assign \$1677  = ~ v1_lo[15];
-  assign \$1678  = ~ v1_lo[14:0];
-  assign \$1679  = v1_lo[15] ? v1_lo[14:0] : \$1678 ;
-  assign \$1680  = ~ v1_lo[15];
-  assign \$1681  = | \$1679 [14:10];
-  assign \$1682  = ~ v1_lo[15];
-  assign \$1683  = ~ v1_lo[14:0];
-  assign \$1684  = v1_lo[15] ? v1_lo[14:0] : \$1683 ;
-  assign \$1685  = ~ v1_lo[15];
-  assign \$1686  = | \$1684 [14:10];
-  assign \$1687  = ~ v1_lo[15];
-  assign \$1688  = ~ v1_lo[14:0];
-  assign \$1689  = v1_lo[15] ? v1_lo[14:0] : \$1688 ;
-  assign \$1690  = ~ v1_lo[15];
-  assign \$1691  = \$1689 [14:10] - 1'h1;
-  assign \$1692  = \$1686  ? \$1691  : 6'h00;
-  assign \$1693  = { \$1681 , \$1675 [9:0] } << \$1692 [4:0];
-  assign \$1694  = ~ v1_lo[15];
-  assign \$1695  = ~ v1_lo[14:0];
-  assign \$1696  = v1_lo[15] ? v1_lo[14:0] : \$1695 ;
-  assign \$1697  = ~ v1_lo[15];
-  assign \$1698  = ~ v1_olo[15];
-  assign \$1699  = ~ v1_olo[14:0];
-  assign \$1700  = v1_olo[15] ? v1_olo[14:0] : \$1699 ;
-  assign \$1701  = ~ v1_olo[15];
-  assign \$1702  = ~ v1_olo[15];
-  assign \$1703  = ~ v1_olo[14:0];
-  assign \$1704  = v1_olo[15] ? v1_olo[14:0] : \$1703 ;
-  assign \$1705  = ~ v1_olo[15];
-  assign \$1706  = | \$1704 [14:10];
-  assign \$1707  = ~ v1_olo[15];
-  assign \$1708  = ~ v1_olo[14:0];
-  assign \$1709  = v1_olo[15] ? v1_olo[14:0] : \$1708 ;
-  assign \$1710  = ~ v1_olo[15];
-  assign \$1711  = | \$1709 [14:10];
-  assign \$1712  = ~ v1_olo[15];
-  assign \$1713  = ~ v1_olo[14:0];
-  assign \$1714  = v1_olo[15] ? v1_olo[14:0] : \$1713 ;
-  assign \$1715  = ~ v1_olo[15];
-  assign \$1716  = \$1714 [14:10] - 1'h1;
-  assign \$1717  = \$1711  ? \$1716  : 6'h00;
-  assign \$1718  = { \$1706 , \$1700 [9:0] } << \$1717 [4:0];
-  assign \$1719  = ~ v1_olo[15];
-  assign \$1720  = ~ v1_olo[14:0];
-  assign \$1721  = v1_olo[15] ? v1_olo[14:0] : \$1720 ;
-  assign \$1722  = ~ v1_olo[15];
-  assign \$1723  = ~ v1_imax[15];
-  assign \$1724  = ~ v1_imax[14:0];
-  assign \$1725  = v1_imax[15] ? v1_imax[14:0] : \$1724 ;
-  assign \$1726  = ~ v1_imax[15];
-  assign \$1727  = ~ v1_imax[15];
-  assign \$1728  = ~ v1_imax[14:0];
-  assign \$1729  = v1_imax[15] ? v1_imax[14:0] : \$1728 ;
-  assign \$1730  = ~ v1_imax[15];
-  assign \$1731  = | \$1729 [14:10];
-  assign \$1732  = ~ v1_imax[15];
-  assign \$1733  = ~ v1_imax[14:0];
-  assign \$1734  = v1_imax[15] ? v1_imax[14:0] : \$1733 ;
-  assign \$1735  = ~ v1_imax[15];
-  assign \$1736  = | \$1734 [14:10];
-  assign \$1737  = ~ v1_imax[15];
-  assign \$1738  = ~ v1_imax[14:0];
-  assign \$1739  = v1_imax[15] ? v1_imax[14:0] : \$1738 ;
-  assign \$1740  = ~ v1_imax[15];
-  assign \$1741  = \$1739 [14:10] - 1'h1;
-  assign \$1742  = \$1736  ? \$1741  : 6'h00;
-  assign \$1743  = { \$1731 , \$1725 [9:0] } << \$1742 [4:0];
-  assign \$1744  = ~ v1_imax[15];
-  assign \$1745  = ~ v1_imax[14:0];
-  assign \$1746  = v1_imax[15] ? v1_imax[14:0] : \$1745 ;
-  assign \$1747  = ~ v1_imax[15];
-  assign \$1748  = ~ v1_imin[15];
-  assign \$1749  = ~ v1_imin[14:0];
-  assign \$1750  = v1_imin[15] ? v1_imin[14:0] : \$1749 ;
-  assign \$1751  = ~ v1_imin[15];
-  assign \$1752  = ~ v1_imin[15];
-  assign \$1753  = ~ v1_imin[14:0];
-  assign \$1754  = v1_imin[15] ? v1_imin[14:0] : \$1753 ;
-  assign \$1755  = ~ v1_imin[15];
-  assign \$1756  = ~ v1_imin[15];
-  assign \$1757  = ~ v1_imin[14:0];
-  assign \$1758  = v1_imin[15] ? v1_imin[14:0] : \$1757 ;
-  assign \$1759  = ~ v1_imin[15];
-  assign \$1760  = | \$1758 [14:10];
-  assign \$1761  = ~ v1_imin[15];
-  assign \$1762  = ~ v1_imin[14:0];
-  assign \$1763  = v1_imin[15] ? v1_imin[14:0] : \$1762 ;
-  assign \$1764  = ~ v1_imin[15];
-  assign \$1765  = | \$1763 [14:10];
-  assign \$1766  = ~ v1_imin[15];
-  assign \$1767  = ~ v1_imin[14:0];
-  assign \$1768  = v1_imin[15] ? v1_imin[14:0] : \$1767 ;
-  assign \$1769  = ~ v1_imin[15];
-  assign \$1770  = \$1768 [14:10] - 1'h1;
-  assign \$1771  = \$1765  ? \$1770  : 6'h00;
-  assign \$1772  = { \$1760 , \$1754 [9:0] } << \$1771 [4:0];
-  assign \$1773  = v1_imin[15] ? { 1'h0, \$1772 [39:0] } : imin_neg;
+  assign \$1656  = ~ v1_ohi[15];
+  assign \$1657  = ~ v1_ohi[14:0];
+  assign \$1658  = v1_ohi[15] ? v1_ohi[14:0] : \$1657 ;
+  assign \$1659  = ~ v1_ohi[15];
+  assign \$1660  = | \$1658 [14:10];
+  assign \$1661  = ~ v1_ohi[15];
+  assign \$1662  = ~ v1_ohi[14:0];
+  assign \$1663  = v1_ohi[15] ? v1_ohi[14:0] : \$1662 ;
+  assign \$1664  = ~ v1_ohi[15];
+  assign \$1665  = | \$1663 [14:10];
+  assign \$1666  = ~ v1_ohi[15];
+  assign \$1667  = ~ v1_ohi[14:0];
+  assign \$1668  = v1_ohi[15] ? v1_ohi[14:0] : \$1667 ;
+  assign \$1669  = ~ v1_ohi[15];
+  assign \$1670  = \$1668 [14:10] - 1'h1;
+  assign \$1671  = \$1665  ? \$1670  : 6'h00;
+  assign \$1672  = { \$1660 , \$1654 [9:0] } << \$1671 [4:0];
+  assign \$1673  = - \$1672 [39:0];
+  assign \$1674  = ~ v1_ohi[15];
+  assign \$1675  = ~ v1_ohi[14:0];
+  assign \$1676  = v1_ohi[15] ? v1_ohi[14:0] : \$1675 ;
+  assign \$1677  = ~ v1_ohi[15];
+  assign \$1678  = ~ v1_ohi[15];
+  assign \$1679  = ~ v1_ohi[14:0];
+  assign \$1680  = v1_ohi[15] ? v1_ohi[14:0] : \$1679 ;
+  assign \$1681  = ~ v1_ohi[15];
+  assign \$1682  = | \$1680 [14:10];
+  assign \$1683  = ~ v1_ohi[15];
+  assign \$1684  = ~ v1_ohi[14:0];
+  assign \$1685  = v1_ohi[15] ? v1_ohi[14:0] : \$1684 ;
+  assign \$1686  = ~ v1_ohi[15];
+  assign \$1687  = | \$1685 [14:10];
+  assign \$1688  = ~ v1_ohi[15];
+  assign \$1689  = ~ v1_ohi[14:0];
+  assign \$1690  = v1_ohi[15] ? v1_ohi[14:0] : \$1689 ;
+  assign \$1691  = ~ v1_ohi[15];
+  assign \$1692  = \$1690 [14:10] - 1'h1;
+  assign \$1693  = \$1687  ? \$1692  : 6'h00;
+  assign \$1694  = { \$1682 , \$1676 [9:0] } << \$1693 [4:0];
+  assign \$1695  = v1_ohi[15] ? { 1'h0, \$1694 [39:0] } : \$1673 ;
+  assign \$1696  = ~ v1_lo[15];
+  assign \$1697  = ~ v1_lo[14:0];
+  assign \$1698  = v1_lo[15] ? v1_lo[14:0] : \$1697 ;
+  assign \$1699  = ~ v1_lo[15];
+  assign \$1700  = ~ v1_lo[15];
+  assign \$1701  = ~ v1_lo[14:0];
+  assign \$1702  = v1_lo[15] ? v1_lo[14:0] : \$1701 ;
+  assign \$1703  = ~ v1_lo[15];
+  assign \$1704  = | \$1702 [14:10];
+  assign \$1705  = ~ v1_lo[15];
+  assign \$1706  = ~ v1_lo[14:0];
+  assign \$1707  = v1_lo[15] ? v1_lo[14:0] : \$1706 ;
+  assign \$1708  = ~ v1_lo[15];
+  assign \$1709  = | \$1707 [14:10];
+  assign \$1710  = ~ v1_lo[15];
+  assign \$1711  = ~ v1_lo[14:0];
+  assign \$1712  = v1_lo[15] ? v1_lo[14:0] : \$1711 ;
+  assign \$1713  = ~ v1_lo[15];
+  assign \$1714  = \$1712 [14:10] - 1'h1;
+  assign \$1715  = \$1709  ? \$1714  : 6'h00;
+  assign \$1716  = { \$1704 , \$1698 [9:0] } << \$1715 [4:0];
+  assign \$1717  = ~ v1_lo[15];
+  assign \$1718  = ~ v1_lo[14:0];
+  assign \$1719  = v1_lo[15] ? v1_lo[14:0] : \$1718 ;
+  assign \$1720  = ~ v1_lo[15];
+  assign \$1721  = ~ v1_olo[15];
+  assign \$1722  = ~ v1_olo[14:0];
+  assign \$1723  = v1_olo[15] ? v1_olo[14:0] : \$1722 ;
+  assign \$1724  = ~ v1_olo[15];
+  assign \$1725  = ~ v1_olo[15];
+  assign \$1726  = ~ v1_olo[14:0];
+  assign \$1727  = v1_olo[15] ? v1_olo[14:0] : \$1726 ;
+  assign \$1728  = ~ v1_olo[15];
+  assign \$1729  = | \$1727 [14:10];
+  assign \$1730  = ~ v1_olo[15];
+  assign \$1731  = ~ v1_olo[14:0];
+  assign \$1732  = v1_olo[15] ? v1_olo[14:0] : \$1731 ;
+  assign \$1733  = ~ v1_olo[15];
+  assign \$1734  = | \$1732 [14:10];
+  assign \$1735  = ~ v1_olo[15];
+  assign \$1736  = ~ v1_olo[14:0];
+  assign \$1737  = v1_olo[15] ? v1_olo[14:0] : \$1736 ;
+  assign \$1738  = ~ v1_olo[15];
+  assign \$1739  = \$1737 [14:10] - 1'h1;
+  assign \$1740  = \$1734  ? \$1739  : 6'h00;
+  assign \$1741  = { \$1729 , \$1723 [9:0] } << \$1740 [4:0];
+  assign \$1742  = ~ v1_olo[15];
+  assign \$1743  = ~ v1_olo[14:0];
+  assign \$1744  = v1_olo[15] ? v1_olo[14:0] : \$1743 ;
+  assign \$1745  = ~ v1_olo[15];
+  assign \$1746  = ~ v1_imax[15];
+  assign \$1747  = ~ v1_imax[14:0];
+  assign \$1748  = v1_imax[15] ? v1_imax[14:0] : \$1747 ;
+  assign \$1749  = ~ v1_imax[15];
+  assign \$1750  = ~ v1_imax[15];
+  assign \$1751  = ~ v1_imax[14:0];
+  assign \$1752  = v1_imax[15] ? v1_imax[14:0] : \$1751 ;
+  assign \$1753  = ~ v1_imax[15];
+  assign \$1754  = | \$1752 [14:10];
+  assign \$1755  = ~ v1_imax[15];
+  assign \$1756  = ~ v1_imax[14:0];
+  assign \$1757  = v1_imax[15] ? v1_imax[14:0] : \$1756 ;
+  assign \$1758  = ~ v1_imax[15];
+  assign \$1759  = | \$1757 [14:10];
+  assign \$1760  = ~ v1_imax[15];
+  assign \$1761  = ~ v1_imax[14:0];
+  assign \$1762  = v1_imax[15] ? v1_imax[14:0] : \$1761 ;
+  assign \$1763  = ~ v1_imax[15];
+  assign \$1764  = \$1762 [14:10] - 1'h1;
+  assign \$1765  = \$1759  ? \$1764  : 6'h00;
+  assign \$1766  = { \$1754 , \$1748 [9:0] } << \$1765 [4:0];
+  assign \$1767  = ~ v1_imax[15];
+  assign \$1768  = ~ v1_imax[14:0];
+  assign \$1769  = v1_imax[15] ? v1_imax[14:0] : \$1768 ;
+  assign \$1770  = ~ v1_imax[15];
+  assign \$1771  = ~ v1_imin[15];
+  assign \$1772  = ~ v1_imin[14:0];
+  assign \$1773  = v1_imin[15] ? v1_imin[14:0] : \$1772 ;
   assign \$1774  = ~ v1_imin[15];
-  assign \$1775  = ~ v1_imin[14:0];
-  assign \$1776  = v1_imin[15] ? v1_imin[14:0] : \$1775 ;
-  assign \$1777  = ~ v1_imin[15];
+  assign \$1775  = ~ v1_imin[15];
+  assign \$1776  = ~ v1_imin[14:0];
+  assign \$1777  = v1_imin[15] ? v1_imin[14:0] : \$1776 ;
   assign \$1778  = ~ v1_imin[15];
-  assign \$1779  = ~ v1_imin[14:0];
-  assign \$1780  = v1_imin[15] ? v1_imin[14:0] : \$1779 ;
-  assign \$1781  = ~ v1_imin[15];
-  assign \$1782  = ~ v1_imin[15];
-  assign \$1783  = ~ v1_imin[14:0];
-  assign \$1784  = v1_imin[15] ? v1_imin[14:0] : \$1783 ;
+  assign \$1779  = | \$1777 [14:10];
+  assign \$1780  = ~ v1_imin[15];
+  assign \$1781  = ~ v1_imin[14:0];
+  assign \$1782  = v1_imin[15] ? v1_imin[14:0] : \$1781 ;
+  assign \$1783  = ~ v1_imin[15];
+  assign \$1784  = | \$1782 [14:10];
   assign \$1785  = ~ v1_imin[15];
-  assign \$1786  = | \$1784 [14:10];
-  assign \$1787  = ~ v1_imin[15];
-  assign \$1788  = ~ v1_imin[14:0];
-  assign \$1789  = v1_imin[15] ? v1_imin[14:0] : \$1788 ;
-  assign \$1790  = ~ v1_imin[15];
-  assign \$1791  = | \$1789 [14:10];
+  assign \$1786  = ~ v1_imin[14:0];
+  assign \$1787  = v1_imin[15] ? v1_imin[14:0] : \$1786 ;
+  assign \$1788  = ~ v1_imin[15];
+  assign \$1789  = \$1787 [14:10] - 1'h1;
+  assign \$1790  = \$1784  ? \$1789  : 6'h00;
+  assign \$1791  = { \$1779 , \$1773 [9:0] } << \$1790 [4:0];
   assign \$1792  = ~ v1_imin[15];
   assign \$1793  = ~ v1_imin[14:0];
   assign \$1794  = v1_imin[15] ? v1_imin[14:0] : \$1793 ;
   assign \$1795  = ~ v1_imin[15];
-  assign \$1796  = \$1794 [14:10] - 1'h1;
-  assign \$1797  = \$1791  ? \$1796  : 6'h00;
-  assign \$1798  = { \$1786 , \$1780 [9:0] } << \$1797 [4:0];
-  assign \$1799  = v1_imin[15] ? imin_neg : { 1'h0, \$1798 [39:0] };
-  assign \$1800  = v2_has_lo ? \$64 [41:1] : 41'h00000000000;
-  assign \$1801  = $signed(v2_hi) - $signed(v2_t[122:82]);
-  assign \$1802  = v2_has_hi ? \$1801  : 42'h00000000000;
-  assign \$1803  = v2_has_olo ? \$107 [41:1] : 41'h00000000000;
-  assign \$1804  = $signed(v2_ohi) - $signed(v2_t[163:123]);
-  assign \$1805  = v2_has_ohi ? \$1804  : 42'h00000000000;
-  assign \$1806  = v2_has_imin ? v2_imin : 41'h00000000000;
-  assign \$1807  = v2_has_imin ? imin_bits2 : 16'h0000;
-  assign \$1808  = v2_has_imin ? \$192 [41:1] : 41'h00000000000;
-  assign \$1809  = \$signal$159  > o_hi3;
-  assign \$1810  = \$1809  ? \$signal$159  : o_hi3;
+  assign \$1796  = v2_has_lo ? \$43 [41:1] : 41'h00000000000;
+  assign \$1797  = $signed(v2_hi) - $signed(v2_t[122:82]);
+  assign \$1798  = v2_has_hi ? \$1797  : 42'h00000000000;
+  assign \$1799  = v2_has_olo ? \$86 [41:1] : 41'h00000000000;
+  assign \$1800  = $signed(v2_ohi) - $signed(v2_t[163:123]);
+  assign \$1801  = v2_has_ohi ? \$1800  : 42'h00000000000;
+  assign \$1802  = - v2_mag_imin;
+  assign \$1803  = v2_neg_imin ? \$1802  : { 1'h0, v2_mag_imin };
+  assign \$1804  = v2_has_imin ? \$1803  : 41'h00000000000;
+  assign \$1805  = v2_has_imin ? imin_bits2 : 16'h0000;
+  assign \$1806  = v2_has_imin ? \$215 [41:1] : 41'h00000000000;
+  assign \$1807  = \$signal$158  > o_hi3;
+  assign \$1808  = \$1807  ? \$signal$158  : o_hi3;
   always @(posedge clk)
-    t0_lo0 <= \$1811 ;
+    t0_lo0 <= \$1809 ;
   always @(posedge clk)
-    t0_lo1 <= \$1812 ;
+    t0_lo1 <= \$1810 ;
   always @(posedge clk)
-    t0_lo2 <= \$1813 ;
+    t0_lo2 <= \$1811 ;
   always @(posedge clk)
-    t0_lo3 <= \$1814 ;
+    t0_lo3 <= \$1812 ;
   always @(posedge clk)
-    t0_has_lo0 <= \$1815 ;
+    t0_has_lo0 <= \$1813 ;
   always @(posedge clk)
-    t0_has_lo1 <= \$1816 ;
+    t0_has_lo1 <= \$1814 ;
   always @(posedge clk)
-    t0_has_lo2 <= \$1817 ;
+    t0_has_lo2 <= \$1815 ;
   always @(posedge clk)
-    t0_has_lo3 <= \$1818 ;
+    t0_has_lo3 <= \$1816 ;
   always @(posedge clk)
-    t0_hi0 <= \$1819 ;
+    t0_hi0 <= \$1817 ;
   always @(posedge clk)
-    t0_hi1 <= \$1820 ;
+    t0_hi1 <= \$1818 ;
   always @(posedge clk)
-    t0_hi2 <= \$1821 ;
+    t0_hi2 <= \$1819 ;
   always @(posedge clk)
-    t0_hi3 <= \$1822 ;
+    t0_hi3 <= \$1820 ;
   always @(posedge clk)
-    t0_has_hi0 <= \$1823 ;
+    t0_has_hi0 <= \$1821 ;
   always @(posedge clk)
-    t0_has_hi1 <= \$1824 ;
+    t0_has_hi1 <= \$1822 ;
   always @(posedge clk)
-    t0_has_hi2 <= \$1825 ;
+    t0_has_hi2 <= \$1823 ;
   always @(posedge clk)
-    t0_has_hi3 <= \$1826 ;
+    t0_has_hi3 <= \$1824 ;
   always @(posedge clk)
-    t0_olo0 <= \$1827 ;
+    t0_olo0 <= \$1825 ;
   always @(posedge clk)
-    t0_olo1 <= \$1828 ;
+    t0_olo1 <= \$1826 ;
   always @(posedge clk)
-    t0_olo2 <= \$1829 ;
+    t0_olo2 <= \$1827 ;
   always @(posedge clk)
-    t0_olo3 <= \$1830 ;
+    t0_olo3 <= \$1828 ;
   always @(posedge clk)
-    t0_has_olo0 <= \$1831 ;
+    t0_has_olo0 <= \$1829 ;
   always @(posedge clk)
-    t0_has_olo1 <= \$1832 ;
+    t0_has_olo1 <= \$1830 ;
   always @(posedge clk)
-    t0_has_olo2 <= \$1833 ;
+    t0_has_olo2 <= \$1831 ;
   always @(posedge clk)
-    t0_has_olo3 <= \$1834 ;
+    t0_has_olo3 <= \$1832 ;
   always @(posedge clk)
-    t0_ohi0 <= \$1835 ;
+    t0_ohi0 <= \$1833 ;
   always @(posedge clk)
-    t0_ohi1 <= \$1836 ;
+    t0_ohi1 <= \$1834 ;
   always @(posedge clk)
-    t0_ohi2 <= \$1837 ;
+    t0_ohi2 <= \$1835 ;
   always @(posedge clk)
-    t0_ohi3 <= \$1838 ;
+    t0_ohi3 <= \$1836 ;
   always @(posedge clk)
-    t0_has_ohi0 <= \$1839 ;
+    t0_has_ohi0 <= \$1837 ;
   always @(posedge clk)
-    t0_has_ohi1 <= \$1840 ;
+    t0_has_ohi1 <= \$1838 ;
   always @(posedge clk)
-    t0_has_ohi2 <= \$1841 ;
+    t0_has_ohi2 <= \$1839 ;
   always @(posedge clk)
-    t0_has_ohi3 <= \$1842 ;
+    t0_has_ohi3 <= \$1840 ;
   always @(posedge clk)
-    t0_imin0 <= \$1843 ;
+    t0_imin0 <= \$1841 ;
   always @(posedge clk)
-    t0_imin1 <= \$1844 ;
+    t0_imin1 <= \$1842 ;
   always @(posedge clk)
-    t0_imin2 <= \$1845 ;
+    t0_imin2 <= \$1843 ;
   always @(posedge clk)
-    t0_imin3 <= \$1846 ;
+    t0_imin3 <= \$1844 ;
   always @(posedge clk)
-    t0_has_imin0 <= \$1847 ;
+    t0_has_imin0 <= \$1845 ;
   always @(posedge clk)
-    t0_has_imin1 <= \$1848 ;
+    t0_has_imin1 <= \$1846 ;
   always @(posedge clk)
-    t0_has_imin2 <= \$1849 ;
+    t0_has_imin2 <= \$1847 ;
   always @(posedge clk)
-    t0_has_imin3 <= \$1850 ;
+    t0_has_imin3 <= \$1848 ;
   always @(posedge clk)
-    t0_imax0 <= \$1851 ;
+    t0_imax0 <= \$1849 ;
   always @(posedge clk)
-    t0_imax1 <= \$1852 ;
+    t0_imax1 <= \$1850 ;
   always @(posedge clk)
-    t0_imax2 <= \$1853 ;
+    t0_imax2 <= \$1851 ;
   always @(posedge clk)
-    t0_imax3 <= \$1854 ;
+    t0_imax3 <= \$1852 ;
   always @(posedge clk)
-    t0_has_imax0 <= \$1855 ;
+    t0_has_imax0 <= \$1853 ;
   always @(posedge clk)
-    t0_has_imax1 <= \$1856 ;
+    t0_has_imax1 <= \$1854 ;
   always @(posedge clk)
-    t0_has_imax2 <= \$1857 ;
+    t0_has_imax2 <= \$1855 ;
   always @(posedge clk)
-    t0_has_imax3 <= \$1858 ;
+    t0_has_imax3 <= \$1856 ;
   always @(posedge clk)
-    t0_valid <= \$1859 ;
+    t0_valid <= \$1857 ;
   always @(posedge clk)
-    t0_first <= \$1860 ;
+    t0_first <= \$1858 ;
   always @(posedge clk)
-    t0_last <= \$1861 ;
+    t0_last <= \$1859 ;
   always @(posedge clk)
-    t0_block <= \$1862 ;
+    t0_block <= \$1860 ;
   always @(posedge clk)
-    t0_count <= \$1863 ;
+    t0_count <= \$1861 ;
   always @(posedge clk)
-    t0_t <= \$1864 ;
+    t0_t <= \$1862 ;
   always @(posedge clk)
-    t1_lo0 <= \$1865 ;
+    t1_lo0 <= \$1863 ;
   always @(posedge clk)
-    t1_has_lo0 <= \$1866 ;
+    t1_has_lo0 <= \$1864 ;
   always @(posedge clk)
-    t1_hi0 <= \$1867 ;
+    t1_hi0 <= \$1865 ;
   always @(posedge clk)
-    t1_has_hi0 <= \$1868 ;
+    t1_has_hi0 <= \$1866 ;
   always @(posedge clk)
-    t1_olo0 <= \$1869 ;
+    t1_olo0 <= \$1867 ;
   always @(posedge clk)
-    t1_has_olo0 <= \$1870 ;
+    t1_has_olo0 <= \$1868 ;
   always @(posedge clk)
-    t1_ohi0 <= \$1871 ;
+    t1_ohi0 <= \$1869 ;
   always @(posedge clk)
-    t1_has_ohi0 <= \$1872 ;
+    t1_has_ohi0 <= \$1870 ;
   always @(posedge clk)
-    t1_imin0 <= \$1873 ;
+    t1_imin0 <= \$1871 ;
   always @(posedge clk)
-    t1_has_imin0 <= \$1874 ;
+    t1_has_imin0 <= \$1872 ;
   always @(posedge clk)
-    t1_imax0 <= \$1875 ;
+    t1_imax0 <= \$1873 ;
   always @(posedge clk)
-    t1_has_imax0 <= \$1876 ;
+    t1_has_imax0 <= \$1874 ;
   always @(posedge clk)
-    t1_valid <= \$1877 ;
+    t1_valid <= \$1875 ;
   always @(posedge clk)
-    t1_first <= \$1878 ;
+    t1_first <= \$1876 ;
   always @(posedge clk)
-    t1_last <= \$1879 ;
+    t1_last <= \$1877 ;
   always @(posedge clk)
-    t1_block <= \$1880 ;
+    t1_block <= \$1878 ;
   always @(posedge clk)
-    t1_count <= \$1881 ;
+    t1_count <= \$1879 ;
   always @(posedge clk)
-    t1_t <= \$1882 ;
+    t1_t <= \$1880 ;
   always @(posedge clk)
-    acc_lo <= \$1883 ;
+    acc_lo <= \$1881 ;
   always @(posedge clk)
-    acc_hi <= \$1884 ;
+    acc_hi <= \$1882 ;
   always @(posedge clk)
-    acc_olo <= \$1885 ;
+    acc_olo <= \$1883 ;
   always @(posedge clk)
-    acc_ohi <= \$1886 ;
+    acc_ohi <= \$1884 ;
   always @(posedge clk)
-    acc_imin <= \$1887 ;
+    acc_imin <= \$1885 ;
   always @(posedge clk)
-    acc_imax <= \$1888 ;
+    acc_imax <= \$1886 ;
   always @(posedge clk)
-    acc_has_lo <= \$1889 ;
+    acc_has_lo <= \$1887 ;
   always @(posedge clk)
-    acc_has_hi <= \$1890 ;
+    acc_has_hi <= \$1888 ;
   always @(posedge clk)
-    acc_has_olo <= \$1891 ;
+    acc_has_olo <= \$1889 ;
   always @(posedge clk)
-    acc_has_ohi <= \$1892 ;
+    acc_has_ohi <= \$1890 ;
   always @(posedge clk)
-    acc_has_imin <= \$1893 ;
+    acc_has_imin <= \$1891 ;
   always @(posedge clk)
-    acc_has_imax <= \$1894 ;
+    acc_has_imax <= \$1892 ;
   always @(posedge clk)
-    acc_cnt0 <= \$1895 ;
+    acc_cnt0 <= \$1893 ;
   always @(posedge clk)
-    acc_cnt1 <= \$1896 ;
+    acc_cnt1 <= \$1894 ;
   always @(posedge clk)
-    acc_cnt2 <= \$1897 ;
+    acc_cnt2 <= \$1895 ;
   always @(posedge clk)
-    v1 <= \$1898 ;
+    v1 <= \$1896 ;
   always @(posedge clk)
-    v1_lo <= \$1899 ;
+    v1_lo <= \$1897 ;
   always @(posedge clk)
-    v1_hi <= \$1900 ;
+    v1_hi <= \$1898 ;
   always @(posedge clk)
-    v1_olo <= \$1901 ;
+    v1_olo <= \$1899 ;
   always @(posedge clk)
-    v1_ohi <= \$1902 ;
+    v1_ohi <= \$1900 ;
   always @(posedge clk)
-    v1_imin <= \$1903 ;
+    v1_imin <= \$1901 ;
   always @(posedge clk)
-    v1_imax <= \$1904 ;
+    v1_imax <= \$1902 ;
   always @(posedge clk)
-    v1_has_lo <= \$1905 ;
+    v1_has_lo <= \$1903 ;
   always @(posedge clk)
-    v1_has_hi <= \$1906 ;
+    v1_has_hi <= \$1904 ;
   always @(posedge clk)
-    v1_has_olo <= \$1907 ;
+    v1_has_olo <= \$1905 ;
   always @(posedge clk)
-    v1_has_ohi <= \$1908 ;
+    v1_has_ohi <= \$1906 ;
   always @(posedge clk)
-    v1_has_imin <= \$1909 ;
+    v1_has_imin <= \$1907 ;
   always @(posedge clk)
-    v1_has_imax <= \$1910 ;
+    v1_has_imax <= \$1908 ;
   always @(posedge clk)
-    v1_cnt0 <= \$1911 ;
+    v1_cnt0 <= \$1909 ;
   always @(posedge clk)
-    v1_cnt1 <= \$1912 ;
+    v1_cnt1 <= \$1910 ;
   always @(posedge clk)
-    v1_cnt2 <= \$1913 ;
+    v1_cnt2 <= \$1911 ;
   always @(posedge clk)
-    v1_t <= \$1914 ;
+    v1_t <= \$1912 ;
   always @(posedge clk)
-    v2 <= \$1915 ;
+    v2 <= \$1913 ;
   always @(posedge clk)
-    v2_t <= \$1916 ;
+    v2_t <= \$1914 ;
   always @(posedge clk)
-    imin_bits2 <= \$1917 ;
+    imin_bits2 <= \$1915 ;
   always @(posedge clk)
-    v2_hi <= \$1918 ;
+    v2_hi <= \$1916 ;
   always @(posedge clk)
-    v2_ohi <= \$1919 ;
+    v2_ohi <= \$1917 ;
   always @(posedge clk)
-    v2_mag_lo <= \$1920 ;
+    v2_mag_lo <= \$1918 ;
   always @(posedge clk)
-    v2_neg_lo <= \$1921 ;
+    v2_neg_lo <= \$1919 ;
   always @(posedge clk)
-    v2_mag_olo <= \$1922 ;
+    v2_mag_olo <= \$1920 ;
   always @(posedge clk)
-    v2_neg_olo <= \$1923 ;
+    v2_neg_olo <= \$1921 ;
   always @(posedge clk)
-    v2_mag_imax <= \$1924 ;
+    v2_mag_imax <= \$1922 ;
   always @(posedge clk)
-    v2_neg_imax <= \$1925 ;
+    v2_neg_imax <= \$1923 ;
   always @(posedge clk)
-    v2_imin <= \$1926 ;
+    v2_mag_imin <= \$1924 ;
   always @(posedge clk)
-    ext_base <= \$1927 ;
+    v2_neg_imin <= \$1925 ;
   always @(posedge clk)
-    v2_has_lo <= \$1928 ;
+    v2_has_lo <= \$1926 ;
   always @(posedge clk)
-    v2_has_hi <= \$1929 ;
+    v2_has_hi <= \$1927 ;
   always @(posedge clk)
-    v2_has_olo <= \$1930 ;
+    v2_has_olo <= \$1928 ;
   always @(posedge clk)
-    v2_has_ohi <= \$1931 ;
+    v2_has_ohi <= \$1929 ;
   always @(posedge clk)
-    v2_has_imin <= \$1932 ;
+    v2_has_imin <= \$1930 ;
   always @(posedge clk)
-    v2_has_imax <= \$1933 ;
+    v2_has_imax <= \$1931 ;
   always @(posedge clk)
-    v2_cnt0 <= \$1934 ;
+    v2_cnt0 <= \$1932 ;
   always @(posedge clk)
-    v2_cnt1 <= \$1935 ;
+    v2_cnt1 <= \$1933 ;
   always @(posedge clk)
-    v2_cnt2 <= \$1936 ;
+    v2_cnt2 <= \$1934 ;
   always @(posedge clk)
-    v3 <= \$1937 ;
+    v3 <= \$1935 ;
   always @(posedge clk)
-    \$signal  <= \$1938 ;
+    \$signal  <= \$1936 ;
   always @(posedge clk)
-    hi3 <= \$1939 ;
+    hi3 <= \$1937 ;
   always @(posedge clk)
-    \$signal$157  <= \$1940 ;
+    \$signal$156  <= \$1938 ;
   always @(posedge clk)
-    \$signal$158  <= \$1941 ;
+    \$signal$157  <= \$1939 ;
   always @(posedge clk)
-    \$signal$159  <= \$1942 ;
+    \$signal$158  <= \$1940 ;
   always @(posedge clk)
-    o_hi3 <= \$1943 ;
+    o_hi3 <= \$1941 ;
   always @(posedge clk)
-    \$signal$161  <= \$1944 ;
+    \$signal$160  <= \$1942 ;
   always @(posedge clk)
-    imin_bits3 <= \$1945 ;
+    imin_bits3 <= \$1943 ;
   always @(posedge clk)
-    ext3 <= \$1946 ;
+    ext3 <= \$1944 ;
   always @(posedge clk)
-    v3_cnt0 <= \$1947 ;
+    v3_cnt0 <= \$1945 ;
   always @(posedge clk)
-    v3_cnt1 <= \$1948 ;
+    v3_cnt1 <= \$1946 ;
   always @(posedge clk)
-    v3_cnt2 <= \$1949 ;
+    v3_cnt2 <= \$1947 ;
   always @(posedge clk)
-    done <= \$1950 ;
+    done <= \$1948 ;
   always @(posedge clk)
-    \a$168  <= \$1951 ;
+    \a$167  <= \$1949 ;
   always @(posedge clk)
-    b <= \$1952 ;
+    b <= \$1950 ;
   always @(posedge clk)
-    has_lo <= \$1953 ;
+    has_lo <= \$1951 ;
   always @(posedge clk)
-    has_hi <= \$1954 ;
+    has_hi <= \$1952 ;
   always @(posedge clk)
-    outer_max <= \$1955 ;
+    outer_max <= \$1953 ;
   always @(posedge clk)
-    inner_min <= \$1956 ;
+    inner_min <= \$1954 ;
   always @(posedge clk)
-    inner_min_fp16 <= \$1957 ;
+    inner_min_fp16 <= \$1955 ;
   always @(posedge clk)
-    inner_ext <= \$1958 ;
+    inner_ext <= \$1956 ;
   always @(posedge clk)
-    counts <= \$1959 ;
+    counts <= \$1957 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1811  = \$251 ;
+    \$1809  = \$274 ;
+    if (rst) begin
+      \$1809  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1810  = \$333 ;
+    if (rst) begin
+      \$1810  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1811  = \$392 ;
     if (rst) begin
       \$1811  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1812  = \$310 ;
+    \$1812  = \$451 ;
     if (rst) begin
       \$1812  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1813  = \$369 ;
+    \$1813  = \$466 ;
     if (rst) begin
-      \$1813  = 16'h0000;
+      \$1813  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1814  = \$428 ;
+    \$1814  = \$481 ;
     if (rst) begin
-      \$1814  = 16'h0000;
+      \$1814  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1815  = \$443 ;
+    \$1815  = \$496 ;
     if (rst) begin
       \$1815  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1816  = \$458 ;
+    \$1816  = \$511 ;
     if (rst) begin
       \$1816  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1817  = \$473 ;
+    \$1817  = \$562 ;
     if (rst) begin
-      \$1817  = 1'h0;
+      \$1817  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1818  = \$488 ;
+    \$1818  = \$613 ;
     if (rst) begin
-      \$1818  = 1'h0;
+      \$1818  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1819  = \$539 ;
+    \$1819  = \$664 ;
     if (rst) begin
       \$1819  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1820  = \$590 ;
+    \$1820  = \$715 ;
     if (rst) begin
       \$1820  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1821  = \$641 ;
+    \$1821  = \$726 ;
     if (rst) begin
-      \$1821  = 16'h0000;
+      \$1821  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1822  = \$692 ;
+    \$1822  = \$737 ;
     if (rst) begin
-      \$1822  = 16'h0000;
+      \$1822  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1823  = \$703 ;
+    \$1823  = \$748 ;
     if (rst) begin
       \$1823  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1824  = \$714 ;
+    \$1824  = \$759 ;
     if (rst) begin
       \$1824  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1825  = \$725 ;
+    \$1825  = \$765 ;
     if (rst) begin
-      \$1825  = 1'h0;
+      \$1825  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1826  = \$736 ;
+    \$1826  = \$771 ;
     if (rst) begin
-      \$1826  = 1'h0;
+      \$1826  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1827  = \$742 ;
+    \$1827  = \$777 ;
     if (rst) begin
       \$1827  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1828  = \$748 ;
+    \$1828  = \$783 ;
     if (rst) begin
       \$1828  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1829  = \$754 ;
+    \$1829  = \$798 ;
     if (rst) begin
-      \$1829  = 16'h0000;
+      \$1829  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1830  = \$760 ;
+    \$1830  = \$813 ;
     if (rst) begin
-      \$1830  = 16'h0000;
+      \$1830  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1831  = \$775 ;
+    \$1831  = \$828 ;
     if (rst) begin
       \$1831  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1832  = \$790 ;
+    \$1832  = \$843 ;
     if (rst) begin
       \$1832  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1833  = \$805 ;
+    \$1833  = \$853 ;
     if (rst) begin
-      \$1833  = 1'h0;
+      \$1833  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1834  = \$820 ;
+    \$1834  = \$863 ;
     if (rst) begin
-      \$1834  = 1'h0;
+      \$1834  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1835  = \$830 ;
+    \$1835  = \$873 ;
     if (rst) begin
       \$1835  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1836  = \$840 ;
+    \$1836  = \$883 ;
     if (rst) begin
       \$1836  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1837  = \$850 ;
+    \$1837  = \$894 ;
     if (rst) begin
-      \$1837  = 16'h0000;
+      \$1837  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1838  = \$860 ;
+    \$1838  = \$905 ;
     if (rst) begin
-      \$1838  = 16'h0000;
+      \$1838  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1839  = \$871 ;
+    \$1839  = \$916 ;
     if (rst) begin
       \$1839  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1840  = \$882 ;
+    \$1840  = \$927 ;
     if (rst) begin
       \$1840  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1841  = \$893 ;
+    \$1841  = \$962 ;
     if (rst) begin
-      \$1841  = 1'h0;
+      \$1841  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1842  = \$904 ;
+    \$1842  = \$997 ;
     if (rst) begin
-      \$1842  = 1'h0;
+      \$1842  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1843  = \$939 ;
+    \$1843  = \$1032 ;
     if (rst) begin
       \$1843  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1844  = \$974 ;
+    \$1844  = \$1067 ;
     if (rst) begin
       \$1844  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1845  = \$1009 ;
+    \$1845  = \$1074 ;
     if (rst) begin
-      \$1845  = 16'h0000;
+      \$1845  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1846  = \$1044 ;
+    \$1846  = \$1081 ;
     if (rst) begin
-      \$1846  = 16'h0000;
+      \$1846  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1847  = \$1051 ;
+    \$1847  = \$1088 ;
     if (rst) begin
       \$1847  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1848  = \$1058 ;
+    \$1848  = \$1095 ;
     if (rst) begin
       \$1848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1849  = \$1065 ;
+    \$1849  = \$1134 ;
     if (rst) begin
-      \$1849  = 1'h0;
+      \$1849  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1850  = \$1072 ;
+    \$1850  = \$1173 ;
     if (rst) begin
-      \$1850  = 1'h0;
+      \$1850  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1851  = \$1111 ;
+    \$1851  = \$1212 ;
     if (rst) begin
       \$1851  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1852  = \$1150 ;
+    \$1852  = \$1251 ;
     if (rst) begin
       \$1852  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1853  = \$1189 ;
+    \$1853  = \$1258 ;
     if (rst) begin
-      \$1853  = 16'h0000;
+      \$1853  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1854  = \$1228 ;
+    \$1854  = \$1265 ;
     if (rst) begin
-      \$1854  = 16'h0000;
+      \$1854  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1855  = \$1235 ;
+    \$1855  = \$1272 ;
     if (rst) begin
       \$1855  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1856  = \$1242 ;
+    \$1856  = \$1279 ;
     if (rst) begin
       \$1856  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1857  = \$1249 ;
+    \$1857  = valid;
     if (rst) begin
       \$1857  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1858  = \$1256 ;
+    \$1858  = first;
     if (rst) begin
       \$1858  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1859  = valid;
+    \$1859  = last;
     if (rst) begin
       \$1859  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1860  = first;
+    \$1860  = \$1280 ;
     if (rst) begin
-      \$1860  = 1'h0;
+      \$1860  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1861  = last;
+    \$1861  = \$1327 ;
     if (rst) begin
-      \$1861  = 1'h0;
+      \$1861  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1862  = \$1257 ;
+    \$1862  = t;
     if (rst) begin
-      \$1862  = 4'h0;
+      \$1862  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1863  = \$1304 ;
+    \$1863  = \$1354 ;
     if (rst) begin
-      \$1863  = 5'h00;
+      \$1863  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1864  = t;
+    \$1864  = \$1357 ;
     if (rst) begin
-      \$1864  = 164'h00000000000000000000000000000000000000000;
+      \$1864  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1865  = \$1331 ;
+    \$1865  = \$1384 ;
     if (rst) begin
       \$1865  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1866  = \$1334 ;
+    \$1866  = \$1387 ;
     if (rst) begin
       \$1866  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1867  = \$1361 ;
+    \$1867  = \$1397 ;
     if (rst) begin
       \$1867  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1868  = \$1364 ;
+    \$1868  = \$1400 ;
     if (rst) begin
       \$1868  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1869  = \$1374 ;
+    \$1869  = \$1410 ;
     if (rst) begin
       \$1869  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1870  = \$1377 ;
+    \$1870  = \$1413 ;
     if (rst) begin
       \$1870  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1871  = \$1387 ;
+    \$1871  = \$1440 ;
     if (rst) begin
       \$1871  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1872  = \$1390 ;
+    \$1872  = \$1443 ;
     if (rst) begin
       \$1872  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1873  = \$1417 ;
+    \$1873  = \$1470 ;
     if (rst) begin
       \$1873  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1874  = \$1420 ;
+    \$1874  = \$1473 ;
     if (rst) begin
       \$1874  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1875  = \$1447 ;
+    \$1875  = t0_valid;
     if (rst) begin
-      \$1875  = 16'h0000;
+      \$1875  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1876  = \$1450 ;
+    \$1876  = t0_first;
     if (rst) begin
       \$1876  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1877  = t0_valid;
+    \$1877  = t0_last;
     if (rst) begin
       \$1877  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1878  = t0_first;
+    \$1878  = t0_block;
     if (rst) begin
-      \$1878  = 1'h0;
+      \$1878  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1879  = t0_last;
+    \$1879  = t0_count;
     if (rst) begin
-      \$1879  = 1'h0;
+      \$1879  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1880  = t0_block;
+    \$1880  = t0_t;
     if (rst) begin
-      \$1880  = 4'h0;
+      \$1880  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1881  = t0_count;
-    if (rst) begin
-      \$1881  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1882  = t0_t;
-    if (rst) begin
-      \$1882  = 164'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1883  = acc_lo;
+    \$1881  = acc_lo;
     if (t1_valid) begin
-      \$1883  = \$1456 ;
+      \$1881  = \$1479 ;
+    end
+    if (rst) begin
+      \$1881  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1882  = acc_hi;
+    if (t1_valid) begin
+      \$1882  = \$1485 ;
+    end
+    if (rst) begin
+      \$1882  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1883  = acc_olo;
+    if (t1_valid) begin
+      \$1883  = \$1488 ;
     end
     if (rst) begin
       \$1883  = 16'h0000;
@@ -23193,9 +23225,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1884  = acc_hi;
+    \$1884  = acc_ohi;
     if (t1_valid) begin
-      \$1884  = \$1462 ;
+      \$1884  = \$1491 ;
     end
     if (rst) begin
       \$1884  = 16'h0000;
@@ -23203,9 +23235,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1885  = acc_olo;
+    \$1885  = acc_imin;
     if (t1_valid) begin
-      \$1885  = \$1465 ;
+      \$1885  = \$1497 ;
     end
     if (rst) begin
       \$1885  = 16'h0000;
@@ -23213,9 +23245,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1886  = acc_ohi;
+    \$1886  = acc_imax;
     if (t1_valid) begin
-      \$1886  = \$1468 ;
+      \$1886  = \$1503 ;
     end
     if (rst) begin
       \$1886  = 16'h0000;
@@ -23223,29 +23255,29 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1887  = acc_imin;
+    \$1887  = acc_has_lo;
     if (t1_valid) begin
-      \$1887  = \$1474 ;
+      \$1887  = \$1506 ;
     end
     if (rst) begin
-      \$1887  = 16'h0000;
+      \$1887  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1888  = acc_imax;
+    \$1888  = acc_has_hi;
     if (t1_valid) begin
-      \$1888  = \$1480 ;
+      \$1888  = \$1509 ;
     end
     if (rst) begin
-      \$1888  = 16'h0000;
+      \$1888  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1889  = acc_has_lo;
+    \$1889  = acc_has_olo;
     if (t1_valid) begin
-      \$1889  = \$1483 ;
+      \$1889  = \$1512 ;
     end
     if (rst) begin
       \$1889  = 1'h0;
@@ -23253,9 +23285,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1890  = acc_has_hi;
+    \$1890  = acc_has_ohi;
     if (t1_valid) begin
-      \$1890  = \$1486 ;
+      \$1890  = \$1515 ;
     end
     if (rst) begin
       \$1890  = 1'h0;
@@ -23263,9 +23295,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1891  = acc_has_olo;
+    \$1891  = acc_has_imin;
     if (t1_valid) begin
-      \$1891  = \$1489 ;
+      \$1891  = \$1518 ;
     end
     if (rst) begin
       \$1891  = 1'h0;
@@ -23273,9 +23305,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1892  = acc_has_ohi;
+    \$1892  = acc_has_imax;
     if (t1_valid) begin
-      \$1892  = \$1492 ;
+      \$1892  = \$1521 ;
     end
     if (rst) begin
       \$1892  = 1'h0;
@@ -23283,29 +23315,29 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1893  = acc_has_imin;
+    \$1893  = acc_cnt0;
     if (t1_valid) begin
-      \$1893  = \$1495 ;
+      \$1893  = \$1525 [7:0];
     end
     if (rst) begin
-      \$1893  = 1'h0;
+      \$1893  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1894  = acc_has_imax;
+    \$1894  = acc_cnt1;
     if (t1_valid) begin
-      \$1894  = \$1498 ;
+      \$1894  = \$1529 [7:0];
     end
     if (rst) begin
-      \$1894  = 1'h0;
+      \$1894  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1895  = acc_cnt0;
+    \$1895  = acc_cnt2;
     if (t1_valid) begin
-      \$1895  = \$1502 [7:0];
+      \$1895  = \$1533 [7:0];
     end
     if (rst) begin
       \$1895  = 8'h00;
@@ -23313,36 +23345,36 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1896  = acc_cnt1;
-    if (t1_valid) begin
-      \$1896  = \$1506 [7:0];
-    end
+    \$1896  = \$1534 ;
     if (rst) begin
-      \$1896  = 8'h00;
+      \$1896  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1897  = acc_cnt2;
-    if (t1_valid) begin
-      \$1897  = \$1510 [7:0];
+    \$1897  = v1_lo;
+    if (\$1535 ) begin
+      \$1897  = \$1541 ;
     end
     if (rst) begin
-      \$1897  = 8'h00;
+      \$1897  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1898  = \$1511 ;
+    \$1898  = v1_hi;
+    if (\$1535 ) begin
+      \$1898  = \$1547 ;
+    end
     if (rst) begin
-      \$1898  = 1'h0;
+      \$1898  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1899  = v1_lo;
-    if (\$1512 ) begin
-      \$1899  = \$1518 ;
+    \$1899  = v1_olo;
+    if (\$1535 ) begin
+      \$1899  = \$1550 ;
     end
     if (rst) begin
       \$1899  = 16'h0000;
@@ -23350,9 +23382,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1900  = v1_hi;
-    if (\$1512 ) begin
-      \$1900  = \$1524 ;
+    \$1900  = v1_ohi;
+    if (\$1535 ) begin
+      \$1900  = \$1553 ;
     end
     if (rst) begin
       \$1900  = 16'h0000;
@@ -23360,9 +23392,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1901  = v1_olo;
-    if (\$1512 ) begin
-      \$1901  = \$1527 ;
+    \$1901  = v1_imin;
+    if (\$1535 ) begin
+      \$1901  = \$1559 ;
     end
     if (rst) begin
       \$1901  = 16'h0000;
@@ -23370,9 +23402,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1902  = v1_ohi;
-    if (\$1512 ) begin
-      \$1902  = \$1530 ;
+    \$1902  = v1_imax;
+    if (\$1535 ) begin
+      \$1902  = \$1565 ;
     end
     if (rst) begin
       \$1902  = 16'h0000;
@@ -23380,29 +23412,29 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1903  = v1_imin;
-    if (\$1512 ) begin
-      \$1903  = \$1536 ;
+    \$1903  = v1_has_lo;
+    if (\$1535 ) begin
+      \$1903  = \$1568 ;
     end
     if (rst) begin
-      \$1903  = 16'h0000;
+      \$1903  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1904  = v1_imax;
-    if (\$1512 ) begin
-      \$1904  = \$1542 ;
+    \$1904  = v1_has_hi;
+    if (\$1535 ) begin
+      \$1904  = \$1571 ;
     end
     if (rst) begin
-      \$1904  = 16'h0000;
+      \$1904  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1905  = v1_has_lo;
-    if (\$1512 ) begin
-      \$1905  = \$1545 ;
+    \$1905  = v1_has_olo;
+    if (\$1535 ) begin
+      \$1905  = \$1574 ;
     end
     if (rst) begin
       \$1905  = 1'h0;
@@ -23410,9 +23442,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1906  = v1_has_hi;
-    if (\$1512 ) begin
-      \$1906  = \$1548 ;
+    \$1906  = v1_has_ohi;
+    if (\$1535 ) begin
+      \$1906  = \$1577 ;
     end
     if (rst) begin
       \$1906  = 1'h0;
@@ -23420,9 +23452,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1907  = v1_has_olo;
-    if (\$1512 ) begin
-      \$1907  = \$1551 ;
+    \$1907  = v1_has_imin;
+    if (\$1535 ) begin
+      \$1907  = \$1580 ;
     end
     if (rst) begin
       \$1907  = 1'h0;
@@ -23430,9 +23462,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1908  = v1_has_ohi;
-    if (\$1512 ) begin
-      \$1908  = \$1554 ;
+    \$1908  = v1_has_imax;
+    if (\$1535 ) begin
+      \$1908  = \$1583 ;
     end
     if (rst) begin
       \$1908  = 1'h0;
@@ -23440,29 +23472,29 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1909  = v1_has_imin;
-    if (\$1512 ) begin
-      \$1909  = \$1557 ;
+    \$1909  = v1_cnt0;
+    if (\$1535 ) begin
+      \$1909  = \$1587 [7:0];
     end
     if (rst) begin
-      \$1909  = 1'h0;
+      \$1909  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1910  = v1_has_imax;
-    if (\$1512 ) begin
-      \$1910  = \$1560 ;
+    \$1910  = v1_cnt1;
+    if (\$1535 ) begin
+      \$1910  = \$1591 [7:0];
     end
     if (rst) begin
-      \$1910  = 1'h0;
+      \$1910  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1911  = v1_cnt0;
-    if (\$1512 ) begin
-      \$1911  = \$1564 [7:0];
+    \$1911  = v1_cnt2;
+    if (\$1535 ) begin
+      \$1911  = \$1595 [7:0];
     end
     if (rst) begin
       \$1911  = 8'h00;
@@ -23470,235 +23502,229 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1912  = v1_cnt1;
-    if (\$1512 ) begin
-      \$1912  = \$1568 [7:0];
+    \$1912  = v1_t;
+    if (\$1535 ) begin
+      \$1912  = t1_t;
     end
     if (rst) begin
-      \$1912  = 8'h00;
+      \$1912  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1913  = v1_cnt2;
-    if (\$1512 ) begin
-      \$1913  = \$1572 [7:0];
-    end
+    \$1913  = v1;
     if (rst) begin
-      \$1913  = 8'h00;
+      \$1913  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$1914  = v1_t;
-    if (\$1512 ) begin
-      \$1914  = t1_t;
-    end
     if (rst) begin
       \$1914  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1915  = v1;
+    \$1915  = { \$1599 , \$1598  };
     if (rst) begin
-      \$1915  = 1'h0;
+      \$1915  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1916  = v1_t;
+    \$1916  = \$1647 ;
     if (rst) begin
-      \$1916  = 164'h00000000000000000000000000000000000000000;
+      \$1916  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1917  = { \$1576 , \$1575  };
+    \$1917  = \$1695 ;
     if (rst) begin
-      \$1917  = 16'h0000;
+      \$1917  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1918  = \$1624 ;
+    \$1918  = \$1716 [39:0];
     if (rst) begin
-      \$1918  = 41'h00000000000;
+      \$1918  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1919  = \$1672 ;
+    \$1919  = \$1720 ;
     if (rst) begin
-      \$1919  = 41'h00000000000;
+      \$1919  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1920  = \$1693 [39:0];
+    \$1920  = \$1741 [39:0];
     if (rst) begin
       \$1920  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1921  = \$1697 ;
+    \$1921  = \$1745 ;
     if (rst) begin
       \$1921  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1922  = \$1718 [39:0];
+    \$1922  = \$1766 [39:0];
     if (rst) begin
       \$1922  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1923  = \$1722 ;
+    \$1923  = \$1770 ;
     if (rst) begin
       \$1923  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1924  = \$1743 [39:0];
+    \$1924  = \$1791 [39:0];
     if (rst) begin
       \$1924  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1925  = \$1747 ;
+    \$1925  = \$1795 ;
     if (rst) begin
       \$1925  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1926  = \$1773 ;
+    \$1926  = v1_has_lo;
     if (rst) begin
-      \$1926  = 41'h00000000000;
+      \$1926  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1927  = \$1799 ;
+    \$1927  = v1_has_hi;
     if (rst) begin
-      \$1927  = 41'h00000000000;
+      \$1927  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1928  = v1_has_lo;
+    \$1928  = v1_has_olo;
     if (rst) begin
       \$1928  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1929  = v1_has_hi;
+    \$1929  = v1_has_ohi;
     if (rst) begin
       \$1929  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1930  = v1_has_olo;
+    \$1930  = v1_has_imin;
     if (rst) begin
       \$1930  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1931  = v1_has_ohi;
+    \$1931  = v1_has_imax;
     if (rst) begin
       \$1931  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1932  = v1_has_imin;
+    \$1932  = v1_cnt0;
     if (rst) begin
-      \$1932  = 1'h0;
+      \$1932  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1933  = v1_has_imax;
+    \$1933  = v1_cnt1;
     if (rst) begin
-      \$1933  = 1'h0;
+      \$1933  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1934  = v1_cnt0;
+    \$1934  = v1_cnt2;
     if (rst) begin
       \$1934  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1935  = v1_cnt1;
+    \$1935  = v2;
     if (rst) begin
-      \$1935  = 8'h00;
+      \$1935  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1936  = v1_cnt2;
+    \$1936  = v2_has_lo;
     if (rst) begin
-      \$1936  = 8'h00;
+      \$1936  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1937  = v2;
+    \$1937  = v2_has_hi;
     if (rst) begin
       \$1937  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1938  = v2_has_lo;
+    \$1938  = \$1796 ;
     if (rst) begin
-      \$1938  = 1'h0;
+      \$1938  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1939  = v2_has_hi;
+    \$1939  = \$1798 [40:0];
     if (rst) begin
-      \$1939  = 1'h0;
+      \$1939  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1940  = \$1800 ;
+    \$1940  = \$1799 ;
     if (rst) begin
       \$1940  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1941  = \$1802 [40:0];
+    \$1941  = \$1801 [40:0];
     if (rst) begin
       \$1941  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1942  = \$1803 ;
+    \$1942  = \$1804 ;
     if (rst) begin
       \$1942  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1943  = \$1805 [40:0];
+    \$1943  = \$1805 ;
     if (rst) begin
-      \$1943  = 41'h00000000000;
+      \$1943  = 16'h0000;
     end
   end
   always @* begin
@@ -23710,101 +23736,107 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1945  = \$1807 ;
+    \$1945  = v2_cnt0;
     if (rst) begin
-      \$1945  = 16'h0000;
+      \$1945  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1946  = \$1808 ;
+    \$1946  = v2_cnt1;
     if (rst) begin
-      \$1946  = 41'h00000000000;
+      \$1946  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1947  = v2_cnt0;
+    \$1947  = v2_cnt2;
     if (rst) begin
       \$1947  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1948  = v2_cnt1;
+    \$1948  = v3;
     if (rst) begin
-      \$1948  = 8'h00;
+      \$1948  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1949  = v2_cnt2;
-    if (rst) begin
-      \$1949  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1950  = v3;
-    if (rst) begin
-      \$1950  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1951  = \a$168 ;
+    \$1949  = \a$167 ;
     if (v3) begin
-      \$1951  = \$signal$157 ;
+      \$1949  = \$signal$156 ;
     end
     if (rst) begin
-      \$1951  = 41'h00000000000;
+      \$1949  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1952  = b;
+    \$1950  = b;
     if (v3) begin
-      \$1952  = \$signal$158 ;
+      \$1950  = \$signal$157 ;
     end
     if (rst) begin
-      \$1952  = 41'h00000000000;
+      \$1950  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1953  = has_lo;
+    \$1951  = has_lo;
     if (v3) begin
-      \$1953  = \$signal ;
+      \$1951  = \$signal ;
     end
     if (rst) begin
-      \$1953  = 1'h0;
+      \$1951  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1954  = has_hi;
+    \$1952  = has_hi;
     if (v3) begin
-      \$1954  = hi3;
+      \$1952  = hi3;
     end
     if (rst) begin
-      \$1954  = 1'h0;
+      \$1952  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1955  = outer_max;
+    \$1953  = outer_max;
     if (v3) begin
-      \$1955  = \$1810 ;
+      \$1953  = \$1808 ;
     end
     if (rst) begin
-      \$1955  = 41'h00000000000;
+      \$1953  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1956  = inner_min;
+    \$1954  = inner_min;
     if (v3) begin
-      \$1956  = \$signal$161 ;
+      \$1954  = \$signal$160 ;
+    end
+    if (rst) begin
+      \$1954  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1955  = inner_min_fp16;
+    if (v3) begin
+      \$1955  = imin_bits3;
+    end
+    if (rst) begin
+      \$1955  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1956  = inner_ext;
+    if (v3) begin
+      \$1956  = ext3;
     end
     if (rst) begin
       \$1956  = 41'h00000000000;
@@ -23812,42 +23844,22 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1957  = inner_min_fp16;
+    \$1957  = counts;
     if (v3) begin
-      \$1957  = imin_bits3;
+      \$1957 [7:0] = v3_cnt0;
+      \$1957 [15:8] = v3_cnt1;
+      \$1957 [23:16] = v3_cnt2;
     end
     if (rst) begin
-      \$1957  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1958  = inner_ext;
-    if (v3) begin
-      \$1958  = ext3;
-    end
-    if (rst) begin
-      \$1958  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1959  = counts;
-    if (v3) begin
-      \$1959 [7:0] = v3_cnt0;
-      \$1959 [15:8] = v3_cnt1;
-      \$1959 [23:16] = v3_cnt2;
-    end
-    if (rst) begin
-      \$1959  = 24'h000000;
+      \$1957  = 24'h000000;
     end
   end
   assign a_base = v2_t[81:41];
-  assign a = \$64 [41:0];
+  assign a = \$43 [41:0];
   assign o_lo_base = v2_t[40:0];
-  assign o_lo = \$107 [41:0];
-  assign v2_nimin = ext_base;
-  assign ext = \$192 [41:0];
+  assign o_lo = \$86 [41:0];
+  assign ext_base = { 1'h0, \$211  };
+  assign ext = \$215 [41:0];
   assign \x[0]  = x[15:0];
   assign \x[1]  = x[31:16];
   assign \x[2]  = x[47:32];
@@ -23919,50 +23931,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, t, group, upper,
   assign \counts[0]  = counts[7:0];
   assign \counts[1]  = counts[15:8];
   assign \counts[2]  = counts[23:16];
-  assign \$109  = v2_neg_imax;
-  assign \$111  = v2_neg_imax;
-  assign \$113  = v2_neg_imax;
-  assign \$115  = v2_neg_imax;
-  assign \$117  = v2_neg_imax;
-  assign \$119  = v2_neg_imax;
-  assign \$121  = v2_neg_imax;
-  assign \$123  = v2_neg_imax;
-  assign \$125  = v2_neg_imax;
-  assign \$127  = v2_neg_imax;
-  assign \$129  = v2_neg_imax;
-  assign \$131  = v2_neg_imax;
-  assign \$133  = v2_neg_imax;
-  assign \$135  = v2_neg_imax;
-  assign \$137  = v2_neg_imax;
-  assign \$139  = v2_neg_imax;
-  assign \$141  = v2_neg_imax;
-  assign \$143  = v2_neg_imax;
-  assign \$145  = v2_neg_imax;
-  assign \$147  = v2_neg_imax;
-  assign \$149  = v2_neg_imax;
-  assign \$151  = v2_neg_imax;
-  assign \$153  = v2_neg_imax;
-  assign \$155  = v2_neg_imax;
-  assign \$157  = v2_neg_imax;
-  assign \$159  = v2_neg_imax;
-  assign \$161  = v2_neg_imax;
-  assign \$163  = v2_neg_imax;
-  assign \$165  = v2_neg_imax;
-  assign \$167  = v2_neg_imax;
-  assign \$169  = v2_neg_imax;
-  assign \$171  = v2_neg_imax;
-  assign \$173  = v2_neg_imax;
-  assign \$175  = v2_neg_imax;
-  assign \$177  = v2_neg_imax;
-  assign \$179  = v2_neg_imax;
-  assign \$181  = v2_neg_imax;
-  assign \$183  = v2_neg_imax;
-  assign \$185  = v2_neg_imax;
-  assign \$187  = v2_neg_imax;
-  assign \$189  = v2_neg_imax;
-  assign \$191  = v2_neg_imax;
-  assign \$3230  = 1'h1;
-  assign \$1257  = \$3228 ;
+  assign \$3250  = 1'h1;
+  assign \$1280  = \$3248 ;
 endmodule
 
 (* generator = "Amaranth" *)

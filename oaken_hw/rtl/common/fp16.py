@@ -17,7 +17,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
-           "fp16_sanitize", "fp16_to_units", "fp16_magnitude_units", "units_to_fp16_exact",
+           "fp16_sanitize", "fp16_to_units", "signed_units", "fp16_magnitude_units", "units_to_fp16_exact",
            "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length", "one_hot_length",
            "FP16ToUnits"]
 
@@ -87,8 +87,14 @@ def fp16_magnitude_units(bits):
 
 def fp16_to_units(bits):
     """Exact signed value of a finite FP16 bit pattern in units (:data:`UNITS_SHAPE`)."""
-    mag = fp16_magnitude_units(bits)
-    return Mux(bits[15], -mag, mag).as_signed()[:UNITS_WIDTH].as_signed()
+    return signed_units(fp16_magnitude_units(bits), bits[15])
+
+
+def signed_units(mag, neg):
+    """A magnitude in units (:data:`MAG_WIDTH` bits) and a sign as a signed value in units
+    (:data:`UNITS_SHAPE`); the second half of :func:`fp16_to_units`, for pipelines that
+    register the magnitude between the two."""
+    return Mux(neg, -mag, mag).as_signed()[:UNITS_WIDTH].as_signed()
 
 
 def smear_down(value):

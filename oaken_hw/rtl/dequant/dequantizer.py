@@ -160,7 +160,7 @@ class Dequantizer(wiring.Component):
         p2_sel = [Signal(3, name=f"p2_sel{k}") for k in range(lanes)]
         p2_odd = [Signal(mb + 2, name=f"p2_odd{k}") for k in range(lanes)]
         p2_sig = [Signal(11, name=f"p2_sig{k}") for k in range(lanes)]
-        p2_sh = [Signal(5, name=f"p2_sh{k}") for k in range(lanes)]
+        p2_eb = [Signal(6, name=f"p2_eb{k}") for k in range(lanes)]   # step exponent
         p2_upper = Signal(lanes)
         n_lo = p1.n_lo
         for k in range(lanes):
@@ -177,7 +177,8 @@ class Dequantizer(wiring.Component):
                      Mux(outer, steps["delta_outer"][1], steps["delta_inner"][1]))
             with m.If(adv):
                 m.d.sync += [p2_sel[k].eq(sel), p2_odd[k].eq(Cat(Const(1, 1), j)),   # 2j + 1
-                             p2_sig[k].eq(sig), p2_sh[k].eq(sh), p2_upper[k].eq(upper)]
+                             p2_sig[k].eq(sig), p2_eb[k].eq(win.step_exponent(sh)),
+                             p2_upper[k].eq(upper)]
 
         # --- P3: per lane the pivot's FP16 word, the small product (2j + 1) * sig and the
         # exponent compare (registered here, beside the multiplier, so that P4 is the
@@ -196,7 +197,7 @@ class Dequantizer(wiring.Component):
             m.d.sync += [side3.eq(side2), p3_upper.eq(p2_upper)]
         for k in range(lanes):
             piv = pivot(p2_sel[k])
-            exps = win.exponents(m, piv, p2_sh[k], name=f"exp{k}")
+            exps = win.exponents(m, piv, p2_eb[k], name=f"exp{k}")
             with m.If(adv):
                 m.d.sync += [p3_piv[k].eq(piv), p3_prod[k].eq(p2_odd[k] * p2_sig[k])]
                 m.d.sync += [getattr(p3_exps[k], f).eq(exps[f])

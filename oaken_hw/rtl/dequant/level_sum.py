@@ -97,7 +97,13 @@ class SumWindow:
         self.width = self.low + self.sig
         self.offset_shape = signed(6)
 
-    def exponents(self, m, pivot, sh, name="lvl"):
+    def step_exponent(self, sh):
+        """The exponent of the product ``(2j + 1) * sig`` in the window, from the step's
+        shift ``sh`` (5 bits, :func:`step_parts`): 6 bits, an input of :meth:`exponents`
+        that a pipeline can register a stage ahead of it."""
+        return (sh + (self.sig - 11))[:6]
+
+    def exponents(self, m, pivot, eb, name="lvl"):
         """The exponent compare, which can be a stage ahead of :meth:`align`.
 
         Parameters
@@ -105,8 +111,8 @@ class SumWindow:
         m : Module
         pivot : Value, 16 bits
             FP16 bit pattern of the pivot (finite).
-        sh : Value, 5 bits
-            The step's shift (:func:`step_parts`).
+        eb : Value, 6 bits
+            The step's exponent in the window (:meth:`step_exponent`).
 
         Returns
         -------
@@ -115,8 +121,6 @@ class SumWindow:
         """
         up = self.sig - 11                          # the pivot's significand moved up
         ea = _pivot_parts(pivot)[2]
-        eb = Signal(6, name=f"{name}_eb")
-        m.d.comb += eb.eq(sh + up)
         a_larger = Signal(name=f"{name}_a_larger")
         d = Signal(6, name=f"{name}_d")
         offset = Signal(self.offset_shape, name=f"{name}_offset")
@@ -216,7 +220,7 @@ class LevelSum(wiring.Component):
         prod = Signal(unsigned(self.middle_bits + 2 + 11))
         m.d.comb += prod.eq(self.odd * sig)
         win = SumWindow(self.middle_bits)
-        exps = win.exponents(m, self.pivot, sh)
+        exps = win.exponents(m, self.pivot, win.step_exponent(sh))
         al = win.align(m, self.pivot, prod, exps)
         mag, neg = win.total(m, al["a"], al["b"], al["sign"], self.upper)
         p = round_prepare(m, mag, 25, offset=exps["offset"], pad=ROUND_PAD)

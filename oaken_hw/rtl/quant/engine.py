@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...config import OakenConfig
 from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, fp16_key, fp16_key_to_bits,
-                           fp16_magnitude_units, fp16_sanitize, fp16_to_units)
+                           fp16_magnitude_units, fp16_sanitize, signed_units)
 from ..common.header import header_layout
 from ..common.threshold_table import (ThresholdReadSignature, ThresholdTable,
                                       threshold_write_layout, thresholds_layout)
@@ -274,13 +274,17 @@ class QuantEngine(wiring.Component):
         p3_key = Signal.like(p2_key)
         p3_bad = Signal.like(p2_bad)
         p3_tk = Signal(data.ArrayLayout(16, 4))
-        p3_tu = Signal(data.ArrayLayout(UNITS_SHAPE, 4))
+        # the thresholds in units: magnitudes here, signed in P4 (the conversion's shifter
+        # and its negation in one stage were the quantizer's next path at 82 MHz)
+        p3_tmag = Signal(data.ArrayLayout(MAG_WIDTH, 4))
+        p3_tneg = Signal(4)
         thr_words = [p2_thr.o_lo, p2_thr.i_lo, p2_thr.i_hi, p2_thr.o_hi]
         m.d.sync += [p3_v.eq(p2_v), p3_first.eq(p2_first), p3_last.eq(p2_last),
                      p3_beat.eq(p2_beat), p3_hdr.eq(p2_hdr), p3_key.eq(p2_key),
                      p3_bad.eq(p2_bad)]
         m.d.sync += [p3_tk[k].eq(fp16_key(w)) for k, w in enumerate(thr_words)]
-        m.d.sync += [p3_tu[k].eq(fp16_to_units(w)) for k, w in enumerate(thr_words)]
+        m.d.sync += [p3_tmag[k].eq(fp16_magnitude_units(w)) for k, w in enumerate(thr_words)]
+        m.d.sync += [p3_tneg[k].eq(w[15]) for k, w in enumerate(thr_words)]
 
         # --- P4: classify (16-bit key comparators) ---------------------------------------
         m.submodules.classifier = cls = Classifier(lanes=n)
@@ -290,13 +294,14 @@ class QuantEngine(wiring.Component):
         p4_hdr = Signal(self.header_layout)
         p4_key = Signal.like(p2_key)
         p4_bad = Signal.like(p2_bad)
-        p4_tu = Signal.like(p3_tu)
+        p4_tu = Signal(data.ArrayLayout(UNITS_SHAPE, 4))
         p4_group = Signal.like(cls.group)
         p4_upper = Signal.like(cls.upper)
         m.d.sync += [p4_v.eq(p3_v), p4_first.eq(p3_first), p4_last.eq(p3_last),
                      p4_beat.eq(p3_beat), p4_hdr.eq(p3_hdr), p4_key.eq(p3_key),
-                     p4_bad.eq(p3_bad), p4_tu.eq(p3_tu),
+                     p4_bad.eq(p3_bad),
                      p4_group.eq(cls.group), p4_upper.eq(cls.upper)]
+        m.d.sync += [p4_tu[k].eq(signed_units(p3_tmag[k], p3_tneg[k])) for k in range(4)]
 
         # --- write the ring, reduce ------------------------------------------------------
         # the ring keeps the order key (a bijection of the sanitized FP16 pattern)

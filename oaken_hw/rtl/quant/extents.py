@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.add_sub import add_or_subtract
 from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, UNITS_WIDTH, fp16_key_to_bits,
-                           fp16_magnitude_units, fp16_to_units)
+                           fp16_magnitude_units, fp16_to_units, signed_units)
 from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
 
 __all__ = ["Extents", "reduce_tree", "popcount"]
@@ -235,7 +235,7 @@ class Extents(wiring.Component):
 
         # --- the vector's keys in units ------------------------------------------------
         v2 = Signal()
-        u2 = {name: Signal(UNITS_SHAPE, name=f"v2_{name}") for name in ("hi", "ohi", "imin")}
+        u2 = {name: Signal(UNITS_SHAPE, name=f"v2_{name}") for name in ("hi", "ohi")}
         f2 = {name: Signal(name=f"v2_has_{name}") for name, *_ in specs}
         c2 = [Signal(8, name=f"v2_cnt{k}") for k in range(self.blocks)]
         t2 = Signal.like(self.t, name="v2_t")
@@ -243,21 +243,15 @@ class Extents(wiring.Component):
         bits = {name: fp16_key_to_bits(k1[name]) for name, *_ in specs}
         m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(bits["imin"])]
         # the sides whose pivot is subtracted from them (b, outer upper) in signed units;
-        # the others as sign and magnitude, added to or subtracted from their pivot in one
-        # carry chain (no negation of their own), the inner minimum in both signs
-        mag2 = {k: Signal(MAG_WIDTH, name=f"v2_mag_{k}") for k in ("lo", "olo", "imax")}
-        neg2 = {k: Signal(name=f"v2_neg_{k}") for k in ("lo", "olo", "imax")}
+        # the others as sign and magnitude, added to or subtracted from their pivot (or each
+        # other) in one carry chain, with no negation of their own (the inner minimum's,
+        # behind the FP16 shifter in one stage, was the quantizer's critical path at 85 MHz)
+        mag2 = {k: Signal(MAG_WIDTH, name=f"v2_mag_{k}") for k in ("lo", "olo", "imax", "imin")}
+        neg2 = {k: Signal(name=f"v2_neg_{k}") for k in mag2}
         for k in ("hi", "ohi"):
             m.d.sync += u2[k].eq(fp16_to_units(bits[k]))
         for k in mag2:
             m.d.sync += [mag2[k].eq(fp16_magnitude_units(bits[k])), neg2[k].eq(bits[k][15])]
-        imin_bits = bits["imin"]
-        imin_mag = fp16_magnitude_units(imin_bits)
-        imin_neg = Signal(UNITS_SHAPE)
-        m.d.comb += imin_neg.eq(-imin_mag)
-        nimin2 = Signal(UNITS_SHAPE, name="v2_nimin")         # -inner_min
-        m.d.sync += [u2["imin"].eq(Mux(imin_bits[15], imin_neg, imin_mag)),
-                     nimin2.eq(Mux(imin_bits[15], imin_mag, imin_neg))]
         m.d.sync += [f2[k].eq(f1[k]) for k in f2] + [c2[k].eq(c1[k]) for k in range(self.blocks)]
 
         # --- pivots subtracted -----------------------------------------------------------
@@ -277,11 +271,14 @@ class Extents(wiring.Component):
             o_lo3.eq(Mux(f2["olo"], add_or_subtract(m, t_olo, mag2["olo"], neg2["olo"], W,
                                                    "o_lo"), 0)),
             o_hi3.eq(Mux(f2["ohi"], u2["ohi"] - t_ohi, 0)),
-            imin3.eq(Mux(f2["imin"], u2["imin"], 0)),
+            imin3.eq(Mux(f2["imin"], signed_units(mag2["imin"], neg2["imin"]), 0)),
             imin_bits3.eq(Mux(f2["imin"], imin_bits2, 0)),
-            # max - min = -min + (-|max| if max < 0 else |max|)
-            ext3.eq(Mux(f2["imin"], add_or_subtract(m, nimin2, mag2["imax"], ~neg2["imax"], W,
-                                                   "ext"), 0)),
+            # max - min: |min| + (-|max| if max < 0 else |max|) when min < 0, else
+            # |max| - |min| (then max >= min >= 0)
+            ext3.eq(Mux(f2["imin"], add_or_subtract(
+                m, Mux(neg2["imin"], mag2["imin"], mag2["imax"]),
+                Mux(neg2["imin"], mag2["imax"], mag2["imin"]),
+                neg2["imin"] & ~neg2["imax"], W, "ext"), 0)),
         ]
         m.d.sync += [c3[k].eq(c2[k]) for k in range(self.blocks)]
 
