@@ -17,9 +17,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
-           "fp16_sanitize", "fp16_to_units", "signed_units", "fp16_magnitude_units", "units_to_fp16_exact",
-           "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length", "one_hot_length",
-           "FP16ToUnits"]
+           "fp16_sanitize", "fp16_to_units", "signed_units", "fp16_magnitude_units",
+           "units_to_fp16_exact", "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length",
+           "one_hot_length", "FP16ToUnits"]
 
 #: fractional bits of a unit (LSB = 2^-24, the smallest FP16 subnormal)
 FRAC_BITS = 24
