@@ -232,488 +232,451 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$300 ;
   wire \$301 ;
   wire \$302 ;
-  wire [3:0] \$303 ;
-  wire [3:0] \$304 ;
-  wire [3:0] \$305 ;
+  wire [8:0] \$303 ;
+  wire \$304 ;
+  wire \$305 ;
   wire [3:0] \$306 ;
   wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [3:0] \$308 ;
+  wire [3:0] \$309 ;
   wire [9:0] \$31 ;
   wire \$310 ;
-  wire [1:0] \$311 ;
-  wire [1:0] \$312 ;
+  wire [3:0] \$311 ;
+  wire \$312 ;
   wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire [8:0] \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire [3:0] \$314 ;
+  wire [4:0] \$315 ;
+  wire [3:0] \$316 ;
+  wire [4:0] \$317 ;
+  wire [4:0] \$318 ;
+  wire [4:0] \$319 ;
   wire \$32 ;
   wire [3:0] \$320 ;
   wire \$321 ;
   wire [3:0] \$322 ;
-  wire [3:0] \$323 ;
-  wire \$324 ;
-  wire [3:0] \$325 ;
+  wire \$323 ;
+  wire [3:0] \$324 ;
+  wire \$325 ;
   wire \$326 ;
-  wire \$327 ;
-  wire [3:0] \$328 ;
-  wire [4:0] \$329 ;
+  wire [1:0] \$327 ;
+  wire [1:0] \$328 ;
+  wire \$329 ;
   wire \$33 ;
-  wire [3:0] \$330 ;
-  wire [4:0] \$331 ;
-  wire [4:0] \$332 ;
-  wire [4:0] \$333 ;
-  wire [3:0] \$334 ;
+  wire [14:0] \$330 ;
+  wire [14:0] \$331 ;
+  wire \$332 ;
+  wire [14:0] \$333 ;
+  wire [14:0] \$334 ;
   wire \$335 ;
-  wire [3:0] \$336 ;
-  wire \$337 ;
-  wire [3:0] \$338 ;
+  wire [14:0] \$336 ;
+  wire [14:0] \$337 ;
+  wire \$338 ;
   wire \$339 ;
   wire [3:0] \$34 ;
   wire \$340 ;
-  wire [1:0] \$341 ;
-  wire [1:0] \$342 ;
+  wire \$341 ;
+  wire \$342 ;
   wire \$343 ;
-  wire [14:0] \$344 ;
-  wire [14:0] \$345 ;
+  wire \$344 ;
+  wire \$345 ;
   wire \$346 ;
-  wire [14:0] \$347 ;
-  wire [14:0] \$348 ;
+  wire \$347 ;
+  wire \$348 ;
   wire \$349 ;
   wire \$35 ;
-  wire [14:0] \$350 ;
-  wire [14:0] \$351 ;
+  wire \$350 ;
+  wire \$351 ;
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
   wire \$355 ;
-  wire [3:0] \$356 ;
-  wire \$357 ;
-  wire [3:0] \$358 ;
-  wire [3:0] \$359 ;
+  wire \$356 ;
+  wire [8:0] \$357 ;
+  wire \$358 ;
+  wire [10:0] \$359 ;
   wire [13:0] \$36 ;
-  wire \$360 ;
-  wire [3:0] \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire [3:0] \$364 ;
-  wire [4:0] \$365 ;
-  wire [3:0] \$366 ;
-  wire [4:0] \$367 ;
-  wire [4:0] \$368 ;
-  wire [4:0] \$369 ;
+  wire [11:0] \$360 ;
+  wire [11:0] \$361 ;
+  wire [10:0] \$362 ;
+  wire [11:0] \$363 ;
+  wire [11:0] \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [3:0] \$370 ;
+  wire \$370 ;
   wire \$371 ;
-  wire [3:0] \$372 ;
-  wire \$373 ;
-  wire [3:0] \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire [1:0] \$377 ;
-  wire [1:0] \$378 ;
-  wire \$379 ;
+  wire [14:0] \$372 ;
+  wire [15:0] \$373 ;
+  wire [15:0] \$374 ;
+  wire [14:0] \$375 ;
+  wire [15:0] \$376 ;
+  wire [15:0] \$377 ;
+  wire [14:0] \$378 ;
+  wire [15:0] \$379 ;
   wire \$38 ;
-  wire \$380 ;
+  wire [15:0] \$380 ;
   wire \$381 ;
-  wire \$382 ;
+  reg [7:0] \$382 ;
   wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire \$389 ;
+  wire [6:0] \$384 ;
+  wire [7:0] \$385 ;
+  wire [7:0] \$386 ;
+  wire [8:0] \$387 ;
+  reg [7:0] \$388 ;
+  wire [6:0] \$389 ;
   wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire \$393 ;
-  wire [8:0] \$394 ;
-  wire \$395 ;
-  wire [10:0] \$396 ;
-  wire [11:0] \$397 ;
-  wire [11:0] \$398 ;
-  wire [10:0] \$399 ;
+  wire [7:0] \$390 ;
+  wire [8:0] \$391 ;
+  reg [7:0] \$392 ;
+  wire [6:0] \$393 ;
+  wire [7:0] \$394 ;
+  wire [8:0] \$395 ;
+  reg [13:0] \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [7:0] \$4 ;
   wire [13:0] \$40 ;
-  wire [11:0] \$400 ;
-  wire [11:0] \$401 ;
+  wire [3:0] \$400 ;
+  reg [13:0] \$401 ;
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
   wire \$405 ;
   wire \$406 ;
   wire \$407 ;
-  wire \$408 ;
-  wire [14:0] \$409 ;
+  wire [9:0] \$408 ;
+  wire \$409 ;
   wire [14:0] \$41 ;
-  wire [15:0] \$410 ;
-  wire [15:0] \$411 ;
-  wire [14:0] \$412 ;
-  wire [15:0] \$413 ;
-  wire [15:0] \$414 ;
-  wire [14:0] \$415 ;
-  wire [15:0] \$416 ;
-  wire [15:0] \$417 ;
+  wire [9:0] \$410 ;
+  wire \$411 ;
+  wire [9:0] \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire [13:0] \$415 ;
+  wire \$416 ;
+  wire \$417 ;
   wire \$418 ;
-  reg [7:0] \$419 ;
+  wire [13:0] \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire [6:0] \$421 ;
-  wire [7:0] \$422 ;
-  wire [7:0] \$423 ;
-  wire [8:0] \$424 ;
-  reg [7:0] \$425 ;
-  wire [6:0] \$426 ;
-  wire [7:0] \$427 ;
-  wire [8:0] \$428 ;
-  reg [7:0] \$429 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire [13:0] \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire [9:0] \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire [13:0] \$429 ;
   wire \$43 ;
-  wire [6:0] \$430 ;
-  wire [7:0] \$431 ;
-  wire [8:0] \$432 ;
-  reg [13:0] \$433 ;
-  wire \$434 ;
-  wire \$435 ;
+  wire [14:0] \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire [13:0] \$434 ;
+  wire [14:0] \$435 ;
   wire \$436 ;
-  wire [3:0] \$437 ;
-  reg [13:0] \$438 ;
-  wire \$439 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire [13:0] \$439 ;
   wire \$44 ;
-  wire \$440 ;
+  wire [14:0] \$440 ;
   wire \$441 ;
   wire \$442 ;
   wire \$443 ;
   wire \$444 ;
-  wire [9:0] \$445 ;
-  wire \$446 ;
-  wire [9:0] \$447 ;
-  wire \$448 ;
-  wire [9:0] \$449 ;
+  wire [3:0] \$445 ;
+  reg [13:0] \$446 ;
+  wire \$447 ;
+  wire [3:0] \$448 ;
+  wire \$449 ;
   wire [4:0] \$45 ;
-  wire \$450 ;
+  wire [3:0] \$450 ;
   wire \$451 ;
-  wire [13:0] \$452 ;
+  wire [3:0] \$452 ;
   wire \$453 ;
   wire \$454 ;
   wire \$455 ;
-  wire [13:0] \$456 ;
+  wire \$456 ;
   wire \$457 ;
   wire \$458 ;
-  wire \$459 ;
+  wire [3:0] \$459 ;
   wire \$46 ;
-  wire [13:0] \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire [9:0] \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire [13:0] \$466 ;
+  reg [13:0] \$460 ;
+  wire [13:0] \$461 ;
+  reg [6:0] \$462 ;
+  wire \$463 ;
+  reg [13:0] \$464 ;
+  wire [13:0] \$465 ;
+  reg [6:0] \$466 ;
   wire [14:0] \$467 ;
   wire \$468 ;
   wire \$469 ;
   wire [13:0] \$47 ;
-  wire \$470 ;
-  wire [13:0] \$471 ;
-  wire [14:0] \$472 ;
+  reg [6:0] \$470 ;
+  wire \$471 ;
+  reg [6:0] \$472 ;
   wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire [13:0] \$476 ;
+  reg [13:0] \$474 ;
+  wire [13:0] \$475 ;
+  reg [6:0] \$476 ;
   wire [14:0] \$477 ;
   wire \$478 ;
   wire \$479 ;
   wire \$48 ;
-  wire \$480 ;
-  wire \$481 ;
-  wire [3:0] \$482 ;
-  reg [13:0] \$483 ;
-  wire \$484 ;
-  wire [3:0] \$485 ;
-  wire \$486 ;
-  wire [3:0] \$487 ;
-  wire \$488 ;
-  wire [3:0] \$489 ;
+  reg [13:0] \$480 ;
+  wire [13:0] \$481 ;
+  wire [14:0] \$482 ;
+  reg [6:0] \$483 ;
+  wire [14:0] \$484 ;
+  reg [6:0] \$485 ;
+  reg [6:0] \$486 ;
+  wire \$487 ;
+  reg [13:0] \$488 ;
+  wire [13:0] \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
+  reg [6:0] \$490 ;
+  wire [14:0] \$491 ;
   wire \$492 ;
   wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire [3:0] \$496 ;
-  reg [13:0] \$497 ;
-  wire [13:0] \$498 ;
-  reg [6:0] \$499 ;
+  reg [13:0] \$494 ;
+  wire [13:0] \$495 ;
+  wire [14:0] \$496 ;
+  reg [6:0] \$497 ;
+  wire [14:0] \$498 ;
+  wire [15:0] \$499 ;
   wire [6:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
-  reg [13:0] \$501 ;
-  wire [13:0] \$502 ;
+  wire \$501 ;
+  wire \$502 ;
   reg [6:0] \$503 ;
-  wire [14:0] \$504 ;
+  wire \$504 ;
   wire \$505 ;
   wire \$506 ;
-  reg [6:0] \$507 ;
+  wire \$507 ;
   wire \$508 ;
-  reg [6:0] \$509 ;
+  wire \$509 ;
   wire [13:0] \$51 ;
-  wire \$510 ;
-  reg [13:0] \$511 ;
-  wire [13:0] \$512 ;
-  reg [6:0] \$513 ;
-  wire [14:0] \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  reg [13:0] \$517 ;
-  wire [13:0] \$518 ;
-  wire [14:0] \$519 ;
+  reg [6:0] \$510 ;
+  wire \$511 ;
+  reg [6:0] \$512 ;
+  wire \$513 ;
+  reg [13:0] \$514 ;
+  wire [13:0] \$515 ;
+  reg [6:0] \$516 ;
+  wire [14:0] \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire [14:0] \$52 ;
-  reg [6:0] \$520 ;
-  wire [14:0] \$521 ;
-  reg [6:0] \$522 ;
-  reg [6:0] \$523 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
   wire \$524 ;
-  reg [13:0] \$525 ;
-  wire [13:0] \$526 ;
-  reg [6:0] \$527 ;
-  wire [14:0] \$528 ;
-  wire \$529 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire [20:0] \$527 ;
+  wire [20:0] \$528 ;
+  wire [20:0] \$529 ;
   wire \$53 ;
-  wire \$530 ;
-  reg [13:0] \$531 ;
-  wire [13:0] \$532 ;
-  wire [14:0] \$533 ;
-  reg [6:0] \$534 ;
-  wire [14:0] \$535 ;
-  wire [15:0] \$536 ;
-  wire \$537 ;
-  wire \$538 ;
-  wire \$539 ;
+  wire [20:0] \$530 ;
+  wire [20:0] \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire [20:0] \$534 ;
+  wire [20:0] \$535 ;
+  wire [20:0] \$536 ;
+  wire [20:0] \$537 ;
+  wire [20:0] \$538 ;
+  wire [21:0] \$539 ;
   wire \$54 ;
-  reg [6:0] \$540 ;
+  wire \$540 ;
   wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  reg [6:0] \$547 ;
+  wire [20:0] \$542 ;
+  wire [20:0] \$543 ;
+  wire [20:0] \$544 ;
+  wire [20:0] \$545 ;
+  wire [20:0] \$546 ;
+  wire [21:0] \$547 ;
   wire \$548 ;
-  reg [6:0] \$549 ;
+  wire \$549 ;
   wire \$55 ;
   wire \$550 ;
-  reg [13:0] \$551 ;
-  wire [13:0] \$552 ;
-  reg [6:0] \$553 ;
-  wire [14:0] \$554 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
   wire \$555 ;
   wire \$556 ;
   wire \$557 ;
   wire \$558 ;
   wire \$559 ;
   wire [5:0] \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire [20:0] \$564 ;
-  wire [20:0] \$565 ;
+  wire [20:0] \$560 ;
+  wire [20:0] \$561 ;
+  wire [20:0] \$562 ;
+  wire [20:0] \$563 ;
+  wire \$564 ;
+  wire \$565 ;
   wire [20:0] \$566 ;
   wire [20:0] \$567 ;
   wire [20:0] \$568 ;
-  wire \$569 ;
+  wire [20:0] \$569 ;
   wire \$57 ;
-  wire \$570 ;
-  wire [20:0] \$571 ;
-  wire [20:0] \$572 ;
+  wire [21:0] \$570 ;
+  wire \$571 ;
+  wire \$572 ;
   wire [20:0] \$573 ;
   wire [20:0] \$574 ;
   wire [20:0] \$575 ;
-  wire [21:0] \$576 ;
-  wire \$577 ;
+  wire [20:0] \$576 ;
+  wire [20:0] \$577 ;
   wire \$578 ;
-  wire [20:0] \$579 ;
+  wire \$579 ;
   wire [13:0] \$58 ;
   wire [20:0] \$580 ;
   wire [20:0] \$581 ;
   wire [20:0] \$582 ;
   wire [20:0] \$583 ;
-  wire [21:0] \$584 ;
-  wire \$585 ;
+  wire [20:0] \$584 ;
+  wire [21:0] \$585 ;
   wire \$586 ;
   wire \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  wire [1:0] \$588 ;
+  wire [1:0] \$589 ;
   wire \$59 ;
   wire \$590 ;
   wire \$591 ;
-  wire \$592 ;
-  wire \$593 ;
+  reg [13:0] \$592 ;
+  wire [13:0] \$593 ;
   wire \$594 ;
   wire \$595 ;
   wire \$596 ;
-  wire [20:0] \$597 ;
-  wire [20:0] \$598 ;
-  wire [20:0] \$599 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire [24:0] \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  wire [20:0] \$600 ;
-  wire \$601 ;
+  wire [25:0] \$600 ;
+  wire [15:0] \$601 ;
   wire \$602 ;
-  wire [20:0] \$603 ;
-  wire [20:0] \$604 ;
-  wire [20:0] \$605 ;
-  wire [20:0] \$606 ;
-  wire [21:0] \$607 ;
-  wire \$608 ;
-  wire \$609 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  reg [14:0] \$607 ;
+  wire [14:0] \$608 ;
+  wire [14:0] \$609 ;
   wire \$61 ;
-  wire [20:0] \$610 ;
-  wire [20:0] \$611 ;
-  wire [20:0] \$612 ;
-  wire [20:0] \$613 ;
-  wire [20:0] \$614 ;
-  wire \$615 ;
-  wire \$616 ;
-  wire [20:0] \$617 ;
-  wire [20:0] \$618 ;
-  wire [20:0] \$619 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire [8:0] \$614 ;
+  wire [6:0] \$615 ;
+  wire [3:0] \$616 ;
+  wire [10:0] \$617 ;
+  wire [11:0] \$618 ;
+  wire [15:0] \$619 ;
   wire [13:0] \$62 ;
-  wire [20:0] \$620 ;
-  wire [20:0] \$621 ;
-  wire [21:0] \$622 ;
-  wire \$623 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire [3:0] \$622 ;
+  wire [3:0] \$623 ;
   wire \$624 ;
-  wire [1:0] \$625 ;
-  wire [1:0] \$626 ;
-  wire \$627 ;
+  wire [3:0] \$625 ;
+  wire \$626 ;
+  wire [3:0] \$627 ;
   wire \$628 ;
-  reg [13:0] \$629 ;
+  wire \$629 ;
   wire [14:0] \$63 ;
-  wire [13:0] \$630 ;
-  wire \$631 ;
-  wire \$632 ;
+  reg [14:0] \$630 ;
+  wire [14:0] \$631 ;
+  wire [14:0] \$632 ;
   wire \$633 ;
   wire \$634 ;
-  wire \$635 ;
-  wire [24:0] \$636 ;
-  wire [25:0] \$637 ;
-  wire [15:0] \$638 ;
+  wire [8:0] \$635 ;
+  wire [6:0] \$636 ;
+  wire [3:0] \$637 ;
+  wire \$638 ;
   wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire \$643 ;
+  reg [7:0] \$640 ;
+  reg \$641 ;
+  reg \$642 ;
+  reg \$643 ;
   reg [14:0] \$644 ;
-  wire [14:0] \$645 ;
-  wire [14:0] \$646 ;
-  wire \$647 ;
-  wire \$648 ;
-  wire \$649 ;
+  reg [14:0] \$645 ;
+  reg [6:0] \$646 ;
+  reg [14:0] \$647 ;
+  reg [14:0] \$648 ;
+  reg [14:0] \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire [8:0] \$651 ;
-  wire [6:0] \$652 ;
-  wire [3:0] \$653 ;
-  wire [10:0] \$654 ;
-  wire [11:0] \$655 ;
-  wire [15:0] \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire [3:0] \$659 ;
+  reg [2:0] \$650 ;
+  reg \$651 ;
+  reg \$652 ;
+  reg \$653 ;
+  reg [40:0] \$654 ;
+  reg \$655 ;
+  reg [5:0] \$656 ;
+  reg [7:0] \$657 ;
+  reg [3:0] \$658 ;
+  reg \$659 ;
   wire \$66 ;
-  wire [3:0] \$660 ;
-  wire \$661 ;
-  wire [3:0] \$662 ;
-  wire \$663 ;
-  wire [3:0] \$664 ;
-  wire \$665 ;
-  wire \$666 ;
-  reg [14:0] \$667 ;
-  wire [14:0] \$668 ;
-  wire [14:0] \$669 ;
+  reg [38:0] \$660 ;
+  reg [9:0] \$661 ;
+  reg [13:0] \$662 ;
+  reg [13:0] \$663 ;
+  reg [13:0] \$664 ;
+  reg [2:0] \$665 ;
+  reg [2:0] \$666 ;
+  reg [2:0] \$667 ;
+  reg [13:0] \$668 ;
+  reg [13:0] \$669 ;
   wire [6:0] \$67 ;
-  wire \$670 ;
-  wire \$671 ;
-  wire [8:0] \$672 ;
-  wire [6:0] \$673 ;
-  wire [3:0] \$674 ;
-  wire \$675 ;
-  wire \$676 ;
-  reg [7:0] \$677 ;
+  reg [13:0] \$670 ;
+  reg [13:0] \$671 ;
+  reg [13:0] \$672 ;
+  reg [13:0] \$673 ;
+  reg [13:0] \$674 ;
+  reg [2:0] \$675 ;
+  reg \$676 ;
+  reg \$677 ;
   reg \$678 ;
   reg \$679 ;
   wire [9:0] \$68 ;
-  reg \$680 ;
-  reg [14:0] \$681 ;
-  reg [14:0] \$682 ;
-  reg [6:0] \$683 ;
-  reg [14:0] \$684 ;
-  reg [14:0] \$685 ;
-  reg [14:0] \$686 ;
-  reg [2:0] \$687 ;
-  reg \$688 ;
-  reg \$689 ;
+  reg [6:0] \$680 ;
+  reg [6:0] \$681 ;
+  reg \$682 ;
+  reg [9:0] \$683 ;
+  reg \$684 ;
+  reg \$685 ;
+  reg [10:0] \$686 ;
+  reg [10:0] \$687 ;
+  reg [3:0] \$688 ;
+  reg [13:0] \$689 ;
   wire \$69 ;
-  reg \$690 ;
-  reg [40:0] \$691 ;
-  reg \$692 ;
-  reg [5:0] \$693 ;
-  reg [7:0] \$694 ;
-  reg [3:0] \$695 ;
-  reg \$696 ;
-  reg [38:0] \$697 ;
-  reg [9:0] \$698 ;
-  reg [13:0] \$699 ;
+  reg [13:0] \$690 ;
+  reg [13:0] \$691 ;
+  reg [14:0] \$692 ;
+  reg [14:0] \$693 ;
+  reg [14:0] \$694 ;
+  reg [24:0] \$695 ;
+  reg [9:0] \$696 ;
+  reg [10:0] \$697 ;
+  reg [14:0] \$698 ;
+  reg [1:0] \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  reg [13:0] \$700 ;
-  reg [13:0] \$701 ;
-  reg [2:0] \$702 ;
-  reg [2:0] \$703 ;
-  reg [2:0] \$704 ;
-  reg [13:0] \$705 ;
-  reg [13:0] \$706 ;
-  reg [13:0] \$707 ;
-  reg [13:0] \$708 ;
-  reg [13:0] \$709 ;
+  reg [10:0] \$700 ;
   wire [7:0] \$71 ;
-  reg [13:0] \$710 ;
-  reg [13:0] \$711 ;
-  reg [2:0] \$712 ;
-  reg \$713 ;
-  reg \$714 ;
-  reg \$715 ;
-  reg \$716 ;
-  reg [6:0] \$717 ;
-  reg [6:0] \$718 ;
-  reg \$719 ;
   wire \$72 ;
-  reg [9:0] \$720 ;
-  reg \$721 ;
-  reg \$722 ;
-  reg [10:0] \$723 ;
-  reg [10:0] \$724 ;
-  reg [3:0] \$725 ;
-  reg [13:0] \$726 ;
-  reg [13:0] \$727 ;
-  reg [13:0] \$728 ;
-  reg [14:0] \$729 ;
   wire [14:0] \$73 ;
-  reg [14:0] \$730 ;
-  reg [14:0] \$731 ;
-  reg [24:0] \$732 ;
-  reg [9:0] \$733 ;
-  reg [10:0] \$734 ;
-  reg [14:0] \$735 ;
-  reg [1:0] \$736 ;
-  reg [10:0] \$737 ;
   wire \$74 ;
   wire [14:0] \$75 ;
   wire \$76 ;
@@ -745,12 +708,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$160 ;
-  wire [9:0] \$signature__data$160.n ;
-  wire [41:0] \$signature__data$160.sb ;
-  wire [13:0] \$signature__data$160.sb[0] ;
-  wire [13:0] \$signature__data$160.sb[1] ;
-  wire [13:0] \$signature__data$160.sb[2] ;
+  wire [51:0] \$signature__data$156 ;
+  wire [9:0] \$signature__data$156.n ;
+  wire [41:0] \$signature__data$156.sb ;
+  wire [13:0] \$signature__data$156.sb[0] ;
+  wire [13:0] \$signature__data$156.sb[1] ;
+  wire [13:0] \$signature__data$156.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
@@ -954,9 +917,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [1:0] \slot_idx$105 ;
   reg [1:0] \slot_idx$107 ;
   reg [1:0] \slot_idx$109 ;
-  reg [1:0] \slot_idx$140 ;
-  reg [1:0] \slot_idx$145 ;
-  reg [1:0] \slot_idx$149 ;
+  reg [1:0] \slot_idx$143 ;
   reg [1:0] \slot_idx$95 ;
   reg [1:0] \slot_idx$97 ;
   wire [1:0] slot_tab;
@@ -965,9 +926,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [1:0] \slot_tab$106 ;
   reg [1:0] \slot_tab$108 ;
   reg [1:0] \slot_tab$110 ;
-  reg [1:0] \slot_tab$141 ;
-  reg [1:0] \slot_tab$146 ;
-  reg [1:0] \slot_tab$150 ;
+  reg [1:0] \slot_tab$144 ;
   reg [1:0] \slot_tab$96 ;
   reg [1:0] \slot_tab$99 ;
   reg [2:0] sparse_r_entry;
@@ -1248,33 +1207,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$160  = _0_;
-  assign \$250  = n + 1'h1;
-  assign \$251  = sb0 + ap[24:18];
-  assign \$252  = sb1 + ap[31:25];
-  assign \$253  = sb2 + ap[38:32];
-  assign \$254  = j < 2'h3;
-  assign \$255  = j >= 2'h3;
-  assign \$256  = j < 3'h6;
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = cm[2:1] == 1'h1;
-  assign \$259  = cm[2:1] == 2'h2;
-  assign \$262  = \$259  ? \$260  : \$261 ;
-  assign \$263  = \$258  ? { 7'h00, cm[26:13] } : \$262 ;
-  assign \$265  = cm[2:1] == 1'h1;
-  assign \$266  = cm[2:1] == 2'h2;
-  assign \$269  = \$266  ? \$267  : \$268 ;
-  assign \$270  = \$265  ? { 7'h00, cm[26:13] } : \$269 ;
-  assign \$272  = cm[2:1] == 1'h1;
-  assign \$273  = cm[2:1] == 2'h2;
-  assign \$276  = \$273  ? \$274  : \$275 ;
-  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
-  assign \$279  = cm[2:1] == 1'h1;
-  assign \$280  = cm[40:27] == 14'h3fff;
-  assign \$281  = \$279  & \$280 ;
-  assign \$282  = cm[2:1] == 1'h1;
-  assign \$284  = \$282  ? \$283  : { 4'h0, n };
-  assign \$285  = \$281  ? \$284  : cm[40:27];
+  assign \$signature__data$156  = _0_;
   assign \$287  = { \$286 , 10'h000 } | { 14'h0000, r_off };
   assign \$288  = r_left <= r_room;
   assign \$289  = \$288  ? r_left : { 14'h0000, r_room };
@@ -1287,433 +1220,396 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$296  = from_cmd ? rd_out__ready : wr_out__ready;
   assign \$297  = gidx + 1'h1;
   assign \$298  = ! j;
-  assign \$299  = j < 2'h3;
-  assign \$300  = j >= 2'h3;
-  assign \$301  = j < 3'h6;
-  assign \$302  = \$300  & \$301 ;
-  assign \$303  = j - 2'h3;
-  assign \$304  = j - 3'h6;
-  assign \$305  = \$302  ? \$303  : \$304 ;
-  assign \$306  = \$299  ? { 1'h0, j } : \$305 ;
-  assign \$307  = j < 2'h3;
-  assign \$308  = j >= 2'h3;
-  assign \$309  = j < 3'h6;
-  assign \$310  = \$308  & \$309 ;
-  assign \$311  = \$310  ? 2'h1 : 2'h2;
-  assign \$312  = \$307  ? 2'h0 : \$311 ;
-  assign \$313  = has_pages >> j;
-  assign \$314  = ~ \$313 ;
-  assign \$315  = j == 3'h6;
-  assign \$316  = fg == 6'h3b;
-  assign \$317  = gidx + 1'h1;
-  assign \$318  = ~ release__valid;
-  assign \$319  = \$318  | release__ready;
+  assign \$299  = has_pages >> j;
+  assign \$300  = ~ \$299 ;
+  assign \$301  = j == 3'h6;
+  assign \$302  = fg == 6'h3b;
+  assign \$303  = gidx + 1'h1;
+  assign \$304  = ~ release__valid;
+  assign \$305  = \$304  | release__ready;
+  assign \$306  = j + 1'h1;
+  assign \$307  = \$306  < 2'h3;
+  assign \$308  = j + 1'h1;
+  assign \$309  = j + 1'h1;
+  assign \$310  = \$309  >= 2'h3;
+  assign \$311  = j + 1'h1;
+  assign \$312  = \$311  < 3'h6;
+  assign \$313  = \$310  & \$312 ;
+  assign \$314  = j + 1'h1;
+  assign \$315  = \$314  - 2'h3;
+  assign \$316  = j + 1'h1;
+  assign \$317  = \$316  - 3'h6;
+  assign \$318  = \$313  ? \$315  : \$317 ;
+  assign \$319  = \$307  ? { 1'h0, \$308  } : \$318 ;
   assign \$320  = j + 1'h1;
   assign \$321  = \$320  < 2'h3;
   assign \$322  = j + 1'h1;
-  assign \$323  = j + 1'h1;
-  assign \$324  = \$323  >= 2'h3;
-  assign \$325  = j + 1'h1;
-  assign \$326  = \$325  < 3'h6;
-  assign \$327  = \$324  & \$326 ;
-  assign \$328  = j + 1'h1;
-  assign \$329  = \$328  - 2'h3;
-  assign \$330  = j + 1'h1;
-  assign \$331  = \$330  - 3'h6;
-  assign \$332  = \$327  ? \$329  : \$331 ;
-  assign \$333  = \$321  ? { 1'h0, \$322  } : \$332 ;
-  assign \$334  = j + 1'h1;
-  assign \$335  = \$334  < 2'h3;
-  assign \$336  = j + 1'h1;
-  assign \$337  = \$336  >= 2'h3;
-  assign \$338  = j + 1'h1;
-  assign \$339  = \$338  < 3'h6;
-  assign \$340  = \$337  & \$339 ;
-  assign \$341  = \$340  ? 2'h1 : 2'h2;
-  assign \$342  = \$335  ? 2'h0 : \$341 ;
-  assign \$343  = e1 == npg;
-  assign \$344  = \$343  ? 15'h0000 : e1;
-  assign \$345  = adv ? \$344  : e;
-  assign \$346  = e1 == npg;
-  assign \$347  = \$346  ? 15'h0000 : e1;
-  assign \$348  = adv ? \$347  : e;
-  assign \$349  = e1 == npg;
-  assign \$350  = \$349  ? 15'h0000 : e1;
-  assign \$351  = adv ? \$350  : e;
-  assign \$352  = e1 == npg;
-  assign \$353  = adv & \$352 ;
-  assign \$354  = e1 == npg;
-  assign \$355  = has_pages[6:1] >> j;
-  assign \$356  = j + 1'h1;
-  assign \$357  = \$356  < 2'h3;
-  assign \$358  = j + 1'h1;
-  assign \$359  = j + 1'h1;
-  assign \$360  = \$359  >= 2'h3;
-  assign \$361  = j + 1'h1;
-  assign \$362  = \$361  < 3'h6;
-  assign \$363  = \$360  & \$362 ;
-  assign \$364  = j + 1'h1;
-  assign \$365  = \$364  - 2'h3;
-  assign \$366  = j + 1'h1;
-  assign \$367  = \$366  - 3'h6;
-  assign \$368  = \$363  ? \$365  : \$367 ;
-  assign \$369  = \$357  ? { 1'h0, \$358  } : \$368 ;
-  assign \$370  = j + 1'h1;
-  assign \$371  = \$370  < 2'h3;
-  assign \$372  = j + 1'h1;
-  assign \$373  = \$372  >= 2'h3;
-  assign \$374  = j + 1'h1;
-  assign \$375  = \$374  < 3'h6;
-  assign \$376  = \$373  & \$375 ;
-  assign \$377  = \$376  ? 2'h1 : 2'h2;
-  assign \$378  = \$371  ? 2'h0 : \$377 ;
-  assign \$379  = j == 3'h6;
-  assign \$380  = fg == 6'h3b;
-  assign \$381  = ~ gs_done;
-  assign \$382  = ! fsm_state;
-  assign \$383  = fsm_state == 1'h1;
-  assign \$384  = fsm_state == 2'h2;
-  assign \$385  = fsm_state == 2'h3;
-  assign \$386  = fsm_state == 3'h4;
-  assign \$387  = fsm_state == 3'h5;
-  assign \$388  = fsm_state == 3'h6;
-  assign \$389  = fsm_state == 3'h7;
-  assign \$390  = fsm_state == 4'h8;
-  assign \$391  = fsm_state == 4'h9;
-  assign \$392  = fsm_state == 4'ha;
-  assign \$393  = ~ gs_done;
-  assign \$394  = gs_walk + 1'h1;
-  assign \$395  = gs_walk == 8'hef;
-  assign \$396  = n + 6'h20;
-  assign \$397  = \$396  - 1'h1;
-  assign \$399  = n + 7'h40;
-  assign \$400  = \$399  - 1'h1;
-  assign \$402  = | n;
-  assign \$403  = | n;
-  assign \$404  = | n;
-  assign \$405  = | sb0;
-  assign \$406  = | sb1;
-  assign \$407  = | sb2;
-  assign \$408  = | n;
-  assign \$409  = sb0 + 11'h400;
-  assign \$410  = \$409  - 1'h1;
-  assign \$412  = sb1 + 11'h400;
-  assign \$413  = \$412  - 1'h1;
-  assign \$415  = sb2 + 11'h400;
-  assign \$416  = \$415  - 1'h1;
-  assign \$418  = ~ ready;
-  assign \$421  = cmd__payload[9:5] * 2'h2;
-  assign \$422  = \$421  + cmd__payload[10];
-  assign \$423  = \$420  ? 8'h00 : \$422 ;
-  assign \$424  = \$419  + \$423 ;
-  assign \$426  = ap[6:2] * 2'h2;
-  assign \$427  = \$426  + ap[7];
-  assign \$428  = \$425  + \$427 ;
-  assign \$430  = append__payload[6:2] * 2'h2;
-  assign \$431  = \$430  + append__payload[7];
-  assign \$432  = \$429  + \$431 ;
-  assign \$434  = ap[1:0] >= 3'h4;
-  assign \$435  = rk != 3'h7;
-  assign \$436  = rk != 3'h7;
-  assign \$437  = rk + 1'h1;
-  assign \$439  = ap[17:8] != n;
-  assign \$440  = ap[17:8] == n;
-  assign \$441  = ~ cap_bad;
-  assign \$442  = \$440  & \$441 ;
-  assign \$443  = \$71 [2:0] <= free_pages;
-  assign \$444  = \$442  & \$443 ;
-  assign \$446  = ! \$445 ;
-  assign \$448  = ! \$447 ;
-  assign \$450  = ! \$449 ;
-  assign \$451  = | ap[24:18];
-  assign \$453  = ! \$452 ;
+  assign \$323  = \$322  >= 2'h3;
+  assign \$324  = j + 1'h1;
+  assign \$325  = \$324  < 3'h6;
+  assign \$326  = \$323  & \$325 ;
+  assign \$327  = \$326  ? 2'h1 : 2'h2;
+  assign \$328  = \$321  ? 2'h0 : \$327 ;
+  assign \$329  = e1 == npg;
+  assign \$330  = \$329  ? 15'h0000 : e1;
+  assign \$331  = adv ? \$330  : e;
+  assign \$332  = e1 == npg;
+  assign \$333  = \$332  ? 15'h0000 : e1;
+  assign \$334  = adv ? \$333  : e;
+  assign \$335  = e1 == npg;
+  assign \$336  = \$335  ? 15'h0000 : e1;
+  assign \$337  = adv ? \$336  : e;
+  assign \$338  = e1 == npg;
+  assign \$339  = adv & \$338 ;
+  assign \$340  = e1 == npg;
+  assign \$341  = has_pages[6:1] >> j;
+  assign \$342  = j == 3'h6;
+  assign \$343  = fg == 6'h3b;
+  assign \$344  = ~ gs_done;
+  assign \$345  = ! fsm_state;
+  assign \$346  = fsm_state == 1'h1;
+  assign \$347  = fsm_state == 2'h2;
+  assign \$348  = fsm_state == 2'h3;
+  assign \$349  = fsm_state == 3'h4;
+  assign \$350  = fsm_state == 3'h5;
+  assign \$351  = fsm_state == 3'h6;
+  assign \$352  = fsm_state == 3'h7;
+  assign \$353  = fsm_state == 4'h8;
+  assign \$354  = fsm_state == 4'h9;
+  assign \$355  = fsm_state == 4'ha;
+  assign \$356  = ~ gs_done;
+  assign \$357  = gs_walk + 1'h1;
+  assign \$358  = gs_walk == 8'hef;
+  assign \$359  = n + 6'h20;
+  assign \$360  = \$359  - 1'h1;
+  assign \$362  = n + 7'h40;
+  assign \$363  = \$362  - 1'h1;
+  assign \$365  = | n;
+  assign \$366  = | n;
+  assign \$367  = | n;
+  assign \$368  = | sb0;
+  assign \$369  = | sb1;
+  assign \$370  = | sb2;
+  assign \$371  = | n;
+  assign \$372  = sb0 + 11'h400;
+  assign \$373  = \$372  - 1'h1;
+  assign \$375  = sb1 + 11'h400;
+  assign \$376  = \$375  - 1'h1;
+  assign \$378  = sb2 + 11'h400;
+  assign \$379  = \$378  - 1'h1;
+  assign \$381  = ~ ready;
+  assign \$384  = cmd__payload[9:5] * 2'h2;
+  assign \$385  = \$384  + cmd__payload[10];
+  assign \$386  = \$383  ? 8'h00 : \$385 ;
+  assign \$387  = \$382  + \$386 ;
+  assign \$389  = ap[6:2] * 2'h2;
+  assign \$390  = \$389  + ap[7];
+  assign \$391  = \$388  + \$390 ;
+  assign \$393  = append__payload[6:2] * 2'h2;
+  assign \$394  = \$393  + append__payload[7];
+  assign \$395  = \$392  + \$394 ;
+  assign \$397  = ap[1:0] >= 3'h4;
+  assign \$398  = rk != 3'h7;
+  assign \$399  = rk != 3'h7;
+  assign \$400  = rk + 1'h1;
+  assign \$402  = ap[17:8] != n;
+  assign \$403  = ap[17:8] == n;
+  assign \$404  = ~ cap_bad;
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = \$71 [2:0] <= free_pages;
+  assign \$407  = \$405  & \$406 ;
+  assign \$409  = ! \$408 ;
+  assign \$411  = ! \$410 ;
+  assign \$413  = ! \$412 ;
+  assign \$414  = | ap[24:18];
+  assign \$416  = ! \$415 ;
+  assign \$417  = \$414  & \$416 ;
+  assign \$418  = | ap[31:25];
+  assign \$420  = ! \$419 ;
+  assign \$421  = \$418  & \$420 ;
+  assign \$422  = | ap[38:32];
+  assign \$424  = ! \$423 ;
+  assign \$425  = \$422  & \$424 ;
+  assign \$427  = ! \$426 ;
+  assign \$428  = | ap[24:18];
+  assign \$430  = \$429  + ap[24:18];
+  assign \$431  = \$430  > 11'h400;
+  assign \$432  = \$428  & \$431 ;
+  assign \$433  = | ap[31:25];
+  assign \$435  = \$434  + ap[31:25];
+  assign \$436  = \$435  > 11'h400;
+  assign \$437  = \$433  & \$436 ;
+  assign \$438  = | ap[38:32];
+  assign \$440  = \$439  + ap[38:32];
+  assign \$441  = \$440  > 11'h400;
+  assign \$442  = \$438  & \$441 ;
+  assign \$443  = rk != 3'h7;
+  assign \$444  = rk != 3'h7;
+  assign \$445  = rk + 1'h1;
+  assign \$447  = ! j;
+  assign \$448  = j - 1'h1;
+  assign \$449  = $signed(\$448 ) < $signed(3'h3);
+  assign \$450  = j - 1'h1;
+  assign \$451  = $signed(\$450 ) >= $signed(3'h3);
+  assign \$452  = j - 1'h1;
+  assign \$453  = $signed(\$452 ) < $signed(4'h6);
   assign \$454  = \$451  & \$453 ;
-  assign \$455  = | ap[31:25];
-  assign \$457  = ! \$456 ;
-  assign \$458  = \$455  & \$457 ;
-  assign \$459  = | ap[38:32];
-  assign \$461  = ! \$460 ;
-  assign \$462  = \$459  & \$461 ;
-  assign \$464  = ! \$463 ;
-  assign \$465  = | ap[24:18];
-  assign \$467  = \$466  + ap[24:18];
+  assign \$455  = ~ em_free;
+  assign \$456  = ~ frag;
+  assign \$457  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$458  = \$457  & p_second;
+  assign \$459  = j + 1'h1;
+  assign \$463  = | \$462 ;
+  assign \$467  = \$465  + \$466 ;
   assign \$468  = \$467  > 11'h400;
-  assign \$469  = \$465  & \$468 ;
-  assign \$470  = | ap[31:25];
-  assign \$472  = \$471  + ap[31:25];
-  assign \$473  = \$472  > 11'h400;
-  assign \$474  = \$470  & \$473 ;
-  assign \$475  = | ap[38:32];
-  assign \$477  = \$476  + ap[38:32];
+  assign \$469  = \$463  & \$468 ;
+  assign \$471  = | \$470 ;
+  assign \$473  = | \$472 ;
+  assign \$477  = \$475  + \$476 ;
   assign \$478  = \$477  > 11'h400;
-  assign \$479  = \$475  & \$478 ;
-  assign \$480  = rk != 3'h7;
-  assign \$481  = rk != 3'h7;
-  assign \$482  = rk + 1'h1;
-  assign \$484  = ! j;
-  assign \$485  = j - 1'h1;
-  assign \$486  = $signed(\$485 ) < $signed(3'h3);
-  assign \$487  = j - 1'h1;
-  assign \$488  = $signed(\$487 ) >= $signed(3'h3);
-  assign \$489  = j - 1'h1;
-  assign \$490  = $signed(\$489 ) < $signed(4'h6);
-  assign \$491  = \$488  & \$490 ;
-  assign \$492  = ~ em_free;
-  assign \$493  = ~ frag;
-  assign \$494  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$495  = \$494  & p_second;
-  assign \$496  = j + 1'h1;
-  assign \$500  = | \$499 ;
-  assign \$504  = \$502  + \$503 ;
-  assign \$505  = \$504  > 11'h400;
-  assign \$506  = \$500  & \$505 ;
-  assign \$508  = | \$507 ;
-  assign \$510  = | \$509 ;
-  assign \$514  = \$512  + \$513 ;
-  assign \$515  = \$514  > 11'h400;
-  assign \$516  = \$510  & \$515 ;
-  assign \$519  = 11'h400 - \$518 ;
-  assign \$521  = \$516  ? \$519  : { 8'h00, \$520  };
-  assign \$524  = | \$523 ;
-  assign \$528  = \$526  + \$527 ;
-  assign \$529  = \$528  > 11'h400;
-  assign \$530  = \$524  & \$529 ;
-  assign \$533  = 11'h400 - \$532 ;
-  assign \$535  = \$530  ? \$533  : { 8'h00, \$534  };
-  assign \$536  = $signed({ 1'h0, \$522  }) - $signed(\$535 );
-  assign \$537  = j >= 2'h3;
-  assign \$538  = j < 3'h6;
-  assign \$539  = \$537  & \$538 ;
-  assign \$541  = ! \$540 ;
-  assign \$542  = \$539  & \$541 ;
-  assign \$543  = j >= 2'h3;
-  assign \$544  = j < 3'h6;
-  assign \$545  = \$543  & \$544 ;
-  assign \$546  = ~ \$545 ;
-  assign \$548  = | \$547 ;
-  assign \$550  = | \$549 ;
-  assign \$554  = \$552  + \$553 ;
-  assign \$555  = \$554  > 11'h400;
-  assign \$556  = \$550  & \$555 ;
-  assign \$557  = ~ \$556 ;
-  assign \$558  = \$548  & \$557 ;
-  assign \$559  = \$546  | \$558 ;
-  assign \$560  = j == 3'h7;
-  assign \$561  = take_first | take_second;
-  assign \$562  = cm[2:1] == 1'h1;
-  assign \$563  = cm[2:1] == 2'h2;
-  assign \$566  = \$563  ? \$564  : \$565 ;
-  assign \$567  = \$562  ? { 7'h00, cm[26:13] } : \$566 ;
-  assign \$569  = cm[2:1] == 1'h1;
-  assign \$570  = cm[2:1] == 2'h2;
-  assign \$573  = \$570  ? \$571  : \$572 ;
-  assign \$574  = \$569  ? { 7'h00, cm[26:13] } : \$573 ;
-  assign \$576  = \$575  + 1'h1;
-  assign \$577  = cm[2:1] == 1'h1;
-  assign \$578  = cm[2:1] == 2'h2;
-  assign \$581  = \$578  ? \$579  : \$580 ;
-  assign \$582  = \$577  ? { 7'h00, cm[26:13] } : \$581 ;
-  assign \$584  = \$583  + 2'h2;
-  assign \$585  = cm[4:3] >= 3'h4;
-  assign \$586  = obs__live >> cm[4:3];
-  assign \$587  = ~ \$586 ;
-  assign \$588  = \$585  | \$587 ;
-  assign \$590  = cm[9:5] >= 5'h1e;
-  assign \$591  = cm[12:11] >= 2'h3;
-  assign \$592  = \$590  | \$591 ;
-  assign \$593  = cm[2:1] == 2'h3;
-  assign \$594  = \$592  | \$593 ;
-  assign \$595  = cm[2:1] == 1'h1;
-  assign \$596  = cm[2:1] == 2'h2;
-  assign \$599  = \$596  ? \$597  : \$598 ;
-  assign \$600  = \$595  ? { 7'h00, hi } : \$599 ;
-  assign \$601  = cm[2:1] == 1'h1;
-  assign \$602  = cm[2:1] == 2'h2;
-  assign \$605  = \$602  ? \$603  : \$604 ;
-  assign \$606  = \$601  ? { 7'h00, cm[26:13] } : \$605 ;
-  assign \$607  = \$600  - \$606 ;
-  assign \$608  = cm[2:1] == 1'h1;
-  assign \$609  = cm[2:1] == 2'h2;
-  assign \$612  = \$609  ? \$610  : \$611 ;
-  assign \$613  = \$608  ? { 7'h00, cm[26:13] } : \$612 ;
-  assign \$615  = cm[2:1] == 1'h1;
-  assign \$616  = cm[2:1] == 2'h2;
-  assign \$619  = \$616  ? \$617  : \$618 ;
-  assign \$620  = \$615  ? { 7'h00, cm[26:13] } : \$619 ;
-  assign \$622  = 11'h400 - \$621 ;
-  assign \$623  = cm[2:1] == 1'h1;
-  assign \$624  = cm[2:1] == 2'h2;
-  assign \$625  = \$624  ? 2'h2 : 2'h0;
-  assign \$626  = \$623  ? 2'h1 : \$625 ;
-  assign \$627  = cm[26:13] > hi;
-  assign \$628  = cm[2:1] == 1'h1;
-  assign \$630  = \$628  ? \$629  : { 4'h0, n };
-  assign \$631  = hi > \$630 ;
-  assign \$632  = \$627  | \$631 ;
-  assign \$633  = cm[26:13] == hi;
-  assign \$634  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$635  = r_left <= r_room;
-  assign \$636  = \$635  ? r_left : { 14'h0000, r_room };
-  assign \$637  = r_left - \$636 ;
-  assign \$638  = e2 + 1'h1;
-  assign \$639  = r_left <= r_room;
-  assign \$640  = j < 2'h3;
-  assign \$641  = j >= 2'h3;
-  assign \$642  = j < 3'h6;
-  assign \$643  = \$641  & \$642 ;
-  assign \$645  = \$643  ? \$644  : m_pages;
-  assign \$646  = \$640  ? d_pages : \$645 ;
-  assign \$647  = has_pages >> j;
-  assign \$648  = ~ \$647 ;
-  assign \$649  = j == 3'h6;
-  assign \$650  = fg == 6'h3b;
-  assign \$651  = gidx + 1'h1;
-  assign \$652  = fg + 1'h1;
-  assign \$653  = j + 1'h1;
-  assign \$654  = gidx * 3'h7;
-  assign \$655  = \$654  + j;
-  assign \$656  = e2 + 1'h1;
-  assign \$657  = e1 == npg;
-  assign \$658  = has_pages[6:1] >> j;
-  assign \$659  = j + 1'h1;
-  assign \$660  = j + 1'h1;
-  assign \$661  = \$660  < 2'h3;
-  assign \$662  = j + 1'h1;
-  assign \$663  = \$662  >= 2'h3;
-  assign \$664  = j + 1'h1;
-  assign \$665  = \$664  < 3'h6;
-  assign \$666  = \$663  & \$665 ;
-  assign \$668  = \$666  ? \$667  : m_pages;
-  assign \$669  = \$661  ? d_pages : \$668 ;
-  assign \$670  = j == 3'h6;
-  assign \$671  = fg == 6'h3b;
-  assign \$672  = gidx + 1'h1;
-  assign \$673  = fg + 1'h1;
-  assign \$674  = j + 1'h1;
-  assign \$675  = ~ from_cmd;
-  assign \$676  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$479  = \$473  & \$478 ;
+  assign \$482  = 11'h400 - \$481 ;
+  assign \$484  = \$479  ? \$482  : { 8'h00, \$483  };
+  assign \$487  = | \$486 ;
+  assign \$491  = \$489  + \$490 ;
+  assign \$492  = \$491  > 11'h400;
+  assign \$493  = \$487  & \$492 ;
+  assign \$496  = 11'h400 - \$495 ;
+  assign \$498  = \$493  ? \$496  : { 8'h00, \$497  };
+  assign \$499  = $signed({ 1'h0, \$485  }) - $signed(\$498 );
+  assign \$500  = j >= 2'h3;
+  assign \$501  = j < 3'h6;
+  assign \$502  = \$500  & \$501 ;
+  assign \$504  = ! \$503 ;
+  assign \$505  = \$502  & \$504 ;
+  assign \$506  = j >= 2'h3;
+  assign \$507  = j < 3'h6;
+  assign \$508  = \$506  & \$507 ;
+  assign \$509  = ~ \$508 ;
+  assign \$511  = | \$510 ;
+  assign \$513  = | \$512 ;
+  assign \$517  = \$515  + \$516 ;
+  assign \$518  = \$517  > 11'h400;
+  assign \$519  = \$513  & \$518 ;
+  assign \$520  = ~ \$519 ;
+  assign \$521  = \$511  & \$520 ;
+  assign \$522  = \$509  | \$521 ;
+  assign \$523  = j == 3'h7;
+  assign \$524  = take_first | take_second;
+  assign \$525  = cm[2:1] == 1'h1;
+  assign \$526  = cm[2:1] == 2'h2;
+  assign \$529  = \$526  ? \$527  : \$528 ;
+  assign \$530  = \$525  ? { 7'h00, cm[26:13] } : \$529 ;
+  assign \$532  = cm[2:1] == 1'h1;
+  assign \$533  = cm[2:1] == 2'h2;
+  assign \$536  = \$533  ? \$534  : \$535 ;
+  assign \$537  = \$532  ? { 7'h00, cm[26:13] } : \$536 ;
+  assign \$539  = \$538  + 1'h1;
+  assign \$540  = cm[2:1] == 1'h1;
+  assign \$541  = cm[2:1] == 2'h2;
+  assign \$544  = \$541  ? \$542  : \$543 ;
+  assign \$545  = \$540  ? { 7'h00, cm[26:13] } : \$544 ;
+  assign \$547  = \$546  + 2'h2;
+  assign \$548  = cm[4:3] >= 3'h4;
+  assign \$549  = obs__live >> cm[4:3];
+  assign \$550  = ~ \$549 ;
+  assign \$551  = \$548  | \$550 ;
+  assign \$553  = cm[9:5] >= 5'h1e;
+  assign \$554  = cm[12:11] >= 2'h3;
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = cm[2:1] == 2'h3;
+  assign \$557  = \$555  | \$556 ;
+  assign \$558  = cm[2:1] == 1'h1;
+  assign \$559  = cm[2:1] == 2'h2;
+  assign \$562  = \$559  ? \$560  : \$561 ;
+  assign \$563  = \$558  ? { 7'h00, hi } : \$562 ;
+  assign \$564  = cm[2:1] == 1'h1;
+  assign \$565  = cm[2:1] == 2'h2;
+  assign \$568  = \$565  ? \$566  : \$567 ;
+  assign \$569  = \$564  ? { 7'h00, cm[26:13] } : \$568 ;
+  assign \$570  = \$563  - \$569 ;
+  assign \$571  = cm[2:1] == 1'h1;
+  assign \$572  = cm[2:1] == 2'h2;
+  assign \$575  = \$572  ? \$573  : \$574 ;
+  assign \$576  = \$571  ? { 7'h00, cm[26:13] } : \$575 ;
+  assign \$578  = cm[2:1] == 1'h1;
+  assign \$579  = cm[2:1] == 2'h2;
+  assign \$582  = \$579  ? \$580  : \$581 ;
+  assign \$583  = \$578  ? { 7'h00, cm[26:13] } : \$582 ;
+  assign \$585  = 11'h400 - \$584 ;
+  assign \$586  = cm[2:1] == 1'h1;
+  assign \$587  = cm[2:1] == 2'h2;
+  assign \$588  = \$587  ? 2'h2 : 2'h0;
+  assign \$589  = \$586  ? 2'h1 : \$588 ;
+  assign \$590  = cm[26:13] > hi;
+  assign \$591  = cm[2:1] == 1'h1;
+  assign \$593  = \$591  ? \$592  : { 4'h0, n };
+  assign \$594  = hi > \$593 ;
+  assign \$595  = \$590  | \$594 ;
+  assign \$596  = cm[26:13] == hi;
+  assign \$597  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$598  = r_left <= r_room;
+  assign \$599  = \$598  ? r_left : { 14'h0000, r_room };
+  assign \$600  = r_left - \$599 ;
+  assign \$601  = e2 + 1'h1;
+  assign \$602  = r_left <= r_room;
+  assign \$603  = j < 2'h3;
+  assign \$604  = j >= 2'h3;
+  assign \$605  = j < 3'h6;
+  assign \$606  = \$604  & \$605 ;
+  assign \$608  = \$606  ? \$607  : m_pages;
+  assign \$609  = \$603  ? d_pages : \$608 ;
+  assign \$610  = has_pages >> j;
+  assign \$611  = ~ \$610 ;
+  assign \$612  = j == 3'h6;
+  assign \$613  = fg == 6'h3b;
+  assign \$614  = gidx + 1'h1;
+  assign \$615  = fg + 1'h1;
+  assign \$616  = j + 1'h1;
+  assign \$617  = gidx * 3'h7;
+  assign \$618  = \$617  + j;
+  assign \$619  = e2 + 1'h1;
+  assign \$620  = e1 == npg;
+  assign \$621  = has_pages[6:1] >> j;
+  assign \$622  = j + 1'h1;
+  assign \$623  = j + 1'h1;
+  assign \$624  = \$623  < 2'h3;
+  assign \$625  = j + 1'h1;
+  assign \$626  = \$625  >= 2'h3;
+  assign \$627  = j + 1'h1;
+  assign \$628  = \$627  < 3'h6;
+  assign \$629  = \$626  & \$628 ;
+  assign \$631  = \$629  ? \$630  : m_pages;
+  assign \$632  = \$624  ? d_pages : \$631 ;
+  assign \$633  = j == 3'h6;
+  assign \$634  = fg == 6'h3b;
+  assign \$635  = gidx + 1'h1;
+  assign \$636  = fg + 1'h1;
+  assign \$637  = j + 1'h1;
+  assign \$638  = ~ from_cmd;
+  assign \$639  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$677 ;
+    gs_walk <= \$640 ;
   always @(posedge clk)
-    gs_done <= \$678 ;
+    gs_done <= \$641 ;
   always @(posedge clk)
-    obs__free_done <= \$679 ;
+    obs__free_done <= \$642 ;
   always @(posedge clk)
-    release__valid <= \$680 ;
+    release__valid <= \$643 ;
   always @(posedge clk)
-    d_pages <= \$681 ;
+    d_pages <= \$644 ;
   always @(posedge clk)
-    m_pages <= \$682 ;
+    m_pages <= \$645 ;
   always @(posedge clk)
-    has_pages <= \$683 ;
+    has_pages <= \$646 ;
   always @(posedge clk)
-    s_pages0 <= \$684 ;
+    s_pages0 <= \$647 ;
   always @(posedge clk)
-    s_pages1 <= \$685 ;
+    s_pages1 <= \$648 ;
   always @(posedge clk)
-    s_pages2 <= \$686 ;
+    s_pages2 <= \$649 ;
   always @(posedge clk)
-    j <= \$687 ;
+    j <= \$650 ;
   always @(posedge clk)
-    frag <= \$688 ;
+    frag <= \$651 ;
   always @(posedge clk)
-    cap1 <= \$689 ;
+    cap1 <= \$652 ;
   always @(posedge clk)
-    cap2 <= \$690 ;
+    cap2 <= \$653 ;
   always @(posedge clk)
-    cm <= \$691 ;
+    cm <= \$654 ;
   always @(posedge clk)
-    from_cmd <= \$692 ;
+    from_cmd <= \$655 ;
   always @(posedge clk)
-    fg <= \$693 ;
+    fg <= \$656 ;
   always @(posedge clk)
-    gidx <= \$694 ;
+    gidx <= \$657 ;
   always @(posedge clk)
-    fsm_state <= \$695 ;
+    fsm_state <= \$658 ;
   always @(posedge clk)
-    retry <= \$696 ;
+    retry <= \$659 ;
   always @(posedge clk)
-    ap <= \$697 ;
+    ap <= \$660 ;
   always @(posedge clk)
-    n <= \$698 ;
+    n <= \$661 ;
   always @(posedge clk)
-    sb0 <= \$699 ;
+    sb0 <= \$662 ;
   always @(posedge clk)
-    sb1 <= \$700 ;
+    sb1 <= \$663 ;
   always @(posedge clk)
-    sb2 <= \$701 ;
+    sb2 <= \$664 ;
   always @(posedge clk)
-    cap1_k <= \$702 ;
+    cap1_k <= \$665 ;
   always @(posedge clk)
-    cap2_k <= \$703 ;
+    cap2_k <= \$666 ;
   always @(posedge clk)
-    rk <= \$704 ;
+    rk <= \$667 ;
   always @(posedge clk)
-    pg0_0 <= \$705 ;
+    pg0_0 <= \$668 ;
   always @(posedge clk)
-    pg0_1 <= \$706 ;
+    pg0_1 <= \$669 ;
   always @(posedge clk)
-    pg0_2 <= \$707 ;
+    pg0_2 <= \$670 ;
   always @(posedge clk)
-    pg0_3 <= \$708 ;
+    pg0_3 <= \$671 ;
   always @(posedge clk)
-    pg0_4 <= \$709 ;
+    pg0_4 <= \$672 ;
   always @(posedge clk)
-    pg0_5 <= \$710 ;
+    pg0_5 <= \$673 ;
   always @(posedge clk)
-    pg0_6 <= \$711 ;
+    pg0_6 <= \$674 ;
   always @(posedge clk)
-    status <= \$712 ;
+    status <= \$675 ;
   always @(posedge clk)
-    chk_pos <= \$713 ;
+    chk_pos <= \$676 ;
   always @(posedge clk)
-    chk_cap <= \$714 ;
+    chk_cap <= \$677 ;
   always @(posedge clk)
-    em_free <= \$715 ;
+    em_free <= \$678 ;
   always @(posedge clk)
-    em_ready <= \$716 ;
+    em_ready <= \$679 ;
   always @(posedge clk)
-    a_first <= \$717 ;
+    a_first <= \$680 ;
   always @(posedge clk)
-    a_second <= \$718 ;
+    a_second <= \$681 ;
   always @(posedge clk)
-    out_of_pages <= \$719 ;
+    out_of_pages <= \$682 ;
   always @(posedge clk)
-    p_off <= \$720 ;
+    p_off <= \$683 ;
   always @(posedge clk)
-    p_second <= \$721 ;
+    p_second <= \$684 ;
   always @(posedge clk)
-    p_c_nz <= \$722 ;
+    p_c_nz <= \$685 ;
   always @(posedge clk)
-    p_first_len <= \$723 ;
+    p_first_len <= \$686 ;
   always @(posedge clk)
-    p_second_len <= \$724 ;
+    p_second_len <= \$687 ;
   always @(posedge clk)
-    obs__live <= \$725 ;
+    obs__live <= \$688 ;
   always @(posedge clk)
-    pg1_0 <= \$726 ;
+    pg1_0 <= \$689 ;
   always @(posedge clk)
-    pg1_1 <= \$727 ;
+    pg1_1 <= \$690 ;
   always @(posedge clk)
-    pg1_2 <= \$728 ;
+    pg1_2 <= \$691 ;
   always @(posedge clk)
-    e <= \$729 ;
+    e <= \$692 ;
   always @(posedge clk)
-    e1 <= \$730 ;
+    e1 <= \$693 ;
   always @(posedge clk)
-    e2 <= \$731 ;
+    e2 <= \$694 ;
   always @(posedge clk)
-    r_left <= \$732 ;
+    r_left <= \$695 ;
   always @(posedge clk)
-    r_off <= \$733 ;
+    r_off <= \$696 ;
   always @(posedge clk)
-    r_room <= \$734 ;
+    r_room <= \$697 ;
   always @(posedge clk)
-    npg <= \$735 ;
+    npg <= \$698 ;
   always @(posedge clk)
-    rel_tab <= \$736 ;
+    rel_tab <= \$699 ;
   always @(posedge clk)
-    obs__release_sid <= \$737 ;
+    obs__release_sid <= \$700 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1927,13 +1823,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$247  = take_second ? \$244  : { 1'h0, \$246  };
   assign \$248  = j == 3'h7;
   assign \$249  = take_first | take_second;
+  assign \$250  = n + 1'h1;
+  assign \$251  = sb0 + ap[24:18];
+  assign \$252  = sb1 + ap[31:25];
+  assign \$253  = sb2 + ap[38:32];
+  assign \$254  = j < 2'h3;
+  assign \$255  = j >= 2'h3;
+  assign \$256  = j < 3'h6;
+  assign \$257  = \$255  & \$256 ;
+  assign \$258  = cm[2:1] == 1'h1;
+  assign \$259  = cm[2:1] == 2'h2;
+  assign \$262  = \$259  ? \$260  : \$261 ;
+  assign \$263  = \$258  ? { 7'h00, cm[26:13] } : \$262 ;
+  assign \$265  = cm[2:1] == 1'h1;
+  assign \$266  = cm[2:1] == 2'h2;
+  assign \$269  = \$266  ? \$267  : \$268 ;
+  assign \$270  = \$265  ? { 7'h00, cm[26:13] } : \$269 ;
+  assign \$272  = cm[2:1] == 1'h1;
+  assign \$273  = cm[2:1] == 2'h2;
+  assign \$276  = \$273  ? \$274  : \$275 ;
+  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
+  assign \$279  = cm[2:1] == 1'h1;
+  assign \$280  = cm[40:27] == 14'h3fff;
+  assign \$281  = \$279  & \$280 ;
+  assign \$282  = cm[2:1] == 1'h1;
+  assign \$284  = \$282  ? \$283  : { 4'h0, n };
+  assign \$285  = \$281  ? \$284  : cm[40:27];
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1019$0 (t_idx),
-    .\port$1025$0 (dense_r_entry),
-    .\port$1043$0 (dense_w_entry),
-    .\port$1098$0 (gidx),
+    .\port$1006$0 (dense_w_entry),
+    .\port$1057$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
+    .\port$982$0 (t_idx),
+    .\port$988$0 (dense_r_entry),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -1954,9 +1876,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1026$0 (meta_r_entry),
-    .\port$1044$0 (meta_w_entry),
-    .\port$1098$0 (gidx),
+    .\port$1007$0 (meta_w_entry),
+    .\port$1057$0 (gidx),
+    .\port$989$0 (meta_r_entry),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1965,11 +1887,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .\port$1019$0 (t_idx),
-    .\port$1027$0 (sparse_r_entry),
-    .\port$1045$0 (sparse_w_entry),
-    .\port$1098$0 (gidx),
+    .\port$1008$0 (sparse_w_entry),
+    .\port$1057$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
+    .\port$982$0 (t_idx),
+    .\port$990$0 (sparse_r_entry),
     .q(\r_data$84 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1978,40 +1900,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = 14'h0000;
-    casez (cm[12:11])
-      2'h0:
-          \$283  = sb0;
-      2'h1:
-          \$283  = sb1;
-      2'h2:
-          \$283  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = 14'h0000;
-    casez (j[1:0])
-      2'h0:
-          \$286  = r_data;
-      2'h1:
-          \$286  = \r_data$84 ;
-      2'h2:
-          \$286  = \r_data$85 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$419  = 8'h00;
+          \$382  = 8'h00;
       2'h1:
-          \$419  = 8'h3c;
+          \$382  = 8'h3c;
       2'h2:
-          \$419  = 8'h78;
+          \$382  = 8'h78;
       2'h3:
-          \$419  = 8'hb4;
+          \$382  = 8'hb4;
     endcase
   end
   always @* begin
@@ -2019,13 +1917,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$425  = 8'h00;
+          \$388  = 8'h00;
       2'h1:
-          \$425  = 8'h3c;
+          \$388  = 8'h3c;
       2'h2:
-          \$425  = 8'h78;
+          \$388  = 8'h78;
       2'h3:
-          \$425  = 8'hb4;
+          \$388  = 8'hb4;
     endcase
   end
   always @* begin
@@ -2033,85 +1931,241 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$429  = 8'h00;
+          \$392  = 8'h00;
       2'h1:
-          \$429  = 8'h3c;
+          \$392  = 8'h3c;
       2'h2:
-          \$429  = 8'h78;
+          \$392  = 8'h78;
       2'h3:
-          \$429  = 8'hb4;
+          \$392  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = 14'h0000;
+    \$396  = 14'h0000;
     casez (\slot_tab$99 )
       2'h0:
-          \$433  = r_data;
+          \$396  = r_data;
       2'h1:
-          \$433  = \r_data$84 ;
+          \$396  = \r_data$84 ;
       2'h2:
-          \$433  = \r_data$85 ;
+          \$396  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = 14'h0000;
+    \$401  = 14'h0000;
     casez (\slot_tab$104 )
       2'h0:
-          \$438  = r_data;
+          \$401  = r_data;
       2'h1:
-          \$438  = \r_data$84 ;
+          \$401  = \r_data$84 ;
       2'h2:
-          \$438  = \r_data$85 ;
+          \$401  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = 14'h0000;
+    \$446  = 14'h0000;
     casez (\slot_tab$110 )
       2'h0:
-          \$483  = r_data;
+          \$446  = r_data;
       2'h1:
-          \$483  = \r_data$84 ;
+          \$446  = \r_data$84 ;
       2'h2:
-          \$483  = \r_data$85 ;
+          \$446  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = 14'h0000;
+    \$460  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$497  = sb0;
+          \$460  = sb0;
       2'h1:
-          \$497  = sb1;
+          \$460  = sb1;
       2'h2:
-          \$497  = sb2;
+          \$460  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = 7'h00;
+    \$462  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$499  = ap[24:18];
+          \$462  = ap[24:18];
       2'h1:
-          \$499  = ap[31:25];
+          \$462  = ap[31:25];
       2'h2:
-          \$499  = ap[38:32];
+          \$462  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = 14'h0000;
+    \$464  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$501  = sb0;
+          \$464  = sb0;
       2'h1:
-          \$501  = sb1;
+          \$464  = sb1;
       2'h2:
-          \$501  = sb2;
+          \$464  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$466  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$466  = ap[24:18];
+      2'h1:
+          \$466  = ap[31:25];
+      2'h2:
+          \$466  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$470  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$470  = ap[24:18];
+      2'h1:
+          \$470  = ap[31:25];
+      2'h2:
+          \$470  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$472  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$472  = ap[24:18];
+      2'h1:
+          \$472  = ap[31:25];
+      2'h2:
+          \$472  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$474  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$474  = sb0;
+      2'h1:
+          \$474  = sb1;
+      2'h2:
+          \$474  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$476  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$476  = ap[24:18];
+      2'h1:
+          \$476  = ap[31:25];
+      2'h2:
+          \$476  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$480  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$480  = sb0;
+      2'h1:
+          \$480  = sb1;
+      2'h2:
+          \$480  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$483  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$483  = ap[24:18];
+      2'h1:
+          \$483  = ap[31:25];
+      2'h2:
+          \$483  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$485  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$485  = ap[24:18];
+      2'h1:
+          \$485  = ap[31:25];
+      2'h2:
+          \$485  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$486  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$486  = ap[24:18];
+      2'h1:
+          \$486  = ap[31:25];
+      2'h2:
+          \$486  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$488  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$488  = sb0;
+      2'h1:
+          \$488  = sb1;
+      2'h2:
+          \$488  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$490  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$490  = ap[24:18];
+      2'h1:
+          \$490  = ap[31:25];
+      2'h2:
+          \$490  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$494  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$494  = sb0;
+      2'h1:
+          \$494  = sb1;
+      2'h2:
+          \$494  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$497  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$497  = ap[24:18];
+      2'h1:
+          \$497  = ap[31:25];
+      2'h2:
+          \$497  = ap[38:32];
     endcase
   end
   always @* begin
@@ -2128,242 +2182,86 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = 7'h00;
+    \$510  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$507  = ap[24:18];
+          \$510  = ap[24:18];
       2'h1:
-          \$507  = ap[31:25];
+          \$510  = ap[31:25];
       2'h2:
-          \$507  = ap[38:32];
+          \$510  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = 7'h00;
+    \$512  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$509  = ap[24:18];
+          \$512  = ap[24:18];
       2'h1:
-          \$509  = ap[31:25];
+          \$512  = ap[31:25];
       2'h2:
-          \$509  = ap[38:32];
+          \$512  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = 14'h0000;
+    \$514  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$511  = sb0;
+          \$514  = sb0;
       2'h1:
-          \$511  = sb1;
+          \$514  = sb1;
       2'h2:
-          \$511  = sb2;
+          \$514  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$513  = 7'h00;
+    \$516  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$513  = ap[24:18];
+          \$516  = ap[24:18];
       2'h1:
-          \$513  = ap[31:25];
+          \$516  = ap[31:25];
       2'h2:
-          \$513  = ap[38:32];
+          \$516  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$517  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$517  = sb0;
-      2'h1:
-          \$517  = sb1;
-      2'h2:
-          \$517  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$520  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$520  = ap[24:18];
-      2'h1:
-          \$520  = ap[31:25];
-      2'h2:
-          \$520  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$522  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$522  = ap[24:18];
-      2'h1:
-          \$522  = ap[31:25];
-      2'h2:
-          \$522  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$523  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$523  = ap[24:18];
-      2'h1:
-          \$523  = ap[31:25];
-      2'h2:
-          \$523  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$525  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$525  = sb0;
-      2'h1:
-          \$525  = sb1;
-      2'h2:
-          \$525  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$527  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$527  = ap[24:18];
-      2'h1:
-          \$527  = ap[31:25];
-      2'h2:
-          \$527  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$531  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$531  = sb0;
-      2'h1:
-          \$531  = sb1;
-      2'h2:
-          \$531  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$534  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$534  = ap[24:18];
-      2'h1:
-          \$534  = ap[31:25];
-      2'h2:
-          \$534  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$540  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$540  = ap[24:18];
-      2'h1:
-          \$540  = ap[31:25];
-      2'h2:
-          \$540  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$547  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$547  = ap[24:18];
-      2'h1:
-          \$547  = ap[31:25];
-      2'h2:
-          \$547  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$549  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$549  = ap[24:18];
-      2'h1:
-          \$549  = ap[31:25];
-      2'h2:
-          \$549  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$551  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$551  = sb0;
-      2'h1:
-          \$551  = sb1;
-      2'h2:
-          \$551  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$553  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$553  = ap[24:18];
-      2'h1:
-          \$553  = ap[31:25];
-      2'h2:
-          \$553  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$629  = 14'h0000;
+    \$592  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$629  = sb0;
+          \$592  = sb0;
       2'h1:
-          \$629  = sb1;
+          \$592  = sb1;
       2'h2:
-          \$629  = sb2;
+          \$592  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = 15'h0000;
-    casez (\slot_idx$140 )
+    \$607  = 15'h0000;
+    casez (\$17 [1:0])
       2'h0:
-          \$644  = s_pages0;
+          \$607  = s_pages0;
       2'h1:
-          \$644  = s_pages1;
+          \$607  = s_pages1;
       2'h2:
-          \$644  = s_pages2;
+          \$607  = s_pages2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = 15'h0000;
-    casez (\slot_idx$149 )
+    \$630  = 15'h0000;
+    casez (\slot_idx$143 )
       2'h0:
-          \$667  = s_pages0;
+          \$630  = s_pages0;
       2'h1:
-          \$667  = s_pages1;
+          \$630  = s_pages1;
       2'h2:
-          \$667  = s_pages2;
+          \$630  = s_pages2;
     endcase
   end
   always @* begin
@@ -2398,13 +2296,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           \$signature__addr  = \$297 [7:0];
       4'ha:
-          \$signature__addr  = \$317 [7:0];
+          \$signature__addr  = \$303 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$381 ) begin
+    if (\$344 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
@@ -2431,8 +2329,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          if (\$353 ) begin
-            t_idx = \slot_idx$145 ;
+          if (\$339 ) begin
+            t_idx = \slot_idx$143 ;
           end
     endcase
   end
@@ -2523,7 +2421,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$345 [3:0];
+          dense_r_entry = \$331 [3:0];
     endcase
   end
   always @* begin
@@ -2549,7 +2447,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$351 [2:0];
+          meta_r_entry = \$337 [2:0];
     endcase
   end
   always @* begin
@@ -2575,7 +2473,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$348 [2:0];
+          sparse_r_entry = \$334 [2:0];
     endcase
   end
   always @* begin
@@ -2915,7 +2813,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$381 ) begin
+    if (\$344 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -2951,7 +2849,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$381 ) begin
+    if (\$344 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -3061,54 +2959,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$140  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          \slot_idx$140  = \$306 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$141  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          \slot_tab$141  = \$312 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     free_done = 1'h0;
     casez (fsm_state)
       4'h0:
@@ -3128,21 +2978,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$314 ) begin
-            if (\$315 ) begin
-              if (\$316 ) begin
+          if (\$300 ) begin
+            if (\$301 ) begin
+              if (\$302 ) begin
                 free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$354 ) begin
+            if (\$340 ) begin
               (* full_case = 32'd1 *)
-              if (\$355 ) begin
+              if (\$341 ) begin
               end else begin
-                if (\$379 ) begin
-                  if (\$380 ) begin
+                if (\$342 ) begin
+                  if (\$343 ) begin
                     free_done = 1'h1;
                   end
                 end
@@ -3174,12 +3024,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          adv = \$319 ;
+          adv = \$305 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$145  = 2'h0;
+    \slot_idx$143  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3200,12 +3050,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$145  = \$333 [1:0];
+          \slot_idx$143  = \$319 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$146  = 2'h0;
+    \slot_tab$144  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3226,107 +3076,43 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$146  = \$342 ;
+          \slot_tab$144  = \$328 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$149  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (adv) begin
-            if (\$354 ) begin
-              if (\$355 ) begin
-                \slot_idx$149  = \$369 [1:0];
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$150  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (adv) begin
-            if (\$354 ) begin
-              if (\$355 ) begin
-                \slot_tab$150  = \$378 ;
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = gs_walk;
-    if (\$393 ) begin
-      \$677  = \$394 [7:0];
+    \$640  = gs_walk;
+    if (\$356 ) begin
+      \$640  = \$357 [7:0];
     end
     if (rst) begin
-      \$677  = 8'h00;
+      \$640  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = gs_done;
-    if (\$393 ) begin
-      if (\$395 ) begin
-        \$678  = 1'h1;
+    \$641  = gs_done;
+    if (\$356 ) begin
+      if (\$358 ) begin
+        \$641  = 1'h1;
       end
     end
     if (rst) begin
-      \$678  = 1'h0;
+      \$641  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = free_done;
+    \$642  = free_done;
     if (rst) begin
-      \$679  = 1'h0;
+      \$642  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = release__valid;
+    \$643  = release__valid;
     if (release__ready) begin
-      \$680  = 1'h0;
+      \$643  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -3349,211 +3135,211 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$680  = 1'h1;
+            \$643  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$680  = 1'h0;
+      \$643  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = { \$398 [11], \$398 [11], \$398 [11], \$398  };
+    \$644  = { \$361 [11], \$361 [11], \$361 [11], \$361  };
     if (rst) begin
-      \$681  = 15'h0000;
+      \$644  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = { \$401 [11], \$401 [11], \$401 [11], \$401  };
+    \$645  = { \$364 [11], \$364 [11], \$364 [11], \$364  };
     if (rst) begin
-      \$682  = 15'h0000;
+      \$645  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = { \$408 , \$407 , \$406 , \$405 , \$404 , \$403 , \$402  };
+    \$646  = { \$371 , \$370 , \$369 , \$368 , \$367 , \$366 , \$365  };
     if (rst) begin
-      \$683  = 7'h00;
+      \$646  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = \$411 [14:0];
+    \$647  = \$374 [14:0];
     if (rst) begin
-      \$684  = 15'h0000;
+      \$647  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = \$414 [14:0];
+    \$648  = \$377 [14:0];
     if (rst) begin
-      \$685  = 15'h0000;
+      \$648  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = \$417 [14:0];
+    \$649  = \$380 [14:0];
     if (rst) begin
-      \$686  = 15'h0000;
+      \$649  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = j;
+    \$650  = j;
     casez (fsm_state)
       4'h0:
-          \$687  = 3'h0;
+          \$650  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$687  = 3'h0;
+          \$650  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$687  = \$496 [2:0];
+            \$650  = \$459 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$687  = { 1'h0, \$626  };
+          \$650  = { 1'h0, \$589  };
       4'h8:
           /* empty */;
       4'h6:
-          \$687  = 3'h0;
+          \$650  = 3'h0;
       4'h9:
-          if (\$648 ) begin
+          if (\$611 ) begin
             (* full_case = 32'd1 *)
-            if (\$649 ) begin
+            if (\$612 ) begin
             end else begin
-              \$687  = \$653 [2:0];
+              \$650  = \$616 [2:0];
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
-                \$687  = \$659 [2:0];
+              if (\$621 ) begin
+                \$650  = \$622 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$670 ) begin
+                if (\$633 ) begin
                 end else begin
-                  \$687  = \$674 [2:0];
+                  \$650  = \$637 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$687  = 3'h0;
+      \$650  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = frag;
+    \$651  = frag;
     casez (fsm_state)
       4'h0:
-          \$688  = 1'h0;
+          \$651  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$688  = 1'h0;
+          \$651  = 1'h0;
       4'h5:
         begin
-          if (\$484 ) begin
-          end else if (\$486 ) begin
-          end else if (\$491 ) begin
-            if (\$493 ) begin
-              if (\$495 ) begin
-                \$688  = 1'h1;
+          if (\$447 ) begin
+          end else if (\$449 ) begin
+          end else if (\$454 ) begin
+            if (\$456 ) begin
+              if (\$458 ) begin
+                \$651  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$688  = 1'h0;
+            \$651  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$688  = 1'h0;
+      \$651  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = cap1;
+    \$652  = cap1;
     casez (fsm_state)
       4'h0:
-          \$689  = 1'h0;
+          \$652  = 1'h0;
       4'h2:
-          \$689  = 1'h1;
+          \$652  = 1'h1;
       4'h4:
-          \$689  = \$435 ;
+          \$652  = \$398 ;
       4'h5:
-          \$689  = \$480 ;
+          \$652  = \$443 ;
     endcase
     if (rst) begin
-      \$689  = 1'h0;
+      \$652  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = cap2;
+    \$653  = cap2;
     casez (fsm_state)
       4'h0:
-          \$690  = 1'h0;
+          \$653  = 1'h0;
       4'h2:
-          \$690  = cap1;
+          \$653  = cap1;
       4'h4:
-          \$690  = cap1;
+          \$653  = cap1;
       4'h5:
-          \$690  = cap1;
+          \$653  = cap1;
     endcase
     if (rst) begin
-      \$690  = 1'h0;
+      \$653  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = cm;
+    \$654  = cm;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
-            \$691  = cmd__payload;
+            \$654  = cmd__payload;
           end
     endcase
     if (rst) begin
-      \$691  = 41'h00000000000;
+      \$654  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = from_cmd;
+    \$655  = from_cmd;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
-            \$692  = 1'h1;
+            \$655  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$692  = 1'h0;
+              \$655  = 1'h0;
             end
           end else if (append__valid) begin
-            \$692  = 1'h0;
+            \$655  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$692  = 1'h0;
+      \$655  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = fg;
+    \$656  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
-            \$693  = 6'h00;
+            \$656  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -3570,26 +3356,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
+              if (\$613 ) begin
               end else begin
-                \$693  = \$652 [5:0];
+                \$656  = \$615 [5:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
+                  if (\$634 ) begin
                   end else begin
-                    \$693  = \$673 [5:0];
+                    \$656  = \$636 [5:0];
                   end
                 end
               end
@@ -3597,23 +3383,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$693  = 6'h00;
+      \$656  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = gidx;
+    \$657  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
-            \$694  = \$424 [7:0];
+            \$657  = \$387 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$694  = \$428 [7:0];
+              \$657  = \$391 [7:0];
             end
           end else if (append__valid) begin
-            \$694  = \$432 [7:0];
+            \$657  = \$395 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3630,26 +3416,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
+              if (\$613 ) begin
               end else begin
-                \$694  = \$651 [7:0];
+                \$657  = \$614 [7:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
+                  if (\$634 ) begin
                   end else begin
-                    \$694  = \$672 [7:0];
+                    \$657  = \$635 [7:0];
                   end
                 end
               end
@@ -3657,139 +3443,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$694  = 8'h00;
+      \$657  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = fsm_state;
+    \$658  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
-            \$695  = 4'h1;
+            \$658  = 4'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$695  = 4'h2;
+              \$658  = 4'h2;
             end
           end else if (append__valid) begin
-            \$695  = 4'h2;
+            \$658  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$434 ) begin
-            \$695  = 4'h3;
+          if (\$397 ) begin
+            \$658  = 4'h3;
           end else if (field_bad) begin
-            \$695  = 4'h3;
+            \$658  = 4'h3;
           end else begin
-            \$695  = 4'h4;
+            \$658  = 4'h4;
           end
       4'h4:
-          \$695  = 4'h5;
+          \$658  = 4'h5;
       4'h5:
         begin
-          if (\$484 ) begin
-            if (\$492 ) begin
+          if (\$447 ) begin
+            if (\$455 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
-                \$695  = 4'h3;
+                \$658  = 4'h3;
               end else if (chk_cap) begin
-                \$695  = 4'h3;
+                \$658  = 4'h3;
               end else begin
-                \$695  = 4'h0;
+                \$658  = 4'h0;
               end
             end
           end
           if (emitted) begin
-            if (\$560 ) begin
-              \$695  = 4'h3;
+            if (\$523 ) begin
+              \$658  = 4'h3;
             end
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$588 ) begin
-            \$695  = 4'h3;
-          end else if (\$589 ) begin
-            \$695  = 4'h6;
-          end else if (\$594 ) begin
-            \$695  = 4'h3;
+          if (\$551 ) begin
+            \$658  = 4'h3;
+          end else if (\$552 ) begin
+            \$658  = 4'h6;
+          end else if (\$557 ) begin
+            \$658  = 4'h3;
           end else begin
-            \$695  = 4'h7;
+            \$658  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$632 ) begin
-            \$695  = 4'h3;
-          end else if (\$633 ) begin
-            \$695  = 4'h3;
+          if (\$595 ) begin
+            \$658  = 4'h3;
+          end else if (\$596 ) begin
+            \$658  = 4'h3;
           end else begin
-            \$695  = 4'h8;
+            \$658  = 4'h8;
           end
       4'h8:
-          if (\$634 ) begin
-            if (\$639 ) begin
-              \$695  = 4'h3;
+          if (\$597 ) begin
+            if (\$602 ) begin
+              \$658  = 4'h3;
             end
           end
       4'h6:
-          \$695  = 4'h9;
+          \$658  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$648 ) begin
+          if (\$611 ) begin
             (* full_case = 32'd1 *)
-            if (\$649 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
-                \$695  = 4'h3;
+              if (\$613 ) begin
+                \$658  = 4'h3;
               end else begin
-                \$695  = 4'h6;
+                \$658  = 4'h6;
               end
             end else begin
-              \$695  = 4'h9;
+              \$658  = 4'h9;
             end
           end else begin
-            \$695  = 4'ha;
+            \$658  = 4'ha;
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
-                    \$695  = 4'h3;
+                  if (\$634 ) begin
+                    \$658  = 4'h3;
                   end else begin
-                    \$695  = 4'h6;
+                    \$658  = 4'h6;
                   end
                 end else begin
-                  \$695  = 4'h9;
+                  \$658  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$676 ) begin
-            \$695  = 4'h0;
+          if (\$639 ) begin
+            \$658  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$695  = 4'h0;
+      \$658  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$696  = retry;
+    \$659  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$696  = 1'h0;
+              \$659  = 1'h0;
             end
           end
       4'h2:
@@ -3807,22 +3593,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
-              if (\$650 ) begin
-                \$696  = 1'h1;
+          if (\$611 ) begin
+            if (\$612 ) begin
+              if (\$613 ) begin
+                \$659  = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
-                  if (\$671 ) begin
-                    \$696  = 1'h1;
+                if (\$633 ) begin
+                  if (\$634 ) begin
+                    \$659  = 1'h1;
                   end
                 end
               end
@@ -3830,39 +3616,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$696  = 1'h0;
+      \$659  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = ap;
+    \$660  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$418 ) begin
+          if (\$381 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$697  = append__payload;
+            \$660  = append__payload;
           end
     endcase
     if (rst) begin
-      \$697  = 39'h0000000000;
+      \$660  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$698  = n;
+    \$661  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$698  = \$signature__data$160 [9:0];
+          \$661  = \$signature__data$156 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$698  = \$signature__data$160 [9:0];
+          \$661  = \$signature__data$156 [9:0];
       4'h7:
           /* empty */;
       4'h8:
@@ -3870,26 +3656,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
+              if (\$613 ) begin
               end else begin
-                \$698  = \$signature__data$160 [9:0];
+                \$661  = \$signature__data$156 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
+                  if (\$634 ) begin
                   end else begin
-                    \$698  = \$signature__data$160 [9:0];
+                    \$661  = \$signature__data$156 [9:0];
                   end
                 end
               end
@@ -3897,23 +3683,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$698  = 10'h000;
+      \$661  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$699  = sb0;
+    \$662  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$699  = \$signature__data$160 [23:10];
+          \$662  = \$signature__data$156 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$699  = \$signature__data$160 [23:10];
+          \$662  = \$signature__data$156 [23:10];
       4'h7:
           /* empty */;
       4'h8:
@@ -3921,26 +3707,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
+              if (\$613 ) begin
               end else begin
-                \$699  = \$signature__data$160 [23:10];
+                \$662  = \$signature__data$156 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
+                  if (\$634 ) begin
                   end else begin
-                    \$699  = \$signature__data$160 [23:10];
+                    \$662  = \$signature__data$156 [23:10];
                   end
                 end
               end
@@ -3948,23 +3734,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$699  = 14'h0000;
+      \$662  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$700  = sb1;
+    \$663  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$700  = \$signature__data$160 [37:24];
+          \$663  = \$signature__data$156 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$700  = \$signature__data$160 [37:24];
+          \$663  = \$signature__data$156 [37:24];
       4'h7:
           /* empty */;
       4'h8:
@@ -3972,26 +3758,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
+              if (\$613 ) begin
               end else begin
-                \$700  = \$signature__data$160 [37:24];
+                \$663  = \$signature__data$156 [37:24];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
+                  if (\$634 ) begin
                   end else begin
-                    \$700  = \$signature__data$160 [37:24];
+                    \$663  = \$signature__data$156 [37:24];
                   end
                 end
               end
@@ -3999,23 +3785,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$700  = 14'h0000;
+      \$663  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$701  = sb2;
+    \$664  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$701  = \$signature__data$160 [51:38];
+          \$664  = \$signature__data$156 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$701  = \$signature__data$160 [51:38];
+          \$664  = \$signature__data$156 [51:38];
       4'h7:
           /* empty */;
       4'h8:
@@ -4023,26 +3809,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
               (* full_case = 32'd1 *)
-              if (\$650 ) begin
+              if (\$613 ) begin
               end else begin
-                \$701  = \$signature__data$160 [51:38];
+                \$664  = \$signature__data$156 [51:38];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
+                if (\$633 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$671 ) begin
+                  if (\$634 ) begin
                   end else begin
-                    \$701  = \$signature__data$160 [51:38];
+                    \$664  = \$signature__data$156 [51:38];
                   end
                 end
               end
@@ -4050,67 +3836,67 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$701  = 14'h0000;
+      \$664  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$702  = cap1_k;
+    \$665  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$702  = 3'h0;
+          \$665  = 3'h0;
       4'h4:
-          \$702  = rk;
+          \$665  = rk;
       4'h5:
-          \$702  = rk;
+          \$665  = rk;
     endcase
     if (rst) begin
-      \$702  = 3'h0;
+      \$665  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$703  = cap2_k;
+    \$666  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$703  = cap1_k;
+          \$666  = cap1_k;
       4'h4:
-          \$703  = cap1_k;
+          \$666  = cap1_k;
       4'h5:
-          \$703  = cap1_k;
+          \$666  = cap1_k;
     endcase
     if (rst) begin
-      \$703  = 3'h0;
+      \$666  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$704  = rk;
+    \$667  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$704  = 3'h1;
+          \$667  = 3'h1;
       4'h4:
-          if (\$436 ) begin
-            \$704  = \$437 [2:0];
+          if (\$399 ) begin
+            \$667  = \$400 [2:0];
           end
       4'h5:
-          if (\$481 ) begin
-            \$704  = \$482 [2:0];
+          if (\$444 ) begin
+            \$667  = \$445 [2:0];
           end
     endcase
     if (rst) begin
-      \$704  = 3'h0;
+      \$667  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$705  = pg0_0;
+    \$668  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4118,14 +3904,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$705  = \$433 ;
+                  \$668  = \$396 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$705  = \$438 ;
+                  \$668  = \$401 ;
             endcase
           end
       4'h5:
@@ -4133,18 +3919,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$705  = \$483 ;
+                  \$668  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      \$705  = obs__alloc_page;
+                      \$668  = obs__alloc_page;
                 endcase
               end
             end
@@ -4152,12 +3938,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$705  = 14'h0000;
+      \$668  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$706  = pg0_1;
+    \$669  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4167,7 +3953,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$706  = \$433 ;
+                  \$669  = \$396 ;
             endcase
           end
       4'h4:
@@ -4176,7 +3962,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$706  = \$438 ;
+                  \$669  = \$401 ;
             endcase
           end
       4'h5:
@@ -4186,12 +3972,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$706  = \$483 ;
+                  \$669  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4199,7 +3985,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$706  = obs__alloc_page;
+                      \$669  = obs__alloc_page;
                 endcase
               end
             end
@@ -4207,12 +3993,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$706  = 14'h0000;
+      \$669  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$707  = pg0_2;
+    \$670  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4224,7 +4010,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$707  = \$433 ;
+                  \$670  = \$396 ;
             endcase
           end
       4'h4:
@@ -4235,7 +4021,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$707  = \$438 ;
+                  \$670  = \$401 ;
             endcase
           end
       4'h5:
@@ -4247,12 +4033,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$707  = \$483 ;
+                  \$670  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4262,7 +4048,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$707  = obs__alloc_page;
+                      \$670  = obs__alloc_page;
                 endcase
               end
             end
@@ -4270,12 +4056,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$707  = 14'h0000;
+      \$670  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$708  = pg0_3;
+    \$671  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4289,7 +4075,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$708  = \$433 ;
+                  \$671  = \$396 ;
             endcase
           end
       4'h4:
@@ -4302,7 +4088,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$708  = \$438 ;
+                  \$671  = \$401 ;
             endcase
           end
       4'h5:
@@ -4316,12 +4102,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$708  = \$483 ;
+                  \$671  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4333,7 +4119,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$708  = obs__alloc_page;
+                      \$671  = obs__alloc_page;
                 endcase
               end
             end
@@ -4341,12 +4127,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$708  = 14'h0000;
+      \$671  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$709  = pg0_4;
+    \$672  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4362,7 +4148,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$709  = \$433 ;
+                  \$672  = \$396 ;
             endcase
           end
       4'h4:
@@ -4377,7 +4163,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$709  = \$438 ;
+                  \$672  = \$401 ;
             endcase
           end
       4'h5:
@@ -4393,12 +4179,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$709  = \$483 ;
+                  \$672  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4412,7 +4198,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$709  = obs__alloc_page;
+                      \$672  = obs__alloc_page;
                 endcase
               end
             end
@@ -4420,12 +4206,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$709  = 14'h0000;
+      \$672  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$710  = pg0_5;
+    \$673  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4443,7 +4229,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$710  = \$433 ;
+                  \$673  = \$396 ;
             endcase
           end
       4'h4:
@@ -4460,7 +4246,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$710  = \$438 ;
+                  \$673  = \$401 ;
             endcase
           end
       4'h5:
@@ -4478,12 +4264,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$710  = \$483 ;
+                  \$673  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4499,7 +4285,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$710  = obs__alloc_page;
+                      \$673  = obs__alloc_page;
                 endcase
               end
             end
@@ -4507,12 +4293,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$710  = 14'h0000;
+      \$673  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$711  = pg0_6;
+    \$674  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4532,7 +4318,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$711  = \$433 ;
+                  \$674  = \$396 ;
             endcase
           end
       4'h4:
@@ -4551,7 +4337,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$711  = \$438 ;
+                  \$674  = \$401 ;
             endcase
           end
       4'h5:
@@ -4571,12 +4357,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$711  = \$483 ;
+                  \$674  = \$446 ;
             endcase
           end
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4594,7 +4380,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$711  = obs__alloc_page;
+                      \$674  = obs__alloc_page;
                 endcase
               end
             end
@@ -4602,78 +4388,78 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$711  = 14'h0000;
+      \$674  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$712  = status;
+    \$675  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$434 ) begin
-            \$712  = 3'h1;
+          if (\$397 ) begin
+            \$675  = 3'h1;
           end else if (field_bad) begin
-            \$712  = 3'h2;
+            \$675  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$484 ) begin
-            if (\$492 ) begin
+          if (\$447 ) begin
+            if (\$455 ) begin
               if (chk_pos) begin
-                \$712  = 3'h3;
+                \$675  = 3'h3;
               end else if (chk_cap) begin
-                \$712  = 3'h5;
+                \$675  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$560 ) begin
-              \$712  = 3'h0;
+            if (\$523 ) begin
+              \$675  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$588 ) begin
-            \$712  = 3'h1;
-          end else if (\$589 ) begin
-          end else if (\$594 ) begin
-            \$712  = 3'h2;
+          if (\$551 ) begin
+            \$675  = 3'h1;
+          end else if (\$552 ) begin
+          end else if (\$557 ) begin
+            \$675  = 3'h2;
           end
       4'h7:
-          if (\$632 ) begin
-            \$712  = 3'h4;
-          end else if (\$633 ) begin
-            \$712  = 3'h0;
+          if (\$595 ) begin
+            \$675  = 3'h4;
+          end else if (\$596 ) begin
+            \$675  = 3'h0;
           end
       4'h8:
-          if (\$634 ) begin
-            if (\$639 ) begin
-              \$712  = 3'h0;
+          if (\$597 ) begin
+            if (\$602 ) begin
+              \$675  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
-              if (\$650 ) begin
-                \$712  = 3'h0;
+          if (\$611 ) begin
+            if (\$612 ) begin
+              if (\$613 ) begin
+                \$675  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
-                  if (\$671 ) begin
-                    \$712  = 3'h0;
+                if (\$633 ) begin
+                  if (\$634 ) begin
+                    \$675  = 3'h0;
                   end
                 end
               end
@@ -4681,121 +4467,121 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$712  = 3'h0;
+      \$675  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$713  = chk_pos;
+    \$676  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$713  = \$439 ;
+          \$676  = \$402 ;
     endcase
     if (rst) begin
-      \$713  = 1'h0;
+      \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$714  = chk_cap;
+    \$677  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$714  = cap_bad;
+          \$677  = cap_bad;
     endcase
     if (rst) begin
-      \$714  = 1'h0;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$715  = em_free;
+    \$678  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$715  = \$444 ;
+          \$678  = \$407 ;
       4'h5:
           if (emitted) begin
-            \$715  = \$542 ;
+            \$678  = \$505 ;
           end
     endcase
     if (rst) begin
-      \$715  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$716  = em_ready;
+    \$679  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$716  = 1'h0;
+          \$679  = 1'h0;
       4'h5:
         begin
-          if (\$484 ) begin
-          end else if (\$486 ) begin
-          end else if (\$491 ) begin
-            if (\$493 ) begin
-              if (\$495 ) begin
-                \$716  = 1'h1;
+          if (\$447 ) begin
+          end else if (\$449 ) begin
+          end else if (\$454 ) begin
+            if (\$456 ) begin
+              if (\$458 ) begin
+                \$679  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$716  = \$559 ;
+            \$679  = \$522 ;
           end
         end
     endcase
     if (rst) begin
-      \$716  = 1'h0;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$717  = a_first;
+    \$680  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$717  = { \$464 , \$462 , \$458 , \$454 , \$450 , \$448 , \$446  };
+          \$680  = { \$427 , \$425 , \$421 , \$417 , \$413 , \$411 , \$409  };
     endcase
     if (rst) begin
-      \$717  = 7'h00;
+      \$680  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$718  = a_second;
+    \$681  = a_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$718  = { 1'h0, \$479 , \$474 , \$469 , 3'h0 };
+          \$681  = { 1'h0, \$442 , \$437 , \$432 , 3'h0 };
     endcase
     if (rst) begin
-      \$718  = 7'h00;
+      \$681  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$719  = out_of_pages;
+    \$682  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4804,17 +4590,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$484 ) begin
+          if (\$447 ) begin
             (* full_case = 32'd1 *)
-            if (\$492 ) begin
+            if (\$455 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$719  = 1'h1;
+                \$682  = 1'h1;
               end
             end else begin
-              \$719  = 1'h0;
+              \$682  = 1'h0;
             end
           end
       4'h1:
@@ -4830,17 +4616,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$675 ) begin
-            \$719  = 1'h0;
+          if (\$638 ) begin
+            \$682  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$719  = 1'h0;
+      \$682  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$720  = p_off;
+    \$683  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4850,16 +4636,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$720  = \$498 [9:0];
+            \$683  = \$461 [9:0];
           end
     endcase
     if (rst) begin
-      \$720  = 10'h000;
+      \$683  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$721  = p_second;
+    \$684  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4869,16 +4655,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$721  = \$506 ;
+            \$684  = \$469 ;
           end
     endcase
     if (rst) begin
-      \$721  = 1'h0;
+      \$684  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$722  = p_c_nz;
+    \$685  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4888,16 +4674,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$722  = \$508 ;
+            \$685  = \$471 ;
           end
     endcase
     if (rst) begin
-      \$722  = 1'h0;
+      \$685  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$723  = p_first_len;
+    \$686  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4907,16 +4693,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$723  = \$521 [10:0];
+            \$686  = \$484 [10:0];
           end
     endcase
     if (rst) begin
-      \$723  = 11'h000;
+      \$686  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$724  = p_second_len;
+    \$687  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4926,16 +4712,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$724  = \$536 [10:0];
+            \$687  = \$499 [10:0];
           end
     endcase
     if (rst) begin
-      \$724  = 11'h000;
+      \$687  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$725  = obs__live;
+    \$688  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4945,17 +4731,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$560 ) begin
+            if (\$523 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$725 [0] = 1'h1;
+                    \$688 [0] = 1'h1;
                 2'h1:
-                    \$725 [1] = 1'h1;
+                    \$688 [1] = 1'h1;
                 2'h2:
-                    \$725 [2] = 1'h1;
+                    \$688 [2] = 1'h1;
                 2'h3:
-                    \$725 [3] = 1'h1;
+                    \$688 [3] = 1'h1;
               endcase
             end
           end
@@ -4968,41 +4754,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$648 ) begin
-            if (\$649 ) begin
-              if (\$650 ) begin
+          if (\$611 ) begin
+            if (\$612 ) begin
+              if (\$613 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$725 [0] = 1'h0;
+                      \$688 [0] = 1'h0;
                   2'h1:
-                      \$725 [1] = 1'h0;
+                      \$688 [1] = 1'h0;
                   2'h2:
-                      \$725 [2] = 1'h0;
+                      \$688 [2] = 1'h0;
                   2'h3:
-                      \$725 [3] = 1'h0;
+                      \$688 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
+            if (\$620 ) begin
               (* full_case = 32'd1 *)
-              if (\$658 ) begin
+              if (\$621 ) begin
               end else begin
-                if (\$670 ) begin
-                  if (\$671 ) begin
+                if (\$633 ) begin
+                  if (\$634 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$725 [0] = 1'h0;
+                          \$688 [0] = 1'h0;
                       2'h1:
-                          \$725 [1] = 1'h0;
+                          \$688 [1] = 1'h0;
                       2'h2:
-                          \$725 [2] = 1'h0;
+                          \$688 [2] = 1'h0;
                       2'h3:
-                          \$725 [3] = 1'h0;
+                          \$688 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -5011,12 +4797,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$725  = 4'h0;
+      \$688  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$726  = pg1_0;
+    \$689  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5026,24 +4812,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
-                      \$726  = obs__alloc_page;
+                      \$689  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$726  = 14'h0000;
+      \$689  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$727  = pg1_1;
+    \$690  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5053,26 +4839,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
                       /* empty */;
                   2'h1:
-                      \$727  = obs__alloc_page;
+                      \$690  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$727  = 14'h0000;
+      \$690  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$728  = pg1_2;
+    \$691  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5082,8 +4868,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$560 ) begin
-            end else if (\$561 ) begin
+            if (\$523 ) begin
+            end else if (\$524 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
@@ -5091,19 +4877,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   2'h1:
                       /* empty */;
                   2'h2:
-                      \$728  = obs__alloc_page;
+                      \$691  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$728  = 14'h0000;
+      \$691  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$729  = e;
+    \$692  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5114,34 +4900,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$729  = \$568 [14:0];
+          \$692  = \$531 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$634 ) begin
-            \$729  = e1;
+          if (\$597 ) begin
+            \$692  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$729  = 15'h0000;
+          \$692  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$729  = e1;
-            if (\$657 ) begin
-              if (\$658 ) begin
-                \$729  = 15'h0000;
+            \$692  = e1;
+            if (\$620 ) begin
+              if (\$621 ) begin
+                \$692  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$729  = 15'h0000;
+      \$692  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$730  = e1;
+    \$693  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5152,34 +4938,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$730  = \$576 [14:0];
+          \$693  = \$539 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$634 ) begin
-            \$730  = e2;
+          if (\$597 ) begin
+            \$693  = e2;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$730  = 15'h0001;
+          \$693  = 15'h0001;
       4'ha:
           if (adv) begin
-            \$730  = e2;
-            if (\$657 ) begin
-              if (\$658 ) begin
-                \$730  = 15'h0001;
+            \$693  = e2;
+            if (\$620 ) begin
+              if (\$621 ) begin
+                \$693  = 15'h0001;
               end
             end
           end
     endcase
     if (rst) begin
-      \$730  = 15'h0000;
+      \$693  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$731  = e2;
+    \$694  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5190,34 +4976,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$731  = \$584 [14:0];
+          \$694  = \$547 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$634 ) begin
-            \$731  = \$638 [14:0];
+          if (\$597 ) begin
+            \$694  = \$601 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$731  = 15'h0002;
+          \$694  = 15'h0002;
       4'ha:
           if (adv) begin
-            \$731  = \$656 [14:0];
-            if (\$657 ) begin
-              if (\$658 ) begin
-                \$731  = 15'h0002;
+            \$694  = \$619 [14:0];
+            if (\$620 ) begin
+              if (\$621 ) begin
+                \$694  = 15'h0002;
               end
             end
           end
     endcase
     if (rst) begin
-      \$731  = 15'h0000;
+      \$694  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$732  = r_left;
+    \$695  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5230,19 +5016,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$732  = { \$607 [21], \$607 [21], \$607 [21], \$607  };
+          \$695  = { \$570 [21], \$570 [21], \$570 [21], \$570  };
       4'h8:
-          if (\$634 ) begin
-            \$732  = \$637 [24:0];
+          if (\$597 ) begin
+            \$695  = \$600 [24:0];
           end
     endcase
     if (rst) begin
-      \$732  = 25'h0000000;
+      \$695  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$733  = r_off;
+    \$696  = r_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5255,19 +5041,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$733  = \$614 [9:0];
+          \$696  = \$577 [9:0];
       4'h8:
-          if (\$634 ) begin
-            \$733  = 10'h000;
+          if (\$597 ) begin
+            \$696  = 10'h000;
           end
     endcase
     if (rst) begin
-      \$733  = 10'h000;
+      \$696  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$734  = r_room;
+    \$697  = r_room;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5280,19 +5066,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$734  = \$622 [10:0];
+          \$697  = \$585 [10:0];
       4'h8:
-          if (\$634 ) begin
-            \$734  = 11'h400;
+          if (\$597 ) begin
+            \$697  = 11'h400;
           end
     endcase
     if (rst) begin
-      \$734  = 11'h000;
+      \$697  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$735  = npg;
+    \$698  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5311,23 +5097,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$735  = \$646 ;
+          \$698  = \$609 ;
       4'ha:
           if (adv) begin
-            if (\$657 ) begin
-              if (\$658 ) begin
-                \$735  = \$669 ;
+            if (\$620 ) begin
+              if (\$621 ) begin
+                \$698  = \$632 ;
               end
             end
           end
     endcase
     if (rst) begin
-      \$735  = 15'h0000;
+      \$698  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$736  = rel_tab;
+    \$699  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5349,16 +5135,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$736  = slot_tab;
+            \$699  = slot_tab;
           end
     endcase
     if (rst) begin
-      \$736  = 2'h0;
+      \$699  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$737  = obs__release_sid;
+    \$700  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5380,11 +5166,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$737  = \$655 [10:0];
+            \$700  = \$618 [10:0];
           end
     endcase
     if (rst) begin
-      \$737  = 11'h000;
+      \$700  = 11'h000;
     end
   end
   always @* begin
@@ -5573,6 +5359,30 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           \$245  = sb2;
     endcase
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$283  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$283  = sb0;
+      2'h1:
+          \$283  = sb1;
+      2'h2:
+          \$283  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$286  = 14'h0000;
+    casez (j[1:0])
+      2'h0:
+          \$286  = r_data;
+      2'h1:
+          \$286  = \r_data$84 ;
+      2'h2:
+          \$286  = \r_data$85 ;
+    endcase
+  end
   assign \ready$28  = ready;
   assign seq = obs__seq;
   assign grp = \$7 [5:0];
@@ -5655,11 +5465,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$160.n  = \$signature__data$160 [9:0];
-  assign \$signature__data$160.sb  = \$signature__data$160 [51:10];
-  assign \$signature__data$160.sb[0]  = \$signature__data$160 [23:10];
-  assign \$signature__data$160.sb[1]  = \$signature__data$160 [37:24];
-  assign \$signature__data$160.sb[2]  = \$signature__data$160 [51:38];
+  assign \$signature__data$156.n  = \$signature__data$156 [9:0];
+  assign \$signature__data$156.sb  = \$signature__data$156 [51:10];
+  assign \$signature__data$156.sb[0]  = \$signature__data$156 [23:10];
+  assign \$signature__data$156.sb[1]  = \$signature__data$156 [37:24];
+  assign \$signature__data$156.sb[2]  = \$signature__data$156 [51:38];
   assign \$1  = cm[0];
   assign \$23 [9:5] = 5'h00;
   assign \$23 [4:0] = n[4:0];
@@ -5717,86 +5527,86 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$274  = { 3'h0, cm[26:13], 4'h0 };
   assign \$275  = { 2'h0, cm[26:13], 5'h00 };
   assign \$278  = { 10'h000, \$277 [20:10] };
-  assign \$398  = { \$397 [11], \$397 [11], \$397 [11], \$397 [11], \$397 [11], \$397 [11:5] };
-  assign \$401  = { \$400 [11], \$400 [11], \$400 [11], \$400 [11], \$400 [11], \$400 [11], \$400 [11:6] };
-  assign \$411  = { \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15], \$410 [15:10] };
-  assign \$414  = { \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15], \$413 [15:10] };
-  assign \$417  = { \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15], \$416 [15:10] };
-  assign \$420  = cmd__payload[0];
-  assign \$445 [9:5] = 5'h00;
-  assign \$445 [4:0] = n[4:0];
-  assign \$447 [9:5] = 5'h00;
-  assign \$447 [4:0] = n[4:0];
-  assign \$449 [9:5] = 5'h00;
-  assign \$449 [4:0] = n[4:0];
-  assign \$452 [13:10] = 4'h0;
-  assign \$452 [9:0] = sb0[9:0];
-  assign \$456 [13:10] = 4'h0;
-  assign \$456 [9:0] = sb1[9:0];
-  assign \$460 [13:10] = 4'h0;
-  assign \$460 [9:0] = sb2[9:0];
-  assign \$463 [9:6] = 4'h0;
-  assign \$463 [5:0] = n[5:0];
-  assign \$466 [13:10] = 4'h0;
-  assign \$466 [9:0] = sb0[9:0];
-  assign \$471 [13:10] = 4'h0;
-  assign \$471 [9:0] = sb1[9:0];
-  assign \$476 [13:10] = 4'h0;
-  assign \$476 [9:0] = sb2[9:0];
-  assign \$498 [13:10] = 4'h0;
-  assign \$498 [9:0] = \$497 [9:0];
-  assign \$502 [13:10] = 4'h0;
-  assign \$502 [9:0] = \$501 [9:0];
-  assign \$512 [13:10] = 4'h0;
-  assign \$512 [9:0] = \$511 [9:0];
-  assign \$518 [13:10] = 4'h0;
-  assign \$518 [9:0] = \$517 [9:0];
-  assign \$526 [13:10] = 4'h0;
-  assign \$526 [9:0] = \$525 [9:0];
-  assign \$532 [13:10] = 4'h0;
-  assign \$532 [9:0] = \$531 [9:0];
-  assign \$552 [13:10] = 4'h0;
-  assign \$552 [9:0] = \$551 [9:0];
-  assign \$564  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$565  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$568  = { 10'h000, \$567 [20:10] };
-  assign \$571  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$572  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$575  = { 10'h000, \$574 [20:10] };
-  assign \$579  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$580  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$583  = { 10'h000, \$582 [20:10] };
-  assign \$589  = cm[0];
-  assign \$597  = { 3'h0, hi, 4'h0 };
-  assign \$598  = { 2'h0, hi, 5'h00 };
-  assign \$603  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$604  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$610  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$611  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$614 [20:10] = 11'h000;
-  assign \$614 [9:0] = \$613 [9:0];
-  assign \$617  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$618  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$621 [20:10] = 11'h000;
-  assign \$621 [9:0] = \$620 [9:0];
+  assign \$361  = { \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11:5] };
+  assign \$364  = { \$363 [11], \$363 [11], \$363 [11], \$363 [11], \$363 [11], \$363 [11], \$363 [11:6] };
+  assign \$374  = { \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15:10] };
+  assign \$377  = { \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15:10] };
+  assign \$380  = { \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15:10] };
+  assign \$383  = cmd__payload[0];
+  assign \$408 [9:5] = 5'h00;
+  assign \$408 [4:0] = n[4:0];
+  assign \$410 [9:5] = 5'h00;
+  assign \$410 [4:0] = n[4:0];
+  assign \$412 [9:5] = 5'h00;
+  assign \$412 [4:0] = n[4:0];
+  assign \$415 [13:10] = 4'h0;
+  assign \$415 [9:0] = sb0[9:0];
+  assign \$419 [13:10] = 4'h0;
+  assign \$419 [9:0] = sb1[9:0];
+  assign \$423 [13:10] = 4'h0;
+  assign \$423 [9:0] = sb2[9:0];
+  assign \$426 [9:6] = 4'h0;
+  assign \$426 [5:0] = n[5:0];
+  assign \$429 [13:10] = 4'h0;
+  assign \$429 [9:0] = sb0[9:0];
+  assign \$434 [13:10] = 4'h0;
+  assign \$434 [9:0] = sb1[9:0];
+  assign \$439 [13:10] = 4'h0;
+  assign \$439 [9:0] = sb2[9:0];
+  assign \$461 [13:10] = 4'h0;
+  assign \$461 [9:0] = \$460 [9:0];
+  assign \$465 [13:10] = 4'h0;
+  assign \$465 [9:0] = \$464 [9:0];
+  assign \$475 [13:10] = 4'h0;
+  assign \$475 [9:0] = \$474 [9:0];
+  assign \$481 [13:10] = 4'h0;
+  assign \$481 [9:0] = \$480 [9:0];
+  assign \$489 [13:10] = 4'h0;
+  assign \$489 [9:0] = \$488 [9:0];
+  assign \$495 [13:10] = 4'h0;
+  assign \$495 [9:0] = \$494 [9:0];
+  assign \$515 [13:10] = 4'h0;
+  assign \$515 [9:0] = \$514 [9:0];
+  assign \$527  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$528  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$531  = { 10'h000, \$530 [20:10] };
+  assign \$534  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$535  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$538  = { 10'h000, \$537 [20:10] };
+  assign \$542  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$543  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$546  = { 10'h000, \$545 [20:10] };
+  assign \$552  = cm[0];
+  assign \$560  = { 3'h0, hi, 4'h0 };
+  assign \$561  = { 2'h0, hi, 5'h00 };
+  assign \$566  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$567  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$573  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$574  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$577 [20:10] = 11'h000;
+  assign \$577 [9:0] = \$576 [9:0];
+  assign \$580  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$581  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$584 [20:10] = 11'h000;
+  assign \$584 [9:0] = \$583 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port$1025$0 , \port$1043$0 , wr__en, \port$1098$0 , q, clk);
+module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$988$0 , \port$1006$0 , wr__en, \port$1057$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1019$0 ;
-  wire [1:0] \port$1019$0 ;
-  input [3:0] \port$1025$0 ;
-  wire [3:0] \port$1025$0 ;
-  input [3:0] \port$1043$0 ;
-  wire [3:0] \port$1043$0 ;
-  input [7:0] \port$1098$0 ;
-  wire [7:0] \port$1098$0 ;
+  input [3:0] \port$1006$0 ;
+  wire [3:0] \port$1006$0 ;
+  input [7:0] \port$1057$0 ;
+  wire [7:0] \port$1057$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
+  input [1:0] \port$982$0 ;
+  wire [1:0] \port$982$0 ;
+  input [3:0] \port$988$0 ;
+  wire [3:0] \port$988$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -21181,11 +20991,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port$
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1098$0 , \port$21$0 , \port$1043$0  }] <= wr__data;
+      mem[{ \port$1057$0 , \port$21$0 , \port$1006$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1098$0 , \port$1019$0 , \port$1025$0  }];
+    _0_ <= mem[{ \port$1057$0 , \port$982$0 , \port$988$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -21200,11 +21010,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port$
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1098$0 , \port$1019$0 , \port$1025$0  };
-  assign r_addr = { \port$1098$0 , \port$1019$0 , \port$1025$0  };
+  assign rd__addr = { \port$1057$0 , \port$982$0 , \port$988$0  };
+  assign r_addr = { \port$1057$0 , \port$982$0 , \port$988$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1098$0 , \port$21$0 , \port$1043$0  };
-  assign w_addr = { \port$1098$0 , \port$21$0 , \port$1043$0  };
+  assign wr__addr = { \port$1057$0 , \port$21$0 , \port$1006$0  };
+  assign w_addr = { \port$1057$0 , \port$21$0 , \port$1006$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -37831,17 +37641,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, wr__data, r_en, \port$1026$0 , \port$1044$0 , wr__en, \port$1098$0 , q, clk);
+module \mmu.meta_table (rst, wr__data, r_en, \port$989$0 , \port$1007$0 , wr__en, \port$1057$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1026$0 ;
-  wire [2:0] \port$1026$0 ;
-  input [2:0] \port$1044$0 ;
-  wire [2:0] \port$1044$0 ;
-  input [7:0] \port$1098$0 ;
-  wire [7:0] \port$1098$0 ;
+  input [2:0] \port$1007$0 ;
+  wire [2:0] \port$1007$0 ;
+  input [7:0] \port$1057$0 ;
+  wire [7:0] \port$1057$0 ;
+  input [2:0] \port$989$0 ;
+  wire [2:0] \port$989$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39786,11 +39596,11 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$1026$0 , \port$1044$0 , wr__e
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1098$0 , \port$1044$0  }] <= wr__data;
+      mem[{ \port$1057$0 , \port$1007$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1098$0 , \port$1026$0  }];
+    _0_ <= mem[{ \port$1057$0 , \port$989$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39805,31 +39615,31 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$1026$0 , \port$1044$0 , wr__e
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1098$0 , \port$1026$0  };
-  assign r_addr = { \port$1098$0 , \port$1026$0  };
+  assign rd__addr = { \port$1057$0 , \port$989$0  };
+  assign r_addr = { \port$1057$0 , \port$989$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1098$0 , \port$1044$0  };
-  assign w_addr = { \port$1098$0 , \port$1044$0  };
+  assign wr__addr = { \port$1057$0 , \port$1007$0  };
+  assign w_addr = { \port$1057$0 , \port$1007$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port$1027$0 , \port$1045$0 , wr__en, \port$1098$0 , q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$990$0 , \port$1008$0 , wr__en, \port$1057$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1019$0 ;
-  wire [1:0] \port$1019$0 ;
-  input [2:0] \port$1027$0 ;
-  wire [2:0] \port$1027$0 ;
-  input [2:0] \port$1045$0 ;
-  wire [2:0] \port$1045$0 ;
-  input [7:0] \port$1098$0 ;
-  wire [7:0] \port$1098$0 ;
+  input [2:0] \port$1008$0 ;
+  wire [2:0] \port$1008$0 ;
+  input [7:0] \port$1057$0 ;
+  wire [7:0] \port$1057$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
+  input [1:0] \port$982$0 ;
+  wire [1:0] \port$982$0 ;
+  input [2:0] \port$990$0 ;
+  wire [2:0] \port$990$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -47534,11 +47344,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1098$0 , \port$21$0 , \port$1045$0  }] <= wr__data;
+      mem[{ \port$1057$0 , \port$21$0 , \port$1008$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1098$0 , \port$1019$0 , \port$1027$0  }];
+    _0_ <= mem[{ \port$1057$0 , \port$982$0 , \port$990$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47553,11 +47363,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$1019$0 , r_en, \port
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1098$0 , \port$1019$0 , \port$1027$0  };
-  assign r_addr = { \port$1098$0 , \port$1019$0 , \port$1027$0  };
+  assign rd__addr = { \port$1057$0 , \port$982$0 , \port$990$0  };
+  assign r_addr = { \port$1057$0 , \port$982$0 , \port$990$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1098$0 , \port$21$0 , \port$1045$0  };
-  assign w_addr = { \port$1098$0 , \port$21$0 , \port$1045$0  };
+  assign wr__addr = { \port$1057$0 , \port$21$0 , \port$1008$0  };
+  assign w_addr = { \port$1057$0 , \port$21$0 , \port$1008$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule

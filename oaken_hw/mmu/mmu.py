@@ -438,9 +438,9 @@ class MMU(wiring.Component):
                                         + [n != 0] * V)))]
         m.d.sync += [s_pages[h].eq((sb[h] + P - 1) >> shift) for h in range(H)]
 
-        def slot_pages(k):
-            k_dense, k_sparse, k_idx, _ = slot_fields(k)
-            return Mux(k_dense, d_pages, Mux(k_sparse, s_pages[k_idx], m_pages))
+        def slot_pages(dense, sparse, idx):
+            """The registered page count of a slot, from its :func:`slot_fields`."""
+            return Mux(dense, d_pages, Mux(sparse, s_pages[idx], m_pages))
 
         def free_next_slot():
             with m.If(j == S - 1):
@@ -695,7 +695,7 @@ class MMU(wiring.Component):
                     m.d.comb += [gs_wr.en.eq(1), gs_wr.data.eq(0)]
                 for t in tables:
                     m.d.comb += r_entry[t].eq(0)
-                m.d.sync += npg.eq(slot_pages(j))
+                m.d.sync += npg.eq(slot_pages(is_dense, is_sparse, in_slot))
                 set_e(0)
                 with m.If(~has_pages.bit_select(j, 1)):
                     free_next_slot()
@@ -710,7 +710,7 @@ class MMU(wiring.Component):
                 # that the walk goes on without a bubble. The address does not wait for
                 # k_cnt: when the next stream is empty (or there is none) the read is unused,
                 # as F_CNT reads the entry 0 of its stream again.
-                _, _, k_idx, _ = slot_fields(j + 1)
+                k_dense, k_sparse, k_idx, _ = slot_fields(j + 1)
                 last = e1 == npg
                 for t in tables:
                     m.d.comb += r_entry[t].eq(Mux(adv, Mux(last, 0, e1), e))
@@ -725,7 +725,7 @@ class MMU(wiring.Component):
                     step_e()
                     with m.If(last):
                         with m.If(k_has):
-                            m.d.sync += [j.eq(j + 1), npg.eq(slot_pages(j + 1))]
+                            m.d.sync += [j.eq(j + 1), npg.eq(slot_pages(k_dense, k_sparse, k_idx))]
                             set_e(0)
                         with m.Else():
                             free_next_slot()
