@@ -26,14 +26,14 @@ flight)::
       P8 (FP16) ─► output FIFO ─► o
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
-from .fp16_round import (floor_shift, prepared_layout, round_pack, round_prepare,
+from .fp16_round import (floor_mask, prepared_layout, round_pack, round_prepare,
                          round_select, selected_layout)
 from .level_sum import ROUND_PAD, SumWindow, step_parts
 from .streams import beat_layout, errors_layout
@@ -64,9 +64,9 @@ def aligned_layout(win):
 
 def summed_layout(win):
     """P5: the magnitude and sign of their sum, the window's position and the rounder's
-    shift at the smallest exponent (:func:`.fp16_round.floor_shift`)."""
+    exponent clamp (:func:`.fp16_round.floor_mask`)."""
     return data.StructLayout({"mag": win.width + 1, "neg": 1, "offset": win.offset_shape,
-                              "floor": signed(7)})
+                              "floor": 25 - 13 - win.offset_min})
 
 
 class Dequantizer(wiring.Component):
@@ -220,10 +220,10 @@ class Dequantizer(wiring.Component):
                 m.d.sync += p4[k].offset.eq(p3_exps[k].offset)
                 m.d.sync += [p5[k].mag.eq(mag), p5[k].neg.eq(neg),
                              p5[k].offset.eq(p4[k].offset),
-                             p5[k].floor.eq(floor_shift(25, p4[k].offset, ROUND_PAD))]
+                             p5[k].floor.eq(floor_mask(25, p4[k].offset, win.offset_min))]
 
-        # --- P6: the shift (its floor registered in P5: the bit length is followed by one
-        # comparison); P7: kept bits, guard, sticky and the exponent; P8: round and
+        # --- P6: the shift (the exponent clamp registered in P5 as a mask, OR-ed into the
+        # bit length's first level); P7: kept bits, guard, sticky and the exponent; P8: round and
         # pack --------------------------------------------------------------------------
         p6 = [Signal(prepared_layout(win.width + 1, ROUND_PAD, win.offset_shape),
                      name=f"p6_{k}") for k in range(lanes)]

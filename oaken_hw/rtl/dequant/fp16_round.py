@@ -29,24 +29,32 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.shift import below, shift_right
 
-__all__ = ["prepared_layout", "selected_layout", "floor_shift", "round_prepare",
+__all__ = ["prepared_layout", "selected_layout", "floor_mask", "round_prepare",
            "round_select", "round_pack", "round_finish", "FP16Round"]
 
 #: largest finite FP16 exponent field
 _MAX_EXP = 30
 
 
-def _bitlen(value):
-    """Bit length of an unsigned value: a log-depth tree of priority encoders.
-
-    (A chain of ``width`` muxes would also do, but nests too deep for the Python simulator.)
-    """
+def _top_index(value):
+    """Index of the highest set bit of an unsigned value (0 when only bit 0 or no bit is
+    set), ``(len(value) - 1).bit_length()`` bits: a log-depth tree of priority encoders.
+    A level's index is the lower half's, or the upper half's with one bit set above it: a
+    concatenation, where ``bit length + half`` would be an adder."""
     width = len(value)
     if width == 1:
-        return value[0]
+        return Const(0, 0)
     half = 1 << ((width - 1).bit_length() - 1)          # largest power of two < width
+    bits = (half - 1).bit_length()
     hi, lo = value[half:], value[:half]
-    return Mux(hi.any(), _bitlen(hi) + half, _bitlen(lo))
+    upper = _top_index(hi)
+    return Mux(hi.any(), Cat(upper, Const(0, bits - len(upper)), 1), _top_index(lo))
+
+
+def _bitlen(value):
+    """Bit length of an unsigned value: the highest set bit's index of ``value`` with a
+    one below it (so that 0 has length 0 with no special case)."""
+    return _top_index(Cat(Const(1, 1), value))
 
 
 #: width of the exponent ``e`` handed between the stages
@@ -64,11 +72,37 @@ def prepared_layout(width, pad=0, offset_shape=signed(1)):
     })
 
 
-def floor_shift(frac_bits, offset, pad):
-    """The shift at the smallest exponent ``e = s``: ``s + pad - offset``. A pipeline that
-    knows ``offset`` a stage early computes it there and hands it to
-    :func:`round_prepare`, which then has one comparison after the bit length."""
-    return frac_bits - 24 + pad - offset
+def floor_mask(frac_bits, offset, lowest=None):
+    """The exponent clamp as a one-hot mask for :func:`round_prepare`.
+
+    The exponent is ``e = max(bitlen + offset - 11, s)`` (``s = frac_bits - 24``), so the
+    shift depends on ``max(bitlen, t)``, ``t = s + 11 - offset``, which is the bit length
+    of ``|n|`` with bit ``t - 1`` set (for ``t >= 1``; for ``t <= 0`` it is ``bitlen``).
+    OR-ed into ``|n|`` in the bit length's first level, the clamp costs no comparison.
+
+    Parameters
+    ----------
+    frac_bits : int
+    offset : Value or int
+        As given to :func:`round_prepare`. A pipeline that knows ``offset`` a stage early
+        makes the mask there and registers it.
+    lowest : int or None
+        The smallest ``offset`` the caller can give (default: the least of its shape); the
+        mask is ``frac_bits - 13 - lowest`` bits wide.
+
+    Returns
+    -------
+    Value
+        Bit ``t - 1`` set, or none.
+    """
+    top = frac_bits - 13
+    if isinstance(offset, int):
+        return Const(1 << (top - offset - 1), top - offset) if top - offset >= 1 \
+            else Const(0, 1)
+    if lowest is None:
+        lowest = -(1 << (len(offset) - 1)) if offset.shape().signed else 0
+    # bit i is set when t - 1 = i: one small comparison per bit, no shifter
+    return Cat(offset == top - 1 - i for i in range(max(top - lowest, 1)))
 
 
 def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
@@ -88,7 +122,7 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
         Zero bits appended below ``|n|`` before the shift, so that the shift
         ``e - offset + pad`` is never negative: at least the largest ``offset - e``.
     floor : Value or None
-        :func:`floor_shift` of ``offset``, if the caller has it registered.
+        :func:`floor_mask` of ``offset``, if the caller has it registered.
 
     Returns
     -------
@@ -100,21 +134,21 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
                          f"not {frac_bits!r}")
     width = len(n)
     mag = Signal(width, name=f"{name}_mag")
-    bl = Signal(range(width + 1), name=f"{name}_bitlen")
     if n.shape().signed:
         neg = n < 0
         m.d.comb += mag.eq(Mux(neg, -n, n).as_unsigned()[:width])
     else:                         # a magnitude already (the dequantizer's sum)
         neg = Const(0, 1)
         m.d.comb += mag.eq(n)
-    m.d.comb += bl.eq(_bitlen(mag))
     # e = max(bl + offset - 11, s): a normal keeps 11 significant bits, and below
-    # 2^(11+s) counts the quantum is 2^s. The shift e - offset + pad is then the larger of
-    # bl + pad - 11 and the floor s + pad - offset.
+    # 2^(11+s) counts the quantum is 2^s. The shift e - offset + pad is
+    # max(bl, s + 11 - offset) + pad - 11, the clamp a bit OR-ed into |n| (floor_mask).
     if floor is None:
-        floor = floor_shift(frac_bits, offset, pad)
-    high = bl + (pad - 11)
-    shift = Mux(high > floor, high, floor)[:(width + pad).bit_length()]
+        floor = floor_mask(frac_bits, offset)
+    clamped = Signal(max(width, len(floor)), name=f"{name}_clamped")
+    bl = Signal(range(len(clamped) + 1), name=f"{name}_bitlen")
+    m.d.comb += [clamped.eq(mag | floor), bl.eq(_bitlen(clamped))]
+    shift = (bl if pad == 11 else bl + (pad - 11))[:(width + pad).bit_length()]
     return {"mag": mag, "shift": shift, "offset": offset, "neg": neg}
 
 

@@ -47,7 +47,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.shift import below, shift_right
-from .fp16_round import round_finish, round_prepare
+from .fp16_round import floor_mask, round_finish, round_prepare
 
 __all__ = ["ROUND_PAD", "step_parts", "SumWindow", "LevelSum"]
 
@@ -89,6 +89,9 @@ class SumWindow:
     offset_shape : Shape
         Of the window's position: its bit 0 counts ``2^(offset - 25)``,
         ``offset = max(eA, eB) - (S - 11) - T`` in ``[-3, 26]``.
+    offset_min : int
+        -3 (``-T``: ``max(eA, eB) >= eB >= S - 11``), the ``lowest`` of the rounder's
+        :func:`.fp16_round.floor_mask`.
     """
 
     def __init__(self, middle_bits):
@@ -96,6 +99,7 @@ class SumWindow:
         self.low = 3
         self.width = self.low + self.sig
         self.offset_shape = signed(6)
+        self.offset_min = -self.low
 
     def step_exponent(self, sh):
         """The exponent of the product ``(2j + 1) * sig`` in the window, from the step's
@@ -223,7 +227,8 @@ class LevelSum(wiring.Component):
         exps = win.exponents(m, self.pivot, win.step_exponent(sh))
         al = win.align(m, self.pivot, prod, exps)
         mag, neg = win.total(m, al["a"], al["b"], al["sign"], self.upper)
-        p = round_prepare(m, mag, 25, offset=exps["offset"], pad=ROUND_PAD)
+        p = round_prepare(m, mag, 25, offset=exps["offset"], pad=ROUND_PAD,
+                          floor=floor_mask(25, exps["offset"], win.offset_min))
         p["neg"] = neg
         m.d.comb += self.o.eq(round_finish(m, p, 25, pad=ROUND_PAD))
         return m
