@@ -225,20 +225,35 @@ class Scale(wiring.Component):
         s2_lev = stage("s2_lev", Mux(upper_wins, q["mu"], q["nl"]), nw)
 
         # --- extent x reciprocal (the table looked up a stage before the multiply) -------
-        # padded to a power of two so that the emitted case statement is complete
-        recip = Array(Const(reciprocal(n), RECIP_BITS + 1) for n in range(1 << nw))
+        # The reciprocal has RECIP_BITS + 1 bits, more than a DSP input: its low _SLICE bits
+        # go to the DSPs, and its high bits are 0 or a power of two (ceil(2^20 / n) >> 18
+        # is 4, 2, 1, 1 for n = 1..4 and 0 above), so their product is a multiplexer.
+        # Multiplied whole, each DSP's product had an adder behind it (the quantizer's
+        # critical path alone: r_rec -> s3_p_mid18, 13.9 ns, 20 levels on ECP5).
+        # (Tables padded to a power of two so that the emitted case statement is complete.)
+        recips = [reciprocal(n) for n in range(1 << nw)]
+        highs = [r >> _SLICE for r in recips]
+        assert all(h & (h - 1) == 0 for h in highs), "a reciprocal's high part is a power of two"
+        rec_lo = Array(Const(r & ((1 << _SLICE) - 1), _SLICE) for r in recips)
+        rec_hi = Array(Const(h, max(highs).bit_length()) for h in highs)
         pw = W + RECIP_BITS + 1
         r = {k: stage(f"r_{k}", s2[k]) for k in ("valid", "tag", "outer", "inner")}
         r_nlo, r_ext = stage("r_nlo", s2_nlo), stage("r_ext", s2_ext)
-        r_rec = stage("r_rec", recip[s2_lev], RECIP_BITS + 1)
+        r_rec = stage("r_rec", rec_lo[s2_lev], _SLICE)
+        r_hi = stage("r_hi", rec_hi[s2_lev])
         s3 = {k: stage(f"s3_{k}", r[k]) for k in ("valid", "tag")}
         s3_nlo = stage("s3_nlo", r_nlo)
-        # The 41 x 21-bit product is registered as partial products of 18-bit slices of
-        # the extent (one DSP-sized multiply each) and summed in the ceiling's stage: done
-        # whole, its DSP cascade and adder tree were the quantization engine's critical
-        # path (46 levels, 15.2 ns on ECP5).
+        # The 41 x 18-bit product is registered as partial products of 18-bit slices of
+        # the extent (one DSP multiply each) and summed in the ceiling's stage: done whole,
+        # its DSP cascade and adder tree were the quantization engine's critical path (46
+        # levels, 15.2 ns on ECP5). The high part's product comes with the ceiling's
+        # rounding constant added, so that the ceiling sums as many terms as before.
         p_mid = [(stage(f"s3_p_mid{k}", r_ext[k:k + _SLICE] * r_rec), k)
                  for k in range(0, len(r_ext), _SLICE)]
+        hi_prod = 0
+        for bit in range(len(r_hi)):
+            hi_prod = hi_prod | Mux(r_hi[bit], r_ext << bit, 0)
+        p_mid.append((stage("s3_p_hi", (hi_prod << _SLICE) + ((1 << RECIP_BITS) - 1), pw), 0))
         p_in = [(stage("s3_p_in", r["inner"] * reciprocal(2 * codes), pw), 0)]
         p_out = [(stage("s3_p_out", r["outer"] * reciprocal(codes), pw), 0)]
 
@@ -247,15 +262,16 @@ class Scale(wiring.Component):
         s4 = {k: stage(f"s4_{k}", s3[k]) for k in ("valid", "tag")}
         s4_nlo = stage("s4_nlo", s3_nlo)
 
-        def ceiling(parts):
-            total = sum((p << k for p, k in parts), (1 << RECIP_BITS) - 1)
+        def ceiling(parts, bias):
+            total = sum((p << k for p, k in parts), bias)
             return (total >> RECIP_BITS)[:cw]
         # the round-up's mask is found here, after the sum, and applied in the next stage
         # (together they were the critical path: 38 levels, 14.2 ns on ECP5)
         cs = []
-        for name, parts in (("mid", p_mid), ("in", p_in), ("out", p_out)):
+        for name, parts, bias in (("mid", p_mid, 0), ("in", p_in, (1 << RECIP_BITS) - 1),
+                                  ("out", p_out, (1 << RECIP_BITS) - 1)):
             c_ = Signal(cw, name=f"c_{name}")
-            m.d.comb += c_.eq(ceiling(parts))
+            m.d.comb += c_.eq(ceiling(parts, bias))
             cs.append((stage(f"s4_c_{name}", c_),
                        stage(f"s4_mask_{name}", _roundup_mask(c_), cw)))
         s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
