@@ -73,9 +73,14 @@ class ByteQueue(wiring.Component):
         wptr = Signal(range(depth))
         rptr = Signal(range(depth))
         fill = Signal(range(self.capacity + 1))
+        # `fill <= out_bytes`, registered from the next fill: the reader's late `take`
+        # ends at this register instead of running on through the writer's handshake (in
+        # the read path: the framing queue's fill -> its `ready` -> the dispatcher's read
+        # data handshake -> the dense beat FIFO, the engine's critical path at 77.0 MHz)
+        ready = Signal(init=1)
         accept = self.i.valid & self.i.ready
         count = self.i.payload.count
-        m.d.comb += [self.i.ready.eq(fill <= nout), self.fill.eq(fill)]
+        m.d.comb += [self.i.ready.eq(ready), self.fill.eq(fill)]
 
         # input byte j goes to store byte wptr + j, if j < count (bytes above `count` are not
         # trusted to be zero); it fits, as `fill <= out_bytes` when a beat is accepted
@@ -94,6 +99,8 @@ class ByteQueue(wiring.Component):
         m.d.comb += [start.eq(rptr - self.lane),
                      self.head.eq(rotate_right(store.as_value(), start, 8)[:8 * nout])]
         added = Mux(accept, count, 0)
+        fill_next = Signal.like(fill)
+        m.d.comb += fill_next.eq(fill + added - self.take)
         m.d.sync += [wptr.eq(wptr + added), rptr.eq(rptr + self.take),
-                     fill.eq(fill + added - self.take)]
+                     fill.eq(fill_next), ready.eq(fill_next <= nout)]
         return m
