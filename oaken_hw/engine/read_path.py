@@ -171,6 +171,16 @@ class ReadPath(wiring.Component):
         with m.If(fd.ready):
             m.d.sync += fd_pend.eq(0)
 
+        # the records are taken while a command is out (the W_ states): a register set with
+        # the command's handshake and cleared with its status record, so that the MMU's
+        # output handshake does not start from this state machine's state decode
+        waiting = Signal()
+        m.d.comb += self.records.ready.eq(waiting)
+        with m.If(rec_status):
+            m.d.sync += waiting.eq(0)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += waiting.eq(1)
+
         with m.FSM():
             with m.State("IDLE"):
                 drained = ~running & (tags.level == 0) & ~fd_pend
@@ -193,7 +203,6 @@ class ReadPath(wiring.Component):
                 with m.If(self.cmd.ready):
                     m.next = "W_FREE"
             with m.State("W_FREE"):
-                m.d.comb += self.records.ready.eq(1)
                 with m.If(rec_status):
                     m.d.sync += [fd_pend.eq(1), fd.payload.status.eq(inrec.status)]
                     m.next = "IDLE"
@@ -207,7 +216,6 @@ class ReadPath(wiring.Component):
                     with m.If(self.cmd.ready):
                         m.next = f"W_{name}"
                 with m.State(f"W_{name}"):
-                    m.d.comb += self.records.ready.eq(1)
                     with m.If(rec_status):
                         with m.If(inrec.status != Status.OK):
                             # only the first command can fail; it sent no bursts
