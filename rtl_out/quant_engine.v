@@ -5102,13 +5102,13 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$12396$205 (q3_info0[257:205]),
+    .\port$12522$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$122 )
   );
   \quant_engine.extents  extents (
-    .\a$167 (a),
-    .b(b),
+    .\a$177 (a),
+    .\b$178 (b),
     .beat(beat),
     .clk(clk),
     .counts(counts),
@@ -8266,7 +8266,7 @@ module \quant_engine.dense_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -11149,8 +11149,8 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$12396$205 ;
-  wire [52:0] \port$12396$205 ;
+  input [52:0] \port$12522$205 ;
+  wire [52:0] \port$12522$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -11572,29 +11572,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$12396$205 [19:15];
-  assign \$3  = \port$12396$205 [19:15] - 1'h1;
+  assign \$2  = | \port$12522$205 [19:15];
+  assign \$3  = \port$12522$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$12396$205 [35:31];
-  assign \$7  = \port$12396$205 [35:31] - 1'h1;
+  assign \$6  = | \port$12522$205 [35:31];
+  assign \$7  = \port$12522$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$12396$205 [51:47];
-  assign \$10  = \port$12396$205 [51:47] - 1'h1;
+  assign \$9  = | \port$12522$205 [51:47];
+  assign \$10  = \port$12522$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$12396$205 [19:15];
+  assign \$15  = | \port$12522$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$12396$205 [35:31];
-  assign \$18  = | \port$12396$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$12396$205 [30:21] } : { \$18 , \port$12396$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$12396$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$12522$205 [35:31];
+  assign \$18  = | \port$12522$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$12522$205 [30:21] } : { \$18 , \port$12522$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$12522$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$12396$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$23  = 5'h10 - \port$12522$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12522$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -11627,29 +11627,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$54  = | g0;
   assign \$55  = g0 == 2'h2;
   assign \$56  = ! group[3:2];
-  assign \$57  = | \port$12396$205 [19:15];
-  assign \$58  = \port$12396$205 [19:15] - 1'h1;
+  assign \$57  = | \port$12522$205 [19:15];
+  assign \$58  = \port$12522$205 [19:15] - 1'h1;
   assign \$59  = \$57  ? \$58  : 6'h00;
   assign \$60  = group[3:2] == 1'h1;
-  assign \$61  = | \port$12396$205 [35:31];
-  assign \$62  = \port$12396$205 [35:31] - 1'h1;
+  assign \$61  = | \port$12522$205 [35:31];
+  assign \$62  = \port$12522$205 [35:31] - 1'h1;
   assign \$63  = \$61  ? \$62  : 6'h00;
-  assign \$64  = | \port$12396$205 [51:47];
-  assign \$65  = \port$12396$205 [51:47] - 1'h1;
+  assign \$64  = | \port$12522$205 [51:47];
+  assign \$65  = \port$12522$205 [51:47] - 1'h1;
   assign \$66  = \$64  ? \$65  : 6'h00;
   assign \$67  = \$60  ? \$63 [4:0] : \$66 [4:0];
   assign \$68  = \$56  ? \$59 [4:0] : \$67 ;
   assign \$69  = ! group[3:2];
-  assign \$70  = | \port$12396$205 [19:15];
+  assign \$70  = | \port$12522$205 [19:15];
   assign \$71  = group[3:2] == 1'h1;
-  assign \$72  = | \port$12396$205 [35:31];
-  assign \$73  = | \port$12396$205 [51:47];
-  assign \$74  = \$71  ? { \$72 , \port$12396$205 [30:21] } : { \$73 , \port$12396$205 [46:37] };
-  assign \$75  = \$69  ? { \$70 , \port$12396$205 [14:5] } : \$74 ;
+  assign \$72  = | \port$12522$205 [35:31];
+  assign \$73  = | \port$12522$205 [51:47];
+  assign \$74  = \$71  ? { \$72 , \port$12522$205 [30:21] } : { \$73 , \port$12522$205 [46:37] };
+  assign \$75  = \$69  ? { \$70 , \port$12522$205 [14:5] } : \$74 ;
   assign \$76  = group[3:2] == 1'h1;
   assign \$77  = group[3:2] == 2'h2;
-  assign \$78  = 5'h10 - \port$12396$205 [4:0];
-  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$78  = 5'h10 - \port$12522$205 [4:0];
+  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12522$205 [4:0] };
   assign \$80  = \$77  ? 6'h10 : \$79 ;
   assign \$81  = \$76  ? 7'h20 : { \$80 [5], \$80  };
   assign \$82  = \$81 [5:0] - 1'h1;
@@ -11682,29 +11682,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$109  = | g1;
   assign \$110  = g1 == 2'h2;
   assign \$111  = ! group[5:4];
-  assign \$112  = | \port$12396$205 [19:15];
-  assign \$113  = \port$12396$205 [19:15] - 1'h1;
+  assign \$112  = | \port$12522$205 [19:15];
+  assign \$113  = \port$12522$205 [19:15] - 1'h1;
   assign \$114  = \$112  ? \$113  : 6'h00;
   assign \$115  = group[5:4] == 1'h1;
-  assign \$116  = | \port$12396$205 [35:31];
-  assign \$117  = \port$12396$205 [35:31] - 1'h1;
+  assign \$116  = | \port$12522$205 [35:31];
+  assign \$117  = \port$12522$205 [35:31] - 1'h1;
   assign \$118  = \$116  ? \$117  : 6'h00;
-  assign \$119  = | \port$12396$205 [51:47];
-  assign \$120  = \port$12396$205 [51:47] - 1'h1;
+  assign \$119  = | \port$12522$205 [51:47];
+  assign \$120  = \port$12522$205 [51:47] - 1'h1;
   assign \$121  = \$119  ? \$120  : 6'h00;
   assign \$122  = \$115  ? \$118 [4:0] : \$121 [4:0];
   assign \$123  = \$111  ? \$114 [4:0] : \$122 ;
   assign \$124  = ! group[5:4];
-  assign \$125  = | \port$12396$205 [19:15];
+  assign \$125  = | \port$12522$205 [19:15];
   assign \$126  = group[5:4] == 1'h1;
-  assign \$127  = | \port$12396$205 [35:31];
-  assign \$128  = | \port$12396$205 [51:47];
-  assign \$129  = \$126  ? { \$127 , \port$12396$205 [30:21] } : { \$128 , \port$12396$205 [46:37] };
-  assign \$130  = \$124  ? { \$125 , \port$12396$205 [14:5] } : \$129 ;
+  assign \$127  = | \port$12522$205 [35:31];
+  assign \$128  = | \port$12522$205 [51:47];
+  assign \$129  = \$126  ? { \$127 , \port$12522$205 [30:21] } : { \$128 , \port$12522$205 [46:37] };
+  assign \$130  = \$124  ? { \$125 , \port$12522$205 [14:5] } : \$129 ;
   assign \$131  = group[5:4] == 1'h1;
   assign \$132  = group[5:4] == 2'h2;
-  assign \$133  = 5'h10 - \port$12396$205 [4:0];
-  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$133  = 5'h10 - \port$12522$205 [4:0];
+  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12522$205 [4:0] };
   assign \$135  = \$132  ? 6'h10 : \$134 ;
   assign \$136  = \$131  ? 7'h20 : { \$135 [5], \$135  };
   assign \$137  = \$136 [5:0] - 1'h1;
@@ -11737,29 +11737,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$164  = | g2;
   assign \$165  = g2 == 2'h2;
   assign \$166  = ! group[7:6];
-  assign \$167  = | \port$12396$205 [19:15];
-  assign \$168  = \port$12396$205 [19:15] - 1'h1;
+  assign \$167  = | \port$12522$205 [19:15];
+  assign \$168  = \port$12522$205 [19:15] - 1'h1;
   assign \$169  = \$167  ? \$168  : 6'h00;
   assign \$170  = group[7:6] == 1'h1;
-  assign \$171  = | \port$12396$205 [35:31];
-  assign \$172  = \port$12396$205 [35:31] - 1'h1;
+  assign \$171  = | \port$12522$205 [35:31];
+  assign \$172  = \port$12522$205 [35:31] - 1'h1;
   assign \$173  = \$171  ? \$172  : 6'h00;
-  assign \$174  = | \port$12396$205 [51:47];
-  assign \$175  = \port$12396$205 [51:47] - 1'h1;
+  assign \$174  = | \port$12522$205 [51:47];
+  assign \$175  = \port$12522$205 [51:47] - 1'h1;
   assign \$176  = \$174  ? \$175  : 6'h00;
   assign \$177  = \$170  ? \$173 [4:0] : \$176 [4:0];
   assign \$178  = \$166  ? \$169 [4:0] : \$177 ;
   assign \$179  = ! group[7:6];
-  assign \$180  = | \port$12396$205 [19:15];
+  assign \$180  = | \port$12522$205 [19:15];
   assign \$181  = group[7:6] == 1'h1;
-  assign \$182  = | \port$12396$205 [35:31];
-  assign \$183  = | \port$12396$205 [51:47];
-  assign \$184  = \$181  ? { \$182 , \port$12396$205 [30:21] } : { \$183 , \port$12396$205 [46:37] };
-  assign \$185  = \$179  ? { \$180 , \port$12396$205 [14:5] } : \$184 ;
+  assign \$182  = | \port$12522$205 [35:31];
+  assign \$183  = | \port$12522$205 [51:47];
+  assign \$184  = \$181  ? { \$182 , \port$12522$205 [30:21] } : { \$183 , \port$12522$205 [46:37] };
+  assign \$185  = \$179  ? { \$180 , \port$12522$205 [14:5] } : \$184 ;
   assign \$186  = group[7:6] == 1'h1;
   assign \$187  = group[7:6] == 2'h2;
-  assign \$188  = 5'h10 - \port$12396$205 [4:0];
-  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$188  = 5'h10 - \port$12522$205 [4:0];
+  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12522$205 [4:0] };
   assign \$190  = \$187  ? 6'h10 : \$189 ;
   assign \$191  = \$186  ? 7'h20 : { \$190 [5], \$190  };
   assign \$192  = \$191 [5:0] - 1'h1;
@@ -11792,29 +11792,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$219  = | g3;
   assign \$220  = g3 == 2'h2;
   assign \$221  = ! group[9:8];
-  assign \$222  = | \port$12396$205 [19:15];
-  assign \$223  = \port$12396$205 [19:15] - 1'h1;
+  assign \$222  = | \port$12522$205 [19:15];
+  assign \$223  = \port$12522$205 [19:15] - 1'h1;
   assign \$224  = \$222  ? \$223  : 6'h00;
   assign \$225  = group[9:8] == 1'h1;
-  assign \$226  = | \port$12396$205 [35:31];
-  assign \$227  = \port$12396$205 [35:31] - 1'h1;
+  assign \$226  = | \port$12522$205 [35:31];
+  assign \$227  = \port$12522$205 [35:31] - 1'h1;
   assign \$228  = \$226  ? \$227  : 6'h00;
-  assign \$229  = | \port$12396$205 [51:47];
-  assign \$230  = \port$12396$205 [51:47] - 1'h1;
+  assign \$229  = | \port$12522$205 [51:47];
+  assign \$230  = \port$12522$205 [51:47] - 1'h1;
   assign \$231  = \$229  ? \$230  : 6'h00;
   assign \$232  = \$225  ? \$228 [4:0] : \$231 [4:0];
   assign \$233  = \$221  ? \$224 [4:0] : \$232 ;
   assign \$234  = ! group[9:8];
-  assign \$235  = | \port$12396$205 [19:15];
+  assign \$235  = | \port$12522$205 [19:15];
   assign \$236  = group[9:8] == 1'h1;
-  assign \$237  = | \port$12396$205 [35:31];
-  assign \$238  = | \port$12396$205 [51:47];
-  assign \$239  = \$236  ? { \$237 , \port$12396$205 [30:21] } : { \$238 , \port$12396$205 [46:37] };
-  assign \$240  = \$234  ? { \$235 , \port$12396$205 [14:5] } : \$239 ;
+  assign \$237  = | \port$12522$205 [35:31];
+  assign \$238  = | \port$12522$205 [51:47];
+  assign \$239  = \$236  ? { \$237 , \port$12522$205 [30:21] } : { \$238 , \port$12522$205 [46:37] };
+  assign \$240  = \$234  ? { \$235 , \port$12522$205 [14:5] } : \$239 ;
   assign \$241  = group[9:8] == 1'h1;
   assign \$242  = group[9:8] == 2'h2;
-  assign \$243  = 5'h10 - \port$12396$205 [4:0];
-  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$243  = 5'h10 - \port$12522$205 [4:0];
+  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12522$205 [4:0] };
   assign \$245  = \$242  ? 6'h10 : \$244 ;
   assign \$246  = \$241  ? 7'h20 : { \$245 [5], \$245  };
   assign \$247  = \$246 [5:0] - 1'h1;
@@ -11847,29 +11847,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$274  = | g4;
   assign \$275  = g4 == 2'h2;
   assign \$276  = ! group[11:10];
-  assign \$277  = | \port$12396$205 [19:15];
-  assign \$278  = \port$12396$205 [19:15] - 1'h1;
+  assign \$277  = | \port$12522$205 [19:15];
+  assign \$278  = \port$12522$205 [19:15] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = group[11:10] == 1'h1;
-  assign \$281  = | \port$12396$205 [35:31];
-  assign \$282  = \port$12396$205 [35:31] - 1'h1;
+  assign \$281  = | \port$12522$205 [35:31];
+  assign \$282  = \port$12522$205 [35:31] - 1'h1;
   assign \$283  = \$281  ? \$282  : 6'h00;
-  assign \$284  = | \port$12396$205 [51:47];
-  assign \$285  = \port$12396$205 [51:47] - 1'h1;
+  assign \$284  = | \port$12522$205 [51:47];
+  assign \$285  = \port$12522$205 [51:47] - 1'h1;
   assign \$286  = \$284  ? \$285  : 6'h00;
   assign \$287  = \$280  ? \$283 [4:0] : \$286 [4:0];
   assign \$288  = \$276  ? \$279 [4:0] : \$287 ;
   assign \$289  = ! group[11:10];
-  assign \$290  = | \port$12396$205 [19:15];
+  assign \$290  = | \port$12522$205 [19:15];
   assign \$291  = group[11:10] == 1'h1;
-  assign \$292  = | \port$12396$205 [35:31];
-  assign \$293  = | \port$12396$205 [51:47];
-  assign \$294  = \$291  ? { \$292 , \port$12396$205 [30:21] } : { \$293 , \port$12396$205 [46:37] };
-  assign \$295  = \$289  ? { \$290 , \port$12396$205 [14:5] } : \$294 ;
+  assign \$292  = | \port$12522$205 [35:31];
+  assign \$293  = | \port$12522$205 [51:47];
+  assign \$294  = \$291  ? { \$292 , \port$12522$205 [30:21] } : { \$293 , \port$12522$205 [46:37] };
+  assign \$295  = \$289  ? { \$290 , \port$12522$205 [14:5] } : \$294 ;
   assign \$296  = group[11:10] == 1'h1;
   assign \$297  = group[11:10] == 2'h2;
-  assign \$298  = 5'h10 - \port$12396$205 [4:0];
-  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$298  = 5'h10 - \port$12522$205 [4:0];
+  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12522$205 [4:0] };
   assign \$300  = \$297  ? 6'h10 : \$299 ;
   assign \$301  = \$296  ? 7'h20 : { \$300 [5], \$300  };
   assign \$302  = \$301 [5:0] - 1'h1;
@@ -11902,29 +11902,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$329  = | g5;
   assign \$330  = g5 == 2'h2;
   assign \$331  = ! group[13:12];
-  assign \$332  = | \port$12396$205 [19:15];
-  assign \$333  = \port$12396$205 [19:15] - 1'h1;
+  assign \$332  = | \port$12522$205 [19:15];
+  assign \$333  = \port$12522$205 [19:15] - 1'h1;
   assign \$334  = \$332  ? \$333  : 6'h00;
   assign \$335  = group[13:12] == 1'h1;
-  assign \$336  = | \port$12396$205 [35:31];
-  assign \$337  = \port$12396$205 [35:31] - 1'h1;
+  assign \$336  = | \port$12522$205 [35:31];
+  assign \$337  = \port$12522$205 [35:31] - 1'h1;
   assign \$338  = \$336  ? \$337  : 6'h00;
-  assign \$339  = | \port$12396$205 [51:47];
-  assign \$340  = \port$12396$205 [51:47] - 1'h1;
+  assign \$339  = | \port$12522$205 [51:47];
+  assign \$340  = \port$12522$205 [51:47] - 1'h1;
   assign \$341  = \$339  ? \$340  : 6'h00;
   assign \$342  = \$335  ? \$338 [4:0] : \$341 [4:0];
   assign \$343  = \$331  ? \$334 [4:0] : \$342 ;
   assign \$344  = ! group[13:12];
-  assign \$345  = | \port$12396$205 [19:15];
+  assign \$345  = | \port$12522$205 [19:15];
   assign \$346  = group[13:12] == 1'h1;
-  assign \$347  = | \port$12396$205 [35:31];
-  assign \$348  = | \port$12396$205 [51:47];
-  assign \$349  = \$346  ? { \$347 , \port$12396$205 [30:21] } : { \$348 , \port$12396$205 [46:37] };
-  assign \$350  = \$344  ? { \$345 , \port$12396$205 [14:5] } : \$349 ;
+  assign \$347  = | \port$12522$205 [35:31];
+  assign \$348  = | \port$12522$205 [51:47];
+  assign \$349  = \$346  ? { \$347 , \port$12522$205 [30:21] } : { \$348 , \port$12522$205 [46:37] };
+  assign \$350  = \$344  ? { \$345 , \port$12522$205 [14:5] } : \$349 ;
   assign \$351  = group[13:12] == 1'h1;
   assign \$352  = group[13:12] == 2'h2;
-  assign \$353  = 5'h10 - \port$12396$205 [4:0];
-  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$353  = 5'h10 - \port$12522$205 [4:0];
+  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12522$205 [4:0] };
   assign \$355  = \$352  ? 6'h10 : \$354 ;
   assign \$356  = \$351  ? 7'h20 : { \$355 [5], \$355  };
   assign \$357  = \$356 [5:0] - 1'h1;
@@ -11957,29 +11957,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$384  = | g6;
   assign \$385  = g6 == 2'h2;
   assign \$386  = ! group[15:14];
-  assign \$387  = | \port$12396$205 [19:15];
-  assign \$388  = \port$12396$205 [19:15] - 1'h1;
+  assign \$387  = | \port$12522$205 [19:15];
+  assign \$388  = \port$12522$205 [19:15] - 1'h1;
   assign \$389  = \$387  ? \$388  : 6'h00;
   assign \$390  = group[15:14] == 1'h1;
-  assign \$391  = | \port$12396$205 [35:31];
-  assign \$392  = \port$12396$205 [35:31] - 1'h1;
+  assign \$391  = | \port$12522$205 [35:31];
+  assign \$392  = \port$12522$205 [35:31] - 1'h1;
   assign \$393  = \$391  ? \$392  : 6'h00;
-  assign \$394  = | \port$12396$205 [51:47];
-  assign \$395  = \port$12396$205 [51:47] - 1'h1;
+  assign \$394  = | \port$12522$205 [51:47];
+  assign \$395  = \port$12522$205 [51:47] - 1'h1;
   assign \$396  = \$394  ? \$395  : 6'h00;
   assign \$397  = \$390  ? \$393 [4:0] : \$396 [4:0];
   assign \$398  = \$386  ? \$389 [4:0] : \$397 ;
   assign \$399  = ! group[15:14];
-  assign \$400  = | \port$12396$205 [19:15];
+  assign \$400  = | \port$12522$205 [19:15];
   assign \$401  = group[15:14] == 1'h1;
-  assign \$402  = | \port$12396$205 [35:31];
-  assign \$403  = | \port$12396$205 [51:47];
-  assign \$404  = \$401  ? { \$402 , \port$12396$205 [30:21] } : { \$403 , \port$12396$205 [46:37] };
-  assign \$405  = \$399  ? { \$400 , \port$12396$205 [14:5] } : \$404 ;
+  assign \$402  = | \port$12522$205 [35:31];
+  assign \$403  = | \port$12522$205 [51:47];
+  assign \$404  = \$401  ? { \$402 , \port$12522$205 [30:21] } : { \$403 , \port$12522$205 [46:37] };
+  assign \$405  = \$399  ? { \$400 , \port$12522$205 [14:5] } : \$404 ;
   assign \$406  = group[15:14] == 1'h1;
   assign \$407  = group[15:14] == 2'h2;
-  assign \$408  = 5'h10 - \port$12396$205 [4:0];
-  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$408  = 5'h10 - \port$12522$205 [4:0];
+  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12522$205 [4:0] };
   assign \$410  = \$407  ? 6'h10 : \$409 ;
   assign \$411  = \$406  ? 7'h20 : { \$410 [5], \$410  };
   assign \$412  = \$411 [5:0] - 1'h1;
@@ -12012,29 +12012,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$439  = | g7;
   assign \$440  = g7 == 2'h2;
   assign \$441  = ! group[17:16];
-  assign \$442  = | \port$12396$205 [19:15];
-  assign \$443  = \port$12396$205 [19:15] - 1'h1;
+  assign \$442  = | \port$12522$205 [19:15];
+  assign \$443  = \port$12522$205 [19:15] - 1'h1;
   assign \$444  = \$442  ? \$443  : 6'h00;
   assign \$445  = group[17:16] == 1'h1;
-  assign \$446  = | \port$12396$205 [35:31];
-  assign \$447  = \port$12396$205 [35:31] - 1'h1;
+  assign \$446  = | \port$12522$205 [35:31];
+  assign \$447  = \port$12522$205 [35:31] - 1'h1;
   assign \$448  = \$446  ? \$447  : 6'h00;
-  assign \$449  = | \port$12396$205 [51:47];
-  assign \$450  = \port$12396$205 [51:47] - 1'h1;
+  assign \$449  = | \port$12522$205 [51:47];
+  assign \$450  = \port$12522$205 [51:47] - 1'h1;
   assign \$451  = \$449  ? \$450  : 6'h00;
   assign \$452  = \$445  ? \$448 [4:0] : \$451 [4:0];
   assign \$453  = \$441  ? \$444 [4:0] : \$452 ;
   assign \$454  = ! group[17:16];
-  assign \$455  = | \port$12396$205 [19:15];
+  assign \$455  = | \port$12522$205 [19:15];
   assign \$456  = group[17:16] == 1'h1;
-  assign \$457  = | \port$12396$205 [35:31];
-  assign \$458  = | \port$12396$205 [51:47];
-  assign \$459  = \$456  ? { \$457 , \port$12396$205 [30:21] } : { \$458 , \port$12396$205 [46:37] };
-  assign \$460  = \$454  ? { \$455 , \port$12396$205 [14:5] } : \$459 ;
+  assign \$457  = | \port$12522$205 [35:31];
+  assign \$458  = | \port$12522$205 [51:47];
+  assign \$459  = \$456  ? { \$457 , \port$12522$205 [30:21] } : { \$458 , \port$12522$205 [46:37] };
+  assign \$460  = \$454  ? { \$455 , \port$12522$205 [14:5] } : \$459 ;
   assign \$461  = group[17:16] == 1'h1;
   assign \$462  = group[17:16] == 2'h2;
-  assign \$463  = 5'h10 - \port$12396$205 [4:0];
-  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$463  = 5'h10 - \port$12522$205 [4:0];
+  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12522$205 [4:0] };
   assign \$465  = \$462  ? 6'h10 : \$464 ;
   assign \$466  = \$461  ? 7'h20 : { \$465 [5], \$465  };
   assign \$467  = \$466 [5:0] - 1'h1;
@@ -12067,29 +12067,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$494  = | g8;
   assign \$495  = g8 == 2'h2;
   assign \$496  = ! group[19:18];
-  assign \$497  = | \port$12396$205 [19:15];
-  assign \$498  = \port$12396$205 [19:15] - 1'h1;
+  assign \$497  = | \port$12522$205 [19:15];
+  assign \$498  = \port$12522$205 [19:15] - 1'h1;
   assign \$499  = \$497  ? \$498  : 6'h00;
   assign \$500  = group[19:18] == 1'h1;
-  assign \$501  = | \port$12396$205 [35:31];
-  assign \$502  = \port$12396$205 [35:31] - 1'h1;
+  assign \$501  = | \port$12522$205 [35:31];
+  assign \$502  = \port$12522$205 [35:31] - 1'h1;
   assign \$503  = \$501  ? \$502  : 6'h00;
-  assign \$504  = | \port$12396$205 [51:47];
-  assign \$505  = \port$12396$205 [51:47] - 1'h1;
+  assign \$504  = | \port$12522$205 [51:47];
+  assign \$505  = \port$12522$205 [51:47] - 1'h1;
   assign \$506  = \$504  ? \$505  : 6'h00;
   assign \$507  = \$500  ? \$503 [4:0] : \$506 [4:0];
   assign \$508  = \$496  ? \$499 [4:0] : \$507 ;
   assign \$509  = ! group[19:18];
-  assign \$510  = | \port$12396$205 [19:15];
+  assign \$510  = | \port$12522$205 [19:15];
   assign \$511  = group[19:18] == 1'h1;
-  assign \$512  = | \port$12396$205 [35:31];
-  assign \$513  = | \port$12396$205 [51:47];
-  assign \$514  = \$511  ? { \$512 , \port$12396$205 [30:21] } : { \$513 , \port$12396$205 [46:37] };
-  assign \$515  = \$509  ? { \$510 , \port$12396$205 [14:5] } : \$514 ;
+  assign \$512  = | \port$12522$205 [35:31];
+  assign \$513  = | \port$12522$205 [51:47];
+  assign \$514  = \$511  ? { \$512 , \port$12522$205 [30:21] } : { \$513 , \port$12522$205 [46:37] };
+  assign \$515  = \$509  ? { \$510 , \port$12522$205 [14:5] } : \$514 ;
   assign \$516  = group[19:18] == 1'h1;
   assign \$517  = group[19:18] == 2'h2;
-  assign \$518  = 5'h10 - \port$12396$205 [4:0];
-  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$518  = 5'h10 - \port$12522$205 [4:0];
+  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12522$205 [4:0] };
   assign \$520  = \$517  ? 6'h10 : \$519 ;
   assign \$521  = \$516  ? 7'h20 : { \$520 [5], \$520  };
   assign \$522  = \$521 [5:0] - 1'h1;
@@ -12122,29 +12122,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$549  = | g9;
   assign \$550  = g9 == 2'h2;
   assign \$551  = ! group[21:20];
-  assign \$552  = | \port$12396$205 [19:15];
-  assign \$553  = \port$12396$205 [19:15] - 1'h1;
+  assign \$552  = | \port$12522$205 [19:15];
+  assign \$553  = \port$12522$205 [19:15] - 1'h1;
   assign \$554  = \$552  ? \$553  : 6'h00;
   assign \$555  = group[21:20] == 1'h1;
-  assign \$556  = | \port$12396$205 [35:31];
-  assign \$557  = \port$12396$205 [35:31] - 1'h1;
+  assign \$556  = | \port$12522$205 [35:31];
+  assign \$557  = \port$12522$205 [35:31] - 1'h1;
   assign \$558  = \$556  ? \$557  : 6'h00;
-  assign \$559  = | \port$12396$205 [51:47];
-  assign \$560  = \port$12396$205 [51:47] - 1'h1;
+  assign \$559  = | \port$12522$205 [51:47];
+  assign \$560  = \port$12522$205 [51:47] - 1'h1;
   assign \$561  = \$559  ? \$560  : 6'h00;
   assign \$562  = \$555  ? \$558 [4:0] : \$561 [4:0];
   assign \$563  = \$551  ? \$554 [4:0] : \$562 ;
   assign \$564  = ! group[21:20];
-  assign \$565  = | \port$12396$205 [19:15];
+  assign \$565  = | \port$12522$205 [19:15];
   assign \$566  = group[21:20] == 1'h1;
-  assign \$567  = | \port$12396$205 [35:31];
-  assign \$568  = | \port$12396$205 [51:47];
-  assign \$569  = \$566  ? { \$567 , \port$12396$205 [30:21] } : { \$568 , \port$12396$205 [46:37] };
-  assign \$570  = \$564  ? { \$565 , \port$12396$205 [14:5] } : \$569 ;
+  assign \$567  = | \port$12522$205 [35:31];
+  assign \$568  = | \port$12522$205 [51:47];
+  assign \$569  = \$566  ? { \$567 , \port$12522$205 [30:21] } : { \$568 , \port$12522$205 [46:37] };
+  assign \$570  = \$564  ? { \$565 , \port$12522$205 [14:5] } : \$569 ;
   assign \$571  = group[21:20] == 1'h1;
   assign \$572  = group[21:20] == 2'h2;
-  assign \$573  = 5'h10 - \port$12396$205 [4:0];
-  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$573  = 5'h10 - \port$12522$205 [4:0];
+  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12522$205 [4:0] };
   assign \$575  = \$572  ? 6'h10 : \$574 ;
   assign \$576  = \$571  ? 7'h20 : { \$575 [5], \$575  };
   assign \$577  = \$576 [5:0] - 1'h1;
@@ -12177,29 +12177,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$604  = | g10;
   assign \$605  = g10 == 2'h2;
   assign \$606  = ! group[23:22];
-  assign \$607  = | \port$12396$205 [19:15];
-  assign \$608  = \port$12396$205 [19:15] - 1'h1;
+  assign \$607  = | \port$12522$205 [19:15];
+  assign \$608  = \port$12522$205 [19:15] - 1'h1;
   assign \$609  = \$607  ? \$608  : 6'h00;
   assign \$610  = group[23:22] == 1'h1;
-  assign \$611  = | \port$12396$205 [35:31];
-  assign \$612  = \port$12396$205 [35:31] - 1'h1;
+  assign \$611  = | \port$12522$205 [35:31];
+  assign \$612  = \port$12522$205 [35:31] - 1'h1;
   assign \$613  = \$611  ? \$612  : 6'h00;
-  assign \$614  = | \port$12396$205 [51:47];
-  assign \$615  = \port$12396$205 [51:47] - 1'h1;
+  assign \$614  = | \port$12522$205 [51:47];
+  assign \$615  = \port$12522$205 [51:47] - 1'h1;
   assign \$616  = \$614  ? \$615  : 6'h00;
   assign \$617  = \$610  ? \$613 [4:0] : \$616 [4:0];
   assign \$618  = \$606  ? \$609 [4:0] : \$617 ;
   assign \$619  = ! group[23:22];
-  assign \$620  = | \port$12396$205 [19:15];
+  assign \$620  = | \port$12522$205 [19:15];
   assign \$621  = group[23:22] == 1'h1;
-  assign \$622  = | \port$12396$205 [35:31];
-  assign \$623  = | \port$12396$205 [51:47];
-  assign \$624  = \$621  ? { \$622 , \port$12396$205 [30:21] } : { \$623 , \port$12396$205 [46:37] };
-  assign \$625  = \$619  ? { \$620 , \port$12396$205 [14:5] } : \$624 ;
+  assign \$622  = | \port$12522$205 [35:31];
+  assign \$623  = | \port$12522$205 [51:47];
+  assign \$624  = \$621  ? { \$622 , \port$12522$205 [30:21] } : { \$623 , \port$12522$205 [46:37] };
+  assign \$625  = \$619  ? { \$620 , \port$12522$205 [14:5] } : \$624 ;
   assign \$626  = group[23:22] == 1'h1;
   assign \$627  = group[23:22] == 2'h2;
-  assign \$628  = 5'h10 - \port$12396$205 [4:0];
-  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$628  = 5'h10 - \port$12522$205 [4:0];
+  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12522$205 [4:0] };
   assign \$630  = \$627  ? 6'h10 : \$629 ;
   assign \$631  = \$626  ? 7'h20 : { \$630 [5], \$630  };
   assign \$632  = \$631 [5:0] - 1'h1;
@@ -12232,29 +12232,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$659  = | g11;
   assign \$660  = g11 == 2'h2;
   assign \$661  = ! group[25:24];
-  assign \$662  = | \port$12396$205 [19:15];
-  assign \$663  = \port$12396$205 [19:15] - 1'h1;
+  assign \$662  = | \port$12522$205 [19:15];
+  assign \$663  = \port$12522$205 [19:15] - 1'h1;
   assign \$664  = \$662  ? \$663  : 6'h00;
   assign \$665  = group[25:24] == 1'h1;
-  assign \$666  = | \port$12396$205 [35:31];
-  assign \$667  = \port$12396$205 [35:31] - 1'h1;
+  assign \$666  = | \port$12522$205 [35:31];
+  assign \$667  = \port$12522$205 [35:31] - 1'h1;
   assign \$668  = \$666  ? \$667  : 6'h00;
-  assign \$669  = | \port$12396$205 [51:47];
-  assign \$670  = \port$12396$205 [51:47] - 1'h1;
+  assign \$669  = | \port$12522$205 [51:47];
+  assign \$670  = \port$12522$205 [51:47] - 1'h1;
   assign \$671  = \$669  ? \$670  : 6'h00;
   assign \$672  = \$665  ? \$668 [4:0] : \$671 [4:0];
   assign \$673  = \$661  ? \$664 [4:0] : \$672 ;
   assign \$674  = ! group[25:24];
-  assign \$675  = | \port$12396$205 [19:15];
+  assign \$675  = | \port$12522$205 [19:15];
   assign \$676  = group[25:24] == 1'h1;
-  assign \$677  = | \port$12396$205 [35:31];
-  assign \$678  = | \port$12396$205 [51:47];
-  assign \$679  = \$676  ? { \$677 , \port$12396$205 [30:21] } : { \$678 , \port$12396$205 [46:37] };
-  assign \$680  = \$674  ? { \$675 , \port$12396$205 [14:5] } : \$679 ;
+  assign \$677  = | \port$12522$205 [35:31];
+  assign \$678  = | \port$12522$205 [51:47];
+  assign \$679  = \$676  ? { \$677 , \port$12522$205 [30:21] } : { \$678 , \port$12522$205 [46:37] };
+  assign \$680  = \$674  ? { \$675 , \port$12522$205 [14:5] } : \$679 ;
   assign \$681  = group[25:24] == 1'h1;
   assign \$682  = group[25:24] == 2'h2;
-  assign \$683  = 5'h10 - \port$12396$205 [4:0];
-  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$683  = 5'h10 - \port$12522$205 [4:0];
+  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12522$205 [4:0] };
   assign \$685  = \$682  ? 6'h10 : \$684 ;
   assign \$686  = \$681  ? 7'h20 : { \$685 [5], \$685  };
   assign \$687  = \$686 [5:0] - 1'h1;
@@ -12287,29 +12287,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$714  = | g12;
   assign \$715  = g12 == 2'h2;
   assign \$716  = ! group[27:26];
-  assign \$717  = | \port$12396$205 [19:15];
-  assign \$718  = \port$12396$205 [19:15] - 1'h1;
+  assign \$717  = | \port$12522$205 [19:15];
+  assign \$718  = \port$12522$205 [19:15] - 1'h1;
   assign \$719  = \$717  ? \$718  : 6'h00;
   assign \$720  = group[27:26] == 1'h1;
-  assign \$721  = | \port$12396$205 [35:31];
-  assign \$722  = \port$12396$205 [35:31] - 1'h1;
+  assign \$721  = | \port$12522$205 [35:31];
+  assign \$722  = \port$12522$205 [35:31] - 1'h1;
   assign \$723  = \$721  ? \$722  : 6'h00;
-  assign \$724  = | \port$12396$205 [51:47];
-  assign \$725  = \port$12396$205 [51:47] - 1'h1;
+  assign \$724  = | \port$12522$205 [51:47];
+  assign \$725  = \port$12522$205 [51:47] - 1'h1;
   assign \$726  = \$724  ? \$725  : 6'h00;
   assign \$727  = \$720  ? \$723 [4:0] : \$726 [4:0];
   assign \$728  = \$716  ? \$719 [4:0] : \$727 ;
   assign \$729  = ! group[27:26];
-  assign \$730  = | \port$12396$205 [19:15];
+  assign \$730  = | \port$12522$205 [19:15];
   assign \$731  = group[27:26] == 1'h1;
-  assign \$732  = | \port$12396$205 [35:31];
-  assign \$733  = | \port$12396$205 [51:47];
-  assign \$734  = \$731  ? { \$732 , \port$12396$205 [30:21] } : { \$733 , \port$12396$205 [46:37] };
-  assign \$735  = \$729  ? { \$730 , \port$12396$205 [14:5] } : \$734 ;
+  assign \$732  = | \port$12522$205 [35:31];
+  assign \$733  = | \port$12522$205 [51:47];
+  assign \$734  = \$731  ? { \$732 , \port$12522$205 [30:21] } : { \$733 , \port$12522$205 [46:37] };
+  assign \$735  = \$729  ? { \$730 , \port$12522$205 [14:5] } : \$734 ;
   assign \$736  = group[27:26] == 1'h1;
   assign \$737  = group[27:26] == 2'h2;
-  assign \$738  = 5'h10 - \port$12396$205 [4:0];
-  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$738  = 5'h10 - \port$12522$205 [4:0];
+  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12522$205 [4:0] };
   assign \$740  = \$737  ? 6'h10 : \$739 ;
   assign \$741  = \$736  ? 7'h20 : { \$740 [5], \$740  };
   assign \$742  = \$741 [5:0] - 1'h1;
@@ -12342,29 +12342,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$769  = | g13;
   assign \$770  = g13 == 2'h2;
   assign \$771  = ! group[29:28];
-  assign \$772  = | \port$12396$205 [19:15];
-  assign \$773  = \port$12396$205 [19:15] - 1'h1;
+  assign \$772  = | \port$12522$205 [19:15];
+  assign \$773  = \port$12522$205 [19:15] - 1'h1;
   assign \$774  = \$772  ? \$773  : 6'h00;
   assign \$775  = group[29:28] == 1'h1;
-  assign \$776  = | \port$12396$205 [35:31];
-  assign \$777  = \port$12396$205 [35:31] - 1'h1;
+  assign \$776  = | \port$12522$205 [35:31];
+  assign \$777  = \port$12522$205 [35:31] - 1'h1;
   assign \$778  = \$776  ? \$777  : 6'h00;
-  assign \$779  = | \port$12396$205 [51:47];
-  assign \$780  = \port$12396$205 [51:47] - 1'h1;
+  assign \$779  = | \port$12522$205 [51:47];
+  assign \$780  = \port$12522$205 [51:47] - 1'h1;
   assign \$781  = \$779  ? \$780  : 6'h00;
   assign \$782  = \$775  ? \$778 [4:0] : \$781 [4:0];
   assign \$783  = \$771  ? \$774 [4:0] : \$782 ;
   assign \$784  = ! group[29:28];
-  assign \$785  = | \port$12396$205 [19:15];
+  assign \$785  = | \port$12522$205 [19:15];
   assign \$786  = group[29:28] == 1'h1;
-  assign \$787  = | \port$12396$205 [35:31];
-  assign \$788  = | \port$12396$205 [51:47];
-  assign \$789  = \$786  ? { \$787 , \port$12396$205 [30:21] } : { \$788 , \port$12396$205 [46:37] };
-  assign \$790  = \$784  ? { \$785 , \port$12396$205 [14:5] } : \$789 ;
+  assign \$787  = | \port$12522$205 [35:31];
+  assign \$788  = | \port$12522$205 [51:47];
+  assign \$789  = \$786  ? { \$787 , \port$12522$205 [30:21] } : { \$788 , \port$12522$205 [46:37] };
+  assign \$790  = \$784  ? { \$785 , \port$12522$205 [14:5] } : \$789 ;
   assign \$791  = group[29:28] == 1'h1;
   assign \$792  = group[29:28] == 2'h2;
-  assign \$793  = 5'h10 - \port$12396$205 [4:0];
-  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$793  = 5'h10 - \port$12522$205 [4:0];
+  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12522$205 [4:0] };
   assign \$795  = \$792  ? 6'h10 : \$794 ;
   assign \$796  = \$791  ? 7'h20 : { \$795 [5], \$795  };
   assign \$797  = \$796 [5:0] - 1'h1;
@@ -12397,29 +12397,29 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
   assign \$824  = | g14;
   assign \$825  = g14 == 2'h2;
   assign \$826  = ! group[31:30];
-  assign \$827  = | \port$12396$205 [19:15];
-  assign \$828  = \port$12396$205 [19:15] - 1'h1;
+  assign \$827  = | \port$12522$205 [19:15];
+  assign \$828  = \port$12522$205 [19:15] - 1'h1;
   assign \$829  = \$827  ? \$828  : 6'h00;
   assign \$830  = group[31:30] == 1'h1;
-  assign \$831  = | \port$12396$205 [35:31];
-  assign \$832  = \port$12396$205 [35:31] - 1'h1;
+  assign \$831  = | \port$12522$205 [35:31];
+  assign \$832  = \port$12522$205 [35:31] - 1'h1;
   assign \$833  = \$831  ? \$832  : 6'h00;
-  assign \$834  = | \port$12396$205 [51:47];
-  assign \$835  = \port$12396$205 [51:47] - 1'h1;
+  assign \$834  = | \port$12522$205 [51:47];
+  assign \$835  = \port$12522$205 [51:47] - 1'h1;
   assign \$836  = \$834  ? \$835  : 6'h00;
   assign \$837  = \$830  ? \$833 [4:0] : \$836 [4:0];
   assign \$838  = \$826  ? \$829 [4:0] : \$837 ;
   assign \$839  = ! group[31:30];
-  assign \$840  = | \port$12396$205 [19:15];
+  assign \$840  = | \port$12522$205 [19:15];
   assign \$841  = group[31:30] == 1'h1;
-  assign \$842  = | \port$12396$205 [35:31];
-  assign \$843  = | \port$12396$205 [51:47];
-  assign \$844  = \$841  ? { \$842 , \port$12396$205 [30:21] } : { \$843 , \port$12396$205 [46:37] };
-  assign \$845  = \$839  ? { \$840 , \port$12396$205 [14:5] } : \$844 ;
+  assign \$842  = | \port$12522$205 [35:31];
+  assign \$843  = | \port$12522$205 [51:47];
+  assign \$844  = \$841  ? { \$842 , \port$12522$205 [30:21] } : { \$843 , \port$12522$205 [46:37] };
+  assign \$845  = \$839  ? { \$840 , \port$12522$205 [14:5] } : \$844 ;
   assign \$846  = group[31:30] == 1'h1;
   assign \$847  = group[31:30] == 2'h2;
-  assign \$848  = 5'h10 - \port$12396$205 [4:0];
-  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12396$205 [4:0] };
+  assign \$848  = 5'h10 - \port$12522$205 [4:0];
+  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12522$205 [4:0] };
   assign \$850  = \$847  ? 6'h10 : \$849 ;
   assign \$851  = \$846  ? 7'h20 : { \$850 [5], \$850  };
   assign \$852  = \$851 [5:0] - 1'h1;
@@ -14167,7 +14167,7 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
     u15 <= \$2505 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$2017  = \port$12396$205 [4:0];
+    \$2017  = \port$12522$205 [4:0];
     if (rst) begin
       \$2017  = 5'h00;
     end
@@ -17649,10 +17649,10 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$12396$205 [4:0];
-  assign delta_outer = \port$12396$205 [52:37];
-  assign delta_inner = \port$12396$205 [36:21];
-  assign delta_mid = \port$12396$205 [20:5];
+  assign n_lo = \port$12522$205 [4:0];
+  assign delta_outer = \port$12522$205 [52:37];
+  assign delta_inner = \port$12522$205 [36:21];
+  assign delta_mid = \port$12522$205 [20:5];
   assign t0 = \$942 [15:0];
   assign rem0_3 = { \$946 , rem0_in[2:0] };
   assign rem0_1 = { \$950 , rem0_s2[0] };
@@ -18344,7 +18344,7 @@ module \quant_engine.encoder (rst, \port$12396$205 , group, upper, mag, dense, h
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$167 , b, has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
+module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$177 , \b$178 , has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18360,54 +18360,54 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1008 ;
   wire \$1009 ;
   wire \$101 ;
-  wire [15:0] \$1010 ;
+  wire \$1010 ;
   wire \$1011 ;
   wire \$1012 ;
   wire \$1013 ;
   wire \$1014 ;
-  wire \$1015 ;
-  wire [15:0] \$1016 ;
-  wire \$1017 ;
+  wire [15:0] \$1015 ;
+  wire \$1016 ;
+  wire [15:0] \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
   wire \$102 ;
-  wire \$1020 ;
+  wire [15:0] \$1020 ;
   wire \$1021 ;
-  wire \$1022 ;
-  wire \$1023 ;
+  wire [15:0] \$1022 ;
+  wire [15:0] \$1023 ;
   wire \$1024 ;
   wire [15:0] \$1025 ;
   wire \$1026 ;
-  wire \$1027 ;
+  wire [15:0] \$1027 ;
   wire \$1028 ;
   wire \$1029 ;
   wire \$103 ;
-  wire \$1030 ;
-  wire [15:0] \$1031 ;
+  wire [15:0] \$1030 ;
+  wire \$1031 ;
   wire [15:0] \$1032 ;
-  wire \$1033 ;
+  wire [15:0] \$1033 ;
   wire \$1034 ;
-  wire \$1035 ;
+  wire [15:0] \$1035 ;
   wire \$1036 ;
-  wire \$1037 ;
+  wire [15:0] \$1037 ;
   wire \$1038 ;
   wire \$1039 ;
   wire \$104 ;
-  wire \$1040 ;
+  wire [15:0] \$1040 ;
   wire \$1041 ;
-  wire \$1042 ;
-  wire \$1043 ;
+  wire [15:0] \$1042 ;
+  wire [15:0] \$1043 ;
   wire \$1044 ;
   wire [15:0] \$1045 ;
   wire \$1046 ;
-  wire \$1047 ;
+  wire [15:0] \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
   wire \$105 ;
-  wire \$1050 ;
-  wire [15:0] \$1051 ;
-  wire \$1052 ;
-  wire \$1053 ;
+  wire [15:0] \$1050 ;
+  wire \$1051 ;
+  wire [15:0] \$1052 ;
+  wire [15:0] \$1053 ;
   wire \$1054 ;
   wire \$1055 ;
   wire \$1056 ;
@@ -18415,14 +18415,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1058 ;
   wire \$1059 ;
   wire \$106 ;
-  wire [15:0] \$1060 ;
+  wire \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
   wire \$1063 ;
   wire \$1064 ;
   wire \$1065 ;
-  wire [15:0] \$1066 ;
-  wire [15:0] \$1067 ;
+  wire \$1066 ;
+  wire \$1067 ;
   wire \$1068 ;
   wire \$1069 ;
   wire \$107 ;
@@ -18469,9 +18469,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1106 ;
   wire \$1107 ;
   wire \$1108 ;
-  wire [15:0] \$1109 ;
+  wire \$1109 ;
   wire \$111 ;
-  wire \$1110 ;
+  wire [15:0] \$1110 ;
   wire \$1111 ;
   wire \$1112 ;
   wire \$1113 ;
@@ -18487,17 +18487,17 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1122 ;
   wire \$1123 ;
   wire \$1124 ;
-  wire \$1125 ;
-  wire [15:0] \$1126 ;
+  wire [15:0] \$1125 ;
+  wire \$1126 ;
   wire \$1127 ;
   wire \$1128 ;
   wire \$1129 ;
   wire \$113 ;
   wire \$1130 ;
-  wire \$1131 ;
-  wire \$1132 ;
-  wire [15:0] \$1133 ;
-  wire [15:0] \$1134 ;
+  wire [15:0] \$1131 ;
+  wire [15:0] \$1132 ;
+  wire \$1133 ;
+  wire \$1134 ;
   wire \$1135 ;
   wire \$1136 ;
   wire \$1137 ;
@@ -18509,38 +18509,38 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1142 ;
   wire \$1143 ;
   wire \$1144 ;
-  wire \$1145 ;
+  wire [15:0] \$1145 ;
   wire \$1146 ;
   wire \$1147 ;
-  wire [15:0] \$1148 ;
+  wire \$1148 ;
   wire \$1149 ;
   wire \$115 ;
   wire \$1150 ;
-  wire \$1151 ;
+  wire [15:0] \$1151 ;
   wire \$1152 ;
   wire \$1153 ;
   wire \$1154 ;
-  wire [15:0] \$1155 ;
+  wire \$1155 ;
   wire \$1156 ;
   wire \$1157 ;
   wire \$1158 ;
   wire \$1159 ;
   wire \$116 ;
-  wire \$1160 ;
+  wire [15:0] \$1160 ;
   wire \$1161 ;
   wire \$1162 ;
   wire \$1163 ;
   wire \$1164 ;
-  wire [15:0] \$1165 ;
-  wire \$1166 ;
-  wire \$1167 ;
+  wire \$1165 ;
+  wire [15:0] \$1166 ;
+  wire [15:0] \$1167 ;
   wire \$1168 ;
   wire \$1169 ;
   wire \$117 ;
   wire \$1170 ;
   wire \$1171 ;
-  wire [15:0] \$1172 ;
-  wire [15:0] \$1173 ;
+  wire \$1172 ;
+  wire \$1173 ;
   wire \$1174 ;
   wire \$1175 ;
   wire \$1176 ;
@@ -18548,14 +18548,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1178 ;
   wire \$1179 ;
   wire \$118 ;
-  wire \$1180 ;
+  wire [15:0] \$1180 ;
   wire \$1181 ;
   wire \$1182 ;
   wire \$1183 ;
   wire \$1184 ;
   wire \$1185 ;
-  wire \$1186 ;
-  wire [15:0] \$1187 ;
+  wire [15:0] \$1186 ;
+  wire \$1187 ;
   wire \$1188 ;
   wire \$1189 ;
   wire \$119 ;
@@ -18563,8 +18563,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1191 ;
   wire \$1192 ;
   wire \$1193 ;
-  wire [15:0] \$1194 ;
-  wire \$1195 ;
+  wire \$1194 ;
+  wire [15:0] \$1195 ;
   wire \$1196 ;
   wire \$1197 ;
   wire \$1198 ;
@@ -18572,10 +18572,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$12 ;
   wire \$120 ;
   wire \$1200 ;
-  wire \$1201 ;
-  wire \$1202 ;
+  wire [15:0] \$1201 ;
+  wire [15:0] \$1202 ;
   wire \$1203 ;
-  wire [15:0] \$1204 ;
+  wire \$1204 ;
   wire \$1205 ;
   wire \$1206 ;
   wire \$1207 ;
@@ -18583,42 +18583,42 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1209 ;
   wire \$121 ;
   wire \$1210 ;
-  wire [15:0] \$1211 ;
-  wire [15:0] \$1212 ;
+  wire \$1211 ;
+  wire \$1212 ;
   wire \$1213 ;
   wire \$1214 ;
-  wire \$1215 ;
+  wire [15:0] \$1215 ;
   wire \$1216 ;
   wire \$1217 ;
   wire \$1218 ;
   wire \$1219 ;
   wire \$122 ;
   wire \$1220 ;
-  wire \$1221 ;
+  wire [15:0] \$1221 ;
   wire \$1222 ;
   wire \$1223 ;
   wire \$1224 ;
   wire \$1225 ;
-  wire [15:0] \$1226 ;
+  wire \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
   wire \$123 ;
-  wire \$1230 ;
+  wire [15:0] \$1230 ;
   wire \$1231 ;
   wire \$1232 ;
-  wire [15:0] \$1233 ;
+  wire \$1233 ;
   wire \$1234 ;
   wire \$1235 ;
-  wire \$1236 ;
-  wire \$1237 ;
+  wire [15:0] \$1236 ;
+  wire [15:0] \$1237 ;
   wire \$1238 ;
   wire \$1239 ;
   wire \$124 ;
   wire \$1240 ;
   wire \$1241 ;
   wire \$1242 ;
-  wire [15:0] \$1243 ;
+  wire \$1243 ;
   wire \$1244 ;
   wire \$1245 ;
   wire \$1246 ;
@@ -18626,8 +18626,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1248 ;
   wire \$1249 ;
   wire \$125 ;
-  wire [15:0] \$1250 ;
-  wire [15:0] \$1251 ;
+  wire \$1250 ;
+  wire \$1251 ;
   wire \$1252 ;
   wire \$1253 ;
   wire \$1254 ;
@@ -18657,61 +18657,61 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1276 ;
   wire \$1277 ;
   wire \$1278 ;
-  wire \$1279 ;
-  wire \$128 ;
-  wire [3:0] \$1280 ;
+  wire [15:0] \$1279 ;
+  wire [42:0] \$128 ;
+  wire \$1280 ;
   wire \$1281 ;
   wire \$1282 ;
   wire \$1283 ;
   wire \$1284 ;
-  wire [1:0] \$1285 ;
-  wire \$1286 ;
+  wire \$1285 ;
+  wire [15:0] \$1286 ;
   wire \$1287 ;
   wire \$1288 ;
   wire \$1289 ;
   wire \$129 ;
-  wire [1:0] \$1290 ;
-  wire [2:0] \$1291 ;
+  wire \$1290 ;
+  wire \$1291 ;
   wire \$1292 ;
   wire \$1293 ;
   wire \$1294 ;
   wire \$1295 ;
-  wire [1:0] \$1296 ;
+  wire [15:0] \$1296 ;
   wire \$1297 ;
   wire \$1298 ;
   wire \$1299 ;
   wire \$13 ;
   wire \$130 ;
   wire \$1300 ;
-  wire [1:0] \$1301 ;
-  wire [2:0] \$1302 ;
-  wire [3:0] \$1303 ;
-  wire \$1304 ;
+  wire \$1301 ;
+  wire \$1302 ;
+  wire [15:0] \$1303 ;
+  wire [15:0] \$1304 ;
   wire \$1305 ;
   wire \$1306 ;
   wire \$1307 ;
-  wire [1:0] \$1308 ;
+  wire \$1308 ;
   wire \$1309 ;
   wire \$131 ;
   wire \$1310 ;
   wire \$1311 ;
   wire \$1312 ;
-  wire [1:0] \$1313 ;
-  wire [2:0] \$1314 ;
+  wire \$1313 ;
+  wire \$1314 ;
   wire \$1315 ;
   wire \$1316 ;
   wire \$1317 ;
-  wire \$1318 ;
-  wire [1:0] \$1319 ;
+  wire [15:0] \$1318 ;
+  wire \$1319 ;
   wire \$132 ;
   wire \$1320 ;
   wire \$1321 ;
   wire \$1322 ;
   wire \$1323 ;
-  wire [1:0] \$1324 ;
-  wire [2:0] \$1325 ;
-  wire [3:0] \$1326 ;
-  wire [4:0] \$1327 ;
+  wire \$1324 ;
+  wire [15:0] \$1325 ;
+  wire \$1326 ;
+  wire \$1327 ;
   wire \$1328 ;
   wire \$1329 ;
   wire \$133 ;
@@ -18726,25 +18726,25 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1338 ;
   wire \$1339 ;
   wire \$134 ;
-  wire [15:0] \$1340 ;
+  wire \$1340 ;
   wire \$1341 ;
-  wire \$1342 ;
-  wire \$1343 ;
+  wire [15:0] \$1342 ;
+  wire [15:0] \$1343 ;
   wire \$1344 ;
   wire \$1345 ;
   wire \$1346 ;
   wire \$1347 ;
-  wire [15:0] \$1348 ;
+  wire \$1348 ;
   wire \$1349 ;
   wire \$135 ;
   wire \$1350 ;
   wire \$1351 ;
   wire \$1352 ;
-  wire [15:0] \$1353 ;
-  wire [15:0] \$1354 ;
+  wire \$1353 ;
+  wire \$1354 ;
   wire \$1355 ;
   wire \$1356 ;
-  wire \$1357 ;
+  wire [15:0] \$1357 ;
   wire \$1358 ;
   wire \$1359 ;
   wire \$136 ;
@@ -18752,62 +18752,62 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1361 ;
   wire \$1362 ;
   wire \$1363 ;
-  wire \$1364 ;
-  wire [15:0] \$1365 ;
+  wire [15:0] \$1364 ;
+  wire \$1365 ;
   wire \$1366 ;
   wire \$1367 ;
   wire \$1368 ;
   wire \$1369 ;
   wire \$137 ;
-  wire [15:0] \$1370 ;
+  wire \$1370 ;
   wire \$1371 ;
   wire \$1372 ;
   wire \$1373 ;
-  wire \$1374 ;
+  wire [15:0] \$1374 ;
   wire \$1375 ;
   wire \$1376 ;
   wire \$1377 ;
-  wire [15:0] \$1378 ;
+  wire \$1378 ;
   wire \$1379 ;
   wire \$138 ;
   wire \$1380 ;
-  wire \$1381 ;
-  wire \$1382 ;
-  wire [15:0] \$1383 ;
-  wire [15:0] \$1384 ;
+  wire [15:0] \$1381 ;
+  wire [15:0] \$1382 ;
+  wire \$1383 ;
+  wire \$1384 ;
   wire \$1385 ;
   wire \$1386 ;
   wire \$1387 ;
   wire \$1388 ;
-  wire [15:0] \$1389 ;
+  wire \$1389 ;
   wire \$139 ;
   wire \$1390 ;
-  wire [15:0] \$1391 ;
+  wire \$1391 ;
   wire \$1392 ;
   wire \$1393 ;
-  wire [15:0] \$1394 ;
+  wire \$1394 ;
   wire \$1395 ;
   wire [15:0] \$1396 ;
-  wire [15:0] \$1397 ;
+  wire \$1397 ;
   wire \$1398 ;
   wire \$1399 ;
   wire \$14 ;
   wire \$140 ;
   wire \$1400 ;
   wire \$1401 ;
-  wire [15:0] \$1402 ;
-  wire \$1403 ;
-  wire [15:0] \$1404 ;
+  wire \$1402 ;
+  wire [15:0] \$1403 ;
+  wire \$1404 ;
   wire \$1405 ;
   wire \$1406 ;
-  wire [15:0] \$1407 ;
+  wire \$1407 ;
   wire \$1408 ;
-  wire [15:0] \$1409 ;
+  wire \$1409 ;
   wire \$141 ;
-  wire [15:0] \$1410 ;
+  wire \$1410 ;
   wire \$1411 ;
   wire \$1412 ;
-  wire \$1413 ;
+  wire [15:0] \$1413 ;
   wire \$1414 ;
   wire \$1415 ;
   wire \$1416 ;
@@ -18815,13 +18815,13 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1418 ;
   wire \$1419 ;
   wire \$142 ;
-  wire \$1420 ;
+  wire [15:0] \$1420 ;
   wire [15:0] \$1421 ;
   wire \$1422 ;
   wire \$1423 ;
   wire \$1424 ;
   wire \$1425 ;
-  wire [15:0] \$1426 ;
+  wire \$1426 ;
   wire \$1427 ;
   wire \$1428 ;
   wire \$1429 ;
@@ -18830,14 +18830,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1431 ;
   wire \$1432 ;
   wire \$1433 ;
-  wire [15:0] \$1434 ;
+  wire \$1434 ;
   wire \$1435 ;
   wire \$1436 ;
   wire \$1437 ;
   wire \$1438 ;
-  wire [15:0] \$1439 ;
+  wire \$1439 ;
   wire \$144 ;
-  wire [15:0] \$1440 ;
+  wire \$1440 ;
   wire \$1441 ;
   wire \$1442 ;
   wire \$1443 ;
@@ -18848,74 +18848,74 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1448 ;
   wire \$1449 ;
   wire \$145 ;
-  wire \$1450 ;
-  wire [15:0] \$1451 ;
+  wire [3:0] \$1450 ;
+  wire \$1451 ;
   wire \$1452 ;
   wire \$1453 ;
   wire \$1454 ;
-  wire \$1455 ;
-  wire [15:0] \$1456 ;
+  wire [1:0] \$1455 ;
+  wire \$1456 ;
   wire \$1457 ;
   wire \$1458 ;
   wire \$1459 ;
   wire \$146 ;
-  wire \$1460 ;
-  wire \$1461 ;
+  wire [1:0] \$1460 ;
+  wire [2:0] \$1461 ;
   wire \$1462 ;
   wire \$1463 ;
-  wire [15:0] \$1464 ;
+  wire \$1464 ;
   wire \$1465 ;
-  wire \$1466 ;
+  wire [1:0] \$1466 ;
   wire \$1467 ;
   wire \$1468 ;
-  wire [15:0] \$1469 ;
+  wire \$1469 ;
   wire \$147 ;
-  wire [15:0] \$1470 ;
-  wire \$1471 ;
-  wire \$1472 ;
-  wire \$1473 ;
+  wire \$1470 ;
+  wire [1:0] \$1471 ;
+  wire [2:0] \$1472 ;
+  wire [3:0] \$1473 ;
   wire \$1474 ;
   wire \$1475 ;
   wire \$1476 ;
   wire \$1477 ;
-  wire [15:0] \$1478 ;
-  wire [15:0] \$1479 ;
+  wire [1:0] \$1478 ;
+  wire \$1479 ;
   wire \$148 ;
   wire \$1480 ;
   wire \$1481 ;
   wire \$1482 ;
-  wire \$1483 ;
-  wire [15:0] \$1484 ;
-  wire [15:0] \$1485 ;
+  wire [1:0] \$1483 ;
+  wire [2:0] \$1484 ;
+  wire \$1485 ;
   wire \$1486 ;
-  wire [15:0] \$1487 ;
-  wire [15:0] \$1488 ;
-  wire \$1489 ;
+  wire \$1487 ;
+  wire \$1488 ;
+  wire [1:0] \$1489 ;
   wire \$149 ;
-  wire [15:0] \$1490 ;
-  wire [15:0] \$1491 ;
+  wire \$1490 ;
+  wire \$1491 ;
   wire \$1492 ;
   wire \$1493 ;
-  wire \$1494 ;
-  wire \$1495 ;
-  wire [15:0] \$1496 ;
-  wire [15:0] \$1497 ;
+  wire [1:0] \$1494 ;
+  wire [2:0] \$1495 ;
+  wire [3:0] \$1496 ;
+  wire [4:0] \$1497 ;
   wire \$1498 ;
   wire \$1499 ;
   wire \$15 ;
   wire \$150 ;
   wire \$1500 ;
   wire \$1501 ;
-  wire [15:0] \$1502 ;
-  wire [15:0] \$1503 ;
+  wire \$1502 ;
+  wire \$1503 ;
   wire \$1504 ;
-  wire \$1505 ;
+  wire [15:0] \$1505 ;
   wire \$1506 ;
   wire \$1507 ;
   wire \$1508 ;
   wire \$1509 ;
   wire \$151 ;
-  wire \$1510 ;
+  wire [15:0] \$1510 ;
   wire \$1511 ;
   wire \$1512 ;
   wire \$1513 ;
@@ -18923,517 +18923,645 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1515 ;
   wire \$1516 ;
   wire \$1517 ;
-  wire \$1518 ;
+  wire [15:0] \$1518 ;
   wire \$1519 ;
   wire \$152 ;
   wire \$1520 ;
   wire \$1521 ;
-  wire [7:0] \$1522 ;
-  wire \$1523 ;
-  wire [4:0] \$1524 ;
-  wire [8:0] \$1525 ;
-  wire [7:0] \$1526 ;
+  wire \$1522 ;
+  wire [15:0] \$1523 ;
+  wire [15:0] \$1524 ;
+  wire \$1525 ;
+  wire \$1526 ;
   wire \$1527 ;
-  wire [4:0] \$1528 ;
-  wire [8:0] \$1529 ;
+  wire \$1528 ;
+  wire \$1529 ;
   wire \$153 ;
-  wire [7:0] \$1530 ;
+  wire \$1530 ;
   wire \$1531 ;
-  wire [4:0] \$1532 ;
-  wire [8:0] \$1533 ;
+  wire \$1532 ;
+  wire \$1533 ;
   wire \$1534 ;
-  wire \$1535 ;
+  wire [15:0] \$1535 ;
   wire \$1536 ;
   wire \$1537 ;
   wire \$1538 ;
   wire \$1539 ;
   wire \$154 ;
   wire [15:0] \$1540 ;
-  wire [15:0] \$1541 ;
+  wire \$1541 ;
   wire \$1542 ;
   wire \$1543 ;
   wire \$1544 ;
   wire \$1545 ;
-  wire [15:0] \$1546 ;
-  wire [15:0] \$1547 ;
-  wire \$1548 ;
-  wire [15:0] \$1549 ;
+  wire \$1546 ;
+  wire \$1547 ;
+  wire [15:0] \$1548 ;
+  wire \$1549 ;
   wire \$155 ;
-  wire [15:0] \$1550 ;
+  wire \$1550 ;
   wire \$1551 ;
-  wire [15:0] \$1552 ;
+  wire \$1552 ;
   wire [15:0] \$1553 ;
-  wire \$1554 ;
+  wire [15:0] \$1554 ;
   wire \$1555 ;
   wire \$1556 ;
   wire \$1557 ;
-  wire [15:0] \$1558 ;
+  wire \$1558 ;
   wire [15:0] \$1559 ;
   wire \$156 ;
   wire \$1560 ;
-  wire \$1561 ;
+  wire [15:0] \$1561 ;
   wire \$1562 ;
   wire \$1563 ;
   wire [15:0] \$1564 ;
-  wire [15:0] \$1565 ;
-  wire \$1566 ;
-  wire \$1567 ;
+  wire \$1565 ;
+  wire [15:0] \$1566 ;
+  wire [15:0] \$1567 ;
   wire \$1568 ;
   wire \$1569 ;
   wire \$157 ;
   wire \$1570 ;
   wire \$1571 ;
-  wire \$1572 ;
+  wire [15:0] \$1572 ;
   wire \$1573 ;
-  wire \$1574 ;
+  wire [15:0] \$1574 ;
   wire \$1575 ;
   wire \$1576 ;
-  wire \$1577 ;
+  wire [15:0] \$1577 ;
   wire \$1578 ;
-  wire \$1579 ;
+  wire [15:0] \$1579 ;
   wire \$158 ;
-  wire \$1580 ;
+  wire [15:0] \$1580 ;
   wire \$1581 ;
   wire \$1582 ;
   wire \$1583 ;
-  wire [7:0] \$1584 ;
+  wire \$1584 ;
   wire \$1585 ;
-  wire [4:0] \$1586 ;
-  wire [8:0] \$1587 ;
-  wire [7:0] \$1588 ;
+  wire \$1586 ;
+  wire \$1587 ;
+  wire \$1588 ;
   wire \$1589 ;
   wire \$159 ;
-  wire [4:0] \$1590 ;
-  wire [8:0] \$1591 ;
-  wire [7:0] \$1592 ;
+  wire \$1590 ;
+  wire [15:0] \$1591 ;
+  wire \$1592 ;
   wire \$1593 ;
-  wire [4:0] \$1594 ;
-  wire [8:0] \$1595 ;
-  wire \$1596 ;
-  wire [14:0] \$1597 ;
-  wire [14:0] \$1598 ;
+  wire \$1594 ;
+  wire \$1595 ;
+  wire [15:0] \$1596 ;
+  wire \$1597 ;
+  wire \$1598 ;
   wire \$1599 ;
   wire \$16 ;
   wire \$160 ;
   wire \$1600 ;
-  wire [14:0] \$1601 ;
-  wire [14:0] \$1602 ;
+  wire \$1601 ;
+  wire \$1602 ;
   wire \$1603 ;
-  wire \$1604 ;
-  wire [14:0] \$1605 ;
-  wire [14:0] \$1606 ;
+  wire [15:0] \$1604 ;
+  wire \$1605 ;
+  wire \$1606 ;
   wire \$1607 ;
   wire \$1608 ;
-  wire [14:0] \$1609 ;
+  wire [15:0] \$1609 ;
   wire \$161 ;
-  wire [14:0] \$1610 ;
+  wire [15:0] \$1610 ;
   wire \$1611 ;
   wire \$1612 ;
   wire \$1613 ;
-  wire [14:0] \$1614 ;
-  wire [14:0] \$1615 ;
+  wire \$1614 ;
+  wire \$1615 ;
   wire \$1616 ;
   wire \$1617 ;
   wire \$1618 ;
-  wire [14:0] \$1619 ;
+  wire \$1619 ;
   wire \$162 ;
-  wire [14:0] \$1620 ;
-  wire \$1621 ;
-  wire [5:0] \$1622 ;
-  wire [5:0] \$1623 ;
-  wire [41:0] \$1624 ;
-  wire [40:0] \$1625 ;
-  wire \$1626 ;
-  wire [14:0] \$1627 ;
-  wire [14:0] \$1628 ;
+  wire \$1620 ;
+  wire [15:0] \$1621 ;
+  wire \$1622 ;
+  wire \$1623 ;
+  wire \$1624 ;
+  wire \$1625 ;
+  wire [15:0] \$1626 ;
+  wire \$1627 ;
+  wire \$1628 ;
   wire \$1629 ;
   wire \$163 ;
   wire \$1630 ;
-  wire [14:0] \$1631 ;
-  wire [14:0] \$1632 ;
+  wire \$1631 ;
+  wire \$1632 ;
   wire \$1633 ;
-  wire \$1634 ;
+  wire [15:0] \$1634 ;
   wire \$1635 ;
-  wire [14:0] \$1636 ;
-  wire [14:0] \$1637 ;
+  wire \$1636 ;
+  wire \$1637 ;
   wire \$1638 ;
-  wire \$1639 ;
+  wire [15:0] \$1639 ;
   wire \$164 ;
-  wire \$1640 ;
-  wire [14:0] \$1641 ;
-  wire [14:0] \$1642 ;
+  wire [15:0] \$1640 ;
+  wire \$1641 ;
+  wire \$1642 ;
   wire \$1643 ;
-  wire [5:0] \$1644 ;
-  wire [5:0] \$1645 ;
-  wire [41:0] \$1646 ;
-  wire [40:0] \$1647 ;
-  wire \$1648 ;
-  wire [14:0] \$1649 ;
+  wire \$1644 ;
+  wire \$1645 ;
+  wire \$1646 ;
+  wire \$1647 ;
+  wire [15:0] \$1648 ;
+  wire [15:0] \$1649 ;
   wire \$165 ;
-  wire [14:0] \$1650 ;
+  wire \$1650 ;
   wire \$1651 ;
   wire \$1652 ;
-  wire [14:0] \$1653 ;
-  wire [14:0] \$1654 ;
-  wire \$1655 ;
+  wire \$1653 ;
+  wire [15:0] \$1654 ;
+  wire [15:0] \$1655 ;
   wire \$1656 ;
-  wire [14:0] \$1657 ;
-  wire [14:0] \$1658 ;
+  wire [15:0] \$1657 ;
+  wire [15:0] \$1658 ;
   wire \$1659 ;
   wire \$166 ;
-  wire \$1660 ;
-  wire \$1661 ;
-  wire [14:0] \$1662 ;
-  wire [14:0] \$1663 ;
+  wire [15:0] \$1660 ;
+  wire [15:0] \$1661 ;
+  wire \$1662 ;
+  wire \$1663 ;
   wire \$1664 ;
   wire \$1665 ;
-  wire \$1666 ;
-  wire [14:0] \$1667 ;
-  wire [14:0] \$1668 ;
+  wire [15:0] \$1666 ;
+  wire [15:0] \$1667 ;
+  wire \$1668 ;
   wire \$1669 ;
   wire \$167 ;
-  wire [5:0] \$1670 ;
-  wire [5:0] \$1671 ;
-  wire [41:0] \$1672 ;
-  wire [40:0] \$1673 ;
+  wire \$1670 ;
+  wire \$1671 ;
+  wire [15:0] \$1672 ;
+  wire [15:0] \$1673 ;
   wire \$1674 ;
-  wire [14:0] \$1675 ;
-  wire [14:0] \$1676 ;
+  wire \$1675 ;
+  wire \$1676 ;
   wire \$1677 ;
   wire \$1678 ;
-  wire [14:0] \$1679 ;
+  wire \$1679 ;
   wire \$168 ;
-  wire [14:0] \$1680 ;
+  wire \$1680 ;
   wire \$1681 ;
   wire \$1682 ;
   wire \$1683 ;
-  wire [14:0] \$1684 ;
-  wire [14:0] \$1685 ;
+  wire \$1684 ;
+  wire \$1685 ;
   wire \$1686 ;
   wire \$1687 ;
   wire \$1688 ;
-  wire [14:0] \$1689 ;
+  wire \$1689 ;
   wire \$169 ;
-  wire [14:0] \$1690 ;
+  wire \$1690 ;
   wire \$1691 ;
-  wire [5:0] \$1692 ;
-  wire [5:0] \$1693 ;
-  wire [41:0] \$1694 ;
-  wire [40:0] \$1695 ;
-  wire \$1696 ;
-  wire [14:0] \$1697 ;
-  wire [14:0] \$1698 ;
-  wire \$1699 ;
+  wire [7:0] \$1692 ;
+  wire \$1693 ;
+  wire [4:0] \$1694 ;
+  wire [8:0] \$1695 ;
+  wire [7:0] \$1696 ;
+  wire \$1697 ;
+  wire [4:0] \$1698 ;
+  wire [8:0] \$1699 ;
   wire \$17 ;
   wire \$170 ;
-  wire \$1700 ;
-  wire [14:0] \$1701 ;
-  wire [14:0] \$1702 ;
-  wire \$1703 ;
+  wire [7:0] \$1700 ;
+  wire \$1701 ;
+  wire [4:0] \$1702 ;
+  wire [8:0] \$1703 ;
   wire \$1704 ;
   wire \$1705 ;
-  wire [14:0] \$1706 ;
-  wire [14:0] \$1707 ;
+  wire \$1706 ;
+  wire \$1707 ;
   wire \$1708 ;
   wire \$1709 ;
-  wire \$171 ;
-  wire \$1710 ;
-  wire [14:0] \$1711 ;
-  wire [14:0] \$1712 ;
+  wire [42:0] \$171 ;
+  wire [15:0] \$1710 ;
+  wire [15:0] \$1711 ;
+  wire \$1712 ;
   wire \$1713 ;
-  wire [5:0] \$1714 ;
-  wire [5:0] \$1715 ;
-  wire [41:0] \$1716 ;
-  wire \$1717 ;
-  wire [14:0] \$1718 ;
-  wire [14:0] \$1719 ;
+  wire \$1714 ;
+  wire \$1715 ;
+  wire [15:0] \$1716 ;
+  wire [15:0] \$1717 ;
+  wire \$1718 ;
+  wire [15:0] \$1719 ;
   wire \$172 ;
-  wire \$1720 ;
+  wire [15:0] \$1720 ;
   wire \$1721 ;
-  wire [14:0] \$1722 ;
-  wire [14:0] \$1723 ;
+  wire [15:0] \$1722 ;
+  wire [15:0] \$1723 ;
   wire \$1724 ;
   wire \$1725 ;
-  wire [14:0] \$1726 ;
-  wire [14:0] \$1727 ;
-  wire \$1728 ;
-  wire \$1729 ;
+  wire \$1726 ;
+  wire \$1727 ;
+  wire [15:0] \$1728 ;
+  wire [15:0] \$1729 ;
   wire \$173 ;
   wire \$1730 ;
-  wire [14:0] \$1731 ;
-  wire [14:0] \$1732 ;
+  wire \$1731 ;
+  wire \$1732 ;
   wire \$1733 ;
-  wire \$1734 ;
-  wire \$1735 ;
-  wire [14:0] \$1736 ;
-  wire [14:0] \$1737 ;
+  wire [15:0] \$1734 ;
+  wire [15:0] \$1735 ;
+  wire \$1736 ;
+  wire \$1737 ;
   wire \$1738 ;
-  wire [5:0] \$1739 ;
+  wire \$1739 ;
   wire \$174 ;
-  wire [5:0] \$1740 ;
-  wire [41:0] \$1741 ;
+  wire \$1740 ;
+  wire \$1741 ;
   wire \$1742 ;
-  wire [14:0] \$1743 ;
-  wire [14:0] \$1744 ;
+  wire \$1743 ;
+  wire \$1744 ;
   wire \$1745 ;
   wire \$1746 ;
-  wire [14:0] \$1747 ;
-  wire [14:0] \$1748 ;
+  wire \$1747 ;
+  wire \$1748 ;
   wire \$1749 ;
   wire \$175 ;
   wire \$1750 ;
-  wire [14:0] \$1751 ;
-  wire [14:0] \$1752 ;
+  wire \$1751 ;
+  wire \$1752 ;
   wire \$1753 ;
-  wire \$1754 ;
+  wire [7:0] \$1754 ;
   wire \$1755 ;
-  wire [14:0] \$1756 ;
-  wire [14:0] \$1757 ;
-  wire \$1758 ;
+  wire [4:0] \$1756 ;
+  wire [8:0] \$1757 ;
+  wire [7:0] \$1758 ;
   wire \$1759 ;
   wire \$176 ;
-  wire \$1760 ;
-  wire [14:0] \$1761 ;
-  wire [14:0] \$1762 ;
+  wire [4:0] \$1760 ;
+  wire [8:0] \$1761 ;
+  wire [7:0] \$1762 ;
   wire \$1763 ;
-  wire [5:0] \$1764 ;
-  wire [5:0] \$1765 ;
-  wire [41:0] \$1766 ;
-  wire \$1767 ;
+  wire [4:0] \$1764 ;
+  wire [8:0] \$1765 ;
+  wire \$1766 ;
+  wire [14:0] \$1767 ;
   wire [14:0] \$1768 ;
-  wire [14:0] \$1769 ;
+  wire \$1769 ;
   wire \$177 ;
-  wire \$1770 ;
-  wire \$1771 ;
-  wire [14:0] \$1772 ;
+  wire [41:0] \$1770 ;
+  wire [41:0] \$1771 ;
+  wire \$1772 ;
   wire [14:0] \$1773 ;
-  wire \$1774 ;
+  wire [14:0] \$1774 ;
   wire \$1775 ;
-  wire [14:0] \$1776 ;
+  wire \$1776 ;
   wire [14:0] \$1777 ;
-  wire \$1778 ;
+  wire [14:0] \$1778 ;
   wire \$1779 ;
   wire \$178 ;
   wire \$1780 ;
-  wire [14:0] \$1781 ;
+  wire \$1781 ;
   wire [14:0] \$1782 ;
-  wire \$1783 ;
+  wire [14:0] \$1783 ;
   wire \$1784 ;
   wire \$1785 ;
-  wire [14:0] \$1786 ;
+  wire \$1786 ;
   wire [14:0] \$1787 ;
-  wire \$1788 ;
-  wire [5:0] \$1789 ;
+  wire [14:0] \$1788 ;
+  wire \$1789 ;
   wire \$179 ;
   wire [5:0] \$1790 ;
-  wire [41:0] \$1791 ;
-  wire \$1792 ;
-  wire [14:0] \$1793 ;
+  wire [5:0] \$1791 ;
+  wire [41:0] \$1792 ;
+  wire \$1793 ;
   wire [14:0] \$1794 ;
-  wire \$1795 ;
-  wire [40:0] \$1796 ;
-  wire [41:0] \$1797 ;
-  wire [41:0] \$1798 ;
-  wire [40:0] \$1799 ;
+  wire [14:0] \$1795 ;
+  wire \$1796 ;
+  wire \$1797 ;
+  wire [14:0] \$1798 ;
+  wire [14:0] \$1799 ;
   wire \$18 ;
   wire \$180 ;
-  wire [41:0] \$1800 ;
-  wire [41:0] \$1801 ;
-  wire [40:0] \$1802 ;
-  wire [40:0] \$1803 ;
-  wire [40:0] \$1804 ;
-  wire [15:0] \$1805 ;
-  wire [40:0] \$1806 ;
-  wire \$1807 ;
-  wire [40:0] \$1808 ;
-  reg [15:0] \$1809 ;
+  wire \$1800 ;
+  wire \$1801 ;
+  wire [14:0] \$1802 ;
+  wire [14:0] \$1803 ;
+  wire \$1804 ;
+  wire \$1805 ;
+  wire \$1806 ;
+  wire [14:0] \$1807 ;
+  wire [14:0] \$1808 ;
+  wire \$1809 ;
   wire \$181 ;
-  reg [15:0] \$1810 ;
-  reg [15:0] \$1811 ;
-  reg [15:0] \$1812 ;
-  reg \$1813 ;
-  reg \$1814 ;
-  reg \$1815 ;
-  reg \$1816 ;
-  reg [15:0] \$1817 ;
-  reg [15:0] \$1818 ;
-  reg [15:0] \$1819 ;
+  wire \$1810 ;
+  wire \$1811 ;
+  wire [14:0] \$1812 ;
+  wire [14:0] \$1813 ;
+  wire \$1814 ;
+  wire [5:0] \$1815 ;
+  wire [5:0] \$1816 ;
+  wire [41:0] \$1817 ;
+  wire \$1818 ;
+  wire [14:0] \$1819 ;
   wire \$182 ;
-  reg [15:0] \$1820 ;
-  reg \$1821 ;
-  reg \$1822 ;
-  reg \$1823 ;
-  reg \$1824 ;
-  reg [15:0] \$1825 ;
-  reg [15:0] \$1826 ;
-  reg [15:0] \$1827 ;
-  reg [15:0] \$1828 ;
-  reg \$1829 ;
+  wire [14:0] \$1820 ;
+  wire \$1821 ;
+  wire \$1822 ;
+  wire [14:0] \$1823 ;
+  wire [14:0] \$1824 ;
+  wire \$1825 ;
+  wire \$1826 ;
+  wire [14:0] \$1827 ;
+  wire [14:0] \$1828 ;
+  wire \$1829 ;
   wire \$183 ;
-  reg \$1830 ;
-  reg \$1831 ;
-  reg \$1832 ;
-  reg [15:0] \$1833 ;
-  reg [15:0] \$1834 ;
-  reg [15:0] \$1835 ;
-  reg [15:0] \$1836 ;
-  reg \$1837 ;
-  reg \$1838 ;
-  reg \$1839 ;
+  wire \$1830 ;
+  wire \$1831 ;
+  wire [14:0] \$1832 ;
+  wire [14:0] \$1833 ;
+  wire \$1834 ;
+  wire \$1835 ;
+  wire \$1836 ;
+  wire [14:0] \$1837 ;
+  wire [14:0] \$1838 ;
+  wire \$1839 ;
   wire \$184 ;
-  reg \$1840 ;
-  reg [15:0] \$1841 ;
-  reg [15:0] \$1842 ;
-  reg [15:0] \$1843 ;
-  reg [15:0] \$1844 ;
-  reg \$1845 ;
-  reg \$1846 ;
-  reg \$1847 ;
-  reg \$1848 ;
-  reg [15:0] \$1849 ;
+  wire [5:0] \$1840 ;
+  wire [5:0] \$1841 ;
+  wire [41:0] \$1842 ;
+  wire \$1843 ;
+  wire [14:0] \$1844 ;
+  wire [14:0] \$1845 ;
+  wire \$1846 ;
+  wire \$1847 ;
+  wire [14:0] \$1848 ;
+  wire [14:0] \$1849 ;
   wire \$185 ;
-  reg [15:0] \$1850 ;
-  reg [15:0] \$1851 ;
-  reg [15:0] \$1852 ;
-  reg \$1853 ;
-  reg \$1854 ;
-  reg \$1855 ;
-  reg \$1856 ;
-  reg \$1857 ;
-  reg \$1858 ;
-  reg \$1859 ;
+  wire \$1850 ;
+  wire \$1851 ;
+  wire [14:0] \$1852 ;
+  wire [14:0] \$1853 ;
+  wire \$1854 ;
+  wire \$1855 ;
+  wire \$1856 ;
+  wire [14:0] \$1857 ;
+  wire [14:0] \$1858 ;
+  wire \$1859 ;
   wire \$186 ;
-  reg [3:0] \$1860 ;
-  reg [4:0] \$1861 ;
-  reg [163:0] \$1862 ;
-  reg [15:0] \$1863 ;
-  reg \$1864 ;
-  reg [15:0] \$1865 ;
-  reg \$1866 ;
-  reg [15:0] \$1867 ;
-  reg \$1868 ;
-  reg [15:0] \$1869 ;
+  wire \$1860 ;
+  wire \$1861 ;
+  wire [14:0] \$1862 ;
+  wire [14:0] \$1863 ;
+  wire \$1864 ;
+  wire [5:0] \$1865 ;
+  wire [5:0] \$1866 ;
+  wire [41:0] \$1867 ;
+  wire \$1868 ;
+  wire [14:0] \$1869 ;
   wire \$187 ;
-  reg \$1870 ;
-  reg [15:0] \$1871 ;
-  reg \$1872 ;
-  reg [15:0] \$1873 ;
-  reg \$1874 ;
-  reg \$1875 ;
-  reg \$1876 ;
-  reg \$1877 ;
-  reg [3:0] \$1878 ;
-  reg [4:0] \$1879 ;
+  wire [14:0] \$1870 ;
+  wire \$1871 ;
+  wire \$1872 ;
+  wire [14:0] \$1873 ;
+  wire [14:0] \$1874 ;
+  wire \$1875 ;
+  wire \$1876 ;
+  wire [14:0] \$1877 ;
+  wire [14:0] \$1878 ;
+  wire \$1879 ;
   wire \$188 ;
-  reg [163:0] \$1880 ;
-  reg [15:0] \$1881 ;
-  reg [15:0] \$1882 ;
-  reg [15:0] \$1883 ;
-  reg [15:0] \$1884 ;
-  reg [15:0] \$1885 ;
-  reg [15:0] \$1886 ;
-  reg \$1887 ;
-  reg \$1888 ;
-  reg \$1889 ;
+  wire \$1880 ;
+  wire \$1881 ;
+  wire [14:0] \$1882 ;
+  wire [14:0] \$1883 ;
+  wire \$1884 ;
+  wire \$1885 ;
+  wire \$1886 ;
+  wire [14:0] \$1887 ;
+  wire [14:0] \$1888 ;
+  wire \$1889 ;
   wire \$189 ;
-  reg \$1890 ;
-  reg \$1891 ;
-  reg \$1892 ;
-  reg [7:0] \$1893 ;
-  reg [7:0] \$1894 ;
-  reg [7:0] \$1895 ;
-  reg \$1896 ;
-  reg [15:0] \$1897 ;
-  reg [15:0] \$1898 ;
-  reg [15:0] \$1899 ;
+  wire [5:0] \$1890 ;
+  wire [5:0] \$1891 ;
+  wire [41:0] \$1892 ;
+  wire \$1893 ;
+  wire [14:0] \$1894 ;
+  wire [14:0] \$1895 ;
+  wire \$1896 ;
+  wire \$1897 ;
+  wire [14:0] \$1898 ;
+  wire [14:0] \$1899 ;
   wire \$19 ;
   wire \$190 ;
-  reg [15:0] \$1900 ;
-  reg [15:0] \$1901 ;
-  reg [15:0] \$1902 ;
-  reg \$1903 ;
-  reg \$1904 ;
-  reg \$1905 ;
-  reg \$1906 ;
-  reg \$1907 ;
-  reg \$1908 ;
-  reg [7:0] \$1909 ;
+  wire \$1900 ;
+  wire \$1901 ;
+  wire [14:0] \$1902 ;
+  wire [14:0] \$1903 ;
+  wire \$1904 ;
+  wire \$1905 ;
+  wire \$1906 ;
+  wire [14:0] \$1907 ;
+  wire [14:0] \$1908 ;
+  wire \$1909 ;
   wire \$191 ;
-  reg [7:0] \$1910 ;
-  reg [7:0] \$1911 ;
-  reg [163:0] \$1912 ;
-  reg \$1913 ;
-  reg [163:0] \$1914 ;
-  reg [15:0] \$1915 ;
-  reg [40:0] \$1916 ;
-  reg [40:0] \$1917 ;
-  reg [39:0] \$1918 ;
-  reg \$1919 ;
+  wire \$1910 ;
+  wire \$1911 ;
+  wire [14:0] \$1912 ;
+  wire [14:0] \$1913 ;
+  wire \$1914 ;
+  wire [5:0] \$1915 ;
+  wire [5:0] \$1916 ;
+  wire [41:0] \$1917 ;
+  wire \$1918 ;
+  wire [14:0] \$1919 ;
   wire \$192 ;
-  reg [39:0] \$1920 ;
-  reg \$1921 ;
-  reg [39:0] \$1922 ;
-  reg \$1923 ;
-  reg [39:0] \$1924 ;
-  reg \$1925 ;
-  reg \$1926 ;
-  reg \$1927 ;
-  reg \$1928 ;
-  reg \$1929 ;
+  wire [14:0] \$1920 ;
+  wire \$1921 ;
+  wire [40:0] \$1922 ;
+  wire [40:0] \$1923 ;
+  wire [40:0] \$1924 ;
+  wire [40:0] \$1925 ;
+  wire [40:0] \$1926 ;
+  wire [40:0] \$1927 ;
+  wire [40:0] \$1928 ;
+  wire [15:0] \$1929 ;
   wire \$193 ;
-  reg \$1930 ;
-  reg \$1931 ;
-  reg [7:0] \$1932 ;
-  reg [7:0] \$1933 ;
-  reg [7:0] \$1934 ;
-  reg \$1935 ;
-  reg \$1936 ;
+  wire [40:0] \$1930 ;
+  wire \$1931 ;
+  wire [40:0] \$1932 ;
+  reg [15:0] \$1933 ;
+  reg [15:0] \$1934 ;
+  reg [15:0] \$1935 ;
+  reg [15:0] \$1936 ;
   reg \$1937 ;
-  reg [40:0] \$1938 ;
-  reg [40:0] \$1939 ;
+  reg \$1938 ;
+  reg \$1939 ;
   wire \$194 ;
-  reg [40:0] \$1940 ;
-  reg [40:0] \$1941 ;
-  reg [40:0] \$1942 ;
+  reg \$1940 ;
+  reg [15:0] \$1941 ;
+  reg [15:0] \$1942 ;
   reg [15:0] \$1943 ;
-  reg [40:0] \$1944 ;
-  reg [7:0] \$1945 ;
-  reg [7:0] \$1946 ;
-  reg [7:0] \$1947 ;
+  reg [15:0] \$1944 ;
+  reg \$1945 ;
+  reg \$1946 ;
+  reg \$1947 ;
   reg \$1948 ;
-  reg [40:0] \$1949 ;
+  reg [15:0] \$1949 ;
   wire \$195 ;
-  reg [40:0] \$1950 ;
-  reg \$1951 ;
-  reg \$1952 ;
-  reg [40:0] \$1953 ;
-  reg [40:0] \$1954 ;
-  reg [15:0] \$1955 ;
-  reg [40:0] \$1956 ;
-  reg [23:0] \$1957 ;
+  reg [15:0] \$1950 ;
+  reg [15:0] \$1951 ;
+  reg [15:0] \$1952 ;
+  reg \$1953 ;
+  reg \$1954 ;
+  reg \$1955 ;
+  reg \$1956 ;
+  reg [15:0] \$1957 ;
+  reg [15:0] \$1958 ;
+  reg [15:0] \$1959 ;
   wire \$196 ;
+  reg [15:0] \$1960 ;
+  reg \$1961 ;
+  reg \$1962 ;
+  reg \$1963 ;
+  reg \$1964 ;
+  reg [15:0] \$1965 ;
+  reg [15:0] \$1966 ;
+  reg [15:0] \$1967 ;
+  reg [15:0] \$1968 ;
+  reg \$1969 ;
   wire \$197 ;
+  reg \$1970 ;
+  reg \$1971 ;
+  reg \$1972 ;
+  reg [15:0] \$1973 ;
+  reg [15:0] \$1974 ;
+  reg [15:0] \$1975 ;
+  reg [15:0] \$1976 ;
+  reg \$1977 ;
+  reg \$1978 ;
+  reg \$1979 ;
   wire \$198 ;
+  reg \$1980 ;
+  reg \$1981 ;
+  reg \$1982 ;
+  reg \$1983 ;
+  reg [3:0] \$1984 ;
+  reg [4:0] \$1985 ;
+  reg [163:0] \$1986 ;
+  reg [15:0] \$1987 ;
+  reg \$1988 ;
+  reg [15:0] \$1989 ;
   wire \$199 ;
+  reg \$1990 ;
+  reg [15:0] \$1991 ;
+  reg \$1992 ;
+  reg [15:0] \$1993 ;
+  reg \$1994 ;
+  reg [15:0] \$1995 ;
+  reg \$1996 ;
+  reg [15:0] \$1997 ;
+  reg \$1998 ;
+  reg \$1999 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
+  reg \$2000 ;
+  reg \$2001 ;
+  reg [3:0] \$2002 ;
+  reg [4:0] \$2003 ;
+  reg [163:0] \$2004 ;
+  reg [15:0] \$2005 ;
+  reg [15:0] \$2006 ;
+  reg [15:0] \$2007 ;
+  reg [15:0] \$2008 ;
+  reg [15:0] \$2009 ;
   wire \$201 ;
+  reg [15:0] \$2010 ;
+  reg \$2011 ;
+  reg \$2012 ;
+  reg \$2013 ;
+  reg \$2014 ;
+  reg \$2015 ;
+  reg \$2016 ;
+  reg [7:0] \$2017 ;
+  reg [7:0] \$2018 ;
+  reg [7:0] \$2019 ;
   wire \$202 ;
+  reg \$2020 ;
+  reg [15:0] \$2021 ;
+  reg [15:0] \$2022 ;
+  reg [15:0] \$2023 ;
+  reg [15:0] \$2024 ;
+  reg [15:0] \$2025 ;
+  reg [15:0] \$2026 ;
+  reg \$2027 ;
+  reg \$2028 ;
+  reg \$2029 ;
   wire \$203 ;
+  reg \$2030 ;
+  reg \$2031 ;
+  reg \$2032 ;
+  reg [7:0] \$2033 ;
+  reg [7:0] \$2034 ;
+  reg [7:0] \$2035 ;
+  reg [163:0] \$2036 ;
+  reg \$2037 ;
+  reg [163:0] \$2038 ;
+  reg [15:0] \$2039 ;
   wire \$204 ;
+  reg [40:0] \$2040 ;
+  reg [40:0] \$2041 ;
+  reg [39:0] \$2042 ;
+  reg \$2043 ;
+  reg [39:0] \$2044 ;
+  reg \$2045 ;
+  reg [39:0] \$2046 ;
+  reg \$2047 ;
+  reg [39:0] \$2048 ;
+  reg \$2049 ;
   wire \$205 ;
+  reg [39:0] \$2050 ;
+  reg \$2051 ;
+  reg [39:0] \$2052 ;
+  reg \$2053 ;
+  reg \$2054 ;
+  reg \$2055 ;
+  reg \$2056 ;
+  reg \$2057 ;
+  reg \$2058 ;
+  reg \$2059 ;
   wire \$206 ;
+  reg [7:0] \$2060 ;
+  reg [7:0] \$2061 ;
+  reg [7:0] \$2062 ;
+  reg \$2063 ;
+  reg \$2064 ;
+  reg \$2065 ;
+  reg [40:0] \$2066 ;
+  reg [40:0] \$2067 ;
+  reg [40:0] \$2068 ;
+  reg [40:0] \$2069 ;
   wire \$207 ;
+  reg [40:0] \$2070 ;
+  reg [15:0] \$2071 ;
+  reg [40:0] \$2072 ;
+  reg [7:0] \$2073 ;
+  reg [7:0] \$2074 ;
+  reg [7:0] \$2075 ;
+  reg \$2076 ;
+  reg [40:0] \$2077 ;
+  reg [40:0] \$2078 ;
+  reg \$2079 ;
   wire \$208 ;
+  reg \$2080 ;
+  reg [40:0] \$2081 ;
+  reg [40:0] \$2082 ;
+  reg [15:0] \$2083 ;
+  reg [40:0] \$2084 ;
+  reg [23:0] \$2085 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [39:0] \$211 ;
+  wire \$211 ;
   wire \$212 ;
   wire \$213 ;
   wire \$214 ;
-  wire [42:0] \$215 ;
+  wire \$215 ;
   wire \$216 ;
   wire \$217 ;
   wire \$218 ;
@@ -19461,7 +19589,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$238 ;
   wire \$239 ;
   wire \$24 ;
-  wire [15:0] \$240 ;
+  wire \$240 ;
   wire \$241 ;
   wire \$242 ;
   wire \$243 ;
@@ -19472,21 +19600,21 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire [15:0] \$250 ;
+  wire \$250 ;
   wire \$251 ;
   wire \$252 ;
   wire \$253 ;
   wire \$254 ;
   wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
+  wire [42:0] \$256 ;
+  wire [39:0] \$257 ;
   wire \$258 ;
   wire \$259 ;
   wire \$26 ;
   wire \$260 ;
   wire \$261 ;
   wire \$262 ;
-  wire [15:0] \$263 ;
+  wire \$263 ;
   wire \$264 ;
   wire \$265 ;
   wire \$266 ;
@@ -19497,8 +19625,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$270 ;
   wire \$271 ;
   wire \$272 ;
-  wire [15:0] \$273 ;
-  wire [15:0] \$274 ;
+  wire \$273 ;
+  wire \$274 ;
   wire \$275 ;
   wire \$276 ;
   wire \$277 ;
@@ -19525,7 +19653,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$296 ;
   wire \$297 ;
   wire \$298 ;
-  wire [15:0] \$299 ;
+  wire \$299 ;
   wire \$3 ;
   wire \$30 ;
   wire \$300 ;
@@ -19537,7 +19665,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$306 ;
   wire \$307 ;
   wire \$308 ;
-  wire [15:0] \$309 ;
+  wire \$309 ;
   wire \$31 ;
   wire \$310 ;
   wire \$311 ;
@@ -19552,12 +19680,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$32 ;
   wire \$320 ;
   wire \$321 ;
-  wire [15:0] \$322 ;
+  wire \$322 ;
   wire \$323 ;
   wire \$324 ;
-  wire [3:0] \$3248 ;
   wire \$325 ;
-  wire \$3250 ;
   wire \$326 ;
   wire \$327 ;
   wire \$328 ;
@@ -19565,8 +19691,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$33 ;
   wire \$330 ;
   wire \$331 ;
-  wire [15:0] \$332 ;
-  wire [15:0] \$333 ;
+  wire \$332 ;
+  wire \$333 ;
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
@@ -19590,10 +19716,12 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
+  wire [3:0] \$3548 ;
   wire \$355 ;
+  wire \$3550 ;
   wire \$356 ;
   wire \$357 ;
-  wire [15:0] \$358 ;
+  wire \$358 ;
   wire \$359 ;
   wire \$36 ;
   wire \$360 ;
@@ -19604,7 +19732,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$365 ;
   wire \$366 ;
   wire \$367 ;
-  wire [15:0] \$368 ;
+  wire \$368 ;
   wire \$369 ;
   wire \$37 ;
   wire \$370 ;
@@ -19619,19 +19747,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$379 ;
   wire \$38 ;
   wire \$380 ;
-  wire [15:0] \$381 ;
+  wire [39:0] \$381 ;
   wire \$382 ;
   wire \$383 ;
   wire \$384 ;
-  wire \$385 ;
+  wire [42:0] \$385 ;
   wire \$386 ;
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
   wire \$39 ;
   wire \$390 ;
-  wire [15:0] \$391 ;
-  wire [15:0] \$392 ;
+  wire \$391 ;
+  wire \$392 ;
   wire \$393 ;
   wire \$394 ;
   wire \$395 ;
@@ -19652,32 +19780,32 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire \$410 ;
+  wire [15:0] \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
   wire \$415 ;
   wire \$416 ;
-  wire [15:0] \$417 ;
+  wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire \$420 ;
+  wire [15:0] \$420 ;
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
   wire \$424 ;
   wire \$425 ;
   wire \$426 ;
-  wire [15:0] \$427 ;
+  wire \$427 ;
   wire \$428 ;
   wire \$429 ;
   wire [42:0] \$43 ;
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
-  wire \$433 ;
+  wire [15:0] \$433 ;
   wire \$434 ;
   wire \$435 ;
   wire \$436 ;
@@ -19685,19 +19813,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire [15:0] \$440 ;
+  wire \$440 ;
   wire \$441 ;
   wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
+  wire [15:0] \$443 ;
+  wire [15:0] \$444 ;
   wire \$445 ;
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
   wire \$449 ;
   wire \$45 ;
-  wire [15:0] \$450 ;
-  wire [15:0] \$451 ;
+  wire \$450 ;
+  wire \$451 ;
   wire \$452 ;
   wire \$453 ;
   wire \$454 ;
@@ -19716,7 +19844,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$466 ;
   wire \$467 ;
   wire \$468 ;
-  wire \$469 ;
+  wire [15:0] \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
@@ -19727,7 +19855,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
-  wire \$479 ;
+  wire [15:0] \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
@@ -19742,7 +19870,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
-  wire \$492 ;
+  wire [15:0] \$492 ;
   wire \$493 ;
   wire \$494 ;
   wire \$495 ;
@@ -19754,8 +19882,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
+  wire [15:0] \$502 ;
+  wire [15:0] \$503 ;
   wire \$504 ;
   wire \$505 ;
   wire \$506 ;
@@ -19782,21 +19910,21 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$525 ;
   wire \$526 ;
   wire \$527 ;
-  wire \$528 ;
+  wire [15:0] \$528 ;
   wire \$529 ;
   wire \$53 ;
   wire \$530 ;
-  wire [15:0] \$531 ;
+  wire \$531 ;
   wire \$532 ;
   wire \$533 ;
   wire \$534 ;
   wire \$535 ;
   wire \$536 ;
   wire \$537 ;
-  wire \$538 ;
+  wire [15:0] \$538 ;
   wire \$539 ;
   wire \$54 ;
-  wire [15:0] \$540 ;
+  wire \$540 ;
   wire \$541 ;
   wire \$542 ;
   wire \$543 ;
@@ -19808,8 +19936,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$549 ;
   wire \$55 ;
   wire \$550 ;
-  wire \$551 ;
-  wire [15:0] \$552 ;
+  wire [15:0] \$551 ;
+  wire \$552 ;
   wire \$553 ;
   wire \$554 ;
   wire \$555 ;
@@ -19842,23 +19970,23 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$58 ;
   wire \$580 ;
   wire \$581 ;
-  wire [15:0] \$582 ;
+  wire \$582 ;
   wire \$583 ;
   wire \$584 ;
   wire \$585 ;
   wire \$586 ;
-  wire \$587 ;
+  wire [15:0] \$587 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
-  wire [15:0] \$591 ;
+  wire \$591 ;
   wire \$592 ;
   wire \$593 ;
   wire \$594 ;
   wire \$595 ;
   wire \$596 ;
-  wire \$597 ;
+  wire [15:0] \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
@@ -19866,7 +19994,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
-  wire [15:0] \$603 ;
+  wire \$603 ;
   wire \$604 ;
   wire \$605 ;
   wire \$606 ;
@@ -19874,10 +20002,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
-  wire \$610 ;
+  wire [15:0] \$610 ;
   wire \$611 ;
-  wire [15:0] \$612 ;
-  wire [15:0] \$613 ;
+  wire \$612 ;
+  wire \$613 ;
   wire \$614 ;
   wire \$615 ;
   wire \$616 ;
@@ -19885,8 +20013,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$618 ;
   wire \$619 ;
   wire \$62 ;
-  wire \$620 ;
-  wire \$621 ;
+  wire [15:0] \$620 ;
+  wire [15:0] \$621 ;
   wire \$622 ;
   wire \$623 ;
   wire \$624 ;
@@ -19899,7 +20027,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$630 ;
   wire \$631 ;
   wire \$632 ;
-  wire [15:0] \$633 ;
+  wire \$633 ;
   wire \$634 ;
   wire \$635 ;
   wire \$636 ;
@@ -19909,7 +20037,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$64 ;
   wire \$640 ;
   wire \$641 ;
-  wire [15:0] \$642 ;
+  wire \$642 ;
   wire \$643 ;
   wire \$644 ;
   wire \$645 ;
@@ -19922,7 +20050,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$651 ;
   wire \$652 ;
   wire \$653 ;
-  wire [15:0] \$654 ;
+  wire \$654 ;
   wire \$655 ;
   wire \$656 ;
   wire \$657 ;
@@ -19932,8 +20060,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
-  wire [15:0] \$663 ;
-  wire [15:0] \$664 ;
+  wire \$663 ;
+  wire \$664 ;
   wire \$665 ;
   wire \$666 ;
   wire \$667 ;
@@ -19955,7 +20083,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$681 ;
   wire \$682 ;
   wire \$683 ;
-  wire [15:0] \$684 ;
+  wire \$684 ;
   wire \$685 ;
   wire \$686 ;
   wire \$687 ;
@@ -19965,7 +20093,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
-  wire [15:0] \$693 ;
+  wire \$693 ;
   wire \$694 ;
   wire \$695 ;
   wire \$696 ;
@@ -19975,22 +20103,22 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
-  wire \$701 ;
+  wire [15:0] \$701 ;
   wire \$702 ;
   wire \$703 ;
   wire \$704 ;
-  wire [15:0] \$705 ;
+  wire \$705 ;
   wire \$706 ;
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
   wire \$71 ;
-  wire \$710 ;
+  wire [15:0] \$710 ;
   wire \$711 ;
   wire \$712 ;
   wire \$713 ;
-  wire [15:0] \$714 ;
-  wire [15:0] \$715 ;
+  wire \$714 ;
+  wire \$715 ;
   wire \$716 ;
   wire \$717 ;
   wire \$718 ;
@@ -19998,7 +20126,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$72 ;
   wire \$720 ;
   wire \$721 ;
-  wire \$722 ;
+  wire [15:0] \$722 ;
   wire \$723 ;
   wire \$724 ;
   wire \$725 ;
@@ -20008,8 +20136,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$729 ;
   wire \$73 ;
   wire \$730 ;
-  wire \$731 ;
-  wire \$732 ;
+  wire [15:0] \$731 ;
+  wire [15:0] \$732 ;
   wire \$733 ;
   wire \$734 ;
   wire \$735 ;
@@ -20031,7 +20159,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$75 ;
   wire \$750 ;
   wire \$751 ;
-  wire \$752 ;
+  wire [15:0] \$752 ;
   wire \$753 ;
   wire \$754 ;
   wire \$755 ;
@@ -20040,30 +20168,30 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$758 ;
   wire \$759 ;
   wire \$76 ;
-  wire [15:0] \$760 ;
+  wire \$760 ;
   wire [15:0] \$761 ;
   wire \$762 ;
-  wire [15:0] \$763 ;
-  wire [15:0] \$764 ;
-  wire [15:0] \$765 ;
-  wire [15:0] \$766 ;
-  wire [15:0] \$767 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
   wire \$768 ;
-  wire [15:0] \$769 ;
+  wire \$769 ;
   wire \$77 ;
-  wire [15:0] \$770 ;
-  wire [15:0] \$771 ;
-  wire [15:0] \$772 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
   wire [15:0] \$773 ;
   wire \$774 ;
-  wire [15:0] \$775 ;
-  wire [15:0] \$776 ;
-  wire [15:0] \$777 ;
-  wire [15:0] \$778 ;
-  wire [15:0] \$779 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire \$779 ;
   wire \$78 ;
   wire \$780 ;
-  wire [15:0] \$781 ;
+  wire \$781 ;
   wire [15:0] \$782 ;
   wire [15:0] \$783 ;
   wire \$784 ;
@@ -20088,7 +20216,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$800 ;
   wire \$801 ;
   wire \$802 ;
-  wire \$803 ;
+  wire [15:0] \$803 ;
   wire \$804 ;
   wire \$805 ;
   wire \$806 ;
@@ -20098,7 +20226,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$81 ;
   wire \$810 ;
   wire \$811 ;
-  wire \$812 ;
+  wire [15:0] \$812 ;
   wire \$813 ;
   wire \$814 ;
   wire \$815 ;
@@ -20111,7 +20239,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$821 ;
   wire \$822 ;
   wire \$823 ;
-  wire \$824 ;
+  wire [15:0] \$824 ;
   wire \$825 ;
   wire \$826 ;
   wire \$827 ;
@@ -20121,8 +20249,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$830 ;
   wire \$831 ;
   wire \$832 ;
-  wire \$833 ;
-  wire \$834 ;
+  wire [15:0] \$833 ;
+  wire [15:0] \$834 ;
   wire \$835 ;
   wire \$836 ;
   wire \$837 ;
@@ -20134,51 +20262,51 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$842 ;
   wire \$843 ;
   wire \$844 ;
-  wire [15:0] \$845 ;
+  wire \$845 ;
   wire \$846 ;
-  wire [15:0] \$847 ;
+  wire \$847 ;
   wire \$848 ;
   wire \$849 ;
   wire \$85 ;
-  wire [15:0] \$850 ;
+  wire \$850 ;
   wire \$851 ;
-  wire [15:0] \$852 ;
-  wire [15:0] \$853 ;
-  wire \$854 ;
-  wire [15:0] \$855 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire [15:0] \$854 ;
+  wire \$855 ;
   wire \$856 ;
-  wire [15:0] \$857 ;
+  wire \$857 ;
   wire \$858 ;
   wire \$859 ;
-  wire [42:0] \$86 ;
-  wire [15:0] \$860 ;
+  wire \$86 ;
+  wire \$860 ;
   wire \$861 ;
-  wire [15:0] \$862 ;
+  wire \$862 ;
   wire [15:0] \$863 ;
   wire \$864 ;
-  wire [15:0] \$865 ;
+  wire \$865 ;
   wire \$866 ;
-  wire [15:0] \$867 ;
+  wire \$867 ;
   wire \$868 ;
   wire \$869 ;
-  wire [39:0] \$87 ;
-  wire [15:0] \$870 ;
+  wire \$87 ;
+  wire \$870 ;
   wire \$871 ;
-  wire [15:0] \$872 ;
-  wire [15:0] \$873 ;
+  wire \$872 ;
+  wire \$873 ;
   wire \$874 ;
   wire [15:0] \$875 ;
   wire \$876 ;
-  wire [15:0] \$877 ;
+  wire \$877 ;
   wire \$878 ;
   wire \$879 ;
   wire \$88 ;
-  wire [15:0] \$880 ;
+  wire \$880 ;
   wire \$881 ;
-  wire [15:0] \$882 ;
-  wire [15:0] \$883 ;
-  wire \$884 ;
-  wire \$885 ;
+  wire \$882 ;
+  wire \$883 ;
+  wire [15:0] \$884 ;
+  wire [15:0] \$885 ;
   wire \$886 ;
   wire \$887 ;
   wire \$888 ;
@@ -20229,42 +20357,42 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$928 ;
   wire \$929 ;
   wire \$93 ;
-  wire \$930 ;
-  wire \$931 ;
+  wire [15:0] \$930 ;
+  wire [15:0] \$931 ;
   wire \$932 ;
-  wire \$933 ;
-  wire \$934 ;
-  wire \$935 ;
-  wire \$936 ;
-  wire \$937 ;
+  wire [15:0] \$933 ;
+  wire [15:0] \$934 ;
+  wire [15:0] \$935 ;
+  wire [15:0] \$936 ;
+  wire [15:0] \$937 ;
   wire \$938 ;
-  wire \$939 ;
+  wire [15:0] \$939 ;
   wire \$94 ;
   wire [15:0] \$940 ;
-  wire \$941 ;
-  wire \$942 ;
-  wire \$943 ;
+  wire [15:0] \$941 ;
+  wire [15:0] \$942 ;
+  wire [15:0] \$943 ;
   wire \$944 ;
-  wire \$945 ;
+  wire [15:0] \$945 ;
   wire [15:0] \$946 ;
-  wire \$947 ;
-  wire \$948 ;
-  wire \$949 ;
+  wire [15:0] \$947 ;
+  wire [15:0] \$948 ;
+  wire [15:0] \$949 ;
   wire \$95 ;
   wire \$950 ;
-  wire \$951 ;
-  wire \$952 ;
-  wire \$953 ;
+  wire [15:0] \$951 ;
+  wire [15:0] \$952 ;
+  wire [15:0] \$953 ;
   wire \$954 ;
-  wire [15:0] \$955 ;
+  wire \$955 ;
   wire \$956 ;
   wire \$957 ;
   wire \$958 ;
   wire \$959 ;
   wire \$96 ;
   wire \$960 ;
-  wire [15:0] \$961 ;
-  wire [15:0] \$962 ;
+  wire \$961 ;
+  wire \$962 ;
   wire \$963 ;
   wire \$964 ;
   wire \$965 ;
@@ -20278,14 +20406,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$972 ;
   wire \$973 ;
   wire \$974 ;
-  wire [15:0] \$975 ;
+  wire \$975 ;
   wire \$976 ;
   wire \$977 ;
   wire \$978 ;
   wire \$979 ;
   wire \$98 ;
   wire \$980 ;
-  wire [15:0] \$981 ;
+  wire \$981 ;
   wire \$982 ;
   wire \$983 ;
   wire \$984 ;
@@ -20295,24 +20423,24 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$988 ;
   wire \$989 ;
   wire \$99 ;
-  wire [15:0] \$990 ;
+  wire \$990 ;
   wire \$991 ;
   wire \$992 ;
   wire \$993 ;
   wire \$994 ;
   wire \$995 ;
-  wire [15:0] \$996 ;
-  wire [15:0] \$997 ;
+  wire \$996 ;
+  wire \$997 ;
   wire \$998 ;
   wire \$999 ;
   reg \$signal  = 1'h0;
-  reg [40:0] \$signal$156  = 41'h00000000000;
-  reg [40:0] \$signal$157  = 41'h00000000000;
-  reg [40:0] \$signal$158  = 41'h00000000000;
-  reg [40:0] \$signal$160  = 41'h00000000000;
+  reg [40:0] \$signal$166  = 41'h00000000000;
+  reg [40:0] \$signal$167  = 41'h00000000000;
+  reg [40:0] \$signal$168  = 41'h00000000000;
+  reg [40:0] \$signal$170  = 41'h00000000000;
   wire [41:0] a;
-  output [40:0] \a$167 ;
-  reg [40:0] \a$167  = 41'h00000000000;
+  output [40:0] \a$177 ;
+  reg [40:0] \a$177  = 41'h00000000000;
   wire [40:0] a_base;
   wire [40:0] a_operand;
   reg [7:0] acc_cnt0 = 8'h00;
@@ -20330,8 +20458,11 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [15:0] acc_lo = 16'h0000;
   reg [15:0] acc_ohi = 16'h0000;
   reg [15:0] acc_olo = 16'h0000;
-  output [40:0] b;
-  reg [40:0] b = 41'h00000000000;
+  wire [41:0] b;
+  output [40:0] \b$178 ;
+  reg [40:0] \b$178  = 41'h00000000000;
+  reg [40:0] b_base = 41'h00000000000;
+  wire [40:0] b_operand;
   input [3:0] beat;
   wire [3:0] beat;
   input clk;
@@ -20390,7 +20521,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [15:0] inner_min_fp16 = 16'h0000;
   input last;
   wire last;
+  wire [41:0] o_hi;
   reg [40:0] o_hi3 = 41'h00000000000;
+  reg [40:0] o_hi_base = 41'h00000000000;
+  wire [40:0] o_hi_operand;
   wire [41:0] o_lo;
   wire [40:0] o_lo_base;
   wire [40:0] o_lo_operand;
@@ -20533,16 +20667,22 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg v2_has_lo = 1'h0;
   reg v2_has_ohi = 1'h0;
   reg v2_has_olo = 1'h0;
-  reg [40:0] v2_hi = 41'h00000000000;
+  reg [39:0] v2_mag_hi = 40'h0000000000;
   reg [39:0] v2_mag_imax = 40'h0000000000;
   reg [39:0] v2_mag_imin = 40'h0000000000;
   reg [39:0] v2_mag_lo = 40'h0000000000;
+  reg [39:0] v2_mag_ohi = 40'h0000000000;
   reg [39:0] v2_mag_olo = 40'h0000000000;
+  reg v2_neg_hi = 1'h0;
   reg v2_neg_imax = 1'h0;
   reg v2_neg_imin = 1'h0;
   reg v2_neg_lo = 1'h0;
+  reg v2_neg_ohi = 1'h0;
   reg v2_neg_olo = 1'h0;
-  reg [40:0] v2_ohi = 41'h00000000000;
+  (* init = 41'h00000000000 *)
+  wire [40:0] v2_neg_t2;
+  (* init = 41'h00000000000 *)
+  wire [40:0] v2_neg_t3;
   reg [163:0] v2_t = 164'h00000000000000000000000000000000000000000;
   wire [40:0] \v2_t[0] ;
   wire [40:0] \v2_t[1] ;
@@ -20624,3242 +20764,3324 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign a_operand = { 1'h0, v2_mag_lo } ^ { \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
   assign \$42  = ~ v2_neg_lo;
   assign \$43  = { v2_t[81:41], 1'h1 } + { a_operand, \$42  };
-  assign \$44  = ~ v2_neg_olo;
-  assign \$45  = ~ v2_neg_olo;
-  assign \$46  = ~ v2_neg_olo;
-  assign \$47  = ~ v2_neg_olo;
-  assign \$48  = ~ v2_neg_olo;
-  assign \$49  = ~ v2_neg_olo;
-  assign \$50  = ~ v2_neg_olo;
-  assign \$51  = ~ v2_neg_olo;
-  assign \$52  = ~ v2_neg_olo;
-  assign \$53  = ~ v2_neg_olo;
-  assign \$54  = ~ v2_neg_olo;
-  assign \$55  = ~ v2_neg_olo;
-  assign \$56  = ~ v2_neg_olo;
-  assign \$57  = ~ v2_neg_olo;
-  assign \$58  = ~ v2_neg_olo;
-  assign \$59  = ~ v2_neg_olo;
-  assign \$60  = ~ v2_neg_olo;
-  assign \$61  = ~ v2_neg_olo;
-  assign \$62  = ~ v2_neg_olo;
-  assign \$63  = ~ v2_neg_olo;
-  assign \$64  = ~ v2_neg_olo;
-  assign \$65  = ~ v2_neg_olo;
-  assign \$66  = ~ v2_neg_olo;
-  assign \$67  = ~ v2_neg_olo;
-  assign \$68  = ~ v2_neg_olo;
-  assign \$69  = ~ v2_neg_olo;
-  assign \$70  = ~ v2_neg_olo;
-  assign \$71  = ~ v2_neg_olo;
-  assign \$72  = ~ v2_neg_olo;
-  assign \$73  = ~ v2_neg_olo;
-  assign \$74  = ~ v2_neg_olo;
-  assign \$75  = ~ v2_neg_olo;
-  assign \$76  = ~ v2_neg_olo;
-  assign \$77  = ~ v2_neg_olo;
-  assign \$78  = ~ v2_neg_olo;
-  assign \$79  = ~ v2_neg_olo;
-  assign \$80  = ~ v2_neg_olo;
-  assign \$81  = ~ v2_neg_olo;
-  assign \$82  = ~ v2_neg_olo;
-  assign \$83  = ~ v2_neg_olo;
-  assign \$84  = ~ v2_neg_olo;
-  assign o_lo_operand = { 1'h0, v2_mag_olo } ^ { \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44  };
-  assign \$85  = ~ v2_neg_olo;
-  assign \$86  = { v2_t[40:0], 1'h1 } + { o_lo_operand, \$85  };
-  assign \$87  = v2_neg_imin ? v2_mag_imax : v2_mag_imin;
-  assign \$88  = ~ v2_neg_imax;
-  assign \$89  = v2_neg_imin & \$88 ;
-  assign \$90  = ~ \$89 ;
-  assign \$91  = ~ v2_neg_imax;
-  assign \$92  = v2_neg_imin & \$91 ;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = ~ v2_neg_imax;
-  assign \$95  = v2_neg_imin & \$94 ;
-  assign \$96  = ~ \$95 ;
-  assign \$97  = ~ v2_neg_imax;
-  assign \$98  = v2_neg_imin & \$97 ;
-  assign \$99  = ~ \$98 ;
-  assign \$100  = ~ v2_neg_imax;
-  assign \$101  = v2_neg_imin & \$100 ;
-  assign \$102  = ~ \$101 ;
-  assign \$103  = ~ v2_neg_imax;
-  assign \$104  = v2_neg_imin & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = ~ v2_neg_imax;
-  assign \$107  = v2_neg_imin & \$106 ;
-  assign \$108  = ~ \$107 ;
-  assign \$109  = ~ v2_neg_imax;
-  assign \$110  = v2_neg_imin & \$109 ;
-  assign \$111  = ~ \$110 ;
-  assign \$112  = ~ v2_neg_imax;
-  assign \$113  = v2_neg_imin & \$112 ;
-  assign \$114  = ~ \$113 ;
-  assign \$115  = ~ v2_neg_imax;
-  assign \$116  = v2_neg_imin & \$115 ;
-  assign \$117  = ~ \$116 ;
-  assign \$118  = ~ v2_neg_imax;
-  assign \$119  = v2_neg_imin & \$118 ;
-  assign \$120  = ~ \$119 ;
-  assign \$121  = ~ v2_neg_imax;
-  assign \$122  = v2_neg_imin & \$121 ;
-  assign \$123  = ~ \$122 ;
-  assign \$124  = ~ v2_neg_imax;
-  assign \$125  = v2_neg_imin & \$124 ;
-  assign \$126  = ~ \$125 ;
-  assign \$127  = ~ v2_neg_imax;
-  assign \$128  = v2_neg_imin & \$127 ;
-  assign \$129  = ~ \$128 ;
-  assign \$130  = ~ v2_neg_imax;
-  assign \$131  = v2_neg_imin & \$130 ;
-  assign \$132  = ~ \$131 ;
-  assign \$133  = ~ v2_neg_imax;
-  assign \$134  = v2_neg_imin & \$133 ;
-  assign \$135  = ~ \$134 ;
-  assign \$136  = ~ v2_neg_imax;
-  assign \$137  = v2_neg_imin & \$136 ;
-  assign \$138  = ~ \$137 ;
-  assign \$139  = ~ v2_neg_imax;
-  assign \$140  = v2_neg_imin & \$139 ;
-  assign \$141  = ~ \$140 ;
-  assign \$142  = ~ v2_neg_imax;
-  assign \$143  = v2_neg_imin & \$142 ;
-  assign \$144  = ~ \$143 ;
-  assign \$145  = ~ v2_neg_imax;
-  assign \$146  = v2_neg_imin & \$145 ;
-  assign \$147  = ~ \$146 ;
-  assign \$148  = ~ v2_neg_imax;
-  assign \$149  = v2_neg_imin & \$148 ;
-  assign \$150  = ~ \$149 ;
-  assign \$151  = ~ v2_neg_imax;
-  assign \$152  = v2_neg_imin & \$151 ;
-  assign \$153  = ~ \$152 ;
-  assign \$154  = ~ v2_neg_imax;
-  assign \$155  = v2_neg_imin & \$154 ;
-  assign \$156  = ~ \$155 ;
-  assign \$157  = ~ v2_neg_imax;
-  assign \$158  = v2_neg_imin & \$157 ;
-  assign \$159  = ~ \$158 ;
-  assign \$160  = ~ v2_neg_imax;
-  assign \$161  = v2_neg_imin & \$160 ;
-  assign \$162  = ~ \$161 ;
-  assign \$163  = ~ v2_neg_imax;
-  assign \$164  = v2_neg_imin & \$163 ;
-  assign \$165  = ~ \$164 ;
-  assign \$166  = ~ v2_neg_imax;
-  assign \$167  = v2_neg_imin & \$166 ;
-  assign \$168  = ~ \$167 ;
-  assign \$169  = ~ v2_neg_imax;
-  assign \$170  = v2_neg_imin & \$169 ;
-  assign \$171  = ~ \$170 ;
-  assign \$172  = ~ v2_neg_imax;
-  assign \$173  = v2_neg_imin & \$172 ;
-  assign \$174  = ~ \$173 ;
-  assign \$175  = ~ v2_neg_imax;
-  assign \$176  = v2_neg_imin & \$175 ;
-  assign \$177  = ~ \$176 ;
-  assign \$178  = ~ v2_neg_imax;
-  assign \$179  = v2_neg_imin & \$178 ;
-  assign \$180  = ~ \$179 ;
-  assign \$181  = ~ v2_neg_imax;
-  assign \$182  = v2_neg_imin & \$181 ;
-  assign \$183  = ~ \$182 ;
-  assign \$184  = ~ v2_neg_imax;
-  assign \$185  = v2_neg_imin & \$184 ;
-  assign \$186  = ~ \$185 ;
-  assign \$187  = ~ v2_neg_imax;
-  assign \$188  = v2_neg_imin & \$187 ;
-  assign \$189  = ~ \$188 ;
-  assign \$190  = ~ v2_neg_imax;
-  assign \$191  = v2_neg_imin & \$190 ;
-  assign \$192  = ~ \$191 ;
-  assign \$193  = ~ v2_neg_imax;
-  assign \$194  = v2_neg_imin & \$193 ;
-  assign \$195  = ~ \$194 ;
-  assign \$196  = ~ v2_neg_imax;
-  assign \$197  = v2_neg_imin & \$196 ;
-  assign \$198  = ~ \$197 ;
-  assign \$199  = ~ v2_neg_imax;
-  assign \$200  = v2_neg_imin & \$199 ;
-  assign \$201  = ~ \$200 ;
-  assign \$202  = ~ v2_neg_imax;
-  assign \$203  = v2_neg_imin & \$202 ;
-  assign \$204  = ~ \$203 ;
-  assign \$205  = ~ v2_neg_imax;
-  assign \$206  = v2_neg_imin & \$205 ;
-  assign \$207  = ~ \$206 ;
-  assign \$208  = ~ v2_neg_imax;
-  assign \$209  = v2_neg_imin & \$208 ;
-  assign \$210  = ~ \$209 ;
-  assign ext_operand = { 1'h0, \$87  } ^ { \$210 , \$207 , \$204 , \$201 , \$198 , \$195 , \$192 , \$189 , \$186 , \$183 , \$180 , \$177 , \$174 , \$171 , \$168 , \$165 , \$162 , \$159 , \$156 , \$153 , \$150 , \$147 , \$144 , \$141 , \$138 , \$135 , \$132 , \$129 , \$126 , \$123 , \$120 , \$117 , \$114 , \$111 , \$108 , \$105 , \$102 , \$99 , \$96 , \$93 , \$90  };
-  assign \$211  = v2_neg_imin ? v2_mag_imin : v2_mag_imax;
-  assign \$212  = ~ v2_neg_imax;
-  assign \$213  = v2_neg_imin & \$212 ;
-  assign \$214  = ~ \$213 ;
-  assign \$215  = { \$211 , 1'h1 } + { ext_operand, \$214  };
-  assign \$216  = ! group[1:0];
-  assign \$217  = ~ upper[0];
-  assign \$218  = \$216  & \$217 ;
-  assign \$219  = ! group[3:2];
-  assign \$220  = ~ upper[1];
-  assign \$221  = \$219  & \$220 ;
-  assign \$222  = \$218  | \$221 ;
-  assign \$223  = ! group[5:4];
-  assign \$224  = ~ upper[2];
-  assign \$225  = \$223  & \$224 ;
-  assign \$226  = ! group[7:6];
-  assign \$227  = ~ upper[3];
-  assign \$228  = \$226  & \$227 ;
-  assign \$229  = \$225  | \$228 ;
-  assign \$230  = ~ \$229 ;
-  assign \$231  = ! group[1:0];
-  assign \$232  = ~ upper[0];
-  assign \$233  = \$231  & \$232 ;
-  assign \$234  = ! group[3:2];
-  assign \$235  = ~ upper[1];
-  assign \$236  = \$234  & \$235 ;
-  assign \$237  = ~ \$236 ;
-  assign \$238  = \$237  | first_lt0;
-  assign \$239  = \$233  & \$238 ;
-  assign \$240  = \$239  ? x[15:0] : x[31:16];
-  assign \$241  = ! group[5:4];
-  assign \$242  = ~ upper[2];
-  assign \$243  = \$241  & \$242 ;
-  assign \$244  = ! group[7:6];
-  assign \$245  = ~ upper[3];
-  assign \$246  = \$244  & \$245 ;
-  assign \$247  = ~ \$246 ;
-  assign \$248  = \$247  | first_lt1;
-  assign \$249  = \$243  & \$248 ;
-  assign \$250  = \$249  ? x[47:32] : x[63:48];
-  assign \$251  = \$240  < \$250 ;
-  assign \$252  = \$230  | \$251 ;
-  assign \$253  = \$222  & \$252 ;
-  assign \$254  = ! group[1:0];
-  assign \$255  = ~ upper[0];
-  assign \$256  = \$254  & \$255 ;
-  assign \$257  = ! group[3:2];
-  assign \$258  = ~ upper[1];
-  assign \$259  = \$257  & \$258 ;
+  assign \$44  = ~ v2_neg_hi;
+  assign \$46  = ~ v2_neg_hi;
+  assign \$48  = ~ v2_neg_hi;
+  assign \$50  = ~ v2_neg_hi;
+  assign \$52  = ~ v2_neg_hi;
+  assign \$54  = ~ v2_neg_hi;
+  assign \$56  = ~ v2_neg_hi;
+  assign \$58  = ~ v2_neg_hi;
+  assign \$60  = ~ v2_neg_hi;
+  assign \$62  = ~ v2_neg_hi;
+  assign \$64  = ~ v2_neg_hi;
+  assign \$66  = ~ v2_neg_hi;
+  assign \$68  = ~ v2_neg_hi;
+  assign \$70  = ~ v2_neg_hi;
+  assign \$72  = ~ v2_neg_hi;
+  assign \$74  = ~ v2_neg_hi;
+  assign \$76  = ~ v2_neg_hi;
+  assign \$78  = ~ v2_neg_hi;
+  assign \$80  = ~ v2_neg_hi;
+  assign \$82  = ~ v2_neg_hi;
+  assign \$84  = ~ v2_neg_hi;
+  assign \$86  = ~ v2_neg_hi;
+  assign \$88  = ~ v2_neg_hi;
+  assign \$90  = ~ v2_neg_hi;
+  assign \$92  = ~ v2_neg_hi;
+  assign \$94  = ~ v2_neg_hi;
+  assign \$96  = ~ v2_neg_hi;
+  assign \$98  = ~ v2_neg_hi;
+  assign \$100  = ~ v2_neg_hi;
+  assign \$102  = ~ v2_neg_hi;
+  assign \$104  = ~ v2_neg_hi;
+  assign \$106  = ~ v2_neg_hi;
+  assign \$108  = ~ v2_neg_hi;
+  assign \$110  = ~ v2_neg_hi;
+  assign \$112  = ~ v2_neg_hi;
+  assign \$114  = ~ v2_neg_hi;
+  assign \$116  = ~ v2_neg_hi;
+  assign \$118  = ~ v2_neg_hi;
+  assign \$120  = ~ v2_neg_hi;
+  assign \$122  = ~ v2_neg_hi;
+  assign \$124  = ~ v2_neg_hi;
+  assign b_operand = { 1'h0, v2_mag_hi } ^ { \$125 , \$123 , \$121 , \$119 , \$117 , \$115 , \$113 , \$111 , \$109 , \$107 , \$105 , \$103 , \$101 , \$99 , \$97 , \$95 , \$93 , \$91 , \$89 , \$87 , \$85 , \$83 , \$81 , \$79 , \$77 , \$75 , \$73 , \$71 , \$69 , \$67 , \$65 , \$63 , \$61 , \$59 , \$57 , \$55 , \$53 , \$51 , \$49 , \$47 , \$45  };
+  assign \$126  = ~ v2_neg_hi;
+  assign \$128  = { b_base, 1'h1 } + { b_operand, \$127  };
+  assign \$129  = ~ v2_neg_olo;
+  assign \$130  = ~ v2_neg_olo;
+  assign \$131  = ~ v2_neg_olo;
+  assign \$132  = ~ v2_neg_olo;
+  assign \$133  = ~ v2_neg_olo;
+  assign \$134  = ~ v2_neg_olo;
+  assign \$135  = ~ v2_neg_olo;
+  assign \$136  = ~ v2_neg_olo;
+  assign \$137  = ~ v2_neg_olo;
+  assign \$138  = ~ v2_neg_olo;
+  assign \$139  = ~ v2_neg_olo;
+  assign \$140  = ~ v2_neg_olo;
+  assign \$141  = ~ v2_neg_olo;
+  assign \$142  = ~ v2_neg_olo;
+  assign \$143  = ~ v2_neg_olo;
+  assign \$144  = ~ v2_neg_olo;
+  assign \$145  = ~ v2_neg_olo;
+  assign \$146  = ~ v2_neg_olo;
+  assign \$147  = ~ v2_neg_olo;
+  assign \$148  = ~ v2_neg_olo;
+  assign \$149  = ~ v2_neg_olo;
+  assign \$150  = ~ v2_neg_olo;
+  assign \$151  = ~ v2_neg_olo;
+  assign \$152  = ~ v2_neg_olo;
+  assign \$153  = ~ v2_neg_olo;
+  assign \$154  = ~ v2_neg_olo;
+  assign \$155  = ~ v2_neg_olo;
+  assign \$156  = ~ v2_neg_olo;
+  assign \$157  = ~ v2_neg_olo;
+  assign \$158  = ~ v2_neg_olo;
+  assign \$159  = ~ v2_neg_olo;
+  assign \$160  = ~ v2_neg_olo;
+  assign \$161  = ~ v2_neg_olo;
+  assign \$162  = ~ v2_neg_olo;
+  assign \$163  = ~ v2_neg_olo;
+  assign \$164  = ~ v2_neg_olo;
+  assign \$165  = ~ v2_neg_olo;
+  assign \$166  = ~ v2_neg_olo;
+  assign \$167  = ~ v2_neg_olo;
+  assign \$168  = ~ v2_neg_olo;
+  assign \$169  = ~ v2_neg_olo;
+  assign o_lo_operand = { 1'h0, v2_mag_olo } ^ { \$169 , \$168 , \$167 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151 , \$150 , \$149 , \$148 , \$147 , \$146 , \$145 , \$144 , \$143 , \$142 , \$141 , \$140 , \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129  };
+  assign \$170  = ~ v2_neg_olo;
+  assign \$171  = { v2_t[40:0], 1'h1 } + { o_lo_operand, \$170  };
+  assign \$172  = ~ v2_neg_ohi;
+  assign \$174  = ~ v2_neg_ohi;
+  assign \$176  = ~ v2_neg_ohi;
+  assign \$178  = ~ v2_neg_ohi;
+  assign \$180  = ~ v2_neg_ohi;
+  assign \$182  = ~ v2_neg_ohi;
+  assign \$184  = ~ v2_neg_ohi;
+  assign \$186  = ~ v2_neg_ohi;
+  assign \$188  = ~ v2_neg_ohi;
+  assign \$190  = ~ v2_neg_ohi;
+  assign \$192  = ~ v2_neg_ohi;
+  assign \$194  = ~ v2_neg_ohi;
+  assign \$196  = ~ v2_neg_ohi;
+  assign \$198  = ~ v2_neg_ohi;
+  assign \$200  = ~ v2_neg_ohi;
+  assign \$202  = ~ v2_neg_ohi;
+  assign \$204  = ~ v2_neg_ohi;
+  assign \$206  = ~ v2_neg_ohi;
+  assign \$208  = ~ v2_neg_ohi;
+  assign \$210  = ~ v2_neg_ohi;
+  assign \$212  = ~ v2_neg_ohi;
+  assign \$214  = ~ v2_neg_ohi;
+  assign \$216  = ~ v2_neg_ohi;
+  assign \$218  = ~ v2_neg_ohi;
+  assign \$220  = ~ v2_neg_ohi;
+  assign \$222  = ~ v2_neg_ohi;
+  assign \$224  = ~ v2_neg_ohi;
+  assign \$226  = ~ v2_neg_ohi;
+  assign \$228  = ~ v2_neg_ohi;
+  assign \$230  = ~ v2_neg_ohi;
+  assign \$232  = ~ v2_neg_ohi;
+  assign \$234  = ~ v2_neg_ohi;
+  assign \$236  = ~ v2_neg_ohi;
+  assign \$238  = ~ v2_neg_ohi;
+  assign \$240  = ~ v2_neg_ohi;
+  assign \$242  = ~ v2_neg_ohi;
+  assign \$244  = ~ v2_neg_ohi;
+  assign \$246  = ~ v2_neg_ohi;
+  assign \$248  = ~ v2_neg_ohi;
+  assign \$250  = ~ v2_neg_ohi;
+  assign \$252  = ~ v2_neg_ohi;
+  assign o_hi_operand = { 1'h0, v2_mag_ohi } ^ { \$253 , \$251 , \$249 , \$247 , \$245 , \$243 , \$241 , \$239 , \$237 , \$235 , \$233 , \$231 , \$229 , \$227 , \$225 , \$223 , \$221 , \$219 , \$217 , \$215 , \$213 , \$211 , \$209 , \$207 , \$205 , \$203 , \$201 , \$199 , \$197 , \$195 , \$193 , \$191 , \$189 , \$187 , \$185 , \$183 , \$181 , \$179 , \$177 , \$175 , \$173  };
+  assign \$254  = ~ v2_neg_ohi;
+  assign \$256  = { o_hi_base, 1'h1 } + { o_hi_operand, \$255  };
+  assign \$257  = v2_neg_imin ? v2_mag_imax : v2_mag_imin;
+  assign \$258  = ~ v2_neg_imax;
+  assign \$259  = v2_neg_imin & \$258 ;
   assign \$260  = ~ \$259 ;
-  assign \$261  = \$260  | first_lt0;
-  assign \$262  = \$256  & \$261 ;
-  assign \$263  = \$262  ? x[15:0] : x[31:16];
-  assign \$264  = ! group[5:4];
-  assign \$265  = ~ upper[2];
-  assign \$266  = \$264  & \$265 ;
-  assign \$267  = ! group[7:6];
-  assign \$268  = ~ upper[3];
-  assign \$269  = \$267  & \$268 ;
-  assign \$270  = ~ \$269 ;
-  assign \$271  = \$270  | first_lt1;
-  assign \$272  = \$266  & \$271 ;
-  assign \$273  = \$272  ? x[47:32] : x[63:48];
-  assign \$274  = \$253  ? \$263  : \$273 ;
-  assign \$275  = ! group[9:8];
-  assign \$276  = ~ upper[4];
-  assign \$277  = \$275  & \$276 ;
-  assign \$278  = ! group[11:10];
-  assign \$279  = ~ upper[5];
-  assign \$280  = \$278  & \$279 ;
-  assign \$281  = \$277  | \$280 ;
-  assign \$282  = ! group[13:12];
-  assign \$283  = ~ upper[6];
-  assign \$284  = \$282  & \$283 ;
-  assign \$285  = ! group[15:14];
-  assign \$286  = ~ upper[7];
-  assign \$287  = \$285  & \$286 ;
-  assign \$288  = \$284  | \$287 ;
-  assign \$289  = ~ \$288 ;
-  assign \$290  = ! group[9:8];
-  assign \$291  = ~ upper[4];
-  assign \$292  = \$290  & \$291 ;
-  assign \$293  = ! group[11:10];
-  assign \$294  = ~ upper[5];
-  assign \$295  = \$293  & \$294 ;
+  assign \$261  = ~ v2_neg_imax;
+  assign \$262  = v2_neg_imin & \$261 ;
+  assign \$263  = ~ \$262 ;
+  assign \$264  = ~ v2_neg_imax;
+  assign \$265  = v2_neg_imin & \$264 ;
+  assign \$266  = ~ \$265 ;
+  assign \$267  = ~ v2_neg_imax;
+  assign \$268  = v2_neg_imin & \$267 ;
+  assign \$269  = ~ \$268 ;
+  assign \$270  = ~ v2_neg_imax;
+  assign \$271  = v2_neg_imin & \$270 ;
+  assign \$272  = ~ \$271 ;
+  assign \$273  = ~ v2_neg_imax;
+  assign \$274  = v2_neg_imin & \$273 ;
+  assign \$275  = ~ \$274 ;
+  assign \$276  = ~ v2_neg_imax;
+  assign \$277  = v2_neg_imin & \$276 ;
+  assign \$278  = ~ \$277 ;
+  assign \$279  = ~ v2_neg_imax;
+  assign \$280  = v2_neg_imin & \$279 ;
+  assign \$281  = ~ \$280 ;
+  assign \$282  = ~ v2_neg_imax;
+  assign \$283  = v2_neg_imin & \$282 ;
+  assign \$284  = ~ \$283 ;
+  assign \$285  = ~ v2_neg_imax;
+  assign \$286  = v2_neg_imin & \$285 ;
+  assign \$287  = ~ \$286 ;
+  assign \$288  = ~ v2_neg_imax;
+  assign \$289  = v2_neg_imin & \$288 ;
+  assign \$290  = ~ \$289 ;
+  assign \$291  = ~ v2_neg_imax;
+  assign \$292  = v2_neg_imin & \$291 ;
+  assign \$293  = ~ \$292 ;
+  assign \$294  = ~ v2_neg_imax;
+  assign \$295  = v2_neg_imin & \$294 ;
   assign \$296  = ~ \$295 ;
-  assign \$297  = \$296  | first_lt2;
-  assign \$298  = \$292  & \$297 ;
-  assign \$299  = \$298  ? x[79:64] : x[95:80];
-  assign \$300  = ! group[13:12];
-  assign \$301  = ~ upper[6];
-  assign \$302  = \$300  & \$301 ;
-  assign \$303  = ! group[15:14];
-  assign \$304  = ~ upper[7];
-  assign \$305  = \$303  & \$304 ;
-  assign \$306  = ~ \$305 ;
-  assign \$307  = \$306  | first_lt3;
-  assign \$308  = \$302  & \$307 ;
-  assign \$309  = \$308  ? x[111:96] : x[127:112];
-  assign \$310  = \$299  < \$309 ;
-  assign \$311  = \$289  | \$310 ;
-  assign \$312  = \$281  & \$311 ;
-  assign \$313  = ! group[9:8];
-  assign \$314  = ~ upper[4];
-  assign \$315  = \$313  & \$314 ;
-  assign \$316  = ! group[11:10];
-  assign \$317  = ~ upper[5];
-  assign \$318  = \$316  & \$317 ;
-  assign \$319  = ~ \$318 ;
-  assign \$320  = \$319  | first_lt2;
-  assign \$321  = \$315  & \$320 ;
-  assign \$322  = \$321  ? x[79:64] : x[95:80];
-  assign \$323  = ! group[13:12];
-  assign \$324  = ~ upper[6];
-  assign \$325  = \$323  & \$324 ;
-  assign \$326  = ! group[15:14];
-  assign \$327  = ~ upper[7];
-  assign \$328  = \$326  & \$327 ;
+  assign \$297  = ~ v2_neg_imax;
+  assign \$298  = v2_neg_imin & \$297 ;
+  assign \$299  = ~ \$298 ;
+  assign \$300  = ~ v2_neg_imax;
+  assign \$301  = v2_neg_imin & \$300 ;
+  assign \$302  = ~ \$301 ;
+  assign \$303  = ~ v2_neg_imax;
+  assign \$304  = v2_neg_imin & \$303 ;
+  assign \$305  = ~ \$304 ;
+  assign \$306  = ~ v2_neg_imax;
+  assign \$307  = v2_neg_imin & \$306 ;
+  assign \$308  = ~ \$307 ;
+  assign \$309  = ~ v2_neg_imax;
+  assign \$310  = v2_neg_imin & \$309 ;
+  assign \$311  = ~ \$310 ;
+  assign \$312  = ~ v2_neg_imax;
+  assign \$313  = v2_neg_imin & \$312 ;
+  assign \$314  = ~ \$313 ;
+  assign \$315  = ~ v2_neg_imax;
+  assign \$316  = v2_neg_imin & \$315 ;
+  assign \$317  = ~ \$316 ;
+  assign \$318  = ~ v2_neg_imax;
+  assign \$319  = v2_neg_imin & \$318 ;
+  assign \$320  = ~ \$319 ;
+  assign \$321  = ~ v2_neg_imax;
+  assign \$322  = v2_neg_imin & \$321 ;
+  assign \$323  = ~ \$322 ;
+  assign \$324  = ~ v2_neg_imax;
+  assign \$325  = v2_neg_imin & \$324 ;
+  assign \$326  = ~ \$325 ;
+  assign \$327  = ~ v2_neg_imax;
+  assign \$328  = v2_neg_imin & \$327 ;
   assign \$329  = ~ \$328 ;
-  assign \$330  = \$329  | first_lt3;
-  assign \$331  = \$325  & \$330 ;
-  assign \$332  = \$331  ? x[111:96] : x[127:112];
-  assign \$333  = \$312  ? \$322  : \$332 ;
-  assign \$334  = ! group[17:16];
-  assign \$335  = ~ upper[8];
-  assign \$336  = \$334  & \$335 ;
-  assign \$337  = ! group[19:18];
-  assign \$338  = ~ upper[9];
-  assign \$339  = \$337  & \$338 ;
-  assign \$340  = \$336  | \$339 ;
-  assign \$341  = ! group[21:20];
-  assign \$342  = ~ upper[10];
-  assign \$343  = \$341  & \$342 ;
-  assign \$344  = ! group[23:22];
-  assign \$345  = ~ upper[11];
-  assign \$346  = \$344  & \$345 ;
-  assign \$347  = \$343  | \$346 ;
-  assign \$348  = ~ \$347 ;
-  assign \$349  = ! group[17:16];
-  assign \$350  = ~ upper[8];
-  assign \$351  = \$349  & \$350 ;
-  assign \$352  = ! group[19:18];
-  assign \$353  = ~ upper[9];
-  assign \$354  = \$352  & \$353 ;
-  assign \$355  = ~ \$354 ;
-  assign \$356  = \$355  | first_lt4;
-  assign \$357  = \$351  & \$356 ;
-  assign \$358  = \$357  ? x[143:128] : x[159:144];
-  assign \$359  = ! group[21:20];
-  assign \$360  = ~ upper[10];
-  assign \$361  = \$359  & \$360 ;
-  assign \$362  = ! group[23:22];
-  assign \$363  = ~ upper[11];
-  assign \$364  = \$362  & \$363 ;
+  assign \$330  = ~ v2_neg_imax;
+  assign \$331  = v2_neg_imin & \$330 ;
+  assign \$332  = ~ \$331 ;
+  assign \$333  = ~ v2_neg_imax;
+  assign \$334  = v2_neg_imin & \$333 ;
+  assign \$335  = ~ \$334 ;
+  assign \$336  = ~ v2_neg_imax;
+  assign \$337  = v2_neg_imin & \$336 ;
+  assign \$338  = ~ \$337 ;
+  assign \$339  = ~ v2_neg_imax;
+  assign \$340  = v2_neg_imin & \$339 ;
+  assign \$341  = ~ \$340 ;
+  assign \$342  = ~ v2_neg_imax;
+  assign \$343  = v2_neg_imin & \$342 ;
+  assign \$344  = ~ \$343 ;
+  assign \$345  = ~ v2_neg_imax;
+  assign \$346  = v2_neg_imin & \$345 ;
+  assign \$347  = ~ \$346 ;
+  assign \$348  = ~ v2_neg_imax;
+  assign \$349  = v2_neg_imin & \$348 ;
+  assign \$350  = ~ \$349 ;
+  assign \$351  = ~ v2_neg_imax;
+  assign \$352  = v2_neg_imin & \$351 ;
+  assign \$353  = ~ \$352 ;
+  assign \$354  = ~ v2_neg_imax;
+  assign \$355  = v2_neg_imin & \$354 ;
+  assign \$356  = ~ \$355 ;
+  assign \$357  = ~ v2_neg_imax;
+  assign \$358  = v2_neg_imin & \$357 ;
+  assign \$359  = ~ \$358 ;
+  assign \$360  = ~ v2_neg_imax;
+  assign \$361  = v2_neg_imin & \$360 ;
+  assign \$362  = ~ \$361 ;
+  assign \$363  = ~ v2_neg_imax;
+  assign \$364  = v2_neg_imin & \$363 ;
   assign \$365  = ~ \$364 ;
-  assign \$366  = \$365  | first_lt5;
-  assign \$367  = \$361  & \$366 ;
-  assign \$368  = \$367  ? x[175:160] : x[191:176];
-  assign \$369  = \$358  < \$368 ;
-  assign \$370  = \$348  | \$369 ;
-  assign \$371  = \$340  & \$370 ;
-  assign \$372  = ! group[17:16];
-  assign \$373  = ~ upper[8];
-  assign \$374  = \$372  & \$373 ;
-  assign \$375  = ! group[19:18];
-  assign \$376  = ~ upper[9];
-  assign \$377  = \$375  & \$376 ;
-  assign \$378  = ~ \$377 ;
-  assign \$379  = \$378  | first_lt4;
-  assign \$380  = \$374  & \$379 ;
-  assign \$381  = \$380  ? x[143:128] : x[159:144];
-  assign \$382  = ! group[21:20];
-  assign \$383  = ~ upper[10];
-  assign \$384  = \$382  & \$383 ;
-  assign \$385  = ! group[23:22];
-  assign \$386  = ~ upper[11];
-  assign \$387  = \$385  & \$386 ;
-  assign \$388  = ~ \$387 ;
-  assign \$389  = \$388  | first_lt5;
-  assign \$390  = \$384  & \$389 ;
-  assign \$391  = \$390  ? x[175:160] : x[191:176];
-  assign \$392  = \$371  ? \$381  : \$391 ;
-  assign \$393  = ! group[25:24];
-  assign \$394  = ~ upper[12];
+  assign \$366  = ~ v2_neg_imax;
+  assign \$367  = v2_neg_imin & \$366 ;
+  assign \$368  = ~ \$367 ;
+  assign \$369  = ~ v2_neg_imax;
+  assign \$370  = v2_neg_imin & \$369 ;
+  assign \$371  = ~ \$370 ;
+  assign \$372  = ~ v2_neg_imax;
+  assign \$373  = v2_neg_imin & \$372 ;
+  assign \$374  = ~ \$373 ;
+  assign \$375  = ~ v2_neg_imax;
+  assign \$376  = v2_neg_imin & \$375 ;
+  assign \$377  = ~ \$376 ;
+  assign \$378  = ~ v2_neg_imax;
+  assign \$379  = v2_neg_imin & \$378 ;
+  assign \$380  = ~ \$379 ;
+  assign ext_operand = { 1'h0, \$257  } ^ { \$380 , \$377 , \$374 , \$371 , \$368 , \$365 , \$362 , \$359 , \$356 , \$353 , \$350 , \$347 , \$344 , \$341 , \$338 , \$335 , \$332 , \$329 , \$326 , \$323 , \$320 , \$317 , \$314 , \$311 , \$308 , \$305 , \$302 , \$299 , \$296 , \$293 , \$290 , \$287 , \$284 , \$281 , \$278 , \$275 , \$272 , \$269 , \$266 , \$263 , \$260  };
+  assign \$381  = v2_neg_imin ? v2_mag_imin : v2_mag_imax;
+  assign \$382  = ~ v2_neg_imax;
+  assign \$383  = v2_neg_imin & \$382 ;
+  assign \$384  = ~ \$383 ;
+  assign \$385  = { \$381 , 1'h1 } + { ext_operand, \$384  };
+  assign \$386  = ! group[1:0];
+  assign \$387  = ~ upper[0];
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = ! group[3:2];
+  assign \$390  = ~ upper[1];
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = \$388  | \$391 ;
+  assign \$393  = ! group[5:4];
+  assign \$394  = ~ upper[2];
   assign \$395  = \$393  & \$394 ;
-  assign \$396  = ! group[27:26];
-  assign \$397  = ~ upper[13];
+  assign \$396  = ! group[7:6];
+  assign \$397  = ~ upper[3];
   assign \$398  = \$396  & \$397 ;
   assign \$399  = \$395  | \$398 ;
-  assign \$400  = ! group[29:28];
-  assign \$401  = ~ upper[14];
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = ! group[31:30];
-  assign \$404  = ~ upper[15];
-  assign \$405  = \$403  & \$404 ;
-  assign \$406  = \$402  | \$405 ;
+  assign \$400  = ~ \$399 ;
+  assign \$401  = ! group[1:0];
+  assign \$402  = ~ upper[0];
+  assign \$403  = \$401  & \$402 ;
+  assign \$404  = ! group[3:2];
+  assign \$405  = ~ upper[1];
+  assign \$406  = \$404  & \$405 ;
   assign \$407  = ~ \$406 ;
-  assign \$408  = ! group[25:24];
-  assign \$409  = ~ upper[12];
-  assign \$410  = \$408  & \$409 ;
-  assign \$411  = ! group[27:26];
-  assign \$412  = ~ upper[13];
+  assign \$408  = \$407  | first_lt0;
+  assign \$409  = \$403  & \$408 ;
+  assign \$410  = \$409  ? x[15:0] : x[31:16];
+  assign \$411  = ! group[5:4];
+  assign \$412  = ~ upper[2];
   assign \$413  = \$411  & \$412 ;
-  assign \$414  = ~ \$413 ;
-  assign \$415  = \$414  | first_lt6;
-  assign \$416  = \$410  & \$415 ;
-  assign \$417  = \$416  ? x[207:192] : x[223:208];
-  assign \$418  = ! group[29:28];
-  assign \$419  = ~ upper[14];
-  assign \$420  = \$418  & \$419 ;
-  assign \$421  = ! group[31:30];
-  assign \$422  = ~ upper[15];
-  assign \$423  = \$421  & \$422 ;
-  assign \$424  = ~ \$423 ;
-  assign \$425  = \$424  | first_lt7;
-  assign \$426  = \$420  & \$425 ;
-  assign \$427  = \$426  ? x[239:224] : x[255:240];
-  assign \$428  = \$417  < \$427 ;
-  assign \$429  = \$407  | \$428 ;
-  assign \$430  = \$399  & \$429 ;
-  assign \$431  = ! group[25:24];
-  assign \$432  = ~ upper[12];
-  assign \$433  = \$431  & \$432 ;
-  assign \$434  = ! group[27:26];
-  assign \$435  = ~ upper[13];
+  assign \$414  = ! group[7:6];
+  assign \$415  = ~ upper[3];
+  assign \$416  = \$414  & \$415 ;
+  assign \$417  = ~ \$416 ;
+  assign \$418  = \$417  | first_lt1;
+  assign \$419  = \$413  & \$418 ;
+  assign \$420  = \$419  ? x[47:32] : x[63:48];
+  assign \$421  = \$410  < \$420 ;
+  assign \$422  = \$400  | \$421 ;
+  assign \$423  = \$392  & \$422 ;
+  assign \$424  = ! group[1:0];
+  assign \$425  = ~ upper[0];
+  assign \$426  = \$424  & \$425 ;
+  assign \$427  = ! group[3:2];
+  assign \$428  = ~ upper[1];
+  assign \$429  = \$427  & \$428 ;
+  assign \$430  = ~ \$429 ;
+  assign \$431  = \$430  | first_lt0;
+  assign \$432  = \$426  & \$431 ;
+  assign \$433  = \$432  ? x[15:0] : x[31:16];
+  assign \$434  = ! group[5:4];
+  assign \$435  = ~ upper[2];
   assign \$436  = \$434  & \$435 ;
-  assign \$437  = ~ \$436 ;
-  assign \$438  = \$437  | first_lt6;
-  assign \$439  = \$433  & \$438 ;
-  assign \$440  = \$439  ? x[207:192] : x[223:208];
-  assign \$441  = ! group[29:28];
-  assign \$442  = ~ upper[14];
-  assign \$443  = \$441  & \$442 ;
-  assign \$444  = ! group[31:30];
-  assign \$445  = ~ upper[15];
-  assign \$446  = \$444  & \$445 ;
-  assign \$447  = ~ \$446 ;
-  assign \$448  = \$447  | first_lt7;
-  assign \$449  = \$443  & \$448 ;
-  assign \$450  = \$449  ? x[239:224] : x[255:240];
-  assign \$451  = \$430  ? \$440  : \$450 ;
-  assign \$452  = ! group[1:0];
-  assign \$453  = ~ upper[0];
+  assign \$437  = ! group[7:6];
+  assign \$438  = ~ upper[3];
+  assign \$439  = \$437  & \$438 ;
+  assign \$440  = ~ \$439 ;
+  assign \$441  = \$440  | first_lt1;
+  assign \$442  = \$436  & \$441 ;
+  assign \$443  = \$442  ? x[47:32] : x[63:48];
+  assign \$444  = \$423  ? \$433  : \$443 ;
+  assign \$445  = ! group[9:8];
+  assign \$446  = ~ upper[4];
+  assign \$447  = \$445  & \$446 ;
+  assign \$448  = ! group[11:10];
+  assign \$449  = ~ upper[5];
+  assign \$450  = \$448  & \$449 ;
+  assign \$451  = \$447  | \$450 ;
+  assign \$452  = ! group[13:12];
+  assign \$453  = ~ upper[6];
   assign \$454  = \$452  & \$453 ;
-  assign \$455  = ! group[3:2];
-  assign \$456  = ~ upper[1];
+  assign \$455  = ! group[15:14];
+  assign \$456  = ~ upper[7];
   assign \$457  = \$455  & \$456 ;
   assign \$458  = \$454  | \$457 ;
-  assign \$459  = ! group[5:4];
-  assign \$460  = ~ upper[2];
-  assign \$461  = \$459  & \$460 ;
-  assign \$462  = ! group[7:6];
-  assign \$463  = ~ upper[3];
-  assign \$464  = \$462  & \$463 ;
-  assign \$465  = \$461  | \$464 ;
-  assign \$466  = \$458  | \$465 ;
-  assign \$467  = ! group[9:8];
-  assign \$468  = ~ upper[4];
-  assign \$469  = \$467  & \$468 ;
-  assign \$470  = ! group[11:10];
-  assign \$471  = ~ upper[5];
+  assign \$459  = ~ \$458 ;
+  assign \$460  = ! group[9:8];
+  assign \$461  = ~ upper[4];
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = ! group[11:10];
+  assign \$464  = ~ upper[5];
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = ~ \$465 ;
+  assign \$467  = \$466  | first_lt2;
+  assign \$468  = \$462  & \$467 ;
+  assign \$469  = \$468  ? x[79:64] : x[95:80];
+  assign \$470  = ! group[13:12];
+  assign \$471  = ~ upper[6];
   assign \$472  = \$470  & \$471 ;
-  assign \$473  = \$469  | \$472 ;
-  assign \$474  = ! group[13:12];
-  assign \$475  = ~ upper[6];
-  assign \$476  = \$474  & \$475 ;
-  assign \$477  = ! group[15:14];
-  assign \$478  = ~ upper[7];
-  assign \$479  = \$477  & \$478 ;
-  assign \$480  = \$476  | \$479 ;
-  assign \$481  = \$473  | \$480 ;
-  assign \$482  = ! group[17:16];
-  assign \$483  = ~ upper[8];
-  assign \$484  = \$482  & \$483 ;
-  assign \$485  = ! group[19:18];
-  assign \$486  = ~ upper[9];
-  assign \$487  = \$485  & \$486 ;
-  assign \$488  = \$484  | \$487 ;
-  assign \$489  = ! group[21:20];
-  assign \$490  = ~ upper[10];
-  assign \$491  = \$489  & \$490 ;
-  assign \$492  = ! group[23:22];
-  assign \$493  = ~ upper[11];
-  assign \$494  = \$492  & \$493 ;
-  assign \$495  = \$491  | \$494 ;
-  assign \$496  = \$488  | \$495 ;
-  assign \$497  = ! group[25:24];
-  assign \$498  = ~ upper[12];
-  assign \$499  = \$497  & \$498 ;
-  assign \$500  = ! group[27:26];
-  assign \$501  = ~ upper[13];
-  assign \$502  = \$500  & \$501 ;
-  assign \$503  = \$499  | \$502 ;
-  assign \$504  = ! group[29:28];
-  assign \$505  = ~ upper[14];
+  assign \$473  = ! group[15:14];
+  assign \$474  = ~ upper[7];
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = ~ \$475 ;
+  assign \$477  = \$476  | first_lt3;
+  assign \$478  = \$472  & \$477 ;
+  assign \$479  = \$478  ? x[111:96] : x[127:112];
+  assign \$480  = \$469  < \$479 ;
+  assign \$481  = \$459  | \$480 ;
+  assign \$482  = \$451  & \$481 ;
+  assign \$483  = ! group[9:8];
+  assign \$484  = ~ upper[4];
+  assign \$485  = \$483  & \$484 ;
+  assign \$486  = ! group[11:10];
+  assign \$487  = ~ upper[5];
+  assign \$488  = \$486  & \$487 ;
+  assign \$489  = ~ \$488 ;
+  assign \$490  = \$489  | first_lt2;
+  assign \$491  = \$485  & \$490 ;
+  assign \$492  = \$491  ? x[79:64] : x[95:80];
+  assign \$493  = ! group[13:12];
+  assign \$494  = ~ upper[6];
+  assign \$495  = \$493  & \$494 ;
+  assign \$496  = ! group[15:14];
+  assign \$497  = ~ upper[7];
+  assign \$498  = \$496  & \$497 ;
+  assign \$499  = ~ \$498 ;
+  assign \$500  = \$499  | first_lt3;
+  assign \$501  = \$495  & \$500 ;
+  assign \$502  = \$501  ? x[111:96] : x[127:112];
+  assign \$503  = \$482  ? \$492  : \$502 ;
+  assign \$504  = ! group[17:16];
+  assign \$505  = ~ upper[8];
   assign \$506  = \$504  & \$505 ;
-  assign \$507  = ! group[31:30];
-  assign \$508  = ~ upper[15];
+  assign \$507  = ! group[19:18];
+  assign \$508  = ~ upper[9];
   assign \$509  = \$507  & \$508 ;
   assign \$510  = \$506  | \$509 ;
-  assign \$511  = \$503  | \$510 ;
-  assign \$512  = ! group[1:0];
-  assign \$513  = \$512  & upper[0];
-  assign \$514  = ! group[3:2];
-  assign \$515  = \$514  & upper[1];
-  assign \$516  = \$513  | \$515 ;
-  assign \$517  = ! group[5:4];
-  assign \$518  = \$517  & upper[2];
-  assign \$519  = ! group[7:6];
-  assign \$520  = \$519  & upper[3];
-  assign \$521  = \$518  | \$520 ;
-  assign \$522  = ~ \$521 ;
-  assign \$523  = ! group[1:0];
-  assign \$524  = \$523  & upper[0];
-  assign \$525  = ! group[3:2];
-  assign \$526  = \$525  & upper[1];
-  assign \$527  = ~ \$526 ;
-  assign \$528  = ~ first_lt0;
-  assign \$529  = \$527  | \$528 ;
-  assign \$530  = \$524  & \$529 ;
-  assign \$531  = \$530  ? x[15:0] : x[31:16];
-  assign \$532  = ! group[5:4];
-  assign \$533  = \$532  & upper[2];
-  assign \$534  = ! group[7:6];
-  assign \$535  = \$534  & upper[3];
-  assign \$536  = ~ \$535 ;
-  assign \$537  = ~ first_lt1;
-  assign \$538  = \$536  | \$537 ;
-  assign \$539  = \$533  & \$538 ;
-  assign \$540  = \$539  ? x[47:32] : x[63:48];
-  assign \$541  = \$531  > \$540 ;
-  assign \$542  = \$522  | \$541 ;
-  assign \$543  = \$516  & \$542 ;
-  assign \$544  = ! group[1:0];
-  assign \$545  = \$544  & upper[0];
-  assign \$546  = ! group[3:2];
-  assign \$547  = \$546  & upper[1];
+  assign \$511  = ! group[21:20];
+  assign \$512  = ~ upper[10];
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = ! group[23:22];
+  assign \$515  = ~ upper[11];
+  assign \$516  = \$514  & \$515 ;
+  assign \$517  = \$513  | \$516 ;
+  assign \$518  = ~ \$517 ;
+  assign \$519  = ! group[17:16];
+  assign \$520  = ~ upper[8];
+  assign \$521  = \$519  & \$520 ;
+  assign \$522  = ! group[19:18];
+  assign \$523  = ~ upper[9];
+  assign \$524  = \$522  & \$523 ;
+  assign \$525  = ~ \$524 ;
+  assign \$526  = \$525  | first_lt4;
+  assign \$527  = \$521  & \$526 ;
+  assign \$528  = \$527  ? x[143:128] : x[159:144];
+  assign \$529  = ! group[21:20];
+  assign \$530  = ~ upper[10];
+  assign \$531  = \$529  & \$530 ;
+  assign \$532  = ! group[23:22];
+  assign \$533  = ~ upper[11];
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = ~ \$534 ;
+  assign \$536  = \$535  | first_lt5;
+  assign \$537  = \$531  & \$536 ;
+  assign \$538  = \$537  ? x[175:160] : x[191:176];
+  assign \$539  = \$528  < \$538 ;
+  assign \$540  = \$518  | \$539 ;
+  assign \$541  = \$510  & \$540 ;
+  assign \$542  = ! group[17:16];
+  assign \$543  = ~ upper[8];
+  assign \$544  = \$542  & \$543 ;
+  assign \$545  = ! group[19:18];
+  assign \$546  = ~ upper[9];
+  assign \$547  = \$545  & \$546 ;
   assign \$548  = ~ \$547 ;
-  assign \$549  = ~ first_lt0;
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = \$545  & \$550 ;
-  assign \$552  = \$551  ? x[15:0] : x[31:16];
-  assign \$553  = ! group[5:4];
-  assign \$554  = \$553  & upper[2];
-  assign \$555  = ! group[7:6];
-  assign \$556  = \$555  & upper[3];
-  assign \$557  = ~ \$556 ;
-  assign \$558  = ~ first_lt1;
-  assign \$559  = \$557  | \$558 ;
+  assign \$549  = \$548  | first_lt4;
+  assign \$550  = \$544  & \$549 ;
+  assign \$551  = \$550  ? x[143:128] : x[159:144];
+  assign \$552  = ! group[21:20];
+  assign \$553  = ~ upper[10];
+  assign \$554  = \$552  & \$553 ;
+  assign \$555  = ! group[23:22];
+  assign \$556  = ~ upper[11];
+  assign \$557  = \$555  & \$556 ;
+  assign \$558  = ~ \$557 ;
+  assign \$559  = \$558  | first_lt5;
   assign \$560  = \$554  & \$559 ;
-  assign \$561  = \$560  ? x[47:32] : x[63:48];
-  assign \$562  = \$543  ? \$552  : \$561 ;
-  assign \$563  = ! group[9:8];
-  assign \$564  = \$563  & upper[4];
-  assign \$565  = ! group[11:10];
-  assign \$566  = \$565  & upper[5];
-  assign \$567  = \$564  | \$566 ;
-  assign \$568  = ! group[13:12];
-  assign \$569  = \$568  & upper[6];
-  assign \$570  = ! group[15:14];
-  assign \$571  = \$570  & upper[7];
-  assign \$572  = \$569  | \$571 ;
-  assign \$573  = ~ \$572 ;
-  assign \$574  = ! group[9:8];
-  assign \$575  = \$574  & upper[4];
-  assign \$576  = ! group[11:10];
-  assign \$577  = \$576  & upper[5];
-  assign \$578  = ~ \$577 ;
-  assign \$579  = ~ first_lt2;
-  assign \$580  = \$578  | \$579 ;
-  assign \$581  = \$575  & \$580 ;
-  assign \$582  = \$581  ? x[79:64] : x[95:80];
-  assign \$583  = ! group[13:12];
-  assign \$584  = \$583  & upper[6];
-  assign \$585  = ! group[15:14];
-  assign \$586  = \$585  & upper[7];
-  assign \$587  = ~ \$586 ;
-  assign \$588  = ~ first_lt3;
-  assign \$589  = \$587  | \$588 ;
-  assign \$590  = \$584  & \$589 ;
-  assign \$591  = \$590  ? x[111:96] : x[127:112];
-  assign \$592  = \$582  > \$591 ;
-  assign \$593  = \$573  | \$592 ;
-  assign \$594  = \$567  & \$593 ;
-  assign \$595  = ! group[9:8];
-  assign \$596  = \$595  & upper[4];
-  assign \$597  = ! group[11:10];
-  assign \$598  = \$597  & upper[5];
-  assign \$599  = ~ \$598 ;
-  assign \$600  = ~ first_lt2;
-  assign \$601  = \$599  | \$600 ;
-  assign \$602  = \$596  & \$601 ;
-  assign \$603  = \$602  ? x[79:64] : x[95:80];
-  assign \$604  = ! group[13:12];
-  assign \$605  = \$604  & upper[6];
-  assign \$606  = ! group[15:14];
-  assign \$607  = \$606  & upper[7];
-  assign \$608  = ~ \$607 ;
-  assign \$609  = ~ first_lt3;
-  assign \$610  = \$608  | \$609 ;
-  assign \$611  = \$605  & \$610 ;
-  assign \$612  = \$611  ? x[111:96] : x[127:112];
-  assign \$613  = \$594  ? \$603  : \$612 ;
-  assign \$614  = ! group[17:16];
-  assign \$615  = \$614  & upper[8];
-  assign \$616  = ! group[19:18];
-  assign \$617  = \$616  & upper[9];
-  assign \$618  = \$615  | \$617 ;
-  assign \$619  = ! group[21:20];
-  assign \$620  = \$619  & upper[10];
-  assign \$621  = ! group[23:22];
-  assign \$622  = \$621  & upper[11];
-  assign \$623  = \$620  | \$622 ;
-  assign \$624  = ~ \$623 ;
-  assign \$625  = ! group[17:16];
-  assign \$626  = \$625  & upper[8];
-  assign \$627  = ! group[19:18];
-  assign \$628  = \$627  & upper[9];
-  assign \$629  = ~ \$628 ;
-  assign \$630  = ~ first_lt4;
-  assign \$631  = \$629  | \$630 ;
-  assign \$632  = \$626  & \$631 ;
-  assign \$633  = \$632  ? x[143:128] : x[159:144];
-  assign \$634  = ! group[21:20];
-  assign \$635  = \$634  & upper[10];
-  assign \$636  = ! group[23:22];
-  assign \$637  = \$636  & upper[11];
-  assign \$638  = ~ \$637 ;
-  assign \$639  = ~ first_lt5;
-  assign \$640  = \$638  | \$639 ;
-  assign \$641  = \$635  & \$640 ;
-  assign \$642  = \$641  ? x[175:160] : x[191:176];
-  assign \$643  = \$633  > \$642 ;
-  assign \$644  = \$624  | \$643 ;
-  assign \$645  = \$618  & \$644 ;
-  assign \$646  = ! group[17:16];
-  assign \$647  = \$646  & upper[8];
-  assign \$648  = ! group[19:18];
-  assign \$649  = \$648  & upper[9];
-  assign \$650  = ~ \$649 ;
-  assign \$651  = ~ first_lt4;
-  assign \$652  = \$650  | \$651 ;
-  assign \$653  = \$647  & \$652 ;
-  assign \$654  = \$653  ? x[143:128] : x[159:144];
-  assign \$655  = ! group[21:20];
-  assign \$656  = \$655  & upper[10];
-  assign \$657  = ! group[23:22];
-  assign \$658  = \$657  & upper[11];
-  assign \$659  = ~ \$658 ;
-  assign \$660  = ~ first_lt5;
-  assign \$661  = \$659  | \$660 ;
-  assign \$662  = \$656  & \$661 ;
-  assign \$663  = \$662  ? x[175:160] : x[191:176];
-  assign \$664  = \$645  ? \$654  : \$663 ;
-  assign \$665  = ! group[25:24];
-  assign \$666  = \$665  & upper[12];
-  assign \$667  = ! group[27:26];
-  assign \$668  = \$667  & upper[13];
-  assign \$669  = \$666  | \$668 ;
-  assign \$670  = ! group[29:28];
-  assign \$671  = \$670  & upper[14];
-  assign \$672  = ! group[31:30];
-  assign \$673  = \$672  & upper[15];
-  assign \$674  = \$671  | \$673 ;
-  assign \$675  = ~ \$674 ;
-  assign \$676  = ! group[25:24];
-  assign \$677  = \$676  & upper[12];
-  assign \$678  = ! group[27:26];
-  assign \$679  = \$678  & upper[13];
-  assign \$680  = ~ \$679 ;
-  assign \$681  = ~ first_lt6;
-  assign \$682  = \$680  | \$681 ;
-  assign \$683  = \$677  & \$682 ;
-  assign \$684  = \$683  ? x[207:192] : x[223:208];
-  assign \$685  = ! group[29:28];
-  assign \$686  = \$685  & upper[14];
-  assign \$687  = ! group[31:30];
-  assign \$688  = \$687  & upper[15];
-  assign \$689  = ~ \$688 ;
-  assign \$690  = ~ first_lt7;
-  assign \$691  = \$689  | \$690 ;
-  assign \$692  = \$686  & \$691 ;
-  assign \$693  = \$692  ? x[239:224] : x[255:240];
-  assign \$694  = \$684  > \$693 ;
-  assign \$695  = \$675  | \$694 ;
-  assign \$696  = \$669  & \$695 ;
-  assign \$697  = ! group[25:24];
-  assign \$698  = \$697  & upper[12];
-  assign \$699  = ! group[27:26];
-  assign \$700  = \$699  & upper[13];
-  assign \$701  = ~ \$700 ;
-  assign \$702  = ~ first_lt6;
-  assign \$703  = \$701  | \$702 ;
-  assign \$704  = \$698  & \$703 ;
-  assign \$705  = \$704  ? x[207:192] : x[223:208];
-  assign \$706  = ! group[29:28];
-  assign \$707  = \$706  & upper[14];
-  assign \$708  = ! group[31:30];
-  assign \$709  = \$708  & upper[15];
-  assign \$710  = ~ \$709 ;
-  assign \$711  = ~ first_lt7;
-  assign \$712  = \$710  | \$711 ;
-  assign \$713  = \$707  & \$712 ;
-  assign \$714  = \$713  ? x[239:224] : x[255:240];
-  assign \$715  = \$696  ? \$705  : \$714 ;
-  assign \$716  = ! group[1:0];
-  assign \$717  = \$716  & upper[0];
-  assign \$718  = ! group[3:2];
-  assign \$719  = \$718  & upper[1];
-  assign \$720  = \$717  | \$719 ;
-  assign \$721  = ! group[5:4];
-  assign \$722  = \$721  & upper[2];
-  assign \$723  = ! group[7:6];
-  assign \$724  = \$723  & upper[3];
-  assign \$725  = \$722  | \$724 ;
-  assign \$726  = \$720  | \$725 ;
-  assign \$727  = ! group[9:8];
-  assign \$728  = \$727  & upper[4];
-  assign \$729  = ! group[11:10];
-  assign \$730  = \$729  & upper[5];
-  assign \$731  = \$728  | \$730 ;
-  assign \$732  = ! group[13:12];
-  assign \$733  = \$732  & upper[6];
-  assign \$734  = ! group[15:14];
-  assign \$735  = \$734  & upper[7];
-  assign \$736  = \$733  | \$735 ;
-  assign \$737  = \$731  | \$736 ;
-  assign \$738  = ! group[17:16];
-  assign \$739  = \$738  & upper[8];
-  assign \$740  = ! group[19:18];
-  assign \$741  = \$740  & upper[9];
+  assign \$561  = \$560  ? x[175:160] : x[191:176];
+  assign \$562  = \$541  ? \$551  : \$561 ;
+  assign \$563  = ! group[25:24];
+  assign \$564  = ~ upper[12];
+  assign \$565  = \$563  & \$564 ;
+  assign \$566  = ! group[27:26];
+  assign \$567  = ~ upper[13];
+  assign \$568  = \$566  & \$567 ;
+  assign \$569  = \$565  | \$568 ;
+  assign \$570  = ! group[29:28];
+  assign \$571  = ~ upper[14];
+  assign \$572  = \$570  & \$571 ;
+  assign \$573  = ! group[31:30];
+  assign \$574  = ~ upper[15];
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = \$572  | \$575 ;
+  assign \$577  = ~ \$576 ;
+  assign \$578  = ! group[25:24];
+  assign \$579  = ~ upper[12];
+  assign \$580  = \$578  & \$579 ;
+  assign \$581  = ! group[27:26];
+  assign \$582  = ~ upper[13];
+  assign \$583  = \$581  & \$582 ;
+  assign \$584  = ~ \$583 ;
+  assign \$585  = \$584  | first_lt6;
+  assign \$586  = \$580  & \$585 ;
+  assign \$587  = \$586  ? x[207:192] : x[223:208];
+  assign \$588  = ! group[29:28];
+  assign \$589  = ~ upper[14];
+  assign \$590  = \$588  & \$589 ;
+  assign \$591  = ! group[31:30];
+  assign \$592  = ~ upper[15];
+  assign \$593  = \$591  & \$592 ;
+  assign \$594  = ~ \$593 ;
+  assign \$595  = \$594  | first_lt7;
+  assign \$596  = \$590  & \$595 ;
+  assign \$597  = \$596  ? x[239:224] : x[255:240];
+  assign \$598  = \$587  < \$597 ;
+  assign \$599  = \$577  | \$598 ;
+  assign \$600  = \$569  & \$599 ;
+  assign \$601  = ! group[25:24];
+  assign \$602  = ~ upper[12];
+  assign \$603  = \$601  & \$602 ;
+  assign \$604  = ! group[27:26];
+  assign \$605  = ~ upper[13];
+  assign \$606  = \$604  & \$605 ;
+  assign \$607  = ~ \$606 ;
+  assign \$608  = \$607  | first_lt6;
+  assign \$609  = \$603  & \$608 ;
+  assign \$610  = \$609  ? x[207:192] : x[223:208];
+  assign \$611  = ! group[29:28];
+  assign \$612  = ~ upper[14];
+  assign \$613  = \$611  & \$612 ;
+  assign \$614  = ! group[31:30];
+  assign \$615  = ~ upper[15];
+  assign \$616  = \$614  & \$615 ;
+  assign \$617  = ~ \$616 ;
+  assign \$618  = \$617  | first_lt7;
+  assign \$619  = \$613  & \$618 ;
+  assign \$620  = \$619  ? x[239:224] : x[255:240];
+  assign \$621  = \$600  ? \$610  : \$620 ;
+  assign \$622  = ! group[1:0];
+  assign \$623  = ~ upper[0];
+  assign \$624  = \$622  & \$623 ;
+  assign \$625  = ! group[3:2];
+  assign \$626  = ~ upper[1];
+  assign \$627  = \$625  & \$626 ;
+  assign \$628  = \$624  | \$627 ;
+  assign \$629  = ! group[5:4];
+  assign \$630  = ~ upper[2];
+  assign \$631  = \$629  & \$630 ;
+  assign \$632  = ! group[7:6];
+  assign \$633  = ~ upper[3];
+  assign \$634  = \$632  & \$633 ;
+  assign \$635  = \$631  | \$634 ;
+  assign \$636  = \$628  | \$635 ;
+  assign \$637  = ! group[9:8];
+  assign \$638  = ~ upper[4];
+  assign \$639  = \$637  & \$638 ;
+  assign \$640  = ! group[11:10];
+  assign \$641  = ~ upper[5];
+  assign \$642  = \$640  & \$641 ;
+  assign \$643  = \$639  | \$642 ;
+  assign \$644  = ! group[13:12];
+  assign \$645  = ~ upper[6];
+  assign \$646  = \$644  & \$645 ;
+  assign \$647  = ! group[15:14];
+  assign \$648  = ~ upper[7];
+  assign \$649  = \$647  & \$648 ;
+  assign \$650  = \$646  | \$649 ;
+  assign \$651  = \$643  | \$650 ;
+  assign \$652  = ! group[17:16];
+  assign \$653  = ~ upper[8];
+  assign \$654  = \$652  & \$653 ;
+  assign \$655  = ! group[19:18];
+  assign \$656  = ~ upper[9];
+  assign \$657  = \$655  & \$656 ;
+  assign \$658  = \$654  | \$657 ;
+  assign \$659  = ! group[21:20];
+  assign \$660  = ~ upper[10];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = ! group[23:22];
+  assign \$663  = ~ upper[11];
+  assign \$664  = \$662  & \$663 ;
+  assign \$665  = \$661  | \$664 ;
+  assign \$666  = \$658  | \$665 ;
+  assign \$667  = ! group[25:24];
+  assign \$668  = ~ upper[12];
+  assign \$669  = \$667  & \$668 ;
+  assign \$670  = ! group[27:26];
+  assign \$671  = ~ upper[13];
+  assign \$672  = \$670  & \$671 ;
+  assign \$673  = \$669  | \$672 ;
+  assign \$674  = ! group[29:28];
+  assign \$675  = ~ upper[14];
+  assign \$676  = \$674  & \$675 ;
+  assign \$677  = ! group[31:30];
+  assign \$678  = ~ upper[15];
+  assign \$679  = \$677  & \$678 ;
+  assign \$680  = \$676  | \$679 ;
+  assign \$681  = \$673  | \$680 ;
+  assign \$682  = ! group[1:0];
+  assign \$683  = \$682  & upper[0];
+  assign \$684  = ! group[3:2];
+  assign \$685  = \$684  & upper[1];
+  assign \$686  = \$683  | \$685 ;
+  assign \$687  = ! group[5:4];
+  assign \$688  = \$687  & upper[2];
+  assign \$689  = ! group[7:6];
+  assign \$690  = \$689  & upper[3];
+  assign \$691  = \$688  | \$690 ;
+  assign \$692  = ~ \$691 ;
+  assign \$693  = ! group[1:0];
+  assign \$694  = \$693  & upper[0];
+  assign \$695  = ! group[3:2];
+  assign \$696  = \$695  & upper[1];
+  assign \$697  = ~ \$696 ;
+  assign \$698  = ~ first_lt0;
+  assign \$699  = \$697  | \$698 ;
+  assign \$700  = \$694  & \$699 ;
+  assign \$701  = \$700  ? x[15:0] : x[31:16];
+  assign \$702  = ! group[5:4];
+  assign \$703  = \$702  & upper[2];
+  assign \$704  = ! group[7:6];
+  assign \$705  = \$704  & upper[3];
+  assign \$706  = ~ \$705 ;
+  assign \$707  = ~ first_lt1;
+  assign \$708  = \$706  | \$707 ;
+  assign \$709  = \$703  & \$708 ;
+  assign \$710  = \$709  ? x[47:32] : x[63:48];
+  assign \$711  = \$701  > \$710 ;
+  assign \$712  = \$692  | \$711 ;
+  assign \$713  = \$686  & \$712 ;
+  assign \$714  = ! group[1:0];
+  assign \$715  = \$714  & upper[0];
+  assign \$716  = ! group[3:2];
+  assign \$717  = \$716  & upper[1];
+  assign \$718  = ~ \$717 ;
+  assign \$719  = ~ first_lt0;
+  assign \$720  = \$718  | \$719 ;
+  assign \$721  = \$715  & \$720 ;
+  assign \$722  = \$721  ? x[15:0] : x[31:16];
+  assign \$723  = ! group[5:4];
+  assign \$724  = \$723  & upper[2];
+  assign \$725  = ! group[7:6];
+  assign \$726  = \$725  & upper[3];
+  assign \$727  = ~ \$726 ;
+  assign \$728  = ~ first_lt1;
+  assign \$729  = \$727  | \$728 ;
+  assign \$730  = \$724  & \$729 ;
+  assign \$731  = \$730  ? x[47:32] : x[63:48];
+  assign \$732  = \$713  ? \$722  : \$731 ;
+  assign \$733  = ! group[9:8];
+  assign \$734  = \$733  & upper[4];
+  assign \$735  = ! group[11:10];
+  assign \$736  = \$735  & upper[5];
+  assign \$737  = \$734  | \$736 ;
+  assign \$738  = ! group[13:12];
+  assign \$739  = \$738  & upper[6];
+  assign \$740  = ! group[15:14];
+  assign \$741  = \$740  & upper[7];
   assign \$742  = \$739  | \$741 ;
-  assign \$743  = ! group[21:20];
-  assign \$744  = \$743  & upper[10];
-  assign \$745  = ! group[23:22];
-  assign \$746  = \$745  & upper[11];
-  assign \$747  = \$744  | \$746 ;
-  assign \$748  = \$742  | \$747 ;
-  assign \$749  = ! group[25:24];
-  assign \$750  = \$749  & upper[12];
-  assign \$751  = ! group[27:26];
-  assign \$752  = \$751  & upper[13];
-  assign \$753  = \$750  | \$752 ;
-  assign \$754  = ! group[29:28];
-  assign \$755  = \$754  & upper[14];
-  assign \$756  = ! group[31:30];
-  assign \$757  = \$756  & upper[15];
-  assign \$758  = \$755  | \$757 ;
-  assign \$759  = \$753  | \$758 ;
-  assign \$760  = first_lt0 ? x[15:0] : x[31:16];
-  assign \$761  = first_lt1 ? x[47:32] : x[63:48];
-  assign \$762  = \$760  < \$761 ;
-  assign \$763  = first_lt0 ? x[15:0] : x[31:16];
-  assign \$764  = first_lt1 ? x[47:32] : x[63:48];
-  assign \$765  = \$762  ? \$763  : \$764 ;
-  assign \$766  = first_lt2 ? x[79:64] : x[95:80];
-  assign \$767  = first_lt3 ? x[111:96] : x[127:112];
-  assign \$768  = \$766  < \$767 ;
-  assign \$769  = first_lt2 ? x[79:64] : x[95:80];
-  assign \$770  = first_lt3 ? x[111:96] : x[127:112];
-  assign \$771  = \$768  ? \$769  : \$770 ;
-  assign \$772  = first_lt4 ? x[143:128] : x[159:144];
-  assign \$773  = first_lt5 ? x[175:160] : x[191:176];
-  assign \$774  = \$772  < \$773 ;
-  assign \$775  = first_lt4 ? x[143:128] : x[159:144];
-  assign \$776  = first_lt5 ? x[175:160] : x[191:176];
-  assign \$777  = \$774  ? \$775  : \$776 ;
-  assign \$778  = first_lt6 ? x[207:192] : x[223:208];
-  assign \$779  = first_lt7 ? x[239:224] : x[255:240];
-  assign \$780  = \$778  < \$779 ;
-  assign \$781  = first_lt6 ? x[207:192] : x[223:208];
-  assign \$782  = first_lt7 ? x[239:224] : x[255:240];
-  assign \$783  = \$780  ? \$781  : \$782 ;
-  assign \$784  = group[1:0] == 2'h2;
-  assign \$785  = ~ upper[0];
-  assign \$786  = \$784  & \$785 ;
-  assign \$787  = group[3:2] == 2'h2;
-  assign \$788  = ~ upper[1];
-  assign \$789  = \$787  & \$788 ;
-  assign \$790  = \$786  | \$789 ;
-  assign \$791  = group[5:4] == 2'h2;
-  assign \$792  = ~ upper[2];
-  assign \$793  = \$791  & \$792 ;
-  assign \$794  = group[7:6] == 2'h2;
-  assign \$795  = ~ upper[3];
-  assign \$796  = \$794  & \$795 ;
-  assign \$797  = \$793  | \$796 ;
-  assign \$798  = \$790  | \$797 ;
-  assign \$799  = group[9:8] == 2'h2;
-  assign \$800  = ~ upper[4];
-  assign \$801  = \$799  & \$800 ;
-  assign \$802  = group[11:10] == 2'h2;
-  assign \$803  = ~ upper[5];
-  assign \$804  = \$802  & \$803 ;
-  assign \$805  = \$801  | \$804 ;
-  assign \$806  = group[13:12] == 2'h2;
-  assign \$807  = ~ upper[6];
-  assign \$808  = \$806  & \$807 ;
-  assign \$809  = group[15:14] == 2'h2;
-  assign \$810  = ~ upper[7];
-  assign \$811  = \$809  & \$810 ;
-  assign \$812  = \$808  | \$811 ;
-  assign \$813  = \$805  | \$812 ;
-  assign \$814  = group[17:16] == 2'h2;
-  assign \$815  = ~ upper[8];
-  assign \$816  = \$814  & \$815 ;
-  assign \$817  = group[19:18] == 2'h2;
-  assign \$818  = ~ upper[9];
-  assign \$819  = \$817  & \$818 ;
-  assign \$820  = \$816  | \$819 ;
-  assign \$821  = group[21:20] == 2'h2;
-  assign \$822  = ~ upper[10];
-  assign \$823  = \$821  & \$822 ;
-  assign \$824  = group[23:22] == 2'h2;
-  assign \$825  = ~ upper[11];
-  assign \$826  = \$824  & \$825 ;
-  assign \$827  = \$823  | \$826 ;
-  assign \$828  = \$820  | \$827 ;
-  assign \$829  = group[25:24] == 2'h2;
-  assign \$830  = ~ upper[12];
-  assign \$831  = \$829  & \$830 ;
-  assign \$832  = group[27:26] == 2'h2;
-  assign \$833  = ~ upper[13];
-  assign \$834  = \$832  & \$833 ;
-  assign \$835  = \$831  | \$834 ;
-  assign \$836  = group[29:28] == 2'h2;
-  assign \$837  = ~ upper[14];
-  assign \$838  = \$836  & \$837 ;
-  assign \$839  = group[31:30] == 2'h2;
-  assign \$840  = ~ upper[15];
-  assign \$841  = \$839  & \$840 ;
-  assign \$842  = \$838  | \$841 ;
-  assign \$843  = \$835  | \$842 ;
-  assign \$844  = ~ first_lt0;
-  assign \$845  = first_lt0 ? x[31:16] : x[15:0];
-  assign \$846  = ~ first_lt1;
-  assign \$847  = first_lt1 ? x[63:48] : x[47:32];
-  assign \$848  = \$845  > \$847 ;
-  assign \$849  = ~ first_lt0;
-  assign \$850  = first_lt0 ? x[31:16] : x[15:0];
-  assign \$851  = ~ first_lt1;
-  assign \$852  = first_lt1 ? x[63:48] : x[47:32];
-  assign \$853  = \$848  ? \$850  : \$852 ;
-  assign \$854  = ~ first_lt2;
-  assign \$855  = first_lt2 ? x[95:80] : x[79:64];
-  assign \$856  = ~ first_lt3;
-  assign \$857  = first_lt3 ? x[127:112] : x[111:96];
-  assign \$858  = \$855  > \$857 ;
-  assign \$859  = ~ first_lt2;
-  assign \$860  = first_lt2 ? x[95:80] : x[79:64];
-  assign \$861  = ~ first_lt3;
-  assign \$862  = first_lt3 ? x[127:112] : x[111:96];
-  assign \$863  = \$858  ? \$860  : \$862 ;
-  assign \$864  = ~ first_lt4;
-  assign \$865  = first_lt4 ? x[159:144] : x[143:128];
-  assign \$866  = ~ first_lt5;
-  assign \$867  = first_lt5 ? x[191:176] : x[175:160];
-  assign \$868  = \$865  > \$867 ;
-  assign \$869  = ~ first_lt4;
-  assign \$870  = first_lt4 ? x[159:144] : x[143:128];
-  assign \$871  = ~ first_lt5;
-  assign \$872  = first_lt5 ? x[191:176] : x[175:160];
-  assign \$873  = \$868  ? \$870  : \$872 ;
-  assign \$874  = ~ first_lt6;
-  assign \$875  = first_lt6 ? x[223:208] : x[207:192];
-  assign \$876  = ~ first_lt7;
-  assign \$877  = first_lt7 ? x[255:240] : x[239:224];
-  assign \$878  = \$875  > \$877 ;
-  assign \$879  = ~ first_lt6;
-  assign \$880  = first_lt6 ? x[223:208] : x[207:192];
+  assign \$743  = ~ \$742 ;
+  assign \$744  = ! group[9:8];
+  assign \$745  = \$744  & upper[4];
+  assign \$746  = ! group[11:10];
+  assign \$747  = \$746  & upper[5];
+  assign \$748  = ~ \$747 ;
+  assign \$749  = ~ first_lt2;
+  assign \$750  = \$748  | \$749 ;
+  assign \$751  = \$745  & \$750 ;
+  assign \$752  = \$751  ? x[79:64] : x[95:80];
+  assign \$753  = ! group[13:12];
+  assign \$754  = \$753  & upper[6];
+  assign \$755  = ! group[15:14];
+  assign \$756  = \$755  & upper[7];
+  assign \$757  = ~ \$756 ;
+  assign \$758  = ~ first_lt3;
+  assign \$759  = \$757  | \$758 ;
+  assign \$760  = \$754  & \$759 ;
+  assign \$761  = \$760  ? x[111:96] : x[127:112];
+  assign \$762  = \$752  > \$761 ;
+  assign \$763  = \$743  | \$762 ;
+  assign \$764  = \$737  & \$763 ;
+  assign \$765  = ! group[9:8];
+  assign \$766  = \$765  & upper[4];
+  assign \$767  = ! group[11:10];
+  assign \$768  = \$767  & upper[5];
+  assign \$769  = ~ \$768 ;
+  assign \$770  = ~ first_lt2;
+  assign \$771  = \$769  | \$770 ;
+  assign \$772  = \$766  & \$771 ;
+  assign \$773  = \$772  ? x[79:64] : x[95:80];
+  assign \$774  = ! group[13:12];
+  assign \$775  = \$774  & upper[6];
+  assign \$776  = ! group[15:14];
+  assign \$777  = \$776  & upper[7];
+  assign \$778  = ~ \$777 ;
+  assign \$779  = ~ first_lt3;
+  assign \$780  = \$778  | \$779 ;
+  assign \$781  = \$775  & \$780 ;
+  assign \$782  = \$781  ? x[111:96] : x[127:112];
+  assign \$783  = \$764  ? \$773  : \$782 ;
+  assign \$784  = ! group[17:16];
+  assign \$785  = \$784  & upper[8];
+  assign \$786  = ! group[19:18];
+  assign \$787  = \$786  & upper[9];
+  assign \$788  = \$785  | \$787 ;
+  assign \$789  = ! group[21:20];
+  assign \$790  = \$789  & upper[10];
+  assign \$791  = ! group[23:22];
+  assign \$792  = \$791  & upper[11];
+  assign \$793  = \$790  | \$792 ;
+  assign \$794  = ~ \$793 ;
+  assign \$795  = ! group[17:16];
+  assign \$796  = \$795  & upper[8];
+  assign \$797  = ! group[19:18];
+  assign \$798  = \$797  & upper[9];
+  assign \$799  = ~ \$798 ;
+  assign \$800  = ~ first_lt4;
+  assign \$801  = \$799  | \$800 ;
+  assign \$802  = \$796  & \$801 ;
+  assign \$803  = \$802  ? x[143:128] : x[159:144];
+  assign \$804  = ! group[21:20];
+  assign \$805  = \$804  & upper[10];
+  assign \$806  = ! group[23:22];
+  assign \$807  = \$806  & upper[11];
+  assign \$808  = ~ \$807 ;
+  assign \$809  = ~ first_lt5;
+  assign \$810  = \$808  | \$809 ;
+  assign \$811  = \$805  & \$810 ;
+  assign \$812  = \$811  ? x[175:160] : x[191:176];
+  assign \$813  = \$803  > \$812 ;
+  assign \$814  = \$794  | \$813 ;
+  assign \$815  = \$788  & \$814 ;
+  assign \$816  = ! group[17:16];
+  assign \$817  = \$816  & upper[8];
+  assign \$818  = ! group[19:18];
+  assign \$819  = \$818  & upper[9];
+  assign \$820  = ~ \$819 ;
+  assign \$821  = ~ first_lt4;
+  assign \$822  = \$820  | \$821 ;
+  assign \$823  = \$817  & \$822 ;
+  assign \$824  = \$823  ? x[143:128] : x[159:144];
+  assign \$825  = ! group[21:20];
+  assign \$826  = \$825  & upper[10];
+  assign \$827  = ! group[23:22];
+  assign \$828  = \$827  & upper[11];
+  assign \$829  = ~ \$828 ;
+  assign \$830  = ~ first_lt5;
+  assign \$831  = \$829  | \$830 ;
+  assign \$832  = \$826  & \$831 ;
+  assign \$833  = \$832  ? x[175:160] : x[191:176];
+  assign \$834  = \$815  ? \$824  : \$833 ;
+  assign \$835  = ! group[25:24];
+  assign \$836  = \$835  & upper[12];
+  assign \$837  = ! group[27:26];
+  assign \$838  = \$837  & upper[13];
+  assign \$839  = \$836  | \$838 ;
+  assign \$840  = ! group[29:28];
+  assign \$841  = \$840  & upper[14];
+  assign \$842  = ! group[31:30];
+  assign \$843  = \$842  & upper[15];
+  assign \$844  = \$841  | \$843 ;
+  assign \$845  = ~ \$844 ;
+  assign \$846  = ! group[25:24];
+  assign \$847  = \$846  & upper[12];
+  assign \$848  = ! group[27:26];
+  assign \$849  = \$848  & upper[13];
+  assign \$850  = ~ \$849 ;
+  assign \$851  = ~ first_lt6;
+  assign \$852  = \$850  | \$851 ;
+  assign \$853  = \$847  & \$852 ;
+  assign \$854  = \$853  ? x[207:192] : x[223:208];
+  assign \$855  = ! group[29:28];
+  assign \$856  = \$855  & upper[14];
+  assign \$857  = ! group[31:30];
+  assign \$858  = \$857  & upper[15];
+  assign \$859  = ~ \$858 ;
+  assign \$860  = ~ first_lt7;
+  assign \$861  = \$859  | \$860 ;
+  assign \$862  = \$856  & \$861 ;
+  assign \$863  = \$862  ? x[239:224] : x[255:240];
+  assign \$864  = \$854  > \$863 ;
+  assign \$865  = \$845  | \$864 ;
+  assign \$866  = \$839  & \$865 ;
+  assign \$867  = ! group[25:24];
+  assign \$868  = \$867  & upper[12];
+  assign \$869  = ! group[27:26];
+  assign \$870  = \$869  & upper[13];
+  assign \$871  = ~ \$870 ;
+  assign \$872  = ~ first_lt6;
+  assign \$873  = \$871  | \$872 ;
+  assign \$874  = \$868  & \$873 ;
+  assign \$875  = \$874  ? x[207:192] : x[223:208];
+  assign \$876  = ! group[29:28];
+  assign \$877  = \$876  & upper[14];
+  assign \$878  = ! group[31:30];
+  assign \$879  = \$878  & upper[15];
+  assign \$880  = ~ \$879 ;
   assign \$881  = ~ first_lt7;
-  assign \$882  = first_lt7 ? x[255:240] : x[239:224];
-  assign \$883  = \$878  ? \$880  : \$882 ;
-  assign \$884  = group[1:0] == 2'h2;
-  assign \$885  = \$884  & upper[0];
-  assign \$886  = group[3:2] == 2'h2;
-  assign \$887  = \$886  & upper[1];
-  assign \$888  = \$885  | \$887 ;
-  assign \$889  = group[5:4] == 2'h2;
-  assign \$890  = \$889  & upper[2];
-  assign \$891  = group[7:6] == 2'h2;
-  assign \$892  = \$891  & upper[3];
-  assign \$893  = \$890  | \$892 ;
-  assign \$894  = \$888  | \$893 ;
-  assign \$895  = group[9:8] == 2'h2;
-  assign \$896  = \$895  & upper[4];
-  assign \$897  = group[11:10] == 2'h2;
-  assign \$898  = \$897  & upper[5];
-  assign \$899  = \$896  | \$898 ;
-  assign \$900  = group[13:12] == 2'h2;
-  assign \$901  = \$900  & upper[6];
-  assign \$902  = group[15:14] == 2'h2;
-  assign \$903  = \$902  & upper[7];
-  assign \$904  = \$901  | \$903 ;
-  assign \$905  = \$899  | \$904 ;
-  assign \$906  = group[17:16] == 2'h2;
-  assign \$907  = \$906  & upper[8];
-  assign \$908  = group[19:18] == 2'h2;
-  assign \$909  = \$908  & upper[9];
-  assign \$910  = \$907  | \$909 ;
-  assign \$911  = group[21:20] == 2'h2;
-  assign \$912  = \$911  & upper[10];
-  assign \$913  = group[23:22] == 2'h2;
-  assign \$914  = \$913  & upper[11];
-  assign \$915  = \$912  | \$914 ;
-  assign \$916  = \$910  | \$915 ;
-  assign \$917  = group[25:24] == 2'h2;
-  assign \$918  = \$917  & upper[12];
-  assign \$919  = group[27:26] == 2'h2;
-  assign \$920  = \$919  & upper[13];
-  assign \$921  = \$918  | \$920 ;
-  assign \$922  = group[29:28] == 2'h2;
-  assign \$923  = \$922  & upper[14];
-  assign \$924  = group[31:30] == 2'h2;
-  assign \$925  = \$924  & upper[15];
-  assign \$926  = \$923  | \$925 ;
-  assign \$927  = \$921  | \$926 ;
-  assign \$928  = group[1:0] == 1'h1;
-  assign \$929  = group[3:2] == 1'h1;
-  assign \$930  = \$928  | \$929 ;
-  assign \$931  = group[5:4] == 1'h1;
-  assign \$932  = group[7:6] == 1'h1;
-  assign \$933  = \$931  | \$932 ;
-  assign \$934  = ~ \$933 ;
-  assign \$935  = group[1:0] == 1'h1;
-  assign \$936  = group[3:2] == 1'h1;
-  assign \$937  = ~ \$936 ;
-  assign \$938  = \$937  | first_lt0;
-  assign \$939  = \$935  & \$938 ;
-  assign \$940  = \$939  ? x[15:0] : x[31:16];
-  assign \$941  = group[5:4] == 1'h1;
-  assign \$942  = group[7:6] == 1'h1;
-  assign \$943  = ~ \$942 ;
-  assign \$944  = \$943  | first_lt1;
-  assign \$945  = \$941  & \$944 ;
-  assign \$946  = \$945  ? x[47:32] : x[63:48];
-  assign \$947  = \$940  < \$946 ;
-  assign \$948  = \$934  | \$947 ;
-  assign \$949  = \$930  & \$948 ;
-  assign \$950  = group[1:0] == 1'h1;
-  assign \$951  = group[3:2] == 1'h1;
-  assign \$952  = ~ \$951 ;
-  assign \$953  = \$952  | first_lt0;
-  assign \$954  = \$950  & \$953 ;
-  assign \$955  = \$954  ? x[15:0] : x[31:16];
-  assign \$956  = group[5:4] == 1'h1;
-  assign \$957  = group[7:6] == 1'h1;
-  assign \$958  = ~ \$957 ;
-  assign \$959  = \$958  | first_lt1;
-  assign \$960  = \$956  & \$959 ;
-  assign \$961  = \$960  ? x[47:32] : x[63:48];
-  assign \$962  = \$949  ? \$955  : \$961 ;
-  assign \$963  = group[9:8] == 1'h1;
-  assign \$964  = group[11:10] == 1'h1;
-  assign \$965  = \$963  | \$964 ;
-  assign \$966  = group[13:12] == 1'h1;
-  assign \$967  = group[15:14] == 1'h1;
-  assign \$968  = \$966  | \$967 ;
-  assign \$969  = ~ \$968 ;
-  assign \$970  = group[9:8] == 1'h1;
-  assign \$971  = group[11:10] == 1'h1;
-  assign \$972  = ~ \$971 ;
-  assign \$973  = \$972  | first_lt2;
-  assign \$974  = \$970  & \$973 ;
-  assign \$975  = \$974  ? x[79:64] : x[95:80];
-  assign \$976  = group[13:12] == 1'h1;
-  assign \$977  = group[15:14] == 1'h1;
-  assign \$978  = ~ \$977 ;
-  assign \$979  = \$978  | first_lt3;
-  assign \$980  = \$976  & \$979 ;
-  assign \$981  = \$980  ? x[111:96] : x[127:112];
-  assign \$982  = \$975  < \$981 ;
-  assign \$983  = \$969  | \$982 ;
-  assign \$984  = \$965  & \$983 ;
-  assign \$985  = group[9:8] == 1'h1;
-  assign \$986  = group[11:10] == 1'h1;
-  assign \$987  = ~ \$986 ;
-  assign \$988  = \$987  | first_lt2;
-  assign \$989  = \$985  & \$988 ;
-  assign \$990  = \$989  ? x[79:64] : x[95:80];
-  assign \$991  = group[13:12] == 1'h1;
-  assign \$992  = group[15:14] == 1'h1;
-  assign \$993  = ~ \$992 ;
-  assign \$994  = \$993  | first_lt3;
-  assign \$995  = \$991  & \$994 ;
-  assign \$996  = \$995  ? x[111:96] : x[127:112];
-  assign \$997  = \$984  ? \$990  : \$996 ;
-  assign \$998  = group[17:16] == 1'h1;
-  assign \$999  = group[19:18] == 1'h1;
-  assign \$1000  = \$998  | \$999 ;
-  assign \$1001  = group[21:20] == 1'h1;
-  assign \$1002  = group[23:22] == 1'h1;
-  assign \$1003  = \$1001  | \$1002 ;
-  assign \$1004  = ~ \$1003 ;
-  assign \$1005  = group[17:16] == 1'h1;
-  assign \$1006  = group[19:18] == 1'h1;
-  assign \$1007  = ~ \$1006 ;
-  assign \$1008  = \$1007  | first_lt4;
-  assign \$1009  = \$1005  & \$1008 ;
-  assign \$1010  = \$1009  ? x[143:128] : x[159:144];
-  assign \$1011  = group[21:20] == 1'h1;
-  assign \$1012  = group[23:22] == 1'h1;
-  assign \$1013  = ~ \$1012 ;
-  assign \$1014  = \$1013  | first_lt5;
-  assign \$1015  = \$1011  & \$1014 ;
-  assign \$1016  = \$1015  ? x[175:160] : x[191:176];
-  assign \$1017  = \$1010  < \$1016 ;
-  assign \$1018  = \$1004  | \$1017 ;
-  assign \$1019  = \$1000  & \$1018 ;
-  assign \$1020  = group[17:16] == 1'h1;
-  assign \$1021  = group[19:18] == 1'h1;
-  assign \$1022  = ~ \$1021 ;
-  assign \$1023  = \$1022  | first_lt4;
-  assign \$1024  = \$1020  & \$1023 ;
-  assign \$1025  = \$1024  ? x[143:128] : x[159:144];
-  assign \$1026  = group[21:20] == 1'h1;
-  assign \$1027  = group[23:22] == 1'h1;
-  assign \$1028  = ~ \$1027 ;
-  assign \$1029  = \$1028  | first_lt5;
-  assign \$1030  = \$1026  & \$1029 ;
-  assign \$1031  = \$1030  ? x[175:160] : x[191:176];
-  assign \$1032  = \$1019  ? \$1025  : \$1031 ;
-  assign \$1033  = group[25:24] == 1'h1;
-  assign \$1034  = group[27:26] == 1'h1;
-  assign \$1035  = \$1033  | \$1034 ;
-  assign \$1036  = group[29:28] == 1'h1;
-  assign \$1037  = group[31:30] == 1'h1;
-  assign \$1038  = \$1036  | \$1037 ;
-  assign \$1039  = ~ \$1038 ;
-  assign \$1040  = group[25:24] == 1'h1;
-  assign \$1041  = group[27:26] == 1'h1;
-  assign \$1042  = ~ \$1041 ;
-  assign \$1043  = \$1042  | first_lt6;
-  assign \$1044  = \$1040  & \$1043 ;
-  assign \$1045  = \$1044  ? x[207:192] : x[223:208];
-  assign \$1046  = group[29:28] == 1'h1;
-  assign \$1047  = group[31:30] == 1'h1;
-  assign \$1048  = ~ \$1047 ;
-  assign \$1049  = \$1048  | first_lt7;
-  assign \$1050  = \$1046  & \$1049 ;
-  assign \$1051  = \$1050  ? x[239:224] : x[255:240];
-  assign \$1052  = \$1045  < \$1051 ;
-  assign \$1053  = \$1039  | \$1052 ;
-  assign \$1054  = \$1035  & \$1053 ;
-  assign \$1055  = group[25:24] == 1'h1;
-  assign \$1056  = group[27:26] == 1'h1;
-  assign \$1057  = ~ \$1056 ;
-  assign \$1058  = \$1057  | first_lt6;
-  assign \$1059  = \$1055  & \$1058 ;
-  assign \$1060  = \$1059  ? x[207:192] : x[223:208];
-  assign \$1061  = group[29:28] == 1'h1;
-  assign \$1062  = group[31:30] == 1'h1;
-  assign \$1063  = ~ \$1062 ;
-  assign \$1064  = \$1063  | first_lt7;
-  assign \$1065  = \$1061  & \$1064 ;
-  assign \$1066  = \$1065  ? x[239:224] : x[255:240];
-  assign \$1067  = \$1054  ? \$1060  : \$1066 ;
-  assign \$1068  = group[1:0] == 1'h1;
-  assign \$1069  = group[3:2] == 1'h1;
-  assign \$1070  = \$1068  | \$1069 ;
-  assign \$1071  = group[5:4] == 1'h1;
-  assign \$1072  = group[7:6] == 1'h1;
-  assign \$1073  = \$1071  | \$1072 ;
-  assign \$1074  = \$1070  | \$1073 ;
-  assign \$1075  = group[9:8] == 1'h1;
-  assign \$1076  = group[11:10] == 1'h1;
-  assign \$1077  = \$1075  | \$1076 ;
-  assign \$1078  = group[13:12] == 1'h1;
-  assign \$1079  = group[15:14] == 1'h1;
-  assign \$1080  = \$1078  | \$1079 ;
-  assign \$1081  = \$1077  | \$1080 ;
-  assign \$1082  = group[17:16] == 1'h1;
-  assign \$1083  = group[19:18] == 1'h1;
-  assign \$1084  = \$1082  | \$1083 ;
-  assign \$1085  = group[21:20] == 1'h1;
-  assign \$1086  = group[23:22] == 1'h1;
-  assign \$1087  = \$1085  | \$1086 ;
-  assign \$1088  = \$1084  | \$1087 ;
-  assign \$1089  = group[25:24] == 1'h1;
-  assign \$1090  = group[27:26] == 1'h1;
-  assign \$1091  = \$1089  | \$1090 ;
-  assign \$1092  = group[29:28] == 1'h1;
-  assign \$1093  = group[31:30] == 1'h1;
-  assign \$1094  = \$1092  | \$1093 ;
-  assign \$1095  = \$1091  | \$1094 ;
-  assign \$1096  = group[1:0] == 1'h1;
-  assign \$1097  = group[3:2] == 1'h1;
-  assign \$1098  = \$1096  | \$1097 ;
-  assign \$1099  = group[5:4] == 1'h1;
-  assign \$1100  = group[7:6] == 1'h1;
-  assign \$1101  = \$1099  | \$1100 ;
-  assign \$1102  = ~ \$1101 ;
-  assign \$1103  = group[1:0] == 1'h1;
-  assign \$1104  = group[3:2] == 1'h1;
-  assign \$1105  = ~ \$1104 ;
-  assign \$1106  = ~ first_lt0;
-  assign \$1107  = \$1105  | \$1106 ;
-  assign \$1108  = \$1103  & \$1107 ;
-  assign \$1109  = \$1108  ? x[15:0] : x[31:16];
-  assign \$1110  = group[5:4] == 1'h1;
-  assign \$1111  = group[7:6] == 1'h1;
-  assign \$1112  = ~ \$1111 ;
-  assign \$1113  = ~ first_lt1;
-  assign \$1114  = \$1112  | \$1113 ;
-  assign \$1115  = \$1110  & \$1114 ;
+  assign \$882  = \$880  | \$881 ;
+  assign \$883  = \$877  & \$882 ;
+  assign \$884  = \$883  ? x[239:224] : x[255:240];
+  assign \$885  = \$866  ? \$875  : \$884 ;
+  assign \$886  = ! group[1:0];
+  assign \$887  = \$886  & upper[0];
+  assign \$888  = ! group[3:2];
+  assign \$889  = \$888  & upper[1];
+  assign \$890  = \$887  | \$889 ;
+  assign \$891  = ! group[5:4];
+  assign \$892  = \$891  & upper[2];
+  assign \$893  = ! group[7:6];
+  assign \$894  = \$893  & upper[3];
+  assign \$895  = \$892  | \$894 ;
+  assign \$896  = \$890  | \$895 ;
+  assign \$897  = ! group[9:8];
+  assign \$898  = \$897  & upper[4];
+  assign \$899  = ! group[11:10];
+  assign \$900  = \$899  & upper[5];
+  assign \$901  = \$898  | \$900 ;
+  assign \$902  = ! group[13:12];
+  assign \$903  = \$902  & upper[6];
+  assign \$904  = ! group[15:14];
+  assign \$905  = \$904  & upper[7];
+  assign \$906  = \$903  | \$905 ;
+  assign \$907  = \$901  | \$906 ;
+  assign \$908  = ! group[17:16];
+  assign \$909  = \$908  & upper[8];
+  assign \$910  = ! group[19:18];
+  assign \$911  = \$910  & upper[9];
+  assign \$912  = \$909  | \$911 ;
+  assign \$913  = ! group[21:20];
+  assign \$914  = \$913  & upper[10];
+  assign \$915  = ! group[23:22];
+  assign \$916  = \$915  & upper[11];
+  assign \$917  = \$914  | \$916 ;
+  assign \$918  = \$912  | \$917 ;
+  assign \$919  = ! group[25:24];
+  assign \$920  = \$919  & upper[12];
+  assign \$921  = ! group[27:26];
+  assign \$922  = \$921  & upper[13];
+  assign \$923  = \$920  | \$922 ;
+  assign \$924  = ! group[29:28];
+  assign \$925  = \$924  & upper[14];
+  assign \$926  = ! group[31:30];
+  assign \$927  = \$926  & upper[15];
+  assign \$928  = \$925  | \$927 ;
+  assign \$929  = \$923  | \$928 ;
+  assign \$930  = first_lt0 ? x[15:0] : x[31:16];
+  assign \$931  = first_lt1 ? x[47:32] : x[63:48];
+  assign \$932  = \$930  < \$931 ;
+  assign \$933  = first_lt0 ? x[15:0] : x[31:16];
+  assign \$934  = first_lt1 ? x[47:32] : x[63:48];
+  assign \$935  = \$932  ? \$933  : \$934 ;
+  assign \$936  = first_lt2 ? x[79:64] : x[95:80];
+  assign \$937  = first_lt3 ? x[111:96] : x[127:112];
+  assign \$938  = \$936  < \$937 ;
+  assign \$939  = first_lt2 ? x[79:64] : x[95:80];
+  assign \$940  = first_lt3 ? x[111:96] : x[127:112];
+  assign \$941  = \$938  ? \$939  : \$940 ;
+  assign \$942  = first_lt4 ? x[143:128] : x[159:144];
+  assign \$943  = first_lt5 ? x[175:160] : x[191:176];
+  assign \$944  = \$942  < \$943 ;
+  assign \$945  = first_lt4 ? x[143:128] : x[159:144];
+  assign \$946  = first_lt5 ? x[175:160] : x[191:176];
+  assign \$947  = \$944  ? \$945  : \$946 ;
+  assign \$948  = first_lt6 ? x[207:192] : x[223:208];
+  assign \$949  = first_lt7 ? x[239:224] : x[255:240];
+  assign \$950  = \$948  < \$949 ;
+  assign \$951  = first_lt6 ? x[207:192] : x[223:208];
+  assign \$952  = first_lt7 ? x[239:224] : x[255:240];
+  assign \$953  = \$950  ? \$951  : \$952 ;
+  assign \$954  = group[1:0] == 2'h2;
+  assign \$955  = ~ upper[0];
+  assign \$956  = \$954  & \$955 ;
+  assign \$957  = group[3:2] == 2'h2;
+  assign \$958  = ~ upper[1];
+  assign \$959  = \$957  & \$958 ;
+  assign \$960  = \$956  | \$959 ;
+  assign \$961  = group[5:4] == 2'h2;
+  assign \$962  = ~ upper[2];
+  assign \$963  = \$961  & \$962 ;
+  assign \$964  = group[7:6] == 2'h2;
+  assign \$965  = ~ upper[3];
+  assign \$966  = \$964  & \$965 ;
+  assign \$967  = \$963  | \$966 ;
+  assign \$968  = \$960  | \$967 ;
+  assign \$969  = group[9:8] == 2'h2;
+  assign \$970  = ~ upper[4];
+  assign \$971  = \$969  & \$970 ;
+  assign \$972  = group[11:10] == 2'h2;
+  assign \$973  = ~ upper[5];
+  assign \$974  = \$972  & \$973 ;
+  assign \$975  = \$971  | \$974 ;
+  assign \$976  = group[13:12] == 2'h2;
+  assign \$977  = ~ upper[6];
+  assign \$978  = \$976  & \$977 ;
+  assign \$979  = group[15:14] == 2'h2;
+  assign \$980  = ~ upper[7];
+  assign \$981  = \$979  & \$980 ;
+  assign \$982  = \$978  | \$981 ;
+  assign \$983  = \$975  | \$982 ;
+  assign \$984  = group[17:16] == 2'h2;
+  assign \$985  = ~ upper[8];
+  assign \$986  = \$984  & \$985 ;
+  assign \$987  = group[19:18] == 2'h2;
+  assign \$988  = ~ upper[9];
+  assign \$989  = \$987  & \$988 ;
+  assign \$990  = \$986  | \$989 ;
+  assign \$991  = group[21:20] == 2'h2;
+  assign \$992  = ~ upper[10];
+  assign \$993  = \$991  & \$992 ;
+  assign \$994  = group[23:22] == 2'h2;
+  assign \$995  = ~ upper[11];
+  assign \$996  = \$994  & \$995 ;
+  assign \$997  = \$993  | \$996 ;
+  assign \$998  = \$990  | \$997 ;
+  assign \$999  = group[25:24] == 2'h2;
+  assign \$1000  = ~ upper[12];
+  assign \$1001  = \$999  & \$1000 ;
+  assign \$1002  = group[27:26] == 2'h2;
+  assign \$1003  = ~ upper[13];
+  assign \$1004  = \$1002  & \$1003 ;
+  assign \$1005  = \$1001  | \$1004 ;
+  assign \$1006  = group[29:28] == 2'h2;
+  assign \$1007  = ~ upper[14];
+  assign \$1008  = \$1006  & \$1007 ;
+  assign \$1009  = group[31:30] == 2'h2;
+  assign \$1010  = ~ upper[15];
+  assign \$1011  = \$1009  & \$1010 ;
+  assign \$1012  = \$1008  | \$1011 ;
+  assign \$1013  = \$1005  | \$1012 ;
+  assign \$1014  = ~ first_lt0;
+  assign \$1015  = first_lt0 ? x[31:16] : x[15:0];
+  assign \$1016  = ~ first_lt1;
+  assign \$1017  = first_lt1 ? x[63:48] : x[47:32];
+  assign \$1018  = \$1015  > \$1017 ;
+  assign \$1019  = ~ first_lt0;
+  assign \$1020  = first_lt0 ? x[31:16] : x[15:0];
+  assign \$1021  = ~ first_lt1;
+  assign \$1022  = first_lt1 ? x[63:48] : x[47:32];
+  assign \$1023  = \$1018  ? \$1020  : \$1022 ;
+  assign \$1024  = ~ first_lt2;
+  assign \$1025  = first_lt2 ? x[95:80] : x[79:64];
+  assign \$1026  = ~ first_lt3;
+  assign \$1027  = first_lt3 ? x[127:112] : x[111:96];
+  assign \$1028  = \$1025  > \$1027 ;
+  assign \$1029  = ~ first_lt2;
+  assign \$1030  = first_lt2 ? x[95:80] : x[79:64];
+  assign \$1031  = ~ first_lt3;
+  assign \$1032  = first_lt3 ? x[127:112] : x[111:96];
+  assign \$1033  = \$1028  ? \$1030  : \$1032 ;
+  assign \$1034  = ~ first_lt4;
+  assign \$1035  = first_lt4 ? x[159:144] : x[143:128];
+  assign \$1036  = ~ first_lt5;
+  assign \$1037  = first_lt5 ? x[191:176] : x[175:160];
+  assign \$1038  = \$1035  > \$1037 ;
+  assign \$1039  = ~ first_lt4;
+  assign \$1040  = first_lt4 ? x[159:144] : x[143:128];
+  assign \$1041  = ~ first_lt5;
+  assign \$1042  = first_lt5 ? x[191:176] : x[175:160];
+  assign \$1043  = \$1038  ? \$1040  : \$1042 ;
+  assign \$1044  = ~ first_lt6;
+  assign \$1045  = first_lt6 ? x[223:208] : x[207:192];
+  assign \$1046  = ~ first_lt7;
+  assign \$1047  = first_lt7 ? x[255:240] : x[239:224];
+  assign \$1048  = \$1045  > \$1047 ;
+  assign \$1049  = ~ first_lt6;
+  assign \$1050  = first_lt6 ? x[223:208] : x[207:192];
+  assign \$1051  = ~ first_lt7;
+  assign \$1052  = first_lt7 ? x[255:240] : x[239:224];
+  assign \$1053  = \$1048  ? \$1050  : \$1052 ;
+  assign \$1054  = group[1:0] == 2'h2;
+  assign \$1055  = \$1054  & upper[0];
+  assign \$1056  = group[3:2] == 2'h2;
+  assign \$1057  = \$1056  & upper[1];
+  assign \$1058  = \$1055  | \$1057 ;
+  assign \$1059  = group[5:4] == 2'h2;
+  assign \$1060  = \$1059  & upper[2];
+  assign \$1061  = group[7:6] == 2'h2;
+  assign \$1062  = \$1061  & upper[3];
+  assign \$1063  = \$1060  | \$1062 ;
+  assign \$1064  = \$1058  | \$1063 ;
+  assign \$1065  = group[9:8] == 2'h2;
+  assign \$1066  = \$1065  & upper[4];
+  assign \$1067  = group[11:10] == 2'h2;
+  assign \$1068  = \$1067  & upper[5];
+  assign \$1069  = \$1066  | \$1068 ;
+  assign \$1070  = group[13:12] == 2'h2;
+  assign \$1071  = \$1070  & upper[6];
+  assign \$1072  = group[15:14] == 2'h2;
+  assign \$1073  = \$1072  & upper[7];
+  assign \$1074  = \$1071  | \$1073 ;
+  assign \$1075  = \$1069  | \$1074 ;
+  assign \$1076  = group[17:16] == 2'h2;
+  assign \$1077  = \$1076  & upper[8];
+  assign \$1078  = group[19:18] == 2'h2;
+  assign \$1079  = \$1078  & upper[9];
+  assign \$1080  = \$1077  | \$1079 ;
+  assign \$1081  = group[21:20] == 2'h2;
+  assign \$1082  = \$1081  & upper[10];
+  assign \$1083  = group[23:22] == 2'h2;
+  assign \$1084  = \$1083  & upper[11];
+  assign \$1085  = \$1082  | \$1084 ;
+  assign \$1086  = \$1080  | \$1085 ;
+  assign \$1087  = group[25:24] == 2'h2;
+  assign \$1088  = \$1087  & upper[12];
+  assign \$1089  = group[27:26] == 2'h2;
+  assign \$1090  = \$1089  & upper[13];
+  assign \$1091  = \$1088  | \$1090 ;
+  assign \$1092  = group[29:28] == 2'h2;
+  assign \$1093  = \$1092  & upper[14];
+  assign \$1094  = group[31:30] == 2'h2;
+  assign \$1095  = \$1094  & upper[15];
+  assign \$1096  = \$1093  | \$1095 ;
+  assign \$1097  = \$1091  | \$1096 ;
+  assign \$1098  = group[1:0] == 1'h1;
+  assign \$1099  = group[3:2] == 1'h1;
+  assign \$1100  = \$1098  | \$1099 ;
+  assign \$1101  = group[5:4] == 1'h1;
+  assign \$1102  = group[7:6] == 1'h1;
+  assign \$1103  = \$1101  | \$1102 ;
+  assign \$1104  = ~ \$1103 ;
+  assign \$1105  = group[1:0] == 1'h1;
+  assign \$1106  = group[3:2] == 1'h1;
+  assign \$1107  = ~ \$1106 ;
+  assign \$1108  = \$1107  | first_lt0;
+  assign \$1109  = \$1105  & \$1108 ;
+  assign \$1110  = \$1109  ? x[15:0] : x[31:16];
+  assign \$1111  = group[5:4] == 1'h1;
+  assign \$1112  = group[7:6] == 1'h1;
+  assign \$1113  = ~ \$1112 ;
+  assign \$1114  = \$1113  | first_lt1;
+  assign \$1115  = \$1111  & \$1114 ;
   assign \$1116  = \$1115  ? x[47:32] : x[63:48];
-  assign \$1117  = \$1109  > \$1116 ;
-  assign \$1118  = \$1102  | \$1117 ;
-  assign \$1119  = \$1098  & \$1118 ;
+  assign \$1117  = \$1110  < \$1116 ;
+  assign \$1118  = \$1104  | \$1117 ;
+  assign \$1119  = \$1100  & \$1118 ;
   assign \$1120  = group[1:0] == 1'h1;
   assign \$1121  = group[3:2] == 1'h1;
   assign \$1122  = ~ \$1121 ;
-  assign \$1123  = ~ first_lt0;
-  assign \$1124  = \$1122  | \$1123 ;
-  assign \$1125  = \$1120  & \$1124 ;
-  assign \$1126  = \$1125  ? x[15:0] : x[31:16];
-  assign \$1127  = group[5:4] == 1'h1;
-  assign \$1128  = group[7:6] == 1'h1;
-  assign \$1129  = ~ \$1128 ;
-  assign \$1130  = ~ first_lt1;
-  assign \$1131  = \$1129  | \$1130 ;
-  assign \$1132  = \$1127  & \$1131 ;
-  assign \$1133  = \$1132  ? x[47:32] : x[63:48];
-  assign \$1134  = \$1119  ? \$1126  : \$1133 ;
-  assign \$1135  = group[9:8] == 1'h1;
-  assign \$1136  = group[11:10] == 1'h1;
-  assign \$1137  = \$1135  | \$1136 ;
-  assign \$1138  = group[13:12] == 1'h1;
-  assign \$1139  = group[15:14] == 1'h1;
-  assign \$1140  = \$1138  | \$1139 ;
-  assign \$1141  = ~ \$1140 ;
-  assign \$1142  = group[9:8] == 1'h1;
-  assign \$1143  = group[11:10] == 1'h1;
-  assign \$1144  = ~ \$1143 ;
-  assign \$1145  = ~ first_lt2;
-  assign \$1146  = \$1144  | \$1145 ;
-  assign \$1147  = \$1142  & \$1146 ;
-  assign \$1148  = \$1147  ? x[79:64] : x[95:80];
-  assign \$1149  = group[13:12] == 1'h1;
-  assign \$1150  = group[15:14] == 1'h1;
-  assign \$1151  = ~ \$1150 ;
-  assign \$1152  = ~ first_lt3;
-  assign \$1153  = \$1151  | \$1152 ;
-  assign \$1154  = \$1149  & \$1153 ;
-  assign \$1155  = \$1154  ? x[111:96] : x[127:112];
-  assign \$1156  = \$1148  > \$1155 ;
-  assign \$1157  = \$1141  | \$1156 ;
-  assign \$1158  = \$1137  & \$1157 ;
-  assign \$1159  = group[9:8] == 1'h1;
-  assign \$1160  = group[11:10] == 1'h1;
-  assign \$1161  = ~ \$1160 ;
-  assign \$1162  = ~ first_lt2;
-  assign \$1163  = \$1161  | \$1162 ;
-  assign \$1164  = \$1159  & \$1163 ;
-  assign \$1165  = \$1164  ? x[79:64] : x[95:80];
-  assign \$1166  = group[13:12] == 1'h1;
-  assign \$1167  = group[15:14] == 1'h1;
-  assign \$1168  = ~ \$1167 ;
-  assign \$1169  = ~ first_lt3;
+  assign \$1123  = \$1122  | first_lt0;
+  assign \$1124  = \$1120  & \$1123 ;
+  assign \$1125  = \$1124  ? x[15:0] : x[31:16];
+  assign \$1126  = group[5:4] == 1'h1;
+  assign \$1127  = group[7:6] == 1'h1;
+  assign \$1128  = ~ \$1127 ;
+  assign \$1129  = \$1128  | first_lt1;
+  assign \$1130  = \$1126  & \$1129 ;
+  assign \$1131  = \$1130  ? x[47:32] : x[63:48];
+  assign \$1132  = \$1119  ? \$1125  : \$1131 ;
+  assign \$1133  = group[9:8] == 1'h1;
+  assign \$1134  = group[11:10] == 1'h1;
+  assign \$1135  = \$1133  | \$1134 ;
+  assign \$1136  = group[13:12] == 1'h1;
+  assign \$1137  = group[15:14] == 1'h1;
+  assign \$1138  = \$1136  | \$1137 ;
+  assign \$1139  = ~ \$1138 ;
+  assign \$1140  = group[9:8] == 1'h1;
+  assign \$1141  = group[11:10] == 1'h1;
+  assign \$1142  = ~ \$1141 ;
+  assign \$1143  = \$1142  | first_lt2;
+  assign \$1144  = \$1140  & \$1143 ;
+  assign \$1145  = \$1144  ? x[79:64] : x[95:80];
+  assign \$1146  = group[13:12] == 1'h1;
+  assign \$1147  = group[15:14] == 1'h1;
+  assign \$1148  = ~ \$1147 ;
+  assign \$1149  = \$1148  | first_lt3;
+  assign \$1150  = \$1146  & \$1149 ;
+  assign \$1151  = \$1150  ? x[111:96] : x[127:112];
+  assign \$1152  = \$1145  < \$1151 ;
+  assign \$1153  = \$1139  | \$1152 ;
+  assign \$1154  = \$1135  & \$1153 ;
+  assign \$1155  = group[9:8] == 1'h1;
+  assign \$1156  = group[11:10] == 1'h1;
+  assign \$1157  = ~ \$1156 ;
+  assign \$1158  = \$1157  | first_lt2;
+  assign \$1159  = \$1155  & \$1158 ;
+  assign \$1160  = \$1159  ? x[79:64] : x[95:80];
+  assign \$1161  = group[13:12] == 1'h1;
+  assign \$1162  = group[15:14] == 1'h1;
+  assign \$1163  = ~ \$1162 ;
+  assign \$1164  = \$1163  | first_lt3;
+  assign \$1165  = \$1161  & \$1164 ;
+  assign \$1166  = \$1165  ? x[111:96] : x[127:112];
+  assign \$1167  = \$1154  ? \$1160  : \$1166 ;
+  assign \$1168  = group[17:16] == 1'h1;
+  assign \$1169  = group[19:18] == 1'h1;
   assign \$1170  = \$1168  | \$1169 ;
-  assign \$1171  = \$1166  & \$1170 ;
-  assign \$1172  = \$1171  ? x[111:96] : x[127:112];
-  assign \$1173  = \$1158  ? \$1165  : \$1172 ;
-  assign \$1174  = group[17:16] == 1'h1;
-  assign \$1175  = group[19:18] == 1'h1;
-  assign \$1176  = \$1174  | \$1175 ;
-  assign \$1177  = group[21:20] == 1'h1;
-  assign \$1178  = group[23:22] == 1'h1;
-  assign \$1179  = \$1177  | \$1178 ;
-  assign \$1180  = ~ \$1179 ;
-  assign \$1181  = group[17:16] == 1'h1;
-  assign \$1182  = group[19:18] == 1'h1;
+  assign \$1171  = group[21:20] == 1'h1;
+  assign \$1172  = group[23:22] == 1'h1;
+  assign \$1173  = \$1171  | \$1172 ;
+  assign \$1174  = ~ \$1173 ;
+  assign \$1175  = group[17:16] == 1'h1;
+  assign \$1176  = group[19:18] == 1'h1;
+  assign \$1177  = ~ \$1176 ;
+  assign \$1178  = \$1177  | first_lt4;
+  assign \$1179  = \$1175  & \$1178 ;
+  assign \$1180  = \$1179  ? x[143:128] : x[159:144];
+  assign \$1181  = group[21:20] == 1'h1;
+  assign \$1182  = group[23:22] == 1'h1;
   assign \$1183  = ~ \$1182 ;
-  assign \$1184  = ~ first_lt4;
-  assign \$1185  = \$1183  | \$1184 ;
-  assign \$1186  = \$1181  & \$1185 ;
-  assign \$1187  = \$1186  ? x[143:128] : x[159:144];
-  assign \$1188  = group[21:20] == 1'h1;
-  assign \$1189  = group[23:22] == 1'h1;
-  assign \$1190  = ~ \$1189 ;
-  assign \$1191  = ~ first_lt5;
-  assign \$1192  = \$1190  | \$1191 ;
-  assign \$1193  = \$1188  & \$1192 ;
-  assign \$1194  = \$1193  ? x[175:160] : x[191:176];
-  assign \$1195  = \$1187  > \$1194 ;
-  assign \$1196  = \$1180  | \$1195 ;
-  assign \$1197  = \$1176  & \$1196 ;
-  assign \$1198  = group[17:16] == 1'h1;
-  assign \$1199  = group[19:18] == 1'h1;
-  assign \$1200  = ~ \$1199 ;
-  assign \$1201  = ~ first_lt4;
-  assign \$1202  = \$1200  | \$1201 ;
-  assign \$1203  = \$1198  & \$1202 ;
-  assign \$1204  = \$1203  ? x[143:128] : x[159:144];
-  assign \$1205  = group[21:20] == 1'h1;
-  assign \$1206  = group[23:22] == 1'h1;
-  assign \$1207  = ~ \$1206 ;
-  assign \$1208  = ~ first_lt5;
-  assign \$1209  = \$1207  | \$1208 ;
-  assign \$1210  = \$1205  & \$1209 ;
-  assign \$1211  = \$1210  ? x[175:160] : x[191:176];
-  assign \$1212  = \$1197  ? \$1204  : \$1211 ;
-  assign \$1213  = group[25:24] == 1'h1;
-  assign \$1214  = group[27:26] == 1'h1;
-  assign \$1215  = \$1213  | \$1214 ;
+  assign \$1184  = \$1183  | first_lt5;
+  assign \$1185  = \$1181  & \$1184 ;
+  assign \$1186  = \$1185  ? x[175:160] : x[191:176];
+  assign \$1187  = \$1180  < \$1186 ;
+  assign \$1188  = \$1174  | \$1187 ;
+  assign \$1189  = \$1170  & \$1188 ;
+  assign \$1190  = group[17:16] == 1'h1;
+  assign \$1191  = group[19:18] == 1'h1;
+  assign \$1192  = ~ \$1191 ;
+  assign \$1193  = \$1192  | first_lt4;
+  assign \$1194  = \$1190  & \$1193 ;
+  assign \$1195  = \$1194  ? x[143:128] : x[159:144];
+  assign \$1196  = group[21:20] == 1'h1;
+  assign \$1197  = group[23:22] == 1'h1;
+  assign \$1198  = ~ \$1197 ;
+  assign \$1199  = \$1198  | first_lt5;
+  assign \$1200  = \$1196  & \$1199 ;
+  assign \$1201  = \$1200  ? x[175:160] : x[191:176];
+  assign \$1202  = \$1189  ? \$1195  : \$1201 ;
+  assign \$1203  = group[25:24] == 1'h1;
+  assign \$1204  = group[27:26] == 1'h1;
+  assign \$1205  = \$1203  | \$1204 ;
+  assign \$1206  = group[29:28] == 1'h1;
+  assign \$1207  = group[31:30] == 1'h1;
+  assign \$1208  = \$1206  | \$1207 ;
+  assign \$1209  = ~ \$1208 ;
+  assign \$1210  = group[25:24] == 1'h1;
+  assign \$1211  = group[27:26] == 1'h1;
+  assign \$1212  = ~ \$1211 ;
+  assign \$1213  = \$1212  | first_lt6;
+  assign \$1214  = \$1210  & \$1213 ;
+  assign \$1215  = \$1214  ? x[207:192] : x[223:208];
   assign \$1216  = group[29:28] == 1'h1;
   assign \$1217  = group[31:30] == 1'h1;
-  assign \$1218  = \$1216  | \$1217 ;
-  assign \$1219  = ~ \$1218 ;
-  assign \$1220  = group[25:24] == 1'h1;
-  assign \$1221  = group[27:26] == 1'h1;
-  assign \$1222  = ~ \$1221 ;
-  assign \$1223  = ~ first_lt6;
-  assign \$1224  = \$1222  | \$1223 ;
-  assign \$1225  = \$1220  & \$1224 ;
-  assign \$1226  = \$1225  ? x[207:192] : x[223:208];
-  assign \$1227  = group[29:28] == 1'h1;
-  assign \$1228  = group[31:30] == 1'h1;
-  assign \$1229  = ~ \$1228 ;
-  assign \$1230  = ~ first_lt7;
-  assign \$1231  = \$1229  | \$1230 ;
-  assign \$1232  = \$1227  & \$1231 ;
-  assign \$1233  = \$1232  ? x[239:224] : x[255:240];
-  assign \$1234  = \$1226  > \$1233 ;
-  assign \$1235  = \$1219  | \$1234 ;
-  assign \$1236  = \$1215  & \$1235 ;
-  assign \$1237  = group[25:24] == 1'h1;
-  assign \$1238  = group[27:26] == 1'h1;
-  assign \$1239  = ~ \$1238 ;
-  assign \$1240  = ~ first_lt6;
-  assign \$1241  = \$1239  | \$1240 ;
-  assign \$1242  = \$1237  & \$1241 ;
-  assign \$1243  = \$1242  ? x[207:192] : x[223:208];
-  assign \$1244  = group[29:28] == 1'h1;
-  assign \$1245  = group[31:30] == 1'h1;
-  assign \$1246  = ~ \$1245 ;
-  assign \$1247  = ~ first_lt7;
-  assign \$1248  = \$1246  | \$1247 ;
-  assign \$1249  = \$1244  & \$1248 ;
-  assign \$1250  = \$1249  ? x[239:224] : x[255:240];
-  assign \$1251  = \$1236  ? \$1243  : \$1250 ;
-  assign \$1252  = group[1:0] == 1'h1;
-  assign \$1253  = group[3:2] == 1'h1;
+  assign \$1218  = ~ \$1217 ;
+  assign \$1219  = \$1218  | first_lt7;
+  assign \$1220  = \$1216  & \$1219 ;
+  assign \$1221  = \$1220  ? x[239:224] : x[255:240];
+  assign \$1222  = \$1215  < \$1221 ;
+  assign \$1223  = \$1209  | \$1222 ;
+  assign \$1224  = \$1205  & \$1223 ;
+  assign \$1225  = group[25:24] == 1'h1;
+  assign \$1226  = group[27:26] == 1'h1;
+  assign \$1227  = ~ \$1226 ;
+  assign \$1228  = \$1227  | first_lt6;
+  assign \$1229  = \$1225  & \$1228 ;
+  assign \$1230  = \$1229  ? x[207:192] : x[223:208];
+  assign \$1231  = group[29:28] == 1'h1;
+  assign \$1232  = group[31:30] == 1'h1;
+  assign \$1233  = ~ \$1232 ;
+  assign \$1234  = \$1233  | first_lt7;
+  assign \$1235  = \$1231  & \$1234 ;
+  assign \$1236  = \$1235  ? x[239:224] : x[255:240];
+  assign \$1237  = \$1224  ? \$1230  : \$1236 ;
+  assign \$1238  = group[1:0] == 1'h1;
+  assign \$1239  = group[3:2] == 1'h1;
+  assign \$1240  = \$1238  | \$1239 ;
+  assign \$1241  = group[5:4] == 1'h1;
+  assign \$1242  = group[7:6] == 1'h1;
+  assign \$1243  = \$1241  | \$1242 ;
+  assign \$1244  = \$1240  | \$1243 ;
+  assign \$1245  = group[9:8] == 1'h1;
+  assign \$1246  = group[11:10] == 1'h1;
+  assign \$1247  = \$1245  | \$1246 ;
+  assign \$1248  = group[13:12] == 1'h1;
+  assign \$1249  = group[15:14] == 1'h1;
+  assign \$1250  = \$1248  | \$1249 ;
+  assign \$1251  = \$1247  | \$1250 ;
+  assign \$1252  = group[17:16] == 1'h1;
+  assign \$1253  = group[19:18] == 1'h1;
   assign \$1254  = \$1252  | \$1253 ;
-  assign \$1255  = group[5:4] == 1'h1;
-  assign \$1256  = group[7:6] == 1'h1;
+  assign \$1255  = group[21:20] == 1'h1;
+  assign \$1256  = group[23:22] == 1'h1;
   assign \$1257  = \$1255  | \$1256 ;
   assign \$1258  = \$1254  | \$1257 ;
-  assign \$1259  = group[9:8] == 1'h1;
-  assign \$1260  = group[11:10] == 1'h1;
+  assign \$1259  = group[25:24] == 1'h1;
+  assign \$1260  = group[27:26] == 1'h1;
   assign \$1261  = \$1259  | \$1260 ;
-  assign \$1262  = group[13:12] == 1'h1;
-  assign \$1263  = group[15:14] == 1'h1;
+  assign \$1262  = group[29:28] == 1'h1;
+  assign \$1263  = group[31:30] == 1'h1;
   assign \$1264  = \$1262  | \$1263 ;
   assign \$1265  = \$1261  | \$1264 ;
-  assign \$1266  = group[17:16] == 1'h1;
-  assign \$1267  = group[19:18] == 1'h1;
+  assign \$1266  = group[1:0] == 1'h1;
+  assign \$1267  = group[3:2] == 1'h1;
   assign \$1268  = \$1266  | \$1267 ;
-  assign \$1269  = group[21:20] == 1'h1;
-  assign \$1270  = group[23:22] == 1'h1;
+  assign \$1269  = group[5:4] == 1'h1;
+  assign \$1270  = group[7:6] == 1'h1;
   assign \$1271  = \$1269  | \$1270 ;
-  assign \$1272  = \$1268  | \$1271 ;
-  assign \$1273  = group[25:24] == 1'h1;
-  assign \$1274  = group[27:26] == 1'h1;
-  assign \$1275  = \$1273  | \$1274 ;
-  assign \$1276  = group[29:28] == 1'h1;
-  assign \$1277  = group[31:30] == 1'h1;
-  assign \$1278  = \$1276  | \$1277 ;
-  assign \$1279  = \$1275  | \$1278 ;
-  assign \$3248  = beat / 3'h4;
-  assign \$1281  = ! group[1:0];
+  assign \$1272  = ~ \$1271 ;
+  assign \$1273  = group[1:0] == 1'h1;
+  assign \$1274  = group[3:2] == 1'h1;
+  assign \$1275  = ~ \$1274 ;
+  assign \$1276  = ~ first_lt0;
+  assign \$1277  = \$1275  | \$1276 ;
+  assign \$1278  = \$1273  & \$1277 ;
+  assign \$1279  = \$1278  ? x[15:0] : x[31:16];
+  assign \$1280  = group[5:4] == 1'h1;
+  assign \$1281  = group[7:6] == 1'h1;
   assign \$1282  = ~ \$1281 ;
-  assign \$1283  = ! group[3:2];
-  assign \$1284  = ~ \$1283 ;
-  assign \$1285  = \$1282  + \$1284 ;
-  assign \$1286  = ! group[5:4];
-  assign \$1287  = ~ \$1286 ;
-  assign \$1288  = ! group[7:6];
-  assign \$1289  = ~ \$1288 ;
-  assign \$1290  = \$1287  + \$1289 ;
-  assign \$1291  = \$1285  + \$1290 ;
-  assign \$1292  = ! group[9:8];
-  assign \$1293  = ~ \$1292 ;
-  assign \$1294  = ! group[11:10];
-  assign \$1295  = ~ \$1294 ;
-  assign \$1296  = \$1293  + \$1295 ;
-  assign \$1297  = ! group[13:12];
-  assign \$1298  = ~ \$1297 ;
-  assign \$1299  = ! group[15:14];
-  assign \$1300  = ~ \$1299 ;
-  assign \$1301  = \$1298  + \$1300 ;
-  assign \$1302  = \$1296  + \$1301 ;
-  assign \$1303  = \$1291  + \$1302 ;
-  assign \$1304  = ! group[17:16];
-  assign \$1305  = ~ \$1304 ;
-  assign \$1306  = ! group[19:18];
-  assign \$1307  = ~ \$1306 ;
-  assign \$1308  = \$1305  + \$1307 ;
-  assign \$1309  = ! group[21:20];
-  assign \$1310  = ~ \$1309 ;
-  assign \$1311  = ! group[23:22];
-  assign \$1312  = ~ \$1311 ;
-  assign \$1313  = \$1310  + \$1312 ;
-  assign \$1314  = \$1308  + \$1313 ;
-  assign \$1315  = ! group[25:24];
-  assign \$1316  = ~ \$1315 ;
-  assign \$1317  = ! group[27:26];
-  assign \$1318  = ~ \$1317 ;
-  assign \$1319  = \$1316  + \$1318 ;
-  assign \$1320  = ! group[29:28];
+  assign \$1283  = ~ first_lt1;
+  assign \$1284  = \$1282  | \$1283 ;
+  assign \$1285  = \$1280  & \$1284 ;
+  assign \$1286  = \$1285  ? x[47:32] : x[63:48];
+  assign \$1287  = \$1279  > \$1286 ;
+  assign \$1288  = \$1272  | \$1287 ;
+  assign \$1289  = \$1268  & \$1288 ;
+  assign \$1290  = group[1:0] == 1'h1;
+  assign \$1291  = group[3:2] == 1'h1;
+  assign \$1292  = ~ \$1291 ;
+  assign \$1293  = ~ first_lt0;
+  assign \$1294  = \$1292  | \$1293 ;
+  assign \$1295  = \$1290  & \$1294 ;
+  assign \$1296  = \$1295  ? x[15:0] : x[31:16];
+  assign \$1297  = group[5:4] == 1'h1;
+  assign \$1298  = group[7:6] == 1'h1;
+  assign \$1299  = ~ \$1298 ;
+  assign \$1300  = ~ first_lt1;
+  assign \$1301  = \$1299  | \$1300 ;
+  assign \$1302  = \$1297  & \$1301 ;
+  assign \$1303  = \$1302  ? x[47:32] : x[63:48];
+  assign \$1304  = \$1289  ? \$1296  : \$1303 ;
+  assign \$1305  = group[9:8] == 1'h1;
+  assign \$1306  = group[11:10] == 1'h1;
+  assign \$1307  = \$1305  | \$1306 ;
+  assign \$1308  = group[13:12] == 1'h1;
+  assign \$1309  = group[15:14] == 1'h1;
+  assign \$1310  = \$1308  | \$1309 ;
+  assign \$1311  = ~ \$1310 ;
+  assign \$1312  = group[9:8] == 1'h1;
+  assign \$1313  = group[11:10] == 1'h1;
+  assign \$1314  = ~ \$1313 ;
+  assign \$1315  = ~ first_lt2;
+  assign \$1316  = \$1314  | \$1315 ;
+  assign \$1317  = \$1312  & \$1316 ;
+  assign \$1318  = \$1317  ? x[79:64] : x[95:80];
+  assign \$1319  = group[13:12] == 1'h1;
+  assign \$1320  = group[15:14] == 1'h1;
   assign \$1321  = ~ \$1320 ;
-  assign \$1322  = ! group[31:30];
-  assign \$1323  = ~ \$1322 ;
-  assign \$1324  = \$1321  + \$1323 ;
-  assign \$1325  = \$1319  + \$1324 ;
-  assign \$1326  = \$1314  + \$1325 ;
-  assign \$1327  = \$1303  + \$1326 ;
-  assign \$1328  = t0_has_lo0 | t0_has_lo1;
-  assign \$1329  = t0_has_lo2 | t0_has_lo3;
-  assign \$1330  = ~ \$1329 ;
-  assign \$1331  = ~ t0_has_lo1;
-  assign \$1332  = t0_lo0 < t0_lo1;
+  assign \$1322  = ~ first_lt3;
+  assign \$1323  = \$1321  | \$1322 ;
+  assign \$1324  = \$1319  & \$1323 ;
+  assign \$1325  = \$1324  ? x[111:96] : x[127:112];
+  assign \$1326  = \$1318  > \$1325 ;
+  assign \$1327  = \$1311  | \$1326 ;
+  assign \$1328  = \$1307  & \$1327 ;
+  assign \$1329  = group[9:8] == 1'h1;
+  assign \$1330  = group[11:10] == 1'h1;
+  assign \$1331  = ~ \$1330 ;
+  assign \$1332  = ~ first_lt2;
   assign \$1333  = \$1331  | \$1332 ;
-  assign \$1334  = t0_has_lo0 & \$1333 ;
-  assign \$1335  = \$1334  ? t0_lo0 : t0_lo1;
-  assign \$1336  = ~ t0_has_lo3;
-  assign \$1337  = t0_lo2 < t0_lo3;
-  assign \$1338  = \$1336  | \$1337 ;
-  assign \$1339  = t0_has_lo2 & \$1338 ;
-  assign \$1340  = \$1339  ? t0_lo2 : t0_lo3;
-  assign \$1341  = \$1335  < \$1340 ;
-  assign \$1342  = \$1330  | \$1341 ;
-  assign \$1343  = \$1328  & \$1342 ;
-  assign \$1344  = ~ t0_has_lo1;
-  assign \$1345  = t0_lo0 < t0_lo1;
+  assign \$1334  = \$1329  & \$1333 ;
+  assign \$1335  = \$1334  ? x[79:64] : x[95:80];
+  assign \$1336  = group[13:12] == 1'h1;
+  assign \$1337  = group[15:14] == 1'h1;
+  assign \$1338  = ~ \$1337 ;
+  assign \$1339  = ~ first_lt3;
+  assign \$1340  = \$1338  | \$1339 ;
+  assign \$1341  = \$1336  & \$1340 ;
+  assign \$1342  = \$1341  ? x[111:96] : x[127:112];
+  assign \$1343  = \$1328  ? \$1335  : \$1342 ;
+  assign \$1344  = group[17:16] == 1'h1;
+  assign \$1345  = group[19:18] == 1'h1;
   assign \$1346  = \$1344  | \$1345 ;
-  assign \$1347  = t0_has_lo0 & \$1346 ;
-  assign \$1348  = \$1347  ? t0_lo0 : t0_lo1;
-  assign \$1349  = ~ t0_has_lo3;
-  assign \$1350  = t0_lo2 < t0_lo3;
-  assign \$1351  = \$1349  | \$1350 ;
-  assign \$1352  = t0_has_lo2 & \$1351 ;
-  assign \$1353  = \$1352  ? t0_lo2 : t0_lo3;
-  assign \$1354  = \$1343  ? \$1348  : \$1353 ;
-  assign \$1355  = t0_has_lo0 | t0_has_lo1;
-  assign \$1356  = t0_has_lo2 | t0_has_lo3;
-  assign \$1357  = \$1355  | \$1356 ;
-  assign \$1358  = t0_has_hi0 | t0_has_hi1;
-  assign \$1359  = t0_has_hi2 | t0_has_hi3;
+  assign \$1347  = group[21:20] == 1'h1;
+  assign \$1348  = group[23:22] == 1'h1;
+  assign \$1349  = \$1347  | \$1348 ;
+  assign \$1350  = ~ \$1349 ;
+  assign \$1351  = group[17:16] == 1'h1;
+  assign \$1352  = group[19:18] == 1'h1;
+  assign \$1353  = ~ \$1352 ;
+  assign \$1354  = ~ first_lt4;
+  assign \$1355  = \$1353  | \$1354 ;
+  assign \$1356  = \$1351  & \$1355 ;
+  assign \$1357  = \$1356  ? x[143:128] : x[159:144];
+  assign \$1358  = group[21:20] == 1'h1;
+  assign \$1359  = group[23:22] == 1'h1;
   assign \$1360  = ~ \$1359 ;
-  assign \$1361  = ~ t0_has_hi1;
-  assign \$1362  = t0_hi0 > t0_hi1;
-  assign \$1363  = \$1361  | \$1362 ;
-  assign \$1364  = t0_has_hi0 & \$1363 ;
-  assign \$1365  = \$1364  ? t0_hi0 : t0_hi1;
-  assign \$1366  = ~ t0_has_hi3;
-  assign \$1367  = t0_hi2 > t0_hi3;
-  assign \$1368  = \$1366  | \$1367 ;
-  assign \$1369  = t0_has_hi2 & \$1368 ;
-  assign \$1370  = \$1369  ? t0_hi2 : t0_hi3;
-  assign \$1371  = \$1365  > \$1370 ;
-  assign \$1372  = \$1360  | \$1371 ;
-  assign \$1373  = \$1358  & \$1372 ;
-  assign \$1374  = ~ t0_has_hi1;
-  assign \$1375  = t0_hi0 > t0_hi1;
-  assign \$1376  = \$1374  | \$1375 ;
-  assign \$1377  = t0_has_hi0 & \$1376 ;
-  assign \$1378  = \$1377  ? t0_hi0 : t0_hi1;
-  assign \$1379  = ~ t0_has_hi3;
-  assign \$1380  = t0_hi2 > t0_hi3;
-  assign \$1381  = \$1379  | \$1380 ;
-  assign \$1382  = t0_has_hi2 & \$1381 ;
-  assign \$1383  = \$1382  ? t0_hi2 : t0_hi3;
-  assign \$1384  = \$1373  ? \$1378  : \$1383 ;
-  assign \$1385  = t0_has_hi0 | t0_has_hi1;
-  assign \$1386  = t0_has_hi2 | t0_has_hi3;
-  assign \$1387  = \$1385  | \$1386 ;
-  assign \$1388  = t0_olo0 < t0_olo1;
-  assign \$1389  = \$1388  ? t0_olo0 : t0_olo1;
-  assign \$1390  = t0_olo2 < t0_olo3;
-  assign \$1391  = \$1390  ? t0_olo2 : t0_olo3;
-  assign \$1392  = \$1389  < \$1391 ;
-  assign \$1393  = t0_olo0 < t0_olo1;
-  assign \$1394  = \$1393  ? t0_olo0 : t0_olo1;
-  assign \$1395  = t0_olo2 < t0_olo3;
-  assign \$1396  = \$1395  ? t0_olo2 : t0_olo3;
-  assign \$1397  = \$1392  ? \$1394  : \$1396 ;
-  assign \$1398  = t0_has_olo0 | t0_has_olo1;
-  assign \$1399  = t0_has_olo2 | t0_has_olo3;
-  assign \$1400  = \$1398  | \$1399 ;
-  assign \$1401  = t0_ohi0 > t0_ohi1;
-  assign \$1402  = \$1401  ? t0_ohi0 : t0_ohi1;
-  assign \$1403  = t0_ohi2 > t0_ohi3;
-  assign \$1404  = \$1403  ? t0_ohi2 : t0_ohi3;
-  assign \$1405  = \$1402  > \$1404 ;
-  assign \$1406  = t0_ohi0 > t0_ohi1;
-  assign \$1407  = \$1406  ? t0_ohi0 : t0_ohi1;
-  assign \$1408  = t0_ohi2 > t0_ohi3;
-  assign \$1409  = \$1408  ? t0_ohi2 : t0_ohi3;
-  assign \$1410  = \$1405  ? \$1407  : \$1409 ;
-  assign \$1411  = t0_has_ohi0 | t0_has_ohi1;
-  assign \$1412  = t0_has_ohi2 | t0_has_ohi3;
-  assign \$1413  = \$1411  | \$1412 ;
-  assign \$1414  = t0_has_imin0 | t0_has_imin1;
-  assign \$1415  = t0_has_imin2 | t0_has_imin3;
+  assign \$1361  = ~ first_lt5;
+  assign \$1362  = \$1360  | \$1361 ;
+  assign \$1363  = \$1358  & \$1362 ;
+  assign \$1364  = \$1363  ? x[175:160] : x[191:176];
+  assign \$1365  = \$1357  > \$1364 ;
+  assign \$1366  = \$1350  | \$1365 ;
+  assign \$1367  = \$1346  & \$1366 ;
+  assign \$1368  = group[17:16] == 1'h1;
+  assign \$1369  = group[19:18] == 1'h1;
+  assign \$1370  = ~ \$1369 ;
+  assign \$1371  = ~ first_lt4;
+  assign \$1372  = \$1370  | \$1371 ;
+  assign \$1373  = \$1368  & \$1372 ;
+  assign \$1374  = \$1373  ? x[143:128] : x[159:144];
+  assign \$1375  = group[21:20] == 1'h1;
+  assign \$1376  = group[23:22] == 1'h1;
+  assign \$1377  = ~ \$1376 ;
+  assign \$1378  = ~ first_lt5;
+  assign \$1379  = \$1377  | \$1378 ;
+  assign \$1380  = \$1375  & \$1379 ;
+  assign \$1381  = \$1380  ? x[175:160] : x[191:176];
+  assign \$1382  = \$1367  ? \$1374  : \$1381 ;
+  assign \$1383  = group[25:24] == 1'h1;
+  assign \$1384  = group[27:26] == 1'h1;
+  assign \$1385  = \$1383  | \$1384 ;
+  assign \$1386  = group[29:28] == 1'h1;
+  assign \$1387  = group[31:30] == 1'h1;
+  assign \$1388  = \$1386  | \$1387 ;
+  assign \$1389  = ~ \$1388 ;
+  assign \$1390  = group[25:24] == 1'h1;
+  assign \$1391  = group[27:26] == 1'h1;
+  assign \$1392  = ~ \$1391 ;
+  assign \$1393  = ~ first_lt6;
+  assign \$1394  = \$1392  | \$1393 ;
+  assign \$1395  = \$1390  & \$1394 ;
+  assign \$1396  = \$1395  ? x[207:192] : x[223:208];
+  assign \$1397  = group[29:28] == 1'h1;
+  assign \$1398  = group[31:30] == 1'h1;
+  assign \$1399  = ~ \$1398 ;
+  assign \$1400  = ~ first_lt7;
+  assign \$1401  = \$1399  | \$1400 ;
+  assign \$1402  = \$1397  & \$1401 ;
+  assign \$1403  = \$1402  ? x[239:224] : x[255:240];
+  assign \$1404  = \$1396  > \$1403 ;
+  assign \$1405  = \$1389  | \$1404 ;
+  assign \$1406  = \$1385  & \$1405 ;
+  assign \$1407  = group[25:24] == 1'h1;
+  assign \$1408  = group[27:26] == 1'h1;
+  assign \$1409  = ~ \$1408 ;
+  assign \$1410  = ~ first_lt6;
+  assign \$1411  = \$1409  | \$1410 ;
+  assign \$1412  = \$1407  & \$1411 ;
+  assign \$1413  = \$1412  ? x[207:192] : x[223:208];
+  assign \$1414  = group[29:28] == 1'h1;
+  assign \$1415  = group[31:30] == 1'h1;
   assign \$1416  = ~ \$1415 ;
-  assign \$1417  = ~ t0_has_imin1;
-  assign \$1418  = t0_imin0 < t0_imin1;
-  assign \$1419  = \$1417  | \$1418 ;
-  assign \$1420  = t0_has_imin0 & \$1419 ;
-  assign \$1421  = \$1420  ? t0_imin0 : t0_imin1;
-  assign \$1422  = ~ t0_has_imin3;
-  assign \$1423  = t0_imin2 < t0_imin3;
+  assign \$1417  = ~ first_lt7;
+  assign \$1418  = \$1416  | \$1417 ;
+  assign \$1419  = \$1414  & \$1418 ;
+  assign \$1420  = \$1419  ? x[239:224] : x[255:240];
+  assign \$1421  = \$1406  ? \$1413  : \$1420 ;
+  assign \$1422  = group[1:0] == 1'h1;
+  assign \$1423  = group[3:2] == 1'h1;
   assign \$1424  = \$1422  | \$1423 ;
-  assign \$1425  = t0_has_imin2 & \$1424 ;
-  assign \$1426  = \$1425  ? t0_imin2 : t0_imin3;
-  assign \$1427  = \$1421  < \$1426 ;
-  assign \$1428  = \$1416  | \$1427 ;
-  assign \$1429  = \$1414  & \$1428 ;
-  assign \$1430  = ~ t0_has_imin1;
-  assign \$1431  = t0_imin0 < t0_imin1;
-  assign \$1432  = \$1430  | \$1431 ;
-  assign \$1433  = t0_has_imin0 & \$1432 ;
-  assign \$1434  = \$1433  ? t0_imin0 : t0_imin1;
-  assign \$1435  = ~ t0_has_imin3;
-  assign \$1436  = t0_imin2 < t0_imin3;
-  assign \$1437  = \$1435  | \$1436 ;
-  assign \$1438  = t0_has_imin2 & \$1437 ;
-  assign \$1439  = \$1438  ? t0_imin2 : t0_imin3;
-  assign \$1440  = \$1429  ? \$1434  : \$1439 ;
-  assign \$1441  = t0_has_imin0 | t0_has_imin1;
-  assign \$1442  = t0_has_imin2 | t0_has_imin3;
-  assign \$1443  = \$1441  | \$1442 ;
-  assign \$1444  = t0_has_imax0 | t0_has_imax1;
-  assign \$1445  = t0_has_imax2 | t0_has_imax3;
-  assign \$1446  = ~ \$1445 ;
-  assign \$1447  = ~ t0_has_imax1;
-  assign \$1448  = t0_imax0 > t0_imax1;
-  assign \$1449  = \$1447  | \$1448 ;
-  assign \$1450  = t0_has_imax0 & \$1449 ;
-  assign \$1451  = \$1450  ? t0_imax0 : t0_imax1;
-  assign \$1452  = ~ t0_has_imax3;
-  assign \$1453  = t0_imax2 > t0_imax3;
-  assign \$1454  = \$1452  | \$1453 ;
-  assign \$1455  = t0_has_imax2 & \$1454 ;
-  assign \$1456  = \$1455  ? t0_imax2 : t0_imax3;
-  assign \$1457  = \$1451  > \$1456 ;
-  assign \$1458  = \$1446  | \$1457 ;
-  assign \$1459  = \$1444  & \$1458 ;
-  assign \$1460  = ~ t0_has_imax1;
-  assign \$1461  = t0_imax0 > t0_imax1;
-  assign \$1462  = \$1460  | \$1461 ;
-  assign \$1463  = t0_has_imax0 & \$1462 ;
-  assign \$1464  = \$1463  ? t0_imax0 : t0_imax1;
-  assign \$1465  = ~ t0_has_imax3;
-  assign \$1466  = t0_imax2 > t0_imax3;
-  assign \$1467  = \$1465  | \$1466 ;
-  assign \$1468  = t0_has_imax2 & \$1467 ;
-  assign \$1469  = \$1468  ? t0_imax2 : t0_imax3;
-  assign \$1470  = \$1459  ? \$1464  : \$1469 ;
-  assign \$1471  = t0_has_imax0 | t0_has_imax1;
-  assign \$1472  = t0_has_imax2 | t0_has_imax3;
-  assign \$1473  = \$1471  | \$1472 ;
-  assign \$1474  = ~ t1_has_lo0;
-  assign \$1475  = acc_lo < t1_lo0;
-  assign \$1476  = \$1474  | \$1475 ;
-  assign \$1477  = acc_has_lo & \$1476 ;
-  assign \$1478  = \$1477  ? acc_lo : t1_lo0;
-  assign \$1479  = t1_first ? t1_lo0 : \$1478 ;
-  assign \$1480  = ~ t1_has_hi0;
-  assign \$1481  = acc_hi > t1_hi0;
-  assign \$1482  = \$1480  | \$1481 ;
-  assign \$1483  = acc_has_hi & \$1482 ;
-  assign \$1484  = \$1483  ? acc_hi : t1_hi0;
-  assign \$1485  = t1_first ? t1_hi0 : \$1484 ;
-  assign \$1486  = acc_olo < t1_olo0;
-  assign \$1487  = \$1486  ? acc_olo : t1_olo0;
-  assign \$1488  = t1_first ? t1_olo0 : \$1487 ;
-  assign \$1489  = acc_ohi > t1_ohi0;
-  assign \$1490  = \$1489  ? acc_ohi : t1_ohi0;
-  assign \$1491  = t1_first ? t1_ohi0 : \$1490 ;
-  assign \$1492  = ~ t1_has_imin0;
-  assign \$1493  = acc_imin < t1_imin0;
-  assign \$1494  = \$1492  | \$1493 ;
-  assign \$1495  = acc_has_imin & \$1494 ;
-  assign \$1496  = \$1495  ? acc_imin : t1_imin0;
-  assign \$1497  = t1_first ? t1_imin0 : \$1496 ;
-  assign \$1498  = ~ t1_has_imax0;
-  assign \$1499  = acc_imax > t1_imax0;
-  assign \$1500  = \$1498  | \$1499 ;
-  assign \$1501  = acc_has_imax & \$1500 ;
-  assign \$1502  = \$1501  ? acc_imax : t1_imax0;
-  assign \$1503  = t1_first ? t1_imax0 : \$1502 ;
-  assign \$1504  = ~ t1_first;
-  assign \$1505  = \$1504  & acc_has_lo;
-  assign \$1506  = t1_has_lo0 | \$1505 ;
-  assign \$1507  = ~ t1_first;
-  assign \$1508  = \$1507  & acc_has_hi;
-  assign \$1509  = t1_has_hi0 | \$1508 ;
-  assign \$1510  = ~ t1_first;
-  assign \$1511  = \$1510  & acc_has_olo;
-  assign \$1512  = t1_has_olo0 | \$1511 ;
-  assign \$1513  = ~ t1_first;
-  assign \$1514  = \$1513  & acc_has_ohi;
-  assign \$1515  = t1_has_ohi0 | \$1514 ;
-  assign \$1516  = ~ t1_first;
-  assign \$1517  = \$1516  & acc_has_imin;
-  assign \$1518  = t1_has_imin0 | \$1517 ;
-  assign \$1519  = ~ t1_first;
-  assign \$1520  = \$1519  & acc_has_imax;
-  assign \$1521  = t1_has_imax0 | \$1520 ;
-  assign \$1522  = t1_first ? 8'h00 : acc_cnt0;
-  assign \$1523  = ! t1_block;
-  assign \$1524  = \$1523  ? t1_count : 5'h00;
-  assign \$1525  = \$1522  + \$1524 ;
-  assign \$1526  = t1_first ? 8'h00 : acc_cnt1;
-  assign \$1527  = t1_block == 1'h1;
-  assign \$1528  = \$1527  ? t1_count : 5'h00;
-  assign \$1529  = \$1526  + \$1528 ;
-  assign \$1530  = t1_first ? 8'h00 : acc_cnt2;
-  assign \$1531  = t1_block == 2'h2;
-  assign \$1532  = \$1531  ? t1_count : 5'h00;
-  assign \$1533  = \$1530  + \$1532 ;
-  assign \$1534  = t1_valid & t1_last;
-  assign \$1535  = t1_valid & t1_last;
-  assign \$1536  = ~ t1_has_lo0;
-  assign \$1537  = acc_lo < t1_lo0;
+  assign \$1425  = group[5:4] == 1'h1;
+  assign \$1426  = group[7:6] == 1'h1;
+  assign \$1427  = \$1425  | \$1426 ;
+  assign \$1428  = \$1424  | \$1427 ;
+  assign \$1429  = group[9:8] == 1'h1;
+  assign \$1430  = group[11:10] == 1'h1;
+  assign \$1431  = \$1429  | \$1430 ;
+  assign \$1432  = group[13:12] == 1'h1;
+  assign \$1433  = group[15:14] == 1'h1;
+  assign \$1434  = \$1432  | \$1433 ;
+  assign \$1435  = \$1431  | \$1434 ;
+  assign \$1436  = group[17:16] == 1'h1;
+  assign \$1437  = group[19:18] == 1'h1;
+  assign \$1438  = \$1436  | \$1437 ;
+  assign \$1439  = group[21:20] == 1'h1;
+  assign \$1440  = group[23:22] == 1'h1;
+  assign \$1441  = \$1439  | \$1440 ;
+  assign \$1442  = \$1438  | \$1441 ;
+  assign \$1443  = group[25:24] == 1'h1;
+  assign \$1444  = group[27:26] == 1'h1;
+  assign \$1445  = \$1443  | \$1444 ;
+  assign \$1446  = group[29:28] == 1'h1;
+  assign \$1447  = group[31:30] == 1'h1;
+  assign \$1448  = \$1446  | \$1447 ;
+  assign \$1449  = \$1445  | \$1448 ;
+  assign \$3548  = beat / 3'h4;
+  assign \$1451  = ! group[1:0];
+  assign \$1452  = ~ \$1451 ;
+  assign \$1453  = ! group[3:2];
+  assign \$1454  = ~ \$1453 ;
+  assign \$1455  = \$1452  + \$1454 ;
+  assign \$1456  = ! group[5:4];
+  assign \$1457  = ~ \$1456 ;
+  assign \$1458  = ! group[7:6];
+  assign \$1459  = ~ \$1458 ;
+  assign \$1460  = \$1457  + \$1459 ;
+  assign \$1461  = \$1455  + \$1460 ;
+  assign \$1462  = ! group[9:8];
+  assign \$1463  = ~ \$1462 ;
+  assign \$1464  = ! group[11:10];
+  assign \$1465  = ~ \$1464 ;
+  assign \$1466  = \$1463  + \$1465 ;
+  assign \$1467  = ! group[13:12];
+  assign \$1468  = ~ \$1467 ;
+  assign \$1469  = ! group[15:14];
+  assign \$1470  = ~ \$1469 ;
+  assign \$1471  = \$1468  + \$1470 ;
+  assign \$1472  = \$1466  + \$1471 ;
+  assign \$1473  = \$1461  + \$1472 ;
+  assign \$1474  = ! group[17:16];
+  assign \$1475  = ~ \$1474 ;
+  assign \$1476  = ! group[19:18];
+  assign \$1477  = ~ \$1476 ;
+  assign \$1478  = \$1475  + \$1477 ;
+  assign \$1479  = ! group[21:20];
+  assign \$1480  = ~ \$1479 ;
+  assign \$1481  = ! group[23:22];
+  assign \$1482  = ~ \$1481 ;
+  assign \$1483  = \$1480  + \$1482 ;
+  assign \$1484  = \$1478  + \$1483 ;
+  assign \$1485  = ! group[25:24];
+  assign \$1486  = ~ \$1485 ;
+  assign \$1487  = ! group[27:26];
+  assign \$1488  = ~ \$1487 ;
+  assign \$1489  = \$1486  + \$1488 ;
+  assign \$1490  = ! group[29:28];
+  assign \$1491  = ~ \$1490 ;
+  assign \$1492  = ! group[31:30];
+  assign \$1493  = ~ \$1492 ;
+  assign \$1494  = \$1491  + \$1493 ;
+  assign \$1495  = \$1489  + \$1494 ;
+  assign \$1496  = \$1484  + \$1495 ;
+  assign \$1497  = \$1473  + \$1496 ;
+  assign \$1498  = t0_has_lo0 | t0_has_lo1;
+  assign \$1499  = t0_has_lo2 | t0_has_lo3;
+  assign \$1500  = ~ \$1499 ;
+  assign \$1501  = ~ t0_has_lo1;
+  assign \$1502  = t0_lo0 < t0_lo1;
+  assign \$1503  = \$1501  | \$1502 ;
+  assign \$1504  = t0_has_lo0 & \$1503 ;
+  assign \$1505  = \$1504  ? t0_lo0 : t0_lo1;
+  assign \$1506  = ~ t0_has_lo3;
+  assign \$1507  = t0_lo2 < t0_lo3;
+  assign \$1508  = \$1506  | \$1507 ;
+  assign \$1509  = t0_has_lo2 & \$1508 ;
+  assign \$1510  = \$1509  ? t0_lo2 : t0_lo3;
+  assign \$1511  = \$1505  < \$1510 ;
+  assign \$1512  = \$1500  | \$1511 ;
+  assign \$1513  = \$1498  & \$1512 ;
+  assign \$1514  = ~ t0_has_lo1;
+  assign \$1515  = t0_lo0 < t0_lo1;
+  assign \$1516  = \$1514  | \$1515 ;
+  assign \$1517  = t0_has_lo0 & \$1516 ;
+  assign \$1518  = \$1517  ? t0_lo0 : t0_lo1;
+  assign \$1519  = ~ t0_has_lo3;
+  assign \$1520  = t0_lo2 < t0_lo3;
+  assign \$1521  = \$1519  | \$1520 ;
+  assign \$1522  = t0_has_lo2 & \$1521 ;
+  assign \$1523  = \$1522  ? t0_lo2 : t0_lo3;
+  assign \$1524  = \$1513  ? \$1518  : \$1523 ;
+  assign \$1525  = t0_has_lo0 | t0_has_lo1;
+  assign \$1526  = t0_has_lo2 | t0_has_lo3;
+  assign \$1527  = \$1525  | \$1526 ;
+  assign \$1528  = t0_has_hi0 | t0_has_hi1;
+  assign \$1529  = t0_has_hi2 | t0_has_hi3;
+  assign \$1530  = ~ \$1529 ;
+  assign \$1531  = ~ t0_has_hi1;
+  assign \$1532  = t0_hi0 > t0_hi1;
+  assign \$1533  = \$1531  | \$1532 ;
+  assign \$1534  = t0_has_hi0 & \$1533 ;
+  assign \$1535  = \$1534  ? t0_hi0 : t0_hi1;
+  assign \$1536  = ~ t0_has_hi3;
+  assign \$1537  = t0_hi2 > t0_hi3;
   assign \$1538  = \$1536  | \$1537 ;
-  assign \$1539  = acc_has_lo & \$1538 ;
-  assign \$1540  = \$1539  ? acc_lo : t1_lo0;
-  assign \$1541  = t1_first ? t1_lo0 : \$1540 ;
-  assign \$1542  = ~ t1_has_hi0;
-  assign \$1543  = acc_hi > t1_hi0;
-  assign \$1544  = \$1542  | \$1543 ;
-  assign \$1545  = acc_has_hi & \$1544 ;
-  assign \$1546  = \$1545  ? acc_hi : t1_hi0;
-  assign \$1547  = t1_first ? t1_hi0 : \$1546 ;
-  assign \$1548  = acc_olo < t1_olo0;
-  assign \$1549  = \$1548  ? acc_olo : t1_olo0;
-  assign \$1550  = t1_first ? t1_olo0 : \$1549 ;
-  assign \$1551  = acc_ohi > t1_ohi0;
-  assign \$1552  = \$1551  ? acc_ohi : t1_ohi0;
-  assign \$1553  = t1_first ? t1_ohi0 : \$1552 ;
-  assign \$1554  = ~ t1_has_imin0;
-  assign \$1555  = acc_imin < t1_imin0;
-  assign \$1556  = \$1554  | \$1555 ;
-  assign \$1557  = acc_has_imin & \$1556 ;
-  assign \$1558  = \$1557  ? acc_imin : t1_imin0;
-  assign \$1559  = t1_first ? t1_imin0 : \$1558 ;
-  assign \$1560  = ~ t1_has_imax0;
-  assign \$1561  = acc_imax > t1_imax0;
-  assign \$1562  = \$1560  | \$1561 ;
-  assign \$1563  = acc_has_imax & \$1562 ;
-  assign \$1564  = \$1563  ? acc_imax : t1_imax0;
-  assign \$1565  = t1_first ? t1_imax0 : \$1564 ;
-  assign \$1566  = ~ t1_first;
-  assign \$1567  = \$1566  & acc_has_lo;
-  assign \$1568  = t1_has_lo0 | \$1567 ;
-  assign \$1569  = ~ t1_first;
-  assign \$1570  = \$1569  & acc_has_hi;
-  assign \$1571  = t1_has_hi0 | \$1570 ;
-  assign \$1572  = ~ t1_first;
-  assign \$1573  = \$1572  & acc_has_olo;
-  assign \$1574  = t1_has_olo0 | \$1573 ;
-  assign \$1575  = ~ t1_first;
-  assign \$1576  = \$1575  & acc_has_ohi;
-  assign \$1577  = t1_has_ohi0 | \$1576 ;
-  assign \$1578  = ~ t1_first;
-  assign \$1579  = \$1578  & acc_has_imin;
-  assign \$1580  = t1_has_imin0 | \$1579 ;
-  assign \$1581  = ~ t1_first;
-  assign \$1582  = \$1581  & acc_has_imax;
-  assign \$1583  = t1_has_imax0 | \$1582 ;
-  assign \$1584  = t1_first ? 8'h00 : acc_cnt0;
-  assign \$1585  = ! t1_block;
-  assign \$1586  = \$1585  ? t1_count : 5'h00;
-  assign \$1587  = \$1584  + \$1586 ;
-  assign \$1588  = t1_first ? 8'h00 : acc_cnt1;
-  assign \$1589  = t1_block == 1'h1;
-  assign \$1590  = \$1589  ? t1_count : 5'h00;
-  assign \$1591  = \$1588  + \$1590 ;
-  assign \$1592  = t1_first ? 8'h00 : acc_cnt2;
-  assign \$1593  = t1_block == 2'h2;
-  assign \$1594  = \$1593  ? t1_count : 5'h00;
-  assign \$1595  = \$1592  + \$1594 ;
-  assign \$1596  = ~ v1_imin[15];
-  assign \$1597  = ~ v1_imin[14:0];
-  assign \$1598  = v1_imin[15] ? v1_imin[14:0] : \$1597 ;
-  assign \$1599  = ~ v1_imin[15];
-  assign \$1600  = ~ v1_hi[15];
-  assign \$1601  = ~ v1_hi[14:0];
-  assign \$1602  = v1_hi[15] ? v1_hi[14:0] : \$1601 ;
-  assign \$1603  = ~ v1_hi[15];
-  assign \$1604  = ~ v1_hi[15];
-  assign \$1605  = ~ v1_hi[14:0];
-  assign \$1606  = v1_hi[15] ? v1_hi[14:0] : \$1605 ;
-  assign \$1607  = ~ v1_hi[15];
-  assign \$1608  = ~ v1_hi[15];
-  assign \$1609  = ~ v1_hi[14:0];
-  assign \$1610  = v1_hi[15] ? v1_hi[14:0] : \$1609 ;
-  assign \$1611  = ~ v1_hi[15];
-  assign \$1612  = | \$1610 [14:10];
-  assign \$1613  = ~ v1_hi[15];
-  assign \$1614  = ~ v1_hi[14:0];
-  assign \$1615  = v1_hi[15] ? v1_hi[14:0] : \$1614 ;
-  assign \$1616  = ~ v1_hi[15];
-  assign \$1617  = | \$1615 [14:10];
-  assign \$1618  = ~ v1_hi[15];
-  assign \$1619  = ~ v1_hi[14:0];
-  assign \$1620  = v1_hi[15] ? v1_hi[14:0] : \$1619 ;
-  assign \$1621  = ~ v1_hi[15];
-  assign \$1622  = \$1620 [14:10] - 1'h1;
-  assign \$1623  = \$1617  ? \$1622  : 6'h00;
-  assign \$1624  = { \$1612 , \$1606 [9:0] } << \$1623 [4:0];
-  assign \$1625  = - \$1624 [39:0];
-  assign \$1626  = ~ v1_hi[15];
-  assign \$1627  = ~ v1_hi[14:0];
-  assign \$1628  = v1_hi[15] ? v1_hi[14:0] : \$1627 ;
-  assign \$1629  = ~ v1_hi[15];
-  assign \$1630  = ~ v1_hi[15];
-  assign \$1631  = ~ v1_hi[14:0];
-  assign \$1632  = v1_hi[15] ? v1_hi[14:0] : \$1631 ;
-  assign \$1633  = ~ v1_hi[15];
-  assign \$1634  = | \$1632 [14:10];
-  assign \$1635  = ~ v1_hi[15];
-  assign \$1636  = ~ v1_hi[14:0];
-  assign \$1637  = v1_hi[15] ? v1_hi[14:0] : \$1636 ;
-  assign \$1638  = ~ v1_hi[15];
-  assign \$1639  = | \$1637 [14:10];
-  assign \$1640  = ~ v1_hi[15];
-  assign \$1641  = ~ v1_hi[14:0];
-  assign \$1642  = v1_hi[15] ? v1_hi[14:0] : \$1641 ;
-  assign \$1643  = ~ v1_hi[15];
-  assign \$1644  = \$1642 [14:10] - 1'h1;
-  assign \$1645  = \$1639  ? \$1644  : 6'h00;
-  assign \$1646  = { \$1634 , \$1628 [9:0] } << \$1645 [4:0];
-  assign \$1647  = v1_hi[15] ? { 1'h0, \$1646 [39:0] } : \$1625 ;
-  assign \$1648  = ~ v1_ohi[15];
-  assign \$1649  = ~ v1_ohi[14:0];
-  assign \$1650  = v1_ohi[15] ? v1_ohi[14:0] : \$1649 ;
-  assign \$1651  = ~ v1_ohi[15];
-  assign \$1652  = ~ v1_ohi[15];
-  assign \$1653  = ~ v1_ohi[14:0];
-  assign \$1654  = v1_ohi[15] ? v1_ohi[14:0] : \$1653 ;
-  assign \$1655  = ~ v1_ohi[15];
-  assign \$1656  = ~ v1_ohi[15];
-  assign \$1657  = ~ v1_ohi[14:0];
-  assign \$1658  = v1_ohi[15] ? v1_ohi[14:0] : \$1657 ;
-  assign \$1659  = ~ v1_ohi[15];
-  assign \$1660  = | \$1658 [14:10];
-  assign \$1661  = ~ v1_ohi[15];
-  assign \$1662  = ~ v1_ohi[14:0];
-  assign \$1663  = v1_ohi[15] ? v1_ohi[14:0] : \$1662 ;
-  assign \$1664  = ~ v1_ohi[15];
-  assign \$1665  = | \$1663 [14:10];
-  assign \$1666  = ~ v1_ohi[15];
-  assign \$1667  = ~ v1_ohi[14:0];
-  assign \$1668  = v1_ohi[15] ? v1_ohi[14:0] : \$1667 ;
-  assign \$1669  = ~ v1_ohi[15];
-  assign \$1670  = \$1668 [14:10] - 1'h1;
-  assign \$1671  = \$1665  ? \$1670  : 6'h00;
-  assign \$1672  = { \$1660 , \$1654 [9:0] } << \$1671 [4:0];
-  assign \$1673  = - \$1672 [39:0];
-  assign \$1674  = ~ v1_ohi[15];
-  assign \$1675  = ~ v1_ohi[14:0];
-  assign \$1676  = v1_ohi[15] ? v1_ohi[14:0] : \$1675 ;
-  assign \$1677  = ~ v1_ohi[15];
-  assign \$1678  = ~ v1_ohi[15];
-  assign \$1679  = ~ v1_ohi[14:0];
-  assign \$1680  = v1_ohi[15] ? v1_ohi[14:0] : \$1679 ;
-  assign \$1681  = ~ v1_ohi[15];
-  assign \$1682  = | \$1680 [14:10];
-  assign \$1683  = ~ v1_ohi[15];
-  assign \$1684  = ~ v1_ohi[14:0];
-  assign \$1685  = v1_ohi[15] ? v1_ohi[14:0] : \$1684 ;
-  assign \$1686  = ~ v1_ohi[15];
-  assign \$1687  = | \$1685 [14:10];
-  assign \$1688  = ~ v1_ohi[15];
-  assign \$1689  = ~ v1_ohi[14:0];
-  assign \$1690  = v1_ohi[15] ? v1_ohi[14:0] : \$1689 ;
-  assign \$1691  = ~ v1_ohi[15];
-  assign \$1692  = \$1690 [14:10] - 1'h1;
-  assign \$1693  = \$1687  ? \$1692  : 6'h00;
-  assign \$1694  = { \$1682 , \$1676 [9:0] } << \$1693 [4:0];
-  assign \$1695  = v1_ohi[15] ? { 1'h0, \$1694 [39:0] } : \$1673 ;
-  assign \$1696  = ~ v1_lo[15];
-  assign \$1697  = ~ v1_lo[14:0];
-  assign \$1698  = v1_lo[15] ? v1_lo[14:0] : \$1697 ;
-  assign \$1699  = ~ v1_lo[15];
-  assign \$1700  = ~ v1_lo[15];
-  assign \$1701  = ~ v1_lo[14:0];
-  assign \$1702  = v1_lo[15] ? v1_lo[14:0] : \$1701 ;
-  assign \$1703  = ~ v1_lo[15];
-  assign \$1704  = | \$1702 [14:10];
-  assign \$1705  = ~ v1_lo[15];
-  assign \$1706  = ~ v1_lo[14:0];
-  assign \$1707  = v1_lo[15] ? v1_lo[14:0] : \$1706 ;
-  assign \$1708  = ~ v1_lo[15];
-  assign \$1709  = | \$1707 [14:10];
-  assign \$1710  = ~ v1_lo[15];
-  assign \$1711  = ~ v1_lo[14:0];
-  assign \$1712  = v1_lo[15] ? v1_lo[14:0] : \$1711 ;
-  assign \$1713  = ~ v1_lo[15];
-  assign \$1714  = \$1712 [14:10] - 1'h1;
-  assign \$1715  = \$1709  ? \$1714  : 6'h00;
-  assign \$1716  = { \$1704 , \$1698 [9:0] } << \$1715 [4:0];
-  assign \$1717  = ~ v1_lo[15];
-  assign \$1718  = ~ v1_lo[14:0];
-  assign \$1719  = v1_lo[15] ? v1_lo[14:0] : \$1718 ;
-  assign \$1720  = ~ v1_lo[15];
-  assign \$1721  = ~ v1_olo[15];
-  assign \$1722  = ~ v1_olo[14:0];
-  assign \$1723  = v1_olo[15] ? v1_olo[14:0] : \$1722 ;
-  assign \$1724  = ~ v1_olo[15];
-  assign \$1725  = ~ v1_olo[15];
-  assign \$1726  = ~ v1_olo[14:0];
-  assign \$1727  = v1_olo[15] ? v1_olo[14:0] : \$1726 ;
-  assign \$1728  = ~ v1_olo[15];
-  assign \$1729  = | \$1727 [14:10];
-  assign \$1730  = ~ v1_olo[15];
-  assign \$1731  = ~ v1_olo[14:0];
-  assign \$1732  = v1_olo[15] ? v1_olo[14:0] : \$1731 ;
-  assign \$1733  = ~ v1_olo[15];
-  assign \$1734  = | \$1732 [14:10];
-  assign \$1735  = ~ v1_olo[15];
-  assign \$1736  = ~ v1_olo[14:0];
-  assign \$1737  = v1_olo[15] ? v1_olo[14:0] : \$1736 ;
-  assign \$1738  = ~ v1_olo[15];
-  assign \$1739  = \$1737 [14:10] - 1'h1;
-  assign \$1740  = \$1734  ? \$1739  : 6'h00;
-  assign \$1741  = { \$1729 , \$1723 [9:0] } << \$1740 [4:0];
-  assign \$1742  = ~ v1_olo[15];
-  assign \$1743  = ~ v1_olo[14:0];
-  assign \$1744  = v1_olo[15] ? v1_olo[14:0] : \$1743 ;
-  assign \$1745  = ~ v1_olo[15];
-  assign \$1746  = ~ v1_imax[15];
-  assign \$1747  = ~ v1_imax[14:0];
-  assign \$1748  = v1_imax[15] ? v1_imax[14:0] : \$1747 ;
-  assign \$1749  = ~ v1_imax[15];
-  assign \$1750  = ~ v1_imax[15];
-  assign \$1751  = ~ v1_imax[14:0];
-  assign \$1752  = v1_imax[15] ? v1_imax[14:0] : \$1751 ;
-  assign \$1753  = ~ v1_imax[15];
-  assign \$1754  = | \$1752 [14:10];
-  assign \$1755  = ~ v1_imax[15];
-  assign \$1756  = ~ v1_imax[14:0];
-  assign \$1757  = v1_imax[15] ? v1_imax[14:0] : \$1756 ;
-  assign \$1758  = ~ v1_imax[15];
-  assign \$1759  = | \$1757 [14:10];
-  assign \$1760  = ~ v1_imax[15];
-  assign \$1761  = ~ v1_imax[14:0];
-  assign \$1762  = v1_imax[15] ? v1_imax[14:0] : \$1761 ;
-  assign \$1763  = ~ v1_imax[15];
-  assign \$1764  = \$1762 [14:10] - 1'h1;
-  assign \$1765  = \$1759  ? \$1764  : 6'h00;
-  assign \$1766  = { \$1754 , \$1748 [9:0] } << \$1765 [4:0];
-  assign \$1767  = ~ v1_imax[15];
-  assign \$1768  = ~ v1_imax[14:0];
-  assign \$1769  = v1_imax[15] ? v1_imax[14:0] : \$1768 ;
-  assign \$1770  = ~ v1_imax[15];
-  assign \$1771  = ~ v1_imin[15];
-  assign \$1772  = ~ v1_imin[14:0];
-  assign \$1773  = v1_imin[15] ? v1_imin[14:0] : \$1772 ;
-  assign \$1774  = ~ v1_imin[15];
-  assign \$1775  = ~ v1_imin[15];
-  assign \$1776  = ~ v1_imin[14:0];
-  assign \$1777  = v1_imin[15] ? v1_imin[14:0] : \$1776 ;
-  assign \$1778  = ~ v1_imin[15];
-  assign \$1779  = | \$1777 [14:10];
-  assign \$1780  = ~ v1_imin[15];
-  assign \$1781  = ~ v1_imin[14:0];
-  assign \$1782  = v1_imin[15] ? v1_imin[14:0] : \$1781 ;
-  assign \$1783  = ~ v1_imin[15];
-  assign \$1784  = | \$1782 [14:10];
-  assign \$1785  = ~ v1_imin[15];
-  assign \$1786  = ~ v1_imin[14:0];
-  assign \$1787  = v1_imin[15] ? v1_imin[14:0] : \$1786 ;
-  assign \$1788  = ~ v1_imin[15];
-  assign \$1789  = \$1787 [14:10] - 1'h1;
-  assign \$1790  = \$1784  ? \$1789  : 6'h00;
-  assign \$1791  = { \$1779 , \$1773 [9:0] } << \$1790 [4:0];
-  assign \$1792  = ~ v1_imin[15];
-  assign \$1793  = ~ v1_imin[14:0];
-  assign \$1794  = v1_imin[15] ? v1_imin[14:0] : \$1793 ;
-  assign \$1795  = ~ v1_imin[15];
-  assign \$1796  = v2_has_lo ? \$43 [41:1] : 41'h00000000000;
-  assign \$1797  = $signed(v2_hi) - $signed(v2_t[122:82]);
-  assign \$1798  = v2_has_hi ? \$1797  : 42'h00000000000;
-  assign \$1799  = v2_has_olo ? \$86 [41:1] : 41'h00000000000;
-  assign \$1800  = $signed(v2_ohi) - $signed(v2_t[163:123]);
-  assign \$1801  = v2_has_ohi ? \$1800  : 42'h00000000000;
-  assign \$1802  = - v2_mag_imin;
-  assign \$1803  = v2_neg_imin ? \$1802  : { 1'h0, v2_mag_imin };
-  assign \$1804  = v2_has_imin ? \$1803  : 41'h00000000000;
-  assign \$1805  = v2_has_imin ? imin_bits2 : 16'h0000;
-  assign \$1806  = v2_has_imin ? \$215 [41:1] : 41'h00000000000;
-  assign \$1807  = \$signal$158  > o_hi3;
-  assign \$1808  = \$1807  ? \$signal$158  : o_hi3;
-  always @(posedge clk)
-    t0_lo0 <= \$1809 ;
-  always @(posedge clk)
-    t0_lo1 <= \$1810 ;
-  always @(posedge clk)
-    t0_lo2 <= \$1811 ;
-  always @(posedge clk)
-    t0_lo3 <= \$1812 ;
-  always @(posedge clk)
-    t0_has_lo0 <= \$1813 ;
-  always @(posedge clk)
-    t0_has_lo1 <= \$1814 ;
-  always @(posedge clk)
-    t0_has_lo2 <= \$1815 ;
-  always @(posedge clk)
-    t0_has_lo3 <= \$1816 ;
-  always @(posedge clk)
-    t0_hi0 <= \$1817 ;
-  always @(posedge clk)
-    t0_hi1 <= \$1818 ;
-  always @(posedge clk)
-    t0_hi2 <= \$1819 ;
-  always @(posedge clk)
-    t0_hi3 <= \$1820 ;
-  always @(posedge clk)
-    t0_has_hi0 <= \$1821 ;
-  always @(posedge clk)
-    t0_has_hi1 <= \$1822 ;
-  always @(posedge clk)
-    t0_has_hi2 <= \$1823 ;
-  always @(posedge clk)
-    t0_has_hi3 <= \$1824 ;
-  always @(posedge clk)
-    t0_olo0 <= \$1825 ;
-  always @(posedge clk)
-    t0_olo1 <= \$1826 ;
-  always @(posedge clk)
-    t0_olo2 <= \$1827 ;
-  always @(posedge clk)
-    t0_olo3 <= \$1828 ;
-  always @(posedge clk)
-    t0_has_olo0 <= \$1829 ;
-  always @(posedge clk)
-    t0_has_olo1 <= \$1830 ;
-  always @(posedge clk)
-    t0_has_olo2 <= \$1831 ;
-  always @(posedge clk)
-    t0_has_olo3 <= \$1832 ;
-  always @(posedge clk)
-    t0_ohi0 <= \$1833 ;
-  always @(posedge clk)
-    t0_ohi1 <= \$1834 ;
-  always @(posedge clk)
-    t0_ohi2 <= \$1835 ;
-  always @(posedge clk)
-    t0_ohi3 <= \$1836 ;
-  always @(posedge clk)
-    t0_has_ohi0 <= \$1837 ;
-  always @(posedge clk)
-    t0_has_ohi1 <= \$1838 ;
-  always @(posedge clk)
-    t0_has_ohi2 <= \$1839 ;
-  always @(posedge clk)
-    t0_has_ohi3 <= \$1840 ;
-  always @(posedge clk)
-    t0_imin0 <= \$1841 ;
-  always @(posedge clk)
-    t0_imin1 <= \$1842 ;
-  always @(posedge clk)
-    t0_imin2 <= \$1843 ;
+  assign \$1539  = t0_has_hi2 & \$1538 ;
+  assign \$1540  = \$1539  ? t0_hi2 : t0_hi3;
+  assign \$1541  = \$1535  > \$1540 ;
+  assign \$1542  = \$1530  | \$1541 ;
+  assign \$1543  = \$1528  & \$1542 ;
+  assign \$1544  = ~ t0_has_hi1;
+  assign \$1545  = t0_hi0 > t0_hi1;
+  assign \$1546  = \$1544  | \$1545 ;
+  assign \$1547  = t0_has_hi0 & \$1546 ;
+  assign \$1548  = \$1547  ? t0_hi0 : t0_hi1;
+  assign \$1549  = ~ t0_has_hi3;
+  assign \$1550  = t0_hi2 > t0_hi3;
+  assign \$1551  = \$1549  | \$1550 ;
+  assign \$1552  = t0_has_hi2 & \$1551 ;
+  assign \$1553  = \$1552  ? t0_hi2 : t0_hi3;
+  assign \$1554  = \$1543  ? \$1548  : \$1553 ;
+  assign \$1555  = t0_has_hi0 | t0_has_hi1;
+  assign \$1556  = t0_has_hi2 | t0_has_hi3;
+  assign \$1557  = \$1555  | \$1556 ;
+  assign \$1558  = t0_olo0 < t0_olo1;
+  assign \$1559  = \$1558  ? t0_olo0 : t0_olo1;
+  assign \$1560  = t0_olo2 < t0_olo3;
+  assign \$1561  = \$1560  ? t0_olo2 : t0_olo3;
+  assign \$1562  = \$1559  < \$1561 ;
+  assign \$1563  = t0_olo0 < t0_olo1;
+  assign \$1564  = \$1563  ? t0_olo0 : t0_olo1;
+  assign \$1565  = t0_olo2 < t0_olo3;
+  assign \$1566  = \$1565  ? t0_olo2 : t0_olo3;
+  assign \$1567  = \$1562  ? \$1564  : \$1566 ;
+  assign \$1568  = t0_has_olo0 | t0_has_olo1;
+  assign \$1569  = t0_has_olo2 | t0_has_olo3;
+  assign \$1570  = \$1568  | \$1569 ;
+  assign \$1571  = t0_ohi0 > t0_ohi1;
+  assign \$1572  = \$1571  ? t0_ohi0 : t0_ohi1;
+  assign \$1573  = t0_ohi2 > t0_ohi3;
+  assign \$1574  = \$1573  ? t0_ohi2 : t0_ohi3;
+  assign \$1575  = \$1572  > \$1574 ;
+  assign \$1576  = t0_ohi0 > t0_ohi1;
+  assign \$1577  = \$1576  ? t0_ohi0 : t0_ohi1;
+  assign \$1578  = t0_ohi2 > t0_ohi3;
+  assign \$1579  = \$1578  ? t0_ohi2 : t0_ohi3;
+  assign \$1580  = \$1575  ? \$1577  : \$1579 ;
+  assign \$1581  = t0_has_ohi0 | t0_has_ohi1;
+  assign \$1582  = t0_has_ohi2 | t0_has_ohi3;
+  assign \$1583  = \$1581  | \$1582 ;
+  assign \$1584  = t0_has_imin0 | t0_has_imin1;
+  assign \$1585  = t0_has_imin2 | t0_has_imin3;
+  assign \$1586  = ~ \$1585 ;
+  assign \$1587  = ~ t0_has_imin1;
+  assign \$1588  = t0_imin0 < t0_imin1;
+  assign \$1589  = \$1587  | \$1588 ;
+  assign \$1590  = t0_has_imin0 & \$1589 ;
+  assign \$1591  = \$1590  ? t0_imin0 : t0_imin1;
+  assign \$1592  = ~ t0_has_imin3;
+  assign \$1593  = t0_imin2 < t0_imin3;
+  assign \$1594  = \$1592  | \$1593 ;
+  assign \$1595  = t0_has_imin2 & \$1594 ;
+  assign \$1596  = \$1595  ? t0_imin2 : t0_imin3;
+  assign \$1597  = \$1591  < \$1596 ;
+  assign \$1598  = \$1586  | \$1597 ;
+  assign \$1599  = \$1584  & \$1598 ;
+  assign \$1600  = ~ t0_has_imin1;
+  assign \$1601  = t0_imin0 < t0_imin1;
+  assign \$1602  = \$1600  | \$1601 ;
+  assign \$1603  = t0_has_imin0 & \$1602 ;
+  assign \$1604  = \$1603  ? t0_imin0 : t0_imin1;
+  assign \$1605  = ~ t0_has_imin3;
+  assign \$1606  = t0_imin2 < t0_imin3;
+  assign \$1607  = \$1605  | \$1606 ;
+  assign \$1608  = t0_has_imin2 & \$1607 ;
+  assign \$1609  = \$1608  ? t0_imin2 : t0_imin3;
+  assign \$1610  = \$1599  ? \$1604  : \$1609 ;
+  assign \$1611  = t0_has_imin0 | t0_has_imin1;
+  assign \$1612  = t0_has_imin2 | t0_has_imin3;
+  assign \$1613  = \$1611  | \$1612 ;
+  assign \$1614  = t0_has_imax0 | t0_has_imax1;
+  assign \$1615  = t0_has_imax2 | t0_has_imax3;
+  assign \$1616  = ~ \$1615 ;
+  assign \$1617  = ~ t0_has_imax1;
+  assign \$1618  = t0_imax0 > t0_imax1;
+  assign \$1619  = \$1617  | \$1618 ;
+  assign \$1620  = t0_has_imax0 & \$1619 ;
+  assign \$1621  = \$1620  ? t0_imax0 : t0_imax1;
+  assign \$1622  = ~ t0_has_imax3;
+  assign \$1623  = t0_imax2 > t0_imax3;
+  assign \$1624  = \$1622  | \$1623 ;
+  assign \$1625  = t0_has_imax2 & \$1624 ;
+  assign \$1626  = \$1625  ? t0_imax2 : t0_imax3;
+  assign \$1627  = \$1621  > \$1626 ;
+  assign \$1628  = \$1616  | \$1627 ;
+  assign \$1629  = \$1614  & \$1628 ;
+  assign \$1630  = ~ t0_has_imax1;
+  assign \$1631  = t0_imax0 > t0_imax1;
+  assign \$1632  = \$1630  | \$1631 ;
+  assign \$1633  = t0_has_imax0 & \$1632 ;
+  assign \$1634  = \$1633  ? t0_imax0 : t0_imax1;
+  assign \$1635  = ~ t0_has_imax3;
+  assign \$1636  = t0_imax2 > t0_imax3;
+  assign \$1637  = \$1635  | \$1636 ;
+  assign \$1638  = t0_has_imax2 & \$1637 ;
+  assign \$1639  = \$1638  ? t0_imax2 : t0_imax3;
+  assign \$1640  = \$1629  ? \$1634  : \$1639 ;
+  assign \$1641  = t0_has_imax0 | t0_has_imax1;
+  assign \$1642  = t0_has_imax2 | t0_has_imax3;
+  assign \$1643  = \$1641  | \$1642 ;
+  assign \$1644  = ~ t1_has_lo0;
+  assign \$1645  = acc_lo < t1_lo0;
+  assign \$1646  = \$1644  | \$1645 ;
+  assign \$1647  = acc_has_lo & \$1646 ;
+  assign \$1648  = \$1647  ? acc_lo : t1_lo0;
+  assign \$1649  = t1_first ? t1_lo0 : \$1648 ;
+  assign \$1650  = ~ t1_has_hi0;
+  assign \$1651  = acc_hi > t1_hi0;
+  assign \$1652  = \$1650  | \$1651 ;
+  assign \$1653  = acc_has_hi & \$1652 ;
+  assign \$1654  = \$1653  ? acc_hi : t1_hi0;
+  assign \$1655  = t1_first ? t1_hi0 : \$1654 ;
+  assign \$1656  = acc_olo < t1_olo0;
+  assign \$1657  = \$1656  ? acc_olo : t1_olo0;
+  assign \$1658  = t1_first ? t1_olo0 : \$1657 ;
+  assign \$1659  = acc_ohi > t1_ohi0;
+  assign \$1660  = \$1659  ? acc_ohi : t1_ohi0;
+  assign \$1661  = t1_first ? t1_ohi0 : \$1660 ;
+  assign \$1662  = ~ t1_has_imin0;
+  assign \$1663  = acc_imin < t1_imin0;
+  assign \$1664  = \$1662  | \$1663 ;
+  assign \$1665  = acc_has_imin & \$1664 ;
+  assign \$1666  = \$1665  ? acc_imin : t1_imin0;
+  assign \$1667  = t1_first ? t1_imin0 : \$1666 ;
+  assign \$1668  = ~ t1_has_imax0;
+  assign \$1669  = acc_imax > t1_imax0;
+  assign \$1670  = \$1668  | \$1669 ;
+  assign \$1671  = acc_has_imax & \$1670 ;
+  assign \$1672  = \$1671  ? acc_imax : t1_imax0;
+  assign \$1673  = t1_first ? t1_imax0 : \$1672 ;
+  assign \$1674  = ~ t1_first;
+  assign \$1675  = \$1674  & acc_has_lo;
+  assign \$1676  = t1_has_lo0 | \$1675 ;
+  assign \$1677  = ~ t1_first;
+  assign \$1678  = \$1677  & acc_has_hi;
+  assign \$1679  = t1_has_hi0 | \$1678 ;
+  assign \$1680  = ~ t1_first;
+  assign \$1681  = \$1680  & acc_has_olo;
+  assign \$1682  = t1_has_olo0 | \$1681 ;
+  assign \$1683  = ~ t1_first;
+  assign \$1684  = \$1683  & acc_has_ohi;
+  assign \$1685  = t1_has_ohi0 | \$1684 ;
+  assign \$1686  = ~ t1_first;
+  assign \$1687  = \$1686  & acc_has_imin;
+  assign \$1688  = t1_has_imin0 | \$1687 ;
+  assign \$1689  = ~ t1_first;
+  assign \$1690  = \$1689  & acc_has_imax;
+  assign \$1691  = t1_has_imax0 | \$1690 ;
+  assign \$1692  = t1_first ? 8'h00 : acc_cnt0;
+  assign \$1693  = ! t1_block;
+  assign \$1694  = \$1693  ? t1_count : 5'h00;
+  assign \$1695  = \$1692  + \$1694 ;
+  assign \$1696  = t1_first ? 8'h00 : acc_cnt1;
+  assign \$1697  = t1_block == 1'h1;
+  assign \$1698  = \$1697  ? t1_count : 5'h00;
+  assign \$1699  = \$1696  + \$1698 ;
+  assign \$1700  = t1_first ? 8'h00 : acc_cnt2;
+  assign \$1701  = t1_block == 2'h2;
+  assign \$1702  = \$1701  ? t1_count : 5'h00;
+  assign \$1703  = \$1700  + \$1702 ;
+  assign \$1704  = t1_valid & t1_last;
+  assign \$1705  = t1_valid & t1_last;
+  assign \$1706  = ~ t1_has_lo0;
+  assign \$1707  = acc_lo < t1_lo0;
+  assign \$1708  = \$1706  | \$1707 ;
+  assign \$1709  = acc_has_lo & \$1708 ;
+  assign \$1710  = \$1709  ? acc_lo : t1_lo0;
+  assign \$1711  = t1_first ? t1_lo0 : \$1710 ;
+  assign \$1712  = ~ t1_has_hi0;
+  assign \$1713  = acc_hi > t1_hi0;
+  assign \$1714  = \$1712  | \$1713 ;
+  assign \$1715  = acc_has_hi & \$1714 ;
+  assign \$1716  = \$1715  ? acc_hi : t1_hi0;
+  assign \$1717  = t1_first ? t1_hi0 : \$1716 ;
+  assign \$1718  = acc_olo < t1_olo0;
+  assign \$1719  = \$1718  ? acc_olo : t1_olo0;
+  assign \$1720  = t1_first ? t1_olo0 : \$1719 ;
+  assign \$1721  = acc_ohi > t1_ohi0;
+  assign \$1722  = \$1721  ? acc_ohi : t1_ohi0;
+  assign \$1723  = t1_first ? t1_ohi0 : \$1722 ;
+  assign \$1724  = ~ t1_has_imin0;
+  assign \$1725  = acc_imin < t1_imin0;
+  assign \$1726  = \$1724  | \$1725 ;
+  assign \$1727  = acc_has_imin & \$1726 ;
+  assign \$1728  = \$1727  ? acc_imin : t1_imin0;
+  assign \$1729  = t1_first ? t1_imin0 : \$1728 ;
+  assign \$1730  = ~ t1_has_imax0;
+  assign \$1731  = acc_imax > t1_imax0;
+  assign \$1732  = \$1730  | \$1731 ;
+  assign \$1733  = acc_has_imax & \$1732 ;
+  assign \$1734  = \$1733  ? acc_imax : t1_imax0;
+  assign \$1735  = t1_first ? t1_imax0 : \$1734 ;
+  assign \$1736  = ~ t1_first;
+  assign \$1737  = \$1736  & acc_has_lo;
+  assign \$1738  = t1_has_lo0 | \$1737 ;
+  assign \$1739  = ~ t1_first;
+  assign \$1740  = \$1739  & acc_has_hi;
+  assign \$1741  = t1_has_hi0 | \$1740 ;
+  assign \$1742  = ~ t1_first;
+  assign \$1743  = \$1742  & acc_has_olo;
+  assign \$1744  = t1_has_olo0 | \$1743 ;
+  assign \$1745  = ~ t1_first;
+  assign \$1746  = \$1745  & acc_has_ohi;
+  assign \$1747  = t1_has_ohi0 | \$1746 ;
+  assign \$1748  = ~ t1_first;
+  assign \$1749  = \$1748  & acc_has_imin;
+  assign \$1750  = t1_has_imin0 | \$1749 ;
+  assign \$1751  = ~ t1_first;
+  assign \$1752  = \$1751  & acc_has_imax;
+  assign \$1753  = t1_has_imax0 | \$1752 ;
+  assign \$1754  = t1_first ? 8'h00 : acc_cnt0;
+  assign \$1755  = ! t1_block;
+  assign \$1756  = \$1755  ? t1_count : 5'h00;
+  assign \$1757  = \$1754  + \$1756 ;
+  assign \$1758  = t1_first ? 8'h00 : acc_cnt1;
+  assign \$1759  = t1_block == 1'h1;
+  assign \$1760  = \$1759  ? t1_count : 5'h00;
+  assign \$1761  = \$1758  + \$1760 ;
+  assign \$1762  = t1_first ? 8'h00 : acc_cnt2;
+  assign \$1763  = t1_block == 2'h2;
+  assign \$1764  = \$1763  ? t1_count : 5'h00;
+  assign \$1765  = \$1762  + \$1764 ;
+  assign \$1766  = ~ v1_imin[15];
+  assign \$1767  = ~ v1_imin[14:0];
+  assign \$1768  = v1_imin[15] ? v1_imin[14:0] : \$1767 ;
+  assign \$1769  = ~ v1_imin[15];
+  assign \$1770  = - $signed(v1_t[122:82]);
+  assign \$1771  = - $signed(v1_t[163:123]);
+  assign \$1772  = ~ v1_lo[15];
+  assign \$1773  = ~ v1_lo[14:0];
+  assign \$1774  = v1_lo[15] ? v1_lo[14:0] : \$1773 ;
+  assign \$1775  = ~ v1_lo[15];
+  assign \$1776  = ~ v1_lo[15];
+  assign \$1777  = ~ v1_lo[14:0];
+  assign \$1778  = v1_lo[15] ? v1_lo[14:0] : \$1777 ;
+  assign \$1779  = ~ v1_lo[15];
+  assign \$1780  = | \$1778 [14:10];
+  assign \$1781  = ~ v1_lo[15];
+  assign \$1782  = ~ v1_lo[14:0];
+  assign \$1783  = v1_lo[15] ? v1_lo[14:0] : \$1782 ;
+  assign \$1784  = ~ v1_lo[15];
+  assign \$1785  = | \$1783 [14:10];
+  assign \$1786  = ~ v1_lo[15];
+  assign \$1787  = ~ v1_lo[14:0];
+  assign \$1788  = v1_lo[15] ? v1_lo[14:0] : \$1787 ;
+  assign \$1789  = ~ v1_lo[15];
+  assign \$1790  = \$1788 [14:10] - 1'h1;
+  assign \$1791  = \$1785  ? \$1790  : 6'h00;
+  assign \$1792  = { \$1780 , \$1774 [9:0] } << \$1791 [4:0];
+  assign \$1793  = ~ v1_lo[15];
+  assign \$1794  = ~ v1_lo[14:0];
+  assign \$1795  = v1_lo[15] ? v1_lo[14:0] : \$1794 ;
+  assign \$1796  = ~ v1_lo[15];
+  assign \$1797  = ~ v1_hi[15];
+  assign \$1798  = ~ v1_hi[14:0];
+  assign \$1799  = v1_hi[15] ? v1_hi[14:0] : \$1798 ;
+  assign \$1800  = ~ v1_hi[15];
+  assign \$1801  = ~ v1_hi[15];
+  assign \$1802  = ~ v1_hi[14:0];
+  assign \$1803  = v1_hi[15] ? v1_hi[14:0] : \$1802 ;
+  assign \$1804  = ~ v1_hi[15];
+  assign \$1805  = | \$1803 [14:10];
+  assign \$1806  = ~ v1_hi[15];
+  assign \$1807  = ~ v1_hi[14:0];
+  assign \$1808  = v1_hi[15] ? v1_hi[14:0] : \$1807 ;
+  assign \$1809  = ~ v1_hi[15];
+  assign \$1810  = | \$1808 [14:10];
+  assign \$1811  = ~ v1_hi[15];
+  assign \$1812  = ~ v1_hi[14:0];
+  assign \$1813  = v1_hi[15] ? v1_hi[14:0] : \$1812 ;
+  assign \$1814  = ~ v1_hi[15];
+  assign \$1815  = \$1813 [14:10] - 1'h1;
+  assign \$1816  = \$1810  ? \$1815  : 6'h00;
+  assign \$1817  = { \$1805 , \$1799 [9:0] } << \$1816 [4:0];
+  assign \$1818  = ~ v1_hi[15];
+  assign \$1819  = ~ v1_hi[14:0];
+  assign \$1820  = v1_hi[15] ? v1_hi[14:0] : \$1819 ;
+  assign \$1821  = ~ v1_hi[15];
+  assign \$1822  = ~ v1_olo[15];
+  assign \$1823  = ~ v1_olo[14:0];
+  assign \$1824  = v1_olo[15] ? v1_olo[14:0] : \$1823 ;
+  assign \$1825  = ~ v1_olo[15];
+  assign \$1826  = ~ v1_olo[15];
+  assign \$1827  = ~ v1_olo[14:0];
+  assign \$1828  = v1_olo[15] ? v1_olo[14:0] : \$1827 ;
+  assign \$1829  = ~ v1_olo[15];
+  assign \$1830  = | \$1828 [14:10];
+  assign \$1831  = ~ v1_olo[15];
+  assign \$1832  = ~ v1_olo[14:0];
+  assign \$1833  = v1_olo[15] ? v1_olo[14:0] : \$1832 ;
+  assign \$1834  = ~ v1_olo[15];
+  assign \$1835  = | \$1833 [14:10];
+  assign \$1836  = ~ v1_olo[15];
+  assign \$1837  = ~ v1_olo[14:0];
+  assign \$1838  = v1_olo[15] ? v1_olo[14:0] : \$1837 ;
+  assign \$1839  = ~ v1_olo[15];
+  assign \$1840  = \$1838 [14:10] - 1'h1;
+  assign \$1841  = \$1835  ? \$1840  : 6'h00;
+  assign \$1842  = { \$1830 , \$1824 [9:0] } << \$1841 [4:0];
+  assign \$1843  = ~ v1_olo[15];
+  assign \$1844  = ~ v1_olo[14:0];
+  assign \$1845  = v1_olo[15] ? v1_olo[14:0] : \$1844 ;
+  assign \$1846  = ~ v1_olo[15];
+  assign \$1847  = ~ v1_ohi[15];
+  assign \$1848  = ~ v1_ohi[14:0];
+  assign \$1849  = v1_ohi[15] ? v1_ohi[14:0] : \$1848 ;
+  assign \$1850  = ~ v1_ohi[15];
+  assign \$1851  = ~ v1_ohi[15];
+  assign \$1852  = ~ v1_ohi[14:0];
+  assign \$1853  = v1_ohi[15] ? v1_ohi[14:0] : \$1852 ;
+  assign \$1854  = ~ v1_ohi[15];
+  assign \$1855  = | \$1853 [14:10];
+  assign \$1856  = ~ v1_ohi[15];
+  assign \$1857  = ~ v1_ohi[14:0];
+  assign \$1858  = v1_ohi[15] ? v1_ohi[14:0] : \$1857 ;
+  assign \$1859  = ~ v1_ohi[15];
+  assign \$1860  = | \$1858 [14:10];
+  assign \$1861  = ~ v1_ohi[15];
+  assign \$1862  = ~ v1_ohi[14:0];
+  assign \$1863  = v1_ohi[15] ? v1_ohi[14:0] : \$1862 ;
+  assign \$1864  = ~ v1_ohi[15];
+  assign \$1865  = \$1863 [14:10] - 1'h1;
+  assign \$1866  = \$1860  ? \$1865  : 6'h00;
+  assign \$1867  = { \$1855 , \$1849 [9:0] } << \$1866 [4:0];
+  assign \$1868  = ~ v1_ohi[15];
+  assign \$1869  = ~ v1_ohi[14:0];
+  assign \$1870  = v1_ohi[15] ? v1_ohi[14:0] : \$1869 ;
+  assign \$1871  = ~ v1_ohi[15];
+  assign \$1872  = ~ v1_imax[15];
+  assign \$1873  = ~ v1_imax[14:0];
+  assign \$1874  = v1_imax[15] ? v1_imax[14:0] : \$1873 ;
+  assign \$1875  = ~ v1_imax[15];
+  assign \$1876  = ~ v1_imax[15];
+  assign \$1877  = ~ v1_imax[14:0];
+  assign \$1878  = v1_imax[15] ? v1_imax[14:0] : \$1877 ;
+  assign \$1879  = ~ v1_imax[15];
+  assign \$1880  = | \$1878 [14:10];
+  assign \$1881  = ~ v1_imax[15];
+  assign \$1882  = ~ v1_imax[14:0];
+  assign \$1883  = v1_imax[15] ? v1_imax[14:0] : \$1882 ;
+  assign \$1884  = ~ v1_imax[15];
+  assign \$1885  = | \$1883 [14:10];
+  assign \$1886  = ~ v1_imax[15];
+  assign \$1887  = ~ v1_imax[14:0];
+  assign \$1888  = v1_imax[15] ? v1_imax[14:0] : \$1887 ;
+  assign \$1889  = ~ v1_imax[15];
+  assign \$1890  = \$1888 [14:10] - 1'h1;
+  assign \$1891  = \$1885  ? \$1890  : 6'h00;
+  assign \$1892  = { \$1880 , \$1874 [9:0] } << \$1891 [4:0];
+  assign \$1893  = ~ v1_imax[15];
+  assign \$1894  = ~ v1_imax[14:0];
+  assign \$1895  = v1_imax[15] ? v1_imax[14:0] : \$1894 ;
+  assign \$1896  = ~ v1_imax[15];
+  assign \$1897  = ~ v1_imin[15];
+  assign \$1898  = ~ v1_imin[14:0];
+  assign \$1899  = v1_imin[15] ? v1_imin[14:0] : \$1898 ;
+  assign \$1900  = ~ v1_imin[15];
+  assign \$1901  = ~ v1_imin[15];
+  assign \$1902  = ~ v1_imin[14:0];
+  assign \$1903  = v1_imin[15] ? v1_imin[14:0] : \$1902 ;
+  assign \$1904  = ~ v1_imin[15];
+  assign \$1905  = | \$1903 [14:10];
+  assign \$1906  = ~ v1_imin[15];
+  assign \$1907  = ~ v1_imin[14:0];
+  assign \$1908  = v1_imin[15] ? v1_imin[14:0] : \$1907 ;
+  assign \$1909  = ~ v1_imin[15];
+  assign \$1910  = | \$1908 [14:10];
+  assign \$1911  = ~ v1_imin[15];
+  assign \$1912  = ~ v1_imin[14:0];
+  assign \$1913  = v1_imin[15] ? v1_imin[14:0] : \$1912 ;
+  assign \$1914  = ~ v1_imin[15];
+  assign \$1915  = \$1913 [14:10] - 1'h1;
+  assign \$1916  = \$1910  ? \$1915  : 6'h00;
+  assign \$1917  = { \$1905 , \$1899 [9:0] } << \$1916 [4:0];
+  assign \$1918  = ~ v1_imin[15];
+  assign \$1919  = ~ v1_imin[14:0];
+  assign \$1920  = v1_imin[15] ? v1_imin[14:0] : \$1919 ;
+  assign \$1921  = ~ v1_imin[15];
+  assign \$1922  = v2_has_lo ? \$43 [41:1] : 41'h00000000000;
+  assign \$1923  = v2_has_hi ? \$128 [41:1] : 41'h00000000000;
+  assign \$1924  = v2_has_olo ? \$171 [41:1] : 41'h00000000000;
+  assign \$1925  = v2_has_ohi ? \$256 [41:1] : 41'h00000000000;
+  assign \$1926  = - v2_mag_imin;
+  assign \$1927  = v2_neg_imin ? \$1926  : { 1'h0, v2_mag_imin };
+  assign \$1928  = v2_has_imin ? \$1927  : 41'h00000000000;
+  assign \$1929  = v2_has_imin ? imin_bits2 : 16'h0000;
+  assign \$1930  = v2_has_imin ? \$385 [41:1] : 41'h00000000000;
+  assign \$1931  = \$signal$168  > o_hi3;
+  assign \$1932  = \$1931  ? \$signal$168  : o_hi3;
+  always @(posedge clk)
+    t0_lo0 <= \$1933 ;
+  always @(posedge clk)
+    t0_lo1 <= \$1934 ;
+  always @(posedge clk)
+    t0_lo2 <= \$1935 ;
+  always @(posedge clk)
+    t0_lo3 <= \$1936 ;
+  always @(posedge clk)
+    t0_has_lo0 <= \$1937 ;
+  always @(posedge clk)
+    t0_has_lo1 <= \$1938 ;
+  always @(posedge clk)
+    t0_has_lo2 <= \$1939 ;
+  always @(posedge clk)
+    t0_has_lo3 <= \$1940 ;
+  always @(posedge clk)
+    t0_hi0 <= \$1941 ;
+  always @(posedge clk)
+    t0_hi1 <= \$1942 ;
+  always @(posedge clk)
+    t0_hi2 <= \$1943 ;
+  always @(posedge clk)
+    t0_hi3 <= \$1944 ;
+  always @(posedge clk)
+    t0_has_hi0 <= \$1945 ;
+  always @(posedge clk)
+    t0_has_hi1 <= \$1946 ;
+  always @(posedge clk)
+    t0_has_hi2 <= \$1947 ;
+  always @(posedge clk)
+    t0_has_hi3 <= \$1948 ;
+  always @(posedge clk)
+    t0_olo0 <= \$1949 ;
+  always @(posedge clk)
+    t0_olo1 <= \$1950 ;
+  always @(posedge clk)
+    t0_olo2 <= \$1951 ;
+  always @(posedge clk)
+    t0_olo3 <= \$1952 ;
+  always @(posedge clk)
+    t0_has_olo0 <= \$1953 ;
+  always @(posedge clk)
+    t0_has_olo1 <= \$1954 ;
+  always @(posedge clk)
+    t0_has_olo2 <= \$1955 ;
+  always @(posedge clk)
+    t0_has_olo3 <= \$1956 ;
+  always @(posedge clk)
+    t0_ohi0 <= \$1957 ;
+  always @(posedge clk)
+    t0_ohi1 <= \$1958 ;
+  always @(posedge clk)
+    t0_ohi2 <= \$1959 ;
+  always @(posedge clk)
+    t0_ohi3 <= \$1960 ;
+  always @(posedge clk)
+    t0_has_ohi0 <= \$1961 ;
+  always @(posedge clk)
+    t0_has_ohi1 <= \$1962 ;
+  always @(posedge clk)
+    t0_has_ohi2 <= \$1963 ;
+  always @(posedge clk)
+    t0_has_ohi3 <= \$1964 ;
+  always @(posedge clk)
+    t0_imin0 <= \$1965 ;
+  always @(posedge clk)
+    t0_imin1 <= \$1966 ;
+  always @(posedge clk)
+    t0_imin2 <= \$1967 ;
+  always @(posedge clk)
+    t0_imin3 <= \$1968 ;
+  always @(posedge clk)
+    t0_has_imin0 <= \$1969 ;
+  always @(posedge clk)
+    t0_has_imin1 <= \$1970 ;
+  always @(posedge clk)
+    t0_has_imin2 <= \$1971 ;
+  always @(posedge clk)
+    t0_has_imin3 <= \$1972 ;
+  always @(posedge clk)
+    t0_imax0 <= \$1973 ;
+  always @(posedge clk)
+    t0_imax1 <= \$1974 ;
+  always @(posedge clk)
+    t0_imax2 <= \$1975 ;
+  always @(posedge clk)
+    t0_imax3 <= \$1976 ;
+  always @(posedge clk)
+    t0_has_imax0 <= \$1977 ;
+  always @(posedge clk)
+    t0_has_imax1 <= \$1978 ;
+  always @(posedge clk)
+    t0_has_imax2 <= \$1979 ;
+  always @(posedge clk)
+    t0_has_imax3 <= \$1980 ;
+  always @(posedge clk)
+    t0_valid <= \$1981 ;
+  always @(posedge clk)
+    t0_first <= \$1982 ;
+  always @(posedge clk)
+    t0_last <= \$1983 ;
+  always @(posedge clk)
+    t0_block <= \$1984 ;
+  always @(posedge clk)
+    t0_count <= \$1985 ;
+  always @(posedge clk)
+    t0_t <= \$1986 ;
+  always @(posedge clk)
+    t1_lo0 <= \$1987 ;
+  always @(posedge clk)
+    t1_has_lo0 <= \$1988 ;
+  always @(posedge clk)
+    t1_hi0 <= \$1989 ;
+  always @(posedge clk)
+    t1_has_hi0 <= \$1990 ;
+  always @(posedge clk)
+    t1_olo0 <= \$1991 ;
+  always @(posedge clk)
+    t1_has_olo0 <= \$1992 ;
+  always @(posedge clk)
+    t1_ohi0 <= \$1993 ;
+  always @(posedge clk)
+    t1_has_ohi0 <= \$1994 ;
+  always @(posedge clk)
+    t1_imin0 <= \$1995 ;
+  always @(posedge clk)
+    t1_has_imin0 <= \$1996 ;
+  always @(posedge clk)
+    t1_imax0 <= \$1997 ;
+  always @(posedge clk)
+    t1_has_imax0 <= \$1998 ;
+  always @(posedge clk)
+    t1_valid <= \$1999 ;
+  always @(posedge clk)
+    t1_first <= \$2000 ;
+  always @(posedge clk)
+    t1_last <= \$2001 ;
+  always @(posedge clk)
+    t1_block <= \$2002 ;
+  always @(posedge clk)
+    t1_count <= \$2003 ;
+  always @(posedge clk)
+    t1_t <= \$2004 ;
+  always @(posedge clk)
+    acc_lo <= \$2005 ;
+  always @(posedge clk)
+    acc_hi <= \$2006 ;
+  always @(posedge clk)
+    acc_olo <= \$2007 ;
+  always @(posedge clk)
+    acc_ohi <= \$2008 ;
+  always @(posedge clk)
+    acc_imin <= \$2009 ;
+  always @(posedge clk)
+    acc_imax <= \$2010 ;
+  always @(posedge clk)
+    acc_has_lo <= \$2011 ;
+  always @(posedge clk)
+    acc_has_hi <= \$2012 ;
+  always @(posedge clk)
+    acc_has_olo <= \$2013 ;
+  always @(posedge clk)
+    acc_has_ohi <= \$2014 ;
+  always @(posedge clk)
+    acc_has_imin <= \$2015 ;
+  always @(posedge clk)
+    acc_has_imax <= \$2016 ;
+  always @(posedge clk)
+    acc_cnt0 <= \$2017 ;
+  always @(posedge clk)
+    acc_cnt1 <= \$2018 ;
+  always @(posedge clk)
+    acc_cnt2 <= \$2019 ;
+  always @(posedge clk)
+    v1 <= \$2020 ;
+  always @(posedge clk)
+    v1_lo <= \$2021 ;
+  always @(posedge clk)
+    v1_hi <= \$2022 ;
+  always @(posedge clk)
+    v1_olo <= \$2023 ;
+  always @(posedge clk)
+    v1_ohi <= \$2024 ;
+  always @(posedge clk)
+    v1_imin <= \$2025 ;
+  always @(posedge clk)
+    v1_imax <= \$2026 ;
+  always @(posedge clk)
+    v1_has_lo <= \$2027 ;
+  always @(posedge clk)
+    v1_has_hi <= \$2028 ;
+  always @(posedge clk)
+    v1_has_olo <= \$2029 ;
   always @(posedge clk)
-    t0_imin3 <= \$1844 ;
+    v1_has_ohi <= \$2030 ;
   always @(posedge clk)
-    t0_has_imin0 <= \$1845 ;
+    v1_has_imin <= \$2031 ;
   always @(posedge clk)
-    t0_has_imin1 <= \$1846 ;
+    v1_has_imax <= \$2032 ;
   always @(posedge clk)
-    t0_has_imin2 <= \$1847 ;
+    v1_cnt0 <= \$2033 ;
   always @(posedge clk)
-    t0_has_imin3 <= \$1848 ;
+    v1_cnt1 <= \$2034 ;
   always @(posedge clk)
-    t0_imax0 <= \$1849 ;
+    v1_cnt2 <= \$2035 ;
   always @(posedge clk)
-    t0_imax1 <= \$1850 ;
+    v1_t <= \$2036 ;
   always @(posedge clk)
-    t0_imax2 <= \$1851 ;
+    v2 <= \$2037 ;
   always @(posedge clk)
-    t0_imax3 <= \$1852 ;
+    v2_t <= \$2038 ;
   always @(posedge clk)
-    t0_has_imax0 <= \$1853 ;
+    imin_bits2 <= \$2039 ;
   always @(posedge clk)
-    t0_has_imax1 <= \$1854 ;
+    b_base <= \$2040 ;
   always @(posedge clk)
-    t0_has_imax2 <= \$1855 ;
+    o_hi_base <= \$2041 ;
   always @(posedge clk)
-    t0_has_imax3 <= \$1856 ;
+    v2_mag_lo <= \$2042 ;
   always @(posedge clk)
-    t0_valid <= \$1857 ;
+    v2_neg_lo <= \$2043 ;
   always @(posedge clk)
-    t0_first <= \$1858 ;
+    v2_mag_hi <= \$2044 ;
   always @(posedge clk)
-    t0_last <= \$1859 ;
+    v2_neg_hi <= \$2045 ;
   always @(posedge clk)
-    t0_block <= \$1860 ;
+    v2_mag_olo <= \$2046 ;
   always @(posedge clk)
-    t0_count <= \$1861 ;
+    v2_neg_olo <= \$2047 ;
   always @(posedge clk)
-    t0_t <= \$1862 ;
+    v2_mag_ohi <= \$2048 ;
   always @(posedge clk)
-    t1_lo0 <= \$1863 ;
+    v2_neg_ohi <= \$2049 ;
   always @(posedge clk)
-    t1_has_lo0 <= \$1864 ;
+    v2_mag_imax <= \$2050 ;
   always @(posedge clk)
-    t1_hi0 <= \$1865 ;
+    v2_neg_imax <= \$2051 ;
   always @(posedge clk)
-    t1_has_hi0 <= \$1866 ;
+    v2_mag_imin <= \$2052 ;
   always @(posedge clk)
-    t1_olo0 <= \$1867 ;
+    v2_neg_imin <= \$2053 ;
   always @(posedge clk)
-    t1_has_olo0 <= \$1868 ;
+    v2_has_lo <= \$2054 ;
   always @(posedge clk)
-    t1_ohi0 <= \$1869 ;
+    v2_has_hi <= \$2055 ;
   always @(posedge clk)
-    t1_has_ohi0 <= \$1870 ;
+    v2_has_olo <= \$2056 ;
   always @(posedge clk)
-    t1_imin0 <= \$1871 ;
+    v2_has_ohi <= \$2057 ;
   always @(posedge clk)
-    t1_has_imin0 <= \$1872 ;
+    v2_has_imin <= \$2058 ;
   always @(posedge clk)
-    t1_imax0 <= \$1873 ;
+    v2_has_imax <= \$2059 ;
   always @(posedge clk)
-    t1_has_imax0 <= \$1874 ;
+    v2_cnt0 <= \$2060 ;
   always @(posedge clk)
-    t1_valid <= \$1875 ;
+    v2_cnt1 <= \$2061 ;
   always @(posedge clk)
-    t1_first <= \$1876 ;
+    v2_cnt2 <= \$2062 ;
   always @(posedge clk)
-    t1_last <= \$1877 ;
+    v3 <= \$2063 ;
   always @(posedge clk)
-    t1_block <= \$1878 ;
+    \$signal  <= \$2064 ;
   always @(posedge clk)
-    t1_count <= \$1879 ;
+    hi3 <= \$2065 ;
   always @(posedge clk)
-    t1_t <= \$1880 ;
+    \$signal$166  <= \$2066 ;
   always @(posedge clk)
-    acc_lo <= \$1881 ;
+    \$signal$167  <= \$2067 ;
   always @(posedge clk)
-    acc_hi <= \$1882 ;
+    \$signal$168  <= \$2068 ;
   always @(posedge clk)
-    acc_olo <= \$1883 ;
+    o_hi3 <= \$2069 ;
   always @(posedge clk)
-    acc_ohi <= \$1884 ;
+    \$signal$170  <= \$2070 ;
   always @(posedge clk)
-    acc_imin <= \$1885 ;
+    imin_bits3 <= \$2071 ;
   always @(posedge clk)
-    acc_imax <= \$1886 ;
+    ext3 <= \$2072 ;
   always @(posedge clk)
-    acc_has_lo <= \$1887 ;
+    v3_cnt0 <= \$2073 ;
   always @(posedge clk)
-    acc_has_hi <= \$1888 ;
+    v3_cnt1 <= \$2074 ;
   always @(posedge clk)
-    acc_has_olo <= \$1889 ;
+    v3_cnt2 <= \$2075 ;
   always @(posedge clk)
-    acc_has_ohi <= \$1890 ;
+    done <= \$2076 ;
   always @(posedge clk)
-    acc_has_imin <= \$1891 ;
+    \a$177  <= \$2077 ;
   always @(posedge clk)
-    acc_has_imax <= \$1892 ;
+    \b$178  <= \$2078 ;
   always @(posedge clk)
-    acc_cnt0 <= \$1893 ;
+    has_lo <= \$2079 ;
   always @(posedge clk)
-    acc_cnt1 <= \$1894 ;
+    has_hi <= \$2080 ;
   always @(posedge clk)
-    acc_cnt2 <= \$1895 ;
+    outer_max <= \$2081 ;
   always @(posedge clk)
-    v1 <= \$1896 ;
+    inner_min <= \$2082 ;
   always @(posedge clk)
-    v1_lo <= \$1897 ;
+    inner_min_fp16 <= \$2083 ;
   always @(posedge clk)
-    v1_hi <= \$1898 ;
+    inner_ext <= \$2084 ;
   always @(posedge clk)
-    v1_olo <= \$1899 ;
-  always @(posedge clk)
-    v1_ohi <= \$1900 ;
-  always @(posedge clk)
-    v1_imin <= \$1901 ;
-  always @(posedge clk)
-    v1_imax <= \$1902 ;
-  always @(posedge clk)
-    v1_has_lo <= \$1903 ;
-  always @(posedge clk)
-    v1_has_hi <= \$1904 ;
-  always @(posedge clk)
-    v1_has_olo <= \$1905 ;
-  always @(posedge clk)
-    v1_has_ohi <= \$1906 ;
-  always @(posedge clk)
-    v1_has_imin <= \$1907 ;
-  always @(posedge clk)
-    v1_has_imax <= \$1908 ;
-  always @(posedge clk)
-    v1_cnt0 <= \$1909 ;
-  always @(posedge clk)
-    v1_cnt1 <= \$1910 ;
-  always @(posedge clk)
-    v1_cnt2 <= \$1911 ;
-  always @(posedge clk)
-    v1_t <= \$1912 ;
-  always @(posedge clk)
-    v2 <= \$1913 ;
-  always @(posedge clk)
-    v2_t <= \$1914 ;
-  always @(posedge clk)
-    imin_bits2 <= \$1915 ;
-  always @(posedge clk)
-    v2_hi <= \$1916 ;
-  always @(posedge clk)
-    v2_ohi <= \$1917 ;
-  always @(posedge clk)
-    v2_mag_lo <= \$1918 ;
-  always @(posedge clk)
-    v2_neg_lo <= \$1919 ;
-  always @(posedge clk)
-    v2_mag_olo <= \$1920 ;
-  always @(posedge clk)
-    v2_neg_olo <= \$1921 ;
-  always @(posedge clk)
-    v2_mag_imax <= \$1922 ;
-  always @(posedge clk)
-    v2_neg_imax <= \$1923 ;
-  always @(posedge clk)
-    v2_mag_imin <= \$1924 ;
-  always @(posedge clk)
-    v2_neg_imin <= \$1925 ;
-  always @(posedge clk)
-    v2_has_lo <= \$1926 ;
-  always @(posedge clk)
-    v2_has_hi <= \$1927 ;
-  always @(posedge clk)
-    v2_has_olo <= \$1928 ;
-  always @(posedge clk)
-    v2_has_ohi <= \$1929 ;
-  always @(posedge clk)
-    v2_has_imin <= \$1930 ;
-  always @(posedge clk)
-    v2_has_imax <= \$1931 ;
-  always @(posedge clk)
-    v2_cnt0 <= \$1932 ;
-  always @(posedge clk)
-    v2_cnt1 <= \$1933 ;
-  always @(posedge clk)
-    v2_cnt2 <= \$1934 ;
-  always @(posedge clk)
-    v3 <= \$1935 ;
-  always @(posedge clk)
-    \$signal  <= \$1936 ;
-  always @(posedge clk)
-    hi3 <= \$1937 ;
-  always @(posedge clk)
-    \$signal$156  <= \$1938 ;
-  always @(posedge clk)
-    \$signal$157  <= \$1939 ;
-  always @(posedge clk)
-    \$signal$158  <= \$1940 ;
-  always @(posedge clk)
-    o_hi3 <= \$1941 ;
-  always @(posedge clk)
-    \$signal$160  <= \$1942 ;
-  always @(posedge clk)
-    imin_bits3 <= \$1943 ;
-  always @(posedge clk)
-    ext3 <= \$1944 ;
-  always @(posedge clk)
-    v3_cnt0 <= \$1945 ;
-  always @(posedge clk)
-    v3_cnt1 <= \$1946 ;
-  always @(posedge clk)
-    v3_cnt2 <= \$1947 ;
-  always @(posedge clk)
-    done <= \$1948 ;
-  always @(posedge clk)
-    \a$167  <= \$1949 ;
-  always @(posedge clk)
-    b <= \$1950 ;
-  always @(posedge clk)
-    has_lo <= \$1951 ;
-  always @(posedge clk)
-    has_hi <= \$1952 ;
-  always @(posedge clk)
-    outer_max <= \$1953 ;
-  always @(posedge clk)
-    inner_min <= \$1954 ;
-  always @(posedge clk)
-    inner_min_fp16 <= \$1955 ;
-  always @(posedge clk)
-    inner_ext <= \$1956 ;
-  always @(posedge clk)
-    counts <= \$1957 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1809  = \$274 ;
-    if (rst) begin
-      \$1809  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1810  = \$333 ;
-    if (rst) begin
-      \$1810  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1811  = \$392 ;
-    if (rst) begin
-      \$1811  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1812  = \$451 ;
-    if (rst) begin
-      \$1812  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1813  = \$466 ;
-    if (rst) begin
-      \$1813  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1814  = \$481 ;
-    if (rst) begin
-      \$1814  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1815  = \$496 ;
-    if (rst) begin
-      \$1815  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1816  = \$511 ;
-    if (rst) begin
-      \$1816  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1817  = \$562 ;
-    if (rst) begin
-      \$1817  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1818  = \$613 ;
-    if (rst) begin
-      \$1818  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1819  = \$664 ;
-    if (rst) begin
-      \$1819  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1820  = \$715 ;
-    if (rst) begin
-      \$1820  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1821  = \$726 ;
-    if (rst) begin
-      \$1821  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1822  = \$737 ;
-    if (rst) begin
-      \$1822  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1823  = \$748 ;
-    if (rst) begin
-      \$1823  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1824  = \$759 ;
-    if (rst) begin
-      \$1824  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1825  = \$765 ;
-    if (rst) begin
-      \$1825  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1826  = \$771 ;
-    if (rst) begin
-      \$1826  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1827  = \$777 ;
-    if (rst) begin
-      \$1827  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1828  = \$783 ;
-    if (rst) begin
-      \$1828  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1829  = \$798 ;
-    if (rst) begin
-      \$1829  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1830  = \$813 ;
-    if (rst) begin
-      \$1830  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1831  = \$828 ;
-    if (rst) begin
-      \$1831  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1832  = \$843 ;
-    if (rst) begin
-      \$1832  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1833  = \$853 ;
-    if (rst) begin
-      \$1833  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1834  = \$863 ;
-    if (rst) begin
-      \$1834  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1835  = \$873 ;
-    if (rst) begin
-      \$1835  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1836  = \$883 ;
-    if (rst) begin
-      \$1836  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1837  = \$894 ;
-    if (rst) begin
-      \$1837  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1838  = \$905 ;
-    if (rst) begin
-      \$1838  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1839  = \$916 ;
-    if (rst) begin
-      \$1839  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1840  = \$927 ;
-    if (rst) begin
-      \$1840  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1841  = \$962 ;
-    if (rst) begin
-      \$1841  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1842  = \$997 ;
-    if (rst) begin
-      \$1842  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1843  = \$1032 ;
-    if (rst) begin
-      \$1843  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1844  = \$1067 ;
-    if (rst) begin
-      \$1844  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1845  = \$1074 ;
-    if (rst) begin
-      \$1845  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1846  = \$1081 ;
-    if (rst) begin
-      \$1846  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1847  = \$1088 ;
-    if (rst) begin
-      \$1847  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1848  = \$1095 ;
-    if (rst) begin
-      \$1848  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1849  = \$1134 ;
-    if (rst) begin
-      \$1849  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1850  = \$1173 ;
-    if (rst) begin
-      \$1850  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1851  = \$1212 ;
-    if (rst) begin
-      \$1851  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1852  = \$1251 ;
-    if (rst) begin
-      \$1852  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1853  = \$1258 ;
-    if (rst) begin
-      \$1853  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1854  = \$1265 ;
-    if (rst) begin
-      \$1854  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1855  = \$1272 ;
-    if (rst) begin
-      \$1855  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1856  = \$1279 ;
-    if (rst) begin
-      \$1856  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1857  = valid;
-    if (rst) begin
-      \$1857  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1858  = first;
-    if (rst) begin
-      \$1858  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1859  = last;
-    if (rst) begin
-      \$1859  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1860  = \$1280 ;
-    if (rst) begin
-      \$1860  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1861  = \$1327 ;
-    if (rst) begin
-      \$1861  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1862  = t;
-    if (rst) begin
-      \$1862  = 164'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1863  = \$1354 ;
-    if (rst) begin
-      \$1863  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1864  = \$1357 ;
-    if (rst) begin
-      \$1864  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1865  = \$1384 ;
-    if (rst) begin
-      \$1865  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1866  = \$1387 ;
-    if (rst) begin
-      \$1866  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1867  = \$1397 ;
-    if (rst) begin
-      \$1867  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1868  = \$1400 ;
-    if (rst) begin
-      \$1868  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1869  = \$1410 ;
-    if (rst) begin
-      \$1869  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1870  = \$1413 ;
-    if (rst) begin
-      \$1870  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1871  = \$1440 ;
-    if (rst) begin
-      \$1871  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1872  = \$1443 ;
-    if (rst) begin
-      \$1872  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1873  = \$1470 ;
-    if (rst) begin
-      \$1873  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1874  = \$1473 ;
-    if (rst) begin
-      \$1874  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1875  = t0_valid;
-    if (rst) begin
-      \$1875  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1876  = t0_first;
-    if (rst) begin
-      \$1876  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1877  = t0_last;
-    if (rst) begin
-      \$1877  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1878  = t0_block;
-    if (rst) begin
-      \$1878  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1879  = t0_count;
-    if (rst) begin
-      \$1879  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1880  = t0_t;
-    if (rst) begin
-      \$1880  = 164'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1881  = acc_lo;
-    if (t1_valid) begin
-      \$1881  = \$1479 ;
-    end
-    if (rst) begin
-      \$1881  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1882  = acc_hi;
-    if (t1_valid) begin
-      \$1882  = \$1485 ;
-    end
-    if (rst) begin
-      \$1882  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1883  = acc_olo;
-    if (t1_valid) begin
-      \$1883  = \$1488 ;
-    end
-    if (rst) begin
-      \$1883  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1884  = acc_ohi;
-    if (t1_valid) begin
-      \$1884  = \$1491 ;
-    end
-    if (rst) begin
-      \$1884  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1885  = acc_imin;
-    if (t1_valid) begin
-      \$1885  = \$1497 ;
-    end
-    if (rst) begin
-      \$1885  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1886  = acc_imax;
-    if (t1_valid) begin
-      \$1886  = \$1503 ;
-    end
-    if (rst) begin
-      \$1886  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1887  = acc_has_lo;
-    if (t1_valid) begin
-      \$1887  = \$1506 ;
-    end
-    if (rst) begin
-      \$1887  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1888  = acc_has_hi;
-    if (t1_valid) begin
-      \$1888  = \$1509 ;
-    end
-    if (rst) begin
-      \$1888  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1889  = acc_has_olo;
-    if (t1_valid) begin
-      \$1889  = \$1512 ;
-    end
-    if (rst) begin
-      \$1889  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1890  = acc_has_ohi;
-    if (t1_valid) begin
-      \$1890  = \$1515 ;
-    end
-    if (rst) begin
-      \$1890  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1891  = acc_has_imin;
-    if (t1_valid) begin
-      \$1891  = \$1518 ;
-    end
-    if (rst) begin
-      \$1891  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1892  = acc_has_imax;
-    if (t1_valid) begin
-      \$1892  = \$1521 ;
-    end
-    if (rst) begin
-      \$1892  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1893  = acc_cnt0;
-    if (t1_valid) begin
-      \$1893  = \$1525 [7:0];
-    end
-    if (rst) begin
-      \$1893  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1894  = acc_cnt1;
-    if (t1_valid) begin
-      \$1894  = \$1529 [7:0];
-    end
-    if (rst) begin
-      \$1894  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1895  = acc_cnt2;
-    if (t1_valid) begin
-      \$1895  = \$1533 [7:0];
-    end
-    if (rst) begin
-      \$1895  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1896  = \$1534 ;
-    if (rst) begin
-      \$1896  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1897  = v1_lo;
-    if (\$1535 ) begin
-      \$1897  = \$1541 ;
-    end
-    if (rst) begin
-      \$1897  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1898  = v1_hi;
-    if (\$1535 ) begin
-      \$1898  = \$1547 ;
-    end
-    if (rst) begin
-      \$1898  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1899  = v1_olo;
-    if (\$1535 ) begin
-      \$1899  = \$1550 ;
-    end
-    if (rst) begin
-      \$1899  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1900  = v1_ohi;
-    if (\$1535 ) begin
-      \$1900  = \$1553 ;
-    end
-    if (rst) begin
-      \$1900  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1901  = v1_imin;
-    if (\$1535 ) begin
-      \$1901  = \$1559 ;
-    end
-    if (rst) begin
-      \$1901  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1902  = v1_imax;
-    if (\$1535 ) begin
-      \$1902  = \$1565 ;
-    end
-    if (rst) begin
-      \$1902  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1903  = v1_has_lo;
-    if (\$1535 ) begin
-      \$1903  = \$1568 ;
-    end
-    if (rst) begin
-      \$1903  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1904  = v1_has_hi;
-    if (\$1535 ) begin
-      \$1904  = \$1571 ;
-    end
-    if (rst) begin
-      \$1904  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1905  = v1_has_olo;
-    if (\$1535 ) begin
-      \$1905  = \$1574 ;
-    end
-    if (rst) begin
-      \$1905  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1906  = v1_has_ohi;
-    if (\$1535 ) begin
-      \$1906  = \$1577 ;
-    end
-    if (rst) begin
-      \$1906  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1907  = v1_has_imin;
-    if (\$1535 ) begin
-      \$1907  = \$1580 ;
-    end
-    if (rst) begin
-      \$1907  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1908  = v1_has_imax;
-    if (\$1535 ) begin
-      \$1908  = \$1583 ;
-    end
-    if (rst) begin
-      \$1908  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1909  = v1_cnt0;
-    if (\$1535 ) begin
-      \$1909  = \$1587 [7:0];
-    end
-    if (rst) begin
-      \$1909  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1910  = v1_cnt1;
-    if (\$1535 ) begin
-      \$1910  = \$1591 [7:0];
-    end
-    if (rst) begin
-      \$1910  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1911  = v1_cnt2;
-    if (\$1535 ) begin
-      \$1911  = \$1595 [7:0];
-    end
-    if (rst) begin
-      \$1911  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1912  = v1_t;
-    if (\$1535 ) begin
-      \$1912  = t1_t;
-    end
-    if (rst) begin
-      \$1912  = 164'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1913  = v1;
-    if (rst) begin
-      \$1913  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1914  = v1_t;
-    if (rst) begin
-      \$1914  = 164'h00000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1915  = { \$1599 , \$1598  };
-    if (rst) begin
-      \$1915  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1916  = \$1647 ;
-    if (rst) begin
-      \$1916  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1917  = \$1695 ;
-    if (rst) begin
-      \$1917  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1918  = \$1716 [39:0];
-    if (rst) begin
-      \$1918  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1919  = \$1720 ;
-    if (rst) begin
-      \$1919  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1920  = \$1741 [39:0];
-    if (rst) begin
-      \$1920  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1921  = \$1745 ;
-    if (rst) begin
-      \$1921  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1922  = \$1766 [39:0];
-    if (rst) begin
-      \$1922  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1923  = \$1770 ;
-    if (rst) begin
-      \$1923  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1924  = \$1791 [39:0];
-    if (rst) begin
-      \$1924  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1925  = \$1795 ;
-    if (rst) begin
-      \$1925  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1926  = v1_has_lo;
-    if (rst) begin
-      \$1926  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1927  = v1_has_hi;
-    if (rst) begin
-      \$1927  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1928  = v1_has_olo;
-    if (rst) begin
-      \$1928  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1929  = v1_has_ohi;
-    if (rst) begin
-      \$1929  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1930  = v1_has_imin;
-    if (rst) begin
-      \$1930  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1931  = v1_has_imax;
-    if (rst) begin
-      \$1931  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1932  = v1_cnt0;
-    if (rst) begin
-      \$1932  = 8'h00;
-    end
-  end
+    counts <= \$2085 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1933  = v1_cnt1;
+    \$1933  = \$444 ;
     if (rst) begin
-      \$1933  = 8'h00;
+      \$1933  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1934  = v1_cnt2;
+    \$1934  = \$503 ;
     if (rst) begin
-      \$1934  = 8'h00;
+      \$1934  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1935  = v2;
+    \$1935  = \$562 ;
     if (rst) begin
-      \$1935  = 1'h0;
+      \$1935  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1936  = v2_has_lo;
+    \$1936  = \$621 ;
     if (rst) begin
-      \$1936  = 1'h0;
+      \$1936  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1937  = v2_has_hi;
+    \$1937  = \$636 ;
     if (rst) begin
       \$1937  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1938  = \$1796 ;
+    \$1938  = \$651 ;
     if (rst) begin
-      \$1938  = 41'h00000000000;
+      \$1938  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1939  = \$1798 [40:0];
+    \$1939  = \$666 ;
     if (rst) begin
-      \$1939  = 41'h00000000000;
+      \$1939  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1940  = \$1799 ;
+    \$1940  = \$681 ;
     if (rst) begin
-      \$1940  = 41'h00000000000;
+      \$1940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1941  = \$1801 [40:0];
+    \$1941  = \$732 ;
     if (rst) begin
-      \$1941  = 41'h00000000000;
+      \$1941  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1942  = \$1804 ;
+    \$1942  = \$783 ;
     if (rst) begin
-      \$1942  = 41'h00000000000;
+      \$1942  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1943  = \$1805 ;
+    \$1943  = \$834 ;
     if (rst) begin
       \$1943  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1944  = \$1806 ;
+    \$1944  = \$885 ;
     if (rst) begin
-      \$1944  = 41'h00000000000;
+      \$1944  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1945  = v2_cnt0;
+    \$1945  = \$896 ;
     if (rst) begin
-      \$1945  = 8'h00;
+      \$1945  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1946  = v2_cnt1;
+    \$1946  = \$907 ;
     if (rst) begin
-      \$1946  = 8'h00;
+      \$1946  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1947  = v2_cnt2;
+    \$1947  = \$918 ;
     if (rst) begin
-      \$1947  = 8'h00;
+      \$1947  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1948  = v3;
+    \$1948  = \$929 ;
     if (rst) begin
       \$1948  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1949  = \a$167 ;
-    if (v3) begin
-      \$1949  = \$signal$156 ;
-    end
+    \$1949  = \$935 ;
     if (rst) begin
-      \$1949  = 41'h00000000000;
+      \$1949  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1950  = b;
-    if (v3) begin
-      \$1950  = \$signal$157 ;
-    end
+    \$1950  = \$941 ;
     if (rst) begin
-      \$1950  = 41'h00000000000;
+      \$1950  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1951  = has_lo;
-    if (v3) begin
-      \$1951  = \$signal ;
-    end
+    \$1951  = \$947 ;
     if (rst) begin
-      \$1951  = 1'h0;
+      \$1951  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1952  = has_hi;
-    if (v3) begin
-      \$1952  = hi3;
-    end
+    \$1952  = \$953 ;
     if (rst) begin
-      \$1952  = 1'h0;
+      \$1952  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1953  = outer_max;
-    if (v3) begin
-      \$1953  = \$1808 ;
-    end
+    \$1953  = \$968 ;
     if (rst) begin
-      \$1953  = 41'h00000000000;
+      \$1953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1954  = inner_min;
-    if (v3) begin
-      \$1954  = \$signal$160 ;
-    end
+    \$1954  = \$983 ;
     if (rst) begin
-      \$1954  = 41'h00000000000;
+      \$1954  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1955  = inner_min_fp16;
-    if (v3) begin
-      \$1955  = imin_bits3;
-    end
+    \$1955  = \$998 ;
     if (rst) begin
-      \$1955  = 16'h0000;
+      \$1955  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1956  = inner_ext;
-    if (v3) begin
-      \$1956  = ext3;
-    end
+    \$1956  = \$1013 ;
     if (rst) begin
-      \$1956  = 41'h00000000000;
+      \$1956  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1957  = counts;
-    if (v3) begin
-      \$1957 [7:0] = v3_cnt0;
-      \$1957 [15:8] = v3_cnt1;
-      \$1957 [23:16] = v3_cnt2;
+    \$1957  = \$1023 ;
+    if (rst) begin
+      \$1957  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1958  = \$1033 ;
+    if (rst) begin
+      \$1958  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1959  = \$1043 ;
+    if (rst) begin
+      \$1959  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1960  = \$1053 ;
+    if (rst) begin
+      \$1960  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1961  = \$1064 ;
+    if (rst) begin
+      \$1961  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1962  = \$1075 ;
+    if (rst) begin
+      \$1962  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1963  = \$1086 ;
+    if (rst) begin
+      \$1963  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1964  = \$1097 ;
+    if (rst) begin
+      \$1964  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1965  = \$1132 ;
+    if (rst) begin
+      \$1965  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1966  = \$1167 ;
+    if (rst) begin
+      \$1966  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1967  = \$1202 ;
+    if (rst) begin
+      \$1967  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1968  = \$1237 ;
+    if (rst) begin
+      \$1968  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1969  = \$1244 ;
+    if (rst) begin
+      \$1969  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1970  = \$1251 ;
+    if (rst) begin
+      \$1970  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1971  = \$1258 ;
+    if (rst) begin
+      \$1971  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1972  = \$1265 ;
+    if (rst) begin
+      \$1972  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1973  = \$1304 ;
+    if (rst) begin
+      \$1973  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1974  = \$1343 ;
+    if (rst) begin
+      \$1974  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1975  = \$1382 ;
+    if (rst) begin
+      \$1975  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1976  = \$1421 ;
+    if (rst) begin
+      \$1976  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1977  = \$1428 ;
+    if (rst) begin
+      \$1977  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1978  = \$1435 ;
+    if (rst) begin
+      \$1978  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1979  = \$1442 ;
+    if (rst) begin
+      \$1979  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1980  = \$1449 ;
+    if (rst) begin
+      \$1980  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1981  = valid;
+    if (rst) begin
+      \$1981  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1982  = first;
+    if (rst) begin
+      \$1982  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1983  = last;
+    if (rst) begin
+      \$1983  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1984  = \$1450 ;
+    if (rst) begin
+      \$1984  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1985  = \$1497 ;
+    if (rst) begin
+      \$1985  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1986  = t;
+    if (rst) begin
+      \$1986  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1987  = \$1524 ;
+    if (rst) begin
+      \$1987  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1988  = \$1527 ;
+    if (rst) begin
+      \$1988  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1989  = \$1554 ;
+    if (rst) begin
+      \$1989  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1990  = \$1557 ;
+    if (rst) begin
+      \$1990  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1991  = \$1567 ;
+    if (rst) begin
+      \$1991  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1992  = \$1570 ;
+    if (rst) begin
+      \$1992  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1993  = \$1580 ;
+    if (rst) begin
+      \$1993  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1994  = \$1583 ;
+    if (rst) begin
+      \$1994  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1995  = \$1610 ;
+    if (rst) begin
+      \$1995  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1996  = \$1613 ;
+    if (rst) begin
+      \$1996  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1997  = \$1640 ;
+    if (rst) begin
+      \$1997  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1998  = \$1643 ;
+    if (rst) begin
+      \$1998  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1999  = t0_valid;
+    if (rst) begin
+      \$1999  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2000  = t0_first;
+    if (rst) begin
+      \$2000  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2001  = t0_last;
+    if (rst) begin
+      \$2001  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2002  = t0_block;
+    if (rst) begin
+      \$2002  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2003  = t0_count;
+    if (rst) begin
+      \$2003  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2004  = t0_t;
+    if (rst) begin
+      \$2004  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2005  = acc_lo;
+    if (t1_valid) begin
+      \$2005  = \$1649 ;
     end
     if (rst) begin
-      \$1957  = 24'h000000;
+      \$2005  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2006  = acc_hi;
+    if (t1_valid) begin
+      \$2006  = \$1655 ;
+    end
+    if (rst) begin
+      \$2006  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2007  = acc_olo;
+    if (t1_valid) begin
+      \$2007  = \$1658 ;
+    end
+    if (rst) begin
+      \$2007  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2008  = acc_ohi;
+    if (t1_valid) begin
+      \$2008  = \$1661 ;
+    end
+    if (rst) begin
+      \$2008  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2009  = acc_imin;
+    if (t1_valid) begin
+      \$2009  = \$1667 ;
+    end
+    if (rst) begin
+      \$2009  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2010  = acc_imax;
+    if (t1_valid) begin
+      \$2010  = \$1673 ;
+    end
+    if (rst) begin
+      \$2010  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2011  = acc_has_lo;
+    if (t1_valid) begin
+      \$2011  = \$1676 ;
+    end
+    if (rst) begin
+      \$2011  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2012  = acc_has_hi;
+    if (t1_valid) begin
+      \$2012  = \$1679 ;
+    end
+    if (rst) begin
+      \$2012  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2013  = acc_has_olo;
+    if (t1_valid) begin
+      \$2013  = \$1682 ;
+    end
+    if (rst) begin
+      \$2013  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2014  = acc_has_ohi;
+    if (t1_valid) begin
+      \$2014  = \$1685 ;
+    end
+    if (rst) begin
+      \$2014  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2015  = acc_has_imin;
+    if (t1_valid) begin
+      \$2015  = \$1688 ;
+    end
+    if (rst) begin
+      \$2015  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2016  = acc_has_imax;
+    if (t1_valid) begin
+      \$2016  = \$1691 ;
+    end
+    if (rst) begin
+      \$2016  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2017  = acc_cnt0;
+    if (t1_valid) begin
+      \$2017  = \$1695 [7:0];
+    end
+    if (rst) begin
+      \$2017  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2018  = acc_cnt1;
+    if (t1_valid) begin
+      \$2018  = \$1699 [7:0];
+    end
+    if (rst) begin
+      \$2018  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2019  = acc_cnt2;
+    if (t1_valid) begin
+      \$2019  = \$1703 [7:0];
+    end
+    if (rst) begin
+      \$2019  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2020  = \$1704 ;
+    if (rst) begin
+      \$2020  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2021  = v1_lo;
+    if (\$1705 ) begin
+      \$2021  = \$1711 ;
+    end
+    if (rst) begin
+      \$2021  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2022  = v1_hi;
+    if (\$1705 ) begin
+      \$2022  = \$1717 ;
+    end
+    if (rst) begin
+      \$2022  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2023  = v1_olo;
+    if (\$1705 ) begin
+      \$2023  = \$1720 ;
+    end
+    if (rst) begin
+      \$2023  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2024  = v1_ohi;
+    if (\$1705 ) begin
+      \$2024  = \$1723 ;
+    end
+    if (rst) begin
+      \$2024  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2025  = v1_imin;
+    if (\$1705 ) begin
+      \$2025  = \$1729 ;
+    end
+    if (rst) begin
+      \$2025  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2026  = v1_imax;
+    if (\$1705 ) begin
+      \$2026  = \$1735 ;
+    end
+    if (rst) begin
+      \$2026  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2027  = v1_has_lo;
+    if (\$1705 ) begin
+      \$2027  = \$1738 ;
+    end
+    if (rst) begin
+      \$2027  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2028  = v1_has_hi;
+    if (\$1705 ) begin
+      \$2028  = \$1741 ;
+    end
+    if (rst) begin
+      \$2028  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2029  = v1_has_olo;
+    if (\$1705 ) begin
+      \$2029  = \$1744 ;
+    end
+    if (rst) begin
+      \$2029  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2030  = v1_has_ohi;
+    if (\$1705 ) begin
+      \$2030  = \$1747 ;
+    end
+    if (rst) begin
+      \$2030  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2031  = v1_has_imin;
+    if (\$1705 ) begin
+      \$2031  = \$1750 ;
+    end
+    if (rst) begin
+      \$2031  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2032  = v1_has_imax;
+    if (\$1705 ) begin
+      \$2032  = \$1753 ;
+    end
+    if (rst) begin
+      \$2032  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2033  = v1_cnt0;
+    if (\$1705 ) begin
+      \$2033  = \$1757 [7:0];
+    end
+    if (rst) begin
+      \$2033  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2034  = v1_cnt1;
+    if (\$1705 ) begin
+      \$2034  = \$1761 [7:0];
+    end
+    if (rst) begin
+      \$2034  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2035  = v1_cnt2;
+    if (\$1705 ) begin
+      \$2035  = \$1765 [7:0];
+    end
+    if (rst) begin
+      \$2035  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2036  = v1_t;
+    if (\$1705 ) begin
+      \$2036  = t1_t;
+    end
+    if (rst) begin
+      \$2036  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2037  = v1;
+    if (rst) begin
+      \$2037  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2038  = v1_t;
+    if (rst) begin
+      \$2038  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2039  = { \$1769 , \$1768  };
+    if (rst) begin
+      \$2039  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2040  = \$1770 [40:0];
+    if (rst) begin
+      \$2040  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2041  = \$1771 [40:0];
+    if (rst) begin
+      \$2041  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2042  = \$1792 [39:0];
+    if (rst) begin
+      \$2042  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2043  = \$1796 ;
+    if (rst) begin
+      \$2043  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2044  = \$1817 [39:0];
+    if (rst) begin
+      \$2044  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2045  = \$1821 ;
+    if (rst) begin
+      \$2045  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2046  = \$1842 [39:0];
+    if (rst) begin
+      \$2046  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2047  = \$1846 ;
+    if (rst) begin
+      \$2047  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2048  = \$1867 [39:0];
+    if (rst) begin
+      \$2048  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2049  = \$1871 ;
+    if (rst) begin
+      \$2049  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2050  = \$1892 [39:0];
+    if (rst) begin
+      \$2050  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2051  = \$1896 ;
+    if (rst) begin
+      \$2051  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2052  = \$1917 [39:0];
+    if (rst) begin
+      \$2052  = 40'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2053  = \$1921 ;
+    if (rst) begin
+      \$2053  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2054  = v1_has_lo;
+    if (rst) begin
+      \$2054  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2055  = v1_has_hi;
+    if (rst) begin
+      \$2055  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2056  = v1_has_olo;
+    if (rst) begin
+      \$2056  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2057  = v1_has_ohi;
+    if (rst) begin
+      \$2057  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2058  = v1_has_imin;
+    if (rst) begin
+      \$2058  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2059  = v1_has_imax;
+    if (rst) begin
+      \$2059  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2060  = v1_cnt0;
+    if (rst) begin
+      \$2060  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2061  = v1_cnt1;
+    if (rst) begin
+      \$2061  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2062  = v1_cnt2;
+    if (rst) begin
+      \$2062  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2063  = v2;
+    if (rst) begin
+      \$2063  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2064  = v2_has_lo;
+    if (rst) begin
+      \$2064  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2065  = v2_has_hi;
+    if (rst) begin
+      \$2065  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2066  = \$1922 ;
+    if (rst) begin
+      \$2066  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2067  = \$1923 ;
+    if (rst) begin
+      \$2067  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2068  = \$1924 ;
+    if (rst) begin
+      \$2068  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2069  = \$1925 ;
+    if (rst) begin
+      \$2069  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2070  = \$1928 ;
+    if (rst) begin
+      \$2070  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2071  = \$1929 ;
+    if (rst) begin
+      \$2071  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2072  = \$1930 ;
+    if (rst) begin
+      \$2072  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2073  = v2_cnt0;
+    if (rst) begin
+      \$2073  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2074  = v2_cnt1;
+    if (rst) begin
+      \$2074  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2075  = v2_cnt2;
+    if (rst) begin
+      \$2075  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2076  = v3;
+    if (rst) begin
+      \$2076  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2077  = \a$177 ;
+    if (v3) begin
+      \$2077  = \$signal$166 ;
+    end
+    if (rst) begin
+      \$2077  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2078  = \b$178 ;
+    if (v3) begin
+      \$2078  = \$signal$167 ;
+    end
+    if (rst) begin
+      \$2078  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2079  = has_lo;
+    if (v3) begin
+      \$2079  = \$signal ;
+    end
+    if (rst) begin
+      \$2079  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2080  = has_hi;
+    if (v3) begin
+      \$2080  = hi3;
+    end
+    if (rst) begin
+      \$2080  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2081  = outer_max;
+    if (v3) begin
+      \$2081  = \$1932 ;
+    end
+    if (rst) begin
+      \$2081  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2082  = inner_min;
+    if (v3) begin
+      \$2082  = \$signal$170 ;
+    end
+    if (rst) begin
+      \$2082  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2083  = inner_min_fp16;
+    if (v3) begin
+      \$2083  = imin_bits3;
+    end
+    if (rst) begin
+      \$2083  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2084  = inner_ext;
+    if (v3) begin
+      \$2084  = ext3;
+    end
+    if (rst) begin
+      \$2084  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2085  = counts;
+    if (v3) begin
+      \$2085 [7:0] = v3_cnt0;
+      \$2085 [15:8] = v3_cnt1;
+      \$2085 [23:16] = v3_cnt2;
+    end
+    if (rst) begin
+      \$2085  = 24'h000000;
     end
   end
   assign a_base = v2_t[81:41];
   assign a = \$43 [41:0];
+  assign v2_neg_t2 = b_base;
+  assign b = \$128 [41:0];
   assign o_lo_base = v2_t[40:0];
-  assign o_lo = \$86 [41:0];
-  assign ext_base = { 1'h0, \$211  };
-  assign ext = \$215 [41:0];
+  assign o_lo = \$171 [41:0];
+  assign v2_neg_t3 = o_hi_base;
+  assign o_hi = \$256 [41:0];
+  assign ext_base = { 1'h0, \$381  };
+  assign ext = \$385 [41:0];
   assign \x[0]  = x[15:0];
   assign \x[1]  = x[31:16];
   assign \x[2]  = x[47:32];
@@ -23931,8 +24153,92 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \counts[0]  = counts[7:0];
   assign \counts[1]  = counts[15:8];
   assign \counts[2]  = counts[23:16];
-  assign \$3250  = 1'h1;
-  assign \$1280  = \$3248 ;
+  assign \$45  = v2_neg_hi;
+  assign \$47  = v2_neg_hi;
+  assign \$49  = v2_neg_hi;
+  assign \$51  = v2_neg_hi;
+  assign \$53  = v2_neg_hi;
+  assign \$55  = v2_neg_hi;
+  assign \$57  = v2_neg_hi;
+  assign \$59  = v2_neg_hi;
+  assign \$61  = v2_neg_hi;
+  assign \$63  = v2_neg_hi;
+  assign \$65  = v2_neg_hi;
+  assign \$67  = v2_neg_hi;
+  assign \$69  = v2_neg_hi;
+  assign \$71  = v2_neg_hi;
+  assign \$73  = v2_neg_hi;
+  assign \$75  = v2_neg_hi;
+  assign \$77  = v2_neg_hi;
+  assign \$79  = v2_neg_hi;
+  assign \$81  = v2_neg_hi;
+  assign \$83  = v2_neg_hi;
+  assign \$85  = v2_neg_hi;
+  assign \$87  = v2_neg_hi;
+  assign \$89  = v2_neg_hi;
+  assign \$91  = v2_neg_hi;
+  assign \$93  = v2_neg_hi;
+  assign \$95  = v2_neg_hi;
+  assign \$97  = v2_neg_hi;
+  assign \$99  = v2_neg_hi;
+  assign \$101  = v2_neg_hi;
+  assign \$103  = v2_neg_hi;
+  assign \$105  = v2_neg_hi;
+  assign \$107  = v2_neg_hi;
+  assign \$109  = v2_neg_hi;
+  assign \$111  = v2_neg_hi;
+  assign \$113  = v2_neg_hi;
+  assign \$115  = v2_neg_hi;
+  assign \$117  = v2_neg_hi;
+  assign \$119  = v2_neg_hi;
+  assign \$121  = v2_neg_hi;
+  assign \$123  = v2_neg_hi;
+  assign \$125  = v2_neg_hi;
+  assign \$127  = v2_neg_hi;
+  assign \$173  = v2_neg_ohi;
+  assign \$175  = v2_neg_ohi;
+  assign \$177  = v2_neg_ohi;
+  assign \$179  = v2_neg_ohi;
+  assign \$181  = v2_neg_ohi;
+  assign \$183  = v2_neg_ohi;
+  assign \$185  = v2_neg_ohi;
+  assign \$187  = v2_neg_ohi;
+  assign \$189  = v2_neg_ohi;
+  assign \$191  = v2_neg_ohi;
+  assign \$193  = v2_neg_ohi;
+  assign \$195  = v2_neg_ohi;
+  assign \$197  = v2_neg_ohi;
+  assign \$199  = v2_neg_ohi;
+  assign \$201  = v2_neg_ohi;
+  assign \$203  = v2_neg_ohi;
+  assign \$205  = v2_neg_ohi;
+  assign \$207  = v2_neg_ohi;
+  assign \$209  = v2_neg_ohi;
+  assign \$211  = v2_neg_ohi;
+  assign \$213  = v2_neg_ohi;
+  assign \$215  = v2_neg_ohi;
+  assign \$217  = v2_neg_ohi;
+  assign \$219  = v2_neg_ohi;
+  assign \$221  = v2_neg_ohi;
+  assign \$223  = v2_neg_ohi;
+  assign \$225  = v2_neg_ohi;
+  assign \$227  = v2_neg_ohi;
+  assign \$229  = v2_neg_ohi;
+  assign \$231  = v2_neg_ohi;
+  assign \$233  = v2_neg_ohi;
+  assign \$235  = v2_neg_ohi;
+  assign \$237  = v2_neg_ohi;
+  assign \$239  = v2_neg_ohi;
+  assign \$241  = v2_neg_ohi;
+  assign \$243  = v2_neg_ohi;
+  assign \$245  = v2_neg_ohi;
+  assign \$247  = v2_neg_ohi;
+  assign \$249  = v2_neg_ohi;
+  assign \$251  = v2_neg_ohi;
+  assign \$253  = v2_neg_ohi;
+  assign \$255  = v2_neg_ohi;
+  assign \$3550  = 1'h1;
+  assign \$1450  = \$3548 ;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.add_sub import add_or_subtract
 from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, UNITS_WIDTH, fp16_key_to_bits,
-                           fp16_magnitude_units, fp16_to_units, signed_units)
+                           fp16_magnitude_units, signed_units)
 from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
 
 __all__ = ["Extents", "reduce_tree", "popcount"]
@@ -235,27 +235,28 @@ class Extents(wiring.Component):
 
         # --- the vector's keys in units ------------------------------------------------
         v2 = Signal()
-        u2 = {name: Signal(UNITS_SHAPE, name=f"v2_{name}") for name in ("hi", "ohi")}
         f2 = {name: Signal(name=f"v2_has_{name}") for name, *_ in specs}
         c2 = [Signal(8, name=f"v2_cnt{k}") for k in range(self.blocks)]
         t2 = Signal.like(self.t, name="v2_t")
         imin_bits2 = Signal(16)
         bits = {name: fp16_key_to_bits(k1[name]) for name, *_ in specs}
         m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(bits["imin"])]
-        # the sides whose pivot is subtracted from them (b, outer upper) in signed units;
-        # the others as sign and magnitude, added to or subtracted from their pivot (or each
-        # other) in one carry chain, with no negation of their own (the inner minimum's,
-        # behind the FP16 shifter in one stage, was the quantizer's critical path at 85 MHz)
-        mag2 = {k: Signal(MAG_WIDTH, name=f"v2_mag_{k}") for k in ("lo", "olo", "imax", "imin")}
+        # every side as sign and magnitude, added to or subtracted from its pivot (or the
+        # other inner extreme) in one carry chain, with no negation of its own: behind the
+        # FP16 shifter in one stage, the inner minimum's negation (at 85 MHz) and then the
+        # upper sides' (at 87 MHz) were the quantizer's critical path. The upper sides'
+        # pivots come negated (x - T = -T +- |x|), from registers a stage early.
+        mag2 = {k: Signal(MAG_WIDTH, name=f"v2_mag_{k}")
+                for k in ("lo", "hi", "olo", "ohi", "imax", "imin")}
         neg2 = {k: Signal(name=f"v2_neg_{k}") for k in mag2}
-        for k in ("hi", "ohi"):
-            m.d.sync += u2[k].eq(fp16_to_units(bits[k]))
+        nt2 = {k: Signal(UNITS_SHAPE, name=f"v2_neg_t{k}") for k in (2, 3)}
+        m.d.sync += [nt2[k].eq(-t1[k]) for k in nt2]
         for k in mag2:
             m.d.sync += [mag2[k].eq(fp16_magnitude_units(bits[k])), neg2[k].eq(bits[k][15])]
         m.d.sync += [f2[k].eq(f1[k]) for k in f2] + [c2[k].eq(c1[k]) for k in range(self.blocks)]
 
         # --- pivots subtracted -----------------------------------------------------------
-        t_olo, t_ilo, t_ihi, t_ohi = (t2[k] for k in range(4))
+        t_olo, t_ilo = t2[0], t2[1]
         v3 = Signal()
         o_lo3, o_hi3 = Signal(MAG_SHAPE), Signal(MAG_SHAPE)
         a3, b3, ext3 = Signal(MAG_SHAPE), Signal(MAG_SHAPE), Signal(MAG_SHAPE)
@@ -267,10 +268,12 @@ class Extents(wiring.Component):
             v3.eq(v2), lo3.eq(f2["lo"]), hi3.eq(f2["hi"]),
             # T - x = T + (|x| if x < 0 else -|x|), modulo 2^41 (the extents are below it)
             a3.eq(Mux(f2["lo"], add_or_subtract(m, t_ilo, mag2["lo"], neg2["lo"], W, "a"), 0)),
-            b3.eq(Mux(f2["hi"], u2["hi"] - t_ihi, 0)),
+            b3.eq(Mux(f2["hi"], add_or_subtract(m, nt2[2], mag2["hi"], ~neg2["hi"], W, "b"),
+                      0)),
             o_lo3.eq(Mux(f2["olo"], add_or_subtract(m, t_olo, mag2["olo"], neg2["olo"], W,
                                                    "o_lo"), 0)),
-            o_hi3.eq(Mux(f2["ohi"], u2["ohi"] - t_ohi, 0)),
+            o_hi3.eq(Mux(f2["ohi"], add_or_subtract(m, nt2[3], mag2["ohi"], ~neg2["ohi"], W,
+                                                   "o_hi"), 0)),
             imin3.eq(Mux(f2["imin"], signed_units(mag2["imin"], neg2["imin"]), 0)),
             imin_bits3.eq(Mux(f2["imin"], imin_bits2, 0)),
             # max - min: |min| + (-|max| if max < 0 else |max|) when min < 0, else
