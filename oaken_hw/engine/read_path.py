@@ -154,6 +154,7 @@ class ReadPath(wiring.Component):
         sparse_ready = Signal()                     # the sparse bursts are in their FIFO
 
         m.submodules.tags = tags = SyncFIFOBuffered(width=self._tag_layout().size, depth=32)
+        a_v = Signal()                              # a read beat waits for the dispatcher
 
         cmdp = self.cmd.payload
         m.d.comb += [cmdp.seq.eq(r.seq), cmdp.layer.eq(r.layer), cmdp.kv.eq(r.kv),
@@ -183,7 +184,7 @@ class ReadPath(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                drained = ~running & (tags.level == 0) & ~fd_pend
+                drained = ~running & (tags.level == 0) & ~a_v & ~fd_pend
                 with m.If(self.free.valid & drained):
                     m.d.comb += self.free.ready.eq(1)
                     m.d.sync += [r.seq.eq(self.free.payload.seq),
@@ -330,8 +331,23 @@ class ReadPath(wiring.Component):
             m.d.sync += running.eq(0)
 
         # ---------------------------------------------------------------- the dispatcher
-        tag = data.View(self._tag_layout(), tags.r_data)
-        rd = self.rmem_rdata.payload.data
+        # The read data and its tag are registered first, the data shifted to the beat's
+        # byte lane (a record's or a sparse burst's; a dense beat's lane is 0): the shift,
+        # the head's block counts and their sum in one stage were the engine's critical
+        # path at 79.5 MHz (tags.r_data -> slo_sum).
+        a_tag = Signal(self._tag_layout())
+        a_data = Signal(8 * N)
+        take_rd = Signal()                          # the dispatcher takes the registered beat
+        a_free = ~a_v | take_rd
+        fifo_tag = data.View(self._tag_layout(), tags.r_data)
+        m.d.comb += [self.rmem_rdata.ready.eq(tags.r_rdy & a_free),
+                     tags.r_en.eq(self.rmem_rdata.valid & tags.r_rdy & a_free)]
+        with m.If(take_rd):
+            m.d.sync += a_v.eq(0)
+        with m.If(tags.r_en):
+            m.d.sync += [a_v.eq(1), a_tag.eq(fifo_tag),
+                         a_data.eq(self.rmem_rdata.payload.data >> (fifo_tag.lane * 8))]
+        tag, rd = a_tag, a_data
         m.submodules.meta_out = meta_out = SyncFIFOBuffered(
             width=self.meta_layout.size, depth=LOOKAHEAD)
         m.submodules.cnt_frame = cnt_f = SyncFIFOBuffered(
@@ -339,7 +355,7 @@ class ReadPath(wiring.Component):
         m.submodules.frame_bytes = fb = ByteQueue(in_bytes=N, out_bytes=lanes)
 
         rec_bytes = Signal(8 * L.meta_bytes)
-        m.d.comb += rec_bytes.eq((rd >> (tag.lane * 8))[:8 * L.meta_bytes])
+        m.d.comb += rec_bytes.eq(rd[:8 * L.meta_bytes])
         blocks = [rec_bytes[8 * (9 + b):8 * (10 + b)] for b in range(L.meta_bytes - 9)]
         head_blocks = Array(Cat(*blocks[h * per_head:(h + 1) * per_head])
                             for h in range(cfg.model.kv_heads))[tag.head]
@@ -375,16 +391,10 @@ class ReadPath(wiring.Component):
                          d_last.eq(dense_beats.r_data[8 * N]), d_k.eq(0)]
         m.d.comb += dense_beats.w_data.eq(Cat(rd, tag.last))
 
-        # sparse read data is registered on its way into the framing queue (a staging
-        # register: it takes a beat when empty or as the queue takes its beat), so that the
-        # beat's lane shift and the queue's own shifters are a register apart
-        st_v = Signal()
-        st_data = Signal(8 * N)
-        st_count = Signal(range(N + 1))
-        m.d.comb += [fb.i.valid.eq(st_v), fb.i.payload.data.eq(st_data),
-                     fb.i.payload.count.eq(st_count)]
-        with m.If(fb.i.ready):
-            m.d.sync += st_v.eq(0)
+        # sparse read data goes into the framing queue from the dispatcher's register (the
+        # lane shift behind it), so the shift and the queue's own shifters are apart
+        m.d.comb += [fb.i.valid.eq(a_v & (tag.kind == Kind.SPARSE)),
+                     fb.i.payload.data.eq(rd), fb.i.payload.count.eq(tag.take)]
         ok = Signal()
         with m.Switch(tag.kind):
             with m.Case(Kind.META):
@@ -395,11 +405,8 @@ class ReadPath(wiring.Component):
             with m.Case(Kind.DENSE):
                 m.d.comb += ok.eq(dense_beats.w_rdy)
             with m.Case(Kind.SPARSE):
-                m.d.comb += ok.eq(~st_v | fb.i.ready)
-        take_rd = Signal()
-        m.d.comb += [take_rd.eq(self.rmem_rdata.valid & tags.r_rdy & ok),
-                     self.rmem_rdata.ready.eq(tags.r_rdy & ok),
-                     tags.r_en.eq(take_rd)]
+                m.d.comb += ok.eq(fb.i.ready)
+        m.d.comb += take_rd.eq(a_v & ok)
         with m.If(take_rd):
             with m.Switch(tag.kind):
                 with m.Case(Kind.META):
@@ -410,9 +417,6 @@ class ReadPath(wiring.Component):
                         m.d.sync += known.eq(known + count)
                 with m.Case(Kind.DENSE):
                     m.d.comb += dense_beats.w_en.eq(1)
-                with m.Case(Kind.SPARSE):
-                    m.d.sync += [st_v.eq(1), st_data.eq(rd >> (tag.lane * 8)),
-                                 st_count.eq(tag.take)]
         m.d.comb += [self.meta.valid.eq(meta_out.r_rdy), self.meta.payload.eq(meta_out.r_data),
                      meta_out.r_en.eq(self.meta.ready)]
 
