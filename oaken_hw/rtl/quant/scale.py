@@ -32,8 +32,8 @@ __all__ = ["Scale", "reciprocal", "split_reference"]
 
 #: a step is below 2^40 (a valid FP16 value); intermediate results get some headroom
 _STEP_WIDTH = MAG_WIDTH + 2
-#: extent bits per partial product of the step multiply (an ECP5 / iCE40 DSP input is 18
-#: or 16 bits wide; the other factor, the reciprocal, has RECIP_BITS + 1)
+#: extent bits per partial product of the step multiply, and the reciprocal's bits that
+#: go to the DSPs (an ECP5 / iCE40 DSP input is 18 or 16 bits wide)
 _SLICE = 18
 
 
@@ -227,7 +227,8 @@ class Scale(wiring.Component):
         # --- extent x reciprocal (the table looked up a stage before the multiply) -------
         # The reciprocal has RECIP_BITS + 1 bits, more than a DSP input: its low _SLICE bits
         # go to the DSPs, and its high bits are 0 or a power of two (ceil(2^20 / n) >> 18
-        # is 4, 2, 1, 1 for n = 1..4 and 0 above), so their product is a multiplexer.
+        # is 4, 2, 1, 1 for n = 1..4, 0 above, and 4 for the padding entry n = 0), so
+        # their product is a multiplexer.
         # Multiplied whole, each DSP's product had an adder behind it (the quantizer's
         # critical path alone: r_rec -> s3_p_mid18, 13.9 ns, 20 levels on ECP5).
         # (Tables padded to a power of two so that the emitted case statement is complete.)
@@ -248,12 +249,12 @@ class Scale(wiring.Component):
         # its DSP cascade and adder tree were the quantization engine's critical path (46
         # levels, 15.2 ns on ECP5). The high part's product comes with the ceiling's
         # rounding constant added, so that the ceiling sums as many terms as before.
-        p_mid = [(stage(f"s3_p_mid{k}", r_ext[k:k + _SLICE] * r_rec), k)
-                 for k in range(0, len(r_ext), _SLICE)]
+        bias = (1 << RECIP_BITS) - 1                # the ceiling's rounding constant
+        p_mid = partial_products(r_ext, r_rec, "s3_p_mid")
         hi_prod = 0
         for bit in range(len(r_hi)):
             hi_prod = hi_prod | Mux(r_hi[bit], r_ext << bit, 0)
-        p_mid.append((stage("s3_p_hi", (hi_prod << _SLICE) + ((1 << RECIP_BITS) - 1), pw), 0))
+        p_mid.append((stage("s3_p_hi", (hi_prod << _SLICE) + bias, pw), 0))
         p_in = [(stage("s3_p_in", r["inner"] * reciprocal(2 * codes), pw), 0)]
         p_out = [(stage("s3_p_out", r["outer"] * reciprocal(codes), pw), 0)]
 
@@ -262,16 +263,15 @@ class Scale(wiring.Component):
         s4 = {k: stage(f"s4_{k}", s3[k]) for k in ("valid", "tag")}
         s4_nlo = stage("s4_nlo", s3_nlo)
 
-        def ceiling(parts, bias):
-            total = sum((p << k for p, k in parts), bias)
+        def ceiling(parts, add):
+            total = sum((p << k for p, k in parts), add)
             return (total >> RECIP_BITS)[:cw]
         # the round-up's mask is found here, after the sum, and applied in the next stage
         # (together they were the critical path: 38 levels, 14.2 ns on ECP5)
         cs = []
-        for name, parts, bias in (("mid", p_mid, 0), ("in", p_in, (1 << RECIP_BITS) - 1),
-                                  ("out", p_out, (1 << RECIP_BITS) - 1)):
+        for name, parts, add in (("mid", p_mid, 0), ("in", p_in, bias), ("out", p_out, bias)):
             c_ = Signal(cw, name=f"c_{name}")
-            m.d.comb += c_.eq(ceiling(parts, bias))
+            m.d.comb += c_.eq(ceiling(parts, add))
             cs.append((stage(f"s4_c_{name}", c_),
                        stage(f"s4_mask_{name}", _roundup_mask(c_), cw)))
         s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
