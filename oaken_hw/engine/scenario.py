@@ -334,7 +334,7 @@ class PlanBuilder:
         """The plan dict for the bench (without ``result``)."""
         return {"seed": self.seed, "beat_bytes": self.ports.beat_bytes,
                 "addr_bits": self.ports.addr_bits, "stream": self.stream,
-                "init_cycles": OakenEngine(cfg=self.cfg).init_cycles,
+                "init_cycles": OakenEngine.init_cycles_for(self.cfg),
                 "max_cycles": 50_000_000, "phases": self.phases, **extra}
 
 

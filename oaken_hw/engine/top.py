@@ -65,14 +65,20 @@ class OakenEngine(wiring.Component):
         Cycles after reset until ``status.ready``.
     """
 
+    @staticmethod
+    def init_cycles_for(cfg):
+        """:attr:`init_cycles` of a configuration, without building the engine."""
+        L = MMULayout(cfg)
+        # the MMU's walks (free list, group state) and the threshold table's, then the
+        # cycle of the registered `ready`
+        return max(L.pages, L.sequences * L.groups, 2 * cfg.model.layers) + 1
+
     def __init__(self, *, cfg):
         check_engine_config(cfg)
         self.cfg = cfg
         self.ports = P = EnginePorts(cfg)
         self.layout = L = MMULayout(cfg)
-        # the MMU's walks (free list, group state) and the threshold table's, then the
-        # cycle of the registered `ready`
-        self.init_cycles = max(L.pages, L.sequences * L.groups, 2 * cfg.model.layers) + 1
+        self.init_cycles = self.init_cycles_for(cfg)
         super().__init__({
             "kv_in": In(stream.Signature(P.kv_in)),
             "write_done": Out(stream.Signature(P.write_done)),
@@ -142,13 +148,13 @@ class OakenEngine(wiring.Component):
             rp.free.payload.eq(self.free.payload),
             self.free.ready.eq(rp.free.ready & ready),
         ]
-        # the read path's commands reach the MMU through a FIFO's registers: its state
-        # machine drives them, and straight into the MMU's group-state and table reads
-        # they were the engine's critical path at 81.2 MHz (the read path's state -> the
-        # dense table's address). One command per request range: the two cycles are
-        # nothing beside a range's records.
+        # the read path's commands reach the MMU through a one-entry FIFO, a register: its
+        # state machine drives them, and straight into the MMU's group-state and table
+        # reads they were the engine's critical path at 81.2 MHz (the read path's state ->
+        # the dense table's address). One command per request range: a cycle, and a
+        # command every other cycle at most, are nothing beside a range's records.
         m.submodules.mmu_cmd = cmd_q = SyncFIFOBuffered(
-            width=len(mmu.cmd.payload.as_value()), depth=2)
+            width=len(mmu.cmd.payload.as_value()), depth=1)
         m.d.comb += [cmd_q.w_en.eq(rp.cmd.valid), cmd_q.w_data.eq(rp.cmd.payload),
                      rp.cmd.ready.eq(cmd_q.w_rdy),
                      mmu.cmd.valid.eq(cmd_q.r_rdy), mmu.cmd.payload.eq(cmd_q.r_data),
