@@ -53,7 +53,11 @@ def _top_index(value):
 
 def _bitlen(value):
     """Bit length of an unsigned value: the highest set bit's index of ``value`` with a
-    one below it (so that 0 has length 0 with no special case)."""
+    one below it (so that 0 has length 0 with no special case).
+
+    :func:`oaken_hw.rtl.common.fp16.bit_length` computes the same as a one-hot word and
+    ORs; used here instead it measured 171 LUT4 more for the dequantization engine (14,814
+    against 14,643, ECP5, seed 1), so the dequantizer keeps this tree."""
     return _top_index(Cat(Const(1, 1), value))
 
 
