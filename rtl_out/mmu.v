@@ -135,141 +135,141 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$213 ;
   wire \$214 ;
   wire \$215 ;
-  wire \$216 ;
-  wire [3:0] \$217 ;
-  wire \$218 ;
-  wire [3:0] \$219 ;
+  wire [3:0] \$216 ;
+  wire \$217 ;
+  wire [3:0] \$218 ;
+  wire \$219 ;
   wire [1:0] \$22 ;
-  wire \$220 ;
-  wire [3:0] \$221 ;
+  wire [3:0] \$220 ;
+  wire \$221 ;
   wire \$222 ;
-  wire \$223 ;
-  wire [3:0] \$224 ;
-  reg [13:0] \$225 ;
-  wire [9:0] \$226 ;
-  wire [15:0] \$227 ;
-  wire [23:0] \$228 ;
-  wire \$229 ;
+  wire [3:0] \$223 ;
+  reg [13:0] \$224 ;
+  wire [9:0] \$225 ;
+  wire [15:0] \$226 ;
+  wire [23:0] \$227 ;
+  wire \$228 ;
+  wire [3:0] \$229 ;
   wire [9:0] \$23 ;
-  wire [3:0] \$230 ;
-  reg [13:0] \$231 ;
-  wire [23:0] \$232 ;
-  reg [13:0] \$233 ;
-  wire [23:0] \$234 ;
-  wire [3:0] \$235 ;
-  reg [13:0] \$236 ;
-  wire [9:0] \$237 ;
-  wire [14:0] \$238 ;
-  wire [23:0] \$239 ;
+  reg [13:0] \$230 ;
+  wire [23:0] \$231 ;
+  reg [13:0] \$232 ;
+  wire [23:0] \$233 ;
+  wire [3:0] \$234 ;
+  reg [13:0] \$235 ;
+  wire [9:0] \$236 ;
+  wire [14:0] \$237 ;
+  wire [23:0] \$238 ;
+  wire [9:0] \$239 ;
   wire \$24 ;
   wire [9:0] \$240 ;
-  wire [9:0] \$241 ;
-  reg [13:0] \$242 ;
-  wire [13:0] \$243 ;
-  wire [14:0] \$244 ;
-  reg [13:0] \$245 ;
-  wire [13:0] \$246 ;
-  wire [14:0] \$247 ;
+  reg [13:0] \$241 ;
+  wire [13:0] \$242 ;
+  wire [14:0] \$243 ;
+  reg [13:0] \$244 ;
+  wire [13:0] \$245 ;
+  wire [14:0] \$246 ;
+  wire \$247 ;
   wire \$248 ;
-  wire \$249 ;
+  wire [10:0] \$249 ;
   wire \$25 ;
-  wire [10:0] \$250 ;
+  wire [14:0] \$250 ;
   wire [14:0] \$251 ;
   wire [14:0] \$252 ;
-  wire [14:0] \$253 ;
+  wire \$253 ;
   wire \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
-  wire \$259 ;
+  wire [20:0] \$259 ;
   wire [1:0] \$26 ;
   wire [20:0] \$260 ;
   wire [20:0] \$261 ;
   wire [20:0] \$262 ;
   wire [20:0] \$263 ;
-  wire [20:0] \$264 ;
+  wire \$264 ;
   wire \$265 ;
-  wire \$266 ;
+  wire [20:0] \$266 ;
   wire [20:0] \$267 ;
   wire [20:0] \$268 ;
   wire [20:0] \$269 ;
   wire [9:0] \$27 ;
   wire [20:0] \$270 ;
-  wire [20:0] \$271 ;
+  wire \$271 ;
   wire \$272 ;
-  wire \$273 ;
+  wire [20:0] \$273 ;
   wire [20:0] \$274 ;
   wire [20:0] \$275 ;
   wire [20:0] \$276 ;
   wire [20:0] \$277 ;
-  wire [20:0] \$278 ;
+  wire \$278 ;
   wire \$279 ;
   wire \$28 ;
   wire \$280 ;
   wire \$281 ;
-  wire \$282 ;
-  reg [13:0] \$283 ;
+  reg [13:0] \$282 ;
+  wire [13:0] \$283 ;
   wire [13:0] \$284 ;
-  wire [13:0] \$285 ;
-  reg [13:0] \$286 ;
-  wire [23:0] \$287 ;
-  wire \$288 ;
-  wire [24:0] \$289 ;
+  reg [13:0] \$285 ;
+  wire [23:0] \$286 ;
+  wire \$287 ;
+  wire [24:0] \$288 ;
+  wire [14:0] \$289 ;
   wire \$29 ;
-  wire \$290 ;
+  wire [14:0] \$290 ;
   wire [14:0] \$291 ;
-  wire \$292 ;
-  wire [14:0] \$293 ;
+  wire [8:0] \$292 ;
+  wire \$293 ;
   wire \$294 ;
-  wire [14:0] \$295 ;
+  wire \$295 ;
   wire \$296 ;
-  wire [8:0] \$297 ;
-  wire \$298 ;
+  wire \$297 ;
+  wire [8:0] \$298 ;
   wire \$299 ;
   wire [7:0] \$3 ;
   wire [2:0] \$30 ;
   wire \$300 ;
-  wire \$301 ;
+  wire [3:0] \$301 ;
   wire \$302 ;
-  wire [8:0] \$303 ;
-  wire \$304 ;
+  wire [3:0] \$303 ;
+  wire [3:0] \$304 ;
   wire \$305 ;
   wire [3:0] \$306 ;
   wire \$307 ;
-  wire [3:0] \$308 ;
+  wire \$308 ;
   wire [3:0] \$309 ;
   wire [9:0] \$31 ;
-  wire \$310 ;
+  wire [4:0] \$310 ;
   wire [3:0] \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire [3:0] \$314 ;
-  wire [4:0] \$315 ;
-  wire [3:0] \$316 ;
-  wire [4:0] \$317 ;
-  wire [4:0] \$318 ;
-  wire [4:0] \$319 ;
+  wire [4:0] \$312 ;
+  wire [4:0] \$313 ;
+  wire [4:0] \$314 ;
+  wire [3:0] \$315 ;
+  wire \$316 ;
+  wire [3:0] \$317 ;
+  wire \$318 ;
+  wire [3:0] \$319 ;
   wire \$32 ;
-  wire [3:0] \$320 ;
+  wire \$320 ;
   wire \$321 ;
-  wire [3:0] \$322 ;
-  wire \$323 ;
-  wire [3:0] \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire [1:0] \$327 ;
-  wire [1:0] \$328 ;
-  wire \$329 ;
+  wire [1:0] \$322 ;
+  wire [1:0] \$323 ;
+  wire \$324 ;
+  wire [14:0] \$325 ;
+  wire [14:0] \$326 ;
+  wire \$327 ;
+  wire [14:0] \$328 ;
+  wire [14:0] \$329 ;
   wire \$33 ;
-  wire [14:0] \$330 ;
+  wire \$330 ;
   wire [14:0] \$331 ;
-  wire \$332 ;
-  wire [14:0] \$333 ;
-  wire [14:0] \$334 ;
+  wire [14:0] \$332 ;
+  wire \$333 ;
+  wire \$334 ;
   wire \$335 ;
-  wire [14:0] \$336 ;
-  wire [14:0] \$337 ;
+  wire \$336 ;
+  wire \$337 ;
   wire \$338 ;
   wire \$339 ;
   wire [3:0] \$34 ;
@@ -286,89 +286,89 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
-  wire \$352 ;
+  wire [8:0] \$352 ;
   wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire [8:0] \$357 ;
-  wire \$358 ;
-  wire [10:0] \$359 ;
+  wire [10:0] \$354 ;
+  wire [11:0] \$355 ;
+  wire [11:0] \$356 ;
+  wire [10:0] \$357 ;
+  wire [11:0] \$358 ;
+  wire [11:0] \$359 ;
   wire [13:0] \$36 ;
-  wire [11:0] \$360 ;
-  wire [11:0] \$361 ;
-  wire [10:0] \$362 ;
-  wire [11:0] \$363 ;
-  wire [11:0] \$364 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
+  wire [14:0] \$367 ;
+  wire [15:0] \$368 ;
+  wire [15:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  wire [14:0] \$372 ;
-  wire [15:0] \$373 ;
+  wire [14:0] \$370 ;
+  wire [15:0] \$371 ;
+  wire [15:0] \$372 ;
+  wire [14:0] \$373 ;
   wire [15:0] \$374 ;
-  wire [14:0] \$375 ;
-  wire [15:0] \$376 ;
-  wire [15:0] \$377 ;
-  wire [14:0] \$378 ;
-  wire [15:0] \$379 ;
+  wire [15:0] \$375 ;
+  wire \$376 ;
+  reg [7:0] \$377 ;
+  wire \$378 ;
+  wire [6:0] \$379 ;
   wire \$38 ;
-  wire [15:0] \$380 ;
-  wire \$381 ;
-  reg [7:0] \$382 ;
-  wire \$383 ;
+  wire [7:0] \$380 ;
+  wire [7:0] \$381 ;
+  wire [8:0] \$382 ;
+  reg [7:0] \$383 ;
   wire [6:0] \$384 ;
   wire [7:0] \$385 ;
-  wire [7:0] \$386 ;
-  wire [8:0] \$387 ;
-  reg [7:0] \$388 ;
-  wire [6:0] \$389 ;
+  wire [8:0] \$386 ;
+  reg [7:0] \$387 ;
+  wire [6:0] \$388 ;
+  wire [7:0] \$389 ;
   wire \$39 ;
-  wire [7:0] \$390 ;
-  wire [8:0] \$391 ;
-  reg [7:0] \$392 ;
-  wire [6:0] \$393 ;
-  wire [7:0] \$394 ;
-  wire [8:0] \$395 ;
+  wire [8:0] \$390 ;
+  reg [13:0] \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire [3:0] \$395 ;
   reg [13:0] \$396 ;
   wire \$397 ;
   wire \$398 ;
   wire \$399 ;
   wire [7:0] \$4 ;
   wire [13:0] \$40 ;
-  wire [3:0] \$400 ;
-  reg [13:0] \$401 ;
+  wire \$400 ;
+  wire \$401 ;
   wire \$402 ;
-  wire \$403 ;
+  wire [9:0] \$403 ;
   wire \$404 ;
-  wire \$405 ;
+  wire [9:0] \$405 ;
   wire \$406 ;
-  wire \$407 ;
-  wire [9:0] \$408 ;
+  wire [9:0] \$407 ;
+  wire \$408 ;
   wire \$409 ;
   wire [14:0] \$41 ;
-  wire [9:0] \$410 ;
+  wire [13:0] \$410 ;
   wire \$411 ;
-  wire [9:0] \$412 ;
+  wire \$412 ;
   wire \$413 ;
-  wire \$414 ;
-  wire [13:0] \$415 ;
+  wire [13:0] \$414 ;
+  wire \$415 ;
   wire \$416 ;
   wire \$417 ;
-  wire \$418 ;
-  wire [13:0] \$419 ;
+  wire [13:0] \$418 ;
+  wire \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire \$421 ;
+  wire [9:0] \$421 ;
   wire \$422 ;
-  wire [13:0] \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire [9:0] \$426 ;
+  wire \$423 ;
+  wire [13:0] \$424 ;
+  wire [14:0] \$425 ;
+  wire \$426 ;
   wire \$427 ;
   wire \$428 ;
   wire [13:0] \$429 ;
@@ -382,127 +382,127 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$436 ;
   wire \$437 ;
   wire \$438 ;
-  wire [13:0] \$439 ;
+  wire \$439 ;
   wire \$44 ;
-  wire [14:0] \$440 ;
-  wire \$441 ;
+  wire [3:0] \$440 ;
+  reg [13:0] \$441 ;
   wire \$442 ;
-  wire \$443 ;
+  wire [3:0] \$443 ;
   wire \$444 ;
   wire [3:0] \$445 ;
-  reg [13:0] \$446 ;
-  wire \$447 ;
-  wire [3:0] \$448 ;
+  wire \$446 ;
+  wire [3:0] \$447 ;
+  wire \$448 ;
   wire \$449 ;
   wire [4:0] \$45 ;
-  wire [3:0] \$450 ;
+  wire \$450 ;
   wire \$451 ;
-  wire [3:0] \$452 ;
-  wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
+  wire \$452 ;
+  wire [3:0] \$453 ;
+  reg [13:0] \$454 ;
+  wire [13:0] \$455 ;
+  reg [6:0] \$456 ;
   wire \$457 ;
-  wire \$458 ;
-  wire [3:0] \$459 ;
+  reg [13:0] \$458 ;
+  wire [13:0] \$459 ;
   wire \$46 ;
-  reg [13:0] \$460 ;
-  wire [13:0] \$461 ;
-  reg [6:0] \$462 ;
+  reg [6:0] \$460 ;
+  wire [14:0] \$461 ;
+  wire \$462 ;
   wire \$463 ;
-  reg [13:0] \$464 ;
-  wire [13:0] \$465 ;
+  reg [6:0] \$464 ;
+  wire \$465 ;
   reg [6:0] \$466 ;
-  wire [14:0] \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire \$467 ;
+  reg [13:0] \$468 ;
+  wire [13:0] \$469 ;
   wire [13:0] \$47 ;
   reg [6:0] \$470 ;
-  wire \$471 ;
-  reg [6:0] \$472 ;
+  wire [14:0] \$471 ;
+  wire \$472 ;
   wire \$473 ;
   reg [13:0] \$474 ;
   wire [13:0] \$475 ;
-  reg [6:0] \$476 ;
-  wire [14:0] \$477 ;
-  wire \$478 ;
-  wire \$479 ;
+  wire [14:0] \$476 ;
+  reg [6:0] \$477 ;
+  wire [14:0] \$478 ;
+  reg [6:0] \$479 ;
   wire \$48 ;
-  reg [13:0] \$480 ;
-  wire [13:0] \$481 ;
-  wire [14:0] \$482 ;
-  reg [6:0] \$483 ;
-  wire [14:0] \$484 ;
-  reg [6:0] \$485 ;
-  reg [6:0] \$486 ;
+  reg [6:0] \$480 ;
+  wire \$481 ;
+  reg [13:0] \$482 ;
+  wire [13:0] \$483 ;
+  reg [6:0] \$484 ;
+  wire [14:0] \$485 ;
+  wire \$486 ;
   wire \$487 ;
   reg [13:0] \$488 ;
   wire [13:0] \$489 ;
   wire \$49 ;
-  reg [6:0] \$490 ;
-  wire [14:0] \$491 ;
-  wire \$492 ;
-  wire \$493 ;
-  reg [13:0] \$494 ;
-  wire [13:0] \$495 ;
-  wire [14:0] \$496 ;
+  wire [14:0] \$490 ;
+  reg [6:0] \$491 ;
+  wire [14:0] \$492 ;
+  wire [15:0] \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
   reg [6:0] \$497 ;
-  wire [14:0] \$498 ;
-  wire [15:0] \$499 ;
+  wire \$498 ;
+  wire \$499 ;
   wire [6:0] \$5 ;
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
-  reg [6:0] \$503 ;
-  wire \$504 ;
+  wire \$503 ;
+  reg [6:0] \$504 ;
   wire \$505 ;
-  wire \$506 ;
+  reg [6:0] \$506 ;
   wire \$507 ;
-  wire \$508 ;
-  wire \$509 ;
+  reg [13:0] \$508 ;
+  wire [13:0] \$509 ;
   wire [13:0] \$51 ;
   reg [6:0] \$510 ;
-  wire \$511 ;
-  reg [6:0] \$512 ;
+  wire [14:0] \$511 ;
+  wire \$512 ;
   wire \$513 ;
-  reg [13:0] \$514 ;
-  wire [13:0] \$515 ;
-  reg [6:0] \$516 ;
-  wire [14:0] \$517 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
   wire \$518 ;
   wire \$519 ;
   wire [14:0] \$52 ;
   wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
-  wire \$525 ;
+  wire [20:0] \$521 ;
+  wire [20:0] \$522 ;
+  wire [20:0] \$523 ;
+  wire [20:0] \$524 ;
+  wire [20:0] \$525 ;
   wire \$526 ;
-  wire [20:0] \$527 ;
+  wire \$527 ;
   wire [20:0] \$528 ;
   wire [20:0] \$529 ;
   wire \$53 ;
   wire [20:0] \$530 ;
   wire [20:0] \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire [20:0] \$534 ;
-  wire [20:0] \$535 ;
+  wire [20:0] \$532 ;
+  wire [21:0] \$533 ;
+  wire \$534 ;
+  wire \$535 ;
   wire [20:0] \$536 ;
   wire [20:0] \$537 ;
   wire [20:0] \$538 ;
-  wire [21:0] \$539 ;
+  wire [20:0] \$539 ;
   wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire [20:0] \$542 ;
-  wire [20:0] \$543 ;
-  wire [20:0] \$544 ;
-  wire [20:0] \$545 ;
-  wire [20:0] \$546 ;
-  wire [21:0] \$547 ;
+  wire [20:0] \$540 ;
+  wire [21:0] \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
   wire \$548 ;
   wire \$549 ;
   wire \$55 ;
@@ -510,10 +510,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire \$557 ;
+  wire [20:0] \$554 ;
+  wire [20:0] \$555 ;
+  wire [20:0] \$556 ;
+  wire [20:0] \$557 ;
   wire \$558 ;
   wire \$559 ;
   wire [5:0] \$56 ;
@@ -521,159 +521,152 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [20:0] \$561 ;
   wire [20:0] \$562 ;
   wire [20:0] \$563 ;
-  wire \$564 ;
+  wire [21:0] \$564 ;
   wire \$565 ;
-  wire [20:0] \$566 ;
+  wire \$566 ;
   wire [20:0] \$567 ;
   wire [20:0] \$568 ;
   wire [20:0] \$569 ;
   wire \$57 ;
-  wire [21:0] \$570 ;
-  wire \$571 ;
+  wire [20:0] \$570 ;
+  wire [20:0] \$571 ;
   wire \$572 ;
-  wire [20:0] \$573 ;
+  wire \$573 ;
   wire [20:0] \$574 ;
   wire [20:0] \$575 ;
   wire [20:0] \$576 ;
   wire [20:0] \$577 ;
-  wire \$578 ;
-  wire \$579 ;
+  wire [20:0] \$578 ;
+  wire [21:0] \$579 ;
   wire [13:0] \$58 ;
-  wire [20:0] \$580 ;
-  wire [20:0] \$581 ;
-  wire [20:0] \$582 ;
-  wire [20:0] \$583 ;
-  wire [20:0] \$584 ;
-  wire [21:0] \$585 ;
-  wire \$586 ;
-  wire \$587 ;
-  wire [1:0] \$588 ;
-  wire [1:0] \$589 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire [1:0] \$582 ;
+  wire [1:0] \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  reg [13:0] \$586 ;
+  wire [13:0] \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
   wire \$590 ;
   wire \$591 ;
-  reg [13:0] \$592 ;
-  wire [13:0] \$593 ;
-  wire \$594 ;
+  wire [24:0] \$592 ;
+  wire [25:0] \$593 ;
+  wire [15:0] \$594 ;
   wire \$595 ;
   wire \$596 ;
   wire \$597 ;
   wire \$598 ;
-  wire [24:0] \$599 ;
+  wire \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  wire [25:0] \$600 ;
-  wire [15:0] \$601 ;
-  wire \$602 ;
+  reg [14:0] \$600 ;
+  wire [14:0] \$601 ;
+  wire [14:0] \$602 ;
   wire \$603 ;
   wire \$604 ;
   wire \$605 ;
   wire \$606 ;
-  reg [14:0] \$607 ;
-  wire [14:0] \$608 ;
-  wire [14:0] \$609 ;
+  wire [8:0] \$607 ;
+  wire [6:0] \$608 ;
+  wire [3:0] \$609 ;
   wire \$61 ;
-  wire \$610 ;
-  wire \$611 ;
-  wire \$612 ;
+  wire [10:0] \$610 ;
+  wire [11:0] \$611 ;
+  wire [15:0] \$612 ;
   wire \$613 ;
-  wire [8:0] \$614 ;
-  wire [6:0] \$615 ;
+  wire \$614 ;
+  wire [3:0] \$615 ;
   wire [3:0] \$616 ;
-  wire [10:0] \$617 ;
-  wire [11:0] \$618 ;
-  wire [15:0] \$619 ;
+  wire \$617 ;
+  wire [3:0] \$618 ;
+  wire \$619 ;
   wire [13:0] \$62 ;
-  wire \$620 ;
+  wire [3:0] \$620 ;
   wire \$621 ;
-  wire [3:0] \$622 ;
-  wire [3:0] \$623 ;
-  wire \$624 ;
-  wire [3:0] \$625 ;
+  wire \$622 ;
+  reg [14:0] \$623 ;
+  wire [14:0] \$624 ;
+  wire [14:0] \$625 ;
   wire \$626 ;
-  wire [3:0] \$627 ;
-  wire \$628 ;
-  wire \$629 ;
+  wire \$627 ;
+  wire [8:0] \$628 ;
+  wire [6:0] \$629 ;
   wire [14:0] \$63 ;
-  reg [14:0] \$630 ;
-  wire [14:0] \$631 ;
-  wire [14:0] \$632 ;
-  wire \$633 ;
-  wire \$634 ;
-  wire [8:0] \$635 ;
-  wire [6:0] \$636 ;
-  wire [3:0] \$637 ;
-  wire \$638 ;
-  wire \$639 ;
+  wire [3:0] \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  reg [7:0] \$633 ;
+  reg \$634 ;
+  reg \$635 ;
+  reg \$636 ;
+  reg [14:0] \$637 ;
+  reg [14:0] \$638 ;
+  reg [6:0] \$639 ;
   wire \$64 ;
-  reg [7:0] \$640 ;
-  reg \$641 ;
-  reg \$642 ;
-  reg \$643 ;
-  reg [14:0] \$644 ;
-  reg [14:0] \$645 ;
-  reg [6:0] \$646 ;
-  reg [14:0] \$647 ;
-  reg [14:0] \$648 ;
-  reg [14:0] \$649 ;
+  reg [14:0] \$640 ;
+  reg [14:0] \$641 ;
+  reg [14:0] \$642 ;
+  reg [2:0] \$643 ;
+  reg \$644 ;
+  reg \$645 ;
+  reg \$646 ;
+  reg [40:0] \$647 ;
+  reg \$648 ;
+  reg [5:0] \$649 ;
   wire \$65 ;
-  reg [2:0] \$650 ;
-  reg \$651 ;
+  reg [7:0] \$650 ;
+  reg [3:0] \$651 ;
   reg \$652 ;
-  reg \$653 ;
-  reg [40:0] \$654 ;
-  reg \$655 ;
-  reg [5:0] \$656 ;
-  reg [7:0] \$657 ;
-  reg [3:0] \$658 ;
-  reg \$659 ;
+  reg [38:0] \$653 ;
+  reg [9:0] \$654 ;
+  reg [13:0] \$655 ;
+  reg [13:0] \$656 ;
+  reg [13:0] \$657 ;
+  reg [2:0] \$658 ;
+  reg [2:0] \$659 ;
   wire \$66 ;
-  reg [38:0] \$660 ;
-  reg [9:0] \$661 ;
+  reg [2:0] \$660 ;
+  reg [13:0] \$661 ;
   reg [13:0] \$662 ;
   reg [13:0] \$663 ;
   reg [13:0] \$664 ;
-  reg [2:0] \$665 ;
-  reg [2:0] \$666 ;
-  reg [2:0] \$667 ;
-  reg [13:0] \$668 ;
-  reg [13:0] \$669 ;
+  reg [13:0] \$665 ;
+  reg [13:0] \$666 ;
+  reg [13:0] \$667 ;
+  reg [2:0] \$668 ;
+  reg \$669 ;
   wire [6:0] \$67 ;
-  reg [13:0] \$670 ;
-  reg [13:0] \$671 ;
-  reg [13:0] \$672 ;
-  reg [13:0] \$673 ;
-  reg [13:0] \$674 ;
-  reg [2:0] \$675 ;
-  reg \$676 ;
+  reg \$670 ;
+  reg \$671 ;
+  reg \$672 ;
+  reg [6:0] \$673 ;
+  reg [6:0] \$674 ;
+  reg \$675 ;
+  reg [9:0] \$676 ;
   reg \$677 ;
   reg \$678 ;
-  reg \$679 ;
+  reg [10:0] \$679 ;
   wire [9:0] \$68 ;
-  reg [6:0] \$680 ;
-  reg [6:0] \$681 ;
-  reg \$682 ;
-  reg [9:0] \$683 ;
-  reg \$684 ;
-  reg \$685 ;
-  reg [10:0] \$686 ;
-  reg [10:0] \$687 ;
-  reg [3:0] \$688 ;
-  reg [13:0] \$689 ;
+  reg [10:0] \$680 ;
+  reg [3:0] \$681 ;
+  reg [13:0] \$682 ;
+  reg [13:0] \$683 ;
+  reg [13:0] \$684 ;
+  reg [14:0] \$685 ;
+  reg [14:0] \$686 ;
+  reg [14:0] \$687 ;
+  reg [24:0] \$688 ;
+  reg [9:0] \$689 ;
   wire \$69 ;
-  reg [13:0] \$690 ;
-  reg [13:0] \$691 ;
-  reg [14:0] \$692 ;
-  reg [14:0] \$693 ;
-  reg [14:0] \$694 ;
-  reg [24:0] \$695 ;
-  reg [9:0] \$696 ;
-  reg [10:0] \$697 ;
-  reg [14:0] \$698 ;
-  reg [1:0] \$699 ;
+  reg [10:0] \$690 ;
+  reg [14:0] \$691 ;
+  reg [1:0] \$692 ;
+  reg [10:0] \$693 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  reg [10:0] \$700 ;
   wire [7:0] \$71 ;
   wire \$72 ;
   wire [14:0] \$73 ;
@@ -1208,408 +1201,394 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     _0_ <= group_state[\$signature__addr ];
   end
   assign \$signature__data$156  = _0_;
-  assign \$287  = { \$286 , 10'h000 } | { 14'h0000, r_off };
-  assign \$288  = r_left <= r_room;
-  assign \$289  = \$288  ? r_left : { 14'h0000, r_room };
-  assign \$290  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$291  = \$290  ? e2 : e1;
-  assign \$292  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$293  = \$292  ? e2 : e1;
-  assign \$294  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$295  = \$294  ? e2 : e1;
-  assign \$296  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$297  = gidx + 1'h1;
-  assign \$298  = ! j;
-  assign \$299  = has_pages >> j;
-  assign \$300  = ~ \$299 ;
-  assign \$301  = j == 3'h6;
-  assign \$302  = fg == 6'h3b;
-  assign \$303  = gidx + 1'h1;
-  assign \$304  = ~ release__valid;
-  assign \$305  = \$304  | release__ready;
+  assign \$294  = has_pages >> j;
+  assign \$295  = ~ \$294 ;
+  assign \$296  = j == 3'h6;
+  assign \$297  = fg == 6'h3b;
+  assign \$298  = gidx + 1'h1;
+  assign \$299  = ~ release__valid;
+  assign \$300  = \$299  | release__ready;
+  assign \$301  = j + 1'h1;
+  assign \$302  = \$301  < 2'h3;
+  assign \$303  = j + 1'h1;
+  assign \$304  = j + 1'h1;
+  assign \$305  = \$304  >= 2'h3;
   assign \$306  = j + 1'h1;
-  assign \$307  = \$306  < 2'h3;
-  assign \$308  = j + 1'h1;
+  assign \$307  = \$306  < 3'h6;
+  assign \$308  = \$305  & \$307 ;
   assign \$309  = j + 1'h1;
-  assign \$310  = \$309  >= 2'h3;
+  assign \$310  = \$309  - 2'h3;
   assign \$311  = j + 1'h1;
-  assign \$312  = \$311  < 3'h6;
-  assign \$313  = \$310  & \$312 ;
-  assign \$314  = j + 1'h1;
-  assign \$315  = \$314  - 2'h3;
-  assign \$316  = j + 1'h1;
-  assign \$317  = \$316  - 3'h6;
-  assign \$318  = \$313  ? \$315  : \$317 ;
-  assign \$319  = \$307  ? { 1'h0, \$308  } : \$318 ;
-  assign \$320  = j + 1'h1;
-  assign \$321  = \$320  < 2'h3;
-  assign \$322  = j + 1'h1;
-  assign \$323  = \$322  >= 2'h3;
-  assign \$324  = j + 1'h1;
-  assign \$325  = \$324  < 3'h6;
-  assign \$326  = \$323  & \$325 ;
-  assign \$327  = \$326  ? 2'h1 : 2'h2;
-  assign \$328  = \$321  ? 2'h0 : \$327 ;
-  assign \$329  = e1 == npg;
-  assign \$330  = \$329  ? 15'h0000 : e1;
-  assign \$331  = adv ? \$330  : e;
-  assign \$332  = e1 == npg;
-  assign \$333  = \$332  ? 15'h0000 : e1;
-  assign \$334  = adv ? \$333  : e;
+  assign \$312  = \$311  - 3'h6;
+  assign \$313  = \$308  ? \$310  : \$312 ;
+  assign \$314  = \$302  ? { 1'h0, \$303  } : \$313 ;
+  assign \$315  = j + 1'h1;
+  assign \$316  = \$315  < 2'h3;
+  assign \$317  = j + 1'h1;
+  assign \$318  = \$317  >= 2'h3;
+  assign \$319  = j + 1'h1;
+  assign \$320  = \$319  < 3'h6;
+  assign \$321  = \$318  & \$320 ;
+  assign \$322  = \$321  ? 2'h1 : 2'h2;
+  assign \$323  = \$316  ? 2'h0 : \$322 ;
+  assign \$324  = e1 == npg;
+  assign \$325  = \$324  ? 15'h0000 : e1;
+  assign \$326  = adv ? \$325  : e;
+  assign \$327  = e1 == npg;
+  assign \$328  = \$327  ? 15'h0000 : e1;
+  assign \$329  = adv ? \$328  : e;
+  assign \$330  = e1 == npg;
+  assign \$331  = \$330  ? 15'h0000 : e1;
+  assign \$332  = adv ? \$331  : e;
+  assign \$333  = e1 == npg;
+  assign \$334  = adv & \$333 ;
   assign \$335  = e1 == npg;
-  assign \$336  = \$335  ? 15'h0000 : e1;
-  assign \$337  = adv ? \$336  : e;
-  assign \$338  = e1 == npg;
-  assign \$339  = adv & \$338 ;
-  assign \$340  = e1 == npg;
-  assign \$341  = has_pages[6:1] >> j;
-  assign \$342  = j == 3'h6;
-  assign \$343  = fg == 6'h3b;
-  assign \$344  = ~ gs_done;
-  assign \$345  = ! fsm_state;
-  assign \$346  = fsm_state == 1'h1;
-  assign \$347  = fsm_state == 2'h2;
-  assign \$348  = fsm_state == 2'h3;
-  assign \$349  = fsm_state == 3'h4;
-  assign \$350  = fsm_state == 3'h5;
-  assign \$351  = fsm_state == 3'h6;
-  assign \$352  = fsm_state == 3'h7;
-  assign \$353  = fsm_state == 4'h8;
-  assign \$354  = fsm_state == 4'h9;
-  assign \$355  = fsm_state == 4'ha;
-  assign \$356  = ~ gs_done;
-  assign \$357  = gs_walk + 1'h1;
-  assign \$358  = gs_walk == 8'hef;
-  assign \$359  = n + 6'h20;
-  assign \$360  = \$359  - 1'h1;
-  assign \$362  = n + 7'h40;
-  assign \$363  = \$362  - 1'h1;
-  assign \$365  = | n;
+  assign \$336  = has_pages[6:1] >> j;
+  assign \$337  = j == 3'h6;
+  assign \$338  = fg == 6'h3b;
+  assign \$339  = ~ gs_done;
+  assign \$340  = ! fsm_state;
+  assign \$341  = fsm_state == 1'h1;
+  assign \$342  = fsm_state == 2'h2;
+  assign \$343  = fsm_state == 2'h3;
+  assign \$344  = fsm_state == 3'h4;
+  assign \$345  = fsm_state == 3'h5;
+  assign \$346  = fsm_state == 3'h6;
+  assign \$347  = fsm_state == 3'h7;
+  assign \$348  = fsm_state == 4'h8;
+  assign \$349  = fsm_state == 4'h9;
+  assign \$350  = fsm_state == 4'ha;
+  assign \$351  = ~ gs_done;
+  assign \$352  = gs_walk + 1'h1;
+  assign \$353  = gs_walk == 8'hef;
+  assign \$354  = n + 6'h20;
+  assign \$355  = \$354  - 1'h1;
+  assign \$357  = n + 7'h40;
+  assign \$358  = \$357  - 1'h1;
+  assign \$360  = | n;
+  assign \$361  = | n;
+  assign \$362  = | n;
+  assign \$363  = | sb0;
+  assign \$364  = | sb1;
+  assign \$365  = | sb2;
   assign \$366  = | n;
-  assign \$367  = | n;
-  assign \$368  = | sb0;
-  assign \$369  = | sb1;
-  assign \$370  = | sb2;
-  assign \$371  = | n;
-  assign \$372  = sb0 + 11'h400;
-  assign \$373  = \$372  - 1'h1;
-  assign \$375  = sb1 + 11'h400;
-  assign \$376  = \$375  - 1'h1;
-  assign \$378  = sb2 + 11'h400;
-  assign \$379  = \$378  - 1'h1;
-  assign \$381  = ~ ready;
-  assign \$384  = cmd__payload[9:5] * 2'h2;
-  assign \$385  = \$384  + cmd__payload[10];
-  assign \$386  = \$383  ? 8'h00 : \$385 ;
-  assign \$387  = \$382  + \$386 ;
-  assign \$389  = ap[6:2] * 2'h2;
-  assign \$390  = \$389  + ap[7];
-  assign \$391  = \$388  + \$390 ;
-  assign \$393  = append__payload[6:2] * 2'h2;
-  assign \$394  = \$393  + append__payload[7];
-  assign \$395  = \$392  + \$394 ;
-  assign \$397  = ap[1:0] >= 3'h4;
-  assign \$398  = rk != 3'h7;
-  assign \$399  = rk != 3'h7;
-  assign \$400  = rk + 1'h1;
-  assign \$402  = ap[17:8] != n;
-  assign \$403  = ap[17:8] == n;
-  assign \$404  = ~ cap_bad;
-  assign \$405  = \$403  & \$404 ;
-  assign \$406  = \$71 [2:0] <= free_pages;
-  assign \$407  = \$405  & \$406 ;
-  assign \$409  = ! \$408 ;
+  assign \$367  = sb0 + 11'h400;
+  assign \$368  = \$367  - 1'h1;
+  assign \$370  = sb1 + 11'h400;
+  assign \$371  = \$370  - 1'h1;
+  assign \$373  = sb2 + 11'h400;
+  assign \$374  = \$373  - 1'h1;
+  assign \$376  = ~ ready;
+  assign \$379  = cmd__payload[9:5] * 2'h2;
+  assign \$380  = \$379  + cmd__payload[10];
+  assign \$381  = \$378  ? 8'h00 : \$380 ;
+  assign \$382  = \$377  + \$381 ;
+  assign \$384  = ap[6:2] * 2'h2;
+  assign \$385  = \$384  + ap[7];
+  assign \$386  = \$383  + \$385 ;
+  assign \$388  = append__payload[6:2] * 2'h2;
+  assign \$389  = \$388  + append__payload[7];
+  assign \$390  = \$387  + \$389 ;
+  assign \$392  = ap[1:0] >= 3'h4;
+  assign \$393  = rk != 3'h7;
+  assign \$394  = rk != 3'h7;
+  assign \$395  = rk + 1'h1;
+  assign \$397  = ap[17:8] != n;
+  assign \$398  = ap[17:8] == n;
+  assign \$399  = ~ cap_bad;
+  assign \$400  = \$398  & \$399 ;
+  assign \$401  = \$71 [2:0] <= free_pages;
+  assign \$402  = \$400  & \$401 ;
+  assign \$404  = ! \$403 ;
+  assign \$406  = ! \$405 ;
+  assign \$408  = ! \$407 ;
+  assign \$409  = | ap[24:18];
   assign \$411  = ! \$410 ;
-  assign \$413  = ! \$412 ;
-  assign \$414  = | ap[24:18];
-  assign \$416  = ! \$415 ;
-  assign \$417  = \$414  & \$416 ;
-  assign \$418  = | ap[31:25];
-  assign \$420  = ! \$419 ;
-  assign \$421  = \$418  & \$420 ;
-  assign \$422  = | ap[38:32];
-  assign \$424  = ! \$423 ;
-  assign \$425  = \$422  & \$424 ;
-  assign \$427  = ! \$426 ;
-  assign \$428  = | ap[24:18];
-  assign \$430  = \$429  + ap[24:18];
+  assign \$412  = \$409  & \$411 ;
+  assign \$413  = | ap[31:25];
+  assign \$415  = ! \$414 ;
+  assign \$416  = \$413  & \$415 ;
+  assign \$417  = | ap[38:32];
+  assign \$419  = ! \$418 ;
+  assign \$420  = \$417  & \$419 ;
+  assign \$422  = ! \$421 ;
+  assign \$423  = | ap[24:18];
+  assign \$425  = \$424  + ap[24:18];
+  assign \$426  = \$425  > 11'h400;
+  assign \$427  = \$423  & \$426 ;
+  assign \$428  = | ap[31:25];
+  assign \$430  = \$429  + ap[31:25];
   assign \$431  = \$430  > 11'h400;
   assign \$432  = \$428  & \$431 ;
-  assign \$433  = | ap[31:25];
-  assign \$435  = \$434  + ap[31:25];
+  assign \$433  = | ap[38:32];
+  assign \$435  = \$434  + ap[38:32];
   assign \$436  = \$435  > 11'h400;
   assign \$437  = \$433  & \$436 ;
-  assign \$438  = | ap[38:32];
-  assign \$440  = \$439  + ap[38:32];
-  assign \$441  = \$440  > 11'h400;
-  assign \$442  = \$438  & \$441 ;
-  assign \$443  = rk != 3'h7;
-  assign \$444  = rk != 3'h7;
-  assign \$445  = rk + 1'h1;
-  assign \$447  = ! j;
-  assign \$448  = j - 1'h1;
-  assign \$449  = $signed(\$448 ) < $signed(3'h3);
-  assign \$450  = j - 1'h1;
-  assign \$451  = $signed(\$450 ) >= $signed(3'h3);
-  assign \$452  = j - 1'h1;
-  assign \$453  = $signed(\$452 ) < $signed(4'h6);
-  assign \$454  = \$451  & \$453 ;
-  assign \$455  = ~ em_free;
-  assign \$456  = ~ frag;
-  assign \$457  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$458  = \$457  & p_second;
-  assign \$459  = j + 1'h1;
-  assign \$463  = | \$462 ;
-  assign \$467  = \$465  + \$466 ;
-  assign \$468  = \$467  > 11'h400;
-  assign \$469  = \$463  & \$468 ;
-  assign \$471  = | \$470 ;
-  assign \$473  = | \$472 ;
-  assign \$477  = \$475  + \$476 ;
-  assign \$478  = \$477  > 11'h400;
-  assign \$479  = \$473  & \$478 ;
-  assign \$482  = 11'h400 - \$481 ;
-  assign \$484  = \$479  ? \$482  : { 8'h00, \$483  };
-  assign \$487  = | \$486 ;
-  assign \$491  = \$489  + \$490 ;
-  assign \$492  = \$491  > 11'h400;
-  assign \$493  = \$487  & \$492 ;
-  assign \$496  = 11'h400 - \$495 ;
-  assign \$498  = \$493  ? \$496  : { 8'h00, \$497  };
-  assign \$499  = $signed({ 1'h0, \$485  }) - $signed(\$498 );
+  assign \$438  = rk != 3'h7;
+  assign \$439  = rk != 3'h7;
+  assign \$440  = rk + 1'h1;
+  assign \$442  = ! j;
+  assign \$443  = j - 1'h1;
+  assign \$444  = $signed(\$443 ) < $signed(3'h3);
+  assign \$445  = j - 1'h1;
+  assign \$446  = $signed(\$445 ) >= $signed(3'h3);
+  assign \$447  = j - 1'h1;
+  assign \$448  = $signed(\$447 ) < $signed(4'h6);
+  assign \$449  = \$446  & \$448 ;
+  assign \$450  = ~ em_free;
+  assign \$451  = ~ frag;
+  assign \$452  = wr_out__ready & p_second;
+  assign \$453  = j + 1'h1;
+  assign \$457  = | \$456 ;
+  assign \$461  = \$459  + \$460 ;
+  assign \$462  = \$461  > 11'h400;
+  assign \$463  = \$457  & \$462 ;
+  assign \$465  = | \$464 ;
+  assign \$467  = | \$466 ;
+  assign \$471  = \$469  + \$470 ;
+  assign \$472  = \$471  > 11'h400;
+  assign \$473  = \$467  & \$472 ;
+  assign \$476  = 11'h400 - \$475 ;
+  assign \$478  = \$473  ? \$476  : { 8'h00, \$477  };
+  assign \$481  = | \$480 ;
+  assign \$485  = \$483  + \$484 ;
+  assign \$486  = \$485  > 11'h400;
+  assign \$487  = \$481  & \$486 ;
+  assign \$490  = 11'h400 - \$489 ;
+  assign \$492  = \$487  ? \$490  : { 8'h00, \$491  };
+  assign \$493  = $signed({ 1'h0, \$479  }) - $signed(\$492 );
+  assign \$494  = j >= 2'h3;
+  assign \$495  = j < 3'h6;
+  assign \$496  = \$494  & \$495 ;
+  assign \$498  = ! \$497 ;
+  assign \$499  = \$496  & \$498 ;
   assign \$500  = j >= 2'h3;
   assign \$501  = j < 3'h6;
   assign \$502  = \$500  & \$501 ;
-  assign \$504  = ! \$503 ;
-  assign \$505  = \$502  & \$504 ;
-  assign \$506  = j >= 2'h3;
-  assign \$507  = j < 3'h6;
-  assign \$508  = \$506  & \$507 ;
-  assign \$509  = ~ \$508 ;
-  assign \$511  = | \$510 ;
-  assign \$513  = | \$512 ;
-  assign \$517  = \$515  + \$516 ;
-  assign \$518  = \$517  > 11'h400;
-  assign \$519  = \$513  & \$518 ;
-  assign \$520  = ~ \$519 ;
-  assign \$521  = \$511  & \$520 ;
-  assign \$522  = \$509  | \$521 ;
-  assign \$523  = j == 3'h7;
-  assign \$524  = take_first | take_second;
-  assign \$525  = cm[2:1] == 1'h1;
-  assign \$526  = cm[2:1] == 2'h2;
-  assign \$529  = \$526  ? \$527  : \$528 ;
-  assign \$530  = \$525  ? { 7'h00, cm[26:13] } : \$529 ;
-  assign \$532  = cm[2:1] == 1'h1;
-  assign \$533  = cm[2:1] == 2'h2;
-  assign \$536  = \$533  ? \$534  : \$535 ;
-  assign \$537  = \$532  ? { 7'h00, cm[26:13] } : \$536 ;
-  assign \$539  = \$538  + 1'h1;
-  assign \$540  = cm[2:1] == 1'h1;
-  assign \$541  = cm[2:1] == 2'h2;
-  assign \$544  = \$541  ? \$542  : \$543 ;
-  assign \$545  = \$540  ? { 7'h00, cm[26:13] } : \$544 ;
-  assign \$547  = \$546  + 2'h2;
-  assign \$548  = cm[4:3] >= 3'h4;
-  assign \$549  = obs__live >> cm[4:3];
-  assign \$550  = ~ \$549 ;
-  assign \$551  = \$548  | \$550 ;
-  assign \$553  = cm[9:5] >= 5'h1e;
-  assign \$554  = cm[12:11] >= 2'h3;
-  assign \$555  = \$553  | \$554 ;
-  assign \$556  = cm[2:1] == 2'h3;
-  assign \$557  = \$555  | \$556 ;
+  assign \$503  = ~ \$502 ;
+  assign \$505  = | \$504 ;
+  assign \$507  = | \$506 ;
+  assign \$511  = \$509  + \$510 ;
+  assign \$512  = \$511  > 11'h400;
+  assign \$513  = \$507  & \$512 ;
+  assign \$514  = ~ \$513 ;
+  assign \$515  = \$505  & \$514 ;
+  assign \$516  = \$503  | \$515 ;
+  assign \$517  = j == 3'h7;
+  assign \$518  = take_first | take_second;
+  assign \$519  = cm[2:1] == 1'h1;
+  assign \$520  = cm[2:1] == 2'h2;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = \$519  ? { 7'h00, cm[26:13] } : \$523 ;
+  assign \$526  = cm[2:1] == 1'h1;
+  assign \$527  = cm[2:1] == 2'h2;
+  assign \$530  = \$527  ? \$528  : \$529 ;
+  assign \$531  = \$526  ? { 7'h00, cm[26:13] } : \$530 ;
+  assign \$533  = \$532  + 1'h1;
+  assign \$534  = cm[2:1] == 1'h1;
+  assign \$535  = cm[2:1] == 2'h2;
+  assign \$538  = \$535  ? \$536  : \$537 ;
+  assign \$539  = \$534  ? { 7'h00, cm[26:13] } : \$538 ;
+  assign \$541  = \$540  + 2'h2;
+  assign \$542  = cm[4:3] >= 3'h4;
+  assign \$543  = obs__live >> cm[4:3];
+  assign \$544  = ~ \$543 ;
+  assign \$545  = \$542  | \$544 ;
+  assign \$547  = cm[9:5] >= 5'h1e;
+  assign \$548  = cm[12:11] >= 2'h3;
+  assign \$549  = \$547  | \$548 ;
+  assign \$550  = cm[2:1] == 2'h3;
+  assign \$551  = \$549  | \$550 ;
+  assign \$552  = cm[2:1] == 1'h1;
+  assign \$553  = cm[2:1] == 2'h2;
+  assign \$556  = \$553  ? \$554  : \$555 ;
+  assign \$557  = \$552  ? { 7'h00, hi } : \$556 ;
   assign \$558  = cm[2:1] == 1'h1;
   assign \$559  = cm[2:1] == 2'h2;
   assign \$562  = \$559  ? \$560  : \$561 ;
-  assign \$563  = \$558  ? { 7'h00, hi } : \$562 ;
-  assign \$564  = cm[2:1] == 1'h1;
-  assign \$565  = cm[2:1] == 2'h2;
-  assign \$568  = \$565  ? \$566  : \$567 ;
-  assign \$569  = \$564  ? { 7'h00, cm[26:13] } : \$568 ;
-  assign \$570  = \$563  - \$569 ;
-  assign \$571  = cm[2:1] == 1'h1;
-  assign \$572  = cm[2:1] == 2'h2;
-  assign \$575  = \$572  ? \$573  : \$574 ;
-  assign \$576  = \$571  ? { 7'h00, cm[26:13] } : \$575 ;
-  assign \$578  = cm[2:1] == 1'h1;
-  assign \$579  = cm[2:1] == 2'h2;
-  assign \$582  = \$579  ? \$580  : \$581 ;
-  assign \$583  = \$578  ? { 7'h00, cm[26:13] } : \$582 ;
-  assign \$585  = 11'h400 - \$584 ;
-  assign \$586  = cm[2:1] == 1'h1;
-  assign \$587  = cm[2:1] == 2'h2;
-  assign \$588  = \$587  ? 2'h2 : 2'h0;
-  assign \$589  = \$586  ? 2'h1 : \$588 ;
-  assign \$590  = cm[26:13] > hi;
-  assign \$591  = cm[2:1] == 1'h1;
-  assign \$593  = \$591  ? \$592  : { 4'h0, n };
-  assign \$594  = hi > \$593 ;
-  assign \$595  = \$590  | \$594 ;
-  assign \$596  = cm[26:13] == hi;
-  assign \$597  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$598  = r_left <= r_room;
-  assign \$599  = \$598  ? r_left : { 14'h0000, r_room };
-  assign \$600  = r_left - \$599 ;
-  assign \$601  = e2 + 1'h1;
-  assign \$602  = r_left <= r_room;
-  assign \$603  = j < 2'h3;
-  assign \$604  = j >= 2'h3;
-  assign \$605  = j < 3'h6;
-  assign \$606  = \$604  & \$605 ;
-  assign \$608  = \$606  ? \$607  : m_pages;
-  assign \$609  = \$603  ? d_pages : \$608 ;
-  assign \$610  = has_pages >> j;
-  assign \$611  = ~ \$610 ;
-  assign \$612  = j == 3'h6;
-  assign \$613  = fg == 6'h3b;
-  assign \$614  = gidx + 1'h1;
-  assign \$615  = fg + 1'h1;
+  assign \$563  = \$558  ? { 7'h00, cm[26:13] } : \$562 ;
+  assign \$564  = \$557  - \$563 ;
+  assign \$565  = cm[2:1] == 1'h1;
+  assign \$566  = cm[2:1] == 2'h2;
+  assign \$569  = \$566  ? \$567  : \$568 ;
+  assign \$570  = \$565  ? { 7'h00, cm[26:13] } : \$569 ;
+  assign \$572  = cm[2:1] == 1'h1;
+  assign \$573  = cm[2:1] == 2'h2;
+  assign \$576  = \$573  ? \$574  : \$575 ;
+  assign \$577  = \$572  ? { 7'h00, cm[26:13] } : \$576 ;
+  assign \$579  = 11'h400 - \$578 ;
+  assign \$580  = cm[2:1] == 1'h1;
+  assign \$581  = cm[2:1] == 2'h2;
+  assign \$582  = \$581  ? 2'h2 : 2'h0;
+  assign \$583  = \$580  ? 2'h1 : \$582 ;
+  assign \$584  = cm[26:13] > hi;
+  assign \$585  = cm[2:1] == 1'h1;
+  assign \$587  = \$585  ? \$586  : { 4'h0, n };
+  assign \$588  = hi > \$587 ;
+  assign \$589  = \$584  | \$588 ;
+  assign \$590  = cm[26:13] == hi;
+  assign \$591  = r_left <= r_room;
+  assign \$592  = \$591  ? r_left : { 14'h0000, r_room };
+  assign \$593  = r_left - \$592 ;
+  assign \$594  = e2 + 1'h1;
+  assign \$595  = r_left <= r_room;
+  assign \$596  = j < 2'h3;
+  assign \$597  = j >= 2'h3;
+  assign \$598  = j < 3'h6;
+  assign \$599  = \$597  & \$598 ;
+  assign \$601  = \$599  ? \$600  : m_pages;
+  assign \$602  = \$596  ? d_pages : \$601 ;
+  assign \$603  = has_pages >> j;
+  assign \$604  = ~ \$603 ;
+  assign \$605  = j == 3'h6;
+  assign \$606  = fg == 6'h3b;
+  assign \$607  = gidx + 1'h1;
+  assign \$608  = fg + 1'h1;
+  assign \$609  = j + 1'h1;
+  assign \$610  = gidx * 3'h7;
+  assign \$611  = \$610  + j;
+  assign \$612  = e2 + 1'h1;
+  assign \$613  = e1 == npg;
+  assign \$614  = has_pages[6:1] >> j;
+  assign \$615  = j + 1'h1;
   assign \$616  = j + 1'h1;
-  assign \$617  = gidx * 3'h7;
-  assign \$618  = \$617  + j;
-  assign \$619  = e2 + 1'h1;
-  assign \$620  = e1 == npg;
-  assign \$621  = has_pages[6:1] >> j;
-  assign \$622  = j + 1'h1;
-  assign \$623  = j + 1'h1;
-  assign \$624  = \$623  < 2'h3;
-  assign \$625  = j + 1'h1;
-  assign \$626  = \$625  >= 2'h3;
-  assign \$627  = j + 1'h1;
-  assign \$628  = \$627  < 3'h6;
-  assign \$629  = \$626  & \$628 ;
-  assign \$631  = \$629  ? \$630  : m_pages;
-  assign \$632  = \$624  ? d_pages : \$631 ;
-  assign \$633  = j == 3'h6;
-  assign \$634  = fg == 6'h3b;
-  assign \$635  = gidx + 1'h1;
-  assign \$636  = fg + 1'h1;
-  assign \$637  = j + 1'h1;
-  assign \$638  = ~ from_cmd;
-  assign \$639  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$617  = \$616  < 2'h3;
+  assign \$618  = j + 1'h1;
+  assign \$619  = \$618  >= 2'h3;
+  assign \$620  = j + 1'h1;
+  assign \$621  = \$620  < 3'h6;
+  assign \$622  = \$619  & \$621 ;
+  assign \$624  = \$622  ? \$623  : m_pages;
+  assign \$625  = \$617  ? d_pages : \$624 ;
+  assign \$626  = j == 3'h6;
+  assign \$627  = fg == 6'h3b;
+  assign \$628  = gidx + 1'h1;
+  assign \$629  = fg + 1'h1;
+  assign \$630  = j + 1'h1;
+  assign \$631  = ~ from_cmd;
+  assign \$632  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$640 ;
+    gs_walk <= \$633 ;
   always @(posedge clk)
-    gs_done <= \$641 ;
+    gs_done <= \$634 ;
   always @(posedge clk)
-    obs__free_done <= \$642 ;
+    obs__free_done <= \$635 ;
   always @(posedge clk)
-    release__valid <= \$643 ;
+    release__valid <= \$636 ;
   always @(posedge clk)
-    d_pages <= \$644 ;
+    d_pages <= \$637 ;
   always @(posedge clk)
-    m_pages <= \$645 ;
+    m_pages <= \$638 ;
   always @(posedge clk)
-    has_pages <= \$646 ;
+    has_pages <= \$639 ;
   always @(posedge clk)
-    s_pages0 <= \$647 ;
+    s_pages0 <= \$640 ;
   always @(posedge clk)
-    s_pages1 <= \$648 ;
+    s_pages1 <= \$641 ;
   always @(posedge clk)
-    s_pages2 <= \$649 ;
+    s_pages2 <= \$642 ;
   always @(posedge clk)
-    j <= \$650 ;
+    j <= \$643 ;
   always @(posedge clk)
-    frag <= \$651 ;
+    frag <= \$644 ;
   always @(posedge clk)
-    cap1 <= \$652 ;
+    cap1 <= \$645 ;
   always @(posedge clk)
-    cap2 <= \$653 ;
+    cap2 <= \$646 ;
   always @(posedge clk)
-    cm <= \$654 ;
+    cm <= \$647 ;
   always @(posedge clk)
-    from_cmd <= \$655 ;
+    from_cmd <= \$648 ;
   always @(posedge clk)
-    fg <= \$656 ;
+    fg <= \$649 ;
   always @(posedge clk)
-    gidx <= \$657 ;
+    gidx <= \$650 ;
   always @(posedge clk)
-    fsm_state <= \$658 ;
+    fsm_state <= \$651 ;
   always @(posedge clk)
-    retry <= \$659 ;
+    retry <= \$652 ;
   always @(posedge clk)
-    ap <= \$660 ;
+    ap <= \$653 ;
   always @(posedge clk)
-    n <= \$661 ;
+    n <= \$654 ;
   always @(posedge clk)
-    sb0 <= \$662 ;
+    sb0 <= \$655 ;
   always @(posedge clk)
-    sb1 <= \$663 ;
+    sb1 <= \$656 ;
   always @(posedge clk)
-    sb2 <= \$664 ;
+    sb2 <= \$657 ;
   always @(posedge clk)
-    cap1_k <= \$665 ;
+    cap1_k <= \$658 ;
   always @(posedge clk)
-    cap2_k <= \$666 ;
+    cap2_k <= \$659 ;
   always @(posedge clk)
-    rk <= \$667 ;
+    rk <= \$660 ;
   always @(posedge clk)
-    pg0_0 <= \$668 ;
+    pg0_0 <= \$661 ;
   always @(posedge clk)
-    pg0_1 <= \$669 ;
+    pg0_1 <= \$662 ;
   always @(posedge clk)
-    pg0_2 <= \$670 ;
+    pg0_2 <= \$663 ;
   always @(posedge clk)
-    pg0_3 <= \$671 ;
+    pg0_3 <= \$664 ;
   always @(posedge clk)
-    pg0_4 <= \$672 ;
+    pg0_4 <= \$665 ;
   always @(posedge clk)
-    pg0_5 <= \$673 ;
+    pg0_5 <= \$666 ;
   always @(posedge clk)
-    pg0_6 <= \$674 ;
+    pg0_6 <= \$667 ;
   always @(posedge clk)
-    status <= \$675 ;
+    status <= \$668 ;
   always @(posedge clk)
-    chk_pos <= \$676 ;
+    chk_pos <= \$669 ;
   always @(posedge clk)
-    chk_cap <= \$677 ;
+    chk_cap <= \$670 ;
   always @(posedge clk)
-    em_free <= \$678 ;
+    em_free <= \$671 ;
   always @(posedge clk)
-    em_ready <= \$679 ;
+    em_ready <= \$672 ;
   always @(posedge clk)
-    a_first <= \$680 ;
+    a_first <= \$673 ;
   always @(posedge clk)
-    a_second <= \$681 ;
+    a_second <= \$674 ;
   always @(posedge clk)
-    out_of_pages <= \$682 ;
+    out_of_pages <= \$675 ;
   always @(posedge clk)
-    p_off <= \$683 ;
+    p_off <= \$676 ;
   always @(posedge clk)
-    p_second <= \$684 ;
+    p_second <= \$677 ;
   always @(posedge clk)
-    p_c_nz <= \$685 ;
+    p_c_nz <= \$678 ;
   always @(posedge clk)
-    p_first_len <= \$686 ;
+    p_first_len <= \$679 ;
   always @(posedge clk)
-    p_second_len <= \$687 ;
+    p_second_len <= \$680 ;
   always @(posedge clk)
-    obs__live <= \$688 ;
+    obs__live <= \$681 ;
   always @(posedge clk)
-    pg1_0 <= \$689 ;
+    pg1_0 <= \$682 ;
   always @(posedge clk)
-    pg1_1 <= \$690 ;
+    pg1_1 <= \$683 ;
   always @(posedge clk)
-    pg1_2 <= \$691 ;
+    pg1_2 <= \$684 ;
   always @(posedge clk)
-    e <= \$692 ;
+    e <= \$685 ;
   always @(posedge clk)
-    e1 <= \$693 ;
+    e1 <= \$686 ;
   always @(posedge clk)
-    e2 <= \$694 ;
+    e2 <= \$687 ;
   always @(posedge clk)
-    r_left <= \$695 ;
+    r_left <= \$688 ;
   always @(posedge clk)
-    r_off <= \$696 ;
+    r_off <= \$689 ;
   always @(posedge clk)
-    r_room <= \$697 ;
+    r_room <= \$690 ;
   always @(posedge clk)
-    npg <= \$698 ;
+    npg <= \$691 ;
   always @(posedge clk)
-    rel_tab <= \$699 ;
+    rel_tab <= \$692 ;
   always @(posedge clk)
-    obs__release_sid <= \$700 ;
+    obs__release_sid <= \$693 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1799,63 +1778,70 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$210  = \$208  & \$209 ;
   assign \$211  = \$210  ? 2'h1 : 2'h2;
   assign \$212  = \$207  ? 2'h0 : \$211 ;
-  assign \$213  = from_cmd ? rd_out__ready : wr_out__ready;
-  assign \$214  = em_ready & \$213 ;
-  assign \$215  = em_free | \$214 ;
-  assign \$216  = ! j;
-  assign \$217  = j - 1'h1;
-  assign \$218  = $signed(\$217 ) < $signed(3'h3);
-  assign \$219  = j - 1'h1;
-  assign \$220  = $signed(\$219 ) >= $signed(3'h3);
-  assign \$221  = j - 1'h1;
-  assign \$222  = $signed(\$221 ) < $signed(4'h6);
-  assign \$223  = \$220  & \$222 ;
-  assign \$224  = j - 1'h1;
-  assign \$227  = \$226  * 6'h20;
-  assign \$228  = { \$225 , 10'h000 } | { 8'h00, \$227  };
-  assign \$229  = ~ frag;
-  assign \$230  = j - 1'h1;
-  assign \$232  = { \$231 , 10'h000 } | { 14'h0000, p_off };
-  assign \$235  = j - 1'h1;
-  assign \$238  = \$237  * 5'h10;
-  assign \$239  = { \$236 , 10'h000 } | { 9'h000, \$238  };
-  assign \$244  = \$243  + 1'h1;
-  assign \$247  = take_second ? \$244  : { 1'h0, \$246  };
-  assign \$248  = j == 3'h7;
-  assign \$249  = take_first | take_second;
-  assign \$250  = n + 1'h1;
-  assign \$251  = sb0 + ap[24:18];
-  assign \$252  = sb1 + ap[31:25];
-  assign \$253  = sb2 + ap[38:32];
-  assign \$254  = j < 2'h3;
-  assign \$255  = j >= 2'h3;
-  assign \$256  = j < 3'h6;
-  assign \$257  = \$255  & \$256 ;
-  assign \$258  = cm[2:1] == 1'h1;
-  assign \$259  = cm[2:1] == 2'h2;
-  assign \$262  = \$259  ? \$260  : \$261 ;
-  assign \$263  = \$258  ? { 7'h00, cm[26:13] } : \$262 ;
-  assign \$265  = cm[2:1] == 1'h1;
-  assign \$266  = cm[2:1] == 2'h2;
-  assign \$269  = \$266  ? \$267  : \$268 ;
-  assign \$270  = \$265  ? { 7'h00, cm[26:13] } : \$269 ;
-  assign \$272  = cm[2:1] == 1'h1;
-  assign \$273  = cm[2:1] == 2'h2;
-  assign \$276  = \$273  ? \$274  : \$275 ;
-  assign \$277  = \$272  ? { 7'h00, cm[26:13] } : \$276 ;
-  assign \$279  = cm[2:1] == 1'h1;
-  assign \$280  = cm[40:27] == 14'h3fff;
-  assign \$281  = \$279  & \$280 ;
-  assign \$282  = cm[2:1] == 1'h1;
-  assign \$284  = \$282  ? \$283  : { 4'h0, n };
-  assign \$285  = \$281  ? \$284  : cm[40:27];
+  assign \$213  = em_ready & wr_out__ready;
+  assign \$214  = em_free | \$213 ;
+  assign \$215  = ! j;
+  assign \$216  = j - 1'h1;
+  assign \$217  = $signed(\$216 ) < $signed(3'h3);
+  assign \$218  = j - 1'h1;
+  assign \$219  = $signed(\$218 ) >= $signed(3'h3);
+  assign \$220  = j - 1'h1;
+  assign \$221  = $signed(\$220 ) < $signed(4'h6);
+  assign \$222  = \$219  & \$221 ;
+  assign \$223  = j - 1'h1;
+  assign \$226  = \$225  * 6'h20;
+  assign \$227  = { \$224 , 10'h000 } | { 8'h00, \$226  };
+  assign \$228  = ~ frag;
+  assign \$229  = j - 1'h1;
+  assign \$231  = { \$230 , 10'h000 } | { 14'h0000, p_off };
+  assign \$234  = j - 1'h1;
+  assign \$237  = \$236  * 5'h10;
+  assign \$238  = { \$235 , 10'h000 } | { 9'h000, \$237  };
+  assign \$243  = \$242  + 1'h1;
+  assign \$246  = take_second ? \$243  : { 1'h0, \$245  };
+  assign \$247  = j == 3'h7;
+  assign \$248  = take_first | take_second;
+  assign \$249  = n + 1'h1;
+  assign \$250  = sb0 + ap[24:18];
+  assign \$251  = sb1 + ap[31:25];
+  assign \$252  = sb2 + ap[38:32];
+  assign \$253  = j < 2'h3;
+  assign \$254  = j >= 2'h3;
+  assign \$255  = j < 3'h6;
+  assign \$256  = \$254  & \$255 ;
+  assign \$257  = cm[2:1] == 1'h1;
+  assign \$258  = cm[2:1] == 2'h2;
+  assign \$261  = \$258  ? \$259  : \$260 ;
+  assign \$262  = \$257  ? { 7'h00, cm[26:13] } : \$261 ;
+  assign \$264  = cm[2:1] == 1'h1;
+  assign \$265  = cm[2:1] == 2'h2;
+  assign \$268  = \$265  ? \$266  : \$267 ;
+  assign \$269  = \$264  ? { 7'h00, cm[26:13] } : \$268 ;
+  assign \$271  = cm[2:1] == 1'h1;
+  assign \$272  = cm[2:1] == 2'h2;
+  assign \$275  = \$272  ? \$273  : \$274 ;
+  assign \$276  = \$271  ? { 7'h00, cm[26:13] } : \$275 ;
+  assign \$278  = cm[2:1] == 1'h1;
+  assign \$279  = cm[40:27] == 14'h3fff;
+  assign \$280  = \$278  & \$279 ;
+  assign \$281  = cm[2:1] == 1'h1;
+  assign \$283  = \$281  ? \$282  : { 4'h0, n };
+  assign \$284  = \$280  ? \$283  : cm[40:27];
+  assign \$286  = { \$285 , 10'h000 } | { 14'h0000, r_off };
+  assign \$287  = r_left <= r_room;
+  assign \$288  = \$287  ? r_left : { 14'h0000, r_room };
+  assign \$289  = rd_out__ready ? e2 : e1;
+  assign \$290  = rd_out__ready ? e2 : e1;
+  assign \$291  = rd_out__ready ? e2 : e1;
+  assign \$292  = gidx + 1'h1;
+  assign \$293  = ! j;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1006$0 (dense_w_entry),
-    .\port$1057$0 (gidx),
+    .\port$1050$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$982$0 (t_idx),
-    .\port$988$0 (dense_r_entry),
+    .\port$975$0 (t_idx),
+    .\port$981$0 (dense_r_entry),
+    .\port$999$0 (dense_w_entry),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -1876,9 +1862,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1007$0 (meta_w_entry),
-    .\port$1057$0 (gidx),
-    .\port$989$0 (meta_r_entry),
+    .\port$1000$0 (meta_w_entry),
+    .\port$1050$0 (gidx),
+    .\port$982$0 (meta_r_entry),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1887,11 +1873,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .\port$1008$0 (sparse_w_entry),
-    .\port$1057$0 (gidx),
+    .\port$1001$0 (sparse_w_entry),
+    .\port$1050$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$982$0 (t_idx),
-    .\port$990$0 (sparse_r_entry),
+    .\port$975$0 (t_idx),
+    .\port$983$0 (sparse_r_entry),
     .q(\r_data$84 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1903,13 +1889,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$382  = 8'h00;
+          \$377  = 8'h00;
       2'h1:
-          \$382  = 8'h3c;
+          \$377  = 8'h3c;
       2'h2:
-          \$382  = 8'h78;
+          \$377  = 8'h78;
       2'h3:
-          \$382  = 8'hb4;
+          \$377  = 8'hb4;
     endcase
   end
   always @* begin
@@ -1917,13 +1903,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$388  = 8'h00;
+          \$383  = 8'h00;
       2'h1:
-          \$388  = 8'h3c;
+          \$383  = 8'h3c;
       2'h2:
-          \$388  = 8'h78;
+          \$383  = 8'h78;
       2'h3:
-          \$388  = 8'hb4;
+          \$383  = 8'hb4;
     endcase
   end
   always @* begin
@@ -1931,19 +1917,31 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$392  = 8'h00;
+          \$387  = 8'h00;
       2'h1:
-          \$392  = 8'h3c;
+          \$387  = 8'h3c;
       2'h2:
-          \$392  = 8'h78;
+          \$387  = 8'h78;
       2'h3:
-          \$392  = 8'hb4;
+          \$387  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$391  = 14'h0000;
+    casez (\slot_tab$99 )
+      2'h0:
+          \$391  = r_data;
+      2'h1:
+          \$391  = \r_data$84 ;
+      2'h2:
+          \$391  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$396  = 14'h0000;
-    casez (\slot_tab$99 )
+    casez (\slot_tab$104 )
       2'h0:
           \$396  = r_data;
       2'h1:
@@ -1954,62 +1952,74 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = 14'h0000;
-    casez (\slot_tab$104 )
-      2'h0:
-          \$401  = r_data;
-      2'h1:
-          \$401  = \r_data$84 ;
-      2'h2:
-          \$401  = \r_data$85 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = 14'h0000;
+    \$441  = 14'h0000;
     casez (\slot_tab$110 )
       2'h0:
-          \$446  = r_data;
+          \$441  = r_data;
       2'h1:
-          \$446  = \r_data$84 ;
+          \$441  = \r_data$84 ;
       2'h2:
-          \$446  = \r_data$85 ;
+          \$441  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = 14'h0000;
+    \$454  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$460  = sb0;
+          \$454  = sb0;
       2'h1:
-          \$460  = sb1;
+          \$454  = sb1;
       2'h2:
-          \$460  = sb2;
+          \$454  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = 7'h00;
+    \$456  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$462  = ap[24:18];
+          \$456  = ap[24:18];
       2'h1:
-          \$462  = ap[31:25];
+          \$456  = ap[31:25];
       2'h2:
-          \$462  = ap[38:32];
+          \$456  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = 14'h0000;
+    \$458  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$464  = sb0;
+          \$458  = sb0;
       2'h1:
-          \$464  = sb1;
+          \$458  = sb1;
       2'h2:
-          \$464  = sb2;
+          \$458  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$460  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$460  = ap[24:18];
+      2'h1:
+          \$460  = ap[31:25];
+      2'h2:
+          \$460  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$464  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$464  = ap[24:18];
+      2'h1:
+          \$464  = ap[31:25];
+      2'h2:
+          \$464  = ap[38:32];
     endcase
   end
   always @* begin
@@ -2026,6 +2036,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$468  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$468  = sb0;
+      2'h1:
+          \$468  = sb1;
+      2'h2:
+          \$468  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$470  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
@@ -2034,18 +2056,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           \$470  = ap[31:25];
       2'h2:
           \$470  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$472  = ap[24:18];
-      2'h1:
-          \$472  = ap[31:25];
-      2'h2:
-          \$472  = ap[38:32];
     endcase
   end
   always @* begin
@@ -2062,62 +2072,62 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = 7'h00;
+    \$477  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$476  = ap[24:18];
+          \$477  = ap[24:18];
       2'h1:
-          \$476  = ap[31:25];
+          \$477  = ap[31:25];
       2'h2:
-          \$476  = ap[38:32];
+          \$477  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = 14'h0000;
+    \$479  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$480  = sb0;
+          \$479  = ap[24:18];
       2'h1:
-          \$480  = sb1;
+          \$479  = ap[31:25];
       2'h2:
-          \$480  = sb2;
+          \$479  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = 7'h00;
+    \$480  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$483  = ap[24:18];
+          \$480  = ap[24:18];
       2'h1:
-          \$483  = ap[31:25];
+          \$480  = ap[31:25];
       2'h2:
-          \$483  = ap[38:32];
+          \$480  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = 7'h00;
+    \$482  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$485  = ap[24:18];
+          \$482  = sb0;
       2'h1:
-          \$485  = ap[31:25];
+          \$482  = sb1;
       2'h2:
-          \$485  = ap[38:32];
+          \$482  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = 7'h00;
+    \$484  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$486  = ap[24:18];
+          \$484  = ap[24:18];
       2'h1:
-          \$486  = ap[31:25];
+          \$484  = ap[31:25];
       2'h2:
-          \$486  = ap[38:32];
+          \$484  = ap[38:32];
     endcase
   end
   always @* begin
@@ -2134,26 +2144,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = 7'h00;
+    \$491  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$490  = ap[24:18];
+          \$491  = ap[24:18];
       2'h1:
-          \$490  = ap[31:25];
+          \$491  = ap[31:25];
       2'h2:
-          \$490  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$494  = sb0;
-      2'h1:
-          \$494  = sb1;
-      2'h2:
-          \$494  = sb2;
+          \$491  = ap[38:32];
     endcase
   end
   always @* begin
@@ -2170,14 +2168,38 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$503  = 7'h00;
+    \$504  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$503  = ap[24:18];
+          \$504  = ap[24:18];
       2'h1:
-          \$503  = ap[31:25];
+          \$504  = ap[31:25];
       2'h2:
-          \$503  = ap[38:32];
+          \$504  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$506  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$506  = ap[24:18];
+      2'h1:
+          \$506  = ap[31:25];
+      2'h2:
+          \$506  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$508  = 14'h0000;
+    casez (\$17 [1:0])
+      2'h0:
+          \$508  = sb0;
+      2'h1:
+          \$508  = sb1;
+      2'h2:
+          \$508  = sb2;
     endcase
   end
   always @* begin
@@ -2194,74 +2216,38 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$512  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$512  = ap[24:18];
-      2'h1:
-          \$512  = ap[31:25];
-      2'h2:
-          \$512  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$514  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$514  = sb0;
-      2'h1:
-          \$514  = sb1;
-      2'h2:
-          \$514  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$516  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$516  = ap[24:18];
-      2'h1:
-          \$516  = ap[31:25];
-      2'h2:
-          \$516  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$592  = 14'h0000;
+    \$586  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$592  = sb0;
+          \$586  = sb0;
       2'h1:
-          \$592  = sb1;
+          \$586  = sb1;
       2'h2:
-          \$592  = sb2;
+          \$586  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$607  = 15'h0000;
+    \$600  = 15'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$607  = s_pages0;
+          \$600  = s_pages0;
       2'h1:
-          \$607  = s_pages1;
+          \$600  = s_pages1;
       2'h2:
-          \$607  = s_pages2;
+          \$600  = s_pages2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$630  = 15'h0000;
+    \$623  = 15'h0000;
     casez (\slot_idx$143 )
       2'h0:
-          \$630  = s_pages0;
+          \$623  = s_pages0;
       2'h1:
-          \$630  = s_pages1;
+          \$623  = s_pages1;
       2'h2:
-          \$630  = s_pages2;
+          \$623  = s_pages2;
     endcase
   end
   always @* begin
@@ -2294,15 +2280,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$297 [7:0];
+          \$signature__addr  = \$292 [7:0];
       4'ha:
-          \$signature__addr  = \$303 [7:0];
+          \$signature__addr  = \$298 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$344 ) begin
+    if (\$339 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
@@ -2329,7 +2315,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          if (\$339 ) begin
+          if (\$334 ) begin
             t_idx = \slot_idx$143 ;
           end
     endcase
@@ -2351,7 +2337,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h7:
           /* empty */;
       4'h8:
-          tab_en = \$296 ;
+          tab_en = rd_out__ready;
     endcase
   end
   always @* begin
@@ -2411,17 +2397,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           dense_r_entry = \$195 [3:0];
       4'h1:
-          dense_r_entry = \$264 [3:0];
+          dense_r_entry = \$263 [3:0];
       4'h7:
           dense_r_entry = e1[3:0];
       4'h8:
-          dense_r_entry = \$291 [3:0];
+          dense_r_entry = \$289 [3:0];
       4'h6:
           /* empty */;
       4'h9:
           dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$331 [3:0];
+          dense_r_entry = \$326 [3:0];
     endcase
   end
   always @* begin
@@ -2437,17 +2423,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           meta_r_entry = \$196 [2:0];
       4'h1:
-          meta_r_entry = \$278 [2:0];
+          meta_r_entry = \$277 [2:0];
       4'h7:
           meta_r_entry = e1[2:0];
       4'h8:
-          meta_r_entry = \$295 [2:0];
+          meta_r_entry = \$291 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$337 [2:0];
+          meta_r_entry = \$332 [2:0];
     endcase
   end
   always @* begin
@@ -2463,17 +2449,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           sparse_r_entry = \$198 [2:0];
       4'h1:
-          sparse_r_entry = \$271 [2:0];
+          sparse_r_entry = \$270 [2:0];
       4'h7:
           sparse_r_entry = e1[2:0];
       4'h8:
-          sparse_r_entry = \$293 [2:0];
+          sparse_r_entry = \$290 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$334 [2:0];
+          sparse_r_entry = \$329 [2:0];
     endcase
   end
   always @* begin
@@ -2639,7 +2625,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          emitted = \$215 ;
+          emitted = \$214 ;
     endcase
   end
   always @* begin
@@ -2654,12 +2640,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$216 ) begin
-          end else if (\$218 ) begin
+          if (\$215 ) begin
+          end else if (\$217 ) begin
             rec_valid = 1'h1;
-          end else if (\$223 ) begin
+          end else if (\$222 ) begin
             (* full_case = 32'd1 *)
-            if (\$229 ) begin
+            if (\$228 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -2695,27 +2681,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$216 ) begin
-          end else if (\$218 ) begin
+          if (\$215 ) begin
+          end else if (\$217 ) begin
             wr_out__payload[1:0] = 2'h0;
             wr_out__payload[3:2] = \slot_idx$105 ;
-            wr_out__payload[27:4] = \$228 ;
+            wr_out__payload[27:4] = \$227 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$223 ) begin
+          end else if (\$222 ) begin
             wr_out__payload[1:0] = 2'h1;
             wr_out__payload[3:2] = \slot_idx$105 ;
             (* full_case = 32'd1 *)
-            if (\$229 ) begin
-              wr_out__payload[27:4] = \$232 ;
+            if (\$228 ) begin
+              wr_out__payload[27:4] = \$231 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$234 ;
+              wr_out__payload[27:4] = \$233 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
             wr_out__payload[3:2] = \slot_idx$105 ;
-            wr_out__payload[27:4] = \$239 ;
+            wr_out__payload[27:4] = \$238 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -2726,8 +2712,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$287 ;
-          wr_out__payload[38:28] = \$289 [10:0];
+          wr_out__payload[27:4] = \$286 ;
+          wr_out__payload[38:28] = \$288 [10:0];
         end
       4'h6:
           /* empty */;
@@ -2753,7 +2739,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$240 [3:0];
+          dense_w_entry = \$239 [3:0];
     endcase
   end
   always @* begin
@@ -2767,7 +2753,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$241 [2:0];
+          meta_w_entry = \$240 [2:0];
     endcase
   end
   always @* begin
@@ -2781,7 +2767,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$247 [2:0];
+          sparse_w_entry = \$246 [2:0];
     endcase
   end
   always @* begin
@@ -2796,7 +2782,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$248 ) begin
+            if (\$247 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -2809,11 +2795,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$298 ) begin
+          if (\$293 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$344 ) begin
+    if (\$339 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -2829,11 +2815,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$248 ) begin
-              \$signature__data [9:0] = \$250 [9:0];
-              \$signature__data [23:10] = \$251 [13:0];
-              \$signature__data [37:24] = \$252 [13:0];
-              \$signature__data [51:38] = \$253 [13:0];
+            if (\$247 ) begin
+              \$signature__data [9:0] = \$249 [9:0];
+              \$signature__data [23:10] = \$250 [13:0];
+              \$signature__data [37:24] = \$251 [13:0];
+              \$signature__data [51:38] = \$252 [13:0];
             end
           end
       4'h1:
@@ -2845,11 +2831,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$298 ) begin
+          if (\$293 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$344 ) begin
+    if (\$339 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -2865,8 +2851,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$248 ) begin
-            end else if (\$249 ) begin
+            if (\$247 ) begin
+            end else if (\$248 ) begin
               alloc__ready = 1'h1;
             end
           end
@@ -2884,9 +2870,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$248 ) begin
-            end else if (\$249 ) begin
-              if (\$254 ) begin
+            if (\$247 ) begin
+            end else if (\$248 ) begin
+              if (\$253 ) begin
                 w_en = 1'h1;
               end
             end
@@ -2905,10 +2891,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$248 ) begin
-            end else if (\$249 ) begin
-              if (\$254 ) begin
-              end else if (\$257 ) begin
+            if (\$247 ) begin
+            end else if (\$248 ) begin
+              if (\$253 ) begin
+              end else if (\$256 ) begin
                 \w_en$132  = 1'h1;
               end
             end
@@ -2927,11 +2913,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$248 ) begin
-            end else if (\$249 ) begin
+            if (\$247 ) begin
+            end else if (\$248 ) begin
               (* full_case = 32'd1 *)
-              if (\$254 ) begin
-              end else if (\$257 ) begin
+              if (\$253 ) begin
+              end else if (\$256 ) begin
               end else begin
                 \w_en$133  = 1'h1;
               end
@@ -2954,7 +2940,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$285 ;
+          hi = \$284 ;
     endcase
   end
   always @* begin
@@ -2978,21 +2964,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$300 ) begin
-            if (\$301 ) begin
-              if (\$302 ) begin
+          if (\$295 ) begin
+            if (\$296 ) begin
+              if (\$297 ) begin
                 free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$340 ) begin
+            if (\$335 ) begin
               (* full_case = 32'd1 *)
-              if (\$341 ) begin
+              if (\$336 ) begin
               end else begin
-                if (\$342 ) begin
-                  if (\$343 ) begin
+                if (\$337 ) begin
+                  if (\$338 ) begin
                     free_done = 1'h1;
                   end
                 end
@@ -3024,7 +3010,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          adv = \$305 ;
+          adv = \$300 ;
     endcase
   end
   always @* begin
@@ -3050,7 +3036,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$143  = \$319 [1:0];
+          \slot_idx$143  = \$314 [1:0];
     endcase
   end
   always @* begin
@@ -3076,43 +3062,43 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$144  = \$328 ;
+          \slot_tab$144  = \$323 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = gs_walk;
-    if (\$356 ) begin
-      \$640  = \$357 [7:0];
+    \$633  = gs_walk;
+    if (\$351 ) begin
+      \$633  = \$352 [7:0];
     end
     if (rst) begin
-      \$640  = 8'h00;
+      \$633  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = gs_done;
-    if (\$356 ) begin
-      if (\$358 ) begin
-        \$641  = 1'h1;
+    \$634  = gs_done;
+    if (\$351 ) begin
+      if (\$353 ) begin
+        \$634  = 1'h1;
       end
     end
     if (rst) begin
-      \$641  = 1'h0;
+      \$634  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = free_done;
+    \$635  = free_done;
     if (rst) begin
-      \$642  = 1'h0;
+      \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = release__valid;
+    \$636  = release__valid;
     if (release__ready) begin
-      \$643  = 1'h0;
+      \$636  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -3135,147 +3121,485 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$643  = 1'h1;
+            \$636  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$643  = 1'h0;
+      \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = { \$361 [11], \$361 [11], \$361 [11], \$361  };
+    \$637  = { \$356 [11], \$356 [11], \$356 [11], \$356  };
     if (rst) begin
-      \$644  = 15'h0000;
+      \$637  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = { \$364 [11], \$364 [11], \$364 [11], \$364  };
+    \$638  = { \$359 [11], \$359 [11], \$359 [11], \$359  };
     if (rst) begin
-      \$645  = 15'h0000;
+      \$638  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = { \$371 , \$370 , \$369 , \$368 , \$367 , \$366 , \$365  };
+    \$639  = { \$366 , \$365 , \$364 , \$363 , \$362 , \$361 , \$360  };
     if (rst) begin
-      \$646  = 7'h00;
+      \$639  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = \$374 [14:0];
+    \$640  = \$369 [14:0];
     if (rst) begin
-      \$647  = 15'h0000;
+      \$640  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = \$377 [14:0];
+    \$641  = \$372 [14:0];
     if (rst) begin
-      \$648  = 15'h0000;
+      \$641  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = \$380 [14:0];
+    \$642  = \$375 [14:0];
     if (rst) begin
-      \$649  = 15'h0000;
+      \$642  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = j;
+    \$643  = j;
     casez (fsm_state)
       4'h0:
-          \$650  = 3'h0;
+          \$643  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$650  = 3'h0;
+          \$643  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$650  = \$459 [2:0];
+            \$643  = \$453 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$650  = { 1'h0, \$589  };
+          \$643  = { 1'h0, \$583  };
       4'h8:
           /* empty */;
       4'h6:
-          \$650  = 3'h0;
+          \$643  = 3'h0;
       4'h9:
-          if (\$611 ) begin
+          if (\$604 ) begin
             (* full_case = 32'd1 *)
-            if (\$612 ) begin
+            if (\$605 ) begin
             end else begin
-              \$650  = \$616 [2:0];
+              \$643  = \$609 [2:0];
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
-                \$650  = \$622 [2:0];
+              if (\$614 ) begin
+                \$643  = \$615 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$633 ) begin
+                if (\$626 ) begin
                 end else begin
-                  \$650  = \$637 [2:0];
+                  \$643  = \$630 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$650  = 3'h0;
+      \$643  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = frag;
+    \$644  = frag;
     casez (fsm_state)
       4'h0:
-          \$651  = 1'h0;
+          \$644  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$651  = 1'h0;
+          \$644  = 1'h0;
       4'h5:
         begin
-          if (\$447 ) begin
+          if (\$442 ) begin
+          end else if (\$444 ) begin
           end else if (\$449 ) begin
-          end else if (\$454 ) begin
-            if (\$456 ) begin
-              if (\$458 ) begin
-                \$651  = 1'h1;
+            if (\$451 ) begin
+              if (\$452 ) begin
+                \$644  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$651  = 1'h0;
+            \$644  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$651  = 1'h0;
+      \$644  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = cap1;
+    \$645  = cap1;
     casez (fsm_state)
       4'h0:
-          \$652  = 1'h0;
+          \$645  = 1'h0;
       4'h2:
-          \$652  = 1'h1;
+          \$645  = 1'h1;
       4'h4:
-          \$652  = \$398 ;
+          \$645  = \$393 ;
       4'h5:
-          \$652  = \$443 ;
+          \$645  = \$438 ;
+    endcase
+    if (rst) begin
+      \$645  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$646  = cap2;
+    casez (fsm_state)
+      4'h0:
+          \$646  = 1'h0;
+      4'h2:
+          \$646  = cap1;
+      4'h4:
+          \$646  = cap1;
+      4'h5:
+          \$646  = cap1;
+    endcase
+    if (rst) begin
+      \$646  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$647  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$376 ) begin
+          end else if (cmd__valid) begin
+            \$647  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$647  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$648  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$376 ) begin
+          end else if (cmd__valid) begin
+            \$648  = 1'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$648  = 1'h0;
+            end
+          end else if (append__valid) begin
+            \$648  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$648  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$649  = fg;
+    casez (fsm_state)
+      4'h0:
+          if (\$376 ) begin
+          end else if (cmd__valid) begin
+            \$649  = 6'h00;
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$604 ) begin
+            if (\$605 ) begin
+              (* full_case = 32'd1 *)
+              if (\$606 ) begin
+              end else begin
+                \$649  = \$608 [5:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$613 ) begin
+              (* full_case = 32'd1 *)
+              if (\$614 ) begin
+              end else begin
+                if (\$626 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$627 ) begin
+                  end else begin
+                    \$649  = \$629 [5:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$649  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$650  = gidx;
+    casez (fsm_state)
+      4'h0:
+          if (\$376 ) begin
+          end else if (cmd__valid) begin
+            \$650  = \$382 [7:0];
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$650  = \$386 [7:0];
+            end
+          end else if (append__valid) begin
+            \$650  = \$390 [7:0];
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$604 ) begin
+            if (\$605 ) begin
+              (* full_case = 32'd1 *)
+              if (\$606 ) begin
+              end else begin
+                \$650  = \$607 [7:0];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$613 ) begin
+              (* full_case = 32'd1 *)
+              if (\$614 ) begin
+              end else begin
+                if (\$626 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$627 ) begin
+                  end else begin
+                    \$650  = \$628 [7:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$650  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$651  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$376 ) begin
+          end else if (cmd__valid) begin
+            \$651  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$651  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$651  = 4'h2;
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$392 ) begin
+            \$651  = 4'h3;
+          end else if (field_bad) begin
+            \$651  = 4'h3;
+          end else begin
+            \$651  = 4'h4;
+          end
+      4'h4:
+          \$651  = 4'h5;
+      4'h5:
+        begin
+          if (\$442 ) begin
+            if (\$450 ) begin
+              (* full_case = 32'd1 *)
+              if (chk_pos) begin
+                \$651  = 4'h3;
+              end else if (chk_cap) begin
+                \$651  = 4'h3;
+              end else begin
+                \$651  = 4'h0;
+              end
+            end
+          end
+          if (emitted) begin
+            if (\$517 ) begin
+              \$651  = 4'h3;
+            end
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$545 ) begin
+            \$651  = 4'h3;
+          end else if (\$546 ) begin
+            \$651  = 4'h6;
+          end else if (\$551 ) begin
+            \$651  = 4'h3;
+          end else begin
+            \$651  = 4'h7;
+          end
+      4'h7:
+          (* full_case = 32'd1 *)
+          if (\$589 ) begin
+            \$651  = 4'h3;
+          end else if (\$590 ) begin
+            \$651  = 4'h3;
+          end else begin
+            \$651  = 4'h8;
+          end
+      4'h8:
+          if (rd_out__ready) begin
+            if (\$595 ) begin
+              \$651  = 4'h3;
+            end
+          end
+      4'h6:
+          \$651  = 4'h9;
+      4'h9:
+          (* full_case = 32'd1 *)
+          if (\$604 ) begin
+            (* full_case = 32'd1 *)
+            if (\$605 ) begin
+              (* full_case = 32'd1 *)
+              if (\$606 ) begin
+                \$651  = 4'h3;
+              end else begin
+                \$651  = 4'h6;
+              end
+            end else begin
+              \$651  = 4'h9;
+            end
+          end else begin
+            \$651  = 4'ha;
+          end
+      4'ha:
+          if (adv) begin
+            if (\$613 ) begin
+              (* full_case = 32'd1 *)
+              if (\$614 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$626 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$627 ) begin
+                    \$651  = 4'h3;
+                  end else begin
+                    \$651  = 4'h6;
+                  end
+                end else begin
+                  \$651  = 4'h9;
+                end
+              end
+            end
+          end
+      4'h3:
+          if (\$632 ) begin
+            \$651  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$651  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$652  = retry;
+    casez (fsm_state)
+      4'h0:
+          if (\$376 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$652  = 1'h0;
+            end
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$604 ) begin
+            if (\$605 ) begin
+              if (\$606 ) begin
+                \$652  = 1'h1;
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$613 ) begin
+              (* full_case = 32'd1 *)
+              if (\$614 ) begin
+              end else begin
+                if (\$626 ) begin
+                  if (\$627 ) begin
+                    \$652  = 1'h1;
+                  end
+                end
+              end
+            end
+          end
     endcase
     if (rst) begin
       \$652  = 1'h0;
@@ -3283,372 +3607,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = cap2;
+    \$653  = ap;
     casez (fsm_state)
       4'h0:
-          \$653  = 1'h0;
-      4'h2:
-          \$653  = cap1;
-      4'h4:
-          \$653  = cap1;
-      4'h5:
-          \$653  = cap1;
-    endcase
-    if (rst) begin
-      \$653  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = cm;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
-          end else if (cmd__valid) begin
-            \$654  = cmd__payload;
-          end
-    endcase
-    if (rst) begin
-      \$654  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = from_cmd;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
-          end else if (cmd__valid) begin
-            \$655  = 1'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$655  = 1'h0;
-            end
-          end else if (append__valid) begin
-            \$655  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$655  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = fg;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
-          end else if (cmd__valid) begin
-            \$656  = 6'h00;
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
-              (* full_case = 32'd1 *)
-              if (\$613 ) begin
-              end else begin
-                \$656  = \$615 [5:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$620 ) begin
-              (* full_case = 32'd1 *)
-              if (\$621 ) begin
-              end else begin
-                if (\$633 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$634 ) begin
-                  end else begin
-                    \$656  = \$636 [5:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$656  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = gidx;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
-          end else if (cmd__valid) begin
-            \$657  = \$387 [7:0];
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$657  = \$391 [7:0];
-            end
-          end else if (append__valid) begin
-            \$657  = \$395 [7:0];
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
-              (* full_case = 32'd1 *)
-              if (\$613 ) begin
-              end else begin
-                \$657  = \$614 [7:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$620 ) begin
-              (* full_case = 32'd1 *)
-              if (\$621 ) begin
-              end else begin
-                if (\$633 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$634 ) begin
-                  end else begin
-                    \$657  = \$635 [7:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$657  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
-          end else if (cmd__valid) begin
-            \$658  = 4'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$658  = 4'h2;
-            end
-          end else if (append__valid) begin
-            \$658  = 4'h2;
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$397 ) begin
-            \$658  = 4'h3;
-          end else if (field_bad) begin
-            \$658  = 4'h3;
-          end else begin
-            \$658  = 4'h4;
-          end
-      4'h4:
-          \$658  = 4'h5;
-      4'h5:
-        begin
-          if (\$447 ) begin
-            if (\$455 ) begin
-              (* full_case = 32'd1 *)
-              if (chk_pos) begin
-                \$658  = 4'h3;
-              end else if (chk_cap) begin
-                \$658  = 4'h3;
-              end else begin
-                \$658  = 4'h0;
-              end
-            end
-          end
-          if (emitted) begin
-            if (\$523 ) begin
-              \$658  = 4'h3;
-            end
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (\$551 ) begin
-            \$658  = 4'h3;
-          end else if (\$552 ) begin
-            \$658  = 4'h6;
-          end else if (\$557 ) begin
-            \$658  = 4'h3;
-          end else begin
-            \$658  = 4'h7;
-          end
-      4'h7:
-          (* full_case = 32'd1 *)
-          if (\$595 ) begin
-            \$658  = 4'h3;
-          end else if (\$596 ) begin
-            \$658  = 4'h3;
-          end else begin
-            \$658  = 4'h8;
-          end
-      4'h8:
-          if (\$597 ) begin
-            if (\$602 ) begin
-              \$658  = 4'h3;
-            end
-          end
-      4'h6:
-          \$658  = 4'h9;
-      4'h9:
-          (* full_case = 32'd1 *)
-          if (\$611 ) begin
-            (* full_case = 32'd1 *)
-            if (\$612 ) begin
-              (* full_case = 32'd1 *)
-              if (\$613 ) begin
-                \$658  = 4'h3;
-              end else begin
-                \$658  = 4'h6;
-              end
-            end else begin
-              \$658  = 4'h9;
-            end
-          end else begin
-            \$658  = 4'ha;
-          end
-      4'ha:
-          if (adv) begin
-            if (\$620 ) begin
-              (* full_case = 32'd1 *)
-              if (\$621 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$633 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$634 ) begin
-                    \$658  = 4'h3;
-                  end else begin
-                    \$658  = 4'h6;
-                  end
-                end else begin
-                  \$658  = 4'h9;
-                end
-              end
-            end
-          end
-      4'h3:
-          if (\$639 ) begin
-            \$658  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$658  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = retry;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
-          end else if (cmd__valid) begin
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$659  = 1'h0;
-            end
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
-              if (\$613 ) begin
-                \$659  = 1'h1;
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$620 ) begin
-              (* full_case = 32'd1 *)
-              if (\$621 ) begin
-              end else begin
-                if (\$633 ) begin
-                  if (\$634 ) begin
-                    \$659  = 1'h1;
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$659  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = ap;
-    casez (fsm_state)
-      4'h0:
-          if (\$381 ) begin
+          if (\$376 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$660  = append__payload;
+            \$653  = append__payload;
           end
     endcase
     if (rst) begin
-      \$660  = 39'h0000000000;
+      \$653  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = n;
+    \$654  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$661  = \$signature__data$156 [9:0];
+          \$654  = \$signature__data$156 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$661  = \$signature__data$156 [9:0];
+          \$654  = \$signature__data$156 [9:0];
       4'h7:
           /* empty */;
       4'h8:
@@ -3656,26 +3642,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$613 ) begin
+              if (\$606 ) begin
               end else begin
-                \$661  = \$signature__data$156 [9:0];
+                \$654  = \$signature__data$156 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$633 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$634 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$661  = \$signature__data$156 [9:0];
+                    \$654  = \$signature__data$156 [9:0];
                   end
                 end
               end
@@ -3683,23 +3669,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$661  = 10'h000;
+      \$654  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = sb0;
+    \$655  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$662  = \$signature__data$156 [23:10];
+          \$655  = \$signature__data$156 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$662  = \$signature__data$156 [23:10];
+          \$655  = \$signature__data$156 [23:10];
       4'h7:
           /* empty */;
       4'h8:
@@ -3707,26 +3693,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$613 ) begin
+              if (\$606 ) begin
               end else begin
-                \$662  = \$signature__data$156 [23:10];
+                \$655  = \$signature__data$156 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$633 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$634 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$662  = \$signature__data$156 [23:10];
+                    \$655  = \$signature__data$156 [23:10];
                   end
                 end
               end
@@ -3734,23 +3720,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$662  = 14'h0000;
+      \$655  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = sb1;
+    \$656  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$663  = \$signature__data$156 [37:24];
+          \$656  = \$signature__data$156 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$663  = \$signature__data$156 [37:24];
+          \$656  = \$signature__data$156 [37:24];
       4'h7:
           /* empty */;
       4'h8:
@@ -3758,26 +3744,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$613 ) begin
+              if (\$606 ) begin
               end else begin
-                \$663  = \$signature__data$156 [37:24];
+                \$656  = \$signature__data$156 [37:24];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$633 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$634 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$663  = \$signature__data$156 [37:24];
+                    \$656  = \$signature__data$156 [37:24];
                   end
                 end
               end
@@ -3785,23 +3771,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$663  = 14'h0000;
+      \$656  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = sb2;
+    \$657  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$664  = \$signature__data$156 [51:38];
+          \$657  = \$signature__data$156 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$664  = \$signature__data$156 [51:38];
+          \$657  = \$signature__data$156 [51:38];
       4'h7:
           /* empty */;
       4'h8:
@@ -3809,26 +3795,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$613 ) begin
+              if (\$606 ) begin
               end else begin
-                \$664  = \$signature__data$156 [51:38];
+                \$657  = \$signature__data$156 [51:38];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$633 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$634 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$664  = \$signature__data$156 [51:38];
+                    \$657  = \$signature__data$156 [51:38];
                   end
                 end
               end
@@ -3836,67 +3822,67 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$664  = 14'h0000;
+      \$657  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = cap1_k;
+    \$658  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$665  = 3'h0;
+          \$658  = 3'h0;
       4'h4:
-          \$665  = rk;
+          \$658  = rk;
       4'h5:
-          \$665  = rk;
+          \$658  = rk;
     endcase
     if (rst) begin
-      \$665  = 3'h0;
+      \$658  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = cap2_k;
+    \$659  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$666  = cap1_k;
+          \$659  = cap1_k;
       4'h4:
-          \$666  = cap1_k;
+          \$659  = cap1_k;
       4'h5:
-          \$666  = cap1_k;
+          \$659  = cap1_k;
     endcase
     if (rst) begin
-      \$666  = 3'h0;
+      \$659  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = rk;
+    \$660  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$667  = 3'h1;
+          \$660  = 3'h1;
       4'h4:
-          if (\$399 ) begin
-            \$667  = \$400 [2:0];
+          if (\$394 ) begin
+            \$660  = \$395 [2:0];
           end
       4'h5:
-          if (\$444 ) begin
-            \$667  = \$445 [2:0];
+          if (\$439 ) begin
+            \$660  = \$440 [2:0];
           end
     endcase
     if (rst) begin
-      \$667  = 3'h0;
+      \$660  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = pg0_0;
+    \$661  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3904,14 +3890,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$668  = \$396 ;
+                  \$661  = \$391 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$668  = \$401 ;
+                  \$661  = \$396 ;
             endcase
           end
       4'h5:
@@ -3919,18 +3905,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$668  = \$446 ;
+                  \$661  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      \$668  = obs__alloc_page;
+                      \$661  = obs__alloc_page;
                 endcase
               end
             end
@@ -3938,12 +3924,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$668  = 14'h0000;
+      \$661  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = pg0_1;
+    \$662  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3953,7 +3939,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$669  = \$396 ;
+                  \$662  = \$391 ;
             endcase
           end
       4'h4:
@@ -3962,7 +3948,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$669  = \$401 ;
+                  \$662  = \$396 ;
             endcase
           end
       4'h5:
@@ -3972,12 +3958,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$669  = \$446 ;
+                  \$662  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -3985,7 +3971,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$669  = obs__alloc_page;
+                      \$662  = obs__alloc_page;
                 endcase
               end
             end
@@ -3993,12 +3979,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$669  = 14'h0000;
+      \$662  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = pg0_2;
+    \$663  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4010,7 +3996,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$670  = \$396 ;
+                  \$663  = \$391 ;
             endcase
           end
       4'h4:
@@ -4021,7 +4007,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$670  = \$401 ;
+                  \$663  = \$396 ;
             endcase
           end
       4'h5:
@@ -4033,12 +4019,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$670  = \$446 ;
+                  \$663  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4048,7 +4034,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$670  = obs__alloc_page;
+                      \$663  = obs__alloc_page;
                 endcase
               end
             end
@@ -4056,12 +4042,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$670  = 14'h0000;
+      \$663  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = pg0_3;
+    \$664  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4075,7 +4061,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$671  = \$396 ;
+                  \$664  = \$391 ;
             endcase
           end
       4'h4:
@@ -4088,7 +4074,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$671  = \$401 ;
+                  \$664  = \$396 ;
             endcase
           end
       4'h5:
@@ -4102,12 +4088,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$671  = \$446 ;
+                  \$664  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4119,7 +4105,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$671  = obs__alloc_page;
+                      \$664  = obs__alloc_page;
                 endcase
               end
             end
@@ -4127,12 +4113,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$671  = 14'h0000;
+      \$664  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = pg0_4;
+    \$665  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4148,7 +4134,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$672  = \$396 ;
+                  \$665  = \$391 ;
             endcase
           end
       4'h4:
@@ -4163,7 +4149,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$672  = \$401 ;
+                  \$665  = \$396 ;
             endcase
           end
       4'h5:
@@ -4179,12 +4165,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$672  = \$446 ;
+                  \$665  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4198,7 +4184,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$672  = obs__alloc_page;
+                      \$665  = obs__alloc_page;
                 endcase
               end
             end
@@ -4206,12 +4192,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$672  = 14'h0000;
+      \$665  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = pg0_5;
+    \$666  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4229,7 +4215,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$673  = \$396 ;
+                  \$666  = \$391 ;
             endcase
           end
       4'h4:
@@ -4246,7 +4232,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$673  = \$401 ;
+                  \$666  = \$396 ;
             endcase
           end
       4'h5:
@@ -4264,12 +4250,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$673  = \$446 ;
+                  \$666  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4285,7 +4271,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$673  = obs__alloc_page;
+                      \$666  = obs__alloc_page;
                 endcase
               end
             end
@@ -4293,12 +4279,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$673  = 14'h0000;
+      \$666  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = pg0_6;
+    \$667  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4318,7 +4304,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$674  = \$396 ;
+                  \$667  = \$391 ;
             endcase
           end
       4'h4:
@@ -4337,7 +4323,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$674  = \$401 ;
+                  \$667  = \$396 ;
             endcase
           end
       4'h5:
@@ -4357,12 +4343,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$674  = \$446 ;
+                  \$667  = \$441 ;
             endcase
           end
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4380,7 +4366,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$674  = obs__alloc_page;
+                      \$667  = obs__alloc_page;
                 endcase
               end
             end
@@ -4388,78 +4374,78 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$674  = 14'h0000;
+      \$667  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = status;
+    \$668  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$397 ) begin
-            \$675  = 3'h1;
+          if (\$392 ) begin
+            \$668  = 3'h1;
           end else if (field_bad) begin
-            \$675  = 3'h2;
+            \$668  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$447 ) begin
-            if (\$455 ) begin
+          if (\$442 ) begin
+            if (\$450 ) begin
               if (chk_pos) begin
-                \$675  = 3'h3;
+                \$668  = 3'h3;
               end else if (chk_cap) begin
-                \$675  = 3'h5;
+                \$668  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$523 ) begin
-              \$675  = 3'h0;
+            if (\$517 ) begin
+              \$668  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$551 ) begin
-            \$675  = 3'h1;
-          end else if (\$552 ) begin
-          end else if (\$557 ) begin
-            \$675  = 3'h2;
+          if (\$545 ) begin
+            \$668  = 3'h1;
+          end else if (\$546 ) begin
+          end else if (\$551 ) begin
+            \$668  = 3'h2;
           end
       4'h7:
-          if (\$595 ) begin
-            \$675  = 3'h4;
-          end else if (\$596 ) begin
-            \$675  = 3'h0;
+          if (\$589 ) begin
+            \$668  = 3'h4;
+          end else if (\$590 ) begin
+            \$668  = 3'h0;
           end
       4'h8:
-          if (\$597 ) begin
-            if (\$602 ) begin
-              \$675  = 3'h0;
+          if (rd_out__ready) begin
+            if (\$595 ) begin
+              \$668  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
-              if (\$613 ) begin
-                \$675  = 3'h0;
+          if (\$604 ) begin
+            if (\$605 ) begin
+              if (\$606 ) begin
+                \$668  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$633 ) begin
-                  if (\$634 ) begin
-                    \$675  = 3'h0;
+                if (\$626 ) begin
+                  if (\$627 ) begin
+                    \$668  = 3'h0;
                   end
                 end
               end
@@ -4467,121 +4453,121 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$675  = 3'h0;
+      \$668  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = chk_pos;
+    \$669  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$676  = \$402 ;
+          \$669  = \$397 ;
     endcase
     if (rst) begin
-      \$676  = 1'h0;
+      \$669  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = chk_cap;
+    \$670  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$677  = cap_bad;
+          \$670  = cap_bad;
     endcase
     if (rst) begin
-      \$677  = 1'h0;
+      \$670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = em_free;
+    \$671  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$678  = \$407 ;
+          \$671  = \$402 ;
       4'h5:
           if (emitted) begin
-            \$678  = \$505 ;
+            \$671  = \$499 ;
           end
     endcase
     if (rst) begin
-      \$678  = 1'h0;
+      \$671  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = em_ready;
+    \$672  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$679  = 1'h0;
+          \$672  = 1'h0;
       4'h5:
         begin
-          if (\$447 ) begin
+          if (\$442 ) begin
+          end else if (\$444 ) begin
           end else if (\$449 ) begin
-          end else if (\$454 ) begin
-            if (\$456 ) begin
-              if (\$458 ) begin
-                \$679  = 1'h1;
+            if (\$451 ) begin
+              if (\$452 ) begin
+                \$672  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$679  = \$522 ;
+            \$672  = \$516 ;
           end
         end
     endcase
     if (rst) begin
-      \$679  = 1'h0;
+      \$672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = a_first;
+    \$673  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$680  = { \$427 , \$425 , \$421 , \$417 , \$413 , \$411 , \$409  };
+          \$673  = { \$422 , \$420 , \$416 , \$412 , \$408 , \$406 , \$404  };
     endcase
     if (rst) begin
-      \$680  = 7'h00;
+      \$673  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = a_second;
+    \$674  = a_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$681  = { 1'h0, \$442 , \$437 , \$432 , 3'h0 };
+          \$674  = { 1'h0, \$437 , \$432 , \$427 , 3'h0 };
     endcase
     if (rst) begin
-      \$681  = 7'h00;
+      \$674  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = out_of_pages;
+    \$675  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4590,17 +4576,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$447 ) begin
+          if (\$442 ) begin
             (* full_case = 32'd1 *)
-            if (\$455 ) begin
+            if (\$450 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$682  = 1'h1;
+                \$675  = 1'h1;
               end
             end else begin
-              \$682  = 1'h0;
+              \$675  = 1'h0;
             end
           end
       4'h1:
@@ -4616,17 +4602,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$638 ) begin
-            \$682  = 1'h0;
+          if (\$631 ) begin
+            \$675  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$682  = 1'h0;
+      \$675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = p_off;
+    \$676  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4636,16 +4622,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$683  = \$461 [9:0];
+            \$676  = \$455 [9:0];
           end
     endcase
     if (rst) begin
-      \$683  = 10'h000;
+      \$676  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = p_second;
+    \$677  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4655,16 +4641,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$684  = \$469 ;
+            \$677  = \$463 ;
           end
     endcase
     if (rst) begin
-      \$684  = 1'h0;
+      \$677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = p_c_nz;
+    \$678  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4674,16 +4660,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$685  = \$471 ;
+            \$678  = \$465 ;
           end
     endcase
     if (rst) begin
-      \$685  = 1'h0;
+      \$678  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = p_first_len;
+    \$679  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4693,16 +4679,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$686  = \$484 [10:0];
+            \$679  = \$478 [10:0];
           end
     endcase
     if (rst) begin
-      \$686  = 11'h000;
+      \$679  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = p_second_len;
+    \$680  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4712,16 +4698,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$687  = \$499 [10:0];
+            \$680  = \$493 [10:0];
           end
     endcase
     if (rst) begin
-      \$687  = 11'h000;
+      \$680  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = obs__live;
+    \$681  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4731,17 +4717,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$523 ) begin
+            if (\$517 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$688 [0] = 1'h1;
+                    \$681 [0] = 1'h1;
                 2'h1:
-                    \$688 [1] = 1'h1;
+                    \$681 [1] = 1'h1;
                 2'h2:
-                    \$688 [2] = 1'h1;
+                    \$681 [2] = 1'h1;
                 2'h3:
-                    \$688 [3] = 1'h1;
+                    \$681 [3] = 1'h1;
               endcase
             end
           end
@@ -4754,41 +4740,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$611 ) begin
-            if (\$612 ) begin
-              if (\$613 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
+              if (\$606 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$688 [0] = 1'h0;
+                      \$681 [0] = 1'h0;
                   2'h1:
-                      \$688 [1] = 1'h0;
+                      \$681 [1] = 1'h0;
                   2'h2:
-                      \$688 [2] = 1'h0;
+                      \$681 [2] = 1'h0;
                   2'h3:
-                      \$688 [3] = 1'h0;
+                      \$681 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$621 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$633 ) begin
-                  if (\$634 ) begin
+                if (\$626 ) begin
+                  if (\$627 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$688 [0] = 1'h0;
+                          \$681 [0] = 1'h0;
                       2'h1:
-                          \$688 [1] = 1'h0;
+                          \$681 [1] = 1'h0;
                       2'h2:
-                          \$688 [2] = 1'h0;
+                          \$681 [2] = 1'h0;
                       2'h3:
-                          \$688 [3] = 1'h0;
+                          \$681 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -4797,12 +4783,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$688  = 4'h0;
+      \$681  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = pg1_0;
+    \$682  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4812,24 +4798,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
-                      \$689  = obs__alloc_page;
+                      \$682  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$689  = 14'h0000;
+      \$682  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = pg1_1;
+    \$683  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4839,26 +4825,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
                       /* empty */;
                   2'h1:
-                      \$690  = obs__alloc_page;
+                      \$683  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$690  = 14'h0000;
+      \$683  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = pg1_2;
+    \$684  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4868,8 +4854,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$523 ) begin
-            end else if (\$524 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
@@ -4877,19 +4863,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   2'h1:
                       /* empty */;
                   2'h2:
-                      \$691  = obs__alloc_page;
+                      \$684  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$691  = 14'h0000;
+      \$684  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = e;
+    \$685  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4900,34 +4886,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$692  = \$531 [14:0];
+          \$685  = \$525 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$597 ) begin
-            \$692  = e1;
+          if (rd_out__ready) begin
+            \$685  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$692  = 15'h0000;
+          \$685  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$692  = e1;
-            if (\$620 ) begin
-              if (\$621 ) begin
-                \$692  = 15'h0000;
+            \$685  = e1;
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$685  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$692  = 15'h0000;
+      \$685  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = e1;
+    \$686  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4938,34 +4924,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$693  = \$539 [14:0];
+          \$686  = \$533 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$597 ) begin
-            \$693  = e2;
+          if (rd_out__ready) begin
+            \$686  = e2;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$693  = 15'h0001;
+          \$686  = 15'h0001;
       4'ha:
           if (adv) begin
-            \$693  = e2;
-            if (\$620 ) begin
-              if (\$621 ) begin
-                \$693  = 15'h0001;
+            \$686  = e2;
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$686  = 15'h0001;
               end
             end
           end
     endcase
     if (rst) begin
-      \$693  = 15'h0000;
+      \$686  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = e2;
+    \$687  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4976,34 +4962,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$694  = \$547 [14:0];
+          \$687  = \$541 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (\$597 ) begin
-            \$694  = \$601 [14:0];
+          if (rd_out__ready) begin
+            \$687  = \$594 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$694  = 15'h0002;
+          \$687  = 15'h0002;
       4'ha:
           if (adv) begin
-            \$694  = \$619 [14:0];
-            if (\$620 ) begin
-              if (\$621 ) begin
-                \$694  = 15'h0002;
+            \$687  = \$612 [14:0];
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$687  = 15'h0002;
               end
             end
           end
     endcase
     if (rst) begin
-      \$694  = 15'h0000;
+      \$687  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$695  = r_left;
+    \$688  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5016,19 +5002,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$695  = { \$570 [21], \$570 [21], \$570 [21], \$570  };
+          \$688  = { \$564 [21], \$564 [21], \$564 [21], \$564  };
       4'h8:
-          if (\$597 ) begin
-            \$695  = \$600 [24:0];
+          if (rd_out__ready) begin
+            \$688  = \$593 [24:0];
           end
     endcase
     if (rst) begin
-      \$695  = 25'h0000000;
+      \$688  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$696  = r_off;
+    \$689  = r_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5041,19 +5027,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$696  = \$577 [9:0];
+          \$689  = \$571 [9:0];
       4'h8:
-          if (\$597 ) begin
-            \$696  = 10'h000;
+          if (rd_out__ready) begin
+            \$689  = 10'h000;
           end
     endcase
     if (rst) begin
-      \$696  = 10'h000;
+      \$689  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = r_room;
+    \$690  = r_room;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5066,19 +5052,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$697  = \$585 [10:0];
+          \$690  = \$579 [10:0];
       4'h8:
-          if (\$597 ) begin
-            \$697  = 11'h400;
+          if (rd_out__ready) begin
+            \$690  = 11'h400;
           end
     endcase
     if (rst) begin
-      \$697  = 11'h000;
+      \$690  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$698  = npg;
+    \$691  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5097,23 +5083,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$698  = \$609 ;
+          \$691  = \$602 ;
       4'ha:
           if (adv) begin
-            if (\$620 ) begin
-              if (\$621 ) begin
-                \$698  = \$632 ;
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$691  = \$625 ;
               end
             end
           end
     endcase
     if (rst) begin
-      \$698  = 15'h0000;
+      \$691  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$699  = rel_tab;
+    \$692  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5135,16 +5121,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$699  = slot_tab;
+            \$692  = slot_tab;
           end
     endcase
     if (rst) begin
-      \$699  = 2'h0;
+      \$692  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$700  = obs__release_sid;
+    \$693  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5166,11 +5152,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$700  = \$618 [10:0];
+            \$693  = \$611 [10:0];
           end
     endcase
     if (rst) begin
-      \$700  = 11'h000;
+      \$693  = 11'h000;
     end
   end
   always @* begin
@@ -5265,122 +5251,122 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$225  = 14'h0000;
-    casez (\$224 )
+    \$224  = 14'h0000;
+    casez (\$223 )
       4'h0:
-          \$225  = pg0_0;
+          \$224  = pg0_0;
       4'h1:
-          \$225  = pg0_1;
+          \$224  = pg0_1;
       4'h2:
-          \$225  = pg0_2;
+          \$224  = pg0_2;
       4'h3:
-          \$225  = pg0_3;
+          \$224  = pg0_3;
       4'h4:
-          \$225  = pg0_4;
+          \$224  = pg0_4;
       4'h5:
-          \$225  = pg0_5;
+          \$224  = pg0_5;
       4'h6:
-          \$225  = pg0_6;
+          \$224  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$231  = 14'h0000;
-    casez (\$230 )
+    \$230  = 14'h0000;
+    casez (\$229 )
       4'h0:
-          \$231  = pg0_0;
+          \$230  = pg0_0;
       4'h1:
-          \$231  = pg0_1;
+          \$230  = pg0_1;
       4'h2:
-          \$231  = pg0_2;
+          \$230  = pg0_2;
       4'h3:
-          \$231  = pg0_3;
+          \$230  = pg0_3;
       4'h4:
-          \$231  = pg0_4;
+          \$230  = pg0_4;
       4'h5:
-          \$231  = pg0_5;
+          \$230  = pg0_5;
       4'h6:
-          \$231  = pg0_6;
+          \$230  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$233  = 14'h0000;
+    \$232  = 14'h0000;
     casez (\slot_idx$105 )
       2'h0:
-          \$233  = pg1_0;
+          \$232  = pg1_0;
       2'h1:
-          \$233  = pg1_1;
+          \$232  = pg1_1;
       2'h2:
-          \$233  = pg1_2;
+          \$232  = pg1_2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$236  = 14'h0000;
-    casez (\$235 )
+    \$235  = 14'h0000;
+    casez (\$234 )
       4'h0:
-          \$236  = pg0_0;
+          \$235  = pg0_0;
       4'h1:
-          \$236  = pg0_1;
+          \$235  = pg0_1;
       4'h2:
-          \$236  = pg0_2;
+          \$235  = pg0_2;
       4'h3:
-          \$236  = pg0_3;
+          \$235  = pg0_3;
       4'h4:
-          \$236  = pg0_4;
+          \$235  = pg0_4;
       4'h5:
-          \$236  = pg0_5;
+          \$235  = pg0_5;
       4'h6:
-          \$236  = pg0_6;
+          \$235  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$242  = 14'h0000;
+    \$241  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$242  = sb0;
+          \$241  = sb0;
       2'h1:
-          \$242  = sb1;
+          \$241  = sb1;
       2'h2:
-          \$242  = sb2;
+          \$241  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$245  = 14'h0000;
+    \$244  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$245  = sb0;
+          \$244  = sb0;
       2'h1:
-          \$245  = sb1;
+          \$244  = sb1;
       2'h2:
-          \$245  = sb2;
+          \$244  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = 14'h0000;
+    \$282  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$283  = sb0;
+          \$282  = sb0;
       2'h1:
-          \$283  = sb1;
+          \$282  = sb1;
       2'h2:
-          \$283  = sb2;
+          \$282  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = 14'h0000;
+    \$285  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$286  = r_data;
+          \$285  = r_data;
       2'h1:
-          \$286  = \r_data$84 ;
+          \$285  = \r_data$84 ;
       2'h2:
-          \$286  = \r_data$85 ;
+          \$285  = \r_data$85 ;
     endcase
   end
   assign \ready$28  = ready;
@@ -5509,104 +5495,104 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$195  = { 5'h00, ap[17:13] };
   assign \$196  = { 6'h00, ap[17:14] };
   assign \$198  = { 10'h000, \$197 [13:10] };
-  assign \$226 [9:5] = 5'h00;
-  assign \$226 [4:0] = n[4:0];
-  assign \$234  = { \$233 , 10'h000 };
-  assign \$237 [9:6] = 4'h0;
-  assign \$237 [5:0] = n[5:0];
-  assign \$240  = { 5'h00, n[9:5] };
-  assign \$241  = { 6'h00, n[9:6] };
-  assign \$243  = { 10'h000, \$242 [13:10] };
-  assign \$246  = { 10'h000, \$245 [13:10] };
-  assign \$260  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$261  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$264  = { 10'h000, \$263 [20:10] };
-  assign \$267  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$268  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$271  = { 10'h000, \$270 [20:10] };
-  assign \$274  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$275  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$278  = { 10'h000, \$277 [20:10] };
-  assign \$361  = { \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11:5] };
-  assign \$364  = { \$363 [11], \$363 [11], \$363 [11], \$363 [11], \$363 [11], \$363 [11], \$363 [11:6] };
-  assign \$374  = { \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15:10] };
-  assign \$377  = { \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15:10] };
-  assign \$380  = { \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15], \$379 [15:10] };
-  assign \$383  = cmd__payload[0];
-  assign \$408 [9:5] = 5'h00;
-  assign \$408 [4:0] = n[4:0];
-  assign \$410 [9:5] = 5'h00;
-  assign \$410 [4:0] = n[4:0];
-  assign \$412 [9:5] = 5'h00;
-  assign \$412 [4:0] = n[4:0];
-  assign \$415 [13:10] = 4'h0;
-  assign \$415 [9:0] = sb0[9:0];
-  assign \$419 [13:10] = 4'h0;
-  assign \$419 [9:0] = sb1[9:0];
-  assign \$423 [13:10] = 4'h0;
-  assign \$423 [9:0] = sb2[9:0];
-  assign \$426 [9:6] = 4'h0;
-  assign \$426 [5:0] = n[5:0];
+  assign \$225 [9:5] = 5'h00;
+  assign \$225 [4:0] = n[4:0];
+  assign \$233  = { \$232 , 10'h000 };
+  assign \$236 [9:6] = 4'h0;
+  assign \$236 [5:0] = n[5:0];
+  assign \$239  = { 5'h00, n[9:5] };
+  assign \$240  = { 6'h00, n[9:6] };
+  assign \$242  = { 10'h000, \$241 [13:10] };
+  assign \$245  = { 10'h000, \$244 [13:10] };
+  assign \$259  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$260  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$263  = { 10'h000, \$262 [20:10] };
+  assign \$266  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$267  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$270  = { 10'h000, \$269 [20:10] };
+  assign \$273  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$274  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$277  = { 10'h000, \$276 [20:10] };
+  assign \$356  = { \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355 [11:5] };
+  assign \$359  = { \$358 [11], \$358 [11], \$358 [11], \$358 [11], \$358 [11], \$358 [11], \$358 [11:6] };
+  assign \$369  = { \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15:10] };
+  assign \$372  = { \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15:10] };
+  assign \$375  = { \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15:10] };
+  assign \$378  = cmd__payload[0];
+  assign \$403 [9:5] = 5'h00;
+  assign \$403 [4:0] = n[4:0];
+  assign \$405 [9:5] = 5'h00;
+  assign \$405 [4:0] = n[4:0];
+  assign \$407 [9:5] = 5'h00;
+  assign \$407 [4:0] = n[4:0];
+  assign \$410 [13:10] = 4'h0;
+  assign \$410 [9:0] = sb0[9:0];
+  assign \$414 [13:10] = 4'h0;
+  assign \$414 [9:0] = sb1[9:0];
+  assign \$418 [13:10] = 4'h0;
+  assign \$418 [9:0] = sb2[9:0];
+  assign \$421 [9:6] = 4'h0;
+  assign \$421 [5:0] = n[5:0];
+  assign \$424 [13:10] = 4'h0;
+  assign \$424 [9:0] = sb0[9:0];
   assign \$429 [13:10] = 4'h0;
-  assign \$429 [9:0] = sb0[9:0];
+  assign \$429 [9:0] = sb1[9:0];
   assign \$434 [13:10] = 4'h0;
-  assign \$434 [9:0] = sb1[9:0];
-  assign \$439 [13:10] = 4'h0;
-  assign \$439 [9:0] = sb2[9:0];
-  assign \$461 [13:10] = 4'h0;
-  assign \$461 [9:0] = \$460 [9:0];
-  assign \$465 [13:10] = 4'h0;
-  assign \$465 [9:0] = \$464 [9:0];
+  assign \$434 [9:0] = sb2[9:0];
+  assign \$455 [13:10] = 4'h0;
+  assign \$455 [9:0] = \$454 [9:0];
+  assign \$459 [13:10] = 4'h0;
+  assign \$459 [9:0] = \$458 [9:0];
+  assign \$469 [13:10] = 4'h0;
+  assign \$469 [9:0] = \$468 [9:0];
   assign \$475 [13:10] = 4'h0;
   assign \$475 [9:0] = \$474 [9:0];
-  assign \$481 [13:10] = 4'h0;
-  assign \$481 [9:0] = \$480 [9:0];
+  assign \$483 [13:10] = 4'h0;
+  assign \$483 [9:0] = \$482 [9:0];
   assign \$489 [13:10] = 4'h0;
   assign \$489 [9:0] = \$488 [9:0];
-  assign \$495 [13:10] = 4'h0;
-  assign \$495 [9:0] = \$494 [9:0];
-  assign \$515 [13:10] = 4'h0;
-  assign \$515 [9:0] = \$514 [9:0];
-  assign \$527  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$528  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$531  = { 10'h000, \$530 [20:10] };
-  assign \$534  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$535  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$538  = { 10'h000, \$537 [20:10] };
-  assign \$542  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$543  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$546  = { 10'h000, \$545 [20:10] };
-  assign \$552  = cm[0];
-  assign \$560  = { 3'h0, hi, 4'h0 };
-  assign \$561  = { 2'h0, hi, 5'h00 };
-  assign \$566  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$567  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$573  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$574  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$577 [20:10] = 11'h000;
-  assign \$577 [9:0] = \$576 [9:0];
-  assign \$580  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$581  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$584 [20:10] = 11'h000;
-  assign \$584 [9:0] = \$583 [9:0];
+  assign \$509 [13:10] = 4'h0;
+  assign \$509 [9:0] = \$508 [9:0];
+  assign \$521  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$522  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$525  = { 10'h000, \$524 [20:10] };
+  assign \$528  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$529  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$532  = { 10'h000, \$531 [20:10] };
+  assign \$536  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$537  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$540  = { 10'h000, \$539 [20:10] };
+  assign \$546  = cm[0];
+  assign \$554  = { 3'h0, hi, 4'h0 };
+  assign \$555  = { 2'h0, hi, 5'h00 };
+  assign \$560  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$561  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$567  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$568  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$571 [20:10] = 11'h000;
+  assign \$571 [9:0] = \$570 [9:0];
+  assign \$574  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$575  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$578 [20:10] = 11'h000;
+  assign \$578 [9:0] = \$577 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$988$0 , \port$1006$0 , wr__en, \port$1057$0 , q, clk);
+module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$981$0 , \port$999$0 , wr__en, \port$1050$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [3:0] \port$1006$0 ;
-  wire [3:0] \port$1006$0 ;
-  input [7:0] \port$1057$0 ;
-  wire [7:0] \port$1057$0 ;
+  input [7:0] \port$1050$0 ;
+  wire [7:0] \port$1050$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$982$0 ;
-  wire [1:0] \port$982$0 ;
-  input [3:0] \port$988$0 ;
-  wire [3:0] \port$988$0 ;
+  input [1:0] \port$975$0 ;
+  wire [1:0] \port$975$0 ;
+  input [3:0] \port$981$0 ;
+  wire [3:0] \port$981$0 ;
+  input [3:0] \port$999$0 ;
+  wire [3:0] \port$999$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -20991,11 +20977,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$9
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1057$0 , \port$21$0 , \port$1006$0  }] <= wr__data;
+      mem[{ \port$1050$0 , \port$21$0 , \port$999$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1057$0 , \port$982$0 , \port$988$0  }];
+    _0_ <= mem[{ \port$1050$0 , \port$975$0 , \port$981$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -21010,11 +20996,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$9
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1057$0 , \port$982$0 , \port$988$0  };
-  assign r_addr = { \port$1057$0 , \port$982$0 , \port$988$0  };
+  assign rd__addr = { \port$1050$0 , \port$975$0 , \port$981$0  };
+  assign r_addr = { \port$1050$0 , \port$975$0 , \port$981$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1057$0 , \port$21$0 , \port$1006$0  };
-  assign w_addr = { \port$1057$0 , \port$21$0 , \port$1006$0  };
+  assign wr__addr = { \port$1050$0 , \port$21$0 , \port$999$0  };
+  assign w_addr = { \port$1050$0 , \port$21$0 , \port$999$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -37641,17 +37627,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, wr__data, r_en, \port$989$0 , \port$1007$0 , wr__en, \port$1057$0 , q, clk);
+module \mmu.meta_table (rst, wr__data, r_en, \port$982$0 , \port$1000$0 , wr__en, \port$1050$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1007$0 ;
-  wire [2:0] \port$1007$0 ;
-  input [7:0] \port$1057$0 ;
-  wire [7:0] \port$1057$0 ;
-  input [2:0] \port$989$0 ;
-  wire [2:0] \port$989$0 ;
+  input [2:0] \port$1000$0 ;
+  wire [2:0] \port$1000$0 ;
+  input [7:0] \port$1050$0 ;
+  wire [7:0] \port$1050$0 ;
+  input [2:0] \port$982$0 ;
+  wire [2:0] \port$982$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39596,11 +39582,11 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$989$0 , \port$1007$0 , wr__en
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1057$0 , \port$1007$0  }] <= wr__data;
+      mem[{ \port$1050$0 , \port$1000$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1057$0 , \port$989$0  }];
+    _0_ <= mem[{ \port$1050$0 , \port$982$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39615,31 +39601,31 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$989$0 , \port$1007$0 , wr__en
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1057$0 , \port$989$0  };
-  assign r_addr = { \port$1057$0 , \port$989$0  };
+  assign rd__addr = { \port$1050$0 , \port$982$0  };
+  assign r_addr = { \port$1050$0 , \port$982$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1057$0 , \port$1007$0  };
-  assign w_addr = { \port$1057$0 , \port$1007$0  };
+  assign wr__addr = { \port$1050$0 , \port$1000$0  };
+  assign w_addr = { \port$1050$0 , \port$1000$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$990$0 , \port$1008$0 , wr__en, \port$1057$0 , q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$983$0 , \port$1001$0 , wr__en, \port$1050$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1008$0 ;
-  wire [2:0] \port$1008$0 ;
-  input [7:0] \port$1057$0 ;
-  wire [7:0] \port$1057$0 ;
+  input [2:0] \port$1001$0 ;
+  wire [2:0] \port$1001$0 ;
+  input [7:0] \port$1050$0 ;
+  wire [7:0] \port$1050$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$982$0 ;
-  wire [1:0] \port$982$0 ;
-  input [2:0] \port$990$0 ;
-  wire [2:0] \port$990$0 ;
+  input [1:0] \port$975$0 ;
+  wire [1:0] \port$975$0 ;
+  input [2:0] \port$983$0 ;
+  wire [2:0] \port$983$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -47344,11 +47330,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1057$0 , \port$21$0 , \port$1008$0  }] <= wr__data;
+      mem[{ \port$1050$0 , \port$21$0 , \port$1001$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1057$0 , \port$982$0 , \port$990$0  }];
+    _0_ <= mem[{ \port$1050$0 , \port$975$0 , \port$983$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47363,11 +47349,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$982$0 , r_en, \port$
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1057$0 , \port$982$0 , \port$990$0  };
-  assign r_addr = { \port$1057$0 , \port$982$0 , \port$990$0  };
+  assign rd__addr = { \port$1050$0 , \port$975$0 , \port$983$0  };
+  assign r_addr = { \port$1050$0 , \port$975$0 , \port$983$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1057$0 , \port$21$0 , \port$1008$0  };
-  assign w_addr = { \port$1057$0 , \port$21$0 , \port$1008$0  };
+  assign wr__addr = { \port$1050$0 , \port$21$0 , \port$1001$0  };
+  assign w_addr = { \port$1050$0 , \port$21$0 , \port$1001$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule

@@ -543,9 +543,10 @@ class MMU(wiring.Component):
                 p_second_len = Signal(range(P + 1), name="p_second_len")
                 _, _, _, s_first_len = sparse_split(s_cur, c_cur)
                 # slot j-1 is done with this cycle: em_free / em_ready (registers) say
-                # whether it is regardless of the output's ready, or with it
+                # whether it is regardless of the output's ready, or with it (wr_out's: an
+                # append is never from `cmd`, so rd_out's ready stays off this path)
                 emitted = Signal()
-                m.d.comb += emitted.eq(em_free | (em_ready & rec_ready))
+                m.d.comb += emitted.eq(em_free | (em_ready & self.wr_out.ready))
                 with m.If(j == 0):
                     # the checks of A_CHK (em_free: all passed)
                     with m.If(~em_free):
@@ -572,7 +573,7 @@ class MMU(wiring.Component):
                         m.d.comb += [rec_valid.eq(p_c_nz),
                                      rec.addr.eq(page_addr(p_page, p_off)),
                                      rec.length.eq(p_first_len)]
-                        with m.If(rec_ready & p_second):
+                        with m.If(self.wr_out.ready & p_second):
                             m.d.sync += [frag.eq(1), em_ready.eq(1)]
                     with m.Else():
                         m.d.comb += [rec_valid.eq(1),
@@ -669,10 +670,13 @@ class MMU(wiring.Component):
                     rec.length.eq(length),
                     t_idx.eq(r_idx),
                 ]
+                # (rd_out's ready, not rec_ready: a read is always from `cmd`, and wr_out's
+                # ready need not reach the block RAMs' address)
+                rd_ready = self.rd_out.ready
                 for t in tables:
-                    m.d.comb += r_entry[t].eq(Mux(rec_ready, e2, e1))
-                m.d.comb += tab_en.eq(rec_ready)
-                with m.If(rec_ready):
+                    m.d.comb += r_entry[t].eq(Mux(rd_ready, e2, e1))
+                m.d.comb += tab_en.eq(rd_ready)
+                with m.If(rd_ready):
                     # every burst after the first starts a page
                     m.d.sync += [r_left.eq(r_left - length), r_off.eq(0), r_room.eq(P)]
                     step_e()
