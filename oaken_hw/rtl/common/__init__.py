@@ -6,12 +6,12 @@
 """
 
 from .fp16 import (FP16ToUnits, MAG_WIDTH, UNITS_SHAPE, UNITS_WIDTH, fp16_magnitude_units,
-                   fp16_sanitize, fp16_to_units, units_to_fp16_exact)
+                   fp16_sanitize, fp16_to_units)
 from .header import field_width, header_layout
 from .threshold_table import (ThresholdReadSignature, ThresholdTable, threshold_write_layout,
                               thresholds_layout)
 
 __all__ = ["FP16ToUnits", "MAG_WIDTH", "UNITS_SHAPE", "UNITS_WIDTH", "fp16_magnitude_units",
-           "fp16_sanitize", "fp16_to_units", "units_to_fp16_exact", "field_width",
+           "fp16_sanitize", "fp16_to_units", "field_width",
            "header_layout", "ThresholdReadSignature", "ThresholdTable",
            "threshold_write_layout", "thresholds_layout"]

@@ -8,8 +8,9 @@ value is the significand ``(1024 | mantissa)`` (``mantissa`` alone for subnormal
 left by ``exponent - 1`` (0 for subnormals).
 
 Besides the :class:`FP16ToUnits` component, the module offers the same logic as plain
-expression builders (:func:`fp16_sanitize`, :func:`fp16_to_units`,
-:func:`units_to_fp16_exact`) so that a caller can put it inside its own pipeline stage.
+expression builders (:func:`fp16_sanitize`, :func:`fp16_to_units`) so that a caller can put
+it inside its own pipeline stage, and the bit-level helpers the engines share
+(:func:`smear_down`, :func:`bit_length`, :func:`one_hot_length`).
 """
 
 from amaranth.hdl import C, Cat, Const, Module, Mux, signed
@@ -18,8 +19,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["FRAC_BITS", "MAG_WIDTH", "UNITS_WIDTH", "FP16_MAX_BITS", "UNITS_SHAPE",
            "fp16_sanitize", "fp16_to_units", "signed_units", "fp16_magnitude_units",
-           "units_to_fp16_exact", "fp16_key", "fp16_key_to_bits", "smear_down", "bit_length",
-           "one_hot_length", "FP16ToUnits"]
+           "fp16_key", "fp16_key_to_bits", "smear_down", "top_index",
+           "bit_length", "one_hot_length", "FP16ToUnits"]
 
 #: fractional bits of a unit (LSB = 2^-24, the smallest FP16 subnormal)
 FRAC_BITS = 24
@@ -109,15 +110,29 @@ def smear_down(value):
     return Cat(*[value[i:].any() for i in range(len(value))])
 
 
-def bit_length(value):
-    """The bit length of an unsigned ``value`` (0 for 0): a shallow priority encoder.
-
-    The leading one as a one-hot word, then each result bit an OR of the one-hot bits
-    whose position + 1 has it set.
-    """
+def top_index(value):
+    """Index of the highest set bit of an unsigned value (0 when only bit 0 or no bit is
+    set), ``(len(value) - 1).bit_length()`` bits: a log-depth tree of priority encoders.
+    A level's index is the lower half's, or the upper half's with one bit set above it: a
+    concatenation, where ``bit length + half`` would be an adder."""
     width = len(value)
-    return one_hot_length([value[i] & ~value[i + 1:].any() if i + 1 < width else value[i]
-                           for i in range(width)])
+    if width == 1:
+        return Const(0, 0)
+    half = 1 << ((width - 1).bit_length() - 1)          # largest power of two < width
+    bits = (half - 1).bit_length()
+    hi, lo = value[half:], value[:half]
+    upper = top_index(hi)
+    return Mux(hi.any(), Cat(upper, Const(0, bits - len(upper)), 1), top_index(lo))
+
+
+def bit_length(value):
+    """The bit length of an unsigned ``value`` (0 for 0): the highest set bit's index of
+    ``value`` with a one below it, so that 0 needs no special case.
+
+    (A one-hot word of the leading one, then each result bit an OR of it, measured 171
+    LUT4 more in the dequantization engine's rounder: 14,814 against 14,643, ECP5.)
+    """
+    return top_index(Cat(Const(1, 1), value))
 
 
 def one_hot_length(one_hot):
@@ -126,27 +141,6 @@ def one_hot_length(one_hot):
     width = len(one_hot)
     return Cat(*[Cat(*[one_hot[i] for i in range(width) if (i + 1) >> b & 1]).any()
                  for b in range(width.bit_length())])
-
-
-def units_to_fp16_exact(mag, sign=0):
-    """FP16 bit pattern of ``+-mag`` units where ``mag`` is *exactly* an FP16 value.
-
-    Used for the steps and the inner minimum, which are FP16 values by construction (a
-    value that is not one is truncated to its 11 leading bits; no rounding is done).
-
-    Parameters
-    ----------
-    mag : Value, unsigned, at most :data:`MAG_WIDTH` significant bits
-    sign : Value or int, 1 bit
-        Ignored when ``mag`` is 0, so that zero is always +0.
-    """
-    bitlen = Cat(bit_length(mag), C(0, 6))[:6]
-    normal = mag[10:].any()                 # bitlen > 10
-    shift = (bitlen - 11)[:6]
-    man_normal = (mag >> shift)[:10]
-    exp = Mux(normal, (bitlen - 10)[:5], 0)
-    man = Mux(normal, man_normal, mag[:10])
-    return Cat(man, exp, Const(sign, 1) if isinstance(sign, int) else sign & (mag != 0))
 
 
 class FP16ToUnits(wiring.Component):
