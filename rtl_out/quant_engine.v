@@ -5107,8 +5107,8 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .upper(\upper$122 )
   );
   \quant_engine.extents  extents (
-    .\a$177 (a),
-    .\b$178 (b),
+    .\a$178 (a),
+    .\b$179 (b),
     .beat(beat),
     .clk(clk),
     .counts(counts),
@@ -17912,8 +17912,8 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$1026  = { 16'h0000, mag2[40:16] };
   assign \$1029  = { 4'h0, \$1028 [22:4] };
   assign \$1030  = { 16'h0000, mag2[40:16] };
-  assign \$1032  = { 8'h00, \$1031 [30:8] };
   assign \$1033  = { 16'h0000, mag2[40:16] };
+  assign \$1032  = { 8'h00, \$1031 [30:8] };
   assign \$1037  = { 2'h0, \$1036 [18:2] };
   assign \$1038  = { 16'h0000, mag2[40:16] };
   assign \$1040  = { 8'h00, \$1039 [30:8] };
@@ -18344,7 +18344,7 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$177 , \b$178 , has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
+module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$178 , \b$179 , has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19501,24 +19501,24 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [7:0] \$2035 ;
   reg [163:0] \$2036 ;
   reg \$2037 ;
-  reg [163:0] \$2038 ;
-  reg [15:0] \$2039 ;
+  reg [15:0] \$2038 ;
+  reg [40:0] \$2039 ;
   wire \$204 ;
   reg [40:0] \$2040 ;
   reg [40:0] \$2041 ;
-  reg [39:0] \$2042 ;
-  reg \$2043 ;
-  reg [39:0] \$2044 ;
-  reg \$2045 ;
-  reg [39:0] \$2046 ;
-  reg \$2047 ;
-  reg [39:0] \$2048 ;
-  reg \$2049 ;
+  reg [40:0] \$2042 ;
+  reg [39:0] \$2043 ;
+  reg \$2044 ;
+  reg [39:0] \$2045 ;
+  reg \$2046 ;
+  reg [39:0] \$2047 ;
+  reg \$2048 ;
+  reg [39:0] \$2049 ;
   wire \$205 ;
-  reg [39:0] \$2050 ;
-  reg \$2051 ;
-  reg [39:0] \$2052 ;
-  reg \$2053 ;
+  reg \$2050 ;
+  reg [39:0] \$2051 ;
+  reg \$2052 ;
+  reg [39:0] \$2053 ;
   reg \$2054 ;
   reg \$2055 ;
   reg \$2056 ;
@@ -19526,34 +19526,35 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg \$2058 ;
   reg \$2059 ;
   wire \$206 ;
-  reg [7:0] \$2060 ;
+  reg \$2060 ;
   reg [7:0] \$2061 ;
   reg [7:0] \$2062 ;
-  reg \$2063 ;
+  reg [7:0] \$2063 ;
   reg \$2064 ;
   reg \$2065 ;
-  reg [40:0] \$2066 ;
+  reg \$2066 ;
   reg [40:0] \$2067 ;
   reg [40:0] \$2068 ;
   reg [40:0] \$2069 ;
   wire \$207 ;
   reg [40:0] \$2070 ;
-  reg [15:0] \$2071 ;
-  reg [40:0] \$2072 ;
-  reg [7:0] \$2073 ;
+  reg [40:0] \$2071 ;
+  reg [15:0] \$2072 ;
+  reg [40:0] \$2073 ;
   reg [7:0] \$2074 ;
   reg [7:0] \$2075 ;
-  reg \$2076 ;
-  reg [40:0] \$2077 ;
+  reg [7:0] \$2076 ;
+  reg \$2077 ;
   reg [40:0] \$2078 ;
-  reg \$2079 ;
+  reg [40:0] \$2079 ;
   wire \$208 ;
   reg \$2080 ;
-  reg [40:0] \$2081 ;
+  reg \$2081 ;
   reg [40:0] \$2082 ;
-  reg [15:0] \$2083 ;
-  reg [40:0] \$2084 ;
-  reg [23:0] \$2085 ;
+  reg [40:0] \$2083 ;
+  reg [15:0] \$2084 ;
+  reg [40:0] \$2085 ;
+  reg [23:0] \$2086 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
@@ -19716,9 +19717,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
-  wire [3:0] \$3548 ;
+  wire [3:0] \$3549 ;
   wire \$355 ;
-  wire \$3550 ;
+  wire \$3551 ;
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
@@ -20434,14 +20435,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$998 ;
   wire \$999 ;
   reg \$signal  = 1'h0;
-  reg [40:0] \$signal$166  = 41'h00000000000;
   reg [40:0] \$signal$167  = 41'h00000000000;
   reg [40:0] \$signal$168  = 41'h00000000000;
-  reg [40:0] \$signal$170  = 41'h00000000000;
+  reg [40:0] \$signal$169  = 41'h00000000000;
+  reg [40:0] \$signal$171  = 41'h00000000000;
   wire [41:0] a;
-  output [40:0] \a$177 ;
-  reg [40:0] \a$177  = 41'h00000000000;
-  wire [40:0] a_base;
+  output [40:0] \a$178 ;
+  reg [40:0] \a$178  = 41'h00000000000;
+  reg [40:0] a_base = 41'h00000000000;
   wire [40:0] a_operand;
   reg [7:0] acc_cnt0 = 8'h00;
   reg [7:0] acc_cnt1 = 8'h00;
@@ -20459,8 +20460,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [15:0] acc_ohi = 16'h0000;
   reg [15:0] acc_olo = 16'h0000;
   wire [41:0] b;
-  output [40:0] \b$178 ;
-  reg [40:0] \b$178  = 41'h00000000000;
+  output [40:0] \b$179 ;
+  reg [40:0] \b$179  = 41'h00000000000;
   reg [40:0] b_base = 41'h00000000000;
   wire [40:0] b_operand;
   input [3:0] beat;
@@ -20526,7 +20527,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [40:0] o_hi_base = 41'h00000000000;
   wire [40:0] o_hi_operand;
   wire [41:0] o_lo;
-  wire [40:0] o_lo_base;
+  reg [40:0] o_lo_base = 41'h00000000000;
   wire [40:0] o_lo_operand;
   output [40:0] outer_max;
   reg [40:0] outer_max = 41'h00000000000;
@@ -20683,11 +20684,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire [40:0] v2_neg_t2;
   (* init = 41'h00000000000 *)
   wire [40:0] v2_neg_t3;
-  reg [163:0] v2_t = 164'h00000000000000000000000000000000000000000;
-  wire [40:0] \v2_t[0] ;
-  wire [40:0] \v2_t[1] ;
-  wire [40:0] \v2_t[2] ;
-  wire [40:0] \v2_t[3] ;
+  (* init = 41'h00000000000 *)
+  wire [40:0] v2_t0;
+  (* init = 41'h00000000000 *)
+  wire [40:0] v2_t1;
   reg v3 = 1'h0;
   reg [7:0] v3_cnt0 = 8'h00;
   reg [7:0] v3_cnt1 = 8'h00;
@@ -20763,7 +20763,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$41  = ~ v2_neg_lo;
   assign a_operand = { 1'h0, v2_mag_lo } ^ { \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23 , \$22 , \$21 , \$20 , \$19 , \$18 , \$17 , \$16 , \$15 , \$14 , \$13 , \$12 , \$11 , \$10 , \$9 , \$8 , \$7 , \$6 , \$5 , \$4 , \$3 , \$2 , \$1  };
   assign \$42  = ~ v2_neg_lo;
-  assign \$43  = { v2_t[81:41], 1'h1 } + { a_operand, \$42  };
+  assign \$43  = { a_base, 1'h1 } + { a_operand, \$42  };
   assign \$44  = ~ v2_neg_hi;
   assign \$46  = ~ v2_neg_hi;
   assign \$48  = ~ v2_neg_hi;
@@ -20851,7 +20851,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$169  = ~ v2_neg_olo;
   assign o_lo_operand = { 1'h0, v2_mag_olo } ^ { \$169 , \$168 , \$167 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151 , \$150 , \$149 , \$148 , \$147 , \$146 , \$145 , \$144 , \$143 , \$142 , \$141 , \$140 , \$139 , \$138 , \$137 , \$136 , \$135 , \$134 , \$133 , \$132 , \$131 , \$130 , \$129  };
   assign \$170  = ~ v2_neg_olo;
-  assign \$171  = { v2_t[40:0], 1'h1 } + { o_lo_operand, \$170  };
+  assign \$171  = { o_lo_base, 1'h1 } + { o_lo_operand, \$170  };
   assign \$172  = ~ v2_neg_ohi;
   assign \$174  = ~ v2_neg_ohi;
   assign \$176  = ~ v2_neg_ohi;
@@ -22090,7 +22090,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$1447  = group[31:30] == 1'h1;
   assign \$1448  = \$1446  | \$1447 ;
   assign \$1449  = \$1445  | \$1448 ;
-  assign \$3548  = beat / 3'h4;
+  assign \$3549  = beat / 3'h4;
   assign \$1451  = ! group[1:0];
   assign \$1452  = ~ \$1451 ;
   assign \$1453  = ! group[3:2];
@@ -22571,8 +22571,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$1928  = v2_has_imin ? \$1927  : 41'h00000000000;
   assign \$1929  = v2_has_imin ? imin_bits2 : 16'h0000;
   assign \$1930  = v2_has_imin ? \$385 [41:1] : 41'h00000000000;
-  assign \$1931  = \$signal$168  > o_hi3;
-  assign \$1932  = \$1931  ? \$signal$168  : o_hi3;
+  assign \$1931  = \$signal$169  > o_hi3;
+  assign \$1932  = \$1931  ? \$signal$169  : o_hi3;
   always @(posedge clk)
     t0_lo0 <= \$1933 ;
   always @(posedge clk)
@@ -22784,101 +22784,103 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   always @(posedge clk)
     v2 <= \$2037 ;
   always @(posedge clk)
-    v2_t <= \$2038 ;
+    imin_bits2 <= \$2038 ;
   always @(posedge clk)
-    imin_bits2 <= \$2039 ;
+    o_lo_base <= \$2039 ;
   always @(posedge clk)
-    b_base <= \$2040 ;
+    a_base <= \$2040 ;
   always @(posedge clk)
-    o_hi_base <= \$2041 ;
+    b_base <= \$2041 ;
   always @(posedge clk)
-    v2_mag_lo <= \$2042 ;
+    o_hi_base <= \$2042 ;
   always @(posedge clk)
-    v2_neg_lo <= \$2043 ;
+    v2_mag_lo <= \$2043 ;
   always @(posedge clk)
-    v2_mag_hi <= \$2044 ;
+    v2_neg_lo <= \$2044 ;
   always @(posedge clk)
-    v2_neg_hi <= \$2045 ;
+    v2_mag_hi <= \$2045 ;
   always @(posedge clk)
-    v2_mag_olo <= \$2046 ;
+    v2_neg_hi <= \$2046 ;
   always @(posedge clk)
-    v2_neg_olo <= \$2047 ;
+    v2_mag_olo <= \$2047 ;
   always @(posedge clk)
-    v2_mag_ohi <= \$2048 ;
+    v2_neg_olo <= \$2048 ;
   always @(posedge clk)
-    v2_neg_ohi <= \$2049 ;
+    v2_mag_ohi <= \$2049 ;
   always @(posedge clk)
-    v2_mag_imax <= \$2050 ;
+    v2_neg_ohi <= \$2050 ;
   always @(posedge clk)
-    v2_neg_imax <= \$2051 ;
+    v2_mag_imax <= \$2051 ;
   always @(posedge clk)
-    v2_mag_imin <= \$2052 ;
+    v2_neg_imax <= \$2052 ;
   always @(posedge clk)
-    v2_neg_imin <= \$2053 ;
+    v2_mag_imin <= \$2053 ;
   always @(posedge clk)
-    v2_has_lo <= \$2054 ;
+    v2_neg_imin <= \$2054 ;
   always @(posedge clk)
-    v2_has_hi <= \$2055 ;
+    v2_has_lo <= \$2055 ;
   always @(posedge clk)
-    v2_has_olo <= \$2056 ;
+    v2_has_hi <= \$2056 ;
   always @(posedge clk)
-    v2_has_ohi <= \$2057 ;
+    v2_has_olo <= \$2057 ;
   always @(posedge clk)
-    v2_has_imin <= \$2058 ;
+    v2_has_ohi <= \$2058 ;
   always @(posedge clk)
-    v2_has_imax <= \$2059 ;
+    v2_has_imin <= \$2059 ;
   always @(posedge clk)
-    v2_cnt0 <= \$2060 ;
+    v2_has_imax <= \$2060 ;
   always @(posedge clk)
-    v2_cnt1 <= \$2061 ;
+    v2_cnt0 <= \$2061 ;
   always @(posedge clk)
-    v2_cnt2 <= \$2062 ;
+    v2_cnt1 <= \$2062 ;
   always @(posedge clk)
-    v3 <= \$2063 ;
+    v2_cnt2 <= \$2063 ;
   always @(posedge clk)
-    \$signal  <= \$2064 ;
+    v3 <= \$2064 ;
   always @(posedge clk)
-    hi3 <= \$2065 ;
+    \$signal  <= \$2065 ;
   always @(posedge clk)
-    \$signal$166  <= \$2066 ;
+    hi3 <= \$2066 ;
   always @(posedge clk)
     \$signal$167  <= \$2067 ;
   always @(posedge clk)
     \$signal$168  <= \$2068 ;
   always @(posedge clk)
-    o_hi3 <= \$2069 ;
+    \$signal$169  <= \$2069 ;
   always @(posedge clk)
-    \$signal$170  <= \$2070 ;
+    o_hi3 <= \$2070 ;
   always @(posedge clk)
-    imin_bits3 <= \$2071 ;
+    \$signal$171  <= \$2071 ;
   always @(posedge clk)
-    ext3 <= \$2072 ;
+    imin_bits3 <= \$2072 ;
   always @(posedge clk)
-    v3_cnt0 <= \$2073 ;
+    ext3 <= \$2073 ;
   always @(posedge clk)
-    v3_cnt1 <= \$2074 ;
+    v3_cnt0 <= \$2074 ;
   always @(posedge clk)
-    v3_cnt2 <= \$2075 ;
+    v3_cnt1 <= \$2075 ;
   always @(posedge clk)
-    done <= \$2076 ;
+    v3_cnt2 <= \$2076 ;
   always @(posedge clk)
-    \a$177  <= \$2077 ;
+    done <= \$2077 ;
   always @(posedge clk)
-    \b$178  <= \$2078 ;
+    \a$178  <= \$2078 ;
   always @(posedge clk)
-    has_lo <= \$2079 ;
+    \b$179  <= \$2079 ;
   always @(posedge clk)
-    has_hi <= \$2080 ;
+    has_lo <= \$2080 ;
   always @(posedge clk)
-    outer_max <= \$2081 ;
+    has_hi <= \$2081 ;
   always @(posedge clk)
-    inner_min <= \$2082 ;
+    outer_max <= \$2082 ;
   always @(posedge clk)
-    inner_min_fp16 <= \$2083 ;
+    inner_min <= \$2083 ;
   always @(posedge clk)
-    inner_ext <= \$2084 ;
+    inner_min_fp16 <= \$2084 ;
   always @(posedge clk)
-    counts <= \$2085 ;
+    inner_ext <= \$2085 ;
+  always @(posedge clk)
+    counts <= \$2086 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$1933  = \$444 ;
@@ -23709,290 +23711,287 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2038  = v1_t;
+    \$2038  = { \$1769 , \$1768  };
     if (rst) begin
-      \$2038  = 164'h00000000000000000000000000000000000000000;
+      \$2038  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2039  = { \$1769 , \$1768  };
+    \$2039  = v1_t[40:0];
     if (rst) begin
-      \$2039  = 16'h0000;
+      \$2039  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2040  = \$1770 [40:0];
+    \$2040  = v1_t[81:41];
     if (rst) begin
       \$2040  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2041  = \$1771 [40:0];
+    \$2041  = \$1770 [40:0];
     if (rst) begin
       \$2041  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2042  = \$1792 [39:0];
+    \$2042  = \$1771 [40:0];
     if (rst) begin
-      \$2042  = 40'h0000000000;
+      \$2042  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2043  = \$1796 ;
+    \$2043  = \$1792 [39:0];
     if (rst) begin
-      \$2043  = 1'h0;
+      \$2043  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2044  = \$1817 [39:0];
+    \$2044  = \$1796 ;
     if (rst) begin
-      \$2044  = 40'h0000000000;
+      \$2044  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2045  = \$1821 ;
+    \$2045  = \$1817 [39:0];
     if (rst) begin
-      \$2045  = 1'h0;
+      \$2045  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2046  = \$1842 [39:0];
+    \$2046  = \$1821 ;
     if (rst) begin
-      \$2046  = 40'h0000000000;
+      \$2046  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2047  = \$1846 ;
+    \$2047  = \$1842 [39:0];
     if (rst) begin
-      \$2047  = 1'h0;
+      \$2047  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2048  = \$1867 [39:0];
+    \$2048  = \$1846 ;
     if (rst) begin
-      \$2048  = 40'h0000000000;
+      \$2048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2049  = \$1871 ;
+    \$2049  = \$1867 [39:0];
     if (rst) begin
-      \$2049  = 1'h0;
+      \$2049  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2050  = \$1892 [39:0];
+    \$2050  = \$1871 ;
     if (rst) begin
-      \$2050  = 40'h0000000000;
+      \$2050  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2051  = \$1896 ;
+    \$2051  = \$1892 [39:0];
     if (rst) begin
-      \$2051  = 1'h0;
+      \$2051  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2052  = \$1917 [39:0];
+    \$2052  = \$1896 ;
     if (rst) begin
-      \$2052  = 40'h0000000000;
+      \$2052  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2053  = \$1921 ;
+    \$2053  = \$1917 [39:0];
     if (rst) begin
-      \$2053  = 1'h0;
+      \$2053  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2054  = v1_has_lo;
+    \$2054  = \$1921 ;
     if (rst) begin
       \$2054  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2055  = v1_has_hi;
+    \$2055  = v1_has_lo;
     if (rst) begin
       \$2055  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2056  = v1_has_olo;
+    \$2056  = v1_has_hi;
     if (rst) begin
       \$2056  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2057  = v1_has_ohi;
+    \$2057  = v1_has_olo;
     if (rst) begin
       \$2057  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2058  = v1_has_imin;
+    \$2058  = v1_has_ohi;
     if (rst) begin
       \$2058  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2059  = v1_has_imax;
+    \$2059  = v1_has_imin;
     if (rst) begin
       \$2059  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2060  = v1_cnt0;
+    \$2060  = v1_has_imax;
     if (rst) begin
-      \$2060  = 8'h00;
+      \$2060  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2061  = v1_cnt1;
+    \$2061  = v1_cnt0;
     if (rst) begin
       \$2061  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2062  = v1_cnt2;
+    \$2062  = v1_cnt1;
     if (rst) begin
       \$2062  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2063  = v2;
+    \$2063  = v1_cnt2;
     if (rst) begin
-      \$2063  = 1'h0;
+      \$2063  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2064  = v2_has_lo;
+    \$2064  = v2;
     if (rst) begin
       \$2064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2065  = v2_has_hi;
+    \$2065  = v2_has_lo;
     if (rst) begin
       \$2065  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2066  = \$1922 ;
+    \$2066  = v2_has_hi;
     if (rst) begin
-      \$2066  = 41'h00000000000;
+      \$2066  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2067  = \$1923 ;
+    \$2067  = \$1922 ;
     if (rst) begin
       \$2067  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2068  = \$1924 ;
+    \$2068  = \$1923 ;
     if (rst) begin
       \$2068  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2069  = \$1925 ;
+    \$2069  = \$1924 ;
     if (rst) begin
       \$2069  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2070  = \$1928 ;
+    \$2070  = \$1925 ;
     if (rst) begin
       \$2070  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2071  = \$1929 ;
+    \$2071  = \$1928 ;
     if (rst) begin
-      \$2071  = 16'h0000;
+      \$2071  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2072  = \$1930 ;
+    \$2072  = \$1929 ;
     if (rst) begin
-      \$2072  = 41'h00000000000;
+      \$2072  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2073  = v2_cnt0;
+    \$2073  = \$1930 ;
     if (rst) begin
-      \$2073  = 8'h00;
+      \$2073  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2074  = v2_cnt1;
+    \$2074  = v2_cnt0;
     if (rst) begin
       \$2074  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2075  = v2_cnt2;
+    \$2075  = v2_cnt1;
     if (rst) begin
       \$2075  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2076  = v3;
+    \$2076  = v2_cnt2;
     if (rst) begin
-      \$2076  = 1'h0;
+      \$2076  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2077  = \a$177 ;
-    if (v3) begin
-      \$2077  = \$signal$166 ;
-    end
+    \$2077  = v3;
     if (rst) begin
-      \$2077  = 41'h00000000000;
+      \$2077  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2078  = \b$178 ;
+    \$2078  = \a$178 ;
     if (v3) begin
       \$2078  = \$signal$167 ;
     end
@@ -24002,19 +24001,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2079  = has_lo;
+    \$2079  = \b$179 ;
     if (v3) begin
-      \$2079  = \$signal ;
+      \$2079  = \$signal$168 ;
     end
     if (rst) begin
-      \$2079  = 1'h0;
+      \$2079  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2080  = has_hi;
+    \$2080  = has_lo;
     if (v3) begin
-      \$2080  = hi3;
+      \$2080  = \$signal ;
     end
     if (rst) begin
       \$2080  = 1'h0;
@@ -24022,19 +24021,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2081  = outer_max;
+    \$2081  = has_hi;
     if (v3) begin
-      \$2081  = \$1932 ;
+      \$2081  = hi3;
     end
     if (rst) begin
-      \$2081  = 41'h00000000000;
+      \$2081  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2082  = inner_min;
+    \$2082  = outer_max;
     if (v3) begin
-      \$2082  = \$signal$170 ;
+      \$2082  = \$1932 ;
     end
     if (rst) begin
       \$2082  = 41'h00000000000;
@@ -24042,41 +24041,51 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2083  = inner_min_fp16;
+    \$2083  = inner_min;
     if (v3) begin
-      \$2083  = imin_bits3;
+      \$2083  = \$signal$171 ;
     end
     if (rst) begin
-      \$2083  = 16'h0000;
+      \$2083  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2084  = inner_ext;
+    \$2084  = inner_min_fp16;
     if (v3) begin
-      \$2084  = ext3;
+      \$2084  = imin_bits3;
     end
     if (rst) begin
-      \$2084  = 41'h00000000000;
+      \$2084  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2085  = counts;
+    \$2085  = inner_ext;
     if (v3) begin
-      \$2085 [7:0] = v3_cnt0;
-      \$2085 [15:8] = v3_cnt1;
-      \$2085 [23:16] = v3_cnt2;
+      \$2085  = ext3;
     end
     if (rst) begin
-      \$2085  = 24'h000000;
+      \$2085  = 41'h00000000000;
     end
   end
-  assign a_base = v2_t[81:41];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$2086  = counts;
+    if (v3) begin
+      \$2086 [7:0] = v3_cnt0;
+      \$2086 [15:8] = v3_cnt1;
+      \$2086 [23:16] = v3_cnt2;
+    end
+    if (rst) begin
+      \$2086  = 24'h000000;
+    end
+  end
+  assign v2_t1 = a_base;
   assign a = \$43 [41:0];
   assign v2_neg_t2 = b_base;
   assign b = \$128 [41:0];
-  assign o_lo_base = v2_t[40:0];
+  assign v2_t0 = o_lo_base;
   assign o_lo = \$171 [41:0];
   assign v2_neg_t3 = o_hi_base;
   assign o_hi = \$256 [41:0];
@@ -24098,10 +24107,6 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \x[13]  = x[223:208];
   assign \x[14]  = x[239:224];
   assign \x[15]  = x[255:240];
-  assign \v2_t[0]  = v2_t[40:0];
-  assign \v2_t[1]  = v2_t[81:41];
-  assign \v2_t[2]  = v2_t[122:82];
-  assign \v2_t[3]  = v2_t[163:123];
   assign \group[0]  = group[1:0];
   assign \group[1]  = group[3:2];
   assign \group[2]  = group[5:4];
@@ -24237,8 +24242,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$251  = v2_neg_ohi;
   assign \$253  = v2_neg_ohi;
   assign \$255  = v2_neg_ohi;
-  assign \$3550  = 1'h1;
-  assign \$1450  = \$3548 ;
+  assign \$3551  = 1'h1;
+  assign \$1450  = \$3549 ;
 endmodule
 
 (* generator = "Amaranth" *)

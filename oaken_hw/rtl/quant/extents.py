@@ -237,10 +237,11 @@ class Extents(wiring.Component):
         v2 = Signal()
         f2 = {name: Signal(name=f"v2_has_{name}") for name, *_ in specs}
         c2 = [Signal(8, name=f"v2_cnt{k}") for k in range(self.blocks)]
-        t2 = Signal.like(self.t, name="v2_t")
+        # the lower sides' pivots (the upper sides' come negated, nt2 below)
+        t2 = {k: Signal(UNITS_SHAPE, name=f"v2_t{k}") for k in (0, 1)}
         imin_bits2 = Signal(16)
         bits = {name: fp16_key_to_bits(k1[name]) for name, *_ in specs}
-        m.d.sync += [v2.eq(v1), t2.eq(t1), imin_bits2.eq(bits["imin"])]
+        m.d.sync += [v2.eq(v1), imin_bits2.eq(bits["imin"])] + [t2[k].eq(t1[k]) for k in t2]
         # every side as sign and magnitude, added to or subtracted from its pivot (or the
         # other inner extreme) in one carry chain, with no negation of its own: behind the
         # FP16 shifter in one stage, the inner minimum's negation (at 85 MHz) and then the
