@@ -155,7 +155,6 @@ class ReadPath(wiring.Component):
 
         m.submodules.tags = tags = SyncFIFOBuffered(width=self._tag_layout().size, depth=32)
         a_v = Signal()                              # a read beat waits for the dispatcher
-        b_v = Signal()                              # ... and another one behind it
 
         cmdp = self.cmd.payload
         m.d.comb += [cmdp.seq.eq(r.seq), cmdp.layer.eq(r.layer), cmdp.kv.eq(r.kv),
@@ -185,7 +184,7 @@ class ReadPath(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                drained = ~running & (tags.level == 0) & ~a_v & ~b_v & ~fd_pend
+                drained = ~running & (tags.level == 0) & ~a_v & ~fd_pend
                 with m.If(self.free.valid & drained):
                     m.d.comb += self.free.ready.eq(1)
                     m.d.sync += [r.seq.eq(self.free.payload.seq),
@@ -336,29 +335,18 @@ class ReadPath(wiring.Component):
         # byte lane (a record's or a sparse burst's; a dense beat's lane is 0): the shift,
         # the head's block counts and their sum in one stage were the engine's critical
         # path at 79.5 MHz (tags.r_data -> slo_sum).
-        # A second register (b_) holds a beat that arrives while the dispatcher's waits, so
-        # that the read data's `ready` is a register (~b_v): from the dispatcher's `ok` (its
-        # FIFOs' levels) through `ready` to the tags FIFO's read was the engine's critical
-        # path at seed 2 (78.4 MHz). Beats go into a_ in order: b_'s first.
         a_tag = Signal(self._tag_layout())
         a_data = Signal(8 * N)
-        b_tag = Signal(self._tag_layout())
-        b_data = Signal(8 * N)
         take_rd = Signal()                          # the dispatcher takes the registered beat
         a_free = ~a_v | take_rd
         fifo_tag = data.View(self._tag_layout(), tags.r_data)
-        in_data = self.rmem_rdata.payload.data >> (fifo_tag.lane * 8)
-        m.d.comb += [self.rmem_rdata.ready.eq(tags.r_rdy & ~b_v),
-                     tags.r_en.eq(self.rmem_rdata.valid & tags.r_rdy & ~b_v)]
+        m.d.comb += [self.rmem_rdata.ready.eq(tags.r_rdy & a_free),
+                     tags.r_en.eq(self.rmem_rdata.valid & tags.r_rdy & a_free)]
         with m.If(take_rd):
             m.d.sync += a_v.eq(0)
-        with m.If(a_free):
-            with m.If(b_v):
-                m.d.sync += [a_v.eq(1), a_tag.eq(b_tag), a_data.eq(b_data), b_v.eq(0)]
-            with m.Elif(tags.r_en):
-                m.d.sync += [a_v.eq(1), a_tag.eq(fifo_tag), a_data.eq(in_data)]
-        with m.Elif(tags.r_en):
-            m.d.sync += [b_v.eq(1), b_tag.eq(fifo_tag), b_data.eq(in_data)]
+        with m.If(tags.r_en):
+            m.d.sync += [a_v.eq(1), a_tag.eq(fifo_tag),
+                         a_data.eq(self.rmem_rdata.payload.data >> (fifo_tag.lane * 8))]
         tag, rd = a_tag, a_data
         m.submodules.meta_out = meta_out = SyncFIFOBuffered(
             width=self.meta_layout.size, depth=LOOKAHEAD)
