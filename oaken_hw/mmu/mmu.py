@@ -327,6 +327,12 @@ class MMU(wiring.Component):
         first_terms += [m_new] * V
         second_terms += [Const(0, 1)] * V
         m.d.comb += need.eq(sum(f | s_ for f, s_ in zip(first_terms, second_terms)))
+        # need <= free pages, as a compare of need's width: the count's upper bits only say
+        # whether it is at least S (a compare of the full count behind the sum of the
+        # slots' terms was the MMU's critical path)
+        enough = Signal()
+        low = len(need)
+        m.d.comb += enough.eq((fl.count >= S) | (need <= fl.count[:low]))
         a_first = Signal(S)
         a_second = Signal(S)
         take_first = Signal()
@@ -522,7 +528,7 @@ class MMU(wiring.Component):
                 # that the sums and compares do not feed the state machine directly
                 append_read(rk)
                 m.d.sync += [chk_pos.eq(ap.pos != n), chk_cap.eq(cap_bad),
-                             em_free.eq((ap.pos == n) & ~cap_bad & (need <= fl.count)),
+                             em_free.eq((ap.pos == n) & ~cap_bad & enough),
                              j.eq(0), frag.eq(0), em_ready.eq(0),
                              a_first.eq(Cat(*first_terms)), a_second.eq(Cat(*second_terms))]
                 m.next = "A_RUN"
