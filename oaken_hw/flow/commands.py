@@ -112,7 +112,7 @@ def _table(report):
     tail = []
     for name, c in report["components"].items():
         if c.get("synth_options"):
-            tail.append(synth_options_note(name, c["synth_options"]))
+            tail.append(synth_options_note(name, c["synth_options"], c.get("abc9_crash", "")))
         cp = c["critical_path"]
         if cp:
             tail.append(f"{name}: critical path {cp['start']} -> {cp['end']}, "

