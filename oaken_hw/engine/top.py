@@ -2,6 +2,7 @@
 
 from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..mmu.layout import MMULayout, Status
@@ -147,21 +148,19 @@ class OakenEngine(wiring.Component):
             rp.free.payload.eq(self.free.payload),
             self.free.ready.eq(rp.free.ready & ready),
         ]
-        # the read path's commands reach the MMU through a register (a one-entry queue): its
+        # the read path's commands reach the MMU through a one-entry FIFO, a register: its
         # state machine drives them, and straight into the MMU's group-state and table
         # reads they were the engine's critical path at 81.2 MHz (the read path's state ->
         # the dense table's address). One command per request range: a cycle, and a
-        # command every other cycle at most, are nothing beside a range's records. Its
-        # `ready` is the register's emptiness alone, so no path runs from the MMU's
-        # `cmd.ready` back into the read path's state machine.
-        cmd_v = Signal()
-        cmd_p = Signal.like(mmu.cmd.payload)
-        m.d.comb += [rp.cmd.ready.eq(~cmd_v),
-                     mmu.cmd.valid.eq(cmd_v), mmu.cmd.payload.eq(cmd_p)]
-        with m.If(mmu.cmd.ready):
-            m.d.sync += cmd_v.eq(0)
-        with m.If(rp.cmd.valid & ~cmd_v):
-            m.d.sync += [cmd_v.eq(1), cmd_p.eq(rp.cmd.payload)]
+        # command every other cycle at most, are nothing beside a range's records. At
+        # depth 1 its `w_rdy` is the register's emptiness alone, so no path runs from the
+        # MMU's `cmd.ready` back into the read path's state machine.
+        m.submodules.mmu_cmd = cmd_q = SyncFIFOBuffered(
+            width=len(mmu.cmd.payload.as_value()), depth=1)
+        m.d.comb += [cmd_q.w_en.eq(rp.cmd.valid), cmd_q.w_data.eq(rp.cmd.payload),
+                     rp.cmd.ready.eq(cmd_q.w_rdy),
+                     mmu.cmd.valid.eq(cmd_q.r_rdy), mmu.cmd.payload.eq(cmd_q.r_data),
+                     cmd_q.r_en.eq(mmu.cmd.ready)]
         wiring.connect(m, mmu.rd_out, rp.records)
         wiring.connect(m, rp.rmem_cmd, wiring.flipped(self.rmem_cmd))
         wiring.connect(m, wiring.flipped(self.rmem_rdata), rp.rmem_rdata)
