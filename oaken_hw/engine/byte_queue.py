@@ -43,6 +43,13 @@ class ByteQueue(wiring.Component):
         the engine's writer puts them under byte enables.
     fill : Out(range(in_bytes + out_bytes + 1))
     take : In(range(out_bytes + 1))
+    want : In(range(out_bytes + 1))
+        The bytes the reader will need in the next cycle (its next ``take`` if it takes).
+    enough : Out(1)
+        ``fill >= want`` of the cycle before, from a register: with ``want`` the next value
+        of the reader's own ``take`` register, ``enough == (fill >= take)`` in every cycle.
+        A reader that waits for ``enough`` instead of comparing ``fill`` starts its
+        handshake one compare later (see ``elaborate``).
     """
 
     def __init__(self, *, in_bytes, out_bytes):
@@ -58,6 +65,8 @@ class ByteQueue(wiring.Component):
             "head": Out(data.ArrayLayout(8, out_bytes)),
             "fill": Out(range(self.capacity + 1)),
             "take": In(range(out_bytes + 1)),
+            "want": In(range(out_bytes + 1)),
+            "enough": Out(1),
         })
 
     def elaborate(self, platform):
@@ -78,9 +87,14 @@ class ByteQueue(wiring.Component):
         # the read path: the framing queue's fill -> its `ready` -> the dispatcher's read
         # data handshake -> the dense beat FIFO, the engine's critical path at 77.0 MHz)
         ready = Signal(init=1)
+        # `fill >= want`, registered from the next fill for the same reason: a reader's beat
+        # handshake that compared `fill` with its take reached every queue of the write path
+        # through that compare (`c_take` -> `fire` -> the record FIFO's level, the engine's
+        # critical path at 78.2 MHz). Reset: the fill is 0 and so is a reader's take.
+        enough = Signal(init=1)
         accept = self.i.valid & self.i.ready
         count = self.i.payload.count
-        m.d.comb += [self.i.ready.eq(ready), self.fill.eq(fill)]
+        m.d.comb += [self.i.ready.eq(ready), self.fill.eq(fill), self.enough.eq(enough)]
 
         # input byte j goes to store byte wptr + j, if j < count (bytes above `count` are not
         # trusted to be zero); it fits, as `fill <= out_bytes` when a beat is accepted
@@ -102,5 +116,6 @@ class ByteQueue(wiring.Component):
         fill_next = Signal.like(fill)
         m.d.comb += fill_next.eq(fill + added - self.take)
         m.d.sync += [wptr.eq(wptr + added), rptr.eq(rptr + self.take),
-                     fill.eq(fill_next), ready.eq(fill_next <= nout)]
+                     fill.eq(fill_next), ready.eq(fill_next <= nout),
+                     enough.eq(fill_next >= self.want)]
         return m

@@ -428,10 +428,13 @@ class ReadPath(wiring.Component):
         f_rem = Signal(range(cfg.model.head_dim + 1))
         f_take = Signal(range(lanes + 1))
         f_last = Signal()
+        # (`fb.enough`: the queue registers whether it will hold `f_take`'s next value)
+        f_take_next = Signal.like(f_take)
         sp = self.sparse
-        m.d.comb += [sp.valid.eq(f_v & (fb.fill >= f_take)),
+        m.d.comb += [sp.valid.eq(f_v & fb.enough),               # fill >= f_take
                      sp.payload.data.eq(fb.head), sp.payload.count.eq(f_take),
-                     sp.payload.last.eq(f_last)]
+                     sp.payload.last.eq(f_last),
+                     f_take_next.eq(f_take), fb.want.eq(f_take_next)]
         f_rest = Signal.like(f_rem)
         m.d.comb += f_rest.eq(f_rem - f_take)
         f_load = Signal()
@@ -442,12 +445,14 @@ class ReadPath(wiring.Component):
                 m.d.comb += f_load.eq(1)
             with m.Else():
                 take, last = beat_take(f_rest, lanes)
-                m.d.sync += [f_rem.eq(f_rest), f_take.eq(take), f_last.eq(last)]
+                m.d.comb += f_take_next.eq(take)
+                m.d.sync += [f_rem.eq(f_rest), f_last.eq(last)]
         with m.If(f_load):
             cnt = cnt_f.r_data
             take, last = beat_take(cnt, lanes)
-            m.d.comb += cnt_f.r_en.eq(1)
-            m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt), f_take.eq(take), f_last.eq(last)]
+            m.d.comb += [cnt_f.r_en.eq(1), f_take_next.eq(take)]
+            m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt), f_last.eq(last)]
+        m.d.sync += f_take.eq(f_take_next)
 
         # ---------------------------------------------------------------- completions
         vdone = Signal(tok)

@@ -248,21 +248,27 @@ class WritePath(wiring.Component):
         lane0 = rec.addr[:s]
         first = Signal(range(N + 1))
         m.d.comb += first.eq(N - lane0)
+        # `c_take`'s next value also goes to the byte queue, which registers whether it will
+        # hold that many bytes (`bq.enough`): the sparse beat's handshake waits for that flag
+        c_take_next = Signal.like(c_take)
+        m.d.comb += c_take_next.eq(c_take)
         with m.If(fire):
             # every beat after a record's first starts at lane 0
             take, last = beat_take(rest, N)
-            m.d.sync += [c_beat.eq(c_beat + 1), c_lane.eq(0), c_left.eq(rest),
-                         c_take.eq(take), c_last.eq(last)]
+            m.d.comb += c_take_next.eq(take)
+            m.d.sync += [c_beat.eq(c_beat + 1), c_lane.eq(0), c_left.eq(rest), c_last.eq(last)]
             with m.If(c_last):
                 m.d.comb += load.eq(1)
         with m.If(done_rec):
             m.d.comb += load.eq(1)
         with m.If(load):
             take, last = beat_take(rec.length, first)
+            m.d.comb += c_take_next.eq(take)
             m.d.sync += [c_v.eq(rec_fifo.r_rdy), c_kind.eq(rec.kind), c_status.eq(rec.status),
                          c_end.eq(ent.end), c_beat.eq(rec.addr >> s), c_lane.eq(lane0),
-                         c_left.eq(rec.length), c_take.eq(take), c_last.eq(last)]
-        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane)]
+                         c_left.eq(rec.length), c_last.eq(last)]
+        m.d.sync += c_take.eq(c_take_next)
+        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane), bq.want.eq(c_take_next)]
         ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
         m.d.comb += ones.eq((Const(1, N + 1) << c_take) - 1)
 
@@ -288,7 +294,7 @@ class WritePath(wiring.Component):
                             m.d.comb += [
                                 b_data.eq(bq.head),
                                 b_be.eq((ones << c_lane)[:N]),
-                                fire.eq(out_free & (bq.fill >= c_take)),
+                                fire.eq(out_free & bq.enough),    # fill >= c_take
                             ]
                             with m.If(fire):
                                 m.d.comb += bq.take.eq(c_take)

@@ -11,13 +11,15 @@ from oaken_hw.engine.byte_queue import ByteQueue
 @pytest.mark.parametrize("in_bytes,out_bytes", [(4, 16), (16, 16), (3, 5)])
 def test_byte_queue_matches_a_list(in_bytes, out_bytes):
     """Random beats of 0..in_bytes bytes (random valid), random takes up to the fill, the
-    head shown from a random lane: the head's valid bytes, the fill and ready follow the list
-    every cycle."""
+    head shown from a random lane, a random `want`: the head's valid bytes, the fill, ready
+    and `enough` (the fill against the cycle before's `want`) follow the list every cycle."""
     rng = random.Random(in_bytes * 100 + out_bytes)
     dut = ByteQueue(in_bytes=in_bytes, out_bytes=out_bytes)
-    queue, seen = [], {"takes": 0, "full": 0}
+    queue, seen = [], {"takes": 0, "full": 0, "enough": 0, "short": 0}
+    wanted = 0                                              # `want` of the cycle before
 
     async def bench(ctx):
+        nonlocal wanted
         for cycle in range(3000):
             count = rng.choice([0, in_bytes, rng.randint(0, in_bytes)])
             data = [rng.randrange(256) for _ in range(in_bytes)]  # bytes >= count: junk
@@ -34,6 +36,11 @@ def test_byte_queue_matches_a_list(in_bytes, out_bytes):
             assert [head[lane + i] for i in range(shown)] == queue[:shown]
             ready = ctx.get(dut.i.ready)
             assert ready == (len(queue) <= out_bytes)
+            enough = ctx.get(dut.enough)
+            assert enough == (len(queue) >= wanted)
+            seen["enough" if enough else "short"] += 1
+            wanted = rng.randint(0, out_bytes)
+            ctx.set(dut.want, wanted)
             # alternate a draining and a filling reader, so the queue also runs full
             p_take = 0.8 if (cycle // 200) % 2 else 0.1
             take = rng.randint(0, min(fill, out_bytes)) if rng.random() < p_take else 0
@@ -50,3 +57,4 @@ def test_byte_queue_matches_a_list(in_bytes, out_bytes):
     sim.add_testbench(bench)
     sim.run()
     assert seen["takes"] > 500 and seen["full"] > 100      # both ends and backpressure ran
+    assert seen["enough"] > 500 and seen["short"] > 100
