@@ -1841,11 +1841,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$291  = rd_out__ready ? e2 : e1;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1001$0 (dense_w_entry),
-    .\port$1052$0 (gidx),
+    .\port$1004$0 (dense_r_entry),
+    .\port$1022$0 (dense_w_entry),
+    .\port$1073$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$977$0 (t_idx),
-    .\port$983$0 (dense_r_entry),
+    .\port$998$0 (t_idx),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -1866,9 +1866,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1002$0 (meta_w_entry),
-    .\port$1052$0 (gidx),
-    .\port$984$0 (meta_r_entry),
+    .\port$1005$0 (meta_r_entry),
+    .\port$1023$0 (meta_w_entry),
+    .\port$1073$0 (gidx),
     .q(\r_data$86 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1877,11 +1877,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .\port$1003$0 (sparse_w_entry),
-    .\port$1052$0 (gidx),
+    .\port$1006$0 (sparse_r_entry),
+    .\port$1024$0 (sparse_w_entry),
+    .\port$1073$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$977$0 (t_idx),
-    .\port$985$0 (sparse_r_entry),
+    .\port$998$0 (t_idx),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
@@ -5582,21 +5582,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$983$0 , \port$1001$0 , wr__en, \port$1052$0 , q, clk);
+module \mmu.dense_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1004$0 , \port$1022$0 , wr__en, \port$1073$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [3:0] \port$1001$0 ;
-  wire [3:0] \port$1001$0 ;
-  input [7:0] \port$1052$0 ;
-  wire [7:0] \port$1052$0 ;
+  input [3:0] \port$1004$0 ;
+  wire [3:0] \port$1004$0 ;
+  input [3:0] \port$1022$0 ;
+  wire [3:0] \port$1022$0 ;
+  input [7:0] \port$1073$0 ;
+  wire [7:0] \port$1073$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$977$0 ;
-  wire [1:0] \port$977$0 ;
-  input [3:0] \port$983$0 ;
-  wire [3:0] \port$983$0 ;
+  input [1:0] \port$998$0 ;
+  wire [1:0] \port$998$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -20981,11 +20981,11 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$9
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1052$0 , \port$21$0 , \port$1001$0  }] <= wr__data;
+      mem[{ \port$1073$0 , \port$21$0 , \port$1022$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1052$0 , \port$977$0 , \port$983$0  }];
+    _0_ <= mem[{ \port$1073$0 , \port$998$0 , \port$1004$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -21000,17 +21000,17 @@ module \mmu.dense_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$9
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1052$0 , \port$977$0 , \port$983$0  };
-  assign r_addr = { \port$1052$0 , \port$977$0 , \port$983$0  };
+  assign rd__addr = { \port$1073$0 , \port$998$0 , \port$1004$0  };
+  assign r_addr = { \port$1073$0 , \port$998$0 , \port$1004$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1052$0 , \port$21$0 , \port$1001$0  };
-  assign w_addr = { \port$1052$0 , \port$21$0 , \port$1001$0  };
+  assign wr__addr = { \port$1073$0 , \port$21$0 , \port$1022$0  };
+  assign w_addr = { \port$1073$0 , \port$21$0 , \port$1022$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, alloc__payload, alloc__ready, release__valid, done, count, clk);
+module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, alloc__ready, release__valid, alloc__payload, done, count, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21019,7 +21019,7 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
   wire [16:0] \$15 ;
-  wire \$16 ;
+  wire [14:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -21049,24 +21049,44 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [14:0] \$43 ;
+  wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [14:0] \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [13:0] \$49 ;
+  wire \$46 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [13:0] \$51 ;
-  reg [14:0] \$52 ;
-  reg [13:0] \$53 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
+  wire \$60 ;
+  wire [14:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire [14:0] \$64 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg [13:0] \$68 ;
+  reg [13:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
+  reg [13:0] \$71 ;
+  reg [14:0] \$72 ;
+  reg [13:0] \$73 ;
   wire [15:0] \$8 ;
   wire \$9 ;
   output [13:0] alloc__payload;
-  wire [13:0] alloc__payload;
+  reg [13:0] alloc__payload = 14'h0000;
   input alloc__ready;
   wire alloc__ready;
   output alloc__valid;
@@ -21084,6 +21104,8 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   reg [13:0] head = 14'h0000;
   wire [14:0] new_count;
   wire [13:0] new_head;
+  (* init = 14'h0000 *)
+  wire [13:0] page;
   wire [13:0] rd__addr;
   wire [13:0] rd__data;
   (* init = 1'h0 *)
@@ -21096,6 +21118,7 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire release__valid;
   input rst;
   wire rst;
+  reg single = 1'h0;
   reg [13:0] tail = 14'h0000;
   reg [13:0] walk = 14'h0000;
   wire [13:0] wr__addr;
@@ -37494,28 +37517,70 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= \$3 [13:0];
+    _0_ <= \$16 [13:0];
   end
-  assign alloc__payload = ring[_0_];
-  assign \$42  = ~ done;
-  assign \$43  = walk + 1'h1;
-  assign \$44  = walk == 14'h3fff;
-  assign \$45  = release__valid & release__ready;
-  assign \$46  = tail + 1'h1;
+  assign rd__data = ring[_0_];
+  assign \$22  = release__valid & release__ready;
+  assign \$23  = ~ \$22 ;
+  assign \$24  = \$21  & \$23 ;
+  assign \$25  = count == 1'h1;
+  assign \$26  = release__valid & release__ready;
+  assign \$27  = alloc__valid & alloc__ready;
+  assign \$28  = ~ \$27 ;
+  assign \$29  = \$26  & \$28 ;
+  assign \$30  = \$29  ? 1'h0 : empty;
+  assign \$31  = \$24  ? \$25  : \$30 ;
+  assign \$32  = release__valid & release__ready;
+  assign \$33  = alloc__valid & alloc__ready;
+  assign \$34  = ~ \$33 ;
+  assign \$35  = \$32  & \$34 ;
+  assign \$36  = count == 14'h3fff;
+  assign \$37  = alloc__valid & alloc__ready;
+  assign \$38  = release__valid & release__ready;
+  assign \$39  = ~ \$38 ;
+  assign \$40  = \$37  & \$39 ;
+  assign \$41  = \$40  ? 1'h0 : full;
+  assign \$42  = \$35  ? \$36  : \$41 ;
+  assign \$43  = alloc__valid & alloc__ready;
+  assign \$44  = release__valid & release__ready;
+  assign \$45  = ~ \$44 ;
+  assign \$46  = \$43  & \$45 ;
+  assign \$47  = count == 2'h2;
+  assign \$48  = release__valid & release__ready;
+  assign \$49  = alloc__valid & alloc__ready;
+  assign \$50  = ~ \$49 ;
+  assign \$51  = \$48  & \$50 ;
+  assign \$52  = \$51  ? empty : single;
+  assign \$53  = \$46  ? \$47  : \$52 ;
+  assign \$54  = release__valid & release__ready;
+  assign \$55  = alloc__valid & alloc__ready;
+  assign \$56  = single & \$55 ;
+  assign \$57  = empty | \$56 ;
+  assign \$58  = \$54  & \$57 ;
+  assign \$59  = alloc__valid & alloc__ready;
+  assign \$60  = ~ done;
+  assign \$61  = walk + 1'h1;
+  assign \$62  = walk == 14'h3fff;
+  assign \$63  = release__valid & release__ready;
+  assign \$64  = tail + 1'h1;
   always @(posedge clk)
-    empty <= \$47 ;
+    empty <= \$65 ;
   always @(posedge clk)
-    full <= \$48 ;
+    full <= \$66 ;
   always @(posedge clk)
-    walk <= \$49 ;
+    single <= \$67 ;
   always @(posedge clk)
-    done <= \$50 ;
+    alloc__payload <= \$68 ;
   always @(posedge clk)
-    head <= \$51 ;
+    walk <= \$69 ;
   always @(posedge clk)
-    count <= \$52 ;
+    done <= \$70 ;
   always @(posedge clk)
-    tail <= \$53 ;
+    head <= \$71 ;
+  always @(posedge clk)
+    count <= \$72 ;
+  always @(posedge clk)
+    tail <= \$73 ;
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
@@ -37531,117 +37596,116 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   assign \$13  = count + 1'h1;
   assign \$14  = \$12  ? \$13  : { 1'h0, count };
   assign \$15  = \$7  ? { \$8 [15], \$8  } : { 1'h0, \$14  };
-  assign \$16  = ~ empty;
-  assign alloc__valid = done & \$16 ;
-  assign \$17  = ~ full;
-  assign release__ready = done & \$17 ;
+  assign \$16  = \$3 [13:0] + 1'h1;
+  assign \$17  = ~ empty;
+  assign alloc__valid = done & \$17 ;
+  assign \$18  = ~ full;
+  assign release__ready = done & \$18 ;
   assign wr__addr = done ? tail : walk;
   assign wr__data = done ? release__payload : walk;
-  assign \$18  = release__valid & release__ready;
-  assign \$19  = ~ done;
-  assign wr__en = \$18  | \$19 ;
-  assign \$20  = alloc__valid & alloc__ready;
-  assign \$21  = release__valid & release__ready;
-  assign \$22  = ~ \$21 ;
-  assign \$23  = \$20  & \$22 ;
-  assign \$24  = count == 1'h1;
-  assign \$25  = release__valid & release__ready;
-  assign \$26  = alloc__valid & alloc__ready;
-  assign \$27  = ~ \$26 ;
-  assign \$28  = \$25  & \$27 ;
-  assign \$29  = \$28  ? 1'h0 : empty;
-  assign \$30  = \$23  ? \$24  : \$29 ;
-  assign \$31  = release__valid & release__ready;
-  assign \$32  = alloc__valid & alloc__ready;
-  assign \$33  = ~ \$32 ;
-  assign \$34  = \$31  & \$33 ;
-  assign \$35  = count == 14'h3fff;
-  assign \$36  = alloc__valid & alloc__ready;
-  assign \$37  = release__valid & release__ready;
-  assign \$38  = ~ \$37 ;
-  assign \$39  = \$36  & \$38 ;
-  assign \$40  = \$39  ? 1'h0 : full;
-  assign \$41  = \$34  ? \$35  : \$40 ;
+  assign \$19  = release__valid & release__ready;
+  assign \$20  = ~ done;
+  assign wr__en = \$19  | \$20 ;
+  assign \$21  = alloc__valid & alloc__ready;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$47  = \$30 ;
+    \$65  = \$31 ;
     if (rst) begin
-      \$47  = 1'h0;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$48  = \$41 ;
+    \$66  = \$42 ;
     if (rst) begin
-      \$48  = 1'h1;
+      \$66  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$49  = walk;
-    if (\$42 ) begin
-      \$49  = \$43 [13:0];
-    end
+    \$67  = \$53 ;
     if (rst) begin
-      \$49  = 14'h0000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$50  = done;
-    if (\$42 ) begin
-      if (\$44 ) begin
-        \$50  = 1'h1;
+    \$68  = alloc__payload;
+    if (\$58 ) begin
+      \$68  = release__payload;
+    end else if (\$59 ) begin
+      \$68  = rd__data;
+    end
+    if (rst) begin
+      \$68  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$69  = walk;
+    if (\$60 ) begin
+      \$69  = \$61 [13:0];
+    end
+    if (rst) begin
+      \$69  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$70  = done;
+    if (\$60 ) begin
+      if (\$62 ) begin
+        \$70  = 1'h1;
       end
     end
     if (rst) begin
-      \$50  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$51  = \$3 [13:0];
+    \$71  = \$3 [13:0];
     if (rst) begin
-      \$51  = 14'h0000;
+      \$71  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$52  = \$15 [14:0];
+    \$72  = \$15 [14:0];
     if (rst) begin
-      \$52  = 15'h4000;
+      \$72  = 15'h4000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$53  = tail;
-    if (\$45 ) begin
-      \$53  = \$46 [13:0];
+    \$73  = tail;
+    if (\$63 ) begin
+      \$73  = \$64 [13:0];
     end
     if (rst) begin
-      \$53  = 14'h0000;
+      \$73  = 14'h0000;
     end
   end
   assign new_head = \$3 [13:0];
   assign new_count = \$15 [14:0];
-  assign rd__addr = \$3 [13:0];
-  assign rd__data = alloc__payload;
+  assign rd__addr = \$16 [13:0];
+  assign page = alloc__payload;
   assign \count$20  = count;
   assign ready = done;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, wr__data, r_en, \port$984$0 , \port$1002$0 , wr__en, \port$1052$0 , q, clk);
+module \mmu.meta_table (rst, r_en, \port$1005$0 , \port$1023$0 , wr__en, \port$1073$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1002$0 ;
-  wire [2:0] \port$1002$0 ;
-  input [7:0] \port$1052$0 ;
-  wire [7:0] \port$1052$0 ;
-  input [2:0] \port$984$0 ;
-  wire [2:0] \port$984$0 ;
+  input [2:0] \port$1005$0 ;
+  wire [2:0] \port$1005$0 ;
+  input [2:0] \port$1023$0 ;
+  wire [2:0] \port$1023$0 ;
+  input [7:0] \port$1073$0 ;
+  wire [7:0] \port$1073$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39586,11 +39650,11 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$984$0 , \port$1002$0 , wr__en
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1052$0 , \port$1002$0  }] <= wr__data;
+      mem[{ \port$1073$0 , \port$1023$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1052$0 , \port$984$0  }];
+    _0_ <= mem[{ \port$1073$0 , \port$1005$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39605,31 +39669,31 @@ module \mmu.meta_table (rst, wr__data, r_en, \port$984$0 , \port$1002$0 , wr__en
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1052$0 , \port$984$0  };
-  assign r_addr = { \port$1052$0 , \port$984$0  };
+  assign rd__addr = { \port$1073$0 , \port$1005$0  };
+  assign r_addr = { \port$1073$0 , \port$1005$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1052$0 , \port$1002$0  };
-  assign w_addr = { \port$1052$0 , \port$1002$0  };
+  assign wr__addr = { \port$1073$0 , \port$1023$0  };
+  assign w_addr = { \port$1073$0 , \port$1023$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$985$0 , \port$1003$0 , wr__en, \port$1052$0 , q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1006$0 , \port$1024$0 , wr__en, \port$1073$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1003$0 ;
-  wire [2:0] \port$1003$0 ;
-  input [7:0] \port$1052$0 ;
-  wire [7:0] \port$1052$0 ;
+  input [2:0] \port$1006$0 ;
+  wire [2:0] \port$1006$0 ;
+  input [2:0] \port$1024$0 ;
+  wire [2:0] \port$1024$0 ;
+  input [7:0] \port$1073$0 ;
+  wire [7:0] \port$1073$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$977$0 ;
-  wire [1:0] \port$977$0 ;
-  input [2:0] \port$985$0 ;
-  wire [2:0] \port$985$0 ;
+  input [1:0] \port$998$0 ;
+  wire [1:0] \port$998$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -47334,11 +47398,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1052$0 , \port$21$0 , \port$1003$0  }] <= wr__data;
+      mem[{ \port$1073$0 , \port$21$0 , \port$1024$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1052$0 , \port$977$0 , \port$985$0  }];
+    _0_ <= mem[{ \port$1073$0 , \port$998$0 , \port$1006$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47353,11 +47417,11 @@ module \mmu.sparse_table (rst, \port$21$0 , wr__data, \port$977$0 , r_en, \port$
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1052$0 , \port$977$0 , \port$985$0  };
-  assign r_addr = { \port$1052$0 , \port$977$0 , \port$985$0  };
+  assign rd__addr = { \port$1073$0 , \port$998$0 , \port$1006$0  };
+  assign r_addr = { \port$1073$0 , \port$998$0 , \port$1006$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1052$0 , \port$21$0 , \port$1003$0  };
-  assign w_addr = { \port$1052$0 , \port$21$0 , \port$1003$0  };
+  assign wr__addr = { \port$1073$0 , \port$21$0 , \port$1024$0  };
+  assign w_addr = { \port$1073$0 , \port$21$0 , \port$1024$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
