@@ -169,19 +169,10 @@ def round_pack(m, r, frac_bits=25, name="rnd"):
     m.d.comb += q.eq((kept + (guard & (sticky | kept[0])))[:12])
     carry = q[11]                                  # rounding carried into a new binade
     m.d.comb += sig.eq(Mux(carry, 1024, q[:11])[:11])
-    # The exponent field and its saturation test for both outcomes of the rounding, beside
-    # its carry chain, then picked by the carry: behind the carry, the field's adder and
-    # compare were two more carry chains on the dequantizer's last stage (P8 -> P9).
-    fields, sats = [], []
-    for c in (0, 1):
-        f = Signal(_EXP_BITS + 1, name=f"{name}_field{c}")
-        m.d.comb += f.eq(exp + (c + 1 - s))
-        fields.append(f)
-        sats.append(f > _MAX_EXP)
     # sig < 1024 only at the smallest exponent: a subnormal, exponent field 0
     field = Signal(_EXP_BITS + 1, name=f"{name}_field")
-    m.d.comb += field.eq(Mux(sig[10], Mux(carry, fields[1], fields[0]), 0))
-    sat = sig[10] & Mux(carry, sats[1], sats[0])
+    m.d.comb += field.eq(Mux(sig[10], exp + carry + 1 - s, 0))
+    sat = field > _MAX_EXP
     bits = Cat(sig[:10], field[:5])
     nonzero = bits != 0
     bits = Mux(sat, Const((_MAX_EXP << 10) | 0x3FF, 15), bits)
