@@ -49,7 +49,7 @@ class ByteQueue(wiring.Component):
         ``fill >= want`` of the cycle before, from a register: with ``want`` the next value
         of the reader's own ``take`` register, ``enough == (fill >= take)`` in every cycle.
         A reader that waits for ``enough`` instead of comparing ``fill`` starts its
-        handshake one compare later (see ``elaborate``).
+        handshake from a register, not behind a compare (see ``elaborate``).
     """
 
     def __init__(self, *, in_bytes, out_bytes):
