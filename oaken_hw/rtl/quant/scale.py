@@ -116,10 +116,9 @@ class Scale(wiring.Component):
 
     @staticmethod
     def latency_for(middle_bits):
-        """Input register, the division (``middle_bits + 1`` stages), its quotient,
-        candidates, partial products, their sums, choice, reciprocal, multiply, ceiling,
-        round-up mask, round-up, FP16."""
-        return 1 + (middle_bits + 1) + 11
+        """Input register, the division (``middle_bits + 1`` stages), candidates, partial
+        products, their sums, choice, reciprocal, multiply, ceiling, round-up, FP16."""
+        return 1 + (middle_bits + 1) + 9
 
     def __init__(self, *, middle_bits, tag_width=1):
         if isinstance(middle_bits, bool) or not isinstance(middle_bits, int) \
@@ -184,12 +183,11 @@ class Scale(wiring.Component):
         quot = Const(0, nw)
         for bit in q:
             quot = (quot << 1 | bit)[:nw]
-        # n1 gets a stage of its own: with the candidates behind its increment in one
-        # stage, this was the 4-lane engine's critical path (s5_inexact -> c_nl, 11.3 ns)
-        s1_n1 = stage("n1", Mux(carry.pop("den_zero"), 0, quot + inexact), nw + 1)
-        s1 = {key: stage(f"n1_{key}", v) for key, v in carry.items()}
+        n1 = Mux(carry.pop("den_zero"), 0, quot + inexact)[:nw + 1]
 
         # --- the two candidates -------------------------------------------------------------
+        s1 = carry
+        s1_n1 = n1
         hi_n = (codes - s1["has_hi"])[:nw + 1]
         lo_n = s1["has_lo"]
         n1m1 = (s1_n1 - 1)[:nw + 1]
@@ -268,19 +266,16 @@ class Scale(wiring.Component):
         def ceiling(parts, add):
             total = sum((p << k for p, k in parts), add)
             return (total >> RECIP_BITS)[:cw]
-        # the round-up's mask is found a stage after the sum and applied a stage after that:
-        # the sum and the mask in one stage were the engine's critical path (s3_p_mid0 ->
-        # s4_mask_mid, 62 levels, 12.2 ns on ECP5), and the mask and the round-up in one
-        # before that (38 levels, 14.2 ns)
-        sums = {name: stage(f"s4_c_{name}", ceiling(parts, add), cw)
-                for name, parts, add in (("mid", p_mid, 0), ("in", p_in, bias),
-                                         ("out", p_out, bias))}
-        m4 = {k: stage(f"m4_{k}", s4[k]) for k in ("valid", "tag")}
-        m4_nlo = stage("m4_nlo", s4_nlo)
-        cs = [(stage(f"m4_c_{name}", c_), stage(f"m4_mask_{name}", _roundup_mask(c_), cw))
-              for name, c_ in sums.items()]
-        s5 = {k: stage(f"s5_{k}", m4[k]) for k in ("valid", "tag")}
-        s5_nlo = stage("s5_nlo", m4_nlo)
+        # the round-up's mask is found here, after the sum, and applied in the next stage
+        # (together they were the critical path: 38 levels, 14.2 ns on ECP5)
+        cs = []
+        for name, parts, add in (("mid", p_mid, 0), ("in", p_in, bias), ("out", p_out, bias)):
+            c_ = Signal(cw, name=f"c_{name}")
+            m.d.comb += c_.eq(ceiling(parts, add))
+            cs.append((stage(f"s4_c_{name}", c_),
+                       stage(f"s4_mask_{name}", _roundup_mask(c_), cw)))
+        s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
+        s5_nlo = stage("s5_nlo", s4_nlo)
         # the FP16 exponent and shift come from the mask here, beside the round-up's add,
         # so that the last stage is only the mantissa's shifter (found from the rounded
         # step instead, the bit length and shift were the engine's critical path: 14.3 ns)
