@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -30,13 +31,27 @@ def register(subparsers):
     p.add_argument("--target", default="ecp5-85k", choices=list(TARGETS),
                    help="FPGA target (default: %(default)s)")
     p.add_argument("--config", metavar="TOML", help="configuration file (default: embedded)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default: %(default)s)")
+    p.add_argument("--seed", type=_seeds, default=1, metavar="N[,N...]",
+                   help="nextpnr seed (default: %(default)s); several place and route each "
+                        "design once per seed, in parallel, and report the best run")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--component", action="append", metavar="NAME",
                    help=f"design to run, repeatable (default: all: {', '.join(DESIGNS)})")
     p.add_argument("--workdir", metavar="DIR",
                    help="keep intermediate files and tool logs in DIR/<design>")
     p.set_defaults(func=_synth)
+
+
+def _seeds(text):
+    """``--seed``: ``N`` or ``N,N,...`` (distinct non-negative integers)."""
+    try:
+        seeds = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or a comma-separated list of "
+                                         f"integers: {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and non-negative: {text!r}")
+    return seeds[0] if len(seeds) == 1 else seeds
 
 
 def _entry(result):
@@ -52,7 +67,9 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
 
     The top-level ``fmax_mhz``/``lut``/``ff``/``dsp``/``bram`` are those of the design
     registered with role ``"top"`` when it was run, else of the only design run; with
-    several designs and no top they are ``None`` and ``top`` says so.
+    several designs and no top they are ``None`` and ``top`` says so. ``seed`` is an int or
+    a list of them (:func:`~oaken_hw.flow.synthesize`): each design reports its best seed's
+    run, and ``seed_fmax_mhz`` every seed's Fmax.
 
     With ``keep_going`` a design whose flow fails (a :class:`FlowError`: say, it does not
     fit the device) does not stop the others: its entry has the error message under
@@ -85,13 +102,21 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
     for key in REPORT_KEYS[1:]:
         report[key] = components[top][key] if top else None
     report["components"] = components
-    report["seed"] = seed if target.has_pnr else None
+    # as asked: one seed, or the list (each component says which of them it reports)
+    report["seed"] = (list(seed) if isinstance(seed, (list, tuple)) else seed) \
+        if target.has_pnr else None
     report["config"] = {"lanes": cfg.quant.lanes, "vector_len": cfg.vector_len}
     return report
 
 
 def _fmt(v, spec=""):
     return "-" if v is None else format(v, spec)
+
+
+def _seed_text(seed):
+    if isinstance(seed, list):
+        return f"seeds {', '.join(map(str, seed))} (each design's best run)"
+    return f"seed {seed}"
 
 
 def _table(report):
@@ -107,12 +132,16 @@ def _table(report):
     lines.insert(1, "-" * len(lines[0]))
     cfg = report["config"]
     head = (f"target {report['target']}, lanes {cfg['lanes']}, vector_len {cfg['vector_len']}"
-            + (f", seed {report['seed']}" if report["seed"] is not None else
+            + (f", {_seed_text(report['seed'])}" if report["seed"] is not None else
                " (synthesis estimate: no place-and-route, no Fmax)"))
     tail = []
     for name, c in report["components"].items():
         if c.get("synth_options"):
             tail.append(synth_options_note(name, c["synth_options"], c.get("abc9_crash", "")))
+        runs = c.get("seed_fmax_mhz") or {}
+        if len(runs) > 1:
+            tail.append(f"{name}: seed {c['seed']} routed best; Fmax by seed: " + ", ".join(
+                f"{s}: {_fmt(f, '.1f')}" for s, f in runs.items()) + " MHz")
         cp = c["critical_path"]
         if cp:
             tail.append(f"{name}: critical path {cp['start']} -> {cp['end']}, "

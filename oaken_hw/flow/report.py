@@ -234,6 +234,9 @@ class Result:
         first run hit the ABC9 fault (:func:`oaken_hw.flow.run.abc9_crash`).
     abc9_crash : str
         For such a run, the module ABC9 failed on and the last line of Yosys's log.
+    seed_fmax_mhz : dict or None
+        Fmax of every seed placed and routed (``{"seed": MHz}``); the result is that of
+        ``seed``, the best of them. ``None`` without place-and-route.
     """
 
     name: str
@@ -254,6 +257,7 @@ class Result:
     cells: dict
     synth_options: str = ""
     abc9_crash: str = ""
+    seed_fmax_mhz: dict | None = None
 
     def to_dict(self):
         return asdict(self)

@@ -7,6 +7,7 @@ import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -108,6 +109,40 @@ def child_modules(rtlil_text, parent=f"{TOP_NAME}.{DUT_NAME}"):
     return re.findall(rf"^module \\({re.escape(parent)}\.[^.\s]+)$", rtlil_text, re.M)
 
 
+def _seed_list(seed):
+    """``seed`` (an int or a sequence of them) as a non-empty list of distinct seeds."""
+    seeds = [seed] if isinstance(seed, int) else list(seed) \
+        if isinstance(seed, (list, tuple)) else None
+    if not seeds or len(set(seeds)) != len(seeds) or any(
+            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ValueError(f"seed must be a non-negative integer or a list of distinct ones, "
+                         f"not {seed!r}")
+    return seeds
+
+
+def _place_and_route(target, work, constraints, seeds, progress):
+    """Run nextpnr once per seed on ``work/synth.json``, in parallel; return the parsed
+    reports by seed and the wall-clock seconds. One seed writes ``nextpnr.log`` and
+    ``report.json``; several write ``nextpnr-seed<N>.log`` and ``report-seed<N>.json``."""
+    def one(seed):
+        suffix = "" if len(seeds) == 1 else f"-seed{seed}"
+        args = [*target.nextpnr_args, "--json", "synth.json", target.constraints_flag,
+                constraints, "--seed", str(seed), "--timing-allow-fail",
+                "--report", f"report{suffix}.json"]
+        say = progress if progress is None or len(seeds) == 1 else \
+            (lambda msg: progress(f"seed {seed}: {msg}"))
+        run_tool(target.nextpnr, args, cwd=work, log=work / f"nextpnr{suffix}.log",
+                 progress=say, nice=True)
+        return parse_nextpnr_report(work / f"report{suffix}.json")
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=min(len(seeds), os.cpu_count() or 1)) as pool:
+        futures = {s: pool.submit(one, s) for s in seeds}
+    # every run has ended here; the first failure (in seed order) is the one reported
+    reports = {s: f.result() for s, f in futures.items()}
+    return reports, round(time.monotonic() - t0, 1)
+
+
 def synthesize(component, target, *, name="design", seed=1, workdir=None,
                progress=stderr_progress, split=False):
     """Synthesize (and place and route, where the target allows) ``component``.
@@ -124,8 +159,12 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     target : Target or str
     name : str
         Label of the design in the result and in progress messages.
-    seed : int
-        nextpnr placement seed.
+    seed : int or sequence of int
+        nextpnr placement seed. Several seeds place and route the one synthesized netlist
+        once each, up to ``os.cpu_count()`` at a time, and the result is the run with the
+        highest Fmax (the first listed among equals); ``seed_fmax_mhz`` keeps every
+        seed's. The timing of one netlist varies by several MHz from seed to seed
+        (``docs/flow.md``), so compare netlists over more than one.
     workdir : path or None
         Keep every intermediate file and log here; ``None`` uses a temporary folder that
         is removed on success and kept (and named in the error) on failure.
@@ -150,8 +189,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     target = get_target(target) if isinstance(target, str) else target
     if not isinstance(target, Target):
         raise TypeError(f"target must be a Target or a target name, not {target!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    seeds = _seed_list(seed)
     say = progress or (lambda _m: None)
     tag = f"{name} @ {target.name}"
     # every tool is checked before any work: a missing one fails in a second
@@ -215,30 +253,30 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
                                  dut=f"{TOP_NAME}.{DUT_NAME}")
     say(f"{tag}: synthesized: {comp.lut} LUT, {comp.ff} FF, {comp.dsp} DSP, {comp.bram} BRAM")
 
-    fmax = constraint = crit = pnr = None
+    fmax = constraint = crit = pnr = seed_fmax = None
+    seed = None
     if target.has_pnr:
         say(f"{tag}: place and route ({target.nextpnr} {' '.join(target.nextpnr_args)}, "
-            f"seed {seed})")
+            f"seed {', '.join(map(str, seeds))})")
         # the tools see the host file system through WebAssembly preopens that need not
         # include the constraints folder (a clone under /tmp, say): hand them a local copy
         shutil.copyfile(constraints, work / constraints.name)
-        args = [*target.nextpnr_args, "--json", "synth.json",
-                target.constraints_flag, constraints.name,
-                "--seed", str(seed), "--timing-allow-fail", "--report", "report.json"]
         try:
-            seconds["pnr"] = round(run_tool(target.nextpnr, args, cwd=work,
-                                            log=work / "nextpnr.log", progress=progress,
-                                            nice=True), 1)
+            reports, seconds["pnr"] = _place_and_route(target, work, constraints.name,
+                                                       seeds, progress)
         except FlowError as e:
             # the synthesis figures stand even when the design does not fit or route
             e.synthesis = {"lut": comp.lut, "ff": comp.ff, "dsp": comp.dsp, "bram": comp.bram,
                            "lutram": comp.lutram, "synth_options": options,
                            "abc9_crash": result_crash}
             raise
-        rep = parse_nextpnr_report(work / "report.json")
+        seed_fmax = {str(s): r["fmax_mhz"] for s, r in reports.items()}
+        seed = max(seeds, key=lambda s: reports[s]["fmax_mhz"])   # first of equals
+        rep = reports[seed]
         fmax, constraint, pnr = rep["fmax_mhz"], rep["constraint_mhz"], rep["utilization"]
         crit = rep["critical_path"] and asdict(rep["critical_path"])
-        say(f"{tag}: routed: Fmax {fmax:.1f} MHz (constraint {constraint} MHz)")
+        best = f" (seed {seed} of {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
+        say(f"{tag}: routed: Fmax {fmax:.1f} MHz{best} (constraint {constraint} MHz)")
 
     result = Result(
         name=name, target=target.name, fmax_mhz=fmax,
@@ -246,8 +284,8 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         harness={"lut": own.lut, "ff": own.ff, "dsp": own.dsp, "bram": own.bram,
                  "in_bits": harness.in_bits, "out_bits": harness.out_bits},
         pnr=pnr, constraint_mhz=constraint, critical_path=crit,
-        seed=seed if target.has_pnr else None, tools=tools, seconds=seconds,
-        cells=comp.cells, synth_options=options, abc9_crash=result_crash)
+        seed=seed, tools=tools, seconds=seconds, cells=comp.cells, synth_options=options,
+        abc9_crash=result_crash, seed_fmax_mhz=seed_fmax)
     if tmp:
         shutil.rmtree(work, ignore_errors=True)
     return result

