@@ -11,7 +11,7 @@ from oaken_hw.config import load_config
 
 from .designs import DESIGNS, get_design
 from .report import logic_use, synth_options_note
-from .run import synthesize
+from .run import check_seeds, synthesize
 from .targets import TARGETS, get_target
 from .tools import FlowError
 
@@ -43,14 +43,12 @@ def register(subparsers):
 
 
 def _seeds(text):
-    """``--seed``: ``N`` or ``N,N,...`` (distinct non-negative integers)."""
+    """``--seed``: ``N`` or ``N,N,...`` (:func:`~oaken_hw.flow.synthesize` checks them)."""
     try:
         seeds = [int(t) for t in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer or a comma-separated list of "
                                          f"integers: {text!r}") from None
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be distinct and non-negative: {text!r}")
     return seeds[0] if len(seeds) == 1 else seeds
 
 
@@ -81,6 +79,7 @@ def synth_report(cfg, target, *, names=None, seed=1, workdir=None, progress=None
     if not names:
         raise ValueError("no design is registered")
     designs = [get_design(n) for n in names]
+    check_seeds(seed)               # before any design is built
     components = {}
     for d in designs:
         kw = {} if progress is None else {"progress": progress}

@@ -109,10 +109,14 @@ def child_modules(rtlil_text, parent=f"{TOP_NAME}.{DUT_NAME}"):
     return re.findall(rf"^module \\({re.escape(parent)}\.[^.\s]+)$", rtlil_text, re.M)
 
 
-def _seed_list(seed):
+def check_seeds(seed):
     """``seed`` (an int or a sequence of them) as a non-empty list of distinct seeds."""
-    seeds = [seed] if isinstance(seed, int) else list(seed) \
-        if isinstance(seed, (list, tuple)) else None
+    if isinstance(seed, int):
+        seeds = [seed]
+    elif isinstance(seed, (list, tuple)):
+        seeds = list(seed)
+    else:
+        seeds = []
     if not seeds or len(set(seeds)) != len(seeds) or any(
             not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise ValueError(f"seed must be a non-negative integer or a list of distinct ones, "
@@ -189,7 +193,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     target = get_target(target) if isinstance(target, str) else target
     if not isinstance(target, Target):
         raise TypeError(f"target must be a Target or a target name, not {target!r}")
-    seeds = _seed_list(seed)
+    seeds = check_seeds(seed)
     say = progress or (lambda _m: None)
     tag = f"{name} @ {target.name}"
     # every tool is checked before any work: a missing one fails in a second

@@ -153,11 +153,17 @@ def test_seed_option_takes_a_list(run_synth, text, seeds, monkeypatch):
     assert seen["seed"] == seeds
 
 
-@pytest.mark.parametrize("text", ["1,1", "-1", "1,x", ""])
-def test_seed_option_rejects_bad_lists(run_synth, text, capsys):
+@pytest.mark.parametrize("text", ["1,x", "", "1.5"])
+def test_seed_option_must_be_integers(run_synth, text, capsys):
     with pytest.raises(SystemExit):
         run_synth(["--seed", text])
     assert "--seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["1,1", "-1", "2,-1"])
+def test_seed_option_checked_before_any_tool_runs(run_synth, text):
+    with pytest.raises(ValueError, match="seed must be"):
+        run_synth(["--target", "xc7", "--component", "int4_baseline", "--seed", text])
 
 
 def test_abc9_crash_is_retried_with_dff_and_reported(tmp_path, monkeypatch):
