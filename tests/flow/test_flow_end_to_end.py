@@ -23,6 +23,7 @@ def test_synth_ice40_json_reads_every_field(small_config, tmp_path, run_synth):
     assert list(report["components"]) == ["int4_baseline"]
     assert report["seed"] == 3 and report["config"] == {"lanes": 1, "vector_len": 4}
     entry = report["components"]["int4_baseline"]
+    assert entry["seed"] == 3 and entry["seed_fmax_mhz"] == {"3": report["fmax_mhz"]}
     for key in REPORT_KEYS:
         assert report[key] is not None and report[key] == entry[key], key
     assert isinstance(report["fmax_mhz"], float) and 5 < report["fmax_mhz"] < 500
