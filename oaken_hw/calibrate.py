@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import check_ratios
 from .model.quantizer import check_thresholds
 from .model.numerics import sanitize
 
@@ -34,7 +35,11 @@ def calibrate(tensor, ratios=(0.04, 0.90, 0.06), chunk_tokens=64):
     Parameters
     ----------
     tensor : array_like of float16
+        Sanitized first, as the quantizer sanitizes its input: NaN counts as 0 and +-Inf as
+        +-65504 (so enough infinities pull the outer thresholds to +-65504).
     ratios : (outer, middle, inner) shares
+        Three numbers in [0, 1] summing to 1, the middle one positive
+        (:func:`~oaken_hw.config.check_ratios`; ``ValueError`` naming ``ratios`` otherwise).
     chunk_tokens : int
         Tokens per calibration chunk; the quantiles of every chunk are averaged (a final
         shorter chunk counts too).
@@ -44,6 +49,7 @@ def calibrate(tensor, ratios=(0.04, 0.90, 0.06), chunk_tokens=64):
     ndarray of float16, shape (layers, 4)
         Rounded to FP16 (nearest), ordered ``T_o_lo <= T_i_lo <= T_i_hi <= T_o_hi``.
     """
+    ratios = check_ratios("ratios", ratios)
     t = np.asarray(tensor)
     if t.ndim != 4:
         raise ValueError(f"KV tensor must be shaped (layers, heads, tokens, head_dim), "

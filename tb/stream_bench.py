@@ -19,6 +19,12 @@ Phases are played one after the other (a phase ends when all its beats are taken
 configuration writes before data; outputs are recorded throughout. Port names are the
 emitted ones: ``<prefix>__valid``, ``<prefix>__ready``,
 ``<prefix>__payload``.
+
+The outputs are checked against the stream rules: an output offered while stalled (valid,
+not ready at an edge) must still be valid with the same payload at the next edge, and no
+output may offer more beats than expected, in the run or in a drain after it (inputs idle,
+every ready high for ``drain_cycles``, default twice the observed latency, at least 16).
+Violations go to the result's ``errors`` and fail the cocotb test (so ``play`` fails).
 """
 
 import json
@@ -58,6 +64,10 @@ async def play(dut):
     dut.rst.value = 0
 
     got = {p: [] for p in expect}
+    errors = []
+    held = {p: None for p in expect}      # payload offered while stalled at the last edge
+    first_in = last_in = None             # cycles of the first / last input transfer
+    first_out = last_out = None           # cycles of the first valid / last transfer out
     consumed = []
     cycles = 0
     phase = 0
@@ -74,6 +84,8 @@ async def play(dut):
             phase += 1
             inputs = phases[phase] if phase < len(phases) else {}
             pos = {p: 0 for p in ports}
+            if phase < len(phases):       # the latency is measured on the last phase
+                first_in = first_out = None
         for p, port in ins.items():
             beats = inputs.get(p, [])
             if pos[p] < len(beats) and (holding[p] or rng.random() < p_valid):
@@ -89,9 +101,48 @@ async def play(dut):
             if holding[p] and int(port.ready.value):
                 pos[p] += 1
                 holding[p] = False
+                first_in = first_in or cycles
+                last_in = cycles
         for p, port in outs.items():
-            if port._r and int(port.valid.value):
-                got[p].append(str(int(port.payload.value)))
+            v = int(port.valid.value)
+            payload = int(port.payload.value) if v else None
+            # stream rules: once valid, a beat holds its payload until it is taken
+            if held[p] is not None and payload != held[p]:
+                errors.append(f"cycle {cycles}: {p} " + (
+                    "valid dropped before the transfer" if payload is None else
+                    f"payload changed from {held[p]} to {payload} before the transfer"))
+            held[p] = payload if v and not port._r else None
+            if v:
+                first_out = first_out or cycles
+            if v and port._r:
+                got[p].append(str(payload))
+                last_out = cycles
+                if len(got[p]) == expect[p] + 1:
+                    errors.append(f"cycle {cycles}: {p} beat beyond the {expect[p]} expected")
+
+    drain = 0
+    if cycles <= plan["max_cycles"]:
+        # drain: inputs idle, every ready high; no output may offer another beat
+        latency = max((first_out or 0) - (first_in or 0), (last_out or 0) - (last_in or 0), 0)
+        drain = plan.get("drain_cycles", max(16, 2 * latency))
+        for p in outs:
+            if held[p] is not None:      # every count is reached: a stalled beat is extra
+                errors.append(f"cycle {cycles}: {p} offered a beat ({held[p]}) after the "
+                              f"{expect[p]} expected")
+        for i in range(drain):
+            await RisingEdge(dut.clk)
+            for port in ins.values():
+                port.set_valid(0)
+            for port in outs.values():
+                port.set_ready(1)
+            await ReadOnly()
+            for p, port in outs.items():
+                if int(port.valid.value):
+                    errors.append(f"drain cycle {i + 1} of {drain}: {p} offered a beat "
+                                  f"({int(port.payload.value)}) after the "
+                                  f"{expect[p]} expected")
 
     with open(plan["result"], "w") as f:
-        json.dump({"cycles": cycles, "outputs": got, "phases_done": len(consumed)}, f)
+        json.dump({"cycles": cycles, "outputs": got, "phases_done": len(consumed),
+                   "drain_cycles": drain, "errors": errors}, f)
+    assert not errors, f"{len(errors)} stream-rule violations; first: {errors[0]}"

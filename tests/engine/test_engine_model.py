@@ -3,6 +3,9 @@ the RTL: what is written is read back as the golden quantizer's round trip, byte
 inside the written streams, every status, exhaustion and recovery, reset, bad configuration
 writes and bad inputs."""
 
+import gc
+import warnings
+
 import numpy as np
 import pytest
 
@@ -332,6 +335,61 @@ def test_scope_head_is_refused():
     cfg = config_from_dict({"quant": {"scope": "head"}})
     with pytest.raises(ValueError, match="quant.scope"):
         EngineModel(cfg)
+
+
+def _data_bytes(n):
+    return config_from_dict({"memory": {"data_bytes": n}})
+
+
+# the default geometry: a dense beat of 16 lanes x 4 bits = 8 bytes, a head's dense bytes
+# 64 x 4 / 8 = 32, a metadata record 9 + 3 = 12 bytes in a 16-byte slot; each message is
+# matched whole, since a value refused by one check may also fail a later one
+BAD_ENGINE_CONFIGS = [
+    pytest.param(None, r"^cfg must be an OakenConfig, not NoneType", id="none"),
+    pytest.param({"memory": {"data_bytes": 16}}, r"^cfg must be an OakenConfig, not dict",
+                 id="dict"),
+    pytest.param(default_config().memory, r"^cfg must be an OakenConfig, not MemoryConfig",
+                 id="section"),
+    pytest.param(config_from_dict({"quant": {"scope": "head"}}), r"^quant\.scope must be 'layer'",
+                 id="scope-head"),
+    pytest.param(_data_bytes(4), r"^memory\.data_bytes \(4\) must hold a dense beat of "
+                 r"quant\.lanes x quant\.middle_bits = 64 bits", id="data_bytes-4-dense-beat"),
+    pytest.param(_data_bytes(1), r"^memory\.data_bytes \(1\) must hold a dense beat",
+                 id="data_bytes-1-dense-beat"),
+    pytest.param(_data_bytes(64), r"^memory\.data_bytes \(64\) must divide a head's dense "
+                 r"bytes \(32\)", id="data_bytes-64-divide"),
+    pytest.param(_data_bytes(128), r"^memory\.data_bytes \(128\) must divide",
+                 id="data_bytes-128-divide"),
+    pytest.param(_data_bytes(8), r"^memory\.data_bytes \(8\) must hold a metadata slot "
+                 r"\(16 bytes\)", id="data_bytes-8-meta-slot"),
+]
+
+
+@pytest.mark.parametrize("cfg,message", BAD_ENGINE_CONFIGS)
+def test_engine_model_refuses_bad_configs(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        EngineModel(cfg)
+    with pytest.raises(ValueError, match=message):
+        EngineModel(cfg=cfg)
+
+
+@pytest.mark.parametrize("cfg,message", BAD_ENGINE_CONFIGS)
+def test_engine_top_refuses_bad_configs(cfg, message):
+    from oaken_hw.engine.top import OakenEngine
+    with pytest.raises(ValueError, match=message):
+        OakenEngine(cfg=cfg)
+
+
+@pytest.mark.parametrize("n", [16, 32])
+def test_engine_takes_data_bytes_that_fit(n):
+    from amaranth.hdl import UnusedElaboratable
+    from oaken_hw.engine.top import OakenEngine
+    assert EngineModel(_data_bytes(n)).cfg.memory.data_bytes == n
+    # built and never elaborated: its blocks are collected here, without their warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        assert OakenEngine(cfg=_data_bytes(n)).cfg.memory.data_bytes == n
+        gc.collect()
 
 
 def test_encoded_vector_split():

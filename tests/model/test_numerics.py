@@ -31,7 +31,7 @@ def rne_fp16(value):
 
 SORTED = np.unique(FINITE[FINITE != 0]).astype(np.float16)
 SORTED = np.concatenate([SORTED[SORTED < 0], [np.float16(0)], SORTED[SORTED > 0]])
-SORTED_VALS = [fp16_exact(h) for h in SORTED]
+SORTED_VALS = np.array([fp16_exact(h) for h in SORTED], dtype=object)  # searched per call
 
 
 def test_units_are_exact_for_every_finite_fp16():
@@ -43,19 +43,62 @@ def test_units_are_exact_for_every_finite_fp16():
     assert np.all(units_to_fp16(u) == FINITE)
 
 
+def fp16_ties():
+    """Exact ties between neighbouring non-negative FP16 values ``lo < hi``.
+
+    Returns ``(tie, lo, hi)``: the midpoint in half units (2^-25), which is
+    ``units(lo) + units(hi)``, and the neighbours in units. Every pair from (+0, 2^-24) up:
+    all binades, the subnormal/normal boundary, each binade's last value and the next
+    binade's first, up to (65472, 65504), then the overflow tie 65520 between 65504 and
+    65536 (the next value, were the exponent unbounded). Built from the bit fields
+    (:func:`fp16_exact`), not from the functions under test.
+    """
+    bits = np.arange(0x7C00, dtype=np.uint16)           # +0 .. 65504, increasing
+    units = [int(fp16_exact(h) * (1 << 24)) for h in bits.view(np.float16)]
+    units.append(65536 << 24)
+    lo, hi = np.array(units[:-1], np.int64), np.array(units[1:], np.int64)
+    return lo + hi, lo, hi
+
+
+def test_ties_are_midpoints_of_neighbouring_fp16_values():
+    t, lo, hi = fp16_ties()
+    assert len(t) == 0x7C00 and np.all(lo < hi) and np.all(np.diff(t) > 0)
+    assert np.all(t - 2 * lo == 2 * hi - t)               # the midpoint, in half units
+    assert np.all(hi[:-1] == lo[1:])                      # neighbours: no FP16 value skipped
+    assert t[0] == 1 and t[0x3FF] == 1023 + 1024          # +0|2^-24 and subnormal|normal
+    assert t[0x3C00] == 2 * (1 << 24) + (1 << 14)         # 1 | 1 + 2^-10
+    assert t[-2] == (65472 + 65504) << 24 and t[-1] == (65504 + 65536) << 24
+
+
 def test_rounding_to_fp16_is_nearest_even_and_saturates():
     rng = np.random.default_rng(2)
     n = np.concatenate([
         rng.integers(-(1 << 42), 1 << 42, 400),
         rng.integers(-4096, 4096, 200),
-        # exact ties between neighbouring FP16 values
-        (fp16_to_units(FINITE[rng.choice(len(FINITE), 200)]) * 2 + 1) << 3,
         [2 * (65504 << 24) + (16 << 24) * 2, -(1 << 43), 0, 1, -1],
     ]).astype(np.int64)
     got = half_units_to_fp16(n)
     assert np.all(np.isfinite(got))
     for v, g in zip(n, got):
         assert g == rne_fp16(Fraction(int(v), 1 << 25)), v
+
+
+def test_exact_ties_round_to_even_in_every_binade():
+    ties, lo, hi = fp16_ties()
+    n = np.concatenate([ties, -ties])
+    got = half_units_to_fp16(n)
+    assert np.all(np.isfinite(got))
+    for v, g in zip(n, got):
+        assert g == rne_fp16(Fraction(int(v), 1 << 25)), v
+    # and directly: the neighbour with an even significand (bit 0 clear), the sign kept
+    # (+0 for the tie below 2^-24), 65504 for the overflow tie
+    mag = fp16_to_units(np.abs(got))
+    lo2, hi2 = np.concatenate([lo, lo]), np.concatenate([hi, hi])
+    top = hi2 == 65536 << 24
+    assert np.all(mag[top] == 65504 << 24)
+    assert np.all((mag[~top] == lo2[~top]) | (mag[~top] == hi2[~top]))
+    assert np.all(np.abs(got[~top]).view(np.uint16) & 1 == 0)
+    assert np.all(np.signbit(got) == ((n < 0) & (got != 0)))
 
 
 def test_roundup_gives_the_smallest_fp16_not_below():

@@ -182,12 +182,29 @@ def _bits_of(layout_field_offset, width, value):
     return (value >> layout_field_offset) & ((1 << width) - 1)
 
 
+#: status fields of the DequantEngine (``status.*``), as :class:`Result` ``status`` keys
+STATUS_FIELDS = ("vectors", "malformed", "count_error", "meta_error", "order_error",
+                 "sparse_error", "dense_error", "config_error")
+
+
 def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=None,
-        max_cycles=None, table_writes=None):
+        max_cycles=None, table_writes=None, config_writes=()):
     """Run Vecs through a DequantEngine; returns a :class:`Result` (or a list, per phase).
 
     ``table_writes``: {cycle of the (first) phase: (layer, kv, 4 FP16 thresholds)}, threshold
     writes made while the vectors stream.
+
+    ``config_writes``: [(layer, kv, 4 FP16 bit patterns)], writes made one by one after
+    ``table`` and before the vectors (e.g. bad ones, which must not change the table).
+    ``status.config_error`` is sampled after each (in the first Result's ``config_flags``)
+    and then cleared by ``status.clear``, except after the last write (so that the first
+    phase's status shows whether the flag is sticky); the flag after each clear is in
+    ``config_cleared``.
+
+    Stream rules on ``o``: once ``valid`` is high in a cycle without ``ready``, it must stay
+    high with the same payload in the next cycle. After a phase's last expected output beat,
+    ``o.ready`` stays high for ``2 * dut.latency`` cycles, in which ``o.valid`` must stay low
+    (no extra beat), and every input beat must have been taken.
 
     ``phases``: list of (vecs, stall, out_stall) run one after the other in one simulation
     (the engine is built and compiled once); ``status`` is read and cleared after each.
@@ -237,6 +254,22 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
         ctx.set(tw.valid, 0)
         await ctx.tick()
         assert not ctx.get(dut.status.config_error)
+        config_flags, config_cleared = [], []
+        for n, (l, kv, bits) in enumerate(config_writes):
+            tv = pack_fields(tl, o_lo=bits[0], i_lo=bits[1], i_hi=bits[2], o_hi=bits[3])
+            ctx.set(tw.payload.as_value(), pack_fields(twl, layer=l, kv=kv, t=tv))
+            ctx.set(tw.valid, 1)
+            while not ctx.get(tw.ready):
+                await ctx.tick()
+            await ctx.tick()
+            ctx.set(tw.valid, 0)
+            await ctx.tick()                    # the flag is set the cycle after the write
+            config_flags.append(ctx.get(dut.status.config_error))
+            if n < len(config_writes) - 1:
+                ctx.set(dut.status.clear, 1)
+                await ctx.tick()
+                ctx.set(dut.status.clear, 0)
+                config_cleared.append(ctx.get(dut.status.config_error))
 
         cycle = 0
         for vecs_p, stall_p, out_stall_p in phases:
@@ -261,7 +294,10 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
             got = 0
             start = cycle
             limit = max_cycles or (50 * want_beats + 500)
-            while got < want_beats:
+            drain = 2 * dut.latency     # cycles of ready after the last beat, o.valid low
+            held_out = None             # o's payload in a cycle with valid and not ready
+            while got < want_beats or drain > 0:
+                draining = got == want_beats
                 for s, (port, items) in enumerate(streams):
                     if not held[s]:
                         if ptr[s] < len(items) and rng.random() >= stall_p:
@@ -270,7 +306,7 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
                             held[s] = True
                         else:
                             ctx.set(port.valid, 0)
-                ready = rng.random() >= out_stall_p
+                ready = True if draining else rng.random() >= out_stall_p
                 ctx.set(dut.o.ready, ready)
                 w = (table_writes or {}).get(cycle - start) if not results else None
                 if w is not None:
@@ -282,6 +318,18 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
                     dut.meta.ready, dut.dense.ready, dut.sparse.ready, dut.o.valid,
                     dut.o.payload.as_value())
                 cycle += 1
+                # stream rules: a beat offered without ready is offered again, unchanged
+                if held_out is not None:
+                    assert ov and op == held_out, (
+                        f"o dropped valid or changed its payload while stalled: phase "
+                        f"{len(results)}, cycle {cycle - 1 - start} of the phase, valid {ov}, "
+                        f"payload {op:#x}, was {held_out:#x}")
+                held_out = op if ov and not ready else None
+                if draining:
+                    drain -= 1
+                    assert not ov, (f"extra output beat after the last expected one: phase "
+                                    f"{len(results)}, cycle {cycle - 1 - start} of the phase "
+                                    f"(payload {op:#x})")
                 for s, r in enumerate((mr, dr, sr)):
                     if held[s] and r:
                         if res.first_in is None:
@@ -296,6 +344,8 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
                     res.last_out = cycle - 1
                     res.out_cycles.append(cycle - 1)
                     got += 1
+                    if got == want_beats:
+                        res.cycles = cycle - start
                     lanes_v = [_bits_of(out_l["data"].offset + 16 * k, 16, op)
                                for k in range(lanes)]
                     cur.append(lanes_v)
@@ -313,15 +363,17 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
                                          f"{cycle - start} cycles")
             for s in range(3):
                 ctx.set(streams[s][0].valid, 0)
+                assert ptr[s] == len(streams[s][1]), (
+                    f"phase {len(results)}: {['meta', 'dense', 'sparse'][s]} input beats "
+                    f"{ptr[s]} of {len(streams[s][1])} taken")
             res.out_beats = got
-            res.cycles = cycle - start
             res.headers = headers
+            if not results:
+                res.config_flags, res.config_cleared = config_flags, config_cleared
             await ctx.tick()
             cycle += 1
             st = dut.status
-            res.status = {name: ctx.get(getattr(st, name)) for name in
-                          ("vectors", "malformed", "count_error", "meta_error",
-                           "order_error", "sparse_error", "dense_error", "config_error")}
+            res.status = {name: ctx.get(getattr(st, name)) for name in STATUS_FIELDS}
             ctx.set(st.clear, 1)
             await ctx.tick()
             ctx.set(st.clear, 0)
@@ -351,6 +403,16 @@ def check(cfg, vecs, res):
         assert malformed == v.malformed, (n, malformed, v.malformed)
         assert h == res.headers[n], (n, h, res.headers[n])
     assert mism == 0, f"{mism} mismatching elements; first (vector, element, want, got): {first}"
+
+
+def check_clean_status(vecs, res):
+    """The status after a phase of well-formed vectors: every vector counted, none
+    malformed, no error flag."""
+    st = res.status
+    assert st["vectors"] == len(vecs), (st["vectors"], len(vecs))
+    assert st["malformed"] == 0, st["malformed"]
+    raised = {k for k, v in st.items() if k.endswith("_error") and v}
+    assert raised == set(), raised
 
 
 def expect_value_error(make, match):

@@ -10,10 +10,11 @@ import numpy as np
 
 from amaranth.hdl import Fragment
 
-from dequant_harness import (SMALL, Vec, check, encode, expect_value_error, golden_vec, run,
-                             thresholds_for)
+from dequant_harness import (SMALL, Vec, check, check_clean_status, encode, expect_value_error,
+                             golden_vec, run, thresholds_for)
 from oaken_hw.calibrate import calibrate
 from oaken_hw.model.kv import to_vectors
+from oaken_hw.rtl.common.header import field_width
 from oaken_hw.rtl.dequant import DequantEngine
 
 
@@ -110,8 +111,7 @@ def test_default_config_corner_random_and_stalls(cfg):
     results = run(cfg, table, None, phases=phases, seed=3)
     for (vecs, _, _), res in zip(phases, results):
         check(cfg, vecs, res)
-        assert res.status["vectors"] == len(vecs) and res.status["malformed"] == 0
-        assert not any(v for k, v in res.status.items() if k.endswith("_error"))
+        check_clean_status(vecs, res)
 
 
 def test_default_config_real_kv(cfg, kv_topics, kv_tutorial):
@@ -126,6 +126,7 @@ def test_default_config_real_kv(cfg, kv_topics, kv_tutorial):
                        mode=["rows", "full"][kv], rng=rng)
     res = run(cfg, table, vecs, stall=0.25, out_stall=0.25, seed=4)
     check(cfg, vecs, res)
+    check_clean_status(vecs, res)
 
 
 def test_small_config_corner_random_and_stalls():
@@ -141,6 +142,7 @@ def test_small_config_corner_random_and_stalls():
     results = run(cfg, table, None, phases=phases, seed=6)
     for (vecs, _, _), res in zip(phases, results):
         check(cfg, vecs, res)
+        check_clean_status(vecs, res)
 
 
 def test_threshold_writes_while_streaming_never_split_a_vector():
@@ -172,6 +174,60 @@ def test_threshold_writes_while_streaming_never_split_a_vector():
             raise AssertionError(f"vector {n} mixes thresholds or is wrong")
     assert kinds[0] == "old" and kinds[-1] == "new"
     assert kinds == sorted(kinds, key=lambda k: k == "new")   # old ones, then new ones
+    check_clean_status(vecs, res)
+
+
+def test_rejected_threshold_writes_keep_the_table():
+    """NaN/Inf, misordered and out-of-range threshold writes are rejected, each with the
+    sticky ``config_error`` (until ``status.clear``), and never stored: the vectors are
+    decoded with the thresholds written before (the golden model with the old table). A
+    good write among them (-0 ordered as +0) is taken and does not raise the flag."""
+    cfg = SMALL
+    L = cfg.model.layers
+    rng = np.random.default_rng(33)
+    table = thresholds_for(rng, L)
+    table[1, 0] = np.array([-2, -0.1, 0.1, 2], np.float16)
+    table[1, 1] = np.array([-1, 0, 0.5, 4], np.float16)
+    table[2, 0] = np.array([-3, -0.5, 0.25, 1], np.float16)
+    # (layer, kv, bits o_lo, i_lo, i_hi, o_hi, rejected)
+    writes = [
+        (1, 0, [0x7E00, 0xAE66, 0x2E66, 0x4000], True),     # NaN
+        (1, 0, [0xFC00, 0xAE66, 0x2E66, 0x4000], True),     # -Inf
+        (1, 1, [0xBC00, 0x0000, 0x3800, 0x7C00], True),     # +Inf
+        (1, 1, [0xBC00, 0x0000, 0x7D00, 0x4400], True),     # NaN (signalling) in i_hi
+        (1, 1, [0x4000, 0x2E66, 0xAE66, 0xC000], True),     # descending
+        (1, 0, [0xC000, 0x2E66, 0xAE66, 0x4000], True),     # inner pair swapped
+        (1, 0, [0xC000, 0xAE66, 0x4400, 0x4000], True),     # i_hi above o_hi
+        (2, 0, [0x3C00, 0xAE66, 0x2E66, 0x4000], True),     # o_lo above i_lo
+        (2, 0, [0x8000, 0x8000, 0x0000, 0x0000], False),    # good: -0 == +0 (stored)
+        (L, 0, [0xC000, 0xAE66, 0x2E66, 0x4000], True),     # layer out of range
+        ((1 << field_width(L)) - 1, 1, [0, 0, 0, 0], True),  # the largest layer field
+        (1, 0, [0x7C00, 0x7C00, 0x7C00, 0x7C00], True),     # all +Inf (ordered)
+    ]
+    new = table.copy()
+    new[2, 0] = np.array([-0.0, -0.0, 0, 0], np.float16)
+    where = [(1, 0), (1, 1), (2, 0), (0, 0), (L - 1, 1)] * 3
+    x = (rng.standard_normal((len(where), cfg.vector_len))
+         * np.where(rng.random((len(where), cfg.vector_len)) < 0.2, 6, 1)).astype(np.float16)
+    vecs = encode(cfg, x, where, table, "full")
+    # the same memory images, decoded with the table after the writes
+    vecs = [golden_vec(cfg, new, Vec(v.layer, v.kv, v.meta, v.dense, v.sparse),
+                       dense_bytes=_dense_bytes(cfg, v)) for v in vecs]
+    half = len(vecs) // 2
+    phases = [(vecs[:half], 0.2, 0.2), (vecs[half:], 0.2, 0.2)]
+    results = run(cfg, table, None, phases=phases, seed=34,
+                  config_writes=[(l, kv, bits) for l, kv, bits, _ in writes])
+    flags = [int(bad) for *_, bad in writes]
+    assert results[0].config_flags == flags, (results[0].config_flags, flags)
+    assert results[0].config_cleared == [0] * (len(writes) - 1), results[0].config_cleared
+    for (vs, _, _), res in zip(phases, results):
+        check(cfg, vs, res)
+        assert res.status["vectors"] == len(vs) and res.status["malformed"] == 0
+        assert not any(v for k, v in res.status.items()
+                       if k.endswith("_error") and k != "config_error"), res.status
+    # sticky over the first phase (the last write was bad), cleared after it
+    assert results[0].status["config_error"] == 1
+    assert results[1].status["config_error"] == 0
 
 
 def _dense_bytes(cfg, v):

@@ -15,8 +15,8 @@ from oaken_hw.model.memory_format import pack, unpack
 from oaken_hw.model.numerics import fp16_bits
 from oaken_hw.model.quantizer import dequantize, quantize
 
-quant = pytest.importorskip("oaken_hw.rtl.quant")
-from oaken_hw.rtl.dequant import DequantEngine  # noqa: E402
+from oaken_hw.rtl import quant
+from oaken_hw.rtl.dequant import DequantEngine
 
 
 
@@ -67,20 +67,31 @@ def run_roundtrip(cfg, x, where, table, *, stall_in, stall_out, seed):
             ctx.set(eng.thresholds.valid, 0)
         idx, cycles = 0, 0
         held = False
-        while len(out) < len(beats):
+        held_out = None                 # de.o's payload in a cycle with valid, not ready
+        drain = 2 * de.latency          # cycles of ready after the last beat, valid low
+        while len(out) < len(beats) or drain > 0:
+            draining = len(out) == len(beats)
             if not held and idx < len(beats) and rng.random() >= stall_in:
                 ctx.set(qe.i.payload.as_value(), beats[idx])
                 ctx.set(qe.i.valid, 1)
                 held = True
             elif not held:
                 ctx.set(qe.i.valid, 0)
-            rdy = rng.random() >= stall_out
+            rdy = True if draining else rng.random() >= stall_out
             ctx.set(de.o.ready, rdy)
             _, _, ir, ov, op = await ctx.tick().sample(qe.i.ready, de.o.valid,
                                                        de.o.payload.as_value())
             if held and ir:
                 idx += 1
                 held = False
+            # stream rules: a beat offered without ready is offered again, unchanged
+            if held_out is not None:
+                assert ov and op == held_out, (f"o dropped valid or changed its payload "
+                                               f"while stalled, cycle {cycles}")
+            held_out = op if ov and not rdy else None
+            if draining:
+                drain -= 1
+                assert not ov, f"extra output beat after the last one, cycle {cycles}"
             if ov and rdy:
                 out.append(op)
             cycles += 1

@@ -70,8 +70,14 @@ def random_vector(cfg, rng):
 
 @pytest.mark.parametrize("cfg", [default_config(), SMALL], ids=["default", "small"])
 @pytest.mark.parametrize("stall", [0.0, 0.3])
-def test_rows_run_lengths_and_verdict_timing(cfg, stall):
+@pytest.mark.parametrize("verdict_mode", ["always", "random", "final_row"])
+def test_rows_run_lengths_and_verdict_timing(cfg, stall, verdict_mode):
+    """``verdict_mode``: ``verdict.ready`` always high (then the verdict timing is checked);
+    random, in stretches of mostly low and mostly high (the verdict FIFO fills, and the row
+    stage must wait for room); or, as the engine's merge does, ``o.ready`` only while a
+    verdict is valid and ``verdict.ready`` only with the transfer of a vector's final row."""
     rng = np.random.default_rng(7 + int(stall * 10))
+    vrng = np.random.default_rng(70 + int(stall * 10))
     dut = ZeroInserter(cfg=cfg, depth=2 * cfg.beats_per_vector + 8, vectors=5)
     vecs = [random_vector(cfg, rng) for _ in range(60)]
     il = dut.i.payload.shape()
@@ -97,28 +103,62 @@ def test_rows_run_lengths_and_verdict_timing(cfg, stall):
     rl = dut.o.payload.shape()
     got_rows, row_cycles, verdicts, verdict_cycles = [], [], [], []
 
+    # index (in the whole row stream) of every vector's final row
+    final_rows = set(np.cumsum([len(w) for w in want]) - 1)
+    full_cycles = []                     # cycles in which verdict.valid is high, not ready
+
     async def tb(ctx):
         i, cycle = 0, 0
         n_rows = sum(len(w) for w in want)
-        while len(got_rows) < n_rows or len(verdicts) < len(vecs):
+        held = {"o": None, "verdict": None}   # payloads offered without ready
+        drain = 40                            # cycles of ready after the end, valid low
+        vlow = False                          # random mode: in a mostly-low stretch
+        while len(got_rows) < n_rows or len(verdicts) < len(vecs) or drain > 0:
+            draining = len(got_rows) == n_rows and len(verdicts) == len(vecs)
             if i < len(beats) and rng.random() >= stall:
                 ctx.set(dut.i.payload.as_value(), beats[i])
                 ctx.set(dut.i.valid, 1)
             else:
                 ctx.set(dut.i.valid, 0)
             ready = rng.random() >= stall
+            if verdict_mode == "always" or draining:
+                vready = True
+            elif verdict_mode == "random":
+                if vrng.random() < 0.03:
+                    vlow = not vlow
+                vready = vrng.random() < (0.02 if vlow else 0.8)
+            else:
+                # the merge: a row only with its vector's verdict, which goes with the
+                # vector's final row
+                ready = ready and bool(ctx.get(dut.verdict.valid))
+                vready = (ready and bool(ctx.get(dut.o.valid))
+                          and len(got_rows) in final_rows)
+            if draining:
+                ready = True
             ctx.set(dut.o.ready, ready)
-            ctx.set(dut.verdict.ready, 1)
+            ctx.set(dut.verdict.ready, vready)
             _, _, iv, ir, ov, op, vv, vp = await ctx.tick().sample(
                 dut.i.valid, dut.i.ready, dut.o.valid, dut.o.payload.as_value(),
                 dut.verdict.valid, dut.verdict.payload)
             if iv and ir:
                 i += 1
+            # stream rules: a payload offered without ready is offered again, unchanged
+            for name, v, r, pl in (("o", ov, ready, op), ("verdict", vv, vready, vp)):
+                if held[name] is not None:
+                    assert v and pl == held[name], (
+                        f"{name} dropped valid or changed its payload while stalled: "
+                        f"cycle {cycle}, valid {v}, payload {pl:#x}, was {held[name]:#x}")
+                held[name] = pl if v and not r else None
+            if draining:
+                drain -= 1
+                assert not ov and not vv, f"extra row or verdict after the end, cycle {cycle}"
+            if vv and not vready:
+                full_cycles.append(cycle)
             if ov and ready:
                 f = lambda name: (op >> rl[name].offset) & ((1 << rl[name].width) - 1)
                 got_rows.append((f("outlier"), f("outer"), f("high"), f("empty_after")))
                 row_cycles.append(cycle)
-            if vv:
+            if vv and vready:
                 verdicts.append(vp)
                 verdict_cycles.append(cycle)
             cycle += 1
@@ -134,9 +174,11 @@ def test_rows_run_lengths_and_verdict_timing(cfg, stall):
         assert got_rows[k:k + len(w)] == w, n
         assert sum(r[3] + 1 for r in w) == cfg.beats_per_vector
         assert verdicts[n] == vecs[n][2], n
-        if stall == 0.0:
+        if stall == 0.0 and verdict_mode == "always":
             # from the verdict on, the vector's rows come at least one per cycle
             for i, c in enumerate(row_cycles[k:k + len(w)]):
                 assert c <= verdict_cycles[n] + i, (n, i, c, verdict_cycles[n])
         k += len(w)
     assert len(got_rows) == k and len(verdicts) == len(vecs)
+    if verdict_mode != "always":
+        assert full_cycles, "verdict.ready was never low with a verdict waiting"

@@ -103,6 +103,20 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
             (eng.meta, "meta", n_vec)]
     orngs = {key: random.Random(f"{seed}-{key}") for _, key, _ in outs}
 
+    # stream rules on the outputs: a beat offered (valid) and not taken (ready low) at a
+    # clock edge is offered again, unchanged, in the next cycle
+    held = {key: None for _, key, _ in outs}
+
+    def stream_rules(ctx, rdy, cycle):
+        for port, key, _ in outs:
+            v = ctx.get(port.valid)
+            pl = ctx.get(port.payload.as_value())
+            if held[key] is not None:
+                assert v and pl == held[key], (
+                    f"cycle {cycle}: {key} " + ("dropped valid" if not v else
+                    f"changed its payload {held[key]:#x} -> {pl:#x}") + " while stalled")
+            held[key] = pl if v and not rdy[key] else None
+
     # one process drives every stream: one settle per cycle keeps amaranth.sim fast
     async def write_table(ctx):
         # the table takes no write during its initialisation walk after reset (ready low)
@@ -125,11 +139,14 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
         if pre_reset_cycles:
             # garbage traffic, then a reset in the middle of it: the engine must start clean,
             # and the threshold table is back to zeros, so it is written again
-            for _ in range(pre_reset_cycles):
+            for k in range(pre_reset_cycles):
                 ctx.set(eng.i.valid, rng.random() < 0.8)
                 ctx.set(eng.i.payload.as_value(), rng.getrandbits(len(eng.i.payload.as_value())))
-                for port, _, _ in outs:
-                    ctx.set(port.ready, rng.random() < 0.5)
+                rdy = {}
+                for port, key, _ in outs:
+                    rdy[key] = rng.random() < 0.5
+                    ctx.set(port.ready, rdy[key])
+                stream_rules(ctx, rdy, cycle + k)
                 await ctx.tick()
             ctx.set(eng.i.valid, 0)
             for port, _, _ in outs:
@@ -137,6 +154,7 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
             ctx.set(cd_sync.rst, 1)
             await ctx.tick()
             ctx.set(cd_sync.rst, 0)
+            held.update(dict.fromkeys(held))       # the reset withdraws any offered beat
             cycle += pre_reset_cycles + 1
             cycle += await write_table(ctx)
         idx = 0
@@ -157,6 +175,7 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
                                                                  len(res["sparse"]))
                 ctx.set(port.ready, rdy[key])
             fire = want and ctx.get(eng.i.ready)
+            stream_rules(ctx, rdy, cycle)
             for port, key, count in outs:
                 if rdy[key] and ctx.get(port.valid):
                     res[key].append((ctx.get(port.payload.as_value()), cycle))
@@ -170,7 +189,9 @@ def run_engine(cfg, x, layers, kvs, table, *, stall_in=0.0, stall_out=0.0, seed=
         ctx.set(eng.i.valid, 0)
         for port, _, _ in outs:
             ctx.set(port.ready, 0)
-        for _ in range(8):
+        # no beat beyond the expected ones: any late one would reach an output within the
+        # engine's latency and wait there, ready being low
+        for _ in range(2 * eng.latency):
             await ctx.tick()
             assert not any(ctx.get(port.valid) for port, _, _ in outs), "extra output"
         res["status"] = {

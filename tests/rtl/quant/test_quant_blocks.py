@@ -4,14 +4,16 @@ import gc
 import itertools
 import random
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.sim import Simulator
 
+from oaken_hw.model.memory_format import pack
 from oaken_hw.model.numerics import fp16_bits, fp16_to_units
-from oaken_hw.model.quantizer import (INNER, MIDDLE, OUTER, classify, middle_split,
+from oaken_hw.model.quantizer import (INNER, MIDDLE, OUTER, Encoded, classify, middle_split,
                                       step_for)
 from oaken_hw.rtl.quant import Classifier, Encoder, Extents, GroupShift, Packer, Scale
 from oaken_hw.rtl.quant.scale import split_reference
@@ -245,40 +247,86 @@ def test_encoder_matches_model(mb):
     sim.run()
 
 
-@pytest.mark.parametrize("lanes, block", [(8, 64), (4, 4), (16, 16)])
-def test_packer_compacts_in_index_order(lanes, block):
-    dut = Packer(lanes=lanes, middle_bits=4, sparse_block=block)
-    rng = random.Random(lanes)
-    ib = block.bit_length() - 1
+#: the Packer's register stages (its documented ``latency``): the outputs after the n-th
+#: enabled clock edge are those of the beat presented at the (n - 2)-th
+PACKER_DEPTH = 2
+
+
+def _packer_reference(trials, lanes, mb, block):
+    """What the golden model's :func:`pack` makes of each beat: the beat placed at its
+    position in a one-block vector (the other elements middle), its sparse bytes and its
+    slice of the dense string."""
+    n = len(trials)
+    group = np.full((n, block), MIDDLE, np.uint8)
+    high = np.zeros((n, block), np.uint8)
+    dense = np.zeros((n, block), np.uint8)
+    for t, (bib, out, outer, hi, d) in enumerate(trials):
+        sl = slice(bib * lanes, (bib + 1) * lanes)
+        out = np.array(out, bool)
+        group[t, sl] = np.where(out, np.where(outer, OUTER, INNER), MIDDLE)
+        high[t, sl] = out & np.array(hi, bool)          # the model's high is 0 for middle
+        dense[t, sl] = d
+    z16, z8 = np.zeros(n, np.uint16), np.zeros(n, np.uint8)
+    enc = Encoded(group=group, dense=dense, high=high, delta_mid=z16, delta_inner=z16,
+                  delta_outer=z16, inner_min=z16, n_lo=z8, bad_inputs=np.zeros(n, np.int64))
+    q = SimpleNamespace(middle_bits=mb, sparse_block=block,
+                        index_bits=block.bit_length() - 1)
+    image = pack(enc, SimpleNamespace(quant=q))
+    want = []
+    for t, (bib, *_rest) in enumerate(trials):
+        sp = [int(b) for b in image.vector_sparse(t)]
+        word = int.from_bytes(image.dense[t].tobytes(), "little")
+        want.append((len(sp), sp + [0] * (lanes - len(sp)),
+                     (word >> (bib * lanes * mb)) & ((1 << (lanes * mb)) - 1)))
+    return want
+
+
+@pytest.mark.parametrize("lanes, block, mb", [(8, 64, 4), (4, 4, 3), (16, 16, 5), (2, 16, 3)])
+def test_packer_compacts_in_index_order(lanes, block, mb):
+    """A different random beat on the inputs every cycle and a random ``en``: after each
+    edge the outputs are the golden packing of the beat presented PACKER_DEPTH enabled
+    edges before (zeros until then); an ``en=0`` edge changes no output, and the beats
+    presented on it are never taken."""
+    dut = Packer(lanes=lanes, middle_bits=mb, sparse_block=block)
+    assert dut.latency == PACKER_DEPTH
+    rng = random.Random(lanes * 100 + mb)
     bpb = block // lanes
+    trials, ens = [], []
+    for _ in range(400):
+        p = rng.choice([0.0, 0.1, 0.5, 1.0])
+        trials.append((rng.randrange(bpb), [rng.random() < p for _ in range(lanes)],
+                       [rng.random() < 0.5 for _ in range(lanes)],
+                       [rng.random() < 0.5 for _ in range(lanes)],
+                       [rng.randrange(1 << mb) for _ in range(lanes)]))
+        ens.append(rng.random() < rng.choice([0.3, 0.7, 1.0]))
+    ref = _packer_reference(trials, lanes, mb, block)
+    idle = (0, [0] * lanes, 0)
+
+    def outputs(ctx):
+        return (ctx.get(dut.count), [ctx.get(dut.sparse[k]) for k in range(lanes)],
+                ctx.get(dut.dense_word))
 
     async def bench(ctx):
-        for trial in range(150):
-            p = rng.choice([0.0, 0.1, 0.5, 1.0])
-            out = [rng.random() < p for _ in range(lanes)]
-            outer = [rng.random() < 0.5 for _ in range(lanes)]
-            high = [rng.random() < 0.5 for _ in range(lanes)]
-            dense = [rng.randrange(16) for _ in range(lanes)]
-            bib = rng.randrange(bpb)
+        taken = []                    # trials presented on enabled edges
+        before = outputs(ctx)
+        assert before == idle
+        for c, ((bib, out, outer, high, dense), en) in enumerate(zip(trials, ens)):
             ctx.set(dut.beat_in_block, bib)
             for i in range(lanes):
                 ctx.set(dut.outlier[i], out[i]); ctx.set(dut.outer[i], outer[i])
                 ctx.set(dut.high[i], high[i]); ctx.set(dut.dense[i], dense[i])
-            ctx.set(dut.en, 1)
+            ctx.set(dut.en, en)
             await ctx.tick()
-            # a stall cycle in the middle: nothing moves
-            ctx.set(dut.en, 0)
-            await ctx.tick()
-            ctx.set(dut.en, 1)
-            for _ in range(dut.latency - 1):
-                await ctx.tick()
-            want = [(bib * lanes + i) | outer[i] << ib | high[i] << (ib + 1)
-                    for i in range(lanes) if out[i]]
-            cnt = ctx.get(dut.count)
-            assert cnt == len(want)
-            got = [ctx.get(dut.sparse[k]) for k in range(lanes)]
-            assert got == want + [0] * (lanes - cnt)
-            assert ctx.get(dut.dense_word) == sum(d << (4 * i) for i, d in enumerate(dense))
+            if en:
+                taken.append(c)
+            got = outputs(ctx)
+            if not en:
+                assert got == before, f"cycle {c}: outputs changed on an en=0 edge"
+            e = len(taken)
+            want = ref[taken[e - PACKER_DEPTH]] if e >= PACKER_DEPTH else idle
+            assert got == want, f"cycle {c}, enabled edge {e}"
+            before = got
+        assert len(taken) > 100 and ens.count(False) > 50
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

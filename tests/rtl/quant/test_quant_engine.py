@@ -31,6 +31,7 @@ def _named_table(cfg):
     names = list(THRESHOLDS)
     L = cfg.model.layers
     place = {name: ((3 * k) % L, (k * 3 // L) % 2) for k, name in enumerate(names)}
+    assert len(set(place.values())) == len(names), f"{L} layers do not hold the sets apart"
     table = {place[n]: np.array(THRESHOLDS[n], np.float16) for n in names}
     return place, table
 
@@ -112,35 +113,47 @@ def test_reset_in_the_middle_of_a_stream():
     assert run.status == {"bad_input": 0, "bad_count": 0, "config_error": 0}
 
 
+# 7 layers: the fewest that hold the named threshold sets apart in ``_named_table``
 ODD_CONFIGS = {
     # 2 lanes, 3-bit middle codes, 16-element sparse blocks, 3 blocks per vector
     "lanes2_mb3": {"quant": {"lanes": 2, "middle_bits": 3, "outlier_bits": 4,
-                             "sparse_block": 16}, "model": {"head_dim": 32, "layers": 3}},
+                             "sparse_block": 16}, "model": {"head_dim": 32, "layers": 7}},
     # 5-bit middle codes, blocks as wide as a beat
     "lanes8_mb5": {"quant": {"lanes": 8, "middle_bits": 5, "outlier_bits": 6,
                              "sparse_block": 8, "scope": "head"},
-                   "model": {"head_dim": 16, "kv_heads": 1, "layers": 1}},
+                   "model": {"head_dim": 16, "kv_heads": 1, "layers": 7}},
     # one beat per vector: the per-vector blocks must run at one vector per cycle
     "one_beat": {"quant": {"lanes": 16, "sparse_block": 16, "scope": "head"},
-                 "model": {"head_dim": 16, "kv_heads": 2, "layers": 2}},
+                 "model": {"head_dim": 16, "kv_heads": 2, "layers": 7}},
 }
 
 
 @pytest.mark.parametrize("name", list(ODD_CONFIGS))
 def test_other_configurations(name):
-    cfg = config_from_dict(ODD_CONFIGS[name])
+    """Every corner case with its named threshold set (so the degenerate, subnormal, wide,
+    all-equal and -0 sets meet 8 and 32 middle codes and one-beat vectors), with stalls;
+    then, on the same configuration with a single layer (a 0-bit layer field, a two-entry
+    threshold table), the first vectors at one beat per cycle."""
+    d = ODD_CONFIGS[name]
+    cfg = config_from_dict(d)
     rng = np.random.default_rng(43)
     cases = corner_vectors(cfg.vector_len, rng)
     x = np.concatenate([np.stack([c[2] for c in cases]), heavy_tailed(8, cfg.vector_len, rng)])
     kinds = [c[1] for c in cases] + ["typical"] * 8
-    # two table entries: the corner cases made for all-zero thresholds use them, every other
-    # vector the typical set
-    table = {(0, 0): np.array(THRESHOLDS["typical"], np.float16),
-             (0, 1): np.array(THRESHOLDS["zero"], np.float16)}
-    layers = [0] * len(x)
-    kvs = [1 if k == "zero" else 0 for k in kinds]
+    place, table = _named_table(cfg)
+    layers = [place[k][0] for k in kinds]
+    kvs = [place[k][1] for k in kinds]
     run = check(cfg, x, layers, kvs, table, stall_in=0.2, stall_out=0.2, seed=6)
-    run = check(cfg, x[:12], layers[:12], kvs[:12], table)
+    enc, _ = golden(cfg, x, layers, kvs, table)
+    assert run.status["bad_count"] == enc.bad_inputs.sum() > 0
+
+    cfg1 = config_from_dict({**d, "model": {**d["model"], "layers": 1}})
+    # the corner cases made for all-zero thresholds use them, every other vector the
+    # typical set
+    table1 = {(0, 0): np.array(THRESHOLDS["typical"], np.float16),
+              (0, 1): np.array(THRESHOLDS["zero"], np.float16)}
+    kvs1 = [1 if k == "zero" else 0 for k in kinds[:12]]
+    run = check(cfg1, x[:12], [0] * 12, kvs1, table1)
     assert _rate(run.in_cycles) == 1.0
 
 
