@@ -15,7 +15,7 @@ from oaken_hw.config import default_config
 from oaken_hw.flow import FlowError, Harness, synthesize
 from oaken_hw.flow import commands, designs
 from oaken_hw.flow.run import abc9_crash
-from oaken_hw.flow.tools import TAIL_LINES, find_tool, run_tool, tool_version
+from oaken_hw.flow.tools import TAIL_LINES, _override, find_tool, run_tool, tool_version
 from oaken_hw.rtl.baseline.int4_quantizer import Int4Quantizer
 
 
@@ -267,7 +267,7 @@ def test_tool_version_is_found_after_the_yowasp_first_run_message(tmp_path, monk
     # on a cold cache a YoWASP tool says it is compiling before it answers; the results
     # page once recorded that message as nextpnr's version
     exe = _fake_tool(tmp_path, "".join(f"print({line!r})\n" for line in lines))
-    monkeypatch.setenv("OAKEN_" + tool.upper().replace("-", "_"), exe)
+    monkeypatch.setenv(_override(tool), exe)
     assert tool_version(tool) == want
 
 

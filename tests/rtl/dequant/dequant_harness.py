@@ -187,6 +187,23 @@ STATUS_FIELDS = ("vectors", "malformed", "count_error", "meta_error", "order_err
                  "sparse_error", "dense_error", "config_error")
 
 
+class StalledBeats:
+    """The stream rule on outputs: a beat offered (``valid``) without ``ready`` at a clock
+    edge is offered again, unchanged, at the next one. Call :meth:`check` once per cycle
+    and stream with what was sampled at that edge."""
+
+    def __init__(self):
+        self.held = {}
+
+    def check(self, name, valid, ready, payload, where):
+        held = self.held.get(name)
+        if held is not None:
+            assert valid and payload == held, (
+                f"{name} dropped valid or changed its payload while stalled: {where}, "
+                f"valid {valid}, payload {payload:#x}, was {held:#x}")
+        self.held[name] = payload if valid and not ready else None
+
+
 def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=None,
         max_cycles=None, table_writes=None, config_writes=()):
     """Run Vecs through a DequantEngine; returns a :class:`Result` (or a list, per phase).
@@ -295,7 +312,7 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
             start = cycle
             limit = max_cycles or (50 * want_beats + 500)
             drain = 2 * dut.latency     # cycles of ready after the last beat, o.valid low
-            held_out = None             # o's payload in a cycle with valid and not ready
+            stalled = StalledBeats()
             while got < want_beats or drain > 0:
                 draining = got == want_beats
                 for s, (port, items) in enumerate(streams):
@@ -319,12 +336,8 @@ def run(cfg, table, vecs, *, stall=0.0, out_stall=0.0, seed=0, dut=None, phases=
                     dut.o.payload.as_value())
                 cycle += 1
                 # stream rules: a beat offered without ready is offered again, unchanged
-                if held_out is not None:
-                    assert ov and op == held_out, (
-                        f"o dropped valid or changed its payload while stalled: phase "
-                        f"{len(results)}, cycle {cycle - 1 - start} of the phase, valid {ov}, "
-                        f"payload {op:#x}, was {held_out:#x}")
-                held_out = op if ov and not ready else None
+                stalled.check("o", ov, ready, op, f"phase {len(results)}, cycle "
+                              f"{cycle - 1 - start} of the phase")
                 if draining:
                     drain -= 1
                     assert not ov, (f"extra output beat after the last expected one: phase "

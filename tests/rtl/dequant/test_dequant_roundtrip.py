@@ -8,7 +8,7 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from oaken_hw.calibrate import calibrate
-from dequant_harness import SMALL
+from dequant_harness import SMALL, StalledBeats
 from oaken_hw.config import default_config
 from oaken_hw.model.kv import to_vectors
 from oaken_hw.model.memory_format import pack, unpack
@@ -67,7 +67,7 @@ def run_roundtrip(cfg, x, where, table, *, stall_in, stall_out, seed):
             ctx.set(eng.thresholds.valid, 0)
         idx, cycles = 0, 0
         held = False
-        held_out = None                 # de.o's payload in a cycle with valid, not ready
+        stalled = StalledBeats()
         drain = 2 * de.latency          # cycles of ready after the last beat, valid low
         while len(out) < len(beats) or drain > 0:
             draining = len(out) == len(beats)
@@ -85,10 +85,7 @@ def run_roundtrip(cfg, x, where, table, *, stall_in, stall_out, seed):
                 idx += 1
                 held = False
             # stream rules: a beat offered without ready is offered again, unchanged
-            if held_out is not None:
-                assert ov and op == held_out, (f"o dropped valid or changed its payload "
-                                               f"while stalled, cycle {cycles}")
-            held_out = op if ov and not rdy else None
+            stalled.check("o", ov, rdy, op, f"cycle {cycles}")
             if draining:
                 drain -= 1
                 assert not ov, f"extra output beat after the last one, cycle {cycles}"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from dequant_harness import SMALL
+from dequant_harness import SMALL, StalledBeats
 from oaken_hw.config import default_config
 from oaken_hw.rtl.dequant.sparse import ZeroInserter
 
@@ -110,7 +110,7 @@ def test_rows_run_lengths_and_verdict_timing(cfg, stall, verdict_mode):
     async def tb(ctx):
         i, cycle = 0, 0
         n_rows = sum(len(w) for w in want)
-        held = {"o": None, "verdict": None}   # payloads offered without ready
+        stalled = StalledBeats()
         drain = 40                            # cycles of ready after the end, valid low
         vlow = False                          # random mode: in a mostly-low stretch
         while len(got_rows) < n_rows or len(verdicts) < len(vecs) or drain > 0:
@@ -144,11 +144,7 @@ def test_rows_run_lengths_and_verdict_timing(cfg, stall, verdict_mode):
                 i += 1
             # stream rules: a payload offered without ready is offered again, unchanged
             for name, v, r, pl in (("o", ov, ready, op), ("verdict", vv, vready, vp)):
-                if held[name] is not None:
-                    assert v and pl == held[name], (
-                        f"{name} dropped valid or changed its payload while stalled: "
-                        f"cycle {cycle}, valid {v}, payload {pl:#x}, was {held[name]:#x}")
-                held[name] = pl if v and not r else None
+                stalled.check(name, v, r, pl, f"cycle {cycle}")
             if draining:
                 drain -= 1
                 assert not ov and not vv, f"extra row or verdict after the end, cycle {cycle}"
