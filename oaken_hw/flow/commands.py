@@ -10,7 +10,7 @@ from oaken_hw.cli import CommandError
 from oaken_hw.config import load_config
 
 from .designs import DESIGNS, get_design
-from .report import logic_use, synth_options_note
+from .report import block_timing_text, logic_use, synth_options_note
 from .run import check_seeds, synthesize
 from .targets import TARGETS, get_target
 from .tools import FlowError
@@ -146,6 +146,9 @@ def _table(report):
             tail.append(f"{name}: critical path {cp['start']} -> {cp['end']}, "
                         f"{cp['delay_ns']:.2f} ns ({cp['logic_levels']} logic levels, "
                         f"{cp['routing_ns']:.2f} ns routing)")
+        slow = block_timing_text(name, c.get("block_timing"))
+        if slow:
+            tail.append(slow)
     return "\n".join([head, *lines, *tail])
 
 

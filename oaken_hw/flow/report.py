@@ -5,7 +5,8 @@ Two reports are read, never a log:
 * Yosys ``stat -json`` after synthesis: cell counts per module. The component keeps its
   own module inside the harness (see :mod:`.harness`), so its figures exclude the harness.
 * nextpnr ``--report``: achieved Fmax per clock, whole-chip utilisation (harness included)
-  and the critical path.
+  and the critical path; with ``--detailed-timing-report``, the arrival time of every
+  timing endpoint, summed up per block of the component (:func:`block_timing`).
 
 Counting rules (what ``lut``, ``ff``, ``dsp`` and ``bram`` mean on each family):
 
@@ -34,7 +35,7 @@ from pathlib import Path
 from .tools import FlowError
 
 __all__ = ["Counts", "CriticalPath", "Result", "count_cells", "parse_yosys_stat",
-           "parse_nextpnr_report"]
+           "parse_nextpnr_report", "block_timing", "block_timing_text"]
 
 
 @dataclass
@@ -138,16 +139,106 @@ class CriticalPath:
     logic_levels: int
 
 
-def parse_nextpnr_report(path):
+def block_timing(report, goal_mhz, *, dut="dut"):
+    """Timing endpoints per block of the component, from nextpnr's detailed timing report.
+
+    nextpnr prints one critical path; this says how many other endpoints are nearly as slow
+    and where they are. nextpnr's ``--detailed-timing-report`` lists, for every net, the
+    latest arrival time at each of its timing endpoints (flip-flop, block RAM and LUT RAM
+    inputs): the clock-to-output, logic and routing after the launching clock edge (and on
+    iCE40 the clock network's delay to the launching register, 0.9 ns). It is
+    an arrival, not a slack: the endpoint's setup time (0.0-0.2 ns on ECP5) and the clock's
+    skew between the two registers are not in it, so an endpoint can arrive a little later
+    than the path that sets Fmax and still meet it. An endpoint belongs to the block named by the first
+    part of its cell name below the component (``dut.quant.scale.s4_...`` -> ``quant``;
+    the component's own registers -> ``(top)``); the harness's cells are left out, and so
+    are the paths that start at an asynchronous event (the harness's reset pin), which
+    Fmax leaves out too. nextpnr marks a net whose paths all start there; an endpoint that
+    both the reset pin and clocked logic reach (a synchronous clear: the set/reset input of
+    a flip-flop) it lists twice, without saying which arrival is which, so such endpoints
+    are counted as ``mixed`` and not timed.
+
+    Parameters
+    ----------
+    report : dict
+        A nextpnr ``--report`` JSON.
+    goal_mhz : float
+        Endpoints arriving later than ``1000 / goal_mhz`` ns are counted as ``over_goal``.
+    dut : str
+        The component's instance name in the harness.
+
+    Returns
+    -------
+    dict or None
+        ``{"goal_mhz", "blocks": {block: {"endpoints", "over_goal", "worst_ns", "mixed"}}}``:
+        the timed endpoints, those arriving after the goal's period, the latest arrival
+        (ns), and the endpoints left untimed as above. Blocks by ``over_goal``, then name.
+        ``None`` when the report has no detailed timing.
+    """
+    nets = report.get("detailed_net_timings")
+    if nets is None:
+        return None
+    goal_ns = 1000.0 / goal_mhz
+    prefix = dut + "."
+    arrivals = {}                                   # (cell, port) -> [arrival, ...]
+    try:
+        for net in nets:
+            if net["event"] == "<async>":
+                continue
+            for e in net["endpoints"]:
+                if e["event"] != "<async>" and e["cell"].startswith(prefix):
+                    arrivals.setdefault((e["cell"], e["port"]), []).append(float(e["delay"][1]))
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        raise FlowError(f"unexpected nextpnr detailed timing layout ({err!r})") from None
+    blocks = {}
+    for (cell, _port), times in arrivals.items():
+        parts = cell[len(prefix):].split(".")
+        b = blocks.setdefault(parts[0] if len(parts) > 1 else "(top)",
+                              {"endpoints": 0, "over_goal": 0, "worst_ns": 0.0, "mixed": 0})
+        if len(times) > 1:
+            b["mixed"] += 1
+            continue
+        b["endpoints"] += 1
+        b["over_goal"] += times[0] > goal_ns
+        b["worst_ns"] = max(b["worst_ns"], round(times[0], 3))
+    order = sorted(blocks, key=lambda b: (-blocks[b]["over_goal"], b))
+    return {"goal_mhz": goal_mhz, "blocks": {b: blocks[b] for b in order}}
+
+
+def block_timing_text(name, timing):
+    """One line on :func:`block_timing`'s result for the reports, or ``None``."""
+    if not timing:
+        return None
+    goal = timing["goal_mhz"]
+    blocks = timing["blocks"]
+    parts = [f"{b} {v['over_goal']:,} of {v['endpoints']:,} (latest {v['worst_ns']:.2f} ns)"
+             for b, v in blocks.items() if v["over_goal"]]
+    total = sum(v["over_goal"] for v in blocks.values())
+    mixed = sum(v["mixed"] for v in blocks.values())
+    line = (f"{name}: {total:,} timing endpoints arrive later than {1000 / goal:.2f} ns "
+            f"({goal:g} MHz)" + (": " + ", ".join(parts) if parts else ""))
+    if mixed:
+        line += f"; {mixed:,} set/reset inputs shared with the reset pin not timed"
+    return line
+
+
+def parse_nextpnr_report(path, goal_mhz=None):
     """Fmax, utilisation and critical path from a nextpnr ``--report`` JSON.
+
+    Parameters
+    ----------
+    path : path
+    goal_mhz : float or None
+        The clock that :func:`block_timing` counts against; ``None``: the constraint.
 
     Returns
     -------
     dict
         ``fmax_mhz`` (worst clock, float), ``constraint_mhz``, ``clocks``
         (``{net: {"achieved", "constraint"}}``), ``utilization``
-        (``{bel type: {"used", "available"}}``, only the used ones) and ``critical_path``
-        (:class:`CriticalPath` of the worst clock's register-to-register path, or ``None``).
+        (``{bel type: {"used", "available"}}``, only the used ones), ``critical_path``
+        (:class:`CriticalPath` of the worst clock's register-to-register path, or ``None``)
+        and ``block_timing`` (:func:`block_timing`, or ``None``).
     """
     report = _load(path, "nextpnr report")
     clocks = report.get("fmax")
@@ -178,8 +269,10 @@ def parse_nextpnr_report(path):
             logic_levels=sum(1 for s in segs if s["type"] == "logic"))
         if crit is None or cand.delay_ns > crit.delay_ns:
             crit = cand
+    goal = goal_mhz or (constraint and round(constraint, 2))
     return {"fmax_mhz": round(fmax, 2), "constraint_mhz": constraint and round(constraint, 2),
-            "clocks": clocks, "utilization": util, "critical_path": crit}
+            "clocks": clocks, "utilization": util, "critical_path": crit,
+            "block_timing": block_timing(report, goal) if goal else None}
 
 
 #: The logic-cell bel of each family in nextpnr's utilization report.
@@ -237,6 +330,9 @@ class Result:
     seed_fmax_mhz : dict or None
         Fmax of every seed placed and routed (``{"seed": MHz}``); the result is that of
         ``seed``, the best of them. ``None`` without place-and-route.
+    block_timing : dict or None
+        The routed timing endpoints per block of the component, counted against the
+        target's goal clock (:func:`block_timing`). ``None`` without place-and-route.
     """
 
     name: str
@@ -258,6 +354,7 @@ class Result:
     synth_options: str = ""
     abc9_crash: str = ""
     seed_fmax_mhz: dict | None = None
+    block_timing: dict | None = None
 
     def to_dict(self):
         return asdict(self)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .designs import DESIGNS, get_design
-from .report import logic_use, synth_options_note
+from .report import block_timing_text, logic_use, synth_options_note
 
 __all__ = ["POINTS", "run_point", "render", "register", "revision"]
 
@@ -212,6 +212,9 @@ def render(reports):
             if cp:
                 lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "
                              f"{cp['delay_ns']:.2f} ns, {cp['logic_levels']} logic levels.")
+            slow = block_timing_text(name, c.get("block_timing"))
+            if slow:
+                lines.append(f"- {slow}.")
         tools = next((c["tools"] for c in comps.values() if c.get("tools")), {})
         lines += ["", "Tools: " + "; ".join(f"{k} {v}" for k, v in tools.items()), ""]
     return "\n".join(lines)

@@ -137,7 +137,7 @@ def _place_and_route(target, work, constraints, seeds, progress):
             (lambda msg: progress(f"seed {seed}: {msg}"))
         run_tool(target.nextpnr, args, cwd=work, log=work / f"nextpnr{suffix}.log",
                  progress=say, nice=True)
-        return parse_nextpnr_report(work / f"report{suffix}.json")
+        return parse_nextpnr_report(work / f"report{suffix}.json", target.goal_mhz)
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=min(len(seeds), os.cpu_count() or 1)) as pool:
@@ -257,7 +257,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
                                  dut=f"{TOP_NAME}.{DUT_NAME}")
     say(f"{tag}: synthesized: {comp.lut} LUT, {comp.ff} FF, {comp.dsp} DSP, {comp.bram} BRAM")
 
-    fmax = constraint = crit = pnr = seed_fmax = None
+    fmax = constraint = crit = pnr = seed_fmax = timing = None
     seed = None
     if target.has_pnr:
         say(f"{tag}: place and route ({target.nextpnr} {' '.join(target.nextpnr_args)}, "
@@ -279,6 +279,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         rep = reports[seed]
         fmax, constraint, pnr = rep["fmax_mhz"], rep["constraint_mhz"], rep["utilization"]
         crit = rep["critical_path"] and asdict(rep["critical_path"])
+        timing = rep["block_timing"]
         best = f" (seed {seed} of {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
         say(f"{tag}: routed: Fmax {fmax:.1f} MHz{best} (constraint {constraint} MHz)")
 
@@ -289,7 +290,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
                  "in_bits": harness.in_bits, "out_bits": harness.out_bits},
         pnr=pnr, constraint_mhz=constraint, critical_path=crit,
         seed=seed, tools=tools, seconds=seconds, cells=comp.cells, synth_options=options,
-        abc9_crash=result_crash, seed_fmax_mhz=seed_fmax)
+        abc9_crash=result_crash, seed_fmax_mhz=seed_fmax, block_timing=timing)
     if tmp:
         shutil.rmtree(work, ignore_errors=True)
     return result

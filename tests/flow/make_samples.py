@@ -6,6 +6,7 @@ Each sample is the Int4Quantizer (the flow's reference design) at a tiny size, s
 files stay small; the parser tests check the figures written in data/README.md.
 """
 
+import gzip
 import json
 import shutil
 import tempfile
@@ -27,7 +28,9 @@ def main():
             stem = f"{target}_int4_l{lanes}v{vector_len}"
             shutil.copy(Path(tmp) / "stat.json", DATA / f"{stem}_stat.json")
             if res.fmax_mhz is not None:
-                shutil.copy(Path(tmp) / "report.json", DATA / f"{stem}_report.json")
+                # gzip: nextpnr's detailed timing makes the report ~1 MB of JSON
+                report = (Path(tmp) / "report.json").read_bytes()
+                (DATA / f"{stem}_report.json.gz").write_bytes(gzip.compress(report, mtime=0))
             print(stem, json.dumps({k: getattr(res, k) for k in
                                     ("fmax_mhz", "lut", "ff", "dsp", "bram", "lutram")}))
 

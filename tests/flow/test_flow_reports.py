@@ -1,12 +1,14 @@
 """The report parsers on samples stored from real runs (tests/flow/data/, see README.md)."""
 
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 
 from oaken_hw.flow import FlowError
-from oaken_hw.flow.report import count_cells, parse_nextpnr_report, parse_yosys_stat
+from oaken_hw.flow.report import (block_timing, block_timing_text, count_cells,
+                                    parse_nextpnr_report, parse_yosys_stat)
 from oaken_hw.flow.run import TOP_NAME
 
 DATA = Path(__file__).parent / "data"
@@ -39,10 +41,18 @@ def test_yosys_stat_sample(target):
     assert DUT not in own.cells                    # a submodule instance is not a cell
 
 
+def _report_sample(stem, tmp_path):
+    """A stored nextpnr report (gzipped in data/), unpacked where the parser can read it."""
+    path = tmp_path / f"{stem}_report.json"
+    path.write_bytes(gzip.decompress((DATA / f"{stem}_report.json.gz").read_bytes()))
+    return path
+
+
 @pytest.mark.parametrize("target", ["ice40-up5k", "ecp5-85k"])
-def test_nextpnr_report_sample(target):
+def test_nextpnr_report_sample(target, tmp_path):
     family, stem, want = SAMPLES[target]
-    rep = parse_nextpnr_report(DATA / f"{stem}_report.json")
+    path = _report_sample(stem, tmp_path)
+    rep = parse_nextpnr_report(path)
     assert rep["fmax_mhz"] == want["fmax_mhz"]
     assert rep["constraint_mhz"] == want["constraint_mhz"]
     assert len(rep["clocks"]) == 1
@@ -53,6 +63,62 @@ def test_nextpnr_report_sample(target):
     assert cp.delay_ns == pytest.approx(1000 / rep["fmax_mhz"], rel=0.05)
     assert cp.delay_ns == pytest.approx(cp.logic_ns + cp.routing_ns, abs=0.01)
     assert cp.logic_levels >= 1 and cp.start and cp.end
+    # the per-block endpoint timing, counted against the constraint when no goal is given
+    timing = rep["block_timing"]
+    assert timing["goal_mhz"] == want["constraint_mhz"]
+    blocks = timing["blocks"]
+    assert {"(top)", "buf", "out_fifo"} <= set(blocks)
+    # every endpoint of the critical path's kind is listed: the component's flip-flops
+    # (the harness's are not counted)
+    assert sum(b["endpoints"] for b in blocks.values()) > want["ff"] / 2
+    raw = json.loads(path.read_text())
+    path_end = raw["critical_paths"][0]["path"][-1]["to"]["cell"]
+    assert path_end.startswith("dut.")
+    # the Fmax path's endpoint arrives when the critical path says (its delay without the
+    # setup segment), plus the launching clock's delay through the clock network where the
+    # device's timing model has one (iCE40: about 0.9 ns; ECP5: none)
+    segs = next(c["path"] for c in raw["critical_paths"]
+                if c["from"] == c["to"] and "<async>" not in c["from"])
+    arrival = sum(s["delay"] for s in segs if s["type"] != "setup")
+    ends = [e["delay"][1] for n in raw["detailed_net_timings"] for e in n["endpoints"]
+            if e["cell"] == segs[-1]["to"]["cell"] and e["port"] == segs[-1]["to"]["port"]]
+    clock = {"ecp5": 0.0, "ice40": 0.927}[family]
+    assert max(ends) == pytest.approx(arrival + clock, abs=1e-3)
+    assert max(b["worst_ns"] for b in blocks.values()) >= arrival - 1e-3
+
+
+def test_block_timing_counts_per_block_and_leaves_out_the_reset_pin():
+    clk = "posedge $glbnet$clk"
+
+    def ep(cell, delay, port="DI", event=clk):
+        return {"cell": cell, "port": port, "event": event, "delay": [delay / 2, delay]}
+    report = {"detailed_net_timings": [
+        {"net": "a", "event": clk, "endpoints": [
+            ep("dut.quant.scale.s4_TRELLIS_FF_Q", 12.5), ep("dut.quant.x_TRELLIS_FF_Q", 9.0),
+            ep("dut.mmu.ring.0.1", 10.5, "ADB3"), ep("dut.status_TRELLIS_FF_Q", 10.1),
+            ep("harness_chain_TRELLIS_FF_Q", 20.0),              # the harness: not counted
+            ep("dut.mmu.io", 30.0, "I", "<async>")]},            # ends at a pin: not timed
+        # a net whose paths start at the reset pin: not timed
+        {"net": "rst", "event": "<async>", "endpoints": [ep("dut.quant.x_TRELLIS_FF_Q", 13.0,
+                                                            "LSR")]},
+        # the same set/reset input listed twice: reset pin and clocked logic, not timed
+        {"net": "clr", "event": clk, "endpoints": [
+            ep("dut.mmu.cnt_TRELLIS_FF_Q", 12.9, "LSR"), ep("dut.mmu.cnt_TRELLIS_FF_Q", 4.0, "LSR"),
+            ep("dut.mmu.j_TRELLIS_FF_Q", 9.9, "LSR")]},
+    ]}
+    got = block_timing(report, 100.0)
+    assert got == {"goal_mhz": 100.0, "blocks": {
+        "quant": {"endpoints": 2, "over_goal": 1, "worst_ns": 12.5, "mixed": 0},
+        "mmu": {"endpoints": 2, "over_goal": 1, "worst_ns": 10.5, "mixed": 1},
+        "(top)": {"endpoints": 1, "over_goal": 1, "worst_ns": 10.1, "mixed": 0}}}
+    assert list(got["blocks"]) == ["(top)", "mmu", "quant"]        # equal counts: by name
+    assert block_timing({"fmax": {}}, 100.0) is None
+    with pytest.raises(FlowError, match="detailed timing"):
+        block_timing({"detailed_net_timings": [{"net": "a"}]}, 100.0)
+    line = block_timing_text("engine", got)
+    assert line.startswith("engine: 3 timing endpoints arrive later than 10.00 ns (100 MHz): ")
+    assert "quant 1 of 2 (latest 12.50 ns)" in line and line.endswith(
+        "; 1 set/reset inputs shared with the reset pin not timed")
 
 
 def test_cell_counting_rules():
