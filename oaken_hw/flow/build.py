@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from .report import block_timing_text
+
 __all__ = ["register", "build"]
 
 #: History length of the sustained-throughput run (``oaken-hw sim --scenario throughput``).
@@ -119,6 +121,9 @@ def table(s):
     if cp:
         lines.append(f"  critical path      {cp['start']} -> {cp['end']}, {cp['delay_ns']:.2f} ns, "
                      f"{cp['logic_levels']} logic levels")
+    slow = block_timing_text(sy.get("block_timing"))
+    if slow:
+        lines.append(f"  slow endpoints     {slow}")
     return "\n".join(lines)
 
 

@@ -146,9 +146,9 @@ def _table(report):
             tail.append(f"{name}: critical path {cp['start']} -> {cp['end']}, "
                         f"{cp['delay_ns']:.2f} ns ({cp['logic_levels']} logic levels, "
                         f"{cp['routing_ns']:.2f} ns routing)")
-        slow = block_timing_text(name, c.get("block_timing"))
+        slow = block_timing_text(c.get("block_timing"))
         if slow:
-            tail.append(slow)
+            tail.append(f"{name}: {slow}")
     return "\n".join([head, *lines, *tail])
 
 

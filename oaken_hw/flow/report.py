@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .harness import DUT_NAME
 from .tools import FlowError
 
 __all__ = ["Counts", "CriticalPath", "Result", "count_cells", "parse_yosys_stat",
@@ -139,24 +140,19 @@ class CriticalPath:
     logic_levels: int
 
 
-def block_timing(report, goal_mhz, *, dut="dut"):
-    """Timing endpoints per block of the component, from nextpnr's detailed timing report.
+def block_timing(report, goal_mhz, *, blocks=None, dut=DUT_NAME):
+    """Timing endpoints per block of the component, from nextpnr's detailed timing report
+    (``docs/flow.md``, *What the numbers mean*, says what the figures are and are not).
 
-    nextpnr prints one critical path; this says how many other endpoints are nearly as slow
-    and where they are. nextpnr's ``--detailed-timing-report`` lists, for every net, the
-    latest arrival time at each of its timing endpoints (flip-flop, block RAM and LUT RAM
-    inputs): the clock-to-output, logic and routing after the launching clock edge (and on
-    iCE40 the clock network's delay to the launching register, 0.9 ns). It is
-    an arrival, not a slack: the endpoint's setup time (0.0-0.2 ns on ECP5) and the clock's
-    skew between the two registers are not in it, so an endpoint can arrive a little later
-    than the path that sets Fmax and still meet it. An endpoint belongs to the block named by the first
-    part of its cell name below the component (``dut.quant.scale.s4_...`` -> ``quant``;
-    the component's own registers -> ``(top)``); the harness's cells are left out, and so
-    are the paths that start at an asynchronous event (the harness's reset pin), which
-    Fmax leaves out too. nextpnr marks a net whose paths all start there; an endpoint that
-    both the reset pin and clocked logic reach (a synchronous clear: the set/reset input of
-    a flip-flop) it lists twice, without saying which arrival is which, so such endpoints
-    are counted as ``mixed`` and not timed.
+    Every endpoint that nextpnr's ``--detailed-timing-report`` lists (the latest arrival
+    at a flip-flop, block RAM or LUT RAM input) goes to the block named by the first part
+    of its cell name below the component, if that is one of ``blocks``, else to
+    ``(top)``; the harness's cells are left out. Paths launched by the harness's reset pin
+    are left out, as Fmax leaves them out: nextpnr lists an endpoint once per launching
+    event, under its net's first event, so an endpoint listed once on a net whose event is
+    ``<async>`` is the reset pin's alone (skipped), and one listed twice is reached by
+    both the reset pin and clocked logic, without saying which arrival is which (``mixed``,
+    not timed).
 
     Parameters
     ----------
@@ -164,13 +160,16 @@ def block_timing(report, goal_mhz, *, dut="dut"):
         A nextpnr ``--report`` JSON.
     goal_mhz : float
         Endpoints arriving later than ``1000 / goal_mhz`` ns are counted as ``over_goal``.
+    blocks : collection of str or None
+        The component's submodule instance names; ``None``: any first part of a cell name
+        with a dot after it.
     dut : str
         The component's instance name in the harness.
 
     Returns
     -------
     dict or None
-        ``{"goal_mhz", "blocks": {block: {"endpoints", "over_goal", "worst_ns", "mixed"}}}``:
+        ``{"goal_mhz", "blocks": {block: {"endpoints", "over_goal", "latest_ns", "mixed"}}}``:
         the timed endpoints, those arriving after the goal's period, the latest arrival
         (ns), and the endpoints left untimed as above. Blocks by ``over_goal``, then name.
         ``None`` when the report has no detailed timing.
@@ -180,49 +179,53 @@ def block_timing(report, goal_mhz, *, dut="dut"):
         return None
     goal_ns = 1000.0 / goal_mhz
     prefix = dut + "."
-    arrivals = {}                                   # (cell, port) -> [arrival, ...]
+    listed = {}                                 # (cell, port) -> [(net is async, arrival)]
     try:
         for net in nets:
-            if net["event"] == "<async>":
-                continue
+            launch_async = net["event"] == "<async>"
             for e in net["endpoints"]:
                 if e["event"] != "<async>" and e["cell"].startswith(prefix):
-                    arrivals.setdefault((e["cell"], e["port"]), []).append(float(e["delay"][1]))
+                    listed.setdefault((e["cell"], e["port"]), []).append(
+                        (launch_async, float(e["delay"][1])))
     except (KeyError, TypeError, IndexError, ValueError) as err:
         raise FlowError(f"unexpected nextpnr detailed timing layout ({err!r})") from None
-    blocks = {}
-    for (cell, _port), times in arrivals.items():
+    out = {}
+    for (cell, _port), entries in listed.items():
         parts = cell[len(prefix):].split(".")
-        b = blocks.setdefault(parts[0] if len(parts) > 1 else "(top)",
-                              {"endpoints": 0, "over_goal": 0, "worst_ns": 0.0, "mixed": 0})
-        if len(times) > 1:
+        own = len(parts) == 1 or (blocks is not None and parts[0] not in blocks)
+        b = out.setdefault("(top)" if own else parts[0],
+                           {"endpoints": 0, "over_goal": 0, "latest_ns": 0.0, "mixed": 0})
+        if len(entries) > 1:
             b["mixed"] += 1
             continue
+        launch_async, arrival = entries[0]
+        if launch_async:
+            continue
         b["endpoints"] += 1
-        b["over_goal"] += times[0] > goal_ns
-        b["worst_ns"] = max(b["worst_ns"], round(times[0], 3))
-    order = sorted(blocks, key=lambda b: (-blocks[b]["over_goal"], b))
-    return {"goal_mhz": goal_mhz, "blocks": {b: blocks[b] for b in order}}
+        b["over_goal"] += arrival > goal_ns
+        b["latest_ns"] = max(b["latest_ns"], round(arrival, 3))
+    order = sorted(out, key=lambda b: (-out[b]["over_goal"], b))
+    return {"goal_mhz": goal_mhz, "blocks": {b: out[b] for b in order}}
 
 
-def block_timing_text(name, timing):
-    """One line on :func:`block_timing`'s result for the reports, or ``None``."""
+def block_timing_text(timing):
+    """:func:`block_timing`'s result as one line for the reports, or ``None``."""
     if not timing:
         return None
     goal = timing["goal_mhz"]
     blocks = timing["blocks"]
-    parts = [f"{b} {v['over_goal']:,} of {v['endpoints']:,} (latest {v['worst_ns']:.2f} ns)"
+    parts = [f"{b} {v['over_goal']:,} of {v['endpoints']:,} (latest {v['latest_ns']:.2f} ns)"
              for b, v in blocks.items() if v["over_goal"]]
     total = sum(v["over_goal"] for v in blocks.values())
     mixed = sum(v["mixed"] for v in blocks.values())
-    line = (f"{name}: {total:,} timing endpoints arrive later than {1000 / goal:.2f} ns "
+    line = (f"{total:,} timing endpoints arrive later than {1000 / goal:.2f} ns "
             f"({goal:g} MHz)" + (": " + ", ".join(parts) if parts else ""))
     if mixed:
-        line += f"; {mixed:,} set/reset inputs shared with the reset pin not timed"
+        line += f"; {mixed:,} endpoints reached from both the reset pin and clocked logic not timed"
     return line
 
 
-def parse_nextpnr_report(path, goal_mhz=None):
+def parse_nextpnr_report(path, goal_mhz=None, blocks=None):
     """Fmax, utilisation and critical path from a nextpnr ``--report`` JSON.
 
     Parameters
@@ -230,6 +233,8 @@ def parse_nextpnr_report(path, goal_mhz=None):
     path : path
     goal_mhz : float or None
         The clock that :func:`block_timing` counts against; ``None``: the constraint.
+    blocks : collection of str or None
+        The component's submodules, for :func:`block_timing`.
 
     Returns
     -------
@@ -272,7 +277,7 @@ def parse_nextpnr_report(path, goal_mhz=None):
     goal = goal_mhz or (constraint and round(constraint, 2))
     return {"fmax_mhz": round(fmax, 2), "constraint_mhz": constraint and round(constraint, 2),
             "clocks": clocks, "utilization": util, "critical_path": crit,
-            "block_timing": block_timing(report, goal) if goal else None}
+            "block_timing": block_timing(report, goal, blocks=blocks) if goal else None}
 
 
 #: The logic-cell bel of each family in nextpnr's utilization report.

@@ -212,9 +212,9 @@ def render(reports):
             if cp:
                 lines.append(f"- {name}: critical path {cp['start']} -> {cp['end']}, "
                              f"{cp['delay_ns']:.2f} ns, {cp['logic_levels']} logic levels.")
-            slow = block_timing_text(name, c.get("block_timing"))
+            slow = block_timing_text(c.get("block_timing"))
             if slow:
-                lines.append(f"- {slow}.")
+                lines.append(f"- {name}: {slow}.")
         tools = next((c["tools"] for c in comps.values() if c.get("tools")), {})
         lines += ["", "Tools: " + "; ".join(f"{k} {v}" for k, v in tools.items()), ""]
     return "\n".join(lines)

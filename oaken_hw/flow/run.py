@@ -124,7 +124,7 @@ def check_seeds(seed):
     return seeds
 
 
-def _place_and_route(target, work, constraints, seeds, progress):
+def _place_and_route(target, work, constraints, seeds, progress, blocks=None):
     """Run nextpnr once per seed on ``work/synth.json``, in parallel; return the parsed
     reports by seed and the wall-clock seconds. One seed writes ``nextpnr.log`` and
     ``report.json``; several write ``nextpnr-seed<N>.log`` and ``report-seed<N>.json``."""
@@ -137,7 +137,7 @@ def _place_and_route(target, work, constraints, seeds, progress):
             (lambda msg: progress(f"seed {seed}: {msg}"))
         run_tool(target.nextpnr, args, cwd=work, log=work / f"nextpnr{suffix}.log",
                  progress=say, nice=True)
-        return parse_nextpnr_report(work / f"report{suffix}.json", target.goal_mhz)
+        return parse_nextpnr_report(work / f"report{suffix}.json", target.goal_mhz, blocks)
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=min(len(seeds), os.cpu_count() or 1)) as pool:
@@ -222,7 +222,10 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
     (work / "design.il").write_text(text)
     seconds["elaborate"] = round(time.monotonic() - t0, 1)
 
-    keep = child_modules(text) if split else ()
+    children = child_modules(text)
+    keep = children if split else ()
+    # the component's submodules by instance name: the blocks of its endpoint timing
+    blocks = {c.rsplit(".", 1)[1] for c in children}
 
     def run_yosys(options):
         (work / "synth.ys").write_text(yosys_script(target, keep=keep, options=options))
@@ -267,7 +270,7 @@ def synthesize(component, target, *, name="design", seed=1, workdir=None,
         shutil.copyfile(constraints, work / constraints.name)
         try:
             reports, seconds["pnr"] = _place_and_route(target, work, constraints.name,
-                                                       seeds, progress)
+                                                       seeds, progress, blocks)
         except FlowError as e:
             # the synthesis figures stand even when the design does not fit or route
             e.synthesis = {"lut": comp.lut, "ff": comp.ff, "dsp": comp.dsp, "bram": comp.bram,
