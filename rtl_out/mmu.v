@@ -1841,11 +1841,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$291  = rd_out__ready ? e2 : e1;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1004$0 (dense_r_entry),
-    .\port$1022$0 (dense_w_entry),
-    .\port$1073$0 (gidx),
+    .\port$1002$0 (t_idx),
+    .\port$1008$0 (dense_r_entry),
+    .\port$1026$0 (dense_w_entry),
+    .\port$1077$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$998$0 (t_idx),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -1866,9 +1866,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1005$0 (meta_r_entry),
-    .\port$1023$0 (meta_w_entry),
-    .\port$1073$0 (gidx),
+    .\port$1009$0 (meta_r_entry),
+    .\port$1027$0 (meta_w_entry),
+    .\port$1077$0 (gidx),
     .q(\r_data$86 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1877,11 +1877,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .\port$1006$0 (sparse_r_entry),
-    .\port$1024$0 (sparse_w_entry),
-    .\port$1073$0 (gidx),
+    .\port$1002$0 (t_idx),
+    .\port$1010$0 (sparse_r_entry),
+    .\port$1028$0 (sparse_w_entry),
+    .\port$1077$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
-    .\port$998$0 (t_idx),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
@@ -5582,21 +5582,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1004$0 , \port$1022$0 , wr__en, \port$1073$0 , wr__data, q, clk);
+module \mmu.dense_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1008$0 , \port$1026$0 , wr__en, \port$1077$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [3:0] \port$1004$0 ;
-  wire [3:0] \port$1004$0 ;
-  input [3:0] \port$1022$0 ;
-  wire [3:0] \port$1022$0 ;
-  input [7:0] \port$1073$0 ;
-  wire [7:0] \port$1073$0 ;
+  input [1:0] \port$1002$0 ;
+  wire [1:0] \port$1002$0 ;
+  input [3:0] \port$1008$0 ;
+  wire [3:0] \port$1008$0 ;
+  input [3:0] \port$1026$0 ;
+  wire [3:0] \port$1026$0 ;
+  input [7:0] \port$1077$0 ;
+  wire [7:0] \port$1077$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$998$0 ;
-  wire [1:0] \port$998$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -20981,11 +20981,11 @@ module \mmu.dense_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1004$0 , \p
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1073$0 , \port$21$0 , \port$1022$0  }] <= wr__data;
+      mem[{ \port$1077$0 , \port$21$0 , \port$1026$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1073$0 , \port$998$0 , \port$1004$0  }];
+    _0_ <= mem[{ \port$1077$0 , \port$1002$0 , \port$1008$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -21000,11 +21000,11 @@ module \mmu.dense_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1004$0 , \p
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1073$0 , \port$998$0 , \port$1004$0  };
-  assign r_addr = { \port$1073$0 , \port$998$0 , \port$1004$0  };
+  assign rd__addr = { \port$1077$0 , \port$1002$0 , \port$1008$0  };
+  assign r_addr = { \port$1077$0 , \port$1002$0 , \port$1008$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1073$0 , \port$21$0 , \port$1022$0  };
-  assign w_addr = { \port$1073$0 , \port$21$0 , \port$1022$0  };
+  assign wr__addr = { \port$1077$0 , \port$21$0 , \port$1026$0  };
+  assign w_addr = { \port$1077$0 , \port$21$0 , \port$1026$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -21019,7 +21019,7 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
   wire [16:0] \$15 ;
-  wire [14:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -21068,23 +21068,30 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [14:0] \$60 ;
   wire [14:0] \$61 ;
-  wire \$62 ;
+  wire [15:0] \$62 ;
   wire \$63 ;
   wire [14:0] \$64 ;
-  reg \$65 ;
-  reg \$66 ;
-  reg \$67 ;
-  reg [13:0] \$68 ;
-  reg [13:0] \$69 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire [14:0] \$67 ;
+  reg \$68 ;
+  reg \$69 ;
   wire \$7 ;
   reg \$70 ;
   reg [13:0] \$71 ;
-  reg [14:0] \$72 ;
+  reg [13:0] \$72 ;
   reg [13:0] \$73 ;
+  reg [13:0] \$74 ;
+  reg \$75 ;
+  reg [13:0] \$76 ;
+  reg [14:0] \$77 ;
+  reg [13:0] \$78 ;
   wire [15:0] \$8 ;
   wire \$9 ;
+  reg [13:0] after_head = 14'h0001;
+  reg [13:0] after_next = 14'h0002;
   output [13:0] alloc__payload;
   reg [13:0] alloc__payload = 14'h0000;
   input alloc__ready;
@@ -21096,7 +21103,7 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   output [14:0] count;
   reg [14:0] count = 15'h4000;
   (* init = 15'h4000 *)
-  wire [14:0] \count$20 ;
+  wire [14:0] \count$22 ;
   output done;
   reg done = 1'h0;
   reg empty = 1'h0;
@@ -37517,9 +37524,15 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= \$16 [13:0];
+    _0_ <= rd__addr;
   end
   assign rd__data = ring[_0_];
+  assign wr__addr = done ? tail : walk;
+  assign wr__data = done ? release__payload : walk;
+  assign \$19  = release__valid & release__ready;
+  assign \$20  = ~ done;
+  assign wr__en = \$19  | \$20 ;
+  assign \$21  = alloc__valid & alloc__ready;
   assign \$22  = release__valid & release__ready;
   assign \$23  = ~ \$22 ;
   assign \$24  = \$21  & \$23 ;
@@ -37558,29 +37571,36 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   assign \$57  = empty | \$56 ;
   assign \$58  = \$54  & \$57 ;
   assign \$59  = alloc__valid & alloc__ready;
-  assign \$60  = ~ done;
-  assign \$61  = walk + 1'h1;
-  assign \$62  = walk == 14'h3fff;
-  assign \$63  = release__valid & release__ready;
-  assign \$64  = tail + 1'h1;
+  assign \$60  = \$3 [13:0] + 1'h1;
+  assign \$61  = \$3 [13:0] + 1'h1;
+  assign \$62  = \$61  + 1'h1;
+  assign \$63  = ~ done;
+  assign \$64  = walk + 1'h1;
+  assign \$65  = walk == 14'h3fff;
+  assign \$66  = release__valid & release__ready;
+  assign \$67  = tail + 1'h1;
   always @(posedge clk)
-    empty <= \$65 ;
+    empty <= \$68 ;
   always @(posedge clk)
-    full <= \$66 ;
+    full <= \$69 ;
   always @(posedge clk)
-    single <= \$67 ;
+    single <= \$70 ;
   always @(posedge clk)
-    alloc__payload <= \$68 ;
+    alloc__payload <= \$71 ;
   always @(posedge clk)
-    walk <= \$69 ;
+    after_head <= \$72 ;
   always @(posedge clk)
-    done <= \$70 ;
+    after_next <= \$73 ;
   always @(posedge clk)
-    head <= \$71 ;
+    walk <= \$74 ;
   always @(posedge clk)
-    count <= \$72 ;
+    done <= \$75 ;
   always @(posedge clk)
-    tail <= \$73 ;
+    head <= \$76 ;
+  always @(posedge clk)
+    count <= \$77 ;
+  always @(posedge clk)
+    tail <= \$78 ;
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
@@ -37596,116 +37616,124 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   assign \$13  = count + 1'h1;
   assign \$14  = \$12  ? \$13  : { 1'h0, count };
   assign \$15  = \$7  ? { \$8 [15], \$8  } : { 1'h0, \$14  };
-  assign \$16  = \$3 [13:0] + 1'h1;
+  assign \$16  = alloc__valid & alloc__ready;
+  assign rd__addr = \$16  ? after_next : after_head;
   assign \$17  = ~ empty;
   assign alloc__valid = done & \$17 ;
   assign \$18  = ~ full;
   assign release__ready = done & \$18 ;
-  assign wr__addr = done ? tail : walk;
-  assign wr__data = done ? release__payload : walk;
-  assign \$19  = release__valid & release__ready;
-  assign \$20  = ~ done;
-  assign wr__en = \$19  | \$20 ;
-  assign \$21  = alloc__valid & alloc__ready;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$65  = \$31 ;
+    \$68  = \$31 ;
     if (rst) begin
-      \$65  = 1'h0;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$66  = \$42 ;
+    \$69  = \$42 ;
     if (rst) begin
-      \$66  = 1'h1;
+      \$69  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$67  = \$53 ;
-    if (rst) begin
-      \$67  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$68  = alloc__payload;
-    if (\$58 ) begin
-      \$68  = release__payload;
-    end else if (\$59 ) begin
-      \$68  = rd__data;
-    end
-    if (rst) begin
-      \$68  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$69  = walk;
-    if (\$60 ) begin
-      \$69  = \$61 [13:0];
-    end
-    if (rst) begin
-      \$69  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$70  = done;
-    if (\$60 ) begin
-      if (\$62 ) begin
-        \$70  = 1'h1;
-      end
-    end
+    \$70  = \$53 ;
     if (rst) begin
       \$70  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$71  = \$3 [13:0];
+    \$71  = alloc__payload;
+    if (\$58 ) begin
+      \$71  = release__payload;
+    end else if (\$59 ) begin
+      \$71  = rd__data;
+    end
     if (rst) begin
       \$71  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$72  = \$15 [14:0];
+    \$72  = \$60 [13:0];
     if (rst) begin
-      \$72  = 15'h4000;
+      \$72  = 14'h0001;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$73  = tail;
+    \$73  = \$62 [13:0];
+    if (rst) begin
+      \$73  = 14'h0002;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$74  = walk;
     if (\$63 ) begin
-      \$73  = \$64 [13:0];
+      \$74  = \$64 [13:0];
     end
     if (rst) begin
-      \$73  = 14'h0000;
+      \$74  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$75  = done;
+    if (\$63 ) begin
+      if (\$65 ) begin
+        \$75  = 1'h1;
+      end
+    end
+    if (rst) begin
+      \$75  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$76  = \$3 [13:0];
+    if (rst) begin
+      \$76  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$77  = \$15 [14:0];
+    if (rst) begin
+      \$77  = 15'h4000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$78  = tail;
+    if (\$66 ) begin
+      \$78  = \$67 [13:0];
+    end
+    if (rst) begin
+      \$78  = 14'h0000;
     end
   end
   assign new_head = \$3 [13:0];
   assign new_count = \$15 [14:0];
-  assign rd__addr = \$16 [13:0];
   assign page = alloc__payload;
-  assign \count$20  = count;
+  assign \count$22  = count;
   assign ready = done;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, r_en, \port$1005$0 , \port$1023$0 , wr__en, \port$1073$0 , wr__data, q, clk);
+module \mmu.meta_table (rst, r_en, \port$1009$0 , \port$1027$0 , wr__en, \port$1077$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1005$0 ;
-  wire [2:0] \port$1005$0 ;
-  input [2:0] \port$1023$0 ;
-  wire [2:0] \port$1023$0 ;
-  input [7:0] \port$1073$0 ;
-  wire [7:0] \port$1073$0 ;
+  input [2:0] \port$1009$0 ;
+  wire [2:0] \port$1009$0 ;
+  input [2:0] \port$1027$0 ;
+  wire [2:0] \port$1027$0 ;
+  input [7:0] \port$1077$0 ;
+  wire [7:0] \port$1077$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39650,11 +39678,11 @@ module \mmu.meta_table (rst, r_en, \port$1005$0 , \port$1023$0 , wr__en, \port$1
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1073$0 , \port$1023$0  }] <= wr__data;
+      mem[{ \port$1077$0 , \port$1027$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1073$0 , \port$1005$0  }];
+    _0_ <= mem[{ \port$1077$0 , \port$1009$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39669,31 +39697,31 @@ module \mmu.meta_table (rst, r_en, \port$1005$0 , \port$1023$0 , wr__en, \port$1
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1073$0 , \port$1005$0  };
-  assign r_addr = { \port$1073$0 , \port$1005$0  };
+  assign rd__addr = { \port$1077$0 , \port$1009$0  };
+  assign r_addr = { \port$1077$0 , \port$1009$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1073$0 , \port$1023$0  };
-  assign w_addr = { \port$1073$0 , \port$1023$0  };
+  assign wr__addr = { \port$1077$0 , \port$1027$0  };
+  assign w_addr = { \port$1077$0 , \port$1027$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1006$0 , \port$1024$0 , wr__en, \port$1073$0 , wr__data, q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1010$0 , \port$1028$0 , wr__en, \port$1077$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1006$0 ;
-  wire [2:0] \port$1006$0 ;
-  input [2:0] \port$1024$0 ;
-  wire [2:0] \port$1024$0 ;
-  input [7:0] \port$1073$0 ;
-  wire [7:0] \port$1073$0 ;
+  input [1:0] \port$1002$0 ;
+  wire [1:0] \port$1002$0 ;
+  input [2:0] \port$1010$0 ;
+  wire [2:0] \port$1010$0 ;
+  input [2:0] \port$1028$0 ;
+  wire [2:0] \port$1028$0 ;
+  input [7:0] \port$1077$0 ;
+  wire [7:0] \port$1077$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
-  input [1:0] \port$998$0 ;
-  wire [1:0] \port$998$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -47398,11 +47426,11 @@ module \mmu.sparse_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1006$0 , \
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1073$0 , \port$21$0 , \port$1024$0  }] <= wr__data;
+      mem[{ \port$1077$0 , \port$21$0 , \port$1028$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1073$0 , \port$998$0 , \port$1006$0  }];
+    _0_ <= mem[{ \port$1077$0 , \port$1002$0 , \port$1010$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47417,11 +47445,11 @@ module \mmu.sparse_table (rst, \port$21$0 , \port$998$0 , r_en, \port$1006$0 , \
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1073$0 , \port$998$0 , \port$1006$0  };
-  assign r_addr = { \port$1073$0 , \port$998$0 , \port$1006$0  };
+  assign rd__addr = { \port$1077$0 , \port$1002$0 , \port$1010$0  };
+  assign r_addr = { \port$1077$0 , \port$1002$0 , \port$1010$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1073$0 , \port$21$0 , \port$1024$0  };
-  assign w_addr = { \port$1073$0 , \port$21$0 , \port$1024$0  };
+  assign wr__addr = { \port$1077$0 , \port$21$0 , \port$1028$0  };
+  assign w_addr = { \port$1077$0 , \port$21$0 , \port$1028$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule

@@ -180,25 +180,25 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire \$1153 ;
   wire \$1154 ;
   wire \$1155 ;
-  wire [5:0] \$1156 ;
-  wire [5:0] \$1157 ;
+  wire \$1156 ;
+  wire \$1157 ;
   wire [41:0] \$1158 ;
   wire \$1159 ;
   wire \$116 ;
   wire \$1160 ;
-  wire [5:0] \$1161 ;
-  wire [5:0] \$1162 ;
+  wire \$1161 ;
+  wire \$1162 ;
   wire [41:0] \$1163 ;
   wire \$1164 ;
   wire \$1165 ;
-  wire [5:0] \$1166 ;
-  wire [5:0] \$1167 ;
+  wire \$1166 ;
+  wire \$1167 ;
   wire [41:0] \$1168 ;
   wire \$1169 ;
   wire \$117 ;
   wire \$1170 ;
-  wire [5:0] \$1171 ;
-  wire [5:0] \$1172 ;
+  wire \$1171 ;
+  wire \$1172 ;
   wire [41:0] \$1173 ;
   wire [40:0] \$1174 ;
   wire [40:0] \$1175 ;
@@ -261,18 +261,18 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
-  wire \$1229 ;
+  wire [14:0] \$1229 ;
   wire \$123 ;
   wire [14:0] \$1230 ;
-  wire [14:0] \$1231 ;
+  wire \$1231 ;
   wire \$1232 ;
-  wire [5:0] \$1233 ;
-  wire [5:0] \$1234 ;
-  wire [41:0] \$1235 ;
-  wire \$1236 ;
+  wire \$1233 ;
+  wire \$1234 ;
+  wire \$1235 ;
+  wire [14:0] \$1236 ;
   wire [14:0] \$1237 ;
-  wire [14:0] \$1238 ;
-  wire \$1239 ;
+  wire \$1238 ;
+  wire [41:0] \$1239 ;
   wire \$124 ;
   wire \$1240 ;
   wire [14:0] \$1241 ;
@@ -283,76 +283,76 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1246 ;
   wire \$1247 ;
   wire \$1248 ;
-  wire \$1249 ;
+  wire [14:0] \$1249 ;
   wire \$125 ;
   wire [14:0] \$1250 ;
-  wire [14:0] \$1251 ;
+  wire \$1251 ;
   wire \$1252 ;
   wire \$1253 ;
-  wire \$1254 ;
+  wire [14:0] \$1254 ;
   wire [14:0] \$1255 ;
-  wire [14:0] \$1256 ;
+  wire \$1256 ;
   wire \$1257 ;
-  wire [5:0] \$1258 ;
-  wire [5:0] \$1259 ;
+  wire [14:0] \$1258 ;
+  wire [14:0] \$1259 ;
   wire \$126 ;
-  wire [41:0] \$1260 ;
+  wire \$1260 ;
   wire \$1261 ;
-  wire [14:0] \$1262 ;
-  wire [14:0] \$1263 ;
+  wire \$1262 ;
+  wire \$1263 ;
   wire \$1264 ;
-  wire \$1265 ;
+  wire [14:0] \$1265 ;
   wire [14:0] \$1266 ;
-  wire [14:0] \$1267 ;
-  wire \$1268 ;
+  wire \$1267 ;
+  wire [41:0] \$1268 ;
   wire \$1269 ;
   wire \$127 ;
   wire [14:0] \$1270 ;
   wire [14:0] \$1271 ;
   wire \$1272 ;
   wire \$1273 ;
-  wire \$1274 ;
+  wire [14:0] \$1274 ;
   wire [14:0] \$1275 ;
-  wire [14:0] \$1276 ;
+  wire \$1276 ;
   wire \$1277 ;
-  wire \$1278 ;
-  wire \$1279 ;
+  wire [14:0] \$1278 ;
+  wire [14:0] \$1279 ;
   wire \$128 ;
-  wire [14:0] \$1280 ;
-  wire [14:0] \$1281 ;
+  wire \$1280 ;
+  wire \$1281 ;
   wire \$1282 ;
-  wire [5:0] \$1283 ;
-  wire [5:0] \$1284 ;
-  wire [41:0] \$1285 ;
+  wire [14:0] \$1283 ;
+  wire [14:0] \$1284 ;
+  wire \$1285 ;
   wire \$1286 ;
   wire [14:0] \$1287 ;
   wire [14:0] \$1288 ;
   wire \$1289 ;
   wire [15:0] \$129 ;
   wire \$1290 ;
-  wire [14:0] \$1291 ;
-  wire [14:0] \$1292 ;
+  wire \$1291 ;
+  wire \$1292 ;
   wire \$1293 ;
-  wire \$1294 ;
+  wire [14:0] \$1294 ;
   wire [14:0] \$1295 ;
-  wire [14:0] \$1296 ;
-  wire \$1297 ;
+  wire \$1296 ;
+  wire [41:0] \$1297 ;
   wire \$1298 ;
-  wire \$1299 ;
+  wire [14:0] \$1299 ;
   wire [7:0] \$13 ;
   wire [15:0] \$130 ;
   wire [14:0] \$1300 ;
-  wire [14:0] \$1301 ;
+  wire \$1301 ;
   wire \$1302 ;
-  wire \$1303 ;
-  wire \$1304 ;
-  wire [14:0] \$1305 ;
-  wire [14:0] \$1306 ;
-  wire \$1307 ;
-  wire [5:0] \$1308 ;
-  wire [5:0] \$1309 ;
+  wire [14:0] \$1303 ;
+  wire [14:0] \$1304 ;
+  wire \$1305 ;
+  wire \$1306 ;
+  wire [14:0] \$1307 ;
+  wire [14:0] \$1308 ;
+  wire \$1309 ;
   wire [14:0] \$131 ;
-  wire [41:0] \$1310 ;
+  wire \$1310 ;
   wire \$1311 ;
   wire [14:0] \$1312 ;
   wire [14:0] \$1313 ;
@@ -363,26 +363,26 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire \$1318 ;
   wire \$1319 ;
   wire \$132 ;
-  wire [14:0] \$1320 ;
-  wire [14:0] \$1321 ;
+  wire \$1320 ;
+  wire \$1321 ;
   wire \$1322 ;
-  wire \$1323 ;
-  wire \$1324 ;
-  wire [14:0] \$1325 ;
-  wire [14:0] \$1326 ;
+  wire [14:0] \$1323 ;
+  wire [14:0] \$1324 ;
+  wire \$1325 ;
+  wire [41:0] \$1326 ;
   wire \$1327 ;
-  wire \$1328 ;
-  wire \$1329 ;
+  wire [14:0] \$1328 ;
+  wire [14:0] \$1329 ;
   wire \$133 ;
-  wire [14:0] \$1330 ;
-  wire [14:0] \$1331 ;
-  wire \$1332 ;
-  wire [5:0] \$1333 ;
-  wire [5:0] \$1334 ;
-  wire [41:0] \$1335 ;
-  wire \$1336 ;
+  wire \$1330 ;
+  wire \$1331 ;
+  wire [14:0] \$1332 ;
+  wire [14:0] \$1333 ;
+  wire \$1334 ;
+  wire \$1335 ;
+  wire [14:0] \$1336 ;
   wire [14:0] \$1337 ;
-  wire [14:0] \$1338 ;
+  wire \$1338 ;
   wire \$1339 ;
   wire \$134 ;
   wire \$1340 ;
@@ -396,25 +396,25 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire \$1348 ;
   wire \$1349 ;
   wire \$135 ;
-  wire [14:0] \$1350 ;
-  wire [14:0] \$1351 ;
-  wire \$1352 ;
-  wire \$1353 ;
+  wire \$1350 ;
+  wire \$1351 ;
+  wire [14:0] \$1352 ;
+  wire [14:0] \$1353 ;
   wire \$1354 ;
-  wire [14:0] \$1355 ;
-  wire [14:0] \$1356 ;
-  wire \$1357 ;
-  wire [5:0] \$1358 ;
-  wire [5:0] \$1359 ;
+  wire [41:0] \$1355 ;
+  wire \$1356 ;
+  wire [14:0] \$1357 ;
+  wire [14:0] \$1358 ;
+  wire \$1359 ;
   wire \$136 ;
-  wire [41:0] \$1360 ;
-  wire \$1361 ;
+  wire \$1360 ;
+  wire [14:0] \$1361 ;
   wire [14:0] \$1362 ;
-  wire [14:0] \$1363 ;
+  wire \$1363 ;
   wire \$1364 ;
-  wire \$1365 ;
+  wire [14:0] \$1365 ;
   wire [14:0] \$1366 ;
-  wire [14:0] \$1367 ;
+  wire \$1367 ;
   wire \$1368 ;
   wire \$1369 ;
   wire \$137 ;
@@ -422,374 +422,440 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [14:0] \$1371 ;
   wire \$1372 ;
   wire \$1373 ;
-  wire \$1374 ;
+  wire [14:0] \$1374 ;
   wire [14:0] \$1375 ;
-  wire [14:0] \$1376 ;
+  wire \$1376 ;
   wire \$1377 ;
   wire \$1378 ;
   wire \$1379 ;
   wire \$138 ;
-  wire [14:0] \$1380 ;
+  wire \$1380 ;
   wire [14:0] \$1381 ;
-  wire \$1382 ;
-  wire [5:0] \$1383 ;
-  wire [5:0] \$1384 ;
-  wire [41:0] \$1385 ;
-  wire \$1386 ;
+  wire [14:0] \$1382 ;
+  wire \$1383 ;
+  wire [41:0] \$1384 ;
+  wire \$1385 ;
+  wire [14:0] \$1386 ;
   wire [14:0] \$1387 ;
-  wire [14:0] \$1388 ;
+  wire \$1388 ;
   wire \$1389 ;
   wire \$139 ;
-  wire \$1390 ;
+  wire [14:0] \$1390 ;
   wire [14:0] \$1391 ;
-  wire [14:0] \$1392 ;
+  wire \$1392 ;
   wire \$1393 ;
-  wire \$1394 ;
+  wire [14:0] \$1394 ;
   wire [14:0] \$1395 ;
-  wire [14:0] \$1396 ;
+  wire \$1396 ;
   wire \$1397 ;
   wire \$1398 ;
-  wire \$1399 ;
+  wire [14:0] \$1399 ;
   wire [8:0] \$14 ;
   wire [15:0] \$140 ;
   wire [14:0] \$1400 ;
-  wire [14:0] \$1401 ;
+  wire \$1401 ;
   wire \$1402 ;
-  wire \$1403 ;
-  wire \$1404 ;
-  wire [14:0] \$1405 ;
-  wire [14:0] \$1406 ;
+  wire [14:0] \$1403 ;
+  wire [14:0] \$1404 ;
+  wire \$1405 ;
+  wire \$1406 ;
   wire \$1407 ;
-  wire [5:0] \$1408 ;
-  wire [5:0] \$1409 ;
+  wire \$1408 ;
+  wire \$1409 ;
   wire [15:0] \$141 ;
-  wire [41:0] \$1410 ;
-  wire \$1411 ;
-  wire [14:0] \$1412 ;
-  wire [14:0] \$1413 ;
+  wire [14:0] \$1410 ;
+  wire [14:0] \$1411 ;
+  wire \$1412 ;
+  wire [41:0] \$1413 ;
   wire \$1414 ;
-  wire \$1415 ;
+  wire [14:0] \$1415 ;
   wire [14:0] \$1416 ;
-  wire [14:0] \$1417 ;
+  wire \$1417 ;
   wire \$1418 ;
-  wire \$1419 ;
+  wire [14:0] \$1419 ;
   wire \$142 ;
   wire [14:0] \$1420 ;
-  wire [14:0] \$1421 ;
+  wire \$1421 ;
   wire \$1422 ;
-  wire \$1423 ;
-  wire \$1424 ;
-  wire [14:0] \$1425 ;
-  wire [14:0] \$1426 ;
+  wire [14:0] \$1423 ;
+  wire [14:0] \$1424 ;
+  wire \$1425 ;
+  wire \$1426 ;
   wire \$1427 ;
-  wire \$1428 ;
-  wire \$1429 ;
+  wire [14:0] \$1428 ;
+  wire [14:0] \$1429 ;
   wire \$143 ;
-  wire [14:0] \$1430 ;
-  wire [14:0] \$1431 ;
-  wire \$1432 ;
-  wire [5:0] \$1433 ;
-  wire [5:0] \$1434 ;
-  wire [41:0] \$1435 ;
+  wire \$1430 ;
+  wire \$1431 ;
+  wire [14:0] \$1432 ;
+  wire [14:0] \$1433 ;
+  wire \$1434 ;
+  wire \$1435 ;
   wire \$1436 ;
-  wire [14:0] \$1437 ;
-  wire [14:0] \$1438 ;
-  wire \$1439 ;
+  wire \$1437 ;
+  wire \$1438 ;
+  wire [14:0] \$1439 ;
   wire \$144 ;
-  wire \$1440 ;
-  wire [14:0] \$1441 ;
-  wire [14:0] \$1442 ;
+  wire [14:0] \$1440 ;
+  wire \$1441 ;
+  wire [41:0] \$1442 ;
   wire \$1443 ;
-  wire \$1444 ;
+  wire [14:0] \$1444 ;
   wire [14:0] \$1445 ;
-  wire [14:0] \$1446 ;
+  wire \$1446 ;
   wire \$1447 ;
-  wire \$1448 ;
-  wire \$1449 ;
+  wire [14:0] \$1448 ;
+  wire [14:0] \$1449 ;
   wire \$145 ;
-  wire [14:0] \$1450 ;
-  wire [14:0] \$1451 ;
-  wire \$1452 ;
-  wire \$1453 ;
+  wire \$1450 ;
+  wire \$1451 ;
+  wire [14:0] \$1452 ;
+  wire [14:0] \$1453 ;
   wire \$1454 ;
-  wire [14:0] \$1455 ;
-  wire [14:0] \$1456 ;
-  wire \$1457 ;
-  wire [5:0] \$1458 ;
-  wire [5:0] \$1459 ;
+  wire \$1455 ;
+  wire \$1456 ;
+  wire [14:0] \$1457 ;
+  wire [14:0] \$1458 ;
+  wire \$1459 ;
   wire \$146 ;
-  wire [41:0] \$1460 ;
-  wire \$1461 ;
+  wire \$1460 ;
+  wire [14:0] \$1461 ;
   wire [14:0] \$1462 ;
-  wire [14:0] \$1463 ;
+  wire \$1463 ;
   wire \$1464 ;
   wire \$1465 ;
-  wire [14:0] \$1466 ;
-  wire [14:0] \$1467 ;
-  wire \$1468 ;
-  wire \$1469 ;
+  wire \$1466 ;
+  wire \$1467 ;
+  wire [14:0] \$1468 ;
+  wire [14:0] \$1469 ;
   wire \$147 ;
-  wire [14:0] \$1470 ;
-  wire [14:0] \$1471 ;
+  wire \$1470 ;
+  wire [41:0] \$1471 ;
   wire \$1472 ;
-  wire \$1473 ;
-  wire \$1474 ;
-  wire [14:0] \$1475 ;
-  wire [14:0] \$1476 ;
-  wire \$1477 ;
-  wire \$1478 ;
+  wire [14:0] \$1473 ;
+  wire [14:0] \$1474 ;
+  wire \$1475 ;
+  wire \$1476 ;
+  wire [14:0] \$1477 ;
+  wire [14:0] \$1478 ;
   wire \$1479 ;
   wire \$148 ;
-  wire [14:0] \$1480 ;
+  wire \$1480 ;
   wire [14:0] \$1481 ;
-  wire \$1482 ;
-  wire [5:0] \$1483 ;
-  wire [5:0] \$1484 ;
-  wire [41:0] \$1485 ;
-  wire \$1486 ;
+  wire [14:0] \$1482 ;
+  wire \$1483 ;
+  wire \$1484 ;
+  wire \$1485 ;
+  wire [14:0] \$1486 ;
   wire [14:0] \$1487 ;
-  wire [14:0] \$1488 ;
+  wire \$1488 ;
   wire \$1489 ;
   wire \$149 ;
-  wire \$1490 ;
+  wire [14:0] \$1490 ;
   wire [14:0] \$1491 ;
-  wire [14:0] \$1492 ;
+  wire \$1492 ;
   wire \$1493 ;
   wire \$1494 ;
-  wire [14:0] \$1495 ;
-  wire [14:0] \$1496 ;
-  wire \$1497 ;
-  wire \$1498 ;
+  wire \$1495 ;
+  wire \$1496 ;
+  wire [14:0] \$1497 ;
+  wire [14:0] \$1498 ;
   wire \$1499 ;
   wire \$15 ;
   wire [15:0] \$150 ;
-  wire [14:0] \$1500 ;
-  wire [14:0] \$1501 ;
-  wire \$1502 ;
-  wire \$1503 ;
+  wire [41:0] \$1500 ;
+  wire \$1501 ;
+  wire [14:0] \$1502 ;
+  wire [14:0] \$1503 ;
   wire \$1504 ;
-  wire [14:0] \$1505 ;
+  wire \$1505 ;
   wire [14:0] \$1506 ;
-  wire \$1507 ;
-  wire [5:0] \$1508 ;
-  wire [5:0] \$1509 ;
+  wire [14:0] \$1507 ;
+  wire \$1508 ;
+  wire \$1509 ;
   wire [15:0] \$151 ;
-  wire [41:0] \$1510 ;
-  wire \$1511 ;
-  wire [14:0] \$1512 ;
-  wire [14:0] \$1513 ;
+  wire [14:0] \$1510 ;
+  wire [14:0] \$1511 ;
+  wire \$1512 ;
+  wire \$1513 ;
   wire \$1514 ;
-  wire \$1515 ;
+  wire [14:0] \$1515 ;
   wire [14:0] \$1516 ;
-  wire [14:0] \$1517 ;
+  wire \$1517 ;
   wire \$1518 ;
-  wire \$1519 ;
+  wire [14:0] \$1519 ;
   wire \$152 ;
   wire [14:0] \$1520 ;
-  wire [14:0] \$1521 ;
+  wire \$1521 ;
   wire \$1522 ;
   wire \$1523 ;
   wire \$1524 ;
-  wire [14:0] \$1525 ;
+  wire \$1525 ;
   wire [14:0] \$1526 ;
-  wire \$1527 ;
+  wire [14:0] \$1527 ;
   wire \$1528 ;
-  wire \$1529 ;
+  wire [41:0] \$1529 ;
   wire \$153 ;
-  wire [14:0] \$1530 ;
+  wire \$1530 ;
   wire [14:0] \$1531 ;
-  wire \$1532 ;
-  wire [5:0] \$1533 ;
-  wire [5:0] \$1534 ;
-  wire [41:0] \$1535 ;
-  wire \$1536 ;
-  wire [14:0] \$1537 ;
-  wire [14:0] \$1538 ;
-  wire \$1539 ;
+  wire [14:0] \$1532 ;
+  wire \$1533 ;
+  wire \$1534 ;
+  wire [14:0] \$1535 ;
+  wire [14:0] \$1536 ;
+  wire \$1537 ;
+  wire \$1538 ;
+  wire [14:0] \$1539 ;
   wire \$154 ;
-  wire \$1540 ;
-  wire [14:0] \$1541 ;
-  wire [14:0] \$1542 ;
+  wire [14:0] \$1540 ;
+  wire \$1541 ;
+  wire \$1542 ;
   wire \$1543 ;
-  wire \$1544 ;
+  wire [14:0] \$1544 ;
   wire [14:0] \$1545 ;
-  wire [14:0] \$1546 ;
+  wire \$1546 ;
   wire \$1547 ;
-  wire \$1548 ;
-  wire \$1549 ;
+  wire [14:0] \$1548 ;
+  wire [14:0] \$1549 ;
   wire \$155 ;
-  wire [14:0] \$1550 ;
-  wire [14:0] \$1551 ;
+  wire \$1550 ;
+  wire \$1551 ;
   wire \$1552 ;
   wire \$1553 ;
   wire \$1554 ;
   wire [14:0] \$1555 ;
   wire [14:0] \$1556 ;
   wire \$1557 ;
-  wire [5:0] \$1558 ;
-  wire [5:0] \$1559 ;
+  wire [41:0] \$1558 ;
+  wire \$1559 ;
   wire \$156 ;
-  wire [41:0] \$1560 ;
-  wire \$1561 ;
-  wire [14:0] \$1562 ;
-  wire [14:0] \$1563 ;
-  wire \$1564 ;
-  wire \$1565 ;
-  wire [14:0] \$1566 ;
-  wire [14:0] \$1567 ;
-  wire \$1568 ;
-  wire \$1569 ;
+  wire [14:0] \$1560 ;
+  wire [14:0] \$1561 ;
+  wire \$1562 ;
+  wire \$1563 ;
+  wire [14:0] \$1564 ;
+  wire [14:0] \$1565 ;
+  wire \$1566 ;
+  wire \$1567 ;
+  wire [14:0] \$1568 ;
+  wire [14:0] \$1569 ;
   wire \$157 ;
-  wire [14:0] \$1570 ;
-  wire [14:0] \$1571 ;
+  wire \$1570 ;
+  wire \$1571 ;
   wire \$1572 ;
-  wire \$1573 ;
-  wire \$1574 ;
-  wire [14:0] \$1575 ;
-  wire [14:0] \$1576 ;
-  wire \$1577 ;
-  wire \$1578 ;
+  wire [14:0] \$1573 ;
+  wire [14:0] \$1574 ;
+  wire \$1575 ;
+  wire \$1576 ;
+  wire [14:0] \$1577 ;
+  wire [14:0] \$1578 ;
   wire \$1579 ;
   wire \$158 ;
-  wire [14:0] \$1580 ;
-  wire [14:0] \$1581 ;
+  wire \$1580 ;
+  wire \$1581 ;
   wire \$1582 ;
-  wire [5:0] \$1583 ;
-  wire [5:0] \$1584 ;
-  wire [41:0] \$1585 ;
+  wire \$1583 ;
+  wire [14:0] \$1584 ;
+  wire [14:0] \$1585 ;
   wire \$1586 ;
-  wire [14:0] \$1587 ;
-  wire [14:0] \$1588 ;
-  wire \$1589 ;
+  wire [41:0] \$1587 ;
+  wire \$1588 ;
+  wire [14:0] \$1589 ;
   wire \$159 ;
-  wire \$1590 ;
-  wire [14:0] \$1591 ;
-  wire [14:0] \$1592 ;
-  wire \$1593 ;
-  wire \$1594 ;
-  wire [14:0] \$1595 ;
-  wire [14:0] \$1596 ;
-  wire \$1597 ;
-  wire \$1598 ;
+  wire [14:0] \$1590 ;
+  wire \$1591 ;
+  wire \$1592 ;
+  wire [14:0] \$1593 ;
+  wire [14:0] \$1594 ;
+  wire \$1595 ;
+  wire \$1596 ;
+  wire [14:0] \$1597 ;
+  wire [14:0] \$1598 ;
   wire \$1599 ;
   wire [4:0] \$16 ;
   wire \$160 ;
-  wire [14:0] \$1600 ;
-  wire [14:0] \$1601 ;
-  wire \$1602 ;
-  wire \$1603 ;
+  wire \$1600 ;
+  wire \$1601 ;
+  wire [14:0] \$1602 ;
+  wire [14:0] \$1603 ;
   wire \$1604 ;
-  wire [14:0] \$1605 ;
+  wire \$1605 ;
   wire [14:0] \$1606 ;
-  wire \$1607 ;
-  wire [5:0] \$1608 ;
-  wire [5:0] \$1609 ;
+  wire [14:0] \$1607 ;
+  wire \$1608 ;
+  wire \$1609 ;
   wire \$161 ;
-  wire [41:0] \$1610 ;
+  wire \$1610 ;
   wire \$1611 ;
-  wire [14:0] \$1612 ;
+  wire \$1612 ;
   wire [14:0] \$1613 ;
-  wire \$1614 ;
-  wire [41:0] \$1615 ;
+  wire [14:0] \$1614 ;
+  wire \$1615 ;
   wire [41:0] \$1616 ;
-  wire [41:0] \$1617 ;
-  wire [122:0] \$1618 ;
-  reg [4:0] \$1619 ;
+  wire \$1617 ;
+  wire [14:0] \$1618 ;
+  wire [14:0] \$1619 ;
   wire \$162 ;
-  reg [4:0] \$1620  = 5'h00;
-  reg [6:0] \$1621 ;
-  reg [3:0] \$1622 ;
-  reg \$1623 ;
-  reg \$1624 ;
-  reg \$1625 ;
-  reg [3:0] \$1626 ;
-  reg [18:0] \$1627 ;
-  reg [255:0] \$1628 ;
-  reg [63:0] \$1629 ;
+  wire \$1620 ;
+  wire \$1621 ;
+  wire [14:0] \$1622 ;
+  wire [14:0] \$1623 ;
+  wire \$1624 ;
+  wire \$1625 ;
+  wire [14:0] \$1626 ;
+  wire [14:0] \$1627 ;
+  wire \$1628 ;
+  wire \$1629 ;
   wire [15:0] \$163 ;
-  reg [255:0] \$1630 ;
-  reg \$1631 ;
-  reg \$1632 ;
-  reg \$1633 ;
-  reg [3:0] \$1634 ;
-  reg [18:0] \$1635 ;
-  reg [4:0] \$1636 ;
-  reg [63:0] \$1637 ;
-  reg \$1638 ;
-  reg \$1639 ;
+  wire \$1630 ;
+  wire [14:0] \$1631 ;
+  wire [14:0] \$1632 ;
+  wire \$1633 ;
+  wire \$1634 ;
+  wire [14:0] \$1635 ;
+  wire [14:0] \$1636 ;
+  wire \$1637 ;
+  wire \$1638 ;
+  wire \$1639 ;
   wire [15:0] \$164 ;
-  reg \$1640 ;
-  reg [3:0] \$1641 ;
-  reg [18:0] \$1642 ;
-  reg [255:0] \$1643 ;
-  reg [4:0] \$1644 ;
-  reg [63:0] \$1645 ;
-  reg [159:0] \$1646 ;
-  reg [3:0] \$1647 ;
-  reg \$1648 ;
-  reg \$1649 ;
+  wire \$1640 ;
+  wire \$1641 ;
+  wire [14:0] \$1642 ;
+  wire [14:0] \$1643 ;
+  wire \$1644 ;
+  wire [41:0] \$1645 ;
+  wire \$1646 ;
+  wire [14:0] \$1647 ;
+  wire [14:0] \$1648 ;
+  wire \$1649 ;
   wire \$165 ;
-  reg \$1650 ;
-  reg [3:0] \$1651 ;
-  reg [18:0] \$1652 ;
-  reg [255:0] \$1653 ;
-  reg [4:0] \$1654 ;
-  reg [31:0] \$1655 ;
-  reg [15:0] \$1656 ;
-  reg [163:0] \$1657 ;
-  reg [5:0] \$1658 ;
-  reg [7:0] \$1659 ;
+  wire \$1650 ;
+  wire [14:0] \$1651 ;
+  wire [14:0] \$1652 ;
+  wire \$1653 ;
+  wire \$1654 ;
+  wire [14:0] \$1655 ;
+  wire [14:0] \$1656 ;
+  wire \$1657 ;
+  wire \$1658 ;
+  wire \$1659 ;
   wire \$166 ;
-  reg [18:0] \$1660 ;
-  reg [190:0] \$1661 ;
-  reg [190:0] \$1662 ;
-  reg [190:0] \$1663 ;
-  reg [190:0] \$1664 ;
-  reg [190:0] \$1665 ;
-  reg [190:0] \$1666 ;
-  reg \$1667 ;
-  reg [31:0] \$1668 ;
-  reg \$1669 ;
+  wire [14:0] \$1660 ;
+  wire [14:0] \$1661 ;
+  wire \$1662 ;
+  wire \$1663 ;
+  wire [14:0] \$1664 ;
+  wire [14:0] \$1665 ;
+  wire \$1666 ;
+  wire \$1667 ;
+  wire \$1668 ;
+  wire \$1669 ;
   wire \$167 ;
-  reg [2:0] \$1670 ;
-  reg [5:0] \$1671 ;
-  reg [3:0] \$1672 ;
-  reg [4:0] \$1673 ;
-  reg [4:0] \$1674 ;
-  reg [4:0] \$1675 ;
-  reg [127:0] \$1676 ;
-  reg [324:0] \$1677 ;
-  reg [303:0] \$1678 ;
-  reg [127:0] \$1679 ;
+  wire \$1670 ;
+  wire [14:0] \$1671 ;
+  wire [14:0] \$1672 ;
+  wire \$1673 ;
+  wire [41:0] \$1674 ;
+  wire \$1675 ;
+  wire [14:0] \$1676 ;
+  wire [14:0] \$1677 ;
+  wire \$1678 ;
+  wire [41:0] \$1679 ;
   wire \$168 ;
-  reg [257:0] \$1680 ;
-  reg [639:0] \$1681 ;
-  reg [15:0] \$1682 ;
-  reg [31:0] \$1683 ;
-  reg [15:0] \$1684 ;
-  reg [209:0] \$1685 ;
-  reg [127:0] \$1686 ;
-  reg [257:0] \$1687 ;
-  reg [31:0] \$1688 ;
-  reg [15:0] \$1689 ;
+  wire [41:0] \$1680 ;
+  wire [41:0] \$1681 ;
+  wire [122:0] \$1682 ;
+  reg [4:0] \$1683 ;
+  reg [4:0] \$1684  = 5'h00;
+  reg [6:0] \$1685 ;
+  reg [3:0] \$1686 ;
+  reg \$1687 ;
+  reg \$1688 ;
+  reg \$1689 ;
   wire \$169 ;
-  reg [655:0] \$1690 ;
-  reg [127:0] \$1691 ;
-  reg [127:0] \$1692 ;
-  reg [127:0] \$1693 ;
-  reg [127:0] \$1694 ;
-  reg [127:0] \$1695 ;
-  reg [127:0] \$1696 ;
-  reg [127:0] \$1697 ;
-  reg [127:0] \$1698 ;
+  reg [3:0] \$1690 ;
+  reg [18:0] \$1691 ;
+  reg [255:0] \$1692 ;
+  reg [63:0] \$1693 ;
+  reg [255:0] \$1694 ;
+  reg \$1695 ;
+  reg \$1696 ;
+  reg \$1697 ;
+  reg [3:0] \$1698 ;
+  reg [18:0] \$1699 ;
   wire [4:0] \$17 ;
   wire \$170 ;
+  reg [4:0] \$1700 ;
+  reg [63:0] \$1701 ;
+  reg \$1702 ;
+  reg \$1703 ;
+  reg \$1704 ;
+  reg [3:0] \$1705 ;
+  reg [18:0] \$1706 ;
+  reg [255:0] \$1707 ;
+  reg [4:0] \$1708 ;
+  reg [63:0] \$1709 ;
   wire \$171 ;
+  reg [159:0] \$1710 ;
+  reg [3:0] \$1711 ;
+  reg \$1712 ;
+  reg \$1713 ;
+  reg \$1714 ;
+  reg [3:0] \$1715 ;
+  reg [18:0] \$1716 ;
+  reg [255:0] \$1717 ;
+  reg [4:0] \$1718 ;
+  reg [31:0] \$1719 ;
   wire \$172 ;
+  reg [15:0] \$1720 ;
+  reg [163:0] \$1721 ;
+  reg [5:0] \$1722 ;
+  reg [7:0] \$1723 ;
+  reg [18:0] \$1724 ;
+  reg [190:0] \$1725 ;
+  reg [190:0] \$1726 ;
+  reg [190:0] \$1727 ;
+  reg [190:0] \$1728 ;
+  reg [190:0] \$1729 ;
   wire [15:0] \$173 ;
+  reg [190:0] \$1730 ;
+  reg [190:0] \$1731 ;
+  reg [190:0] \$1732 ;
+  reg \$1733 ;
+  reg [31:0] \$1734 ;
+  reg \$1735 ;
+  reg [2:0] \$1736 ;
+  reg [5:0] \$1737 ;
+  reg [3:0] \$1738 ;
+  reg [4:0] \$1739 ;
   wire [15:0] \$174 ;
+  reg [4:0] \$1740 ;
+  reg [4:0] \$1741 ;
+  reg [127:0] \$1742 ;
+  reg [324:0] \$1743 ;
+  reg [303:0] \$1744 ;
+  reg [127:0] \$1745 ;
+  reg [257:0] \$1746 ;
+  reg [639:0] \$1747 ;
+  reg [15:0] \$1748 ;
+  reg [31:0] \$1749 ;
   wire \$175 ;
+  reg [15:0] \$1750 ;
+  reg [209:0] \$1751 ;
+  reg [127:0] \$1752 ;
+  reg [257:0] \$1753 ;
+  reg [31:0] \$1754 ;
+  reg [15:0] \$1755 ;
+  reg [655:0] \$1756 ;
+  reg [127:0] \$1757 ;
+  reg [127:0] \$1758 ;
+  reg [127:0] \$1759 ;
   wire \$176 ;
+  reg [127:0] \$1760 ;
+  reg [127:0] \$1761 ;
+  reg [127:0] \$1762 ;
+  reg [127:0] \$1763 ;
+  reg [127:0] \$1764 ;
   wire \$177 ;
   wire \$178 ;
   wire \$179 ;
@@ -918,8 +984,6 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [15:0] \$29 ;
   wire \$290 ;
   wire \$291 ;
-  wire [3:0] \$2917 ;
-  wire \$2919 ;
   wire \$292 ;
   wire \$293 ;
   wire \$294 ;
@@ -927,6 +991,8 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire \$296 ;
   wire [15:0] \$297 ;
   wire [15:0] \$298 ;
+  wire [3:0] \$2983 ;
+  wire \$2985 ;
   wire \$299 ;
   wire [7:0] \$3 ;
   wire [15:0] \$30 ;
@@ -2003,23 +2069,23 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire issue;
   reg last = 1'h0;
   reg [655:0] mag = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [655:0] \mag$200 ;
-  wire [40:0] \mag$200[0] ;
-  wire [40:0] \mag$200[10] ;
-  wire [40:0] \mag$200[11] ;
-  wire [40:0] \mag$200[12] ;
-  wire [40:0] \mag$200[13] ;
-  wire [40:0] \mag$200[14] ;
-  wire [40:0] \mag$200[15] ;
-  wire [40:0] \mag$200[1] ;
-  wire [40:0] \mag$200[2] ;
-  wire [40:0] \mag$200[3] ;
-  wire [40:0] \mag$200[4] ;
-  wire [40:0] \mag$200[5] ;
-  wire [40:0] \mag$200[6] ;
-  wire [40:0] \mag$200[7] ;
-  wire [40:0] \mag$200[8] ;
-  wire [40:0] \mag$200[9] ;
+  wire [655:0] \mag$202 ;
+  wire [40:0] \mag$202[0] ;
+  wire [40:0] \mag$202[10] ;
+  wire [40:0] \mag$202[11] ;
+  wire [40:0] \mag$202[12] ;
+  wire [40:0] \mag$202[13] ;
+  wire [40:0] \mag$202[14] ;
+  wire [40:0] \mag$202[15] ;
+  wire [40:0] \mag$202[1] ;
+  wire [40:0] \mag$202[2] ;
+  wire [40:0] \mag$202[3] ;
+  wire [40:0] \mag$202[4] ;
+  wire [40:0] \mag$202[5] ;
+  wire [40:0] \mag$202[6] ;
+  wire [40:0] \mag$202[7] ;
+  wire [40:0] \mag$202[8] ;
+  wire [40:0] \mag$202[9] ;
   wire [40:0] \mag[0] ;
   wire [40:0] \mag[10] ;
   wire [40:0] \mag[11] ;
@@ -2889,6 +2955,32 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   wire [40:0] \side_d5.tu[1] ;
   wire [40:0] \side_d5.tu[2] ;
   wire [40:0] \side_d5.tu[3] ;
+  reg [190:0] side_d6 = 191'h000000000000000000000000000000000000000000000000;
+  wire [7:0] \side_d6.bad ;
+  wire [18:0] \side_d6.header ;
+  wire [1:0] \side_d6.header.head ;
+  wire \side_d6.header.kv ;
+  wire [4:0] \side_d6.header.layer ;
+  wire [8:0] \side_d6.header.pos ;
+  wire [1:0] \side_d6.header.seq ;
+  wire [163:0] \side_d6.tu ;
+  wire [40:0] \side_d6.tu[0] ;
+  wire [40:0] \side_d6.tu[1] ;
+  wire [40:0] \side_d6.tu[2] ;
+  wire [40:0] \side_d6.tu[3] ;
+  reg [190:0] side_d7 = 191'h000000000000000000000000000000000000000000000000;
+  wire [7:0] \side_d7.bad ;
+  wire [18:0] \side_d7.header ;
+  wire [1:0] \side_d7.header.head ;
+  wire \side_d7.header.kv ;
+  wire [4:0] \side_d7.header.layer ;
+  wire [8:0] \side_d7.header.pos ;
+  wire [1:0] \side_d7.header.seq ;
+  wire [163:0] \side_d7.tu ;
+  wire [40:0] \side_d7.tu[0] ;
+  wire [40:0] \side_d7.tu[1] ;
+  wire [40:0] \side_d7.tu[2] ;
+  wire [40:0] \side_d7.tu[3] ;
   wire [127:0] sparse;
   wire [7:0] \sparse[0] ;
   wire [7:0] \sparse[10] ;
@@ -4460,24 +4552,24 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \$1153  = ~ \$1152 ;
   assign \$1154  = | p2_thr[14:10];
   assign \$1155  = | p2_thr[14:10];
-  assign \$1156  = p2_thr[14:10] - 1'h1;
-  assign \$1157  = \$1155  ? \$1156  : 6'h00;
-  assign \$1158  = { \$1154 , p2_thr[9:0] } << \$1157 [4:0];
+  assign \$1156  = ~ \$1155 ;
+  assign \$1157  = p2_thr[10] | \$1156 ;
+  assign \$1158  = { \$1154 , p2_thr[9:0] } << { p2_thr[14:11], \$1157  };
   assign \$1159  = | p2_thr[30:26];
   assign \$1160  = | p2_thr[30:26];
-  assign \$1161  = p2_thr[30:26] - 1'h1;
-  assign \$1162  = \$1160  ? \$1161  : 6'h00;
-  assign \$1163  = { \$1159 , p2_thr[25:16] } << \$1162 [4:0];
+  assign \$1161  = ~ \$1160 ;
+  assign \$1162  = p2_thr[26] | \$1161 ;
+  assign \$1163  = { \$1159 , p2_thr[25:16] } << { p2_thr[30:27], \$1162  };
   assign \$1164  = | p2_thr[46:42];
   assign \$1165  = | p2_thr[46:42];
-  assign \$1166  = p2_thr[46:42] - 1'h1;
-  assign \$1167  = \$1165  ? \$1166  : 6'h00;
-  assign \$1168  = { \$1164 , p2_thr[41:32] } << \$1167 [4:0];
+  assign \$1166  = ~ \$1165 ;
+  assign \$1167  = p2_thr[42] | \$1166 ;
+  assign \$1168  = { \$1164 , p2_thr[41:32] } << { p2_thr[46:43], \$1167  };
   assign \$1169  = | p2_thr[62:58];
   assign \$1170  = | p2_thr[62:58];
-  assign \$1171  = p2_thr[62:58] - 1'h1;
-  assign \$1172  = \$1170  ? \$1171  : 6'h00;
-  assign \$1173  = { \$1169 , p2_thr[57:48] } << \$1172 [4:0];
+  assign \$1171  = ~ \$1170 ;
+  assign \$1172  = p2_thr[58] | \$1171 ;
+  assign \$1173  = { \$1169 , p2_thr[57:48] } << { p2_thr[62:59], \$1172  };
   assign \$1174  = - p3_tmag[39:0];
   assign \$1175  = p3_tneg[0] ? \$1174  : { 1'h0, p3_tmag[39:0] };
   assign \$1176  = - p3_tmag[79:40];
@@ -4517,7 +4609,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \$1211  = \$1209  - \$1210 ;
   assign \$1212  = ! rd_beat;
   assign \$1213  = rd_beat == 4'hb;
-  assign \$2917  = rd_beat % 3'h4;
+  assign \$2983  = rd_beat % 3'h4;
   assign \$1215  = ~ q1_data[15];
   assign \$1216  = ~ q1_data[14:0];
   assign \$1217  = q1_data[15] ? q1_data[14:0] : \$1216 ;
@@ -4531,554 +4623,622 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \$1225  = ~ q1_data[14:0];
   assign \$1226  = q1_data[15] ? q1_data[14:0] : \$1225 ;
   assign \$1227  = ~ q1_data[15];
-  assign \$1228  = | \$1226 [14:10];
-  assign \$1229  = ~ q1_data[15];
-  assign \$1230  = ~ q1_data[14:0];
-  assign \$1231  = q1_data[15] ? q1_data[14:0] : \$1230 ;
-  assign \$1232  = ~ q1_data[15];
-  assign \$1233  = \$1231 [14:10] - 1'h1;
-  assign \$1234  = \$1228  ? \$1233  : 6'h00;
-  assign \$1235  = { \$1223 , \$1217 [9:0] } << \$1234 [4:0];
-  assign \$1236  = ~ q1_data[15];
-  assign \$1237  = ~ q1_data[14:0];
-  assign \$1238  = q1_data[15] ? q1_data[14:0] : \$1237 ;
-  assign \$1239  = ~ q1_data[15];
-  assign \$1240  = ~ q1_data[34];
-  assign \$1241  = ~ q1_data[33:19];
-  assign \$1242  = q1_data[34] ? q1_data[33:19] : \$1241 ;
-  assign \$1243  = ~ q1_data[34];
+  assign \$1228  = ~ q1_data[15];
+  assign \$1229  = ~ q1_data[14:0];
+  assign \$1230  = q1_data[15] ? q1_data[14:0] : \$1229 ;
+  assign \$1231  = ~ q1_data[15];
+  assign \$1232  = | \$1230 [14:10];
+  assign \$1233  = ~ \$1232 ;
+  assign \$1234  = \$1226 [10] | \$1233 ;
+  assign \$1235  = ~ q1_data[15];
+  assign \$1236  = ~ q1_data[14:0];
+  assign \$1237  = q1_data[15] ? q1_data[14:0] : \$1236 ;
+  assign \$1238  = ~ q1_data[15];
+  assign \$1239  = { \$1223 , \$1217 [9:0] } << { \$1237 [14:11], \$1234  };
+  assign \$1240  = ~ q1_data[15];
+  assign \$1241  = ~ q1_data[14:0];
+  assign \$1242  = q1_data[15] ? q1_data[14:0] : \$1241 ;
+  assign \$1243  = ~ q1_data[15];
   assign \$1244  = ~ q1_data[34];
   assign \$1245  = ~ q1_data[33:19];
   assign \$1246  = q1_data[34] ? q1_data[33:19] : \$1245 ;
   assign \$1247  = ~ q1_data[34];
-  assign \$1248  = | \$1246 [14:10];
-  assign \$1249  = ~ q1_data[34];
-  assign \$1250  = ~ q1_data[33:19];
-  assign \$1251  = q1_data[34] ? q1_data[33:19] : \$1250 ;
-  assign \$1252  = ~ q1_data[34];
-  assign \$1253  = | \$1251 [14:10];
-  assign \$1254  = ~ q1_data[34];
-  assign \$1255  = ~ q1_data[33:19];
-  assign \$1256  = q1_data[34] ? q1_data[33:19] : \$1255 ;
+  assign \$1248  = ~ q1_data[34];
+  assign \$1249  = ~ q1_data[33:19];
+  assign \$1250  = q1_data[34] ? q1_data[33:19] : \$1249 ;
+  assign \$1251  = ~ q1_data[34];
+  assign \$1252  = | \$1250 [14:10];
+  assign \$1253  = ~ q1_data[34];
+  assign \$1254  = ~ q1_data[33:19];
+  assign \$1255  = q1_data[34] ? q1_data[33:19] : \$1254 ;
+  assign \$1256  = ~ q1_data[34];
   assign \$1257  = ~ q1_data[34];
-  assign \$1258  = \$1256 [14:10] - 1'h1;
-  assign \$1259  = \$1253  ? \$1258  : 6'h00;
-  assign \$1260  = { \$1248 , \$1242 [9:0] } << \$1259 [4:0];
-  assign \$1261  = ~ q1_data[34];
-  assign \$1262  = ~ q1_data[33:19];
-  assign \$1263  = q1_data[34] ? q1_data[33:19] : \$1262 ;
+  assign \$1258  = ~ q1_data[33:19];
+  assign \$1259  = q1_data[34] ? q1_data[33:19] : \$1258 ;
+  assign \$1260  = ~ q1_data[34];
+  assign \$1261  = | \$1259 [14:10];
+  assign \$1262  = ~ \$1261 ;
+  assign \$1263  = \$1255 [10] | \$1262 ;
   assign \$1264  = ~ q1_data[34];
-  assign \$1265  = ~ q1_data[53];
-  assign \$1266  = ~ q1_data[52:38];
-  assign \$1267  = q1_data[53] ? q1_data[52:38] : \$1266 ;
-  assign \$1268  = ~ q1_data[53];
-  assign \$1269  = ~ q1_data[53];
-  assign \$1270  = ~ q1_data[52:38];
-  assign \$1271  = q1_data[53] ? q1_data[52:38] : \$1270 ;
-  assign \$1272  = ~ q1_data[53];
-  assign \$1273  = | \$1271 [14:10];
-  assign \$1274  = ~ q1_data[53];
-  assign \$1275  = ~ q1_data[52:38];
-  assign \$1276  = q1_data[53] ? q1_data[52:38] : \$1275 ;
+  assign \$1265  = ~ q1_data[33:19];
+  assign \$1266  = q1_data[34] ? q1_data[33:19] : \$1265 ;
+  assign \$1267  = ~ q1_data[34];
+  assign \$1268  = { \$1252 , \$1246 [9:0] } << { \$1266 [14:11], \$1263  };
+  assign \$1269  = ~ q1_data[34];
+  assign \$1270  = ~ q1_data[33:19];
+  assign \$1271  = q1_data[34] ? q1_data[33:19] : \$1270 ;
+  assign \$1272  = ~ q1_data[34];
+  assign \$1273  = ~ q1_data[53];
+  assign \$1274  = ~ q1_data[52:38];
+  assign \$1275  = q1_data[53] ? q1_data[52:38] : \$1274 ;
+  assign \$1276  = ~ q1_data[53];
   assign \$1277  = ~ q1_data[53];
-  assign \$1278  = | \$1276 [14:10];
-  assign \$1279  = ~ q1_data[53];
-  assign \$1280  = ~ q1_data[52:38];
-  assign \$1281  = q1_data[53] ? q1_data[52:38] : \$1280 ;
+  assign \$1278  = ~ q1_data[52:38];
+  assign \$1279  = q1_data[53] ? q1_data[52:38] : \$1278 ;
+  assign \$1280  = ~ q1_data[53];
+  assign \$1281  = | \$1279 [14:10];
   assign \$1282  = ~ q1_data[53];
-  assign \$1283  = \$1281 [14:10] - 1'h1;
-  assign \$1284  = \$1278  ? \$1283  : 6'h00;
-  assign \$1285  = { \$1273 , \$1267 [9:0] } << \$1284 [4:0];
+  assign \$1283  = ~ q1_data[52:38];
+  assign \$1284  = q1_data[53] ? q1_data[52:38] : \$1283 ;
+  assign \$1285  = ~ q1_data[53];
   assign \$1286  = ~ q1_data[53];
   assign \$1287  = ~ q1_data[52:38];
   assign \$1288  = q1_data[53] ? q1_data[52:38] : \$1287 ;
   assign \$1289  = ~ q1_data[53];
-  assign \$1290  = ~ q1_data[72];
-  assign \$1291  = ~ q1_data[71:57];
-  assign \$1292  = q1_data[72] ? q1_data[71:57] : \$1291 ;
-  assign \$1293  = ~ q1_data[72];
-  assign \$1294  = ~ q1_data[72];
-  assign \$1295  = ~ q1_data[71:57];
-  assign \$1296  = q1_data[72] ? q1_data[71:57] : \$1295 ;
-  assign \$1297  = ~ q1_data[72];
-  assign \$1298  = | \$1296 [14:10];
-  assign \$1299  = ~ q1_data[72];
-  assign \$1300  = ~ q1_data[71:57];
-  assign \$1301  = q1_data[72] ? q1_data[71:57] : \$1300 ;
+  assign \$1290  = | \$1288 [14:10];
+  assign \$1291  = ~ \$1290 ;
+  assign \$1292  = \$1284 [10] | \$1291 ;
+  assign \$1293  = ~ q1_data[53];
+  assign \$1294  = ~ q1_data[52:38];
+  assign \$1295  = q1_data[53] ? q1_data[52:38] : \$1294 ;
+  assign \$1296  = ~ q1_data[53];
+  assign \$1297  = { \$1281 , \$1275 [9:0] } << { \$1295 [14:11], \$1292  };
+  assign \$1298  = ~ q1_data[53];
+  assign \$1299  = ~ q1_data[52:38];
+  assign \$1300  = q1_data[53] ? q1_data[52:38] : \$1299 ;
+  assign \$1301  = ~ q1_data[53];
   assign \$1302  = ~ q1_data[72];
-  assign \$1303  = | \$1301 [14:10];
-  assign \$1304  = ~ q1_data[72];
-  assign \$1305  = ~ q1_data[71:57];
-  assign \$1306  = q1_data[72] ? q1_data[71:57] : \$1305 ;
-  assign \$1307  = ~ q1_data[72];
-  assign \$1308  = \$1306 [14:10] - 1'h1;
-  assign \$1309  = \$1303  ? \$1308  : 6'h00;
-  assign \$1310  = { \$1298 , \$1292 [9:0] } << \$1309 [4:0];
+  assign \$1303  = ~ q1_data[71:57];
+  assign \$1304  = q1_data[72] ? q1_data[71:57] : \$1303 ;
+  assign \$1305  = ~ q1_data[72];
+  assign \$1306  = ~ q1_data[72];
+  assign \$1307  = ~ q1_data[71:57];
+  assign \$1308  = q1_data[72] ? q1_data[71:57] : \$1307 ;
+  assign \$1309  = ~ q1_data[72];
+  assign \$1310  = | \$1308 [14:10];
   assign \$1311  = ~ q1_data[72];
   assign \$1312  = ~ q1_data[71:57];
   assign \$1313  = q1_data[72] ? q1_data[71:57] : \$1312 ;
   assign \$1314  = ~ q1_data[72];
-  assign \$1315  = ~ q1_data[91];
-  assign \$1316  = ~ q1_data[90:76];
-  assign \$1317  = q1_data[91] ? q1_data[90:76] : \$1316 ;
-  assign \$1318  = ~ q1_data[91];
-  assign \$1319  = ~ q1_data[91];
-  assign \$1320  = ~ q1_data[90:76];
-  assign \$1321  = q1_data[91] ? q1_data[90:76] : \$1320 ;
-  assign \$1322  = ~ q1_data[91];
-  assign \$1323  = | \$1321 [14:10];
-  assign \$1324  = ~ q1_data[91];
-  assign \$1325  = ~ q1_data[90:76];
-  assign \$1326  = q1_data[91] ? q1_data[90:76] : \$1325 ;
-  assign \$1327  = ~ q1_data[91];
-  assign \$1328  = | \$1326 [14:10];
-  assign \$1329  = ~ q1_data[91];
-  assign \$1330  = ~ q1_data[90:76];
-  assign \$1331  = q1_data[91] ? q1_data[90:76] : \$1330 ;
-  assign \$1332  = ~ q1_data[91];
-  assign \$1333  = \$1331 [14:10] - 1'h1;
-  assign \$1334  = \$1328  ? \$1333  : 6'h00;
-  assign \$1335  = { \$1323 , \$1317 [9:0] } << \$1334 [4:0];
-  assign \$1336  = ~ q1_data[91];
-  assign \$1337  = ~ q1_data[90:76];
-  assign \$1338  = q1_data[91] ? q1_data[90:76] : \$1337 ;
-  assign \$1339  = ~ q1_data[91];
-  assign \$1340  = ~ q1_data[110];
-  assign \$1341  = ~ q1_data[109:95];
-  assign \$1342  = q1_data[110] ? q1_data[109:95] : \$1341 ;
-  assign \$1343  = ~ q1_data[110];
-  assign \$1344  = ~ q1_data[110];
-  assign \$1345  = ~ q1_data[109:95];
-  assign \$1346  = q1_data[110] ? q1_data[109:95] : \$1345 ;
-  assign \$1347  = ~ q1_data[110];
+  assign \$1315  = ~ q1_data[72];
+  assign \$1316  = ~ q1_data[71:57];
+  assign \$1317  = q1_data[72] ? q1_data[71:57] : \$1316 ;
+  assign \$1318  = ~ q1_data[72];
+  assign \$1319  = | \$1317 [14:10];
+  assign \$1320  = ~ \$1319 ;
+  assign \$1321  = \$1313 [10] | \$1320 ;
+  assign \$1322  = ~ q1_data[72];
+  assign \$1323  = ~ q1_data[71:57];
+  assign \$1324  = q1_data[72] ? q1_data[71:57] : \$1323 ;
+  assign \$1325  = ~ q1_data[72];
+  assign \$1326  = { \$1310 , \$1304 [9:0] } << { \$1324 [14:11], \$1321  };
+  assign \$1327  = ~ q1_data[72];
+  assign \$1328  = ~ q1_data[71:57];
+  assign \$1329  = q1_data[72] ? q1_data[71:57] : \$1328 ;
+  assign \$1330  = ~ q1_data[72];
+  assign \$1331  = ~ q1_data[91];
+  assign \$1332  = ~ q1_data[90:76];
+  assign \$1333  = q1_data[91] ? q1_data[90:76] : \$1332 ;
+  assign \$1334  = ~ q1_data[91];
+  assign \$1335  = ~ q1_data[91];
+  assign \$1336  = ~ q1_data[90:76];
+  assign \$1337  = q1_data[91] ? q1_data[90:76] : \$1336 ;
+  assign \$1338  = ~ q1_data[91];
+  assign \$1339  = | \$1337 [14:10];
+  assign \$1340  = ~ q1_data[91];
+  assign \$1341  = ~ q1_data[90:76];
+  assign \$1342  = q1_data[91] ? q1_data[90:76] : \$1341 ;
+  assign \$1343  = ~ q1_data[91];
+  assign \$1344  = ~ q1_data[91];
+  assign \$1345  = ~ q1_data[90:76];
+  assign \$1346  = q1_data[91] ? q1_data[90:76] : \$1345 ;
+  assign \$1347  = ~ q1_data[91];
   assign \$1348  = | \$1346 [14:10];
-  assign \$1349  = ~ q1_data[110];
-  assign \$1350  = ~ q1_data[109:95];
-  assign \$1351  = q1_data[110] ? q1_data[109:95] : \$1350 ;
-  assign \$1352  = ~ q1_data[110];
-  assign \$1353  = | \$1351 [14:10];
-  assign \$1354  = ~ q1_data[110];
-  assign \$1355  = ~ q1_data[109:95];
-  assign \$1356  = q1_data[110] ? q1_data[109:95] : \$1355 ;
-  assign \$1357  = ~ q1_data[110];
-  assign \$1358  = \$1356 [14:10] - 1'h1;
-  assign \$1359  = \$1353  ? \$1358  : 6'h00;
-  assign \$1360  = { \$1348 , \$1342 [9:0] } << \$1359 [4:0];
-  assign \$1361  = ~ q1_data[110];
-  assign \$1362  = ~ q1_data[109:95];
-  assign \$1363  = q1_data[110] ? q1_data[109:95] : \$1362 ;
+  assign \$1349  = ~ \$1348 ;
+  assign \$1350  = \$1342 [10] | \$1349 ;
+  assign \$1351  = ~ q1_data[91];
+  assign \$1352  = ~ q1_data[90:76];
+  assign \$1353  = q1_data[91] ? q1_data[90:76] : \$1352 ;
+  assign \$1354  = ~ q1_data[91];
+  assign \$1355  = { \$1339 , \$1333 [9:0] } << { \$1353 [14:11], \$1350  };
+  assign \$1356  = ~ q1_data[91];
+  assign \$1357  = ~ q1_data[90:76];
+  assign \$1358  = q1_data[91] ? q1_data[90:76] : \$1357 ;
+  assign \$1359  = ~ q1_data[91];
+  assign \$1360  = ~ q1_data[110];
+  assign \$1361  = ~ q1_data[109:95];
+  assign \$1362  = q1_data[110] ? q1_data[109:95] : \$1361 ;
+  assign \$1363  = ~ q1_data[110];
   assign \$1364  = ~ q1_data[110];
-  assign \$1365  = ~ q1_data[129];
-  assign \$1366  = ~ q1_data[128:114];
-  assign \$1367  = q1_data[129] ? q1_data[128:114] : \$1366 ;
-  assign \$1368  = ~ q1_data[129];
-  assign \$1369  = ~ q1_data[129];
-  assign \$1370  = ~ q1_data[128:114];
-  assign \$1371  = q1_data[129] ? q1_data[128:114] : \$1370 ;
-  assign \$1372  = ~ q1_data[129];
-  assign \$1373  = | \$1371 [14:10];
-  assign \$1374  = ~ q1_data[129];
-  assign \$1375  = ~ q1_data[128:114];
-  assign \$1376  = q1_data[129] ? q1_data[128:114] : \$1375 ;
-  assign \$1377  = ~ q1_data[129];
-  assign \$1378  = | \$1376 [14:10];
-  assign \$1379  = ~ q1_data[129];
-  assign \$1380  = ~ q1_data[128:114];
-  assign \$1381  = q1_data[129] ? q1_data[128:114] : \$1380 ;
-  assign \$1382  = ~ q1_data[129];
-  assign \$1383  = \$1381 [14:10] - 1'h1;
-  assign \$1384  = \$1378  ? \$1383  : 6'h00;
-  assign \$1385  = { \$1373 , \$1367 [9:0] } << \$1384 [4:0];
-  assign \$1386  = ~ q1_data[129];
-  assign \$1387  = ~ q1_data[128:114];
-  assign \$1388  = q1_data[129] ? q1_data[128:114] : \$1387 ;
+  assign \$1365  = ~ q1_data[109:95];
+  assign \$1366  = q1_data[110] ? q1_data[109:95] : \$1365 ;
+  assign \$1367  = ~ q1_data[110];
+  assign \$1368  = | \$1366 [14:10];
+  assign \$1369  = ~ q1_data[110];
+  assign \$1370  = ~ q1_data[109:95];
+  assign \$1371  = q1_data[110] ? q1_data[109:95] : \$1370 ;
+  assign \$1372  = ~ q1_data[110];
+  assign \$1373  = ~ q1_data[110];
+  assign \$1374  = ~ q1_data[109:95];
+  assign \$1375  = q1_data[110] ? q1_data[109:95] : \$1374 ;
+  assign \$1376  = ~ q1_data[110];
+  assign \$1377  = | \$1375 [14:10];
+  assign \$1378  = ~ \$1377 ;
+  assign \$1379  = \$1371 [10] | \$1378 ;
+  assign \$1380  = ~ q1_data[110];
+  assign \$1381  = ~ q1_data[109:95];
+  assign \$1382  = q1_data[110] ? q1_data[109:95] : \$1381 ;
+  assign \$1383  = ~ q1_data[110];
+  assign \$1384  = { \$1368 , \$1362 [9:0] } << { \$1382 [14:11], \$1379  };
+  assign \$1385  = ~ q1_data[110];
+  assign \$1386  = ~ q1_data[109:95];
+  assign \$1387  = q1_data[110] ? q1_data[109:95] : \$1386 ;
+  assign \$1388  = ~ q1_data[110];
   assign \$1389  = ~ q1_data[129];
-  assign \$1390  = ~ q1_data[148];
-  assign \$1391  = ~ q1_data[147:133];
-  assign \$1392  = q1_data[148] ? q1_data[147:133] : \$1391 ;
-  assign \$1393  = ~ q1_data[148];
-  assign \$1394  = ~ q1_data[148];
-  assign \$1395  = ~ q1_data[147:133];
-  assign \$1396  = q1_data[148] ? q1_data[147:133] : \$1395 ;
-  assign \$1397  = ~ q1_data[148];
-  assign \$1398  = | \$1396 [14:10];
-  assign \$1399  = ~ q1_data[148];
-  assign \$1400  = ~ q1_data[147:133];
-  assign \$1401  = q1_data[148] ? q1_data[147:133] : \$1400 ;
-  assign \$1402  = ~ q1_data[148];
-  assign \$1403  = | \$1401 [14:10];
-  assign \$1404  = ~ q1_data[148];
-  assign \$1405  = ~ q1_data[147:133];
-  assign \$1406  = q1_data[148] ? q1_data[147:133] : \$1405 ;
-  assign \$1407  = ~ q1_data[148];
-  assign \$1408  = \$1406 [14:10] - 1'h1;
-  assign \$1409  = \$1403  ? \$1408  : 6'h00;
-  assign \$1410  = { \$1398 , \$1392 [9:0] } << \$1409 [4:0];
-  assign \$1411  = ~ q1_data[148];
-  assign \$1412  = ~ q1_data[147:133];
-  assign \$1413  = q1_data[148] ? q1_data[147:133] : \$1412 ;
-  assign \$1414  = ~ q1_data[148];
-  assign \$1415  = ~ q1_data[167];
-  assign \$1416  = ~ q1_data[166:152];
-  assign \$1417  = q1_data[167] ? q1_data[166:152] : \$1416 ;
-  assign \$1418  = ~ q1_data[167];
-  assign \$1419  = ~ q1_data[167];
-  assign \$1420  = ~ q1_data[166:152];
-  assign \$1421  = q1_data[167] ? q1_data[166:152] : \$1420 ;
-  assign \$1422  = ~ q1_data[167];
-  assign \$1423  = | \$1421 [14:10];
-  assign \$1424  = ~ q1_data[167];
-  assign \$1425  = ~ q1_data[166:152];
-  assign \$1426  = q1_data[167] ? q1_data[166:152] : \$1425 ;
-  assign \$1427  = ~ q1_data[167];
-  assign \$1428  = | \$1426 [14:10];
-  assign \$1429  = ~ q1_data[167];
-  assign \$1430  = ~ q1_data[166:152];
-  assign \$1431  = q1_data[167] ? q1_data[166:152] : \$1430 ;
-  assign \$1432  = ~ q1_data[167];
-  assign \$1433  = \$1431 [14:10] - 1'h1;
-  assign \$1434  = \$1428  ? \$1433  : 6'h00;
-  assign \$1435  = { \$1423 , \$1417 [9:0] } << \$1434 [4:0];
-  assign \$1436  = ~ q1_data[167];
-  assign \$1437  = ~ q1_data[166:152];
-  assign \$1438  = q1_data[167] ? q1_data[166:152] : \$1437 ;
-  assign \$1439  = ~ q1_data[167];
-  assign \$1440  = ~ q1_data[186];
-  assign \$1441  = ~ q1_data[185:171];
-  assign \$1442  = q1_data[186] ? q1_data[185:171] : \$1441 ;
-  assign \$1443  = ~ q1_data[186];
-  assign \$1444  = ~ q1_data[186];
-  assign \$1445  = ~ q1_data[185:171];
-  assign \$1446  = q1_data[186] ? q1_data[185:171] : \$1445 ;
-  assign \$1447  = ~ q1_data[186];
-  assign \$1448  = | \$1446 [14:10];
-  assign \$1449  = ~ q1_data[186];
-  assign \$1450  = ~ q1_data[185:171];
-  assign \$1451  = q1_data[186] ? q1_data[185:171] : \$1450 ;
-  assign \$1452  = ~ q1_data[186];
-  assign \$1453  = | \$1451 [14:10];
-  assign \$1454  = ~ q1_data[186];
-  assign \$1455  = ~ q1_data[185:171];
-  assign \$1456  = q1_data[186] ? q1_data[185:171] : \$1455 ;
-  assign \$1457  = ~ q1_data[186];
-  assign \$1458  = \$1456 [14:10] - 1'h1;
-  assign \$1459  = \$1453  ? \$1458  : 6'h00;
-  assign \$1460  = { \$1448 , \$1442 [9:0] } << \$1459 [4:0];
-  assign \$1461  = ~ q1_data[186];
-  assign \$1462  = ~ q1_data[185:171];
-  assign \$1463  = q1_data[186] ? q1_data[185:171] : \$1462 ;
-  assign \$1464  = ~ q1_data[186];
-  assign \$1465  = ~ q1_data[205];
-  assign \$1466  = ~ q1_data[204:190];
-  assign \$1467  = q1_data[205] ? q1_data[204:190] : \$1466 ;
-  assign \$1468  = ~ q1_data[205];
-  assign \$1469  = ~ q1_data[205];
-  assign \$1470  = ~ q1_data[204:190];
-  assign \$1471  = q1_data[205] ? q1_data[204:190] : \$1470 ;
-  assign \$1472  = ~ q1_data[205];
-  assign \$1473  = | \$1471 [14:10];
-  assign \$1474  = ~ q1_data[205];
-  assign \$1475  = ~ q1_data[204:190];
-  assign \$1476  = q1_data[205] ? q1_data[204:190] : \$1475 ;
-  assign \$1477  = ~ q1_data[205];
-  assign \$1478  = | \$1476 [14:10];
-  assign \$1479  = ~ q1_data[205];
-  assign \$1480  = ~ q1_data[204:190];
-  assign \$1481  = q1_data[205] ? q1_data[204:190] : \$1480 ;
-  assign \$1482  = ~ q1_data[205];
-  assign \$1483  = \$1481 [14:10] - 1'h1;
-  assign \$1484  = \$1478  ? \$1483  : 6'h00;
-  assign \$1485  = { \$1473 , \$1467 [9:0] } << \$1484 [4:0];
-  assign \$1486  = ~ q1_data[205];
-  assign \$1487  = ~ q1_data[204:190];
-  assign \$1488  = q1_data[205] ? q1_data[204:190] : \$1487 ;
-  assign \$1489  = ~ q1_data[205];
-  assign \$1490  = ~ q1_data[224];
-  assign \$1491  = ~ q1_data[223:209];
-  assign \$1492  = q1_data[224] ? q1_data[223:209] : \$1491 ;
-  assign \$1493  = ~ q1_data[224];
-  assign \$1494  = ~ q1_data[224];
-  assign \$1495  = ~ q1_data[223:209];
-  assign \$1496  = q1_data[224] ? q1_data[223:209] : \$1495 ;
-  assign \$1497  = ~ q1_data[224];
-  assign \$1498  = | \$1496 [14:10];
-  assign \$1499  = ~ q1_data[224];
-  assign \$1500  = ~ q1_data[223:209];
-  assign \$1501  = q1_data[224] ? q1_data[223:209] : \$1500 ;
-  assign \$1502  = ~ q1_data[224];
-  assign \$1503  = | \$1501 [14:10];
-  assign \$1504  = ~ q1_data[224];
-  assign \$1505  = ~ q1_data[223:209];
-  assign \$1506  = q1_data[224] ? q1_data[223:209] : \$1505 ;
-  assign \$1507  = ~ q1_data[224];
-  assign \$1508  = \$1506 [14:10] - 1'h1;
-  assign \$1509  = \$1503  ? \$1508  : 6'h00;
-  assign \$1510  = { \$1498 , \$1492 [9:0] } << \$1509 [4:0];
-  assign \$1511  = ~ q1_data[224];
-  assign \$1512  = ~ q1_data[223:209];
-  assign \$1513  = q1_data[224] ? q1_data[223:209] : \$1512 ;
-  assign \$1514  = ~ q1_data[224];
-  assign \$1515  = ~ q1_data[243];
-  assign \$1516  = ~ q1_data[242:228];
-  assign \$1517  = q1_data[243] ? q1_data[242:228] : \$1516 ;
-  assign \$1518  = ~ q1_data[243];
-  assign \$1519  = ~ q1_data[243];
-  assign \$1520  = ~ q1_data[242:228];
-  assign \$1521  = q1_data[243] ? q1_data[242:228] : \$1520 ;
-  assign \$1522  = ~ q1_data[243];
-  assign \$1523  = | \$1521 [14:10];
-  assign \$1524  = ~ q1_data[243];
-  assign \$1525  = ~ q1_data[242:228];
-  assign \$1526  = q1_data[243] ? q1_data[242:228] : \$1525 ;
-  assign \$1527  = ~ q1_data[243];
-  assign \$1528  = | \$1526 [14:10];
-  assign \$1529  = ~ q1_data[243];
-  assign \$1530  = ~ q1_data[242:228];
-  assign \$1531  = q1_data[243] ? q1_data[242:228] : \$1530 ;
-  assign \$1532  = ~ q1_data[243];
-  assign \$1533  = \$1531 [14:10] - 1'h1;
-  assign \$1534  = \$1528  ? \$1533  : 6'h00;
-  assign \$1535  = { \$1523 , \$1517 [9:0] } << \$1534 [4:0];
-  assign \$1536  = ~ q1_data[243];
-  assign \$1537  = ~ q1_data[242:228];
-  assign \$1538  = q1_data[243] ? q1_data[242:228] : \$1537 ;
-  assign \$1539  = ~ q1_data[243];
-  assign \$1540  = ~ q1_data[262];
-  assign \$1541  = ~ q1_data[261:247];
-  assign \$1542  = q1_data[262] ? q1_data[261:247] : \$1541 ;
-  assign \$1543  = ~ q1_data[262];
-  assign \$1544  = ~ q1_data[262];
-  assign \$1545  = ~ q1_data[261:247];
-  assign \$1546  = q1_data[262] ? q1_data[261:247] : \$1545 ;
-  assign \$1547  = ~ q1_data[262];
-  assign \$1548  = | \$1546 [14:10];
-  assign \$1549  = ~ q1_data[262];
-  assign \$1550  = ~ q1_data[261:247];
-  assign \$1551  = q1_data[262] ? q1_data[261:247] : \$1550 ;
-  assign \$1552  = ~ q1_data[262];
-  assign \$1553  = | \$1551 [14:10];
-  assign \$1554  = ~ q1_data[262];
-  assign \$1555  = ~ q1_data[261:247];
-  assign \$1556  = q1_data[262] ? q1_data[261:247] : \$1555 ;
-  assign \$1557  = ~ q1_data[262];
-  assign \$1558  = \$1556 [14:10] - 1'h1;
-  assign \$1559  = \$1553  ? \$1558  : 6'h00;
-  assign \$1560  = { \$1548 , \$1542 [9:0] } << \$1559 [4:0];
-  assign \$1561  = ~ q1_data[262];
-  assign \$1562  = ~ q1_data[261:247];
-  assign \$1563  = q1_data[262] ? q1_data[261:247] : \$1562 ;
-  assign \$1564  = ~ q1_data[262];
-  assign \$1565  = ~ q1_data[281];
-  assign \$1566  = ~ q1_data[280:266];
-  assign \$1567  = q1_data[281] ? q1_data[280:266] : \$1566 ;
-  assign \$1568  = ~ q1_data[281];
-  assign \$1569  = ~ q1_data[281];
-  assign \$1570  = ~ q1_data[280:266];
-  assign \$1571  = q1_data[281] ? q1_data[280:266] : \$1570 ;
-  assign \$1572  = ~ q1_data[281];
-  assign \$1573  = | \$1571 [14:10];
-  assign \$1574  = ~ q1_data[281];
-  assign \$1575  = ~ q1_data[280:266];
-  assign \$1576  = q1_data[281] ? q1_data[280:266] : \$1575 ;
-  assign \$1577  = ~ q1_data[281];
-  assign \$1578  = | \$1576 [14:10];
-  assign \$1579  = ~ q1_data[281];
-  assign \$1580  = ~ q1_data[280:266];
-  assign \$1581  = q1_data[281] ? q1_data[280:266] : \$1580 ;
-  assign \$1582  = ~ q1_data[281];
-  assign \$1583  = \$1581 [14:10] - 1'h1;
-  assign \$1584  = \$1578  ? \$1583  : 6'h00;
-  assign \$1585  = { \$1573 , \$1567 [9:0] } << \$1584 [4:0];
-  assign \$1586  = ~ q1_data[281];
-  assign \$1587  = ~ q1_data[280:266];
-  assign \$1588  = q1_data[281] ? q1_data[280:266] : \$1587 ;
-  assign \$1589  = ~ q1_data[281];
-  assign \$1590  = ~ q1_data[300];
-  assign \$1591  = ~ q1_data[299:285];
-  assign \$1592  = q1_data[300] ? q1_data[299:285] : \$1591 ;
-  assign \$1593  = ~ q1_data[300];
-  assign \$1594  = ~ q1_data[300];
-  assign \$1595  = ~ q1_data[299:285];
-  assign \$1596  = q1_data[300] ? q1_data[299:285] : \$1595 ;
-  assign \$1597  = ~ q1_data[300];
-  assign \$1598  = | \$1596 [14:10];
-  assign \$1599  = ~ q1_data[300];
-  assign \$1600  = ~ q1_data[299:285];
-  assign \$1601  = q1_data[300] ? q1_data[299:285] : \$1600 ;
-  assign \$1602  = ~ q1_data[300];
-  assign \$1603  = | \$1601 [14:10];
-  assign \$1604  = ~ q1_data[300];
-  assign \$1605  = ~ q1_data[299:285];
-  assign \$1606  = q1_data[300] ? q1_data[299:285] : \$1605 ;
-  assign \$1607  = ~ q1_data[300];
-  assign \$1608  = \$1606 [14:10] - 1'h1;
-  assign \$1609  = \$1603  ? \$1608  : 6'h00;
-  assign \$1610  = { \$1598 , \$1592 [9:0] } << \$1609 [4:0];
-  assign \$1611  = ~ q1_data[300];
-  assign \$1612  = ~ q1_data[299:285];
-  assign \$1613  = q1_data[300] ? q1_data[299:285] : \$1612 ;
-  assign \$1614  = ~ q1_data[300];
-  assign \$1615  = - $signed(q1_info[122:82]);
-  assign \$1616  = - $signed(q1_info[163:123]);
-  assign \$1617  = - $signed(q1_info[204:164]);
-  always @(posedge clk)
-    \$1620  <= \$1619 ;
-  always @(posedge clk)
-    used <= \$1621 ;
-  always @(posedge clk)
-    in_beat <= \$1622 ;
-  always @(posedge clk)
-    p1_v <= \$1623 ;
-  always @(posedge clk)
-    \$signal$164  <= \$1624 ;
-  always @(posedge clk)
-    p1_last <= \$1625 ;
-  always @(posedge clk)
-    p1_beat <= \$1626 ;
-  always @(posedge clk)
-    p1_hdr <= \$1627 ;
-  always @(posedge clk)
-    p1_x <= \$1628 ;
-  always @(posedge clk)
-    thr_latched <= \$1629 ;
-  always @(posedge clk)
-    p2_key <= \$1630 ;
-  always @(posedge clk)
-    p2_v <= \$1631 ;
-  always @(posedge clk)
-    \$signal$173  <= \$1632 ;
-  always @(posedge clk)
-    p2_last <= \$1633 ;
-  always @(posedge clk)
-    p2_beat <= \$1634 ;
-  always @(posedge clk)
-    p2_hdr <= \$1635 ;
-  always @(posedge clk)
-    p2_bad <= \$1636 ;
-  always @(posedge clk)
-    p2_thr <= \$1637 ;
-  always @(posedge clk)
-    \$signal$179  <= \$1638 ;
-  always @(posedge clk)
-    \$signal$180  <= \$1639 ;
-  always @(posedge clk)
-    p3_last <= \$1640 ;
-  always @(posedge clk)
-    p3_beat <= \$1641 ;
-  always @(posedge clk)
-    p3_hdr <= \$1642 ;
-  always @(posedge clk)
-    x <= \$1643 ;
-  always @(posedge clk)
-    p3_bad <= \$1644 ;
-  always @(posedge clk)
-    t <= \$1645 ;
-  always @(posedge clk)
-    p3_tmag <= \$1646 ;
-  always @(posedge clk)
-    p3_tneg <= \$1647 ;
-  always @(posedge clk)
-    wp__en <= \$1648 ;
-  always @(posedge clk)
-    first <= \$1649 ;
-  always @(posedge clk)
-    last <= \$1650 ;
-  always @(posedge clk)
-    beat <= \$1651 ;
-  always @(posedge clk)
-    p4_hdr <= \$1652 ;
-  always @(posedge clk)
-    p4_key <= \$1653 ;
-  always @(posedge clk)
-    p4_bad <= \$1654 ;
-  always @(posedge clk)
-    p4_group <= \$1655 ;
-  always @(posedge clk)
-    p4_upper <= \$1656 ;
-  always @(posedge clk)
-    \t$52  <= \$1657 ;
-  always @(posedge clk)
-    wp__addr <= \$1658 ;
-  always @(posedge clk)
-    bad_acc <= \$1659 ;
-  always @(posedge clk)
-    hdr_l <= \$1660 ;
-  always @(posedge clk)
-    side_d0 <= \$1661 ;
-  always @(posedge clk)
-    side_d1 <= \$1662 ;
-  always @(posedge clk)
-    side_d2 <= \$1663 ;
-  always @(posedge clk)
-    side_d3 <= \$1664 ;
-  always @(posedge clk)
-    side_d4 <= \$1665 ;
-  always @(posedge clk)
-    side_d5 <= \$1666 ;
-  always @(posedge clk)
-    status__bad_input <= \$1667 ;
-  always @(posedge clk)
-    status__bad_count <= \$1668 ;
-  always @(posedge clk)
-    r_en <= \$1669 ;
-  always @(posedge clk)
-    avail <= \$1670 ;
-  always @(posedge clk)
-    rp__addr <= \$1671 ;
-  always @(posedge clk)
-    rd_beat <= \$1672 ;
-  always @(posedge clk)
-    cred_d <= \$1673 ;
-  always @(posedge clk)
-    cred_s <= \$1674 ;
-  always @(posedge clk)
-    cred_m <= \$1675 ;
-  always @(posedge clk)
-    q0 <= \$1676 ;
-  always @(posedge clk)
-    q1_rec <= \$1677 ;
-  always @(posedge clk)
-    q1_data <= \$1678 ;
-  always @(posedge clk)
-    q2_0 <= \$1679 ;
-  always @(posedge clk)
-    q2_info0 <= \$1680 ;
-  always @(posedge clk)
-    x_mag <= \$1681 ;
-  always @(posedge clk)
-    x_neg <= \$1682 ;
-  always @(posedge clk)
-    \group$115  <= \$1683 ;
-  always @(posedge clk)
-    \upper$117  <= \$1684 ;
-  always @(posedge clk)
-    p <= \$1685 ;
-  always @(posedge clk)
-    q3_0 <= \$1686 ;
-  always @(posedge clk)
-    q3_info0 <= \$1687 ;
-  always @(posedge clk)
-    \group$120  <= \$1688 ;
-  always @(posedge clk)
-    \upper$122  <= \$1689 ;
-  always @(posedge clk)
-    mag <= \$1690 ;
-  always @(posedge clk)
-    qe_0 <= \$1691 ;
-  always @(posedge clk)
-    qe_1 <= \$1692 ;
-  always @(posedge clk)
-    qe_2 <= \$1693 ;
-  always @(posedge clk)
-    qe_3 <= \$1694 ;
-  always @(posedge clk)
-    qe_4 <= \$1695 ;
-  always @(posedge clk)
-    qe_5 <= \$1696 ;
-  always @(posedge clk)
-    qp_0 <= \$1697 ;
-  always @(posedge clk)
-    qp_1 <= \$1698 ;
+  assign \$1390  = ~ q1_data[128:114];
+  assign \$1391  = q1_data[129] ? q1_data[128:114] : \$1390 ;
+  assign \$1392  = ~ q1_data[129];
+  assign \$1393  = ~ q1_data[129];
+  assign \$1394  = ~ q1_data[128:114];
+  assign \$1395  = q1_data[129] ? q1_data[128:114] : \$1394 ;
+  assign \$1396  = ~ q1_data[129];
+  assign \$1397  = | \$1395 [14:10];
+  assign \$1398  = ~ q1_data[129];
+  assign \$1399  = ~ q1_data[128:114];
+  assign \$1400  = q1_data[129] ? q1_data[128:114] : \$1399 ;
+  assign \$1401  = ~ q1_data[129];
+  assign \$1402  = ~ q1_data[129];
+  assign \$1403  = ~ q1_data[128:114];
+  assign \$1404  = q1_data[129] ? q1_data[128:114] : \$1403 ;
+  assign \$1405  = ~ q1_data[129];
+  assign \$1406  = | \$1404 [14:10];
+  assign \$1407  = ~ \$1406 ;
+  assign \$1408  = \$1400 [10] | \$1407 ;
+  assign \$1409  = ~ q1_data[129];
+  assign \$1410  = ~ q1_data[128:114];
+  assign \$1411  = q1_data[129] ? q1_data[128:114] : \$1410 ;
+  assign \$1412  = ~ q1_data[129];
+  assign \$1413  = { \$1397 , \$1391 [9:0] } << { \$1411 [14:11], \$1408  };
+  assign \$1414  = ~ q1_data[129];
+  assign \$1415  = ~ q1_data[128:114];
+  assign \$1416  = q1_data[129] ? q1_data[128:114] : \$1415 ;
+  assign \$1417  = ~ q1_data[129];
+  assign \$1418  = ~ q1_data[148];
+  assign \$1419  = ~ q1_data[147:133];
+  assign \$1420  = q1_data[148] ? q1_data[147:133] : \$1419 ;
+  assign \$1421  = ~ q1_data[148];
+  assign \$1422  = ~ q1_data[148];
+  assign \$1423  = ~ q1_data[147:133];
+  assign \$1424  = q1_data[148] ? q1_data[147:133] : \$1423 ;
+  assign \$1425  = ~ q1_data[148];
+  assign \$1426  = | \$1424 [14:10];
+  assign \$1427  = ~ q1_data[148];
+  assign \$1428  = ~ q1_data[147:133];
+  assign \$1429  = q1_data[148] ? q1_data[147:133] : \$1428 ;
+  assign \$1430  = ~ q1_data[148];
+  assign \$1431  = ~ q1_data[148];
+  assign \$1432  = ~ q1_data[147:133];
+  assign \$1433  = q1_data[148] ? q1_data[147:133] : \$1432 ;
+  assign \$1434  = ~ q1_data[148];
+  assign \$1435  = | \$1433 [14:10];
+  assign \$1436  = ~ \$1435 ;
+  assign \$1437  = \$1429 [10] | \$1436 ;
+  assign \$1438  = ~ q1_data[148];
+  assign \$1439  = ~ q1_data[147:133];
+  assign \$1440  = q1_data[148] ? q1_data[147:133] : \$1439 ;
+  assign \$1441  = ~ q1_data[148];
+  assign \$1442  = { \$1426 , \$1420 [9:0] } << { \$1440 [14:11], \$1437  };
+  assign \$1443  = ~ q1_data[148];
+  assign \$1444  = ~ q1_data[147:133];
+  assign \$1445  = q1_data[148] ? q1_data[147:133] : \$1444 ;
+  assign \$1446  = ~ q1_data[148];
+  assign \$1447  = ~ q1_data[167];
+  assign \$1448  = ~ q1_data[166:152];
+  assign \$1449  = q1_data[167] ? q1_data[166:152] : \$1448 ;
+  assign \$1450  = ~ q1_data[167];
+  assign \$1451  = ~ q1_data[167];
+  assign \$1452  = ~ q1_data[166:152];
+  assign \$1453  = q1_data[167] ? q1_data[166:152] : \$1452 ;
+  assign \$1454  = ~ q1_data[167];
+  assign \$1455  = | \$1453 [14:10];
+  assign \$1456  = ~ q1_data[167];
+  assign \$1457  = ~ q1_data[166:152];
+  assign \$1458  = q1_data[167] ? q1_data[166:152] : \$1457 ;
+  assign \$1459  = ~ q1_data[167];
+  assign \$1460  = ~ q1_data[167];
+  assign \$1461  = ~ q1_data[166:152];
+  assign \$1462  = q1_data[167] ? q1_data[166:152] : \$1461 ;
+  assign \$1463  = ~ q1_data[167];
+  assign \$1464  = | \$1462 [14:10];
+  assign \$1465  = ~ \$1464 ;
+  assign \$1466  = \$1458 [10] | \$1465 ;
+  assign \$1467  = ~ q1_data[167];
+  assign \$1468  = ~ q1_data[166:152];
+  assign \$1469  = q1_data[167] ? q1_data[166:152] : \$1468 ;
+  assign \$1470  = ~ q1_data[167];
+  assign \$1471  = { \$1455 , \$1449 [9:0] } << { \$1469 [14:11], \$1466  };
+  assign \$1472  = ~ q1_data[167];
+  assign \$1473  = ~ q1_data[166:152];
+  assign \$1474  = q1_data[167] ? q1_data[166:152] : \$1473 ;
+  assign \$1475  = ~ q1_data[167];
+  assign \$1476  = ~ q1_data[186];
+  assign \$1477  = ~ q1_data[185:171];
+  assign \$1478  = q1_data[186] ? q1_data[185:171] : \$1477 ;
+  assign \$1479  = ~ q1_data[186];
+  assign \$1480  = ~ q1_data[186];
+  assign \$1481  = ~ q1_data[185:171];
+  assign \$1482  = q1_data[186] ? q1_data[185:171] : \$1481 ;
+  assign \$1483  = ~ q1_data[186];
+  assign \$1484  = | \$1482 [14:10];
+  assign \$1485  = ~ q1_data[186];
+  assign \$1486  = ~ q1_data[185:171];
+  assign \$1487  = q1_data[186] ? q1_data[185:171] : \$1486 ;
+  assign \$1488  = ~ q1_data[186];
+  assign \$1489  = ~ q1_data[186];
+  assign \$1490  = ~ q1_data[185:171];
+  assign \$1491  = q1_data[186] ? q1_data[185:171] : \$1490 ;
+  assign \$1492  = ~ q1_data[186];
+  assign \$1493  = | \$1491 [14:10];
+  assign \$1494  = ~ \$1493 ;
+  assign \$1495  = \$1487 [10] | \$1494 ;
+  assign \$1496  = ~ q1_data[186];
+  assign \$1497  = ~ q1_data[185:171];
+  assign \$1498  = q1_data[186] ? q1_data[185:171] : \$1497 ;
+  assign \$1499  = ~ q1_data[186];
+  assign \$1500  = { \$1484 , \$1478 [9:0] } << { \$1498 [14:11], \$1495  };
+  assign \$1501  = ~ q1_data[186];
+  assign \$1502  = ~ q1_data[185:171];
+  assign \$1503  = q1_data[186] ? q1_data[185:171] : \$1502 ;
+  assign \$1504  = ~ q1_data[186];
+  assign \$1505  = ~ q1_data[205];
+  assign \$1506  = ~ q1_data[204:190];
+  assign \$1507  = q1_data[205] ? q1_data[204:190] : \$1506 ;
+  assign \$1508  = ~ q1_data[205];
+  assign \$1509  = ~ q1_data[205];
+  assign \$1510  = ~ q1_data[204:190];
+  assign \$1511  = q1_data[205] ? q1_data[204:190] : \$1510 ;
+  assign \$1512  = ~ q1_data[205];
+  assign \$1513  = | \$1511 [14:10];
+  assign \$1514  = ~ q1_data[205];
+  assign \$1515  = ~ q1_data[204:190];
+  assign \$1516  = q1_data[205] ? q1_data[204:190] : \$1515 ;
+  assign \$1517  = ~ q1_data[205];
+  assign \$1518  = ~ q1_data[205];
+  assign \$1519  = ~ q1_data[204:190];
+  assign \$1520  = q1_data[205] ? q1_data[204:190] : \$1519 ;
+  assign \$1521  = ~ q1_data[205];
+  assign \$1522  = | \$1520 [14:10];
+  assign \$1523  = ~ \$1522 ;
+  assign \$1524  = \$1516 [10] | \$1523 ;
+  assign \$1525  = ~ q1_data[205];
+  assign \$1526  = ~ q1_data[204:190];
+  assign \$1527  = q1_data[205] ? q1_data[204:190] : \$1526 ;
+  assign \$1528  = ~ q1_data[205];
+  assign \$1529  = { \$1513 , \$1507 [9:0] } << { \$1527 [14:11], \$1524  };
+  assign \$1530  = ~ q1_data[205];
+  assign \$1531  = ~ q1_data[204:190];
+  assign \$1532  = q1_data[205] ? q1_data[204:190] : \$1531 ;
+  assign \$1533  = ~ q1_data[205];
+  assign \$1534  = ~ q1_data[224];
+  assign \$1535  = ~ q1_data[223:209];
+  assign \$1536  = q1_data[224] ? q1_data[223:209] : \$1535 ;
+  assign \$1537  = ~ q1_data[224];
+  assign \$1538  = ~ q1_data[224];
+  assign \$1539  = ~ q1_data[223:209];
+  assign \$1540  = q1_data[224] ? q1_data[223:209] : \$1539 ;
+  assign \$1541  = ~ q1_data[224];
+  assign \$1542  = | \$1540 [14:10];
+  assign \$1543  = ~ q1_data[224];
+  assign \$1544  = ~ q1_data[223:209];
+  assign \$1545  = q1_data[224] ? q1_data[223:209] : \$1544 ;
+  assign \$1546  = ~ q1_data[224];
+  assign \$1547  = ~ q1_data[224];
+  assign \$1548  = ~ q1_data[223:209];
+  assign \$1549  = q1_data[224] ? q1_data[223:209] : \$1548 ;
+  assign \$1550  = ~ q1_data[224];
+  assign \$1551  = | \$1549 [14:10];
+  assign \$1552  = ~ \$1551 ;
+  assign \$1553  = \$1545 [10] | \$1552 ;
+  assign \$1554  = ~ q1_data[224];
+  assign \$1555  = ~ q1_data[223:209];
+  assign \$1556  = q1_data[224] ? q1_data[223:209] : \$1555 ;
+  assign \$1557  = ~ q1_data[224];
+  assign \$1558  = { \$1542 , \$1536 [9:0] } << { \$1556 [14:11], \$1553  };
+  assign \$1559  = ~ q1_data[224];
+  assign \$1560  = ~ q1_data[223:209];
+  assign \$1561  = q1_data[224] ? q1_data[223:209] : \$1560 ;
+  assign \$1562  = ~ q1_data[224];
+  assign \$1563  = ~ q1_data[243];
+  assign \$1564  = ~ q1_data[242:228];
+  assign \$1565  = q1_data[243] ? q1_data[242:228] : \$1564 ;
+  assign \$1566  = ~ q1_data[243];
+  assign \$1567  = ~ q1_data[243];
+  assign \$1568  = ~ q1_data[242:228];
+  assign \$1569  = q1_data[243] ? q1_data[242:228] : \$1568 ;
+  assign \$1570  = ~ q1_data[243];
+  assign \$1571  = | \$1569 [14:10];
+  assign \$1572  = ~ q1_data[243];
+  assign \$1573  = ~ q1_data[242:228];
+  assign \$1574  = q1_data[243] ? q1_data[242:228] : \$1573 ;
+  assign \$1575  = ~ q1_data[243];
+  assign \$1576  = ~ q1_data[243];
+  assign \$1577  = ~ q1_data[242:228];
+  assign \$1578  = q1_data[243] ? q1_data[242:228] : \$1577 ;
+  assign \$1579  = ~ q1_data[243];
+  assign \$1580  = | \$1578 [14:10];
+  assign \$1581  = ~ \$1580 ;
+  assign \$1582  = \$1574 [10] | \$1581 ;
+  assign \$1583  = ~ q1_data[243];
+  assign \$1584  = ~ q1_data[242:228];
+  assign \$1585  = q1_data[243] ? q1_data[242:228] : \$1584 ;
+  assign \$1586  = ~ q1_data[243];
+  assign \$1587  = { \$1571 , \$1565 [9:0] } << { \$1585 [14:11], \$1582  };
+  assign \$1588  = ~ q1_data[243];
+  assign \$1589  = ~ q1_data[242:228];
+  assign \$1590  = q1_data[243] ? q1_data[242:228] : \$1589 ;
+  assign \$1591  = ~ q1_data[243];
+  assign \$1592  = ~ q1_data[262];
+  assign \$1593  = ~ q1_data[261:247];
+  assign \$1594  = q1_data[262] ? q1_data[261:247] : \$1593 ;
+  assign \$1595  = ~ q1_data[262];
+  assign \$1596  = ~ q1_data[262];
+  assign \$1597  = ~ q1_data[261:247];
+  assign \$1598  = q1_data[262] ? q1_data[261:247] : \$1597 ;
+  assign \$1599  = ~ q1_data[262];
+  assign \$1600  = | \$1598 [14:10];
+  assign \$1601  = ~ q1_data[262];
+  assign \$1602  = ~ q1_data[261:247];
+  assign \$1603  = q1_data[262] ? q1_data[261:247] : \$1602 ;
+  assign \$1604  = ~ q1_data[262];
+  assign \$1605  = ~ q1_data[262];
+  assign \$1606  = ~ q1_data[261:247];
+  assign \$1607  = q1_data[262] ? q1_data[261:247] : \$1606 ;
+  assign \$1608  = ~ q1_data[262];
+  assign \$1609  = | \$1607 [14:10];
+  assign \$1610  = ~ \$1609 ;
+  assign \$1611  = \$1603 [10] | \$1610 ;
+  assign \$1612  = ~ q1_data[262];
+  assign \$1613  = ~ q1_data[261:247];
+  assign \$1614  = q1_data[262] ? q1_data[261:247] : \$1613 ;
+  assign \$1615  = ~ q1_data[262];
+  assign \$1616  = { \$1600 , \$1594 [9:0] } << { \$1614 [14:11], \$1611  };
+  assign \$1617  = ~ q1_data[262];
+  assign \$1618  = ~ q1_data[261:247];
+  assign \$1619  = q1_data[262] ? q1_data[261:247] : \$1618 ;
+  assign \$1620  = ~ q1_data[262];
+  assign \$1621  = ~ q1_data[281];
+  assign \$1622  = ~ q1_data[280:266];
+  assign \$1623  = q1_data[281] ? q1_data[280:266] : \$1622 ;
+  assign \$1624  = ~ q1_data[281];
+  assign \$1625  = ~ q1_data[281];
+  assign \$1626  = ~ q1_data[280:266];
+  assign \$1627  = q1_data[281] ? q1_data[280:266] : \$1626 ;
+  assign \$1628  = ~ q1_data[281];
+  assign \$1629  = | \$1627 [14:10];
+  assign \$1630  = ~ q1_data[281];
+  assign \$1631  = ~ q1_data[280:266];
+  assign \$1632  = q1_data[281] ? q1_data[280:266] : \$1631 ;
+  assign \$1633  = ~ q1_data[281];
+  assign \$1634  = ~ q1_data[281];
+  assign \$1635  = ~ q1_data[280:266];
+  assign \$1636  = q1_data[281] ? q1_data[280:266] : \$1635 ;
+  assign \$1637  = ~ q1_data[281];
+  assign \$1638  = | \$1636 [14:10];
+  assign \$1639  = ~ \$1638 ;
+  assign \$1640  = \$1632 [10] | \$1639 ;
+  assign \$1641  = ~ q1_data[281];
+  assign \$1642  = ~ q1_data[280:266];
+  assign \$1643  = q1_data[281] ? q1_data[280:266] : \$1642 ;
+  assign \$1644  = ~ q1_data[281];
+  assign \$1645  = { \$1629 , \$1623 [9:0] } << { \$1643 [14:11], \$1640  };
+  assign \$1646  = ~ q1_data[281];
+  assign \$1647  = ~ q1_data[280:266];
+  assign \$1648  = q1_data[281] ? q1_data[280:266] : \$1647 ;
+  assign \$1649  = ~ q1_data[281];
+  assign \$1650  = ~ q1_data[300];
+  assign \$1651  = ~ q1_data[299:285];
+  assign \$1652  = q1_data[300] ? q1_data[299:285] : \$1651 ;
+  assign \$1653  = ~ q1_data[300];
+  assign \$1654  = ~ q1_data[300];
+  assign \$1655  = ~ q1_data[299:285];
+  assign \$1656  = q1_data[300] ? q1_data[299:285] : \$1655 ;
+  assign \$1657  = ~ q1_data[300];
+  assign \$1658  = | \$1656 [14:10];
+  assign \$1659  = ~ q1_data[300];
+  assign \$1660  = ~ q1_data[299:285];
+  assign \$1661  = q1_data[300] ? q1_data[299:285] : \$1660 ;
+  assign \$1662  = ~ q1_data[300];
+  assign \$1663  = ~ q1_data[300];
+  assign \$1664  = ~ q1_data[299:285];
+  assign \$1665  = q1_data[300] ? q1_data[299:285] : \$1664 ;
+  assign \$1666  = ~ q1_data[300];
+  assign \$1667  = | \$1665 [14:10];
+  assign \$1668  = ~ \$1667 ;
+  assign \$1669  = \$1661 [10] | \$1668 ;
+  assign \$1670  = ~ q1_data[300];
+  assign \$1671  = ~ q1_data[299:285];
+  assign \$1672  = q1_data[300] ? q1_data[299:285] : \$1671 ;
+  assign \$1673  = ~ q1_data[300];
+  assign \$1674  = { \$1658 , \$1652 [9:0] } << { \$1672 [14:11], \$1669  };
+  assign \$1675  = ~ q1_data[300];
+  assign \$1676  = ~ q1_data[299:285];
+  assign \$1677  = q1_data[300] ? q1_data[299:285] : \$1676 ;
+  assign \$1678  = ~ q1_data[300];
+  assign \$1679  = - $signed(q1_info[122:82]);
+  assign \$1680  = - $signed(q1_info[163:123]);
+  assign \$1681  = - $signed(q1_info[204:164]);
+  always @(posedge clk)
+    \$1684  <= \$1683 ;
+  always @(posedge clk)
+    used <= \$1685 ;
+  always @(posedge clk)
+    in_beat <= \$1686 ;
+  always @(posedge clk)
+    p1_v <= \$1687 ;
+  always @(posedge clk)
+    \$signal$164  <= \$1688 ;
+  always @(posedge clk)
+    p1_last <= \$1689 ;
+  always @(posedge clk)
+    p1_beat <= \$1690 ;
+  always @(posedge clk)
+    p1_hdr <= \$1691 ;
+  always @(posedge clk)
+    p1_x <= \$1692 ;
+  always @(posedge clk)
+    thr_latched <= \$1693 ;
+  always @(posedge clk)
+    p2_key <= \$1694 ;
+  always @(posedge clk)
+    p2_v <= \$1695 ;
+  always @(posedge clk)
+    \$signal$173  <= \$1696 ;
+  always @(posedge clk)
+    p2_last <= \$1697 ;
+  always @(posedge clk)
+    p2_beat <= \$1698 ;
+  always @(posedge clk)
+    p2_hdr <= \$1699 ;
+  always @(posedge clk)
+    p2_bad <= \$1700 ;
+  always @(posedge clk)
+    p2_thr <= \$1701 ;
+  always @(posedge clk)
+    \$signal$179  <= \$1702 ;
+  always @(posedge clk)
+    \$signal$180  <= \$1703 ;
+  always @(posedge clk)
+    p3_last <= \$1704 ;
+  always @(posedge clk)
+    p3_beat <= \$1705 ;
+  always @(posedge clk)
+    p3_hdr <= \$1706 ;
+  always @(posedge clk)
+    x <= \$1707 ;
+  always @(posedge clk)
+    p3_bad <= \$1708 ;
+  always @(posedge clk)
+    t <= \$1709 ;
+  always @(posedge clk)
+    p3_tmag <= \$1710 ;
+  always @(posedge clk)
+    p3_tneg <= \$1711 ;
+  always @(posedge clk)
+    wp__en <= \$1712 ;
+  always @(posedge clk)
+    first <= \$1713 ;
+  always @(posedge clk)
+    last <= \$1714 ;
+  always @(posedge clk)
+    beat <= \$1715 ;
+  always @(posedge clk)
+    p4_hdr <= \$1716 ;
+  always @(posedge clk)
+    p4_key <= \$1717 ;
+  always @(posedge clk)
+    p4_bad <= \$1718 ;
+  always @(posedge clk)
+    p4_group <= \$1719 ;
+  always @(posedge clk)
+    p4_upper <= \$1720 ;
+  always @(posedge clk)
+    \t$52  <= \$1721 ;
+  always @(posedge clk)
+    wp__addr <= \$1722 ;
+  always @(posedge clk)
+    bad_acc <= \$1723 ;
+  always @(posedge clk)
+    hdr_l <= \$1724 ;
+  always @(posedge clk)
+    side_d0 <= \$1725 ;
+  always @(posedge clk)
+    side_d1 <= \$1726 ;
+  always @(posedge clk)
+    side_d2 <= \$1727 ;
+  always @(posedge clk)
+    side_d3 <= \$1728 ;
+  always @(posedge clk)
+    side_d4 <= \$1729 ;
+  always @(posedge clk)
+    side_d5 <= \$1730 ;
+  always @(posedge clk)
+    side_d6 <= \$1731 ;
+  always @(posedge clk)
+    side_d7 <= \$1732 ;
+  always @(posedge clk)
+    status__bad_input <= \$1733 ;
+  always @(posedge clk)
+    status__bad_count <= \$1734 ;
+  always @(posedge clk)
+    r_en <= \$1735 ;
+  always @(posedge clk)
+    avail <= \$1736 ;
+  always @(posedge clk)
+    rp__addr <= \$1737 ;
+  always @(posedge clk)
+    rd_beat <= \$1738 ;
+  always @(posedge clk)
+    cred_d <= \$1739 ;
+  always @(posedge clk)
+    cred_s <= \$1740 ;
+  always @(posedge clk)
+    cred_m <= \$1741 ;
+  always @(posedge clk)
+    q0 <= \$1742 ;
+  always @(posedge clk)
+    q1_rec <= \$1743 ;
+  always @(posedge clk)
+    q1_data <= \$1744 ;
+  always @(posedge clk)
+    q2_0 <= \$1745 ;
+  always @(posedge clk)
+    q2_info0 <= \$1746 ;
+  always @(posedge clk)
+    x_mag <= \$1747 ;
+  always @(posedge clk)
+    x_neg <= \$1748 ;
+  always @(posedge clk)
+    \group$115  <= \$1749 ;
+  always @(posedge clk)
+    \upper$117  <= \$1750 ;
+  always @(posedge clk)
+    p <= \$1751 ;
+  always @(posedge clk)
+    q3_0 <= \$1752 ;
+  always @(posedge clk)
+    q3_info0 <= \$1753 ;
+  always @(posedge clk)
+    \group$120  <= \$1754 ;
+  always @(posedge clk)
+    \upper$122  <= \$1755 ;
+  always @(posedge clk)
+    mag <= \$1756 ;
+  always @(posedge clk)
+    qe_0 <= \$1757 ;
+  always @(posedge clk)
+    qe_1 <= \$1758 ;
+  always @(posedge clk)
+    qe_2 <= \$1759 ;
+  always @(posedge clk)
+    qe_3 <= \$1760 ;
+  always @(posedge clk)
+    qe_4 <= \$1761 ;
+  always @(posedge clk)
+    qe_5 <= \$1762 ;
+  always @(posedge clk)
+    qp_0 <= \$1763 ;
+  always @(posedge clk)
+    qp_1 <= \$1764 ;
   \quant_engine.classifier  classifier (
     .group(\group$187 ),
     .t(t),
@@ -5102,13 +5262,13 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$12522$205 (q3_info0[257:205]),
+    .\port$12134$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$122 )
   );
   \quant_engine.extents  extents (
-    .\a$178 (a),
-    .\b$179 (b),
+    .\a$310 (a),
+    .\b$311 (b),
     .beat(beat),
     .clk(clk),
     .counts(counts),
@@ -5175,7 +5335,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   );
   \quant_engine.shift  shift (
     .group(\group$115 ),
-    .mag(\mag$200 ),
+    .mag(\mag$202 ),
     .p(p),
     .upper(\upper$117 ),
     .x_mag(x_mag),
@@ -5212,686 +5372,700 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1619 [0] = q0[0];
-    \$1619 [1] = q0[1];
-    \$1619 [2] = q0[2];
-    \$1619 [4:3] = q0[4:3];
+    \$1683 [0] = q0[0];
+    \$1683 [1] = q0[1];
+    \$1683 [2] = q0[2];
+    \$1683 [4:3] = q0[4:3];
     if (rst) begin
-      \$1619  = 5'h00;
+      \$1683  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1621  = \$14 [6:0];
+    \$1685  = \$14 [6:0];
     if (rst) begin
-      \$1621  = 7'h00;
+      \$1685  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1622  = in_beat;
+    \$1686  = in_beat;
     if (acc) begin
-      \$1622  = \$17 [3:0];
+      \$1686  = \$17 [3:0];
     end
     if (rst) begin
-      \$1622  = 4'h0;
+      \$1686  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1623  = acc;
+    \$1687  = acc;
     if (rst) begin
-      \$1623  = 1'h0;
+      \$1687  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1624  = \$18 ;
+    \$1688  = \$18 ;
     if (rst) begin
-      \$1624  = 1'h0;
+      \$1688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1625  = \$19 ;
+    \$1689  = \$19 ;
     if (rst) begin
-      \$1625  = 1'h0;
+      \$1689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1626  = in_beat;
+    \$1690  = in_beat;
     if (rst) begin
-      \$1626  = 4'h0;
+      \$1690  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1627  = i__payload[18:0];
+    \$1691  = i__payload[18:0];
     if (rst) begin
-      \$1627  = 19'h00000;
+      \$1691  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1628  = i__payload[274:19];
+    \$1692  = i__payload[274:19];
     if (rst) begin
-      \$1628  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1692  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1629  = thr_latched;
+    \$1693  = thr_latched;
     if (\$20 ) begin
-      \$1629  = read__0__data;
+      \$1693  = read__0__data;
     end
     if (rst) begin
-      \$1629  = 64'h0000000000000000;
+      \$1693  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1630 [15:0] = { \$87 , \$64  };
-    \$1630 [31:16] = { \$154 , \$131  };
-    \$1630 [47:32] = { \$221 , \$198  };
-    \$1630 [63:48] = { \$288 , \$265  };
-    \$1630 [79:64] = { \$355 , \$332  };
-    \$1630 [95:80] = { \$422 , \$399  };
-    \$1630 [111:96] = { \$489 , \$466  };
-    \$1630 [127:112] = { \$556 , \$533  };
-    \$1630 [143:128] = { \$623 , \$600  };
-    \$1630 [159:144] = { \$690 , \$667  };
-    \$1630 [175:160] = { \$757 , \$734  };
-    \$1630 [191:176] = { \$824 , \$801  };
-    \$1630 [207:192] = { \$891 , \$868  };
-    \$1630 [223:208] = { \$958 , \$935  };
-    \$1630 [239:224] = { \$1025 , \$1002  };
-    \$1630 [255:240] = { \$1092 , \$1069  };
+    \$1694 [15:0] = { \$87 , \$64  };
+    \$1694 [31:16] = { \$154 , \$131  };
+    \$1694 [47:32] = { \$221 , \$198  };
+    \$1694 [63:48] = { \$288 , \$265  };
+    \$1694 [79:64] = { \$355 , \$332  };
+    \$1694 [95:80] = { \$422 , \$399  };
+    \$1694 [111:96] = { \$489 , \$466  };
+    \$1694 [127:112] = { \$556 , \$533  };
+    \$1694 [143:128] = { \$623 , \$600  };
+    \$1694 [159:144] = { \$690 , \$667  };
+    \$1694 [175:160] = { \$757 , \$734  };
+    \$1694 [191:176] = { \$824 , \$801  };
+    \$1694 [207:192] = { \$891 , \$868  };
+    \$1694 [223:208] = { \$958 , \$935  };
+    \$1694 [239:224] = { \$1025 , \$1002  };
+    \$1694 [255:240] = { \$1092 , \$1069  };
     if (rst) begin
-      \$1630  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1694  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1631  = p1_v;
+    \$1695  = p1_v;
     if (rst) begin
-      \$1631  = 1'h0;
+      \$1695  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1632  = \$signal$164 ;
+    \$1696  = \$signal$164 ;
     if (rst) begin
-      \$1632  = 1'h0;
+      \$1696  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1633  = p1_last;
+    \$1697  = p1_last;
     if (rst) begin
-      \$1633  = 1'h0;
+      \$1697  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1634  = p1_beat;
+    \$1698  = p1_beat;
     if (rst) begin
-      \$1634  = 4'h0;
+      \$1698  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1635  = p1_hdr;
+    \$1699  = p1_hdr;
     if (rst) begin
-      \$1635  = 19'h00000;
+      \$1699  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1636  = \$1124 ;
+    \$1700  = \$1124 ;
     if (rst) begin
-      \$1636  = 5'h00;
+      \$1700  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1637  = \$1125 ;
+    \$1701  = \$1125 ;
     if (rst) begin
-      \$1637  = 64'h0000000000000000;
+      \$1701  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1638  = p2_v;
+    \$1702  = p2_v;
     if (rst) begin
-      \$1638  = 1'h0;
+      \$1702  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1639  = \$signal$173 ;
+    \$1703  = \$signal$173 ;
     if (rst) begin
-      \$1639  = 1'h0;
+      \$1703  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1640  = p2_last;
+    \$1704  = p2_last;
     if (rst) begin
-      \$1640  = 1'h0;
+      \$1704  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1641  = p2_beat;
+    \$1705  = p2_beat;
     if (rst) begin
-      \$1641  = 4'h0;
+      \$1705  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1642  = p2_hdr;
+    \$1706  = p2_hdr;
     if (rst) begin
-      \$1642  = 19'h00000;
+      \$1706  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1643  = p2_key;
+    \$1707  = p2_key;
     if (rst) begin
-      \$1643  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1707  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = p2_bad;
+    \$1708  = p2_bad;
     if (rst) begin
-      \$1644  = 5'h00;
+      \$1708  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645 [15:0] = { \$1132 , \$1129  };
-    \$1645 [31:16] = { \$1139 , \$1136  };
-    \$1645 [47:32] = { \$1146 , \$1143  };
-    \$1645 [63:48] = { \$1153 , \$1150  };
+    \$1709 [15:0] = { \$1132 , \$1129  };
+    \$1709 [31:16] = { \$1139 , \$1136  };
+    \$1709 [47:32] = { \$1146 , \$1143  };
+    \$1709 [63:48] = { \$1153 , \$1150  };
     if (rst) begin
-      \$1645  = 64'h0000000000000000;
+      \$1709  = 64'h0000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646 [39:0] = \$1158 [39:0];
-    \$1646 [79:40] = \$1163 [39:0];
-    \$1646 [119:80] = \$1168 [39:0];
-    \$1646 [159:120] = \$1173 [39:0];
+    \$1710 [39:0] = \$1158 [40:1];
+    \$1710 [79:40] = \$1163 [40:1];
+    \$1710 [119:80] = \$1168 [40:1];
+    \$1710 [159:120] = \$1173 [40:1];
     if (rst) begin
-      \$1646  = 160'h0000000000000000000000000000000000000000;
+      \$1710  = 160'h0000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647 [0] = p2_thr[15];
-    \$1647 [1] = p2_thr[31];
-    \$1647 [2] = p2_thr[47];
-    \$1647 [3] = p2_thr[63];
+    \$1711 [0] = p2_thr[15];
+    \$1711 [1] = p2_thr[31];
+    \$1711 [2] = p2_thr[47];
+    \$1711 [3] = p2_thr[63];
     if (rst) begin
-      \$1647  = 4'h0;
+      \$1711  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = \$signal$179 ;
+    \$1712  = \$signal$179 ;
     if (rst) begin
-      \$1648  = 1'h0;
+      \$1712  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = \$signal$180 ;
+    \$1713  = \$signal$180 ;
     if (rst) begin
-      \$1649  = 1'h0;
+      \$1713  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = p3_last;
+    \$1714  = p3_last;
     if (rst) begin
-      \$1650  = 1'h0;
+      \$1714  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = p3_beat;
+    \$1715  = p3_beat;
     if (rst) begin
-      \$1651  = 4'h0;
+      \$1715  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = p3_hdr;
+    \$1716  = p3_hdr;
     if (rst) begin
-      \$1652  = 19'h00000;
+      \$1716  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = x;
+    \$1717  = x;
     if (rst) begin
-      \$1653  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+      \$1717  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = p3_bad;
+    \$1718  = p3_bad;
     if (rst) begin
-      \$1654  = 5'h00;
+      \$1718  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = \group$187 ;
+    \$1719  = \group$187 ;
     if (rst) begin
-      \$1655  = 32'd0;
+      \$1719  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = \upper$188 ;
+    \$1720  = \upper$188 ;
     if (rst) begin
-      \$1656  = 16'h0000;
+      \$1720  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657 [40:0] = \$1175 ;
-    \$1657 [81:41] = \$1177 ;
-    \$1657 [122:82] = \$1179 ;
-    \$1657 [163:123] = \$1181 ;
+    \$1721 [40:0] = \$1175 ;
+    \$1721 [81:41] = \$1177 ;
+    \$1721 [122:82] = \$1179 ;
+    \$1721 [163:123] = \$1181 ;
     if (rst) begin
-      \$1657  = 164'h00000000000000000000000000000000000000000;
+      \$1721  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = wp__addr;
+    \$1722  = wp__addr;
     if (wp__en) begin
-      \$1658  = \$1182 [5:0];
+      \$1722  = \$1182 [5:0];
     end
     if (rst) begin
-      \$1658  = 6'h00;
+      \$1722  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = bad_acc;
+    \$1723  = bad_acc;
     if (wp__en) begin
-      \$1659  = \$1184 [7:0];
+      \$1723  = \$1184 [7:0];
     end
     if (rst) begin
-      \$1659  = 8'h00;
+      \$1723  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = hdr_l;
+    \$1724  = hdr_l;
     if (wp__en) begin
       if (first) begin
-        \$1660  = p4_hdr;
+        \$1724  = p4_hdr;
       end
     end
     if (rst) begin
-      \$1660  = 19'h00000;
+      \$1724  = 19'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = side;
+    \$1725  = side;
     if (rst) begin
-      \$1661  = 191'h000000000000000000000000000000000000000000000000;
+      \$1725  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = side_d0;
+    \$1726  = side_d0;
     if (rst) begin
-      \$1662  = 191'h000000000000000000000000000000000000000000000000;
+      \$1726  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = side_d1;
+    \$1727  = side_d1;
     if (rst) begin
-      \$1663  = 191'h000000000000000000000000000000000000000000000000;
+      \$1727  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = side_d2;
+    \$1728  = side_d2;
     if (rst) begin
-      \$1664  = 191'h000000000000000000000000000000000000000000000000;
+      \$1728  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665  = side_d3;
+    \$1729  = side_d3;
     if (rst) begin
-      \$1665  = 191'h000000000000000000000000000000000000000000000000;
+      \$1729  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666  = side_d4;
+    \$1730  = side_d4;
     if (rst) begin
-      \$1666  = 191'h000000000000000000000000000000000000000000000000;
+      \$1730  = 191'h000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = status__bad_input;
+    \$1731  = side_d5;
+    if (rst) begin
+      \$1731  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1732  = side_d6;
+    if (rst) begin
+      \$1732  = 191'h000000000000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1733  = status__bad_input;
     if (status__clear) begin
-      \$1667  = 1'h0;
+      \$1733  = 1'h0;
     end else if (\$1186 ) begin
-      \$1667  = 1'h1;
+      \$1733  = 1'h1;
     end
     if (rst) begin
-      \$1667  = 1'h0;
+      \$1733  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = status__bad_count;
+    \$1734  = status__bad_count;
     if (status__clear) begin
-      \$1668  = 32'd0;
+      \$1734  = 32'd0;
     end else if (\$1186 ) begin
-      \$1668  = \$1190 [31:0];
+      \$1734  = \$1190 [31:0];
     end
     if (rst) begin
-      \$1668  = 32'd0;
+      \$1734  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = \$1192 ;
+    \$1735  = \$1192 ;
     if (rst) begin
-      \$1669  = 1'h0;
+      \$1735  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = \$1196 [2:0];
+    \$1736  = \$1196 [2:0];
     if (rst) begin
-      \$1670  = 3'h0;
+      \$1736  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = rp__addr;
+    \$1737  = rp__addr;
     if (issue) begin
-      \$1671  = \$1197 [5:0];
+      \$1737  = \$1197 [5:0];
     end
     if (rst) begin
-      \$1671  = 6'h00;
+      \$1737  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = rd_beat;
+    \$1738  = rd_beat;
     if (issue) begin
-      \$1672  = \$1200 [3:0];
+      \$1738  = \$1200 [3:0];
     end
     if (rst) begin
-      \$1672  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = \$1203 [4:0];
-    if (rst) begin
-      \$1673  = 5'h00;
+      \$1738  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = \$1206 [4:0];
+    \$1739  = \$1203 [4:0];
     if (rst) begin
-      \$1674  = 5'h00;
+      \$1739  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = \$1211 [4:0];
+    \$1740  = \$1206 [4:0];
     if (rst) begin
-      \$1675  = 5'h00;
+      \$1740  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676 [127:5] = q0[127:5];
-    \$1676 [0] = issue;
-    \$1676 [1] = \$1212 ;
-    \$1676 [2] = \$1213 ;
-    \$1676 [4:3] = \$1214 [1:0];
+    \$1741  = \$1211 [4:0];
     if (rst) begin
-      \$1676  = 128'h00000000000000000000000000000000;
+      \$1741  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = head;
+    \$1742 [127:5] = q0[127:5];
+    \$1742 [0] = issue;
+    \$1742 [1] = \$1212 ;
+    \$1742 [2] = \$1213 ;
+    \$1742 [4:3] = \$1214 [1:0];
     if (rst) begin
-      \$1677  = 325'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1742  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = rp__data;
+    \$1743  = head;
     if (rst) begin
-      \$1678  = 304'h0000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1743  = 325'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = { \$1618 , \$1620  };
+    \$1744  = rp__data;
     if (rst) begin
-      \$1679  = 128'h00000000000000000000000000000000;
+      \$1744  = 304'h0000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = q1_info;
+    \$1745  = { \$1682 , \$1684  };
     if (rst) begin
-      \$1680  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+      \$1745  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681 [39:0] = \$1235 [39:0];
-    \$1681 [79:40] = \$1260 [39:0];
-    \$1681 [119:80] = \$1285 [39:0];
-    \$1681 [159:120] = \$1310 [39:0];
-    \$1681 [199:160] = \$1335 [39:0];
-    \$1681 [239:200] = \$1360 [39:0];
-    \$1681 [279:240] = \$1385 [39:0];
-    \$1681 [319:280] = \$1410 [39:0];
-    \$1681 [359:320] = \$1435 [39:0];
-    \$1681 [399:360] = \$1460 [39:0];
-    \$1681 [439:400] = \$1485 [39:0];
-    \$1681 [479:440] = \$1510 [39:0];
-    \$1681 [519:480] = \$1535 [39:0];
-    \$1681 [559:520] = \$1560 [39:0];
-    \$1681 [599:560] = \$1585 [39:0];
-    \$1681 [639:600] = \$1610 [39:0];
+    \$1746  = q1_info;
     if (rst) begin
-      \$1681  = 640'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1746  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682 [0] = \$1239 ;
-    \$1682 [1] = \$1264 ;
-    \$1682 [2] = \$1289 ;
-    \$1682 [3] = \$1314 ;
-    \$1682 [4] = \$1339 ;
-    \$1682 [5] = \$1364 ;
-    \$1682 [6] = \$1389 ;
-    \$1682 [7] = \$1414 ;
-    \$1682 [8] = \$1439 ;
-    \$1682 [9] = \$1464 ;
-    \$1682 [10] = \$1489 ;
-    \$1682 [11] = \$1514 ;
-    \$1682 [12] = \$1539 ;
-    \$1682 [13] = \$1564 ;
-    \$1682 [14] = \$1589 ;
-    \$1682 [15] = \$1614 ;
+    \$1747 [39:0] = \$1239 [40:1];
+    \$1747 [79:40] = \$1268 [40:1];
+    \$1747 [119:80] = \$1297 [40:1];
+    \$1747 [159:120] = \$1326 [40:1];
+    \$1747 [199:160] = \$1355 [40:1];
+    \$1747 [239:200] = \$1384 [40:1];
+    \$1747 [279:240] = \$1413 [40:1];
+    \$1747 [319:280] = \$1442 [40:1];
+    \$1747 [359:320] = \$1471 [40:1];
+    \$1747 [399:360] = \$1500 [40:1];
+    \$1747 [439:400] = \$1529 [40:1];
+    \$1747 [479:440] = \$1558 [40:1];
+    \$1747 [519:480] = \$1587 [40:1];
+    \$1747 [559:520] = \$1616 [40:1];
+    \$1747 [599:560] = \$1645 [40:1];
+    \$1747 [639:600] = \$1674 [40:1];
     if (rst) begin
-      \$1682  = 16'h0000;
+      \$1747  = 640'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683 [1:0] = q1_data[17:16];
-    \$1683 [3:2] = q1_data[36:35];
-    \$1683 [5:4] = q1_data[55:54];
-    \$1683 [7:6] = q1_data[74:73];
-    \$1683 [9:8] = q1_data[93:92];
-    \$1683 [11:10] = q1_data[112:111];
-    \$1683 [13:12] = q1_data[131:130];
-    \$1683 [15:14] = q1_data[150:149];
-    \$1683 [17:16] = q1_data[169:168];
-    \$1683 [19:18] = q1_data[188:187];
-    \$1683 [21:20] = q1_data[207:206];
-    \$1683 [23:22] = q1_data[226:225];
-    \$1683 [25:24] = q1_data[245:244];
-    \$1683 [27:26] = q1_data[264:263];
-    \$1683 [29:28] = q1_data[283:282];
-    \$1683 [31:30] = q1_data[302:301];
+    \$1748 [0] = \$1243 ;
+    \$1748 [1] = \$1272 ;
+    \$1748 [2] = \$1301 ;
+    \$1748 [3] = \$1330 ;
+    \$1748 [4] = \$1359 ;
+    \$1748 [5] = \$1388 ;
+    \$1748 [6] = \$1417 ;
+    \$1748 [7] = \$1446 ;
+    \$1748 [8] = \$1475 ;
+    \$1748 [9] = \$1504 ;
+    \$1748 [10] = \$1533 ;
+    \$1748 [11] = \$1562 ;
+    \$1748 [12] = \$1591 ;
+    \$1748 [13] = \$1620 ;
+    \$1748 [14] = \$1649 ;
+    \$1748 [15] = \$1678 ;
     if (rst) begin
-      \$1683  = 32'd0;
+      \$1748  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684 [0] = q1_data[18];
-    \$1684 [1] = q1_data[37];
-    \$1684 [2] = q1_data[56];
-    \$1684 [3] = q1_data[75];
-    \$1684 [4] = q1_data[94];
-    \$1684 [5] = q1_data[113];
-    \$1684 [6] = q1_data[132];
-    \$1684 [7] = q1_data[151];
-    \$1684 [8] = q1_data[170];
-    \$1684 [9] = q1_data[189];
-    \$1684 [10] = q1_data[208];
-    \$1684 [11] = q1_data[227];
-    \$1684 [12] = q1_data[246];
-    \$1684 [13] = q1_data[265];
-    \$1684 [14] = q1_data[284];
-    \$1684 [15] = q1_data[303];
+    \$1749 [1:0] = q1_data[17:16];
+    \$1749 [3:2] = q1_data[36:35];
+    \$1749 [5:4] = q1_data[55:54];
+    \$1749 [7:6] = q1_data[74:73];
+    \$1749 [9:8] = q1_data[93:92];
+    \$1749 [11:10] = q1_data[112:111];
+    \$1749 [13:12] = q1_data[131:130];
+    \$1749 [15:14] = q1_data[150:149];
+    \$1749 [17:16] = q1_data[169:168];
+    \$1749 [19:18] = q1_data[188:187];
+    \$1749 [21:20] = q1_data[207:206];
+    \$1749 [23:22] = q1_data[226:225];
+    \$1749 [25:24] = q1_data[245:244];
+    \$1749 [27:26] = q1_data[264:263];
+    \$1749 [29:28] = q1_data[283:282];
+    \$1749 [31:30] = q1_data[302:301];
     if (rst) begin
-      \$1684  = 16'h0000;
+      \$1749  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685 [41:0] = { q1_info[40], q1_info[40:0] };
-    \$1685 [83:42] = { q1_info[81], q1_info[81:41] };
-    \$1685 [125:84] = \$1615 ;
-    \$1685 [167:126] = \$1616 ;
-    \$1685 [209:168] = \$1617 ;
+    \$1750 [0] = q1_data[18];
+    \$1750 [1] = q1_data[37];
+    \$1750 [2] = q1_data[56];
+    \$1750 [3] = q1_data[75];
+    \$1750 [4] = q1_data[94];
+    \$1750 [5] = q1_data[113];
+    \$1750 [6] = q1_data[132];
+    \$1750 [7] = q1_data[151];
+    \$1750 [8] = q1_data[170];
+    \$1750 [9] = q1_data[189];
+    \$1750 [10] = q1_data[208];
+    \$1750 [11] = q1_data[227];
+    \$1750 [12] = q1_data[246];
+    \$1750 [13] = q1_data[265];
+    \$1750 [14] = q1_data[284];
+    \$1750 [15] = q1_data[303];
     if (rst) begin
-      \$1685  = 210'h00000000000000000000000000000000000000000000000000000;
+      \$1750  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = q2_0;
+    \$1751 [41:0] = { q1_info[40], q1_info[40:0] };
+    \$1751 [83:42] = { q1_info[81], q1_info[81:41] };
+    \$1751 [125:84] = \$1679 ;
+    \$1751 [167:126] = \$1680 ;
+    \$1751 [209:168] = \$1681 ;
     if (rst) begin
-      \$1686  = 128'h00000000000000000000000000000000;
+      \$1751  = 210'h00000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = q2_info0;
+    \$1752  = q2_0;
     if (rst) begin
-      \$1687  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
+      \$1752  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = \group$115 ;
+    \$1753  = q2_info0;
     if (rst) begin
-      \$1688  = 32'd0;
+      \$1753  = 258'h00000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = \upper$117 ;
+    \$1754  = \group$115 ;
     if (rst) begin
-      \$1689  = 16'h0000;
+      \$1754  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = \mag$200 ;
+    \$1755  = \upper$117 ;
     if (rst) begin
-      \$1690  = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1755  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = q3_0;
+    \$1756  = \mag$202 ;
     if (rst) begin
-      \$1691  = 128'h00000000000000000000000000000000;
+      \$1756  = 656'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = qe_0;
+    \$1757  = q3_0;
     if (rst) begin
-      \$1692  = 128'h00000000000000000000000000000000;
+      \$1757  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = qe_1;
+    \$1758  = qe_0;
     if (rst) begin
-      \$1693  = 128'h00000000000000000000000000000000;
+      \$1758  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = qe_2;
+    \$1759  = qe_1;
     if (rst) begin
-      \$1694  = 128'h00000000000000000000000000000000;
+      \$1759  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695  = qe_3;
+    \$1760  = qe_2;
     if (rst) begin
-      \$1695  = 128'h00000000000000000000000000000000;
+      \$1760  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = qe_4;
+    \$1761  = qe_3;
     if (rst) begin
-      \$1696  = 128'h00000000000000000000000000000000;
+      \$1761  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = qe_5;
+    \$1762  = qe_4;
     if (rst) begin
-      \$1697  = 128'h00000000000000000000000000000000;
+      \$1762  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = qp_0;
+    \$1763  = qe_5;
     if (rst) begin
-      \$1698  = 128'h00000000000000000000000000000000;
+      \$1763  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1764  = qp_0;
+    if (rst) begin
+      \$1764  = 128'h00000000000000000000000000000000;
     end
   end
   assign write__payload = thresholds__payload;
@@ -5929,7 +6103,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \r_en$102  = r_en;
   assign rd_ptr = rp__addr;
   assign rp__en = 1'h1;
-  assign q1 = { \$1618 , \$1620  };
+  assign q1 = { \$1682 , \$1684  };
   assign q2_p = p;
   assign q2_xmag = x_mag;
   assign q2_xneg = x_neg;
@@ -6280,18 +6454,18 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \w_side.counts[2]  = w_side[214:207];
   assign \w_side.inner_min  = w_side[230:215];
   assign \w_side.inner_min_u  = w_side[271:231];
-  assign \side_d5.header  = side_d5[18:0];
-  assign \side_d5.header.seq  = side_d5[1:0];
-  assign \side_d5.header.layer  = side_d5[6:2];
-  assign \side_d5.header.kv  = side_d5[7];
-  assign \side_d5.header.head  = side_d5[9:8];
-  assign \side_d5.header.pos  = side_d5[18:10];
-  assign \side_d5.tu  = side_d5[182:19];
-  assign \side_d5.tu[0]  = side_d5[59:19];
-  assign \side_d5.tu[1]  = side_d5[100:60];
-  assign \side_d5.tu[2]  = side_d5[141:101];
-  assign \side_d5.tu[3]  = side_d5[182:142];
-  assign \side_d5.bad  = side_d5[190:183];
+  assign \side_d7.header  = side_d7[18:0];
+  assign \side_d7.header.seq  = side_d7[1:0];
+  assign \side_d7.header.layer  = side_d7[6:2];
+  assign \side_d7.header.kv  = side_d7[7];
+  assign \side_d7.header.head  = side_d7[9:8];
+  assign \side_d7.header.pos  = side_d7[18:10];
+  assign \side_d7.tu  = side_d7[182:19];
+  assign \side_d7.tu[0]  = side_d7[59:19];
+  assign \side_d7.tu[1]  = side_d7[100:60];
+  assign \side_d7.tu[2]  = side_d7[141:101];
+  assign \side_d7.tu[3]  = side_d7[182:142];
+  assign \side_d7.bad  = side_d7[190:183];
   assign \counts[0]  = counts[7:0];
   assign \counts[1]  = counts[15:8];
   assign \counts[2]  = counts[23:16];
@@ -6322,19 +6496,19 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \head.delta_mid  = head[292:277];
   assign \head.delta_inner  = head[308:293];
   assign \head.delta_outer  = head[324:309];
-  assign \q1.valid  = \$1620 [0];
-  assign \q1.first  = \$1620 [1];
-  assign \q1.last  = \$1620 [2];
-  assign \q1.bib  = \$1620 [4:3];
-  assign \q1.meta  = \$1618 ;
-  assign \q1.meta.data  = \$1618 [95:0];
-  assign \q1.meta.header  = \$1618 [114:96];
-  assign \q1.meta.header.seq  = \$1618 [97:96];
-  assign \q1.meta.header.layer  = \$1618 [102:98];
-  assign \q1.meta.header.kv  = \$1618 [103];
-  assign \q1.meta.header.head  = \$1618 [105:104];
-  assign \q1.meta.header.pos  = \$1618 [114:106];
-  assign \q1.meta.bad_inputs  = \$1618 [122:115];
+  assign \q1.valid  = \$1684 [0];
+  assign \q1.first  = \$1684 [1];
+  assign \q1.last  = \$1684 [2];
+  assign \q1.bib  = \$1684 [4:3];
+  assign \q1.meta  = \$1682 ;
+  assign \q1.meta.data  = \$1682 [95:0];
+  assign \q1.meta.header  = \$1682 [114:96];
+  assign \q1.meta.header.seq  = \$1682 [97:96];
+  assign \q1.meta.header.layer  = \$1682 [102:98];
+  assign \q1.meta.header.kv  = \$1682 [103];
+  assign \q1.meta.header.head  = \$1682 [105:104];
+  assign \q1.meta.header.pos  = \$1682 [114:106];
+  assign \q1.meta.bad_inputs  = \$1682 [122:115];
   assign \q1_rec.side  = q1_rec[190:0];
   assign \q1_rec.side.header  = q1_rec[18:0];
   assign \q1_rec.side.header.seq  = q1_rec[1:0];
@@ -6960,6 +7134,30 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \side_d4.tu[2]  = side_d4[141:101];
   assign \side_d4.tu[3]  = side_d4[182:142];
   assign \side_d4.bad  = side_d4[190:183];
+  assign \side_d5.header  = side_d5[18:0];
+  assign \side_d5.header.seq  = side_d5[1:0];
+  assign \side_d5.header.layer  = side_d5[6:2];
+  assign \side_d5.header.kv  = side_d5[7];
+  assign \side_d5.header.head  = side_d5[9:8];
+  assign \side_d5.header.pos  = side_d5[18:10];
+  assign \side_d5.tu  = side_d5[182:19];
+  assign \side_d5.tu[0]  = side_d5[59:19];
+  assign \side_d5.tu[1]  = side_d5[100:60];
+  assign \side_d5.tu[2]  = side_d5[141:101];
+  assign \side_d5.tu[3]  = side_d5[182:142];
+  assign \side_d5.bad  = side_d5[190:183];
+  assign \side_d6.header  = side_d6[18:0];
+  assign \side_d6.header.seq  = side_d6[1:0];
+  assign \side_d6.header.layer  = side_d6[6:2];
+  assign \side_d6.header.kv  = side_d6[7];
+  assign \side_d6.header.head  = side_d6[9:8];
+  assign \side_d6.header.pos  = side_d6[18:10];
+  assign \side_d6.tu  = side_d6[182:19];
+  assign \side_d6.tu[0]  = side_d6[59:19];
+  assign \side_d6.tu[1]  = side_d6[100:60];
+  assign \side_d6.tu[2]  = side_d6[141:101];
+  assign \side_d6.tu[3]  = side_d6[182:142];
+  assign \side_d6.bad  = side_d6[190:183];
   assign \q0.valid  = q0[0];
   assign \q0.first  = q0[1];
   assign \q0.last  = q0[2];
@@ -7137,22 +7335,22 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign \q3_0.meta.header.head  = q3_0[110:109];
   assign \q3_0.meta.header.pos  = q3_0[119:111];
   assign \q3_0.meta.bad_inputs  = q3_0[127:120];
-  assign \mag$200[0]  = \mag$200 [40:0];
-  assign \mag$200[1]  = \mag$200 [81:41];
-  assign \mag$200[2]  = \mag$200 [122:82];
-  assign \mag$200[3]  = \mag$200 [163:123];
-  assign \mag$200[4]  = \mag$200 [204:164];
-  assign \mag$200[5]  = \mag$200 [245:205];
-  assign \mag$200[6]  = \mag$200 [286:246];
-  assign \mag$200[7]  = \mag$200 [327:287];
-  assign \mag$200[8]  = \mag$200 [368:328];
-  assign \mag$200[9]  = \mag$200 [409:369];
-  assign \mag$200[10]  = \mag$200 [450:410];
-  assign \mag$200[11]  = \mag$200 [491:451];
-  assign \mag$200[12]  = \mag$200 [532:492];
-  assign \mag$200[13]  = \mag$200 [573:533];
-  assign \mag$200[14]  = \mag$200 [614:574];
-  assign \mag$200[15]  = \mag$200 [655:615];
+  assign \mag$202[0]  = \mag$202 [40:0];
+  assign \mag$202[1]  = \mag$202 [81:41];
+  assign \mag$202[2]  = \mag$202 [122:82];
+  assign \mag$202[3]  = \mag$202 [163:123];
+  assign \mag$202[4]  = \mag$202 [204:164];
+  assign \mag$202[5]  = \mag$202 [245:205];
+  assign \mag$202[6]  = \mag$202 [286:246];
+  assign \mag$202[7]  = \mag$202 [327:287];
+  assign \mag$202[8]  = \mag$202 [368:328];
+  assign \mag$202[9]  = \mag$202 [409:369];
+  assign \mag$202[10]  = \mag$202 [450:410];
+  assign \mag$202[11]  = \mag$202 [491:451];
+  assign \mag$202[12]  = \mag$202 [532:492];
+  assign \mag$202[13]  = \mag$202 [573:533];
+  assign \mag$202[14]  = \mag$202 [614:574];
+  assign \mag$202[15]  = \mag$202 [655:615];
   assign \qe_0.valid  = qe_0[0];
   assign \qe_0.first  = qe_0[1];
   assign \qe_0.last  = qe_0[2];
@@ -7244,9 +7442,9 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign q1_info[209:205] = q1_rec[276:272];
   assign q1_info[204:164] = q1_rec[271:231];
   assign q1_info[163:0] = q1_rec[182:19];
-  assign \$1618 [95:0] = { q1_rec[214:191], 3'h0, q1_rec[276:272], q1_rec[324:309], q1_rec[230:215], q1_rec[308:277] };
-  assign \$1618 [122:115] = q1_rec[190:183];
-  assign \$1618 [114:96] = q1_rec[18:0];
+  assign \$1682 [95:0] = { q1_rec[214:191], 3'h0, q1_rec[276:272], q1_rec[324:309], q1_rec[230:215], q1_rec[308:277] };
+  assign \$1682 [122:115] = q1_rec[190:183];
+  assign \$1682 [114:96] = q1_rec[18:0];
   assign head[324:309] = \r_data$92 [52:37];
   assign head[308:293] = \r_data$92 [36:21];
   assign head[292:277] = \r_data$92 [20:5];
@@ -7262,7 +7460,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign w_side[271:231] = inner_min;
   assign w_side[230:215] = inner_min_fp16;
   assign w_side[214:191] = counts;
-  assign w_side[190:0] = side_d5;
+  assign w_side[190:0] = side_d7;
   assign side[190:183] = \$4 [7:0];
   assign side[182:19] = \t$52 ;
   assign side[18:0] = \$2 ;
@@ -7314,8 +7512,8 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
   assign wp__data[18] = p4_upper[0];
   assign wp__data[17:16] = p4_group[1:0];
   assign wp__data[15:0] = p4_key[15:0];
-  assign \$2919  = 1'h1;
-  assign \$1214  = \$2917 ;
+  assign \$2985  = 1'h1;
+  assign \$1214  = \$2983 ;
   assign \$1188  = \$1187 [32];
 endmodule
 
@@ -8266,7 +8464,7 @@ module \quant_engine.dense_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \quant_engine.encoder (rst, \port$12134$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -11149,8 +11347,8 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$12522$205 ;
-  wire [52:0] \port$12522$205 ;
+  input [52:0] \port$12134$205 ;
+  wire [52:0] \port$12134$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -11572,29 +11770,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$12522$205 [19:15];
-  assign \$3  = \port$12522$205 [19:15] - 1'h1;
+  assign \$2  = | \port$12134$205 [19:15];
+  assign \$3  = \port$12134$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$12522$205 [35:31];
-  assign \$7  = \port$12522$205 [35:31] - 1'h1;
+  assign \$6  = | \port$12134$205 [35:31];
+  assign \$7  = \port$12134$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$12522$205 [51:47];
-  assign \$10  = \port$12522$205 [51:47] - 1'h1;
+  assign \$9  = | \port$12134$205 [51:47];
+  assign \$10  = \port$12134$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$12522$205 [19:15];
+  assign \$15  = | \port$12134$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$12522$205 [35:31];
-  assign \$18  = | \port$12522$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$12522$205 [30:21] } : { \$18 , \port$12522$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$12522$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$12134$205 [35:31];
+  assign \$18  = | \port$12134$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$12134$205 [30:21] } : { \$18 , \port$12134$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$12134$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$12522$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$23  = 5'h10 - \port$12134$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12134$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -11627,29 +11825,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$54  = | g0;
   assign \$55  = g0 == 2'h2;
   assign \$56  = ! group[3:2];
-  assign \$57  = | \port$12522$205 [19:15];
-  assign \$58  = \port$12522$205 [19:15] - 1'h1;
+  assign \$57  = | \port$12134$205 [19:15];
+  assign \$58  = \port$12134$205 [19:15] - 1'h1;
   assign \$59  = \$57  ? \$58  : 6'h00;
   assign \$60  = group[3:2] == 1'h1;
-  assign \$61  = | \port$12522$205 [35:31];
-  assign \$62  = \port$12522$205 [35:31] - 1'h1;
+  assign \$61  = | \port$12134$205 [35:31];
+  assign \$62  = \port$12134$205 [35:31] - 1'h1;
   assign \$63  = \$61  ? \$62  : 6'h00;
-  assign \$64  = | \port$12522$205 [51:47];
-  assign \$65  = \port$12522$205 [51:47] - 1'h1;
+  assign \$64  = | \port$12134$205 [51:47];
+  assign \$65  = \port$12134$205 [51:47] - 1'h1;
   assign \$66  = \$64  ? \$65  : 6'h00;
   assign \$67  = \$60  ? \$63 [4:0] : \$66 [4:0];
   assign \$68  = \$56  ? \$59 [4:0] : \$67 ;
   assign \$69  = ! group[3:2];
-  assign \$70  = | \port$12522$205 [19:15];
+  assign \$70  = | \port$12134$205 [19:15];
   assign \$71  = group[3:2] == 1'h1;
-  assign \$72  = | \port$12522$205 [35:31];
-  assign \$73  = | \port$12522$205 [51:47];
-  assign \$74  = \$71  ? { \$72 , \port$12522$205 [30:21] } : { \$73 , \port$12522$205 [46:37] };
-  assign \$75  = \$69  ? { \$70 , \port$12522$205 [14:5] } : \$74 ;
+  assign \$72  = | \port$12134$205 [35:31];
+  assign \$73  = | \port$12134$205 [51:47];
+  assign \$74  = \$71  ? { \$72 , \port$12134$205 [30:21] } : { \$73 , \port$12134$205 [46:37] };
+  assign \$75  = \$69  ? { \$70 , \port$12134$205 [14:5] } : \$74 ;
   assign \$76  = group[3:2] == 1'h1;
   assign \$77  = group[3:2] == 2'h2;
-  assign \$78  = 5'h10 - \port$12522$205 [4:0];
-  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$78  = 5'h10 - \port$12134$205 [4:0];
+  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12134$205 [4:0] };
   assign \$80  = \$77  ? 6'h10 : \$79 ;
   assign \$81  = \$76  ? 7'h20 : { \$80 [5], \$80  };
   assign \$82  = \$81 [5:0] - 1'h1;
@@ -11682,29 +11880,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$109  = | g1;
   assign \$110  = g1 == 2'h2;
   assign \$111  = ! group[5:4];
-  assign \$112  = | \port$12522$205 [19:15];
-  assign \$113  = \port$12522$205 [19:15] - 1'h1;
+  assign \$112  = | \port$12134$205 [19:15];
+  assign \$113  = \port$12134$205 [19:15] - 1'h1;
   assign \$114  = \$112  ? \$113  : 6'h00;
   assign \$115  = group[5:4] == 1'h1;
-  assign \$116  = | \port$12522$205 [35:31];
-  assign \$117  = \port$12522$205 [35:31] - 1'h1;
+  assign \$116  = | \port$12134$205 [35:31];
+  assign \$117  = \port$12134$205 [35:31] - 1'h1;
   assign \$118  = \$116  ? \$117  : 6'h00;
-  assign \$119  = | \port$12522$205 [51:47];
-  assign \$120  = \port$12522$205 [51:47] - 1'h1;
+  assign \$119  = | \port$12134$205 [51:47];
+  assign \$120  = \port$12134$205 [51:47] - 1'h1;
   assign \$121  = \$119  ? \$120  : 6'h00;
   assign \$122  = \$115  ? \$118 [4:0] : \$121 [4:0];
   assign \$123  = \$111  ? \$114 [4:0] : \$122 ;
   assign \$124  = ! group[5:4];
-  assign \$125  = | \port$12522$205 [19:15];
+  assign \$125  = | \port$12134$205 [19:15];
   assign \$126  = group[5:4] == 1'h1;
-  assign \$127  = | \port$12522$205 [35:31];
-  assign \$128  = | \port$12522$205 [51:47];
-  assign \$129  = \$126  ? { \$127 , \port$12522$205 [30:21] } : { \$128 , \port$12522$205 [46:37] };
-  assign \$130  = \$124  ? { \$125 , \port$12522$205 [14:5] } : \$129 ;
+  assign \$127  = | \port$12134$205 [35:31];
+  assign \$128  = | \port$12134$205 [51:47];
+  assign \$129  = \$126  ? { \$127 , \port$12134$205 [30:21] } : { \$128 , \port$12134$205 [46:37] };
+  assign \$130  = \$124  ? { \$125 , \port$12134$205 [14:5] } : \$129 ;
   assign \$131  = group[5:4] == 1'h1;
   assign \$132  = group[5:4] == 2'h2;
-  assign \$133  = 5'h10 - \port$12522$205 [4:0];
-  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$133  = 5'h10 - \port$12134$205 [4:0];
+  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12134$205 [4:0] };
   assign \$135  = \$132  ? 6'h10 : \$134 ;
   assign \$136  = \$131  ? 7'h20 : { \$135 [5], \$135  };
   assign \$137  = \$136 [5:0] - 1'h1;
@@ -11737,29 +11935,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$164  = | g2;
   assign \$165  = g2 == 2'h2;
   assign \$166  = ! group[7:6];
-  assign \$167  = | \port$12522$205 [19:15];
-  assign \$168  = \port$12522$205 [19:15] - 1'h1;
+  assign \$167  = | \port$12134$205 [19:15];
+  assign \$168  = \port$12134$205 [19:15] - 1'h1;
   assign \$169  = \$167  ? \$168  : 6'h00;
   assign \$170  = group[7:6] == 1'h1;
-  assign \$171  = | \port$12522$205 [35:31];
-  assign \$172  = \port$12522$205 [35:31] - 1'h1;
+  assign \$171  = | \port$12134$205 [35:31];
+  assign \$172  = \port$12134$205 [35:31] - 1'h1;
   assign \$173  = \$171  ? \$172  : 6'h00;
-  assign \$174  = | \port$12522$205 [51:47];
-  assign \$175  = \port$12522$205 [51:47] - 1'h1;
+  assign \$174  = | \port$12134$205 [51:47];
+  assign \$175  = \port$12134$205 [51:47] - 1'h1;
   assign \$176  = \$174  ? \$175  : 6'h00;
   assign \$177  = \$170  ? \$173 [4:0] : \$176 [4:0];
   assign \$178  = \$166  ? \$169 [4:0] : \$177 ;
   assign \$179  = ! group[7:6];
-  assign \$180  = | \port$12522$205 [19:15];
+  assign \$180  = | \port$12134$205 [19:15];
   assign \$181  = group[7:6] == 1'h1;
-  assign \$182  = | \port$12522$205 [35:31];
-  assign \$183  = | \port$12522$205 [51:47];
-  assign \$184  = \$181  ? { \$182 , \port$12522$205 [30:21] } : { \$183 , \port$12522$205 [46:37] };
-  assign \$185  = \$179  ? { \$180 , \port$12522$205 [14:5] } : \$184 ;
+  assign \$182  = | \port$12134$205 [35:31];
+  assign \$183  = | \port$12134$205 [51:47];
+  assign \$184  = \$181  ? { \$182 , \port$12134$205 [30:21] } : { \$183 , \port$12134$205 [46:37] };
+  assign \$185  = \$179  ? { \$180 , \port$12134$205 [14:5] } : \$184 ;
   assign \$186  = group[7:6] == 1'h1;
   assign \$187  = group[7:6] == 2'h2;
-  assign \$188  = 5'h10 - \port$12522$205 [4:0];
-  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$188  = 5'h10 - \port$12134$205 [4:0];
+  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12134$205 [4:0] };
   assign \$190  = \$187  ? 6'h10 : \$189 ;
   assign \$191  = \$186  ? 7'h20 : { \$190 [5], \$190  };
   assign \$192  = \$191 [5:0] - 1'h1;
@@ -11792,29 +11990,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$219  = | g3;
   assign \$220  = g3 == 2'h2;
   assign \$221  = ! group[9:8];
-  assign \$222  = | \port$12522$205 [19:15];
-  assign \$223  = \port$12522$205 [19:15] - 1'h1;
+  assign \$222  = | \port$12134$205 [19:15];
+  assign \$223  = \port$12134$205 [19:15] - 1'h1;
   assign \$224  = \$222  ? \$223  : 6'h00;
   assign \$225  = group[9:8] == 1'h1;
-  assign \$226  = | \port$12522$205 [35:31];
-  assign \$227  = \port$12522$205 [35:31] - 1'h1;
+  assign \$226  = | \port$12134$205 [35:31];
+  assign \$227  = \port$12134$205 [35:31] - 1'h1;
   assign \$228  = \$226  ? \$227  : 6'h00;
-  assign \$229  = | \port$12522$205 [51:47];
-  assign \$230  = \port$12522$205 [51:47] - 1'h1;
+  assign \$229  = | \port$12134$205 [51:47];
+  assign \$230  = \port$12134$205 [51:47] - 1'h1;
   assign \$231  = \$229  ? \$230  : 6'h00;
   assign \$232  = \$225  ? \$228 [4:0] : \$231 [4:0];
   assign \$233  = \$221  ? \$224 [4:0] : \$232 ;
   assign \$234  = ! group[9:8];
-  assign \$235  = | \port$12522$205 [19:15];
+  assign \$235  = | \port$12134$205 [19:15];
   assign \$236  = group[9:8] == 1'h1;
-  assign \$237  = | \port$12522$205 [35:31];
-  assign \$238  = | \port$12522$205 [51:47];
-  assign \$239  = \$236  ? { \$237 , \port$12522$205 [30:21] } : { \$238 , \port$12522$205 [46:37] };
-  assign \$240  = \$234  ? { \$235 , \port$12522$205 [14:5] } : \$239 ;
+  assign \$237  = | \port$12134$205 [35:31];
+  assign \$238  = | \port$12134$205 [51:47];
+  assign \$239  = \$236  ? { \$237 , \port$12134$205 [30:21] } : { \$238 , \port$12134$205 [46:37] };
+  assign \$240  = \$234  ? { \$235 , \port$12134$205 [14:5] } : \$239 ;
   assign \$241  = group[9:8] == 1'h1;
   assign \$242  = group[9:8] == 2'h2;
-  assign \$243  = 5'h10 - \port$12522$205 [4:0];
-  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$243  = 5'h10 - \port$12134$205 [4:0];
+  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12134$205 [4:0] };
   assign \$245  = \$242  ? 6'h10 : \$244 ;
   assign \$246  = \$241  ? 7'h20 : { \$245 [5], \$245  };
   assign \$247  = \$246 [5:0] - 1'h1;
@@ -11847,29 +12045,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$274  = | g4;
   assign \$275  = g4 == 2'h2;
   assign \$276  = ! group[11:10];
-  assign \$277  = | \port$12522$205 [19:15];
-  assign \$278  = \port$12522$205 [19:15] - 1'h1;
+  assign \$277  = | \port$12134$205 [19:15];
+  assign \$278  = \port$12134$205 [19:15] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = group[11:10] == 1'h1;
-  assign \$281  = | \port$12522$205 [35:31];
-  assign \$282  = \port$12522$205 [35:31] - 1'h1;
+  assign \$281  = | \port$12134$205 [35:31];
+  assign \$282  = \port$12134$205 [35:31] - 1'h1;
   assign \$283  = \$281  ? \$282  : 6'h00;
-  assign \$284  = | \port$12522$205 [51:47];
-  assign \$285  = \port$12522$205 [51:47] - 1'h1;
+  assign \$284  = | \port$12134$205 [51:47];
+  assign \$285  = \port$12134$205 [51:47] - 1'h1;
   assign \$286  = \$284  ? \$285  : 6'h00;
   assign \$287  = \$280  ? \$283 [4:0] : \$286 [4:0];
   assign \$288  = \$276  ? \$279 [4:0] : \$287 ;
   assign \$289  = ! group[11:10];
-  assign \$290  = | \port$12522$205 [19:15];
+  assign \$290  = | \port$12134$205 [19:15];
   assign \$291  = group[11:10] == 1'h1;
-  assign \$292  = | \port$12522$205 [35:31];
-  assign \$293  = | \port$12522$205 [51:47];
-  assign \$294  = \$291  ? { \$292 , \port$12522$205 [30:21] } : { \$293 , \port$12522$205 [46:37] };
-  assign \$295  = \$289  ? { \$290 , \port$12522$205 [14:5] } : \$294 ;
+  assign \$292  = | \port$12134$205 [35:31];
+  assign \$293  = | \port$12134$205 [51:47];
+  assign \$294  = \$291  ? { \$292 , \port$12134$205 [30:21] } : { \$293 , \port$12134$205 [46:37] };
+  assign \$295  = \$289  ? { \$290 , \port$12134$205 [14:5] } : \$294 ;
   assign \$296  = group[11:10] == 1'h1;
   assign \$297  = group[11:10] == 2'h2;
-  assign \$298  = 5'h10 - \port$12522$205 [4:0];
-  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$298  = 5'h10 - \port$12134$205 [4:0];
+  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12134$205 [4:0] };
   assign \$300  = \$297  ? 6'h10 : \$299 ;
   assign \$301  = \$296  ? 7'h20 : { \$300 [5], \$300  };
   assign \$302  = \$301 [5:0] - 1'h1;
@@ -11902,29 +12100,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$329  = | g5;
   assign \$330  = g5 == 2'h2;
   assign \$331  = ! group[13:12];
-  assign \$332  = | \port$12522$205 [19:15];
-  assign \$333  = \port$12522$205 [19:15] - 1'h1;
+  assign \$332  = | \port$12134$205 [19:15];
+  assign \$333  = \port$12134$205 [19:15] - 1'h1;
   assign \$334  = \$332  ? \$333  : 6'h00;
   assign \$335  = group[13:12] == 1'h1;
-  assign \$336  = | \port$12522$205 [35:31];
-  assign \$337  = \port$12522$205 [35:31] - 1'h1;
+  assign \$336  = | \port$12134$205 [35:31];
+  assign \$337  = \port$12134$205 [35:31] - 1'h1;
   assign \$338  = \$336  ? \$337  : 6'h00;
-  assign \$339  = | \port$12522$205 [51:47];
-  assign \$340  = \port$12522$205 [51:47] - 1'h1;
+  assign \$339  = | \port$12134$205 [51:47];
+  assign \$340  = \port$12134$205 [51:47] - 1'h1;
   assign \$341  = \$339  ? \$340  : 6'h00;
   assign \$342  = \$335  ? \$338 [4:0] : \$341 [4:0];
   assign \$343  = \$331  ? \$334 [4:0] : \$342 ;
   assign \$344  = ! group[13:12];
-  assign \$345  = | \port$12522$205 [19:15];
+  assign \$345  = | \port$12134$205 [19:15];
   assign \$346  = group[13:12] == 1'h1;
-  assign \$347  = | \port$12522$205 [35:31];
-  assign \$348  = | \port$12522$205 [51:47];
-  assign \$349  = \$346  ? { \$347 , \port$12522$205 [30:21] } : { \$348 , \port$12522$205 [46:37] };
-  assign \$350  = \$344  ? { \$345 , \port$12522$205 [14:5] } : \$349 ;
+  assign \$347  = | \port$12134$205 [35:31];
+  assign \$348  = | \port$12134$205 [51:47];
+  assign \$349  = \$346  ? { \$347 , \port$12134$205 [30:21] } : { \$348 , \port$12134$205 [46:37] };
+  assign \$350  = \$344  ? { \$345 , \port$12134$205 [14:5] } : \$349 ;
   assign \$351  = group[13:12] == 1'h1;
   assign \$352  = group[13:12] == 2'h2;
-  assign \$353  = 5'h10 - \port$12522$205 [4:0];
-  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$353  = 5'h10 - \port$12134$205 [4:0];
+  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12134$205 [4:0] };
   assign \$355  = \$352  ? 6'h10 : \$354 ;
   assign \$356  = \$351  ? 7'h20 : { \$355 [5], \$355  };
   assign \$357  = \$356 [5:0] - 1'h1;
@@ -11957,29 +12155,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$384  = | g6;
   assign \$385  = g6 == 2'h2;
   assign \$386  = ! group[15:14];
-  assign \$387  = | \port$12522$205 [19:15];
-  assign \$388  = \port$12522$205 [19:15] - 1'h1;
+  assign \$387  = | \port$12134$205 [19:15];
+  assign \$388  = \port$12134$205 [19:15] - 1'h1;
   assign \$389  = \$387  ? \$388  : 6'h00;
   assign \$390  = group[15:14] == 1'h1;
-  assign \$391  = | \port$12522$205 [35:31];
-  assign \$392  = \port$12522$205 [35:31] - 1'h1;
+  assign \$391  = | \port$12134$205 [35:31];
+  assign \$392  = \port$12134$205 [35:31] - 1'h1;
   assign \$393  = \$391  ? \$392  : 6'h00;
-  assign \$394  = | \port$12522$205 [51:47];
-  assign \$395  = \port$12522$205 [51:47] - 1'h1;
+  assign \$394  = | \port$12134$205 [51:47];
+  assign \$395  = \port$12134$205 [51:47] - 1'h1;
   assign \$396  = \$394  ? \$395  : 6'h00;
   assign \$397  = \$390  ? \$393 [4:0] : \$396 [4:0];
   assign \$398  = \$386  ? \$389 [4:0] : \$397 ;
   assign \$399  = ! group[15:14];
-  assign \$400  = | \port$12522$205 [19:15];
+  assign \$400  = | \port$12134$205 [19:15];
   assign \$401  = group[15:14] == 1'h1;
-  assign \$402  = | \port$12522$205 [35:31];
-  assign \$403  = | \port$12522$205 [51:47];
-  assign \$404  = \$401  ? { \$402 , \port$12522$205 [30:21] } : { \$403 , \port$12522$205 [46:37] };
-  assign \$405  = \$399  ? { \$400 , \port$12522$205 [14:5] } : \$404 ;
+  assign \$402  = | \port$12134$205 [35:31];
+  assign \$403  = | \port$12134$205 [51:47];
+  assign \$404  = \$401  ? { \$402 , \port$12134$205 [30:21] } : { \$403 , \port$12134$205 [46:37] };
+  assign \$405  = \$399  ? { \$400 , \port$12134$205 [14:5] } : \$404 ;
   assign \$406  = group[15:14] == 1'h1;
   assign \$407  = group[15:14] == 2'h2;
-  assign \$408  = 5'h10 - \port$12522$205 [4:0];
-  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$408  = 5'h10 - \port$12134$205 [4:0];
+  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12134$205 [4:0] };
   assign \$410  = \$407  ? 6'h10 : \$409 ;
   assign \$411  = \$406  ? 7'h20 : { \$410 [5], \$410  };
   assign \$412  = \$411 [5:0] - 1'h1;
@@ -12012,29 +12210,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$439  = | g7;
   assign \$440  = g7 == 2'h2;
   assign \$441  = ! group[17:16];
-  assign \$442  = | \port$12522$205 [19:15];
-  assign \$443  = \port$12522$205 [19:15] - 1'h1;
+  assign \$442  = | \port$12134$205 [19:15];
+  assign \$443  = \port$12134$205 [19:15] - 1'h1;
   assign \$444  = \$442  ? \$443  : 6'h00;
   assign \$445  = group[17:16] == 1'h1;
-  assign \$446  = | \port$12522$205 [35:31];
-  assign \$447  = \port$12522$205 [35:31] - 1'h1;
+  assign \$446  = | \port$12134$205 [35:31];
+  assign \$447  = \port$12134$205 [35:31] - 1'h1;
   assign \$448  = \$446  ? \$447  : 6'h00;
-  assign \$449  = | \port$12522$205 [51:47];
-  assign \$450  = \port$12522$205 [51:47] - 1'h1;
+  assign \$449  = | \port$12134$205 [51:47];
+  assign \$450  = \port$12134$205 [51:47] - 1'h1;
   assign \$451  = \$449  ? \$450  : 6'h00;
   assign \$452  = \$445  ? \$448 [4:0] : \$451 [4:0];
   assign \$453  = \$441  ? \$444 [4:0] : \$452 ;
   assign \$454  = ! group[17:16];
-  assign \$455  = | \port$12522$205 [19:15];
+  assign \$455  = | \port$12134$205 [19:15];
   assign \$456  = group[17:16] == 1'h1;
-  assign \$457  = | \port$12522$205 [35:31];
-  assign \$458  = | \port$12522$205 [51:47];
-  assign \$459  = \$456  ? { \$457 , \port$12522$205 [30:21] } : { \$458 , \port$12522$205 [46:37] };
-  assign \$460  = \$454  ? { \$455 , \port$12522$205 [14:5] } : \$459 ;
+  assign \$457  = | \port$12134$205 [35:31];
+  assign \$458  = | \port$12134$205 [51:47];
+  assign \$459  = \$456  ? { \$457 , \port$12134$205 [30:21] } : { \$458 , \port$12134$205 [46:37] };
+  assign \$460  = \$454  ? { \$455 , \port$12134$205 [14:5] } : \$459 ;
   assign \$461  = group[17:16] == 1'h1;
   assign \$462  = group[17:16] == 2'h2;
-  assign \$463  = 5'h10 - \port$12522$205 [4:0];
-  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$463  = 5'h10 - \port$12134$205 [4:0];
+  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12134$205 [4:0] };
   assign \$465  = \$462  ? 6'h10 : \$464 ;
   assign \$466  = \$461  ? 7'h20 : { \$465 [5], \$465  };
   assign \$467  = \$466 [5:0] - 1'h1;
@@ -12067,29 +12265,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$494  = | g8;
   assign \$495  = g8 == 2'h2;
   assign \$496  = ! group[19:18];
-  assign \$497  = | \port$12522$205 [19:15];
-  assign \$498  = \port$12522$205 [19:15] - 1'h1;
+  assign \$497  = | \port$12134$205 [19:15];
+  assign \$498  = \port$12134$205 [19:15] - 1'h1;
   assign \$499  = \$497  ? \$498  : 6'h00;
   assign \$500  = group[19:18] == 1'h1;
-  assign \$501  = | \port$12522$205 [35:31];
-  assign \$502  = \port$12522$205 [35:31] - 1'h1;
+  assign \$501  = | \port$12134$205 [35:31];
+  assign \$502  = \port$12134$205 [35:31] - 1'h1;
   assign \$503  = \$501  ? \$502  : 6'h00;
-  assign \$504  = | \port$12522$205 [51:47];
-  assign \$505  = \port$12522$205 [51:47] - 1'h1;
+  assign \$504  = | \port$12134$205 [51:47];
+  assign \$505  = \port$12134$205 [51:47] - 1'h1;
   assign \$506  = \$504  ? \$505  : 6'h00;
   assign \$507  = \$500  ? \$503 [4:0] : \$506 [4:0];
   assign \$508  = \$496  ? \$499 [4:0] : \$507 ;
   assign \$509  = ! group[19:18];
-  assign \$510  = | \port$12522$205 [19:15];
+  assign \$510  = | \port$12134$205 [19:15];
   assign \$511  = group[19:18] == 1'h1;
-  assign \$512  = | \port$12522$205 [35:31];
-  assign \$513  = | \port$12522$205 [51:47];
-  assign \$514  = \$511  ? { \$512 , \port$12522$205 [30:21] } : { \$513 , \port$12522$205 [46:37] };
-  assign \$515  = \$509  ? { \$510 , \port$12522$205 [14:5] } : \$514 ;
+  assign \$512  = | \port$12134$205 [35:31];
+  assign \$513  = | \port$12134$205 [51:47];
+  assign \$514  = \$511  ? { \$512 , \port$12134$205 [30:21] } : { \$513 , \port$12134$205 [46:37] };
+  assign \$515  = \$509  ? { \$510 , \port$12134$205 [14:5] } : \$514 ;
   assign \$516  = group[19:18] == 1'h1;
   assign \$517  = group[19:18] == 2'h2;
-  assign \$518  = 5'h10 - \port$12522$205 [4:0];
-  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$518  = 5'h10 - \port$12134$205 [4:0];
+  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12134$205 [4:0] };
   assign \$520  = \$517  ? 6'h10 : \$519 ;
   assign \$521  = \$516  ? 7'h20 : { \$520 [5], \$520  };
   assign \$522  = \$521 [5:0] - 1'h1;
@@ -12122,29 +12320,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$549  = | g9;
   assign \$550  = g9 == 2'h2;
   assign \$551  = ! group[21:20];
-  assign \$552  = | \port$12522$205 [19:15];
-  assign \$553  = \port$12522$205 [19:15] - 1'h1;
+  assign \$552  = | \port$12134$205 [19:15];
+  assign \$553  = \port$12134$205 [19:15] - 1'h1;
   assign \$554  = \$552  ? \$553  : 6'h00;
   assign \$555  = group[21:20] == 1'h1;
-  assign \$556  = | \port$12522$205 [35:31];
-  assign \$557  = \port$12522$205 [35:31] - 1'h1;
+  assign \$556  = | \port$12134$205 [35:31];
+  assign \$557  = \port$12134$205 [35:31] - 1'h1;
   assign \$558  = \$556  ? \$557  : 6'h00;
-  assign \$559  = | \port$12522$205 [51:47];
-  assign \$560  = \port$12522$205 [51:47] - 1'h1;
+  assign \$559  = | \port$12134$205 [51:47];
+  assign \$560  = \port$12134$205 [51:47] - 1'h1;
   assign \$561  = \$559  ? \$560  : 6'h00;
   assign \$562  = \$555  ? \$558 [4:0] : \$561 [4:0];
   assign \$563  = \$551  ? \$554 [4:0] : \$562 ;
   assign \$564  = ! group[21:20];
-  assign \$565  = | \port$12522$205 [19:15];
+  assign \$565  = | \port$12134$205 [19:15];
   assign \$566  = group[21:20] == 1'h1;
-  assign \$567  = | \port$12522$205 [35:31];
-  assign \$568  = | \port$12522$205 [51:47];
-  assign \$569  = \$566  ? { \$567 , \port$12522$205 [30:21] } : { \$568 , \port$12522$205 [46:37] };
-  assign \$570  = \$564  ? { \$565 , \port$12522$205 [14:5] } : \$569 ;
+  assign \$567  = | \port$12134$205 [35:31];
+  assign \$568  = | \port$12134$205 [51:47];
+  assign \$569  = \$566  ? { \$567 , \port$12134$205 [30:21] } : { \$568 , \port$12134$205 [46:37] };
+  assign \$570  = \$564  ? { \$565 , \port$12134$205 [14:5] } : \$569 ;
   assign \$571  = group[21:20] == 1'h1;
   assign \$572  = group[21:20] == 2'h2;
-  assign \$573  = 5'h10 - \port$12522$205 [4:0];
-  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$573  = 5'h10 - \port$12134$205 [4:0];
+  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12134$205 [4:0] };
   assign \$575  = \$572  ? 6'h10 : \$574 ;
   assign \$576  = \$571  ? 7'h20 : { \$575 [5], \$575  };
   assign \$577  = \$576 [5:0] - 1'h1;
@@ -12177,29 +12375,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$604  = | g10;
   assign \$605  = g10 == 2'h2;
   assign \$606  = ! group[23:22];
-  assign \$607  = | \port$12522$205 [19:15];
-  assign \$608  = \port$12522$205 [19:15] - 1'h1;
+  assign \$607  = | \port$12134$205 [19:15];
+  assign \$608  = \port$12134$205 [19:15] - 1'h1;
   assign \$609  = \$607  ? \$608  : 6'h00;
   assign \$610  = group[23:22] == 1'h1;
-  assign \$611  = | \port$12522$205 [35:31];
-  assign \$612  = \port$12522$205 [35:31] - 1'h1;
+  assign \$611  = | \port$12134$205 [35:31];
+  assign \$612  = \port$12134$205 [35:31] - 1'h1;
   assign \$613  = \$611  ? \$612  : 6'h00;
-  assign \$614  = | \port$12522$205 [51:47];
-  assign \$615  = \port$12522$205 [51:47] - 1'h1;
+  assign \$614  = | \port$12134$205 [51:47];
+  assign \$615  = \port$12134$205 [51:47] - 1'h1;
   assign \$616  = \$614  ? \$615  : 6'h00;
   assign \$617  = \$610  ? \$613 [4:0] : \$616 [4:0];
   assign \$618  = \$606  ? \$609 [4:0] : \$617 ;
   assign \$619  = ! group[23:22];
-  assign \$620  = | \port$12522$205 [19:15];
+  assign \$620  = | \port$12134$205 [19:15];
   assign \$621  = group[23:22] == 1'h1;
-  assign \$622  = | \port$12522$205 [35:31];
-  assign \$623  = | \port$12522$205 [51:47];
-  assign \$624  = \$621  ? { \$622 , \port$12522$205 [30:21] } : { \$623 , \port$12522$205 [46:37] };
-  assign \$625  = \$619  ? { \$620 , \port$12522$205 [14:5] } : \$624 ;
+  assign \$622  = | \port$12134$205 [35:31];
+  assign \$623  = | \port$12134$205 [51:47];
+  assign \$624  = \$621  ? { \$622 , \port$12134$205 [30:21] } : { \$623 , \port$12134$205 [46:37] };
+  assign \$625  = \$619  ? { \$620 , \port$12134$205 [14:5] } : \$624 ;
   assign \$626  = group[23:22] == 1'h1;
   assign \$627  = group[23:22] == 2'h2;
-  assign \$628  = 5'h10 - \port$12522$205 [4:0];
-  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$628  = 5'h10 - \port$12134$205 [4:0];
+  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12134$205 [4:0] };
   assign \$630  = \$627  ? 6'h10 : \$629 ;
   assign \$631  = \$626  ? 7'h20 : { \$630 [5], \$630  };
   assign \$632  = \$631 [5:0] - 1'h1;
@@ -12232,29 +12430,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$659  = | g11;
   assign \$660  = g11 == 2'h2;
   assign \$661  = ! group[25:24];
-  assign \$662  = | \port$12522$205 [19:15];
-  assign \$663  = \port$12522$205 [19:15] - 1'h1;
+  assign \$662  = | \port$12134$205 [19:15];
+  assign \$663  = \port$12134$205 [19:15] - 1'h1;
   assign \$664  = \$662  ? \$663  : 6'h00;
   assign \$665  = group[25:24] == 1'h1;
-  assign \$666  = | \port$12522$205 [35:31];
-  assign \$667  = \port$12522$205 [35:31] - 1'h1;
+  assign \$666  = | \port$12134$205 [35:31];
+  assign \$667  = \port$12134$205 [35:31] - 1'h1;
   assign \$668  = \$666  ? \$667  : 6'h00;
-  assign \$669  = | \port$12522$205 [51:47];
-  assign \$670  = \port$12522$205 [51:47] - 1'h1;
+  assign \$669  = | \port$12134$205 [51:47];
+  assign \$670  = \port$12134$205 [51:47] - 1'h1;
   assign \$671  = \$669  ? \$670  : 6'h00;
   assign \$672  = \$665  ? \$668 [4:0] : \$671 [4:0];
   assign \$673  = \$661  ? \$664 [4:0] : \$672 ;
   assign \$674  = ! group[25:24];
-  assign \$675  = | \port$12522$205 [19:15];
+  assign \$675  = | \port$12134$205 [19:15];
   assign \$676  = group[25:24] == 1'h1;
-  assign \$677  = | \port$12522$205 [35:31];
-  assign \$678  = | \port$12522$205 [51:47];
-  assign \$679  = \$676  ? { \$677 , \port$12522$205 [30:21] } : { \$678 , \port$12522$205 [46:37] };
-  assign \$680  = \$674  ? { \$675 , \port$12522$205 [14:5] } : \$679 ;
+  assign \$677  = | \port$12134$205 [35:31];
+  assign \$678  = | \port$12134$205 [51:47];
+  assign \$679  = \$676  ? { \$677 , \port$12134$205 [30:21] } : { \$678 , \port$12134$205 [46:37] };
+  assign \$680  = \$674  ? { \$675 , \port$12134$205 [14:5] } : \$679 ;
   assign \$681  = group[25:24] == 1'h1;
   assign \$682  = group[25:24] == 2'h2;
-  assign \$683  = 5'h10 - \port$12522$205 [4:0];
-  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$683  = 5'h10 - \port$12134$205 [4:0];
+  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12134$205 [4:0] };
   assign \$685  = \$682  ? 6'h10 : \$684 ;
   assign \$686  = \$681  ? 7'h20 : { \$685 [5], \$685  };
   assign \$687  = \$686 [5:0] - 1'h1;
@@ -12287,29 +12485,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$714  = | g12;
   assign \$715  = g12 == 2'h2;
   assign \$716  = ! group[27:26];
-  assign \$717  = | \port$12522$205 [19:15];
-  assign \$718  = \port$12522$205 [19:15] - 1'h1;
+  assign \$717  = | \port$12134$205 [19:15];
+  assign \$718  = \port$12134$205 [19:15] - 1'h1;
   assign \$719  = \$717  ? \$718  : 6'h00;
   assign \$720  = group[27:26] == 1'h1;
-  assign \$721  = | \port$12522$205 [35:31];
-  assign \$722  = \port$12522$205 [35:31] - 1'h1;
+  assign \$721  = | \port$12134$205 [35:31];
+  assign \$722  = \port$12134$205 [35:31] - 1'h1;
   assign \$723  = \$721  ? \$722  : 6'h00;
-  assign \$724  = | \port$12522$205 [51:47];
-  assign \$725  = \port$12522$205 [51:47] - 1'h1;
+  assign \$724  = | \port$12134$205 [51:47];
+  assign \$725  = \port$12134$205 [51:47] - 1'h1;
   assign \$726  = \$724  ? \$725  : 6'h00;
   assign \$727  = \$720  ? \$723 [4:0] : \$726 [4:0];
   assign \$728  = \$716  ? \$719 [4:0] : \$727 ;
   assign \$729  = ! group[27:26];
-  assign \$730  = | \port$12522$205 [19:15];
+  assign \$730  = | \port$12134$205 [19:15];
   assign \$731  = group[27:26] == 1'h1;
-  assign \$732  = | \port$12522$205 [35:31];
-  assign \$733  = | \port$12522$205 [51:47];
-  assign \$734  = \$731  ? { \$732 , \port$12522$205 [30:21] } : { \$733 , \port$12522$205 [46:37] };
-  assign \$735  = \$729  ? { \$730 , \port$12522$205 [14:5] } : \$734 ;
+  assign \$732  = | \port$12134$205 [35:31];
+  assign \$733  = | \port$12134$205 [51:47];
+  assign \$734  = \$731  ? { \$732 , \port$12134$205 [30:21] } : { \$733 , \port$12134$205 [46:37] };
+  assign \$735  = \$729  ? { \$730 , \port$12134$205 [14:5] } : \$734 ;
   assign \$736  = group[27:26] == 1'h1;
   assign \$737  = group[27:26] == 2'h2;
-  assign \$738  = 5'h10 - \port$12522$205 [4:0];
-  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$738  = 5'h10 - \port$12134$205 [4:0];
+  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12134$205 [4:0] };
   assign \$740  = \$737  ? 6'h10 : \$739 ;
   assign \$741  = \$736  ? 7'h20 : { \$740 [5], \$740  };
   assign \$742  = \$741 [5:0] - 1'h1;
@@ -12342,29 +12540,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$769  = | g13;
   assign \$770  = g13 == 2'h2;
   assign \$771  = ! group[29:28];
-  assign \$772  = | \port$12522$205 [19:15];
-  assign \$773  = \port$12522$205 [19:15] - 1'h1;
+  assign \$772  = | \port$12134$205 [19:15];
+  assign \$773  = \port$12134$205 [19:15] - 1'h1;
   assign \$774  = \$772  ? \$773  : 6'h00;
   assign \$775  = group[29:28] == 1'h1;
-  assign \$776  = | \port$12522$205 [35:31];
-  assign \$777  = \port$12522$205 [35:31] - 1'h1;
+  assign \$776  = | \port$12134$205 [35:31];
+  assign \$777  = \port$12134$205 [35:31] - 1'h1;
   assign \$778  = \$776  ? \$777  : 6'h00;
-  assign \$779  = | \port$12522$205 [51:47];
-  assign \$780  = \port$12522$205 [51:47] - 1'h1;
+  assign \$779  = | \port$12134$205 [51:47];
+  assign \$780  = \port$12134$205 [51:47] - 1'h1;
   assign \$781  = \$779  ? \$780  : 6'h00;
   assign \$782  = \$775  ? \$778 [4:0] : \$781 [4:0];
   assign \$783  = \$771  ? \$774 [4:0] : \$782 ;
   assign \$784  = ! group[29:28];
-  assign \$785  = | \port$12522$205 [19:15];
+  assign \$785  = | \port$12134$205 [19:15];
   assign \$786  = group[29:28] == 1'h1;
-  assign \$787  = | \port$12522$205 [35:31];
-  assign \$788  = | \port$12522$205 [51:47];
-  assign \$789  = \$786  ? { \$787 , \port$12522$205 [30:21] } : { \$788 , \port$12522$205 [46:37] };
-  assign \$790  = \$784  ? { \$785 , \port$12522$205 [14:5] } : \$789 ;
+  assign \$787  = | \port$12134$205 [35:31];
+  assign \$788  = | \port$12134$205 [51:47];
+  assign \$789  = \$786  ? { \$787 , \port$12134$205 [30:21] } : { \$788 , \port$12134$205 [46:37] };
+  assign \$790  = \$784  ? { \$785 , \port$12134$205 [14:5] } : \$789 ;
   assign \$791  = group[29:28] == 1'h1;
   assign \$792  = group[29:28] == 2'h2;
-  assign \$793  = 5'h10 - \port$12522$205 [4:0];
-  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$793  = 5'h10 - \port$12134$205 [4:0];
+  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12134$205 [4:0] };
   assign \$795  = \$792  ? 6'h10 : \$794 ;
   assign \$796  = \$791  ? 7'h20 : { \$795 [5], \$795  };
   assign \$797  = \$796 [5:0] - 1'h1;
@@ -12397,29 +12595,29 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$824  = | g14;
   assign \$825  = g14 == 2'h2;
   assign \$826  = ! group[31:30];
-  assign \$827  = | \port$12522$205 [19:15];
-  assign \$828  = \port$12522$205 [19:15] - 1'h1;
+  assign \$827  = | \port$12134$205 [19:15];
+  assign \$828  = \port$12134$205 [19:15] - 1'h1;
   assign \$829  = \$827  ? \$828  : 6'h00;
   assign \$830  = group[31:30] == 1'h1;
-  assign \$831  = | \port$12522$205 [35:31];
-  assign \$832  = \port$12522$205 [35:31] - 1'h1;
+  assign \$831  = | \port$12134$205 [35:31];
+  assign \$832  = \port$12134$205 [35:31] - 1'h1;
   assign \$833  = \$831  ? \$832  : 6'h00;
-  assign \$834  = | \port$12522$205 [51:47];
-  assign \$835  = \port$12522$205 [51:47] - 1'h1;
+  assign \$834  = | \port$12134$205 [51:47];
+  assign \$835  = \port$12134$205 [51:47] - 1'h1;
   assign \$836  = \$834  ? \$835  : 6'h00;
   assign \$837  = \$830  ? \$833 [4:0] : \$836 [4:0];
   assign \$838  = \$826  ? \$829 [4:0] : \$837 ;
   assign \$839  = ! group[31:30];
-  assign \$840  = | \port$12522$205 [19:15];
+  assign \$840  = | \port$12134$205 [19:15];
   assign \$841  = group[31:30] == 1'h1;
-  assign \$842  = | \port$12522$205 [35:31];
-  assign \$843  = | \port$12522$205 [51:47];
-  assign \$844  = \$841  ? { \$842 , \port$12522$205 [30:21] } : { \$843 , \port$12522$205 [46:37] };
-  assign \$845  = \$839  ? { \$840 , \port$12522$205 [14:5] } : \$844 ;
+  assign \$842  = | \port$12134$205 [35:31];
+  assign \$843  = | \port$12134$205 [51:47];
+  assign \$844  = \$841  ? { \$842 , \port$12134$205 [30:21] } : { \$843 , \port$12134$205 [46:37] };
+  assign \$845  = \$839  ? { \$840 , \port$12134$205 [14:5] } : \$844 ;
   assign \$846  = group[31:30] == 1'h1;
   assign \$847  = group[31:30] == 2'h2;
-  assign \$848  = 5'h10 - \port$12522$205 [4:0];
-  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12522$205 [4:0] };
+  assign \$848  = 5'h10 - \port$12134$205 [4:0];
+  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12134$205 [4:0] };
   assign \$850  = \$847  ? 6'h10 : \$849 ;
   assign \$851  = \$846  ? 7'h20 : { \$850 [5], \$850  };
   assign \$852  = \$851 [5:0] - 1'h1;
@@ -14167,7 +14365,7 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
     u15 <= \$2505 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$2017  = \port$12522$205 [4:0];
+    \$2017  = \port$12134$205 [4:0];
     if (rst) begin
       \$2017  = 5'h00;
     end
@@ -17649,10 +17847,10 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$12522$205 [4:0];
-  assign delta_outer = \port$12522$205 [52:37];
-  assign delta_inner = \port$12522$205 [36:21];
-  assign delta_mid = \port$12522$205 [20:5];
+  assign n_lo = \port$12134$205 [4:0];
+  assign delta_outer = \port$12134$205 [52:37];
+  assign delta_inner = \port$12134$205 [36:21];
+  assign delta_mid = \port$12134$205 [20:5];
   assign t0 = \$942 [15:0];
   assign rem0_3 = { \$946 , rem0_in[2:0] };
   assign rem0_1 = { \$950 , rem0_s2[0] };
@@ -17912,8 +18110,8 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
   assign \$1026  = { 16'h0000, mag2[40:16] };
   assign \$1029  = { 4'h0, \$1028 [22:4] };
   assign \$1030  = { 16'h0000, mag2[40:16] };
-  assign \$1033  = { 16'h0000, mag2[40:16] };
   assign \$1032  = { 8'h00, \$1031 [30:8] };
+  assign \$1033  = { 16'h0000, mag2[40:16] };
   assign \$1037  = { 2'h0, \$1036 [18:2] };
   assign \$1038  = { 16'h0000, mag2[40:16] };
   assign \$1040  = { 8'h00, \$1039 [30:8] };
@@ -18344,7 +18542,7 @@ module \quant_engine.encoder (rst, \port$12522$205 , group, upper, mag, dense, h
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$178 , \b$179 , has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
+module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t, done, \a$310 , \b$311 , has_lo, has_hi, outer_max, inner_min, inner_min_fp16, inner_ext, counts, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18352,13 +18550,13 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1000 ;
   wire \$1001 ;
   wire \$1002 ;
-  wire \$1003 ;
+  wire [15:0] \$1003 ;
   wire \$1004 ;
-  wire \$1005 ;
+  wire [15:0] \$1005 ;
   wire \$1006 ;
-  wire \$1007 ;
+  wire [15:0] \$1007 ;
   wire \$1008 ;
-  wire \$1009 ;
+  wire [15:0] \$1009 ;
   wire \$101 ;
   wire \$1010 ;
   wire \$1011 ;
@@ -18369,62 +18567,62 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1016 ;
   wire [15:0] \$1017 ;
   wire \$1018 ;
-  wire \$1019 ;
+  wire [15:0] \$1019 ;
   wire \$102 ;
-  wire [15:0] \$1020 ;
-  wire \$1021 ;
-  wire [15:0] \$1022 ;
-  wire [15:0] \$1023 ;
+  wire \$1020 ;
+  wire [15:0] \$1021 ;
+  wire \$1022 ;
+  wire \$1023 ;
   wire \$1024 ;
-  wire [15:0] \$1025 ;
+  wire \$1025 ;
   wire \$1026 ;
-  wire [15:0] \$1027 ;
+  wire \$1027 ;
   wire \$1028 ;
   wire \$1029 ;
   wire \$103 ;
   wire [15:0] \$1030 ;
   wire \$1031 ;
-  wire [15:0] \$1032 ;
-  wire [15:0] \$1033 ;
+  wire \$1032 ;
+  wire \$1033 ;
   wire \$1034 ;
   wire [15:0] \$1035 ;
   wire \$1036 ;
-  wire [15:0] \$1037 ;
+  wire \$1037 ;
   wire \$1038 ;
   wire \$1039 ;
   wire \$104 ;
   wire [15:0] \$1040 ;
   wire \$1041 ;
-  wire [15:0] \$1042 ;
-  wire [15:0] \$1043 ;
+  wire \$1042 ;
+  wire \$1043 ;
   wire \$1044 ;
   wire [15:0] \$1045 ;
   wire \$1046 ;
-  wire [15:0] \$1047 ;
+  wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
   wire \$105 ;
-  wire [15:0] \$1050 ;
+  wire \$1050 ;
   wire \$1051 ;
-  wire [15:0] \$1052 ;
-  wire [15:0] \$1053 ;
-  wire \$1054 ;
+  wire \$1052 ;
+  wire \$1053 ;
+  wire [15:0] \$1054 ;
   wire \$1055 ;
   wire \$1056 ;
   wire \$1057 ;
   wire \$1058 ;
-  wire \$1059 ;
+  wire [15:0] \$1059 ;
   wire \$106 ;
   wire \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
   wire \$1063 ;
-  wire \$1064 ;
+  wire [15:0] \$1064 ;
   wire \$1065 ;
   wire \$1066 ;
   wire \$1067 ;
   wire \$1068 ;
-  wire \$1069 ;
+  wire [15:0] \$1069 ;
   wire \$107 ;
   wire \$1070 ;
   wire \$1071 ;
@@ -18434,13 +18632,13 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1075 ;
   wire \$1076 ;
   wire \$1077 ;
-  wire \$1078 ;
+  wire [15:0] \$1078 ;
   wire \$1079 ;
   wire \$108 ;
   wire \$1080 ;
   wire \$1081 ;
   wire \$1082 ;
-  wire \$1083 ;
+  wire [15:0] \$1083 ;
   wire \$1084 ;
   wire \$1085 ;
   wire \$1086 ;
@@ -18448,123 +18646,123 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1088 ;
   wire \$1089 ;
   wire \$109 ;
-  wire \$1090 ;
+  wire [15:0] \$1090 ;
   wire \$1091 ;
   wire \$1092 ;
   wire \$1093 ;
   wire \$1094 ;
-  wire \$1095 ;
+  wire [15:0] \$1095 ;
   wire \$1096 ;
   wire \$1097 ;
   wire \$1098 ;
-  wire \$1099 ;
+  wire [15:0] \$1099 ;
   wire \$11 ;
   wire \$110 ;
   wire \$1100 ;
-  wire \$1101 ;
+  wire [15:0] \$1101 ;
   wire \$1102 ;
   wire \$1103 ;
   wire \$1104 ;
-  wire \$1105 ;
+  wire [15:0] \$1105 ;
   wire \$1106 ;
-  wire \$1107 ;
+  wire [15:0] \$1107 ;
   wire \$1108 ;
   wire \$1109 ;
   wire \$111 ;
-  wire [15:0] \$1110 ;
+  wire \$1110 ;
   wire \$1111 ;
   wire \$1112 ;
   wire \$1113 ;
-  wire \$1114 ;
+  wire [15:0] \$1114 ;
   wire \$1115 ;
-  wire [15:0] \$1116 ;
+  wire \$1116 ;
   wire \$1117 ;
   wire \$1118 ;
-  wire \$1119 ;
+  wire [15:0] \$1119 ;
   wire \$112 ;
   wire \$1120 ;
   wire \$1121 ;
   wire \$1122 ;
   wire \$1123 ;
   wire \$1124 ;
-  wire [15:0] \$1125 ;
-  wire \$1126 ;
+  wire \$1125 ;
+  wire [15:0] \$1126 ;
   wire \$1127 ;
   wire \$1128 ;
   wire \$1129 ;
   wire \$113 ;
   wire \$1130 ;
   wire [15:0] \$1131 ;
-  wire [15:0] \$1132 ;
+  wire \$1132 ;
   wire \$1133 ;
   wire \$1134 ;
   wire \$1135 ;
   wire \$1136 ;
   wire \$1137 ;
-  wire \$1138 ;
+  wire [15:0] \$1138 ;
   wire \$1139 ;
   wire \$114 ;
   wire \$1140 ;
   wire \$1141 ;
   wire \$1142 ;
   wire \$1143 ;
-  wire \$1144 ;
-  wire [15:0] \$1145 ;
+  wire [15:0] \$1144 ;
+  wire \$1145 ;
   wire \$1146 ;
-  wire \$1147 ;
+  wire [15:0] \$1147 ;
   wire \$1148 ;
   wire \$1149 ;
   wire \$115 ;
-  wire \$1150 ;
-  wire [15:0] \$1151 ;
+  wire [15:0] \$1150 ;
+  wire \$1151 ;
   wire \$1152 ;
   wire \$1153 ;
   wire \$1154 ;
   wire \$1155 ;
-  wire \$1156 ;
+  wire [15:0] \$1156 ;
   wire \$1157 ;
   wire \$1158 ;
   wire \$1159 ;
   wire \$116 ;
-  wire [15:0] \$1160 ;
+  wire \$1160 ;
   wire \$1161 ;
-  wire \$1162 ;
+  wire [15:0] \$1162 ;
   wire \$1163 ;
   wire \$1164 ;
   wire \$1165 ;
-  wire [15:0] \$1166 ;
-  wire [15:0] \$1167 ;
-  wire \$1168 ;
-  wire \$1169 ;
+  wire \$1166 ;
+  wire \$1167 ;
+  wire [15:0] \$1168 ;
+  wire [15:0] \$1169 ;
   wire \$117 ;
   wire \$1170 ;
   wire \$1171 ;
   wire \$1172 ;
   wire \$1173 ;
-  wire \$1174 ;
-  wire \$1175 ;
+  wire [15:0] \$1174 ;
+  wire [15:0] \$1175 ;
   wire \$1176 ;
-  wire \$1177 ;
-  wire \$1178 ;
+  wire [15:0] \$1177 ;
+  wire [15:0] \$1178 ;
   wire \$1179 ;
   wire \$118 ;
   wire [15:0] \$1180 ;
-  wire \$1181 ;
+  wire [15:0] \$1181 ;
   wire \$1182 ;
   wire \$1183 ;
   wire \$1184 ;
   wire \$1185 ;
   wire [15:0] \$1186 ;
-  wire \$1187 ;
+  wire [15:0] \$1187 ;
   wire \$1188 ;
   wire \$1189 ;
   wire \$119 ;
   wire \$1190 ;
   wire \$1191 ;
-  wire \$1192 ;
-  wire \$1193 ;
+  wire [15:0] \$1192 ;
+  wire [15:0] \$1193 ;
   wire \$1194 ;
-  wire [15:0] \$1195 ;
+  wire \$1195 ;
   wire \$1196 ;
   wire \$1197 ;
   wire \$1198 ;
@@ -18572,8 +18770,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$12 ;
   wire \$120 ;
   wire \$1200 ;
-  wire [15:0] \$1201 ;
-  wire [15:0] \$1202 ;
+  wire \$1201 ;
+  wire \$1202 ;
   wire \$1203 ;
   wire \$1204 ;
   wire \$1205 ;
@@ -18584,19 +18782,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$121 ;
   wire \$1210 ;
   wire \$1211 ;
-  wire \$1212 ;
+  wire [7:0] \$1212 ;
   wire \$1213 ;
-  wire \$1214 ;
-  wire [15:0] \$1215 ;
-  wire \$1216 ;
+  wire [4:0] \$1214 ;
+  wire [8:0] \$1215 ;
+  wire [7:0] \$1216 ;
   wire \$1217 ;
-  wire \$1218 ;
-  wire \$1219 ;
+  wire [4:0] \$1218 ;
+  wire [8:0] \$1219 ;
   wire \$122 ;
-  wire \$1220 ;
-  wire [15:0] \$1221 ;
-  wire \$1222 ;
-  wire \$1223 ;
+  wire [7:0] \$1220 ;
+  wire \$1221 ;
+  wire [4:0] \$1222 ;
+  wire [8:0] \$1223 ;
   wire \$1224 ;
   wire \$1225 ;
   wire \$1226 ;
@@ -18605,7 +18803,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1229 ;
   wire \$123 ;
   wire [15:0] \$1230 ;
-  wire \$1231 ;
+  wire [15:0] \$1231 ;
   wire \$1232 ;
   wire \$1233 ;
   wire \$1234 ;
@@ -18613,25 +18811,25 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire [15:0] \$1236 ;
   wire [15:0] \$1237 ;
   wire \$1238 ;
-  wire \$1239 ;
+  wire [15:0] \$1239 ;
   wire \$124 ;
-  wire \$1240 ;
+  wire [15:0] \$1240 ;
   wire \$1241 ;
-  wire \$1242 ;
-  wire \$1243 ;
+  wire [15:0] \$1242 ;
+  wire [15:0] \$1243 ;
   wire \$1244 ;
   wire \$1245 ;
   wire \$1246 ;
   wire \$1247 ;
-  wire \$1248 ;
-  wire \$1249 ;
+  wire [15:0] \$1248 ;
+  wire [15:0] \$1249 ;
   wire \$125 ;
   wire \$1250 ;
   wire \$1251 ;
   wire \$1252 ;
   wire \$1253 ;
-  wire \$1254 ;
-  wire \$1255 ;
+  wire [15:0] \$1254 ;
+  wire [15:0] \$1255 ;
   wire \$1256 ;
   wire \$1257 ;
   wire \$1258 ;
@@ -18652,909 +18850,585 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$1271 ;
   wire \$1272 ;
   wire \$1273 ;
-  wire \$1274 ;
+  wire [7:0] \$1274 ;
   wire \$1275 ;
-  wire \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
-  wire [15:0] \$1279 ;
+  wire [4:0] \$1276 ;
+  wire [8:0] \$1277 ;
+  wire [7:0] \$1278 ;
+  wire \$1279 ;
   wire [42:0] \$128 ;
-  wire \$1280 ;
-  wire \$1281 ;
-  wire \$1282 ;
+  wire [4:0] \$1280 ;
+  wire [8:0] \$1281 ;
+  wire [7:0] \$1282 ;
   wire \$1283 ;
-  wire \$1284 ;
-  wire \$1285 ;
-  wire [15:0] \$1286 ;
-  wire \$1287 ;
-  wire \$1288 ;
+  wire [4:0] \$1284 ;
+  wire [8:0] \$1285 ;
+  wire \$1286 ;
+  wire [14:0] \$1287 ;
+  wire [14:0] \$1288 ;
   wire \$1289 ;
   wire \$129 ;
-  wire \$1290 ;
-  wire \$1291 ;
+  wire [41:0] \$1290 ;
+  wire [41:0] \$1291 ;
   wire \$1292 ;
-  wire \$1293 ;
-  wire \$1294 ;
+  wire [14:0] \$1293 ;
+  wire [14:0] \$1294 ;
   wire \$1295 ;
-  wire [15:0] \$1296 ;
-  wire \$1297 ;
-  wire \$1298 ;
+  wire \$1296 ;
+  wire [14:0] \$1297 ;
+  wire [14:0] \$1298 ;
   wire \$1299 ;
   wire \$13 ;
   wire \$130 ;
   wire \$1300 ;
   wire \$1301 ;
-  wire \$1302 ;
-  wire [15:0] \$1303 ;
-  wire [15:0] \$1304 ;
+  wire [14:0] \$1302 ;
+  wire [14:0] \$1303 ;
+  wire \$1304 ;
   wire \$1305 ;
-  wire \$1306 ;
-  wire \$1307 ;
+  wire [14:0] \$1306 ;
+  wire [14:0] \$1307 ;
   wire \$1308 ;
   wire \$1309 ;
   wire \$131 ;
   wire \$1310 ;
   wire \$1311 ;
   wire \$1312 ;
-  wire \$1313 ;
-  wire \$1314 ;
+  wire [14:0] \$1313 ;
+  wire [14:0] \$1314 ;
   wire \$1315 ;
-  wire \$1316 ;
+  wire [41:0] \$1316 ;
   wire \$1317 ;
-  wire [15:0] \$1318 ;
-  wire \$1319 ;
+  wire [14:0] \$1318 ;
+  wire [14:0] \$1319 ;
   wire \$132 ;
   wire \$1320 ;
   wire \$1321 ;
-  wire \$1322 ;
-  wire \$1323 ;
+  wire [14:0] \$1322 ;
+  wire [14:0] \$1323 ;
   wire \$1324 ;
-  wire [15:0] \$1325 ;
-  wire \$1326 ;
-  wire \$1327 ;
+  wire \$1325 ;
+  wire [14:0] \$1326 ;
+  wire [14:0] \$1327 ;
   wire \$1328 ;
   wire \$1329 ;
   wire \$133 ;
   wire \$1330 ;
-  wire \$1331 ;
-  wire \$1332 ;
+  wire [14:0] \$1331 ;
+  wire [14:0] \$1332 ;
   wire \$1333 ;
   wire \$1334 ;
-  wire [15:0] \$1335 ;
-  wire \$1336 ;
+  wire [14:0] \$1335 ;
+  wire [14:0] \$1336 ;
   wire \$1337 ;
   wire \$1338 ;
   wire \$1339 ;
   wire \$134 ;
   wire \$1340 ;
   wire \$1341 ;
-  wire [15:0] \$1342 ;
-  wire [15:0] \$1343 ;
+  wire [14:0] \$1342 ;
+  wire [14:0] \$1343 ;
   wire \$1344 ;
-  wire \$1345 ;
+  wire [41:0] \$1345 ;
   wire \$1346 ;
-  wire \$1347 ;
-  wire \$1348 ;
+  wire [14:0] \$1347 ;
+  wire [14:0] \$1348 ;
   wire \$1349 ;
   wire \$135 ;
   wire \$1350 ;
-  wire \$1351 ;
-  wire \$1352 ;
+  wire [14:0] \$1351 ;
+  wire [14:0] \$1352 ;
   wire \$1353 ;
   wire \$1354 ;
-  wire \$1355 ;
-  wire \$1356 ;
-  wire [15:0] \$1357 ;
+  wire [14:0] \$1355 ;
+  wire [14:0] \$1356 ;
+  wire \$1357 ;
   wire \$1358 ;
   wire \$1359 ;
   wire \$136 ;
-  wire \$1360 ;
-  wire \$1361 ;
+  wire [14:0] \$1360 ;
+  wire [14:0] \$1361 ;
   wire \$1362 ;
   wire \$1363 ;
-  wire [15:0] \$1364 ;
-  wire \$1365 ;
+  wire [14:0] \$1364 ;
+  wire [14:0] \$1365 ;
   wire \$1366 ;
   wire \$1367 ;
   wire \$1368 ;
   wire \$1369 ;
   wire \$137 ;
   wire \$1370 ;
-  wire \$1371 ;
-  wire \$1372 ;
+  wire [14:0] \$1371 ;
+  wire [14:0] \$1372 ;
   wire \$1373 ;
-  wire [15:0] \$1374 ;
+  wire [41:0] \$1374 ;
   wire \$1375 ;
-  wire \$1376 ;
-  wire \$1377 ;
+  wire [14:0] \$1376 ;
+  wire [14:0] \$1377 ;
   wire \$1378 ;
   wire \$1379 ;
   wire \$138 ;
-  wire \$1380 ;
-  wire [15:0] \$1381 ;
-  wire [15:0] \$1382 ;
+  wire [14:0] \$1380 ;
+  wire [14:0] \$1381 ;
+  wire \$1382 ;
   wire \$1383 ;
-  wire \$1384 ;
-  wire \$1385 ;
+  wire [14:0] \$1384 ;
+  wire [14:0] \$1385 ;
   wire \$1386 ;
   wire \$1387 ;
   wire \$1388 ;
-  wire \$1389 ;
+  wire [14:0] \$1389 ;
   wire \$139 ;
-  wire \$1390 ;
+  wire [14:0] \$1390 ;
   wire \$1391 ;
   wire \$1392 ;
-  wire \$1393 ;
-  wire \$1394 ;
+  wire [14:0] \$1393 ;
+  wire [14:0] \$1394 ;
   wire \$1395 ;
-  wire [15:0] \$1396 ;
+  wire \$1396 ;
   wire \$1397 ;
   wire \$1398 ;
   wire \$1399 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$1400 ;
-  wire \$1401 ;
+  wire [14:0] \$1400 ;
+  wire [14:0] \$1401 ;
   wire \$1402 ;
-  wire [15:0] \$1403 ;
+  wire [41:0] \$1403 ;
   wire \$1404 ;
-  wire \$1405 ;
-  wire \$1406 ;
+  wire [14:0] \$1405 ;
+  wire [14:0] \$1406 ;
   wire \$1407 ;
   wire \$1408 ;
-  wire \$1409 ;
+  wire [14:0] \$1409 ;
   wire \$141 ;
-  wire \$1410 ;
+  wire [14:0] \$1410 ;
   wire \$1411 ;
   wire \$1412 ;
-  wire [15:0] \$1413 ;
-  wire \$1414 ;
+  wire [14:0] \$1413 ;
+  wire [14:0] \$1414 ;
   wire \$1415 ;
   wire \$1416 ;
   wire \$1417 ;
-  wire \$1418 ;
-  wire \$1419 ;
+  wire [14:0] \$1418 ;
+  wire [14:0] \$1419 ;
   wire \$142 ;
-  wire [15:0] \$1420 ;
-  wire [15:0] \$1421 ;
-  wire \$1422 ;
-  wire \$1423 ;
+  wire \$1420 ;
+  wire \$1421 ;
+  wire [14:0] \$1422 ;
+  wire [14:0] \$1423 ;
   wire \$1424 ;
   wire \$1425 ;
   wire \$1426 ;
   wire \$1427 ;
   wire \$1428 ;
-  wire \$1429 ;
+  wire [14:0] \$1429 ;
   wire \$143 ;
-  wire \$1430 ;
+  wire [14:0] \$1430 ;
   wire \$1431 ;
-  wire \$1432 ;
+  wire [41:0] \$1432 ;
   wire \$1433 ;
-  wire \$1434 ;
-  wire \$1435 ;
+  wire [14:0] \$1434 ;
+  wire [14:0] \$1435 ;
   wire \$1436 ;
   wire \$1437 ;
-  wire \$1438 ;
-  wire \$1439 ;
+  wire [14:0] \$1438 ;
+  wire [14:0] \$1439 ;
   wire \$144 ;
   wire \$1440 ;
   wire \$1441 ;
-  wire \$1442 ;
-  wire \$1443 ;
+  wire [14:0] \$1442 ;
+  wire [14:0] \$1443 ;
   wire \$1444 ;
   wire \$1445 ;
   wire \$1446 ;
-  wire \$1447 ;
-  wire \$1448 ;
+  wire [14:0] \$1447 ;
+  wire [14:0] \$1448 ;
   wire \$1449 ;
   wire \$145 ;
-  wire [3:0] \$1450 ;
-  wire \$1451 ;
-  wire \$1452 ;
+  wire \$1450 ;
+  wire [14:0] \$1451 ;
+  wire [14:0] \$1452 ;
   wire \$1453 ;
   wire \$1454 ;
-  wire [1:0] \$1455 ;
+  wire \$1455 ;
   wire \$1456 ;
   wire \$1457 ;
-  wire \$1458 ;
-  wire \$1459 ;
+  wire [14:0] \$1458 ;
+  wire [14:0] \$1459 ;
   wire \$146 ;
-  wire [1:0] \$1460 ;
-  wire [2:0] \$1461 ;
+  wire \$1460 ;
+  wire [41:0] \$1461 ;
   wire \$1462 ;
-  wire \$1463 ;
-  wire \$1464 ;
+  wire [14:0] \$1463 ;
+  wire [14:0] \$1464 ;
   wire \$1465 ;
-  wire [1:0] \$1466 ;
-  wire \$1467 ;
-  wire \$1468 ;
-  wire \$1469 ;
+  wire [40:0] \$1466 ;
+  wire [40:0] \$1467 ;
+  wire [40:0] \$1468 ;
+  wire [40:0] \$1469 ;
   wire \$147 ;
-  wire \$1470 ;
-  wire [1:0] \$1471 ;
-  wire [2:0] \$1472 ;
-  wire [3:0] \$1473 ;
-  wire \$1474 ;
+  wire [40:0] \$1470 ;
+  wire [40:0] \$1471 ;
+  wire [40:0] \$1472 ;
+  wire [15:0] \$1473 ;
+  wire [40:0] \$1474 ;
   wire \$1475 ;
-  wire \$1476 ;
-  wire \$1477 ;
-  wire [1:0] \$1478 ;
-  wire \$1479 ;
+  wire [40:0] \$1476 ;
+  reg [15:0] \$1477 ;
+  reg [15:0] \$1478 ;
+  reg [15:0] \$1479 ;
   wire \$148 ;
-  wire \$1480 ;
-  wire \$1481 ;
-  wire \$1482 ;
-  wire [1:0] \$1483 ;
-  wire [2:0] \$1484 ;
-  wire \$1485 ;
-  wire \$1486 ;
-  wire \$1487 ;
-  wire \$1488 ;
-  wire [1:0] \$1489 ;
+  reg [15:0] \$1480 ;
+  reg [15:0] \$1481 ;
+  reg [15:0] \$1482 ;
+  reg [15:0] \$1483 ;
+  reg [15:0] \$1484 ;
+  reg \$1485 ;
+  reg \$1486 ;
+  reg \$1487 ;
+  reg \$1488 ;
+  reg \$1489 ;
   wire \$149 ;
-  wire \$1490 ;
-  wire \$1491 ;
-  wire \$1492 ;
-  wire \$1493 ;
-  wire [1:0] \$1494 ;
-  wire [2:0] \$1495 ;
-  wire [3:0] \$1496 ;
-  wire [4:0] \$1497 ;
-  wire \$1498 ;
-  wire \$1499 ;
+  reg \$1490 ;
+  reg \$1491 ;
+  reg \$1492 ;
+  reg [15:0] \$1493 ;
+  reg [15:0] \$1494 ;
+  reg [15:0] \$1495 ;
+  reg [15:0] \$1496 ;
+  reg [15:0] \$1497 ;
+  reg [15:0] \$1498 ;
+  reg [15:0] \$1499 ;
   wire \$15 ;
   wire \$150 ;
-  wire \$1500 ;
-  wire \$1501 ;
-  wire \$1502 ;
-  wire \$1503 ;
-  wire \$1504 ;
-  wire [15:0] \$1505 ;
-  wire \$1506 ;
-  wire \$1507 ;
-  wire \$1508 ;
-  wire \$1509 ;
+  reg [15:0] \$1500 ;
+  reg \$1501 ;
+  reg \$1502 ;
+  reg \$1503 ;
+  reg \$1504 ;
+  reg \$1505 ;
+  reg \$1506 ;
+  reg \$1507 ;
+  reg \$1508 ;
+  reg [15:0] \$1509 ;
   wire \$151 ;
-  wire [15:0] \$1510 ;
-  wire \$1511 ;
-  wire \$1512 ;
-  wire \$1513 ;
-  wire \$1514 ;
-  wire \$1515 ;
-  wire \$1516 ;
-  wire \$1517 ;
-  wire [15:0] \$1518 ;
-  wire \$1519 ;
+  reg [15:0] \$1510 ;
+  reg [15:0] \$1511 ;
+  reg [15:0] \$1512 ;
+  reg [15:0] \$1513 ;
+  reg [15:0] \$1514 ;
+  reg [15:0] \$1515 ;
+  reg [15:0] \$1516 ;
+  reg \$1517 ;
+  reg \$1518 ;
+  reg \$1519 ;
   wire \$152 ;
-  wire \$1520 ;
-  wire \$1521 ;
-  wire \$1522 ;
-  wire [15:0] \$1523 ;
-  wire [15:0] \$1524 ;
-  wire \$1525 ;
-  wire \$1526 ;
-  wire \$1527 ;
-  wire \$1528 ;
-  wire \$1529 ;
+  reg \$1520 ;
+  reg \$1521 ;
+  reg \$1522 ;
+  reg \$1523 ;
+  reg \$1524 ;
+  reg [15:0] \$1525 ;
+  reg [15:0] \$1526 ;
+  reg [15:0] \$1527 ;
+  reg [15:0] \$1528 ;
+  reg [15:0] \$1529 ;
   wire \$153 ;
-  wire \$1530 ;
-  wire \$1531 ;
-  wire \$1532 ;
-  wire \$1533 ;
-  wire \$1534 ;
-  wire [15:0] \$1535 ;
-  wire \$1536 ;
-  wire \$1537 ;
-  wire \$1538 ;
-  wire \$1539 ;
+  reg [15:0] \$1530 ;
+  reg [15:0] \$1531 ;
+  reg [15:0] \$1532 ;
+  reg \$1533 ;
+  reg \$1534 ;
+  reg \$1535 ;
+  reg \$1536 ;
+  reg \$1537 ;
+  reg \$1538 ;
+  reg \$1539 ;
   wire \$154 ;
-  wire [15:0] \$1540 ;
-  wire \$1541 ;
-  wire \$1542 ;
-  wire \$1543 ;
-  wire \$1544 ;
-  wire \$1545 ;
-  wire \$1546 ;
-  wire \$1547 ;
-  wire [15:0] \$1548 ;
-  wire \$1549 ;
+  reg \$1540 ;
+  reg [15:0] \$1541 ;
+  reg [15:0] \$1542 ;
+  reg [15:0] \$1543 ;
+  reg [15:0] \$1544 ;
+  reg [15:0] \$1545 ;
+  reg [15:0] \$1546 ;
+  reg [15:0] \$1547 ;
+  reg [15:0] \$1548 ;
+  reg \$1549 ;
   wire \$155 ;
-  wire \$1550 ;
-  wire \$1551 ;
-  wire \$1552 ;
-  wire [15:0] \$1553 ;
-  wire [15:0] \$1554 ;
-  wire \$1555 ;
-  wire \$1556 ;
-  wire \$1557 ;
-  wire \$1558 ;
-  wire [15:0] \$1559 ;
+  reg \$1550 ;
+  reg \$1551 ;
+  reg \$1552 ;
+  reg \$1553 ;
+  reg \$1554 ;
+  reg \$1555 ;
+  reg \$1556 ;
+  reg [15:0] \$1557 ;
+  reg [15:0] \$1558 ;
+  reg [15:0] \$1559 ;
   wire \$156 ;
-  wire \$1560 ;
-  wire [15:0] \$1561 ;
-  wire \$1562 ;
-  wire \$1563 ;
-  wire [15:0] \$1564 ;
-  wire \$1565 ;
-  wire [15:0] \$1566 ;
-  wire [15:0] \$1567 ;
-  wire \$1568 ;
-  wire \$1569 ;
+  reg [15:0] \$1560 ;
+  reg [15:0] \$1561 ;
+  reg [15:0] \$1562 ;
+  reg [15:0] \$1563 ;
+  reg [15:0] \$1564 ;
+  reg \$1565 ;
+  reg \$1566 ;
+  reg \$1567 ;
+  reg \$1568 ;
+  reg \$1569 ;
   wire \$157 ;
-  wire \$1570 ;
-  wire \$1571 ;
-  wire [15:0] \$1572 ;
-  wire \$1573 ;
-  wire [15:0] \$1574 ;
-  wire \$1575 ;
-  wire \$1576 ;
-  wire [15:0] \$1577 ;
-  wire \$1578 ;
-  wire [15:0] \$1579 ;
+  reg \$1570 ;
+  reg \$1571 ;
+  reg \$1572 ;
+  reg \$1573 ;
+  reg \$1574 ;
+  reg \$1575 ;
+  reg [3:0] \$1576 ;
+  reg [4:0] \$1577 ;
+  reg [163:0] \$1578 ;
+  reg [15:0] \$1579 ;
   wire \$158 ;
-  wire [15:0] \$1580 ;
-  wire \$1581 ;
-  wire \$1582 ;
-  wire \$1583 ;
-  wire \$1584 ;
-  wire \$1585 ;
-  wire \$1586 ;
-  wire \$1587 ;
-  wire \$1588 ;
-  wire \$1589 ;
+  reg [15:0] \$1580 ;
+  reg [15:0] \$1581 ;
+  reg [15:0] \$1582 ;
+  reg \$1583 ;
+  reg \$1584 ;
+  reg \$1585 ;
+  reg \$1586 ;
+  reg [15:0] \$1587 ;
+  reg [15:0] \$1588 ;
+  reg [15:0] \$1589 ;
   wire \$159 ;
-  wire \$1590 ;
-  wire [15:0] \$1591 ;
-  wire \$1592 ;
-  wire \$1593 ;
-  wire \$1594 ;
-  wire \$1595 ;
-  wire [15:0] \$1596 ;
-  wire \$1597 ;
-  wire \$1598 ;
-  wire \$1599 ;
+  reg [15:0] \$1590 ;
+  reg \$1591 ;
+  reg \$1592 ;
+  reg \$1593 ;
+  reg \$1594 ;
+  reg [15:0] \$1595 ;
+  reg [15:0] \$1596 ;
+  reg [15:0] \$1597 ;
+  reg [15:0] \$1598 ;
+  reg \$1599 ;
   wire \$16 ;
   wire \$160 ;
-  wire \$1600 ;
-  wire \$1601 ;
-  wire \$1602 ;
-  wire \$1603 ;
-  wire [15:0] \$1604 ;
-  wire \$1605 ;
-  wire \$1606 ;
-  wire \$1607 ;
-  wire \$1608 ;
-  wire [15:0] \$1609 ;
+  reg \$1600 ;
+  reg \$1601 ;
+  reg \$1602 ;
+  reg [15:0] \$1603 ;
+  reg [15:0] \$1604 ;
+  reg [15:0] \$1605 ;
+  reg [15:0] \$1606 ;
+  reg \$1607 ;
+  reg \$1608 ;
+  reg \$1609 ;
   wire \$161 ;
-  wire [15:0] \$1610 ;
-  wire \$1611 ;
-  wire \$1612 ;
-  wire \$1613 ;
-  wire \$1614 ;
-  wire \$1615 ;
-  wire \$1616 ;
-  wire \$1617 ;
-  wire \$1618 ;
-  wire \$1619 ;
+  reg \$1610 ;
+  reg [15:0] \$1611 ;
+  reg [15:0] \$1612 ;
+  reg [15:0] \$1613 ;
+  reg [15:0] \$1614 ;
+  reg \$1615 ;
+  reg \$1616 ;
+  reg \$1617 ;
+  reg \$1618 ;
+  reg [15:0] \$1619 ;
   wire \$162 ;
-  wire \$1620 ;
-  wire [15:0] \$1621 ;
-  wire \$1622 ;
-  wire \$1623 ;
-  wire \$1624 ;
-  wire \$1625 ;
-  wire [15:0] \$1626 ;
-  wire \$1627 ;
-  wire \$1628 ;
-  wire \$1629 ;
+  reg [15:0] \$1620 ;
+  reg [15:0] \$1621 ;
+  reg [15:0] \$1622 ;
+  reg \$1623 ;
+  reg \$1624 ;
+  reg \$1625 ;
+  reg \$1626 ;
+  reg \$1627 ;
+  reg \$1628 ;
+  reg \$1629 ;
   wire \$163 ;
-  wire \$1630 ;
-  wire \$1631 ;
-  wire \$1632 ;
-  wire \$1633 ;
-  wire [15:0] \$1634 ;
-  wire \$1635 ;
-  wire \$1636 ;
-  wire \$1637 ;
-  wire \$1638 ;
-  wire [15:0] \$1639 ;
+  reg [3:0] \$1630 ;
+  reg [4:0] \$1631 ;
+  reg [163:0] \$1632 ;
+  reg [15:0] \$1633 ;
+  reg [15:0] \$1634 ;
+  reg \$1635 ;
+  reg \$1636 ;
+  reg [15:0] \$1637 ;
+  reg [15:0] \$1638 ;
+  reg \$1639 ;
   wire \$164 ;
-  wire [15:0] \$1640 ;
-  wire \$1641 ;
-  wire \$1642 ;
-  wire \$1643 ;
-  wire \$1644 ;
-  wire \$1645 ;
-  wire \$1646 ;
-  wire \$1647 ;
-  wire [15:0] \$1648 ;
-  wire [15:0] \$1649 ;
+  reg \$1640 ;
+  reg [15:0] \$1641 ;
+  reg [15:0] \$1642 ;
+  reg \$1643 ;
+  reg \$1644 ;
+  reg [15:0] \$1645 ;
+  reg [15:0] \$1646 ;
+  reg \$1647 ;
+  reg \$1648 ;
+  reg [15:0] \$1649 ;
   wire \$165 ;
-  wire \$1650 ;
-  wire \$1651 ;
-  wire \$1652 ;
-  wire \$1653 ;
-  wire [15:0] \$1654 ;
-  wire [15:0] \$1655 ;
-  wire \$1656 ;
-  wire [15:0] \$1657 ;
-  wire [15:0] \$1658 ;
-  wire \$1659 ;
+  reg [15:0] \$1650 ;
+  reg \$1651 ;
+  reg \$1652 ;
+  reg [15:0] \$1653 ;
+  reg [15:0] \$1654 ;
+  reg \$1655 ;
+  reg \$1656 ;
+  reg \$1657 ;
+  reg \$1658 ;
+  reg \$1659 ;
   wire \$166 ;
-  wire [15:0] \$1660 ;
-  wire [15:0] \$1661 ;
-  wire \$1662 ;
-  wire \$1663 ;
-  wire \$1664 ;
-  wire \$1665 ;
-  wire [15:0] \$1666 ;
-  wire [15:0] \$1667 ;
-  wire \$1668 ;
-  wire \$1669 ;
+  reg [3:0] \$1660 ;
+  reg [4:0] \$1661 ;
+  reg [163:0] \$1662 ;
+  reg [15:0] \$1663 ;
+  reg \$1664 ;
+  reg [15:0] \$1665 ;
+  reg \$1666 ;
+  reg [15:0] \$1667 ;
+  reg \$1668 ;
+  reg [15:0] \$1669 ;
   wire \$167 ;
-  wire \$1670 ;
-  wire \$1671 ;
-  wire [15:0] \$1672 ;
-  wire [15:0] \$1673 ;
-  wire \$1674 ;
-  wire \$1675 ;
-  wire \$1676 ;
-  wire \$1677 ;
-  wire \$1678 ;
-  wire \$1679 ;
+  reg \$1670 ;
+  reg [15:0] \$1671 ;
+  reg \$1672 ;
+  reg [15:0] \$1673 ;
+  reg \$1674 ;
+  reg \$1675 ;
+  reg \$1676 ;
+  reg \$1677 ;
+  reg [3:0] \$1678 ;
+  reg [4:0] \$1679 ;
   wire \$168 ;
-  wire \$1680 ;
-  wire \$1681 ;
-  wire \$1682 ;
-  wire \$1683 ;
-  wire \$1684 ;
-  wire \$1685 ;
-  wire \$1686 ;
-  wire \$1687 ;
-  wire \$1688 ;
-  wire \$1689 ;
+  reg [163:0] \$1680 ;
+  reg [15:0] \$1681 ;
+  reg [15:0] \$1682 ;
+  reg [15:0] \$1683 ;
+  reg [15:0] \$1684 ;
+  reg [15:0] \$1685 ;
+  reg [15:0] \$1686 ;
+  reg \$1687 ;
+  reg \$1688 ;
+  reg \$1689 ;
   wire \$169 ;
-  wire \$1690 ;
-  wire \$1691 ;
-  wire [7:0] \$1692 ;
-  wire \$1693 ;
-  wire [4:0] \$1694 ;
-  wire [8:0] \$1695 ;
-  wire [7:0] \$1696 ;
-  wire \$1697 ;
-  wire [4:0] \$1698 ;
-  wire [8:0] \$1699 ;
+  reg \$1690 ;
+  reg \$1691 ;
+  reg \$1692 ;
+  reg [7:0] \$1693 ;
+  reg [7:0] \$1694 ;
+  reg [7:0] \$1695 ;
+  reg \$1696 ;
+  reg [15:0] \$1697 ;
+  reg [15:0] \$1698 ;
+  reg [15:0] \$1699 ;
   wire \$17 ;
   wire \$170 ;
-  wire [7:0] \$1700 ;
-  wire \$1701 ;
-  wire [4:0] \$1702 ;
-  wire [8:0] \$1703 ;
-  wire \$1704 ;
-  wire \$1705 ;
-  wire \$1706 ;
-  wire \$1707 ;
-  wire \$1708 ;
-  wire \$1709 ;
+  reg [15:0] \$1700 ;
+  reg [15:0] \$1701 ;
+  reg [15:0] \$1702 ;
+  reg \$1703 ;
+  reg \$1704 ;
+  reg \$1705 ;
+  reg \$1706 ;
+  reg \$1707 ;
+  reg \$1708 ;
+  reg [7:0] \$1709 ;
   wire [42:0] \$171 ;
-  wire [15:0] \$1710 ;
-  wire [15:0] \$1711 ;
-  wire \$1712 ;
-  wire \$1713 ;
-  wire \$1714 ;
-  wire \$1715 ;
-  wire [15:0] \$1716 ;
-  wire [15:0] \$1717 ;
-  wire \$1718 ;
-  wire [15:0] \$1719 ;
+  reg [7:0] \$1710 ;
+  reg [7:0] \$1711 ;
+  reg [163:0] \$1712 ;
+  reg \$1713 ;
+  reg [15:0] \$1714 ;
+  reg [40:0] \$1715 ;
+  reg [40:0] \$1716 ;
+  reg [40:0] \$1717 ;
+  reg [40:0] \$1718 ;
+  reg [39:0] \$1719 ;
   wire \$172 ;
-  wire [15:0] \$1720 ;
-  wire \$1721 ;
-  wire [15:0] \$1722 ;
-  wire [15:0] \$1723 ;
-  wire \$1724 ;
-  wire \$1725 ;
-  wire \$1726 ;
-  wire \$1727 ;
-  wire [15:0] \$1728 ;
-  wire [15:0] \$1729 ;
+  reg \$1720 ;
+  reg [39:0] \$1721 ;
+  reg \$1722 ;
+  reg [39:0] \$1723 ;
+  reg \$1724 ;
+  reg [39:0] \$1725 ;
+  reg \$1726 ;
+  reg [39:0] \$1727 ;
+  reg \$1728 ;
+  reg [39:0] \$1729 ;
   wire \$173 ;
-  wire \$1730 ;
-  wire \$1731 ;
-  wire \$1732 ;
-  wire \$1733 ;
-  wire [15:0] \$1734 ;
-  wire [15:0] \$1735 ;
-  wire \$1736 ;
-  wire \$1737 ;
-  wire \$1738 ;
-  wire \$1739 ;
+  reg \$1730 ;
+  reg \$1731 ;
+  reg \$1732 ;
+  reg \$1733 ;
+  reg \$1734 ;
+  reg \$1735 ;
+  reg \$1736 ;
+  reg [7:0] \$1737 ;
+  reg [7:0] \$1738 ;
+  reg [7:0] \$1739 ;
   wire \$174 ;
-  wire \$1740 ;
-  wire \$1741 ;
-  wire \$1742 ;
-  wire \$1743 ;
-  wire \$1744 ;
-  wire \$1745 ;
-  wire \$1746 ;
-  wire \$1747 ;
-  wire \$1748 ;
-  wire \$1749 ;
+  reg \$1740 ;
+  reg \$1741 ;
+  reg \$1742 ;
+  reg [40:0] \$1743 ;
+  reg [40:0] \$1744 ;
+  reg [40:0] \$1745 ;
+  reg [40:0] \$1746 ;
+  reg [40:0] \$1747 ;
+  reg [15:0] \$1748 ;
+  reg [40:0] \$1749 ;
   wire \$175 ;
-  wire \$1750 ;
-  wire \$1751 ;
-  wire \$1752 ;
-  wire \$1753 ;
-  wire [7:0] \$1754 ;
-  wire \$1755 ;
-  wire [4:0] \$1756 ;
-  wire [8:0] \$1757 ;
-  wire [7:0] \$1758 ;
-  wire \$1759 ;
+  reg [7:0] \$1750 ;
+  reg [7:0] \$1751 ;
+  reg [7:0] \$1752 ;
+  reg \$1753 ;
+  reg [40:0] \$1754 ;
+  reg [40:0] \$1755 ;
+  reg \$1756 ;
+  reg \$1757 ;
+  reg [40:0] \$1758 ;
+  reg [40:0] \$1759 ;
   wire \$176 ;
-  wire [4:0] \$1760 ;
-  wire [8:0] \$1761 ;
-  wire [7:0] \$1762 ;
-  wire \$1763 ;
-  wire [4:0] \$1764 ;
-  wire [8:0] \$1765 ;
-  wire \$1766 ;
-  wire [14:0] \$1767 ;
-  wire [14:0] \$1768 ;
-  wire \$1769 ;
+  reg [15:0] \$1760 ;
+  reg [40:0] \$1761 ;
+  reg [23:0] \$1762 ;
   wire \$177 ;
-  wire [41:0] \$1770 ;
-  wire [41:0] \$1771 ;
-  wire \$1772 ;
-  wire [14:0] \$1773 ;
-  wire [14:0] \$1774 ;
-  wire \$1775 ;
-  wire \$1776 ;
-  wire [14:0] \$1777 ;
-  wire [14:0] \$1778 ;
-  wire \$1779 ;
   wire \$178 ;
-  wire \$1780 ;
-  wire \$1781 ;
-  wire [14:0] \$1782 ;
-  wire [14:0] \$1783 ;
-  wire \$1784 ;
-  wire \$1785 ;
-  wire \$1786 ;
-  wire [14:0] \$1787 ;
-  wire [14:0] \$1788 ;
-  wire \$1789 ;
   wire \$179 ;
-  wire [5:0] \$1790 ;
-  wire [5:0] \$1791 ;
-  wire [41:0] \$1792 ;
-  wire \$1793 ;
-  wire [14:0] \$1794 ;
-  wire [14:0] \$1795 ;
-  wire \$1796 ;
-  wire \$1797 ;
-  wire [14:0] \$1798 ;
-  wire [14:0] \$1799 ;
   wire \$18 ;
   wire \$180 ;
-  wire \$1800 ;
-  wire \$1801 ;
-  wire [14:0] \$1802 ;
-  wire [14:0] \$1803 ;
-  wire \$1804 ;
-  wire \$1805 ;
-  wire \$1806 ;
-  wire [14:0] \$1807 ;
-  wire [14:0] \$1808 ;
-  wire \$1809 ;
   wire \$181 ;
-  wire \$1810 ;
-  wire \$1811 ;
-  wire [14:0] \$1812 ;
-  wire [14:0] \$1813 ;
-  wire \$1814 ;
-  wire [5:0] \$1815 ;
-  wire [5:0] \$1816 ;
-  wire [41:0] \$1817 ;
-  wire \$1818 ;
-  wire [14:0] \$1819 ;
   wire \$182 ;
-  wire [14:0] \$1820 ;
-  wire \$1821 ;
-  wire \$1822 ;
-  wire [14:0] \$1823 ;
-  wire [14:0] \$1824 ;
-  wire \$1825 ;
-  wire \$1826 ;
-  wire [14:0] \$1827 ;
-  wire [14:0] \$1828 ;
-  wire \$1829 ;
   wire \$183 ;
-  wire \$1830 ;
-  wire \$1831 ;
-  wire [14:0] \$1832 ;
-  wire [14:0] \$1833 ;
-  wire \$1834 ;
-  wire \$1835 ;
-  wire \$1836 ;
-  wire [14:0] \$1837 ;
-  wire [14:0] \$1838 ;
-  wire \$1839 ;
   wire \$184 ;
-  wire [5:0] \$1840 ;
-  wire [5:0] \$1841 ;
-  wire [41:0] \$1842 ;
-  wire \$1843 ;
-  wire [14:0] \$1844 ;
-  wire [14:0] \$1845 ;
-  wire \$1846 ;
-  wire \$1847 ;
-  wire [14:0] \$1848 ;
-  wire [14:0] \$1849 ;
   wire \$185 ;
-  wire \$1850 ;
-  wire \$1851 ;
-  wire [14:0] \$1852 ;
-  wire [14:0] \$1853 ;
-  wire \$1854 ;
-  wire \$1855 ;
-  wire \$1856 ;
-  wire [14:0] \$1857 ;
-  wire [14:0] \$1858 ;
-  wire \$1859 ;
   wire \$186 ;
-  wire \$1860 ;
-  wire \$1861 ;
-  wire [14:0] \$1862 ;
-  wire [14:0] \$1863 ;
-  wire \$1864 ;
-  wire [5:0] \$1865 ;
-  wire [5:0] \$1866 ;
-  wire [41:0] \$1867 ;
-  wire \$1868 ;
-  wire [14:0] \$1869 ;
   wire \$187 ;
-  wire [14:0] \$1870 ;
-  wire \$1871 ;
-  wire \$1872 ;
-  wire [14:0] \$1873 ;
-  wire [14:0] \$1874 ;
-  wire \$1875 ;
-  wire \$1876 ;
-  wire [14:0] \$1877 ;
-  wire [14:0] \$1878 ;
-  wire \$1879 ;
   wire \$188 ;
-  wire \$1880 ;
-  wire \$1881 ;
-  wire [14:0] \$1882 ;
-  wire [14:0] \$1883 ;
-  wire \$1884 ;
-  wire \$1885 ;
-  wire \$1886 ;
-  wire [14:0] \$1887 ;
-  wire [14:0] \$1888 ;
-  wire \$1889 ;
   wire \$189 ;
-  wire [5:0] \$1890 ;
-  wire [5:0] \$1891 ;
-  wire [41:0] \$1892 ;
-  wire \$1893 ;
-  wire [14:0] \$1894 ;
-  wire [14:0] \$1895 ;
-  wire \$1896 ;
-  wire \$1897 ;
-  wire [14:0] \$1898 ;
-  wire [14:0] \$1899 ;
   wire \$19 ;
   wire \$190 ;
-  wire \$1900 ;
-  wire \$1901 ;
-  wire [14:0] \$1902 ;
-  wire [14:0] \$1903 ;
-  wire \$1904 ;
-  wire \$1905 ;
-  wire \$1906 ;
-  wire [14:0] \$1907 ;
-  wire [14:0] \$1908 ;
-  wire \$1909 ;
   wire \$191 ;
-  wire \$1910 ;
-  wire \$1911 ;
-  wire [14:0] \$1912 ;
-  wire [14:0] \$1913 ;
-  wire \$1914 ;
-  wire [5:0] \$1915 ;
-  wire [5:0] \$1916 ;
-  wire [41:0] \$1917 ;
-  wire \$1918 ;
-  wire [14:0] \$1919 ;
   wire \$192 ;
-  wire [14:0] \$1920 ;
-  wire \$1921 ;
-  wire [40:0] \$1922 ;
-  wire [40:0] \$1923 ;
-  wire [40:0] \$1924 ;
-  wire [40:0] \$1925 ;
-  wire [40:0] \$1926 ;
-  wire [40:0] \$1927 ;
-  wire [40:0] \$1928 ;
-  wire [15:0] \$1929 ;
   wire \$193 ;
-  wire [40:0] \$1930 ;
-  wire \$1931 ;
-  wire [40:0] \$1932 ;
-  reg [15:0] \$1933 ;
-  reg [15:0] \$1934 ;
-  reg [15:0] \$1935 ;
-  reg [15:0] \$1936 ;
-  reg \$1937 ;
-  reg \$1938 ;
-  reg \$1939 ;
   wire \$194 ;
-  reg \$1940 ;
-  reg [15:0] \$1941 ;
-  reg [15:0] \$1942 ;
-  reg [15:0] \$1943 ;
-  reg [15:0] \$1944 ;
-  reg \$1945 ;
-  reg \$1946 ;
-  reg \$1947 ;
-  reg \$1948 ;
-  reg [15:0] \$1949 ;
   wire \$195 ;
-  reg [15:0] \$1950 ;
-  reg [15:0] \$1951 ;
-  reg [15:0] \$1952 ;
-  reg \$1953 ;
-  reg \$1954 ;
-  reg \$1955 ;
-  reg \$1956 ;
-  reg [15:0] \$1957 ;
-  reg [15:0] \$1958 ;
-  reg [15:0] \$1959 ;
   wire \$196 ;
-  reg [15:0] \$1960 ;
-  reg \$1961 ;
-  reg \$1962 ;
-  reg \$1963 ;
-  reg \$1964 ;
-  reg [15:0] \$1965 ;
-  reg [15:0] \$1966 ;
-  reg [15:0] \$1967 ;
-  reg [15:0] \$1968 ;
-  reg \$1969 ;
   wire \$197 ;
-  reg \$1970 ;
-  reg \$1971 ;
-  reg \$1972 ;
-  reg [15:0] \$1973 ;
-  reg [15:0] \$1974 ;
-  reg [15:0] \$1975 ;
-  reg [15:0] \$1976 ;
-  reg \$1977 ;
-  reg \$1978 ;
-  reg \$1979 ;
   wire \$198 ;
-  reg \$1980 ;
-  reg \$1981 ;
-  reg \$1982 ;
-  reg \$1983 ;
-  reg [3:0] \$1984 ;
-  reg [4:0] \$1985 ;
-  reg [163:0] \$1986 ;
-  reg [15:0] \$1987 ;
-  reg \$1988 ;
-  reg [15:0] \$1989 ;
   wire \$199 ;
-  reg \$1990 ;
-  reg [15:0] \$1991 ;
-  reg \$1992 ;
-  reg [15:0] \$1993 ;
-  reg \$1994 ;
-  reg [15:0] \$1995 ;
-  reg \$1996 ;
-  reg [15:0] \$1997 ;
-  reg \$1998 ;
-  reg \$1999 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
-  reg \$2000 ;
-  reg \$2001 ;
-  reg [3:0] \$2002 ;
-  reg [4:0] \$2003 ;
-  reg [163:0] \$2004 ;
-  reg [15:0] \$2005 ;
-  reg [15:0] \$2006 ;
-  reg [15:0] \$2007 ;
-  reg [15:0] \$2008 ;
-  reg [15:0] \$2009 ;
   wire \$201 ;
-  reg [15:0] \$2010 ;
-  reg \$2011 ;
-  reg \$2012 ;
-  reg \$2013 ;
-  reg \$2014 ;
-  reg \$2015 ;
-  reg \$2016 ;
-  reg [7:0] \$2017 ;
-  reg [7:0] \$2018 ;
-  reg [7:0] \$2019 ;
   wire \$202 ;
-  reg \$2020 ;
-  reg [15:0] \$2021 ;
-  reg [15:0] \$2022 ;
-  reg [15:0] \$2023 ;
-  reg [15:0] \$2024 ;
-  reg [15:0] \$2025 ;
-  reg [15:0] \$2026 ;
-  reg \$2027 ;
-  reg \$2028 ;
-  reg \$2029 ;
   wire \$203 ;
-  reg \$2030 ;
-  reg \$2031 ;
-  reg \$2032 ;
-  reg [7:0] \$2033 ;
-  reg [7:0] \$2034 ;
-  reg [7:0] \$2035 ;
-  reg [163:0] \$2036 ;
-  reg \$2037 ;
-  reg [15:0] \$2038 ;
-  reg [40:0] \$2039 ;
   wire \$204 ;
-  reg [40:0] \$2040 ;
-  reg [40:0] \$2041 ;
-  reg [40:0] \$2042 ;
-  reg [39:0] \$2043 ;
-  reg \$2044 ;
-  reg [39:0] \$2045 ;
-  reg \$2046 ;
-  reg [39:0] \$2047 ;
-  reg \$2048 ;
-  reg [39:0] \$2049 ;
   wire \$205 ;
-  reg \$2050 ;
-  reg [39:0] \$2051 ;
-  reg \$2052 ;
-  reg [39:0] \$2053 ;
-  reg \$2054 ;
-  reg \$2055 ;
-  reg \$2056 ;
-  reg \$2057 ;
-  reg \$2058 ;
-  reg \$2059 ;
   wire \$206 ;
-  reg \$2060 ;
-  reg [7:0] \$2061 ;
-  reg [7:0] \$2062 ;
-  reg [7:0] \$2063 ;
-  reg \$2064 ;
-  reg \$2065 ;
-  reg \$2066 ;
-  reg [40:0] \$2067 ;
-  reg [40:0] \$2068 ;
-  reg [40:0] \$2069 ;
   wire \$207 ;
-  reg [40:0] \$2070 ;
-  reg [40:0] \$2071 ;
-  reg [15:0] \$2072 ;
-  reg [40:0] \$2073 ;
-  reg [7:0] \$2074 ;
-  reg [7:0] \$2075 ;
-  reg [7:0] \$2076 ;
-  reg \$2077 ;
-  reg [40:0] \$2078 ;
-  reg [40:0] \$2079 ;
   wire \$208 ;
-  reg \$2080 ;
-  reg \$2081 ;
-  reg [40:0] \$2082 ;
-  reg [40:0] \$2083 ;
-  reg [15:0] \$2084 ;
-  reg [40:0] \$2085 ;
-  reg [23:0] \$2086 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
@@ -19621,6 +19495,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$266 ;
   wire \$267 ;
   wire \$268 ;
+  wire [3:0] \$2681 ;
+  wire \$2683 ;
   wire \$269 ;
   wire \$27 ;
   wire \$270 ;
@@ -19717,9 +19593,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$352 ;
   wire \$353 ;
   wire \$354 ;
-  wire [3:0] \$3549 ;
   wire \$355 ;
-  wire \$3551 ;
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
@@ -19763,7 +19637,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$392 ;
   wire \$393 ;
   wire \$394 ;
-  wire \$395 ;
+  wire [15:0] \$395 ;
   wire \$396 ;
   wire \$397 ;
   wire \$398 ;
@@ -19775,29 +19649,29 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$402 ;
   wire \$403 ;
   wire \$404 ;
-  wire \$405 ;
+  wire [15:0] \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
   wire \$409 ;
   wire \$41 ;
-  wire [15:0] \$410 ;
+  wire \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire \$413 ;
   wire \$414 ;
-  wire \$415 ;
+  wire [15:0] \$415 ;
   wire \$416 ;
   wire \$417 ;
   wire \$418 ;
   wire \$419 ;
   wire \$42 ;
-  wire [15:0] \$420 ;
+  wire \$420 ;
   wire \$421 ;
   wire \$422 ;
   wire \$423 ;
   wire \$424 ;
-  wire \$425 ;
+  wire [15:0] \$425 ;
   wire \$426 ;
   wire \$427 ;
   wire \$428 ;
@@ -19806,9 +19680,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$430 ;
   wire \$431 ;
   wire \$432 ;
-  wire [15:0] \$433 ;
+  wire \$433 ;
   wire \$434 ;
-  wire \$435 ;
+  wire [15:0] \$435 ;
   wire \$436 ;
   wire \$437 ;
   wire \$438 ;
@@ -19817,9 +19691,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
-  wire [15:0] \$443 ;
-  wire [15:0] \$444 ;
-  wire \$445 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire [15:0] \$445 ;
   wire \$446 ;
   wire \$447 ;
   wire \$448 ;
@@ -19830,7 +19704,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$452 ;
   wire \$453 ;
   wire \$454 ;
-  wire \$455 ;
+  wire [15:0] \$455 ;
   wire \$456 ;
   wire \$457 ;
   wire \$458 ;
@@ -19841,11 +19715,11 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$462 ;
   wire \$463 ;
   wire \$464 ;
-  wire \$465 ;
+  wire [15:0] \$465 ;
   wire \$466 ;
   wire \$467 ;
   wire \$468 ;
-  wire [15:0] \$469 ;
+  wire \$469 ;
   wire \$47 ;
   wire \$470 ;
   wire \$471 ;
@@ -19856,7 +19730,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$476 ;
   wire \$477 ;
   wire \$478 ;
-  wire [15:0] \$479 ;
+  wire \$479 ;
   wire \$48 ;
   wire \$480 ;
   wire \$481 ;
@@ -19871,7 +19745,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$49 ;
   wire \$490 ;
   wire \$491 ;
-  wire [15:0] \$492 ;
+  wire \$492 ;
   wire \$493 ;
   wire \$494 ;
   wire \$495 ;
@@ -19883,8 +19757,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$50 ;
   wire \$500 ;
   wire \$501 ;
-  wire [15:0] \$502 ;
-  wire [15:0] \$503 ;
+  wire \$502 ;
+  wire \$503 ;
   wire \$504 ;
   wire \$505 ;
   wire \$506 ;
@@ -19911,10 +19785,10 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$525 ;
   wire \$526 ;
   wire \$527 ;
-  wire [15:0] \$528 ;
+  wire \$528 ;
   wire \$529 ;
   wire \$53 ;
-  wire \$530 ;
+  wire [15:0] \$530 ;
   wire \$531 ;
   wire \$532 ;
   wire \$533 ;
@@ -19922,8 +19796,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$535 ;
   wire \$536 ;
   wire \$537 ;
-  wire [15:0] \$538 ;
-  wire \$539 ;
+  wire \$538 ;
+  wire [15:0] \$539 ;
   wire \$54 ;
   wire \$540 ;
   wire \$541 ;
@@ -19933,27 +19807,27 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
-  wire \$548 ;
+  wire [15:0] \$548 ;
   wire \$549 ;
   wire \$55 ;
   wire \$550 ;
-  wire [15:0] \$551 ;
+  wire \$551 ;
   wire \$552 ;
   wire \$553 ;
   wire \$554 ;
   wire \$555 ;
   wire \$556 ;
-  wire \$557 ;
+  wire [15:0] \$557 ;
   wire \$558 ;
   wire \$559 ;
   wire \$56 ;
   wire \$560 ;
-  wire [15:0] \$561 ;
-  wire [15:0] \$562 ;
+  wire \$561 ;
+  wire \$562 ;
   wire \$563 ;
   wire \$564 ;
   wire \$565 ;
-  wire \$566 ;
+  wire [15:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
@@ -19963,7 +19837,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$572 ;
   wire \$573 ;
   wire \$574 ;
-  wire \$575 ;
+  wire [15:0] \$575 ;
   wire \$576 ;
   wire \$577 ;
   wire \$578 ;
@@ -19973,21 +19847,21 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$581 ;
   wire \$582 ;
   wire \$583 ;
-  wire \$584 ;
+  wire [15:0] \$584 ;
   wire \$585 ;
   wire \$586 ;
-  wire [15:0] \$587 ;
+  wire \$587 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
-  wire \$593 ;
+  wire [15:0] \$593 ;
   wire \$594 ;
   wire \$595 ;
   wire \$596 ;
-  wire [15:0] \$597 ;
+  wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire \$6 ;
@@ -20003,7 +19877,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$608 ;
   wire \$609 ;
   wire \$61 ;
-  wire [15:0] \$610 ;
+  wire \$610 ;
   wire \$611 ;
   wire \$612 ;
   wire \$613 ;
@@ -20014,8 +19888,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$618 ;
   wire \$619 ;
   wire \$62 ;
-  wire [15:0] \$620 ;
-  wire [15:0] \$621 ;
+  wire \$620 ;
+  wire \$621 ;
   wire \$622 ;
   wire \$623 ;
   wire \$624 ;
@@ -20029,15 +19903,15 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$631 ;
   wire \$632 ;
   wire \$633 ;
-  wire \$634 ;
-  wire \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
-  wire \$639 ;
+  wire [15:0] \$634 ;
+  wire [15:0] \$635 ;
+  wire [15:0] \$636 ;
+  wire [15:0] \$637 ;
+  wire [15:0] \$638 ;
+  wire [15:0] \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
+  wire [15:0] \$640 ;
+  wire [15:0] \$641 ;
   wire \$642 ;
   wire \$643 ;
   wire \$644 ;
@@ -20100,24 +19974,24 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$696 ;
   wire \$697 ;
   wire \$698 ;
-  wire \$699 ;
+  wire [15:0] \$699 ;
   wire \$7 ;
   wire \$70 ;
   wire \$700 ;
   wire [15:0] \$701 ;
   wire \$702 ;
-  wire \$703 ;
+  wire [15:0] \$703 ;
   wire \$704 ;
-  wire \$705 ;
+  wire [15:0] \$705 ;
   wire \$706 ;
-  wire \$707 ;
+  wire [15:0] \$707 ;
   wire \$708 ;
-  wire \$709 ;
+  wire [15:0] \$709 ;
   wire \$71 ;
-  wire [15:0] \$710 ;
-  wire \$711 ;
+  wire \$710 ;
+  wire [15:0] \$711 ;
   wire \$712 ;
-  wire \$713 ;
+  wire [15:0] \$713 ;
   wire \$714 ;
   wire \$715 ;
   wire \$716 ;
@@ -20127,7 +20001,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$72 ;
   wire \$720 ;
   wire \$721 ;
-  wire [15:0] \$722 ;
+  wire \$722 ;
   wire \$723 ;
   wire \$724 ;
   wire \$725 ;
@@ -20137,8 +20011,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$729 ;
   wire \$73 ;
   wire \$730 ;
-  wire [15:0] \$731 ;
-  wire [15:0] \$732 ;
+  wire \$731 ;
+  wire \$732 ;
   wire \$733 ;
   wire \$734 ;
   wire \$735 ;
@@ -20160,54 +20034,54 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$75 ;
   wire \$750 ;
   wire \$751 ;
-  wire [15:0] \$752 ;
+  wire \$752 ;
   wire \$753 ;
   wire \$754 ;
   wire \$755 ;
   wire \$756 ;
   wire \$757 ;
   wire \$758 ;
-  wire \$759 ;
+  wire [15:0] \$759 ;
   wire \$76 ;
   wire \$760 ;
-  wire [15:0] \$761 ;
+  wire \$761 ;
   wire \$762 ;
   wire \$763 ;
   wire \$764 ;
-  wire \$765 ;
+  wire [15:0] \$765 ;
   wire \$766 ;
   wire \$767 ;
   wire \$768 ;
   wire \$769 ;
   wire \$77 ;
   wire \$770 ;
-  wire \$771 ;
+  wire [15:0] \$771 ;
   wire \$772 ;
-  wire [15:0] \$773 ;
+  wire \$773 ;
   wire \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire \$777 ;
+  wire [15:0] \$777 ;
   wire \$778 ;
   wire \$779 ;
   wire \$78 ;
   wire \$780 ;
   wire \$781 ;
-  wire [15:0] \$782 ;
+  wire \$782 ;
   wire [15:0] \$783 ;
   wire \$784 ;
   wire \$785 ;
   wire \$786 ;
   wire \$787 ;
   wire \$788 ;
-  wire \$789 ;
+  wire [15:0] \$789 ;
   wire \$79 ;
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
   wire \$793 ;
   wire \$794 ;
-  wire \$795 ;
+  wire [15:0] \$795 ;
   wire \$796 ;
   wire \$797 ;
   wire \$798 ;
@@ -20215,9 +20089,9 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$8 ;
   wire \$80 ;
   wire \$800 ;
-  wire \$801 ;
+  wire [15:0] \$801 ;
   wire \$802 ;
-  wire [15:0] \$803 ;
+  wire \$803 ;
   wire \$804 ;
   wire \$805 ;
   wire \$806 ;
@@ -20227,7 +20101,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$81 ;
   wire \$810 ;
   wire \$811 ;
-  wire [15:0] \$812 ;
+  wire \$812 ;
   wire \$813 ;
   wire \$814 ;
   wire \$815 ;
@@ -20240,7 +20114,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$821 ;
   wire \$822 ;
   wire \$823 ;
-  wire [15:0] \$824 ;
+  wire \$824 ;
   wire \$825 ;
   wire \$826 ;
   wire \$827 ;
@@ -20249,14 +20123,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$83 ;
   wire \$830 ;
   wire \$831 ;
-  wire \$832 ;
-  wire [15:0] \$833 ;
-  wire [15:0] \$834 ;
+  wire [15:0] \$832 ;
+  wire \$833 ;
+  wire \$834 ;
   wire \$835 ;
   wire \$836 ;
   wire \$837 ;
   wire \$838 ;
-  wire \$839 ;
+  wire [15:0] \$839 ;
   wire \$84 ;
   wire \$840 ;
   wire \$841 ;
@@ -20264,7 +20138,7 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$843 ;
   wire \$844 ;
   wire \$845 ;
-  wire \$846 ;
+  wire [15:0] \$846 ;
   wire \$847 ;
   wire \$848 ;
   wire \$849 ;
@@ -20272,22 +20146,22 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$850 ;
   wire \$851 ;
   wire \$852 ;
-  wire \$853 ;
-  wire [15:0] \$854 ;
+  wire [15:0] \$853 ;
+  wire \$854 ;
   wire \$855 ;
   wire \$856 ;
   wire \$857 ;
   wire \$858 ;
   wire \$859 ;
   wire \$86 ;
-  wire \$860 ;
+  wire [15:0] \$860 ;
   wire \$861 ;
   wire \$862 ;
-  wire [15:0] \$863 ;
+  wire \$863 ;
   wire \$864 ;
   wire \$865 ;
   wire \$866 ;
-  wire \$867 ;
+  wire [15:0] \$867 ;
   wire \$868 ;
   wire \$869 ;
   wire \$87 ;
@@ -20295,19 +20169,19 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$871 ;
   wire \$872 ;
   wire \$873 ;
-  wire \$874 ;
-  wire [15:0] \$875 ;
+  wire [15:0] \$874 ;
+  wire \$875 ;
   wire \$876 ;
   wire \$877 ;
   wire \$878 ;
   wire \$879 ;
   wire \$88 ;
   wire \$880 ;
-  wire \$881 ;
+  wire [15:0] \$881 ;
   wire \$882 ;
   wire \$883 ;
-  wire [15:0] \$884 ;
-  wire [15:0] \$885 ;
+  wire \$884 ;
+  wire \$885 ;
   wire \$886 ;
   wire \$887 ;
   wire \$888 ;
@@ -20331,81 +20205,81 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$903 ;
   wire \$904 ;
   wire \$905 ;
-  wire \$906 ;
+  wire [3:0] \$906 ;
   wire \$907 ;
   wire \$908 ;
   wire \$909 ;
   wire \$91 ;
   wire \$910 ;
-  wire \$911 ;
+  wire [1:0] \$911 ;
   wire \$912 ;
   wire \$913 ;
   wire \$914 ;
   wire \$915 ;
-  wire \$916 ;
-  wire \$917 ;
+  wire [1:0] \$916 ;
+  wire [2:0] \$917 ;
   wire \$918 ;
   wire \$919 ;
   wire \$92 ;
   wire \$920 ;
   wire \$921 ;
-  wire \$922 ;
+  wire [1:0] \$922 ;
   wire \$923 ;
   wire \$924 ;
   wire \$925 ;
   wire \$926 ;
-  wire \$927 ;
-  wire \$928 ;
-  wire \$929 ;
+  wire [1:0] \$927 ;
+  wire [2:0] \$928 ;
+  wire [3:0] \$929 ;
   wire \$93 ;
-  wire [15:0] \$930 ;
-  wire [15:0] \$931 ;
+  wire \$930 ;
+  wire \$931 ;
   wire \$932 ;
-  wire [15:0] \$933 ;
-  wire [15:0] \$934 ;
-  wire [15:0] \$935 ;
-  wire [15:0] \$936 ;
-  wire [15:0] \$937 ;
+  wire \$933 ;
+  wire [1:0] \$934 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
   wire \$938 ;
-  wire [15:0] \$939 ;
+  wire [1:0] \$939 ;
   wire \$94 ;
-  wire [15:0] \$940 ;
-  wire [15:0] \$941 ;
-  wire [15:0] \$942 ;
-  wire [15:0] \$943 ;
+  wire [2:0] \$940 ;
+  wire \$941 ;
+  wire \$942 ;
+  wire \$943 ;
   wire \$944 ;
-  wire [15:0] \$945 ;
-  wire [15:0] \$946 ;
-  wire [15:0] \$947 ;
-  wire [15:0] \$948 ;
-  wire [15:0] \$949 ;
+  wire [1:0] \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  wire \$950 ;
-  wire [15:0] \$951 ;
-  wire [15:0] \$952 ;
-  wire [15:0] \$953 ;
+  wire [1:0] \$950 ;
+  wire [2:0] \$951 ;
+  wire [3:0] \$952 ;
+  wire [4:0] \$953 ;
   wire \$954 ;
   wire \$955 ;
   wire \$956 ;
   wire \$957 ;
-  wire \$958 ;
+  wire [15:0] \$958 ;
   wire \$959 ;
   wire \$96 ;
   wire \$960 ;
   wire \$961 ;
   wire \$962 ;
-  wire \$963 ;
+  wire [15:0] \$963 ;
   wire \$964 ;
   wire \$965 ;
   wire \$966 ;
   wire \$967 ;
-  wire \$968 ;
+  wire [15:0] \$968 ;
   wire \$969 ;
   wire \$97 ;
   wire \$970 ;
   wire \$971 ;
   wire \$972 ;
-  wire \$973 ;
+  wire [15:0] \$973 ;
   wire \$974 ;
   wire \$975 ;
   wire \$976 ;
@@ -20415,33 +20289,33 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   wire \$98 ;
   wire \$980 ;
   wire \$981 ;
-  wire \$982 ;
+  wire [15:0] \$982 ;
   wire \$983 ;
   wire \$984 ;
   wire \$985 ;
   wire \$986 ;
-  wire \$987 ;
+  wire [15:0] \$987 ;
   wire \$988 ;
   wire \$989 ;
   wire \$99 ;
   wire \$990 ;
   wire \$991 ;
-  wire \$992 ;
+  wire [15:0] \$992 ;
   wire \$993 ;
   wire \$994 ;
   wire \$995 ;
   wire \$996 ;
-  wire \$997 ;
+  wire [15:0] \$997 ;
   wire \$998 ;
   wire \$999 ;
   reg \$signal  = 1'h0;
-  reg [40:0] \$signal$167  = 41'h00000000000;
-  reg [40:0] \$signal$168  = 41'h00000000000;
-  reg [40:0] \$signal$169  = 41'h00000000000;
-  reg [40:0] \$signal$171  = 41'h00000000000;
+  reg [40:0] \$signal$299  = 41'h00000000000;
+  reg [40:0] \$signal$300  = 41'h00000000000;
+  reg [40:0] \$signal$301  = 41'h00000000000;
+  reg [40:0] \$signal$303  = 41'h00000000000;
   wire [41:0] a;
-  output [40:0] \a$178 ;
-  reg [40:0] \a$178  = 41'h00000000000;
+  output [40:0] \a$310 ;
+  reg [40:0] \a$310  = 41'h00000000000;
   reg [40:0] a_base = 41'h00000000000;
   wire [40:0] a_operand;
   reg [7:0] acc_cnt0 = 8'h00;
@@ -20460,8 +20334,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [15:0] acc_ohi = 16'h0000;
   reg [15:0] acc_olo = 16'h0000;
   wire [41:0] b;
-  output [40:0] \b$179 ;
-  reg [40:0] \b$179  = 41'h00000000000;
+  output [40:0] \b$311 ;
+  reg [40:0] \b$311  = 41'h00000000000;
   reg [40:0] b_base = 41'h00000000000;
   wire [40:0] b_operand;
   input [3:0] beat;
@@ -20542,51 +20416,99 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg t0_has_hi1 = 1'h0;
   reg t0_has_hi2 = 1'h0;
   reg t0_has_hi3 = 1'h0;
+  reg t0_has_hi4 = 1'h0;
+  reg t0_has_hi5 = 1'h0;
+  reg t0_has_hi6 = 1'h0;
+  reg t0_has_hi7 = 1'h0;
   reg t0_has_imax0 = 1'h0;
   reg t0_has_imax1 = 1'h0;
   reg t0_has_imax2 = 1'h0;
   reg t0_has_imax3 = 1'h0;
+  reg t0_has_imax4 = 1'h0;
+  reg t0_has_imax5 = 1'h0;
+  reg t0_has_imax6 = 1'h0;
+  reg t0_has_imax7 = 1'h0;
   reg t0_has_imin0 = 1'h0;
   reg t0_has_imin1 = 1'h0;
   reg t0_has_imin2 = 1'h0;
   reg t0_has_imin3 = 1'h0;
+  reg t0_has_imin4 = 1'h0;
+  reg t0_has_imin5 = 1'h0;
+  reg t0_has_imin6 = 1'h0;
+  reg t0_has_imin7 = 1'h0;
   reg t0_has_lo0 = 1'h0;
   reg t0_has_lo1 = 1'h0;
   reg t0_has_lo2 = 1'h0;
   reg t0_has_lo3 = 1'h0;
+  reg t0_has_lo4 = 1'h0;
+  reg t0_has_lo5 = 1'h0;
+  reg t0_has_lo6 = 1'h0;
+  reg t0_has_lo7 = 1'h0;
   reg t0_has_ohi0 = 1'h0;
   reg t0_has_ohi1 = 1'h0;
   reg t0_has_ohi2 = 1'h0;
   reg t0_has_ohi3 = 1'h0;
+  reg t0_has_ohi4 = 1'h0;
+  reg t0_has_ohi5 = 1'h0;
+  reg t0_has_ohi6 = 1'h0;
+  reg t0_has_ohi7 = 1'h0;
   reg t0_has_olo0 = 1'h0;
   reg t0_has_olo1 = 1'h0;
   reg t0_has_olo2 = 1'h0;
   reg t0_has_olo3 = 1'h0;
+  reg t0_has_olo4 = 1'h0;
+  reg t0_has_olo5 = 1'h0;
+  reg t0_has_olo6 = 1'h0;
+  reg t0_has_olo7 = 1'h0;
   reg [15:0] t0_hi0 = 16'h0000;
   reg [15:0] t0_hi1 = 16'h0000;
   reg [15:0] t0_hi2 = 16'h0000;
   reg [15:0] t0_hi3 = 16'h0000;
+  reg [15:0] t0_hi4 = 16'h0000;
+  reg [15:0] t0_hi5 = 16'h0000;
+  reg [15:0] t0_hi6 = 16'h0000;
+  reg [15:0] t0_hi7 = 16'h0000;
   reg [15:0] t0_imax0 = 16'h0000;
   reg [15:0] t0_imax1 = 16'h0000;
   reg [15:0] t0_imax2 = 16'h0000;
   reg [15:0] t0_imax3 = 16'h0000;
+  reg [15:0] t0_imax4 = 16'h0000;
+  reg [15:0] t0_imax5 = 16'h0000;
+  reg [15:0] t0_imax6 = 16'h0000;
+  reg [15:0] t0_imax7 = 16'h0000;
   reg [15:0] t0_imin0 = 16'h0000;
   reg [15:0] t0_imin1 = 16'h0000;
   reg [15:0] t0_imin2 = 16'h0000;
   reg [15:0] t0_imin3 = 16'h0000;
+  reg [15:0] t0_imin4 = 16'h0000;
+  reg [15:0] t0_imin5 = 16'h0000;
+  reg [15:0] t0_imin6 = 16'h0000;
+  reg [15:0] t0_imin7 = 16'h0000;
   reg t0_last = 1'h0;
   reg [15:0] t0_lo0 = 16'h0000;
   reg [15:0] t0_lo1 = 16'h0000;
   reg [15:0] t0_lo2 = 16'h0000;
   reg [15:0] t0_lo3 = 16'h0000;
+  reg [15:0] t0_lo4 = 16'h0000;
+  reg [15:0] t0_lo5 = 16'h0000;
+  reg [15:0] t0_lo6 = 16'h0000;
+  reg [15:0] t0_lo7 = 16'h0000;
   reg [15:0] t0_ohi0 = 16'h0000;
   reg [15:0] t0_ohi1 = 16'h0000;
   reg [15:0] t0_ohi2 = 16'h0000;
   reg [15:0] t0_ohi3 = 16'h0000;
+  reg [15:0] t0_ohi4 = 16'h0000;
+  reg [15:0] t0_ohi5 = 16'h0000;
+  reg [15:0] t0_ohi6 = 16'h0000;
+  reg [15:0] t0_ohi7 = 16'h0000;
   reg [15:0] t0_olo0 = 16'h0000;
   reg [15:0] t0_olo1 = 16'h0000;
   reg [15:0] t0_olo2 = 16'h0000;
   reg [15:0] t0_olo3 = 16'h0000;
+  reg [15:0] t0_olo4 = 16'h0000;
+  reg [15:0] t0_olo5 = 16'h0000;
+  reg [15:0] t0_olo6 = 16'h0000;
+  reg [15:0] t0_olo7 = 16'h0000;
   reg [163:0] t0_t = 164'h00000000000000000000000000000000000000000;
   wire [40:0] \t0_t[0] ;
   wire [40:0] \t0_t[1] ;
@@ -20597,24 +20519,116 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   reg [4:0] t1_count = 5'h00;
   reg t1_first = 1'h0;
   reg t1_has_hi0 = 1'h0;
+  reg t1_has_hi1 = 1'h0;
+  reg t1_has_hi2 = 1'h0;
+  reg t1_has_hi3 = 1'h0;
   reg t1_has_imax0 = 1'h0;
+  reg t1_has_imax1 = 1'h0;
+  reg t1_has_imax2 = 1'h0;
+  reg t1_has_imax3 = 1'h0;
   reg t1_has_imin0 = 1'h0;
+  reg t1_has_imin1 = 1'h0;
+  reg t1_has_imin2 = 1'h0;
+  reg t1_has_imin3 = 1'h0;
   reg t1_has_lo0 = 1'h0;
+  reg t1_has_lo1 = 1'h0;
+  reg t1_has_lo2 = 1'h0;
+  reg t1_has_lo3 = 1'h0;
   reg t1_has_ohi0 = 1'h0;
+  reg t1_has_ohi1 = 1'h0;
+  reg t1_has_ohi2 = 1'h0;
+  reg t1_has_ohi3 = 1'h0;
   reg t1_has_olo0 = 1'h0;
+  reg t1_has_olo1 = 1'h0;
+  reg t1_has_olo2 = 1'h0;
+  reg t1_has_olo3 = 1'h0;
   reg [15:0] t1_hi0 = 16'h0000;
+  reg [15:0] t1_hi1 = 16'h0000;
+  reg [15:0] t1_hi2 = 16'h0000;
+  reg [15:0] t1_hi3 = 16'h0000;
   reg [15:0] t1_imax0 = 16'h0000;
+  reg [15:0] t1_imax1 = 16'h0000;
+  reg [15:0] t1_imax2 = 16'h0000;
+  reg [15:0] t1_imax3 = 16'h0000;
   reg [15:0] t1_imin0 = 16'h0000;
+  reg [15:0] t1_imin1 = 16'h0000;
+  reg [15:0] t1_imin2 = 16'h0000;
+  reg [15:0] t1_imin3 = 16'h0000;
   reg t1_last = 1'h0;
   reg [15:0] t1_lo0 = 16'h0000;
+  reg [15:0] t1_lo1 = 16'h0000;
+  reg [15:0] t1_lo2 = 16'h0000;
+  reg [15:0] t1_lo3 = 16'h0000;
   reg [15:0] t1_ohi0 = 16'h0000;
+  reg [15:0] t1_ohi1 = 16'h0000;
+  reg [15:0] t1_ohi2 = 16'h0000;
+  reg [15:0] t1_ohi3 = 16'h0000;
   reg [15:0] t1_olo0 = 16'h0000;
+  reg [15:0] t1_olo1 = 16'h0000;
+  reg [15:0] t1_olo2 = 16'h0000;
+  reg [15:0] t1_olo3 = 16'h0000;
   reg [163:0] t1_t = 164'h00000000000000000000000000000000000000000;
   wire [40:0] \t1_t[0] ;
   wire [40:0] \t1_t[1] ;
   wire [40:0] \t1_t[2] ;
   wire [40:0] \t1_t[3] ;
   reg t1_valid = 1'h0;
+  reg [3:0] t2_block = 4'h0;
+  reg [4:0] t2_count = 5'h00;
+  reg t2_first = 1'h0;
+  reg t2_has_hi0 = 1'h0;
+  reg t2_has_hi1 = 1'h0;
+  reg t2_has_imax0 = 1'h0;
+  reg t2_has_imax1 = 1'h0;
+  reg t2_has_imin0 = 1'h0;
+  reg t2_has_imin1 = 1'h0;
+  reg t2_has_lo0 = 1'h0;
+  reg t2_has_lo1 = 1'h0;
+  reg t2_has_ohi0 = 1'h0;
+  reg t2_has_ohi1 = 1'h0;
+  reg t2_has_olo0 = 1'h0;
+  reg t2_has_olo1 = 1'h0;
+  reg [15:0] t2_hi0 = 16'h0000;
+  reg [15:0] t2_hi1 = 16'h0000;
+  reg [15:0] t2_imax0 = 16'h0000;
+  reg [15:0] t2_imax1 = 16'h0000;
+  reg [15:0] t2_imin0 = 16'h0000;
+  reg [15:0] t2_imin1 = 16'h0000;
+  reg t2_last = 1'h0;
+  reg [15:0] t2_lo0 = 16'h0000;
+  reg [15:0] t2_lo1 = 16'h0000;
+  reg [15:0] t2_ohi0 = 16'h0000;
+  reg [15:0] t2_ohi1 = 16'h0000;
+  reg [15:0] t2_olo0 = 16'h0000;
+  reg [15:0] t2_olo1 = 16'h0000;
+  reg [163:0] t2_t = 164'h00000000000000000000000000000000000000000;
+  wire [40:0] \t2_t[0] ;
+  wire [40:0] \t2_t[1] ;
+  wire [40:0] \t2_t[2] ;
+  wire [40:0] \t2_t[3] ;
+  reg t2_valid = 1'h0;
+  reg [3:0] t3_block = 4'h0;
+  reg [4:0] t3_count = 5'h00;
+  reg t3_first = 1'h0;
+  reg t3_has_hi0 = 1'h0;
+  reg t3_has_imax0 = 1'h0;
+  reg t3_has_imin0 = 1'h0;
+  reg t3_has_lo0 = 1'h0;
+  reg t3_has_ohi0 = 1'h0;
+  reg t3_has_olo0 = 1'h0;
+  reg [15:0] t3_hi0 = 16'h0000;
+  reg [15:0] t3_imax0 = 16'h0000;
+  reg [15:0] t3_imin0 = 16'h0000;
+  reg t3_last = 1'h0;
+  reg [15:0] t3_lo0 = 16'h0000;
+  reg [15:0] t3_ohi0 = 16'h0000;
+  reg [15:0] t3_olo0 = 16'h0000;
+  reg [163:0] t3_t = 164'h00000000000000000000000000000000000000000;
+  wire [40:0] \t3_t[0] ;
+  wire [40:0] \t3_t[1] ;
+  wire [40:0] \t3_t[2] ;
+  wire [40:0] \t3_t[3] ;
+  reg t3_valid = 1'h0;
   wire [40:0] \t[0] ;
   wire [40:0] \t[1] ;
   wire [40:0] \t[2] ;
@@ -21032,3053 +21046,3785 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$389  = ! group[3:2];
   assign \$390  = ~ upper[1];
   assign \$391  = \$389  & \$390 ;
-  assign \$392  = \$388  | \$391 ;
-  assign \$393  = ! group[5:4];
-  assign \$394  = ~ upper[2];
-  assign \$395  = \$393  & \$394 ;
-  assign \$396  = ! group[7:6];
-  assign \$397  = ~ upper[3];
+  assign \$392  = ~ \$391 ;
+  assign \$393  = \$392  | first_lt0;
+  assign \$394  = \$388  & \$393 ;
+  assign \$395  = \$394  ? x[15:0] : x[31:16];
+  assign \$396  = ! group[5:4];
+  assign \$397  = ~ upper[2];
   assign \$398  = \$396  & \$397 ;
-  assign \$399  = \$395  | \$398 ;
-  assign \$400  = ~ \$399 ;
-  assign \$401  = ! group[1:0];
-  assign \$402  = ~ upper[0];
-  assign \$403  = \$401  & \$402 ;
-  assign \$404  = ! group[3:2];
-  assign \$405  = ~ upper[1];
-  assign \$406  = \$404  & \$405 ;
-  assign \$407  = ~ \$406 ;
-  assign \$408  = \$407  | first_lt0;
-  assign \$409  = \$403  & \$408 ;
-  assign \$410  = \$409  ? x[15:0] : x[31:16];
-  assign \$411  = ! group[5:4];
-  assign \$412  = ~ upper[2];
-  assign \$413  = \$411  & \$412 ;
-  assign \$414  = ! group[7:6];
-  assign \$415  = ~ upper[3];
-  assign \$416  = \$414  & \$415 ;
-  assign \$417  = ~ \$416 ;
-  assign \$418  = \$417  | first_lt1;
-  assign \$419  = \$413  & \$418 ;
-  assign \$420  = \$419  ? x[47:32] : x[63:48];
-  assign \$421  = \$410  < \$420 ;
-  assign \$422  = \$400  | \$421 ;
-  assign \$423  = \$392  & \$422 ;
-  assign \$424  = ! group[1:0];
-  assign \$425  = ~ upper[0];
-  assign \$426  = \$424  & \$425 ;
-  assign \$427  = ! group[3:2];
-  assign \$428  = ~ upper[1];
-  assign \$429  = \$427  & \$428 ;
-  assign \$430  = ~ \$429 ;
-  assign \$431  = \$430  | first_lt0;
-  assign \$432  = \$426  & \$431 ;
-  assign \$433  = \$432  ? x[15:0] : x[31:16];
-  assign \$434  = ! group[5:4];
-  assign \$435  = ~ upper[2];
-  assign \$436  = \$434  & \$435 ;
-  assign \$437  = ! group[7:6];
-  assign \$438  = ~ upper[3];
-  assign \$439  = \$437  & \$438 ;
-  assign \$440  = ~ \$439 ;
-  assign \$441  = \$440  | first_lt1;
-  assign \$442  = \$436  & \$441 ;
-  assign \$443  = \$442  ? x[47:32] : x[63:48];
-  assign \$444  = \$423  ? \$433  : \$443 ;
-  assign \$445  = ! group[9:8];
-  assign \$446  = ~ upper[4];
-  assign \$447  = \$445  & \$446 ;
-  assign \$448  = ! group[11:10];
-  assign \$449  = ~ upper[5];
-  assign \$450  = \$448  & \$449 ;
-  assign \$451  = \$447  | \$450 ;
-  assign \$452  = ! group[13:12];
-  assign \$453  = ~ upper[6];
-  assign \$454  = \$452  & \$453 ;
-  assign \$455  = ! group[15:14];
-  assign \$456  = ~ upper[7];
-  assign \$457  = \$455  & \$456 ;
-  assign \$458  = \$454  | \$457 ;
-  assign \$459  = ~ \$458 ;
-  assign \$460  = ! group[9:8];
-  assign \$461  = ~ upper[4];
-  assign \$462  = \$460  & \$461 ;
-  assign \$463  = ! group[11:10];
-  assign \$464  = ~ upper[5];
-  assign \$465  = \$463  & \$464 ;
-  assign \$466  = ~ \$465 ;
-  assign \$467  = \$466  | first_lt2;
-  assign \$468  = \$462  & \$467 ;
-  assign \$469  = \$468  ? x[79:64] : x[95:80];
-  assign \$470  = ! group[13:12];
-  assign \$471  = ~ upper[6];
-  assign \$472  = \$470  & \$471 ;
-  assign \$473  = ! group[15:14];
-  assign \$474  = ~ upper[7];
+  assign \$399  = ! group[7:6];
+  assign \$400  = ~ upper[3];
+  assign \$401  = \$399  & \$400 ;
+  assign \$402  = ~ \$401 ;
+  assign \$403  = \$402  | first_lt1;
+  assign \$404  = \$398  & \$403 ;
+  assign \$405  = \$404  ? x[47:32] : x[63:48];
+  assign \$406  = ! group[9:8];
+  assign \$407  = ~ upper[4];
+  assign \$408  = \$406  & \$407 ;
+  assign \$409  = ! group[11:10];
+  assign \$410  = ~ upper[5];
+  assign \$411  = \$409  & \$410 ;
+  assign \$412  = ~ \$411 ;
+  assign \$413  = \$412  | first_lt2;
+  assign \$414  = \$408  & \$413 ;
+  assign \$415  = \$414  ? x[79:64] : x[95:80];
+  assign \$416  = ! group[13:12];
+  assign \$417  = ~ upper[6];
+  assign \$418  = \$416  & \$417 ;
+  assign \$419  = ! group[15:14];
+  assign \$420  = ~ upper[7];
+  assign \$421  = \$419  & \$420 ;
+  assign \$422  = ~ \$421 ;
+  assign \$423  = \$422  | first_lt3;
+  assign \$424  = \$418  & \$423 ;
+  assign \$425  = \$424  ? x[111:96] : x[127:112];
+  assign \$426  = ! group[17:16];
+  assign \$427  = ~ upper[8];
+  assign \$428  = \$426  & \$427 ;
+  assign \$429  = ! group[19:18];
+  assign \$430  = ~ upper[9];
+  assign \$431  = \$429  & \$430 ;
+  assign \$432  = ~ \$431 ;
+  assign \$433  = \$432  | first_lt4;
+  assign \$434  = \$428  & \$433 ;
+  assign \$435  = \$434  ? x[143:128] : x[159:144];
+  assign \$436  = ! group[21:20];
+  assign \$437  = ~ upper[10];
+  assign \$438  = \$436  & \$437 ;
+  assign \$439  = ! group[23:22];
+  assign \$440  = ~ upper[11];
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = ~ \$441 ;
+  assign \$443  = \$442  | first_lt5;
+  assign \$444  = \$438  & \$443 ;
+  assign \$445  = \$444  ? x[175:160] : x[191:176];
+  assign \$446  = ! group[25:24];
+  assign \$447  = ~ upper[12];
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = ! group[27:26];
+  assign \$450  = ~ upper[13];
+  assign \$451  = \$449  & \$450 ;
+  assign \$452  = ~ \$451 ;
+  assign \$453  = \$452  | first_lt6;
+  assign \$454  = \$448  & \$453 ;
+  assign \$455  = \$454  ? x[207:192] : x[223:208];
+  assign \$456  = ! group[29:28];
+  assign \$457  = ~ upper[14];
+  assign \$458  = \$456  & \$457 ;
+  assign \$459  = ! group[31:30];
+  assign \$460  = ~ upper[15];
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = ~ \$461 ;
+  assign \$463  = \$462  | first_lt7;
+  assign \$464  = \$458  & \$463 ;
+  assign \$465  = \$464  ? x[239:224] : x[255:240];
+  assign \$466  = ! group[1:0];
+  assign \$467  = ~ upper[0];
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = ! group[3:2];
+  assign \$470  = ~ upper[1];
+  assign \$471  = \$469  & \$470 ;
+  assign \$472  = \$468  | \$471 ;
+  assign \$473  = ! group[5:4];
+  assign \$474  = ~ upper[2];
   assign \$475  = \$473  & \$474 ;
-  assign \$476  = ~ \$475 ;
-  assign \$477  = \$476  | first_lt3;
-  assign \$478  = \$472  & \$477 ;
-  assign \$479  = \$478  ? x[111:96] : x[127:112];
-  assign \$480  = \$469  < \$479 ;
-  assign \$481  = \$459  | \$480 ;
-  assign \$482  = \$451  & \$481 ;
-  assign \$483  = ! group[9:8];
-  assign \$484  = ~ upper[4];
+  assign \$476  = ! group[7:6];
+  assign \$477  = ~ upper[3];
+  assign \$478  = \$476  & \$477 ;
+  assign \$479  = \$475  | \$478 ;
+  assign \$480  = ! group[9:8];
+  assign \$481  = ~ upper[4];
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = ! group[11:10];
+  assign \$484  = ~ upper[5];
   assign \$485  = \$483  & \$484 ;
-  assign \$486  = ! group[11:10];
-  assign \$487  = ~ upper[5];
-  assign \$488  = \$486  & \$487 ;
-  assign \$489  = ~ \$488 ;
-  assign \$490  = \$489  | first_lt2;
-  assign \$491  = \$485  & \$490 ;
-  assign \$492  = \$491  ? x[79:64] : x[95:80];
-  assign \$493  = ! group[13:12];
-  assign \$494  = ~ upper[6];
-  assign \$495  = \$493  & \$494 ;
-  assign \$496  = ! group[15:14];
-  assign \$497  = ~ upper[7];
-  assign \$498  = \$496  & \$497 ;
-  assign \$499  = ~ \$498 ;
-  assign \$500  = \$499  | first_lt3;
-  assign \$501  = \$495  & \$500 ;
-  assign \$502  = \$501  ? x[111:96] : x[127:112];
-  assign \$503  = \$482  ? \$492  : \$502 ;
-  assign \$504  = ! group[17:16];
-  assign \$505  = ~ upper[8];
+  assign \$486  = \$482  | \$485 ;
+  assign \$487  = ! group[13:12];
+  assign \$488  = ~ upper[6];
+  assign \$489  = \$487  & \$488 ;
+  assign \$490  = ! group[15:14];
+  assign \$491  = ~ upper[7];
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = \$489  | \$492 ;
+  assign \$494  = ! group[17:16];
+  assign \$495  = ~ upper[8];
+  assign \$496  = \$494  & \$495 ;
+  assign \$497  = ! group[19:18];
+  assign \$498  = ~ upper[9];
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = \$496  | \$499 ;
+  assign \$501  = ! group[21:20];
+  assign \$502  = ~ upper[10];
+  assign \$503  = \$501  & \$502 ;
+  assign \$504  = ! group[23:22];
+  assign \$505  = ~ upper[11];
   assign \$506  = \$504  & \$505 ;
-  assign \$507  = ! group[19:18];
-  assign \$508  = ~ upper[9];
-  assign \$509  = \$507  & \$508 ;
-  assign \$510  = \$506  | \$509 ;
-  assign \$511  = ! group[21:20];
-  assign \$512  = ~ upper[10];
+  assign \$507  = \$503  | \$506 ;
+  assign \$508  = ! group[25:24];
+  assign \$509  = ~ upper[12];
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = ! group[27:26];
+  assign \$512  = ~ upper[13];
   assign \$513  = \$511  & \$512 ;
-  assign \$514  = ! group[23:22];
-  assign \$515  = ~ upper[11];
-  assign \$516  = \$514  & \$515 ;
-  assign \$517  = \$513  | \$516 ;
-  assign \$518  = ~ \$517 ;
-  assign \$519  = ! group[17:16];
-  assign \$520  = ~ upper[8];
-  assign \$521  = \$519  & \$520 ;
-  assign \$522  = ! group[19:18];
-  assign \$523  = ~ upper[9];
-  assign \$524  = \$522  & \$523 ;
-  assign \$525  = ~ \$524 ;
-  assign \$526  = \$525  | first_lt4;
-  assign \$527  = \$521  & \$526 ;
-  assign \$528  = \$527  ? x[143:128] : x[159:144];
-  assign \$529  = ! group[21:20];
-  assign \$530  = ~ upper[10];
-  assign \$531  = \$529  & \$530 ;
-  assign \$532  = ! group[23:22];
-  assign \$533  = ~ upper[11];
-  assign \$534  = \$532  & \$533 ;
+  assign \$514  = \$510  | \$513 ;
+  assign \$515  = ! group[29:28];
+  assign \$516  = ~ upper[14];
+  assign \$517  = \$515  & \$516 ;
+  assign \$518  = ! group[31:30];
+  assign \$519  = ~ upper[15];
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = \$517  | \$520 ;
+  assign \$522  = ! group[1:0];
+  assign \$523  = \$522  & upper[0];
+  assign \$524  = ! group[3:2];
+  assign \$525  = \$524  & upper[1];
+  assign \$526  = ~ \$525 ;
+  assign \$527  = ~ first_lt0;
+  assign \$528  = \$526  | \$527 ;
+  assign \$529  = \$523  & \$528 ;
+  assign \$530  = \$529  ? x[15:0] : x[31:16];
+  assign \$531  = ! group[5:4];
+  assign \$532  = \$531  & upper[2];
+  assign \$533  = ! group[7:6];
+  assign \$534  = \$533  & upper[3];
   assign \$535  = ~ \$534 ;
-  assign \$536  = \$535  | first_lt5;
-  assign \$537  = \$531  & \$536 ;
-  assign \$538  = \$537  ? x[175:160] : x[191:176];
-  assign \$539  = \$528  < \$538 ;
-  assign \$540  = \$518  | \$539 ;
-  assign \$541  = \$510  & \$540 ;
-  assign \$542  = ! group[17:16];
-  assign \$543  = ~ upper[8];
-  assign \$544  = \$542  & \$543 ;
-  assign \$545  = ! group[19:18];
-  assign \$546  = ~ upper[9];
-  assign \$547  = \$545  & \$546 ;
-  assign \$548  = ~ \$547 ;
-  assign \$549  = \$548  | first_lt4;
-  assign \$550  = \$544  & \$549 ;
-  assign \$551  = \$550  ? x[143:128] : x[159:144];
-  assign \$552  = ! group[21:20];
-  assign \$553  = ~ upper[10];
-  assign \$554  = \$552  & \$553 ;
-  assign \$555  = ! group[23:22];
-  assign \$556  = ~ upper[11];
-  assign \$557  = \$555  & \$556 ;
-  assign \$558  = ~ \$557 ;
-  assign \$559  = \$558  | first_lt5;
-  assign \$560  = \$554  & \$559 ;
-  assign \$561  = \$560  ? x[175:160] : x[191:176];
-  assign \$562  = \$541  ? \$551  : \$561 ;
-  assign \$563  = ! group[25:24];
-  assign \$564  = ~ upper[12];
-  assign \$565  = \$563  & \$564 ;
-  assign \$566  = ! group[27:26];
-  assign \$567  = ~ upper[13];
-  assign \$568  = \$566  & \$567 ;
-  assign \$569  = \$565  | \$568 ;
-  assign \$570  = ! group[29:28];
-  assign \$571  = ~ upper[14];
-  assign \$572  = \$570  & \$571 ;
-  assign \$573  = ! group[31:30];
-  assign \$574  = ~ upper[15];
-  assign \$575  = \$573  & \$574 ;
-  assign \$576  = \$572  | \$575 ;
-  assign \$577  = ~ \$576 ;
-  assign \$578  = ! group[25:24];
-  assign \$579  = ~ upper[12];
-  assign \$580  = \$578  & \$579 ;
-  assign \$581  = ! group[27:26];
-  assign \$582  = ~ upper[13];
-  assign \$583  = \$581  & \$582 ;
-  assign \$584  = ~ \$583 ;
-  assign \$585  = \$584  | first_lt6;
-  assign \$586  = \$580  & \$585 ;
-  assign \$587  = \$586  ? x[207:192] : x[223:208];
-  assign \$588  = ! group[29:28];
-  assign \$589  = ~ upper[14];
-  assign \$590  = \$588  & \$589 ;
-  assign \$591  = ! group[31:30];
-  assign \$592  = ~ upper[15];
-  assign \$593  = \$591  & \$592 ;
-  assign \$594  = ~ \$593 ;
-  assign \$595  = \$594  | first_lt7;
-  assign \$596  = \$590  & \$595 ;
-  assign \$597  = \$596  ? x[239:224] : x[255:240];
-  assign \$598  = \$587  < \$597 ;
-  assign \$599  = \$577  | \$598 ;
-  assign \$600  = \$569  & \$599 ;
-  assign \$601  = ! group[25:24];
-  assign \$602  = ~ upper[12];
-  assign \$603  = \$601  & \$602 ;
-  assign \$604  = ! group[27:26];
-  assign \$605  = ~ upper[13];
-  assign \$606  = \$604  & \$605 ;
-  assign \$607  = ~ \$606 ;
-  assign \$608  = \$607  | first_lt6;
-  assign \$609  = \$603  & \$608 ;
-  assign \$610  = \$609  ? x[207:192] : x[223:208];
-  assign \$611  = ! group[29:28];
-  assign \$612  = ~ upper[14];
-  assign \$613  = \$611  & \$612 ;
-  assign \$614  = ! group[31:30];
-  assign \$615  = ~ upper[15];
-  assign \$616  = \$614  & \$615 ;
-  assign \$617  = ~ \$616 ;
-  assign \$618  = \$617  | first_lt7;
-  assign \$619  = \$613  & \$618 ;
-  assign \$620  = \$619  ? x[239:224] : x[255:240];
-  assign \$621  = \$600  ? \$610  : \$620 ;
-  assign \$622  = ! group[1:0];
-  assign \$623  = ~ upper[0];
-  assign \$624  = \$622  & \$623 ;
-  assign \$625  = ! group[3:2];
-  assign \$626  = ~ upper[1];
-  assign \$627  = \$625  & \$626 ;
-  assign \$628  = \$624  | \$627 ;
-  assign \$629  = ! group[5:4];
-  assign \$630  = ~ upper[2];
-  assign \$631  = \$629  & \$630 ;
-  assign \$632  = ! group[7:6];
-  assign \$633  = ~ upper[3];
-  assign \$634  = \$632  & \$633 ;
-  assign \$635  = \$631  | \$634 ;
-  assign \$636  = \$628  | \$635 ;
-  assign \$637  = ! group[9:8];
-  assign \$638  = ~ upper[4];
-  assign \$639  = \$637  & \$638 ;
-  assign \$640  = ! group[11:10];
-  assign \$641  = ~ upper[5];
-  assign \$642  = \$640  & \$641 ;
-  assign \$643  = \$639  | \$642 ;
-  assign \$644  = ! group[13:12];
-  assign \$645  = ~ upper[6];
-  assign \$646  = \$644  & \$645 ;
-  assign \$647  = ! group[15:14];
-  assign \$648  = ~ upper[7];
-  assign \$649  = \$647  & \$648 ;
-  assign \$650  = \$646  | \$649 ;
-  assign \$651  = \$643  | \$650 ;
-  assign \$652  = ! group[17:16];
-  assign \$653  = ~ upper[8];
+  assign \$536  = ~ first_lt1;
+  assign \$537  = \$535  | \$536 ;
+  assign \$538  = \$532  & \$537 ;
+  assign \$539  = \$538  ? x[47:32] : x[63:48];
+  assign \$540  = ! group[9:8];
+  assign \$541  = \$540  & upper[4];
+  assign \$542  = ! group[11:10];
+  assign \$543  = \$542  & upper[5];
+  assign \$544  = ~ \$543 ;
+  assign \$545  = ~ first_lt2;
+  assign \$546  = \$544  | \$545 ;
+  assign \$547  = \$541  & \$546 ;
+  assign \$548  = \$547  ? x[79:64] : x[95:80];
+  assign \$549  = ! group[13:12];
+  assign \$550  = \$549  & upper[6];
+  assign \$551  = ! group[15:14];
+  assign \$552  = \$551  & upper[7];
+  assign \$553  = ~ \$552 ;
+  assign \$554  = ~ first_lt3;
+  assign \$555  = \$553  | \$554 ;
+  assign \$556  = \$550  & \$555 ;
+  assign \$557  = \$556  ? x[111:96] : x[127:112];
+  assign \$558  = ! group[17:16];
+  assign \$559  = \$558  & upper[8];
+  assign \$560  = ! group[19:18];
+  assign \$561  = \$560  & upper[9];
+  assign \$562  = ~ \$561 ;
+  assign \$563  = ~ first_lt4;
+  assign \$564  = \$562  | \$563 ;
+  assign \$565  = \$559  & \$564 ;
+  assign \$566  = \$565  ? x[143:128] : x[159:144];
+  assign \$567  = ! group[21:20];
+  assign \$568  = \$567  & upper[10];
+  assign \$569  = ! group[23:22];
+  assign \$570  = \$569  & upper[11];
+  assign \$571  = ~ \$570 ;
+  assign \$572  = ~ first_lt5;
+  assign \$573  = \$571  | \$572 ;
+  assign \$574  = \$568  & \$573 ;
+  assign \$575  = \$574  ? x[175:160] : x[191:176];
+  assign \$576  = ! group[25:24];
+  assign \$577  = \$576  & upper[12];
+  assign \$578  = ! group[27:26];
+  assign \$579  = \$578  & upper[13];
+  assign \$580  = ~ \$579 ;
+  assign \$581  = ~ first_lt6;
+  assign \$582  = \$580  | \$581 ;
+  assign \$583  = \$577  & \$582 ;
+  assign \$584  = \$583  ? x[207:192] : x[223:208];
+  assign \$585  = ! group[29:28];
+  assign \$586  = \$585  & upper[14];
+  assign \$587  = ! group[31:30];
+  assign \$588  = \$587  & upper[15];
+  assign \$589  = ~ \$588 ;
+  assign \$590  = ~ first_lt7;
+  assign \$591  = \$589  | \$590 ;
+  assign \$592  = \$586  & \$591 ;
+  assign \$593  = \$592  ? x[239:224] : x[255:240];
+  assign \$594  = ! group[1:0];
+  assign \$595  = \$594  & upper[0];
+  assign \$596  = ! group[3:2];
+  assign \$597  = \$596  & upper[1];
+  assign \$598  = \$595  | \$597 ;
+  assign \$599  = ! group[5:4];
+  assign \$600  = \$599  & upper[2];
+  assign \$601  = ! group[7:6];
+  assign \$602  = \$601  & upper[3];
+  assign \$603  = \$600  | \$602 ;
+  assign \$604  = ! group[9:8];
+  assign \$605  = \$604  & upper[4];
+  assign \$606  = ! group[11:10];
+  assign \$607  = \$606  & upper[5];
+  assign \$608  = \$605  | \$607 ;
+  assign \$609  = ! group[13:12];
+  assign \$610  = \$609  & upper[6];
+  assign \$611  = ! group[15:14];
+  assign \$612  = \$611  & upper[7];
+  assign \$613  = \$610  | \$612 ;
+  assign \$614  = ! group[17:16];
+  assign \$615  = \$614  & upper[8];
+  assign \$616  = ! group[19:18];
+  assign \$617  = \$616  & upper[9];
+  assign \$618  = \$615  | \$617 ;
+  assign \$619  = ! group[21:20];
+  assign \$620  = \$619  & upper[10];
+  assign \$621  = ! group[23:22];
+  assign \$622  = \$621  & upper[11];
+  assign \$623  = \$620  | \$622 ;
+  assign \$624  = ! group[25:24];
+  assign \$625  = \$624  & upper[12];
+  assign \$626  = ! group[27:26];
+  assign \$627  = \$626  & upper[13];
+  assign \$628  = \$625  | \$627 ;
+  assign \$629  = ! group[29:28];
+  assign \$630  = \$629  & upper[14];
+  assign \$631  = ! group[31:30];
+  assign \$632  = \$631  & upper[15];
+  assign \$633  = \$630  | \$632 ;
+  assign \$634  = first_lt0 ? x[15:0] : x[31:16];
+  assign \$635  = first_lt1 ? x[47:32] : x[63:48];
+  assign \$636  = first_lt2 ? x[79:64] : x[95:80];
+  assign \$637  = first_lt3 ? x[111:96] : x[127:112];
+  assign \$638  = first_lt4 ? x[143:128] : x[159:144];
+  assign \$639  = first_lt5 ? x[175:160] : x[191:176];
+  assign \$640  = first_lt6 ? x[207:192] : x[223:208];
+  assign \$641  = first_lt7 ? x[239:224] : x[255:240];
+  assign \$642  = group[1:0] == 2'h2;
+  assign \$643  = ~ upper[0];
+  assign \$644  = \$642  & \$643 ;
+  assign \$645  = group[3:2] == 2'h2;
+  assign \$646  = ~ upper[1];
+  assign \$647  = \$645  & \$646 ;
+  assign \$648  = \$644  | \$647 ;
+  assign \$649  = group[5:4] == 2'h2;
+  assign \$650  = ~ upper[2];
+  assign \$651  = \$649  & \$650 ;
+  assign \$652  = group[7:6] == 2'h2;
+  assign \$653  = ~ upper[3];
   assign \$654  = \$652  & \$653 ;
-  assign \$655  = ! group[19:18];
-  assign \$656  = ~ upper[9];
-  assign \$657  = \$655  & \$656 ;
-  assign \$658  = \$654  | \$657 ;
-  assign \$659  = ! group[21:20];
-  assign \$660  = ~ upper[10];
+  assign \$655  = \$651  | \$654 ;
+  assign \$656  = group[9:8] == 2'h2;
+  assign \$657  = ~ upper[4];
+  assign \$658  = \$656  & \$657 ;
+  assign \$659  = group[11:10] == 2'h2;
+  assign \$660  = ~ upper[5];
   assign \$661  = \$659  & \$660 ;
-  assign \$662  = ! group[23:22];
-  assign \$663  = ~ upper[11];
-  assign \$664  = \$662  & \$663 ;
-  assign \$665  = \$661  | \$664 ;
-  assign \$666  = \$658  | \$665 ;
-  assign \$667  = ! group[25:24];
-  assign \$668  = ~ upper[12];
-  assign \$669  = \$667  & \$668 ;
-  assign \$670  = ! group[27:26];
-  assign \$671  = ~ upper[13];
+  assign \$662  = \$658  | \$661 ;
+  assign \$663  = group[13:12] == 2'h2;
+  assign \$664  = ~ upper[6];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = group[15:14] == 2'h2;
+  assign \$667  = ~ upper[7];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  | \$668 ;
+  assign \$670  = group[17:16] == 2'h2;
+  assign \$671  = ~ upper[8];
   assign \$672  = \$670  & \$671 ;
-  assign \$673  = \$669  | \$672 ;
-  assign \$674  = ! group[29:28];
-  assign \$675  = ~ upper[14];
-  assign \$676  = \$674  & \$675 ;
-  assign \$677  = ! group[31:30];
-  assign \$678  = ~ upper[15];
+  assign \$673  = group[19:18] == 2'h2;
+  assign \$674  = ~ upper[9];
+  assign \$675  = \$673  & \$674 ;
+  assign \$676  = \$672  | \$675 ;
+  assign \$677  = group[21:20] == 2'h2;
+  assign \$678  = ~ upper[10];
   assign \$679  = \$677  & \$678 ;
-  assign \$680  = \$676  | \$679 ;
-  assign \$681  = \$673  | \$680 ;
-  assign \$682  = ! group[1:0];
-  assign \$683  = \$682  & upper[0];
-  assign \$684  = ! group[3:2];
-  assign \$685  = \$684  & upper[1];
-  assign \$686  = \$683  | \$685 ;
-  assign \$687  = ! group[5:4];
-  assign \$688  = \$687  & upper[2];
-  assign \$689  = ! group[7:6];
-  assign \$690  = \$689  & upper[3];
-  assign \$691  = \$688  | \$690 ;
-  assign \$692  = ~ \$691 ;
-  assign \$693  = ! group[1:0];
-  assign \$694  = \$693  & upper[0];
-  assign \$695  = ! group[3:2];
-  assign \$696  = \$695  & upper[1];
-  assign \$697  = ~ \$696 ;
+  assign \$680  = group[23:22] == 2'h2;
+  assign \$681  = ~ upper[11];
+  assign \$682  = \$680  & \$681 ;
+  assign \$683  = \$679  | \$682 ;
+  assign \$684  = group[25:24] == 2'h2;
+  assign \$685  = ~ upper[12];
+  assign \$686  = \$684  & \$685 ;
+  assign \$687  = group[27:26] == 2'h2;
+  assign \$688  = ~ upper[13];
+  assign \$689  = \$687  & \$688 ;
+  assign \$690  = \$686  | \$689 ;
+  assign \$691  = group[29:28] == 2'h2;
+  assign \$692  = ~ upper[14];
+  assign \$693  = \$691  & \$692 ;
+  assign \$694  = group[31:30] == 2'h2;
+  assign \$695  = ~ upper[15];
+  assign \$696  = \$694  & \$695 ;
+  assign \$697  = \$693  | \$696 ;
   assign \$698  = ~ first_lt0;
-  assign \$699  = \$697  | \$698 ;
-  assign \$700  = \$694  & \$699 ;
-  assign \$701  = \$700  ? x[15:0] : x[31:16];
-  assign \$702  = ! group[5:4];
-  assign \$703  = \$702  & upper[2];
-  assign \$704  = ! group[7:6];
-  assign \$705  = \$704  & upper[3];
-  assign \$706  = ~ \$705 ;
-  assign \$707  = ~ first_lt1;
-  assign \$708  = \$706  | \$707 ;
-  assign \$709  = \$703  & \$708 ;
-  assign \$710  = \$709  ? x[47:32] : x[63:48];
-  assign \$711  = \$701  > \$710 ;
-  assign \$712  = \$692  | \$711 ;
-  assign \$713  = \$686  & \$712 ;
-  assign \$714  = ! group[1:0];
+  assign \$699  = first_lt0 ? x[31:16] : x[15:0];
+  assign \$700  = ~ first_lt1;
+  assign \$701  = first_lt1 ? x[63:48] : x[47:32];
+  assign \$702  = ~ first_lt2;
+  assign \$703  = first_lt2 ? x[95:80] : x[79:64];
+  assign \$704  = ~ first_lt3;
+  assign \$705  = first_lt3 ? x[127:112] : x[111:96];
+  assign \$706  = ~ first_lt4;
+  assign \$707  = first_lt4 ? x[159:144] : x[143:128];
+  assign \$708  = ~ first_lt5;
+  assign \$709  = first_lt5 ? x[191:176] : x[175:160];
+  assign \$710  = ~ first_lt6;
+  assign \$711  = first_lt6 ? x[223:208] : x[207:192];
+  assign \$712  = ~ first_lt7;
+  assign \$713  = first_lt7 ? x[255:240] : x[239:224];
+  assign \$714  = group[1:0] == 2'h2;
   assign \$715  = \$714  & upper[0];
-  assign \$716  = ! group[3:2];
+  assign \$716  = group[3:2] == 2'h2;
   assign \$717  = \$716  & upper[1];
-  assign \$718  = ~ \$717 ;
-  assign \$719  = ~ first_lt0;
-  assign \$720  = \$718  | \$719 ;
-  assign \$721  = \$715  & \$720 ;
-  assign \$722  = \$721  ? x[15:0] : x[31:16];
-  assign \$723  = ! group[5:4];
-  assign \$724  = \$723  & upper[2];
-  assign \$725  = ! group[7:6];
-  assign \$726  = \$725  & upper[3];
-  assign \$727  = ~ \$726 ;
-  assign \$728  = ~ first_lt1;
-  assign \$729  = \$727  | \$728 ;
-  assign \$730  = \$724  & \$729 ;
-  assign \$731  = \$730  ? x[47:32] : x[63:48];
-  assign \$732  = \$713  ? \$722  : \$731 ;
-  assign \$733  = ! group[9:8];
-  assign \$734  = \$733  & upper[4];
-  assign \$735  = ! group[11:10];
-  assign \$736  = \$735  & upper[5];
-  assign \$737  = \$734  | \$736 ;
-  assign \$738  = ! group[13:12];
-  assign \$739  = \$738  & upper[6];
-  assign \$740  = ! group[15:14];
-  assign \$741  = \$740  & upper[7];
-  assign \$742  = \$739  | \$741 ;
-  assign \$743  = ~ \$742 ;
-  assign \$744  = ! group[9:8];
-  assign \$745  = \$744  & upper[4];
-  assign \$746  = ! group[11:10];
-  assign \$747  = \$746  & upper[5];
-  assign \$748  = ~ \$747 ;
-  assign \$749  = ~ first_lt2;
-  assign \$750  = \$748  | \$749 ;
-  assign \$751  = \$745  & \$750 ;
-  assign \$752  = \$751  ? x[79:64] : x[95:80];
-  assign \$753  = ! group[13:12];
-  assign \$754  = \$753  & upper[6];
-  assign \$755  = ! group[15:14];
-  assign \$756  = \$755  & upper[7];
-  assign \$757  = ~ \$756 ;
-  assign \$758  = ~ first_lt3;
-  assign \$759  = \$757  | \$758 ;
-  assign \$760  = \$754  & \$759 ;
-  assign \$761  = \$760  ? x[111:96] : x[127:112];
-  assign \$762  = \$752  > \$761 ;
-  assign \$763  = \$743  | \$762 ;
-  assign \$764  = \$737  & \$763 ;
-  assign \$765  = ! group[9:8];
-  assign \$766  = \$765  & upper[4];
-  assign \$767  = ! group[11:10];
-  assign \$768  = \$767  & upper[5];
-  assign \$769  = ~ \$768 ;
-  assign \$770  = ~ first_lt2;
-  assign \$771  = \$769  | \$770 ;
-  assign \$772  = \$766  & \$771 ;
-  assign \$773  = \$772  ? x[79:64] : x[95:80];
-  assign \$774  = ! group[13:12];
-  assign \$775  = \$774  & upper[6];
-  assign \$776  = ! group[15:14];
-  assign \$777  = \$776  & upper[7];
-  assign \$778  = ~ \$777 ;
-  assign \$779  = ~ first_lt3;
-  assign \$780  = \$778  | \$779 ;
-  assign \$781  = \$775  & \$780 ;
-  assign \$782  = \$781  ? x[111:96] : x[127:112];
-  assign \$783  = \$764  ? \$773  : \$782 ;
-  assign \$784  = ! group[17:16];
-  assign \$785  = \$784  & upper[8];
-  assign \$786  = ! group[19:18];
-  assign \$787  = \$786  & upper[9];
-  assign \$788  = \$785  | \$787 ;
-  assign \$789  = ! group[21:20];
-  assign \$790  = \$789  & upper[10];
-  assign \$791  = ! group[23:22];
-  assign \$792  = \$791  & upper[11];
-  assign \$793  = \$790  | \$792 ;
-  assign \$794  = ~ \$793 ;
-  assign \$795  = ! group[17:16];
-  assign \$796  = \$795  & upper[8];
-  assign \$797  = ! group[19:18];
-  assign \$798  = \$797  & upper[9];
-  assign \$799  = ~ \$798 ;
-  assign \$800  = ~ first_lt4;
-  assign \$801  = \$799  | \$800 ;
-  assign \$802  = \$796  & \$801 ;
-  assign \$803  = \$802  ? x[143:128] : x[159:144];
-  assign \$804  = ! group[21:20];
-  assign \$805  = \$804  & upper[10];
-  assign \$806  = ! group[23:22];
-  assign \$807  = \$806  & upper[11];
-  assign \$808  = ~ \$807 ;
-  assign \$809  = ~ first_lt5;
+  assign \$718  = \$715  | \$717 ;
+  assign \$719  = group[5:4] == 2'h2;
+  assign \$720  = \$719  & upper[2];
+  assign \$721  = group[7:6] == 2'h2;
+  assign \$722  = \$721  & upper[3];
+  assign \$723  = \$720  | \$722 ;
+  assign \$724  = group[9:8] == 2'h2;
+  assign \$725  = \$724  & upper[4];
+  assign \$726  = group[11:10] == 2'h2;
+  assign \$727  = \$726  & upper[5];
+  assign \$728  = \$725  | \$727 ;
+  assign \$729  = group[13:12] == 2'h2;
+  assign \$730  = \$729  & upper[6];
+  assign \$731  = group[15:14] == 2'h2;
+  assign \$732  = \$731  & upper[7];
+  assign \$733  = \$730  | \$732 ;
+  assign \$734  = group[17:16] == 2'h2;
+  assign \$735  = \$734  & upper[8];
+  assign \$736  = group[19:18] == 2'h2;
+  assign \$737  = \$736  & upper[9];
+  assign \$738  = \$735  | \$737 ;
+  assign \$739  = group[21:20] == 2'h2;
+  assign \$740  = \$739  & upper[10];
+  assign \$741  = group[23:22] == 2'h2;
+  assign \$742  = \$741  & upper[11];
+  assign \$743  = \$740  | \$742 ;
+  assign \$744  = group[25:24] == 2'h2;
+  assign \$745  = \$744  & upper[12];
+  assign \$746  = group[27:26] == 2'h2;
+  assign \$747  = \$746  & upper[13];
+  assign \$748  = \$745  | \$747 ;
+  assign \$749  = group[29:28] == 2'h2;
+  assign \$750  = \$749  & upper[14];
+  assign \$751  = group[31:30] == 2'h2;
+  assign \$752  = \$751  & upper[15];
+  assign \$753  = \$750  | \$752 ;
+  assign \$754  = group[1:0] == 1'h1;
+  assign \$755  = group[3:2] == 1'h1;
+  assign \$756  = ~ \$755 ;
+  assign \$757  = \$756  | first_lt0;
+  assign \$758  = \$754  & \$757 ;
+  assign \$759  = \$758  ? x[15:0] : x[31:16];
+  assign \$760  = group[5:4] == 1'h1;
+  assign \$761  = group[7:6] == 1'h1;
+  assign \$762  = ~ \$761 ;
+  assign \$763  = \$762  | first_lt1;
+  assign \$764  = \$760  & \$763 ;
+  assign \$765  = \$764  ? x[47:32] : x[63:48];
+  assign \$766  = group[9:8] == 1'h1;
+  assign \$767  = group[11:10] == 1'h1;
+  assign \$768  = ~ \$767 ;
+  assign \$769  = \$768  | first_lt2;
+  assign \$770  = \$766  & \$769 ;
+  assign \$771  = \$770  ? x[79:64] : x[95:80];
+  assign \$772  = group[13:12] == 1'h1;
+  assign \$773  = group[15:14] == 1'h1;
+  assign \$774  = ~ \$773 ;
+  assign \$775  = \$774  | first_lt3;
+  assign \$776  = \$772  & \$775 ;
+  assign \$777  = \$776  ? x[111:96] : x[127:112];
+  assign \$778  = group[17:16] == 1'h1;
+  assign \$779  = group[19:18] == 1'h1;
+  assign \$780  = ~ \$779 ;
+  assign \$781  = \$780  | first_lt4;
+  assign \$782  = \$778  & \$781 ;
+  assign \$783  = \$782  ? x[143:128] : x[159:144];
+  assign \$784  = group[21:20] == 1'h1;
+  assign \$785  = group[23:22] == 1'h1;
+  assign \$786  = ~ \$785 ;
+  assign \$787  = \$786  | first_lt5;
+  assign \$788  = \$784  & \$787 ;
+  assign \$789  = \$788  ? x[175:160] : x[191:176];
+  assign \$790  = group[25:24] == 1'h1;
+  assign \$791  = group[27:26] == 1'h1;
+  assign \$792  = ~ \$791 ;
+  assign \$793  = \$792  | first_lt6;
+  assign \$794  = \$790  & \$793 ;
+  assign \$795  = \$794  ? x[207:192] : x[223:208];
+  assign \$796  = group[29:28] == 1'h1;
+  assign \$797  = group[31:30] == 1'h1;
+  assign \$798  = ~ \$797 ;
+  assign \$799  = \$798  | first_lt7;
+  assign \$800  = \$796  & \$799 ;
+  assign \$801  = \$800  ? x[239:224] : x[255:240];
+  assign \$802  = group[1:0] == 1'h1;
+  assign \$803  = group[3:2] == 1'h1;
+  assign \$804  = \$802  | \$803 ;
+  assign \$805  = group[5:4] == 1'h1;
+  assign \$806  = group[7:6] == 1'h1;
+  assign \$807  = \$805  | \$806 ;
+  assign \$808  = group[9:8] == 1'h1;
+  assign \$809  = group[11:10] == 1'h1;
   assign \$810  = \$808  | \$809 ;
-  assign \$811  = \$805  & \$810 ;
-  assign \$812  = \$811  ? x[175:160] : x[191:176];
-  assign \$813  = \$803  > \$812 ;
-  assign \$814  = \$794  | \$813 ;
-  assign \$815  = \$788  & \$814 ;
-  assign \$816  = ! group[17:16];
-  assign \$817  = \$816  & upper[8];
-  assign \$818  = ! group[19:18];
-  assign \$819  = \$818  & upper[9];
-  assign \$820  = ~ \$819 ;
-  assign \$821  = ~ first_lt4;
+  assign \$811  = group[13:12] == 1'h1;
+  assign \$812  = group[15:14] == 1'h1;
+  assign \$813  = \$811  | \$812 ;
+  assign \$814  = group[17:16] == 1'h1;
+  assign \$815  = group[19:18] == 1'h1;
+  assign \$816  = \$814  | \$815 ;
+  assign \$817  = group[21:20] == 1'h1;
+  assign \$818  = group[23:22] == 1'h1;
+  assign \$819  = \$817  | \$818 ;
+  assign \$820  = group[25:24] == 1'h1;
+  assign \$821  = group[27:26] == 1'h1;
   assign \$822  = \$820  | \$821 ;
-  assign \$823  = \$817  & \$822 ;
-  assign \$824  = \$823  ? x[143:128] : x[159:144];
-  assign \$825  = ! group[21:20];
-  assign \$826  = \$825  & upper[10];
-  assign \$827  = ! group[23:22];
-  assign \$828  = \$827  & upper[11];
-  assign \$829  = ~ \$828 ;
-  assign \$830  = ~ first_lt5;
-  assign \$831  = \$829  | \$830 ;
-  assign \$832  = \$826  & \$831 ;
-  assign \$833  = \$832  ? x[175:160] : x[191:176];
-  assign \$834  = \$815  ? \$824  : \$833 ;
-  assign \$835  = ! group[25:24];
-  assign \$836  = \$835  & upper[12];
-  assign \$837  = ! group[27:26];
-  assign \$838  = \$837  & upper[13];
-  assign \$839  = \$836  | \$838 ;
-  assign \$840  = ! group[29:28];
-  assign \$841  = \$840  & upper[14];
-  assign \$842  = ! group[31:30];
-  assign \$843  = \$842  & upper[15];
-  assign \$844  = \$841  | \$843 ;
-  assign \$845  = ~ \$844 ;
-  assign \$846  = ! group[25:24];
-  assign \$847  = \$846  & upper[12];
-  assign \$848  = ! group[27:26];
-  assign \$849  = \$848  & upper[13];
-  assign \$850  = ~ \$849 ;
-  assign \$851  = ~ first_lt6;
-  assign \$852  = \$850  | \$851 ;
-  assign \$853  = \$847  & \$852 ;
-  assign \$854  = \$853  ? x[207:192] : x[223:208];
-  assign \$855  = ! group[29:28];
-  assign \$856  = \$855  & upper[14];
-  assign \$857  = ! group[31:30];
-  assign \$858  = \$857  & upper[15];
-  assign \$859  = ~ \$858 ;
-  assign \$860  = ~ first_lt7;
-  assign \$861  = \$859  | \$860 ;
-  assign \$862  = \$856  & \$861 ;
-  assign \$863  = \$862  ? x[239:224] : x[255:240];
-  assign \$864  = \$854  > \$863 ;
-  assign \$865  = \$845  | \$864 ;
-  assign \$866  = \$839  & \$865 ;
-  assign \$867  = ! group[25:24];
-  assign \$868  = \$867  & upper[12];
-  assign \$869  = ! group[27:26];
-  assign \$870  = \$869  & upper[13];
-  assign \$871  = ~ \$870 ;
-  assign \$872  = ~ first_lt6;
-  assign \$873  = \$871  | \$872 ;
-  assign \$874  = \$868  & \$873 ;
-  assign \$875  = \$874  ? x[207:192] : x[223:208];
-  assign \$876  = ! group[29:28];
-  assign \$877  = \$876  & upper[14];
-  assign \$878  = ! group[31:30];
-  assign \$879  = \$878  & upper[15];
-  assign \$880  = ~ \$879 ;
-  assign \$881  = ~ first_lt7;
-  assign \$882  = \$880  | \$881 ;
-  assign \$883  = \$877  & \$882 ;
-  assign \$884  = \$883  ? x[239:224] : x[255:240];
-  assign \$885  = \$866  ? \$875  : \$884 ;
-  assign \$886  = ! group[1:0];
-  assign \$887  = \$886  & upper[0];
-  assign \$888  = ! group[3:2];
-  assign \$889  = \$888  & upper[1];
-  assign \$890  = \$887  | \$889 ;
-  assign \$891  = ! group[5:4];
-  assign \$892  = \$891  & upper[2];
-  assign \$893  = ! group[7:6];
-  assign \$894  = \$893  & upper[3];
-  assign \$895  = \$892  | \$894 ;
-  assign \$896  = \$890  | \$895 ;
-  assign \$897  = ! group[9:8];
-  assign \$898  = \$897  & upper[4];
-  assign \$899  = ! group[11:10];
-  assign \$900  = \$899  & upper[5];
-  assign \$901  = \$898  | \$900 ;
-  assign \$902  = ! group[13:12];
-  assign \$903  = \$902  & upper[6];
-  assign \$904  = ! group[15:14];
-  assign \$905  = \$904  & upper[7];
-  assign \$906  = \$903  | \$905 ;
-  assign \$907  = \$901  | \$906 ;
-  assign \$908  = ! group[17:16];
-  assign \$909  = \$908  & upper[8];
-  assign \$910  = ! group[19:18];
-  assign \$911  = \$910  & upper[9];
-  assign \$912  = \$909  | \$911 ;
-  assign \$913  = ! group[21:20];
-  assign \$914  = \$913  & upper[10];
-  assign \$915  = ! group[23:22];
-  assign \$916  = \$915  & upper[11];
-  assign \$917  = \$914  | \$916 ;
-  assign \$918  = \$912  | \$917 ;
-  assign \$919  = ! group[25:24];
-  assign \$920  = \$919  & upper[12];
-  assign \$921  = ! group[27:26];
-  assign \$922  = \$921  & upper[13];
-  assign \$923  = \$920  | \$922 ;
-  assign \$924  = ! group[29:28];
-  assign \$925  = \$924  & upper[14];
-  assign \$926  = ! group[31:30];
-  assign \$927  = \$926  & upper[15];
-  assign \$928  = \$925  | \$927 ;
-  assign \$929  = \$923  | \$928 ;
-  assign \$930  = first_lt0 ? x[15:0] : x[31:16];
-  assign \$931  = first_lt1 ? x[47:32] : x[63:48];
-  assign \$932  = \$930  < \$931 ;
-  assign \$933  = first_lt0 ? x[15:0] : x[31:16];
-  assign \$934  = first_lt1 ? x[47:32] : x[63:48];
-  assign \$935  = \$932  ? \$933  : \$934 ;
-  assign \$936  = first_lt2 ? x[79:64] : x[95:80];
-  assign \$937  = first_lt3 ? x[111:96] : x[127:112];
-  assign \$938  = \$936  < \$937 ;
-  assign \$939  = first_lt2 ? x[79:64] : x[95:80];
-  assign \$940  = first_lt3 ? x[111:96] : x[127:112];
-  assign \$941  = \$938  ? \$939  : \$940 ;
-  assign \$942  = first_lt4 ? x[143:128] : x[159:144];
-  assign \$943  = first_lt5 ? x[175:160] : x[191:176];
-  assign \$944  = \$942  < \$943 ;
-  assign \$945  = first_lt4 ? x[143:128] : x[159:144];
-  assign \$946  = first_lt5 ? x[175:160] : x[191:176];
-  assign \$947  = \$944  ? \$945  : \$946 ;
-  assign \$948  = first_lt6 ? x[207:192] : x[223:208];
-  assign \$949  = first_lt7 ? x[239:224] : x[255:240];
-  assign \$950  = \$948  < \$949 ;
-  assign \$951  = first_lt6 ? x[207:192] : x[223:208];
-  assign \$952  = first_lt7 ? x[239:224] : x[255:240];
-  assign \$953  = \$950  ? \$951  : \$952 ;
-  assign \$954  = group[1:0] == 2'h2;
-  assign \$955  = ~ upper[0];
-  assign \$956  = \$954  & \$955 ;
-  assign \$957  = group[3:2] == 2'h2;
-  assign \$958  = ~ upper[1];
-  assign \$959  = \$957  & \$958 ;
-  assign \$960  = \$956  | \$959 ;
-  assign \$961  = group[5:4] == 2'h2;
-  assign \$962  = ~ upper[2];
-  assign \$963  = \$961  & \$962 ;
-  assign \$964  = group[7:6] == 2'h2;
-  assign \$965  = ~ upper[3];
-  assign \$966  = \$964  & \$965 ;
-  assign \$967  = \$963  | \$966 ;
-  assign \$968  = \$960  | \$967 ;
-  assign \$969  = group[9:8] == 2'h2;
-  assign \$970  = ~ upper[4];
-  assign \$971  = \$969  & \$970 ;
-  assign \$972  = group[11:10] == 2'h2;
-  assign \$973  = ~ upper[5];
-  assign \$974  = \$972  & \$973 ;
-  assign \$975  = \$971  | \$974 ;
-  assign \$976  = group[13:12] == 2'h2;
-  assign \$977  = ~ upper[6];
-  assign \$978  = \$976  & \$977 ;
-  assign \$979  = group[15:14] == 2'h2;
-  assign \$980  = ~ upper[7];
-  assign \$981  = \$979  & \$980 ;
-  assign \$982  = \$978  | \$981 ;
-  assign \$983  = \$975  | \$982 ;
-  assign \$984  = group[17:16] == 2'h2;
-  assign \$985  = ~ upper[8];
-  assign \$986  = \$984  & \$985 ;
-  assign \$987  = group[19:18] == 2'h2;
-  assign \$988  = ~ upper[9];
-  assign \$989  = \$987  & \$988 ;
-  assign \$990  = \$986  | \$989 ;
-  assign \$991  = group[21:20] == 2'h2;
-  assign \$992  = ~ upper[10];
-  assign \$993  = \$991  & \$992 ;
-  assign \$994  = group[23:22] == 2'h2;
-  assign \$995  = ~ upper[11];
-  assign \$996  = \$994  & \$995 ;
-  assign \$997  = \$993  | \$996 ;
-  assign \$998  = \$990  | \$997 ;
-  assign \$999  = group[25:24] == 2'h2;
-  assign \$1000  = ~ upper[12];
-  assign \$1001  = \$999  & \$1000 ;
-  assign \$1002  = group[27:26] == 2'h2;
-  assign \$1003  = ~ upper[13];
-  assign \$1004  = \$1002  & \$1003 ;
-  assign \$1005  = \$1001  | \$1004 ;
-  assign \$1006  = group[29:28] == 2'h2;
-  assign \$1007  = ~ upper[14];
-  assign \$1008  = \$1006  & \$1007 ;
-  assign \$1009  = group[31:30] == 2'h2;
-  assign \$1010  = ~ upper[15];
-  assign \$1011  = \$1009  & \$1010 ;
-  assign \$1012  = \$1008  | \$1011 ;
-  assign \$1013  = \$1005  | \$1012 ;
-  assign \$1014  = ~ first_lt0;
-  assign \$1015  = first_lt0 ? x[31:16] : x[15:0];
-  assign \$1016  = ~ first_lt1;
-  assign \$1017  = first_lt1 ? x[63:48] : x[47:32];
-  assign \$1018  = \$1015  > \$1017 ;
-  assign \$1019  = ~ first_lt0;
-  assign \$1020  = first_lt0 ? x[31:16] : x[15:0];
-  assign \$1021  = ~ first_lt1;
-  assign \$1022  = first_lt1 ? x[63:48] : x[47:32];
-  assign \$1023  = \$1018  ? \$1020  : \$1022 ;
-  assign \$1024  = ~ first_lt2;
-  assign \$1025  = first_lt2 ? x[95:80] : x[79:64];
-  assign \$1026  = ~ first_lt3;
-  assign \$1027  = first_lt3 ? x[127:112] : x[111:96];
-  assign \$1028  = \$1025  > \$1027 ;
-  assign \$1029  = ~ first_lt2;
-  assign \$1030  = first_lt2 ? x[95:80] : x[79:64];
-  assign \$1031  = ~ first_lt3;
-  assign \$1032  = first_lt3 ? x[127:112] : x[111:96];
-  assign \$1033  = \$1028  ? \$1030  : \$1032 ;
-  assign \$1034  = ~ first_lt4;
-  assign \$1035  = first_lt4 ? x[159:144] : x[143:128];
-  assign \$1036  = ~ first_lt5;
-  assign \$1037  = first_lt5 ? x[191:176] : x[175:160];
-  assign \$1038  = \$1035  > \$1037 ;
-  assign \$1039  = ~ first_lt4;
-  assign \$1040  = first_lt4 ? x[159:144] : x[143:128];
-  assign \$1041  = ~ first_lt5;
-  assign \$1042  = first_lt5 ? x[191:176] : x[175:160];
-  assign \$1043  = \$1038  ? \$1040  : \$1042 ;
-  assign \$1044  = ~ first_lt6;
-  assign \$1045  = first_lt6 ? x[223:208] : x[207:192];
-  assign \$1046  = ~ first_lt7;
-  assign \$1047  = first_lt7 ? x[255:240] : x[239:224];
-  assign \$1048  = \$1045  > \$1047 ;
-  assign \$1049  = ~ first_lt6;
-  assign \$1050  = first_lt6 ? x[223:208] : x[207:192];
-  assign \$1051  = ~ first_lt7;
-  assign \$1052  = first_lt7 ? x[255:240] : x[239:224];
-  assign \$1053  = \$1048  ? \$1050  : \$1052 ;
-  assign \$1054  = group[1:0] == 2'h2;
-  assign \$1055  = \$1054  & upper[0];
-  assign \$1056  = group[3:2] == 2'h2;
-  assign \$1057  = \$1056  & upper[1];
-  assign \$1058  = \$1055  | \$1057 ;
-  assign \$1059  = group[5:4] == 2'h2;
-  assign \$1060  = \$1059  & upper[2];
-  assign \$1061  = group[7:6] == 2'h2;
-  assign \$1062  = \$1061  & upper[3];
-  assign \$1063  = \$1060  | \$1062 ;
-  assign \$1064  = \$1058  | \$1063 ;
-  assign \$1065  = group[9:8] == 2'h2;
-  assign \$1066  = \$1065  & upper[4];
-  assign \$1067  = group[11:10] == 2'h2;
-  assign \$1068  = \$1067  & upper[5];
-  assign \$1069  = \$1066  | \$1068 ;
-  assign \$1070  = group[13:12] == 2'h2;
-  assign \$1071  = \$1070  & upper[6];
-  assign \$1072  = group[15:14] == 2'h2;
-  assign \$1073  = \$1072  & upper[7];
-  assign \$1074  = \$1071  | \$1073 ;
-  assign \$1075  = \$1069  | \$1074 ;
-  assign \$1076  = group[17:16] == 2'h2;
-  assign \$1077  = \$1076  & upper[8];
-  assign \$1078  = group[19:18] == 2'h2;
-  assign \$1079  = \$1078  & upper[9];
-  assign \$1080  = \$1077  | \$1079 ;
-  assign \$1081  = group[21:20] == 2'h2;
-  assign \$1082  = \$1081  & upper[10];
-  assign \$1083  = group[23:22] == 2'h2;
-  assign \$1084  = \$1083  & upper[11];
-  assign \$1085  = \$1082  | \$1084 ;
-  assign \$1086  = \$1080  | \$1085 ;
-  assign \$1087  = group[25:24] == 2'h2;
-  assign \$1088  = \$1087  & upper[12];
-  assign \$1089  = group[27:26] == 2'h2;
-  assign \$1090  = \$1089  & upper[13];
-  assign \$1091  = \$1088  | \$1090 ;
-  assign \$1092  = group[29:28] == 2'h2;
-  assign \$1093  = \$1092  & upper[14];
-  assign \$1094  = group[31:30] == 2'h2;
-  assign \$1095  = \$1094  & upper[15];
-  assign \$1096  = \$1093  | \$1095 ;
-  assign \$1097  = \$1091  | \$1096 ;
-  assign \$1098  = group[1:0] == 1'h1;
-  assign \$1099  = group[3:2] == 1'h1;
-  assign \$1100  = \$1098  | \$1099 ;
-  assign \$1101  = group[5:4] == 1'h1;
-  assign \$1102  = group[7:6] == 1'h1;
-  assign \$1103  = \$1101  | \$1102 ;
-  assign \$1104  = ~ \$1103 ;
-  assign \$1105  = group[1:0] == 1'h1;
-  assign \$1106  = group[3:2] == 1'h1;
-  assign \$1107  = ~ \$1106 ;
-  assign \$1108  = \$1107  | first_lt0;
-  assign \$1109  = \$1105  & \$1108 ;
-  assign \$1110  = \$1109  ? x[15:0] : x[31:16];
-  assign \$1111  = group[5:4] == 1'h1;
-  assign \$1112  = group[7:6] == 1'h1;
-  assign \$1113  = ~ \$1112 ;
-  assign \$1114  = \$1113  | first_lt1;
-  assign \$1115  = \$1111  & \$1114 ;
-  assign \$1116  = \$1115  ? x[47:32] : x[63:48];
-  assign \$1117  = \$1110  < \$1116 ;
-  assign \$1118  = \$1104  | \$1117 ;
-  assign \$1119  = \$1100  & \$1118 ;
-  assign \$1120  = group[1:0] == 1'h1;
-  assign \$1121  = group[3:2] == 1'h1;
-  assign \$1122  = ~ \$1121 ;
-  assign \$1123  = \$1122  | first_lt0;
-  assign \$1124  = \$1120  & \$1123 ;
-  assign \$1125  = \$1124  ? x[15:0] : x[31:16];
-  assign \$1126  = group[5:4] == 1'h1;
-  assign \$1127  = group[7:6] == 1'h1;
-  assign \$1128  = ~ \$1127 ;
-  assign \$1129  = \$1128  | first_lt1;
-  assign \$1130  = \$1126  & \$1129 ;
-  assign \$1131  = \$1130  ? x[47:32] : x[63:48];
-  assign \$1132  = \$1119  ? \$1125  : \$1131 ;
-  assign \$1133  = group[9:8] == 1'h1;
-  assign \$1134  = group[11:10] == 1'h1;
-  assign \$1135  = \$1133  | \$1134 ;
-  assign \$1136  = group[13:12] == 1'h1;
-  assign \$1137  = group[15:14] == 1'h1;
-  assign \$1138  = \$1136  | \$1137 ;
-  assign \$1139  = ~ \$1138 ;
-  assign \$1140  = group[9:8] == 1'h1;
-  assign \$1141  = group[11:10] == 1'h1;
-  assign \$1142  = ~ \$1141 ;
-  assign \$1143  = \$1142  | first_lt2;
-  assign \$1144  = \$1140  & \$1143 ;
-  assign \$1145  = \$1144  ? x[79:64] : x[95:80];
-  assign \$1146  = group[13:12] == 1'h1;
-  assign \$1147  = group[15:14] == 1'h1;
-  assign \$1148  = ~ \$1147 ;
-  assign \$1149  = \$1148  | first_lt3;
-  assign \$1150  = \$1146  & \$1149 ;
-  assign \$1151  = \$1150  ? x[111:96] : x[127:112];
-  assign \$1152  = \$1145  < \$1151 ;
-  assign \$1153  = \$1139  | \$1152 ;
-  assign \$1154  = \$1135  & \$1153 ;
-  assign \$1155  = group[9:8] == 1'h1;
-  assign \$1156  = group[11:10] == 1'h1;
-  assign \$1157  = ~ \$1156 ;
-  assign \$1158  = \$1157  | first_lt2;
-  assign \$1159  = \$1155  & \$1158 ;
-  assign \$1160  = \$1159  ? x[79:64] : x[95:80];
-  assign \$1161  = group[13:12] == 1'h1;
-  assign \$1162  = group[15:14] == 1'h1;
-  assign \$1163  = ~ \$1162 ;
-  assign \$1164  = \$1163  | first_lt3;
-  assign \$1165  = \$1161  & \$1164 ;
-  assign \$1166  = \$1165  ? x[111:96] : x[127:112];
-  assign \$1167  = \$1154  ? \$1160  : \$1166 ;
-  assign \$1168  = group[17:16] == 1'h1;
-  assign \$1169  = group[19:18] == 1'h1;
-  assign \$1170  = \$1168  | \$1169 ;
-  assign \$1171  = group[21:20] == 1'h1;
-  assign \$1172  = group[23:22] == 1'h1;
-  assign \$1173  = \$1171  | \$1172 ;
-  assign \$1174  = ~ \$1173 ;
-  assign \$1175  = group[17:16] == 1'h1;
-  assign \$1176  = group[19:18] == 1'h1;
-  assign \$1177  = ~ \$1176 ;
-  assign \$1178  = \$1177  | first_lt4;
-  assign \$1179  = \$1175  & \$1178 ;
-  assign \$1180  = \$1179  ? x[143:128] : x[159:144];
-  assign \$1181  = group[21:20] == 1'h1;
-  assign \$1182  = group[23:22] == 1'h1;
-  assign \$1183  = ~ \$1182 ;
-  assign \$1184  = \$1183  | first_lt5;
-  assign \$1185  = \$1181  & \$1184 ;
-  assign \$1186  = \$1185  ? x[175:160] : x[191:176];
-  assign \$1187  = \$1180  < \$1186 ;
-  assign \$1188  = \$1174  | \$1187 ;
-  assign \$1189  = \$1170  & \$1188 ;
-  assign \$1190  = group[17:16] == 1'h1;
-  assign \$1191  = group[19:18] == 1'h1;
-  assign \$1192  = ~ \$1191 ;
-  assign \$1193  = \$1192  | first_lt4;
-  assign \$1194  = \$1190  & \$1193 ;
-  assign \$1195  = \$1194  ? x[143:128] : x[159:144];
-  assign \$1196  = group[21:20] == 1'h1;
-  assign \$1197  = group[23:22] == 1'h1;
-  assign \$1198  = ~ \$1197 ;
-  assign \$1199  = \$1198  | first_lt5;
-  assign \$1200  = \$1196  & \$1199 ;
-  assign \$1201  = \$1200  ? x[175:160] : x[191:176];
-  assign \$1202  = \$1189  ? \$1195  : \$1201 ;
-  assign \$1203  = group[25:24] == 1'h1;
-  assign \$1204  = group[27:26] == 1'h1;
-  assign \$1205  = \$1203  | \$1204 ;
-  assign \$1206  = group[29:28] == 1'h1;
-  assign \$1207  = group[31:30] == 1'h1;
-  assign \$1208  = \$1206  | \$1207 ;
-  assign \$1209  = ~ \$1208 ;
-  assign \$1210  = group[25:24] == 1'h1;
-  assign \$1211  = group[27:26] == 1'h1;
-  assign \$1212  = ~ \$1211 ;
-  assign \$1213  = \$1212  | first_lt6;
-  assign \$1214  = \$1210  & \$1213 ;
-  assign \$1215  = \$1214  ? x[207:192] : x[223:208];
-  assign \$1216  = group[29:28] == 1'h1;
-  assign \$1217  = group[31:30] == 1'h1;
-  assign \$1218  = ~ \$1217 ;
-  assign \$1219  = \$1218  | first_lt7;
-  assign \$1220  = \$1216  & \$1219 ;
-  assign \$1221  = \$1220  ? x[239:224] : x[255:240];
-  assign \$1222  = \$1215  < \$1221 ;
-  assign \$1223  = \$1209  | \$1222 ;
-  assign \$1224  = \$1205  & \$1223 ;
-  assign \$1225  = group[25:24] == 1'h1;
-  assign \$1226  = group[27:26] == 1'h1;
-  assign \$1227  = ~ \$1226 ;
-  assign \$1228  = \$1227  | first_lt6;
-  assign \$1229  = \$1225  & \$1228 ;
-  assign \$1230  = \$1229  ? x[207:192] : x[223:208];
-  assign \$1231  = group[29:28] == 1'h1;
-  assign \$1232  = group[31:30] == 1'h1;
-  assign \$1233  = ~ \$1232 ;
-  assign \$1234  = \$1233  | first_lt7;
-  assign \$1235  = \$1231  & \$1234 ;
-  assign \$1236  = \$1235  ? x[239:224] : x[255:240];
-  assign \$1237  = \$1224  ? \$1230  : \$1236 ;
-  assign \$1238  = group[1:0] == 1'h1;
-  assign \$1239  = group[3:2] == 1'h1;
-  assign \$1240  = \$1238  | \$1239 ;
-  assign \$1241  = group[5:4] == 1'h1;
-  assign \$1242  = group[7:6] == 1'h1;
-  assign \$1243  = \$1241  | \$1242 ;
-  assign \$1244  = \$1240  | \$1243 ;
-  assign \$1245  = group[9:8] == 1'h1;
-  assign \$1246  = group[11:10] == 1'h1;
-  assign \$1247  = \$1245  | \$1246 ;
-  assign \$1248  = group[13:12] == 1'h1;
-  assign \$1249  = group[15:14] == 1'h1;
-  assign \$1250  = \$1248  | \$1249 ;
-  assign \$1251  = \$1247  | \$1250 ;
-  assign \$1252  = group[17:16] == 1'h1;
-  assign \$1253  = group[19:18] == 1'h1;
-  assign \$1254  = \$1252  | \$1253 ;
-  assign \$1255  = group[21:20] == 1'h1;
-  assign \$1256  = group[23:22] == 1'h1;
-  assign \$1257  = \$1255  | \$1256 ;
-  assign \$1258  = \$1254  | \$1257 ;
-  assign \$1259  = group[25:24] == 1'h1;
-  assign \$1260  = group[27:26] == 1'h1;
-  assign \$1261  = \$1259  | \$1260 ;
-  assign \$1262  = group[29:28] == 1'h1;
-  assign \$1263  = group[31:30] == 1'h1;
-  assign \$1264  = \$1262  | \$1263 ;
-  assign \$1265  = \$1261  | \$1264 ;
-  assign \$1266  = group[1:0] == 1'h1;
-  assign \$1267  = group[3:2] == 1'h1;
-  assign \$1268  = \$1266  | \$1267 ;
-  assign \$1269  = group[5:4] == 1'h1;
-  assign \$1270  = group[7:6] == 1'h1;
-  assign \$1271  = \$1269  | \$1270 ;
-  assign \$1272  = ~ \$1271 ;
-  assign \$1273  = group[1:0] == 1'h1;
-  assign \$1274  = group[3:2] == 1'h1;
-  assign \$1275  = ~ \$1274 ;
-  assign \$1276  = ~ first_lt0;
-  assign \$1277  = \$1275  | \$1276 ;
-  assign \$1278  = \$1273  & \$1277 ;
-  assign \$1279  = \$1278  ? x[15:0] : x[31:16];
-  assign \$1280  = group[5:4] == 1'h1;
-  assign \$1281  = group[7:6] == 1'h1;
-  assign \$1282  = ~ \$1281 ;
-  assign \$1283  = ~ first_lt1;
-  assign \$1284  = \$1282  | \$1283 ;
-  assign \$1285  = \$1280  & \$1284 ;
-  assign \$1286  = \$1285  ? x[47:32] : x[63:48];
-  assign \$1287  = \$1279  > \$1286 ;
-  assign \$1288  = \$1272  | \$1287 ;
-  assign \$1289  = \$1268  & \$1288 ;
-  assign \$1290  = group[1:0] == 1'h1;
-  assign \$1291  = group[3:2] == 1'h1;
-  assign \$1292  = ~ \$1291 ;
-  assign \$1293  = ~ first_lt0;
-  assign \$1294  = \$1292  | \$1293 ;
-  assign \$1295  = \$1290  & \$1294 ;
-  assign \$1296  = \$1295  ? x[15:0] : x[31:16];
-  assign \$1297  = group[5:4] == 1'h1;
-  assign \$1298  = group[7:6] == 1'h1;
-  assign \$1299  = ~ \$1298 ;
-  assign \$1300  = ~ first_lt1;
-  assign \$1301  = \$1299  | \$1300 ;
-  assign \$1302  = \$1297  & \$1301 ;
-  assign \$1303  = \$1302  ? x[47:32] : x[63:48];
-  assign \$1304  = \$1289  ? \$1296  : \$1303 ;
-  assign \$1305  = group[9:8] == 1'h1;
-  assign \$1306  = group[11:10] == 1'h1;
-  assign \$1307  = \$1305  | \$1306 ;
-  assign \$1308  = group[13:12] == 1'h1;
-  assign \$1309  = group[15:14] == 1'h1;
-  assign \$1310  = \$1308  | \$1309 ;
-  assign \$1311  = ~ \$1310 ;
-  assign \$1312  = group[9:8] == 1'h1;
-  assign \$1313  = group[11:10] == 1'h1;
-  assign \$1314  = ~ \$1313 ;
-  assign \$1315  = ~ first_lt2;
-  assign \$1316  = \$1314  | \$1315 ;
-  assign \$1317  = \$1312  & \$1316 ;
-  assign \$1318  = \$1317  ? x[79:64] : x[95:80];
-  assign \$1319  = group[13:12] == 1'h1;
-  assign \$1320  = group[15:14] == 1'h1;
-  assign \$1321  = ~ \$1320 ;
-  assign \$1322  = ~ first_lt3;
-  assign \$1323  = \$1321  | \$1322 ;
-  assign \$1324  = \$1319  & \$1323 ;
-  assign \$1325  = \$1324  ? x[111:96] : x[127:112];
-  assign \$1326  = \$1318  > \$1325 ;
-  assign \$1327  = \$1311  | \$1326 ;
-  assign \$1328  = \$1307  & \$1327 ;
-  assign \$1329  = group[9:8] == 1'h1;
-  assign \$1330  = group[11:10] == 1'h1;
-  assign \$1331  = ~ \$1330 ;
-  assign \$1332  = ~ first_lt2;
-  assign \$1333  = \$1331  | \$1332 ;
-  assign \$1334  = \$1329  & \$1333 ;
-  assign \$1335  = \$1334  ? x[79:64] : x[95:80];
-  assign \$1336  = group[13:12] == 1'h1;
-  assign \$1337  = group[15:14] == 1'h1;
-  assign \$1338  = ~ \$1337 ;
-  assign \$1339  = ~ first_lt3;
-  assign \$1340  = \$1338  | \$1339 ;
-  assign \$1341  = \$1336  & \$1340 ;
-  assign \$1342  = \$1341  ? x[111:96] : x[127:112];
-  assign \$1343  = \$1328  ? \$1335  : \$1342 ;
-  assign \$1344  = group[17:16] == 1'h1;
-  assign \$1345  = group[19:18] == 1'h1;
-  assign \$1346  = \$1344  | \$1345 ;
-  assign \$1347  = group[21:20] == 1'h1;
-  assign \$1348  = group[23:22] == 1'h1;
-  assign \$1349  = \$1347  | \$1348 ;
-  assign \$1350  = ~ \$1349 ;
-  assign \$1351  = group[17:16] == 1'h1;
-  assign \$1352  = group[19:18] == 1'h1;
-  assign \$1353  = ~ \$1352 ;
-  assign \$1354  = ~ first_lt4;
-  assign \$1355  = \$1353  | \$1354 ;
-  assign \$1356  = \$1351  & \$1355 ;
-  assign \$1357  = \$1356  ? x[143:128] : x[159:144];
-  assign \$1358  = group[21:20] == 1'h1;
-  assign \$1359  = group[23:22] == 1'h1;
-  assign \$1360  = ~ \$1359 ;
-  assign \$1361  = ~ first_lt5;
-  assign \$1362  = \$1360  | \$1361 ;
-  assign \$1363  = \$1358  & \$1362 ;
-  assign \$1364  = \$1363  ? x[175:160] : x[191:176];
-  assign \$1365  = \$1357  > \$1364 ;
-  assign \$1366  = \$1350  | \$1365 ;
-  assign \$1367  = \$1346  & \$1366 ;
-  assign \$1368  = group[17:16] == 1'h1;
-  assign \$1369  = group[19:18] == 1'h1;
-  assign \$1370  = ~ \$1369 ;
-  assign \$1371  = ~ first_lt4;
-  assign \$1372  = \$1370  | \$1371 ;
-  assign \$1373  = \$1368  & \$1372 ;
-  assign \$1374  = \$1373  ? x[143:128] : x[159:144];
-  assign \$1375  = group[21:20] == 1'h1;
-  assign \$1376  = group[23:22] == 1'h1;
-  assign \$1377  = ~ \$1376 ;
-  assign \$1378  = ~ first_lt5;
-  assign \$1379  = \$1377  | \$1378 ;
-  assign \$1380  = \$1375  & \$1379 ;
-  assign \$1381  = \$1380  ? x[175:160] : x[191:176];
-  assign \$1382  = \$1367  ? \$1374  : \$1381 ;
-  assign \$1383  = group[25:24] == 1'h1;
-  assign \$1384  = group[27:26] == 1'h1;
-  assign \$1385  = \$1383  | \$1384 ;
-  assign \$1386  = group[29:28] == 1'h1;
-  assign \$1387  = group[31:30] == 1'h1;
-  assign \$1388  = \$1386  | \$1387 ;
-  assign \$1389  = ~ \$1388 ;
-  assign \$1390  = group[25:24] == 1'h1;
-  assign \$1391  = group[27:26] == 1'h1;
-  assign \$1392  = ~ \$1391 ;
-  assign \$1393  = ~ first_lt6;
-  assign \$1394  = \$1392  | \$1393 ;
-  assign \$1395  = \$1390  & \$1394 ;
-  assign \$1396  = \$1395  ? x[207:192] : x[223:208];
-  assign \$1397  = group[29:28] == 1'h1;
-  assign \$1398  = group[31:30] == 1'h1;
-  assign \$1399  = ~ \$1398 ;
-  assign \$1400  = ~ first_lt7;
-  assign \$1401  = \$1399  | \$1400 ;
-  assign \$1402  = \$1397  & \$1401 ;
-  assign \$1403  = \$1402  ? x[239:224] : x[255:240];
-  assign \$1404  = \$1396  > \$1403 ;
-  assign \$1405  = \$1389  | \$1404 ;
-  assign \$1406  = \$1385  & \$1405 ;
-  assign \$1407  = group[25:24] == 1'h1;
-  assign \$1408  = group[27:26] == 1'h1;
-  assign \$1409  = ~ \$1408 ;
-  assign \$1410  = ~ first_lt6;
-  assign \$1411  = \$1409  | \$1410 ;
-  assign \$1412  = \$1407  & \$1411 ;
-  assign \$1413  = \$1412  ? x[207:192] : x[223:208];
-  assign \$1414  = group[29:28] == 1'h1;
-  assign \$1415  = group[31:30] == 1'h1;
-  assign \$1416  = ~ \$1415 ;
-  assign \$1417  = ~ first_lt7;
-  assign \$1418  = \$1416  | \$1417 ;
-  assign \$1419  = \$1414  & \$1418 ;
-  assign \$1420  = \$1419  ? x[239:224] : x[255:240];
-  assign \$1421  = \$1406  ? \$1413  : \$1420 ;
-  assign \$1422  = group[1:0] == 1'h1;
-  assign \$1423  = group[3:2] == 1'h1;
-  assign \$1424  = \$1422  | \$1423 ;
-  assign \$1425  = group[5:4] == 1'h1;
-  assign \$1426  = group[7:6] == 1'h1;
-  assign \$1427  = \$1425  | \$1426 ;
-  assign \$1428  = \$1424  | \$1427 ;
-  assign \$1429  = group[9:8] == 1'h1;
-  assign \$1430  = group[11:10] == 1'h1;
-  assign \$1431  = \$1429  | \$1430 ;
-  assign \$1432  = group[13:12] == 1'h1;
-  assign \$1433  = group[15:14] == 1'h1;
-  assign \$1434  = \$1432  | \$1433 ;
-  assign \$1435  = \$1431  | \$1434 ;
-  assign \$1436  = group[17:16] == 1'h1;
-  assign \$1437  = group[19:18] == 1'h1;
-  assign \$1438  = \$1436  | \$1437 ;
-  assign \$1439  = group[21:20] == 1'h1;
-  assign \$1440  = group[23:22] == 1'h1;
-  assign \$1441  = \$1439  | \$1440 ;
-  assign \$1442  = \$1438  | \$1441 ;
-  assign \$1443  = group[25:24] == 1'h1;
-  assign \$1444  = group[27:26] == 1'h1;
-  assign \$1445  = \$1443  | \$1444 ;
-  assign \$1446  = group[29:28] == 1'h1;
-  assign \$1447  = group[31:30] == 1'h1;
-  assign \$1448  = \$1446  | \$1447 ;
-  assign \$1449  = \$1445  | \$1448 ;
-  assign \$3549  = beat / 3'h4;
-  assign \$1451  = ! group[1:0];
-  assign \$1452  = ~ \$1451 ;
-  assign \$1453  = ! group[3:2];
-  assign \$1454  = ~ \$1453 ;
-  assign \$1455  = \$1452  + \$1454 ;
-  assign \$1456  = ! group[5:4];
-  assign \$1457  = ~ \$1456 ;
-  assign \$1458  = ! group[7:6];
-  assign \$1459  = ~ \$1458 ;
-  assign \$1460  = \$1457  + \$1459 ;
-  assign \$1461  = \$1455  + \$1460 ;
-  assign \$1462  = ! group[9:8];
-  assign \$1463  = ~ \$1462 ;
-  assign \$1464  = ! group[11:10];
-  assign \$1465  = ~ \$1464 ;
-  assign \$1466  = \$1463  + \$1465 ;
-  assign \$1467  = ! group[13:12];
-  assign \$1468  = ~ \$1467 ;
-  assign \$1469  = ! group[15:14];
-  assign \$1470  = ~ \$1469 ;
-  assign \$1471  = \$1468  + \$1470 ;
-  assign \$1472  = \$1466  + \$1471 ;
-  assign \$1473  = \$1461  + \$1472 ;
-  assign \$1474  = ! group[17:16];
-  assign \$1475  = ~ \$1474 ;
-  assign \$1476  = ! group[19:18];
-  assign \$1477  = ~ \$1476 ;
-  assign \$1478  = \$1475  + \$1477 ;
-  assign \$1479  = ! group[21:20];
-  assign \$1480  = ~ \$1479 ;
-  assign \$1481  = ! group[23:22];
-  assign \$1482  = ~ \$1481 ;
-  assign \$1483  = \$1480  + \$1482 ;
-  assign \$1484  = \$1478  + \$1483 ;
-  assign \$1485  = ! group[25:24];
-  assign \$1486  = ~ \$1485 ;
-  assign \$1487  = ! group[27:26];
-  assign \$1488  = ~ \$1487 ;
-  assign \$1489  = \$1486  + \$1488 ;
-  assign \$1490  = ! group[29:28];
-  assign \$1491  = ~ \$1490 ;
-  assign \$1492  = ! group[31:30];
-  assign \$1493  = ~ \$1492 ;
-  assign \$1494  = \$1491  + \$1493 ;
-  assign \$1495  = \$1489  + \$1494 ;
-  assign \$1496  = \$1484  + \$1495 ;
-  assign \$1497  = \$1473  + \$1496 ;
-  assign \$1498  = t0_has_lo0 | t0_has_lo1;
-  assign \$1499  = t0_has_lo2 | t0_has_lo3;
-  assign \$1500  = ~ \$1499 ;
-  assign \$1501  = ~ t0_has_lo1;
-  assign \$1502  = t0_lo0 < t0_lo1;
-  assign \$1503  = \$1501  | \$1502 ;
-  assign \$1504  = t0_has_lo0 & \$1503 ;
-  assign \$1505  = \$1504  ? t0_lo0 : t0_lo1;
-  assign \$1506  = ~ t0_has_lo3;
-  assign \$1507  = t0_lo2 < t0_lo3;
-  assign \$1508  = \$1506  | \$1507 ;
-  assign \$1509  = t0_has_lo2 & \$1508 ;
-  assign \$1510  = \$1509  ? t0_lo2 : t0_lo3;
-  assign \$1511  = \$1505  < \$1510 ;
-  assign \$1512  = \$1500  | \$1511 ;
-  assign \$1513  = \$1498  & \$1512 ;
-  assign \$1514  = ~ t0_has_lo1;
-  assign \$1515  = t0_lo0 < t0_lo1;
-  assign \$1516  = \$1514  | \$1515 ;
-  assign \$1517  = t0_has_lo0 & \$1516 ;
-  assign \$1518  = \$1517  ? t0_lo0 : t0_lo1;
-  assign \$1519  = ~ t0_has_lo3;
-  assign \$1520  = t0_lo2 < t0_lo3;
-  assign \$1521  = \$1519  | \$1520 ;
-  assign \$1522  = t0_has_lo2 & \$1521 ;
-  assign \$1523  = \$1522  ? t0_lo2 : t0_lo3;
-  assign \$1524  = \$1513  ? \$1518  : \$1523 ;
-  assign \$1525  = t0_has_lo0 | t0_has_lo1;
-  assign \$1526  = t0_has_lo2 | t0_has_lo3;
-  assign \$1527  = \$1525  | \$1526 ;
-  assign \$1528  = t0_has_hi0 | t0_has_hi1;
-  assign \$1529  = t0_has_hi2 | t0_has_hi3;
-  assign \$1530  = ~ \$1529 ;
-  assign \$1531  = ~ t0_has_hi1;
-  assign \$1532  = t0_hi0 > t0_hi1;
-  assign \$1533  = \$1531  | \$1532 ;
-  assign \$1534  = t0_has_hi0 & \$1533 ;
-  assign \$1535  = \$1534  ? t0_hi0 : t0_hi1;
-  assign \$1536  = ~ t0_has_hi3;
-  assign \$1537  = t0_hi2 > t0_hi3;
-  assign \$1538  = \$1536  | \$1537 ;
-  assign \$1539  = t0_has_hi2 & \$1538 ;
-  assign \$1540  = \$1539  ? t0_hi2 : t0_hi3;
-  assign \$1541  = \$1535  > \$1540 ;
-  assign \$1542  = \$1530  | \$1541 ;
-  assign \$1543  = \$1528  & \$1542 ;
-  assign \$1544  = ~ t0_has_hi1;
-  assign \$1545  = t0_hi0 > t0_hi1;
-  assign \$1546  = \$1544  | \$1545 ;
-  assign \$1547  = t0_has_hi0 & \$1546 ;
-  assign \$1548  = \$1547  ? t0_hi0 : t0_hi1;
-  assign \$1549  = ~ t0_has_hi3;
-  assign \$1550  = t0_hi2 > t0_hi3;
-  assign \$1551  = \$1549  | \$1550 ;
-  assign \$1552  = t0_has_hi2 & \$1551 ;
-  assign \$1553  = \$1552  ? t0_hi2 : t0_hi3;
-  assign \$1554  = \$1543  ? \$1548  : \$1553 ;
-  assign \$1555  = t0_has_hi0 | t0_has_hi1;
-  assign \$1556  = t0_has_hi2 | t0_has_hi3;
-  assign \$1557  = \$1555  | \$1556 ;
-  assign \$1558  = t0_olo0 < t0_olo1;
-  assign \$1559  = \$1558  ? t0_olo0 : t0_olo1;
-  assign \$1560  = t0_olo2 < t0_olo3;
-  assign \$1561  = \$1560  ? t0_olo2 : t0_olo3;
-  assign \$1562  = \$1559  < \$1561 ;
-  assign \$1563  = t0_olo0 < t0_olo1;
-  assign \$1564  = \$1563  ? t0_olo0 : t0_olo1;
-  assign \$1565  = t0_olo2 < t0_olo3;
-  assign \$1566  = \$1565  ? t0_olo2 : t0_olo3;
-  assign \$1567  = \$1562  ? \$1564  : \$1566 ;
-  assign \$1568  = t0_has_olo0 | t0_has_olo1;
-  assign \$1569  = t0_has_olo2 | t0_has_olo3;
-  assign \$1570  = \$1568  | \$1569 ;
-  assign \$1571  = t0_ohi0 > t0_ohi1;
-  assign \$1572  = \$1571  ? t0_ohi0 : t0_ohi1;
-  assign \$1573  = t0_ohi2 > t0_ohi3;
-  assign \$1574  = \$1573  ? t0_ohi2 : t0_ohi3;
-  assign \$1575  = \$1572  > \$1574 ;
-  assign \$1576  = t0_ohi0 > t0_ohi1;
-  assign \$1577  = \$1576  ? t0_ohi0 : t0_ohi1;
-  assign \$1578  = t0_ohi2 > t0_ohi3;
-  assign \$1579  = \$1578  ? t0_ohi2 : t0_ohi3;
-  assign \$1580  = \$1575  ? \$1577  : \$1579 ;
-  assign \$1581  = t0_has_ohi0 | t0_has_ohi1;
-  assign \$1582  = t0_has_ohi2 | t0_has_ohi3;
-  assign \$1583  = \$1581  | \$1582 ;
-  assign \$1584  = t0_has_imin0 | t0_has_imin1;
-  assign \$1585  = t0_has_imin2 | t0_has_imin3;
-  assign \$1586  = ~ \$1585 ;
-  assign \$1587  = ~ t0_has_imin1;
-  assign \$1588  = t0_imin0 < t0_imin1;
-  assign \$1589  = \$1587  | \$1588 ;
-  assign \$1590  = t0_has_imin0 & \$1589 ;
-  assign \$1591  = \$1590  ? t0_imin0 : t0_imin1;
-  assign \$1592  = ~ t0_has_imin3;
-  assign \$1593  = t0_imin2 < t0_imin3;
-  assign \$1594  = \$1592  | \$1593 ;
-  assign \$1595  = t0_has_imin2 & \$1594 ;
-  assign \$1596  = \$1595  ? t0_imin2 : t0_imin3;
-  assign \$1597  = \$1591  < \$1596 ;
-  assign \$1598  = \$1586  | \$1597 ;
-  assign \$1599  = \$1584  & \$1598 ;
-  assign \$1600  = ~ t0_has_imin1;
-  assign \$1601  = t0_imin0 < t0_imin1;
-  assign \$1602  = \$1600  | \$1601 ;
-  assign \$1603  = t0_has_imin0 & \$1602 ;
-  assign \$1604  = \$1603  ? t0_imin0 : t0_imin1;
-  assign \$1605  = ~ t0_has_imin3;
-  assign \$1606  = t0_imin2 < t0_imin3;
-  assign \$1607  = \$1605  | \$1606 ;
-  assign \$1608  = t0_has_imin2 & \$1607 ;
-  assign \$1609  = \$1608  ? t0_imin2 : t0_imin3;
-  assign \$1610  = \$1599  ? \$1604  : \$1609 ;
-  assign \$1611  = t0_has_imin0 | t0_has_imin1;
-  assign \$1612  = t0_has_imin2 | t0_has_imin3;
-  assign \$1613  = \$1611  | \$1612 ;
-  assign \$1614  = t0_has_imax0 | t0_has_imax1;
-  assign \$1615  = t0_has_imax2 | t0_has_imax3;
-  assign \$1616  = ~ \$1615 ;
-  assign \$1617  = ~ t0_has_imax1;
-  assign \$1618  = t0_imax0 > t0_imax1;
-  assign \$1619  = \$1617  | \$1618 ;
-  assign \$1620  = t0_has_imax0 & \$1619 ;
-  assign \$1621  = \$1620  ? t0_imax0 : t0_imax1;
-  assign \$1622  = ~ t0_has_imax3;
-  assign \$1623  = t0_imax2 > t0_imax3;
-  assign \$1624  = \$1622  | \$1623 ;
-  assign \$1625  = t0_has_imax2 & \$1624 ;
-  assign \$1626  = \$1625  ? t0_imax2 : t0_imax3;
-  assign \$1627  = \$1621  > \$1626 ;
-  assign \$1628  = \$1616  | \$1627 ;
-  assign \$1629  = \$1614  & \$1628 ;
-  assign \$1630  = ~ t0_has_imax1;
-  assign \$1631  = t0_imax0 > t0_imax1;
-  assign \$1632  = \$1630  | \$1631 ;
-  assign \$1633  = t0_has_imax0 & \$1632 ;
-  assign \$1634  = \$1633  ? t0_imax0 : t0_imax1;
-  assign \$1635  = ~ t0_has_imax3;
-  assign \$1636  = t0_imax2 > t0_imax3;
-  assign \$1637  = \$1635  | \$1636 ;
-  assign \$1638  = t0_has_imax2 & \$1637 ;
-  assign \$1639  = \$1638  ? t0_imax2 : t0_imax3;
-  assign \$1640  = \$1629  ? \$1634  : \$1639 ;
-  assign \$1641  = t0_has_imax0 | t0_has_imax1;
-  assign \$1642  = t0_has_imax2 | t0_has_imax3;
-  assign \$1643  = \$1641  | \$1642 ;
-  assign \$1644  = ~ t1_has_lo0;
-  assign \$1645  = acc_lo < t1_lo0;
-  assign \$1646  = \$1644  | \$1645 ;
-  assign \$1647  = acc_has_lo & \$1646 ;
-  assign \$1648  = \$1647  ? acc_lo : t1_lo0;
-  assign \$1649  = t1_first ? t1_lo0 : \$1648 ;
-  assign \$1650  = ~ t1_has_hi0;
-  assign \$1651  = acc_hi > t1_hi0;
-  assign \$1652  = \$1650  | \$1651 ;
-  assign \$1653  = acc_has_hi & \$1652 ;
-  assign \$1654  = \$1653  ? acc_hi : t1_hi0;
-  assign \$1655  = t1_first ? t1_hi0 : \$1654 ;
-  assign \$1656  = acc_olo < t1_olo0;
-  assign \$1657  = \$1656  ? acc_olo : t1_olo0;
-  assign \$1658  = t1_first ? t1_olo0 : \$1657 ;
-  assign \$1659  = acc_ohi > t1_ohi0;
-  assign \$1660  = \$1659  ? acc_ohi : t1_ohi0;
-  assign \$1661  = t1_first ? t1_ohi0 : \$1660 ;
-  assign \$1662  = ~ t1_has_imin0;
-  assign \$1663  = acc_imin < t1_imin0;
-  assign \$1664  = \$1662  | \$1663 ;
-  assign \$1665  = acc_has_imin & \$1664 ;
-  assign \$1666  = \$1665  ? acc_imin : t1_imin0;
-  assign \$1667  = t1_first ? t1_imin0 : \$1666 ;
-  assign \$1668  = ~ t1_has_imax0;
-  assign \$1669  = acc_imax > t1_imax0;
-  assign \$1670  = \$1668  | \$1669 ;
-  assign \$1671  = acc_has_imax & \$1670 ;
-  assign \$1672  = \$1671  ? acc_imax : t1_imax0;
-  assign \$1673  = t1_first ? t1_imax0 : \$1672 ;
-  assign \$1674  = ~ t1_first;
-  assign \$1675  = \$1674  & acc_has_lo;
-  assign \$1676  = t1_has_lo0 | \$1675 ;
-  assign \$1677  = ~ t1_first;
-  assign \$1678  = \$1677  & acc_has_hi;
-  assign \$1679  = t1_has_hi0 | \$1678 ;
-  assign \$1680  = ~ t1_first;
-  assign \$1681  = \$1680  & acc_has_olo;
-  assign \$1682  = t1_has_olo0 | \$1681 ;
-  assign \$1683  = ~ t1_first;
-  assign \$1684  = \$1683  & acc_has_ohi;
-  assign \$1685  = t1_has_ohi0 | \$1684 ;
-  assign \$1686  = ~ t1_first;
-  assign \$1687  = \$1686  & acc_has_imin;
-  assign \$1688  = t1_has_imin0 | \$1687 ;
-  assign \$1689  = ~ t1_first;
-  assign \$1690  = \$1689  & acc_has_imax;
-  assign \$1691  = t1_has_imax0 | \$1690 ;
-  assign \$1692  = t1_first ? 8'h00 : acc_cnt0;
-  assign \$1693  = ! t1_block;
-  assign \$1694  = \$1693  ? t1_count : 5'h00;
-  assign \$1695  = \$1692  + \$1694 ;
-  assign \$1696  = t1_first ? 8'h00 : acc_cnt1;
-  assign \$1697  = t1_block == 1'h1;
-  assign \$1698  = \$1697  ? t1_count : 5'h00;
-  assign \$1699  = \$1696  + \$1698 ;
-  assign \$1700  = t1_first ? 8'h00 : acc_cnt2;
-  assign \$1701  = t1_block == 2'h2;
-  assign \$1702  = \$1701  ? t1_count : 5'h00;
-  assign \$1703  = \$1700  + \$1702 ;
-  assign \$1704  = t1_valid & t1_last;
-  assign \$1705  = t1_valid & t1_last;
-  assign \$1706  = ~ t1_has_lo0;
-  assign \$1707  = acc_lo < t1_lo0;
-  assign \$1708  = \$1706  | \$1707 ;
-  assign \$1709  = acc_has_lo & \$1708 ;
-  assign \$1710  = \$1709  ? acc_lo : t1_lo0;
-  assign \$1711  = t1_first ? t1_lo0 : \$1710 ;
-  assign \$1712  = ~ t1_has_hi0;
-  assign \$1713  = acc_hi > t1_hi0;
-  assign \$1714  = \$1712  | \$1713 ;
-  assign \$1715  = acc_has_hi & \$1714 ;
-  assign \$1716  = \$1715  ? acc_hi : t1_hi0;
-  assign \$1717  = t1_first ? t1_hi0 : \$1716 ;
-  assign \$1718  = acc_olo < t1_olo0;
-  assign \$1719  = \$1718  ? acc_olo : t1_olo0;
-  assign \$1720  = t1_first ? t1_olo0 : \$1719 ;
-  assign \$1721  = acc_ohi > t1_ohi0;
-  assign \$1722  = \$1721  ? acc_ohi : t1_ohi0;
-  assign \$1723  = t1_first ? t1_ohi0 : \$1722 ;
-  assign \$1724  = ~ t1_has_imin0;
-  assign \$1725  = acc_imin < t1_imin0;
-  assign \$1726  = \$1724  | \$1725 ;
-  assign \$1727  = acc_has_imin & \$1726 ;
-  assign \$1728  = \$1727  ? acc_imin : t1_imin0;
-  assign \$1729  = t1_first ? t1_imin0 : \$1728 ;
-  assign \$1730  = ~ t1_has_imax0;
-  assign \$1731  = acc_imax > t1_imax0;
-  assign \$1732  = \$1730  | \$1731 ;
-  assign \$1733  = acc_has_imax & \$1732 ;
-  assign \$1734  = \$1733  ? acc_imax : t1_imax0;
-  assign \$1735  = t1_first ? t1_imax0 : \$1734 ;
-  assign \$1736  = ~ t1_first;
-  assign \$1737  = \$1736  & acc_has_lo;
-  assign \$1738  = t1_has_lo0 | \$1737 ;
-  assign \$1739  = ~ t1_first;
-  assign \$1740  = \$1739  & acc_has_hi;
-  assign \$1741  = t1_has_hi0 | \$1740 ;
-  assign \$1742  = ~ t1_first;
-  assign \$1743  = \$1742  & acc_has_olo;
-  assign \$1744  = t1_has_olo0 | \$1743 ;
-  assign \$1745  = ~ t1_first;
-  assign \$1746  = \$1745  & acc_has_ohi;
-  assign \$1747  = t1_has_ohi0 | \$1746 ;
-  assign \$1748  = ~ t1_first;
-  assign \$1749  = \$1748  & acc_has_imin;
-  assign \$1750  = t1_has_imin0 | \$1749 ;
-  assign \$1751  = ~ t1_first;
-  assign \$1752  = \$1751  & acc_has_imax;
-  assign \$1753  = t1_has_imax0 | \$1752 ;
-  assign \$1754  = t1_first ? 8'h00 : acc_cnt0;
-  assign \$1755  = ! t1_block;
-  assign \$1756  = \$1755  ? t1_count : 5'h00;
-  assign \$1757  = \$1754  + \$1756 ;
-  assign \$1758  = t1_first ? 8'h00 : acc_cnt1;
-  assign \$1759  = t1_block == 1'h1;
-  assign \$1760  = \$1759  ? t1_count : 5'h00;
-  assign \$1761  = \$1758  + \$1760 ;
-  assign \$1762  = t1_first ? 8'h00 : acc_cnt2;
-  assign \$1763  = t1_block == 2'h2;
-  assign \$1764  = \$1763  ? t1_count : 5'h00;
-  assign \$1765  = \$1762  + \$1764 ;
-  assign \$1766  = ~ v1_imin[15];
-  assign \$1767  = ~ v1_imin[14:0];
-  assign \$1768  = v1_imin[15] ? v1_imin[14:0] : \$1767 ;
-  assign \$1769  = ~ v1_imin[15];
-  assign \$1770  = - $signed(v1_t[122:82]);
-  assign \$1771  = - $signed(v1_t[163:123]);
-  assign \$1772  = ~ v1_lo[15];
-  assign \$1773  = ~ v1_lo[14:0];
-  assign \$1774  = v1_lo[15] ? v1_lo[14:0] : \$1773 ;
-  assign \$1775  = ~ v1_lo[15];
-  assign \$1776  = ~ v1_lo[15];
-  assign \$1777  = ~ v1_lo[14:0];
-  assign \$1778  = v1_lo[15] ? v1_lo[14:0] : \$1777 ;
-  assign \$1779  = ~ v1_lo[15];
-  assign \$1780  = | \$1778 [14:10];
-  assign \$1781  = ~ v1_lo[15];
-  assign \$1782  = ~ v1_lo[14:0];
-  assign \$1783  = v1_lo[15] ? v1_lo[14:0] : \$1782 ;
-  assign \$1784  = ~ v1_lo[15];
-  assign \$1785  = | \$1783 [14:10];
-  assign \$1786  = ~ v1_lo[15];
-  assign \$1787  = ~ v1_lo[14:0];
-  assign \$1788  = v1_lo[15] ? v1_lo[14:0] : \$1787 ;
-  assign \$1789  = ~ v1_lo[15];
-  assign \$1790  = \$1788 [14:10] - 1'h1;
-  assign \$1791  = \$1785  ? \$1790  : 6'h00;
-  assign \$1792  = { \$1780 , \$1774 [9:0] } << \$1791 [4:0];
-  assign \$1793  = ~ v1_lo[15];
-  assign \$1794  = ~ v1_lo[14:0];
-  assign \$1795  = v1_lo[15] ? v1_lo[14:0] : \$1794 ;
-  assign \$1796  = ~ v1_lo[15];
-  assign \$1797  = ~ v1_hi[15];
-  assign \$1798  = ~ v1_hi[14:0];
-  assign \$1799  = v1_hi[15] ? v1_hi[14:0] : \$1798 ;
-  assign \$1800  = ~ v1_hi[15];
-  assign \$1801  = ~ v1_hi[15];
-  assign \$1802  = ~ v1_hi[14:0];
-  assign \$1803  = v1_hi[15] ? v1_hi[14:0] : \$1802 ;
-  assign \$1804  = ~ v1_hi[15];
-  assign \$1805  = | \$1803 [14:10];
-  assign \$1806  = ~ v1_hi[15];
-  assign \$1807  = ~ v1_hi[14:0];
-  assign \$1808  = v1_hi[15] ? v1_hi[14:0] : \$1807 ;
-  assign \$1809  = ~ v1_hi[15];
-  assign \$1810  = | \$1808 [14:10];
-  assign \$1811  = ~ v1_hi[15];
-  assign \$1812  = ~ v1_hi[14:0];
-  assign \$1813  = v1_hi[15] ? v1_hi[14:0] : \$1812 ;
-  assign \$1814  = ~ v1_hi[15];
-  assign \$1815  = \$1813 [14:10] - 1'h1;
-  assign \$1816  = \$1810  ? \$1815  : 6'h00;
-  assign \$1817  = { \$1805 , \$1799 [9:0] } << \$1816 [4:0];
-  assign \$1818  = ~ v1_hi[15];
-  assign \$1819  = ~ v1_hi[14:0];
-  assign \$1820  = v1_hi[15] ? v1_hi[14:0] : \$1819 ;
-  assign \$1821  = ~ v1_hi[15];
-  assign \$1822  = ~ v1_olo[15];
-  assign \$1823  = ~ v1_olo[14:0];
-  assign \$1824  = v1_olo[15] ? v1_olo[14:0] : \$1823 ;
-  assign \$1825  = ~ v1_olo[15];
-  assign \$1826  = ~ v1_olo[15];
-  assign \$1827  = ~ v1_olo[14:0];
-  assign \$1828  = v1_olo[15] ? v1_olo[14:0] : \$1827 ;
-  assign \$1829  = ~ v1_olo[15];
-  assign \$1830  = | \$1828 [14:10];
-  assign \$1831  = ~ v1_olo[15];
-  assign \$1832  = ~ v1_olo[14:0];
-  assign \$1833  = v1_olo[15] ? v1_olo[14:0] : \$1832 ;
-  assign \$1834  = ~ v1_olo[15];
-  assign \$1835  = | \$1833 [14:10];
-  assign \$1836  = ~ v1_olo[15];
-  assign \$1837  = ~ v1_olo[14:0];
-  assign \$1838  = v1_olo[15] ? v1_olo[14:0] : \$1837 ;
-  assign \$1839  = ~ v1_olo[15];
-  assign \$1840  = \$1838 [14:10] - 1'h1;
-  assign \$1841  = \$1835  ? \$1840  : 6'h00;
-  assign \$1842  = { \$1830 , \$1824 [9:0] } << \$1841 [4:0];
-  assign \$1843  = ~ v1_olo[15];
-  assign \$1844  = ~ v1_olo[14:0];
-  assign \$1845  = v1_olo[15] ? v1_olo[14:0] : \$1844 ;
-  assign \$1846  = ~ v1_olo[15];
-  assign \$1847  = ~ v1_ohi[15];
-  assign \$1848  = ~ v1_ohi[14:0];
-  assign \$1849  = v1_ohi[15] ? v1_ohi[14:0] : \$1848 ;
-  assign \$1850  = ~ v1_ohi[15];
-  assign \$1851  = ~ v1_ohi[15];
-  assign \$1852  = ~ v1_ohi[14:0];
-  assign \$1853  = v1_ohi[15] ? v1_ohi[14:0] : \$1852 ;
-  assign \$1854  = ~ v1_ohi[15];
-  assign \$1855  = | \$1853 [14:10];
-  assign \$1856  = ~ v1_ohi[15];
-  assign \$1857  = ~ v1_ohi[14:0];
-  assign \$1858  = v1_ohi[15] ? v1_ohi[14:0] : \$1857 ;
-  assign \$1859  = ~ v1_ohi[15];
-  assign \$1860  = | \$1858 [14:10];
-  assign \$1861  = ~ v1_ohi[15];
-  assign \$1862  = ~ v1_ohi[14:0];
-  assign \$1863  = v1_ohi[15] ? v1_ohi[14:0] : \$1862 ;
-  assign \$1864  = ~ v1_ohi[15];
-  assign \$1865  = \$1863 [14:10] - 1'h1;
-  assign \$1866  = \$1860  ? \$1865  : 6'h00;
-  assign \$1867  = { \$1855 , \$1849 [9:0] } << \$1866 [4:0];
-  assign \$1868  = ~ v1_ohi[15];
-  assign \$1869  = ~ v1_ohi[14:0];
-  assign \$1870  = v1_ohi[15] ? v1_ohi[14:0] : \$1869 ;
-  assign \$1871  = ~ v1_ohi[15];
-  assign \$1872  = ~ v1_imax[15];
-  assign \$1873  = ~ v1_imax[14:0];
-  assign \$1874  = v1_imax[15] ? v1_imax[14:0] : \$1873 ;
-  assign \$1875  = ~ v1_imax[15];
-  assign \$1876  = ~ v1_imax[15];
-  assign \$1877  = ~ v1_imax[14:0];
-  assign \$1878  = v1_imax[15] ? v1_imax[14:0] : \$1877 ;
-  assign \$1879  = ~ v1_imax[15];
-  assign \$1880  = | \$1878 [14:10];
-  assign \$1881  = ~ v1_imax[15];
-  assign \$1882  = ~ v1_imax[14:0];
-  assign \$1883  = v1_imax[15] ? v1_imax[14:0] : \$1882 ;
-  assign \$1884  = ~ v1_imax[15];
-  assign \$1885  = | \$1883 [14:10];
-  assign \$1886  = ~ v1_imax[15];
-  assign \$1887  = ~ v1_imax[14:0];
-  assign \$1888  = v1_imax[15] ? v1_imax[14:0] : \$1887 ;
-  assign \$1889  = ~ v1_imax[15];
-  assign \$1890  = \$1888 [14:10] - 1'h1;
-  assign \$1891  = \$1885  ? \$1890  : 6'h00;
-  assign \$1892  = { \$1880 , \$1874 [9:0] } << \$1891 [4:0];
-  assign \$1893  = ~ v1_imax[15];
-  assign \$1894  = ~ v1_imax[14:0];
-  assign \$1895  = v1_imax[15] ? v1_imax[14:0] : \$1894 ;
-  assign \$1896  = ~ v1_imax[15];
-  assign \$1897  = ~ v1_imin[15];
-  assign \$1898  = ~ v1_imin[14:0];
-  assign \$1899  = v1_imin[15] ? v1_imin[14:0] : \$1898 ;
-  assign \$1900  = ~ v1_imin[15];
-  assign \$1901  = ~ v1_imin[15];
-  assign \$1902  = ~ v1_imin[14:0];
-  assign \$1903  = v1_imin[15] ? v1_imin[14:0] : \$1902 ;
-  assign \$1904  = ~ v1_imin[15];
-  assign \$1905  = | \$1903 [14:10];
-  assign \$1906  = ~ v1_imin[15];
-  assign \$1907  = ~ v1_imin[14:0];
-  assign \$1908  = v1_imin[15] ? v1_imin[14:0] : \$1907 ;
-  assign \$1909  = ~ v1_imin[15];
-  assign \$1910  = | \$1908 [14:10];
-  assign \$1911  = ~ v1_imin[15];
-  assign \$1912  = ~ v1_imin[14:0];
-  assign \$1913  = v1_imin[15] ? v1_imin[14:0] : \$1912 ;
-  assign \$1914  = ~ v1_imin[15];
-  assign \$1915  = \$1913 [14:10] - 1'h1;
-  assign \$1916  = \$1910  ? \$1915  : 6'h00;
-  assign \$1917  = { \$1905 , \$1899 [9:0] } << \$1916 [4:0];
-  assign \$1918  = ~ v1_imin[15];
-  assign \$1919  = ~ v1_imin[14:0];
-  assign \$1920  = v1_imin[15] ? v1_imin[14:0] : \$1919 ;
-  assign \$1921  = ~ v1_imin[15];
-  assign \$1922  = v2_has_lo ? \$43 [41:1] : 41'h00000000000;
-  assign \$1923  = v2_has_hi ? \$128 [41:1] : 41'h00000000000;
-  assign \$1924  = v2_has_olo ? \$171 [41:1] : 41'h00000000000;
-  assign \$1925  = v2_has_ohi ? \$256 [41:1] : 41'h00000000000;
-  assign \$1926  = - v2_mag_imin;
-  assign \$1927  = v2_neg_imin ? \$1926  : { 1'h0, v2_mag_imin };
-  assign \$1928  = v2_has_imin ? \$1927  : 41'h00000000000;
-  assign \$1929  = v2_has_imin ? imin_bits2 : 16'h0000;
-  assign \$1930  = v2_has_imin ? \$385 [41:1] : 41'h00000000000;
-  assign \$1931  = \$signal$169  > o_hi3;
-  assign \$1932  = \$1931  ? \$signal$169  : o_hi3;
-  always @(posedge clk)
-    t0_lo0 <= \$1933 ;
-  always @(posedge clk)
-    t0_lo1 <= \$1934 ;
-  always @(posedge clk)
-    t0_lo2 <= \$1935 ;
-  always @(posedge clk)
-    t0_lo3 <= \$1936 ;
-  always @(posedge clk)
-    t0_has_lo0 <= \$1937 ;
-  always @(posedge clk)
-    t0_has_lo1 <= \$1938 ;
-  always @(posedge clk)
-    t0_has_lo2 <= \$1939 ;
-  always @(posedge clk)
-    t0_has_lo3 <= \$1940 ;
-  always @(posedge clk)
-    t0_hi0 <= \$1941 ;
-  always @(posedge clk)
-    t0_hi1 <= \$1942 ;
-  always @(posedge clk)
-    t0_hi2 <= \$1943 ;
-  always @(posedge clk)
-    t0_hi3 <= \$1944 ;
-  always @(posedge clk)
-    t0_has_hi0 <= \$1945 ;
-  always @(posedge clk)
-    t0_has_hi1 <= \$1946 ;
-  always @(posedge clk)
-    t0_has_hi2 <= \$1947 ;
-  always @(posedge clk)
-    t0_has_hi3 <= \$1948 ;
-  always @(posedge clk)
-    t0_olo0 <= \$1949 ;
-  always @(posedge clk)
-    t0_olo1 <= \$1950 ;
-  always @(posedge clk)
-    t0_olo2 <= \$1951 ;
-  always @(posedge clk)
-    t0_olo3 <= \$1952 ;
-  always @(posedge clk)
-    t0_has_olo0 <= \$1953 ;
-  always @(posedge clk)
-    t0_has_olo1 <= \$1954 ;
-  always @(posedge clk)
-    t0_has_olo2 <= \$1955 ;
-  always @(posedge clk)
-    t0_has_olo3 <= \$1956 ;
-  always @(posedge clk)
-    t0_ohi0 <= \$1957 ;
-  always @(posedge clk)
-    t0_ohi1 <= \$1958 ;
-  always @(posedge clk)
-    t0_ohi2 <= \$1959 ;
-  always @(posedge clk)
-    t0_ohi3 <= \$1960 ;
-  always @(posedge clk)
-    t0_has_ohi0 <= \$1961 ;
-  always @(posedge clk)
-    t0_has_ohi1 <= \$1962 ;
-  always @(posedge clk)
-    t0_has_ohi2 <= \$1963 ;
-  always @(posedge clk)
-    t0_has_ohi3 <= \$1964 ;
-  always @(posedge clk)
-    t0_imin0 <= \$1965 ;
-  always @(posedge clk)
-    t0_imin1 <= \$1966 ;
-  always @(posedge clk)
-    t0_imin2 <= \$1967 ;
-  always @(posedge clk)
-    t0_imin3 <= \$1968 ;
-  always @(posedge clk)
-    t0_has_imin0 <= \$1969 ;
-  always @(posedge clk)
-    t0_has_imin1 <= \$1970 ;
-  always @(posedge clk)
-    t0_has_imin2 <= \$1971 ;
-  always @(posedge clk)
-    t0_has_imin3 <= \$1972 ;
-  always @(posedge clk)
-    t0_imax0 <= \$1973 ;
-  always @(posedge clk)
-    t0_imax1 <= \$1974 ;
-  always @(posedge clk)
-    t0_imax2 <= \$1975 ;
-  always @(posedge clk)
-    t0_imax3 <= \$1976 ;
-  always @(posedge clk)
-    t0_has_imax0 <= \$1977 ;
-  always @(posedge clk)
-    t0_has_imax1 <= \$1978 ;
-  always @(posedge clk)
-    t0_has_imax2 <= \$1979 ;
-  always @(posedge clk)
-    t0_has_imax3 <= \$1980 ;
-  always @(posedge clk)
-    t0_valid <= \$1981 ;
-  always @(posedge clk)
-    t0_first <= \$1982 ;
-  always @(posedge clk)
-    t0_last <= \$1983 ;
-  always @(posedge clk)
-    t0_block <= \$1984 ;
-  always @(posedge clk)
-    t0_count <= \$1985 ;
-  always @(posedge clk)
-    t0_t <= \$1986 ;
-  always @(posedge clk)
-    t1_lo0 <= \$1987 ;
-  always @(posedge clk)
-    t1_has_lo0 <= \$1988 ;
-  always @(posedge clk)
-    t1_hi0 <= \$1989 ;
-  always @(posedge clk)
-    t1_has_hi0 <= \$1990 ;
-  always @(posedge clk)
-    t1_olo0 <= \$1991 ;
-  always @(posedge clk)
-    t1_has_olo0 <= \$1992 ;
-  always @(posedge clk)
-    t1_ohi0 <= \$1993 ;
-  always @(posedge clk)
-    t1_has_ohi0 <= \$1994 ;
-  always @(posedge clk)
-    t1_imin0 <= \$1995 ;
-  always @(posedge clk)
-    t1_has_imin0 <= \$1996 ;
-  always @(posedge clk)
-    t1_imax0 <= \$1997 ;
-  always @(posedge clk)
-    t1_has_imax0 <= \$1998 ;
-  always @(posedge clk)
-    t1_valid <= \$1999 ;
-  always @(posedge clk)
-    t1_first <= \$2000 ;
-  always @(posedge clk)
-    t1_last <= \$2001 ;
-  always @(posedge clk)
-    t1_block <= \$2002 ;
-  always @(posedge clk)
-    t1_count <= \$2003 ;
-  always @(posedge clk)
-    t1_t <= \$2004 ;
-  always @(posedge clk)
-    acc_lo <= \$2005 ;
-  always @(posedge clk)
-    acc_hi <= \$2006 ;
-  always @(posedge clk)
-    acc_olo <= \$2007 ;
-  always @(posedge clk)
-    acc_ohi <= \$2008 ;
-  always @(posedge clk)
-    acc_imin <= \$2009 ;
-  always @(posedge clk)
-    acc_imax <= \$2010 ;
-  always @(posedge clk)
-    acc_has_lo <= \$2011 ;
-  always @(posedge clk)
-    acc_has_hi <= \$2012 ;
-  always @(posedge clk)
-    acc_has_olo <= \$2013 ;
-  always @(posedge clk)
-    acc_has_ohi <= \$2014 ;
-  always @(posedge clk)
-    acc_has_imin <= \$2015 ;
-  always @(posedge clk)
-    acc_has_imax <= \$2016 ;
-  always @(posedge clk)
-    acc_cnt0 <= \$2017 ;
-  always @(posedge clk)
-    acc_cnt1 <= \$2018 ;
-  always @(posedge clk)
-    acc_cnt2 <= \$2019 ;
-  always @(posedge clk)
-    v1 <= \$2020 ;
-  always @(posedge clk)
-    v1_lo <= \$2021 ;
-  always @(posedge clk)
-    v1_hi <= \$2022 ;
-  always @(posedge clk)
-    v1_olo <= \$2023 ;
-  always @(posedge clk)
-    v1_ohi <= \$2024 ;
-  always @(posedge clk)
-    v1_imin <= \$2025 ;
-  always @(posedge clk)
-    v1_imax <= \$2026 ;
-  always @(posedge clk)
-    v1_has_lo <= \$2027 ;
-  always @(posedge clk)
-    v1_has_hi <= \$2028 ;
-  always @(posedge clk)
-    v1_has_olo <= \$2029 ;
-  always @(posedge clk)
-    v1_has_ohi <= \$2030 ;
-  always @(posedge clk)
-    v1_has_imin <= \$2031 ;
-  always @(posedge clk)
-    v1_has_imax <= \$2032 ;
-  always @(posedge clk)
-    v1_cnt0 <= \$2033 ;
-  always @(posedge clk)
-    v1_cnt1 <= \$2034 ;
-  always @(posedge clk)
-    v1_cnt2 <= \$2035 ;
-  always @(posedge clk)
-    v1_t <= \$2036 ;
-  always @(posedge clk)
-    v2 <= \$2037 ;
-  always @(posedge clk)
-    imin_bits2 <= \$2038 ;
-  always @(posedge clk)
-    o_lo_base <= \$2039 ;
-  always @(posedge clk)
-    a_base <= \$2040 ;
-  always @(posedge clk)
-    b_base <= \$2041 ;
-  always @(posedge clk)
-    o_hi_base <= \$2042 ;
-  always @(posedge clk)
-    v2_mag_lo <= \$2043 ;
-  always @(posedge clk)
-    v2_neg_lo <= \$2044 ;
-  always @(posedge clk)
-    v2_mag_hi <= \$2045 ;
-  always @(posedge clk)
-    v2_neg_hi <= \$2046 ;
-  always @(posedge clk)
-    v2_mag_olo <= \$2047 ;
-  always @(posedge clk)
-    v2_neg_olo <= \$2048 ;
-  always @(posedge clk)
-    v2_mag_ohi <= \$2049 ;
-  always @(posedge clk)
-    v2_neg_ohi <= \$2050 ;
-  always @(posedge clk)
-    v2_mag_imax <= \$2051 ;
-  always @(posedge clk)
-    v2_neg_imax <= \$2052 ;
-  always @(posedge clk)
-    v2_mag_imin <= \$2053 ;
-  always @(posedge clk)
-    v2_neg_imin <= \$2054 ;
-  always @(posedge clk)
-    v2_has_lo <= \$2055 ;
-  always @(posedge clk)
-    v2_has_hi <= \$2056 ;
-  always @(posedge clk)
-    v2_has_olo <= \$2057 ;
-  always @(posedge clk)
-    v2_has_ohi <= \$2058 ;
-  always @(posedge clk)
-    v2_has_imin <= \$2059 ;
-  always @(posedge clk)
-    v2_has_imax <= \$2060 ;
-  always @(posedge clk)
-    v2_cnt0 <= \$2061 ;
-  always @(posedge clk)
-    v2_cnt1 <= \$2062 ;
-  always @(posedge clk)
-    v2_cnt2 <= \$2063 ;
-  always @(posedge clk)
-    v3 <= \$2064 ;
-  always @(posedge clk)
-    \$signal  <= \$2065 ;
-  always @(posedge clk)
-    hi3 <= \$2066 ;
-  always @(posedge clk)
-    \$signal$167  <= \$2067 ;
-  always @(posedge clk)
-    \$signal$168  <= \$2068 ;
-  always @(posedge clk)
-    \$signal$169  <= \$2069 ;
-  always @(posedge clk)
-    o_hi3 <= \$2070 ;
-  always @(posedge clk)
-    \$signal$171  <= \$2071 ;
-  always @(posedge clk)
-    imin_bits3 <= \$2072 ;
-  always @(posedge clk)
-    ext3 <= \$2073 ;
-  always @(posedge clk)
-    v3_cnt0 <= \$2074 ;
-  always @(posedge clk)
-    v3_cnt1 <= \$2075 ;
-  always @(posedge clk)
-    v3_cnt2 <= \$2076 ;
-  always @(posedge clk)
-    done <= \$2077 ;
-  always @(posedge clk)
-    \a$178  <= \$2078 ;
-  always @(posedge clk)
-    \b$179  <= \$2079 ;
-  always @(posedge clk)
-    has_lo <= \$2080 ;
-  always @(posedge clk)
-    has_hi <= \$2081 ;
-  always @(posedge clk)
-    outer_max <= \$2082 ;
-  always @(posedge clk)
-    inner_min <= \$2083 ;
-  always @(posedge clk)
-    inner_min_fp16 <= \$2084 ;
-  always @(posedge clk)
-    inner_ext <= \$2085 ;
-  always @(posedge clk)
-    counts <= \$2086 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1933  = \$444 ;
-    if (rst) begin
-      \$1933  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1934  = \$503 ;
-    if (rst) begin
-      \$1934  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1935  = \$562 ;
-    if (rst) begin
-      \$1935  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1936  = \$621 ;
-    if (rst) begin
-      \$1936  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1937  = \$636 ;
-    if (rst) begin
-      \$1937  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1938  = \$651 ;
-    if (rst) begin
-      \$1938  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1939  = \$666 ;
-    if (rst) begin
-      \$1939  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1940  = \$681 ;
-    if (rst) begin
-      \$1940  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1941  = \$732 ;
-    if (rst) begin
-      \$1941  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1942  = \$783 ;
-    if (rst) begin
-      \$1942  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1943  = \$834 ;
-    if (rst) begin
-      \$1943  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1944  = \$885 ;
-    if (rst) begin
-      \$1944  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1945  = \$896 ;
-    if (rst) begin
-      \$1945  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1946  = \$907 ;
-    if (rst) begin
-      \$1946  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1947  = \$918 ;
-    if (rst) begin
-      \$1947  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1948  = \$929 ;
-    if (rst) begin
-      \$1948  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1949  = \$935 ;
-    if (rst) begin
-      \$1949  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1950  = \$941 ;
-    if (rst) begin
-      \$1950  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1951  = \$947 ;
-    if (rst) begin
-      \$1951  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1952  = \$953 ;
-    if (rst) begin
-      \$1952  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1953  = \$968 ;
-    if (rst) begin
-      \$1953  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1954  = \$983 ;
-    if (rst) begin
-      \$1954  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1955  = \$998 ;
-    if (rst) begin
-      \$1955  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1956  = \$1013 ;
-    if (rst) begin
-      \$1956  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1957  = \$1023 ;
-    if (rst) begin
-      \$1957  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1958  = \$1033 ;
-    if (rst) begin
-      \$1958  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1959  = \$1043 ;
-    if (rst) begin
-      \$1959  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1960  = \$1053 ;
-    if (rst) begin
-      \$1960  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1961  = \$1064 ;
-    if (rst) begin
-      \$1961  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1962  = \$1075 ;
-    if (rst) begin
-      \$1962  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1963  = \$1086 ;
-    if (rst) begin
-      \$1963  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1964  = \$1097 ;
-    if (rst) begin
-      \$1964  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1965  = \$1132 ;
-    if (rst) begin
-      \$1965  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1966  = \$1167 ;
-    if (rst) begin
-      \$1966  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1967  = \$1202 ;
-    if (rst) begin
-      \$1967  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1968  = \$1237 ;
-    if (rst) begin
-      \$1968  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1969  = \$1244 ;
-    if (rst) begin
-      \$1969  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1970  = \$1251 ;
-    if (rst) begin
-      \$1970  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1971  = \$1258 ;
-    if (rst) begin
-      \$1971  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1972  = \$1265 ;
-    if (rst) begin
-      \$1972  = 1'h0;
+  assign \$823  = group[29:28] == 1'h1;
+  assign \$824  = group[31:30] == 1'h1;
+  assign \$825  = \$823  | \$824 ;
+  assign \$826  = group[1:0] == 1'h1;
+  assign \$827  = group[3:2] == 1'h1;
+  assign \$828  = ~ \$827 ;
+  assign \$829  = ~ first_lt0;
+  assign \$830  = \$828  | \$829 ;
+  assign \$831  = \$826  & \$830 ;
+  assign \$832  = \$831  ? x[15:0] : x[31:16];
+  assign \$833  = group[5:4] == 1'h1;
+  assign \$834  = group[7:6] == 1'h1;
+  assign \$835  = ~ \$834 ;
+  assign \$836  = ~ first_lt1;
+  assign \$837  = \$835  | \$836 ;
+  assign \$838  = \$833  & \$837 ;
+  assign \$839  = \$838  ? x[47:32] : x[63:48];
+  assign \$840  = group[9:8] == 1'h1;
+  assign \$841  = group[11:10] == 1'h1;
+  assign \$842  = ~ \$841 ;
+  assign \$843  = ~ first_lt2;
+  assign \$844  = \$842  | \$843 ;
+  assign \$845  = \$840  & \$844 ;
+  assign \$846  = \$845  ? x[79:64] : x[95:80];
+  assign \$847  = group[13:12] == 1'h1;
+  assign \$848  = group[15:14] == 1'h1;
+  assign \$849  = ~ \$848 ;
+  assign \$850  = ~ first_lt3;
+  assign \$851  = \$849  | \$850 ;
+  assign \$852  = \$847  & \$851 ;
+  assign \$853  = \$852  ? x[111:96] : x[127:112];
+  assign \$854  = group[17:16] == 1'h1;
+  assign \$855  = group[19:18] == 1'h1;
+  assign \$856  = ~ \$855 ;
+  assign \$857  = ~ first_lt4;
+  assign \$858  = \$856  | \$857 ;
+  assign \$859  = \$854  & \$858 ;
+  assign \$860  = \$859  ? x[143:128] : x[159:144];
+  assign \$861  = group[21:20] == 1'h1;
+  assign \$862  = group[23:22] == 1'h1;
+  assign \$863  = ~ \$862 ;
+  assign \$864  = ~ first_lt5;
+  assign \$865  = \$863  | \$864 ;
+  assign \$866  = \$861  & \$865 ;
+  assign \$867  = \$866  ? x[175:160] : x[191:176];
+  assign \$868  = group[25:24] == 1'h1;
+  assign \$869  = group[27:26] == 1'h1;
+  assign \$870  = ~ \$869 ;
+  assign \$871  = ~ first_lt6;
+  assign \$872  = \$870  | \$871 ;
+  assign \$873  = \$868  & \$872 ;
+  assign \$874  = \$873  ? x[207:192] : x[223:208];
+  assign \$875  = group[29:28] == 1'h1;
+  assign \$876  = group[31:30] == 1'h1;
+  assign \$877  = ~ \$876 ;
+  assign \$878  = ~ first_lt7;
+  assign \$879  = \$877  | \$878 ;
+  assign \$880  = \$875  & \$879 ;
+  assign \$881  = \$880  ? x[239:224] : x[255:240];
+  assign \$882  = group[1:0] == 1'h1;
+  assign \$883  = group[3:2] == 1'h1;
+  assign \$884  = \$882  | \$883 ;
+  assign \$885  = group[5:4] == 1'h1;
+  assign \$886  = group[7:6] == 1'h1;
+  assign \$887  = \$885  | \$886 ;
+  assign \$888  = group[9:8] == 1'h1;
+  assign \$889  = group[11:10] == 1'h1;
+  assign \$890  = \$888  | \$889 ;
+  assign \$891  = group[13:12] == 1'h1;
+  assign \$892  = group[15:14] == 1'h1;
+  assign \$893  = \$891  | \$892 ;
+  assign \$894  = group[17:16] == 1'h1;
+  assign \$895  = group[19:18] == 1'h1;
+  assign \$896  = \$894  | \$895 ;
+  assign \$897  = group[21:20] == 1'h1;
+  assign \$898  = group[23:22] == 1'h1;
+  assign \$899  = \$897  | \$898 ;
+  assign \$900  = group[25:24] == 1'h1;
+  assign \$901  = group[27:26] == 1'h1;
+  assign \$902  = \$900  | \$901 ;
+  assign \$903  = group[29:28] == 1'h1;
+  assign \$904  = group[31:30] == 1'h1;
+  assign \$905  = \$903  | \$904 ;
+  assign \$2681  = beat / 3'h4;
+  assign \$907  = ! group[1:0];
+  assign \$908  = ~ \$907 ;
+  assign \$909  = ! group[3:2];
+  assign \$910  = ~ \$909 ;
+  assign \$911  = \$908  + \$910 ;
+  assign \$912  = ! group[5:4];
+  assign \$913  = ~ \$912 ;
+  assign \$914  = ! group[7:6];
+  assign \$915  = ~ \$914 ;
+  assign \$916  = \$913  + \$915 ;
+  assign \$917  = \$911  + \$916 ;
+  assign \$918  = ! group[9:8];
+  assign \$919  = ~ \$918 ;
+  assign \$920  = ! group[11:10];
+  assign \$921  = ~ \$920 ;
+  assign \$922  = \$919  + \$921 ;
+  assign \$923  = ! group[13:12];
+  assign \$924  = ~ \$923 ;
+  assign \$925  = ! group[15:14];
+  assign \$926  = ~ \$925 ;
+  assign \$927  = \$924  + \$926 ;
+  assign \$928  = \$922  + \$927 ;
+  assign \$929  = \$917  + \$928 ;
+  assign \$930  = ! group[17:16];
+  assign \$931  = ~ \$930 ;
+  assign \$932  = ! group[19:18];
+  assign \$933  = ~ \$932 ;
+  assign \$934  = \$931  + \$933 ;
+  assign \$935  = ! group[21:20];
+  assign \$936  = ~ \$935 ;
+  assign \$937  = ! group[23:22];
+  assign \$938  = ~ \$937 ;
+  assign \$939  = \$936  + \$938 ;
+  assign \$940  = \$934  + \$939 ;
+  assign \$941  = ! group[25:24];
+  assign \$942  = ~ \$941 ;
+  assign \$943  = ! group[27:26];
+  assign \$944  = ~ \$943 ;
+  assign \$945  = \$942  + \$944 ;
+  assign \$946  = ! group[29:28];
+  assign \$947  = ~ \$946 ;
+  assign \$948  = ! group[31:30];
+  assign \$949  = ~ \$948 ;
+  assign \$950  = \$947  + \$949 ;
+  assign \$951  = \$945  + \$950 ;
+  assign \$952  = \$940  + \$951 ;
+  assign \$953  = \$929  + \$952 ;
+  assign \$954  = ~ t0_has_lo1;
+  assign \$955  = t0_lo0 < t0_lo1;
+  assign \$956  = \$954  | \$955 ;
+  assign \$957  = t0_has_lo0 & \$956 ;
+  assign \$958  = \$957  ? t0_lo0 : t0_lo1;
+  assign \$959  = ~ t0_has_lo3;
+  assign \$960  = t0_lo2 < t0_lo3;
+  assign \$961  = \$959  | \$960 ;
+  assign \$962  = t0_has_lo2 & \$961 ;
+  assign \$963  = \$962  ? t0_lo2 : t0_lo3;
+  assign \$964  = ~ t0_has_lo5;
+  assign \$965  = t0_lo4 < t0_lo5;
+  assign \$966  = \$964  | \$965 ;
+  assign \$967  = t0_has_lo4 & \$966 ;
+  assign \$968  = \$967  ? t0_lo4 : t0_lo5;
+  assign \$969  = ~ t0_has_lo7;
+  assign \$970  = t0_lo6 < t0_lo7;
+  assign \$971  = \$969  | \$970 ;
+  assign \$972  = t0_has_lo6 & \$971 ;
+  assign \$973  = \$972  ? t0_lo6 : t0_lo7;
+  assign \$974  = t0_has_lo0 | t0_has_lo1;
+  assign \$975  = t0_has_lo2 | t0_has_lo3;
+  assign \$976  = t0_has_lo4 | t0_has_lo5;
+  assign \$977  = t0_has_lo6 | t0_has_lo7;
+  assign \$978  = ~ t0_has_hi1;
+  assign \$979  = t0_hi0 > t0_hi1;
+  assign \$980  = \$978  | \$979 ;
+  assign \$981  = t0_has_hi0 & \$980 ;
+  assign \$982  = \$981  ? t0_hi0 : t0_hi1;
+  assign \$983  = ~ t0_has_hi3;
+  assign \$984  = t0_hi2 > t0_hi3;
+  assign \$985  = \$983  | \$984 ;
+  assign \$986  = t0_has_hi2 & \$985 ;
+  assign \$987  = \$986  ? t0_hi2 : t0_hi3;
+  assign \$988  = ~ t0_has_hi5;
+  assign \$989  = t0_hi4 > t0_hi5;
+  assign \$990  = \$988  | \$989 ;
+  assign \$991  = t0_has_hi4 & \$990 ;
+  assign \$992  = \$991  ? t0_hi4 : t0_hi5;
+  assign \$993  = ~ t0_has_hi7;
+  assign \$994  = t0_hi6 > t0_hi7;
+  assign \$995  = \$993  | \$994 ;
+  assign \$996  = t0_has_hi6 & \$995 ;
+  assign \$997  = \$996  ? t0_hi6 : t0_hi7;
+  assign \$998  = t0_has_hi0 | t0_has_hi1;
+  assign \$999  = t0_has_hi2 | t0_has_hi3;
+  assign \$1000  = t0_has_hi4 | t0_has_hi5;
+  assign \$1001  = t0_has_hi6 | t0_has_hi7;
+  assign \$1002  = t0_olo0 < t0_olo1;
+  assign \$1003  = \$1002  ? t0_olo0 : t0_olo1;
+  assign \$1004  = t0_olo2 < t0_olo3;
+  assign \$1005  = \$1004  ? t0_olo2 : t0_olo3;
+  assign \$1006  = t0_olo4 < t0_olo5;
+  assign \$1007  = \$1006  ? t0_olo4 : t0_olo5;
+  assign \$1008  = t0_olo6 < t0_olo7;
+  assign \$1009  = \$1008  ? t0_olo6 : t0_olo7;
+  assign \$1010  = t0_has_olo0 | t0_has_olo1;
+  assign \$1011  = t0_has_olo2 | t0_has_olo3;
+  assign \$1012  = t0_has_olo4 | t0_has_olo5;
+  assign \$1013  = t0_has_olo6 | t0_has_olo7;
+  assign \$1014  = t0_ohi0 > t0_ohi1;
+  assign \$1015  = \$1014  ? t0_ohi0 : t0_ohi1;
+  assign \$1016  = t0_ohi2 > t0_ohi3;
+  assign \$1017  = \$1016  ? t0_ohi2 : t0_ohi3;
+  assign \$1018  = t0_ohi4 > t0_ohi5;
+  assign \$1019  = \$1018  ? t0_ohi4 : t0_ohi5;
+  assign \$1020  = t0_ohi6 > t0_ohi7;
+  assign \$1021  = \$1020  ? t0_ohi6 : t0_ohi7;
+  assign \$1022  = t0_has_ohi0 | t0_has_ohi1;
+  assign \$1023  = t0_has_ohi2 | t0_has_ohi3;
+  assign \$1024  = t0_has_ohi4 | t0_has_ohi5;
+  assign \$1025  = t0_has_ohi6 | t0_has_ohi7;
+  assign \$1026  = ~ t0_has_imin1;
+  assign \$1027  = t0_imin0 < t0_imin1;
+  assign \$1028  = \$1026  | \$1027 ;
+  assign \$1029  = t0_has_imin0 & \$1028 ;
+  assign \$1030  = \$1029  ? t0_imin0 : t0_imin1;
+  assign \$1031  = ~ t0_has_imin3;
+  assign \$1032  = t0_imin2 < t0_imin3;
+  assign \$1033  = \$1031  | \$1032 ;
+  assign \$1034  = t0_has_imin2 & \$1033 ;
+  assign \$1035  = \$1034  ? t0_imin2 : t0_imin3;
+  assign \$1036  = ~ t0_has_imin5;
+  assign \$1037  = t0_imin4 < t0_imin5;
+  assign \$1038  = \$1036  | \$1037 ;
+  assign \$1039  = t0_has_imin4 & \$1038 ;
+  assign \$1040  = \$1039  ? t0_imin4 : t0_imin5;
+  assign \$1041  = ~ t0_has_imin7;
+  assign \$1042  = t0_imin6 < t0_imin7;
+  assign \$1043  = \$1041  | \$1042 ;
+  assign \$1044  = t0_has_imin6 & \$1043 ;
+  assign \$1045  = \$1044  ? t0_imin6 : t0_imin7;
+  assign \$1046  = t0_has_imin0 | t0_has_imin1;
+  assign \$1047  = t0_has_imin2 | t0_has_imin3;
+  assign \$1048  = t0_has_imin4 | t0_has_imin5;
+  assign \$1049  = t0_has_imin6 | t0_has_imin7;
+  assign \$1050  = ~ t0_has_imax1;
+  assign \$1051  = t0_imax0 > t0_imax1;
+  assign \$1052  = \$1050  | \$1051 ;
+  assign \$1053  = t0_has_imax0 & \$1052 ;
+  assign \$1054  = \$1053  ? t0_imax0 : t0_imax1;
+  assign \$1055  = ~ t0_has_imax3;
+  assign \$1056  = t0_imax2 > t0_imax3;
+  assign \$1057  = \$1055  | \$1056 ;
+  assign \$1058  = t0_has_imax2 & \$1057 ;
+  assign \$1059  = \$1058  ? t0_imax2 : t0_imax3;
+  assign \$1060  = ~ t0_has_imax5;
+  assign \$1061  = t0_imax4 > t0_imax5;
+  assign \$1062  = \$1060  | \$1061 ;
+  assign \$1063  = t0_has_imax4 & \$1062 ;
+  assign \$1064  = \$1063  ? t0_imax4 : t0_imax5;
+  assign \$1065  = ~ t0_has_imax7;
+  assign \$1066  = t0_imax6 > t0_imax7;
+  assign \$1067  = \$1065  | \$1066 ;
+  assign \$1068  = t0_has_imax6 & \$1067 ;
+  assign \$1069  = \$1068  ? t0_imax6 : t0_imax7;
+  assign \$1070  = t0_has_imax0 | t0_has_imax1;
+  assign \$1071  = t0_has_imax2 | t0_has_imax3;
+  assign \$1072  = t0_has_imax4 | t0_has_imax5;
+  assign \$1073  = t0_has_imax6 | t0_has_imax7;
+  assign \$1074  = ~ t1_has_lo1;
+  assign \$1075  = t1_lo0 < t1_lo1;
+  assign \$1076  = \$1074  | \$1075 ;
+  assign \$1077  = t1_has_lo0 & \$1076 ;
+  assign \$1078  = \$1077  ? t1_lo0 : t1_lo1;
+  assign \$1079  = ~ t1_has_lo3;
+  assign \$1080  = t1_lo2 < t1_lo3;
+  assign \$1081  = \$1079  | \$1080 ;
+  assign \$1082  = t1_has_lo2 & \$1081 ;
+  assign \$1083  = \$1082  ? t1_lo2 : t1_lo3;
+  assign \$1084  = t1_has_lo0 | t1_has_lo1;
+  assign \$1085  = t1_has_lo2 | t1_has_lo3;
+  assign \$1086  = ~ t1_has_hi1;
+  assign \$1087  = t1_hi0 > t1_hi1;
+  assign \$1088  = \$1086  | \$1087 ;
+  assign \$1089  = t1_has_hi0 & \$1088 ;
+  assign \$1090  = \$1089  ? t1_hi0 : t1_hi1;
+  assign \$1091  = ~ t1_has_hi3;
+  assign \$1092  = t1_hi2 > t1_hi3;
+  assign \$1093  = \$1091  | \$1092 ;
+  assign \$1094  = t1_has_hi2 & \$1093 ;
+  assign \$1095  = \$1094  ? t1_hi2 : t1_hi3;
+  assign \$1096  = t1_has_hi0 | t1_has_hi1;
+  assign \$1097  = t1_has_hi2 | t1_has_hi3;
+  assign \$1098  = t1_olo0 < t1_olo1;
+  assign \$1099  = \$1098  ? t1_olo0 : t1_olo1;
+  assign \$1100  = t1_olo2 < t1_olo3;
+  assign \$1101  = \$1100  ? t1_olo2 : t1_olo3;
+  assign \$1102  = t1_has_olo0 | t1_has_olo1;
+  assign \$1103  = t1_has_olo2 | t1_has_olo3;
+  assign \$1104  = t1_ohi0 > t1_ohi1;
+  assign \$1105  = \$1104  ? t1_ohi0 : t1_ohi1;
+  assign \$1106  = t1_ohi2 > t1_ohi3;
+  assign \$1107  = \$1106  ? t1_ohi2 : t1_ohi3;
+  assign \$1108  = t1_has_ohi0 | t1_has_ohi1;
+  assign \$1109  = t1_has_ohi2 | t1_has_ohi3;
+  assign \$1110  = ~ t1_has_imin1;
+  assign \$1111  = t1_imin0 < t1_imin1;
+  assign \$1112  = \$1110  | \$1111 ;
+  assign \$1113  = t1_has_imin0 & \$1112 ;
+  assign \$1114  = \$1113  ? t1_imin0 : t1_imin1;
+  assign \$1115  = ~ t1_has_imin3;
+  assign \$1116  = t1_imin2 < t1_imin3;
+  assign \$1117  = \$1115  | \$1116 ;
+  assign \$1118  = t1_has_imin2 & \$1117 ;
+  assign \$1119  = \$1118  ? t1_imin2 : t1_imin3;
+  assign \$1120  = t1_has_imin0 | t1_has_imin1;
+  assign \$1121  = t1_has_imin2 | t1_has_imin3;
+  assign \$1122  = ~ t1_has_imax1;
+  assign \$1123  = t1_imax0 > t1_imax1;
+  assign \$1124  = \$1122  | \$1123 ;
+  assign \$1125  = t1_has_imax0 & \$1124 ;
+  assign \$1126  = \$1125  ? t1_imax0 : t1_imax1;
+  assign \$1127  = ~ t1_has_imax3;
+  assign \$1128  = t1_imax2 > t1_imax3;
+  assign \$1129  = \$1127  | \$1128 ;
+  assign \$1130  = t1_has_imax2 & \$1129 ;
+  assign \$1131  = \$1130  ? t1_imax2 : t1_imax3;
+  assign \$1132  = t1_has_imax0 | t1_has_imax1;
+  assign \$1133  = t1_has_imax2 | t1_has_imax3;
+  assign \$1134  = ~ t2_has_lo1;
+  assign \$1135  = t2_lo0 < t2_lo1;
+  assign \$1136  = \$1134  | \$1135 ;
+  assign \$1137  = t2_has_lo0 & \$1136 ;
+  assign \$1138  = \$1137  ? t2_lo0 : t2_lo1;
+  assign \$1139  = t2_has_lo0 | t2_has_lo1;
+  assign \$1140  = ~ t2_has_hi1;
+  assign \$1141  = t2_hi0 > t2_hi1;
+  assign \$1142  = \$1140  | \$1141 ;
+  assign \$1143  = t2_has_hi0 & \$1142 ;
+  assign \$1144  = \$1143  ? t2_hi0 : t2_hi1;
+  assign \$1145  = t2_has_hi0 | t2_has_hi1;
+  assign \$1146  = t2_olo0 < t2_olo1;
+  assign \$1147  = \$1146  ? t2_olo0 : t2_olo1;
+  assign \$1148  = t2_has_olo0 | t2_has_olo1;
+  assign \$1149  = t2_ohi0 > t2_ohi1;
+  assign \$1150  = \$1149  ? t2_ohi0 : t2_ohi1;
+  assign \$1151  = t2_has_ohi0 | t2_has_ohi1;
+  assign \$1152  = ~ t2_has_imin1;
+  assign \$1153  = t2_imin0 < t2_imin1;
+  assign \$1154  = \$1152  | \$1153 ;
+  assign \$1155  = t2_has_imin0 & \$1154 ;
+  assign \$1156  = \$1155  ? t2_imin0 : t2_imin1;
+  assign \$1157  = t2_has_imin0 | t2_has_imin1;
+  assign \$1158  = ~ t2_has_imax1;
+  assign \$1159  = t2_imax0 > t2_imax1;
+  assign \$1160  = \$1158  | \$1159 ;
+  assign \$1161  = t2_has_imax0 & \$1160 ;
+  assign \$1162  = \$1161  ? t2_imax0 : t2_imax1;
+  assign \$1163  = t2_has_imax0 | t2_has_imax1;
+  assign \$1164  = ~ t3_has_lo0;
+  assign \$1165  = acc_lo < t3_lo0;
+  assign \$1166  = \$1164  | \$1165 ;
+  assign \$1167  = acc_has_lo & \$1166 ;
+  assign \$1168  = \$1167  ? acc_lo : t3_lo0;
+  assign \$1169  = t3_first ? t3_lo0 : \$1168 ;
+  assign \$1170  = ~ t3_has_hi0;
+  assign \$1171  = acc_hi > t3_hi0;
+  assign \$1172  = \$1170  | \$1171 ;
+  assign \$1173  = acc_has_hi & \$1172 ;
+  assign \$1174  = \$1173  ? acc_hi : t3_hi0;
+  assign \$1175  = t3_first ? t3_hi0 : \$1174 ;
+  assign \$1176  = acc_olo < t3_olo0;
+  assign \$1177  = \$1176  ? acc_olo : t3_olo0;
+  assign \$1178  = t3_first ? t3_olo0 : \$1177 ;
+  assign \$1179  = acc_ohi > t3_ohi0;
+  assign \$1180  = \$1179  ? acc_ohi : t3_ohi0;
+  assign \$1181  = t3_first ? t3_ohi0 : \$1180 ;
+  assign \$1182  = ~ t3_has_imin0;
+  assign \$1183  = acc_imin < t3_imin0;
+  assign \$1184  = \$1182  | \$1183 ;
+  assign \$1185  = acc_has_imin & \$1184 ;
+  assign \$1186  = \$1185  ? acc_imin : t3_imin0;
+  assign \$1187  = t3_first ? t3_imin0 : \$1186 ;
+  assign \$1188  = ~ t3_has_imax0;
+  assign \$1189  = acc_imax > t3_imax0;
+  assign \$1190  = \$1188  | \$1189 ;
+  assign \$1191  = acc_has_imax & \$1190 ;
+  assign \$1192  = \$1191  ? acc_imax : t3_imax0;
+  assign \$1193  = t3_first ? t3_imax0 : \$1192 ;
+  assign \$1194  = ~ t3_first;
+  assign \$1195  = \$1194  & acc_has_lo;
+  assign \$1196  = t3_has_lo0 | \$1195 ;
+  assign \$1197  = ~ t3_first;
+  assign \$1198  = \$1197  & acc_has_hi;
+  assign \$1199  = t3_has_hi0 | \$1198 ;
+  assign \$1200  = ~ t3_first;
+  assign \$1201  = \$1200  & acc_has_olo;
+  assign \$1202  = t3_has_olo0 | \$1201 ;
+  assign \$1203  = ~ t3_first;
+  assign \$1204  = \$1203  & acc_has_ohi;
+  assign \$1205  = t3_has_ohi0 | \$1204 ;
+  assign \$1206  = ~ t3_first;
+  assign \$1207  = \$1206  & acc_has_imin;
+  assign \$1208  = t3_has_imin0 | \$1207 ;
+  assign \$1209  = ~ t3_first;
+  assign \$1210  = \$1209  & acc_has_imax;
+  assign \$1211  = t3_has_imax0 | \$1210 ;
+  assign \$1212  = t3_first ? 8'h00 : acc_cnt0;
+  assign \$1213  = ! t3_block;
+  assign \$1214  = \$1213  ? t3_count : 5'h00;
+  assign \$1215  = \$1212  + \$1214 ;
+  assign \$1216  = t3_first ? 8'h00 : acc_cnt1;
+  assign \$1217  = t3_block == 1'h1;
+  assign \$1218  = \$1217  ? t3_count : 5'h00;
+  assign \$1219  = \$1216  + \$1218 ;
+  assign \$1220  = t3_first ? 8'h00 : acc_cnt2;
+  assign \$1221  = t3_block == 2'h2;
+  assign \$1222  = \$1221  ? t3_count : 5'h00;
+  assign \$1223  = \$1220  + \$1222 ;
+  assign \$1224  = t3_valid & t3_last;
+  assign \$1225  = t3_valid & t3_last;
+  assign \$1226  = ~ t3_has_lo0;
+  assign \$1227  = acc_lo < t3_lo0;
+  assign \$1228  = \$1226  | \$1227 ;
+  assign \$1229  = acc_has_lo & \$1228 ;
+  assign \$1230  = \$1229  ? acc_lo : t3_lo0;
+  assign \$1231  = t3_first ? t3_lo0 : \$1230 ;
+  assign \$1232  = ~ t3_has_hi0;
+  assign \$1233  = acc_hi > t3_hi0;
+  assign \$1234  = \$1232  | \$1233 ;
+  assign \$1235  = acc_has_hi & \$1234 ;
+  assign \$1236  = \$1235  ? acc_hi : t3_hi0;
+  assign \$1237  = t3_first ? t3_hi0 : \$1236 ;
+  assign \$1238  = acc_olo < t3_olo0;
+  assign \$1239  = \$1238  ? acc_olo : t3_olo0;
+  assign \$1240  = t3_first ? t3_olo0 : \$1239 ;
+  assign \$1241  = acc_ohi > t3_ohi0;
+  assign \$1242  = \$1241  ? acc_ohi : t3_ohi0;
+  assign \$1243  = t3_first ? t3_ohi0 : \$1242 ;
+  assign \$1244  = ~ t3_has_imin0;
+  assign \$1245  = acc_imin < t3_imin0;
+  assign \$1246  = \$1244  | \$1245 ;
+  assign \$1247  = acc_has_imin & \$1246 ;
+  assign \$1248  = \$1247  ? acc_imin : t3_imin0;
+  assign \$1249  = t3_first ? t3_imin0 : \$1248 ;
+  assign \$1250  = ~ t3_has_imax0;
+  assign \$1251  = acc_imax > t3_imax0;
+  assign \$1252  = \$1250  | \$1251 ;
+  assign \$1253  = acc_has_imax & \$1252 ;
+  assign \$1254  = \$1253  ? acc_imax : t3_imax0;
+  assign \$1255  = t3_first ? t3_imax0 : \$1254 ;
+  assign \$1256  = ~ t3_first;
+  assign \$1257  = \$1256  & acc_has_lo;
+  assign \$1258  = t3_has_lo0 | \$1257 ;
+  assign \$1259  = ~ t3_first;
+  assign \$1260  = \$1259  & acc_has_hi;
+  assign \$1261  = t3_has_hi0 | \$1260 ;
+  assign \$1262  = ~ t3_first;
+  assign \$1263  = \$1262  & acc_has_olo;
+  assign \$1264  = t3_has_olo0 | \$1263 ;
+  assign \$1265  = ~ t3_first;
+  assign \$1266  = \$1265  & acc_has_ohi;
+  assign \$1267  = t3_has_ohi0 | \$1266 ;
+  assign \$1268  = ~ t3_first;
+  assign \$1269  = \$1268  & acc_has_imin;
+  assign \$1270  = t3_has_imin0 | \$1269 ;
+  assign \$1271  = ~ t3_first;
+  assign \$1272  = \$1271  & acc_has_imax;
+  assign \$1273  = t3_has_imax0 | \$1272 ;
+  assign \$1274  = t3_first ? 8'h00 : acc_cnt0;
+  assign \$1275  = ! t3_block;
+  assign \$1276  = \$1275  ? t3_count : 5'h00;
+  assign \$1277  = \$1274  + \$1276 ;
+  assign \$1278  = t3_first ? 8'h00 : acc_cnt1;
+  assign \$1279  = t3_block == 1'h1;
+  assign \$1280  = \$1279  ? t3_count : 5'h00;
+  assign \$1281  = \$1278  + \$1280 ;
+  assign \$1282  = t3_first ? 8'h00 : acc_cnt2;
+  assign \$1283  = t3_block == 2'h2;
+  assign \$1284  = \$1283  ? t3_count : 5'h00;
+  assign \$1285  = \$1282  + \$1284 ;
+  assign \$1286  = ~ v1_imin[15];
+  assign \$1287  = ~ v1_imin[14:0];
+  assign \$1288  = v1_imin[15] ? v1_imin[14:0] : \$1287 ;
+  assign \$1289  = ~ v1_imin[15];
+  assign \$1290  = - $signed(v1_t[122:82]);
+  assign \$1291  = - $signed(v1_t[163:123]);
+  assign \$1292  = ~ v1_lo[15];
+  assign \$1293  = ~ v1_lo[14:0];
+  assign \$1294  = v1_lo[15] ? v1_lo[14:0] : \$1293 ;
+  assign \$1295  = ~ v1_lo[15];
+  assign \$1296  = ~ v1_lo[15];
+  assign \$1297  = ~ v1_lo[14:0];
+  assign \$1298  = v1_lo[15] ? v1_lo[14:0] : \$1297 ;
+  assign \$1299  = ~ v1_lo[15];
+  assign \$1300  = | \$1298 [14:10];
+  assign \$1301  = ~ v1_lo[15];
+  assign \$1302  = ~ v1_lo[14:0];
+  assign \$1303  = v1_lo[15] ? v1_lo[14:0] : \$1302 ;
+  assign \$1304  = ~ v1_lo[15];
+  assign \$1305  = ~ v1_lo[15];
+  assign \$1306  = ~ v1_lo[14:0];
+  assign \$1307  = v1_lo[15] ? v1_lo[14:0] : \$1306 ;
+  assign \$1308  = ~ v1_lo[15];
+  assign \$1309  = | \$1307 [14:10];
+  assign \$1310  = ~ \$1309 ;
+  assign \$1311  = \$1303 [10] | \$1310 ;
+  assign \$1312  = ~ v1_lo[15];
+  assign \$1313  = ~ v1_lo[14:0];
+  assign \$1314  = v1_lo[15] ? v1_lo[14:0] : \$1313 ;
+  assign \$1315  = ~ v1_lo[15];
+  assign \$1316  = { \$1300 , \$1294 [9:0] } << { \$1314 [14:11], \$1311  };
+  assign \$1317  = ~ v1_lo[15];
+  assign \$1318  = ~ v1_lo[14:0];
+  assign \$1319  = v1_lo[15] ? v1_lo[14:0] : \$1318 ;
+  assign \$1320  = ~ v1_lo[15];
+  assign \$1321  = ~ v1_hi[15];
+  assign \$1322  = ~ v1_hi[14:0];
+  assign \$1323  = v1_hi[15] ? v1_hi[14:0] : \$1322 ;
+  assign \$1324  = ~ v1_hi[15];
+  assign \$1325  = ~ v1_hi[15];
+  assign \$1326  = ~ v1_hi[14:0];
+  assign \$1327  = v1_hi[15] ? v1_hi[14:0] : \$1326 ;
+  assign \$1328  = ~ v1_hi[15];
+  assign \$1329  = | \$1327 [14:10];
+  assign \$1330  = ~ v1_hi[15];
+  assign \$1331  = ~ v1_hi[14:0];
+  assign \$1332  = v1_hi[15] ? v1_hi[14:0] : \$1331 ;
+  assign \$1333  = ~ v1_hi[15];
+  assign \$1334  = ~ v1_hi[15];
+  assign \$1335  = ~ v1_hi[14:0];
+  assign \$1336  = v1_hi[15] ? v1_hi[14:0] : \$1335 ;
+  assign \$1337  = ~ v1_hi[15];
+  assign \$1338  = | \$1336 [14:10];
+  assign \$1339  = ~ \$1338 ;
+  assign \$1340  = \$1332 [10] | \$1339 ;
+  assign \$1341  = ~ v1_hi[15];
+  assign \$1342  = ~ v1_hi[14:0];
+  assign \$1343  = v1_hi[15] ? v1_hi[14:0] : \$1342 ;
+  assign \$1344  = ~ v1_hi[15];
+  assign \$1345  = { \$1329 , \$1323 [9:0] } << { \$1343 [14:11], \$1340  };
+  assign \$1346  = ~ v1_hi[15];
+  assign \$1347  = ~ v1_hi[14:0];
+  assign \$1348  = v1_hi[15] ? v1_hi[14:0] : \$1347 ;
+  assign \$1349  = ~ v1_hi[15];
+  assign \$1350  = ~ v1_olo[15];
+  assign \$1351  = ~ v1_olo[14:0];
+  assign \$1352  = v1_olo[15] ? v1_olo[14:0] : \$1351 ;
+  assign \$1353  = ~ v1_olo[15];
+  assign \$1354  = ~ v1_olo[15];
+  assign \$1355  = ~ v1_olo[14:0];
+  assign \$1356  = v1_olo[15] ? v1_olo[14:0] : \$1355 ;
+  assign \$1357  = ~ v1_olo[15];
+  assign \$1358  = | \$1356 [14:10];
+  assign \$1359  = ~ v1_olo[15];
+  assign \$1360  = ~ v1_olo[14:0];
+  assign \$1361  = v1_olo[15] ? v1_olo[14:0] : \$1360 ;
+  assign \$1362  = ~ v1_olo[15];
+  assign \$1363  = ~ v1_olo[15];
+  assign \$1364  = ~ v1_olo[14:0];
+  assign \$1365  = v1_olo[15] ? v1_olo[14:0] : \$1364 ;
+  assign \$1366  = ~ v1_olo[15];
+  assign \$1367  = | \$1365 [14:10];
+  assign \$1368  = ~ \$1367 ;
+  assign \$1369  = \$1361 [10] | \$1368 ;
+  assign \$1370  = ~ v1_olo[15];
+  assign \$1371  = ~ v1_olo[14:0];
+  assign \$1372  = v1_olo[15] ? v1_olo[14:0] : \$1371 ;
+  assign \$1373  = ~ v1_olo[15];
+  assign \$1374  = { \$1358 , \$1352 [9:0] } << { \$1372 [14:11], \$1369  };
+  assign \$1375  = ~ v1_olo[15];
+  assign \$1376  = ~ v1_olo[14:0];
+  assign \$1377  = v1_olo[15] ? v1_olo[14:0] : \$1376 ;
+  assign \$1378  = ~ v1_olo[15];
+  assign \$1379  = ~ v1_ohi[15];
+  assign \$1380  = ~ v1_ohi[14:0];
+  assign \$1381  = v1_ohi[15] ? v1_ohi[14:0] : \$1380 ;
+  assign \$1382  = ~ v1_ohi[15];
+  assign \$1383  = ~ v1_ohi[15];
+  assign \$1384  = ~ v1_ohi[14:0];
+  assign \$1385  = v1_ohi[15] ? v1_ohi[14:0] : \$1384 ;
+  assign \$1386  = ~ v1_ohi[15];
+  assign \$1387  = | \$1385 [14:10];
+  assign \$1388  = ~ v1_ohi[15];
+  assign \$1389  = ~ v1_ohi[14:0];
+  assign \$1390  = v1_ohi[15] ? v1_ohi[14:0] : \$1389 ;
+  assign \$1391  = ~ v1_ohi[15];
+  assign \$1392  = ~ v1_ohi[15];
+  assign \$1393  = ~ v1_ohi[14:0];
+  assign \$1394  = v1_ohi[15] ? v1_ohi[14:0] : \$1393 ;
+  assign \$1395  = ~ v1_ohi[15];
+  assign \$1396  = | \$1394 [14:10];
+  assign \$1397  = ~ \$1396 ;
+  assign \$1398  = \$1390 [10] | \$1397 ;
+  assign \$1399  = ~ v1_ohi[15];
+  assign \$1400  = ~ v1_ohi[14:0];
+  assign \$1401  = v1_ohi[15] ? v1_ohi[14:0] : \$1400 ;
+  assign \$1402  = ~ v1_ohi[15];
+  assign \$1403  = { \$1387 , \$1381 [9:0] } << { \$1401 [14:11], \$1398  };
+  assign \$1404  = ~ v1_ohi[15];
+  assign \$1405  = ~ v1_ohi[14:0];
+  assign \$1406  = v1_ohi[15] ? v1_ohi[14:0] : \$1405 ;
+  assign \$1407  = ~ v1_ohi[15];
+  assign \$1408  = ~ v1_imax[15];
+  assign \$1409  = ~ v1_imax[14:0];
+  assign \$1410  = v1_imax[15] ? v1_imax[14:0] : \$1409 ;
+  assign \$1411  = ~ v1_imax[15];
+  assign \$1412  = ~ v1_imax[15];
+  assign \$1413  = ~ v1_imax[14:0];
+  assign \$1414  = v1_imax[15] ? v1_imax[14:0] : \$1413 ;
+  assign \$1415  = ~ v1_imax[15];
+  assign \$1416  = | \$1414 [14:10];
+  assign \$1417  = ~ v1_imax[15];
+  assign \$1418  = ~ v1_imax[14:0];
+  assign \$1419  = v1_imax[15] ? v1_imax[14:0] : \$1418 ;
+  assign \$1420  = ~ v1_imax[15];
+  assign \$1421  = ~ v1_imax[15];
+  assign \$1422  = ~ v1_imax[14:0];
+  assign \$1423  = v1_imax[15] ? v1_imax[14:0] : \$1422 ;
+  assign \$1424  = ~ v1_imax[15];
+  assign \$1425  = | \$1423 [14:10];
+  assign \$1426  = ~ \$1425 ;
+  assign \$1427  = \$1419 [10] | \$1426 ;
+  assign \$1428  = ~ v1_imax[15];
+  assign \$1429  = ~ v1_imax[14:0];
+  assign \$1430  = v1_imax[15] ? v1_imax[14:0] : \$1429 ;
+  assign \$1431  = ~ v1_imax[15];
+  assign \$1432  = { \$1416 , \$1410 [9:0] } << { \$1430 [14:11], \$1427  };
+  assign \$1433  = ~ v1_imax[15];
+  assign \$1434  = ~ v1_imax[14:0];
+  assign \$1435  = v1_imax[15] ? v1_imax[14:0] : \$1434 ;
+  assign \$1436  = ~ v1_imax[15];
+  assign \$1437  = ~ v1_imin[15];
+  assign \$1438  = ~ v1_imin[14:0];
+  assign \$1439  = v1_imin[15] ? v1_imin[14:0] : \$1438 ;
+  assign \$1440  = ~ v1_imin[15];
+  assign \$1441  = ~ v1_imin[15];
+  assign \$1442  = ~ v1_imin[14:0];
+  assign \$1443  = v1_imin[15] ? v1_imin[14:0] : \$1442 ;
+  assign \$1444  = ~ v1_imin[15];
+  assign \$1445  = | \$1443 [14:10];
+  assign \$1446  = ~ v1_imin[15];
+  assign \$1447  = ~ v1_imin[14:0];
+  assign \$1448  = v1_imin[15] ? v1_imin[14:0] : \$1447 ;
+  assign \$1449  = ~ v1_imin[15];
+  assign \$1450  = ~ v1_imin[15];
+  assign \$1451  = ~ v1_imin[14:0];
+  assign \$1452  = v1_imin[15] ? v1_imin[14:0] : \$1451 ;
+  assign \$1453  = ~ v1_imin[15];
+  assign \$1454  = | \$1452 [14:10];
+  assign \$1455  = ~ \$1454 ;
+  assign \$1456  = \$1448 [10] | \$1455 ;
+  assign \$1457  = ~ v1_imin[15];
+  assign \$1458  = ~ v1_imin[14:0];
+  assign \$1459  = v1_imin[15] ? v1_imin[14:0] : \$1458 ;
+  assign \$1460  = ~ v1_imin[15];
+  assign \$1461  = { \$1445 , \$1439 [9:0] } << { \$1459 [14:11], \$1456  };
+  assign \$1462  = ~ v1_imin[15];
+  assign \$1463  = ~ v1_imin[14:0];
+  assign \$1464  = v1_imin[15] ? v1_imin[14:0] : \$1463 ;
+  assign \$1465  = ~ v1_imin[15];
+  assign \$1466  = v2_has_lo ? \$43 [41:1] : 41'h00000000000;
+  assign \$1467  = v2_has_hi ? \$128 [41:1] : 41'h00000000000;
+  assign \$1468  = v2_has_olo ? \$171 [41:1] : 41'h00000000000;
+  assign \$1469  = v2_has_ohi ? \$256 [41:1] : 41'h00000000000;
+  assign \$1470  = - v2_mag_imin;
+  assign \$1471  = v2_neg_imin ? \$1470  : { 1'h0, v2_mag_imin };
+  assign \$1472  = v2_has_imin ? \$1471  : 41'h00000000000;
+  assign \$1473  = v2_has_imin ? imin_bits2 : 16'h0000;
+  assign \$1474  = v2_has_imin ? \$385 [41:1] : 41'h00000000000;
+  assign \$1475  = \$signal$301  > o_hi3;
+  assign \$1476  = \$1475  ? \$signal$301  : o_hi3;
+  always @(posedge clk)
+    t0_lo0 <= \$1477 ;
+  always @(posedge clk)
+    t0_lo1 <= \$1478 ;
+  always @(posedge clk)
+    t0_lo2 <= \$1479 ;
+  always @(posedge clk)
+    t0_lo3 <= \$1480 ;
+  always @(posedge clk)
+    t0_lo4 <= \$1481 ;
+  always @(posedge clk)
+    t0_lo5 <= \$1482 ;
+  always @(posedge clk)
+    t0_lo6 <= \$1483 ;
+  always @(posedge clk)
+    t0_lo7 <= \$1484 ;
+  always @(posedge clk)
+    t0_has_lo0 <= \$1485 ;
+  always @(posedge clk)
+    t0_has_lo1 <= \$1486 ;
+  always @(posedge clk)
+    t0_has_lo2 <= \$1487 ;
+  always @(posedge clk)
+    t0_has_lo3 <= \$1488 ;
+  always @(posedge clk)
+    t0_has_lo4 <= \$1489 ;
+  always @(posedge clk)
+    t0_has_lo5 <= \$1490 ;
+  always @(posedge clk)
+    t0_has_lo6 <= \$1491 ;
+  always @(posedge clk)
+    t0_has_lo7 <= \$1492 ;
+  always @(posedge clk)
+    t0_hi0 <= \$1493 ;
+  always @(posedge clk)
+    t0_hi1 <= \$1494 ;
+  always @(posedge clk)
+    t0_hi2 <= \$1495 ;
+  always @(posedge clk)
+    t0_hi3 <= \$1496 ;
+  always @(posedge clk)
+    t0_hi4 <= \$1497 ;
+  always @(posedge clk)
+    t0_hi5 <= \$1498 ;
+  always @(posedge clk)
+    t0_hi6 <= \$1499 ;
+  always @(posedge clk)
+    t0_hi7 <= \$1500 ;
+  always @(posedge clk)
+    t0_has_hi0 <= \$1501 ;
+  always @(posedge clk)
+    t0_has_hi1 <= \$1502 ;
+  always @(posedge clk)
+    t0_has_hi2 <= \$1503 ;
+  always @(posedge clk)
+    t0_has_hi3 <= \$1504 ;
+  always @(posedge clk)
+    t0_has_hi4 <= \$1505 ;
+  always @(posedge clk)
+    t0_has_hi5 <= \$1506 ;
+  always @(posedge clk)
+    t0_has_hi6 <= \$1507 ;
+  always @(posedge clk)
+    t0_has_hi7 <= \$1508 ;
+  always @(posedge clk)
+    t0_olo0 <= \$1509 ;
+  always @(posedge clk)
+    t0_olo1 <= \$1510 ;
+  always @(posedge clk)
+    t0_olo2 <= \$1511 ;
+  always @(posedge clk)
+    t0_olo3 <= \$1512 ;
+  always @(posedge clk)
+    t0_olo4 <= \$1513 ;
+  always @(posedge clk)
+    t0_olo5 <= \$1514 ;
+  always @(posedge clk)
+    t0_olo6 <= \$1515 ;
+  always @(posedge clk)
+    t0_olo7 <= \$1516 ;
+  always @(posedge clk)
+    t0_has_olo0 <= \$1517 ;
+  always @(posedge clk)
+    t0_has_olo1 <= \$1518 ;
+  always @(posedge clk)
+    t0_has_olo2 <= \$1519 ;
+  always @(posedge clk)
+    t0_has_olo3 <= \$1520 ;
+  always @(posedge clk)
+    t0_has_olo4 <= \$1521 ;
+  always @(posedge clk)
+    t0_has_olo5 <= \$1522 ;
+  always @(posedge clk)
+    t0_has_olo6 <= \$1523 ;
+  always @(posedge clk)
+    t0_has_olo7 <= \$1524 ;
+  always @(posedge clk)
+    t0_ohi0 <= \$1525 ;
+  always @(posedge clk)
+    t0_ohi1 <= \$1526 ;
+  always @(posedge clk)
+    t0_ohi2 <= \$1527 ;
+  always @(posedge clk)
+    t0_ohi3 <= \$1528 ;
+  always @(posedge clk)
+    t0_ohi4 <= \$1529 ;
+  always @(posedge clk)
+    t0_ohi5 <= \$1530 ;
+  always @(posedge clk)
+    t0_ohi6 <= \$1531 ;
+  always @(posedge clk)
+    t0_ohi7 <= \$1532 ;
+  always @(posedge clk)
+    t0_has_ohi0 <= \$1533 ;
+  always @(posedge clk)
+    t0_has_ohi1 <= \$1534 ;
+  always @(posedge clk)
+    t0_has_ohi2 <= \$1535 ;
+  always @(posedge clk)
+    t0_has_ohi3 <= \$1536 ;
+  always @(posedge clk)
+    t0_has_ohi4 <= \$1537 ;
+  always @(posedge clk)
+    t0_has_ohi5 <= \$1538 ;
+  always @(posedge clk)
+    t0_has_ohi6 <= \$1539 ;
+  always @(posedge clk)
+    t0_has_ohi7 <= \$1540 ;
+  always @(posedge clk)
+    t0_imin0 <= \$1541 ;
+  always @(posedge clk)
+    t0_imin1 <= \$1542 ;
+  always @(posedge clk)
+    t0_imin2 <= \$1543 ;
+  always @(posedge clk)
+    t0_imin3 <= \$1544 ;
+  always @(posedge clk)
+    t0_imin4 <= \$1545 ;
+  always @(posedge clk)
+    t0_imin5 <= \$1546 ;
+  always @(posedge clk)
+    t0_imin6 <= \$1547 ;
+  always @(posedge clk)
+    t0_imin7 <= \$1548 ;
+  always @(posedge clk)
+    t0_has_imin0 <= \$1549 ;
+  always @(posedge clk)
+    t0_has_imin1 <= \$1550 ;
+  always @(posedge clk)
+    t0_has_imin2 <= \$1551 ;
+  always @(posedge clk)
+    t0_has_imin3 <= \$1552 ;
+  always @(posedge clk)
+    t0_has_imin4 <= \$1553 ;
+  always @(posedge clk)
+    t0_has_imin5 <= \$1554 ;
+  always @(posedge clk)
+    t0_has_imin6 <= \$1555 ;
+  always @(posedge clk)
+    t0_has_imin7 <= \$1556 ;
+  always @(posedge clk)
+    t0_imax0 <= \$1557 ;
+  always @(posedge clk)
+    t0_imax1 <= \$1558 ;
+  always @(posedge clk)
+    t0_imax2 <= \$1559 ;
+  always @(posedge clk)
+    t0_imax3 <= \$1560 ;
+  always @(posedge clk)
+    t0_imax4 <= \$1561 ;
+  always @(posedge clk)
+    t0_imax5 <= \$1562 ;
+  always @(posedge clk)
+    t0_imax6 <= \$1563 ;
+  always @(posedge clk)
+    t0_imax7 <= \$1564 ;
+  always @(posedge clk)
+    t0_has_imax0 <= \$1565 ;
+  always @(posedge clk)
+    t0_has_imax1 <= \$1566 ;
+  always @(posedge clk)
+    t0_has_imax2 <= \$1567 ;
+  always @(posedge clk)
+    t0_has_imax3 <= \$1568 ;
+  always @(posedge clk)
+    t0_has_imax4 <= \$1569 ;
+  always @(posedge clk)
+    t0_has_imax5 <= \$1570 ;
+  always @(posedge clk)
+    t0_has_imax6 <= \$1571 ;
+  always @(posedge clk)
+    t0_has_imax7 <= \$1572 ;
+  always @(posedge clk)
+    t0_valid <= \$1573 ;
+  always @(posedge clk)
+    t0_first <= \$1574 ;
+  always @(posedge clk)
+    t0_last <= \$1575 ;
+  always @(posedge clk)
+    t0_block <= \$1576 ;
+  always @(posedge clk)
+    t0_count <= \$1577 ;
+  always @(posedge clk)
+    t0_t <= \$1578 ;
+  always @(posedge clk)
+    t1_lo0 <= \$1579 ;
+  always @(posedge clk)
+    t1_lo1 <= \$1580 ;
+  always @(posedge clk)
+    t1_lo2 <= \$1581 ;
+  always @(posedge clk)
+    t1_lo3 <= \$1582 ;
+  always @(posedge clk)
+    t1_has_lo0 <= \$1583 ;
+  always @(posedge clk)
+    t1_has_lo1 <= \$1584 ;
+  always @(posedge clk)
+    t1_has_lo2 <= \$1585 ;
+  always @(posedge clk)
+    t1_has_lo3 <= \$1586 ;
+  always @(posedge clk)
+    t1_hi0 <= \$1587 ;
+  always @(posedge clk)
+    t1_hi1 <= \$1588 ;
+  always @(posedge clk)
+    t1_hi2 <= \$1589 ;
+  always @(posedge clk)
+    t1_hi3 <= \$1590 ;
+  always @(posedge clk)
+    t1_has_hi0 <= \$1591 ;
+  always @(posedge clk)
+    t1_has_hi1 <= \$1592 ;
+  always @(posedge clk)
+    t1_has_hi2 <= \$1593 ;
+  always @(posedge clk)
+    t1_has_hi3 <= \$1594 ;
+  always @(posedge clk)
+    t1_olo0 <= \$1595 ;
+  always @(posedge clk)
+    t1_olo1 <= \$1596 ;
+  always @(posedge clk)
+    t1_olo2 <= \$1597 ;
+  always @(posedge clk)
+    t1_olo3 <= \$1598 ;
+  always @(posedge clk)
+    t1_has_olo0 <= \$1599 ;
+  always @(posedge clk)
+    t1_has_olo1 <= \$1600 ;
+  always @(posedge clk)
+    t1_has_olo2 <= \$1601 ;
+  always @(posedge clk)
+    t1_has_olo3 <= \$1602 ;
+  always @(posedge clk)
+    t1_ohi0 <= \$1603 ;
+  always @(posedge clk)
+    t1_ohi1 <= \$1604 ;
+  always @(posedge clk)
+    t1_ohi2 <= \$1605 ;
+  always @(posedge clk)
+    t1_ohi3 <= \$1606 ;
+  always @(posedge clk)
+    t1_has_ohi0 <= \$1607 ;
+  always @(posedge clk)
+    t1_has_ohi1 <= \$1608 ;
+  always @(posedge clk)
+    t1_has_ohi2 <= \$1609 ;
+  always @(posedge clk)
+    t1_has_ohi3 <= \$1610 ;
+  always @(posedge clk)
+    t1_imin0 <= \$1611 ;
+  always @(posedge clk)
+    t1_imin1 <= \$1612 ;
+  always @(posedge clk)
+    t1_imin2 <= \$1613 ;
+  always @(posedge clk)
+    t1_imin3 <= \$1614 ;
+  always @(posedge clk)
+    t1_has_imin0 <= \$1615 ;
+  always @(posedge clk)
+    t1_has_imin1 <= \$1616 ;
+  always @(posedge clk)
+    t1_has_imin2 <= \$1617 ;
+  always @(posedge clk)
+    t1_has_imin3 <= \$1618 ;
+  always @(posedge clk)
+    t1_imax0 <= \$1619 ;
+  always @(posedge clk)
+    t1_imax1 <= \$1620 ;
+  always @(posedge clk)
+    t1_imax2 <= \$1621 ;
+  always @(posedge clk)
+    t1_imax3 <= \$1622 ;
+  always @(posedge clk)
+    t1_has_imax0 <= \$1623 ;
+  always @(posedge clk)
+    t1_has_imax1 <= \$1624 ;
+  always @(posedge clk)
+    t1_has_imax2 <= \$1625 ;
+  always @(posedge clk)
+    t1_has_imax3 <= \$1626 ;
+  always @(posedge clk)
+    t1_valid <= \$1627 ;
+  always @(posedge clk)
+    t1_first <= \$1628 ;
+  always @(posedge clk)
+    t1_last <= \$1629 ;
+  always @(posedge clk)
+    t1_block <= \$1630 ;
+  always @(posedge clk)
+    t1_count <= \$1631 ;
+  always @(posedge clk)
+    t1_t <= \$1632 ;
+  always @(posedge clk)
+    t2_lo0 <= \$1633 ;
+  always @(posedge clk)
+    t2_lo1 <= \$1634 ;
+  always @(posedge clk)
+    t2_has_lo0 <= \$1635 ;
+  always @(posedge clk)
+    t2_has_lo1 <= \$1636 ;
+  always @(posedge clk)
+    t2_hi0 <= \$1637 ;
+  always @(posedge clk)
+    t2_hi1 <= \$1638 ;
+  always @(posedge clk)
+    t2_has_hi0 <= \$1639 ;
+  always @(posedge clk)
+    t2_has_hi1 <= \$1640 ;
+  always @(posedge clk)
+    t2_olo0 <= \$1641 ;
+  always @(posedge clk)
+    t2_olo1 <= \$1642 ;
+  always @(posedge clk)
+    t2_has_olo0 <= \$1643 ;
+  always @(posedge clk)
+    t2_has_olo1 <= \$1644 ;
+  always @(posedge clk)
+    t2_ohi0 <= \$1645 ;
+  always @(posedge clk)
+    t2_ohi1 <= \$1646 ;
+  always @(posedge clk)
+    t2_has_ohi0 <= \$1647 ;
+  always @(posedge clk)
+    t2_has_ohi1 <= \$1648 ;
+  always @(posedge clk)
+    t2_imin0 <= \$1649 ;
+  always @(posedge clk)
+    t2_imin1 <= \$1650 ;
+  always @(posedge clk)
+    t2_has_imin0 <= \$1651 ;
+  always @(posedge clk)
+    t2_has_imin1 <= \$1652 ;
+  always @(posedge clk)
+    t2_imax0 <= \$1653 ;
+  always @(posedge clk)
+    t2_imax1 <= \$1654 ;
+  always @(posedge clk)
+    t2_has_imax0 <= \$1655 ;
+  always @(posedge clk)
+    t2_has_imax1 <= \$1656 ;
+  always @(posedge clk)
+    t2_valid <= \$1657 ;
+  always @(posedge clk)
+    t2_first <= \$1658 ;
+  always @(posedge clk)
+    t2_last <= \$1659 ;
+  always @(posedge clk)
+    t2_block <= \$1660 ;
+  always @(posedge clk)
+    t2_count <= \$1661 ;
+  always @(posedge clk)
+    t2_t <= \$1662 ;
+  always @(posedge clk)
+    t3_lo0 <= \$1663 ;
+  always @(posedge clk)
+    t3_has_lo0 <= \$1664 ;
+  always @(posedge clk)
+    t3_hi0 <= \$1665 ;
+  always @(posedge clk)
+    t3_has_hi0 <= \$1666 ;
+  always @(posedge clk)
+    t3_olo0 <= \$1667 ;
+  always @(posedge clk)
+    t3_has_olo0 <= \$1668 ;
+  always @(posedge clk)
+    t3_ohi0 <= \$1669 ;
+  always @(posedge clk)
+    t3_has_ohi0 <= \$1670 ;
+  always @(posedge clk)
+    t3_imin0 <= \$1671 ;
+  always @(posedge clk)
+    t3_has_imin0 <= \$1672 ;
+  always @(posedge clk)
+    t3_imax0 <= \$1673 ;
+  always @(posedge clk)
+    t3_has_imax0 <= \$1674 ;
+  always @(posedge clk)
+    t3_valid <= \$1675 ;
+  always @(posedge clk)
+    t3_first <= \$1676 ;
+  always @(posedge clk)
+    t3_last <= \$1677 ;
+  always @(posedge clk)
+    t3_block <= \$1678 ;
+  always @(posedge clk)
+    t3_count <= \$1679 ;
+  always @(posedge clk)
+    t3_t <= \$1680 ;
+  always @(posedge clk)
+    acc_lo <= \$1681 ;
+  always @(posedge clk)
+    acc_hi <= \$1682 ;
+  always @(posedge clk)
+    acc_olo <= \$1683 ;
+  always @(posedge clk)
+    acc_ohi <= \$1684 ;
+  always @(posedge clk)
+    acc_imin <= \$1685 ;
+  always @(posedge clk)
+    acc_imax <= \$1686 ;
+  always @(posedge clk)
+    acc_has_lo <= \$1687 ;
+  always @(posedge clk)
+    acc_has_hi <= \$1688 ;
+  always @(posedge clk)
+    acc_has_olo <= \$1689 ;
+  always @(posedge clk)
+    acc_has_ohi <= \$1690 ;
+  always @(posedge clk)
+    acc_has_imin <= \$1691 ;
+  always @(posedge clk)
+    acc_has_imax <= \$1692 ;
+  always @(posedge clk)
+    acc_cnt0 <= \$1693 ;
+  always @(posedge clk)
+    acc_cnt1 <= \$1694 ;
+  always @(posedge clk)
+    acc_cnt2 <= \$1695 ;
+  always @(posedge clk)
+    v1 <= \$1696 ;
+  always @(posedge clk)
+    v1_lo <= \$1697 ;
+  always @(posedge clk)
+    v1_hi <= \$1698 ;
+  always @(posedge clk)
+    v1_olo <= \$1699 ;
+  always @(posedge clk)
+    v1_ohi <= \$1700 ;
+  always @(posedge clk)
+    v1_imin <= \$1701 ;
+  always @(posedge clk)
+    v1_imax <= \$1702 ;
+  always @(posedge clk)
+    v1_has_lo <= \$1703 ;
+  always @(posedge clk)
+    v1_has_hi <= \$1704 ;
+  always @(posedge clk)
+    v1_has_olo <= \$1705 ;
+  always @(posedge clk)
+    v1_has_ohi <= \$1706 ;
+  always @(posedge clk)
+    v1_has_imin <= \$1707 ;
+  always @(posedge clk)
+    v1_has_imax <= \$1708 ;
+  always @(posedge clk)
+    v1_cnt0 <= \$1709 ;
+  always @(posedge clk)
+    v1_cnt1 <= \$1710 ;
+  always @(posedge clk)
+    v1_cnt2 <= \$1711 ;
+  always @(posedge clk)
+    v1_t <= \$1712 ;
+  always @(posedge clk)
+    v2 <= \$1713 ;
+  always @(posedge clk)
+    imin_bits2 <= \$1714 ;
+  always @(posedge clk)
+    o_lo_base <= \$1715 ;
+  always @(posedge clk)
+    a_base <= \$1716 ;
+  always @(posedge clk)
+    b_base <= \$1717 ;
+  always @(posedge clk)
+    o_hi_base <= \$1718 ;
+  always @(posedge clk)
+    v2_mag_lo <= \$1719 ;
+  always @(posedge clk)
+    v2_neg_lo <= \$1720 ;
+  always @(posedge clk)
+    v2_mag_hi <= \$1721 ;
+  always @(posedge clk)
+    v2_neg_hi <= \$1722 ;
+  always @(posedge clk)
+    v2_mag_olo <= \$1723 ;
+  always @(posedge clk)
+    v2_neg_olo <= \$1724 ;
+  always @(posedge clk)
+    v2_mag_ohi <= \$1725 ;
+  always @(posedge clk)
+    v2_neg_ohi <= \$1726 ;
+  always @(posedge clk)
+    v2_mag_imax <= \$1727 ;
+  always @(posedge clk)
+    v2_neg_imax <= \$1728 ;
+  always @(posedge clk)
+    v2_mag_imin <= \$1729 ;
+  always @(posedge clk)
+    v2_neg_imin <= \$1730 ;
+  always @(posedge clk)
+    v2_has_lo <= \$1731 ;
+  always @(posedge clk)
+    v2_has_hi <= \$1732 ;
+  always @(posedge clk)
+    v2_has_olo <= \$1733 ;
+  always @(posedge clk)
+    v2_has_ohi <= \$1734 ;
+  always @(posedge clk)
+    v2_has_imin <= \$1735 ;
+  always @(posedge clk)
+    v2_has_imax <= \$1736 ;
+  always @(posedge clk)
+    v2_cnt0 <= \$1737 ;
+  always @(posedge clk)
+    v2_cnt1 <= \$1738 ;
+  always @(posedge clk)
+    v2_cnt2 <= \$1739 ;
+  always @(posedge clk)
+    v3 <= \$1740 ;
+  always @(posedge clk)
+    \$signal  <= \$1741 ;
+  always @(posedge clk)
+    hi3 <= \$1742 ;
+  always @(posedge clk)
+    \$signal$299  <= \$1743 ;
+  always @(posedge clk)
+    \$signal$300  <= \$1744 ;
+  always @(posedge clk)
+    \$signal$301  <= \$1745 ;
+  always @(posedge clk)
+    o_hi3 <= \$1746 ;
+  always @(posedge clk)
+    \$signal$303  <= \$1747 ;
+  always @(posedge clk)
+    imin_bits3 <= \$1748 ;
+  always @(posedge clk)
+    ext3 <= \$1749 ;
+  always @(posedge clk)
+    v3_cnt0 <= \$1750 ;
+  always @(posedge clk)
+    v3_cnt1 <= \$1751 ;
+  always @(posedge clk)
+    v3_cnt2 <= \$1752 ;
+  always @(posedge clk)
+    done <= \$1753 ;
+  always @(posedge clk)
+    \a$310  <= \$1754 ;
+  always @(posedge clk)
+    \b$311  <= \$1755 ;
+  always @(posedge clk)
+    has_lo <= \$1756 ;
+  always @(posedge clk)
+    has_hi <= \$1757 ;
+  always @(posedge clk)
+    outer_max <= \$1758 ;
+  always @(posedge clk)
+    inner_min <= \$1759 ;
+  always @(posedge clk)
+    inner_min_fp16 <= \$1760 ;
+  always @(posedge clk)
+    inner_ext <= \$1761 ;
+  always @(posedge clk)
+    counts <= \$1762 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1477  = \$395 ;
+    if (rst) begin
+      \$1477  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1478  = \$405 ;
+    if (rst) begin
+      \$1478  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1479  = \$415 ;
+    if (rst) begin
+      \$1479  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1480  = \$425 ;
+    if (rst) begin
+      \$1480  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1481  = \$435 ;
+    if (rst) begin
+      \$1481  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1482  = \$445 ;
+    if (rst) begin
+      \$1482  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1483  = \$455 ;
+    if (rst) begin
+      \$1483  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1484  = \$465 ;
+    if (rst) begin
+      \$1484  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1485  = \$472 ;
+    if (rst) begin
+      \$1485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1486  = \$479 ;
+    if (rst) begin
+      \$1486  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1487  = \$486 ;
+    if (rst) begin
+      \$1487  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1488  = \$493 ;
+    if (rst) begin
+      \$1488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1489  = \$500 ;
+    if (rst) begin
+      \$1489  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1490  = \$507 ;
+    if (rst) begin
+      \$1490  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1491  = \$514 ;
+    if (rst) begin
+      \$1491  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1492  = \$521 ;
+    if (rst) begin
+      \$1492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1493  = \$530 ;
+    if (rst) begin
+      \$1493  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1494  = \$539 ;
+    if (rst) begin
+      \$1494  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1495  = \$548 ;
+    if (rst) begin
+      \$1495  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1496  = \$557 ;
+    if (rst) begin
+      \$1496  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1497  = \$566 ;
+    if (rst) begin
+      \$1497  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1498  = \$575 ;
+    if (rst) begin
+      \$1498  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1499  = \$584 ;
+    if (rst) begin
+      \$1499  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1500  = \$593 ;
+    if (rst) begin
+      \$1500  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1501  = \$598 ;
+    if (rst) begin
+      \$1501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1502  = \$603 ;
+    if (rst) begin
+      \$1502  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1503  = \$608 ;
+    if (rst) begin
+      \$1503  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1504  = \$613 ;
+    if (rst) begin
+      \$1504  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1505  = \$618 ;
+    if (rst) begin
+      \$1505  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1506  = \$623 ;
+    if (rst) begin
+      \$1506  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1507  = \$628 ;
+    if (rst) begin
+      \$1507  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1508  = \$633 ;
+    if (rst) begin
+      \$1508  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1509  = \$634 ;
+    if (rst) begin
+      \$1509  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1510  = \$635 ;
+    if (rst) begin
+      \$1510  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1511  = \$636 ;
+    if (rst) begin
+      \$1511  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1512  = \$637 ;
+    if (rst) begin
+      \$1512  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1513  = \$638 ;
+    if (rst) begin
+      \$1513  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1514  = \$639 ;
+    if (rst) begin
+      \$1514  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1515  = \$640 ;
+    if (rst) begin
+      \$1515  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1516  = \$641 ;
+    if (rst) begin
+      \$1516  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1517  = \$648 ;
+    if (rst) begin
+      \$1517  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1518  = \$655 ;
+    if (rst) begin
+      \$1518  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1519  = \$662 ;
+    if (rst) begin
+      \$1519  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1520  = \$669 ;
+    if (rst) begin
+      \$1520  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1521  = \$676 ;
+    if (rst) begin
+      \$1521  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1522  = \$683 ;
+    if (rst) begin
+      \$1522  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1523  = \$690 ;
+    if (rst) begin
+      \$1523  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1524  = \$697 ;
+    if (rst) begin
+      \$1524  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1525  = \$699 ;
+    if (rst) begin
+      \$1525  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1526  = \$701 ;
+    if (rst) begin
+      \$1526  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1527  = \$703 ;
+    if (rst) begin
+      \$1527  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1528  = \$705 ;
+    if (rst) begin
+      \$1528  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1529  = \$707 ;
+    if (rst) begin
+      \$1529  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1530  = \$709 ;
+    if (rst) begin
+      \$1530  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1531  = \$711 ;
+    if (rst) begin
+      \$1531  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1532  = \$713 ;
+    if (rst) begin
+      \$1532  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1533  = \$718 ;
+    if (rst) begin
+      \$1533  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1534  = \$723 ;
+    if (rst) begin
+      \$1534  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1535  = \$728 ;
+    if (rst) begin
+      \$1535  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1536  = \$733 ;
+    if (rst) begin
+      \$1536  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1537  = \$738 ;
+    if (rst) begin
+      \$1537  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1538  = \$743 ;
+    if (rst) begin
+      \$1538  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1539  = \$748 ;
+    if (rst) begin
+      \$1539  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1540  = \$753 ;
+    if (rst) begin
+      \$1540  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1541  = \$759 ;
+    if (rst) begin
+      \$1541  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1542  = \$765 ;
+    if (rst) begin
+      \$1542  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1543  = \$771 ;
+    if (rst) begin
+      \$1543  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1544  = \$777 ;
+    if (rst) begin
+      \$1544  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1545  = \$783 ;
+    if (rst) begin
+      \$1545  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1546  = \$789 ;
+    if (rst) begin
+      \$1546  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1547  = \$795 ;
+    if (rst) begin
+      \$1547  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1548  = \$801 ;
+    if (rst) begin
+      \$1548  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1549  = \$804 ;
+    if (rst) begin
+      \$1549  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1550  = \$807 ;
+    if (rst) begin
+      \$1550  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1551  = \$810 ;
+    if (rst) begin
+      \$1551  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1552  = \$813 ;
+    if (rst) begin
+      \$1552  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1553  = \$816 ;
+    if (rst) begin
+      \$1553  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1554  = \$819 ;
+    if (rst) begin
+      \$1554  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1555  = \$822 ;
+    if (rst) begin
+      \$1555  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1556  = \$825 ;
+    if (rst) begin
+      \$1556  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1557  = \$832 ;
+    if (rst) begin
+      \$1557  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1558  = \$839 ;
+    if (rst) begin
+      \$1558  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1559  = \$846 ;
+    if (rst) begin
+      \$1559  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1560  = \$853 ;
+    if (rst) begin
+      \$1560  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1561  = \$860 ;
+    if (rst) begin
+      \$1561  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1562  = \$867 ;
+    if (rst) begin
+      \$1562  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1563  = \$874 ;
+    if (rst) begin
+      \$1563  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1564  = \$881 ;
+    if (rst) begin
+      \$1564  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1565  = \$884 ;
+    if (rst) begin
+      \$1565  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1566  = \$887 ;
+    if (rst) begin
+      \$1566  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1567  = \$890 ;
+    if (rst) begin
+      \$1567  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1568  = \$893 ;
+    if (rst) begin
+      \$1568  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1569  = \$896 ;
+    if (rst) begin
+      \$1569  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1570  = \$899 ;
+    if (rst) begin
+      \$1570  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1571  = \$902 ;
+    if (rst) begin
+      \$1571  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1572  = \$905 ;
+    if (rst) begin
+      \$1572  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1573  = valid;
+    if (rst) begin
+      \$1573  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1574  = first;
+    if (rst) begin
+      \$1574  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1575  = last;
+    if (rst) begin
+      \$1575  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1576  = \$906 ;
+    if (rst) begin
+      \$1576  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1577  = \$953 ;
+    if (rst) begin
+      \$1577  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1578  = t;
+    if (rst) begin
+      \$1578  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1579  = \$958 ;
+    if (rst) begin
+      \$1579  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1580  = \$963 ;
+    if (rst) begin
+      \$1580  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1581  = \$968 ;
+    if (rst) begin
+      \$1581  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1582  = \$973 ;
+    if (rst) begin
+      \$1582  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1583  = \$974 ;
+    if (rst) begin
+      \$1583  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1584  = \$975 ;
+    if (rst) begin
+      \$1584  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1585  = \$976 ;
+    if (rst) begin
+      \$1585  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1586  = \$977 ;
+    if (rst) begin
+      \$1586  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1587  = \$982 ;
+    if (rst) begin
+      \$1587  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1588  = \$987 ;
+    if (rst) begin
+      \$1588  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1589  = \$992 ;
+    if (rst) begin
+      \$1589  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1590  = \$997 ;
+    if (rst) begin
+      \$1590  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1591  = \$998 ;
+    if (rst) begin
+      \$1591  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1592  = \$999 ;
+    if (rst) begin
+      \$1592  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1593  = \$1000 ;
+    if (rst) begin
+      \$1593  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1594  = \$1001 ;
+    if (rst) begin
+      \$1594  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1595  = \$1003 ;
+    if (rst) begin
+      \$1595  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1596  = \$1005 ;
+    if (rst) begin
+      \$1596  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1597  = \$1007 ;
+    if (rst) begin
+      \$1597  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1598  = \$1009 ;
+    if (rst) begin
+      \$1598  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1599  = \$1010 ;
+    if (rst) begin
+      \$1599  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1600  = \$1011 ;
+    if (rst) begin
+      \$1600  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1601  = \$1012 ;
+    if (rst) begin
+      \$1601  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1602  = \$1013 ;
+    if (rst) begin
+      \$1602  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1603  = \$1015 ;
+    if (rst) begin
+      \$1603  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1604  = \$1017 ;
+    if (rst) begin
+      \$1604  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1605  = \$1019 ;
+    if (rst) begin
+      \$1605  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1606  = \$1021 ;
+    if (rst) begin
+      \$1606  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1607  = \$1022 ;
+    if (rst) begin
+      \$1607  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1608  = \$1023 ;
+    if (rst) begin
+      \$1608  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1609  = \$1024 ;
+    if (rst) begin
+      \$1609  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1610  = \$1025 ;
+    if (rst) begin
+      \$1610  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1611  = \$1030 ;
+    if (rst) begin
+      \$1611  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1612  = \$1035 ;
+    if (rst) begin
+      \$1612  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1613  = \$1040 ;
+    if (rst) begin
+      \$1613  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1614  = \$1045 ;
+    if (rst) begin
+      \$1614  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1615  = \$1046 ;
+    if (rst) begin
+      \$1615  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1616  = \$1047 ;
+    if (rst) begin
+      \$1616  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1617  = \$1048 ;
+    if (rst) begin
+      \$1617  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1618  = \$1049 ;
+    if (rst) begin
+      \$1618  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1619  = \$1054 ;
+    if (rst) begin
+      \$1619  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1620  = \$1059 ;
+    if (rst) begin
+      \$1620  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1621  = \$1064 ;
+    if (rst) begin
+      \$1621  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1622  = \$1069 ;
+    if (rst) begin
+      \$1622  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1623  = \$1070 ;
+    if (rst) begin
+      \$1623  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1624  = \$1071 ;
+    if (rst) begin
+      \$1624  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1625  = \$1072 ;
+    if (rst) begin
+      \$1625  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1626  = \$1073 ;
+    if (rst) begin
+      \$1626  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1627  = t0_valid;
+    if (rst) begin
+      \$1627  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1628  = t0_first;
+    if (rst) begin
+      \$1628  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1629  = t0_last;
+    if (rst) begin
+      \$1629  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1630  = t0_block;
+    if (rst) begin
+      \$1630  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1631  = t0_count;
+    if (rst) begin
+      \$1631  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1632  = t0_t;
+    if (rst) begin
+      \$1632  = 164'h00000000000000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1633  = \$1078 ;
+    if (rst) begin
+      \$1633  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1634  = \$1083 ;
+    if (rst) begin
+      \$1634  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1635  = \$1084 ;
+    if (rst) begin
+      \$1635  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1636  = \$1085 ;
+    if (rst) begin
+      \$1636  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1637  = \$1090 ;
+    if (rst) begin
+      \$1637  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1638  = \$1095 ;
+    if (rst) begin
+      \$1638  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1639  = \$1096 ;
+    if (rst) begin
+      \$1639  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1640  = \$1097 ;
+    if (rst) begin
+      \$1640  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1641  = \$1099 ;
+    if (rst) begin
+      \$1641  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1642  = \$1101 ;
+    if (rst) begin
+      \$1642  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1643  = \$1102 ;
+    if (rst) begin
+      \$1643  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1644  = \$1103 ;
+    if (rst) begin
+      \$1644  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1645  = \$1105 ;
+    if (rst) begin
+      \$1645  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1646  = \$1107 ;
+    if (rst) begin
+      \$1646  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1647  = \$1108 ;
+    if (rst) begin
+      \$1647  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$1648  = \$1109 ;
+    if (rst) begin
+      \$1648  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1973  = \$1304 ;
+    \$1649  = \$1114 ;
     if (rst) begin
-      \$1973  = 16'h0000;
+      \$1649  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1974  = \$1343 ;
+    \$1650  = \$1119 ;
     if (rst) begin
-      \$1974  = 16'h0000;
+      \$1650  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1975  = \$1382 ;
+    \$1651  = \$1120 ;
     if (rst) begin
-      \$1975  = 16'h0000;
+      \$1651  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1976  = \$1421 ;
+    \$1652  = \$1121 ;
     if (rst) begin
-      \$1976  = 16'h0000;
+      \$1652  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1977  = \$1428 ;
+    \$1653  = \$1126 ;
     if (rst) begin
-      \$1977  = 1'h0;
+      \$1653  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1978  = \$1435 ;
+    \$1654  = \$1131 ;
     if (rst) begin
-      \$1978  = 1'h0;
+      \$1654  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1979  = \$1442 ;
+    \$1655  = \$1132 ;
     if (rst) begin
-      \$1979  = 1'h0;
+      \$1655  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1980  = \$1449 ;
+    \$1656  = \$1133 ;
     if (rst) begin
-      \$1980  = 1'h0;
+      \$1656  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1981  = valid;
+    \$1657  = t1_valid;
     if (rst) begin
-      \$1981  = 1'h0;
+      \$1657  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1982  = first;
+    \$1658  = t1_first;
     if (rst) begin
-      \$1982  = 1'h0;
+      \$1658  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1983  = last;
+    \$1659  = t1_last;
     if (rst) begin
-      \$1983  = 1'h0;
+      \$1659  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1984  = \$1450 ;
+    \$1660  = t1_block;
     if (rst) begin
-      \$1984  = 4'h0;
+      \$1660  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1985  = \$1497 ;
+    \$1661  = t1_count;
     if (rst) begin
-      \$1985  = 5'h00;
+      \$1661  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1986  = t;
+    \$1662  = t1_t;
     if (rst) begin
-      \$1986  = 164'h00000000000000000000000000000000000000000;
+      \$1662  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1987  = \$1524 ;
+    \$1663  = \$1138 ;
     if (rst) begin
-      \$1987  = 16'h0000;
+      \$1663  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1988  = \$1527 ;
+    \$1664  = \$1139 ;
     if (rst) begin
-      \$1988  = 1'h0;
+      \$1664  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1989  = \$1554 ;
+    \$1665  = \$1144 ;
     if (rst) begin
-      \$1989  = 16'h0000;
+      \$1665  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1990  = \$1557 ;
+    \$1666  = \$1145 ;
     if (rst) begin
-      \$1990  = 1'h0;
+      \$1666  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1991  = \$1567 ;
+    \$1667  = \$1147 ;
     if (rst) begin
-      \$1991  = 16'h0000;
+      \$1667  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1992  = \$1570 ;
+    \$1668  = \$1148 ;
     if (rst) begin
-      \$1992  = 1'h0;
+      \$1668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1993  = \$1580 ;
+    \$1669  = \$1150 ;
     if (rst) begin
-      \$1993  = 16'h0000;
+      \$1669  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1994  = \$1583 ;
+    \$1670  = \$1151 ;
     if (rst) begin
-      \$1994  = 1'h0;
+      \$1670  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1995  = \$1610 ;
+    \$1671  = \$1156 ;
     if (rst) begin
-      \$1995  = 16'h0000;
+      \$1671  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1996  = \$1613 ;
+    \$1672  = \$1157 ;
     if (rst) begin
-      \$1996  = 1'h0;
+      \$1672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1997  = \$1640 ;
+    \$1673  = \$1162 ;
     if (rst) begin
-      \$1997  = 16'h0000;
+      \$1673  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1998  = \$1643 ;
+    \$1674  = \$1163 ;
     if (rst) begin
-      \$1998  = 1'h0;
+      \$1674  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$1999  = t0_valid;
+    \$1675  = t2_valid;
     if (rst) begin
-      \$1999  = 1'h0;
+      \$1675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2000  = t0_first;
+    \$1676  = t2_first;
     if (rst) begin
-      \$2000  = 1'h0;
+      \$1676  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2001  = t0_last;
+    \$1677  = t2_last;
     if (rst) begin
-      \$2001  = 1'h0;
+      \$1677  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2002  = t0_block;
+    \$1678  = t2_block;
     if (rst) begin
-      \$2002  = 4'h0;
+      \$1678  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2003  = t0_count;
+    \$1679  = t2_count;
     if (rst) begin
-      \$2003  = 5'h00;
+      \$1679  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2004  = t0_t;
+    \$1680  = t2_t;
     if (rst) begin
-      \$2004  = 164'h00000000000000000000000000000000000000000;
+      \$1680  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2005  = acc_lo;
-    if (t1_valid) begin
-      \$2005  = \$1649 ;
+    \$1681  = acc_lo;
+    if (t3_valid) begin
+      \$1681  = \$1169 ;
     end
     if (rst) begin
-      \$2005  = 16'h0000;
+      \$1681  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2006  = acc_hi;
-    if (t1_valid) begin
-      \$2006  = \$1655 ;
+    \$1682  = acc_hi;
+    if (t3_valid) begin
+      \$1682  = \$1175 ;
     end
     if (rst) begin
-      \$2006  = 16'h0000;
+      \$1682  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2007  = acc_olo;
-    if (t1_valid) begin
-      \$2007  = \$1658 ;
+    \$1683  = acc_olo;
+    if (t3_valid) begin
+      \$1683  = \$1178 ;
     end
     if (rst) begin
-      \$2007  = 16'h0000;
+      \$1683  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2008  = acc_ohi;
-    if (t1_valid) begin
-      \$2008  = \$1661 ;
+    \$1684  = acc_ohi;
+    if (t3_valid) begin
+      \$1684  = \$1181 ;
     end
     if (rst) begin
-      \$2008  = 16'h0000;
+      \$1684  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2009  = acc_imin;
-    if (t1_valid) begin
-      \$2009  = \$1667 ;
+    \$1685  = acc_imin;
+    if (t3_valid) begin
+      \$1685  = \$1187 ;
     end
     if (rst) begin
-      \$2009  = 16'h0000;
+      \$1685  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2010  = acc_imax;
-    if (t1_valid) begin
-      \$2010  = \$1673 ;
+    \$1686  = acc_imax;
+    if (t3_valid) begin
+      \$1686  = \$1193 ;
     end
     if (rst) begin
-      \$2010  = 16'h0000;
+      \$1686  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2011  = acc_has_lo;
-    if (t1_valid) begin
-      \$2011  = \$1676 ;
+    \$1687  = acc_has_lo;
+    if (t3_valid) begin
+      \$1687  = \$1196 ;
     end
     if (rst) begin
-      \$2011  = 1'h0;
+      \$1687  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2012  = acc_has_hi;
-    if (t1_valid) begin
-      \$2012  = \$1679 ;
+    \$1688  = acc_has_hi;
+    if (t3_valid) begin
+      \$1688  = \$1199 ;
     end
     if (rst) begin
-      \$2012  = 1'h0;
+      \$1688  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2013  = acc_has_olo;
-    if (t1_valid) begin
-      \$2013  = \$1682 ;
+    \$1689  = acc_has_olo;
+    if (t3_valid) begin
+      \$1689  = \$1202 ;
     end
     if (rst) begin
-      \$2013  = 1'h0;
+      \$1689  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2014  = acc_has_ohi;
-    if (t1_valid) begin
-      \$2014  = \$1685 ;
+    \$1690  = acc_has_ohi;
+    if (t3_valid) begin
+      \$1690  = \$1205 ;
     end
     if (rst) begin
-      \$2014  = 1'h0;
+      \$1690  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2015  = acc_has_imin;
-    if (t1_valid) begin
-      \$2015  = \$1688 ;
+    \$1691  = acc_has_imin;
+    if (t3_valid) begin
+      \$1691  = \$1208 ;
     end
     if (rst) begin
-      \$2015  = 1'h0;
+      \$1691  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2016  = acc_has_imax;
-    if (t1_valid) begin
-      \$2016  = \$1691 ;
+    \$1692  = acc_has_imax;
+    if (t3_valid) begin
+      \$1692  = \$1211 ;
     end
     if (rst) begin
-      \$2016  = 1'h0;
+      \$1692  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2017  = acc_cnt0;
-    if (t1_valid) begin
-      \$2017  = \$1695 [7:0];
+    \$1693  = acc_cnt0;
+    if (t3_valid) begin
+      \$1693  = \$1215 [7:0];
     end
     if (rst) begin
-      \$2017  = 8'h00;
+      \$1693  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2018  = acc_cnt1;
-    if (t1_valid) begin
-      \$2018  = \$1699 [7:0];
+    \$1694  = acc_cnt1;
+    if (t3_valid) begin
+      \$1694  = \$1219 [7:0];
     end
     if (rst) begin
-      \$2018  = 8'h00;
+      \$1694  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2019  = acc_cnt2;
-    if (t1_valid) begin
-      \$2019  = \$1703 [7:0];
+    \$1695  = acc_cnt2;
+    if (t3_valid) begin
+      \$1695  = \$1223 [7:0];
     end
     if (rst) begin
-      \$2019  = 8'h00;
+      \$1695  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2020  = \$1704 ;
+    \$1696  = \$1224 ;
     if (rst) begin
-      \$2020  = 1'h0;
+      \$1696  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2021  = v1_lo;
-    if (\$1705 ) begin
-      \$2021  = \$1711 ;
+    \$1697  = v1_lo;
+    if (\$1225 ) begin
+      \$1697  = \$1231 ;
     end
     if (rst) begin
-      \$2021  = 16'h0000;
+      \$1697  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2022  = v1_hi;
-    if (\$1705 ) begin
-      \$2022  = \$1717 ;
+    \$1698  = v1_hi;
+    if (\$1225 ) begin
+      \$1698  = \$1237 ;
     end
     if (rst) begin
-      \$2022  = 16'h0000;
+      \$1698  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2023  = v1_olo;
-    if (\$1705 ) begin
-      \$2023  = \$1720 ;
+    \$1699  = v1_olo;
+    if (\$1225 ) begin
+      \$1699  = \$1240 ;
     end
     if (rst) begin
-      \$2023  = 16'h0000;
+      \$1699  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2024  = v1_ohi;
-    if (\$1705 ) begin
-      \$2024  = \$1723 ;
+    \$1700  = v1_ohi;
+    if (\$1225 ) begin
+      \$1700  = \$1243 ;
     end
     if (rst) begin
-      \$2024  = 16'h0000;
+      \$1700  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2025  = v1_imin;
-    if (\$1705 ) begin
-      \$2025  = \$1729 ;
+    \$1701  = v1_imin;
+    if (\$1225 ) begin
+      \$1701  = \$1249 ;
     end
     if (rst) begin
-      \$2025  = 16'h0000;
+      \$1701  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2026  = v1_imax;
-    if (\$1705 ) begin
-      \$2026  = \$1735 ;
+    \$1702  = v1_imax;
+    if (\$1225 ) begin
+      \$1702  = \$1255 ;
     end
     if (rst) begin
-      \$2026  = 16'h0000;
+      \$1702  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2027  = v1_has_lo;
-    if (\$1705 ) begin
-      \$2027  = \$1738 ;
+    \$1703  = v1_has_lo;
+    if (\$1225 ) begin
+      \$1703  = \$1258 ;
     end
     if (rst) begin
-      \$2027  = 1'h0;
+      \$1703  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2028  = v1_has_hi;
-    if (\$1705 ) begin
-      \$2028  = \$1741 ;
+    \$1704  = v1_has_hi;
+    if (\$1225 ) begin
+      \$1704  = \$1261 ;
     end
     if (rst) begin
-      \$2028  = 1'h0;
+      \$1704  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2029  = v1_has_olo;
-    if (\$1705 ) begin
-      \$2029  = \$1744 ;
+    \$1705  = v1_has_olo;
+    if (\$1225 ) begin
+      \$1705  = \$1264 ;
     end
     if (rst) begin
-      \$2029  = 1'h0;
+      \$1705  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2030  = v1_has_ohi;
-    if (\$1705 ) begin
-      \$2030  = \$1747 ;
+    \$1706  = v1_has_ohi;
+    if (\$1225 ) begin
+      \$1706  = \$1267 ;
     end
     if (rst) begin
-      \$2030  = 1'h0;
+      \$1706  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2031  = v1_has_imin;
-    if (\$1705 ) begin
-      \$2031  = \$1750 ;
+    \$1707  = v1_has_imin;
+    if (\$1225 ) begin
+      \$1707  = \$1270 ;
     end
     if (rst) begin
-      \$2031  = 1'h0;
+      \$1707  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2032  = v1_has_imax;
-    if (\$1705 ) begin
-      \$2032  = \$1753 ;
+    \$1708  = v1_has_imax;
+    if (\$1225 ) begin
+      \$1708  = \$1273 ;
     end
     if (rst) begin
-      \$2032  = 1'h0;
+      \$1708  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2033  = v1_cnt0;
-    if (\$1705 ) begin
-      \$2033  = \$1757 [7:0];
+    \$1709  = v1_cnt0;
+    if (\$1225 ) begin
+      \$1709  = \$1277 [7:0];
     end
     if (rst) begin
-      \$2033  = 8'h00;
+      \$1709  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2034  = v1_cnt1;
-    if (\$1705 ) begin
-      \$2034  = \$1761 [7:0];
+    \$1710  = v1_cnt1;
+    if (\$1225 ) begin
+      \$1710  = \$1281 [7:0];
     end
     if (rst) begin
-      \$2034  = 8'h00;
+      \$1710  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2035  = v1_cnt2;
-    if (\$1705 ) begin
-      \$2035  = \$1765 [7:0];
+    \$1711  = v1_cnt2;
+    if (\$1225 ) begin
+      \$1711  = \$1285 [7:0];
     end
     if (rst) begin
-      \$2035  = 8'h00;
+      \$1711  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2036  = v1_t;
-    if (\$1705 ) begin
-      \$2036  = t1_t;
+    \$1712  = v1_t;
+    if (\$1225 ) begin
+      \$1712  = t3_t;
     end
     if (rst) begin
-      \$2036  = 164'h00000000000000000000000000000000000000000;
+      \$1712  = 164'h00000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2037  = v1;
+    \$1713  = v1;
     if (rst) begin
-      \$2037  = 1'h0;
+      \$1713  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2038  = { \$1769 , \$1768  };
+    \$1714  = { \$1289 , \$1288  };
     if (rst) begin
-      \$2038  = 16'h0000;
+      \$1714  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2039  = v1_t[40:0];
+    \$1715  = v1_t[40:0];
     if (rst) begin
-      \$2039  = 41'h00000000000;
+      \$1715  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2040  = v1_t[81:41];
+    \$1716  = v1_t[81:41];
     if (rst) begin
-      \$2040  = 41'h00000000000;
+      \$1716  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2041  = \$1770 [40:0];
+    \$1717  = \$1290 [40:0];
     if (rst) begin
-      \$2041  = 41'h00000000000;
+      \$1717  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2042  = \$1771 [40:0];
+    \$1718  = \$1291 [40:0];
     if (rst) begin
-      \$2042  = 41'h00000000000;
+      \$1718  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2043  = \$1792 [39:0];
+    \$1719  = \$1316 [40:1];
     if (rst) begin
-      \$2043  = 40'h0000000000;
+      \$1719  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2044  = \$1796 ;
+    \$1720  = \$1320 ;
     if (rst) begin
-      \$2044  = 1'h0;
+      \$1720  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2045  = \$1817 [39:0];
+    \$1721  = \$1345 [40:1];
     if (rst) begin
-      \$2045  = 40'h0000000000;
+      \$1721  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2046  = \$1821 ;
+    \$1722  = \$1349 ;
     if (rst) begin
-      \$2046  = 1'h0;
+      \$1722  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2047  = \$1842 [39:0];
+    \$1723  = \$1374 [40:1];
     if (rst) begin
-      \$2047  = 40'h0000000000;
+      \$1723  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2048  = \$1846 ;
+    \$1724  = \$1378 ;
     if (rst) begin
-      \$2048  = 1'h0;
+      \$1724  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2049  = \$1867 [39:0];
+    \$1725  = \$1403 [40:1];
     if (rst) begin
-      \$2049  = 40'h0000000000;
+      \$1725  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2050  = \$1871 ;
+    \$1726  = \$1407 ;
     if (rst) begin
-      \$2050  = 1'h0;
+      \$1726  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2051  = \$1892 [39:0];
+    \$1727  = \$1432 [40:1];
     if (rst) begin
-      \$2051  = 40'h0000000000;
+      \$1727  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2052  = \$1896 ;
+    \$1728  = \$1436 ;
     if (rst) begin
-      \$2052  = 1'h0;
+      \$1728  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2053  = \$1917 [39:0];
+    \$1729  = \$1461 [40:1];
     if (rst) begin
-      \$2053  = 40'h0000000000;
+      \$1729  = 40'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2054  = \$1921 ;
+    \$1730  = \$1465 ;
     if (rst) begin
-      \$2054  = 1'h0;
+      \$1730  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2055  = v1_has_lo;
+    \$1731  = v1_has_lo;
     if (rst) begin
-      \$2055  = 1'h0;
+      \$1731  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2056  = v1_has_hi;
+    \$1732  = v1_has_hi;
     if (rst) begin
-      \$2056  = 1'h0;
+      \$1732  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2057  = v1_has_olo;
+    \$1733  = v1_has_olo;
     if (rst) begin
-      \$2057  = 1'h0;
+      \$1733  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2058  = v1_has_ohi;
+    \$1734  = v1_has_ohi;
     if (rst) begin
-      \$2058  = 1'h0;
+      \$1734  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2059  = v1_has_imin;
+    \$1735  = v1_has_imin;
     if (rst) begin
-      \$2059  = 1'h0;
+      \$1735  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2060  = v1_has_imax;
+    \$1736  = v1_has_imax;
     if (rst) begin
-      \$2060  = 1'h0;
+      \$1736  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2061  = v1_cnt0;
+    \$1737  = v1_cnt0;
     if (rst) begin
-      \$2061  = 8'h00;
+      \$1737  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2062  = v1_cnt1;
+    \$1738  = v1_cnt1;
     if (rst) begin
-      \$2062  = 8'h00;
+      \$1738  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2063  = v1_cnt2;
+    \$1739  = v1_cnt2;
     if (rst) begin
-      \$2063  = 8'h00;
+      \$1739  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2064  = v2;
+    \$1740  = v2;
     if (rst) begin
-      \$2064  = 1'h0;
+      \$1740  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2065  = v2_has_lo;
+    \$1741  = v2_has_lo;
     if (rst) begin
-      \$2065  = 1'h0;
+      \$1741  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2066  = v2_has_hi;
+    \$1742  = v2_has_hi;
     if (rst) begin
-      \$2066  = 1'h0;
+      \$1742  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2067  = \$1922 ;
+    \$1743  = \$1466 ;
     if (rst) begin
-      \$2067  = 41'h00000000000;
+      \$1743  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2068  = \$1923 ;
+    \$1744  = \$1467 ;
     if (rst) begin
-      \$2068  = 41'h00000000000;
+      \$1744  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2069  = \$1924 ;
+    \$1745  = \$1468 ;
     if (rst) begin
-      \$2069  = 41'h00000000000;
+      \$1745  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2070  = \$1925 ;
+    \$1746  = \$1469 ;
     if (rst) begin
-      \$2070  = 41'h00000000000;
+      \$1746  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2071  = \$1928 ;
+    \$1747  = \$1472 ;
     if (rst) begin
-      \$2071  = 41'h00000000000;
+      \$1747  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2072  = \$1929 ;
+    \$1748  = \$1473 ;
     if (rst) begin
-      \$2072  = 16'h0000;
+      \$1748  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2073  = \$1930 ;
+    \$1749  = \$1474 ;
     if (rst) begin
-      \$2073  = 41'h00000000000;
+      \$1749  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2074  = v2_cnt0;
+    \$1750  = v2_cnt0;
     if (rst) begin
-      \$2074  = 8'h00;
+      \$1750  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2075  = v2_cnt1;
+    \$1751  = v2_cnt1;
     if (rst) begin
-      \$2075  = 8'h00;
+      \$1751  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2076  = v2_cnt2;
+    \$1752  = v2_cnt2;
     if (rst) begin
-      \$2076  = 8'h00;
+      \$1752  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2077  = v3;
+    \$1753  = v3;
     if (rst) begin
-      \$2077  = 1'h0;
+      \$1753  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2078  = \a$178 ;
+    \$1754  = \a$310 ;
     if (v3) begin
-      \$2078  = \$signal$167 ;
+      \$1754  = \$signal$299 ;
     end
     if (rst) begin
-      \$2078  = 41'h00000000000;
+      \$1754  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2079  = \b$179 ;
+    \$1755  = \b$311 ;
     if (v3) begin
-      \$2079  = \$signal$168 ;
+      \$1755  = \$signal$300 ;
     end
     if (rst) begin
-      \$2079  = 41'h00000000000;
+      \$1755  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2080  = has_lo;
+    \$1756  = has_lo;
     if (v3) begin
-      \$2080  = \$signal ;
+      \$1756  = \$signal ;
     end
     if (rst) begin
-      \$2080  = 1'h0;
+      \$1756  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2081  = has_hi;
+    \$1757  = has_hi;
     if (v3) begin
-      \$2081  = hi3;
+      \$1757  = hi3;
     end
     if (rst) begin
-      \$2081  = 1'h0;
+      \$1757  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2082  = outer_max;
+    \$1758  = outer_max;
     if (v3) begin
-      \$2082  = \$1932 ;
+      \$1758  = \$1476 ;
     end
     if (rst) begin
-      \$2082  = 41'h00000000000;
+      \$1758  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2083  = inner_min;
+    \$1759  = inner_min;
     if (v3) begin
-      \$2083  = \$signal$171 ;
+      \$1759  = \$signal$303 ;
     end
     if (rst) begin
-      \$2083  = 41'h00000000000;
+      \$1759  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2084  = inner_min_fp16;
+    \$1760  = inner_min_fp16;
     if (v3) begin
-      \$2084  = imin_bits3;
+      \$1760  = imin_bits3;
     end
     if (rst) begin
-      \$2084  = 16'h0000;
+      \$1760  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2085  = inner_ext;
+    \$1761  = inner_ext;
     if (v3) begin
-      \$2085  = ext3;
+      \$1761  = ext3;
     end
     if (rst) begin
-      \$2085  = 41'h00000000000;
+      \$1761  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$2086  = counts;
+    \$1762  = counts;
     if (v3) begin
-      \$2086 [7:0] = v3_cnt0;
-      \$2086 [15:8] = v3_cnt1;
-      \$2086 [23:16] = v3_cnt2;
+      \$1762 [7:0] = v3_cnt0;
+      \$1762 [15:8] = v3_cnt1;
+      \$1762 [23:16] = v3_cnt2;
     end
     if (rst) begin
-      \$2086  = 24'h000000;
+      \$1762  = 24'h000000;
     end
   end
   assign v2_t1 = a_base;
@@ -24151,6 +24897,14 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \t1_t[1]  = t1_t[81:41];
   assign \t1_t[2]  = t1_t[122:82];
   assign \t1_t[3]  = t1_t[163:123];
+  assign \t2_t[0]  = t2_t[40:0];
+  assign \t2_t[1]  = t2_t[81:41];
+  assign \t2_t[2]  = t2_t[122:82];
+  assign \t2_t[3]  = t2_t[163:123];
+  assign \t3_t[0]  = t3_t[40:0];
+  assign \t3_t[1]  = t3_t[81:41];
+  assign \t3_t[2]  = t3_t[122:82];
+  assign \t3_t[3]  = t3_t[163:123];
   assign \v1_t[0]  = v1_t[40:0];
   assign \v1_t[1]  = v1_t[81:41];
   assign \v1_t[2]  = v1_t[122:82];
@@ -24242,8 +24996,8 @@ module \quant_engine.extents (rst, valid, first, last, beat, x, group, upper, t,
   assign \$251  = v2_neg_ohi;
   assign \$253  = v2_neg_ohi;
   assign \$255  = v2_neg_ohi;
-  assign \$3551  = 1'h1;
-  assign \$1450  = \$3549 ;
+  assign \$2683  = 1'h1;
+  assign \$906  = \$2681 ;
 endmodule
 
 (* generator = "Amaranth" *)

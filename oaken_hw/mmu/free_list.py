@@ -114,9 +114,18 @@ class FreeList(wiring.Component):
         with m.Elif(pop):
             m.d.sync += page.eq(rd.data)
 
+        # The read port always presents the page after the next head, `new_head + 1`. Both
+        # candidates are registers, chosen by the allocation handshake: computed after the
+        # handshake, the increment's carry chain ran into the ring's address pins, which
+        # span the block RAMs of the whole ring (the engine's critical path at 77.5 MHz:
+        # the write path's record FIFO level -> the MMU's handshake -> this address). The
+        # registers are stale in the first cycle out of reset, when no allocation can be
+        # made (the initialisation walk runs).
+        after_head = Signal(self.page_bits, init=1)
+        after_next = Signal(self.page_bits, init=2 % self.pages)
+        m.d.sync += [after_head.eq(new_head + 1), after_next.eq(self._advance(new_head) + 1)]
         m.d.comb += [
-            # the read port always presents the page after the (next) head
-            rd.addr.eq(new_head + 1),
+            rd.addr.eq(Mux(pop, after_next, after_head)),
             self.alloc.valid.eq(done & ~empty),
             self.alloc.payload.eq(page),
             self.release.ready.eq(done & ~full),

@@ -82,8 +82,12 @@ def fp16_magnitude_units(bits):
     exp, man = bits[10:15], bits[0:10]
     normal = exp != 0
     significand = Cat(man, normal)                      # 11 bits: hidden bit for normals
-    shift = Mux(normal, exp - 1, 0)[:5]                 # 0..29
-    return (significand << shift)[:MAG_WIDTH]
+    # `significand << (exp - 1)` for a normal, `significand` for a subnormal: shifted one
+    # place further (by `exp`, or by 1 when `exp` is 0) and the low bit dropped, which
+    # needs no subtractor before the shifter (a carry chain on the quantization engine's
+    # path from the ring's data to the lanes' magnitudes)
+    shift = Cat(exp[0] | ~normal, exp[1:])             # 1..30
+    return (significand << shift)[1:MAG_WIDTH + 1]
 
 
 def fp16_to_units(bits):

@@ -23,8 +23,11 @@ from .classifier import GROUP_SHAPE, INNER, MAG_SHAPE, MIDDLE, OUTER
 
 __all__ = ["Extents", "reduce_tree", "popcount"]
 
-#: tree levels between two pipeline registers of the lane reductions
-LEVELS_PER_STAGE = 2
+#: tree levels between two pipeline registers of the lane reductions. One: with two, a
+#: stage held two 16-bit compares and two multiplexers in a row, and its registers were
+#: the largest group of the whole engine's endpoints slower than 10 ns on ECP5 (about 330
+#: at 77.5 MHz, up to 12.4 ns; docs/flow.md, session 18)
+LEVELS_PER_STAGE = 1
 
 
 def reduce_tree(m, values, op, shape=None):
