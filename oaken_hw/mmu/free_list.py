@@ -118,9 +118,10 @@ class FreeList(wiring.Component):
         # candidates are registers, chosen by the allocation handshake: computed after the
         # handshake, the increment's carry chain ran into the ring's address pins, which
         # span the block RAMs of the whole ring (the engine's critical path at 77.5 MHz:
-        # the write path's record FIFO level -> the MMU's handshake -> this address). The
-        # registers are stale in the first cycle out of reset, when no allocation can be
-        # made (the initialisation walk runs).
+        # the write path's record FIFO level -> the MMU's handshake -> this address). Their
+        # reset values are those of `head = 0` for `_advance` as written here (a subclass
+        # that changes it may differ in the first cycle out of reset, when no allocation
+        # can be made anyway: the initialisation walk runs).
         after_head = Signal(self.page_bits, init=1)
         after_next = Signal(self.page_bits, init=2 % self.pages)
         m.d.sync += [after_head.eq(new_head + 1), after_next.eq(self._advance(new_head) + 1)]
