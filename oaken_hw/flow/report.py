@@ -274,8 +274,9 @@ def parse_nextpnr_report(path, goal_mhz=None, blocks=None):
             logic_levels=sum(1 for s in segs if s["type"] == "logic"))
         if crit is None or cand.delay_ns > crit.delay_ns:
             crit = cand
-    goal = goal_mhz or (constraint and round(constraint, 2))
-    return {"fmax_mhz": round(fmax, 2), "constraint_mhz": constraint and round(constraint, 2),
+    constraint_mhz = constraint and round(constraint, 2)
+    goal = goal_mhz or constraint_mhz
+    return {"fmax_mhz": round(fmax, 2), "constraint_mhz": constraint_mhz,
             "clocks": clocks, "utilization": util, "critical_path": crit,
             "block_timing": block_timing(report, goal, blocks=blocks) if goal else None}
 
