@@ -39,17 +39,27 @@ def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=(),
     ``keep`` names more modules (the component's blocks) to synthesize as modules of their
     own; see :func:`synthesize`. ``options`` are appended to the target's synthesis command.
     """
+    synth = f"{target.synth}{' ' + options if options else ''}"
     return "\n".join([
         "read_rtlil design.il",
         f"hierarchy -check -top {top}",
         # the component stays one module: its counts exclude the harness, and no
         # optimisation crosses the harness boundary
         *(f"setattr -mod -set keep_hierarchy 1 {name}" for name in (dut, *keep)),
-        f"{target.synth}{' ' + options if options else ''} -top {top} -json synth.json",
+        # ABC9's reintegration takes a wire whose name ends in an index (Amaranth names an
+        # array element or struct field `x[3]` beside `x`) for a bit of another wire and
+        # fails (see `abc9_crash`); made private, their names no longer resolve
+        f"{synth} -top {top} -run :map_luts",
+        f"rename -hide {INDEXED_WIRES}",
+        f"{synth} -top {top} -run map_luts: -json synth.json",
         "tee -q -o stat.json stat -json",
         "",
     ])
 
+
+#: Wires named like a bit or a slice of another (``x[3]``, ``x[7:0]``), ports excepted:
+#: renamed private before ABC9 (:func:`yosys_script`).
+INDEXED_WIRES = "w:*] i:* %d o:* %d"
 
 #: The synthesis option tried when ABC9 fails (:func:`abc9_crash`).
 ABC9_RETRY_OPTION = "-dff"
@@ -69,7 +79,9 @@ def abc9_crash(log):
     `GetSize(conn.first) == GetSize(conn.second)' failed`` (the engine's read path with a
     second beat register, `41e749e`); 0.70 stops on both with the second. ``synth_ecp5
     -dff``, where ABC9 maps the flip-flops along with the logic, synthesizes the same
-    netlists.
+    netlists. Since session 19 the script makes wires named like an index of another wire
+    private before ABC9 (:data:`INDEXED_WIRES`), which clears the ``GetSize`` fault on the
+    netlists measured; the retry stays for any other.
 
     Parameters
     ----------
