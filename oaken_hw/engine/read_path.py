@@ -14,6 +14,11 @@ __all__ = ["ReadPath"]
 
 #: Tokens whose metadata may be read ahead of their data (see ``ReadPath``).
 LOOKAHEAD = 16
+#: Memory beats read ahead of the dense splitter and of the sparse framing queue (the depth
+#: of their FIFOs): a beat holds its credit for about ``Lm + 5`` cycles at a read latency of
+#: ``Lm`` cycles, so 16 keep a stream taken at one beat per cycle at full rate up to
+#: ``Lm`` = 11 (16 entries cost the block's LUT RAM no more than 8).
+DATA_AHEAD = 16
 
 
 class ReadPath(wiring.Component):
@@ -36,13 +41,20 @@ class ReadPath(wiring.Component):
     Read data returns in order; a tag per beat says where it goes (the sum, the
     dequantizer's meta, dense or sparse input). The meta record is cut to the head's view
     (its block counts only) and the dequantizer decodes each token as a ``scope = "head"``
-    vector. Dense beats queue in a small FIFO in front of the splitter that cuts them into
-    dequantizer beats. Sparse bytes are re-framed per token (a :class:`ByteQueue`). The
-    read stream is meta records (at most ``LOOKAHEAD`` tokens ahead), and per token its
-    dense beats and its sparse beats, of which only the last can carry up to ``N - 1`` bytes
-    of the next token. Every such unit fits the buffer in front of its dequantizer input
-    (meta FIFO, dense FIFO and register, the re-framing queue), so the read data always
-    drains: no deadlock for any memory latency or outlier count.
+    vector. Dense beats queue in a FIFO (``DATA_AHEAD`` deep) in front of the splitter that
+    cuts them into dequantizer beats; sparse beats in another in front of the queue that
+    re-frames their bytes per token (a :class:`ByteQueue`).
+
+    A beat is read only when its buffer has room for it: a credit counter per buffer (meta
+    FIFO and the framer's count FIFO, dense FIFO, sparse FIFO) is taken at the read and
+    given back when the buffer's reader takes the entry. So the read data is
+    never held up: ``rmem_rdata.ready`` is the tag FIFO's ``r_rdy``, a register, and no
+    buffer's ``ready`` reaches the memory port or the wide registers behind it (that chain,
+    a count FIFO's level to the tag FIFO's output enable, was the engine's critical path,
+    13.8 ns). The buffers are emptied in token order, and a token's reads need no credit held
+    by a later token's entries (its meta is read before its dense beats, and those before its
+    sparse bytes, which come before the next token's dense beats), so the oldest token's
+    beats can always be read: no deadlock for any memory latency or outlier count.
 
     A free is sent to the MMU only when no request is in flight and every memory read has
     returned, so a page is never reused under a read.
@@ -276,9 +288,18 @@ class ReadPath(wiring.Component):
         # a beat is taken whole when the rest of it belongs to tokens already known
         # metadata goes before dense beats: a token's dense beats wait for its count, and a
         # record read only when nothing else can go would come back too late, every token
-        sparse_go = can & sparse_ready & sv & (issued < need_before)
-        meta_go = can & (ti < r.hi) & (ti < td + LOOKAHEAD) & meta_rec.r_rdy
-        dense_go = can & (td < r.hi) & cnt_i.r_rdy & (issued >= need_before) & dense_rec.r_rdy
+        # credits: free entries of each buffer, less the beats read for it and not yet in it
+        meta_cred = Signal(range(LOOKAHEAD + 1), init=LOOKAHEAD)
+        frame_cred = Signal(range(2 * LOOKAHEAD + 1), init=2 * LOOKAHEAD)
+        dense_cred = Signal(range(DATA_AHEAD + 1), init=DATA_AHEAD)
+        sparse_cred = Signal(range(DATA_AHEAD + 1), init=DATA_AHEAD)
+        sparse_go = (can & sparse_ready & sv & (issued < need_before) & (sparse_cred != 0))
+        meta_go = (can & (ti < r.hi) & (ti < td + LOOKAHEAD) & meta_rec.r_rdy
+                   & (meta_cred != 0) & (frame_cred != 0))
+        dense_go = (can & (td < r.hi) & cnt_i.r_rdy & (issued >= need_before)
+                    & dense_rec.r_rdy & (dense_cred != 0))
+        meta_issue = Signal()                        # a record for the dequantizer is read
+        dense_issue = Signal()
         with m.If(sparse_go):
             m.d.comb += [issue.eq(1), i_addr.eq(s_addr), tag_in.kind.eq(Kind.SPARSE),
                          tag_in.lane.eq(s_lane), tag_in.take.eq(s_take)]
@@ -298,7 +319,7 @@ class ReadPath(wiring.Component):
             a = mrec.addr + moff
             m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
                          tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
-                         tag_in.sum_only.eq(ti < r.lo)]
+                         tag_in.sum_only.eq(ti < r.lo), meta_issue.eq(ti >= r.lo)]
             m.d.sync += ti.eq(ti + 1)
             with m.If(moff + L.meta_slot == mrec.length):
                 m.d.comb += meta_rec.r_en.eq(1)
@@ -308,7 +329,8 @@ class ReadPath(wiring.Component):
         with m.Elif(dense_go):
             last = dbeat == dbeats - 1
             m.d.comb += [issue.eq(1), i_addr.eq(drec.addr + doff + dbeat * N),
-                         tag_in.kind.eq(Kind.DENSE), tag_in.last.eq(last), tag_in.pos.eq(td)]
+                         tag_in.kind.eq(Kind.DENSE), tag_in.last.eq(last), tag_in.pos.eq(td),
+                         dense_issue.eq(1)]
             m.d.sync += dbeat.eq(Mux(last, 0, dbeat + 1))
             with m.If(last):
                 m.d.comb += cnt_i.r_en.eq(1)
@@ -334,19 +356,16 @@ class ReadPath(wiring.Component):
         # The read data and its tag are registered first, the data shifted to the beat's
         # byte lane (a record's or a sparse burst's; a dense beat's lane is 0): the shift,
         # the head's block counts and their sum in one stage were the engine's critical
-        # path at 79.5 MHz (tags.r_data -> slo_sum).
+        # path at 79.5 MHz (tags.r_data -> slo_sum). The registered beat goes on to its
+        # buffer in the next cycle, always (the credits reserved it room), so the registers
+        # load every cycle, without an enable.
         a_tag = Signal(self._tag_layout())
         a_data = Signal(8 * N)
-        take_rd = Signal()                          # the dispatcher takes the registered beat
-        a_free = ~a_v | take_rd
         fifo_tag = data.View(self._tag_layout(), tags.r_data)
-        m.d.comb += [self.rmem_rdata.ready.eq(tags.r_rdy & a_free),
-                     tags.r_en.eq(self.rmem_rdata.valid & tags.r_rdy & a_free)]
-        with m.If(take_rd):
-            m.d.sync += a_v.eq(0)
-        with m.If(tags.r_en):
-            m.d.sync += [a_v.eq(1), a_tag.eq(fifo_tag),
-                         a_data.eq(self.rmem_rdata.payload.data >> (fifo_tag.lane * 8))]
+        m.d.comb += [self.rmem_rdata.ready.eq(tags.r_rdy),
+                     tags.r_en.eq(self.rmem_rdata.valid)]
+        m.d.sync += [a_v.eq(self.rmem_rdata.valid & tags.r_rdy), a_tag.eq(fifo_tag),
+                     a_data.eq(self.rmem_rdata.payload.data >> (fifo_tag.lane * 8))]
         tag, rd = a_tag, a_data
         m.submodules.meta_out = meta_out = SyncFIFOBuffered(
             width=self.meta_layout.size, depth=LOOKAHEAD)
@@ -369,10 +388,9 @@ class ReadPath(wiring.Component):
                      cnt_i.w_data.eq(count), cnt_f.w_data.eq(count)]
 
         # dense: one memory beat becomes `ratio` dequantizer beats. The beats queue in front
-        # of the splitter so that the in-order read data keeps moving while it splits: a
-        # token's dense beats arrive back to back and would otherwise hold up the records and
-        # sparse bytes behind them for `ratio - 1` cycles each.
-        m.submodules.dense_beats = dense_beats = SyncFIFOBuffered(width=8 * N + 1, depth=4)
+        # of the splitter, `DATA_AHEAD` deep for the round trip of their credits.
+        m.submodules.dense_beats = dense_beats = SyncFIFOBuffered(width=8 * N + 1,
+                                                                  depth=DATA_AHEAD)
         d_hold = Signal()
         d_data = Signal(8 * N)
         d_last = Signal()
@@ -391,23 +409,17 @@ class ReadPath(wiring.Component):
                          d_last.eq(dense_beats.r_data[8 * N]), d_k.eq(0)]
         m.d.comb += dense_beats.w_data.eq(Cat(rd, tag.last))
 
-        # sparse read data goes into the framing queue from the dispatcher's register (the
-        # lane shift behind it), so the shift and the queue's own shifters are apart
-        m.d.comb += [fb.i.valid.eq(a_v & (tag.kind == Kind.SPARSE)),
-                     fb.i.payload.data.eq(rd), fb.i.payload.count.eq(tag.take)]
-        ok = Signal()
-        with m.Switch(tag.kind):
-            with m.Case(Kind.META):
-                with m.If(tag.sum_only):
-                    m.d.comb += ok.eq(1)
-                with m.Else():
-                    m.d.comb += ok.eq(meta_out.w_rdy & cnt_i.w_rdy & cnt_f.w_rdy)
-            with m.Case(Kind.DENSE):
-                m.d.comb += ok.eq(dense_beats.w_rdy)
-            with m.Case(Kind.SPARSE):
-                m.d.comb += ok.eq(fb.i.ready)
-        m.d.comb += take_rd.eq(a_v & ok)
-        with m.If(take_rd):
+        # sparse read data goes into the framing queue through a FIFO (the lane shift is
+        # in front of the dispatcher's register, apart from the queue's own shifters)
+        take_bits = len(tag.take)
+        m.submodules.sparse_beats = sparse_beats = SyncFIFOBuffered(
+            width=8 * N + take_bits, depth=DATA_AHEAD)
+        m.d.comb += [sparse_beats.w_data.eq(Cat(rd, tag.take)),
+                     fb.i.valid.eq(sparse_beats.r_rdy),
+                     fb.i.payload.data.eq(sparse_beats.r_data[:8 * N]),
+                     fb.i.payload.count.eq(sparse_beats.r_data[8 * N:]),
+                     sparse_beats.r_en.eq(fb.i.ready)]
+        with m.If(a_v):
             with m.Switch(tag.kind):
                 with m.Case(Kind.META):
                     with m.If(tag.sum_only):
@@ -417,6 +429,8 @@ class ReadPath(wiring.Component):
                         m.d.sync += known.eq(known + count)
                 with m.Case(Kind.DENSE):
                     m.d.comb += dense_beats.w_en.eq(1)
+                with m.Case(Kind.SPARSE):
+                    m.d.comb += sparse_beats.w_en.eq(1)
         m.d.comb += [self.meta.valid.eq(meta_out.r_rdy), self.meta.payload.eq(meta_out.r_data),
                      meta_out.r_en.eq(self.meta.ready)]
 
@@ -453,6 +467,16 @@ class ReadPath(wiring.Component):
             m.d.comb += [cnt_f.r_en.eq(1), f_take_next.eq(take)]
             m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt), f_last.eq(last)]
         m.d.sync += f_take.eq(f_take_next)
+
+        # ---------------------------------------------------------------- credits
+        meta_back = self.meta.valid & self.meta.ready
+        frame_back = cnt_f.r_en & cnt_f.r_rdy
+        dense_back = dense_beats.r_en
+        sparse_back = sparse_beats.r_en & sparse_beats.r_rdy
+        m.d.sync += [meta_cred.eq(meta_cred - meta_issue + meta_back),
+                     frame_cred.eq(frame_cred - meta_issue + frame_back),
+                     dense_cred.eq(dense_cred - dense_issue + dense_back),
+                     sparse_cred.eq(sparse_cred - sparse_go + sparse_back)]
 
         # ---------------------------------------------------------------- completions
         vdone = Signal(tok)

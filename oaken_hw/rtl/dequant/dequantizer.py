@@ -21,9 +21,10 @@ flight)::
 
     i ─► P1 (beat; thresholds read at a vector's first beat) ─► P2 (thresholds registered;
       per lane pivot index, 2j + 1, step parts) ─► P3 (per lane the pivot's FP16 word,
-      (2j + 1) * sig, the exponent compare) ─► P4 (both terms aligned in the window) ─►
-      P5 (|sum|, its sign) ─► P6 (shift) ─► P7 (kept bits, guard, sticky, exponent) ─►
-      P8 (FP16) ─► output FIFO ─► o
+      (2j + 1) * sig) ─► P4 (the exponent compare) ─► P5 (both terms aligned in the
+      window) ─► P6 (|sum|, its sign) ─► P7 (shift) ─► P8 (kept bits, guard, sticky,
+      exponent) ─► P9 (rounding increment; exponent field and saturation for both
+      carries) ─► P10 (FP16) ─► output FIFO ─► o
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -33,8 +34,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.header import header_layout
 from ..common.threshold_table import ThresholdReadSignature
-from .fp16_round import (floor_mask, prepared_layout, round_pack, round_prepare,
-                         round_select, selected_layout)
+from .fp16_round import (floor_mask, pack_rounded, prepared_layout, round_increment,
+                         round_prepare, round_select, rounded_layout, selected_layout)
 from .level_sum import ROUND_PAD, SumWindow, step_parts
 from .streams import beat_layout, errors_layout
 
@@ -52,18 +53,18 @@ def out_layout(cfg):
 
 
 def exponents_layout(win):
-    """P3: the exponent compare (:meth:`.level_sum.SumWindow.exponents`)."""
+    """P4: the exponent compare (:meth:`.level_sum.SumWindow.exponents`)."""
     return data.StructLayout({"a_larger": 1, "d": 6, "offset": win.offset_shape})
 
 
 def aligned_layout(win):
-    """P4: both terms in the window (:meth:`.level_sum.SumWindow.align`)."""
+    """P5: both terms in the window (:meth:`.level_sum.SumWindow.align`)."""
     return data.StructLayout({"a": win.width, "b": win.width, "offset": win.offset_shape,
                               "sign": 1})
 
 
 def summed_layout(win):
-    """P5: the magnitude and sign of their sum, the window's position and the rounder's
+    """P6: the magnitude and sign of their sum, the window's position and the rounder's
     exponent clamp (:func:`.fp16_round.floor_mask`)."""
     return data.StructLayout({"mag": win.width + 1, "neg": 1, "offset": win.offset_shape,
                               "floor": 25 - 13 - win.offset_min})
@@ -85,14 +86,14 @@ class Dequantizer(wiring.Component):
         beat (addressed by its header's ``layer`` and ``kv``); the data must hold while
         ``en`` is low, as :class:`ThresholdTable`'s does.
     latency : int
-        10: cycles from a beat's transfer on ``i`` to ``valid`` on ``o`` (``o`` is the output
+        12: cycles from a beat's transfer on ``i`` to ``valid`` on ``o`` (``o`` is the output
         of a FIFO; ``i.ready`` falls when ``out_depth`` beats are in flight or waiting).
     window : SumWindow
         The window ``N`` is added in (:mod:`.level_sum`).
     """
 
-    #: P1 .. P8 and the output FIFO (write to read: 2)
-    latency = 10
+    #: P1 .. P10 and the output FIFO (write to read: 2)
+    latency = 12
     #: output FIFO depth: every beat from its acceptance to its transfer on ``o`` holds a
     #: slot, and a credit comes back the cycle after the transfer
     out_depth = latency + 3
@@ -180,9 +181,10 @@ class Dequantizer(wiring.Component):
                              p2_sig[k].eq(sig), p2_eb[k].eq(win.step_exponent(sh)),
                              p2_upper[k].eq(upper)]
 
-        # --- P3: per lane the pivot's FP16 word, the small product (2j + 1) * sig and the
-        # exponent compare (registered here, beside the multiplier, so that P4 is the
-        # alignment shift alone) ----------------------------------------------------------
+        # --- P3: per lane the pivot's FP16 word and the small product (2j + 1) * sig;
+        # P4: the exponent compare, a stage of its own: behind the pivot's 5:1 mux of the
+        # thresholds register (which reaches every lane) it was a long path, and beside the
+        # alignment shift (P5) it would be one ------------------------------------------
         words = (t2.o_lo, t2.i_lo, t2.i_hi, t2.o_hi, p2.inner_min)
 
         def pivot(sel):
@@ -190,66 +192,79 @@ class Dequantizer(wiring.Component):
                                              Mux(sel[0], words[1], words[0])))
         p3_piv = [Signal(16, name=f"p3_piv{k}") for k in range(lanes)]
         p3_prod = [Signal(win.sig, name=f"p3_prod{k}") for k in range(lanes)]
-        p3_exps = [Signal(exponents_layout(win), name=f"p3_exps{k}") for k in range(lanes)]
+        p3_eb = [Signal(6, name=f"p3_eb{k}") for k in range(lanes)]
         p3_upper = Signal(lanes)
         side3 = Signal(side_layout)
-        with m.If(adv):
-            m.d.sync += [side3.eq(side2), p3_upper.eq(p2_upper)]
-        for k in range(lanes):
-            piv = pivot(p2_sel[k])
-            exps = win.exponents(m, piv, p2_eb[k], name=f"exp{k}")
-            with m.If(adv):
-                m.d.sync += [p3_piv[k].eq(piv), p3_prod[k].eq(p2_odd[k] * p2_sig[k])]
-                m.d.sync += [getattr(p3_exps[k], f).eq(exps[f])
-                             for f in ("a_larger", "d", "offset")]
-
-        # --- P4: both terms in the window; P5: the magnitude and sign of their sum -------
-        p4 = [Signal(aligned_layout(win), name=f"p4_{k}") for k in range(lanes)]
+        p4_piv = [Signal(16, name=f"p4_piv{k}") for k in range(lanes)]
+        p4_prod = [Signal(win.sig, name=f"p4_prod{k}") for k in range(lanes)]
+        p4_exps = [Signal(exponents_layout(win), name=f"p4_exps{k}") for k in range(lanes)]
         p4_upper = Signal(lanes)
         side4 = Signal(side_layout)
-        p5 = [Signal(summed_layout(win), name=f"p5_{k}") for k in range(lanes)]
-        side5 = Signal(side_layout)
         with m.If(adv):
-            m.d.sync += [side4.eq(side3), p4_upper.eq(p3_upper), side5.eq(side4)]
+            m.d.sync += [side3.eq(side2), p3_upper.eq(p2_upper),
+                         side4.eq(side3), p4_upper.eq(p3_upper)]
         for k in range(lanes):
-            al = win.align(m, p3_piv[k], p3_prod[k], p3_exps[k], name=f"lvl{k}")
-            mag, neg = win.total(m, p4[k].a, p4[k].b, p4[k].sign, p4_upper[k],
+            exps = win.exponents(m, p3_piv[k], p3_eb[k], name=f"exp{k}")
+            with m.If(adv):
+                m.d.sync += [p3_piv[k].eq(pivot(p2_sel[k])), p3_eb[k].eq(p2_eb[k]),
+                             p3_prod[k].eq(p2_odd[k] * p2_sig[k])]
+                m.d.sync += [p4_piv[k].eq(p3_piv[k]), p4_prod[k].eq(p3_prod[k])]
+                m.d.sync += [getattr(p4_exps[k], f).eq(exps[f])
+                             for f in ("a_larger", "d", "offset")]
+
+        # --- P5: both terms in the window; P6: the magnitude and sign of their sum -------
+        p5 = [Signal(aligned_layout(win), name=f"p5_{k}") for k in range(lanes)]
+        p5_upper = Signal(lanes)
+        side5 = Signal(side_layout)
+        p6 = [Signal(summed_layout(win), name=f"p6_{k}") for k in range(lanes)]
+        side6 = Signal(side_layout)
+        with m.If(adv):
+            m.d.sync += [side5.eq(side4), p5_upper.eq(p4_upper), side6.eq(side5)]
+        for k in range(lanes):
+            al = win.align(m, p4_piv[k], p4_prod[k], p4_exps[k], name=f"lvl{k}")
+            mag, neg = win.total(m, p5[k].a, p5[k].b, p5[k].sign, p5_upper[k],
                                  name=f"sum{k}")
             with m.If(adv):
-                m.d.sync += [getattr(p4[k], f).eq(al[f]) for f in ("a", "b", "sign")]
-                m.d.sync += p4[k].offset.eq(p3_exps[k].offset)
-                m.d.sync += [p5[k].mag.eq(mag), p5[k].neg.eq(neg),
-                             p5[k].offset.eq(p4[k].offset),
-                             p5[k].floor.eq(floor_mask(25, p4[k].offset, win.offset_min))]
+                m.d.sync += [getattr(p5[k], f).eq(al[f]) for f in ("a", "b", "sign")]
+                m.d.sync += p5[k].offset.eq(p4_exps[k].offset)
+                m.d.sync += [p6[k].mag.eq(mag), p6[k].neg.eq(neg),
+                             p6[k].offset.eq(p5[k].offset),
+                             p6[k].floor.eq(floor_mask(25, p5[k].offset, win.offset_min))]
 
-        # --- P6: the shift (the exponent clamp registered in P5 as a mask, OR-ed into the
-        # bit length's first level); P7: kept bits, guard, sticky and the exponent; P8: round and
-        # pack --------------------------------------------------------------------------
-        p6 = [Signal(prepared_layout(win.width + 1, ROUND_PAD, win.offset_shape),
-                     name=f"p6_{k}") for k in range(lanes)]
-        side6 = Signal(side_layout)
-        p7 = [Signal(selected_layout(), name=f"p7_{k}") for k in range(lanes)]
+        # --- P7: the shift (the exponent clamp registered in P6 as a mask, OR-ed into the
+        # bit length's first level); P8: kept bits, guard, sticky and the exponent; P9: the
+        # rounding increment, and beside it the exponent field and saturation for both
+        # outcomes of its carry; P10: pack (the carry picks them: muxes only) ----------
+        p7 = [Signal(prepared_layout(win.width + 1, ROUND_PAD, win.offset_shape),
+                     name=f"p7_{k}") for k in range(lanes)]
         side7 = Signal(side_layout)
+        p8 = [Signal(selected_layout(), name=f"p8_{k}") for k in range(lanes)]
+        side8 = Signal(side_layout)
+        p9 = [Signal(rounded_layout(), name=f"p9_{k}") for k in range(lanes)]
+        side9 = Signal(side_layout)
         with m.If(adv):
-            m.d.sync += [side6.eq(side5), side7.eq(side6)]
+            m.d.sync += [side7.eq(side6), side8.eq(side7), side9.eq(side8)]
         for k in range(lanes):
-            prep = round_prepare(m, p5[k].mag, 25, name=f"rnd{k}", offset=p5[k].offset,
-                                 pad=ROUND_PAD, floor=p5[k].floor)
-            sel = round_select(m, p6[k], 25, name=f"sel{k}", pad=ROUND_PAD)
+            prep = round_prepare(m, p6[k].mag, 25, name=f"rnd{k}", offset=p6[k].offset,
+                                 pad=ROUND_PAD, floor=p6[k].floor)
+            sel = round_select(m, p7[k], 25, name=f"sel{k}", pad=ROUND_PAD)
+            inc = round_increment(m, p8[k], 25, name=f"inc{k}")
             with m.If(adv):
-                m.d.sync += [p6[k].mag.eq(prep["mag"]), p6[k].shift.eq(prep["shift"]),
-                             p6[k].offset.eq(prep["offset"]),
-                             p6[k].neg.eq(p5[k].neg)]
-                m.d.sync += [getattr(p7[k], f).eq(sel[f]) for f in
+                m.d.sync += [p7[k].mag.eq(prep["mag"]), p7[k].shift.eq(prep["shift"]),
+                             p7[k].offset.eq(prep["offset"]),
+                             p7[k].neg.eq(p6[k].neg)]
+                m.d.sync += [getattr(p8[k], f).eq(sel[f]) for f in
                              ("kept", "guard", "sticky", "exp", "neg")]
+                m.d.sync += [getattr(p9[k], f).eq(inc[f]) for f in
+                             ("q", "field", "sat", "neg")]
         ov = Signal()
         o = Signal(out_layout(cfg))
         with m.If(adv):
-            m.d.sync += [ov.eq(side7.valid), o.header.eq(side7.header),
-                         o.last.eq(side7.last), o.malformed.eq(side7.malformed),
-                         o.errors.eq(side7.errors)]
+            m.d.sync += [ov.eq(side9.valid), o.header.eq(side9.header),
+                         o.last.eq(side9.last), o.malformed.eq(side9.malformed),
+                         o.errors.eq(side9.errors)]
         for k in range(lanes):
-            bits = round_pack(m, p7[k], 25, name=f"fin{k}")
+            bits = pack_rounded(m, p9[k], name=f"fin{k}")
             with m.If(adv):
                 m.d.sync += o.data[k].eq(bits)
 

@@ -18,9 +18,11 @@ that rounds to zero gives +0 (the model adds +0 after the cast).
 
 The logic is offered as expression builders, so that a pipeline can register between
 them: :func:`round_prepare` (absolute value, bit length, shift), :func:`round_select`
-(kept bits, guard, sticky, exponent) and :func:`round_pack` (round, pack);
-:func:`round_finish` is the last two. :class:`FP16Round` chains them combinationally
-(for tests and for callers without timing needs).
+(kept bits, guard, sticky, exponent), :func:`round_increment` (round; the exponent field and
+its saturation test for both outcomes of the rounding's carry) and :func:`pack_rounded`
+(saturate, pack); :func:`round_pack` is the last two, :func:`round_finish` the last
+three. :class:`FP16Round` chains them combinationally (for tests and for callers without
+timing needs).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -30,8 +32,9 @@ from amaranth.lib.wiring import In, Out
 from ..common.fp16 import bit_length
 from ..common.shift import below, shift_right
 
-__all__ = ["prepared_layout", "selected_layout", "floor_mask", "round_prepare",
-           "round_select", "round_pack", "round_finish", "FP16Round"]
+__all__ = ["prepared_layout", "selected_layout", "rounded_layout", "floor_mask",
+           "round_prepare", "round_select", "round_increment", "pack_rounded", "round_pack",
+           "round_finish", "FP16Round"]
 
 #: largest finite FP16 exponent field
 _MAX_EXP = 30
@@ -133,7 +136,8 @@ def round_prepare(m, n, frac_bits=25, name="rnd", offset=0, pad=0, floor=None):
 
 
 def selected_layout():
-    """What :func:`round_select` hands to :func:`round_pack`."""
+    """What :func:`round_select` hands to :func:`round_increment` (or
+    :func:`round_pack`)."""
     return data.StructLayout({
         "kept": 12, "guard": 1, "sticky": 1, "exp": unsigned(_EXP_BITS), "neg": 1,
     })
@@ -159,24 +163,73 @@ def round_select(m, p, frac_bits=25, name="rnd", pad=0):
     return {"kept": kept, "guard": guard, "sticky": sticky, "exp": exp, "neg": p["neg"]}
 
 
-def round_pack(m, r, frac_bits=25, name="rnd"):
-    """Last part: round to nearest even, saturate and pack the FP16 bit pattern."""
-    kept, guard, sticky = r["kept"], r["guard"], r["sticky"]
-    exp, neg = r["exp"], r["neg"]
+def rounded_layout():
+    """What :func:`round_increment` hands to :func:`pack_rounded`: the rounded 12 bits
+    ``q`` (bit 11 a carry into the next binade), for either outcome of that carry (index
+    0: none, 1: carry) the exponent field's low 5 bits and whether it saturates, and the
+    sign."""
+    return data.StructLayout({
+        "q": 12, "field": data.ArrayLayout(5, 2), "sat": 2, "neg": 1,
+    })
+
+
+def round_increment(m, r, frac_bits=25, name="rnd"):
+    """Third part: round to nearest even, and beside the increment's carry chain, from the
+    exponent alone, the exponent field and its saturation test for both outcomes of the
+    carry (behind the carry they would be an adder and a compare in series with its
+    chain).
+
+    Parameters
+    ----------
+    m : Module
+    r : dict or View of :func:`selected_layout`
+    frac_bits : int
+        As given to :func:`round_prepare`.
+
+    Returns
+    -------
+    dict with the fields of :func:`rounded_layout`.
+    """
+    kept, guard, sticky, exp = r["kept"], r["guard"], r["sticky"], r["exp"]
     s = frac_bits - 24
     q = Signal(12, name=f"{name}_q")
-    sig = Signal(11, name=f"{name}_sig")
     m.d.comb += q.eq((kept + (guard & (sticky | kept[0])))[:12])
+    field = Signal(data.ArrayLayout(5, 2), name=f"{name}_fields")
+    sat = Signal(2, name=f"{name}_sats")
+    for carry in (0, 1):
+        # the field is exp + c in _EXP_BITS + 1 bits; it saturates above _MAX_EXP, a
+        # compare of exp with a constant (no adder); exp + c < 0 would wrap to a large
+        # field (unreachable, as exp >= s, but the bits stay those of the sum)
+        c = carry + 1 - s
+        over = exp > _MAX_EXP - c
+        if c < 0:
+            over |= exp < -c
+        m.d.comb += [field[carry].eq((exp + c)[:5]), sat[carry].eq(over)]
+    return {"q": q, "field": field, "sat": sat, "neg": r["neg"]}
+
+
+def pack_rounded(m, u, name="rnd"):
+    """Last part: saturate and pack the FP16 bit pattern of :func:`round_increment`'s
+    result (muxes only: the carry picks the precomputed field and saturation test)."""
+    q, neg = u["q"], u["neg"]
     carry = q[11]                                  # rounding carried into a new binade
+    sig = Signal(11, name=f"{name}_sig")
     m.d.comb += sig.eq(Mux(carry, 1024, q[:11])[:11])
     # sig < 1024 only at the smallest exponent: a subnormal, exponent field 0
-    field = Signal(_EXP_BITS + 1, name=f"{name}_field")
-    m.d.comb += field.eq(Mux(sig[10], exp + carry + 1 - s, 0))
-    sat = field > _MAX_EXP
-    bits = Cat(sig[:10], field[:5])
+    field = Signal(5, name=f"{name}_field")
+    m.d.comb += field.eq(Mux(sig[10], Mux(carry, u["field"][1], u["field"][0]), 0))
+    sat = sig[10] & Mux(carry, u["sat"][1], u["sat"][0])
+    bits = Cat(sig[:10], field)
     nonzero = bits != 0
     bits = Mux(sat, Const((_MAX_EXP << 10) | 0x3FF, 15), bits)
     return Cat(bits, neg & (nonzero | sat))
+
+
+def round_pack(m, r, frac_bits=25, name="rnd"):
+    """Round to nearest even, saturate and pack the FP16 bit pattern:
+    :func:`round_increment` then :func:`pack_rounded`, for callers that do not register
+    between them."""
+    return pack_rounded(m, round_increment(m, r, frac_bits, name), name)
 
 
 def round_finish(m, p, frac_bits=25, name="rnd", pad=0):

@@ -94,7 +94,7 @@ def test_parameters_are_validated(cfg):
     expect_value_error(lambda: DequantEngine(cfg=cfg, table="shared"),
                        "table must be 'internal' or 'external'")
     dut = DequantEngine(cfg=cfg, table="external")
-    assert dut.beats_per_vector == 12 and dut.latency == 28 and dut.min_latency == 23
+    assert dut.beats_per_vector == 12 and dut.latency == 30 and dut.min_latency == 25
     assert "table" in dut.signature.members and "thresholds" not in dut.signature.members
     Fragment.get(dut, None)       # elaborates (and so is used)
 
