@@ -57,9 +57,9 @@ def yosys_script(target, *, top=TOP_NAME, dut=f"{TOP_NAME}.{DUT_NAME}", keep=(),
     ])
 
 
-#: Wires named like a bit or a slice of another (``x[3]``, ``x[7:0]``), ports excepted:
-#: renamed private before ABC9 (:func:`yosys_script`).
-INDEXED_WIRES = "w:*] i:* %d o:* %d"
+#: Wires named like a bit or a slice of another (``x[3]``, ``x[7:0]``): renamed private
+#: before ABC9 (:func:`yosys_script`; ``rename -hide`` leaves ports alone).
+INDEXED_WIRES = "w:*]"
 
 #: The synthesis option tried when ABC9 fails (:func:`abc9_crash`).
 ABC9_RETRY_OPTION = "-dff"
