@@ -317,9 +317,10 @@ class ReadPath(wiring.Component):
                              s_t1.eq(s_t1 - want)]
         with m.Elif(meta_go):
             a = mrec.addr + moff
+            sum_only = ti < r.lo
             m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
                          tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
-                         tag_in.sum_only.eq(ti < r.lo), meta_issue.eq(ti >= r.lo)]
+                         tag_in.sum_only.eq(sum_only), meta_issue.eq(~sum_only)]
             m.d.sync += ti.eq(ti + 1)
             with m.If(moff + L.meta_slot == mrec.length):
                 m.d.comb += meta_rec.r_en.eq(1)
