@@ -117,8 +117,9 @@ class Scale(wiring.Component):
     @staticmethod
     def latency_for(middle_bits):
         """Input register, the division (``middle_bits + 1`` stages), candidates, partial
-        products, their sums, choice, reciprocal, multiply, ceiling, round-up, FP16."""
-        return 1 + (middle_bits + 1) + 9
+        products, their sums, choice, reciprocal, multiply, ceiling, round-up mask,
+        round-up, FP16."""
+        return 1 + (middle_bits + 1) + 10
 
     def __init__(self, *, middle_bits, tag_width=1):
         if isinstance(middle_bits, bool) or not isinstance(middle_bits, int) \
@@ -266,16 +267,21 @@ class Scale(wiring.Component):
         def ceiling(parts, add):
             total = sum((p << k for p, k in parts), add)
             return (total >> RECIP_BITS)[:cw]
-        # the round-up's mask is found here, after the sum, and applied in the next stage
-        # (together they were the critical path: 38 levels, 14.2 ns on ECP5)
-        cs = []
-        for name, parts, add in (("mid", p_mid, 0), ("in", p_in, bias), ("out", p_out, bias)):
-            c_ = Signal(cw, name=f"c_{name}")
-            m.d.comb += c_.eq(ceiling(parts, add))
-            cs.append((stage(f"s4_c_{name}", c_),
-                       stage(f"s4_mask_{name}", _roundup_mask(c_), cw)))
-        s5 = {k: stage(f"s5_{k}", s4[k]) for k in ("valid", "tag")}
-        s5_nlo = stage("s5_nlo", s4_nlo)
+        # The round-up's mask is found a stage after the sum and applied a stage after that.
+        # The mask and the round-up in one stage were the critical path (38 levels, 14.2 ns
+        # on ECP5); then the sum and the mask in one stage were, at every seed once the read
+        # path's handshake was cut (s3_p_mid0 -> s4_mask_mid, 13.0-13.5 ns, 5.1-5.4 of it
+        # logic). Session 16 made this split and reverted it when another path limited the
+        # engine (docs/flow.md).
+        sums = {name: stage(f"s4_c_{name}", ceiling(parts, add), cw)
+                for name, parts, add in (("mid", p_mid, 0), ("in", p_in, bias),
+                                         ("out", p_out, bias))}
+        m4 = {k: stage(f"m4_{k}", s4[k]) for k in ("valid", "tag")}
+        m4_nlo = stage("m4_nlo", s4_nlo)
+        cs = [(stage(f"m4_c_{name}", c_), stage(f"m4_mask_{name}", _roundup_mask(c_), cw))
+              for name, c_ in sums.items()]
+        s5 = {k: stage(f"s5_{k}", m4[k]) for k in ("valid", "tag")}
+        s5_nlo = stage("s5_nlo", m4_nlo)
         # the FP16 exponent and shift come from the mask here, beside the round-up's add,
         # so that the last stage is only the mantissa's shifter (found from the rounded
         # step instead, the bit length and shift were the engine's critical path: 14.3 ns)
