@@ -119,12 +119,16 @@ class FreeList(wiring.Component):
         # handshake, the increment's carry chain ran into the ring's address pins, which
         # span the block RAMs of the whole ring (the engine's critical path at 77.5 MHz:
         # the write path's record FIFO level -> the MMU's handshake -> this address). Their
-        # reset values are those of `head = 0` for `_advance` as written here (a subclass
-        # that changes it may differ in the first cycle out of reset, when no allocation
-        # can be made anyway: the initialisation walk runs).
+        # next values are sums of `head` alone, chosen by the handshake last: summed after
+        # the choice, `after_next` was the MMU's latest endpoint at every seed (12.6-13.0
+        # ns in the engine, session 19). Their reset values are those of `head = 0` for
+        # `_advance` as written here (a subclass that changes it may differ in the first
+        # cycle out of reset, when no allocation can be made anyway: the walk runs).
         after_head = Signal(self.page_bits, init=1)
         after_next = Signal(self.page_bits, init=2 % self.pages)
-        m.d.sync += [after_head.eq(new_head + 1), after_next.eq(self._advance(new_head) + 1)]
+        advanced = self._advance(head)
+        m.d.sync += [after_head.eq(Mux(pop, advanced + 1, head + 1)),
+                     after_next.eq(Mux(pop, self._advance(advanced) + 1, advanced + 1))]
         m.d.comb += [
             rd.addr.eq(Mux(pop, after_next, after_head)),
             self.alloc.valid.eq(done & ~empty),
