@@ -143,6 +143,33 @@ class ReadPath(wiring.Component):
         running = Signal()                          # the issuer has a request
         moff = Signal(L.len_bits)                   # bytes of the current bursts consumed
         doff = Signal(L.len_bits)
+        # ... and moff + meta_slot, doff + dense_slot, registers: a burst's last slot is an
+        # equality with the FIFO's output, not an adder in front of it (that compare ends in
+        # the record FIFO's `r_en`)
+        moff_end = Signal(L.len_bits + 1, init=L.meta_slot)
+        doff_end = Signal(L.len_bits + 1, init=L.dense_slot)
+        # The next values of `issued`, `need_before`, `ti` and `td` (each register is loaded
+        # from its own), and the compares the issuer's choice depends on as registers:
+        # `behind` is issued < need_before, `m_room` ti < hi and ti < td + LOOKAHEAD,
+        # `d_room` td < hi (valid while `running`: `r` changes only with a request, before
+        # it runs). Compared in the same cycle, these and the credit compares ran through
+        # the choice into the record FIFOs' `r_en`, their level counters and output
+        # registers: the read path's critical paths (12.9 ns, dense_rec's level). Each
+        # flag's next value is chosen by the event that changes its operands (a request,
+        # its start, a sparse, meta or last dense beat issued), among compares of registers:
+        # compared after the choice, a flag was a carry chain behind the issuer's handshake
+        # (12.1 ns into `m_room` from the MMU's request, session 20).
+        issued_n = Signal.like(issued)
+        need_n = Signal.like(need_before)
+        ti_n = Signal.like(ti)
+        td_n = Signal.like(td)
+        m.d.comb += [issued_n.eq(issued), need_n.eq(need_before), ti_n.eq(ti), td_n.eq(td)]
+        m.d.sync += [issued.eq(issued_n), need_before.eq(need_n), ti.eq(ti_n), td.eq(td_n)]
+        behind, behind_n = Signal(), Signal()
+        m_room, m_room_n = Signal(), Signal()
+        d_room, d_room_n = Signal(), Signal()
+        m.d.comb += [behind_n.eq(behind), m_room_n.eq(m_room), d_room_n.eq(d_room)]
+        m.d.sync += [behind.eq(behind_n), m_room.eq(m_room_n), d_room.eq(d_room_n)]
         # the sparse burst being requested, as a cursor of registers (as the write path's):
         # its next byte address, bytes left, and t1 = min(bytes to the beat's end, bytes
         # left) with whether that is all of them, so that a request's byte count and the
@@ -204,9 +231,10 @@ class ReadPath(wiring.Component):
                     m.next = "FREE"
                 with m.Elif(self.req.valid & comp.w_rdy):
                     m.d.comb += self.req.ready.eq(1)
+                    m.d.comb += [issued_n.eq(0), need_n.eq(0), behind_n.eq(0)]
                     m.d.sync += [r.eq(self.req.payload), slo_seen.eq(0), slo_sum.eq(0),
-                                 known.eq(0), issued.eq(0), need_before.eq(0),
-                                 moff.eq(0), doff.eq(0), dbeat.eq(0)]
+                                 known.eq(0), moff.eq(0), doff.eq(0), dbeat.eq(0),
+                                 moff_end.eq(L.meta_slot), doff_end.eq(L.dense_slot)]
                     with m.If(self.req.payload.lo > self.req.payload.hi):
                         m.d.comb += [comp.w_en.eq(1), comp_in.status.eq(Status.BAD_RANGE)]
                     with m.Else():
@@ -236,7 +264,9 @@ class ReadPath(wiring.Component):
                             m.next = "IDLE"
                         with m.Else():
                             if kind == Kind.META:
-                                m.d.sync += [running.eq(1), ti.eq(0), td.eq(r.lo)]
+                                m.d.sync += running.eq(1)
+                                m.d.comb += [ti_n.eq(0), td_n.eq(r.lo),
+                                             m_room_n.eq(r.hi != 0), d_room_n.eq(r.lo < r.hi)]
                             if kind == Kind.SPARSE:
                                 m.d.sync += sparse_ready.eq(1)
                             m.next = after
@@ -293,17 +323,25 @@ class ReadPath(wiring.Component):
         frame_cred = Signal(range(2 * LOOKAHEAD + 1), init=2 * LOOKAHEAD)
         dense_cred = Signal(range(DATA_AHEAD + 1), init=DATA_AHEAD)
         sparse_cred = Signal(range(DATA_AHEAD + 1), init=DATA_AHEAD)
-        sparse_go = (can & sparse_ready & sv & (issued < need_before) & (sparse_cred != 0))
-        meta_go = (can & (ti < r.hi) & (ti < td + LOOKAHEAD) & meta_rec.r_rdy
-                   & (meta_cred != 0) & (frame_cred != 0))
-        dense_go = (can & (td < r.hi) & cnt_i.r_rdy & (issued >= need_before)
-                    & dense_rec.r_rdy & (dense_cred != 0))
+        # whether each is non-zero, registers (from the credits' next values, below)
+        meta_ok = Signal(init=1)                     # meta and frame credits
+        dense_ok = Signal(init=1)
+        sparse_ok = Signal(init=1)
+        # the choice is from registers only (`behind`, `ti`'s and `td`'s rooms, the credit
+        # flags, the FIFOs' `r_rdy`); sparse_go and dense_go exclude each other (`behind`)
+        sparse_go = can & sparse_ready & sv & behind & sparse_ok
+        meta_go = can & m_room & meta_rec.r_rdy & meta_ok
+        dense_go = can & d_room & cnt_i.r_rdy & ~behind & dense_rec.r_rdy & dense_ok
         meta_issue = Signal()                        # a record for the dequantizer is read
         dense_issue = Signal()
         with m.If(sparse_go):
             m.d.comb += [issue.eq(1), i_addr.eq(s_addr), tag_in.kind.eq(Kind.SPARSE),
                          tag_in.lane.eq(s_lane), tag_in.take.eq(s_take)]
-            m.d.sync += issued.eq(issued + s_take)
+            # issued + s_take, without the adder behind `want`'s subtractor: issued + want
+            # is `known`
+            m.d.comb += [issued_n.eq(Mux(s_full, issued + s_t1, known)),
+                         behind_n.eq(Mux(s_full, issued + s_t1 < need_before,
+                                         known < need_before))]
             with m.If(s_full & s_t1_last):
                 m.d.comb += s_load.eq(1)
             with m.Elif(s_full):
@@ -321,12 +359,13 @@ class ReadPath(wiring.Component):
             m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
                          tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
                          tag_in.sum_only.eq(sum_only), meta_issue.eq(~sum_only)]
-            m.d.sync += ti.eq(ti + 1)
-            with m.If(moff + L.meta_slot == mrec.length):
+            m.d.comb += [ti_n.eq(ti + 1),
+                         m_room_n.eq((ti + 1 < r.hi) & (ti + 1 < td + LOOKAHEAD))]
+            with m.If(moff_end == mrec.length):
                 m.d.comb += meta_rec.r_en.eq(1)
-                m.d.sync += moff.eq(0)
+                m.d.sync += [moff.eq(0), moff_end.eq(L.meta_slot)]
             with m.Else():
-                m.d.sync += moff.eq(moff + L.meta_slot)
+                m.d.sync += [moff.eq(moff_end), moff_end.eq(moff_end + L.meta_slot)]
         with m.Elif(dense_go):
             last = dbeat == dbeats - 1
             m.d.comb += [issue.eq(1), i_addr.eq(drec.addr + doff + dbeat * N),
@@ -335,12 +374,15 @@ class ReadPath(wiring.Component):
             m.d.sync += dbeat.eq(Mux(last, 0, dbeat + 1))
             with m.If(last):
                 m.d.comb += cnt_i.r_en.eq(1)
-                m.d.sync += [td.eq(td + 1), need_before.eq(need_before + cnt_i.r_data)]
-                with m.If(doff + L.dense_slot == drec.length):
+                m.d.comb += [td_n.eq(td + 1), need_n.eq(need_before + cnt_i.r_data),
+                             behind_n.eq(issued < need_before + cnt_i.r_data),
+                             m_room_n.eq((ti < r.hi) & (ti < td + 1 + LOOKAHEAD)),
+                             d_room_n.eq(td + 1 < r.hi)]
+                with m.If(doff_end == drec.length):
                     m.d.comb += dense_rec.r_en.eq(1)
-                    m.d.sync += doff.eq(0)
+                    m.d.sync += [doff.eq(0), doff_end.eq(L.dense_slot)]
                 with m.Else():
-                    m.d.sync += doff.eq(doff + L.dense_slot)
+                    m.d.sync += [doff.eq(doff_end), doff_end.eq(doff_end + L.dense_slot)]
         with m.If(s_load):
             m.d.comb += sparse_rec.r_en.eq(1)
             t1, t1_last = beat_take(srec.length, room0)
@@ -349,8 +391,7 @@ class ReadPath(wiring.Component):
         with m.If(sparse_drop):
             m.d.comb += sparse_rec.r_en.eq(1)
             m.d.sync += sv.eq(0)
-        with m.If(running & (td == r.hi) & (ti == r.hi) & (issued >= need_before)
-                  & ~dense_go):
+        with m.If(running & (td == r.hi) & (ti == r.hi) & ~behind & ~dense_go):
             m.d.sync += running.eq(0)
 
         # ---------------------------------------------------------------- the dispatcher
@@ -474,10 +515,19 @@ class ReadPath(wiring.Component):
         frame_back = cnt_f.r_en & cnt_f.r_rdy
         dense_back = dense_beats.r_en
         sparse_back = sparse_beats.r_en & sparse_beats.r_rdy
-        m.d.sync += [meta_cred.eq(meta_cred - meta_issue + meta_back),
-                     frame_cred.eq(frame_cred - meta_issue + frame_back),
-                     dense_cred.eq(dense_cred - dense_issue + dense_back),
-                     sparse_cred.eq(sparse_cred - sparse_go + sparse_back)]
+        creds = ((meta_cred, meta_issue, meta_back), (frame_cred, meta_issue, frame_back),
+                 (dense_cred, dense_issue, dense_back), (sparse_cred, sparse_go, sparse_back))
+        # The counts and their "non-zero" flags are chosen by the handshakes last, from
+        # values of the register alone (cred - 1, cred + 1; cred != 1, cred != 0): summed
+        # after the handshakes, the dequantizer's dense `ready` -> the dense FIFO's `r_en`
+        # -> the adder -> `dense_ok` was the engine's critical path (13.3 ns, session 20).
+        nonzero = []
+        for cred, take, back in creds:
+            only_take, only_back = take & ~back, back & ~take
+            m.d.sync += cred.eq(Mux(only_take, cred - 1, Mux(only_back, cred + 1, cred)))
+            nonzero.append(Mux(only_take, cred != 1, only_back | (cred != 0)))
+        m.d.sync += [meta_ok.eq(nonzero[0] & nonzero[1]),
+                     dense_ok.eq(nonzero[2]), sparse_ok.eq(nonzero[3])]
 
         # ---------------------------------------------------------------- completions
         vdone = Signal(tok)

@@ -218,8 +218,13 @@ class WritePath(wiring.Component):
         b_end = Signal()
         o_end = Signal()                 # the beat is its vector's last
         with m.If(fire):
-            m.d.sync += [cmd_pend.eq(1), data_pend.eq(1), o_end.eq(b_end),
-                         o_addr.eq(b_addr), o_data.eq(b_data), o_be.eq(b_be)]
+            m.d.sync += [cmd_pend.eq(1), data_pend.eq(1), o_end.eq(b_end), o_addr.eq(b_addr)]
+        # the wide data and byte enables load whenever the register is free, not with `fire`
+        # (a beat not taken leaves them unused: `data_pend` is low): their enable is then
+        # registers and the port's `ready`, not the beat's handshake, which with the source
+        # mux behind the byte queue's rotation made them the write path's latest endpoints
+        with m.If(out_free):
+            m.d.sync += [o_data.eq(b_data), o_be.eq(b_be)]
         # the vector is written when both halves of its last beat have been taken
         written = Signal()
         m.d.comb += written.eq(o_end & (cmd_pend | data_pend) & out_free)
@@ -272,6 +277,17 @@ class WritePath(wiring.Component):
         ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
         m.d.comb += ones.eq((Const(1, N + 1) << c_take) - 1)
 
+        # the beat's data and byte enables by the record's kind, outside the state machine
+        # (under it, they would be zero outside RECORD and the mux would take its state too)
+        with m.Switch(c_kind):
+            with m.Case(Kind.DENSE):
+                m.d.comb += [b_data.eq(dense_fifo.r_data), b_be.eq((1 << N) - 1)]
+            with m.Case(Kind.SPARSE):
+                m.d.comb += [b_data.eq(bq.head), b_be.eq((ones << c_lane)[:N])]
+            with m.Default():
+                m.d.comb += [b_data.eq((meta_fifo.r_data << (c_lane * 8))[:8 * N]),
+                             b_be.eq(Const((1 << L.meta_bytes) - 1, N) << c_lane)]
+
         drop_dense = Signal(range(vec_dense_beats + 1))
         drop_sparse = Signal(range(cfg.vector_len + 1))
         # the bytes the drop takes next, min(drop_sparse, N), a register for the same
@@ -287,21 +303,14 @@ class WritePath(wiring.Component):
                 with m.If(c_v):
                     with m.Switch(c_kind):
                         with m.Case(Kind.DENSE):
-                            m.d.comb += [b_data.eq(dense_fifo.r_data), b_be.eq((1 << N) - 1),
-                                         fire.eq(out_free & dense_fifo.r_rdy)]
+                            m.d.comb += fire.eq(out_free & dense_fifo.r_rdy)
                             m.d.comb += dense_fifo.r_en.eq(fire)
                         with m.Case(Kind.SPARSE):
-                            m.d.comb += [
-                                b_data.eq(bq.head),
-                                b_be.eq((ones << c_lane)[:N]),
-                                fire.eq(out_free & bq.enough),    # fill >= c_take
-                            ]
+                            m.d.comb += fire.eq(out_free & bq.enough)    # fill >= c_take
                             with m.If(fire):
                                 m.d.comb += bq.take.eq(c_take)
                         with m.Case(Kind.META):
                             m.d.comb += [
-                                b_data.eq((meta_fifo.r_data << (c_lane * 8))[:8 * N]),
-                                b_be.eq(Const((1 << L.meta_bytes) - 1, N) << c_lane),
                                 # room for the status pushed when the beat is taken
                                 fire.eq(out_free & meta_fifo.r_rdy & done_fifo.w_rdy),
                                 meta_fifo.r_en.eq(fire),
