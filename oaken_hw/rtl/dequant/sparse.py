@@ -32,7 +32,41 @@ def _entry_layout(cfg):
 def _entries_layout(cfg):
     lanes = cfg.quant.lanes
     return data.StructLayout({"entry": data.ArrayLayout(_entry_layout(cfg), lanes),
-                              "n": range(lanes + 1), "end": 1, "order": 1, "sparse": 1})
+                              "val": lanes, "rows": _rows_layout(cfg),
+                              "end": 1, "order": 1, "sparse": 1})
+
+
+def _rows_layout(cfg):
+    """Per entry of a beat, where its row (``pos // lanes``) stands among the beat's rows.
+
+    From the positions alone, not from ``val``: ``change[j]``, entry ``j + 1`` is in
+    another row than entry ``j``; ``other0[j]``, another row than entry 0; ``third[j]``,
+    entries ``0 .. j`` span three rows or more; ``other_fin[j]``, another row than the
+    beat's final byte (the framer's, which is the forwarded run's final entry unless the
+    vector is malformed). Inside the run the rows do not decrease, so ANDed with ``val``
+    these say where the rows of the run start and end.
+    """
+    lanes = cfg.quant.lanes
+    return data.StructLayout({"change": max(1, lanes - 1), "other0": lanes, "third": lanes,
+                              "other_fin": lanes})
+
+
+def row_flags(rows, fin):
+    """The :func:`_rows_layout` flags of a beat as integers (a model, for tests).
+
+    Parameters
+    ----------
+    rows : list of int
+        Row of each entry of the beat (``lanes`` of them; unused ones any value).
+    fin : int
+        Index of the beat's final byte.
+    """
+    n = len(rows)
+    change = sum((rows[j + 1] != rows[j]) << j for j in range(n - 1))
+    other0 = sum((r != rows[0]) << j for j, r in enumerate(rows))
+    third = sum((sum(rows[i + 1] != rows[i] for i in range(j)) >= 2) << j for j in range(n))
+    other_fin = sum((r != rows[fin]) << j for j, r in enumerate(rows))
+    return {"change": change, "other0": other0, "third": third, "other_fin": other_fin}
 
 
 def row_layout(cfg):
@@ -63,23 +97,27 @@ class SparseFramer(wiring.Component):
     increasing positions inside the vector. One beat per cycle, two register stages (each
     advances when the next one has room, so a stall stops only what is behind it)::
 
-        i, frame ──► A: blocks, positions, steps, byte count ──► B: order, run, n ──► o
+        i, frame ──► A: blocks, positions, byte count ──► B: steps, order, run, rows ──► o
 
     **Stage A** works from the ``base`` register (bytes of the vector before the beat):
     one subtraction ``prefix[b] - base`` per block, shared by the beat's bytes; byte ``j``
     is in block ``b`` or later when it is ``<= j``, a compare with a small constant (a few
     LUTs). The prefixes do not decrease, so these bits are a thermometer code, turned into
     the block number without an adder; ``total - base`` likewise says which bytes lie
-    within the counts. The blocks also give each byte's *step* (``pos[j] > pos[j-1]``:
-    another block, or a greater index). The stage's loop is just ``base + count`` (with
-    the saturation). The frame is used only here, so the beat that takes it (the vector's
-    ``last``) consumes it, exactly once per vector.
+    within the counts. The stage's loop is just ``base + count`` (with the saturation).
+    The frame is used only here, so the beat that takes it (the vector's ``last``)
+    consumes it, exactly once per vector.
 
     **Stage B** holds the order state: ``prev``, the position of the previous beat's final
-    byte (forwarded or not), and the sticky ``order`` flag. Its one compare is
-    ``pos[0] > prev``; the forwarded run is the AND prefix of the registered steps and
-    "within" bits, and its length ``n`` the OR-encode of the one-hot end of the run, not
-    a sum.
+    byte (forwarded or not), and the sticky ``order`` flag. Its compares are
+    ``pos[0] > prev`` and each byte's *step* ``pos[j] > pos[j-1]``, side by side, all from
+    registers (in stage A the steps were compares of the input bytes, which reach the
+    framer late, at the end of the read path's byte queue); the forwarded run ``val`` is
+    the AND prefix of the steps and "within" bits (a mask, not a count: the inserter
+    would only decode a count again). Beside it, and from stage A's positions alone, the
+    stage works out the row flags the :class:`ZeroInserter` tags a beat with, so that the
+    inserter's queue loads each tag as an AND of two of these registers (an OR of such
+    for two flags) rather than at the end of a scan behind the run.
 
     Attributes
     ----------
@@ -88,9 +126,10 @@ class SparseFramer(wiring.Component):
         One per vector: the running sums of the block counts and their total; taken at the
         vector's ``last`` sparse beat.
     o : Out(stream.Signature(entries layout))
-        ``entry[0 .. n-1]``: position, group bit, high bit; ``end`` on the vector's final
-        beat, with ``order`` (indices not increasing) and ``sparse`` (byte count differs
-        from the counts' sum).
+        ``entry[j]`` where ``val[j]`` (a prefix of the beat): position, group bit, high
+        bit; ``rows``, the row flags of the beat's bytes (:func:`_rows_layout`); ``end`` on
+        the vector's final beat, with ``order`` (indices not increasing) and ``sparse``
+        (byte count differs from the counts' sum).
     """
 
     #: register stages from ``i`` to ``o``
@@ -150,10 +189,6 @@ class SparseFramer(wiring.Component):
 
         with m.If(adv_a):
             m.d.sync += a_valid.eq(fire)
-        # pos[j] > pos[j-1] inside the beat, also here: the bytes' blocks never decrease
-        # (o grows with j), and sparse_block = 2 ** ib, so a position is (block, index) in
-        # lexicographic order: greater is "another block, or a greater index"
-        a_step = Signal(lanes, name="a_step")
         therm = [Cat(*[at_most(d_blk[b], j) for b in range(nblk - 1)]) for j in range(lanes)]
         present = below(count, lanes)     # byte j is one of the beat's
         with m.If(fire):
@@ -163,9 +198,6 @@ class SparseFramer(wiring.Component):
                     m.d.sync += a_pos[j].eq(Cat(byte[:ib], _thermometer(therm[j])))
                 else:
                     m.d.sync += a_pos[j].eq(byte[:ib])
-                if j:
-                    other = (therm[j] != therm[j - 1]) if nblk > 1 else 0
-                    m.d.sync += a_step[j].eq(other | (byte[:ib] > inp.data[j - 1][:ib]))
                 m.d.sync += [a_gh[j].eq(byte[ib:ib + 2]),
                              a_ok[j].eq(present[j] & ~at_most(d_tot, j)),
                              a_fin[j].eq(count == j + 1)]
@@ -176,19 +208,26 @@ class SparseFramer(wiring.Component):
         prev = Signal(pw)                 # position of the previous beat's final byte
         have_prev = Signal()
         order = Signal()                  # sticky: an entry was out of order
-        inc = Cat(~have_prev | (a_pos[0] > prev), a_step[1:])
+        # sparse_block = 2 ** ib, so a position (block, index) compares lexicographically
+        inc = Cat(~have_prev | (a_pos[0] > prev), *[a_pos[j] > a_pos[j - 1]
+                                                    for j in range(1, lanes)])
         beat_bad = (a_ok & ~inc).any()
-        # the forwarded entries are a prefix (the run): n is where it ends, one-hot encoded
-        run, edge = ~order, []
-        for j in range(lanes):
-            edge.append(run & ~(a_ok[j] & inc[j]))      # entry j is the first not forwarded
-            run = run & a_ok[j] & inc[j]
-        edge.append(run)                                # all forwarded
-        n_fwd = Cat(*[Cat(*[edge[k] for k in range(lanes + 1) if (k >> b) & 1]).any()
-                      for b in range(uint_bits(lanes))])
+        # the forwarded entries are a prefix (the run), as a mask; a_ok is a prefix itself
+        # (j < count and j < total - base), so entry j needs only its own a_ok bit
+        val = Cat(*[~order & a_ok[j] & inc[:j + 1].all() for j in range(lanes)])
         last_pos = Signal(pw, name="last_pos")
         m.d.comb += last_pos.eq(Cat(*[Cat(*[a_fin[j] & a_pos[j][k] for j in range(lanes)]).any()
                                       for k in range(pw)]))
+        # the row flags, from the positions only (a few LUTs beside the run's chain)
+        ll = lanes.bit_length() - 1
+        rows = [a_pos[j][ll:] for j in range(lanes)]
+        change = [rows[j + 1] != rows[j] for j in range(lanes - 1)]
+        last_row = last_pos[ll:]
+        r_change = Cat(*change) if lanes > 1 else Const(0, 1)
+        r_other0 = Cat(*[r != rows[0] for r in rows])
+        r_third = Cat(*[_two_or_more(change[:j]) if j >= 2 else Const(0, 1)
+                        for j in range(lanes)])
+        r_other_fin = Cat(*[r != last_row for r in rows])
 
         with m.If(adv_b):
             m.d.sync += self.o.valid.eq(a_valid)
@@ -197,8 +236,10 @@ class SparseFramer(wiring.Component):
             for j in range(lanes):
                 m.d.sync += [p.entry[j].pos.eq(a_pos[j]), p.entry[j].outer.eq(a_gh[j][0]),
                              p.entry[j].high.eq(a_gh[j][1])]
-            m.d.sync += [p.n.eq(n_fwd), p.end.eq(a_end), p.order.eq(order | beat_bad),
-                         p.sparse.eq(a_sparse)]
+            m.d.sync += [p.val.eq(val), p.end.eq(a_end), p.order.eq(order | beat_bad),
+                         p.sparse.eq(a_sparse),
+                         p.rows.change.eq(r_change), p.rows.other0.eq(r_other0),
+                         p.rows.third.eq(r_third), p.rows.other_fin.eq(r_other_fin)]
             with m.If(a_end):
                 m.d.sync += [have_prev.eq(0), order.eq(0)]
             with m.Else():
@@ -318,16 +359,11 @@ class ZeroInserter(wiring.Component):
         })
         inp = self.i.payload
         fire = self.i.valid & self.i.ready
-        has = inp.n.any()
+        val, rf = inp.val, inp.rows
+        has = val[0]
         row = [inp.entry[j].pos[ll:] for j in range(lanes)]
-        val = Signal(lanes, name="in_val")
         ilast = Signal(lanes, name="in_last")
-        with m.Switch(inp.n):                 # a table, not a comparator per entry
-            for k in range(lanes + 1):
-                with m.Case(k):
-                    m.d.comb += val.eq((1 << k) - 1)
-        m.d.comb += ilast.eq(Cat(*[val[j + 1] & (row[j + 1] != row[j])
-                                   for j in range(lanes - 1)]))
+        m.d.comb += ilast.eq(Cat(*[val[j + 1] & rf.change[j] for j in range(lanes - 1)]))
         final_in = Cat(*[val[j] & (~val[j + 1] if j < lanes - 1 else 1) for j in range(lanes)])
         final_row_in = Signal(rw, name="in_final_row")
         m.d.comb += final_row_in.eq(Cat(*[Cat(*[final_in[j] & row[j][b]
@@ -338,12 +374,19 @@ class ZeroInserter(wiring.Component):
         open_row = Signal(rw, name="open_row")    # row of that beat's final entry
 
         new = Signal(slot_layout, name="new")
+        # The rows do not decrease inside the run, so the beat's first row is the entries
+        # in entry 0's row, the trailing ones those in the final byte's row (only a
+        # malformed vector's run ends before that byte, and then the trailing entries,
+        # which only ever reach row contents, are zeroed by the merge), one / two "last"
+        # flags mean two / three rows: each tag is an AND of the framer's registers (an
+        # OR of such for one, two), not a prefix or suffix scan of "last" bits behind the
+        # framer's run (the queue's longest paths, 11 LUT levels).
         m.d.comb += [
             new.outer.eq(Cat(*[inp.entry[j].outer for j in range(lanes)])),
             new.high.eq(Cat(*[inp.entry[j].high for j in range(lanes)])),
-            new.val.eq(val), new.last.eq(ilast), new.first.eq(_first_run(val, ilast)),
-            new.one.eq(ilast.any()), new.two.eq(_two_or_more(ilast)),
-            new.sfx.eq(Cat(*[val[j] & ~ilast[j:].any() for j in range(lanes)])),
+            new.val.eq(val), new.last.eq(ilast), new.first.eq(val & ~rf.other0),
+            new.one.eq((val & rf.other0).any()), new.two.eq((val & rf.third).any()),
+            new.sfx.eq(val & ~rf.other_fin),
             new.lead.eq(~started & (~has | (row[0] != 0))),
             new.lead_empty.eq(Mux(has, row[0] - 1, K - 1)[:ew]),
             new.closed.eq(inp.end), new.tlast.eq(1), new.tempty.eq((K - 1 - final_row_in)[:ew]),

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from dequant_harness import SMALL, StalledBeats
 from oaken_hw.config import default_config
-from oaken_hw.rtl.dequant.sparse import ZeroInserter
+from oaken_hw.rtl.dequant.sparse import ZeroInserter, row_flags
 
 
 def model_rows(cfg, positions):
@@ -88,7 +88,14 @@ def test_rows_run_lengths_and_verdict_timing(cfg, stall, verdict_mode):
         for j, (p, g, h) in enumerate(ents):
             e = (p << el["pos"].offset) | (g << el["outer"].offset) | (h << el["high"].offset)
             v |= e << (il["entry"].offset + j * el.size)
-        v |= len(ents) << il["n"].offset
+        v |= ((1 << len(ents)) - 1) << il["val"].offset
+        # the framer's row flags: of the beat's bytes (here its entries; the bytes after
+        # them read as position 0)
+        rows = [p // cfg.quant.lanes for p, _, _ in ents]
+        rows += [0] * (cfg.quant.lanes - len(rows))
+        rf = il["rows"].shape
+        for name, x in row_flags(rows, max(0, len(ents) - 1)).items():
+            v |= x << (il["rows"].offset + rf[name].offset)
         v |= int(end) << il["end"].offset
         v |= (verdict & 1) << il["order"].offset
         v |= (verdict >> 1) << il["sparse"].offset
