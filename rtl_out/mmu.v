@@ -429,25 +429,25 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [14:0] \$479 ;
   wire \$48 ;
   reg [6:0] \$480 ;
-  reg [6:0] \$481 ;
-  wire \$482 ;
-  reg [13:0] \$483 ;
-  wire [13:0] \$484 ;
-  reg [6:0] \$485 ;
-  wire [14:0] \$486 ;
+  wire \$481 ;
+  reg [13:0] \$482 ;
+  wire [13:0] \$483 ;
+  reg [6:0] \$484 ;
+  wire [14:0] \$485 ;
+  wire \$486 ;
   wire \$487 ;
-  wire \$488 ;
-  reg [13:0] \$489 ;
+  reg [13:0] \$488 ;
+  wire [13:0] \$489 ;
   wire \$49 ;
-  wire [13:0] \$490 ;
+  reg [6:0] \$490 ;
   wire [14:0] \$491 ;
-  reg [6:0] \$492 ;
-  wire [14:0] \$493 ;
-  wire [15:0] \$494 ;
+  wire [15:0] \$492 ;
+  wire [15:0] \$493 ;
+  wire \$494 ;
   wire \$495 ;
   wire \$496 ;
-  wire \$497 ;
-  reg [6:0] \$498 ;
+  reg [6:0] \$497 ;
+  wire \$498 ;
   wire \$499 ;
   wire [6:0] \$5 ;
   wire \$50 ;
@@ -455,16 +455,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$501 ;
   wire \$502 ;
   wire \$503 ;
-  wire \$504 ;
-  reg [6:0] \$505 ;
-  wire \$506 ;
-  reg [6:0] \$507 ;
-  wire \$508 ;
-  reg [13:0] \$509 ;
+  reg [6:0] \$504 ;
+  wire \$505 ;
+  reg [6:0] \$506 ;
+  wire \$507 ;
+  reg [13:0] \$508 ;
+  wire [13:0] \$509 ;
   wire [13:0] \$51 ;
-  wire [13:0] \$510 ;
-  reg [6:0] \$511 ;
-  wire [14:0] \$512 ;
+  reg [6:0] \$510 ;
+  wire [14:0] \$511 ;
+  wire \$512 ;
   wire \$513 ;
   wire \$514 ;
   wire \$515 ;
@@ -474,30 +474,30 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$519 ;
   wire [14:0] \$52 ;
   wire \$520 ;
-  wire \$521 ;
+  wire [20:0] \$521 ;
   wire [20:0] \$522 ;
   wire [20:0] \$523 ;
   wire [20:0] \$524 ;
   wire [20:0] \$525 ;
-  wire [20:0] \$526 ;
+  wire \$526 ;
   wire \$527 ;
-  wire \$528 ;
+  wire [20:0] \$528 ;
   wire [20:0] \$529 ;
   wire \$53 ;
   wire [20:0] \$530 ;
   wire [20:0] \$531 ;
   wire [20:0] \$532 ;
-  wire [20:0] \$533 ;
-  wire [21:0] \$534 ;
+  wire [21:0] \$533 ;
+  wire \$534 ;
   wire \$535 ;
-  wire \$536 ;
+  wire [20:0] \$536 ;
   wire [20:0] \$537 ;
   wire [20:0] \$538 ;
   wire [20:0] \$539 ;
   wire \$54 ;
   wire [20:0] \$540 ;
-  wire [20:0] \$541 ;
-  wire [21:0] \$542 ;
+  wire [21:0] \$541 ;
+  wire \$542 ;
   wire \$543 ;
   wire \$544 ;
   wire \$545 ;
@@ -510,162 +510,161 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire \$554 ;
+  wire [20:0] \$554 ;
   wire [20:0] \$555 ;
   wire [20:0] \$556 ;
   wire [20:0] \$557 ;
-  wire [20:0] \$558 ;
+  wire \$558 ;
   wire \$559 ;
   wire [5:0] \$56 ;
-  wire \$560 ;
+  wire [20:0] \$560 ;
   wire [20:0] \$561 ;
   wire [20:0] \$562 ;
   wire [20:0] \$563 ;
-  wire [20:0] \$564 ;
-  wire [21:0] \$565 ;
+  wire [21:0] \$564 ;
+  wire \$565 ;
   wire \$566 ;
-  wire \$567 ;
+  wire [20:0] \$567 ;
   wire [20:0] \$568 ;
   wire [20:0] \$569 ;
   wire \$57 ;
   wire [20:0] \$570 ;
   wire [20:0] \$571 ;
-  wire [20:0] \$572 ;
+  wire \$572 ;
   wire \$573 ;
-  wire \$574 ;
+  wire [20:0] \$574 ;
   wire [20:0] \$575 ;
   wire [20:0] \$576 ;
   wire [20:0] \$577 ;
   wire [20:0] \$578 ;
-  wire [20:0] \$579 ;
+  wire [21:0] \$579 ;
   wire [13:0] \$58 ;
-  wire [21:0] \$580 ;
+  wire \$580 ;
   wire \$581 ;
-  wire \$582 ;
+  wire [1:0] \$582 ;
   wire [1:0] \$583 ;
-  wire [1:0] \$584 ;
+  wire \$584 ;
   wire \$585 ;
-  wire \$586 ;
-  reg [13:0] \$587 ;
-  wire [13:0] \$588 ;
+  reg [13:0] \$586 ;
+  wire [13:0] \$587 ;
+  wire \$588 ;
   wire \$589 ;
   wire \$59 ;
   wire \$590 ;
   wire \$591 ;
-  wire \$592 ;
-  wire [24:0] \$593 ;
-  wire [25:0] \$594 ;
-  wire [15:0] \$595 ;
+  wire [25:0] \$592 ;
+  wire [25:0] \$593 ;
+  wire [15:0] \$594 ;
+  wire \$595 ;
   wire \$596 ;
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  wire \$600 ;
-  reg [14:0] \$601 ;
+  reg [14:0] \$600 ;
+  wire [14:0] \$601 ;
   wire [14:0] \$602 ;
-  wire [14:0] \$603 ;
+  wire \$603 ;
   wire \$604 ;
   wire \$605 ;
   wire \$606 ;
-  wire \$607 ;
-  wire [8:0] \$608 ;
-  wire [6:0] \$609 ;
+  wire [8:0] \$607 ;
+  wire [6:0] \$608 ;
+  wire [3:0] \$609 ;
   wire \$61 ;
-  wire [3:0] \$610 ;
-  wire [10:0] \$611 ;
-  wire [11:0] \$612 ;
-  wire [15:0] \$613 ;
+  wire [10:0] \$610 ;
+  wire [11:0] \$611 ;
+  wire [15:0] \$612 ;
+  wire \$613 ;
   wire \$614 ;
-  wire \$615 ;
+  wire [3:0] \$615 ;
   wire [3:0] \$616 ;
-  wire [3:0] \$617 ;
-  wire \$618 ;
-  wire [3:0] \$619 ;
+  wire \$617 ;
+  wire [3:0] \$618 ;
+  wire \$619 ;
   wire [13:0] \$62 ;
-  wire \$620 ;
-  wire [3:0] \$621 ;
+  wire [3:0] \$620 ;
+  wire \$621 ;
   wire \$622 ;
-  wire \$623 ;
-  reg [14:0] \$624 ;
+  reg [14:0] \$623 ;
+  wire [14:0] \$624 ;
   wire [14:0] \$625 ;
-  wire [14:0] \$626 ;
+  wire \$626 ;
   wire \$627 ;
-  wire \$628 ;
-  wire [8:0] \$629 ;
+  wire [8:0] \$628 ;
+  wire [6:0] \$629 ;
   wire [14:0] \$63 ;
-  wire [6:0] \$630 ;
-  wire [3:0] \$631 ;
+  wire [3:0] \$630 ;
+  wire \$631 ;
   wire \$632 ;
-  wire \$633 ;
-  reg [7:0] \$634 ;
+  reg [7:0] \$633 ;
+  reg \$634 ;
   reg \$635 ;
   reg \$636 ;
-  reg \$637 ;
+  reg [14:0] \$637 ;
   reg [14:0] \$638 ;
-  reg [14:0] \$639 ;
+  reg [6:0] \$639 ;
   wire \$64 ;
-  reg [6:0] \$640 ;
+  reg [14:0] \$640 ;
   reg [14:0] \$641 ;
   reg [14:0] \$642 ;
-  reg [14:0] \$643 ;
-  reg [2:0] \$644 ;
+  reg [2:0] \$643 ;
+  reg \$644 ;
   reg \$645 ;
   reg \$646 ;
-  reg \$647 ;
-  reg [40:0] \$648 ;
-  reg \$649 ;
+  reg [40:0] \$647 ;
+  reg \$648 ;
+  reg [5:0] \$649 ;
   wire \$65 ;
-  reg [5:0] \$650 ;
-  reg [7:0] \$651 ;
-  reg [3:0] \$652 ;
-  reg \$653 ;
-  reg [38:0] \$654 ;
-  reg [9:0] \$655 ;
+  reg [7:0] \$650 ;
+  reg [3:0] \$651 ;
+  reg \$652 ;
+  reg [38:0] \$653 ;
+  reg [9:0] \$654 ;
+  reg [13:0] \$655 ;
   reg [13:0] \$656 ;
   reg [13:0] \$657 ;
-  reg [13:0] \$658 ;
+  reg [2:0] \$658 ;
   reg [2:0] \$659 ;
   wire \$66 ;
   reg [2:0] \$660 ;
-  reg [2:0] \$661 ;
+  reg [13:0] \$661 ;
   reg [13:0] \$662 ;
   reg [13:0] \$663 ;
   reg [13:0] \$664 ;
   reg [13:0] \$665 ;
   reg [13:0] \$666 ;
   reg [13:0] \$667 ;
-  reg [13:0] \$668 ;
-  reg [2:0] \$669 ;
+  reg [2:0] \$668 ;
+  reg \$669 ;
   wire [6:0] \$67 ;
   reg \$670 ;
   reg \$671 ;
   reg \$672 ;
-  reg \$673 ;
+  reg [6:0] \$673 ;
   reg [6:0] \$674 ;
-  reg [6:0] \$675 ;
-  reg \$676 ;
-  reg [9:0] \$677 ;
+  reg \$675 ;
+  reg [9:0] \$676 ;
+  reg \$677 ;
   reg \$678 ;
-  reg \$679 ;
+  reg [10:0] \$679 ;
   wire [9:0] \$68 ;
   reg [10:0] \$680 ;
-  reg [10:0] \$681 ;
-  reg [3:0] \$682 ;
+  reg [3:0] \$681 ;
+  reg [13:0] \$682 ;
   reg [13:0] \$683 ;
   reg [13:0] \$684 ;
-  reg [13:0] \$685 ;
+  reg [14:0] \$685 ;
   reg [14:0] \$686 ;
   reg [14:0] \$687 ;
-  reg [14:0] \$688 ;
-  reg [24:0] \$689 ;
+  reg [24:0] \$688 ;
+  reg [9:0] \$689 ;
   wire \$69 ;
-  reg [9:0] \$690 ;
-  reg [10:0] \$691 ;
-  reg [14:0] \$692 ;
-  reg [1:0] \$693 ;
-  reg [10:0] \$694 ;
+  reg [10:0] \$690 ;
+  reg [14:0] \$691 ;
+  reg [1:0] \$692 ;
+  reg [10:0] \$693 ;
   wire [7:0] \$7 ;
   wire \$70 ;
   wire [7:0] \$71 ;
@@ -1203,7 +1202,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     _0_ <= group_state[\$signature__addr ];
   end
   assign \$signature__data$157  = _0_;
-  assign \$292  = rd_out__ready ? e2 : e1;
   assign \$293  = rd_out__ready ? e2 : e1;
   assign \$294  = gidx + 1'h1;
   assign \$295  = ! j;
@@ -1355,245 +1353,245 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$474  = \$468  & \$473 ;
   assign \$477  = 11'h400 - \$476 ;
   assign \$479  = \$474  ? \$477  : { 8'h00, \$478  };
-  assign \$482  = | \$481 ;
-  assign \$486  = \$484  + \$485 ;
-  assign \$487  = \$486  > 11'h400;
-  assign \$488  = \$482  & \$487 ;
-  assign \$491  = 11'h400 - \$490 ;
-  assign \$493  = \$488  ? \$491  : { 8'h00, \$492  };
-  assign \$494  = $signed({ 1'h0, \$480  }) - $signed(\$493 );
-  assign \$495  = j >= 2'h3;
-  assign \$496  = j < 3'h6;
-  assign \$497  = \$495  & \$496 ;
-  assign \$499  = ! \$498 ;
-  assign \$500  = \$497  & \$499 ;
-  assign \$501  = j >= 2'h3;
-  assign \$502  = j < 3'h6;
-  assign \$503  = \$501  & \$502 ;
-  assign \$504  = ~ \$503 ;
-  assign \$506  = | \$505 ;
-  assign \$508  = | \$507 ;
-  assign \$512  = \$510  + \$511 ;
-  assign \$513  = \$512  > 11'h400;
-  assign \$514  = \$508  & \$513 ;
-  assign \$515  = ~ \$514 ;
-  assign \$516  = \$506  & \$515 ;
-  assign \$517  = \$504  | \$516 ;
-  assign \$518  = j == 3'h7;
-  assign \$519  = take_first | take_second;
-  assign \$520  = cm[2:1] == 1'h1;
-  assign \$521  = cm[2:1] == 2'h2;
-  assign \$524  = \$521  ? \$522  : \$523 ;
-  assign \$525  = \$520  ? { 7'h00, cm[26:13] } : \$524 ;
-  assign \$527  = cm[2:1] == 1'h1;
-  assign \$528  = cm[2:1] == 2'h2;
-  assign \$531  = \$528  ? \$529  : \$530 ;
-  assign \$532  = \$527  ? { 7'h00, cm[26:13] } : \$531 ;
-  assign \$534  = \$533  + 1'h1;
-  assign \$535  = cm[2:1] == 1'h1;
-  assign \$536  = cm[2:1] == 2'h2;
-  assign \$539  = \$536  ? \$537  : \$538 ;
-  assign \$540  = \$535  ? { 7'h00, cm[26:13] } : \$539 ;
-  assign \$542  = \$541  + 2'h2;
-  assign \$543  = cm[4:3] >= 3'h4;
-  assign \$544  = obs__live >> cm[4:3];
-  assign \$545  = ~ \$544 ;
-  assign \$546  = \$543  | \$545 ;
-  assign \$548  = cm[9:5] >= 5'h1e;
-  assign \$549  = cm[12:11] >= 2'h3;
-  assign \$550  = \$548  | \$549 ;
-  assign \$551  = cm[2:1] == 2'h3;
-  assign \$552  = \$550  | \$551 ;
-  assign \$553  = cm[2:1] == 1'h1;
-  assign \$554  = cm[2:1] == 2'h2;
-  assign \$557  = \$554  ? \$555  : \$556 ;
-  assign \$558  = \$553  ? { 7'h00, hi } : \$557 ;
-  assign \$559  = cm[2:1] == 1'h1;
-  assign \$560  = cm[2:1] == 2'h2;
-  assign \$563  = \$560  ? \$561  : \$562 ;
-  assign \$564  = \$559  ? { 7'h00, cm[26:13] } : \$563 ;
-  assign \$565  = \$558  - \$564 ;
-  assign \$566  = cm[2:1] == 1'h1;
-  assign \$567  = cm[2:1] == 2'h2;
-  assign \$570  = \$567  ? \$568  : \$569 ;
-  assign \$571  = \$566  ? { 7'h00, cm[26:13] } : \$570 ;
-  assign \$573  = cm[2:1] == 1'h1;
-  assign \$574  = cm[2:1] == 2'h2;
-  assign \$577  = \$574  ? \$575  : \$576 ;
-  assign \$578  = \$573  ? { 7'h00, cm[26:13] } : \$577 ;
-  assign \$580  = 11'h400 - \$579 ;
-  assign \$581  = cm[2:1] == 1'h1;
-  assign \$582  = cm[2:1] == 2'h2;
-  assign \$583  = \$582  ? 2'h2 : 2'h0;
-  assign \$584  = \$581  ? 2'h1 : \$583 ;
-  assign \$585  = cm[26:13] > hi;
-  assign \$586  = cm[2:1] == 1'h1;
-  assign \$588  = \$586  ? \$587  : { 4'h0, n };
-  assign \$589  = hi > \$588 ;
-  assign \$590  = \$585  | \$589 ;
-  assign \$591  = cm[26:13] == hi;
-  assign \$592  = r_left <= r_room;
-  assign \$593  = \$592  ? r_left : { 14'h0000, r_room };
-  assign \$594  = r_left - \$593 ;
-  assign \$595  = e2 + 1'h1;
-  assign \$596  = r_left <= r_room;
-  assign \$597  = j < 2'h3;
-  assign \$598  = j >= 2'h3;
-  assign \$599  = j < 3'h6;
-  assign \$600  = \$598  & \$599 ;
-  assign \$602  = \$600  ? \$601  : m_pages;
-  assign \$603  = \$597  ? d_pages : \$602 ;
-  assign \$604  = has_pages >> j;
-  assign \$605  = ~ \$604 ;
-  assign \$606  = j == 3'h6;
-  assign \$607  = fg == 6'h3b;
-  assign \$608  = gidx + 1'h1;
-  assign \$609  = fg + 1'h1;
-  assign \$610  = j + 1'h1;
-  assign \$611  = gidx * 3'h7;
-  assign \$612  = \$611  + j;
-  assign \$613  = e2 + 1'h1;
-  assign \$614  = e1 == npg;
-  assign \$615  = has_pages[6:1] >> j;
+  assign \$481  = | \$480 ;
+  assign \$485  = \$483  + \$484 ;
+  assign \$486  = \$485  > 11'h400;
+  assign \$487  = \$481  & \$486 ;
+  assign \$491  = \$489  + \$490 ;
+  assign \$492  = \$491  - 11'h400;
+  assign \$493  = \$487  ? \$492  : 16'h0000;
+  assign \$494  = j >= 2'h3;
+  assign \$495  = j < 3'h6;
+  assign \$496  = \$494  & \$495 ;
+  assign \$498  = ! \$497 ;
+  assign \$499  = \$496  & \$498 ;
+  assign \$500  = j >= 2'h3;
+  assign \$501  = j < 3'h6;
+  assign \$502  = \$500  & \$501 ;
+  assign \$503  = ~ \$502 ;
+  assign \$505  = | \$504 ;
+  assign \$507  = | \$506 ;
+  assign \$511  = \$509  + \$510 ;
+  assign \$512  = \$511  > 11'h400;
+  assign \$513  = \$507  & \$512 ;
+  assign \$514  = ~ \$513 ;
+  assign \$515  = \$505  & \$514 ;
+  assign \$516  = \$503  | \$515 ;
+  assign \$517  = j == 3'h7;
+  assign \$518  = take_first | take_second;
+  assign \$519  = cm[2:1] == 1'h1;
+  assign \$520  = cm[2:1] == 2'h2;
+  assign \$523  = \$520  ? \$521  : \$522 ;
+  assign \$524  = \$519  ? { 7'h00, cm[26:13] } : \$523 ;
+  assign \$526  = cm[2:1] == 1'h1;
+  assign \$527  = cm[2:1] == 2'h2;
+  assign \$530  = \$527  ? \$528  : \$529 ;
+  assign \$531  = \$526  ? { 7'h00, cm[26:13] } : \$530 ;
+  assign \$533  = \$532  + 1'h1;
+  assign \$534  = cm[2:1] == 1'h1;
+  assign \$535  = cm[2:1] == 2'h2;
+  assign \$538  = \$535  ? \$536  : \$537 ;
+  assign \$539  = \$534  ? { 7'h00, cm[26:13] } : \$538 ;
+  assign \$541  = \$540  + 2'h2;
+  assign \$542  = cm[4:3] >= 3'h4;
+  assign \$543  = obs__live >> cm[4:3];
+  assign \$544  = ~ \$543 ;
+  assign \$545  = \$542  | \$544 ;
+  assign \$547  = cm[9:5] >= 5'h1e;
+  assign \$548  = cm[12:11] >= 2'h3;
+  assign \$549  = \$547  | \$548 ;
+  assign \$550  = cm[2:1] == 2'h3;
+  assign \$551  = \$549  | \$550 ;
+  assign \$552  = cm[2:1] == 1'h1;
+  assign \$553  = cm[2:1] == 2'h2;
+  assign \$556  = \$553  ? \$554  : \$555 ;
+  assign \$557  = \$552  ? { 7'h00, hi } : \$556 ;
+  assign \$558  = cm[2:1] == 1'h1;
+  assign \$559  = cm[2:1] == 2'h2;
+  assign \$562  = \$559  ? \$560  : \$561 ;
+  assign \$563  = \$558  ? { 7'h00, cm[26:13] } : \$562 ;
+  assign \$564  = \$557  - \$563 ;
+  assign \$565  = cm[2:1] == 1'h1;
+  assign \$566  = cm[2:1] == 2'h2;
+  assign \$569  = \$566  ? \$567  : \$568 ;
+  assign \$570  = \$565  ? { 7'h00, cm[26:13] } : \$569 ;
+  assign \$572  = cm[2:1] == 1'h1;
+  assign \$573  = cm[2:1] == 2'h2;
+  assign \$576  = \$573  ? \$574  : \$575 ;
+  assign \$577  = \$572  ? { 7'h00, cm[26:13] } : \$576 ;
+  assign \$579  = 11'h400 - \$578 ;
+  assign \$580  = cm[2:1] == 1'h1;
+  assign \$581  = cm[2:1] == 2'h2;
+  assign \$582  = \$581  ? 2'h2 : 2'h0;
+  assign \$583  = \$580  ? 2'h1 : \$582 ;
+  assign \$584  = cm[26:13] > hi;
+  assign \$585  = cm[2:1] == 1'h1;
+  assign \$587  = \$585  ? \$586  : { 4'h0, n };
+  assign \$588  = hi > \$587 ;
+  assign \$589  = \$584  | \$588 ;
+  assign \$590  = cm[26:13] == hi;
+  assign \$591  = r_left <= r_room;
+  assign \$592  = r_left - r_room;
+  assign \$593  = \$591  ? 26'h0000000 : \$592 ;
+  assign \$594  = e2 + 1'h1;
+  assign \$595  = r_left <= r_room;
+  assign \$596  = j < 2'h3;
+  assign \$597  = j >= 2'h3;
+  assign \$598  = j < 3'h6;
+  assign \$599  = \$597  & \$598 ;
+  assign \$601  = \$599  ? \$600  : m_pages;
+  assign \$602  = \$596  ? d_pages : \$601 ;
+  assign \$603  = has_pages >> j;
+  assign \$604  = ~ \$603 ;
+  assign \$605  = j == 3'h6;
+  assign \$606  = fg == 6'h3b;
+  assign \$607  = gidx + 1'h1;
+  assign \$608  = fg + 1'h1;
+  assign \$609  = j + 1'h1;
+  assign \$610  = gidx * 3'h7;
+  assign \$611  = \$610  + j;
+  assign \$612  = e2 + 1'h1;
+  assign \$613  = e1 == npg;
+  assign \$614  = has_pages[6:1] >> j;
+  assign \$615  = j + 1'h1;
   assign \$616  = j + 1'h1;
-  assign \$617  = j + 1'h1;
-  assign \$618  = \$617  < 2'h3;
-  assign \$619  = j + 1'h1;
-  assign \$620  = \$619  >= 2'h3;
-  assign \$621  = j + 1'h1;
-  assign \$622  = \$621  < 3'h6;
-  assign \$623  = \$620  & \$622 ;
-  assign \$625  = \$623  ? \$624  : m_pages;
-  assign \$626  = \$618  ? d_pages : \$625 ;
-  assign \$627  = j == 3'h6;
-  assign \$628  = fg == 6'h3b;
-  assign \$629  = gidx + 1'h1;
-  assign \$630  = fg + 1'h1;
-  assign \$631  = j + 1'h1;
-  assign \$632  = ~ from_cmd;
-  assign \$633  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$617  = \$616  < 2'h3;
+  assign \$618  = j + 1'h1;
+  assign \$619  = \$618  >= 2'h3;
+  assign \$620  = j + 1'h1;
+  assign \$621  = \$620  < 3'h6;
+  assign \$622  = \$619  & \$621 ;
+  assign \$624  = \$622  ? \$623  : m_pages;
+  assign \$625  = \$617  ? d_pages : \$624 ;
+  assign \$626  = j == 3'h6;
+  assign \$627  = fg == 6'h3b;
+  assign \$628  = gidx + 1'h1;
+  assign \$629  = fg + 1'h1;
+  assign \$630  = j + 1'h1;
+  assign \$631  = ~ from_cmd;
+  assign \$632  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$634 ;
+    gs_walk <= \$633 ;
   always @(posedge clk)
-    gs_done <= \$635 ;
+    gs_done <= \$634 ;
   always @(posedge clk)
-    obs__free_done <= \$636 ;
+    obs__free_done <= \$635 ;
   always @(posedge clk)
-    release__valid <= \$637 ;
+    release__valid <= \$636 ;
   always @(posedge clk)
-    d_pages <= \$638 ;
+    d_pages <= \$637 ;
   always @(posedge clk)
-    m_pages <= \$639 ;
+    m_pages <= \$638 ;
   always @(posedge clk)
-    has_pages <= \$640 ;
+    has_pages <= \$639 ;
   always @(posedge clk)
-    s_pages0 <= \$641 ;
+    s_pages0 <= \$640 ;
   always @(posedge clk)
-    s_pages1 <= \$642 ;
+    s_pages1 <= \$641 ;
   always @(posedge clk)
-    s_pages2 <= \$643 ;
+    s_pages2 <= \$642 ;
   always @(posedge clk)
-    j <= \$644 ;
+    j <= \$643 ;
   always @(posedge clk)
-    frag <= \$645 ;
+    frag <= \$644 ;
   always @(posedge clk)
-    cap1 <= \$646 ;
+    cap1 <= \$645 ;
   always @(posedge clk)
-    cap2 <= \$647 ;
+    cap2 <= \$646 ;
   always @(posedge clk)
-    cm <= \$648 ;
+    cm <= \$647 ;
   always @(posedge clk)
-    from_cmd <= \$649 ;
+    from_cmd <= \$648 ;
   always @(posedge clk)
-    fg <= \$650 ;
+    fg <= \$649 ;
   always @(posedge clk)
-    gidx <= \$651 ;
+    gidx <= \$650 ;
   always @(posedge clk)
-    fsm_state <= \$652 ;
+    fsm_state <= \$651 ;
   always @(posedge clk)
-    retry <= \$653 ;
+    retry <= \$652 ;
   always @(posedge clk)
-    ap <= \$654 ;
+    ap <= \$653 ;
   always @(posedge clk)
-    n <= \$655 ;
+    n <= \$654 ;
   always @(posedge clk)
-    sb0 <= \$656 ;
+    sb0 <= \$655 ;
   always @(posedge clk)
-    sb1 <= \$657 ;
+    sb1 <= \$656 ;
   always @(posedge clk)
-    sb2 <= \$658 ;
+    sb2 <= \$657 ;
   always @(posedge clk)
-    cap1_k <= \$659 ;
+    cap1_k <= \$658 ;
   always @(posedge clk)
-    cap2_k <= \$660 ;
+    cap2_k <= \$659 ;
   always @(posedge clk)
-    rk <= \$661 ;
+    rk <= \$660 ;
   always @(posedge clk)
-    pg0_0 <= \$662 ;
+    pg0_0 <= \$661 ;
   always @(posedge clk)
-    pg0_1 <= \$663 ;
+    pg0_1 <= \$662 ;
   always @(posedge clk)
-    pg0_2 <= \$664 ;
+    pg0_2 <= \$663 ;
   always @(posedge clk)
-    pg0_3 <= \$665 ;
+    pg0_3 <= \$664 ;
   always @(posedge clk)
-    pg0_4 <= \$666 ;
+    pg0_4 <= \$665 ;
   always @(posedge clk)
-    pg0_5 <= \$667 ;
+    pg0_5 <= \$666 ;
   always @(posedge clk)
-    pg0_6 <= \$668 ;
+    pg0_6 <= \$667 ;
   always @(posedge clk)
-    status <= \$669 ;
+    status <= \$668 ;
   always @(posedge clk)
-    chk_pos <= \$670 ;
+    chk_pos <= \$669 ;
   always @(posedge clk)
-    chk_cap <= \$671 ;
+    chk_cap <= \$670 ;
   always @(posedge clk)
-    em_free <= \$672 ;
+    em_free <= \$671 ;
   always @(posedge clk)
-    em_ready <= \$673 ;
+    em_ready <= \$672 ;
   always @(posedge clk)
-    a_first <= \$674 ;
+    a_first <= \$673 ;
   always @(posedge clk)
-    a_second <= \$675 ;
+    a_second <= \$674 ;
   always @(posedge clk)
-    out_of_pages <= \$676 ;
+    out_of_pages <= \$675 ;
   always @(posedge clk)
-    p_off <= \$677 ;
+    p_off <= \$676 ;
   always @(posedge clk)
-    p_second <= \$678 ;
+    p_second <= \$677 ;
   always @(posedge clk)
-    p_c_nz <= \$679 ;
+    p_c_nz <= \$678 ;
   always @(posedge clk)
-    p_first_len <= \$680 ;
+    p_first_len <= \$679 ;
   always @(posedge clk)
-    p_second_len <= \$681 ;
+    p_second_len <= \$680 ;
   always @(posedge clk)
-    obs__live <= \$682 ;
+    obs__live <= \$681 ;
   always @(posedge clk)
-    pg1_0 <= \$683 ;
+    pg1_0 <= \$682 ;
   always @(posedge clk)
-    pg1_1 <= \$684 ;
+    pg1_1 <= \$683 ;
   always @(posedge clk)
-    pg1_2 <= \$685 ;
+    pg1_2 <= \$684 ;
   always @(posedge clk)
-    e <= \$686 ;
+    e <= \$685 ;
   always @(posedge clk)
-    e1 <= \$687 ;
+    e1 <= \$686 ;
   always @(posedge clk)
-    e2 <= \$688 ;
+    e2 <= \$687 ;
   always @(posedge clk)
-    r_left <= \$689 ;
+    r_left <= \$688 ;
   always @(posedge clk)
-    r_off <= \$690 ;
+    r_off <= \$689 ;
   always @(posedge clk)
-    r_room <= \$691 ;
+    r_room <= \$690 ;
   always @(posedge clk)
-    npg <= \$692 ;
+    npg <= \$691 ;
   always @(posedge clk)
-    rel_tab <= \$693 ;
+    rel_tab <= \$692 ;
   always @(posedge clk)
-    obs__release_sid <= \$694 ;
+    obs__release_sid <= \$693 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1839,12 +1837,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$289  = r_left <= r_room;
   assign \$290  = \$289  ? r_left : { 14'h0000, r_room };
   assign \$291  = rd_out__ready ? e2 : e1;
+  assign \$292  = rd_out__ready ? e2 : e1;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1002$0 (t_idx),
-    .\port$1008$0 (dense_r_entry),
-    .\port$1026$0 (dense_w_entry),
-    .\port$1077$0 (gidx),
+    .\port$1010$0 (t_idx),
+    .\port$1016$0 (dense_r_entry),
+    .\port$1034$0 (dense_w_entry),
+    .\port$1085$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
     .q(r_data),
     .r_en(tab_en),
@@ -1866,9 +1865,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1009$0 (meta_r_entry),
-    .\port$1027$0 (meta_w_entry),
-    .\port$1077$0 (gidx),
+    .\port$1017$0 (meta_r_entry),
+    .\port$1035$0 (meta_w_entry),
+    .\port$1085$0 (gidx),
     .q(\r_data$86 ),
     .r_en(tab_en),
     .rst(rst),
@@ -1877,10 +1876,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .\port$1002$0 (t_idx),
-    .\port$1010$0 (sparse_r_entry),
-    .\port$1028$0 (sparse_w_entry),
-    .\port$1077$0 (gidx),
+    .\port$1010$0 (t_idx),
+    .\port$1018$0 (sparse_r_entry),
+    .\port$1036$0 (sparse_w_entry),
+    .\port$1085$0 (gidx),
     .\port$21$0 (\$17 [1:0]),
     .q(\r_data$85 ),
     .r_en(tab_en),
@@ -2100,158 +2099,146 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = 7'h00;
+    \$482  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$481  = ap[24:18];
+          \$482  = sb0;
       2'h1:
-          \$481  = ap[31:25];
+          \$482  = sb1;
       2'h2:
-          \$481  = ap[38:32];
+          \$482  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = 14'h0000;
+    \$484  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$483  = sb0;
+          \$484  = ap[24:18];
       2'h1:
-          \$483  = sb1;
+          \$484  = ap[31:25];
       2'h2:
-          \$483  = sb2;
+          \$484  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = 7'h00;
+    \$488  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$485  = ap[24:18];
+          \$488  = sb0;
       2'h1:
-          \$485  = ap[31:25];
+          \$488  = sb1;
       2'h2:
-          \$485  = ap[38:32];
+          \$488  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = 14'h0000;
+    \$490  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$489  = sb0;
+          \$490  = ap[24:18];
       2'h1:
-          \$489  = sb1;
+          \$490  = ap[31:25];
       2'h2:
-          \$489  = sb2;
+          \$490  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = 7'h00;
+    \$497  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$492  = ap[24:18];
+          \$497  = ap[24:18];
       2'h1:
-          \$492  = ap[31:25];
+          \$497  = ap[31:25];
       2'h2:
-          \$492  = ap[38:32];
+          \$497  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = 7'h00;
+    \$504  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$498  = ap[24:18];
+          \$504  = ap[24:18];
       2'h1:
-          \$498  = ap[31:25];
+          \$504  = ap[31:25];
       2'h2:
-          \$498  = ap[38:32];
+          \$504  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$505  = 7'h00;
+    \$506  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$505  = ap[24:18];
+          \$506  = ap[24:18];
       2'h1:
-          \$505  = ap[31:25];
+          \$506  = ap[31:25];
       2'h2:
-          \$505  = ap[38:32];
+          \$506  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$507  = 7'h00;
+    \$508  = 14'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$507  = ap[24:18];
+          \$508  = sb0;
       2'h1:
-          \$507  = ap[31:25];
+          \$508  = sb1;
       2'h2:
-          \$507  = ap[38:32];
+          \$508  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$509  = 14'h0000;
+    \$510  = 7'h00;
     casez (\$17 [1:0])
       2'h0:
-          \$509  = sb0;
+          \$510  = ap[24:18];
       2'h1:
-          \$509  = sb1;
+          \$510  = ap[31:25];
       2'h2:
-          \$509  = sb2;
+          \$510  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$511  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$511  = ap[24:18];
-      2'h1:
-          \$511  = ap[31:25];
-      2'h2:
-          \$511  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$587  = 14'h0000;
+    \$586  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$587  = sb0;
+          \$586  = sb0;
       2'h1:
-          \$587  = sb1;
+          \$586  = sb1;
       2'h2:
-          \$587  = sb2;
+          \$586  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = 15'h0000;
+    \$600  = 15'h0000;
     casez (\$17 [1:0])
       2'h0:
-          \$601  = s_pages0;
+          \$600  = s_pages0;
       2'h1:
-          \$601  = s_pages1;
+          \$600  = s_pages1;
       2'h2:
-          \$601  = s_pages2;
+          \$600  = s_pages2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$624  = 15'h0000;
+    \$623  = 15'h0000;
     casez (\slot_idx$144 )
       2'h0:
-          \$624  = s_pages0;
+          \$623  = s_pages0;
       2'h1:
-          \$624  = s_pages1;
+          \$623  = s_pages1;
       2'h2:
-          \$624  = s_pages2;
+          \$623  = s_pages2;
     endcase
   end
   always @* begin
@@ -3071,169 +3058,169 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$634  = gs_walk;
+    \$633  = gs_walk;
     if (\$353 ) begin
-      \$634  = \$354 [7:0];
+      \$633  = \$354 [7:0];
     end
     if (rst) begin
-      \$634  = 8'h00;
+      \$633  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$635  = gs_done;
+    \$634  = gs_done;
     if (\$353 ) begin
       if (\$355 ) begin
-        \$635  = 1'h1;
+        \$634  = 1'h1;
       end
     end
+    if (rst) begin
+      \$634  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$635  = free_done;
     if (rst) begin
       \$635  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$636  = free_done;
+    \$636  = release__valid;
+    if (release__ready) begin
+      \$636  = 1'h0;
+    end
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            \$636  = 1'h1;
+          end
+    endcase
     if (rst) begin
       \$636  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$637  = release__valid;
-    if (release__ready) begin
-      \$637  = 1'h0;
-    end
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          /* empty */;
-      4'ha:
-          if (adv) begin
-            \$637  = 1'h1;
-          end
-    endcase
+    \$637  = { \$358 [11], \$358 [11], \$358 [11], \$358  };
     if (rst) begin
-      \$637  = 1'h0;
+      \$637  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$638  = { \$358 [11], \$358 [11], \$358 [11], \$358  };
+    \$638  = { \$361 [11], \$361 [11], \$361 [11], \$361  };
     if (rst) begin
       \$638  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$639  = { \$361 [11], \$361 [11], \$361 [11], \$361  };
+    \$639  = { \$368 , \$367 , \$366 , \$365 , \$364 , \$363 , \$362  };
     if (rst) begin
-      \$639  = 15'h0000;
+      \$639  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = { \$368 , \$367 , \$366 , \$365 , \$364 , \$363 , \$362  };
+    \$640  = \$371 [14:0];
     if (rst) begin
-      \$640  = 7'h00;
+      \$640  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = \$371 [14:0];
+    \$641  = \$374 [14:0];
     if (rst) begin
       \$641  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = \$374 [14:0];
+    \$642  = \$377 [14:0];
     if (rst) begin
       \$642  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = \$377 [14:0];
-    if (rst) begin
-      \$643  = 15'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = j;
+    \$643  = j;
     casez (fsm_state)
       4'h0:
-          \$644  = 3'h0;
+          \$643  = 3'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$644  = 3'h0;
+          \$643  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$644  = \$454 [2:0];
+            \$643  = \$454 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$644  = { 1'h0, \$584  };
+          \$643  = { 1'h0, \$583  };
       4'h8:
           /* empty */;
       4'h6:
-          \$644  = 3'h0;
+          \$643  = 3'h0;
       4'h9:
-          if (\$605 ) begin
+          if (\$604 ) begin
             (* full_case = 32'd1 *)
-            if (\$606 ) begin
+            if (\$605 ) begin
             end else begin
-              \$644  = \$610 [2:0];
+              \$643  = \$609 [2:0];
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
-                \$644  = \$616 [2:0];
+              if (\$614 ) begin
+                \$643  = \$615 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$627 ) begin
+                if (\$626 ) begin
                 end else begin
-                  \$644  = \$631 [2:0];
+                  \$643  = \$630 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$644  = 3'h0;
+      \$643  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = frag;
+    \$644  = frag;
     casez (fsm_state)
       4'h0:
-          \$645  = 1'h0;
+          \$644  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$645  = 1'h0;
+          \$644  = 1'h0;
       4'h5:
         begin
           if (\$443 ) begin
@@ -3241,14 +3228,31 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end else if (\$450 ) begin
             if (\$452 ) begin
               if (\$453 ) begin
-                \$645  = 1'h1;
+                \$644  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$645  = 1'h0;
+            \$644  = 1'h0;
           end
         end
+    endcase
+    if (rst) begin
+      \$644  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$645  = cap1;
+    casez (fsm_state)
+      4'h0:
+          \$645  = 1'h0;
+      4'h2:
+          \$645  = 1'h1;
+      4'h4:
+          \$645  = \$395 ;
+      4'h5:
+          \$645  = \$439 ;
     endcase
     if (rst) begin
       \$645  = 1'h0;
@@ -3256,16 +3260,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = cap1;
+    \$646  = cap2;
     casez (fsm_state)
       4'h0:
           \$646  = 1'h0;
       4'h2:
-          \$646  = 1'h1;
+          \$646  = cap1;
       4'h4:
-          \$646  = \$395 ;
+          \$646  = cap1;
       4'h5:
-          \$646  = \$439 ;
+          \$646  = cap1;
     endcase
     if (rst) begin
       \$646  = 1'h0;
@@ -3273,63 +3277,46 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = cap2;
-    casez (fsm_state)
-      4'h0:
-          \$647  = 1'h0;
-      4'h2:
-          \$647  = cap1;
-      4'h4:
-          \$647  = cap1;
-      4'h5:
-          \$647  = cap1;
-    endcase
-    if (rst) begin
-      \$647  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = cm;
+    \$647  = cm;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$648  = cmd__payload;
+            \$647  = cmd__payload;
           end
     endcase
     if (rst) begin
-      \$648  = 41'h00000000000;
+      \$647  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = from_cmd;
+    \$648  = from_cmd;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$649  = 1'h1;
+            \$648  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$649  = 1'h0;
+              \$648  = 1'h0;
             end
           end else if (append__valid) begin
-            \$649  = 1'h0;
+            \$648  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$649  = 1'h0;
+      \$648  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = fg;
+    \$649  = fg;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$650  = 6'h00;
+            \$649  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -3346,26 +3333,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$607 ) begin
+              if (\$606 ) begin
               end else begin
-                \$650  = \$609 [5:0];
+                \$649  = \$608 [5:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$628 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$650  = \$630 [5:0];
+                    \$649  = \$629 [5:0];
                   end
                 end
               end
@@ -3373,23 +3360,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$650  = 6'h00;
+      \$649  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = gidx;
+    \$650  = gidx;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$651  = \$384 [7:0];
+            \$650  = \$384 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$651  = \$388 [7:0];
+              \$650  = \$388 [7:0];
             end
           end else if (append__valid) begin
-            \$651  = \$392 [7:0];
+            \$650  = \$392 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3406,26 +3393,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$607 ) begin
+              if (\$606 ) begin
               end else begin
-                \$651  = \$608 [7:0];
+                \$650  = \$607 [7:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$628 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$651  = \$629 [7:0];
+                    \$650  = \$628 [7:0];
                   end
                 end
               end
@@ -3433,139 +3420,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$651  = 8'h00;
+      \$650  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = fsm_state;
+    \$651  = fsm_state;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
-            \$652  = 4'h1;
+            \$651  = 4'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$652  = 4'h2;
+              \$651  = 4'h2;
             end
           end else if (append__valid) begin
-            \$652  = 4'h2;
+            \$651  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
           if (\$394 ) begin
-            \$652  = 4'h3;
+            \$651  = 4'h3;
           end else if (field_bad) begin
-            \$652  = 4'h3;
+            \$651  = 4'h3;
           end else begin
-            \$652  = 4'h4;
+            \$651  = 4'h4;
           end
       4'h4:
-          \$652  = 4'h5;
+          \$651  = 4'h5;
       4'h5:
         begin
           if (\$443 ) begin
             if (\$451 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
-                \$652  = 4'h3;
+                \$651  = 4'h3;
               end else if (chk_cap) begin
-                \$652  = 4'h3;
+                \$651  = 4'h3;
               end else begin
-                \$652  = 4'h0;
+                \$651  = 4'h0;
               end
             end
           end
           if (emitted) begin
-            if (\$518 ) begin
-              \$652  = 4'h3;
+            if (\$517 ) begin
+              \$651  = 4'h3;
             end
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$546 ) begin
-            \$652  = 4'h3;
-          end else if (\$547 ) begin
-            \$652  = 4'h6;
-          end else if (\$552 ) begin
-            \$652  = 4'h3;
+          if (\$545 ) begin
+            \$651  = 4'h3;
+          end else if (\$546 ) begin
+            \$651  = 4'h6;
+          end else if (\$551 ) begin
+            \$651  = 4'h3;
           end else begin
-            \$652  = 4'h7;
+            \$651  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$590 ) begin
-            \$652  = 4'h3;
-          end else if (\$591 ) begin
-            \$652  = 4'h3;
+          if (\$589 ) begin
+            \$651  = 4'h3;
+          end else if (\$590 ) begin
+            \$651  = 4'h3;
           end else begin
-            \$652  = 4'h8;
+            \$651  = 4'h8;
           end
       4'h8:
           if (rd_out__ready) begin
-            if (\$596 ) begin
-              \$652  = 4'h3;
+            if (\$595 ) begin
+              \$651  = 4'h3;
             end
           end
       4'h6:
-          \$652  = 4'h9;
+          \$651  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$605 ) begin
+          if (\$604 ) begin
             (* full_case = 32'd1 *)
-            if (\$606 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$607 ) begin
-                \$652  = 4'h3;
+              if (\$606 ) begin
+                \$651  = 4'h3;
               end else begin
-                \$652  = 4'h6;
+                \$651  = 4'h6;
               end
             end else begin
-              \$652  = 4'h9;
+              \$651  = 4'h9;
             end
           end else begin
-            \$652  = 4'ha;
+            \$651  = 4'ha;
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$627 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$628 ) begin
-                    \$652  = 4'h3;
+                  if (\$627 ) begin
+                    \$651  = 4'h3;
                   end else begin
-                    \$652  = 4'h6;
+                    \$651  = 4'h6;
                   end
                 end else begin
-                  \$652  = 4'h9;
+                  \$651  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$633 ) begin
-            \$652  = 4'h0;
+          if (\$632 ) begin
+            \$651  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$652  = 4'h0;
+      \$651  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = retry;
+    \$652  = retry;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$653  = 1'h0;
+              \$652  = 1'h0;
             end
           end
       4'h2:
@@ -3583,22 +3570,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
-              if (\$607 ) begin
-                \$653  = 1'h1;
+          if (\$604 ) begin
+            if (\$605 ) begin
+              if (\$606 ) begin
+                \$652  = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
-                  if (\$628 ) begin
-                    \$653  = 1'h1;
+                if (\$626 ) begin
+                  if (\$627 ) begin
+                    \$652  = 1'h1;
                   end
                 end
               end
@@ -3606,39 +3593,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$653  = 1'h0;
+      \$652  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = ap;
+    \$653  = ap;
     casez (fsm_state)
       4'h0:
           if (\$378 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$654  = append__payload;
+            \$653  = append__payload;
           end
     endcase
     if (rst) begin
-      \$654  = 39'h0000000000;
+      \$653  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = n;
+    \$654  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$655  = \$signature__data$157 [9:0];
+          \$654  = \$signature__data$157 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$655  = \$signature__data$157 [9:0];
+          \$654  = \$signature__data$157 [9:0];
       4'h7:
           /* empty */;
       4'h8:
@@ -3646,26 +3633,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$607 ) begin
+              if (\$606 ) begin
               end else begin
-                \$655  = \$signature__data$157 [9:0];
+                \$654  = \$signature__data$157 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$628 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$655  = \$signature__data$157 [9:0];
+                    \$654  = \$signature__data$157 [9:0];
                   end
                 end
               end
@@ -3673,23 +3660,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$655  = 10'h000;
+      \$654  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = sb0;
+    \$655  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$656  = \$signature__data$157 [23:10];
+          \$655  = \$signature__data$157 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$656  = \$signature__data$157 [23:10];
+          \$655  = \$signature__data$157 [23:10];
       4'h7:
           /* empty */;
       4'h8:
@@ -3697,26 +3684,77 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$607 ) begin
+              if (\$606 ) begin
               end else begin
-                \$656  = \$signature__data$157 [23:10];
+                \$655  = \$signature__data$157 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$628 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$656  = \$signature__data$157 [23:10];
+                    \$655  = \$signature__data$157 [23:10];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$655  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$656  = sb1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$656  = \$signature__data$157 [37:24];
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$656  = \$signature__data$157 [37:24];
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$604 ) begin
+            if (\$605 ) begin
+              (* full_case = 32'd1 *)
+              if (\$606 ) begin
+              end else begin
+                \$656  = \$signature__data$157 [37:24];
+              end
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$613 ) begin
+              (* full_case = 32'd1 *)
+              if (\$614 ) begin
+              end else begin
+                if (\$626 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$627 ) begin
+                  end else begin
+                    \$656  = \$signature__data$157 [37:24];
                   end
                 end
               end
@@ -3729,18 +3767,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = sb1;
+    \$657  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$657  = \$signature__data$157 [37:24];
+          \$657  = \$signature__data$157 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$657  = \$signature__data$157 [37:24];
+          \$657  = \$signature__data$157 [51:38];
       4'h7:
           /* empty */;
       4'h8:
@@ -3748,26 +3786,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
               (* full_case = 32'd1 *)
-              if (\$607 ) begin
+              if (\$606 ) begin
               end else begin
-                \$657  = \$signature__data$157 [37:24];
+                \$657  = \$signature__data$157 [51:38];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
+                if (\$626 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$628 ) begin
+                  if (\$627 ) begin
                   end else begin
-                    \$657  = \$signature__data$157 [37:24];
+                    \$657  = \$signature__data$157 [51:38];
                   end
                 end
               end
@@ -3780,67 +3818,33 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = sb2;
+    \$658  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$658  = \$signature__data$157 [51:38];
+          \$658  = 3'h0;
       4'h4:
-          /* empty */;
+          \$658  = rk;
       4'h5:
-          /* empty */;
-      4'h1:
-          \$658  = \$signature__data$157 [51:38];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
-              (* full_case = 32'd1 *)
-              if (\$607 ) begin
-              end else begin
-                \$658  = \$signature__data$157 [51:38];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$614 ) begin
-              (* full_case = 32'd1 *)
-              if (\$615 ) begin
-              end else begin
-                if (\$627 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$628 ) begin
-                  end else begin
-                    \$658  = \$signature__data$157 [51:38];
-                  end
-                end
-              end
-            end
-          end
+          \$658  = rk;
     endcase
     if (rst) begin
-      \$658  = 14'h0000;
+      \$658  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = cap1_k;
+    \$659  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$659  = 3'h0;
+          \$659  = cap1_k;
       4'h4:
-          \$659  = rk;
+          \$659  = cap1_k;
       4'h5:
-          \$659  = rk;
+          \$659  = cap1_k;
     endcase
     if (rst) begin
       \$659  = 3'h0;
@@ -3848,16 +3852,20 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = cap2_k;
+    \$660  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$660  = cap1_k;
+          \$660  = 3'h1;
       4'h4:
-          \$660  = cap1_k;
+          if (\$396 ) begin
+            \$660  = \$397 [2:0];
+          end
       4'h5:
-          \$660  = cap1_k;
+          if (\$440 ) begin
+            \$660  = \$441 [2:0];
+          end
     endcase
     if (rst) begin
       \$660  = 3'h0;
@@ -3865,28 +3873,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = rk;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$661  = 3'h1;
-      4'h4:
-          if (\$396 ) begin
-            \$661  = \$397 [2:0];
-          end
-      4'h5:
-          if (\$440 ) begin
-            \$661  = \$441 [2:0];
-          end
-    endcase
-    if (rst) begin
-      \$661  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = pg0_0;
+    \$661  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3894,6 +3881,55 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
+                  \$661  = \$393 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$661  = \$398 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  \$661  = \$442 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      \$661  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$661  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = pg0_1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
                   \$662  = \$393 ;
             endcase
           end
@@ -3901,6 +3937,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
+                  /* empty */;
+              3'h1:
                   \$662  = \$398 ;
             endcase
           end
@@ -3909,17 +3947,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
+                  /* empty */;
+              3'h1:
                   \$662  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
+                      /* empty */;
+                  3'h1:
                       \$662  = obs__alloc_page;
                 endcase
               end
@@ -3933,7 +3975,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = pg0_1;
+    \$663  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3943,6 +3985,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
+                  /* empty */;
+              3'h2:
                   \$663  = \$393 ;
             endcase
           end
@@ -3952,6 +3996,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
+                  /* empty */;
+              3'h2:
                   \$663  = \$398 ;
             endcase
           end
@@ -3962,12 +4008,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
+                  /* empty */;
+              3'h2:
                   \$663  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -3975,6 +4023,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
+                      /* empty */;
+                  3'h2:
                       \$663  = obs__alloc_page;
                 endcase
               end
@@ -3988,7 +4038,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = pg0_2;
+    \$664  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4000,6 +4050,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
+                  /* empty */;
+              3'h3:
                   \$664  = \$393 ;
             endcase
           end
@@ -4011,6 +4063,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
+                  /* empty */;
+              3'h3:
                   \$664  = \$398 ;
             endcase
           end
@@ -4023,12 +4077,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
+                  /* empty */;
+              3'h3:
                   \$664  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4038,6 +4094,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
+                      /* empty */;
+                  3'h3:
                       \$664  = obs__alloc_page;
                 endcase
               end
@@ -4051,7 +4109,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = pg0_3;
+    \$665  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4065,6 +4123,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
+                  /* empty */;
+              3'h4:
                   \$665  = \$393 ;
             endcase
           end
@@ -4078,6 +4138,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
+                  /* empty */;
+              3'h4:
                   \$665  = \$398 ;
             endcase
           end
@@ -4092,89 +4154,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
+                  /* empty */;
+              3'h4:
                   \$665  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      \$665  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$665  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = pg0_4;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$666  = \$393 ;
-            endcase
-          end
-      4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$666  = \$398 ;
-            endcase
-          end
-      4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  \$666  = \$442 ;
-            endcase
-          end
-          if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4188,7 +4175,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$666  = obs__alloc_page;
+                      \$665  = obs__alloc_page;
                 endcase
               end
             end
@@ -4196,12 +4183,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$666  = 14'h0000;
+      \$665  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = pg0_5;
+    \$666  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4219,6 +4206,95 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
+                  \$666  = \$393 ;
+            endcase
+          end
+      4'h4:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$666  = \$398 ;
+            endcase
+          end
+      4'h5:
+        begin
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  \$666  = \$442 ;
+            endcase
+          end
+          if (emitted) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
+              (* full_case = 32'd1 *)
+              if (take_second) begin
+              end else begin
+                casez (j)
+                  3'h0:
+                      /* empty */;
+                  3'h1:
+                      /* empty */;
+                  3'h2:
+                      /* empty */;
+                  3'h3:
+                      /* empty */;
+                  3'h4:
+                      /* empty */;
+                  3'h5:
+                      \$666  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+        end
+    endcase
+    if (rst) begin
+      \$666  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$667  = pg0_6;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          if (cap2) begin
+            casez (cap2_k)
+              3'h0:
+                  /* empty */;
+              3'h1:
+                  /* empty */;
+              3'h2:
+                  /* empty */;
+              3'h3:
+                  /* empty */;
+              3'h4:
+                  /* empty */;
+              3'h5:
+                  /* empty */;
+              3'h6:
                   \$667  = \$393 ;
             endcase
           end
@@ -4236,6 +4312,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
+                  /* empty */;
+              3'h6:
                   \$667  = \$398 ;
             endcase
           end
@@ -4254,105 +4332,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
+                  /* empty */;
+              3'h6:
                   \$667  = \$442 ;
             endcase
           end
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
-              (* full_case = 32'd1 *)
-              if (take_second) begin
-              end else begin
-                casez (j)
-                  3'h0:
-                      /* empty */;
-                  3'h1:
-                      /* empty */;
-                  3'h2:
-                      /* empty */;
-                  3'h3:
-                      /* empty */;
-                  3'h4:
-                      /* empty */;
-                  3'h5:
-                      \$667  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-        end
-    endcase
-    if (rst) begin
-      \$667  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = pg0_6;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  /* empty */;
-              3'h5:
-                  /* empty */;
-              3'h6:
-                  \$668  = \$393 ;
-            endcase
-          end
-      4'h4:
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  /* empty */;
-              3'h5:
-                  /* empty */;
-              3'h6:
-                  \$668  = \$398 ;
-            endcase
-          end
-      4'h5:
-        begin
-          if (cap2) begin
-            casez (cap2_k)
-              3'h0:
-                  /* empty */;
-              3'h1:
-                  /* empty */;
-              3'h2:
-                  /* empty */;
-              3'h3:
-                  /* empty */;
-              3'h4:
-                  /* empty */;
-              3'h5:
-                  /* empty */;
-              3'h6:
-                  \$668  = \$442 ;
-            endcase
-          end
-          if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4370,7 +4357,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$668  = obs__alloc_page;
+                      \$667  = obs__alloc_page;
                 endcase
               end
             end
@@ -4378,20 +4365,20 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$668  = 14'h0000;
+      \$667  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = status;
+    \$668  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           if (\$394 ) begin
-            \$669  = 3'h1;
+            \$668  = 3'h1;
           end else if (field_bad) begin
-            \$669  = 3'h2;
+            \$668  = 3'h2;
           end
       4'h4:
           /* empty */;
@@ -4400,56 +4387,56 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (\$443 ) begin
             if (\$451 ) begin
               if (chk_pos) begin
-                \$669  = 3'h3;
+                \$668  = 3'h3;
               end else if (chk_cap) begin
-                \$669  = 3'h5;
+                \$668  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$518 ) begin
-              \$669  = 3'h0;
+            if (\$517 ) begin
+              \$668  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$546 ) begin
-            \$669  = 3'h1;
-          end else if (\$547 ) begin
-          end else if (\$552 ) begin
-            \$669  = 3'h2;
+          if (\$545 ) begin
+            \$668  = 3'h1;
+          end else if (\$546 ) begin
+          end else if (\$551 ) begin
+            \$668  = 3'h2;
           end
       4'h7:
-          if (\$590 ) begin
-            \$669  = 3'h4;
-          end else if (\$591 ) begin
-            \$669  = 3'h0;
+          if (\$589 ) begin
+            \$668  = 3'h4;
+          end else if (\$590 ) begin
+            \$668  = 3'h0;
           end
       4'h8:
           if (rd_out__ready) begin
-            if (\$596 ) begin
-              \$669  = 3'h0;
+            if (\$595 ) begin
+              \$668  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
-              if (\$607 ) begin
-                \$669  = 3'h0;
+          if (\$604 ) begin
+            if (\$605 ) begin
+              if (\$606 ) begin
+                \$668  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
-                  if (\$628 ) begin
-                    \$669  = 3'h0;
+                if (\$626 ) begin
+                  if (\$627 ) begin
+                    \$668  = 3'h0;
                   end
                 end
               end
@@ -4457,19 +4444,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$669  = 3'h0;
+      \$668  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = chk_pos;
+    \$669  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$670  = \$399 ;
+          \$669  = \$399 ;
+    endcase
+    if (rst) begin
+      \$669  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$670  = chk_cap;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$670  = cap_bad;
     endcase
     if (rst) begin
       \$670  = 1'h0;
@@ -4477,14 +4479,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = chk_cap;
+    \$671  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$671  = cap_bad;
+          \$671  = \$403 ;
+      4'h5:
+          if (emitted) begin
+            \$671  = \$499 ;
+          end
     endcase
     if (rst) begin
       \$671  = 1'h0;
@@ -4492,33 +4498,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = em_free;
+    \$672  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$672  = \$403 ;
-      4'h5:
-          if (emitted) begin
-            \$672  = \$500 ;
-          end
-    endcase
-    if (rst) begin
-      \$672  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = em_ready;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$673  = 1'h0;
+          \$672  = 1'h0;
       4'h5:
         begin
           if (\$443 ) begin
@@ -4526,29 +4513,44 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end else if (\$450 ) begin
             if (\$452 ) begin
               if (\$453 ) begin
-                \$673  = 1'h1;
+                \$672  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$673  = \$517 ;
+            \$672  = \$516 ;
           end
         end
     endcase
     if (rst) begin
-      \$673  = 1'h0;
+      \$672  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = a_first;
+    \$673  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$674  = { \$423 , \$421 , \$417 , \$413 , \$409 , \$407 , \$405  };
+          \$673  = { \$423 , \$421 , \$417 , \$413 , \$409 , \$407 , \$405  };
+    endcase
+    if (rst) begin
+      \$673  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$674  = a_second;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$674  = { 1'h0, \$438 , \$433 , \$428 , 3'h0 };
     endcase
     if (rst) begin
       \$674  = 7'h00;
@@ -4556,22 +4558,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = a_second;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$675  = { 1'h0, \$438 , \$433 , \$428 , 3'h0 };
-    endcase
-    if (rst) begin
-      \$675  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = out_of_pages;
+    \$675  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4587,10 +4574,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$676  = 1'h1;
+                \$675  = 1'h1;
               end
             end else begin
-              \$676  = 1'h0;
+              \$675  = 1'h0;
             end
           end
       4'h1:
@@ -4606,17 +4593,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$632 ) begin
-            \$676  = 1'h0;
+          if (\$631 ) begin
+            \$675  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$676  = 1'h0;
+      \$675  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = p_off;
+    \$676  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4626,16 +4613,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$677  = \$456 [9:0];
+            \$676  = \$456 [9:0];
           end
     endcase
     if (rst) begin
-      \$677  = 10'h000;
+      \$676  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = p_second;
+    \$677  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4645,7 +4632,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$678  = \$464 ;
+            \$677  = \$464 ;
+          end
+    endcase
+    if (rst) begin
+      \$677  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$678  = p_c_nz;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \$678  = \$466 ;
           end
     endcase
     if (rst) begin
@@ -4654,7 +4660,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = p_c_nz;
+    \$679  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4664,16 +4670,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$679  = \$466 ;
+            \$679  = \$479 [10:0];
           end
     endcase
     if (rst) begin
-      \$679  = 1'h0;
+      \$679  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = p_first_len;
+    \$680  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4683,7 +4689,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$680  = \$479 [10:0];
+            \$680  = \$493 [10:0];
           end
     endcase
     if (rst) begin
@@ -4692,7 +4698,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = p_second_len;
+    \$681  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4702,36 +4708,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$681  = \$494 [10:0];
-          end
-    endcase
-    if (rst) begin
-      \$681  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = obs__live;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$518 ) begin
+            if (\$517 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$682 [0] = 1'h1;
+                    \$681 [0] = 1'h1;
                 2'h1:
-                    \$682 [1] = 1'h1;
+                    \$681 [1] = 1'h1;
                 2'h2:
-                    \$682 [2] = 1'h1;
+                    \$681 [2] = 1'h1;
                 2'h3:
-                    \$682 [3] = 1'h1;
+                    \$681 [3] = 1'h1;
               endcase
             end
           end
@@ -4744,41 +4731,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$605 ) begin
-            if (\$606 ) begin
-              if (\$607 ) begin
+          if (\$604 ) begin
+            if (\$605 ) begin
+              if (\$606 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$682 [0] = 1'h0;
+                      \$681 [0] = 1'h0;
                   2'h1:
-                      \$682 [1] = 1'h0;
+                      \$681 [1] = 1'h0;
                   2'h2:
-                      \$682 [2] = 1'h0;
+                      \$681 [2] = 1'h0;
                   2'h3:
-                      \$682 [3] = 1'h0;
+                      \$681 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$614 ) begin
+            if (\$613 ) begin
               (* full_case = 32'd1 *)
-              if (\$615 ) begin
+              if (\$614 ) begin
               end else begin
-                if (\$627 ) begin
-                  if (\$628 ) begin
+                if (\$626 ) begin
+                  if (\$627 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$682 [0] = 1'h0;
+                          \$681 [0] = 1'h0;
                       2'h1:
-                          \$682 [1] = 1'h0;
+                          \$681 [1] = 1'h0;
                       2'h2:
-                          \$682 [2] = 1'h0;
+                          \$681 [2] = 1'h0;
                       2'h3:
-                          \$682 [3] = 1'h0;
+                          \$681 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -4787,12 +4774,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$682  = 4'h0;
+      \$681  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = pg1_0;
+    \$682  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4802,11 +4789,40 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
+                      \$682  = obs__alloc_page;
+                endcase
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$682  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$683  = pg1_1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
+              if (take_second) begin
+                casez (\$17 [1:0])
+                  2'h0:
+                      /* empty */;
+                  2'h1:
                       \$683  = obs__alloc_page;
                 endcase
               end
@@ -4819,7 +4835,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = pg1_1;
+    \$684  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4829,13 +4845,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
+            if (\$517 ) begin
+            end else if (\$518 ) begin
               if (take_second) begin
                 casez (\$17 [1:0])
                   2'h0:
                       /* empty */;
                   2'h1:
+                      /* empty */;
+                  2'h2:
                       \$684  = obs__alloc_page;
                 endcase
               end
@@ -4848,38 +4866,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = pg1_2;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          if (emitted) begin
-            if (\$518 ) begin
-            end else if (\$519 ) begin
-              if (take_second) begin
-                casez (\$17 [1:0])
-                  2'h0:
-                      /* empty */;
-                  2'h1:
-                      /* empty */;
-                  2'h2:
-                      \$685  = obs__alloc_page;
-                endcase
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$685  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = e;
+    \$685  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4890,23 +4877,61 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$686  = \$526 [14:0];
+          \$685  = \$525 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$686  = e1;
+            \$685  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$686  = 15'h0000;
+          \$685  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$686  = e1;
-            if (\$614 ) begin
-              if (\$615 ) begin
-                \$686  = 15'h0000;
+            \$685  = e1;
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$685  = 15'h0000;
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$685  = 15'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$686  = e1;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$686  = \$533 [14:0];
+      4'h7:
+          /* empty */;
+      4'h8:
+          if (rd_out__ready) begin
+            \$686  = e2;
+          end
+      4'h6:
+          /* empty */;
+      4'h9:
+          \$686  = 15'h0001;
+      4'ha:
+          if (adv) begin
+            \$686  = e2;
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$686  = 15'h0001;
               end
             end
           end
@@ -4917,7 +4942,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = e1;
+    \$687  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4928,23 +4953,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$687  = \$534 [14:0];
+          \$687  = \$541 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$687  = e2;
+            \$687  = \$594 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$687  = 15'h0001;
+          \$687  = 15'h0002;
       4'ha:
           if (adv) begin
-            \$687  = e2;
-            if (\$614 ) begin
-              if (\$615 ) begin
-                \$687  = 15'h0001;
+            \$687  = \$612 [14:0];
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$687  = 15'h0002;
               end
             end
           end
@@ -4955,7 +4980,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = e2;
+    \$688  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4966,144 +4991,106 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$688  = \$542 [14:0];
+          /* empty */;
+      4'h7:
+          \$688  = { \$564 [21], \$564 [21], \$564 [21], \$564  };
+      4'h8:
+          if (rd_out__ready) begin
+            \$688  = \$593 [24:0];
+          end
+    endcase
+    if (rst) begin
+      \$688  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$689  = r_off;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$689  = \$571 [9:0];
+      4'h8:
+          if (rd_out__ready) begin
+            \$689  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$689  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$690  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$690  = \$579 [10:0];
+      4'h8:
+          if (rd_out__ready) begin
+            \$690  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$690  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$691  = npg;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
       4'h7:
           /* empty */;
       4'h8:
-          if (rd_out__ready) begin
-            \$688  = \$595 [14:0];
-          end
+          /* empty */;
       4'h6:
           /* empty */;
       4'h9:
-          \$688  = 15'h0002;
+          \$691  = \$602 ;
       4'ha:
           if (adv) begin
-            \$688  = \$613 [14:0];
-            if (\$614 ) begin
-              if (\$615 ) begin
-                \$688  = 15'h0002;
+            if (\$613 ) begin
+              if (\$614 ) begin
+                \$691  = \$625 ;
               end
             end
           end
     endcase
     if (rst) begin
-      \$688  = 15'h0000;
+      \$691  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = r_left;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$689  = { \$565 [21], \$565 [21], \$565 [21], \$565  };
-      4'h8:
-          if (rd_out__ready) begin
-            \$689  = \$594 [24:0];
-          end
-    endcase
-    if (rst) begin
-      \$689  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = r_off;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$690  = \$572 [9:0];
-      4'h8:
-          if (rd_out__ready) begin
-            \$690  = 10'h000;
-          end
-    endcase
-    if (rst) begin
-      \$690  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = r_room;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$691  = \$580 [10:0];
-      4'h8:
-          if (rd_out__ready) begin
-            \$691  = 11'h400;
-          end
-    endcase
-    if (rst) begin
-      \$691  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = npg;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          \$692  = \$603 ;
-      4'ha:
-          if (adv) begin
-            if (\$614 ) begin
-              if (\$615 ) begin
-                \$692  = \$626 ;
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$692  = 15'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = rel_tab;
+    \$692  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5125,16 +5112,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$693  = slot_tab;
+            \$692  = slot_tab;
           end
     endcase
     if (rst) begin
-      \$693  = 2'h0;
+      \$692  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$694  = obs__release_sid;
+    \$693  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5156,11 +5143,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$694  = \$612 [10:0];
+            \$693  = \$611 [10:0];
           end
     endcase
     if (rst) begin
-      \$694  = 11'h000;
+      \$693  = 11'h000;
     end
   end
   always @* begin
@@ -5551,50 +5538,50 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$470 [9:0] = \$469 [9:0];
   assign \$476 [13:10] = 4'h0;
   assign \$476 [9:0] = \$475 [9:0];
-  assign \$484 [13:10] = 4'h0;
-  assign \$484 [9:0] = \$483 [9:0];
-  assign \$490 [13:10] = 4'h0;
-  assign \$490 [9:0] = \$489 [9:0];
-  assign \$510 [13:10] = 4'h0;
-  assign \$510 [9:0] = \$509 [9:0];
-  assign \$522  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$523  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$526  = { 10'h000, \$525 [20:10] };
-  assign \$529  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$530  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$533  = { 10'h000, \$532 [20:10] };
-  assign \$537  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$538  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$541  = { 10'h000, \$540 [20:10] };
-  assign \$547  = cm[0];
-  assign \$555  = { 3'h0, hi, 4'h0 };
-  assign \$556  = { 2'h0, hi, 5'h00 };
-  assign \$561  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$562  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$568  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$569  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$572 [20:10] = 11'h000;
-  assign \$572 [9:0] = \$571 [9:0];
-  assign \$575  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$576  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$579 [20:10] = 11'h000;
-  assign \$579 [9:0] = \$578 [9:0];
+  assign \$483 [13:10] = 4'h0;
+  assign \$483 [9:0] = \$482 [9:0];
+  assign \$489 [13:10] = 4'h0;
+  assign \$489 [9:0] = \$488 [9:0];
+  assign \$509 [13:10] = 4'h0;
+  assign \$509 [9:0] = \$508 [9:0];
+  assign \$521  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$522  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$525  = { 10'h000, \$524 [20:10] };
+  assign \$528  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$529  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$532  = { 10'h000, \$531 [20:10] };
+  assign \$536  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$537  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$540  = { 10'h000, \$539 [20:10] };
+  assign \$546  = cm[0];
+  assign \$554  = { 3'h0, hi, 4'h0 };
+  assign \$555  = { 2'h0, hi, 5'h00 };
+  assign \$560  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$561  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$567  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$568  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$571 [20:10] = 11'h000;
+  assign \$571 [9:0] = \$570 [9:0];
+  assign \$574  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$575  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$578 [20:10] = 11'h000;
+  assign \$578 [9:0] = \$577 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1008$0 , \port$1026$0 , wr__en, \port$1077$0 , wr__data, q, clk);
+module \mmu.dense_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1016$0 , \port$1034$0 , wr__en, \port$1085$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1002$0 ;
-  wire [1:0] \port$1002$0 ;
-  input [3:0] \port$1008$0 ;
-  wire [3:0] \port$1008$0 ;
-  input [3:0] \port$1026$0 ;
-  wire [3:0] \port$1026$0 ;
-  input [7:0] \port$1077$0 ;
-  wire [7:0] \port$1077$0 ;
+  input [1:0] \port$1010$0 ;
+  wire [1:0] \port$1010$0 ;
+  input [3:0] \port$1016$0 ;
+  wire [3:0] \port$1016$0 ;
+  input [3:0] \port$1034$0 ;
+  wire [3:0] \port$1034$0 ;
+  input [7:0] \port$1085$0 ;
+  wire [7:0] \port$1085$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
   output [13:0] q;
@@ -20981,11 +20968,11 @@ module \mmu.dense_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1008$0 , \
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1077$0 , \port$21$0 , \port$1026$0  }] <= wr__data;
+      mem[{ \port$1085$0 , \port$21$0 , \port$1034$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1077$0 , \port$1002$0 , \port$1008$0  }];
+    _0_ <= mem[{ \port$1085$0 , \port$1010$0 , \port$1016$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -21000,11 +20987,11 @@ module \mmu.dense_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1008$0 , \
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1077$0 , \port$1002$0 , \port$1008$0  };
-  assign r_addr = { \port$1077$0 , \port$1002$0 , \port$1008$0  };
+  assign rd__addr = { \port$1085$0 , \port$1010$0 , \port$1016$0  };
+  assign r_addr = { \port$1085$0 , \port$1010$0 , \port$1016$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1077$0 , \port$21$0 , \port$1026$0  };
-  assign w_addr = { \port$1077$0 , \port$21$0 , \port$1026$0  };
+  assign wr__addr = { \port$1085$0 , \port$21$0 , \port$1034$0  };
+  assign w_addr = { \port$1085$0 , \port$21$0 , \port$1034$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -21068,27 +21055,36 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   wire \$58 ;
   wire \$59 ;
   wire \$6 ;
-  wire [14:0] \$60 ;
+  wire \$60 ;
   wire [14:0] \$61 ;
   wire [15:0] \$62 ;
-  wire \$63 ;
-  wire [14:0] \$64 ;
+  wire [14:0] \$63 ;
+  wire [15:0] \$64 ;
   wire \$65 ;
-  wire \$66 ;
-  wire [14:0] \$67 ;
-  reg \$68 ;
-  reg \$69 ;
+  wire [14:0] \$66 ;
+  wire [15:0] \$67 ;
+  wire [16:0] \$68 ;
+  wire [14:0] \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg [13:0] \$71 ;
-  reg [13:0] \$72 ;
-  reg [13:0] \$73 ;
-  reg [13:0] \$74 ;
-  reg \$75 ;
-  reg [13:0] \$76 ;
-  reg [14:0] \$77 ;
-  reg [13:0] \$78 ;
+  wire [15:0] \$70 ;
+  wire [16:0] \$71 ;
+  wire \$72 ;
+  wire [14:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire [14:0] \$76 ;
+  reg \$77 ;
+  reg \$78 ;
+  reg \$79 ;
   wire [15:0] \$8 ;
+  reg [13:0] \$80 ;
+  reg [13:0] \$81 ;
+  reg [13:0] \$82 ;
+  reg [13:0] \$83 ;
+  reg \$84 ;
+  reg [13:0] \$85 ;
+  reg [14:0] \$86 ;
+  reg [13:0] \$87 ;
   wire \$9 ;
   reg [13:0] after_head = 14'h0001;
   reg [13:0] after_next = 14'h0002;
@@ -37527,6 +37523,15 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
     _0_ <= rd__addr;
   end
   assign rd__data = ring[_0_];
+  assign \$13  = count + 1'h1;
+  assign \$14  = \$12  ? \$13  : { 1'h0, count };
+  assign \$15  = \$7  ? { \$8 [15], \$8  } : { 1'h0, \$14  };
+  assign \$16  = alloc__valid & alloc__ready;
+  assign rd__addr = \$16  ? after_next : after_head;
+  assign \$17  = ~ empty;
+  assign alloc__valid = done & \$17 ;
+  assign \$18  = ~ full;
+  assign release__ready = done & \$18 ;
   assign wr__addr = done ? tail : walk;
   assign wr__data = done ? release__payload : walk;
   assign \$19  = release__valid & release__ready;
@@ -37571,36 +37576,45 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   assign \$57  = empty | \$56 ;
   assign \$58  = \$54  & \$57 ;
   assign \$59  = alloc__valid & alloc__ready;
-  assign \$60  = \$3 [13:0] + 1'h1;
-  assign \$61  = \$3 [13:0] + 1'h1;
+  assign \$60  = alloc__valid & alloc__ready;
+  assign \$61  = head + 1'h1;
   assign \$62  = \$61  + 1'h1;
-  assign \$63  = ~ done;
-  assign \$64  = walk + 1'h1;
-  assign \$65  = walk == 14'h3fff;
-  assign \$66  = release__valid & release__ready;
-  assign \$67  = tail + 1'h1;
+  assign \$63  = head + 1'h1;
+  assign \$64  = \$60  ? \$62  : { 1'h0, \$63  };
+  assign \$65  = alloc__valid & alloc__ready;
+  assign \$66  = head + 1'h1;
+  assign \$67  = \$66  + 1'h1;
+  assign \$68  = \$67  + 1'h1;
+  assign \$69  = head + 1'h1;
+  assign \$70  = \$69  + 1'h1;
+  assign \$71  = \$65  ? \$68  : { 1'h0, \$70  };
+  assign \$72  = ~ done;
+  assign \$73  = walk + 1'h1;
+  assign \$74  = walk == 14'h3fff;
+  assign \$75  = release__valid & release__ready;
+  assign \$76  = tail + 1'h1;
   always @(posedge clk)
-    empty <= \$68 ;
+    empty <= \$77 ;
   always @(posedge clk)
-    full <= \$69 ;
+    full <= \$78 ;
   always @(posedge clk)
-    single <= \$70 ;
+    single <= \$79 ;
   always @(posedge clk)
-    alloc__payload <= \$71 ;
+    alloc__payload <= \$80 ;
   always @(posedge clk)
-    after_head <= \$72 ;
+    after_head <= \$81 ;
   always @(posedge clk)
-    after_next <= \$73 ;
+    after_next <= \$82 ;
   always @(posedge clk)
-    walk <= \$74 ;
+    walk <= \$83 ;
   always @(posedge clk)
-    done <= \$75 ;
+    done <= \$84 ;
   always @(posedge clk)
-    head <= \$76 ;
+    head <= \$85 ;
   always @(posedge clk)
-    count <= \$77 ;
+    count <= \$86 ;
   always @(posedge clk)
-    tail <= \$78 ;
+    tail <= \$87 ;
   assign \$1  = alloc__valid & alloc__ready;
   assign \$2  = head + 1'h1;
   assign \$3  = \$1  ? \$2  : { 1'h0, head };
@@ -37613,106 +37627,97 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
   assign \$10  = alloc__valid & alloc__ready;
   assign \$11  = ~ \$10 ;
   assign \$12  = \$9  & \$11 ;
-  assign \$13  = count + 1'h1;
-  assign \$14  = \$12  ? \$13  : { 1'h0, count };
-  assign \$15  = \$7  ? { \$8 [15], \$8  } : { 1'h0, \$14  };
-  assign \$16  = alloc__valid & alloc__ready;
-  assign rd__addr = \$16  ? after_next : after_head;
-  assign \$17  = ~ empty;
-  assign alloc__valid = done & \$17 ;
-  assign \$18  = ~ full;
-  assign release__ready = done & \$18 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$68  = \$31 ;
+    \$77  = \$31 ;
     if (rst) begin
-      \$68  = 1'h0;
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$69  = \$42 ;
+    \$78  = \$42 ;
     if (rst) begin
-      \$69  = 1'h1;
+      \$78  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$70  = \$53 ;
+    \$79  = \$53 ;
     if (rst) begin
-      \$70  = 1'h0;
+      \$79  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$71  = alloc__payload;
+    \$80  = alloc__payload;
     if (\$58 ) begin
-      \$71  = release__payload;
+      \$80  = release__payload;
     end else if (\$59 ) begin
-      \$71  = rd__data;
+      \$80  = rd__data;
     end
     if (rst) begin
-      \$71  = 14'h0000;
+      \$80  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$72  = \$60 [13:0];
+    \$81  = \$64 [13:0];
     if (rst) begin
-      \$72  = 14'h0001;
+      \$81  = 14'h0001;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$73  = \$62 [13:0];
+    \$82  = \$71 [13:0];
     if (rst) begin
-      \$73  = 14'h0002;
+      \$82  = 14'h0002;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$74  = walk;
-    if (\$63 ) begin
-      \$74  = \$64 [13:0];
+    \$83  = walk;
+    if (\$72 ) begin
+      \$83  = \$73 [13:0];
     end
     if (rst) begin
-      \$74  = 14'h0000;
+      \$83  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$75  = done;
-    if (\$63 ) begin
-      if (\$65 ) begin
-        \$75  = 1'h1;
+    \$84  = done;
+    if (\$72 ) begin
+      if (\$74 ) begin
+        \$84  = 1'h1;
       end
     end
     if (rst) begin
-      \$75  = 1'h0;
+      \$84  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$76  = \$3 [13:0];
+    \$85  = \$3 [13:0];
     if (rst) begin
-      \$76  = 14'h0000;
+      \$85  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$77  = \$15 [14:0];
+    \$86  = \$15 [14:0];
     if (rst) begin
-      \$77  = 15'h4000;
+      \$86  = 15'h4000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$78  = tail;
-    if (\$66 ) begin
-      \$78  = \$67 [13:0];
+    \$87  = tail;
+    if (\$75 ) begin
+      \$87  = \$76 [13:0];
     end
     if (rst) begin
-      \$78  = 14'h0000;
+      \$87  = 14'h0000;
     end
   end
   assign new_head = \$3 [13:0];
@@ -37723,17 +37728,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, r_en, \port$1009$0 , \port$1027$0 , wr__en, \port$1077$0 , wr__data, q, clk);
+module \mmu.meta_table (rst, r_en, \port$1017$0 , \port$1035$0 , wr__en, \port$1085$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1009$0 ;
-  wire [2:0] \port$1009$0 ;
-  input [2:0] \port$1027$0 ;
-  wire [2:0] \port$1027$0 ;
-  input [7:0] \port$1077$0 ;
-  wire [7:0] \port$1077$0 ;
+  input [2:0] \port$1017$0 ;
+  wire [2:0] \port$1017$0 ;
+  input [2:0] \port$1035$0 ;
+  wire [2:0] \port$1035$0 ;
+  input [7:0] \port$1085$0 ;
+  wire [7:0] \port$1085$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39678,11 +39683,11 @@ module \mmu.meta_table (rst, r_en, \port$1009$0 , \port$1027$0 , wr__en, \port$1
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1077$0 , \port$1027$0  }] <= wr__data;
+      mem[{ \port$1085$0 , \port$1035$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1077$0 , \port$1009$0  }];
+    _0_ <= mem[{ \port$1085$0 , \port$1017$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39697,29 +39702,29 @@ module \mmu.meta_table (rst, r_en, \port$1009$0 , \port$1027$0 , wr__en, \port$1
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1077$0 , \port$1009$0  };
-  assign r_addr = { \port$1077$0 , \port$1009$0  };
+  assign rd__addr = { \port$1085$0 , \port$1017$0  };
+  assign r_addr = { \port$1085$0 , \port$1017$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1077$0 , \port$1027$0  };
-  assign w_addr = { \port$1077$0 , \port$1027$0  };
+  assign wr__addr = { \port$1085$0 , \port$1035$0  };
+  assign w_addr = { \port$1085$0 , \port$1035$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1010$0 , \port$1028$0 , wr__en, \port$1077$0 , wr__data, q, clk);
+module \mmu.sparse_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1018$0 , \port$1036$0 , wr__en, \port$1085$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1002$0 ;
-  wire [1:0] \port$1002$0 ;
-  input [2:0] \port$1010$0 ;
-  wire [2:0] \port$1010$0 ;
-  input [2:0] \port$1028$0 ;
-  wire [2:0] \port$1028$0 ;
-  input [7:0] \port$1077$0 ;
-  wire [7:0] \port$1077$0 ;
+  input [1:0] \port$1010$0 ;
+  wire [1:0] \port$1010$0 ;
+  input [2:0] \port$1018$0 ;
+  wire [2:0] \port$1018$0 ;
+  input [2:0] \port$1036$0 ;
+  wire [2:0] \port$1036$0 ;
+  input [7:0] \port$1085$0 ;
+  wire [7:0] \port$1085$0 ;
   input [1:0] \port$21$0 ;
   wire [1:0] \port$21$0 ;
   output [13:0] q;
@@ -47426,11 +47431,11 @@ module \mmu.sparse_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1010$0 , 
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1077$0 , \port$21$0 , \port$1028$0  }] <= wr__data;
+      mem[{ \port$1085$0 , \port$21$0 , \port$1036$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1077$0 , \port$1002$0 , \port$1010$0  }];
+    _0_ <= mem[{ \port$1085$0 , \port$1010$0 , \port$1018$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47445,11 +47450,11 @@ module \mmu.sparse_table (rst, \port$21$0 , \port$1002$0 , r_en, \port$1010$0 , 
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1077$0 , \port$1002$0 , \port$1010$0  };
-  assign r_addr = { \port$1077$0 , \port$1002$0 , \port$1010$0  };
+  assign rd__addr = { \port$1085$0 , \port$1010$0 , \port$1018$0  };
+  assign r_addr = { \port$1085$0 , \port$1010$0 , \port$1018$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1077$0 , \port$21$0 , \port$1028$0  };
-  assign w_addr = { \port$1077$0 , \port$21$0 , \port$1028$0  };
+  assign wr__addr = { \port$1085$0 , \port$21$0 , \port$1036$0  };
+  assign w_addr = { \port$1085$0 , \port$21$0 , \port$1036$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
