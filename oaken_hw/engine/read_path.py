@@ -323,7 +323,7 @@ class ReadPath(wiring.Component):
         frame_cred = Signal(range(2 * LOOKAHEAD + 1), init=2 * LOOKAHEAD)
         dense_cred = Signal(range(DATA_AHEAD + 1), init=DATA_AHEAD)
         sparse_cred = Signal(range(DATA_AHEAD + 1), init=DATA_AHEAD)
-        # whether each is non-zero, registers (from the credits' next values, below)
+        # whether each is non-zero, registers (chosen by the credits' handshakes, below)
         meta_ok = Signal(init=1)                     # meta and frame credits
         dense_ok = Signal(init=1)
         sparse_ok = Signal(init=1)
