@@ -148,28 +148,19 @@ class ReadPath(wiring.Component):
         # the record FIFO's `r_en`)
         moff_end = Signal(L.len_bits + 1, init=L.meta_slot)
         doff_end = Signal(L.len_bits + 1, init=L.dense_slot)
-        # The next values of `issued`, `need_before`, `ti` and `td` (each register is loaded
-        # from its own), and the compares the issuer's choice depends on as registers:
-        # `behind` is issued < need_before, `m_room` ti < hi and ti < td + LOOKAHEAD,
-        # `d_room` td < hi (valid while `running`: `r` changes only with a request, before
-        # it runs). Compared in the same cycle, these and the credit compares ran through
-        # the choice into the record FIFOs' `r_en`, their level counters and output
-        # registers: the read path's critical paths (12.9 ns, dense_rec's level). Each
-        # flag's next value is chosen by the event that changes its operands (a request,
-        # its start, a sparse, meta or last dense beat issued), among compares of registers:
-        # compared after the choice, a flag was a carry chain behind the issuer's handshake
-        # (12.1 ns into `m_room` from the MMU's request, session 20).
-        issued_n = Signal.like(issued)
-        need_n = Signal.like(need_before)
-        ti_n = Signal.like(ti)
-        td_n = Signal.like(td)
-        m.d.comb += [issued_n.eq(issued), need_n.eq(need_before), ti_n.eq(ti), td_n.eq(td)]
-        m.d.sync += [issued.eq(issued_n), need_before.eq(need_n), ti.eq(ti_n), td.eq(td_n)]
-        behind, behind_n = Signal(), Signal()
-        m_room, m_room_n = Signal(), Signal()
-        d_room, d_room_n = Signal(), Signal()
-        m.d.comb += [behind_n.eq(behind), m_room_n.eq(m_room), d_room_n.eq(d_room)]
-        m.d.sync += [behind.eq(behind_n), m_room.eq(m_room_n), d_room.eq(d_room_n)]
+        # The compares the issuer's choice depends on, as registers: `behind` is
+        # issued < need_before, `m_room` ti < hi and ti < td + LOOKAHEAD, `d_room` td < hi
+        # (valid while `running`: `r` changes only with a request, before it runs).
+        # Compared in the same cycle, these and the credit compares ran through the choice
+        # into the record FIFOs' `r_en`, their level counters and output registers: the
+        # read path's critical paths (12.9 ns, dense_rec's level). Each flag is loaded by
+        # the event that changes its operands (a request, its start, a sparse, meta or last
+        # dense beat issued), from compares of registers: compared after the choice, a flag
+        # was a carry chain behind the issuer's handshake (12.1 ns into `m_room` from the
+        # MMU's request, session 20).
+        behind = Signal()
+        m_room = Signal()
+        d_room = Signal()
         # the sparse burst being requested, as a cursor of registers (as the write path's):
         # its next byte address, bytes left, and t1 = min(bytes to the beat's end, bytes
         # left) with whether that is all of them, so that a request's byte count and the
@@ -231,7 +222,7 @@ class ReadPath(wiring.Component):
                     m.next = "FREE"
                 with m.Elif(self.req.valid & comp.w_rdy):
                     m.d.comb += self.req.ready.eq(1)
-                    m.d.comb += [issued_n.eq(0), need_n.eq(0), behind_n.eq(0)]
+                    m.d.sync += [issued.eq(0), need_before.eq(0), behind.eq(0)]
                     m.d.sync += [r.eq(self.req.payload), slo_seen.eq(0), slo_sum.eq(0),
                                  known.eq(0), moff.eq(0), doff.eq(0), dbeat.eq(0),
                                  moff_end.eq(L.meta_slot), doff_end.eq(L.dense_slot)]
@@ -265,8 +256,8 @@ class ReadPath(wiring.Component):
                         with m.Else():
                             if kind == Kind.META:
                                 m.d.sync += running.eq(1)
-                                m.d.comb += [ti_n.eq(0), td_n.eq(r.lo),
-                                             m_room_n.eq(r.hi != 0), d_room_n.eq(r.lo < r.hi)]
+                                m.d.sync += [ti.eq(0), td.eq(r.lo),
+                                             m_room.eq(r.hi != 0), d_room.eq(r.lo < r.hi)]
                             if kind == Kind.SPARSE:
                                 m.d.sync += sparse_ready.eq(1)
                             m.next = after
@@ -339,8 +330,8 @@ class ReadPath(wiring.Component):
                          tag_in.lane.eq(s_lane), tag_in.take.eq(s_take)]
             # issued + s_take, without the adder behind `want`'s subtractor: issued + want
             # is `known`
-            m.d.comb += [issued_n.eq(Mux(s_full, issued + s_t1, known)),
-                         behind_n.eq(Mux(s_full, issued + s_t1 < need_before,
+            m.d.sync += [issued.eq(Mux(s_full, issued + s_t1, known)),
+                         behind.eq(Mux(s_full, issued + s_t1 < need_before,
                                          known < need_before))]
             with m.If(s_full & s_t1_last):
                 m.d.comb += s_load.eq(1)
@@ -359,8 +350,8 @@ class ReadPath(wiring.Component):
             m.d.comb += [issue.eq(1), i_addr.eq(a), tag_in.kind.eq(Kind.META),
                          tag_in.lane.eq(a[:s] if s else 0), tag_in.pos.eq(ti),
                          tag_in.sum_only.eq(sum_only), meta_issue.eq(~sum_only)]
-            m.d.comb += [ti_n.eq(ti + 1),
-                         m_room_n.eq((ti + 1 < r.hi) & (ti + 1 < td + LOOKAHEAD))]
+            m.d.sync += [ti.eq(ti + 1),
+                         m_room.eq((ti + 1 < r.hi) & (ti + 1 < td + LOOKAHEAD))]
             with m.If(moff_end == mrec.length):
                 m.d.comb += meta_rec.r_en.eq(1)
                 m.d.sync += [moff.eq(0), moff_end.eq(L.meta_slot)]
@@ -374,10 +365,10 @@ class ReadPath(wiring.Component):
             m.d.sync += dbeat.eq(Mux(last, 0, dbeat + 1))
             with m.If(last):
                 m.d.comb += cnt_i.r_en.eq(1)
-                m.d.comb += [td_n.eq(td + 1), need_n.eq(need_before + cnt_i.r_data),
-                             behind_n.eq(issued < need_before + cnt_i.r_data),
-                             m_room_n.eq((ti < r.hi) & (ti < td + 1 + LOOKAHEAD)),
-                             d_room_n.eq(td + 1 < r.hi)]
+                m.d.sync += [td.eq(td + 1), need_before.eq(need_before + cnt_i.r_data),
+                             behind.eq(issued < need_before + cnt_i.r_data),
+                             m_room.eq((ti < r.hi) & (ti < td + 1 + LOOKAHEAD)),
+                             d_room.eq(td + 1 < r.hi)]
                 with m.If(doff_end == drec.length):
                     m.d.comb += dense_rec.r_en.eq(1)
                     m.d.sync += [doff.eq(0), doff_end.eq(L.dense_slot)]
