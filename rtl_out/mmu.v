@@ -6,73 +6,73 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
 , obs__release_sid, obs__seq, obs__group, obs__free_done, obs__free_seq, obs__live, append__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire [7:0] \$100 ;
-  wire [8:0] \$101 ;
-  reg [7:0] \$102 ;
-  wire [6:0] \$103 ;
-  wire [7:0] \$104 ;
-  wire [8:0] \$105 ;
+  wire [9:0] \$10 ;
+  wire [8:0] \$100 ;
+  reg [7:0] \$101 ;
+  wire [6:0] \$102 ;
+  wire [7:0] \$103 ;
+  wire [8:0] \$104 ;
+  wire [3:0] \$105 ;
   wire [3:0] \$106 ;
-  wire [3:0] \$107 ;
+  wire [1:0] \$107 ;
   wire [1:0] \$108 ;
-  wire [1:0] \$109 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
   wire [9:0] \$110 ;
-  wire [9:0] \$111 ;
-  reg [13:0] \$112 ;
-  wire [13:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire [3:0] \$118 ;
-  wire [3:0] \$119 ;
+  reg [13:0] \$111 ;
+  wire [13:0] \$112 ;
+  wire [3:0] \$113 ;
+  wire [3:0] \$114 ;
+  wire [1:0] \$115 ;
+  wire [1:0] \$116 ;
+  wire [9:0] \$117 ;
+  wire [9:0] \$118 ;
+  reg [13:0] \$119 ;
   wire \$12 ;
-  wire [3:0] \$120 ;
+  wire [13:0] \$120 ;
   wire [3:0] \$121 ;
   wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
+  wire [3:0] \$123 ;
+  wire [3:0] \$124 ;
   wire \$125 ;
-  wire [1:0] \$126 ;
-  wire [1:0] \$127 ;
+  wire [3:0] \$126 ;
+  wire \$127 ;
   wire \$128 ;
-  wire \$129 ;
-  wire \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire [3:0] \$132 ;
-  wire [3:0] \$133 ;
-  wire [3:0] \$134 ;
+  wire [3:0] \$129 ;
+  wire [1:0] \$13 ;
+  wire [4:0] \$130 ;
+  wire [3:0] \$131 ;
+  wire [4:0] \$132 ;
+  wire [4:0] \$133 ;
+  wire [4:0] \$134 ;
   wire [3:0] \$135 ;
   wire \$136 ;
-  wire \$137 ;
+  wire [3:0] \$137 ;
   wire \$138 ;
-  wire \$139 ;
-  wire [3:0] \$14 ;
-  wire [1:0] \$140 ;
-  wire [1:0] \$141 ;
-  wire [9:0] \$142 ;
-  wire [9:0] \$143 ;
-  reg [13:0] \$144 ;
-  wire [13:0] \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
-  wire [3:0] \$15 ;
-  wire [3:0] \$150 ;
-  wire [3:0] \$151 ;
+  wire [3:0] \$139 ;
+  wire [9:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire [3:0] \$144 ;
+  wire [3:0] \$145 ;
+  wire [1:0] \$146 ;
+  wire [1:0] \$147 ;
+  wire [3:0] \$148 ;
+  wire [3:0] \$149 ;
+  wire \$15 ;
+  wire [1:0] \$150 ;
+  wire [1:0] \$151 ;
   wire [3:0] \$152 ;
   wire [3:0] \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire [1:0] \$158 ;
-  wire [1:0] \$159 ;
-  wire [3:0] \$16 ;
+  wire [1:0] \$154 ;
+  wire [1:0] \$155 ;
+  wire [9:0] \$156 ;
+  wire [9:0] \$157 ;
+  reg [13:0] \$158 ;
+  wire [13:0] \$159 ;
+  wire \$16 ;
   wire [3:0] \$160 ;
   wire \$161 ;
   wire [3:0] \$162 ;
@@ -83,7 +83,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$167 ;
   wire [3:0] \$168 ;
   wire [4:0] \$169 ;
-  wire [3:0] \$17 ;
+  wire [2:0] \$17 ;
   wire [3:0] \$170 ;
   wire [4:0] \$171 ;
   wire [4:0] \$172 ;
@@ -94,619 +94,902 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$177 ;
   wire [3:0] \$178 ;
   wire \$179 ;
-  wire \$18 ;
+  wire [9:0] \$18 ;
   wire \$180 ;
   wire [1:0] \$181 ;
   wire [1:0] \$182 ;
   wire \$183 ;
   wire \$184 ;
   wire \$185 ;
-  wire \$186 ;
-  wire [3:0] \$187 ;
-  wire [3:0] \$188 ;
-  wire [3:0] \$189 ;
+  reg [13:0] \$186 ;
+  wire [9:0] \$187 ;
+  wire [15:0] \$188 ;
+  wire [23:0] \$189 ;
   wire \$19 ;
-  wire [3:0] \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire [1:0] \$195 ;
-  wire [1:0] \$196 ;
-  wire [9:0] \$197 ;
-  wire [9:0] \$198 ;
-  reg [13:0] \$199 ;
+  wire \$190 ;
+  reg [13:0] \$191 ;
+  wire [23:0] \$192 ;
+  reg [13:0] \$193 ;
+  wire [23:0] \$194 ;
+  reg [13:0] \$195 ;
+  wire [9:0] \$196 ;
+  wire [14:0] \$197 ;
+  wire [23:0] \$198 ;
+  wire [9:0] \$199 ;
   wire [6:0] \$2 ;
   wire \$20 ;
-  wire [13:0] \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire [3:0] \$205 ;
-  wire [3:0] \$206 ;
+  wire [9:0] \$200 ;
+  reg [13:0] \$201 ;
+  wire [13:0] \$202 ;
+  wire [14:0] \$203 ;
+  reg [13:0] \$204 ;
+  wire [13:0] \$205 ;
+  wire [14:0] \$206 ;
   wire [3:0] \$207 ;
-  wire [3:0] \$208 ;
-  wire \$209 ;
-  wire \$21 ;
-  wire \$210 ;
+  wire \$208 ;
+  wire [3:0] \$209 ;
+  wire [3:0] \$21 ;
+  wire [3:0] \$210 ;
   wire \$211 ;
-  wire \$212 ;
-  wire [1:0] \$213 ;
-  wire [1:0] \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire [3:0] \$218 ;
-  wire \$219 ;
-  wire [1:0] \$22 ;
-  wire [3:0] \$220 ;
-  wire \$221 ;
-  wire [3:0] \$222 ;
-  wire \$223 ;
+  wire [3:0] \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire [3:0] \$215 ;
+  wire [4:0] \$216 ;
+  wire [3:0] \$217 ;
+  wire [4:0] \$218 ;
+  wire [4:0] \$219 ;
+  wire \$22 ;
+  wire [4:0] \$220 ;
+  wire [3:0] \$221 ;
+  wire \$222 ;
+  wire [3:0] \$223 ;
   wire \$224 ;
   wire [3:0] \$225 ;
-  reg [13:0] \$226 ;
-  wire [9:0] \$227 ;
-  wire [15:0] \$228 ;
-  wire [23:0] \$229 ;
-  wire [9:0] \$23 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire [1:0] \$228 ;
+  wire [1:0] \$229 ;
+  wire [13:0] \$23 ;
   wire \$230 ;
-  wire [3:0] \$231 ;
-  reg [13:0] \$232 ;
-  wire [23:0] \$233 ;
-  reg [13:0] \$234 ;
-  wire [23:0] \$235 ;
-  wire [3:0] \$236 ;
-  reg [13:0] \$237 ;
-  wire [9:0] \$238 ;
-  wire [14:0] \$239 ;
+  wire \$231 ;
+  wire [10:0] \$232 ;
+  wire [14:0] \$233 ;
+  wire [14:0] \$234 ;
+  wire [14:0] \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire [20:0] \$238 ;
+  wire [20:0] \$239 ;
   wire \$24 ;
-  wire [23:0] \$240 ;
-  wire [9:0] \$241 ;
-  wire [9:0] \$242 ;
-  reg [13:0] \$243 ;
-  wire [13:0] \$244 ;
-  wire [14:0] \$245 ;
-  reg [13:0] \$246 ;
-  wire [13:0] \$247 ;
-  wire [14:0] \$248 ;
-  wire \$249 ;
+  wire [20:0] \$240 ;
+  wire [20:0] \$241 ;
+  wire [20:0] \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire [20:0] \$245 ;
+  wire [20:0] \$246 ;
+  wire [20:0] \$247 ;
+  wire [20:0] \$248 ;
+  wire [20:0] \$249 ;
   wire \$25 ;
   wire \$250 ;
-  wire [10:0] \$251 ;
-  wire [14:0] \$252 ;
-  wire [14:0] \$253 ;
-  wire [14:0] \$254 ;
-  wire \$255 ;
-  wire \$256 ;
+  wire \$251 ;
+  wire [20:0] \$252 ;
+  wire [20:0] \$253 ;
+  wire [20:0] \$254 ;
+  wire [20:0] \$255 ;
+  wire [20:0] \$256 ;
   wire \$257 ;
   wire \$258 ;
   wire \$259 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$260 ;
-  wire [20:0] \$261 ;
-  wire [20:0] \$262 ;
-  wire [20:0] \$263 ;
-  wire [20:0] \$264 ;
-  wire [20:0] \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire [20:0] \$268 ;
-  wire [20:0] \$269 ;
-  wire [9:0] \$27 ;
-  wire [20:0] \$270 ;
-  wire [20:0] \$271 ;
-  wire [20:0] \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire [20:0] \$275 ;
-  wire [20:0] \$276 ;
-  wire [20:0] \$277 ;
-  wire [20:0] \$278 ;
-  wire [20:0] \$279 ;
-  wire \$28 ;
+  reg [13:0] \$261 ;
+  wire [13:0] \$262 ;
+  wire [13:0] \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire [1:0] \$266 ;
+  wire [1:0] \$267 ;
+  wire [2:0] \$268 ;
+  wire \$269 ;
+  wire [13:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire [1:0] \$272 ;
+  wire [1:0] \$273 ;
+  wire [2:0] \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire [1:0] \$277 ;
+  wire [1:0] \$278 ;
+  wire [2:0] \$279 ;
+  wire [14:0] \$28 ;
   wire \$280 ;
   wire \$281 ;
   wire \$282 ;
-  wire \$283 ;
-  reg [13:0] \$284 ;
-  wire [13:0] \$285 ;
-  wire [13:0] \$286 ;
-  reg [13:0] \$287 ;
-  wire [23:0] \$288 ;
+  wire [1:0] \$283 ;
+  wire [1:0] \$284 ;
+  wire [2:0] \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
   wire \$289 ;
   wire \$29 ;
-  wire [24:0] \$290 ;
-  wire [14:0] \$291 ;
-  wire [14:0] \$292 ;
-  wire [14:0] \$293 ;
-  wire [8:0] \$294 ;
+  wire [1:0] \$290 ;
+  wire [1:0] \$291 ;
+  wire [2:0] \$292 ;
+  wire [3:0] \$293 ;
+  wire \$294 ;
   wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
+  wire [1:0] \$296 ;
+  wire [1:0] \$297 ;
+  wire [2:0] \$298 ;
+  wire [4:0] \$299 ;
   wire [7:0] \$3 ;
-  wire [2:0] \$30 ;
-  wire [8:0] \$300 ;
-  wire \$301 ;
+  wire \$30 ;
+  wire [4:0] \$300 ;
+  wire [4:0] \$301 ;
   wire \$302 ;
-  wire [3:0] \$303 ;
-  wire \$304 ;
-  wire [3:0] \$305 ;
-  wire [3:0] \$306 ;
+  wire \$303 ;
+  wire [1:0] \$304 ;
+  wire [1:0] \$305 ;
+  wire [2:0] \$306 ;
   wire \$307 ;
-  wire [3:0] \$308 ;
+  wire \$308 ;
   wire \$309 ;
-  wire [9:0] \$31 ;
-  wire \$310 ;
-  wire [3:0] \$311 ;
-  wire [4:0] \$312 ;
-  wire [3:0] \$313 ;
-  wire [4:0] \$314 ;
-  wire [4:0] \$315 ;
-  wire [4:0] \$316 ;
-  wire [3:0] \$317 ;
-  wire \$318 ;
-  wire [3:0] \$319 ;
-  wire \$32 ;
+  wire \$31 ;
+  wire [1:0] \$310 ;
+  wire [1:0] \$311 ;
+  wire [2:0] \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire [1:0] \$316 ;
+  wire [1:0] \$317 ;
+  wire [2:0] \$318 ;
+  wire \$319 ;
+  wire [4:0] \$32 ;
   wire \$320 ;
-  wire [3:0] \$321 ;
-  wire \$322 ;
+  wire [1:0] \$321 ;
+  wire [1:0] \$322 ;
   wire \$323 ;
-  wire [1:0] \$324 ;
+  wire \$324 ;
   wire [1:0] \$325 ;
-  wire \$326 ;
-  wire [14:0] \$327 ;
-  wire [14:0] \$328 ;
+  wire [1:0] \$326 ;
+  wire \$327 ;
+  wire \$328 ;
   wire \$329 ;
   wire \$33 ;
-  wire [14:0] \$330 ;
-  wire [14:0] \$331 ;
+  wire [1:0] \$330 ;
+  wire [1:0] \$331 ;
   wire \$332 ;
-  wire [14:0] \$333 ;
-  wire [14:0] \$334 ;
-  wire \$335 ;
+  wire \$333 ;
+  wire [1:0] \$334 ;
+  wire [1:0] \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
-  wire \$339 ;
-  wire [3:0] \$34 ;
-  wire \$340 ;
+  wire [1:0] \$339 ;
+  wire [13:0] \$34 ;
+  wire [1:0] \$340 ;
   wire \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
+  wire [1:0] \$345 ;
+  wire [1:0] \$346 ;
+  wire [2:0] \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire [8:0] \$354 ;
+  wire [1:0] \$350 ;
+  wire [1:0] \$351 ;
+  wire [3:0] \$352 ;
+  wire [3:0] \$353 ;
+  wire [3:0] \$354 ;
   wire \$355 ;
-  wire [10:0] \$356 ;
-  wire [11:0] \$357 ;
-  wire [11:0] \$358 ;
-  wire [10:0] \$359 ;
-  wire [13:0] \$36 ;
-  wire [11:0] \$360 ;
-  wire [11:0] \$361 ;
-  wire \$362 ;
-  wire \$363 ;
+  wire \$356 ;
+  wire [1:0] \$357 ;
+  wire [1:0] \$358 ;
+  wire \$359 ;
+  wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire [1:0] \$362 ;
+  wire [1:0] \$363 ;
   wire \$364 ;
   wire \$365 ;
   wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire [14:0] \$369 ;
+  wire [1:0] \$367 ;
+  wire [1:0] \$368 ;
+  wire \$369 ;
   wire \$37 ;
-  wire [15:0] \$370 ;
-  wire [15:0] \$371 ;
-  wire [14:0] \$372 ;
-  wire [15:0] \$373 ;
-  wire [15:0] \$374 ;
-  wire [14:0] \$375 ;
-  wire [15:0] \$376 ;
-  wire [15:0] \$377 ;
+  wire \$370 ;
+  wire [1:0] \$371 ;
+  wire [1:0] \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire [1:0] \$375 ;
+  wire [1:0] \$376 ;
+  wire [2:0] \$377 ;
   wire \$378 ;
-  reg [7:0] \$379 ;
-  wire \$38 ;
+  wire \$379 ;
+  wire [13:0] \$38 ;
   wire \$380 ;
-  wire [6:0] \$381 ;
-  wire [7:0] \$382 ;
-  wire [7:0] \$383 ;
-  wire [8:0] \$384 ;
-  reg [7:0] \$385 ;
-  wire [6:0] \$386 ;
-  wire [7:0] \$387 ;
-  wire [8:0] \$388 ;
-  reg [7:0] \$389 ;
-  wire \$39 ;
-  wire [6:0] \$390 ;
-  wire [7:0] \$391 ;
-  wire [8:0] \$392 ;
-  reg [13:0] \$393 ;
-  wire \$394 ;
+  wire [1:0] \$381 ;
+  wire [1:0] \$382 ;
+  wire [2:0] \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire [1:0] \$386 ;
+  wire [1:0] \$387 ;
+  wire [2:0] \$388 ;
+  wire \$389 ;
+  wire [14:0] \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire [1:0] \$392 ;
+  wire [1:0] \$393 ;
+  wire [2:0] \$394 ;
   wire \$395 ;
   wire \$396 ;
-  wire [3:0] \$397 ;
-  reg [13:0] \$398 ;
-  wire \$399 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire [1:0] \$399 ;
   wire [7:0] \$4 ;
-  wire [13:0] \$40 ;
-  wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
+  wire \$40 ;
+  wire [1:0] \$400 ;
+  wire [2:0] \$401 ;
+  wire [3:0] \$402 ;
   wire \$403 ;
-  wire [9:0] \$404 ;
-  wire \$405 ;
-  wire [9:0] \$406 ;
-  wire \$407 ;
-  wire [9:0] \$408 ;
-  wire \$409 ;
-  wire [14:0] \$41 ;
-  wire \$410 ;
-  wire [13:0] \$411 ;
+  wire \$404 ;
+  wire [1:0] \$405 ;
+  wire [1:0] \$406 ;
+  wire [2:0] \$407 ;
+  wire [3:0] \$408 ;
+  wire [3:0] \$409 ;
+  wire \$41 ;
+  wire [3:0] \$410 ;
+  wire \$411 ;
   wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire [13:0] \$415 ;
+  wire [1:0] \$413 ;
+  wire [1:0] \$414 ;
+  wire [2:0] \$415 ;
   wire \$416 ;
   wire \$417 ;
   wire \$418 ;
-  wire [13:0] \$419 ;
+  wire [1:0] \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire \$421 ;
-  wire [9:0] \$422 ;
+  wire [1:0] \$420 ;
+  wire [2:0] \$421 ;
+  wire \$422 ;
   wire \$423 ;
   wire \$424 ;
-  wire [13:0] \$425 ;
-  wire [14:0] \$426 ;
-  wire \$427 ;
+  wire [1:0] \$425 ;
+  wire [1:0] \$426 ;
+  wire [2:0] \$427 ;
   wire \$428 ;
   wire \$429 ;
-  wire \$43 ;
-  wire [13:0] \$430 ;
-  wire [14:0] \$431 ;
-  wire \$432 ;
-  wire \$433 ;
+  wire [5:0] \$43 ;
+  wire [1:0] \$430 ;
+  wire [1:0] \$431 ;
+  reg [13:0] \$432 ;
+  wire [23:0] \$433 ;
   wire \$434 ;
-  wire [13:0] \$435 ;
+  wire [24:0] \$435 ;
   wire [14:0] \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
+  wire [14:0] \$437 ;
+  wire [14:0] \$438 ;
+  wire [3:0] \$439 ;
   wire \$44 ;
-  wire \$440 ;
-  wire [3:0] \$441 ;
-  reg [13:0] \$442 ;
-  wire \$443 ;
+  wire [3:0] \$440 ;
+  wire [1:0] \$441 ;
+  wire [1:0] \$442 ;
+  wire [3:0] \$443 ;
   wire [3:0] \$444 ;
-  wire \$445 ;
-  wire [3:0] \$446 ;
-  wire \$447 ;
+  wire [1:0] \$445 ;
+  wire [1:0] \$446 ;
+  wire [3:0] \$447 ;
   wire [3:0] \$448 ;
-  wire \$449 ;
-  wire [4:0] \$45 ;
-  wire \$450 ;
-  wire \$451 ;
+  wire [1:0] \$449 ;
+  wire [13:0] \$45 ;
+  wire [1:0] \$450 ;
+  wire [8:0] \$451 ;
   wire \$452 ;
   wire \$453 ;
-  wire [3:0] \$454 ;
-  reg [13:0] \$455 ;
-  wire [13:0] \$456 ;
-  reg [6:0] \$457 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire [3:0] \$457 ;
   wire \$458 ;
-  reg [13:0] \$459 ;
+  wire [3:0] \$459 ;
   wire \$46 ;
-  wire [13:0] \$460 ;
-  reg [6:0] \$461 ;
-  wire [14:0] \$462 ;
+  wire [3:0] \$460 ;
+  wire \$461 ;
+  wire [3:0] \$462 ;
   wire \$463 ;
   wire \$464 ;
-  reg [6:0] \$465 ;
-  wire \$466 ;
-  reg [6:0] \$467 ;
-  wire \$468 ;
-  reg [13:0] \$469 ;
-  wire [13:0] \$47 ;
-  wire [13:0] \$470 ;
-  reg [6:0] \$471 ;
-  wire [14:0] \$472 ;
-  wire \$473 ;
+  wire [3:0] \$465 ;
+  wire [4:0] \$466 ;
+  wire [3:0] \$467 ;
+  wire [4:0] \$468 ;
+  wire [4:0] \$469 ;
+  wire \$47 ;
+  wire [4:0] \$470 ;
+  wire [3:0] \$471 ;
+  wire \$472 ;
+  wire [3:0] \$473 ;
   wire \$474 ;
-  reg [13:0] \$475 ;
-  wire [13:0] \$476 ;
-  wire [14:0] \$477 ;
-  reg [6:0] \$478 ;
-  wire [14:0] \$479 ;
+  wire [3:0] \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire [1:0] \$478 ;
+  wire [1:0] \$479 ;
   wire \$48 ;
-  reg [6:0] \$480 ;
+  wire [8:0] \$480 ;
   wire \$481 ;
-  reg [13:0] \$482 ;
-  wire [13:0] \$483 ;
-  reg [6:0] \$484 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire [14:0] \$484 ;
   wire [14:0] \$485 ;
   wire \$486 ;
-  wire \$487 ;
-  reg [13:0] \$488 ;
-  wire [13:0] \$489 ;
-  wire \$49 ;
-  reg [6:0] \$490 ;
+  wire [14:0] \$487 ;
+  wire [14:0] \$488 ;
+  wire \$489 ;
+  wire [13:0] \$49 ;
+  wire [14:0] \$490 ;
   wire [14:0] \$491 ;
-  wire [15:0] \$492 ;
-  wire [15:0] \$493 ;
+  wire \$492 ;
+  wire \$493 ;
   wire \$494 ;
   wire \$495 ;
-  wire \$496 ;
-  reg [6:0] \$497 ;
-  wire \$498 ;
-  wire \$499 ;
+  wire [3:0] \$496 ;
+  wire \$497 ;
+  wire [3:0] \$498 ;
+  wire [3:0] \$499 ;
   wire [6:0] \$5 ;
-  wire \$50 ;
+  wire [14:0] \$50 ;
   wire \$500 ;
-  wire \$501 ;
+  wire [3:0] \$501 ;
   wire \$502 ;
   wire \$503 ;
-  reg [6:0] \$504 ;
-  wire \$505 ;
-  reg [6:0] \$506 ;
-  wire \$507 ;
-  reg [13:0] \$508 ;
-  wire [13:0] \$509 ;
-  wire [13:0] \$51 ;
-  reg [6:0] \$510 ;
-  wire [14:0] \$511 ;
-  wire \$512 ;
+  wire [3:0] \$504 ;
+  wire [4:0] \$505 ;
+  wire [3:0] \$506 ;
+  wire [4:0] \$507 ;
+  wire [4:0] \$508 ;
+  wire [4:0] \$509 ;
+  wire \$51 ;
+  wire [3:0] \$510 ;
+  wire \$511 ;
+  wire [3:0] \$512 ;
   wire \$513 ;
-  wire \$514 ;
+  wire [3:0] \$514 ;
   wire \$515 ;
   wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
+  wire [1:0] \$517 ;
+  wire [1:0] \$518 ;
   wire \$519 ;
-  wire [14:0] \$52 ;
+  wire \$52 ;
   wire \$520 ;
-  wire [20:0] \$521 ;
-  wire [20:0] \$522 ;
-  wire [20:0] \$523 ;
-  wire [20:0] \$524 ;
-  wire [20:0] \$525 ;
-  wire \$526 ;
+  wire [3:0] \$521 ;
+  wire \$522 ;
+  wire [3:0] \$523 ;
+  wire [3:0] \$524 ;
+  wire \$525 ;
+  wire [3:0] \$526 ;
   wire \$527 ;
-  wire [20:0] \$528 ;
-  wire [20:0] \$529 ;
+  wire \$528 ;
+  wire [3:0] \$529 ;
   wire \$53 ;
-  wire [20:0] \$530 ;
-  wire [20:0] \$531 ;
-  wire [20:0] \$532 ;
-  wire [21:0] \$533 ;
-  wire \$534 ;
-  wire \$535 ;
-  wire [20:0] \$536 ;
-  wire [20:0] \$537 ;
-  wire [20:0] \$538 ;
-  wire [20:0] \$539 ;
-  wire \$54 ;
-  wire [20:0] \$540 ;
-  wire [21:0] \$541 ;
-  wire \$542 ;
-  wire \$543 ;
+  wire [4:0] \$530 ;
+  wire [3:0] \$531 ;
+  wire [4:0] \$532 ;
+  wire [4:0] \$533 ;
+  wire [4:0] \$534 ;
+  wire [3:0] \$535 ;
+  wire \$536 ;
+  wire [3:0] \$537 ;
+  wire \$538 ;
+  wire [3:0] \$539 ;
+  wire [6:0] \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire [1:0] \$542 ;
+  wire [1:0] \$543 ;
   wire \$544 ;
   wire \$545 ;
   wire \$546 ;
   wire \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire \$55 ;
+  wire [9:0] \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire [20:0] \$554 ;
-  wire [20:0] \$555 ;
-  wire [20:0] \$556 ;
-  wire [20:0] \$557 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire [8:0] \$557 ;
   wire \$558 ;
-  wire \$559 ;
-  wire [5:0] \$56 ;
-  wire [20:0] \$560 ;
-  wire [20:0] \$561 ;
-  wire [20:0] \$562 ;
-  wire [20:0] \$563 ;
-  wire [21:0] \$564 ;
+  wire [10:0] \$559 ;
+  wire \$56 ;
+  wire [11:0] \$560 ;
+  wire [11:0] \$561 ;
+  wire [10:0] \$562 ;
+  wire [11:0] \$563 ;
+  wire [11:0] \$564 ;
   wire \$565 ;
   wire \$566 ;
-  wire [20:0] \$567 ;
-  wire [20:0] \$568 ;
-  wire [20:0] \$569 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
-  wire [20:0] \$570 ;
-  wire [20:0] \$571 ;
-  wire \$572 ;
-  wire \$573 ;
-  wire [20:0] \$574 ;
-  wire [20:0] \$575 ;
-  wire [20:0] \$576 ;
-  wire [20:0] \$577 ;
-  wire [20:0] \$578 ;
-  wire [21:0] \$579 ;
-  wire [13:0] \$58 ;
-  wire \$580 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire [14:0] \$572 ;
+  wire [15:0] \$573 ;
+  wire [15:0] \$574 ;
+  wire [14:0] \$575 ;
+  wire [15:0] \$576 ;
+  wire [15:0] \$577 ;
+  wire [14:0] \$578 ;
+  wire [15:0] \$579 ;
+  wire [7:0] \$58 ;
+  wire [15:0] \$580 ;
   wire \$581 ;
-  wire [1:0] \$582 ;
-  wire [1:0] \$583 ;
-  wire \$584 ;
-  wire \$585 ;
-  reg [13:0] \$586 ;
-  wire [13:0] \$587 ;
-  wire \$588 ;
-  wire \$589 ;
+  reg [7:0] \$582 ;
+  wire \$583 ;
+  wire [6:0] \$584 ;
+  wire [7:0] \$585 ;
+  wire [7:0] \$586 ;
+  wire [8:0] \$587 ;
+  reg [7:0] \$588 ;
+  wire [6:0] \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
-  wire [25:0] \$592 ;
-  wire [25:0] \$593 ;
-  wire [15:0] \$594 ;
-  wire \$595 ;
-  wire \$596 ;
+  wire [7:0] \$590 ;
+  wire [8:0] \$591 ;
+  reg [7:0] \$592 ;
+  wire [6:0] \$593 ;
+  wire [7:0] \$594 ;
+  wire [8:0] \$595 ;
+  reg [13:0] \$596 ;
   wire \$597 ;
   wire \$598 ;
   wire \$599 ;
   wire [7:0] \$6 ;
   wire \$60 ;
-  reg [14:0] \$600 ;
-  wire [14:0] \$601 ;
-  wire [14:0] \$602 ;
+  wire [3:0] \$600 ;
+  reg [13:0] \$601 ;
+  wire \$602 ;
   wire \$603 ;
   wire \$604 ;
   wire \$605 ;
   wire \$606 ;
-  wire [8:0] \$607 ;
-  wire [6:0] \$608 ;
-  wire [3:0] \$609 ;
+  wire [9:0] \$607 ;
+  wire \$608 ;
+  wire [9:0] \$609 ;
   wire \$61 ;
-  wire [10:0] \$610 ;
-  wire [11:0] \$611 ;
-  wire [15:0] \$612 ;
+  wire \$610 ;
+  wire [9:0] \$611 ;
+  wire \$612 ;
   wire \$613 ;
-  wire \$614 ;
-  wire [3:0] \$615 ;
-  wire [3:0] \$616 ;
+  wire [13:0] \$614 ;
+  wire \$615 ;
+  wire \$616 ;
   wire \$617 ;
-  wire [3:0] \$618 ;
+  wire [13:0] \$618 ;
   wire \$619 ;
-  wire [13:0] \$62 ;
-  wire [3:0] \$620 ;
+  wire [14:0] \$62 ;
+  wire \$620 ;
   wire \$621 ;
-  wire \$622 ;
-  reg [14:0] \$623 ;
-  wire [14:0] \$624 ;
-  wire [14:0] \$625 ;
+  wire [13:0] \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire [9:0] \$625 ;
   wire \$626 ;
   wire \$627 ;
-  wire [8:0] \$628 ;
-  wire [6:0] \$629 ;
-  wire [14:0] \$63 ;
-  wire [3:0] \$630 ;
+  wire [13:0] \$628 ;
+  wire [14:0] \$629 ;
+  wire \$63 ;
+  wire \$630 ;
   wire \$631 ;
   wire \$632 ;
-  reg [7:0] \$633 ;
-  reg \$634 ;
-  reg \$635 ;
-  reg \$636 ;
-  reg [14:0] \$637 ;
-  reg [14:0] \$638 ;
-  reg [6:0] \$639 ;
-  wire \$64 ;
-  reg [14:0] \$640 ;
-  reg [14:0] \$641 ;
-  reg [14:0] \$642 ;
-  reg [2:0] \$643 ;
-  reg \$644 ;
-  reg \$645 ;
-  reg \$646 ;
-  reg [40:0] \$647 ;
-  reg \$648 ;
-  reg [5:0] \$649 ;
+  wire [13:0] \$633 ;
+  wire [14:0] \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire [13:0] \$638 ;
+  wire [14:0] \$639 ;
+  wire [14:0] \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire [3:0] \$644 ;
+  reg [13:0] \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
-  reg [7:0] \$650 ;
-  reg [3:0] \$651 ;
-  reg \$652 ;
-  reg [38:0] \$653 ;
-  reg [9:0] \$654 ;
-  reg [13:0] \$655 ;
-  reg [13:0] \$656 ;
-  reg [13:0] \$657 ;
-  reg [2:0] \$658 ;
-  reg [2:0] \$659 ;
-  wire \$66 ;
-  reg [2:0] \$660 ;
-  reg [13:0] \$661 ;
+  wire [3:0] \$650 ;
+  wire [3:0] \$651 ;
+  wire \$652 ;
+  wire [3:0] \$653 ;
+  wire \$654 ;
+  wire [3:0] \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  reg [13:0] \$658 ;
+  wire [13:0] \$659 ;
+  wire [14:0] \$66 ;
+  reg [6:0] \$660 ;
+  wire \$661 ;
   reg [13:0] \$662 ;
-  reg [13:0] \$663 ;
-  reg [13:0] \$664 ;
-  reg [13:0] \$665 ;
-  reg [13:0] \$666 ;
-  reg [13:0] \$667 ;
-  reg [2:0] \$668 ;
-  reg \$669 ;
-  wire [6:0] \$67 ;
-  reg \$670 ;
-  reg \$671 ;
-  reg \$672 ;
-  reg [6:0] \$673 ;
+  wire [13:0] \$663 ;
+  reg [6:0] \$664 ;
+  wire [14:0] \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  reg [6:0] \$668 ;
+  wire \$669 ;
+  wire \$67 ;
+  reg [6:0] \$670 ;
+  wire \$671 ;
+  reg [13:0] \$672 ;
+  wire [13:0] \$673 ;
   reg [6:0] \$674 ;
-  reg \$675 ;
-  reg [9:0] \$676 ;
-  reg \$677 ;
-  reg \$678 ;
-  reg [10:0] \$679 ;
-  wire [9:0] \$68 ;
-  reg [10:0] \$680 ;
-  reg [3:0] \$681 ;
-  reg [13:0] \$682 ;
-  reg [13:0] \$683 ;
-  reg [13:0] \$684 ;
-  reg [14:0] \$685 ;
-  reg [14:0] \$686 ;
-  reg [14:0] \$687 ;
-  reg [24:0] \$688 ;
-  reg [9:0] \$689 ;
+  wire [14:0] \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  reg [13:0] \$678 ;
+  wire [13:0] \$679 ;
+  wire \$68 ;
+  wire [14:0] \$680 ;
+  reg [6:0] \$681 ;
+  wire [14:0] \$682 ;
+  reg [6:0] \$683 ;
+  wire \$684 ;
+  reg [13:0] \$685 ;
+  wire [13:0] \$686 ;
+  reg [6:0] \$687 ;
+  wire [14:0] \$688 ;
+  wire \$689 ;
   wire \$69 ;
-  reg [10:0] \$690 ;
-  reg [14:0] \$691 ;
-  reg [1:0] \$692 ;
-  reg [10:0] \$693 ;
+  wire \$690 ;
+  reg [13:0] \$691 ;
+  wire [13:0] \$692 ;
+  reg [6:0] \$693 ;
+  wire [14:0] \$694 ;
+  wire [15:0] \$695 ;
+  wire [15:0] \$696 ;
+  reg [6:0] \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  wire [7:0] \$71 ;
+  wire \$700 ;
+  reg [6:0] \$701 ;
+  wire \$702 ;
+  reg [6:0] \$703 ;
+  wire \$704 ;
+  reg [13:0] \$705 ;
+  wire [13:0] \$706 ;
+  reg [6:0] \$707 ;
+  wire [14:0] \$708 ;
+  wire \$709 ;
+  wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire [20:0] \$718 ;
+  wire [20:0] \$719 ;
   wire \$72 ;
+  wire [20:0] \$720 ;
+  wire [20:0] \$721 ;
+  wire [20:0] \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire [20:0] \$725 ;
+  wire [20:0] \$726 ;
+  wire [20:0] \$727 ;
+  wire [20:0] \$728 ;
+  wire [20:0] \$729 ;
   wire \$73 ;
+  wire [21:0] \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire [20:0] \$733 ;
+  wire [20:0] \$734 ;
+  wire [20:0] \$735 ;
+  wire [20:0] \$736 ;
+  wire [20:0] \$737 ;
+  wire [21:0] \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  wire [14:0] \$75 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
+  wire \$75 ;
+  wire \$750 ;
+  wire [20:0] \$751 ;
+  wire [20:0] \$752 ;
+  wire [20:0] \$753 ;
+  wire [20:0] \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire [20:0] \$757 ;
+  wire [20:0] \$758 ;
+  wire [20:0] \$759 ;
   wire \$76 ;
-  wire [14:0] \$77 ;
-  wire \$78 ;
-  wire [14:0] \$79 ;
+  wire [20:0] \$760 ;
+  wire [21:0] \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire [20:0] \$764 ;
+  wire [20:0] \$765 ;
+  wire [20:0] \$766 ;
+  wire [20:0] \$767 ;
+  wire [20:0] \$768 ;
+  wire \$769 ;
+  wire \$77 ;
+  wire \$770 ;
+  wire [20:0] \$771 ;
+  wire [20:0] \$772 ;
+  wire [20:0] \$773 ;
+  wire [20:0] \$774 ;
+  wire [20:0] \$775 ;
+  wire [21:0] \$776 ;
+  wire \$777 ;
+  wire \$778 ;
+  wire [1:0] \$779 ;
+  wire [3:0] \$78 ;
+  wire [1:0] \$780 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire [1:0] \$783 ;
+  wire [1:0] \$784 ;
+  wire [2:0] \$785 ;
+  wire \$786 ;
+  wire \$787 ;
+  wire [1:0] \$788 ;
+  wire [1:0] \$789 ;
+  wire [3:0] \$79 ;
+  wire [2:0] \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire [1:0] \$794 ;
+  wire [1:0] \$795 ;
+  wire [2:0] \$796 ;
+  wire \$797 ;
+  wire \$798 ;
+  wire \$799 ;
   wire [10:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire \$89 ;
+  wire [1:0] \$80 ;
+  wire [1:0] \$800 ;
+  wire [1:0] \$801 ;
+  wire [2:0] \$802 ;
+  wire \$803 ;
+  wire \$804 ;
+  wire \$805 ;
+  wire \$806 ;
+  wire [1:0] \$807 ;
+  wire [1:0] \$808 ;
+  wire \$809 ;
+  wire [1:0] \$81 ;
+  wire \$810 ;
+  wire \$811 ;
+  wire [1:0] \$812 ;
+  wire [1:0] \$813 ;
+  wire \$814 ;
+  wire \$815 ;
+  wire \$816 ;
+  wire [1:0] \$817 ;
+  wire [1:0] \$818 ;
+  wire \$819 ;
+  wire [3:0] \$82 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire [1:0] \$823 ;
+  wire [1:0] \$824 ;
+  wire [2:0] \$825 ;
+  wire \$826 ;
+  wire \$827 ;
+  wire \$828 ;
+  wire [1:0] \$829 ;
+  wire [3:0] \$83 ;
+  wire [1:0] \$830 ;
+  wire [2:0] \$831 ;
+  wire \$832 ;
+  wire \$833 ;
+  wire \$834 ;
+  wire [1:0] \$835 ;
+  wire [1:0] \$836 ;
+  wire [2:0] \$837 ;
+  wire \$838 ;
+  wire \$839 ;
+  wire [1:0] \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  reg [13:0] \$842 ;
+  wire [13:0] \$843 ;
+  wire \$844 ;
+  wire \$845 ;
+  wire \$846 ;
+  wire \$847 ;
+  wire [25:0] \$848 ;
+  wire [25:0] \$849 ;
+  wire [1:0] \$85 ;
+  wire [15:0] \$850 ;
+  wire \$851 ;
+  reg [14:0] \$852 ;
+  wire [14:0] \$853 ;
+  wire [14:0] \$854 ;
+  wire \$855 ;
+  wire \$856 ;
+  wire \$857 ;
+  wire \$858 ;
+  wire [8:0] \$859 ;
+  wire [3:0] \$86 ;
+  wire [6:0] \$860 ;
+  wire [3:0] \$861 ;
+  wire [3:0] \$862 ;
+  wire \$863 ;
+  wire [3:0] \$864 ;
+  wire \$865 ;
+  wire [3:0] \$866 ;
+  wire \$867 ;
+  wire \$868 ;
+  wire [10:0] \$869 ;
+  wire [3:0] \$87 ;
+  wire [11:0] \$870 ;
+  wire [15:0] \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire [3:0] \$874 ;
+  wire [3:0] \$875 ;
+  wire \$876 ;
+  wire [3:0] \$877 ;
+  wire \$878 ;
+  wire [3:0] \$879 ;
+  wire [1:0] \$88 ;
+  wire \$880 ;
+  wire \$881 ;
+  reg [14:0] \$882 ;
+  wire [14:0] \$883 ;
+  wire [14:0] \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire [8:0] \$887 ;
+  wire [6:0] \$888 ;
+  wire [3:0] \$889 ;
+  wire [1:0] \$89 ;
+  wire [3:0] \$890 ;
+  wire \$891 ;
+  wire [3:0] \$892 ;
+  wire \$893 ;
+  wire [3:0] \$894 ;
+  wire \$895 ;
+  wire \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  reg [7:0] \$899 ;
   wire [11:0] \$9 ;
   wire \$90 ;
-  wire \$91 ;
-  reg [7:0] \$92 ;
-  wire \$93 ;
-  wire [6:0] \$94 ;
+  reg \$900 ;
+  reg \$901 ;
+  reg \$902 ;
+  reg [14:0] \$903 ;
+  reg [14:0] \$904 ;
+  reg [6:0] \$905 ;
+  reg [14:0] \$906 ;
+  reg [14:0] \$907 ;
+  reg [14:0] \$908 ;
+  reg \$909 ;
+  reg [7:0] \$91 ;
+  reg \$910 ;
+  reg \$911 ;
+  reg [2:0] \$912 ;
+  reg [2:0] \$913 ;
+  reg \$914 ;
+  reg \$915 ;
+  reg [1:0] \$916 ;
+  reg [1:0] \$917 ;
+  reg \$918 ;
+  reg \$919 ;
+  wire \$92 ;
+  reg [1:0] \$920 ;
+  reg [1:0] \$921 ;
+  reg \$922 ;
+  reg \$923 ;
+  reg [1:0] \$924 ;
+  reg [1:0] \$925 ;
+  reg [40:0] \$926 ;
+  reg \$927 ;
+  reg [5:0] \$928 ;
+  reg [7:0] \$929 ;
+  wire [6:0] \$93 ;
+  reg [3:0] \$930 ;
+  reg \$931 ;
+  reg [38:0] \$932 ;
+  reg [9:0] \$933 ;
+  reg [13:0] \$934 ;
+  reg [13:0] \$935 ;
+  reg [13:0] \$936 ;
+  reg [2:0] \$937 ;
+  reg [2:0] \$938 ;
+  reg [1:0] \$939 ;
+  wire [7:0] \$94 ;
+  reg [1:0] \$940 ;
+  reg [2:0] \$941 ;
+  reg [1:0] \$942 ;
+  reg [1:0] \$943 ;
+  reg [13:0] \$944 ;
+  reg [13:0] \$945 ;
+  reg [13:0] \$946 ;
+  reg [13:0] \$947 ;
+  reg [13:0] \$948 ;
+  reg [13:0] \$949 ;
   wire [7:0] \$95 ;
-  wire [7:0] \$96 ;
-  wire [8:0] \$97 ;
-  reg [7:0] \$98 ;
-  wire [6:0] \$99 ;
+  reg [13:0] \$950 ;
+  reg [2:0] \$951 ;
+  reg \$952 ;
+  reg \$953 ;
+  reg \$954 ;
+  reg \$955 ;
+  reg [6:0] \$956 ;
+  reg [6:0] \$957 ;
+  reg \$958 ;
+  reg [9:0] \$959 ;
+  wire [8:0] \$96 ;
+  reg \$960 ;
+  reg \$961 ;
+  reg [10:0] \$962 ;
+  reg [10:0] \$963 ;
+  reg [3:0] \$964 ;
+  reg [13:0] \$965 ;
+  reg [13:0] \$966 ;
+  reg [13:0] \$967 ;
+  reg [14:0] \$968 ;
+  reg [14:0] \$969 ;
+  reg [7:0] \$97 ;
+  reg [14:0] \$970 ;
+  reg [24:0] \$971 ;
+  reg [9:0] \$972 ;
+  reg [10:0] \$973 ;
+  reg [14:0] \$974 ;
+  reg [1:0] \$975 ;
+  reg [10:0] \$976 ;
+  wire [6:0] \$98 ;
+  wire [7:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
-  wire [51:0] \$signature__data$157 ;
-  wire [9:0] \$signature__data$157.n ;
-  wire [41:0] \$signature__data$157.sb ;
-  wire [13:0] \$signature__data$157.sb[0] ;
-  wire [13:0] \$signature__data$157.sb[1] ;
-  wire [13:0] \$signature__data$157.sb[2] ;
+  wire [51:0] \$signature__data$192 ;
+  wire [9:0] \$signature__data$192.n ;
+  wire [41:0] \$signature__data$192.sb ;
+  wire [13:0] \$signature__data$192.sb[0] ;
+  wire [13:0] \$signature__data$192.sb[1] ;
+  wire [13:0] \$signature__data$192.sb[2] ;
   wire [9:0] \$signature__data.n ;
   wire [41:0] \$signature__data.sb ;
   wire [13:0] \$signature__data.sb[0] ;
@@ -744,8 +1027,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire append__valid;
   reg cap1 = 1'h0;
   reg [2:0] cap1_k = 3'h0;
+  reg [1:0] cap1_tab = 2'h0;
   reg cap2 = 1'h0;
   reg [2:0] cap2_k = 3'h0;
+  reg [1:0] cap2_tab = 2'h0;
   wire cap_bad;
   reg chk_cap = 1'h0;
   reg chk_pos = 1'h0;
@@ -802,6 +1087,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [6:0] has_pages = 7'h00;
   reg [13:0] hi;
   reg [2:0] j = 3'h0;
+  reg j_dense = 1'h1;
+  reg [1:0] j_idx = 2'h0;
+  reg j_sparse = 1'h0;
+  reg [1:0] j_tab = 2'h0;
+  reg [2:0] jm1 = 3'h7;
+  reg jn_dense = 1'h1;
+  reg [1:0] jn_idx = 2'h1;
+  reg jn_sparse = 1'h0;
+  reg [1:0] jn_tab = 2'h0;
+  reg jp_dense = 1'h1;
+  reg [1:0] jp_idx = 2'h3;
+  reg jp_sparse = 1'h0;
+  reg [1:0] jp_tab = 2'h0;
   (* init = 4'h0 *)
   wire [3:0] live;
   reg [14:0] m_pages = 15'h0000;
@@ -852,14 +1150,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] pg1_1 = 14'h0000;
   reg [13:0] pg1_2 = 14'h0000;
   wire [13:0] r_addr;
-  wire [12:0] \r_addr$72 ;
-  wire [10:0] \r_addr$77 ;
+  wire [12:0] \r_addr$71 ;
+  wire [10:0] \r_addr$76 ;
   wire [13:0] r_data;
+  wire [13:0] \r_data$84 ;
   wire [13:0] \r_data$85 ;
-  wire [13:0] \r_data$86 ;
   wire r_en;
+  wire \r_en$88 ;
   wire \r_en$89 ;
-  wire \r_en$90 ;
   wire [1:0] r_idx;
   reg [24:0] r_left = 25'h0000000;
   reg [9:0] r_off = 10'h000;
@@ -896,6 +1194,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg release__valid = 1'h0;
   reg retry = 1'h0;
   reg [2:0] rk = 3'h0;
+  reg [1:0] rk_idx = 2'h0;
+  reg [1:0] rk_tab = 2'h0;
   input rst;
   wire rst;
   reg [14:0] s_pages0 = 15'h0000;
@@ -905,24 +1205,46 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [13:0] sb1 = 14'h0000;
   reg [13:0] sb2 = 14'h0000;
   wire [1:0] seq;
-  wire [1:0] slot_idx;
+  reg [1:0] slot_idx;
   reg [1:0] \slot_idx$101 ;
-  reg [1:0] \slot_idx$104 ;
+  reg [1:0] \slot_idx$103 ;
   reg [1:0] \slot_idx$106 ;
-  reg [1:0] \slot_idx$108 ;
-  reg [1:0] \slot_idx$110 ;
-  reg [1:0] \slot_idx$144 ;
+  reg [1:0] \slot_idx$109 ;
+  reg [1:0] \slot_idx$111 ;
+  reg [1:0] \slot_idx$113 ;
+  reg [1:0] \slot_idx$115 ;
+  reg [1:0] \slot_idx$139 ;
+  reg [1:0] \slot_idx$149 ;
+  reg [1:0] \slot_idx$151 ;
+  reg [1:0] \slot_idx$153 ;
+  reg [1:0] \slot_idx$160 ;
+  reg [1:0] \slot_idx$162 ;
+  reg [1:0] \slot_idx$164 ;
+  reg [1:0] \slot_idx$168 ;
+  reg [1:0] \slot_idx$174 ;
+  reg [1:0] \slot_idx$176 ;
   reg [1:0] \slot_idx$96 ;
   reg [1:0] \slot_idx$98 ;
-  wire [1:0] slot_tab;
-  reg [1:0] \slot_tab$100 ;
-  reg [1:0] \slot_tab$103 ;
-  reg [1:0] \slot_tab$105 ;
-  reg [1:0] \slot_tab$107 ;
-  reg [1:0] \slot_tab$109 ;
-  reg [1:0] \slot_tab$111 ;
-  reg [1:0] \slot_tab$145 ;
+  reg [1:0] slot_tab;
+  reg [1:0] \slot_tab$102 ;
+  reg [1:0] \slot_tab$104 ;
+  reg [1:0] \slot_tab$108 ;
+  reg [1:0] \slot_tab$110 ;
+  reg [1:0] \slot_tab$112 ;
+  reg [1:0] \slot_tab$114 ;
+  reg [1:0] \slot_tab$116 ;
+  reg [1:0] \slot_tab$140 ;
+  reg [1:0] \slot_tab$150 ;
+  reg [1:0] \slot_tab$152 ;
+  reg [1:0] \slot_tab$154 ;
+  reg [1:0] \slot_tab$161 ;
+  reg [1:0] \slot_tab$163 ;
+  reg [1:0] \slot_tab$165 ;
+  reg [1:0] \slot_tab$169 ;
+  reg [1:0] \slot_tab$175 ;
+  reg [1:0] \slot_tab$177 ;
   reg [1:0] \slot_tab$97 ;
+  reg [1:0] \slot_tab$99 ;
   reg [2:0] sparse_r_entry;
   reg [2:0] sparse_w_entry;
   reg [2:0] status = 3'h0;
@@ -931,14 +1253,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire take_first;
   wire take_second;
   wire [13:0] w_addr;
-  wire [12:0] \w_addr$74 ;
-  wire [10:0] \w_addr$79 ;
+  wire [12:0] \w_addr$73 ;
+  wire [10:0] \w_addr$78 ;
   wire [13:0] w_data;
-  wire [13:0] \w_data$76 ;
-  wire [13:0] \w_data$81 ;
+  wire [13:0] \w_data$75 ;
+  wire [13:0] \w_data$80 ;
   reg w_en;
-  reg \w_en$133 ;
-  reg \w_en$134 ;
+  reg \w_en$146 ;
+  reg \w_en$147 ;
   output [41:0] wr_out__payload;
   reg [41:0] wr_out__payload;
   wire [23:0] \wr_out__payload.addr ;
@@ -1201,397 +1523,885 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   always @(posedge clk) begin
     _0_ <= group_state[\$signature__addr ];
   end
-  assign \$signature__data$157  = _0_;
-  assign \$293  = rd_out__ready ? e2 : e1;
-  assign \$294  = gidx + 1'h1;
-  assign \$295  = ! j;
-  assign \$296  = has_pages >> j;
-  assign \$297  = ~ \$296 ;
-  assign \$298  = j == 3'h6;
-  assign \$299  = fg == 6'h3b;
-  assign \$300  = gidx + 1'h1;
-  assign \$301  = ~ release__valid;
-  assign \$302  = \$301  | release__ready;
-  assign \$303  = j + 1'h1;
-  assign \$304  = \$303  < 2'h3;
-  assign \$305  = j + 1'h1;
-  assign \$306  = j + 1'h1;
-  assign \$307  = \$306  >= 2'h3;
-  assign \$308  = j + 1'h1;
-  assign \$309  = \$308  < 3'h6;
-  assign \$310  = \$307  & \$309 ;
-  assign \$311  = j + 1'h1;
-  assign \$312  = \$311  - 2'h3;
-  assign \$313  = j + 1'h1;
-  assign \$314  = \$313  - 3'h6;
-  assign \$315  = \$310  ? \$312  : \$314 ;
-  assign \$316  = \$304  ? { 1'h0, \$305  } : \$315 ;
-  assign \$317  = j + 1'h1;
-  assign \$318  = \$317  < 2'h3;
-  assign \$319  = j + 1'h1;
-  assign \$320  = \$319  >= 2'h3;
-  assign \$321  = j + 1'h1;
-  assign \$322  = \$321  < 3'h6;
-  assign \$323  = \$320  & \$322 ;
-  assign \$324  = \$323  ? 2'h1 : 2'h2;
-  assign \$325  = \$318  ? 2'h0 : \$324 ;
-  assign \$326  = e1 == npg;
-  assign \$327  = \$326  ? 15'h0000 : e1;
-  assign \$328  = adv ? \$327  : e;
-  assign \$329  = e1 == npg;
-  assign \$330  = \$329  ? 15'h0000 : e1;
-  assign \$331  = adv ? \$330  : e;
-  assign \$332  = e1 == npg;
-  assign \$333  = \$332  ? 15'h0000 : e1;
-  assign \$334  = adv ? \$333  : e;
-  assign \$335  = e1 == npg;
-  assign \$336  = adv & \$335 ;
-  assign \$337  = e1 == npg;
-  assign \$338  = has_pages[6:1] >> j;
-  assign \$339  = j == 3'h6;
-  assign \$340  = fg == 6'h3b;
-  assign \$341  = ~ gs_done;
-  assign \$342  = ! fsm_state;
-  assign \$343  = fsm_state == 1'h1;
-  assign \$344  = fsm_state == 2'h2;
-  assign \$345  = fsm_state == 2'h3;
-  assign \$346  = fsm_state == 3'h4;
-  assign \$347  = fsm_state == 3'h5;
-  assign \$348  = fsm_state == 3'h6;
-  assign \$349  = fsm_state == 3'h7;
-  assign \$350  = fsm_state == 4'h8;
-  assign \$351  = fsm_state == 4'h9;
-  assign \$352  = fsm_state == 4'ha;
-  assign \$353  = ~ gs_done;
-  assign \$354  = gs_walk + 1'h1;
-  assign \$355  = gs_walk == 8'hef;
-  assign \$356  = n + 6'h20;
-  assign \$357  = \$356  - 1'h1;
-  assign \$359  = n + 7'h40;
-  assign \$360  = \$359  - 1'h1;
-  assign \$362  = | n;
-  assign \$363  = | n;
-  assign \$364  = | n;
-  assign \$365  = | sb0;
-  assign \$366  = | sb1;
-  assign \$367  = | sb2;
-  assign \$368  = | n;
-  assign \$369  = sb0 + 11'h400;
-  assign \$370  = \$369  - 1'h1;
-  assign \$372  = sb1 + 11'h400;
-  assign \$373  = \$372  - 1'h1;
-  assign \$375  = sb2 + 11'h400;
-  assign \$376  = \$375  - 1'h1;
-  assign \$378  = ~ ready;
-  assign \$381  = cmd__payload[9:5] * 2'h2;
-  assign \$382  = \$381  + cmd__payload[10];
-  assign \$383  = \$380  ? 8'h00 : \$382 ;
-  assign \$384  = \$379  + \$383 ;
-  assign \$386  = ap[6:2] * 2'h2;
-  assign \$387  = \$386  + ap[7];
-  assign \$388  = \$385  + \$387 ;
-  assign \$390  = append__payload[6:2] * 2'h2;
-  assign \$391  = \$390  + append__payload[7];
-  assign \$392  = \$389  + \$391 ;
-  assign \$394  = ap[1:0] >= 3'h4;
-  assign \$395  = rk != 3'h7;
-  assign \$396  = rk != 3'h7;
-  assign \$397  = rk + 1'h1;
-  assign \$399  = ap[17:8] != n;
-  assign \$400  = ap[17:8] == n;
-  assign \$401  = ~ cap_bad;
-  assign \$402  = \$400  & \$401 ;
-  assign \$403  = \$402  & enough;
-  assign \$405  = ! \$404 ;
-  assign \$407  = ! \$406 ;
-  assign \$409  = ! \$408 ;
-  assign \$410  = | ap[24:18];
-  assign \$412  = ! \$411 ;
-  assign \$413  = \$410  & \$412 ;
-  assign \$414  = | ap[31:25];
-  assign \$416  = ! \$415 ;
-  assign \$417  = \$414  & \$416 ;
-  assign \$418  = | ap[38:32];
-  assign \$420  = ! \$419 ;
-  assign \$421  = \$418  & \$420 ;
-  assign \$423  = ! \$422 ;
-  assign \$424  = | ap[24:18];
-  assign \$426  = \$425  + ap[24:18];
-  assign \$427  = \$426  > 11'h400;
-  assign \$428  = \$424  & \$427 ;
-  assign \$429  = | ap[31:25];
-  assign \$431  = \$430  + ap[31:25];
-  assign \$432  = \$431  > 11'h400;
-  assign \$433  = \$429  & \$432 ;
-  assign \$434  = | ap[38:32];
-  assign \$436  = \$435  + ap[38:32];
-  assign \$437  = \$436  > 11'h400;
-  assign \$438  = \$434  & \$437 ;
-  assign \$439  = rk != 3'h7;
-  assign \$440  = rk != 3'h7;
-  assign \$441  = rk + 1'h1;
-  assign \$443  = ! j;
-  assign \$444  = j - 1'h1;
-  assign \$445  = $signed(\$444 ) < $signed(3'h3);
-  assign \$446  = j - 1'h1;
-  assign \$447  = $signed(\$446 ) >= $signed(3'h3);
-  assign \$448  = j - 1'h1;
-  assign \$449  = $signed(\$448 ) < $signed(4'h6);
-  assign \$450  = \$447  & \$449 ;
-  assign \$451  = ~ em_free;
-  assign \$452  = ~ frag;
-  assign \$453  = wr_out__ready & p_second;
-  assign \$454  = j + 1'h1;
-  assign \$458  = | \$457 ;
-  assign \$462  = \$460  + \$461 ;
-  assign \$463  = \$462  > 11'h400;
-  assign \$464  = \$458  & \$463 ;
-  assign \$466  = | \$465 ;
-  assign \$468  = | \$467 ;
-  assign \$472  = \$470  + \$471 ;
-  assign \$473  = \$472  > 11'h400;
-  assign \$474  = \$468  & \$473 ;
-  assign \$477  = 11'h400 - \$476 ;
-  assign \$479  = \$474  ? \$477  : { 8'h00, \$478  };
-  assign \$481  = | \$480 ;
-  assign \$485  = \$483  + \$484 ;
-  assign \$486  = \$485  > 11'h400;
-  assign \$487  = \$481  & \$486 ;
-  assign \$491  = \$489  + \$490 ;
-  assign \$492  = \$491  - 11'h400;
-  assign \$493  = \$487  ? \$492  : 16'h0000;
-  assign \$494  = j >= 2'h3;
-  assign \$495  = j < 3'h6;
-  assign \$496  = \$494  & \$495 ;
-  assign \$498  = ! \$497 ;
-  assign \$499  = \$496  & \$498 ;
-  assign \$500  = j >= 2'h3;
-  assign \$501  = j < 3'h6;
-  assign \$502  = \$500  & \$501 ;
-  assign \$503  = ~ \$502 ;
-  assign \$505  = | \$504 ;
-  assign \$507  = | \$506 ;
-  assign \$511  = \$509  + \$510 ;
-  assign \$512  = \$511  > 11'h400;
-  assign \$513  = \$507  & \$512 ;
-  assign \$514  = ~ \$513 ;
-  assign \$515  = \$505  & \$514 ;
-  assign \$516  = \$503  | \$515 ;
-  assign \$517  = j == 3'h7;
-  assign \$518  = take_first | take_second;
-  assign \$519  = cm[2:1] == 1'h1;
-  assign \$520  = cm[2:1] == 2'h2;
-  assign \$523  = \$520  ? \$521  : \$522 ;
-  assign \$524  = \$519  ? { 7'h00, cm[26:13] } : \$523 ;
-  assign \$526  = cm[2:1] == 1'h1;
-  assign \$527  = cm[2:1] == 2'h2;
-  assign \$530  = \$527  ? \$528  : \$529 ;
-  assign \$531  = \$526  ? { 7'h00, cm[26:13] } : \$530 ;
-  assign \$533  = \$532  + 1'h1;
-  assign \$534  = cm[2:1] == 1'h1;
-  assign \$535  = cm[2:1] == 2'h2;
-  assign \$538  = \$535  ? \$536  : \$537 ;
-  assign \$539  = \$534  ? { 7'h00, cm[26:13] } : \$538 ;
-  assign \$541  = \$540  + 2'h2;
-  assign \$542  = cm[4:3] >= 3'h4;
-  assign \$543  = obs__live >> cm[4:3];
-  assign \$544  = ~ \$543 ;
-  assign \$545  = \$542  | \$544 ;
-  assign \$547  = cm[9:5] >= 5'h1e;
-  assign \$548  = cm[12:11] >= 2'h3;
-  assign \$549  = \$547  | \$548 ;
-  assign \$550  = cm[2:1] == 2'h3;
-  assign \$551  = \$549  | \$550 ;
-  assign \$552  = cm[2:1] == 1'h1;
-  assign \$553  = cm[2:1] == 2'h2;
-  assign \$556  = \$553  ? \$554  : \$555 ;
-  assign \$557  = \$552  ? { 7'h00, hi } : \$556 ;
-  assign \$558  = cm[2:1] == 1'h1;
-  assign \$559  = cm[2:1] == 2'h2;
-  assign \$562  = \$559  ? \$560  : \$561 ;
-  assign \$563  = \$558  ? { 7'h00, cm[26:13] } : \$562 ;
-  assign \$564  = \$557  - \$563 ;
-  assign \$565  = cm[2:1] == 1'h1;
-  assign \$566  = cm[2:1] == 2'h2;
-  assign \$569  = \$566  ? \$567  : \$568 ;
-  assign \$570  = \$565  ? { 7'h00, cm[26:13] } : \$569 ;
-  assign \$572  = cm[2:1] == 1'h1;
-  assign \$573  = cm[2:1] == 2'h2;
-  assign \$576  = \$573  ? \$574  : \$575 ;
-  assign \$577  = \$572  ? { 7'h00, cm[26:13] } : \$576 ;
-  assign \$579  = 11'h400 - \$578 ;
-  assign \$580  = cm[2:1] == 1'h1;
-  assign \$581  = cm[2:1] == 2'h2;
-  assign \$582  = \$581  ? 2'h2 : 2'h0;
-  assign \$583  = \$580  ? 2'h1 : \$582 ;
-  assign \$584  = cm[26:13] > hi;
-  assign \$585  = cm[2:1] == 1'h1;
-  assign \$587  = \$585  ? \$586  : { 4'h0, n };
-  assign \$588  = hi > \$587 ;
-  assign \$589  = \$584  | \$588 ;
-  assign \$590  = cm[26:13] == hi;
-  assign \$591  = r_left <= r_room;
-  assign \$592  = r_left - r_room;
-  assign \$593  = \$591  ? 26'h0000000 : \$592 ;
-  assign \$594  = e2 + 1'h1;
-  assign \$595  = r_left <= r_room;
-  assign \$596  = j < 2'h3;
-  assign \$597  = j >= 2'h3;
-  assign \$598  = j < 3'h6;
-  assign \$599  = \$597  & \$598 ;
-  assign \$601  = \$599  ? \$600  : m_pages;
-  assign \$602  = \$596  ? d_pages : \$601 ;
-  assign \$603  = has_pages >> j;
-  assign \$604  = ~ \$603 ;
-  assign \$605  = j == 3'h6;
-  assign \$606  = fg == 6'h3b;
-  assign \$607  = gidx + 1'h1;
-  assign \$608  = fg + 1'h1;
-  assign \$609  = j + 1'h1;
-  assign \$610  = gidx * 3'h7;
-  assign \$611  = \$610  + j;
-  assign \$612  = e2 + 1'h1;
-  assign \$613  = e1 == npg;
-  assign \$614  = has_pages[6:1] >> j;
-  assign \$615  = j + 1'h1;
-  assign \$616  = j + 1'h1;
-  assign \$617  = \$616  < 2'h3;
-  assign \$618  = j + 1'h1;
-  assign \$619  = \$618  >= 2'h3;
-  assign \$620  = j + 1'h1;
-  assign \$621  = \$620  < 3'h6;
-  assign \$622  = \$619  & \$621 ;
-  assign \$624  = \$622  ? \$623  : m_pages;
-  assign \$625  = \$617  ? d_pages : \$624 ;
-  assign \$626  = j == 3'h6;
-  assign \$627  = fg == 6'h3b;
-  assign \$628  = gidx + 1'h1;
-  assign \$629  = fg + 1'h1;
-  assign \$630  = j + 1'h1;
-  assign \$631  = ~ from_cmd;
-  assign \$632  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$signature__data$192  = _0_;
+  assign \$21  = \$17  + \$20 ;
+  assign \$22  = | ap[24:18];
+  assign \$24  = ! \$23 ;
+  assign \$25  = \$22  & \$24 ;
+  assign \$26  = | ap[24:18];
+  assign \$28  = \$27  + ap[24:18];
+  assign \$29  = \$28  > 11'h400;
+  assign \$30  = \$26  & \$29 ;
+  assign \$31  = \$25  | \$30 ;
+  assign \$32  = \$21  + \$31 ;
+  assign \$33  = | ap[31:25];
+  assign \$35  = ! \$34 ;
+  assign \$36  = \$33  & \$35 ;
+  assign \$37  = | ap[31:25];
+  assign \$39  = \$38  + ap[31:25];
+  assign \$40  = \$39  > 11'h400;
+  assign \$41  = \$37  & \$40 ;
+  assign \$42  = \$36  | \$41 ;
+  assign \$43  = \$32  + \$42 ;
+  assign \$44  = | ap[38:32];
+  assign \$46  = ! \$45 ;
+  assign \$47  = \$44  & \$46 ;
+  assign \$48  = | ap[38:32];
+  assign \$50  = \$49  + ap[38:32];
+  assign \$51  = \$50  > 11'h400;
+  assign \$52  = \$48  & \$51 ;
+  assign \$53  = \$47  | \$52 ;
+  assign \$54  = \$43  + \$53 ;
+  assign \$56  = ! \$55 ;
+  assign \$58  = \$54  + \$57 ;
+  assign \$59  = free_pages >= 3'h7;
+  assign \$60  = \$58 [2:0] <= free_pages[2:0];
+  assign enough = \$59  | \$60 ;
+  assign take_first = a_first >> j;
+  assign take_second = a_second >> j;
+  assign \$61  = n >= 10'h200;
+  assign \$62  = sb0 + ap[24:18];
+  assign \$63  = \$62  > 14'h2000;
+  assign \$64  = sb1 + ap[31:25];
+  assign \$65  = \$64  > 14'h2000;
+  assign \$66  = sb2 + ap[38:32];
+  assign \$67  = \$66  > 14'h2000;
+  assign \$68  = | { \$67 , \$65 , \$63  };
+  assign cap_bad = \$61  | \$68 ;
+  assign \$69  = ap[6:2] >= 5'h1e;
+  assign \$70  = ap[24:18] > 7'h40;
+  assign \$71  = ap[31:25] > 7'h40;
+  assign \$72  = ap[38:32] > 7'h40;
+  assign \$73  = | { \$72 , \$71 , \$70  };
+  assign field_bad = \$69  | \$73 ;
+  assign \$74  = ~ release__valid;
+  assign \$75  = \$74  | release__ready;
+  assign \$76  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$76 ;
+  assign rd_out__valid = rec_valid & from_cmd;
+  assign \$77  = cm[2:1] == 2'h2;
+  assign r_idx = \$77  ? 2'h0 : cm[12:11];
+  assign \$90  = ~ ready;
+  assign \$93  = cmd__payload[9:5] * 2'h2;
+  assign \$94  = \$93  + cmd__payload[10];
+  assign \$95  = \$92  ? 8'h00 : \$94 ;
+  assign \$96  = \$91  + \$95 ;
+  assign \$98  = ap[6:2] * 2'h2;
+  assign \$99  = \$98  + ap[7];
+  assign \$100  = \$97  + \$99 ;
+  assign \$102  = append__payload[6:2] * 2'h2;
+  assign \$103  = \$102  + append__payload[7];
+  assign \$104  = \$101  + \$103 ;
+  assign \$121  = rk + 1'h1;
+  assign \$122  = \$121  < 2'h3;
+  assign \$123  = rk + 1'h1;
+  assign \$124  = rk + 1'h1;
+  assign \$125  = \$124  >= 2'h3;
+  assign \$126  = rk + 1'h1;
+  assign \$127  = \$126  < 3'h6;
+  assign \$128  = \$125  & \$127 ;
+  assign \$129  = rk + 1'h1;
+  assign \$130  = \$129  - 2'h3;
+  assign \$131  = rk + 1'h1;
+  assign \$132  = \$131  - 3'h6;
+  assign \$133  = \$128  ? \$130  : \$132 ;
+  assign \$134  = \$122  ? { 1'h0, \$123  } : \$133 ;
+  assign \$135  = rk + 1'h1;
+  assign \$136  = \$135  < 2'h3;
+  assign \$137  = rk + 1'h1;
+  assign \$138  = \$137  >= 2'h3;
+  assign \$139  = rk + 1'h1;
+  assign \$140  = \$139  < 3'h6;
+  assign \$141  = \$138  & \$140 ;
+  assign \$142  = \$141  ? 2'h1 : 2'h2;
+  assign \$143  = \$136  ? 2'h0 : \$142 ;
+  assign \$160  = rk + 1'h1;
+  assign \$161  = \$160  < 2'h3;
+  assign \$162  = rk + 1'h1;
+  assign \$163  = rk + 1'h1;
+  assign \$164  = \$163  >= 2'h3;
+  assign \$165  = rk + 1'h1;
+  assign \$166  = \$165  < 3'h6;
+  assign \$167  = \$164  & \$166 ;
+  assign \$168  = rk + 1'h1;
+  assign \$169  = \$168  - 2'h3;
+  assign \$170  = rk + 1'h1;
+  assign \$171  = \$170  - 3'h6;
+  assign \$172  = \$167  ? \$169  : \$171 ;
+  assign \$173  = \$161  ? { 1'h0, \$162  } : \$172 ;
+  assign \$174  = rk + 1'h1;
+  assign \$175  = \$174  < 2'h3;
+  assign \$176  = rk + 1'h1;
+  assign \$177  = \$176  >= 2'h3;
+  assign \$178  = rk + 1'h1;
+  assign \$179  = \$178  < 3'h6;
+  assign \$180  = \$177  & \$179 ;
+  assign \$181  = \$180  ? 2'h1 : 2'h2;
+  assign \$182  = \$175  ? 2'h0 : \$181 ;
+  assign \$183  = em_ready & wr_out__ready;
+  assign \$184  = em_free | \$183 ;
+  assign \$185  = ! j;
+  assign \$188  = \$187  * 6'h20;
+  assign \$189  = { \$186 , 10'h000 } | { 8'h00, \$188  };
+  assign \$190  = ~ frag;
+  assign \$192  = { \$191 , 10'h000 } | { 14'h0000, p_off };
+  assign \$197  = \$196  * 5'h10;
+  assign \$198  = { \$195 , 10'h000 } | { 9'h000, \$197  };
+  assign \$203  = \$202  + 1'h1;
+  assign \$206  = take_second ? \$203  : { 1'h0, \$205  };
+  assign \$207  = j + 2'h2;
+  assign \$208  = \$207  < 2'h3;
+  assign \$209  = j + 2'h2;
+  assign \$210  = j + 2'h2;
+  assign \$211  = \$210  >= 2'h3;
+  assign \$212  = j + 2'h2;
+  assign \$213  = \$212  < 3'h6;
+  assign \$214  = \$211  & \$213 ;
+  assign \$215  = j + 2'h2;
+  assign \$216  = \$215  - 2'h3;
+  assign \$217  = j + 2'h2;
+  assign \$218  = \$217  - 3'h6;
+  assign \$219  = \$214  ? \$216  : \$218 ;
+  assign \$220  = \$208  ? { 1'h0, \$209  } : \$219 ;
+  assign \$221  = j + 2'h2;
+  assign \$222  = \$221  < 2'h3;
+  assign \$223  = j + 2'h2;
+  assign \$224  = \$223  >= 2'h3;
+  assign \$225  = j + 2'h2;
+  assign \$226  = \$225  < 3'h6;
+  assign \$227  = \$224  & \$226 ;
+  assign \$228  = \$227  ? 2'h1 : 2'h2;
+  assign \$229  = \$222  ? 2'h0 : \$228 ;
+  assign \$230  = j == 3'h7;
+  assign \$231  = take_first | take_second;
+  assign \$232  = n + 1'h1;
+  assign \$233  = sb0 + ap[24:18];
+  assign \$234  = sb1 + ap[31:25];
+  assign \$235  = sb2 + ap[38:32];
+  assign \$236  = cm[2:1] == 1'h1;
+  assign \$237  = cm[2:1] == 2'h2;
+  assign \$240  = \$237  ? \$238  : \$239 ;
+  assign \$241  = \$236  ? { 7'h00, cm[26:13] } : \$240 ;
+  assign \$243  = cm[2:1] == 1'h1;
+  assign \$244  = cm[2:1] == 2'h2;
+  assign \$247  = \$244  ? \$245  : \$246 ;
+  assign \$248  = \$243  ? { 7'h00, cm[26:13] } : \$247 ;
+  assign \$250  = cm[2:1] == 1'h1;
+  assign \$251  = cm[2:1] == 2'h2;
+  assign \$254  = \$251  ? \$252  : \$253 ;
+  assign \$255  = \$250  ? { 7'h00, cm[26:13] } : \$254 ;
+  assign \$257  = cm[2:1] == 1'h1;
+  assign \$258  = cm[40:27] == 14'h3fff;
+  assign \$259  = \$257  & \$258 ;
+  assign \$260  = cm[2:1] == 1'h1;
+  assign \$262  = \$260  ? \$261  : { 4'h0, n };
+  assign \$263  = \$259  ? \$262  : cm[40:27];
+  assign \$264  = cm[2:1] == 1'h1;
+  assign \$265  = cm[2:1] == 2'h2;
+  assign \$266  = \$265  ? 2'h2 : 2'h0;
+  assign \$267  = \$264  ? 2'h1 : \$266 ;
+  assign \$268  = \$267  - 1'h1;
+  assign \$269  = $signed(\$268 ) < $signed(3'h3);
+  assign \$270  = cm[2:1] == 1'h1;
+  assign \$271  = cm[2:1] == 2'h2;
+  assign \$272  = \$271  ? 2'h2 : 2'h0;
+  assign \$273  = \$270  ? 2'h1 : \$272 ;
+  assign \$274  = \$273  - 1'h1;
+  assign \$275  = cm[2:1] == 1'h1;
+  assign \$276  = cm[2:1] == 2'h2;
+  assign \$277  = \$276  ? 2'h2 : 2'h0;
+  assign \$278  = \$275  ? 2'h1 : \$277 ;
+  assign \$279  = \$278  - 1'h1;
+  assign \$280  = $signed(\$279 ) >= $signed(3'h3);
+  assign \$281  = cm[2:1] == 1'h1;
+  assign \$282  = cm[2:1] == 2'h2;
+  assign \$283  = \$282  ? 2'h2 : 2'h0;
+  assign \$284  = \$281  ? 2'h1 : \$283 ;
+  assign \$285  = \$284  - 1'h1;
+  assign \$286  = $signed(\$285 ) < $signed(4'h6);
+  assign \$287  = \$280  & \$286 ;
+  assign \$288  = cm[2:1] == 1'h1;
+  assign \$289  = cm[2:1] == 2'h2;
+  assign \$290  = \$289  ? 2'h2 : 2'h0;
+  assign \$291  = \$288  ? 2'h1 : \$290 ;
+  assign \$292  = \$291  - 1'h1;
+  assign \$293  = $signed(\$292 ) - $signed(3'h3);
+  assign \$294  = cm[2:1] == 1'h1;
+  assign \$295  = cm[2:1] == 2'h2;
+  assign \$296  = \$295  ? 2'h2 : 2'h0;
+  assign \$297  = \$294  ? 2'h1 : \$296 ;
+  assign \$298  = \$297  - 1'h1;
+  assign \$299  = $signed(\$298 ) - $signed(4'h6);
+  assign \$300  = \$287  ? { \$293 [3], \$293  } : \$299 ;
+  assign \$301  = \$269  ? { \$274 [2], \$274 [2], \$274  } : \$300 ;
+  assign \$302  = cm[2:1] == 1'h1;
+  assign \$303  = cm[2:1] == 2'h2;
+  assign \$304  = \$303  ? 2'h2 : 2'h0;
+  assign \$305  = \$302  ? 2'h1 : \$304 ;
+  assign \$306  = \$305  - 1'h1;
+  assign \$307  = $signed(\$306 ) < $signed(3'h3);
+  assign \$308  = cm[2:1] == 1'h1;
+  assign \$309  = cm[2:1] == 2'h2;
+  assign \$310  = \$309  ? 2'h2 : 2'h0;
+  assign \$311  = \$308  ? 2'h1 : \$310 ;
+  assign \$312  = \$311  - 1'h1;
+  assign \$313  = $signed(\$312 ) >= $signed(3'h3);
+  assign \$314  = cm[2:1] == 1'h1;
+  assign \$315  = cm[2:1] == 2'h2;
+  assign \$316  = \$315  ? 2'h2 : 2'h0;
+  assign \$317  = \$314  ? 2'h1 : \$316 ;
+  assign \$318  = \$317  - 1'h1;
+  assign \$319  = $signed(\$318 ) < $signed(4'h6);
+  assign \$320  = \$313  & \$319 ;
+  assign \$321  = \$320  ? 2'h1 : 2'h2;
+  assign \$322  = \$307  ? 2'h0 : \$321 ;
+  assign \$323  = cm[2:1] == 1'h1;
+  assign \$324  = cm[2:1] == 2'h2;
+  assign \$325  = \$324  ? 2'h2 : 2'h0;
+  assign \$326  = \$323  ? 2'h1 : \$325 ;
+  assign \$327  = \$326  < 2'h3;
+  assign \$328  = cm[2:1] == 1'h1;
+  assign \$329  = cm[2:1] == 2'h2;
+  assign \$330  = \$329  ? 2'h2 : 2'h0;
+  assign \$331  = \$328  ? 2'h1 : \$330 ;
+  assign \$332  = cm[2:1] == 1'h1;
+  assign \$333  = cm[2:1] == 2'h2;
+  assign \$334  = \$333  ? 2'h2 : 2'h0;
+  assign \$335  = \$332  ? 2'h1 : \$334 ;
+  assign \$336  = \$335  >= 2'h3;
+  assign \$337  = cm[2:1] == 1'h1;
+  assign \$338  = cm[2:1] == 2'h2;
+  assign \$339  = \$338  ? 2'h2 : 2'h0;
+  assign \$340  = \$337  ? 2'h1 : \$339 ;
+  assign \$341  = \$340  < 3'h6;
+  assign \$342  = \$336  & \$341 ;
+  assign \$343  = cm[2:1] == 1'h1;
+  assign \$344  = cm[2:1] == 2'h2;
+  assign \$345  = \$344  ? 2'h2 : 2'h0;
+  assign \$346  = \$343  ? 2'h1 : \$345 ;
+  assign \$347  = \$346  - 2'h3;
+  assign \$348  = cm[2:1] == 1'h1;
+  assign \$349  = cm[2:1] == 2'h2;
+  assign \$350  = \$349  ? 2'h2 : 2'h0;
+  assign \$351  = \$348  ? 2'h1 : \$350 ;
+  assign \$352  = \$351  - 3'h6;
+  assign \$353  = \$342  ? { \$347 [2], \$347  } : \$352 ;
+  assign \$354  = \$327  ? { 2'h0, \$331  } : \$353 ;
+  assign \$355  = cm[2:1] == 1'h1;
+  assign \$356  = cm[2:1] == 2'h2;
+  assign \$357  = \$356  ? 2'h2 : 2'h0;
+  assign \$358  = \$355  ? 2'h1 : \$357 ;
+  assign \$359  = \$358  < 2'h3;
+  assign \$360  = cm[2:1] == 1'h1;
+  assign \$361  = cm[2:1] == 2'h2;
+  assign \$362  = \$361  ? 2'h2 : 2'h0;
+  assign \$363  = \$360  ? 2'h1 : \$362 ;
+  assign \$364  = \$363  >= 2'h3;
+  assign \$365  = cm[2:1] == 1'h1;
+  assign \$366  = cm[2:1] == 2'h2;
+  assign \$367  = \$366  ? 2'h2 : 2'h0;
+  assign \$368  = \$365  ? 2'h1 : \$367 ;
+  assign \$369  = \$368  < 3'h6;
+  assign \$370  = \$364  & \$369 ;
+  assign \$371  = \$370  ? 2'h1 : 2'h2;
+  assign \$372  = \$359  ? 2'h0 : \$371 ;
+  assign \$373  = cm[2:1] == 1'h1;
+  assign \$374  = cm[2:1] == 2'h2;
+  assign \$375  = \$374  ? 2'h2 : 2'h0;
+  assign \$376  = \$373  ? 2'h1 : \$375 ;
+  assign \$377  = \$376  + 1'h1;
+  assign \$378  = \$377  < 2'h3;
+  assign \$379  = cm[2:1] == 1'h1;
+  assign \$380  = cm[2:1] == 2'h2;
+  assign \$381  = \$380  ? 2'h2 : 2'h0;
+  assign \$382  = \$379  ? 2'h1 : \$381 ;
+  assign \$383  = \$382  + 1'h1;
+  assign \$384  = cm[2:1] == 1'h1;
+  assign \$385  = cm[2:1] == 2'h2;
+  assign \$386  = \$385  ? 2'h2 : 2'h0;
+  assign \$387  = \$384  ? 2'h1 : \$386 ;
+  assign \$388  = \$387  + 1'h1;
+  assign \$389  = \$388  >= 2'h3;
+  assign \$390  = cm[2:1] == 1'h1;
+  assign \$391  = cm[2:1] == 2'h2;
+  assign \$392  = \$391  ? 2'h2 : 2'h0;
+  assign \$393  = \$390  ? 2'h1 : \$392 ;
+  assign \$394  = \$393  + 1'h1;
+  assign \$395  = \$394  < 3'h6;
+  assign \$396  = \$389  & \$395 ;
+  assign \$397  = cm[2:1] == 1'h1;
+  assign \$398  = cm[2:1] == 2'h2;
+  assign \$399  = \$398  ? 2'h2 : 2'h0;
+  assign \$400  = \$397  ? 2'h1 : \$399 ;
+  assign \$401  = \$400  + 1'h1;
+  assign \$402  = \$401  - 2'h3;
+  assign \$403  = cm[2:1] == 1'h1;
+  assign \$404  = cm[2:1] == 2'h2;
+  assign \$405  = \$404  ? 2'h2 : 2'h0;
+  assign \$406  = \$403  ? 2'h1 : \$405 ;
+  assign \$407  = \$406  + 1'h1;
+  assign \$408  = \$407  - 3'h6;
+  assign \$409  = \$396  ? \$402  : \$408 ;
+  assign \$410  = \$378  ? { 1'h0, \$383  } : \$409 ;
+  assign \$411  = cm[2:1] == 1'h1;
+  assign \$412  = cm[2:1] == 2'h2;
+  assign \$413  = \$412  ? 2'h2 : 2'h0;
+  assign \$414  = \$411  ? 2'h1 : \$413 ;
+  assign \$415  = \$414  + 1'h1;
+  assign \$416  = \$415  < 2'h3;
+  assign \$417  = cm[2:1] == 1'h1;
+  assign \$418  = cm[2:1] == 2'h2;
+  assign \$419  = \$418  ? 2'h2 : 2'h0;
+  assign \$420  = \$417  ? 2'h1 : \$419 ;
+  assign \$421  = \$420  + 1'h1;
+  assign \$422  = \$421  >= 2'h3;
+  assign \$423  = cm[2:1] == 1'h1;
+  assign \$424  = cm[2:1] == 2'h2;
+  assign \$425  = \$424  ? 2'h2 : 2'h0;
+  assign \$426  = \$423  ? 2'h1 : \$425 ;
+  assign \$427  = \$426  + 1'h1;
+  assign \$428  = \$427  < 3'h6;
+  assign \$429  = \$422  & \$428 ;
+  assign \$430  = \$429  ? 2'h1 : 2'h2;
+  assign \$431  = \$416  ? 2'h0 : \$430 ;
+  assign \$433  = { \$432 , 10'h000 } | { 14'h0000, r_off };
+  assign \$434  = r_left <= r_room;
+  assign \$435  = \$434  ? r_left : { 14'h0000, r_room };
+  assign \$436  = rd_out__ready ? e2 : e1;
+  assign \$437  = rd_out__ready ? e2 : e1;
+  assign \$438  = rd_out__ready ? e2 : e1;
+  assign \$451  = gidx + 1'h1;
+  assign \$452  = ! j;
+  assign \$453  = has_pages >> j;
+  assign \$454  = ~ \$453 ;
+  assign \$455  = j == 3'h6;
+  assign \$456  = fg == 6'h3b;
+  assign \$457  = j + 2'h2;
+  assign \$458  = \$457  < 2'h3;
+  assign \$459  = j + 2'h2;
+  assign \$460  = j + 2'h2;
+  assign \$461  = \$460  >= 2'h3;
+  assign \$462  = j + 2'h2;
+  assign \$463  = \$462  < 3'h6;
+  assign \$464  = \$461  & \$463 ;
+  assign \$465  = j + 2'h2;
+  assign \$466  = \$465  - 2'h3;
+  assign \$467  = j + 2'h2;
+  assign \$468  = \$467  - 3'h6;
+  assign \$469  = \$464  ? \$466  : \$468 ;
+  assign \$470  = \$458  ? { 1'h0, \$459  } : \$469 ;
+  assign \$471  = j + 2'h2;
+  assign \$472  = \$471  < 2'h3;
+  assign \$473  = j + 2'h2;
+  assign \$474  = \$473  >= 2'h3;
+  assign \$475  = j + 2'h2;
+  assign \$476  = \$475  < 3'h6;
+  assign \$477  = \$474  & \$476 ;
+  assign \$478  = \$477  ? 2'h1 : 2'h2;
+  assign \$479  = \$472  ? 2'h0 : \$478 ;
+  assign \$480  = gidx + 1'h1;
+  assign \$481  = ~ release__valid;
+  assign \$482  = \$481  | release__ready;
+  assign \$483  = e1 == npg;
+  assign \$484  = \$483  ? 15'h0000 : e1;
+  assign \$485  = adv ? \$484  : e;
+  assign \$486  = e1 == npg;
+  assign \$487  = \$486  ? 15'h0000 : e1;
+  assign \$488  = adv ? \$487  : e;
+  assign \$489  = e1 == npg;
+  assign \$490  = \$489  ? 15'h0000 : e1;
+  assign \$491  = adv ? \$490  : e;
+  assign \$492  = e1 == npg;
+  assign \$493  = adv & \$492 ;
+  assign \$494  = e1 == npg;
+  assign \$495  = has_pages[6:1] >> j;
+  assign \$496  = j + 2'h2;
+  assign \$497  = \$496  < 2'h3;
+  assign \$498  = j + 2'h2;
+  assign \$499  = j + 2'h2;
+  assign \$500  = \$499  >= 2'h3;
+  assign \$501  = j + 2'h2;
+  assign \$502  = \$501  < 3'h6;
+  assign \$503  = \$500  & \$502 ;
+  assign \$504  = j + 2'h2;
+  assign \$505  = \$504  - 2'h3;
+  assign \$506  = j + 2'h2;
+  assign \$507  = \$506  - 3'h6;
+  assign \$508  = \$503  ? \$505  : \$507 ;
+  assign \$509  = \$497  ? { 1'h0, \$498  } : \$508 ;
+  assign \$510  = j + 2'h2;
+  assign \$511  = \$510  < 2'h3;
+  assign \$512  = j + 2'h2;
+  assign \$513  = \$512  >= 2'h3;
+  assign \$514  = j + 2'h2;
+  assign \$515  = \$514  < 3'h6;
+  assign \$516  = \$513  & \$515 ;
+  assign \$517  = \$516  ? 2'h1 : 2'h2;
+  assign \$518  = \$511  ? 2'h0 : \$517 ;
+  assign \$519  = j == 3'h6;
+  assign \$520  = fg == 6'h3b;
+  assign \$521  = j + 2'h2;
+  assign \$522  = \$521  < 2'h3;
+  assign \$523  = j + 2'h2;
+  assign \$524  = j + 2'h2;
+  assign \$525  = \$524  >= 2'h3;
+  assign \$526  = j + 2'h2;
+  assign \$527  = \$526  < 3'h6;
+  assign \$528  = \$525  & \$527 ;
+  assign \$529  = j + 2'h2;
+  assign \$530  = \$529  - 2'h3;
+  assign \$531  = j + 2'h2;
+  assign \$532  = \$531  - 3'h6;
+  assign \$533  = \$528  ? \$530  : \$532 ;
+  assign \$534  = \$522  ? { 1'h0, \$523  } : \$533 ;
+  assign \$535  = j + 2'h2;
+  assign \$536  = \$535  < 2'h3;
+  assign \$537  = j + 2'h2;
+  assign \$538  = \$537  >= 2'h3;
+  assign \$539  = j + 2'h2;
+  assign \$540  = \$539  < 3'h6;
+  assign \$541  = \$538  & \$540 ;
+  assign \$542  = \$541  ? 2'h1 : 2'h2;
+  assign \$543  = \$536  ? 2'h0 : \$542 ;
+  assign \$544  = ~ gs_done;
+  assign \$545  = ! fsm_state;
+  assign \$546  = fsm_state == 1'h1;
+  assign \$547  = fsm_state == 2'h2;
+  assign \$548  = fsm_state == 2'h3;
+  assign \$549  = fsm_state == 3'h4;
+  assign \$550  = fsm_state == 3'h5;
+  assign \$551  = fsm_state == 3'h6;
+  assign \$552  = fsm_state == 3'h7;
+  assign \$553  = fsm_state == 4'h8;
+  assign \$554  = fsm_state == 4'h9;
+  assign \$555  = fsm_state == 4'ha;
+  assign \$556  = ~ gs_done;
+  assign \$557  = gs_walk + 1'h1;
+  assign \$558  = gs_walk == 8'hef;
+  assign \$559  = n + 6'h20;
+  assign \$560  = \$559  - 1'h1;
+  assign \$562  = n + 7'h40;
+  assign \$563  = \$562  - 1'h1;
+  assign \$565  = | n;
+  assign \$566  = | n;
+  assign \$567  = | n;
+  assign \$568  = | sb0;
+  assign \$569  = | sb1;
+  assign \$570  = | sb2;
+  assign \$571  = | n;
+  assign \$572  = sb0 + 11'h400;
+  assign \$573  = \$572  - 1'h1;
+  assign \$575  = sb1 + 11'h400;
+  assign \$576  = \$575  - 1'h1;
+  assign \$578  = sb2 + 11'h400;
+  assign \$579  = \$578  - 1'h1;
+  assign \$581  = ~ ready;
+  assign \$584  = cmd__payload[9:5] * 2'h2;
+  assign \$585  = \$584  + cmd__payload[10];
+  assign \$586  = \$583  ? 8'h00 : \$585 ;
+  assign \$587  = \$582  + \$586 ;
+  assign \$589  = ap[6:2] * 2'h2;
+  assign \$590  = \$589  + ap[7];
+  assign \$591  = \$588  + \$590 ;
+  assign \$593  = append__payload[6:2] * 2'h2;
+  assign \$594  = \$593  + append__payload[7];
+  assign \$595  = \$592  + \$594 ;
+  assign \$597  = ap[1:0] >= 3'h4;
+  assign \$598  = rk != 3'h7;
+  assign \$599  = rk != 3'h7;
+  assign \$600  = rk + 1'h1;
+  assign \$602  = ap[17:8] != n;
+  assign \$603  = ap[17:8] == n;
+  assign \$604  = ~ cap_bad;
+  assign \$605  = \$603  & \$604 ;
+  assign \$606  = \$605  & enough;
+  assign \$608  = ! \$607 ;
+  assign \$610  = ! \$609 ;
+  assign \$612  = ! \$611 ;
+  assign \$613  = | ap[24:18];
+  assign \$615  = ! \$614 ;
+  assign \$616  = \$613  & \$615 ;
+  assign \$617  = | ap[31:25];
+  assign \$619  = ! \$618 ;
+  assign \$620  = \$617  & \$619 ;
+  assign \$621  = | ap[38:32];
+  assign \$623  = ! \$622 ;
+  assign \$624  = \$621  & \$623 ;
+  assign \$626  = ! \$625 ;
+  assign \$627  = | ap[24:18];
+  assign \$629  = \$628  + ap[24:18];
+  assign \$630  = \$629  > 11'h400;
+  assign \$631  = \$627  & \$630 ;
+  assign \$632  = | ap[31:25];
+  assign \$634  = \$633  + ap[31:25];
+  assign \$635  = \$634  > 11'h400;
+  assign \$636  = \$632  & \$635 ;
+  assign \$637  = | ap[38:32];
+  assign \$639  = \$638  + ap[38:32];
+  assign \$640  = \$639  > 11'h400;
+  assign \$641  = \$637  & \$640 ;
+  assign \$642  = rk != 3'h7;
+  assign \$643  = rk != 3'h7;
+  assign \$644  = rk + 1'h1;
+  assign \$646  = ! j;
+  assign \$647  = ~ em_free;
+  assign \$648  = ~ frag;
+  assign \$649  = wr_out__ready & p_second;
+  assign \$650  = j + 1'h1;
+  assign \$651  = j + 2'h2;
+  assign \$652  = \$651  < 2'h3;
+  assign \$653  = j + 2'h2;
+  assign \$654  = \$653  >= 2'h3;
+  assign \$655  = j + 2'h2;
+  assign \$656  = \$655  < 3'h6;
+  assign \$657  = \$654  & \$656 ;
+  assign \$661  = | \$660 ;
+  assign \$665  = \$663  + \$664 ;
+  assign \$666  = \$665  > 11'h400;
+  assign \$667  = \$661  & \$666 ;
+  assign \$669  = | \$668 ;
+  assign \$671  = | \$670 ;
+  assign \$675  = \$673  + \$674 ;
+  assign \$676  = \$675  > 11'h400;
+  assign \$677  = \$671  & \$676 ;
+  assign \$680  = 11'h400 - \$679 ;
+  assign \$682  = \$677  ? \$680  : { 8'h00, \$681  };
+  assign \$684  = | \$683 ;
+  assign \$688  = \$686  + \$687 ;
+  assign \$689  = \$688  > 11'h400;
+  assign \$690  = \$684  & \$689 ;
+  assign \$694  = \$692  + \$693 ;
+  assign \$695  = \$694  - 11'h400;
+  assign \$696  = \$690  ? \$695  : 16'h0000;
+  assign \$698  = ! \$697 ;
+  assign \$699  = j_sparse & \$698 ;
+  assign \$700  = ~ j_sparse;
+  assign \$702  = | \$701 ;
+  assign \$704  = | \$703 ;
+  assign \$708  = \$706  + \$707 ;
+  assign \$709  = \$708  > 11'h400;
+  assign \$710  = \$704  & \$709 ;
+  assign \$711  = ~ \$710 ;
+  assign \$712  = \$702  & \$711 ;
+  assign \$713  = \$700  | \$712 ;
+  assign \$714  = j == 3'h7;
+  assign \$715  = take_first | take_second;
+  assign \$716  = cm[2:1] == 1'h1;
+  assign \$717  = cm[2:1] == 2'h2;
+  assign \$720  = \$717  ? \$718  : \$719 ;
+  assign \$721  = \$716  ? { 7'h00, cm[26:13] } : \$720 ;
+  assign \$723  = cm[2:1] == 1'h1;
+  assign \$724  = cm[2:1] == 2'h2;
+  assign \$727  = \$724  ? \$725  : \$726 ;
+  assign \$728  = \$723  ? { 7'h00, cm[26:13] } : \$727 ;
+  assign \$730  = \$729  + 1'h1;
+  assign \$731  = cm[2:1] == 1'h1;
+  assign \$732  = cm[2:1] == 2'h2;
+  assign \$735  = \$732  ? \$733  : \$734 ;
+  assign \$736  = \$731  ? { 7'h00, cm[26:13] } : \$735 ;
+  assign \$738  = \$737  + 2'h2;
+  assign \$739  = cm[4:3] >= 3'h4;
+  assign \$740  = obs__live >> cm[4:3];
+  assign \$741  = ~ \$740 ;
+  assign \$742  = \$739  | \$741 ;
+  assign \$744  = cm[9:5] >= 5'h1e;
+  assign \$745  = cm[12:11] >= 2'h3;
+  assign \$746  = \$744  | \$745 ;
+  assign \$747  = cm[2:1] == 2'h3;
+  assign \$748  = \$746  | \$747 ;
+  assign \$749  = cm[2:1] == 1'h1;
+  assign \$750  = cm[2:1] == 2'h2;
+  assign \$753  = \$750  ? \$751  : \$752 ;
+  assign \$754  = \$749  ? { 7'h00, hi } : \$753 ;
+  assign \$755  = cm[2:1] == 1'h1;
+  assign \$756  = cm[2:1] == 2'h2;
+  assign \$759  = \$756  ? \$757  : \$758 ;
+  assign \$760  = \$755  ? { 7'h00, cm[26:13] } : \$759 ;
+  assign \$761  = \$754  - \$760 ;
+  assign \$762  = cm[2:1] == 1'h1;
+  assign \$763  = cm[2:1] == 2'h2;
+  assign \$766  = \$763  ? \$764  : \$765 ;
+  assign \$767  = \$762  ? { 7'h00, cm[26:13] } : \$766 ;
+  assign \$769  = cm[2:1] == 1'h1;
+  assign \$770  = cm[2:1] == 2'h2;
+  assign \$773  = \$770  ? \$771  : \$772 ;
+  assign \$774  = \$769  ? { 7'h00, cm[26:13] } : \$773 ;
+  assign \$776  = 11'h400 - \$775 ;
+  assign \$777  = cm[2:1] == 1'h1;
+  assign \$778  = cm[2:1] == 2'h2;
+  assign \$779  = \$778  ? 2'h2 : 2'h0;
+  assign \$780  = \$777  ? 2'h1 : \$779 ;
+  assign \$781  = cm[2:1] == 1'h1;
+  assign \$782  = cm[2:1] == 2'h2;
+  assign \$783  = \$782  ? 2'h2 : 2'h0;
+  assign \$784  = \$781  ? 2'h1 : \$783 ;
+  assign \$785  = \$784  - 1'h1;
+  assign \$786  = cm[2:1] == 1'h1;
+  assign \$787  = cm[2:1] == 2'h2;
+  assign \$788  = \$787  ? 2'h2 : 2'h0;
+  assign \$789  = \$786  ? 2'h1 : \$788 ;
+  assign \$790  = \$789  - 1'h1;
+  assign \$791  = $signed(\$790 ) < $signed(3'h3);
+  assign \$792  = cm[2:1] == 1'h1;
+  assign \$793  = cm[2:1] == 2'h2;
+  assign \$794  = \$793  ? 2'h2 : 2'h0;
+  assign \$795  = \$792  ? 2'h1 : \$794 ;
+  assign \$796  = \$795  - 1'h1;
+  assign \$797  = $signed(\$796 ) >= $signed(3'h3);
+  assign \$798  = cm[2:1] == 1'h1;
+  assign \$799  = cm[2:1] == 2'h2;
+  assign \$800  = \$799  ? 2'h2 : 2'h0;
+  assign \$801  = \$798  ? 2'h1 : \$800 ;
+  assign \$802  = \$801  - 1'h1;
+  assign \$803  = $signed(\$802 ) < $signed(4'h6);
+  assign \$804  = \$797  & \$803 ;
+  assign \$805  = cm[2:1] == 1'h1;
+  assign \$806  = cm[2:1] == 2'h2;
+  assign \$807  = \$806  ? 2'h2 : 2'h0;
+  assign \$808  = \$805  ? 2'h1 : \$807 ;
+  assign \$809  = \$808  < 2'h3;
+  assign \$810  = cm[2:1] == 1'h1;
+  assign \$811  = cm[2:1] == 2'h2;
+  assign \$812  = \$811  ? 2'h2 : 2'h0;
+  assign \$813  = \$810  ? 2'h1 : \$812 ;
+  assign \$814  = \$813  >= 2'h3;
+  assign \$815  = cm[2:1] == 1'h1;
+  assign \$816  = cm[2:1] == 2'h2;
+  assign \$817  = \$816  ? 2'h2 : 2'h0;
+  assign \$818  = \$815  ? 2'h1 : \$817 ;
+  assign \$819  = \$818  < 3'h6;
+  assign \$820  = \$814  & \$819 ;
+  assign \$821  = cm[2:1] == 1'h1;
+  assign \$822  = cm[2:1] == 2'h2;
+  assign \$823  = \$822  ? 2'h2 : 2'h0;
+  assign \$824  = \$821  ? 2'h1 : \$823 ;
+  assign \$825  = \$824  + 1'h1;
+  assign \$826  = \$825  < 2'h3;
+  assign \$827  = cm[2:1] == 1'h1;
+  assign \$828  = cm[2:1] == 2'h2;
+  assign \$829  = \$828  ? 2'h2 : 2'h0;
+  assign \$830  = \$827  ? 2'h1 : \$829 ;
+  assign \$831  = \$830  + 1'h1;
+  assign \$832  = \$831  >= 2'h3;
+  assign \$833  = cm[2:1] == 1'h1;
+  assign \$834  = cm[2:1] == 2'h2;
+  assign \$835  = \$834  ? 2'h2 : 2'h0;
+  assign \$836  = \$833  ? 2'h1 : \$835 ;
+  assign \$837  = \$836  + 1'h1;
+  assign \$838  = \$837  < 3'h6;
+  assign \$839  = \$832  & \$838 ;
+  assign \$840  = cm[26:13] > hi;
+  assign \$841  = cm[2:1] == 1'h1;
+  assign \$843  = \$841  ? \$842  : { 4'h0, n };
+  assign \$844  = hi > \$843 ;
+  assign \$845  = \$840  | \$844 ;
+  assign \$846  = cm[26:13] == hi;
+  assign \$847  = r_left <= r_room;
+  assign \$848  = r_left - r_room;
+  assign \$849  = \$847  ? 26'h0000000 : \$848 ;
+  assign \$850  = e2 + 1'h1;
+  assign \$851  = r_left <= r_room;
+  assign \$853  = j_sparse ? \$852  : m_pages;
+  assign \$854  = j_dense ? d_pages : \$853 ;
+  assign \$855  = has_pages >> j;
+  assign \$856  = ~ \$855 ;
+  assign \$857  = j == 3'h6;
+  assign \$858  = fg == 6'h3b;
+  assign \$859  = gidx + 1'h1;
+  assign \$860  = fg + 1'h1;
+  assign \$861  = j + 1'h1;
+  assign \$862  = j + 2'h2;
+  assign \$863  = \$862  < 2'h3;
+  assign \$864  = j + 2'h2;
+  assign \$865  = \$864  >= 2'h3;
+  assign \$866  = j + 2'h2;
+  assign \$867  = \$866  < 3'h6;
+  assign \$868  = \$865  & \$867 ;
+  assign \$869  = gidx * 3'h7;
+  assign \$870  = \$869  + j;
+  assign \$871  = e2 + 1'h1;
+  assign \$872  = e1 == npg;
+  assign \$873  = has_pages[6:1] >> j;
+  assign \$874  = j + 1'h1;
+  assign \$875  = j + 2'h2;
+  assign \$876  = \$875  < 2'h3;
+  assign \$877  = j + 2'h2;
+  assign \$878  = \$877  >= 2'h3;
+  assign \$879  = j + 2'h2;
+  assign \$880  = \$879  < 3'h6;
+  assign \$881  = \$878  & \$880 ;
+  assign \$883  = jn_sparse ? \$882  : m_pages;
+  assign \$884  = jn_dense ? d_pages : \$883 ;
+  assign \$885  = j == 3'h6;
+  assign \$886  = fg == 6'h3b;
+  assign \$887  = gidx + 1'h1;
+  assign \$888  = fg + 1'h1;
+  assign \$889  = j + 1'h1;
+  assign \$890  = j + 2'h2;
+  assign \$891  = \$890  < 2'h3;
+  assign \$892  = j + 2'h2;
+  assign \$893  = \$892  >= 2'h3;
+  assign \$894  = j + 2'h2;
+  assign \$895  = \$894  < 3'h6;
+  assign \$896  = \$893  & \$895 ;
+  assign \$897  = ~ from_cmd;
+  assign \$898  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$633 ;
+    gs_walk <= \$899 ;
   always @(posedge clk)
-    gs_done <= \$634 ;
+    gs_done <= \$900 ;
   always @(posedge clk)
-    obs__free_done <= \$635 ;
+    obs__free_done <= \$901 ;
   always @(posedge clk)
-    release__valid <= \$636 ;
+    release__valid <= \$902 ;
   always @(posedge clk)
-    d_pages <= \$637 ;
+    d_pages <= \$903 ;
   always @(posedge clk)
-    m_pages <= \$638 ;
+    m_pages <= \$904 ;
   always @(posedge clk)
-    has_pages <= \$639 ;
+    has_pages <= \$905 ;
   always @(posedge clk)
-    s_pages0 <= \$640 ;
+    s_pages0 <= \$906 ;
   always @(posedge clk)
-    s_pages1 <= \$641 ;
+    s_pages1 <= \$907 ;
   always @(posedge clk)
-    s_pages2 <= \$642 ;
+    s_pages2 <= \$908 ;
   always @(posedge clk)
-    j <= \$643 ;
+    frag <= \$909 ;
   always @(posedge clk)
-    frag <= \$644 ;
+    cap1 <= \$910 ;
   always @(posedge clk)
-    cap1 <= \$645 ;
+    cap2 <= \$911 ;
   always @(posedge clk)
-    cap2 <= \$646 ;
+    j <= \$912 ;
   always @(posedge clk)
-    cm <= \$647 ;
+    jm1 <= \$913 ;
   always @(posedge clk)
-    from_cmd <= \$648 ;
+    jp_dense <= \$914 ;
   always @(posedge clk)
-    fg <= \$649 ;
+    jp_sparse <= \$915 ;
   always @(posedge clk)
-    gidx <= \$650 ;
+    jp_idx <= \$916 ;
   always @(posedge clk)
-    fsm_state <= \$651 ;
+    jp_tab <= \$917 ;
   always @(posedge clk)
-    retry <= \$652 ;
+    j_dense <= \$918 ;
   always @(posedge clk)
-    ap <= \$653 ;
+    j_sparse <= \$919 ;
   always @(posedge clk)
-    n <= \$654 ;
+    j_idx <= \$920 ;
   always @(posedge clk)
-    sb0 <= \$655 ;
+    j_tab <= \$921 ;
   always @(posedge clk)
-    sb1 <= \$656 ;
+    jn_dense <= \$922 ;
   always @(posedge clk)
-    sb2 <= \$657 ;
+    jn_sparse <= \$923 ;
   always @(posedge clk)
-    cap1_k <= \$658 ;
+    jn_idx <= \$924 ;
   always @(posedge clk)
-    cap2_k <= \$659 ;
+    jn_tab <= \$925 ;
   always @(posedge clk)
-    rk <= \$660 ;
+    cm <= \$926 ;
   always @(posedge clk)
-    pg0_0 <= \$661 ;
+    from_cmd <= \$927 ;
   always @(posedge clk)
-    pg0_1 <= \$662 ;
+    fg <= \$928 ;
   always @(posedge clk)
-    pg0_2 <= \$663 ;
+    gidx <= \$929 ;
   always @(posedge clk)
-    pg0_3 <= \$664 ;
+    fsm_state <= \$930 ;
   always @(posedge clk)
-    pg0_4 <= \$665 ;
+    retry <= \$931 ;
   always @(posedge clk)
-    pg0_5 <= \$666 ;
+    ap <= \$932 ;
   always @(posedge clk)
-    pg0_6 <= \$667 ;
+    n <= \$933 ;
   always @(posedge clk)
-    status <= \$668 ;
+    sb0 <= \$934 ;
   always @(posedge clk)
-    chk_pos <= \$669 ;
+    sb1 <= \$935 ;
   always @(posedge clk)
-    chk_cap <= \$670 ;
+    sb2 <= \$936 ;
   always @(posedge clk)
-    em_free <= \$671 ;
+    cap1_k <= \$937 ;
   always @(posedge clk)
-    em_ready <= \$672 ;
+    cap2_k <= \$938 ;
   always @(posedge clk)
-    a_first <= \$673 ;
+    cap1_tab <= \$939 ;
   always @(posedge clk)
-    a_second <= \$674 ;
+    cap2_tab <= \$940 ;
   always @(posedge clk)
-    out_of_pages <= \$675 ;
+    rk <= \$941 ;
   always @(posedge clk)
-    p_off <= \$676 ;
+    rk_idx <= \$942 ;
   always @(posedge clk)
-    p_second <= \$677 ;
+    rk_tab <= \$943 ;
   always @(posedge clk)
-    p_c_nz <= \$678 ;
+    pg0_0 <= \$944 ;
   always @(posedge clk)
-    p_first_len <= \$679 ;
+    pg0_1 <= \$945 ;
   always @(posedge clk)
-    p_second_len <= \$680 ;
+    pg0_2 <= \$946 ;
   always @(posedge clk)
-    obs__live <= \$681 ;
+    pg0_3 <= \$947 ;
   always @(posedge clk)
-    pg1_0 <= \$682 ;
+    pg0_4 <= \$948 ;
   always @(posedge clk)
-    pg1_1 <= \$683 ;
+    pg0_5 <= \$949 ;
   always @(posedge clk)
-    pg1_2 <= \$684 ;
+    pg0_6 <= \$950 ;
   always @(posedge clk)
-    e <= \$685 ;
+    status <= \$951 ;
   always @(posedge clk)
-    e1 <= \$686 ;
+    chk_pos <= \$952 ;
   always @(posedge clk)
-    e2 <= \$687 ;
+    chk_cap <= \$953 ;
   always @(posedge clk)
-    r_left <= \$688 ;
+    em_free <= \$954 ;
   always @(posedge clk)
-    r_off <= \$689 ;
+    em_ready <= \$955 ;
   always @(posedge clk)
-    r_room <= \$690 ;
+    a_first <= \$956 ;
   always @(posedge clk)
-    npg <= \$691 ;
+    a_second <= \$957 ;
   always @(posedge clk)
-    rel_tab <= \$692 ;
+    out_of_pages <= \$958 ;
   always @(posedge clk)
-    obs__release_sid <= \$693 ;
+    p_off <= \$959 ;
+  always @(posedge clk)
+    p_second <= \$960 ;
+  always @(posedge clk)
+    p_c_nz <= \$961 ;
+  always @(posedge clk)
+    p_first_len <= \$962 ;
+  always @(posedge clk)
+    p_second_len <= \$963 ;
+  always @(posedge clk)
+    obs__live <= \$964 ;
+  always @(posedge clk)
+    pg1_0 <= \$965 ;
+  always @(posedge clk)
+    pg1_1 <= \$966 ;
+  always @(posedge clk)
+    pg1_2 <= \$967 ;
+  always @(posedge clk)
+    e <= \$968 ;
+  always @(posedge clk)
+    e1 <= \$969 ;
+  always @(posedge clk)
+    e2 <= \$970 ;
+  always @(posedge clk)
+    r_left <= \$971 ;
+  always @(posedge clk)
+    r_off <= \$972 ;
+  always @(posedge clk)
+    r_room <= \$973 ;
+  always @(posedge clk)
+    npg <= \$974 ;
+  always @(posedge clk)
+    rel_tab <= \$975 ;
+  always @(posedge clk)
+    obs__release_sid <= \$976 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -1604,247 +2414,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$8  = gidx * 3'h7;
   assign \$9  = \$8  + j;
   assign obs__release = release__valid & release__ready;
-  assign \$10  = j < 2'h3;
-  assign \$11  = j >= 2'h3;
-  assign \$12  = j < 3'h6;
-  assign \$13  = \$11  & \$12 ;
-  assign \$14  = j - 2'h3;
-  assign \$15  = j - 3'h6;
-  assign \$16  = \$13  ? \$14  : \$15 ;
-  assign \$17  = \$10  ? { 1'h0, j } : \$16 ;
-  assign \$18  = j < 2'h3;
-  assign \$19  = j >= 2'h3;
-  assign \$20  = j < 3'h6;
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = \$21  ? 2'h1 : 2'h2;
-  assign slot_tab = \$18  ? 2'h0 : \$22 ;
-  assign \$24  = ! \$23 ;
-  assign \$26  = 1'h0 + \$25 ;
-  assign \$28  = ! \$27 ;
-  assign \$30  = \$26  + \$29 ;
-  assign \$32  = ! \$31 ;
-  assign \$34  = \$30  + \$33 ;
-  assign \$35  = | ap[24:18];
-  assign \$37  = ! \$36 ;
-  assign \$38  = \$35  & \$37 ;
-  assign \$39  = | ap[24:18];
-  assign \$41  = \$40  + ap[24:18];
-  assign \$42  = \$41  > 11'h400;
-  assign \$43  = \$39  & \$42 ;
-  assign \$44  = \$38  | \$43 ;
-  assign \$45  = \$34  + \$44 ;
-  assign \$46  = | ap[31:25];
-  assign \$48  = ! \$47 ;
-  assign \$49  = \$46  & \$48 ;
-  assign \$50  = | ap[31:25];
-  assign \$52  = \$51  + ap[31:25];
-  assign \$53  = \$52  > 11'h400;
-  assign \$54  = \$50  & \$53 ;
-  assign \$55  = \$49  | \$54 ;
-  assign \$56  = \$45  + \$55 ;
-  assign \$57  = | ap[38:32];
-  assign \$59  = ! \$58 ;
-  assign \$60  = \$57  & \$59 ;
-  assign \$61  = | ap[38:32];
-  assign \$63  = \$62  + ap[38:32];
-  assign \$64  = \$63  > 11'h400;
-  assign \$65  = \$61  & \$64 ;
-  assign \$66  = \$60  | \$65 ;
-  assign \$67  = \$56  + \$66 ;
-  assign \$69  = ! \$68 ;
-  assign \$71  = \$67  + \$70 ;
-  assign \$72  = free_pages >= 3'h7;
-  assign \$73  = \$71 [2:0] <= free_pages[2:0];
-  assign enough = \$72  | \$73 ;
-  assign take_first = a_first >> j;
-  assign take_second = a_second >> j;
-  assign \$74  = n >= 10'h200;
-  assign \$75  = sb0 + ap[24:18];
-  assign \$76  = \$75  > 14'h2000;
-  assign \$77  = sb1 + ap[31:25];
-  assign \$78  = \$77  > 14'h2000;
-  assign \$79  = sb2 + ap[38:32];
-  assign \$80  = \$79  > 14'h2000;
-  assign \$81  = | { \$80 , \$78 , \$76  };
-  assign cap_bad = \$74  | \$81 ;
-  assign \$82  = ap[6:2] >= 5'h1e;
-  assign \$83  = ap[24:18] > 7'h40;
-  assign \$84  = ap[31:25] > 7'h40;
-  assign \$85  = ap[38:32] > 7'h40;
-  assign \$86  = | { \$85 , \$84 , \$83  };
-  assign field_bad = \$82  | \$86 ;
-  assign \$87  = ~ release__valid;
-  assign \$88  = \$87  | release__ready;
-  assign \$89  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$89 ;
-  assign rd_out__valid = rec_valid & from_cmd;
-  assign \$90  = cm[2:1] == 2'h2;
-  assign r_idx = \$90  ? 2'h0 : cm[12:11];
-  assign \$91  = ~ ready;
-  assign \$94  = cmd__payload[9:5] * 2'h2;
-  assign \$95  = \$94  + cmd__payload[10];
-  assign \$96  = \$93  ? 8'h00 : \$95 ;
-  assign \$97  = \$92  + \$96 ;
-  assign \$99  = ap[6:2] * 2'h2;
-  assign \$100  = \$99  + ap[7];
-  assign \$101  = \$98  + \$100 ;
-  assign \$103  = append__payload[6:2] * 2'h2;
-  assign \$104  = \$103  + append__payload[7];
-  assign \$105  = \$102  + \$104 ;
-  assign \$114  = cap2_k < 2'h3;
-  assign \$115  = cap2_k >= 2'h3;
-  assign \$116  = cap2_k < 3'h6;
-  assign \$117  = \$115  & \$116 ;
-  assign \$118  = cap2_k - 2'h3;
-  assign \$119  = cap2_k - 3'h6;
-  assign \$120  = \$117  ? \$118  : \$119 ;
-  assign \$121  = \$114  ? { 1'h0, cap2_k } : \$120 ;
-  assign \$122  = cap2_k < 2'h3;
-  assign \$123  = cap2_k >= 2'h3;
-  assign \$124  = cap2_k < 3'h6;
-  assign \$125  = \$123  & \$124 ;
-  assign \$126  = \$125  ? 2'h1 : 2'h2;
-  assign \$127  = \$122  ? 2'h0 : \$126 ;
-  assign \$128  = rk < 2'h3;
-  assign \$129  = rk >= 2'h3;
-  assign \$130  = rk < 3'h6;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = rk - 2'h3;
-  assign \$133  = rk - 3'h6;
-  assign \$134  = \$131  ? \$132  : \$133 ;
-  assign \$135  = \$128  ? { 1'h0, rk } : \$134 ;
-  assign \$136  = rk < 2'h3;
-  assign \$137  = rk >= 2'h3;
-  assign \$138  = rk < 3'h6;
-  assign \$139  = \$137  & \$138 ;
-  assign \$140  = \$139  ? 2'h1 : 2'h2;
-  assign \$141  = \$136  ? 2'h0 : \$140 ;
-  assign \$146  = cap2_k < 2'h3;
-  assign \$147  = cap2_k >= 2'h3;
-  assign \$148  = cap2_k < 3'h6;
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = cap2_k - 2'h3;
-  assign \$151  = cap2_k - 3'h6;
-  assign \$152  = \$149  ? \$150  : \$151 ;
-  assign \$153  = \$146  ? { 1'h0, cap2_k } : \$152 ;
-  assign \$154  = cap2_k < 2'h3;
-  assign \$155  = cap2_k >= 2'h3;
-  assign \$156  = cap2_k < 3'h6;
-  assign \$157  = \$155  & \$156 ;
-  assign \$158  = \$157  ? 2'h1 : 2'h2;
-  assign \$159  = \$154  ? 2'h0 : \$158 ;
-  assign \$160  = j - 1'h1;
-  assign \$161  = $signed(\$160 ) < $signed(3'h3);
-  assign \$162  = j - 1'h1;
-  assign \$163  = j - 1'h1;
-  assign \$164  = $signed(\$163 ) >= $signed(3'h3);
-  assign \$165  = j - 1'h1;
-  assign \$166  = $signed(\$165 ) < $signed(4'h6);
-  assign \$167  = \$164  & \$166 ;
-  assign \$168  = j - 1'h1;
-  assign \$169  = $signed(\$168 ) - $signed(3'h3);
-  assign \$170  = j - 1'h1;
-  assign \$171  = $signed(\$170 ) - $signed(4'h6);
-  assign \$172  = \$167  ? \$169  : \$171 ;
-  assign \$173  = \$161  ? { \$162 [3], \$162  } : \$172 ;
-  assign \$174  = j - 1'h1;
-  assign \$175  = $signed(\$174 ) < $signed(3'h3);
-  assign \$176  = j - 1'h1;
-  assign \$177  = $signed(\$176 ) >= $signed(3'h3);
-  assign \$178  = j - 1'h1;
-  assign \$179  = $signed(\$178 ) < $signed(4'h6);
-  assign \$180  = \$177  & \$179 ;
-  assign \$181  = \$180  ? 2'h1 : 2'h2;
-  assign \$182  = \$175  ? 2'h0 : \$181 ;
-  assign \$183  = rk < 2'h3;
-  assign \$184  = rk >= 2'h3;
-  assign \$185  = rk < 3'h6;
-  assign \$186  = \$184  & \$185 ;
-  assign \$187  = rk - 2'h3;
-  assign \$188  = rk - 3'h6;
-  assign \$189  = \$186  ? \$187  : \$188 ;
-  assign \$190  = \$183  ? { 1'h0, rk } : \$189 ;
-  assign \$191  = rk < 2'h3;
-  assign \$192  = rk >= 2'h3;
-  assign \$193  = rk < 3'h6;
-  assign \$194  = \$192  & \$193 ;
-  assign \$195  = \$194  ? 2'h1 : 2'h2;
-  assign \$196  = \$191  ? 2'h0 : \$195 ;
-  assign \$201  = cap2_k < 2'h3;
-  assign \$202  = cap2_k >= 2'h3;
-  assign \$203  = cap2_k < 3'h6;
-  assign \$204  = \$202  & \$203 ;
-  assign \$205  = cap2_k - 2'h3;
-  assign \$206  = cap2_k - 3'h6;
-  assign \$207  = \$204  ? \$205  : \$206 ;
-  assign \$208  = \$201  ? { 1'h0, cap2_k } : \$207 ;
-  assign \$209  = cap2_k < 2'h3;
-  assign \$210  = cap2_k >= 2'h3;
-  assign \$211  = cap2_k < 3'h6;
-  assign \$212  = \$210  & \$211 ;
-  assign \$213  = \$212  ? 2'h1 : 2'h2;
-  assign \$214  = \$209  ? 2'h0 : \$213 ;
-  assign \$215  = em_ready & wr_out__ready;
-  assign \$216  = em_free | \$215 ;
-  assign \$217  = ! j;
-  assign \$218  = j - 1'h1;
-  assign \$219  = $signed(\$218 ) < $signed(3'h3);
-  assign \$220  = j - 1'h1;
-  assign \$221  = $signed(\$220 ) >= $signed(3'h3);
-  assign \$222  = j - 1'h1;
-  assign \$223  = $signed(\$222 ) < $signed(4'h6);
-  assign \$224  = \$221  & \$223 ;
-  assign \$225  = j - 1'h1;
-  assign \$228  = \$227  * 6'h20;
-  assign \$229  = { \$226 , 10'h000 } | { 8'h00, \$228  };
-  assign \$230  = ~ frag;
-  assign \$231  = j - 1'h1;
-  assign \$233  = { \$232 , 10'h000 } | { 14'h0000, p_off };
-  assign \$236  = j - 1'h1;
-  assign \$239  = \$238  * 5'h10;
-  assign \$240  = { \$237 , 10'h000 } | { 9'h000, \$239  };
-  assign \$245  = \$244  + 1'h1;
-  assign \$248  = take_second ? \$245  : { 1'h0, \$247  };
-  assign \$249  = j == 3'h7;
-  assign \$250  = take_first | take_second;
-  assign \$251  = n + 1'h1;
-  assign \$252  = sb0 + ap[24:18];
-  assign \$253  = sb1 + ap[31:25];
-  assign \$254  = sb2 + ap[38:32];
-  assign \$255  = j < 2'h3;
-  assign \$256  = j >= 2'h3;
-  assign \$257  = j < 3'h6;
-  assign \$258  = \$256  & \$257 ;
-  assign \$259  = cm[2:1] == 1'h1;
-  assign \$260  = cm[2:1] == 2'h2;
-  assign \$263  = \$260  ? \$261  : \$262 ;
-  assign \$264  = \$259  ? { 7'h00, cm[26:13] } : \$263 ;
-  assign \$266  = cm[2:1] == 1'h1;
-  assign \$267  = cm[2:1] == 2'h2;
-  assign \$270  = \$267  ? \$268  : \$269 ;
-  assign \$271  = \$266  ? { 7'h00, cm[26:13] } : \$270 ;
-  assign \$273  = cm[2:1] == 1'h1;
-  assign \$274  = cm[2:1] == 2'h2;
-  assign \$277  = \$274  ? \$275  : \$276 ;
-  assign \$278  = \$273  ? { 7'h00, cm[26:13] } : \$277 ;
-  assign \$280  = cm[2:1] == 1'h1;
-  assign \$281  = cm[40:27] == 14'h3fff;
-  assign \$282  = \$280  & \$281 ;
-  assign \$283  = cm[2:1] == 1'h1;
-  assign \$285  = \$283  ? \$284  : { 4'h0, n };
-  assign \$286  = \$282  ? \$285  : cm[40:27];
-  assign \$288  = { \$287 , 10'h000 } | { 14'h0000, r_off };
-  assign \$289  = r_left <= r_room;
-  assign \$290  = \$289  ? r_left : { 14'h0000, r_room };
-  assign \$291  = rd_out__ready ? e2 : e1;
-  assign \$292  = rd_out__ready ? e2 : e1;
+  assign \$11  = ! \$10 ;
+  assign \$13  = 1'h0 + \$12 ;
+  assign \$15  = ! \$14 ;
+  assign \$17  = \$13  + \$16 ;
+  assign \$19  = ! \$18 ;
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1010$0 (t_idx),
-    .\port$1016$0 (dense_r_entry),
-    .\port$1034$0 (dense_w_entry),
-    .\port$1085$0 (gidx),
-    .\port$21$0 (\$17 [1:0]),
+    .\port$1247$0 (t_idx),
+    .\port$1259$0 (dense_r_entry),
+    .\port$1277$0 (dense_w_entry),
+    .\port$1354$0 (j_idx),
+    .\port$1372$0 (gidx),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -1865,40 +2446,52 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1017$0 (meta_r_entry),
-    .\port$1035$0 (meta_w_entry),
-    .\port$1085$0 (gidx),
-    .q(\r_data$86 ),
-    .r_en(tab_en),
-    .rst(rst),
-    .wr__data(obs__alloc_page),
-    .wr__en(\w_en$134 )
-  );
-  \mmu.sparse_table  sparse_table (
-    .clk(clk),
-    .\port$1010$0 (t_idx),
-    .\port$1018$0 (sparse_r_entry),
-    .\port$1036$0 (sparse_w_entry),
-    .\port$1085$0 (gidx),
-    .\port$21$0 (\$17 [1:0]),
+    .\port$1260$0 (meta_r_entry),
+    .\port$1278$0 (meta_w_entry),
+    .\port$1372$0 (gidx),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
     .wr__data(obs__alloc_page),
-    .wr__en(\w_en$133 )
+    .wr__en(\w_en$147 )
   );
+  \mmu.sparse_table  sparse_table (
+    .clk(clk),
+    .\port$1247$0 (t_idx),
+    .\port$1261$0 (sparse_r_entry),
+    .\port$1279$0 (sparse_w_entry),
+    .\port$1354$0 (j_idx),
+    .\port$1372$0 (gidx),
+    .q(\r_data$84 ),
+    .r_en(tab_en),
+    .rst(rst),
+    .wr__data(obs__alloc_page),
+    .wr__en(\w_en$146 )
+  );
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    obs__release_page = 14'h0000;
+    casez (rel_tab)
+      2'h0:
+          obs__release_page = r_data;
+      2'h1:
+          obs__release_page = \r_data$84 ;
+      2'h2:
+          obs__release_page = \r_data$85 ;
+    endcase
+  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (cmd__payload[4:3])
       2'h0:
-          \$379  = 8'h00;
+          \$91  = 8'h00;
       2'h1:
-          \$379  = 8'h3c;
+          \$91  = 8'h3c;
       2'h2:
-          \$379  = 8'h78;
+          \$91  = 8'h78;
       2'h3:
-          \$379  = 8'hb4;
+          \$91  = 8'hb4;
     endcase
   end
   always @* begin
@@ -1906,13 +2499,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (ap[1:0])
       2'h0:
-          \$385  = 8'h00;
+          \$97  = 8'h00;
       2'h1:
-          \$385  = 8'h3c;
+          \$97  = 8'h3c;
       2'h2:
-          \$385  = 8'h78;
+          \$97  = 8'h78;
       2'h3:
-          \$385  = 8'hb4;
+          \$97  = 8'hb4;
     endcase
   end
   always @* begin
@@ -1920,325 +2513,523 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     (* full_case = 32'd1 *)
     casez (append__payload[1:0])
       2'h0:
-          \$389  = 8'h00;
+          \$101  = 8'h00;
       2'h1:
-          \$389  = 8'h3c;
+          \$101  = 8'h3c;
       2'h2:
-          \$389  = 8'h78;
+          \$101  = 8'h78;
       2'h3:
-          \$389  = 8'hb4;
+          \$101  = 8'hb4;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = 14'h0000;
-    casez (\slot_tab$100 )
+    \$111  = 14'h0000;
+    casez (\slot_idx$101 )
       2'h0:
-          \$393  = r_data;
+          \$111  = sb0;
       2'h1:
-          \$393  = \r_data$85 ;
+          \$111  = sb1;
       2'h2:
-          \$393  = \r_data$86 ;
+          \$111  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = 14'h0000;
-    casez (\slot_tab$105 )
+    \$119  = 14'h0000;
+    casez (rk_idx)
       2'h0:
-          \$398  = r_data;
+          \$119  = sb0;
       2'h1:
-          \$398  = \r_data$85 ;
+          \$119  = sb1;
       2'h2:
-          \$398  = \r_data$86 ;
+          \$119  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = 14'h0000;
-    casez (\slot_tab$111 )
+    \$158  = 14'h0000;
+    casez (rk_idx)
       2'h0:
-          \$442  = r_data;
+          \$158  = sb0;
       2'h1:
-          \$442  = \r_data$85 ;
+          \$158  = sb1;
       2'h2:
-          \$442  = \r_data$86 ;
+          \$158  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = 14'h0000;
-    casez (\$17 [1:0])
+    \$186  = 14'h0000;
+    casez (jm1)
+      3'h0:
+          \$186  = pg0_0;
+      3'h1:
+          \$186  = pg0_1;
+      3'h2:
+          \$186  = pg0_2;
+      3'h3:
+          \$186  = pg0_3;
+      3'h4:
+          \$186  = pg0_4;
+      3'h5:
+          \$186  = pg0_5;
+      3'h6:
+          \$186  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$191  = 14'h0000;
+    casez (jm1)
+      3'h0:
+          \$191  = pg0_0;
+      3'h1:
+          \$191  = pg0_1;
+      3'h2:
+          \$191  = pg0_2;
+      3'h3:
+          \$191  = pg0_3;
+      3'h4:
+          \$191  = pg0_4;
+      3'h5:
+          \$191  = pg0_5;
+      3'h6:
+          \$191  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$193  = 14'h0000;
+    casez (jp_idx)
       2'h0:
-          \$455  = sb0;
+          \$193  = pg1_0;
       2'h1:
-          \$455  = sb1;
+          \$193  = pg1_1;
       2'h2:
-          \$455  = sb2;
+          \$193  = pg1_2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$457  = 7'h00;
-    casez (\$17 [1:0])
+    \$195  = 14'h0000;
+    casez (jm1)
+      3'h0:
+          \$195  = pg0_0;
+      3'h1:
+          \$195  = pg0_1;
+      3'h2:
+          \$195  = pg0_2;
+      3'h3:
+          \$195  = pg0_3;
+      3'h4:
+          \$195  = pg0_4;
+      3'h5:
+          \$195  = pg0_5;
+      3'h6:
+          \$195  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$201  = 14'h0000;
+    casez (j_idx)
       2'h0:
-          \$457  = ap[24:18];
+          \$201  = sb0;
       2'h1:
-          \$457  = ap[31:25];
+          \$201  = sb1;
       2'h2:
-          \$457  = ap[38:32];
+          \$201  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = 14'h0000;
-    casez (\$17 [1:0])
+    \$204  = 14'h0000;
+    casez (j_idx)
       2'h0:
-          \$459  = sb0;
+          \$204  = sb0;
       2'h1:
-          \$459  = sb1;
+          \$204  = sb1;
       2'h2:
-          \$459  = sb2;
+          \$204  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$461  = ap[24:18];
-      2'h1:
-          \$461  = ap[31:25];
-      2'h2:
-          \$461  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$465  = ap[24:18];
-      2'h1:
-          \$465  = ap[31:25];
-      2'h2:
-          \$465  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$467  = ap[24:18];
-      2'h1:
-          \$467  = ap[31:25];
-      2'h2:
-          \$467  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$469  = sb0;
-      2'h1:
-          \$469  = sb1;
-      2'h2:
-          \$469  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$471  = ap[24:18];
-      2'h1:
-          \$471  = ap[31:25];
-      2'h2:
-          \$471  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$475  = sb0;
-      2'h1:
-          \$475  = sb1;
-      2'h2:
-          \$475  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$478  = ap[24:18];
-      2'h1:
-          \$478  = ap[31:25];
-      2'h2:
-          \$478  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$480  = ap[24:18];
-      2'h1:
-          \$480  = ap[31:25];
-      2'h2:
-          \$480  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$482  = sb0;
-      2'h1:
-          \$482  = sb1;
-      2'h2:
-          \$482  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$484  = ap[24:18];
-      2'h1:
-          \$484  = ap[31:25];
-      2'h2:
-          \$484  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$488  = sb0;
-      2'h1:
-          \$488  = sb1;
-      2'h2:
-          \$488  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$490  = ap[24:18];
-      2'h1:
-          \$490  = ap[31:25];
-      2'h2:
-          \$490  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$497  = ap[24:18];
-      2'h1:
-          \$497  = ap[31:25];
-      2'h2:
-          \$497  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$504  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$504  = ap[24:18];
-      2'h1:
-          \$504  = ap[31:25];
-      2'h2:
-          \$504  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$506  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$506  = ap[24:18];
-      2'h1:
-          \$506  = ap[31:25];
-      2'h2:
-          \$506  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$508  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$508  = sb0;
-      2'h1:
-          \$508  = sb1;
-      2'h2:
-          \$508  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$510  = 7'h00;
-    casez (\$17 [1:0])
-      2'h0:
-          \$510  = ap[24:18];
-      2'h1:
-          \$510  = ap[31:25];
-      2'h2:
-          \$510  = ap[38:32];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$586  = 14'h0000;
+    \$261  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$586  = sb0;
+          \$261  = sb0;
       2'h1:
-          \$586  = sb1;
+          \$261  = sb1;
       2'h2:
-          \$586  = sb2;
+          \$261  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$600  = 15'h0000;
-    casez (\$17 [1:0])
+    \$432  = 14'h0000;
+    casez (j[1:0])
       2'h0:
-          \$600  = s_pages0;
+          \$432  = r_data;
       2'h1:
-          \$600  = s_pages1;
+          \$432  = \r_data$84 ;
       2'h2:
-          \$600  = s_pages2;
+          \$432  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$623  = 15'h0000;
-    casez (\slot_idx$144 )
+    (* full_case = 32'd1 *)
+    casez (cmd__payload[4:3])
       2'h0:
-          \$623  = s_pages0;
+          \$582  = 8'h00;
       2'h1:
-          \$623  = s_pages1;
+          \$582  = 8'h3c;
       2'h2:
-          \$623  = s_pages2;
+          \$582  = 8'h78;
+      2'h3:
+          \$582  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (ap[1:0])
+      2'h0:
+          \$588  = 8'h00;
+      2'h1:
+          \$588  = 8'h3c;
+      2'h2:
+          \$588  = 8'h78;
+      2'h3:
+          \$588  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    (* full_case = 32'd1 *)
+    casez (append__payload[1:0])
+      2'h0:
+          \$592  = 8'h00;
+      2'h1:
+          \$592  = 8'h3c;
+      2'h2:
+          \$592  = 8'h78;
+      2'h3:
+          \$592  = 8'hb4;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$596  = 14'h0000;
+    casez (cap2_tab)
+      2'h0:
+          \$596  = r_data;
+      2'h1:
+          \$596  = \r_data$84 ;
+      2'h2:
+          \$596  = \r_data$85 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$601  = 14'h0000;
+    casez (cap2_tab)
+      2'h0:
+          \$601  = r_data;
+      2'h1:
+          \$601  = \r_data$84 ;
+      2'h2:
+          \$601  = \r_data$85 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$645  = 14'h0000;
+    casez (cap2_tab)
+      2'h0:
+          \$645  = r_data;
+      2'h1:
+          \$645  = \r_data$84 ;
+      2'h2:
+          \$645  = \r_data$85 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$658  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$658  = sb0;
+      2'h1:
+          \$658  = sb1;
+      2'h2:
+          \$658  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$660  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$660  = ap[24:18];
+      2'h1:
+          \$660  = ap[31:25];
+      2'h2:
+          \$660  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$662  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$662  = sb0;
+      2'h1:
+          \$662  = sb1;
+      2'h2:
+          \$662  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$664  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$664  = ap[24:18];
+      2'h1:
+          \$664  = ap[31:25];
+      2'h2:
+          \$664  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$668  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$668  = ap[24:18];
+      2'h1:
+          \$668  = ap[31:25];
+      2'h2:
+          \$668  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$670  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$670  = ap[24:18];
+      2'h1:
+          \$670  = ap[31:25];
+      2'h2:
+          \$670  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$672  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$672  = sb0;
+      2'h1:
+          \$672  = sb1;
+      2'h2:
+          \$672  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$674  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$674  = ap[24:18];
+      2'h1:
+          \$674  = ap[31:25];
+      2'h2:
+          \$674  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$678  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$678  = sb0;
+      2'h1:
+          \$678  = sb1;
+      2'h2:
+          \$678  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$681  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$681  = ap[24:18];
+      2'h1:
+          \$681  = ap[31:25];
+      2'h2:
+          \$681  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$683  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$683  = ap[24:18];
+      2'h1:
+          \$683  = ap[31:25];
+      2'h2:
+          \$683  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$685  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$685  = sb0;
+      2'h1:
+          \$685  = sb1;
+      2'h2:
+          \$685  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$687  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$687  = ap[24:18];
+      2'h1:
+          \$687  = ap[31:25];
+      2'h2:
+          \$687  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$691  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$691  = sb0;
+      2'h1:
+          \$691  = sb1;
+      2'h2:
+          \$691  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$693  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$693  = ap[24:18];
+      2'h1:
+          \$693  = ap[31:25];
+      2'h2:
+          \$693  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$697  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$697  = ap[24:18];
+      2'h1:
+          \$697  = ap[31:25];
+      2'h2:
+          \$697  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$701  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$701  = ap[24:18];
+      2'h1:
+          \$701  = ap[31:25];
+      2'h2:
+          \$701  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$703  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$703  = ap[24:18];
+      2'h1:
+          \$703  = ap[31:25];
+      2'h2:
+          \$703  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$705  = 14'h0000;
+    casez (j_idx)
+      2'h0:
+          \$705  = sb0;
+      2'h1:
+          \$705  = sb1;
+      2'h2:
+          \$705  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$707  = 7'h00;
+    casez (j_idx)
+      2'h0:
+          \$707  = ap[24:18];
+      2'h1:
+          \$707  = ap[31:25];
+      2'h2:
+          \$707  = ap[38:32];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$842  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$842  = sb0;
+      2'h1:
+          \$842  = sb1;
+      2'h2:
+          \$842  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$852  = 15'h0000;
+    casez (j_idx)
+      2'h0:
+          \$852  = s_pages0;
+      2'h1:
+          \$852  = s_pages1;
+      2'h2:
+          \$852  = s_pages2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$882  = 15'h0000;
+    casez (jn_idx)
+      2'h0:
+          \$882  = s_pages0;
+      2'h1:
+          \$882  = s_pages1;
+      2'h2:
+          \$882  = s_pages2;
     endcase
   end
   always @* begin
@@ -2246,15 +3037,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$91 ) begin
+          if (\$90 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$97 [7:0];
+            \$signature__addr  = \$96 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$101 [7:0];
+              \$signature__addr  = \$100 [7:0];
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$105 [7:0];
+            \$signature__addr  = \$104 [7:0];
           end
       4'h2:
           /* empty */;
@@ -2271,30 +3062,30 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$signature__addr  = \$294 [7:0];
+          \$signature__addr  = \$451 [7:0];
       4'ha:
-          \$signature__addr  = \$300 [7:0];
+          \$signature__addr  = \$480 [7:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$341 ) begin
+    if (\$544 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    t_idx = \$17 [1:0];
+    t_idx = j_idx;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          t_idx = \slot_idx$96 ;
-      4'h4:
           t_idx = \slot_idx$101 ;
+      4'h4:
+          t_idx = rk_idx;
       4'h5:
-          t_idx = \slot_idx$108 ;
+          t_idx = rk_idx;
       4'h1:
           t_idx = r_idx;
       4'h7:
@@ -2306,14 +3097,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          if (\$336 ) begin
-            t_idx = \slot_idx$144 ;
+          if (\$493 ) begin
+            t_idx = jn_idx;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tab_en = \$88 ;
+    tab_en = \$75 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2333,10 +3124,58 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    slot_idx = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          slot_idx = \$79 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    slot_tab = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          slot_tab = \$81 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$96  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          \slot_idx$96  = \$83 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$97  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          \slot_tab$97  = \$85 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$98  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          \slot_idx$98  = \$87 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$99  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          \slot_tab$99  = \$89 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$91 ) begin
+          if (\$90 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -2347,7 +3186,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$91 ) begin
+          if (\$90 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -2357,22 +3196,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$96  = 2'h0;
+    \slot_idx$101  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$96  = \$107 [1:0];
+          \slot_idx$101  = \$106 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$97  = 2'h0;
+    \slot_tab$102  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$97  = \$109 ;
+          \slot_tab$102  = \$108 ;
     endcase
   end
   always @* begin
@@ -2382,23 +3221,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          dense_r_entry = \$110 [3:0];
+          dense_r_entry = \$109 [3:0];
       4'h4:
-          dense_r_entry = \$142 [3:0];
+          dense_r_entry = \$117 [3:0];
       4'h5:
-          dense_r_entry = \$197 [3:0];
+          dense_r_entry = \$156 [3:0];
       4'h1:
-          dense_r_entry = \$265 [3:0];
+          dense_r_entry = \$242 [3:0];
       4'h7:
           dense_r_entry = e1[3:0];
       4'h8:
-          dense_r_entry = \$291 [3:0];
+          dense_r_entry = \$436 [3:0];
       4'h6:
           /* empty */;
       4'h9:
           dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$328 [3:0];
+          dense_r_entry = \$485 [3:0];
     endcase
   end
   always @* begin
@@ -2408,23 +3247,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          meta_r_entry = \$111 [2:0];
+          meta_r_entry = \$110 [2:0];
       4'h4:
-          meta_r_entry = \$143 [2:0];
+          meta_r_entry = \$118 [2:0];
       4'h5:
-          meta_r_entry = \$198 [2:0];
+          meta_r_entry = \$157 [2:0];
       4'h1:
-          meta_r_entry = \$279 [2:0];
+          meta_r_entry = \$256 [2:0];
       4'h7:
           meta_r_entry = e1[2:0];
       4'h8:
-          meta_r_entry = \$293 [2:0];
+          meta_r_entry = \$438 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$334 [2:0];
+          meta_r_entry = \$491 [2:0];
     endcase
   end
   always @* begin
@@ -2434,91 +3273,43 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          sparse_r_entry = \$113 [2:0];
+          sparse_r_entry = \$112 [2:0];
       4'h4:
-          sparse_r_entry = \$145 [2:0];
+          sparse_r_entry = \$120 [2:0];
       4'h5:
-          sparse_r_entry = \$200 [2:0];
+          sparse_r_entry = \$159 [2:0];
       4'h1:
-          sparse_r_entry = \$272 [2:0];
+          sparse_r_entry = \$249 [2:0];
       4'h7:
           sparse_r_entry = e1[2:0];
       4'h8:
-          sparse_r_entry = \$292 [2:0];
+          sparse_r_entry = \$437 [2:0];
       4'h6:
           /* empty */;
       4'h9:
           sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$331 [2:0];
+          sparse_r_entry = \$488 [2:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$98  = 2'h0;
+    \slot_idx$103  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$98  = \$121 [1:0];
+          \slot_idx$103  = \$114 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$100  = 2'h0;
+    \slot_tab$104  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$100  = \$127 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$101  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_idx$101  = \$135 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$103  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_tab$103  = \$141 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$104  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_idx$104  = \$153 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$105  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \slot_tab$105  = \$159 ;
+          \slot_tab$104  = \$116 ;
     endcase
   end
   always @* begin
@@ -2530,14 +3321,96 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          /* empty */;
-      4'h5:
-          \slot_idx$106  = \$173 [1:0];
+          \slot_idx$106  = \$134 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$107  = 2'h0;
+    \slot_tab$108  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$108  = \$143 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$109  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$109  = \$145 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$110  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$110  = \$147 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$111  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$111  = \$149 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$112  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$112  = \$151 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$113  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_idx$113  = \$153 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$114  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \slot_tab$114  = \$155 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$115  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2546,12 +3419,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$107  = \$182 ;
+          \slot_idx$115  = \$173 [1:0];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$108  = 2'h0;
+    \slot_tab$116  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2560,49 +3433,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$108  = \$190 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$109  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          \slot_tab$109  = \$196 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$110  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          \slot_idx$110  = \$208 [1:0];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$111  = 2'h0;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          \slot_tab$111  = \$214 ;
+          \slot_tab$116  = \$182 ;
     endcase
   end
   always @* begin
@@ -2616,7 +3447,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          emitted = \$216 ;
+          emitted = \$184 ;
     endcase
   end
   always @* begin
@@ -2631,12 +3462,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$217 ) begin
-          end else if (\$219 ) begin
+          if (\$185 ) begin
+          end else if (jp_dense) begin
             rec_valid = 1'h1;
-          end else if (\$224 ) begin
+          end else if (jp_sparse) begin
             (* full_case = 32'd1 *)
-            if (\$230 ) begin
+            if (\$190 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -2672,27 +3503,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$217 ) begin
-          end else if (\$219 ) begin
+          if (\$185 ) begin
+          end else if (jp_dense) begin
             wr_out__payload[1:0] = 2'h0;
-            wr_out__payload[3:2] = \slot_idx$106 ;
-            wr_out__payload[27:4] = \$229 ;
+            wr_out__payload[3:2] = jp_idx;
+            wr_out__payload[27:4] = \$189 ;
             wr_out__payload[38:28] = 11'h020;
-          end else if (\$224 ) begin
+          end else if (jp_sparse) begin
             wr_out__payload[1:0] = 2'h1;
-            wr_out__payload[3:2] = \slot_idx$106 ;
+            wr_out__payload[3:2] = jp_idx;
             (* full_case = 32'd1 *)
-            if (\$230 ) begin
-              wr_out__payload[27:4] = \$233 ;
+            if (\$190 ) begin
+              wr_out__payload[27:4] = \$192 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$235 ;
+              wr_out__payload[27:4] = \$194 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
-            wr_out__payload[3:2] = \slot_idx$106 ;
-            wr_out__payload[27:4] = \$240 ;
+            wr_out__payload[3:2] = jp_idx;
+            wr_out__payload[27:4] = \$198 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -2703,8 +3534,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$288 ;
-          wr_out__payload[38:28] = \$290 [10:0];
+          wr_out__payload[27:4] = \$433 ;
+          wr_out__payload[38:28] = \$435 [10:0];
         end
       4'h6:
           /* empty */;
@@ -2730,7 +3561,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$241 [3:0];
+          dense_w_entry = \$199 [3:0];
     endcase
   end
   always @* begin
@@ -2744,7 +3575,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$242 [2:0];
+          meta_w_entry = \$200 [2:0];
     endcase
   end
   always @* begin
@@ -2758,7 +3589,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$248 [2:0];
+          sparse_w_entry = \$206 [2:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$139  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \slot_idx$139  = \$220 [1:0];
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$140  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          if (emitted) begin
+            \slot_tab$140  = \$229 ;
+          end
     endcase
   end
   always @* begin
@@ -2773,7 +3636,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$249 ) begin
+            if (\$230 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -2786,11 +3649,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$295 ) begin
+          if (\$452 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$341 ) begin
+    if (\$544 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -2806,11 +3669,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$249 ) begin
-              \$signature__data [9:0] = \$251 [9:0];
-              \$signature__data [23:10] = \$252 [13:0];
-              \$signature__data [37:24] = \$253 [13:0];
-              \$signature__data [51:38] = \$254 [13:0];
+            if (\$230 ) begin
+              \$signature__data [9:0] = \$232 [9:0];
+              \$signature__data [23:10] = \$233 [13:0];
+              \$signature__data [37:24] = \$234 [13:0];
+              \$signature__data [51:38] = \$235 [13:0];
             end
           end
       4'h1:
@@ -2822,11 +3685,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$295 ) begin
+          if (\$452 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$341 ) begin
+    if (\$544 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -2842,8 +3705,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$249 ) begin
-            end else if (\$250 ) begin
+            if (\$230 ) begin
+            end else if (\$231 ) begin
               alloc__ready = 1'h1;
             end
           end
@@ -2861,9 +3724,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$249 ) begin
-            end else if (\$250 ) begin
-              if (\$255 ) begin
+            if (\$230 ) begin
+            end else if (\$231 ) begin
+              if (j_dense) begin
                 w_en = 1'h1;
               end
             end
@@ -2872,7 +3735,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$133  = 1'h0;
+    \w_en$146  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2882,11 +3745,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$249 ) begin
-            end else if (\$250 ) begin
-              if (\$255 ) begin
-              end else if (\$258 ) begin
-                \w_en$133  = 1'h1;
+            if (\$230 ) begin
+            end else if (\$231 ) begin
+              if (j_dense) begin
+              end else if (j_sparse) begin
+                \w_en$146  = 1'h1;
               end
             end
           end
@@ -2894,7 +3757,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \w_en$134  = 1'h0;
+    \w_en$147  = 1'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -2904,13 +3767,13 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$249 ) begin
-            end else if (\$250 ) begin
+            if (\$230 ) begin
+            end else if (\$231 ) begin
               (* full_case = 32'd1 *)
-              if (\$255 ) begin
-              end else if (\$258 ) begin
+              if (j_dense) begin
+              end else if (j_sparse) begin
               end else begin
-                \w_en$134  = 1'h1;
+                \w_en$147  = 1'h1;
               end
             end
           end
@@ -2931,7 +3794,247 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          hi = \$286 ;
+          hi = \$263 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$149  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \slot_idx$149  = \$301 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$150  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \slot_tab$150  = \$322 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$151  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \slot_idx$151  = \$354 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$152  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \slot_tab$152  = \$372 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$153  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \slot_idx$153  = \$410 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$154  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \slot_tab$154  = \$431 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$160  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \slot_idx$160  = \$440 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$161  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \slot_tab$161  = \$442 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$162  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \slot_idx$162  = \$444 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$163  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \slot_tab$163  = \$446 ;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$164  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \slot_idx$164  = \$448 [1:0];
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$165  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \slot_tab$165  = \$450 ;
     endcase
   end
   always @* begin
@@ -2955,25 +4058,85 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$297 ) begin
-            if (\$298 ) begin
-              if (\$299 ) begin
+          if (\$454 ) begin
+            if (\$455 ) begin
+              if (\$456 ) begin
                 free_done = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$337 ) begin
+            if (\$494 ) begin
               (* full_case = 32'd1 *)
-              if (\$338 ) begin
+              if (\$495 ) begin
               end else begin
-                if (\$339 ) begin
-                  if (\$340 ) begin
+                if (\$519 ) begin
+                  if (\$520 ) begin
                     free_done = 1'h1;
                   end
                 end
               end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_idx$168  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$454 ) begin
+            (* full_case = 32'd1 *)
+            if (\$455 ) begin
+            end else begin
+              \slot_idx$168  = \$470 [1:0];
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$169  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          if (\$454 ) begin
+            (* full_case = 32'd1 *)
+            if (\$455 ) begin
+            end else begin
+              \slot_tab$169  = \$479 ;
             end
           end
     endcase
@@ -3001,12 +4164,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          adv = \$302 ;
+          adv = \$482 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$144  = 2'h0;
+    \slot_idx$174  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3027,12 +4190,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_idx$144  = \$316 [1:0];
+          if (adv) begin
+            if (\$494 ) begin
+              if (\$495 ) begin
+                \slot_idx$174  = \$509 [1:0];
+              end
+            end
+          end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$145  = 2'h0;
+    \slot_tab$175  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3053,43 +4222,125 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h9:
           /* empty */;
       4'ha:
-          \slot_tab$145  = \$325 ;
+          if (adv) begin
+            if (\$494 ) begin
+              if (\$495 ) begin
+                \slot_tab$175  = \$518 ;
+              end
+            end
+          end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$633  = gs_walk;
-    if (\$353 ) begin
-      \$633  = \$354 [7:0];
+    \slot_idx$176  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            if (\$494 ) begin
+              (* full_case = 32'd1 *)
+              if (\$495 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$519 ) begin
+                end else begin
+                  \slot_idx$176  = \$534 [1:0];
+                end
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \slot_tab$177  = 2'h0;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'ha:
+          if (adv) begin
+            if (\$494 ) begin
+              (* full_case = 32'd1 *)
+              if (\$495 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$519 ) begin
+                end else begin
+                  \slot_tab$177  = \$543 ;
+                end
+              end
+            end
+          end
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$899  = gs_walk;
+    if (\$556 ) begin
+      \$899  = \$557 [7:0];
     end
     if (rst) begin
-      \$633  = 8'h00;
+      \$899  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$634  = gs_done;
-    if (\$353 ) begin
-      if (\$355 ) begin
-        \$634  = 1'h1;
+    \$900  = gs_done;
+    if (\$556 ) begin
+      if (\$558 ) begin
+        \$900  = 1'h1;
       end
     end
     if (rst) begin
-      \$634  = 1'h0;
+      \$900  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$635  = free_done;
+    \$901  = free_done;
     if (rst) begin
-      \$635  = 1'h0;
+      \$901  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$636  = release__valid;
+    \$902  = release__valid;
     if (release__ready) begin
-      \$636  = 1'h0;
+      \$902  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -3112,211 +4363,861 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$636  = 1'h1;
+            \$902  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$636  = 1'h0;
+      \$902  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$637  = { \$358 [11], \$358 [11], \$358 [11], \$358  };
+    \$903  = { \$561 [11], \$561 [11], \$561 [11], \$561  };
     if (rst) begin
-      \$637  = 15'h0000;
+      \$903  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$638  = { \$361 [11], \$361 [11], \$361 [11], \$361  };
+    \$904  = { \$564 [11], \$564 [11], \$564 [11], \$564  };
     if (rst) begin
-      \$638  = 15'h0000;
+      \$904  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$639  = { \$368 , \$367 , \$366 , \$365 , \$364 , \$363 , \$362  };
+    \$905  = { \$571 , \$570 , \$569 , \$568 , \$567 , \$566 , \$565  };
     if (rst) begin
-      \$639  = 7'h00;
+      \$905  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$640  = \$371 [14:0];
+    \$906  = \$574 [14:0];
     if (rst) begin
-      \$640  = 15'h0000;
+      \$906  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$641  = \$374 [14:0];
+    \$907  = \$577 [14:0];
     if (rst) begin
-      \$641  = 15'h0000;
+      \$907  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$642  = \$377 [14:0];
+    \$908  = \$580 [14:0];
     if (rst) begin
-      \$642  = 15'h0000;
+      \$908  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$643  = j;
+    \$909  = frag;
     casez (fsm_state)
       4'h0:
-          \$643  = 3'h0;
+          \$909  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$643  = 3'h0;
+          \$909  = 1'h0;
+      4'h5:
+        begin
+          if (\$646 ) begin
+          end else if (jp_dense) begin
+          end else if (jp_sparse) begin
+            if (\$648 ) begin
+              if (\$649 ) begin
+                \$909  = 1'h1;
+              end
+            end
+          end
+          if (emitted) begin
+            \$909  = 1'h0;
+          end
+        end
+    endcase
+    if (rst) begin
+      \$909  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$910  = cap1;
+    casez (fsm_state)
+      4'h0:
+          \$910  = 1'h0;
+      4'h2:
+          \$910  = 1'h1;
+      4'h4:
+          \$910  = \$598 ;
+      4'h5:
+          \$910  = \$642 ;
+    endcase
+    if (rst) begin
+      \$910  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$911  = cap2;
+    casez (fsm_state)
+      4'h0:
+          \$911  = 1'h0;
+      4'h2:
+          \$911  = cap1;
+      4'h4:
+          \$911  = cap1;
+      4'h5:
+          \$911  = cap1;
+    endcase
+    if (rst) begin
+      \$911  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$912  = j;
+    casez (fsm_state)
+      4'h0:
+          \$912  = 3'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$912  = 3'h0;
       4'h5:
           if (emitted) begin
-            \$643  = \$454 [2:0];
+            \$912  = \$650 [2:0];
           end
       4'h1:
           /* empty */;
       4'h7:
-          \$643  = { 1'h0, \$583  };
+          \$912  = { 1'h0, \$780  };
       4'h8:
           /* empty */;
       4'h6:
-          \$643  = 3'h0;
+          \$912  = 3'h0;
       4'h9:
-          if (\$604 ) begin
+          if (\$856 ) begin
             (* full_case = 32'd1 *)
-            if (\$605 ) begin
+            if (\$857 ) begin
             end else begin
-              \$643  = \$609 [2:0];
+              \$912  = \$861 [2:0];
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
-                \$643  = \$615 [2:0];
+              if (\$873 ) begin
+                \$912  = \$874 [2:0];
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$626 ) begin
+                if (\$885 ) begin
                 end else begin
-                  \$643  = \$630 [2:0];
+                  \$912  = \$889 [2:0];
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$643  = 3'h0;
+      \$912  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$644  = frag;
+    \$913  = jm1;
     casez (fsm_state)
       4'h0:
-          \$644  = 1'h0;
+          \$913  = 3'h7;
       4'h2:
           /* empty */;
       4'h4:
-          \$644  = 1'h0;
+          \$913  = 3'h7;
       4'h5:
-        begin
-          if (\$443 ) begin
-          end else if (\$445 ) begin
-          end else if (\$450 ) begin
-            if (\$452 ) begin
-              if (\$453 ) begin
-                \$644  = 1'h1;
-              end
-            end
-          end
           if (emitted) begin
-            \$644  = 1'h0;
+            \$913  = j;
           end
-        end
-    endcase
-    if (rst) begin
-      \$644  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = cap1;
-    casez (fsm_state)
-      4'h0:
-          \$645  = 1'h0;
-      4'h2:
-          \$645  = 1'h1;
-      4'h4:
-          \$645  = \$395 ;
-      4'h5:
-          \$645  = \$439 ;
-    endcase
-    if (rst) begin
-      \$645  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$646  = cap2;
-    casez (fsm_state)
-      4'h0:
-          \$646  = 1'h0;
-      4'h2:
-          \$646  = cap1;
-      4'h4:
-          \$646  = cap1;
-      4'h5:
-          \$646  = cap1;
-    endcase
-    if (rst) begin
-      \$646  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$647  = cm;
-    casez (fsm_state)
-      4'h0:
-          if (\$378 ) begin
-          end else if (cmd__valid) begin
-            \$647  = cmd__payload;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$913  = \$785 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$913  = 3'h7;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$913  = j;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$913  = j;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$913  = j;
+                end
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$647  = 41'h00000000000;
+      \$913  = 3'h7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$648  = from_cmd;
+    \$914  = jp_dense;
     casez (fsm_state)
       4'h0:
-          if (\$378 ) begin
+          \$914  = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$914  = 1'h1;
+      4'h5:
+          if (emitted) begin
+            \$914  = j_dense;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$914  = \$791 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$914  = 1'h1;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$914  = j_dense;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$914  = j_dense;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$914  = j_dense;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$914  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$915  = jp_sparse;
+    casez (fsm_state)
+      4'h0:
+          \$915  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$915  = 1'h0;
+      4'h5:
+          if (emitted) begin
+            \$915  = j_sparse;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$915  = \$804 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$915  = 1'h0;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$915  = j_sparse;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$915  = j_sparse;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$915  = j_sparse;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$915  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$916  = jp_idx;
+    casez (fsm_state)
+      4'h0:
+          \$916  = slot_idx;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$916  = \slot_idx$109 ;
+      4'h5:
+          if (emitted) begin
+            \$916  = j_idx;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$916  = \slot_idx$149 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$916  = \slot_idx$160 ;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$916  = j_idx;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$916  = j_idx;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$916  = j_idx;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$916  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$917  = jp_tab;
+    casez (fsm_state)
+      4'h0:
+          \$917  = slot_tab;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$917  = \slot_tab$110 ;
+      4'h5:
+          if (emitted) begin
+            \$917  = j_tab;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$917  = \slot_tab$150 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$917  = \slot_tab$161 ;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$917  = j_tab;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$917  = j_tab;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$917  = j_tab;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$917  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$918  = j_dense;
+    casez (fsm_state)
+      4'h0:
+          \$918  = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$918  = 1'h1;
+      4'h5:
+          if (emitted) begin
+            \$918  = jn_dense;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$918  = \$809 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$918  = 1'h1;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$918  = jn_dense;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$918  = jn_dense;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$918  = jn_dense;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$918  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$919  = j_sparse;
+    casez (fsm_state)
+      4'h0:
+          \$919  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$919  = 1'h0;
+      4'h5:
+          if (emitted) begin
+            \$919  = jn_sparse;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$919  = \$820 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$919  = 1'h0;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$919  = jn_sparse;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$919  = jn_sparse;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$919  = jn_sparse;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$919  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$920  = j_idx;
+    casez (fsm_state)
+      4'h0:
+          \$920  = \slot_idx$96 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$920  = \slot_idx$111 ;
+      4'h5:
+          if (emitted) begin
+            \$920  = jn_idx;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$920  = \slot_idx$151 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$920  = \slot_idx$162 ;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$920  = jn_idx;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$920  = jn_idx;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$920  = jn_idx;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$920  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$921  = j_tab;
+    casez (fsm_state)
+      4'h0:
+          \$921  = \slot_tab$97 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$921  = \slot_tab$112 ;
+      4'h5:
+          if (emitted) begin
+            \$921  = jn_tab;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$921  = \slot_tab$152 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$921  = \slot_tab$163 ;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$921  = jn_tab;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$921  = jn_tab;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$921  = jn_tab;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$921  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$922  = jn_dense;
+    casez (fsm_state)
+      4'h0:
+          \$922  = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$922  = 1'h1;
+      4'h5:
+          if (emitted) begin
+            \$922  = \$652 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$922  = \$826 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$922  = 1'h1;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$922  = \$863 ;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$922  = \$876 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$922  = \$891 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$922  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$923  = jn_sparse;
+    casez (fsm_state)
+      4'h0:
+          \$923  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$923  = 1'h0;
+      4'h5:
+          if (emitted) begin
+            \$923  = \$657 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$923  = \$839 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$923  = 1'h0;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$923  = \$868 ;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$923  = \$881 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$923  = \$896 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$923  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$924  = jn_idx;
+    casez (fsm_state)
+      4'h0:
+          \$924  = \slot_idx$98 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$924  = \slot_idx$113 ;
+      4'h5:
+          if (emitted) begin
+            \$924  = \slot_idx$139 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$924  = \slot_idx$153 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$924  = \slot_idx$164 ;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$924  = \slot_idx$168 ;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$924  = \slot_idx$174 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$924  = \slot_idx$176 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$924  = 2'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$925  = jn_tab;
+    casez (fsm_state)
+      4'h0:
+          \$925  = \slot_tab$99 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$925  = \slot_tab$114 ;
+      4'h5:
+          if (emitted) begin
+            \$925  = \slot_tab$140 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$925  = \slot_tab$154 ;
+      4'h8:
+          /* empty */;
+      4'h6:
+          \$925  = \slot_tab$165 ;
+      4'h9:
+          if (\$856 ) begin
+            (* full_case = 32'd1 *)
+            if (\$857 ) begin
+            end else begin
+              \$925  = \slot_tab$169 ;
+            end
+          end
+      4'ha:
+          if (adv) begin
+            if (\$872 ) begin
+              (* full_case = 32'd1 *)
+              if (\$873 ) begin
+                \$925  = \slot_tab$175 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$885 ) begin
+                end else begin
+                  \$925  = \slot_tab$177 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$925  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$926  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$581 ) begin
           end else if (cmd__valid) begin
-            \$648  = 1'h1;
+            \$926  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$926  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$927  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$581 ) begin
+          end else if (cmd__valid) begin
+            \$927  = 1'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$648  = 1'h0;
+              \$927  = 1'h0;
             end
           end else if (append__valid) begin
-            \$648  = 1'h0;
+            \$927  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$648  = 1'h0;
+      \$927  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$649  = fg;
+    \$928  = fg;
     casez (fsm_state)
       4'h0:
-          if (\$378 ) begin
+          if (\$581 ) begin
           end else if (cmd__valid) begin
-            \$649  = 6'h00;
+            \$928  = 6'h00;
           end
       4'h2:
           /* empty */;
@@ -3333,26 +5234,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$858 ) begin
               end else begin
-                \$649  = \$608 [5:0];
+                \$928  = \$860 [5:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$886 ) begin
                   end else begin
-                    \$649  = \$629 [5:0];
+                    \$928  = \$888 [5:0];
                   end
                 end
               end
@@ -3360,23 +5261,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$649  = 6'h00;
+      \$928  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$650  = gidx;
+    \$929  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$378 ) begin
+          if (\$581 ) begin
           end else if (cmd__valid) begin
-            \$650  = \$384 [7:0];
+            \$929  = \$587 [7:0];
           end else if (out_of_pages) begin
             if (retry) begin
-              \$650  = \$388 [7:0];
+              \$929  = \$591 [7:0];
             end
           end else if (append__valid) begin
-            \$650  = \$392 [7:0];
+            \$929  = \$595 [7:0];
           end
       4'h2:
           /* empty */;
@@ -3393,26 +5294,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$858 ) begin
               end else begin
-                \$650  = \$607 [7:0];
+                \$929  = \$859 [7:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$886 ) begin
                   end else begin
-                    \$650  = \$628 [7:0];
+                    \$929  = \$887 [7:0];
                   end
                 end
               end
@@ -3420,139 +5321,139 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$650  = 8'h00;
+      \$929  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$651  = fsm_state;
+    \$930  = fsm_state;
     casez (fsm_state)
       4'h0:
-          if (\$378 ) begin
+          if (\$581 ) begin
           end else if (cmd__valid) begin
-            \$651  = 4'h1;
+            \$930  = 4'h1;
           end else if (out_of_pages) begin
             if (retry) begin
-              \$651  = 4'h2;
+              \$930  = 4'h2;
             end
           end else if (append__valid) begin
-            \$651  = 4'h2;
+            \$930  = 4'h2;
           end
       4'h2:
           (* full_case = 32'd1 *)
-          if (\$394 ) begin
-            \$651  = 4'h3;
+          if (\$597 ) begin
+            \$930  = 4'h3;
           end else if (field_bad) begin
-            \$651  = 4'h3;
+            \$930  = 4'h3;
           end else begin
-            \$651  = 4'h4;
+            \$930  = 4'h4;
           end
       4'h4:
-          \$651  = 4'h5;
+          \$930  = 4'h5;
       4'h5:
         begin
-          if (\$443 ) begin
-            if (\$451 ) begin
+          if (\$646 ) begin
+            if (\$647 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
-                \$651  = 4'h3;
+                \$930  = 4'h3;
               end else if (chk_cap) begin
-                \$651  = 4'h3;
+                \$930  = 4'h3;
               end else begin
-                \$651  = 4'h0;
+                \$930  = 4'h0;
               end
             end
           end
           if (emitted) begin
-            if (\$517 ) begin
-              \$651  = 4'h3;
+            if (\$714 ) begin
+              \$930  = 4'h3;
             end
           end
         end
       4'h1:
           (* full_case = 32'd1 *)
-          if (\$545 ) begin
-            \$651  = 4'h3;
-          end else if (\$546 ) begin
-            \$651  = 4'h6;
-          end else if (\$551 ) begin
-            \$651  = 4'h3;
+          if (\$742 ) begin
+            \$930  = 4'h3;
+          end else if (\$743 ) begin
+            \$930  = 4'h6;
+          end else if (\$748 ) begin
+            \$930  = 4'h3;
           end else begin
-            \$651  = 4'h7;
+            \$930  = 4'h7;
           end
       4'h7:
           (* full_case = 32'd1 *)
-          if (\$589 ) begin
-            \$651  = 4'h3;
-          end else if (\$590 ) begin
-            \$651  = 4'h3;
+          if (\$845 ) begin
+            \$930  = 4'h3;
+          end else if (\$846 ) begin
+            \$930  = 4'h3;
           end else begin
-            \$651  = 4'h8;
+            \$930  = 4'h8;
           end
       4'h8:
           if (rd_out__ready) begin
-            if (\$595 ) begin
-              \$651  = 4'h3;
+            if (\$851 ) begin
+              \$930  = 4'h3;
             end
           end
       4'h6:
-          \$651  = 4'h9;
+          \$930  = 4'h9;
       4'h9:
           (* full_case = 32'd1 *)
-          if (\$604 ) begin
+          if (\$856 ) begin
             (* full_case = 32'd1 *)
-            if (\$605 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
-                \$651  = 4'h3;
+              if (\$858 ) begin
+                \$930  = 4'h3;
               end else begin
-                \$651  = 4'h6;
+                \$930  = 4'h6;
               end
             end else begin
-              \$651  = 4'h9;
+              \$930  = 4'h9;
             end
           end else begin
-            \$651  = 4'ha;
+            \$930  = 4'ha;
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
-                    \$651  = 4'h3;
+                  if (\$886 ) begin
+                    \$930  = 4'h3;
                   end else begin
-                    \$651  = 4'h6;
+                    \$930  = 4'h6;
                   end
                 end else begin
-                  \$651  = 4'h9;
+                  \$930  = 4'h9;
                 end
               end
             end
           end
       4'h3:
-          if (\$632 ) begin
-            \$651  = 4'h0;
+          if (\$898 ) begin
+            \$930  = 4'h0;
           end
     endcase
     if (rst) begin
-      \$651  = 4'h0;
+      \$930  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$652  = retry;
+    \$931  = retry;
     casez (fsm_state)
       4'h0:
-          if (\$378 ) begin
+          if (\$581 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
             if (retry) begin
-              \$652  = 1'h0;
+              \$931  = 1'h0;
             end
           end
       4'h2:
@@ -3570,22 +5471,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              if (\$606 ) begin
-                \$652  = 1'h1;
+          if (\$856 ) begin
+            if (\$857 ) begin
+              if (\$858 ) begin
+                \$931  = 1'h1;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
-                  if (\$627 ) begin
-                    \$652  = 1'h1;
+                if (\$885 ) begin
+                  if (\$886 ) begin
+                    \$931  = 1'h1;
                   end
                 end
               end
@@ -3593,39 +5494,39 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$652  = 1'h0;
+      \$931  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$653  = ap;
+    \$932  = ap;
     casez (fsm_state)
       4'h0:
-          if (\$378 ) begin
+          if (\$581 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
-            \$653  = append__payload;
+            \$932  = append__payload;
           end
     endcase
     if (rst) begin
-      \$653  = 39'h0000000000;
+      \$932  = 39'h0000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$654  = n;
+    \$933  = n;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$654  = \$signature__data$157 [9:0];
+          \$933  = \$signature__data$192 [9:0];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$654  = \$signature__data$157 [9:0];
+          \$933  = \$signature__data$192 [9:0];
       4'h7:
           /* empty */;
       4'h8:
@@ -3633,26 +5534,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$858 ) begin
               end else begin
-                \$654  = \$signature__data$157 [9:0];
+                \$933  = \$signature__data$192 [9:0];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$886 ) begin
                   end else begin
-                    \$654  = \$signature__data$157 [9:0];
+                    \$933  = \$signature__data$192 [9:0];
                   end
                 end
               end
@@ -3660,23 +5561,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$654  = 10'h000;
+      \$933  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$655  = sb0;
+    \$934  = sb0;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$655  = \$signature__data$157 [23:10];
+          \$934  = \$signature__data$192 [23:10];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$655  = \$signature__data$157 [23:10];
+          \$934  = \$signature__data$192 [23:10];
       4'h7:
           /* empty */;
       4'h8:
@@ -3684,26 +5585,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$858 ) begin
               end else begin
-                \$655  = \$signature__data$157 [23:10];
+                \$934  = \$signature__data$192 [23:10];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$886 ) begin
                   end else begin
-                    \$655  = \$signature__data$157 [23:10];
+                    \$934  = \$signature__data$192 [23:10];
                   end
                 end
               end
@@ -3711,23 +5612,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$655  = 14'h0000;
+      \$934  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$656  = sb1;
+    \$935  = sb1;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$656  = \$signature__data$157 [37:24];
+          \$935  = \$signature__data$192 [37:24];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$656  = \$signature__data$157 [37:24];
+          \$935  = \$signature__data$192 [37:24];
       4'h7:
           /* empty */;
       4'h8:
@@ -3735,26 +5636,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$858 ) begin
               end else begin
-                \$656  = \$signature__data$157 [37:24];
+                \$935  = \$signature__data$192 [37:24];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$886 ) begin
                   end else begin
-                    \$656  = \$signature__data$157 [37:24];
+                    \$935  = \$signature__data$192 [37:24];
                   end
                 end
               end
@@ -3762,23 +5663,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$656  = 14'h0000;
+      \$935  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$657  = sb2;
+    \$936  = sb2;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$657  = \$signature__data$157 [51:38];
+          \$936  = \$signature__data$192 [51:38];
       4'h4:
           /* empty */;
       4'h5:
           /* empty */;
       4'h1:
-          \$657  = \$signature__data$157 [51:38];
+          \$936  = \$signature__data$192 [51:38];
       4'h7:
           /* empty */;
       4'h8:
@@ -3786,26 +5687,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
               (* full_case = 32'd1 *)
-              if (\$606 ) begin
+              if (\$858 ) begin
               end else begin
-                \$657  = \$signature__data$157 [51:38];
+                \$936  = \$signature__data$192 [51:38];
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
+                if (\$885 ) begin
                   (* full_case = 32'd1 *)
-                  if (\$627 ) begin
+                  if (\$886 ) begin
                   end else begin
-                    \$657  = \$signature__data$157 [51:38];
+                    \$936  = \$signature__data$192 [51:38];
                   end
                 end
               end
@@ -3813,67 +5714,143 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$657  = 14'h0000;
+      \$936  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = cap1_k;
+    \$937  = cap1_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$658  = 3'h0;
+          \$937  = 3'h0;
       4'h4:
-          \$658  = rk;
+          \$937  = rk;
       4'h5:
-          \$658  = rk;
+          \$937  = rk;
     endcase
     if (rst) begin
-      \$658  = 3'h0;
+      \$937  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$659  = cap2_k;
+    \$938  = cap2_k;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$659  = cap1_k;
+          \$938  = cap1_k;
       4'h4:
-          \$659  = cap1_k;
+          \$938  = cap1_k;
       4'h5:
-          \$659  = cap1_k;
+          \$938  = cap1_k;
     endcase
     if (rst) begin
-      \$659  = 3'h0;
+      \$938  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = rk;
+    \$939  = cap1_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$660  = 3'h1;
+          \$939  = \slot_tab$102 ;
       4'h4:
-          if (\$396 ) begin
-            \$660  = \$397 [2:0];
+          \$939  = rk_tab;
+      4'h5:
+          \$939  = rk_tab;
+    endcase
+    if (rst) begin
+      \$939  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$940  = cap2_tab;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$940  = cap1_tab;
+      4'h4:
+          \$940  = cap1_tab;
+      4'h5:
+          \$940  = cap1_tab;
+    endcase
+    if (rst) begin
+      \$940  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$941  = rk;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$941  = 3'h1;
+      4'h4:
+          if (\$599 ) begin
+            \$941  = \$600 [2:0];
           end
       4'h5:
-          if (\$440 ) begin
-            \$660  = \$441 [2:0];
+          if (\$643 ) begin
+            \$941  = \$644 [2:0];
           end
     endcase
     if (rst) begin
-      \$660  = 3'h0;
+      \$941  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$661  = pg0_0;
+    \$942  = rk_idx;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$942  = \slot_idx$103 ;
+      4'h4:
+          if (\$599 ) begin
+            \$942  = \slot_idx$106 ;
+          end
+      4'h5:
+          if (\$643 ) begin
+            \$942  = \slot_idx$115 ;
+          end
+    endcase
+    if (rst) begin
+      \$942  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$943  = rk_tab;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          \$943  = \slot_tab$104 ;
+      4'h4:
+          if (\$599 ) begin
+            \$943  = \slot_tab$108 ;
+          end
+      4'h5:
+          if (\$643 ) begin
+            \$943  = \slot_tab$116 ;
+          end
+    endcase
+    if (rst) begin
+      \$943  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$944  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3881,14 +5858,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$661  = \$393 ;
+                  \$944  = \$596 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$661  = \$398 ;
+                  \$944  = \$601 ;
             endcase
           end
       4'h5:
@@ -3896,18 +5873,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$661  = \$442 ;
+                  \$944  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      \$661  = obs__alloc_page;
+                      \$944  = obs__alloc_page;
                 endcase
               end
             end
@@ -3915,12 +5892,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$661  = 14'h0000;
+      \$944  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = pg0_1;
+    \$945  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3930,7 +5907,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$662  = \$393 ;
+                  \$945  = \$596 ;
             endcase
           end
       4'h4:
@@ -3939,7 +5916,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$662  = \$398 ;
+                  \$945  = \$601 ;
             endcase
           end
       4'h5:
@@ -3949,12 +5926,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$662  = \$442 ;
+                  \$945  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -3962,7 +5939,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$662  = obs__alloc_page;
+                      \$945  = obs__alloc_page;
                 endcase
               end
             end
@@ -3970,12 +5947,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$662  = 14'h0000;
+      \$945  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$663  = pg0_2;
+    \$946  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3987,7 +5964,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$663  = \$393 ;
+                  \$946  = \$596 ;
             endcase
           end
       4'h4:
@@ -3998,7 +5975,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$663  = \$398 ;
+                  \$946  = \$601 ;
             endcase
           end
       4'h5:
@@ -4010,12 +5987,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$663  = \$442 ;
+                  \$946  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4025,7 +6002,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$663  = obs__alloc_page;
+                      \$946  = obs__alloc_page;
                 endcase
               end
             end
@@ -4033,12 +6010,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$663  = 14'h0000;
+      \$946  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = pg0_3;
+    \$947  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4052,7 +6029,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$664  = \$393 ;
+                  \$947  = \$596 ;
             endcase
           end
       4'h4:
@@ -4065,7 +6042,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$664  = \$398 ;
+                  \$947  = \$601 ;
             endcase
           end
       4'h5:
@@ -4079,12 +6056,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$664  = \$442 ;
+                  \$947  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4096,7 +6073,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$664  = obs__alloc_page;
+                      \$947  = obs__alloc_page;
                 endcase
               end
             end
@@ -4104,12 +6081,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$664  = 14'h0000;
+      \$947  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$665  = pg0_4;
+    \$948  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4125,7 +6102,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$665  = \$393 ;
+                  \$948  = \$596 ;
             endcase
           end
       4'h4:
@@ -4140,7 +6117,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$665  = \$398 ;
+                  \$948  = \$601 ;
             endcase
           end
       4'h5:
@@ -4156,12 +6133,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$665  = \$442 ;
+                  \$948  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4175,7 +6152,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$665  = obs__alloc_page;
+                      \$948  = obs__alloc_page;
                 endcase
               end
             end
@@ -4183,12 +6160,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$665  = 14'h0000;
+      \$948  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$666  = pg0_5;
+    \$949  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4206,7 +6183,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$666  = \$393 ;
+                  \$949  = \$596 ;
             endcase
           end
       4'h4:
@@ -4223,7 +6200,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$666  = \$398 ;
+                  \$949  = \$601 ;
             endcase
           end
       4'h5:
@@ -4241,12 +6218,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$666  = \$442 ;
+                  \$949  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4262,7 +6239,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$666  = obs__alloc_page;
+                      \$949  = obs__alloc_page;
                 endcase
               end
             end
@@ -4270,12 +6247,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$666  = 14'h0000;
+      \$949  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$667  = pg0_6;
+    \$950  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4295,7 +6272,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$667  = \$393 ;
+                  \$950  = \$596 ;
             endcase
           end
       4'h4:
@@ -4314,7 +6291,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$667  = \$398 ;
+                  \$950  = \$601 ;
             endcase
           end
       4'h5:
@@ -4334,12 +6311,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$667  = \$442 ;
+                  \$950  = \$645 ;
             endcase
           end
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -4357,7 +6334,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$667  = obs__alloc_page;
+                      \$950  = obs__alloc_page;
                 endcase
               end
             end
@@ -4365,78 +6342,78 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$667  = 14'h0000;
+      \$950  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = status;
+    \$951  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$394 ) begin
-            \$668  = 3'h1;
+          if (\$597 ) begin
+            \$951  = 3'h1;
           end else if (field_bad) begin
-            \$668  = 3'h2;
+            \$951  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$443 ) begin
-            if (\$451 ) begin
+          if (\$646 ) begin
+            if (\$647 ) begin
               if (chk_pos) begin
-                \$668  = 3'h3;
+                \$951  = 3'h3;
               end else if (chk_cap) begin
-                \$668  = 3'h5;
+                \$951  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$517 ) begin
-              \$668  = 3'h0;
+            if (\$714 ) begin
+              \$951  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$545 ) begin
-            \$668  = 3'h1;
-          end else if (\$546 ) begin
-          end else if (\$551 ) begin
-            \$668  = 3'h2;
+          if (\$742 ) begin
+            \$951  = 3'h1;
+          end else if (\$743 ) begin
+          end else if (\$748 ) begin
+            \$951  = 3'h2;
           end
       4'h7:
-          if (\$589 ) begin
-            \$668  = 3'h4;
-          end else if (\$590 ) begin
-            \$668  = 3'h0;
+          if (\$845 ) begin
+            \$951  = 3'h4;
+          end else if (\$846 ) begin
+            \$951  = 3'h0;
           end
       4'h8:
           if (rd_out__ready) begin
-            if (\$595 ) begin
-              \$668  = 3'h0;
+            if (\$851 ) begin
+              \$951  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              if (\$606 ) begin
-                \$668  = 3'h0;
+          if (\$856 ) begin
+            if (\$857 ) begin
+              if (\$858 ) begin
+                \$951  = 3'h0;
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
-                  if (\$627 ) begin
-                    \$668  = 3'h0;
+                if (\$885 ) begin
+                  if (\$886 ) begin
+                    \$951  = 3'h0;
                   end
                 end
               end
@@ -4444,121 +6421,121 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$668  = 3'h0;
+      \$951  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$669  = chk_pos;
+    \$952  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$669  = \$399 ;
+          \$952  = \$602 ;
     endcase
     if (rst) begin
-      \$669  = 1'h0;
+      \$952  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = chk_cap;
+    \$953  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$670  = cap_bad;
+          \$953  = cap_bad;
     endcase
     if (rst) begin
-      \$670  = 1'h0;
+      \$953  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$671  = em_free;
+    \$954  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$671  = \$403 ;
+          \$954  = \$606 ;
       4'h5:
           if (emitted) begin
-            \$671  = \$499 ;
+            \$954  = \$699 ;
           end
     endcase
     if (rst) begin
-      \$671  = 1'h0;
+      \$954  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = em_ready;
+    \$955  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$672  = 1'h0;
+          \$955  = 1'h0;
       4'h5:
         begin
-          if (\$443 ) begin
-          end else if (\$445 ) begin
-          end else if (\$450 ) begin
-            if (\$452 ) begin
-              if (\$453 ) begin
-                \$672  = 1'h1;
+          if (\$646 ) begin
+          end else if (jp_dense) begin
+          end else if (jp_sparse) begin
+            if (\$648 ) begin
+              if (\$649 ) begin
+                \$955  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$672  = \$516 ;
+            \$955  = \$713 ;
           end
         end
     endcase
     if (rst) begin
-      \$672  = 1'h0;
+      \$955  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$673  = a_first;
+    \$956  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$673  = { \$423 , \$421 , \$417 , \$413 , \$409 , \$407 , \$405  };
+          \$956  = { \$626 , \$624 , \$620 , \$616 , \$612 , \$610 , \$608  };
     endcase
     if (rst) begin
-      \$673  = 7'h00;
+      \$956  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = a_second;
+    \$957  = a_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$674  = { 1'h0, \$438 , \$433 , \$428 , 3'h0 };
+          \$957  = { 1'h0, \$641 , \$636 , \$631 , 3'h0 };
     endcase
     if (rst) begin
-      \$674  = 7'h00;
+      \$957  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$675  = out_of_pages;
+    \$958  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4567,17 +6544,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$443 ) begin
+          if (\$646 ) begin
             (* full_case = 32'd1 *)
-            if (\$451 ) begin
+            if (\$647 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$675  = 1'h1;
+                \$958  = 1'h1;
               end
             end else begin
-              \$675  = 1'h0;
+              \$958  = 1'h0;
             end
           end
       4'h1:
@@ -4593,17 +6570,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'ha:
           /* empty */;
       4'h3:
-          if (\$631 ) begin
-            \$675  = 1'h0;
+          if (\$897 ) begin
+            \$958  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$675  = 1'h0;
+      \$958  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$676  = p_off;
+    \$959  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4613,16 +6590,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$676  = \$456 [9:0];
+            \$959  = \$659 [9:0];
           end
     endcase
     if (rst) begin
-      \$676  = 10'h000;
+      \$959  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$677  = p_second;
+    \$960  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4632,16 +6609,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$677  = \$464 ;
+            \$960  = \$667 ;
           end
     endcase
     if (rst) begin
-      \$677  = 1'h0;
+      \$960  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = p_c_nz;
+    \$961  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4651,16 +6628,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$678  = \$466 ;
+            \$961  = \$669 ;
           end
     endcase
     if (rst) begin
-      \$678  = 1'h0;
+      \$961  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$679  = p_first_len;
+    \$962  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4670,16 +6647,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$679  = \$479 [10:0];
+            \$962  = \$682 [10:0];
           end
     endcase
     if (rst) begin
-      \$679  = 11'h000;
+      \$962  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$680  = p_second_len;
+    \$963  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4689,16 +6666,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$680  = \$493 [10:0];
+            \$963  = \$696 [10:0];
           end
     endcase
     if (rst) begin
-      \$680  = 11'h000;
+      \$963  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = obs__live;
+    \$964  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4708,17 +6685,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
+            if (\$714 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$681 [0] = 1'h1;
+                    \$964 [0] = 1'h1;
                 2'h1:
-                    \$681 [1] = 1'h1;
+                    \$964 [1] = 1'h1;
                 2'h2:
-                    \$681 [2] = 1'h1;
+                    \$964 [2] = 1'h1;
                 2'h3:
-                    \$681 [3] = 1'h1;
+                    \$964 [3] = 1'h1;
               endcase
             end
           end
@@ -4731,41 +6708,41 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          if (\$604 ) begin
-            if (\$605 ) begin
-              if (\$606 ) begin
+          if (\$856 ) begin
+            if (\$857 ) begin
+              if (\$858 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$681 [0] = 1'h0;
+                      \$964 [0] = 1'h0;
                   2'h1:
-                      \$681 [1] = 1'h0;
+                      \$964 [1] = 1'h0;
                   2'h2:
-                      \$681 [2] = 1'h0;
+                      \$964 [2] = 1'h0;
                   2'h3:
-                      \$681 [3] = 1'h0;
+                      \$964 [3] = 1'h0;
                 endcase
               end
             end
           end
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
+            if (\$872 ) begin
               (* full_case = 32'd1 *)
-              if (\$614 ) begin
+              if (\$873 ) begin
               end else begin
-                if (\$626 ) begin
-                  if (\$627 ) begin
+                if (\$885 ) begin
+                  if (\$886 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$681 [0] = 1'h0;
+                          \$964 [0] = 1'h0;
                       2'h1:
-                          \$681 [1] = 1'h0;
+                          \$964 [1] = 1'h0;
                       2'h2:
-                          \$681 [2] = 1'h0;
+                          \$964 [2] = 1'h0;
                       2'h3:
-                          \$681 [3] = 1'h0;
+                          \$964 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -4774,12 +6751,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$681  = 4'h0;
+      \$964  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$682  = pg1_0;
+    \$965  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4789,24 +6766,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               if (take_second) begin
-                casez (\$17 [1:0])
+                casez (j_idx)
                   2'h0:
-                      \$682  = obs__alloc_page;
+                      \$965  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$682  = 14'h0000;
+      \$965  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = pg1_1;
+    \$966  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4816,26 +6793,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               if (take_second) begin
-                casez (\$17 [1:0])
+                casez (j_idx)
                   2'h0:
                       /* empty */;
                   2'h1:
-                      \$683  = obs__alloc_page;
+                      \$966  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$683  = 14'h0000;
+      \$966  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$684  = pg1_2;
+    \$967  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4845,28 +6822,28 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$517 ) begin
-            end else if (\$518 ) begin
+            if (\$714 ) begin
+            end else if (\$715 ) begin
               if (take_second) begin
-                casez (\$17 [1:0])
+                casez (j_idx)
                   2'h0:
                       /* empty */;
                   2'h1:
                       /* empty */;
                   2'h2:
-                      \$684  = obs__alloc_page;
+                      \$967  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$684  = 14'h0000;
+      \$967  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = e;
+    \$968  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4877,34 +6854,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$685  = \$525 [14:0];
+          \$968  = \$722 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$685  = e1;
+            \$968  = e1;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$685  = 15'h0000;
+          \$968  = 15'h0000;
       4'ha:
           if (adv) begin
-            \$685  = e1;
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$685  = 15'h0000;
+            \$968  = e1;
+            if (\$872 ) begin
+              if (\$873 ) begin
+                \$968  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$685  = 15'h0000;
+      \$968  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$686  = e1;
+    \$969  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4915,34 +6892,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$686  = \$533 [14:0];
+          \$969  = \$730 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$686  = e2;
+            \$969  = e2;
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$686  = 15'h0001;
+          \$969  = 15'h0001;
       4'ha:
           if (adv) begin
-            \$686  = e2;
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$686  = 15'h0001;
+            \$969  = e2;
+            if (\$872 ) begin
+              if (\$873 ) begin
+                \$969  = 15'h0001;
               end
             end
           end
     endcase
     if (rst) begin
-      \$686  = 15'h0000;
+      \$969  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = e2;
+    \$970  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4953,34 +6930,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$687  = \$541 [14:0];
+          \$970  = \$738 [14:0];
       4'h7:
           /* empty */;
       4'h8:
           if (rd_out__ready) begin
-            \$687  = \$594 [14:0];
+            \$970  = \$850 [14:0];
           end
       4'h6:
           /* empty */;
       4'h9:
-          \$687  = 15'h0002;
+          \$970  = 15'h0002;
       4'ha:
           if (adv) begin
-            \$687  = \$612 [14:0];
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$687  = 15'h0002;
+            \$970  = \$871 [14:0];
+            if (\$872 ) begin
+              if (\$873 ) begin
+                \$970  = 15'h0002;
               end
             end
           end
     endcase
     if (rst) begin
-      \$687  = 15'h0000;
+      \$970  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$688  = r_left;
+    \$971  = r_left;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4993,19 +6970,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$688  = { \$564 [21], \$564 [21], \$564 [21], \$564  };
+          \$971  = { \$761 [21], \$761 [21], \$761 [21], \$761  };
       4'h8:
           if (rd_out__ready) begin
-            \$688  = \$593 [24:0];
+            \$971  = \$849 [24:0];
           end
     endcase
     if (rst) begin
-      \$688  = 25'h0000000;
+      \$971  = 25'h0000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$689  = r_off;
+    \$972  = r_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5018,19 +6995,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$689  = \$571 [9:0];
+          \$972  = \$768 [9:0];
       4'h8:
           if (rd_out__ready) begin
-            \$689  = 10'h000;
+            \$972  = 10'h000;
           end
     endcase
     if (rst) begin
-      \$689  = 10'h000;
+      \$972  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$690  = r_room;
+    \$973  = r_room;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5043,19 +7020,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \$690  = \$579 [10:0];
+          \$973  = \$776 [10:0];
       4'h8:
           if (rd_out__ready) begin
-            \$690  = 11'h400;
+            \$973  = 11'h400;
           end
     endcase
     if (rst) begin
-      \$690  = 11'h000;
+      \$973  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = npg;
+    \$974  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5074,23 +7051,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h6:
           /* empty */;
       4'h9:
-          \$691  = \$602 ;
+          \$974  = \$854 ;
       4'ha:
           if (adv) begin
-            if (\$613 ) begin
-              if (\$614 ) begin
-                \$691  = \$625 ;
+            if (\$872 ) begin
+              if (\$873 ) begin
+                \$974  = \$884 ;
               end
             end
           end
     endcase
     if (rst) begin
-      \$691  = 15'h0000;
+      \$974  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$692  = rel_tab;
+    \$975  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5112,16 +7089,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$692  = slot_tab;
+            \$975  = j_tab;
           end
     endcase
     if (rst) begin
-      \$692  = 2'h0;
+      \$975  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = obs__release_sid;
+    \$976  = obs__release_sid;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5143,222 +7120,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'ha:
           if (adv) begin
-            \$693  = \$611 [10:0];
+            \$976  = \$870 [10:0];
           end
     endcase
     if (rst) begin
-      \$693  = 11'h000;
+      \$976  = 11'h000;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    obs__release_page = 14'h0000;
-    casez (rel_tab)
-      2'h0:
-          obs__release_page = r_data;
-      2'h1:
-          obs__release_page = \r_data$85 ;
-      2'h2:
-          obs__release_page = \r_data$86 ;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$92  = 8'h00;
-      2'h1:
-          \$92  = 8'h3c;
-      2'h2:
-          \$92  = 8'h78;
-      2'h3:
-          \$92  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (ap[1:0])
-      2'h0:
-          \$98  = 8'h00;
-      2'h1:
-          \$98  = 8'h3c;
-      2'h2:
-          \$98  = 8'h78;
-      2'h3:
-          \$98  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
-      2'h0:
-          \$102  = 8'h00;
-      2'h1:
-          \$102  = 8'h3c;
-      2'h2:
-          \$102  = 8'h78;
-      2'h3:
-          \$102  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$112  = 14'h0000;
-    casez (\slot_idx$96 )
-      2'h0:
-          \$112  = sb0;
-      2'h1:
-          \$112  = sb1;
-      2'h2:
-          \$112  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$144  = 14'h0000;
-    casez (\slot_idx$101 )
-      2'h0:
-          \$144  = sb0;
-      2'h1:
-          \$144  = sb1;
-      2'h2:
-          \$144  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$199  = 14'h0000;
-    casez (\slot_idx$108 )
-      2'h0:
-          \$199  = sb0;
-      2'h1:
-          \$199  = sb1;
-      2'h2:
-          \$199  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$226  = 14'h0000;
-    casez (\$225 )
-      4'h0:
-          \$226  = pg0_0;
-      4'h1:
-          \$226  = pg0_1;
-      4'h2:
-          \$226  = pg0_2;
-      4'h3:
-          \$226  = pg0_3;
-      4'h4:
-          \$226  = pg0_4;
-      4'h5:
-          \$226  = pg0_5;
-      4'h6:
-          \$226  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$232  = 14'h0000;
-    casez (\$231 )
-      4'h0:
-          \$232  = pg0_0;
-      4'h1:
-          \$232  = pg0_1;
-      4'h2:
-          \$232  = pg0_2;
-      4'h3:
-          \$232  = pg0_3;
-      4'h4:
-          \$232  = pg0_4;
-      4'h5:
-          \$232  = pg0_5;
-      4'h6:
-          \$232  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$234  = 14'h0000;
-    casez (\slot_idx$106 )
-      2'h0:
-          \$234  = pg1_0;
-      2'h1:
-          \$234  = pg1_1;
-      2'h2:
-          \$234  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$237  = 14'h0000;
-    casez (\$236 )
-      4'h0:
-          \$237  = pg0_0;
-      4'h1:
-          \$237  = pg0_1;
-      4'h2:
-          \$237  = pg0_2;
-      4'h3:
-          \$237  = pg0_3;
-      4'h4:
-          \$237  = pg0_4;
-      4'h5:
-          \$237  = pg0_5;
-      4'h6:
-          \$237  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$243  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$243  = sb0;
-      2'h1:
-          \$243  = sb1;
-      2'h2:
-          \$243  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$246  = 14'h0000;
-    casez (\$17 [1:0])
-      2'h0:
-          \$246  = sb0;
-      2'h1:
-          \$246  = sb1;
-      2'h2:
-          \$246  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = 14'h0000;
-    casez (cm[12:11])
-      2'h0:
-          \$284  = sb0;
-      2'h1:
-          \$284  = sb1;
-      2'h2:
-          \$284  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = 14'h0000;
-    casez (j[1:0])
-      2'h0:
-          \$287  = r_data;
-      2'h1:
-          \$287  = \r_data$85 ;
-      2'h2:
-          \$287  = \r_data$86 ;
-    endcase
   end
   assign \ready$28  = ready;
   assign seq = obs__seq;
@@ -5370,21 +7137,20 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign release__payload = obs__release_page;
   assign rel_sid = obs__release_sid;
   assign free_done_q = obs__free_done;
-  assign slot_idx = \$17 [1:0];
-  assign need = \$71 [2:0];
+  assign need = \$58 [2:0];
   assign r_addr = { gidx, t_idx, dense_r_entry };
-  assign w_addr = { gidx, \$17 [1:0], dense_w_entry };
+  assign w_addr = { gidx, j_idx, dense_w_entry };
   assign w_data = obs__alloc_page;
-  assign \r_addr$72  = { gidx, t_idx, sparse_r_entry };
-  assign \w_addr$74  = { gidx, \$17 [1:0], sparse_w_entry };
-  assign \w_data$76  = obs__alloc_page;
-  assign \r_addr$77  = { gidx, meta_r_entry };
-  assign \w_addr$79  = { gidx, meta_w_entry };
-  assign \w_data$81  = obs__alloc_page;
+  assign \r_addr$71  = { gidx, t_idx, sparse_r_entry };
+  assign \w_addr$73  = { gidx, j_idx, sparse_w_entry };
+  assign \w_data$75  = obs__alloc_page;
+  assign \r_addr$76  = { gidx, meta_r_entry };
+  assign \w_addr$78  = { gidx, meta_w_entry };
+  assign \w_data$80  = obs__alloc_page;
   assign rel_v = release__valid;
   assign r_en = tab_en;
+  assign \r_en$88  = tab_en;
   assign \r_en$89  = tab_en;
-  assign \r_en$90  = tab_en;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
   assign obs__alloc_sid = \$9 [10:0];
@@ -5442,148 +7208,188 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$signature__data.sb[0]  = \$signature__data [23:10];
   assign \$signature__data.sb[1]  = \$signature__data [37:24];
   assign \$signature__data.sb[2]  = \$signature__data [51:38];
-  assign \$signature__data$157.n  = \$signature__data$157 [9:0];
-  assign \$signature__data$157.sb  = \$signature__data$157 [51:10];
-  assign \$signature__data$157.sb[0]  = \$signature__data$157 [23:10];
-  assign \$signature__data$157.sb[1]  = \$signature__data$157 [37:24];
-  assign \$signature__data$157.sb[2]  = \$signature__data$157 [51:38];
+  assign \$signature__data$192.n  = \$signature__data$192 [9:0];
+  assign \$signature__data$192.sb  = \$signature__data$192 [51:10];
+  assign \$signature__data$192.sb[0]  = \$signature__data$192 [23:10];
+  assign \$signature__data$192.sb[1]  = \$signature__data$192 [37:24];
+  assign \$signature__data$192.sb[2]  = \$signature__data$192 [51:38];
   assign \$1  = cm[0];
-  assign \$23 [9:5] = 5'h00;
-  assign \$23 [4:0] = n[4:0];
-  assign \$25  = \$24 ;
-  assign \$27 [9:5] = 5'h00;
-  assign \$27 [4:0] = n[4:0];
-  assign \$29  = \$28 ;
-  assign \$31 [9:5] = 5'h00;
-  assign \$31 [4:0] = n[4:0];
-  assign \$33  = \$32 ;
-  assign \$36 [13:10] = 4'h0;
-  assign \$36 [9:0] = sb0[9:0];
-  assign \$40 [13:10] = 4'h0;
-  assign \$40 [9:0] = sb0[9:0];
-  assign \$47 [13:10] = 4'h0;
-  assign \$47 [9:0] = sb1[9:0];
-  assign \$51 [13:10] = 4'h0;
-  assign \$51 [9:0] = sb1[9:0];
-  assign \$58 [13:10] = 4'h0;
-  assign \$58 [9:0] = sb2[9:0];
-  assign \$62 [13:10] = 4'h0;
-  assign \$62 [9:0] = sb2[9:0];
-  assign \$68 [9:6] = 4'h0;
-  assign \$68 [5:0] = n[5:0];
-  assign \$70  = \$69 ;
-  assign \$93  = cmd__payload[0];
-  assign \$106  = 4'ha;
-  assign \$107  = 4'h0;
-  assign \$108  = 2'h2;
-  assign \$109  = 2'h0;
-  assign \$110  = { 5'h00, ap[17:13] };
-  assign \$111  = { 6'h00, ap[17:14] };
-  assign \$113  = { 10'h000, \$112 [13:10] };
-  assign \$142  = { 5'h00, ap[17:13] };
-  assign \$143  = { 6'h00, ap[17:14] };
-  assign \$145  = { 10'h000, \$144 [13:10] };
-  assign \$197  = { 5'h00, ap[17:13] };
-  assign \$198  = { 6'h00, ap[17:14] };
-  assign \$200  = { 10'h000, \$199 [13:10] };
-  assign \$227 [9:5] = 5'h00;
-  assign \$227 [4:0] = n[4:0];
-  assign \$235  = { \$234 , 10'h000 };
-  assign \$238 [9:6] = 4'h0;
-  assign \$238 [5:0] = n[5:0];
-  assign \$241  = { 5'h00, n[9:5] };
-  assign \$242  = { 6'h00, n[9:6] };
-  assign \$244  = { 10'h000, \$243 [13:10] };
-  assign \$247  = { 10'h000, \$246 [13:10] };
-  assign \$261  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$262  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$265  = { 10'h000, \$264 [20:10] };
-  assign \$268  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$269  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$272  = { 10'h000, \$271 [20:10] };
-  assign \$275  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$276  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$279  = { 10'h000, \$278 [20:10] };
-  assign \$358  = { \$357 [11], \$357 [11], \$357 [11], \$357 [11], \$357 [11], \$357 [11:5] };
-  assign \$361  = { \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11], \$360 [11:6] };
-  assign \$371  = { \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15], \$370 [15:10] };
-  assign \$374  = { \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15], \$373 [15:10] };
-  assign \$377  = { \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15], \$376 [15:10] };
-  assign \$380  = cmd__payload[0];
-  assign \$404 [9:5] = 5'h00;
-  assign \$404 [4:0] = n[4:0];
-  assign \$406 [9:5] = 5'h00;
-  assign \$406 [4:0] = n[4:0];
-  assign \$408 [9:5] = 5'h00;
-  assign \$408 [4:0] = n[4:0];
-  assign \$411 [13:10] = 4'h0;
-  assign \$411 [9:0] = sb0[9:0];
-  assign \$415 [13:10] = 4'h0;
-  assign \$415 [9:0] = sb1[9:0];
-  assign \$419 [13:10] = 4'h0;
-  assign \$419 [9:0] = sb2[9:0];
-  assign \$422 [9:6] = 4'h0;
-  assign \$422 [5:0] = n[5:0];
-  assign \$425 [13:10] = 4'h0;
-  assign \$425 [9:0] = sb0[9:0];
-  assign \$430 [13:10] = 4'h0;
-  assign \$430 [9:0] = sb1[9:0];
-  assign \$435 [13:10] = 4'h0;
-  assign \$435 [9:0] = sb2[9:0];
-  assign \$456 [13:10] = 4'h0;
-  assign \$456 [9:0] = \$455 [9:0];
-  assign \$460 [13:10] = 4'h0;
-  assign \$460 [9:0] = \$459 [9:0];
-  assign \$470 [13:10] = 4'h0;
-  assign \$470 [9:0] = \$469 [9:0];
-  assign \$476 [13:10] = 4'h0;
-  assign \$476 [9:0] = \$475 [9:0];
-  assign \$483 [13:10] = 4'h0;
-  assign \$483 [9:0] = \$482 [9:0];
-  assign \$489 [13:10] = 4'h0;
-  assign \$489 [9:0] = \$488 [9:0];
-  assign \$509 [13:10] = 4'h0;
-  assign \$509 [9:0] = \$508 [9:0];
-  assign \$521  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$522  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$525  = { 10'h000, \$524 [20:10] };
-  assign \$528  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$529  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$532  = { 10'h000, \$531 [20:10] };
-  assign \$536  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$537  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$540  = { 10'h000, \$539 [20:10] };
-  assign \$546  = cm[0];
-  assign \$554  = { 3'h0, hi, 4'h0 };
-  assign \$555  = { 2'h0, hi, 5'h00 };
-  assign \$560  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$561  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$567  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$568  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$571 [20:10] = 11'h000;
-  assign \$571 [9:0] = \$570 [9:0];
-  assign \$574  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$575  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$578 [20:10] = 11'h000;
-  assign \$578 [9:0] = \$577 [9:0];
+  assign \$10 [9:5] = 5'h00;
+  assign \$10 [4:0] = n[4:0];
+  assign \$12  = \$11 ;
+  assign \$14 [9:5] = 5'h00;
+  assign \$14 [4:0] = n[4:0];
+  assign \$16  = \$15 ;
+  assign \$18 [9:5] = 5'h00;
+  assign \$18 [4:0] = n[4:0];
+  assign \$20  = \$19 ;
+  assign \$23 [13:10] = 4'h0;
+  assign \$23 [9:0] = sb0[9:0];
+  assign \$27 [13:10] = 4'h0;
+  assign \$27 [9:0] = sb0[9:0];
+  assign \$34 [13:10] = 4'h0;
+  assign \$34 [9:0] = sb1[9:0];
+  assign \$38 [13:10] = 4'h0;
+  assign \$38 [9:0] = sb1[9:0];
+  assign \$45 [13:10] = 4'h0;
+  assign \$45 [9:0] = sb2[9:0];
+  assign \$49 [13:10] = 4'h0;
+  assign \$49 [9:0] = sb2[9:0];
+  assign \$55 [9:6] = 4'h0;
+  assign \$55 [5:0] = n[5:0];
+  assign \$57  = \$56 ;
+  assign \$78  = 4'h9;
+  assign \$79  = 4'hf;
+  assign \$80  = 2'h2;
+  assign \$81  = 2'h0;
+  assign \$82  = 4'ha;
+  assign \$83  = 4'h0;
+  assign \$84  = 2'h2;
+  assign \$85  = 2'h0;
+  assign \$86  = 4'hb;
+  assign \$87  = 4'h1;
+  assign \$88  = 2'h2;
+  assign \$89  = 2'h0;
+  assign \$92  = cmd__payload[0];
+  assign \$105  = 4'ha;
+  assign \$106  = 4'h0;
+  assign \$107  = 2'h2;
+  assign \$108  = 2'h0;
+  assign \$109  = { 5'h00, ap[17:13] };
+  assign \$110  = { 6'h00, ap[17:14] };
+  assign \$112  = { 10'h000, \$111 [13:10] };
+  assign \$113  = 4'hb;
+  assign \$114  = 4'h1;
+  assign \$115  = 2'h2;
+  assign \$116  = 2'h0;
+  assign \$117  = { 5'h00, ap[17:13] };
+  assign \$118  = { 6'h00, ap[17:14] };
+  assign \$120  = { 10'h000, \$119 [13:10] };
+  assign \$144  = 4'h9;
+  assign \$145  = 4'hf;
+  assign \$146  = 2'h2;
+  assign \$147  = 2'h0;
+  assign \$148  = 4'ha;
+  assign \$149  = 4'h0;
+  assign \$150  = 2'h2;
+  assign \$151  = 2'h0;
+  assign \$152  = 4'hb;
+  assign \$153  = 4'h1;
+  assign \$154  = 2'h2;
+  assign \$155  = 2'h0;
+  assign \$156  = { 5'h00, ap[17:13] };
+  assign \$157  = { 6'h00, ap[17:14] };
+  assign \$159  = { 10'h000, \$158 [13:10] };
+  assign \$187 [9:5] = 5'h00;
+  assign \$187 [4:0] = n[4:0];
+  assign \$194  = { \$193 , 10'h000 };
+  assign \$196 [9:6] = 4'h0;
+  assign \$196 [5:0] = n[5:0];
+  assign \$199  = { 5'h00, n[9:5] };
+  assign \$200  = { 6'h00, n[9:6] };
+  assign \$202  = { 10'h000, \$201 [13:10] };
+  assign \$205  = { 10'h000, \$204 [13:10] };
+  assign \$238  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$239  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$242  = { 10'h000, \$241 [20:10] };
+  assign \$245  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$246  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$249  = { 10'h000, \$248 [20:10] };
+  assign \$252  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$253  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$256  = { 10'h000, \$255 [20:10] };
+  assign \$439  = 4'h9;
+  assign \$440  = 4'hf;
+  assign \$441  = 2'h2;
+  assign \$442  = 2'h0;
+  assign \$443  = 4'ha;
+  assign \$444  = 4'h0;
+  assign \$445  = 2'h2;
+  assign \$446  = 2'h0;
+  assign \$447  = 4'hb;
+  assign \$448  = 4'h1;
+  assign \$449  = 2'h2;
+  assign \$450  = 2'h0;
+  assign \$561  = { \$560 [11], \$560 [11], \$560 [11], \$560 [11], \$560 [11], \$560 [11:5] };
+  assign \$564  = { \$563 [11], \$563 [11], \$563 [11], \$563 [11], \$563 [11], \$563 [11], \$563 [11:6] };
+  assign \$574  = { \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15:10] };
+  assign \$577  = { \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15:10] };
+  assign \$580  = { \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15:10] };
+  assign \$583  = cmd__payload[0];
+  assign \$607 [9:5] = 5'h00;
+  assign \$607 [4:0] = n[4:0];
+  assign \$609 [9:5] = 5'h00;
+  assign \$609 [4:0] = n[4:0];
+  assign \$611 [9:5] = 5'h00;
+  assign \$611 [4:0] = n[4:0];
+  assign \$614 [13:10] = 4'h0;
+  assign \$614 [9:0] = sb0[9:0];
+  assign \$618 [13:10] = 4'h0;
+  assign \$618 [9:0] = sb1[9:0];
+  assign \$622 [13:10] = 4'h0;
+  assign \$622 [9:0] = sb2[9:0];
+  assign \$625 [9:6] = 4'h0;
+  assign \$625 [5:0] = n[5:0];
+  assign \$628 [13:10] = 4'h0;
+  assign \$628 [9:0] = sb0[9:0];
+  assign \$633 [13:10] = 4'h0;
+  assign \$633 [9:0] = sb1[9:0];
+  assign \$638 [13:10] = 4'h0;
+  assign \$638 [9:0] = sb2[9:0];
+  assign \$659 [13:10] = 4'h0;
+  assign \$659 [9:0] = \$658 [9:0];
+  assign \$663 [13:10] = 4'h0;
+  assign \$663 [9:0] = \$662 [9:0];
+  assign \$673 [13:10] = 4'h0;
+  assign \$673 [9:0] = \$672 [9:0];
+  assign \$679 [13:10] = 4'h0;
+  assign \$679 [9:0] = \$678 [9:0];
+  assign \$686 [13:10] = 4'h0;
+  assign \$686 [9:0] = \$685 [9:0];
+  assign \$692 [13:10] = 4'h0;
+  assign \$692 [9:0] = \$691 [9:0];
+  assign \$706 [13:10] = 4'h0;
+  assign \$706 [9:0] = \$705 [9:0];
+  assign \$718  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$719  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$722  = { 10'h000, \$721 [20:10] };
+  assign \$725  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$726  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$729  = { 10'h000, \$728 [20:10] };
+  assign \$733  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$734  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$737  = { 10'h000, \$736 [20:10] };
+  assign \$743  = cm[0];
+  assign \$751  = { 3'h0, hi, 4'h0 };
+  assign \$752  = { 2'h0, hi, 5'h00 };
+  assign \$757  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$758  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$764  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$765  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$768 [20:10] = 11'h000;
+  assign \$768 [9:0] = \$767 [9:0];
+  assign \$771  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$772  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$775 [20:10] = 11'h000;
+  assign \$775 [9:0] = \$774 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1016$0 , \port$1034$0 , wr__en, \port$1085$0 , wr__data, q, clk);
+module \mmu.dense_table (rst, \port$1247$0 , r_en, \port$1259$0 , \port$1277$0 , wr__en, \port$1354$0 , \port$1372$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1010$0 ;
-  wire [1:0] \port$1010$0 ;
-  input [3:0] \port$1016$0 ;
-  wire [3:0] \port$1016$0 ;
-  input [3:0] \port$1034$0 ;
-  wire [3:0] \port$1034$0 ;
-  input [7:0] \port$1085$0 ;
-  wire [7:0] \port$1085$0 ;
-  input [1:0] \port$21$0 ;
-  wire [1:0] \port$21$0 ;
+  input [1:0] \port$1247$0 ;
+  wire [1:0] \port$1247$0 ;
+  input [3:0] \port$1259$0 ;
+  wire [3:0] \port$1259$0 ;
+  input [3:0] \port$1277$0 ;
+  wire [3:0] \port$1277$0 ;
+  input [1:0] \port$1354$0 ;
+  wire [1:0] \port$1354$0 ;
+  input [7:0] \port$1372$0 ;
+  wire [7:0] \port$1372$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -20968,11 +22774,11 @@ module \mmu.dense_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1016$0 , \
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1085$0 , \port$21$0 , \port$1034$0  }] <= wr__data;
+      mem[{ \port$1372$0 , \port$1354$0 , \port$1277$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1085$0 , \port$1010$0 , \port$1016$0  }];
+    _0_ <= mem[{ \port$1372$0 , \port$1247$0 , \port$1259$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -20987,11 +22793,11 @@ module \mmu.dense_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1016$0 , \
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1085$0 , \port$1010$0 , \port$1016$0  };
-  assign r_addr = { \port$1085$0 , \port$1010$0 , \port$1016$0  };
+  assign rd__addr = { \port$1372$0 , \port$1247$0 , \port$1259$0  };
+  assign r_addr = { \port$1372$0 , \port$1247$0 , \port$1259$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1085$0 , \port$21$0 , \port$1034$0  };
-  assign w_addr = { \port$1085$0 , \port$21$0 , \port$1034$0  };
+  assign wr__addr = { \port$1372$0 , \port$1354$0 , \port$1277$0  };
+  assign w_addr = { \port$1372$0 , \port$1354$0 , \port$1277$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -37728,17 +39534,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, r_en, \port$1017$0 , \port$1035$0 , wr__en, \port$1085$0 , wr__data, q, clk);
+module \mmu.meta_table (rst, r_en, \port$1260$0 , \port$1278$0 , wr__en, \port$1372$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1017$0 ;
-  wire [2:0] \port$1017$0 ;
-  input [2:0] \port$1035$0 ;
-  wire [2:0] \port$1035$0 ;
-  input [7:0] \port$1085$0 ;
-  wire [7:0] \port$1085$0 ;
+  input [2:0] \port$1260$0 ;
+  wire [2:0] \port$1260$0 ;
+  input [2:0] \port$1278$0 ;
+  wire [2:0] \port$1278$0 ;
+  input [7:0] \port$1372$0 ;
+  wire [7:0] \port$1372$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39683,11 +41489,11 @@ module \mmu.meta_table (rst, r_en, \port$1017$0 , \port$1035$0 , wr__en, \port$1
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1085$0 , \port$1035$0  }] <= wr__data;
+      mem[{ \port$1372$0 , \port$1278$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1085$0 , \port$1017$0  }];
+    _0_ <= mem[{ \port$1372$0 , \port$1260$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -39702,31 +41508,31 @@ module \mmu.meta_table (rst, r_en, \port$1017$0 , \port$1035$0 , wr__en, \port$1
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1085$0 , \port$1017$0  };
-  assign r_addr = { \port$1085$0 , \port$1017$0  };
+  assign rd__addr = { \port$1372$0 , \port$1260$0  };
+  assign r_addr = { \port$1372$0 , \port$1260$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1085$0 , \port$1035$0  };
-  assign w_addr = { \port$1085$0 , \port$1035$0  };
+  assign wr__addr = { \port$1372$0 , \port$1278$0  };
+  assign w_addr = { \port$1372$0 , \port$1278$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1018$0 , \port$1036$0 , wr__en, \port$1085$0 , wr__data, q, clk);
+module \mmu.sparse_table (rst, \port$1247$0 , r_en, \port$1261$0 , \port$1279$0 , wr__en, \port$1354$0 , \port$1372$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1010$0 ;
-  wire [1:0] \port$1010$0 ;
-  input [2:0] \port$1018$0 ;
-  wire [2:0] \port$1018$0 ;
-  input [2:0] \port$1036$0 ;
-  wire [2:0] \port$1036$0 ;
-  input [7:0] \port$1085$0 ;
-  wire [7:0] \port$1085$0 ;
-  input [1:0] \port$21$0 ;
-  wire [1:0] \port$21$0 ;
+  input [1:0] \port$1247$0 ;
+  wire [1:0] \port$1247$0 ;
+  input [2:0] \port$1261$0 ;
+  wire [2:0] \port$1261$0 ;
+  input [2:0] \port$1279$0 ;
+  wire [2:0] \port$1279$0 ;
+  input [1:0] \port$1354$0 ;
+  wire [1:0] \port$1354$0 ;
+  input [7:0] \port$1372$0 ;
+  wire [7:0] \port$1372$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -47431,11 +49237,11 @@ module \mmu.sparse_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1018$0 , 
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1085$0 , \port$21$0 , \port$1036$0  }] <= wr__data;
+      mem[{ \port$1372$0 , \port$1354$0 , \port$1279$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1085$0 , \port$1010$0 , \port$1018$0  }];
+    _0_ <= mem[{ \port$1372$0 , \port$1247$0 , \port$1261$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -47450,11 +49256,11 @@ module \mmu.sparse_table (rst, \port$21$0 , \port$1010$0 , r_en, \port$1018$0 , 
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1085$0 , \port$1010$0 , \port$1018$0  };
-  assign r_addr = { \port$1085$0 , \port$1010$0 , \port$1018$0  };
+  assign rd__addr = { \port$1372$0 , \port$1247$0 , \port$1261$0  };
+  assign r_addr = { \port$1372$0 , \port$1247$0 , \port$1261$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1085$0 , \port$21$0 , \port$1036$0  };
-  assign w_addr = { \port$1085$0 , \port$21$0 , \port$1036$0  };
+  assign wr__addr = { \port$1372$0 , \port$1354$0 , \port$1279$0  };
+  assign w_addr = { \port$1372$0 , \port$1354$0 , \port$1279$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule

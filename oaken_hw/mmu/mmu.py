@@ -1,6 +1,6 @@
 """The MMU controller: append, read and free over the page tables and the free list."""
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -301,7 +301,43 @@ class MMU(wiring.Component):
             m.d.comb += tab.eq(Mux(dense, 0, Mux(sparse, 1, 2)))
             return dense, sparse, idx, tab
 
-        is_dense, is_sparse, in_slot, slot_tab = slot_fields(j)
+        # The fields of slots j - 1, j and j + 1 are registers, loaded with j (set_j /
+        # step_j), and so are slot rk's index and the captured slot's table: the table
+        # addresses, a slot's counts and the records start from flip-flops, not from
+        # compares and subtractions of j behind them (j -> its fields -> the table
+        # addresses was one of the MMU's endpoints later than 10 ns at 89.2 MHz)
+        def slot_regs(tag, k):
+            # reset to the fields of slot k (j resets to 0)
+            dense, sparse = k < H, H <= k < 2 * H
+            idx_width = Shape.cast(range(max(H, V))).width
+            idx_init = (k if dense else k - H if sparse else k - 2 * H) % (1 << idx_width)
+            return (Signal(name=f"{tag}_dense", init=dense),
+                    Signal(name=f"{tag}_sparse", init=sparse),
+                    Signal(idx_width, name=f"{tag}_idx", init=idx_init),
+                    Signal(2, name=f"{tag}_tab", init=0 if dense else 1 if sparse else 2))
+
+        def load_fields(regs, fields):
+            return [r.eq(f) for r, f in zip(regs, fields)]
+
+        j_prev, j_now, j_next = slot_regs("jp", -1), slot_regs("j", 0), slot_regs("jn", 1)
+        jm1 = Signal.like(j, init=(1 << len(j)) - 1)    # j - 1: pg0's index of the slot
+
+        def set_j(v):
+            m.d.sync += [j.eq(v), jm1.eq(v - 1),
+                         *load_fields(j_prev, slot_fields(v - 1)),
+                         *load_fields(j_now, slot_fields(v)),
+                         *load_fields(j_next, slot_fields(v + 1))]
+
+        def step_j():
+            m.d.sync += [j.eq(j + 1), jm1.eq(j),
+                         *load_fields(j_prev, j_now), *load_fields(j_now, j_next),
+                         *load_fields(j_next, slot_fields(j + 2))]
+
+        is_dense, is_sparse, in_slot, slot_tab = j_now
+        rk_idx = Signal(range(max(H, V)))   # slot rk's index
+        rk_tab = Signal(2)
+        cap1_tab = Signal(2)                # the table of slot cap1_k, cap2_k
+        cap2_tab = Signal(2)
         d_new = (n & (L.dense_tpp - 1)) == 0
         m_new = (n & (L.meta_tpp - 1)) == 0
 
@@ -459,7 +495,7 @@ class MMU(wiring.Component):
                     m.d.sync += fg.eq(fg + 1)
                     m.next = "F_GRP"
             with m.Else():
-                m.d.sync += j.eq(j + 1)
+                step_j()
                 m.next = "F_CNT"
 
         d_entry = n >> (L.dense_tpp.bit_length() - 1)
@@ -473,23 +509,28 @@ class MMU(wiring.Component):
             on), which equals the token count ``n`` whenever the append goes on past
             ``A_CHK``; the sparse entries need ``sb``, registered in ``A_LOOK``, and sparse
             slots (``k >= H``) are addressed from ``A_CHK`` on."""
-            _, _, k_idx, _ = slot_fields(k)
+            if isinstance(k, int):
+                _, _, k_idx, k_tab = slot_fields(k)
+            else:
+                k_idx, k_tab = rk_idx, rk_tab
             m.d.comb += [r_entry[dtab].eq(ap.pos >> (L.dense_tpp.bit_length() - 1)),
                          r_entry[mtab].eq(ap.pos >> (L.meta_tpp.bit_length() - 1)),
                          r_entry[stab].eq(sb[k_idx] >> shift), t_idx.eq(k_idx)]
-            m.d.sync += [cap1_k.eq(k), cap1.eq(k != S), cap2_k.eq(cap1_k), cap2.eq(cap1)]
+            m.d.sync += [cap1_k.eq(k), cap1.eq(k != S), cap2_k.eq(cap1_k), cap2.eq(cap1),
+                         cap1_tab.eq(k_tab), cap2_tab.eq(cap1_tab)]
+            _, _, k1_idx, k1_tab = slot_fields(k + 1)
             if not isinstance(k, int):
                 with m.If(k != S):
-                    m.d.sync += rk.eq(k + 1)
+                    m.d.sync += [rk.eq(k + 1), rk_idx.eq(k1_idx), rk_tab.eq(k1_tab)]
             else:
-                m.d.sync += rk.eq(k + 1)
-            _, _, _, cap_tab = slot_fields(cap2_k)
+                m.d.sync += [rk.eq(k + 1), rk_idx.eq(k1_idx), rk_tab.eq(k1_tab)]
             with m.If(cap2):
-                m.d.sync += pg0[cap2_k].eq(tab_data[cap_tab])
+                m.d.sync += pg0[cap2_k].eq(tab_data[cap2_tab])
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.sync += [j.eq(0), frag.eq(0), cap1.eq(0), cap2.eq(0)]
+                m.d.sync += [frag.eq(0), cap1.eq(0), cap2.eq(0)]
+                set_j(0)
                 with m.If(~ready):
                     pass                # initialising after reset: nothing is accepted
                 with m.Elif(self.cmd.valid):
@@ -529,15 +570,16 @@ class MMU(wiring.Component):
                 append_read(rk)
                 m.d.sync += [chk_pos.eq(ap.pos != n), chk_cap.eq(cap_bad),
                              em_free.eq((ap.pos == n) & ~cap_bad & enough),
-                             j.eq(0), frag.eq(0), em_ready.eq(0),
+                             frag.eq(0), em_ready.eq(0),
                              a_first.eq(Cat(*first_terms)), a_second.eq(Cat(*second_terms))]
+                set_j(0)
                 m.next = "A_RUN"
             with m.State("A_RUN"):
                 # A two-stage pipeline over the slots: the page of slot j is resolved
                 # (allocated, or read from its table) while the records of slot j-1 are
                 # emitted; an output stall or a second sparse fragment holds the resolve.
-                pd, ps_, pidx, ptab = slot_fields(j - 1)
-                p_page = pg0[j - 1]
+                pd, ps_, pidx, ptab = j_prev
+                p_page = pg0[jm1]
                 # the table reads run ahead (see rk): slot rk is addressed, slot cap_k lands
                 append_read(rk)
                 # slot j-1's sparse split, registered when slot j-1 was resolved, so that
@@ -602,7 +644,8 @@ class MMU(wiring.Component):
                 m.d.comb += [w_entry[dtab].eq(d_entry), w_entry[mtab].eq(m_entry),
                              w_entry[stab].eq(Mux(take_second, s_entry + 1, s_entry))]
                 with m.If(emitted):
-                    m.d.sync += [frag.eq(0), j.eq(j + 1),
+                    step_j()
+                    m.d.sync += [frag.eq(0),
                                  p_off.eq(s_off), p_second.eq(s_second), p_c_nz.eq(c_cur != 0),
                                  p_first_len.eq(s_first_len),
                                  p_second_len.eq(s_second_len),
@@ -656,7 +699,8 @@ class MMU(wiring.Component):
                 m.d.comb += hi.eq(Mux(r_sparse & (cm.hi == L.to_end), limit, cm.hi))
                 lo_b = r_bytes(cm.lo)
                 m.d.sync += [r_left.eq(r_bytes(hi) - lo_b), r_off.eq(lo_b & (P - 1)),
-                             r_room.eq(P - (lo_b & (P - 1))), j.eq(r_tab)]
+                             r_room.eq(P - (lo_b & (P - 1)))]
+                set_j(r_tab)
                 # entry e is in the memory's read register, e + 1 is addressed
                 for t in tables:
                     m.d.comb += r_entry[t].eq(e1)
@@ -702,7 +746,7 @@ class MMU(wiring.Component):
             with m.State("F_GRP"):
                 # the group's word is in its registers (from C_LOOK for the first group, from
                 # the walk's read ahead for the next ones); its page counts register now
-                m.d.sync += j.eq(0)
+                set_j(0)
                 m.next = "F_CNT"
             with m.State("F_CNT"):
                 # the walk reads the next group's word all along: it is on gs_rd.data from
@@ -729,7 +773,7 @@ class MMU(wiring.Component):
                 # that the walk goes on without a bubble. The address does not wait for
                 # k_cnt: when the next stream is empty (or there is none) the read is unused,
                 # as F_CNT reads the entry 0 of its stream again.
-                k_dense, k_sparse, k_idx, _ = slot_fields(j + 1)
+                k_dense, k_sparse, k_idx, _ = j_next
                 last = e1 == npg
                 for t in tables:
                     m.d.comb += r_entry[t].eq(Mux(adv, Mux(last, 0, e1), e))
@@ -744,7 +788,8 @@ class MMU(wiring.Component):
                     step_e()
                     with m.If(last):
                         with m.If(k_has):
-                            m.d.sync += [j.eq(j + 1), npg.eq(slot_pages(k_dense, k_sparse, k_idx))]
+                            step_j()
+                            m.d.sync += npg.eq(slot_pages(k_dense, k_sparse, k_idx))
                             set_e(0)
                         with m.Else():
                             free_next_slot()

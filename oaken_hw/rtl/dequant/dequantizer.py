@@ -33,6 +33,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..common.header import header_layout
+from ..common.occupancy import occupancy
 from ..common.threshold_table import ThresholdReadSignature
 from .fp16_round import (floor_mask, pack_rounded, prepared_layout, round_increment,
                          round_prepare, round_select, rounded_layout, selected_layout)
@@ -120,15 +121,13 @@ class Dequantizer(wiring.Component):
         # slot is reserved for it (a credit counter), so the consumer's `ready` reaches
         # neither the pipeline's registers (no stall fanout) nor a long path.
         adv = Const(1, 1)
-        fire_in = self.i.valid & self.i.ready
+        fire_in = Signal()
         fire_out = self.o.valid & self.o.ready
-        used = Signal(range(self.out_depth + 1))
-        m.d.sync += used.eq(used + fire_in - fire_out)
-        # `used < out_depth` of the next cycle, as a register: `i.ready` is in the
-        # Unpacker's merge handshake, which enables its FIFOs' wide output registers
-        room = Signal(init=1, name="room")
-        m.d.sync += room.eq(Mux(fire_in & ~fire_out, used < self.out_depth - 1,
-                                Mux(fire_out & ~fire_in, 1, used < self.out_depth)))
+        # `used < out_depth` as a register: `i.ready` is in the Unpacker's merge
+        # handshake, which enables its FIFOs' wide output registers
+        _, room = occupancy(m, depth=self.out_depth, limit=self.out_depth, up=fire_in,
+                            down=fire_out, name="used")
+        m.d.comb += fire_in.eq(self.i.valid & room)
         # the thresholds are read once per vector, with its first beat, and held (the
         # table's read data holds while `en` is low), so that a table write while a
         # vector is being decoded cannot give it two sets of thresholds
@@ -164,10 +163,10 @@ class Dequantizer(wiring.Component):
                  for name in ("delta_mid", "delta_inner", "delta_outer")}
         # pivot index: 0 o_lo, 1 i_lo, 2 i_hi, 3 o_hi, 4 inner_min
         p2_sel = [Signal(3, name=f"p2_sel{k}") for k in range(lanes)]
-        # j, registered, and 2j + 1 formed behind the register: a register of the constant
-        # 1 is merged by Yosys with any other such flip-flop of the design (the quantizer's,
-        # in the engine), and its one copy drove all the lanes' multipliers from afar
-        # (12.0 ns into p3_prod0, 6.5 of it one net, session 20)
+        # j, registered (here and in P3), and 2j + 1 formed behind it: a register of the
+        # constant 1 is merged by Yosys with any other such flip-flop of the design (the
+        # quantizer's, in the engine), and its one copy drove all the lanes' multipliers
+        # from afar (12.0 ns into the product, 6.5 of it one net, session 20)
         p2_j = [Signal(mb + 1, name=f"p2_j{k}") for k in range(lanes)]
         p2_sig = [Signal(11, name=f"p2_sig{k}") for k in range(lanes)]
         p2_eb = [Signal(6, name=f"p2_eb{k}") for k in range(lanes)]   # step exponent
@@ -190,17 +189,22 @@ class Dequantizer(wiring.Component):
                              p2_sig[k].eq(sig), p2_eb[k].eq(win.step_exponent(sh)),
                              p2_upper[k].eq(upper)]
 
-        # --- P3: per lane the pivot's FP16 word and the small product (2j + 1) * sig;
-        # P4: the exponent compare, a stage of its own: behind the pivot's 5:1 mux of the
-        # thresholds register (which reaches every lane) it was a long path, and beside the
-        # alignment shift (P5) it would be one ------------------------------------------
+        # --- P3: per lane the pivot's FP16 word and the product's operands; P4: the small
+        # product (2j + 1) * sig, and the exponent compare, a stage of its own: behind the
+        # pivot's 5:1 mux of the thresholds register (which reaches every lane) it was a
+        # long path, and beside the alignment shift (P5) it would be one -----------------
         words = (t2.o_lo, t2.i_lo, t2.i_hi, t2.o_hi, p2.inner_min)
 
         def pivot(sel):
             return Mux(sel[2], words[4], Mux(sel[1], Mux(sel[0], words[3], words[2]),
                                              Mux(sel[0], words[1], words[0])))
         p3_piv = [Signal(16, name=f"p3_piv{k}") for k in range(lanes)]
-        p3_prod = [Signal(win.sig, name=f"p3_prod{k}") for k in range(lanes)]
+        # the product's operands, registered again: the multiply runs from P3 to P4. P2's
+        # j and sig are formed by the lane's muxes and placed with them; these copies can
+        # sit by the DSP block, so that neither of its ends is a long route (P2 -> DSP ->
+        # a P3 product was 10.9 ns, nearly all routing, at 89.2 MHz)
+        p3_j = [Signal(mb + 1, name=f"p3_j{k}") for k in range(lanes)]
+        p3_sig = [Signal(11, name=f"p3_sig{k}") for k in range(lanes)]
         p3_eb = [Signal(6, name=f"p3_eb{k}") for k in range(lanes)]
         p3_upper = Signal(lanes)
         side3 = Signal(side_layout)
@@ -216,8 +220,9 @@ class Dequantizer(wiring.Component):
             exps = win.exponents(m, p3_piv[k], p3_eb[k], name=f"exp{k}")
             with m.If(adv):
                 m.d.sync += [p3_piv[k].eq(pivot(p2_sel[k])), p3_eb[k].eq(p2_eb[k]),
-                             p3_prod[k].eq(Cat(Const(1, 1), p2_j[k]) * p2_sig[k])]
-                m.d.sync += [p4_piv[k].eq(p3_piv[k]), p4_prod[k].eq(p3_prod[k])]
+                             p3_j[k].eq(p2_j[k]), p3_sig[k].eq(p2_sig[k])]
+                m.d.sync += [p4_piv[k].eq(p3_piv[k]),
+                             p4_prod[k].eq(Cat(Const(1, 1), p3_j[k]) * p3_sig[k])]
                 m.d.sync += [getattr(p4_exps[k], f).eq(exps[f])
                              for f in ("a_larger", "d", "offset")]
 

@@ -12,6 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ..common.occupancy import occupancy
 from ..common.shift import below
 from .streams import sparse_layout, uint_bits
 
@@ -407,7 +408,8 @@ class ZeroInserter(wiring.Component):
             close_empty.eq(Mux(has, row[0] - open_row - 1, K - 1 - open_row)[:ew]),
             close_end.eq(~has & inp.end),
         ]
-        push = fire & (has | (inp.end & ~started))
+        push = Signal(name="push")
+        m.d.comb += push.eq(fire & (has | (inp.end & ~started)))
         with m.If(fire):
             m.d.sync += started.eq(~inp.end & (started | has))
             with m.If(has):
@@ -417,10 +419,13 @@ class ZeroInserter(wiring.Component):
         slots = [Signal(slot_layout, name=f"q{s}") for s in range(D)]
         wp = Signal(D, init=1, name="q_wp")
         rp = Signal(D, init=1, name="q_rp")
-        count = Signal(range(D + 1), name="q_count")
         newest = Cat(wp[1:], wp[0])           # one behind the write pointer
         pop = Signal(name="pop")
-        m.d.comb += self.i.ready.eq(count != D)
+        # `i.ready` (`count != D`) is a register: the dequantization engine's sparse
+        # `ready` started with the compare, on the way into the read path's framing queue
+        # (q_count -> ... -> its `enough`, 11.2 ns, the engine's critical path at 89.5 MHz)
+        count, not_full = occupancy(m, depth=D, limit=D, up=push, down=pop, name="q_count")
+        m.d.comb += self.i.ready.eq(not_full)
         for s in range(D):
             # the slot at the write pointer is free unless the queue is full: it takes the
             # input whether or not it is pushed (so that its enable is a flip-flop's)
@@ -436,7 +441,6 @@ class ZeroInserter(wiring.Component):
             m.d.sync += wp.eq(Cat(wp[-1], wp[:-1]))
         with m.If(pop):
             m.d.sync += rp.eq(Cat(rp[-1], rp[:-1]))
-        m.d.sync += count.eq(count + push - pop)
 
         head = Signal(slot_layout, name="head")
         sel = 0

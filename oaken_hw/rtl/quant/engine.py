@@ -40,6 +40,7 @@ from ...config import OakenConfig
 from ..common.fp16 import (MAG_WIDTH, UNITS_SHAPE, fp16_key, fp16_key_to_bits,
                            fp16_magnitude_units, fp16_sanitize, signed_units)
 from ..common.header import header_layout
+from ..common.occupancy import occupancy
 from ..common.threshold_table import (ThresholdReadSignature, ThresholdTable,
                                       threshold_write_layout, thresholds_layout)
 from .classifier import GROUP_SHAPE, PIVOT_SHAPE, Classifier, GroupShift, fold_pivots
@@ -222,11 +223,13 @@ class QuantEngine(wiring.Component):
             rd = self.table
 
         # --- input and ring occupancy ----------------------------------------------------
-        used = Signal(range(D + 1))           # beats accepted and not yet replayed
+        # beats accepted and not yet replayed; `i.ready` is a register (`used < D`), and
+        # pass 2's issue, late, only picks the next count (behind the issue through the
+        # count's adder, it was the quantizer's latest endpoint at 89.2 MHz)
         freed = Signal()                      # pass 2 issues a beat this cycle
         acc = Signal()
-        m.d.comb += [self.i.ready.eq(used < D), acc.eq(self.i.valid & self.i.ready)]
-        m.d.sync += used.eq(used + acc - freed)
+        _, has_room = occupancy(m, depth=D, limit=D, up=acc, down=freed, name="used")
+        m.d.comb += [self.i.ready.eq(has_room), acc.eq(self.i.valid & has_room)]
 
         in_beat = Signal(range(max(2, B)))
         with m.If(acc):
@@ -418,24 +421,27 @@ class QuantEngine(wiring.Component):
         rd_ptr = Signal(range(D))
         rd_beat = Signal(range(max(2, B)))
         OD = self.out_depth
-        cnt_d, cnt_s, cnt_m = (Signal(range(OD + 1), name=f"cred_{k}") for k in "dsm")
+        # The credits and `avail` keep their compares as registers (`occupancy`): the
+        # issue is an AND of flip-flops, not of compares of counts
         issue = Signal()
-        avail = Signal(range(depth + 1))
+        first_issue = Signal()
         pop = Signal()
-        room = (cnt_d < OD) & (cnt_s < OD) & ((rd_beat != 0) | ((cnt_m < OD) & (avail != 0)))
-        m.d.comb += [issue.eq(room), freed.eq(issue),
-                     side_fifo.r_en.eq(pop), info.r_en.eq(pop),
-                     rp.addr.eq(rd_ptr), rp.en.eq(1)]
-        m.d.sync += [pop.eq(issue & (rd_beat == B - 1)),
-                     avail.eq(avail + info.w_en - (issue & (rd_beat == 0)))]
-        with m.If(issue):
-            m.d.sync += [rd_ptr.eq(rd_ptr + 1),
-                         rd_beat.eq(Mux(rd_beat == B - 1, 0, rd_beat + 1))]
         d_out = self.dense.valid & self.dense.ready
         s_out = self.sparse.valid & self.sparse.ready
         m_out = self.meta.valid & self.meta.ready
-        m.d.sync += [cnt_d.eq(cnt_d + issue - d_out), cnt_s.eq(cnt_s + issue - s_out),
-                     cnt_m.eq(cnt_m + (issue & (rd_beat == 0)) - m_out)]
+        _, d_ok = occupancy(m, depth=OD, limit=OD, up=issue, down=d_out, name="cred_d")
+        _, s_ok = occupancy(m, depth=OD, limit=OD, up=issue, down=s_out, name="cred_s")
+        _, m_ok = occupancy(m, depth=OD, limit=OD, up=first_issue, down=m_out, name="cred_m")
+        _, none = occupancy(m, depth=depth, limit=1, up=info.w_en, down=first_issue,
+                            name="avail")
+        m.d.comb += [issue.eq(d_ok & s_ok & ((rd_beat != 0) | (m_ok & ~none))),
+                     first_issue.eq(issue & (rd_beat == 0)), freed.eq(issue),
+                     side_fifo.r_en.eq(pop), info.r_en.eq(pop),
+                     rp.addr.eq(rd_ptr), rp.en.eq(1)]
+        m.d.sync += pop.eq(issue & (rd_beat == B - 1))
+        with m.If(issue):
+            m.d.sync += [rd_ptr.eq(rd_ptr + 1),
+                         rd_beat.eq(Mux(rd_beat == B - 1, 0, rd_beat + 1))]
 
         band_layout = data.StructLayout({
             "valid": 1, "first": 1, "last": 1, "bib": range(max(2, bpb)),
