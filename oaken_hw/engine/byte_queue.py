@@ -1,6 +1,6 @@
 """A queue of bytes: any number in per beat, any number out per cycle, oldest first."""
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,13 +43,16 @@ class ByteQueue(wiring.Component):
         the engine's writer puts them under byte enables.
     fill : Out(range(in_bytes + out_bytes + 1))
     take : In(range(out_bytes + 1))
-    want : In(range(out_bytes + 1))
-        The bytes the reader will need in the next cycle (its next ``take`` if it takes).
+    need : In(range(2 * out_bytes + 1))
+        The bytes the reader will need in the next cycle (its next ``take`` if it takes)
+        plus the bytes it takes in this one. A reader forms it as a choice, by its late
+        handshake, among sums of its registers, so that the handshake meets no adder.
     enough : Out(1)
-        ``fill >= want`` of the cycle before, from a register: with ``want`` the next value
-        of the reader's own ``take`` register, ``enough == (fill >= take)`` in every cycle.
-        A reader that waits for ``enough`` instead of comparing ``fill`` starts its
-        handshake from a register, not behind a compare (see ``elaborate``).
+        ``fill >= want``, with ``want = need - take`` of the cycle before, from a register:
+        with ``want`` the next value of the reader's own ``take`` register,
+        ``enough == (fill >= take)`` in every cycle. A reader that waits for ``enough``
+        instead of comparing ``fill`` starts its handshake from a register, not behind a
+        compare (see ``elaborate``).
     """
 
     def __init__(self, *, in_bytes, out_bytes):
@@ -65,7 +68,7 @@ class ByteQueue(wiring.Component):
             "head": Out(data.ArrayLayout(8, out_bytes)),
             "fill": Out(range(self.capacity + 1)),
             "take": In(range(out_bytes + 1)),
-            "want": In(range(out_bytes + 1)),
+            "need": In(range(2 * out_bytes + 1)),
             "enough": Out(1),
         })
 
@@ -91,6 +94,11 @@ class ByteQueue(wiring.Component):
         # handshake that compared `fill` with its take reached every queue of the write path
         # through that compare (`c_take` -> `fire` -> the record FIFO's level, the engine's
         # critical path at 78.2 MHz). Reset: the fill is 0 and so is a reader's take.
+        # Both compares have the late `take` on one side only, against the early bytes held
+        # before the take (`held`): `held - take >= want` is `held >= need`, and
+        # `held - take <= out_bytes` is `held - out_bytes <= take`. (The fill's subtraction
+        # in front of them was the engine's critical path at 89.5 MHz: the dequantizer's
+        # sparse `ready` -> the read path's take -> the framing queue's `enough`.)
         enough = Signal(init=1)
         accept = self.i.valid & self.i.ready
         count = self.i.payload.count
@@ -113,9 +121,10 @@ class ByteQueue(wiring.Component):
         m.d.comb += [start.eq(rptr - self.lane),
                      self.head.eq(rotate_right(store.as_value(), start, 8)[:8 * nout])]
         added = Mux(accept, count, 0)
-        fill_next = Signal.like(fill)
-        m.d.comb += fill_next.eq(fill + added - self.take)
+        held = Signal.like(fill)
+        over = Signal(signed(len(fill) + 1))
+        m.d.comb += [held.eq(fill + added), over.eq(held - nout)]
         m.d.sync += [wptr.eq(wptr + added), rptr.eq(rptr + self.take),
-                     fill.eq(fill_next), ready.eq(fill_next <= nout),
-                     enough.eq(fill_next >= self.want)]
+                     fill.eq(held - self.take), ready.eq(over <= self.take),
+                     enough.eq(held >= self.need)]
         return m

@@ -478,27 +478,33 @@ class ReadPath(wiring.Component):
         # (`fb.enough`: the queue registers whether it will hold `f_take`'s next value)
         f_take_next = Signal.like(f_take)
         sp = self.sparse
+        fire = Signal()
         m.d.comb += [sp.valid.eq(f_v & fb.enough),               # fill >= f_take
                      sp.payload.data.eq(fb.head), sp.payload.count.eq(f_take),
-                     sp.payload.last.eq(f_last),
-                     f_take_next.eq(f_take), fb.want.eq(f_take_next)]
+                     sp.payload.last.eq(f_last), fire.eq(sp.valid & sp.ready),
+                     f_take_next.eq(f_take)]
         f_rest = Signal.like(f_rem)
         m.d.comb += f_rest.eq(f_rem - f_take)
+        rest_take, rest_last = beat_take(f_rest, lanes)
+        cnt = cnt_f.r_data
+        load_take, load_last = beat_take(cnt, lanes)
+        # the queue's `need` (the next take, plus this cycle's take), chosen by the beat's
+        # handshake among sums of registers: the handshake meets no adder on its way into
+        # the queue's `enough`
+        m.d.comb += fb.need.eq(Mux(fire, Mux(f_last, f_take + load_take, f_take + rest_take),
+                                   Mux(f_v, f_take, load_take)))
         f_load = Signal()
         m.d.comb += f_load.eq(~f_v)
-        with m.If(sp.valid & sp.ready):
+        with m.If(fire):
             m.d.comb += fb.take.eq(f_take)
             with m.If(f_last):
                 m.d.comb += f_load.eq(1)
             with m.Else():
-                take, last = beat_take(f_rest, lanes)
-                m.d.comb += f_take_next.eq(take)
-                m.d.sync += [f_rem.eq(f_rest), f_last.eq(last)]
+                m.d.comb += f_take_next.eq(rest_take)
+                m.d.sync += [f_rem.eq(f_rest), f_last.eq(rest_last)]
         with m.If(f_load):
-            cnt = cnt_f.r_data
-            take, last = beat_take(cnt, lanes)
-            m.d.comb += [cnt_f.r_en.eq(1), f_take_next.eq(take)]
-            m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt), f_last.eq(last)]
+            m.d.comb += [cnt_f.r_en.eq(1), f_take_next.eq(load_take)]
+            m.d.sync += [f_v.eq(cnt_f.r_rdy), f_rem.eq(cnt), f_last.eq(load_last)]
         m.d.sync += f_take.eq(f_take_next)
 
         # ---------------------------------------------------------------- credits

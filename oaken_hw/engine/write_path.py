@@ -253,8 +253,9 @@ class WritePath(wiring.Component):
         lane0 = rec.addr[:s]
         first = Signal(range(N + 1))
         m.d.comb += first.eq(N - lane0)
-        # `c_take`'s next value also goes to the byte queue, which registers whether it will
-        # hold that many bytes (`bq.enough`): the sparse beat's handshake waits for that flag
+        # `c_take`'s next value also goes to the byte queue (plus this cycle's take, as
+        # `need`), which registers whether it will hold that many bytes (`bq.enough`): the
+        # sparse beat's handshake waits for that flag
         c_take_next = Signal.like(c_take)
         m.d.comb += c_take_next.eq(c_take)
         with m.If(fire):
@@ -273,7 +274,7 @@ class WritePath(wiring.Component):
                          c_end.eq(ent.end), c_beat.eq(rec.addr >> s), c_lane.eq(lane0),
                          c_left.eq(rec.length), c_last.eq(last)]
         m.d.sync += c_take.eq(c_take_next)
-        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane), bq.want.eq(c_take_next)]
+        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane), bq.need.eq(c_take_next + bq.take)]
         ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
         m.d.comb += ones.eq((Const(1, N + 1) << c_take) - 1)
 

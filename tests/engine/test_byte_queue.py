@@ -11,8 +11,9 @@ from oaken_hw.engine.byte_queue import ByteQueue
 @pytest.mark.parametrize("in_bytes,out_bytes", [(4, 16), (16, 16), (3, 5)])
 def test_byte_queue_matches_a_list(in_bytes, out_bytes):
     """Random beats of 0..in_bytes bytes (random valid), random takes up to the fill, the
-    head shown from a random lane, a random `want`: the head's valid bytes, the fill, ready
-    and `enough` (the fill against the cycle before's `want`) follow the list every cycle."""
+    head shown from a random lane, a random `want` (passed as `need = want + take`): the
+    head's valid bytes, the fill, ready and `enough` (the fill against the cycle before's
+    `want`) follow the list every cycle."""
     rng = random.Random(in_bytes * 100 + out_bytes)
     dut = ByteQueue(in_bytes=in_bytes, out_bytes=out_bytes)
     queue, seen = [], {"takes": 0, "full": 0, "enough": 0, "short": 0}
@@ -40,11 +41,11 @@ def test_byte_queue_matches_a_list(in_bytes, out_bytes):
             assert enough == (len(queue) >= wanted)
             seen["enough" if enough else "short"] += 1
             wanted = rng.randint(0, out_bytes)
-            ctx.set(dut.want, wanted)
             # alternate a draining and a filling reader, so the queue also runs full
             p_take = 0.8 if (cycle // 200) % 2 else 0.1
             take = rng.randint(0, min(fill, out_bytes)) if rng.random() < p_take else 0
             ctx.set(dut.take, take)
+            ctx.set(dut.need, wanted + take)
             await ctx.tick()
             del queue[:take]
             seen["takes"] += take > 0
