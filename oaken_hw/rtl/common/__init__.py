@@ -2,7 +2,9 @@
 
 * :mod:`.fp16` -- FP16 sanitize and exact conversion to units of 2^-24;
 * :mod:`.threshold_table` -- the per-(layer, K/V) threshold table with its config stream;
-* :mod:`.header` -- the vector header layout.
+* :mod:`.header` -- the vector header layout;
+* :mod:`.occupancy` -- a count with its ``count < limit`` compare as a register (the
+  credits and queue levels that decide handshakes, in both engines).
 """
 
 from .fp16 import (FP16ToUnits, MAG_WIDTH, UNITS_SHAPE, UNITS_WIDTH, fp16_magnitude_units,
