@@ -432,9 +432,9 @@ class QuantEngine(wiring.Component):
         _, d_ok = occupancy(m, depth=OD, limit=OD, up=issue, down=d_out, name="cred_d")
         _, s_ok = occupancy(m, depth=OD, limit=OD, up=issue, down=s_out, name="cred_s")
         _, m_ok = occupancy(m, depth=OD, limit=OD, up=first_issue, down=m_out, name="cred_m")
-        _, none = occupancy(m, depth=depth, limit=1, up=info.w_en, down=first_issue,
-                            name="avail")
-        m.d.comb += [issue.eq(d_ok & s_ok & ((rd_beat != 0) | (m_ok & ~none))),
+        _, no_record = occupancy(m, depth=depth, limit=1, up=info.w_en, down=first_issue,
+                                 name="avail")
+        m.d.comb += [issue.eq(d_ok & s_ok & ((rd_beat != 0) | (m_ok & ~no_record))),
                      first_issue.eq(issue & (rd_beat == 0)), freed.eq(issue),
                      side_fifo.r_en.eq(pop), info.r_en.eq(pop),
                      rp.addr.eq(rd_ptr), rp.en.eq(1)]
