@@ -72,7 +72,7 @@ class OakenEngine(wiring.Component):
         L = MMULayout(cfg)
         # the MMU's walks (free list, group state) and the threshold table's, then the
         # cycle of the registered `ready`
-        return max(L.pages, L.sequences * L.groups, 2 * cfg.model.layers) + 1
+        return max(L.pages, L.group_rows, 2 * cfg.model.layers) + 1
 
     def __init__(self, *, cfg):
         check_engine_config(cfg)

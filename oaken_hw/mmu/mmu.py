@@ -123,14 +123,14 @@ class MMU(wiring.Component):
     read_latency : int
         Cycles from accepting a read to its first burst; then one burst per cycle. (The
         page tables have a read latency of 2; the first entry is addressed in the cycle
-        after acceptance.)
+        after acceptance, and the range's bounds take a cycle of their own, ``R_LIM``.)
     init_cycles : int
-        Cycles of the initialisation after reset, ``max(pages, sequences * groups)``:
+        Cycles of the initialisation after reset, ``max(pages, group_rows)``:
         ``ready`` is high, and a command can be accepted, from the ``init_cycles``-th cycle
         out of reset on (counting the first as 0).
     """
 
-    read_latency = 3
+    read_latency = 4
 
     def __init__(self, *, cfg, free_list=FreeList):
         self.layout = L = MMULayout(cfg)
@@ -139,7 +139,7 @@ class MMU(wiring.Component):
         self._free_list_cls = free_list
         self.storage_bits = L.storage_bits
         self.append_cycles = L.slots + 5
-        self.init_cycles = max(L.pages, L.sequences * L.groups)
+        self.init_cycles = max(L.pages, L.group_rows)
         super().__init__({
             "append": In(stream.Signature(append_layout(L))),
             "cmd": In(stream.Signature(cmd_layout(L))),
@@ -158,7 +158,7 @@ class MMU(wiring.Component):
         m = Module()
 
         m.submodules.free_list = fl = self._free_list_cls(pages=L.pages)
-        sg = L.sequences * G
+        sg = L.group_rows
         strides = L.table_strides
         dtab, stab, mtab = (PageTable(streams=sg * strides[k][0], entries=strides[k][1],
                                       page_bits=L.page_bits)
@@ -199,25 +199,17 @@ class MMU(wiring.Component):
                        Mux(cm.op == Op.FREE, fg, cm.layer * 2 + cm.kv),
                        ap.layer * 2 + ap.kv)),
         ]
-        # (seq, group) of the executing command, a register: it changes only when a command
-        # is accepted (computed from the incoming payload) and when a free walks on to the
-        # next group (+1), so no per-cycle path multiplies by G
+        # The row of the executing command's group, a register: it changes only when a
+        # command is accepted (the wires (seq, layer, kv) of the incoming payload, see
+        # MMULayout.group_rows) and when a free walks on to the next group (to gidx1, the
+        # register gidx + 1), so neither an adder nor a multiplier is on a per-cycle path
         gidx = Signal(range(sg))
+        gidx1 = Signal.like(gidx)
 
-        def seq_times(k):
-            """``seq -> seq * k`` for the acceptance path: a table of the multiples (one LUT
-            level for up to 64 sequences) instead of a multiplier (a MULT18X18D there took
-            3.9 ns); a multiplier beyond that."""
-            if L.seq_bits > 6:
-                return lambda seq_: seq_ * k
-            table = Array(Const(s_ * k, range(max(1, (1 << L.seq_bits) * k)))
-                          for s_ in range(1 << L.seq_bits))
-            return lambda seq_: table[seq_]
-
-        seq_times_g = seq_times(G)
-
-        def group_index(seq_, g_):
-            return seq_times_g(seq_) + g_
+        def group_row(seq_, g_):
+            # g_ = layer * 2 + kv, as the wires Cat(kv, layer); a layer >= layers (never
+            # written: BAD_FIELD) may alias a valid row
+            return Cat(g_[:L.group_stride.bit_length() - 1], seq_)
         # The group's word, one cycle after its address. A block RAM's data arrives late in
         # the cycle, so it only ever goes straight into registers (n and sb below): the word
         # of a new command is read as it is accepted and registered in A_LOOK/C_LOOK, and a
@@ -268,8 +260,9 @@ class MMU(wiring.Component):
         free_done_q = Signal()
 
         def sid(kind_slot):
-            # observation only (unused logic, removed by synthesis)
-            return gidx * S + kind_slot
+            # observation only (unused logic, removed by synthesis): the stream's number of
+            # MMULayout.stream_id
+            return (seq * G + grp) * S + kind_slot
 
         m.d.comb += [
             gs_rd.addr.eq(gidx),
@@ -423,13 +416,13 @@ class MMU(wiring.Component):
         def accept_group(seq_, g_):
             """A command of group ``g_`` of sequence ``seq_`` starts: its word is read now
             and registered next cycle; gidx and the table bases are set."""
-            m.d.comb += gs_rd.addr.eq(group_index(seq_, g_))
-            m.d.sync += gidx.eq(group_index(seq_, g_))
+            m.d.comb += gs_rd.addr.eq(group_row(seq_, g_))
+            m.d.sync += gidx.eq(group_row(seq_, g_))
 
         def next_group():
             """The free walks on to group ``gidx + 1``, whose word the walk has been reading."""
             load_group_word()
-            m.d.sync += gidx.eq(gidx + 1)
+            m.d.sync += [gidx.eq(gidx1), gidx1.eq(gidx1 + 1)]
 
         # -- response -----------------------------------------------------------------------
         rec = Signal(record_layout(L))
@@ -460,6 +453,8 @@ class MMU(wiring.Component):
                            tokens_or_bytes << (L.dense_slot.bit_length() - 1)))
 
         r_tab = Mux(r_sparse, 1, Mux(r_meta, 2, 0))
+        limit = Signal(L.range_bits)        # a read's bounds: what was written, its end
+        hi = Signal(L.range_bits)
 
         def dense_pages(tokens):
             return (tokens + L.dense_tpp - 1) >> (L.dense_tpp.bit_length() - 1)
@@ -537,18 +532,18 @@ class MMU(wiring.Component):
                     m.d.comb += self.cmd.ready.eq(1)
                     c_ = self.cmd.payload
                     m.d.sync += [cm.eq(c_), from_cmd.eq(1), fg.eq(0)]
-                    accept_group(c_.seq, Mux(c_.op == Op.FREE, 0, c_.layer * 2 + c_.kv))
+                    accept_group(c_.seq, Mux(c_.op == Op.FREE, 0, Cat(c_.kv, c_.layer)))
                     m.next = "C_LOOK"
                 with m.Elif(pending):
                     with m.If(retry):
                         m.d.sync += [from_cmd.eq(0), retry.eq(0)]
-                        accept_group(ap.seq, ap.layer * 2 + ap.kv)
+                        accept_group(ap.seq, Cat(ap.kv, ap.layer))
                         m.next = "A_LOOK"
                 with m.Elif(self.append.valid):
                     m.d.comb += self.append.ready.eq(1)
                     a_ = self.append.payload
                     m.d.sync += [ap.eq(a_), from_cmd.eq(0)]
-                    accept_group(a_.seq, a_.layer * 2 + a_.kv)
+                    accept_group(a_.seq, Cat(a_.kv, a_.layer))
                     m.next = "A_LOOK"
 
             # ---------------------------------------------------------------- append
@@ -677,6 +672,7 @@ class MMU(wiring.Component):
             # ---------------------------------------------------------------- cmd
             with m.State("C_LOOK"):
                 load_group_word()       # for a read's range check (a free reloads it)
+                m.d.sync += gidx1.eq(gidx + 1)      # a free's next group
                 # a read's first entry is addressed already (from cm and the bases only)
                 lo_e = r_bytes(cm.lo) >> shift
                 for t in tables:
@@ -691,12 +687,21 @@ class MMU(wiring.Component):
                             | (cm.kind == Kind.STATUS)):
                     emit_status(Status.BAD_FIELD)
                 with m.Else():
-                    m.next = "R_CHK"
-            with m.State("R_CHK"):
-                limit = Mux(r_sparse, sb[cm.head[:max(1, (H - 1).bit_length())]], n)
+                    m.next = "R_LIM"
+            with m.State("R_LIM"):
+                # the range's bounds are registered (the group word's registers -> the head's
+                # mux -> the bounds' muxes -> the range compares -> the state and status
+                # enables was one chain, 10.1-10.4 ns in session 21); entry e is addressed
+                # again, so that R_CHK finds the table's pipeline as C_LOOK left it
+                r_lim = Mux(r_sparse, sb[cm.head[:max(1, (H - 1).bit_length())]], n)
                 # a sparse read with an all-ones hi reads to the end of what was written
-                hi = Signal(L.range_bits)
-                m.d.comb += hi.eq(Mux(r_sparse & (cm.hi == L.to_end), limit, cm.hi))
+                m.d.sync += [limit.eq(r_lim),
+                             hi.eq(Mux(r_sparse & (cm.hi == L.to_end), r_lim, cm.hi))]
+                for t in tables:
+                    m.d.comb += r_entry[t].eq(e)
+                m.d.comb += t_idx.eq(r_idx)
+                m.next = "R_CHK"
+            with m.State("R_CHK"):
                 lo_b = r_bytes(cm.lo)
                 m.d.sync += [r_left.eq(r_bytes(hi) - lo_b), r_off.eq(lo_b & (P - 1)),
                              r_room.eq(P - (lo_b & (P - 1)))]
@@ -751,7 +756,7 @@ class MMU(wiring.Component):
             with m.State("F_CNT"):
                 # the walk reads the next group's word all along: it is on gs_rd.data from
                 # the group's second cycle on, and a group takes at least S > 1 cycles
-                m.d.comb += gs_rd.addr.eq(gidx + 1)
+                m.d.comb += gs_rd.addr.eq(gidx1)
                 # one cycle per stream: its page count, and the read of its entry 0
                 with m.If(j == 0):
                     # zero the group's counters: this invalidates all of its entries
@@ -765,7 +770,7 @@ class MMU(wiring.Component):
                 with m.Else():
                     m.next = "F_WALK"
             with m.State("F_WALK"):
-                m.d.comb += gs_rd.addr.eq(gidx + 1)
+                m.d.comb += gs_rd.addr.eq(gidx1)
                 # the release stage takes this stream's page e (it is free or drains now)
                 adv = Signal()
                 m.d.comb += adv.eq(~rel_v | fl.release.ready)

@@ -193,11 +193,13 @@ def test_default_geometry_and_storage():
     # one head's token of dense data is 32 bytes, a metadata record fits a 16-byte port beat
     assert L.dense_bytes == g.head_dim * cfg.quant.middle_bits // 8 == L.dense_slot == 32
     assert L.meta_slot == cfg.memory.data_bytes == 16 >= cfg.meta_bytes
-    groups = m.sequences * g.layers * 2
-    # per group, the 3 KV heads' streams take 4 rows of each table (a power-of-two stride)
-    assert g.kv_heads == 3
-    entries = groups * (4 * (m.max_tokens * 32 // m.page_bytes + m.sparse_pages)
-                        + m.max_tokens * 16 // m.page_bytes)
+    # each sequence owns 64 group rows (30 layers x K, V padded to a power of two), and
+    # per group the 3 KV heads' streams take 4 rows of each table (a power-of-two stride)
+    assert g.layers == 30 and g.kv_heads == 3
+    rows = m.sequences * 64
+    assert L.group_rows == rows
+    entries = rows * (4 * (m.max_tokens * 32 // m.page_bytes + m.sparse_pages)
+                      + m.max_tokens * 16 // m.page_bytes)
     bits = L.storage_bits
     assert bits["dense_table"] + bits["sparse_table"] + bits["meta_table"] == entries * 14
     assert bits["free_list"] == m.pages * 14
