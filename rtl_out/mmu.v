@@ -6,309 +6,309 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
 , obs__release_sid, obs__seq, obs__group, obs__free_done, obs__free_seq, obs__live, append__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [9:0] \$10 ;
-  wire [8:0] \$100 ;
-  reg [7:0] \$101 ;
-  wire [6:0] \$102 ;
-  wire [7:0] \$103 ;
-  wire [8:0] \$104 ;
-  wire [3:0] \$105 ;
-  wire [3:0] \$106 ;
-  wire [1:0] \$107 ;
-  wire [1:0] \$108 ;
-  wire [9:0] \$109 ;
-  wire \$11 ;
-  wire [9:0] \$110 ;
-  reg [13:0] \$111 ;
-  wire [13:0] \$112 ;
+  wire [11:0] \$10 ;
+  wire [9:0] \$100 ;
+  reg [13:0] \$101 ;
+  wire [13:0] \$102 ;
+  wire [3:0] \$103 ;
+  wire [3:0] \$104 ;
+  wire [1:0] \$105 ;
+  wire [1:0] \$106 ;
+  wire [9:0] \$107 ;
+  wire [9:0] \$108 ;
+  reg [13:0] \$109 ;
+  wire [12:0] \$11 ;
+  wire [13:0] \$110 ;
+  wire [3:0] \$111 ;
+  wire \$112 ;
   wire [3:0] \$113 ;
   wire [3:0] \$114 ;
-  wire [1:0] \$115 ;
-  wire [1:0] \$116 ;
-  wire [9:0] \$117 ;
-  wire [9:0] \$118 ;
-  reg [13:0] \$119 ;
-  wire \$12 ;
-  wire [13:0] \$120 ;
+  wire \$115 ;
+  wire [3:0] \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire [3:0] \$119 ;
+  wire [9:0] \$12 ;
+  wire [4:0] \$120 ;
   wire [3:0] \$121 ;
-  wire \$122 ;
-  wire [3:0] \$123 ;
-  wire [3:0] \$124 ;
-  wire \$125 ;
-  wire [3:0] \$126 ;
-  wire \$127 ;
+  wire [4:0] \$122 ;
+  wire [4:0] \$123 ;
+  wire [4:0] \$124 ;
+  wire [3:0] \$125 ;
+  wire \$126 ;
+  wire [3:0] \$127 ;
   wire \$128 ;
   wire [3:0] \$129 ;
-  wire [1:0] \$13 ;
-  wire [4:0] \$130 ;
-  wire [3:0] \$131 ;
-  wire [4:0] \$132 ;
-  wire [4:0] \$133 ;
-  wire [4:0] \$134 ;
+  wire \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [1:0] \$132 ;
+  wire [1:0] \$133 ;
+  wire [3:0] \$134 ;
   wire [3:0] \$135 ;
-  wire \$136 ;
-  wire [3:0] \$137 ;
-  wire \$138 ;
+  wire [1:0] \$136 ;
+  wire [1:0] \$137 ;
+  wire [3:0] \$138 ;
   wire [3:0] \$139 ;
-  wire [9:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [1:0] \$142 ;
-  wire [1:0] \$143 ;
-  wire [3:0] \$144 ;
-  wire [3:0] \$145 ;
-  wire [1:0] \$146 ;
-  wire [1:0] \$147 ;
-  wire [3:0] \$148 ;
-  wire [3:0] \$149 ;
-  wire \$15 ;
-  wire [1:0] \$150 ;
-  wire [1:0] \$151 ;
+  wire \$14 ;
+  wire [1:0] \$140 ;
+  wire [1:0] \$141 ;
+  wire [3:0] \$142 ;
+  wire [3:0] \$143 ;
+  wire [1:0] \$144 ;
+  wire [1:0] \$145 ;
+  wire [9:0] \$146 ;
+  wire [9:0] \$147 ;
+  reg [13:0] \$148 ;
+  wire [13:0] \$149 ;
+  wire [1:0] \$15 ;
+  wire [3:0] \$150 ;
+  wire \$151 ;
   wire [3:0] \$152 ;
   wire [3:0] \$153 ;
-  wire [1:0] \$154 ;
-  wire [1:0] \$155 ;
-  wire [9:0] \$156 ;
-  wire [9:0] \$157 ;
-  reg [13:0] \$158 ;
-  wire [13:0] \$159 ;
-  wire \$16 ;
+  wire \$154 ;
+  wire [3:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire [3:0] \$158 ;
+  wire [4:0] \$159 ;
+  wire [9:0] \$16 ;
   wire [3:0] \$160 ;
-  wire \$161 ;
-  wire [3:0] \$162 ;
-  wire [3:0] \$163 ;
-  wire \$164 ;
-  wire [3:0] \$165 ;
-  wire \$166 ;
+  wire [4:0] \$161 ;
+  wire [4:0] \$162 ;
+  wire [4:0] \$163 ;
+  wire [3:0] \$164 ;
+  wire \$165 ;
+  wire [3:0] \$166 ;
   wire \$167 ;
   wire [3:0] \$168 ;
-  wire [4:0] \$169 ;
-  wire [2:0] \$17 ;
-  wire [3:0] \$170 ;
-  wire [4:0] \$171 ;
-  wire [4:0] \$172 ;
-  wire [4:0] \$173 ;
-  wire [3:0] \$174 ;
+  wire \$169 ;
+  wire \$17 ;
+  wire \$170 ;
+  wire [1:0] \$171 ;
+  wire [1:0] \$172 ;
+  wire \$173 ;
+  wire \$174 ;
   wire \$175 ;
-  wire [3:0] \$176 ;
-  wire \$177 ;
-  wire [3:0] \$178 ;
-  wire \$179 ;
-  wire [9:0] \$18 ;
+  reg [13:0] \$176 ;
+  wire [9:0] \$177 ;
+  wire [15:0] \$178 ;
+  wire [23:0] \$179 ;
+  wire \$18 ;
   wire \$180 ;
-  wire [1:0] \$181 ;
-  wire [1:0] \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  reg [13:0] \$186 ;
-  wire [9:0] \$187 ;
-  wire [15:0] \$188 ;
-  wire [23:0] \$189 ;
-  wire \$19 ;
-  wire \$190 ;
+  reg [13:0] \$181 ;
+  wire [23:0] \$182 ;
+  reg [13:0] \$183 ;
+  wire [23:0] \$184 ;
+  reg [13:0] \$185 ;
+  wire [9:0] \$186 ;
+  wire [14:0] \$187 ;
+  wire [23:0] \$188 ;
+  wire [9:0] \$189 ;
+  wire [2:0] \$19 ;
+  wire [9:0] \$190 ;
   reg [13:0] \$191 ;
-  wire [23:0] \$192 ;
-  reg [13:0] \$193 ;
-  wire [23:0] \$194 ;
-  reg [13:0] \$195 ;
-  wire [9:0] \$196 ;
-  wire [14:0] \$197 ;
-  wire [23:0] \$198 ;
-  wire [9:0] \$199 ;
+  wire [13:0] \$192 ;
+  wire [14:0] \$193 ;
+  reg [13:0] \$194 ;
+  wire [13:0] \$195 ;
+  wire [14:0] \$196 ;
+  wire [3:0] \$197 ;
+  wire \$198 ;
+  wire [3:0] \$199 ;
   wire [6:0] \$2 ;
-  wire \$20 ;
-  wire [9:0] \$200 ;
-  reg [13:0] \$201 ;
-  wire [13:0] \$202 ;
-  wire [14:0] \$203 ;
-  reg [13:0] \$204 ;
-  wire [13:0] \$205 ;
-  wire [14:0] \$206 ;
+  wire [9:0] \$20 ;
+  wire [3:0] \$200 ;
+  wire \$201 ;
+  wire [3:0] \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire [3:0] \$205 ;
+  wire [4:0] \$206 ;
   wire [3:0] \$207 ;
-  wire \$208 ;
-  wire [3:0] \$209 ;
-  wire [3:0] \$21 ;
-  wire [3:0] \$210 ;
-  wire \$211 ;
-  wire [3:0] \$212 ;
-  wire \$213 ;
+  wire [4:0] \$208 ;
+  wire [4:0] \$209 ;
+  wire \$21 ;
+  wire [4:0] \$210 ;
+  wire [3:0] \$211 ;
+  wire \$212 ;
+  wire [3:0] \$213 ;
   wire \$214 ;
   wire [3:0] \$215 ;
-  wire [4:0] \$216 ;
-  wire [3:0] \$217 ;
-  wire [4:0] \$218 ;
-  wire [4:0] \$219 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire [1:0] \$218 ;
+  wire [1:0] \$219 ;
   wire \$22 ;
-  wire [4:0] \$220 ;
-  wire [3:0] \$221 ;
-  wire \$222 ;
-  wire [3:0] \$223 ;
-  wire \$224 ;
-  wire [3:0] \$225 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire [10:0] \$222 ;
+  wire [14:0] \$223 ;
+  wire [14:0] \$224 ;
+  wire [14:0] \$225 ;
   wire \$226 ;
   wire \$227 ;
-  wire [1:0] \$228 ;
-  wire [1:0] \$229 ;
-  wire [13:0] \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire [10:0] \$232 ;
-  wire [14:0] \$233 ;
-  wire [14:0] \$234 ;
-  wire [14:0] \$235 ;
-  wire \$236 ;
-  wire \$237 ;
+  wire [20:0] \$228 ;
+  wire [20:0] \$229 ;
+  wire [3:0] \$23 ;
+  wire [20:0] \$230 ;
+  wire [20:0] \$231 ;
+  wire [20:0] \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire [20:0] \$235 ;
+  wire [20:0] \$236 ;
+  wire [20:0] \$237 ;
   wire [20:0] \$238 ;
   wire [20:0] \$239 ;
   wire \$24 ;
-  wire [20:0] \$240 ;
-  wire [20:0] \$241 ;
+  wire \$240 ;
+  wire \$241 ;
   wire [20:0] \$242 ;
-  wire \$243 ;
-  wire \$244 ;
+  wire [20:0] \$243 ;
+  wire [20:0] \$244 ;
   wire [20:0] \$245 ;
   wire [20:0] \$246 ;
-  wire [20:0] \$247 ;
-  wire [20:0] \$248 ;
-  wire [20:0] \$249 ;
-  wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire [20:0] \$252 ;
-  wire [20:0] \$253 ;
-  wire [20:0] \$254 ;
-  wire [20:0] \$255 ;
-  wire [20:0] \$256 ;
-  wire \$257 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire [1:0] \$249 ;
+  wire [13:0] \$25 ;
+  wire [1:0] \$250 ;
+  wire [2:0] \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire [1:0] \$255 ;
+  wire [1:0] \$256 ;
+  wire [2:0] \$257 ;
   wire \$258 ;
   wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  reg [13:0] \$261 ;
-  wire [13:0] \$262 ;
-  wire [13:0] \$263 ;
+  wire [1:0] \$260 ;
+  wire [1:0] \$261 ;
+  wire [2:0] \$262 ;
+  wire \$263 ;
   wire \$264 ;
   wire \$265 ;
   wire [1:0] \$266 ;
   wire [1:0] \$267 ;
   wire [2:0] \$268 ;
   wire \$269 ;
-  wire [13:0] \$27 ;
+  wire \$27 ;
   wire \$270 ;
   wire \$271 ;
-  wire [1:0] \$272 ;
+  wire \$272 ;
   wire [1:0] \$273 ;
-  wire [2:0] \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire [1:0] \$277 ;
-  wire [1:0] \$278 ;
-  wire [2:0] \$279 ;
-  wire [14:0] \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire [1:0] \$283 ;
-  wire [1:0] \$284 ;
-  wire [2:0] \$285 ;
+  wire [1:0] \$274 ;
+  wire [2:0] \$275 ;
+  wire [3:0] \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire [1:0] \$279 ;
+  wire \$28 ;
+  wire [1:0] \$280 ;
+  wire [2:0] \$281 ;
+  wire [4:0] \$282 ;
+  wire [4:0] \$283 ;
+  wire [4:0] \$284 ;
+  wire \$285 ;
   wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
-  wire \$29 ;
-  wire [1:0] \$290 ;
-  wire [1:0] \$291 ;
-  wire [2:0] \$292 ;
-  wire [3:0] \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire [1:0] \$296 ;
-  wire [1:0] \$297 ;
-  wire [2:0] \$298 ;
-  wire [4:0] \$299 ;
+  wire [1:0] \$287 ;
+  wire [1:0] \$288 ;
+  wire [2:0] \$289 ;
+  wire [13:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire [1:0] \$293 ;
+  wire [1:0] \$294 ;
+  wire [2:0] \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire [1:0] \$299 ;
   wire [7:0] \$3 ;
-  wire \$30 ;
-  wire [4:0] \$300 ;
-  wire [4:0] \$301 ;
+  wire [14:0] \$30 ;
+  wire [1:0] \$300 ;
+  wire [2:0] \$301 ;
   wire \$302 ;
   wire \$303 ;
   wire [1:0] \$304 ;
   wire [1:0] \$305 ;
-  wire [2:0] \$306 ;
+  wire \$306 ;
   wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [1:0] \$308 ;
+  wire [1:0] \$309 ;
   wire \$31 ;
-  wire [1:0] \$310 ;
-  wire [1:0] \$311 ;
-  wire [2:0] \$312 ;
-  wire \$313 ;
-  wire \$314 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire [1:0] \$313 ;
+  wire [1:0] \$314 ;
   wire \$315 ;
-  wire [1:0] \$316 ;
+  wire \$316 ;
   wire [1:0] \$317 ;
-  wire [2:0] \$318 ;
+  wire [1:0] \$318 ;
   wire \$319 ;
-  wire [4:0] \$32 ;
+  wire \$32 ;
   wire \$320 ;
-  wire [1:0] \$321 ;
+  wire \$321 ;
   wire [1:0] \$322 ;
-  wire \$323 ;
+  wire [1:0] \$323 ;
   wire \$324 ;
-  wire [1:0] \$325 ;
-  wire [1:0] \$326 ;
+  wire \$325 ;
+  wire \$326 ;
   wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
+  wire [1:0] \$328 ;
+  wire [1:0] \$329 ;
   wire \$33 ;
-  wire [1:0] \$330 ;
-  wire [1:0] \$331 ;
+  wire [2:0] \$330 ;
+  wire \$331 ;
   wire \$332 ;
-  wire \$333 ;
+  wire [1:0] \$333 ;
   wire [1:0] \$334 ;
-  wire [1:0] \$335 ;
-  wire \$336 ;
-  wire \$337 ;
+  wire [3:0] \$335 ;
+  wire [3:0] \$336 ;
+  wire [3:0] \$337 ;
   wire \$338 ;
-  wire [1:0] \$339 ;
-  wire [13:0] \$34 ;
+  wire \$339 ;
+  wire [4:0] \$34 ;
   wire [1:0] \$340 ;
-  wire \$341 ;
+  wire [1:0] \$341 ;
   wire \$342 ;
   wire \$343 ;
   wire \$344 ;
   wire [1:0] \$345 ;
   wire [1:0] \$346 ;
-  wire [2:0] \$347 ;
+  wire \$347 ;
   wire \$348 ;
   wire \$349 ;
   wire \$35 ;
   wire [1:0] \$350 ;
   wire [1:0] \$351 ;
-  wire [3:0] \$352 ;
-  wire [3:0] \$353 ;
-  wire [3:0] \$354 ;
-  wire \$355 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire [1:0] \$354 ;
+  wire [1:0] \$355 ;
   wire \$356 ;
-  wire [1:0] \$357 ;
+  wire \$357 ;
   wire [1:0] \$358 ;
-  wire \$359 ;
-  wire \$36 ;
-  wire \$360 ;
+  wire [1:0] \$359 ;
+  wire [13:0] \$36 ;
+  wire [2:0] \$360 ;
   wire \$361 ;
-  wire [1:0] \$362 ;
-  wire [1:0] \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire [1:0] \$367 ;
-  wire [1:0] \$368 ;
-  wire \$369 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire [1:0] \$364 ;
+  wire [1:0] \$365 ;
+  wire [2:0] \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire [1:0] \$369 ;
   wire \$37 ;
-  wire \$370 ;
-  wire [1:0] \$371 ;
-  wire [1:0] \$372 ;
+  wire [1:0] \$370 ;
+  wire [2:0] \$371 ;
+  wire \$372 ;
   wire \$373 ;
   wire \$374 ;
   wire [1:0] \$375 ;
@@ -316,373 +316,373 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire [2:0] \$377 ;
   wire \$378 ;
   wire \$379 ;
-  wire [13:0] \$38 ;
+  wire \$38 ;
   wire \$380 ;
-  wire [1:0] \$381 ;
+  wire \$381 ;
   wire [1:0] \$382 ;
-  wire [2:0] \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire [1:0] \$386 ;
-  wire [1:0] \$387 ;
-  wire [2:0] \$388 ;
-  wire \$389 ;
-  wire [14:0] \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire [1:0] \$392 ;
-  wire [1:0] \$393 ;
-  wire [2:0] \$394 ;
+  wire [1:0] \$383 ;
+  wire [2:0] \$384 ;
+  wire [3:0] \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire [1:0] \$388 ;
+  wire [1:0] \$389 ;
+  wire \$39 ;
+  wire [2:0] \$390 ;
+  wire [3:0] \$391 ;
+  wire [3:0] \$392 ;
+  wire [3:0] \$393 ;
+  wire \$394 ;
   wire \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire [1:0] \$399 ;
+  wire [1:0] \$396 ;
+  wire [1:0] \$397 ;
+  wire [2:0] \$398 ;
+  wire \$399 ;
   wire [7:0] \$4 ;
-  wire \$40 ;
-  wire [1:0] \$400 ;
-  wire [2:0] \$401 ;
-  wire [3:0] \$402 ;
-  wire \$403 ;
-  wire \$404 ;
-  wire [1:0] \$405 ;
-  wire [1:0] \$406 ;
-  wire [2:0] \$407 ;
-  wire [3:0] \$408 ;
-  wire [3:0] \$409 ;
-  wire \$41 ;
-  wire [3:0] \$410 ;
+  wire [13:0] \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire [1:0] \$402 ;
+  wire [1:0] \$403 ;
+  wire [2:0] \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire [1:0] \$408 ;
+  wire [1:0] \$409 ;
+  wire [14:0] \$41 ;
+  wire [2:0] \$410 ;
   wire \$411 ;
   wire \$412 ;
   wire [1:0] \$413 ;
   wire [1:0] \$414 ;
-  wire [2:0] \$415 ;
-  wire \$416 ;
+  reg [13:0] \$415 ;
+  wire [23:0] \$416 ;
   wire \$417 ;
-  wire \$418 ;
-  wire [1:0] \$419 ;
+  wire [24:0] \$418 ;
+  wire [14:0] \$419 ;
   wire \$42 ;
-  wire [1:0] \$420 ;
-  wire [2:0] \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
+  wire [14:0] \$420 ;
+  wire [14:0] \$421 ;
+  wire [3:0] \$422 ;
+  wire [3:0] \$423 ;
+  wire [1:0] \$424 ;
   wire [1:0] \$425 ;
-  wire [1:0] \$426 ;
-  wire [2:0] \$427 ;
-  wire \$428 ;
-  wire \$429 ;
-  wire [5:0] \$43 ;
-  wire [1:0] \$430 ;
-  wire [1:0] \$431 ;
-  reg [13:0] \$432 ;
-  wire [23:0] \$433 ;
+  wire [3:0] \$426 ;
+  wire [3:0] \$427 ;
+  wire [1:0] \$428 ;
+  wire [1:0] \$429 ;
+  wire \$43 ;
+  wire [3:0] \$430 ;
+  wire [3:0] \$431 ;
+  wire [1:0] \$432 ;
+  wire [1:0] \$433 ;
   wire \$434 ;
-  wire [24:0] \$435 ;
-  wire [14:0] \$436 ;
-  wire [14:0] \$437 ;
-  wire [14:0] \$438 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
   wire [3:0] \$439 ;
   wire \$44 ;
-  wire [3:0] \$440 ;
-  wire [1:0] \$441 ;
-  wire [1:0] \$442 ;
-  wire [3:0] \$443 ;
+  wire \$440 ;
+  wire [3:0] \$441 ;
+  wire [3:0] \$442 ;
+  wire \$443 ;
   wire [3:0] \$444 ;
-  wire [1:0] \$445 ;
-  wire [1:0] \$446 ;
+  wire \$445 ;
+  wire \$446 ;
   wire [3:0] \$447 ;
-  wire [3:0] \$448 ;
-  wire [1:0] \$449 ;
-  wire [13:0] \$45 ;
-  wire [1:0] \$450 ;
-  wire [8:0] \$451 ;
-  wire \$452 ;
-  wire \$453 ;
+  wire [4:0] \$448 ;
+  wire [3:0] \$449 ;
+  wire [5:0] \$45 ;
+  wire [4:0] \$450 ;
+  wire [4:0] \$451 ;
+  wire [4:0] \$452 ;
+  wire [3:0] \$453 ;
   wire \$454 ;
-  wire \$455 ;
+  wire [3:0] \$455 ;
   wire \$456 ;
   wire [3:0] \$457 ;
   wire \$458 ;
-  wire [3:0] \$459 ;
+  wire \$459 ;
   wire \$46 ;
-  wire [3:0] \$460 ;
-  wire \$461 ;
-  wire [3:0] \$462 ;
+  wire [1:0] \$460 ;
+  wire [1:0] \$461 ;
+  wire \$462 ;
   wire \$463 ;
   wire \$464 ;
-  wire [3:0] \$465 ;
-  wire [4:0] \$466 ;
-  wire [3:0] \$467 ;
-  wire [4:0] \$468 ;
-  wire [4:0] \$469 ;
-  wire \$47 ;
-  wire [4:0] \$470 ;
-  wire [3:0] \$471 ;
-  wire \$472 ;
-  wire [3:0] \$473 ;
+  wire [14:0] \$465 ;
+  wire [14:0] \$466 ;
+  wire \$467 ;
+  wire [14:0] \$468 ;
+  wire [14:0] \$469 ;
+  wire [13:0] \$47 ;
+  wire \$470 ;
+  wire [14:0] \$471 ;
+  wire [14:0] \$472 ;
+  wire \$473 ;
   wire \$474 ;
-  wire [3:0] \$475 ;
+  wire \$475 ;
   wire \$476 ;
-  wire \$477 ;
-  wire [1:0] \$478 ;
-  wire [1:0] \$479 ;
+  wire [3:0] \$477 ;
+  wire \$478 ;
+  wire [3:0] \$479 ;
   wire \$48 ;
-  wire [8:0] \$480 ;
+  wire [3:0] \$480 ;
   wire \$481 ;
-  wire \$482 ;
+  wire [3:0] \$482 ;
   wire \$483 ;
-  wire [14:0] \$484 ;
-  wire [14:0] \$485 ;
-  wire \$486 ;
-  wire [14:0] \$487 ;
-  wire [14:0] \$488 ;
-  wire \$489 ;
-  wire [13:0] \$49 ;
-  wire [14:0] \$490 ;
-  wire [14:0] \$491 ;
+  wire \$484 ;
+  wire [3:0] \$485 ;
+  wire [4:0] \$486 ;
+  wire [3:0] \$487 ;
+  wire [4:0] \$488 ;
+  wire [4:0] \$489 ;
+  wire \$49 ;
+  wire [4:0] \$490 ;
+  wire [3:0] \$491 ;
   wire \$492 ;
-  wire \$493 ;
+  wire [3:0] \$493 ;
   wire \$494 ;
-  wire \$495 ;
-  wire [3:0] \$496 ;
+  wire [3:0] \$495 ;
+  wire \$496 ;
   wire \$497 ;
-  wire [3:0] \$498 ;
-  wire [3:0] \$499 ;
+  wire [1:0] \$498 ;
+  wire [1:0] \$499 ;
   wire [6:0] \$5 ;
-  wire [14:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
-  wire [3:0] \$501 ;
-  wire \$502 ;
+  wire \$501 ;
+  wire [3:0] \$502 ;
   wire \$503 ;
   wire [3:0] \$504 ;
-  wire [4:0] \$505 ;
-  wire [3:0] \$506 ;
-  wire [4:0] \$507 ;
-  wire [4:0] \$508 ;
-  wire [4:0] \$509 ;
-  wire \$51 ;
+  wire [3:0] \$505 ;
+  wire \$506 ;
+  wire [3:0] \$507 ;
+  wire \$508 ;
+  wire \$509 ;
+  wire [13:0] \$51 ;
   wire [3:0] \$510 ;
-  wire \$511 ;
+  wire [4:0] \$511 ;
   wire [3:0] \$512 ;
-  wire \$513 ;
-  wire [3:0] \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire [1:0] \$517 ;
-  wire [1:0] \$518 ;
+  wire [4:0] \$513 ;
+  wire [4:0] \$514 ;
+  wire [4:0] \$515 ;
+  wire [3:0] \$516 ;
+  wire \$517 ;
+  wire [3:0] \$518 ;
   wire \$519 ;
-  wire \$52 ;
-  wire \$520 ;
-  wire [3:0] \$521 ;
+  wire [14:0] \$52 ;
+  wire [3:0] \$520 ;
+  wire \$521 ;
   wire \$522 ;
-  wire [3:0] \$523 ;
-  wire [3:0] \$524 ;
+  wire [1:0] \$523 ;
+  wire [1:0] \$524 ;
   wire \$525 ;
-  wire [3:0] \$526 ;
+  wire \$526 ;
   wire \$527 ;
   wire \$528 ;
-  wire [3:0] \$529 ;
+  wire \$529 ;
   wire \$53 ;
-  wire [4:0] \$530 ;
-  wire [3:0] \$531 ;
-  wire [4:0] \$532 ;
-  wire [4:0] \$533 ;
-  wire [4:0] \$534 ;
-  wire [3:0] \$535 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
   wire \$536 ;
-  wire [3:0] \$537 ;
+  wire \$537 ;
   wire \$538 ;
-  wire [3:0] \$539 ;
-  wire [6:0] \$54 ;
+  wire [8:0] \$539 ;
+  wire \$54 ;
   wire \$540 ;
-  wire \$541 ;
-  wire [1:0] \$542 ;
-  wire [1:0] \$543 ;
-  wire \$544 ;
-  wire \$545 ;
-  wire \$546 ;
+  wire [10:0] \$541 ;
+  wire [11:0] \$542 ;
+  wire [11:0] \$543 ;
+  wire [10:0] \$544 ;
+  wire [11:0] \$545 ;
+  wire [11:0] \$546 ;
   wire \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire [9:0] \$55 ;
+  wire \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
   wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire [8:0] \$557 ;
-  wire \$558 ;
-  wire [10:0] \$559 ;
-  wire \$56 ;
-  wire [11:0] \$560 ;
-  wire [11:0] \$561 ;
-  wire [10:0] \$562 ;
-  wire [11:0] \$563 ;
-  wire [11:0] \$564 ;
-  wire \$565 ;
-  wire \$566 ;
+  wire [14:0] \$554 ;
+  wire [15:0] \$555 ;
+  wire [15:0] \$556 ;
+  wire [14:0] \$557 ;
+  wire [15:0] \$558 ;
+  wire [15:0] \$559 ;
+  wire [6:0] \$56 ;
+  wire [14:0] \$560 ;
+  wire [15:0] \$561 ;
+  wire [15:0] \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire [5:0] \$565 ;
+  reg [13:0] \$566 ;
   wire \$567 ;
   wire \$568 ;
   wire \$569 ;
-  wire \$57 ;
-  wire \$570 ;
-  wire \$571 ;
-  wire [14:0] \$572 ;
-  wire [15:0] \$573 ;
-  wire [15:0] \$574 ;
-  wire [14:0] \$575 ;
-  wire [15:0] \$576 ;
-  wire [15:0] \$577 ;
-  wire [14:0] \$578 ;
-  wire [15:0] \$579 ;
-  wire [7:0] \$58 ;
-  wire [15:0] \$580 ;
-  wire \$581 ;
-  reg [7:0] \$582 ;
+  wire [9:0] \$57 ;
+  wire [3:0] \$570 ;
+  reg [13:0] \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire [9:0] \$577 ;
+  wire \$578 ;
+  wire [9:0] \$579 ;
+  wire \$58 ;
+  wire \$580 ;
+  wire [9:0] \$581 ;
+  wire \$582 ;
   wire \$583 ;
-  wire [6:0] \$584 ;
-  wire [7:0] \$585 ;
-  wire [7:0] \$586 ;
-  wire [8:0] \$587 ;
-  reg [7:0] \$588 ;
-  wire [6:0] \$589 ;
+  wire [13:0] \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire [13:0] \$588 ;
+  wire \$589 ;
   wire \$59 ;
-  wire [7:0] \$590 ;
-  wire [8:0] \$591 ;
-  reg [7:0] \$592 ;
-  wire [6:0] \$593 ;
-  wire [7:0] \$594 ;
-  wire [8:0] \$595 ;
-  reg [13:0] \$596 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire [13:0] \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire [9:0] \$595 ;
+  wire \$596 ;
   wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
+  wire [13:0] \$598 ;
+  wire [14:0] \$599 ;
   wire [7:0] \$6 ;
-  wire \$60 ;
-  wire [3:0] \$600 ;
-  reg [13:0] \$601 ;
+  wire [7:0] \$60 ;
+  wire \$600 ;
+  wire \$601 ;
   wire \$602 ;
-  wire \$603 ;
-  wire \$604 ;
+  wire [13:0] \$603 ;
+  wire [14:0] \$604 ;
   wire \$605 ;
   wire \$606 ;
-  wire [9:0] \$607 ;
-  wire \$608 ;
-  wire [9:0] \$609 ;
+  wire \$607 ;
+  wire [13:0] \$608 ;
+  wire [14:0] \$609 ;
   wire \$61 ;
   wire \$610 ;
-  wire [9:0] \$611 ;
+  wire \$611 ;
   wire \$612 ;
   wire \$613 ;
-  wire [13:0] \$614 ;
-  wire \$615 ;
+  wire [3:0] \$614 ;
+  reg [13:0] \$615 ;
   wire \$616 ;
   wire \$617 ;
-  wire [13:0] \$618 ;
+  wire \$618 ;
   wire \$619 ;
-  wire [14:0] \$62 ;
-  wire \$620 ;
-  wire \$621 ;
-  wire [13:0] \$622 ;
-  wire \$623 ;
+  wire \$62 ;
+  wire [3:0] \$620 ;
+  wire [3:0] \$621 ;
+  wire \$622 ;
+  wire [3:0] \$623 ;
   wire \$624 ;
-  wire [9:0] \$625 ;
+  wire [3:0] \$625 ;
   wire \$626 ;
   wire \$627 ;
-  wire [13:0] \$628 ;
-  wire [14:0] \$629 ;
+  reg [13:0] \$628 ;
+  wire [13:0] \$629 ;
   wire \$63 ;
-  wire \$630 ;
+  reg [6:0] \$630 ;
   wire \$631 ;
-  wire \$632 ;
+  reg [13:0] \$632 ;
   wire [13:0] \$633 ;
-  wire [14:0] \$634 ;
-  wire \$635 ;
+  reg [6:0] \$634 ;
+  wire [14:0] \$635 ;
   wire \$636 ;
   wire \$637 ;
-  wire [13:0] \$638 ;
-  wire [14:0] \$639 ;
+  reg [6:0] \$638 ;
+  wire \$639 ;
   wire [14:0] \$64 ;
-  wire \$640 ;
+  reg [6:0] \$640 ;
   wire \$641 ;
-  wire \$642 ;
-  wire \$643 ;
-  wire [3:0] \$644 ;
-  reg [13:0] \$645 ;
+  reg [13:0] \$642 ;
+  wire [13:0] \$643 ;
+  reg [6:0] \$644 ;
+  wire [14:0] \$645 ;
   wire \$646 ;
   wire \$647 ;
-  wire \$648 ;
-  wire \$649 ;
+  reg [13:0] \$648 ;
+  wire [13:0] \$649 ;
   wire \$65 ;
-  wire [3:0] \$650 ;
-  wire [3:0] \$651 ;
-  wire \$652 ;
-  wire [3:0] \$653 ;
+  wire [14:0] \$650 ;
+  reg [6:0] \$651 ;
+  wire [14:0] \$652 ;
+  reg [6:0] \$653 ;
   wire \$654 ;
-  wire [3:0] \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  reg [13:0] \$658 ;
-  wire [13:0] \$659 ;
+  reg [13:0] \$655 ;
+  wire [13:0] \$656 ;
+  reg [6:0] \$657 ;
+  wire [14:0] \$658 ;
+  wire \$659 ;
   wire [14:0] \$66 ;
-  reg [6:0] \$660 ;
-  wire \$661 ;
-  reg [13:0] \$662 ;
-  wire [13:0] \$663 ;
-  reg [6:0] \$664 ;
-  wire [14:0] \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  reg [6:0] \$668 ;
+  wire \$660 ;
+  reg [13:0] \$661 ;
+  wire [13:0] \$662 ;
+  reg [6:0] \$663 ;
+  wire [14:0] \$664 ;
+  wire [15:0] \$665 ;
+  wire [15:0] \$666 ;
+  reg [6:0] \$667 ;
+  wire \$668 ;
   wire \$669 ;
   wire \$67 ;
-  reg [6:0] \$670 ;
-  wire \$671 ;
-  reg [13:0] \$672 ;
-  wire [13:0] \$673 ;
-  reg [6:0] \$674 ;
-  wire [14:0] \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  reg [13:0] \$678 ;
-  wire [13:0] \$679 ;
-  wire \$68 ;
-  wire [14:0] \$680 ;
-  reg [6:0] \$681 ;
-  wire [14:0] \$682 ;
-  reg [6:0] \$683 ;
+  wire \$670 ;
+  reg [6:0] \$671 ;
+  wire \$672 ;
+  reg [6:0] \$673 ;
+  wire \$674 ;
+  reg [13:0] \$675 ;
+  wire [13:0] \$676 ;
+  reg [6:0] \$677 ;
+  wire [14:0] \$678 ;
+  wire \$679 ;
+  wire [14:0] \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
   wire \$684 ;
-  reg [13:0] \$685 ;
-  wire [13:0] \$686 ;
-  reg [6:0] \$687 ;
-  wire [14:0] \$688 ;
-  wire \$689 ;
+  wire \$685 ;
+  wire [8:0] \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire [20:0] \$689 ;
   wire \$69 ;
-  wire \$690 ;
-  reg [13:0] \$691 ;
-  wire [13:0] \$692 ;
-  reg [6:0] \$693 ;
-  wire [14:0] \$694 ;
-  wire [15:0] \$695 ;
-  wire [15:0] \$696 ;
-  reg [6:0] \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [20:0] \$690 ;
+  wire [20:0] \$691 ;
+  wire [20:0] \$692 ;
+  wire [20:0] \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire [20:0] \$696 ;
+  wire [20:0] \$697 ;
+  wire [20:0] \$698 ;
+  wire [20:0] \$699 ;
   wire [7:0] \$7 ;
   wire \$70 ;
-  wire \$700 ;
-  reg [6:0] \$701 ;
+  wire [20:0] \$700 ;
+  wire [21:0] \$701 ;
   wire \$702 ;
-  reg [6:0] \$703 ;
-  wire \$704 ;
-  reg [13:0] \$705 ;
-  wire [13:0] \$706 ;
-  reg [6:0] \$707 ;
-  wire [14:0] \$708 ;
-  wire \$709 ;
+  wire \$703 ;
+  wire [20:0] \$704 ;
+  wire [20:0] \$705 ;
+  wire [20:0] \$706 ;
+  wire [20:0] \$707 ;
+  wire [20:0] \$708 ;
+  wire [21:0] \$709 ;
   wire \$71 ;
   wire \$710 ;
   wire \$711 ;
@@ -692,295 +692,278 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire \$715 ;
   wire \$716 ;
   wire \$717 ;
-  wire [20:0] \$718 ;
-  wire [20:0] \$719 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
-  wire [20:0] \$720 ;
-  wire [20:0] \$721 ;
-  wire [20:0] \$722 ;
+  wire \$720 ;
+  reg [13:0] \$721 ;
+  wire [13:0] \$722 ;
   wire \$723 ;
   wire \$724 ;
-  wire [20:0] \$725 ;
-  wire [20:0] \$726 ;
-  wire [20:0] \$727 ;
-  wire [20:0] \$728 ;
-  wire [20:0] \$729 ;
+  wire \$725 ;
+  wire \$726 ;
+  reg [13:0] \$727 ;
+  wire [13:0] \$728 ;
+  wire [13:0] \$729 ;
   wire \$73 ;
-  wire [21:0] \$730 ;
+  wire \$730 ;
   wire \$731 ;
-  wire \$732 ;
+  wire [20:0] \$732 ;
   wire [20:0] \$733 ;
   wire [20:0] \$734 ;
   wire [20:0] \$735 ;
-  wire [20:0] \$736 ;
-  wire [20:0] \$737 ;
-  wire [21:0] \$738 ;
-  wire \$739 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire [20:0] \$738 ;
+  wire [20:0] \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire \$742 ;
+  wire [20:0] \$740 ;
+  wire [20:0] \$741 ;
+  wire [21:0] \$742 ;
   wire \$743 ;
   wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire \$748 ;
-  wire \$749 ;
+  wire [20:0] \$745 ;
+  wire [20:0] \$746 ;
+  wire [20:0] \$747 ;
+  wire [20:0] \$748 ;
+  wire [20:0] \$749 ;
   wire \$75 ;
   wire \$750 ;
-  wire [20:0] \$751 ;
+  wire \$751 ;
   wire [20:0] \$752 ;
   wire [20:0] \$753 ;
   wire [20:0] \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire [20:0] \$757 ;
-  wire [20:0] \$758 ;
-  wire [20:0] \$759 ;
+  wire [20:0] \$755 ;
+  wire [20:0] \$756 ;
+  wire [21:0] \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
-  wire [20:0] \$760 ;
-  wire [21:0] \$761 ;
+  wire [1:0] \$760 ;
+  wire [1:0] \$761 ;
   wire \$762 ;
   wire \$763 ;
-  wire [20:0] \$764 ;
-  wire [20:0] \$765 ;
-  wire [20:0] \$766 ;
-  wire [20:0] \$767 ;
-  wire [20:0] \$768 ;
-  wire \$769 ;
+  wire [1:0] \$764 ;
+  wire [1:0] \$765 ;
+  wire [2:0] \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire [1:0] \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire [20:0] \$771 ;
-  wire [20:0] \$772 ;
-  wire [20:0] \$773 ;
-  wire [20:0] \$774 ;
-  wire [20:0] \$775 ;
-  wire [21:0] \$776 ;
-  wire \$777 ;
+  wire [1:0] \$770 ;
+  wire [2:0] \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire [1:0] \$775 ;
+  wire [1:0] \$776 ;
+  wire [2:0] \$777 ;
   wire \$778 ;
-  wire [1:0] \$779 ;
-  wire [3:0] \$78 ;
-  wire [1:0] \$780 ;
-  wire \$781 ;
-  wire \$782 ;
-  wire [1:0] \$783 ;
-  wire [1:0] \$784 ;
-  wire [2:0] \$785 ;
+  wire \$779 ;
+  wire \$78 ;
+  wire \$780 ;
+  wire [1:0] \$781 ;
+  wire [1:0] \$782 ;
+  wire [2:0] \$783 ;
+  wire \$784 ;
+  wire \$785 ;
   wire \$786 ;
   wire \$787 ;
   wire [1:0] \$788 ;
   wire [1:0] \$789 ;
-  wire [3:0] \$79 ;
-  wire [2:0] \$790 ;
+  wire \$79 ;
+  wire \$790 ;
   wire \$791 ;
   wire \$792 ;
-  wire \$793 ;
+  wire [1:0] \$793 ;
   wire [1:0] \$794 ;
-  wire [1:0] \$795 ;
-  wire [2:0] \$796 ;
+  wire \$795 ;
+  wire \$796 ;
   wire \$797 ;
-  wire \$798 ;
-  wire \$799 ;
-  wire [10:0] \$8 ;
-  wire [1:0] \$80 ;
-  wire [1:0] \$800 ;
-  wire [1:0] \$801 ;
-  wire [2:0] \$802 ;
+  wire [1:0] \$798 ;
+  wire [1:0] \$799 ;
+  wire [7:0] \$8 ;
+  wire [3:0] \$80 ;
+  wire \$800 ;
+  wire \$801 ;
+  wire \$802 ;
   wire \$803 ;
-  wire \$804 ;
-  wire \$805 ;
-  wire \$806 ;
-  wire [1:0] \$807 ;
-  wire [1:0] \$808 ;
+  wire [1:0] \$804 ;
+  wire [1:0] \$805 ;
+  wire [2:0] \$806 ;
+  wire \$807 ;
+  wire \$808 ;
   wire \$809 ;
-  wire [1:0] \$81 ;
-  wire \$810 ;
-  wire \$811 ;
-  wire [1:0] \$812 ;
-  wire [1:0] \$813 ;
+  wire [3:0] \$81 ;
+  wire [1:0] \$810 ;
+  wire [1:0] \$811 ;
+  wire [2:0] \$812 ;
+  wire \$813 ;
   wire \$814 ;
   wire \$815 ;
-  wire \$816 ;
+  wire [1:0] \$816 ;
   wire [1:0] \$817 ;
-  wire [1:0] \$818 ;
+  wire [2:0] \$818 ;
   wire \$819 ;
-  wire [3:0] \$82 ;
+  wire [1:0] \$82 ;
   wire \$820 ;
   wire \$821 ;
   wire \$822 ;
-  wire [1:0] \$823 ;
-  wire [1:0] \$824 ;
-  wire [2:0] \$825 ;
-  wire \$826 ;
-  wire \$827 ;
-  wire \$828 ;
-  wire [1:0] \$829 ;
-  wire [3:0] \$83 ;
-  wire [1:0] \$830 ;
-  wire [2:0] \$831 ;
-  wire \$832 ;
+  wire \$823 ;
+  wire \$824 ;
+  wire \$825 ;
+  wire [25:0] \$826 ;
+  wire [25:0] \$827 ;
+  wire [15:0] \$828 ;
+  wire \$829 ;
+  wire [1:0] \$83 ;
+  reg [14:0] \$830 ;
+  wire [14:0] \$831 ;
+  wire [14:0] \$832 ;
   wire \$833 ;
   wire \$834 ;
-  wire [1:0] \$835 ;
-  wire [1:0] \$836 ;
-  wire [2:0] \$837 ;
-  wire \$838 ;
-  wire \$839 ;
-  wire [1:0] \$84 ;
-  wire \$840 ;
+  wire \$835 ;
+  wire \$836 ;
+  wire [8:0] \$837 ;
+  wire [6:0] \$838 ;
+  wire [3:0] \$839 ;
+  wire [3:0] \$84 ;
+  wire [3:0] \$840 ;
   wire \$841 ;
-  reg [13:0] \$842 ;
-  wire [13:0] \$843 ;
-  wire \$844 ;
+  wire [3:0] \$842 ;
+  wire \$843 ;
+  wire [3:0] \$844 ;
   wire \$845 ;
   wire \$846 ;
-  wire \$847 ;
-  wire [25:0] \$848 ;
-  wire [25:0] \$849 ;
-  wire [1:0] \$85 ;
-  wire [15:0] \$850 ;
-  wire \$851 ;
-  reg [14:0] \$852 ;
-  wire [14:0] \$853 ;
-  wire [14:0] \$854 ;
-  wire \$855 ;
+  wire [7:0] \$847 ;
+  wire [8:0] \$848 ;
+  wire [11:0] \$849 ;
+  wire [3:0] \$85 ;
+  wire [12:0] \$850 ;
+  wire [15:0] \$851 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire [3:0] \$854 ;
+  wire [3:0] \$855 ;
   wire \$856 ;
-  wire \$857 ;
+  wire [3:0] \$857 ;
   wire \$858 ;
-  wire [8:0] \$859 ;
-  wire [3:0] \$86 ;
-  wire [6:0] \$860 ;
-  wire [3:0] \$861 ;
-  wire [3:0] \$862 ;
-  wire \$863 ;
-  wire [3:0] \$864 ;
+  wire [3:0] \$859 ;
+  wire [1:0] \$86 ;
+  wire \$860 ;
+  wire \$861 ;
+  reg [14:0] \$862 ;
+  wire [14:0] \$863 ;
+  wire [14:0] \$864 ;
   wire \$865 ;
-  wire [3:0] \$866 ;
-  wire \$867 ;
-  wire \$868 ;
-  wire [10:0] \$869 ;
-  wire [3:0] \$87 ;
-  wire [11:0] \$870 ;
-  wire [15:0] \$871 ;
-  wire \$872 ;
+  wire \$866 ;
+  wire [8:0] \$867 ;
+  wire [6:0] \$868 ;
+  wire [3:0] \$869 ;
+  wire [1:0] \$87 ;
+  wire [3:0] \$870 ;
+  wire \$871 ;
+  wire [3:0] \$872 ;
   wire \$873 ;
   wire [3:0] \$874 ;
-  wire [3:0] \$875 ;
+  wire \$875 ;
   wire \$876 ;
-  wire [3:0] \$877 ;
+  wire \$877 ;
   wire \$878 ;
-  wire [3:0] \$879 ;
-  wire [1:0] \$88 ;
-  wire \$880 ;
-  wire \$881 ;
-  reg [14:0] \$882 ;
-  wire [14:0] \$883 ;
-  wire [14:0] \$884 ;
-  wire \$885 ;
-  wire \$886 ;
-  wire [8:0] \$887 ;
-  wire [6:0] \$888 ;
-  wire [3:0] \$889 ;
-  wire [1:0] \$89 ;
-  wire [3:0] \$890 ;
-  wire \$891 ;
-  wire [3:0] \$892 ;
-  wire \$893 ;
-  wire [3:0] \$894 ;
-  wire \$895 ;
-  wire \$896 ;
-  wire \$897 ;
-  wire \$898 ;
-  reg [7:0] \$899 ;
-  wire [11:0] \$9 ;
-  wire \$90 ;
-  reg \$900 ;
-  reg \$901 ;
+  reg [7:0] \$879 ;
+  wire [3:0] \$88 ;
+  reg \$880 ;
+  reg \$881 ;
+  reg \$882 ;
+  reg [14:0] \$883 ;
+  reg [14:0] \$884 ;
+  reg [6:0] \$885 ;
+  reg [14:0] \$886 ;
+  reg [14:0] \$887 ;
+  reg [14:0] \$888 ;
+  reg \$889 ;
+  wire [3:0] \$89 ;
+  reg \$890 ;
+  reg \$891 ;
+  reg [2:0] \$892 ;
+  reg [2:0] \$893 ;
+  reg \$894 ;
+  reg \$895 ;
+  reg [1:0] \$896 ;
+  reg [1:0] \$897 ;
+  reg \$898 ;
+  reg \$899 ;
+  wire [8:0] \$9 ;
+  wire [1:0] \$90 ;
+  reg [1:0] \$900 ;
+  reg [1:0] \$901 ;
   reg \$902 ;
-  reg [14:0] \$903 ;
-  reg [14:0] \$904 ;
-  reg [6:0] \$905 ;
-  reg [14:0] \$906 ;
-  reg [14:0] \$907 ;
-  reg [14:0] \$908 ;
-  reg \$909 ;
-  reg [7:0] \$91 ;
-  reg \$910 ;
+  reg \$903 ;
+  reg [1:0] \$904 ;
+  reg [1:0] \$905 ;
+  reg [40:0] \$906 ;
+  reg \$907 ;
+  reg [5:0] \$908 ;
+  reg [7:0] \$909 ;
+  wire [1:0] \$91 ;
+  reg [3:0] \$910 ;
   reg \$911 ;
-  reg [2:0] \$912 ;
-  reg [2:0] \$913 ;
-  reg \$914 ;
-  reg \$915 ;
-  reg [1:0] \$916 ;
-  reg [1:0] \$917 ;
-  reg \$918 ;
-  reg \$919 ;
+  reg [38:0] \$912 ;
+  reg [9:0] \$913 ;
+  reg [13:0] \$914 ;
+  reg [13:0] \$915 ;
+  reg [13:0] \$916 ;
+  reg [2:0] \$917 ;
+  reg [2:0] \$918 ;
+  reg [1:0] \$919 ;
   wire \$92 ;
   reg [1:0] \$920 ;
-  reg [1:0] \$921 ;
-  reg \$922 ;
-  reg \$923 ;
-  reg [1:0] \$924 ;
-  reg [1:0] \$925 ;
-  reg [40:0] \$926 ;
-  reg \$927 ;
-  reg [5:0] \$928 ;
-  reg [7:0] \$929 ;
-  wire [6:0] \$93 ;
-  reg [3:0] \$930 ;
-  reg \$931 ;
-  reg [38:0] \$932 ;
-  reg [9:0] \$933 ;
-  reg [13:0] \$934 ;
-  reg [13:0] \$935 ;
-  reg [13:0] \$936 ;
-  reg [2:0] \$937 ;
-  reg [2:0] \$938 ;
-  reg [1:0] \$939 ;
-  wire [7:0] \$94 ;
-  reg [1:0] \$940 ;
-  reg [2:0] \$941 ;
-  reg [1:0] \$942 ;
-  reg [1:0] \$943 ;
-  reg [13:0] \$944 ;
+  reg [2:0] \$921 ;
+  reg [1:0] \$922 ;
+  reg [1:0] \$923 ;
+  reg [13:0] \$924 ;
+  reg [13:0] \$925 ;
+  reg [13:0] \$926 ;
+  reg [13:0] \$927 ;
+  reg [13:0] \$928 ;
+  reg [13:0] \$929 ;
+  wire \$93 ;
+  reg [13:0] \$930 ;
+  reg [2:0] \$931 ;
+  reg \$932 ;
+  reg \$933 ;
+  reg \$934 ;
+  reg \$935 ;
+  reg [6:0] \$936 ;
+  reg [6:0] \$937 ;
+  reg \$938 ;
+  reg [9:0] \$939 ;
+  wire [5:0] \$94 ;
+  reg \$940 ;
+  reg \$941 ;
+  reg [10:0] \$942 ;
+  reg [10:0] \$943 ;
+  reg [3:0] \$944 ;
   reg [13:0] \$945 ;
   reg [13:0] \$946 ;
   reg [13:0] \$947 ;
-  reg [13:0] \$948 ;
-  reg [13:0] \$949 ;
-  wire [7:0] \$95 ;
-  reg [13:0] \$950 ;
-  reg [2:0] \$951 ;
-  reg \$952 ;
-  reg \$953 ;
-  reg \$954 ;
-  reg \$955 ;
-  reg [6:0] \$956 ;
-  reg [6:0] \$957 ;
-  reg \$958 ;
-  reg [9:0] \$959 ;
-  wire [8:0] \$96 ;
-  reg \$960 ;
-  reg \$961 ;
-  reg [10:0] \$962 ;
-  reg [10:0] \$963 ;
-  reg [3:0] \$964 ;
-  reg [13:0] \$965 ;
-  reg [13:0] \$966 ;
-  reg [13:0] \$967 ;
-  reg [14:0] \$968 ;
-  reg [14:0] \$969 ;
-  reg [7:0] \$97 ;
-  reg [14:0] \$970 ;
-  reg [24:0] \$971 ;
-  reg [9:0] \$972 ;
-  reg [10:0] \$973 ;
-  reg [14:0] \$974 ;
-  reg [1:0] \$975 ;
-  reg [10:0] \$976 ;
-  wire [6:0] \$98 ;
-  wire [7:0] \$99 ;
+  reg [7:0] \$948 ;
+  reg [14:0] \$949 ;
+  wire [3:0] \$95 ;
+  reg [14:0] \$950 ;
+  reg [14:0] \$951 ;
+  reg [13:0] \$952 ;
+  reg [13:0] \$953 ;
+  reg [24:0] \$954 ;
+  reg [9:0] \$955 ;
+  reg [10:0] \$956 ;
+  reg [14:0] \$957 ;
+  reg [1:0] \$958 ;
+  reg [10:0] \$959 ;
+  wire [3:0] \$96 ;
+  wire [1:0] \$97 ;
+  wire [1:0] \$98 ;
+  wire [9:0] \$99 ;
   reg [7:0] \$signature__addr ;
   reg [7:0] \$signature__addr$39 ;
   reg [51:0] \$signature__data ;
@@ -1081,11 +1064,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg from_cmd = 1'h0;
   reg [3:0] fsm_state = 4'h0;
   reg [7:0] gidx = 8'h00;
+  reg [7:0] gidx1 = 8'h00;
   wire [5:0] grp;
   reg gs_done = 1'h0;
   reg [7:0] gs_walk = 8'h00;
   reg [6:0] has_pages = 7'h00;
-  reg [13:0] hi;
+  reg [13:0] hi = 14'h0000;
   reg [2:0] j = 3'h0;
   reg j_dense = 1'h1;
   reg [1:0] j_idx = 2'h0;
@@ -1100,6 +1084,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [1:0] jp_idx = 2'h3;
   reg jp_sparse = 1'h0;
   reg [1:0] jp_tab = 2'h0;
+  reg [13:0] limit = 14'h0000;
   (* init = 4'h0 *)
   wire [3:0] live;
   reg [14:0] m_pages = 15'h0000;
@@ -1220,7 +1205,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [1:0] \slot_idx$160 ;
   reg [1:0] \slot_idx$162 ;
   reg [1:0] \slot_idx$164 ;
-  reg [1:0] \slot_idx$168 ;
+  reg [1:0] \slot_idx$169 ;
   reg [1:0] \slot_idx$174 ;
   reg [1:0] \slot_idx$176 ;
   reg [1:0] \slot_idx$96 ;
@@ -1240,7 +1225,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   reg [1:0] \slot_tab$161 ;
   reg [1:0] \slot_tab$163 ;
   reg [1:0] \slot_tab$165 ;
-  reg [1:0] \slot_tab$169 ;
+  reg [1:0] \slot_tab$170 ;
   reg [1:0] \slot_tab$175 ;
   reg [1:0] \slot_tab$177 ;
   reg [1:0] \slot_tab$97 ;
@@ -1272,7 +1257,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   wire wr_out__ready;
   output wr_out__valid;
   wire wr_out__valid;
-  reg [51:0] group_state [239:0];
+  reg [51:0] group_state [255:0];
   initial begin
     group_state[0] = 52'h0000000000000;
     group_state[1] = 52'h0000000000000;
@@ -1514,6 +1499,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     group_state[237] = 52'h0000000000000;
     group_state[238] = 52'h0000000000000;
     group_state[239] = 52'h0000000000000;
+    group_state[240] = 52'h0000000000000;
+    group_state[241] = 52'h0000000000000;
+    group_state[242] = 52'h0000000000000;
+    group_state[243] = 52'h0000000000000;
+    group_state[244] = 52'h0000000000000;
+    group_state[245] = 52'h0000000000000;
+    group_state[246] = 52'h0000000000000;
+    group_state[247] = 52'h0000000000000;
+    group_state[248] = 52'h0000000000000;
+    group_state[249] = 52'h0000000000000;
+    group_state[250] = 52'h0000000000000;
+    group_state[251] = 52'h0000000000000;
+    group_state[252] = 52'h0000000000000;
+    group_state[253] = 52'h0000000000000;
+    group_state[254] = 52'h0000000000000;
+    group_state[255] = 52'h0000000000000;
   end
   always @(posedge clk) begin
     if (\$signature__en )
@@ -1524,884 +1525,863 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     _0_ <= group_state[\$signature__addr ];
   end
   assign \$signature__data$192  = _0_;
-  assign \$21  = \$17  + \$20 ;
-  assign \$22  = | ap[24:18];
-  assign \$24  = ! \$23 ;
-  assign \$25  = \$22  & \$24 ;
-  assign \$26  = | ap[24:18];
-  assign \$28  = \$27  + ap[24:18];
-  assign \$29  = \$28  > 11'h400;
-  assign \$30  = \$26  & \$29 ;
-  assign \$31  = \$25  | \$30 ;
-  assign \$32  = \$21  + \$31 ;
-  assign \$33  = | ap[31:25];
-  assign \$35  = ! \$34 ;
-  assign \$36  = \$33  & \$35 ;
-  assign \$37  = | ap[31:25];
-  assign \$39  = \$38  + ap[31:25];
-  assign \$40  = \$39  > 11'h400;
-  assign \$41  = \$37  & \$40 ;
-  assign \$42  = \$36  | \$41 ;
-  assign \$43  = \$32  + \$42 ;
-  assign \$44  = | ap[38:32];
-  assign \$46  = ! \$45 ;
-  assign \$47  = \$44  & \$46 ;
-  assign \$48  = | ap[38:32];
-  assign \$50  = \$49  + ap[38:32];
-  assign \$51  = \$50  > 11'h400;
-  assign \$52  = \$48  & \$51 ;
-  assign \$53  = \$47  | \$52 ;
-  assign \$54  = \$43  + \$53 ;
-  assign \$56  = ! \$55 ;
-  assign \$58  = \$54  + \$57 ;
-  assign \$59  = free_pages >= 3'h7;
-  assign \$60  = \$58 [2:0] <= free_pages[2:0];
-  assign enough = \$59  | \$60 ;
+  assign \$37  = ! \$36 ;
+  assign \$38  = \$35  & \$37 ;
+  assign \$39  = | ap[31:25];
+  assign \$41  = \$40  + ap[31:25];
+  assign \$42  = \$41  > 11'h400;
+  assign \$43  = \$39  & \$42 ;
+  assign \$44  = \$38  | \$43 ;
+  assign \$45  = \$34  + \$44 ;
+  assign \$46  = | ap[38:32];
+  assign \$48  = ! \$47 ;
+  assign \$49  = \$46  & \$48 ;
+  assign \$50  = | ap[38:32];
+  assign \$52  = \$51  + ap[38:32];
+  assign \$53  = \$52  > 11'h400;
+  assign \$54  = \$50  & \$53 ;
+  assign \$55  = \$49  | \$54 ;
+  assign \$56  = \$45  + \$55 ;
+  assign \$58  = ! \$57 ;
+  assign \$60  = \$56  + \$59 ;
+  assign \$61  = free_pages >= 3'h7;
+  assign \$62  = \$60 [2:0] <= free_pages[2:0];
+  assign enough = \$61  | \$62 ;
   assign take_first = a_first >> j;
   assign take_second = a_second >> j;
-  assign \$61  = n >= 10'h200;
-  assign \$62  = sb0 + ap[24:18];
-  assign \$63  = \$62  > 14'h2000;
-  assign \$64  = sb1 + ap[31:25];
+  assign \$63  = n >= 10'h200;
+  assign \$64  = sb0 + ap[24:18];
   assign \$65  = \$64  > 14'h2000;
-  assign \$66  = sb2 + ap[38:32];
+  assign \$66  = sb1 + ap[31:25];
   assign \$67  = \$66  > 14'h2000;
-  assign \$68  = | { \$67 , \$65 , \$63  };
-  assign cap_bad = \$61  | \$68 ;
-  assign \$69  = ap[6:2] >= 5'h1e;
-  assign \$70  = ap[24:18] > 7'h40;
-  assign \$71  = ap[31:25] > 7'h40;
-  assign \$72  = ap[38:32] > 7'h40;
-  assign \$73  = | { \$72 , \$71 , \$70  };
-  assign field_bad = \$69  | \$73 ;
-  assign \$74  = ~ release__valid;
-  assign \$75  = \$74  | release__ready;
-  assign \$76  = ~ from_cmd;
-  assign wr_out__valid = rec_valid & \$76 ;
+  assign \$68  = sb2 + ap[38:32];
+  assign \$69  = \$68  > 14'h2000;
+  assign \$70  = | { \$69 , \$67 , \$65  };
+  assign cap_bad = \$63  | \$70 ;
+  assign \$71  = ap[6:2] >= 5'h1e;
+  assign \$72  = ap[24:18] > 7'h40;
+  assign \$73  = ap[31:25] > 7'h40;
+  assign \$74  = ap[38:32] > 7'h40;
+  assign \$75  = | { \$74 , \$73 , \$72  };
+  assign field_bad = \$71  | \$75 ;
+  assign \$76  = ~ release__valid;
+  assign \$77  = \$76  | release__ready;
+  assign \$78  = ~ from_cmd;
+  assign wr_out__valid = rec_valid & \$78 ;
   assign rd_out__valid = rec_valid & from_cmd;
-  assign \$77  = cm[2:1] == 2'h2;
-  assign r_idx = \$77  ? 2'h0 : cm[12:11];
-  assign \$90  = ~ ready;
-  assign \$93  = cmd__payload[9:5] * 2'h2;
-  assign \$94  = \$93  + cmd__payload[10];
-  assign \$95  = \$92  ? 8'h00 : \$94 ;
-  assign \$96  = \$91  + \$95 ;
-  assign \$98  = ap[6:2] * 2'h2;
-  assign \$99  = \$98  + ap[7];
-  assign \$100  = \$97  + \$99 ;
-  assign \$102  = append__payload[6:2] * 2'h2;
-  assign \$103  = \$102  + append__payload[7];
-  assign \$104  = \$101  + \$103 ;
+  assign \$79  = cm[2:1] == 2'h2;
+  assign r_idx = \$79  ? 2'h0 : cm[12:11];
+  assign \$92  = ~ ready;
+  assign \$94  = \$93  ? 6'h00 : { cmd__payload[9:5], cmd__payload[10] };
+  assign \$111  = rk + 1'h1;
+  assign \$112  = \$111  < 2'h3;
+  assign \$113  = rk + 1'h1;
+  assign \$114  = rk + 1'h1;
+  assign \$115  = \$114  >= 2'h3;
+  assign \$116  = rk + 1'h1;
+  assign \$117  = \$116  < 3'h6;
+  assign \$118  = \$115  & \$117 ;
+  assign \$119  = rk + 1'h1;
+  assign \$120  = \$119  - 2'h3;
   assign \$121  = rk + 1'h1;
-  assign \$122  = \$121  < 2'h3;
-  assign \$123  = rk + 1'h1;
-  assign \$124  = rk + 1'h1;
-  assign \$125  = \$124  >= 2'h3;
-  assign \$126  = rk + 1'h1;
-  assign \$127  = \$126  < 3'h6;
-  assign \$128  = \$125  & \$127 ;
+  assign \$122  = \$121  - 3'h6;
+  assign \$123  = \$118  ? \$120  : \$122 ;
+  assign \$124  = \$112  ? { 1'h0, \$113  } : \$123 ;
+  assign \$125  = rk + 1'h1;
+  assign \$126  = \$125  < 2'h3;
+  assign \$127  = rk + 1'h1;
+  assign \$128  = \$127  >= 2'h3;
   assign \$129  = rk + 1'h1;
-  assign \$130  = \$129  - 2'h3;
-  assign \$131  = rk + 1'h1;
-  assign \$132  = \$131  - 3'h6;
-  assign \$133  = \$128  ? \$130  : \$132 ;
-  assign \$134  = \$122  ? { 1'h0, \$123  } : \$133 ;
-  assign \$135  = rk + 1'h1;
-  assign \$136  = \$135  < 2'h3;
-  assign \$137  = rk + 1'h1;
-  assign \$138  = \$137  >= 2'h3;
-  assign \$139  = rk + 1'h1;
-  assign \$140  = \$139  < 3'h6;
-  assign \$141  = \$138  & \$140 ;
-  assign \$142  = \$141  ? 2'h1 : 2'h2;
-  assign \$143  = \$136  ? 2'h0 : \$142 ;
+  assign \$130  = \$129  < 3'h6;
+  assign \$131  = \$128  & \$130 ;
+  assign \$132  = \$131  ? 2'h1 : 2'h2;
+  assign \$133  = \$126  ? 2'h0 : \$132 ;
+  assign \$150  = rk + 1'h1;
+  assign \$151  = \$150  < 2'h3;
+  assign \$152  = rk + 1'h1;
+  assign \$153  = rk + 1'h1;
+  assign \$154  = \$153  >= 2'h3;
+  assign \$155  = rk + 1'h1;
+  assign \$156  = \$155  < 3'h6;
+  assign \$157  = \$154  & \$156 ;
+  assign \$158  = rk + 1'h1;
+  assign \$159  = \$158  - 2'h3;
   assign \$160  = rk + 1'h1;
-  assign \$161  = \$160  < 2'h3;
-  assign \$162  = rk + 1'h1;
-  assign \$163  = rk + 1'h1;
-  assign \$164  = \$163  >= 2'h3;
-  assign \$165  = rk + 1'h1;
-  assign \$166  = \$165  < 3'h6;
-  assign \$167  = \$164  & \$166 ;
+  assign \$161  = \$160  - 3'h6;
+  assign \$162  = \$157  ? \$159  : \$161 ;
+  assign \$163  = \$151  ? { 1'h0, \$152  } : \$162 ;
+  assign \$164  = rk + 1'h1;
+  assign \$165  = \$164  < 2'h3;
+  assign \$166  = rk + 1'h1;
+  assign \$167  = \$166  >= 2'h3;
   assign \$168  = rk + 1'h1;
-  assign \$169  = \$168  - 2'h3;
-  assign \$170  = rk + 1'h1;
-  assign \$171  = \$170  - 3'h6;
-  assign \$172  = \$167  ? \$169  : \$171 ;
-  assign \$173  = \$161  ? { 1'h0, \$162  } : \$172 ;
-  assign \$174  = rk + 1'h1;
-  assign \$175  = \$174  < 2'h3;
-  assign \$176  = rk + 1'h1;
-  assign \$177  = \$176  >= 2'h3;
-  assign \$178  = rk + 1'h1;
-  assign \$179  = \$178  < 3'h6;
-  assign \$180  = \$177  & \$179 ;
-  assign \$181  = \$180  ? 2'h1 : 2'h2;
-  assign \$182  = \$175  ? 2'h0 : \$181 ;
-  assign \$183  = em_ready & wr_out__ready;
-  assign \$184  = em_free | \$183 ;
-  assign \$185  = ! j;
-  assign \$188  = \$187  * 6'h20;
-  assign \$189  = { \$186 , 10'h000 } | { 8'h00, \$188  };
-  assign \$190  = ~ frag;
-  assign \$192  = { \$191 , 10'h000 } | { 14'h0000, p_off };
-  assign \$197  = \$196  * 5'h10;
-  assign \$198  = { \$195 , 10'h000 } | { 9'h000, \$197  };
-  assign \$203  = \$202  + 1'h1;
-  assign \$206  = take_second ? \$203  : { 1'h0, \$205  };
+  assign \$169  = \$168  < 3'h6;
+  assign \$170  = \$167  & \$169 ;
+  assign \$171  = \$170  ? 2'h1 : 2'h2;
+  assign \$172  = \$165  ? 2'h0 : \$171 ;
+  assign \$173  = em_ready & wr_out__ready;
+  assign \$174  = em_free | \$173 ;
+  assign \$175  = ! j;
+  assign \$178  = \$177  * 6'h20;
+  assign \$179  = { \$176 , 10'h000 } | { 8'h00, \$178  };
+  assign \$180  = ~ frag;
+  assign \$182  = { \$181 , 10'h000 } | { 14'h0000, p_off };
+  assign \$187  = \$186  * 5'h10;
+  assign \$188  = { \$185 , 10'h000 } | { 9'h000, \$187  };
+  assign \$193  = \$192  + 1'h1;
+  assign \$196  = take_second ? \$193  : { 1'h0, \$195  };
+  assign \$197  = j + 2'h2;
+  assign \$198  = \$197  < 2'h3;
+  assign \$199  = j + 2'h2;
+  assign \$200  = j + 2'h2;
+  assign \$201  = \$200  >= 2'h3;
+  assign \$202  = j + 2'h2;
+  assign \$203  = \$202  < 3'h6;
+  assign \$204  = \$201  & \$203 ;
+  assign \$205  = j + 2'h2;
+  assign \$206  = \$205  - 2'h3;
   assign \$207  = j + 2'h2;
-  assign \$208  = \$207  < 2'h3;
-  assign \$209  = j + 2'h2;
-  assign \$210  = j + 2'h2;
-  assign \$211  = \$210  >= 2'h3;
-  assign \$212  = j + 2'h2;
-  assign \$213  = \$212  < 3'h6;
-  assign \$214  = \$211  & \$213 ;
+  assign \$208  = \$207  - 3'h6;
+  assign \$209  = \$204  ? \$206  : \$208 ;
+  assign \$210  = \$198  ? { 1'h0, \$199  } : \$209 ;
+  assign \$211  = j + 2'h2;
+  assign \$212  = \$211  < 2'h3;
+  assign \$213  = j + 2'h2;
+  assign \$214  = \$213  >= 2'h3;
   assign \$215  = j + 2'h2;
-  assign \$216  = \$215  - 2'h3;
-  assign \$217  = j + 2'h2;
-  assign \$218  = \$217  - 3'h6;
-  assign \$219  = \$214  ? \$216  : \$218 ;
-  assign \$220  = \$208  ? { 1'h0, \$209  } : \$219 ;
-  assign \$221  = j + 2'h2;
-  assign \$222  = \$221  < 2'h3;
-  assign \$223  = j + 2'h2;
-  assign \$224  = \$223  >= 2'h3;
-  assign \$225  = j + 2'h2;
-  assign \$226  = \$225  < 3'h6;
-  assign \$227  = \$224  & \$226 ;
-  assign \$228  = \$227  ? 2'h1 : 2'h2;
-  assign \$229  = \$222  ? 2'h0 : \$228 ;
-  assign \$230  = j == 3'h7;
-  assign \$231  = take_first | take_second;
-  assign \$232  = n + 1'h1;
-  assign \$233  = sb0 + ap[24:18];
-  assign \$234  = sb1 + ap[31:25];
-  assign \$235  = sb2 + ap[38:32];
-  assign \$236  = cm[2:1] == 1'h1;
-  assign \$237  = cm[2:1] == 2'h2;
-  assign \$240  = \$237  ? \$238  : \$239 ;
-  assign \$241  = \$236  ? { 7'h00, cm[26:13] } : \$240 ;
-  assign \$243  = cm[2:1] == 1'h1;
-  assign \$244  = cm[2:1] == 2'h2;
-  assign \$247  = \$244  ? \$245  : \$246 ;
-  assign \$248  = \$243  ? { 7'h00, cm[26:13] } : \$247 ;
-  assign \$250  = cm[2:1] == 1'h1;
-  assign \$251  = cm[2:1] == 2'h2;
-  assign \$254  = \$251  ? \$252  : \$253 ;
-  assign \$255  = \$250  ? { 7'h00, cm[26:13] } : \$254 ;
-  assign \$257  = cm[2:1] == 1'h1;
-  assign \$258  = cm[40:27] == 14'h3fff;
-  assign \$259  = \$257  & \$258 ;
-  assign \$260  = cm[2:1] == 1'h1;
-  assign \$262  = \$260  ? \$261  : { 4'h0, n };
-  assign \$263  = \$259  ? \$262  : cm[40:27];
+  assign \$216  = \$215  < 3'h6;
+  assign \$217  = \$214  & \$216 ;
+  assign \$218  = \$217  ? 2'h1 : 2'h2;
+  assign \$219  = \$212  ? 2'h0 : \$218 ;
+  assign \$220  = j == 3'h7;
+  assign \$221  = take_first | take_second;
+  assign \$222  = n + 1'h1;
+  assign \$223  = sb0 + ap[24:18];
+  assign \$224  = sb1 + ap[31:25];
+  assign \$225  = sb2 + ap[38:32];
+  assign \$226  = cm[2:1] == 1'h1;
+  assign \$227  = cm[2:1] == 2'h2;
+  assign \$230  = \$227  ? \$228  : \$229 ;
+  assign \$231  = \$226  ? { 7'h00, cm[26:13] } : \$230 ;
+  assign \$233  = cm[2:1] == 1'h1;
+  assign \$234  = cm[2:1] == 2'h2;
+  assign \$237  = \$234  ? \$235  : \$236 ;
+  assign \$238  = \$233  ? { 7'h00, cm[26:13] } : \$237 ;
+  assign \$240  = cm[2:1] == 1'h1;
+  assign \$241  = cm[2:1] == 2'h2;
+  assign \$244  = \$241  ? \$242  : \$243 ;
+  assign \$245  = \$240  ? { 7'h00, cm[26:13] } : \$244 ;
+  assign \$247  = cm[2:1] == 1'h1;
+  assign \$248  = cm[2:1] == 2'h2;
+  assign \$249  = \$248  ? 2'h2 : 2'h0;
+  assign \$250  = \$247  ? 2'h1 : \$249 ;
+  assign \$251  = \$250  - 1'h1;
+  assign \$252  = $signed(\$251 ) < $signed(3'h3);
+  assign \$253  = cm[2:1] == 1'h1;
+  assign \$254  = cm[2:1] == 2'h2;
+  assign \$255  = \$254  ? 2'h2 : 2'h0;
+  assign \$256  = \$253  ? 2'h1 : \$255 ;
+  assign \$257  = \$256  - 1'h1;
+  assign \$258  = cm[2:1] == 1'h1;
+  assign \$259  = cm[2:1] == 2'h2;
+  assign \$260  = \$259  ? 2'h2 : 2'h0;
+  assign \$261  = \$258  ? 2'h1 : \$260 ;
+  assign \$262  = \$261  - 1'h1;
+  assign \$263  = $signed(\$262 ) >= $signed(3'h3);
   assign \$264  = cm[2:1] == 1'h1;
   assign \$265  = cm[2:1] == 2'h2;
   assign \$266  = \$265  ? 2'h2 : 2'h0;
   assign \$267  = \$264  ? 2'h1 : \$266 ;
   assign \$268  = \$267  - 1'h1;
-  assign \$269  = $signed(\$268 ) < $signed(3'h3);
-  assign \$270  = cm[2:1] == 1'h1;
-  assign \$271  = cm[2:1] == 2'h2;
-  assign \$272  = \$271  ? 2'h2 : 2'h0;
-  assign \$273  = \$270  ? 2'h1 : \$272 ;
-  assign \$274  = \$273  - 1'h1;
-  assign \$275  = cm[2:1] == 1'h1;
-  assign \$276  = cm[2:1] == 2'h2;
-  assign \$277  = \$276  ? 2'h2 : 2'h0;
-  assign \$278  = \$275  ? 2'h1 : \$277 ;
-  assign \$279  = \$278  - 1'h1;
-  assign \$280  = $signed(\$279 ) >= $signed(3'h3);
-  assign \$281  = cm[2:1] == 1'h1;
-  assign \$282  = cm[2:1] == 2'h2;
-  assign \$283  = \$282  ? 2'h2 : 2'h0;
-  assign \$284  = \$281  ? 2'h1 : \$283 ;
-  assign \$285  = \$284  - 1'h1;
-  assign \$286  = $signed(\$285 ) < $signed(4'h6);
-  assign \$287  = \$280  & \$286 ;
-  assign \$288  = cm[2:1] == 1'h1;
-  assign \$289  = cm[2:1] == 2'h2;
-  assign \$290  = \$289  ? 2'h2 : 2'h0;
-  assign \$291  = \$288  ? 2'h1 : \$290 ;
-  assign \$292  = \$291  - 1'h1;
-  assign \$293  = $signed(\$292 ) - $signed(3'h3);
-  assign \$294  = cm[2:1] == 1'h1;
-  assign \$295  = cm[2:1] == 2'h2;
-  assign \$296  = \$295  ? 2'h2 : 2'h0;
-  assign \$297  = \$294  ? 2'h1 : \$296 ;
-  assign \$298  = \$297  - 1'h1;
-  assign \$299  = $signed(\$298 ) - $signed(4'h6);
-  assign \$300  = \$287  ? { \$293 [3], \$293  } : \$299 ;
-  assign \$301  = \$269  ? { \$274 [2], \$274 [2], \$274  } : \$300 ;
-  assign \$302  = cm[2:1] == 1'h1;
-  assign \$303  = cm[2:1] == 2'h2;
-  assign \$304  = \$303  ? 2'h2 : 2'h0;
-  assign \$305  = \$302  ? 2'h1 : \$304 ;
-  assign \$306  = \$305  - 1'h1;
-  assign \$307  = $signed(\$306 ) < $signed(3'h3);
-  assign \$308  = cm[2:1] == 1'h1;
-  assign \$309  = cm[2:1] == 2'h2;
-  assign \$310  = \$309  ? 2'h2 : 2'h0;
-  assign \$311  = \$308  ? 2'h1 : \$310 ;
-  assign \$312  = \$311  - 1'h1;
-  assign \$313  = $signed(\$312 ) >= $signed(3'h3);
-  assign \$314  = cm[2:1] == 1'h1;
-  assign \$315  = cm[2:1] == 2'h2;
-  assign \$316  = \$315  ? 2'h2 : 2'h0;
-  assign \$317  = \$314  ? 2'h1 : \$316 ;
-  assign \$318  = \$317  - 1'h1;
-  assign \$319  = $signed(\$318 ) < $signed(4'h6);
-  assign \$320  = \$313  & \$319 ;
-  assign \$321  = \$320  ? 2'h1 : 2'h2;
-  assign \$322  = \$307  ? 2'h0 : \$321 ;
-  assign \$323  = cm[2:1] == 1'h1;
-  assign \$324  = cm[2:1] == 2'h2;
-  assign \$325  = \$324  ? 2'h2 : 2'h0;
-  assign \$326  = \$323  ? 2'h1 : \$325 ;
-  assign \$327  = \$326  < 2'h3;
-  assign \$328  = cm[2:1] == 1'h1;
-  assign \$329  = cm[2:1] == 2'h2;
-  assign \$330  = \$329  ? 2'h2 : 2'h0;
-  assign \$331  = \$328  ? 2'h1 : \$330 ;
-  assign \$332  = cm[2:1] == 1'h1;
-  assign \$333  = cm[2:1] == 2'h2;
-  assign \$334  = \$333  ? 2'h2 : 2'h0;
-  assign \$335  = \$332  ? 2'h1 : \$334 ;
-  assign \$336  = \$335  >= 2'h3;
-  assign \$337  = cm[2:1] == 1'h1;
-  assign \$338  = cm[2:1] == 2'h2;
-  assign \$339  = \$338  ? 2'h2 : 2'h0;
-  assign \$340  = \$337  ? 2'h1 : \$339 ;
-  assign \$341  = \$340  < 3'h6;
-  assign \$342  = \$336  & \$341 ;
+  assign \$269  = $signed(\$268 ) < $signed(4'h6);
+  assign \$270  = \$263  & \$269 ;
+  assign \$271  = cm[2:1] == 1'h1;
+  assign \$272  = cm[2:1] == 2'h2;
+  assign \$273  = \$272  ? 2'h2 : 2'h0;
+  assign \$274  = \$271  ? 2'h1 : \$273 ;
+  assign \$275  = \$274  - 1'h1;
+  assign \$276  = $signed(\$275 ) - $signed(3'h3);
+  assign \$277  = cm[2:1] == 1'h1;
+  assign \$278  = cm[2:1] == 2'h2;
+  assign \$279  = \$278  ? 2'h2 : 2'h0;
+  assign \$280  = \$277  ? 2'h1 : \$279 ;
+  assign \$281  = \$280  - 1'h1;
+  assign \$282  = $signed(\$281 ) - $signed(4'h6);
+  assign \$283  = \$270  ? { \$276 [3], \$276  } : \$282 ;
+  assign \$284  = \$252  ? { \$257 [2], \$257 [2], \$257  } : \$283 ;
+  assign \$285  = cm[2:1] == 1'h1;
+  assign \$286  = cm[2:1] == 2'h2;
+  assign \$287  = \$286  ? 2'h2 : 2'h0;
+  assign \$288  = \$285  ? 2'h1 : \$287 ;
+  assign \$289  = \$288  - 1'h1;
+  assign \$290  = $signed(\$289 ) < $signed(3'h3);
+  assign \$291  = cm[2:1] == 1'h1;
+  assign \$292  = cm[2:1] == 2'h2;
+  assign \$293  = \$292  ? 2'h2 : 2'h0;
+  assign \$294  = \$291  ? 2'h1 : \$293 ;
+  assign \$295  = \$294  - 1'h1;
+  assign \$296  = $signed(\$295 ) >= $signed(3'h3);
+  assign \$297  = cm[2:1] == 1'h1;
+  assign \$298  = cm[2:1] == 2'h2;
+  assign \$299  = \$298  ? 2'h2 : 2'h0;
+  assign \$300  = \$297  ? 2'h1 : \$299 ;
+  assign \$301  = \$300  - 1'h1;
+  assign \$302  = $signed(\$301 ) < $signed(4'h6);
+  assign \$303  = \$296  & \$302 ;
+  assign \$304  = \$303  ? 2'h1 : 2'h2;
+  assign \$305  = \$290  ? 2'h0 : \$304 ;
+  assign \$306  = cm[2:1] == 1'h1;
+  assign \$307  = cm[2:1] == 2'h2;
+  assign \$308  = \$307  ? 2'h2 : 2'h0;
+  assign \$309  = \$306  ? 2'h1 : \$308 ;
+  assign \$310  = \$309  < 2'h3;
+  assign \$311  = cm[2:1] == 1'h1;
+  assign \$312  = cm[2:1] == 2'h2;
+  assign \$313  = \$312  ? 2'h2 : 2'h0;
+  assign \$314  = \$311  ? 2'h1 : \$313 ;
+  assign \$315  = cm[2:1] == 1'h1;
+  assign \$316  = cm[2:1] == 2'h2;
+  assign \$317  = \$316  ? 2'h2 : 2'h0;
+  assign \$318  = \$315  ? 2'h1 : \$317 ;
+  assign \$319  = \$318  >= 2'h3;
+  assign \$320  = cm[2:1] == 1'h1;
+  assign \$321  = cm[2:1] == 2'h2;
+  assign \$322  = \$321  ? 2'h2 : 2'h0;
+  assign \$323  = \$320  ? 2'h1 : \$322 ;
+  assign \$324  = \$323  < 3'h6;
+  assign \$325  = \$319  & \$324 ;
+  assign \$326  = cm[2:1] == 1'h1;
+  assign \$327  = cm[2:1] == 2'h2;
+  assign \$328  = \$327  ? 2'h2 : 2'h0;
+  assign \$329  = \$326  ? 2'h1 : \$328 ;
+  assign \$330  = \$329  - 2'h3;
+  assign \$331  = cm[2:1] == 1'h1;
+  assign \$332  = cm[2:1] == 2'h2;
+  assign \$333  = \$332  ? 2'h2 : 2'h0;
+  assign \$334  = \$331  ? 2'h1 : \$333 ;
+  assign \$335  = \$334  - 3'h6;
+  assign \$336  = \$325  ? { \$330 [2], \$330  } : \$335 ;
+  assign \$337  = \$310  ? { 2'h0, \$314  } : \$336 ;
+  assign \$338  = cm[2:1] == 1'h1;
+  assign \$339  = cm[2:1] == 2'h2;
+  assign \$340  = \$339  ? 2'h2 : 2'h0;
+  assign \$341  = \$338  ? 2'h1 : \$340 ;
+  assign \$342  = \$341  < 2'h3;
   assign \$343  = cm[2:1] == 1'h1;
   assign \$344  = cm[2:1] == 2'h2;
   assign \$345  = \$344  ? 2'h2 : 2'h0;
   assign \$346  = \$343  ? 2'h1 : \$345 ;
-  assign \$347  = \$346  - 2'h3;
+  assign \$347  = \$346  >= 2'h3;
   assign \$348  = cm[2:1] == 1'h1;
   assign \$349  = cm[2:1] == 2'h2;
   assign \$350  = \$349  ? 2'h2 : 2'h0;
   assign \$351  = \$348  ? 2'h1 : \$350 ;
-  assign \$352  = \$351  - 3'h6;
-  assign \$353  = \$342  ? { \$347 [2], \$347  } : \$352 ;
-  assign \$354  = \$327  ? { 2'h0, \$331  } : \$353 ;
-  assign \$355  = cm[2:1] == 1'h1;
-  assign \$356  = cm[2:1] == 2'h2;
-  assign \$357  = \$356  ? 2'h2 : 2'h0;
-  assign \$358  = \$355  ? 2'h1 : \$357 ;
-  assign \$359  = \$358  < 2'h3;
-  assign \$360  = cm[2:1] == 1'h1;
-  assign \$361  = cm[2:1] == 2'h2;
-  assign \$362  = \$361  ? 2'h2 : 2'h0;
-  assign \$363  = \$360  ? 2'h1 : \$362 ;
-  assign \$364  = \$363  >= 2'h3;
-  assign \$365  = cm[2:1] == 1'h1;
-  assign \$366  = cm[2:1] == 2'h2;
-  assign \$367  = \$366  ? 2'h2 : 2'h0;
-  assign \$368  = \$365  ? 2'h1 : \$367 ;
-  assign \$369  = \$368  < 3'h6;
-  assign \$370  = \$364  & \$369 ;
-  assign \$371  = \$370  ? 2'h1 : 2'h2;
-  assign \$372  = \$359  ? 2'h0 : \$371 ;
+  assign \$352  = \$351  < 3'h6;
+  assign \$353  = \$347  & \$352 ;
+  assign \$354  = \$353  ? 2'h1 : 2'h2;
+  assign \$355  = \$342  ? 2'h0 : \$354 ;
+  assign \$356  = cm[2:1] == 1'h1;
+  assign \$357  = cm[2:1] == 2'h2;
+  assign \$358  = \$357  ? 2'h2 : 2'h0;
+  assign \$359  = \$356  ? 2'h1 : \$358 ;
+  assign \$360  = \$359  + 1'h1;
+  assign \$361  = \$360  < 2'h3;
+  assign \$362  = cm[2:1] == 1'h1;
+  assign \$363  = cm[2:1] == 2'h2;
+  assign \$364  = \$363  ? 2'h2 : 2'h0;
+  assign \$365  = \$362  ? 2'h1 : \$364 ;
+  assign \$366  = \$365  + 1'h1;
+  assign \$367  = cm[2:1] == 1'h1;
+  assign \$368  = cm[2:1] == 2'h2;
+  assign \$369  = \$368  ? 2'h2 : 2'h0;
+  assign \$370  = \$367  ? 2'h1 : \$369 ;
+  assign \$371  = \$370  + 1'h1;
+  assign \$372  = \$371  >= 2'h3;
   assign \$373  = cm[2:1] == 1'h1;
   assign \$374  = cm[2:1] == 2'h2;
   assign \$375  = \$374  ? 2'h2 : 2'h0;
   assign \$376  = \$373  ? 2'h1 : \$375 ;
   assign \$377  = \$376  + 1'h1;
-  assign \$378  = \$377  < 2'h3;
-  assign \$379  = cm[2:1] == 1'h1;
-  assign \$380  = cm[2:1] == 2'h2;
-  assign \$381  = \$380  ? 2'h2 : 2'h0;
-  assign \$382  = \$379  ? 2'h1 : \$381 ;
-  assign \$383  = \$382  + 1'h1;
-  assign \$384  = cm[2:1] == 1'h1;
-  assign \$385  = cm[2:1] == 2'h2;
-  assign \$386  = \$385  ? 2'h2 : 2'h0;
-  assign \$387  = \$384  ? 2'h1 : \$386 ;
-  assign \$388  = \$387  + 1'h1;
-  assign \$389  = \$388  >= 2'h3;
-  assign \$390  = cm[2:1] == 1'h1;
-  assign \$391  = cm[2:1] == 2'h2;
-  assign \$392  = \$391  ? 2'h2 : 2'h0;
-  assign \$393  = \$390  ? 2'h1 : \$392 ;
-  assign \$394  = \$393  + 1'h1;
-  assign \$395  = \$394  < 3'h6;
-  assign \$396  = \$389  & \$395 ;
-  assign \$397  = cm[2:1] == 1'h1;
-  assign \$398  = cm[2:1] == 2'h2;
-  assign \$399  = \$398  ? 2'h2 : 2'h0;
-  assign \$400  = \$397  ? 2'h1 : \$399 ;
-  assign \$401  = \$400  + 1'h1;
-  assign \$402  = \$401  - 2'h3;
-  assign \$403  = cm[2:1] == 1'h1;
-  assign \$404  = cm[2:1] == 2'h2;
-  assign \$405  = \$404  ? 2'h2 : 2'h0;
-  assign \$406  = \$403  ? 2'h1 : \$405 ;
-  assign \$407  = \$406  + 1'h1;
-  assign \$408  = \$407  - 3'h6;
-  assign \$409  = \$396  ? \$402  : \$408 ;
-  assign \$410  = \$378  ? { 1'h0, \$383  } : \$409 ;
-  assign \$411  = cm[2:1] == 1'h1;
-  assign \$412  = cm[2:1] == 2'h2;
-  assign \$413  = \$412  ? 2'h2 : 2'h0;
-  assign \$414  = \$411  ? 2'h1 : \$413 ;
-  assign \$415  = \$414  + 1'h1;
-  assign \$416  = \$415  < 2'h3;
-  assign \$417  = cm[2:1] == 1'h1;
-  assign \$418  = cm[2:1] == 2'h2;
-  assign \$419  = \$418  ? 2'h2 : 2'h0;
-  assign \$420  = \$417  ? 2'h1 : \$419 ;
-  assign \$421  = \$420  + 1'h1;
-  assign \$422  = \$421  >= 2'h3;
-  assign \$423  = cm[2:1] == 1'h1;
-  assign \$424  = cm[2:1] == 2'h2;
-  assign \$425  = \$424  ? 2'h2 : 2'h0;
-  assign \$426  = \$423  ? 2'h1 : \$425 ;
-  assign \$427  = \$426  + 1'h1;
-  assign \$428  = \$427  < 3'h6;
-  assign \$429  = \$422  & \$428 ;
-  assign \$430  = \$429  ? 2'h1 : 2'h2;
-  assign \$431  = \$416  ? 2'h0 : \$430 ;
-  assign \$433  = { \$432 , 10'h000 } | { 14'h0000, r_off };
-  assign \$434  = r_left <= r_room;
-  assign \$435  = \$434  ? r_left : { 14'h0000, r_room };
-  assign \$436  = rd_out__ready ? e2 : e1;
-  assign \$437  = rd_out__ready ? e2 : e1;
-  assign \$438  = rd_out__ready ? e2 : e1;
-  assign \$451  = gidx + 1'h1;
-  assign \$452  = ! j;
-  assign \$453  = has_pages >> j;
-  assign \$454  = ~ \$453 ;
-  assign \$455  = j == 3'h6;
-  assign \$456  = fg == 6'h3b;
+  assign \$378  = \$377  < 3'h6;
+  assign \$379  = \$372  & \$378 ;
+  assign \$380  = cm[2:1] == 1'h1;
+  assign \$381  = cm[2:1] == 2'h2;
+  assign \$382  = \$381  ? 2'h2 : 2'h0;
+  assign \$383  = \$380  ? 2'h1 : \$382 ;
+  assign \$384  = \$383  + 1'h1;
+  assign \$385  = \$384  - 2'h3;
+  assign \$386  = cm[2:1] == 1'h1;
+  assign \$387  = cm[2:1] == 2'h2;
+  assign \$388  = \$387  ? 2'h2 : 2'h0;
+  assign \$389  = \$386  ? 2'h1 : \$388 ;
+  assign \$390  = \$389  + 1'h1;
+  assign \$391  = \$390  - 3'h6;
+  assign \$392  = \$379  ? \$385  : \$391 ;
+  assign \$393  = \$361  ? { 1'h0, \$366  } : \$392 ;
+  assign \$394  = cm[2:1] == 1'h1;
+  assign \$395  = cm[2:1] == 2'h2;
+  assign \$396  = \$395  ? 2'h2 : 2'h0;
+  assign \$397  = \$394  ? 2'h1 : \$396 ;
+  assign \$398  = \$397  + 1'h1;
+  assign \$399  = \$398  < 2'h3;
+  assign \$400  = cm[2:1] == 1'h1;
+  assign \$401  = cm[2:1] == 2'h2;
+  assign \$402  = \$401  ? 2'h2 : 2'h0;
+  assign \$403  = \$400  ? 2'h1 : \$402 ;
+  assign \$404  = \$403  + 1'h1;
+  assign \$405  = \$404  >= 2'h3;
+  assign \$406  = cm[2:1] == 1'h1;
+  assign \$407  = cm[2:1] == 2'h2;
+  assign \$408  = \$407  ? 2'h2 : 2'h0;
+  assign \$409  = \$406  ? 2'h1 : \$408 ;
+  assign \$410  = \$409  + 1'h1;
+  assign \$411  = \$410  < 3'h6;
+  assign \$412  = \$405  & \$411 ;
+  assign \$413  = \$412  ? 2'h1 : 2'h2;
+  assign \$414  = \$399  ? 2'h0 : \$413 ;
+  assign \$416  = { \$415 , 10'h000 } | { 14'h0000, r_off };
+  assign \$417  = r_left <= r_room;
+  assign \$418  = \$417  ? r_left : { 14'h0000, r_room };
+  assign \$419  = rd_out__ready ? e2 : e1;
+  assign \$420  = rd_out__ready ? e2 : e1;
+  assign \$421  = rd_out__ready ? e2 : e1;
+  assign \$434  = ! j;
+  assign \$435  = has_pages >> j;
+  assign \$436  = ~ \$435 ;
+  assign \$437  = j == 3'h6;
+  assign \$438  = fg == 6'h3b;
+  assign \$439  = j + 2'h2;
+  assign \$440  = \$439  < 2'h3;
+  assign \$441  = j + 2'h2;
+  assign \$442  = j + 2'h2;
+  assign \$443  = \$442  >= 2'h3;
+  assign \$444  = j + 2'h2;
+  assign \$445  = \$444  < 3'h6;
+  assign \$446  = \$443  & \$445 ;
+  assign \$447  = j + 2'h2;
+  assign \$448  = \$447  - 2'h3;
+  assign \$449  = j + 2'h2;
+  assign \$450  = \$449  - 3'h6;
+  assign \$451  = \$446  ? \$448  : \$450 ;
+  assign \$452  = \$440  ? { 1'h0, \$441  } : \$451 ;
+  assign \$453  = j + 2'h2;
+  assign \$454  = \$453  < 2'h3;
+  assign \$455  = j + 2'h2;
+  assign \$456  = \$455  >= 2'h3;
   assign \$457  = j + 2'h2;
-  assign \$458  = \$457  < 2'h3;
-  assign \$459  = j + 2'h2;
-  assign \$460  = j + 2'h2;
-  assign \$461  = \$460  >= 2'h3;
-  assign \$462  = j + 2'h2;
-  assign \$463  = \$462  < 3'h6;
-  assign \$464  = \$461  & \$463 ;
-  assign \$465  = j + 2'h2;
-  assign \$466  = \$465  - 2'h3;
-  assign \$467  = j + 2'h2;
-  assign \$468  = \$467  - 3'h6;
-  assign \$469  = \$464  ? \$466  : \$468 ;
-  assign \$470  = \$458  ? { 1'h0, \$459  } : \$469 ;
-  assign \$471  = j + 2'h2;
-  assign \$472  = \$471  < 2'h3;
-  assign \$473  = j + 2'h2;
-  assign \$474  = \$473  >= 2'h3;
-  assign \$475  = j + 2'h2;
-  assign \$476  = \$475  < 3'h6;
-  assign \$477  = \$474  & \$476 ;
-  assign \$478  = \$477  ? 2'h1 : 2'h2;
-  assign \$479  = \$472  ? 2'h0 : \$478 ;
-  assign \$480  = gidx + 1'h1;
-  assign \$481  = ~ release__valid;
-  assign \$482  = \$481  | release__ready;
-  assign \$483  = e1 == npg;
-  assign \$484  = \$483  ? 15'h0000 : e1;
-  assign \$485  = adv ? \$484  : e;
-  assign \$486  = e1 == npg;
-  assign \$487  = \$486  ? 15'h0000 : e1;
-  assign \$488  = adv ? \$487  : e;
-  assign \$489  = e1 == npg;
-  assign \$490  = \$489  ? 15'h0000 : e1;
-  assign \$491  = adv ? \$490  : e;
-  assign \$492  = e1 == npg;
-  assign \$493  = adv & \$492 ;
-  assign \$494  = e1 == npg;
-  assign \$495  = has_pages[6:1] >> j;
-  assign \$496  = j + 2'h2;
-  assign \$497  = \$496  < 2'h3;
-  assign \$498  = j + 2'h2;
-  assign \$499  = j + 2'h2;
-  assign \$500  = \$499  >= 2'h3;
-  assign \$501  = j + 2'h2;
-  assign \$502  = \$501  < 3'h6;
-  assign \$503  = \$500  & \$502 ;
+  assign \$458  = \$457  < 3'h6;
+  assign \$459  = \$456  & \$458 ;
+  assign \$460  = \$459  ? 2'h1 : 2'h2;
+  assign \$461  = \$454  ? 2'h0 : \$460 ;
+  assign \$462  = ~ release__valid;
+  assign \$463  = \$462  | release__ready;
+  assign \$464  = e1 == npg;
+  assign \$465  = \$464  ? 15'h0000 : e1;
+  assign \$466  = adv ? \$465  : e;
+  assign \$467  = e1 == npg;
+  assign \$468  = \$467  ? 15'h0000 : e1;
+  assign \$469  = adv ? \$468  : e;
+  assign \$470  = e1 == npg;
+  assign \$471  = \$470  ? 15'h0000 : e1;
+  assign \$472  = adv ? \$471  : e;
+  assign \$473  = e1 == npg;
+  assign \$474  = adv & \$473 ;
+  assign \$475  = e1 == npg;
+  assign \$476  = has_pages[6:1] >> j;
+  assign \$477  = j + 2'h2;
+  assign \$478  = \$477  < 2'h3;
+  assign \$479  = j + 2'h2;
+  assign \$480  = j + 2'h2;
+  assign \$481  = \$480  >= 2'h3;
+  assign \$482  = j + 2'h2;
+  assign \$483  = \$482  < 3'h6;
+  assign \$484  = \$481  & \$483 ;
+  assign \$485  = j + 2'h2;
+  assign \$486  = \$485  - 2'h3;
+  assign \$487  = j + 2'h2;
+  assign \$488  = \$487  - 3'h6;
+  assign \$489  = \$484  ? \$486  : \$488 ;
+  assign \$490  = \$478  ? { 1'h0, \$479  } : \$489 ;
+  assign \$491  = j + 2'h2;
+  assign \$492  = \$491  < 2'h3;
+  assign \$493  = j + 2'h2;
+  assign \$494  = \$493  >= 2'h3;
+  assign \$495  = j + 2'h2;
+  assign \$496  = \$495  < 3'h6;
+  assign \$497  = \$494  & \$496 ;
+  assign \$498  = \$497  ? 2'h1 : 2'h2;
+  assign \$499  = \$492  ? 2'h0 : \$498 ;
+  assign \$500  = j == 3'h6;
+  assign \$501  = fg == 6'h3b;
+  assign \$502  = j + 2'h2;
+  assign \$503  = \$502  < 2'h3;
   assign \$504  = j + 2'h2;
-  assign \$505  = \$504  - 2'h3;
-  assign \$506  = j + 2'h2;
-  assign \$507  = \$506  - 3'h6;
-  assign \$508  = \$503  ? \$505  : \$507 ;
-  assign \$509  = \$497  ? { 1'h0, \$498  } : \$508 ;
+  assign \$505  = j + 2'h2;
+  assign \$506  = \$505  >= 2'h3;
+  assign \$507  = j + 2'h2;
+  assign \$508  = \$507  < 3'h6;
+  assign \$509  = \$506  & \$508 ;
   assign \$510  = j + 2'h2;
-  assign \$511  = \$510  < 2'h3;
+  assign \$511  = \$510  - 2'h3;
   assign \$512  = j + 2'h2;
-  assign \$513  = \$512  >= 2'h3;
-  assign \$514  = j + 2'h2;
-  assign \$515  = \$514  < 3'h6;
-  assign \$516  = \$513  & \$515 ;
-  assign \$517  = \$516  ? 2'h1 : 2'h2;
-  assign \$518  = \$511  ? 2'h0 : \$517 ;
-  assign \$519  = j == 3'h6;
-  assign \$520  = fg == 6'h3b;
-  assign \$521  = j + 2'h2;
-  assign \$522  = \$521  < 2'h3;
-  assign \$523  = j + 2'h2;
-  assign \$524  = j + 2'h2;
-  assign \$525  = \$524  >= 2'h3;
-  assign \$526  = j + 2'h2;
-  assign \$527  = \$526  < 3'h6;
-  assign \$528  = \$525  & \$527 ;
-  assign \$529  = j + 2'h2;
-  assign \$530  = \$529  - 2'h3;
-  assign \$531  = j + 2'h2;
-  assign \$532  = \$531  - 3'h6;
-  assign \$533  = \$528  ? \$530  : \$532 ;
-  assign \$534  = \$522  ? { 1'h0, \$523  } : \$533 ;
-  assign \$535  = j + 2'h2;
-  assign \$536  = \$535  < 2'h3;
-  assign \$537  = j + 2'h2;
-  assign \$538  = \$537  >= 2'h3;
-  assign \$539  = j + 2'h2;
-  assign \$540  = \$539  < 3'h6;
-  assign \$541  = \$538  & \$540 ;
-  assign \$542  = \$541  ? 2'h1 : 2'h2;
-  assign \$543  = \$536  ? 2'h0 : \$542 ;
-  assign \$544  = ~ gs_done;
-  assign \$545  = ! fsm_state;
-  assign \$546  = fsm_state == 1'h1;
-  assign \$547  = fsm_state == 2'h2;
-  assign \$548  = fsm_state == 2'h3;
-  assign \$549  = fsm_state == 3'h4;
-  assign \$550  = fsm_state == 3'h5;
-  assign \$551  = fsm_state == 3'h6;
-  assign \$552  = fsm_state == 3'h7;
-  assign \$553  = fsm_state == 4'h8;
-  assign \$554  = fsm_state == 4'h9;
-  assign \$555  = fsm_state == 4'ha;
-  assign \$556  = ~ gs_done;
-  assign \$557  = gs_walk + 1'h1;
-  assign \$558  = gs_walk == 8'hef;
-  assign \$559  = n + 6'h20;
-  assign \$560  = \$559  - 1'h1;
-  assign \$562  = n + 7'h40;
-  assign \$563  = \$562  - 1'h1;
-  assign \$565  = | n;
-  assign \$566  = | n;
-  assign \$567  = | n;
-  assign \$568  = | sb0;
-  assign \$569  = | sb1;
-  assign \$570  = | sb2;
-  assign \$571  = | n;
-  assign \$572  = sb0 + 11'h400;
-  assign \$573  = \$572  - 1'h1;
-  assign \$575  = sb1 + 11'h400;
-  assign \$576  = \$575  - 1'h1;
-  assign \$578  = sb2 + 11'h400;
-  assign \$579  = \$578  - 1'h1;
-  assign \$581  = ~ ready;
-  assign \$584  = cmd__payload[9:5] * 2'h2;
-  assign \$585  = \$584  + cmd__payload[10];
-  assign \$586  = \$583  ? 8'h00 : \$585 ;
-  assign \$587  = \$582  + \$586 ;
-  assign \$589  = ap[6:2] * 2'h2;
-  assign \$590  = \$589  + ap[7];
-  assign \$591  = \$588  + \$590 ;
-  assign \$593  = append__payload[6:2] * 2'h2;
-  assign \$594  = \$593  + append__payload[7];
-  assign \$595  = \$592  + \$594 ;
-  assign \$597  = ap[1:0] >= 3'h4;
-  assign \$598  = rk != 3'h7;
-  assign \$599  = rk != 3'h7;
-  assign \$600  = rk + 1'h1;
-  assign \$602  = ap[17:8] != n;
-  assign \$603  = ap[17:8] == n;
-  assign \$604  = ~ cap_bad;
-  assign \$605  = \$603  & \$604 ;
-  assign \$606  = \$605  & enough;
-  assign \$608  = ! \$607 ;
-  assign \$610  = ! \$609 ;
-  assign \$612  = ! \$611 ;
-  assign \$613  = | ap[24:18];
-  assign \$615  = ! \$614 ;
-  assign \$616  = \$613  & \$615 ;
-  assign \$617  = | ap[31:25];
-  assign \$619  = ! \$618 ;
-  assign \$620  = \$617  & \$619 ;
-  assign \$621  = | ap[38:32];
-  assign \$623  = ! \$622 ;
-  assign \$624  = \$621  & \$623 ;
-  assign \$626  = ! \$625 ;
-  assign \$627  = | ap[24:18];
-  assign \$629  = \$628  + ap[24:18];
-  assign \$630  = \$629  > 11'h400;
-  assign \$631  = \$627  & \$630 ;
-  assign \$632  = | ap[31:25];
-  assign \$634  = \$633  + ap[31:25];
-  assign \$635  = \$634  > 11'h400;
-  assign \$636  = \$632  & \$635 ;
-  assign \$637  = | ap[38:32];
-  assign \$639  = \$638  + ap[38:32];
-  assign \$640  = \$639  > 11'h400;
-  assign \$641  = \$637  & \$640 ;
-  assign \$642  = rk != 3'h7;
-  assign \$643  = rk != 3'h7;
-  assign \$644  = rk + 1'h1;
-  assign \$646  = ! j;
-  assign \$647  = ~ em_free;
-  assign \$648  = ~ frag;
-  assign \$649  = wr_out__ready & p_second;
-  assign \$650  = j + 1'h1;
-  assign \$651  = j + 2'h2;
-  assign \$652  = \$651  < 2'h3;
-  assign \$653  = j + 2'h2;
-  assign \$654  = \$653  >= 2'h3;
-  assign \$655  = j + 2'h2;
-  assign \$656  = \$655  < 3'h6;
-  assign \$657  = \$654  & \$656 ;
-  assign \$661  = | \$660 ;
-  assign \$665  = \$663  + \$664 ;
-  assign \$666  = \$665  > 11'h400;
-  assign \$667  = \$661  & \$666 ;
-  assign \$669  = | \$668 ;
-  assign \$671  = | \$670 ;
-  assign \$675  = \$673  + \$674 ;
-  assign \$676  = \$675  > 11'h400;
-  assign \$677  = \$671  & \$676 ;
-  assign \$680  = 11'h400 - \$679 ;
-  assign \$682  = \$677  ? \$680  : { 8'h00, \$681  };
-  assign \$684  = | \$683 ;
-  assign \$688  = \$686  + \$687 ;
-  assign \$689  = \$688  > 11'h400;
-  assign \$690  = \$684  & \$689 ;
-  assign \$694  = \$692  + \$693 ;
-  assign \$695  = \$694  - 11'h400;
-  assign \$696  = \$690  ? \$695  : 16'h0000;
-  assign \$698  = ! \$697 ;
-  assign \$699  = j_sparse & \$698 ;
-  assign \$700  = ~ j_sparse;
-  assign \$702  = | \$701 ;
-  assign \$704  = | \$703 ;
-  assign \$708  = \$706  + \$707 ;
-  assign \$709  = \$708  > 11'h400;
-  assign \$710  = \$704  & \$709 ;
-  assign \$711  = ~ \$710 ;
-  assign \$712  = \$702  & \$711 ;
-  assign \$713  = \$700  | \$712 ;
-  assign \$714  = j == 3'h7;
-  assign \$715  = take_first | take_second;
-  assign \$716  = cm[2:1] == 1'h1;
-  assign \$717  = cm[2:1] == 2'h2;
-  assign \$720  = \$717  ? \$718  : \$719 ;
-  assign \$721  = \$716  ? { 7'h00, cm[26:13] } : \$720 ;
+  assign \$513  = \$512  - 3'h6;
+  assign \$514  = \$509  ? \$511  : \$513 ;
+  assign \$515  = \$503  ? { 1'h0, \$504  } : \$514 ;
+  assign \$516  = j + 2'h2;
+  assign \$517  = \$516  < 2'h3;
+  assign \$518  = j + 2'h2;
+  assign \$519  = \$518  >= 2'h3;
+  assign \$520  = j + 2'h2;
+  assign \$521  = \$520  < 3'h6;
+  assign \$522  = \$519  & \$521 ;
+  assign \$523  = \$522  ? 2'h1 : 2'h2;
+  assign \$524  = \$517  ? 2'h0 : \$523 ;
+  assign \$525  = ~ gs_done;
+  assign \$526  = ! fsm_state;
+  assign \$527  = fsm_state == 1'h1;
+  assign \$528  = fsm_state == 2'h2;
+  assign \$529  = fsm_state == 2'h3;
+  assign \$530  = fsm_state == 3'h4;
+  assign \$531  = fsm_state == 3'h5;
+  assign \$532  = fsm_state == 3'h6;
+  assign \$533  = fsm_state == 3'h7;
+  assign \$534  = fsm_state == 4'h8;
+  assign \$535  = fsm_state == 4'h9;
+  assign \$536  = fsm_state == 4'ha;
+  assign \$537  = fsm_state == 4'hb;
+  assign \$538  = ~ gs_done;
+  assign \$539  = gs_walk + 1'h1;
+  assign \$540  = gs_walk == 8'hff;
+  assign \$541  = n + 6'h20;
+  assign \$542  = \$541  - 1'h1;
+  assign \$544  = n + 7'h40;
+  assign \$545  = \$544  - 1'h1;
+  assign \$547  = | n;
+  assign \$548  = | n;
+  assign \$549  = | n;
+  assign \$550  = | sb0;
+  assign \$551  = | sb1;
+  assign \$552  = | sb2;
+  assign \$553  = | n;
+  assign \$554  = sb0 + 11'h400;
+  assign \$555  = \$554  - 1'h1;
+  assign \$557  = sb1 + 11'h400;
+  assign \$558  = \$557  - 1'h1;
+  assign \$560  = sb2 + 11'h400;
+  assign \$561  = \$560  - 1'h1;
+  assign \$563  = ~ ready;
+  assign \$565  = \$564  ? 6'h00 : { cmd__payload[9:5], cmd__payload[10] };
+  assign \$567  = ap[1:0] >= 3'h4;
+  assign \$568  = rk != 3'h7;
+  assign \$569  = rk != 3'h7;
+  assign \$570  = rk + 1'h1;
+  assign \$572  = ap[17:8] != n;
+  assign \$573  = ap[17:8] == n;
+  assign \$574  = ~ cap_bad;
+  assign \$575  = \$573  & \$574 ;
+  assign \$576  = \$575  & enough;
+  assign \$578  = ! \$577 ;
+  assign \$580  = ! \$579 ;
+  assign \$582  = ! \$581 ;
+  assign \$583  = | ap[24:18];
+  assign \$585  = ! \$584 ;
+  assign \$586  = \$583  & \$585 ;
+  assign \$587  = | ap[31:25];
+  assign \$589  = ! \$588 ;
+  assign \$590  = \$587  & \$589 ;
+  assign \$591  = | ap[38:32];
+  assign \$593  = ! \$592 ;
+  assign \$594  = \$591  & \$593 ;
+  assign \$596  = ! \$595 ;
+  assign \$597  = | ap[24:18];
+  assign \$599  = \$598  + ap[24:18];
+  assign \$600  = \$599  > 11'h400;
+  assign \$601  = \$597  & \$600 ;
+  assign \$602  = | ap[31:25];
+  assign \$604  = \$603  + ap[31:25];
+  assign \$605  = \$604  > 11'h400;
+  assign \$606  = \$602  & \$605 ;
+  assign \$607  = | ap[38:32];
+  assign \$609  = \$608  + ap[38:32];
+  assign \$610  = \$609  > 11'h400;
+  assign \$611  = \$607  & \$610 ;
+  assign \$612  = rk != 3'h7;
+  assign \$613  = rk != 3'h7;
+  assign \$614  = rk + 1'h1;
+  assign \$616  = ! j;
+  assign \$617  = ~ em_free;
+  assign \$618  = ~ frag;
+  assign \$619  = wr_out__ready & p_second;
+  assign \$620  = j + 1'h1;
+  assign \$621  = j + 2'h2;
+  assign \$622  = \$621  < 2'h3;
+  assign \$623  = j + 2'h2;
+  assign \$624  = \$623  >= 2'h3;
+  assign \$625  = j + 2'h2;
+  assign \$626  = \$625  < 3'h6;
+  assign \$627  = \$624  & \$626 ;
+  assign \$631  = | \$630 ;
+  assign \$635  = \$633  + \$634 ;
+  assign \$636  = \$635  > 11'h400;
+  assign \$637  = \$631  & \$636 ;
+  assign \$639  = | \$638 ;
+  assign \$641  = | \$640 ;
+  assign \$645  = \$643  + \$644 ;
+  assign \$646  = \$645  > 11'h400;
+  assign \$647  = \$641  & \$646 ;
+  assign \$650  = 11'h400 - \$649 ;
+  assign \$652  = \$647  ? \$650  : { 8'h00, \$651  };
+  assign \$654  = | \$653 ;
+  assign \$658  = \$656  + \$657 ;
+  assign \$659  = \$658  > 11'h400;
+  assign \$660  = \$654  & \$659 ;
+  assign \$664  = \$662  + \$663 ;
+  assign \$665  = \$664  - 11'h400;
+  assign \$666  = \$660  ? \$665  : 16'h0000;
+  assign \$668  = ! \$667 ;
+  assign \$669  = j_sparse & \$668 ;
+  assign \$670  = ~ j_sparse;
+  assign \$672  = | \$671 ;
+  assign \$674  = | \$673 ;
+  assign \$678  = \$676  + \$677 ;
+  assign \$679  = \$678  > 11'h400;
+  assign \$680  = \$674  & \$679 ;
+  assign \$681  = ~ \$680 ;
+  assign \$682  = \$672  & \$681 ;
+  assign \$683  = \$670  | \$682 ;
+  assign \$684  = j == 3'h7;
+  assign \$685  = take_first | take_second;
+  assign \$686  = gidx + 1'h1;
+  assign \$687  = cm[2:1] == 1'h1;
+  assign \$688  = cm[2:1] == 2'h2;
+  assign \$691  = \$688  ? \$689  : \$690 ;
+  assign \$692  = \$687  ? { 7'h00, cm[26:13] } : \$691 ;
+  assign \$694  = cm[2:1] == 1'h1;
+  assign \$695  = cm[2:1] == 2'h2;
+  assign \$698  = \$695  ? \$696  : \$697 ;
+  assign \$699  = \$694  ? { 7'h00, cm[26:13] } : \$698 ;
+  assign \$701  = \$700  + 1'h1;
+  assign \$702  = cm[2:1] == 1'h1;
+  assign \$703  = cm[2:1] == 2'h2;
+  assign \$706  = \$703  ? \$704  : \$705 ;
+  assign \$707  = \$702  ? { 7'h00, cm[26:13] } : \$706 ;
+  assign \$709  = \$708  + 2'h2;
+  assign \$710  = cm[4:3] >= 3'h4;
+  assign \$711  = obs__live >> cm[4:3];
+  assign \$712  = ~ \$711 ;
+  assign \$713  = \$710  | \$712 ;
+  assign \$715  = cm[9:5] >= 5'h1e;
+  assign \$716  = cm[12:11] >= 2'h3;
+  assign \$717  = \$715  | \$716 ;
+  assign \$718  = cm[2:1] == 2'h3;
+  assign \$719  = \$717  | \$718 ;
+  assign \$720  = cm[2:1] == 1'h1;
+  assign \$722  = \$720  ? \$721  : { 4'h0, n };
   assign \$723  = cm[2:1] == 1'h1;
-  assign \$724  = cm[2:1] == 2'h2;
-  assign \$727  = \$724  ? \$725  : \$726 ;
-  assign \$728  = \$723  ? { 7'h00, cm[26:13] } : \$727 ;
-  assign \$730  = \$729  + 1'h1;
-  assign \$731  = cm[2:1] == 1'h1;
-  assign \$732  = cm[2:1] == 2'h2;
-  assign \$735  = \$732  ? \$733  : \$734 ;
-  assign \$736  = \$731  ? { 7'h00, cm[26:13] } : \$735 ;
-  assign \$738  = \$737  + 2'h2;
-  assign \$739  = cm[4:3] >= 3'h4;
-  assign \$740  = obs__live >> cm[4:3];
-  assign \$741  = ~ \$740 ;
-  assign \$742  = \$739  | \$741 ;
-  assign \$744  = cm[9:5] >= 5'h1e;
-  assign \$745  = cm[12:11] >= 2'h3;
-  assign \$746  = \$744  | \$745 ;
-  assign \$747  = cm[2:1] == 2'h3;
-  assign \$748  = \$746  | \$747 ;
-  assign \$749  = cm[2:1] == 1'h1;
-  assign \$750  = cm[2:1] == 2'h2;
-  assign \$753  = \$750  ? \$751  : \$752 ;
-  assign \$754  = \$749  ? { 7'h00, hi } : \$753 ;
-  assign \$755  = cm[2:1] == 1'h1;
-  assign \$756  = cm[2:1] == 2'h2;
-  assign \$759  = \$756  ? \$757  : \$758 ;
-  assign \$760  = \$755  ? { 7'h00, cm[26:13] } : \$759 ;
-  assign \$761  = \$754  - \$760 ;
+  assign \$724  = cm[40:27] == 14'h3fff;
+  assign \$725  = \$723  & \$724 ;
+  assign \$726  = cm[2:1] == 1'h1;
+  assign \$728  = \$726  ? \$727  : { 4'h0, n };
+  assign \$729  = \$725  ? \$728  : cm[40:27];
+  assign \$730  = cm[2:1] == 1'h1;
+  assign \$731  = cm[2:1] == 2'h2;
+  assign \$734  = \$731  ? \$732  : \$733 ;
+  assign \$735  = \$730  ? { 7'h00, hi } : \$734 ;
+  assign \$736  = cm[2:1] == 1'h1;
+  assign \$737  = cm[2:1] == 2'h2;
+  assign \$740  = \$737  ? \$738  : \$739 ;
+  assign \$741  = \$736  ? { 7'h00, cm[26:13] } : \$740 ;
+  assign \$742  = \$735  - \$741 ;
+  assign \$743  = cm[2:1] == 1'h1;
+  assign \$744  = cm[2:1] == 2'h2;
+  assign \$747  = \$744  ? \$745  : \$746 ;
+  assign \$748  = \$743  ? { 7'h00, cm[26:13] } : \$747 ;
+  assign \$750  = cm[2:1] == 1'h1;
+  assign \$751  = cm[2:1] == 2'h2;
+  assign \$754  = \$751  ? \$752  : \$753 ;
+  assign \$755  = \$750  ? { 7'h00, cm[26:13] } : \$754 ;
+  assign \$757  = 11'h400 - \$756 ;
+  assign \$758  = cm[2:1] == 1'h1;
+  assign \$759  = cm[2:1] == 2'h2;
+  assign \$760  = \$759  ? 2'h2 : 2'h0;
+  assign \$761  = \$758  ? 2'h1 : \$760 ;
   assign \$762  = cm[2:1] == 1'h1;
   assign \$763  = cm[2:1] == 2'h2;
-  assign \$766  = \$763  ? \$764  : \$765 ;
-  assign \$767  = \$762  ? { 7'h00, cm[26:13] } : \$766 ;
-  assign \$769  = cm[2:1] == 1'h1;
-  assign \$770  = cm[2:1] == 2'h2;
-  assign \$773  = \$770  ? \$771  : \$772 ;
-  assign \$774  = \$769  ? { 7'h00, cm[26:13] } : \$773 ;
-  assign \$776  = 11'h400 - \$775 ;
-  assign \$777  = cm[2:1] == 1'h1;
-  assign \$778  = cm[2:1] == 2'h2;
-  assign \$779  = \$778  ? 2'h2 : 2'h0;
-  assign \$780  = \$777  ? 2'h1 : \$779 ;
-  assign \$781  = cm[2:1] == 1'h1;
-  assign \$782  = cm[2:1] == 2'h2;
-  assign \$783  = \$782  ? 2'h2 : 2'h0;
-  assign \$784  = \$781  ? 2'h1 : \$783 ;
-  assign \$785  = \$784  - 1'h1;
+  assign \$764  = \$763  ? 2'h2 : 2'h0;
+  assign \$765  = \$762  ? 2'h1 : \$764 ;
+  assign \$766  = \$765  - 1'h1;
+  assign \$767  = cm[2:1] == 1'h1;
+  assign \$768  = cm[2:1] == 2'h2;
+  assign \$769  = \$768  ? 2'h2 : 2'h0;
+  assign \$770  = \$767  ? 2'h1 : \$769 ;
+  assign \$771  = \$770  - 1'h1;
+  assign \$772  = $signed(\$771 ) < $signed(3'h3);
+  assign \$773  = cm[2:1] == 1'h1;
+  assign \$774  = cm[2:1] == 2'h2;
+  assign \$775  = \$774  ? 2'h2 : 2'h0;
+  assign \$776  = \$773  ? 2'h1 : \$775 ;
+  assign \$777  = \$776  - 1'h1;
+  assign \$778  = $signed(\$777 ) >= $signed(3'h3);
+  assign \$779  = cm[2:1] == 1'h1;
+  assign \$780  = cm[2:1] == 2'h2;
+  assign \$781  = \$780  ? 2'h2 : 2'h0;
+  assign \$782  = \$779  ? 2'h1 : \$781 ;
+  assign \$783  = \$782  - 1'h1;
+  assign \$784  = $signed(\$783 ) < $signed(4'h6);
+  assign \$785  = \$778  & \$784 ;
   assign \$786  = cm[2:1] == 1'h1;
   assign \$787  = cm[2:1] == 2'h2;
   assign \$788  = \$787  ? 2'h2 : 2'h0;
   assign \$789  = \$786  ? 2'h1 : \$788 ;
-  assign \$790  = \$789  - 1'h1;
-  assign \$791  = $signed(\$790 ) < $signed(3'h3);
-  assign \$792  = cm[2:1] == 1'h1;
-  assign \$793  = cm[2:1] == 2'h2;
-  assign \$794  = \$793  ? 2'h2 : 2'h0;
-  assign \$795  = \$792  ? 2'h1 : \$794 ;
-  assign \$796  = \$795  - 1'h1;
-  assign \$797  = $signed(\$796 ) >= $signed(3'h3);
-  assign \$798  = cm[2:1] == 1'h1;
-  assign \$799  = cm[2:1] == 2'h2;
-  assign \$800  = \$799  ? 2'h2 : 2'h0;
-  assign \$801  = \$798  ? 2'h1 : \$800 ;
-  assign \$802  = \$801  - 1'h1;
-  assign \$803  = $signed(\$802 ) < $signed(4'h6);
-  assign \$804  = \$797  & \$803 ;
-  assign \$805  = cm[2:1] == 1'h1;
-  assign \$806  = cm[2:1] == 2'h2;
-  assign \$807  = \$806  ? 2'h2 : 2'h0;
-  assign \$808  = \$805  ? 2'h1 : \$807 ;
-  assign \$809  = \$808  < 2'h3;
-  assign \$810  = cm[2:1] == 1'h1;
-  assign \$811  = cm[2:1] == 2'h2;
-  assign \$812  = \$811  ? 2'h2 : 2'h0;
-  assign \$813  = \$810  ? 2'h1 : \$812 ;
-  assign \$814  = \$813  >= 2'h3;
-  assign \$815  = cm[2:1] == 1'h1;
-  assign \$816  = cm[2:1] == 2'h2;
-  assign \$817  = \$816  ? 2'h2 : 2'h0;
-  assign \$818  = \$815  ? 2'h1 : \$817 ;
+  assign \$790  = \$789  < 2'h3;
+  assign \$791  = cm[2:1] == 1'h1;
+  assign \$792  = cm[2:1] == 2'h2;
+  assign \$793  = \$792  ? 2'h2 : 2'h0;
+  assign \$794  = \$791  ? 2'h1 : \$793 ;
+  assign \$795  = \$794  >= 2'h3;
+  assign \$796  = cm[2:1] == 1'h1;
+  assign \$797  = cm[2:1] == 2'h2;
+  assign \$798  = \$797  ? 2'h2 : 2'h0;
+  assign \$799  = \$796  ? 2'h1 : \$798 ;
+  assign \$800  = \$799  < 3'h6;
+  assign \$801  = \$795  & \$800 ;
+  assign \$802  = cm[2:1] == 1'h1;
+  assign \$803  = cm[2:1] == 2'h2;
+  assign \$804  = \$803  ? 2'h2 : 2'h0;
+  assign \$805  = \$802  ? 2'h1 : \$804 ;
+  assign \$806  = \$805  + 1'h1;
+  assign \$807  = \$806  < 2'h3;
+  assign \$808  = cm[2:1] == 1'h1;
+  assign \$809  = cm[2:1] == 2'h2;
+  assign \$810  = \$809  ? 2'h2 : 2'h0;
+  assign \$811  = \$808  ? 2'h1 : \$810 ;
+  assign \$812  = \$811  + 1'h1;
+  assign \$813  = \$812  >= 2'h3;
+  assign \$814  = cm[2:1] == 1'h1;
+  assign \$815  = cm[2:1] == 2'h2;
+  assign \$816  = \$815  ? 2'h2 : 2'h0;
+  assign \$817  = \$814  ? 2'h1 : \$816 ;
+  assign \$818  = \$817  + 1'h1;
   assign \$819  = \$818  < 3'h6;
-  assign \$820  = \$814  & \$819 ;
-  assign \$821  = cm[2:1] == 1'h1;
-  assign \$822  = cm[2:1] == 2'h2;
-  assign \$823  = \$822  ? 2'h2 : 2'h0;
-  assign \$824  = \$821  ? 2'h1 : \$823 ;
-  assign \$825  = \$824  + 1'h1;
-  assign \$826  = \$825  < 2'h3;
-  assign \$827  = cm[2:1] == 1'h1;
-  assign \$828  = cm[2:1] == 2'h2;
-  assign \$829  = \$828  ? 2'h2 : 2'h0;
-  assign \$830  = \$827  ? 2'h1 : \$829 ;
-  assign \$831  = \$830  + 1'h1;
-  assign \$832  = \$831  >= 2'h3;
-  assign \$833  = cm[2:1] == 1'h1;
-  assign \$834  = cm[2:1] == 2'h2;
-  assign \$835  = \$834  ? 2'h2 : 2'h0;
-  assign \$836  = \$833  ? 2'h1 : \$835 ;
-  assign \$837  = \$836  + 1'h1;
-  assign \$838  = \$837  < 3'h6;
-  assign \$839  = \$832  & \$838 ;
-  assign \$840  = cm[26:13] > hi;
-  assign \$841  = cm[2:1] == 1'h1;
-  assign \$843  = \$841  ? \$842  : { 4'h0, n };
-  assign \$844  = hi > \$843 ;
-  assign \$845  = \$840  | \$844 ;
-  assign \$846  = cm[26:13] == hi;
-  assign \$847  = r_left <= r_room;
-  assign \$848  = r_left - r_room;
-  assign \$849  = \$847  ? 26'h0000000 : \$848 ;
-  assign \$850  = e2 + 1'h1;
-  assign \$851  = r_left <= r_room;
-  assign \$853  = j_sparse ? \$852  : m_pages;
-  assign \$854  = j_dense ? d_pages : \$853 ;
-  assign \$855  = has_pages >> j;
-  assign \$856  = ~ \$855 ;
-  assign \$857  = j == 3'h6;
-  assign \$858  = fg == 6'h3b;
-  assign \$859  = gidx + 1'h1;
-  assign \$860  = fg + 1'h1;
-  assign \$861  = j + 1'h1;
-  assign \$862  = j + 2'h2;
-  assign \$863  = \$862  < 2'h3;
-  assign \$864  = j + 2'h2;
-  assign \$865  = \$864  >= 2'h3;
-  assign \$866  = j + 2'h2;
-  assign \$867  = \$866  < 3'h6;
-  assign \$868  = \$865  & \$867 ;
-  assign \$869  = gidx * 3'h7;
-  assign \$870  = \$869  + j;
-  assign \$871  = e2 + 1'h1;
-  assign \$872  = e1 == npg;
-  assign \$873  = has_pages[6:1] >> j;
-  assign \$874  = j + 1'h1;
-  assign \$875  = j + 2'h2;
-  assign \$876  = \$875  < 2'h3;
-  assign \$877  = j + 2'h2;
-  assign \$878  = \$877  >= 2'h3;
-  assign \$879  = j + 2'h2;
-  assign \$880  = \$879  < 3'h6;
-  assign \$881  = \$878  & \$880 ;
-  assign \$883  = jn_sparse ? \$882  : m_pages;
-  assign \$884  = jn_dense ? d_pages : \$883 ;
-  assign \$885  = j == 3'h6;
-  assign \$886  = fg == 6'h3b;
-  assign \$887  = gidx + 1'h1;
-  assign \$888  = fg + 1'h1;
-  assign \$889  = j + 1'h1;
-  assign \$890  = j + 2'h2;
-  assign \$891  = \$890  < 2'h3;
-  assign \$892  = j + 2'h2;
-  assign \$893  = \$892  >= 2'h3;
-  assign \$894  = j + 2'h2;
-  assign \$895  = \$894  < 3'h6;
-  assign \$896  = \$893  & \$895 ;
-  assign \$897  = ~ from_cmd;
-  assign \$898  = from_cmd ? rd_out__ready : wr_out__ready;
+  assign \$820  = \$813  & \$819 ;
+  assign \$821  = cm[26:13] > hi;
+  assign \$822  = hi > limit;
+  assign \$823  = \$821  | \$822 ;
+  assign \$824  = cm[26:13] == hi;
+  assign \$825  = r_left <= r_room;
+  assign \$826  = r_left - r_room;
+  assign \$827  = \$825  ? 26'h0000000 : \$826 ;
+  assign \$828  = e2 + 1'h1;
+  assign \$829  = r_left <= r_room;
+  assign \$831  = j_sparse ? \$830  : m_pages;
+  assign \$832  = j_dense ? d_pages : \$831 ;
+  assign \$833  = has_pages >> j;
+  assign \$834  = ~ \$833 ;
+  assign \$835  = j == 3'h6;
+  assign \$836  = fg == 6'h3b;
+  assign \$837  = gidx1 + 1'h1;
+  assign \$838  = fg + 1'h1;
+  assign \$839  = j + 1'h1;
+  assign \$840  = j + 2'h2;
+  assign \$841  = \$840  < 2'h3;
+  assign \$842  = j + 2'h2;
+  assign \$843  = \$842  >= 2'h3;
+  assign \$844  = j + 2'h2;
+  assign \$845  = \$844  < 3'h6;
+  assign \$846  = \$843  & \$845 ;
+  assign \$847  = obs__seq * 6'h3c;
+  assign \$848  = \$847  + \$7 [5:0];
+  assign \$849  = \$848  * 3'h7;
+  assign \$850  = \$849  + j;
+  assign \$851  = e2 + 1'h1;
+  assign \$852  = e1 == npg;
+  assign \$853  = has_pages[6:1] >> j;
+  assign \$854  = j + 1'h1;
+  assign \$855  = j + 2'h2;
+  assign \$856  = \$855  < 2'h3;
+  assign \$857  = j + 2'h2;
+  assign \$858  = \$857  >= 2'h3;
+  assign \$859  = j + 2'h2;
+  assign \$860  = \$859  < 3'h6;
+  assign \$861  = \$858  & \$860 ;
+  assign \$863  = jn_sparse ? \$862  : m_pages;
+  assign \$864  = jn_dense ? d_pages : \$863 ;
+  assign \$865  = j == 3'h6;
+  assign \$866  = fg == 6'h3b;
+  assign \$867  = gidx1 + 1'h1;
+  assign \$868  = fg + 1'h1;
+  assign \$869  = j + 1'h1;
+  assign \$870  = j + 2'h2;
+  assign \$871  = \$870  < 2'h3;
+  assign \$872  = j + 2'h2;
+  assign \$873  = \$872  >= 2'h3;
+  assign \$874  = j + 2'h2;
+  assign \$875  = \$874  < 3'h6;
+  assign \$876  = \$873  & \$875 ;
+  assign \$877  = ~ from_cmd;
+  assign \$878  = from_cmd ? rd_out__ready : wr_out__ready;
   always @(posedge clk)
-    gs_walk <= \$899 ;
+    gs_walk <= \$879 ;
   always @(posedge clk)
-    gs_done <= \$900 ;
+    gs_done <= \$880 ;
   always @(posedge clk)
-    obs__free_done <= \$901 ;
+    obs__free_done <= \$881 ;
   always @(posedge clk)
-    release__valid <= \$902 ;
+    release__valid <= \$882 ;
   always @(posedge clk)
-    d_pages <= \$903 ;
+    d_pages <= \$883 ;
   always @(posedge clk)
-    m_pages <= \$904 ;
+    m_pages <= \$884 ;
   always @(posedge clk)
-    has_pages <= \$905 ;
+    has_pages <= \$885 ;
   always @(posedge clk)
-    s_pages0 <= \$906 ;
+    s_pages0 <= \$886 ;
   always @(posedge clk)
-    s_pages1 <= \$907 ;
+    s_pages1 <= \$887 ;
   always @(posedge clk)
-    s_pages2 <= \$908 ;
+    s_pages2 <= \$888 ;
   always @(posedge clk)
-    frag <= \$909 ;
+    frag <= \$889 ;
   always @(posedge clk)
-    cap1 <= \$910 ;
+    cap1 <= \$890 ;
   always @(posedge clk)
-    cap2 <= \$911 ;
+    cap2 <= \$891 ;
   always @(posedge clk)
-    j <= \$912 ;
+    j <= \$892 ;
   always @(posedge clk)
-    jm1 <= \$913 ;
+    jm1 <= \$893 ;
   always @(posedge clk)
-    jp_dense <= \$914 ;
+    jp_dense <= \$894 ;
   always @(posedge clk)
-    jp_sparse <= \$915 ;
+    jp_sparse <= \$895 ;
   always @(posedge clk)
-    jp_idx <= \$916 ;
+    jp_idx <= \$896 ;
   always @(posedge clk)
-    jp_tab <= \$917 ;
+    jp_tab <= \$897 ;
   always @(posedge clk)
-    j_dense <= \$918 ;
+    j_dense <= \$898 ;
   always @(posedge clk)
-    j_sparse <= \$919 ;
+    j_sparse <= \$899 ;
   always @(posedge clk)
-    j_idx <= \$920 ;
+    j_idx <= \$900 ;
   always @(posedge clk)
-    j_tab <= \$921 ;
+    j_tab <= \$901 ;
   always @(posedge clk)
-    jn_dense <= \$922 ;
+    jn_dense <= \$902 ;
   always @(posedge clk)
-    jn_sparse <= \$923 ;
+    jn_sparse <= \$903 ;
   always @(posedge clk)
-    jn_idx <= \$924 ;
+    jn_idx <= \$904 ;
   always @(posedge clk)
-    jn_tab <= \$925 ;
+    jn_tab <= \$905 ;
   always @(posedge clk)
-    cm <= \$926 ;
+    cm <= \$906 ;
   always @(posedge clk)
-    from_cmd <= \$927 ;
+    from_cmd <= \$907 ;
   always @(posedge clk)
-    fg <= \$928 ;
+    fg <= \$908 ;
   always @(posedge clk)
-    gidx <= \$929 ;
+    gidx <= \$909 ;
   always @(posedge clk)
-    fsm_state <= \$930 ;
+    fsm_state <= \$910 ;
   always @(posedge clk)
-    retry <= \$931 ;
+    retry <= \$911 ;
   always @(posedge clk)
-    ap <= \$932 ;
+    ap <= \$912 ;
   always @(posedge clk)
-    n <= \$933 ;
+    n <= \$913 ;
   always @(posedge clk)
-    sb0 <= \$934 ;
+    sb0 <= \$914 ;
   always @(posedge clk)
-    sb1 <= \$935 ;
+    sb1 <= \$915 ;
   always @(posedge clk)
-    sb2 <= \$936 ;
+    sb2 <= \$916 ;
   always @(posedge clk)
-    cap1_k <= \$937 ;
+    cap1_k <= \$917 ;
   always @(posedge clk)
-    cap2_k <= \$938 ;
+    cap2_k <= \$918 ;
   always @(posedge clk)
-    cap1_tab <= \$939 ;
+    cap1_tab <= \$919 ;
   always @(posedge clk)
-    cap2_tab <= \$940 ;
+    cap2_tab <= \$920 ;
   always @(posedge clk)
-    rk <= \$941 ;
+    rk <= \$921 ;
   always @(posedge clk)
-    rk_idx <= \$942 ;
+    rk_idx <= \$922 ;
   always @(posedge clk)
-    rk_tab <= \$943 ;
+    rk_tab <= \$923 ;
   always @(posedge clk)
-    pg0_0 <= \$944 ;
+    pg0_0 <= \$924 ;
   always @(posedge clk)
-    pg0_1 <= \$945 ;
+    pg0_1 <= \$925 ;
   always @(posedge clk)
-    pg0_2 <= \$946 ;
+    pg0_2 <= \$926 ;
   always @(posedge clk)
-    pg0_3 <= \$947 ;
+    pg0_3 <= \$927 ;
   always @(posedge clk)
-    pg0_4 <= \$948 ;
+    pg0_4 <= \$928 ;
   always @(posedge clk)
-    pg0_5 <= \$949 ;
+    pg0_5 <= \$929 ;
   always @(posedge clk)
-    pg0_6 <= \$950 ;
+    pg0_6 <= \$930 ;
   always @(posedge clk)
-    status <= \$951 ;
+    status <= \$931 ;
   always @(posedge clk)
-    chk_pos <= \$952 ;
+    chk_pos <= \$932 ;
   always @(posedge clk)
-    chk_cap <= \$953 ;
+    chk_cap <= \$933 ;
   always @(posedge clk)
-    em_free <= \$954 ;
+    em_free <= \$934 ;
   always @(posedge clk)
-    em_ready <= \$955 ;
+    em_ready <= \$935 ;
   always @(posedge clk)
-    a_first <= \$956 ;
+    a_first <= \$936 ;
   always @(posedge clk)
-    a_second <= \$957 ;
+    a_second <= \$937 ;
   always @(posedge clk)
-    out_of_pages <= \$958 ;
+    out_of_pages <= \$938 ;
   always @(posedge clk)
-    p_off <= \$959 ;
+    p_off <= \$939 ;
   always @(posedge clk)
-    p_second <= \$960 ;
+    p_second <= \$940 ;
   always @(posedge clk)
-    p_c_nz <= \$961 ;
+    p_c_nz <= \$941 ;
   always @(posedge clk)
-    p_first_len <= \$962 ;
+    p_first_len <= \$942 ;
   always @(posedge clk)
-    p_second_len <= \$963 ;
+    p_second_len <= \$943 ;
   always @(posedge clk)
-    obs__live <= \$964 ;
+    obs__live <= \$944 ;
   always @(posedge clk)
-    pg1_0 <= \$965 ;
+    pg1_0 <= \$945 ;
   always @(posedge clk)
-    pg1_1 <= \$966 ;
+    pg1_1 <= \$946 ;
   always @(posedge clk)
-    pg1_2 <= \$967 ;
+    pg1_2 <= \$947 ;
   always @(posedge clk)
-    e <= \$968 ;
+    gidx1 <= \$948 ;
   always @(posedge clk)
-    e1 <= \$969 ;
+    e <= \$949 ;
   always @(posedge clk)
-    e2 <= \$970 ;
+    e1 <= \$950 ;
   always @(posedge clk)
-    r_left <= \$971 ;
+    e2 <= \$951 ;
   always @(posedge clk)
-    r_off <= \$972 ;
+    limit <= \$952 ;
   always @(posedge clk)
-    r_room <= \$973 ;
+    hi <= \$953 ;
   always @(posedge clk)
-    npg <= \$974 ;
+    r_left <= \$954 ;
   always @(posedge clk)
-    rel_tab <= \$975 ;
+    r_off <= \$955 ;
   always @(posedge clk)
-    obs__release_sid <= \$976 ;
+    r_room <= \$956 ;
+  always @(posedge clk)
+    npg <= \$957 ;
+  always @(posedge clk)
+    rel_tab <= \$958 ;
+  always @(posedge clk)
+    obs__release_sid <= \$959 ;
   assign ready = gs_done & \ready$30 ;
   assign obs__seq = from_cmd ? cm[4:3] : ap[1:0];
   assign \$2  = cm[9:5] * 2'h2;
@@ -2411,21 +2391,34 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$6  = \$5  + ap[7];
   assign \$7  = from_cmd ? \$4  : \$6 ;
   assign obs__alloc = alloc__valid & alloc__ready;
-  assign \$8  = gidx * 3'h7;
-  assign \$9  = \$8  + j;
+  assign \$8  = obs__seq * 6'h3c;
+  assign \$9  = \$8  + \$7 [5:0];
+  assign \$10  = \$9  * 3'h7;
+  assign \$11  = \$10  + j;
   assign obs__release = release__valid & release__ready;
-  assign \$11  = ! \$10 ;
-  assign \$13  = 1'h0 + \$12 ;
-  assign \$15  = ! \$14 ;
-  assign \$17  = \$13  + \$16 ;
-  assign \$19  = ! \$18 ;
+  assign \$13  = ! \$12 ;
+  assign \$15  = 1'h0 + \$14 ;
+  assign \$17  = ! \$16 ;
+  assign \$19  = \$15  + \$18 ;
+  assign \$21  = ! \$20 ;
+  assign \$23  = \$19  + \$22 ;
+  assign \$24  = | ap[24:18];
+  assign \$26  = ! \$25 ;
+  assign \$27  = \$24  & \$26 ;
+  assign \$28  = | ap[24:18];
+  assign \$30  = \$29  + ap[24:18];
+  assign \$31  = \$30  > 11'h400;
+  assign \$32  = \$28  & \$31 ;
+  assign \$33  = \$27  | \$32 ;
+  assign \$34  = \$23  + \$33 ;
+  assign \$35  = | ap[31:25];
   \mmu.dense_table  dense_table (
     .clk(clk),
-    .\port$1247$0 (t_idx),
-    .\port$1259$0 (dense_r_entry),
-    .\port$1277$0 (dense_w_entry),
-    .\port$1354$0 (j_idx),
-    .\port$1372$0 (gidx),
+    .\port$1213$0 (t_idx),
+    .\port$1225$0 (dense_r_entry),
+    .\port$1243$0 (dense_w_entry),
+    .\port$1319$0 (j_idx),
+    .\port$1337$0 (gidx),
     .q(r_data),
     .r_en(tab_en),
     .rst(rst),
@@ -2446,9 +2439,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.meta_table  meta_table (
     .clk(clk),
-    .\port$1260$0 (meta_r_entry),
-    .\port$1278$0 (meta_w_entry),
-    .\port$1372$0 (gidx),
+    .\port$1226$0 (meta_r_entry),
+    .\port$1244$0 (meta_w_entry),
+    .\port$1337$0 (gidx),
     .q(\r_data$85 ),
     .r_en(tab_en),
     .rst(rst),
@@ -2457,11 +2450,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   );
   \mmu.sparse_table  sparse_table (
     .clk(clk),
-    .\port$1247$0 (t_idx),
-    .\port$1261$0 (sparse_r_entry),
-    .\port$1279$0 (sparse_w_entry),
-    .\port$1354$0 (j_idx),
-    .\port$1372$0 (gidx),
+    .\port$1213$0 (t_idx),
+    .\port$1227$0 (sparse_r_entry),
+    .\port$1245$0 (sparse_w_entry),
+    .\port$1319$0 (j_idx),
+    .\port$1337$0 (gidx),
     .q(\r_data$84 ),
     .r_en(tab_en),
     .rst(rst),
@@ -2482,554 +2475,470 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$91  = 8'h00;
-      2'h1:
-          \$91  = 8'h3c;
-      2'h2:
-          \$91  = 8'h78;
-      2'h3:
-          \$91  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (ap[1:0])
-      2'h0:
-          \$97  = 8'h00;
-      2'h1:
-          \$97  = 8'h3c;
-      2'h2:
-          \$97  = 8'h78;
-      2'h3:
-          \$97  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
-      2'h0:
-          \$101  = 8'h00;
-      2'h1:
-          \$101  = 8'h3c;
-      2'h2:
-          \$101  = 8'h78;
-      2'h3:
-          \$101  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = 14'h0000;
+    \$101  = 14'h0000;
     casez (\slot_idx$101 )
       2'h0:
-          \$111  = sb0;
+          \$101  = sb0;
       2'h1:
-          \$111  = sb1;
+          \$101  = sb1;
       2'h2:
-          \$111  = sb2;
+          \$101  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$119  = 14'h0000;
+    \$109  = 14'h0000;
     casez (rk_idx)
       2'h0:
-          \$119  = sb0;
+          \$109  = sb0;
       2'h1:
-          \$119  = sb1;
+          \$109  = sb1;
       2'h2:
-          \$119  = sb2;
+          \$109  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$158  = 14'h0000;
+    \$148  = 14'h0000;
     casez (rk_idx)
       2'h0:
-          \$158  = sb0;
+          \$148  = sb0;
       2'h1:
-          \$158  = sb1;
+          \$148  = sb1;
       2'h2:
-          \$158  = sb2;
+          \$148  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$186  = 14'h0000;
+    \$176  = 14'h0000;
     casez (jm1)
       3'h0:
-          \$186  = pg0_0;
+          \$176  = pg0_0;
       3'h1:
-          \$186  = pg0_1;
+          \$176  = pg0_1;
       3'h2:
-          \$186  = pg0_2;
+          \$176  = pg0_2;
       3'h3:
-          \$186  = pg0_3;
+          \$176  = pg0_3;
       3'h4:
-          \$186  = pg0_4;
+          \$176  = pg0_4;
       3'h5:
-          \$186  = pg0_5;
+          \$176  = pg0_5;
       3'h6:
-          \$186  = pg0_6;
+          \$176  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$181  = 14'h0000;
+    casez (jm1)
+      3'h0:
+          \$181  = pg0_0;
+      3'h1:
+          \$181  = pg0_1;
+      3'h2:
+          \$181  = pg0_2;
+      3'h3:
+          \$181  = pg0_3;
+      3'h4:
+          \$181  = pg0_4;
+      3'h5:
+          \$181  = pg0_5;
+      3'h6:
+          \$181  = pg0_6;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$183  = 14'h0000;
+    casez (jp_idx)
+      2'h0:
+          \$183  = pg1_0;
+      2'h1:
+          \$183  = pg1_1;
+      2'h2:
+          \$183  = pg1_2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$185  = 14'h0000;
+    casez (jm1)
+      3'h0:
+          \$185  = pg0_0;
+      3'h1:
+          \$185  = pg0_1;
+      3'h2:
+          \$185  = pg0_2;
+      3'h3:
+          \$185  = pg0_3;
+      3'h4:
+          \$185  = pg0_4;
+      3'h5:
+          \$185  = pg0_5;
+      3'h6:
+          \$185  = pg0_6;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$191  = 14'h0000;
-    casez (jm1)
-      3'h0:
-          \$191  = pg0_0;
-      3'h1:
-          \$191  = pg0_1;
-      3'h2:
-          \$191  = pg0_2;
-      3'h3:
-          \$191  = pg0_3;
-      3'h4:
-          \$191  = pg0_4;
-      3'h5:
-          \$191  = pg0_5;
-      3'h6:
-          \$191  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$193  = 14'h0000;
-    casez (jp_idx)
-      2'h0:
-          \$193  = pg1_0;
-      2'h1:
-          \$193  = pg1_1;
-      2'h2:
-          \$193  = pg1_2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$195  = 14'h0000;
-    casez (jm1)
-      3'h0:
-          \$195  = pg0_0;
-      3'h1:
-          \$195  = pg0_1;
-      3'h2:
-          \$195  = pg0_2;
-      3'h3:
-          \$195  = pg0_3;
-      3'h4:
-          \$195  = pg0_4;
-      3'h5:
-          \$195  = pg0_5;
-      3'h6:
-          \$195  = pg0_6;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$201  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$201  = sb0;
+          \$191  = sb0;
       2'h1:
-          \$201  = sb1;
+          \$191  = sb1;
       2'h2:
-          \$201  = sb2;
+          \$191  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$204  = 14'h0000;
+    \$194  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$204  = sb0;
+          \$194  = sb0;
       2'h1:
-          \$204  = sb1;
+          \$194  = sb1;
       2'h2:
-          \$204  = sb2;
+          \$194  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = 14'h0000;
-    casez (cm[12:11])
-      2'h0:
-          \$261  = sb0;
-      2'h1:
-          \$261  = sb1;
-      2'h2:
-          \$261  = sb2;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = 14'h0000;
+    \$415  = 14'h0000;
     casez (j[1:0])
       2'h0:
-          \$432  = r_data;
+          \$415  = r_data;
       2'h1:
-          \$432  = \r_data$84 ;
+          \$415  = \r_data$84 ;
       2'h2:
-          \$432  = \r_data$85 ;
+          \$415  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (cmd__payload[4:3])
-      2'h0:
-          \$582  = 8'h00;
-      2'h1:
-          \$582  = 8'h3c;
-      2'h2:
-          \$582  = 8'h78;
-      2'h3:
-          \$582  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (ap[1:0])
-      2'h0:
-          \$588  = 8'h00;
-      2'h1:
-          \$588  = 8'h3c;
-      2'h2:
-          \$588  = 8'h78;
-      2'h3:
-          \$588  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (append__payload[1:0])
-      2'h0:
-          \$592  = 8'h00;
-      2'h1:
-          \$592  = 8'h3c;
-      2'h2:
-          \$592  = 8'h78;
-      2'h3:
-          \$592  = 8'hb4;
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$596  = 14'h0000;
+    \$566  = 14'h0000;
     casez (cap2_tab)
       2'h0:
-          \$596  = r_data;
+          \$566  = r_data;
       2'h1:
-          \$596  = \r_data$84 ;
+          \$566  = \r_data$84 ;
       2'h2:
-          \$596  = \r_data$85 ;
+          \$566  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$601  = 14'h0000;
+    \$571  = 14'h0000;
     casez (cap2_tab)
       2'h0:
-          \$601  = r_data;
+          \$571  = r_data;
       2'h1:
-          \$601  = \r_data$84 ;
+          \$571  = \r_data$84 ;
       2'h2:
-          \$601  = \r_data$85 ;
+          \$571  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$645  = 14'h0000;
+    \$615  = 14'h0000;
     casez (cap2_tab)
       2'h0:
-          \$645  = r_data;
+          \$615  = r_data;
       2'h1:
-          \$645  = \r_data$84 ;
+          \$615  = \r_data$84 ;
       2'h2:
-          \$645  = \r_data$85 ;
+          \$615  = \r_data$85 ;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$658  = 14'h0000;
+    \$628  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$658  = sb0;
+          \$628  = sb0;
       2'h1:
-          \$658  = sb1;
+          \$628  = sb1;
       2'h2:
-          \$658  = sb2;
+          \$628  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$660  = 7'h00;
+    \$630  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$660  = ap[24:18];
+          \$630  = ap[24:18];
       2'h1:
-          \$660  = ap[31:25];
+          \$630  = ap[31:25];
       2'h2:
-          \$660  = ap[38:32];
+          \$630  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$662  = 14'h0000;
+    \$632  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$662  = sb0;
+          \$632  = sb0;
       2'h1:
-          \$662  = sb1;
+          \$632  = sb1;
       2'h2:
-          \$662  = sb2;
+          \$632  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$664  = 7'h00;
+    \$634  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$664  = ap[24:18];
+          \$634  = ap[24:18];
       2'h1:
-          \$664  = ap[31:25];
+          \$634  = ap[31:25];
       2'h2:
-          \$664  = ap[38:32];
+          \$634  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$668  = 7'h00;
+    \$638  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$668  = ap[24:18];
+          \$638  = ap[24:18];
       2'h1:
-          \$668  = ap[31:25];
+          \$638  = ap[31:25];
       2'h2:
-          \$668  = ap[38:32];
+          \$638  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$670  = 7'h00;
+    \$640  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$670  = ap[24:18];
+          \$640  = ap[24:18];
       2'h1:
-          \$670  = ap[31:25];
+          \$640  = ap[31:25];
       2'h2:
-          \$670  = ap[38:32];
+          \$640  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$672  = 14'h0000;
+    \$642  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$672  = sb0;
+          \$642  = sb0;
       2'h1:
-          \$672  = sb1;
+          \$642  = sb1;
       2'h2:
-          \$672  = sb2;
+          \$642  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$674  = 7'h00;
+    \$644  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$674  = ap[24:18];
+          \$644  = ap[24:18];
       2'h1:
-          \$674  = ap[31:25];
+          \$644  = ap[31:25];
       2'h2:
-          \$674  = ap[38:32];
+          \$644  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$678  = 14'h0000;
+    \$648  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$678  = sb0;
+          \$648  = sb0;
       2'h1:
-          \$678  = sb1;
+          \$648  = sb1;
       2'h2:
-          \$678  = sb2;
+          \$648  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$681  = 7'h00;
+    \$651  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$681  = ap[24:18];
+          \$651  = ap[24:18];
       2'h1:
-          \$681  = ap[31:25];
+          \$651  = ap[31:25];
       2'h2:
-          \$681  = ap[38:32];
+          \$651  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$683  = 7'h00;
+    \$653  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$683  = ap[24:18];
+          \$653  = ap[24:18];
       2'h1:
-          \$683  = ap[31:25];
+          \$653  = ap[31:25];
       2'h2:
-          \$683  = ap[38:32];
+          \$653  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$685  = 14'h0000;
+    \$655  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$685  = sb0;
+          \$655  = sb0;
       2'h1:
-          \$685  = sb1;
+          \$655  = sb1;
       2'h2:
-          \$685  = sb2;
+          \$655  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$687  = 7'h00;
+    \$657  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$687  = ap[24:18];
+          \$657  = ap[24:18];
       2'h1:
-          \$687  = ap[31:25];
+          \$657  = ap[31:25];
       2'h2:
-          \$687  = ap[38:32];
+          \$657  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$691  = 14'h0000;
+    \$661  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$691  = sb0;
+          \$661  = sb0;
       2'h1:
-          \$691  = sb1;
+          \$661  = sb1;
       2'h2:
-          \$691  = sb2;
+          \$661  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$693  = 7'h00;
+    \$663  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$693  = ap[24:18];
+          \$663  = ap[24:18];
       2'h1:
-          \$693  = ap[31:25];
+          \$663  = ap[31:25];
       2'h2:
-          \$693  = ap[38:32];
+          \$663  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$697  = 7'h00;
+    \$667  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$697  = ap[24:18];
+          \$667  = ap[24:18];
       2'h1:
-          \$697  = ap[31:25];
+          \$667  = ap[31:25];
       2'h2:
-          \$697  = ap[38:32];
+          \$667  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$701  = 7'h00;
+    \$671  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$701  = ap[24:18];
+          \$671  = ap[24:18];
       2'h1:
-          \$701  = ap[31:25];
+          \$671  = ap[31:25];
       2'h2:
-          \$701  = ap[38:32];
+          \$671  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$703  = 7'h00;
+    \$673  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$703  = ap[24:18];
+          \$673  = ap[24:18];
       2'h1:
-          \$703  = ap[31:25];
+          \$673  = ap[31:25];
       2'h2:
-          \$703  = ap[38:32];
+          \$673  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$705  = 14'h0000;
+    \$675  = 14'h0000;
     casez (j_idx)
       2'h0:
-          \$705  = sb0;
+          \$675  = sb0;
       2'h1:
-          \$705  = sb1;
+          \$675  = sb1;
       2'h2:
-          \$705  = sb2;
+          \$675  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$707  = 7'h00;
+    \$677  = 7'h00;
     casez (j_idx)
       2'h0:
-          \$707  = ap[24:18];
+          \$677  = ap[24:18];
       2'h1:
-          \$707  = ap[31:25];
+          \$677  = ap[31:25];
       2'h2:
-          \$707  = ap[38:32];
+          \$677  = ap[38:32];
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$842  = 14'h0000;
+    \$721  = 14'h0000;
     casez (cm[12:11])
       2'h0:
-          \$842  = sb0;
+          \$721  = sb0;
       2'h1:
-          \$842  = sb1;
+          \$721  = sb1;
       2'h2:
-          \$842  = sb2;
+          \$721  = sb2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$852  = 15'h0000;
+    \$727  = 14'h0000;
+    casez (cm[12:11])
+      2'h0:
+          \$727  = sb0;
+      2'h1:
+          \$727  = sb1;
+      2'h2:
+          \$727  = sb2;
+    endcase
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$830  = 15'h0000;
     casez (j_idx)
       2'h0:
-          \$852  = s_pages0;
+          \$830  = s_pages0;
       2'h1:
-          \$852  = s_pages1;
+          \$830  = s_pages1;
       2'h2:
-          \$852  = s_pages2;
+          \$830  = s_pages2;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$882  = 15'h0000;
+    \$862  = 15'h0000;
     casez (jn_idx)
       2'h0:
-          \$882  = s_pages0;
+          \$862  = s_pages0;
       2'h1:
-          \$882  = s_pages1;
+          \$862  = s_pages1;
       2'h2:
-          \$882  = s_pages2;
+          \$862  = s_pages2;
     endcase
   end
   always @* begin
@@ -3037,15 +2946,15 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \$signature__addr  = gidx;
     casez (fsm_state)
       4'h0:
-          if (\$90 ) begin
+          if (\$92 ) begin
           end else if (cmd__valid) begin
-            \$signature__addr  = \$96 [7:0];
+            \$signature__addr  = { cmd__payload[4:3], \$94  };
           end else if (out_of_pages) begin
             if (retry) begin
-              \$signature__addr  = \$100 [7:0];
+              \$signature__addr  = { ap[1:0], ap[6:2], ap[7] };
             end
           end else if (append__valid) begin
-            \$signature__addr  = \$104 [7:0];
+            \$signature__addr  = { append__payload[1:0], append__payload[6:2], append__payload[7] };
           end
       4'h2:
           /* empty */;
@@ -3059,18 +2968,20 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          \$signature__addr  = \$451 [7:0];
       4'ha:
-          \$signature__addr  = \$480 [7:0];
+          \$signature__addr  = gidx1;
+      4'hb:
+          \$signature__addr  = gidx1;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$signature__addr$39  = gidx;
-    if (\$544 ) begin
+    if (\$525 ) begin
       \$signature__addr$39  = gs_walk;
     end
   end
@@ -3092,19 +3003,21 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           t_idx = r_idx;
       4'h8:
           t_idx = r_idx;
+      4'h9:
+          t_idx = r_idx;
       4'h6:
           /* empty */;
-      4'h9:
-          /* empty */;
       4'ha:
-          if (\$493 ) begin
+          /* empty */;
+      4'hb:
+          if (\$474 ) begin
             t_idx = jn_idx;
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    tab_en = \$75 ;
+    tab_en = \$77 ;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -3119,6 +3032,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h7:
           /* empty */;
       4'h8:
+          /* empty */;
+      4'h9:
           tab_en = rd_out__ready;
     endcase
   end
@@ -3127,7 +3042,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     slot_idx = 2'h0;
     casez (fsm_state)
       4'h0:
-          slot_idx = \$79 [1:0];
+          slot_idx = \$81 [1:0];
     endcase
   end
   always @* begin
@@ -3135,7 +3050,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     slot_tab = 2'h0;
     casez (fsm_state)
       4'h0:
-          slot_tab = \$81 ;
+          slot_tab = \$83 ;
     endcase
   end
   always @* begin
@@ -3143,7 +3058,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \slot_idx$96  = 2'h0;
     casez (fsm_state)
       4'h0:
-          \slot_idx$96  = \$83 [1:0];
+          \slot_idx$96  = \$85 [1:0];
     endcase
   end
   always @* begin
@@ -3151,7 +3066,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \slot_tab$97  = 2'h0;
     casez (fsm_state)
       4'h0:
-          \slot_tab$97  = \$85 ;
+          \slot_tab$97  = \$87 ;
     endcase
   end
   always @* begin
@@ -3159,7 +3074,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \slot_idx$98  = 2'h0;
     casez (fsm_state)
       4'h0:
-          \slot_idx$98  = \$87 [1:0];
+          \slot_idx$98  = \$89 [1:0];
     endcase
   end
   always @* begin
@@ -3167,7 +3082,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     \slot_tab$99  = 2'h0;
     casez (fsm_state)
       4'h0:
-          \slot_tab$99  = \$89 ;
+          \slot_tab$99  = \$91 ;
     endcase
   end
   always @* begin
@@ -3175,7 +3090,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     cmd__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$90 ) begin
+          if (\$92 ) begin
           end else if (cmd__valid) begin
             cmd__ready = 1'h1;
           end
@@ -3186,7 +3101,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
     append__ready = 1'h0;
     casez (fsm_state)
       4'h0:
-          if (\$90 ) begin
+          if (\$92 ) begin
           end else if (cmd__valid) begin
           end else if (out_of_pages) begin
           end else if (append__valid) begin
@@ -3201,7 +3116,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$101  = \$106 [1:0];
+          \slot_idx$101  = \$96 [1:0];
     endcase
   end
   always @* begin
@@ -3211,7 +3126,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$102  = \$108 ;
+          \slot_tab$102  = \$98 ;
     endcase
   end
   always @* begin
@@ -3221,23 +3136,25 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          dense_r_entry = \$109 [3:0];
+          dense_r_entry = \$99 [3:0];
       4'h4:
-          dense_r_entry = \$117 [3:0];
+          dense_r_entry = \$107 [3:0];
       4'h5:
-          dense_r_entry = \$156 [3:0];
+          dense_r_entry = \$146 [3:0];
       4'h1:
-          dense_r_entry = \$242 [3:0];
+          dense_r_entry = \$232 [3:0];
       4'h7:
-          dense_r_entry = e1[3:0];
+          dense_r_entry = e[3:0];
       4'h8:
-          dense_r_entry = \$436 [3:0];
+          dense_r_entry = e1[3:0];
+      4'h9:
+          dense_r_entry = \$419 [3:0];
       4'h6:
           /* empty */;
-      4'h9:
-          dense_r_entry = 4'h0;
       4'ha:
-          dense_r_entry = \$485 [3:0];
+          dense_r_entry = 4'h0;
+      4'hb:
+          dense_r_entry = \$466 [3:0];
     endcase
   end
   always @* begin
@@ -3247,23 +3164,25 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          meta_r_entry = \$110 [2:0];
+          meta_r_entry = \$100 [2:0];
       4'h4:
-          meta_r_entry = \$118 [2:0];
+          meta_r_entry = \$108 [2:0];
       4'h5:
-          meta_r_entry = \$157 [2:0];
+          meta_r_entry = \$147 [2:0];
       4'h1:
-          meta_r_entry = \$256 [2:0];
+          meta_r_entry = \$246 [2:0];
       4'h7:
-          meta_r_entry = e1[2:0];
+          meta_r_entry = e[2:0];
       4'h8:
-          meta_r_entry = \$438 [2:0];
+          meta_r_entry = e1[2:0];
+      4'h9:
+          meta_r_entry = \$421 [2:0];
       4'h6:
           /* empty */;
-      4'h9:
-          meta_r_entry = 3'h0;
       4'ha:
-          meta_r_entry = \$491 [2:0];
+          meta_r_entry = 3'h0;
+      4'hb:
+          meta_r_entry = \$472 [2:0];
     endcase
   end
   always @* begin
@@ -3273,23 +3192,25 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          sparse_r_entry = \$112 [2:0];
+          sparse_r_entry = \$102 [2:0];
       4'h4:
-          sparse_r_entry = \$120 [2:0];
+          sparse_r_entry = \$110 [2:0];
       4'h5:
-          sparse_r_entry = \$159 [2:0];
+          sparse_r_entry = \$149 [2:0];
       4'h1:
-          sparse_r_entry = \$249 [2:0];
+          sparse_r_entry = \$239 [2:0];
       4'h7:
-          sparse_r_entry = e1[2:0];
+          sparse_r_entry = e[2:0];
       4'h8:
-          sparse_r_entry = \$437 [2:0];
+          sparse_r_entry = e1[2:0];
+      4'h9:
+          sparse_r_entry = \$420 [2:0];
       4'h6:
           /* empty */;
-      4'h9:
-          sparse_r_entry = 3'h0;
       4'ha:
-          sparse_r_entry = \$488 [2:0];
+          sparse_r_entry = 3'h0;
+      4'hb:
+          sparse_r_entry = \$469 [2:0];
     endcase
   end
   always @* begin
@@ -3299,7 +3220,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_idx$103  = \$114 [1:0];
+          \slot_idx$103  = \$104 [1:0];
     endcase
   end
   always @* begin
@@ -3309,7 +3230,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h0:
           /* empty */;
       4'h2:
-          \slot_tab$104  = \$116 ;
+          \slot_tab$104  = \$106 ;
     endcase
   end
   always @* begin
@@ -3321,7 +3242,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$106  = \$134 [1:0];
+          \slot_idx$106  = \$124 [1:0];
     endcase
   end
   always @* begin
@@ -3333,7 +3254,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$108  = \$143 ;
+          \slot_tab$108  = \$133 ;
     endcase
   end
   always @* begin
@@ -3345,7 +3266,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$109  = \$145 [1:0];
+          \slot_idx$109  = \$135 [1:0];
     endcase
   end
   always @* begin
@@ -3357,7 +3278,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$110  = \$147 ;
+          \slot_tab$110  = \$137 ;
     endcase
   end
   always @* begin
@@ -3369,7 +3290,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$111  = \$149 [1:0];
+          \slot_idx$111  = \$139 [1:0];
     endcase
   end
   always @* begin
@@ -3381,7 +3302,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$112  = \$151 ;
+          \slot_tab$112  = \$141 ;
     endcase
   end
   always @* begin
@@ -3393,7 +3314,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_idx$113  = \$153 [1:0];
+          \slot_idx$113  = \$143 [1:0];
     endcase
   end
   always @* begin
@@ -3405,7 +3326,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h2:
           /* empty */;
       4'h4:
-          \slot_tab$114  = \$155 ;
+          \slot_tab$114  = \$145 ;
     endcase
   end
   always @* begin
@@ -3419,7 +3340,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_idx$115  = \$173 [1:0];
+          \slot_idx$115  = \$163 [1:0];
     endcase
   end
   always @* begin
@@ -3433,7 +3354,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          \slot_tab$116  = \$182 ;
+          \slot_tab$116  = \$172 ;
     endcase
   end
   always @* begin
@@ -3447,7 +3368,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          emitted = \$184 ;
+          emitted = \$174 ;
     endcase
   end
   always @* begin
@@ -3462,12 +3383,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$185 ) begin
+          if (\$175 ) begin
           end else if (jp_dense) begin
             rec_valid = 1'h1;
           end else if (jp_sparse) begin
             (* full_case = 32'd1 *)
-            if (\$190 ) begin
+            if (\$180 ) begin
               rec_valid = p_c_nz;
             end else begin
               rec_valid = 1'h1;
@@ -3480,12 +3401,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h7:
           /* empty */;
       4'h8:
+          /* empty */;
+      4'h9:
           rec_valid = 1'h1;
       4'h6:
           /* empty */;
-      4'h9:
-          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           /* empty */;
       4'h3:
           rec_valid = 1'h1;
@@ -3503,27 +3426,27 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           (* full_case = 32'd1 *)
-          if (\$185 ) begin
+          if (\$175 ) begin
           end else if (jp_dense) begin
             wr_out__payload[1:0] = 2'h0;
             wr_out__payload[3:2] = jp_idx;
-            wr_out__payload[27:4] = \$189 ;
+            wr_out__payload[27:4] = \$179 ;
             wr_out__payload[38:28] = 11'h020;
           end else if (jp_sparse) begin
             wr_out__payload[1:0] = 2'h1;
             wr_out__payload[3:2] = jp_idx;
             (* full_case = 32'd1 *)
-            if (\$190 ) begin
-              wr_out__payload[27:4] = \$192 ;
+            if (\$180 ) begin
+              wr_out__payload[27:4] = \$182 ;
               wr_out__payload[38:28] = p_first_len;
             end else begin
-              wr_out__payload[27:4] = \$194 ;
+              wr_out__payload[27:4] = \$184 ;
               wr_out__payload[38:28] = p_second_len;
             end
           end else begin
             wr_out__payload[1:0] = 2'h2;
             wr_out__payload[3:2] = jp_idx;
-            wr_out__payload[27:4] = \$198 ;
+            wr_out__payload[27:4] = \$188 ;
             wr_out__payload[38:28] = 11'h00c;
           end
       4'h1:
@@ -3531,17 +3454,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h7:
           /* empty */;
       4'h8:
+          /* empty */;
+      4'h9:
         begin
           wr_out__payload[1:0] = cm[2:1];
           wr_out__payload[3:2] = r_idx;
-          wr_out__payload[27:4] = \$433 ;
-          wr_out__payload[38:28] = \$435 [10:0];
+          wr_out__payload[27:4] = \$416 ;
+          wr_out__payload[38:28] = \$418 [10:0];
         end
       4'h6:
           /* empty */;
-      4'h9:
-          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           /* empty */;
       4'h3:
         begin
@@ -3561,7 +3486,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          dense_w_entry = \$199 [3:0];
+          dense_w_entry = \$189 [3:0];
     endcase
   end
   always @* begin
@@ -3575,7 +3500,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          meta_w_entry = \$200 [2:0];
+          meta_w_entry = \$190 [2:0];
     endcase
   end
   always @* begin
@@ -3589,7 +3514,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          sparse_w_entry = \$206 [2:0];
+          sparse_w_entry = \$196 [2:0];
     endcase
   end
   always @* begin
@@ -3604,7 +3529,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \slot_idx$139  = \$220 [1:0];
+            \slot_idx$139  = \$210 [1:0];
           end
     endcase
   end
@@ -3620,7 +3545,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \slot_tab$140  = \$229 ;
+            \slot_tab$140  = \$219 ;
           end
     endcase
   end
@@ -3636,7 +3561,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$230 ) begin
+            if (\$220 ) begin
               \$signature__en  = 1'h1;
             end
           end
@@ -3646,14 +3571,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$452 ) begin
+      4'ha:
+          if (\$434 ) begin
             \$signature__en  = 1'h1;
           end
     endcase
-    if (\$544 ) begin
+    if (\$525 ) begin
       \$signature__en  = 1'h1;
     end
   end
@@ -3669,11 +3596,11 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$230 ) begin
-              \$signature__data [9:0] = \$232 [9:0];
-              \$signature__data [23:10] = \$233 [13:0];
-              \$signature__data [37:24] = \$234 [13:0];
-              \$signature__data [51:38] = \$235 [13:0];
+            if (\$220 ) begin
+              \$signature__data [9:0] = \$222 [9:0];
+              \$signature__data [23:10] = \$223 [13:0];
+              \$signature__data [37:24] = \$224 [13:0];
+              \$signature__data [51:38] = \$225 [13:0];
             end
           end
       4'h1:
@@ -3682,14 +3609,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$452 ) begin
+      4'ha:
+          if (\$434 ) begin
             \$signature__data  = 52'h0000000000000;
           end
     endcase
-    if (\$544 ) begin
+    if (\$525 ) begin
       \$signature__data  = 52'h0000000000000;
     end
   end
@@ -3705,8 +3634,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$230 ) begin
-            end else if (\$231 ) begin
+            if (\$220 ) begin
+            end else if (\$221 ) begin
               alloc__ready = 1'h1;
             end
           end
@@ -3724,8 +3653,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$230 ) begin
-            end else if (\$231 ) begin
+            if (\$220 ) begin
+            end else if (\$221 ) begin
               if (j_dense) begin
                 w_en = 1'h1;
               end
@@ -3745,8 +3674,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$230 ) begin
-            end else if (\$231 ) begin
+            if (\$220 ) begin
+            end else if (\$221 ) begin
               if (j_dense) begin
               end else if (j_sparse) begin
                 \w_en$146  = 1'h1;
@@ -3767,8 +3696,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$230 ) begin
-            end else if (\$231 ) begin
+            if (\$220 ) begin
+            end else if (\$221 ) begin
               (* full_case = 32'd1 *)
               if (j_dense) begin
               end else if (j_sparse) begin
@@ -3777,24 +3706,6 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               end
             end
           end
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    hi = 14'h0000;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          hi = \$263 ;
     endcase
   end
   always @* begin
@@ -3812,7 +3723,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \slot_idx$149  = \$301 [1:0];
+          /* empty */;
+      4'h8:
+          \slot_idx$149  = \$284 [1:0];
     endcase
   end
   always @* begin
@@ -3830,7 +3743,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \slot_tab$150  = \$322 ;
+          /* empty */;
+      4'h8:
+          \slot_tab$150  = \$305 ;
     endcase
   end
   always @* begin
@@ -3848,7 +3763,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \slot_idx$151  = \$354 [1:0];
+          /* empty */;
+      4'h8:
+          \slot_idx$151  = \$337 [1:0];
     endcase
   end
   always @* begin
@@ -3866,7 +3783,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \slot_tab$152  = \$372 ;
+          /* empty */;
+      4'h8:
+          \slot_tab$152  = \$355 ;
     endcase
   end
   always @* begin
@@ -3884,7 +3803,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \slot_idx$153  = \$410 [1:0];
+          /* empty */;
+      4'h8:
+          \slot_idx$153  = \$393 [1:0];
     endcase
   end
   always @* begin
@@ -3902,7 +3823,9 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h1:
           /* empty */;
       4'h7:
-          \slot_tab$154  = \$431 ;
+          /* empty */;
+      4'h8:
+          \slot_tab$154  = \$414 ;
     endcase
   end
   always @* begin
@@ -3923,8 +3846,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
-          \slot_idx$160  = \$440 [1:0];
+          \slot_idx$160  = \$423 [1:0];
     endcase
   end
   always @* begin
@@ -3945,8 +3870,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
-          \slot_tab$161  = \$442 ;
+          \slot_tab$161  = \$425 ;
     endcase
   end
   always @* begin
@@ -3967,8 +3894,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
-          \slot_idx$162  = \$444 [1:0];
+          \slot_idx$162  = \$427 [1:0];
     endcase
   end
   always @* begin
@@ -3989,8 +3918,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
-          \slot_tab$163  = \$446 ;
+          \slot_tab$163  = \$429 ;
     endcase
   end
   always @* begin
@@ -4011,8 +3942,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
-          \slot_idx$164  = \$448 [1:0];
+          \slot_idx$164  = \$431 [1:0];
     endcase
   end
   always @* begin
@@ -4033,8 +3966,10 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
-          \slot_tab$165  = \$450 ;
+          \slot_tab$165  = \$433 ;
     endcase
   end
   always @* begin
@@ -4055,24 +3990,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$454 ) begin
-            if (\$455 ) begin
-              if (\$456 ) begin
+      4'ha:
+          if (\$436 ) begin
+            if (\$437 ) begin
+              if (\$438 ) begin
                 free_done = 1'h1;
               end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$494 ) begin
+            if (\$475 ) begin
               (* full_case = 32'd1 *)
-              if (\$495 ) begin
+              if (\$476 ) begin
               end else begin
-                if (\$519 ) begin
-                  if (\$520 ) begin
+                if (\$500 ) begin
+                  if (\$501 ) begin
                     free_done = 1'h1;
                   end
                 end
@@ -4083,7 +4020,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_idx$168  = 2'h0;
+    \slot_idx$169  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4099,21 +4036,23 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$454 ) begin
+      4'ha:
+          if (\$436 ) begin
             (* full_case = 32'd1 *)
-            if (\$455 ) begin
+            if (\$437 ) begin
             end else begin
-              \slot_idx$168  = \$470 [1:0];
+              \slot_idx$169  = \$452 [1:0];
             end
           end
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \slot_tab$169  = 2'h0;
+    \slot_tab$170  = 2'h0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -4129,14 +4068,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$454 ) begin
+      4'ha:
+          if (\$436 ) begin
             (* full_case = 32'd1 *)
-            if (\$455 ) begin
+            if (\$437 ) begin
             end else begin
-              \slot_tab$169  = \$479 ;
+              \slot_tab$170  = \$461 ;
             end
           end
     endcase
@@ -4159,12 +4100,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
-          adv = \$482 ;
+          /* empty */;
+      4'hb:
+          adv = \$463 ;
     endcase
   end
   always @* begin
@@ -4185,15 +4128,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           if (adv) begin
-            if (\$494 ) begin
-              if (\$495 ) begin
-                \slot_idx$174  = \$509 [1:0];
+            if (\$475 ) begin
+              if (\$476 ) begin
+                \slot_idx$174  = \$490 [1:0];
               end
             end
           end
@@ -4217,15 +4162,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           if (adv) begin
-            if (\$494 ) begin
-              if (\$495 ) begin
-                \slot_tab$175  = \$518 ;
+            if (\$475 ) begin
+              if (\$476 ) begin
+                \slot_tab$175  = \$499 ;
               end
             end
           end
@@ -4249,20 +4196,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           if (adv) begin
-            if (\$494 ) begin
+            if (\$475 ) begin
               (* full_case = 32'd1 *)
-              if (\$495 ) begin
+              if (\$476 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$519 ) begin
+                if (\$500 ) begin
                 end else begin
-                  \slot_idx$176  = \$534 [1:0];
+                  \slot_idx$176  = \$515 [1:0];
                 end
               end
             end
@@ -4287,20 +4236,22 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           if (adv) begin
-            if (\$494 ) begin
+            if (\$475 ) begin
               (* full_case = 32'd1 *)
-              if (\$495 ) begin
+              if (\$476 ) begin
               end else begin
                 (* full_case = 32'd1 *)
-                if (\$519 ) begin
+                if (\$500 ) begin
                 end else begin
-                  \slot_tab$177  = \$543 ;
+                  \slot_tab$177  = \$524 ;
                 end
               end
             end
@@ -4309,38 +4260,38 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$899  = gs_walk;
-    if (\$556 ) begin
-      \$899  = \$557 [7:0];
+    \$879  = gs_walk;
+    if (\$538 ) begin
+      \$879  = \$539 [7:0];
     end
     if (rst) begin
-      \$899  = 8'h00;
+      \$879  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$900  = gs_done;
-    if (\$556 ) begin
-      if (\$558 ) begin
-        \$900  = 1'h1;
+    \$880  = gs_done;
+    if (\$538 ) begin
+      if (\$540 ) begin
+        \$880  = 1'h1;
       end
     end
     if (rst) begin
-      \$900  = 1'h0;
+      \$880  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$901  = free_done;
+    \$881  = free_done;
     if (rst) begin
-      \$901  = 1'h0;
+      \$881  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$902  = release__valid;
+    \$882  = release__valid;
     if (release__ready) begin
-      \$902  = 1'h0;
+      \$882  = 1'h0;
     end
     casez (fsm_state)
       4'h0:
@@ -4357,120 +4308,1179 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           if (adv) begin
-            \$902  = 1'h1;
+            \$882  = 1'h1;
           end
     endcase
     if (rst) begin
-      \$902  = 1'h0;
+      \$882  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$903  = { \$561 [11], \$561 [11], \$561 [11], \$561  };
+    \$883  = { \$543 [11], \$543 [11], \$543 [11], \$543  };
     if (rst) begin
-      \$903  = 15'h0000;
+      \$883  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$904  = { \$564 [11], \$564 [11], \$564 [11], \$564  };
+    \$884  = { \$546 [11], \$546 [11], \$546 [11], \$546  };
     if (rst) begin
-      \$904  = 15'h0000;
+      \$884  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$905  = { \$571 , \$570 , \$569 , \$568 , \$567 , \$566 , \$565  };
+    \$885  = { \$553 , \$552 , \$551 , \$550 , \$549 , \$548 , \$547  };
     if (rst) begin
-      \$905  = 7'h00;
+      \$885  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$906  = \$574 [14:0];
+    \$886  = \$556 [14:0];
     if (rst) begin
-      \$906  = 15'h0000;
+      \$886  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$907  = \$577 [14:0];
+    \$887  = \$559 [14:0];
     if (rst) begin
-      \$907  = 15'h0000;
+      \$887  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$908  = \$580 [14:0];
+    \$888  = \$562 [14:0];
     if (rst) begin
-      \$908  = 15'h0000;
+      \$888  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$909  = frag;
+    \$889  = frag;
     casez (fsm_state)
       4'h0:
-          \$909  = 1'h0;
+          \$889  = 1'h0;
       4'h2:
           /* empty */;
       4'h4:
-          \$909  = 1'h0;
+          \$889  = 1'h0;
       4'h5:
         begin
-          if (\$646 ) begin
+          if (\$616 ) begin
           end else if (jp_dense) begin
           end else if (jp_sparse) begin
-            if (\$648 ) begin
-              if (\$649 ) begin
-                \$909  = 1'h1;
+            if (\$618 ) begin
+              if (\$619 ) begin
+                \$889  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$909  = 1'h0;
+            \$889  = 1'h0;
           end
         end
     endcase
     if (rst) begin
-      \$909  = 1'h0;
+      \$889  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$910  = cap1;
+    \$890  = cap1;
     casez (fsm_state)
       4'h0:
-          \$910  = 1'h0;
+          \$890  = 1'h0;
       4'h2:
-          \$910  = 1'h1;
+          \$890  = 1'h1;
       4'h4:
-          \$910  = \$598 ;
+          \$890  = \$568 ;
       4'h5:
-          \$910  = \$642 ;
+          \$890  = \$612 ;
     endcase
     if (rst) begin
-      \$910  = 1'h0;
+      \$890  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$911  = cap2;
+    \$891  = cap2;
     casez (fsm_state)
       4'h0:
-          \$911  = 1'h0;
+          \$891  = 1'h0;
       4'h2:
-          \$911  = cap1;
+          \$891  = cap1;
       4'h4:
-          \$911  = cap1;
+          \$891  = cap1;
       4'h5:
-          \$911  = cap1;
+          \$891  = cap1;
+    endcase
+    if (rst) begin
+      \$891  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$892  = j;
+    casez (fsm_state)
+      4'h0:
+          \$892  = 3'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$892  = 3'h0;
+      4'h5:
+          if (emitted) begin
+            \$892  = \$620 [2:0];
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$892  = { 1'h0, \$761  };
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$892  = 3'h0;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$892  = \$839 [2:0];
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$892  = \$854 [2:0];
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$892  = \$869 [2:0];
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$892  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$893  = jm1;
+    casez (fsm_state)
+      4'h0:
+          \$893  = 3'h7;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$893  = 3'h7;
+      4'h5:
+          if (emitted) begin
+            \$893  = j;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$893  = \$766 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$893  = 3'h7;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$893  = j;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$893  = j;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$893  = j;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$893  = 3'h7;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$894  = jp_dense;
+    casez (fsm_state)
+      4'h0:
+          \$894  = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$894  = 1'h1;
+      4'h5:
+          if (emitted) begin
+            \$894  = j_dense;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$894  = \$772 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$894  = 1'h1;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$894  = j_dense;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$894  = j_dense;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$894  = j_dense;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$894  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$895  = jp_sparse;
+    casez (fsm_state)
+      4'h0:
+          \$895  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$895  = 1'h0;
+      4'h5:
+          if (emitted) begin
+            \$895  = j_sparse;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$895  = \$785 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$895  = 1'h0;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$895  = j_sparse;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$895  = j_sparse;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$895  = j_sparse;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$895  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$896  = jp_idx;
+    casez (fsm_state)
+      4'h0:
+          \$896  = slot_idx;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$896  = \slot_idx$109 ;
+      4'h5:
+          if (emitted) begin
+            \$896  = j_idx;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$896  = \slot_idx$149 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$896  = \slot_idx$160 ;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$896  = j_idx;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$896  = j_idx;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$896  = j_idx;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$896  = 2'h3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$897  = jp_tab;
+    casez (fsm_state)
+      4'h0:
+          \$897  = slot_tab;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$897  = \slot_tab$110 ;
+      4'h5:
+          if (emitted) begin
+            \$897  = j_tab;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$897  = \slot_tab$150 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$897  = \slot_tab$161 ;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$897  = j_tab;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$897  = j_tab;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$897  = j_tab;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$897  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$898  = j_dense;
+    casez (fsm_state)
+      4'h0:
+          \$898  = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$898  = 1'h1;
+      4'h5:
+          if (emitted) begin
+            \$898  = jn_dense;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$898  = \$790 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$898  = 1'h1;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$898  = jn_dense;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$898  = jn_dense;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$898  = jn_dense;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$898  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$899  = j_sparse;
+    casez (fsm_state)
+      4'h0:
+          \$899  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$899  = 1'h0;
+      4'h5:
+          if (emitted) begin
+            \$899  = jn_sparse;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$899  = \$801 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$899  = 1'h0;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$899  = jn_sparse;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$899  = jn_sparse;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$899  = jn_sparse;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$899  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$900  = j_idx;
+    casez (fsm_state)
+      4'h0:
+          \$900  = \slot_idx$96 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$900  = \slot_idx$111 ;
+      4'h5:
+          if (emitted) begin
+            \$900  = jn_idx;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$900  = \slot_idx$151 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$900  = \slot_idx$162 ;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$900  = jn_idx;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$900  = jn_idx;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$900  = jn_idx;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$900  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$901  = j_tab;
+    casez (fsm_state)
+      4'h0:
+          \$901  = \slot_tab$97 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$901  = \slot_tab$112 ;
+      4'h5:
+          if (emitted) begin
+            \$901  = jn_tab;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$901  = \slot_tab$152 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$901  = \slot_tab$163 ;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$901  = jn_tab;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$901  = jn_tab;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$901  = jn_tab;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$901  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$902  = jn_dense;
+    casez (fsm_state)
+      4'h0:
+          \$902  = 1'h1;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$902  = 1'h1;
+      4'h5:
+          if (emitted) begin
+            \$902  = \$622 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$902  = \$807 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$902  = 1'h1;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$902  = \$841 ;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$902  = \$856 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$902  = \$871 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$902  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$903  = jn_sparse;
+    casez (fsm_state)
+      4'h0:
+          \$903  = 1'h0;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$903  = 1'h0;
+      4'h5:
+          if (emitted) begin
+            \$903  = \$627 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$903  = \$820 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$903  = 1'h0;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$903  = \$846 ;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$903  = \$861 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$903  = \$876 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$903  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$904  = jn_idx;
+    casez (fsm_state)
+      4'h0:
+          \$904  = \slot_idx$98 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$904  = \slot_idx$113 ;
+      4'h5:
+          if (emitted) begin
+            \$904  = \slot_idx$139 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$904  = \slot_idx$153 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$904  = \slot_idx$164 ;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$904  = \slot_idx$169 ;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$904  = \slot_idx$174 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$904  = \slot_idx$176 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$904  = 2'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$905  = jn_tab;
+    casez (fsm_state)
+      4'h0:
+          \$905  = \slot_tab$99 ;
+      4'h2:
+          /* empty */;
+      4'h4:
+          \$905  = \slot_tab$114 ;
+      4'h5:
+          if (emitted) begin
+            \$905  = \slot_tab$140 ;
+          end
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$905  = \slot_tab$154 ;
+      4'h9:
+          /* empty */;
+      4'h6:
+          \$905  = \slot_tab$165 ;
+      4'ha:
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+            end else begin
+              \$905  = \slot_tab$170 ;
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+                \$905  = \slot_tab$175 ;
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                end else begin
+                  \$905  = \slot_tab$177 ;
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$905  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$906  = cm;
+    casez (fsm_state)
+      4'h0:
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+            \$906  = cmd__payload;
+          end
+    endcase
+    if (rst) begin
+      \$906  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$907  = from_cmd;
+    casez (fsm_state)
+      4'h0:
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+            \$907  = 1'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$907  = 1'h0;
+            end
+          end else if (append__valid) begin
+            \$907  = 1'h0;
+          end
+    endcase
+    if (rst) begin
+      \$907  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$908  = fg;
+    casez (fsm_state)
+      4'h0:
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+            \$908  = 6'h00;
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$908  = \$838 [5:0];
+              end
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+              end else begin
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$908  = \$868 [5:0];
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$908  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$909  = gidx;
+    casez (fsm_state)
+      4'h0:
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+            \$909  = { cmd__payload[4:3], \$565  };
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$909  = { ap[1:0], ap[6:2], ap[7] };
+            end
+          end else if (append__valid) begin
+            \$909  = { append__payload[1:0], append__payload[6:2], append__payload[7] };
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$909  = gidx1;
+              end
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+              end else begin
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$909  = gidx1;
+                  end
+                end
+              end
+            end
+          end
+    endcase
+    if (rst) begin
+      \$909  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$910  = fsm_state;
+    casez (fsm_state)
+      4'h0:
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+            \$910  = 4'h1;
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$910  = 4'h2;
+            end
+          end else if (append__valid) begin
+            \$910  = 4'h2;
+          end
+      4'h2:
+          (* full_case = 32'd1 *)
+          if (\$567 ) begin
+            \$910  = 4'h3;
+          end else if (field_bad) begin
+            \$910  = 4'h3;
+          end else begin
+            \$910  = 4'h4;
+          end
+      4'h4:
+          \$910  = 4'h5;
+      4'h5:
+        begin
+          if (\$616 ) begin
+            if (\$617 ) begin
+              (* full_case = 32'd1 *)
+              if (chk_pos) begin
+                \$910  = 4'h3;
+              end else if (chk_cap) begin
+                \$910  = 4'h3;
+              end else begin
+                \$910  = 4'h0;
+              end
+            end
+          end
+          if (emitted) begin
+            if (\$684 ) begin
+              \$910  = 4'h3;
+            end
+          end
+        end
+      4'h1:
+          (* full_case = 32'd1 *)
+          if (\$713 ) begin
+            \$910  = 4'h3;
+          end else if (\$714 ) begin
+            \$910  = 4'h6;
+          end else if (\$719 ) begin
+            \$910  = 4'h3;
+          end else begin
+            \$910  = 4'h7;
+          end
+      4'h7:
+          \$910  = 4'h8;
+      4'h8:
+          (* full_case = 32'd1 *)
+          if (\$823 ) begin
+            \$910  = 4'h3;
+          end else if (\$824 ) begin
+            \$910  = 4'h3;
+          end else begin
+            \$910  = 4'h9;
+          end
+      4'h9:
+          if (rd_out__ready) begin
+            if (\$829 ) begin
+              \$910  = 4'h3;
+            end
+          end
+      4'h6:
+          \$910  = 4'ha;
+      4'ha:
+          (* full_case = 32'd1 *)
+          if (\$834 ) begin
+            (* full_case = 32'd1 *)
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+                \$910  = 4'h3;
+              end else begin
+                \$910  = 4'h6;
+              end
+            end else begin
+              \$910  = 4'ha;
+            end
+          end else begin
+            \$910  = 4'hb;
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+              end else begin
+                (* full_case = 32'd1 *)
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                    \$910  = 4'h3;
+                  end else begin
+                    \$910  = 4'h6;
+                  end
+                end else begin
+                  \$910  = 4'ha;
+                end
+              end
+            end
+          end
+      4'h3:
+          if (\$878 ) begin
+            \$910  = 4'h0;
+          end
+    endcase
+    if (rst) begin
+      \$910  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$911  = retry;
+    casez (fsm_state)
+      4'h0:
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+            if (retry) begin
+              \$911  = 1'h0;
+            end
+          end
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              if (\$836 ) begin
+                \$911  = 1'h1;
+              end
+            end
+          end
+      4'hb:
+          if (adv) begin
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+              end else begin
+                if (\$865 ) begin
+                  if (\$866 ) begin
+                    \$911  = 1'h1;
+                  end
+                end
+              end
+            end
+          end
     endcase
     if (rst) begin
       \$911  = 1'h0;
@@ -4478,449 +5488,295 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$912  = j;
+    \$912  = ap;
     casez (fsm_state)
       4'h0:
-          \$912  = 3'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$912  = 3'h0;
-      4'h5:
-          if (emitted) begin
-            \$912  = \$650 [2:0];
+          if (\$563 ) begin
+          end else if (cmd__valid) begin
+          end else if (out_of_pages) begin
+          end else if (append__valid) begin
+            \$912  = append__payload;
           end
-      4'h1:
+    endcase
+    if (rst) begin
+      \$912  = 39'h0000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$913  = n;
+    casez (fsm_state)
+      4'h0:
           /* empty */;
+      4'h2:
+          \$913  = \$signature__data$192 [9:0];
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$913  = \$signature__data$192 [9:0];
       4'h7:
-          \$912  = { 1'h0, \$780  };
+          /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          \$912  = 3'h0;
       4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$912  = \$861 [2:0];
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$913  = \$signature__data$192 [9:0];
+              end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
+            if (\$852 ) begin
               (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$912  = \$874 [2:0];
+              if (\$853 ) begin
               end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$912  = \$889 [2:0];
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$913  = \$signature__data$192 [9:0];
+                  end
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$912  = 3'h0;
+      \$913  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$913  = jm1;
+    \$914  = sb0;
     casez (fsm_state)
       4'h0:
-          \$913  = 3'h7;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$914  = \$signature__data$192 [23:10];
       4'h4:
-          \$913  = 3'h7;
-      4'h5:
-          if (emitted) begin
-            \$913  = j;
-          end
-      4'h1:
           /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$914  = \$signature__data$192 [23:10];
       4'h7:
-          \$913  = \$785 ;
+          /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          \$913  = 3'h7;
       4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$913  = j;
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$914  = \$signature__data$192 [23:10];
+              end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
+            if (\$852 ) begin
               (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$913  = j;
+              if (\$853 ) begin
               end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$913  = j;
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$914  = \$signature__data$192 [23:10];
+                  end
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$913  = 3'h7;
+      \$914  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$914  = jp_dense;
+    \$915  = sb1;
     casez (fsm_state)
       4'h0:
-          \$914  = 1'h1;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$915  = \$signature__data$192 [37:24];
       4'h4:
-          \$914  = 1'h1;
-      4'h5:
-          if (emitted) begin
-            \$914  = j_dense;
-          end
-      4'h1:
           /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$915  = \$signature__data$192 [37:24];
       4'h7:
-          \$914  = \$791 ;
+          /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          \$914  = 1'h1;
       4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$914  = j_dense;
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$915  = \$signature__data$192 [37:24];
+              end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
+            if (\$852 ) begin
               (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$914  = j_dense;
+              if (\$853 ) begin
               end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$914  = j_dense;
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$915  = \$signature__data$192 [37:24];
+                  end
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$914  = 1'h1;
+      \$915  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$915  = jp_sparse;
+    \$916  = sb2;
     casez (fsm_state)
       4'h0:
-          \$915  = 1'h0;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$916  = \$signature__data$192 [51:38];
       4'h4:
-          \$915  = 1'h0;
-      4'h5:
-          if (emitted) begin
-            \$915  = j_sparse;
-          end
-      4'h1:
           /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          \$916  = \$signature__data$192 [51:38];
       4'h7:
-          \$915  = \$804 ;
+          /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          \$915  = 1'h0;
       4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$915  = j_sparse;
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$916  = \$signature__data$192 [51:38];
+              end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
+            if (\$852 ) begin
               (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$915  = j_sparse;
+              if (\$853 ) begin
               end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$915  = j_sparse;
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$916  = \$signature__data$192 [51:38];
+                  end
                 end
               end
             end
           end
     endcase
     if (rst) begin
-      \$915  = 1'h0;
+      \$916  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$916  = jp_idx;
+    \$917  = cap1_k;
     casez (fsm_state)
       4'h0:
-          \$916  = slot_idx;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$917  = 3'h0;
       4'h4:
-          \$916  = \slot_idx$109 ;
+          \$917  = rk;
       4'h5:
-          if (emitted) begin
-            \$916  = j_idx;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$916  = \slot_idx$149 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$916  = \slot_idx$160 ;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$916  = j_idx;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$916  = j_idx;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$916  = j_idx;
-                end
-              end
-            end
-          end
+          \$917  = rk;
     endcase
     if (rst) begin
-      \$916  = 2'h3;
+      \$917  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$917  = jp_tab;
+    \$918  = cap2_k;
     casez (fsm_state)
       4'h0:
-          \$917  = slot_tab;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$918  = cap1_k;
       4'h4:
-          \$917  = \slot_tab$110 ;
+          \$918  = cap1_k;
       4'h5:
-          if (emitted) begin
-            \$917  = j_tab;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$917  = \slot_tab$150 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$917  = \slot_tab$161 ;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$917  = j_tab;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$917  = j_tab;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$917  = j_tab;
-                end
-              end
-            end
-          end
+          \$918  = cap1_k;
     endcase
     if (rst) begin
-      \$917  = 2'h0;
+      \$918  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$918  = j_dense;
+    \$919  = cap1_tab;
     casez (fsm_state)
       4'h0:
-          \$918  = 1'h1;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$919  = \slot_tab$102 ;
       4'h4:
-          \$918  = 1'h1;
+          \$919  = rk_tab;
       4'h5:
-          if (emitted) begin
-            \$918  = jn_dense;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$918  = \$809 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$918  = 1'h1;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$918  = jn_dense;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$918  = jn_dense;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$918  = jn_dense;
-                end
-              end
-            end
-          end
+          \$919  = rk_tab;
     endcase
     if (rst) begin
-      \$918  = 1'h1;
+      \$919  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$919  = j_sparse;
+    \$920  = cap2_tab;
     casez (fsm_state)
       4'h0:
-          \$919  = 1'h0;
+          /* empty */;
       4'h2:
-          /* empty */;
+          \$920  = cap1_tab;
       4'h4:
-          \$919  = 1'h0;
+          \$920  = cap1_tab;
       4'h5:
-          if (emitted) begin
-            \$919  = jn_sparse;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$919  = \$820 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$919  = 1'h0;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$919  = jn_sparse;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$919  = jn_sparse;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$919  = jn_sparse;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$919  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$920  = j_idx;
-    casez (fsm_state)
-      4'h0:
-          \$920  = \slot_idx$96 ;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$920  = \slot_idx$111 ;
-      4'h5:
-          if (emitted) begin
-            \$920  = jn_idx;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$920  = \slot_idx$151 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$920  = \slot_idx$162 ;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$920  = jn_idx;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$920  = jn_idx;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$920  = jn_idx;
-                end
-              end
-            end
-          end
+          \$920  = cap1_tab;
     endcase
     if (rst) begin
       \$920  = 2'h0;
@@ -4928,929 +5784,70 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$921  = j_tab;
-    casez (fsm_state)
-      4'h0:
-          \$921  = \slot_tab$97 ;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$921  = \slot_tab$112 ;
-      4'h5:
-          if (emitted) begin
-            \$921  = jn_tab;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$921  = \slot_tab$152 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$921  = \slot_tab$163 ;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$921  = jn_tab;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$921  = jn_tab;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$921  = jn_tab;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$921  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$922  = jn_dense;
-    casez (fsm_state)
-      4'h0:
-          \$922  = 1'h1;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$922  = 1'h1;
-      4'h5:
-          if (emitted) begin
-            \$922  = \$652 ;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$922  = \$826 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$922  = 1'h1;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$922  = \$863 ;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$922  = \$876 ;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$922  = \$891 ;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$922  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$923  = jn_sparse;
-    casez (fsm_state)
-      4'h0:
-          \$923  = 1'h0;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$923  = 1'h0;
-      4'h5:
-          if (emitted) begin
-            \$923  = \$657 ;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$923  = \$839 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$923  = 1'h0;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$923  = \$868 ;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$923  = \$881 ;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$923  = \$896 ;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$923  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$924  = jn_idx;
-    casez (fsm_state)
-      4'h0:
-          \$924  = \slot_idx$98 ;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$924  = \slot_idx$113 ;
-      4'h5:
-          if (emitted) begin
-            \$924  = \slot_idx$139 ;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$924  = \slot_idx$153 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$924  = \slot_idx$164 ;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$924  = \slot_idx$168 ;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$924  = \slot_idx$174 ;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$924  = \slot_idx$176 ;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$924  = 2'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$925  = jn_tab;
-    casez (fsm_state)
-      4'h0:
-          \$925  = \slot_tab$99 ;
-      4'h2:
-          /* empty */;
-      4'h4:
-          \$925  = \slot_tab$114 ;
-      4'h5:
-          if (emitted) begin
-            \$925  = \slot_tab$140 ;
-          end
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$925  = \slot_tab$154 ;
-      4'h8:
-          /* empty */;
-      4'h6:
-          \$925  = \slot_tab$165 ;
-      4'h9:
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-            end else begin
-              \$925  = \slot_tab$169 ;
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-                \$925  = \slot_tab$175 ;
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                end else begin
-                  \$925  = \slot_tab$177 ;
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$925  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$926  = cm;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-            \$926  = cmd__payload;
-          end
-    endcase
-    if (rst) begin
-      \$926  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$927  = from_cmd;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-            \$927  = 1'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$927  = 1'h0;
-            end
-          end else if (append__valid) begin
-            \$927  = 1'h0;
-          end
-    endcase
-    if (rst) begin
-      \$927  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$928  = fg;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-            \$928  = 6'h00;
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-              end else begin
-                \$928  = \$860 [5:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                  end else begin
-                    \$928  = \$888 [5:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$928  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$929  = gidx;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-            \$929  = \$587 [7:0];
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$929  = \$591 [7:0];
-            end
-          end else if (append__valid) begin
-            \$929  = \$595 [7:0];
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-              end else begin
-                \$929  = \$859 [7:0];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                  end else begin
-                    \$929  = \$887 [7:0];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$929  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$930  = fsm_state;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-            \$930  = 4'h1;
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$930  = 4'h2;
-            end
-          end else if (append__valid) begin
-            \$930  = 4'h2;
-          end
-      4'h2:
-          (* full_case = 32'd1 *)
-          if (\$597 ) begin
-            \$930  = 4'h3;
-          end else if (field_bad) begin
-            \$930  = 4'h3;
-          end else begin
-            \$930  = 4'h4;
-          end
-      4'h4:
-          \$930  = 4'h5;
-      4'h5:
-        begin
-          if (\$646 ) begin
-            if (\$647 ) begin
-              (* full_case = 32'd1 *)
-              if (chk_pos) begin
-                \$930  = 4'h3;
-              end else if (chk_cap) begin
-                \$930  = 4'h3;
-              end else begin
-                \$930  = 4'h0;
-              end
-            end
-          end
-          if (emitted) begin
-            if (\$714 ) begin
-              \$930  = 4'h3;
-            end
-          end
-        end
-      4'h1:
-          (* full_case = 32'd1 *)
-          if (\$742 ) begin
-            \$930  = 4'h3;
-          end else if (\$743 ) begin
-            \$930  = 4'h6;
-          end else if (\$748 ) begin
-            \$930  = 4'h3;
-          end else begin
-            \$930  = 4'h7;
-          end
-      4'h7:
-          (* full_case = 32'd1 *)
-          if (\$845 ) begin
-            \$930  = 4'h3;
-          end else if (\$846 ) begin
-            \$930  = 4'h3;
-          end else begin
-            \$930  = 4'h8;
-          end
-      4'h8:
-          if (rd_out__ready) begin
-            if (\$851 ) begin
-              \$930  = 4'h3;
-            end
-          end
-      4'h6:
-          \$930  = 4'h9;
-      4'h9:
-          (* full_case = 32'd1 *)
-          if (\$856 ) begin
-            (* full_case = 32'd1 *)
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-                \$930  = 4'h3;
-              end else begin
-                \$930  = 4'h6;
-              end
-            end else begin
-              \$930  = 4'h9;
-            end
-          end else begin
-            \$930  = 4'ha;
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                (* full_case = 32'd1 *)
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                    \$930  = 4'h3;
-                  end else begin
-                    \$930  = 4'h6;
-                  end
-                end else begin
-                  \$930  = 4'h9;
-                end
-              end
-            end
-          end
-      4'h3:
-          if (\$898 ) begin
-            \$930  = 4'h0;
-          end
-    endcase
-    if (rst) begin
-      \$930  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$931  = retry;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-          end else if (out_of_pages) begin
-            if (retry) begin
-              \$931  = 1'h0;
-            end
-          end
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              if (\$858 ) begin
-                \$931  = 1'h1;
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  if (\$886 ) begin
-                    \$931  = 1'h1;
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$931  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$932  = ap;
-    casez (fsm_state)
-      4'h0:
-          if (\$581 ) begin
-          end else if (cmd__valid) begin
-          end else if (out_of_pages) begin
-          end else if (append__valid) begin
-            \$932  = append__payload;
-          end
-    endcase
-    if (rst) begin
-      \$932  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$933  = n;
+    \$921  = rk;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$933  = \$signature__data$192 [9:0];
+          \$921  = 3'h1;
       4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$933  = \$signature__data$192 [9:0];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-              end else begin
-                \$933  = \$signature__data$192 [9:0];
-              end
-            end
+          if (\$569 ) begin
+            \$921  = \$570 [2:0];
           end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                  end else begin
-                    \$933  = \$signature__data$192 [9:0];
-                  end
-                end
-              end
-            end
+      4'h5:
+          if (\$613 ) begin
+            \$921  = \$614 [2:0];
           end
     endcase
     if (rst) begin
-      \$933  = 10'h000;
+      \$921  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$934  = sb0;
+    \$922  = rk_idx;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$934  = \$signature__data$192 [23:10];
+          \$922  = \slot_idx$103 ;
       4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$934  = \$signature__data$192 [23:10];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-              end else begin
-                \$934  = \$signature__data$192 [23:10];
-              end
-            end
+          if (\$569 ) begin
+            \$922  = \slot_idx$106 ;
           end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                  end else begin
-                    \$934  = \$signature__data$192 [23:10];
-                  end
-                end
-              end
-            end
+      4'h5:
+          if (\$613 ) begin
+            \$922  = \slot_idx$115 ;
           end
     endcase
     if (rst) begin
-      \$934  = 14'h0000;
+      \$922  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$935  = sb1;
+    \$923  = rk_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          \$935  = \$signature__data$192 [37:24];
+          \$923  = \slot_tab$104 ;
       4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$935  = \$signature__data$192 [37:24];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-              end else begin
-                \$935  = \$signature__data$192 [37:24];
-              end
-            end
+          if (\$569 ) begin
+            \$923  = \slot_tab$108 ;
           end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                  end else begin
-                    \$935  = \$signature__data$192 [37:24];
-                  end
-                end
-              end
-            end
+      4'h5:
+          if (\$613 ) begin
+            \$923  = \slot_tab$116 ;
           end
     endcase
     if (rst) begin
-      \$935  = 14'h0000;
+      \$923  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$936  = sb2;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$936  = \$signature__data$192 [51:38];
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          \$936  = \$signature__data$192 [51:38];
-      4'h7:
-          /* empty */;
-      4'h8:
-          /* empty */;
-      4'h6:
-          /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              (* full_case = 32'd1 *)
-              if (\$858 ) begin
-              end else begin
-                \$936  = \$signature__data$192 [51:38];
-              end
-            end
-          end
-      4'ha:
-          if (adv) begin
-            if (\$872 ) begin
-              (* full_case = 32'd1 *)
-              if (\$873 ) begin
-              end else begin
-                if (\$885 ) begin
-                  (* full_case = 32'd1 *)
-                  if (\$886 ) begin
-                  end else begin
-                    \$936  = \$signature__data$192 [51:38];
-                  end
-                end
-              end
-            end
-          end
-    endcase
-    if (rst) begin
-      \$936  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$937  = cap1_k;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$937  = 3'h0;
-      4'h4:
-          \$937  = rk;
-      4'h5:
-          \$937  = rk;
-    endcase
-    if (rst) begin
-      \$937  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$938  = cap2_k;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$938  = cap1_k;
-      4'h4:
-          \$938  = cap1_k;
-      4'h5:
-          \$938  = cap1_k;
-    endcase
-    if (rst) begin
-      \$938  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$939  = cap1_tab;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$939  = \slot_tab$102 ;
-      4'h4:
-          \$939  = rk_tab;
-      4'h5:
-          \$939  = rk_tab;
-    endcase
-    if (rst) begin
-      \$939  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$940  = cap2_tab;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$940  = cap1_tab;
-      4'h4:
-          \$940  = cap1_tab;
-      4'h5:
-          \$940  = cap1_tab;
-    endcase
-    if (rst) begin
-      \$940  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$941  = rk;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$941  = 3'h1;
-      4'h4:
-          if (\$599 ) begin
-            \$941  = \$600 [2:0];
-          end
-      4'h5:
-          if (\$643 ) begin
-            \$941  = \$644 [2:0];
-          end
-    endcase
-    if (rst) begin
-      \$941  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$942  = rk_idx;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$942  = \slot_idx$103 ;
-      4'h4:
-          if (\$599 ) begin
-            \$942  = \slot_idx$106 ;
-          end
-      4'h5:
-          if (\$643 ) begin
-            \$942  = \slot_idx$115 ;
-          end
-    endcase
-    if (rst) begin
-      \$942  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$943  = rk_tab;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          \$943  = \slot_tab$104 ;
-      4'h4:
-          if (\$599 ) begin
-            \$943  = \slot_tab$108 ;
-          end
-      4'h5:
-          if (\$643 ) begin
-            \$943  = \slot_tab$116 ;
-          end
-    endcase
-    if (rst) begin
-      \$943  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$944  = pg0_0;
+    \$924  = pg0_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5858,14 +5855,14 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$944  = \$596 ;
+                  \$924  = \$566 ;
             endcase
           end
       4'h4:
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$944  = \$601 ;
+                  \$924  = \$571 ;
             endcase
           end
       4'h5:
@@ -5873,18 +5870,18 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           if (cap2) begin
             casez (cap2_k)
               3'h0:
-                  \$944  = \$645 ;
+                  \$924  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
                 casez (j)
                   3'h0:
-                      \$944  = obs__alloc_page;
+                      \$924  = obs__alloc_page;
                 endcase
               end
             end
@@ -5892,12 +5889,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$944  = 14'h0000;
+      \$924  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$945  = pg0_1;
+    \$925  = pg0_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5907,7 +5904,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$945  = \$596 ;
+                  \$925  = \$566 ;
             endcase
           end
       4'h4:
@@ -5916,7 +5913,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$945  = \$601 ;
+                  \$925  = \$571 ;
             endcase
           end
       4'h5:
@@ -5926,12 +5923,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h0:
                   /* empty */;
               3'h1:
-                  \$945  = \$645 ;
+                  \$925  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -5939,7 +5936,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h0:
                       /* empty */;
                   3'h1:
-                      \$945  = obs__alloc_page;
+                      \$925  = obs__alloc_page;
                 endcase
               end
             end
@@ -5947,12 +5944,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$945  = 14'h0000;
+      \$925  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$946  = pg0_2;
+    \$926  = pg0_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -5964,7 +5961,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$946  = \$596 ;
+                  \$926  = \$566 ;
             endcase
           end
       4'h4:
@@ -5975,7 +5972,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$946  = \$601 ;
+                  \$926  = \$571 ;
             endcase
           end
       4'h5:
@@ -5987,12 +5984,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h1:
                   /* empty */;
               3'h2:
-                  \$946  = \$645 ;
+                  \$926  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6002,7 +5999,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h1:
                       /* empty */;
                   3'h2:
-                      \$946  = obs__alloc_page;
+                      \$926  = obs__alloc_page;
                 endcase
               end
             end
@@ -6010,12 +6007,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$946  = 14'h0000;
+      \$926  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$947  = pg0_3;
+    \$927  = pg0_3;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6029,7 +6026,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$947  = \$596 ;
+                  \$927  = \$566 ;
             endcase
           end
       4'h4:
@@ -6042,7 +6039,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$947  = \$601 ;
+                  \$927  = \$571 ;
             endcase
           end
       4'h5:
@@ -6056,12 +6053,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h2:
                   /* empty */;
               3'h3:
-                  \$947  = \$645 ;
+                  \$927  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6073,7 +6070,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h2:
                       /* empty */;
                   3'h3:
-                      \$947  = obs__alloc_page;
+                      \$927  = obs__alloc_page;
                 endcase
               end
             end
@@ -6081,12 +6078,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$947  = 14'h0000;
+      \$927  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$948  = pg0_4;
+    \$928  = pg0_4;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6102,7 +6099,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$948  = \$596 ;
+                  \$928  = \$566 ;
             endcase
           end
       4'h4:
@@ -6117,7 +6114,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$948  = \$601 ;
+                  \$928  = \$571 ;
             endcase
           end
       4'h5:
@@ -6133,12 +6130,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h3:
                   /* empty */;
               3'h4:
-                  \$948  = \$645 ;
+                  \$928  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6152,7 +6149,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h3:
                       /* empty */;
                   3'h4:
-                      \$948  = obs__alloc_page;
+                      \$928  = obs__alloc_page;
                 endcase
               end
             end
@@ -6160,12 +6157,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$948  = 14'h0000;
+      \$928  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$949  = pg0_5;
+    \$929  = pg0_5;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6183,7 +6180,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$949  = \$596 ;
+                  \$929  = \$566 ;
             endcase
           end
       4'h4:
@@ -6200,7 +6197,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$949  = \$601 ;
+                  \$929  = \$571 ;
             endcase
           end
       4'h5:
@@ -6218,12 +6215,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h4:
                   /* empty */;
               3'h5:
-                  \$949  = \$645 ;
+                  \$929  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6239,7 +6236,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h4:
                       /* empty */;
                   3'h5:
-                      \$949  = obs__alloc_page;
+                      \$929  = obs__alloc_page;
                 endcase
               end
             end
@@ -6247,12 +6244,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$949  = 14'h0000;
+      \$929  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$950  = pg0_6;
+    \$930  = pg0_6;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6272,7 +6269,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$950  = \$596 ;
+                  \$930  = \$566 ;
             endcase
           end
       4'h4:
@@ -6291,7 +6288,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$950  = \$601 ;
+                  \$930  = \$571 ;
             endcase
           end
       4'h5:
@@ -6311,12 +6308,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
               3'h5:
                   /* empty */;
               3'h6:
-                  \$950  = \$645 ;
+                  \$930  = \$615 ;
             endcase
           end
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               (* full_case = 32'd1 *)
               if (take_second) begin
               end else begin
@@ -6334,7 +6331,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   3'h5:
                       /* empty */;
                   3'h6:
-                      \$950  = obs__alloc_page;
+                      \$930  = obs__alloc_page;
                 endcase
               end
             end
@@ -6342,78 +6339,80 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
         end
     endcase
     if (rst) begin
-      \$950  = 14'h0000;
+      \$930  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$951  = status;
+    \$931  = status;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
-          if (\$597 ) begin
-            \$951  = 3'h1;
+          if (\$567 ) begin
+            \$931  = 3'h1;
           end else if (field_bad) begin
-            \$951  = 3'h2;
+            \$931  = 3'h2;
           end
       4'h4:
           /* empty */;
       4'h5:
         begin
-          if (\$646 ) begin
-            if (\$647 ) begin
+          if (\$616 ) begin
+            if (\$617 ) begin
               if (chk_pos) begin
-                \$951  = 3'h3;
+                \$931  = 3'h3;
               end else if (chk_cap) begin
-                \$951  = 3'h5;
+                \$931  = 3'h5;
               end
             end
           end
           if (emitted) begin
-            if (\$714 ) begin
-              \$951  = 3'h0;
+            if (\$684 ) begin
+              \$931  = 3'h0;
             end
           end
         end
       4'h1:
-          if (\$742 ) begin
-            \$951  = 3'h1;
-          end else if (\$743 ) begin
-          end else if (\$748 ) begin
-            \$951  = 3'h2;
+          if (\$713 ) begin
+            \$931  = 3'h1;
+          end else if (\$714 ) begin
+          end else if (\$719 ) begin
+            \$931  = 3'h2;
           end
       4'h7:
-          if (\$845 ) begin
-            \$951  = 3'h4;
-          end else if (\$846 ) begin
-            \$951  = 3'h0;
-          end
+          /* empty */;
       4'h8:
+          if (\$823 ) begin
+            \$931  = 3'h4;
+          end else if (\$824 ) begin
+            \$931  = 3'h0;
+          end
+      4'h9:
           if (rd_out__ready) begin
-            if (\$851 ) begin
-              \$951  = 3'h0;
+            if (\$829 ) begin
+              \$931  = 3'h0;
             end
           end
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              if (\$858 ) begin
-                \$951  = 3'h0;
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              if (\$836 ) begin
+                \$931  = 3'h0;
               end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
+            if (\$852 ) begin
               (* full_case = 32'd1 *)
-              if (\$873 ) begin
+              if (\$853 ) begin
               end else begin
-                if (\$885 ) begin
-                  if (\$886 ) begin
-                    \$951  = 3'h0;
+                if (\$865 ) begin
+                  if (\$866 ) begin
+                    \$931  = 3'h0;
                   end
                 end
               end
@@ -6421,121 +6420,121 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$951  = 3'h0;
+      \$931  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$952  = chk_pos;
+    \$932  = chk_pos;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$952  = \$602 ;
+          \$932  = \$572 ;
     endcase
     if (rst) begin
-      \$952  = 1'h0;
+      \$932  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$953  = chk_cap;
+    \$933  = chk_cap;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$953  = cap_bad;
+          \$933  = cap_bad;
     endcase
     if (rst) begin
-      \$953  = 1'h0;
+      \$933  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$954  = em_free;
+    \$934  = em_free;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$954  = \$606 ;
+          \$934  = \$576 ;
       4'h5:
           if (emitted) begin
-            \$954  = \$699 ;
+            \$934  = \$669 ;
           end
     endcase
     if (rst) begin
-      \$954  = 1'h0;
+      \$934  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$955  = em_ready;
+    \$935  = em_ready;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$955  = 1'h0;
+          \$935  = 1'h0;
       4'h5:
         begin
-          if (\$646 ) begin
+          if (\$616 ) begin
           end else if (jp_dense) begin
           end else if (jp_sparse) begin
-            if (\$648 ) begin
-              if (\$649 ) begin
-                \$955  = 1'h1;
+            if (\$618 ) begin
+              if (\$619 ) begin
+                \$935  = 1'h1;
               end
             end
           end
           if (emitted) begin
-            \$955  = \$713 ;
+            \$935  = \$683 ;
           end
         end
     endcase
     if (rst) begin
-      \$955  = 1'h0;
+      \$935  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$956  = a_first;
+    \$936  = a_first;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$956  = { \$626 , \$624 , \$620 , \$616 , \$612 , \$610 , \$608  };
+          \$936  = { \$596 , \$594 , \$590 , \$586 , \$582 , \$580 , \$578  };
     endcase
     if (rst) begin
-      \$956  = 7'h00;
+      \$936  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$957  = a_second;
+    \$937  = a_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
       4'h2:
           /* empty */;
       4'h4:
-          \$957  = { 1'h0, \$641 , \$636 , \$631 , 3'h0 };
+          \$937  = { 1'h0, \$611 , \$606 , \$601 , 3'h0 };
     endcase
     if (rst) begin
-      \$957  = 7'h00;
+      \$937  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$958  = out_of_pages;
+    \$938  = out_of_pages;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6544,17 +6543,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h4:
           /* empty */;
       4'h5:
-          if (\$646 ) begin
+          if (\$616 ) begin
             (* full_case = 32'd1 *)
-            if (\$647 ) begin
+            if (\$617 ) begin
               (* full_case = 32'd1 *)
               if (chk_pos) begin
               end else if (chk_cap) begin
               end else begin
-                \$958  = 1'h1;
+                \$938  = 1'h1;
               end
             end else begin
-              \$958  = 1'h0;
+              \$938  = 1'h0;
             end
           end
       4'h1:
@@ -6563,24 +6562,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
+          /* empty */;
+      4'h6:
           /* empty */;
       4'ha:
           /* empty */;
+      4'hb:
+          /* empty */;
       4'h3:
-          if (\$897 ) begin
-            \$958  = 1'h0;
+          if (\$877 ) begin
+            \$938  = 1'h0;
           end
     endcase
     if (rst) begin
-      \$958  = 1'h0;
+      \$938  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$959  = p_off;
+    \$939  = p_off;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6590,16 +6591,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$959  = \$659 [9:0];
+            \$939  = \$629 [9:0];
           end
     endcase
     if (rst) begin
-      \$959  = 10'h000;
+      \$939  = 10'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$960  = p_second;
+    \$940  = p_second;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6609,16 +6610,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$960  = \$667 ;
+            \$940  = \$637 ;
           end
     endcase
     if (rst) begin
-      \$960  = 1'h0;
+      \$940  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$961  = p_c_nz;
+    \$941  = p_c_nz;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6628,16 +6629,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$961  = \$669 ;
+            \$941  = \$639 ;
           end
     endcase
     if (rst) begin
-      \$961  = 1'h0;
+      \$941  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$962  = p_first_len;
+    \$942  = p_first_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6647,16 +6648,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$962  = \$682 [10:0];
+            \$942  = \$652 [10:0];
           end
     endcase
     if (rst) begin
-      \$962  = 11'h000;
+      \$942  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$963  = p_second_len;
+    \$943  = p_second_len;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6666,16 +6667,16 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            \$963  = \$696 [10:0];
+            \$943  = \$666 [10:0];
           end
     endcase
     if (rst) begin
-      \$963  = 11'h000;
+      \$943  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$964  = obs__live;
+    \$944  = obs__live;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6685,17 +6686,17 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$714 ) begin
+            if (\$684 ) begin
               (* full_case = 32'd1 *)
               casez (ap[1:0])
                 2'h0:
-                    \$964 [0] = 1'h1;
+                    \$944 [0] = 1'h1;
                 2'h1:
-                    \$964 [1] = 1'h1;
+                    \$944 [1] = 1'h1;
                 2'h2:
-                    \$964 [2] = 1'h1;
+                    \$944 [2] = 1'h1;
                 2'h3:
-                    \$964 [3] = 1'h1;
+                    \$944 [3] = 1'h1;
               endcase
             end
           end
@@ -6705,44 +6706,46 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
+      4'h9:
+          /* empty */;
       4'h6:
           /* empty */;
-      4'h9:
-          if (\$856 ) begin
-            if (\$857 ) begin
-              if (\$858 ) begin
+      4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              if (\$836 ) begin
                 (* full_case = 32'd1 *)
                 casez (cm[4:3])
                   2'h0:
-                      \$964 [0] = 1'h0;
+                      \$944 [0] = 1'h0;
                   2'h1:
-                      \$964 [1] = 1'h0;
+                      \$944 [1] = 1'h0;
                   2'h2:
-                      \$964 [2] = 1'h0;
+                      \$944 [2] = 1'h0;
                   2'h3:
-                      \$964 [3] = 1'h0;
+                      \$944 [3] = 1'h0;
                 endcase
               end
             end
           end
-      4'ha:
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
+            if (\$852 ) begin
               (* full_case = 32'd1 *)
-              if (\$873 ) begin
+              if (\$853 ) begin
               end else begin
-                if (\$885 ) begin
-                  if (\$886 ) begin
+                if (\$865 ) begin
+                  if (\$866 ) begin
                     (* full_case = 32'd1 *)
                     casez (cm[4:3])
                       2'h0:
-                          \$964 [0] = 1'h0;
+                          \$944 [0] = 1'h0;
                       2'h1:
-                          \$964 [1] = 1'h0;
+                          \$944 [1] = 1'h0;
                       2'h2:
-                          \$964 [2] = 1'h0;
+                          \$944 [2] = 1'h0;
                       2'h3:
-                          \$964 [3] = 1'h0;
+                          \$944 [3] = 1'h0;
                     endcase
                   end
                 end
@@ -6751,12 +6754,12 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           end
     endcase
     if (rst) begin
-      \$964  = 4'h0;
+      \$944  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$965  = pg1_0;
+    \$945  = pg1_0;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6766,24 +6769,24 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               if (take_second) begin
                 casez (j_idx)
                   2'h0:
-                      \$965  = obs__alloc_page;
+                      \$945  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$965  = 14'h0000;
+      \$945  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$966  = pg1_1;
+    \$946  = pg1_1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6793,26 +6796,26 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               if (take_second) begin
                 casez (j_idx)
                   2'h0:
                       /* empty */;
                   2'h1:
-                      \$966  = obs__alloc_page;
+                      \$946  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$966  = 14'h0000;
+      \$946  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$967  = pg1_2;
+    \$947  = pg1_2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6822,8 +6825,8 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h5:
           if (emitted) begin
-            if (\$714 ) begin
-            end else if (\$715 ) begin
+            if (\$684 ) begin
+            end else if (\$685 ) begin
               if (take_second) begin
                 casez (j_idx)
                   2'h0:
@@ -6831,19 +6834,19 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
                   2'h1:
                       /* empty */;
                   2'h2:
-                      \$967  = obs__alloc_page;
+                      \$947  = obs__alloc_page;
                 endcase
               end
             end
           end
     endcase
     if (rst) begin
-      \$967  = 14'h0000;
+      \$947  = 14'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$968  = e;
+    \$948  = gidx1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6854,34 +6857,49 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$968  = \$722 [14:0];
+          \$948  = \$686 [7:0];
       4'h7:
           /* empty */;
       4'h8:
-          if (rd_out__ready) begin
-            \$968  = e1;
-          end
-      4'h6:
           /* empty */;
       4'h9:
-          \$968  = 15'h0000;
+          /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          if (\$834 ) begin
+            if (\$835 ) begin
+              (* full_case = 32'd1 *)
+              if (\$836 ) begin
+              end else begin
+                \$948  = \$837 [7:0];
+              end
+            end
+          end
+      4'hb:
           if (adv) begin
-            \$968  = e1;
-            if (\$872 ) begin
-              if (\$873 ) begin
-                \$968  = 15'h0000;
+            if (\$852 ) begin
+              (* full_case = 32'd1 *)
+              if (\$853 ) begin
+              end else begin
+                if (\$865 ) begin
+                  (* full_case = 32'd1 *)
+                  if (\$866 ) begin
+                  end else begin
+                    \$948  = \$867 [7:0];
+                  end
+                end
               end
             end
           end
     endcase
     if (rst) begin
-      \$968  = 15'h0000;
+      \$948  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$969  = e1;
+    \$949  = e;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6892,34 +6910,36 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$969  = \$730 [14:0];
+          \$949  = \$693 [14:0];
       4'h7:
           /* empty */;
       4'h8:
+          /* empty */;
+      4'h9:
           if (rd_out__ready) begin
-            \$969  = e2;
+            \$949  = e1;
           end
       4'h6:
           /* empty */;
-      4'h9:
-          \$969  = 15'h0001;
       4'ha:
+          \$949  = 15'h0000;
+      4'hb:
           if (adv) begin
-            \$969  = e2;
-            if (\$872 ) begin
-              if (\$873 ) begin
-                \$969  = 15'h0001;
+            \$949  = e1;
+            if (\$852 ) begin
+              if (\$853 ) begin
+                \$949  = 15'h0000;
               end
             end
           end
     endcase
     if (rst) begin
-      \$969  = 15'h0000;
+      \$949  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$970  = e2;
+    \$950  = e1;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6930,34 +6950,36 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          \$970  = \$738 [14:0];
+          \$950  = \$701 [14:0];
       4'h7:
           /* empty */;
       4'h8:
+          /* empty */;
+      4'h9:
           if (rd_out__ready) begin
-            \$970  = \$850 [14:0];
+            \$950  = e2;
           end
       4'h6:
           /* empty */;
-      4'h9:
-          \$970  = 15'h0002;
       4'ha:
+          \$950  = 15'h0001;
+      4'hb:
           if (adv) begin
-            \$970  = \$871 [14:0];
-            if (\$872 ) begin
-              if (\$873 ) begin
-                \$970  = 15'h0002;
+            \$950  = e2;
+            if (\$852 ) begin
+              if (\$853 ) begin
+                \$950  = 15'h0001;
               end
             end
           end
     endcase
     if (rst) begin
-      \$970  = 15'h0000;
+      \$950  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$971  = r_left;
+    \$951  = e2;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -6968,106 +6990,159 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
       4'h5:
           /* empty */;
       4'h1:
-          /* empty */;
-      4'h7:
-          \$971  = { \$761 [21], \$761 [21], \$761 [21], \$761  };
-      4'h8:
-          if (rd_out__ready) begin
-            \$971  = \$849 [24:0];
-          end
-    endcase
-    if (rst) begin
-      \$971  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$972  = r_off;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$972  = \$768 [9:0];
-      4'h8:
-          if (rd_out__ready) begin
-            \$972  = 10'h000;
-          end
-    endcase
-    if (rst) begin
-      \$972  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$973  = r_room;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
-      4'h7:
-          \$973  = \$776 [10:0];
-      4'h8:
-          if (rd_out__ready) begin
-            \$973  = 11'h400;
-          end
-    endcase
-    if (rst) begin
-      \$973  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$974  = npg;
-    casez (fsm_state)
-      4'h0:
-          /* empty */;
-      4'h2:
-          /* empty */;
-      4'h4:
-          /* empty */;
-      4'h5:
-          /* empty */;
-      4'h1:
-          /* empty */;
+          \$951  = \$709 [14:0];
       4'h7:
           /* empty */;
       4'h8:
-          /* empty */;
-      4'h6:
           /* empty */;
       4'h9:
-          \$974  = \$854 ;
+          if (rd_out__ready) begin
+            \$951  = \$828 [14:0];
+          end
+      4'h6:
+          /* empty */;
       4'ha:
+          \$951  = 15'h0002;
+      4'hb:
           if (adv) begin
-            if (\$872 ) begin
-              if (\$873 ) begin
-                \$974  = \$884 ;
+            \$951  = \$851 [14:0];
+            if (\$852 ) begin
+              if (\$853 ) begin
+                \$951  = 15'h0002;
               end
             end
           end
     endcase
     if (rst) begin
-      \$974  = 15'h0000;
+      \$951  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$975  = rel_tab;
+    \$952  = limit;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$952  = \$722 ;
+    endcase
+    if (rst) begin
+      \$952  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$953  = hi;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          \$953  = \$729 ;
+    endcase
+    if (rst) begin
+      \$953  = 14'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$954  = r_left;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$954  = { \$742 [21], \$742 [21], \$742 [21], \$742  };
+      4'h9:
+          if (rd_out__ready) begin
+            \$954  = \$827 [24:0];
+          end
+    endcase
+    if (rst) begin
+      \$954  = 25'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$955  = r_off;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$955  = \$749 [9:0];
+      4'h9:
+          if (rd_out__ready) begin
+            \$955  = 10'h000;
+          end
+    endcase
+    if (rst) begin
+      \$955  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$956  = r_room;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          \$956  = \$757 [10:0];
+      4'h9:
+          if (rd_out__ready) begin
+            \$956  = 11'h400;
+          end
+    endcase
+    if (rst) begin
+      \$956  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$957  = npg;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -7083,22 +7158,28 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          \$957  = \$832 ;
+      4'hb:
           if (adv) begin
-            \$975  = j_tab;
+            if (\$852 ) begin
+              if (\$853 ) begin
+                \$957  = \$864 ;
+              end
+            end
           end
     endcase
     if (rst) begin
-      \$975  = 2'h0;
+      \$957  = 15'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$976  = obs__release_sid;
+    \$958  = rel_tab;
     casez (fsm_state)
       4'h0:
           /* empty */;
@@ -7114,17 +7195,52 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
           /* empty */;
       4'h8:
           /* empty */;
-      4'h6:
-          /* empty */;
       4'h9:
           /* empty */;
+      4'h6:
+          /* empty */;
       4'ha:
+          /* empty */;
+      4'hb:
           if (adv) begin
-            \$976  = \$870 [10:0];
+            \$958  = j_tab;
           end
     endcase
     if (rst) begin
-      \$976  = 11'h000;
+      \$958  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$959  = obs__release_sid;
+    casez (fsm_state)
+      4'h0:
+          /* empty */;
+      4'h2:
+          /* empty */;
+      4'h4:
+          /* empty */;
+      4'h5:
+          /* empty */;
+      4'h1:
+          /* empty */;
+      4'h7:
+          /* empty */;
+      4'h8:
+          /* empty */;
+      4'h9:
+          /* empty */;
+      4'h6:
+          /* empty */;
+      4'ha:
+          /* empty */;
+      4'hb:
+          if (adv) begin
+            \$959  = \$850 [10:0];
+          end
+    endcase
+    if (rst) begin
+      \$959  = 11'h000;
     end
   end
   assign \ready$28  = ready;
@@ -7137,7 +7253,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign release__payload = obs__release_page;
   assign rel_sid = obs__release_sid;
   assign free_done_q = obs__free_done;
-  assign need = \$58 [2:0];
+  assign need = \$60 [2:0];
   assign r_addr = { gidx, t_idx, dense_r_entry };
   assign w_addr = { gidx, j_idx, dense_w_entry };
   assign w_data = obs__alloc_page;
@@ -7153,7 +7269,7 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \r_en$89  = tab_en;
   assign rec = wr_out__payload;
   assign rd_out__payload = wr_out__payload;
-  assign obs__alloc_sid = \$9 [10:0];
+  assign obs__alloc_sid = \$11 [10:0];
   assign obs__group = \$7 [5:0];
   assign obs__free_seq = cm[4:3];
   assign \append__payload.seq  = append__payload[1:0];
@@ -7214,182 +7330,182 @@ module mmu(append__valid, cmd__payload, cmd__valid, wr_out__ready, rd_out__ready
   assign \$signature__data$192.sb[1]  = \$signature__data$192 [37:24];
   assign \$signature__data$192.sb[2]  = \$signature__data$192 [51:38];
   assign \$1  = cm[0];
-  assign \$10 [9:5] = 5'h00;
-  assign \$10 [4:0] = n[4:0];
-  assign \$12  = \$11 ;
-  assign \$14 [9:5] = 5'h00;
-  assign \$14 [4:0] = n[4:0];
-  assign \$16  = \$15 ;
-  assign \$18 [9:5] = 5'h00;
-  assign \$18 [4:0] = n[4:0];
-  assign \$20  = \$19 ;
-  assign \$23 [13:10] = 4'h0;
-  assign \$23 [9:0] = sb0[9:0];
-  assign \$27 [13:10] = 4'h0;
-  assign \$27 [9:0] = sb0[9:0];
-  assign \$34 [13:10] = 4'h0;
-  assign \$34 [9:0] = sb1[9:0];
-  assign \$38 [13:10] = 4'h0;
-  assign \$38 [9:0] = sb1[9:0];
-  assign \$45 [13:10] = 4'h0;
-  assign \$45 [9:0] = sb2[9:0];
-  assign \$49 [13:10] = 4'h0;
-  assign \$49 [9:0] = sb2[9:0];
-  assign \$55 [9:6] = 4'h0;
-  assign \$55 [5:0] = n[5:0];
-  assign \$57  = \$56 ;
-  assign \$78  = 4'h9;
-  assign \$79  = 4'hf;
-  assign \$80  = 2'h2;
-  assign \$81  = 2'h0;
-  assign \$82  = 4'ha;
-  assign \$83  = 4'h0;
-  assign \$84  = 2'h2;
-  assign \$85  = 2'h0;
-  assign \$86  = 4'hb;
-  assign \$87  = 4'h1;
-  assign \$88  = 2'h2;
-  assign \$89  = 2'h0;
-  assign \$92  = cmd__payload[0];
-  assign \$105  = 4'ha;
-  assign \$106  = 4'h0;
-  assign \$107  = 2'h2;
-  assign \$108  = 2'h0;
-  assign \$109  = { 5'h00, ap[17:13] };
-  assign \$110  = { 6'h00, ap[17:14] };
-  assign \$112  = { 10'h000, \$111 [13:10] };
-  assign \$113  = 4'hb;
-  assign \$114  = 4'h1;
-  assign \$115  = 2'h2;
-  assign \$116  = 2'h0;
-  assign \$117  = { 5'h00, ap[17:13] };
-  assign \$118  = { 6'h00, ap[17:14] };
-  assign \$120  = { 10'h000, \$119 [13:10] };
-  assign \$144  = 4'h9;
-  assign \$145  = 4'hf;
-  assign \$146  = 2'h2;
-  assign \$147  = 2'h0;
-  assign \$148  = 4'ha;
-  assign \$149  = 4'h0;
-  assign \$150  = 2'h2;
-  assign \$151  = 2'h0;
-  assign \$152  = 4'hb;
-  assign \$153  = 4'h1;
-  assign \$154  = 2'h2;
-  assign \$155  = 2'h0;
-  assign \$156  = { 5'h00, ap[17:13] };
-  assign \$157  = { 6'h00, ap[17:14] };
-  assign \$159  = { 10'h000, \$158 [13:10] };
-  assign \$187 [9:5] = 5'h00;
-  assign \$187 [4:0] = n[4:0];
-  assign \$194  = { \$193 , 10'h000 };
-  assign \$196 [9:6] = 4'h0;
-  assign \$196 [5:0] = n[5:0];
-  assign \$199  = { 5'h00, n[9:5] };
-  assign \$200  = { 6'h00, n[9:6] };
-  assign \$202  = { 10'h000, \$201 [13:10] };
-  assign \$205  = { 10'h000, \$204 [13:10] };
-  assign \$238  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$239  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$242  = { 10'h000, \$241 [20:10] };
-  assign \$245  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$246  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$249  = { 10'h000, \$248 [20:10] };
-  assign \$252  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$253  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$256  = { 10'h000, \$255 [20:10] };
-  assign \$439  = 4'h9;
-  assign \$440  = 4'hf;
-  assign \$441  = 2'h2;
-  assign \$442  = 2'h0;
-  assign \$443  = 4'ha;
-  assign \$444  = 4'h0;
-  assign \$445  = 2'h2;
-  assign \$446  = 2'h0;
-  assign \$447  = 4'hb;
-  assign \$448  = 4'h1;
-  assign \$449  = 2'h2;
-  assign \$450  = 2'h0;
-  assign \$561  = { \$560 [11], \$560 [11], \$560 [11], \$560 [11], \$560 [11], \$560 [11:5] };
-  assign \$564  = { \$563 [11], \$563 [11], \$563 [11], \$563 [11], \$563 [11], \$563 [11], \$563 [11:6] };
-  assign \$574  = { \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15], \$573 [15:10] };
-  assign \$577  = { \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15], \$576 [15:10] };
-  assign \$580  = { \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15], \$579 [15:10] };
-  assign \$583  = cmd__payload[0];
-  assign \$607 [9:5] = 5'h00;
-  assign \$607 [4:0] = n[4:0];
-  assign \$609 [9:5] = 5'h00;
-  assign \$609 [4:0] = n[4:0];
-  assign \$611 [9:5] = 5'h00;
-  assign \$611 [4:0] = n[4:0];
-  assign \$614 [13:10] = 4'h0;
-  assign \$614 [9:0] = sb0[9:0];
-  assign \$618 [13:10] = 4'h0;
-  assign \$618 [9:0] = sb1[9:0];
-  assign \$622 [13:10] = 4'h0;
-  assign \$622 [9:0] = sb2[9:0];
-  assign \$625 [9:6] = 4'h0;
-  assign \$625 [5:0] = n[5:0];
-  assign \$628 [13:10] = 4'h0;
-  assign \$628 [9:0] = sb0[9:0];
+  assign \$12 [9:5] = 5'h00;
+  assign \$12 [4:0] = n[4:0];
+  assign \$14  = \$13 ;
+  assign \$16 [9:5] = 5'h00;
+  assign \$16 [4:0] = n[4:0];
+  assign \$18  = \$17 ;
+  assign \$20 [9:5] = 5'h00;
+  assign \$20 [4:0] = n[4:0];
+  assign \$22  = \$21 ;
+  assign \$25 [13:10] = 4'h0;
+  assign \$25 [9:0] = sb0[9:0];
+  assign \$29 [13:10] = 4'h0;
+  assign \$29 [9:0] = sb0[9:0];
+  assign \$36 [13:10] = 4'h0;
+  assign \$36 [9:0] = sb1[9:0];
+  assign \$40 [13:10] = 4'h0;
+  assign \$40 [9:0] = sb1[9:0];
+  assign \$47 [13:10] = 4'h0;
+  assign \$47 [9:0] = sb2[9:0];
+  assign \$51 [13:10] = 4'h0;
+  assign \$51 [9:0] = sb2[9:0];
+  assign \$57 [9:6] = 4'h0;
+  assign \$57 [5:0] = n[5:0];
+  assign \$59  = \$58 ;
+  assign \$80  = 4'h9;
+  assign \$81  = 4'hf;
+  assign \$82  = 2'h2;
+  assign \$83  = 2'h0;
+  assign \$84  = 4'ha;
+  assign \$85  = 4'h0;
+  assign \$86  = 2'h2;
+  assign \$87  = 2'h0;
+  assign \$88  = 4'hb;
+  assign \$89  = 4'h1;
+  assign \$90  = 2'h2;
+  assign \$91  = 2'h0;
+  assign \$93  = cmd__payload[0];
+  assign \$95  = 4'ha;
+  assign \$96  = 4'h0;
+  assign \$97  = 2'h2;
+  assign \$98  = 2'h0;
+  assign \$99  = { 5'h00, ap[17:13] };
+  assign \$100  = { 6'h00, ap[17:14] };
+  assign \$102  = { 10'h000, \$101 [13:10] };
+  assign \$103  = 4'hb;
+  assign \$104  = 4'h1;
+  assign \$105  = 2'h2;
+  assign \$106  = 2'h0;
+  assign \$107  = { 5'h00, ap[17:13] };
+  assign \$108  = { 6'h00, ap[17:14] };
+  assign \$110  = { 10'h000, \$109 [13:10] };
+  assign \$134  = 4'h9;
+  assign \$135  = 4'hf;
+  assign \$136  = 2'h2;
+  assign \$137  = 2'h0;
+  assign \$138  = 4'ha;
+  assign \$139  = 4'h0;
+  assign \$140  = 2'h2;
+  assign \$141  = 2'h0;
+  assign \$142  = 4'hb;
+  assign \$143  = 4'h1;
+  assign \$144  = 2'h2;
+  assign \$145  = 2'h0;
+  assign \$146  = { 5'h00, ap[17:13] };
+  assign \$147  = { 6'h00, ap[17:14] };
+  assign \$149  = { 10'h000, \$148 [13:10] };
+  assign \$177 [9:5] = 5'h00;
+  assign \$177 [4:0] = n[4:0];
+  assign \$184  = { \$183 , 10'h000 };
+  assign \$186 [9:6] = 4'h0;
+  assign \$186 [5:0] = n[5:0];
+  assign \$189  = { 5'h00, n[9:5] };
+  assign \$190  = { 6'h00, n[9:6] };
+  assign \$192  = { 10'h000, \$191 [13:10] };
+  assign \$195  = { 10'h000, \$194 [13:10] };
+  assign \$228  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$229  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$232  = { 10'h000, \$231 [20:10] };
+  assign \$235  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$236  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$239  = { 10'h000, \$238 [20:10] };
+  assign \$242  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$243  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$246  = { 10'h000, \$245 [20:10] };
+  assign \$422  = 4'h9;
+  assign \$423  = 4'hf;
+  assign \$424  = 2'h2;
+  assign \$425  = 2'h0;
+  assign \$426  = 4'ha;
+  assign \$427  = 4'h0;
+  assign \$428  = 2'h2;
+  assign \$429  = 2'h0;
+  assign \$430  = 4'hb;
+  assign \$431  = 4'h1;
+  assign \$432  = 2'h2;
+  assign \$433  = 2'h0;
+  assign \$543  = { \$542 [11], \$542 [11], \$542 [11], \$542 [11], \$542 [11], \$542 [11:5] };
+  assign \$546  = { \$545 [11], \$545 [11], \$545 [11], \$545 [11], \$545 [11], \$545 [11], \$545 [11:6] };
+  assign \$556  = { \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15], \$555 [15:10] };
+  assign \$559  = { \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15], \$558 [15:10] };
+  assign \$562  = { \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15], \$561 [15:10] };
+  assign \$564  = cmd__payload[0];
+  assign \$577 [9:5] = 5'h00;
+  assign \$577 [4:0] = n[4:0];
+  assign \$579 [9:5] = 5'h00;
+  assign \$579 [4:0] = n[4:0];
+  assign \$581 [9:5] = 5'h00;
+  assign \$581 [4:0] = n[4:0];
+  assign \$584 [13:10] = 4'h0;
+  assign \$584 [9:0] = sb0[9:0];
+  assign \$588 [13:10] = 4'h0;
+  assign \$588 [9:0] = sb1[9:0];
+  assign \$592 [13:10] = 4'h0;
+  assign \$592 [9:0] = sb2[9:0];
+  assign \$595 [9:6] = 4'h0;
+  assign \$595 [5:0] = n[5:0];
+  assign \$598 [13:10] = 4'h0;
+  assign \$598 [9:0] = sb0[9:0];
+  assign \$603 [13:10] = 4'h0;
+  assign \$603 [9:0] = sb1[9:0];
+  assign \$608 [13:10] = 4'h0;
+  assign \$608 [9:0] = sb2[9:0];
+  assign \$629 [13:10] = 4'h0;
+  assign \$629 [9:0] = \$628 [9:0];
   assign \$633 [13:10] = 4'h0;
-  assign \$633 [9:0] = sb1[9:0];
-  assign \$638 [13:10] = 4'h0;
-  assign \$638 [9:0] = sb2[9:0];
-  assign \$659 [13:10] = 4'h0;
-  assign \$659 [9:0] = \$658 [9:0];
-  assign \$663 [13:10] = 4'h0;
-  assign \$663 [9:0] = \$662 [9:0];
-  assign \$673 [13:10] = 4'h0;
-  assign \$673 [9:0] = \$672 [9:0];
-  assign \$679 [13:10] = 4'h0;
-  assign \$679 [9:0] = \$678 [9:0];
-  assign \$686 [13:10] = 4'h0;
-  assign \$686 [9:0] = \$685 [9:0];
-  assign \$692 [13:10] = 4'h0;
-  assign \$692 [9:0] = \$691 [9:0];
-  assign \$706 [13:10] = 4'h0;
-  assign \$706 [9:0] = \$705 [9:0];
-  assign \$718  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$719  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$722  = { 10'h000, \$721 [20:10] };
-  assign \$725  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$726  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$729  = { 10'h000, \$728 [20:10] };
-  assign \$733  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$734  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$737  = { 10'h000, \$736 [20:10] };
-  assign \$743  = cm[0];
-  assign \$751  = { 3'h0, hi, 4'h0 };
-  assign \$752  = { 2'h0, hi, 5'h00 };
-  assign \$757  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$758  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$764  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$765  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$768 [20:10] = 11'h000;
-  assign \$768 [9:0] = \$767 [9:0];
-  assign \$771  = { 3'h0, cm[26:13], 4'h0 };
-  assign \$772  = { 2'h0, cm[26:13], 5'h00 };
-  assign \$775 [20:10] = 11'h000;
-  assign \$775 [9:0] = \$774 [9:0];
+  assign \$633 [9:0] = \$632 [9:0];
+  assign \$643 [13:10] = 4'h0;
+  assign \$643 [9:0] = \$642 [9:0];
+  assign \$649 [13:10] = 4'h0;
+  assign \$649 [9:0] = \$648 [9:0];
+  assign \$656 [13:10] = 4'h0;
+  assign \$656 [9:0] = \$655 [9:0];
+  assign \$662 [13:10] = 4'h0;
+  assign \$662 [9:0] = \$661 [9:0];
+  assign \$676 [13:10] = 4'h0;
+  assign \$676 [9:0] = \$675 [9:0];
+  assign \$689  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$690  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$693  = { 10'h000, \$692 [20:10] };
+  assign \$696  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$697  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$700  = { 10'h000, \$699 [20:10] };
+  assign \$704  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$705  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$708  = { 10'h000, \$707 [20:10] };
+  assign \$714  = cm[0];
+  assign \$732  = { 3'h0, hi, 4'h0 };
+  assign \$733  = { 2'h0, hi, 5'h00 };
+  assign \$738  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$739  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$745  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$746  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$749 [20:10] = 11'h000;
+  assign \$749 [9:0] = \$748 [9:0];
+  assign \$752  = { 3'h0, cm[26:13], 4'h0 };
+  assign \$753  = { 2'h0, cm[26:13], 5'h00 };
+  assign \$756 [20:10] = 11'h000;
+  assign \$756 [9:0] = \$755 [9:0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.dense_table (rst, \port$1247$0 , r_en, \port$1259$0 , \port$1277$0 , wr__en, \port$1354$0 , \port$1372$0 , wr__data, q, clk);
+module \mmu.dense_table (rst, \port$1213$0 , r_en, \port$1225$0 , \port$1243$0 , wr__en, \port$1319$0 , \port$1337$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1247$0 ;
-  wire [1:0] \port$1247$0 ;
-  input [3:0] \port$1259$0 ;
-  wire [3:0] \port$1259$0 ;
-  input [3:0] \port$1277$0 ;
-  wire [3:0] \port$1277$0 ;
-  input [1:0] \port$1354$0 ;
-  wire [1:0] \port$1354$0 ;
-  input [7:0] \port$1372$0 ;
-  wire [7:0] \port$1372$0 ;
+  input [1:0] \port$1213$0 ;
+  wire [1:0] \port$1213$0 ;
+  input [3:0] \port$1225$0 ;
+  wire [3:0] \port$1225$0 ;
+  input [3:0] \port$1243$0 ;
+  wire [3:0] \port$1243$0 ;
+  input [1:0] \port$1319$0 ;
+  wire [1:0] \port$1319$0 ;
+  input [7:0] \port$1337$0 ;
+  wire [7:0] \port$1337$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [13:0] r_addr;
@@ -7409,7 +7525,7 @@ module \mmu.dense_table (rst, \port$1247$0 , r_en, \port$1259$0 , \port$1277$0 ,
   wire [13:0] wr__data;
   input wr__en;
   wire wr__en;
-  reg [13:0] mem [15359:0];
+  reg [13:0] mem [16383:0];
   initial begin
     mem[0] = 14'h0000;
     mem[1] = 14'h0000;
@@ -22771,14 +22887,1038 @@ module \mmu.dense_table (rst, \port$1247$0 , r_en, \port$1259$0 , \port$1277$0 ,
     mem[15357] = 14'h0000;
     mem[15358] = 14'h0000;
     mem[15359] = 14'h0000;
+    mem[15360] = 14'h0000;
+    mem[15361] = 14'h0000;
+    mem[15362] = 14'h0000;
+    mem[15363] = 14'h0000;
+    mem[15364] = 14'h0000;
+    mem[15365] = 14'h0000;
+    mem[15366] = 14'h0000;
+    mem[15367] = 14'h0000;
+    mem[15368] = 14'h0000;
+    mem[15369] = 14'h0000;
+    mem[15370] = 14'h0000;
+    mem[15371] = 14'h0000;
+    mem[15372] = 14'h0000;
+    mem[15373] = 14'h0000;
+    mem[15374] = 14'h0000;
+    mem[15375] = 14'h0000;
+    mem[15376] = 14'h0000;
+    mem[15377] = 14'h0000;
+    mem[15378] = 14'h0000;
+    mem[15379] = 14'h0000;
+    mem[15380] = 14'h0000;
+    mem[15381] = 14'h0000;
+    mem[15382] = 14'h0000;
+    mem[15383] = 14'h0000;
+    mem[15384] = 14'h0000;
+    mem[15385] = 14'h0000;
+    mem[15386] = 14'h0000;
+    mem[15387] = 14'h0000;
+    mem[15388] = 14'h0000;
+    mem[15389] = 14'h0000;
+    mem[15390] = 14'h0000;
+    mem[15391] = 14'h0000;
+    mem[15392] = 14'h0000;
+    mem[15393] = 14'h0000;
+    mem[15394] = 14'h0000;
+    mem[15395] = 14'h0000;
+    mem[15396] = 14'h0000;
+    mem[15397] = 14'h0000;
+    mem[15398] = 14'h0000;
+    mem[15399] = 14'h0000;
+    mem[15400] = 14'h0000;
+    mem[15401] = 14'h0000;
+    mem[15402] = 14'h0000;
+    mem[15403] = 14'h0000;
+    mem[15404] = 14'h0000;
+    mem[15405] = 14'h0000;
+    mem[15406] = 14'h0000;
+    mem[15407] = 14'h0000;
+    mem[15408] = 14'h0000;
+    mem[15409] = 14'h0000;
+    mem[15410] = 14'h0000;
+    mem[15411] = 14'h0000;
+    mem[15412] = 14'h0000;
+    mem[15413] = 14'h0000;
+    mem[15414] = 14'h0000;
+    mem[15415] = 14'h0000;
+    mem[15416] = 14'h0000;
+    mem[15417] = 14'h0000;
+    mem[15418] = 14'h0000;
+    mem[15419] = 14'h0000;
+    mem[15420] = 14'h0000;
+    mem[15421] = 14'h0000;
+    mem[15422] = 14'h0000;
+    mem[15423] = 14'h0000;
+    mem[15424] = 14'h0000;
+    mem[15425] = 14'h0000;
+    mem[15426] = 14'h0000;
+    mem[15427] = 14'h0000;
+    mem[15428] = 14'h0000;
+    mem[15429] = 14'h0000;
+    mem[15430] = 14'h0000;
+    mem[15431] = 14'h0000;
+    mem[15432] = 14'h0000;
+    mem[15433] = 14'h0000;
+    mem[15434] = 14'h0000;
+    mem[15435] = 14'h0000;
+    mem[15436] = 14'h0000;
+    mem[15437] = 14'h0000;
+    mem[15438] = 14'h0000;
+    mem[15439] = 14'h0000;
+    mem[15440] = 14'h0000;
+    mem[15441] = 14'h0000;
+    mem[15442] = 14'h0000;
+    mem[15443] = 14'h0000;
+    mem[15444] = 14'h0000;
+    mem[15445] = 14'h0000;
+    mem[15446] = 14'h0000;
+    mem[15447] = 14'h0000;
+    mem[15448] = 14'h0000;
+    mem[15449] = 14'h0000;
+    mem[15450] = 14'h0000;
+    mem[15451] = 14'h0000;
+    mem[15452] = 14'h0000;
+    mem[15453] = 14'h0000;
+    mem[15454] = 14'h0000;
+    mem[15455] = 14'h0000;
+    mem[15456] = 14'h0000;
+    mem[15457] = 14'h0000;
+    mem[15458] = 14'h0000;
+    mem[15459] = 14'h0000;
+    mem[15460] = 14'h0000;
+    mem[15461] = 14'h0000;
+    mem[15462] = 14'h0000;
+    mem[15463] = 14'h0000;
+    mem[15464] = 14'h0000;
+    mem[15465] = 14'h0000;
+    mem[15466] = 14'h0000;
+    mem[15467] = 14'h0000;
+    mem[15468] = 14'h0000;
+    mem[15469] = 14'h0000;
+    mem[15470] = 14'h0000;
+    mem[15471] = 14'h0000;
+    mem[15472] = 14'h0000;
+    mem[15473] = 14'h0000;
+    mem[15474] = 14'h0000;
+    mem[15475] = 14'h0000;
+    mem[15476] = 14'h0000;
+    mem[15477] = 14'h0000;
+    mem[15478] = 14'h0000;
+    mem[15479] = 14'h0000;
+    mem[15480] = 14'h0000;
+    mem[15481] = 14'h0000;
+    mem[15482] = 14'h0000;
+    mem[15483] = 14'h0000;
+    mem[15484] = 14'h0000;
+    mem[15485] = 14'h0000;
+    mem[15486] = 14'h0000;
+    mem[15487] = 14'h0000;
+    mem[15488] = 14'h0000;
+    mem[15489] = 14'h0000;
+    mem[15490] = 14'h0000;
+    mem[15491] = 14'h0000;
+    mem[15492] = 14'h0000;
+    mem[15493] = 14'h0000;
+    mem[15494] = 14'h0000;
+    mem[15495] = 14'h0000;
+    mem[15496] = 14'h0000;
+    mem[15497] = 14'h0000;
+    mem[15498] = 14'h0000;
+    mem[15499] = 14'h0000;
+    mem[15500] = 14'h0000;
+    mem[15501] = 14'h0000;
+    mem[15502] = 14'h0000;
+    mem[15503] = 14'h0000;
+    mem[15504] = 14'h0000;
+    mem[15505] = 14'h0000;
+    mem[15506] = 14'h0000;
+    mem[15507] = 14'h0000;
+    mem[15508] = 14'h0000;
+    mem[15509] = 14'h0000;
+    mem[15510] = 14'h0000;
+    mem[15511] = 14'h0000;
+    mem[15512] = 14'h0000;
+    mem[15513] = 14'h0000;
+    mem[15514] = 14'h0000;
+    mem[15515] = 14'h0000;
+    mem[15516] = 14'h0000;
+    mem[15517] = 14'h0000;
+    mem[15518] = 14'h0000;
+    mem[15519] = 14'h0000;
+    mem[15520] = 14'h0000;
+    mem[15521] = 14'h0000;
+    mem[15522] = 14'h0000;
+    mem[15523] = 14'h0000;
+    mem[15524] = 14'h0000;
+    mem[15525] = 14'h0000;
+    mem[15526] = 14'h0000;
+    mem[15527] = 14'h0000;
+    mem[15528] = 14'h0000;
+    mem[15529] = 14'h0000;
+    mem[15530] = 14'h0000;
+    mem[15531] = 14'h0000;
+    mem[15532] = 14'h0000;
+    mem[15533] = 14'h0000;
+    mem[15534] = 14'h0000;
+    mem[15535] = 14'h0000;
+    mem[15536] = 14'h0000;
+    mem[15537] = 14'h0000;
+    mem[15538] = 14'h0000;
+    mem[15539] = 14'h0000;
+    mem[15540] = 14'h0000;
+    mem[15541] = 14'h0000;
+    mem[15542] = 14'h0000;
+    mem[15543] = 14'h0000;
+    mem[15544] = 14'h0000;
+    mem[15545] = 14'h0000;
+    mem[15546] = 14'h0000;
+    mem[15547] = 14'h0000;
+    mem[15548] = 14'h0000;
+    mem[15549] = 14'h0000;
+    mem[15550] = 14'h0000;
+    mem[15551] = 14'h0000;
+    mem[15552] = 14'h0000;
+    mem[15553] = 14'h0000;
+    mem[15554] = 14'h0000;
+    mem[15555] = 14'h0000;
+    mem[15556] = 14'h0000;
+    mem[15557] = 14'h0000;
+    mem[15558] = 14'h0000;
+    mem[15559] = 14'h0000;
+    mem[15560] = 14'h0000;
+    mem[15561] = 14'h0000;
+    mem[15562] = 14'h0000;
+    mem[15563] = 14'h0000;
+    mem[15564] = 14'h0000;
+    mem[15565] = 14'h0000;
+    mem[15566] = 14'h0000;
+    mem[15567] = 14'h0000;
+    mem[15568] = 14'h0000;
+    mem[15569] = 14'h0000;
+    mem[15570] = 14'h0000;
+    mem[15571] = 14'h0000;
+    mem[15572] = 14'h0000;
+    mem[15573] = 14'h0000;
+    mem[15574] = 14'h0000;
+    mem[15575] = 14'h0000;
+    mem[15576] = 14'h0000;
+    mem[15577] = 14'h0000;
+    mem[15578] = 14'h0000;
+    mem[15579] = 14'h0000;
+    mem[15580] = 14'h0000;
+    mem[15581] = 14'h0000;
+    mem[15582] = 14'h0000;
+    mem[15583] = 14'h0000;
+    mem[15584] = 14'h0000;
+    mem[15585] = 14'h0000;
+    mem[15586] = 14'h0000;
+    mem[15587] = 14'h0000;
+    mem[15588] = 14'h0000;
+    mem[15589] = 14'h0000;
+    mem[15590] = 14'h0000;
+    mem[15591] = 14'h0000;
+    mem[15592] = 14'h0000;
+    mem[15593] = 14'h0000;
+    mem[15594] = 14'h0000;
+    mem[15595] = 14'h0000;
+    mem[15596] = 14'h0000;
+    mem[15597] = 14'h0000;
+    mem[15598] = 14'h0000;
+    mem[15599] = 14'h0000;
+    mem[15600] = 14'h0000;
+    mem[15601] = 14'h0000;
+    mem[15602] = 14'h0000;
+    mem[15603] = 14'h0000;
+    mem[15604] = 14'h0000;
+    mem[15605] = 14'h0000;
+    mem[15606] = 14'h0000;
+    mem[15607] = 14'h0000;
+    mem[15608] = 14'h0000;
+    mem[15609] = 14'h0000;
+    mem[15610] = 14'h0000;
+    mem[15611] = 14'h0000;
+    mem[15612] = 14'h0000;
+    mem[15613] = 14'h0000;
+    mem[15614] = 14'h0000;
+    mem[15615] = 14'h0000;
+    mem[15616] = 14'h0000;
+    mem[15617] = 14'h0000;
+    mem[15618] = 14'h0000;
+    mem[15619] = 14'h0000;
+    mem[15620] = 14'h0000;
+    mem[15621] = 14'h0000;
+    mem[15622] = 14'h0000;
+    mem[15623] = 14'h0000;
+    mem[15624] = 14'h0000;
+    mem[15625] = 14'h0000;
+    mem[15626] = 14'h0000;
+    mem[15627] = 14'h0000;
+    mem[15628] = 14'h0000;
+    mem[15629] = 14'h0000;
+    mem[15630] = 14'h0000;
+    mem[15631] = 14'h0000;
+    mem[15632] = 14'h0000;
+    mem[15633] = 14'h0000;
+    mem[15634] = 14'h0000;
+    mem[15635] = 14'h0000;
+    mem[15636] = 14'h0000;
+    mem[15637] = 14'h0000;
+    mem[15638] = 14'h0000;
+    mem[15639] = 14'h0000;
+    mem[15640] = 14'h0000;
+    mem[15641] = 14'h0000;
+    mem[15642] = 14'h0000;
+    mem[15643] = 14'h0000;
+    mem[15644] = 14'h0000;
+    mem[15645] = 14'h0000;
+    mem[15646] = 14'h0000;
+    mem[15647] = 14'h0000;
+    mem[15648] = 14'h0000;
+    mem[15649] = 14'h0000;
+    mem[15650] = 14'h0000;
+    mem[15651] = 14'h0000;
+    mem[15652] = 14'h0000;
+    mem[15653] = 14'h0000;
+    mem[15654] = 14'h0000;
+    mem[15655] = 14'h0000;
+    mem[15656] = 14'h0000;
+    mem[15657] = 14'h0000;
+    mem[15658] = 14'h0000;
+    mem[15659] = 14'h0000;
+    mem[15660] = 14'h0000;
+    mem[15661] = 14'h0000;
+    mem[15662] = 14'h0000;
+    mem[15663] = 14'h0000;
+    mem[15664] = 14'h0000;
+    mem[15665] = 14'h0000;
+    mem[15666] = 14'h0000;
+    mem[15667] = 14'h0000;
+    mem[15668] = 14'h0000;
+    mem[15669] = 14'h0000;
+    mem[15670] = 14'h0000;
+    mem[15671] = 14'h0000;
+    mem[15672] = 14'h0000;
+    mem[15673] = 14'h0000;
+    mem[15674] = 14'h0000;
+    mem[15675] = 14'h0000;
+    mem[15676] = 14'h0000;
+    mem[15677] = 14'h0000;
+    mem[15678] = 14'h0000;
+    mem[15679] = 14'h0000;
+    mem[15680] = 14'h0000;
+    mem[15681] = 14'h0000;
+    mem[15682] = 14'h0000;
+    mem[15683] = 14'h0000;
+    mem[15684] = 14'h0000;
+    mem[15685] = 14'h0000;
+    mem[15686] = 14'h0000;
+    mem[15687] = 14'h0000;
+    mem[15688] = 14'h0000;
+    mem[15689] = 14'h0000;
+    mem[15690] = 14'h0000;
+    mem[15691] = 14'h0000;
+    mem[15692] = 14'h0000;
+    mem[15693] = 14'h0000;
+    mem[15694] = 14'h0000;
+    mem[15695] = 14'h0000;
+    mem[15696] = 14'h0000;
+    mem[15697] = 14'h0000;
+    mem[15698] = 14'h0000;
+    mem[15699] = 14'h0000;
+    mem[15700] = 14'h0000;
+    mem[15701] = 14'h0000;
+    mem[15702] = 14'h0000;
+    mem[15703] = 14'h0000;
+    mem[15704] = 14'h0000;
+    mem[15705] = 14'h0000;
+    mem[15706] = 14'h0000;
+    mem[15707] = 14'h0000;
+    mem[15708] = 14'h0000;
+    mem[15709] = 14'h0000;
+    mem[15710] = 14'h0000;
+    mem[15711] = 14'h0000;
+    mem[15712] = 14'h0000;
+    mem[15713] = 14'h0000;
+    mem[15714] = 14'h0000;
+    mem[15715] = 14'h0000;
+    mem[15716] = 14'h0000;
+    mem[15717] = 14'h0000;
+    mem[15718] = 14'h0000;
+    mem[15719] = 14'h0000;
+    mem[15720] = 14'h0000;
+    mem[15721] = 14'h0000;
+    mem[15722] = 14'h0000;
+    mem[15723] = 14'h0000;
+    mem[15724] = 14'h0000;
+    mem[15725] = 14'h0000;
+    mem[15726] = 14'h0000;
+    mem[15727] = 14'h0000;
+    mem[15728] = 14'h0000;
+    mem[15729] = 14'h0000;
+    mem[15730] = 14'h0000;
+    mem[15731] = 14'h0000;
+    mem[15732] = 14'h0000;
+    mem[15733] = 14'h0000;
+    mem[15734] = 14'h0000;
+    mem[15735] = 14'h0000;
+    mem[15736] = 14'h0000;
+    mem[15737] = 14'h0000;
+    mem[15738] = 14'h0000;
+    mem[15739] = 14'h0000;
+    mem[15740] = 14'h0000;
+    mem[15741] = 14'h0000;
+    mem[15742] = 14'h0000;
+    mem[15743] = 14'h0000;
+    mem[15744] = 14'h0000;
+    mem[15745] = 14'h0000;
+    mem[15746] = 14'h0000;
+    mem[15747] = 14'h0000;
+    mem[15748] = 14'h0000;
+    mem[15749] = 14'h0000;
+    mem[15750] = 14'h0000;
+    mem[15751] = 14'h0000;
+    mem[15752] = 14'h0000;
+    mem[15753] = 14'h0000;
+    mem[15754] = 14'h0000;
+    mem[15755] = 14'h0000;
+    mem[15756] = 14'h0000;
+    mem[15757] = 14'h0000;
+    mem[15758] = 14'h0000;
+    mem[15759] = 14'h0000;
+    mem[15760] = 14'h0000;
+    mem[15761] = 14'h0000;
+    mem[15762] = 14'h0000;
+    mem[15763] = 14'h0000;
+    mem[15764] = 14'h0000;
+    mem[15765] = 14'h0000;
+    mem[15766] = 14'h0000;
+    mem[15767] = 14'h0000;
+    mem[15768] = 14'h0000;
+    mem[15769] = 14'h0000;
+    mem[15770] = 14'h0000;
+    mem[15771] = 14'h0000;
+    mem[15772] = 14'h0000;
+    mem[15773] = 14'h0000;
+    mem[15774] = 14'h0000;
+    mem[15775] = 14'h0000;
+    mem[15776] = 14'h0000;
+    mem[15777] = 14'h0000;
+    mem[15778] = 14'h0000;
+    mem[15779] = 14'h0000;
+    mem[15780] = 14'h0000;
+    mem[15781] = 14'h0000;
+    mem[15782] = 14'h0000;
+    mem[15783] = 14'h0000;
+    mem[15784] = 14'h0000;
+    mem[15785] = 14'h0000;
+    mem[15786] = 14'h0000;
+    mem[15787] = 14'h0000;
+    mem[15788] = 14'h0000;
+    mem[15789] = 14'h0000;
+    mem[15790] = 14'h0000;
+    mem[15791] = 14'h0000;
+    mem[15792] = 14'h0000;
+    mem[15793] = 14'h0000;
+    mem[15794] = 14'h0000;
+    mem[15795] = 14'h0000;
+    mem[15796] = 14'h0000;
+    mem[15797] = 14'h0000;
+    mem[15798] = 14'h0000;
+    mem[15799] = 14'h0000;
+    mem[15800] = 14'h0000;
+    mem[15801] = 14'h0000;
+    mem[15802] = 14'h0000;
+    mem[15803] = 14'h0000;
+    mem[15804] = 14'h0000;
+    mem[15805] = 14'h0000;
+    mem[15806] = 14'h0000;
+    mem[15807] = 14'h0000;
+    mem[15808] = 14'h0000;
+    mem[15809] = 14'h0000;
+    mem[15810] = 14'h0000;
+    mem[15811] = 14'h0000;
+    mem[15812] = 14'h0000;
+    mem[15813] = 14'h0000;
+    mem[15814] = 14'h0000;
+    mem[15815] = 14'h0000;
+    mem[15816] = 14'h0000;
+    mem[15817] = 14'h0000;
+    mem[15818] = 14'h0000;
+    mem[15819] = 14'h0000;
+    mem[15820] = 14'h0000;
+    mem[15821] = 14'h0000;
+    mem[15822] = 14'h0000;
+    mem[15823] = 14'h0000;
+    mem[15824] = 14'h0000;
+    mem[15825] = 14'h0000;
+    mem[15826] = 14'h0000;
+    mem[15827] = 14'h0000;
+    mem[15828] = 14'h0000;
+    mem[15829] = 14'h0000;
+    mem[15830] = 14'h0000;
+    mem[15831] = 14'h0000;
+    mem[15832] = 14'h0000;
+    mem[15833] = 14'h0000;
+    mem[15834] = 14'h0000;
+    mem[15835] = 14'h0000;
+    mem[15836] = 14'h0000;
+    mem[15837] = 14'h0000;
+    mem[15838] = 14'h0000;
+    mem[15839] = 14'h0000;
+    mem[15840] = 14'h0000;
+    mem[15841] = 14'h0000;
+    mem[15842] = 14'h0000;
+    mem[15843] = 14'h0000;
+    mem[15844] = 14'h0000;
+    mem[15845] = 14'h0000;
+    mem[15846] = 14'h0000;
+    mem[15847] = 14'h0000;
+    mem[15848] = 14'h0000;
+    mem[15849] = 14'h0000;
+    mem[15850] = 14'h0000;
+    mem[15851] = 14'h0000;
+    mem[15852] = 14'h0000;
+    mem[15853] = 14'h0000;
+    mem[15854] = 14'h0000;
+    mem[15855] = 14'h0000;
+    mem[15856] = 14'h0000;
+    mem[15857] = 14'h0000;
+    mem[15858] = 14'h0000;
+    mem[15859] = 14'h0000;
+    mem[15860] = 14'h0000;
+    mem[15861] = 14'h0000;
+    mem[15862] = 14'h0000;
+    mem[15863] = 14'h0000;
+    mem[15864] = 14'h0000;
+    mem[15865] = 14'h0000;
+    mem[15866] = 14'h0000;
+    mem[15867] = 14'h0000;
+    mem[15868] = 14'h0000;
+    mem[15869] = 14'h0000;
+    mem[15870] = 14'h0000;
+    mem[15871] = 14'h0000;
+    mem[15872] = 14'h0000;
+    mem[15873] = 14'h0000;
+    mem[15874] = 14'h0000;
+    mem[15875] = 14'h0000;
+    mem[15876] = 14'h0000;
+    mem[15877] = 14'h0000;
+    mem[15878] = 14'h0000;
+    mem[15879] = 14'h0000;
+    mem[15880] = 14'h0000;
+    mem[15881] = 14'h0000;
+    mem[15882] = 14'h0000;
+    mem[15883] = 14'h0000;
+    mem[15884] = 14'h0000;
+    mem[15885] = 14'h0000;
+    mem[15886] = 14'h0000;
+    mem[15887] = 14'h0000;
+    mem[15888] = 14'h0000;
+    mem[15889] = 14'h0000;
+    mem[15890] = 14'h0000;
+    mem[15891] = 14'h0000;
+    mem[15892] = 14'h0000;
+    mem[15893] = 14'h0000;
+    mem[15894] = 14'h0000;
+    mem[15895] = 14'h0000;
+    mem[15896] = 14'h0000;
+    mem[15897] = 14'h0000;
+    mem[15898] = 14'h0000;
+    mem[15899] = 14'h0000;
+    mem[15900] = 14'h0000;
+    mem[15901] = 14'h0000;
+    mem[15902] = 14'h0000;
+    mem[15903] = 14'h0000;
+    mem[15904] = 14'h0000;
+    mem[15905] = 14'h0000;
+    mem[15906] = 14'h0000;
+    mem[15907] = 14'h0000;
+    mem[15908] = 14'h0000;
+    mem[15909] = 14'h0000;
+    mem[15910] = 14'h0000;
+    mem[15911] = 14'h0000;
+    mem[15912] = 14'h0000;
+    mem[15913] = 14'h0000;
+    mem[15914] = 14'h0000;
+    mem[15915] = 14'h0000;
+    mem[15916] = 14'h0000;
+    mem[15917] = 14'h0000;
+    mem[15918] = 14'h0000;
+    mem[15919] = 14'h0000;
+    mem[15920] = 14'h0000;
+    mem[15921] = 14'h0000;
+    mem[15922] = 14'h0000;
+    mem[15923] = 14'h0000;
+    mem[15924] = 14'h0000;
+    mem[15925] = 14'h0000;
+    mem[15926] = 14'h0000;
+    mem[15927] = 14'h0000;
+    mem[15928] = 14'h0000;
+    mem[15929] = 14'h0000;
+    mem[15930] = 14'h0000;
+    mem[15931] = 14'h0000;
+    mem[15932] = 14'h0000;
+    mem[15933] = 14'h0000;
+    mem[15934] = 14'h0000;
+    mem[15935] = 14'h0000;
+    mem[15936] = 14'h0000;
+    mem[15937] = 14'h0000;
+    mem[15938] = 14'h0000;
+    mem[15939] = 14'h0000;
+    mem[15940] = 14'h0000;
+    mem[15941] = 14'h0000;
+    mem[15942] = 14'h0000;
+    mem[15943] = 14'h0000;
+    mem[15944] = 14'h0000;
+    mem[15945] = 14'h0000;
+    mem[15946] = 14'h0000;
+    mem[15947] = 14'h0000;
+    mem[15948] = 14'h0000;
+    mem[15949] = 14'h0000;
+    mem[15950] = 14'h0000;
+    mem[15951] = 14'h0000;
+    mem[15952] = 14'h0000;
+    mem[15953] = 14'h0000;
+    mem[15954] = 14'h0000;
+    mem[15955] = 14'h0000;
+    mem[15956] = 14'h0000;
+    mem[15957] = 14'h0000;
+    mem[15958] = 14'h0000;
+    mem[15959] = 14'h0000;
+    mem[15960] = 14'h0000;
+    mem[15961] = 14'h0000;
+    mem[15962] = 14'h0000;
+    mem[15963] = 14'h0000;
+    mem[15964] = 14'h0000;
+    mem[15965] = 14'h0000;
+    mem[15966] = 14'h0000;
+    mem[15967] = 14'h0000;
+    mem[15968] = 14'h0000;
+    mem[15969] = 14'h0000;
+    mem[15970] = 14'h0000;
+    mem[15971] = 14'h0000;
+    mem[15972] = 14'h0000;
+    mem[15973] = 14'h0000;
+    mem[15974] = 14'h0000;
+    mem[15975] = 14'h0000;
+    mem[15976] = 14'h0000;
+    mem[15977] = 14'h0000;
+    mem[15978] = 14'h0000;
+    mem[15979] = 14'h0000;
+    mem[15980] = 14'h0000;
+    mem[15981] = 14'h0000;
+    mem[15982] = 14'h0000;
+    mem[15983] = 14'h0000;
+    mem[15984] = 14'h0000;
+    mem[15985] = 14'h0000;
+    mem[15986] = 14'h0000;
+    mem[15987] = 14'h0000;
+    mem[15988] = 14'h0000;
+    mem[15989] = 14'h0000;
+    mem[15990] = 14'h0000;
+    mem[15991] = 14'h0000;
+    mem[15992] = 14'h0000;
+    mem[15993] = 14'h0000;
+    mem[15994] = 14'h0000;
+    mem[15995] = 14'h0000;
+    mem[15996] = 14'h0000;
+    mem[15997] = 14'h0000;
+    mem[15998] = 14'h0000;
+    mem[15999] = 14'h0000;
+    mem[16000] = 14'h0000;
+    mem[16001] = 14'h0000;
+    mem[16002] = 14'h0000;
+    mem[16003] = 14'h0000;
+    mem[16004] = 14'h0000;
+    mem[16005] = 14'h0000;
+    mem[16006] = 14'h0000;
+    mem[16007] = 14'h0000;
+    mem[16008] = 14'h0000;
+    mem[16009] = 14'h0000;
+    mem[16010] = 14'h0000;
+    mem[16011] = 14'h0000;
+    mem[16012] = 14'h0000;
+    mem[16013] = 14'h0000;
+    mem[16014] = 14'h0000;
+    mem[16015] = 14'h0000;
+    mem[16016] = 14'h0000;
+    mem[16017] = 14'h0000;
+    mem[16018] = 14'h0000;
+    mem[16019] = 14'h0000;
+    mem[16020] = 14'h0000;
+    mem[16021] = 14'h0000;
+    mem[16022] = 14'h0000;
+    mem[16023] = 14'h0000;
+    mem[16024] = 14'h0000;
+    mem[16025] = 14'h0000;
+    mem[16026] = 14'h0000;
+    mem[16027] = 14'h0000;
+    mem[16028] = 14'h0000;
+    mem[16029] = 14'h0000;
+    mem[16030] = 14'h0000;
+    mem[16031] = 14'h0000;
+    mem[16032] = 14'h0000;
+    mem[16033] = 14'h0000;
+    mem[16034] = 14'h0000;
+    mem[16035] = 14'h0000;
+    mem[16036] = 14'h0000;
+    mem[16037] = 14'h0000;
+    mem[16038] = 14'h0000;
+    mem[16039] = 14'h0000;
+    mem[16040] = 14'h0000;
+    mem[16041] = 14'h0000;
+    mem[16042] = 14'h0000;
+    mem[16043] = 14'h0000;
+    mem[16044] = 14'h0000;
+    mem[16045] = 14'h0000;
+    mem[16046] = 14'h0000;
+    mem[16047] = 14'h0000;
+    mem[16048] = 14'h0000;
+    mem[16049] = 14'h0000;
+    mem[16050] = 14'h0000;
+    mem[16051] = 14'h0000;
+    mem[16052] = 14'h0000;
+    mem[16053] = 14'h0000;
+    mem[16054] = 14'h0000;
+    mem[16055] = 14'h0000;
+    mem[16056] = 14'h0000;
+    mem[16057] = 14'h0000;
+    mem[16058] = 14'h0000;
+    mem[16059] = 14'h0000;
+    mem[16060] = 14'h0000;
+    mem[16061] = 14'h0000;
+    mem[16062] = 14'h0000;
+    mem[16063] = 14'h0000;
+    mem[16064] = 14'h0000;
+    mem[16065] = 14'h0000;
+    mem[16066] = 14'h0000;
+    mem[16067] = 14'h0000;
+    mem[16068] = 14'h0000;
+    mem[16069] = 14'h0000;
+    mem[16070] = 14'h0000;
+    mem[16071] = 14'h0000;
+    mem[16072] = 14'h0000;
+    mem[16073] = 14'h0000;
+    mem[16074] = 14'h0000;
+    mem[16075] = 14'h0000;
+    mem[16076] = 14'h0000;
+    mem[16077] = 14'h0000;
+    mem[16078] = 14'h0000;
+    mem[16079] = 14'h0000;
+    mem[16080] = 14'h0000;
+    mem[16081] = 14'h0000;
+    mem[16082] = 14'h0000;
+    mem[16083] = 14'h0000;
+    mem[16084] = 14'h0000;
+    mem[16085] = 14'h0000;
+    mem[16086] = 14'h0000;
+    mem[16087] = 14'h0000;
+    mem[16088] = 14'h0000;
+    mem[16089] = 14'h0000;
+    mem[16090] = 14'h0000;
+    mem[16091] = 14'h0000;
+    mem[16092] = 14'h0000;
+    mem[16093] = 14'h0000;
+    mem[16094] = 14'h0000;
+    mem[16095] = 14'h0000;
+    mem[16096] = 14'h0000;
+    mem[16097] = 14'h0000;
+    mem[16098] = 14'h0000;
+    mem[16099] = 14'h0000;
+    mem[16100] = 14'h0000;
+    mem[16101] = 14'h0000;
+    mem[16102] = 14'h0000;
+    mem[16103] = 14'h0000;
+    mem[16104] = 14'h0000;
+    mem[16105] = 14'h0000;
+    mem[16106] = 14'h0000;
+    mem[16107] = 14'h0000;
+    mem[16108] = 14'h0000;
+    mem[16109] = 14'h0000;
+    mem[16110] = 14'h0000;
+    mem[16111] = 14'h0000;
+    mem[16112] = 14'h0000;
+    mem[16113] = 14'h0000;
+    mem[16114] = 14'h0000;
+    mem[16115] = 14'h0000;
+    mem[16116] = 14'h0000;
+    mem[16117] = 14'h0000;
+    mem[16118] = 14'h0000;
+    mem[16119] = 14'h0000;
+    mem[16120] = 14'h0000;
+    mem[16121] = 14'h0000;
+    mem[16122] = 14'h0000;
+    mem[16123] = 14'h0000;
+    mem[16124] = 14'h0000;
+    mem[16125] = 14'h0000;
+    mem[16126] = 14'h0000;
+    mem[16127] = 14'h0000;
+    mem[16128] = 14'h0000;
+    mem[16129] = 14'h0000;
+    mem[16130] = 14'h0000;
+    mem[16131] = 14'h0000;
+    mem[16132] = 14'h0000;
+    mem[16133] = 14'h0000;
+    mem[16134] = 14'h0000;
+    mem[16135] = 14'h0000;
+    mem[16136] = 14'h0000;
+    mem[16137] = 14'h0000;
+    mem[16138] = 14'h0000;
+    mem[16139] = 14'h0000;
+    mem[16140] = 14'h0000;
+    mem[16141] = 14'h0000;
+    mem[16142] = 14'h0000;
+    mem[16143] = 14'h0000;
+    mem[16144] = 14'h0000;
+    mem[16145] = 14'h0000;
+    mem[16146] = 14'h0000;
+    mem[16147] = 14'h0000;
+    mem[16148] = 14'h0000;
+    mem[16149] = 14'h0000;
+    mem[16150] = 14'h0000;
+    mem[16151] = 14'h0000;
+    mem[16152] = 14'h0000;
+    mem[16153] = 14'h0000;
+    mem[16154] = 14'h0000;
+    mem[16155] = 14'h0000;
+    mem[16156] = 14'h0000;
+    mem[16157] = 14'h0000;
+    mem[16158] = 14'h0000;
+    mem[16159] = 14'h0000;
+    mem[16160] = 14'h0000;
+    mem[16161] = 14'h0000;
+    mem[16162] = 14'h0000;
+    mem[16163] = 14'h0000;
+    mem[16164] = 14'h0000;
+    mem[16165] = 14'h0000;
+    mem[16166] = 14'h0000;
+    mem[16167] = 14'h0000;
+    mem[16168] = 14'h0000;
+    mem[16169] = 14'h0000;
+    mem[16170] = 14'h0000;
+    mem[16171] = 14'h0000;
+    mem[16172] = 14'h0000;
+    mem[16173] = 14'h0000;
+    mem[16174] = 14'h0000;
+    mem[16175] = 14'h0000;
+    mem[16176] = 14'h0000;
+    mem[16177] = 14'h0000;
+    mem[16178] = 14'h0000;
+    mem[16179] = 14'h0000;
+    mem[16180] = 14'h0000;
+    mem[16181] = 14'h0000;
+    mem[16182] = 14'h0000;
+    mem[16183] = 14'h0000;
+    mem[16184] = 14'h0000;
+    mem[16185] = 14'h0000;
+    mem[16186] = 14'h0000;
+    mem[16187] = 14'h0000;
+    mem[16188] = 14'h0000;
+    mem[16189] = 14'h0000;
+    mem[16190] = 14'h0000;
+    mem[16191] = 14'h0000;
+    mem[16192] = 14'h0000;
+    mem[16193] = 14'h0000;
+    mem[16194] = 14'h0000;
+    mem[16195] = 14'h0000;
+    mem[16196] = 14'h0000;
+    mem[16197] = 14'h0000;
+    mem[16198] = 14'h0000;
+    mem[16199] = 14'h0000;
+    mem[16200] = 14'h0000;
+    mem[16201] = 14'h0000;
+    mem[16202] = 14'h0000;
+    mem[16203] = 14'h0000;
+    mem[16204] = 14'h0000;
+    mem[16205] = 14'h0000;
+    mem[16206] = 14'h0000;
+    mem[16207] = 14'h0000;
+    mem[16208] = 14'h0000;
+    mem[16209] = 14'h0000;
+    mem[16210] = 14'h0000;
+    mem[16211] = 14'h0000;
+    mem[16212] = 14'h0000;
+    mem[16213] = 14'h0000;
+    mem[16214] = 14'h0000;
+    mem[16215] = 14'h0000;
+    mem[16216] = 14'h0000;
+    mem[16217] = 14'h0000;
+    mem[16218] = 14'h0000;
+    mem[16219] = 14'h0000;
+    mem[16220] = 14'h0000;
+    mem[16221] = 14'h0000;
+    mem[16222] = 14'h0000;
+    mem[16223] = 14'h0000;
+    mem[16224] = 14'h0000;
+    mem[16225] = 14'h0000;
+    mem[16226] = 14'h0000;
+    mem[16227] = 14'h0000;
+    mem[16228] = 14'h0000;
+    mem[16229] = 14'h0000;
+    mem[16230] = 14'h0000;
+    mem[16231] = 14'h0000;
+    mem[16232] = 14'h0000;
+    mem[16233] = 14'h0000;
+    mem[16234] = 14'h0000;
+    mem[16235] = 14'h0000;
+    mem[16236] = 14'h0000;
+    mem[16237] = 14'h0000;
+    mem[16238] = 14'h0000;
+    mem[16239] = 14'h0000;
+    mem[16240] = 14'h0000;
+    mem[16241] = 14'h0000;
+    mem[16242] = 14'h0000;
+    mem[16243] = 14'h0000;
+    mem[16244] = 14'h0000;
+    mem[16245] = 14'h0000;
+    mem[16246] = 14'h0000;
+    mem[16247] = 14'h0000;
+    mem[16248] = 14'h0000;
+    mem[16249] = 14'h0000;
+    mem[16250] = 14'h0000;
+    mem[16251] = 14'h0000;
+    mem[16252] = 14'h0000;
+    mem[16253] = 14'h0000;
+    mem[16254] = 14'h0000;
+    mem[16255] = 14'h0000;
+    mem[16256] = 14'h0000;
+    mem[16257] = 14'h0000;
+    mem[16258] = 14'h0000;
+    mem[16259] = 14'h0000;
+    mem[16260] = 14'h0000;
+    mem[16261] = 14'h0000;
+    mem[16262] = 14'h0000;
+    mem[16263] = 14'h0000;
+    mem[16264] = 14'h0000;
+    mem[16265] = 14'h0000;
+    mem[16266] = 14'h0000;
+    mem[16267] = 14'h0000;
+    mem[16268] = 14'h0000;
+    mem[16269] = 14'h0000;
+    mem[16270] = 14'h0000;
+    mem[16271] = 14'h0000;
+    mem[16272] = 14'h0000;
+    mem[16273] = 14'h0000;
+    mem[16274] = 14'h0000;
+    mem[16275] = 14'h0000;
+    mem[16276] = 14'h0000;
+    mem[16277] = 14'h0000;
+    mem[16278] = 14'h0000;
+    mem[16279] = 14'h0000;
+    mem[16280] = 14'h0000;
+    mem[16281] = 14'h0000;
+    mem[16282] = 14'h0000;
+    mem[16283] = 14'h0000;
+    mem[16284] = 14'h0000;
+    mem[16285] = 14'h0000;
+    mem[16286] = 14'h0000;
+    mem[16287] = 14'h0000;
+    mem[16288] = 14'h0000;
+    mem[16289] = 14'h0000;
+    mem[16290] = 14'h0000;
+    mem[16291] = 14'h0000;
+    mem[16292] = 14'h0000;
+    mem[16293] = 14'h0000;
+    mem[16294] = 14'h0000;
+    mem[16295] = 14'h0000;
+    mem[16296] = 14'h0000;
+    mem[16297] = 14'h0000;
+    mem[16298] = 14'h0000;
+    mem[16299] = 14'h0000;
+    mem[16300] = 14'h0000;
+    mem[16301] = 14'h0000;
+    mem[16302] = 14'h0000;
+    mem[16303] = 14'h0000;
+    mem[16304] = 14'h0000;
+    mem[16305] = 14'h0000;
+    mem[16306] = 14'h0000;
+    mem[16307] = 14'h0000;
+    mem[16308] = 14'h0000;
+    mem[16309] = 14'h0000;
+    mem[16310] = 14'h0000;
+    mem[16311] = 14'h0000;
+    mem[16312] = 14'h0000;
+    mem[16313] = 14'h0000;
+    mem[16314] = 14'h0000;
+    mem[16315] = 14'h0000;
+    mem[16316] = 14'h0000;
+    mem[16317] = 14'h0000;
+    mem[16318] = 14'h0000;
+    mem[16319] = 14'h0000;
+    mem[16320] = 14'h0000;
+    mem[16321] = 14'h0000;
+    mem[16322] = 14'h0000;
+    mem[16323] = 14'h0000;
+    mem[16324] = 14'h0000;
+    mem[16325] = 14'h0000;
+    mem[16326] = 14'h0000;
+    mem[16327] = 14'h0000;
+    mem[16328] = 14'h0000;
+    mem[16329] = 14'h0000;
+    mem[16330] = 14'h0000;
+    mem[16331] = 14'h0000;
+    mem[16332] = 14'h0000;
+    mem[16333] = 14'h0000;
+    mem[16334] = 14'h0000;
+    mem[16335] = 14'h0000;
+    mem[16336] = 14'h0000;
+    mem[16337] = 14'h0000;
+    mem[16338] = 14'h0000;
+    mem[16339] = 14'h0000;
+    mem[16340] = 14'h0000;
+    mem[16341] = 14'h0000;
+    mem[16342] = 14'h0000;
+    mem[16343] = 14'h0000;
+    mem[16344] = 14'h0000;
+    mem[16345] = 14'h0000;
+    mem[16346] = 14'h0000;
+    mem[16347] = 14'h0000;
+    mem[16348] = 14'h0000;
+    mem[16349] = 14'h0000;
+    mem[16350] = 14'h0000;
+    mem[16351] = 14'h0000;
+    mem[16352] = 14'h0000;
+    mem[16353] = 14'h0000;
+    mem[16354] = 14'h0000;
+    mem[16355] = 14'h0000;
+    mem[16356] = 14'h0000;
+    mem[16357] = 14'h0000;
+    mem[16358] = 14'h0000;
+    mem[16359] = 14'h0000;
+    mem[16360] = 14'h0000;
+    mem[16361] = 14'h0000;
+    mem[16362] = 14'h0000;
+    mem[16363] = 14'h0000;
+    mem[16364] = 14'h0000;
+    mem[16365] = 14'h0000;
+    mem[16366] = 14'h0000;
+    mem[16367] = 14'h0000;
+    mem[16368] = 14'h0000;
+    mem[16369] = 14'h0000;
+    mem[16370] = 14'h0000;
+    mem[16371] = 14'h0000;
+    mem[16372] = 14'h0000;
+    mem[16373] = 14'h0000;
+    mem[16374] = 14'h0000;
+    mem[16375] = 14'h0000;
+    mem[16376] = 14'h0000;
+    mem[16377] = 14'h0000;
+    mem[16378] = 14'h0000;
+    mem[16379] = 14'h0000;
+    mem[16380] = 14'h0000;
+    mem[16381] = 14'h0000;
+    mem[16382] = 14'h0000;
+    mem[16383] = 14'h0000;
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1372$0 , \port$1354$0 , \port$1277$0  }] <= wr__data;
+      mem[{ \port$1337$0 , \port$1319$0 , \port$1243$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1372$0 , \port$1247$0 , \port$1259$0  }];
+    _0_ <= mem[{ \port$1337$0 , \port$1213$0 , \port$1225$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -22793,11 +23933,11 @@ module \mmu.dense_table (rst, \port$1247$0 , r_en, \port$1259$0 , \port$1277$0 ,
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1372$0 , \port$1247$0 , \port$1259$0  };
-  assign r_addr = { \port$1372$0 , \port$1247$0 , \port$1259$0  };
+  assign rd__addr = { \port$1337$0 , \port$1213$0 , \port$1225$0  };
+  assign r_addr = { \port$1337$0 , \port$1213$0 , \port$1225$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1372$0 , \port$1354$0 , \port$1277$0  };
-  assign w_addr = { \port$1372$0 , \port$1354$0 , \port$1277$0  };
+  assign wr__addr = { \port$1337$0 , \port$1319$0 , \port$1243$0  };
+  assign w_addr = { \port$1337$0 , \port$1319$0 , \port$1243$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
@@ -39534,17 +40674,17 @@ module \mmu.free_list (rst, release__payload, alloc__valid, release__ready, allo
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.meta_table (rst, r_en, \port$1260$0 , \port$1278$0 , wr__en, \port$1372$0 , wr__data, q, clk);
+module \mmu.meta_table (rst, r_en, \port$1226$0 , \port$1244$0 , wr__en, \port$1337$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [2:0] \port$1260$0 ;
-  wire [2:0] \port$1260$0 ;
-  input [2:0] \port$1278$0 ;
-  wire [2:0] \port$1278$0 ;
-  input [7:0] \port$1372$0 ;
-  wire [7:0] \port$1372$0 ;
+  input [2:0] \port$1226$0 ;
+  wire [2:0] \port$1226$0 ;
+  input [2:0] \port$1244$0 ;
+  wire [2:0] \port$1244$0 ;
+  input [7:0] \port$1337$0 ;
+  wire [7:0] \port$1337$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [10:0] r_addr;
@@ -39564,7 +40704,7 @@ module \mmu.meta_table (rst, r_en, \port$1260$0 , \port$1278$0 , wr__en, \port$1
   wire [13:0] wr__data;
   input wr__en;
   wire wr__en;
-  reg [13:0] mem [1919:0];
+  reg [13:0] mem [2047:0];
   initial begin
     mem[0] = 14'h0000;
     mem[1] = 14'h0000;
@@ -41486,14 +42626,142 @@ module \mmu.meta_table (rst, r_en, \port$1260$0 , \port$1278$0 , wr__en, \port$1
     mem[1917] = 14'h0000;
     mem[1918] = 14'h0000;
     mem[1919] = 14'h0000;
+    mem[1920] = 14'h0000;
+    mem[1921] = 14'h0000;
+    mem[1922] = 14'h0000;
+    mem[1923] = 14'h0000;
+    mem[1924] = 14'h0000;
+    mem[1925] = 14'h0000;
+    mem[1926] = 14'h0000;
+    mem[1927] = 14'h0000;
+    mem[1928] = 14'h0000;
+    mem[1929] = 14'h0000;
+    mem[1930] = 14'h0000;
+    mem[1931] = 14'h0000;
+    mem[1932] = 14'h0000;
+    mem[1933] = 14'h0000;
+    mem[1934] = 14'h0000;
+    mem[1935] = 14'h0000;
+    mem[1936] = 14'h0000;
+    mem[1937] = 14'h0000;
+    mem[1938] = 14'h0000;
+    mem[1939] = 14'h0000;
+    mem[1940] = 14'h0000;
+    mem[1941] = 14'h0000;
+    mem[1942] = 14'h0000;
+    mem[1943] = 14'h0000;
+    mem[1944] = 14'h0000;
+    mem[1945] = 14'h0000;
+    mem[1946] = 14'h0000;
+    mem[1947] = 14'h0000;
+    mem[1948] = 14'h0000;
+    mem[1949] = 14'h0000;
+    mem[1950] = 14'h0000;
+    mem[1951] = 14'h0000;
+    mem[1952] = 14'h0000;
+    mem[1953] = 14'h0000;
+    mem[1954] = 14'h0000;
+    mem[1955] = 14'h0000;
+    mem[1956] = 14'h0000;
+    mem[1957] = 14'h0000;
+    mem[1958] = 14'h0000;
+    mem[1959] = 14'h0000;
+    mem[1960] = 14'h0000;
+    mem[1961] = 14'h0000;
+    mem[1962] = 14'h0000;
+    mem[1963] = 14'h0000;
+    mem[1964] = 14'h0000;
+    mem[1965] = 14'h0000;
+    mem[1966] = 14'h0000;
+    mem[1967] = 14'h0000;
+    mem[1968] = 14'h0000;
+    mem[1969] = 14'h0000;
+    mem[1970] = 14'h0000;
+    mem[1971] = 14'h0000;
+    mem[1972] = 14'h0000;
+    mem[1973] = 14'h0000;
+    mem[1974] = 14'h0000;
+    mem[1975] = 14'h0000;
+    mem[1976] = 14'h0000;
+    mem[1977] = 14'h0000;
+    mem[1978] = 14'h0000;
+    mem[1979] = 14'h0000;
+    mem[1980] = 14'h0000;
+    mem[1981] = 14'h0000;
+    mem[1982] = 14'h0000;
+    mem[1983] = 14'h0000;
+    mem[1984] = 14'h0000;
+    mem[1985] = 14'h0000;
+    mem[1986] = 14'h0000;
+    mem[1987] = 14'h0000;
+    mem[1988] = 14'h0000;
+    mem[1989] = 14'h0000;
+    mem[1990] = 14'h0000;
+    mem[1991] = 14'h0000;
+    mem[1992] = 14'h0000;
+    mem[1993] = 14'h0000;
+    mem[1994] = 14'h0000;
+    mem[1995] = 14'h0000;
+    mem[1996] = 14'h0000;
+    mem[1997] = 14'h0000;
+    mem[1998] = 14'h0000;
+    mem[1999] = 14'h0000;
+    mem[2000] = 14'h0000;
+    mem[2001] = 14'h0000;
+    mem[2002] = 14'h0000;
+    mem[2003] = 14'h0000;
+    mem[2004] = 14'h0000;
+    mem[2005] = 14'h0000;
+    mem[2006] = 14'h0000;
+    mem[2007] = 14'h0000;
+    mem[2008] = 14'h0000;
+    mem[2009] = 14'h0000;
+    mem[2010] = 14'h0000;
+    mem[2011] = 14'h0000;
+    mem[2012] = 14'h0000;
+    mem[2013] = 14'h0000;
+    mem[2014] = 14'h0000;
+    mem[2015] = 14'h0000;
+    mem[2016] = 14'h0000;
+    mem[2017] = 14'h0000;
+    mem[2018] = 14'h0000;
+    mem[2019] = 14'h0000;
+    mem[2020] = 14'h0000;
+    mem[2021] = 14'h0000;
+    mem[2022] = 14'h0000;
+    mem[2023] = 14'h0000;
+    mem[2024] = 14'h0000;
+    mem[2025] = 14'h0000;
+    mem[2026] = 14'h0000;
+    mem[2027] = 14'h0000;
+    mem[2028] = 14'h0000;
+    mem[2029] = 14'h0000;
+    mem[2030] = 14'h0000;
+    mem[2031] = 14'h0000;
+    mem[2032] = 14'h0000;
+    mem[2033] = 14'h0000;
+    mem[2034] = 14'h0000;
+    mem[2035] = 14'h0000;
+    mem[2036] = 14'h0000;
+    mem[2037] = 14'h0000;
+    mem[2038] = 14'h0000;
+    mem[2039] = 14'h0000;
+    mem[2040] = 14'h0000;
+    mem[2041] = 14'h0000;
+    mem[2042] = 14'h0000;
+    mem[2043] = 14'h0000;
+    mem[2044] = 14'h0000;
+    mem[2045] = 14'h0000;
+    mem[2046] = 14'h0000;
+    mem[2047] = 14'h0000;
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1372$0 , \port$1278$0  }] <= wr__data;
+      mem[{ \port$1337$0 , \port$1244$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1372$0 , \port$1260$0  }];
+    _0_ <= mem[{ \port$1337$0 , \port$1226$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -41508,31 +42776,31 @@ module \mmu.meta_table (rst, r_en, \port$1260$0 , \port$1278$0 , wr__en, \port$1
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1372$0 , \port$1260$0  };
-  assign r_addr = { \port$1372$0 , \port$1260$0  };
+  assign rd__addr = { \port$1337$0 , \port$1226$0  };
+  assign r_addr = { \port$1337$0 , \port$1226$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1372$0 , \port$1278$0  };
-  assign w_addr = { \port$1372$0 , \port$1278$0  };
+  assign wr__addr = { \port$1337$0 , \port$1244$0  };
+  assign w_addr = { \port$1337$0 , \port$1244$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
 
 (* generator = "Amaranth" *)
-module \mmu.sparse_table (rst, \port$1247$0 , r_en, \port$1261$0 , \port$1279$0 , wr__en, \port$1354$0 , \port$1372$0 , wr__data, q, clk);
+module \mmu.sparse_table (rst, \port$1213$0 , r_en, \port$1227$0 , \port$1245$0 , wr__en, \port$1319$0 , \port$1337$0 , wr__data, q, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [13:0] \$1 ;
   input clk;
   wire clk;
-  input [1:0] \port$1247$0 ;
-  wire [1:0] \port$1247$0 ;
-  input [2:0] \port$1261$0 ;
-  wire [2:0] \port$1261$0 ;
-  input [2:0] \port$1279$0 ;
-  wire [2:0] \port$1279$0 ;
-  input [1:0] \port$1354$0 ;
-  wire [1:0] \port$1354$0 ;
-  input [7:0] \port$1372$0 ;
-  wire [7:0] \port$1372$0 ;
+  input [1:0] \port$1213$0 ;
+  wire [1:0] \port$1213$0 ;
+  input [2:0] \port$1227$0 ;
+  wire [2:0] \port$1227$0 ;
+  input [2:0] \port$1245$0 ;
+  wire [2:0] \port$1245$0 ;
+  input [1:0] \port$1319$0 ;
+  wire [1:0] \port$1319$0 ;
+  input [7:0] \port$1337$0 ;
+  wire [7:0] \port$1337$0 ;
   output [13:0] q;
   reg [13:0] q = 14'h0000;
   wire [12:0] r_addr;
@@ -41552,7 +42820,7 @@ module \mmu.sparse_table (rst, \port$1247$0 , r_en, \port$1261$0 , \port$1279$0 
   wire [13:0] wr__data;
   input wr__en;
   wire wr__en;
-  reg [13:0] mem [7679:0];
+  reg [13:0] mem [8191:0];
   initial begin
     mem[0] = 14'h0000;
     mem[1] = 14'h0000;
@@ -49234,14 +50502,526 @@ module \mmu.sparse_table (rst, \port$1247$0 , r_en, \port$1261$0 , \port$1279$0 
     mem[7677] = 14'h0000;
     mem[7678] = 14'h0000;
     mem[7679] = 14'h0000;
+    mem[7680] = 14'h0000;
+    mem[7681] = 14'h0000;
+    mem[7682] = 14'h0000;
+    mem[7683] = 14'h0000;
+    mem[7684] = 14'h0000;
+    mem[7685] = 14'h0000;
+    mem[7686] = 14'h0000;
+    mem[7687] = 14'h0000;
+    mem[7688] = 14'h0000;
+    mem[7689] = 14'h0000;
+    mem[7690] = 14'h0000;
+    mem[7691] = 14'h0000;
+    mem[7692] = 14'h0000;
+    mem[7693] = 14'h0000;
+    mem[7694] = 14'h0000;
+    mem[7695] = 14'h0000;
+    mem[7696] = 14'h0000;
+    mem[7697] = 14'h0000;
+    mem[7698] = 14'h0000;
+    mem[7699] = 14'h0000;
+    mem[7700] = 14'h0000;
+    mem[7701] = 14'h0000;
+    mem[7702] = 14'h0000;
+    mem[7703] = 14'h0000;
+    mem[7704] = 14'h0000;
+    mem[7705] = 14'h0000;
+    mem[7706] = 14'h0000;
+    mem[7707] = 14'h0000;
+    mem[7708] = 14'h0000;
+    mem[7709] = 14'h0000;
+    mem[7710] = 14'h0000;
+    mem[7711] = 14'h0000;
+    mem[7712] = 14'h0000;
+    mem[7713] = 14'h0000;
+    mem[7714] = 14'h0000;
+    mem[7715] = 14'h0000;
+    mem[7716] = 14'h0000;
+    mem[7717] = 14'h0000;
+    mem[7718] = 14'h0000;
+    mem[7719] = 14'h0000;
+    mem[7720] = 14'h0000;
+    mem[7721] = 14'h0000;
+    mem[7722] = 14'h0000;
+    mem[7723] = 14'h0000;
+    mem[7724] = 14'h0000;
+    mem[7725] = 14'h0000;
+    mem[7726] = 14'h0000;
+    mem[7727] = 14'h0000;
+    mem[7728] = 14'h0000;
+    mem[7729] = 14'h0000;
+    mem[7730] = 14'h0000;
+    mem[7731] = 14'h0000;
+    mem[7732] = 14'h0000;
+    mem[7733] = 14'h0000;
+    mem[7734] = 14'h0000;
+    mem[7735] = 14'h0000;
+    mem[7736] = 14'h0000;
+    mem[7737] = 14'h0000;
+    mem[7738] = 14'h0000;
+    mem[7739] = 14'h0000;
+    mem[7740] = 14'h0000;
+    mem[7741] = 14'h0000;
+    mem[7742] = 14'h0000;
+    mem[7743] = 14'h0000;
+    mem[7744] = 14'h0000;
+    mem[7745] = 14'h0000;
+    mem[7746] = 14'h0000;
+    mem[7747] = 14'h0000;
+    mem[7748] = 14'h0000;
+    mem[7749] = 14'h0000;
+    mem[7750] = 14'h0000;
+    mem[7751] = 14'h0000;
+    mem[7752] = 14'h0000;
+    mem[7753] = 14'h0000;
+    mem[7754] = 14'h0000;
+    mem[7755] = 14'h0000;
+    mem[7756] = 14'h0000;
+    mem[7757] = 14'h0000;
+    mem[7758] = 14'h0000;
+    mem[7759] = 14'h0000;
+    mem[7760] = 14'h0000;
+    mem[7761] = 14'h0000;
+    mem[7762] = 14'h0000;
+    mem[7763] = 14'h0000;
+    mem[7764] = 14'h0000;
+    mem[7765] = 14'h0000;
+    mem[7766] = 14'h0000;
+    mem[7767] = 14'h0000;
+    mem[7768] = 14'h0000;
+    mem[7769] = 14'h0000;
+    mem[7770] = 14'h0000;
+    mem[7771] = 14'h0000;
+    mem[7772] = 14'h0000;
+    mem[7773] = 14'h0000;
+    mem[7774] = 14'h0000;
+    mem[7775] = 14'h0000;
+    mem[7776] = 14'h0000;
+    mem[7777] = 14'h0000;
+    mem[7778] = 14'h0000;
+    mem[7779] = 14'h0000;
+    mem[7780] = 14'h0000;
+    mem[7781] = 14'h0000;
+    mem[7782] = 14'h0000;
+    mem[7783] = 14'h0000;
+    mem[7784] = 14'h0000;
+    mem[7785] = 14'h0000;
+    mem[7786] = 14'h0000;
+    mem[7787] = 14'h0000;
+    mem[7788] = 14'h0000;
+    mem[7789] = 14'h0000;
+    mem[7790] = 14'h0000;
+    mem[7791] = 14'h0000;
+    mem[7792] = 14'h0000;
+    mem[7793] = 14'h0000;
+    mem[7794] = 14'h0000;
+    mem[7795] = 14'h0000;
+    mem[7796] = 14'h0000;
+    mem[7797] = 14'h0000;
+    mem[7798] = 14'h0000;
+    mem[7799] = 14'h0000;
+    mem[7800] = 14'h0000;
+    mem[7801] = 14'h0000;
+    mem[7802] = 14'h0000;
+    mem[7803] = 14'h0000;
+    mem[7804] = 14'h0000;
+    mem[7805] = 14'h0000;
+    mem[7806] = 14'h0000;
+    mem[7807] = 14'h0000;
+    mem[7808] = 14'h0000;
+    mem[7809] = 14'h0000;
+    mem[7810] = 14'h0000;
+    mem[7811] = 14'h0000;
+    mem[7812] = 14'h0000;
+    mem[7813] = 14'h0000;
+    mem[7814] = 14'h0000;
+    mem[7815] = 14'h0000;
+    mem[7816] = 14'h0000;
+    mem[7817] = 14'h0000;
+    mem[7818] = 14'h0000;
+    mem[7819] = 14'h0000;
+    mem[7820] = 14'h0000;
+    mem[7821] = 14'h0000;
+    mem[7822] = 14'h0000;
+    mem[7823] = 14'h0000;
+    mem[7824] = 14'h0000;
+    mem[7825] = 14'h0000;
+    mem[7826] = 14'h0000;
+    mem[7827] = 14'h0000;
+    mem[7828] = 14'h0000;
+    mem[7829] = 14'h0000;
+    mem[7830] = 14'h0000;
+    mem[7831] = 14'h0000;
+    mem[7832] = 14'h0000;
+    mem[7833] = 14'h0000;
+    mem[7834] = 14'h0000;
+    mem[7835] = 14'h0000;
+    mem[7836] = 14'h0000;
+    mem[7837] = 14'h0000;
+    mem[7838] = 14'h0000;
+    mem[7839] = 14'h0000;
+    mem[7840] = 14'h0000;
+    mem[7841] = 14'h0000;
+    mem[7842] = 14'h0000;
+    mem[7843] = 14'h0000;
+    mem[7844] = 14'h0000;
+    mem[7845] = 14'h0000;
+    mem[7846] = 14'h0000;
+    mem[7847] = 14'h0000;
+    mem[7848] = 14'h0000;
+    mem[7849] = 14'h0000;
+    mem[7850] = 14'h0000;
+    mem[7851] = 14'h0000;
+    mem[7852] = 14'h0000;
+    mem[7853] = 14'h0000;
+    mem[7854] = 14'h0000;
+    mem[7855] = 14'h0000;
+    mem[7856] = 14'h0000;
+    mem[7857] = 14'h0000;
+    mem[7858] = 14'h0000;
+    mem[7859] = 14'h0000;
+    mem[7860] = 14'h0000;
+    mem[7861] = 14'h0000;
+    mem[7862] = 14'h0000;
+    mem[7863] = 14'h0000;
+    mem[7864] = 14'h0000;
+    mem[7865] = 14'h0000;
+    mem[7866] = 14'h0000;
+    mem[7867] = 14'h0000;
+    mem[7868] = 14'h0000;
+    mem[7869] = 14'h0000;
+    mem[7870] = 14'h0000;
+    mem[7871] = 14'h0000;
+    mem[7872] = 14'h0000;
+    mem[7873] = 14'h0000;
+    mem[7874] = 14'h0000;
+    mem[7875] = 14'h0000;
+    mem[7876] = 14'h0000;
+    mem[7877] = 14'h0000;
+    mem[7878] = 14'h0000;
+    mem[7879] = 14'h0000;
+    mem[7880] = 14'h0000;
+    mem[7881] = 14'h0000;
+    mem[7882] = 14'h0000;
+    mem[7883] = 14'h0000;
+    mem[7884] = 14'h0000;
+    mem[7885] = 14'h0000;
+    mem[7886] = 14'h0000;
+    mem[7887] = 14'h0000;
+    mem[7888] = 14'h0000;
+    mem[7889] = 14'h0000;
+    mem[7890] = 14'h0000;
+    mem[7891] = 14'h0000;
+    mem[7892] = 14'h0000;
+    mem[7893] = 14'h0000;
+    mem[7894] = 14'h0000;
+    mem[7895] = 14'h0000;
+    mem[7896] = 14'h0000;
+    mem[7897] = 14'h0000;
+    mem[7898] = 14'h0000;
+    mem[7899] = 14'h0000;
+    mem[7900] = 14'h0000;
+    mem[7901] = 14'h0000;
+    mem[7902] = 14'h0000;
+    mem[7903] = 14'h0000;
+    mem[7904] = 14'h0000;
+    mem[7905] = 14'h0000;
+    mem[7906] = 14'h0000;
+    mem[7907] = 14'h0000;
+    mem[7908] = 14'h0000;
+    mem[7909] = 14'h0000;
+    mem[7910] = 14'h0000;
+    mem[7911] = 14'h0000;
+    mem[7912] = 14'h0000;
+    mem[7913] = 14'h0000;
+    mem[7914] = 14'h0000;
+    mem[7915] = 14'h0000;
+    mem[7916] = 14'h0000;
+    mem[7917] = 14'h0000;
+    mem[7918] = 14'h0000;
+    mem[7919] = 14'h0000;
+    mem[7920] = 14'h0000;
+    mem[7921] = 14'h0000;
+    mem[7922] = 14'h0000;
+    mem[7923] = 14'h0000;
+    mem[7924] = 14'h0000;
+    mem[7925] = 14'h0000;
+    mem[7926] = 14'h0000;
+    mem[7927] = 14'h0000;
+    mem[7928] = 14'h0000;
+    mem[7929] = 14'h0000;
+    mem[7930] = 14'h0000;
+    mem[7931] = 14'h0000;
+    mem[7932] = 14'h0000;
+    mem[7933] = 14'h0000;
+    mem[7934] = 14'h0000;
+    mem[7935] = 14'h0000;
+    mem[7936] = 14'h0000;
+    mem[7937] = 14'h0000;
+    mem[7938] = 14'h0000;
+    mem[7939] = 14'h0000;
+    mem[7940] = 14'h0000;
+    mem[7941] = 14'h0000;
+    mem[7942] = 14'h0000;
+    mem[7943] = 14'h0000;
+    mem[7944] = 14'h0000;
+    mem[7945] = 14'h0000;
+    mem[7946] = 14'h0000;
+    mem[7947] = 14'h0000;
+    mem[7948] = 14'h0000;
+    mem[7949] = 14'h0000;
+    mem[7950] = 14'h0000;
+    mem[7951] = 14'h0000;
+    mem[7952] = 14'h0000;
+    mem[7953] = 14'h0000;
+    mem[7954] = 14'h0000;
+    mem[7955] = 14'h0000;
+    mem[7956] = 14'h0000;
+    mem[7957] = 14'h0000;
+    mem[7958] = 14'h0000;
+    mem[7959] = 14'h0000;
+    mem[7960] = 14'h0000;
+    mem[7961] = 14'h0000;
+    mem[7962] = 14'h0000;
+    mem[7963] = 14'h0000;
+    mem[7964] = 14'h0000;
+    mem[7965] = 14'h0000;
+    mem[7966] = 14'h0000;
+    mem[7967] = 14'h0000;
+    mem[7968] = 14'h0000;
+    mem[7969] = 14'h0000;
+    mem[7970] = 14'h0000;
+    mem[7971] = 14'h0000;
+    mem[7972] = 14'h0000;
+    mem[7973] = 14'h0000;
+    mem[7974] = 14'h0000;
+    mem[7975] = 14'h0000;
+    mem[7976] = 14'h0000;
+    mem[7977] = 14'h0000;
+    mem[7978] = 14'h0000;
+    mem[7979] = 14'h0000;
+    mem[7980] = 14'h0000;
+    mem[7981] = 14'h0000;
+    mem[7982] = 14'h0000;
+    mem[7983] = 14'h0000;
+    mem[7984] = 14'h0000;
+    mem[7985] = 14'h0000;
+    mem[7986] = 14'h0000;
+    mem[7987] = 14'h0000;
+    mem[7988] = 14'h0000;
+    mem[7989] = 14'h0000;
+    mem[7990] = 14'h0000;
+    mem[7991] = 14'h0000;
+    mem[7992] = 14'h0000;
+    mem[7993] = 14'h0000;
+    mem[7994] = 14'h0000;
+    mem[7995] = 14'h0000;
+    mem[7996] = 14'h0000;
+    mem[7997] = 14'h0000;
+    mem[7998] = 14'h0000;
+    mem[7999] = 14'h0000;
+    mem[8000] = 14'h0000;
+    mem[8001] = 14'h0000;
+    mem[8002] = 14'h0000;
+    mem[8003] = 14'h0000;
+    mem[8004] = 14'h0000;
+    mem[8005] = 14'h0000;
+    mem[8006] = 14'h0000;
+    mem[8007] = 14'h0000;
+    mem[8008] = 14'h0000;
+    mem[8009] = 14'h0000;
+    mem[8010] = 14'h0000;
+    mem[8011] = 14'h0000;
+    mem[8012] = 14'h0000;
+    mem[8013] = 14'h0000;
+    mem[8014] = 14'h0000;
+    mem[8015] = 14'h0000;
+    mem[8016] = 14'h0000;
+    mem[8017] = 14'h0000;
+    mem[8018] = 14'h0000;
+    mem[8019] = 14'h0000;
+    mem[8020] = 14'h0000;
+    mem[8021] = 14'h0000;
+    mem[8022] = 14'h0000;
+    mem[8023] = 14'h0000;
+    mem[8024] = 14'h0000;
+    mem[8025] = 14'h0000;
+    mem[8026] = 14'h0000;
+    mem[8027] = 14'h0000;
+    mem[8028] = 14'h0000;
+    mem[8029] = 14'h0000;
+    mem[8030] = 14'h0000;
+    mem[8031] = 14'h0000;
+    mem[8032] = 14'h0000;
+    mem[8033] = 14'h0000;
+    mem[8034] = 14'h0000;
+    mem[8035] = 14'h0000;
+    mem[8036] = 14'h0000;
+    mem[8037] = 14'h0000;
+    mem[8038] = 14'h0000;
+    mem[8039] = 14'h0000;
+    mem[8040] = 14'h0000;
+    mem[8041] = 14'h0000;
+    mem[8042] = 14'h0000;
+    mem[8043] = 14'h0000;
+    mem[8044] = 14'h0000;
+    mem[8045] = 14'h0000;
+    mem[8046] = 14'h0000;
+    mem[8047] = 14'h0000;
+    mem[8048] = 14'h0000;
+    mem[8049] = 14'h0000;
+    mem[8050] = 14'h0000;
+    mem[8051] = 14'h0000;
+    mem[8052] = 14'h0000;
+    mem[8053] = 14'h0000;
+    mem[8054] = 14'h0000;
+    mem[8055] = 14'h0000;
+    mem[8056] = 14'h0000;
+    mem[8057] = 14'h0000;
+    mem[8058] = 14'h0000;
+    mem[8059] = 14'h0000;
+    mem[8060] = 14'h0000;
+    mem[8061] = 14'h0000;
+    mem[8062] = 14'h0000;
+    mem[8063] = 14'h0000;
+    mem[8064] = 14'h0000;
+    mem[8065] = 14'h0000;
+    mem[8066] = 14'h0000;
+    mem[8067] = 14'h0000;
+    mem[8068] = 14'h0000;
+    mem[8069] = 14'h0000;
+    mem[8070] = 14'h0000;
+    mem[8071] = 14'h0000;
+    mem[8072] = 14'h0000;
+    mem[8073] = 14'h0000;
+    mem[8074] = 14'h0000;
+    mem[8075] = 14'h0000;
+    mem[8076] = 14'h0000;
+    mem[8077] = 14'h0000;
+    mem[8078] = 14'h0000;
+    mem[8079] = 14'h0000;
+    mem[8080] = 14'h0000;
+    mem[8081] = 14'h0000;
+    mem[8082] = 14'h0000;
+    mem[8083] = 14'h0000;
+    mem[8084] = 14'h0000;
+    mem[8085] = 14'h0000;
+    mem[8086] = 14'h0000;
+    mem[8087] = 14'h0000;
+    mem[8088] = 14'h0000;
+    mem[8089] = 14'h0000;
+    mem[8090] = 14'h0000;
+    mem[8091] = 14'h0000;
+    mem[8092] = 14'h0000;
+    mem[8093] = 14'h0000;
+    mem[8094] = 14'h0000;
+    mem[8095] = 14'h0000;
+    mem[8096] = 14'h0000;
+    mem[8097] = 14'h0000;
+    mem[8098] = 14'h0000;
+    mem[8099] = 14'h0000;
+    mem[8100] = 14'h0000;
+    mem[8101] = 14'h0000;
+    mem[8102] = 14'h0000;
+    mem[8103] = 14'h0000;
+    mem[8104] = 14'h0000;
+    mem[8105] = 14'h0000;
+    mem[8106] = 14'h0000;
+    mem[8107] = 14'h0000;
+    mem[8108] = 14'h0000;
+    mem[8109] = 14'h0000;
+    mem[8110] = 14'h0000;
+    mem[8111] = 14'h0000;
+    mem[8112] = 14'h0000;
+    mem[8113] = 14'h0000;
+    mem[8114] = 14'h0000;
+    mem[8115] = 14'h0000;
+    mem[8116] = 14'h0000;
+    mem[8117] = 14'h0000;
+    mem[8118] = 14'h0000;
+    mem[8119] = 14'h0000;
+    mem[8120] = 14'h0000;
+    mem[8121] = 14'h0000;
+    mem[8122] = 14'h0000;
+    mem[8123] = 14'h0000;
+    mem[8124] = 14'h0000;
+    mem[8125] = 14'h0000;
+    mem[8126] = 14'h0000;
+    mem[8127] = 14'h0000;
+    mem[8128] = 14'h0000;
+    mem[8129] = 14'h0000;
+    mem[8130] = 14'h0000;
+    mem[8131] = 14'h0000;
+    mem[8132] = 14'h0000;
+    mem[8133] = 14'h0000;
+    mem[8134] = 14'h0000;
+    mem[8135] = 14'h0000;
+    mem[8136] = 14'h0000;
+    mem[8137] = 14'h0000;
+    mem[8138] = 14'h0000;
+    mem[8139] = 14'h0000;
+    mem[8140] = 14'h0000;
+    mem[8141] = 14'h0000;
+    mem[8142] = 14'h0000;
+    mem[8143] = 14'h0000;
+    mem[8144] = 14'h0000;
+    mem[8145] = 14'h0000;
+    mem[8146] = 14'h0000;
+    mem[8147] = 14'h0000;
+    mem[8148] = 14'h0000;
+    mem[8149] = 14'h0000;
+    mem[8150] = 14'h0000;
+    mem[8151] = 14'h0000;
+    mem[8152] = 14'h0000;
+    mem[8153] = 14'h0000;
+    mem[8154] = 14'h0000;
+    mem[8155] = 14'h0000;
+    mem[8156] = 14'h0000;
+    mem[8157] = 14'h0000;
+    mem[8158] = 14'h0000;
+    mem[8159] = 14'h0000;
+    mem[8160] = 14'h0000;
+    mem[8161] = 14'h0000;
+    mem[8162] = 14'h0000;
+    mem[8163] = 14'h0000;
+    mem[8164] = 14'h0000;
+    mem[8165] = 14'h0000;
+    mem[8166] = 14'h0000;
+    mem[8167] = 14'h0000;
+    mem[8168] = 14'h0000;
+    mem[8169] = 14'h0000;
+    mem[8170] = 14'h0000;
+    mem[8171] = 14'h0000;
+    mem[8172] = 14'h0000;
+    mem[8173] = 14'h0000;
+    mem[8174] = 14'h0000;
+    mem[8175] = 14'h0000;
+    mem[8176] = 14'h0000;
+    mem[8177] = 14'h0000;
+    mem[8178] = 14'h0000;
+    mem[8179] = 14'h0000;
+    mem[8180] = 14'h0000;
+    mem[8181] = 14'h0000;
+    mem[8182] = 14'h0000;
+    mem[8183] = 14'h0000;
+    mem[8184] = 14'h0000;
+    mem[8185] = 14'h0000;
+    mem[8186] = 14'h0000;
+    mem[8187] = 14'h0000;
+    mem[8188] = 14'h0000;
+    mem[8189] = 14'h0000;
+    mem[8190] = 14'h0000;
+    mem[8191] = 14'h0000;
   end
   always @(posedge clk) begin
     if (wr__en)
-      mem[{ \port$1372$0 , \port$1354$0 , \port$1279$0  }] <= wr__data;
+      mem[{ \port$1337$0 , \port$1319$0 , \port$1245$0  }] <= wr__data;
   end
   reg [13:0] _0_;
   always @(posedge clk) begin
-    _0_ <= mem[{ \port$1372$0 , \port$1247$0 , \port$1261$0  }];
+    _0_ <= mem[{ \port$1337$0 , \port$1213$0 , \port$1227$0  }];
   end
   assign rd__data = _0_;
   always @(posedge clk)
@@ -49256,11 +51036,11 @@ module \mmu.sparse_table (rst, \port$1247$0 , r_en, \port$1261$0 , \port$1279$0 
       \$1  = 14'h0000;
     end
   end
-  assign rd__addr = { \port$1372$0 , \port$1247$0 , \port$1261$0  };
-  assign r_addr = { \port$1372$0 , \port$1247$0 , \port$1261$0  };
+  assign rd__addr = { \port$1337$0 , \port$1213$0 , \port$1227$0  };
+  assign r_addr = { \port$1337$0 , \port$1213$0 , \port$1227$0  };
   assign r_data = q;
-  assign wr__addr = { \port$1372$0 , \port$1354$0 , \port$1279$0  };
-  assign w_addr = { \port$1372$0 , \port$1354$0 , \port$1279$0  };
+  assign wr__addr = { \port$1337$0 , \port$1319$0 , \port$1245$0  };
+  assign w_addr = { \port$1337$0 , \port$1319$0 , \port$1245$0  };
   assign w_data = wr__data;
   assign w_en = wr__en;
 endmodule
