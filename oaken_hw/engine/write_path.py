@@ -276,9 +276,11 @@ class WritePath(wiring.Component):
         # The byte queue registers whether it will hold the next take (`bq.enough`, which
         # the sparse beat's handshake waits for); its `need` is that take plus this cycle's.
         # Both sums are formed beside the handshake and chosen by `fire` (a fired beat takes
-        # `c_take` from the queue if it is sparse; otherwise only DROP takes, `drop_now`):
-        # the sum behind `fire`'s muxes was the engine's critical path at 84.9 MHz, c_take
-        # -> `fire` -> the adder -> `enough`, 11.8 ns and 18 levels (session 22)
+        # `c_take` from the queue if it is sparse; otherwise only DROP takes, `drop_now`).
+        # With the sum behind `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
+        # the engine's critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels;
+        # session 22). The endpoint stayed at 11.9 ns in the one run after the change,
+        # then mostly routing (docs/flow.md)
         drop_now = Signal(range(N + 1))
         m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane),
                      bq.need.eq(Mux(fire, take_fired + Mux(c_kind == Kind.SPARSE, c_take, 0),
