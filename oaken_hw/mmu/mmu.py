@@ -285,13 +285,19 @@ class MMU(wiring.Component):
         m.d.sync += free_done_q.eq(free_done)
 
         # -- slots: j < H dense head j, j < 2H sparse head j-H, else metadata vector j-2H --
-        def slot_fields(k):
+        def slot_split(k, select):
+            """(dense, sparse, index, table) of slot ``k``: hardware with ``select = Mux``,
+            Python values with a Python ``select`` for an integer ``k``."""
             dense = k < H
             sparse = (k >= H) & (k < 2 * H)
+            return (dense, sparse, select(dense, k, select(sparse, k - H, k - 2 * H)),
+                    select(dense, 0, select(sparse, 1, 2)))
+
+        def slot_fields(k):
+            dense, sparse, idx_v, tab_v = slot_split(k, Mux)
             idx = Signal(range(max(H, V)), name="slot_idx")
-            m.d.comb += idx.eq(Mux(dense, k, Mux(sparse, k - H, k - 2 * H)))
             tab = Signal(2, name="slot_tab")
-            m.d.comb += tab.eq(Mux(dense, 0, Mux(sparse, 1, 2)))
+            m.d.comb += [idx.eq(idx_v), tab.eq(tab_v)]
             return dense, sparse, idx, tab
 
         # The fields of slots j - 1, j and j + 1 are registers, loaded with j (set_j /
@@ -301,13 +307,12 @@ class MMU(wiring.Component):
         # addresses was one of the MMU's endpoints later than 10 ns at 89.2 MHz)
         def slot_regs(tag, k):
             # reset to the fields of slot k (j resets to 0)
-            dense, sparse = k < H, H <= k < 2 * H
+            dense, sparse, idx, tab = slot_split(k, lambda c, a, b: a if c else b)
             idx_width = Shape.cast(range(max(H, V))).width
-            idx_init = (k if dense else k - H if sparse else k - 2 * H) % (1 << idx_width)
             return (Signal(name=f"{tag}_dense", init=dense),
                     Signal(name=f"{tag}_sparse", init=sparse),
-                    Signal(idx_width, name=f"{tag}_idx", init=idx_init),
-                    Signal(2, name=f"{tag}_tab", init=0 if dense else 1 if sparse else 2))
+                    Signal(idx_width, name=f"{tag}_idx", init=idx % (1 << idx_width)),
+                    Signal(2, name=f"{tag}_tab", init=tab))
 
         def load_fields(regs, fields):
             return [r.eq(f) for r, f in zip(regs, fields)]
