@@ -279,8 +279,9 @@ class WritePath(wiring.Component):
         # `c_take` from the queue if it is sparse; otherwise only DROP takes, `drop_now`).
         # With the sum behind `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
         # the engine's critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels;
-        # session 22). The endpoint stayed at 11.9 ns in the one run after the change,
-        # then mostly routing (docs/flow.md)
+        # session 22). `enough` stays late through the sums' other input, the next record's
+        # first take worked out from the record FIFO's output (12.4 ns, 22 levels at seed
+        # 2; docs/flow.md, session 22)
         drop_now = Signal(range(N + 1))
         m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane),
                      bq.need.eq(Mux(fire, take_fired + Mux(c_kind == Kind.SPARSE, c_take, 0),
