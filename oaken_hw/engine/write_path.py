@@ -285,9 +285,9 @@ class WritePath(wiring.Component):
         # `c_take` from the queue if it is sparse; otherwise only DROP takes, `drop_now`).
         # With the sum behind `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
         # the engine's critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels;
-        # session 22). `enough` stays late through the sums' other input, the next record's
-        # first take worked out from the record FIFO's output (12.4 ns, 22 levels at seed
-        # 2; docs/flow.md, session 22)
+        # session 22). The next record's first take comes with it from the record FIFO (see
+        # `entry`); the next beat's take (`rest_take`) is still worked out here, the
+        # write path's latest path at 88.6 MHz (docs/flow.md, session 22)
         drop_now = Signal(range(N + 1))
         m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane),
                      bq.need.eq(Mux(fire, take_fired + Mux(c_kind == Kind.SPARSE, c_take, 0),
