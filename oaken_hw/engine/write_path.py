@@ -196,9 +196,11 @@ class WritePath(wiring.Component):
         c_end = Signal()
         c_beat = Signal(P.addr_bits)             # beat address of the next beat
         c_lane = Signal(max(s, 1))
-        c_left = Signal(L.len_bits)              # bytes of the record not yet written
         c_take = Signal(range(N + 1))            # bytes the next beat takes: min(N - lane, left)
         c_last = Signal()                        # ... and it is the record's last
+        c_rest = Signal(L.len_bits)              # bytes of the record after that beat
+        n_take = Signal(range(N + 1))            # the beat after it: min(N, rest) ...
+        n_last = Signal()                        # ... and whether it is the last
 
         # the output beat register, forked into the command and data streams
         cmd_pend, data_pend = Signal(), Signal()
@@ -251,33 +253,36 @@ class WritePath(wiring.Component):
             m.d.comb += [done_fifo.w_en.eq(1), info_fifo.r_en.eq(1)]
 
         load = Signal()
-        m.d.comb += [load.eq(~c_v), rec_fifo.r_en.eq(load)]
+        m.d.comb += rec_fifo.r_en.eq(load)
         done_rec = Signal()                      # a status record is consumed
-        # The cursor's next step and the next record's first beat, from registers and the
-        # FIFO's output alone: assigned under `fire` or `load` they would be zero when those
-        # are low, and the handshake would run through the subtractors and compares.
-        rest = Signal(L.len_bits)
-        m.d.comb += rest.eq(c_left - c_take)
-        lane0 = rec.addr[:s]
         # `c_take`'s next value: the next record's first take when one is loaded, else the
-        # next beat's when the beat fires, else the same
-        rest_take, rest_last = beat_take(rest, N)    # every beat after a record's first
-        load_take, load_last = ent.take, ent.last    # starts at lane 0
+        # next beat's when the beat fires, else the same. Both come from registers (`n_take`,
+        # and the record FIFO's entry), never from an adder: the beat's handshake chooses
+        # between them and the byte queue's `need` below adds them beside it.
+        lane0 = rec.addr[:s]
+        load_rest = Signal(L.len_bits)
+        m.d.comb += load_rest.eq(rec.length - ent.take)
+        step_rest = Signal(L.len_bits)
+        m.d.comb += step_rest.eq(c_rest - n_take)
         load_early = Signal()                    # a load that does not wait for `fire`
         m.d.comb += load_early.eq(~c_v | done_rec)
-        take_fired = Mux(c_last, load_take, rest_take)
-        take_held = Mux(load_early, load_take, c_take)
+        take_fired = Mux(c_last, ent.take, n_take)
+        take_held = Mux(load_early, ent.take, c_take)
+        m.d.comb += load.eq(load_early | (fire & c_last))
+
+        def after_beat(rest):
+            # the bytes after the beat being loaded, and the beat they start with
+            take, last = beat_take(rest, N)
+            return [c_rest.eq(rest), n_take.eq(take), n_last.eq(last)]
+
         with m.If(fire):
-            m.d.sync += [c_beat.eq(c_beat + 1), c_lane.eq(0), c_left.eq(rest),
-                         c_last.eq(rest_last)]
-            with m.If(c_last):
-                m.d.comb += load.eq(1)
-        with m.If(load_early):
-            m.d.comb += load.eq(1)
+            # every beat after a record's first starts at lane 0
+            m.d.sync += [c_beat.eq(c_beat + 1), c_lane.eq(0), c_last.eq(n_last),
+                         *after_beat(step_rest)]
         with m.If(load):
             m.d.sync += [c_v.eq(rec_fifo.r_rdy), c_kind.eq(rec.kind), c_status.eq(rec.status),
                          c_end.eq(ent.end), c_beat.eq(rec.addr >> s), c_lane.eq(lane0),
-                         c_left.eq(rec.length), c_last.eq(load_last)]
+                         c_last.eq(ent.last), *after_beat(load_rest)]
         m.d.sync += c_take.eq(Mux(fire, take_fired, take_held))
         # The byte queue registers whether it will hold the next take (`bq.enough`, which
         # the sparse beat's handshake waits for); its `need` is that take plus this cycle's.
@@ -285,9 +290,10 @@ class WritePath(wiring.Component):
         # `c_take` from the queue if it is sparse; otherwise only DROP takes, `drop_now`).
         # With the sum behind `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
         # the engine's critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels;
-        # session 22). The next record's first take comes with it from the record FIFO (see
-        # `entry`); the next beat's take (`rest_take`) is still worked out here, the
-        # write path's latest path at 88.6 MHz (docs/flow.md, session 22)
+        # session 22). So were the takes themselves while they were worked out here: a
+        # record's first from the record FIFO's output (12.4 ns, 22 levels; now in `entry`)
+        # and the next beat's from `c_left - c_take` (11.3 ns, 21 levels at 88.6 MHz; now
+        # the register `n_take`, one beat ahead)
         drop_now = Signal(range(N + 1))
         m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane),
                      bq.need.eq(Mux(fire, take_fired + Mux(c_kind == Kind.SPARSE, c_take, 0),
