@@ -3,8 +3,9 @@
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
-from ..rtl.common.shift import below, rotate_left, rotate_right
+from ..rtl.common.shift import rotate_left, rotate_right
 
 __all__ = ["ByteQueue", "beat_take"]
 
@@ -104,14 +105,24 @@ class ByteQueue(wiring.Component):
         count = self.i.payload.count
         m.d.comb += [self.i.ready.eq(ready), self.fill.eq(fill), self.enough.eq(enough)]
 
-        # input byte j goes to store byte wptr + j, if j < count (bytes above `count` are not
-        # trusted to be zero); it fits, as `fill <= out_bytes` when a beat is accepted
+        # input byte j goes to store byte wptr + j, every one of them, not only the first
+        # `count`: when a beat is accepted `fill <= out_bytes`, so the `in_bytes` bytes
+        # from the write pointer on are free, and those past `count` are not counted and are
+        # written over by the next beat. The write enables are then the write pointer's
+        # alone: from `count` (its thermometer, rotated) they were the write path's latest
+        # endpoints (the staged count -> the store's clock enables, 10.5 ns, 81 % of it
+        # routing, at 92.3 MHz in session 23)
         placed = Signal(data.ArrayLayout(8, depth))
         write = Signal(depth)
-        m.d.comb += [
-            placed.eq(rotate_left(Cat(self.i.payload.data, Const(0, 8 * (depth - nin))), wptr, 8)),
-            write.eq(rotate_left(below(count, depth), wptr, 1)),
-        ]
+        m.d.comb += write.eq(rotate_left(Const((1 << nin) - 1, depth), wptr, 1))
+        if depth % nin == 0:
+            # store byte k takes input byte (k - wptr) mod in_bytes: a rotation of the
+            # input alone, by the pointer's low bits
+            rot = rotate_left(self.i.payload.data.as_value(), wptr[:exact_log2(nin)], 8)
+            m.d.comb += placed.eq(Cat(*[rot] * (depth // nin)))
+        else:
+            m.d.comb += placed.eq(rotate_left(
+                Cat(self.i.payload.data, Const(0, 8 * (depth - nin))), wptr, 8))
         for k in range(depth):
             with m.If(accept & write[k]):
                 m.d.sync += store[k].eq(placed[k])
