@@ -362,7 +362,7 @@ module dequant_engine(meta__valid, dense__payload, dense__valid, sparse__payload
     .clk(clk),
     .done(thresholds__ready),
     .error(status__config_error),
-    .\port$18159$183 (i__payload[188:183]),
+    .\port$18147$183 (i__payload[188:183]),
     .read__0__data(table__data),
     .read__0__en(read__0__en),
     .rst(rst),
@@ -23703,7 +23703,7 @@ module \dequant_engine.dequantizer.fifo (clk, rst, r_data, w_en, w_port__data, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__en, read__0__data, \port$18159$183 , done, error, clear_error);
+module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__en, read__0__data, \port$18147$183 , done, error, clear_error);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -23798,8 +23798,8 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   wire finite;
   wire in_range;
   wire ordered;
-  input [5:0] \port$18159$183 ;
-  wire [5:0] \port$18159$183 ;
+  input [5:0] \port$18147$183 ;
+  wire [5:0] \port$18147$183 ;
   output [63:0] read__0__data;
   wire [63:0] read__0__data;
   wire [15:0] \read__0__data.i_hi ;
@@ -23930,7 +23930,7 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   end
   assign rp__data = _0_;
   assign \$18  = ~ done;
-  assign \$19  = \port$18159$183 [4:0] >= 5'h1e;
+  assign \$19  = \port$18147$183 [4:0] >= 5'h1e;
   assign \$20  = \$18  | \$19 ;
   assign \$21  = & write__payload[20:16];
   assign \$22  = & write__payload[36:32];
@@ -23988,8 +23988,8 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   assign \$73  = { \$65 , \$62  } <= { \$72 , \$69  };
   assign ordered = \$58  & \$73 ;
   assign in_range = write__payload[4:0] < 5'h1e;
-  assign \$74  = \port$18159$183 [4:0] * 2'h2;
-  assign \$75  = \$74  + \port$18159$183 [5];
+  assign \$74  = \port$18147$183 [4:0] * 2'h2;
+  assign \$75  = \$74  + \port$18147$183 [5];
   assign read__0__data = zero0 ? 64'h0000000000000000 : rp__data;
   always @(posedge clk)
     walk <= \$76 ;
@@ -24088,7 +24088,7 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
       \$82  = 1'h1;
     end
   end
-  assign read__0__layer = \port$18159$183 [4:0];
+  assign read__0__layer = \port$18147$183 [4:0];
   assign write__ready = done;
   assign ready = done;
   assign wp__addr = staged_addr;
@@ -24096,7 +24096,7 @@ module \dequant_engine.table (write__payload, write__valid, clk, rst, read__0__e
   assign wp__en = staged_en;
   assign rp__en = read__0__en;
   assign rp__addr = \$75 [5:0];
-  assign read__0__kv = \port$18159$183 [5];
+  assign read__0__kv = \port$18147$183 [5];
   assign \write__payload.layer  = write__payload[4:0];
   assign \write__payload.kv  = write__payload[5];
   assign \write__payload.t  = write__payload[69:6];
@@ -44805,10 +44805,10 @@ module \dequant_engine.unpacker.inserter (rst, r_en, \r_en$10 , o__payload, verd
   assign \$4454  = b_sfx & b_outer;
   \dequant_engine.unpacker.inserter.fifo  fifo (
     .clk(clk),
-    .\port$5771$0 (run),
-    .\port$6072$0 (\$2567 ),
-    .\port$6618$0 (\$3113 ),
-    .\port$7164$0 (\$3659 ),
+    .\port$5759$0 (run),
+    .\port$6060$0 (\$2567 ),
+    .\port$6606$0 (\$3113 ),
+    .\port$7152$0 (\$3659 ),
     .r_data(o__payload),
     .r_en(r_en),
     .r_rdy(o__valid),
@@ -45927,7 +45927,7 @@ module \dequant_engine.unpacker.inserter (rst, r_en, \r_en$10 , o__payload, verd
 endmodule
 
 (* generator = "Amaranth" *)
-module \dequant_engine.unpacker.inserter.fifo (rst, r_en, \port$5771$0 , w_en, \port$6072$0 , \port$6618$0 , \port$7164$0 , w_rdy, r_data, r_rdy, clk);
+module \dequant_engine.unpacker.inserter.fifo (rst, r_en, \port$5759$0 , w_en, \port$6060$0 , \port$6606$0 , \port$7152$0 , w_rdy, r_data, r_rdy, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -45969,14 +45969,14 @@ module \dequant_engine.unpacker.inserter.fifo (rst, r_en, \port$5771$0 , w_en, \
   reg [4:0] inner_level = 5'h00;
   wire inner_r_rdy;
   wire [5:0] level;
-  input [3:0] \port$5771$0 ;
-  wire [3:0] \port$5771$0 ;
-  input [15:0] \port$6072$0 ;
-  wire [15:0] \port$6072$0 ;
-  input [15:0] \port$6618$0 ;
-  wire [15:0] \port$6618$0 ;
-  input [15:0] \port$7164$0 ;
-  wire [15:0] \port$7164$0 ;
+  input [3:0] \port$5759$0 ;
+  wire [3:0] \port$5759$0 ;
+  input [15:0] \port$6060$0 ;
+  wire [15:0] \port$6060$0 ;
+  input [15:0] \port$6606$0 ;
+  wire [15:0] \port$6606$0 ;
+  input [15:0] \port$7152$0 ;
+  wire [15:0] \port$7152$0 ;
   (* init = 5'h00 *)
   wire [4:0] produce;
   output [51:0] r_data;
@@ -46036,7 +46036,7 @@ module \dequant_engine.unpacker.inserter.fifo (rst, r_en, \port$5771$0 , w_en, \
   end
   always @(posedge clk) begin
     if (w_port__en)
-      storage[w_port__addr] <= { \port$5771$0 , \port$7164$0 , \port$6618$0 , \port$6072$0  };
+      storage[w_port__addr] <= { \port$5759$0 , \port$7152$0 , \port$6606$0 , \port$6060$0  };
   end
   reg [51:0] _0_;
   always @(posedge clk) begin
@@ -46135,8 +46135,8 @@ module \dequant_engine.unpacker.inserter.fifo (rst, r_en, \port$5771$0 , w_en, \
   assign level = w_level;
   assign r_level = w_level;
   assign produce = w_port__addr;
-  assign w_port__data = { \port$5771$0 , \port$7164$0 , \port$6618$0 , \port$6072$0  };
-  assign w_data = { \port$5771$0 , \port$7164$0 , \port$6618$0 , \port$6072$0  };
+  assign w_port__data = { \port$5759$0 , \port$7152$0 , \port$6606$0 , \port$6060$0  };
+  assign w_data = { \port$5759$0 , \port$7152$0 , \port$6606$0 , \port$6060$0  };
   assign consume = r_port__addr;
   assign r_port__data = r_data;
 endmodule
@@ -46316,173 +46316,134 @@ module \dequant_engine.unpacker.inserter.vfifo (rst, r_en, w_en, w_port__data, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \dequant_engine.unpacker.vec_fifo (rst, w_en, r_en, w_rdy, r_data, w_port__data, r_rdy, clk);
+module \dequant_engine.unpacker.vec_fifo (rst, w_en, r_en, w_rdy, r_rdy, r_data, w_port__data, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
+  wire [3:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire [3:0] \$16 ;
+  wire \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  wire [3:0] \$18 ;
+  reg [2:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [3:0] \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  reg [1:0] \$27 ;
-  reg [1:0] \$28 ;
-  reg [2:0] \$29 ;
+  reg [2:0] \$20 ;
+  reg [2:0] \$21 ;
   wire [3:0] \$3 ;
-  reg \$30 ;
-  wire \$4 ;
-  wire [2:0] \$5 ;
+  wire [3:0] \$4 ;
+  wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire [2:0] \$9 ;
+  wire [3:0] \$7 ;
+  wire [3:0] \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
-  (* init = 2'h0 *)
-  wire [1:0] consume;
-  reg [2:0] inner_level = 3'h0;
-  wire inner_r_rdy;
-  wire [2:0] level;
-  (* init = 2'h0 *)
-  wire [1:0] produce;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [2:0] level = 3'h0;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
   output [89:0] r_data;
   wire [89:0] r_data;
   input r_en;
   wire r_en;
+  (* init = 3'h0 *)
   wire [2:0] r_level;
-  reg [1:0] r_port__addr = 2'h0;
+  reg [2:0] r_port__addr = 3'h0;
   wire [89:0] r_port__data;
-  wire r_port__en;
   output r_rdy;
-  reg r_rdy = 1'h0;
+  wire r_rdy;
   input rst;
   wire rst;
   wire [89:0] w_data;
   input w_en;
   wire w_en;
+  (* init = 3'h0 *)
   wire [2:0] w_level;
-  reg [1:0] w_port__addr = 2'h0;
+  reg [2:0] w_port__addr = 3'h0;
   input [89:0] w_port__data;
   wire [89:0] w_port__data;
   wire w_port__en;
   output w_rdy;
   wire w_rdy;
-  reg [89:0] storage [3:0];
+  reg [89:0] storage [4:0];
   initial begin
     storage[0] = 90'h00000000000000000000000;
     storage[1] = 90'h00000000000000000000000;
     storage[2] = 90'h00000000000000000000000;
     storage[3] = 90'h00000000000000000000000;
+    storage[4] = 90'h00000000000000000000000;
   end
   always @(posedge clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
-  reg [89:0] _0_;
-  always @(posedge clk) begin
-    if (r_port__en) begin
-      _0_ <= storage[r_port__addr];
-    end
-  end
-  assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h4;
-  assign inner_r_rdy = | inner_level;
-  assign w_port__en = w_rdy & w_en;
-  assign \$1  = ~ r_rdy;
-  assign \$2  = \$1  | r_en;
-  assign r_port__en = inner_r_rdy & \$2 ;
-  assign \$3  = inner_level + r_rdy;
-  assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr + 1'h1;
-  assign \$6  = ~ r_rdy;
-  assign \$7  = \$6  | r_en;
-  assign \$8  = inner_r_rdy & \$7 ;
-  assign \$9  = r_port__addr + 1'h1;
-  assign \$10  = w_rdy & w_en;
-  assign \$11  = ~ r_rdy;
-  assign \$12  = \$11  | r_en;
-  assign \$13  = inner_r_rdy & \$12 ;
-  assign \$14  = ~ \$13 ;
-  assign \$15  = \$10  & \$14 ;
-  assign \$16  = inner_level + 1'h1;
-  assign \$17  = ~ r_rdy;
-  assign \$18  = \$17  | r_en;
-  assign \$19  = inner_r_rdy & \$18 ;
-  assign \$20  = w_rdy & w_en;
-  assign \$21  = ~ \$20 ;
-  assign \$22  = \$19  & \$21 ;
-  assign \$23  = inner_level - 1'h1;
-  assign \$24  = ~ r_rdy;
-  assign \$25  = \$24  | r_en;
-  assign \$26  = inner_r_rdy & \$25 ;
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 3'h5;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr == 3'h4;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 4'h0 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 3'h4;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 4'h0 : \$7 ;
+  assign \$9  = w_rdy & w_en;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
   always @(posedge clk)
-    w_port__addr <= \$27 ;
+    w_port__addr <= \$19 ;
   always @(posedge clk)
-    r_port__addr <= \$28 ;
+    r_port__addr <= \$20 ;
   always @(posedge clk)
-    inner_level <= \$29 ;
-  always @(posedge clk)
-    r_rdy <= \$30 ;
+    level <= \$21 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$27  = w_port__addr;
-    if (\$4 ) begin
-      \$27  = \$5 [1:0];
+    \$19  = w_port__addr;
+    if (\$1 ) begin
+      \$19  = \$4 [2:0];
     end
     if (rst) begin
-      \$27  = 2'h0;
+      \$19  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$28  = r_port__addr;
-    if (\$8 ) begin
-      \$28  = \$9 [1:0];
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [2:0];
     end
     if (rst) begin
-      \$28  = 2'h0;
+      \$20  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$29  = inner_level;
-    if (\$15 ) begin
-      \$29  = \$16 [2:0];
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [2:0];
     end
-    if (\$22 ) begin
-      \$29  = \$23 [2:0];
-    end
-    if (rst) begin
-      \$29  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$30  = r_rdy;
-    if (\$26 ) begin
-      \$30  = 1'h1;
-    end else if (r_en) begin
-      \$30  = 1'h0;
+    if (\$17 ) begin
+      \$21  = \$18 [2:0];
     end
     if (rst) begin
-      \$30  = 1'h0;
+      \$21  = 3'h0;
     end
   end
-  assign w_level = \$3 [2:0];
-  assign level = \$3 [2:0];
-  assign r_level = \$3 [2:0];
+  assign w_level = level;
+  assign r_level = level;
   assign produce = w_port__addr;
   assign w_data = w_port__data;
   assign consume = r_port__addr;

@@ -31,7 +31,7 @@ to ``last``.
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .sparse import SparseFramer, ZeroInserter, frame_layout, row_layout
@@ -172,8 +172,13 @@ class Unpacker(wiring.Component):
             "header": header_layout(cfg), "words": data.ArrayLayout(16, 4),
             "n_lo": range((1 << mb) + 1), "meta_bad": 1, "count_bad": 1})
         fl = frame_layout(cfg)
-        m.submodules.vec_fifo = vec_fifo = SyncFIFOBuffered(width=vec_layout.size,
-                                                            depth=self.vectors)
+        # An unbuffered FIFO (LUT RAM read at the read pointer): the merge's handshake, which
+        # joins this FIFO, the dense path and the zero inserter and so runs across the
+        # placement, then moves only the read pointer and the level. With the buffered FIFO
+        # it also loaded the ~100-bit output register: the whole engine's critical path in
+        # three place-and-route runs (`r_rdy` -> the handshake -> the level and the output
+        # register's enables, 11.9-12.4 ns of which 10-10.5 routing; docs/flow.md, session 23)
+        m.submodules.vec_fifo = vec_fifo = SyncFIFO(width=vec_layout.size, depth=self.vectors)
         m.submodules.frame_fifo = frame_fifo = SyncFIFOBuffered(width=fl.size, depth=self.vectors)
         vw = Signal(vec_layout)
         fw = Signal(fl)
