@@ -5386,7 +5386,7 @@ module quant_engine(i__valid, dense__ready, sparse__ready, meta__ready, threshol
     .mag(mag),
     .outer(outer),
     .outlier(outlier),
-    .\port$12195$205 (q3_info0[257:205]),
+    .\port$12051$205 (q3_info0[257:205]),
     .rst(rst),
     .upper(\upper$133 )
   );
@@ -8624,7 +8624,7 @@ module \quant_engine.dense_fifo (clk, rst, r_data, w_port__data, w_en, r_rdy, r_
 endmodule
 
 (* generator = "Amaranth" *)
-module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, high, outlier, outer, clk);
+module \quant_engine.encoder (rst, \port$12051$205 , group, upper, mag, dense, high, outlier, outer, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [5:0] \$10 ;
@@ -11507,8 +11507,8 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   wire \outlier[7] ;
   wire \outlier[8] ;
   wire \outlier[9] ;
-  input [52:0] \port$12195$205 ;
-  wire [52:0] \port$12195$205 ;
+  input [52:0] \port$12051$205 ;
+  wire [52:0] \port$12051$205 ;
   reg q0_0_s2 = 1'h0;
   reg q0_0_s3 = 1'h0;
   reg q0_1_s2 = 1'h0;
@@ -11930,29 +11930,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   wire \upper[8] ;
   wire \upper[9] ;
   assign \$1  = ! group[1:0];
-  assign \$2  = | \port$12195$205 [19:15];
-  assign \$3  = \port$12195$205 [19:15] - 1'h1;
+  assign \$2  = | \port$12051$205 [19:15];
+  assign \$3  = \port$12051$205 [19:15] - 1'h1;
   assign \$4  = \$2  ? \$3  : 6'h00;
   assign \$5  = group[1:0] == 1'h1;
-  assign \$6  = | \port$12195$205 [35:31];
-  assign \$7  = \port$12195$205 [35:31] - 1'h1;
+  assign \$6  = | \port$12051$205 [35:31];
+  assign \$7  = \port$12051$205 [35:31] - 1'h1;
   assign \$8  = \$6  ? \$7  : 6'h00;
-  assign \$9  = | \port$12195$205 [51:47];
-  assign \$10  = \port$12195$205 [51:47] - 1'h1;
+  assign \$9  = | \port$12051$205 [51:47];
+  assign \$10  = \port$12051$205 [51:47] - 1'h1;
   assign \$11  = \$9  ? \$10  : 6'h00;
   assign \$12  = \$5  ? \$8 [4:0] : \$11 [4:0];
   assign \$13  = \$1  ? \$4 [4:0] : \$12 ;
   assign \$14  = ! group[1:0];
-  assign \$15  = | \port$12195$205 [19:15];
+  assign \$15  = | \port$12051$205 [19:15];
   assign \$16  = group[1:0] == 1'h1;
-  assign \$17  = | \port$12195$205 [35:31];
-  assign \$18  = | \port$12195$205 [51:47];
-  assign \$19  = \$16  ? { \$17 , \port$12195$205 [30:21] } : { \$18 , \port$12195$205 [46:37] };
-  assign \$20  = \$14  ? { \$15 , \port$12195$205 [14:5] } : \$19 ;
+  assign \$17  = | \port$12051$205 [35:31];
+  assign \$18  = | \port$12051$205 [51:47];
+  assign \$19  = \$16  ? { \$17 , \port$12051$205 [30:21] } : { \$18 , \port$12051$205 [46:37] };
+  assign \$20  = \$14  ? { \$15 , \port$12051$205 [14:5] } : \$19 ;
   assign \$21  = group[1:0] == 1'h1;
   assign \$22  = group[1:0] == 2'h2;
-  assign \$23  = 5'h10 - \port$12195$205 [4:0];
-  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$23  = 5'h10 - \port$12051$205 [4:0];
+  assign \$24  = upper[0] ? \$23  : { 1'h0, \port$12051$205 [4:0] };
   assign \$25  = \$22  ? 6'h10 : \$24 ;
   assign \$26  = \$21  ? 7'h20 : { \$25 [5], \$25  };
   assign \$27  = \$26 [5:0] - 1'h1;
@@ -11985,29 +11985,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$54  = | g0;
   assign \$55  = g0 == 2'h2;
   assign \$56  = ! group[3:2];
-  assign \$57  = | \port$12195$205 [19:15];
-  assign \$58  = \port$12195$205 [19:15] - 1'h1;
+  assign \$57  = | \port$12051$205 [19:15];
+  assign \$58  = \port$12051$205 [19:15] - 1'h1;
   assign \$59  = \$57  ? \$58  : 6'h00;
   assign \$60  = group[3:2] == 1'h1;
-  assign \$61  = | \port$12195$205 [35:31];
-  assign \$62  = \port$12195$205 [35:31] - 1'h1;
+  assign \$61  = | \port$12051$205 [35:31];
+  assign \$62  = \port$12051$205 [35:31] - 1'h1;
   assign \$63  = \$61  ? \$62  : 6'h00;
-  assign \$64  = | \port$12195$205 [51:47];
-  assign \$65  = \port$12195$205 [51:47] - 1'h1;
+  assign \$64  = | \port$12051$205 [51:47];
+  assign \$65  = \port$12051$205 [51:47] - 1'h1;
   assign \$66  = \$64  ? \$65  : 6'h00;
   assign \$67  = \$60  ? \$63 [4:0] : \$66 [4:0];
   assign \$68  = \$56  ? \$59 [4:0] : \$67 ;
   assign \$69  = ! group[3:2];
-  assign \$70  = | \port$12195$205 [19:15];
+  assign \$70  = | \port$12051$205 [19:15];
   assign \$71  = group[3:2] == 1'h1;
-  assign \$72  = | \port$12195$205 [35:31];
-  assign \$73  = | \port$12195$205 [51:47];
-  assign \$74  = \$71  ? { \$72 , \port$12195$205 [30:21] } : { \$73 , \port$12195$205 [46:37] };
-  assign \$75  = \$69  ? { \$70 , \port$12195$205 [14:5] } : \$74 ;
+  assign \$72  = | \port$12051$205 [35:31];
+  assign \$73  = | \port$12051$205 [51:47];
+  assign \$74  = \$71  ? { \$72 , \port$12051$205 [30:21] } : { \$73 , \port$12051$205 [46:37] };
+  assign \$75  = \$69  ? { \$70 , \port$12051$205 [14:5] } : \$74 ;
   assign \$76  = group[3:2] == 1'h1;
   assign \$77  = group[3:2] == 2'h2;
-  assign \$78  = 5'h10 - \port$12195$205 [4:0];
-  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$78  = 5'h10 - \port$12051$205 [4:0];
+  assign \$79  = upper[1] ? \$78  : { 1'h0, \port$12051$205 [4:0] };
   assign \$80  = \$77  ? 6'h10 : \$79 ;
   assign \$81  = \$76  ? 7'h20 : { \$80 [5], \$80  };
   assign \$82  = \$81 [5:0] - 1'h1;
@@ -12040,29 +12040,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$109  = | g1;
   assign \$110  = g1 == 2'h2;
   assign \$111  = ! group[5:4];
-  assign \$112  = | \port$12195$205 [19:15];
-  assign \$113  = \port$12195$205 [19:15] - 1'h1;
+  assign \$112  = | \port$12051$205 [19:15];
+  assign \$113  = \port$12051$205 [19:15] - 1'h1;
   assign \$114  = \$112  ? \$113  : 6'h00;
   assign \$115  = group[5:4] == 1'h1;
-  assign \$116  = | \port$12195$205 [35:31];
-  assign \$117  = \port$12195$205 [35:31] - 1'h1;
+  assign \$116  = | \port$12051$205 [35:31];
+  assign \$117  = \port$12051$205 [35:31] - 1'h1;
   assign \$118  = \$116  ? \$117  : 6'h00;
-  assign \$119  = | \port$12195$205 [51:47];
-  assign \$120  = \port$12195$205 [51:47] - 1'h1;
+  assign \$119  = | \port$12051$205 [51:47];
+  assign \$120  = \port$12051$205 [51:47] - 1'h1;
   assign \$121  = \$119  ? \$120  : 6'h00;
   assign \$122  = \$115  ? \$118 [4:0] : \$121 [4:0];
   assign \$123  = \$111  ? \$114 [4:0] : \$122 ;
   assign \$124  = ! group[5:4];
-  assign \$125  = | \port$12195$205 [19:15];
+  assign \$125  = | \port$12051$205 [19:15];
   assign \$126  = group[5:4] == 1'h1;
-  assign \$127  = | \port$12195$205 [35:31];
-  assign \$128  = | \port$12195$205 [51:47];
-  assign \$129  = \$126  ? { \$127 , \port$12195$205 [30:21] } : { \$128 , \port$12195$205 [46:37] };
-  assign \$130  = \$124  ? { \$125 , \port$12195$205 [14:5] } : \$129 ;
+  assign \$127  = | \port$12051$205 [35:31];
+  assign \$128  = | \port$12051$205 [51:47];
+  assign \$129  = \$126  ? { \$127 , \port$12051$205 [30:21] } : { \$128 , \port$12051$205 [46:37] };
+  assign \$130  = \$124  ? { \$125 , \port$12051$205 [14:5] } : \$129 ;
   assign \$131  = group[5:4] == 1'h1;
   assign \$132  = group[5:4] == 2'h2;
-  assign \$133  = 5'h10 - \port$12195$205 [4:0];
-  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$133  = 5'h10 - \port$12051$205 [4:0];
+  assign \$134  = upper[2] ? \$133  : { 1'h0, \port$12051$205 [4:0] };
   assign \$135  = \$132  ? 6'h10 : \$134 ;
   assign \$136  = \$131  ? 7'h20 : { \$135 [5], \$135  };
   assign \$137  = \$136 [5:0] - 1'h1;
@@ -12095,29 +12095,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$164  = | g2;
   assign \$165  = g2 == 2'h2;
   assign \$166  = ! group[7:6];
-  assign \$167  = | \port$12195$205 [19:15];
-  assign \$168  = \port$12195$205 [19:15] - 1'h1;
+  assign \$167  = | \port$12051$205 [19:15];
+  assign \$168  = \port$12051$205 [19:15] - 1'h1;
   assign \$169  = \$167  ? \$168  : 6'h00;
   assign \$170  = group[7:6] == 1'h1;
-  assign \$171  = | \port$12195$205 [35:31];
-  assign \$172  = \port$12195$205 [35:31] - 1'h1;
+  assign \$171  = | \port$12051$205 [35:31];
+  assign \$172  = \port$12051$205 [35:31] - 1'h1;
   assign \$173  = \$171  ? \$172  : 6'h00;
-  assign \$174  = | \port$12195$205 [51:47];
-  assign \$175  = \port$12195$205 [51:47] - 1'h1;
+  assign \$174  = | \port$12051$205 [51:47];
+  assign \$175  = \port$12051$205 [51:47] - 1'h1;
   assign \$176  = \$174  ? \$175  : 6'h00;
   assign \$177  = \$170  ? \$173 [4:0] : \$176 [4:0];
   assign \$178  = \$166  ? \$169 [4:0] : \$177 ;
   assign \$179  = ! group[7:6];
-  assign \$180  = | \port$12195$205 [19:15];
+  assign \$180  = | \port$12051$205 [19:15];
   assign \$181  = group[7:6] == 1'h1;
-  assign \$182  = | \port$12195$205 [35:31];
-  assign \$183  = | \port$12195$205 [51:47];
-  assign \$184  = \$181  ? { \$182 , \port$12195$205 [30:21] } : { \$183 , \port$12195$205 [46:37] };
-  assign \$185  = \$179  ? { \$180 , \port$12195$205 [14:5] } : \$184 ;
+  assign \$182  = | \port$12051$205 [35:31];
+  assign \$183  = | \port$12051$205 [51:47];
+  assign \$184  = \$181  ? { \$182 , \port$12051$205 [30:21] } : { \$183 , \port$12051$205 [46:37] };
+  assign \$185  = \$179  ? { \$180 , \port$12051$205 [14:5] } : \$184 ;
   assign \$186  = group[7:6] == 1'h1;
   assign \$187  = group[7:6] == 2'h2;
-  assign \$188  = 5'h10 - \port$12195$205 [4:0];
-  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$188  = 5'h10 - \port$12051$205 [4:0];
+  assign \$189  = upper[3] ? \$188  : { 1'h0, \port$12051$205 [4:0] };
   assign \$190  = \$187  ? 6'h10 : \$189 ;
   assign \$191  = \$186  ? 7'h20 : { \$190 [5], \$190  };
   assign \$192  = \$191 [5:0] - 1'h1;
@@ -12150,29 +12150,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$219  = | g3;
   assign \$220  = g3 == 2'h2;
   assign \$221  = ! group[9:8];
-  assign \$222  = | \port$12195$205 [19:15];
-  assign \$223  = \port$12195$205 [19:15] - 1'h1;
+  assign \$222  = | \port$12051$205 [19:15];
+  assign \$223  = \port$12051$205 [19:15] - 1'h1;
   assign \$224  = \$222  ? \$223  : 6'h00;
   assign \$225  = group[9:8] == 1'h1;
-  assign \$226  = | \port$12195$205 [35:31];
-  assign \$227  = \port$12195$205 [35:31] - 1'h1;
+  assign \$226  = | \port$12051$205 [35:31];
+  assign \$227  = \port$12051$205 [35:31] - 1'h1;
   assign \$228  = \$226  ? \$227  : 6'h00;
-  assign \$229  = | \port$12195$205 [51:47];
-  assign \$230  = \port$12195$205 [51:47] - 1'h1;
+  assign \$229  = | \port$12051$205 [51:47];
+  assign \$230  = \port$12051$205 [51:47] - 1'h1;
   assign \$231  = \$229  ? \$230  : 6'h00;
   assign \$232  = \$225  ? \$228 [4:0] : \$231 [4:0];
   assign \$233  = \$221  ? \$224 [4:0] : \$232 ;
   assign \$234  = ! group[9:8];
-  assign \$235  = | \port$12195$205 [19:15];
+  assign \$235  = | \port$12051$205 [19:15];
   assign \$236  = group[9:8] == 1'h1;
-  assign \$237  = | \port$12195$205 [35:31];
-  assign \$238  = | \port$12195$205 [51:47];
-  assign \$239  = \$236  ? { \$237 , \port$12195$205 [30:21] } : { \$238 , \port$12195$205 [46:37] };
-  assign \$240  = \$234  ? { \$235 , \port$12195$205 [14:5] } : \$239 ;
+  assign \$237  = | \port$12051$205 [35:31];
+  assign \$238  = | \port$12051$205 [51:47];
+  assign \$239  = \$236  ? { \$237 , \port$12051$205 [30:21] } : { \$238 , \port$12051$205 [46:37] };
+  assign \$240  = \$234  ? { \$235 , \port$12051$205 [14:5] } : \$239 ;
   assign \$241  = group[9:8] == 1'h1;
   assign \$242  = group[9:8] == 2'h2;
-  assign \$243  = 5'h10 - \port$12195$205 [4:0];
-  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$243  = 5'h10 - \port$12051$205 [4:0];
+  assign \$244  = upper[4] ? \$243  : { 1'h0, \port$12051$205 [4:0] };
   assign \$245  = \$242  ? 6'h10 : \$244 ;
   assign \$246  = \$241  ? 7'h20 : { \$245 [5], \$245  };
   assign \$247  = \$246 [5:0] - 1'h1;
@@ -12205,29 +12205,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$274  = | g4;
   assign \$275  = g4 == 2'h2;
   assign \$276  = ! group[11:10];
-  assign \$277  = | \port$12195$205 [19:15];
-  assign \$278  = \port$12195$205 [19:15] - 1'h1;
+  assign \$277  = | \port$12051$205 [19:15];
+  assign \$278  = \port$12051$205 [19:15] - 1'h1;
   assign \$279  = \$277  ? \$278  : 6'h00;
   assign \$280  = group[11:10] == 1'h1;
-  assign \$281  = | \port$12195$205 [35:31];
-  assign \$282  = \port$12195$205 [35:31] - 1'h1;
+  assign \$281  = | \port$12051$205 [35:31];
+  assign \$282  = \port$12051$205 [35:31] - 1'h1;
   assign \$283  = \$281  ? \$282  : 6'h00;
-  assign \$284  = | \port$12195$205 [51:47];
-  assign \$285  = \port$12195$205 [51:47] - 1'h1;
+  assign \$284  = | \port$12051$205 [51:47];
+  assign \$285  = \port$12051$205 [51:47] - 1'h1;
   assign \$286  = \$284  ? \$285  : 6'h00;
   assign \$287  = \$280  ? \$283 [4:0] : \$286 [4:0];
   assign \$288  = \$276  ? \$279 [4:0] : \$287 ;
   assign \$289  = ! group[11:10];
-  assign \$290  = | \port$12195$205 [19:15];
+  assign \$290  = | \port$12051$205 [19:15];
   assign \$291  = group[11:10] == 1'h1;
-  assign \$292  = | \port$12195$205 [35:31];
-  assign \$293  = | \port$12195$205 [51:47];
-  assign \$294  = \$291  ? { \$292 , \port$12195$205 [30:21] } : { \$293 , \port$12195$205 [46:37] };
-  assign \$295  = \$289  ? { \$290 , \port$12195$205 [14:5] } : \$294 ;
+  assign \$292  = | \port$12051$205 [35:31];
+  assign \$293  = | \port$12051$205 [51:47];
+  assign \$294  = \$291  ? { \$292 , \port$12051$205 [30:21] } : { \$293 , \port$12051$205 [46:37] };
+  assign \$295  = \$289  ? { \$290 , \port$12051$205 [14:5] } : \$294 ;
   assign \$296  = group[11:10] == 1'h1;
   assign \$297  = group[11:10] == 2'h2;
-  assign \$298  = 5'h10 - \port$12195$205 [4:0];
-  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$298  = 5'h10 - \port$12051$205 [4:0];
+  assign \$299  = upper[5] ? \$298  : { 1'h0, \port$12051$205 [4:0] };
   assign \$300  = \$297  ? 6'h10 : \$299 ;
   assign \$301  = \$296  ? 7'h20 : { \$300 [5], \$300  };
   assign \$302  = \$301 [5:0] - 1'h1;
@@ -12260,29 +12260,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$329  = | g5;
   assign \$330  = g5 == 2'h2;
   assign \$331  = ! group[13:12];
-  assign \$332  = | \port$12195$205 [19:15];
-  assign \$333  = \port$12195$205 [19:15] - 1'h1;
+  assign \$332  = | \port$12051$205 [19:15];
+  assign \$333  = \port$12051$205 [19:15] - 1'h1;
   assign \$334  = \$332  ? \$333  : 6'h00;
   assign \$335  = group[13:12] == 1'h1;
-  assign \$336  = | \port$12195$205 [35:31];
-  assign \$337  = \port$12195$205 [35:31] - 1'h1;
+  assign \$336  = | \port$12051$205 [35:31];
+  assign \$337  = \port$12051$205 [35:31] - 1'h1;
   assign \$338  = \$336  ? \$337  : 6'h00;
-  assign \$339  = | \port$12195$205 [51:47];
-  assign \$340  = \port$12195$205 [51:47] - 1'h1;
+  assign \$339  = | \port$12051$205 [51:47];
+  assign \$340  = \port$12051$205 [51:47] - 1'h1;
   assign \$341  = \$339  ? \$340  : 6'h00;
   assign \$342  = \$335  ? \$338 [4:0] : \$341 [4:0];
   assign \$343  = \$331  ? \$334 [4:0] : \$342 ;
   assign \$344  = ! group[13:12];
-  assign \$345  = | \port$12195$205 [19:15];
+  assign \$345  = | \port$12051$205 [19:15];
   assign \$346  = group[13:12] == 1'h1;
-  assign \$347  = | \port$12195$205 [35:31];
-  assign \$348  = | \port$12195$205 [51:47];
-  assign \$349  = \$346  ? { \$347 , \port$12195$205 [30:21] } : { \$348 , \port$12195$205 [46:37] };
-  assign \$350  = \$344  ? { \$345 , \port$12195$205 [14:5] } : \$349 ;
+  assign \$347  = | \port$12051$205 [35:31];
+  assign \$348  = | \port$12051$205 [51:47];
+  assign \$349  = \$346  ? { \$347 , \port$12051$205 [30:21] } : { \$348 , \port$12051$205 [46:37] };
+  assign \$350  = \$344  ? { \$345 , \port$12051$205 [14:5] } : \$349 ;
   assign \$351  = group[13:12] == 1'h1;
   assign \$352  = group[13:12] == 2'h2;
-  assign \$353  = 5'h10 - \port$12195$205 [4:0];
-  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$353  = 5'h10 - \port$12051$205 [4:0];
+  assign \$354  = upper[6] ? \$353  : { 1'h0, \port$12051$205 [4:0] };
   assign \$355  = \$352  ? 6'h10 : \$354 ;
   assign \$356  = \$351  ? 7'h20 : { \$355 [5], \$355  };
   assign \$357  = \$356 [5:0] - 1'h1;
@@ -12315,29 +12315,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$384  = | g6;
   assign \$385  = g6 == 2'h2;
   assign \$386  = ! group[15:14];
-  assign \$387  = | \port$12195$205 [19:15];
-  assign \$388  = \port$12195$205 [19:15] - 1'h1;
+  assign \$387  = | \port$12051$205 [19:15];
+  assign \$388  = \port$12051$205 [19:15] - 1'h1;
   assign \$389  = \$387  ? \$388  : 6'h00;
   assign \$390  = group[15:14] == 1'h1;
-  assign \$391  = | \port$12195$205 [35:31];
-  assign \$392  = \port$12195$205 [35:31] - 1'h1;
+  assign \$391  = | \port$12051$205 [35:31];
+  assign \$392  = \port$12051$205 [35:31] - 1'h1;
   assign \$393  = \$391  ? \$392  : 6'h00;
-  assign \$394  = | \port$12195$205 [51:47];
-  assign \$395  = \port$12195$205 [51:47] - 1'h1;
+  assign \$394  = | \port$12051$205 [51:47];
+  assign \$395  = \port$12051$205 [51:47] - 1'h1;
   assign \$396  = \$394  ? \$395  : 6'h00;
   assign \$397  = \$390  ? \$393 [4:0] : \$396 [4:0];
   assign \$398  = \$386  ? \$389 [4:0] : \$397 ;
   assign \$399  = ! group[15:14];
-  assign \$400  = | \port$12195$205 [19:15];
+  assign \$400  = | \port$12051$205 [19:15];
   assign \$401  = group[15:14] == 1'h1;
-  assign \$402  = | \port$12195$205 [35:31];
-  assign \$403  = | \port$12195$205 [51:47];
-  assign \$404  = \$401  ? { \$402 , \port$12195$205 [30:21] } : { \$403 , \port$12195$205 [46:37] };
-  assign \$405  = \$399  ? { \$400 , \port$12195$205 [14:5] } : \$404 ;
+  assign \$402  = | \port$12051$205 [35:31];
+  assign \$403  = | \port$12051$205 [51:47];
+  assign \$404  = \$401  ? { \$402 , \port$12051$205 [30:21] } : { \$403 , \port$12051$205 [46:37] };
+  assign \$405  = \$399  ? { \$400 , \port$12051$205 [14:5] } : \$404 ;
   assign \$406  = group[15:14] == 1'h1;
   assign \$407  = group[15:14] == 2'h2;
-  assign \$408  = 5'h10 - \port$12195$205 [4:0];
-  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$408  = 5'h10 - \port$12051$205 [4:0];
+  assign \$409  = upper[7] ? \$408  : { 1'h0, \port$12051$205 [4:0] };
   assign \$410  = \$407  ? 6'h10 : \$409 ;
   assign \$411  = \$406  ? 7'h20 : { \$410 [5], \$410  };
   assign \$412  = \$411 [5:0] - 1'h1;
@@ -12370,29 +12370,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$439  = | g7;
   assign \$440  = g7 == 2'h2;
   assign \$441  = ! group[17:16];
-  assign \$442  = | \port$12195$205 [19:15];
-  assign \$443  = \port$12195$205 [19:15] - 1'h1;
+  assign \$442  = | \port$12051$205 [19:15];
+  assign \$443  = \port$12051$205 [19:15] - 1'h1;
   assign \$444  = \$442  ? \$443  : 6'h00;
   assign \$445  = group[17:16] == 1'h1;
-  assign \$446  = | \port$12195$205 [35:31];
-  assign \$447  = \port$12195$205 [35:31] - 1'h1;
+  assign \$446  = | \port$12051$205 [35:31];
+  assign \$447  = \port$12051$205 [35:31] - 1'h1;
   assign \$448  = \$446  ? \$447  : 6'h00;
-  assign \$449  = | \port$12195$205 [51:47];
-  assign \$450  = \port$12195$205 [51:47] - 1'h1;
+  assign \$449  = | \port$12051$205 [51:47];
+  assign \$450  = \port$12051$205 [51:47] - 1'h1;
   assign \$451  = \$449  ? \$450  : 6'h00;
   assign \$452  = \$445  ? \$448 [4:0] : \$451 [4:0];
   assign \$453  = \$441  ? \$444 [4:0] : \$452 ;
   assign \$454  = ! group[17:16];
-  assign \$455  = | \port$12195$205 [19:15];
+  assign \$455  = | \port$12051$205 [19:15];
   assign \$456  = group[17:16] == 1'h1;
-  assign \$457  = | \port$12195$205 [35:31];
-  assign \$458  = | \port$12195$205 [51:47];
-  assign \$459  = \$456  ? { \$457 , \port$12195$205 [30:21] } : { \$458 , \port$12195$205 [46:37] };
-  assign \$460  = \$454  ? { \$455 , \port$12195$205 [14:5] } : \$459 ;
+  assign \$457  = | \port$12051$205 [35:31];
+  assign \$458  = | \port$12051$205 [51:47];
+  assign \$459  = \$456  ? { \$457 , \port$12051$205 [30:21] } : { \$458 , \port$12051$205 [46:37] };
+  assign \$460  = \$454  ? { \$455 , \port$12051$205 [14:5] } : \$459 ;
   assign \$461  = group[17:16] == 1'h1;
   assign \$462  = group[17:16] == 2'h2;
-  assign \$463  = 5'h10 - \port$12195$205 [4:0];
-  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$463  = 5'h10 - \port$12051$205 [4:0];
+  assign \$464  = upper[8] ? \$463  : { 1'h0, \port$12051$205 [4:0] };
   assign \$465  = \$462  ? 6'h10 : \$464 ;
   assign \$466  = \$461  ? 7'h20 : { \$465 [5], \$465  };
   assign \$467  = \$466 [5:0] - 1'h1;
@@ -12425,29 +12425,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$494  = | g8;
   assign \$495  = g8 == 2'h2;
   assign \$496  = ! group[19:18];
-  assign \$497  = | \port$12195$205 [19:15];
-  assign \$498  = \port$12195$205 [19:15] - 1'h1;
+  assign \$497  = | \port$12051$205 [19:15];
+  assign \$498  = \port$12051$205 [19:15] - 1'h1;
   assign \$499  = \$497  ? \$498  : 6'h00;
   assign \$500  = group[19:18] == 1'h1;
-  assign \$501  = | \port$12195$205 [35:31];
-  assign \$502  = \port$12195$205 [35:31] - 1'h1;
+  assign \$501  = | \port$12051$205 [35:31];
+  assign \$502  = \port$12051$205 [35:31] - 1'h1;
   assign \$503  = \$501  ? \$502  : 6'h00;
-  assign \$504  = | \port$12195$205 [51:47];
-  assign \$505  = \port$12195$205 [51:47] - 1'h1;
+  assign \$504  = | \port$12051$205 [51:47];
+  assign \$505  = \port$12051$205 [51:47] - 1'h1;
   assign \$506  = \$504  ? \$505  : 6'h00;
   assign \$507  = \$500  ? \$503 [4:0] : \$506 [4:0];
   assign \$508  = \$496  ? \$499 [4:0] : \$507 ;
   assign \$509  = ! group[19:18];
-  assign \$510  = | \port$12195$205 [19:15];
+  assign \$510  = | \port$12051$205 [19:15];
   assign \$511  = group[19:18] == 1'h1;
-  assign \$512  = | \port$12195$205 [35:31];
-  assign \$513  = | \port$12195$205 [51:47];
-  assign \$514  = \$511  ? { \$512 , \port$12195$205 [30:21] } : { \$513 , \port$12195$205 [46:37] };
-  assign \$515  = \$509  ? { \$510 , \port$12195$205 [14:5] } : \$514 ;
+  assign \$512  = | \port$12051$205 [35:31];
+  assign \$513  = | \port$12051$205 [51:47];
+  assign \$514  = \$511  ? { \$512 , \port$12051$205 [30:21] } : { \$513 , \port$12051$205 [46:37] };
+  assign \$515  = \$509  ? { \$510 , \port$12051$205 [14:5] } : \$514 ;
   assign \$516  = group[19:18] == 1'h1;
   assign \$517  = group[19:18] == 2'h2;
-  assign \$518  = 5'h10 - \port$12195$205 [4:0];
-  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$518  = 5'h10 - \port$12051$205 [4:0];
+  assign \$519  = upper[9] ? \$518  : { 1'h0, \port$12051$205 [4:0] };
   assign \$520  = \$517  ? 6'h10 : \$519 ;
   assign \$521  = \$516  ? 7'h20 : { \$520 [5], \$520  };
   assign \$522  = \$521 [5:0] - 1'h1;
@@ -12480,29 +12480,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$549  = | g9;
   assign \$550  = g9 == 2'h2;
   assign \$551  = ! group[21:20];
-  assign \$552  = | \port$12195$205 [19:15];
-  assign \$553  = \port$12195$205 [19:15] - 1'h1;
+  assign \$552  = | \port$12051$205 [19:15];
+  assign \$553  = \port$12051$205 [19:15] - 1'h1;
   assign \$554  = \$552  ? \$553  : 6'h00;
   assign \$555  = group[21:20] == 1'h1;
-  assign \$556  = | \port$12195$205 [35:31];
-  assign \$557  = \port$12195$205 [35:31] - 1'h1;
+  assign \$556  = | \port$12051$205 [35:31];
+  assign \$557  = \port$12051$205 [35:31] - 1'h1;
   assign \$558  = \$556  ? \$557  : 6'h00;
-  assign \$559  = | \port$12195$205 [51:47];
-  assign \$560  = \port$12195$205 [51:47] - 1'h1;
+  assign \$559  = | \port$12051$205 [51:47];
+  assign \$560  = \port$12051$205 [51:47] - 1'h1;
   assign \$561  = \$559  ? \$560  : 6'h00;
   assign \$562  = \$555  ? \$558 [4:0] : \$561 [4:0];
   assign \$563  = \$551  ? \$554 [4:0] : \$562 ;
   assign \$564  = ! group[21:20];
-  assign \$565  = | \port$12195$205 [19:15];
+  assign \$565  = | \port$12051$205 [19:15];
   assign \$566  = group[21:20] == 1'h1;
-  assign \$567  = | \port$12195$205 [35:31];
-  assign \$568  = | \port$12195$205 [51:47];
-  assign \$569  = \$566  ? { \$567 , \port$12195$205 [30:21] } : { \$568 , \port$12195$205 [46:37] };
-  assign \$570  = \$564  ? { \$565 , \port$12195$205 [14:5] } : \$569 ;
+  assign \$567  = | \port$12051$205 [35:31];
+  assign \$568  = | \port$12051$205 [51:47];
+  assign \$569  = \$566  ? { \$567 , \port$12051$205 [30:21] } : { \$568 , \port$12051$205 [46:37] };
+  assign \$570  = \$564  ? { \$565 , \port$12051$205 [14:5] } : \$569 ;
   assign \$571  = group[21:20] == 1'h1;
   assign \$572  = group[21:20] == 2'h2;
-  assign \$573  = 5'h10 - \port$12195$205 [4:0];
-  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$573  = 5'h10 - \port$12051$205 [4:0];
+  assign \$574  = upper[10] ? \$573  : { 1'h0, \port$12051$205 [4:0] };
   assign \$575  = \$572  ? 6'h10 : \$574 ;
   assign \$576  = \$571  ? 7'h20 : { \$575 [5], \$575  };
   assign \$577  = \$576 [5:0] - 1'h1;
@@ -12535,29 +12535,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$604  = | g10;
   assign \$605  = g10 == 2'h2;
   assign \$606  = ! group[23:22];
-  assign \$607  = | \port$12195$205 [19:15];
-  assign \$608  = \port$12195$205 [19:15] - 1'h1;
+  assign \$607  = | \port$12051$205 [19:15];
+  assign \$608  = \port$12051$205 [19:15] - 1'h1;
   assign \$609  = \$607  ? \$608  : 6'h00;
   assign \$610  = group[23:22] == 1'h1;
-  assign \$611  = | \port$12195$205 [35:31];
-  assign \$612  = \port$12195$205 [35:31] - 1'h1;
+  assign \$611  = | \port$12051$205 [35:31];
+  assign \$612  = \port$12051$205 [35:31] - 1'h1;
   assign \$613  = \$611  ? \$612  : 6'h00;
-  assign \$614  = | \port$12195$205 [51:47];
-  assign \$615  = \port$12195$205 [51:47] - 1'h1;
+  assign \$614  = | \port$12051$205 [51:47];
+  assign \$615  = \port$12051$205 [51:47] - 1'h1;
   assign \$616  = \$614  ? \$615  : 6'h00;
   assign \$617  = \$610  ? \$613 [4:0] : \$616 [4:0];
   assign \$618  = \$606  ? \$609 [4:0] : \$617 ;
   assign \$619  = ! group[23:22];
-  assign \$620  = | \port$12195$205 [19:15];
+  assign \$620  = | \port$12051$205 [19:15];
   assign \$621  = group[23:22] == 1'h1;
-  assign \$622  = | \port$12195$205 [35:31];
-  assign \$623  = | \port$12195$205 [51:47];
-  assign \$624  = \$621  ? { \$622 , \port$12195$205 [30:21] } : { \$623 , \port$12195$205 [46:37] };
-  assign \$625  = \$619  ? { \$620 , \port$12195$205 [14:5] } : \$624 ;
+  assign \$622  = | \port$12051$205 [35:31];
+  assign \$623  = | \port$12051$205 [51:47];
+  assign \$624  = \$621  ? { \$622 , \port$12051$205 [30:21] } : { \$623 , \port$12051$205 [46:37] };
+  assign \$625  = \$619  ? { \$620 , \port$12051$205 [14:5] } : \$624 ;
   assign \$626  = group[23:22] == 1'h1;
   assign \$627  = group[23:22] == 2'h2;
-  assign \$628  = 5'h10 - \port$12195$205 [4:0];
-  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$628  = 5'h10 - \port$12051$205 [4:0];
+  assign \$629  = upper[11] ? \$628  : { 1'h0, \port$12051$205 [4:0] };
   assign \$630  = \$627  ? 6'h10 : \$629 ;
   assign \$631  = \$626  ? 7'h20 : { \$630 [5], \$630  };
   assign \$632  = \$631 [5:0] - 1'h1;
@@ -12590,29 +12590,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$659  = | g11;
   assign \$660  = g11 == 2'h2;
   assign \$661  = ! group[25:24];
-  assign \$662  = | \port$12195$205 [19:15];
-  assign \$663  = \port$12195$205 [19:15] - 1'h1;
+  assign \$662  = | \port$12051$205 [19:15];
+  assign \$663  = \port$12051$205 [19:15] - 1'h1;
   assign \$664  = \$662  ? \$663  : 6'h00;
   assign \$665  = group[25:24] == 1'h1;
-  assign \$666  = | \port$12195$205 [35:31];
-  assign \$667  = \port$12195$205 [35:31] - 1'h1;
+  assign \$666  = | \port$12051$205 [35:31];
+  assign \$667  = \port$12051$205 [35:31] - 1'h1;
   assign \$668  = \$666  ? \$667  : 6'h00;
-  assign \$669  = | \port$12195$205 [51:47];
-  assign \$670  = \port$12195$205 [51:47] - 1'h1;
+  assign \$669  = | \port$12051$205 [51:47];
+  assign \$670  = \port$12051$205 [51:47] - 1'h1;
   assign \$671  = \$669  ? \$670  : 6'h00;
   assign \$672  = \$665  ? \$668 [4:0] : \$671 [4:0];
   assign \$673  = \$661  ? \$664 [4:0] : \$672 ;
   assign \$674  = ! group[25:24];
-  assign \$675  = | \port$12195$205 [19:15];
+  assign \$675  = | \port$12051$205 [19:15];
   assign \$676  = group[25:24] == 1'h1;
-  assign \$677  = | \port$12195$205 [35:31];
-  assign \$678  = | \port$12195$205 [51:47];
-  assign \$679  = \$676  ? { \$677 , \port$12195$205 [30:21] } : { \$678 , \port$12195$205 [46:37] };
-  assign \$680  = \$674  ? { \$675 , \port$12195$205 [14:5] } : \$679 ;
+  assign \$677  = | \port$12051$205 [35:31];
+  assign \$678  = | \port$12051$205 [51:47];
+  assign \$679  = \$676  ? { \$677 , \port$12051$205 [30:21] } : { \$678 , \port$12051$205 [46:37] };
+  assign \$680  = \$674  ? { \$675 , \port$12051$205 [14:5] } : \$679 ;
   assign \$681  = group[25:24] == 1'h1;
   assign \$682  = group[25:24] == 2'h2;
-  assign \$683  = 5'h10 - \port$12195$205 [4:0];
-  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$683  = 5'h10 - \port$12051$205 [4:0];
+  assign \$684  = upper[12] ? \$683  : { 1'h0, \port$12051$205 [4:0] };
   assign \$685  = \$682  ? 6'h10 : \$684 ;
   assign \$686  = \$681  ? 7'h20 : { \$685 [5], \$685  };
   assign \$687  = \$686 [5:0] - 1'h1;
@@ -12645,29 +12645,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$714  = | g12;
   assign \$715  = g12 == 2'h2;
   assign \$716  = ! group[27:26];
-  assign \$717  = | \port$12195$205 [19:15];
-  assign \$718  = \port$12195$205 [19:15] - 1'h1;
+  assign \$717  = | \port$12051$205 [19:15];
+  assign \$718  = \port$12051$205 [19:15] - 1'h1;
   assign \$719  = \$717  ? \$718  : 6'h00;
   assign \$720  = group[27:26] == 1'h1;
-  assign \$721  = | \port$12195$205 [35:31];
-  assign \$722  = \port$12195$205 [35:31] - 1'h1;
+  assign \$721  = | \port$12051$205 [35:31];
+  assign \$722  = \port$12051$205 [35:31] - 1'h1;
   assign \$723  = \$721  ? \$722  : 6'h00;
-  assign \$724  = | \port$12195$205 [51:47];
-  assign \$725  = \port$12195$205 [51:47] - 1'h1;
+  assign \$724  = | \port$12051$205 [51:47];
+  assign \$725  = \port$12051$205 [51:47] - 1'h1;
   assign \$726  = \$724  ? \$725  : 6'h00;
   assign \$727  = \$720  ? \$723 [4:0] : \$726 [4:0];
   assign \$728  = \$716  ? \$719 [4:0] : \$727 ;
   assign \$729  = ! group[27:26];
-  assign \$730  = | \port$12195$205 [19:15];
+  assign \$730  = | \port$12051$205 [19:15];
   assign \$731  = group[27:26] == 1'h1;
-  assign \$732  = | \port$12195$205 [35:31];
-  assign \$733  = | \port$12195$205 [51:47];
-  assign \$734  = \$731  ? { \$732 , \port$12195$205 [30:21] } : { \$733 , \port$12195$205 [46:37] };
-  assign \$735  = \$729  ? { \$730 , \port$12195$205 [14:5] } : \$734 ;
+  assign \$732  = | \port$12051$205 [35:31];
+  assign \$733  = | \port$12051$205 [51:47];
+  assign \$734  = \$731  ? { \$732 , \port$12051$205 [30:21] } : { \$733 , \port$12051$205 [46:37] };
+  assign \$735  = \$729  ? { \$730 , \port$12051$205 [14:5] } : \$734 ;
   assign \$736  = group[27:26] == 1'h1;
   assign \$737  = group[27:26] == 2'h2;
-  assign \$738  = 5'h10 - \port$12195$205 [4:0];
-  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$738  = 5'h10 - \port$12051$205 [4:0];
+  assign \$739  = upper[13] ? \$738  : { 1'h0, \port$12051$205 [4:0] };
   assign \$740  = \$737  ? 6'h10 : \$739 ;
   assign \$741  = \$736  ? 7'h20 : { \$740 [5], \$740  };
   assign \$742  = \$741 [5:0] - 1'h1;
@@ -12700,29 +12700,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$769  = | g13;
   assign \$770  = g13 == 2'h2;
   assign \$771  = ! group[29:28];
-  assign \$772  = | \port$12195$205 [19:15];
-  assign \$773  = \port$12195$205 [19:15] - 1'h1;
+  assign \$772  = | \port$12051$205 [19:15];
+  assign \$773  = \port$12051$205 [19:15] - 1'h1;
   assign \$774  = \$772  ? \$773  : 6'h00;
   assign \$775  = group[29:28] == 1'h1;
-  assign \$776  = | \port$12195$205 [35:31];
-  assign \$777  = \port$12195$205 [35:31] - 1'h1;
+  assign \$776  = | \port$12051$205 [35:31];
+  assign \$777  = \port$12051$205 [35:31] - 1'h1;
   assign \$778  = \$776  ? \$777  : 6'h00;
-  assign \$779  = | \port$12195$205 [51:47];
-  assign \$780  = \port$12195$205 [51:47] - 1'h1;
+  assign \$779  = | \port$12051$205 [51:47];
+  assign \$780  = \port$12051$205 [51:47] - 1'h1;
   assign \$781  = \$779  ? \$780  : 6'h00;
   assign \$782  = \$775  ? \$778 [4:0] : \$781 [4:0];
   assign \$783  = \$771  ? \$774 [4:0] : \$782 ;
   assign \$784  = ! group[29:28];
-  assign \$785  = | \port$12195$205 [19:15];
+  assign \$785  = | \port$12051$205 [19:15];
   assign \$786  = group[29:28] == 1'h1;
-  assign \$787  = | \port$12195$205 [35:31];
-  assign \$788  = | \port$12195$205 [51:47];
-  assign \$789  = \$786  ? { \$787 , \port$12195$205 [30:21] } : { \$788 , \port$12195$205 [46:37] };
-  assign \$790  = \$784  ? { \$785 , \port$12195$205 [14:5] } : \$789 ;
+  assign \$787  = | \port$12051$205 [35:31];
+  assign \$788  = | \port$12051$205 [51:47];
+  assign \$789  = \$786  ? { \$787 , \port$12051$205 [30:21] } : { \$788 , \port$12051$205 [46:37] };
+  assign \$790  = \$784  ? { \$785 , \port$12051$205 [14:5] } : \$789 ;
   assign \$791  = group[29:28] == 1'h1;
   assign \$792  = group[29:28] == 2'h2;
-  assign \$793  = 5'h10 - \port$12195$205 [4:0];
-  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$793  = 5'h10 - \port$12051$205 [4:0];
+  assign \$794  = upper[14] ? \$793  : { 1'h0, \port$12051$205 [4:0] };
   assign \$795  = \$792  ? 6'h10 : \$794 ;
   assign \$796  = \$791  ? 7'h20 : { \$795 [5], \$795  };
   assign \$797  = \$796 [5:0] - 1'h1;
@@ -12755,29 +12755,29 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
   assign \$824  = | g14;
   assign \$825  = g14 == 2'h2;
   assign \$826  = ! group[31:30];
-  assign \$827  = | \port$12195$205 [19:15];
-  assign \$828  = \port$12195$205 [19:15] - 1'h1;
+  assign \$827  = | \port$12051$205 [19:15];
+  assign \$828  = \port$12051$205 [19:15] - 1'h1;
   assign \$829  = \$827  ? \$828  : 6'h00;
   assign \$830  = group[31:30] == 1'h1;
-  assign \$831  = | \port$12195$205 [35:31];
-  assign \$832  = \port$12195$205 [35:31] - 1'h1;
+  assign \$831  = | \port$12051$205 [35:31];
+  assign \$832  = \port$12051$205 [35:31] - 1'h1;
   assign \$833  = \$831  ? \$832  : 6'h00;
-  assign \$834  = | \port$12195$205 [51:47];
-  assign \$835  = \port$12195$205 [51:47] - 1'h1;
+  assign \$834  = | \port$12051$205 [51:47];
+  assign \$835  = \port$12051$205 [51:47] - 1'h1;
   assign \$836  = \$834  ? \$835  : 6'h00;
   assign \$837  = \$830  ? \$833 [4:0] : \$836 [4:0];
   assign \$838  = \$826  ? \$829 [4:0] : \$837 ;
   assign \$839  = ! group[31:30];
-  assign \$840  = | \port$12195$205 [19:15];
+  assign \$840  = | \port$12051$205 [19:15];
   assign \$841  = group[31:30] == 1'h1;
-  assign \$842  = | \port$12195$205 [35:31];
-  assign \$843  = | \port$12195$205 [51:47];
-  assign \$844  = \$841  ? { \$842 , \port$12195$205 [30:21] } : { \$843 , \port$12195$205 [46:37] };
-  assign \$845  = \$839  ? { \$840 , \port$12195$205 [14:5] } : \$844 ;
+  assign \$842  = | \port$12051$205 [35:31];
+  assign \$843  = | \port$12051$205 [51:47];
+  assign \$844  = \$841  ? { \$842 , \port$12051$205 [30:21] } : { \$843 , \port$12051$205 [46:37] };
+  assign \$845  = \$839  ? { \$840 , \port$12051$205 [14:5] } : \$844 ;
   assign \$846  = group[31:30] == 1'h1;
   assign \$847  = group[31:30] == 2'h2;
-  assign \$848  = 5'h10 - \port$12195$205 [4:0];
-  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12195$205 [4:0] };
+  assign \$848  = 5'h10 - \port$12051$205 [4:0];
+  assign \$849  = upper[15] ? \$848  : { 1'h0, \port$12051$205 [4:0] };
   assign \$850  = \$847  ? 6'h10 : \$849 ;
   assign \$851  = \$846  ? 7'h20 : { \$850 [5], \$850  };
   assign \$852  = \$851 [5:0] - 1'h1;
@@ -14525,7 +14525,7 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
     u15 <= \$2505 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$2017  = \port$12195$205 [4:0];
+    \$2017  = \port$12051$205 [4:0];
     if (rst) begin
       \$2017  = 5'h00;
     end
@@ -18007,10 +18007,10 @@ module \quant_engine.encoder (rst, \port$12195$205 , group, upper, mag, dense, h
     end
   end
   assign en = 1'h1;
-  assign n_lo = \port$12195$205 [4:0];
-  assign delta_outer = \port$12195$205 [52:37];
-  assign delta_inner = \port$12195$205 [36:21];
-  assign delta_mid = \port$12195$205 [20:5];
+  assign n_lo = \port$12051$205 [4:0];
+  assign delta_outer = \port$12051$205 [52:37];
+  assign delta_inner = \port$12051$205 [36:21];
+  assign delta_mid = \port$12051$205 [20:5];
   assign t0 = \$942 [15:0];
   assign rem0_3 = { \$946 , rem0_in[2:0] };
   assign rem0_1 = { \$950 , rem0_s2[0] };
@@ -27615,7 +27615,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire [41:0] \$1 ;
   wire \$10 ;
-  wire [5:0] \$100 ;
+  wire [35:0] \$100 ;
   wire \$1000 ;
   wire \$1001 ;
   wire \$1002 ;
@@ -27626,7 +27626,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1007 ;
   wire \$1008 ;
   wire \$1009 ;
-  wire [5:0] \$101 ;
+  wire [22:0] \$101 ;
   wire \$1010 ;
   wire \$1011 ;
   wire \$1012 ;
@@ -27637,7 +27637,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1017 ;
   wire \$1018 ;
   wire \$1019 ;
-  wire [5:0] \$102 ;
+  wire [41:0] \$102 ;
   wire \$1020 ;
   wire \$1021 ;
   wire \$1022 ;
@@ -27648,7 +27648,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1027 ;
   wire \$1028 ;
   wire \$1029 ;
-  wire [5:0] \$103 ;
+  wire [41:0] \$103 ;
   wire \$1030 ;
   wire \$1031 ;
   wire \$1032 ;
@@ -27659,7 +27659,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1037 ;
   wire \$1038 ;
   wire \$1039 ;
-  wire [5:0] \$104 ;
+  wire [41:0] \$104 ;
   wire \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
@@ -27670,7 +27670,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1047 ;
   wire \$1048 ;
   wire \$1049 ;
-  wire [5:0] \$105 ;
+  wire [41:0] \$105 ;
   wire \$1050 ;
   wire \$1051 ;
   wire \$1052 ;
@@ -27681,7 +27681,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1057 ;
   wire \$1058 ;
   wire \$1059 ;
-  wire \$106 ;
+  wire [41:0] \$106 ;
   wire \$1060 ;
   wire \$1061 ;
   wire \$1062 ;
@@ -27692,7 +27692,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1067 ;
   wire \$1068 ;
   wire \$1069 ;
-  wire [5:0] \$107 ;
+  wire [41:0] \$107 ;
   wire \$1070 ;
   wire \$1071 ;
   wire \$1072 ;
@@ -27703,7 +27703,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1077 ;
   wire \$1078 ;
   wire \$1079 ;
-  wire [5:0] \$108 ;
+  wire [43:0] \$108 ;
   wire \$1080 ;
   wire \$1081 ;
   wire \$1082 ;
@@ -27714,7 +27714,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1087 ;
   wire \$1088 ;
   wire \$1089 ;
-  wire [5:0] \$109 ;
+  wire [43:0] \$109 ;
   wire \$1090 ;
   wire \$1091 ;
   wire \$1092 ;
@@ -27726,7 +27726,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1098 ;
   wire \$1099 ;
   wire [44:0] \$11 ;
-  wire [5:0] \$110 ;
+  wire [43:0] \$110 ;
   wire \$1100 ;
   wire \$1101 ;
   wire \$1102 ;
@@ -27737,7 +27737,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1107 ;
   wire \$1108 ;
   wire \$1109 ;
-  wire [5:0] \$111 ;
+  wire [74:0] \$111 ;
   wire \$1110 ;
   wire \$1111 ;
   wire \$1112 ;
@@ -27748,7 +27748,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1117 ;
   wire \$1118 ;
   wire \$1119 ;
-  wire [5:0] \$112 ;
+  wire [75:0] \$112 ;
   wire \$1120 ;
   wire \$1121 ;
   wire \$1122 ;
@@ -27759,18 +27759,18 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1127 ;
   wire \$1128 ;
   wire \$1129 ;
-  wire [5:0] \$113 ;
+  wire [56:0] \$113 ;
   wire \$1130 ;
   wire \$1131 ;
-  wire \$1132 ;
-  wire \$1133 ;
-  wire \$1134 ;
-  wire \$1135 ;
+  wire [6:0] \$1132 ;
+  wire [42:0] \$1133 ;
+  wire [41:0] \$1134 ;
+  wire [42:0] \$1135 ;
   wire \$1136 ;
   wire \$1137 ;
   wire \$1138 ;
   wire \$1139 ;
-  wire [5:0] \$114 ;
+  wire [57:0] \$114 ;
   wire \$1140 ;
   wire \$1141 ;
   wire \$1142 ;
@@ -27781,7 +27781,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1147 ;
   wire \$1148 ;
   wire \$1149 ;
-  wire [5:0] \$115 ;
+  wire [36:0] \$115 ;
   wire \$1150 ;
   wire \$1151 ;
   wire \$1152 ;
@@ -27792,7 +27792,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1157 ;
   wire \$1158 ;
   wire \$1159 ;
-  wire [5:0] \$116 ;
+  wire [37:0] \$116 ;
   wire \$1160 ;
   wire \$1161 ;
   wire \$1162 ;
@@ -27803,7 +27803,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1167 ;
   wire \$1168 ;
   wire \$1169 ;
-  wire [5:0] \$117 ;
+  wire [66:0] \$117 ;
   wire \$1170 ;
   wire \$1171 ;
   wire \$1172 ;
@@ -27814,7 +27814,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1177 ;
   wire \$1178 ;
   wire \$1179 ;
-  wire [5:0] \$118 ;
+  wire [67:0] \$118 ;
   wire \$1180 ;
   wire \$1181 ;
   wire \$1182 ;
@@ -27825,7 +27825,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1187 ;
   wire \$1188 ;
   wire \$1189 ;
-  wire [5:0] \$119 ;
+  wire [85:0] \$119 ;
   wire \$1190 ;
   wire \$1191 ;
   wire \$1192 ;
@@ -27837,7 +27837,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1198 ;
   wire \$1199 ;
   wire \$12 ;
-  wire [6:0] \$120 ;
+  wire [86:0] \$120 ;
   wire \$1200 ;
   wire \$1201 ;
   wire \$1202 ;
@@ -27848,7 +27848,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1207 ;
   wire \$1208 ;
   wire \$1209 ;
-  wire [5:0] \$121 ;
+  wire [62:0] \$121 ;
   wire \$1210 ;
   wire \$1211 ;
   wire \$1212 ;
@@ -27859,7 +27859,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1217 ;
   wire \$1218 ;
   wire \$1219 ;
-  wire [5:0] \$122 ;
+  wire [87:0] \$122 ;
   wire \$1220 ;
   wire \$1221 ;
   wire \$1222 ;
@@ -27870,7 +27870,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
-  wire [5:0] \$123 ;
+  wire [87:0] \$123 ;
   wire \$1230 ;
   wire \$1231 ;
   wire \$1232 ;
@@ -27881,7 +27881,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1237 ;
   wire \$1238 ;
   wire \$1239 ;
-  wire [5:0] \$124 ;
+  wire [62:0] \$124 ;
   wire \$1240 ;
   wire \$1241 ;
   wire \$1242 ;
@@ -27892,7 +27892,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1247 ;
   wire \$1248 ;
   wire \$1249 ;
-  wire [5:0] \$125 ;
+  wire [63:0] \$125 ;
   wire \$1250 ;
   wire \$1251 ;
   wire \$1252 ;
@@ -27903,7 +27903,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1257 ;
   wire \$1258 ;
   wire \$1259 ;
-  wire [5:0] \$126 ;
+  wire [63:0] \$126 ;
   wire \$1260 ;
   wire \$1261 ;
   wire \$1262 ;
@@ -27914,18 +27914,18 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1267 ;
   wire \$1268 ;
   wire \$1269 ;
-  wire [5:0] \$127 ;
+  wire [62:0] \$127 ;
   wire \$1270 ;
   wire \$1271 ;
   wire \$1272 ;
   wire \$1273 ;
   wire \$1274 ;
   wire \$1275 ;
-  wire [6:0] \$1276 ;
-  wire [42:0] \$1277 ;
-  wire [41:0] \$1278 ;
-  wire [42:0] \$1279 ;
-  wire [5:0] \$128 ;
+  wire \$1276 ;
+  wire \$1277 ;
+  wire \$1278 ;
+  wire \$1279 ;
+  wire [63:0] \$128 ;
   wire \$1280 ;
   wire \$1281 ;
   wire \$1282 ;
@@ -27936,7 +27936,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1287 ;
   wire \$1288 ;
   wire \$1289 ;
-  wire [5:0] \$129 ;
+  wire [63:0] \$129 ;
   wire \$1290 ;
   wire \$1291 ;
   wire \$1292 ;
@@ -27948,7 +27948,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1298 ;
   wire \$1299 ;
   wire [42:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$1300 ;
   wire \$1301 ;
   wire \$1302 ;
@@ -27959,7 +27959,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1307 ;
   wire \$1308 ;
   wire \$1309 ;
-  wire [5:0] \$131 ;
+  wire \$131 ;
   wire \$1310 ;
   wire \$1311 ;
   wire \$1312 ;
@@ -27970,7 +27970,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1317 ;
   wire \$1318 ;
   wire \$1319 ;
-  wire [5:0] \$132 ;
+  wire \$132 ;
   wire \$1320 ;
   wire \$1321 ;
   wire \$1322 ;
@@ -27992,7 +27992,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1337 ;
   wire \$1338 ;
   wire \$1339 ;
-  wire [5:0] \$134 ;
+  wire \$134 ;
   wire \$1340 ;
   wire \$1341 ;
   wire \$1342 ;
@@ -28003,7 +28003,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1347 ;
   wire \$1348 ;
   wire \$1349 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$1350 ;
   wire \$1351 ;
   wire \$1352 ;
@@ -28014,7 +28014,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1357 ;
   wire \$1358 ;
   wire \$1359 ;
-  wire [5:0] \$136 ;
+  wire \$136 ;
   wire \$1360 ;
   wire \$1361 ;
   wire \$1362 ;
@@ -28025,7 +28025,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1367 ;
   wire \$1368 ;
   wire \$1369 ;
-  wire [5:0] \$137 ;
+  wire \$137 ;
   wire \$1370 ;
   wire \$1371 ;
   wire \$1372 ;
@@ -28036,7 +28036,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1377 ;
   wire \$1378 ;
   wire \$1379 ;
-  wire [5:0] \$138 ;
+  wire \$138 ;
   wire \$1380 ;
   wire \$1381 ;
   wire \$1382 ;
@@ -28047,7 +28047,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1387 ;
   wire \$1388 ;
   wire \$1389 ;
-  wire [5:0] \$139 ;
+  wire \$139 ;
   wire \$1390 ;
   wire \$1391 ;
   wire \$1392 ;
@@ -28059,7 +28059,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1398 ;
   wire \$1399 ;
   wire \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$1400 ;
   wire \$1401 ;
   wire \$1402 ;
@@ -28070,7 +28070,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1407 ;
   wire \$1408 ;
   wire \$1409 ;
-  wire [5:0] \$141 ;
+  wire \$141 ;
   wire \$1410 ;
   wire \$1411 ;
   wire \$1412 ;
@@ -28081,7 +28081,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1417 ;
   wire \$1418 ;
   wire \$1419 ;
-  wire [5:0] \$142 ;
+  wire \$142 ;
   wire \$1420 ;
   wire \$1421 ;
   wire \$1422 ;
@@ -28092,7 +28092,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1427 ;
   wire \$1428 ;
   wire \$1429 ;
-  wire [5:0] \$143 ;
+  wire \$143 ;
   wire \$1430 ;
   wire \$1431 ;
   wire \$1432 ;
@@ -28103,7 +28103,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1437 ;
   wire \$1438 ;
   wire \$1439 ;
-  wire [5:0] \$144 ;
+  wire \$144 ;
   wire \$1440 ;
   wire \$1441 ;
   wire \$1442 ;
@@ -28114,7 +28114,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1447 ;
   wire \$1448 ;
   wire \$1449 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$1450 ;
   wire \$1451 ;
   wire \$1452 ;
@@ -28136,7 +28136,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1467 ;
   wire \$1468 ;
   wire \$1469 ;
-  wire [5:0] \$147 ;
+  wire \$147 ;
   wire \$1470 ;
   wire \$1471 ;
   wire \$1472 ;
@@ -28147,7 +28147,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1477 ;
   wire \$1478 ;
   wire \$1479 ;
-  wire [5:0] \$148 ;
+  wire \$148 ;
   wire \$1480 ;
   wire \$1481 ;
   wire \$1482 ;
@@ -28158,7 +28158,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1487 ;
   wire \$1488 ;
   wire \$1489 ;
-  wire [5:0] \$149 ;
+  wire \$149 ;
   wire \$1490 ;
   wire \$1491 ;
   wire \$1492 ;
@@ -28170,7 +28170,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1498 ;
   wire \$1499 ;
   wire [42:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$150 ;
   wire \$1500 ;
   wire \$1501 ;
   wire \$1502 ;
@@ -28181,7 +28181,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1507 ;
   wire \$1508 ;
   wire \$1509 ;
-  wire [5:0] \$151 ;
+  wire \$151 ;
   wire \$1510 ;
   wire \$1511 ;
   wire \$1512 ;
@@ -28192,7 +28192,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1517 ;
   wire \$1518 ;
   wire \$1519 ;
-  wire [5:0] \$152 ;
+  wire \$152 ;
   wire \$1520 ;
   wire \$1521 ;
   wire \$1522 ;
@@ -28203,7 +28203,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1527 ;
   wire \$1528 ;
   wire \$1529 ;
-  wire [5:0] \$153 ;
+  wire \$153 ;
   wire \$1530 ;
   wire \$1531 ;
   wire \$1532 ;
@@ -28214,7 +28214,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1537 ;
   wire \$1538 ;
   wire \$1539 ;
-  wire [5:0] \$154 ;
+  wire \$154 ;
   wire \$1540 ;
   wire \$1541 ;
   wire \$1542 ;
@@ -28225,7 +28225,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1547 ;
   wire \$1548 ;
   wire \$1549 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$1550 ;
   wire \$1551 ;
   wire \$1552 ;
@@ -28236,7 +28236,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1557 ;
   wire \$1558 ;
   wire \$1559 ;
-  wire [5:0] \$156 ;
+  wire \$156 ;
   wire \$1560 ;
   wire \$1561 ;
   wire \$1562 ;
@@ -28246,219 +28246,219 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$1566 ;
   wire \$1567 ;
   wire \$1568 ;
-  wire \$1569 ;
-  wire [5:0] \$157 ;
-  wire \$1570 ;
-  wire \$1571 ;
-  wire \$1572 ;
-  wire \$1573 ;
-  wire \$1574 ;
-  wire \$1575 ;
-  wire \$1576 ;
-  wire \$1577 ;
-  wire \$1578 ;
-  wire \$1579 ;
-  wire [5:0] \$158 ;
-  wire \$1580 ;
-  wire \$1581 ;
-  wire \$1582 ;
-  wire \$1583 ;
-  wire \$1584 ;
-  wire \$1585 ;
-  wire \$1586 ;
-  wire \$1587 ;
-  wire \$1588 ;
-  wire \$1589 ;
-  wire [5:0] \$159 ;
-  wire \$1590 ;
-  wire \$1591 ;
-  wire \$1592 ;
-  wire \$1593 ;
-  wire \$1594 ;
-  wire \$1595 ;
-  wire \$1596 ;
-  wire \$1597 ;
-  wire \$1598 ;
-  wire \$1599 ;
+  wire [6:0] \$1569 ;
+  wire \$157 ;
+  wire [41:0] \$1570 ;
+  wire [41:0] \$1571 ;
+  wire [41:0] \$1572 ;
+  wire [41:0] \$1573 ;
+  wire [41:0] \$1574 ;
+  wire [41:0] \$1575 ;
+  wire [26:0] \$1576 ;
+  wire [41:0] \$1577 ;
+  wire [41:0] \$1578 ;
+  wire [41:0] \$1579 ;
+  wire \$158 ;
+  wire [41:0] \$1580 ;
+  wire [41:0] \$1581 ;
+  wire [41:0] \$1582 ;
+  wire [26:0] \$1583 ;
+  wire [18:0] \$1584 ;
+  wire [41:0] \$1585 ;
+  wire [41:0] \$1586 ;
+  wire [41:0] \$1587 ;
+  wire [41:0] \$1588 ;
+  wire [41:0] \$1589 ;
+  wire \$159 ;
+  wire [41:0] \$1590 ;
+  wire [26:0] \$1591 ;
+  wire [41:0] \$1592 ;
+  wire [41:0] \$1593 ;
+  wire [41:0] \$1594 ;
+  wire [41:0] \$1595 ;
+  wire [41:0] \$1596 ;
+  wire [41:0] \$1597 ;
+  wire [26:0] \$1598 ;
+  wire [18:0] \$1599 ;
   wire \$16 ;
-  wire [6:0] \$160 ;
-  wire \$1600 ;
-  wire \$1601 ;
-  wire \$1602 ;
-  wire \$1603 ;
-  wire \$1604 ;
-  wire \$1605 ;
-  wire \$1606 ;
-  wire \$1607 ;
-  wire \$1608 ;
-  wire \$1609 ;
-  wire [5:0] \$161 ;
-  wire \$1610 ;
-  wire \$1611 ;
-  wire \$1612 ;
-  wire \$1613 ;
-  wire \$1614 ;
-  wire \$1615 ;
-  wire \$1616 ;
-  wire \$1617 ;
-  wire \$1618 ;
-  wire \$1619 ;
+  wire \$160 ;
+  wire [14:0] \$1600 ;
+  wire [41:0] \$1601 ;
+  wire [41:0] \$1602 ;
+  wire [41:0] \$1603 ;
+  wire [41:0] \$1604 ;
+  wire [41:0] \$1605 ;
+  wire [41:0] \$1606 ;
+  wire [26:0] \$1607 ;
+  wire [41:0] \$1608 ;
+  wire [41:0] \$1609 ;
+  wire \$161 ;
+  wire [41:0] \$1610 ;
+  wire [41:0] \$1611 ;
+  wire [41:0] \$1612 ;
+  wire [41:0] \$1613 ;
+  wire [26:0] \$1614 ;
+  wire [18:0] \$1615 ;
+  wire [41:0] \$1616 ;
+  wire [41:0] \$1617 ;
+  wire [41:0] \$1618 ;
+  wire [41:0] \$1619 ;
   wire \$162 ;
-  wire \$1620 ;
-  wire \$1621 ;
-  wire \$1622 ;
-  wire \$1623 ;
-  wire \$1624 ;
-  wire \$1625 ;
-  wire \$1626 ;
-  wire \$1627 ;
-  wire \$1628 ;
-  wire \$1629 ;
-  wire [5:0] \$163 ;
-  wire \$1630 ;
-  wire \$1631 ;
-  wire \$1632 ;
-  wire \$1633 ;
-  wire \$1634 ;
-  wire \$1635 ;
-  wire \$1636 ;
-  wire \$1637 ;
-  wire \$1638 ;
-  wire \$1639 ;
-  wire [5:0] \$164 ;
-  wire \$1640 ;
-  wire \$1641 ;
-  wire \$1642 ;
-  wire \$1643 ;
-  wire \$1644 ;
-  wire \$1645 ;
-  wire \$1646 ;
-  wire \$1647 ;
-  wire \$1648 ;
-  wire \$1649 ;
-  wire [5:0] \$165 ;
-  wire \$1650 ;
-  wire \$1651 ;
-  wire \$1652 ;
-  wire \$1653 ;
-  wire \$1654 ;
-  wire \$1655 ;
-  wire \$1656 ;
-  wire \$1657 ;
-  wire \$1658 ;
-  wire \$1659 ;
-  wire [5:0] \$166 ;
-  wire \$1660 ;
-  wire \$1661 ;
-  wire \$1662 ;
-  wire \$1663 ;
-  wire \$1664 ;
-  wire \$1665 ;
-  wire \$1666 ;
-  wire \$1667 ;
-  wire \$1668 ;
-  wire \$1669 ;
-  wire [5:0] \$167 ;
-  wire \$1670 ;
-  wire \$1671 ;
-  wire \$1672 ;
-  wire \$1673 ;
-  wire \$1674 ;
-  wire \$1675 ;
-  wire \$1676 ;
-  wire \$1677 ;
-  wire \$1678 ;
-  wire \$1679 ;
-  wire [5:0] \$168 ;
-  wire \$1680 ;
-  wire \$1681 ;
-  wire \$1682 ;
-  wire \$1683 ;
-  wire \$1684 ;
-  wire \$1685 ;
-  wire \$1686 ;
-  wire \$1687 ;
-  wire \$1688 ;
-  wire \$1689 ;
-  wire [5:0] \$169 ;
-  wire \$1690 ;
-  wire \$1691 ;
-  wire \$1692 ;
-  wire \$1693 ;
-  wire \$1694 ;
-  wire \$1695 ;
-  wire \$1696 ;
-  wire \$1697 ;
-  wire \$1698 ;
-  wire \$1699 ;
+  wire [41:0] \$1620 ;
+  wire [41:0] \$1621 ;
+  wire [26:0] \$1622 ;
+  wire [41:0] \$1623 ;
+  wire [41:0] \$1624 ;
+  wire [41:0] \$1625 ;
+  wire [41:0] \$1626 ;
+  wire [41:0] \$1627 ;
+  wire [41:0] \$1628 ;
+  wire [26:0] \$1629 ;
+  wire \$163 ;
+  wire [18:0] \$1630 ;
+  wire [14:0] \$1631 ;
+  wire [12:0] \$1632 ;
+  wire [41:0] \$1633 ;
+  wire [41:0] \$1634 ;
+  wire [41:0] \$1635 ;
+  wire [41:0] \$1636 ;
+  wire [41:0] \$1637 ;
+  wire [41:0] \$1638 ;
+  wire [26:0] \$1639 ;
+  wire \$164 ;
+  wire [41:0] \$1640 ;
+  wire [41:0] \$1641 ;
+  wire [41:0] \$1642 ;
+  wire [41:0] \$1643 ;
+  wire [41:0] \$1644 ;
+  wire [41:0] \$1645 ;
+  wire [26:0] \$1646 ;
+  wire [18:0] \$1647 ;
+  wire [41:0] \$1648 ;
+  wire [41:0] \$1649 ;
+  wire \$165 ;
+  wire [41:0] \$1650 ;
+  wire [41:0] \$1651 ;
+  wire [41:0] \$1652 ;
+  wire [41:0] \$1653 ;
+  wire [26:0] \$1654 ;
+  wire [41:0] \$1655 ;
+  wire [41:0] \$1656 ;
+  wire [41:0] \$1657 ;
+  wire [41:0] \$1658 ;
+  wire [41:0] \$1659 ;
+  wire \$166 ;
+  wire [41:0] \$1660 ;
+  wire [26:0] \$1661 ;
+  wire [18:0] \$1662 ;
+  wire [14:0] \$1663 ;
+  wire [41:0] \$1664 ;
+  wire [41:0] \$1665 ;
+  wire [41:0] \$1666 ;
+  wire [41:0] \$1667 ;
+  wire [41:0] \$1668 ;
+  wire [41:0] \$1669 ;
+  wire \$167 ;
+  wire [26:0] \$1670 ;
+  wire [41:0] \$1671 ;
+  wire [41:0] \$1672 ;
+  wire [41:0] \$1673 ;
+  wire [41:0] \$1674 ;
+  wire [41:0] \$1675 ;
+  wire [41:0] \$1676 ;
+  wire [26:0] \$1677 ;
+  wire [18:0] \$1678 ;
+  wire [41:0] \$1679 ;
+  wire \$168 ;
+  wire [41:0] \$1680 ;
+  wire [41:0] \$1681 ;
+  wire [41:0] \$1682 ;
+  wire [41:0] \$1683 ;
+  wire [41:0] \$1684 ;
+  wire [26:0] \$1685 ;
+  wire [41:0] \$1686 ;
+  wire [41:0] \$1687 ;
+  wire [41:0] \$1688 ;
+  wire [41:0] \$1689 ;
+  wire \$169 ;
+  wire [41:0] \$1690 ;
+  wire [41:0] \$1691 ;
+  wire [26:0] \$1692 ;
+  wire [18:0] \$1693 ;
+  wire [14:0] \$1694 ;
+  wire [12:0] \$1695 ;
+  wire [9:0] \$1696 ;
+  wire [41:0] \$1697 ;
+  wire [41:0] \$1698 ;
+  wire [41:0] \$1699 ;
   wire [42:0] \$17 ;
-  wire [5:0] \$170 ;
-  wire \$1700 ;
-  wire \$1701 ;
-  wire \$1702 ;
-  wire \$1703 ;
-  wire \$1704 ;
-  wire \$1705 ;
-  wire \$1706 ;
-  wire \$1707 ;
-  wire \$1708 ;
-  wire \$1709 ;
-  wire [5:0] \$171 ;
-  wire \$1710 ;
-  wire \$1711 ;
-  wire \$1712 ;
-  wire [6:0] \$1713 ;
+  wire \$170 ;
+  wire [41:0] \$1700 ;
+  wire [41:0] \$1701 ;
+  wire [41:0] \$1702 ;
+  wire [26:0] \$1703 ;
+  wire [41:0] \$1704 ;
+  wire [41:0] \$1705 ;
+  wire [41:0] \$1706 ;
+  wire [41:0] \$1707 ;
+  wire [41:0] \$1708 ;
+  wire [41:0] \$1709 ;
+  wire \$171 ;
+  wire [26:0] \$1710 ;
+  wire [18:0] \$1711 ;
+  wire [41:0] \$1712 ;
+  wire [41:0] \$1713 ;
   wire [41:0] \$1714 ;
   wire [41:0] \$1715 ;
   wire [41:0] \$1716 ;
   wire [41:0] \$1717 ;
-  wire [41:0] \$1718 ;
+  wire [26:0] \$1718 ;
   wire [41:0] \$1719 ;
-  wire [5:0] \$172 ;
-  wire [26:0] \$1720 ;
+  wire [41:0] \$172 ;
+  wire [41:0] \$1720 ;
   wire [41:0] \$1721 ;
   wire [41:0] \$1722 ;
   wire [41:0] \$1723 ;
   wire [41:0] \$1724 ;
-  wire [41:0] \$1725 ;
-  wire [41:0] \$1726 ;
-  wire [26:0] \$1727 ;
-  wire [18:0] \$1728 ;
+  wire [26:0] \$1725 ;
+  wire [18:0] \$1726 ;
+  wire [14:0] \$1727 ;
+  wire [41:0] \$1728 ;
   wire [41:0] \$1729 ;
-  wire [5:0] \$173 ;
+  wire \$173 ;
   wire [41:0] \$1730 ;
   wire [41:0] \$1731 ;
   wire [41:0] \$1732 ;
   wire [41:0] \$1733 ;
-  wire [41:0] \$1734 ;
-  wire [26:0] \$1735 ;
+  wire [26:0] \$1734 ;
+  wire [41:0] \$1735 ;
   wire [41:0] \$1736 ;
   wire [41:0] \$1737 ;
   wire [41:0] \$1738 ;
   wire [41:0] \$1739 ;
-  wire [5:0] \$174 ;
+  wire \$174 ;
   wire [41:0] \$1740 ;
-  wire [41:0] \$1741 ;
-  wire [26:0] \$1742 ;
-  wire [18:0] \$1743 ;
-  wire [14:0] \$1744 ;
+  wire [26:0] \$1741 ;
+  wire [18:0] \$1742 ;
+  wire [41:0] \$1743 ;
+  wire [41:0] \$1744 ;
   wire [41:0] \$1745 ;
   wire [41:0] \$1746 ;
   wire [41:0] \$1747 ;
   wire [41:0] \$1748 ;
-  wire [41:0] \$1749 ;
-  wire [6:0] \$175 ;
+  wire [26:0] \$1749 ;
+  wire \$175 ;
   wire [41:0] \$1750 ;
-  wire [26:0] \$1751 ;
+  wire [41:0] \$1751 ;
   wire [41:0] \$1752 ;
   wire [41:0] \$1753 ;
   wire [41:0] \$1754 ;
   wire [41:0] \$1755 ;
-  wire [41:0] \$1756 ;
-  wire [41:0] \$1757 ;
-  wire [26:0] \$1758 ;
-  wire [18:0] \$1759 ;
-  wire [5:0] \$176 ;
+  wire [26:0] \$1756 ;
+  wire [18:0] \$1757 ;
+  wire [14:0] \$1758 ;
+  wire [12:0] \$1759 ;
+  wire \$176 ;
   wire [41:0] \$1760 ;
   wire [41:0] \$1761 ;
   wire [41:0] \$1762 ;
@@ -28469,38 +28469,38 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1767 ;
   wire [41:0] \$1768 ;
   wire [41:0] \$1769 ;
-  wire [5:0] \$177 ;
+  wire \$177 ;
   wire [41:0] \$1770 ;
   wire [41:0] \$1771 ;
   wire [41:0] \$1772 ;
   wire [26:0] \$1773 ;
   wire [18:0] \$1774 ;
-  wire [14:0] \$1775 ;
-  wire [12:0] \$1776 ;
+  wire [41:0] \$1775 ;
+  wire [41:0] \$1776 ;
   wire [41:0] \$1777 ;
   wire [41:0] \$1778 ;
   wire [41:0] \$1779 ;
-  wire [5:0] \$178 ;
+  wire \$178 ;
   wire [41:0] \$1780 ;
-  wire [41:0] \$1781 ;
+  wire [26:0] \$1781 ;
   wire [41:0] \$1782 ;
-  wire [26:0] \$1783 ;
+  wire [41:0] \$1783 ;
   wire [41:0] \$1784 ;
   wire [41:0] \$1785 ;
   wire [41:0] \$1786 ;
   wire [41:0] \$1787 ;
-  wire [41:0] \$1788 ;
-  wire [41:0] \$1789 ;
+  wire [26:0] \$1788 ;
+  wire [18:0] \$1789 ;
   wire \$179 ;
-  wire [26:0] \$1790 ;
-  wire [18:0] \$1791 ;
+  wire [14:0] \$1790 ;
+  wire [41:0] \$1791 ;
   wire [41:0] \$1792 ;
   wire [41:0] \$1793 ;
   wire [41:0] \$1794 ;
   wire [41:0] \$1795 ;
   wire [41:0] \$1796 ;
-  wire [41:0] \$1797 ;
-  wire [26:0] \$1798 ;
+  wire [26:0] \$1797 ;
+  wire [41:0] \$1798 ;
   wire [41:0] \$1799 ;
   wire \$18 ;
   wire \$180 ;
@@ -28508,68 +28508,68 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1801 ;
   wire [41:0] \$1802 ;
   wire [41:0] \$1803 ;
-  wire [41:0] \$1804 ;
-  wire [26:0] \$1805 ;
-  wire [18:0] \$1806 ;
-  wire [14:0] \$1807 ;
+  wire [26:0] \$1804 ;
+  wire [18:0] \$1805 ;
+  wire [41:0] \$1806 ;
+  wire [41:0] \$1807 ;
   wire [41:0] \$1808 ;
   wire [41:0] \$1809 ;
-  wire [5:0] \$181 ;
+  wire \$181 ;
   wire [41:0] \$1810 ;
   wire [41:0] \$1811 ;
-  wire [41:0] \$1812 ;
+  wire [26:0] \$1812 ;
   wire [41:0] \$1813 ;
-  wire [26:0] \$1814 ;
+  wire [41:0] \$1814 ;
   wire [41:0] \$1815 ;
   wire [41:0] \$1816 ;
   wire [41:0] \$1817 ;
   wire [41:0] \$1818 ;
-  wire [41:0] \$1819 ;
-  wire [5:0] \$182 ;
-  wire [41:0] \$1820 ;
-  wire [26:0] \$1821 ;
-  wire [18:0] \$1822 ;
-  wire [41:0] \$1823 ;
-  wire [41:0] \$1824 ;
+  wire [26:0] \$1819 ;
+  wire \$182 ;
+  wire [18:0] \$1820 ;
+  wire [14:0] \$1821 ;
+  wire [12:0] \$1822 ;
+  wire [5:0] \$1823 ;
+  wire [4:0] \$1824 ;
   wire [41:0] \$1825 ;
   wire [41:0] \$1826 ;
   wire [41:0] \$1827 ;
   wire [41:0] \$1828 ;
-  wire [26:0] \$1829 ;
-  wire [5:0] \$183 ;
+  wire [41:0] \$1829 ;
+  wire \$183 ;
   wire [41:0] \$1830 ;
-  wire [41:0] \$1831 ;
+  wire [26:0] \$1831 ;
   wire [41:0] \$1832 ;
   wire [41:0] \$1833 ;
   wire [41:0] \$1834 ;
   wire [41:0] \$1835 ;
-  wire [26:0] \$1836 ;
-  wire [18:0] \$1837 ;
-  wire [14:0] \$1838 ;
-  wire [12:0] \$1839 ;
-  wire [5:0] \$184 ;
-  wire [9:0] \$1840 ;
+  wire [41:0] \$1836 ;
+  wire [41:0] \$1837 ;
+  wire [26:0] \$1838 ;
+  wire [18:0] \$1839 ;
+  wire \$184 ;
+  wire [41:0] \$1840 ;
   wire [41:0] \$1841 ;
   wire [41:0] \$1842 ;
   wire [41:0] \$1843 ;
   wire [41:0] \$1844 ;
   wire [41:0] \$1845 ;
-  wire [41:0] \$1846 ;
-  wire [26:0] \$1847 ;
+  wire [26:0] \$1846 ;
+  wire [41:0] \$1847 ;
   wire [41:0] \$1848 ;
   wire [41:0] \$1849 ;
-  wire [5:0] \$185 ;
+  wire \$185 ;
   wire [41:0] \$1850 ;
   wire [41:0] \$1851 ;
   wire [41:0] \$1852 ;
-  wire [41:0] \$1853 ;
-  wire [26:0] \$1854 ;
-  wire [18:0] \$1855 ;
+  wire [26:0] \$1853 ;
+  wire [18:0] \$1854 ;
+  wire [14:0] \$1855 ;
   wire [41:0] \$1856 ;
   wire [41:0] \$1857 ;
   wire [41:0] \$1858 ;
   wire [41:0] \$1859 ;
-  wire [5:0] \$186 ;
+  wire \$186 ;
   wire [41:0] \$1860 ;
   wire [41:0] \$1861 ;
   wire [26:0] \$1862 ;
@@ -28580,63 +28580,63 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1867 ;
   wire [41:0] \$1868 ;
   wire [26:0] \$1869 ;
-  wire [5:0] \$187 ;
+  wire \$187 ;
   wire [18:0] \$1870 ;
-  wire [14:0] \$1871 ;
+  wire [41:0] \$1871 ;
   wire [41:0] \$1872 ;
   wire [41:0] \$1873 ;
   wire [41:0] \$1874 ;
   wire [41:0] \$1875 ;
   wire [41:0] \$1876 ;
-  wire [41:0] \$1877 ;
-  wire [26:0] \$1878 ;
+  wire [26:0] \$1877 ;
+  wire [41:0] \$1878 ;
   wire [41:0] \$1879 ;
-  wire [5:0] \$188 ;
+  wire \$188 ;
   wire [41:0] \$1880 ;
   wire [41:0] \$1881 ;
   wire [41:0] \$1882 ;
   wire [41:0] \$1883 ;
-  wire [41:0] \$1884 ;
-  wire [26:0] \$1885 ;
-  wire [18:0] \$1886 ;
-  wire [41:0] \$1887 ;
+  wire [26:0] \$1884 ;
+  wire [18:0] \$1885 ;
+  wire [14:0] \$1886 ;
+  wire [12:0] \$1887 ;
   wire [41:0] \$1888 ;
   wire [41:0] \$1889 ;
-  wire [5:0] \$189 ;
+  wire \$189 ;
   wire [41:0] \$1890 ;
   wire [41:0] \$1891 ;
   wire [41:0] \$1892 ;
-  wire [26:0] \$1893 ;
-  wire [41:0] \$1894 ;
+  wire [41:0] \$1893 ;
+  wire [26:0] \$1894 ;
   wire [41:0] \$1895 ;
   wire [41:0] \$1896 ;
   wire [41:0] \$1897 ;
   wire [41:0] \$1898 ;
   wire [41:0] \$1899 ;
   wire [42:0] \$19 ;
-  wire [5:0] \$190 ;
-  wire [26:0] \$1900 ;
-  wire [18:0] \$1901 ;
-  wire [14:0] \$1902 ;
-  wire [12:0] \$1903 ;
+  wire \$190 ;
+  wire [41:0] \$1900 ;
+  wire [26:0] \$1901 ;
+  wire [18:0] \$1902 ;
+  wire [41:0] \$1903 ;
   wire [41:0] \$1904 ;
   wire [41:0] \$1905 ;
   wire [41:0] \$1906 ;
   wire [41:0] \$1907 ;
   wire [41:0] \$1908 ;
-  wire [41:0] \$1909 ;
-  wire [5:0] \$191 ;
-  wire [26:0] \$1910 ;
+  wire [26:0] \$1909 ;
+  wire \$191 ;
+  wire [41:0] \$1910 ;
   wire [41:0] \$1911 ;
   wire [41:0] \$1912 ;
   wire [41:0] \$1913 ;
   wire [41:0] \$1914 ;
   wire [41:0] \$1915 ;
-  wire [41:0] \$1916 ;
-  wire [26:0] \$1917 ;
-  wire [18:0] \$1918 ;
+  wire [26:0] \$1916 ;
+  wire [18:0] \$1917 ;
+  wire [14:0] \$1918 ;
   wire [41:0] \$1919 ;
-  wire [5:0] \$192 ;
+  wire \$192 ;
   wire [41:0] \$1920 ;
   wire [41:0] \$1921 ;
   wire [41:0] \$1922 ;
@@ -28652,103 +28652,103 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$1931 ;
   wire [26:0] \$1932 ;
   wire [18:0] \$1933 ;
-  wire [14:0] \$1934 ;
+  wire [41:0] \$1934 ;
   wire [41:0] \$1935 ;
   wire [41:0] \$1936 ;
   wire [41:0] \$1937 ;
   wire [41:0] \$1938 ;
   wire [41:0] \$1939 ;
-  wire [5:0] \$194 ;
-  wire [41:0] \$1940 ;
-  wire [26:0] \$1941 ;
+  wire \$194 ;
+  wire [26:0] \$1940 ;
+  wire [41:0] \$1941 ;
   wire [41:0] \$1942 ;
   wire [41:0] \$1943 ;
   wire [41:0] \$1944 ;
   wire [41:0] \$1945 ;
   wire [41:0] \$1946 ;
-  wire [41:0] \$1947 ;
-  wire [26:0] \$1948 ;
-  wire [18:0] \$1949 ;
-  wire [5:0] \$195 ;
-  wire [41:0] \$1950 ;
-  wire [41:0] \$1951 ;
+  wire [26:0] \$1947 ;
+  wire [18:0] \$1948 ;
+  wire [14:0] \$1949 ;
+  wire \$195 ;
+  wire [12:0] \$1950 ;
+  wire [9:0] \$1951 ;
   wire [41:0] \$1952 ;
   wire [41:0] \$1953 ;
   wire [41:0] \$1954 ;
   wire [41:0] \$1955 ;
-  wire [26:0] \$1956 ;
+  wire [41:0] \$1956 ;
   wire [41:0] \$1957 ;
-  wire [41:0] \$1958 ;
+  wire [26:0] \$1958 ;
   wire [41:0] \$1959 ;
-  wire [5:0] \$196 ;
+  wire \$196 ;
   wire [41:0] \$1960 ;
   wire [41:0] \$1961 ;
   wire [41:0] \$1962 ;
-  wire [26:0] \$1963 ;
-  wire [18:0] \$1964 ;
-  wire [14:0] \$1965 ;
-  wire [12:0] \$1966 ;
-  wire [5:0] \$1967 ;
-  wire [4:0] \$1968 ;
+  wire [41:0] \$1963 ;
+  wire [41:0] \$1964 ;
+  wire [26:0] \$1965 ;
+  wire [18:0] \$1966 ;
+  wire [41:0] \$1967 ;
+  wire [41:0] \$1968 ;
   wire [41:0] \$1969 ;
-  wire [5:0] \$197 ;
+  wire \$197 ;
   wire [41:0] \$1970 ;
   wire [41:0] \$1971 ;
   wire [41:0] \$1972 ;
-  wire [41:0] \$1973 ;
+  wire [26:0] \$1973 ;
   wire [41:0] \$1974 ;
-  wire [26:0] \$1975 ;
+  wire [41:0] \$1975 ;
   wire [41:0] \$1976 ;
   wire [41:0] \$1977 ;
   wire [41:0] \$1978 ;
   wire [41:0] \$1979 ;
-  wire [5:0] \$198 ;
-  wire [41:0] \$1980 ;
-  wire [41:0] \$1981 ;
-  wire [26:0] \$1982 ;
-  wire [18:0] \$1983 ;
+  wire \$198 ;
+  wire [26:0] \$1980 ;
+  wire [18:0] \$1981 ;
+  wire [14:0] \$1982 ;
+  wire [41:0] \$1983 ;
   wire [41:0] \$1984 ;
   wire [41:0] \$1985 ;
   wire [41:0] \$1986 ;
   wire [41:0] \$1987 ;
   wire [41:0] \$1988 ;
-  wire [41:0] \$1989 ;
-  wire [5:0] \$199 ;
-  wire [26:0] \$1990 ;
+  wire [26:0] \$1989 ;
+  wire \$199 ;
+  wire [41:0] \$1990 ;
   wire [41:0] \$1991 ;
   wire [41:0] \$1992 ;
   wire [41:0] \$1993 ;
   wire [41:0] \$1994 ;
   wire [41:0] \$1995 ;
-  wire [41:0] \$1996 ;
-  wire [26:0] \$1997 ;
-  wire [18:0] \$1998 ;
-  wire [14:0] \$1999 ;
+  wire [26:0] \$1996 ;
+  wire [18:0] \$1997 ;
+  wire [41:0] \$1998 ;
+  wire [41:0] \$1999 ;
   wire \$2 ;
   wire \$20 ;
-  wire [5:0] \$200 ;
+  wire \$200 ;
   wire [41:0] \$2000 ;
   wire [41:0] \$2001 ;
   wire [41:0] \$2002 ;
   wire [41:0] \$2003 ;
-  wire [41:0] \$2004 ;
+  wire [26:0] \$2004 ;
   wire [41:0] \$2005 ;
-  wire [26:0] \$2006 ;
+  wire [41:0] \$2006 ;
   wire [41:0] \$2007 ;
   wire [41:0] \$2008 ;
   wire [41:0] \$2009 ;
-  wire [5:0] \$201 ;
+  wire \$201 ;
   wire [41:0] \$2010 ;
-  wire [41:0] \$2011 ;
-  wire [41:0] \$2012 ;
-  wire [26:0] \$2013 ;
-  wire [18:0] \$2014 ;
+  wire [26:0] \$2011 ;
+  wire [18:0] \$2012 ;
+  wire [14:0] \$2013 ;
+  wire [12:0] \$2014 ;
   wire [41:0] \$2015 ;
   wire [41:0] \$2016 ;
   wire [41:0] \$2017 ;
   wire [41:0] \$2018 ;
   wire [41:0] \$2019 ;
-  wire [5:0] \$202 ;
+  wire \$202 ;
   wire [41:0] \$2020 ;
   wire [26:0] \$2021 ;
   wire [41:0] \$2022 ;
@@ -28759,97 +28759,97 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2027 ;
   wire [26:0] \$2028 ;
   wire [18:0] \$2029 ;
-  wire [5:0] \$203 ;
-  wire [14:0] \$2030 ;
-  wire [12:0] \$2031 ;
+  wire \$203 ;
+  wire [41:0] \$2030 ;
+  wire [41:0] \$2031 ;
   wire [41:0] \$2032 ;
   wire [41:0] \$2033 ;
   wire [41:0] \$2034 ;
   wire [41:0] \$2035 ;
-  wire [41:0] \$2036 ;
+  wire [26:0] \$2036 ;
   wire [41:0] \$2037 ;
-  wire [26:0] \$2038 ;
+  wire [41:0] \$2038 ;
   wire [41:0] \$2039 ;
-  wire [5:0] \$204 ;
+  wire \$204 ;
   wire [41:0] \$2040 ;
   wire [41:0] \$2041 ;
   wire [41:0] \$2042 ;
-  wire [41:0] \$2043 ;
-  wire [41:0] \$2044 ;
-  wire [26:0] \$2045 ;
-  wire [18:0] \$2046 ;
+  wire [26:0] \$2043 ;
+  wire [18:0] \$2044 ;
+  wire [14:0] \$2045 ;
+  wire [41:0] \$2046 ;
   wire [41:0] \$2047 ;
   wire [41:0] \$2048 ;
   wire [41:0] \$2049 ;
-  wire [5:0] \$205 ;
+  wire \$205 ;
   wire [41:0] \$2050 ;
   wire [41:0] \$2051 ;
-  wire [41:0] \$2052 ;
-  wire [26:0] \$2053 ;
+  wire [26:0] \$2052 ;
+  wire [41:0] \$2053 ;
   wire [41:0] \$2054 ;
   wire [41:0] \$2055 ;
   wire [41:0] \$2056 ;
   wire [41:0] \$2057 ;
   wire [41:0] \$2058 ;
-  wire [41:0] \$2059 ;
-  wire [5:0] \$206 ;
-  wire [26:0] \$2060 ;
-  wire [18:0] \$2061 ;
-  wire [14:0] \$2062 ;
+  wire [26:0] \$2059 ;
+  wire \$206 ;
+  wire [18:0] \$2060 ;
+  wire [41:0] \$2061 ;
+  wire [41:0] \$2062 ;
   wire [41:0] \$2063 ;
   wire [41:0] \$2064 ;
   wire [41:0] \$2065 ;
   wire [41:0] \$2066 ;
-  wire [41:0] \$2067 ;
+  wire [26:0] \$2067 ;
   wire [41:0] \$2068 ;
-  wire [26:0] \$2069 ;
+  wire [41:0] \$2069 ;
   wire \$207 ;
   wire [41:0] \$2070 ;
   wire [41:0] \$2071 ;
   wire [41:0] \$2072 ;
   wire [41:0] \$2073 ;
-  wire [41:0] \$2074 ;
-  wire [41:0] \$2075 ;
-  wire [26:0] \$2076 ;
-  wire [18:0] \$2077 ;
-  wire [41:0] \$2078 ;
-  wire [41:0] \$2079 ;
-  wire [22:0] \$208 ;
+  wire [26:0] \$2074 ;
+  wire [18:0] \$2075 ;
+  wire [14:0] \$2076 ;
+  wire [12:0] \$2077 ;
+  wire [5:0] \$2078 ;
+  wire [4:0] \$2079 ;
+  wire \$208 ;
   wire [41:0] \$2080 ;
   wire [41:0] \$2081 ;
   wire [41:0] \$2082 ;
   wire [41:0] \$2083 ;
-  wire [26:0] \$2084 ;
+  wire [41:0] \$2084 ;
   wire [41:0] \$2085 ;
-  wire [41:0] \$2086 ;
+  wire [26:0] \$2086 ;
   wire [41:0] \$2087 ;
   wire [41:0] \$2088 ;
   wire [41:0] \$2089 ;
-  wire [22:0] \$209 ;
+  wire \$209 ;
   wire [41:0] \$2090 ;
-  wire [26:0] \$2091 ;
-  wire [18:0] \$2092 ;
-  wire [14:0] \$2093 ;
-  wire [12:0] \$2094 ;
-  wire [9:0] \$2095 ;
+  wire [41:0] \$2091 ;
+  wire [41:0] \$2092 ;
+  wire [26:0] \$2093 ;
+  wire [18:0] \$2094 ;
+  wire [41:0] \$2095 ;
   wire [41:0] \$2096 ;
   wire [41:0] \$2097 ;
   wire [41:0] \$2098 ;
   wire [41:0] \$2099 ;
   wire \$21 ;
-  wire [9:0] \$210 ;
+  wire \$210 ;
   wire [41:0] \$2100 ;
-  wire [41:0] \$2101 ;
-  wire [26:0] \$2102 ;
+  wire [26:0] \$2101 ;
+  wire [41:0] \$2102 ;
   wire [41:0] \$2103 ;
   wire [41:0] \$2104 ;
   wire [41:0] \$2105 ;
   wire [41:0] \$2106 ;
   wire [41:0] \$2107 ;
-  wire [41:0] \$2108 ;
-  wire [26:0] \$2109 ;
-  wire [22:0] \$211 ;
-  wire [18:0] \$2110 ;
+  wire [26:0] \$2108 ;
+  wire [18:0] \$2109 ;
+  wire \$211 ;
+  wire [14:0] \$2110 ;
   wire [41:0] \$2111 ;
   wire [41:0] \$2112 ;
   wire [41:0] \$2113 ;
@@ -28859,73 +28859,73 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [26:0] \$2117 ;
   wire [41:0] \$2118 ;
   wire [41:0] \$2119 ;
-  wire [22:0] \$212 ;
+  wire \$212 ;
   wire [41:0] \$2120 ;
   wire [41:0] \$2121 ;
   wire [41:0] \$2122 ;
   wire [41:0] \$2123 ;
   wire [26:0] \$2124 ;
   wire [18:0] \$2125 ;
-  wire [14:0] \$2126 ;
+  wire [41:0] \$2126 ;
   wire [41:0] \$2127 ;
   wire [41:0] \$2128 ;
   wire [41:0] \$2129 ;
-  wire [9:0] \$213 ;
+  wire \$213 ;
   wire [41:0] \$2130 ;
   wire [41:0] \$2131 ;
-  wire [41:0] \$2132 ;
-  wire [26:0] \$2133 ;
+  wire [26:0] \$2132 ;
+  wire [41:0] \$2133 ;
   wire [41:0] \$2134 ;
   wire [41:0] \$2135 ;
   wire [41:0] \$2136 ;
   wire [41:0] \$2137 ;
   wire [41:0] \$2138 ;
-  wire [41:0] \$2139 ;
-  wire [23:0] \$214 ;
-  wire [26:0] \$2140 ;
-  wire [18:0] \$2141 ;
-  wire [41:0] \$2142 ;
+  wire [26:0] \$2139 ;
+  wire \$214 ;
+  wire [18:0] \$2140 ;
+  wire [14:0] \$2141 ;
+  wire [12:0] \$2142 ;
   wire [41:0] \$2143 ;
   wire [41:0] \$2144 ;
   wire [41:0] \$2145 ;
   wire [41:0] \$2146 ;
   wire [41:0] \$2147 ;
-  wire [26:0] \$2148 ;
-  wire [41:0] \$2149 ;
-  wire [24:0] \$215 ;
+  wire [41:0] \$2148 ;
+  wire [26:0] \$2149 ;
+  wire [41:0] \$215 ;
   wire [41:0] \$2150 ;
   wire [41:0] \$2151 ;
   wire [41:0] \$2152 ;
   wire [41:0] \$2153 ;
   wire [41:0] \$2154 ;
-  wire [26:0] \$2155 ;
-  wire [18:0] \$2156 ;
-  wire [14:0] \$2157 ;
-  wire [12:0] \$2158 ;
+  wire [41:0] \$2155 ;
+  wire [26:0] \$2156 ;
+  wire [18:0] \$2157 ;
+  wire [41:0] \$2158 ;
   wire [41:0] \$2159 ;
-  wire [53:0] \$216 ;
+  wire \$216 ;
   wire [41:0] \$2160 ;
   wire [41:0] \$2161 ;
   wire [41:0] \$2162 ;
   wire [41:0] \$2163 ;
-  wire [41:0] \$2164 ;
-  wire [26:0] \$2165 ;
+  wire [26:0] \$2164 ;
+  wire [41:0] \$2165 ;
   wire [41:0] \$2166 ;
   wire [41:0] \$2167 ;
   wire [41:0] \$2168 ;
   wire [41:0] \$2169 ;
-  wire [54:0] \$217 ;
+  wire \$217 ;
   wire [41:0] \$2170 ;
-  wire [41:0] \$2171 ;
-  wire [26:0] \$2172 ;
-  wire [18:0] \$2173 ;
+  wire [26:0] \$2171 ;
+  wire [18:0] \$2172 ;
+  wire [14:0] \$2173 ;
   wire [41:0] \$2174 ;
   wire [41:0] \$2175 ;
   wire [41:0] \$2176 ;
   wire [41:0] \$2177 ;
   wire [41:0] \$2178 ;
   wire [41:0] \$2179 ;
-  wire [72:0] \$218 ;
+  wire \$218 ;
   wire [26:0] \$2180 ;
   wire [41:0] \$2181 ;
   wire [41:0] \$2182 ;
@@ -28935,96 +28935,96 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2186 ;
   wire [26:0] \$2187 ;
   wire [18:0] \$2188 ;
-  wire [14:0] \$2189 ;
-  wire [73:0] \$219 ;
+  wire [41:0] \$2189 ;
+  wire \$219 ;
   wire [41:0] \$2190 ;
   wire [41:0] \$2191 ;
   wire [41:0] \$2192 ;
   wire [41:0] \$2193 ;
   wire [41:0] \$2194 ;
-  wire [41:0] \$2195 ;
-  wire [26:0] \$2196 ;
+  wire [26:0] \$2195 ;
+  wire [41:0] \$2196 ;
   wire [41:0] \$2197 ;
   wire [41:0] \$2198 ;
   wire [41:0] \$2199 ;
   wire \$22 ;
-  wire [23:0] \$220 ;
+  wire \$220 ;
   wire [41:0] \$2200 ;
   wire [41:0] \$2201 ;
-  wire [41:0] \$2202 ;
-  wire [26:0] \$2203 ;
-  wire [18:0] \$2204 ;
-  wire [41:0] \$2205 ;
-  wire [41:0] \$2206 ;
+  wire [26:0] \$2202 ;
+  wire [18:0] \$2203 ;
+  wire [14:0] \$2204 ;
+  wire [12:0] \$2205 ;
+  wire [9:0] \$2206 ;
   wire [41:0] \$2207 ;
   wire [41:0] \$2208 ;
   wire [41:0] \$2209 ;
-  wire [24:0] \$221 ;
+  wire \$221 ;
   wire [41:0] \$2210 ;
-  wire [26:0] \$2211 ;
+  wire [41:0] \$2211 ;
   wire [41:0] \$2212 ;
-  wire [41:0] \$2213 ;
+  wire [26:0] \$2213 ;
   wire [41:0] \$2214 ;
   wire [41:0] \$2215 ;
   wire [41:0] \$2216 ;
   wire [41:0] \$2217 ;
-  wire [26:0] \$2218 ;
-  wire [18:0] \$2219 ;
-  wire [53:0] \$222 ;
-  wire [14:0] \$2220 ;
-  wire [12:0] \$2221 ;
-  wire [5:0] \$2222 ;
-  wire [4:0] \$2223 ;
+  wire [41:0] \$2218 ;
+  wire [41:0] \$2219 ;
+  wire \$222 ;
+  wire [26:0] \$2220 ;
+  wire [18:0] \$2221 ;
+  wire [41:0] \$2222 ;
+  wire [41:0] \$2223 ;
   wire [41:0] \$2224 ;
   wire [41:0] \$2225 ;
   wire [41:0] \$2226 ;
   wire [41:0] \$2227 ;
-  wire [41:0] \$2228 ;
+  wire [26:0] \$2228 ;
   wire [41:0] \$2229 ;
-  wire [54:0] \$223 ;
-  wire [26:0] \$2230 ;
+  wire \$223 ;
+  wire [41:0] \$2230 ;
   wire [41:0] \$2231 ;
   wire [41:0] \$2232 ;
   wire [41:0] \$2233 ;
   wire [41:0] \$2234 ;
-  wire [41:0] \$2235 ;
-  wire [41:0] \$2236 ;
-  wire [26:0] \$2237 ;
-  wire [18:0] \$2238 ;
+  wire [26:0] \$2235 ;
+  wire [18:0] \$2236 ;
+  wire [14:0] \$2237 ;
+  wire [41:0] \$2238 ;
   wire [41:0] \$2239 ;
-  wire [72:0] \$224 ;
+  wire \$224 ;
   wire [41:0] \$2240 ;
   wire [41:0] \$2241 ;
   wire [41:0] \$2242 ;
   wire [41:0] \$2243 ;
-  wire [41:0] \$2244 ;
-  wire [26:0] \$2245 ;
+  wire [26:0] \$2244 ;
+  wire [41:0] \$2245 ;
   wire [41:0] \$2246 ;
   wire [41:0] \$2247 ;
   wire [41:0] \$2248 ;
   wire [41:0] \$2249 ;
-  wire [73:0] \$225 ;
+  wire \$225 ;
   wire [41:0] \$2250 ;
-  wire [41:0] \$2251 ;
-  wire [26:0] \$2252 ;
-  wire [18:0] \$2253 ;
-  wire [14:0] \$2254 ;
+  wire [26:0] \$2251 ;
+  wire [18:0] \$2252 ;
+  wire [41:0] \$2253 ;
+  wire [41:0] \$2254 ;
   wire [41:0] \$2255 ;
   wire [41:0] \$2256 ;
   wire [41:0] \$2257 ;
   wire [41:0] \$2258 ;
-  wire [41:0] \$2259 ;
+  wire [26:0] \$2259 ;
   wire \$226 ;
   wire [41:0] \$2260 ;
-  wire [26:0] \$2261 ;
+  wire [41:0] \$2261 ;
   wire [41:0] \$2262 ;
   wire [41:0] \$2263 ;
   wire [41:0] \$2264 ;
   wire [41:0] \$2265 ;
-  wire [41:0] \$2266 ;
-  wire [41:0] \$2267 ;
-  wire [26:0] \$2268 ;
-  wire [18:0] \$2269 ;
+  wire [26:0] \$2266 ;
+  wire [18:0] \$2267 ;
+  wire [14:0] \$2268 ;
+  wire [12:0] \$2269 ;
   wire \$227 ;
   wire [41:0] \$2270 ;
   wire [41:0] \$2271 ;
@@ -29042,451 +29042,316 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire [41:0] \$2282 ;
   wire [26:0] \$2283 ;
   wire [18:0] \$2284 ;
-  wire [14:0] \$2285 ;
-  wire [12:0] \$2286 ;
+  wire [41:0] \$2285 ;
+  wire [41:0] \$2286 ;
   wire [41:0] \$2287 ;
   wire [41:0] \$2288 ;
   wire [41:0] \$2289 ;
   wire \$229 ;
   wire [41:0] \$2290 ;
-  wire [41:0] \$2291 ;
+  wire [26:0] \$2291 ;
   wire [41:0] \$2292 ;
-  wire [26:0] \$2293 ;
+  wire [41:0] \$2293 ;
   wire [41:0] \$2294 ;
   wire [41:0] \$2295 ;
   wire [41:0] \$2296 ;
   wire [41:0] \$2297 ;
-  wire [41:0] \$2298 ;
-  wire [41:0] \$2299 ;
+  wire [26:0] \$2298 ;
+  wire [18:0] \$2299 ;
   wire [5:0] \$23 ;
-  wire [4:0] \$230 ;
-  wire [26:0] \$2300 ;
-  wire [18:0] \$2301 ;
+  wire \$230 ;
+  wire [14:0] \$2300 ;
+  wire [41:0] \$2301 ;
   wire [41:0] \$2302 ;
   wire [41:0] \$2303 ;
   wire [41:0] \$2304 ;
   wire [41:0] \$2305 ;
   wire [41:0] \$2306 ;
-  wire [41:0] \$2307 ;
-  wire [26:0] \$2308 ;
+  wire [26:0] \$2307 ;
+  wire [41:0] \$2308 ;
   wire [41:0] \$2309 ;
   wire \$231 ;
   wire [41:0] \$2310 ;
   wire [41:0] \$2311 ;
   wire [41:0] \$2312 ;
   wire [41:0] \$2313 ;
-  wire [41:0] \$2314 ;
-  wire [26:0] \$2315 ;
-  wire [18:0] \$2316 ;
-  wire [14:0] \$2317 ;
+  wire [26:0] \$2314 ;
+  wire [18:0] \$2315 ;
+  wire [41:0] \$2316 ;
+  wire [41:0] \$2317 ;
   wire [41:0] \$2318 ;
   wire [41:0] \$2319 ;
   wire \$232 ;
   wire [41:0] \$2320 ;
   wire [41:0] \$2321 ;
-  wire [41:0] \$2322 ;
+  wire [26:0] \$2322 ;
   wire [41:0] \$2323 ;
-  wire [26:0] \$2324 ;
+  wire [41:0] \$2324 ;
   wire [41:0] \$2325 ;
   wire [41:0] \$2326 ;
   wire [41:0] \$2327 ;
   wire [41:0] \$2328 ;
-  wire [41:0] \$2329 ;
+  wire [26:0] \$2329 ;
   wire \$233 ;
-  wire [41:0] \$2330 ;
-  wire [26:0] \$2331 ;
-  wire [18:0] \$2332 ;
-  wire [41:0] \$2333 ;
-  wire [41:0] \$2334 ;
-  wire [41:0] \$2335 ;
-  wire [41:0] \$2336 ;
-  wire [41:0] \$2337 ;
-  wire [41:0] \$2338 ;
-  wire [26:0] \$2339 ;
+  wire [18:0] \$2330 ;
+  wire [14:0] \$2331 ;
+  wire [12:0] \$2332 ;
+  wire [5:0] \$2333 ;
+  wire [4:0] \$2334 ;
+  wire [48:0] \$2335 ;
+  wire \$2336 ;
+  wire [48:0] \$2337 ;
+  wire [49:0] \$2338 ;
+  wire [49:0] \$2339 ;
   wire \$234 ;
-  wire [41:0] \$2340 ;
-  wire [41:0] \$2341 ;
-  wire [41:0] \$2342 ;
-  wire [41:0] \$2343 ;
-  wire [41:0] \$2344 ;
-  wire [41:0] \$2345 ;
-  wire [26:0] \$2346 ;
-  wire [18:0] \$2347 ;
-  wire [14:0] \$2348 ;
-  wire [12:0] \$2349 ;
-  wire [40:0] \$235 ;
-  wire [9:0] \$2350 ;
-  wire [41:0] \$2351 ;
-  wire [41:0] \$2352 ;
-  wire [41:0] \$2353 ;
-  wire [41:0] \$2354 ;
-  wire [41:0] \$2355 ;
-  wire [41:0] \$2356 ;
-  wire [26:0] \$2357 ;
-  wire [41:0] \$2358 ;
-  wire [41:0] \$2359 ;
+  wire [44:0] \$2340 ;
+  wire \$2341 ;
+  wire [44:0] \$2342 ;
+  wire [47:0] \$2343 ;
+  wire [47:0] \$2344 ;
+  wire [44:0] \$2345 ;
+  wire \$2346 ;
+  wire [44:0] \$2347 ;
+  wire [47:0] \$2348 ;
+  wire [47:0] \$2349 ;
+  wire \$235 ;
+  wire [42:0] \$2350 ;
+  wire \$2351 ;
+  wire [42:0] \$2352 ;
+  wire [47:0] \$2353 ;
+  wire [47:0] \$2354 ;
+  reg \$2355 ;
+  reg [40:0] \$2356 ;
+  reg [40:0] \$2357 ;
+  reg \$2358 ;
+  reg \$2359 ;
   wire \$236 ;
-  wire [41:0] \$2360 ;
-  wire [41:0] \$2361 ;
-  wire [41:0] \$2362 ;
-  wire [41:0] \$2363 ;
-  wire [26:0] \$2364 ;
-  wire [18:0] \$2365 ;
-  wire [41:0] \$2366 ;
-  wire [41:0] \$2367 ;
-  wire [41:0] \$2368 ;
-  wire [41:0] \$2369 ;
+  reg [40:0] \$2360 ;
+  reg [40:0] \$2361 ;
+  reg \$2362 ;
+  reg [41:0] \$2363 ;
+  reg \$2364 ;
+  reg [46:0] \$2365 ;
+  reg \$2366 ;
+  reg \$2367 ;
+  reg [40:0] \$2368 ;
+  reg [40:0] \$2369 ;
   wire \$237 ;
-  wire [41:0] \$2370 ;
-  wire [41:0] \$2371 ;
-  wire [26:0] \$2372 ;
-  wire [41:0] \$2373 ;
-  wire [41:0] \$2374 ;
-  wire [41:0] \$2375 ;
-  wire [41:0] \$2376 ;
-  wire [41:0] \$2377 ;
-  wire [41:0] \$2378 ;
-  wire [26:0] \$2379 ;
+  reg \$2370 ;
+  reg \$2371 ;
+  reg [40:0] \$2372 ;
+  reg [40:0] \$2373 ;
+  reg \$2374 ;
+  reg \$2375 ;
+  reg [46:0] \$2376 ;
+  reg [41:0] \$2377 ;
+  reg \$2378 ;
+  reg \$2379 ;
   wire \$238 ;
-  wire [18:0] \$2380 ;
-  wire [14:0] \$2381 ;
-  wire [41:0] \$2382 ;
-  wire [41:0] \$2383 ;
-  wire [41:0] \$2384 ;
-  wire [41:0] \$2385 ;
-  wire [41:0] \$2386 ;
-  wire [41:0] \$2387 ;
-  wire [26:0] \$2388 ;
-  wire [41:0] \$2389 ;
+  reg \$2380 ;
+  reg [40:0] \$2381 ;
+  reg [40:0] \$2382 ;
+  reg \$2383 ;
+  reg \$2384 ;
+  reg [40:0] \$2385 ;
+  reg [40:0] \$2386 ;
+  reg \$2387 ;
+  reg \$2388 ;
+  reg [46:0] \$2389 ;
   wire \$239 ;
-  wire [41:0] \$2390 ;
-  wire [41:0] \$2391 ;
-  wire [41:0] \$2392 ;
-  wire [41:0] \$2393 ;
-  wire [41:0] \$2394 ;
-  wire [26:0] \$2395 ;
-  wire [18:0] \$2396 ;
-  wire [41:0] \$2397 ;
-  wire [41:0] \$2398 ;
-  wire [41:0] \$2399 ;
+  reg [41:0] \$2390 ;
+  reg \$2391 ;
+  reg \$2392 ;
+  reg \$2393 ;
+  reg \$2394 ;
+  reg [40:0] \$2395 ;
+  reg [40:0] \$2396 ;
+  reg \$2397 ;
+  reg \$2398 ;
+  reg [40:0] \$2399 ;
   wire [5:0] \$24 ;
-  wire [4:0] \$240 ;
-  wire [41:0] \$2400 ;
-  wire [41:0] \$2401 ;
-  wire [41:0] \$2402 ;
-  wire [26:0] \$2403 ;
-  wire [41:0] \$2404 ;
-  wire [41:0] \$2405 ;
-  wire [41:0] \$2406 ;
-  wire [41:0] \$2407 ;
-  wire [41:0] \$2408 ;
-  wire [41:0] \$2409 ;
-  reg [17:0] \$241 ;
-  wire [26:0] \$2410 ;
-  wire [18:0] \$2411 ;
-  wire [14:0] \$2412 ;
-  wire [12:0] \$2413 ;
-  wire [41:0] \$2414 ;
-  wire [41:0] \$2415 ;
-  wire [41:0] \$2416 ;
-  wire [41:0] \$2417 ;
-  wire [41:0] \$2418 ;
-  wire [41:0] \$2419 ;
-  reg [2:0] \$242 ;
-  wire [26:0] \$2420 ;
-  wire [41:0] \$2421 ;
-  wire [41:0] \$2422 ;
-  wire [41:0] \$2423 ;
-  wire [41:0] \$2424 ;
-  wire [41:0] \$2425 ;
-  wire [41:0] \$2426 ;
-  wire [26:0] \$2427 ;
-  wire [18:0] \$2428 ;
-  wire [41:0] \$2429 ;
-  wire [35:0] \$243 ;
-  wire [41:0] \$2430 ;
-  wire [41:0] \$2431 ;
-  wire [41:0] \$2432 ;
-  wire [41:0] \$2433 ;
-  wire [41:0] \$2434 ;
-  wire [26:0] \$2435 ;
-  wire [41:0] \$2436 ;
-  wire [41:0] \$2437 ;
-  wire [41:0] \$2438 ;
-  wire [41:0] \$2439 ;
-  wire [35:0] \$244 ;
-  wire [41:0] \$2440 ;
-  wire [41:0] \$2441 ;
-  wire [26:0] \$2442 ;
-  wire [18:0] \$2443 ;
-  wire [14:0] \$2444 ;
-  wire [41:0] \$2445 ;
-  wire [41:0] \$2446 ;
-  wire [41:0] \$2447 ;
-  wire [41:0] \$2448 ;
-  wire [41:0] \$2449 ;
-  wire [22:0] \$245 ;
-  wire [41:0] \$2450 ;
-  wire [26:0] \$2451 ;
-  wire [41:0] \$2452 ;
-  wire [41:0] \$2453 ;
-  wire [41:0] \$2454 ;
-  wire [41:0] \$2455 ;
-  wire [41:0] \$2456 ;
-  wire [41:0] \$2457 ;
-  wire [26:0] \$2458 ;
-  wire [18:0] \$2459 ;
-  wire [41:0] \$246 ;
-  wire [41:0] \$2460 ;
-  wire [41:0] \$2461 ;
-  wire [41:0] \$2462 ;
-  wire [41:0] \$2463 ;
-  wire [41:0] \$2464 ;
-  wire [41:0] \$2465 ;
-  wire [26:0] \$2466 ;
-  wire [41:0] \$2467 ;
-  wire [41:0] \$2468 ;
-  wire [41:0] \$2469 ;
-  wire [41:0] \$247 ;
-  wire [41:0] \$2470 ;
-  wire [41:0] \$2471 ;
-  wire [41:0] \$2472 ;
-  wire [26:0] \$2473 ;
-  wire [18:0] \$2474 ;
-  wire [14:0] \$2475 ;
-  wire [12:0] \$2476 ;
-  wire [5:0] \$2477 ;
-  wire [4:0] \$2478 ;
-  wire [48:0] \$2479 ;
-  wire [41:0] \$248 ;
-  wire \$2480 ;
-  wire [48:0] \$2481 ;
-  wire [49:0] \$2482 ;
-  wire [49:0] \$2483 ;
-  wire [44:0] \$2484 ;
-  wire \$2485 ;
-  wire [44:0] \$2486 ;
-  wire [47:0] \$2487 ;
-  wire [47:0] \$2488 ;
-  wire [44:0] \$2489 ;
-  wire [41:0] \$249 ;
-  wire \$2490 ;
-  wire [44:0] \$2491 ;
-  wire [47:0] \$2492 ;
-  wire [47:0] \$2493 ;
-  wire [42:0] \$2494 ;
-  wire \$2495 ;
-  wire [42:0] \$2496 ;
-  wire [47:0] \$2497 ;
-  wire [47:0] \$2498 ;
-  reg \$2499 ;
+  wire \$240 ;
+  reg [40:0] \$2400 ;
+  reg \$2401 ;
+  reg \$2402 ;
+  reg [46:0] \$2403 ;
+  reg [41:0] \$2404 ;
+  reg \$2405 ;
+  reg \$2406 ;
+  reg \$2407 ;
+  reg \$2408 ;
+  reg \$2409 ;
+  wire \$241 ;
+  reg [40:0] \$2410 ;
+  reg [40:0] \$2411 ;
+  reg \$2412 ;
+  reg \$2413 ;
+  reg [40:0] \$2414 ;
+  reg [40:0] \$2415 ;
+  reg \$2416 ;
+  reg \$2417 ;
+  reg [46:0] \$2418 ;
+  reg [41:0] \$2419 ;
+  wire \$242 ;
+  reg \$2420 ;
+  reg \$2421 ;
+  reg \$2422 ;
+  reg \$2423 ;
+  reg \$2424 ;
+  reg \$2425 ;
+  reg [40:0] \$2426 ;
+  reg [40:0] \$2427 ;
+  reg \$2428 ;
+  reg \$2429 ;
+  wire \$243 ;
+  reg [40:0] \$2430 ;
+  reg [40:0] \$2431 ;
+  reg \$2432 ;
+  reg \$2433 ;
+  reg \$2434 ;
+  reg \$2435 ;
+  reg [40:0] \$2436 ;
+  reg [40:0] \$2437 ;
+  reg \$2438 ;
+  reg \$2439 ;
+  wire \$244 ;
+  reg [40:0] \$2440 ;
+  reg [40:0] \$2441 ;
+  reg \$2442 ;
+  reg [5:0] \$2443 ;
+  reg \$2444 ;
+  reg [40:0] \$2445 ;
+  reg [40:0] \$2446 ;
+  reg \$2447 ;
+  reg [40:0] \$2448 ;
+  reg [40:0] \$2449 ;
+  wire \$245 ;
+  reg [4:0] \$2450 ;
+  reg [4:0] \$2451 ;
+  reg [4:0] \$2452 ;
+  reg \$2453 ;
+  reg \$2454 ;
+  reg \$2455 ;
+  reg [40:0] \$2456 ;
+  reg [40:0] \$2457 ;
+  reg \$2458 ;
+  reg [40:0] \$2459 ;
+  wire \$246 ;
+  reg [40:0] \$2460 ;
+  reg [4:0] \$2461 ;
+  reg [4:0] \$2462 ;
+  reg [4:0] \$2463 ;
+  reg \$2464 ;
+  reg \$2465 ;
+  reg [22:0] \$2466 ;
+  reg [22:0] \$2467 ;
+  reg [9:0] \$2468 ;
+  reg [22:0] \$2469 ;
+  wire \$247 ;
+  reg [22:0] \$2470 ;
+  reg [9:0] \$2471 ;
+  reg \$2472 ;
+  reg [40:0] \$2473 ;
+  reg [40:0] \$2474 ;
+  reg \$2475 ;
+  reg [40:0] \$2476 ;
+  reg [40:0] \$2477 ;
+  reg [4:0] \$2478 ;
+  reg [4:0] \$2479 ;
+  wire \$248 ;
+  reg [4:0] \$2480 ;
+  reg \$2481 ;
+  reg \$2482 ;
+  reg [45:0] \$2483 ;
+  reg [45:0] \$2484 ;
+  reg \$2485 ;
+  reg [40:0] \$2486 ;
+  reg [40:0] \$2487 ;
+  reg \$2488 ;
+  reg [4:0] \$2489 ;
+  wire \$249 ;
+  reg [40:0] \$2490 ;
+  reg [4:0] \$2491 ;
+  reg \$2492 ;
+  reg \$2493 ;
+  reg [40:0] \$2494 ;
+  reg [40:0] \$2495 ;
+  reg [4:0] \$2496 ;
+  reg [40:0] \$2497 ;
+  reg [17:0] \$2498 ;
+  reg [2:0] \$2499 ;
   wire [5:0] \$25 ;
-  wire [41:0] \$250 ;
-  reg [40:0] \$2500 ;
-  reg [40:0] \$2501 ;
-  reg \$2502 ;
-  reg \$2503 ;
-  reg [40:0] \$2504 ;
-  reg [40:0] \$2505 ;
-  reg \$2506 ;
-  reg [41:0] \$2507 ;
-  reg \$2508 ;
-  reg [46:0] \$2509 ;
-  wire [41:0] \$251 ;
+  wire \$250 ;
+  reg \$2500 ;
+  reg \$2501 ;
+  reg [4:0] \$2502 ;
+  reg [35:0] \$2503 ;
+  reg [35:0] \$2504 ;
+  reg [22:0] \$2505 ;
+  reg [61:0] \$2506 ;
+  reg [61:0] \$2507 ;
+  reg [61:0] \$2508 ;
+  reg \$2509 ;
+  wire \$251 ;
   reg \$2510 ;
-  reg \$2511 ;
-  reg [40:0] \$2512 ;
-  reg [40:0] \$2513 ;
-  reg \$2514 ;
+  reg [4:0] \$2511 ;
+  reg [41:0] \$2512 ;
+  reg [41:0] \$2513 ;
+  reg [41:0] \$2514 ;
   reg \$2515 ;
-  reg [40:0] \$2516 ;
-  reg [40:0] \$2517 ;
-  reg \$2518 ;
-  reg \$2519 ;
-  wire [43:0] \$252 ;
-  reg [46:0] \$2520 ;
+  reg \$2516 ;
+  reg [4:0] \$2517 ;
+  reg [41:0] \$2518 ;
+  reg [41:0] \$2519 ;
+  wire \$252 ;
+  reg [41:0] \$2520 ;
   reg [41:0] \$2521 ;
-  reg \$2522 ;
-  reg \$2523 ;
+  reg [41:0] \$2522 ;
+  reg [41:0] \$2523 ;
   reg \$2524 ;
-  reg [40:0] \$2525 ;
-  reg [40:0] \$2526 ;
-  reg \$2527 ;
-  reg \$2528 ;
-  reg [40:0] \$2529 ;
-  wire [43:0] \$253 ;
-  reg [40:0] \$2530 ;
-  reg \$2531 ;
-  reg \$2532 ;
-  reg [46:0] \$2533 ;
-  reg [41:0] \$2534 ;
-  reg \$2535 ;
-  reg \$2536 ;
+  reg \$2525 ;
+  reg [4:0] \$2526 ;
+  reg [41:0] \$2527 ;
+  reg [5:0] \$2528 ;
+  reg \$2529 ;
+  wire \$253 ;
+  reg [4:0] \$2530 ;
+  reg [41:0] \$2531 ;
+  reg [5:0] \$2532 ;
+  reg \$2533 ;
+  reg [4:0] \$2534 ;
+  reg [41:0] \$2535 ;
+  reg [5:0] \$2536 ;
   reg \$2537 ;
-  reg \$2538 ;
-  reg [40:0] \$2539 ;
-  wire [43:0] \$254 ;
-  reg [40:0] \$2540 ;
-  reg \$2541 ;
-  reg \$2542 ;
-  reg [40:0] \$2543 ;
-  reg [40:0] \$2544 ;
-  reg \$2545 ;
-  reg \$2546 ;
-  reg [46:0] \$2547 ;
-  reg [41:0] \$2548 ;
-  reg \$2549 ;
-  wire [74:0] \$255 ;
-  reg \$2550 ;
-  reg \$2551 ;
-  reg \$2552 ;
-  reg \$2553 ;
-  reg [40:0] \$2554 ;
-  reg [40:0] \$2555 ;
-  reg \$2556 ;
-  reg \$2557 ;
-  reg [40:0] \$2558 ;
-  reg [40:0] \$2559 ;
-  wire [75:0] \$256 ;
-  reg \$2560 ;
-  reg \$2561 ;
-  reg [46:0] \$2562 ;
-  reg [41:0] \$2563 ;
-  reg \$2564 ;
-  reg \$2565 ;
-  reg \$2566 ;
-  reg \$2567 ;
-  reg \$2568 ;
-  reg \$2569 ;
-  wire [56:0] \$257 ;
-  reg [40:0] \$2570 ;
-  reg [40:0] \$2571 ;
-  reg \$2572 ;
-  reg \$2573 ;
-  reg [40:0] \$2574 ;
-  reg [40:0] \$2575 ;
-  reg \$2576 ;
-  reg \$2577 ;
-  reg \$2578 ;
-  reg \$2579 ;
-  wire [57:0] \$258 ;
-  reg [40:0] \$2580 ;
-  reg [40:0] \$2581 ;
-  reg \$2582 ;
-  reg [40:0] \$2583 ;
-  reg [40:0] \$2584 ;
-  reg [4:0] \$2585 ;
-  reg [4:0] \$2586 ;
-  reg [4:0] \$2587 ;
-  reg \$2588 ;
-  reg \$2589 ;
-  wire [36:0] \$259 ;
-  reg \$2590 ;
-  reg [40:0] \$2591 ;
-  reg [40:0] \$2592 ;
-  reg \$2593 ;
-  reg [40:0] \$2594 ;
-  reg [40:0] \$2595 ;
-  reg [4:0] \$2596 ;
-  reg [4:0] \$2597 ;
-  reg [4:0] \$2598 ;
-  reg \$2599 ;
+  reg [4:0] \$2538 ;
+  reg \$2539 ;
+  wire \$254 ;
+  reg \$2540 ;
+  reg [4:0] \$2541 ;
+  reg [15:0] \$2542 ;
+  reg [15:0] \$2543 ;
+  reg [15:0] \$2544 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire [41:0] \$258 ;
+  wire [42:0] \$259 ;
   wire [5:0] \$26 ;
-  wire [37:0] \$260 ;
-  reg \$2600 ;
-  reg [22:0] \$2601 ;
-  reg [22:0] \$2602 ;
-  reg [9:0] \$2603 ;
-  reg [22:0] \$2604 ;
-  reg [22:0] \$2605 ;
-  reg [9:0] \$2606 ;
-  reg \$2607 ;
-  reg [40:0] \$2608 ;
-  reg [40:0] \$2609 ;
-  wire [66:0] \$261 ;
-  reg \$2610 ;
-  reg [40:0] \$2611 ;
-  reg [40:0] \$2612 ;
-  reg [4:0] \$2613 ;
-  reg [4:0] \$2614 ;
-  reg [4:0] \$2615 ;
-  reg \$2616 ;
-  reg \$2617 ;
-  reg [45:0] \$2618 ;
-  reg [45:0] \$2619 ;
-  wire [67:0] \$262 ;
-  reg \$2620 ;
-  reg [40:0] \$2621 ;
-  reg [40:0] \$2622 ;
-  reg \$2623 ;
-  reg [4:0] \$2624 ;
-  reg [40:0] \$2625 ;
-  reg [4:0] \$2626 ;
-  reg \$2627 ;
-  reg \$2628 ;
-  reg [40:0] \$2629 ;
-  wire [85:0] \$263 ;
-  reg [40:0] \$2630 ;
-  reg [4:0] \$2631 ;
-  reg [40:0] \$2632 ;
-  reg [17:0] \$2633 ;
-  reg [2:0] \$2634 ;
-  reg \$2635 ;
-  reg \$2636 ;
-  reg [4:0] \$2637 ;
-  reg [35:0] \$2638 ;
-  reg [35:0] \$2639 ;
-  wire [86:0] \$264 ;
-  reg [22:0] \$2640 ;
-  reg [61:0] \$2641 ;
-  reg [61:0] \$2642 ;
-  reg [61:0] \$2643 ;
-  reg \$2644 ;
-  reg \$2645 ;
-  reg [4:0] \$2646 ;
-  reg [41:0] \$2647 ;
-  reg [41:0] \$2648 ;
-  reg [41:0] \$2649 ;
-  wire [62:0] \$265 ;
-  reg \$2650 ;
-  reg \$2651 ;
-  reg [4:0] \$2652 ;
-  reg [41:0] \$2653 ;
-  reg [41:0] \$2654 ;
-  reg [41:0] \$2655 ;
-  reg [41:0] \$2656 ;
-  reg [41:0] \$2657 ;
-  reg [41:0] \$2658 ;
-  reg \$2659 ;
-  wire [87:0] \$266 ;
-  reg \$2660 ;
-  reg [4:0] \$2661 ;
-  reg [41:0] \$2662 ;
-  reg [5:0] \$2663 ;
-  reg \$2664 ;
-  reg [4:0] \$2665 ;
-  reg [41:0] \$2666 ;
-  reg [5:0] \$2667 ;
-  reg \$2668 ;
-  reg [4:0] \$2669 ;
-  wire [87:0] \$267 ;
-  reg [41:0] \$2670 ;
-  reg [5:0] \$2671 ;
-  reg \$2672 ;
-  reg [4:0] \$2673 ;
-  reg \$2674 ;
-  reg \$2675 ;
-  reg [4:0] \$2676 ;
-  reg [15:0] \$2677 ;
-  reg [15:0] \$2678 ;
-  reg [15:0] \$2679 ;
-  wire [62:0] \$268 ;
-  wire [63:0] \$269 ;
+  wire [41:0] \$260 ;
+  wire [42:0] \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [5:0] \$27 ;
-  wire [63:0] \$270 ;
-  wire [62:0] \$271 ;
-  wire [63:0] \$272 ;
-  wire [63:0] \$273 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
   wire \$274 ;
   wire \$275 ;
   wire \$276 ;
@@ -29534,7 +29399,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$313 ;
   wire \$314 ;
   wire \$315 ;
-  wire [41:0] \$316 ;
+  wire \$316 ;
   wire \$317 ;
   wire \$318 ;
   wire \$319 ;
@@ -29581,7 +29446,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$356 ;
   wire \$357 ;
   wire \$358 ;
-  wire [41:0] \$359 ;
+  wire \$359 ;
   wire [5:0] \$36 ;
   wire \$360 ;
   wire \$361 ;
@@ -29593,7 +29458,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$367 ;
   wire \$368 ;
   wire \$369 ;
-  wire [5:0] \$37 ;
+  wire [6:0] \$37 ;
   wire \$370 ;
   wire \$371 ;
   wire \$372 ;
@@ -29615,7 +29480,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$387 ;
   wire \$388 ;
   wire \$389 ;
-  wire [5:0] \$39 ;
+  wire \$39 ;
   wire \$390 ;
   wire \$391 ;
   wire \$392 ;
@@ -29627,13 +29492,13 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$398 ;
   wire \$399 ;
   wire \$4 ;
-  wire [5:0] \$40 ;
+  wire [6:0] \$40 ;
   wire \$400 ;
   wire \$401 ;
-  wire [41:0] \$402 ;
-  wire [42:0] \$403 ;
-  wire [41:0] \$404 ;
-  wire [42:0] \$405 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
   wire \$406 ;
   wire \$407 ;
   wire \$408 ;
@@ -29671,7 +29536,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$437 ;
   wire \$438 ;
   wire \$439 ;
-  wire [5:0] \$44 ;
+  wire \$44 ;
   wire \$440 ;
   wire \$441 ;
   wire \$442 ;
@@ -29693,7 +29558,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$457 ;
   wire \$458 ;
   wire \$459 ;
-  wire [5:0] \$46 ;
+  wire \$46 ;
   wire \$460 ;
   wire \$461 ;
   wire \$462 ;
@@ -29715,7 +29580,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$477 ;
   wire \$478 ;
   wire \$479 ;
-  wire [5:0] \$48 ;
+  wire [6:0] \$48 ;
   wire \$480 ;
   wire \$481 ;
   wire \$482 ;
@@ -29726,7 +29591,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$487 ;
   wire \$488 ;
   wire \$489 ;
-  wire [6:0] \$49 ;
+  wire \$49 ;
   wire \$490 ;
   wire \$491 ;
   wire \$492 ;
@@ -29738,7 +29603,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$498 ;
   wire \$499 ;
   wire [47:0] \$5 ;
-  wire [5:0] \$50 ;
+  wire \$50 ;
   wire \$500 ;
   wire \$501 ;
   wire \$502 ;
@@ -29749,7 +29614,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$507 ;
   wire \$508 ;
   wire \$509 ;
-  wire \$51 ;
+  wire [5:0] \$51 ;
   wire \$510 ;
   wire \$511 ;
   wire \$512 ;
@@ -29760,7 +29625,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$517 ;
   wire \$518 ;
   wire \$519 ;
-  wire [5:0] \$52 ;
+  wire [6:0] \$52 ;
   wire \$520 ;
   wire \$521 ;
   wire \$522 ;
@@ -29782,7 +29647,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$537 ;
   wire \$538 ;
   wire \$539 ;
-  wire [5:0] \$54 ;
+  wire \$54 ;
   wire \$540 ;
   wire \$541 ;
   wire \$542 ;
@@ -29793,7 +29658,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$547 ;
   wire \$548 ;
   wire \$549 ;
-  wire [5:0] \$55 ;
+  wire [6:0] \$55 ;
   wire \$550 ;
   wire \$551 ;
   wire \$552 ;
@@ -29837,7 +29702,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$587 ;
   wire \$588 ;
   wire \$589 ;
-  wire [5:0] \$59 ;
+  wire \$59 ;
   wire \$590 ;
   wire \$591 ;
   wire \$592 ;
@@ -29849,7 +29714,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$598 ;
   wire \$599 ;
   wire [47:0] \$6 ;
-  wire [5:0] \$60 ;
+  wire \$60 ;
   wire \$600 ;
   wire \$601 ;
   wire \$602 ;
@@ -29860,7 +29725,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$607 ;
   wire \$608 ;
   wire \$609 ;
-  wire [5:0] \$61 ;
+  wire \$61 ;
   wire \$610 ;
   wire \$611 ;
   wire \$612 ;
@@ -29882,7 +29747,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$627 ;
   wire \$628 ;
   wire \$629 ;
-  wire [5:0] \$63 ;
+  wire \$63 ;
   wire \$630 ;
   wire \$631 ;
   wire \$632 ;
@@ -29893,7 +29758,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$637 ;
   wire \$638 ;
   wire \$639 ;
-  wire [6:0] \$64 ;
+  wire [22:0] \$64 ;
   wire \$640 ;
   wire \$641 ;
   wire \$642 ;
@@ -29904,7 +29769,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$647 ;
   wire \$648 ;
   wire \$649 ;
-  wire [5:0] \$65 ;
+  wire [22:0] \$65 ;
   wire \$650 ;
   wire \$651 ;
   wire \$652 ;
@@ -29915,7 +29780,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$657 ;
   wire \$658 ;
   wire \$659 ;
-  wire [5:0] \$66 ;
+  wire [9:0] \$66 ;
   wire \$660 ;
   wire \$661 ;
   wire \$662 ;
@@ -29926,7 +29791,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$667 ;
   wire \$668 ;
   wire \$669 ;
-  wire [5:0] \$67 ;
+  wire [22:0] \$67 ;
   wire \$670 ;
   wire \$671 ;
   wire \$672 ;
@@ -29937,7 +29802,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$677 ;
   wire \$678 ;
   wire \$679 ;
-  wire [5:0] \$68 ;
+  wire [22:0] \$68 ;
   wire \$680 ;
   wire \$681 ;
   wire \$682 ;
@@ -29948,19 +29813,19 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$687 ;
   wire \$688 ;
   wire \$689 ;
-  wire [5:0] \$69 ;
+  wire [9:0] \$69 ;
   wire \$690 ;
   wire \$691 ;
   wire \$692 ;
   wire \$693 ;
   wire \$694 ;
-  wire \$695 ;
-  wire \$696 ;
-  wire \$697 ;
-  wire \$698 ;
+  wire [6:0] \$695 ;
+  wire [42:0] \$696 ;
+  wire [41:0] \$697 ;
+  wire [42:0] \$698 ;
   wire \$699 ;
   wire [48:0] \$7 ;
-  wire [5:0] \$70 ;
+  wire [23:0] \$70 ;
   wire \$700 ;
   wire \$701 ;
   wire \$702 ;
@@ -29971,7 +29836,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$707 ;
   wire \$708 ;
   wire \$709 ;
-  wire [5:0] \$71 ;
+  wire [24:0] \$71 ;
   wire \$710 ;
   wire \$711 ;
   wire \$712 ;
@@ -29982,7 +29847,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$717 ;
   wire \$718 ;
   wire \$719 ;
-  wire [5:0] \$72 ;
+  wire [53:0] \$72 ;
   wire \$720 ;
   wire \$721 ;
   wire \$722 ;
@@ -29993,7 +29858,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$727 ;
   wire \$728 ;
   wire \$729 ;
-  wire [5:0] \$73 ;
+  wire [54:0] \$73 ;
   wire \$730 ;
   wire \$731 ;
   wire \$732 ;
@@ -30004,7 +29869,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$737 ;
   wire \$738 ;
   wire \$739 ;
-  wire [5:0] \$74 ;
+  wire [72:0] \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
@@ -30015,7 +29880,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$747 ;
   wire \$748 ;
   wire \$749 ;
-  wire [5:0] \$75 ;
+  wire [73:0] \$75 ;
   wire \$750 ;
   wire \$751 ;
   wire \$752 ;
@@ -30026,7 +29891,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$757 ;
   wire \$758 ;
   wire \$759 ;
-  wire [5:0] \$76 ;
+  wire [23:0] \$76 ;
   wire \$760 ;
   wire \$761 ;
   wire \$762 ;
@@ -30037,7 +29902,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$767 ;
   wire \$768 ;
   wire \$769 ;
-  wire [5:0] \$77 ;
+  wire [24:0] \$77 ;
   wire \$770 ;
   wire \$771 ;
   wire \$772 ;
@@ -30048,7 +29913,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$777 ;
   wire \$778 ;
   wire \$779 ;
-  wire [5:0] \$78 ;
+  wire [53:0] \$78 ;
   wire \$780 ;
   wire \$781 ;
   wire \$782 ;
@@ -30059,7 +29924,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$787 ;
   wire \$788 ;
   wire \$789 ;
-  wire [5:0] \$79 ;
+  wire [54:0] \$79 ;
   wire \$790 ;
   wire \$791 ;
   wire \$792 ;
@@ -30071,7 +29936,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$798 ;
   wire \$799 ;
   wire \$8 ;
-  wire \$80 ;
+  wire [72:0] \$80 ;
   wire \$800 ;
   wire \$801 ;
   wire \$802 ;
@@ -30082,7 +29947,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$807 ;
   wire \$808 ;
   wire \$809 ;
-  wire [5:0] \$81 ;
+  wire [73:0] \$81 ;
   wire \$810 ;
   wire \$811 ;
   wire \$812 ;
@@ -30093,7 +29958,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$817 ;
   wire \$818 ;
   wire \$819 ;
-  wire [5:0] \$82 ;
+  wire \$82 ;
   wire \$820 ;
   wire \$821 ;
   wire \$822 ;
@@ -30104,7 +29969,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$827 ;
   wire \$828 ;
   wire \$829 ;
-  wire [5:0] \$83 ;
+  wire \$83 ;
   wire \$830 ;
   wire \$831 ;
   wire \$832 ;
@@ -30114,11 +29979,11 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$836 ;
   wire \$837 ;
   wire \$838 ;
-  wire [6:0] \$839 ;
-  wire [5:0] \$84 ;
-  wire [42:0] \$840 ;
-  wire [41:0] \$841 ;
-  wire [42:0] \$842 ;
+  wire \$839 ;
+  wire \$84 ;
+  wire \$840 ;
+  wire \$841 ;
+  wire \$842 ;
   wire \$843 ;
   wire \$844 ;
   wire \$845 ;
@@ -30126,7 +29991,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$847 ;
   wire \$848 ;
   wire \$849 ;
-  wire [5:0] \$85 ;
+  wire \$85 ;
   wire \$850 ;
   wire \$851 ;
   wire \$852 ;
@@ -30137,7 +30002,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$857 ;
   wire \$858 ;
   wire \$859 ;
-  wire [5:0] \$86 ;
+  wire [4:0] \$86 ;
   wire \$860 ;
   wire \$861 ;
   wire \$862 ;
@@ -30148,7 +30013,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$867 ;
   wire \$868 ;
   wire \$869 ;
-  wire [5:0] \$87 ;
+  wire \$87 ;
   wire \$870 ;
   wire \$871 ;
   wire \$872 ;
@@ -30159,7 +30024,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$877 ;
   wire \$878 ;
   wire \$879 ;
-  wire [5:0] \$88 ;
+  wire \$88 ;
   wire \$880 ;
   wire \$881 ;
   wire \$882 ;
@@ -30170,7 +30035,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$887 ;
   wire \$888 ;
   wire \$889 ;
-  wire [5:0] \$89 ;
+  wire \$89 ;
   wire \$890 ;
   wire \$891 ;
   wire \$892 ;
@@ -30182,7 +30047,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$898 ;
   wire \$899 ;
   wire [44:0] \$9 ;
-  wire [5:0] \$90 ;
+  wire \$90 ;
   wire \$900 ;
   wire \$901 ;
   wire \$902 ;
@@ -30193,7 +30058,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$907 ;
   wire \$908 ;
   wire \$909 ;
-  wire [5:0] \$91 ;
+  wire [40:0] \$91 ;
   wire \$910 ;
   wire \$911 ;
   wire \$912 ;
@@ -30204,7 +30069,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$917 ;
   wire \$918 ;
   wire \$919 ;
-  wire [5:0] \$92 ;
+  wire \$92 ;
   wire \$920 ;
   wire \$921 ;
   wire \$922 ;
@@ -30215,7 +30080,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$927 ;
   wire \$928 ;
   wire \$929 ;
-  wire [5:0] \$93 ;
+  wire \$93 ;
   wire \$930 ;
   wire \$931 ;
   wire \$932 ;
@@ -30226,7 +30091,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$937 ;
   wire \$938 ;
   wire \$939 ;
-  wire [5:0] \$94 ;
+  wire \$94 ;
   wire \$940 ;
   wire \$941 ;
   wire \$942 ;
@@ -30237,7 +30102,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$947 ;
   wire \$948 ;
   wire \$949 ;
-  wire [5:0] \$95 ;
+  wire \$95 ;
   wire \$950 ;
   wire \$951 ;
   wire \$952 ;
@@ -30248,7 +30113,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$957 ;
   wire \$958 ;
   wire \$959 ;
-  wire [5:0] \$96 ;
+  wire [4:0] \$96 ;
   wire \$960 ;
   wire \$961 ;
   wire \$962 ;
@@ -30259,7 +30124,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$967 ;
   wire \$968 ;
   wire \$969 ;
-  wire [5:0] \$97 ;
+  reg [17:0] \$97 ;
   wire \$970 ;
   wire \$971 ;
   wire \$972 ;
@@ -30270,7 +30135,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$977 ;
   wire \$978 ;
   wire \$979 ;
-  wire [5:0] \$98 ;
+  reg [2:0] \$98 ;
   wire \$980 ;
   wire \$981 ;
   wire \$982 ;
@@ -30281,7 +30146,7 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   wire \$987 ;
   wire \$988 ;
   wire \$989 ;
-  wire [5:0] \$99 ;
+  wire [35:0] \$99 ;
   wire \$990 ;
   wire \$991 ;
   wire \$992 ;
@@ -30334,8 +30199,17 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg [4:0] m4_nlo = 5'h00;
   reg m4_tag = 1'h0;
   reg m4_valid = 1'h0;
+  reg [40:0] n_a = 41'h00000000000;
+  reg [40:0] n_b = 41'h00000000000;
+  reg n_has_hi = 1'h0;
+  reg n_has_lo = 1'h0;
+  reg [40:0] n_inner = 41'h00000000000;
   output [4:0] n_lo;
   reg [4:0] n_lo = 5'h00;
+  reg [5:0] n_n1 = 6'h00;
+  reg [40:0] n_outer = 41'h00000000000;
+  reg n_tag = 1'h0;
+  reg n_valid = 1'h0;
   reg o_tag = 1'h0;
   output o_valid;
   reg o_valid = 1'h0;
@@ -30412,18 +30286,18 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s2_has_hi = 1'h0;
   reg s2_has_lo = 1'h0;
   reg [40:0] s2_inner = 41'h00000000000;
-  reg [40:0] \s2_inner$137  = 41'h00000000000;
+  reg [40:0] \s2_inner$146  = 41'h00000000000;
   reg [4:0] s2_lev = 5'h00;
   reg [4:0] s2_nlo = 5'h00;
   reg [40:0] s2_outer = 41'h00000000000;
-  reg [40:0] \s2_outer$136  = 41'h00000000000;
+  reg [40:0] \s2_outer$145  = 41'h00000000000;
   reg s2_q0 = 1'h0;
   reg s2_q1 = 1'h0;
   reg [46:0] s2_rem = 47'h000000000000;
   reg s2_tag = 1'h0;
-  reg \s2_tag$138  = 1'h0;
+  reg \s2_tag$147  = 1'h0;
   reg s2_valid = 1'h0;
-  reg \s2_valid$135  = 1'h0;
+  reg \s2_valid$144  = 1'h0;
   reg [40:0] s3_a = 41'h00000000000;
   reg [40:0] s3_b = 41'h00000000000;
   reg [41:0] s3_den = 42'h00000000000;
@@ -30444,9 +30318,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s3_q2 = 1'h0;
   reg [46:0] s3_rem = 47'h000000000000;
   reg s3_tag = 1'h0;
-  reg \s3_tag$151  = 1'h0;
+  reg \s3_tag$160  = 1'h0;
   reg s3_valid = 1'h0;
-  reg \s3_valid$150  = 1'h0;
+  reg \s3_valid$159  = 1'h0;
   reg [40:0] s4_a = 41'h00000000000;
   reg [40:0] s4_b = 41'h00000000000;
   reg [41:0] s4_c_in = 42'h00000000000;
@@ -30465,9 +30339,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg s4_q3 = 1'h0;
   reg [46:0] s4_rem = 47'h000000000000;
   reg s4_tag = 1'h0;
-  reg \s4_tag$160  = 1'h0;
+  reg \s4_tag$169  = 1'h0;
   reg s4_valid = 1'h0;
-  reg \s4_valid$159  = 1'h0;
+  reg \s4_valid$168  = 1'h0;
   reg [40:0] s5_a = 41'h00000000000;
   reg [40:0] s5_b = 41'h00000000000;
   reg s5_den_zero = 1'h0;
@@ -30495,9 +30369,9 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   reg [41:0] s5_step_mid = 42'h00000000000;
   reg [41:0] s5_step_out = 42'h00000000000;
   reg s5_tag = 1'h0;
-  reg \s5_tag$175  = 1'h0;
+  reg \s5_tag$184  = 1'h0;
   reg s5_valid = 1'h0;
-  reg \s5_valid$174  = 1'h0;
+  reg \s5_valid$183  = 1'h0;
   wire tag;
   input valid;
   wire valid;
@@ -30520,1607 +30394,1608 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$32  = \$31  | { 5'h00, s5_q4 };
   assign \$33  = \$32 [4:0] + s5_inexact;
   assign \$34  = s5_den_zero ? 6'h00 : \$33 ;
-  assign \$35  = \$34  == 5'h10;
-  assign \$36  = 5'h10 - s5_has_hi;
-  assign \$40  = \$39  | { 5'h00, s5_q1 };
-  assign \$42  = \$41  | { 5'h00, s5_q2 };
-  assign \$44  = \$43  | { 5'h00, s5_q3 };
-  assign \$46  = \$45  | { 5'h00, s5_q4 };
-  assign \$47  = \$46 [4:0] + s5_inexact;
-  assign \$48  = s5_den_zero ? 6'h00 : \$47 ;
-  assign \$49  = \$48  - 1'h1;
-  assign \$50  = 5'h10 - s5_has_hi;
-  assign \$51  = \$49 [5:0] < \$50 ;
-  assign \$55  = \$54  | { 5'h00, s5_q1 };
-  assign \$57  = \$56  | { 5'h00, s5_q2 };
-  assign \$59  = \$58  | { 5'h00, s5_q3 };
-  assign \$61  = \$60  | { 5'h00, s5_q4 };
-  assign \$62  = \$61 [4:0] + s5_inexact;
-  assign \$63  = s5_den_zero ? 6'h00 : \$62 ;
-  assign \$64  = \$63  - 1'h1;
-  assign \$65  = 5'h10 - s5_has_hi;
-  assign \$66  = \$51  ? \$64 [5:0] : \$65 ;
-  assign \$67  = \$35  ? \$36  : \$66 ;
-  assign \$71  = \$70  | { 5'h00, s5_q1 };
-  assign \$73  = \$72  | { 5'h00, s5_q2 };
-  assign \$75  = \$74  | { 5'h00, s5_q3 };
-  assign \$77  = \$76  | { 5'h00, s5_q4 };
-  assign \$78  = \$77 [4:0] + s5_inexact;
-  assign \$79  = s5_den_zero ? 6'h00 : \$78 ;
-  assign \$80  = \$79  > s5_has_lo;
-  assign \$84  = \$83  | { 5'h00, s5_q1 };
-  assign \$86  = \$85  | { 5'h00, s5_q2 };
-  assign \$88  = \$87  | { 5'h00, s5_q3 };
-  assign \$90  = \$89  | { 5'h00, s5_q4 };
-  assign \$91  = \$90 [4:0] + s5_inexact;
-  assign \$92  = s5_den_zero ? 6'h00 : \$91 ;
-  assign \$93  = \$80  ? \$92  : { 5'h00, s5_has_lo };
-  assign \$97  = \$96  | { 5'h00, s5_q1 };
-  assign \$99  = \$98  | { 5'h00, s5_q2 };
-  assign \$101  = \$100  | { 5'h00, s5_q3 };
-  assign \$103  = \$102  | { 5'h00, s5_q4 };
-  assign \$104  = \$103 [4:0] + s5_inexact;
-  assign \$105  = s5_den_zero ? 6'h00 : \$104 ;
-  assign \$106  = \$105  > s5_has_lo;
-  assign \$110  = \$109  | { 5'h00, s5_q1 };
-  assign \$112  = \$111  | { 5'h00, s5_q2 };
-  assign \$114  = \$113  | { 5'h00, s5_q3 };
-  assign \$116  = \$115  | { 5'h00, s5_q4 };
-  assign \$117  = \$116 [4:0] + s5_inexact;
-  assign \$118  = s5_den_zero ? 6'h00 : \$117 ;
-  assign \$119  = \$106  ? \$118  : { 5'h00, s5_has_lo };
-  assign \$120  = 5'h10 - \$119 ;
-  assign \$124  = \$123  | { 5'h00, s5_q1 };
-  assign \$126  = \$125  | { 5'h00, s5_q2 };
-  assign \$128  = \$127  | { 5'h00, s5_q3 };
-  assign \$130  = \$129  | { 5'h00, s5_q4 };
-  assign \$131  = \$130 [4:0] + s5_inexact;
-  assign \$132  = s5_den_zero ? 6'h00 : \$131 ;
-  assign \$133  = \$132  >= 1'h1;
-  assign \$137  = \$136  | { 5'h00, s5_q1 };
-  assign \$139  = \$138  | { 5'h00, s5_q2 };
-  assign \$141  = \$140  | { 5'h00, s5_q3 };
-  assign \$143  = \$142  | { 5'h00, s5_q4 };
-  assign \$144  = \$143 [4:0] + s5_inexact;
-  assign \$145  = s5_den_zero ? 6'h00 : \$144 ;
-  assign \$146  = \$145  == 5'h10;
-  assign \$147  = 5'h10 - s5_has_hi;
-  assign \$151  = \$150  | { 5'h00, s5_q1 };
-  assign \$153  = \$152  | { 5'h00, s5_q2 };
-  assign \$155  = \$154  | { 5'h00, s5_q3 };
-  assign \$157  = \$156  | { 5'h00, s5_q4 };
-  assign \$158  = \$157 [4:0] + s5_inexact;
-  assign \$159  = s5_den_zero ? 6'h00 : \$158 ;
-  assign \$160  = \$159  - 1'h1;
-  assign \$161  = 5'h10 - s5_has_hi;
-  assign \$162  = \$160 [5:0] < \$161 ;
-  assign \$166  = \$165  | { 5'h00, s5_q1 };
-  assign \$168  = \$167  | { 5'h00, s5_q2 };
-  assign \$170  = \$169  | { 5'h00, s5_q3 };
-  assign \$172  = \$171  | { 5'h00, s5_q4 };
-  assign \$173  = \$172 [4:0] + s5_inexact;
-  assign \$174  = s5_den_zero ? 6'h00 : \$173 ;
-  assign \$175  = \$174  - 1'h1;
-  assign \$176  = 5'h10 - s5_has_hi;
-  assign \$177  = \$162  ? \$175 [5:0] : \$176 ;
-  assign \$178  = \$146  ? \$147  : \$177 ;
-  assign \$179  = \$178 [4:0] >= 1'h1;
-  assign \$180  = \$133  & \$179 ;
-  assign \$184  = \$183  | { 5'h00, s5_q1 };
-  assign \$186  = \$185  | { 5'h00, s5_q2 };
-  assign \$188  = \$187  | { 5'h00, s5_q3 };
-  assign \$190  = \$189  | { 5'h00, s5_q4 };
-  assign \$191  = \$190 [4:0] + s5_inexact;
-  assign \$192  = s5_den_zero ? 6'h00 : \$191 ;
-  assign \$193  = \$192  > s5_has_lo;
-  assign \$197  = \$196  | { 5'h00, s5_q1 };
-  assign \$199  = \$198  | { 5'h00, s5_q2 };
-  assign \$201  = \$200  | { 5'h00, s5_q3 };
-  assign \$203  = \$202  | { 5'h00, s5_q4 };
-  assign \$204  = \$203 [4:0] + s5_inexact;
-  assign \$205  = s5_den_zero ? 6'h00 : \$204 ;
-  assign \$206  = \$193  ? \$205  : { 5'h00, s5_has_lo };
-  assign \$207  = \$206  <= 4'hf;
-  assign \$208  = c_b[17:0] * c_nl;
-  assign \$209  = c_b[35:18] * c_nl;
-  assign \$210  = c_b[40:36] * c_nl;
-  assign \$211  = c_a[17:0] * c_mu;
-  assign \$212  = c_a[35:18] * c_mu;
-  assign \$213  = c_a[40:36] * c_mu;
-  assign \$215  = 1'h0 + \$214 ;
-  assign \$217  = \$215  + \$216 ;
-  assign \$219  = \$217  + \$218 ;
-  assign \$221  = 1'h0 + \$220 ;
-  assign \$223  = \$221  + \$222 ;
-  assign \$225  = \$223  + \$224 ;
-  assign \$226  = ~ q_lok;
-  assign \$227  = q_bl < q_am;
-  assign \$228  = \$226  | \$227 ;
-  assign \$229  = q_uok & \$228 ;
-  assign \$230  = \$229  ? q_nu : q_nl;
-  assign \$231  = ~ q_lok;
-  assign \$232  = q_bl < q_am;
-  assign \$233  = \$231  | \$232 ;
-  assign \$234  = q_uok & \$233 ;
-  assign \$235  = \$234  ? q_b : q_a;
-  assign \$236  = ~ q_lok;
-  assign \$237  = q_bl < q_am;
-  assign \$238  = \$236  | \$237 ;
-  assign \$239  = q_uok & \$238 ;
-  assign \$240  = \$239  ? q_mu : q_nl;
-  assign \$243  = r_ext[17:0] * r_rec;
-  assign \$244  = r_ext[35:18] * r_rec;
-  assign \$245  = r_ext[40:36] * r_rec;
-  assign \$247  = r_hi[0] ? \$246  : 42'h00000000000;
-  assign \$250  = r_hi[1] ? \$249  : 42'h00000000000;
-  assign \$251  = \$248  | \$250 ;
-  assign \$253  = r_hi[2] ? \$252  : 44'h00000000000;
-  assign \$254  = { 2'h0, \$251  } | \$253 ;
-  assign \$256  = \$255  + 20'hfffff;
-  assign \$257  = r_inner * 16'h8000;
-  assign \$258  = r_outer * 17'h10000;
-  assign \$260  = 1'h0 + \$259 ;
-  assign \$262  = \$260  + \$261 ;
-  assign \$264  = \$262  + \$263 ;
-  assign \$266  = \$264  + \$265 ;
-  assign \$269  = 20'hfffff + \$268 ;
-  assign \$272  = 20'hfffff + \$271 ;
-  assign \$274  = | s4_c_mid;
-  assign \$275  = | s4_c_mid[41:1];
-  assign \$276  = | s4_c_mid[41:2];
-  assign \$277  = | s4_c_mid[41:3];
-  assign \$278  = | s4_c_mid[41:4];
-  assign \$279  = | s4_c_mid[41:5];
-  assign \$280  = | s4_c_mid[41:6];
-  assign \$281  = | s4_c_mid[41:7];
-  assign \$282  = | s4_c_mid[41:8];
-  assign \$283  = | s4_c_mid[41:9];
-  assign \$284  = | s4_c_mid[41:10];
-  assign \$285  = | s4_c_mid[41:11];
-  assign \$286  = | s4_c_mid[41:12];
-  assign \$287  = | s4_c_mid[41:13];
-  assign \$288  = | s4_c_mid[41:14];
-  assign \$289  = | s4_c_mid[41:15];
-  assign \$290  = | s4_c_mid[41:16];
-  assign \$291  = | s4_c_mid[41:17];
-  assign \$292  = | s4_c_mid[41:18];
-  assign \$293  = | s4_c_mid[41:19];
-  assign \$294  = | s4_c_mid[41:20];
-  assign \$295  = | s4_c_mid[41:21];
-  assign \$296  = | s4_c_mid[41:22];
-  assign \$297  = | s4_c_mid[41:23];
-  assign \$298  = | s4_c_mid[41:24];
-  assign \$299  = | s4_c_mid[41:25];
-  assign \$300  = | s4_c_mid[41:26];
-  assign \$301  = | s4_c_mid[41:27];
-  assign \$302  = | s4_c_mid[41:28];
-  assign \$303  = | s4_c_mid[41:29];
-  assign \$304  = | s4_c_mid[41:30];
-  assign \$305  = | s4_c_mid[41:31];
-  assign \$306  = | s4_c_mid[41:32];
-  assign \$307  = | s4_c_mid[41:33];
-  assign \$308  = | s4_c_mid[41:34];
-  assign \$309  = | s4_c_mid[41:35];
-  assign \$310  = | s4_c_mid[41:36];
-  assign \$311  = | s4_c_mid[41:37];
-  assign \$312  = | s4_c_mid[41:38];
-  assign \$313  = | s4_c_mid[41:39];
-  assign \$314  = | s4_c_mid[41:40];
-  assign \$317  = | s4_c_in;
-  assign \$318  = | s4_c_in[41:1];
-  assign \$319  = | s4_c_in[41:2];
-  assign \$320  = | s4_c_in[41:3];
-  assign \$321  = | s4_c_in[41:4];
-  assign \$322  = | s4_c_in[41:5];
-  assign \$323  = | s4_c_in[41:6];
-  assign \$324  = | s4_c_in[41:7];
-  assign \$325  = | s4_c_in[41:8];
-  assign \$326  = | s4_c_in[41:9];
-  assign \$327  = | s4_c_in[41:10];
-  assign \$328  = | s4_c_in[41:11];
-  assign \$329  = | s4_c_in[41:12];
-  assign \$330  = | s4_c_in[41:13];
-  assign \$331  = | s4_c_in[41:14];
-  assign \$332  = | s4_c_in[41:15];
-  assign \$333  = | s4_c_in[41:16];
-  assign \$334  = | s4_c_in[41:17];
-  assign \$335  = | s4_c_in[41:18];
-  assign \$336  = | s4_c_in[41:19];
-  assign \$337  = | s4_c_in[41:20];
-  assign \$338  = | s4_c_in[41:21];
-  assign \$339  = | s4_c_in[41:22];
-  assign \$340  = | s4_c_in[41:23];
-  assign \$341  = | s4_c_in[41:24];
-  assign \$342  = | s4_c_in[41:25];
-  assign \$343  = | s4_c_in[41:26];
-  assign \$344  = | s4_c_in[41:27];
-  assign \$345  = | s4_c_in[41:28];
-  assign \$346  = | s4_c_in[41:29];
-  assign \$347  = | s4_c_in[41:30];
-  assign \$348  = | s4_c_in[41:31];
-  assign \$349  = | s4_c_in[41:32];
-  assign \$350  = | s4_c_in[41:33];
-  assign \$351  = | s4_c_in[41:34];
-  assign \$352  = | s4_c_in[41:35];
-  assign \$353  = | s4_c_in[41:36];
-  assign \$354  = | s4_c_in[41:37];
-  assign \$355  = | s4_c_in[41:38];
-  assign \$356  = | s4_c_in[41:39];
-  assign \$357  = | s4_c_in[41:40];
-  assign \$360  = | s4_c_out;
-  assign \$361  = | s4_c_out[41:1];
-  assign \$362  = | s4_c_out[41:2];
-  assign \$363  = | s4_c_out[41:3];
-  assign \$364  = | s4_c_out[41:4];
-  assign \$365  = | s4_c_out[41:5];
-  assign \$366  = | s4_c_out[41:6];
-  assign \$367  = | s4_c_out[41:7];
-  assign \$368  = | s4_c_out[41:8];
-  assign \$369  = | s4_c_out[41:9];
-  assign \$370  = | s4_c_out[41:10];
-  assign \$371  = | s4_c_out[41:11];
-  assign \$372  = | s4_c_out[41:12];
-  assign \$373  = | s4_c_out[41:13];
-  assign \$374  = | s4_c_out[41:14];
-  assign \$375  = | s4_c_out[41:15];
-  assign \$376  = | s4_c_out[41:16];
-  assign \$377  = | s4_c_out[41:17];
-  assign \$378  = | s4_c_out[41:18];
-  assign \$379  = | s4_c_out[41:19];
-  assign \$380  = | s4_c_out[41:20];
-  assign \$381  = | s4_c_out[41:21];
-  assign \$382  = | s4_c_out[41:22];
-  assign \$383  = | s4_c_out[41:23];
-  assign \$384  = | s4_c_out[41:24];
-  assign \$385  = | s4_c_out[41:25];
-  assign \$386  = | s4_c_out[41:26];
-  assign \$387  = | s4_c_out[41:27];
-  assign \$388  = | s4_c_out[41:28];
-  assign \$389  = | s4_c_out[41:29];
-  assign \$390  = | s4_c_out[41:30];
-  assign \$391  = | s4_c_out[41:31];
-  assign \$392  = | s4_c_out[41:32];
-  assign \$393  = | s4_c_out[41:33];
-  assign \$394  = | s4_c_out[41:34];
-  assign \$395  = | s4_c_out[41:35];
-  assign \$396  = | s4_c_out[41:36];
-  assign \$397  = | s4_c_out[41:37];
-  assign \$398  = | s4_c_out[41:38];
-  assign \$399  = | s4_c_out[41:39];
-  assign \$400  = | s4_c_out[41:40];
-  assign \$403  = m4_c_mid + m4_mask_mid;
-  assign \$404  = ~ m4_mask_mid;
-  assign \$405  = \$403  & { 1'h0, \$404  };
-  assign \$406  = ~ m4_mask_mid[1];
-  assign \$407  = m4_mask_mid[0] & \$406 ;
-  assign \$408  = ~ m4_mask_mid[3];
-  assign \$409  = m4_mask_mid[2] & \$408 ;
-  assign \$410  = ~ m4_mask_mid[5];
-  assign \$411  = m4_mask_mid[4] & \$410 ;
-  assign \$412  = ~ m4_mask_mid[7];
-  assign \$413  = m4_mask_mid[6] & \$412 ;
-  assign \$414  = ~ m4_mask_mid[9];
-  assign \$415  = m4_mask_mid[8] & \$414 ;
-  assign \$416  = ~ m4_mask_mid[11];
-  assign \$417  = m4_mask_mid[10] & \$416 ;
-  assign \$418  = ~ m4_mask_mid[13];
-  assign \$419  = m4_mask_mid[12] & \$418 ;
-  assign \$420  = ~ m4_mask_mid[15];
-  assign \$421  = m4_mask_mid[14] & \$420 ;
-  assign \$422  = ~ m4_mask_mid[17];
-  assign \$423  = m4_mask_mid[16] & \$422 ;
-  assign \$424  = ~ m4_mask_mid[19];
-  assign \$425  = m4_mask_mid[18] & \$424 ;
-  assign \$426  = ~ m4_mask_mid[21];
-  assign \$427  = m4_mask_mid[20] & \$426 ;
-  assign \$428  = ~ m4_mask_mid[23];
-  assign \$429  = m4_mask_mid[22] & \$428 ;
-  assign \$430  = ~ m4_mask_mid[25];
-  assign \$431  = m4_mask_mid[24] & \$430 ;
-  assign \$432  = ~ m4_mask_mid[27];
-  assign \$433  = m4_mask_mid[26] & \$432 ;
-  assign \$434  = ~ m4_mask_mid[29];
-  assign \$435  = m4_mask_mid[28] & \$434 ;
-  assign \$436  = ~ m4_mask_mid[31];
-  assign \$437  = m4_mask_mid[30] & \$436 ;
-  assign \$438  = ~ m4_mask_mid[33];
-  assign \$439  = m4_mask_mid[32] & \$438 ;
-  assign \$440  = ~ m4_mask_mid[35];
-  assign \$441  = m4_mask_mid[34] & \$440 ;
-  assign \$442  = ~ m4_mask_mid[37];
-  assign \$443  = m4_mask_mid[36] & \$442 ;
-  assign \$444  = ~ m4_mask_mid[39];
-  assign \$445  = m4_mask_mid[38] & \$444 ;
-  assign \$446  = ~ m4_mask_mid[41];
-  assign \$447  = m4_mask_mid[40] & \$446 ;
-  assign \$448  = | { \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435 , \$433 , \$431 , \$429 , \$427 , \$425 , \$423 , \$421 , \$419 , \$417 , \$415 , \$413 , \$411 , \$409 , \$407  };
-  assign \$449  = ~ m4_mask_mid[2];
-  assign \$450  = m4_mask_mid[1] & \$449 ;
-  assign \$451  = ~ m4_mask_mid[3];
-  assign \$452  = m4_mask_mid[2] & \$451 ;
-  assign \$453  = ~ m4_mask_mid[6];
-  assign \$454  = m4_mask_mid[5] & \$453 ;
-  assign \$455  = ~ m4_mask_mid[7];
-  assign \$456  = m4_mask_mid[6] & \$455 ;
-  assign \$457  = ~ m4_mask_mid[10];
-  assign \$458  = m4_mask_mid[9] & \$457 ;
-  assign \$459  = ~ m4_mask_mid[11];
-  assign \$460  = m4_mask_mid[10] & \$459 ;
-  assign \$461  = ~ m4_mask_mid[14];
-  assign \$462  = m4_mask_mid[13] & \$461 ;
-  assign \$463  = ~ m4_mask_mid[15];
-  assign \$464  = m4_mask_mid[14] & \$463 ;
-  assign \$465  = ~ m4_mask_mid[18];
-  assign \$466  = m4_mask_mid[17] & \$465 ;
-  assign \$467  = ~ m4_mask_mid[19];
-  assign \$468  = m4_mask_mid[18] & \$467 ;
-  assign \$469  = ~ m4_mask_mid[22];
-  assign \$470  = m4_mask_mid[21] & \$469 ;
-  assign \$471  = ~ m4_mask_mid[23];
-  assign \$472  = m4_mask_mid[22] & \$471 ;
-  assign \$473  = ~ m4_mask_mid[26];
-  assign \$474  = m4_mask_mid[25] & \$473 ;
-  assign \$475  = ~ m4_mask_mid[27];
-  assign \$476  = m4_mask_mid[26] & \$475 ;
-  assign \$477  = ~ m4_mask_mid[30];
-  assign \$478  = m4_mask_mid[29] & \$477 ;
-  assign \$479  = ~ m4_mask_mid[31];
-  assign \$480  = m4_mask_mid[30] & \$479 ;
-  assign \$481  = ~ m4_mask_mid[34];
-  assign \$482  = m4_mask_mid[33] & \$481 ;
-  assign \$483  = ~ m4_mask_mid[35];
-  assign \$484  = m4_mask_mid[34] & \$483 ;
-  assign \$485  = ~ m4_mask_mid[38];
-  assign \$486  = m4_mask_mid[37] & \$485 ;
-  assign \$487  = ~ m4_mask_mid[39];
-  assign \$488  = m4_mask_mid[38] & \$487 ;
-  assign \$489  = | { m4_mask_mid[41], \$488 , \$486 , \$484 , \$482 , \$480 , \$478 , \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458 , \$456 , \$454 , \$452 , \$450  };
-  assign \$490  = ~ m4_mask_mid[4];
-  assign \$491  = m4_mask_mid[3] & \$490 ;
-  assign \$492  = ~ m4_mask_mid[5];
-  assign \$493  = m4_mask_mid[4] & \$492 ;
-  assign \$494  = ~ m4_mask_mid[6];
-  assign \$495  = m4_mask_mid[5] & \$494 ;
-  assign \$496  = ~ m4_mask_mid[7];
-  assign \$497  = m4_mask_mid[6] & \$496 ;
-  assign \$498  = ~ m4_mask_mid[12];
-  assign \$499  = m4_mask_mid[11] & \$498 ;
-  assign \$500  = ~ m4_mask_mid[13];
-  assign \$501  = m4_mask_mid[12] & \$500 ;
-  assign \$502  = ~ m4_mask_mid[14];
-  assign \$503  = m4_mask_mid[13] & \$502 ;
-  assign \$504  = ~ m4_mask_mid[15];
-  assign \$505  = m4_mask_mid[14] & \$504 ;
-  assign \$506  = ~ m4_mask_mid[20];
-  assign \$507  = m4_mask_mid[19] & \$506 ;
-  assign \$508  = ~ m4_mask_mid[21];
-  assign \$509  = m4_mask_mid[20] & \$508 ;
-  assign \$510  = ~ m4_mask_mid[22];
-  assign \$511  = m4_mask_mid[21] & \$510 ;
-  assign \$512  = ~ m4_mask_mid[23];
-  assign \$513  = m4_mask_mid[22] & \$512 ;
-  assign \$514  = ~ m4_mask_mid[28];
-  assign \$515  = m4_mask_mid[27] & \$514 ;
-  assign \$516  = ~ m4_mask_mid[29];
-  assign \$517  = m4_mask_mid[28] & \$516 ;
-  assign \$518  = ~ m4_mask_mid[30];
-  assign \$519  = m4_mask_mid[29] & \$518 ;
-  assign \$520  = ~ m4_mask_mid[31];
-  assign \$521  = m4_mask_mid[30] & \$520 ;
-  assign \$522  = ~ m4_mask_mid[36];
-  assign \$523  = m4_mask_mid[35] & \$522 ;
-  assign \$524  = ~ m4_mask_mid[37];
-  assign \$525  = m4_mask_mid[36] & \$524 ;
-  assign \$526  = ~ m4_mask_mid[38];
-  assign \$527  = m4_mask_mid[37] & \$526 ;
-  assign \$528  = ~ m4_mask_mid[39];
-  assign \$529  = m4_mask_mid[38] & \$528 ;
-  assign \$530  = | { \$529 , \$527 , \$525 , \$523 , \$521 , \$519 , \$517 , \$515 , \$513 , \$511 , \$509 , \$507 , \$505 , \$503 , \$501 , \$499 , \$497 , \$495 , \$493 , \$491  };
-  assign \$531  = ~ m4_mask_mid[8];
-  assign \$532  = m4_mask_mid[7] & \$531 ;
-  assign \$533  = ~ m4_mask_mid[9];
-  assign \$534  = m4_mask_mid[8] & \$533 ;
-  assign \$535  = ~ m4_mask_mid[10];
-  assign \$536  = m4_mask_mid[9] & \$535 ;
-  assign \$537  = ~ m4_mask_mid[11];
-  assign \$538  = m4_mask_mid[10] & \$537 ;
-  assign \$539  = ~ m4_mask_mid[12];
-  assign \$540  = m4_mask_mid[11] & \$539 ;
-  assign \$541  = ~ m4_mask_mid[13];
-  assign \$542  = m4_mask_mid[12] & \$541 ;
-  assign \$543  = ~ m4_mask_mid[14];
-  assign \$544  = m4_mask_mid[13] & \$543 ;
-  assign \$545  = ~ m4_mask_mid[15];
-  assign \$546  = m4_mask_mid[14] & \$545 ;
-  assign \$547  = ~ m4_mask_mid[24];
-  assign \$548  = m4_mask_mid[23] & \$547 ;
-  assign \$549  = ~ m4_mask_mid[25];
-  assign \$550  = m4_mask_mid[24] & \$549 ;
-  assign \$551  = ~ m4_mask_mid[26];
-  assign \$552  = m4_mask_mid[25] & \$551 ;
-  assign \$553  = ~ m4_mask_mid[27];
-  assign \$554  = m4_mask_mid[26] & \$553 ;
-  assign \$555  = ~ m4_mask_mid[28];
-  assign \$556  = m4_mask_mid[27] & \$555 ;
-  assign \$557  = ~ m4_mask_mid[29];
-  assign \$558  = m4_mask_mid[28] & \$557 ;
-  assign \$559  = ~ m4_mask_mid[30];
-  assign \$560  = m4_mask_mid[29] & \$559 ;
-  assign \$561  = ~ m4_mask_mid[31];
-  assign \$562  = m4_mask_mid[30] & \$561 ;
-  assign \$563  = ~ m4_mask_mid[40];
-  assign \$564  = m4_mask_mid[39] & \$563 ;
-  assign \$565  = ~ m4_mask_mid[41];
-  assign \$566  = m4_mask_mid[40] & \$565 ;
-  assign \$567  = | { m4_mask_mid[41], \$566 , \$564 , \$562 , \$560 , \$558 , \$556 , \$554 , \$552 , \$550 , \$548 , \$546 , \$544 , \$542 , \$540 , \$538 , \$536 , \$534 , \$532  };
-  assign \$568  = ~ m4_mask_mid[16];
-  assign \$569  = m4_mask_mid[15] & \$568 ;
-  assign \$570  = ~ m4_mask_mid[17];
-  assign \$571  = m4_mask_mid[16] & \$570 ;
-  assign \$572  = ~ m4_mask_mid[18];
-  assign \$573  = m4_mask_mid[17] & \$572 ;
-  assign \$574  = ~ m4_mask_mid[19];
-  assign \$575  = m4_mask_mid[18] & \$574 ;
-  assign \$576  = ~ m4_mask_mid[20];
-  assign \$577  = m4_mask_mid[19] & \$576 ;
-  assign \$578  = ~ m4_mask_mid[21];
-  assign \$579  = m4_mask_mid[20] & \$578 ;
-  assign \$580  = ~ m4_mask_mid[22];
-  assign \$581  = m4_mask_mid[21] & \$580 ;
-  assign \$582  = ~ m4_mask_mid[23];
-  assign \$583  = m4_mask_mid[22] & \$582 ;
-  assign \$584  = ~ m4_mask_mid[24];
-  assign \$585  = m4_mask_mid[23] & \$584 ;
-  assign \$586  = ~ m4_mask_mid[25];
-  assign \$587  = m4_mask_mid[24] & \$586 ;
-  assign \$588  = ~ m4_mask_mid[26];
-  assign \$589  = m4_mask_mid[25] & \$588 ;
-  assign \$590  = ~ m4_mask_mid[27];
-  assign \$591  = m4_mask_mid[26] & \$590 ;
-  assign \$592  = ~ m4_mask_mid[28];
-  assign \$593  = m4_mask_mid[27] & \$592 ;
-  assign \$594  = ~ m4_mask_mid[29];
-  assign \$595  = m4_mask_mid[28] & \$594 ;
-  assign \$596  = ~ m4_mask_mid[30];
-  assign \$597  = m4_mask_mid[29] & \$596 ;
-  assign \$598  = ~ m4_mask_mid[31];
-  assign \$599  = m4_mask_mid[30] & \$598 ;
-  assign \$600  = | { \$599 , \$597 , \$595 , \$593 , \$591 , \$589 , \$587 , \$585 , \$583 , \$581 , \$579 , \$577 , \$575 , \$573 , \$571 , \$569  };
-  assign \$601  = ~ m4_mask_mid[32];
-  assign \$602  = m4_mask_mid[31] & \$601 ;
-  assign \$603  = ~ m4_mask_mid[33];
-  assign \$604  = m4_mask_mid[32] & \$603 ;
-  assign \$605  = ~ m4_mask_mid[34];
-  assign \$606  = m4_mask_mid[33] & \$605 ;
-  assign \$607  = ~ m4_mask_mid[35];
-  assign \$608  = m4_mask_mid[34] & \$607 ;
-  assign \$609  = ~ m4_mask_mid[36];
-  assign \$610  = m4_mask_mid[35] & \$609 ;
-  assign \$611  = ~ m4_mask_mid[37];
-  assign \$612  = m4_mask_mid[36] & \$611 ;
-  assign \$613  = ~ m4_mask_mid[38];
-  assign \$614  = m4_mask_mid[37] & \$613 ;
-  assign \$615  = ~ m4_mask_mid[39];
-  assign \$616  = m4_mask_mid[38] & \$615 ;
-  assign \$617  = ~ m4_mask_mid[40];
-  assign \$618  = m4_mask_mid[39] & \$617 ;
-  assign \$619  = ~ m4_mask_mid[41];
-  assign \$620  = m4_mask_mid[40] & \$619 ;
-  assign \$621  = | { m4_mask_mid[41], \$620 , \$618 , \$616 , \$614 , \$612 , \$610 , \$608 , \$606 , \$604 , \$602  };
-  assign \$622  = m4_mask_mid[0] | m4_c_mid[10];
-  assign \$623  = ~ m4_mask_mid[1];
-  assign \$624  = m4_mask_mid[0] & \$623 ;
-  assign \$625  = ~ m4_mask_mid[3];
-  assign \$626  = m4_mask_mid[2] & \$625 ;
-  assign \$627  = ~ m4_mask_mid[5];
-  assign \$628  = m4_mask_mid[4] & \$627 ;
-  assign \$629  = ~ m4_mask_mid[7];
-  assign \$630  = m4_mask_mid[6] & \$629 ;
-  assign \$631  = ~ m4_mask_mid[9];
-  assign \$632  = m4_mask_mid[8] & \$631 ;
-  assign \$633  = ~ m4_mask_mid[11];
-  assign \$634  = m4_mask_mid[10] & \$633 ;
-  assign \$635  = ~ m4_mask_mid[13];
-  assign \$636  = m4_mask_mid[12] & \$635 ;
-  assign \$637  = ~ m4_mask_mid[15];
-  assign \$638  = m4_mask_mid[14] & \$637 ;
-  assign \$639  = ~ m4_mask_mid[17];
-  assign \$640  = m4_mask_mid[16] & \$639 ;
-  assign \$641  = ~ m4_mask_mid[19];
-  assign \$642  = m4_mask_mid[18] & \$641 ;
-  assign \$643  = ~ m4_mask_mid[21];
-  assign \$644  = m4_mask_mid[20] & \$643 ;
-  assign \$645  = ~ m4_mask_mid[23];
-  assign \$646  = m4_mask_mid[22] & \$645 ;
-  assign \$647  = ~ m4_mask_mid[25];
-  assign \$648  = m4_mask_mid[24] & \$647 ;
-  assign \$649  = ~ m4_mask_mid[27];
-  assign \$650  = m4_mask_mid[26] & \$649 ;
-  assign \$651  = ~ m4_mask_mid[29];
-  assign \$652  = m4_mask_mid[28] & \$651 ;
-  assign \$653  = ~ m4_mask_mid[31];
-  assign \$654  = m4_mask_mid[30] & \$653 ;
-  assign \$655  = ~ m4_mask_mid[33];
-  assign \$656  = m4_mask_mid[32] & \$655 ;
-  assign \$657  = ~ m4_mask_mid[35];
-  assign \$658  = m4_mask_mid[34] & \$657 ;
-  assign \$659  = ~ m4_mask_mid[37];
-  assign \$660  = m4_mask_mid[36] & \$659 ;
-  assign \$661  = ~ m4_mask_mid[39];
-  assign \$662  = m4_mask_mid[38] & \$661 ;
-  assign \$663  = ~ m4_mask_mid[41];
-  assign \$664  = m4_mask_mid[40] & \$663 ;
-  assign \$665  = | { \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642 , \$640 , \$638 , \$636 , \$634 , \$632 , \$630 , \$628 , \$626 , \$624  };
-  assign \$666  = ~ m4_mask_mid[2];
-  assign \$667  = m4_mask_mid[1] & \$666 ;
-  assign \$668  = ~ m4_mask_mid[3];
-  assign \$669  = m4_mask_mid[2] & \$668 ;
-  assign \$670  = ~ m4_mask_mid[6];
-  assign \$671  = m4_mask_mid[5] & \$670 ;
-  assign \$672  = ~ m4_mask_mid[7];
-  assign \$673  = m4_mask_mid[6] & \$672 ;
-  assign \$674  = ~ m4_mask_mid[10];
-  assign \$675  = m4_mask_mid[9] & \$674 ;
-  assign \$676  = ~ m4_mask_mid[11];
-  assign \$677  = m4_mask_mid[10] & \$676 ;
-  assign \$678  = ~ m4_mask_mid[14];
-  assign \$679  = m4_mask_mid[13] & \$678 ;
-  assign \$680  = ~ m4_mask_mid[15];
-  assign \$681  = m4_mask_mid[14] & \$680 ;
-  assign \$682  = ~ m4_mask_mid[18];
-  assign \$683  = m4_mask_mid[17] & \$682 ;
-  assign \$684  = ~ m4_mask_mid[19];
-  assign \$685  = m4_mask_mid[18] & \$684 ;
-  assign \$686  = ~ m4_mask_mid[22];
-  assign \$687  = m4_mask_mid[21] & \$686 ;
-  assign \$688  = ~ m4_mask_mid[23];
-  assign \$689  = m4_mask_mid[22] & \$688 ;
-  assign \$690  = ~ m4_mask_mid[26];
-  assign \$691  = m4_mask_mid[25] & \$690 ;
-  assign \$692  = ~ m4_mask_mid[27];
-  assign \$693  = m4_mask_mid[26] & \$692 ;
-  assign \$694  = ~ m4_mask_mid[30];
-  assign \$695  = m4_mask_mid[29] & \$694 ;
-  assign \$696  = ~ m4_mask_mid[31];
-  assign \$697  = m4_mask_mid[30] & \$696 ;
-  assign \$698  = ~ m4_mask_mid[34];
-  assign \$699  = m4_mask_mid[33] & \$698 ;
-  assign \$700  = ~ m4_mask_mid[35];
-  assign \$701  = m4_mask_mid[34] & \$700 ;
-  assign \$702  = ~ m4_mask_mid[38];
-  assign \$703  = m4_mask_mid[37] & \$702 ;
-  assign \$704  = ~ m4_mask_mid[39];
-  assign \$705  = m4_mask_mid[38] & \$704 ;
-  assign \$706  = | { m4_mask_mid[41], \$705 , \$703 , \$701 , \$699 , \$697 , \$695 , \$693 , \$691 , \$689 , \$687 , \$685 , \$683 , \$681 , \$679 , \$677 , \$675 , \$673 , \$671 , \$669 , \$667  };
-  assign \$707  = ~ m4_mask_mid[4];
-  assign \$708  = m4_mask_mid[3] & \$707 ;
-  assign \$709  = ~ m4_mask_mid[5];
-  assign \$710  = m4_mask_mid[4] & \$709 ;
-  assign \$711  = ~ m4_mask_mid[6];
-  assign \$712  = m4_mask_mid[5] & \$711 ;
-  assign \$713  = ~ m4_mask_mid[7];
-  assign \$714  = m4_mask_mid[6] & \$713 ;
-  assign \$715  = ~ m4_mask_mid[12];
-  assign \$716  = m4_mask_mid[11] & \$715 ;
-  assign \$717  = ~ m4_mask_mid[13];
-  assign \$718  = m4_mask_mid[12] & \$717 ;
-  assign \$719  = ~ m4_mask_mid[14];
-  assign \$720  = m4_mask_mid[13] & \$719 ;
-  assign \$721  = ~ m4_mask_mid[15];
-  assign \$722  = m4_mask_mid[14] & \$721 ;
-  assign \$723  = ~ m4_mask_mid[20];
-  assign \$724  = m4_mask_mid[19] & \$723 ;
-  assign \$725  = ~ m4_mask_mid[21];
-  assign \$726  = m4_mask_mid[20] & \$725 ;
-  assign \$727  = ~ m4_mask_mid[22];
-  assign \$728  = m4_mask_mid[21] & \$727 ;
-  assign \$729  = ~ m4_mask_mid[23];
-  assign \$730  = m4_mask_mid[22] & \$729 ;
-  assign \$731  = ~ m4_mask_mid[28];
-  assign \$732  = m4_mask_mid[27] & \$731 ;
-  assign \$733  = ~ m4_mask_mid[29];
-  assign \$734  = m4_mask_mid[28] & \$733 ;
-  assign \$735  = ~ m4_mask_mid[30];
-  assign \$736  = m4_mask_mid[29] & \$735 ;
-  assign \$737  = ~ m4_mask_mid[31];
-  assign \$738  = m4_mask_mid[30] & \$737 ;
-  assign \$739  = ~ m4_mask_mid[36];
-  assign \$740  = m4_mask_mid[35] & \$739 ;
-  assign \$741  = ~ m4_mask_mid[37];
-  assign \$742  = m4_mask_mid[36] & \$741 ;
-  assign \$743  = ~ m4_mask_mid[38];
-  assign \$744  = m4_mask_mid[37] & \$743 ;
-  assign \$745  = ~ m4_mask_mid[39];
-  assign \$746  = m4_mask_mid[38] & \$745 ;
-  assign \$747  = | { \$746 , \$744 , \$742 , \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708  };
-  assign \$748  = ~ m4_mask_mid[8];
-  assign \$749  = m4_mask_mid[7] & \$748 ;
-  assign \$750  = ~ m4_mask_mid[9];
-  assign \$751  = m4_mask_mid[8] & \$750 ;
-  assign \$752  = ~ m4_mask_mid[10];
-  assign \$753  = m4_mask_mid[9] & \$752 ;
-  assign \$754  = ~ m4_mask_mid[11];
-  assign \$755  = m4_mask_mid[10] & \$754 ;
-  assign \$756  = ~ m4_mask_mid[12];
-  assign \$757  = m4_mask_mid[11] & \$756 ;
-  assign \$758  = ~ m4_mask_mid[13];
-  assign \$759  = m4_mask_mid[12] & \$758 ;
-  assign \$760  = ~ m4_mask_mid[14];
-  assign \$761  = m4_mask_mid[13] & \$760 ;
-  assign \$762  = ~ m4_mask_mid[15];
-  assign \$763  = m4_mask_mid[14] & \$762 ;
-  assign \$764  = ~ m4_mask_mid[24];
-  assign \$765  = m4_mask_mid[23] & \$764 ;
-  assign \$766  = ~ m4_mask_mid[25];
-  assign \$767  = m4_mask_mid[24] & \$766 ;
-  assign \$768  = ~ m4_mask_mid[26];
-  assign \$769  = m4_mask_mid[25] & \$768 ;
-  assign \$770  = ~ m4_mask_mid[27];
-  assign \$771  = m4_mask_mid[26] & \$770 ;
-  assign \$772  = ~ m4_mask_mid[28];
-  assign \$773  = m4_mask_mid[27] & \$772 ;
-  assign \$774  = ~ m4_mask_mid[29];
-  assign \$775  = m4_mask_mid[28] & \$774 ;
-  assign \$776  = ~ m4_mask_mid[30];
-  assign \$777  = m4_mask_mid[29] & \$776 ;
-  assign \$778  = ~ m4_mask_mid[31];
-  assign \$779  = m4_mask_mid[30] & \$778 ;
-  assign \$780  = ~ m4_mask_mid[40];
-  assign \$781  = m4_mask_mid[39] & \$780 ;
-  assign \$782  = ~ m4_mask_mid[41];
-  assign \$783  = m4_mask_mid[40] & \$782 ;
-  assign \$784  = | { m4_mask_mid[41], \$783 , \$781 , \$779 , \$777 , \$775 , \$773 , \$771 , \$769 , \$767 , \$765 , \$763 , \$761 , \$759 , \$757 , \$755 , \$753 , \$751 , \$749  };
-  assign \$785  = ~ m4_mask_mid[16];
-  assign \$786  = m4_mask_mid[15] & \$785 ;
-  assign \$787  = ~ m4_mask_mid[17];
-  assign \$788  = m4_mask_mid[16] & \$787 ;
-  assign \$789  = ~ m4_mask_mid[18];
-  assign \$790  = m4_mask_mid[17] & \$789 ;
-  assign \$791  = ~ m4_mask_mid[19];
-  assign \$792  = m4_mask_mid[18] & \$791 ;
-  assign \$793  = ~ m4_mask_mid[20];
-  assign \$794  = m4_mask_mid[19] & \$793 ;
-  assign \$795  = ~ m4_mask_mid[21];
-  assign \$796  = m4_mask_mid[20] & \$795 ;
-  assign \$797  = ~ m4_mask_mid[22];
-  assign \$798  = m4_mask_mid[21] & \$797 ;
-  assign \$799  = ~ m4_mask_mid[23];
-  assign \$800  = m4_mask_mid[22] & \$799 ;
-  assign \$801  = ~ m4_mask_mid[24];
-  assign \$802  = m4_mask_mid[23] & \$801 ;
-  assign \$803  = ~ m4_mask_mid[25];
-  assign \$804  = m4_mask_mid[24] & \$803 ;
-  assign \$805  = ~ m4_mask_mid[26];
-  assign \$806  = m4_mask_mid[25] & \$805 ;
-  assign \$807  = ~ m4_mask_mid[27];
-  assign \$808  = m4_mask_mid[26] & \$807 ;
-  assign \$809  = ~ m4_mask_mid[28];
-  assign \$810  = m4_mask_mid[27] & \$809 ;
-  assign \$811  = ~ m4_mask_mid[29];
-  assign \$812  = m4_mask_mid[28] & \$811 ;
-  assign \$813  = ~ m4_mask_mid[30];
-  assign \$814  = m4_mask_mid[29] & \$813 ;
-  assign \$815  = ~ m4_mask_mid[31];
-  assign \$816  = m4_mask_mid[30] & \$815 ;
-  assign \$817  = | { \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794 , \$792 , \$790 , \$788 , \$786  };
-  assign \$818  = ~ m4_mask_mid[32];
-  assign \$819  = m4_mask_mid[31] & \$818 ;
-  assign \$820  = ~ m4_mask_mid[33];
-  assign \$821  = m4_mask_mid[32] & \$820 ;
-  assign \$822  = ~ m4_mask_mid[34];
-  assign \$823  = m4_mask_mid[33] & \$822 ;
-  assign \$824  = ~ m4_mask_mid[35];
-  assign \$825  = m4_mask_mid[34] & \$824 ;
-  assign \$826  = ~ m4_mask_mid[36];
-  assign \$827  = m4_mask_mid[35] & \$826 ;
-  assign \$828  = ~ m4_mask_mid[37];
-  assign \$829  = m4_mask_mid[36] & \$828 ;
-  assign \$830  = ~ m4_mask_mid[38];
-  assign \$831  = m4_mask_mid[37] & \$830 ;
-  assign \$832  = ~ m4_mask_mid[39];
-  assign \$833  = m4_mask_mid[38] & \$832 ;
-  assign \$834  = ~ m4_mask_mid[40];
-  assign \$835  = m4_mask_mid[39] & \$834 ;
-  assign \$836  = ~ m4_mask_mid[41];
-  assign \$837  = m4_mask_mid[40] & \$836 ;
-  assign \$838  = | { m4_mask_mid[41], \$837 , \$835 , \$833 , \$831 , \$829 , \$827 , \$825 , \$823 , \$821 , \$819  };
-  assign \$839  = { \$838 , \$817 , \$784 , \$747 , \$706 , \$665  } + 1'h1;
-  assign \$840  = m4_c_in + m4_mask_in;
-  assign \$841  = ~ m4_mask_in;
-  assign \$842  = \$840  & { 1'h0, \$841  };
-  assign \$843  = ~ m4_mask_in[1];
-  assign \$844  = m4_mask_in[0] & \$843 ;
-  assign \$845  = ~ m4_mask_in[3];
-  assign \$846  = m4_mask_in[2] & \$845 ;
-  assign \$847  = ~ m4_mask_in[5];
-  assign \$848  = m4_mask_in[4] & \$847 ;
-  assign \$849  = ~ m4_mask_in[7];
-  assign \$850  = m4_mask_in[6] & \$849 ;
-  assign \$851  = ~ m4_mask_in[9];
-  assign \$852  = m4_mask_in[8] & \$851 ;
-  assign \$853  = ~ m4_mask_in[11];
-  assign \$854  = m4_mask_in[10] & \$853 ;
-  assign \$855  = ~ m4_mask_in[13];
-  assign \$856  = m4_mask_in[12] & \$855 ;
-  assign \$857  = ~ m4_mask_in[15];
-  assign \$858  = m4_mask_in[14] & \$857 ;
-  assign \$859  = ~ m4_mask_in[17];
-  assign \$860  = m4_mask_in[16] & \$859 ;
-  assign \$861  = ~ m4_mask_in[19];
-  assign \$862  = m4_mask_in[18] & \$861 ;
-  assign \$863  = ~ m4_mask_in[21];
-  assign \$864  = m4_mask_in[20] & \$863 ;
-  assign \$865  = ~ m4_mask_in[23];
-  assign \$866  = m4_mask_in[22] & \$865 ;
-  assign \$867  = ~ m4_mask_in[25];
-  assign \$868  = m4_mask_in[24] & \$867 ;
-  assign \$869  = ~ m4_mask_in[27];
-  assign \$870  = m4_mask_in[26] & \$869 ;
-  assign \$871  = ~ m4_mask_in[29];
-  assign \$872  = m4_mask_in[28] & \$871 ;
-  assign \$873  = ~ m4_mask_in[31];
-  assign \$874  = m4_mask_in[30] & \$873 ;
-  assign \$875  = ~ m4_mask_in[33];
-  assign \$876  = m4_mask_in[32] & \$875 ;
-  assign \$877  = ~ m4_mask_in[35];
-  assign \$878  = m4_mask_in[34] & \$877 ;
-  assign \$879  = ~ m4_mask_in[37];
-  assign \$880  = m4_mask_in[36] & \$879 ;
-  assign \$881  = ~ m4_mask_in[39];
-  assign \$882  = m4_mask_in[38] & \$881 ;
-  assign \$883  = ~ m4_mask_in[41];
-  assign \$884  = m4_mask_in[40] & \$883 ;
-  assign \$885  = | { \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862 , \$860 , \$858 , \$856 , \$854 , \$852 , \$850 , \$848 , \$846 , \$844  };
-  assign \$886  = ~ m4_mask_in[2];
-  assign \$887  = m4_mask_in[1] & \$886 ;
-  assign \$888  = ~ m4_mask_in[3];
-  assign \$889  = m4_mask_in[2] & \$888 ;
-  assign \$890  = ~ m4_mask_in[6];
-  assign \$891  = m4_mask_in[5] & \$890 ;
-  assign \$892  = ~ m4_mask_in[7];
-  assign \$893  = m4_mask_in[6] & \$892 ;
-  assign \$894  = ~ m4_mask_in[10];
-  assign \$895  = m4_mask_in[9] & \$894 ;
-  assign \$896  = ~ m4_mask_in[11];
-  assign \$897  = m4_mask_in[10] & \$896 ;
-  assign \$898  = ~ m4_mask_in[14];
-  assign \$899  = m4_mask_in[13] & \$898 ;
-  assign \$900  = ~ m4_mask_in[15];
-  assign \$901  = m4_mask_in[14] & \$900 ;
-  assign \$902  = ~ m4_mask_in[18];
-  assign \$903  = m4_mask_in[17] & \$902 ;
-  assign \$904  = ~ m4_mask_in[19];
-  assign \$905  = m4_mask_in[18] & \$904 ;
-  assign \$906  = ~ m4_mask_in[22];
-  assign \$907  = m4_mask_in[21] & \$906 ;
-  assign \$908  = ~ m4_mask_in[23];
-  assign \$909  = m4_mask_in[22] & \$908 ;
-  assign \$910  = ~ m4_mask_in[26];
-  assign \$911  = m4_mask_in[25] & \$910 ;
-  assign \$912  = ~ m4_mask_in[27];
-  assign \$913  = m4_mask_in[26] & \$912 ;
-  assign \$914  = ~ m4_mask_in[30];
-  assign \$915  = m4_mask_in[29] & \$914 ;
-  assign \$916  = ~ m4_mask_in[31];
-  assign \$917  = m4_mask_in[30] & \$916 ;
-  assign \$918  = ~ m4_mask_in[34];
-  assign \$919  = m4_mask_in[33] & \$918 ;
-  assign \$920  = ~ m4_mask_in[35];
-  assign \$921  = m4_mask_in[34] & \$920 ;
-  assign \$922  = ~ m4_mask_in[38];
-  assign \$923  = m4_mask_in[37] & \$922 ;
-  assign \$924  = ~ m4_mask_in[39];
-  assign \$925  = m4_mask_in[38] & \$924 ;
-  assign \$926  = | { m4_mask_in[41], \$925 , \$923 , \$921 , \$919 , \$917 , \$915 , \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901 , \$899 , \$897 , \$895 , \$893 , \$891 , \$889 , \$887  };
-  assign \$927  = ~ m4_mask_in[4];
-  assign \$928  = m4_mask_in[3] & \$927 ;
-  assign \$929  = ~ m4_mask_in[5];
-  assign \$930  = m4_mask_in[4] & \$929 ;
-  assign \$931  = ~ m4_mask_in[6];
-  assign \$932  = m4_mask_in[5] & \$931 ;
-  assign \$933  = ~ m4_mask_in[7];
-  assign \$934  = m4_mask_in[6] & \$933 ;
-  assign \$935  = ~ m4_mask_in[12];
-  assign \$936  = m4_mask_in[11] & \$935 ;
-  assign \$937  = ~ m4_mask_in[13];
-  assign \$938  = m4_mask_in[12] & \$937 ;
-  assign \$939  = ~ m4_mask_in[14];
-  assign \$940  = m4_mask_in[13] & \$939 ;
-  assign \$941  = ~ m4_mask_in[15];
-  assign \$942  = m4_mask_in[14] & \$941 ;
-  assign \$943  = ~ m4_mask_in[20];
-  assign \$944  = m4_mask_in[19] & \$943 ;
-  assign \$945  = ~ m4_mask_in[21];
-  assign \$946  = m4_mask_in[20] & \$945 ;
-  assign \$947  = ~ m4_mask_in[22];
-  assign \$948  = m4_mask_in[21] & \$947 ;
-  assign \$949  = ~ m4_mask_in[23];
-  assign \$950  = m4_mask_in[22] & \$949 ;
-  assign \$951  = ~ m4_mask_in[28];
-  assign \$952  = m4_mask_in[27] & \$951 ;
-  assign \$953  = ~ m4_mask_in[29];
-  assign \$954  = m4_mask_in[28] & \$953 ;
-  assign \$955  = ~ m4_mask_in[30];
-  assign \$956  = m4_mask_in[29] & \$955 ;
-  assign \$957  = ~ m4_mask_in[31];
-  assign \$958  = m4_mask_in[30] & \$957 ;
-  assign \$959  = ~ m4_mask_in[36];
-  assign \$960  = m4_mask_in[35] & \$959 ;
-  assign \$961  = ~ m4_mask_in[37];
-  assign \$962  = m4_mask_in[36] & \$961 ;
-  assign \$963  = ~ m4_mask_in[38];
-  assign \$964  = m4_mask_in[37] & \$963 ;
-  assign \$965  = ~ m4_mask_in[39];
-  assign \$966  = m4_mask_in[38] & \$965 ;
-  assign \$967  = | { \$966 , \$964 , \$962 , \$960 , \$958 , \$956 , \$954 , \$952 , \$950 , \$948 , \$946 , \$944 , \$942 , \$940 , \$938 , \$936 , \$934 , \$932 , \$930 , \$928  };
-  assign \$968  = ~ m4_mask_in[8];
-  assign \$969  = m4_mask_in[7] & \$968 ;
-  assign \$970  = ~ m4_mask_in[9];
-  assign \$971  = m4_mask_in[8] & \$970 ;
-  assign \$972  = ~ m4_mask_in[10];
-  assign \$973  = m4_mask_in[9] & \$972 ;
-  assign \$974  = ~ m4_mask_in[11];
-  assign \$975  = m4_mask_in[10] & \$974 ;
-  assign \$976  = ~ m4_mask_in[12];
-  assign \$977  = m4_mask_in[11] & \$976 ;
-  assign \$978  = ~ m4_mask_in[13];
-  assign \$979  = m4_mask_in[12] & \$978 ;
-  assign \$980  = ~ m4_mask_in[14];
-  assign \$981  = m4_mask_in[13] & \$980 ;
-  assign \$982  = ~ m4_mask_in[15];
-  assign \$983  = m4_mask_in[14] & \$982 ;
-  assign \$984  = ~ m4_mask_in[24];
-  assign \$985  = m4_mask_in[23] & \$984 ;
-  assign \$986  = ~ m4_mask_in[25];
-  assign \$987  = m4_mask_in[24] & \$986 ;
-  assign \$988  = ~ m4_mask_in[26];
-  assign \$989  = m4_mask_in[25] & \$988 ;
-  assign \$990  = ~ m4_mask_in[27];
-  assign \$991  = m4_mask_in[26] & \$990 ;
-  assign \$992  = ~ m4_mask_in[28];
-  assign \$993  = m4_mask_in[27] & \$992 ;
-  assign \$994  = ~ m4_mask_in[29];
-  assign \$995  = m4_mask_in[28] & \$994 ;
-  assign \$996  = ~ m4_mask_in[30];
-  assign \$997  = m4_mask_in[29] & \$996 ;
-  assign \$998  = ~ m4_mask_in[31];
-  assign \$999  = m4_mask_in[30] & \$998 ;
-  assign \$1000  = ~ m4_mask_in[40];
-  assign \$1001  = m4_mask_in[39] & \$1000 ;
-  assign \$1002  = ~ m4_mask_in[41];
-  assign \$1003  = m4_mask_in[40] & \$1002 ;
-  assign \$1004  = | { m4_mask_in[41], \$1003 , \$1001 , \$999 , \$997 , \$995 , \$993 , \$991 , \$989 , \$987 , \$985 , \$983 , \$981 , \$979 , \$977 , \$975 , \$973 , \$971 , \$969  };
-  assign \$1005  = ~ m4_mask_in[16];
-  assign \$1006  = m4_mask_in[15] & \$1005 ;
-  assign \$1007  = ~ m4_mask_in[17];
-  assign \$1008  = m4_mask_in[16] & \$1007 ;
-  assign \$1009  = ~ m4_mask_in[18];
-  assign \$1010  = m4_mask_in[17] & \$1009 ;
-  assign \$1011  = ~ m4_mask_in[19];
-  assign \$1012  = m4_mask_in[18] & \$1011 ;
-  assign \$1013  = ~ m4_mask_in[20];
-  assign \$1014  = m4_mask_in[19] & \$1013 ;
-  assign \$1015  = ~ m4_mask_in[21];
-  assign \$1016  = m4_mask_in[20] & \$1015 ;
-  assign \$1017  = ~ m4_mask_in[22];
-  assign \$1018  = m4_mask_in[21] & \$1017 ;
-  assign \$1019  = ~ m4_mask_in[23];
-  assign \$1020  = m4_mask_in[22] & \$1019 ;
-  assign \$1021  = ~ m4_mask_in[24];
-  assign \$1022  = m4_mask_in[23] & \$1021 ;
-  assign \$1023  = ~ m4_mask_in[25];
-  assign \$1024  = m4_mask_in[24] & \$1023 ;
-  assign \$1025  = ~ m4_mask_in[26];
-  assign \$1026  = m4_mask_in[25] & \$1025 ;
-  assign \$1027  = ~ m4_mask_in[27];
-  assign \$1028  = m4_mask_in[26] & \$1027 ;
-  assign \$1029  = ~ m4_mask_in[28];
-  assign \$1030  = m4_mask_in[27] & \$1029 ;
-  assign \$1031  = ~ m4_mask_in[29];
-  assign \$1032  = m4_mask_in[28] & \$1031 ;
-  assign \$1033  = ~ m4_mask_in[30];
-  assign \$1034  = m4_mask_in[29] & \$1033 ;
-  assign \$1035  = ~ m4_mask_in[31];
-  assign \$1036  = m4_mask_in[30] & \$1035 ;
-  assign \$1037  = | { \$1036 , \$1034 , \$1032 , \$1030 , \$1028 , \$1026 , \$1024 , \$1022 , \$1020 , \$1018 , \$1016 , \$1014 , \$1012 , \$1010 , \$1008 , \$1006  };
-  assign \$1038  = ~ m4_mask_in[32];
-  assign \$1039  = m4_mask_in[31] & \$1038 ;
-  assign \$1040  = ~ m4_mask_in[33];
-  assign \$1041  = m4_mask_in[32] & \$1040 ;
-  assign \$1042  = ~ m4_mask_in[34];
-  assign \$1043  = m4_mask_in[33] & \$1042 ;
-  assign \$1044  = ~ m4_mask_in[35];
-  assign \$1045  = m4_mask_in[34] & \$1044 ;
-  assign \$1046  = ~ m4_mask_in[36];
-  assign \$1047  = m4_mask_in[35] & \$1046 ;
-  assign \$1048  = ~ m4_mask_in[37];
-  assign \$1049  = m4_mask_in[36] & \$1048 ;
-  assign \$1050  = ~ m4_mask_in[38];
-  assign \$1051  = m4_mask_in[37] & \$1050 ;
-  assign \$1052  = ~ m4_mask_in[39];
-  assign \$1053  = m4_mask_in[38] & \$1052 ;
-  assign \$1054  = ~ m4_mask_in[40];
-  assign \$1055  = m4_mask_in[39] & \$1054 ;
-  assign \$1056  = ~ m4_mask_in[41];
-  assign \$1057  = m4_mask_in[40] & \$1056 ;
-  assign \$1058  = | { m4_mask_in[41], \$1057 , \$1055 , \$1053 , \$1051 , \$1049 , \$1047 , \$1045 , \$1043 , \$1041 , \$1039  };
-  assign \$1059  = m4_mask_in[0] | m4_c_in[10];
-  assign \$1060  = ~ m4_mask_in[1];
-  assign \$1061  = m4_mask_in[0] & \$1060 ;
-  assign \$1062  = ~ m4_mask_in[3];
-  assign \$1063  = m4_mask_in[2] & \$1062 ;
-  assign \$1064  = ~ m4_mask_in[5];
-  assign \$1065  = m4_mask_in[4] & \$1064 ;
-  assign \$1066  = ~ m4_mask_in[7];
-  assign \$1067  = m4_mask_in[6] & \$1066 ;
-  assign \$1068  = ~ m4_mask_in[9];
-  assign \$1069  = m4_mask_in[8] & \$1068 ;
-  assign \$1070  = ~ m4_mask_in[11];
-  assign \$1071  = m4_mask_in[10] & \$1070 ;
-  assign \$1072  = ~ m4_mask_in[13];
-  assign \$1073  = m4_mask_in[12] & \$1072 ;
-  assign \$1074  = ~ m4_mask_in[15];
-  assign \$1075  = m4_mask_in[14] & \$1074 ;
-  assign \$1076  = ~ m4_mask_in[17];
-  assign \$1077  = m4_mask_in[16] & \$1076 ;
-  assign \$1078  = ~ m4_mask_in[19];
-  assign \$1079  = m4_mask_in[18] & \$1078 ;
-  assign \$1080  = ~ m4_mask_in[21];
-  assign \$1081  = m4_mask_in[20] & \$1080 ;
-  assign \$1082  = ~ m4_mask_in[23];
-  assign \$1083  = m4_mask_in[22] & \$1082 ;
-  assign \$1084  = ~ m4_mask_in[25];
-  assign \$1085  = m4_mask_in[24] & \$1084 ;
-  assign \$1086  = ~ m4_mask_in[27];
-  assign \$1087  = m4_mask_in[26] & \$1086 ;
-  assign \$1088  = ~ m4_mask_in[29];
-  assign \$1089  = m4_mask_in[28] & \$1088 ;
-  assign \$1090  = ~ m4_mask_in[31];
-  assign \$1091  = m4_mask_in[30] & \$1090 ;
-  assign \$1092  = ~ m4_mask_in[33];
-  assign \$1093  = m4_mask_in[32] & \$1092 ;
-  assign \$1094  = ~ m4_mask_in[35];
-  assign \$1095  = m4_mask_in[34] & \$1094 ;
-  assign \$1096  = ~ m4_mask_in[37];
-  assign \$1097  = m4_mask_in[36] & \$1096 ;
-  assign \$1098  = ~ m4_mask_in[39];
-  assign \$1099  = m4_mask_in[38] & \$1098 ;
-  assign \$1100  = ~ m4_mask_in[41];
-  assign \$1101  = m4_mask_in[40] & \$1100 ;
-  assign \$1102  = | { \$1101 , \$1099 , \$1097 , \$1095 , \$1093 , \$1091 , \$1089 , \$1087 , \$1085 , \$1083 , \$1081 , \$1079 , \$1077 , \$1075 , \$1073 , \$1071 , \$1069 , \$1067 , \$1065 , \$1063 , \$1061  };
-  assign \$1103  = ~ m4_mask_in[2];
-  assign \$1104  = m4_mask_in[1] & \$1103 ;
-  assign \$1105  = ~ m4_mask_in[3];
-  assign \$1106  = m4_mask_in[2] & \$1105 ;
-  assign \$1107  = ~ m4_mask_in[6];
-  assign \$1108  = m4_mask_in[5] & \$1107 ;
-  assign \$1109  = ~ m4_mask_in[7];
-  assign \$1110  = m4_mask_in[6] & \$1109 ;
-  assign \$1111  = ~ m4_mask_in[10];
-  assign \$1112  = m4_mask_in[9] & \$1111 ;
-  assign \$1113  = ~ m4_mask_in[11];
-  assign \$1114  = m4_mask_in[10] & \$1113 ;
-  assign \$1115  = ~ m4_mask_in[14];
-  assign \$1116  = m4_mask_in[13] & \$1115 ;
-  assign \$1117  = ~ m4_mask_in[15];
-  assign \$1118  = m4_mask_in[14] & \$1117 ;
-  assign \$1119  = ~ m4_mask_in[18];
-  assign \$1120  = m4_mask_in[17] & \$1119 ;
-  assign \$1121  = ~ m4_mask_in[19];
-  assign \$1122  = m4_mask_in[18] & \$1121 ;
-  assign \$1123  = ~ m4_mask_in[22];
-  assign \$1124  = m4_mask_in[21] & \$1123 ;
-  assign \$1125  = ~ m4_mask_in[23];
-  assign \$1126  = m4_mask_in[22] & \$1125 ;
-  assign \$1127  = ~ m4_mask_in[26];
-  assign \$1128  = m4_mask_in[25] & \$1127 ;
-  assign \$1129  = ~ m4_mask_in[27];
-  assign \$1130  = m4_mask_in[26] & \$1129 ;
-  assign \$1131  = ~ m4_mask_in[30];
-  assign \$1132  = m4_mask_in[29] & \$1131 ;
-  assign \$1133  = ~ m4_mask_in[31];
-  assign \$1134  = m4_mask_in[30] & \$1133 ;
-  assign \$1135  = ~ m4_mask_in[34];
-  assign \$1136  = m4_mask_in[33] & \$1135 ;
-  assign \$1137  = ~ m4_mask_in[35];
-  assign \$1138  = m4_mask_in[34] & \$1137 ;
-  assign \$1139  = ~ m4_mask_in[38];
-  assign \$1140  = m4_mask_in[37] & \$1139 ;
-  assign \$1141  = ~ m4_mask_in[39];
-  assign \$1142  = m4_mask_in[38] & \$1141 ;
-  assign \$1143  = | { m4_mask_in[41], \$1142 , \$1140 , \$1138 , \$1136 , \$1134 , \$1132 , \$1130 , \$1128 , \$1126 , \$1124 , \$1122 , \$1120 , \$1118 , \$1116 , \$1114 , \$1112 , \$1110 , \$1108 , \$1106 , \$1104  };
-  assign \$1144  = ~ m4_mask_in[4];
-  assign \$1145  = m4_mask_in[3] & \$1144 ;
-  assign \$1146  = ~ m4_mask_in[5];
-  assign \$1147  = m4_mask_in[4] & \$1146 ;
-  assign \$1148  = ~ m4_mask_in[6];
-  assign \$1149  = m4_mask_in[5] & \$1148 ;
-  assign \$1150  = ~ m4_mask_in[7];
-  assign \$1151  = m4_mask_in[6] & \$1150 ;
-  assign \$1152  = ~ m4_mask_in[12];
-  assign \$1153  = m4_mask_in[11] & \$1152 ;
-  assign \$1154  = ~ m4_mask_in[13];
-  assign \$1155  = m4_mask_in[12] & \$1154 ;
-  assign \$1156  = ~ m4_mask_in[14];
-  assign \$1157  = m4_mask_in[13] & \$1156 ;
-  assign \$1158  = ~ m4_mask_in[15];
-  assign \$1159  = m4_mask_in[14] & \$1158 ;
-  assign \$1160  = ~ m4_mask_in[20];
-  assign \$1161  = m4_mask_in[19] & \$1160 ;
-  assign \$1162  = ~ m4_mask_in[21];
-  assign \$1163  = m4_mask_in[20] & \$1162 ;
-  assign \$1164  = ~ m4_mask_in[22];
-  assign \$1165  = m4_mask_in[21] & \$1164 ;
-  assign \$1166  = ~ m4_mask_in[23];
-  assign \$1167  = m4_mask_in[22] & \$1166 ;
-  assign \$1168  = ~ m4_mask_in[28];
-  assign \$1169  = m4_mask_in[27] & \$1168 ;
-  assign \$1170  = ~ m4_mask_in[29];
-  assign \$1171  = m4_mask_in[28] & \$1170 ;
-  assign \$1172  = ~ m4_mask_in[30];
-  assign \$1173  = m4_mask_in[29] & \$1172 ;
-  assign \$1174  = ~ m4_mask_in[31];
-  assign \$1175  = m4_mask_in[30] & \$1174 ;
-  assign \$1176  = ~ m4_mask_in[36];
-  assign \$1177  = m4_mask_in[35] & \$1176 ;
-  assign \$1178  = ~ m4_mask_in[37];
-  assign \$1179  = m4_mask_in[36] & \$1178 ;
-  assign \$1180  = ~ m4_mask_in[38];
-  assign \$1181  = m4_mask_in[37] & \$1180 ;
-  assign \$1182  = ~ m4_mask_in[39];
-  assign \$1183  = m4_mask_in[38] & \$1182 ;
-  assign \$1184  = | { \$1183 , \$1181 , \$1179 , \$1177 , \$1175 , \$1173 , \$1171 , \$1169 , \$1167 , \$1165 , \$1163 , \$1161 , \$1159 , \$1157 , \$1155 , \$1153 , \$1151 , \$1149 , \$1147 , \$1145  };
-  assign \$1185  = ~ m4_mask_in[8];
-  assign \$1186  = m4_mask_in[7] & \$1185 ;
-  assign \$1187  = ~ m4_mask_in[9];
-  assign \$1188  = m4_mask_in[8] & \$1187 ;
-  assign \$1189  = ~ m4_mask_in[10];
-  assign \$1190  = m4_mask_in[9] & \$1189 ;
-  assign \$1191  = ~ m4_mask_in[11];
-  assign \$1192  = m4_mask_in[10] & \$1191 ;
-  assign \$1193  = ~ m4_mask_in[12];
-  assign \$1194  = m4_mask_in[11] & \$1193 ;
-  assign \$1195  = ~ m4_mask_in[13];
-  assign \$1196  = m4_mask_in[12] & \$1195 ;
-  assign \$1197  = ~ m4_mask_in[14];
-  assign \$1198  = m4_mask_in[13] & \$1197 ;
-  assign \$1199  = ~ m4_mask_in[15];
-  assign \$1200  = m4_mask_in[14] & \$1199 ;
-  assign \$1201  = ~ m4_mask_in[24];
-  assign \$1202  = m4_mask_in[23] & \$1201 ;
-  assign \$1203  = ~ m4_mask_in[25];
-  assign \$1204  = m4_mask_in[24] & \$1203 ;
-  assign \$1205  = ~ m4_mask_in[26];
-  assign \$1206  = m4_mask_in[25] & \$1205 ;
-  assign \$1207  = ~ m4_mask_in[27];
-  assign \$1208  = m4_mask_in[26] & \$1207 ;
-  assign \$1209  = ~ m4_mask_in[28];
-  assign \$1210  = m4_mask_in[27] & \$1209 ;
-  assign \$1211  = ~ m4_mask_in[29];
-  assign \$1212  = m4_mask_in[28] & \$1211 ;
-  assign \$1213  = ~ m4_mask_in[30];
-  assign \$1214  = m4_mask_in[29] & \$1213 ;
-  assign \$1215  = ~ m4_mask_in[31];
-  assign \$1216  = m4_mask_in[30] & \$1215 ;
-  assign \$1217  = ~ m4_mask_in[40];
-  assign \$1218  = m4_mask_in[39] & \$1217 ;
-  assign \$1219  = ~ m4_mask_in[41];
-  assign \$1220  = m4_mask_in[40] & \$1219 ;
-  assign \$1221  = | { m4_mask_in[41], \$1220 , \$1218 , \$1216 , \$1214 , \$1212 , \$1210 , \$1208 , \$1206 , \$1204 , \$1202 , \$1200 , \$1198 , \$1196 , \$1194 , \$1192 , \$1190 , \$1188 , \$1186  };
-  assign \$1222  = ~ m4_mask_in[16];
-  assign \$1223  = m4_mask_in[15] & \$1222 ;
-  assign \$1224  = ~ m4_mask_in[17];
-  assign \$1225  = m4_mask_in[16] & \$1224 ;
-  assign \$1226  = ~ m4_mask_in[18];
-  assign \$1227  = m4_mask_in[17] & \$1226 ;
-  assign \$1228  = ~ m4_mask_in[19];
-  assign \$1229  = m4_mask_in[18] & \$1228 ;
-  assign \$1230  = ~ m4_mask_in[20];
-  assign \$1231  = m4_mask_in[19] & \$1230 ;
-  assign \$1232  = ~ m4_mask_in[21];
-  assign \$1233  = m4_mask_in[20] & \$1232 ;
-  assign \$1234  = ~ m4_mask_in[22];
-  assign \$1235  = m4_mask_in[21] & \$1234 ;
-  assign \$1236  = ~ m4_mask_in[23];
-  assign \$1237  = m4_mask_in[22] & \$1236 ;
-  assign \$1238  = ~ m4_mask_in[24];
-  assign \$1239  = m4_mask_in[23] & \$1238 ;
-  assign \$1240  = ~ m4_mask_in[25];
-  assign \$1241  = m4_mask_in[24] & \$1240 ;
-  assign \$1242  = ~ m4_mask_in[26];
-  assign \$1243  = m4_mask_in[25] & \$1242 ;
-  assign \$1244  = ~ m4_mask_in[27];
-  assign \$1245  = m4_mask_in[26] & \$1244 ;
-  assign \$1246  = ~ m4_mask_in[28];
-  assign \$1247  = m4_mask_in[27] & \$1246 ;
-  assign \$1248  = ~ m4_mask_in[29];
-  assign \$1249  = m4_mask_in[28] & \$1248 ;
-  assign \$1250  = ~ m4_mask_in[30];
-  assign \$1251  = m4_mask_in[29] & \$1250 ;
-  assign \$1252  = ~ m4_mask_in[31];
-  assign \$1253  = m4_mask_in[30] & \$1252 ;
-  assign \$1254  = | { \$1253 , \$1251 , \$1249 , \$1247 , \$1245 , \$1243 , \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223  };
-  assign \$1255  = ~ m4_mask_in[32];
-  assign \$1256  = m4_mask_in[31] & \$1255 ;
-  assign \$1257  = ~ m4_mask_in[33];
-  assign \$1258  = m4_mask_in[32] & \$1257 ;
-  assign \$1259  = ~ m4_mask_in[34];
-  assign \$1260  = m4_mask_in[33] & \$1259 ;
-  assign \$1261  = ~ m4_mask_in[35];
-  assign \$1262  = m4_mask_in[34] & \$1261 ;
-  assign \$1263  = ~ m4_mask_in[36];
-  assign \$1264  = m4_mask_in[35] & \$1263 ;
-  assign \$1265  = ~ m4_mask_in[37];
-  assign \$1266  = m4_mask_in[36] & \$1265 ;
-  assign \$1267  = ~ m4_mask_in[38];
-  assign \$1268  = m4_mask_in[37] & \$1267 ;
-  assign \$1269  = ~ m4_mask_in[39];
-  assign \$1270  = m4_mask_in[38] & \$1269 ;
-  assign \$1271  = ~ m4_mask_in[40];
-  assign \$1272  = m4_mask_in[39] & \$1271 ;
-  assign \$1273  = ~ m4_mask_in[41];
-  assign \$1274  = m4_mask_in[40] & \$1273 ;
-  assign \$1275  = | { m4_mask_in[41], \$1274 , \$1272 , \$1270 , \$1268 , \$1266 , \$1264 , \$1262 , \$1260 , \$1258 , \$1256  };
-  assign \$1276  = { \$1275 , \$1254 , \$1221 , \$1184 , \$1143 , \$1102  } + 1'h1;
-  assign \$1277  = m4_c_out + m4_mask_out;
-  assign \$1278  = ~ m4_mask_out;
-  assign \$1279  = \$1277  & { 1'h0, \$1278  };
-  assign \$1280  = ~ m4_mask_out[1];
-  assign \$1281  = m4_mask_out[0] & \$1280 ;
-  assign \$1282  = ~ m4_mask_out[3];
-  assign \$1283  = m4_mask_out[2] & \$1282 ;
-  assign \$1284  = ~ m4_mask_out[5];
-  assign \$1285  = m4_mask_out[4] & \$1284 ;
-  assign \$1286  = ~ m4_mask_out[7];
-  assign \$1287  = m4_mask_out[6] & \$1286 ;
-  assign \$1288  = ~ m4_mask_out[9];
-  assign \$1289  = m4_mask_out[8] & \$1288 ;
-  assign \$1290  = ~ m4_mask_out[11];
-  assign \$1291  = m4_mask_out[10] & \$1290 ;
-  assign \$1292  = ~ m4_mask_out[13];
-  assign \$1293  = m4_mask_out[12] & \$1292 ;
-  assign \$1294  = ~ m4_mask_out[15];
-  assign \$1295  = m4_mask_out[14] & \$1294 ;
-  assign \$1296  = ~ m4_mask_out[17];
-  assign \$1297  = m4_mask_out[16] & \$1296 ;
-  assign \$1298  = ~ m4_mask_out[19];
-  assign \$1299  = m4_mask_out[18] & \$1298 ;
-  assign \$1300  = ~ m4_mask_out[21];
-  assign \$1301  = m4_mask_out[20] & \$1300 ;
-  assign \$1302  = ~ m4_mask_out[23];
-  assign \$1303  = m4_mask_out[22] & \$1302 ;
-  assign \$1304  = ~ m4_mask_out[25];
-  assign \$1305  = m4_mask_out[24] & \$1304 ;
-  assign \$1306  = ~ m4_mask_out[27];
-  assign \$1307  = m4_mask_out[26] & \$1306 ;
-  assign \$1308  = ~ m4_mask_out[29];
-  assign \$1309  = m4_mask_out[28] & \$1308 ;
-  assign \$1310  = ~ m4_mask_out[31];
-  assign \$1311  = m4_mask_out[30] & \$1310 ;
-  assign \$1312  = ~ m4_mask_out[33];
-  assign \$1313  = m4_mask_out[32] & \$1312 ;
-  assign \$1314  = ~ m4_mask_out[35];
-  assign \$1315  = m4_mask_out[34] & \$1314 ;
-  assign \$1316  = ~ m4_mask_out[37];
-  assign \$1317  = m4_mask_out[36] & \$1316 ;
-  assign \$1318  = ~ m4_mask_out[39];
-  assign \$1319  = m4_mask_out[38] & \$1318 ;
-  assign \$1320  = ~ m4_mask_out[41];
-  assign \$1321  = m4_mask_out[40] & \$1320 ;
-  assign \$1322  = | { \$1321 , \$1319 , \$1317 , \$1315 , \$1313 , \$1311 , \$1309 , \$1307 , \$1305 , \$1303 , \$1301 , \$1299 , \$1297 , \$1295 , \$1293 , \$1291 , \$1289 , \$1287 , \$1285 , \$1283 , \$1281  };
-  assign \$1323  = ~ m4_mask_out[2];
-  assign \$1324  = m4_mask_out[1] & \$1323 ;
-  assign \$1325  = ~ m4_mask_out[3];
-  assign \$1326  = m4_mask_out[2] & \$1325 ;
-  assign \$1327  = ~ m4_mask_out[6];
-  assign \$1328  = m4_mask_out[5] & \$1327 ;
-  assign \$1329  = ~ m4_mask_out[7];
-  assign \$1330  = m4_mask_out[6] & \$1329 ;
-  assign \$1331  = ~ m4_mask_out[10];
-  assign \$1332  = m4_mask_out[9] & \$1331 ;
-  assign \$1333  = ~ m4_mask_out[11];
-  assign \$1334  = m4_mask_out[10] & \$1333 ;
-  assign \$1335  = ~ m4_mask_out[14];
-  assign \$1336  = m4_mask_out[13] & \$1335 ;
-  assign \$1337  = ~ m4_mask_out[15];
-  assign \$1338  = m4_mask_out[14] & \$1337 ;
-  assign \$1339  = ~ m4_mask_out[18];
-  assign \$1340  = m4_mask_out[17] & \$1339 ;
-  assign \$1341  = ~ m4_mask_out[19];
-  assign \$1342  = m4_mask_out[18] & \$1341 ;
-  assign \$1343  = ~ m4_mask_out[22];
-  assign \$1344  = m4_mask_out[21] & \$1343 ;
-  assign \$1345  = ~ m4_mask_out[23];
-  assign \$1346  = m4_mask_out[22] & \$1345 ;
-  assign \$1347  = ~ m4_mask_out[26];
-  assign \$1348  = m4_mask_out[25] & \$1347 ;
-  assign \$1349  = ~ m4_mask_out[27];
-  assign \$1350  = m4_mask_out[26] & \$1349 ;
-  assign \$1351  = ~ m4_mask_out[30];
-  assign \$1352  = m4_mask_out[29] & \$1351 ;
-  assign \$1353  = ~ m4_mask_out[31];
-  assign \$1354  = m4_mask_out[30] & \$1353 ;
-  assign \$1355  = ~ m4_mask_out[34];
-  assign \$1356  = m4_mask_out[33] & \$1355 ;
-  assign \$1357  = ~ m4_mask_out[35];
-  assign \$1358  = m4_mask_out[34] & \$1357 ;
-  assign \$1359  = ~ m4_mask_out[38];
-  assign \$1360  = m4_mask_out[37] & \$1359 ;
-  assign \$1361  = ~ m4_mask_out[39];
-  assign \$1362  = m4_mask_out[38] & \$1361 ;
-  assign \$1363  = | { m4_mask_out[41], \$1362 , \$1360 , \$1358 , \$1356 , \$1354 , \$1352 , \$1350 , \$1348 , \$1346 , \$1344 , \$1342 , \$1340 , \$1338 , \$1336 , \$1334 , \$1332 , \$1330 , \$1328 , \$1326 , \$1324  };
-  assign \$1364  = ~ m4_mask_out[4];
-  assign \$1365  = m4_mask_out[3] & \$1364 ;
-  assign \$1366  = ~ m4_mask_out[5];
-  assign \$1367  = m4_mask_out[4] & \$1366 ;
-  assign \$1368  = ~ m4_mask_out[6];
-  assign \$1369  = m4_mask_out[5] & \$1368 ;
-  assign \$1370  = ~ m4_mask_out[7];
-  assign \$1371  = m4_mask_out[6] & \$1370 ;
-  assign \$1372  = ~ m4_mask_out[12];
-  assign \$1373  = m4_mask_out[11] & \$1372 ;
-  assign \$1374  = ~ m4_mask_out[13];
-  assign \$1375  = m4_mask_out[12] & \$1374 ;
-  assign \$1376  = ~ m4_mask_out[14];
-  assign \$1377  = m4_mask_out[13] & \$1376 ;
-  assign \$1378  = ~ m4_mask_out[15];
-  assign \$1379  = m4_mask_out[14] & \$1378 ;
-  assign \$1380  = ~ m4_mask_out[20];
-  assign \$1381  = m4_mask_out[19] & \$1380 ;
-  assign \$1382  = ~ m4_mask_out[21];
-  assign \$1383  = m4_mask_out[20] & \$1382 ;
-  assign \$1384  = ~ m4_mask_out[22];
-  assign \$1385  = m4_mask_out[21] & \$1384 ;
-  assign \$1386  = ~ m4_mask_out[23];
-  assign \$1387  = m4_mask_out[22] & \$1386 ;
-  assign \$1388  = ~ m4_mask_out[28];
-  assign \$1389  = m4_mask_out[27] & \$1388 ;
-  assign \$1390  = ~ m4_mask_out[29];
-  assign \$1391  = m4_mask_out[28] & \$1390 ;
-  assign \$1392  = ~ m4_mask_out[30];
-  assign \$1393  = m4_mask_out[29] & \$1392 ;
-  assign \$1394  = ~ m4_mask_out[31];
-  assign \$1395  = m4_mask_out[30] & \$1394 ;
-  assign \$1396  = ~ m4_mask_out[36];
-  assign \$1397  = m4_mask_out[35] & \$1396 ;
-  assign \$1398  = ~ m4_mask_out[37];
-  assign \$1399  = m4_mask_out[36] & \$1398 ;
-  assign \$1400  = ~ m4_mask_out[38];
-  assign \$1401  = m4_mask_out[37] & \$1400 ;
-  assign \$1402  = ~ m4_mask_out[39];
-  assign \$1403  = m4_mask_out[38] & \$1402 ;
-  assign \$1404  = | { \$1403 , \$1401 , \$1399 , \$1397 , \$1395 , \$1393 , \$1391 , \$1389 , \$1387 , \$1385 , \$1383 , \$1381 , \$1379 , \$1377 , \$1375 , \$1373 , \$1371 , \$1369 , \$1367 , \$1365  };
-  assign \$1405  = ~ m4_mask_out[8];
-  assign \$1406  = m4_mask_out[7] & \$1405 ;
-  assign \$1407  = ~ m4_mask_out[9];
-  assign \$1408  = m4_mask_out[8] & \$1407 ;
-  assign \$1409  = ~ m4_mask_out[10];
-  assign \$1410  = m4_mask_out[9] & \$1409 ;
-  assign \$1411  = ~ m4_mask_out[11];
-  assign \$1412  = m4_mask_out[10] & \$1411 ;
-  assign \$1413  = ~ m4_mask_out[12];
-  assign \$1414  = m4_mask_out[11] & \$1413 ;
-  assign \$1415  = ~ m4_mask_out[13];
-  assign \$1416  = m4_mask_out[12] & \$1415 ;
-  assign \$1417  = ~ m4_mask_out[14];
-  assign \$1418  = m4_mask_out[13] & \$1417 ;
-  assign \$1419  = ~ m4_mask_out[15];
-  assign \$1420  = m4_mask_out[14] & \$1419 ;
-  assign \$1421  = ~ m4_mask_out[24];
-  assign \$1422  = m4_mask_out[23] & \$1421 ;
-  assign \$1423  = ~ m4_mask_out[25];
-  assign \$1424  = m4_mask_out[24] & \$1423 ;
-  assign \$1425  = ~ m4_mask_out[26];
-  assign \$1426  = m4_mask_out[25] & \$1425 ;
-  assign \$1427  = ~ m4_mask_out[27];
-  assign \$1428  = m4_mask_out[26] & \$1427 ;
-  assign \$1429  = ~ m4_mask_out[28];
-  assign \$1430  = m4_mask_out[27] & \$1429 ;
-  assign \$1431  = ~ m4_mask_out[29];
-  assign \$1432  = m4_mask_out[28] & \$1431 ;
-  assign \$1433  = ~ m4_mask_out[30];
-  assign \$1434  = m4_mask_out[29] & \$1433 ;
-  assign \$1435  = ~ m4_mask_out[31];
-  assign \$1436  = m4_mask_out[30] & \$1435 ;
-  assign \$1437  = ~ m4_mask_out[40];
-  assign \$1438  = m4_mask_out[39] & \$1437 ;
-  assign \$1439  = ~ m4_mask_out[41];
-  assign \$1440  = m4_mask_out[40] & \$1439 ;
-  assign \$1441  = | { m4_mask_out[41], \$1440 , \$1438 , \$1436 , \$1434 , \$1432 , \$1430 , \$1428 , \$1426 , \$1424 , \$1422 , \$1420 , \$1418 , \$1416 , \$1414 , \$1412 , \$1410 , \$1408 , \$1406  };
-  assign \$1442  = ~ m4_mask_out[16];
-  assign \$1443  = m4_mask_out[15] & \$1442 ;
-  assign \$1444  = ~ m4_mask_out[17];
-  assign \$1445  = m4_mask_out[16] & \$1444 ;
-  assign \$1446  = ~ m4_mask_out[18];
-  assign \$1447  = m4_mask_out[17] & \$1446 ;
-  assign \$1448  = ~ m4_mask_out[19];
-  assign \$1449  = m4_mask_out[18] & \$1448 ;
-  assign \$1450  = ~ m4_mask_out[20];
-  assign \$1451  = m4_mask_out[19] & \$1450 ;
-  assign \$1452  = ~ m4_mask_out[21];
-  assign \$1453  = m4_mask_out[20] & \$1452 ;
-  assign \$1454  = ~ m4_mask_out[22];
-  assign \$1455  = m4_mask_out[21] & \$1454 ;
-  assign \$1456  = ~ m4_mask_out[23];
-  assign \$1457  = m4_mask_out[22] & \$1456 ;
-  assign \$1458  = ~ m4_mask_out[24];
-  assign \$1459  = m4_mask_out[23] & \$1458 ;
-  assign \$1460  = ~ m4_mask_out[25];
-  assign \$1461  = m4_mask_out[24] & \$1460 ;
-  assign \$1462  = ~ m4_mask_out[26];
-  assign \$1463  = m4_mask_out[25] & \$1462 ;
-  assign \$1464  = ~ m4_mask_out[27];
-  assign \$1465  = m4_mask_out[26] & \$1464 ;
-  assign \$1466  = ~ m4_mask_out[28];
-  assign \$1467  = m4_mask_out[27] & \$1466 ;
-  assign \$1468  = ~ m4_mask_out[29];
-  assign \$1469  = m4_mask_out[28] & \$1468 ;
-  assign \$1470  = ~ m4_mask_out[30];
-  assign \$1471  = m4_mask_out[29] & \$1470 ;
-  assign \$1472  = ~ m4_mask_out[31];
-  assign \$1473  = m4_mask_out[30] & \$1472 ;
-  assign \$1474  = | { \$1473 , \$1471 , \$1469 , \$1467 , \$1465 , \$1463 , \$1461 , \$1459 , \$1457 , \$1455 , \$1453 , \$1451 , \$1449 , \$1447 , \$1445 , \$1443  };
-  assign \$1475  = ~ m4_mask_out[32];
-  assign \$1476  = m4_mask_out[31] & \$1475 ;
-  assign \$1477  = ~ m4_mask_out[33];
-  assign \$1478  = m4_mask_out[32] & \$1477 ;
-  assign \$1479  = ~ m4_mask_out[34];
-  assign \$1480  = m4_mask_out[33] & \$1479 ;
-  assign \$1481  = ~ m4_mask_out[35];
-  assign \$1482  = m4_mask_out[34] & \$1481 ;
-  assign \$1483  = ~ m4_mask_out[36];
-  assign \$1484  = m4_mask_out[35] & \$1483 ;
-  assign \$1485  = ~ m4_mask_out[37];
-  assign \$1486  = m4_mask_out[36] & \$1485 ;
-  assign \$1487  = ~ m4_mask_out[38];
-  assign \$1488  = m4_mask_out[37] & \$1487 ;
-  assign \$1489  = ~ m4_mask_out[39];
-  assign \$1490  = m4_mask_out[38] & \$1489 ;
-  assign \$1491  = ~ m4_mask_out[40];
-  assign \$1492  = m4_mask_out[39] & \$1491 ;
-  assign \$1493  = ~ m4_mask_out[41];
-  assign \$1494  = m4_mask_out[40] & \$1493 ;
-  assign \$1495  = | { m4_mask_out[41], \$1494 , \$1492 , \$1490 , \$1488 , \$1486 , \$1484 , \$1482 , \$1480 , \$1478 , \$1476  };
-  assign \$1496  = m4_mask_out[0] | m4_c_out[10];
-  assign \$1497  = ~ m4_mask_out[1];
-  assign \$1498  = m4_mask_out[0] & \$1497 ;
-  assign \$1499  = ~ m4_mask_out[3];
-  assign \$1500  = m4_mask_out[2] & \$1499 ;
-  assign \$1501  = ~ m4_mask_out[5];
-  assign \$1502  = m4_mask_out[4] & \$1501 ;
-  assign \$1503  = ~ m4_mask_out[7];
-  assign \$1504  = m4_mask_out[6] & \$1503 ;
-  assign \$1505  = ~ m4_mask_out[9];
-  assign \$1506  = m4_mask_out[8] & \$1505 ;
-  assign \$1507  = ~ m4_mask_out[11];
-  assign \$1508  = m4_mask_out[10] & \$1507 ;
-  assign \$1509  = ~ m4_mask_out[13];
-  assign \$1510  = m4_mask_out[12] & \$1509 ;
-  assign \$1511  = ~ m4_mask_out[15];
-  assign \$1512  = m4_mask_out[14] & \$1511 ;
-  assign \$1513  = ~ m4_mask_out[17];
-  assign \$1514  = m4_mask_out[16] & \$1513 ;
-  assign \$1515  = ~ m4_mask_out[19];
-  assign \$1516  = m4_mask_out[18] & \$1515 ;
-  assign \$1517  = ~ m4_mask_out[21];
-  assign \$1518  = m4_mask_out[20] & \$1517 ;
-  assign \$1519  = ~ m4_mask_out[23];
-  assign \$1520  = m4_mask_out[22] & \$1519 ;
-  assign \$1521  = ~ m4_mask_out[25];
-  assign \$1522  = m4_mask_out[24] & \$1521 ;
-  assign \$1523  = ~ m4_mask_out[27];
-  assign \$1524  = m4_mask_out[26] & \$1523 ;
-  assign \$1525  = ~ m4_mask_out[29];
-  assign \$1526  = m4_mask_out[28] & \$1525 ;
-  assign \$1527  = ~ m4_mask_out[31];
-  assign \$1528  = m4_mask_out[30] & \$1527 ;
-  assign \$1529  = ~ m4_mask_out[33];
-  assign \$1530  = m4_mask_out[32] & \$1529 ;
-  assign \$1531  = ~ m4_mask_out[35];
-  assign \$1532  = m4_mask_out[34] & \$1531 ;
-  assign \$1533  = ~ m4_mask_out[37];
-  assign \$1534  = m4_mask_out[36] & \$1533 ;
-  assign \$1535  = ~ m4_mask_out[39];
-  assign \$1536  = m4_mask_out[38] & \$1535 ;
-  assign \$1537  = ~ m4_mask_out[41];
-  assign \$1538  = m4_mask_out[40] & \$1537 ;
-  assign \$1539  = | { \$1538 , \$1536 , \$1534 , \$1532 , \$1530 , \$1528 , \$1526 , \$1524 , \$1522 , \$1520 , \$1518 , \$1516 , \$1514 , \$1512 , \$1510 , \$1508 , \$1506 , \$1504 , \$1502 , \$1500 , \$1498  };
-  assign \$1540  = ~ m4_mask_out[2];
-  assign \$1541  = m4_mask_out[1] & \$1540 ;
-  assign \$1542  = ~ m4_mask_out[3];
-  assign \$1543  = m4_mask_out[2] & \$1542 ;
-  assign \$1544  = ~ m4_mask_out[6];
-  assign \$1545  = m4_mask_out[5] & \$1544 ;
-  assign \$1546  = ~ m4_mask_out[7];
-  assign \$1547  = m4_mask_out[6] & \$1546 ;
-  assign \$1548  = ~ m4_mask_out[10];
-  assign \$1549  = m4_mask_out[9] & \$1548 ;
-  assign \$1550  = ~ m4_mask_out[11];
-  assign \$1551  = m4_mask_out[10] & \$1550 ;
-  assign \$1552  = ~ m4_mask_out[14];
-  assign \$1553  = m4_mask_out[13] & \$1552 ;
-  assign \$1554  = ~ m4_mask_out[15];
-  assign \$1555  = m4_mask_out[14] & \$1554 ;
-  assign \$1556  = ~ m4_mask_out[18];
-  assign \$1557  = m4_mask_out[17] & \$1556 ;
-  assign \$1558  = ~ m4_mask_out[19];
-  assign \$1559  = m4_mask_out[18] & \$1558 ;
-  assign \$1560  = ~ m4_mask_out[22];
-  assign \$1561  = m4_mask_out[21] & \$1560 ;
-  assign \$1562  = ~ m4_mask_out[23];
-  assign \$1563  = m4_mask_out[22] & \$1562 ;
-  assign \$1564  = ~ m4_mask_out[26];
-  assign \$1565  = m4_mask_out[25] & \$1564 ;
-  assign \$1566  = ~ m4_mask_out[27];
-  assign \$1567  = m4_mask_out[26] & \$1566 ;
-  assign \$1568  = ~ m4_mask_out[30];
-  assign \$1569  = m4_mask_out[29] & \$1568 ;
-  assign \$1570  = ~ m4_mask_out[31];
-  assign \$1571  = m4_mask_out[30] & \$1570 ;
-  assign \$1572  = ~ m4_mask_out[34];
-  assign \$1573  = m4_mask_out[33] & \$1572 ;
-  assign \$1574  = ~ m4_mask_out[35];
-  assign \$1575  = m4_mask_out[34] & \$1574 ;
-  assign \$1576  = ~ m4_mask_out[38];
-  assign \$1577  = m4_mask_out[37] & \$1576 ;
-  assign \$1578  = ~ m4_mask_out[39];
-  assign \$1579  = m4_mask_out[38] & \$1578 ;
-  assign \$1580  = | { m4_mask_out[41], \$1579 , \$1577 , \$1575 , \$1573 , \$1571 , \$1569 , \$1567 , \$1565 , \$1563 , \$1561 , \$1559 , \$1557 , \$1555 , \$1553 , \$1551 , \$1549 , \$1547 , \$1545 , \$1543 , \$1541  };
-  assign \$1581  = ~ m4_mask_out[4];
-  assign \$1582  = m4_mask_out[3] & \$1581 ;
-  assign \$1583  = ~ m4_mask_out[5];
-  assign \$1584  = m4_mask_out[4] & \$1583 ;
-  assign \$1585  = ~ m4_mask_out[6];
-  assign \$1586  = m4_mask_out[5] & \$1585 ;
-  assign \$1587  = ~ m4_mask_out[7];
-  assign \$1588  = m4_mask_out[6] & \$1587 ;
-  assign \$1589  = ~ m4_mask_out[12];
-  assign \$1590  = m4_mask_out[11] & \$1589 ;
-  assign \$1591  = ~ m4_mask_out[13];
-  assign \$1592  = m4_mask_out[12] & \$1591 ;
-  assign \$1593  = ~ m4_mask_out[14];
-  assign \$1594  = m4_mask_out[13] & \$1593 ;
-  assign \$1595  = ~ m4_mask_out[15];
-  assign \$1596  = m4_mask_out[14] & \$1595 ;
-  assign \$1597  = ~ m4_mask_out[20];
-  assign \$1598  = m4_mask_out[19] & \$1597 ;
-  assign \$1599  = ~ m4_mask_out[21];
-  assign \$1600  = m4_mask_out[20] & \$1599 ;
-  assign \$1601  = ~ m4_mask_out[22];
-  assign \$1602  = m4_mask_out[21] & \$1601 ;
-  assign \$1603  = ~ m4_mask_out[23];
-  assign \$1604  = m4_mask_out[22] & \$1603 ;
-  assign \$1605  = ~ m4_mask_out[28];
-  assign \$1606  = m4_mask_out[27] & \$1605 ;
-  assign \$1607  = ~ m4_mask_out[29];
-  assign \$1608  = m4_mask_out[28] & \$1607 ;
-  assign \$1609  = ~ m4_mask_out[30];
-  assign \$1610  = m4_mask_out[29] & \$1609 ;
-  assign \$1611  = ~ m4_mask_out[31];
-  assign \$1612  = m4_mask_out[30] & \$1611 ;
-  assign \$1613  = ~ m4_mask_out[36];
-  assign \$1614  = m4_mask_out[35] & \$1613 ;
-  assign \$1615  = ~ m4_mask_out[37];
-  assign \$1616  = m4_mask_out[36] & \$1615 ;
-  assign \$1617  = ~ m4_mask_out[38];
-  assign \$1618  = m4_mask_out[37] & \$1617 ;
-  assign \$1619  = ~ m4_mask_out[39];
-  assign \$1620  = m4_mask_out[38] & \$1619 ;
-  assign \$1621  = | { \$1620 , \$1618 , \$1616 , \$1614 , \$1612 , \$1610 , \$1608 , \$1606 , \$1604 , \$1602 , \$1600 , \$1598 , \$1596 , \$1594 , \$1592 , \$1590 , \$1588 , \$1586 , \$1584 , \$1582  };
-  assign \$1622  = ~ m4_mask_out[8];
-  assign \$1623  = m4_mask_out[7] & \$1622 ;
-  assign \$1624  = ~ m4_mask_out[9];
-  assign \$1625  = m4_mask_out[8] & \$1624 ;
-  assign \$1626  = ~ m4_mask_out[10];
-  assign \$1627  = m4_mask_out[9] & \$1626 ;
-  assign \$1628  = ~ m4_mask_out[11];
-  assign \$1629  = m4_mask_out[10] & \$1628 ;
-  assign \$1630  = ~ m4_mask_out[12];
-  assign \$1631  = m4_mask_out[11] & \$1630 ;
-  assign \$1632  = ~ m4_mask_out[13];
-  assign \$1633  = m4_mask_out[12] & \$1632 ;
-  assign \$1634  = ~ m4_mask_out[14];
-  assign \$1635  = m4_mask_out[13] & \$1634 ;
-  assign \$1636  = ~ m4_mask_out[15];
-  assign \$1637  = m4_mask_out[14] & \$1636 ;
-  assign \$1638  = ~ m4_mask_out[24];
-  assign \$1639  = m4_mask_out[23] & \$1638 ;
-  assign \$1640  = ~ m4_mask_out[25];
-  assign \$1641  = m4_mask_out[24] & \$1640 ;
-  assign \$1642  = ~ m4_mask_out[26];
-  assign \$1643  = m4_mask_out[25] & \$1642 ;
-  assign \$1644  = ~ m4_mask_out[27];
-  assign \$1645  = m4_mask_out[26] & \$1644 ;
-  assign \$1646  = ~ m4_mask_out[28];
-  assign \$1647  = m4_mask_out[27] & \$1646 ;
-  assign \$1648  = ~ m4_mask_out[29];
-  assign \$1649  = m4_mask_out[28] & \$1648 ;
-  assign \$1650  = ~ m4_mask_out[30];
-  assign \$1651  = m4_mask_out[29] & \$1650 ;
-  assign \$1652  = ~ m4_mask_out[31];
-  assign \$1653  = m4_mask_out[30] & \$1652 ;
-  assign \$1654  = ~ m4_mask_out[40];
-  assign \$1655  = m4_mask_out[39] & \$1654 ;
-  assign \$1656  = ~ m4_mask_out[41];
-  assign \$1657  = m4_mask_out[40] & \$1656 ;
-  assign \$1658  = | { m4_mask_out[41], \$1657 , \$1655 , \$1653 , \$1651 , \$1649 , \$1647 , \$1645 , \$1643 , \$1641 , \$1639 , \$1637 , \$1635 , \$1633 , \$1631 , \$1629 , \$1627 , \$1625 , \$1623  };
-  assign \$1659  = ~ m4_mask_out[16];
-  assign \$1660  = m4_mask_out[15] & \$1659 ;
-  assign \$1661  = ~ m4_mask_out[17];
-  assign \$1662  = m4_mask_out[16] & \$1661 ;
-  assign \$1663  = ~ m4_mask_out[18];
-  assign \$1664  = m4_mask_out[17] & \$1663 ;
-  assign \$1665  = ~ m4_mask_out[19];
-  assign \$1666  = m4_mask_out[18] & \$1665 ;
-  assign \$1667  = ~ m4_mask_out[20];
-  assign \$1668  = m4_mask_out[19] & \$1667 ;
-  assign \$1669  = ~ m4_mask_out[21];
-  assign \$1670  = m4_mask_out[20] & \$1669 ;
-  assign \$1671  = ~ m4_mask_out[22];
-  assign \$1672  = m4_mask_out[21] & \$1671 ;
-  assign \$1673  = ~ m4_mask_out[23];
-  assign \$1674  = m4_mask_out[22] & \$1673 ;
-  assign \$1675  = ~ m4_mask_out[24];
-  assign \$1676  = m4_mask_out[23] & \$1675 ;
-  assign \$1677  = ~ m4_mask_out[25];
-  assign \$1678  = m4_mask_out[24] & \$1677 ;
-  assign \$1679  = ~ m4_mask_out[26];
-  assign \$1680  = m4_mask_out[25] & \$1679 ;
-  assign \$1681  = ~ m4_mask_out[27];
-  assign \$1682  = m4_mask_out[26] & \$1681 ;
-  assign \$1683  = ~ m4_mask_out[28];
-  assign \$1684  = m4_mask_out[27] & \$1683 ;
-  assign \$1685  = ~ m4_mask_out[29];
-  assign \$1686  = m4_mask_out[28] & \$1685 ;
-  assign \$1687  = ~ m4_mask_out[30];
-  assign \$1688  = m4_mask_out[29] & \$1687 ;
-  assign \$1689  = ~ m4_mask_out[31];
-  assign \$1690  = m4_mask_out[30] & \$1689 ;
-  assign \$1691  = | { \$1690 , \$1688 , \$1686 , \$1684 , \$1682 , \$1680 , \$1678 , \$1676 , \$1674 , \$1672 , \$1670 , \$1668 , \$1666 , \$1664 , \$1662 , \$1660  };
-  assign \$1692  = ~ m4_mask_out[32];
-  assign \$1693  = m4_mask_out[31] & \$1692 ;
-  assign \$1694  = ~ m4_mask_out[33];
-  assign \$1695  = m4_mask_out[32] & \$1694 ;
-  assign \$1696  = ~ m4_mask_out[34];
-  assign \$1697  = m4_mask_out[33] & \$1696 ;
-  assign \$1698  = ~ m4_mask_out[35];
-  assign \$1699  = m4_mask_out[34] & \$1698 ;
-  assign \$1700  = ~ m4_mask_out[36];
-  assign \$1701  = m4_mask_out[35] & \$1700 ;
-  assign \$1702  = ~ m4_mask_out[37];
-  assign \$1703  = m4_mask_out[36] & \$1702 ;
-  assign \$1704  = ~ m4_mask_out[38];
-  assign \$1705  = m4_mask_out[37] & \$1704 ;
-  assign \$1706  = ~ m4_mask_out[39];
-  assign \$1707  = m4_mask_out[38] & \$1706 ;
-  assign \$1708  = ~ m4_mask_out[40];
-  assign \$1709  = m4_mask_out[39] & \$1708 ;
-  assign \$1710  = ~ m4_mask_out[41];
-  assign \$1711  = m4_mask_out[40] & \$1710 ;
-  assign \$1712  = | { m4_mask_out[41], \$1711 , \$1709 , \$1707 , \$1705 , \$1703 , \$1701 , \$1699 , \$1697 , \$1695 , \$1693  };
-  assign \$1713  = { \$1712 , \$1691 , \$1658 , \$1621 , \$1580 , \$1539  } + 1'h1;
-  assign \$1715  = s5_shift_mid[5] ? \$1714  : s5_step_mid;
-  assign \$1718  = s5_shift_mid[5] ? \$1717  : s5_step_mid;
-  assign \$1719  = s5_shift_mid[4] ? \$1716  : \$1718 ;
-  assign \$1722  = s5_shift_mid[5] ? \$1721  : s5_step_mid;
-  assign \$1725  = s5_shift_mid[5] ? \$1724  : s5_step_mid;
-  assign \$1726  = s5_shift_mid[4] ? \$1723  : \$1725 ;
-  assign \$1727  = s5_shift_mid[3] ? \$1720  : \$1726 [26:0];
-  assign \$1730  = s5_shift_mid[5] ? \$1729  : s5_step_mid;
-  assign \$1733  = s5_shift_mid[5] ? \$1732  : s5_step_mid;
-  assign \$1734  = s5_shift_mid[4] ? \$1731  : \$1733 ;
-  assign \$1737  = s5_shift_mid[5] ? \$1736  : s5_step_mid;
-  assign \$1740  = s5_shift_mid[5] ? \$1739  : s5_step_mid;
-  assign \$1741  = s5_shift_mid[4] ? \$1738  : \$1740 ;
-  assign \$1742  = s5_shift_mid[3] ? \$1735  : \$1741 [26:0];
-  assign \$1743  = s5_shift_mid[2] ? \$1728  : \$1742 [18:0];
-  assign \$1746  = s5_shift_mid[5] ? \$1745  : s5_step_mid;
-  assign \$1749  = s5_shift_mid[5] ? \$1748  : s5_step_mid;
-  assign \$1750  = s5_shift_mid[4] ? \$1747  : \$1749 ;
-  assign \$1753  = s5_shift_mid[5] ? \$1752  : s5_step_mid;
-  assign \$1756  = s5_shift_mid[5] ? \$1755  : s5_step_mid;
-  assign \$1757  = s5_shift_mid[4] ? \$1754  : \$1756 ;
-  assign \$1758  = s5_shift_mid[3] ? \$1751  : \$1757 [26:0];
+  assign \$35  = n_n1 == 5'h10;
+  assign \$36  = 5'h10 - n_has_hi;
+  assign \$37  = n_n1 - 1'h1;
+  assign \$38  = 5'h10 - n_has_hi;
+  assign \$39  = \$37 [5:0] < \$38 ;
+  assign \$40  = n_n1 - 1'h1;
+  assign \$41  = 5'h10 - n_has_hi;
+  assign \$42  = \$39  ? \$40 [5:0] : \$41 ;
+  assign \$43  = \$35  ? \$36  : \$42 ;
+  assign \$44  = n_n1 > n_has_lo;
+  assign \$45  = \$44  ? n_n1 : { 5'h00, n_has_lo };
+  assign \$46  = n_n1 > n_has_lo;
+  assign \$47  = \$46  ? n_n1 : { 5'h00, n_has_lo };
+  assign \$48  = 5'h10 - \$47 ;
+  assign \$49  = n_n1 >= 1'h1;
+  assign \$50  = n_n1 == 5'h10;
+  assign \$51  = 5'h10 - n_has_hi;
+  assign \$52  = n_n1 - 1'h1;
+  assign \$53  = 5'h10 - n_has_hi;
+  assign \$54  = \$52 [5:0] < \$53 ;
+  assign \$55  = n_n1 - 1'h1;
+  assign \$56  = 5'h10 - n_has_hi;
+  assign \$57  = \$54  ? \$55 [5:0] : \$56 ;
+  assign \$58  = \$50  ? \$51  : \$57 ;
+  assign \$59  = \$58 [4:0] >= 1'h1;
+  assign \$60  = \$49  & \$59 ;
+  assign \$61  = n_n1 > n_has_lo;
+  assign \$62  = \$61  ? n_n1 : { 5'h00, n_has_lo };
+  assign \$63  = \$62  <= 4'hf;
+  assign \$64  = c_b[17:0] * c_nl;
+  assign \$65  = c_b[35:18] * c_nl;
+  assign \$66  = c_b[40:36] * c_nl;
+  assign \$67  = c_a[17:0] * c_mu;
+  assign \$68  = c_a[35:18] * c_mu;
+  assign \$69  = c_a[40:36] * c_mu;
+  assign \$71  = 1'h0 + \$70 ;
+  assign \$73  = \$71  + \$72 ;
+  assign \$75  = \$73  + \$74 ;
+  assign \$77  = 1'h0 + \$76 ;
+  assign \$79  = \$77  + \$78 ;
+  assign \$81  = \$79  + \$80 ;
+  assign \$82  = ~ q_lok;
+  assign \$83  = q_bl < q_am;
+  assign \$84  = \$82  | \$83 ;
+  assign \$85  = q_uok & \$84 ;
+  assign \$86  = \$85  ? q_nu : q_nl;
+  assign \$87  = ~ q_lok;
+  assign \$88  = q_bl < q_am;
+  assign \$89  = \$87  | \$88 ;
+  assign \$90  = q_uok & \$89 ;
+  assign \$91  = \$90  ? q_b : q_a;
+  assign \$92  = ~ q_lok;
+  assign \$93  = q_bl < q_am;
+  assign \$94  = \$92  | \$93 ;
+  assign \$95  = q_uok & \$94 ;
+  assign \$96  = \$95  ? q_mu : q_nl;
+  assign \$99  = r_ext[17:0] * r_rec;
+  assign \$100  = r_ext[35:18] * r_rec;
+  assign \$101  = r_ext[40:36] * r_rec;
+  assign \$103  = r_hi[0] ? \$102  : 42'h00000000000;
+  assign \$106  = r_hi[1] ? \$105  : 42'h00000000000;
+  assign \$107  = \$104  | \$106 ;
+  assign \$109  = r_hi[2] ? \$108  : 44'h00000000000;
+  assign \$110  = { 2'h0, \$107  } | \$109 ;
+  assign \$112  = \$111  + 20'hfffff;
+  assign \$113  = r_inner * 16'h8000;
+  assign \$114  = r_outer * 17'h10000;
+  assign \$116  = 1'h0 + \$115 ;
+  assign \$118  = \$116  + \$117 ;
+  assign \$120  = \$118  + \$119 ;
+  assign \$122  = \$120  + \$121 ;
+  assign \$125  = 20'hfffff + \$124 ;
+  assign \$128  = 20'hfffff + \$127 ;
+  assign \$130  = | s4_c_mid;
+  assign \$131  = | s4_c_mid[41:1];
+  assign \$132  = | s4_c_mid[41:2];
+  assign \$133  = | s4_c_mid[41:3];
+  assign \$134  = | s4_c_mid[41:4];
+  assign \$135  = | s4_c_mid[41:5];
+  assign \$136  = | s4_c_mid[41:6];
+  assign \$137  = | s4_c_mid[41:7];
+  assign \$138  = | s4_c_mid[41:8];
+  assign \$139  = | s4_c_mid[41:9];
+  assign \$140  = | s4_c_mid[41:10];
+  assign \$141  = | s4_c_mid[41:11];
+  assign \$142  = | s4_c_mid[41:12];
+  assign \$143  = | s4_c_mid[41:13];
+  assign \$144  = | s4_c_mid[41:14];
+  assign \$145  = | s4_c_mid[41:15];
+  assign \$146  = | s4_c_mid[41:16];
+  assign \$147  = | s4_c_mid[41:17];
+  assign \$148  = | s4_c_mid[41:18];
+  assign \$149  = | s4_c_mid[41:19];
+  assign \$150  = | s4_c_mid[41:20];
+  assign \$151  = | s4_c_mid[41:21];
+  assign \$152  = | s4_c_mid[41:22];
+  assign \$153  = | s4_c_mid[41:23];
+  assign \$154  = | s4_c_mid[41:24];
+  assign \$155  = | s4_c_mid[41:25];
+  assign \$156  = | s4_c_mid[41:26];
+  assign \$157  = | s4_c_mid[41:27];
+  assign \$158  = | s4_c_mid[41:28];
+  assign \$159  = | s4_c_mid[41:29];
+  assign \$160  = | s4_c_mid[41:30];
+  assign \$161  = | s4_c_mid[41:31];
+  assign \$162  = | s4_c_mid[41:32];
+  assign \$163  = | s4_c_mid[41:33];
+  assign \$164  = | s4_c_mid[41:34];
+  assign \$165  = | s4_c_mid[41:35];
+  assign \$166  = | s4_c_mid[41:36];
+  assign \$167  = | s4_c_mid[41:37];
+  assign \$168  = | s4_c_mid[41:38];
+  assign \$169  = | s4_c_mid[41:39];
+  assign \$170  = | s4_c_mid[41:40];
+  assign \$173  = | s4_c_in;
+  assign \$174  = | s4_c_in[41:1];
+  assign \$175  = | s4_c_in[41:2];
+  assign \$176  = | s4_c_in[41:3];
+  assign \$177  = | s4_c_in[41:4];
+  assign \$178  = | s4_c_in[41:5];
+  assign \$179  = | s4_c_in[41:6];
+  assign \$180  = | s4_c_in[41:7];
+  assign \$181  = | s4_c_in[41:8];
+  assign \$182  = | s4_c_in[41:9];
+  assign \$183  = | s4_c_in[41:10];
+  assign \$184  = | s4_c_in[41:11];
+  assign \$185  = | s4_c_in[41:12];
+  assign \$186  = | s4_c_in[41:13];
+  assign \$187  = | s4_c_in[41:14];
+  assign \$188  = | s4_c_in[41:15];
+  assign \$189  = | s4_c_in[41:16];
+  assign \$190  = | s4_c_in[41:17];
+  assign \$191  = | s4_c_in[41:18];
+  assign \$192  = | s4_c_in[41:19];
+  assign \$193  = | s4_c_in[41:20];
+  assign \$194  = | s4_c_in[41:21];
+  assign \$195  = | s4_c_in[41:22];
+  assign \$196  = | s4_c_in[41:23];
+  assign \$197  = | s4_c_in[41:24];
+  assign \$198  = | s4_c_in[41:25];
+  assign \$199  = | s4_c_in[41:26];
+  assign \$200  = | s4_c_in[41:27];
+  assign \$201  = | s4_c_in[41:28];
+  assign \$202  = | s4_c_in[41:29];
+  assign \$203  = | s4_c_in[41:30];
+  assign \$204  = | s4_c_in[41:31];
+  assign \$205  = | s4_c_in[41:32];
+  assign \$206  = | s4_c_in[41:33];
+  assign \$207  = | s4_c_in[41:34];
+  assign \$208  = | s4_c_in[41:35];
+  assign \$209  = | s4_c_in[41:36];
+  assign \$210  = | s4_c_in[41:37];
+  assign \$211  = | s4_c_in[41:38];
+  assign \$212  = | s4_c_in[41:39];
+  assign \$213  = | s4_c_in[41:40];
+  assign \$216  = | s4_c_out;
+  assign \$217  = | s4_c_out[41:1];
+  assign \$218  = | s4_c_out[41:2];
+  assign \$219  = | s4_c_out[41:3];
+  assign \$220  = | s4_c_out[41:4];
+  assign \$221  = | s4_c_out[41:5];
+  assign \$222  = | s4_c_out[41:6];
+  assign \$223  = | s4_c_out[41:7];
+  assign \$224  = | s4_c_out[41:8];
+  assign \$225  = | s4_c_out[41:9];
+  assign \$226  = | s4_c_out[41:10];
+  assign \$227  = | s4_c_out[41:11];
+  assign \$228  = | s4_c_out[41:12];
+  assign \$229  = | s4_c_out[41:13];
+  assign \$230  = | s4_c_out[41:14];
+  assign \$231  = | s4_c_out[41:15];
+  assign \$232  = | s4_c_out[41:16];
+  assign \$233  = | s4_c_out[41:17];
+  assign \$234  = | s4_c_out[41:18];
+  assign \$235  = | s4_c_out[41:19];
+  assign \$236  = | s4_c_out[41:20];
+  assign \$237  = | s4_c_out[41:21];
+  assign \$238  = | s4_c_out[41:22];
+  assign \$239  = | s4_c_out[41:23];
+  assign \$240  = | s4_c_out[41:24];
+  assign \$241  = | s4_c_out[41:25];
+  assign \$242  = | s4_c_out[41:26];
+  assign \$243  = | s4_c_out[41:27];
+  assign \$244  = | s4_c_out[41:28];
+  assign \$245  = | s4_c_out[41:29];
+  assign \$246  = | s4_c_out[41:30];
+  assign \$247  = | s4_c_out[41:31];
+  assign \$248  = | s4_c_out[41:32];
+  assign \$249  = | s4_c_out[41:33];
+  assign \$250  = | s4_c_out[41:34];
+  assign \$251  = | s4_c_out[41:35];
+  assign \$252  = | s4_c_out[41:36];
+  assign \$253  = | s4_c_out[41:37];
+  assign \$254  = | s4_c_out[41:38];
+  assign \$255  = | s4_c_out[41:39];
+  assign \$256  = | s4_c_out[41:40];
+  assign \$259  = m4_c_mid + m4_mask_mid;
+  assign \$260  = ~ m4_mask_mid;
+  assign \$261  = \$259  & { 1'h0, \$260  };
+  assign \$262  = ~ m4_mask_mid[1];
+  assign \$263  = m4_mask_mid[0] & \$262 ;
+  assign \$264  = ~ m4_mask_mid[3];
+  assign \$265  = m4_mask_mid[2] & \$264 ;
+  assign \$266  = ~ m4_mask_mid[5];
+  assign \$267  = m4_mask_mid[4] & \$266 ;
+  assign \$268  = ~ m4_mask_mid[7];
+  assign \$269  = m4_mask_mid[6] & \$268 ;
+  assign \$270  = ~ m4_mask_mid[9];
+  assign \$271  = m4_mask_mid[8] & \$270 ;
+  assign \$272  = ~ m4_mask_mid[11];
+  assign \$273  = m4_mask_mid[10] & \$272 ;
+  assign \$274  = ~ m4_mask_mid[13];
+  assign \$275  = m4_mask_mid[12] & \$274 ;
+  assign \$276  = ~ m4_mask_mid[15];
+  assign \$277  = m4_mask_mid[14] & \$276 ;
+  assign \$278  = ~ m4_mask_mid[17];
+  assign \$279  = m4_mask_mid[16] & \$278 ;
+  assign \$280  = ~ m4_mask_mid[19];
+  assign \$281  = m4_mask_mid[18] & \$280 ;
+  assign \$282  = ~ m4_mask_mid[21];
+  assign \$283  = m4_mask_mid[20] & \$282 ;
+  assign \$284  = ~ m4_mask_mid[23];
+  assign \$285  = m4_mask_mid[22] & \$284 ;
+  assign \$286  = ~ m4_mask_mid[25];
+  assign \$287  = m4_mask_mid[24] & \$286 ;
+  assign \$288  = ~ m4_mask_mid[27];
+  assign \$289  = m4_mask_mid[26] & \$288 ;
+  assign \$290  = ~ m4_mask_mid[29];
+  assign \$291  = m4_mask_mid[28] & \$290 ;
+  assign \$292  = ~ m4_mask_mid[31];
+  assign \$293  = m4_mask_mid[30] & \$292 ;
+  assign \$294  = ~ m4_mask_mid[33];
+  assign \$295  = m4_mask_mid[32] & \$294 ;
+  assign \$296  = ~ m4_mask_mid[35];
+  assign \$297  = m4_mask_mid[34] & \$296 ;
+  assign \$298  = ~ m4_mask_mid[37];
+  assign \$299  = m4_mask_mid[36] & \$298 ;
+  assign \$300  = ~ m4_mask_mid[39];
+  assign \$301  = m4_mask_mid[38] & \$300 ;
+  assign \$302  = ~ m4_mask_mid[41];
+  assign \$303  = m4_mask_mid[40] & \$302 ;
+  assign \$304  = | { \$303 , \$301 , \$299 , \$297 , \$295 , \$293 , \$291 , \$289 , \$287 , \$285 , \$283 , \$281 , \$279 , \$277 , \$275 , \$273 , \$271 , \$269 , \$267 , \$265 , \$263  };
+  assign \$305  = ~ m4_mask_mid[2];
+  assign \$306  = m4_mask_mid[1] & \$305 ;
+  assign \$307  = ~ m4_mask_mid[3];
+  assign \$308  = m4_mask_mid[2] & \$307 ;
+  assign \$309  = ~ m4_mask_mid[6];
+  assign \$310  = m4_mask_mid[5] & \$309 ;
+  assign \$311  = ~ m4_mask_mid[7];
+  assign \$312  = m4_mask_mid[6] & \$311 ;
+  assign \$313  = ~ m4_mask_mid[10];
+  assign \$314  = m4_mask_mid[9] & \$313 ;
+  assign \$315  = ~ m4_mask_mid[11];
+  assign \$316  = m4_mask_mid[10] & \$315 ;
+  assign \$317  = ~ m4_mask_mid[14];
+  assign \$318  = m4_mask_mid[13] & \$317 ;
+  assign \$319  = ~ m4_mask_mid[15];
+  assign \$320  = m4_mask_mid[14] & \$319 ;
+  assign \$321  = ~ m4_mask_mid[18];
+  assign \$322  = m4_mask_mid[17] & \$321 ;
+  assign \$323  = ~ m4_mask_mid[19];
+  assign \$324  = m4_mask_mid[18] & \$323 ;
+  assign \$325  = ~ m4_mask_mid[22];
+  assign \$326  = m4_mask_mid[21] & \$325 ;
+  assign \$327  = ~ m4_mask_mid[23];
+  assign \$328  = m4_mask_mid[22] & \$327 ;
+  assign \$329  = ~ m4_mask_mid[26];
+  assign \$330  = m4_mask_mid[25] & \$329 ;
+  assign \$331  = ~ m4_mask_mid[27];
+  assign \$332  = m4_mask_mid[26] & \$331 ;
+  assign \$333  = ~ m4_mask_mid[30];
+  assign \$334  = m4_mask_mid[29] & \$333 ;
+  assign \$335  = ~ m4_mask_mid[31];
+  assign \$336  = m4_mask_mid[30] & \$335 ;
+  assign \$337  = ~ m4_mask_mid[34];
+  assign \$338  = m4_mask_mid[33] & \$337 ;
+  assign \$339  = ~ m4_mask_mid[35];
+  assign \$340  = m4_mask_mid[34] & \$339 ;
+  assign \$341  = ~ m4_mask_mid[38];
+  assign \$342  = m4_mask_mid[37] & \$341 ;
+  assign \$343  = ~ m4_mask_mid[39];
+  assign \$344  = m4_mask_mid[38] & \$343 ;
+  assign \$345  = | { m4_mask_mid[41], \$344 , \$342 , \$340 , \$338 , \$336 , \$334 , \$332 , \$330 , \$328 , \$326 , \$324 , \$322 , \$320 , \$318 , \$316 , \$314 , \$312 , \$310 , \$308 , \$306  };
+  assign \$346  = ~ m4_mask_mid[4];
+  assign \$347  = m4_mask_mid[3] & \$346 ;
+  assign \$348  = ~ m4_mask_mid[5];
+  assign \$349  = m4_mask_mid[4] & \$348 ;
+  assign \$350  = ~ m4_mask_mid[6];
+  assign \$351  = m4_mask_mid[5] & \$350 ;
+  assign \$352  = ~ m4_mask_mid[7];
+  assign \$353  = m4_mask_mid[6] & \$352 ;
+  assign \$354  = ~ m4_mask_mid[12];
+  assign \$355  = m4_mask_mid[11] & \$354 ;
+  assign \$356  = ~ m4_mask_mid[13];
+  assign \$357  = m4_mask_mid[12] & \$356 ;
+  assign \$358  = ~ m4_mask_mid[14];
+  assign \$359  = m4_mask_mid[13] & \$358 ;
+  assign \$360  = ~ m4_mask_mid[15];
+  assign \$361  = m4_mask_mid[14] & \$360 ;
+  assign \$362  = ~ m4_mask_mid[20];
+  assign \$363  = m4_mask_mid[19] & \$362 ;
+  assign \$364  = ~ m4_mask_mid[21];
+  assign \$365  = m4_mask_mid[20] & \$364 ;
+  assign \$366  = ~ m4_mask_mid[22];
+  assign \$367  = m4_mask_mid[21] & \$366 ;
+  assign \$368  = ~ m4_mask_mid[23];
+  assign \$369  = m4_mask_mid[22] & \$368 ;
+  assign \$370  = ~ m4_mask_mid[28];
+  assign \$371  = m4_mask_mid[27] & \$370 ;
+  assign \$372  = ~ m4_mask_mid[29];
+  assign \$373  = m4_mask_mid[28] & \$372 ;
+  assign \$374  = ~ m4_mask_mid[30];
+  assign \$375  = m4_mask_mid[29] & \$374 ;
+  assign \$376  = ~ m4_mask_mid[31];
+  assign \$377  = m4_mask_mid[30] & \$376 ;
+  assign \$378  = ~ m4_mask_mid[36];
+  assign \$379  = m4_mask_mid[35] & \$378 ;
+  assign \$380  = ~ m4_mask_mid[37];
+  assign \$381  = m4_mask_mid[36] & \$380 ;
+  assign \$382  = ~ m4_mask_mid[38];
+  assign \$383  = m4_mask_mid[37] & \$382 ;
+  assign \$384  = ~ m4_mask_mid[39];
+  assign \$385  = m4_mask_mid[38] & \$384 ;
+  assign \$386  = | { \$385 , \$383 , \$381 , \$379 , \$377 , \$375 , \$373 , \$371 , \$369 , \$367 , \$365 , \$363 , \$361 , \$359 , \$357 , \$355 , \$353 , \$351 , \$349 , \$347  };
+  assign \$387  = ~ m4_mask_mid[8];
+  assign \$388  = m4_mask_mid[7] & \$387 ;
+  assign \$389  = ~ m4_mask_mid[9];
+  assign \$390  = m4_mask_mid[8] & \$389 ;
+  assign \$391  = ~ m4_mask_mid[10];
+  assign \$392  = m4_mask_mid[9] & \$391 ;
+  assign \$393  = ~ m4_mask_mid[11];
+  assign \$394  = m4_mask_mid[10] & \$393 ;
+  assign \$395  = ~ m4_mask_mid[12];
+  assign \$396  = m4_mask_mid[11] & \$395 ;
+  assign \$397  = ~ m4_mask_mid[13];
+  assign \$398  = m4_mask_mid[12] & \$397 ;
+  assign \$399  = ~ m4_mask_mid[14];
+  assign \$400  = m4_mask_mid[13] & \$399 ;
+  assign \$401  = ~ m4_mask_mid[15];
+  assign \$402  = m4_mask_mid[14] & \$401 ;
+  assign \$403  = ~ m4_mask_mid[24];
+  assign \$404  = m4_mask_mid[23] & \$403 ;
+  assign \$405  = ~ m4_mask_mid[25];
+  assign \$406  = m4_mask_mid[24] & \$405 ;
+  assign \$407  = ~ m4_mask_mid[26];
+  assign \$408  = m4_mask_mid[25] & \$407 ;
+  assign \$409  = ~ m4_mask_mid[27];
+  assign \$410  = m4_mask_mid[26] & \$409 ;
+  assign \$411  = ~ m4_mask_mid[28];
+  assign \$412  = m4_mask_mid[27] & \$411 ;
+  assign \$413  = ~ m4_mask_mid[29];
+  assign \$414  = m4_mask_mid[28] & \$413 ;
+  assign \$415  = ~ m4_mask_mid[30];
+  assign \$416  = m4_mask_mid[29] & \$415 ;
+  assign \$417  = ~ m4_mask_mid[31];
+  assign \$418  = m4_mask_mid[30] & \$417 ;
+  assign \$419  = ~ m4_mask_mid[40];
+  assign \$420  = m4_mask_mid[39] & \$419 ;
+  assign \$421  = ~ m4_mask_mid[41];
+  assign \$422  = m4_mask_mid[40] & \$421 ;
+  assign \$423  = | { m4_mask_mid[41], \$422 , \$420 , \$418 , \$416 , \$414 , \$412 , \$410 , \$408 , \$406 , \$404 , \$402 , \$400 , \$398 , \$396 , \$394 , \$392 , \$390 , \$388  };
+  assign \$424  = ~ m4_mask_mid[16];
+  assign \$425  = m4_mask_mid[15] & \$424 ;
+  assign \$426  = ~ m4_mask_mid[17];
+  assign \$427  = m4_mask_mid[16] & \$426 ;
+  assign \$428  = ~ m4_mask_mid[18];
+  assign \$429  = m4_mask_mid[17] & \$428 ;
+  assign \$430  = ~ m4_mask_mid[19];
+  assign \$431  = m4_mask_mid[18] & \$430 ;
+  assign \$432  = ~ m4_mask_mid[20];
+  assign \$433  = m4_mask_mid[19] & \$432 ;
+  assign \$434  = ~ m4_mask_mid[21];
+  assign \$435  = m4_mask_mid[20] & \$434 ;
+  assign \$436  = ~ m4_mask_mid[22];
+  assign \$437  = m4_mask_mid[21] & \$436 ;
+  assign \$438  = ~ m4_mask_mid[23];
+  assign \$439  = m4_mask_mid[22] & \$438 ;
+  assign \$440  = ~ m4_mask_mid[24];
+  assign \$441  = m4_mask_mid[23] & \$440 ;
+  assign \$442  = ~ m4_mask_mid[25];
+  assign \$443  = m4_mask_mid[24] & \$442 ;
+  assign \$444  = ~ m4_mask_mid[26];
+  assign \$445  = m4_mask_mid[25] & \$444 ;
+  assign \$446  = ~ m4_mask_mid[27];
+  assign \$447  = m4_mask_mid[26] & \$446 ;
+  assign \$448  = ~ m4_mask_mid[28];
+  assign \$449  = m4_mask_mid[27] & \$448 ;
+  assign \$450  = ~ m4_mask_mid[29];
+  assign \$451  = m4_mask_mid[28] & \$450 ;
+  assign \$452  = ~ m4_mask_mid[30];
+  assign \$453  = m4_mask_mid[29] & \$452 ;
+  assign \$454  = ~ m4_mask_mid[31];
+  assign \$455  = m4_mask_mid[30] & \$454 ;
+  assign \$456  = | { \$455 , \$453 , \$451 , \$449 , \$447 , \$445 , \$443 , \$441 , \$439 , \$437 , \$435 , \$433 , \$431 , \$429 , \$427 , \$425  };
+  assign \$457  = ~ m4_mask_mid[32];
+  assign \$458  = m4_mask_mid[31] & \$457 ;
+  assign \$459  = ~ m4_mask_mid[33];
+  assign \$460  = m4_mask_mid[32] & \$459 ;
+  assign \$461  = ~ m4_mask_mid[34];
+  assign \$462  = m4_mask_mid[33] & \$461 ;
+  assign \$463  = ~ m4_mask_mid[35];
+  assign \$464  = m4_mask_mid[34] & \$463 ;
+  assign \$465  = ~ m4_mask_mid[36];
+  assign \$466  = m4_mask_mid[35] & \$465 ;
+  assign \$467  = ~ m4_mask_mid[37];
+  assign \$468  = m4_mask_mid[36] & \$467 ;
+  assign \$469  = ~ m4_mask_mid[38];
+  assign \$470  = m4_mask_mid[37] & \$469 ;
+  assign \$471  = ~ m4_mask_mid[39];
+  assign \$472  = m4_mask_mid[38] & \$471 ;
+  assign \$473  = ~ m4_mask_mid[40];
+  assign \$474  = m4_mask_mid[39] & \$473 ;
+  assign \$475  = ~ m4_mask_mid[41];
+  assign \$476  = m4_mask_mid[40] & \$475 ;
+  assign \$477  = | { m4_mask_mid[41], \$476 , \$474 , \$472 , \$470 , \$468 , \$466 , \$464 , \$462 , \$460 , \$458  };
+  assign \$478  = m4_mask_mid[0] | m4_c_mid[10];
+  assign \$479  = ~ m4_mask_mid[1];
+  assign \$480  = m4_mask_mid[0] & \$479 ;
+  assign \$481  = ~ m4_mask_mid[3];
+  assign \$482  = m4_mask_mid[2] & \$481 ;
+  assign \$483  = ~ m4_mask_mid[5];
+  assign \$484  = m4_mask_mid[4] & \$483 ;
+  assign \$485  = ~ m4_mask_mid[7];
+  assign \$486  = m4_mask_mid[6] & \$485 ;
+  assign \$487  = ~ m4_mask_mid[9];
+  assign \$488  = m4_mask_mid[8] & \$487 ;
+  assign \$489  = ~ m4_mask_mid[11];
+  assign \$490  = m4_mask_mid[10] & \$489 ;
+  assign \$491  = ~ m4_mask_mid[13];
+  assign \$492  = m4_mask_mid[12] & \$491 ;
+  assign \$493  = ~ m4_mask_mid[15];
+  assign \$494  = m4_mask_mid[14] & \$493 ;
+  assign \$495  = ~ m4_mask_mid[17];
+  assign \$496  = m4_mask_mid[16] & \$495 ;
+  assign \$497  = ~ m4_mask_mid[19];
+  assign \$498  = m4_mask_mid[18] & \$497 ;
+  assign \$499  = ~ m4_mask_mid[21];
+  assign \$500  = m4_mask_mid[20] & \$499 ;
+  assign \$501  = ~ m4_mask_mid[23];
+  assign \$502  = m4_mask_mid[22] & \$501 ;
+  assign \$503  = ~ m4_mask_mid[25];
+  assign \$504  = m4_mask_mid[24] & \$503 ;
+  assign \$505  = ~ m4_mask_mid[27];
+  assign \$506  = m4_mask_mid[26] & \$505 ;
+  assign \$507  = ~ m4_mask_mid[29];
+  assign \$508  = m4_mask_mid[28] & \$507 ;
+  assign \$509  = ~ m4_mask_mid[31];
+  assign \$510  = m4_mask_mid[30] & \$509 ;
+  assign \$511  = ~ m4_mask_mid[33];
+  assign \$512  = m4_mask_mid[32] & \$511 ;
+  assign \$513  = ~ m4_mask_mid[35];
+  assign \$514  = m4_mask_mid[34] & \$513 ;
+  assign \$515  = ~ m4_mask_mid[37];
+  assign \$516  = m4_mask_mid[36] & \$515 ;
+  assign \$517  = ~ m4_mask_mid[39];
+  assign \$518  = m4_mask_mid[38] & \$517 ;
+  assign \$519  = ~ m4_mask_mid[41];
+  assign \$520  = m4_mask_mid[40] & \$519 ;
+  assign \$521  = | { \$520 , \$518 , \$516 , \$514 , \$512 , \$510 , \$508 , \$506 , \$504 , \$502 , \$500 , \$498 , \$496 , \$494 , \$492 , \$490 , \$488 , \$486 , \$484 , \$482 , \$480  };
+  assign \$522  = ~ m4_mask_mid[2];
+  assign \$523  = m4_mask_mid[1] & \$522 ;
+  assign \$524  = ~ m4_mask_mid[3];
+  assign \$525  = m4_mask_mid[2] & \$524 ;
+  assign \$526  = ~ m4_mask_mid[6];
+  assign \$527  = m4_mask_mid[5] & \$526 ;
+  assign \$528  = ~ m4_mask_mid[7];
+  assign \$529  = m4_mask_mid[6] & \$528 ;
+  assign \$530  = ~ m4_mask_mid[10];
+  assign \$531  = m4_mask_mid[9] & \$530 ;
+  assign \$532  = ~ m4_mask_mid[11];
+  assign \$533  = m4_mask_mid[10] & \$532 ;
+  assign \$534  = ~ m4_mask_mid[14];
+  assign \$535  = m4_mask_mid[13] & \$534 ;
+  assign \$536  = ~ m4_mask_mid[15];
+  assign \$537  = m4_mask_mid[14] & \$536 ;
+  assign \$538  = ~ m4_mask_mid[18];
+  assign \$539  = m4_mask_mid[17] & \$538 ;
+  assign \$540  = ~ m4_mask_mid[19];
+  assign \$541  = m4_mask_mid[18] & \$540 ;
+  assign \$542  = ~ m4_mask_mid[22];
+  assign \$543  = m4_mask_mid[21] & \$542 ;
+  assign \$544  = ~ m4_mask_mid[23];
+  assign \$545  = m4_mask_mid[22] & \$544 ;
+  assign \$546  = ~ m4_mask_mid[26];
+  assign \$547  = m4_mask_mid[25] & \$546 ;
+  assign \$548  = ~ m4_mask_mid[27];
+  assign \$549  = m4_mask_mid[26] & \$548 ;
+  assign \$550  = ~ m4_mask_mid[30];
+  assign \$551  = m4_mask_mid[29] & \$550 ;
+  assign \$552  = ~ m4_mask_mid[31];
+  assign \$553  = m4_mask_mid[30] & \$552 ;
+  assign \$554  = ~ m4_mask_mid[34];
+  assign \$555  = m4_mask_mid[33] & \$554 ;
+  assign \$556  = ~ m4_mask_mid[35];
+  assign \$557  = m4_mask_mid[34] & \$556 ;
+  assign \$558  = ~ m4_mask_mid[38];
+  assign \$559  = m4_mask_mid[37] & \$558 ;
+  assign \$560  = ~ m4_mask_mid[39];
+  assign \$561  = m4_mask_mid[38] & \$560 ;
+  assign \$562  = | { m4_mask_mid[41], \$561 , \$559 , \$557 , \$555 , \$553 , \$551 , \$549 , \$547 , \$545 , \$543 , \$541 , \$539 , \$537 , \$535 , \$533 , \$531 , \$529 , \$527 , \$525 , \$523  };
+  assign \$563  = ~ m4_mask_mid[4];
+  assign \$564  = m4_mask_mid[3] & \$563 ;
+  assign \$565  = ~ m4_mask_mid[5];
+  assign \$566  = m4_mask_mid[4] & \$565 ;
+  assign \$567  = ~ m4_mask_mid[6];
+  assign \$568  = m4_mask_mid[5] & \$567 ;
+  assign \$569  = ~ m4_mask_mid[7];
+  assign \$570  = m4_mask_mid[6] & \$569 ;
+  assign \$571  = ~ m4_mask_mid[12];
+  assign \$572  = m4_mask_mid[11] & \$571 ;
+  assign \$573  = ~ m4_mask_mid[13];
+  assign \$574  = m4_mask_mid[12] & \$573 ;
+  assign \$575  = ~ m4_mask_mid[14];
+  assign \$576  = m4_mask_mid[13] & \$575 ;
+  assign \$577  = ~ m4_mask_mid[15];
+  assign \$578  = m4_mask_mid[14] & \$577 ;
+  assign \$579  = ~ m4_mask_mid[20];
+  assign \$580  = m4_mask_mid[19] & \$579 ;
+  assign \$581  = ~ m4_mask_mid[21];
+  assign \$582  = m4_mask_mid[20] & \$581 ;
+  assign \$583  = ~ m4_mask_mid[22];
+  assign \$584  = m4_mask_mid[21] & \$583 ;
+  assign \$585  = ~ m4_mask_mid[23];
+  assign \$586  = m4_mask_mid[22] & \$585 ;
+  assign \$587  = ~ m4_mask_mid[28];
+  assign \$588  = m4_mask_mid[27] & \$587 ;
+  assign \$589  = ~ m4_mask_mid[29];
+  assign \$590  = m4_mask_mid[28] & \$589 ;
+  assign \$591  = ~ m4_mask_mid[30];
+  assign \$592  = m4_mask_mid[29] & \$591 ;
+  assign \$593  = ~ m4_mask_mid[31];
+  assign \$594  = m4_mask_mid[30] & \$593 ;
+  assign \$595  = ~ m4_mask_mid[36];
+  assign \$596  = m4_mask_mid[35] & \$595 ;
+  assign \$597  = ~ m4_mask_mid[37];
+  assign \$598  = m4_mask_mid[36] & \$597 ;
+  assign \$599  = ~ m4_mask_mid[38];
+  assign \$600  = m4_mask_mid[37] & \$599 ;
+  assign \$601  = ~ m4_mask_mid[39];
+  assign \$602  = m4_mask_mid[38] & \$601 ;
+  assign \$603  = | { \$602 , \$600 , \$598 , \$596 , \$594 , \$592 , \$590 , \$588 , \$586 , \$584 , \$582 , \$580 , \$578 , \$576 , \$574 , \$572 , \$570 , \$568 , \$566 , \$564  };
+  assign \$604  = ~ m4_mask_mid[8];
+  assign \$605  = m4_mask_mid[7] & \$604 ;
+  assign \$606  = ~ m4_mask_mid[9];
+  assign \$607  = m4_mask_mid[8] & \$606 ;
+  assign \$608  = ~ m4_mask_mid[10];
+  assign \$609  = m4_mask_mid[9] & \$608 ;
+  assign \$610  = ~ m4_mask_mid[11];
+  assign \$611  = m4_mask_mid[10] & \$610 ;
+  assign \$612  = ~ m4_mask_mid[12];
+  assign \$613  = m4_mask_mid[11] & \$612 ;
+  assign \$614  = ~ m4_mask_mid[13];
+  assign \$615  = m4_mask_mid[12] & \$614 ;
+  assign \$616  = ~ m4_mask_mid[14];
+  assign \$617  = m4_mask_mid[13] & \$616 ;
+  assign \$618  = ~ m4_mask_mid[15];
+  assign \$619  = m4_mask_mid[14] & \$618 ;
+  assign \$620  = ~ m4_mask_mid[24];
+  assign \$621  = m4_mask_mid[23] & \$620 ;
+  assign \$622  = ~ m4_mask_mid[25];
+  assign \$623  = m4_mask_mid[24] & \$622 ;
+  assign \$624  = ~ m4_mask_mid[26];
+  assign \$625  = m4_mask_mid[25] & \$624 ;
+  assign \$626  = ~ m4_mask_mid[27];
+  assign \$627  = m4_mask_mid[26] & \$626 ;
+  assign \$628  = ~ m4_mask_mid[28];
+  assign \$629  = m4_mask_mid[27] & \$628 ;
+  assign \$630  = ~ m4_mask_mid[29];
+  assign \$631  = m4_mask_mid[28] & \$630 ;
+  assign \$632  = ~ m4_mask_mid[30];
+  assign \$633  = m4_mask_mid[29] & \$632 ;
+  assign \$634  = ~ m4_mask_mid[31];
+  assign \$635  = m4_mask_mid[30] & \$634 ;
+  assign \$636  = ~ m4_mask_mid[40];
+  assign \$637  = m4_mask_mid[39] & \$636 ;
+  assign \$638  = ~ m4_mask_mid[41];
+  assign \$639  = m4_mask_mid[40] & \$638 ;
+  assign \$640  = | { m4_mask_mid[41], \$639 , \$637 , \$635 , \$633 , \$631 , \$629 , \$627 , \$625 , \$623 , \$621 , \$619 , \$617 , \$615 , \$613 , \$611 , \$609 , \$607 , \$605  };
+  assign \$641  = ~ m4_mask_mid[16];
+  assign \$642  = m4_mask_mid[15] & \$641 ;
+  assign \$643  = ~ m4_mask_mid[17];
+  assign \$644  = m4_mask_mid[16] & \$643 ;
+  assign \$645  = ~ m4_mask_mid[18];
+  assign \$646  = m4_mask_mid[17] & \$645 ;
+  assign \$647  = ~ m4_mask_mid[19];
+  assign \$648  = m4_mask_mid[18] & \$647 ;
+  assign \$649  = ~ m4_mask_mid[20];
+  assign \$650  = m4_mask_mid[19] & \$649 ;
+  assign \$651  = ~ m4_mask_mid[21];
+  assign \$652  = m4_mask_mid[20] & \$651 ;
+  assign \$653  = ~ m4_mask_mid[22];
+  assign \$654  = m4_mask_mid[21] & \$653 ;
+  assign \$655  = ~ m4_mask_mid[23];
+  assign \$656  = m4_mask_mid[22] & \$655 ;
+  assign \$657  = ~ m4_mask_mid[24];
+  assign \$658  = m4_mask_mid[23] & \$657 ;
+  assign \$659  = ~ m4_mask_mid[25];
+  assign \$660  = m4_mask_mid[24] & \$659 ;
+  assign \$661  = ~ m4_mask_mid[26];
+  assign \$662  = m4_mask_mid[25] & \$661 ;
+  assign \$663  = ~ m4_mask_mid[27];
+  assign \$664  = m4_mask_mid[26] & \$663 ;
+  assign \$665  = ~ m4_mask_mid[28];
+  assign \$666  = m4_mask_mid[27] & \$665 ;
+  assign \$667  = ~ m4_mask_mid[29];
+  assign \$668  = m4_mask_mid[28] & \$667 ;
+  assign \$669  = ~ m4_mask_mid[30];
+  assign \$670  = m4_mask_mid[29] & \$669 ;
+  assign \$671  = ~ m4_mask_mid[31];
+  assign \$672  = m4_mask_mid[30] & \$671 ;
+  assign \$673  = | { \$672 , \$670 , \$668 , \$666 , \$664 , \$662 , \$660 , \$658 , \$656 , \$654 , \$652 , \$650 , \$648 , \$646 , \$644 , \$642  };
+  assign \$674  = ~ m4_mask_mid[32];
+  assign \$675  = m4_mask_mid[31] & \$674 ;
+  assign \$676  = ~ m4_mask_mid[33];
+  assign \$677  = m4_mask_mid[32] & \$676 ;
+  assign \$678  = ~ m4_mask_mid[34];
+  assign \$679  = m4_mask_mid[33] & \$678 ;
+  assign \$680  = ~ m4_mask_mid[35];
+  assign \$681  = m4_mask_mid[34] & \$680 ;
+  assign \$682  = ~ m4_mask_mid[36];
+  assign \$683  = m4_mask_mid[35] & \$682 ;
+  assign \$684  = ~ m4_mask_mid[37];
+  assign \$685  = m4_mask_mid[36] & \$684 ;
+  assign \$686  = ~ m4_mask_mid[38];
+  assign \$687  = m4_mask_mid[37] & \$686 ;
+  assign \$688  = ~ m4_mask_mid[39];
+  assign \$689  = m4_mask_mid[38] & \$688 ;
+  assign \$690  = ~ m4_mask_mid[40];
+  assign \$691  = m4_mask_mid[39] & \$690 ;
+  assign \$692  = ~ m4_mask_mid[41];
+  assign \$693  = m4_mask_mid[40] & \$692 ;
+  assign \$694  = | { m4_mask_mid[41], \$693 , \$691 , \$689 , \$687 , \$685 , \$683 , \$681 , \$679 , \$677 , \$675  };
+  assign \$695  = { \$694 , \$673 , \$640 , \$603 , \$562 , \$521  } + 1'h1;
+  assign \$696  = m4_c_in + m4_mask_in;
+  assign \$697  = ~ m4_mask_in;
+  assign \$698  = \$696  & { 1'h0, \$697  };
+  assign \$699  = ~ m4_mask_in[1];
+  assign \$700  = m4_mask_in[0] & \$699 ;
+  assign \$701  = ~ m4_mask_in[3];
+  assign \$702  = m4_mask_in[2] & \$701 ;
+  assign \$703  = ~ m4_mask_in[5];
+  assign \$704  = m4_mask_in[4] & \$703 ;
+  assign \$705  = ~ m4_mask_in[7];
+  assign \$706  = m4_mask_in[6] & \$705 ;
+  assign \$707  = ~ m4_mask_in[9];
+  assign \$708  = m4_mask_in[8] & \$707 ;
+  assign \$709  = ~ m4_mask_in[11];
+  assign \$710  = m4_mask_in[10] & \$709 ;
+  assign \$711  = ~ m4_mask_in[13];
+  assign \$712  = m4_mask_in[12] & \$711 ;
+  assign \$713  = ~ m4_mask_in[15];
+  assign \$714  = m4_mask_in[14] & \$713 ;
+  assign \$715  = ~ m4_mask_in[17];
+  assign \$716  = m4_mask_in[16] & \$715 ;
+  assign \$717  = ~ m4_mask_in[19];
+  assign \$718  = m4_mask_in[18] & \$717 ;
+  assign \$719  = ~ m4_mask_in[21];
+  assign \$720  = m4_mask_in[20] & \$719 ;
+  assign \$721  = ~ m4_mask_in[23];
+  assign \$722  = m4_mask_in[22] & \$721 ;
+  assign \$723  = ~ m4_mask_in[25];
+  assign \$724  = m4_mask_in[24] & \$723 ;
+  assign \$725  = ~ m4_mask_in[27];
+  assign \$726  = m4_mask_in[26] & \$725 ;
+  assign \$727  = ~ m4_mask_in[29];
+  assign \$728  = m4_mask_in[28] & \$727 ;
+  assign \$729  = ~ m4_mask_in[31];
+  assign \$730  = m4_mask_in[30] & \$729 ;
+  assign \$731  = ~ m4_mask_in[33];
+  assign \$732  = m4_mask_in[32] & \$731 ;
+  assign \$733  = ~ m4_mask_in[35];
+  assign \$734  = m4_mask_in[34] & \$733 ;
+  assign \$735  = ~ m4_mask_in[37];
+  assign \$736  = m4_mask_in[36] & \$735 ;
+  assign \$737  = ~ m4_mask_in[39];
+  assign \$738  = m4_mask_in[38] & \$737 ;
+  assign \$739  = ~ m4_mask_in[41];
+  assign \$740  = m4_mask_in[40] & \$739 ;
+  assign \$741  = | { \$740 , \$738 , \$736 , \$734 , \$732 , \$730 , \$728 , \$726 , \$724 , \$722 , \$720 , \$718 , \$716 , \$714 , \$712 , \$710 , \$708 , \$706 , \$704 , \$702 , \$700  };
+  assign \$742  = ~ m4_mask_in[2];
+  assign \$743  = m4_mask_in[1] & \$742 ;
+  assign \$744  = ~ m4_mask_in[3];
+  assign \$745  = m4_mask_in[2] & \$744 ;
+  assign \$746  = ~ m4_mask_in[6];
+  assign \$747  = m4_mask_in[5] & \$746 ;
+  assign \$748  = ~ m4_mask_in[7];
+  assign \$749  = m4_mask_in[6] & \$748 ;
+  assign \$750  = ~ m4_mask_in[10];
+  assign \$751  = m4_mask_in[9] & \$750 ;
+  assign \$752  = ~ m4_mask_in[11];
+  assign \$753  = m4_mask_in[10] & \$752 ;
+  assign \$754  = ~ m4_mask_in[14];
+  assign \$755  = m4_mask_in[13] & \$754 ;
+  assign \$756  = ~ m4_mask_in[15];
+  assign \$757  = m4_mask_in[14] & \$756 ;
+  assign \$758  = ~ m4_mask_in[18];
+  assign \$759  = m4_mask_in[17] & \$758 ;
+  assign \$760  = ~ m4_mask_in[19];
+  assign \$761  = m4_mask_in[18] & \$760 ;
+  assign \$762  = ~ m4_mask_in[22];
+  assign \$763  = m4_mask_in[21] & \$762 ;
+  assign \$764  = ~ m4_mask_in[23];
+  assign \$765  = m4_mask_in[22] & \$764 ;
+  assign \$766  = ~ m4_mask_in[26];
+  assign \$767  = m4_mask_in[25] & \$766 ;
+  assign \$768  = ~ m4_mask_in[27];
+  assign \$769  = m4_mask_in[26] & \$768 ;
+  assign \$770  = ~ m4_mask_in[30];
+  assign \$771  = m4_mask_in[29] & \$770 ;
+  assign \$772  = ~ m4_mask_in[31];
+  assign \$773  = m4_mask_in[30] & \$772 ;
+  assign \$774  = ~ m4_mask_in[34];
+  assign \$775  = m4_mask_in[33] & \$774 ;
+  assign \$776  = ~ m4_mask_in[35];
+  assign \$777  = m4_mask_in[34] & \$776 ;
+  assign \$778  = ~ m4_mask_in[38];
+  assign \$779  = m4_mask_in[37] & \$778 ;
+  assign \$780  = ~ m4_mask_in[39];
+  assign \$781  = m4_mask_in[38] & \$780 ;
+  assign \$782  = | { m4_mask_in[41], \$781 , \$779 , \$777 , \$775 , \$773 , \$771 , \$769 , \$767 , \$765 , \$763 , \$761 , \$759 , \$757 , \$755 , \$753 , \$751 , \$749 , \$747 , \$745 , \$743  };
+  assign \$783  = ~ m4_mask_in[4];
+  assign \$784  = m4_mask_in[3] & \$783 ;
+  assign \$785  = ~ m4_mask_in[5];
+  assign \$786  = m4_mask_in[4] & \$785 ;
+  assign \$787  = ~ m4_mask_in[6];
+  assign \$788  = m4_mask_in[5] & \$787 ;
+  assign \$789  = ~ m4_mask_in[7];
+  assign \$790  = m4_mask_in[6] & \$789 ;
+  assign \$791  = ~ m4_mask_in[12];
+  assign \$792  = m4_mask_in[11] & \$791 ;
+  assign \$793  = ~ m4_mask_in[13];
+  assign \$794  = m4_mask_in[12] & \$793 ;
+  assign \$795  = ~ m4_mask_in[14];
+  assign \$796  = m4_mask_in[13] & \$795 ;
+  assign \$797  = ~ m4_mask_in[15];
+  assign \$798  = m4_mask_in[14] & \$797 ;
+  assign \$799  = ~ m4_mask_in[20];
+  assign \$800  = m4_mask_in[19] & \$799 ;
+  assign \$801  = ~ m4_mask_in[21];
+  assign \$802  = m4_mask_in[20] & \$801 ;
+  assign \$803  = ~ m4_mask_in[22];
+  assign \$804  = m4_mask_in[21] & \$803 ;
+  assign \$805  = ~ m4_mask_in[23];
+  assign \$806  = m4_mask_in[22] & \$805 ;
+  assign \$807  = ~ m4_mask_in[28];
+  assign \$808  = m4_mask_in[27] & \$807 ;
+  assign \$809  = ~ m4_mask_in[29];
+  assign \$810  = m4_mask_in[28] & \$809 ;
+  assign \$811  = ~ m4_mask_in[30];
+  assign \$812  = m4_mask_in[29] & \$811 ;
+  assign \$813  = ~ m4_mask_in[31];
+  assign \$814  = m4_mask_in[30] & \$813 ;
+  assign \$815  = ~ m4_mask_in[36];
+  assign \$816  = m4_mask_in[35] & \$815 ;
+  assign \$817  = ~ m4_mask_in[37];
+  assign \$818  = m4_mask_in[36] & \$817 ;
+  assign \$819  = ~ m4_mask_in[38];
+  assign \$820  = m4_mask_in[37] & \$819 ;
+  assign \$821  = ~ m4_mask_in[39];
+  assign \$822  = m4_mask_in[38] & \$821 ;
+  assign \$823  = | { \$822 , \$820 , \$818 , \$816 , \$814 , \$812 , \$810 , \$808 , \$806 , \$804 , \$802 , \$800 , \$798 , \$796 , \$794 , \$792 , \$790 , \$788 , \$786 , \$784  };
+  assign \$824  = ~ m4_mask_in[8];
+  assign \$825  = m4_mask_in[7] & \$824 ;
+  assign \$826  = ~ m4_mask_in[9];
+  assign \$827  = m4_mask_in[8] & \$826 ;
+  assign \$828  = ~ m4_mask_in[10];
+  assign \$829  = m4_mask_in[9] & \$828 ;
+  assign \$830  = ~ m4_mask_in[11];
+  assign \$831  = m4_mask_in[10] & \$830 ;
+  assign \$832  = ~ m4_mask_in[12];
+  assign \$833  = m4_mask_in[11] & \$832 ;
+  assign \$834  = ~ m4_mask_in[13];
+  assign \$835  = m4_mask_in[12] & \$834 ;
+  assign \$836  = ~ m4_mask_in[14];
+  assign \$837  = m4_mask_in[13] & \$836 ;
+  assign \$838  = ~ m4_mask_in[15];
+  assign \$839  = m4_mask_in[14] & \$838 ;
+  assign \$840  = ~ m4_mask_in[24];
+  assign \$841  = m4_mask_in[23] & \$840 ;
+  assign \$842  = ~ m4_mask_in[25];
+  assign \$843  = m4_mask_in[24] & \$842 ;
+  assign \$844  = ~ m4_mask_in[26];
+  assign \$845  = m4_mask_in[25] & \$844 ;
+  assign \$846  = ~ m4_mask_in[27];
+  assign \$847  = m4_mask_in[26] & \$846 ;
+  assign \$848  = ~ m4_mask_in[28];
+  assign \$849  = m4_mask_in[27] & \$848 ;
+  assign \$850  = ~ m4_mask_in[29];
+  assign \$851  = m4_mask_in[28] & \$850 ;
+  assign \$852  = ~ m4_mask_in[30];
+  assign \$853  = m4_mask_in[29] & \$852 ;
+  assign \$854  = ~ m4_mask_in[31];
+  assign \$855  = m4_mask_in[30] & \$854 ;
+  assign \$856  = ~ m4_mask_in[40];
+  assign \$857  = m4_mask_in[39] & \$856 ;
+  assign \$858  = ~ m4_mask_in[41];
+  assign \$859  = m4_mask_in[40] & \$858 ;
+  assign \$860  = | { m4_mask_in[41], \$859 , \$857 , \$855 , \$853 , \$851 , \$849 , \$847 , \$845 , \$843 , \$841 , \$839 , \$837 , \$835 , \$833 , \$831 , \$829 , \$827 , \$825  };
+  assign \$861  = ~ m4_mask_in[16];
+  assign \$862  = m4_mask_in[15] & \$861 ;
+  assign \$863  = ~ m4_mask_in[17];
+  assign \$864  = m4_mask_in[16] & \$863 ;
+  assign \$865  = ~ m4_mask_in[18];
+  assign \$866  = m4_mask_in[17] & \$865 ;
+  assign \$867  = ~ m4_mask_in[19];
+  assign \$868  = m4_mask_in[18] & \$867 ;
+  assign \$869  = ~ m4_mask_in[20];
+  assign \$870  = m4_mask_in[19] & \$869 ;
+  assign \$871  = ~ m4_mask_in[21];
+  assign \$872  = m4_mask_in[20] & \$871 ;
+  assign \$873  = ~ m4_mask_in[22];
+  assign \$874  = m4_mask_in[21] & \$873 ;
+  assign \$875  = ~ m4_mask_in[23];
+  assign \$876  = m4_mask_in[22] & \$875 ;
+  assign \$877  = ~ m4_mask_in[24];
+  assign \$878  = m4_mask_in[23] & \$877 ;
+  assign \$879  = ~ m4_mask_in[25];
+  assign \$880  = m4_mask_in[24] & \$879 ;
+  assign \$881  = ~ m4_mask_in[26];
+  assign \$882  = m4_mask_in[25] & \$881 ;
+  assign \$883  = ~ m4_mask_in[27];
+  assign \$884  = m4_mask_in[26] & \$883 ;
+  assign \$885  = ~ m4_mask_in[28];
+  assign \$886  = m4_mask_in[27] & \$885 ;
+  assign \$887  = ~ m4_mask_in[29];
+  assign \$888  = m4_mask_in[28] & \$887 ;
+  assign \$889  = ~ m4_mask_in[30];
+  assign \$890  = m4_mask_in[29] & \$889 ;
+  assign \$891  = ~ m4_mask_in[31];
+  assign \$892  = m4_mask_in[30] & \$891 ;
+  assign \$893  = | { \$892 , \$890 , \$888 , \$886 , \$884 , \$882 , \$880 , \$878 , \$876 , \$874 , \$872 , \$870 , \$868 , \$866 , \$864 , \$862  };
+  assign \$894  = ~ m4_mask_in[32];
+  assign \$895  = m4_mask_in[31] & \$894 ;
+  assign \$896  = ~ m4_mask_in[33];
+  assign \$897  = m4_mask_in[32] & \$896 ;
+  assign \$898  = ~ m4_mask_in[34];
+  assign \$899  = m4_mask_in[33] & \$898 ;
+  assign \$900  = ~ m4_mask_in[35];
+  assign \$901  = m4_mask_in[34] & \$900 ;
+  assign \$902  = ~ m4_mask_in[36];
+  assign \$903  = m4_mask_in[35] & \$902 ;
+  assign \$904  = ~ m4_mask_in[37];
+  assign \$905  = m4_mask_in[36] & \$904 ;
+  assign \$906  = ~ m4_mask_in[38];
+  assign \$907  = m4_mask_in[37] & \$906 ;
+  assign \$908  = ~ m4_mask_in[39];
+  assign \$909  = m4_mask_in[38] & \$908 ;
+  assign \$910  = ~ m4_mask_in[40];
+  assign \$911  = m4_mask_in[39] & \$910 ;
+  assign \$912  = ~ m4_mask_in[41];
+  assign \$913  = m4_mask_in[40] & \$912 ;
+  assign \$914  = | { m4_mask_in[41], \$913 , \$911 , \$909 , \$907 , \$905 , \$903 , \$901 , \$899 , \$897 , \$895  };
+  assign \$915  = m4_mask_in[0] | m4_c_in[10];
+  assign \$916  = ~ m4_mask_in[1];
+  assign \$917  = m4_mask_in[0] & \$916 ;
+  assign \$918  = ~ m4_mask_in[3];
+  assign \$919  = m4_mask_in[2] & \$918 ;
+  assign \$920  = ~ m4_mask_in[5];
+  assign \$921  = m4_mask_in[4] & \$920 ;
+  assign \$922  = ~ m4_mask_in[7];
+  assign \$923  = m4_mask_in[6] & \$922 ;
+  assign \$924  = ~ m4_mask_in[9];
+  assign \$925  = m4_mask_in[8] & \$924 ;
+  assign \$926  = ~ m4_mask_in[11];
+  assign \$927  = m4_mask_in[10] & \$926 ;
+  assign \$928  = ~ m4_mask_in[13];
+  assign \$929  = m4_mask_in[12] & \$928 ;
+  assign \$930  = ~ m4_mask_in[15];
+  assign \$931  = m4_mask_in[14] & \$930 ;
+  assign \$932  = ~ m4_mask_in[17];
+  assign \$933  = m4_mask_in[16] & \$932 ;
+  assign \$934  = ~ m4_mask_in[19];
+  assign \$935  = m4_mask_in[18] & \$934 ;
+  assign \$936  = ~ m4_mask_in[21];
+  assign \$937  = m4_mask_in[20] & \$936 ;
+  assign \$938  = ~ m4_mask_in[23];
+  assign \$939  = m4_mask_in[22] & \$938 ;
+  assign \$940  = ~ m4_mask_in[25];
+  assign \$941  = m4_mask_in[24] & \$940 ;
+  assign \$942  = ~ m4_mask_in[27];
+  assign \$943  = m4_mask_in[26] & \$942 ;
+  assign \$944  = ~ m4_mask_in[29];
+  assign \$945  = m4_mask_in[28] & \$944 ;
+  assign \$946  = ~ m4_mask_in[31];
+  assign \$947  = m4_mask_in[30] & \$946 ;
+  assign \$948  = ~ m4_mask_in[33];
+  assign \$949  = m4_mask_in[32] & \$948 ;
+  assign \$950  = ~ m4_mask_in[35];
+  assign \$951  = m4_mask_in[34] & \$950 ;
+  assign \$952  = ~ m4_mask_in[37];
+  assign \$953  = m4_mask_in[36] & \$952 ;
+  assign \$954  = ~ m4_mask_in[39];
+  assign \$955  = m4_mask_in[38] & \$954 ;
+  assign \$956  = ~ m4_mask_in[41];
+  assign \$957  = m4_mask_in[40] & \$956 ;
+  assign \$958  = | { \$957 , \$955 , \$953 , \$951 , \$949 , \$947 , \$945 , \$943 , \$941 , \$939 , \$937 , \$935 , \$933 , \$931 , \$929 , \$927 , \$925 , \$923 , \$921 , \$919 , \$917  };
+  assign \$959  = ~ m4_mask_in[2];
+  assign \$960  = m4_mask_in[1] & \$959 ;
+  assign \$961  = ~ m4_mask_in[3];
+  assign \$962  = m4_mask_in[2] & \$961 ;
+  assign \$963  = ~ m4_mask_in[6];
+  assign \$964  = m4_mask_in[5] & \$963 ;
+  assign \$965  = ~ m4_mask_in[7];
+  assign \$966  = m4_mask_in[6] & \$965 ;
+  assign \$967  = ~ m4_mask_in[10];
+  assign \$968  = m4_mask_in[9] & \$967 ;
+  assign \$969  = ~ m4_mask_in[11];
+  assign \$970  = m4_mask_in[10] & \$969 ;
+  assign \$971  = ~ m4_mask_in[14];
+  assign \$972  = m4_mask_in[13] & \$971 ;
+  assign \$973  = ~ m4_mask_in[15];
+  assign \$974  = m4_mask_in[14] & \$973 ;
+  assign \$975  = ~ m4_mask_in[18];
+  assign \$976  = m4_mask_in[17] & \$975 ;
+  assign \$977  = ~ m4_mask_in[19];
+  assign \$978  = m4_mask_in[18] & \$977 ;
+  assign \$979  = ~ m4_mask_in[22];
+  assign \$980  = m4_mask_in[21] & \$979 ;
+  assign \$981  = ~ m4_mask_in[23];
+  assign \$982  = m4_mask_in[22] & \$981 ;
+  assign \$983  = ~ m4_mask_in[26];
+  assign \$984  = m4_mask_in[25] & \$983 ;
+  assign \$985  = ~ m4_mask_in[27];
+  assign \$986  = m4_mask_in[26] & \$985 ;
+  assign \$987  = ~ m4_mask_in[30];
+  assign \$988  = m4_mask_in[29] & \$987 ;
+  assign \$989  = ~ m4_mask_in[31];
+  assign \$990  = m4_mask_in[30] & \$989 ;
+  assign \$991  = ~ m4_mask_in[34];
+  assign \$992  = m4_mask_in[33] & \$991 ;
+  assign \$993  = ~ m4_mask_in[35];
+  assign \$994  = m4_mask_in[34] & \$993 ;
+  assign \$995  = ~ m4_mask_in[38];
+  assign \$996  = m4_mask_in[37] & \$995 ;
+  assign \$997  = ~ m4_mask_in[39];
+  assign \$998  = m4_mask_in[38] & \$997 ;
+  assign \$999  = | { m4_mask_in[41], \$998 , \$996 , \$994 , \$992 , \$990 , \$988 , \$986 , \$984 , \$982 , \$980 , \$978 , \$976 , \$974 , \$972 , \$970 , \$968 , \$966 , \$964 , \$962 , \$960  };
+  assign \$1000  = ~ m4_mask_in[4];
+  assign \$1001  = m4_mask_in[3] & \$1000 ;
+  assign \$1002  = ~ m4_mask_in[5];
+  assign \$1003  = m4_mask_in[4] & \$1002 ;
+  assign \$1004  = ~ m4_mask_in[6];
+  assign \$1005  = m4_mask_in[5] & \$1004 ;
+  assign \$1006  = ~ m4_mask_in[7];
+  assign \$1007  = m4_mask_in[6] & \$1006 ;
+  assign \$1008  = ~ m4_mask_in[12];
+  assign \$1009  = m4_mask_in[11] & \$1008 ;
+  assign \$1010  = ~ m4_mask_in[13];
+  assign \$1011  = m4_mask_in[12] & \$1010 ;
+  assign \$1012  = ~ m4_mask_in[14];
+  assign \$1013  = m4_mask_in[13] & \$1012 ;
+  assign \$1014  = ~ m4_mask_in[15];
+  assign \$1015  = m4_mask_in[14] & \$1014 ;
+  assign \$1016  = ~ m4_mask_in[20];
+  assign \$1017  = m4_mask_in[19] & \$1016 ;
+  assign \$1018  = ~ m4_mask_in[21];
+  assign \$1019  = m4_mask_in[20] & \$1018 ;
+  assign \$1020  = ~ m4_mask_in[22];
+  assign \$1021  = m4_mask_in[21] & \$1020 ;
+  assign \$1022  = ~ m4_mask_in[23];
+  assign \$1023  = m4_mask_in[22] & \$1022 ;
+  assign \$1024  = ~ m4_mask_in[28];
+  assign \$1025  = m4_mask_in[27] & \$1024 ;
+  assign \$1026  = ~ m4_mask_in[29];
+  assign \$1027  = m4_mask_in[28] & \$1026 ;
+  assign \$1028  = ~ m4_mask_in[30];
+  assign \$1029  = m4_mask_in[29] & \$1028 ;
+  assign \$1030  = ~ m4_mask_in[31];
+  assign \$1031  = m4_mask_in[30] & \$1030 ;
+  assign \$1032  = ~ m4_mask_in[36];
+  assign \$1033  = m4_mask_in[35] & \$1032 ;
+  assign \$1034  = ~ m4_mask_in[37];
+  assign \$1035  = m4_mask_in[36] & \$1034 ;
+  assign \$1036  = ~ m4_mask_in[38];
+  assign \$1037  = m4_mask_in[37] & \$1036 ;
+  assign \$1038  = ~ m4_mask_in[39];
+  assign \$1039  = m4_mask_in[38] & \$1038 ;
+  assign \$1040  = | { \$1039 , \$1037 , \$1035 , \$1033 , \$1031 , \$1029 , \$1027 , \$1025 , \$1023 , \$1021 , \$1019 , \$1017 , \$1015 , \$1013 , \$1011 , \$1009 , \$1007 , \$1005 , \$1003 , \$1001  };
+  assign \$1041  = ~ m4_mask_in[8];
+  assign \$1042  = m4_mask_in[7] & \$1041 ;
+  assign \$1043  = ~ m4_mask_in[9];
+  assign \$1044  = m4_mask_in[8] & \$1043 ;
+  assign \$1045  = ~ m4_mask_in[10];
+  assign \$1046  = m4_mask_in[9] & \$1045 ;
+  assign \$1047  = ~ m4_mask_in[11];
+  assign \$1048  = m4_mask_in[10] & \$1047 ;
+  assign \$1049  = ~ m4_mask_in[12];
+  assign \$1050  = m4_mask_in[11] & \$1049 ;
+  assign \$1051  = ~ m4_mask_in[13];
+  assign \$1052  = m4_mask_in[12] & \$1051 ;
+  assign \$1053  = ~ m4_mask_in[14];
+  assign \$1054  = m4_mask_in[13] & \$1053 ;
+  assign \$1055  = ~ m4_mask_in[15];
+  assign \$1056  = m4_mask_in[14] & \$1055 ;
+  assign \$1057  = ~ m4_mask_in[24];
+  assign \$1058  = m4_mask_in[23] & \$1057 ;
+  assign \$1059  = ~ m4_mask_in[25];
+  assign \$1060  = m4_mask_in[24] & \$1059 ;
+  assign \$1061  = ~ m4_mask_in[26];
+  assign \$1062  = m4_mask_in[25] & \$1061 ;
+  assign \$1063  = ~ m4_mask_in[27];
+  assign \$1064  = m4_mask_in[26] & \$1063 ;
+  assign \$1065  = ~ m4_mask_in[28];
+  assign \$1066  = m4_mask_in[27] & \$1065 ;
+  assign \$1067  = ~ m4_mask_in[29];
+  assign \$1068  = m4_mask_in[28] & \$1067 ;
+  assign \$1069  = ~ m4_mask_in[30];
+  assign \$1070  = m4_mask_in[29] & \$1069 ;
+  assign \$1071  = ~ m4_mask_in[31];
+  assign \$1072  = m4_mask_in[30] & \$1071 ;
+  assign \$1073  = ~ m4_mask_in[40];
+  assign \$1074  = m4_mask_in[39] & \$1073 ;
+  assign \$1075  = ~ m4_mask_in[41];
+  assign \$1076  = m4_mask_in[40] & \$1075 ;
+  assign \$1077  = | { m4_mask_in[41], \$1076 , \$1074 , \$1072 , \$1070 , \$1068 , \$1066 , \$1064 , \$1062 , \$1060 , \$1058 , \$1056 , \$1054 , \$1052 , \$1050 , \$1048 , \$1046 , \$1044 , \$1042  };
+  assign \$1078  = ~ m4_mask_in[16];
+  assign \$1079  = m4_mask_in[15] & \$1078 ;
+  assign \$1080  = ~ m4_mask_in[17];
+  assign \$1081  = m4_mask_in[16] & \$1080 ;
+  assign \$1082  = ~ m4_mask_in[18];
+  assign \$1083  = m4_mask_in[17] & \$1082 ;
+  assign \$1084  = ~ m4_mask_in[19];
+  assign \$1085  = m4_mask_in[18] & \$1084 ;
+  assign \$1086  = ~ m4_mask_in[20];
+  assign \$1087  = m4_mask_in[19] & \$1086 ;
+  assign \$1088  = ~ m4_mask_in[21];
+  assign \$1089  = m4_mask_in[20] & \$1088 ;
+  assign \$1090  = ~ m4_mask_in[22];
+  assign \$1091  = m4_mask_in[21] & \$1090 ;
+  assign \$1092  = ~ m4_mask_in[23];
+  assign \$1093  = m4_mask_in[22] & \$1092 ;
+  assign \$1094  = ~ m4_mask_in[24];
+  assign \$1095  = m4_mask_in[23] & \$1094 ;
+  assign \$1096  = ~ m4_mask_in[25];
+  assign \$1097  = m4_mask_in[24] & \$1096 ;
+  assign \$1098  = ~ m4_mask_in[26];
+  assign \$1099  = m4_mask_in[25] & \$1098 ;
+  assign \$1100  = ~ m4_mask_in[27];
+  assign \$1101  = m4_mask_in[26] & \$1100 ;
+  assign \$1102  = ~ m4_mask_in[28];
+  assign \$1103  = m4_mask_in[27] & \$1102 ;
+  assign \$1104  = ~ m4_mask_in[29];
+  assign \$1105  = m4_mask_in[28] & \$1104 ;
+  assign \$1106  = ~ m4_mask_in[30];
+  assign \$1107  = m4_mask_in[29] & \$1106 ;
+  assign \$1108  = ~ m4_mask_in[31];
+  assign \$1109  = m4_mask_in[30] & \$1108 ;
+  assign \$1110  = | { \$1109 , \$1107 , \$1105 , \$1103 , \$1101 , \$1099 , \$1097 , \$1095 , \$1093 , \$1091 , \$1089 , \$1087 , \$1085 , \$1083 , \$1081 , \$1079  };
+  assign \$1111  = ~ m4_mask_in[32];
+  assign \$1112  = m4_mask_in[31] & \$1111 ;
+  assign \$1113  = ~ m4_mask_in[33];
+  assign \$1114  = m4_mask_in[32] & \$1113 ;
+  assign \$1115  = ~ m4_mask_in[34];
+  assign \$1116  = m4_mask_in[33] & \$1115 ;
+  assign \$1117  = ~ m4_mask_in[35];
+  assign \$1118  = m4_mask_in[34] & \$1117 ;
+  assign \$1119  = ~ m4_mask_in[36];
+  assign \$1120  = m4_mask_in[35] & \$1119 ;
+  assign \$1121  = ~ m4_mask_in[37];
+  assign \$1122  = m4_mask_in[36] & \$1121 ;
+  assign \$1123  = ~ m4_mask_in[38];
+  assign \$1124  = m4_mask_in[37] & \$1123 ;
+  assign \$1125  = ~ m4_mask_in[39];
+  assign \$1126  = m4_mask_in[38] & \$1125 ;
+  assign \$1127  = ~ m4_mask_in[40];
+  assign \$1128  = m4_mask_in[39] & \$1127 ;
+  assign \$1129  = ~ m4_mask_in[41];
+  assign \$1130  = m4_mask_in[40] & \$1129 ;
+  assign \$1131  = | { m4_mask_in[41], \$1130 , \$1128 , \$1126 , \$1124 , \$1122 , \$1120 , \$1118 , \$1116 , \$1114 , \$1112  };
+  assign \$1132  = { \$1131 , \$1110 , \$1077 , \$1040 , \$999 , \$958  } + 1'h1;
+  assign \$1133  = m4_c_out + m4_mask_out;
+  assign \$1134  = ~ m4_mask_out;
+  assign \$1135  = \$1133  & { 1'h0, \$1134  };
+  assign \$1136  = ~ m4_mask_out[1];
+  assign \$1137  = m4_mask_out[0] & \$1136 ;
+  assign \$1138  = ~ m4_mask_out[3];
+  assign \$1139  = m4_mask_out[2] & \$1138 ;
+  assign \$1140  = ~ m4_mask_out[5];
+  assign \$1141  = m4_mask_out[4] & \$1140 ;
+  assign \$1142  = ~ m4_mask_out[7];
+  assign \$1143  = m4_mask_out[6] & \$1142 ;
+  assign \$1144  = ~ m4_mask_out[9];
+  assign \$1145  = m4_mask_out[8] & \$1144 ;
+  assign \$1146  = ~ m4_mask_out[11];
+  assign \$1147  = m4_mask_out[10] & \$1146 ;
+  assign \$1148  = ~ m4_mask_out[13];
+  assign \$1149  = m4_mask_out[12] & \$1148 ;
+  assign \$1150  = ~ m4_mask_out[15];
+  assign \$1151  = m4_mask_out[14] & \$1150 ;
+  assign \$1152  = ~ m4_mask_out[17];
+  assign \$1153  = m4_mask_out[16] & \$1152 ;
+  assign \$1154  = ~ m4_mask_out[19];
+  assign \$1155  = m4_mask_out[18] & \$1154 ;
+  assign \$1156  = ~ m4_mask_out[21];
+  assign \$1157  = m4_mask_out[20] & \$1156 ;
+  assign \$1158  = ~ m4_mask_out[23];
+  assign \$1159  = m4_mask_out[22] & \$1158 ;
+  assign \$1160  = ~ m4_mask_out[25];
+  assign \$1161  = m4_mask_out[24] & \$1160 ;
+  assign \$1162  = ~ m4_mask_out[27];
+  assign \$1163  = m4_mask_out[26] & \$1162 ;
+  assign \$1164  = ~ m4_mask_out[29];
+  assign \$1165  = m4_mask_out[28] & \$1164 ;
+  assign \$1166  = ~ m4_mask_out[31];
+  assign \$1167  = m4_mask_out[30] & \$1166 ;
+  assign \$1168  = ~ m4_mask_out[33];
+  assign \$1169  = m4_mask_out[32] & \$1168 ;
+  assign \$1170  = ~ m4_mask_out[35];
+  assign \$1171  = m4_mask_out[34] & \$1170 ;
+  assign \$1172  = ~ m4_mask_out[37];
+  assign \$1173  = m4_mask_out[36] & \$1172 ;
+  assign \$1174  = ~ m4_mask_out[39];
+  assign \$1175  = m4_mask_out[38] & \$1174 ;
+  assign \$1176  = ~ m4_mask_out[41];
+  assign \$1177  = m4_mask_out[40] & \$1176 ;
+  assign \$1178  = | { \$1177 , \$1175 , \$1173 , \$1171 , \$1169 , \$1167 , \$1165 , \$1163 , \$1161 , \$1159 , \$1157 , \$1155 , \$1153 , \$1151 , \$1149 , \$1147 , \$1145 , \$1143 , \$1141 , \$1139 , \$1137  };
+  assign \$1179  = ~ m4_mask_out[2];
+  assign \$1180  = m4_mask_out[1] & \$1179 ;
+  assign \$1181  = ~ m4_mask_out[3];
+  assign \$1182  = m4_mask_out[2] & \$1181 ;
+  assign \$1183  = ~ m4_mask_out[6];
+  assign \$1184  = m4_mask_out[5] & \$1183 ;
+  assign \$1185  = ~ m4_mask_out[7];
+  assign \$1186  = m4_mask_out[6] & \$1185 ;
+  assign \$1187  = ~ m4_mask_out[10];
+  assign \$1188  = m4_mask_out[9] & \$1187 ;
+  assign \$1189  = ~ m4_mask_out[11];
+  assign \$1190  = m4_mask_out[10] & \$1189 ;
+  assign \$1191  = ~ m4_mask_out[14];
+  assign \$1192  = m4_mask_out[13] & \$1191 ;
+  assign \$1193  = ~ m4_mask_out[15];
+  assign \$1194  = m4_mask_out[14] & \$1193 ;
+  assign \$1195  = ~ m4_mask_out[18];
+  assign \$1196  = m4_mask_out[17] & \$1195 ;
+  assign \$1197  = ~ m4_mask_out[19];
+  assign \$1198  = m4_mask_out[18] & \$1197 ;
+  assign \$1199  = ~ m4_mask_out[22];
+  assign \$1200  = m4_mask_out[21] & \$1199 ;
+  assign \$1201  = ~ m4_mask_out[23];
+  assign \$1202  = m4_mask_out[22] & \$1201 ;
+  assign \$1203  = ~ m4_mask_out[26];
+  assign \$1204  = m4_mask_out[25] & \$1203 ;
+  assign \$1205  = ~ m4_mask_out[27];
+  assign \$1206  = m4_mask_out[26] & \$1205 ;
+  assign \$1207  = ~ m4_mask_out[30];
+  assign \$1208  = m4_mask_out[29] & \$1207 ;
+  assign \$1209  = ~ m4_mask_out[31];
+  assign \$1210  = m4_mask_out[30] & \$1209 ;
+  assign \$1211  = ~ m4_mask_out[34];
+  assign \$1212  = m4_mask_out[33] & \$1211 ;
+  assign \$1213  = ~ m4_mask_out[35];
+  assign \$1214  = m4_mask_out[34] & \$1213 ;
+  assign \$1215  = ~ m4_mask_out[38];
+  assign \$1216  = m4_mask_out[37] & \$1215 ;
+  assign \$1217  = ~ m4_mask_out[39];
+  assign \$1218  = m4_mask_out[38] & \$1217 ;
+  assign \$1219  = | { m4_mask_out[41], \$1218 , \$1216 , \$1214 , \$1212 , \$1210 , \$1208 , \$1206 , \$1204 , \$1202 , \$1200 , \$1198 , \$1196 , \$1194 , \$1192 , \$1190 , \$1188 , \$1186 , \$1184 , \$1182 , \$1180  };
+  assign \$1220  = ~ m4_mask_out[4];
+  assign \$1221  = m4_mask_out[3] & \$1220 ;
+  assign \$1222  = ~ m4_mask_out[5];
+  assign \$1223  = m4_mask_out[4] & \$1222 ;
+  assign \$1224  = ~ m4_mask_out[6];
+  assign \$1225  = m4_mask_out[5] & \$1224 ;
+  assign \$1226  = ~ m4_mask_out[7];
+  assign \$1227  = m4_mask_out[6] & \$1226 ;
+  assign \$1228  = ~ m4_mask_out[12];
+  assign \$1229  = m4_mask_out[11] & \$1228 ;
+  assign \$1230  = ~ m4_mask_out[13];
+  assign \$1231  = m4_mask_out[12] & \$1230 ;
+  assign \$1232  = ~ m4_mask_out[14];
+  assign \$1233  = m4_mask_out[13] & \$1232 ;
+  assign \$1234  = ~ m4_mask_out[15];
+  assign \$1235  = m4_mask_out[14] & \$1234 ;
+  assign \$1236  = ~ m4_mask_out[20];
+  assign \$1237  = m4_mask_out[19] & \$1236 ;
+  assign \$1238  = ~ m4_mask_out[21];
+  assign \$1239  = m4_mask_out[20] & \$1238 ;
+  assign \$1240  = ~ m4_mask_out[22];
+  assign \$1241  = m4_mask_out[21] & \$1240 ;
+  assign \$1242  = ~ m4_mask_out[23];
+  assign \$1243  = m4_mask_out[22] & \$1242 ;
+  assign \$1244  = ~ m4_mask_out[28];
+  assign \$1245  = m4_mask_out[27] & \$1244 ;
+  assign \$1246  = ~ m4_mask_out[29];
+  assign \$1247  = m4_mask_out[28] & \$1246 ;
+  assign \$1248  = ~ m4_mask_out[30];
+  assign \$1249  = m4_mask_out[29] & \$1248 ;
+  assign \$1250  = ~ m4_mask_out[31];
+  assign \$1251  = m4_mask_out[30] & \$1250 ;
+  assign \$1252  = ~ m4_mask_out[36];
+  assign \$1253  = m4_mask_out[35] & \$1252 ;
+  assign \$1254  = ~ m4_mask_out[37];
+  assign \$1255  = m4_mask_out[36] & \$1254 ;
+  assign \$1256  = ~ m4_mask_out[38];
+  assign \$1257  = m4_mask_out[37] & \$1256 ;
+  assign \$1258  = ~ m4_mask_out[39];
+  assign \$1259  = m4_mask_out[38] & \$1258 ;
+  assign \$1260  = | { \$1259 , \$1257 , \$1255 , \$1253 , \$1251 , \$1249 , \$1247 , \$1245 , \$1243 , \$1241 , \$1239 , \$1237 , \$1235 , \$1233 , \$1231 , \$1229 , \$1227 , \$1225 , \$1223 , \$1221  };
+  assign \$1261  = ~ m4_mask_out[8];
+  assign \$1262  = m4_mask_out[7] & \$1261 ;
+  assign \$1263  = ~ m4_mask_out[9];
+  assign \$1264  = m4_mask_out[8] & \$1263 ;
+  assign \$1265  = ~ m4_mask_out[10];
+  assign \$1266  = m4_mask_out[9] & \$1265 ;
+  assign \$1267  = ~ m4_mask_out[11];
+  assign \$1268  = m4_mask_out[10] & \$1267 ;
+  assign \$1269  = ~ m4_mask_out[12];
+  assign \$1270  = m4_mask_out[11] & \$1269 ;
+  assign \$1271  = ~ m4_mask_out[13];
+  assign \$1272  = m4_mask_out[12] & \$1271 ;
+  assign \$1273  = ~ m4_mask_out[14];
+  assign \$1274  = m4_mask_out[13] & \$1273 ;
+  assign \$1275  = ~ m4_mask_out[15];
+  assign \$1276  = m4_mask_out[14] & \$1275 ;
+  assign \$1277  = ~ m4_mask_out[24];
+  assign \$1278  = m4_mask_out[23] & \$1277 ;
+  assign \$1279  = ~ m4_mask_out[25];
+  assign \$1280  = m4_mask_out[24] & \$1279 ;
+  assign \$1281  = ~ m4_mask_out[26];
+  assign \$1282  = m4_mask_out[25] & \$1281 ;
+  assign \$1283  = ~ m4_mask_out[27];
+  assign \$1284  = m4_mask_out[26] & \$1283 ;
+  assign \$1285  = ~ m4_mask_out[28];
+  assign \$1286  = m4_mask_out[27] & \$1285 ;
+  assign \$1287  = ~ m4_mask_out[29];
+  assign \$1288  = m4_mask_out[28] & \$1287 ;
+  assign \$1289  = ~ m4_mask_out[30];
+  assign \$1290  = m4_mask_out[29] & \$1289 ;
+  assign \$1291  = ~ m4_mask_out[31];
+  assign \$1292  = m4_mask_out[30] & \$1291 ;
+  assign \$1293  = ~ m4_mask_out[40];
+  assign \$1294  = m4_mask_out[39] & \$1293 ;
+  assign \$1295  = ~ m4_mask_out[41];
+  assign \$1296  = m4_mask_out[40] & \$1295 ;
+  assign \$1297  = | { m4_mask_out[41], \$1296 , \$1294 , \$1292 , \$1290 , \$1288 , \$1286 , \$1284 , \$1282 , \$1280 , \$1278 , \$1276 , \$1274 , \$1272 , \$1270 , \$1268 , \$1266 , \$1264 , \$1262  };
+  assign \$1298  = ~ m4_mask_out[16];
+  assign \$1299  = m4_mask_out[15] & \$1298 ;
+  assign \$1300  = ~ m4_mask_out[17];
+  assign \$1301  = m4_mask_out[16] & \$1300 ;
+  assign \$1302  = ~ m4_mask_out[18];
+  assign \$1303  = m4_mask_out[17] & \$1302 ;
+  assign \$1304  = ~ m4_mask_out[19];
+  assign \$1305  = m4_mask_out[18] & \$1304 ;
+  assign \$1306  = ~ m4_mask_out[20];
+  assign \$1307  = m4_mask_out[19] & \$1306 ;
+  assign \$1308  = ~ m4_mask_out[21];
+  assign \$1309  = m4_mask_out[20] & \$1308 ;
+  assign \$1310  = ~ m4_mask_out[22];
+  assign \$1311  = m4_mask_out[21] & \$1310 ;
+  assign \$1312  = ~ m4_mask_out[23];
+  assign \$1313  = m4_mask_out[22] & \$1312 ;
+  assign \$1314  = ~ m4_mask_out[24];
+  assign \$1315  = m4_mask_out[23] & \$1314 ;
+  assign \$1316  = ~ m4_mask_out[25];
+  assign \$1317  = m4_mask_out[24] & \$1316 ;
+  assign \$1318  = ~ m4_mask_out[26];
+  assign \$1319  = m4_mask_out[25] & \$1318 ;
+  assign \$1320  = ~ m4_mask_out[27];
+  assign \$1321  = m4_mask_out[26] & \$1320 ;
+  assign \$1322  = ~ m4_mask_out[28];
+  assign \$1323  = m4_mask_out[27] & \$1322 ;
+  assign \$1324  = ~ m4_mask_out[29];
+  assign \$1325  = m4_mask_out[28] & \$1324 ;
+  assign \$1326  = ~ m4_mask_out[30];
+  assign \$1327  = m4_mask_out[29] & \$1326 ;
+  assign \$1328  = ~ m4_mask_out[31];
+  assign \$1329  = m4_mask_out[30] & \$1328 ;
+  assign \$1330  = | { \$1329 , \$1327 , \$1325 , \$1323 , \$1321 , \$1319 , \$1317 , \$1315 , \$1313 , \$1311 , \$1309 , \$1307 , \$1305 , \$1303 , \$1301 , \$1299  };
+  assign \$1331  = ~ m4_mask_out[32];
+  assign \$1332  = m4_mask_out[31] & \$1331 ;
+  assign \$1333  = ~ m4_mask_out[33];
+  assign \$1334  = m4_mask_out[32] & \$1333 ;
+  assign \$1335  = ~ m4_mask_out[34];
+  assign \$1336  = m4_mask_out[33] & \$1335 ;
+  assign \$1337  = ~ m4_mask_out[35];
+  assign \$1338  = m4_mask_out[34] & \$1337 ;
+  assign \$1339  = ~ m4_mask_out[36];
+  assign \$1340  = m4_mask_out[35] & \$1339 ;
+  assign \$1341  = ~ m4_mask_out[37];
+  assign \$1342  = m4_mask_out[36] & \$1341 ;
+  assign \$1343  = ~ m4_mask_out[38];
+  assign \$1344  = m4_mask_out[37] & \$1343 ;
+  assign \$1345  = ~ m4_mask_out[39];
+  assign \$1346  = m4_mask_out[38] & \$1345 ;
+  assign \$1347  = ~ m4_mask_out[40];
+  assign \$1348  = m4_mask_out[39] & \$1347 ;
+  assign \$1349  = ~ m4_mask_out[41];
+  assign \$1350  = m4_mask_out[40] & \$1349 ;
+  assign \$1351  = | { m4_mask_out[41], \$1350 , \$1348 , \$1346 , \$1344 , \$1342 , \$1340 , \$1338 , \$1336 , \$1334 , \$1332  };
+  assign \$1352  = m4_mask_out[0] | m4_c_out[10];
+  assign \$1353  = ~ m4_mask_out[1];
+  assign \$1354  = m4_mask_out[0] & \$1353 ;
+  assign \$1355  = ~ m4_mask_out[3];
+  assign \$1356  = m4_mask_out[2] & \$1355 ;
+  assign \$1357  = ~ m4_mask_out[5];
+  assign \$1358  = m4_mask_out[4] & \$1357 ;
+  assign \$1359  = ~ m4_mask_out[7];
+  assign \$1360  = m4_mask_out[6] & \$1359 ;
+  assign \$1361  = ~ m4_mask_out[9];
+  assign \$1362  = m4_mask_out[8] & \$1361 ;
+  assign \$1363  = ~ m4_mask_out[11];
+  assign \$1364  = m4_mask_out[10] & \$1363 ;
+  assign \$1365  = ~ m4_mask_out[13];
+  assign \$1366  = m4_mask_out[12] & \$1365 ;
+  assign \$1367  = ~ m4_mask_out[15];
+  assign \$1368  = m4_mask_out[14] & \$1367 ;
+  assign \$1369  = ~ m4_mask_out[17];
+  assign \$1370  = m4_mask_out[16] & \$1369 ;
+  assign \$1371  = ~ m4_mask_out[19];
+  assign \$1372  = m4_mask_out[18] & \$1371 ;
+  assign \$1373  = ~ m4_mask_out[21];
+  assign \$1374  = m4_mask_out[20] & \$1373 ;
+  assign \$1375  = ~ m4_mask_out[23];
+  assign \$1376  = m4_mask_out[22] & \$1375 ;
+  assign \$1377  = ~ m4_mask_out[25];
+  assign \$1378  = m4_mask_out[24] & \$1377 ;
+  assign \$1379  = ~ m4_mask_out[27];
+  assign \$1380  = m4_mask_out[26] & \$1379 ;
+  assign \$1381  = ~ m4_mask_out[29];
+  assign \$1382  = m4_mask_out[28] & \$1381 ;
+  assign \$1383  = ~ m4_mask_out[31];
+  assign \$1384  = m4_mask_out[30] & \$1383 ;
+  assign \$1385  = ~ m4_mask_out[33];
+  assign \$1386  = m4_mask_out[32] & \$1385 ;
+  assign \$1387  = ~ m4_mask_out[35];
+  assign \$1388  = m4_mask_out[34] & \$1387 ;
+  assign \$1389  = ~ m4_mask_out[37];
+  assign \$1390  = m4_mask_out[36] & \$1389 ;
+  assign \$1391  = ~ m4_mask_out[39];
+  assign \$1392  = m4_mask_out[38] & \$1391 ;
+  assign \$1393  = ~ m4_mask_out[41];
+  assign \$1394  = m4_mask_out[40] & \$1393 ;
+  assign \$1395  = | { \$1394 , \$1392 , \$1390 , \$1388 , \$1386 , \$1384 , \$1382 , \$1380 , \$1378 , \$1376 , \$1374 , \$1372 , \$1370 , \$1368 , \$1366 , \$1364 , \$1362 , \$1360 , \$1358 , \$1356 , \$1354  };
+  assign \$1396  = ~ m4_mask_out[2];
+  assign \$1397  = m4_mask_out[1] & \$1396 ;
+  assign \$1398  = ~ m4_mask_out[3];
+  assign \$1399  = m4_mask_out[2] & \$1398 ;
+  assign \$1400  = ~ m4_mask_out[6];
+  assign \$1401  = m4_mask_out[5] & \$1400 ;
+  assign \$1402  = ~ m4_mask_out[7];
+  assign \$1403  = m4_mask_out[6] & \$1402 ;
+  assign \$1404  = ~ m4_mask_out[10];
+  assign \$1405  = m4_mask_out[9] & \$1404 ;
+  assign \$1406  = ~ m4_mask_out[11];
+  assign \$1407  = m4_mask_out[10] & \$1406 ;
+  assign \$1408  = ~ m4_mask_out[14];
+  assign \$1409  = m4_mask_out[13] & \$1408 ;
+  assign \$1410  = ~ m4_mask_out[15];
+  assign \$1411  = m4_mask_out[14] & \$1410 ;
+  assign \$1412  = ~ m4_mask_out[18];
+  assign \$1413  = m4_mask_out[17] & \$1412 ;
+  assign \$1414  = ~ m4_mask_out[19];
+  assign \$1415  = m4_mask_out[18] & \$1414 ;
+  assign \$1416  = ~ m4_mask_out[22];
+  assign \$1417  = m4_mask_out[21] & \$1416 ;
+  assign \$1418  = ~ m4_mask_out[23];
+  assign \$1419  = m4_mask_out[22] & \$1418 ;
+  assign \$1420  = ~ m4_mask_out[26];
+  assign \$1421  = m4_mask_out[25] & \$1420 ;
+  assign \$1422  = ~ m4_mask_out[27];
+  assign \$1423  = m4_mask_out[26] & \$1422 ;
+  assign \$1424  = ~ m4_mask_out[30];
+  assign \$1425  = m4_mask_out[29] & \$1424 ;
+  assign \$1426  = ~ m4_mask_out[31];
+  assign \$1427  = m4_mask_out[30] & \$1426 ;
+  assign \$1428  = ~ m4_mask_out[34];
+  assign \$1429  = m4_mask_out[33] & \$1428 ;
+  assign \$1430  = ~ m4_mask_out[35];
+  assign \$1431  = m4_mask_out[34] & \$1430 ;
+  assign \$1432  = ~ m4_mask_out[38];
+  assign \$1433  = m4_mask_out[37] & \$1432 ;
+  assign \$1434  = ~ m4_mask_out[39];
+  assign \$1435  = m4_mask_out[38] & \$1434 ;
+  assign \$1436  = | { m4_mask_out[41], \$1435 , \$1433 , \$1431 , \$1429 , \$1427 , \$1425 , \$1423 , \$1421 , \$1419 , \$1417 , \$1415 , \$1413 , \$1411 , \$1409 , \$1407 , \$1405 , \$1403 , \$1401 , \$1399 , \$1397  };
+  assign \$1437  = ~ m4_mask_out[4];
+  assign \$1438  = m4_mask_out[3] & \$1437 ;
+  assign \$1439  = ~ m4_mask_out[5];
+  assign \$1440  = m4_mask_out[4] & \$1439 ;
+  assign \$1441  = ~ m4_mask_out[6];
+  assign \$1442  = m4_mask_out[5] & \$1441 ;
+  assign \$1443  = ~ m4_mask_out[7];
+  assign \$1444  = m4_mask_out[6] & \$1443 ;
+  assign \$1445  = ~ m4_mask_out[12];
+  assign \$1446  = m4_mask_out[11] & \$1445 ;
+  assign \$1447  = ~ m4_mask_out[13];
+  assign \$1448  = m4_mask_out[12] & \$1447 ;
+  assign \$1449  = ~ m4_mask_out[14];
+  assign \$1450  = m4_mask_out[13] & \$1449 ;
+  assign \$1451  = ~ m4_mask_out[15];
+  assign \$1452  = m4_mask_out[14] & \$1451 ;
+  assign \$1453  = ~ m4_mask_out[20];
+  assign \$1454  = m4_mask_out[19] & \$1453 ;
+  assign \$1455  = ~ m4_mask_out[21];
+  assign \$1456  = m4_mask_out[20] & \$1455 ;
+  assign \$1457  = ~ m4_mask_out[22];
+  assign \$1458  = m4_mask_out[21] & \$1457 ;
+  assign \$1459  = ~ m4_mask_out[23];
+  assign \$1460  = m4_mask_out[22] & \$1459 ;
+  assign \$1461  = ~ m4_mask_out[28];
+  assign \$1462  = m4_mask_out[27] & \$1461 ;
+  assign \$1463  = ~ m4_mask_out[29];
+  assign \$1464  = m4_mask_out[28] & \$1463 ;
+  assign \$1465  = ~ m4_mask_out[30];
+  assign \$1466  = m4_mask_out[29] & \$1465 ;
+  assign \$1467  = ~ m4_mask_out[31];
+  assign \$1468  = m4_mask_out[30] & \$1467 ;
+  assign \$1469  = ~ m4_mask_out[36];
+  assign \$1470  = m4_mask_out[35] & \$1469 ;
+  assign \$1471  = ~ m4_mask_out[37];
+  assign \$1472  = m4_mask_out[36] & \$1471 ;
+  assign \$1473  = ~ m4_mask_out[38];
+  assign \$1474  = m4_mask_out[37] & \$1473 ;
+  assign \$1475  = ~ m4_mask_out[39];
+  assign \$1476  = m4_mask_out[38] & \$1475 ;
+  assign \$1477  = | { \$1476 , \$1474 , \$1472 , \$1470 , \$1468 , \$1466 , \$1464 , \$1462 , \$1460 , \$1458 , \$1456 , \$1454 , \$1452 , \$1450 , \$1448 , \$1446 , \$1444 , \$1442 , \$1440 , \$1438  };
+  assign \$1478  = ~ m4_mask_out[8];
+  assign \$1479  = m4_mask_out[7] & \$1478 ;
+  assign \$1480  = ~ m4_mask_out[9];
+  assign \$1481  = m4_mask_out[8] & \$1480 ;
+  assign \$1482  = ~ m4_mask_out[10];
+  assign \$1483  = m4_mask_out[9] & \$1482 ;
+  assign \$1484  = ~ m4_mask_out[11];
+  assign \$1485  = m4_mask_out[10] & \$1484 ;
+  assign \$1486  = ~ m4_mask_out[12];
+  assign \$1487  = m4_mask_out[11] & \$1486 ;
+  assign \$1488  = ~ m4_mask_out[13];
+  assign \$1489  = m4_mask_out[12] & \$1488 ;
+  assign \$1490  = ~ m4_mask_out[14];
+  assign \$1491  = m4_mask_out[13] & \$1490 ;
+  assign \$1492  = ~ m4_mask_out[15];
+  assign \$1493  = m4_mask_out[14] & \$1492 ;
+  assign \$1494  = ~ m4_mask_out[24];
+  assign \$1495  = m4_mask_out[23] & \$1494 ;
+  assign \$1496  = ~ m4_mask_out[25];
+  assign \$1497  = m4_mask_out[24] & \$1496 ;
+  assign \$1498  = ~ m4_mask_out[26];
+  assign \$1499  = m4_mask_out[25] & \$1498 ;
+  assign \$1500  = ~ m4_mask_out[27];
+  assign \$1501  = m4_mask_out[26] & \$1500 ;
+  assign \$1502  = ~ m4_mask_out[28];
+  assign \$1503  = m4_mask_out[27] & \$1502 ;
+  assign \$1504  = ~ m4_mask_out[29];
+  assign \$1505  = m4_mask_out[28] & \$1504 ;
+  assign \$1506  = ~ m4_mask_out[30];
+  assign \$1507  = m4_mask_out[29] & \$1506 ;
+  assign \$1508  = ~ m4_mask_out[31];
+  assign \$1509  = m4_mask_out[30] & \$1508 ;
+  assign \$1510  = ~ m4_mask_out[40];
+  assign \$1511  = m4_mask_out[39] & \$1510 ;
+  assign \$1512  = ~ m4_mask_out[41];
+  assign \$1513  = m4_mask_out[40] & \$1512 ;
+  assign \$1514  = | { m4_mask_out[41], \$1513 , \$1511 , \$1509 , \$1507 , \$1505 , \$1503 , \$1501 , \$1499 , \$1497 , \$1495 , \$1493 , \$1491 , \$1489 , \$1487 , \$1485 , \$1483 , \$1481 , \$1479  };
+  assign \$1515  = ~ m4_mask_out[16];
+  assign \$1516  = m4_mask_out[15] & \$1515 ;
+  assign \$1517  = ~ m4_mask_out[17];
+  assign \$1518  = m4_mask_out[16] & \$1517 ;
+  assign \$1519  = ~ m4_mask_out[18];
+  assign \$1520  = m4_mask_out[17] & \$1519 ;
+  assign \$1521  = ~ m4_mask_out[19];
+  assign \$1522  = m4_mask_out[18] & \$1521 ;
+  assign \$1523  = ~ m4_mask_out[20];
+  assign \$1524  = m4_mask_out[19] & \$1523 ;
+  assign \$1525  = ~ m4_mask_out[21];
+  assign \$1526  = m4_mask_out[20] & \$1525 ;
+  assign \$1527  = ~ m4_mask_out[22];
+  assign \$1528  = m4_mask_out[21] & \$1527 ;
+  assign \$1529  = ~ m4_mask_out[23];
+  assign \$1530  = m4_mask_out[22] & \$1529 ;
+  assign \$1531  = ~ m4_mask_out[24];
+  assign \$1532  = m4_mask_out[23] & \$1531 ;
+  assign \$1533  = ~ m4_mask_out[25];
+  assign \$1534  = m4_mask_out[24] & \$1533 ;
+  assign \$1535  = ~ m4_mask_out[26];
+  assign \$1536  = m4_mask_out[25] & \$1535 ;
+  assign \$1537  = ~ m4_mask_out[27];
+  assign \$1538  = m4_mask_out[26] & \$1537 ;
+  assign \$1539  = ~ m4_mask_out[28];
+  assign \$1540  = m4_mask_out[27] & \$1539 ;
+  assign \$1541  = ~ m4_mask_out[29];
+  assign \$1542  = m4_mask_out[28] & \$1541 ;
+  assign \$1543  = ~ m4_mask_out[30];
+  assign \$1544  = m4_mask_out[29] & \$1543 ;
+  assign \$1545  = ~ m4_mask_out[31];
+  assign \$1546  = m4_mask_out[30] & \$1545 ;
+  assign \$1547  = | { \$1546 , \$1544 , \$1542 , \$1540 , \$1538 , \$1536 , \$1534 , \$1532 , \$1530 , \$1528 , \$1526 , \$1524 , \$1522 , \$1520 , \$1518 , \$1516  };
+  assign \$1548  = ~ m4_mask_out[32];
+  assign \$1549  = m4_mask_out[31] & \$1548 ;
+  assign \$1550  = ~ m4_mask_out[33];
+  assign \$1551  = m4_mask_out[32] & \$1550 ;
+  assign \$1552  = ~ m4_mask_out[34];
+  assign \$1553  = m4_mask_out[33] & \$1552 ;
+  assign \$1554  = ~ m4_mask_out[35];
+  assign \$1555  = m4_mask_out[34] & \$1554 ;
+  assign \$1556  = ~ m4_mask_out[36];
+  assign \$1557  = m4_mask_out[35] & \$1556 ;
+  assign \$1558  = ~ m4_mask_out[37];
+  assign \$1559  = m4_mask_out[36] & \$1558 ;
+  assign \$1560  = ~ m4_mask_out[38];
+  assign \$1561  = m4_mask_out[37] & \$1560 ;
+  assign \$1562  = ~ m4_mask_out[39];
+  assign \$1563  = m4_mask_out[38] & \$1562 ;
+  assign \$1564  = ~ m4_mask_out[40];
+  assign \$1565  = m4_mask_out[39] & \$1564 ;
+  assign \$1566  = ~ m4_mask_out[41];
+  assign \$1567  = m4_mask_out[40] & \$1566 ;
+  assign \$1568  = | { m4_mask_out[41], \$1567 , \$1565 , \$1563 , \$1561 , \$1559 , \$1557 , \$1555 , \$1553 , \$1551 , \$1549  };
+  assign \$1569  = { \$1568 , \$1547 , \$1514 , \$1477 , \$1436 , \$1395  } + 1'h1;
+  assign \$1571  = s5_shift_mid[5] ? \$1570  : s5_step_mid;
+  assign \$1574  = s5_shift_mid[5] ? \$1573  : s5_step_mid;
+  assign \$1575  = s5_shift_mid[4] ? \$1572  : \$1574 ;
+  assign \$1578  = s5_shift_mid[5] ? \$1577  : s5_step_mid;
+  assign \$1581  = s5_shift_mid[5] ? \$1580  : s5_step_mid;
+  assign \$1582  = s5_shift_mid[4] ? \$1579  : \$1581 ;
+  assign \$1583  = s5_shift_mid[3] ? \$1576  : \$1582 [26:0];
+  assign \$1586  = s5_shift_mid[5] ? \$1585  : s5_step_mid;
+  assign \$1589  = s5_shift_mid[5] ? \$1588  : s5_step_mid;
+  assign \$1590  = s5_shift_mid[4] ? \$1587  : \$1589 ;
+  assign \$1593  = s5_shift_mid[5] ? \$1592  : s5_step_mid;
+  assign \$1596  = s5_shift_mid[5] ? \$1595  : s5_step_mid;
+  assign \$1597  = s5_shift_mid[4] ? \$1594  : \$1596 ;
+  assign \$1598  = s5_shift_mid[3] ? \$1591  : \$1597 [26:0];
+  assign \$1599  = s5_shift_mid[2] ? \$1584  : \$1598 [18:0];
+  assign \$1602  = s5_shift_mid[5] ? \$1601  : s5_step_mid;
+  assign \$1605  = s5_shift_mid[5] ? \$1604  : s5_step_mid;
+  assign \$1606  = s5_shift_mid[4] ? \$1603  : \$1605 ;
+  assign \$1609  = s5_shift_mid[5] ? \$1608  : s5_step_mid;
+  assign \$1612  = s5_shift_mid[5] ? \$1611  : s5_step_mid;
+  assign \$1613  = s5_shift_mid[4] ? \$1610  : \$1612 ;
+  assign \$1614  = s5_shift_mid[3] ? \$1607  : \$1613 [26:0];
+  assign \$1617  = s5_shift_mid[5] ? \$1616  : s5_step_mid;
+  assign \$1620  = s5_shift_mid[5] ? \$1619  : s5_step_mid;
+  assign \$1621  = s5_shift_mid[4] ? \$1618  : \$1620 ;
+  assign \$1624  = s5_shift_mid[5] ? \$1623  : s5_step_mid;
+  assign \$1627  = s5_shift_mid[5] ? \$1626  : s5_step_mid;
+  assign \$1628  = s5_shift_mid[4] ? \$1625  : \$1627 ;
+  assign \$1629  = s5_shift_mid[3] ? \$1622  : \$1628 [26:0];
+  assign \$1630  = s5_shift_mid[2] ? \$1615  : \$1629 [18:0];
+  assign \$1631  = s5_shift_mid[1] ? \$1600  : \$1630 [14:0];
+  assign \$1634  = s5_shift_mid[5] ? \$1633  : s5_step_mid;
+  assign \$1637  = s5_shift_mid[5] ? \$1636  : s5_step_mid;
+  assign \$1638  = s5_shift_mid[4] ? \$1635  : \$1637 ;
+  assign \$1641  = s5_shift_mid[5] ? \$1640  : s5_step_mid;
+  assign \$1644  = s5_shift_mid[5] ? \$1643  : s5_step_mid;
+  assign \$1645  = s5_shift_mid[4] ? \$1642  : \$1644 ;
+  assign \$1646  = s5_shift_mid[3] ? \$1639  : \$1645 [26:0];
+  assign \$1649  = s5_shift_mid[5] ? \$1648  : s5_step_mid;
+  assign \$1652  = s5_shift_mid[5] ? \$1651  : s5_step_mid;
+  assign \$1653  = s5_shift_mid[4] ? \$1650  : \$1652 ;
+  assign \$1656  = s5_shift_mid[5] ? \$1655  : s5_step_mid;
+  assign \$1659  = s5_shift_mid[5] ? \$1658  : s5_step_mid;
+  assign \$1660  = s5_shift_mid[4] ? \$1657  : \$1659 ;
+  assign \$1661  = s5_shift_mid[3] ? \$1654  : \$1660 [26:0];
+  assign \$1662  = s5_shift_mid[2] ? \$1647  : \$1661 [18:0];
+  assign \$1665  = s5_shift_mid[5] ? \$1664  : s5_step_mid;
+  assign \$1668  = s5_shift_mid[5] ? \$1667  : s5_step_mid;
+  assign \$1669  = s5_shift_mid[4] ? \$1666  : \$1668 ;
+  assign \$1672  = s5_shift_mid[5] ? \$1671  : s5_step_mid;
+  assign \$1675  = s5_shift_mid[5] ? \$1674  : s5_step_mid;
+  assign \$1676  = s5_shift_mid[4] ? \$1673  : \$1675 ;
+  assign \$1677  = s5_shift_mid[3] ? \$1670  : \$1676 [26:0];
+  assign \$1680  = s5_shift_mid[5] ? \$1679  : s5_step_mid;
+  assign \$1683  = s5_shift_mid[5] ? \$1682  : s5_step_mid;
+  assign \$1684  = s5_shift_mid[4] ? \$1681  : \$1683 ;
+  assign \$1687  = s5_shift_mid[5] ? \$1686  : s5_step_mid;
+  assign \$1690  = s5_shift_mid[5] ? \$1689  : s5_step_mid;
+  assign \$1691  = s5_shift_mid[4] ? \$1688  : \$1690 ;
+  assign \$1692  = s5_shift_mid[3] ? \$1685  : \$1691 [26:0];
+  assign \$1693  = s5_shift_mid[2] ? \$1678  : \$1692 [18:0];
+  assign \$1694  = s5_shift_mid[1] ? \$1663  : \$1693 [14:0];
+  assign \$1695  = s5_shift_mid[0] ? \$1632  : \$1694 [12:0];
+  assign \$1696  = s5_normal_mid ? \$1695 [9:0] : s5_step_mid[9:0];
+  assign \$1698  = s5_shift_mid[5] ? \$1697  : s5_step_mid;
+  assign \$1701  = s5_shift_mid[5] ? \$1700  : s5_step_mid;
+  assign \$1702  = s5_shift_mid[4] ? \$1699  : \$1701 ;
+  assign \$1705  = s5_shift_mid[5] ? \$1704  : s5_step_mid;
+  assign \$1708  = s5_shift_mid[5] ? \$1707  : s5_step_mid;
+  assign \$1709  = s5_shift_mid[4] ? \$1706  : \$1708 ;
+  assign \$1710  = s5_shift_mid[3] ? \$1703  : \$1709 [26:0];
+  assign \$1713  = s5_shift_mid[5] ? \$1712  : s5_step_mid;
+  assign \$1716  = s5_shift_mid[5] ? \$1715  : s5_step_mid;
+  assign \$1717  = s5_shift_mid[4] ? \$1714  : \$1716 ;
+  assign \$1720  = s5_shift_mid[5] ? \$1719  : s5_step_mid;
+  assign \$1723  = s5_shift_mid[5] ? \$1722  : s5_step_mid;
+  assign \$1724  = s5_shift_mid[4] ? \$1721  : \$1723 ;
+  assign \$1725  = s5_shift_mid[3] ? \$1718  : \$1724 [26:0];
+  assign \$1726  = s5_shift_mid[2] ? \$1711  : \$1725 [18:0];
+  assign \$1729  = s5_shift_mid[5] ? \$1728  : s5_step_mid;
+  assign \$1732  = s5_shift_mid[5] ? \$1731  : s5_step_mid;
+  assign \$1733  = s5_shift_mid[4] ? \$1730  : \$1732 ;
+  assign \$1736  = s5_shift_mid[5] ? \$1735  : s5_step_mid;
+  assign \$1739  = s5_shift_mid[5] ? \$1738  : s5_step_mid;
+  assign \$1740  = s5_shift_mid[4] ? \$1737  : \$1739 ;
+  assign \$1741  = s5_shift_mid[3] ? \$1734  : \$1740 [26:0];
+  assign \$1744  = s5_shift_mid[5] ? \$1743  : s5_step_mid;
+  assign \$1747  = s5_shift_mid[5] ? \$1746  : s5_step_mid;
+  assign \$1748  = s5_shift_mid[4] ? \$1745  : \$1747 ;
+  assign \$1751  = s5_shift_mid[5] ? \$1750  : s5_step_mid;
+  assign \$1754  = s5_shift_mid[5] ? \$1753  : s5_step_mid;
+  assign \$1755  = s5_shift_mid[4] ? \$1752  : \$1754 ;
+  assign \$1756  = s5_shift_mid[3] ? \$1749  : \$1755 [26:0];
+  assign \$1757  = s5_shift_mid[2] ? \$1742  : \$1756 [18:0];
+  assign \$1758  = s5_shift_mid[1] ? \$1727  : \$1757 [14:0];
   assign \$1761  = s5_shift_mid[5] ? \$1760  : s5_step_mid;
   assign \$1764  = s5_shift_mid[5] ? \$1763  : s5_step_mid;
   assign \$1765  = s5_shift_mid[4] ? \$1762  : \$1764 ;
@@ -32128,128 +32003,128 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1771  = s5_shift_mid[5] ? \$1770  : s5_step_mid;
   assign \$1772  = s5_shift_mid[4] ? \$1769  : \$1771 ;
   assign \$1773  = s5_shift_mid[3] ? \$1766  : \$1772 [26:0];
-  assign \$1774  = s5_shift_mid[2] ? \$1759  : \$1773 [18:0];
-  assign \$1775  = s5_shift_mid[1] ? \$1744  : \$1774 [14:0];
-  assign \$1778  = s5_shift_mid[5] ? \$1777  : s5_step_mid;
-  assign \$1781  = s5_shift_mid[5] ? \$1780  : s5_step_mid;
-  assign \$1782  = s5_shift_mid[4] ? \$1779  : \$1781 ;
-  assign \$1785  = s5_shift_mid[5] ? \$1784  : s5_step_mid;
-  assign \$1788  = s5_shift_mid[5] ? \$1787  : s5_step_mid;
-  assign \$1789  = s5_shift_mid[4] ? \$1786  : \$1788 ;
-  assign \$1790  = s5_shift_mid[3] ? \$1783  : \$1789 [26:0];
-  assign \$1793  = s5_shift_mid[5] ? \$1792  : s5_step_mid;
-  assign \$1796  = s5_shift_mid[5] ? \$1795  : s5_step_mid;
-  assign \$1797  = s5_shift_mid[4] ? \$1794  : \$1796 ;
-  assign \$1800  = s5_shift_mid[5] ? \$1799  : s5_step_mid;
-  assign \$1803  = s5_shift_mid[5] ? \$1802  : s5_step_mid;
-  assign \$1804  = s5_shift_mid[4] ? \$1801  : \$1803 ;
-  assign \$1805  = s5_shift_mid[3] ? \$1798  : \$1804 [26:0];
-  assign \$1806  = s5_shift_mid[2] ? \$1791  : \$1805 [18:0];
-  assign \$1809  = s5_shift_mid[5] ? \$1808  : s5_step_mid;
-  assign \$1812  = s5_shift_mid[5] ? \$1811  : s5_step_mid;
-  assign \$1813  = s5_shift_mid[4] ? \$1810  : \$1812 ;
-  assign \$1816  = s5_shift_mid[5] ? \$1815  : s5_step_mid;
-  assign \$1819  = s5_shift_mid[5] ? \$1818  : s5_step_mid;
-  assign \$1820  = s5_shift_mid[4] ? \$1817  : \$1819 ;
-  assign \$1821  = s5_shift_mid[3] ? \$1814  : \$1820 [26:0];
-  assign \$1824  = s5_shift_mid[5] ? \$1823  : s5_step_mid;
-  assign \$1827  = s5_shift_mid[5] ? \$1826  : s5_step_mid;
-  assign \$1828  = s5_shift_mid[4] ? \$1825  : \$1827 ;
-  assign \$1831  = s5_shift_mid[5] ? \$1830  : s5_step_mid;
-  assign \$1834  = s5_shift_mid[5] ? \$1833  : s5_step_mid;
-  assign \$1835  = s5_shift_mid[4] ? \$1832  : \$1834 ;
-  assign \$1836  = s5_shift_mid[3] ? \$1829  : \$1835 [26:0];
-  assign \$1837  = s5_shift_mid[2] ? \$1822  : \$1836 [18:0];
-  assign \$1838  = s5_shift_mid[1] ? \$1807  : \$1837 [14:0];
-  assign \$1839  = s5_shift_mid[0] ? \$1776  : \$1838 [12:0];
-  assign \$1840  = s5_normal_mid ? \$1839 [9:0] : s5_step_mid[9:0];
-  assign \$1842  = s5_shift_mid[5] ? \$1841  : s5_step_mid;
-  assign \$1845  = s5_shift_mid[5] ? \$1844  : s5_step_mid;
-  assign \$1846  = s5_shift_mid[4] ? \$1843  : \$1845 ;
-  assign \$1849  = s5_shift_mid[5] ? \$1848  : s5_step_mid;
-  assign \$1852  = s5_shift_mid[5] ? \$1851  : s5_step_mid;
-  assign \$1853  = s5_shift_mid[4] ? \$1850  : \$1852 ;
-  assign \$1854  = s5_shift_mid[3] ? \$1847  : \$1853 [26:0];
-  assign \$1857  = s5_shift_mid[5] ? \$1856  : s5_step_mid;
-  assign \$1860  = s5_shift_mid[5] ? \$1859  : s5_step_mid;
-  assign \$1861  = s5_shift_mid[4] ? \$1858  : \$1860 ;
-  assign \$1864  = s5_shift_mid[5] ? \$1863  : s5_step_mid;
-  assign \$1867  = s5_shift_mid[5] ? \$1866  : s5_step_mid;
-  assign \$1868  = s5_shift_mid[4] ? \$1865  : \$1867 ;
-  assign \$1869  = s5_shift_mid[3] ? \$1862  : \$1868 [26:0];
-  assign \$1870  = s5_shift_mid[2] ? \$1855  : \$1869 [18:0];
-  assign \$1873  = s5_shift_mid[5] ? \$1872  : s5_step_mid;
-  assign \$1876  = s5_shift_mid[5] ? \$1875  : s5_step_mid;
-  assign \$1877  = s5_shift_mid[4] ? \$1874  : \$1876 ;
-  assign \$1880  = s5_shift_mid[5] ? \$1879  : s5_step_mid;
-  assign \$1883  = s5_shift_mid[5] ? \$1882  : s5_step_mid;
-  assign \$1884  = s5_shift_mid[4] ? \$1881  : \$1883 ;
-  assign \$1885  = s5_shift_mid[3] ? \$1878  : \$1884 [26:0];
-  assign \$1888  = s5_shift_mid[5] ? \$1887  : s5_step_mid;
-  assign \$1891  = s5_shift_mid[5] ? \$1890  : s5_step_mid;
-  assign \$1892  = s5_shift_mid[4] ? \$1889  : \$1891 ;
-  assign \$1895  = s5_shift_mid[5] ? \$1894  : s5_step_mid;
-  assign \$1898  = s5_shift_mid[5] ? \$1897  : s5_step_mid;
-  assign \$1899  = s5_shift_mid[4] ? \$1896  : \$1898 ;
-  assign \$1900  = s5_shift_mid[3] ? \$1893  : \$1899 [26:0];
-  assign \$1901  = s5_shift_mid[2] ? \$1886  : \$1900 [18:0];
-  assign \$1902  = s5_shift_mid[1] ? \$1871  : \$1901 [14:0];
-  assign \$1905  = s5_shift_mid[5] ? \$1904  : s5_step_mid;
-  assign \$1908  = s5_shift_mid[5] ? \$1907  : s5_step_mid;
-  assign \$1909  = s5_shift_mid[4] ? \$1906  : \$1908 ;
-  assign \$1912  = s5_shift_mid[5] ? \$1911  : s5_step_mid;
-  assign \$1915  = s5_shift_mid[5] ? \$1914  : s5_step_mid;
-  assign \$1916  = s5_shift_mid[4] ? \$1913  : \$1915 ;
-  assign \$1917  = s5_shift_mid[3] ? \$1910  : \$1916 [26:0];
-  assign \$1920  = s5_shift_mid[5] ? \$1919  : s5_step_mid;
-  assign \$1923  = s5_shift_mid[5] ? \$1922  : s5_step_mid;
-  assign \$1924  = s5_shift_mid[4] ? \$1921  : \$1923 ;
-  assign \$1927  = s5_shift_mid[5] ? \$1926  : s5_step_mid;
-  assign \$1930  = s5_shift_mid[5] ? \$1929  : s5_step_mid;
-  assign \$1931  = s5_shift_mid[4] ? \$1928  : \$1930 ;
-  assign \$1932  = s5_shift_mid[3] ? \$1925  : \$1931 [26:0];
-  assign \$1933  = s5_shift_mid[2] ? \$1918  : \$1932 [18:0];
-  assign \$1936  = s5_shift_mid[5] ? \$1935  : s5_step_mid;
-  assign \$1939  = s5_shift_mid[5] ? \$1938  : s5_step_mid;
-  assign \$1940  = s5_shift_mid[4] ? \$1937  : \$1939 ;
-  assign \$1943  = s5_shift_mid[5] ? \$1942  : s5_step_mid;
-  assign \$1946  = s5_shift_mid[5] ? \$1945  : s5_step_mid;
-  assign \$1947  = s5_shift_mid[4] ? \$1944  : \$1946 ;
-  assign \$1948  = s5_shift_mid[3] ? \$1941  : \$1947 [26:0];
-  assign \$1951  = s5_shift_mid[5] ? \$1950  : s5_step_mid;
-  assign \$1954  = s5_shift_mid[5] ? \$1953  : s5_step_mid;
-  assign \$1955  = s5_shift_mid[4] ? \$1952  : \$1954 ;
-  assign \$1958  = s5_shift_mid[5] ? \$1957  : s5_step_mid;
-  assign \$1961  = s5_shift_mid[5] ? \$1960  : s5_step_mid;
-  assign \$1962  = s5_shift_mid[4] ? \$1959  : \$1961 ;
-  assign \$1963  = s5_shift_mid[3] ? \$1956  : \$1962 [26:0];
-  assign \$1964  = s5_shift_mid[2] ? \$1949  : \$1963 [18:0];
-  assign \$1965  = s5_shift_mid[1] ? \$1934  : \$1964 [14:0];
-  assign \$1966  = s5_shift_mid[0] ? \$1903  : \$1965 [12:0];
-  assign \$1967  = s5_exp1_mid + \$1966 [11];
-  assign \$1968  = s5_normal_mid ? \$1967 [4:0] : 5'h00;
-  assign \$1970  = s5_shift_in[5] ? \$1969  : s5_step_in;
-  assign \$1973  = s5_shift_in[5] ? \$1972  : s5_step_in;
-  assign \$1974  = s5_shift_in[4] ? \$1971  : \$1973 ;
-  assign \$1977  = s5_shift_in[5] ? \$1976  : s5_step_in;
-  assign \$1980  = s5_shift_in[5] ? \$1979  : s5_step_in;
-  assign \$1981  = s5_shift_in[4] ? \$1978  : \$1980 ;
-  assign \$1982  = s5_shift_in[3] ? \$1975  : \$1981 [26:0];
-  assign \$1985  = s5_shift_in[5] ? \$1984  : s5_step_in;
-  assign \$1988  = s5_shift_in[5] ? \$1987  : s5_step_in;
-  assign \$1989  = s5_shift_in[4] ? \$1986  : \$1988 ;
-  assign \$1992  = s5_shift_in[5] ? \$1991  : s5_step_in;
-  assign \$1995  = s5_shift_in[5] ? \$1994  : s5_step_in;
-  assign \$1996  = s5_shift_in[4] ? \$1993  : \$1995 ;
-  assign \$1997  = s5_shift_in[3] ? \$1990  : \$1996 [26:0];
-  assign \$1998  = s5_shift_in[2] ? \$1983  : \$1997 [18:0];
-  assign \$2001  = s5_shift_in[5] ? \$2000  : s5_step_in;
-  assign \$2004  = s5_shift_in[5] ? \$2003  : s5_step_in;
-  assign \$2005  = s5_shift_in[4] ? \$2002  : \$2004 ;
-  assign \$2008  = s5_shift_in[5] ? \$2007  : s5_step_in;
-  assign \$2011  = s5_shift_in[5] ? \$2010  : s5_step_in;
-  assign \$2012  = s5_shift_in[4] ? \$2009  : \$2011 ;
-  assign \$2013  = s5_shift_in[3] ? \$2006  : \$2012 [26:0];
+  assign \$1776  = s5_shift_mid[5] ? \$1775  : s5_step_mid;
+  assign \$1779  = s5_shift_mid[5] ? \$1778  : s5_step_mid;
+  assign \$1780  = s5_shift_mid[4] ? \$1777  : \$1779 ;
+  assign \$1783  = s5_shift_mid[5] ? \$1782  : s5_step_mid;
+  assign \$1786  = s5_shift_mid[5] ? \$1785  : s5_step_mid;
+  assign \$1787  = s5_shift_mid[4] ? \$1784  : \$1786 ;
+  assign \$1788  = s5_shift_mid[3] ? \$1781  : \$1787 [26:0];
+  assign \$1789  = s5_shift_mid[2] ? \$1774  : \$1788 [18:0];
+  assign \$1792  = s5_shift_mid[5] ? \$1791  : s5_step_mid;
+  assign \$1795  = s5_shift_mid[5] ? \$1794  : s5_step_mid;
+  assign \$1796  = s5_shift_mid[4] ? \$1793  : \$1795 ;
+  assign \$1799  = s5_shift_mid[5] ? \$1798  : s5_step_mid;
+  assign \$1802  = s5_shift_mid[5] ? \$1801  : s5_step_mid;
+  assign \$1803  = s5_shift_mid[4] ? \$1800  : \$1802 ;
+  assign \$1804  = s5_shift_mid[3] ? \$1797  : \$1803 [26:0];
+  assign \$1807  = s5_shift_mid[5] ? \$1806  : s5_step_mid;
+  assign \$1810  = s5_shift_mid[5] ? \$1809  : s5_step_mid;
+  assign \$1811  = s5_shift_mid[4] ? \$1808  : \$1810 ;
+  assign \$1814  = s5_shift_mid[5] ? \$1813  : s5_step_mid;
+  assign \$1817  = s5_shift_mid[5] ? \$1816  : s5_step_mid;
+  assign \$1818  = s5_shift_mid[4] ? \$1815  : \$1817 ;
+  assign \$1819  = s5_shift_mid[3] ? \$1812  : \$1818 [26:0];
+  assign \$1820  = s5_shift_mid[2] ? \$1805  : \$1819 [18:0];
+  assign \$1821  = s5_shift_mid[1] ? \$1790  : \$1820 [14:0];
+  assign \$1822  = s5_shift_mid[0] ? \$1759  : \$1821 [12:0];
+  assign \$1823  = s5_exp1_mid + \$1822 [11];
+  assign \$1824  = s5_normal_mid ? \$1823 [4:0] : 5'h00;
+  assign \$1826  = s5_shift_in[5] ? \$1825  : s5_step_in;
+  assign \$1829  = s5_shift_in[5] ? \$1828  : s5_step_in;
+  assign \$1830  = s5_shift_in[4] ? \$1827  : \$1829 ;
+  assign \$1833  = s5_shift_in[5] ? \$1832  : s5_step_in;
+  assign \$1836  = s5_shift_in[5] ? \$1835  : s5_step_in;
+  assign \$1837  = s5_shift_in[4] ? \$1834  : \$1836 ;
+  assign \$1838  = s5_shift_in[3] ? \$1831  : \$1837 [26:0];
+  assign \$1841  = s5_shift_in[5] ? \$1840  : s5_step_in;
+  assign \$1844  = s5_shift_in[5] ? \$1843  : s5_step_in;
+  assign \$1845  = s5_shift_in[4] ? \$1842  : \$1844 ;
+  assign \$1848  = s5_shift_in[5] ? \$1847  : s5_step_in;
+  assign \$1851  = s5_shift_in[5] ? \$1850  : s5_step_in;
+  assign \$1852  = s5_shift_in[4] ? \$1849  : \$1851 ;
+  assign \$1853  = s5_shift_in[3] ? \$1846  : \$1852 [26:0];
+  assign \$1854  = s5_shift_in[2] ? \$1839  : \$1853 [18:0];
+  assign \$1857  = s5_shift_in[5] ? \$1856  : s5_step_in;
+  assign \$1860  = s5_shift_in[5] ? \$1859  : s5_step_in;
+  assign \$1861  = s5_shift_in[4] ? \$1858  : \$1860 ;
+  assign \$1864  = s5_shift_in[5] ? \$1863  : s5_step_in;
+  assign \$1867  = s5_shift_in[5] ? \$1866  : s5_step_in;
+  assign \$1868  = s5_shift_in[4] ? \$1865  : \$1867 ;
+  assign \$1869  = s5_shift_in[3] ? \$1862  : \$1868 [26:0];
+  assign \$1872  = s5_shift_in[5] ? \$1871  : s5_step_in;
+  assign \$1875  = s5_shift_in[5] ? \$1874  : s5_step_in;
+  assign \$1876  = s5_shift_in[4] ? \$1873  : \$1875 ;
+  assign \$1879  = s5_shift_in[5] ? \$1878  : s5_step_in;
+  assign \$1882  = s5_shift_in[5] ? \$1881  : s5_step_in;
+  assign \$1883  = s5_shift_in[4] ? \$1880  : \$1882 ;
+  assign \$1884  = s5_shift_in[3] ? \$1877  : \$1883 [26:0];
+  assign \$1885  = s5_shift_in[2] ? \$1870  : \$1884 [18:0];
+  assign \$1886  = s5_shift_in[1] ? \$1855  : \$1885 [14:0];
+  assign \$1889  = s5_shift_in[5] ? \$1888  : s5_step_in;
+  assign \$1892  = s5_shift_in[5] ? \$1891  : s5_step_in;
+  assign \$1893  = s5_shift_in[4] ? \$1890  : \$1892 ;
+  assign \$1896  = s5_shift_in[5] ? \$1895  : s5_step_in;
+  assign \$1899  = s5_shift_in[5] ? \$1898  : s5_step_in;
+  assign \$1900  = s5_shift_in[4] ? \$1897  : \$1899 ;
+  assign \$1901  = s5_shift_in[3] ? \$1894  : \$1900 [26:0];
+  assign \$1904  = s5_shift_in[5] ? \$1903  : s5_step_in;
+  assign \$1907  = s5_shift_in[5] ? \$1906  : s5_step_in;
+  assign \$1908  = s5_shift_in[4] ? \$1905  : \$1907 ;
+  assign \$1911  = s5_shift_in[5] ? \$1910  : s5_step_in;
+  assign \$1914  = s5_shift_in[5] ? \$1913  : s5_step_in;
+  assign \$1915  = s5_shift_in[4] ? \$1912  : \$1914 ;
+  assign \$1916  = s5_shift_in[3] ? \$1909  : \$1915 [26:0];
+  assign \$1917  = s5_shift_in[2] ? \$1902  : \$1916 [18:0];
+  assign \$1920  = s5_shift_in[5] ? \$1919  : s5_step_in;
+  assign \$1923  = s5_shift_in[5] ? \$1922  : s5_step_in;
+  assign \$1924  = s5_shift_in[4] ? \$1921  : \$1923 ;
+  assign \$1927  = s5_shift_in[5] ? \$1926  : s5_step_in;
+  assign \$1930  = s5_shift_in[5] ? \$1929  : s5_step_in;
+  assign \$1931  = s5_shift_in[4] ? \$1928  : \$1930 ;
+  assign \$1932  = s5_shift_in[3] ? \$1925  : \$1931 [26:0];
+  assign \$1935  = s5_shift_in[5] ? \$1934  : s5_step_in;
+  assign \$1938  = s5_shift_in[5] ? \$1937  : s5_step_in;
+  assign \$1939  = s5_shift_in[4] ? \$1936  : \$1938 ;
+  assign \$1942  = s5_shift_in[5] ? \$1941  : s5_step_in;
+  assign \$1945  = s5_shift_in[5] ? \$1944  : s5_step_in;
+  assign \$1946  = s5_shift_in[4] ? \$1943  : \$1945 ;
+  assign \$1947  = s5_shift_in[3] ? \$1940  : \$1946 [26:0];
+  assign \$1948  = s5_shift_in[2] ? \$1933  : \$1947 [18:0];
+  assign \$1949  = s5_shift_in[1] ? \$1918  : \$1948 [14:0];
+  assign \$1950  = s5_shift_in[0] ? \$1887  : \$1949 [12:0];
+  assign \$1951  = s5_normal_in ? \$1950 [9:0] : s5_step_in[9:0];
+  assign \$1953  = s5_shift_in[5] ? \$1952  : s5_step_in;
+  assign \$1956  = s5_shift_in[5] ? \$1955  : s5_step_in;
+  assign \$1957  = s5_shift_in[4] ? \$1954  : \$1956 ;
+  assign \$1960  = s5_shift_in[5] ? \$1959  : s5_step_in;
+  assign \$1963  = s5_shift_in[5] ? \$1962  : s5_step_in;
+  assign \$1964  = s5_shift_in[4] ? \$1961  : \$1963 ;
+  assign \$1965  = s5_shift_in[3] ? \$1958  : \$1964 [26:0];
+  assign \$1968  = s5_shift_in[5] ? \$1967  : s5_step_in;
+  assign \$1971  = s5_shift_in[5] ? \$1970  : s5_step_in;
+  assign \$1972  = s5_shift_in[4] ? \$1969  : \$1971 ;
+  assign \$1975  = s5_shift_in[5] ? \$1974  : s5_step_in;
+  assign \$1978  = s5_shift_in[5] ? \$1977  : s5_step_in;
+  assign \$1979  = s5_shift_in[4] ? \$1976  : \$1978 ;
+  assign \$1980  = s5_shift_in[3] ? \$1973  : \$1979 [26:0];
+  assign \$1981  = s5_shift_in[2] ? \$1966  : \$1980 [18:0];
+  assign \$1984  = s5_shift_in[5] ? \$1983  : s5_step_in;
+  assign \$1987  = s5_shift_in[5] ? \$1986  : s5_step_in;
+  assign \$1988  = s5_shift_in[4] ? \$1985  : \$1987 ;
+  assign \$1991  = s5_shift_in[5] ? \$1990  : s5_step_in;
+  assign \$1994  = s5_shift_in[5] ? \$1993  : s5_step_in;
+  assign \$1995  = s5_shift_in[4] ? \$1992  : \$1994 ;
+  assign \$1996  = s5_shift_in[3] ? \$1989  : \$1995 [26:0];
+  assign \$1999  = s5_shift_in[5] ? \$1998  : s5_step_in;
+  assign \$2002  = s5_shift_in[5] ? \$2001  : s5_step_in;
+  assign \$2003  = s5_shift_in[4] ? \$2000  : \$2002 ;
+  assign \$2006  = s5_shift_in[5] ? \$2005  : s5_step_in;
+  assign \$2009  = s5_shift_in[5] ? \$2008  : s5_step_in;
+  assign \$2010  = s5_shift_in[4] ? \$2007  : \$2009 ;
+  assign \$2011  = s5_shift_in[3] ? \$2004  : \$2010 [26:0];
+  assign \$2012  = s5_shift_in[2] ? \$1997  : \$2011 [18:0];
+  assign \$2013  = s5_shift_in[1] ? \$1982  : \$2012 [14:0];
   assign \$2016  = s5_shift_in[5] ? \$2015  : s5_step_in;
   assign \$2019  = s5_shift_in[5] ? \$2018  : s5_step_in;
   assign \$2020  = s5_shift_in[4] ? \$2017  : \$2019 ;
@@ -32257,128 +32132,128 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2026  = s5_shift_in[5] ? \$2025  : s5_step_in;
   assign \$2027  = s5_shift_in[4] ? \$2024  : \$2026 ;
   assign \$2028  = s5_shift_in[3] ? \$2021  : \$2027 [26:0];
-  assign \$2029  = s5_shift_in[2] ? \$2014  : \$2028 [18:0];
-  assign \$2030  = s5_shift_in[1] ? \$1999  : \$2029 [14:0];
-  assign \$2033  = s5_shift_in[5] ? \$2032  : s5_step_in;
-  assign \$2036  = s5_shift_in[5] ? \$2035  : s5_step_in;
-  assign \$2037  = s5_shift_in[4] ? \$2034  : \$2036 ;
-  assign \$2040  = s5_shift_in[5] ? \$2039  : s5_step_in;
-  assign \$2043  = s5_shift_in[5] ? \$2042  : s5_step_in;
-  assign \$2044  = s5_shift_in[4] ? \$2041  : \$2043 ;
-  assign \$2045  = s5_shift_in[3] ? \$2038  : \$2044 [26:0];
-  assign \$2048  = s5_shift_in[5] ? \$2047  : s5_step_in;
-  assign \$2051  = s5_shift_in[5] ? \$2050  : s5_step_in;
-  assign \$2052  = s5_shift_in[4] ? \$2049  : \$2051 ;
-  assign \$2055  = s5_shift_in[5] ? \$2054  : s5_step_in;
-  assign \$2058  = s5_shift_in[5] ? \$2057  : s5_step_in;
-  assign \$2059  = s5_shift_in[4] ? \$2056  : \$2058 ;
-  assign \$2060  = s5_shift_in[3] ? \$2053  : \$2059 [26:0];
-  assign \$2061  = s5_shift_in[2] ? \$2046  : \$2060 [18:0];
-  assign \$2064  = s5_shift_in[5] ? \$2063  : s5_step_in;
-  assign \$2067  = s5_shift_in[5] ? \$2066  : s5_step_in;
-  assign \$2068  = s5_shift_in[4] ? \$2065  : \$2067 ;
-  assign \$2071  = s5_shift_in[5] ? \$2070  : s5_step_in;
-  assign \$2074  = s5_shift_in[5] ? \$2073  : s5_step_in;
-  assign \$2075  = s5_shift_in[4] ? \$2072  : \$2074 ;
-  assign \$2076  = s5_shift_in[3] ? \$2069  : \$2075 [26:0];
-  assign \$2079  = s5_shift_in[5] ? \$2078  : s5_step_in;
-  assign \$2082  = s5_shift_in[5] ? \$2081  : s5_step_in;
-  assign \$2083  = s5_shift_in[4] ? \$2080  : \$2082 ;
-  assign \$2086  = s5_shift_in[5] ? \$2085  : s5_step_in;
-  assign \$2089  = s5_shift_in[5] ? \$2088  : s5_step_in;
-  assign \$2090  = s5_shift_in[4] ? \$2087  : \$2089 ;
-  assign \$2091  = s5_shift_in[3] ? \$2084  : \$2090 [26:0];
-  assign \$2092  = s5_shift_in[2] ? \$2077  : \$2091 [18:0];
-  assign \$2093  = s5_shift_in[1] ? \$2062  : \$2092 [14:0];
-  assign \$2094  = s5_shift_in[0] ? \$2031  : \$2093 [12:0];
-  assign \$2095  = s5_normal_in ? \$2094 [9:0] : s5_step_in[9:0];
-  assign \$2097  = s5_shift_in[5] ? \$2096  : s5_step_in;
-  assign \$2100  = s5_shift_in[5] ? \$2099  : s5_step_in;
-  assign \$2101  = s5_shift_in[4] ? \$2098  : \$2100 ;
-  assign \$2104  = s5_shift_in[5] ? \$2103  : s5_step_in;
-  assign \$2107  = s5_shift_in[5] ? \$2106  : s5_step_in;
-  assign \$2108  = s5_shift_in[4] ? \$2105  : \$2107 ;
-  assign \$2109  = s5_shift_in[3] ? \$2102  : \$2108 [26:0];
-  assign \$2112  = s5_shift_in[5] ? \$2111  : s5_step_in;
-  assign \$2115  = s5_shift_in[5] ? \$2114  : s5_step_in;
-  assign \$2116  = s5_shift_in[4] ? \$2113  : \$2115 ;
-  assign \$2119  = s5_shift_in[5] ? \$2118  : s5_step_in;
-  assign \$2122  = s5_shift_in[5] ? \$2121  : s5_step_in;
-  assign \$2123  = s5_shift_in[4] ? \$2120  : \$2122 ;
-  assign \$2124  = s5_shift_in[3] ? \$2117  : \$2123 [26:0];
-  assign \$2125  = s5_shift_in[2] ? \$2110  : \$2124 [18:0];
-  assign \$2128  = s5_shift_in[5] ? \$2127  : s5_step_in;
-  assign \$2131  = s5_shift_in[5] ? \$2130  : s5_step_in;
-  assign \$2132  = s5_shift_in[4] ? \$2129  : \$2131 ;
-  assign \$2135  = s5_shift_in[5] ? \$2134  : s5_step_in;
-  assign \$2138  = s5_shift_in[5] ? \$2137  : s5_step_in;
-  assign \$2139  = s5_shift_in[4] ? \$2136  : \$2138 ;
-  assign \$2140  = s5_shift_in[3] ? \$2133  : \$2139 [26:0];
-  assign \$2143  = s5_shift_in[5] ? \$2142  : s5_step_in;
-  assign \$2146  = s5_shift_in[5] ? \$2145  : s5_step_in;
-  assign \$2147  = s5_shift_in[4] ? \$2144  : \$2146 ;
-  assign \$2150  = s5_shift_in[5] ? \$2149  : s5_step_in;
-  assign \$2153  = s5_shift_in[5] ? \$2152  : s5_step_in;
-  assign \$2154  = s5_shift_in[4] ? \$2151  : \$2153 ;
-  assign \$2155  = s5_shift_in[3] ? \$2148  : \$2154 [26:0];
-  assign \$2156  = s5_shift_in[2] ? \$2141  : \$2155 [18:0];
-  assign \$2157  = s5_shift_in[1] ? \$2126  : \$2156 [14:0];
-  assign \$2160  = s5_shift_in[5] ? \$2159  : s5_step_in;
-  assign \$2163  = s5_shift_in[5] ? \$2162  : s5_step_in;
-  assign \$2164  = s5_shift_in[4] ? \$2161  : \$2163 ;
-  assign \$2167  = s5_shift_in[5] ? \$2166  : s5_step_in;
-  assign \$2170  = s5_shift_in[5] ? \$2169  : s5_step_in;
-  assign \$2171  = s5_shift_in[4] ? \$2168  : \$2170 ;
-  assign \$2172  = s5_shift_in[3] ? \$2165  : \$2171 [26:0];
-  assign \$2175  = s5_shift_in[5] ? \$2174  : s5_step_in;
-  assign \$2178  = s5_shift_in[5] ? \$2177  : s5_step_in;
-  assign \$2179  = s5_shift_in[4] ? \$2176  : \$2178 ;
-  assign \$2182  = s5_shift_in[5] ? \$2181  : s5_step_in;
-  assign \$2185  = s5_shift_in[5] ? \$2184  : s5_step_in;
-  assign \$2186  = s5_shift_in[4] ? \$2183  : \$2185 ;
-  assign \$2187  = s5_shift_in[3] ? \$2180  : \$2186 [26:0];
-  assign \$2188  = s5_shift_in[2] ? \$2173  : \$2187 [18:0];
-  assign \$2191  = s5_shift_in[5] ? \$2190  : s5_step_in;
-  assign \$2194  = s5_shift_in[5] ? \$2193  : s5_step_in;
-  assign \$2195  = s5_shift_in[4] ? \$2192  : \$2194 ;
-  assign \$2198  = s5_shift_in[5] ? \$2197  : s5_step_in;
-  assign \$2201  = s5_shift_in[5] ? \$2200  : s5_step_in;
-  assign \$2202  = s5_shift_in[4] ? \$2199  : \$2201 ;
-  assign \$2203  = s5_shift_in[3] ? \$2196  : \$2202 [26:0];
-  assign \$2206  = s5_shift_in[5] ? \$2205  : s5_step_in;
-  assign \$2209  = s5_shift_in[5] ? \$2208  : s5_step_in;
-  assign \$2210  = s5_shift_in[4] ? \$2207  : \$2209 ;
-  assign \$2213  = s5_shift_in[5] ? \$2212  : s5_step_in;
-  assign \$2216  = s5_shift_in[5] ? \$2215  : s5_step_in;
-  assign \$2217  = s5_shift_in[4] ? \$2214  : \$2216 ;
-  assign \$2218  = s5_shift_in[3] ? \$2211  : \$2217 [26:0];
-  assign \$2219  = s5_shift_in[2] ? \$2204  : \$2218 [18:0];
-  assign \$2220  = s5_shift_in[1] ? \$2189  : \$2219 [14:0];
-  assign \$2221  = s5_shift_in[0] ? \$2158  : \$2220 [12:0];
-  assign \$2222  = s5_exp1_in + \$2221 [11];
-  assign \$2223  = s5_normal_in ? \$2222 [4:0] : 5'h00;
-  assign \$2225  = s5_shift_out[5] ? \$2224  : s5_step_out;
-  assign \$2228  = s5_shift_out[5] ? \$2227  : s5_step_out;
-  assign \$2229  = s5_shift_out[4] ? \$2226  : \$2228 ;
-  assign \$2232  = s5_shift_out[5] ? \$2231  : s5_step_out;
-  assign \$2235  = s5_shift_out[5] ? \$2234  : s5_step_out;
-  assign \$2236  = s5_shift_out[4] ? \$2233  : \$2235 ;
-  assign \$2237  = s5_shift_out[3] ? \$2230  : \$2236 [26:0];
-  assign \$2240  = s5_shift_out[5] ? \$2239  : s5_step_out;
-  assign \$2243  = s5_shift_out[5] ? \$2242  : s5_step_out;
-  assign \$2244  = s5_shift_out[4] ? \$2241  : \$2243 ;
-  assign \$2247  = s5_shift_out[5] ? \$2246  : s5_step_out;
-  assign \$2250  = s5_shift_out[5] ? \$2249  : s5_step_out;
-  assign \$2251  = s5_shift_out[4] ? \$2248  : \$2250 ;
-  assign \$2252  = s5_shift_out[3] ? \$2245  : \$2251 [26:0];
-  assign \$2253  = s5_shift_out[2] ? \$2238  : \$2252 [18:0];
-  assign \$2256  = s5_shift_out[5] ? \$2255  : s5_step_out;
-  assign \$2259  = s5_shift_out[5] ? \$2258  : s5_step_out;
-  assign \$2260  = s5_shift_out[4] ? \$2257  : \$2259 ;
-  assign \$2263  = s5_shift_out[5] ? \$2262  : s5_step_out;
-  assign \$2266  = s5_shift_out[5] ? \$2265  : s5_step_out;
-  assign \$2267  = s5_shift_out[4] ? \$2264  : \$2266 ;
-  assign \$2268  = s5_shift_out[3] ? \$2261  : \$2267 [26:0];
+  assign \$2031  = s5_shift_in[5] ? \$2030  : s5_step_in;
+  assign \$2034  = s5_shift_in[5] ? \$2033  : s5_step_in;
+  assign \$2035  = s5_shift_in[4] ? \$2032  : \$2034 ;
+  assign \$2038  = s5_shift_in[5] ? \$2037  : s5_step_in;
+  assign \$2041  = s5_shift_in[5] ? \$2040  : s5_step_in;
+  assign \$2042  = s5_shift_in[4] ? \$2039  : \$2041 ;
+  assign \$2043  = s5_shift_in[3] ? \$2036  : \$2042 [26:0];
+  assign \$2044  = s5_shift_in[2] ? \$2029  : \$2043 [18:0];
+  assign \$2047  = s5_shift_in[5] ? \$2046  : s5_step_in;
+  assign \$2050  = s5_shift_in[5] ? \$2049  : s5_step_in;
+  assign \$2051  = s5_shift_in[4] ? \$2048  : \$2050 ;
+  assign \$2054  = s5_shift_in[5] ? \$2053  : s5_step_in;
+  assign \$2057  = s5_shift_in[5] ? \$2056  : s5_step_in;
+  assign \$2058  = s5_shift_in[4] ? \$2055  : \$2057 ;
+  assign \$2059  = s5_shift_in[3] ? \$2052  : \$2058 [26:0];
+  assign \$2062  = s5_shift_in[5] ? \$2061  : s5_step_in;
+  assign \$2065  = s5_shift_in[5] ? \$2064  : s5_step_in;
+  assign \$2066  = s5_shift_in[4] ? \$2063  : \$2065 ;
+  assign \$2069  = s5_shift_in[5] ? \$2068  : s5_step_in;
+  assign \$2072  = s5_shift_in[5] ? \$2071  : s5_step_in;
+  assign \$2073  = s5_shift_in[4] ? \$2070  : \$2072 ;
+  assign \$2074  = s5_shift_in[3] ? \$2067  : \$2073 [26:0];
+  assign \$2075  = s5_shift_in[2] ? \$2060  : \$2074 [18:0];
+  assign \$2076  = s5_shift_in[1] ? \$2045  : \$2075 [14:0];
+  assign \$2077  = s5_shift_in[0] ? \$2014  : \$2076 [12:0];
+  assign \$2078  = s5_exp1_in + \$2077 [11];
+  assign \$2079  = s5_normal_in ? \$2078 [4:0] : 5'h00;
+  assign \$2081  = s5_shift_out[5] ? \$2080  : s5_step_out;
+  assign \$2084  = s5_shift_out[5] ? \$2083  : s5_step_out;
+  assign \$2085  = s5_shift_out[4] ? \$2082  : \$2084 ;
+  assign \$2088  = s5_shift_out[5] ? \$2087  : s5_step_out;
+  assign \$2091  = s5_shift_out[5] ? \$2090  : s5_step_out;
+  assign \$2092  = s5_shift_out[4] ? \$2089  : \$2091 ;
+  assign \$2093  = s5_shift_out[3] ? \$2086  : \$2092 [26:0];
+  assign \$2096  = s5_shift_out[5] ? \$2095  : s5_step_out;
+  assign \$2099  = s5_shift_out[5] ? \$2098  : s5_step_out;
+  assign \$2100  = s5_shift_out[4] ? \$2097  : \$2099 ;
+  assign \$2103  = s5_shift_out[5] ? \$2102  : s5_step_out;
+  assign \$2106  = s5_shift_out[5] ? \$2105  : s5_step_out;
+  assign \$2107  = s5_shift_out[4] ? \$2104  : \$2106 ;
+  assign \$2108  = s5_shift_out[3] ? \$2101  : \$2107 [26:0];
+  assign \$2109  = s5_shift_out[2] ? \$2094  : \$2108 [18:0];
+  assign \$2112  = s5_shift_out[5] ? \$2111  : s5_step_out;
+  assign \$2115  = s5_shift_out[5] ? \$2114  : s5_step_out;
+  assign \$2116  = s5_shift_out[4] ? \$2113  : \$2115 ;
+  assign \$2119  = s5_shift_out[5] ? \$2118  : s5_step_out;
+  assign \$2122  = s5_shift_out[5] ? \$2121  : s5_step_out;
+  assign \$2123  = s5_shift_out[4] ? \$2120  : \$2122 ;
+  assign \$2124  = s5_shift_out[3] ? \$2117  : \$2123 [26:0];
+  assign \$2127  = s5_shift_out[5] ? \$2126  : s5_step_out;
+  assign \$2130  = s5_shift_out[5] ? \$2129  : s5_step_out;
+  assign \$2131  = s5_shift_out[4] ? \$2128  : \$2130 ;
+  assign \$2134  = s5_shift_out[5] ? \$2133  : s5_step_out;
+  assign \$2137  = s5_shift_out[5] ? \$2136  : s5_step_out;
+  assign \$2138  = s5_shift_out[4] ? \$2135  : \$2137 ;
+  assign \$2139  = s5_shift_out[3] ? \$2132  : \$2138 [26:0];
+  assign \$2140  = s5_shift_out[2] ? \$2125  : \$2139 [18:0];
+  assign \$2141  = s5_shift_out[1] ? \$2110  : \$2140 [14:0];
+  assign \$2144  = s5_shift_out[5] ? \$2143  : s5_step_out;
+  assign \$2147  = s5_shift_out[5] ? \$2146  : s5_step_out;
+  assign \$2148  = s5_shift_out[4] ? \$2145  : \$2147 ;
+  assign \$2151  = s5_shift_out[5] ? \$2150  : s5_step_out;
+  assign \$2154  = s5_shift_out[5] ? \$2153  : s5_step_out;
+  assign \$2155  = s5_shift_out[4] ? \$2152  : \$2154 ;
+  assign \$2156  = s5_shift_out[3] ? \$2149  : \$2155 [26:0];
+  assign \$2159  = s5_shift_out[5] ? \$2158  : s5_step_out;
+  assign \$2162  = s5_shift_out[5] ? \$2161  : s5_step_out;
+  assign \$2163  = s5_shift_out[4] ? \$2160  : \$2162 ;
+  assign \$2166  = s5_shift_out[5] ? \$2165  : s5_step_out;
+  assign \$2169  = s5_shift_out[5] ? \$2168  : s5_step_out;
+  assign \$2170  = s5_shift_out[4] ? \$2167  : \$2169 ;
+  assign \$2171  = s5_shift_out[3] ? \$2164  : \$2170 [26:0];
+  assign \$2172  = s5_shift_out[2] ? \$2157  : \$2171 [18:0];
+  assign \$2175  = s5_shift_out[5] ? \$2174  : s5_step_out;
+  assign \$2178  = s5_shift_out[5] ? \$2177  : s5_step_out;
+  assign \$2179  = s5_shift_out[4] ? \$2176  : \$2178 ;
+  assign \$2182  = s5_shift_out[5] ? \$2181  : s5_step_out;
+  assign \$2185  = s5_shift_out[5] ? \$2184  : s5_step_out;
+  assign \$2186  = s5_shift_out[4] ? \$2183  : \$2185 ;
+  assign \$2187  = s5_shift_out[3] ? \$2180  : \$2186 [26:0];
+  assign \$2190  = s5_shift_out[5] ? \$2189  : s5_step_out;
+  assign \$2193  = s5_shift_out[5] ? \$2192  : s5_step_out;
+  assign \$2194  = s5_shift_out[4] ? \$2191  : \$2193 ;
+  assign \$2197  = s5_shift_out[5] ? \$2196  : s5_step_out;
+  assign \$2200  = s5_shift_out[5] ? \$2199  : s5_step_out;
+  assign \$2201  = s5_shift_out[4] ? \$2198  : \$2200 ;
+  assign \$2202  = s5_shift_out[3] ? \$2195  : \$2201 [26:0];
+  assign \$2203  = s5_shift_out[2] ? \$2188  : \$2202 [18:0];
+  assign \$2204  = s5_shift_out[1] ? \$2173  : \$2203 [14:0];
+  assign \$2205  = s5_shift_out[0] ? \$2142  : \$2204 [12:0];
+  assign \$2206  = s5_normal_out ? \$2205 [9:0] : s5_step_out[9:0];
+  assign \$2208  = s5_shift_out[5] ? \$2207  : s5_step_out;
+  assign \$2211  = s5_shift_out[5] ? \$2210  : s5_step_out;
+  assign \$2212  = s5_shift_out[4] ? \$2209  : \$2211 ;
+  assign \$2215  = s5_shift_out[5] ? \$2214  : s5_step_out;
+  assign \$2218  = s5_shift_out[5] ? \$2217  : s5_step_out;
+  assign \$2219  = s5_shift_out[4] ? \$2216  : \$2218 ;
+  assign \$2220  = s5_shift_out[3] ? \$2213  : \$2219 [26:0];
+  assign \$2223  = s5_shift_out[5] ? \$2222  : s5_step_out;
+  assign \$2226  = s5_shift_out[5] ? \$2225  : s5_step_out;
+  assign \$2227  = s5_shift_out[4] ? \$2224  : \$2226 ;
+  assign \$2230  = s5_shift_out[5] ? \$2229  : s5_step_out;
+  assign \$2233  = s5_shift_out[5] ? \$2232  : s5_step_out;
+  assign \$2234  = s5_shift_out[4] ? \$2231  : \$2233 ;
+  assign \$2235  = s5_shift_out[3] ? \$2228  : \$2234 [26:0];
+  assign \$2236  = s5_shift_out[2] ? \$2221  : \$2235 [18:0];
+  assign \$2239  = s5_shift_out[5] ? \$2238  : s5_step_out;
+  assign \$2242  = s5_shift_out[5] ? \$2241  : s5_step_out;
+  assign \$2243  = s5_shift_out[4] ? \$2240  : \$2242 ;
+  assign \$2246  = s5_shift_out[5] ? \$2245  : s5_step_out;
+  assign \$2249  = s5_shift_out[5] ? \$2248  : s5_step_out;
+  assign \$2250  = s5_shift_out[4] ? \$2247  : \$2249 ;
+  assign \$2251  = s5_shift_out[3] ? \$2244  : \$2250 [26:0];
+  assign \$2254  = s5_shift_out[5] ? \$2253  : s5_step_out;
+  assign \$2257  = s5_shift_out[5] ? \$2256  : s5_step_out;
+  assign \$2258  = s5_shift_out[4] ? \$2255  : \$2257 ;
+  assign \$2261  = s5_shift_out[5] ? \$2260  : s5_step_out;
+  assign \$2264  = s5_shift_out[5] ? \$2263  : s5_step_out;
+  assign \$2265  = s5_shift_out[4] ? \$2262  : \$2264 ;
+  assign \$2266  = s5_shift_out[3] ? \$2259  : \$2265 [26:0];
+  assign \$2267  = s5_shift_out[2] ? \$2252  : \$2266 [18:0];
+  assign \$2268  = s5_shift_out[1] ? \$2237  : \$2267 [14:0];
   assign \$2271  = s5_shift_out[5] ? \$2270  : s5_step_out;
   assign \$2274  = s5_shift_out[5] ? \$2273  : s5_step_out;
   assign \$2275  = s5_shift_out[4] ? \$2272  : \$2274 ;
@@ -32386,548 +32261,493 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2281  = s5_shift_out[5] ? \$2280  : s5_step_out;
   assign \$2282  = s5_shift_out[4] ? \$2279  : \$2281 ;
   assign \$2283  = s5_shift_out[3] ? \$2276  : \$2282 [26:0];
-  assign \$2284  = s5_shift_out[2] ? \$2269  : \$2283 [18:0];
-  assign \$2285  = s5_shift_out[1] ? \$2254  : \$2284 [14:0];
-  assign \$2288  = s5_shift_out[5] ? \$2287  : s5_step_out;
-  assign \$2291  = s5_shift_out[5] ? \$2290  : s5_step_out;
-  assign \$2292  = s5_shift_out[4] ? \$2289  : \$2291 ;
-  assign \$2295  = s5_shift_out[5] ? \$2294  : s5_step_out;
-  assign \$2298  = s5_shift_out[5] ? \$2297  : s5_step_out;
-  assign \$2299  = s5_shift_out[4] ? \$2296  : \$2298 ;
-  assign \$2300  = s5_shift_out[3] ? \$2293  : \$2299 [26:0];
-  assign \$2303  = s5_shift_out[5] ? \$2302  : s5_step_out;
-  assign \$2306  = s5_shift_out[5] ? \$2305  : s5_step_out;
-  assign \$2307  = s5_shift_out[4] ? \$2304  : \$2306 ;
-  assign \$2310  = s5_shift_out[5] ? \$2309  : s5_step_out;
-  assign \$2313  = s5_shift_out[5] ? \$2312  : s5_step_out;
-  assign \$2314  = s5_shift_out[4] ? \$2311  : \$2313 ;
-  assign \$2315  = s5_shift_out[3] ? \$2308  : \$2314 [26:0];
-  assign \$2316  = s5_shift_out[2] ? \$2301  : \$2315 [18:0];
-  assign \$2319  = s5_shift_out[5] ? \$2318  : s5_step_out;
-  assign \$2322  = s5_shift_out[5] ? \$2321  : s5_step_out;
-  assign \$2323  = s5_shift_out[4] ? \$2320  : \$2322 ;
-  assign \$2326  = s5_shift_out[5] ? \$2325  : s5_step_out;
-  assign \$2329  = s5_shift_out[5] ? \$2328  : s5_step_out;
-  assign \$2330  = s5_shift_out[4] ? \$2327  : \$2329 ;
-  assign \$2331  = s5_shift_out[3] ? \$2324  : \$2330 [26:0];
-  assign \$2334  = s5_shift_out[5] ? \$2333  : s5_step_out;
-  assign \$2337  = s5_shift_out[5] ? \$2336  : s5_step_out;
-  assign \$2338  = s5_shift_out[4] ? \$2335  : \$2337 ;
-  assign \$2341  = s5_shift_out[5] ? \$2340  : s5_step_out;
-  assign \$2344  = s5_shift_out[5] ? \$2343  : s5_step_out;
-  assign \$2345  = s5_shift_out[4] ? \$2342  : \$2344 ;
-  assign \$2346  = s5_shift_out[3] ? \$2339  : \$2345 [26:0];
-  assign \$2347  = s5_shift_out[2] ? \$2332  : \$2346 [18:0];
-  assign \$2348  = s5_shift_out[1] ? \$2317  : \$2347 [14:0];
-  assign \$2349  = s5_shift_out[0] ? \$2286  : \$2348 [12:0];
-  assign \$2350  = s5_normal_out ? \$2349 [9:0] : s5_step_out[9:0];
-  assign \$2352  = s5_shift_out[5] ? \$2351  : s5_step_out;
-  assign \$2355  = s5_shift_out[5] ? \$2354  : s5_step_out;
-  assign \$2356  = s5_shift_out[4] ? \$2353  : \$2355 ;
-  assign \$2359  = s5_shift_out[5] ? \$2358  : s5_step_out;
-  assign \$2362  = s5_shift_out[5] ? \$2361  : s5_step_out;
-  assign \$2363  = s5_shift_out[4] ? \$2360  : \$2362 ;
-  assign \$2364  = s5_shift_out[3] ? \$2357  : \$2363 [26:0];
-  assign \$2367  = s5_shift_out[5] ? \$2366  : s5_step_out;
-  assign \$2370  = s5_shift_out[5] ? \$2369  : s5_step_out;
-  assign \$2371  = s5_shift_out[4] ? \$2368  : \$2370 ;
-  assign \$2374  = s5_shift_out[5] ? \$2373  : s5_step_out;
-  assign \$2377  = s5_shift_out[5] ? \$2376  : s5_step_out;
-  assign \$2378  = s5_shift_out[4] ? \$2375  : \$2377 ;
-  assign \$2379  = s5_shift_out[3] ? \$2372  : \$2378 [26:0];
-  assign \$2380  = s5_shift_out[2] ? \$2365  : \$2379 [18:0];
-  assign \$2383  = s5_shift_out[5] ? \$2382  : s5_step_out;
-  assign \$2386  = s5_shift_out[5] ? \$2385  : s5_step_out;
-  assign \$2387  = s5_shift_out[4] ? \$2384  : \$2386 ;
-  assign \$2390  = s5_shift_out[5] ? \$2389  : s5_step_out;
-  assign \$2393  = s5_shift_out[5] ? \$2392  : s5_step_out;
-  assign \$2394  = s5_shift_out[4] ? \$2391  : \$2393 ;
-  assign \$2395  = s5_shift_out[3] ? \$2388  : \$2394 [26:0];
-  assign \$2398  = s5_shift_out[5] ? \$2397  : s5_step_out;
-  assign \$2401  = s5_shift_out[5] ? \$2400  : s5_step_out;
-  assign \$2402  = s5_shift_out[4] ? \$2399  : \$2401 ;
-  assign \$2405  = s5_shift_out[5] ? \$2404  : s5_step_out;
-  assign \$2408  = s5_shift_out[5] ? \$2407  : s5_step_out;
-  assign \$2409  = s5_shift_out[4] ? \$2406  : \$2408 ;
-  assign \$2410  = s5_shift_out[3] ? \$2403  : \$2409 [26:0];
-  assign \$2411  = s5_shift_out[2] ? \$2396  : \$2410 [18:0];
-  assign \$2412  = s5_shift_out[1] ? \$2381  : \$2411 [14:0];
-  assign \$2415  = s5_shift_out[5] ? \$2414  : s5_step_out;
-  assign \$2418  = s5_shift_out[5] ? \$2417  : s5_step_out;
-  assign \$2419  = s5_shift_out[4] ? \$2416  : \$2418 ;
-  assign \$2422  = s5_shift_out[5] ? \$2421  : s5_step_out;
-  assign \$2425  = s5_shift_out[5] ? \$2424  : s5_step_out;
-  assign \$2426  = s5_shift_out[4] ? \$2423  : \$2425 ;
-  assign \$2427  = s5_shift_out[3] ? \$2420  : \$2426 [26:0];
-  assign \$2430  = s5_shift_out[5] ? \$2429  : s5_step_out;
-  assign \$2433  = s5_shift_out[5] ? \$2432  : s5_step_out;
-  assign \$2434  = s5_shift_out[4] ? \$2431  : \$2433 ;
-  assign \$2437  = s5_shift_out[5] ? \$2436  : s5_step_out;
-  assign \$2440  = s5_shift_out[5] ? \$2439  : s5_step_out;
-  assign \$2441  = s5_shift_out[4] ? \$2438  : \$2440 ;
-  assign \$2442  = s5_shift_out[3] ? \$2435  : \$2441 [26:0];
-  assign \$2443  = s5_shift_out[2] ? \$2428  : \$2442 [18:0];
-  assign \$2446  = s5_shift_out[5] ? \$2445  : s5_step_out;
-  assign \$2449  = s5_shift_out[5] ? \$2448  : s5_step_out;
-  assign \$2450  = s5_shift_out[4] ? \$2447  : \$2449 ;
-  assign \$2453  = s5_shift_out[5] ? \$2452  : s5_step_out;
-  assign \$2456  = s5_shift_out[5] ? \$2455  : s5_step_out;
-  assign \$2457  = s5_shift_out[4] ? \$2454  : \$2456 ;
-  assign \$2458  = s5_shift_out[3] ? \$2451  : \$2457 [26:0];
-  assign \$2461  = s5_shift_out[5] ? \$2460  : s5_step_out;
-  assign \$2464  = s5_shift_out[5] ? \$2463  : s5_step_out;
-  assign \$2465  = s5_shift_out[4] ? \$2462  : \$2464 ;
-  assign \$2468  = s5_shift_out[5] ? \$2467  : s5_step_out;
-  assign \$2471  = s5_shift_out[5] ? \$2470  : s5_step_out;
-  assign \$2472  = s5_shift_out[4] ? \$2469  : \$2471 ;
-  assign \$2473  = s5_shift_out[3] ? \$2466  : \$2472 [26:0];
-  assign \$2474  = s5_shift_out[2] ? \$2459  : \$2473 [18:0];
-  assign \$2475  = s5_shift_out[1] ? \$2444  : \$2474 [14:0];
-  assign \$2476  = s5_shift_out[0] ? \$2413  : \$2475 [12:0];
-  assign \$2477  = s5_exp1_out + \$2476 [11];
-  assign \$2478  = s5_normal_out ? \$2477 [4:0] : 5'h00;
-  assign \$2480  = s0_rem >= \$2479 ;
-  assign \$2482  = s0_rem - \$2481 ;
-  assign \$2483  = \$2480  ? \$2482  : { 3'h0, s0_rem };
-  assign \$2485  = s1_rem >= \$2484 ;
-  assign \$2487  = s1_rem - \$2486 ;
-  assign \$2488  = \$2485  ? \$2487  : { 1'h0, s1_rem };
-  assign \$2490  = s2_rem >= \$2489 ;
-  assign \$2492  = s2_rem - \$2491 ;
-  assign \$2493  = \$2490  ? \$2492  : { 1'h0, s2_rem };
-  assign \$2495  = s3_rem >= \$2494 ;
-  assign \$2497  = s3_rem - \$2496 ;
-  assign \$2498  = \$2495  ? \$2497  : { 1'h0, s3_rem };
+  assign \$2286  = s5_shift_out[5] ? \$2285  : s5_step_out;
+  assign \$2289  = s5_shift_out[5] ? \$2288  : s5_step_out;
+  assign \$2290  = s5_shift_out[4] ? \$2287  : \$2289 ;
+  assign \$2293  = s5_shift_out[5] ? \$2292  : s5_step_out;
+  assign \$2296  = s5_shift_out[5] ? \$2295  : s5_step_out;
+  assign \$2297  = s5_shift_out[4] ? \$2294  : \$2296 ;
+  assign \$2298  = s5_shift_out[3] ? \$2291  : \$2297 [26:0];
+  assign \$2299  = s5_shift_out[2] ? \$2284  : \$2298 [18:0];
+  assign \$2302  = s5_shift_out[5] ? \$2301  : s5_step_out;
+  assign \$2305  = s5_shift_out[5] ? \$2304  : s5_step_out;
+  assign \$2306  = s5_shift_out[4] ? \$2303  : \$2305 ;
+  assign \$2309  = s5_shift_out[5] ? \$2308  : s5_step_out;
+  assign \$2312  = s5_shift_out[5] ? \$2311  : s5_step_out;
+  assign \$2313  = s5_shift_out[4] ? \$2310  : \$2312 ;
+  assign \$2314  = s5_shift_out[3] ? \$2307  : \$2313 [26:0];
+  assign \$2317  = s5_shift_out[5] ? \$2316  : s5_step_out;
+  assign \$2320  = s5_shift_out[5] ? \$2319  : s5_step_out;
+  assign \$2321  = s5_shift_out[4] ? \$2318  : \$2320 ;
+  assign \$2324  = s5_shift_out[5] ? \$2323  : s5_step_out;
+  assign \$2327  = s5_shift_out[5] ? \$2326  : s5_step_out;
+  assign \$2328  = s5_shift_out[4] ? \$2325  : \$2327 ;
+  assign \$2329  = s5_shift_out[3] ? \$2322  : \$2328 [26:0];
+  assign \$2330  = s5_shift_out[2] ? \$2315  : \$2329 [18:0];
+  assign \$2331  = s5_shift_out[1] ? \$2300  : \$2330 [14:0];
+  assign \$2332  = s5_shift_out[0] ? \$2269  : \$2331 [12:0];
+  assign \$2333  = s5_exp1_out + \$2332 [11];
+  assign \$2334  = s5_normal_out ? \$2333 [4:0] : 5'h00;
+  assign \$2336  = s0_rem >= \$2335 ;
+  assign \$2338  = s0_rem - \$2337 ;
+  assign \$2339  = \$2336  ? \$2338  : { 3'h0, s0_rem };
+  assign \$2341  = s1_rem >= \$2340 ;
+  assign \$2343  = s1_rem - \$2342 ;
+  assign \$2344  = \$2341  ? \$2343  : { 1'h0, s1_rem };
+  assign \$2346  = s2_rem >= \$2345 ;
+  assign \$2348  = s2_rem - \$2347 ;
+  assign \$2349  = \$2346  ? \$2348  : { 1'h0, s2_rem };
+  assign \$2351  = s3_rem >= \$2350 ;
+  assign \$2353  = s3_rem - \$2352 ;
+  assign \$2354  = \$2351  ? \$2353  : { 1'h0, s3_rem };
   always @(posedge clk)
-    s0_valid <= \$2499 ;
+    s0_valid <= \$2355 ;
   always @(posedge clk)
-    s0_a <= \$2500 ;
+    s0_a <= \$2356 ;
   always @(posedge clk)
-    s0_b <= \$2501 ;
+    s0_b <= \$2357 ;
   always @(posedge clk)
-    s0_has_lo <= \$2502 ;
+    s0_has_lo <= \$2358 ;
   always @(posedge clk)
-    s0_has_hi <= \$2503 ;
+    s0_has_hi <= \$2359 ;
   always @(posedge clk)
-    s0_outer <= \$2504 ;
+    s0_outer <= \$2360 ;
   always @(posedge clk)
-    s0_inner <= \$2505 ;
+    s0_inner <= \$2361 ;
   always @(posedge clk)
-    s0_tag <= \$2506 ;
+    s0_tag <= \$2362 ;
   always @(posedge clk)
-    s0_den <= \$2507 ;
+    s0_den <= \$2363 ;
   always @(posedge clk)
-    s0_den_zero <= \$2508 ;
+    s0_den_zero <= \$2364 ;
   always @(posedge clk)
-    s0_rem <= \$2509 ;
+    s0_rem <= \$2365 ;
   always @(posedge clk)
-    s1_q0 <= \$2510 ;
+    s1_q0 <= \$2366 ;
   always @(posedge clk)
-    s1_valid <= \$2511 ;
+    s1_valid <= \$2367 ;
   always @(posedge clk)
-    s1_a <= \$2512 ;
+    s1_a <= \$2368 ;
   always @(posedge clk)
-    s1_b <= \$2513 ;
+    s1_b <= \$2369 ;
   always @(posedge clk)
-    s1_has_lo <= \$2514 ;
+    s1_has_lo <= \$2370 ;
   always @(posedge clk)
-    s1_has_hi <= \$2515 ;
+    s1_has_hi <= \$2371 ;
   always @(posedge clk)
-    s1_outer <= \$2516 ;
+    s1_outer <= \$2372 ;
   always @(posedge clk)
-    s1_inner <= \$2517 ;
+    s1_inner <= \$2373 ;
   always @(posedge clk)
-    s1_tag <= \$2518 ;
+    s1_tag <= \$2374 ;
   always @(posedge clk)
-    s1_den_zero <= \$2519 ;
+    s1_den_zero <= \$2375 ;
   always @(posedge clk)
-    s1_rem <= \$2520 ;
+    s1_rem <= \$2376 ;
   always @(posedge clk)
-    s1_den <= \$2521 ;
+    s1_den <= \$2377 ;
   always @(posedge clk)
-    s2_q0 <= \$2522 ;
+    s2_q0 <= \$2378 ;
   always @(posedge clk)
-    s2_q1 <= \$2523 ;
+    s2_q1 <= \$2379 ;
   always @(posedge clk)
-    s2_valid <= \$2524 ;
+    s2_valid <= \$2380 ;
   always @(posedge clk)
-    s2_a <= \$2525 ;
+    s2_a <= \$2381 ;
   always @(posedge clk)
-    s2_b <= \$2526 ;
+    s2_b <= \$2382 ;
   always @(posedge clk)
-    s2_has_lo <= \$2527 ;
+    s2_has_lo <= \$2383 ;
   always @(posedge clk)
-    s2_has_hi <= \$2528 ;
+    s2_has_hi <= \$2384 ;
   always @(posedge clk)
-    s2_outer <= \$2529 ;
+    s2_outer <= \$2385 ;
   always @(posedge clk)
-    s2_inner <= \$2530 ;
+    s2_inner <= \$2386 ;
   always @(posedge clk)
-    s2_tag <= \$2531 ;
+    s2_tag <= \$2387 ;
   always @(posedge clk)
-    s2_den_zero <= \$2532 ;
+    s2_den_zero <= \$2388 ;
   always @(posedge clk)
-    s2_rem <= \$2533 ;
+    s2_rem <= \$2389 ;
   always @(posedge clk)
-    s2_den <= \$2534 ;
+    s2_den <= \$2390 ;
   always @(posedge clk)
-    s3_q0 <= \$2535 ;
+    s3_q0 <= \$2391 ;
   always @(posedge clk)
-    s3_q1 <= \$2536 ;
+    s3_q1 <= \$2392 ;
   always @(posedge clk)
-    s3_q2 <= \$2537 ;
+    s3_q2 <= \$2393 ;
   always @(posedge clk)
-    s3_valid <= \$2538 ;
+    s3_valid <= \$2394 ;
   always @(posedge clk)
-    s3_a <= \$2539 ;
+    s3_a <= \$2395 ;
   always @(posedge clk)
-    s3_b <= \$2540 ;
+    s3_b <= \$2396 ;
   always @(posedge clk)
-    s3_has_lo <= \$2541 ;
+    s3_has_lo <= \$2397 ;
   always @(posedge clk)
-    s3_has_hi <= \$2542 ;
+    s3_has_hi <= \$2398 ;
   always @(posedge clk)
-    s3_outer <= \$2543 ;
+    s3_outer <= \$2399 ;
   always @(posedge clk)
-    s3_inner <= \$2544 ;
+    s3_inner <= \$2400 ;
   always @(posedge clk)
-    s3_tag <= \$2545 ;
+    s3_tag <= \$2401 ;
   always @(posedge clk)
-    s3_den_zero <= \$2546 ;
+    s3_den_zero <= \$2402 ;
   always @(posedge clk)
-    s3_rem <= \$2547 ;
+    s3_rem <= \$2403 ;
   always @(posedge clk)
-    s3_den <= \$2548 ;
+    s3_den <= \$2404 ;
   always @(posedge clk)
-    s4_q0 <= \$2549 ;
+    s4_q0 <= \$2405 ;
   always @(posedge clk)
-    s4_q1 <= \$2550 ;
+    s4_q1 <= \$2406 ;
   always @(posedge clk)
-    s4_q2 <= \$2551 ;
+    s4_q2 <= \$2407 ;
   always @(posedge clk)
-    s4_q3 <= \$2552 ;
+    s4_q3 <= \$2408 ;
   always @(posedge clk)
-    s4_valid <= \$2553 ;
+    s4_valid <= \$2409 ;
   always @(posedge clk)
-    s4_a <= \$2554 ;
+    s4_a <= \$2410 ;
   always @(posedge clk)
-    s4_b <= \$2555 ;
+    s4_b <= \$2411 ;
   always @(posedge clk)
-    s4_has_lo <= \$2556 ;
+    s4_has_lo <= \$2412 ;
   always @(posedge clk)
-    s4_has_hi <= \$2557 ;
+    s4_has_hi <= \$2413 ;
   always @(posedge clk)
-    s4_outer <= \$2558 ;
+    s4_outer <= \$2414 ;
   always @(posedge clk)
-    s4_inner <= \$2559 ;
+    s4_inner <= \$2415 ;
   always @(posedge clk)
-    s4_tag <= \$2560 ;
+    s4_tag <= \$2416 ;
   always @(posedge clk)
-    s4_den_zero <= \$2561 ;
+    s4_den_zero <= \$2417 ;
   always @(posedge clk)
-    s4_rem <= \$2562 ;
+    s4_rem <= \$2418 ;
   always @(posedge clk)
-    s4_den <= \$2563 ;
+    s4_den <= \$2419 ;
   always @(posedge clk)
-    s5_q0 <= \$2564 ;
+    s5_q0 <= \$2420 ;
   always @(posedge clk)
-    s5_q1 <= \$2565 ;
+    s5_q1 <= \$2421 ;
   always @(posedge clk)
-    s5_q2 <= \$2566 ;
+    s5_q2 <= \$2422 ;
   always @(posedge clk)
-    s5_q3 <= \$2567 ;
+    s5_q3 <= \$2423 ;
   always @(posedge clk)
-    s5_q4 <= \$2568 ;
+    s5_q4 <= \$2424 ;
   always @(posedge clk)
-    s5_valid <= \$2569 ;
+    s5_valid <= \$2425 ;
   always @(posedge clk)
-    s5_a <= \$2570 ;
+    s5_a <= \$2426 ;
   always @(posedge clk)
-    s5_b <= \$2571 ;
+    s5_b <= \$2427 ;
   always @(posedge clk)
-    s5_has_lo <= \$2572 ;
+    s5_has_lo <= \$2428 ;
   always @(posedge clk)
-    s5_has_hi <= \$2573 ;
+    s5_has_hi <= \$2429 ;
   always @(posedge clk)
-    s5_outer <= \$2574 ;
+    s5_outer <= \$2430 ;
   always @(posedge clk)
-    s5_inner <= \$2575 ;
+    s5_inner <= \$2431 ;
   always @(posedge clk)
-    s5_tag <= \$2576 ;
+    s5_tag <= \$2432 ;
   always @(posedge clk)
-    s5_den_zero <= \$2577 ;
+    s5_den_zero <= \$2433 ;
   always @(posedge clk)
-    s5_inexact <= \$2578 ;
+    s5_inexact <= \$2434 ;
   always @(posedge clk)
-    c_valid <= \$2579 ;
+    n_valid <= \$2435 ;
   always @(posedge clk)
-    c_outer <= \$2580 ;
+    n_a <= \$2436 ;
   always @(posedge clk)
-    c_inner <= \$2581 ;
+    n_b <= \$2437 ;
   always @(posedge clk)
-    c_tag <= \$2582 ;
+    n_has_lo <= \$2438 ;
   always @(posedge clk)
-    c_a <= \$2583 ;
+    n_has_hi <= \$2439 ;
   always @(posedge clk)
-    c_b <= \$2584 ;
+    n_outer <= \$2440 ;
   always @(posedge clk)
-    c_nl <= \$2585 ;
+    n_inner <= \$2441 ;
   always @(posedge clk)
-    c_nu <= \$2586 ;
+    n_tag <= \$2442 ;
   always @(posedge clk)
-    c_mu <= \$2587 ;
+    n_n1 <= \$2443 ;
   always @(posedge clk)
-    c_lok <= \$2588 ;
+    c_valid <= \$2444 ;
   always @(posedge clk)
-    c_uok <= \$2589 ;
+    c_outer <= \$2445 ;
   always @(posedge clk)
-    p_valid <= \$2590 ;
+    c_inner <= \$2446 ;
   always @(posedge clk)
-    p_outer <= \$2591 ;
+    c_tag <= \$2447 ;
   always @(posedge clk)
-    p_inner <= \$2592 ;
+    c_a <= \$2448 ;
   always @(posedge clk)
-    p_tag <= \$2593 ;
+    c_b <= \$2449 ;
   always @(posedge clk)
-    p_a <= \$2594 ;
+    c_nl <= \$2450 ;
   always @(posedge clk)
-    p_b <= \$2595 ;
+    c_nu <= \$2451 ;
   always @(posedge clk)
-    p_nl <= \$2596 ;
+    c_mu <= \$2452 ;
   always @(posedge clk)
-    p_nu <= \$2597 ;
+    c_lok <= \$2453 ;
   always @(posedge clk)
-    p_mu <= \$2598 ;
+    c_uok <= \$2454 ;
   always @(posedge clk)
-    p_lok <= \$2599 ;
+    p_valid <= \$2455 ;
   always @(posedge clk)
-    p_uok <= \$2600 ;
+    p_outer <= \$2456 ;
   always @(posedge clk)
-    p_bl0 <= \$2601 ;
+    p_inner <= \$2457 ;
   always @(posedge clk)
-    p_bl18 <= \$2602 ;
+    p_tag <= \$2458 ;
   always @(posedge clk)
-    p_bl36 <= \$2603 ;
+    p_a <= \$2459 ;
   always @(posedge clk)
-    p_am0 <= \$2604 ;
+    p_b <= \$2460 ;
   always @(posedge clk)
-    p_am18 <= \$2605 ;
+    p_nl <= \$2461 ;
   always @(posedge clk)
-    p_am36 <= \$2606 ;
+    p_nu <= \$2462 ;
   always @(posedge clk)
-    q_valid <= \$2607 ;
+    p_mu <= \$2463 ;
   always @(posedge clk)
-    q_outer <= \$2608 ;
+    p_lok <= \$2464 ;
   always @(posedge clk)
-    q_inner <= \$2609 ;
+    p_uok <= \$2465 ;
   always @(posedge clk)
-    q_tag <= \$2610 ;
+    p_bl0 <= \$2466 ;
   always @(posedge clk)
-    q_a <= \$2611 ;
+    p_bl18 <= \$2467 ;
   always @(posedge clk)
-    q_b <= \$2612 ;
+    p_bl36 <= \$2468 ;
   always @(posedge clk)
-    q_nl <= \$2613 ;
+    p_am0 <= \$2469 ;
   always @(posedge clk)
-    q_nu <= \$2614 ;
+    p_am18 <= \$2470 ;
   always @(posedge clk)
-    q_mu <= \$2615 ;
+    p_am36 <= \$2471 ;
   always @(posedge clk)
-    q_lok <= \$2616 ;
+    q_valid <= \$2472 ;
   always @(posedge clk)
-    q_uok <= \$2617 ;
+    q_outer <= \$2473 ;
   always @(posedge clk)
-    q_bl <= \$2618 ;
+    q_inner <= \$2474 ;
   always @(posedge clk)
-    q_am <= \$2619 ;
+    q_tag <= \$2475 ;
   always @(posedge clk)
-    \s2_valid$135  <= \$2620 ;
+    q_a <= \$2476 ;
   always @(posedge clk)
-    \s2_outer$136  <= \$2621 ;
+    q_b <= \$2477 ;
   always @(posedge clk)
-    \s2_inner$137  <= \$2622 ;
+    q_nl <= \$2478 ;
   always @(posedge clk)
-    \s2_tag$138  <= \$2623 ;
+    q_nu <= \$2479 ;
   always @(posedge clk)
-    s2_nlo <= \$2624 ;
+    q_mu <= \$2480 ;
   always @(posedge clk)
-    s2_ext <= \$2625 ;
+    q_lok <= \$2481 ;
   always @(posedge clk)
-    s2_lev <= \$2626 ;
+    q_uok <= \$2482 ;
   always @(posedge clk)
-    r_valid <= \$2627 ;
+    q_bl <= \$2483 ;
   always @(posedge clk)
-    r_tag <= \$2628 ;
+    q_am <= \$2484 ;
   always @(posedge clk)
-    r_outer <= \$2629 ;
+    \s2_valid$144  <= \$2485 ;
   always @(posedge clk)
-    r_inner <= \$2630 ;
+    \s2_outer$145  <= \$2486 ;
   always @(posedge clk)
-    r_nlo <= \$2631 ;
+    \s2_inner$146  <= \$2487 ;
   always @(posedge clk)
-    r_ext <= \$2632 ;
+    \s2_tag$147  <= \$2488 ;
   always @(posedge clk)
-    r_rec <= \$2633 ;
+    s2_nlo <= \$2489 ;
   always @(posedge clk)
-    r_hi <= \$2634 ;
+    s2_ext <= \$2490 ;
   always @(posedge clk)
-    \s3_valid$150  <= \$2635 ;
+    s2_lev <= \$2491 ;
   always @(posedge clk)
-    \s3_tag$151  <= \$2636 ;
+    r_valid <= \$2492 ;
   always @(posedge clk)
-    s3_nlo <= \$2637 ;
+    r_tag <= \$2493 ;
   always @(posedge clk)
-    s3_p_mid0 <= \$2638 ;
+    r_outer <= \$2494 ;
   always @(posedge clk)
-    s3_p_mid18 <= \$2639 ;
+    r_inner <= \$2495 ;
   always @(posedge clk)
-    s3_p_mid36 <= \$2640 ;
+    r_nlo <= \$2496 ;
   always @(posedge clk)
-    s3_p_hi <= \$2641 ;
+    r_ext <= \$2497 ;
   always @(posedge clk)
-    s3_p_in <= \$2642 ;
+    r_rec <= \$2498 ;
   always @(posedge clk)
-    s3_p_out <= \$2643 ;
+    r_hi <= \$2499 ;
   always @(posedge clk)
-    \s4_valid$159  <= \$2644 ;
+    \s3_valid$159  <= \$2500 ;
   always @(posedge clk)
-    \s4_tag$160  <= \$2645 ;
+    \s3_tag$160  <= \$2501 ;
   always @(posedge clk)
-    s4_nlo <= \$2646 ;
+    s3_nlo <= \$2502 ;
   always @(posedge clk)
-    s4_c_mid <= \$2647 ;
+    s3_p_mid0 <= \$2503 ;
   always @(posedge clk)
-    s4_c_in <= \$2648 ;
+    s3_p_mid18 <= \$2504 ;
   always @(posedge clk)
-    s4_c_out <= \$2649 ;
+    s3_p_mid36 <= \$2505 ;
   always @(posedge clk)
-    m4_valid <= \$2650 ;
+    s3_p_hi <= \$2506 ;
   always @(posedge clk)
-    m4_tag <= \$2651 ;
+    s3_p_in <= \$2507 ;
   always @(posedge clk)
-    m4_nlo <= \$2652 ;
+    s3_p_out <= \$2508 ;
   always @(posedge clk)
-    m4_c_mid <= \$2653 ;
+    \s4_valid$168  <= \$2509 ;
   always @(posedge clk)
-    m4_mask_mid <= \$2654 ;
+    \s4_tag$169  <= \$2510 ;
   always @(posedge clk)
-    m4_c_in <= \$2655 ;
+    s4_nlo <= \$2511 ;
   always @(posedge clk)
-    m4_mask_in <= \$2656 ;
+    s4_c_mid <= \$2512 ;
   always @(posedge clk)
-    m4_c_out <= \$2657 ;
+    s4_c_in <= \$2513 ;
   always @(posedge clk)
-    m4_mask_out <= \$2658 ;
+    s4_c_out <= \$2514 ;
   always @(posedge clk)
-    \s5_valid$174  <= \$2659 ;
+    m4_valid <= \$2515 ;
   always @(posedge clk)
-    \s5_tag$175  <= \$2660 ;
+    m4_tag <= \$2516 ;
   always @(posedge clk)
-    s5_nlo <= \$2661 ;
+    m4_nlo <= \$2517 ;
   always @(posedge clk)
-    s5_step_mid <= \$2662 ;
+    m4_c_mid <= \$2518 ;
   always @(posedge clk)
-    s5_shift_mid <= \$2663 ;
+    m4_mask_mid <= \$2519 ;
   always @(posedge clk)
-    s5_normal_mid <= \$2664 ;
+    m4_c_in <= \$2520 ;
   always @(posedge clk)
-    s5_exp1_mid <= \$2665 ;
+    m4_mask_in <= \$2521 ;
   always @(posedge clk)
-    s5_step_in <= \$2666 ;
+    m4_c_out <= \$2522 ;
   always @(posedge clk)
-    s5_shift_in <= \$2667 ;
+    m4_mask_out <= \$2523 ;
   always @(posedge clk)
-    s5_normal_in <= \$2668 ;
+    \s5_valid$183  <= \$2524 ;
   always @(posedge clk)
-    s5_exp1_in <= \$2669 ;
+    \s5_tag$184  <= \$2525 ;
   always @(posedge clk)
-    s5_step_out <= \$2670 ;
+    s5_nlo <= \$2526 ;
   always @(posedge clk)
-    s5_shift_out <= \$2671 ;
+    s5_step_mid <= \$2527 ;
   always @(posedge clk)
-    s5_normal_out <= \$2672 ;
+    s5_shift_mid <= \$2528 ;
   always @(posedge clk)
-    s5_exp1_out <= \$2673 ;
+    s5_normal_mid <= \$2529 ;
   always @(posedge clk)
-    o_valid <= \$2674 ;
+    s5_exp1_mid <= \$2530 ;
   always @(posedge clk)
-    o_tag <= \$2675 ;
+    s5_step_in <= \$2531 ;
   always @(posedge clk)
-    n_lo <= \$2676 ;
+    s5_shift_in <= \$2532 ;
   always @(posedge clk)
-    delta_mid <= \$2677 ;
+    s5_normal_in <= \$2533 ;
   always @(posedge clk)
-    delta_inner <= \$2678 ;
+    s5_exp1_in <= \$2534 ;
   always @(posedge clk)
-    delta_outer <= \$2679 ;
+    s5_step_out <= \$2535 ;
+  always @(posedge clk)
+    s5_shift_out <= \$2536 ;
+  always @(posedge clk)
+    s5_normal_out <= \$2537 ;
+  always @(posedge clk)
+    s5_exp1_out <= \$2538 ;
+  always @(posedge clk)
+    o_valid <= \$2539 ;
+  always @(posedge clk)
+    o_tag <= \$2540 ;
+  always @(posedge clk)
+    n_lo <= \$2541 ;
+  always @(posedge clk)
+    delta_mid <= \$2542 ;
+  always @(posedge clk)
+    delta_inner <= \$2543 ;
+  always @(posedge clk)
+    delta_outer <= \$2544 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (s2_lev)
       5'h00:
-          \$241  = 18'h00000;
+          \$97  = 18'h00000;
       5'h01:
-          \$241  = 18'h00000;
+          \$97  = 18'h00000;
       5'h02:
-          \$241  = 18'h00000;
+          \$97  = 18'h00000;
       5'h03:
-          \$241  = 18'h15556;
+          \$97  = 18'h15556;
       5'h04:
-          \$241  = 18'h00000;
+          \$97  = 18'h00000;
       5'h05:
-          \$241  = 18'h33334;
+          \$97  = 18'h33334;
       5'h06:
-          \$241  = 18'h2aaab;
+          \$97  = 18'h2aaab;
       5'h07:
-          \$241  = 18'h24925;
+          \$97  = 18'h24925;
       5'h08:
-          \$241  = 18'h20000;
+          \$97  = 18'h20000;
       5'h09:
-          \$241  = 18'h1c71d;
+          \$97  = 18'h1c71d;
       5'h0a:
-          \$241  = 18'h1999a;
+          \$97  = 18'h1999a;
       5'h0b:
-          \$241  = 18'h1745e;
+          \$97  = 18'h1745e;
       5'h0c:
-          \$241  = 18'h15556;
+          \$97  = 18'h15556;
       5'h0d:
-          \$241  = 18'h13b14;
+          \$97  = 18'h13b14;
       5'h0e:
-          \$241  = 18'h12493;
+          \$97  = 18'h12493;
       5'h0f:
-          \$241  = 18'h11112;
+          \$97  = 18'h11112;
       5'h10:
-          \$241  = 18'h10000;
+          \$97  = 18'h10000;
       5'h11:
-          \$241  = 18'h0f0f1;
+          \$97  = 18'h0f0f1;
       5'h12:
-          \$241  = 18'h0e38f;
+          \$97  = 18'h0e38f;
       5'h13:
-          \$241  = 18'h0d795;
+          \$97  = 18'h0d795;
       5'h14:
-          \$241  = 18'h0cccd;
+          \$97  = 18'h0cccd;
       5'h15:
-          \$241  = 18'h0c30d;
+          \$97  = 18'h0c30d;
       5'h16:
-          \$241  = 18'h0ba2f;
+          \$97  = 18'h0ba2f;
       5'h17:
-          \$241  = 18'h0b217;
+          \$97  = 18'h0b217;
       5'h18:
-          \$241  = 18'h0aaab;
+          \$97  = 18'h0aaab;
       5'h19:
-          \$241  = 18'h0a3d8;
+          \$97  = 18'h0a3d8;
       5'h1a:
-          \$241  = 18'h09d8a;
+          \$97  = 18'h09d8a;
       5'h1b:
-          \$241  = 18'h097b5;
+          \$97  = 18'h097b5;
       5'h1c:
-          \$241  = 18'h0924a;
+          \$97  = 18'h0924a;
       5'h1d:
-          \$241  = 18'h08d3e;
+          \$97  = 18'h08d3e;
       5'h1e:
-          \$241  = 18'h08889;
+          \$97  = 18'h08889;
       5'h1f:
-          \$241  = 18'h08422;
+          \$97  = 18'h08422;
     endcase
   end
   always @* begin
@@ -32935,1343 +32755,1406 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
     (* full_case = 32'd1 *)
     casez (s2_lev)
       5'h00:
-          \$242  = 3'h4;
+          \$98  = 3'h4;
       5'h01:
-          \$242  = 3'h4;
+          \$98  = 3'h4;
       5'h02:
-          \$242  = 3'h2;
+          \$98  = 3'h2;
       5'h03:
-          \$242  = 3'h1;
+          \$98  = 3'h1;
       5'h04:
-          \$242  = 3'h1;
+          \$98  = 3'h1;
       5'h05:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h06:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h07:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h08:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h09:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h0a:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h0b:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h0c:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h0d:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h0e:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h0f:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h10:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h11:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h12:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h13:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h14:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h15:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h16:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h17:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h18:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h19:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h1a:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h1b:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h1c:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h1d:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h1e:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
       5'h1f:
-          \$242  = 3'h0;
+          \$98  = 3'h0;
     endcase
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2499  = valid;
+    \$2355  = valid;
     if (rst) begin
-      \$2499  = 1'h0;
+      \$2355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2500  = a;
+    \$2356  = a;
     if (rst) begin
-      \$2500  = 41'h00000000000;
+      \$2356  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2501  = b;
+    \$2357  = b;
     if (rst) begin
-      \$2501  = 41'h00000000000;
+      \$2357  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2502  = has_lo;
+    \$2358  = has_lo;
     if (rst) begin
-      \$2502  = 1'h0;
+      \$2358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2503  = has_hi;
+    \$2359  = has_hi;
     if (rst) begin
-      \$2503  = 1'h0;
+      \$2359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2504  = outer_max;
+    \$2360  = outer_max;
     if (rst) begin
-      \$2504  = 41'h00000000000;
+      \$2360  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2505  = inner_ext;
+    \$2361  = inner_ext;
     if (rst) begin
-      \$2505  = 41'h00000000000;
+      \$2361  = 41'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2506  = 1'h0;
+    \$2362  = 1'h0;
     if (rst) begin
-      \$2506  = 1'h0;
+      \$2362  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2507  = \$1 ;
+    \$2363  = \$1 ;
     if (rst) begin
-      \$2507  = 42'h00000000000;
+      \$2363  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2508  = \$4 ;
+    \$2364  = \$4 ;
     if (rst) begin
-      \$2508  = 1'h0;
+      \$2364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2509  = \$6 [46:0];
+    \$2365  = \$6 [46:0];
     if (rst) begin
-      \$2509  = 47'h000000000000;
+      \$2365  = 47'h000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2510  = \$8 ;
+    \$2366  = \$8 ;
+    if (rst) begin
+      \$2366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2367  = s0_valid;
+    if (rst) begin
+      \$2367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2368  = s0_a;
+    if (rst) begin
+      \$2368  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2369  = s0_b;
+    if (rst) begin
+      \$2369  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2370  = s0_has_lo;
+    if (rst) begin
+      \$2370  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2371  = s0_has_hi;
+    if (rst) begin
+      \$2371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2372  = s0_outer;
+    if (rst) begin
+      \$2372  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2373  = s0_inner;
+    if (rst) begin
+      \$2373  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2374  = s0_tag;
+    if (rst) begin
+      \$2374  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2375  = s0_den_zero;
+    if (rst) begin
+      \$2375  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2376  = \$2339 [46:0];
+    if (rst) begin
+      \$2376  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2377  = s0_den;
+    if (rst) begin
+      \$2377  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2378  = s1_q0;
+    if (rst) begin
+      \$2378  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2379  = \$10 ;
+    if (rst) begin
+      \$2379  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2380  = s1_valid;
+    if (rst) begin
+      \$2380  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2381  = s1_a;
+    if (rst) begin
+      \$2381  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2382  = s1_b;
+    if (rst) begin
+      \$2382  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2383  = s1_has_lo;
+    if (rst) begin
+      \$2383  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2384  = s1_has_hi;
+    if (rst) begin
+      \$2384  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2385  = s1_outer;
+    if (rst) begin
+      \$2385  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2386  = s1_inner;
+    if (rst) begin
+      \$2386  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2387  = s1_tag;
+    if (rst) begin
+      \$2387  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2388  = s1_den_zero;
+    if (rst) begin
+      \$2388  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2389  = \$2344 [46:0];
+    if (rst) begin
+      \$2389  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2390  = s1_den;
+    if (rst) begin
+      \$2390  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2391  = s2_q0;
+    if (rst) begin
+      \$2391  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2392  = s2_q1;
+    if (rst) begin
+      \$2392  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2393  = \$12 ;
+    if (rst) begin
+      \$2393  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2394  = s2_valid;
+    if (rst) begin
+      \$2394  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2395  = s2_a;
+    if (rst) begin
+      \$2395  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2396  = s2_b;
+    if (rst) begin
+      \$2396  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2397  = s2_has_lo;
+    if (rst) begin
+      \$2397  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2398  = s2_has_hi;
+    if (rst) begin
+      \$2398  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2399  = s2_outer;
+    if (rst) begin
+      \$2399  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2400  = s2_inner;
+    if (rst) begin
+      \$2400  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2401  = s2_tag;
+    if (rst) begin
+      \$2401  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2402  = s2_den_zero;
+    if (rst) begin
+      \$2402  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2403  = \$2349 [46:0];
+    if (rst) begin
+      \$2403  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2404  = s2_den;
+    if (rst) begin
+      \$2404  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2405  = s3_q0;
+    if (rst) begin
+      \$2405  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2406  = s3_q1;
+    if (rst) begin
+      \$2406  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2407  = s3_q2;
+    if (rst) begin
+      \$2407  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2408  = \$14 ;
+    if (rst) begin
+      \$2408  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2409  = s3_valid;
+    if (rst) begin
+      \$2409  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2410  = s3_a;
+    if (rst) begin
+      \$2410  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2411  = s3_b;
+    if (rst) begin
+      \$2411  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2412  = s3_has_lo;
+    if (rst) begin
+      \$2412  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2413  = s3_has_hi;
+    if (rst) begin
+      \$2413  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2414  = s3_outer;
+    if (rst) begin
+      \$2414  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2415  = s3_inner;
+    if (rst) begin
+      \$2415  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2416  = s3_tag;
+    if (rst) begin
+      \$2416  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2417  = s3_den_zero;
+    if (rst) begin
+      \$2417  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2418  = \$2354 [46:0];
+    if (rst) begin
+      \$2418  = 47'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2419  = s3_den;
+    if (rst) begin
+      \$2419  = 42'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2420  = s4_q0;
+    if (rst) begin
+      \$2420  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2421  = s4_q1;
+    if (rst) begin
+      \$2421  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2422  = s4_q2;
+    if (rst) begin
+      \$2422  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2423  = s4_q3;
+    if (rst) begin
+      \$2423  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2424  = \$16 ;
+    if (rst) begin
+      \$2424  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2425  = s4_valid;
+    if (rst) begin
+      \$2425  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2426  = s4_a;
+    if (rst) begin
+      \$2426  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2427  = s4_b;
+    if (rst) begin
+      \$2427  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2428  = s4_has_lo;
+    if (rst) begin
+      \$2428  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2429  = s4_has_hi;
+    if (rst) begin
+      \$2429  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2430  = s4_outer;
+    if (rst) begin
+      \$2430  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2431  = s4_inner;
+    if (rst) begin
+      \$2431  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2432  = s4_tag;
+    if (rst) begin
+      \$2432  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2433  = s4_den_zero;
+    if (rst) begin
+      \$2433  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2434  = \$22 ;
+    if (rst) begin
+      \$2434  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2435  = s5_valid;
+    if (rst) begin
+      \$2435  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2436  = s5_a;
+    if (rst) begin
+      \$2436  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2437  = s5_b;
+    if (rst) begin
+      \$2437  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2438  = s5_has_lo;
+    if (rst) begin
+      \$2438  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2439  = s5_has_hi;
+    if (rst) begin
+      \$2439  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2440  = s5_outer;
+    if (rst) begin
+      \$2440  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2441  = s5_inner;
+    if (rst) begin
+      \$2441  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2442  = s5_tag;
+    if (rst) begin
+      \$2442  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2443  = \$34 ;
+    if (rst) begin
+      \$2443  = 6'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2444  = n_valid;
+    if (rst) begin
+      \$2444  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2445  = n_outer;
+    if (rst) begin
+      \$2445  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2446  = n_inner;
+    if (rst) begin
+      \$2446  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2447  = n_tag;
+    if (rst) begin
+      \$2447  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2448  = n_a;
+    if (rst) begin
+      \$2448  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2449  = n_b;
+    if (rst) begin
+      \$2449  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2450  = \$43 [4:0];
+    if (rst) begin
+      \$2450  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2451  = \$45 [4:0];
+    if (rst) begin
+      \$2451  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2452  = \$48 [4:0];
+    if (rst) begin
+      \$2452  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2453  = \$60 ;
+    if (rst) begin
+      \$2453  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2454  = \$63 ;
+    if (rst) begin
+      \$2454  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2455  = c_valid;
+    if (rst) begin
+      \$2455  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2456  = c_outer;
+    if (rst) begin
+      \$2456  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2457  = c_inner;
+    if (rst) begin
+      \$2457  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2458  = c_tag;
+    if (rst) begin
+      \$2458  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2459  = c_a;
+    if (rst) begin
+      \$2459  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2460  = c_b;
+    if (rst) begin
+      \$2460  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2461  = c_nl;
+    if (rst) begin
+      \$2461  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2462  = c_nu;
+    if (rst) begin
+      \$2462  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2463  = c_mu;
+    if (rst) begin
+      \$2463  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2464  = c_lok;
+    if (rst) begin
+      \$2464  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2465  = c_uok;
+    if (rst) begin
+      \$2465  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2466  = \$64 ;
+    if (rst) begin
+      \$2466  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2467  = \$65 ;
+    if (rst) begin
+      \$2467  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2468  = \$66 ;
+    if (rst) begin
+      \$2468  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2469  = \$67 ;
+    if (rst) begin
+      \$2469  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2470  = \$68 ;
+    if (rst) begin
+      \$2470  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2471  = \$69 ;
+    if (rst) begin
+      \$2471  = 10'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2472  = p_valid;
+    if (rst) begin
+      \$2472  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2473  = p_outer;
+    if (rst) begin
+      \$2473  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2474  = p_inner;
+    if (rst) begin
+      \$2474  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2475  = p_tag;
+    if (rst) begin
+      \$2475  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2476  = p_a;
+    if (rst) begin
+      \$2476  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2477  = p_b;
+    if (rst) begin
+      \$2477  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2478  = p_nl;
+    if (rst) begin
+      \$2478  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2479  = p_nu;
+    if (rst) begin
+      \$2479  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2480  = p_mu;
+    if (rst) begin
+      \$2480  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2481  = p_lok;
+    if (rst) begin
+      \$2481  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2482  = p_uok;
+    if (rst) begin
+      \$2482  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2483  = \$75 [45:0];
+    if (rst) begin
+      \$2483  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2484  = \$81 [45:0];
+    if (rst) begin
+      \$2484  = 46'h000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2485  = q_valid;
+    if (rst) begin
+      \$2485  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2486  = q_outer;
+    if (rst) begin
+      \$2486  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2487  = q_inner;
+    if (rst) begin
+      \$2487  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2488  = q_tag;
+    if (rst) begin
+      \$2488  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2489  = \$86 ;
+    if (rst) begin
+      \$2489  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2490  = \$91 ;
+    if (rst) begin
+      \$2490  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2491  = \$96 ;
+    if (rst) begin
+      \$2491  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2492  = \s2_valid$144 ;
+    if (rst) begin
+      \$2492  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2493  = \s2_tag$147 ;
+    if (rst) begin
+      \$2493  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2494  = \s2_outer$145 ;
+    if (rst) begin
+      \$2494  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2495  = \s2_inner$146 ;
+    if (rst) begin
+      \$2495  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2496  = s2_nlo;
+    if (rst) begin
+      \$2496  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2497  = s2_ext;
+    if (rst) begin
+      \$2497  = 41'h00000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2498  = \$97 ;
+    if (rst) begin
+      \$2498  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2499  = \$98 ;
+    if (rst) begin
+      \$2499  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2500  = r_valid;
+    if (rst) begin
+      \$2500  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2501  = r_tag;
+    if (rst) begin
+      \$2501  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2502  = r_nlo;
+    if (rst) begin
+      \$2502  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2503  = \$99 ;
+    if (rst) begin
+      \$2503  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2504  = \$100 ;
+    if (rst) begin
+      \$2504  = 36'h000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2505  = \$101 ;
+    if (rst) begin
+      \$2505  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2506  = \$112 [61:0];
+    if (rst) begin
+      \$2506  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2507  = { 5'h00, \$113  };
+    if (rst) begin
+      \$2507  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2508  = { 4'h0, \$114  };
+    if (rst) begin
+      \$2508  = 62'h0000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2509  = \s3_valid$159 ;
+    if (rst) begin
+      \$2509  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$2510  = \s3_tag$160 ;
     if (rst) begin
       \$2510  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2511  = s0_valid;
+    \$2511  = s3_nlo;
     if (rst) begin
-      \$2511  = 1'h0;
+      \$2511  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2512  = s0_a;
+    \$2512  = \$123 [41:0];
     if (rst) begin
-      \$2512  = 41'h00000000000;
+      \$2512  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2513  = s0_b;
+    \$2513  = \$126 [41:0];
     if (rst) begin
-      \$2513  = 41'h00000000000;
+      \$2513  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2514  = s0_has_lo;
+    \$2514  = \$129 [41:0];
     if (rst) begin
-      \$2514  = 1'h0;
+      \$2514  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2515  = s0_has_hi;
+    \$2515  = \s4_valid$168 ;
     if (rst) begin
       \$2515  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2516  = s0_outer;
+    \$2516  = \s4_tag$169 ;
     if (rst) begin
-      \$2516  = 41'h00000000000;
+      \$2516  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2517  = s0_inner;
+    \$2517  = s4_nlo;
     if (rst) begin
-      \$2517  = 41'h00000000000;
+      \$2517  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2518  = s0_tag;
+    \$2518  = s4_c_mid;
     if (rst) begin
-      \$2518  = 1'h0;
+      \$2518  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2519  = s0_den_zero;
+    \$2519  = \$172 ;
     if (rst) begin
-      \$2519  = 1'h0;
+      \$2519  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2520  = \$2483 [46:0];
+    \$2520  = s4_c_in;
     if (rst) begin
-      \$2520  = 47'h000000000000;
+      \$2520  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2521  = s0_den;
+    \$2521  = \$215 ;
     if (rst) begin
       \$2521  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2522  = s1_q0;
+    \$2522  = s4_c_out;
     if (rst) begin
-      \$2522  = 1'h0;
+      \$2522  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2523  = \$10 ;
+    \$2523  = \$258 ;
     if (rst) begin
-      \$2523  = 1'h0;
+      \$2523  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2524  = s1_valid;
+    \$2524  = m4_valid;
     if (rst) begin
       \$2524  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2525  = s1_a;
+    \$2525  = m4_tag;
     if (rst) begin
-      \$2525  = 41'h00000000000;
+      \$2525  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2526  = s1_b;
+    \$2526  = m4_nlo;
     if (rst) begin
-      \$2526  = 41'h00000000000;
+      \$2526  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2527  = s1_has_lo;
+    \$2527  = \$261 [41:0];
     if (rst) begin
-      \$2527  = 1'h0;
+      \$2527  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2528  = s1_has_hi;
+    \$2528  = { \$477 , \$456 , \$423 , \$386 , \$345 , \$304  };
     if (rst) begin
-      \$2528  = 1'h0;
+      \$2528  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2529  = s1_outer;
+    \$2529  = \$478 ;
     if (rst) begin
-      \$2529  = 41'h00000000000;
+      \$2529  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2530  = s1_inner;
+    \$2530  = \$695 [4:0];
     if (rst) begin
-      \$2530  = 41'h00000000000;
+      \$2530  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2531  = s1_tag;
+    \$2531  = \$698 [41:0];
     if (rst) begin
-      \$2531  = 1'h0;
+      \$2531  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2532  = s1_den_zero;
+    \$2532  = { \$914 , \$893 , \$860 , \$823 , \$782 , \$741  };
     if (rst) begin
-      \$2532  = 1'h0;
+      \$2532  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2533  = \$2488 [46:0];
+    \$2533  = \$915 ;
     if (rst) begin
-      \$2533  = 47'h000000000000;
+      \$2533  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2534  = s1_den;
+    \$2534  = \$1132 [4:0];
     if (rst) begin
-      \$2534  = 42'h00000000000;
+      \$2534  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2535  = s2_q0;
+    \$2535  = \$1135 [41:0];
     if (rst) begin
-      \$2535  = 1'h0;
+      \$2535  = 42'h00000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2536  = s2_q1;
+    \$2536  = { \$1351 , \$1330 , \$1297 , \$1260 , \$1219 , \$1178  };
     if (rst) begin
-      \$2536  = 1'h0;
+      \$2536  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2537  = \$12 ;
+    \$2537  = \$1352 ;
     if (rst) begin
       \$2537  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2538  = s2_valid;
+    \$2538  = \$1569 [4:0];
     if (rst) begin
-      \$2538  = 1'h0;
+      \$2538  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2539  = s2_a;
+    \$2539  = \s5_valid$183 ;
     if (rst) begin
-      \$2539  = 41'h00000000000;
+      \$2539  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2540  = s2_b;
+    \$2540  = \s5_tag$184 ;
     if (rst) begin
-      \$2540  = 41'h00000000000;
+      \$2540  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2541  = s2_has_lo;
+    \$2541  = s5_nlo;
     if (rst) begin
-      \$2541  = 1'h0;
+      \$2541  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2542  = s2_has_hi;
+    \$2542  = { 1'h0, \$1824 , \$1696  };
     if (rst) begin
-      \$2542  = 1'h0;
+      \$2542  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2543  = s2_outer;
+    \$2543  = { 1'h0, \$2079 , \$1951  };
     if (rst) begin
-      \$2543  = 41'h00000000000;
+      \$2543  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2544  = s2_inner;
+    \$2544  = { 1'h0, \$2334 , \$2206  };
     if (rst) begin
-      \$2544  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2545  = s2_tag;
-    if (rst) begin
-      \$2545  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2546  = s2_den_zero;
-    if (rst) begin
-      \$2546  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2547  = \$2493 [46:0];
-    if (rst) begin
-      \$2547  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2548  = s2_den;
-    if (rst) begin
-      \$2548  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2549  = s3_q0;
-    if (rst) begin
-      \$2549  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2550  = s3_q1;
-    if (rst) begin
-      \$2550  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2551  = s3_q2;
-    if (rst) begin
-      \$2551  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2552  = \$14 ;
-    if (rst) begin
-      \$2552  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2553  = s3_valid;
-    if (rst) begin
-      \$2553  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2554  = s3_a;
-    if (rst) begin
-      \$2554  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2555  = s3_b;
-    if (rst) begin
-      \$2555  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2556  = s3_has_lo;
-    if (rst) begin
-      \$2556  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2557  = s3_has_hi;
-    if (rst) begin
-      \$2557  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2558  = s3_outer;
-    if (rst) begin
-      \$2558  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2559  = s3_inner;
-    if (rst) begin
-      \$2559  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2560  = s3_tag;
-    if (rst) begin
-      \$2560  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2561  = s3_den_zero;
-    if (rst) begin
-      \$2561  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2562  = \$2498 [46:0];
-    if (rst) begin
-      \$2562  = 47'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2563  = s3_den;
-    if (rst) begin
-      \$2563  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2564  = s4_q0;
-    if (rst) begin
-      \$2564  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2565  = s4_q1;
-    if (rst) begin
-      \$2565  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2566  = s4_q2;
-    if (rst) begin
-      \$2566  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2567  = s4_q3;
-    if (rst) begin
-      \$2567  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2568  = \$16 ;
-    if (rst) begin
-      \$2568  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2569  = s4_valid;
-    if (rst) begin
-      \$2569  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2570  = s4_a;
-    if (rst) begin
-      \$2570  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2571  = s4_b;
-    if (rst) begin
-      \$2571  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2572  = s4_has_lo;
-    if (rst) begin
-      \$2572  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2573  = s4_has_hi;
-    if (rst) begin
-      \$2573  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2574  = s4_outer;
-    if (rst) begin
-      \$2574  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2575  = s4_inner;
-    if (rst) begin
-      \$2575  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2576  = s4_tag;
-    if (rst) begin
-      \$2576  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2577  = s4_den_zero;
-    if (rst) begin
-      \$2577  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2578  = \$22 ;
-    if (rst) begin
-      \$2578  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2579  = s5_valid;
-    if (rst) begin
-      \$2579  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2580  = s5_outer;
-    if (rst) begin
-      \$2580  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2581  = s5_inner;
-    if (rst) begin
-      \$2581  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2582  = s5_tag;
-    if (rst) begin
-      \$2582  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2583  = s5_a;
-    if (rst) begin
-      \$2583  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2584  = s5_b;
-    if (rst) begin
-      \$2584  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2585  = \$67 [4:0];
-    if (rst) begin
-      \$2585  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2586  = \$93 [4:0];
-    if (rst) begin
-      \$2586  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2587  = \$120 [4:0];
-    if (rst) begin
-      \$2587  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2588  = \$180 ;
-    if (rst) begin
-      \$2588  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2589  = \$207 ;
-    if (rst) begin
-      \$2589  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2590  = c_valid;
-    if (rst) begin
-      \$2590  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2591  = c_outer;
-    if (rst) begin
-      \$2591  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2592  = c_inner;
-    if (rst) begin
-      \$2592  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2593  = c_tag;
-    if (rst) begin
-      \$2593  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2594  = c_a;
-    if (rst) begin
-      \$2594  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2595  = c_b;
-    if (rst) begin
-      \$2595  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2596  = c_nl;
-    if (rst) begin
-      \$2596  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2597  = c_nu;
-    if (rst) begin
-      \$2597  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2598  = c_mu;
-    if (rst) begin
-      \$2598  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2599  = c_lok;
-    if (rst) begin
-      \$2599  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2600  = c_uok;
-    if (rst) begin
-      \$2600  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2601  = \$208 ;
-    if (rst) begin
-      \$2601  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2602  = \$209 ;
-    if (rst) begin
-      \$2602  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2603  = \$210 ;
-    if (rst) begin
-      \$2603  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2604  = \$211 ;
-    if (rst) begin
-      \$2604  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2605  = \$212 ;
-    if (rst) begin
-      \$2605  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2606  = \$213 ;
-    if (rst) begin
-      \$2606  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2607  = p_valid;
-    if (rst) begin
-      \$2607  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2608  = p_outer;
-    if (rst) begin
-      \$2608  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2609  = p_inner;
-    if (rst) begin
-      \$2609  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2610  = p_tag;
-    if (rst) begin
-      \$2610  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2611  = p_a;
-    if (rst) begin
-      \$2611  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2612  = p_b;
-    if (rst) begin
-      \$2612  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2613  = p_nl;
-    if (rst) begin
-      \$2613  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2614  = p_nu;
-    if (rst) begin
-      \$2614  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2615  = p_mu;
-    if (rst) begin
-      \$2615  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2616  = p_lok;
-    if (rst) begin
-      \$2616  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2617  = p_uok;
-    if (rst) begin
-      \$2617  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2618  = \$219 [45:0];
-    if (rst) begin
-      \$2618  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2619  = \$225 [45:0];
-    if (rst) begin
-      \$2619  = 46'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2620  = q_valid;
-    if (rst) begin
-      \$2620  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2621  = q_outer;
-    if (rst) begin
-      \$2621  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2622  = q_inner;
-    if (rst) begin
-      \$2622  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2623  = q_tag;
-    if (rst) begin
-      \$2623  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2624  = \$230 ;
-    if (rst) begin
-      \$2624  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2625  = \$235 ;
-    if (rst) begin
-      \$2625  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2626  = \$240 ;
-    if (rst) begin
-      \$2626  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2627  = \s2_valid$135 ;
-    if (rst) begin
-      \$2627  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2628  = \s2_tag$138 ;
-    if (rst) begin
-      \$2628  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2629  = \s2_outer$136 ;
-    if (rst) begin
-      \$2629  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2630  = \s2_inner$137 ;
-    if (rst) begin
-      \$2630  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2631  = s2_nlo;
-    if (rst) begin
-      \$2631  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2632  = s2_ext;
-    if (rst) begin
-      \$2632  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2633  = \$241 ;
-    if (rst) begin
-      \$2633  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2634  = \$242 ;
-    if (rst) begin
-      \$2634  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2635  = r_valid;
-    if (rst) begin
-      \$2635  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2636  = r_tag;
-    if (rst) begin
-      \$2636  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2637  = r_nlo;
-    if (rst) begin
-      \$2637  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2638  = \$243 ;
-    if (rst) begin
-      \$2638  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2639  = \$244 ;
-    if (rst) begin
-      \$2639  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2640  = \$245 ;
-    if (rst) begin
-      \$2640  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2641  = \$256 [61:0];
-    if (rst) begin
-      \$2641  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2642  = { 5'h00, \$257  };
-    if (rst) begin
-      \$2642  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2643  = { 4'h0, \$258  };
-    if (rst) begin
-      \$2643  = 62'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2644  = \s3_valid$150 ;
-    if (rst) begin
-      \$2644  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2645  = \s3_tag$151 ;
-    if (rst) begin
-      \$2645  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2646  = s3_nlo;
-    if (rst) begin
-      \$2646  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2647  = \$267 [41:0];
-    if (rst) begin
-      \$2647  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2648  = \$270 [41:0];
-    if (rst) begin
-      \$2648  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2649  = \$273 [41:0];
-    if (rst) begin
-      \$2649  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2650  = \s4_valid$159 ;
-    if (rst) begin
-      \$2650  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2651  = \s4_tag$160 ;
-    if (rst) begin
-      \$2651  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2652  = s4_nlo;
-    if (rst) begin
-      \$2652  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2653  = s4_c_mid;
-    if (rst) begin
-      \$2653  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2654  = \$316 ;
-    if (rst) begin
-      \$2654  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2655  = s4_c_in;
-    if (rst) begin
-      \$2655  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2656  = \$359 ;
-    if (rst) begin
-      \$2656  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2657  = s4_c_out;
-    if (rst) begin
-      \$2657  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2658  = \$402 ;
-    if (rst) begin
-      \$2658  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2659  = m4_valid;
-    if (rst) begin
-      \$2659  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2660  = m4_tag;
-    if (rst) begin
-      \$2660  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2661  = m4_nlo;
-    if (rst) begin
-      \$2661  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2662  = \$405 [41:0];
-    if (rst) begin
-      \$2662  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2663  = { \$621 , \$600 , \$567 , \$530 , \$489 , \$448  };
-    if (rst) begin
-      \$2663  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2664  = \$622 ;
-    if (rst) begin
-      \$2664  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2665  = \$839 [4:0];
-    if (rst) begin
-      \$2665  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2666  = \$842 [41:0];
-    if (rst) begin
-      \$2666  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2667  = { \$1058 , \$1037 , \$1004 , \$967 , \$926 , \$885  };
-    if (rst) begin
-      \$2667  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2668  = \$1059 ;
-    if (rst) begin
-      \$2668  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2669  = \$1276 [4:0];
-    if (rst) begin
-      \$2669  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2670  = \$1279 [41:0];
-    if (rst) begin
-      \$2670  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2671  = { \$1495 , \$1474 , \$1441 , \$1404 , \$1363 , \$1322  };
-    if (rst) begin
-      \$2671  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2672  = \$1496 ;
-    if (rst) begin
-      \$2672  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2673  = \$1713 [4:0];
-    if (rst) begin
-      \$2673  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2674  = \s5_valid$174 ;
-    if (rst) begin
-      \$2674  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2675  = \s5_tag$175 ;
-    if (rst) begin
-      \$2675  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2676  = s5_nlo;
-    if (rst) begin
-      \$2676  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2677  = { 1'h0, \$1968 , \$1840  };
-    if (rst) begin
-      \$2677  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2678  = { 1'h0, \$2223 , \$2095  };
-    if (rst) begin
-      \$2678  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$2679  = { 1'h0, \$2478 , \$2350  };
-    if (rst) begin
-      \$2679  = 16'h0000;
+      \$2544  = 16'h0000;
     end
   end
   assign tag = 1'h0;
-  assign div_rem4 = \$2483 [46:0];
-  assign div_rem3 = \$2488 [46:0];
-  assign div_rem2 = \$2493 [46:0];
-  assign div_rem1 = \$2498 [46:0];
+  assign div_rem4 = \$2339 [46:0];
+  assign div_rem3 = \$2344 [46:0];
+  assign div_rem2 = \$2349 [46:0];
+  assign div_rem1 = \$2354 [46:0];
   assign \$5  = { 3'h0, a, 4'h0 };
   assign \$6  = \$5 ;
   assign \$7  = { 3'h0, s0_den, 4'h0 };
@@ -34286,116 +34169,127 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$27  = { \$26 [4:0], 1'h0 };
   assign \$29  = { \$28 [4:0], 1'h0 };
   assign \$31  = { \$30 [4:0], 1'h0 };
-  assign \$37  = 6'h00;
-  assign \$39  = { \$38 [4:0], 1'h0 };
-  assign \$41  = { \$40 [4:0], 1'h0 };
-  assign \$43  = { \$42 [4:0], 1'h0 };
-  assign \$45  = { \$44 [4:0], 1'h0 };
-  assign \$52  = 6'h00;
-  assign \$54  = { \$53 [4:0], 1'h0 };
-  assign \$56  = { \$55 [4:0], 1'h0 };
-  assign \$58  = { \$57 [4:0], 1'h0 };
-  assign \$60  = { \$59 [4:0], 1'h0 };
-  assign \$68  = 6'h00;
-  assign \$70  = { \$69 [4:0], 1'h0 };
-  assign \$72  = { \$71 [4:0], 1'h0 };
-  assign \$74  = { \$73 [4:0], 1'h0 };
-  assign \$76  = { \$75 [4:0], 1'h0 };
-  assign \$81  = 6'h00;
-  assign \$83  = { \$82 [4:0], 1'h0 };
-  assign \$85  = { \$84 [4:0], 1'h0 };
-  assign \$87  = { \$86 [4:0], 1'h0 };
-  assign \$89  = { \$88 [4:0], 1'h0 };
-  assign \$94  = 6'h00;
-  assign \$96  = { \$95 [4:0], 1'h0 };
-  assign \$98  = { \$97 [4:0], 1'h0 };
-  assign \$100  = { \$99 [4:0], 1'h0 };
-  assign \$102  = { \$101 [4:0], 1'h0 };
-  assign \$107  = 6'h00;
-  assign \$109  = { \$108 [4:0], 1'h0 };
-  assign \$111  = { \$110 [4:0], 1'h0 };
-  assign \$113  = { \$112 [4:0], 1'h0 };
-  assign \$115  = { \$114 [4:0], 1'h0 };
-  assign \$121  = 6'h00;
-  assign \$123  = { \$122 [4:0], 1'h0 };
-  assign \$125  = { \$124 [4:0], 1'h0 };
-  assign \$127  = { \$126 [4:0], 1'h0 };
-  assign \$129  = { \$128 [4:0], 1'h0 };
-  assign \$134  = 6'h00;
-  assign \$136  = { \$135 [4:0], 1'h0 };
-  assign \$138  = { \$137 [4:0], 1'h0 };
-  assign \$140  = { \$139 [4:0], 1'h0 };
-  assign \$142  = { \$141 [4:0], 1'h0 };
-  assign \$148  = 6'h00;
-  assign \$150  = { \$149 [4:0], 1'h0 };
-  assign \$152  = { \$151 [4:0], 1'h0 };
-  assign \$154  = { \$153 [4:0], 1'h0 };
-  assign \$156  = { \$155 [4:0], 1'h0 };
-  assign \$163  = 6'h00;
-  assign \$165  = { \$164 [4:0], 1'h0 };
-  assign \$167  = { \$166 [4:0], 1'h0 };
-  assign \$169  = { \$168 [4:0], 1'h0 };
-  assign \$171  = { \$170 [4:0], 1'h0 };
-  assign \$181  = 6'h00;
-  assign \$183  = { \$182 [4:0], 1'h0 };
-  assign \$185  = { \$184 [4:0], 1'h0 };
-  assign \$187  = { \$186 [4:0], 1'h0 };
-  assign \$189  = { \$188 [4:0], 1'h0 };
-  assign \$194  = 6'h00;
-  assign \$196  = { \$195 [4:0], 1'h0 };
-  assign \$198  = { \$197 [4:0], 1'h0 };
-  assign \$200  = { \$199 [4:0], 1'h0 };
-  assign \$202  = { \$201 [4:0], 1'h0 };
-  assign \$214  = { 1'h0, p_bl0 };
-  assign \$216  = { 13'h0000, p_bl18, 18'h00000 };
-  assign \$218  = { 27'h0000000, p_bl36, 36'h000000000 };
-  assign \$220  = { 1'h0, p_am0 };
-  assign \$222  = { 13'h0000, p_am18, 18'h00000 };
-  assign \$224  = { 27'h0000000, p_am36, 36'h000000000 };
-  assign \$246  = { 1'h0, r_ext };
-  assign \$248  = \$247 ;
-  assign \$249  = { r_ext, 1'h0 };
-  assign \$252  = { 1'h0, r_ext, 2'h0 };
-  assign \$255  = { 13'h0000, \$254 , 18'h00000 };
-  assign \$259  = { 1'h0, s3_p_mid0 };
-  assign \$261  = { 13'h0000, s3_p_mid18, 18'h00000 };
-  assign \$263  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
-  assign \$265  = { 1'h0, s3_p_hi };
-  assign \$267  = { 20'h00000, \$266 [87:20] };
-  assign \$268  = { 1'h0, s3_p_in };
-  assign \$270  = { 20'h00000, \$269 [63:20] };
-  assign \$271  = { 1'h0, s3_p_out };
-  assign \$273  = { 20'h00000, \$272 [63:20] };
-  assign \$315  = s4_c_mid[41];
-  assign \$316  = { 11'h000, s4_c_mid[41], \$314 , \$313 , \$312 , \$311 , \$310 , \$309 , \$308 , \$307 , \$306 , \$305 , \$304 , \$303 , \$302 , \$301 , \$300 , \$299 , \$298 , \$297 , \$296 , \$295 , \$294 , \$293 , \$292 , \$291 , \$290 , \$289 , \$288 , \$287 , \$286 , \$285  };
-  assign \$358  = s4_c_in[41];
-  assign \$359  = { 11'h000, s4_c_in[41], \$357 , \$356 , \$355 , \$354 , \$353 , \$352 , \$351 , \$350 , \$349 , \$348 , \$347 , \$346 , \$345 , \$344 , \$343 , \$342 , \$341 , \$340 , \$339 , \$338 , \$337 , \$336 , \$335 , \$334 , \$333 , \$332 , \$331 , \$330 , \$329 , \$328  };
-  assign \$401  = s4_c_out[41];
-  assign \$402  = { 11'h000, s4_c_out[41], \$400 , \$399 , \$398 , \$397 , \$396 , \$395 , \$394 , \$393 , \$392 , \$391 , \$390 , \$389 , \$388 , \$387 , \$386 , \$385 , \$384 , \$383 , \$382 , \$381 , \$380 , \$379 , \$378 , \$377 , \$376 , \$375 , \$374 , \$373 , \$372 , \$371  };
-  assign \$1714  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1716  = { 16'h0000, \$1715 [41:16] };
-  assign \$1717  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1720  = { 8'h00, \$1719 [26:8] };
-  assign \$1721  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1723  = { 16'h0000, \$1722 [41:16] };
-  assign \$1724  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1728  = { 4'h0, \$1727 [18:4] };
-  assign \$1729  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1731  = { 16'h0000, \$1730 [41:16] };
-  assign \$1732  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1735  = { 8'h00, \$1734 [26:8] };
-  assign \$1736  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1738  = { 16'h0000, \$1737 [41:16] };
-  assign \$1739  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1744  = { 2'h0, \$1743 [14:2] };
-  assign \$1745  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1747  = { 16'h0000, \$1746 [41:16] };
-  assign \$1748  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1751  = { 8'h00, \$1750 [26:8] };
-  assign \$1752  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1754  = { 16'h0000, \$1753 [41:16] };
-  assign \$1755  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1759  = { 4'h0, \$1758 [18:4] };
+  assign \$70  = { 1'h0, p_bl0 };
+  assign \$72  = { 13'h0000, p_bl18, 18'h00000 };
+  assign \$74  = { 27'h0000000, p_bl36, 36'h000000000 };
+  assign \$76  = { 1'h0, p_am0 };
+  assign \$78  = { 13'h0000, p_am18, 18'h00000 };
+  assign \$80  = { 27'h0000000, p_am36, 36'h000000000 };
+  assign \$102  = { 1'h0, r_ext };
+  assign \$104  = \$103 ;
+  assign \$105  = { r_ext, 1'h0 };
+  assign \$108  = { 1'h0, r_ext, 2'h0 };
+  assign \$111  = { 13'h0000, \$110 , 18'h00000 };
+  assign \$115  = { 1'h0, s3_p_mid0 };
+  assign \$117  = { 13'h0000, s3_p_mid18, 18'h00000 };
+  assign \$119  = { 27'h0000000, s3_p_mid36, 36'h000000000 };
+  assign \$121  = { 1'h0, s3_p_hi };
+  assign \$123  = { 20'h00000, \$122 [87:20] };
+  assign \$124  = { 1'h0, s3_p_in };
+  assign \$126  = { 20'h00000, \$125 [63:20] };
+  assign \$127  = { 1'h0, s3_p_out };
+  assign \$129  = { 20'h00000, \$128 [63:20] };
+  assign \$171  = s4_c_mid[41];
+  assign \$172  = { 11'h000, s4_c_mid[41], \$170 , \$169 , \$168 , \$167 , \$166 , \$165 , \$164 , \$163 , \$162 , \$161 , \$160 , \$159 , \$158 , \$157 , \$156 , \$155 , \$154 , \$153 , \$152 , \$151 , \$150 , \$149 , \$148 , \$147 , \$146 , \$145 , \$144 , \$143 , \$142 , \$141  };
+  assign \$214  = s4_c_in[41];
+  assign \$215  = { 11'h000, s4_c_in[41], \$213 , \$212 , \$211 , \$210 , \$209 , \$208 , \$207 , \$206 , \$205 , \$204 , \$203 , \$202 , \$201 , \$200 , \$199 , \$198 , \$197 , \$196 , \$195 , \$194 , \$193 , \$192 , \$191 , \$190 , \$189 , \$188 , \$187 , \$186 , \$185 , \$184  };
+  assign \$257  = s4_c_out[41];
+  assign \$258  = { 11'h000, s4_c_out[41], \$256 , \$255 , \$254 , \$253 , \$252 , \$251 , \$250 , \$249 , \$248 , \$247 , \$246 , \$245 , \$244 , \$243 , \$242 , \$241 , \$240 , \$239 , \$238 , \$237 , \$236 , \$235 , \$234 , \$233 , \$232 , \$231 , \$230 , \$229 , \$228 , \$227  };
+  assign \$1570  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1572  = { 16'h0000, \$1571 [41:16] };
+  assign \$1573  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1576  = { 8'h00, \$1575 [26:8] };
+  assign \$1577  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1579  = { 16'h0000, \$1578 [41:16] };
+  assign \$1580  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1584  = { 4'h0, \$1583 [18:4] };
+  assign \$1585  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1587  = { 16'h0000, \$1586 [41:16] };
+  assign \$1588  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1591  = { 8'h00, \$1590 [26:8] };
+  assign \$1592  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1594  = { 16'h0000, \$1593 [41:16] };
+  assign \$1595  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1600  = { 2'h0, \$1599 [14:2] };
+  assign \$1601  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1603  = { 16'h0000, \$1602 [41:16] };
+  assign \$1604  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1607  = { 8'h00, \$1606 [26:8] };
+  assign \$1608  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1610  = { 16'h0000, \$1609 [41:16] };
+  assign \$1611  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1615  = { 4'h0, \$1614 [18:4] };
+  assign \$1616  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1618  = { 16'h0000, \$1617 [41:16] };
+  assign \$1619  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1622  = { 8'h00, \$1621 [26:8] };
+  assign \$1623  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1625  = { 16'h0000, \$1624 [41:16] };
+  assign \$1626  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1632  = { 1'h0, \$1631 [12:1] };
+  assign \$1633  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1635  = { 16'h0000, \$1634 [41:16] };
+  assign \$1636  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1639  = { 8'h00, \$1638 [26:8] };
+  assign \$1640  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1642  = { 16'h0000, \$1641 [41:16] };
+  assign \$1643  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1647  = { 4'h0, \$1646 [18:4] };
+  assign \$1648  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1650  = { 16'h0000, \$1649 [41:16] };
+  assign \$1651  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1654  = { 8'h00, \$1653 [26:8] };
+  assign \$1655  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1657  = { 16'h0000, \$1656 [41:16] };
+  assign \$1658  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1663  = { 2'h0, \$1662 [14:2] };
+  assign \$1664  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1666  = { 16'h0000, \$1665 [41:16] };
+  assign \$1667  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1670  = { 8'h00, \$1669 [26:8] };
+  assign \$1671  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1673  = { 16'h0000, \$1672 [41:16] };
+  assign \$1674  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1678  = { 4'h0, \$1677 [18:4] };
+  assign \$1679  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1681  = { 16'h0000, \$1680 [41:16] };
+  assign \$1682  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1685  = { 8'h00, \$1684 [26:8] };
+  assign \$1686  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1688  = { 16'h0000, \$1687 [41:16] };
+  assign \$1689  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1697  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1699  = { 16'h0000, \$1698 [41:16] };
+  assign \$1700  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1703  = { 8'h00, \$1702 [26:8] };
+  assign \$1704  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1706  = { 16'h0000, \$1705 [41:16] };
+  assign \$1707  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1711  = { 4'h0, \$1710 [18:4] };
+  assign \$1712  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1714  = { 16'h0000, \$1713 [41:16] };
+  assign \$1715  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1718  = { 8'h00, \$1717 [26:8] };
+  assign \$1719  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1721  = { 16'h0000, \$1720 [41:16] };
+  assign \$1722  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1727  = { 2'h0, \$1726 [14:2] };
+  assign \$1728  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1730  = { 16'h0000, \$1729 [41:16] };
+  assign \$1731  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1734  = { 8'h00, \$1733 [26:8] };
+  assign \$1735  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1737  = { 16'h0000, \$1736 [41:16] };
+  assign \$1738  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1742  = { 4'h0, \$1741 [18:4] };
+  assign \$1743  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1745  = { 16'h0000, \$1744 [41:16] };
+  assign \$1746  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1749  = { 8'h00, \$1748 [26:8] };
+  assign \$1750  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1752  = { 16'h0000, \$1751 [41:16] };
+  assign \$1753  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1759  = { 1'h0, \$1758 [12:1] };
   assign \$1760  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1762  = { 16'h0000, \$1761 [41:16] };
   assign \$1763  = { 32'h00000000, s5_step_mid[41:32] };
@@ -34403,125 +34297,125 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$1767  = { 32'h00000000, s5_step_mid[41:32] };
   assign \$1769  = { 16'h0000, \$1768 [41:16] };
   assign \$1770  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1776  = { 1'h0, \$1775 [12:1] };
-  assign \$1777  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1779  = { 16'h0000, \$1778 [41:16] };
-  assign \$1780  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1783  = { 8'h00, \$1782 [26:8] };
-  assign \$1784  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1786  = { 16'h0000, \$1785 [41:16] };
-  assign \$1787  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1791  = { 4'h0, \$1790 [18:4] };
-  assign \$1792  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1794  = { 16'h0000, \$1793 [41:16] };
-  assign \$1795  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1798  = { 8'h00, \$1797 [26:8] };
-  assign \$1799  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1801  = { 16'h0000, \$1800 [41:16] };
-  assign \$1802  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1807  = { 2'h0, \$1806 [14:2] };
-  assign \$1808  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1810  = { 16'h0000, \$1809 [41:16] };
-  assign \$1811  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1814  = { 8'h00, \$1813 [26:8] };
-  assign \$1815  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1817  = { 16'h0000, \$1816 [41:16] };
-  assign \$1818  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1822  = { 4'h0, \$1821 [18:4] };
-  assign \$1823  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1825  = { 16'h0000, \$1824 [41:16] };
-  assign \$1826  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1829  = { 8'h00, \$1828 [26:8] };
-  assign \$1830  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1832  = { 16'h0000, \$1831 [41:16] };
-  assign \$1833  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1841  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1843  = { 16'h0000, \$1842 [41:16] };
-  assign \$1844  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1847  = { 8'h00, \$1846 [26:8] };
-  assign \$1848  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1850  = { 16'h0000, \$1849 [41:16] };
-  assign \$1851  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1855  = { 4'h0, \$1854 [18:4] };
-  assign \$1856  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1774  = { 4'h0, \$1773 [18:4] };
+  assign \$1775  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1777  = { 16'h0000, \$1776 [41:16] };
+  assign \$1778  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1781  = { 8'h00, \$1780 [26:8] };
+  assign \$1782  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1784  = { 16'h0000, \$1783 [41:16] };
+  assign \$1785  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1790  = { 2'h0, \$1789 [14:2] };
+  assign \$1791  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1793  = { 16'h0000, \$1792 [41:16] };
+  assign \$1794  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1797  = { 8'h00, \$1796 [26:8] };
+  assign \$1798  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1800  = { 16'h0000, \$1799 [41:16] };
+  assign \$1801  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1805  = { 4'h0, \$1804 [18:4] };
+  assign \$1806  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1808  = { 16'h0000, \$1807 [41:16] };
+  assign \$1809  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1812  = { 8'h00, \$1811 [26:8] };
+  assign \$1813  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1815  = { 16'h0000, \$1814 [41:16] };
+  assign \$1816  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1825  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1827  = { 16'h0000, \$1826 [41:16] };
+  assign \$1828  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1831  = { 8'h00, \$1830 [26:8] };
+  assign \$1832  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1834  = { 16'h0000, \$1833 [41:16] };
+  assign \$1835  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1839  = { 4'h0, \$1838 [18:4] };
+  assign \$1840  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1842  = { 16'h0000, \$1841 [41:16] };
+  assign \$1843  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1846  = { 8'h00, \$1845 [26:8] };
+  assign \$1847  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1849  = { 16'h0000, \$1848 [41:16] };
+  assign \$1850  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1855  = { 2'h0, \$1854 [14:2] };
+  assign \$1856  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1858  = { 16'h0000, \$1857 [41:16] };
-  assign \$1859  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1859  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1862  = { 8'h00, \$1861 [26:8] };
-  assign \$1863  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1863  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1865  = { 16'h0000, \$1864 [41:16] };
-  assign \$1866  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1871  = { 2'h0, \$1870 [14:2] };
-  assign \$1872  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1874  = { 16'h0000, \$1873 [41:16] };
-  assign \$1875  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1878  = { 8'h00, \$1877 [26:8] };
-  assign \$1879  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1881  = { 16'h0000, \$1880 [41:16] };
-  assign \$1882  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1886  = { 4'h0, \$1885 [18:4] };
-  assign \$1887  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1889  = { 16'h0000, \$1888 [41:16] };
-  assign \$1890  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1893  = { 8'h00, \$1892 [26:8] };
-  assign \$1894  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1896  = { 16'h0000, \$1895 [41:16] };
-  assign \$1897  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1903  = { 1'h0, \$1902 [12:1] };
-  assign \$1904  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1906  = { 16'h0000, \$1905 [41:16] };
-  assign \$1907  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1910  = { 8'h00, \$1909 [26:8] };
-  assign \$1911  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1913  = { 16'h0000, \$1912 [41:16] };
-  assign \$1914  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1918  = { 4'h0, \$1917 [18:4] };
-  assign \$1919  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1866  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1870  = { 4'h0, \$1869 [18:4] };
+  assign \$1871  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1873  = { 16'h0000, \$1872 [41:16] };
+  assign \$1874  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1877  = { 8'h00, \$1876 [26:8] };
+  assign \$1878  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1880  = { 16'h0000, \$1879 [41:16] };
+  assign \$1881  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1887  = { 1'h0, \$1886 [12:1] };
+  assign \$1888  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1890  = { 16'h0000, \$1889 [41:16] };
+  assign \$1891  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1894  = { 8'h00, \$1893 [26:8] };
+  assign \$1895  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1897  = { 16'h0000, \$1896 [41:16] };
+  assign \$1898  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1902  = { 4'h0, \$1901 [18:4] };
+  assign \$1903  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1905  = { 16'h0000, \$1904 [41:16] };
+  assign \$1906  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1909  = { 8'h00, \$1908 [26:8] };
+  assign \$1910  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1912  = { 16'h0000, \$1911 [41:16] };
+  assign \$1913  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1918  = { 2'h0, \$1917 [14:2] };
+  assign \$1919  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1921  = { 16'h0000, \$1920 [41:16] };
-  assign \$1922  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1922  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1925  = { 8'h00, \$1924 [26:8] };
-  assign \$1926  = { 32'h00000000, s5_step_mid[41:32] };
+  assign \$1926  = { 32'h00000000, s5_step_in[41:32] };
   assign \$1928  = { 16'h0000, \$1927 [41:16] };
-  assign \$1929  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1934  = { 2'h0, \$1933 [14:2] };
-  assign \$1935  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1937  = { 16'h0000, \$1936 [41:16] };
-  assign \$1938  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1941  = { 8'h00, \$1940 [26:8] };
-  assign \$1942  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1944  = { 16'h0000, \$1943 [41:16] };
-  assign \$1945  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1949  = { 4'h0, \$1948 [18:4] };
-  assign \$1950  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1952  = { 16'h0000, \$1951 [41:16] };
-  assign \$1953  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1956  = { 8'h00, \$1955 [26:8] };
-  assign \$1957  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1959  = { 16'h0000, \$1958 [41:16] };
-  assign \$1960  = { 32'h00000000, s5_step_mid[41:32] };
-  assign \$1969  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1971  = { 16'h0000, \$1970 [41:16] };
-  assign \$1972  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1975  = { 8'h00, \$1974 [26:8] };
-  assign \$1976  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1978  = { 16'h0000, \$1977 [41:16] };
-  assign \$1979  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1983  = { 4'h0, \$1982 [18:4] };
-  assign \$1984  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1986  = { 16'h0000, \$1985 [41:16] };
-  assign \$1987  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1990  = { 8'h00, \$1989 [26:8] };
-  assign \$1991  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1993  = { 16'h0000, \$1992 [41:16] };
-  assign \$1994  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$1999  = { 2'h0, \$1998 [14:2] };
-  assign \$2000  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2002  = { 16'h0000, \$2001 [41:16] };
-  assign \$2003  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2006  = { 8'h00, \$2005 [26:8] };
-  assign \$2007  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2009  = { 16'h0000, \$2008 [41:16] };
-  assign \$2010  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2014  = { 4'h0, \$2013 [18:4] };
+  assign \$1929  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1933  = { 4'h0, \$1932 [18:4] };
+  assign \$1934  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1936  = { 16'h0000, \$1935 [41:16] };
+  assign \$1937  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1940  = { 8'h00, \$1939 [26:8] };
+  assign \$1941  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1943  = { 16'h0000, \$1942 [41:16] };
+  assign \$1944  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1952  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1954  = { 16'h0000, \$1953 [41:16] };
+  assign \$1955  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1958  = { 8'h00, \$1957 [26:8] };
+  assign \$1959  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1961  = { 16'h0000, \$1960 [41:16] };
+  assign \$1962  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1966  = { 4'h0, \$1965 [18:4] };
+  assign \$1967  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1969  = { 16'h0000, \$1968 [41:16] };
+  assign \$1970  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1973  = { 8'h00, \$1972 [26:8] };
+  assign \$1974  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1976  = { 16'h0000, \$1975 [41:16] };
+  assign \$1977  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1982  = { 2'h0, \$1981 [14:2] };
+  assign \$1983  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1985  = { 16'h0000, \$1984 [41:16] };
+  assign \$1986  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1989  = { 8'h00, \$1988 [26:8] };
+  assign \$1990  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1992  = { 16'h0000, \$1991 [41:16] };
+  assign \$1993  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$1997  = { 4'h0, \$1996 [18:4] };
+  assign \$1998  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2000  = { 16'h0000, \$1999 [41:16] };
+  assign \$2001  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2004  = { 8'h00, \$2003 [26:8] };
+  assign \$2005  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2007  = { 16'h0000, \$2006 [41:16] };
+  assign \$2008  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2014  = { 1'h0, \$2013 [12:1] };
   assign \$2015  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2017  = { 16'h0000, \$2016 [41:16] };
   assign \$2018  = { 32'h00000000, s5_step_in[41:32] };
@@ -34529,125 +34423,125 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2022  = { 32'h00000000, s5_step_in[41:32] };
   assign \$2024  = { 16'h0000, \$2023 [41:16] };
   assign \$2025  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2031  = { 1'h0, \$2030 [12:1] };
-  assign \$2032  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2034  = { 16'h0000, \$2033 [41:16] };
-  assign \$2035  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2038  = { 8'h00, \$2037 [26:8] };
-  assign \$2039  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2041  = { 16'h0000, \$2040 [41:16] };
-  assign \$2042  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2046  = { 4'h0, \$2045 [18:4] };
-  assign \$2047  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2049  = { 16'h0000, \$2048 [41:16] };
-  assign \$2050  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2053  = { 8'h00, \$2052 [26:8] };
-  assign \$2054  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2056  = { 16'h0000, \$2055 [41:16] };
-  assign \$2057  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2062  = { 2'h0, \$2061 [14:2] };
-  assign \$2063  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2065  = { 16'h0000, \$2064 [41:16] };
-  assign \$2066  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2069  = { 8'h00, \$2068 [26:8] };
-  assign \$2070  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2072  = { 16'h0000, \$2071 [41:16] };
-  assign \$2073  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2077  = { 4'h0, \$2076 [18:4] };
-  assign \$2078  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2080  = { 16'h0000, \$2079 [41:16] };
-  assign \$2081  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2084  = { 8'h00, \$2083 [26:8] };
-  assign \$2085  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2087  = { 16'h0000, \$2086 [41:16] };
-  assign \$2088  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2096  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2098  = { 16'h0000, \$2097 [41:16] };
-  assign \$2099  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2102  = { 8'h00, \$2101 [26:8] };
-  assign \$2103  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2105  = { 16'h0000, \$2104 [41:16] };
-  assign \$2106  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2110  = { 4'h0, \$2109 [18:4] };
-  assign \$2111  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2029  = { 4'h0, \$2028 [18:4] };
+  assign \$2030  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2032  = { 16'h0000, \$2031 [41:16] };
+  assign \$2033  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2036  = { 8'h00, \$2035 [26:8] };
+  assign \$2037  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2039  = { 16'h0000, \$2038 [41:16] };
+  assign \$2040  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2045  = { 2'h0, \$2044 [14:2] };
+  assign \$2046  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2048  = { 16'h0000, \$2047 [41:16] };
+  assign \$2049  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2052  = { 8'h00, \$2051 [26:8] };
+  assign \$2053  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2055  = { 16'h0000, \$2054 [41:16] };
+  assign \$2056  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2060  = { 4'h0, \$2059 [18:4] };
+  assign \$2061  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2063  = { 16'h0000, \$2062 [41:16] };
+  assign \$2064  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2067  = { 8'h00, \$2066 [26:8] };
+  assign \$2068  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2070  = { 16'h0000, \$2069 [41:16] };
+  assign \$2071  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2080  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2082  = { 16'h0000, \$2081 [41:16] };
+  assign \$2083  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2086  = { 8'h00, \$2085 [26:8] };
+  assign \$2087  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2089  = { 16'h0000, \$2088 [41:16] };
+  assign \$2090  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2094  = { 4'h0, \$2093 [18:4] };
+  assign \$2095  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2097  = { 16'h0000, \$2096 [41:16] };
+  assign \$2098  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2101  = { 8'h00, \$2100 [26:8] };
+  assign \$2102  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2104  = { 16'h0000, \$2103 [41:16] };
+  assign \$2105  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2110  = { 2'h0, \$2109 [14:2] };
+  assign \$2111  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2113  = { 16'h0000, \$2112 [41:16] };
-  assign \$2114  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2114  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2117  = { 8'h00, \$2116 [26:8] };
-  assign \$2118  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2118  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2120  = { 16'h0000, \$2119 [41:16] };
-  assign \$2121  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2126  = { 2'h0, \$2125 [14:2] };
-  assign \$2127  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2129  = { 16'h0000, \$2128 [41:16] };
-  assign \$2130  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2133  = { 8'h00, \$2132 [26:8] };
-  assign \$2134  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2136  = { 16'h0000, \$2135 [41:16] };
-  assign \$2137  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2141  = { 4'h0, \$2140 [18:4] };
-  assign \$2142  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2144  = { 16'h0000, \$2143 [41:16] };
-  assign \$2145  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2148  = { 8'h00, \$2147 [26:8] };
-  assign \$2149  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2151  = { 16'h0000, \$2150 [41:16] };
-  assign \$2152  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2158  = { 1'h0, \$2157 [12:1] };
-  assign \$2159  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2161  = { 16'h0000, \$2160 [41:16] };
-  assign \$2162  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2165  = { 8'h00, \$2164 [26:8] };
-  assign \$2166  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2168  = { 16'h0000, \$2167 [41:16] };
-  assign \$2169  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2173  = { 4'h0, \$2172 [18:4] };
-  assign \$2174  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2121  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2125  = { 4'h0, \$2124 [18:4] };
+  assign \$2126  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2128  = { 16'h0000, \$2127 [41:16] };
+  assign \$2129  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2132  = { 8'h00, \$2131 [26:8] };
+  assign \$2133  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2135  = { 16'h0000, \$2134 [41:16] };
+  assign \$2136  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2142  = { 1'h0, \$2141 [12:1] };
+  assign \$2143  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2145  = { 16'h0000, \$2144 [41:16] };
+  assign \$2146  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2149  = { 8'h00, \$2148 [26:8] };
+  assign \$2150  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2152  = { 16'h0000, \$2151 [41:16] };
+  assign \$2153  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2157  = { 4'h0, \$2156 [18:4] };
+  assign \$2158  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2160  = { 16'h0000, \$2159 [41:16] };
+  assign \$2161  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2164  = { 8'h00, \$2163 [26:8] };
+  assign \$2165  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2167  = { 16'h0000, \$2166 [41:16] };
+  assign \$2168  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2173  = { 2'h0, \$2172 [14:2] };
+  assign \$2174  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2176  = { 16'h0000, \$2175 [41:16] };
-  assign \$2177  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2177  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2180  = { 8'h00, \$2179 [26:8] };
-  assign \$2181  = { 32'h00000000, s5_step_in[41:32] };
+  assign \$2181  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2183  = { 16'h0000, \$2182 [41:16] };
-  assign \$2184  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2189  = { 2'h0, \$2188 [14:2] };
-  assign \$2190  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2192  = { 16'h0000, \$2191 [41:16] };
-  assign \$2193  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2196  = { 8'h00, \$2195 [26:8] };
-  assign \$2197  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2199  = { 16'h0000, \$2198 [41:16] };
-  assign \$2200  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2204  = { 4'h0, \$2203 [18:4] };
-  assign \$2205  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2207  = { 16'h0000, \$2206 [41:16] };
-  assign \$2208  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2211  = { 8'h00, \$2210 [26:8] };
-  assign \$2212  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2214  = { 16'h0000, \$2213 [41:16] };
-  assign \$2215  = { 32'h00000000, s5_step_in[41:32] };
-  assign \$2224  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2226  = { 16'h0000, \$2225 [41:16] };
-  assign \$2227  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2230  = { 8'h00, \$2229 [26:8] };
-  assign \$2231  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2233  = { 16'h0000, \$2232 [41:16] };
-  assign \$2234  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2238  = { 4'h0, \$2237 [18:4] };
-  assign \$2239  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2241  = { 16'h0000, \$2240 [41:16] };
-  assign \$2242  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2245  = { 8'h00, \$2244 [26:8] };
-  assign \$2246  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2248  = { 16'h0000, \$2247 [41:16] };
-  assign \$2249  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2254  = { 2'h0, \$2253 [14:2] };
-  assign \$2255  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2257  = { 16'h0000, \$2256 [41:16] };
-  assign \$2258  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2261  = { 8'h00, \$2260 [26:8] };
-  assign \$2262  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2264  = { 16'h0000, \$2263 [41:16] };
-  assign \$2265  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2269  = { 4'h0, \$2268 [18:4] };
+  assign \$2184  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2188  = { 4'h0, \$2187 [18:4] };
+  assign \$2189  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2191  = { 16'h0000, \$2190 [41:16] };
+  assign \$2192  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2195  = { 8'h00, \$2194 [26:8] };
+  assign \$2196  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2198  = { 16'h0000, \$2197 [41:16] };
+  assign \$2199  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2207  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2209  = { 16'h0000, \$2208 [41:16] };
+  assign \$2210  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2213  = { 8'h00, \$2212 [26:8] };
+  assign \$2214  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2216  = { 16'h0000, \$2215 [41:16] };
+  assign \$2217  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2221  = { 4'h0, \$2220 [18:4] };
+  assign \$2222  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2224  = { 16'h0000, \$2223 [41:16] };
+  assign \$2225  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2228  = { 8'h00, \$2227 [26:8] };
+  assign \$2229  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2231  = { 16'h0000, \$2230 [41:16] };
+  assign \$2232  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2237  = { 2'h0, \$2236 [14:2] };
+  assign \$2238  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2240  = { 16'h0000, \$2239 [41:16] };
+  assign \$2241  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2244  = { 8'h00, \$2243 [26:8] };
+  assign \$2245  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2247  = { 16'h0000, \$2246 [41:16] };
+  assign \$2248  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2252  = { 4'h0, \$2251 [18:4] };
+  assign \$2253  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2255  = { 16'h0000, \$2254 [41:16] };
+  assign \$2256  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2259  = { 8'h00, \$2258 [26:8] };
+  assign \$2260  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2262  = { 16'h0000, \$2261 [41:16] };
+  assign \$2263  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2269  = { 1'h0, \$2268 [12:1] };
   assign \$2270  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2272  = { 16'h0000, \$2271 [41:16] };
   assign \$2273  = { 32'h00000000, s5_step_out[41:32] };
@@ -34655,122 +34549,39 @@ module \quant_engine.scale (rst, valid, a, b, has_lo, has_hi, outer_max, inner_e
   assign \$2277  = { 32'h00000000, s5_step_out[41:32] };
   assign \$2279  = { 16'h0000, \$2278 [41:16] };
   assign \$2280  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2286  = { 1'h0, \$2285 [12:1] };
-  assign \$2287  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2289  = { 16'h0000, \$2288 [41:16] };
-  assign \$2290  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2293  = { 8'h00, \$2292 [26:8] };
-  assign \$2294  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2296  = { 16'h0000, \$2295 [41:16] };
-  assign \$2297  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2301  = { 4'h0, \$2300 [18:4] };
-  assign \$2302  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2304  = { 16'h0000, \$2303 [41:16] };
-  assign \$2305  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2308  = { 8'h00, \$2307 [26:8] };
-  assign \$2309  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2311  = { 16'h0000, \$2310 [41:16] };
-  assign \$2312  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2317  = { 2'h0, \$2316 [14:2] };
-  assign \$2318  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2320  = { 16'h0000, \$2319 [41:16] };
-  assign \$2321  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2324  = { 8'h00, \$2323 [26:8] };
-  assign \$2325  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2327  = { 16'h0000, \$2326 [41:16] };
-  assign \$2328  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2332  = { 4'h0, \$2331 [18:4] };
-  assign \$2333  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2335  = { 16'h0000, \$2334 [41:16] };
-  assign \$2336  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2339  = { 8'h00, \$2338 [26:8] };
-  assign \$2340  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2342  = { 16'h0000, \$2341 [41:16] };
-  assign \$2343  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2351  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2353  = { 16'h0000, \$2352 [41:16] };
-  assign \$2354  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2357  = { 8'h00, \$2356 [26:8] };
-  assign \$2358  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2360  = { 16'h0000, \$2359 [41:16] };
-  assign \$2361  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2365  = { 4'h0, \$2364 [18:4] };
-  assign \$2366  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2368  = { 16'h0000, \$2367 [41:16] };
-  assign \$2369  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2372  = { 8'h00, \$2371 [26:8] };
-  assign \$2373  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2375  = { 16'h0000, \$2374 [41:16] };
-  assign \$2376  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2381  = { 2'h0, \$2380 [14:2] };
-  assign \$2382  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2384  = { 16'h0000, \$2383 [41:16] };
-  assign \$2385  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2388  = { 8'h00, \$2387 [26:8] };
-  assign \$2389  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2391  = { 16'h0000, \$2390 [41:16] };
-  assign \$2392  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2396  = { 4'h0, \$2395 [18:4] };
-  assign \$2397  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2399  = { 16'h0000, \$2398 [41:16] };
-  assign \$2400  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2403  = { 8'h00, \$2402 [26:8] };
-  assign \$2404  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2406  = { 16'h0000, \$2405 [41:16] };
-  assign \$2407  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2413  = { 1'h0, \$2412 [12:1] };
-  assign \$2414  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2416  = { 16'h0000, \$2415 [41:16] };
-  assign \$2417  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2420  = { 8'h00, \$2419 [26:8] };
-  assign \$2421  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2423  = { 16'h0000, \$2422 [41:16] };
-  assign \$2424  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2428  = { 4'h0, \$2427 [18:4] };
-  assign \$2429  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2431  = { 16'h0000, \$2430 [41:16] };
-  assign \$2432  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2435  = { 8'h00, \$2434 [26:8] };
-  assign \$2436  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2438  = { 16'h0000, \$2437 [41:16] };
-  assign \$2439  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2444  = { 2'h0, \$2443 [14:2] };
-  assign \$2445  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2447  = { 16'h0000, \$2446 [41:16] };
-  assign \$2448  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2451  = { 8'h00, \$2450 [26:8] };
-  assign \$2452  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2454  = { 16'h0000, \$2453 [41:16] };
-  assign \$2455  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2459  = { 4'h0, \$2458 [18:4] };
-  assign \$2460  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2462  = { 16'h0000, \$2461 [41:16] };
-  assign \$2463  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2466  = { 8'h00, \$2465 [26:8] };
-  assign \$2467  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2469  = { 16'h0000, \$2468 [41:16] };
-  assign \$2470  = { 32'h00000000, s5_step_out[41:32] };
-  assign \$2479  = { 3'h0, s0_den, 4'h0 };
-  assign \$2481  = { 3'h0, s0_den, 4'h0 };
-  assign \$2484  = { s1_den, 3'h0 };
-  assign \$2486  = { s1_den, 3'h0 };
-  assign \$2489  = { 1'h0, s2_den, 2'h0 };
-  assign \$2491  = { 1'h0, s2_den, 2'h0 };
-  assign \$2494  = { s3_den, 1'h0 };
-  assign \$2496  = { s3_den, 1'h0 };
+  assign \$2284  = { 4'h0, \$2283 [18:4] };
+  assign \$2285  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2287  = { 16'h0000, \$2286 [41:16] };
+  assign \$2288  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2291  = { 8'h00, \$2290 [26:8] };
+  assign \$2292  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2294  = { 16'h0000, \$2293 [41:16] };
+  assign \$2295  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2300  = { 2'h0, \$2299 [14:2] };
+  assign \$2301  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2303  = { 16'h0000, \$2302 [41:16] };
+  assign \$2304  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2307  = { 8'h00, \$2306 [26:8] };
+  assign \$2308  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2310  = { 16'h0000, \$2309 [41:16] };
+  assign \$2311  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2315  = { 4'h0, \$2314 [18:4] };
+  assign \$2316  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2318  = { 16'h0000, \$2317 [41:16] };
+  assign \$2319  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2322  = { 8'h00, \$2321 [26:8] };
+  assign \$2323  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2325  = { 16'h0000, \$2324 [41:16] };
+  assign \$2326  = { 32'h00000000, s5_step_out[41:32] };
+  assign \$2335  = { 3'h0, s0_den, 4'h0 };
+  assign \$2337  = { 3'h0, s0_den, 4'h0 };
+  assign \$2340  = { s1_den, 3'h0 };
+  assign \$2342  = { s1_den, 3'h0 };
+  assign \$2345  = { 1'h0, s2_den, 2'h0 };
+  assign \$2347  = { 1'h0, s2_den, 2'h0 };
+  assign \$2350  = { s3_den, 1'h0 };
+  assign \$2352  = { s3_den, 1'h0 };
   assign \$24  = { 5'h00, s5_q0 };
-  assign \$38  = { 5'h00, s5_q0 };
-  assign \$53  = { 5'h00, s5_q0 };
-  assign \$69  = { 5'h00, s5_q0 };
-  assign \$82  = { 5'h00, s5_q0 };
-  assign \$95  = { 5'h00, s5_q0 };
-  assign \$108  = { 5'h00, s5_q0 };
-  assign \$122  = { 5'h00, s5_q0 };
-  assign \$135  = { 5'h00, s5_q0 };
-  assign \$149  = { 5'h00, s5_q0 };
-  assign \$164  = { 5'h00, s5_q0 };
-  assign \$182  = { 5'h00, s5_q0 };
-  assign \$195  = { 5'h00, s5_q0 };
 endmodule
 
 (* generator = "Amaranth" *)

@@ -116,10 +116,10 @@ class Scale(wiring.Component):
 
     @staticmethod
     def latency_for(middle_bits):
-        """Input register, the division (``middle_bits + 1`` stages), candidates, partial
-        products, their sums, choice, reciprocal, multiply, ceiling, round-up mask,
+        """Input register, the division (``middle_bits + 1`` stages), ``n1``, candidates,
+        partial products, their sums, choice, reciprocal, multiply, ceiling, round-up mask,
         round-up, FP16."""
-        return 1 + (middle_bits + 1) + 10
+        return 1 + (middle_bits + 1) + 11
 
     def __init__(self, *, middle_bits, tag_width=1):
         if isinstance(middle_bits, bool) or not isinstance(middle_bits, int) \
@@ -184,11 +184,13 @@ class Scale(wiring.Component):
         quot = Const(0, nw)
         for bit in q:
             quot = (quot << 1 | bit)[:nw]
-        n1 = Mux(carry.pop("den_zero"), 0, quot + inexact)[:nw + 1]
+        # n1 gets a stage of its own: the quotient's increment and the candidates' compares
+        # in one stage were the engine's critical path at both seeds (s5_inexact -> c_nl /
+        # c_mu, 10.1-10.7 ns, 11 levels on ECP5).
+        s1 = {k: stage(f"n_{k}", v) for k, v in carry.items() if k != "den_zero"}
+        s1_n1 = stage("n_n1", Mux(carry["den_zero"], 0, quot + inexact), nw + 1)
 
         # --- the two candidates -------------------------------------------------------------
-        s1 = carry
-        s1_n1 = n1
         hi_n = (codes - s1["has_hi"])[:nw + 1]
         lo_n = s1["has_lo"]
         n1m1 = (s1_n1 - 1)[:nw + 1]
