@@ -185,8 +185,8 @@ class Scale(wiring.Component):
         for bit in q:
             quot = (quot << 1 | bit)[:nw]
         # n1 gets a stage of its own: the quotient's increment and the candidates' compares
-        # in one stage were the engine's critical path at both seeds (s5_inexact -> c_nl /
-        # c_mu, 10.1-10.7 ns, 11 levels on ECP5).
+        # in one stage were over 10 ns at both seeds and the engine's critical path at one
+        # (s5_inexact -> c_nl / c_mu, 10.1-10.7 ns, 11 levels on ECP5; session 23).
         s1 = {k: stage(f"n_{k}", v) for k, v in carry.items() if k != "den_zero"}
         s1_n1 = stage("n_n1", Mux(carry["den_zero"], 0, quot + inexact), nw + 1)
 
