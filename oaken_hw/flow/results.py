@@ -40,8 +40,9 @@ def run_point(name, *, seed=1, vectors=2000, out_dir, designs=None):
     ----------
     designs : list of str or None
         Run only these designs and merge them into the point's saved report, which keeps
-        its other designs and, when it has one, its simulation section (the simulation
-        does not depend on which designs are synthesized). ``None`` runs everything and
+        its other designs and its simulation section when that was measured at the same
+        ``revision`` (the simulation does not depend on which designs are synthesized, but
+        it does on the RTL: otherwise it is run again). ``None`` runs everything and
         replaces the saved report. The saved report is re-read just before the merge, so
         several processes can run different designs of one point.
     """
@@ -53,12 +54,12 @@ def run_point(name, *, seed=1, vectors=2000, out_dir, designs=None):
     head = {"point": name, "config_file": cfg_file, "target": target, "seed": seed,
             "config": {"lanes": cfg.quant.lanes, "vector_len": cfg.vector_len}}
     saved = _saved(out, head) if designs else None
-    if not (saved and saved.get("sim")):
+    rev = revision()        # now: the checkout may move while the tools run for hours
+    if not (saved and saved.get("sim") and saved["sim"].get("revision") == rev):
         # saved at once: a long synthesis that follows must not lose it
-        sim = _self_check(name, cfg, seed, vectors)
+        sim = {**_self_check(name, cfg, seed, vectors), "revision": rev}
         saved = _write(out, {**head, "components": {}, **(saved or {}), "sim": sim},
                        merge=bool(designs))
-    rev = revision()        # now: the checkout may move while the tools run for hours
     print(f"[results] {name}: synthesis and place-and-route for {target}", file=sys.stderr)
     report = synth_report(cfg, target, names=designs, seed=seed, keep_going=True)
     for comp in report["components"].values():

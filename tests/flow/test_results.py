@@ -104,9 +104,15 @@ def test_designs_rerun_merges_into_the_saved_point(monkeypatch, tmp_path):
     results.run_point("default", out_dir=tmp_path)
     rep = results.run_point("default", out_dir=tmp_path, designs=["quant_engine"])
     assert calls == [None, ["quant_engine"]] and len(sims) == 1      # the saved sim is kept
+    assert rep["sim"]["revision"] == results.revision()
     assert list(rep["components"]) == ["oaken_engine", "quant_engine", "int4_baseline"]
     assert rep["components"]["quant_engine"]["lut"] == 20            # re-run
     assert rep["components"]["oaken_engine"]["lut"] == 10 == rep["lut"]   # kept, still the top
     assert rep["components"]["quant_engine"]["revision"] == results.revision()
     with pytest.raises(ValueError, match="another configuration"):
         results.run_point("default", out_dir=tmp_path, designs=["mmu"], seed=2)
+    # a simulation measured at another revision is not kept: the RTL may have changed
+    monkeypatch.setattr(results, "revision", lambda: "0123abcd")
+    rep = results.run_point("default", out_dir=tmp_path, designs=["mmu"])
+    assert len(sims) == 2 and rep["sim"]["revision"] == "0123abcd"
+    assert rep["components"]["mmu"]["revision"] == "0123abcd"
