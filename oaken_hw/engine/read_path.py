@@ -162,15 +162,23 @@ class ReadPath(wiring.Component):
         m_room = Signal()
         d_room = Signal()
         # the sparse burst being requested, as a cursor of registers (as the write path's):
-        # its next byte address, bytes left, and t1 = min(bytes to the beat's end, bytes
-        # left) with whether that is all of them, so that a request's byte count and the
+        # its next byte address and t1 = min(bytes to the beat's end, bytes left) with
+        # whether that is all of them, so that a request's byte count and the
         # FIFO's pop start from registers (from the FIFO's output through an adder and three
         # compares into the pop they were the read path's critical path, 15.9 ns)
         sv = Signal()
         s_addr = Signal(L.addr_bits)
-        s_left = Signal(L.len_bits)
         s_t1 = Signal(range(N + 1))
         s_t1_last = Signal()
+        # the bytes after t1 and the next beat's take, min(N, s_rest), with whether it is
+        # the last: registers one beat ahead (the write path's `n_take`), so that a whole
+        # beat's step is `i_end + n_t1`, an adder of registers. Worked out in that step
+        # (bytes left less s_t1, its min with N, then the adder) it was the read path's critical
+        # path (10.57 ns, 29 levels, session 24). Every beat after a burst's first is a
+        # whole N but its last, so the step after n_t1 is s_rest - N, beside its compare.
+        s_rest = Signal(L.len_bits)
+        n_t1 = Signal(range(N + 1))
+        n_t1_last = Signal()
         # issued + s_t1, a register, so that "the request takes all of t1" is one compare
         # of two registers, `i_end <= known`: as `s_t1 <= known - issued`, its subtractor
         # and compare ran into the cursor's pop and the record FIFO's level, the read
@@ -182,9 +190,9 @@ class ReadPath(wiring.Component):
         # the cursor's next beat and the FIFO's next burst's first, outside the conditions
         # that use them (assigned under one, they would be zero when it is low, and the
         # handshake would run through these subtractors)
-        s_rest = Signal.like(s_left)
         room0 = Signal(range(N + 1))
-        m.d.comb += [s_rest.eq(s_left - s_t1), room0.eq(N - srec.addr[:s])]
+        room1 = Signal(range(2 * N + 1))
+        m.d.comb += [room0.eq(N - srec.addr[:s]), room1.eq(2 * N - srec.addr[:s])]
         dbeat = Signal(range(max(dbeats, 2)))       # beat of the current token's dense slot
         sparse_ready = Signal()                     # the sparse bursts are in their FIFO
 
@@ -341,13 +349,14 @@ class ReadPath(wiring.Component):
                 m.d.comb += s_load.eq(1)
             with m.Elif(s_full):
                 # on to the next beat, from its lane 0
-                t1, t1_last = beat_take(s_rest, N)
-                m.d.sync += [s_addr.eq(s_addr + s_t1), s_left.eq(s_rest),
-                             s_t1.eq(t1), s_t1_last.eq(t1_last), i_end.eq(i_end + t1)]
+                n_last = s_rest <= 2 * N
+                m.d.sync += [s_addr.eq(s_addr + s_t1), s_t1.eq(n_t1), s_t1_last.eq(n_t1_last),
+                             i_end.eq(i_end + n_t1), s_rest.eq(s_rest - N),
+                             n_t1.eq(Mux(n_last, s_rest - N, N)), n_t1_last.eq(n_last)]
             with m.Else():
                 # fewer bytes are known than the beat holds: the rest of it waits
-                m.d.sync += [s_addr.eq(s_addr + want), s_left.eq(s_left - want),
-                             s_t1.eq(s_t1 - want)]
+                # (s_rest and the next beat stay)
+                m.d.sync += [s_addr.eq(s_addr + want), s_t1.eq(s_t1 - want)]
         with m.Elif(meta_go):
             a = mrec.addr + moff
             sum_only = ti < r.lo
@@ -382,10 +391,15 @@ class ReadPath(wiring.Component):
             m.d.comb += sparse_rec.r_en.eq(1)
             t1, t1_last = beat_take(srec.length, room0)
             # from `issued` as it will be: i_end after a whole last beat (sv), else it
-            # stays (a request's `issued <= 0` comes while the sparse FIFO is empty)
-            m.d.sync += [sv.eq(sparse_rec.r_rdy), s_addr.eq(srec.addr), s_left.eq(srec.length),
+            # stays (a request's `issued <= 0` comes while the sparse FIFO is empty); the
+            # two sums beside the compare that chooses between them
+            base = Mux(sv, i_end, issued)
+            n_last = srec.length <= room1
+            m.d.sync += [sv.eq(sparse_rec.r_rdy), s_addr.eq(srec.addr),
                          s_t1.eq(t1), s_t1_last.eq(t1_last),
-                         i_end.eq(Mux(sv, i_end, issued) + t1)]
+                         i_end.eq(Mux(t1_last, base + srec.length, base + room0)),
+                         s_rest.eq(srec.length - room0),
+                         n_t1.eq(Mux(n_last, srec.length - room0, N)), n_t1_last.eq(n_last)]
         with m.If(sparse_drop):
             m.d.comb += sparse_rec.r_en.eq(1)
             m.d.sync += sv.eq(0)
