@@ -519,15 +519,15 @@ class ReadPath(wiring.Component):
         rest_take, rest_last = beat_take(f_rest, lanes)
         cnt = cnt_f.r_data
         load_take, load_last = beat_take(cnt, lanes)
-        # the queue's `need` (the next take, plus this cycle's take), chosen by the beat's
-        # handshake among sums of registers: the handshake meets no adder on its way into
-        # the queue's `enough`
-        m.d.comb += fb.need.eq(Mux(fire, Mux(f_last, f_take + load_take, f_take + rest_take),
-                                   Mux(f_v, f_take, load_take)))
+        # the queue's take and `need` (the next take, plus this cycle's take) for either
+        # outcome of the beat's handshake, sums of registers; the queue chooses by the
+        # handshake last: it meets no adder on its way into the queue's `enough`
+        m.d.comb += [fb.sel.eq(fire), fb.take[1].eq(f_take),
+                     fb.need[0].eq(Mux(f_v, f_take, load_take)),
+                     fb.need[1].eq(Mux(f_last, f_take + load_take, f_take + rest_take))]
         f_load = Signal()
         m.d.comb += f_load.eq(~f_v)
         with m.If(fire):
-            m.d.comb += fb.take.eq(f_take)
             with m.If(f_last):
                 m.d.comb += f_load.eq(1)
             with m.Else():

@@ -286,19 +286,21 @@ class WritePath(wiring.Component):
         m.d.sync += c_take.eq(Mux(fire, take_fired, take_held))
         # The byte queue registers whether it will hold the next take (`bq.enough`, which
         # the sparse beat's handshake waits for); its `need` is that take plus this cycle's.
-        # Both sums are formed beside the handshake and chosen by `fire` (a fired beat takes
-        # `c_take` from the queue if it is sparse; otherwise only DROP takes, `drop_now`).
-        # With the sum behind `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
+        # Both sums are formed beside the handshake, and the queue chooses by `fire` (its
+        # `sel`) after its own sums and compares (a fired beat takes `c_take` from the queue
+        # if it is sparse; otherwise only DROP takes, `drop_now`). With the sum behind
+        # `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
         # the engine's critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels;
         # session 22). So were the takes themselves while they were worked out here: a
         # record's first from the record FIFO's output (12.4 ns, 22 levels; now in `entry`)
         # and the next beat's from the record's bytes left less `c_take` (11.3 ns, 21 levels
         # at 88.6 MHz; now the register `n_take`, one beat ahead: 92.3 MHz at the same seed)
         drop_now = Signal(range(N + 1))
-        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane),
-                     bq.need.eq(Mux(fire, take_fired + Mux(c_kind == Kind.SPARSE, c_take, 0),
-                                    take_held + drop_now)),
-                     bq.take.eq(Mux(fire & (c_kind == Kind.SPARSE), c_take, drop_now))]
+        fired_take = Mux(c_kind == Kind.SPARSE, c_take, 0)
+        m.d.comb += [b_addr.eq(c_beat), bq.lane.eq(c_lane), bq.sel.eq(fire),
+                     bq.take[0].eq(drop_now), bq.take[1].eq(fired_take),
+                     bq.need[0].eq(take_held + drop_now),
+                     bq.need[1].eq(take_fired + fired_take)]
         ones = Signal(N + 1)                     # `take` ones: the byte enables before the shift
         m.d.comb += ones.eq((Const(1, N + 1) << c_take) - 1)
 

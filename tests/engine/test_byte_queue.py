@@ -11,7 +11,8 @@ from oaken_hw.engine.byte_queue import ByteQueue
 @pytest.mark.parametrize("in_bytes,out_bytes", [(4, 16), (16, 16), (3, 5)])
 def test_byte_queue_matches_a_list(in_bytes, out_bytes):
     """Random beats of 0..in_bytes bytes (random valid), random takes up to the fill, the
-    head shown from a random lane, a random `want` (passed as `need = want + take`): the
+    head shown from a random lane, a random `want` (passed as `need = want + take`), both
+    given as the outcome `sel` chooses, beside junk for the other one: the
     head's valid bytes, the fill, ready and `enough` (the fill against the cycle before's
     `want`) follow the list every cycle."""
     rng = random.Random(in_bytes * 100 + out_bytes)
@@ -44,8 +45,13 @@ def test_byte_queue_matches_a_list(in_bytes, out_bytes):
             # alternate a draining and a filling reader, so the queue also runs full
             p_take = 0.8 if (cycle // 200) % 2 else 0.1
             take = rng.randint(0, min(fill, out_bytes)) if rng.random() < p_take else 0
-            ctx.set(dut.take, take)
-            ctx.set(dut.need, wanted + take)
+            # the take and need of the handshake's other outcome are junk the queue must
+            # not use
+            sel = rng.random() < 0.5
+            junk = rng.randint(0, min(fill, out_bytes))
+            ctx.set(dut.sel, sel)
+            ctx.set(dut.take, [junk, take] if sel else [take, junk])
+            ctx.set(dut.need, [junk, wanted + take] if sel else [wanted + take, junk])
             await ctx.tick()
             del queue[:take]
             seen["takes"] += take > 0
