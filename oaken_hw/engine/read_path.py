@@ -163,9 +163,9 @@ class ReadPath(wiring.Component):
         d_room = Signal()
         # the sparse burst being requested, as a cursor of registers (as the write path's):
         # its next byte address and t1 = min(bytes to the beat's end, bytes left) with
-        # whether that is all of them, so that a request's byte count and the
-        # FIFO's pop start from registers (from the FIFO's output through an adder and three
-        # compares into the pop they were the read path's critical path, 15.9 ns)
+        # whether that is all of them, so that a request's byte count and the FIFO's pop
+        # start from registers (from the FIFO's output through an adder and three compares
+        # into the pop they were the read path's critical path, 15.9 ns)
         sv = Signal()
         s_addr = Signal(L.addr_bits)
         s_t1 = Signal(range(N + 1))
@@ -173,9 +173,10 @@ class ReadPath(wiring.Component):
         # the bytes after t1 and the next beat's take, min(N, s_rest), with whether it is
         # the last: registers one beat ahead (the write path's `n_take`), so that a whole
         # beat's step is `i_end + n_t1`, an adder of registers. Worked out in that step
-        # (bytes left less s_t1, its min with N, then the adder) it was the read path's critical
-        # path (10.57 ns, 29 levels, session 24). Every beat after a burst's first is a
-        # whole N but its last, so the step after n_t1 is s_rest - N, beside its compare.
+        # (bytes left less s_t1, its min with N, then the adder) it was the read path's
+        # critical path (10.57 ns, 29 levels, session 24). Every beat after a burst's first
+        # is a whole N but its last, so the step after n_t1 is s_rest - N, beside its
+        # compare.
         s_rest = Signal(L.len_bits)
         n_t1 = Signal(range(N + 1))
         n_t1_last = Signal()

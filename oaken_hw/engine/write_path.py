@@ -289,9 +289,8 @@ class WritePath(wiring.Component):
         # Both sums are formed beside the handshake, and the queue chooses by `fire` (its
         # `sel`) after its own sums and compares (a fired beat takes `c_take` from the queue
         # if it is sparse; otherwise only DROP takes, `drop_now`). With the sum behind
-        # `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was
-        # the engine's critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels;
-        # session 22). So were the takes themselves while they were worked out here: a
+        # `fire`'s muxes, c_take -> `fire` -> the adder -> `enough` was the engine's
+        # critical path at 84.9 MHz (11.8 ns, 4.8 of them logic in 18 levels; session 22). So were the takes themselves while they were worked out here: a
         # record's first from the record FIFO's output (12.4 ns, 22 levels; now in `entry`)
         # and the next beat's from the record's bytes left less `c_take` (11.3 ns, 21 levels
         # at 88.6 MHz; now the register `n_take`, one beat ahead: 92.3 MHz at the same seed)
